@@ -1,0 +1,182 @@
+//! The contract between value sources and everything that consumes values.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::Mask;
+
+/// Why a game could not value some masks. Boxed so that the ONNX evaluator, a table lookup and
+/// a surrogate can each report their own failures through one trait.
+pub type GameError = Box<dyn std::error::Error + Send + Sync>;
+
+/// "The value of these masks."
+///
+/// A game has a fixed number of players (`num_players`, the blocks of the model) and values
+/// any batch of masks of that length. Implementations are free to reorder work internally
+/// (the ONNX evaluator sorts masks to share hidden states) but must return values in the order
+/// of `masks`. A value is larger for a better coalition (e.g. the published utility
+/// PPL(full) / PPL(mask), or minus the mean NLL).
+///
+/// `values` takes `&mut self` because real games keep caches and counters.
+pub trait Game {
+    /// Number of players; every mask passed to [`Game::values`] has this many entries.
+    fn num_players(&self) -> usize;
+
+    /// The value of each mask, in the order given.
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError>;
+
+    /// The value of one mask.
+    fn value(&mut self, mask: &Mask) -> Result<f64, GameError> {
+        let values = self.values(std::slice::from_ref(mask))?;
+        values
+            .into_iter()
+            .next()
+            .ok_or_else(|| "game returned no value".into())
+    }
+}
+
+impl<G: Game + ?Sized> Game for &mut G {
+    fn num_players(&self) -> usize {
+        (**self).num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        (**self).values(masks)
+    }
+}
+
+impl<G: Game + ?Sized> Game for Box<G> {
+    fn num_players(&self) -> usize {
+        (**self).num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        (**self).values(masks)
+    }
+}
+
+/// Values recorded earlier (an evaluation table), replayed as a game. Asking for a mask that
+/// was never evaluated is an error, never a guess.
+#[derive(Clone, Debug)]
+pub struct RecordedGame {
+    num_players: usize,
+    values: HashMap<Mask, f64>,
+}
+
+impl RecordedGame {
+    /// Builds the game from (mask, value) rows; every mask must have `num_players` entries.
+    pub fn new(
+        num_players: usize,
+        rows: impl IntoIterator<Item = (Mask, f64)>,
+    ) -> Result<Self, GameError> {
+        let mut values = HashMap::new();
+        for (mask, value) in rows {
+            mask.check_len(num_players)?;
+            values.insert(mask, value);
+        }
+        Ok(RecordedGame {
+            num_players,
+            values,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn contains(&self, mask: &Mask) -> bool {
+        self.values.contains_key(mask)
+    }
+
+    /// The recorded rows, in no particular order.
+    pub fn rows(&self) -> impl Iterator<Item = (&Mask, f64)> {
+        self.values.iter().map(|(m, &v)| (m, v))
+    }
+}
+
+impl Game for RecordedGame {
+    fn num_players(&self) -> usize {
+        self.num_players
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        masks
+            .iter()
+            .map(|mask| {
+                self.values.get(mask).copied().ok_or_else(|| {
+                    format!("mask {mask} was not evaluated (it is not in the recorded table)")
+                        .into()
+                })
+            })
+            .collect()
+    }
+}
+
+/// Wraps a game and counts the distinct masks it was asked for: the "number of LLM
+/// evaluations" an estimator used, since a mask asked for twice costs one evaluation.
+pub struct CountingGame<G> {
+    inner: G,
+    seen: HashSet<Mask>,
+}
+
+impl<G: Game> CountingGame<G> {
+    pub fn new(inner: G) -> Self {
+        CountingGame {
+            inner,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Distinct masks valued so far.
+    pub fn evaluations(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn into_inner(self) -> G {
+        self.inner
+    }
+}
+
+impl<G: Game> Game for CountingGame<G> {
+    fn num_players(&self) -> usize {
+        self.inner.num_players()
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        let values = self.inner.values(masks)?;
+        self.seen.extend(masks.iter().cloned());
+        Ok(values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::AdditiveGame;
+
+    #[test]
+    fn recorded_game_replays_and_refuses_unknown_masks() {
+        let mut truth = AdditiveGame::new(vec![1.0, 2.0, 3.0], 0.5);
+        let masks: Vec<Mask> = ["111", "011", "000"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let values = truth.values(&masks).unwrap();
+        let mut recorded =
+            RecordedGame::new(3, masks.iter().cloned().zip(values.iter().copied())).unwrap();
+        assert_eq!(recorded.values(&masks).unwrap(), values);
+        let err = recorded.value(&"101".parse().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("101"), "{err}");
+        assert!(RecordedGame::new(4, [(masks[0].clone(), 1.0)]).is_err());
+    }
+
+    #[test]
+    fn counting_game_counts_distinct_masks() {
+        let mut game = CountingGame::new(AdditiveGame::new(vec![1.0, 1.0], 0.0));
+        let a: Mask = "10".parse().unwrap();
+        let b: Mask = "01".parse().unwrap();
+        game.values(&[a.clone(), b, a]).unwrap();
+        assert_eq!(game.evaluations(), 2);
+    }
+}
