@@ -8,12 +8,16 @@
 //! tests ([`synthetic`]). Estimators, samplers and selection rules are written once against the
 //! trait and tested without a model.
 
+pub mod device;
 pub mod game;
 pub mod mask;
+pub mod objective;
 pub mod synthetic;
 
+pub use device::Device;
 pub use game::{CountingGame, Game, GameError, RecordedGame};
 pub use mask::{Mask, MaskError};
+pub use objective::Objective;
 
 /// Hex sha256 of some bytes: the one hash used for model, dataset and part ids.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -1,1 +1,45 @@
-//! (to be written)
+//! Runs layered ONNX models (one graph per block, written by `tools/export`) through ONNX
+//! Runtime, and values masks on real text: the real LLM as a [`layerprune_core::Game`].
+//!
+//! Removing a block of a pre-norm residual network is the identity map on the hidden states,
+//! so the evaluator simply does not run removed blocks: a mask with r blocks removed costs r
+//! blocks less. Masks are evaluated in sorted order so that consecutive masks share a prefix
+//! of blocks, and the hidden states after that prefix are reused instead of recomputed.
+
+mod evaluator;
+mod manifest;
+mod model;
+
+pub use evaluator::{
+    block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation, OnnxGame,
+};
+pub use manifest::{model_id, sha256_file, BlockRef, GraphRef, Manifest, FORMAT, MANIFEST_FILE};
+pub use model::{runtime_library_path, HiddenState, LayeredModel, RuntimeOptions};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong running a model; each names the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {problem}")]
+    BadManifest { path: PathBuf, problem: String },
+    #[error("{path}: sha256 is {actual} but the manifest says {expected} (file changed or corrupt)")]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("ONNX Runtime library: {0}")]
+    Library(String),
+    #[error("{device} requested but unavailable: {problem}")]
+    DeviceUnavailable { device: String, problem: String },
+    #[error("{path}: ONNX Runtime: {message}")]
+    Onnx { path: PathBuf, message: String },
+    #[error("{0}")]
+    BadInput(String),
+}

@@ -1,0 +1,335 @@
+//! Values masks on token windows with the real model.
+
+use std::time::Instant;
+
+use layerprune_core::{Game, GameError, Mask, Objective};
+use ndarray::Array2;
+
+use crate::model::{HiddenState, LayeredModel};
+use crate::RuntimeError;
+
+/// How the evaluator trades memory for reuse.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Windows run together in one batch (0 = all windows in one batch).
+    pub batch_windows: usize,
+    /// Memory for hidden states kept for reuse by later masks, in bytes.
+    pub cache_bytes: usize,
+    /// Reuse hidden states of shared prefixes (off: every mask from the embedding).
+    pub reuse_prefixes: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            batch_windows: 0,
+            cache_bytes: 1 << 30,
+            reuse_prefixes: true,
+        }
+    }
+}
+
+/// One mask's result: the summed NLL over the scored tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskEvaluation {
+    pub nll_sum: f64,
+    pub tokens_scored: u64,
+    /// Compute time attributed to this mask (the blocks it did not share, and its head).
+    pub seconds: f64,
+}
+
+impl MaskEvaluation {
+    /// Mean NLL per scored token, in nats.
+    pub fn nll(&self) -> f64 {
+        self.nll_sum / self.tokens_scored as f64
+    }
+}
+
+/// The model plus the token windows it is judged on.
+pub struct Evaluator {
+    model: LayeredModel,
+    /// Each batch: (input ids [b, s], next-token targets [b, s]; the last target is padding).
+    batches: Vec<(Array2<i64>, Array2<i64>)>,
+    options: EvalOptions,
+    tokens_scored: u64,
+    blocks_run: u64,
+}
+
+impl Evaluator {
+    /// Checks the windows against the model (non-empty, equal lengths ≥ 2, ids inside the
+    /// vocabulary) and batches them.
+    pub fn new(
+        model: LayeredModel,
+        windows: &[Vec<u32>],
+        options: EvalOptions,
+    ) -> Result<Self, RuntimeError> {
+        let Some(first) = windows.first() else {
+            return Err(RuntimeError::BadInput("the token table has no windows".into()));
+        };
+        let seq_len = first.len();
+        if seq_len < 2 {
+            return Err(RuntimeError::BadInput(format!(
+                "windows have {seq_len} tokens; at least 2 are needed to score one"
+            )));
+        }
+        let vocab_size = model.manifest().vocab_size;
+        for (index, window) in windows.iter().enumerate() {
+            if window.len() != seq_len {
+                return Err(RuntimeError::BadInput(format!(
+                    "window {index} has {} tokens, window 0 has {seq_len}",
+                    window.len()
+                )));
+            }
+            if let Some(&bad) = window.iter().find(|&&id| id as usize >= vocab_size) {
+                return Err(RuntimeError::BadInput(format!(
+                    "window {index} has token id {bad}, outside the model's vocabulary of \
+                     {vocab_size} (was it tokenized for another model?)"
+                )));
+            }
+        }
+        let per_batch = if options.batch_windows == 0 {
+            windows.len()
+        } else {
+            options.batch_windows
+        };
+        let batches = windows
+            .chunks(per_batch)
+            .map(|chunk| {
+                let inputs = Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| {
+                    i64::from(chunk[b][t])
+                });
+                let targets = Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| {
+                    i64::from(chunk[b][(t + 1) % seq_len])
+                });
+                (inputs, targets)
+            })
+            .collect();
+        Ok(Evaluator {
+            model,
+            batches,
+            options,
+            tokens_scored: (windows.len() * (seq_len - 1)) as u64,
+            blocks_run: 0,
+        })
+    }
+
+    pub fn model(&self) -> &LayeredModel {
+        &self.model
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.model.num_blocks()
+    }
+
+    /// Predicted tokens per mask: (seq_len − 1) per window.
+    pub fn tokens_scored(&self) -> u64 {
+        self.tokens_scored
+    }
+
+    /// Blocks run so far (a measure of the work prefix reuse saved).
+    pub fn blocks_run(&self) -> u64 {
+        self.blocks_run
+    }
+
+    /// Evaluates `masks` (results in their order). `progress(done, total)` is called as masks
+    /// finish; with several window batches a mask is done after the last batch.
+    pub fn evaluate(
+        &mut self,
+        masks: &[Mask],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
+        let num_blocks = self.num_blocks();
+        for mask in masks {
+            mask.check_len(num_blocks).map_err(|e| {
+                RuntimeError::BadInput(format!("mask {mask}: {e}"))
+            })?;
+        }
+        // Sorted masks sit next to the masks they share the longest prefix with.
+        let mut order: Vec<usize> = (0..masks.len()).collect();
+        order.sort_by(|&a, &b| masks[a].cmp(&masks[b]));
+        let mut results = vec![
+            MaskEvaluation {
+                nll_sum: 0.0,
+                tokens_scored: self.tokens_scored,
+                seconds: 0.0,
+            };
+            masks.len()
+        ];
+        let total_units = masks.len() * self.batches.len();
+        let mut done_units = 0;
+        for batch in 0..self.batches.len() {
+            let started = Instant::now();
+            let (inputs, targets) = self.batches[batch].clone();
+            let batch_size = inputs.nrows();
+            let seq_len = inputs.ncols();
+            let embedded = self.model.embed(&inputs)?;
+            let max_cached = (self.options.cache_bytes / self.model.state_bytes(batch_size, seq_len))
+                .max(1);
+            let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
+            // stack[k] = (depth d, state after blocks 0..d of the current mask's prefix).
+            let mut stack: Vec<(usize, HiddenState)> = vec![(0, embedded)];
+            let mut previous: Option<&Mask> = None;
+            for &index in &order {
+                let started = Instant::now();
+                let mask = &masks[index];
+                let shared = if self.options.reuse_prefixes {
+                    previous.map_or(0, |p| p.common_prefix_len(mask))
+                } else {
+                    0
+                };
+                while stack.len() > 1 && stack.last().is_some_and(|(depth, _)| *depth > shared) {
+                    stack.pop();
+                }
+                let (start_depth, _) = stack[stack.len() - 1];
+                let mut current: Option<HiddenState> = None;
+                for block in start_depth..num_blocks {
+                    if !mask.is_kept(block) {
+                        continue;
+                    }
+                    let input = current.as_ref().unwrap_or(&stack[stack.len() - 1].1);
+                    let output = self.model.run_block(block, input)?;
+                    self.blocks_run += 1;
+                    if self.options.reuse_prefixes && stack.len() < max_cached {
+                        stack.push((block + 1, output));
+                        current = None;
+                    } else {
+                        current = Some(output);
+                    }
+                }
+                let final_state = current.as_ref().unwrap_or(&stack[stack.len() - 1].1);
+                let nll = self.model.token_nll(final_state, &targets)?;
+                let nll_sum: f64 = nll
+                    .rows()
+                    .into_iter()
+                    .map(|row| row.iter().take(seq_len - 1).map(|&x| f64::from(x)).sum::<f64>())
+                    .sum();
+                if !nll_sum.is_finite() {
+                    return Err(RuntimeError::BadInput(format!(
+                        "mask {mask}: the loss is {nll_sum} (NaN or infinite) on window batch \
+                         {batch}; the model or its export is broken for this mask"
+                    )));
+                }
+                results[index].nll_sum += nll_sum;
+                results[index].seconds += started.elapsed().as_secs_f64() + shared_seconds;
+                previous = Some(mask);
+                done_units += 1;
+                progress(done_units / self.batches.len(), masks.len());
+                let _ = total_units;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Hidden states after every block of the full model for one window batch, as f32.
+    fn full_model_states(&mut self, batch: usize) -> Result<Vec<ndarray::Array3<f32>>, RuntimeError> {
+        let (inputs, _) = self.batches[batch].clone();
+        let mut state = self.model.embed(&inputs)?;
+        let mut states = vec![self.model.hidden_to_array(&state)?];
+        for block in 0..self.num_blocks() {
+            state = self.model.run_block(block, &state)?;
+            states.push(self.model.hidden_to_array(&state)?);
+        }
+        Ok(states)
+    }
+
+    /// Consumes the evaluator and gives the model back.
+    pub fn into_model(self) -> LayeredModel {
+        self.model
+    }
+}
+
+/// Similarity between the hidden states entering block `start_block` and leaving block
+/// `start_block + run_length − 1`, over every token of every window (full model).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockStatistic {
+    pub start_block: usize,
+    pub run_length: usize,
+    /// Mean over tokens of cos(x_in, x_out). ShortGPT's block influence is 1 − this.
+    pub mean_cosine: f64,
+    /// Mean over tokens of arccos(cos(x_in, x_out)) / π (Gromov et al.).
+    pub angular_distance: f64,
+}
+
+/// Block statistics for every run of 1..=`max_run` consecutive blocks of the full model.
+pub fn block_statistics(
+    evaluator: &mut Evaluator,
+    max_run: usize,
+) -> Result<Vec<BlockStatistic>, RuntimeError> {
+    let num_blocks = evaluator.num_blocks();
+    let max_run = max_run.clamp(1, num_blocks);
+    let mut sums: Vec<(usize, usize, f64, f64, u64)> = Vec::new();
+    for run_length in 1..=max_run {
+        for start in 0..=num_blocks - run_length {
+            sums.push((start, run_length, 0.0, 0.0, 0));
+        }
+    }
+    for batch in 0..evaluator.batches.len() {
+        let states = evaluator.full_model_states(batch)?;
+        for (start, run_length, cos_sum, angle_sum, count) in &mut sums {
+            let before = &states[*start];
+            let after = &states[*start + *run_length];
+            // One lane per token: the hidden vector along the last axis.
+            let token_axis = ndarray::Axis(2);
+            for (x, y) in before.lanes(token_axis).into_iter().zip(after.lanes(token_axis)) {
+                let dot: f64 = x.iter().zip(y.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                let norm_x: f64 = x.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+                let norm_y: f64 = y.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+                let cosine = (dot / (norm_x * norm_y).max(f64::MIN_POSITIVE)).clamp(-1.0, 1.0);
+                *cos_sum += cosine;
+                *angle_sum += cosine.acos() / std::f64::consts::PI;
+                *count += 1;
+            }
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(start_block, run_length, cos_sum, angle_sum, count)| BlockStatistic {
+            start_block,
+            run_length,
+            mean_cosine: cos_sum / count as f64,
+            angular_distance: angle_sum / count as f64,
+        })
+        .collect())
+}
+
+/// The real LLM as a game: the value of a mask is computed by running it.
+pub struct OnnxGame {
+    evaluator: Evaluator,
+    objective: Objective,
+    full_model_nll: f64,
+}
+
+impl OnnxGame {
+    /// Evaluates the full model once for the utility's reference.
+    pub fn new(mut evaluator: Evaluator, objective: Objective) -> Result<Self, RuntimeError> {
+        let full = Mask::full(evaluator.num_blocks());
+        let full_model_nll = evaluator.evaluate(&[full], &mut |_, _| {})?[0].nll();
+        Ok(OnnxGame {
+            evaluator,
+            objective,
+            full_model_nll,
+        })
+    }
+
+    pub fn full_model_nll(&self) -> f64 {
+        self.full_model_nll
+    }
+
+    pub fn evaluator(&mut self) -> &mut Evaluator {
+        &mut self.evaluator
+    }
+}
+
+impl Game for OnnxGame {
+    fn num_players(&self) -> usize {
+        self.evaluator.num_blocks()
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        let results = self.evaluator.evaluate(masks, &mut |_, _| {})?;
+        Ok(results
+            .iter()
+            .map(|r| self.objective.value(r.nll(), self.full_model_nll))
+            .collect())
+    }
+}

@@ -1,0 +1,311 @@
+//! One layered model loaded into ONNX Runtime sessions.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use layerprune_core::Device;
+use ndarray::{Array2, Array3};
+use ort::environment::{Environment, GlobalThreadPoolOptions};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{DynValue, TensorRef};
+
+use crate::manifest::{model_id, Manifest};
+use crate::RuntimeError;
+
+/// Hidden states between blocks, as ONNX Runtime holds them ([batch, seq, hidden], in the
+/// model's dtype). Passed from graph to graph without conversion.
+pub type HiddenState = DynValue;
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    pub device: Device,
+    /// Intra-op threads of the one global pool (0 = ONNX Runtime's default, one per core).
+    pub threads: usize,
+    /// Check every file's sha256 against the manifest before loading (reads every byte once).
+    pub verify_hashes: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            device: Device::Cpu,
+            threads: 0,
+            verify_hashes: true,
+        }
+    }
+}
+
+/// Where the ONNX Runtime shared library is: `ORT_DYLIB_PATH`, else the copy `make ort`
+/// unpacks into `build/onnxruntime/` under the current folder.
+pub fn runtime_library_path() -> Result<PathBuf, RuntimeError> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(RuntimeError::Library(format!(
+                "ORT_DYLIB_PATH is {} but no such file exists",
+                path.display()
+            )))
+        };
+    }
+    let fallback = PathBuf::from("build/onnxruntime/libonnxruntime.so.1.31.1");
+    if fallback.is_file() {
+        return Ok(fallback);
+    }
+    Err(RuntimeError::Library(
+        "set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1 (`make ort` fetches it from the PyPI \
+         onnxruntime wheel into build/onnxruntime/)"
+            .into(),
+    ))
+}
+
+static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// The process's one ONNX Runtime environment. Every session shares its global thread pool
+/// with spinning off: separate pools spinning against each other cost 20 % on 2 cores.
+fn environment(threads: usize) -> Result<&'static Environment, RuntimeError> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let library = runtime_library_path().map_err(|e| e.to_string())?;
+            let builder = ort::init_from(&library)
+                .map_err(|e| format!("cannot load {}: {e}", library.display()))?;
+            let mut pool = GlobalThreadPoolOptions::default()
+                .with_spin_control(false)
+                .map_err(|e| e.to_string())?;
+            if threads > 0 {
+                pool = pool
+                    .with_intra_threads(threads)
+                    .map_err(|e| e.to_string())?;
+            }
+            builder
+                .with_name("layerprune")
+                .with_global_thread_pool(pool)
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", library.display()))
+        })
+        .as_ref()
+        .map_err(|message| RuntimeError::Library(message.clone()))
+}
+
+fn onnx_error(path: &Path) -> impl Fn(ort::Error) -> RuntimeError + '_ {
+    move |error| RuntimeError::Onnx {
+        path: path.to_path_buf(),
+        message: error.message().to_string(),
+    }
+}
+
+fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, RuntimeError> {
+    let environment = environment(options.threads)?;
+    let builder_error = |error: ort::Error<ort::session::builder::SessionBuilder>| {
+        RuntimeError::Onnx {
+            path: path.to_path_buf(),
+            message: error.message().to_string(),
+        }
+    };
+    let mut builder = Session::builder(environment)
+        .map_err(onnx_error(path))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(builder_error)?;
+    if let Device::Cuda(index) = options.device {
+        // error_on_failure: a CUDA request that cannot be met must fail, never fall back to
+        // the CPU and report CPU timings as GPU ones.
+        let cuda = ort::ep::CUDA::default()
+            .with_device_id(index as i32)
+            .build()
+            .error_on_failure();
+        builder = builder
+            .with_execution_providers([cuda])
+            .map_err(|error| RuntimeError::DeviceUnavailable {
+                device: options.device.to_string(),
+                problem: format!(
+                    "{} (the CUDA execution provider needs the onnxruntime-gpu build of the \
+                     library in ORT_DYLIB_PATH, and a visible GPU)",
+                    error.message()
+                ),
+            })?;
+    }
+    builder.commit_from_file(path).map_err(onnx_error(path))
+}
+
+fn first_output(
+    mut outputs: ort::session::SessionOutputs<'_>,
+    path: &Path,
+) -> Result<DynValue, RuntimeError> {
+    let name = outputs
+        .keys()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| RuntimeError::Onnx {
+            path: path.to_path_buf(),
+            message: "graph produced no output".into(),
+        })?;
+    outputs.remove(&name).ok_or_else(|| RuntimeError::Onnx {
+        path: path.to_path_buf(),
+        message: format!("output {name} missing"),
+    })
+}
+
+/// A layered model: the embedding, every block and the head, each its own session.
+pub struct LayeredModel {
+    dir: PathBuf,
+    manifest: Manifest,
+    model_id: String,
+    options: RuntimeOptions,
+    embed: Session,
+    blocks: Vec<Session>,
+    head: Session,
+    head_logits: Option<Session>,
+}
+
+impl LayeredModel {
+    /// Loads `dir` (checking hashes when `options.verify_hashes`).
+    pub fn open(dir: &Path, options: &RuntimeOptions) -> Result<Self, RuntimeError> {
+        let manifest = Manifest::load(dir)?;
+        if options.verify_hashes {
+            manifest.verify_files(dir)?;
+        }
+        if manifest.dtype != "float32" && matches!(options.device, Device::Cpu) {
+            eprintln!(
+                "warning: {} holds {} weights; the CPU provider runs them slowly",
+                dir.display(),
+                manifest.dtype
+            );
+        }
+        let embed = open_session(&dir.join(&manifest.embedding.file), options)?;
+        let blocks = (0..manifest.num_blocks)
+            .map(|i| open_session(&manifest.block_path(dir, i), options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let head = open_session(&dir.join(&manifest.head.file), options)?;
+        Ok(LayeredModel {
+            dir: dir.to_path_buf(),
+            model_id: model_id(dir)?,
+            manifest,
+            options: options.clone(),
+            embed,
+            blocks,
+            head,
+            head_logits: None,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// sha256 of the manifest (which holds every part's hash).
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.manifest.num_blocks
+    }
+
+    /// Token ids [batch, seq] → hidden states.
+    pub fn embed(&mut self, input_ids: &Array2<i64>) -> Result<HiddenState, RuntimeError> {
+        let path = self.dir.join(&self.manifest.embedding.file);
+        let input = TensorRef::from_array_view(input_ids).map_err(onnx_error(&path))?;
+        let outputs = self
+            .embed
+            .run(ort::inputs![input])
+            .map_err(onnx_error(&path))?;
+        first_output(outputs, &path)
+    }
+
+    /// Runs block `index` (0-based position in this model).
+    pub fn run_block(
+        &mut self,
+        index: usize,
+        hidden: &HiddenState,
+    ) -> Result<HiddenState, RuntimeError> {
+        let path = self.manifest.block_path(&self.dir, index);
+        let outputs = self.blocks[index]
+            .run(ort::inputs![hidden])
+            .map_err(onnx_error(&path))?;
+        first_output(outputs, &path)
+    }
+
+    /// −log p(target_ids[b, t] | tokens ≤ t) for every position: [batch, seq].
+    pub fn token_nll(
+        &mut self,
+        hidden: &HiddenState,
+        target_ids: &Array2<i64>,
+    ) -> Result<Array2<f32>, RuntimeError> {
+        let path = self.dir.join(&self.manifest.head.file);
+        let targets = TensorRef::from_array_view(target_ids).map_err(onnx_error(&path))?;
+        let outputs = self
+            .head
+            .run(ort::inputs![hidden, targets])
+            .map_err(onnx_error(&path))?;
+        let nll = first_output(outputs, &path)?;
+        let view = nll
+            .try_extract_array::<f32>()
+            .map_err(onnx_error(&path))?;
+        view.into_dimensionality::<ndarray::Ix2>()
+            .map(|v| v.to_owned())
+            .map_err(|e| RuntimeError::Onnx {
+                path,
+                message: format!("nll output has the wrong rank: {e}"),
+            })
+    }
+
+    /// Logits [batch, seq, vocab] through the `head_logits` graph (loaded on first use).
+    pub fn logits(&mut self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
+        let graph = self.manifest.head_logits.clone().ok_or_else(|| {
+            RuntimeError::BadInput(format!(
+                "{}: the manifest has no head_logits graph",
+                self.dir.display()
+            ))
+        })?;
+        let path = self.dir.join(&graph.file);
+        if self.head_logits.is_none() {
+            self.head_logits = Some(open_session(&path, &self.options)?);
+        }
+        let Some(session) = self.head_logits.as_mut() else {
+            unreachable!("head_logits was just opened")
+        };
+        let outputs = session
+            .run(ort::inputs![hidden])
+            .map_err(onnx_error(&path))?;
+        let logits = first_output(outputs, &path)?;
+        let view = logits
+            .try_extract_array::<f32>()
+            .map_err(onnx_error(&path))?;
+        view.into_dimensionality::<ndarray::Ix3>()
+            .map(|v| v.to_owned())
+            .map_err(|e| RuntimeError::Onnx {
+                path,
+                message: format!("logits output has the wrong rank: {e}"),
+            })
+    }
+
+    /// Hidden states as f32 [batch, seq, hidden] (fp32 models only).
+    pub fn hidden_to_array(&self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
+        let view = hidden
+            .try_extract_array::<f32>()
+            .map_err(|e| RuntimeError::BadInput(format!(
+                "{}: hidden states are not float32 ({}); block statistics need an fp32 export",
+                self.dir.display(),
+                e.message()
+            )))?;
+        view.into_dimensionality::<ndarray::Ix3>()
+            .map(|v| v.to_owned())
+            .map_err(|e| RuntimeError::BadInput(format!("hidden states have the wrong rank: {e}")))
+    }
+
+    /// Bytes one hidden state of `batch` × `seq_len` takes.
+    pub fn state_bytes(&self, batch: usize, seq_len: usize) -> usize {
+        let element = match self.manifest.dtype.as_str() {
+            "float16" | "bfloat16" => 2,
+            _ => 4,
+        };
+        batch * seq_len * self.manifest.hidden_size * element
+    }
+}

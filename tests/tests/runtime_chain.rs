@@ -1,0 +1,126 @@
+//! The ONNX chain against transformers' reference outputs saved at export.
+
+use layerprune_core::Mask;
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
+use layerprune_tests::tiny_model_dir;
+use ndarray::Array2;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Deleted {
+    blocks: Vec<usize>,
+    nll: Vec<Vec<f64>>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    input_ids: Vec<Vec<u32>>,
+    logits: Vec<Vec<Vec<f32>>>,
+    nll: Vec<Vec<f64>>,
+    deleted: Vec<Deleted>,
+}
+
+fn reference() -> Reference {
+    let path = tiny_model_dir().join("reference.json");
+    let text = std::fs::read_to_string(&path).expect("fixture reference.json is committed");
+    serde_json::from_str(&text).expect("reference.json parses")
+}
+
+fn open_model() -> LayeredModel {
+    LayeredModel::open(&tiny_model_dir(), &RuntimeOptions::default()).expect("fixture loads")
+}
+
+fn mean(rows: &[Vec<f64>]) -> f64 {
+    let count: usize = rows.iter().map(Vec::len).sum();
+    rows.iter().flatten().sum::<f64>() / count as f64
+}
+
+#[test]
+fn chain_reproduces_reference_logits() {
+    let reference = reference();
+    let mut model = open_model();
+    let ids = Array2::from_shape_fn((2, 16), |(b, t)| i64::from(reference.input_ids[b][t]));
+    let mut state = model.embed(&ids).unwrap();
+    for block in 0..model.num_blocks() {
+        state = model.run_block(block, &state).unwrap();
+    }
+    let logits = model.logits(&state).unwrap();
+    let mut max_diff = 0.0f32;
+    for ((b, t, v), value) in logits.indexed_iter() {
+        max_diff = max_diff.max((value - reference.logits[b][t][v]).abs());
+    }
+    assert!(max_diff < 1e-4, "max |logit diff| {max_diff}");
+}
+
+#[test]
+fn skipping_blocks_equals_deleting_them() {
+    let reference = reference();
+    let model = open_model();
+    let mut evaluator =
+        Evaluator::new(model, &reference.input_ids, EvalOptions::default()).unwrap();
+    let num_blocks = evaluator.num_blocks();
+    let mut masks = vec![Mask::full(num_blocks)];
+    let mut expected = vec![mean(&reference.nll)];
+    for deleted in &reference.deleted {
+        masks.push(Mask::from_removed(num_blocks, &deleted.blocks).unwrap());
+        expected.push(mean(&deleted.nll));
+    }
+    let results = evaluator.evaluate(&masks, &mut |_, _| {}).unwrap();
+    for ((mask, result), want) in masks.iter().zip(&results).zip(&expected) {
+        assert_eq!(result.tokens_scored, 2 * 15);
+        assert!(
+            (result.nll() - want).abs() < 1e-5,
+            "mask {mask}: nll {} vs reference {want}",
+            result.nll()
+        );
+    }
+}
+
+#[test]
+fn prefix_reuse_and_batching_do_not_change_results() {
+    let reference = reference();
+    let num_blocks = 6;
+    // Every mask of 6 blocks: lots of shared prefixes.
+    let masks: Vec<Mask> = (0..1u32 << num_blocks)
+        .map(|bits| Mask::from_kept((0..num_blocks).map(|i| bits >> i & 1 == 1).collect()))
+        .collect();
+    let windows: Vec<Vec<u32>> = reference.input_ids.clone();
+    let run = |options: EvalOptions| {
+        let mut evaluator = Evaluator::new(open_model(), &windows, options).unwrap();
+        let results = evaluator.evaluate(&masks, &mut |_, _| {}).unwrap();
+        (results, evaluator.blocks_run())
+    };
+    let (shared, shared_blocks) = run(EvalOptions::default());
+    let (fresh, fresh_blocks) = run(EvalOptions {
+        reuse_prefixes: false,
+        batch_windows: 1,
+        ..EvalOptions::default()
+    });
+    let (tight_cache, _) = run(EvalOptions {
+        cache_bytes: 3 * 2 * 16 * 64 * 4,
+        ..EvalOptions::default()
+    });
+    for i in 0..masks.len() {
+        assert!((shared[i].nll() - fresh[i].nll()).abs() < 1e-6, "mask {}", masks[i]);
+        assert_eq!(shared[i].nll(), tight_cache[i].nll(), "mask {}", masks[i]);
+    }
+    // Without reuse every mask runs each kept block: 6 × 64 / 2 = 192 per window batch.
+    // A trie over all 64 masks runs each of its 62 non-root nodes' blocks once at most.
+    assert_eq!(fresh_blocks, 192 * 2);
+    assert!(shared_blocks <= 63, "prefix reuse ran {shared_blocks} blocks");
+}
+
+#[test]
+fn bad_windows_are_refused() {
+    let error = Evaluator::new(open_model(), &[vec![1, 2, 100_000]], EvalOptions::default())
+        .err()
+        .expect("out-of-vocabulary id is refused");
+    assert!(error.to_string().contains("100000"), "{error}");
+    assert!(Evaluator::new(open_model(), &[], EvalOptions::default()).is_err());
+    let mut evaluator =
+        Evaluator::new(open_model(), &[vec![1, 2, 3]], EvalOptions::default()).unwrap();
+    let error = evaluator
+        .evaluate(&[Mask::full(5)], &mut |_, _| {})
+        .unwrap_err();
+    assert!(error.to_string().contains("6 blocks"), "{error}");
+}
