@@ -1,0 +1,79 @@
+# layerprune — the two commands of the README:
+#   make demo   fetch everything, export SmolLM2-135M, run the pruning pipeline, print results
+#   make test   fetch ONNX Runtime and the test tools, run every test
+# Everything fetched or built lands in build/ (ignored) and target/.
+
+PYTHON ?= python3
+BUILD := build
+CARGO ?= cargo
+CARGO_FLAGS ?=
+BIN := target/debug
+
+ORT_VERSION := 1.31.1
+ORT_LIB := $(BUILD)/ort-cpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
+ORT_GPU_LIB := $(BUILD)/ort-gpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
+export ORT_DYLIB_PATH ?= $(abspath $(ORT_LIB))
+
+VENV_EXPORT := $(BUILD)/venv-export
+VENV_TEST := $(BUILD)/venv-test
+
+.PHONY: all build test test-rust test-python test-export lint demo bench results ort ort-gpu \
+        venv-export venv-test clean
+
+all: build
+
+build:
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+
+# --- ONNX Runtime from the PyPI wheel (ort's own binary download cannot work here) ---------
+ort: $(ORT_LIB)
+$(ORT_LIB): tools/fetch/fetch_wheel.py
+	$(PYTHON) tools/fetch/fetch_wheel.py onnxruntime==$(ORT_VERSION) $(BUILD)/ort-cpu onnxruntime/capi/libonnxruntime.so
+	test -f $@ && touch $@
+
+# The CUDA build: use with ORT_DYLIB_PATH=$(abspath $(ORT_GPU_LIB)) and --device cuda.
+ort-gpu: $(ORT_GPU_LIB)
+$(ORT_GPU_LIB): tools/fetch/fetch_wheel.py
+	$(PYTHON) tools/fetch/fetch_wheel.py onnxruntime-gpu==$(ORT_VERSION) $(BUILD)/ort-gpu onnxruntime/capi/
+	test -f $@ && touch $@
+
+# --- Python environments ------------------------------------------------------------------
+# The exporter's (torch, transformers; ~5.5 GB): only for exporting models and benchmarks.
+venv-export: $(VENV_EXPORT)/.complete
+$(VENV_EXPORT)/.complete: tools/export/requirements.txt
+	$(PYTHON) -m venv $(VENV_EXPORT)
+	$(VENV_EXPORT)/bin/pip install --quiet --upgrade pip
+	$(VENV_EXPORT)/bin/pip install --quiet -r tools/export/requirements.txt -r tools/bench/requirements.txt
+	touch $@
+
+# The tests' (pyarrow, pandas, DuckDB): checks that other tools read our Parquet unchanged.
+venv-test: $(VENV_TEST)/.complete
+$(VENV_TEST)/.complete: tests/python/requirements.txt
+	$(PYTHON) -m venv $(VENV_TEST)
+	$(VENV_TEST)/bin/pip install --quiet -r tests/python/requirements.txt
+	touch $@
+
+# --- Tests ----------------------------------------------------------------------------------
+test: test-rust test-python
+
+test-rust: ort
+	$(CARGO) test $(CARGO_FLAGS) --workspace
+
+test-python: venv-test
+	rm -rf $(BUILD)/samples
+	$(CARGO) run $(CARGO_FLAGS) --quiet -p layerprune-tables --example write_samples -- $(BUILD)/samples
+	LAYERPRUNE_SAMPLES=$(abspath $(BUILD)/samples) $(VENV_TEST)/bin/python -m pytest -q tests/python
+
+# The exporter's own tests (need torch: run after `make venv-export`).
+test-export: venv-export ort
+	$(VENV_EXPORT)/bin/python -m pytest -q tools/export/tests
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+clean:
+	rm -rf $(BUILD) target
+
+# --- The pipeline (stages, configuration and the demo) ----------------------------------------
+include pipelines/layerprune.mk

@@ -1,0 +1,97 @@
+"""The published approach, timed: load the model with transformers, and for each mask zero the
+removed blocks' weights, run the forward pass with the loss, and restore the weights.
+
+Reads the same token and mask tables as `evaluate`, so both are timed on identical work.
+Also measures the machine's fp32 GEMM rate at the model's matrix shapes (the ceiling an
+evaluator of this model can approach) in the same run.
+
+Usage: python torch_baseline.py --gguf F.gguf --tokens t.parquet --masks m.parquet --out r.json
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+
+def load_model(gguf: Path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.eval()
+    return model
+
+
+def zero_and_restore_nll(model, input_ids, kept):
+    layers = model.model.layers
+    saved = {}
+    with torch.no_grad():
+        for index, keep in enumerate(kept):
+            if not keep:
+                for name, param in layers[index].named_parameters():
+                    saved[(index, name)] = param.detach().clone()
+                    param.zero_()
+        loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss.item()
+        for (index, name), value in saved.items():
+            dict(layers[index].named_parameters())[name].copy_(value)
+    return loss
+
+
+def gemm_rate(model, tokens: int, seconds: float = 3.0):
+    """GFLOP/s of fp32 matmuls at the shapes of one block (QKV/O/MLP) for `tokens` rows."""
+    config = model.config
+    hidden, ffn = config.hidden_size, config.intermediate_size
+    shapes = [(tokens, hidden, hidden), (tokens, hidden, ffn), (tokens, ffn, hidden)]
+    mats = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+    flops, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for (a, b), (m, k, n) in zip(mats, shapes):
+            torch.matmul(a, b)
+            flops += 2 * m * k * n
+    return flops / (time.perf_counter() - started) / 1e9
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gguf", required=True, type=Path)
+    parser.add_argument("--tokens", required=True, type=Path)
+    parser.add_argument("--masks", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    windows = pq.read_table(args.tokens).column("tokens").to_pylist()
+    masks = pq.read_table(args.masks).column("kept").to_pylist()
+    input_ids = torch.tensor(windows, dtype=torch.long)
+    started = time.perf_counter()
+    model = load_model(args.gguf)
+    load_seconds = time.perf_counter() - started
+    full_nll = zero_and_restore_nll(model, input_ids, [True] * model.config.num_hidden_layers)
+    started = time.perf_counter()
+    nlls = [zero_and_restore_nll(model, input_ids, kept) for kept in masks]
+    seconds = time.perf_counter() - started
+    rate = gemm_rate(model, input_ids.numel())
+    result = {
+        "approach": "transformers zero-and-restore (published)",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_seconds": load_seconds,
+        "full_model_nll": full_nll,
+        "masks": len(masks),
+        "seconds": seconds,
+        "masks_per_second": len(masks) / seconds,
+        "nll": nlls,
+        "gemm_gflops": rate,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"torch zero-and-restore: {len(masks)} masks in {seconds:.1f} s "
+          f"({len(masks) / seconds:.3f} masks/s); full-model NLL {full_nll:.5f}; GEMM {rate:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The exporter's own tests (need torch; run with `make test-export`)."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import export_layered  # noqa: E402
+import make_fixture  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf")
+    make_fixture.build_hf_folder(folder, seed=7)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(hf_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "model"
+    model, manifest = export_layered.main(["--model", str(hf_folder), "--out", str(out)])
+    return model, manifest, out
+
+
+def test_manifest_lists_every_file_with_its_hash(exported):
+    _, manifest, out = exported
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["num_blocks"] == 6 == len(on_disk["blocks"])
+    files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(on_disk["files"]) == files
+    for name, digest in on_disk["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+
+
+def test_tied_embedding_is_stored_once(exported):
+    _, manifest, out = exported
+    weights = list((out / "weights").iterdir())
+    # 7 matrices per block, one embedding shared by the embedding and both heads.
+    assert len(weights) == 6 * 7 + 1
+
+
+def test_chain_matches_transformers_with_blocks_deleted(exported):
+    import numpy as np
+
+    model, manifest, out = exported
+    ids = np.random.default_rng(0).integers(0, manifest["vocab_size"], size=(2, 12), dtype=np.int64)
+    for drop in [(), (2,), (0, 5)]:
+        expected_logits, expected_nll = export_layered.reference(model, ids, drop=drop)
+        logits, nll = export_layered.run_chain(out, manifest, ids, drop=drop)
+        assert np.abs(logits - expected_logits).max() < 1e-4
+        assert np.abs(nll - expected_nll).max() < 1e-5
+
+
+def test_existing_output_is_refused(exported, hf_folder):
+    _, _, out = exported
+    with pytest.raises(SystemExit, match="exists"):
+        export_layered.main(["--model", str(hf_folder), "--out", str(out)])
+
+
+def test_not_a_model_folder_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="config.json"):
+        export_layered.main(["--model", str(tmp_path), "--out", str(tmp_path / "x")])
