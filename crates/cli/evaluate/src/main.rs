@@ -1,1 +1,361 @@
-fn main() {}
+//! `evaluate`: a layered model + a token table + a mask table → an evaluation table, one row
+//! per mask (mean NLL, perplexity, utility). Removed blocks are skipped; masks sharing a
+//! prefix share its hidden states. The output is checkpointed every `--chunk` masks, so a
+//! killed run resumes from its output without losing or repeating rows.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use layerprune_cli_common::{command_line, run, DeviceArgs};
+use layerprune_core::Mask;
+use layerprune_runtime::{
+    block_statistics, EvalOptions, Evaluator, LayeredModel, RuntimeOptions,
+};
+use layerprune_tables::{
+    read_evaluations, read_masks, read_tokens, write_block_stats, write_evaluations,
+    BlockStatRow, BlockStatsTable, EvaluationRow, EvaluationTable, Provenance,
+};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Evaluate masks of a layered ONNX model on calibration tokens")]
+struct Args {
+    /// Layered model folder (manifest.json + graphs), as written by tools/export.
+    #[arg(long)]
+    model: PathBuf,
+    /// Token table (prepare-tokens).
+    #[arg(long)]
+    tokens: PathBuf,
+    /// Mask table (sample-masks). Without it (and without --mask) only the full model.
+    #[arg(long)]
+    masks: Option<PathBuf>,
+    /// A mask given inline as '1'/'0' per block (block 0 first); repeatable.
+    #[arg(long = "mask")]
+    inline_masks: Vec<String>,
+    /// Evaluation table to write (resumed if it exists and is incomplete).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Windows per forward pass (0 = all windows together).
+    #[arg(long, default_value_t = 0)]
+    batch_windows: usize,
+    /// Memory for cached prefix hidden states, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    cache_mb: usize,
+    /// Run every mask from the embedding (for measuring what prefix reuse saves).
+    #[arg(long)]
+    no_prefix_reuse: bool,
+    /// Masks per checkpoint of the output file.
+    #[arg(long, default_value_t = 32)]
+    chunk: usize,
+    /// Evaluate at most this many new masks in this run, then stop with a partial table
+    /// (a later run resumes it).
+    #[arg(long)]
+    max_new_masks: Option<usize>,
+    /// Also write the full model's block statistics (cosine / angular distance between each
+    /// run of blocks' input and output) to this table.
+    #[arg(long)]
+    block_stats: Option<PathBuf>,
+    /// Longest run of consecutive blocks in --block-stats.
+    #[arg(long, default_value_t = 8)]
+    max_run: usize,
+    /// Skip checking the model files' sha256 against the manifest.
+    #[arg(long)]
+    no_verify: bool,
+    /// Replace an output computed with another model or dataset instead of refusing.
+    #[arg(long)]
+    overwrite: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Write this run's timing (masks, seconds, blocks run, tokens) as JSON, for benchmarks.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    run(|| evaluate(Args::parse()))
+}
+
+fn load_masks(args: &Args, num_blocks: usize) -> Result<Vec<Mask>> {
+    let mut masks = Vec::new();
+    if let Some(path) = &args.masks {
+        let table = read_masks(path)?;
+        if table.num_blocks != num_blocks {
+            bail!(
+                "{}: masks are for a model of {} blocks, but {} has {num_blocks}",
+                path.display(),
+                table.num_blocks,
+                args.model.display()
+            );
+        }
+        masks.extend(table.rows.into_iter().map(|row| row.mask));
+    }
+    for text in &args.inline_masks {
+        let mask: Mask = text.parse().with_context(|| format!("--mask {text}"))?;
+        mask.check_len(num_blocks)
+            .with_context(|| format!("--mask {text} for {}", args.model.display()))?;
+        masks.push(mask);
+    }
+    if masks.is_empty() {
+        masks.push(Mask::full(num_blocks));
+    }
+    // A mask listed twice is evaluated once; the first listing fixes its row position.
+    let mut seen = std::collections::HashSet::new();
+    masks.retain(|mask| seen.insert(mask.clone()));
+    Ok(masks)
+}
+
+/// The rows already in `out` from an earlier run of the same model and dataset.
+fn resume_rows(
+    args: &Args,
+    model_id: &str,
+    dataset_id: &str,
+    num_blocks: usize,
+) -> Result<Vec<EvaluationRow>> {
+    if !args.out.exists() {
+        return Ok(Vec::new());
+    }
+    let existing = read_evaluations(&args.out)?;
+    let same = existing.model_id == model_id
+        && existing.dataset_id == dataset_id
+        && existing.num_blocks == num_blocks;
+    if !same {
+        if args.overwrite {
+            return Ok(Vec::new());
+        }
+        bail!(
+            "{} holds evaluations of another model or dataset (model {}, dataset {}); pass \
+             --overwrite to replace it or choose another --out",
+            args.out.display(),
+            existing.model_id,
+            existing.dataset_id
+        );
+    }
+    Ok(existing.rows)
+}
+
+fn evaluate(args: Args) -> Result<()> {
+    if args.chunk == 0 {
+        bail!("--chunk must be at least 1");
+    }
+    let options = RuntimeOptions {
+        device: args.device.device,
+        threads: args.device.threads,
+        verify_hashes: !args.no_verify,
+    };
+    let model = LayeredModel::open(&args.model, &options)?;
+    let num_blocks = model.num_blocks();
+    let model_id = model.model_id().to_string();
+    let tokens = read_tokens(&args.tokens)?;
+    let masks = load_masks(&args, num_blocks)?;
+    let mut rows = resume_rows(&args, &model_id, &tokens.dataset_id, num_blocks)?;
+    let eval_options = EvalOptions {
+        batch_windows: args.batch_windows,
+        cache_bytes: args.cache_mb << 20,
+        reuse_prefixes: !args.no_prefix_reuse,
+    };
+    let mut evaluator = Evaluator::new(model, &tokens.windows, eval_options)
+        .with_context(|| format!("{} with {}", args.tokens.display(), args.model.display()))?;
+
+    let full = Mask::full(num_blocks);
+    let full_model_nll = match rows.iter().find(|r| r.mask == full) {
+        Some(row) => row.nll,
+        None => evaluator.evaluate(std::slice::from_ref(&full), &mut |_, _| {})?[0].nll(),
+    };
+    let provenance = Provenance::new("evaluate", env!("CARGO_PKG_VERSION"), command_line())
+        .with_input("model", &model_id)
+        .with_input("dataset", &tokens.dataset_id);
+    let mut table = EvaluationTable {
+        num_blocks,
+        model_id: model_id.clone(),
+        dataset_id: tokens.dataset_id.clone(),
+        full_model_nll: Some(full_model_nll),
+        complete: false,
+        rows: Vec::new(),
+    };
+
+    let done: std::collections::HashSet<Mask> = rows.iter().map(|r| r.mask.clone()).collect();
+    let mut todo: Vec<Mask> = masks.iter().filter(|m| !done.contains(*m)).cloned().collect();
+    let resumed = masks.len() - todo.len();
+    if let Some(limit) = args.max_new_masks {
+        todo.truncate(limit);
+    }
+    if resumed > 0 {
+        eprintln!(
+            "resuming {}: {resumed} of {} masks already evaluated",
+            args.out.display(),
+            masks.len()
+        );
+    }
+    let bar = progress_bar(todo.len(), args.quiet);
+    let started = Instant::now();
+    let blocks_before = evaluator.blocks_run();
+    for chunk in todo.chunks(args.chunk) {
+        let done_before = bar.position();
+        let results = evaluator.evaluate(chunk, &mut |done, _| {
+            bar.set_position(done_before + done as u64);
+        })?;
+        for (mask, result) in chunk.iter().zip(results) {
+            rows.push(row_for(mask.clone(), &result, full_model_nll));
+        }
+        table.rows = ordered(&rows, &masks);
+        write_evaluations(&args.out, &table, &provenance)?;
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+
+    table.rows = ordered(&rows, &masks);
+    table.complete = masks.iter().all(|m| rows.iter().any(|r| &r.mask == m));
+    write_evaluations(&args.out, &table, &provenance)?;
+    if !todo.is_empty() {
+        eprintln!(
+            "evaluated {} masks in {seconds:.2} s ({:.3} masks/s, {} blocks run, {} tokens each)",
+            todo.len(),
+            todo.len() as f64 / seconds,
+            evaluator.blocks_run() - blocks_before,
+            evaluator.tokens_scored()
+        );
+    }
+    if let Some(path) = &args.summary {
+        let manifest = evaluator.model().manifest();
+        let summary = serde_json::json!({
+            "masks": todo.len(),
+            "seconds": seconds,
+            "masks_per_second": todo.len() as f64 / seconds,
+            "blocks_run": evaluator.blocks_run() - blocks_before,
+            "blocks_in_masks": todo.iter().map(Mask::num_kept).sum::<usize>(),
+            "tokens_per_mask": evaluator.tokens_scored(),
+            "windows": tokens.windows.len(),
+            "seq_len": tokens.seq_len,
+            "full_model_nll": full_model_nll,
+            "num_blocks": num_blocks,
+            "hidden_size": manifest.hidden_size,
+            "vocab_size": manifest.vocab_size,
+            "extra": manifest.extra,
+            "device": args.device.device.to_string(),
+            "prefix_reuse": !args.no_prefix_reuse,
+        });
+        layerprune_tables::atomic_write(path, |file| {
+            serde_json::to_writer_pretty(&mut *file, &summary).map_err(Into::into)
+        })?;
+    }
+    if !table.complete {
+        eprintln!(
+            "{}: {} of {} masks evaluated; run again to resume",
+            args.out.display(),
+            table.rows.len(),
+            masks.len()
+        );
+    }
+    print_table(&table);
+
+    if let Some(path) = &args.block_stats {
+        write_stats(path, &mut evaluator, &args, &model_id, &tokens.dataset_id)?;
+    }
+    Ok(())
+}
+
+fn row_for(
+    mask: Mask,
+    result: &layerprune_runtime::MaskEvaluation,
+    full_model_nll: f64,
+) -> EvaluationRow {
+    let nll = result.nll();
+    EvaluationRow {
+        mask,
+        nll,
+        ppl: nll.exp(),
+        utility: (full_model_nll - nll).exp(),
+        tokens_scored: result.tokens_scored,
+        seconds: result.seconds,
+    }
+}
+
+/// Rows in the mask table's order (rows of masks no longer listed go last, in their order),
+/// so that a resumed run writes the same table as an uninterrupted one.
+fn ordered(rows: &[EvaluationRow], masks: &[Mask]) -> Vec<EvaluationRow> {
+    let position: HashMap<&Mask, usize> = masks.iter().enumerate().map(|(i, m)| (m, i)).collect();
+    let mut sorted: Vec<(usize, usize, &EvaluationRow)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (position.get(&r.mask).copied().unwrap_or(usize::MAX), i, r))
+        .collect();
+    sorted.sort_by_key(|&(p, i, _)| (p, i));
+    sorted.into_iter().map(|(_, _, r)| r.clone()).collect()
+}
+
+fn write_stats(
+    path: &Path,
+    evaluator: &mut Evaluator,
+    args: &Args,
+    model_id: &str,
+    dataset_id: &str,
+) -> Result<()> {
+    let stats = block_statistics(evaluator, args.max_run)?;
+    let table = BlockStatsTable {
+        num_blocks: evaluator.num_blocks(),
+        model_id: model_id.to_string(),
+        dataset_id: dataset_id.to_string(),
+        rows: stats
+            .iter()
+            .map(|s| BlockStatRow {
+                start_block: s.start_block as u32,
+                run_length: s.run_length as u32,
+                mean_cosine: s.mean_cosine,
+                angular_distance: s.angular_distance,
+            })
+            .collect(),
+    };
+    let provenance = Provenance::new("evaluate", env!("CARGO_PKG_VERSION"), command_line())
+        .with_input("model", model_id)
+        .with_input("dataset", dataset_id);
+    write_block_stats(path, &table, &provenance)?;
+    eprintln!("wrote {} ({} rows)", path.display(), table.rows.len());
+    Ok(())
+}
+
+fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || total == 0 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} masks ({per_sec}, ETA {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn print_table(table: &EvaluationTable) {
+    const SHOWN: usize = 40;
+    println!(
+        "{:<4} {:>7} {:>9} {:>10} {:>8}  removed blocks",
+        "#", "removed", "nll", "ppl", "utility"
+    );
+    for (i, row) in table.rows.iter().take(SHOWN).enumerate() {
+        let removed: Vec<String> = row
+            .mask
+            .removed_blocks()
+            .iter()
+            .map(|b| b.to_string())
+            .collect();
+        println!(
+            "{:<4} {:>7} {:>9.5} {:>10.3} {:>8.4}  {}",
+            i,
+            row.mask.num_removed(),
+            row.nll,
+            row.ppl,
+            row.utility,
+            if removed.is_empty() { "-".to_string() } else { removed.join(",") }
+        );
+    }
+    if table.rows.len() > SHOWN {
+        println!("... {} more rows", table.rows.len() - SHOWN);
+    }
+}

@@ -1,0 +1,317 @@
+//! The evaluation table: the measured value of each evaluated mask, and how a long evaluation
+//! run checkpoints and resumes through it.
+//!
+//! Resume rule: an evaluation run writes its whole output file atomically every so often with
+//! `complete = false` (a checkpoint) and once more at the end with `complete = true`. A run
+//! started on an existing output reads it with [`resume_evaluations`], which checks the file
+//! was made for the same model, dataset and number of blocks, keeps its rows, and evaluates
+//! only the masks [`EvaluationTable::pending`] returns. Because every write replaces the whole
+//! file atomically, a crash loses at most the rows since the last checkpoint and never leaves a
+//! torn file. A mask id appears at most once in a table; a file with duplicates is refused.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, UInt64Array};
+use arrow_schema::{DataType, Field};
+use layerprune_core::{Mask, MaskError, RecordedGame};
+
+use crate::io::{read_table, write_table, TableKind};
+use crate::masks::{mask_columns, mask_fields, read_mask_column};
+use crate::{Provenance, TableError, TableErrorKind};
+
+/// The measured quality of the model with only `mask`'s blocks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvaluationRow {
+    pub mask: Mask,
+    /// Mean negative log-likelihood per scored token, in nats.
+    pub nll: f64,
+    /// Perplexity, `exp(nll)`.
+    pub ppl: f64,
+    /// PPL(full model) / PPL(mask): in (0, 1] when the mask is worse than the full model.
+    pub utility: f64,
+    /// Number of tokens whose NLL was averaged.
+    pub tokens_scored: u64,
+    /// Wall-clock seconds spent evaluating this mask.
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvaluationTable {
+    pub num_blocks: usize,
+    /// Id of the model evaluated (sha256 of its manifest.json).
+    pub model_id: String,
+    /// Id of the token table it was evaluated on.
+    pub dataset_id: String,
+    /// Mean NLL of the full model, the reference for `utility`.
+    pub full_model_nll: Option<f64>,
+    /// False while the run that writes this table is still going (a checkpoint).
+    pub complete: bool,
+    pub rows: Vec<EvaluationRow>,
+}
+
+/// Which column of an evaluation table is the game's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueColumn {
+    /// PPL(full) / PPL(mask), the published utility.
+    Utility,
+    /// Minus the mean NLL.
+    NegNll,
+}
+
+impl ValueColumn {
+    /// The name used on command lines: `utility` or `neg-nll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueColumn::Utility => "utility",
+            ValueColumn::NegNll => "neg-nll",
+        }
+    }
+
+    pub fn of(self, row: &EvaluationRow) -> f64 {
+        match self {
+            ValueColumn::Utility => row.utility,
+            ValueColumn::NegNll => -row.nll,
+        }
+    }
+}
+
+impl FromStr for ValueColumn {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "utility" => Ok(ValueColumn::Utility),
+            "neg-nll" | "neg_nll" => Ok(ValueColumn::NegNll),
+            _ => Err(format!(
+                "unknown value column {text:?} (expected utility or neg-nll)"
+            )),
+        }
+    }
+}
+
+/// Why rows could not be appended to an evaluation table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AppendError {
+    #[error("mask {mask}: {source}")]
+    WrongLength { mask: Mask, source: MaskError },
+    #[error("mask {0} is already in the table")]
+    Duplicate(Mask),
+}
+
+/// Shown as the path of errors about a table that is not (yet) a file.
+const IN_MEMORY: &str = "<evaluation table in memory>";
+
+impl EvaluationTable {
+    /// An empty, incomplete table.
+    pub fn new(num_blocks: usize, model_id: &str, dataset_id: &str) -> Self {
+        EvaluationTable {
+            num_blocks,
+            model_id: model_id.to_string(),
+            dataset_id: dataset_id.to_string(),
+            full_model_nll: None,
+            complete: false,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Ids of the masks already evaluated.
+    pub fn done_mask_ids(&self) -> HashSet<String> {
+        self.rows.iter().map(|row| row.mask.id()).collect()
+    }
+
+    /// The masks of `wanted` not yet in the table, each once, in the order given: what a
+    /// resumed run still has to evaluate.
+    pub fn pending(&self, wanted: &[Mask]) -> Vec<Mask> {
+        let mut seen: HashSet<&Mask> = self.rows.iter().map(|row| &row.mask).collect();
+        wanted
+            .iter()
+            .filter(|mask| seen.insert(mask))
+            .cloned()
+            .collect()
+    }
+
+    /// Appends rows; none is added unless all have `num_blocks` entries and none repeats a
+    /// mask already present (or another of the new rows).
+    pub fn append(
+        &mut self,
+        rows: impl IntoIterator<Item = EvaluationRow>,
+    ) -> Result<(), AppendError> {
+        let rows: Vec<EvaluationRow> = rows.into_iter().collect();
+        let mut seen: HashSet<&Mask> = self.rows.iter().map(|row| &row.mask).collect();
+        for row in &rows {
+            row.mask
+                .check_len(self.num_blocks)
+                .map_err(|source| AppendError::WrongLength {
+                    mask: row.mask.clone(),
+                    source,
+                })?;
+            if !seen.insert(&row.mask) {
+                return Err(AppendError::Duplicate(row.mask.clone()));
+            }
+        }
+        self.rows.extend(rows);
+        Ok(())
+    }
+
+    /// The rows as a game valued by `value`. Rows whose value is NaN or infinite (a collapsed
+    /// model) are left out, as in the method, so asking for them is an error, not a guess.
+    pub fn to_game(&self, value: ValueColumn) -> Result<RecordedGame, TableError> {
+        let path = Path::new(IN_MEMORY);
+        check_no_duplicates(path, &self.rows)?;
+        let rows = self
+            .rows
+            .iter()
+            .map(|row| (row.mask.clone(), value.of(row)))
+            .filter(|(_, v)| v.is_finite());
+        RecordedGame::new(self.num_blocks, rows).map_err(|e| TableError::bad(path, e.to_string()))
+    }
+
+    /// The value of the full mask, if it was evaluated.
+    pub fn full_model_row(&self) -> Option<&EvaluationRow> {
+        let full = Mask::full(self.num_blocks);
+        self.rows.iter().find(|row| row.mask == full)
+    }
+}
+
+fn check_no_duplicates(path: &Path, rows: &[EvaluationRow]) -> Result<(), TableError> {
+    let mut seen = HashSet::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        if !seen.insert(&row.mask) {
+            return Err(TableError::bad(
+                path,
+                format!("row {index}: mask_id {} appears more than once", row.mask),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn fields() -> Vec<Field> {
+    let mut fields = mask_fields();
+    fields.extend([
+        Field::new("nll", DataType::Float64, false),
+        Field::new("ppl", DataType::Float64, false),
+        Field::new("utility", DataType::Float64, false),
+        Field::new("tokens_scored", DataType::UInt64, false),
+        Field::new("seconds", DataType::Float64, false),
+    ]);
+    fields
+}
+
+/// Writes the table (a checkpoint when `complete` is false). Duplicate masks are refused.
+pub fn write_evaluations(
+    path: &Path,
+    table: &EvaluationTable,
+    provenance: &Provenance,
+) -> Result<(), TableError> {
+    check_no_duplicates(path, &table.rows)?;
+    let rows = &table.rows;
+    let mut columns = mask_columns(path, table.num_blocks, rows.iter().map(|r| &r.mask))?;
+    let floats = |get: fn(&EvaluationRow) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(get)))
+    };
+    columns.push(floats(|r| r.nll));
+    columns.push(floats(|r| r.ppl));
+    columns.push(floats(|r| r.utility));
+    columns.push(Arc::new(UInt64Array::from_iter_values(
+        rows.iter().map(|r| r.tokens_scored),
+    )));
+    columns.push(floats(|r| r.seconds));
+    let full_model_nll = match table.full_model_nll {
+        Some(nll) => nll.to_string(),
+        None => "null".to_string(),
+    };
+    let table_fields = vec![
+        ("num_blocks", table.num_blocks.to_string()),
+        ("model_id", table.model_id.clone()),
+        ("dataset_id", table.dataset_id.clone()),
+        ("full_model_nll", full_model_nll),
+        ("complete", table.complete.to_string()),
+    ];
+    write_table(
+        path,
+        TableKind::Evaluations,
+        provenance,
+        table_fields,
+        fields(),
+        columns,
+    )
+}
+
+pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
+    let raw = read_table(path, TableKind::Evaluations, &fields())?;
+    let num_blocks: usize = raw.meta_parse("num_blocks")?;
+    let full_model_nll = match raw.meta("full_model_nll")? {
+        "null" => None,
+        _ => Some(raw.meta_parse::<f64>("full_model_nll")?),
+    };
+    let mut rows = Vec::with_capacity(raw.num_rows());
+    for chunk in raw.chunks() {
+        let masks = read_mask_column(&chunk, num_blocks)?;
+        let nll = chunk.required::<Float64Array>("nll")?;
+        let ppl = chunk.required::<Float64Array>("ppl")?;
+        let utility = chunk.required::<Float64Array>("utility")?;
+        let tokens_scored = chunk.required::<UInt64Array>("tokens_scored")?;
+        let seconds = chunk.required::<Float64Array>("seconds")?;
+        for (row, mask) in masks.into_iter().enumerate() {
+            rows.push(EvaluationRow {
+                mask,
+                nll: nll.value(row),
+                ppl: ppl.value(row),
+                utility: utility.value(row),
+                tokens_scored: tokens_scored.value(row),
+                seconds: seconds.value(row),
+            });
+        }
+    }
+    check_no_duplicates(path, &rows)?;
+    Ok(EvaluationTable {
+        num_blocks,
+        model_id: raw.meta("model_id")?.to_string(),
+        dataset_id: raw.meta("dataset_id")?.to_string(),
+        full_model_nll,
+        complete: raw.meta_parse("complete")?,
+        rows,
+    })
+}
+
+/// The table an evaluation run writing `path` continues from: the rows already in `path` if it
+/// exists (checked to be for the same model, dataset and number of blocks), else an empty one.
+pub fn resume_evaluations(
+    path: &Path,
+    num_blocks: usize,
+    model_id: &str,
+    dataset_id: &str,
+) -> Result<EvaluationTable, TableError> {
+    if !path.exists() {
+        return Ok(EvaluationTable::new(num_blocks, model_id, dataset_id));
+    }
+    let table = read_evaluations(path)?;
+    let mismatch = |what: &str, found: &str, wanted: &str| {
+        TableError::new(
+            path,
+            TableErrorKind::BadValue,
+            format!(
+                "cannot resume: the file was written for {what} {found}, this run is for {wanted} \
+                 (remove the file or choose another output)"
+            ),
+        )
+    };
+    if table.num_blocks != num_blocks {
+        return Err(mismatch(
+            "num_blocks",
+            &table.num_blocks.to_string(),
+            &num_blocks.to_string(),
+        ));
+    }
+    if table.model_id != model_id {
+        return Err(mismatch("model", &table.model_id, model_id));
+    }
+    if table.dataset_id != dataset_id {
+        return Err(mismatch("dataset", &table.dataset_id, dataset_id));
+    }
+    Ok(table)
+}

@@ -1,0 +1,483 @@
+//! The machinery every table shares: file metadata, writing one record batch atomically, and
+//! reading a file back with its kind, schema and nulls checked.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, RecordBatch, UInt32Array};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::{atomic_write, Provenance, TableError, TableErrorKind};
+
+/// Version of the layout described in docs/formats.md; bumped on any incompatible change.
+pub const FORMAT_VERSION: &str = "1";
+
+/// Prefix of every metadata key this crate writes.
+pub const KEY_PREFIX: &str = "layerprune.";
+
+/// Which table a file holds (the `layerprune.table` metadata entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    Tokens,
+    Masks,
+    Evaluations,
+    BlockStats,
+    SurrogateMetrics,
+    Scores,
+    Plans,
+}
+
+impl TableKind {
+    pub const ALL: [TableKind; 7] = [
+        TableKind::Tokens,
+        TableKind::Masks,
+        TableKind::Evaluations,
+        TableKind::BlockStats,
+        TableKind::SurrogateMetrics,
+        TableKind::Scores,
+        TableKind::Plans,
+    ];
+
+    /// The name stored in `layerprune.table`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableKind::Tokens => "tokens",
+            TableKind::Masks => "masks",
+            TableKind::Evaluations => "evaluations",
+            TableKind::BlockStats => "block_stats",
+            TableKind::SurrogateMetrics => "surrogate_metrics",
+            TableKind::Scores => "scores",
+            TableKind::Plans => "plans",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TableKind> {
+        TableKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for TableKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The full metadata key for a short name (`"table"` -> `"layerprune.table"`).
+pub(crate) fn key(name: &str) -> String {
+    format!("{KEY_PREFIX}{name}")
+}
+
+/// Metadata entries in write order: kind, format version, provenance, then the table's own.
+fn metadata_entries(
+    path: &Path,
+    kind: TableKind,
+    provenance: &Provenance,
+    table_fields: Vec<(&str, String)>,
+) -> Result<Vec<KeyValue>, TableError> {
+    let json = |value: serde_json::Result<String>| {
+        value.map_err(|e| TableError::bad(path, format!("cannot encode provenance: {e}")))
+    };
+    let seed = match provenance.seed {
+        Some(seed) => seed.to_string(),
+        None => "null".to_string(),
+    };
+    let mut entries = vec![
+        (key("table"), kind.as_str().to_string()),
+        (key("format_version"), FORMAT_VERSION.to_string()),
+        (key("tool"), provenance.tool.clone()),
+        (key("version"), provenance.version.clone()),
+        (key("args"), json(serde_json::to_string(&provenance.args))?),
+        (key("seed"), seed),
+        (
+            key("inputs"),
+            json(serde_json::to_string(&provenance.inputs))?,
+        ),
+    ];
+    entries.extend(
+        table_fields
+            .into_iter()
+            .map(|(name, value)| (key(name), value)),
+    );
+    Ok(entries
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, v))
+        .collect())
+}
+
+/// Writes one table: `columns` (in schema order) as a single record batch, plus metadata.
+/// Snappy compression and Parquet format 1.0 pages, which pyarrow, pandas and DuckDB all read.
+pub(crate) fn write_table(
+    path: &Path,
+    kind: TableKind,
+    provenance: &Provenance,
+    table_fields: Vec<(&str, String)>,
+    schema_fields: Vec<Field>,
+    columns: Vec<ArrayRef>,
+) -> Result<(), TableError> {
+    let entries = metadata_entries(path, kind, provenance, table_fields)?;
+    // The entries go both into the Parquet footer (read by DuckDB's parquet_kv_metadata,
+    // pyarrow's read_metadata and this crate) and into the embedded Arrow schema, which is
+    // where pyarrow's read_table (and so pandas) looks for schema metadata.
+    let schema_metadata: std::collections::HashMap<String, String> = entries
+        .iter()
+        .filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v)))
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(schema_fields, schema_metadata));
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| TableError::bad(path, format!("cannot assemble the {kind} table: {e}")))?;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(entries))
+        .build();
+    atomic_write(path, |file| {
+        let mut writer = ArrowWriter::try_new(file, schema, Some(properties))?;
+        writer.write(&batch)?;
+        writer.close()?;
+        Ok(())
+    })
+}
+
+/// A table file as read: its metadata (full keys) and its rows.
+pub(crate) struct RawTable<'p> {
+    pub path: &'p Path,
+    pub metadata: BTreeMap<String, String>,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Opens `path` as Parquet and returns its key-value metadata and a reader builder.
+fn open(
+    path: &Path,
+) -> Result<
+    (
+        BTreeMap<String, String>,
+        ParquetRecordBatchReaderBuilder<File>,
+    ),
+    TableError,
+> {
+    let file = File::open(path).map_err(|e| TableError::io(path, "cannot open", e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        TableError::new(
+            path,
+            TableErrorKind::NotParquet,
+            format!("not a readable Parquet file: {e}"),
+        )
+    })?;
+    let metadata = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((metadata, builder))
+}
+
+/// All key-value metadata of a Parquet file, including entries other tools added.
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, TableError> {
+    open(path).map(|(metadata, _)| metadata)
+}
+
+/// Which table a file holds, from its `layerprune.table` entry.
+pub fn read_table_kind(path: &Path) -> Result<TableKind, TableError> {
+    let metadata = read_metadata(path)?;
+    kind_of(path, &metadata)
+}
+
+fn kind_of(path: &Path, metadata: &BTreeMap<String, String>) -> Result<TableKind, TableError> {
+    let name = metadata.get(&key("table")).ok_or_else(|| {
+        TableError::new(
+            path,
+            TableErrorKind::WrongTable,
+            "not a layerprune table (no layerprune.table metadata entry)",
+        )
+    })?;
+    TableKind::from_name(name).ok_or_else(|| {
+        TableError::new(
+            path,
+            TableErrorKind::WrongTable,
+            format!("unknown table kind {name:?} in layerprune.table"),
+        )
+    })
+}
+
+/// Reads a whole table, checking its kind, format version and that every column of `expected`
+/// is present with its type. Extra columns are allowed (added by other tools) and ignored.
+pub(crate) fn read_table<'p>(
+    path: &'p Path,
+    kind: TableKind,
+    expected: &[Field],
+) -> Result<RawTable<'p>, TableError> {
+    let (metadata, builder) = open(path)?;
+    let found = kind_of(path, &metadata)?;
+    if found != kind {
+        return Err(TableError::new(
+            path,
+            TableErrorKind::WrongTable,
+            format!("holds a {found} table, but a {kind} table was expected"),
+        ));
+    }
+    let version = metadata.get(&key("format_version"));
+    if version.map(String::as_str) != Some(FORMAT_VERSION) {
+        return Err(TableError::new(
+            path,
+            TableErrorKind::WrongTable,
+            format!("format version {version:?}, this build reads version {FORMAT_VERSION:?} only"),
+        ));
+    }
+    let schema = builder.schema().clone();
+    for field in expected {
+        let Ok(actual) = schema.field_with_name(field.name()) else {
+            return Err(TableError::new(
+                path,
+                TableErrorKind::Missing,
+                format!("column {:?} is missing", field.name()),
+            ));
+        };
+        if !same_type(field.data_type(), actual.data_type()) {
+            return Err(TableError::new(
+                path,
+                TableErrorKind::WrongType,
+                format!(
+                    "column {:?} has type {}, expected {}",
+                    field.name(),
+                    actual.data_type(),
+                    field.data_type()
+                ),
+            ));
+        }
+    }
+    let reader = builder
+        .build()
+        .map_err(|e| TableError::new(path, TableErrorKind::NotParquet, e.to_string()))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TableError::new(path, TableErrorKind::NotParquet, e.to_string()))?;
+    Ok(RawTable {
+        path,
+        metadata,
+        batches,
+    })
+}
+
+/// Types compare equal ignoring the name and nullability of list item fields, which differ
+/// between writers without changing what the column holds.
+fn same_type(expected: &DataType, actual: &DataType) -> bool {
+    match (expected, actual) {
+        (DataType::List(e), DataType::List(a)) => same_type(e.data_type(), a.data_type()),
+        _ => expected == actual,
+    }
+}
+
+/// A list column's type with non-null items.
+pub(crate) fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, false)))
+}
+
+impl<'p> RawTable<'p> {
+    /// A required metadata entry (short name).
+    pub fn meta(&self, name: &str) -> Result<&str, TableError> {
+        self.metadata
+            .get(&key(name))
+            .map(String::as_str)
+            .ok_or_else(|| {
+                TableError::new(
+                    self.path,
+                    TableErrorKind::Missing,
+                    format!("metadata entry {} is missing", key(name)),
+                )
+            })
+    }
+
+    /// A required metadata entry parsed with `FromStr`.
+    pub fn meta_parse<T: std::str::FromStr>(&self, name: &str) -> Result<T, TableError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text = self.meta(name)?;
+        text.parse().map_err(|e| {
+            TableError::bad(
+                self.path,
+                format!("metadata entry {} = {text:?}: {e}", key(name)),
+            )
+        })
+    }
+
+    /// A required metadata entry holding JSON.
+    pub fn meta_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, TableError> {
+        let text = self.meta(name)?;
+        serde_json::from_str(text).map_err(|e| {
+            TableError::bad(
+                self.path,
+                format!("metadata entry {} = {text:?}: {e}", key(name)),
+            )
+        })
+    }
+
+    /// The record batches with the row number of their first row.
+    pub fn chunks(&self) -> impl Iterator<Item = Chunk<'_>> {
+        let mut first_row = 0;
+        self.batches.iter().map(move |batch| {
+            let chunk = Chunk {
+                path: self.path,
+                batch,
+                first_row,
+            };
+            first_row += batch.num_rows();
+            chunk
+        })
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// One record batch of a table being read, with typed, null-checked column access.
+pub(crate) struct Chunk<'a> {
+    pub path: &'a Path,
+    pub batch: &'a RecordBatch,
+    /// Row number (in the whole file) of this batch's first row, for error messages.
+    pub first_row: usize,
+}
+
+impl<'a> Chunk<'a> {
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// A column that may hold nulls, as its concrete array type.
+    pub fn nullable<T: Array + 'static>(&self, name: &str) -> Result<&'a T, TableError> {
+        let column = self.batch.column_by_name(name).ok_or_else(|| {
+            TableError::new(
+                self.path,
+                TableErrorKind::Missing,
+                format!("column {name:?} is missing"),
+            )
+        })?;
+        column.as_any().downcast_ref::<T>().ok_or_else(|| {
+            TableError::new(
+                self.path,
+                TableErrorKind::WrongType,
+                format!("column {name:?} has unexpected type {}", column.data_type()),
+            )
+        })
+    }
+
+    /// A column that must not hold nulls.
+    pub fn required<T: Array + 'static>(&self, name: &str) -> Result<&'a T, TableError> {
+        let column = self.nullable::<T>(name)?;
+        self.no_nulls(column, name)?;
+        Ok(column)
+    }
+
+    fn no_nulls(&self, column: &dyn Array, name: &str) -> Result<(), TableError> {
+        if column.null_count() == 0 {
+            return Ok(());
+        }
+        let row = (0..column.len()).find(|&i| column.is_null(i)).unwrap_or(0);
+        Err(TableError::bad(
+            self.path,
+            format!("column {name:?} is null in row {}", self.first_row + row),
+        ))
+    }
+
+    /// A required list column whose items must not be null either.
+    pub fn required_list(&self, name: &str) -> Result<&'a ListArray, TableError> {
+        let column = self.required::<ListArray>(name)?;
+        self.no_nulls(column.values().as_ref(), &format!("{name} (item)"))?;
+        Ok(column)
+    }
+
+    /// Row `row` of a list-of-booleans column.
+    pub fn bools(
+        &self,
+        column: &ListArray,
+        name: &str,
+        row: usize,
+    ) -> Result<Vec<bool>, TableError> {
+        let values = column.value(row);
+        let values = values
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| {
+                TableError::new(
+                    self.path,
+                    TableErrorKind::WrongType,
+                    format!("column {name:?} does not hold booleans"),
+                )
+            })?;
+        Ok(values.iter().map(|v| v.unwrap_or(false)).collect())
+    }
+
+    /// Row `row` of a list-of-u32 column.
+    pub fn u32s(&self, column: &ListArray, name: &str, row: usize) -> Result<Vec<u32>, TableError> {
+        let values = column.value(row);
+        let values = values
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .ok_or_else(|| {
+                TableError::new(
+                    self.path,
+                    TableErrorKind::WrongType,
+                    format!("column {name:?} does not hold UInt32 values"),
+                )
+            })?;
+        Ok(values.values().to_vec())
+    }
+
+    /// A value of a nullable column as an Option.
+    pub fn opt<T, A: Array>(column: &A, row: usize, get: impl Fn(&A, usize) -> T) -> Option<T> {
+        (!column.is_null(row)).then(|| get(column, row))
+    }
+
+    /// An error about row `row` of this chunk.
+    pub fn row_error(&self, row: usize, message: impl std::fmt::Display) -> TableError {
+        TableError::bad(
+            self.path,
+            format!("row {}: {message}", self.first_row + row),
+        )
+    }
+}
+
+/// A list-of-booleans column with non-null items.
+pub(crate) fn bool_list_column<'r>(rows: impl Iterator<Item = &'r [bool]>) -> ArrayRef {
+    let mut builder =
+        arrow_array::builder::ListBuilder::new(arrow_array::builder::BooleanBuilder::new())
+            .with_field(Arc::new(Field::new("item", DataType::Boolean, false)));
+    for row in rows {
+        builder.values().append_slice(row);
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
+/// A list-of-u32 column with non-null items.
+pub(crate) fn u32_list_column<'r>(rows: impl Iterator<Item = &'r [u32]>) -> ArrayRef {
+    let mut builder =
+        arrow_array::builder::ListBuilder::new(arrow_array::builder::UInt32Builder::new())
+            .with_field(Arc::new(Field::new("item", DataType::UInt32, false)));
+    for row in rows {
+        builder.values().append_slice(row);
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
+/// Converts a count to the u32 stored in a column, or says which value does not fit.
+pub(crate) fn to_u32(path: &Path, what: &str, value: usize) -> Result<u32, TableError> {
+    u32::try_from(value)
+        .map_err(|_| TableError::bad(path, format!("{what} = {value} does not fit in UInt32")))
+}

@@ -1,0 +1,224 @@
+//! Tables of measurements that are not mask evaluations: per-block statistics of the full
+//! model (for the ShortGPT / angular-distance baselines) and surrogate cross-validation metrics.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int32Array, StringArray, UInt32Array};
+use arrow_schema::{DataType, Field};
+
+use crate::io::{read_table, write_table, TableKind};
+use crate::{Provenance, TableError};
+
+/// How much a run of consecutive blocks changes the hidden state, measured on the full model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockStatRow {
+    /// First block of the run.
+    pub start_block: u32,
+    /// Number of consecutive blocks (1 for single-block statistics).
+    pub run_length: u32,
+    /// Mean cosine similarity between the hidden state entering `start_block` and the one
+    /// leaving block `start_block + run_length - 1`, over all scored tokens.
+    pub mean_cosine: f64,
+    /// `arccos(mean_cosine) / pi`, in [0, 1].
+    pub angular_distance: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockStatsTable {
+    pub num_blocks: usize,
+    pub model_id: String,
+    pub dataset_id: String,
+    pub rows: Vec<BlockStatRow>,
+}
+
+fn block_stat_fields() -> Vec<Field> {
+    vec![
+        Field::new("start_block", DataType::UInt32, false),
+        Field::new("run_length", DataType::UInt32, false),
+        Field::new("mean_cosine", DataType::Float64, false),
+        Field::new("angular_distance", DataType::Float64, false),
+    ]
+}
+
+fn check_runs(path: &Path, num_blocks: usize, rows: &[BlockStatRow]) -> Result<(), TableError> {
+    for (index, row) in rows.iter().enumerate() {
+        let end = row.start_block as usize + row.run_length as usize;
+        if row.run_length == 0 || end > num_blocks {
+            return Err(TableError::bad(
+                path,
+                format!(
+                    "row {index}: run of {} blocks from block {} does not fit in {num_blocks} blocks",
+                    row.run_length, row.start_block
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn write_block_stats(
+    path: &Path,
+    table: &BlockStatsTable,
+    provenance: &Provenance,
+) -> Result<(), TableError> {
+    check_runs(path, table.num_blocks, &table.rows)?;
+    let rows = &table.rows;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.start_block),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.run_length),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.mean_cosine),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.angular_distance),
+        )),
+    ];
+    let table_fields = vec![
+        ("num_blocks", table.num_blocks.to_string()),
+        ("model_id", table.model_id.clone()),
+        ("dataset_id", table.dataset_id.clone()),
+    ];
+    write_table(
+        path,
+        TableKind::BlockStats,
+        provenance,
+        table_fields,
+        block_stat_fields(),
+        columns,
+    )
+}
+
+pub fn read_block_stats(path: &Path) -> Result<BlockStatsTable, TableError> {
+    let raw = read_table(path, TableKind::BlockStats, &block_stat_fields())?;
+    let mut rows = Vec::with_capacity(raw.num_rows());
+    for chunk in raw.chunks() {
+        let start_block = chunk.required::<UInt32Array>("start_block")?;
+        let run_length = chunk.required::<UInt32Array>("run_length")?;
+        let mean_cosine = chunk.required::<Float64Array>("mean_cosine")?;
+        let angular_distance = chunk.required::<Float64Array>("angular_distance")?;
+        for row in 0..chunk.num_rows() {
+            rows.push(BlockStatRow {
+                start_block: start_block.value(row),
+                run_length: run_length.value(row),
+                mean_cosine: mean_cosine.value(row),
+                angular_distance: angular_distance.value(row),
+            });
+        }
+    }
+    let table = BlockStatsTable {
+        num_blocks: raw.meta_parse("num_blocks")?,
+        model_id: raw.meta("model_id")?.to_string(),
+        dataset_id: raw.meta("dataset_id")?.to_string(),
+        rows,
+    };
+    check_runs(path, table.num_blocks, &table.rows)?;
+    Ok(table)
+}
+
+/// How well one surrogate predicts one target on one cross-validation fold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurrogateMetricRow {
+    /// Surrogate name (e.g. `linear`, `mlp`).
+    pub surrogate: String,
+    /// What it predicts (e.g. `utility`, `neg-nll`).
+    pub target: String,
+    /// Fold index, or -1 for the mean over all folds.
+    pub fold: i32,
+    /// Coefficient of determination on the held-out fold.
+    pub r2: f64,
+    /// Spearman rank correlation on the held-out fold.
+    pub spearman: f64,
+    /// Mean absolute error, in the target's units.
+    pub mae: f64,
+    pub n_train: u32,
+    pub n_test: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurrogateMetricsTable {
+    pub rows: Vec<SurrogateMetricRow>,
+}
+
+fn surrogate_metric_fields() -> Vec<Field> {
+    vec![
+        Field::new("surrogate", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("fold", DataType::Int32, false),
+        Field::new("r2", DataType::Float64, false),
+        Field::new("spearman", DataType::Float64, false),
+        Field::new("mae", DataType::Float64, false),
+        Field::new("n_train", DataType::UInt32, false),
+        Field::new("n_test", DataType::UInt32, false),
+    ]
+}
+
+pub fn write_surrogate_metrics(
+    path: &Path,
+    table: &SurrogateMetricsTable,
+    provenance: &Provenance,
+) -> Result<(), TableError> {
+    let rows = &table.rows;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.surrogate.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.target.as_str()),
+        )),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.fold))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.r2))),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.spearman),
+        )),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.mae))),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.n_train),
+        )),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.n_test))),
+    ];
+    write_table(
+        path,
+        TableKind::SurrogateMetrics,
+        provenance,
+        Vec::new(),
+        surrogate_metric_fields(),
+        columns,
+    )
+}
+
+pub fn read_surrogate_metrics(path: &Path) -> Result<SurrogateMetricsTable, TableError> {
+    let raw = read_table(
+        path,
+        TableKind::SurrogateMetrics,
+        &surrogate_metric_fields(),
+    )?;
+    let mut rows = Vec::with_capacity(raw.num_rows());
+    for chunk in raw.chunks() {
+        let surrogate = chunk.required::<StringArray>("surrogate")?;
+        let target = chunk.required::<StringArray>("target")?;
+        let fold = chunk.required::<Int32Array>("fold")?;
+        let r2 = chunk.required::<Float64Array>("r2")?;
+        let spearman = chunk.required::<Float64Array>("spearman")?;
+        let mae = chunk.required::<Float64Array>("mae")?;
+        let n_train = chunk.required::<UInt32Array>("n_train")?;
+        let n_test = chunk.required::<UInt32Array>("n_test")?;
+        for row in 0..chunk.num_rows() {
+            rows.push(SurrogateMetricRow {
+                surrogate: surrogate.value(row).to_string(),
+                target: target.value(row).to_string(),
+                fold: fold.value(row),
+                r2: r2.value(row),
+                spearman: spearman.value(row),
+                mae: mae.value(row),
+                n_train: n_train.value(row),
+                n_test: n_test.value(row),
+            });
+        }
+    }
+    Ok(SurrogateMetricsTable { rows })
+}

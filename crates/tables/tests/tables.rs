@@ -1,0 +1,593 @@
+//! Round trips of every table, refusal of bad files, and atomic writing.
+
+use std::fs;
+use std::path::Path;
+
+use layerprune_core::{Game, Mask};
+use layerprune_tables::*;
+
+fn mask(id: &str) -> Mask {
+    id.parse().unwrap()
+}
+
+fn provenance() -> Provenance {
+    Provenance::new(
+        "test",
+        "9.9.9",
+        vec!["test".into(), "--flag".into(), "a \"quoted\" arg".into()],
+    )
+    .with_seed(12345678901234)
+    .with_input("model", "m-id")
+    .with_input("dataset", "d-id")
+}
+
+fn evaluation(id: &str, nll: f64) -> EvaluationRow {
+    EvaluationRow {
+        mask: mask(id),
+        nll,
+        ppl: nll.exp(),
+        utility: 1.5_f64.exp() / nll.exp(),
+        tokens_scored: 1000,
+        seconds: 0.5,
+    }
+}
+
+fn evaluation_table() -> EvaluationTable {
+    let mut table = EvaluationTable::new(3, "model-sha", "dataset-sha");
+    table.full_model_nll = Some(1.5);
+    table
+        .append([
+            evaluation("111", 1.5),
+            evaluation("101", 2.75),
+            evaluation("000", f64::INFINITY),
+        ])
+        .unwrap();
+    table
+}
+
+fn names_file(error: &TableError, path: &Path) {
+    assert_eq!(error.path, path);
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "message does not name the file: {error}"
+    );
+}
+
+#[test]
+fn every_table_round_trips_with_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+
+    let tokens = TokenTable::new(
+        4,
+        vec![vec![1, 2, 3, 4], vec![70000, 0, 5, 5]],
+        "ab12",
+        "wiki",
+    );
+    write_tokens(&path("t.parquet"), &tokens, &provenance()).unwrap();
+    assert_eq!(read_tokens(&path("t.parquet")).unwrap(), tokens);
+
+    let masks = MaskTable {
+        num_blocks: 5,
+        fixed_blocks: vec![0, 4],
+        rows: vec![
+            MaskRow {
+                mask: mask("11111"),
+                design: "anchor".into(),
+                group_id: None,
+                position: None,
+            },
+            MaskRow {
+                mask: mask("10001"),
+                design: "permutation".into(),
+                group_id: Some(-3),
+                position: Some(2),
+            },
+            // Permutation chains share masks, so a mask table may repeat one.
+            MaskRow {
+                mask: mask("10001"),
+                design: "permutation".into(),
+                group_id: Some(4),
+                position: Some(0),
+            },
+        ],
+    };
+    write_masks(&path("m.parquet"), &masks, &provenance()).unwrap();
+    assert_eq!(read_masks(&path("m.parquet")).unwrap(), masks);
+
+    let evaluations = evaluation_table();
+    write_evaluations(&path("e.parquet"), &evaluations, &provenance()).unwrap();
+    assert_eq!(read_evaluations(&path("e.parquet")).unwrap(), evaluations);
+
+    let block_stats = BlockStatsTable {
+        num_blocks: 3,
+        model_id: "model-sha".into(),
+        dataset_id: "dataset-sha".into(),
+        rows: vec![
+            BlockStatRow {
+                start_block: 0,
+                run_length: 1,
+                mean_cosine: 0.5,
+                angular_distance: 1.0 / 3.0,
+            },
+            BlockStatRow {
+                start_block: 1,
+                run_length: 2,
+                mean_cosine: -0.25,
+                angular_distance: 0.58,
+            },
+        ],
+    };
+    write_block_stats(&path("b.parquet"), &block_stats, &provenance()).unwrap();
+    assert_eq!(read_block_stats(&path("b.parquet")).unwrap(), block_stats);
+
+    let metrics = SurrogateMetricsTable {
+        rows: vec![SurrogateMetricRow {
+            surrogate: "mlp".into(),
+            target: "neg-nll".into(),
+            fold: -1,
+            r2: 0.93,
+            spearman: 0.97,
+            mae: 0.012,
+            n_train: 400,
+            n_test: 100,
+        }],
+    };
+    write_surrogate_metrics(&path("s.parquet"), &metrics, &provenance()).unwrap();
+    assert_eq!(read_surrogate_metrics(&path("s.parquet")).unwrap(), metrics);
+
+    let scores = ScoreTable {
+        num_blocks: 3,
+        rows: vec![
+            ScoreRow {
+                block: 2,
+                estimate: -0.125,
+                std_error: Some(0.01),
+                ci_low: Some(-0.2),
+                ci_high: Some(-0.05),
+                estimator: "permutation".into(),
+                llm_evaluations: 17,
+            },
+            ScoreRow {
+                block: 0,
+                estimate: 0.75,
+                std_error: None,
+                ci_low: None,
+                ci_high: None,
+                estimator: "exact".into(),
+                llm_evaluations: 8,
+            },
+        ],
+    };
+    write_scores(&path("c.parquet"), &scores, &provenance()).unwrap();
+    assert_eq!(read_scores(&path("c.parquet")).unwrap(), scores);
+
+    let plans = PlanTable {
+        num_blocks: 3,
+        rows: vec![
+            PlanRow {
+                method: "search".into(),
+                k: 2,
+                removed_blocks: vec![0, 2],
+                predicted_utility: Some(0.5),
+                measured_nll: None,
+                measured_ppl: Some(12.0),
+                llm_evaluations: 40,
+            },
+            PlanRow {
+                method: "none".into(),
+                k: 0,
+                removed_blocks: vec![],
+                predicted_utility: None,
+                measured_nll: Some(1.5),
+                measured_ppl: None,
+                llm_evaluations: 0,
+            },
+        ],
+    };
+    write_plans(&path("p.parquet"), &plans, &provenance()).unwrap();
+    assert_eq!(read_plans(&path("p.parquet")).unwrap(), plans);
+
+    for (name, kind) in [
+        ("t", TableKind::Tokens),
+        ("m", TableKind::Masks),
+        ("e", TableKind::Evaluations),
+        ("b", TableKind::BlockStats),
+        ("s", TableKind::SurrogateMetrics),
+        ("c", TableKind::Scores),
+        ("p", TableKind::Plans),
+    ] {
+        let file = path(&format!("{name}.parquet"));
+        assert_eq!(read_table_kind(&file).unwrap(), kind);
+        assert_eq!(read_provenance(&file).unwrap(), provenance());
+        let metadata = read_metadata(&file).unwrap();
+        assert_eq!(metadata["layerprune.format_version"], FORMAT_VERSION);
+    }
+    // Only the outputs are left: no temporary files.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 7);
+}
+
+#[test]
+fn empty_tables_and_missing_seed_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("e.parquet");
+    let table = EvaluationTable::new(7, "m", "d");
+    let provenance = Provenance::new("evaluate", "1", vec![]);
+    write_evaluations(&file, &table, &provenance).unwrap();
+    assert_eq!(read_evaluations(&file).unwrap(), table);
+    assert_eq!(read_provenance(&file).unwrap(), provenance);
+}
+
+#[test]
+fn dataset_id_depends_on_every_token_and_the_window_length() {
+    let windows = vec![vec![1, 2], vec![3, 4]];
+    let id = dataset_id(2, &windows);
+    assert_eq!(id.len(), 64);
+    assert_eq!(id, dataset_id(2, &windows.clone()));
+    assert_ne!(id, dataset_id(2, &[vec![1, 2], vec![3, 5]]));
+    assert_ne!(id, dataset_id(2, &[vec![3, 4], vec![1, 2]]));
+    assert_ne!(id, dataset_id(4, &[vec![1, 2, 3, 4]]));
+    // The documented encoding: seq_len then the tokens, little-endian u32 each.
+    let mut bytes = Vec::new();
+    for value in [2u32, 1, 2, 3, 4] {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    assert_eq!(id, layerprune_core::sha256_hex(&bytes));
+}
+
+#[test]
+fn token_tables_must_be_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.parquet");
+    let mut table = TokenTable::new(2, vec![vec![1, 2], vec![3]], "x", "y");
+    let error = write_tokens(&file, &table, &provenance()).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::BadValue);
+    assert!(error.message.contains("window 1"), "{error}");
+    table.windows[1].push(4);
+    let error = write_tokens(&file, &table, &provenance()).unwrap_err();
+    assert!(error.message.contains("dataset_id"), "{error}");
+    assert!(!file.exists());
+}
+
+#[test]
+fn a_file_that_is_not_parquet_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("masks.parquet");
+    fs::write(&file, "mask_id,kept\n111,true\n").unwrap();
+    let error = read_masks(&file).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::NotParquet);
+    names_file(&error, &file);
+
+    let missing = dir.path().join("absent.parquet");
+    let error = read_evaluations(&missing).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::Io);
+    names_file(&error, &missing);
+}
+
+#[test]
+fn reading_one_table_as_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("evaluations.parquet");
+    write_evaluations(&file, &evaluation_table(), &provenance()).unwrap();
+    let error = read_masks(&file).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::WrongTable);
+    assert!(
+        error.message.contains("evaluations") && error.message.contains("masks"),
+        "{error}"
+    );
+    names_file(&error, &file);
+}
+
+/// Writes a Parquet file by hand, bypassing the checks of this crate's writers.
+fn write_raw(path: &Path, metadata: &[(&str, &str)], batch: arrow_array::RecordBatch) {
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    let properties = WriterProperties::builder()
+        .set_key_value_metadata(Some(
+            metadata
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string()))
+                .collect(),
+        ))
+        .build();
+    let file = fs::File::create(path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn mask_batch(ids: &[&str], with_num_removed: bool) -> arrow_array::RecordBatch {
+    use arrow_array::builder::{BooleanBuilder, ListBuilder};
+    use arrow_array::{ArrayRef, StringArray, UInt32Array};
+    use std::sync::Arc;
+    let mut kept = ListBuilder::new(BooleanBuilder::new());
+    for id in ids {
+        for c in id.chars() {
+            kept.values().append_value(c == '1');
+        }
+        kept.append(true);
+    }
+    let mut columns: Vec<(&str, ArrayRef)> = vec![
+        ("mask_id", Arc::new(StringArray::from(ids.to_vec()))),
+        ("kept", Arc::new(kept.finish())),
+    ];
+    if with_num_removed {
+        let removed = ids
+            .iter()
+            .map(|id| id.matches('0').count() as u32)
+            .collect::<Vec<_>>();
+        columns.push(("num_removed", Arc::new(UInt32Array::from(removed))));
+    }
+    columns.push(("design", Arc::new(StringArray::from(vec!["x"; ids.len()]))));
+    columns.push((
+        "group_id",
+        Arc::new(arrow_array::Int64Array::from(vec![None; ids.len()])),
+    ));
+    columns.push((
+        "position",
+        Arc::new(UInt32Array::from(vec![None; ids.len()])),
+    ));
+    arrow_array::RecordBatch::try_from_iter(columns).unwrap()
+}
+
+const MASK_METADATA: [(&str, &str); 3] = [
+    ("layerprune.table", "masks"),
+    ("layerprune.format_version", "1"),
+    ("layerprune.num_blocks", "3"),
+];
+
+#[test]
+fn a_mask_of_the_wrong_length_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("masks.parquet");
+    let mut metadata = MASK_METADATA.to_vec();
+    metadata.push(("layerprune.fixed_blocks", "[]"));
+    write_raw(&file, &metadata, mask_batch(&["111", "1101"], true));
+    let error = read_masks(&file).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::BadValue);
+    assert!(
+        error.message.contains("row 1") && error.message.contains("4 entries"),
+        "{error}"
+    );
+    names_file(&error, &file);
+
+    // The writer refuses it too, and leaves nothing behind.
+    let out = dir.path().join("out.parquet");
+    let table = MaskTable {
+        num_blocks: 3,
+        fixed_blocks: vec![],
+        rows: vec![MaskRow {
+            mask: mask("11"),
+            design: "x".into(),
+            group_id: None,
+            position: None,
+        }],
+    };
+    let error = write_masks(&out, &table, &provenance()).unwrap_err();
+    names_file(&error, &out);
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_missing_column_or_metadata_entry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("masks.parquet");
+    let mut metadata = MASK_METADATA.to_vec();
+    metadata.push(("layerprune.fixed_blocks", "[]"));
+    write_raw(&file, &metadata, mask_batch(&["111"], false));
+    let error = read_masks(&file).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::Missing);
+    assert!(error.message.contains("num_removed"), "{error}");
+    names_file(&error, &file);
+
+    write_raw(&file, &MASK_METADATA, mask_batch(&["111"], true));
+    let error = read_masks(&file).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::Missing);
+    assert!(error.message.contains("layerprune.fixed_blocks"), "{error}");
+}
+
+#[test]
+fn duplicate_mask_ids_in_an_evaluation_table_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("evaluations.parquet");
+    let mut table = evaluation_table();
+    table.rows.push(evaluation("101", 9.0));
+    let error = write_evaluations(&file, &table, &provenance()).unwrap_err();
+    assert!(error.message.contains("101"), "{error}");
+    assert!(!file.exists());
+
+    // A file with a duplicate (written by some other tool) is refused on reading.
+    let masks_file = dir.path().join("masks.parquet");
+    write_masks(
+        &masks_file,
+        &MaskTable {
+            num_blocks: 3,
+            fixed_blocks: vec![],
+            rows: vec![
+                MaskRow {
+                    mask: mask("101"),
+                    design: "x".into(),
+                    group_id: None,
+                    position: None,
+                },
+                MaskRow {
+                    mask: mask("101"),
+                    design: "x".into(),
+                    group_id: None,
+                    position: None,
+                },
+            ],
+        },
+        &provenance(),
+    )
+    .unwrap();
+    // Reuse the mask columns of the masks file and add evaluation columns.
+    let batch = {
+        use arrow_array::{ArrayRef, Float64Array, UInt64Array};
+        use std::sync::Arc;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            fs::File::open(&masks_file).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let masks = reader.into_iter().next().unwrap().unwrap();
+        let float = |v: f64| -> ArrayRef { Arc::new(Float64Array::from(vec![v, v])) };
+        let mut columns: Vec<(&str, ArrayRef)> = ["mask_id", "kept", "num_removed"]
+            .into_iter()
+            .map(|name| (name, masks.column_by_name(name).unwrap().clone()))
+            .collect();
+        columns.extend([
+            ("nll", float(2.0)),
+            ("ppl", float(2f64.exp())),
+            ("utility", float(0.5)),
+            (
+                "tokens_scored",
+                Arc::new(UInt64Array::from(vec![5u64, 5])) as ArrayRef,
+            ),
+            ("seconds", float(0.1)),
+        ]);
+        arrow_array::RecordBatch::try_from_iter(columns).unwrap()
+    };
+    write_raw(
+        &file,
+        &[
+            ("layerprune.table", "evaluations"),
+            ("layerprune.format_version", "1"),
+            ("layerprune.num_blocks", "3"),
+            ("layerprune.model_id", "m"),
+            ("layerprune.dataset_id", "d"),
+            ("layerprune.full_model_nll", "null"),
+            ("layerprune.complete", "true"),
+        ],
+        batch,
+    );
+    let error = read_evaluations(&file).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::BadValue);
+    assert!(
+        error.message.contains("101") && error.message.contains("more than once"),
+        "{error}"
+    );
+    names_file(&error, &file);
+}
+
+#[test]
+fn a_failed_atomic_write_leaves_neither_temp_file_nor_partial_output() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.json");
+    let error = atomic_write(&file, |out| -> Result<(), _> {
+        out.write_all(b"{\"half\": ")?;
+        Err("the writer gave up".into())
+    })
+    .unwrap_err();
+    assert!(error.message.contains("gave up"), "{error}");
+    names_file(&error, &file);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // A previous version survives a failed rewrite untouched.
+    atomic_write(&file, |out| Ok(out.write_all(b"old")?)).unwrap();
+    let _ = atomic_write(&file, |out| -> Result<(), _> {
+        out.write_all(b"new but broken")?;
+        Err("no".into())
+    });
+    assert_eq!(fs::read(&file).unwrap(), b"old");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let value = atomic_write(&file, |out| {
+        out.write_all(b"new")?;
+        Ok(42)
+    })
+    .unwrap();
+    assert_eq!(value, 42);
+    assert_eq!(fs::read(&file).unwrap(), b"new");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn writing_into_a_missing_folder_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no-such-folder").join("scores.parquet");
+    let table = ScoreTable {
+        num_blocks: 1,
+        rows: vec![],
+    };
+    let error = write_scores(&file, &table, &provenance()).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::Io);
+    names_file(&error, &file);
+}
+
+#[test]
+fn evaluations_become_a_game_without_non_finite_values() {
+    let table = evaluation_table();
+    let mut utility = table.to_game(ValueColumn::Utility).unwrap();
+    assert_eq!(utility.num_players(), 3);
+    assert_eq!(utility.len(), 3);
+    assert!((utility.value(&mask("111")).unwrap() - 1.0).abs() < 1e-12);
+    assert!((utility.value(&mask("101")).unwrap() - (-1.25f64).exp()).abs() < 1e-12);
+    let mut neg_nll = table.to_game("neg-nll".parse().unwrap()).unwrap();
+    assert_eq!(neg_nll.len(), 2, "the infinite NLL row is left out");
+    assert_eq!(neg_nll.value(&mask("101")).unwrap(), -2.75);
+    assert!(neg_nll.value(&mask("000")).is_err());
+    assert!("ppl".parse::<ValueColumn>().is_err());
+}
+
+#[test]
+fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("evaluations.parquet");
+    let wanted = vec![
+        mask("111"),
+        mask("011"),
+        mask("101"),
+        mask("011"),
+        mask("110"),
+    ];
+
+    let mut table = resume_evaluations(&file, 3, "model", "data").unwrap();
+    assert!(table.rows.is_empty() && !table.complete);
+    assert_eq!(
+        table.pending(&wanted),
+        vec![mask("111"), mask("011"), mask("101"), mask("110")]
+    );
+    table
+        .append([evaluation("111", 1.5), evaluation("011", 4.0)])
+        .unwrap();
+    write_evaluations(&file, &table, &provenance()).unwrap();
+
+    let mut resumed = resume_evaluations(&file, 3, "model", "data").unwrap();
+    assert!(!resumed.complete);
+    assert_eq!(
+        resumed.done_mask_ids(),
+        ["111", "011"].map(String::from).into()
+    );
+    assert_eq!(resumed.pending(&wanted), vec![mask("101"), mask("110")]);
+    assert_eq!(
+        resumed.append([evaluation("011", 3.0)]),
+        Err(AppendError::Duplicate(mask("011")))
+    );
+    assert!(matches!(
+        resumed.append([evaluation("1111", 3.0)]),
+        Err(AppendError::WrongLength { .. })
+    ));
+    assert_eq!(resumed.rows.len(), 2, "a refused append adds nothing");
+    resumed
+        .append([evaluation("101", 2.0), evaluation("110", 2.5)])
+        .unwrap();
+    resumed.complete = true;
+    write_evaluations(&file, &resumed, &provenance()).unwrap();
+    let done = read_evaluations(&file).unwrap();
+    assert!(done.complete && done.pending(&wanted).is_empty());
+    assert_eq!(done.rows.len(), 4);
+
+    for (blocks, model, data, what) in [
+        (4, "model", "data", "num_blocks"),
+        (3, "other", "data", "model"),
+        (3, "model", "other", "dataset"),
+    ] {
+        let error = resume_evaluations(&file, blocks, model, data).unwrap_err();
+        assert!(error.message.contains(what), "{error}");
+        names_file(&error, &file);
+    }
+}

@@ -1,0 +1,254 @@
+"""Reads the sample tables written by `cargo run -p layerprune-tables --example write_samples`
+with pyarrow, pandas and DuckDB, checking that the Parquet contract of docs/formats.md holds for
+readers other than our own: column names and types, row counts, a few values, and the
+`layerprune.*` metadata (provenance JSON parses).
+
+Runs nothing itself: set LAYERPRUNE_SAMPLES to the folder the example wrote.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+SAMPLES = os.environ.get("LAYERPRUNE_SAMPLES")
+pytestmark = pytest.mark.skipif(
+    not SAMPLES, reason="set LAYERPRUNE_SAMPLES to the folder written by write_samples"
+)
+
+MASK_COLUMNS = {
+    "mask_id": pa.string(),
+    "kept": pa.list_(pa.bool_()),
+    "num_removed": pa.uint32(),
+}
+
+# Table kind -> (expected columns and Arrow types, expected row count, table-level metadata).
+TABLES = {
+    "tokens": (
+        {"window_index": pa.uint32(), "tokens": pa.list_(pa.uint32())},
+        2,
+        ["dataset_id", "seq_len", "num_windows", "tokenizer_sha256", "source"],
+    ),
+    "masks": (
+        {
+            **MASK_COLUMNS,
+            "design": pa.string(),
+            "group_id": pa.int64(),
+            "position": pa.uint32(),
+        },
+        3,
+        ["num_blocks", "fixed_blocks"],
+    ),
+    "evaluations": (
+        {
+            **MASK_COLUMNS,
+            "nll": pa.float64(),
+            "ppl": pa.float64(),
+            "utility": pa.float64(),
+            "tokens_scored": pa.uint64(),
+            "seconds": pa.float64(),
+        },
+        3,
+        ["num_blocks", "model_id", "dataset_id", "full_model_nll", "complete"],
+    ),
+    "block_stats": (
+        {
+            "start_block": pa.uint32(),
+            "run_length": pa.uint32(),
+            "mean_cosine": pa.float64(),
+            "angular_distance": pa.float64(),
+        },
+        4,
+        ["num_blocks", "model_id", "dataset_id"],
+    ),
+    "surrogate_metrics": (
+        {
+            "surrogate": pa.string(),
+            "target": pa.string(),
+            "fold": pa.int32(),
+            "r2": pa.float64(),
+            "spearman": pa.float64(),
+            "mae": pa.float64(),
+            "n_train": pa.uint32(),
+            "n_test": pa.uint32(),
+        },
+        2,
+        [],
+    ),
+    "scores": (
+        {
+            "block": pa.uint32(),
+            "estimate": pa.float64(),
+            "std_error": pa.float64(),
+            "ci_low": pa.float64(),
+            "ci_high": pa.float64(),
+            "estimator": pa.string(),
+            "llm_evaluations": pa.uint64(),
+        },
+        4,
+        ["num_blocks"],
+    ),
+    "plans": (
+        {
+            "method": pa.string(),
+            "k": pa.uint32(),
+            "removed_blocks": pa.list_(pa.uint32()),
+            "predicted_utility": pa.float64(),
+            "measured_nll": pa.float64(),
+            "measured_ppl": pa.float64(),
+            "llm_evaluations": pa.uint64(),
+        },
+        2,
+        ["num_blocks"],
+    ),
+}
+
+
+def sample(kind: str) -> Path:
+    return Path(SAMPLES) / f"{kind}.parquet"
+
+
+def same_type(expected: pa.DataType, actual: pa.DataType) -> bool:
+    # Item field names and nullability of lists differ between writers; the item type is
+    # what the contract fixes.
+    if pa.types.is_list(expected):
+        return pa.types.is_list(actual) and actual.value_type == expected.value_type
+    return actual == expected
+
+
+def footer_metadata(kind: str) -> dict:
+    raw = pq.read_metadata(sample(kind)).metadata
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def test_every_table_has_a_sample():
+    found = sorted(p.stem for p in Path(SAMPLES).glob("*.parquet"))
+    assert found == sorted(TABLES)
+
+
+@pytest.mark.parametrize("kind", sorted(TABLES))
+def test_pyarrow_reads_columns_types_and_metadata(kind):
+    columns, rows, table_fields = TABLES[kind]
+    table = pq.read_table(sample(kind))
+    assert table.num_rows == rows
+    assert table.schema.names == list(columns)
+    for name, expected in columns.items():
+        actual = table.schema.field(name).type
+        assert same_type(expected, actual), f"{kind}.{name}: {actual} != {expected}"
+
+    footer = footer_metadata(kind)
+    assert footer["layerprune.table"] == kind
+    assert footer["layerprune.format_version"] == "1"
+    assert footer["layerprune.tool"]
+    assert footer["layerprune.version"]
+    args = json.loads(footer["layerprune.args"])
+    assert isinstance(args, list) and all(isinstance(a, str) for a in args)
+    seed = json.loads(footer["layerprune.seed"])
+    assert seed is None or isinstance(seed, int)
+    inputs = json.loads(footer["layerprune.inputs"])
+    assert isinstance(inputs, dict)
+    for field in table_fields:
+        assert f"layerprune.{field}" in footer, f"{kind} lacks layerprune.{field}"
+
+    # The same entries are visible on the schema pyarrow (and so pandas) hands out.
+    schema_metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    for key, value in footer.items():
+        if key.startswith("layerprune."):
+            assert schema_metadata[key] == value
+
+
+@pytest.mark.parametrize("kind", sorted(TABLES))
+def test_duckdb_reads_rows_and_metadata(kind):
+    columns, rows, _ = TABLES[kind]
+    path = str(sample(kind))
+    connection = duckdb.connect()
+    described = connection.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()
+    assert [row[0] for row in described] == list(columns)
+    count = connection.execute("SELECT count(*) FROM read_parquet(?)", [path]).fetchone()[0]
+    assert count == rows
+    kv = dict(
+        (k.decode(), v.decode())
+        for k, v in connection.execute(
+            "SELECT key, value FROM parquet_kv_metadata(?)", [path]
+        ).fetchall()
+    )
+    assert kv["layerprune.table"] == kind
+
+
+def test_tokens_values():
+    frame = pd.read_parquet(sample("tokens"))
+    assert list(frame["window_index"]) == [0, 1]
+    assert [list(t) for t in frame["tokens"]] == [[1, 2, 3], [4, 5, 6]]
+    meta = footer_metadata("tokens")
+    assert meta["layerprune.seq_len"] == "3"
+    assert len(meta["layerprune.dataset_id"]) == 64
+
+
+def test_masks_values_and_mask_id_matches_kept():
+    frame = pd.read_parquet(sample("masks"))
+    for mask_id, kept, removed in zip(frame["mask_id"], frame["kept"], frame["num_removed"]):
+        assert mask_id == "".join("1" if k else "0" for k in kept)
+        assert removed == list(kept).count(False)
+    assert list(frame["design"]) == ["anchor", "complement", "permutation"]
+    assert pd.isna(frame["group_id"][0]) and frame["group_id"][2] == 2
+    assert json.loads(footer_metadata("masks")["layerprune.fixed_blocks"]) == [0]
+
+
+def test_evaluations_values():
+    frame = pd.read_parquet(sample("evaluations"))
+    assert frame["mask_id"].is_unique
+    full = frame[frame["mask_id"] == "1111"].iloc[0]
+    assert full["nll"] == 2.0 and math.isclose(full["utility"], 1.0)
+    assert frame["ppl"].apply(math.log).round(12).tolist() == frame["nll"].round(12).tolist()
+    meta = footer_metadata("evaluations")
+    assert meta["layerprune.complete"] == "true"
+    assert float(meta["layerprune.full_model_nll"]) == 2.0
+    inputs = json.loads(meta["layerprune.inputs"])
+    assert inputs["model"] == meta["layerprune.model_id"]
+    assert inputs["dataset"] == meta["layerprune.dataset_id"]
+    assert json.loads(meta["layerprune.seed"]) == 7
+    # DuckDB can work with the list column directly.
+    kept_blocks = (
+        duckdb.connect()
+        .execute(
+            "SELECT mask_id, len(list_filter(kept, lambda x: x)) AS n "
+            "FROM read_parquet(?) ORDER BY mask_id",
+            [str(sample("evaluations"))],
+        )
+        .fetchall()
+    )
+    assert kept_blocks == [("1010", 2), ("1101", 3), ("1111", 4)]
+
+
+def test_scores_and_plans_values():
+    scores = pd.read_parquet(sample("scores"))
+    assert list(scores["block"]) == [0, 1, 2, 3]
+    assert pd.isna(scores["std_error"][0]) and scores["std_error"][1] == 0.01
+    lowest = (
+        duckdb.connect()
+        .execute(
+            "SELECT block FROM read_parquet(?) ORDER BY estimate LIMIT 1",
+            [str(sample("scores"))],
+        )
+        .fetchone()[0]
+    )
+    assert lowest == 0
+    plans = pd.read_parquet(sample("plans"))
+    assert [list(r) for r in plans["removed_blocks"]] == [[0], [0, 1]]
+    assert list(plans["k"]) == [1, 2]
+    assert pd.isna(plans["measured_nll"][1])
+
+
+def test_block_stats_and_surrogate_metrics_values():
+    stats = pd.read_parquet(sample("block_stats"))
+    for cosine, distance in zip(stats["mean_cosine"], stats["angular_distance"]):
+        assert math.isclose(distance, math.acos(cosine) / math.pi)
+    metrics = pd.read_parquet(sample("surrogate_metrics"))
+    assert list(metrics["fold"]) == [0, -1]
+    assert metrics["r2"][0] == 0.8
