@@ -1,1 +1,323 @@
-fn main() {}
+//! `sample-masks`: choose the masks the LLM will evaluate and write them to a mask table.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use layerprune_core::{sha256_hex, Mask};
+use layerprune_sampling::{
+    pilot_from_values, sample, Allocation, Existing, Players, SampleOutcome, SamplingPlan,
+    StrataSpec, StratifiedDesign,
+};
+use layerprune_tables::{
+    read_evaluations, read_masks, write_masks, MaskRow, MaskTable, Provenance,
+};
+
+/// Choose the masks (coalitions of kept blocks) to evaluate on the real model: stratified
+/// random masks (the published design: 2, 5, 8, 11, 14 of 32 blocks removed, equal numbers),
+/// full enumeration of small games, and the designs of the other estimators (complement pairs,
+/// permutation chains, anchors).
+#[derive(Parser, Debug)]
+#[command(name = "sample-masks", version)]
+struct Args {
+    /// Number of blocks of the model.
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    num_blocks: Option<usize>,
+    /// Model folder; its manifest.json gives the number of blocks.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Strata: numbers of removed blocks (among the blocks not fixed), e.g. 2,5,8.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        requires = "masks",
+        conflicts_with = "ratios"
+    )]
+    removed: Option<Vec<i64>>,
+    /// Strata around target pruning ratios, e.g. 0.25,0.35: round(r * players) +- a spread
+    /// of max(1, round(players / 32)).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        requires = "masks"
+    )]
+    ratios: Option<Vec<f64>>,
+    /// Total number of stratified masks (strata from --removed, --ratios, or by default the
+    /// published 2, 5, 8, 11, 14 of 32 scaled to the number of players).
+    #[arg(long)]
+    masks: Option<usize>,
+    /// How the stratified masks are shared by the strata.
+    #[arg(long, value_enum, default_value_t = AllocationKind::Equal, requires = "masks")]
+    allocation: AllocationKind,
+    /// Evaluation table whose utilities give each stratum's standard deviation (Neyman).
+    #[arg(long)]
+    pilot: Option<PathBuf>,
+    /// Blocks always kept (not players of the game), e.g. 0,1.
+    #[arg(long, value_delimiter = ',')]
+    fixed: Vec<usize>,
+    /// Every mask of the game (at most 20 players).
+    #[arg(long, conflicts_with_all = ["masks", "removed", "ratios"])]
+    enumerate: bool,
+    /// Follow every stratified mask by its complement, sharing a group id.
+    #[arg(long, requires = "masks")]
+    complement_pairs: bool,
+    /// Number of random player orders, each giving a permutation chain and its reverse.
+    #[arg(long)]
+    permutation_chains: Option<usize>,
+    /// The full model and every single-block removal.
+    #[arg(long)]
+    anchors: bool,
+    /// Add to the table at --out if it exists, skipping the masks it already holds.
+    #[arg(long)]
+    append: bool,
+    /// Seed of the random draws; the same arguments and seed give the same file.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Mask table to write (Parquet).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AllocationKind {
+    /// The same number in every stratum (published).
+    Equal,
+    /// Proportional to the number of masks in each stratum.
+    Proportional,
+    /// Proportional to stratum size times the pilot's standard deviation (needs --pilot).
+    Neyman,
+}
+
+fn main() -> ExitCode {
+    layerprune_cli_common::run(|| sample_masks(Args::parse()))
+}
+
+fn sample_masks(args: Args) -> anyhow::Result<()> {
+    let num_blocks = match (&args.model, args.num_blocks) {
+        (Some(model), _) => manifest_num_blocks(model)?,
+        (None, Some(num_blocks)) => num_blocks,
+        (None, None) => bail!("give the number of blocks with --num-blocks or --model"),
+    };
+    let players = Players::new(num_blocks, &args.fixed)?;
+    let mut provenance = Provenance::new(
+        "sample-masks",
+        env!("CARGO_PKG_VERSION"),
+        layerprune_cli_common::command_line(),
+    )
+    .with_seed(args.seed);
+
+    let allocation = match (args.allocation, &args.pilot) {
+        (AllocationKind::Neyman, Some(pilot)) => {
+            let table = read_evaluations(pilot)
+                .with_context(|| format!("reading the pilot table {}", pilot.display()))?;
+            if table.num_blocks != num_blocks {
+                bail!(
+                    "pilot table {} is for a model of {} blocks, not {num_blocks}",
+                    pilot.display(),
+                    table.num_blocks
+                );
+            }
+            let stats = pilot_from_values(
+                &players,
+                table.rows.iter().map(|row| (&row.mask, row.utility)),
+            )
+            .with_context(|| format!("pilot table {}", pilot.display()))?;
+            provenance = provenance.with_input("pilot", &file_id(pilot)?);
+            Allocation::Neyman(stats)
+        }
+        (AllocationKind::Neyman, None) => {
+            bail!("--allocation neyman needs a pilot evaluation table: give --pilot")
+        }
+        (_, Some(_)) => bail!("--pilot is only used with --allocation neyman"),
+        (AllocationKind::Equal, None) => Allocation::Equal,
+        (AllocationKind::Proportional, None) => Allocation::Proportional,
+    };
+    let strata = match (&args.removed, &args.ratios) {
+        (Some(removed), _) => StrataSpec::Removed(removed.clone()),
+        (None, Some(ratios)) => StrataSpec::Ratios(ratios.clone()),
+        (None, None) => StrataSpec::PublishedDefault,
+    };
+    let plan = SamplingPlan {
+        stratified: args.masks.map(|total_masks| StratifiedDesign {
+            strata,
+            total_masks,
+            allocation,
+        }),
+        complement_pairs: args.complement_pairs,
+        enumerate: args.enumerate,
+        anchors: args.anchors,
+        permutation_chains: args.permutation_chains,
+    };
+
+    let existing = if args.append && args.out.exists() {
+        let table = read_masks(&args.out).with_context(|| {
+            format!("reading the mask table {} to append to", args.out.display())
+        })?;
+        if table.num_blocks != num_blocks {
+            bail!(
+                "cannot append to {}: it holds masks of {} blocks, the model has {num_blocks}",
+                args.out.display(),
+                table.num_blocks
+            );
+        }
+        if table.fixed_blocks != players.fixed_blocks() {
+            bail!(
+                "cannot append to {}: it fixes blocks {:?}, --fixed gives {:?}",
+                args.out.display(),
+                table.fixed_blocks,
+                players.fixed_blocks()
+            );
+        }
+        provenance = provenance.with_input("appended", &file_id(&args.out)?);
+        table.rows
+    } else {
+        Vec::new()
+    };
+    let existing_masks: Vec<Mask> = existing.iter().map(|row| row.mask.clone()).collect();
+    let outcome = sample(
+        &players,
+        &plan,
+        Existing {
+            masks: &existing_masks,
+            max_group_id: existing.iter().filter_map(|row| row.group_id).max(),
+        },
+        args.seed,
+    )?;
+
+    let new_rows = outcome.rows.len();
+    let mut rows = existing;
+    rows.extend(outcome.rows.iter().map(|row| MaskRow {
+        mask: row.mask.clone(),
+        design: row.design.as_str().to_string(),
+        group_id: row.group_id,
+        position: row.position,
+    }));
+    let table = MaskTable {
+        num_blocks,
+        fixed_blocks: players.fixed_blocks().to_vec(),
+        rows,
+    };
+    // write_masks writes atomically: a failed write leaves the table appended to as it was.
+    write_masks(&args.out, &table, &provenance)
+        .with_context(|| format!("writing the mask table {}", args.out.display()))?;
+    print_summary(&players, &outcome);
+    println!(
+        "wrote {} masks ({new_rows} new) to {}",
+        table.rows.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The `num_blocks` field of `<model>/manifest.json`.
+fn manifest_num_blocks(model: &Path) -> anyhow::Result<usize> {
+    let path = model.join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the model manifest {}", path.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("model manifest {} is not valid JSON", path.display()))?;
+    let num_blocks = manifest
+        .get("num_blocks")
+        .and_then(serde_json::Value::as_u64)
+        .with_context(|| {
+            format!(
+                "model manifest {} has no non-negative integer field \"num_blocks\"",
+                path.display()
+            )
+        })?;
+    usize::try_from(num_blocks).with_context(|| {
+        format!(
+            "model manifest {}: num_blocks {num_blocks} is too large",
+            path.display()
+        )
+    })
+}
+
+/// Id of an input file for provenance: the sha256 of its bytes.
+fn file_id(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(sha256_hex(&bytes))
+}
+
+fn print_summary(players: &Players, outcome: &SampleOutcome) {
+    for stratum in &outcome.strata {
+        println!(
+            "stratum {:>3} of {} players removed: {} masks drawn ({} allocated, {} available of {})",
+            stratum.removed,
+            players.count(),
+            stratum.drawn,
+            stratum.allocated,
+            stratum.available,
+            stratum.possible
+        );
+    }
+    let mut by_design: Vec<(&str, usize)> = Vec::new();
+    for row in &outcome.rows {
+        let design = row.design.as_str();
+        match by_design.iter_mut().find(|(name, _)| *name == design) {
+            Some((_, count)) => *count += 1,
+            None => by_design.push((design, 1)),
+        }
+    }
+    let counts: Vec<String> = by_design
+        .iter()
+        .map(|(design, count)| format!("{design} {count}"))
+        .collect();
+    println!("new rows by design: {}", counts.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn strata_and_designs_are_parsed() {
+        let args = Args::try_parse_from([
+            "sample-masks",
+            "--num-blocks",
+            "32",
+            "--removed",
+            "2,-5",
+            "--masks",
+            "10",
+            "--fixed",
+            "0,1",
+            "--out",
+            "m.parquet",
+        ])
+        .unwrap();
+        assert_eq!(args.removed, Some(vec![2, -5]));
+        assert_eq!(args.fixed, vec![0, 1]);
+        assert!(Args::try_parse_from([
+            "sample-masks",
+            "--num-blocks",
+            "8",
+            "--enumerate",
+            "--masks",
+            "5",
+            "--out",
+            "m.parquet"
+        ])
+        .is_err());
+        // strata without a budget are refused
+        assert!(Args::try_parse_from([
+            "sample-masks",
+            "--num-blocks",
+            "8",
+            "--removed",
+            "2",
+            "--out",
+            "m.parquet"
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! The `sample-masks` binary end to end: tables written, reproducible bytes, appending, and a
+//! clear failure (with nothing written) for every bad argument.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use layerprune_core::Mask;
+use layerprune_tables::{
+    read_masks, read_provenance, write_evaluations, write_masks, EvaluationRow, EvaluationTable,
+    MaskRow, MaskTable, Provenance,
+};
+
+fn sample_masks(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sample-masks"))
+        .args(args)
+        .output()
+        .expect("the sample-masks binary runs")
+}
+
+fn succeed(args: &[&str]) -> String {
+    let output = sample_masks(args);
+    assert!(
+        output.status.success(),
+        "sample-masks {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs with bad arguments: must fail, name the problem, and leave `folder` empty.
+fn fail_naming(args: &[&str], problem: &str, folder: &Path) {
+    let before: Vec<_> = std::fs::read_dir(folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let output = sample_masks(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "sample-masks {args:?} succeeded");
+    assert!(
+        stderr.contains(problem),
+        "sample-masks {args:?}: expected {problem:?} in {stderr:?}"
+    );
+    let after: Vec<_> = std::fs::read_dir(folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(before, after, "sample-masks {args:?} wrote something");
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn writes_the_published_design_scaled_to_the_model() {
+    let folder = tempfile::tempdir().unwrap();
+    let model = folder.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(
+        model.join("manifest.json"),
+        r#"{"num_blocks": 16, "other": 1}"#,
+    )
+    .unwrap();
+    let out = folder.path().join("masks.parquet");
+    let stdout = succeed(&[
+        "--model",
+        path_str(&model),
+        "--masks",
+        "100",
+        "--fixed",
+        "0",
+        "--anchors",
+        "--seed",
+        "7",
+        "--out",
+        path_str(&out),
+    ]);
+    // 15 players: 2, 5, 8, 11, 14 of 32 scale to 1, 2, 4, 5, 7 (round half away from zero)
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("stratum")).count(),
+        5
+    );
+    let table = read_masks(&out).unwrap();
+    assert_eq!(table.num_blocks, 16);
+    assert_eq!(table.fixed_blocks, vec![0]);
+    let mut strata: BTreeMap<usize, usize> = BTreeMap::new();
+    for row in table.rows.iter().filter(|row| row.design == "stratum") {
+        *strata.entry(row.mask.num_removed()).or_default() += 1;
+    }
+    assert_eq!(
+        strata,
+        BTreeMap::from([(1, 15), (2, 22), (4, 21), (5, 21), (7, 21)])
+    );
+    // the single removals were all drawn in stratum 1; the full model is the only anchor
+    let anchors: Vec<&MaskRow> = table.rows.iter().filter(|r| r.design == "anchor").collect();
+    assert_eq!(anchors.len(), 1);
+    assert_eq!(anchors[0].mask, Mask::full(16));
+    assert!(table.rows.iter().all(|row| row.mask.is_kept(0)));
+    let distinct: HashSet<&Mask> = table.rows.iter().map(|row| &row.mask).collect();
+    assert_eq!(distinct.len(), table.rows.len());
+    let provenance = read_provenance(&out).unwrap();
+    assert_eq!(provenance.tool, "sample-masks");
+    assert_eq!(provenance.seed, Some(7));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_bytes() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("masks.parquet");
+    let args = |seed: &'static str| {
+        vec![
+            "--num-blocks",
+            "24",
+            "--removed",
+            "3,6,9",
+            "--masks",
+            "300",
+            "--complement-pairs",
+            "--permutation-chains",
+            "2",
+            "--seed",
+            seed,
+            "--out",
+            path_str(&out),
+        ]
+    };
+    succeed(&args("5"));
+    let first = std::fs::read(&out).unwrap();
+    succeed(&args("5"));
+    assert_eq!(first, std::fs::read(&out).unwrap());
+    succeed(&args("6"));
+    assert_ne!(first, std::fs::read(&out).unwrap());
+    // nothing but the table is left in the folder
+    assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn appending_adds_only_masks_not_yet_in_the_table() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("masks.parquet");
+    let round = |masks: &str, seed: &str| {
+        succeed(&[
+            "--num-blocks",
+            "10",
+            "--removed",
+            "2,3",
+            "--masks",
+            masks,
+            "--complement-pairs",
+            "--append",
+            "--seed",
+            seed,
+            "--out",
+            path_str(&out),
+        ])
+    };
+    round("20", "1");
+    let first = read_masks(&out).unwrap();
+    assert_eq!(first.rows.len(), 40);
+    round("30", "1");
+    let second = read_masks(&out).unwrap();
+    assert_eq!(second.rows.len(), 100);
+    assert_eq!(second.rows[..40], first.rows[..]);
+    let distinct: HashSet<&Mask> = second.rows.iter().map(|row| &row.mask).collect();
+    assert_eq!(distinct.len(), 100);
+    let new_groups: HashSet<i64> = second.rows[40..]
+        .iter()
+        .filter_map(|r| r.group_id)
+        .collect();
+    assert_eq!(new_groups, (20..50).collect());
+    assert!(read_provenance(&out)
+        .unwrap()
+        .inputs
+        .contains_key("appended"));
+}
+
+#[test]
+fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("masks.parquet");
+    let out = path_str(&out);
+    let run = |extra: &[&str], problem: &str| {
+        let mut args = vec!["--out", out];
+        args.extend_from_slice(extra);
+        fail_naming(&args, problem, folder.path());
+    };
+    run(
+        &["--num-blocks", "8", "--removed", "2,9", "--masks", "10"],
+        "stratum 9",
+    );
+    run(
+        &["--num-blocks", "8", "--removed", "-1", "--masks", "10"],
+        "stratum -1",
+    );
+    run(&["--num-blocks", "8", "--masks", "0"], "zero masks");
+    run(
+        &["--num-blocks", "8", "--masks", "5", "--fixed", "1,8"],
+        "fixed block 8",
+    );
+    run(&["--num-blocks", "24", "--enumerate"], "enumeration");
+    run(
+        &["--num-blocks", "8", "--ratios", "0.2,1.5", "--masks", "5"],
+        "ratio 1.5",
+    );
+    run(&["--num-blocks", "8"], "nothing to sample");
+    run(
+        &[
+            "--num-blocks",
+            "8",
+            "--masks",
+            "5",
+            "--allocation",
+            "neyman",
+        ],
+        "--pilot",
+    );
+    run(
+        &["--num-blocks", "8", "--permutation-chains", "0"],
+        "zero permutation chains",
+    );
+    let missing_model = folder.path().join("no-model");
+    run(
+        &["--model", path_str(&missing_model), "--anchors"],
+        "manifest.json",
+    );
+
+    // A pilot table that lacks a stratum the allocation needs.
+    let inputs = tempfile::tempdir().unwrap();
+    let pilot = inputs.path().join("pilot.parquet");
+    let rows = (0..8)
+        .map(|block| EvaluationRow {
+            mask: Mask::from_removed(8, &[block]).unwrap(),
+            nll: 2.0 + block as f64 / 10.0,
+            ppl: (2.0 + block as f64 / 10.0).exp(),
+            utility: 1.0 / (1.0 + block as f64),
+            tokens_scored: 128,
+            seconds: 0.1,
+        })
+        .collect();
+    let evaluations = EvaluationTable {
+        num_blocks: 8,
+        model_id: "model".into(),
+        dataset_id: "data".into(),
+        full_model_nll: Some(2.0),
+        complete: true,
+        rows,
+    };
+    let provenance = Provenance::new("test", "0", vec![]);
+    write_evaluations(&pilot, &evaluations, &provenance).unwrap();
+    let pilot_arg = path_str(&pilot);
+    run(
+        &[
+            "--num-blocks",
+            "8",
+            "--removed",
+            "1,2",
+            "--masks",
+            "10",
+            "--allocation",
+            "neyman",
+            "--pilot",
+            pilot_arg,
+        ],
+        "stratum 2",
+    );
+    // With the stratum present the same pilot works.
+    let ok = inputs.path().join("ok.parquet");
+    succeed(&[
+        "--num-blocks",
+        "8",
+        "--removed",
+        "1",
+        "--masks",
+        "3",
+        "--allocation",
+        "neyman",
+        "--pilot",
+        pilot_arg,
+        "--out",
+        path_str(&ok),
+    ]);
+    assert_eq!(read_masks(&ok).unwrap().rows.len(), 3);
+    assert!(read_provenance(&ok).unwrap().inputs.contains_key("pilot"));
+
+    // Appending to a table of another model is refused, and the table is left as it was.
+    let other = inputs.path().join("other.parquet");
+    let table = MaskTable {
+        num_blocks: 6,
+        fixed_blocks: vec![],
+        rows: vec![MaskRow {
+            mask: Mask::full(6),
+            design: "anchor".into(),
+            group_id: None,
+            position: None,
+        }],
+    };
+    write_masks(&other, &table, &provenance).unwrap();
+    let before = std::fs::read(&other).unwrap();
+    let output = sample_masks(&[
+        "--num-blocks",
+        "8",
+        "--anchors",
+        "--append",
+        "--out",
+        path_str(&other),
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("6 blocks"));
+    assert_eq!(before, std::fs::read(&other).unwrap());
+}

@@ -1,0 +1,186 @@
+//! One sampling request, from arguments to rows.
+
+use layerprune_core::Mask;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::allocation::{allocate_within, binomial};
+use crate::designs::{draw_stratum, Seen};
+use crate::{
+    anchors, complement_pairs, enumerate_all, permutation_chains, resolve_strata, Allocation,
+    Design, Players, SampledMask, SamplingError, StrataSpec,
+};
+
+/// The published design: a budget of masks spread over strata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StratifiedDesign {
+    pub strata: StrataSpec,
+    pub total_masks: usize,
+    pub allocation: Allocation,
+}
+
+/// Which designs to produce. Rows come out in this order: enumeration, stratified masks
+/// (each followed by its complement when pairs are asked for), anchors, permutation chains.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SamplingPlan {
+    pub stratified: Option<StratifiedDesign>,
+    /// Pair every stratified mask with its complement (paired KernelSHAP).
+    pub complement_pairs: bool,
+    /// Every coalition (games of at most 20 players).
+    pub enumerate: bool,
+    /// The full model and every single-player removal.
+    pub anchors: bool,
+    /// Number of random orders, each giving a chain and its reversed chain.
+    pub permutation_chains: Option<usize>,
+}
+
+/// The table being appended to: its masks are not drawn again, and new pair and chain ids
+/// continue after its largest one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Existing<'a> {
+    pub masks: &'a [Mask],
+    pub max_group_id: Option<i64>,
+}
+
+/// What happened in one stratum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StratumSummary {
+    /// Number of removed players.
+    pub removed: usize,
+    /// Masks in the stratum, `C(players, removed)`.
+    pub possible: u128,
+    /// Masks not already taken when the stratum was allocated.
+    pub available: u128,
+    /// Masks the allocation gave the stratum.
+    pub allocated: usize,
+    /// Masks actually drawn (fewer than allocated only when complement pairs use up the room).
+    pub drawn: usize,
+}
+
+/// The new rows, and a summary per stratum of the stratified design.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleOutcome {
+    pub rows: Vec<SampledMask>,
+    pub strata: Vec<StratumSummary>,
+}
+
+/// Carries out a plan for a game, leaving out the masks of `existing`. Deterministic in
+/// (`players`, `plan`, `existing`, `seed`). Stratum and chain masks never repeat a mask of
+/// `existing` or of another stratum, pair, anchor or enumerated row; chains are the exception
+/// (see [`permutation_chains`]).
+pub fn sample(
+    players: &Players,
+    plan: &SamplingPlan,
+    existing: Existing<'_>,
+    seed: u64,
+) -> Result<SampleOutcome, SamplingError> {
+    if plan.stratified.is_none()
+        && !plan.enumerate
+        && !plan.anchors
+        && plan.permutation_chains.is_none()
+    {
+        return Err(SamplingError::NothingRequested);
+    }
+    if plan.complement_pairs && plan.stratified.is_none() {
+        return Err(SamplingError::ComplementsNeedStrata);
+    }
+    if plan.permutation_chains == Some(0) {
+        return Err(SamplingError::ZeroRequested {
+            what: "permutation chains",
+        });
+    }
+    let mut seen = Seen::new(players);
+    for (index, mask) in existing.masks.iter().enumerate() {
+        if mask.num_blocks() != players.num_blocks() {
+            return Err(SamplingError::ExistingWrongBlockCount {
+                index,
+                got: mask.num_blocks(),
+                expected: players.num_blocks(),
+            });
+        }
+        seen.insert(mask.clone());
+    }
+    let mut next_group_id = existing.max_group_id.map_or(0, |id| id + 1);
+    let mut rows = Vec::new();
+
+    if plan.enumerate {
+        for mask in enumerate_all(players)? {
+            if seen.insert(mask.clone()) {
+                rows.push(SampledMask::plain(mask, Design::Enumeration));
+            }
+        }
+    }
+
+    let mut summaries = Vec::new();
+    if let Some(design) = &plan.stratified {
+        let player_count = players.count();
+        let strata = resolve_strata(&design.strata, player_count)?;
+        let possible: Vec<u128> = strata.iter().map(|&k| binomial(player_count, k)).collect();
+        let available: Vec<u128> = strata
+            .iter()
+            .zip(&possible)
+            .map(|(&k, &size)| {
+                let mut taken = seen.in_stratum(k) as u128;
+                if plan.complement_pairs && 2 * k != player_count {
+                    taken += seen.in_stratum(player_count - k) as u128;
+                }
+                size.saturating_sub(taken)
+            })
+            .collect();
+        let allocated = allocate_within(
+            &strata,
+            player_count,
+            design.total_masks,
+            &design.allocation,
+            &available,
+        )?;
+        for (i, &stratum) in strata.iter().enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(1 + stratum as u64);
+            let drawn = draw_stratum(
+                players,
+                stratum,
+                allocated[i],
+                plan.complement_pairs,
+                &mut seen,
+                &mut rng,
+            );
+            if plan.complement_pairs {
+                rows.extend(complement_pairs(players, &drawn, next_group_id));
+                next_group_id += drawn.len() as i64;
+            } else {
+                rows.extend(
+                    drawn
+                        .iter()
+                        .map(|mask| SampledMask::plain(mask.clone(), Design::Stratum)),
+                );
+            }
+            summaries.push(StratumSummary {
+                removed: stratum,
+                possible: possible[i],
+                available: available[i],
+                allocated: allocated[i],
+                drawn: drawn.len(),
+            });
+        }
+    }
+
+    if plan.anchors {
+        for mask in anchors(players) {
+            if seen.insert(mask.clone()) {
+                rows.push(SampledMask::plain(mask, Design::Anchor));
+            }
+        }
+    }
+
+    if let Some(orders) = plan.permutation_chains {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(0);
+        rows.extend(permutation_chains(players, orders, next_group_id, &mut rng));
+    }
+
+    Ok(SampleOutcome {
+        rows,
+        strata: summaries,
+    })
+}

@@ -1,0 +1,444 @@
+//! Properties of whole sampling requests: counts, uniformity, determinism, designs, errors.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use layerprune_core::Mask;
+use layerprune_sampling::{
+    sample, Allocation, Design, Existing, PilotStratum, Players, SampleOutcome, SampledMask,
+    SamplingError, SamplingPlan, StrataSpec, StratifiedDesign,
+};
+
+fn stratified(strata: StrataSpec, total_masks: usize) -> SamplingPlan {
+    SamplingPlan {
+        stratified: Some(StratifiedDesign {
+            strata,
+            total_masks,
+            allocation: Allocation::Equal,
+        }),
+        ..SamplingPlan::default()
+    }
+}
+
+fn run(players: &Players, plan: &SamplingPlan, seed: u64) -> SampleOutcome {
+    sample(players, plan, Existing::default(), seed).unwrap()
+}
+
+fn count_by_stratum(players: &Players, rows: &[SampledMask]) -> BTreeMap<usize, usize> {
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        *counts
+            .entry(players.num_removed_players(&row.mask))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Pearson statistic of how often each player is removed, against the uniform expectation.
+fn inclusion_chi_square(players: &Players, masks: &[&Mask]) -> f64 {
+    let mut removed_count = vec![0usize; players.count()];
+    for mask in masks {
+        for (player, &block) in players.blocks().iter().enumerate() {
+            if !mask.is_kept(block) {
+                removed_count[player] += 1;
+            }
+        }
+    }
+    let total: usize = removed_count.iter().sum();
+    let expected = total as f64 / players.count() as f64;
+    removed_count
+        .iter()
+        .map(|&observed| (observed as f64 - expected).powi(2) / expected)
+        .sum()
+}
+
+#[test]
+fn strata_get_exactly_their_allocation() {
+    let players = Players::new(32, &[]).unwrap();
+    let outcome = run(&players, &stratified(StrataSpec::PublishedDefault, 1000), 3);
+    assert_eq!(outcome.rows.len(), 1000);
+    let counts = count_by_stratum(&players, &outcome.rows);
+    assert_eq!(
+        counts,
+        BTreeMap::from([(2, 200), (5, 200), (8, 200), (11, 200), (14, 200)])
+    );
+    for summary in &outcome.strata {
+        assert_eq!(summary.drawn, 200);
+        assert_eq!(summary.allocated, 200);
+    }
+    assert!(outcome.rows.iter().all(|row| row.design == Design::Stratum
+        && row.group_id.is_none()
+        && row.position.is_none()
+        && row.mask.num_blocks() == 32));
+    // A stratum with fewer masks than its share gives all of them and the rest moves on.
+    let players = Players::new(8, &[]).unwrap();
+    let outcome = run(
+        &players,
+        &stratified(StrataSpec::Removed(vec![1, 4]), 60),
+        3,
+    );
+    let counts = count_by_stratum(&players, &outcome.rows);
+    assert_eq!(counts, BTreeMap::from([(1, 8), (4, 52)]));
+}
+
+#[test]
+fn every_player_is_removed_equally_often_inside_a_stratum() {
+    // 99.9 % quantiles of the chi-square distribution.
+    const CRITICAL_31_DOF: f64 = 61.098;
+    const CRITICAL_9_DOF: f64 = 27.877;
+    // Rejection path: C(32, 5) = 201,376 is far more than requested.
+    let players = Players::new(32, &[]).unwrap();
+    let outcome = run(
+        &players,
+        &stratified(StrataSpec::Removed(vec![5]), 3000),
+        11,
+    );
+    let masks: Vec<&Mask> = outcome.rows.iter().map(|row| &row.mask).collect();
+    let statistic = inclusion_chi_square(&players, &masks);
+    assert!(statistic < CRITICAL_31_DOF, "chi-square {statistic}");
+    // Enumeration path: C(10, 3) = 120 <= 4 * 40, with two fixed blocks around the players.
+    let players = Players::new(12, &[0, 11]).unwrap();
+    let outcome = run(&players, &stratified(StrataSpec::Removed(vec![3]), 40), 11);
+    assert_eq!(outcome.rows.len(), 40);
+    assert!(outcome
+        .rows
+        .iter()
+        .all(|row| players.num_removed_players(&row.mask) == 3 && row.mask.num_removed() == 3));
+    let masks: Vec<&Mask> = outcome.rows.iter().map(|row| &row.mask).collect();
+    let statistic = inclusion_chi_square(&players, &masks);
+    assert!(statistic < CRITICAL_9_DOF, "chi-square {statistic}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_masks_in_the_same_order() {
+    let players = Players::new(24, &[0]).unwrap();
+    let plan = SamplingPlan {
+        complement_pairs: true,
+        anchors: true,
+        permutation_chains: Some(3),
+        ..stratified(StrataSpec::Ratios(vec![0.25, 0.5]), 300)
+    };
+    let first = run(&players, &plan, 42);
+    let second = run(&players, &plan, 42);
+    assert_eq!(first, second);
+    let other = run(&players, &plan, 43);
+    assert_ne!(first.rows, other.rows);
+    // Adding a design leaves the stratified draws alone.
+    let plain = run(
+        &players,
+        &stratified(StrataSpec::Ratios(vec![0.25, 0.5]), 300),
+        42,
+    );
+    let with_anchors = run(
+        &players,
+        &SamplingPlan {
+            anchors: true,
+            ..stratified(StrataSpec::Ratios(vec![0.25, 0.5]), 300)
+        },
+        42,
+    );
+    assert_eq!(plain.rows[..], with_anchors.rows[..plain.rows.len()]);
+}
+
+#[test]
+fn no_mask_is_drawn_twice_and_fixed_blocks_are_never_removed() {
+    let players = Players::new(10, &[0, 9]).unwrap();
+    let plan = SamplingPlan {
+        complement_pairs: true,
+        anchors: true,
+        ..stratified(StrataSpec::Removed(vec![1, 2, 3, 4, 5]), 200)
+    };
+    let outcome = run(&players, &plan, 9);
+    let distinct: HashSet<&Mask> = outcome.rows.iter().map(|row| &row.mask).collect();
+    assert_eq!(distinct.len(), outcome.rows.len());
+    assert!(outcome
+        .rows
+        .iter()
+        .all(|row| row.mask.is_kept(0) && row.mask.is_kept(9) && row.mask.num_blocks() == 10));
+}
+
+#[test]
+fn appending_adds_only_new_masks_and_continues_group_ids() {
+    let players = Players::new(8, &[]).unwrap();
+    let first_plan = SamplingPlan {
+        complement_pairs: true,
+        ..stratified(StrataSpec::Removed(vec![2]), 10)
+    };
+    let first = run(&players, &first_plan, 1);
+    let existing_masks: Vec<Mask> = first.rows.iter().map(|row| row.mask.clone()).collect();
+    let max_group_id = first.rows.iter().filter_map(|row| row.group_id).max();
+    assert_eq!(max_group_id, Some(9));
+    // Same seed on purpose: the draws that repeat the first round must be skipped.
+    let plan = SamplingPlan {
+        permutation_chains: Some(1),
+        ..stratified(StrataSpec::Removed(vec![2, 6]), 30)
+    };
+    let existing = Existing {
+        masks: &existing_masks,
+        max_group_id,
+    };
+    let second = sample(&players, &plan, existing, 1).unwrap();
+    let stratum_rows: Vec<&SampledMask> = second
+        .rows
+        .iter()
+        .filter(|row| row.design == Design::Stratum)
+        .collect();
+    // strata 2 and 6 each had 28 masks, 10 of each taken by the first round's pairs
+    assert_eq!(second.strata[0].available, 18);
+    assert_eq!(second.strata[1].available, 18);
+    assert_eq!(stratum_rows.len(), 30);
+    for row in &stratum_rows {
+        assert!(!existing_masks.contains(&row.mask));
+    }
+    let chain_ids: HashSet<i64> = second.rows.iter().filter_map(|row| row.group_id).collect();
+    assert_eq!(chain_ids, HashSet::from([10, 11]));
+    // Everything taken: the strata are exhausted, nothing new is drawn.
+    let all: Vec<Mask> = existing_masks
+        .iter()
+        .cloned()
+        .chain(stratum_rows.iter().map(|row| row.mask.clone()))
+        .collect();
+    let third = sample(
+        &players,
+        &stratified(StrataSpec::Removed(vec![2, 6]), 30),
+        Existing {
+            masks: &all,
+            max_group_id,
+        },
+        2,
+    )
+    .unwrap();
+    assert_eq!(third.rows.len(), 6);
+}
+
+#[test]
+fn complement_pairs_share_a_group_and_flip_every_player() {
+    let players = Players::new(9, &[4]).unwrap();
+    let plan = SamplingPlan {
+        complement_pairs: true,
+        ..stratified(StrataSpec::Removed(vec![2, 3]), 20)
+    };
+    let outcome = run(&players, &plan, 5);
+    assert_eq!(outcome.rows.len(), 40);
+    for (pair, expected_group) in outcome.rows.chunks(2).zip(0..) {
+        let (mask, complement) = (&pair[0], &pair[1]);
+        assert_eq!(mask.design, Design::Stratum);
+        assert_eq!(complement.design, Design::Complement);
+        assert_eq!(mask.group_id, Some(expected_group));
+        assert_eq!(complement.group_id, Some(expected_group));
+        assert_eq!((mask.position, complement.position), (Some(0), Some(1)));
+        for &block in players.blocks() {
+            assert_ne!(mask.mask.is_kept(block), complement.mask.is_kept(block));
+        }
+        assert!(complement.mask.is_kept(4));
+        assert_eq!(
+            players.num_removed_players(&mask.mask) + players.num_removed_players(&complement.mask),
+            8
+        );
+    }
+}
+
+#[test]
+fn permutation_chains_are_nested_and_come_in_reversed_pairs() {
+    let players = Players::new(7, &[2]).unwrap();
+    let plan = SamplingPlan {
+        permutation_chains: Some(3),
+        ..SamplingPlan::default()
+    };
+    let outcome = run(&players, &plan, 8);
+    let player_count = players.count();
+    assert_eq!(outcome.rows.len(), 6 * (player_count + 1));
+    let mut chains: BTreeMap<i64, Vec<&SampledMask>> = BTreeMap::new();
+    for row in &outcome.rows {
+        assert_eq!(row.design, Design::Permutation);
+        assert!(row.mask.is_kept(2));
+        chains.entry(row.group_id.unwrap()).or_default().push(row);
+    }
+    assert_eq!(
+        chains.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    // the order in which each chain adds its players
+    let mut orders: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (&id, chain) in &chains {
+        assert_eq!(chain.len(), player_count + 1);
+        let mut order = Vec::new();
+        for (j, row) in chain.iter().enumerate() {
+            assert_eq!(row.position, Some(j as u32));
+            assert_eq!(player_count - players.num_removed_players(&row.mask), j);
+            if j > 0 {
+                let previous = &chain[j - 1].mask;
+                // nested: the previous prefix's kept blocks are all still kept
+                assert!(previous.kept_blocks().iter().all(|&b| row.mask.is_kept(b)));
+                let added: Vec<usize> = players
+                    .blocks()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &b)| row.mask.is_kept(b) && !previous.is_kept(b))
+                    .map(|(player, _)| player)
+                    .collect();
+                assert_eq!(added.len(), 1);
+                order.push(added[0]);
+            }
+        }
+        orders.insert(id, order);
+    }
+    for forward in [0, 2, 4] {
+        let mut reversed = orders[&forward].clone();
+        reversed.reverse();
+        assert_eq!(orders[&(forward + 1)], reversed);
+    }
+    assert_ne!(orders[&0], orders[&2]);
+}
+
+#[test]
+fn anchors_and_enumeration_cover_what_they_promise() {
+    let players = Players::new(6, &[5]).unwrap();
+    let plan = SamplingPlan {
+        anchors: true,
+        ..SamplingPlan::default()
+    };
+    let outcome = run(&players, &plan, 0);
+    let ids: Vec<String> = outcome.rows.iter().map(|row| row.mask.id()).collect();
+    assert_eq!(
+        ids,
+        ["111111", "011111", "101111", "110111", "111011", "111101"]
+    );
+    let plan = SamplingPlan {
+        enumerate: true,
+        anchors: true,
+        ..SamplingPlan::default()
+    };
+    let outcome = run(&players, &plan, 0);
+    assert_eq!(outcome.rows.len(), 32);
+    assert!(outcome
+        .rows
+        .iter()
+        .all(|row| row.design == Design::Enumeration));
+}
+
+#[test]
+fn neyman_allocation_follows_the_pilot() {
+    let players = Players::new(10, &[]).unwrap();
+    let pilot = BTreeMap::from([
+        (
+            2,
+            PilotStratum {
+                count: 8,
+                std_dev: 0.0,
+            },
+        ),
+        (
+            5,
+            PilotStratum {
+                count: 8,
+                std_dev: 0.3,
+            },
+        ),
+    ]);
+    let plan = SamplingPlan {
+        stratified: Some(StratifiedDesign {
+            strata: StrataSpec::Removed(vec![2, 5]),
+            total_masks: 50,
+            allocation: Allocation::Neyman(pilot),
+        }),
+        ..SamplingPlan::default()
+    };
+    let outcome = run(&players, &plan, 4);
+    assert_eq!(
+        count_by_stratum(&players, &outcome.rows),
+        BTreeMap::from([(5, 50)])
+    );
+}
+
+#[test]
+fn bad_requests_are_reported_clearly() {
+    let players = Players::new(8, &[]).unwrap();
+    let error = |plan: &SamplingPlan| sample(&players, plan, Existing::default(), 0).unwrap_err();
+    assert_eq!(
+        error(&stratified(StrataSpec::Removed(vec![9]), 10)),
+        SamplingError::StratumOutOfRange {
+            stratum: 9,
+            players: 8
+        }
+    );
+    assert_eq!(
+        error(&stratified(StrataSpec::Removed(vec![-2]), 10)),
+        SamplingError::StratumOutOfRange {
+            stratum: -2,
+            players: 8
+        }
+    );
+    assert_eq!(
+        error(&stratified(StrataSpec::PublishedDefault, 0)),
+        SamplingError::ZeroRequested { what: "masks" }
+    );
+    assert_eq!(
+        error(&SamplingPlan {
+            permutation_chains: Some(0),
+            ..SamplingPlan::default()
+        }),
+        SamplingError::ZeroRequested {
+            what: "permutation chains"
+        }
+    );
+    assert_eq!(
+        error(&SamplingPlan::default()),
+        SamplingError::NothingRequested
+    );
+    assert_eq!(
+        error(&SamplingPlan {
+            complement_pairs: true,
+            anchors: true,
+            ..SamplingPlan::default()
+        }),
+        SamplingError::ComplementsNeedStrata
+    );
+    let neyman = SamplingPlan {
+        stratified: Some(StratifiedDesign {
+            strata: StrataSpec::Removed(vec![2, 3]),
+            total_masks: 10,
+            allocation: Allocation::Neyman(BTreeMap::from([(
+                2,
+                PilotStratum {
+                    count: 4,
+                    std_dev: 0.1,
+                },
+            )])),
+        }),
+        ..SamplingPlan::default()
+    };
+    assert!(error(&neyman).to_string().contains("stratum 3"));
+    let wrong = [Mask::full(8), Mask::full(9)];
+    assert_eq!(
+        sample(
+            &players,
+            &stratified(StrataSpec::PublishedDefault, 5),
+            Existing {
+                masks: &wrong,
+                max_group_id: None
+            },
+            0
+        ),
+        Err(SamplingError::ExistingWrongBlockCount {
+            index: 1,
+            got: 9,
+            expected: 8
+        })
+    );
+    let big = Players::new(21, &[]).unwrap();
+    let enumerate = SamplingPlan {
+        enumerate: true,
+        ..SamplingPlan::default()
+    };
+    assert_eq!(
+        sample(&big, &enumerate, Existing::default(), 0),
+        Err(SamplingError::EnumerationTooLarge {
+            players: 21,
+            max: 20
+        })
+    );
+    assert!(matches!(
+        Players::new(8, &[8]),
+        Err(SamplingError::FixedBlockOutOfRange { block: 8, .. })
+    ));
+}
