@@ -1,0 +1,212 @@
+//! The stage end to end on a small synthetic game: tables in, score table out.
+
+use std::path::Path;
+use std::process::Command;
+
+use layerprune_core::synthetic::PairwiseGame;
+use layerprune_core::{Game, Mask};
+use layerprune_shapley::kernelshap::paired_kernel_design_pairs;
+use layerprune_shapley::permutation::permutation_design_pairs;
+use layerprune_shapley::{rng_from_seed, Players};
+use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
+use layerprune_tables::{
+    read_scores, write_evaluations, write_masks, EvaluationRow, EvaluationTable, MaskRow,
+    MaskTable, Provenance,
+};
+
+const BLOCKS: usize = 6;
+/// Block 0 is fixed (always kept); players are blocks 1..=5.
+const FIXED: [usize; 1] = [0];
+
+fn game() -> PairwiseGame {
+    let mut pairs = vec![vec![0.0; BLOCKS]; BLOCKS];
+    for (i, j, w) in [(1, 2, 0.05), (2, 3, -0.03), (4, 5, 0.08), (0, 3, 0.02)] {
+        pairs[i][j] = w;
+        pairs[j][i] = w;
+    }
+    PairwiseGame {
+        linear: vec![0.3, 0.05, 0.2, 0.01, 0.12, 0.07],
+        pairs,
+        base: 0.1,
+    }
+}
+
+/// The game's Shapley values over the players, by enumeration.
+fn truth(players: &Players) -> Vec<f64> {
+    let mut sub = layerprune_shapley::PlayerGame::new(game(), players.clone()).unwrap();
+    layerprune_core::synthetic::exact_shapley(&mut sub).unwrap()
+}
+
+fn write_inputs(dir: &Path, players: &Players) {
+    let n = players.len();
+    // Every mask over the players, so the exact estimator and every design can replay.
+    let masks: Vec<Mask> = (0..1usize << n)
+        .map(|bits| {
+            players.to_block_mask(&Mask::from_kept(
+                (0..n).map(|i| bits >> i & 1 == 1).collect(),
+            ))
+        })
+        .collect();
+    let values = game().values(&masks).unwrap();
+    let mut table = EvaluationTable::new(BLOCKS, "model", "data");
+    table.complete = true;
+    table
+        .append(masks.iter().zip(&values).map(|(m, &v)| EvaluationRow {
+            mask: m.clone(),
+            nll: -v,
+            ppl: (-v).exp(),
+            utility: v,
+            tokens_scored: 1280,
+            seconds: 0.0,
+        }))
+        .unwrap();
+    let provenance = Provenance::new("test", "0", vec![]);
+    write_evaluations(&dir.join("evals.parquet"), &table, &provenance).unwrap();
+
+    let mut rows = Vec::new();
+    let chains = permutation_design_pairs(n, 2, &mut rng_from_seed(1));
+    for chain in 0..chains.orders.len() {
+        for (position, mask) in chains.chain_masks(chain).iter().enumerate() {
+            rows.push(MaskRow {
+                mask: players.to_block_mask(mask),
+                design: "permutation".into(),
+                group_id: Some(chain as i64),
+                position: Some(position as u32),
+            });
+        }
+    }
+    let pairs = paired_kernel_design_pairs(n, 40, &mut rng_from_seed(2));
+    for (p, s) in pairs.coalitions.iter().enumerate() {
+        for (position, (mask, design)) in [(s.clone(), "stratum"), (s.complement(), "complement")]
+            .into_iter()
+            .enumerate()
+        {
+            rows.push(MaskRow {
+                mask: players.to_block_mask(&mask),
+                design: design.into(),
+                group_id: Some(100 + p as i64),
+                position: Some(position as u32),
+            });
+        }
+    }
+    let mask_table = MaskTable {
+        num_blocks: BLOCKS,
+        fixed_blocks: FIXED.to_vec(),
+        rows,
+    };
+    write_masks(&dir.join("masks.parquet"), &mask_table, &provenance).unwrap();
+
+    let targets: Vec<f64> = values.clone();
+    let fitted = fit(
+        SurrogateKind::Quadratic,
+        &masks,
+        &targets,
+        &FitOptions::default(),
+    )
+    .unwrap();
+    SavedSurrogate::new(fitted, "utility", "PPL(full)/PPL(mask)")
+        .save(&dir.join("surrogate.json"))
+        .unwrap();
+}
+
+#[test]
+fn scores_every_estimator_from_tables_and_a_surrogate() {
+    let dir = tempfile::tempdir().unwrap();
+    let players = Players::new(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    write_inputs(dir.path(), &players);
+    let out = dir.path().join("scores.parquet");
+    let status = Command::new(env!("CARGO_BIN_EXE_shapley"))
+        .current_dir(dir.path())
+        .args(["--evaluations", "evals.parquet", "--masks", "masks.parquet"])
+        .args(["--surrogate", "surrogate.json", "--samples", "2000"])
+        .args(["--estimator", "exact", "--estimator", "permutation"])
+        .args([
+            "--estimator",
+            "kernelshap",
+            "--estimator",
+            "regression-adjusted",
+        ])
+        .args([
+            "--estimator",
+            "semivalue",
+            "--estimator",
+            "shapley-surrogate",
+        ])
+        .args(["--estimator", "banzhaf", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("rank  block"), "{stdout}");
+
+    let scores = read_scores(&out).unwrap();
+    let truth = truth(&players);
+    let estimators = [
+        "exact-shapley",
+        "exact-banzhaf",
+        "permutation-shapley",
+        "kernelshap-paired",
+        "regression-adjusted",
+        "stratified-semivalue",
+        "surrogate-shapley",
+        "banzhaf-marginal",
+    ];
+    for name in estimators {
+        let rows: Vec<_> = scores.rows.iter().filter(|r| r.estimator == name).collect();
+        assert_eq!(rows.len(), 5, "{name}");
+        assert_eq!(
+            rows.iter().map(|r| r.block).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        // The game is pairwise: every Shapley estimator recovers it (the surrogate fits it).
+        if !name.contains("banzhaf") && name != "stratified-semivalue" {
+            for (row, t) in rows.iter().zip(&truth) {
+                assert!(
+                    (row.estimate - t).abs() < 1e-4,
+                    "{name}: {} vs {t}",
+                    row.estimate
+                );
+            }
+        }
+    }
+    let permutation = scores
+        .rows
+        .iter()
+        .find(|r| r.estimator == "permutation-shapley")
+        .unwrap();
+    let chains = permutation_design_pairs(5, 2, &mut rng_from_seed(1));
+    assert_eq!(permutation.llm_evaluations, chains.queries().len() as u64);
+    assert!(permutation.ci_low.is_some());
+}
+
+#[test]
+fn missing_inputs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let players = Players::new(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    write_inputs(dir.path(), &players);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .current_dir(dir.path())
+            .args(args)
+            .args(["--out", "scores.parquet"])
+            .output()
+            .unwrap()
+    };
+    let output = run(&[
+        "--evaluations",
+        "evals.parquet",
+        "--estimator",
+        "permutation",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--masks"));
+    let output = run(&["--evaluations", "nothere.parquet", "--estimator", "exact"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothere.parquet"));
+    assert!(!dir.path().join("scores.parquet").exists());
+}

@@ -1,0 +1,308 @@
+//! Replay benchmark: how close each estimator gets to the exact Shapley values for a given
+//! number of LLM evaluations.
+//!
+//! Input: an evaluation table holding all 2^n masks over n players (fixed blocks kept), or
+//! `--synthetic` for `TripleGame::layer_pruning_like` (a pairwise game plus strong
+//! third-order terms; see docs/estimators.md). Every estimator replays its masks from the
+//! table (a mask outside the table is an error), for each budget (the most distinct masks it
+//! may use) and seed. Output folder: `results.csv`, `summary.md`, `rmse.svg`.
+//!
+//! cargo run -p layerprune-shapley --example estimator_accuracy -- --synthetic --out bench/
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use layerprune_core::{Game, Mask, RecordedGame};
+use layerprune_shapley::exact::exact_values;
+use layerprune_shapley::semivalue::{exact_semivalue, published_strata};
+use layerprune_shapley::synthetic::TripleGame;
+use layerprune_shapley::{run_estimator, EstimatorKind, Players};
+use layerprune_surrogate::spearman;
+use layerprune_tables::{read_evaluations, ValueColumn};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Evaluation table with every mask over the players.
+    #[arg(
+        long,
+        conflicts_with = "synthetic",
+        required_unless_present = "synthetic"
+    )]
+    evaluations: Option<PathBuf>,
+    /// Use the synthetic layer-pruning-like game instead of a table.
+    #[arg(long)]
+    synthetic: bool,
+    /// Players of the synthetic game.
+    #[arg(long, default_value_t = 12)]
+    players: usize,
+    /// Value column of the evaluation table: utility or neg-nll.
+    #[arg(long, default_value = "utility")]
+    value: ValueColumn,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "64,128,256,512,1024,2048"
+    )]
+    budgets: Vec<usize>,
+    #[arg(long, default_value_t = 10)]
+    seeds: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Mean (RMSE, Spearman, own-estimand RMSE) over seeds of an estimator at a budget.
+type MeanOf<'a> = dyn Fn(&str, usize) -> Option<(f64, f64, f64)> + 'a;
+
+struct Row {
+    estimator: &'static str,
+    budget: usize,
+    seed: u64,
+    evaluations: usize,
+    rmse: f64,
+    spearman: f64,
+    rmse_own: f64,
+}
+
+fn rmse(a: &[f64], b: &[f64]) -> f64 {
+    (a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
+}
+
+/// The game over all blocks, and the players (blocks removed in some mask of the table).
+fn load(args: &Args) -> Result<(RecordedGame, Players)> {
+    if args.synthetic {
+        let n = args.players;
+        let mut game = TripleGame::layer_pruning_like(n, 2026);
+        let masks: Vec<Mask> = (0..1usize << n)
+            .map(|bits| Mask::from_kept((0..n).map(|i| bits >> i & 1 == 1).collect()))
+            .collect();
+        let values = game.values(&masks).map_err(|e| anyhow::anyhow!(e))?;
+        let recorded =
+            RecordedGame::new(n, masks.into_iter().zip(values)).map_err(|e| anyhow::anyhow!(e))?;
+        return Ok((recorded, Players::all(n)));
+    }
+    let Some(path) = &args.evaluations else {
+        bail!("give --evaluations FILE or --synthetic");
+    };
+    let table = read_evaluations(path)?;
+    let blocks: Vec<usize> = (0..table.num_blocks)
+        .filter(|&b| table.rows.iter().any(|r| !r.mask.is_kept(b)))
+        .collect();
+    let players = Players::new(table.num_blocks, blocks)?;
+    if table.rows.len() < 1usize << players.len() {
+        bail!(
+            "{}: {} rows, but the {} players varied in it need all {} masks",
+            path.display(),
+            table.rows.len(),
+            players.len(),
+            1usize << players.len()
+        );
+    }
+    Ok((table.to_game(args.value)?, players))
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let (mut game, players) = load(&args)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let (shapley, banzhaf) = exact_values(&mut game, &players)?;
+    let semivalue = exact_semivalue(&mut game, &players, &published_strata(players.len()))?;
+    println!(
+        "{} players; exact Shapley values: {:?}",
+        players.len(),
+        shapley
+            .values
+            .iter()
+            .map(|v| format!("{v:.4}"))
+            .collect::<Vec<_>>()
+    );
+
+    let mut rows = Vec::new();
+    for &budget in &args.budgets {
+        for seed in 0..args.seeds {
+            for kind in EstimatorKind::ALL {
+                let estimates = match run_estimator(kind, &mut game, &players, budget, seed) {
+                    Ok(estimates) => estimates,
+                    Err(error) => {
+                        eprintln!("{kind} at budget {budget}, seed {seed}: skipped ({error})");
+                        continue;
+                    }
+                };
+                let own = match kind {
+                    EstimatorKind::StratifiedSemivalue => &semivalue.values,
+                    EstimatorKind::BanzhafMsr => &banzhaf.values,
+                    _ => &shapley.values,
+                };
+                rows.push(Row {
+                    estimator: kind.name(),
+                    budget,
+                    seed,
+                    evaluations: estimates.llm_evaluations,
+                    rmse: rmse(&estimates.values, &shapley.values),
+                    spearman: spearman(&estimates.values, &shapley.values),
+                    rmse_own: rmse(&estimates.values, own),
+                });
+            }
+        }
+    }
+
+    let mut csv = String::from("estimator,budget,seed,evaluations,rmse,spearman,rmse_own\n");
+    for r in &rows {
+        writeln!(
+            csv,
+            "{},{},{},{},{:.6e},{:.4},{:.6e}",
+            r.estimator, r.budget, r.seed, r.evaluations, r.rmse, r.spearman, r.rmse_own
+        )?;
+    }
+    write_atomically(&args.out.join("results.csv"), &csv)?;
+
+    // Mean over seeds per (estimator, budget).
+    let mut means: BTreeMap<(&str, usize), (f64, f64, f64, f64)> = BTreeMap::new();
+    for r in &rows {
+        let entry = means.entry((r.estimator, r.budget)).or_default();
+        entry.0 += r.rmse;
+        entry.1 += r.spearman;
+        entry.2 += r.rmse_own;
+        entry.3 += 1.0;
+    }
+    let mean = |name: &str, budget: usize| {
+        means
+            .get(&(name, budget))
+            .map(|&(rmse, rho, own, count)| (rmse / count, rho / count, own / count))
+    };
+    let mut summary = format!(
+        "# Estimator accuracy ({} players, {} seeds, RMSE against the exact Shapley values)\n\n",
+        players.len(),
+        args.seeds
+    );
+    let header = |title: &str| {
+        let mut text = format!("## {title}\n\n| estimator |");
+        for b in &args.budgets {
+            text += &format!(" {b} |");
+        }
+        text += "\n|---|";
+        text += &"---:|".repeat(args.budgets.len());
+        text + "\n"
+    };
+    type Cell = fn(f64, f64, f64, Option<(f64, f64, f64)>) -> String;
+    let tables: [(&str, Cell); 4] = [
+        ("Mean RMSE", |rmse, _, _, _| format!("{rmse:.2e}")),
+        (
+            "Ratio of mean RMSE to permutation sampling",
+            |rmse, _, _, base| base.map_or("–".into(), |(b, _, _)| format!("{:.2}", rmse / b)),
+        ),
+        (
+            "Mean Spearman correlation with the exact Shapley values",
+            |_, rho, _, _| format!("{rho:.3}"),
+        ),
+        (
+            "Mean RMSE against the estimator's own estimand (semivalue / Banzhaf / Shapley)",
+            |_, _, own, _| format!("{own:.2e}"),
+        ),
+    ];
+    for (title, cell) in tables {
+        summary += &header(title);
+        for kind in EstimatorKind::ALL {
+            summary += &format!("| {} |", kind.name());
+            for &b in &args.budgets {
+                let base = mean(EstimatorKind::Permutation.name(), b);
+                summary += &match mean(kind.name(), b) {
+                    Some((rmse, rho, own)) => format!(" {} |", cell(rmse, rho, own, base)),
+                    None => " – |".into(),
+                };
+            }
+            summary += "\n";
+        }
+        summary += "\n";
+    }
+    write_atomically(&args.out.join("summary.md"), &summary)?;
+    print!("{summary}");
+
+    plot(&args.out.join("rmse.svg"), &args.budgets, &mean)?;
+    println!(
+        "wrote results.csv, summary.md, rmse.svg to {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Mean RMSE against budget, log–log, one line per estimator. SVG: the text is left to the
+/// viewer's fonts, so nothing needs system font libraries at build time.
+fn plot(path: &Path, budgets: &[usize], mean: &MeanOf<'_>) -> Result<()> {
+    use plotters::prelude::*;
+    let series: Vec<(&str, Vec<(f64, f64)>)> = EstimatorKind::ALL
+        .iter()
+        .map(|k| {
+            let points = budgets
+                .iter()
+                .filter_map(|&b| mean(k.name(), b).map(|(rmse, _, _)| (b as f64, rmse)))
+                .filter(|&(_, rmse)| rmse > 0.0)
+                .collect();
+            (k.name(), points)
+        })
+        .collect();
+    let all: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .collect();
+    if all.is_empty() || budgets.is_empty() {
+        return Ok(());
+    }
+    let low = all.iter().copied().fold(f64::INFINITY, f64::min) * 0.8;
+    let high = all.iter().copied().fold(0.0, f64::max) * 1.25;
+    let min_budget = *budgets.iter().min().unwrap_or(&1) as f64;
+    let max_budget = *budgets.iter().max().unwrap_or(&1) as f64;
+    let temporary = path.with_extension("svg.tmp");
+    {
+        let root = SVGBackend::new(&temporary, (800, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Mean RMSE vs exact Shapley values", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (min_budget * 0.9..max_budget * 1.1).log_scale(),
+                (low..high).log_scale(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("LLM evaluations (budget)")
+            .y_desc("RMSE")
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (index, (name, points)) in series.into_iter().enumerate() {
+            let color = Palette99::pick(index).to_rgba();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 3, color.filled())),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    std::fs::rename(&temporary, path).with_context(|| format!("renaming to {}", path.display()))
+}

@@ -1,0 +1,103 @@
+//! One entry point over every budgeted estimator, for the stage binary and the replay
+//! benchmark.
+
+use std::fmt;
+use std::str::FromStr;
+
+use layerprune_core::Game;
+
+use crate::semivalue::{base_masks_for_budget, published_strata, run_semivalue, MaskDistribution};
+use crate::{banzhaf, kernelshap, permutation, regression, Estimates, Players, ShapleyError};
+
+/// The estimators that spend a budget of game evaluations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EstimatorKind {
+    /// The published stratified semivalue with the published strata scaled to the players.
+    StratifiedSemivalue,
+    Permutation,
+    KernelShap,
+    RegressionAdjusted,
+    BanzhafMsr,
+}
+
+impl EstimatorKind {
+    pub const ALL: [EstimatorKind; 5] = [
+        EstimatorKind::StratifiedSemivalue,
+        EstimatorKind::Permutation,
+        EstimatorKind::KernelShap,
+        EstimatorKind::RegressionAdjusted,
+        EstimatorKind::BanzhafMsr,
+    ];
+
+    /// The estimator name written in score tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            EstimatorKind::StratifiedSemivalue => crate::semivalue::STRATIFIED_SEMIVALUE,
+            EstimatorKind::Permutation => permutation::PERMUTATION,
+            EstimatorKind::KernelShap => kernelshap::KERNELSHAP,
+            EstimatorKind::RegressionAdjusted => regression::REGRESSION_ADJUSTED,
+            EstimatorKind::BanzhafMsr => banzhaf::BANZHAF_MSR,
+        }
+    }
+
+    /// Whether the estimand is the Shapley value (the semivalue and Banzhaf are not).
+    pub fn estimates_shapley(self) -> bool {
+        matches!(
+            self,
+            EstimatorKind::Permutation
+                | EstimatorKind::KernelShap
+                | EstimatorKind::RegressionAdjusted
+        )
+    }
+}
+
+impl fmt::Display for EstimatorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EstimatorKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        EstimatorKind::ALL
+            .into_iter()
+            .find(|k| k.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = EstimatorKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown estimator {text:?}; one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Runs `kind` on `game` (a block game; fixed blocks kept) using at most `budget` distinct
+/// evaluations.
+pub fn run_estimator(
+    kind: EstimatorKind,
+    game: &mut dyn Game,
+    players: &Players,
+    budget: usize,
+    seed: u64,
+) -> Result<Estimates, ShapleyError> {
+    match kind {
+        EstimatorKind::StratifiedSemivalue => {
+            let bases = base_masks_for_budget(players.len(), budget);
+            if bases == 0 {
+                return Err(ShapleyError::BudgetTooSmall {
+                    estimator: kind.name(),
+                    players: players.len(),
+                    budget,
+                    needed: players.len() + 1,
+                });
+            }
+            let strata = MaskDistribution::Strata(published_strata(players.len()));
+            run_semivalue(game, players, &strata, bases, seed)
+        }
+        EstimatorKind::Permutation => permutation::run_permutation(game, players, budget, seed),
+        EstimatorKind::KernelShap => kernelshap::run_kernelshap(game, players, budget, seed),
+        EstimatorKind::RegressionAdjusted => {
+            regression::run_regression_adjusted(game, players, budget, seed)
+        }
+        EstimatorKind::BanzhafMsr => banzhaf::run_banzhaf_msr(game, players, budget, seed),
+    }
+}

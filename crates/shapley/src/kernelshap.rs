@@ -1,0 +1,266 @@
+//! Paired KernelSHAP: coalitions S drawn from the Shapley kernel distribution over sizes
+//! 1..n−1 (size s with probability ∝ 1/(s(n−s)), then S uniform of that size), each with
+//! its complement, and the Shapley values found as the least-squares linear fit
+//! v(S) − v(∅) ≈ Σ_{i∈S} φ_i under the exact efficiency constraint Σ φ_i = v(N) − v(∅).
+//! Because the coalitions are drawn from the kernel, the regression weights are uniform.
+//! A design read back from a mask table may draw its sizes otherwise (the sampler's
+//! stratified complement pairs); each coalition T is then weighted by kernel(|T|) / p̄(|T|),
+//! p̄ being the design's size distribution, which restores the kernel weighting for every
+//! size the design covers. The standard error is the sandwich (Huber–White) formula over
+//! pairs.
+//!
+//! The same paired kernel design feeds the regression-adjusted estimator.
+
+use layerprune_core::{Game, Mask};
+use rand::Rng;
+
+use crate::linalg::Cholesky;
+use crate::values::distinct_sorted;
+use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
+
+pub const KERNELSHAP: &str = "kernelshap-paired";
+
+/// Coalitions drawn from the Shapley kernel; each is evaluated with its complement, and
+/// the empty and full masks are always evaluated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairedDesign {
+    pub num_players: usize,
+    /// One coalition of each pair (the other is its complement).
+    pub coalitions: Vec<Mask>,
+    /// p̄_s, s = 0..=n: the probability that a coalition of the design (either member of a
+    /// pair) has s players; symmetric (p̄_s = p̄_{n−s}). The Shapley kernel for designs drawn
+    /// here; the empirical frequencies for designs read from a table.
+    pub size_probabilities: Vec<f64>,
+}
+
+/// P(|S| = s) for s = 0..=n under the Shapley kernel restricted to 1..n−1 (zero at 0 and n).
+pub fn kernel_size_probabilities(num_players: usize) -> Vec<f64> {
+    let n = num_players;
+    let mut p: Vec<f64> = (0..=n)
+        .map(|s| {
+            if s == 0 || s == n {
+                0.0
+            } else {
+                1.0 / (s * (n - s)) as f64
+            }
+        })
+        .collect();
+    let total: f64 = p.iter().sum();
+    if total > 0.0 {
+        p.iter_mut().for_each(|x| *x /= total);
+    }
+    p
+}
+
+/// Number of complementary pairs that fit in `budget` distinct evaluations (two go to the
+/// empty and full masks).
+pub fn pairs_for_budget(budget: usize) -> usize {
+    budget.saturating_sub(2) / 2
+}
+
+/// Draws `pairs` coalitions from the kernel distribution.
+pub fn paired_kernel_design_pairs(
+    num_players: usize,
+    pairs: usize,
+    rng: &mut impl Rng,
+) -> PairedDesign {
+    let probabilities = kernel_size_probabilities(num_players);
+    let mut players: Vec<usize> = (0..num_players).collect();
+    let mut coalitions = Vec::with_capacity(pairs);
+    if num_players >= 2 {
+        for _ in 0..pairs {
+            let mut u: f64 = rng.random();
+            let mut size = num_players - 1;
+            for (s, &p) in probabilities.iter().enumerate() {
+                if u < p {
+                    size = s;
+                    break;
+                }
+                u -= p;
+            }
+            for a in 0..size {
+                let b = rng.random_range(a..num_players);
+                players.swap(a, b);
+            }
+            let mut mask = Mask::empty(num_players);
+            players[..size].iter().for_each(|&i| mask.set(i, true));
+            coalitions.push(mask);
+        }
+    }
+    PairedDesign {
+        num_players,
+        coalitions,
+        size_probabilities: probabilities,
+    }
+}
+
+/// Draws as many pairs as fit in `budget` distinct evaluations.
+pub fn paired_kernel_design(
+    num_players: usize,
+    budget: usize,
+    minimum_pairs: usize,
+    estimator: &'static str,
+    rng: &mut impl Rng,
+) -> Result<PairedDesign, ShapleyError> {
+    let pairs = pairs_for_budget(budget);
+    if pairs < minimum_pairs {
+        return Err(ShapleyError::BudgetTooSmall {
+            estimator,
+            players: num_players,
+            budget,
+            needed: 2 + 2 * minimum_pairs,
+        });
+    }
+    Ok(paired_kernel_design_pairs(num_players, pairs, rng))
+}
+
+impl PairedDesign {
+    /// Rebuilds a design from pairs read back from a mask table; each pair must be a mask
+    /// and its complement.
+    pub fn from_pairs(num_players: usize, pairs: &[(Mask, Mask)]) -> Result<Self, ShapleyError> {
+        let mut coalitions = Vec::with_capacity(pairs.len());
+        for (p, (first, second)) in pairs.iter().enumerate() {
+            if first.check_len(num_players).is_err() || *second != first.complement() {
+                return Err(ShapleyError::Design(format!(
+                    "pair {p}: {first} and {second} are not complements over {num_players} players"
+                )));
+            }
+            coalitions.push(first.clone());
+        }
+        let mut size_probabilities = vec![0.0; num_players + 1];
+        for coalition in &coalitions {
+            let size = coalition.num_kept();
+            size_probabilities[size] += 0.5 / coalitions.len() as f64;
+            size_probabilities[num_players - size] += 0.5 / coalitions.len() as f64;
+        }
+        Ok(PairedDesign {
+            num_players,
+            coalitions,
+            size_probabilities,
+        })
+    }
+
+    /// Sizes in 1..n−1 that no coalition of the design has: estimates of the Shapley value
+    /// leave out those sizes (biased) unless the list is empty.
+    pub fn missing_sizes(&self) -> Vec<usize> {
+        (1..self.num_players)
+            .filter(|&s| self.size_probabilities[s] <= 0.0)
+            .collect()
+    }
+
+    /// Regression weight of a coalition of `size` players: kernel(size) / p̄(size).
+    pub(crate) fn kernel_weight(&self, kernel: &[f64], size: usize) -> f64 {
+        if self.size_probabilities[size] > 0.0 {
+            kernel[size] / self.size_probabilities[size]
+        } else {
+            0.0
+        }
+    }
+
+    /// Every mask the estimate needs (empty, full, each coalition and its complement), each
+    /// once, sorted.
+    pub fn queries(&self) -> Vec<Mask> {
+        let n = self.num_players;
+        distinct_sorted(
+            [Mask::empty(n), Mask::full(n)].into_iter().chain(
+                self.coalitions
+                    .iter()
+                    .flat_map(|s| [s.clone(), s.complement()]),
+            ),
+        )
+    }
+}
+
+/// The constrained least-squares fit and its sandwich standard errors.
+pub fn kernelshap_estimate(
+    design: &PairedDesign,
+    rows: &[(Mask, f64)],
+) -> Result<Estimates, ShapleyError> {
+    let n = design.num_players;
+    let table = ValueTable::from_rows(rows);
+    let v_empty = table.get(&Mask::empty(n))?;
+    let total = table.get(&Mask::full(n))? - v_empty;
+    if n <= 1 {
+        return Ok(Estimates::new(
+            KERNELSHAP,
+            vec![total; n],
+            Some(vec![0.0; n]),
+        ));
+    }
+    let kernel = kernel_size_probabilities(n);
+    // Each pair is one sampling unit: its two coalitions with targets y = v(S) − v(∅).
+    let units: Vec<[(Mask, f64); 2]> = design
+        .coalitions
+        .iter()
+        .map(|s| {
+            let complement = s.complement();
+            Ok([
+                (s.clone(), table.get(s)? - v_empty),
+                (complement.clone(), table.get(&complement)? - v_empty),
+            ])
+        })
+        .collect::<Result<_, ShapleyError>>()?;
+    let count = (2 * units.len()) as f64;
+    // A = mean w z zᵀ, b = mean w z y.
+    let mut a = vec![0.0; n * n];
+    let mut b = vec![0.0; n];
+    for (mask, y) in units.iter().flatten() {
+        let kept = mask.kept_blocks();
+        let weight = design.kernel_weight(&kernel, kept.len()) / count;
+        for &i in &kept {
+            b[i] += weight * y;
+            for &j in &kept {
+                a[i * n + j] += weight;
+            }
+        }
+    }
+    let cholesky = Cholesky::new(&a, n).ok_or(ShapleyError::Singular(KERNELSHAP))?;
+    let a_inv_ones = cholesky.solve(&vec![1.0; n]);
+    let a_inv_b = cholesky.solve(&b);
+    let ones_a_inv_ones: f64 = a_inv_ones.iter().sum();
+    let shift = (a_inv_b.iter().sum::<f64>() - total) / ones_a_inv_ones;
+    let values: Vec<f64> = (0..n).map(|i| a_inv_b[i] - shift * a_inv_ones[i]).collect();
+
+    // Sandwich: φ̂ − φ = C · mean ψ with C = A⁻¹ − A⁻¹11ᵀA⁻¹ / (1ᵀA⁻¹1) and ψ the pair's
+    // score ½ Σ w z (y − zᵀφ̂); Var φ̂_i ≈ sample variance of (C ψ)_i over pairs / pairs.
+    let projected_scores: Vec<Vec<f64>> = units
+        .iter()
+        .map(|pair| {
+            let mut score = vec![0.0; n];
+            for (mask, y) in pair {
+                let kept = mask.kept_blocks();
+                let residual = y - kept.iter().map(|&i| values[i]).sum::<f64>();
+                let weight = design.kernel_weight(&kernel, kept.len());
+                kept.iter()
+                    .for_each(|&i| score[i] += weight * residual / 2.0);
+            }
+            let a_inv_score = cholesky.solve(&score);
+            let along = a_inv_score.iter().sum::<f64>() / ones_a_inv_ones;
+            (0..n)
+                .map(|i| a_inv_score[i] - along * a_inv_ones[i])
+                .collect()
+        })
+        .collect();
+    let (_, std_errors) = crate::values::mean_and_se(&projected_scores, n);
+    Ok(Estimates::new(KERNELSHAP, values, std_errors))
+}
+
+/// Design, evaluation through `game` (fixed blocks kept) and estimate in one call.
+pub fn run_kernelshap(
+    game: &mut dyn Game,
+    players: &Players,
+    budget: usize,
+    seed: u64,
+) -> Result<Estimates, ShapleyError> {
+    let design = paired_kernel_design(
+        players.len(),
+        budget,
+        1,
+        KERNELSHAP,
+        &mut rng_from_seed(seed),
+    )?;
+    let (rows, evaluations) = evaluate_masks(game, players, &design.queries())?;
+    Ok(kernelshap_estimate(&design, &rows)?
+        .for_players(players)
+        .with_evaluations(evaluations))
+}

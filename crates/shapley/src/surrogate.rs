@@ -1,0 +1,54 @@
+//! The Shapley value of a surrogate model: exact when the surrogate has a closed form
+//! (linear, quadratic), otherwise antithetic permutation sampling through the surrogate,
+//! which is free to query, in large batches.
+
+use layerprune_core::Game;
+
+use crate::permutation::permutation_design_pairs;
+use crate::values::{mean_and_se, CHUNK};
+use crate::{rng_from_seed, Estimates, ShapleyError};
+
+pub const SURROGATE_SHAPLEY: &str = "surrogate-shapley";
+
+/// `closed_form` is the surrogate's exact Shapley values where it has them; otherwise
+/// `pairs` antithetic permutation pairs are valued through `surrogate` (a game over the
+/// players). `llm_evaluations` is left 0 for the caller to set (the evaluations the
+/// surrogate was fitted on).
+pub fn surrogate_shapley(
+    surrogate: &mut dyn Game,
+    closed_form: Option<Vec<f64>>,
+    pairs: usize,
+    seed: u64,
+) -> Result<Estimates, ShapleyError> {
+    let n = surrogate.num_players();
+    if let Some(values) = closed_form {
+        if values.len() != n {
+            return Err(ShapleyError::Players(format!(
+                "the surrogate's closed form has {} values for {n} players",
+                values.len()
+            )));
+        }
+        return Ok(Estimates::new(SURROGATE_SHAPLEY, values, None));
+    }
+    if pairs == 0 {
+        return Err(ShapleyError::Design(
+            "at least one permutation pair is needed".into(),
+        ));
+    }
+    let design = permutation_design_pairs(n, pairs, &mut rng_from_seed(seed));
+    let mut units = Vec::with_capacity(design.units.len());
+    // Batches of whole units: the chains' prefixes go to the surrogate in one call per batch.
+    let units_per_batch = (CHUNK / (2 * (n + 1))).max(1);
+    for batch in design.units.chunks(units_per_batch) {
+        let chains: Vec<usize> = batch.iter().flatten().copied().collect();
+        let masks: Vec<_> = chains.iter().flat_map(|&c| design.chain_masks(c)).collect();
+        let values = surrogate.values(&masks)?;
+        let first_chain = chains[0];
+        units.extend(design.unit_marginals(batch, &mut |chain| {
+            let offset = (chain - first_chain) * (n + 1);
+            Ok(values[offset..offset + n + 1].to_vec())
+        })?);
+    }
+    let (values, std_errors) = mean_and_se(&units, n);
+    Ok(Estimates::new(SURROGATE_SHAPLEY, values, std_errors))
+}

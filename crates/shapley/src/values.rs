@@ -1,0 +1,146 @@
+//! Evaluated masks in, estimates out: the types every estimator shares.
+
+use std::collections::{HashMap, HashSet};
+
+use layerprune_core::{CountingGame, Game, Mask};
+
+use crate::{PlayerGame, Players, ShapleyError};
+
+/// How many masks go to the game in one `values` call: large enough for the evaluator to
+/// share work across masks, small enough to bound memory.
+pub(crate) const CHUNK: usize = 8192;
+
+/// One estimator's contribution estimate for each player.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimates {
+    /// What was estimated and how, e.g. "permutation-shapley" or "stratified-semivalue".
+    pub estimator: String,
+    /// The block of each entry (player `p` is `blocks[p]`).
+    pub blocks: Vec<usize>,
+    /// The estimate for each player; higher = more important.
+    pub values: Vec<f64>,
+    /// Standard error of each estimate; `None` where the estimator has none (exact values).
+    pub std_errors: Option<Vec<f64>>,
+    /// Distinct masks valued by the game the estimate came from.
+    pub llm_evaluations: usize,
+}
+
+impl Estimates {
+    pub(crate) fn new(estimator: &str, values: Vec<f64>, std_errors: Option<Vec<f64>>) -> Self {
+        Estimates {
+            estimator: estimator.to_string(),
+            blocks: (0..values.len()).collect(),
+            values,
+            std_errors,
+            llm_evaluations: 0,
+        }
+    }
+
+    /// Relabels player entries with the blocks they stand for.
+    pub fn for_players(mut self, players: &Players) -> Self {
+        self.blocks = players.blocks().to_vec();
+        self
+    }
+
+    pub fn with_evaluations(mut self, llm_evaluations: usize) -> Self {
+        self.llm_evaluations = llm_evaluations;
+        self
+    }
+
+    /// The normal-approximation 95 % interval of entry `index`, where a standard error exists.
+    pub fn ci95(&self, index: usize) -> Option<(f64, f64)> {
+        let se = self.std_errors.as_ref()?.get(index)?;
+        let value = self.values[index];
+        Some((value - 1.96 * se, value + 1.96 * se))
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.values.iter().sum()
+    }
+}
+
+/// Values of masks looked up by mask; asking for a mask that is not there is an error that
+/// names it.
+#[derive(Clone, Debug, Default)]
+pub struct ValueTable {
+    values: HashMap<Mask, f64>,
+}
+
+impl ValueTable {
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a (Mask, f64)>) -> Self {
+        ValueTable {
+            values: rows.into_iter().map(|(m, v)| (m.clone(), *v)).collect(),
+        }
+    }
+
+    pub fn get(&self, mask: &Mask) -> Result<f64, ShapleyError> {
+        self.values
+            .get(mask)
+            .copied()
+            .ok_or_else(|| ShapleyError::MissingMask { mask: mask.id() })
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn rows(&self) -> Vec<(Mask, f64)> {
+        self.values.iter().map(|(m, &v)| (m.clone(), v)).collect()
+    }
+}
+
+/// The distinct masks of a list, sorted (so the evaluator can share prefixes).
+pub(crate) fn distinct_sorted(masks: impl IntoIterator<Item = Mask>) -> Vec<Mask> {
+    let mut distinct: Vec<Mask> = masks
+        .into_iter()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    distinct.sort();
+    distinct
+}
+
+/// Values the player masks through a block game (fixed blocks kept), each distinct mask
+/// once, one `values` call per chunk. Returns the `(player mask, value)` rows and the number
+/// of distinct masks the game was asked for.
+pub fn evaluate_masks(
+    game: &mut dyn Game,
+    players: &Players,
+    masks: &[Mask],
+) -> Result<(Vec<(Mask, f64)>, usize), ShapleyError> {
+    let distinct = distinct_sorted(masks.iter().cloned());
+    let mut counting = CountingGame::new(PlayerGame::new(game, players.clone())?);
+    let mut rows = Vec::with_capacity(distinct.len());
+    for chunk in distinct.chunks(CHUNK) {
+        let values = counting.values(chunk)?;
+        rows.extend(chunk.iter().cloned().zip(values));
+    }
+    Ok((rows, counting.evaluations()))
+}
+
+/// Mean and standard error of the mean of each column of per-unit rows (`None` below two
+/// rows).
+pub(crate) fn mean_and_se(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, Option<Vec<f64>>) {
+    let count = rows.len() as f64;
+    let mut mean = vec![0.0; width];
+    for row in rows {
+        for (m, x) in mean.iter_mut().zip(row) {
+            *m += x / count;
+        }
+    }
+    if rows.len() < 2 {
+        return (mean, None);
+    }
+    let mut var = vec![0.0; width];
+    for row in rows {
+        for ((v, x), m) in var.iter_mut().zip(row).zip(&mean) {
+            *v += (x - m).powi(2) / (count - 1.0);
+        }
+    }
+    let se = var.iter().map(|v| (v / count).sqrt()).collect();
+    (mean, Some(se))
+}

@@ -1,0 +1,456 @@
+//! Each estimator against games whose Shapley / Banzhaf values are known.
+//!
+//! Tolerances (also in docs/estimators.md):
+//! - exact on games with at most pairwise interactions (1e-9): antithetic permutation (one
+//!   pair), paired KernelSHAP (also with a stratified-pairs design), surrogate Shapley;
+//! - regression-adjusted on pairwise games: 1e-5 (the surrogate's ridge), when each half
+//!   has more distinct masks than the quadratic has coefficients;
+//! - sampled estimates (veto and third-order games): within 4 reported standard errors plus
+//!   0.01 of the exact value, and an absolute bound stated per test;
+//! - efficiency (Σ φ = v(N) − v(∅)) to 1e-9 for exact, permutation, KernelSHAP and
+//!   regression-adjusted on every game.
+
+// Index loops read like the formulas they check.
+#![allow(clippy::needless_range_loop)]
+
+use layerprune_core::synthetic::{exact_shapley, AdditiveGame, PairwiseGame, VetoGame};
+use layerprune_core::{Game, GameError, Mask};
+use layerprune_shapley::banzhaf::run_banzhaf_msr;
+use layerprune_shapley::exact::exact_values;
+use layerprune_shapley::kernelshap::{paired_kernel_design, run_kernelshap, PairedDesign};
+use layerprune_shapley::permutation::{
+    permutation_design_pairs, permutation_estimate, run_permutation, PermutationDesign,
+};
+use layerprune_shapley::regression::run_regression_adjusted;
+use layerprune_shapley::semivalue::{
+    run_semivalue, semivalue_estimate, MaskDistribution, SemivalueDesign,
+};
+use layerprune_shapley::surrogate::surrogate_shapley;
+use layerprune_shapley::synthetic::TripleGame;
+use layerprune_shapley::{
+    evaluate_masks, rng_from_seed, run_estimator, Estimates, EstimatorKind, Players,
+};
+use rand::Rng;
+
+fn random_pairwise(n: usize, seed: u64) -> PairwiseGame {
+    let mut rng = rng_from_seed(seed);
+    let mut pairs = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let w = rng.random_range(-1.0..1.0);
+            pairs[i][j] = w;
+            pairs[j][i] = w;
+        }
+    }
+    PairwiseGame {
+        linear: (0..n).map(|_| rng.random_range(-1.0..2.0)).collect(),
+        pairs,
+        base: 0.7,
+    }
+}
+
+fn assert_close(estimates: &Estimates, truth: &[f64], tolerance: f64) {
+    for (i, (e, t)) in estimates.values.iter().zip(truth).enumerate() {
+        assert!(
+            (e - t).abs() <= tolerance,
+            "{}: player {i}: {e} vs {t} (tolerance {tolerance})\n{:?}\n{truth:?}",
+            estimates.estimator,
+            estimates.values
+        );
+    }
+}
+
+/// Within 4 standard errors + 0.01, and within `absolute` regardless.
+fn assert_within_se(estimates: &Estimates, truth: &[f64], absolute: f64) {
+    let se = estimates.std_errors.as_ref().expect("standard errors");
+    for (i, ((e, t), s)) in estimates.values.iter().zip(truth).zip(se).enumerate() {
+        assert!(
+            (e - t).abs() <= 4.0 * s + 0.01 && (e - t).abs() <= absolute,
+            "{}: player {i}: {e} vs {t}, se {s}",
+            estimates.estimator
+        );
+    }
+}
+
+fn assert_efficient(estimates: &Estimates, game: &mut dyn Game) {
+    let n = game.num_players();
+    let total = game.value(&Mask::full(n)).unwrap() - game.value(&Mask::empty(n)).unwrap();
+    assert!(
+        (estimates.sum() - total).abs() < 1e-9,
+        "{}: sum {} vs {total}",
+        estimates.estimator,
+        estimates.sum()
+    );
+}
+
+#[test]
+fn one_antithetic_pair_recovers_a_pairwise_game_exactly() {
+    let mut game = random_pairwise(9, 1);
+    let players = Players::all(9);
+    // 2 + 2(n − 1) evaluations: exactly one pair.
+    let estimates = run_permutation(&mut game, &players, 18, 3).unwrap();
+    assert_close(&estimates, &game.shapley_values(), 1e-9);
+    assert_efficient(&estimates, &mut game);
+    assert!(
+        estimates.llm_evaluations <= 18,
+        "{}",
+        estimates.llm_evaluations
+    );
+    assert!(run_permutation(&mut game, &players, 17, 3).is_err());
+}
+
+#[test]
+fn permutation_on_the_veto_game_is_close_and_efficient() {
+    let mut game = VetoGame {
+        num_players: 10,
+        veto_block: 3,
+        quorum: 4,
+    };
+    let estimates = run_permutation(&mut game, &Players::all(10), 2000, 5).unwrap();
+    assert_within_se(&estimates, &game.shapley_values(), 0.08);
+    assert_efficient(&estimates, &mut game);
+}
+
+#[test]
+fn paired_kernelshap_is_exact_on_pairwise_games_and_close_elsewhere() {
+    let mut additive = AdditiveGame::new(vec![0.5, -1.0, 2.0, 0.25, 1.5, 0.0], 3.0);
+    let estimates = run_kernelshap(&mut additive, &Players::all(6), 30, 2).unwrap();
+    assert_close(&estimates, &additive.weights.clone(), 1e-9);
+    assert_efficient(&estimates, &mut additive);
+
+    let mut pairwise = random_pairwise(8, 7);
+    let estimates = run_kernelshap(&mut pairwise, &Players::all(8), 400, 2).unwrap();
+    assert_close(&estimates, &pairwise.shapley_values(), 1e-9);
+    assert_efficient(&estimates, &mut pairwise);
+
+    let mut veto = VetoGame {
+        num_players: 8,
+        veto_block: 0,
+        quorum: 3,
+    };
+    let estimates = run_kernelshap(&mut veto, &Players::all(8), 256, 4).unwrap();
+    assert_within_se(&estimates, &veto.shapley_values(), 0.08);
+    assert_efficient(&estimates, &mut veto);
+}
+
+#[test]
+fn regression_adjusted_is_exact_on_pairwise_and_unbiased_on_higher_order() {
+    // n = 6: the quadratic has 22 coefficients; 200 evaluations give each half ~50 masks.
+    let mut pairwise = random_pairwise(6, 11);
+    let estimates = run_regression_adjusted(&mut pairwise, &Players::all(6), 200, 1).unwrap();
+    assert_close(&estimates, &pairwise.shapley_values(), 1e-5);
+    assert_efficient(&estimates, &mut pairwise);
+
+    let mut triple = TripleGame::layer_pruning_like(10, 3);
+    let truth = triple.shapley_values();
+    let estimates = run_regression_adjusted(&mut triple, &Players::all(10), 600, 2).unwrap();
+    assert_within_se(&estimates, &truth, 0.03);
+    assert_efficient(&estimates, &mut triple);
+
+    // Unbiased: the mean over seeds approaches the truth much closer than one run does.
+    let runs = 20;
+    let mut mean = vec![0.0; 10];
+    for seed in 0..runs {
+        let e = run_regression_adjusted(&mut triple, &Players::all(10), 120, seed).unwrap();
+        mean.iter_mut()
+            .zip(&e.values)
+            .for_each(|(m, v)| *m += v / runs as f64);
+    }
+    let mean = Estimates {
+        values: mean,
+        ..estimates
+    };
+    assert_close(&mean, &truth, 0.01);
+
+    let mut veto = VetoGame {
+        num_players: 7,
+        veto_block: 2,
+        quorum: 2,
+    };
+    let estimates = run_regression_adjusted(&mut veto, &Players::all(7), 300, 9).unwrap();
+    assert_within_se(&estimates, &veto.shapley_values(), 0.1);
+    assert_efficient(&estimates, &mut veto);
+}
+
+/// The semivalue by its definition: mean over strata of the mean over every mask with k
+/// players removed of v(m ∪ i) − v(m \ i).
+fn brute_force_semivalue(game: &mut dyn Game, strata: &[usize]) -> Vec<f64> {
+    let n = game.num_players();
+    let mut result = vec![0.0; n];
+    for &k in strata {
+        let masks: Vec<Mask> = all_masks(n)
+            .into_iter()
+            .filter(|m| m.num_removed() == k)
+            .collect();
+        for i in 0..n {
+            let mut total = 0.0;
+            for m in &masks {
+                total +=
+                    game.value(&m.with(i, true)).unwrap() - game.value(&m.with(i, false)).unwrap();
+            }
+            result[i] += total / masks.len() as f64 / strata.len() as f64;
+        }
+    }
+    result
+}
+
+fn all_masks(n: usize) -> Vec<Mask> {
+    (0..1usize << n)
+        .map(|bits| Mask::from_kept((0..n).map(|i| bits >> i & 1 == 1).collect()))
+        .collect()
+}
+
+#[test]
+fn semivalue_equals_its_definition() {
+    let mut game = TripleGame::layer_pruning_like(6, 1);
+    let strata = vec![1, 3];
+    let truth = brute_force_semivalue(&mut game, &strata);
+    // Every mask of every stratum once, equal counts (6 choose 1 = 6 vs 20: repeat to 60).
+    let mut base_masks = Vec::new();
+    let mut stratum_of = Vec::new();
+    for (s, &k) in strata.iter().enumerate() {
+        let masks: Vec<Mask> = all_masks(6)
+            .into_iter()
+            .filter(|m| m.num_removed() == k)
+            .collect();
+        for m in masks.iter().cycle().take(60) {
+            base_masks.push(m.clone());
+            stratum_of.push(s);
+        }
+    }
+    let design = SemivalueDesign {
+        num_players: 6,
+        distribution: MaskDistribution::Strata(strata.clone()),
+        base_masks,
+        stratum_of,
+    };
+    let (rows, _) = evaluate_masks(&mut game, &Players::all(6), &design.queries()).unwrap();
+    let estimates = semivalue_estimate(&design, &rows).unwrap();
+    assert_close(&estimates, &truth, 1e-12);
+    assert_eq!(estimates.estimator, "stratified-semivalue");
+
+    // Sampled: within its standard error of the definition.
+    let sampled = run_semivalue(
+        &mut game,
+        &Players::all(6),
+        &MaskDistribution::Strata(strata),
+        4000,
+        3,
+    )
+    .unwrap();
+    assert_within_se(&sampled, &truth, 0.02);
+}
+
+fn brute_force_banzhaf(game: &mut dyn Game) -> Vec<f64> {
+    let n = game.num_players();
+    (0..n)
+        .map(|i| {
+            let without: Vec<Mask> = all_masks(n).into_iter().filter(|m| !m.is_kept(i)).collect();
+            without
+                .iter()
+                .map(|m| game.value(&m.with(i, true)).unwrap() - game.value(m).unwrap())
+                .sum::<f64>()
+                / without.len() as f64
+        })
+        .collect()
+}
+
+#[test]
+fn banzhaf_estimators_match_brute_force() {
+    let mut game = TripleGame::layer_pruning_like(10, 8);
+    let truth = brute_force_banzhaf(&mut game);
+    let (shapley, banzhaf) = exact_values(&mut game, &Players::all(10)).unwrap();
+    assert_close(&banzhaf, &truth, 1e-12);
+    assert_close(&shapley, &game.shapley_values(), 1e-12);
+    assert_efficient(&shapley, &mut game);
+    assert_eq!(shapley.llm_evaluations, 1024);
+
+    let msr = run_banzhaf_msr(&mut game, &Players::all(10), 4000, 1).unwrap();
+    assert_within_se(&msr, &truth, 0.05);
+    let marginal = run_semivalue(
+        &mut game,
+        &Players::all(10),
+        &MaskDistribution::Uniform,
+        300,
+        1,
+    )
+    .unwrap();
+    assert_within_se(&marginal, &truth, 0.02);
+}
+
+/// Refuses any mask that removes a fixed block.
+struct FixedBlocksGuard<G> {
+    inner: G,
+    fixed: Vec<usize>,
+}
+
+impl<G: Game> Game for FixedBlocksGuard<G> {
+    fn num_players(&self) -> usize {
+        self.inner.num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        for m in masks {
+            if self.fixed.iter().any(|&b| !m.is_kept(b)) {
+                return Err(format!("mask {m} removes a fixed block").into());
+            }
+        }
+        self.inner.values(masks)
+    }
+}
+
+#[test]
+fn subsets_of_blocks_keep_the_fixed_blocks() {
+    let blocks = random_pairwise(8, 21);
+    let players = Players::new(8, vec![1, 3, 4, 6]).unwrap();
+    // The subgame of a pairwise game with blocks F always kept is pairwise with
+    // linear_i + Σ_{f∈F} w_if.
+    let fixed = players.fixed_blocks();
+    let truth: Vec<f64> = players
+        .blocks()
+        .iter()
+        .map(|&i| {
+            let linear = blocks.linear[i] + fixed.iter().map(|&f| blocks.pairs[i][f]).sum::<f64>();
+            linear
+                + 0.5
+                    * players
+                        .blocks()
+                        .iter()
+                        .map(|&j| blocks.pairs[i][j])
+                        .sum::<f64>()
+        })
+        .collect();
+    let mut game = FixedBlocksGuard {
+        inner: blocks,
+        fixed,
+    };
+    for kind in [
+        EstimatorKind::Permutation,
+        EstimatorKind::RegressionAdjusted,
+    ] {
+        let estimates = run_estimator(kind, &mut game, &players, 200, 4).unwrap();
+        assert_eq!(estimates.blocks, vec![1, 3, 4, 6]);
+        assert_close(&estimates, &truth, 1e-5);
+    }
+    let (shapley, _) = exact_values(&mut game, &players).unwrap();
+    assert_close(&shapley, &truth, 1e-12);
+    assert_eq!(shapley.llm_evaluations, 16);
+    for kind in EstimatorKind::ALL {
+        let estimates = run_estimator(kind, &mut game, &players, 200, 4).unwrap();
+        assert_eq!(estimates.values.len(), 4, "{kind}");
+        assert!(estimates.llm_evaluations <= 16, "{kind}");
+    }
+}
+
+#[test]
+fn every_estimator_is_deterministic_for_a_seed_and_within_budget() {
+    let mut game = TripleGame::layer_pruning_like(12, 2);
+    let players = Players::all(12);
+    for kind in EstimatorKind::ALL {
+        let a = run_estimator(kind, &mut game, &players, 256, 9).unwrap();
+        let b = run_estimator(kind, &mut game, &players, 256, 9).unwrap();
+        let c = run_estimator(kind, &mut game, &players, 256, 10).unwrap();
+        assert_eq!(a, b, "{kind}");
+        assert_ne!(a.values, c.values, "{kind}");
+        assert!(a.llm_evaluations <= 256, "{kind}: {}", a.llm_evaluations);
+        assert_eq!(a.estimator, kind.name());
+        if kind.estimates_shapley() {
+            assert_efficient(&a, &mut game);
+        }
+    }
+}
+
+#[test]
+fn designs_round_trip_through_their_masks() {
+    let design = permutation_design_pairs(5, 3, &mut rng_from_seed(1));
+    let chains: Vec<Vec<Mask>> = (0..design.orders.len())
+        .map(|c| {
+            let mut masks = design.chain_masks(c);
+            // Chains may be stored from the full mask down.
+            if c % 3 == 0 {
+                masks.reverse();
+            }
+            masks
+        })
+        .collect();
+    assert_eq!(PermutationDesign::from_chains(5, &chains).unwrap(), design);
+    let mut broken = chains.clone();
+    broken[1].swap(2, 3);
+    assert!(PermutationDesign::from_chains(5, &broken).is_err());
+
+    // A lone chain is its own unit.
+    let lone = PermutationDesign::from_chains(5, &chains[..3]).unwrap();
+    assert_eq!(lone.units, vec![vec![0, 1], vec![2]]);
+    let mut game = random_pairwise(5, 2);
+    let (rows, _) = evaluate_masks(&mut game, &Players::all(5), &lone.queries()).unwrap();
+    let estimates = permutation_estimate(&lone, &rows).unwrap();
+    assert_efficient(&estimates, &mut game);
+    // A missing mask is named.
+    let err = permutation_estimate(&lone, &rows[1..]).unwrap_err();
+    assert!(err.to_string().contains(&rows[0].0.id()), "{err}");
+
+    let paired = paired_kernel_design(6, 40, 1, "test", &mut rng_from_seed(3)).unwrap();
+    let pairs: Vec<(Mask, Mask)> = paired
+        .coalitions
+        .iter()
+        .map(|s| (s.clone(), s.complement()))
+        .collect();
+    let read_back = PairedDesign::from_pairs(6, &pairs).unwrap();
+    assert_eq!(read_back.coalitions, paired.coalitions);
+    // Read back, the size distribution is the design's own (empirical, symmetric).
+    let p = &read_back.size_probabilities;
+    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    assert!((0..=6).all(|s| (p[s] - p[6 - s]).abs() < 1e-12));
+    let mut bad = pairs.clone();
+    bad[0].1 = bad[0].0.clone();
+    assert!(PairedDesign::from_pairs(6, &bad).is_err());
+}
+
+#[test]
+fn surrogate_shapley_uses_the_closed_form_or_samples_exactly_on_pairwise() {
+    let mut surrogate = random_pairwise(7, 5);
+    let truth = surrogate.shapley_values();
+    let closed = surrogate_shapley(&mut surrogate, Some(truth.clone()), 0, 1).unwrap();
+    assert_eq!(closed.values, truth);
+    assert!(closed.std_errors.is_none());
+    let sampled = surrogate_shapley(&mut surrogate, None, 3000, 1).unwrap();
+    assert_close(&sampled, &truth, 1e-9);
+    let exact = exact_shapley(&mut surrogate).unwrap();
+    assert_close(&sampled, &exact, 1e-9);
+    assert!(surrogate_shapley(&mut surrogate, Some(vec![1.0]), 0, 1).is_err());
+}
+
+#[test]
+fn paired_designs_with_other_size_distributions_are_reweighted() {
+    // Pairs drawn stratum by stratum (first members with 1, 2 or 3 of 7 players kept, in
+    // unequal numbers), as the sampler's complement pairs are: the size weights restore the
+    // kernel, so KernelSHAP stays exact on pairwise games and regression adjustment stays
+    // unbiased.
+    let n = 7;
+    let mut rng = rng_from_seed(4);
+    let mut pairs = Vec::new();
+    for (size, count) in [(1, 30), (2, 60), (3, 90)] {
+        for _ in 0..count {
+            let mut order: Vec<usize> = (0..n).collect();
+            rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
+            let mut mask = Mask::empty(n);
+            order[..size].iter().for_each(|&i| mask.set(i, true));
+            pairs.push((mask.clone(), mask.complement()));
+        }
+    }
+    let design = PairedDesign::from_pairs(n, &pairs).unwrap();
+    assert!(design.missing_sizes().is_empty());
+    let mut pairwise = random_pairwise(n, 3);
+    let (rows, _) = evaluate_masks(&mut pairwise, &Players::all(n), &design.queries()).unwrap();
+    let estimates = layerprune_shapley::kernelshap::kernelshap_estimate(&design, &rows).unwrap();
+    assert_close(&estimates, &pairwise.shapley_values(), 1e-9);
+
+    let mut triple = TripleGame::layer_pruning_like(n, 5);
+    let (rows, _) = evaluate_masks(&mut triple, &Players::all(n), &design.queries()).unwrap();
+    let estimates =
+        layerprune_shapley::regression::regression_adjusted_estimate(&design, &rows).unwrap();
+    assert_within_se(&estimates, &triple.shapley_values(), 0.03);
+    assert_efficient(&estimates, &mut triple);
+
+    let narrow = PairedDesign::from_pairs(n, &pairs[..30]).unwrap();
+    assert_eq!(narrow.missing_sizes(), vec![2, 3, 4, 5]);
+}
