@@ -65,3 +65,29 @@ def test_existing_output_is_refused(exported, hf_folder):
 def test_not_a_model_folder_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="config.json"):
         export_layered.main(["--model", str(tmp_path), "--out", str(tmp_path / "x")])
+
+
+def test_pruned_checkpoint_matches_skipping_blocks(exported, hf_folder, tmp_path):
+    import numpy as np
+    import prune_hf
+    from transformers import AutoModelForCausalLM
+
+    _, manifest, out = exported
+    pruned_dir = tmp_path / "pruned"
+    prune_hf.main(["--model", str(hf_folder), "--remove", "1,4", "--out", str(pruned_dir)])
+    pruned = AutoModelForCausalLM.from_pretrained(pruned_dir, dtype=torch.float32)
+    assert pruned.config.num_hidden_layers == 4
+    assert pruned.config.layerprune_kept_blocks == [0, 2, 3, 5]
+    assert [layer.self_attn.layer_idx for layer in pruned.model.layers] == [0, 1, 2, 3]
+    ids = np.random.default_rng(1).integers(0, manifest["vocab_size"], size=(2, 16), dtype=np.int64)
+    _, onnx_nll = export_layered.run_chain(out, manifest, ids, drop=(1, 4))
+    with torch.no_grad():
+        loss = pruned(input_ids=torch.from_numpy(ids), labels=torch.from_numpy(ids), use_cache=False).loss.item()
+    assert abs(np.exp(onnx_nll.mean()) - np.exp(loss)) < 1e-3
+
+
+def test_prune_refuses_out_of_range_blocks(hf_folder, tmp_path):
+    import prune_hf
+
+    with pytest.raises(SystemExit, match="out of range"):
+        prune_hf.main(["--model", str(hf_folder), "--remove", "6", "--out", str(tmp_path / "p")])

@@ -1,0 +1,128 @@
+"""Write a pruned Hugging Face checkpoint: the model with some blocks deleted, loadable by
+transformers as an ordinary model.
+
+Blocks are deleted (not zeroed); `num_hidden_layers` and each attention's `layer_idx` are
+renumbered, and every per-layer list in the config (e.g. `layer_types`) keeps only the kept
+blocks' entries. The original indices of the kept blocks are recorded in the config as
+`layerprune_kept_blocks`. The checkpoint is reloaded and checked against the in-memory pruned
+model before the output folder is put in place.
+
+Usage:
+  python prune_hf.py --model HF_DIR --remove 3,7,9 --out OUT
+  python prune_hf.py --gguf FILE.gguf --plan plan.parquet --method NAME --k 6 --out OUT
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import export_layered  # noqa: E402
+
+
+def removed_from_plan(plan: Path, method: str, k: int):
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(plan).to_pylist()
+    matches = [r for r in rows if r["method"] == method and r["k"] == k]
+    if not matches:
+        available = sorted({(r["method"], r["k"]) for r in rows})
+        sys.exit(f"prune_hf: error: {plan} has no plan for method {method!r} with k={k} (has {available})")
+    return sorted(matches[0]["removed_blocks"])
+
+
+def prune(model, removed):
+    config = model.config
+    num_blocks = config.num_hidden_layers
+    bad = [b for b in removed if not 0 <= b < num_blocks]
+    if bad:
+        sys.exit(f"prune_hf: error: blocks {bad} are out of range for a model of {num_blocks} blocks")
+    if len(set(removed)) >= num_blocks:
+        sys.exit(f"prune_hf: error: removing {len(set(removed))} of {num_blocks} blocks leaves none")
+    kept = [i for i in range(num_blocks) if i not in set(removed)]
+    model.model.layers = nn.ModuleList([model.model.layers[i] for i in kept])
+    for new_index, layer in enumerate(model.model.layers):
+        attention = getattr(layer, "self_attn", None)
+        if attention is not None and hasattr(attention, "layer_idx"):
+            attention.layer_idx = new_index
+    for key, value in list(config.to_dict().items()):
+        if isinstance(value, list) and len(value) == num_blocks and key != "layerprune_kept_blocks":
+            setattr(config, key, [value[i] for i in kept])
+    previous = getattr(config, "layerprune_kept_blocks", list(range(num_blocks)))
+    config.layerprune_kept_blocks = [previous[i] for i in kept]
+    config.num_hidden_layers = len(kept)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    return kept
+
+
+def save(model, tokenizer, folder: Path):
+    try:
+        model.save_pretrained(folder)
+    except Exception:  # a GGUF-loaded model refuses save_pretrained: save state dict + config
+        from safetensors.torch import save_model
+
+        model.config.save_pretrained(folder)
+        save_model(model, str(folder / "model.safetensors"))
+    tokenizer.save_pretrained(folder)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model")
+    source.add_argument("--gguf")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--remove", help="comma-separated block indices to delete")
+    which.add_argument("--plan", type=Path, help="plan table written by apply-prune")
+    parser.add_argument("--method", help="with --plan: the plan's method")
+    parser.add_argument("--k", type=int, help="with --plan: the plan's number of removed blocks")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    if args.out.exists() and not args.force:
+        sys.exit(f"prune_hf: error: {args.out} exists; pass --force to replace it")
+    if args.plan is not None:
+        if args.method is None or args.k is None:
+            sys.exit("prune_hf: error: --plan needs --method and --k")
+        removed = removed_from_plan(args.plan, args.method, args.k)
+    else:
+        try:
+            removed = sorted({int(b) for b in args.remove.split(",") if b.strip()})
+        except ValueError:
+            sys.exit(f"prune_hf: error: --remove {args.remove!r} is not a list of block indices")
+    load_args = argparse.Namespace(model=args.model, gguf=args.gguf, dtype="fp32")
+    model, tokenizer, _ = export_layered.load_model(load_args)
+    kept = prune(model, removed)
+    from transformers import AutoModelForCausalLM
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
+    try:
+        save(model, tokenizer, staging)
+        reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype=torch.float32)
+        reloaded.config._attn_implementation = "eager"
+        ids = torch.randint(0, model.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
+            actual = reloaded(input_ids=ids, labels=ids, use_cache=False).loss.item()
+        if abs(expected - actual) > 1e-4:
+            raise SystemExit(f"prune_hf: error: the reloaded checkpoint's loss {actual} differs from "
+                             f"the pruned model's {expected}")
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        os.rename(staging, args.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"wrote {args.out}: {len(kept)} blocks kept (original indices {kept}), removed {removed}; "
+          f"reload check loss {actual:.6f}")
+
+
+if __name__ == "__main__":
+    main()
