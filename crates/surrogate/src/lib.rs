@@ -1,1 +1,434 @@
-//! (to be written)
+//! Surrogates of the layer-pruning game: small models, fitted on (mask, value) pairs measured on
+//! the real LLM, that predict the value of any other mask in microseconds.
+//!
+//! Every surrogate reads a mask through [`Mask::to_features`] (one 0/1 entry per block) and sits
+//! behind one trait, [`Surrogate`], so that the Shapley estimators can query it as a
+//! [`layerprune_core::Game`] through [`SurrogateGame`]. Three kinds are offered:
+//!
+//! * [`MlpSurrogate`]: the published network, Linear(L, 2L) → CELU → Linear(2L, 1) → Sigmoid,
+//!   trained with the published SGD schedule;
+//! * [`QuadraticSurrogate`]: intercept, linear and pairwise terms fitted by ridge regression;
+//!   its Shapley values have a closed form, which regression-adjusted estimators need;
+//! * [`ForestSurrogate`]: a seeded random forest (smartcore), for non-smooth games.
+//!
+//! [`fit`] fits any kind, [`cross_validate`] measures how well a kind predicts held-out masks
+//! (R², Spearman, MAE over seeded folds), and [`SavedSurrogate`] writes and reads a fitted
+//! surrogate as a self-describing JSON file.
+
+mod forest;
+mod metrics;
+mod mlp;
+mod quadratic;
+mod saved;
+
+use std::fmt;
+use std::str::FromStr;
+
+use layerprune_core::{Game, GameError, Mask};
+use serde::{Deserialize, Serialize};
+
+pub use forest::ForestSurrogate;
+pub use metrics::{
+    cross_validate, fold_assignment, mae, mean_over_folds, r2_score, spearman, FoldMetrics,
+};
+pub use mlp::{MlpSurrogate, TargetScaling};
+pub use quadratic::{ridge_solve, QuadraticSurrogate};
+pub use saved::{SavedSurrogate, FORMAT_NAME, FORMAT_VERSION};
+
+/// Why a surrogate could not be fitted, evaluated, saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SurrogateError {
+    #[error("no training rows: a surrogate needs at least one (mask, value) pair")]
+    NoRows,
+    #[error("{masks} masks but {targets} target values; they must pair up one to one")]
+    LengthMismatch { masks: usize, targets: usize },
+    #[error(
+        "mask {row} has {got} blocks but mask 0 has {expected}; all masks must be the same length"
+    )]
+    MixedMaskLengths {
+        row: usize,
+        got: usize,
+        expected: usize,
+    },
+    #[error("target value {value} of row {row} is not finite; drop NaN/inf rows before fitting")]
+    NonFiniteTarget { row: usize, value: f64 },
+    #[error("the masks have no blocks; a surrogate needs at least one player")]
+    NoPlayers,
+    #[error("{rows} rows are too few for {folds}-fold cross-validation (need at least 2 folds and 2 rows per fold)")]
+    TooFewRowsForFolds { rows: usize, folds: usize },
+    #[error("invalid fit option: {0}")]
+    BadOption(String),
+    #[error("the ridge system is singular (features are collinear in these masks); use a ridge_alpha > 0")]
+    SingularSystem,
+    #[error("random forest failed: {0}")]
+    Forest(String),
+    #[error("{path}: {problem}")]
+    File { path: String, problem: String },
+}
+
+/// A fitted model of the game's value.
+///
+/// `predict` is the hot path (the published estimator asks for 80,000+ masks): implementations
+/// value a whole batch at once. Every mask must have `num_players` entries; [`SurrogateGame`]
+/// checks that before calling `predict`, which may panic on a wrong length.
+pub trait Surrogate: Send + Sync {
+    fn num_players(&self) -> usize;
+
+    /// Predicted values for many masks at once, in the order given.
+    fn predict(&self, masks: &[Mask]) -> Vec<f64>;
+
+    /// Exact Shapley values of the surrogate itself when it has a closed form (quadratic:
+    /// φ_i = w_i + ½ Σ_j w_ij), else None.
+    fn exact_shapley(&self) -> Option<Vec<f64>> {
+        None
+    }
+}
+
+impl<S: Surrogate + ?Sized> Surrogate for &S {
+    fn num_players(&self) -> usize {
+        (**self).num_players()
+    }
+    fn predict(&self, masks: &[Mask]) -> Vec<f64> {
+        (**self).predict(masks)
+    }
+    fn exact_shapley(&self) -> Option<Vec<f64>> {
+        (**self).exact_shapley()
+    }
+}
+
+impl<S: Surrogate + ?Sized> Surrogate for Box<S> {
+    fn num_players(&self) -> usize {
+        (**self).num_players()
+    }
+    fn predict(&self, masks: &[Mask]) -> Vec<f64> {
+        (**self).predict(masks)
+    }
+    fn exact_shapley(&self) -> Option<Vec<f64>> {
+        (**self).exact_shapley()
+    }
+}
+
+/// A surrogate played as a game: its predictions are the coalition values.
+#[derive(Clone, Debug)]
+pub struct SurrogateGame<S>(pub S);
+
+impl<S: Surrogate> Game for SurrogateGame<S> {
+    fn num_players(&self) -> usize {
+        self.0.num_players()
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        let num_players = self.0.num_players();
+        for mask in masks {
+            mask.check_len(num_players)?;
+        }
+        Ok(self.0.predict(masks))
+    }
+}
+
+/// Which model to fit. Parses from and prints as "mlp", "quadratic", "forest".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SurrogateKind {
+    /// The published network (see [`MlpSurrogate`]).
+    #[serde(rename = "mlp")]
+    PublishedMlp,
+    #[serde(rename = "quadratic")]
+    Quadratic,
+    #[serde(rename = "forest")]
+    Forest,
+}
+
+impl SurrogateKind {
+    pub const ALL: [SurrogateKind; 3] = [
+        SurrogateKind::PublishedMlp,
+        SurrogateKind::Quadratic,
+        SurrogateKind::Forest,
+    ];
+
+    /// The name used on the command line, in saved files and in metric tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            SurrogateKind::PublishedMlp => "mlp",
+            SurrogateKind::Quadratic => "quadratic",
+            SurrogateKind::Forest => "forest",
+        }
+    }
+}
+
+impl fmt::Display for SurrogateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SurrogateKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        SurrogateKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == text)
+            .ok_or_else(|| format!("surrogate {text:?} is not one of mlp, quadratic, forest"))
+    }
+}
+
+/// Settings of every kind of surrogate; each kind reads only its own. The defaults are the
+/// published MLP schedule, a light ridge and a 100-tree forest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitOptions {
+    /// Seeds the MLP's initialisation and shuffling, the forest's bootstrap and the CV folds.
+    pub seed: u64,
+    /// Ridge strength α of the quadratic model, which minimises
+    /// (1/n)·Σ (y − b − wᵀx)² + α·‖w‖² (intercept b not penalised). Same scale as linfa's
+    /// elastic-net `penalty` with `l1_ratio` 0.
+    pub ridge_alpha: f64,
+    /// MLP: passes over the training rows (published: 300).
+    pub epochs: usize,
+    /// MLP: rows per SGD step (published: 300; the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// MLP: SGD learning rate (published: 0.008).
+    pub learning_rate: f64,
+    /// MLP: SGD momentum, PyTorch semantics v = μ·v + g, w −= lr·v (published: 0.9).
+    pub momentum: f64,
+    /// MLP: the learning rate is multiplied by `lr_decay_factor` every this many epochs
+    /// (published: 100 and 0.1).
+    pub lr_decay_every: usize,
+    pub lr_decay_factor: f64,
+    /// Forest: number of trees.
+    pub trees: usize,
+    /// Forest: maximum tree depth (None = grow until leaves are pure or at the minimum size).
+    pub tree_max_depth: Option<u16>,
+    /// Forest: minimum rows in a leaf.
+    pub tree_min_samples_leaf: usize,
+    /// Forest: blocks tried per split (None = ⌈L/3⌉, Breiman's regression default).
+    pub tree_features_per_split: Option<usize>,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            seed: 0,
+            ridge_alpha: 1e-4,
+            epochs: 300,
+            batch_size: 300,
+            learning_rate: 0.008,
+            momentum: 0.9,
+            lr_decay_every: 100,
+            lr_decay_factor: 0.1,
+            trees: 100,
+            tree_max_depth: None,
+            tree_min_samples_leaf: 1,
+            tree_features_per_split: None,
+        }
+    }
+}
+
+impl FitOptions {
+    fn check(&self) -> Result<(), SurrogateError> {
+        let bad = |what: String| Err(SurrogateError::BadOption(what));
+        if !(self.ridge_alpha >= 0.0 && self.ridge_alpha.is_finite()) {
+            return bad(format!(
+                "ridge_alpha {} must be finite and ≥ 0",
+                self.ridge_alpha
+            ));
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!(
+                "learning_rate {} must be finite and > 0",
+                self.learning_rate
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum {} must be in [0, 1)", self.momentum));
+        }
+        if self.lr_decay_every == 0 {
+            return bad("lr_decay_every must be at least 1".into());
+        }
+        if !(self.lr_decay_factor > 0.0 && self.lr_decay_factor <= 1.0) {
+            return bad(format!(
+                "lr_decay_factor {} must be in (0, 1]",
+                self.lr_decay_factor
+            ));
+        }
+        if self.trees == 0 {
+            return bad("trees must be at least 1".into());
+        }
+        if self.tree_min_samples_leaf == 0 {
+            return bad("tree_min_samples_leaf must be at least 1".into());
+        }
+        if self.tree_features_per_split == Some(0) {
+            return bad("tree_features_per_split must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A fitted surrogate of any kind; what [`fit`] returns and what [`SavedSurrogate`] stores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "parameters")]
+pub enum FittedSurrogate {
+    #[serde(rename = "mlp")]
+    Mlp(MlpSurrogate),
+    #[serde(rename = "quadratic")]
+    Quadratic(QuadraticSurrogate),
+    #[serde(rename = "forest")]
+    Forest(ForestSurrogate),
+}
+
+impl FittedSurrogate {
+    pub fn kind(&self) -> SurrogateKind {
+        match self {
+            FittedSurrogate::Mlp(_) => SurrogateKind::PublishedMlp,
+            FittedSurrogate::Quadratic(_) => SurrogateKind::Quadratic,
+            FittedSurrogate::Forest(_) => SurrogateKind::Forest,
+        }
+    }
+
+    fn as_dyn(&self) -> &dyn Surrogate {
+        match self {
+            FittedSurrogate::Mlp(model) => model,
+            FittedSurrogate::Quadratic(model) => model,
+            FittedSurrogate::Forest(model) => model,
+        }
+    }
+
+    /// Checks that the parameters are consistent (shapes, finite numbers); used after loading.
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            FittedSurrogate::Mlp(model) => model.validate(),
+            FittedSurrogate::Quadratic(model) => model.validate(),
+            FittedSurrogate::Forest(model) => model.validate(),
+        }
+    }
+}
+
+impl Surrogate for FittedSurrogate {
+    fn num_players(&self) -> usize {
+        self.as_dyn().num_players()
+    }
+    fn predict(&self, masks: &[Mask]) -> Vec<f64> {
+        self.as_dyn().predict(masks)
+    }
+    fn exact_shapley(&self) -> Option<Vec<f64>> {
+        self.as_dyn().exact_shapley()
+    }
+}
+
+/// Checks the training data shared by every kind and returns the number of players.
+fn check_training_data(masks: &[Mask], targets: &[f64]) -> Result<usize, SurrogateError> {
+    if masks.len() != targets.len() {
+        return Err(SurrogateError::LengthMismatch {
+            masks: masks.len(),
+            targets: targets.len(),
+        });
+    }
+    let first = masks.first().ok_or(SurrogateError::NoRows)?;
+    let num_players = first.num_blocks();
+    if num_players == 0 {
+        return Err(SurrogateError::NoPlayers);
+    }
+    for (row, mask) in masks.iter().enumerate() {
+        if mask.num_blocks() != num_players {
+            return Err(SurrogateError::MixedMaskLengths {
+                row,
+                got: mask.num_blocks(),
+                expected: num_players,
+            });
+        }
+    }
+    if let Some((row, &value)) = targets.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(SurrogateError::NonFiniteTarget { row, value });
+    }
+    Ok(num_players)
+}
+
+/// Fits a surrogate of `kind` on all the given (mask, target) pairs.
+pub fn fit(
+    kind: SurrogateKind,
+    masks: &[Mask],
+    targets: &[f64],
+    options: &FitOptions,
+) -> Result<FittedSurrogate, SurrogateError> {
+    options.check()?;
+    let num_players = check_training_data(masks, targets)?;
+    Ok(match kind {
+        SurrogateKind::PublishedMlp => {
+            FittedSurrogate::Mlp(MlpSurrogate::fit(num_players, masks, targets, options))
+        }
+        SurrogateKind::Quadratic => FittedSurrogate::Quadratic(QuadraticSurrogate::fit(
+            num_players,
+            masks,
+            targets,
+            options.ridge_alpha,
+        )?),
+        SurrogateKind::Forest => {
+            FittedSurrogate::Forest(ForestSurrogate::fit(num_players, masks, targets, options)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_and_print() {
+        for kind in SurrogateKind::ALL {
+            assert_eq!(kind.name().parse::<SurrogateKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.name());
+        }
+        let err = "svm".parse::<SurrogateKind>().unwrap_err();
+        assert!(err.contains("mlp, quadratic, forest"), "{err}");
+    }
+
+    #[test]
+    fn bad_training_data_is_refused() {
+        let masks = vec![Mask::full(3), Mask::empty(3)];
+        let opts = FitOptions::default();
+        let kind = SurrogateKind::Quadratic;
+        assert!(matches!(
+            fit(kind, &masks, &[1.0], &opts),
+            Err(SurrogateError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            fit(kind, &[], &[], &opts),
+            Err(SurrogateError::NoRows)
+        ));
+        assert!(matches!(
+            fit(kind, &masks, &[1.0, f64::NAN], &opts),
+            Err(SurrogateError::NonFiniteTarget { row: 1, .. })
+        ));
+        let mixed = vec![Mask::full(3), Mask::full(4)];
+        assert!(matches!(
+            fit(kind, &mixed, &[1.0, 0.0], &opts),
+            Err(SurrogateError::MixedMaskLengths { row: 1, .. })
+        ));
+        let bad = FitOptions {
+            ridge_alpha: -1.0,
+            ..FitOptions::default()
+        };
+        let err = fit(kind, &masks, &[1.0, 0.0], &bad).unwrap_err();
+        assert!(err.to_string().contains("ridge_alpha"), "{err}");
+    }
+
+    #[test]
+    fn surrogate_game_checks_mask_lengths() {
+        let model = fit(
+            SurrogateKind::Quadratic,
+            &[
+                Mask::full(2),
+                Mask::empty(2),
+                Mask::from_kept(vec![true, false]),
+            ],
+            &[3.0, 0.0, 1.0],
+            &FitOptions::default(),
+        )
+        .unwrap();
+        let mut game = SurrogateGame(&model);
+        assert_eq!(game.num_players(), 2);
+        assert!(game.values(&[Mask::full(3)]).is_err());
+        assert_eq!(game.values(&[Mask::full(2)]).unwrap().len(), 1);
+    }
+}

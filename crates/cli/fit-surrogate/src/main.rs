@@ -1,1 +1,279 @@
-fn main() {}
+//! `fit-surrogate`: fits surrogate models of the pruning game on an evaluation table,
+//! cross-validates them, prints and writes the scores, and saves one model fitted on all rows.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use layerprune_core::Mask;
+use layerprune_surrogate::{
+    cross_validate, fit, mean_over_folds, FitOptions, FoldMetrics, SavedSurrogate, SurrogateKind,
+};
+use layerprune_tables::{
+    read_evaluations, write_surrogate_metrics, EvaluationTable, Provenance, SurrogateMetricRow,
+    SurrogateMetricsTable,
+};
+
+/// What the surrogate predicts. Both are "higher is better", as every game value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Target {
+    /// PPL(full model) / PPL(mask), in (0, 1]: the published target.
+    Utility,
+    /// −(NLL(mask) − NLL(full model)) in nats per token: minus the loss increase, ≤ 0 for
+    /// masks worse than the full model.
+    NllIncrease,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Utility => "utility",
+            Target::NllIncrease => "nll-increase",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Target::Utility => {
+                "utility = PPL(full model) / PPL(mask), in (0, 1]; higher is better, 1 = no loss"
+            }
+            Target::NllIncrease => {
+                "value = -(NLL(mask) - NLL(full model)), mean NLL per token in nats: the NEGATED \
+                 loss increase, so higher is better and 0 = no loss; negative for worse masks"
+            }
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Fit surrogate models (mlp, quadratic, forest) of mask value on evaluated masks, \
+             cross-validate them, and save one fitted on all rows"
+)]
+struct Args {
+    /// Evaluation table written by `evaluate`.
+    #[arg(long)]
+    evaluations: PathBuf,
+    /// What to predict.
+    #[arg(long, value_enum, default_value = "utility")]
+    target: Target,
+    /// Surrogate to fit: mlp, quadratic or forest. Repeat to compare several.
+    #[arg(long = "model", default_value = "mlp")]
+    models: Vec<SurrogateKind>,
+    /// Cross-validation folds (0 = no cross-validation).
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Seeds the folds, the MLP's initialisation and shuffling, and the forest.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to save the surrogate fitted on all rows (JSON).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Which surrogate to save with --out (default: the first --model).
+    #[arg(long)]
+    keep: Option<SurrogateKind>,
+    /// Where to write the cross-validation scores (Parquet; fold -1 = mean over folds).
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Ridge strength of the quadratic model.
+    #[arg(long)]
+    ridge_alpha: Option<f64>,
+    /// MLP training epochs (published: 300).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Trees in the forest.
+    #[arg(long)]
+    trees: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    layerprune_cli_common::run(|| fit_surrogate(Args::parse()))
+}
+
+/// The training rows: masks and finite target values, and how many rows were dropped because
+/// their value was NaN or infinite (as the published pipeline does).
+struct TrainingRows {
+    masks: Vec<Mask>,
+    targets: Vec<f64>,
+    dropped: usize,
+}
+
+fn training_rows(
+    table: &EvaluationTable,
+    target: Target,
+    path: &Path,
+) -> anyhow::Result<TrainingRows> {
+    if table.rows.is_empty() {
+        bail!("{}: the evaluation table has no rows", path.display());
+    }
+    let reference_nll = match target {
+        Target::Utility => 0.0,
+        Target::NllIncrease => match table.full_model_nll {
+            Some(nll) => nll,
+            None => match table.full_model_row() {
+                Some(row) => row.nll,
+                None => bail!(
+                    "{}: --target nll-increase needs the full model's NLL, but the table has \
+                     neither full_model_nll nor a row for the full mask",
+                    path.display()
+                ),
+            },
+        },
+    };
+    let mut rows = TrainingRows {
+        masks: Vec::with_capacity(table.rows.len()),
+        targets: Vec::with_capacity(table.rows.len()),
+        dropped: 0,
+    };
+    for row in &table.rows {
+        let value = match target {
+            Target::Utility => row.utility,
+            Target::NllIncrease => -(row.nll - reference_nll),
+        };
+        if value.is_finite() {
+            rows.masks.push(row.mask.clone());
+            rows.targets.push(value);
+        } else {
+            rows.dropped += 1;
+        }
+    }
+    if rows.masks.is_empty() {
+        bail!(
+            "{}: all {} rows have a NaN or infinite {}",
+            path.display(),
+            table.rows.len(),
+            target.name()
+        );
+    }
+    Ok(rows)
+}
+
+fn fit_options(args: &Args) -> FitOptions {
+    let defaults = FitOptions::default();
+    FitOptions {
+        seed: args.seed,
+        ridge_alpha: args.ridge_alpha.unwrap_or(defaults.ridge_alpha),
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        trees: args.trees.unwrap_or(defaults.trees),
+        ..defaults
+    }
+}
+
+fn print_metrics(rows: &[SurrogateMetricRow]) {
+    println!(
+        "{:<10} {:<13} {:>5} {:>9} {:>9} {:>11} {:>8} {:>7}",
+        "surrogate", "target", "fold", "r2", "spearman", "mae", "n_train", "n_test"
+    );
+    for row in rows {
+        let fold = if row.fold < 0 {
+            "mean".to_string()
+        } else {
+            row.fold.to_string()
+        };
+        println!(
+            "{:<10} {:<13} {:>5} {:>9.4} {:>9.4} {:>11.4e} {:>8} {:>7}",
+            row.surrogate, row.target, fold, row.r2, row.spearman, row.mae, row.n_train, row.n_test
+        );
+    }
+}
+
+fn metric_row(kind: SurrogateKind, target: Target, fold: &FoldMetrics) -> SurrogateMetricRow {
+    SurrogateMetricRow {
+        surrogate: kind.name().to_string(),
+        target: target.name().to_string(),
+        fold: fold.fold,
+        r2: fold.r2,
+        spearman: fold.spearman,
+        mae: fold.mae,
+        n_train: u32::try_from(fold.n_train).unwrap_or(u32::MAX),
+        n_test: u32::try_from(fold.n_test).unwrap_or(u32::MAX),
+    }
+}
+
+fn fit_surrogate(args: Args) -> anyhow::Result<()> {
+    let mut models: Vec<SurrogateKind> = Vec::new();
+    for kind in &args.models {
+        if !models.contains(kind) {
+            models.push(*kind);
+        }
+    }
+    if args.metrics.is_some() && args.folds == 0 {
+        bail!("--metrics needs cross-validation; give --folds 2 or more");
+    }
+    let table = read_evaluations(&args.evaluations)
+        .with_context(|| format!("reading evaluations {}", args.evaluations.display()))?;
+    let rows = training_rows(&table, args.target, &args.evaluations)?;
+    if rows.dropped > 0 {
+        eprintln!(
+            "warning: dropped {} of {} rows of {} whose {} is NaN or infinite",
+            rows.dropped,
+            table.rows.len(),
+            args.evaluations.display(),
+            args.target.name()
+        );
+    }
+    let options = fit_options(&args);
+
+    let mut metric_rows = Vec::new();
+    if args.folds > 0 {
+        for &kind in &models {
+            let folds = cross_validate(kind, &rows.masks, &rows.targets, args.folds, &options)
+                .with_context(|| {
+                    format!(
+                        "{}-fold cross-validation of the {kind} surrogate on {} rows of {}",
+                        args.folds,
+                        rows.masks.len(),
+                        args.evaluations.display()
+                    )
+                })?;
+            metric_rows.extend(folds.iter().map(|f| metric_row(kind, args.target, f)));
+            if let Some(mean) = mean_over_folds(&folds) {
+                metric_rows.push(metric_row(kind, args.target, &mean));
+            }
+        }
+        print_metrics(&metric_rows);
+    }
+
+    let provenance = Provenance::new(
+        "fit-surrogate",
+        env!("CARGO_PKG_VERSION"),
+        layerprune_cli_common::command_line(),
+    )
+    .with_seed(args.seed)
+    .with_input("model", &table.model_id)
+    .with_input("dataset", &table.dataset_id);
+
+    if let Some(path) = &args.metrics {
+        write_surrogate_metrics(
+            path,
+            &SurrogateMetricsTable {
+                rows: metric_rows.clone(),
+            },
+            &provenance,
+        )
+        .with_context(|| format!("writing metrics {}", path.display()))?;
+    }
+
+    if let Some(path) = &args.out {
+        let kind = args.keep.unwrap_or(models[0]);
+        let model = fit(kind, &rows.masks, &rows.targets, &options).with_context(|| {
+            format!(
+                "fitting the {kind} surrogate on all {} rows of {}",
+                rows.masks.len(),
+                args.evaluations.display()
+            )
+        })?;
+        SavedSurrogate::new(model, args.target.name(), args.target.description())
+            .save(path)
+            .with_context(|| format!("saving the {kind} surrogate"))?;
+        eprintln!(
+            "saved the {kind} surrogate ({}, fitted on {} rows) to {}",
+            args.target.name(),
+            rows.masks.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The `fit-surrogate` binary end to end on a small synthetic evaluation table.
+
+use std::path::Path;
+use std::process::Command;
+
+use layerprune_core::Mask;
+use layerprune_surrogate::{SavedSurrogate, Surrogate, SurrogateKind};
+use layerprune_tables::{
+    read_surrogate_metrics, write_evaluations, EvaluationRow, EvaluationTable, Provenance,
+};
+
+const NUM_BLOCKS: usize = 6;
+const FULL_NLL: f64 = 2.0;
+
+/// Every mask of 6 blocks, NLL growing with each removed block and with pairs of neighbours
+/// removed together; the empty mask's utility is NaN (as a diverged evaluation would be).
+fn write_table(path: &Path) {
+    let rows = (0..1u32 << NUM_BLOCKS)
+        .map(|bits| {
+            let mask = Mask::from_kept((0..NUM_BLOCKS).map(|i| bits >> i & 1 == 1).collect());
+            let removed = mask.removed_blocks();
+            let mut nll = FULL_NLL;
+            for &i in &removed {
+                nll += 0.1 + 0.05 * i as f64;
+                if removed.contains(&(i + 1)) {
+                    nll += 0.2;
+                }
+            }
+            let utility = if removed.len() == NUM_BLOCKS {
+                f64::NAN
+            } else {
+                (FULL_NLL - nll).exp()
+            };
+            EvaluationRow {
+                mask,
+                nll,
+                ppl: nll.exp(),
+                utility,
+                tokens_scored: 1280,
+                seconds: 0.1,
+            }
+        })
+        .collect();
+    let table = EvaluationTable {
+        num_blocks: NUM_BLOCKS,
+        model_id: "model".into(),
+        dataset_id: "dataset".into(),
+        full_model_nll: Some(FULL_NLL),
+        complete: true,
+        rows,
+    };
+    write_evaluations(path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+}
+
+fn fit_surrogate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fit-surrogate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn compares_models_writes_metrics_and_saves_the_kept_one() {
+    let folder = tempfile::tempdir().unwrap();
+    let evaluations = folder.path().join("evals.parquet");
+    write_table(&evaluations);
+    let metrics = folder.path().join("metrics.parquet");
+    let out = folder.path().join("surrogate.json");
+    let output = fit_surrogate(&[
+        "--evaluations",
+        evaluations.to_str().unwrap(),
+        "--model",
+        "quadratic",
+        "--model",
+        "forest",
+        "--trees",
+        "10",
+        "--ridge-alpha",
+        "1e-9",
+        "--folds",
+        "4",
+        "--seed",
+        "3",
+        "--target",
+        "nll-increase",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("quadratic") && stdout.contains("forest") && stdout.contains("mean"));
+    // nll-increase is finite everywhere, so nothing is dropped.
+    assert!(!stderr.contains("dropped"), "{stderr}");
+
+    let table = read_surrogate_metrics(&metrics).unwrap();
+    assert_eq!(table.rows.len(), 2 * (4 + 1));
+    assert!(table.rows.iter().all(|r| r.target == "nll-increase"));
+    let quadratic_mean = table
+        .rows
+        .iter()
+        .find(|r| r.surrogate == "quadratic" && r.fold == -1)
+        .unwrap();
+    // The NLL here is exactly quadratic in the mask.
+    assert!(quadratic_mean.r2 > 0.999, "{quadratic_mean:?}");
+    assert_eq!(quadratic_mean.n_test, 16);
+
+    let saved = SavedSurrogate::load(&out).unwrap();
+    assert_eq!(saved.kind(), SurrogateKind::Quadratic);
+    assert_eq!(saved.target, "nll-increase");
+    assert!(saved.target_description.contains("higher is better"));
+    let values = saved.surrogate.predict(&[
+        Mask::full(NUM_BLOCKS),
+        Mask::from_removed(NUM_BLOCKS, &[0]).unwrap(),
+    ]);
+    assert!(
+        values[0].abs() < 1e-6,
+        "full model loses nothing: {values:?}"
+    );
+    assert!(
+        (values[1] + 0.1).abs() < 1e-6,
+        "removing block 0 costs 0.1 nats: {values:?}"
+    );
+}
+
+#[test]
+fn drops_non_finite_rows_with_a_warning_and_keeps_the_chosen_model() {
+    let folder = tempfile::tempdir().unwrap();
+    let evaluations = folder.path().join("evals.parquet");
+    write_table(&evaluations);
+    let out = folder.path().join("s.json");
+    let output = fit_surrogate(&[
+        "--evaluations",
+        evaluations.to_str().unwrap(),
+        "--model",
+        "mlp",
+        "--model",
+        "quadratic",
+        "--keep",
+        "quadratic",
+        "--epochs",
+        "5",
+        "--folds",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("dropped 1 of 64 rows"), "{stderr}");
+    let saved = SavedSurrogate::load(&out).unwrap();
+    assert_eq!(saved.kind(), SurrogateKind::Quadratic);
+    assert_eq!(saved.target, "utility");
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let folder = tempfile::tempdir().unwrap();
+    let evaluations = folder.path().join("evals.parquet");
+    write_table(&evaluations);
+    let path = evaluations.to_str().unwrap();
+
+    let too_many_folds = fit_surrogate(&[
+        "--evaluations",
+        path,
+        "--model",
+        "quadratic",
+        "--folds",
+        "40",
+    ]);
+    assert_eq!(too_many_folds.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&too_many_folds.stderr);
+    assert!(stderr.contains("too few for 40-fold"), "{stderr}");
+
+    let missing = fit_surrogate(&["--evaluations", "/no/such/evals.parquet"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/evals.parquet"));
+
+    let empty = folder.path().join("empty.parquet");
+    let table = EvaluationTable {
+        num_blocks: NUM_BLOCKS,
+        model_id: "m".into(),
+        dataset_id: "d".into(),
+        full_model_nll: None,
+        complete: true,
+        rows: vec![],
+    };
+    write_evaluations(&empty, &table, &Provenance::new("test", "0", vec![])).unwrap();
+    let output = fit_surrogate(&["--evaluations", empty.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no rows"));
+
+    let bad_model = fit_surrogate(&["--evaluations", path, "--model", "svm"]);
+    assert!(!bad_model.status.success());
+    assert!(String::from_utf8_lossy(&bad_model.stderr).contains("mlp, quadratic, forest"));
+}

@@ -1,0 +1,113 @@
+//! A random-forest surrogate (smartcore's `RandomForestRegressor`), for games whose value is
+//! not smooth in the mask. Seeded: the same data and seed give the same forest.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use layerprune_core::Mask;
+use serde::{Deserialize, Serialize};
+use smartcore::ensemble::random_forest_regressor::{
+    RandomForestRegressor, RandomForestRegressorParameters,
+};
+use smartcore::linalg::basic::matrix::DenseMatrix;
+
+use crate::{FitOptions, Surrogate, SurrogateError};
+
+type Forest = RandomForestRegressor<f64, f64, DenseMatrix<f64>, Vec<f64>>;
+
+/// Masks valued per call into smartcore, so a batch of 80,000 masks never builds one huge
+/// feature matrix.
+const PREDICT_CHUNK: usize = 8192;
+
+/// A fitted forest. Shared behind an `Arc` because smartcore's forest is not `Clone`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForestSurrogate {
+    pub num_players: usize,
+    forest: Arc<Forest>,
+}
+
+fn feature_matrix(masks: &[Mask], num_players: usize) -> Result<DenseMatrix<f64>, SurrogateError> {
+    let values: Vec<f64> = masks.iter().flat_map(Mask::to_features).collect();
+    DenseMatrix::new(masks.len(), num_players, values, false)
+        .map_err(|failure| SurrogateError::Forest(failure.to_string()))
+}
+
+impl ForestSurrogate {
+    pub(crate) fn fit(
+        num_players: usize,
+        masks: &[Mask],
+        targets: &[f64],
+        options: &FitOptions,
+    ) -> Result<Self, SurrogateError> {
+        let features_per_split = options
+            .tree_features_per_split
+            .unwrap_or(num_players.div_ceil(3))
+            .clamp(1, num_players);
+        let mut parameters = RandomForestRegressorParameters::default()
+            .with_n_trees(options.trees)
+            .with_min_samples_leaf(options.tree_min_samples_leaf)
+            .with_m(features_per_split)
+            .with_seed(options.seed);
+        if let Some(depth) = options.tree_max_depth {
+            parameters = parameters.with_max_depth(depth);
+        }
+        let x = feature_matrix(masks, num_players)?;
+        let y = targets.to_vec();
+        let forest = Forest::fit(&x, &y, parameters)
+            .map_err(|failure| SurrogateError::Forest(failure.to_string()))?;
+        Ok(ForestSurrogate {
+            num_players,
+            forest: Arc::new(forest),
+        })
+    }
+
+    fn try_predict(&self, masks: &[Mask]) -> Result<Vec<f64>, SurrogateError> {
+        let mut values = Vec::with_capacity(masks.len());
+        for chunk in masks.chunks(PREDICT_CHUNK) {
+            let x = feature_matrix(chunk, self.num_players)?;
+            let predicted = self
+                .forest
+                .predict(&x)
+                .map_err(|failure| SurrogateError::Forest(failure.to_string()))?;
+            values.extend(predicted);
+        }
+        Ok(values)
+    }
+
+    /// A loaded forest is only trusted once it has valued the full and the empty mask: a
+    /// forest from a damaged file may index a block that does not exist, which smartcore
+    /// answers with a panic, caught here.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.num_players == 0 {
+            return Err("forest has no players".into());
+        }
+        let probes = [Mask::full(self.num_players), Mask::empty(self.num_players)];
+        match catch_unwind(AssertUnwindSafe(|| self.try_predict(&probes))) {
+            Ok(Ok(values)) if values.iter().all(|v| v.is_finite()) => Ok(()),
+            Ok(Ok(_)) => Err("forest predicts non-finite values".into()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!(
+                "forest does not fit masks of {} blocks (it splits on a block that does not exist)",
+                self.num_players
+            )),
+        }
+    }
+}
+
+impl Surrogate for ForestSurrogate {
+    fn num_players(&self) -> usize {
+        self.num_players
+    }
+
+    /// Panics only if the forest is inconsistent with `num_players`, which [`fit`](crate::fit)
+    /// and loading (see `validate`) rule out.
+    fn predict(&self, masks: &[Mask]) -> Vec<f64> {
+        for mask in masks {
+            assert_eq!(mask.num_blocks(), self.num_players, "mask length");
+        }
+        match self.try_predict(masks) {
+            Ok(values) => values,
+            Err(error) => panic!("a fitted, validated forest failed to predict: {error}"),
+        }
+    }
+}

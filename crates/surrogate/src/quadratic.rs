@@ -1,0 +1,390 @@
+//! The quadratic surrogate v(m) = b + Σ_i w_i m_i + Σ_{i<j} w_ij m_i m_j, fitted by ridge
+//! regression on the normal equations.
+//!
+//! Why not linfa: linfa 0.8's only ridge is the elastic net with `l1_ratio` 0, a coordinate
+//! descent that (a) fits the intercept by centring the target only, not the features, so with
+//! uncentred 0/1 features the intercept is wrong unless the caller centres them, and (b) stops
+//! at a duality-gap tolerance after many sweeps over ~500 strongly correlated columns, so it is
+//! neither exact nor fast at L = 32. The normal equations here are exact, and building them
+//! exploits the 0/1 features: a mask contributes only to the entries of its kept blocks and
+//! kept pairs. `tests/ridge_against_linfa.rs` checks the solver against linfa on a small case.
+//!
+//! Standardisation: features are centred (so that the intercept, which is not penalised, drops
+//! out of the system) but not scaled. Every feature is a 0/1 indicator already, so one α
+//! shrinks every coefficient in the units in which the Shapley closed form reads them; scaling
+//! by the standard deviation would penalise rare pairs less than common ones for no reason
+//! that the game gives.
+
+use layerprune_core::Mask;
+use serde::{Deserialize, Serialize};
+
+use crate::{Surrogate, SurrogateError};
+
+/// A fitted quadratic game.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuadraticSurrogate {
+    pub num_players: usize,
+    /// b, the value of the empty coalition.
+    pub intercept: f64,
+    /// w_i, one per block.
+    pub linear: Vec<f64>,
+    /// w_ij as a symmetric `num_players × num_players` matrix with a zero diagonal (the same
+    /// layout as `layerprune_core::synthetic::PairwiseGame::pairs`).
+    pub pairs: Vec<Vec<f64>>,
+}
+
+/// Number of quadratic features for `num_players` blocks: L linear plus L(L−1)/2 pairs.
+fn num_features(num_players: usize) -> usize {
+    num_players + num_players * num_players.saturating_sub(1) / 2
+}
+
+/// Index of the pair feature (i, j), i < j, after the L linear features: pairs are numbered
+/// (0,1), (0,2), …, (0,L−1), (1,2), …
+fn pair_feature(num_players: usize, i: usize, j: usize) -> usize {
+    num_players + i * (2 * num_players - i - 1) / 2 + (j - i - 1)
+}
+
+impl QuadraticSurrogate {
+    pub(crate) fn fit(
+        num_players: usize,
+        masks: &[Mask],
+        targets: &[f64],
+        ridge_alpha: f64,
+    ) -> Result<Self, SurrogateError> {
+        let mut equations = NormalEquations::new(num_features(num_players));
+        let mut active = Vec::with_capacity(num_features(num_players));
+        for (mask, &target) in masks.iter().zip(targets) {
+            active.clear();
+            let kept = mask.kept_blocks();
+            active.extend_from_slice(&kept);
+            for (a, &i) in kept.iter().enumerate() {
+                for &j in &kept[a + 1..] {
+                    active.push(pair_feature(num_players, i, j));
+                }
+            }
+            equations.add_binary_row(&active, target);
+        }
+        let (intercept, weights) = equations.solve(ridge_alpha)?;
+        let linear = weights[..num_players].to_vec();
+        let mut pairs = vec![vec![0.0; num_players]; num_players];
+        for i in 0..num_players {
+            for j in i + 1..num_players {
+                let w = weights[pair_feature(num_players, i, j)];
+                pairs[i][j] = w;
+                pairs[j][i] = w;
+            }
+        }
+        Ok(QuadraticSurrogate {
+            num_players,
+            intercept,
+            linear,
+            pairs,
+        })
+    }
+
+    /// The Shapley values in closed form, φ_i = w_i + ½ Σ_j w_ij.
+    pub fn shapley_values(&self) -> Vec<f64> {
+        self.linear
+            .iter()
+            .zip(&self.pairs)
+            .map(|(w, row)| w + 0.5 * row.iter().sum::<f64>())
+            .collect()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let n = self.num_players;
+        if self.linear.len() != n {
+            return Err(format!(
+                "quadratic surrogate has {} linear weights for {n} players",
+                self.linear.len()
+            ));
+        }
+        if self.pairs.len() != n || self.pairs.iter().any(|row| row.len() != n) {
+            return Err(format!(
+                "quadratic surrogate's pair matrix is not {n} × {n}"
+            ));
+        }
+        for i in 0..n {
+            if self.pairs[i][i] != 0.0 {
+                return Err(format!(
+                    "quadratic surrogate's pair matrix has a non-zero diagonal entry at block {i}"
+                ));
+            }
+            for j in 0..i {
+                if self.pairs[i][j] != self.pairs[j][i] {
+                    return Err(format!(
+                        "quadratic surrogate's pair matrix is not symmetric at ({i}, {j})"
+                    ));
+                }
+            }
+        }
+        let all_finite = self.intercept.is_finite()
+            && self.linear.iter().all(|w| w.is_finite())
+            && self.pairs.iter().flatten().all(|w| w.is_finite());
+        if !all_finite {
+            return Err("quadratic surrogate has a non-finite coefficient".into());
+        }
+        Ok(())
+    }
+}
+
+impl Surrogate for QuadraticSurrogate {
+    fn num_players(&self) -> usize {
+        self.num_players
+    }
+
+    fn predict(&self, masks: &[Mask]) -> Vec<f64> {
+        let mut kept = Vec::with_capacity(self.num_players);
+        masks
+            .iter()
+            .map(|mask| {
+                assert_eq!(mask.num_blocks(), self.num_players, "mask length");
+                kept.clear();
+                kept.extend((0..self.num_players).filter(|&i| mask.is_kept(i)));
+                let mut value = self.intercept;
+                for (a, &i) in kept.iter().enumerate() {
+                    value += self.linear[i];
+                    let row = &self.pairs[i];
+                    value += kept[a + 1..].iter().map(|&j| row[j]).sum::<f64>();
+                }
+                value
+            })
+            .collect()
+    }
+
+    fn exact_shapley(&self) -> Option<Vec<f64>> {
+        Some(self.shapley_values())
+    }
+}
+
+/// The sufficient statistics of a least-squares problem with an intercept: raw Σ x xᵀ, Σ x,
+/// Σ x y, Σ y and n. Centring happens in [`NormalEquations::solve`], which keeps accumulation
+/// sparse for 0/1 features.
+struct NormalEquations {
+    num_features: usize,
+    rows: usize,
+    /// Upper triangle (a ≤ b) of Σ x_a x_b, row-major `num_features × num_features`.
+    gram: Vec<f64>,
+    feature_sums: Vec<f64>,
+    cross: Vec<f64>,
+    target_sum: f64,
+}
+
+impl NormalEquations {
+    fn new(num_features: usize) -> Self {
+        NormalEquations {
+            num_features,
+            rows: 0,
+            gram: vec![0.0; num_features * num_features],
+            feature_sums: vec![0.0; num_features],
+            cross: vec![0.0; num_features],
+            target_sum: 0.0,
+        }
+    }
+
+    /// Adds a row whose features are 1 at `active` (ascending) and 0 elsewhere.
+    fn add_binary_row(&mut self, active: &[usize], target: f64) {
+        self.rows += 1;
+        self.target_sum += target;
+        for (position, &a) in active.iter().enumerate() {
+            self.feature_sums[a] += 1.0;
+            self.cross[a] += target;
+            let gram_row = &mut self.gram[a * self.num_features..(a + 1) * self.num_features];
+            for &b in &active[position..] {
+                gram_row[b] += 1.0;
+            }
+        }
+    }
+
+    fn add_dense_row(&mut self, features: &[f64], target: f64) {
+        self.rows += 1;
+        self.target_sum += target;
+        for (a, &x_a) in features.iter().enumerate() {
+            self.feature_sums[a] += x_a;
+            self.cross[a] += x_a * target;
+            let gram_row = &mut self.gram[a * self.num_features..(a + 1) * self.num_features];
+            for (b, &x_b) in features.iter().enumerate().skip(a) {
+                gram_row[b] += x_a * x_b;
+            }
+        }
+    }
+
+    /// Minimises (1/n)·Σ (y − c − wᵀx)² + α‖w‖² over c (unpenalised) and w: with centred
+    /// features, (X_cᵀX_c + nαI) w = X_cᵀ y_c and c = ȳ − x̄ᵀw. Returns (c, w).
+    fn solve(&self, alpha: f64) -> Result<(f64, Vec<f64>), SurrogateError> {
+        let p = self.num_features;
+        let n = self.rows as f64;
+        let target_mean = self.target_sum / n;
+        let mut system = vec![0.0; p * p];
+        for a in 0..p {
+            for b in a..p {
+                let centred =
+                    self.gram[a * p + b] - self.feature_sums[a] * self.feature_sums[b] / n;
+                system[a * p + b] = centred;
+                system[b * p + a] = centred;
+            }
+            system[a * p + a] += n * alpha;
+        }
+        let rhs: Vec<f64> = (0..p)
+            .map(|a| self.cross[a] - self.feature_sums[a] * target_mean)
+            .collect();
+        let weights = cholesky_solve(&mut system, p, rhs)?;
+        let intercept = target_mean
+            - weights
+                .iter()
+                .zip(&self.feature_sums)
+                .map(|(w, s)| w * s / n)
+                .sum::<f64>();
+        Ok((intercept, weights))
+    }
+}
+
+/// Solves `matrix · x = rhs` for a symmetric positive-definite `matrix` (row-major p × p,
+/// overwritten by its Cholesky factor). A pivot that is not clearly positive means the system
+/// is singular or indefinite.
+fn cholesky_solve(
+    matrix: &mut [f64],
+    p: usize,
+    mut rhs: Vec<f64>,
+) -> Result<Vec<f64>, SurrogateError> {
+    let largest_diagonal = (0..p).map(|a| matrix[a * p + a]).fold(0.0_f64, f64::max);
+    let smallest_pivot = largest_diagonal * 1e-12;
+    for j in 0..p {
+        let mut pivot = matrix[j * p + j];
+        for k in 0..j {
+            pivot -= matrix[j * p + k] * matrix[j * p + k];
+        }
+        // NaN pivots fail too.
+        if pivot.is_nan() || pivot <= smallest_pivot {
+            return Err(SurrogateError::SingularSystem);
+        }
+        let pivot = pivot.sqrt();
+        matrix[j * p + j] = pivot;
+        for i in j + 1..p {
+            let (upper, lower) = matrix.split_at_mut(i * p);
+            let row_j = &upper[j * p..j * p + j];
+            let row_i = &mut lower[..p];
+            let dot: f64 = row_i[..j].iter().zip(row_j).map(|(a, b)| a * b).sum();
+            row_i[j] = (row_i[j] - dot) / pivot;
+        }
+    }
+    // Forward substitution L y = rhs, then back substitution Lᵀ x = y (L in the lower half).
+    for i in 0..p {
+        let dot: f64 = (0..i).map(|k| matrix[i * p + k] * rhs[k]).sum();
+        rhs[i] = (rhs[i] - dot) / matrix[i * p + i];
+    }
+    for i in (0..p).rev() {
+        let dot: f64 = (i + 1..p).map(|k| matrix[k * p + i] * rhs[k]).sum();
+        rhs[i] = (rhs[i] - dot) / matrix[i * p + i];
+    }
+    Ok(rhs)
+}
+
+/// Ridge regression with an unpenalised intercept on dense features: minimises
+/// (1/n)·Σ (y − c − wᵀx)² + α‖w‖², returning (c, w). The same solver the quadratic surrogate
+/// uses; public so that it can be checked against other implementations.
+pub fn ridge_solve(
+    features: &[Vec<f64>],
+    targets: &[f64],
+    alpha: f64,
+) -> Result<(f64, Vec<f64>), SurrogateError> {
+    if features.len() != targets.len() {
+        return Err(SurrogateError::LengthMismatch {
+            masks: features.len(),
+            targets: targets.len(),
+        });
+    }
+    let first = features.first().ok_or(SurrogateError::NoRows)?;
+    let mut equations = NormalEquations::new(first.len());
+    for (row, (x, &y)) in features.iter().zip(targets).enumerate() {
+        if x.len() != first.len() {
+            return Err(SurrogateError::MixedMaskLengths {
+                row,
+                got: x.len(),
+                expected: first.len(),
+            });
+        }
+        equations.add_dense_row(x, y);
+    }
+    equations.solve(alpha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_features_are_numbered_densely() {
+        let l = 5;
+        let mut seen = Vec::new();
+        for i in 0..l {
+            for j in i + 1..l {
+                seen.push(pair_feature(l, i, j));
+            }
+        }
+        let expected: Vec<usize> = (l..num_features(l)).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn binary_accumulation_matches_dense_expansion() {
+        // The quadratic fit (sparse statistics) and ridge_solve on the expanded features
+        // (dense statistics) must agree coefficient for coefficient.
+        let l = 4;
+        let masks: Vec<Mask> = (0..16u32)
+            .map(|bits| Mask::from_kept((0..l).map(|i| bits >> i & 1 == 1).collect()))
+            .collect();
+        let targets: Vec<f64> = (0..16)
+            .map(|k| ((k * 7) % 5) as f64 - 0.3 * k as f64)
+            .collect();
+        let model = QuadraticSurrogate::fit(l, &masks, &targets, 0.01).unwrap();
+        let expanded: Vec<Vec<f64>> = masks
+            .iter()
+            .map(|m| {
+                let x = m.to_features();
+                let mut row = x.clone();
+                for i in 0..l {
+                    for j in i + 1..l {
+                        row.push(x[i] * x[j]);
+                    }
+                }
+                row
+            })
+            .collect();
+        let (intercept, weights) = ridge_solve(&expanded, &targets, 0.01).unwrap();
+        assert!((intercept - model.intercept).abs() < 1e-10);
+        for i in 0..l {
+            assert!((weights[i] - model.linear[i]).abs() < 1e-10);
+            for j in i + 1..l {
+                assert!((weights[pair_feature(l, i, j)] - model.pairs[i][j]).abs() < 1e-10);
+            }
+        }
+    }
+
+    #[test]
+    fn collinear_features_without_ridge_are_singular() {
+        let features = vec![vec![1.0, 2.0], vec![2.0, 4.0], vec![3.0, 6.0]];
+        assert!(matches!(
+            ridge_solve(&features, &[1.0, 2.0, 3.0], 0.0),
+            Err(SurrogateError::SingularSystem)
+        ));
+        assert!(ridge_solve(&features, &[1.0, 2.0, 3.0], 0.1).is_ok());
+    }
+
+    #[test]
+    fn unregularised_solution_is_least_squares() {
+        // y = 1 + 2 x0 − x1 exactly.
+        let features = vec![
+            vec![0.0, 0.0],
+            vec![1.0, 0.0],
+            vec![0.0, 1.0],
+            vec![1.0, 1.0],
+            vec![2.0, 3.0],
+        ];
+        let targets: Vec<f64> = features.iter().map(|x| 1.0 + 2.0 * x[0] - x[1]).collect();
+        let (c, w) = ridge_solve(&features, &targets, 0.0).unwrap();
+        assert!(
+            (c - 1.0).abs() < 1e-12 && (w[0] - 2.0).abs() < 1e-12 && (w[1] + 1.0).abs() < 1e-12
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! A fitted surrogate on disk: one JSON object naming its format, kind, number of players and
+//! target (with the target's sign and units spelled out), followed by the model's parameters.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FittedSurrogate, Surrogate, SurrogateError, SurrogateKind};
+
+/// The `format` field of every surrogate file.
+pub const FORMAT_NAME: &str = "layerprune-surrogate";
+/// The layout version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A fitted surrogate with what it predicts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedSurrogate {
+    /// Short name of the predicted value, e.g. "utility" or "nll-increase".
+    pub target: String,
+    /// What the predicted value means, with its sign (higher must be better, as for every
+    /// game) and units, e.g. "−(NLL(mask) − NLL(full model)), nats per token; 0 = no loss".
+    pub target_description: String,
+    /// `kind` and `parameters`.
+    #[serde(flatten)]
+    pub surrogate: FittedSurrogate,
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    format: &'static str,
+    format_version: u32,
+    num_players: usize,
+    #[serde(flatten)]
+    saved: &'a SavedSurrogate,
+}
+
+#[derive(Deserialize)]
+struct FileIn {
+    num_players: usize,
+    #[serde(flatten)]
+    saved: SavedSurrogate,
+}
+
+fn file_error(path: &Path, problem: impl Into<String>) -> SurrogateError {
+    SurrogateError::File {
+        path: path.display().to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl SavedSurrogate {
+    pub fn new(
+        surrogate: FittedSurrogate,
+        target: impl Into<String>,
+        target_description: impl Into<String>,
+    ) -> Self {
+        SavedSurrogate {
+            target: target.into(),
+            target_description: target_description.into(),
+            surrogate,
+        }
+    }
+
+    pub fn kind(&self) -> SurrogateKind {
+        self.surrogate.kind()
+    }
+
+    /// Writes the file atomically: a temporary file in the same folder, renamed into place.
+    pub fn save(&self, path: &Path) -> Result<(), SurrogateError> {
+        let file = FileOut {
+            format: FORMAT_NAME,
+            format_version: FORMAT_VERSION,
+            num_players: self.surrogate.num_players(),
+            saved: self,
+        };
+        let text = serde_json::to_vec(&file)
+            .map_err(|e| file_error(path, format!("cannot encode the surrogate: {e}")))?;
+        let folder = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let mut temporary = tempfile::NamedTempFile::new_in(folder).map_err(|e| {
+            file_error(
+                path,
+                format!("cannot create a temporary file beside it: {e}"),
+            )
+        })?;
+        temporary
+            .write_all(&text)
+            .and_then(|()| temporary.as_file().sync_all())
+            .map_err(|e| file_error(path, format!("cannot write: {e}")))?;
+        temporary.persist(path).map_err(|e| {
+            file_error(
+                path,
+                format!("cannot move the finished file into place: {e}"),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Reads a file written by [`SavedSurrogate::save`], checking its format, version and the
+    /// consistency of the parameters; every error names the file.
+    pub fn load(path: &Path) -> Result<Self, SurrogateError> {
+        let bytes =
+            std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| file_error(path, format!("not a surrogate file (not valid JSON: {e})")))?;
+        match value.get("format").and_then(serde_json::Value::as_str) {
+            Some(FORMAT_NAME) => {}
+            Some(other) => {
+                return Err(file_error(
+                    path,
+                    format!("not a surrogate file (format is {other:?}, expected {FORMAT_NAME:?})"),
+                ))
+            }
+            None => {
+                return Err(file_error(
+                    path,
+                    format!("not a surrogate file (no \"format\": {FORMAT_NAME:?} field)"),
+                ))
+            }
+        }
+        match value.get("format_version").and_then(serde_json::Value::as_u64) {
+            Some(version) if version == u64::from(FORMAT_VERSION) => {}
+            Some(version) => {
+                return Err(file_error(
+                    path,
+                    format!("surrogate format version {version} is not supported (this build reads version {FORMAT_VERSION})"),
+                ))
+            }
+            None => return Err(file_error(path, "surrogate file has no format_version")),
+        }
+        let file: FileIn = serde_json::from_value(value)
+            .map_err(|e| file_error(path, format!("damaged surrogate file: {e}")))?;
+        let saved = file.saved;
+        if saved.surrogate.num_players() != file.num_players {
+            return Err(file_error(
+                path,
+                format!(
+                    "damaged surrogate file: num_players is {} but the {} model has {}",
+                    file.num_players,
+                    saved.kind(),
+                    saved.surrogate.num_players()
+                ),
+            ));
+        }
+        saved
+            .surrogate
+            .validate()
+            .map_err(|problem| file_error(path, format!("damaged surrogate file: {problem}")))?;
+        Ok(saved)
+    }
+}

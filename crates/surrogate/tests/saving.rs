@@ -1,0 +1,128 @@
+//! Saving and loading fitted surrogates.
+
+mod common;
+
+use std::path::Path;
+
+use common::{stratified_masks, SmoothUtility};
+use layerprune_surrogate::{
+    fit, FitOptions, SavedSurrogate, Surrogate, SurrogateError, SurrogateKind, FORMAT_NAME,
+};
+
+fn fitted(kind: SurrogateKind) -> SavedSurrogate {
+    let utility = SmoothUtility::new(6, 1);
+    let masks = stratified_masks(6, &[1, 2, 3], 300, 2);
+    let options = FitOptions {
+        epochs: 20,
+        trees: 5,
+        ..FitOptions::default()
+    };
+    let model = fit(kind, &masks, &utility.values(&masks), &options).unwrap();
+    SavedSurrogate::new(model, "utility", "PPL_full / PPL_mask; higher is better")
+}
+
+fn load_error(path: &Path) -> String {
+    match SavedSurrogate::load(path) {
+        Err(error @ SurrogateError::File { .. }) => error.to_string(),
+        other => panic!("expected a file error, got {other:?}"),
+    }
+}
+
+#[test]
+fn round_trip_gives_identical_predictions() {
+    let folder = tempfile::tempdir().unwrap();
+    let probes = stratified_masks(6, &[0, 1, 2, 3, 4, 5, 6], 200, 3);
+    for kind in SurrogateKind::ALL {
+        let saved = fitted(kind);
+        let path = folder.path().join(format!("{kind}.json"));
+        saved.save(&path).unwrap();
+        let loaded = SavedSurrogate::load(&path).unwrap();
+        assert_eq!(loaded.kind(), kind);
+        assert_eq!(loaded.target, "utility");
+        assert_eq!(loaded.target_description, saved.target_description);
+        assert_eq!(loaded.surrogate.num_players(), 6);
+        assert_eq!(
+            loaded.surrogate.predict(&probes),
+            saved.surrogate.predict(&probes),
+            "{kind}"
+        );
+        assert_eq!(
+            loaded.surrogate.exact_shapley(),
+            saved.surrogate.exact_shapley()
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["format"], FORMAT_NAME);
+        assert_eq!(json["kind"], kind.name());
+        assert_eq!(json["num_players"], 6);
+    }
+}
+
+#[test]
+fn damaged_files_are_refused_with_the_file_named() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("surrogate.json");
+    let shown = path.display().to_string();
+
+    let missing = load_error(&folder.path().join("absent.json"));
+    assert!(
+        missing.contains("absent.json") && missing.contains("cannot read"),
+        "{missing}"
+    );
+
+    std::fs::write(&path, "{ this is not json").unwrap();
+    let error = load_error(&path);
+    assert!(
+        error.contains(&shown) && error.contains("not valid JSON"),
+        "{error}"
+    );
+
+    std::fs::write(
+        &path,
+        r#"{"format": "something-else", "format_version": 1}"#,
+    )
+    .unwrap();
+    let error = load_error(&path);
+    assert!(error.contains("something-else"), "{error}");
+
+    fitted(SurrogateKind::Quadratic).save(&path).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+
+    let mut newer = json.clone();
+    newer["format_version"] = 99.into();
+    std::fs::write(&path, newer.to_string()).unwrap();
+    let error = load_error(&path);
+    assert!(error.contains("version 99"), "{error}");
+
+    let mut wrong_count = json.clone();
+    wrong_count["num_players"] = 7.into();
+    std::fs::write(&path, wrong_count.to_string()).unwrap();
+    let error = load_error(&path);
+    assert!(error.contains("num_players is 7"), "{error}");
+
+    json["parameters"]["linear"] = serde_json::json!([1.0, 2.0]);
+    std::fs::write(&path, json.to_string()).unwrap();
+    let error = load_error(&path);
+    assert!(
+        error.contains(&shown) && error.contains("linear weights"),
+        "{error}"
+    );
+
+    fitted(SurrogateKind::PublishedMlp).save(&path).unwrap();
+    let mut mlp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    mlp["parameters"]["hidden_bias"] = serde_json::json!([0.0]);
+    std::fs::write(&path, mlp.to_string()).unwrap();
+    let error = load_error(&path);
+    assert!(error.contains("shapes"), "{error}");
+}
+
+#[test]
+fn saving_into_a_missing_folder_names_the_file() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("no-such-folder").join("s.json");
+    let error = fitted(SurrogateKind::Quadratic).save(&path).unwrap_err();
+    assert!(error.to_string().contains("s.json"), "{error}");
+    assert!(!path.exists());
+}
