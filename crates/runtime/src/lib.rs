@@ -14,7 +14,7 @@ pub use evaluator::{
     block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation, OnnxGame,
 };
 pub use manifest::{model_id, sha256_file, BlockRef, GraphRef, Manifest, FORMAT, MANIFEST_FILE};
-pub use model::{runtime_library_path, HiddenState, LayeredModel, RuntimeOptions};
+pub use model::{runtime_library_path, DEFAULT_LIBRARY, HiddenState, LayeredModel, RuntimeOptions};
 
 use std::path::PathBuf;
 

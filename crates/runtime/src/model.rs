@@ -37,8 +37,11 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// Where the ONNX Runtime shared library is: `ORT_DYLIB_PATH`, else the copy `make ort`
-/// unpacks into `build/onnxruntime/` under the current folder.
+/// Where `make ort` unpacks the library of the PyPI `onnxruntime==1.31.1` wheel.
+pub const DEFAULT_LIBRARY: &str = "build/ort-cpu/onnxruntime/capi/libonnxruntime.so.1.31.1";
+
+/// Where the ONNX Runtime shared library is: `ORT_DYLIB_PATH`, else [`DEFAULT_LIBRARY`]
+/// under the current folder.
 pub fn runtime_library_path() -> Result<PathBuf, RuntimeError> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
         let path = PathBuf::from(path);
@@ -51,13 +54,13 @@ pub fn runtime_library_path() -> Result<PathBuf, RuntimeError> {
             )))
         };
     }
-    let fallback = PathBuf::from("build/onnxruntime/libonnxruntime.so.1.31.1");
+    let fallback = PathBuf::from(DEFAULT_LIBRARY);
     if fallback.is_file() {
         return Ok(fallback);
     }
     Err(RuntimeError::Library(
         "set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1 (`make ort` fetches it from the PyPI \
-         onnxruntime wheel into build/onnxruntime/)"
+         onnxruntime wheel into build/ort-cpu/)"
             .into(),
     ))
 }
