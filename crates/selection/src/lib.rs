@@ -1,1 +1,147 @@
-//! (to be written)
+//! Which blocks to delete: the baseline scorers the method is compared with, and the rules
+//! that turn scores, a surrogate or the LLM itself into a set of k removed blocks.
+//!
+//! Convention everywhere: a [`BlockScores`] has one score per block and a higher score means a
+//! more important block (kept); removal takes the lowest. Every scorer and every selection
+//! rule records its cost in LLM evaluations (distinct masks run on the real model), the
+//! currency in which methods are compared.
+//!
+//! - [`baselines`]: ShortGPT block influence, angular distance (per block and the best
+//!   contiguous run), leave-one-out perplexity (Shortened-LLaMA), reverse order, random.
+//! - [`select`]: one-shot removal of the k lowest scores; iterative removal through a
+//!   surrogate (re-estimating the Shapley values of the remaining blocks after each removal);
+//!   surrogate-guided search over masks with exactly k removed.
+//! - [`sleb`]: SLEB's greedy removal against any [`layerprune_core::Game`] (the LLM).
+//!
+//! Everything here is a pure function over the core `Game` / surrogate `Surrogate` traits and
+//! the table row types; nothing reads or writes files.
+
+pub mod baselines;
+pub mod select;
+pub mod sleb;
+
+pub use baselines::{
+    angular_distance_scores, best_angular_run, block_influence_scores, leave_one_out_scores,
+    random_scores, reverse_order_scores, scores_from_table, AngularRun, BlockScores,
+};
+pub use select::{
+    iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,
+    SurrogateShapley,
+};
+pub use sleb::{sleb, SlebResult};
+
+use layerprune_core::GameError;
+
+/// Why blocks could not be scored or selected. Messages name the offending block, method or
+/// count so a stage can print them as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectionError {
+    #[error("cannot remove {k} blocks: only {players} blocks may be removed ({num_blocks} blocks, {fixed} fixed); k must be smaller than the number of removable blocks")]
+    TooManyRemoved {
+        k: usize,
+        players: usize,
+        num_blocks: usize,
+        fixed: usize,
+    },
+    #[error("fixed block {block} is out of range for a model of {num_blocks} blocks")]
+    FixedOutOfRange { block: usize, num_blocks: usize },
+    #[error("{method}: {count} scores for a model of {num_blocks} blocks")]
+    WrongScoreCount {
+        method: String,
+        count: usize,
+        num_blocks: usize,
+    },
+    #[error("{method}: the score of block {block} is not a finite number ({value})")]
+    NonFiniteScore {
+        method: String,
+        block: usize,
+        value: f64,
+    },
+    #[error("{method}: block {block} has no score (every block needs exactly one)")]
+    MissingBlock { method: String, block: usize },
+    #[error("{method}: block {block} has more than one score")]
+    DuplicateBlock { method: String, block: usize },
+    #[error("{method}: block {block} is out of range for a model of {num_blocks} blocks")]
+    BlockOutOfRange {
+        method: String,
+        block: usize,
+        num_blocks: usize,
+    },
+    #[error("the score table has no rows for estimator {estimator:?} (it has: {available})")]
+    UnknownEstimator {
+        estimator: String,
+        available: String,
+    },
+    #[error("the block statistics have no run of {run_length} blocks that avoids the fixed blocks (runs measured: {available})")]
+    NoRun {
+        run_length: usize,
+        available: String,
+    },
+    #[error("the surrogate has {surrogate} players but the model has {num_blocks} blocks")]
+    SurrogateSize { surrogate: usize, num_blocks: usize },
+    #[error("the surrogate's Shapley values: {0}")]
+    Shapley(#[from] layerprune_shapley::ShapleyError),
+    #[error("the game could not value the masks: {0}")]
+    Game(GameError),
+    #[error("invalid option: {0}")]
+    BadOption(String),
+}
+
+impl From<GameError> for SelectionError {
+    fn from(error: GameError) -> Self {
+        SelectionError::Game(error)
+    }
+}
+
+/// The blocks that may be removed: every block but the fixed ones, ascending. Fails when a
+/// fixed block is out of range or when `k` is not smaller than the number of removable blocks
+/// (removing every player leaves nothing to choose and, without fixed blocks, no model).
+pub fn removable_blocks(
+    num_blocks: usize,
+    fixed: &[usize],
+    k: usize,
+) -> Result<Vec<usize>, SelectionError> {
+    if let Some(&block) = fixed.iter().find(|&&b| b >= num_blocks) {
+        return Err(SelectionError::FixedOutOfRange { block, num_blocks });
+    }
+    let players: Vec<usize> = (0..num_blocks).filter(|b| !fixed.contains(b)).collect();
+    if k >= players.len() {
+        return Err(SelectionError::TooManyRemoved {
+            k,
+            players: players.len(),
+            num_blocks,
+            fixed: num_blocks - players.len(),
+        });
+    }
+    Ok(players)
+}
+
+/// The seeded generator of every random choice here: portable and the same on every platform.
+pub(crate) fn rng_from_seed(seed: u64) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removable_blocks_refuse_k_at_or_above_the_players() {
+        assert_eq!(removable_blocks(5, &[0, 4], 2).unwrap(), vec![1, 2, 3]);
+        let err = removable_blocks(5, &[0, 4], 3).unwrap_err();
+        assert!(matches!(
+            err,
+            SelectionError::TooManyRemoved {
+                k: 3,
+                players: 3,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("2 fixed"), "{err}");
+        assert!(matches!(
+            removable_blocks(5, &[5], 1),
+            Err(SelectionError::FixedOutOfRange { block: 5, .. })
+        ));
+    }
+}

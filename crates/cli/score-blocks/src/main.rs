@@ -1,1 +1,184 @@
-fn main() {}
+//! `score-blocks`: the baseline block scores (ShortGPT block influence, angular distance,
+//! leave-one-out perplexity, reverse order, random) as one score table, one estimator per
+//! method, each with its cost in LLM evaluations. `apply-prune --scores --estimator METHOD`
+//! turns any of them into a plan. The scorers live in `layerprune-selection`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use layerprune_cli_common::{command_line, run};
+use layerprune_selection::{
+    angular_distance_scores, block_influence_scores, leave_one_out_scores, random_scores,
+    reverse_order_scores, BlockScores,
+};
+use layerprune_tables::{
+    read_block_stats, read_evaluations, write_scores, BlockStatsTable, EvaluationTable, Provenance,
+    ScoreRow, ScoreTable,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Method {
+    /// ShortGPT: 1 − mean cosine(input, output) of each block (--block-stats; 1 pass).
+    BlockInfluence,
+    /// Gromov et al.: arccos(cosine)/π of each block (--block-stats; 1 pass).
+    Angular,
+    /// Shortened-LLaMA: NLL with only that block removed (--evaluations; L passes).
+    LeaveOneOut,
+    /// The last blocks first: score −i (no pass).
+    Reverse,
+    /// Seeded uniform random scores (no pass).
+    Random,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Baseline per-block scores (higher = more important) as a score table"
+)]
+struct Args {
+    /// Scoring method; repeat for several (each becomes one estimator in the table).
+    #[arg(long = "method", value_enum, required = true)]
+    methods: Vec<Method>,
+    /// Block statistics of the full model (evaluate --block-stats).
+    #[arg(long)]
+    block_stats: Option<PathBuf>,
+    /// Evaluation table holding every single-block removal (e.g. sample-masks --anchors).
+    #[arg(long)]
+    evaluations: Option<PathBuf>,
+    /// Number of blocks, when only reverse/random are asked for and no table says it.
+    #[arg(long)]
+    num_blocks: Option<usize>,
+    /// Seed of the random scores.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Score table to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    run(|| score_blocks(Args::parse()))
+}
+
+fn score_blocks(args: Args) -> Result<()> {
+    let stats: Option<BlockStatsTable> = args
+        .block_stats
+        .as_deref()
+        .map(read_block_stats)
+        .transpose()?;
+    let evaluations: Option<EvaluationTable> = args
+        .evaluations
+        .as_deref()
+        .map(read_evaluations)
+        .transpose()?;
+    let mut num_blocks = args.num_blocks;
+    let mut agree = |count: usize, source: String| -> Result<()> {
+        match num_blocks {
+            Some(expected) if expected != count => bail!(
+                "{source} is for a model of {count} blocks, but another input says {expected}"
+            ),
+            _ => {
+                num_blocks = Some(count);
+                Ok(())
+            }
+        }
+    };
+    if let (Some(table), Some(path)) = (&stats, &args.block_stats) {
+        agree(table.num_blocks, path.display().to_string())?;
+    }
+    if let (Some(table), Some(path)) = (&evaluations, &args.evaluations) {
+        agree(table.num_blocks, path.display().to_string())?;
+    }
+    if let (Some(s), Some(e)) = (&stats, &evaluations) {
+        if s.model_id != e.model_id {
+            bail!(
+                "--block-stats is of model {} but --evaluations of model {}",
+                s.model_id,
+                e.model_id
+            );
+        }
+    }
+    let Some(num_blocks) = num_blocks else {
+        bail!("no input says how many blocks the model has; give --block-stats, --evaluations or --num-blocks");
+    };
+
+    // A method asked for twice is scored once.
+    let mut methods: Vec<Method> = Vec::new();
+    for &method in &args.methods {
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
+    let mut rows = Vec::new();
+    for method in methods {
+        let scores: BlockScores = match method {
+            Method::BlockInfluence | Method::Angular => {
+                let (table, path) =
+                    stats
+                        .as_ref()
+                        .zip(args.block_stats.as_ref())
+                        .with_context(|| {
+                            format!(
+                                "--method {method:?} needs --block-stats (evaluate --block-stats)"
+                            )
+                        })?;
+                let scores = if method == Method::Angular {
+                    angular_distance_scores(table)
+                } else {
+                    block_influence_scores(table)
+                };
+                scores.with_context(|| path.display().to_string())?
+            }
+            Method::LeaveOneOut => {
+                let (table, path) = evaluations
+                    .as_ref()
+                    .zip(args.evaluations.as_ref())
+                    .context(
+                    "--method leave-one-out needs --evaluations with every single-block removal",
+                )?;
+                leave_one_out_scores(table).with_context(|| path.display().to_string())?
+            }
+            Method::Reverse => reverse_order_scores(num_blocks),
+            Method::Random => random_scores(num_blocks, args.seed),
+        };
+        scores.check(num_blocks)?;
+        rows.extend(
+            scores
+                .scores
+                .iter()
+                .enumerate()
+                .map(|(block, &estimate)| ScoreRow {
+                    block: block as u32,
+                    estimate,
+                    std_error: None,
+                    ci_low: None,
+                    ci_high: None,
+                    estimator: scores.method.clone(),
+                    llm_evaluations: scores.llm_evaluations,
+                }),
+        );
+    }
+    let mut provenance = Provenance::new("score-blocks", env!("CARGO_PKG_VERSION"), command_line())
+        .with_seed(args.seed);
+    if let Some(table) = &stats {
+        provenance = provenance
+            .with_input("model", &table.model_id)
+            .with_input("dataset", &table.dataset_id);
+    } else if let Some(table) = &evaluations {
+        provenance = provenance
+            .with_input("model", &table.model_id)
+            .with_input("dataset", &table.dataset_id);
+    }
+    let table = ScoreTable { num_blocks, rows };
+    write_scores(&args.out, &table, &provenance)?;
+    println!("{:<16} {:>5} {:>12}", "estimator", "block", "score");
+    for row in &table.rows {
+        println!(
+            "{:<16} {:>5} {:>12.6}",
+            row.estimator, row.block, row.estimate
+        );
+    }
+    Ok(())
+}

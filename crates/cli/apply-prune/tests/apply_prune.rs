@@ -1,0 +1,456 @@
+//! The `apply-prune` binary end to end on the committed tiny model: plans measured on the
+//! LLM, the pruned model folder (which must run and give the masked model's NLL), and a clear
+//! failure with nothing written for every bad input.
+//!
+//! Needs ONNX Runtime: set ORT_DYLIB_PATH (the Makefile does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use layerprune_core::Mask;
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, Manifest, RuntimeOptions};
+use layerprune_tables::{
+    read_plans, write_scores, write_tokens, Provenance, ScoreRow, ScoreTable, TokenTable,
+};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+}
+
+fn apply_prune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_apply-prune"))
+        .args(args)
+        .output()
+        .expect("the apply-prune binary runs")
+}
+
+fn succeed(args: &[&str]) -> String {
+    let output = apply_prune(args);
+    assert!(
+        output.status.success(),
+        "apply-prune {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Fails, says `expected` on stderr, and writes neither `plan` nor `folder`.
+fn fail(args: &[&str], expected: &str, plan: &Path, folder: Option<&Path>) {
+    let output = apply_prune(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "apply-prune {args:?} succeeded");
+    assert!(stderr.contains(expected), "{args:?}: stderr is {stderr}");
+    assert!(!plan.exists(), "{args:?} wrote {}", plan.display());
+    if let Some(folder) = folder {
+        assert!(!folder.exists(), "{args:?} wrote {}", folder.display());
+    }
+}
+
+/// Deterministic token windows inside the fixture's vocabulary of 320.
+fn windows() -> Vec<Vec<u32>> {
+    let mut state: u64 = 12345;
+    (0..3)
+        .map(|_| {
+            (0..16)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % 320) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn write_inputs(dir: &Path, scores: &[f64]) -> (PathBuf, PathBuf) {
+    let provenance = Provenance::new("test", "0", Vec::new());
+    let tokens = dir.join("tokens.parquet");
+    write_tokens(
+        &tokens,
+        &TokenTable::new(16, windows(), "none", "test"),
+        &provenance,
+    )
+    .unwrap();
+    let scores_path = dir.join("scores.parquet");
+    write_score_table(&scores_path, scores);
+    (tokens, scores_path)
+}
+
+fn write_score_table(path: &Path, scores: &[f64]) {
+    let table = ScoreTable {
+        num_blocks: scores.len(),
+        rows: scores
+            .iter()
+            .enumerate()
+            .map(|(block, &estimate)| ScoreRow {
+                block: block as u32,
+                estimate,
+                std_error: None,
+                ci_low: None,
+                ci_high: None,
+                estimator: "test".into(),
+                llm_evaluations: 17,
+            })
+            .collect(),
+    };
+    write_scores(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+}
+
+fn nll_of(model_dir: &Path, mask: &Mask) -> f64 {
+    let model = LayeredModel::open(model_dir, &RuntimeOptions::default()).unwrap();
+    let mut evaluator = Evaluator::new(model, &windows(), EvalOptions::default()).unwrap();
+    evaluator
+        .evaluate(std::slice::from_ref(mask), &mut |_, _| {})
+        .unwrap()[0]
+        .nll()
+}
+
+#[test]
+fn one_shot_plans_are_measured_and_the_pruned_model_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    let pruned = dir.path().join("pruned");
+    let model = fixture();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s, scores_s, plan_s, pruned_s) =
+        (s(&model), s(&tokens), s(&scores), s(&plan), s(&pruned));
+    let args = [
+        "--scores",
+        &scores_s,
+        "--estimator",
+        "test",
+        "--k",
+        "2",
+        "--fixed",
+        "0",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--plan",
+        &plan_s,
+        "--pruned-out",
+        &pruned_s,
+    ];
+    succeed(&args);
+    let plans = read_plans(&plan).unwrap();
+    assert_eq!(plans.num_blocks, 6);
+    assert_eq!(plans.rows.len(), 1);
+    let row = &plans.rows[0];
+    assert_eq!(row.method, "one-shot:test");
+    assert_eq!(row.removed_blocks, vec![2, 4]);
+    assert_eq!(row.llm_evaluations, 17 + 1);
+    let mask = Mask::from_removed(6, &[2, 4]).unwrap();
+    let masked_nll = nll_of(&model, &mask);
+    let measured = row.measured_nll.unwrap();
+    assert!(
+        (measured - masked_nll).abs() < 1e-9,
+        "{measured} vs {masked_nll}"
+    );
+    assert!((row.measured_ppl.unwrap() - measured.exp()).abs() < 1e-9);
+
+    // The pruned folder loads (hashes verified) and runs the masked model.
+    let manifest = Manifest::load(&pruned).unwrap();
+    assert_eq!(manifest.num_blocks, 4);
+    assert_eq!(manifest.original_indices(), vec![0, 1, 3, 5]);
+    let pruned_from = &manifest.extra["pruned_from"];
+    assert_eq!(pruned_from["removed_blocks"], serde_json::json!([2, 4]));
+    assert_eq!(pruned_from["method"], "one-shot:test");
+    let original = Manifest::load(&model).unwrap();
+    for block in [2, 4] {
+        let graph = &original.blocks[block].file;
+        assert!(!pruned.join(graph).exists(), "{graph} was copied");
+        assert!(!manifest.files.contains_key(graph));
+    }
+    let weights: Vec<_> = std::fs::read_dir(pruned.join("weights")).unwrap().collect();
+    // 6 blocks × 7 weight files + the tied embedding; two blocks' files are gone.
+    assert_eq!(weights.len(), 4 * 7 + 1);
+    assert!(!pruned.join("reference.json").exists());
+    let pruned_nll = nll_of(&pruned, &Mask::full(4));
+    assert!(
+        (pruned_nll - masked_nll).abs() < 1e-6,
+        "{pruned_nll} vs {masked_nll}"
+    );
+
+    // An existing folder is refused without --overwrite, and nothing is written.
+    std::fs::remove_file(&plan).unwrap();
+    fail(&args, "already exists", &plan, None);
+    let mut overwrite = args.to_vec();
+    overwrite.push("--overwrite");
+    let scores_k1 = dir.path().join("scores_k1.parquet");
+    write_score_table(&scores_k1, &[0.9, 0.5, 0.6, 0.7, 0.2, 0.8]);
+    let scores_k1_s = s(&scores_k1);
+    overwrite[1] = &scores_k1_s;
+    overwrite[5] = "1";
+    succeed(&overwrite);
+    let manifest = Manifest::load(&pruned).unwrap();
+    assert_eq!(manifest.original_indices(), vec![0, 1, 2, 3, 5]);
+    assert!(
+        (nll_of(&pruned, &Mask::full(5)) - nll_of(&model, &Mask::from_removed(6, &[4]).unwrap()))
+            .abs()
+            < 1e-6
+    );
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    let pruned = dir.path().join("pruned");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s, scores_s, plan_s, pruned_s) =
+        (s(&fixture()), s(&tokens), s(&scores), s(&plan), s(&pruned));
+    let with = |k: &str, scores: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--scores",
+            scores,
+            "--estimator",
+            "test",
+            "--k",
+            k,
+            "--model",
+            &model_s,
+            "--tokens",
+            &tokens_s,
+            "--plan",
+            &plan_s,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let run_fail = |args: Vec<String>, expected: &str, folder: Option<&Path>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fail(&args, expected, &plan, folder);
+    };
+    run_fail(
+        with("6", &scores_s, &[]),
+        "only 6 blocks may be removed",
+        None,
+    );
+    run_fail(with("5", &scores_s, &["--fixed", "0"]), "1 fixed", None);
+    run_fail(
+        with("1,2", &scores_s, &["--pruned-out", &pruned_s]),
+        "exactly one --k",
+        Some(&pruned),
+    );
+
+    let other = dir.path().join("other.parquet");
+    write_score_table(&other, &[0.1, 0.2, 0.3, 0.4]);
+    run_fail(with("2", &s(&other), &[]), "4 blocks", None);
+
+    let incomplete = dir.path().join("incomplete.parquet");
+    let table = ScoreTable {
+        num_blocks: 6,
+        rows: (0..5)
+            .map(|block| ScoreRow {
+                block,
+                estimate: 0.5,
+                std_error: None,
+                ci_low: None,
+                ci_high: None,
+                estimator: "test".into(),
+                llm_evaluations: 0,
+            })
+            .collect(),
+    };
+    write_scores(
+        &incomplete,
+        &table,
+        &Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    run_fail(
+        with("2", &s(&incomplete), &[]),
+        "block 5 has no score",
+        None,
+    );
+    run_fail(with("2", &scores_s, &["--estimator", "exact"]), "", None);
+
+    std::fs::create_dir(&pruned).unwrap();
+    run_fail(
+        with("2", &scores_s, &["--pruned-out", &pruned_s]),
+        "already exists",
+        None,
+    );
+    assert_eq!(std::fs::read_dir(&pruned).unwrap().count(), 0);
+}
+
+#[test]
+fn sleb_and_from_plan_work_on_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let plan = dir.path().join("sleb.parquet");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s, plan_s) = (s(&fixture()), s(&tokens), s(&plan));
+    succeed(&[
+        "--method", "sleb", "--k", "1,2", "--fixed", "0", "--model", &model_s, "--tokens",
+        &tokens_s, "--plan", &plan_s,
+    ]);
+    let plans = read_plans(&plan).unwrap();
+    assert_eq!(plans.rows.len(), 2);
+    assert_eq!(plans.rows[0].llm_evaluations, 5);
+    assert_eq!(plans.rows[1].llm_evaluations, 9);
+    // Greedy: the k = 2 plan contains the k = 1 plan, and its NLL is the measured one.
+    let first = plans.rows[0].removed_blocks[0];
+    assert!(plans.rows[1].removed_blocks.contains(&first));
+    for row in &plans.rows {
+        let removed: Vec<usize> = row.removed_blocks.iter().map(|&b| b as usize).collect();
+        let nll = nll_of(&fixture(), &Mask::from_removed(6, &removed).unwrap());
+        assert!((row.measured_nll.unwrap() - nll).abs() < 1e-9);
+        assert!(!removed.contains(&0));
+    }
+    // The best single removal by hand.
+    let best = (1..6)
+        .min_by(|&a, &b| {
+            let na = nll_of(&fixture(), &Mask::from_removed(6, &[a]).unwrap());
+            let nb = nll_of(&fixture(), &Mask::from_removed(6, &[b]).unwrap());
+            na.total_cmp(&nb)
+        })
+        .unwrap();
+    assert_eq!(first as usize, best);
+
+    let again = dir.path().join("again.parquet");
+    succeed(&[
+        "--method",
+        "from-plan",
+        "--plans",
+        &plan_s,
+        "--k",
+        "2",
+        "--plan",
+        &s(&again),
+    ]);
+    let replayed = read_plans(&again).unwrap();
+    assert_eq!(
+        replayed.rows[0].removed_blocks,
+        plans.rows[1].removed_blocks
+    );
+    assert_eq!(replayed.rows[0].method, "sleb");
+}
+
+#[test]
+fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
+    use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    // A quadratic surrogate of every mask's measured −NLL on the tiny model.
+    let masks: Vec<Mask> = (0..64u32)
+        .map(|bits| Mask::from_kept((0..6).map(|i| bits >> i & 1 == 1).collect()))
+        .collect();
+    let model = LayeredModel::open(&fixture(), &RuntimeOptions::default()).unwrap();
+    let mut evaluator = Evaluator::new(model, &windows(), EvalOptions::default()).unwrap();
+    let values: Vec<f64> = evaluator
+        .evaluate(&masks, &mut |_, _| {})
+        .unwrap()
+        .iter()
+        .map(|r| -r.nll())
+        .collect();
+    let fitted = fit(
+        SurrogateKind::Quadratic,
+        &masks,
+        &values,
+        &FitOptions::default(),
+    )
+    .unwrap();
+    let surrogate = dir.path().join("surrogate.json");
+    SavedSurrogate::new(fitted, "neg-nll", "−NLL, nats per token")
+        .save(&surrogate)
+        .unwrap();
+    let (model_s, tokens_s, surrogate_s) = (s(&fixture()), s(&tokens), s(&surrogate));
+    let plan = dir.path().join("plan.parquet");
+    let plan_s = s(&plan);
+    let common = [
+        "--surrogate",
+        &surrogate_s,
+        "--surrogate-evaluations",
+        "64",
+        "--fixed",
+        "0",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--plan",
+        &plan_s,
+    ];
+    let mut iterative = vec!["--method", "iterative", "--k", "1,3"];
+    iterative.extend(common);
+    succeed(&iterative);
+    let plans = read_plans(&plan).unwrap();
+    assert_eq!(plans.rows.len(), 2);
+    assert!(plans.rows[1]
+        .removed_blocks
+        .iter()
+        .any(|b| plans.rows[0].removed_blocks == [*b]));
+    for row in &plans.rows {
+        assert_eq!(row.method, "iterative-surrogate");
+        assert_eq!(row.llm_evaluations, 64 + 1);
+        let predicted = row.predicted_utility.unwrap();
+        // The surrogate interpolates 64 points with 22 parameters: close, not exact.
+        assert!(
+            (predicted + row.measured_nll.unwrap()).abs() < 0.5,
+            "{row:?}"
+        );
+    }
+
+    let mut search = vec!["--method", "search", "--k", "2", "--candidates", "3"];
+    search.extend(common);
+    succeed(&search);
+    let row = read_plans(&plan).unwrap().rows.remove(0);
+    assert_eq!(row.method, "surrogate-search");
+    assert_eq!(row.llm_evaluations, 64 + 3);
+    // The kept plan is no worse on the LLM than the surrogate's favourite.
+    let best_by_hand = (1..6)
+        .flat_map(|a| (a + 1..6).map(move |b| vec![a, b]))
+        .map(|removed| {
+            -values[masks
+                .iter()
+                .position(|m| *m == Mask::from_removed(6, &removed).unwrap())
+                .unwrap()]
+        })
+        .fold(f64::INFINITY, f64::min);
+    assert!(row.measured_nll.unwrap() >= best_by_hand - 1e-9);
+    assert!(!row.removed_blocks.contains(&0));
+
+    let stats = dir.path().join("stats.parquet");
+    let stats_table = layerprune_tables::BlockStatsTable {
+        num_blocks: 6,
+        model_id: "m".into(),
+        dataset_id: "d".into(),
+        rows: (0..5)
+            .map(|start| layerprune_tables::BlockStatRow {
+                start_block: start,
+                run_length: 2,
+                mean_cosine: 0.0,
+                angular_distance: if start == 3 { 0.1 } else { 0.4 },
+            })
+            .collect(),
+    };
+    layerprune_tables::write_block_stats(
+        &stats,
+        &stats_table,
+        &Provenance::new("t", "0", Vec::new()),
+    )
+    .unwrap();
+    succeed(&[
+        "--method",
+        "angular-run",
+        "--block-stats",
+        &s(&stats),
+        "--k",
+        "2",
+        "--plan",
+        &plan_s,
+    ]);
+    let row = read_plans(&plan).unwrap().rows.remove(0);
+    assert_eq!(row.removed_blocks, vec![3, 4]);
+    assert_eq!(row.measured_nll, None);
+    assert_eq!(row.llm_evaluations, 1);
+}

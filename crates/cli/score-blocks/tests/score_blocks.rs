@@ -1,0 +1,175 @@
+//! The `score-blocks` binary: each baseline method as a score table, and clear failures.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use layerprune_tables::{
+    read_scores, write_block_stats, write_evaluations, BlockStatRow, BlockStatsTable,
+    EvaluationRow, EvaluationTable, Provenance,
+};
+
+fn score_blocks(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_score-blocks"))
+        .args(args)
+        .output()
+        .expect("the score-blocks binary runs")
+}
+
+fn write_stats(path: &Path, num_blocks: usize, skip: Option<usize>) {
+    let rows = (0..num_blocks)
+        .filter(|&b| Some(b) != skip)
+        .map(|b| {
+            let cosine = 0.5 + 0.1 * b as f64;
+            BlockStatRow {
+                start_block: b as u32,
+                run_length: 1,
+                mean_cosine: cosine,
+                angular_distance: cosine.acos() / std::f64::consts::PI,
+            }
+        })
+        .collect();
+    let table = BlockStatsTable {
+        num_blocks,
+        model_id: "model".into(),
+        dataset_id: "data".into(),
+        rows,
+    };
+    write_block_stats(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+}
+
+fn write_single_removals(path: &Path, num_blocks: usize) {
+    let rows = (0..num_blocks)
+        .map(|b| {
+            let nll = 3.0 + (b * 7 % num_blocks) as f64;
+            EvaluationRow {
+                mask: layerprune_core_mask(num_blocks, b),
+                nll,
+                ppl: nll.exp(),
+                utility: (3.0 - nll).exp(),
+                tokens_scored: 10,
+                seconds: 0.0,
+            }
+        })
+        .collect();
+    let table = EvaluationTable {
+        num_blocks,
+        model_id: "model".into(),
+        dataset_id: "data".into(),
+        full_model_nll: Some(3.0),
+        complete: true,
+        rows,
+    };
+    write_evaluations(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+}
+
+fn layerprune_core_mask(num_blocks: usize, removed: usize) -> layerprune_core::Mask {
+    layerprune_core::Mask::from_removed(num_blocks, &[removed]).unwrap()
+}
+
+#[test]
+fn every_method_writes_one_score_per_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.parquet");
+    let evals = dir.path().join("evals.parquet");
+    let out = dir.path().join("scores.parquet");
+    write_stats(&stats, 5, None);
+    write_single_removals(&evals, 5);
+    let output = score_blocks(&[
+        "--method",
+        "block-influence",
+        "--method",
+        "angular",
+        "--method",
+        "leave-one-out",
+        "--method",
+        "reverse",
+        "--method",
+        "random",
+        "--block-stats",
+        stats.to_str().unwrap(),
+        "--evaluations",
+        evals.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = read_scores(&out).unwrap();
+    assert_eq!(table.num_blocks, 5);
+    assert_eq!(table.rows.len(), 25);
+    let of = |name: &str| -> Vec<(u32, f64, u64)> {
+        table
+            .rows
+            .iter()
+            .filter(|r| r.estimator == name)
+            .map(|r| (r.block, r.estimate, r.llm_evaluations))
+            .collect()
+    };
+    let influence = of("block-influence");
+    assert!((influence[2].1 - 0.3).abs() < 1e-12);
+    assert_eq!(influence[0].2, 1);
+    assert_eq!(of("angular")[0].2, 1);
+    let loo = of("leave-one-out");
+    assert_eq!(loo[1].1, 3.0 + 2.0);
+    assert_eq!(loo[0].2, 5);
+    assert_eq!(of("reverse")[4].1, -4.0);
+    assert_eq!(of("random").len(), 5);
+}
+
+#[test]
+fn incomplete_or_mismatched_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.parquet");
+    let evals = dir.path().join("evals.parquet");
+    let out = dir.path().join("scores.parquet");
+    write_stats(&stats, 5, Some(3));
+    let run = |args: &[&str], expected: &str| {
+        let output = score_blocks(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!out.exists());
+    };
+    let out_s = out.to_str().unwrap();
+    run(
+        &[
+            "--method",
+            "angular",
+            "--block-stats",
+            stats.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        "block 3 has no score",
+    );
+    write_single_removals(&evals, 6);
+    run(
+        &[
+            "--method",
+            "reverse",
+            "--block-stats",
+            stats.to_str().unwrap(),
+            "--evaluations",
+            evals.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        "6 blocks",
+    );
+    run(
+        &[
+            "--method",
+            "leave-one-out",
+            "--num-blocks",
+            "4",
+            "--out",
+            out_s,
+        ],
+        "--evaluations",
+    );
+}
