@@ -101,13 +101,20 @@ fn prefix_reuse_and_batching_do_not_change_results() {
         ..EvalOptions::default()
     });
     for i in 0..masks.len() {
-        assert!((shared[i].nll() - fresh[i].nll()).abs() < 1e-6, "mask {}", masks[i]);
+        assert!(
+            (shared[i].nll() - fresh[i].nll()).abs() < 1e-6,
+            "mask {}",
+            masks[i]
+        );
         assert_eq!(shared[i].nll(), tight_cache[i].nll(), "mask {}", masks[i]);
     }
     // Without reuse every mask runs each kept block: 6 × 64 / 2 = 192 per window batch.
     // A trie over all 64 masks runs each of its 62 non-root nodes' blocks once at most.
     assert_eq!(fresh_blocks, 192 * 2);
-    assert!(shared_blocks <= 63, "prefix reuse ran {shared_blocks} blocks");
+    assert!(
+        shared_blocks <= 63,
+        "prefix reuse ran {shared_blocks} blocks"
+    );
 }
 
 #[test]
@@ -123,4 +130,52 @@ fn bad_windows_are_refused() {
         .evaluate(&[Mask::full(5)], &mut |_, _| {})
         .unwrap_err();
     assert!(error.to_string().contains("6 blocks"), "{error}");
+}
+
+#[test]
+fn block_statistics_match_a_direct_computation() {
+    let reference = reference();
+    let mut evaluator =
+        Evaluator::new(open_model(), &reference.input_ids, EvalOptions::default()).unwrap();
+    let stats = layerprune_runtime::block_statistics(&mut evaluator, 2).unwrap();
+    let mut model = open_model();
+    let ids = Array2::from_shape_fn((2, 16), |(b, t)| i64::from(reference.input_ids[b][t]));
+    let mut states = vec![model.embed(&ids).unwrap()];
+    for block in 0..6 {
+        let next = model.run_block(block, &states[block]).unwrap();
+        states.push(next);
+    }
+    let arrays: Vec<_> = states
+        .iter()
+        .map(|s| model.hidden_to_array(s).unwrap())
+        .collect();
+    assert_eq!(stats.len(), 6 + 5);
+    for stat in &stats {
+        let (before, after) = (
+            &arrays[stat.start_block],
+            &arrays[stat.start_block + stat.run_length],
+        );
+        let mut cos_sum = 0.0;
+        let mut angle_sum = 0.0;
+        for b in 0..2 {
+            for t in 0..16 {
+                let x = before.slice(ndarray::s![b, t, ..]);
+                let y = after.slice(ndarray::s![b, t, ..]);
+                let dot = |a: &ndarray::ArrayView1<f32>, b: &ndarray::ArrayView1<f32>| {
+                    a.iter()
+                        .zip(b)
+                        .map(|(p, q)| f64::from(*p) * f64::from(*q))
+                        .sum::<f64>()
+                };
+                let cos = dot(&x, &y) / (dot(&x, &x).sqrt() * dot(&y, &y).sqrt());
+                cos_sum += cos;
+                angle_sum += cos.clamp(-1.0, 1.0).acos() / std::f64::consts::PI;
+            }
+        }
+        assert!((stat.mean_cosine - cos_sum / 32.0).abs() < 1e-5, "{stat:?}");
+        assert!(
+            (stat.angular_distance - angle_sum / 32.0).abs() < 1e-5,
+            "{stat:?}"
+        );
+    }
 }

@@ -103,7 +103,10 @@ impl Mask {
     /// The stable id of a mask: its entries as '1' (kept) / '0' (removed), block 0 first.
     /// Readable, unique, and the same in every run and every tool.
     pub fn id(&self) -> String {
-        self.kept.iter().map(|&k| if k { '1' } else { '0' }).collect()
+        self.kept
+            .iter()
+            .map(|&k| if k { '1' } else { '0' })
+            .collect()
     }
 
     /// Fails unless the mask has `num_blocks` entries.
@@ -120,7 +123,10 @@ impl Mask {
 
     /// Entries as 0.0/1.0, the input layout of every surrogate.
     pub fn to_features(&self) -> Vec<f64> {
-        self.kept.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()
+        self.kept
+            .iter()
+            .map(|&k| if k { 1.0 } else { 0.0 })
+            .collect()
     }
 
     /// Number of leading blocks on which two masks agree (the shareable prefix).

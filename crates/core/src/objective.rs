@@ -34,9 +34,7 @@ impl FromStr for Objective {
         match text {
             "utility" => Ok(Objective::Utility),
             "neg-nll" => Ok(Objective::NegNll),
-            _ => Err(format!(
-                "objective {text:?} is not one of utility, neg-nll"
-            )),
+            _ => Err(format!("objective {text:?} is not one of utility, neg-nll")),
         }
     }
 }

@@ -24,7 +24,11 @@ impl Game for AdditiveGame {
             .iter()
             .map(|m| {
                 m.check_len(self.weights.len())?;
-                Ok(self.base + m.kept_blocks().iter().map(|&i| self.weights[i]).sum::<f64>())
+                Ok(self.base
+                    + m.kept_blocks()
+                        .iter()
+                        .map(|&i| self.weights[i])
+                        .sum::<f64>())
             })
             .collect()
     }
@@ -94,7 +98,13 @@ impl VetoGame {
             (1.0 - veto_share) / others as f64
         };
         (0..n)
-            .map(|i| if i == self.veto_block { veto_share } else { rest })
+            .map(|i| {
+                if i == self.veto_block {
+                    veto_share
+                } else {
+                    rest
+                }
+            })
             .collect()
     }
 }

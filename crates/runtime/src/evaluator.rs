@@ -64,7 +64,9 @@ impl Evaluator {
         options: EvalOptions,
     ) -> Result<Self, RuntimeError> {
         let Some(first) = windows.first() else {
-            return Err(RuntimeError::BadInput("the token table has no windows".into()));
+            return Err(RuntimeError::BadInput(
+                "the token table has no windows".into(),
+            ));
         };
         let seq_len = first.len();
         if seq_len < 2 {
@@ -95,9 +97,8 @@ impl Evaluator {
         let batches = windows
             .chunks(per_batch)
             .map(|chunk| {
-                let inputs = Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| {
-                    i64::from(chunk[b][t])
-                });
+                let inputs =
+                    Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| i64::from(chunk[b][t]));
                 let targets = Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| {
                     i64::from(chunk[b][(t + 1) % seq_len])
                 });
@@ -140,9 +141,8 @@ impl Evaluator {
     ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
         let num_blocks = self.num_blocks();
         for mask in masks {
-            mask.check_len(num_blocks).map_err(|e| {
-                RuntimeError::BadInput(format!("mask {mask}: {e}"))
-            })?;
+            mask.check_len(num_blocks)
+                .map_err(|e| RuntimeError::BadInput(format!("mask {mask}: {e}")))?;
         }
         // Sorted masks sit next to the masks they share the longest prefix with.
         let mut order: Vec<usize> = (0..masks.len()).collect();
@@ -163,8 +163,8 @@ impl Evaluator {
             let batch_size = inputs.nrows();
             let seq_len = inputs.ncols();
             let embedded = self.model.embed(&inputs)?;
-            let max_cached = (self.options.cache_bytes / self.model.state_bytes(batch_size, seq_len))
-                .max(1);
+            let max_cached =
+                (self.options.cache_bytes / self.model.state_bytes(batch_size, seq_len)).max(1);
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
             // stack[k] = (depth d, state after blocks 0..d of the current mask's prefix).
             let mut stack: Vec<(usize, HiddenState)> = vec![(0, embedded)];
@@ -201,7 +201,12 @@ impl Evaluator {
                 let nll_sum: f64 = nll
                     .rows()
                     .into_iter()
-                    .map(|row| row.iter().take(seq_len - 1).map(|&x| f64::from(x)).sum::<f64>())
+                    .map(|row| {
+                        row.iter()
+                            .take(seq_len - 1)
+                            .map(|&x| f64::from(x))
+                            .sum::<f64>()
+                    })
                     .sum();
                 if !nll_sum.is_finite() {
                     return Err(RuntimeError::BadInput(format!(
@@ -221,7 +226,10 @@ impl Evaluator {
     }
 
     /// Hidden states after every block of the full model for one window batch, as f32.
-    fn full_model_states(&mut self, batch: usize) -> Result<Vec<ndarray::Array3<f32>>, RuntimeError> {
+    fn full_model_states(
+        &mut self,
+        batch: usize,
+    ) -> Result<Vec<ndarray::Array3<f32>>, RuntimeError> {
         let (inputs, _) = self.batches[batch].clone();
         let mut state = self.model.embed(&inputs)?;
         let mut states = vec![self.model.hidden_to_array(&state)?];
@@ -270,8 +278,16 @@ pub fn block_statistics(
             let after = &states[*start + *run_length];
             // One lane per token: the hidden vector along the last axis.
             let token_axis = ndarray::Axis(2);
-            for (x, y) in before.lanes(token_axis).into_iter().zip(after.lanes(token_axis)) {
-                let dot: f64 = x.iter().zip(y.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            for (x, y) in before
+                .lanes(token_axis)
+                .into_iter()
+                .zip(after.lanes(token_axis))
+            {
+                let dot: f64 = x
+                    .iter()
+                    .zip(y.iter())
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
                 let norm_x: f64 = x.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
                 let norm_y: f64 = y.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
                 let cosine = (dot / (norm_x * norm_y).max(f64::MIN_POSITIVE)).clamp(-1.0, 1.0);
@@ -283,12 +299,14 @@ pub fn block_statistics(
     }
     Ok(sums
         .into_iter()
-        .map(|(start_block, run_length, cos_sum, angle_sum, count)| BlockStatistic {
-            start_block,
-            run_length,
-            mean_cosine: cos_sum / count as f64,
-            angular_distance: angle_sum / count as f64,
-        })
+        .map(
+            |(start_block, run_length, cos_sum, angle_sum, count)| BlockStatistic {
+                start_block,
+                run_length,
+                mean_cosine: cos_sum / count as f64,
+                angular_distance: angle_sum / count as f64,
+            },
+        )
         .collect())
 }
 

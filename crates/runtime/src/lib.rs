@@ -14,7 +14,7 @@ pub use evaluator::{
     block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation, OnnxGame,
 };
 pub use manifest::{model_id, sha256_file, BlockRef, GraphRef, Manifest, FORMAT, MANIFEST_FILE};
-pub use model::{runtime_library_path, DEFAULT_LIBRARY, HiddenState, LayeredModel, RuntimeOptions};
+pub use model::{runtime_library_path, HiddenState, LayeredModel, RuntimeOptions, DEFAULT_LIBRARY};
 
 use std::path::PathBuf;
 
@@ -28,7 +28,9 @@ pub enum RuntimeError {
     },
     #[error("{path}: {problem}")]
     BadManifest { path: PathBuf, problem: String },
-    #[error("{path}: sha256 is {actual} but the manifest says {expected} (file changed or corrupt)")]
+    #[error(
+        "{path}: sha256 is {actual} but the manifest says {expected} (file changed or corrupt)"
+    )]
     HashMismatch {
         path: PathBuf,
         expected: String,

@@ -102,12 +102,11 @@ fn onnx_error(path: &Path) -> impl Fn(ort::Error) -> RuntimeError + '_ {
 
 fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, RuntimeError> {
     let environment = environment(options.threads)?;
-    let builder_error = |error: ort::Error<ort::session::builder::SessionBuilder>| {
-        RuntimeError::Onnx {
+    let builder_error =
+        |error: ort::Error<ort::session::builder::SessionBuilder>| RuntimeError::Onnx {
             path: path.to_path_buf(),
             message: error.message().to_string(),
-        }
-    };
+        };
     let mut builder = Session::builder(environment)
         .map_err(onnx_error(path))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -119,16 +118,16 @@ fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, Runtim
             .with_device_id(index as i32)
             .build()
             .error_on_failure();
-        builder = builder
-            .with_execution_providers([cuda])
-            .map_err(|error| RuntimeError::DeviceUnavailable {
+        builder = builder.with_execution_providers([cuda]).map_err(|error| {
+            RuntimeError::DeviceUnavailable {
                 device: options.device.to_string(),
                 problem: format!(
                     "{} (the CUDA execution provider needs the onnxruntime-gpu build of the \
                      library in ORT_DYLIB_PATH, and a visible GPU)",
                     error.message()
                 ),
-            })?;
+            }
+        })?;
     }
     builder.commit_from_file(path).map_err(onnx_error(path))
 }
@@ -248,9 +247,7 @@ impl LayeredModel {
             .run(ort::inputs![hidden, targets])
             .map_err(onnx_error(&path))?;
         let nll = first_output(outputs, &path)?;
-        let view = nll
-            .try_extract_array::<f32>()
-            .map_err(onnx_error(&path))?;
+        let view = nll.try_extract_array::<f32>().map_err(onnx_error(&path))?;
         view.into_dimensionality::<ndarray::Ix2>()
             .map(|v| v.to_owned())
             .map_err(|e| RuntimeError::Onnx {
@@ -291,13 +288,13 @@ impl LayeredModel {
 
     /// Hidden states as f32 [batch, seq, hidden] (fp32 models only).
     pub fn hidden_to_array(&self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
-        let view = hidden
-            .try_extract_array::<f32>()
-            .map_err(|e| RuntimeError::BadInput(format!(
+        let view = hidden.try_extract_array::<f32>().map_err(|e| {
+            RuntimeError::BadInput(format!(
                 "{}: hidden states are not float32 ({}); block statistics need an fp32 export",
                 self.dir.display(),
                 e.message()
-            )))?;
+            ))
+        })?;
         view.into_dimensionality::<ndarray::Ix3>()
             .map(|v| v.to_owned())
             .map_err(|e| RuntimeError::BadInput(format!("hidden states have the wrong rank: {e}")))

@@ -3,8 +3,8 @@
 //! status 2), the `--device`/`--threads` flags, and the argument list recorded as provenance
 //! in every file a stage writes.
 
-use std::process::ExitCode;
 pub use layerprune_core::Device;
+use std::process::ExitCode;
 
 /// Runs a stage's body and turns an error into a message on stderr and exit status 2.
 /// Every stage's `main` is `layerprune_cli_common::run(|| body(Args::parse()))`.
@@ -44,4 +44,3 @@ pub struct DeviceArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
-

@@ -12,16 +12,17 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{command_line, run, DeviceArgs};
 use layerprune_core::Mask;
-use layerprune_runtime::{
-    block_statistics, EvalOptions, Evaluator, LayeredModel, RuntimeOptions,
-};
+use layerprune_runtime::{block_statistics, EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
 use layerprune_tables::{
-    read_evaluations, read_masks, read_tokens, write_block_stats, write_evaluations,
-    BlockStatRow, BlockStatsTable, EvaluationRow, EvaluationTable, Provenance,
+    read_evaluations, read_masks, read_tokens, write_block_stats, write_evaluations, BlockStatRow,
+    BlockStatsTable, EvaluationRow, EvaluationTable, Provenance,
 };
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Evaluate masks of a layered ONNX model on calibration tokens")]
+#[command(
+    version,
+    about = "Evaluate masks of a layered ONNX model on calibration tokens"
+)]
 struct Args {
     /// Layered model folder (manifest.json + graphs), as written by tools/export.
     #[arg(long)]
@@ -180,7 +181,11 @@ fn evaluate(args: Args) -> Result<()> {
     };
 
     let done: std::collections::HashSet<Mask> = rows.iter().map(|r| r.mask.clone()).collect();
-    let mut todo: Vec<Mask> = masks.iter().filter(|m| !done.contains(*m)).cloned().collect();
+    let mut todo: Vec<Mask> = masks
+        .iter()
+        .filter(|m| !done.contains(*m))
+        .cloned()
+        .collect();
     let resumed = masks.len() - todo.len();
     if let Some(limit) = args.max_new_masks {
         todo.truncate(limit);
@@ -352,7 +357,11 @@ fn print_table(table: &EvaluationTable) {
             row.nll,
             row.ppl,
             row.utility,
-            if removed.is_empty() { "-".to_string() } else { removed.join(",") }
+            if removed.is_empty() {
+                "-".to_string()
+            } else {
+                removed.join(",")
+            }
         );
     }
     if table.rows.len() > SHOWN {

@@ -1,0 +1,246 @@
+//! The `evaluate` stage end to end on the committed tiny model: resuming, refusing bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use layerprune_core::Mask;
+use layerprune_tables::{
+    read_block_stats, read_evaluations, write_masks, write_tokens, MaskRow, MaskTable, Provenance,
+    TokenTable,
+};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+}
+
+fn provenance() -> Provenance {
+    Provenance::new("test", "0", vec![])
+}
+
+/// Token windows (ids below 300, the fixture's vocabulary, plus `extra_id` at the end of
+/// the last window when given) and a table of all 64 masks of the 6 blocks.
+fn write_inputs(dir: &Path, extra_id: Option<u32>) -> (PathBuf, PathBuf) {
+    let mut windows: Vec<Vec<u32>> = (0..3)
+        .map(|w| (0..12).map(|t| (w * 31 + t * 7) % 300).collect())
+        .collect();
+    if let Some(id) = extra_id {
+        windows[2][11] = id;
+    }
+    let tokens = dir.join("tokens.parquet");
+    write_tokens(
+        &tokens,
+        &TokenTable::new(12, windows, "test".into(), "synthetic ids".into()),
+        &provenance(),
+    )
+    .unwrap();
+    // Every mask of the 6 blocks: 64 masks, many shared prefixes.
+    let rows = (0..64u32)
+        .map(|bits| MaskRow {
+            mask: Mask::from_kept((0..6).map(|i| bits >> i & 1 == 1).collect()),
+            design: "enumeration".into(),
+            group_id: None,
+            position: None,
+        })
+        .collect();
+    let masks = dir.join("masks.parquet");
+    let table = MaskTable {
+        num_blocks: 6,
+        fixed_blocks: vec![],
+        rows,
+    };
+    write_masks(&masks, &table, &provenance()).unwrap();
+    (tokens, masks)
+}
+
+fn evaluate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .args(args)
+        .args(["--quiet", "--model"])
+        .arg(fixture())
+        .output()
+        .expect("evaluate runs")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn interrupted_then_resumed_run_equals_uninterrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), None);
+    let whole = dir.path().join("whole.parquet");
+    let resumed = dir.path().join("resumed.parquet");
+    let base = [
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--chunk",
+        "8",
+    ];
+
+    let out = evaluate(&[&base[..], &["--out", path(&whole)]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Stop after 20 masks (as a kill after a checkpoint would), then twice more.
+    for limit in ["20", "25"] {
+        let out = evaluate(
+            &[
+                &base[..],
+                &["--out", path(&resumed), "--max-new-masks", limit],
+            ]
+            .concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let partial = read_evaluations(&resumed).unwrap();
+        assert!(!partial.complete);
+    }
+    assert_eq!(read_evaluations(&resumed).unwrap().rows.len(), 45);
+    let out = evaluate(&[&base[..], &["--out", path(&resumed)]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("45 of 64 masks already evaluated"));
+
+    let whole = read_evaluations(&whole).unwrap();
+    let resumed = read_evaluations(&resumed).unwrap();
+    assert!(whole.complete && resumed.complete);
+    assert_eq!(whole.rows.len(), 64);
+    assert_eq!(whole.full_model_nll, resumed.full_model_nll);
+    for (a, b) in whole.rows.iter().zip(&resumed.rows) {
+        assert_eq!(a.mask, b.mask);
+        assert_eq!(a.nll, b.nll, "mask {}", a.mask);
+        assert_eq!(a.utility, b.utility);
+        assert_eq!(a.tokens_scored, 3 * 11);
+    }
+}
+
+#[test]
+fn block_statistics_cover_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), None);
+    let stats = dir.path().join("stats.parquet");
+    let out = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--out",
+        path(&dir.path().join("e.parquet")),
+        "--block-stats",
+        path(&stats),
+        "--max-run",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = read_block_stats(&stats).unwrap();
+    // Runs of 1, 2, 3 blocks over 6 blocks: 6 + 5 + 4.
+    assert_eq!(table.rows.len(), 15);
+    for row in &table.rows {
+        assert!((-1.0..=1.0).contains(&row.mean_cosine));
+        assert!((0.0..=1.0).contains(&row.angular_distance));
+        assert!(row.start_block + row.run_length <= 6);
+    }
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), None);
+    let out_file = dir.path().join("out.parquet");
+
+    // A mask of the wrong length.
+    let out = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--mask",
+        "11111",
+        "--out",
+        path(&out_file),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("5 entries"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out_file.exists());
+
+    // Token ids outside the vocabulary.
+    let big = dir.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    let (big_tokens, _) = write_inputs(&big, Some(100_000));
+    let out = evaluate(&["--tokens", path(&big_tokens), "--out", path(&out_file)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the model's vocabulary"));
+    assert!(!out_file.exists());
+
+    // A model whose part does not match its hash.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
+        }
+    }
+    let weights = broken.join("weights");
+    std::fs::create_dir(&weights).unwrap();
+    for entry in std::fs::read_dir(fixture().join("weights")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), weights.join(entry.file_name())).unwrap();
+    }
+    let mut block = std::fs::read(broken.join("block_002.onnx")).unwrap();
+    let last = block.len() - 1;
+    block[last] ^= 0xff;
+    std::fs::write(broken.join("block_002.onnx"), block).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .args([
+            "--quiet",
+            "--tokens",
+            path(&tokens),
+            "--out",
+            path(&out_file),
+            "--model",
+        ])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("block_002.onnx") && stderr.contains("sha256"),
+        "{stderr}"
+    );
+
+    // A missing manifest.
+    std::fs::remove_file(broken.join("manifest.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .args([
+            "--quiet",
+            "--tokens",
+            path(&tokens),
+            "--out",
+            path(&out_file),
+            "--model",
+        ])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.json"));
+    assert!(!out_file.exists());
+}
