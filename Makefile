@@ -27,15 +27,15 @@ build:
 
 # --- ONNX Runtime from the PyPI wheel (ort's own binary download cannot work here) ---------
 ort: $(ORT_LIB)
-$(ORT_LIB): tools/fetch/fetch_wheel.py
+$(ORT_LIB): | tools/fetch/fetch_wheel.py
 	$(PYTHON) tools/fetch/fetch_wheel.py onnxruntime==$(ORT_VERSION) $(BUILD)/ort-cpu onnxruntime/capi/libonnxruntime.so
-	test -f $@ && touch $@
+	test -f $@
 
 # The CUDA build: use with ORT_DYLIB_PATH=$(abspath $(ORT_GPU_LIB)) and --device cuda.
 ort-gpu: $(ORT_GPU_LIB)
-$(ORT_GPU_LIB): tools/fetch/fetch_wheel.py
+$(ORT_GPU_LIB): | tools/fetch/fetch_wheel.py
 	$(PYTHON) tools/fetch/fetch_wheel.py onnxruntime-gpu==$(ORT_VERSION) $(BUILD)/ort-gpu onnxruntime/capi/
-	test -f $@ && touch $@
+	test -f $@
 
 # --- Python environments ------------------------------------------------------------------
 # The exporter's (torch, transformers; ~5.5 GB): only for exporting models and benchmarks.
@@ -77,3 +77,4 @@ clean:
 
 # --- The pipeline (stages, configuration and the demo) ----------------------------------------
 include pipelines/layerprune.mk
+include pipelines/benchmarks.mk

