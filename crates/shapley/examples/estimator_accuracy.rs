@@ -19,7 +19,7 @@ use layerprune_core::{Game, Mask, RecordedGame};
 use layerprune_shapley::exact::exact_values;
 use layerprune_shapley::semivalue::{exact_semivalue, published_strata};
 use layerprune_shapley::synthetic::TripleGame;
-use layerprune_shapley::{run_estimator, EstimatorKind, Players};
+use layerprune_shapley::{run_estimator_with_fit, EstimatorKind, Players};
 use layerprune_surrogate::spearman;
 use layerprune_tables::{read_evaluations, ValueColumn};
 
@@ -64,6 +64,8 @@ struct Row {
     rmse: f64,
     spearman: f64,
     rmse_own: f64,
+    /// Held-out R² of the regression-adjusted estimators' surrogate.
+    surrogate_r2: Option<f64>,
 }
 
 fn rmse(a: &[f64], b: &[f64]) -> f64 {
@@ -130,13 +132,14 @@ fn main() -> Result<()> {
     for &budget in &args.budgets {
         for seed in 0..args.seeds {
             for kind in EstimatorKind::ALL {
-                let estimates = match run_estimator(kind, &mut game, &players, budget, seed) {
-                    Ok(estimates) => estimates,
-                    Err(error) => {
-                        eprintln!("{kind} at budget {budget}, seed {seed}: skipped ({error})");
-                        continue;
-                    }
-                };
+                let (estimates, surrogate_r2) =
+                    match run_estimator_with_fit(kind, &mut game, &players, budget, seed) {
+                        Ok(result) => result,
+                        Err(error) => {
+                            eprintln!("{kind} at budget {budget}, seed {seed}: skipped ({error})");
+                            continue;
+                        }
+                    };
                 let own = match kind {
                     EstimatorKind::StratifiedSemivalue => &semivalue.values,
                     EstimatorKind::BanzhafMsr => &banzhaf.values,
@@ -150,17 +153,27 @@ fn main() -> Result<()> {
                     rmse: rmse(&estimates.values, &shapley.values),
                     spearman: spearman(&estimates.values, &shapley.values),
                     rmse_own: rmse(&estimates.values, own),
+                    surrogate_r2,
                 });
             }
         }
     }
 
-    let mut csv = String::from("estimator,budget,seed,evaluations,rmse,spearman,rmse_own\n");
+    let mut csv =
+        String::from("estimator,budget,seed,evaluations,rmse,spearman,rmse_own,surrogate_r2\n");
     for r in &rows {
         writeln!(
             csv,
-            "{},{},{},{},{:.6e},{:.4},{:.6e}",
-            r.estimator, r.budget, r.seed, r.evaluations, r.rmse, r.spearman, r.rmse_own
+            "{},{},{},{},{:.6e},{:.4},{:.6e},{}",
+            r.estimator,
+            r.budget,
+            r.seed,
+            r.evaluations,
+            r.rmse,
+            r.spearman,
+            r.rmse_own,
+            r.surrogate_r2
+                .map_or(String::new(), |r2| format!("{r2:.5}"))
         )?;
     }
     write_atomically(&args.out.join("results.csv"), &csv)?;
@@ -224,6 +237,7 @@ fn main() -> Result<()> {
         }
         summary += "\n";
     }
+    summary += &surrogate_fit_table(&rows, &args.budgets);
     write_atomically(&args.out.join("summary.md"), &summary)?;
     print!("{summary}");
 
@@ -233,6 +247,43 @@ fn main() -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Mean held-out R² of the regression-adjusted estimators' surrogates: when it is near 1
+/// the residual term's Monte Carlo noise is all that is left.
+fn surrogate_fit_table(rows: &[Row], budgets: &[usize]) -> String {
+    let mut text = String::from(
+        "## Mean held-out R² of the surrogate (regression-adjusted estimators)\n\n| estimator |",
+    );
+    for b in budgets {
+        text += &format!(" {b} |");
+    }
+    text += "\n|---|";
+    text += &"---:|".repeat(budgets.len());
+    text += "\n";
+    for kind in EstimatorKind::ALL {
+        if !rows
+            .iter()
+            .any(|r| r.estimator == kind.name() && r.surrogate_r2.is_some())
+        {
+            continue;
+        }
+        text += &format!("| {} |", kind.name());
+        for &b in budgets {
+            let fits: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.estimator == kind.name() && r.budget == b)
+                .filter_map(|r| r.surrogate_r2)
+                .collect();
+            text += &if fits.is_empty() {
+                " – |".into()
+            } else {
+                format!(" {:.4} |", fits.iter().sum::<f64>() / fits.len() as f64)
+            };
+        }
+        text += "\n";
+    }
+    text + "\n"
 }
 
 /// Mean RMSE against budget, log–log, one line per estimator. SVG: the text is left to the

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use layerprune_core::Game;
 
+use crate::regression::SurrogateTarget;
 use crate::semivalue::{base_masks_for_budget, published_strata, run_semivalue, MaskDistribution};
 use crate::{banzhaf, kernelshap, permutation, regression, Estimates, Players, ShapleyError};
 
@@ -17,15 +18,22 @@ pub enum EstimatorKind {
     Permutation,
     KernelShap,
     RegressionAdjusted,
+    /// Regression adjustment with the exp-quadratic surrogate, residual over kernel pairs.
+    RegressionAdjustedLog,
+    /// Regression adjustment with the exp-quadratic surrogate, residual over antithetic
+    /// permutation chains.
+    RegressionAdjustedLogChains,
     BanzhafMsr,
 }
 
 impl EstimatorKind {
-    pub const ALL: [EstimatorKind; 5] = [
+    pub const ALL: [EstimatorKind; 7] = [
         EstimatorKind::StratifiedSemivalue,
         EstimatorKind::Permutation,
         EstimatorKind::KernelShap,
         EstimatorKind::RegressionAdjusted,
+        EstimatorKind::RegressionAdjustedLog,
+        EstimatorKind::RegressionAdjustedLogChains,
         EstimatorKind::BanzhafMsr,
     ];
 
@@ -36,6 +44,10 @@ impl EstimatorKind {
             EstimatorKind::Permutation => permutation::PERMUTATION,
             EstimatorKind::KernelShap => kernelshap::KERNELSHAP,
             EstimatorKind::RegressionAdjusted => regression::REGRESSION_ADJUSTED,
+            EstimatorKind::RegressionAdjustedLog => regression::REGRESSION_ADJUSTED_LOG,
+            EstimatorKind::RegressionAdjustedLogChains => {
+                regression::REGRESSION_ADJUSTED_LOG_CHAINS
+            }
             EstimatorKind::BanzhafMsr => banzhaf::BANZHAF_MSR,
         }
     }
@@ -47,6 +59,8 @@ impl EstimatorKind {
             EstimatorKind::Permutation
                 | EstimatorKind::KernelShap
                 | EstimatorKind::RegressionAdjusted
+                | EstimatorKind::RegressionAdjustedLog
+                | EstimatorKind::RegressionAdjustedLogChains
         )
     }
 }
@@ -79,7 +93,21 @@ pub fn run_estimator(
     budget: usize,
     seed: u64,
 ) -> Result<Estimates, ShapleyError> {
-    match kind {
+    Ok(run_estimator_with_fit(kind, game, players, budget, seed)?.0)
+}
+
+/// [`run_estimator`], also returning the held-out R² of the surrogate for the
+/// regression-adjusted estimators (`None` for the others).
+pub fn run_estimator_with_fit(
+    kind: EstimatorKind,
+    game: &mut dyn Game,
+    players: &Players,
+    budget: usize,
+    seed: u64,
+) -> Result<(Estimates, Option<f64>), ShapleyError> {
+    let adjusted =
+        |result: regression::RegressionAdjusted| (result.estimates, Some(result.held_out_r2));
+    Ok(match kind {
         EstimatorKind::StratifiedSemivalue => {
             let bases = base_masks_for_budget(players.len(), budget);
             if bases == 0 {
@@ -91,13 +119,35 @@ pub fn run_estimator(
                 });
             }
             let strata = MaskDistribution::Strata(published_strata(players.len()));
-            run_semivalue(game, players, &strata, bases, seed)
+            (run_semivalue(game, players, &strata, bases, seed)?, None)
         }
-        EstimatorKind::Permutation => permutation::run_permutation(game, players, budget, seed),
-        EstimatorKind::KernelShap => kernelshap::run_kernelshap(game, players, budget, seed),
-        EstimatorKind::RegressionAdjusted => {
-            regression::run_regression_adjusted(game, players, budget, seed)
+        EstimatorKind::Permutation => (
+            permutation::run_permutation(game, players, budget, seed)?,
+            None,
+        ),
+        EstimatorKind::KernelShap => (
+            kernelshap::run_kernelshap(game, players, budget, seed)?,
+            None,
+        ),
+        EstimatorKind::RegressionAdjusted => adjusted(regression::run_regression_adjusted_kernel(
+            game,
+            players,
+            budget,
+            seed,
+            SurrogateTarget::Value,
+        )?),
+        EstimatorKind::RegressionAdjustedLog => {
+            adjusted(regression::run_regression_adjusted_kernel(
+                game,
+                players,
+                budget,
+                seed,
+                SurrogateTarget::LogValue,
+            )?)
         }
-        EstimatorKind::BanzhafMsr => banzhaf::run_banzhaf_msr(game, players, budget, seed),
-    }
+        EstimatorKind::RegressionAdjustedLogChains => adjusted(
+            regression::run_regression_adjusted_chains(game, players, budget, seed)?,
+        ),
+        EstimatorKind::BanzhafMsr => (banzhaf::run_banzhaf_msr(game, players, budget, seed)?, None),
+    })
 }

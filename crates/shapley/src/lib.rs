@@ -19,7 +19,8 @@
 //!   marginal-based Banzhaf value;
 //! - [`permutation`]: antithetic permutation sampling of the Shapley value;
 //! - [`kernelshap`]: paired KernelSHAP with the efficiency constraint;
-//! - [`regression`]: regression-adjusted Monte Carlo with a cross-fitted quadratic surrogate;
+//! - [`regression`]: regression-adjusted Monte Carlo with a cross-fitted surrogate (a
+//!   quadratic of the value, or exp of a quadratic of its log);
 //! - [`banzhaf`]: the Banzhaf value by maximum sample reuse;
 //! - [`exact`]: exact Shapley and Banzhaf values from a fully enumerated table;
 //! - [`surrogate`]: the Shapley value of a surrogate model (closed form or sampled).
@@ -37,7 +38,7 @@ pub mod surrogate;
 pub mod synthetic;
 mod values;
 
-pub use estimator::{run_estimator, EstimatorKind};
+pub use estimator::{run_estimator, run_estimator_with_fit, EstimatorKind};
 pub use players::{PlayerGame, Players};
 pub use values::{evaluate_masks, Estimates, ValueTable};
 

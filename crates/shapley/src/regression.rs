@@ -1,30 +1,57 @@
 //! Regression-adjusted Monte Carlo (Witter et al., NeurIPS 2025): φ(v) = φ(f) + φ(v − f)
-//! for any surrogate f. A quadratic f has exact Shapley values φ_i(f) = w_i + ½ Σ_j w_ij;
-//! the residual's Shapley values are estimated without bias by a maximum-sample-reuse
-//! (importance-weighted) Monte Carlo estimate over the paired kernel design, whose variance
-//! scales with the size of the residual, so a good surrogate means a small error.
+//! for any surrogate f. φ(f) is computed without LLM calls; φ(v − f) is estimated without
+//! bias from evaluated masks, with a variance that scales with the residual, so a good
+//! surrogate means a small error.
 //!
-//! Why not permutation chains for the residual: with antithetic pairs the permutation
-//! estimator is linear in the game and exact on every quadratic, so φ(f) + φ̂(v − f) would
-//! equal φ̂(v) identically and the surrogate would change nothing.
+//! Three estimators share this code and differ in two choices:
+//!
+//! | name | surrogate f | residual estimate over |
+//! |---|---|---|
+//! | `regression-adjusted` | quadratic fitted to v | paired kernel coalitions (MSR) |
+//! | `regression-adjusted-log` | c + exp(quadratic), fitted in value space | paired kernel coalitions (MSR) |
+//! | `regression-adjusted-log-chains` | c + exp(quadratic), fitted in value space | antithetic permutation chains |
+//!
+//! The log surrogate: removing layers adds to the loss roughly additively with pairwise
+//! corrections, and the published utility is exp(−Δnll), so exp of a quadratic is the
+//! natural shape (see [`HalfSurrogate::fit`] for why it is fitted in value space). The shift c is 0 for a positive game (the utility) and
+//! otherwise lies below every training value, so the estimator runs on any game. The
+//! quadratic's Shapley values have a closed form, exp of it has none: φ(f) is computed
+//! exactly by enumerating the 2^n masks through f when n ≤ [`MAX_ENUMERATED_PLAYERS`], and
+//! otherwise by [`SURROGATE_PERMUTATION_PAIRS`] antithetic permutation pairs through f
+//! (independent randomness, so the estimate stays unbiased; efficiency still holds).
+//!
+//! Residual over permutation chains: the antithetic permutation estimator is linear in the
+//! game and exact on every quadratic, so with a quadratic f it would give φ(f) + φ̂(v − f) =
+//! φ̂(v) identically; with the exp-quadratic f it does not, and its error is set by the part
+//! of v − f that is not quadratic. Residual over kernel pairs (MSR): with q(S) = p̄_|S| /
+//! C(n, |S|) the design's probability of S (p̄ its size distribution), φ_i(r) = (r(N) −
+//! r(∅))/n + E_q[r(S) c_i(S)] where c_i(S) = 1/(|S| p̄_|S|) when i ∈ S and −1/((n − |S|)
+//! p̄_|S|) otherwise. Σ_i c_i(S) = 0 and every chain sums to r(N) − r(∅), so every estimate
+//! here is exactly efficient: Σ φ̂_i = v(N) − v(∅).
 //!
 //! Cross-fitting keeps the estimate unbiased although f is fitted on the same evaluations:
-//! the pairs are split in two halves; f fitted on half A (plus the empty and full masks)
-//! corrects the residual estimate on half B and vice versa, and the two are averaged.
-//!
-//! The residual estimator: with q(S) = p̄_|S| / C(n, |S|) the design's probability of S
-//! (p̄ its size distribution: the Shapley kernel for designs drawn here), φ_i(r) = (r(N) − r(∅))/n + E_q[r(S) c_i(S)] where
-//! c_i(S) = 1/(|S| p_|S|) when i ∈ S and −1/((n − |S|) p_|S|) otherwise. Σ_i c_i(S) = 0, so
-//! every estimate is exactly efficient: Σ φ̂_i = v(N) − v(∅).
+//! the sampling units (complementary pairs, or antithetic chain pairs) are split in two
+//! halves; f fitted on half A (plus the empty and full masks, which are not random) corrects
+//! the residual estimate on half B and vice versa, and the two are averaged. Fitting f on
+//! all masks would make φ(f) a little better but the residual estimate biased (f would have
+//! seen the masks it is corrected on, which shrinks the residual there); it is not done.
 
-use layerprune_core::{Game, Mask};
-use layerprune_surrogate::{fit, FitOptions, Surrogate, SurrogateKind};
+use layerprune_core::synthetic::exact_shapley;
+use layerprune_core::{Game, GameError, Mask};
+use layerprune_surrogate::{
+    fit, FitOptions, FittedSurrogate, QuadraticSurrogate, Surrogate, SurrogateKind,
+};
 
 use crate::kernelshap::{paired_kernel_design, PairedDesign};
+use crate::linalg::Cholesky;
+use crate::permutation::{permutation_design, PermutationDesign};
+use crate::surrogate::surrogate_shapley;
 use crate::values::mean_and_se;
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
 pub const REGRESSION_ADJUSTED: &str = "regression-adjusted";
+pub const REGRESSION_ADJUSTED_LOG: &str = "regression-adjusted-log";
+pub const REGRESSION_ADJUSTED_LOG_CHAINS: &str = "regression-adjusted-log-chains";
 
 /// Ridge strength of the quadratic surrogate: small, so an exactly quadratic game is
 /// recovered when each half has more distinct masks than the quadratic has coefficients,
@@ -32,70 +59,327 @@ pub const REGRESSION_ADJUSTED: &str = "regression-adjusted";
 /// bias either way).
 pub const SURROGATE_RIDGE_ALPHA: f64 = 1e-6;
 
-/// The cross-fitted estimate from evaluated masks of a paired kernel design (at least two
-/// pairs, one per half).
-pub fn regression_adjusted_estimate(
-    design: &PairedDesign,
-    rows: &[(Mask, f64)],
-) -> Result<Estimates, ShapleyError> {
-    let n = design.num_players;
-    let table = ValueTable::from_rows(rows);
-    let empty = Mask::empty(n);
-    let full = Mask::full(n);
-    let v_empty = table.get(&empty)?;
-    let v_full = table.get(&full)?;
-    if n <= 1 {
-        return Ok(Estimates::new(
-            REGRESSION_ADJUSTED,
-            vec![v_full - v_empty; n],
-            Some(vec![0.0; n]),
-        ));
+/// Most players for which φ(f) of a surrogate without closed form is found by enumerating
+/// all 2^n masks through it (65,536 predictions).
+pub const MAX_ENUMERATED_PLAYERS: usize = 16;
+
+/// Antithetic permutation pairs through the surrogate when there are more players.
+pub const SURROGATE_PERMUTATION_PAIRS: usize = 4096;
+
+/// What the quadratic is fitted to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SurrogateTarget {
+    /// f = the quadratic fitted to v.
+    Value,
+    /// f = c + exp(quadratic), least squares in value space.
+    LogValue,
+}
+
+/// An estimate and how well its surrogate fitted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegressionAdjusted {
+    pub estimates: Estimates,
+    /// 1 − Σ(v − f)² / Σ(v − v̄)² over each half's masks, f fitted on the other half:
+    /// the share of the game's variation the surrogate explains out of sample. The residual
+    /// term's noise shrinks as this approaches 1.
+    pub held_out_r2: f64,
+}
+
+/// A fitted surrogate of one half, played as a game over the players.
+struct HalfSurrogate {
+    /// The quadratic q: f = q, or f = c + exp(q).
+    quadratic: QuadraticSurrogate,
+    target: SurrogateTarget,
+    /// c: f = c + exp(q) for [`SurrogateTarget::LogValue`].
+    shift: f64,
+}
+
+/// Gauss–Newton steps of the exp-quadratic fit in value space.
+const GAUSS_NEWTON_STEPS: usize = 8;
+
+impl HalfSurrogate {
+    fn fit(
+        target: SurrogateTarget,
+        masks: &[Mask],
+        values: &[f64],
+    ) -> Result<HalfSurrogate, ShapleyError> {
+        if target == SurrogateTarget::Value {
+            let options = FitOptions {
+                ridge_alpha: SURROGATE_RIDGE_ALPHA,
+                ..FitOptions::default()
+            };
+            let FittedSurrogate::Quadratic(quadratic) =
+                fit(SurrogateKind::Quadratic, masks, values, &options)?
+            else {
+                return Err(ShapleyError::Design("expected a quadratic fit".into()));
+            };
+            return Ok(HalfSurrogate {
+                quadratic,
+                target,
+                shift: 0.0,
+            });
+        }
+        let lowest = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // Below every value by a tenth of their spread, so ln stays finite.
+        let shift = if lowest > 0.0 {
+            0.0
+        } else {
+            lowest - 0.1 * (highest - lowest).max(f64::MIN_POSITIVE.sqrt())
+        };
+        let shifted: Vec<f64> = values.iter().map(|v| v - shift).collect();
+        // Least squares in value space, Σ (u − e^q)², by Gauss–Newton: linearising e^q
+        // about the current q gives weights e^{2q} and working targets q + (u − e^q)/e^q.
+        // The start, q = ln u, is the log fit weighted by u², so the saturated masks (u near
+        // 0, where ln u is large and noisy but u − f is tiny) do not dominate, as they do
+        // in an unweighted log fit.
+        let mut current: Vec<f64> = shifted.iter().map(|u| u.ln()).collect();
+        let mut best: Option<(f64, QuadraticSurrogate)> = None;
+        for _ in 0..GAUSS_NEWTON_STEPS {
+            let weights: Vec<f64> = current.iter().map(|q| (2.0 * q).exp()).collect();
+            let working: Vec<f64> = current
+                .iter()
+                .zip(&shifted)
+                .map(|(q, u)| q + (u - q.exp()) / q.exp())
+                .collect();
+            let quadratic = weighted_quadratic_fit(masks, &working, &weights)?;
+            current = quadratic.predict(masks);
+            let loss: f64 = current
+                .iter()
+                .zip(&shifted)
+                .map(|(q, u)| (u - q.exp()).powi(2))
+                .sum();
+            if !loss.is_finite()
+                || best
+                    .as_ref()
+                    .is_some_and(|(b, _)| loss >= *b * (1.0 - 1e-9))
+            {
+                break;
+            }
+            best = Some((loss, quadratic));
+        }
+        let (_, quadratic) = best.ok_or(ShapleyError::Singular("the exp-quadratic surrogate"))?;
+        Ok(HalfSurrogate {
+            quadratic,
+            target,
+            shift,
+        })
     }
-    if design.coalitions.len() < 2 {
-        return Err(ShapleyError::Design(
-            "cross-fitting needs at least two complementary pairs".into(),
-        ));
+
+    fn predict(&self, masks: &[Mask]) -> Vec<f64> {
+        let raw = self.quadratic.predict(masks);
+        match self.target {
+            SurrogateTarget::Value => raw,
+            SurrogateTarget::LogValue => raw.into_iter().map(|q| self.shift + q.exp()).collect(),
+        }
     }
-    let size_probability = &design.size_probabilities;
-    let halves: [Vec<&Mask>; 2] = [0, 1].map(|h| {
-        design
-            .coalitions
-            .iter()
-            .skip(h)
-            .step_by(2)
-            .collect::<Vec<_>>()
-    });
+
+    /// φ(f): closed form for the quadratic, enumeration or permutation sampling through f
+    /// otherwise.
+    fn shapley(&mut self, seed: u64) -> Result<Vec<f64>, ShapleyError> {
+        if self.target == SurrogateTarget::Value {
+            return Ok(self.quadratic.shapley_values());
+        }
+        if self.num_players() <= MAX_ENUMERATED_PLAYERS {
+            return Ok(exact_shapley(self)?);
+        }
+        Ok(surrogate_shapley(self, None, SURROGATE_PERMUTATION_PAIRS, seed)?.values)
+    }
+}
+
+impl Game for HalfSurrogate {
+    fn num_players(&self) -> usize {
+        self.quadratic.num_players
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        for mask in masks {
+            mask.check_len(self.num_players())?;
+        }
+        Ok(self.predict(masks))
+    }
+}
+
+/// Weighted ridge fit of a quadratic: minimises Σ w (y − q)² / Σ w + α‖coefficients‖²
+/// (intercept not penalised), α = [`SURROGATE_RIDGE_ALPHA`]. The surrogate crate's fit has
+/// no weights, which the Gauss–Newton steps of the exp-quadratic fit need.
+fn weighted_quadratic_fit(
+    masks: &[Mask],
+    targets: &[f64],
+    weights: &[f64],
+) -> Result<QuadraticSurrogate, ShapleyError> {
+    let n = masks.first().map_or(0, Mask::num_blocks);
+    // Unknowns: intercept, n linear, then the pairs (i < j) in row order.
+    let pair_index = |i: usize, j: usize| 1 + n + i * (2 * n - i - 1) / 2 + (j - i - 1);
+    let quadratic_size = 1 + n + n * n.saturating_sub(1) / 2;
+    // Pairs only where the rows can determine them: with fewer than two rows per
+    // coefficient the pair terms overfit a half (measured on the real game), so the fit is
+    // additive in ln u.
+    let with_pairs = masks.len() >= 2 * quadratic_size;
+    let size = if with_pairs { quadratic_size } else { 1 + n };
+    let total_weight: f64 = weights.iter().sum();
+    if !(total_weight > 0.0 && total_weight.is_finite()) {
+        return Err(ShapleyError::Singular("the exp-quadratic surrogate"));
+    }
+    let mut gram = vec![0.0; size * size];
+    let mut rhs = vec![0.0; size];
+    let mut active = Vec::with_capacity(size);
+    for ((mask, &y), &w) in masks.iter().zip(targets).zip(weights) {
+        let w = w / total_weight;
+        let kept = mask.kept_blocks();
+        active.clear();
+        active.push(0);
+        active.extend(kept.iter().map(|&i| 1 + i));
+        if with_pairs {
+            for (a, &i) in kept.iter().enumerate() {
+                active.extend(kept[a + 1..].iter().map(|&j| pair_index(i, j)));
+            }
+        }
+        for &p in &active {
+            rhs[p] += w * y;
+            for &q in &active {
+                gram[p * size + q] += w;
+            }
+        }
+    }
+    for p in 1..size {
+        gram[p * size + p] += SURROGATE_RIDGE_ALPHA;
+    }
+    let solution = Cholesky::new(&gram, size)
+        .ok_or(ShapleyError::Singular("the exp-quadratic surrogate"))?
+        .solve(&rhs);
+    let mut pairs = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        for j in (i + 1..n).filter(|_| with_pairs) {
+            pairs[i][j] = solution[pair_index(i, j)];
+            pairs[j][i] = pairs[i][j];
+        }
+    }
+    Ok(QuadraticSurrogate {
+        num_players: n,
+        intercept: solution[0],
+        linear: solution[1..=n].to_vec(),
+        pairs,
+    })
+}
+
+/// One half's residual estimate: per-player mean and standard error of φ(v − f), given the
+/// residual r(m) = v(m) − f(m).
+type ResidualEstimate<'a> = dyn Fn(
+        usize,
+        &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
+    ) -> Result<(Vec<f64>, Option<Vec<f64>>), ShapleyError>
+    + 'a;
+
+/// The cross-fitting shared by every variant: for each half h, f is fitted on the other
+/// half's masks plus the empty and full masks, and φ(f) + the residual estimate on half h
+/// is averaged over the two halves. `half_masks[h]` are the masks of half h.
+fn cross_fit(
+    name: &str,
+    num_players: usize,
+    table: &ValueTable,
+    target: SurrogateTarget,
+    half_masks: [Vec<Mask>; 2],
+    residual_estimate: &ResidualEstimate<'_>,
+    seed: u64,
+) -> Result<RegressionAdjusted, ShapleyError> {
+    let n = num_players;
+    let ends = [Mask::empty(n), Mask::full(n)];
     let mut half_values = Vec::with_capacity(2);
     let mut half_variances = Vec::with_capacity(2);
-    for (h, estimate_half) in halves.iter().enumerate() {
-        // Fit on the other half's distinct masks plus the empty and full masks.
-        let mut train: Vec<Mask> = halves[1 - h]
-            .iter()
-            .flat_map(|s| [(*s).clone(), s.complement()])
-            .chain([empty.clone(), full.clone()])
-            .collect();
+    let (mut residual_squares, mut held_out) = (0.0, Vec::new());
+    for h in 0..2 {
+        let mut train: Vec<Mask> = half_masks[1 - h].iter().chain(&ends).cloned().collect();
         train.sort();
         train.dedup();
         let targets = train
             .iter()
             .map(|m| table.get(m))
             .collect::<Result<Vec<_>, _>>()?;
-        let options = FitOptions {
-            ridge_alpha: SURROGATE_RIDGE_ALPHA,
-            ..FitOptions::default()
-        };
-        let surrogate = fit(SurrogateKind::Quadratic, &train, &targets, &options)?;
-        let surrogate_shapley = surrogate.exact_shapley().ok_or(ShapleyError::Design(
-            "the surrogate has no exact Shapley values".into(),
-        ))?;
+        let mut surrogate = HalfSurrogate::fit(target, &train, &targets)?;
+        let surrogate_shapley = surrogate.shapley(seed.wrapping_add(h as u64))?;
         let residual = |mask: &Mask| -> Result<f64, ShapleyError> {
             Ok(table.get(mask)? - surrogate.predict(std::slice::from_ref(mask))[0])
         };
+        for mask in &half_masks[h] {
+            residual_squares += residual(mask)?.powi(2);
+            held_out.push(table.get(mask)?);
+        }
+        let (residual_mean, residual_se) = residual_estimate(h, &residual)?;
+        half_values.push(
+            (0..n)
+                .map(|i| surrogate_shapley[i] + residual_mean[i])
+                .collect::<Vec<_>>(),
+        );
+        half_variances.push(residual_se.map(|se| se.iter().map(|s| s * s).collect::<Vec<_>>()));
+    }
+    let values = (0..n)
+        .map(|i| (half_values[0][i] + half_values[1][i]) / 2.0)
+        .collect();
+    // Treats the halves as independent (each half's residual mean is, given the other
+    // half's fit); an approximation, documented.
+    let std_errors = match (&half_variances[0], &half_variances[1]) {
+        (Some(a), Some(b)) => Some((0..n).map(|i| (a[i] + b[i]).sqrt() / 2.0).collect()),
+        _ => None,
+    };
+    let mean = held_out.iter().sum::<f64>() / held_out.len().max(1) as f64;
+    let total_squares: f64 = held_out.iter().map(|v| (v - mean).powi(2)).sum();
+    let held_out_r2 = if total_squares > 0.0 {
+        1.0 - residual_squares / total_squares
+    } else {
+        f64::NAN
+    };
+    Ok(RegressionAdjusted {
+        estimates: Estimates::new(name, values, std_errors),
+        held_out_r2,
+    })
+}
+
+/// Units alternately into two halves.
+fn split_halves<T>(units: &[T]) -> [Vec<&T>; 2] {
+    [0, 1].map(|h| units.iter().skip(h).step_by(2).collect())
+}
+
+/// The cross-fitted estimate from evaluated masks of a paired kernel design (at least two
+/// pairs, one per half): the surrogate's Shapley values plus the MSR residual estimate.
+pub fn regression_adjusted_kernel_estimate(
+    design: &PairedDesign,
+    rows: &[(Mask, f64)],
+    target: SurrogateTarget,
+    seed: u64,
+) -> Result<RegressionAdjusted, ShapleyError> {
+    let n = design.num_players;
+    let name = match target {
+        SurrogateTarget::Value => REGRESSION_ADJUSTED,
+        SurrogateTarget::LogValue => REGRESSION_ADJUSTED_LOG,
+    };
+    let table = ValueTable::from_rows(rows);
+    let (empty, full) = (Mask::empty(n), Mask::full(n));
+    if n <= 1 {
+        let total = table.get(&full)? - table.get(&empty)?;
+        return Ok(RegressionAdjusted {
+            estimates: Estimates::new(name, vec![total; n], Some(vec![0.0; n])),
+            held_out_r2: f64::NAN,
+        });
+    }
+    if design.coalitions.len() < 2 {
+        return Err(ShapleyError::Design(
+            "cross-fitting needs at least two complementary pairs".into(),
+        ));
+    }
+    let halves = split_halves(&design.coalitions);
+    let half_masks = halves.clone().map(|half| {
+        half.iter()
+            .flat_map(|s| [(*s).clone(), s.complement()])
+            .collect()
+    });
+    let size_probability = &design.size_probabilities;
+    let residual_estimate = |h: usize, residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>| {
         let anchor = (residual(&full)? - residual(&empty)?) / n as f64;
-        let units: Vec<Vec<f64>> = estimate_half
+        let units: Vec<Vec<f64>> = halves[h]
             .iter()
             .map(|s| {
-                let mut contribution = vec![0.0; n];
+                let mut contribution = vec![anchor; n];
                 for coalition in [(*s).clone(), s.complement()] {
                     let size = coalition.num_kept();
                     let r = residual(&coalition)? / 2.0;
@@ -112,33 +396,80 @@ pub fn regression_adjusted_estimate(
                 Ok(contribution)
             })
             .collect::<Result<_, ShapleyError>>()?;
-        let (residual_mean, residual_se) = mean_and_se(&units, n);
-        half_values.push(
-            (0..n)
-                .map(|i| surrogate_shapley[i] + anchor + residual_mean[i])
-                .collect::<Vec<_>>(),
-        );
-        half_variances.push(residual_se.map(|se| se.iter().map(|s| s * s).collect::<Vec<_>>()));
-    }
-    let values = (0..n)
-        .map(|i| (half_values[0][i] + half_values[1][i]) / 2.0)
-        .collect();
-    // Treats the halves as independent (each half's residual mean is, given the other
-    // half's fit); an approximation, documented.
-    let std_errors = match (&half_variances[0], &half_variances[1]) {
-        (Some(a), Some(b)) => Some((0..n).map(|i| (a[i] + b[i]).sqrt() / 2.0).collect()),
-        _ => None,
+        Ok(mean_and_se(&units, n))
     };
-    Ok(Estimates::new(REGRESSION_ADJUSTED, values, std_errors))
+    cross_fit(
+        name,
+        n,
+        &table,
+        target,
+        half_masks,
+        &residual_estimate,
+        seed,
+    )
 }
 
-/// Design, evaluation through `game` (fixed blocks kept) and estimate in one call.
-pub fn run_regression_adjusted(
+/// The published estimator (quadratic surrogate of v, kernel pairs); what the `shapley`
+/// stage calls.
+pub fn regression_adjusted_estimate(
+    design: &PairedDesign,
+    rows: &[(Mask, f64)],
+) -> Result<Estimates, ShapleyError> {
+    Ok(regression_adjusted_kernel_estimate(design, rows, SurrogateTarget::Value, 0)?.estimates)
+}
+
+/// The cross-fitted estimate from evaluated masks of an antithetic permutation design (at
+/// least two units, one per half; the same masks as permutation sampling needs): the log
+/// surrogate's Shapley values plus the permutation estimate of the residual. `seed` drives
+/// only the permutations through the surrogate (more than [`MAX_ENUMERATED_PLAYERS`]
+/// players).
+pub fn regression_adjusted_chains_estimate(
+    design: &PermutationDesign,
+    rows: &[(Mask, f64)],
+    seed: u64,
+) -> Result<RegressionAdjusted, ShapleyError> {
+    let n = design.num_players;
+    if design.units.len() < 2 {
+        return Err(ShapleyError::Design(
+            "cross-fitting needs at least two permutation units".into(),
+        ));
+    }
+    let table = ValueTable::from_rows(rows);
+    let halves: [Vec<Vec<usize>>; 2] =
+        split_halves(&design.units).map(|half| half.into_iter().cloned().collect());
+    let half_masks = halves.clone().map(|units| {
+        units
+            .iter()
+            .flatten()
+            .flat_map(|&chain| design.chain_masks(chain))
+            .collect()
+    });
+    let residual_estimate = |h: usize, residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>| {
+        let units = design.unit_marginals(&halves[h], &mut |chain| {
+            design.chain_masks(chain).iter().map(residual).collect()
+        })?;
+        Ok(mean_and_se(&units, n))
+    };
+    cross_fit(
+        REGRESSION_ADJUSTED_LOG_CHAINS,
+        n,
+        &table,
+        SurrogateTarget::LogValue,
+        half_masks,
+        &residual_estimate,
+        seed,
+    )
+}
+
+/// Design, evaluation through `game` (fixed blocks kept) and estimate in one call, for the
+/// kernel-pair variants.
+pub fn run_regression_adjusted_kernel(
     game: &mut dyn Game,
     players: &Players,
     budget: usize,
     seed: u64,
-) -> Result<Estimates, ShapleyError> {
+    target: SurrogateTarget,
+) -> Result<RegressionAdjusted, ShapleyError> {
     let design = paired_kernel_design(
         players.len(),
         budget,
@@ -147,7 +478,41 @@ pub fn run_regression_adjusted(
         &mut rng_from_seed(seed),
     )?;
     let (rows, evaluations) = evaluate_masks(game, players, &design.queries())?;
-    Ok(regression_adjusted_estimate(&design, &rows)?
+    let mut result = regression_adjusted_kernel_estimate(&design, &rows, target, seed)?;
+    result.estimates = result
+        .estimates
         .for_players(players)
-        .with_evaluations(evaluations))
+        .with_evaluations(evaluations);
+    Ok(result)
+}
+
+/// The published estimator in one call.
+pub fn run_regression_adjusted(
+    game: &mut dyn Game,
+    players: &Players,
+    budget: usize,
+    seed: u64,
+) -> Result<Estimates, ShapleyError> {
+    Ok(
+        run_regression_adjusted_kernel(game, players, budget, seed, SurrogateTarget::Value)?
+            .estimates,
+    )
+}
+
+/// Design (antithetic permutation chains), evaluation through `game` and estimate in one
+/// call.
+pub fn run_regression_adjusted_chains(
+    game: &mut dyn Game,
+    players: &Players,
+    budget: usize,
+    seed: u64,
+) -> Result<RegressionAdjusted, ShapleyError> {
+    let design = permutation_design(players.len(), budget, &mut rng_from_seed(seed))?;
+    let (rows, evaluations) = evaluate_masks(game, players, &design.queries())?;
+    let mut result = regression_adjusted_chains_estimate(&design, &rows, seed)?;
+    result.estimates = result
+        .estimates
+        .for_players(players)
+        .with_evaluations(evaluations);
+    Ok(result)
 }

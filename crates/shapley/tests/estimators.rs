@@ -454,3 +454,54 @@ fn paired_designs_with_other_size_distributions_are_reweighted() {
     let narrow = PairedDesign::from_pairs(n, &pairs[..30]).unwrap();
     assert_eq!(narrow.missing_sizes(), vec![2, 3, 4, 5]);
 }
+
+/// exp of a pairwise game: the shape of the published utility exp(−Δnll).
+struct ExpPairwise(PairwiseGame);
+
+impl Game for ExpPairwise {
+    fn num_players(&self) -> usize {
+        self.0.num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        Ok(self.0.values(masks)?.into_iter().map(f64::exp).collect())
+    }
+}
+
+#[test]
+fn log_surrogate_estimators_recover_exp_pairwise_games_and_stay_unbiased() {
+    use layerprune_shapley::regression::{
+        run_regression_adjusted_chains, run_regression_adjusted_kernel, SurrogateTarget,
+    };
+    let players = Players::all(8);
+    // Scaled to the utility's range: ln v between about −3 and 1.
+    let mut pairwise = random_pairwise(8, 31);
+    pairwise.linear.iter_mut().for_each(|w| *w *= 0.2);
+    pairwise.pairs.iter_mut().flatten().for_each(|w| *w *= 0.2);
+    pairwise.base = -1.0;
+    let mut game = ExpPairwise(pairwise);
+    let truth = exact_shapley(&mut game).unwrap();
+    // Each half has over 74 distinct masks (two per quadratic coefficient), so the
+    // exp-quadratic fit is exact, the residual vanishes and only rounding is left.
+    let kernel =
+        run_regression_adjusted_kernel(&mut game, &players, 400, 1, SurrogateTarget::LogValue)
+            .unwrap();
+    assert_close(&kernel.estimates, &truth, 1e-6);
+    assert!(kernel.held_out_r2 > 1.0 - 1e-9, "{}", kernel.held_out_r2);
+    assert_efficient(&kernel.estimates, &mut game);
+    let chains = run_regression_adjusted_chains(&mut game, &players, 400, 1).unwrap();
+    assert_close(&chains.estimates, &truth, 1e-6);
+    assert_efficient(&chains.estimates, &mut game);
+
+    // On a game that is not exp-quadratic (and has a zero value, so the shift is used) the
+    // estimates stay within their standard errors and efficient.
+    let mut triple = TripleGame::layer_pruning_like(10, 3);
+    let truth = triple.shapley_values();
+    for kind in [
+        EstimatorKind::RegressionAdjustedLog,
+        EstimatorKind::RegressionAdjustedLogChains,
+    ] {
+        let estimates = run_estimator(kind, &mut triple, &Players::all(10), 600, 2).unwrap();
+        assert_within_se(&estimates, &truth, 0.05);
+        assert_efficient(&estimates, &mut triple);
+    }
+}

@@ -244,3 +244,26 @@ fn bad_input_is_refused_and_nothing_written() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.json"));
     assert!(!out_file.exists());
 }
+
+#[test]
+fn cuda_requested_without_it_is_an_error_not_a_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), None);
+    let out_file = dir.path().join("out.parquet");
+    // The CPU build of ONNX Runtime has no CUDA execution provider.
+    let out = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--device",
+        "cuda:0",
+        "--out",
+        path(&out_file),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cuda:0 requested but unavailable"),
+        "{stderr}"
+    );
+    assert!(!out_file.exists());
+}
