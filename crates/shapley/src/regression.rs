@@ -50,8 +50,8 @@ use crate::values::mean_and_se;
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
 pub const REGRESSION_ADJUSTED: &str = "regression-adjusted";
-pub const REGRESSION_ADJUSTED_LOG: &str = "regression-adjusted-log";
-pub const REGRESSION_ADJUSTED_LOG_CHAINS: &str = "regression-adjusted-log-chains";
+pub const REGRESSION_ADJUSTED_LOG: &str = "regression-adjusted-exp";
+pub const REGRESSION_ADJUSTED_LOG_CHAINS: &str = "regression-adjusted-exp-chains";
 
 /// Ridge strength of the quadratic surrogate: small, so an exactly quadratic game is
 /// recovered when each half has more distinct masks than the quadratic has coefficients,

@@ -5,7 +5,7 @@
 //! - `semivalue` (the published estimate), `banzhaf`, `shapley-surrogate`: `--surrogate`
 //!   (queried `--samples` times; costs no LLM evaluation);
 //! - `permutation`: `--evaluations` and `--masks` with permutation chains;
-//! - `kernelshap`, `regression-adjusted`: `--evaluations` and `--masks` with complement pairs;
+//! - `kernelshap`, `regression-adjusted`, `regression-adjusted-exp`: `--evaluations` and `--masks` with complement pairs;
 //! - `exact`: `--evaluations` holding every mask over the players.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,9 @@ use layerprune_core::{Mask, RecordedGame};
 use layerprune_shapley::exact::exact_values;
 use layerprune_shapley::kernelshap::{kernelshap_estimate, PairedDesign};
 use layerprune_shapley::permutation::{permutation_estimate, PermutationDesign};
-use layerprune_shapley::regression::regression_adjusted_estimate;
+use layerprune_shapley::regression::{
+    regression_adjusted_estimate, regression_adjusted_kernel_estimate, SurrogateTarget,
+};
 use layerprune_shapley::semivalue::{published_strata, semivalue_through, MaskDistribution};
 use layerprune_shapley::surrogate::surrogate_shapley;
 use layerprune_shapley::{Estimates, PlayerGame, Players};
@@ -35,6 +37,8 @@ enum EstimatorArg {
     Permutation,
     Kernelshap,
     RegressionAdjusted,
+    /// Regression adjustment with an exp-quadratic surrogate (the most accurate here).
+    RegressionAdjustedExp,
     Banzhaf,
     Exact,
 }
@@ -239,7 +243,10 @@ fn run_one(
                 .for_players(players)
                 .with_evaluations(llm_evaluations)])
         }
-        EstimatorArg::Permutation | EstimatorArg::Kernelshap | EstimatorArg::RegressionAdjusted => {
+        EstimatorArg::Permutation
+        | EstimatorArg::Kernelshap
+        | EstimatorArg::RegressionAdjusted
+        | EstimatorArg::RegressionAdjustedExp => {
             let table = need(&inputs.evaluations, "--evaluations", &name)?;
             let masks = need(
                 &inputs.masks,
@@ -279,10 +286,18 @@ fn run_one(
                         "warning: no pair has a coalition of {missing:?} players; {name} leaves those sizes out of the Shapley weighting"
                     );
                 }
-                let estimates = if which == EstimatorArg::Kernelshap {
-                    kernelshap_estimate(&design, &rows)?
-                } else {
-                    regression_adjusted_estimate(&design, &rows)?
+                let estimates = match which {
+                    EstimatorArg::Kernelshap => kernelshap_estimate(&design, &rows)?,
+                    EstimatorArg::RegressionAdjustedExp => {
+                        regression_adjusted_kernel_estimate(
+                            &design,
+                            &rows,
+                            SurrogateTarget::LogValue,
+                            args.seed,
+                        )?
+                        .estimates
+                    }
+                    _ => regression_adjusted_estimate(&design, &rows)?,
                 };
                 estimates.with_evaluations(design.queries().len())
             };
