@@ -8,8 +8,8 @@
 //! | name | surrogate f | residual estimate over |
 //! |---|---|---|
 //! | `regression-adjusted` | quadratic fitted to v | paired kernel coalitions (MSR) |
-//! | `regression-adjusted-log` | c + exp(quadratic), fitted in value space | paired kernel coalitions (MSR) |
-//! | `regression-adjusted-log-chains` | c + exp(quadratic), fitted in value space | antithetic permutation chains |
+//! | `regression-adjusted-exp` | c + exp(quadratic), fitted in value space | paired kernel coalitions (MSR) |
+//! | `regression-adjusted-exp-chains` | c + exp(quadratic), fitted in value space | antithetic permutation chains |
 //!
 //! The log surrogate: removing layers adds to the loss roughly additively with pairwise
 //! corrections, and the published utility is exp(−Δnll), so exp of a quadratic is the
