@@ -53,10 +53,14 @@ fn write_inputs(dir: &Path, extra_id: Option<u32>) -> (PathBuf, PathBuf) {
 }
 
 fn evaluate(args: &[&str]) -> std::process::Output {
+    evaluate_model(&fixture(), args)
+}
+
+fn evaluate_model(model: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_evaluate"))
         .args(args)
         .args(["--quiet", "--model"])
-        .arg(fixture())
+        .arg(model)
         .output()
         .expect("evaluate runs")
 }
@@ -207,18 +211,10 @@ fn bad_input_is_refused_and_nothing_written() {
     let last = block.len() - 1;
     block[last] ^= 0xff;
     std::fs::write(broken.join("block_002.onnx"), block).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
-        .args([
-            "--quiet",
-            "--tokens",
-            path(&tokens),
-            "--out",
-            path(&out_file),
-            "--model",
-        ])
-        .arg(&broken)
-        .output()
-        .unwrap();
+    let out = evaluate_model(
+        &broken,
+        &["--tokens", path(&tokens), "--out", path(&out_file)],
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -228,18 +224,10 @@ fn bad_input_is_refused_and_nothing_written() {
 
     // A missing manifest.
     std::fs::remove_file(broken.join("manifest.json")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
-        .args([
-            "--quiet",
-            "--tokens",
-            path(&tokens),
-            "--out",
-            path(&out_file),
-            "--model",
-        ])
-        .arg(&broken)
-        .output()
-        .unwrap();
+    let out = evaluate_model(
+        &broken,
+        &["--tokens", path(&tokens), "--out", path(&out_file)],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.json"));
     assert!(!out_file.exists());
