@@ -97,7 +97,7 @@ $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surroga
 # The published estimate (a semivalue over the sampled strata, through the MLP), and the true
 # Shapley value of the quadratic surrogate (closed form).
 $(RUN)/scores-published.parquet: $(RUN)/surrogate-mlp.json | $(BIN)/shapley
-	$(BIN)/shapley --surrogate $< --estimator semivalue --seed $(SEED) --out $@
+	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --estimator semivalue --seed $(SEED) --out $@
 
 $(RUN)/scores-shapley.parquet: $(RUN)/surrogate-quadratic.json $(RUN)/evaluations.parquet | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
@@ -107,15 +107,19 @@ $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-block
 	$(BIN)/score-blocks --block-stats $(RUN)/block-stats.parquet --evaluations $< --method block-influence \
 	  --method angular --method leave-one-out --method reverse --method random --seed $(SEED) --out $@
 
-# Plans for every method, measured on the evaluation text (disjoint from calibration).
-PLAN_ONE_SHOT = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS)
+# Plans for every method. Each method chooses on the calibration tokens only (SLEB's greedy
+# steps and the search's pick among candidates run there); the chosen plans are then measured
+# on the evaluation text, which no method sees.
+APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS)
 $(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parquet $(RUN)/scores-shapley.parquet \
                        $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json | $(BIN)/apply-prune
 	@mkdir -p $(dir $@)
-	$(PLAN_ONE_SHOT) $(PLAN_ARGS_$*) --plan $@
+	$(APPLY_PRUNE) $(PLAN_ARGS_$*) --tokens $(RUN)/tokens-calib.parquet --plan $(RUN)/plans/$*-calibration.parquet
+	$(APPLY_PRUNE) --method from-plan --plans $(RUN)/plans/$*-calibration.parquet \
+	  --tokens $(RUN)/tokens-eval.parquet --plan $@
 
 PLAN_ARGS_published := --scores $(RUN)/scores-published.parquet --estimator stratified-semivalue
-PLAN_ARGS_shapley := --scores $(RUN)/scores-shapley.parquet --estimator shapley-surrogate
+PLAN_ARGS_shapley := --scores $(RUN)/scores-shapley.parquet --estimator surrogate-shapley
 PLAN_ARGS_iterative := --method iterative --surrogate $(RUN)/surrogate-quadratic.json
 PLAN_ARGS_search := --method search --surrogate $(RUN)/surrogate-quadratic.json
 PLAN_ARGS_block-influence := --scores $(RUN)/scores-baselines.parquet --estimator block-influence
@@ -123,14 +127,14 @@ PLAN_ARGS_angular := --scores $(RUN)/scores-baselines.parquet --estimator angula
 PLAN_ARGS_leave-one-out := --scores $(RUN)/scores-baselines.parquet --estimator leave-one-out
 PLAN_ARGS_reverse := --scores $(RUN)/scores-baselines.parquet --estimator reverse
 PLAN_ARGS_random := --scores $(RUN)/scores-baselines.parquet --estimator random
-PLAN_ARGS_sleb := --method sleb --tokens $(RUN)/tokens-calib.parquet
+PLAN_ARGS_sleb := --method sleb
 
 DEMO_METHODS ?= published shapley iterative search block-influence angular leave-one-out reverse random
 DEMO_PLANS := $(foreach m,$(DEMO_METHODS),$(RUN)/plans/$(m).parquet)
 
 # The pruned model of the Shapley plan with K_PRUNED blocks removed, and its perplexity.
 $(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
-	$(BIN)/apply-prune --scores $< --estimator shapley-surrogate --k $(K_PRUNED) --model $(MODEL_DIR) \
+	$(BIN)/apply-prune --scores $< --estimator surrogate-shapley --k $(K_PRUNED) --model $(MODEL_DIR) \
 	  --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
 	  --pruned-out $(dir $@) --overwrite
 
@@ -143,3 +147,26 @@ $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet | $(BIN)/evaluate
 # --- The demo ----------------------------------------------------------------------------------
 demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(RUN)/pruned-k$(K_PRUNED)-eval.parquet
 	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(DEMO_METHODS) --k-pruned $(K_PRUNED)
+
+# --- make results: every method on WikiText-2, written to docs/results.md ----------------------
+# Same calibration run as the demo (its masks and evaluations are reused when present); the
+# evaluation text is WikiText-2 test (beside the project in ../shared), 40 windows × 128 tokens.
+RESULTS_RUN := $(BUILD)/runs/results
+RESULTS_METHODS := reverse random-1 random-2 random-3 random-4 random-5 block-influence angular \
+  leave-one-out sleb published shapley iterative search
+RANDOM_SEEDS := 1 2 3 4 5
+$(foreach s,$(RANDOM_SEEDS),$(eval PLAN_ARGS_random-$(s) := --scores $(RUN)/scores-random-$(s).parquet --estimator random))
+$(RUN)/scores-random-%.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
+	$(BIN)/score-blocks --evaluations $< --method random --seed $* --out $@
+$(foreach s,$(RANDOM_SEEDS),$(eval $(RUN)/plans/random-$(s).parquet: $(RUN)/scores-random-$(s).parquet))
+
+results: ort venv-export
+	@mkdir -p $(RESULTS_RUN)
+	for f in tokens-calib.parquet masks.parquet evaluations.parquet block-stats.parquet; do \
+	  if [ -f $(RUN)/$$f ] && [ ! -f $(RESULTS_RUN)/$$f ]; then cp -p $(RUN)/$$f $(RESULTS_RUN)/$$f; fi; done
+	$(MAKE) RUN=$(RESULTS_RUN) EVAL_TEXT=$(WIKITEXT) EVAL_WINDOWS=40 \
+	  $(foreach m,$(RESULTS_METHODS),$(RESULTS_RUN)/plans/$(m).parquet) $(RESULTS_RUN)/full-eval.parquet
+	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RESULTS_RUN) --methods $(RESULTS_METHODS) \
+	  --out docs/results-table.md --plot docs/img/ppl-vs-k.svg
+
+.PHONY: results demo
