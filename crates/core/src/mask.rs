@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(mask.num_removed(), 2);
         assert_eq!(mask.removed_blocks(), vec![1, 4]);
         assert_eq!(mask.complement().kept_blocks(), vec![1, 4]);
-        let mut masks = vec![
+        let mut masks = [
             "110".parse::<Mask>().unwrap(),
             "011".parse().unwrap(),
             "111".parse().unwrap(),

@@ -29,7 +29,7 @@ fn write_inputs(dir: &Path, extra_id: Option<u32>) -> (PathBuf, PathBuf) {
     let tokens = dir.join("tokens.parquet");
     write_tokens(
         &tokens,
-        &TokenTable::new(12, windows, "test".into(), "synthetic ids".into()),
+        &TokenTable::new(12, windows, "test", "synthetic ids"),
         &provenance(),
     )
     .unwrap();
