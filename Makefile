@@ -7,7 +7,7 @@ PYTHON ?= python3
 BUILD := build
 CARGO ?= cargo
 CARGO_FLAGS ?=
-BIN := target/debug
+BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
 ORT_VERSION := 1.31.1
 ORT_LIB := $(BUILD)/ort-cpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
@@ -61,7 +61,10 @@ test-rust: ort
 
 test-python: venv-test
 	rm -rf $(BUILD)/samples
-	$(CARGO) run $(CARGO_FLAGS) --quiet -p layerprune-tables --example write_samples -- $(BUILD)/samples
+	# Built with the whole workspace, so features unify as in `cargo test --workspace` and
+	# nothing is rebuilt.
+	$(CARGO) build $(CARGO_FLAGS) --workspace --examples
+	$(BIN)/examples/write_samples $(BUILD)/samples
 	LAYERPRUNE_SAMPLES=$(abspath $(BUILD)/samples) $(VENV_TEST)/bin/python -m pytest -q tests/python
 
 # The exporter's own tests (need torch: run after `make venv-export`).

@@ -53,7 +53,8 @@ $(EXACT)/evaluations.parquet: $(EXACT)/masks.parquet $(EXACT)/tokens.parquet | $
 	  $(EVALUATE_FLAGS) --out $@ --summary $(EXACT)/summary.json
 
 $(EXACT)/accuracy/summary.md: $(EXACT)/evaluations.parquet
-	$(CARGO) run $(CARGO_FLAGS) --quiet -p layerprune-shapley --example estimator_accuracy -- \
+	$(CARGO) build $(CARGO_FLAGS) --workspace --examples
+	$(BIN)/examples/estimator_accuracy \
 	  --evaluations $< --seeds 10 --out $(dir $@)
 
 exact-game: ort $(EXACT)/accuracy/summary.md
