@@ -141,11 +141,22 @@ $(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/scores-shapley.parquet $(RUN)/t
 $(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/evaluate
 	$(BIN)/evaluate --model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
 
+# The same pruned network as one ONNX file (input_ids → logits) for deployment, and as a
+# Hugging Face checkpoint (blocks deleted, layers renumbered) that transformers loads.
+$(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
+	$(VENV_EXPORT)/bin/python tools/export/merge_layered.py $(dir $<) $@
+
+$(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
+	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(SMOLLM2_GGUF) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
+	  --method one-shot:surrogate-shapley --k $(K_PRUNED) --out $(dir $@) --force
+
 $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet | $(BIN)/evaluate
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
 
 # --- The demo ----------------------------------------------------------------------------------
-demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(RUN)/pruned-k$(K_PRUNED)-eval.parquet
+DEMO_PRUNED := $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \
+  $(if $(filter $(MODEL_DIR),$(BUILD)/models/smollm2-135m),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json)
+demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
 	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(DEMO_METHODS) --k-pruned $(K_PRUNED)
 
 # --- make results: every method on WikiText-2, written to docs/results.md ----------------------

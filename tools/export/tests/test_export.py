@@ -91,3 +91,30 @@ def test_prune_refuses_out_of_range_blocks(hf_folder, tmp_path):
 
     with pytest.raises(SystemExit, match="out of range"):
         prune_hf.main(["--model", str(hf_folder), "--remove", "6", "--out", str(tmp_path / "p")])
+
+
+def test_merged_single_file_of_a_pruned_folder_matches_transformers(exported, tmp_path):
+    import shutil
+
+    import numpy as np
+    import merge_layered
+
+    model, manifest, out = exported
+    pruned = tmp_path / "pruned"
+    shutil.copytree(out, pruned)
+    pruned_manifest = json.loads((pruned / "manifest.json").read_text())
+    kept = [b for b in pruned_manifest["blocks"] if b["index"] not in (1, 4)]
+    for position, block in enumerate(kept):
+        block["index"] = position
+    pruned_manifest["blocks"], pruned_manifest["num_blocks"] = kept, len(kept)
+    (pruned / "manifest.json").write_text(json.dumps(pruned_manifest))
+    merged_path = tmp_path / "merged" / "model.onnx"
+    sys.argv = ["merge_layered.py", str(pruned), str(merged_path)]
+    merge_layered.main()
+    import onnxruntime as ort
+
+    ids = np.random.default_rng(3).integers(0, manifest["vocab_size"], size=(2, 10), dtype=np.int64)
+    session = ort.InferenceSession(str(merged_path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"embed/input_ids": ids})
+    expected, _ = export_layered.reference(model, ids, drop=(1, 4))
+    assert np.abs(logits - expected).max() < 1e-4
