@@ -72,7 +72,10 @@ static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 fn environment(threads: usize) -> Result<&'static Environment, RuntimeError> {
     ENVIRONMENT
         .get_or_init(|| {
-            let library = runtime_library_path().map_err(|e| e.to_string())?;
+            let library = runtime_library_path().map_err(|error| match error {
+                RuntimeError::Library(message) => message,
+                other => other.to_string(),
+            })?;
             let builder = ort::init_from(&library)
                 .map_err(|e| format!("cannot load {}: {e}", library.display()))?;
             let mut pool = GlobalThreadPoolOptions::default()

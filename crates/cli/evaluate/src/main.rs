@@ -14,8 +14,8 @@ use layerprune_cli_common::{command_line, run, DeviceArgs};
 use layerprune_core::Mask;
 use layerprune_runtime::{block_statistics, EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
 use layerprune_tables::{
-    read_evaluations, read_masks, read_tokens, write_block_stats, write_evaluations, BlockStatRow,
-    BlockStatsTable, EvaluationRow, EvaluationTable, Provenance,
+    read_masks, read_tokens, resume_evaluations, write_block_stats, write_evaluations,
+    BlockStatRow, BlockStatsTable, EvaluationRow, EvaluationTable, Provenance,
 };
 
 #[derive(Parser, Debug)]
@@ -111,33 +111,19 @@ fn load_masks(args: &Args, num_blocks: usize) -> Result<Vec<Mask>> {
     Ok(masks)
 }
 
-/// The rows already in `out` from an earlier run of the same model and dataset.
+/// The rows already in `out` from an earlier run of the same model and dataset. A table of
+/// another model or dataset is refused, or with `--overwrite` replaced.
 fn resume_rows(
     args: &Args,
     model_id: &str,
     dataset_id: &str,
     num_blocks: usize,
 ) -> Result<Vec<EvaluationRow>> {
-    if !args.out.exists() {
-        return Ok(Vec::new());
+    match resume_evaluations(&args.out, num_blocks, model_id, dataset_id) {
+        Ok(table) => Ok(table.rows),
+        Err(_) if args.overwrite => Ok(Vec::new()),
+        Err(error) => Err(error).context("pass --overwrite to replace it, or choose another --out"),
     }
-    let existing = read_evaluations(&args.out)?;
-    let same = existing.model_id == model_id
-        && existing.dataset_id == dataset_id
-        && existing.num_blocks == num_blocks;
-    if !same {
-        if args.overwrite {
-            return Ok(Vec::new());
-        }
-        bail!(
-            "{} holds evaluations of another model or dataset (model {}, dataset {}); pass \
-             --overwrite to replace it or choose another --out",
-            args.out.display(),
-            existing.model_id,
-            existing.dataset_id
-        );
-    }
-    Ok(existing.rows)
 }
 
 fn evaluate(args: Args) -> Result<()> {

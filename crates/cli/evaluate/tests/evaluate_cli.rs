@@ -255,3 +255,38 @@ fn cuda_requested_without_it_is_an_error_not_a_fallback() {
     );
     assert!(!out_file.exists());
 }
+
+#[test]
+fn an_output_of_another_dataset_is_refused_unless_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), None);
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (other_tokens, _) = write_inputs(&other, Some(7));
+    let out_file = dir.path().join("out.parquet");
+    let first = evaluate(&["--tokens", path(&tokens), "--out", path(&out_file)]);
+    assert!(first.status.success());
+    let before = std::fs::read(&out_file).unwrap();
+
+    let refused = evaluate(&["--tokens", path(&other_tokens), "--out", path(&out_file)]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--overwrite"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&out_file).unwrap(),
+        before,
+        "refused run left the file as it was"
+    );
+
+    let replaced = evaluate(&[
+        "--tokens",
+        path(&other_tokens),
+        "--out",
+        path(&out_file),
+        "--overwrite",
+    ]);
+    assert!(replaced.status.success());
+    let table = read_evaluations(&out_file).unwrap();
+    assert_ne!(std::fs::read(&out_file).unwrap(), before);
+    assert!(table.complete);
+}
