@@ -33,7 +33,7 @@ impl FromStr for Objective {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "utility" => Ok(Objective::Utility),
-            "neg-nll" => Ok(Objective::NegNll),
+            "neg-nll" | "neg_nll" => Ok(Objective::NegNll),
             _ => Err(format!("objective {text:?} is not one of utility, neg-nll")),
         }
     }

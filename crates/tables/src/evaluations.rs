@@ -11,7 +11,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, UInt64Array};
@@ -52,42 +51,16 @@ pub struct EvaluationTable {
     pub rows: Vec<EvaluationRow>,
 }
 
-/// Which column of an evaluation table is the game's value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ValueColumn {
-    /// PPL(full) / PPL(mask), the published utility.
-    Utility,
-    /// Minus the mean NLL.
-    NegNll,
-}
+/// Which column of an evaluation table is the game's value: the project's one [`Objective`]
+/// (utility = the stored `utility` column, neg-nll = −`nll`).
+pub use layerprune_core::Objective as ValueColumn;
 
-impl ValueColumn {
-    /// The name used on command lines: `utility` or `neg-nll`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ValueColumn::Utility => "utility",
-            ValueColumn::NegNll => "neg-nll",
-        }
-    }
-
-    pub fn of(self, row: &EvaluationRow) -> f64 {
-        match self {
-            ValueColumn::Utility => row.utility,
-            ValueColumn::NegNll => -row.nll,
-        }
-    }
-}
-
-impl FromStr for ValueColumn {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "utility" => Ok(ValueColumn::Utility),
-            "neg-nll" | "neg_nll" => Ok(ValueColumn::NegNll),
-            _ => Err(format!(
-                "unknown value column {text:?} (expected utility or neg-nll)"
-            )),
+impl EvaluationRow {
+    /// This row's value as a game's value under `objective`.
+    pub fn value(&self, objective: ValueColumn) -> f64 {
+        match objective {
+            ValueColumn::Utility => self.utility,
+            ValueColumn::NegNll => -self.nll,
         }
     }
 }
@@ -164,7 +137,7 @@ impl EvaluationTable {
         let rows = self
             .rows
             .iter()
-            .map(|row| (row.mask.clone(), value.of(row)))
+            .map(|row| (row.mask.clone(), row.value(value)))
             .filter(|(_, v)| v.is_finite());
         RecordedGame::new(self.num_blocks, rows).map_err(|e| TableError::bad(path, e.to_string()))
     }

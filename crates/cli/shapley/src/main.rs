@@ -160,7 +160,7 @@ fn player_rows(table: &EvaluationTable, value: ValueColumn, players: &Players) -
         .iter()
         .filter_map(|row| {
             let mask = players.to_player_mask(&row.mask).ok()?;
-            Some((mask, value.of(row)))
+            Some((mask, row.value(value)))
         })
         .collect()
 }
