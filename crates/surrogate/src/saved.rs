@@ -21,6 +21,10 @@ pub struct SavedSurrogate {
     /// What the predicted value means, with its sign (higher must be better, as for every
     /// game) and units, e.g. "−(NLL(mask) − NLL(full model)), nats per token; 0 = no loss".
     pub target_description: String,
+    /// Evaluated masks (LLM evaluations) the surrogate was fitted on: the cost of every
+    /// estimate or plan read off it. 0 when unknown (files written before it was recorded).
+    #[serde(default)]
+    pub fitted_on_evaluations: u64,
     /// `kind` and `parameters`.
     #[serde(flatten)]
     pub surrogate: FittedSurrogate,
@@ -58,8 +62,15 @@ impl SavedSurrogate {
         SavedSurrogate {
             target: target.into(),
             target_description: target_description.into(),
+            fitted_on_evaluations: 0,
             surrogate,
         }
+    }
+
+    /// Records how many evaluated masks the surrogate was fitted on.
+    pub fn with_fitted_on_evaluations(mut self, evaluations: u64) -> Self {
+        self.fitted_on_evaluations = evaluations;
+        self
     }
 
     pub fn kind(&self) -> SurrogateKind {

@@ -126,3 +126,27 @@ fn saving_into_a_missing_folder_names_the_file() {
     assert!(error.to_string().contains("s.json"), "{error}");
     assert!(!path.exists());
 }
+
+#[test]
+fn the_evaluations_a_surrogate_was_fitted_on_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    fitted(SurrogateKind::Quadratic)
+        .with_fitted_on_evaluations(231)
+        .save(&path)
+        .unwrap();
+    assert_eq!(
+        SavedSurrogate::load(&path).unwrap().fitted_on_evaluations,
+        231
+    );
+    // A file written without the field reads as unknown (0), not as an error.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let old = text.replace("\"fitted_on_evaluations\": 231,", "");
+    let old = old.replace("\"fitted_on_evaluations\":231,", "");
+    assert!(!old.contains("fitted_on_evaluations"), "{old}");
+    std::fs::write(&path, old).unwrap();
+    assert_eq!(
+        SavedSurrogate::load(&path).unwrap().fitted_on_evaluations,
+        0
+    );
+}

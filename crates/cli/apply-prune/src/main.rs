@@ -63,9 +63,10 @@ struct Args {
     /// adds each plan's predicted value.
     #[arg(long)]
     surrogate: Option<PathBuf>,
-    /// LLM evaluations the surrogate was fitted on, added to the cost of surrogate plans.
-    #[arg(long, default_value_t = 0)]
-    surrogate_evaluations: u64,
+    /// LLM evaluations the surrogate was fitted on, added to the cost of surrogate plans
+    /// (default: the count recorded in the surrogate file by fit-surrogate).
+    #[arg(long)]
+    surrogate_evaluations: Option<u64>,
     /// Block statistics table (evaluate --block-stats) for angular-run.
     #[arg(long)]
     block_stats: Option<PathBuf>,
@@ -328,7 +329,8 @@ fn apply_prune(args: Args) -> Result<()> {
                 drafts.push(Draft::new(
                     "iterative-surrogate",
                     removal.removed_blocks(k),
-                    args.surrogate_evaluations,
+                    args.surrogate_evaluations
+                        .unwrap_or(saved.fitted_on_evaluations),
                 ));
             }
         }
@@ -359,7 +361,8 @@ fn apply_prune(args: Args) -> Result<()> {
                 let mut draft = Draft::new(
                     "surrogate-search",
                     found[0].removed_blocks.clone(),
-                    args.surrogate_evaluations,
+                    args.surrogate_evaluations
+                        .unwrap_or(saved.fitted_on_evaluations),
                 );
                 draft.candidates = found.into_iter().map(|c| c.removed_blocks).collect();
                 drafts.push(draft);

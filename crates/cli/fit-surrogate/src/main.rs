@@ -266,6 +266,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
             )
         })?;
         SavedSurrogate::new(model, args.target.name(), args.target.description())
+            .with_fitted_on_evaluations(rows.masks.len() as u64)
             .save(path)
             .with_context(|| format!("saving the {kind} surrogate"))?;
         eprintln!(

@@ -206,7 +206,14 @@ fn run_one(
         .to_possible_value()
         .map(|v| v.get_name().to_string())
         .unwrap_or_default();
-    let llm_evaluations = inputs.evaluations.as_ref().map_or(0, |t| t.rows.len());
+    // The surrogate's own record of what it was fitted on, else the evaluation table's size.
+    let llm_evaluations = inputs
+        .surrogate
+        .as_ref()
+        .map(|s| s.fitted_on_evaluations as usize)
+        .filter(|&n| n > 0)
+        .or_else(|| inputs.evaluations.as_ref().map(|t| t.rows.len()))
+        .unwrap_or(0);
     let n = players.len();
     match which {
         EstimatorArg::Semivalue | EstimatorArg::Banzhaf => {
