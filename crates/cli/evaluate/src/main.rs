@@ -14,8 +14,9 @@ use layerprune_cli_common::{command_line, run, DeviceArgs};
 use layerprune_core::Mask;
 use layerprune_runtime::{block_statistics, EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
 use layerprune_tables::{
-    read_masks, read_tokens, resume_evaluations, write_block_stats, write_evaluations,
-    BlockStatRow, BlockStatsTable, EvaluationRow, EvaluationTable, Provenance,
+    read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
+    write_block_stats, write_evaluations, BlockStatRow, BlockStatsTable, EvaluationRow,
+    EvaluationTable, Provenance,
 };
 
 #[derive(Parser, Debug)]
@@ -25,11 +26,19 @@ use layerprune_tables::{
 )]
 struct Args {
     /// Layered model folder (manifest.json + graphs), as written by tools/export.
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    model: Option<PathBuf>,
     /// Token table (prepare-tokens).
-    #[arg(long)]
-    tokens: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    tokens: Option<PathBuf>,
+    /// Evaluate only shard I of N (0 ≤ I < N) of the masks: a mask's shard is a fixed function
+    /// of the mask, so N runs cover every mask exactly once; join them with --merge.
+    #[arg(long, conflicts_with = "merge")]
+    shard: Option<Shard>,
+    /// Merge these shard outputs (with --masks: the table they were sharded from) into --out,
+    /// refusing missing or duplicated masks and shards of another model, dataset or version.
+    #[arg(long, num_args = 1.., requires = "masks")]
+    merge: Vec<PathBuf>,
     /// Mask table (sample-masks). Without it (and without --mask) only the full model.
     #[arg(long)]
     masks: Option<PathBuf>,
@@ -79,10 +88,143 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    run(|| evaluate(Args::parse()))
+    run(|| {
+        let args = Args::parse();
+        if args.merge.is_empty() {
+            evaluate(args)
+        } else {
+            merge(args)
+        }
+    })
 }
 
-fn load_masks(args: &Args, num_blocks: usize) -> Result<Vec<Mask>> {
+/// Shard `index` of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shard {
+    index: u64,
+    count: u64,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        let bad = || format!("shard {text:?} is not I/N with 0 <= I < N");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let index: u64 = index.trim().parse().map_err(|_| bad())?;
+        let count: u64 = count.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// A mask's shard: the first 8 bytes of the sha256 of its id, modulo the count. Depends on
+    /// the mask alone, so it survives reordering and appending to the mask table.
+    fn owns(&self, mask: &Mask) -> bool {
+        let digest = layerprune_core::sha256_hex(mask.id().as_bytes());
+        let value = u64::from_str_radix(&digest[..16], 16).unwrap_or(0);
+        value % self.count == self.index
+    }
+}
+
+/// Joins shard outputs into one table in the mask table's order.
+fn merge(args: Args) -> Result<()> {
+    let masks_path = args.masks.as_ref().context("--merge needs --masks")?;
+    let wanted = read_masks(masks_path)?;
+    let mut merged: Option<EvaluationTable> = None;
+    let mut version: Option<String> = None;
+    let mut rows: Vec<EvaluationRow> = Vec::new();
+    for path in &args.merge {
+        let shard = read_evaluations(path)?;
+        let shard_version = read_provenance(path)?.version;
+        if !shard.complete {
+            bail!(
+                "{}: shard is incomplete; finish it (run it again) before merging",
+                path.display()
+            );
+        }
+        if let Some(first) = &merged {
+            if (
+                first.model_id.as_str(),
+                first.dataset_id.as_str(),
+                first.num_blocks,
+            ) != (
+                shard.model_id.as_str(),
+                shard.dataset_id.as_str(),
+                shard.num_blocks,
+            ) {
+                bail!(
+                    "{}: computed with model {} and dataset {}, unlike {} (model {}, dataset {})",
+                    path.display(),
+                    shard.model_id,
+                    shard.dataset_id,
+                    args.merge[0].display(),
+                    first.model_id,
+                    first.dataset_id
+                );
+            }
+            if version.as_deref() != Some(shard_version.as_str()) {
+                bail!(
+                    "{}: written by evaluate {shard_version}, {} by evaluate {}",
+                    path.display(),
+                    args.merge[0].display(),
+                    version.unwrap_or_default()
+                );
+            }
+        } else {
+            version = Some(shard_version);
+            merged = Some(EvaluationTable {
+                rows: Vec::new(),
+                ..shard.clone()
+            });
+        }
+        rows.extend(shard.rows);
+    }
+    let Some(mut table) = merged else {
+        bail!("--merge needs at least one shard");
+    };
+    if wanted.num_blocks != table.num_blocks {
+        bail!(
+            "{}: masks of {} blocks, shards of {}",
+            masks_path.display(),
+            wanted.num_blocks,
+            table.num_blocks
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for row in &rows {
+        if !seen.insert(row.mask.clone()) {
+            bail!("mask {} is in more than one shard", row.mask);
+        }
+    }
+    let masks: Vec<Mask> = wanted.rows.into_iter().map(|r| r.mask).collect();
+    if let Some(missing) = masks.iter().find(|m| !seen.contains(*m)) {
+        bail!(
+            "mask {missing} of {} is in no shard (is a shard missing?)",
+            masks_path.display()
+        );
+    }
+    table.rows = ordered(&rows, &masks);
+    table.complete = true;
+    let mut provenance = Provenance::new("evaluate", env!("CARGO_PKG_VERSION"), command_line())
+        .with_input("model", &table.model_id)
+        .with_input("dataset", &table.dataset_id);
+    for (i, path) in args.merge.iter().enumerate() {
+        provenance = provenance.with_input(&format!("shard{i}"), &path.display().to_string());
+    }
+    write_evaluations(&args.out, &table, &provenance)?;
+    eprintln!(
+        "merged {} shards: {} rows into {}",
+        args.merge.len(),
+        table.rows.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn load_masks(args: &Args, model_dir: &Path, num_blocks: usize) -> Result<Vec<Mask>> {
     let mut masks = Vec::new();
     if let Some(path) = &args.masks {
         let table = read_masks(path)?;
@@ -91,7 +233,7 @@ fn load_masks(args: &Args, num_blocks: usize) -> Result<Vec<Mask>> {
                 "{}: masks are for a model of {} blocks, but {} has {num_blocks}",
                 path.display(),
                 table.num_blocks,
-                args.model.display()
+                model_dir.display()
             );
         }
         masks.extend(table.rows.into_iter().map(|row| row.mask));
@@ -99,7 +241,7 @@ fn load_masks(args: &Args, num_blocks: usize) -> Result<Vec<Mask>> {
     for text in &args.inline_masks {
         let mask: Mask = text.parse().with_context(|| format!("--mask {text}"))?;
         mask.check_len(num_blocks)
-            .with_context(|| format!("--mask {text} for {}", args.model.display()))?;
+            .with_context(|| format!("--mask {text} for {}", model_dir.display()))?;
         masks.push(mask);
     }
     if masks.is_empty() {
@@ -135,11 +277,17 @@ fn evaluate(args: Args) -> Result<()> {
         threads: args.device.threads,
         verify_hashes: !args.no_verify,
     };
-    let model = LayeredModel::open(&args.model, &options)?;
+    let (Some(model_dir), Some(tokens_path)) = (&args.model, &args.tokens) else {
+        bail!("--model and --tokens are needed to evaluate");
+    };
+    let model = LayeredModel::open(model_dir, &options)?;
     let num_blocks = model.num_blocks();
     let model_id = model.model_id().to_string();
-    let tokens = read_tokens(&args.tokens)?;
-    let masks = load_masks(&args, num_blocks)?;
+    let tokens = read_tokens(tokens_path)?;
+    let mut masks = load_masks(&args, model_dir, num_blocks)?;
+    if let Some(shard) = args.shard {
+        masks.retain(|mask| shard.owns(mask));
+    }
     let mut rows = resume_rows(&args, &model_id, &tokens.dataset_id, num_blocks)?;
     let eval_options = EvalOptions {
         batch_windows: args.batch_windows,
@@ -147,7 +295,7 @@ fn evaluate(args: Args) -> Result<()> {
         reuse_prefixes: !args.no_prefix_reuse,
     };
     let mut evaluator = Evaluator::new(model, &tokens.windows, eval_options)
-        .with_context(|| format!("{} with {}", args.tokens.display(), args.model.display()))?;
+        .with_context(|| format!("{} with {}", tokens_path.display(), model_dir.display()))?;
 
     let full = Mask::full(num_blocks);
     let full_model_nll = match rows.iter().find(|r| r.mask == full) {

@@ -290,3 +290,85 @@ fn an_output_of_another_dataset_is_refused_unless_overwritten() {
     assert_ne!(std::fs::read(&out_file).unwrap(), before);
     assert!(table.complete);
 }
+
+#[test]
+fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), None);
+    let whole = dir.path().join("whole.parquet");
+    let out = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--out",
+        path(&whole),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let shards: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("shard{i}.parquet")))
+        .collect();
+    let mut sizes = Vec::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let spec = format!("{i}/3");
+        let out = evaluate(&[
+            "--tokens",
+            path(&tokens),
+            "--masks",
+            path(&masks),
+            "--shard",
+            &spec,
+            "--out",
+            path(shard),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sizes.push(read_evaluations(shard).unwrap().rows.len());
+    }
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        64,
+        "each mask in exactly one shard: {sizes:?}"
+    );
+    assert!(sizes.iter().all(|&n| n > 0), "{sizes:?}");
+
+    let merged = dir.path().join("merged.parquet");
+    let merge = |inputs: &[&PathBuf], out_file: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_evaluate"));
+        command.args(["--masks", path(&masks), "--out", path(out_file), "--merge"]);
+        command.args(inputs.iter().map(|p| path(p)));
+        command.output().unwrap()
+    };
+    let out = merge(&[&shards[0], &shards[1], &shards[2]], &merged);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whole = read_evaluations(&whole).unwrap();
+    let merged_table = read_evaluations(&merged).unwrap();
+    assert!(merged_table.complete);
+    assert_eq!(whole.rows.len(), merged_table.rows.len());
+    for (a, b) in whole.rows.iter().zip(&merged_table.rows) {
+        assert_eq!(a.mask, b.mask);
+        assert_eq!(a.nll, b.nll, "mask {}", a.mask);
+        assert_eq!(a.utility, b.utility, "mask {}", a.mask);
+    }
+
+    let refused = dir.path().join("refused.parquet");
+    let missing = merge(&[&shards[0], &shards[2]], &refused);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("is in no shard"));
+    let duplicated = merge(&[&shards[0], &shards[1], &shards[2], &shards[1]], &refused);
+    assert_eq!(duplicated.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&duplicated.stderr).contains("more than one shard"));
+    assert!(!refused.exists());
+}
