@@ -25,6 +25,21 @@ pub struct ScoreRow {
     pub llm_evaluations: u64,
 }
 
+impl ScoreRow {
+    /// A score with no uncertainty attached (the baselines' scores are exact by definition).
+    pub fn point(block: usize, estimate: f64, estimator: &str, llm_evaluations: u64) -> Self {
+        ScoreRow {
+            block: block as u32,
+            estimate,
+            std_error: None,
+            ci_low: None,
+            ci_high: None,
+            estimator: estimator.to_string(),
+            llm_evaluations,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreTable {
     pub num_blocks: usize,

@@ -83,15 +83,7 @@ fn write_score_table(path: &Path, scores: &[f64]) {
         rows: scores
             .iter()
             .enumerate()
-            .map(|(block, &estimate)| ScoreRow {
-                block: block as u32,
-                estimate,
-                std_error: None,
-                ci_low: None,
-                ci_high: None,
-                estimator: "test".into(),
-                llm_evaluations: 17,
-            })
+            .map(|(block, &estimate)| ScoreRow::point(block, estimate, "test", 17))
             .collect(),
     };
     write_scores(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();

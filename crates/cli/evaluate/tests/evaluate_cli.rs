@@ -65,6 +65,15 @@ fn evaluate_model(model: &Path, args: &[&str]) -> std::process::Output {
         .expect("evaluate runs")
 }
 
+/// The stage failed with exit status 2 and a message holding every one of `needles`.
+fn assert_refused(out: &std::process::Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -175,12 +184,7 @@ fn bad_input_is_refused_and_nothing_written() {
         "--out",
         path(&out_file),
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("5 entries"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_refused(&out, &["5 entries"]);
     assert!(!out_file.exists());
 
     // Token ids outside the vocabulary.
@@ -188,8 +192,7 @@ fn bad_input_is_refused_and_nothing_written() {
     std::fs::create_dir(&big).unwrap();
     let (big_tokens, _) = write_inputs(&big, Some(100_000));
     let out = evaluate(&["--tokens", path(&big_tokens), "--out", path(&out_file)]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the model's vocabulary"));
+    assert_refused(&out, &["outside the model's vocabulary"]);
     assert!(!out_file.exists());
 
     // A model whose part does not match its hash.
@@ -215,12 +218,7 @@ fn bad_input_is_refused_and_nothing_written() {
         &broken,
         &["--tokens", path(&tokens), "--out", path(&out_file)],
     );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("block_002.onnx") && stderr.contains("sha256"),
-        "{stderr}"
-    );
+    assert_refused(&out, &["block_002.onnx", "sha256"]);
 
     // A missing manifest.
     std::fs::remove_file(broken.join("manifest.json")).unwrap();
@@ -228,8 +226,7 @@ fn bad_input_is_refused_and_nothing_written() {
         &broken,
         &["--tokens", path(&tokens), "--out", path(&out_file)],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.json"));
+    assert_refused(&out, &["manifest.json"]);
     assert!(!out_file.exists());
 }
 
@@ -247,12 +244,7 @@ fn cuda_requested_without_it_is_an_error_not_a_fallback() {
         "--out",
         path(&out_file),
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cuda:0 requested but unavailable"),
-        "{stderr}"
-    );
+    assert_refused(&out, &["cuda:0 requested but unavailable"]);
     assert!(!out_file.exists());
 }
 
@@ -269,9 +261,7 @@ fn an_output_of_another_dataset_is_refused_unless_overwritten() {
     let before = std::fs::read(&out_file).unwrap();
 
     let refused = evaluate(&["--tokens", path(&other_tokens), "--out", path(&out_file)]);
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("--overwrite"), "{stderr}");
+    assert_refused(&refused, &["--overwrite"]);
     assert_eq!(
         std::fs::read(&out_file).unwrap(),
         before,
@@ -365,10 +355,8 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
 
     let refused = dir.path().join("refused.parquet");
     let missing = merge(&[&shards[0], &shards[2]], &refused);
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("is in no shard"));
+    assert_refused(&missing, &["is in no shard"]);
     let duplicated = merge(&[&shards[0], &shards[1], &shards[2], &shards[1]], &refused);
-    assert_eq!(duplicated.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&duplicated.stderr).contains("more than one shard"));
+    assert_refused(&duplicated, &["more than one shard"]);
     assert!(!refused.exists());
 }

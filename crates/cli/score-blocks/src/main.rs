@@ -144,21 +144,9 @@ fn score_blocks(args: Args) -> Result<()> {
             Method::Random => random_scores(num_blocks, args.seed),
         };
         scores.check(num_blocks)?;
-        rows.extend(
-            scores
-                .scores
-                .iter()
-                .enumerate()
-                .map(|(block, &estimate)| ScoreRow {
-                    block: block as u32,
-                    estimate,
-                    std_error: None,
-                    ci_low: None,
-                    ci_high: None,
-                    estimator: scores.method.clone(),
-                    llm_evaluations: scores.llm_evaluations,
-                }),
-        );
+        rows.extend(scores.scores.iter().enumerate().map(|(block, &estimate)| {
+            ScoreRow::point(block, estimate, &scores.method, scores.llm_evaluations)
+        }));
     }
     let mut provenance = Provenance::new("score-blocks", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(args.seed);
