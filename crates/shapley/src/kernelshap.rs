@@ -14,9 +14,9 @@
 use layerprune_core::{Game, Mask};
 use rand::Rng;
 
-use crate::linalg::Cholesky;
 use crate::values::distinct_sorted;
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
+use layerprune_surrogate::linalg::Cholesky;
 
 pub const KERNELSHAP: &str = "kernelshap-paired";
 

@@ -29,7 +29,6 @@ pub mod banzhaf;
 pub mod estimator;
 pub mod exact;
 pub mod kernelshap;
-mod linalg;
 pub mod permutation;
 mod players;
 pub mod regression;

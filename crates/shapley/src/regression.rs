@@ -43,11 +43,11 @@ use layerprune_surrogate::{
 };
 
 use crate::kernelshap::{paired_kernel_design, PairedDesign};
-use crate::linalg::Cholesky;
 use crate::permutation::{permutation_design, PermutationDesign};
 use crate::surrogate::surrogate_shapley;
 use crate::values::mean_and_se;
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
+use layerprune_surrogate::linalg::Cholesky;
 
 pub const REGRESSION_ADJUSTED: &str = "regression-adjusted";
 pub const REGRESSION_ADJUSTED_LOG: &str = "regression-adjusted-exp";

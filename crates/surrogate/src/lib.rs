@@ -16,6 +16,7 @@
 //! surrogate as a self-describing JSON file.
 
 mod forest;
+pub mod linalg;
 mod metrics;
 mod mlp;
 mod quadratic;

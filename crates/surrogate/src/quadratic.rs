@@ -18,6 +18,7 @@
 use layerprune_core::Mask;
 use serde::{Deserialize, Serialize};
 
+use crate::linalg::Cholesky;
 use crate::{Surrogate, SurrogateError};
 
 /// A fitted quadratic game.
@@ -228,7 +229,9 @@ impl NormalEquations {
         let rhs: Vec<f64> = (0..p)
             .map(|a| self.cross[a] - self.feature_sums[a] * target_mean)
             .collect();
-        let weights = cholesky_solve(&mut system, p, rhs)?;
+        let weights = Cholesky::new(&system, p)
+            .ok_or(SurrogateError::SingularSystem)?
+            .solve(&rhs);
         let intercept = target_mean
             - weights
                 .iter()
@@ -237,47 +240,6 @@ impl NormalEquations {
                 .sum::<f64>();
         Ok((intercept, weights))
     }
-}
-
-/// Solves `matrix · x = rhs` for a symmetric positive-definite `matrix` (row-major p × p,
-/// overwritten by its Cholesky factor). A pivot that is not clearly positive means the system
-/// is singular or indefinite.
-fn cholesky_solve(
-    matrix: &mut [f64],
-    p: usize,
-    mut rhs: Vec<f64>,
-) -> Result<Vec<f64>, SurrogateError> {
-    let largest_diagonal = (0..p).map(|a| matrix[a * p + a]).fold(0.0_f64, f64::max);
-    let smallest_pivot = largest_diagonal * 1e-12;
-    for j in 0..p {
-        let mut pivot = matrix[j * p + j];
-        for k in 0..j {
-            pivot -= matrix[j * p + k] * matrix[j * p + k];
-        }
-        // NaN pivots fail too.
-        if pivot.is_nan() || pivot <= smallest_pivot {
-            return Err(SurrogateError::SingularSystem);
-        }
-        let pivot = pivot.sqrt();
-        matrix[j * p + j] = pivot;
-        for i in j + 1..p {
-            let (upper, lower) = matrix.split_at_mut(i * p);
-            let row_j = &upper[j * p..j * p + j];
-            let row_i = &mut lower[..p];
-            let dot: f64 = row_i[..j].iter().zip(row_j).map(|(a, b)| a * b).sum();
-            row_i[j] = (row_i[j] - dot) / pivot;
-        }
-    }
-    // Forward substitution L y = rhs, then back substitution Lᵀ x = y (L in the lower half).
-    for i in 0..p {
-        let dot: f64 = (0..i).map(|k| matrix[i * p + k] * rhs[k]).sum();
-        rhs[i] = (rhs[i] - dot) / matrix[i * p + i];
-    }
-    for i in (0..p).rev() {
-        let dot: f64 = (i + 1..p).map(|k| matrix[k * p + i] * rhs[k]).sum();
-        rhs[i] = (rhs[i] - dot) / matrix[i * p + i];
-    }
-    Ok(rhs)
 }
 
 /// Ridge regression with an unpenalised intercept on dense features: minimises

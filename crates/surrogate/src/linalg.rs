@@ -1,16 +1,20 @@
-//! The small dense solver the regression estimators need (systems of at most a few hundred
-//! unknowns), so the crate carries no linear-algebra dependency.
+//! The small dense solver the quadratic surrogate and the regression estimators share
+//! (systems of at most a few thousand unknowns), so neither crate carries a linear-algebra
+//! dependency.
 
 /// Cholesky factor of a symmetric positive definite matrix (row-major, `n × n`).
-pub(crate) struct Cholesky {
+pub struct Cholesky {
     n: usize,
     lower: Vec<f64>,
 }
 
 impl Cholesky {
-    /// `None` when the matrix is not numerically positive definite.
-    pub(crate) fn new(matrix: &[f64], n: usize) -> Option<Self> {
-        let scale = (0..n).map(|i| matrix[i * n + i].abs()).fold(0.0, f64::max);
+    /// `None` when the matrix is not numerically positive definite (a pivot not clearly
+    /// positive, or NaN).
+    pub fn new(matrix: &[f64], n: usize) -> Option<Self> {
+        let scale = (0..n)
+            .map(|i| matrix[i * n + i].abs())
+            .fold(0.0_f64, f64::max);
         let tolerance = scale.max(f64::MIN_POSITIVE) * 1e-12;
         let mut lower = vec![0.0; n * n];
         for i in 0..n {
@@ -18,7 +22,7 @@ impl Cholesky {
                 let dot: f64 = (0..j).map(|k| lower[i * n + k] * lower[j * n + k]).sum();
                 let entry = matrix[i * n + j] - dot;
                 if i == j {
-                    if entry <= tolerance {
+                    if entry.is_nan() || entry <= tolerance {
                         return None;
                     }
                     lower[i * n + i] = entry.sqrt();
@@ -30,7 +34,7 @@ impl Cholesky {
         Some(Cholesky { n, lower })
     }
 
-    pub(crate) fn solve(&self, rhs: &[f64]) -> Vec<f64> {
+    pub fn solve(&self, rhs: &[f64]) -> Vec<f64> {
         let n = self.n;
         let mut y = rhs.to_vec();
         for i in 0..n {
