@@ -1,0 +1,1 @@
+//! Zero-shot multiple-choice tasks scored by log-likelihood (work in progress).
