@@ -8,7 +8,9 @@ use layerprune_core::Game;
 
 use crate::regression::SurrogateTarget;
 use crate::semivalue::{base_masks_for_budget, published_strata, run_semivalue, MaskDistribution};
-use crate::{banzhaf, kernelshap, permutation, regression, Estimates, Players, ShapleyError};
+use crate::{
+    banzhaf, kernelshap, permutation, regression, stratified, Estimates, Players, ShapleyError,
+};
 
 /// The estimators that spend a budget of game evaluations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,22 +20,28 @@ pub enum EstimatorKind {
     Permutation,
     KernelShap,
     RegressionAdjusted,
-    /// Regression adjustment with the exp-quadratic surrogate, residual over kernel pairs.
+    /// Regression adjustment with the exp-polynomial surrogate, residual over kernel pairs.
     RegressionAdjustedLog,
-    /// Regression adjustment with the exp-quadratic surrogate, residual over antithetic
+    /// Regression adjustment with the exp-polynomial surrogate, residual over antithetic
     /// permutation chains.
     RegressionAdjustedLogChains,
+    /// Masks stratified by size, small sizes enumerated; stratum means of the evaluations.
+    Stratified,
+    /// The same masks, stratum means completed by a cross-fitted exp-polynomial surrogate.
+    RegressionAdjustedStratified,
     BanzhafMsr,
 }
 
 impl EstimatorKind {
-    pub const ALL: [EstimatorKind; 7] = [
+    pub const ALL: [EstimatorKind; 9] = [
         EstimatorKind::StratifiedSemivalue,
         EstimatorKind::Permutation,
         EstimatorKind::KernelShap,
         EstimatorKind::RegressionAdjusted,
         EstimatorKind::RegressionAdjustedLog,
         EstimatorKind::RegressionAdjustedLogChains,
+        EstimatorKind::Stratified,
+        EstimatorKind::RegressionAdjustedStratified,
         EstimatorKind::BanzhafMsr,
     ];
 
@@ -48,6 +56,10 @@ impl EstimatorKind {
             EstimatorKind::RegressionAdjustedLogChains => {
                 regression::REGRESSION_ADJUSTED_LOG_CHAINS
             }
+            EstimatorKind::Stratified => stratified::STRATIFIED_SHAPLEY,
+            EstimatorKind::RegressionAdjustedStratified => {
+                stratified::REGRESSION_ADJUSTED_STRATIFIED
+            }
             EstimatorKind::BanzhafMsr => banzhaf::BANZHAF_MSR,
         }
     }
@@ -61,7 +73,21 @@ impl EstimatorKind {
                 | EstimatorKind::RegressionAdjusted
                 | EstimatorKind::RegressionAdjustedLog
                 | EstimatorKind::RegressionAdjustedLogChains
+                | EstimatorKind::Stratified
+                | EstimatorKind::RegressionAdjustedStratified
         )
+    }
+}
+
+impl EstimatorKind {
+    /// Whether Σ φ̂ = v(N) − v(∅) holds exactly for every sample (the stratified estimators
+    /// estimate each size's means separately, so theirs holds only in expectation).
+    pub fn is_efficient(self) -> bool {
+        self.estimates_shapley()
+            && !matches!(
+                self,
+                EstimatorKind::Stratified | EstimatorKind::RegressionAdjustedStratified
+            )
     }
 }
 
@@ -148,6 +174,12 @@ pub fn run_estimator_with_fit(
         EstimatorKind::RegressionAdjustedLogChains => adjusted(
             regression::run_regression_adjusted_chains(game, players, budget, seed)?,
         ),
+        EstimatorKind::Stratified => {
+            stratified::run_stratified(game, players, budget, seed, false)?
+        }
+        EstimatorKind::RegressionAdjustedStratified => {
+            stratified::run_stratified(game, players, budget, seed, true)?
+        }
         EstimatorKind::BanzhafMsr => (banzhaf::run_banzhaf_msr(game, players, budget, seed)?, None),
     })
 }

@@ -20,7 +20,9 @@
 //! - [`permutation`]: antithetic permutation sampling of the Shapley value;
 //! - [`kernelshap`]: paired KernelSHAP with the efficiency constraint;
 //! - [`regression`]: regression-adjusted Monte Carlo with a cross-fitted surrogate (a
-//!   quadratic of the value, or exp of a quadratic of its log);
+//!   quadratic of the value, or exp of a polynomial of its log);
+//! - [`stratified`]: masks stratified by coalition size, small sizes enumerated; plain, or
+//!   regression-adjusted with a cross-fitted exp-polynomial surrogate (the most accurate);
 //! - [`banzhaf`]: the Banzhaf value by maximum sample reuse;
 //! - [`exact`]: exact Shapley and Banzhaf values from a fully enumerated table;
 //! - [`surrogate`]: the Shapley value of a surrogate model (closed form or sampled).
@@ -31,8 +33,10 @@ pub mod exact;
 pub mod kernelshap;
 pub mod permutation;
 mod players;
+pub mod polynomial;
 pub mod regression;
 pub mod semivalue;
+pub mod stratified;
 pub mod surrogate;
 pub mod synthetic;
 mod values;

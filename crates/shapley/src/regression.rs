@@ -8,21 +8,23 @@
 //! | name | surrogate f | residual estimate over |
 //! |---|---|---|
 //! | `regression-adjusted` | quadratic fitted to v | paired kernel coalitions (MSR) |
-//! | `regression-adjusted-exp` | c + exp(quadratic), fitted in value space | paired kernel coalitions (MSR) |
-//! | `regression-adjusted-exp-chains` | c + exp(quadratic), fitted in value space | antithetic permutation chains |
+//! | `regression-adjusted-exp` | c + exp(polynomial of order ≤ 3), fitted in value space | paired kernel coalitions (MSR) |
+//! | `regression-adjusted-exp-chains` | c + exp(polynomial of order ≤ 3), fitted in value space | antithetic permutation chains |
 //!
-//! The log surrogate: removing layers adds to the loss roughly additively with pairwise
-//! corrections, and the published utility is exp(−Δnll), so exp of a quadratic is the
-//! natural shape (see [`HalfSurrogate::fit`] for why it is fitted in value space). The shift c is 0 for a positive game (the utility) and
+//! The log surrogate: removing layers adds to the loss roughly additively with pairwise and
+//! third-order corrections, and the published utility is exp(−Δnll), so exp of a polynomial
+//! is the natural shape (see [`HalfSurrogate::fit`] for why it is fitted in value space, and
+//! [`crate::polynomial`] for how its order follows the rows). The shift c is 0 for a
+//! positive game (the utility) and
 //! otherwise lies below every training value, so the estimator runs on any game. The
-//! quadratic's Shapley values have a closed form, exp of it has none: φ(f) is computed
+//! quadratic's Shapley values have a closed form, exp of a polynomial has none: φ(f) is computed
 //! exactly by enumerating the 2^n masks through f when n ≤ [`MAX_ENUMERATED_PLAYERS`], and
 //! otherwise by [`SURROGATE_PERMUTATION_PAIRS`] antithetic permutation pairs through f
 //! (independent randomness, so the estimate stays unbiased; efficiency still holds).
 //!
 //! Residual over permutation chains: the antithetic permutation estimator is linear in the
 //! game and exact on every quadratic, so with a quadratic f it would give φ(f) + φ̂(v − f) =
-//! φ̂(v) identically; with the exp-quadratic f it does not, and its error is set by the part
+//! φ̂(v) identically; with the exp-polynomial f it does not, and its error is set by the part
 //! of v − f that is not quadratic. Residual over kernel pairs (MSR): with q(S) = p̄_|S| /
 //! C(n, |S|) the design's probability of S (p̄ its size distribution), φ_i(r) = (r(N) −
 //! r(∅))/n + E_q[r(S) c_i(S)] where c_i(S) = 1/(|S| p̄_|S|) when i ∈ S and −1/((n − |S|)
@@ -44,10 +46,10 @@ use layerprune_surrogate::{
 
 use crate::kernelshap::{paired_kernel_design, PairedDesign};
 use crate::permutation::{permutation_design, PermutationDesign};
+use crate::polynomial::{order_for_rows, Multilinear};
 use crate::surrogate::surrogate_shapley;
 use crate::values::mean_and_se;
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
-use layerprune_surrogate::linalg::Cholesky;
 
 pub const REGRESSION_ADJUSTED: &str = "regression-adjusted";
 pub const REGRESSION_ADJUSTED_LOG: &str = "regression-adjusted-exp";
@@ -85,20 +87,20 @@ pub struct RegressionAdjusted {
     pub held_out_r2: f64,
 }
 
-/// A fitted surrogate of one half, played as a game over the players.
-struct HalfSurrogate {
-    /// The quadratic q: f = q, or f = c + exp(q).
-    quadratic: QuadraticSurrogate,
-    target: SurrogateTarget,
-    /// c: f = c + exp(q) for [`SurrogateTarget::LogValue`].
-    shift: f64,
+/// A surrogate fitted on one half (or fold) of the evaluations, played as a game over the
+/// players.
+pub(crate) enum HalfSurrogate {
+    /// f = a quadratic fitted to v.
+    Quadratic(QuadraticSurrogate),
+    /// f = shift + exp(p), p a multilinear polynomial of order ≤ 3.
+    ExpPolynomial { polynomial: Multilinear, shift: f64 },
 }
 
-/// Gauss–Newton steps of the exp-quadratic fit in value space.
+/// Gauss–Newton steps of the exp-polynomial fit in value space.
 const GAUSS_NEWTON_STEPS: usize = 8;
 
 impl HalfSurrogate {
-    fn fit(
+    pub(crate) fn fit(
         target: SurrogateTarget,
         masks: &[Mask],
         values: &[f64],
@@ -113,12 +115,10 @@ impl HalfSurrogate {
             else {
                 return Err(ShapleyError::Design("expected a quadratic fit".into()));
             };
-            return Ok(HalfSurrogate {
-                quadratic,
-                target,
-                shift: 0.0,
-            });
+            return Ok(HalfSurrogate::Quadratic(quadratic));
         }
+        let n = masks.first().map_or(0, Mask::num_blocks);
+        let order = order_for_rows(n, masks.len());
         let lowest = values.iter().copied().fold(f64::INFINITY, f64::min);
         let highest = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         // Below every value by a tenth of their spread, so ln stays finite.
@@ -128,26 +128,27 @@ impl HalfSurrogate {
             lowest - 0.1 * (highest - lowest).max(f64::MIN_POSITIVE.sqrt())
         };
         let shifted: Vec<f64> = values.iter().map(|v| v - shift).collect();
-        // Least squares in value space, Σ (u − e^q)², by Gauss–Newton: linearising e^q
-        // about the current q gives weights e^{2q} and working targets q + (u − e^q)/e^q.
-        // The start, q = ln u, is the log fit weighted by u², so the saturated masks (u near
+        // Least squares in value space, Σ (u − e^p)², by Gauss–Newton: linearising e^p
+        // about the current p gives weights e^{2p} and working targets p + (u − e^p)/e^p.
+        // The start, p = ln u, is the log fit weighted by u², so the saturated masks (u near
         // 0, where ln u is large and noisy but u − f is tiny) do not dominate, as they do
         // in an unweighted log fit.
         let mut current: Vec<f64> = shifted.iter().map(|u| u.ln()).collect();
-        let mut best: Option<(f64, QuadraticSurrogate)> = None;
+        let mut best: Option<(f64, Multilinear)> = None;
         for _ in 0..GAUSS_NEWTON_STEPS {
-            let weights: Vec<f64> = current.iter().map(|q| (2.0 * q).exp()).collect();
+            let weights: Vec<f64> = current.iter().map(|p| (2.0 * p).exp()).collect();
             let working: Vec<f64> = current
                 .iter()
                 .zip(&shifted)
-                .map(|(q, u)| q + (u - q.exp()) / q.exp())
+                .map(|(p, u)| p + (u - p.exp()) / p.exp())
                 .collect();
-            let quadratic = weighted_quadratic_fit(masks, &working, &weights)?;
-            current = quadratic.predict(masks);
+            let polynomial =
+                Multilinear::fit_weighted(masks, &working, &weights, order, SURROGATE_RIDGE_ALPHA)?;
+            current = polynomial.predict(masks);
             let loss: f64 = current
                 .iter()
                 .zip(&shifted)
-                .map(|(q, u)| (u - q.exp()).powi(2))
+                .map(|(p, u)| (u - p.exp()).powi(2))
                 .sum();
             if !loss.is_finite()
                 || best
@@ -156,29 +157,28 @@ impl HalfSurrogate {
             {
                 break;
             }
-            best = Some((loss, quadratic));
+            best = Some((loss, polynomial));
         }
-        let (_, quadratic) = best.ok_or(ShapleyError::Singular("the exp-quadratic surrogate"))?;
-        Ok(HalfSurrogate {
-            quadratic,
-            target,
-            shift,
-        })
+        let (_, polynomial) = best.ok_or(ShapleyError::Singular("the exp-polynomial surrogate"))?;
+        Ok(HalfSurrogate::ExpPolynomial { polynomial, shift })
     }
 
-    fn predict(&self, masks: &[Mask]) -> Vec<f64> {
-        let raw = self.quadratic.predict(masks);
-        match self.target {
-            SurrogateTarget::Value => raw,
-            SurrogateTarget::LogValue => raw.into_iter().map(|q| self.shift + q.exp()).collect(),
+    pub(crate) fn predict(&self, masks: &[Mask]) -> Vec<f64> {
+        match self {
+            HalfSurrogate::Quadratic(quadratic) => quadratic.predict(masks),
+            HalfSurrogate::ExpPolynomial { polynomial, shift } => polynomial
+                .predict(masks)
+                .into_iter()
+                .map(|p| shift + p.exp())
+                .collect(),
         }
     }
 
     /// φ(f): closed form for the quadratic, enumeration or permutation sampling through f
     /// otherwise.
     fn shapley(&mut self, seed: u64) -> Result<Vec<f64>, ShapleyError> {
-        if self.target == SurrogateTarget::Value {
-            return Ok(self.quadratic.shapley_values());
+        if let HalfSurrogate::Quadratic(quadratic) = self {
+            return Ok(quadratic.shapley_values());
         }
         if self.num_players() <= MAX_ENUMERATED_PLAYERS {
             return Ok(exact_shapley(self)?);
@@ -189,7 +189,10 @@ impl HalfSurrogate {
 
 impl Game for HalfSurrogate {
     fn num_players(&self) -> usize {
-        self.quadratic.num_players
+        match self {
+            HalfSurrogate::Quadratic(quadratic) => quadratic.num_players,
+            HalfSurrogate::ExpPolynomial { polynomial, .. } => polynomial.num_players,
+        }
     }
 
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
@@ -198,69 +201,6 @@ impl Game for HalfSurrogate {
         }
         Ok(self.predict(masks))
     }
-}
-
-/// Weighted ridge fit of a quadratic: minimises Σ w (y − q)² / Σ w + α‖coefficients‖²
-/// (intercept not penalised), α = [`SURROGATE_RIDGE_ALPHA`]. The surrogate crate's fit has
-/// no weights, which the Gauss–Newton steps of the exp-quadratic fit need.
-fn weighted_quadratic_fit(
-    masks: &[Mask],
-    targets: &[f64],
-    weights: &[f64],
-) -> Result<QuadraticSurrogate, ShapleyError> {
-    let n = masks.first().map_or(0, Mask::num_blocks);
-    // Unknowns: intercept, n linear, then the pairs (i < j) in row order.
-    let pair_index = |i: usize, j: usize| 1 + n + i * (2 * n - i - 1) / 2 + (j - i - 1);
-    let quadratic_size = 1 + n + n * n.saturating_sub(1) / 2;
-    // Pairs only where the rows can determine them: with fewer than two rows per
-    // coefficient the pair terms overfit a half (measured on the real game), so the fit is
-    // additive in ln u.
-    let with_pairs = masks.len() >= 2 * quadratic_size;
-    let size = if with_pairs { quadratic_size } else { 1 + n };
-    let total_weight: f64 = weights.iter().sum();
-    if !(total_weight > 0.0 && total_weight.is_finite()) {
-        return Err(ShapleyError::Singular("the exp-quadratic surrogate"));
-    }
-    let mut gram = vec![0.0; size * size];
-    let mut rhs = vec![0.0; size];
-    let mut active = Vec::with_capacity(size);
-    for ((mask, &y), &w) in masks.iter().zip(targets).zip(weights) {
-        let w = w / total_weight;
-        let kept = mask.kept_blocks();
-        active.clear();
-        active.push(0);
-        active.extend(kept.iter().map(|&i| 1 + i));
-        if with_pairs {
-            for (a, &i) in kept.iter().enumerate() {
-                active.extend(kept[a + 1..].iter().map(|&j| pair_index(i, j)));
-            }
-        }
-        for &p in &active {
-            rhs[p] += w * y;
-            for &q in &active {
-                gram[p * size + q] += w;
-            }
-        }
-    }
-    for p in 1..size {
-        gram[p * size + p] += SURROGATE_RIDGE_ALPHA;
-    }
-    let solution = Cholesky::new(&gram, size)
-        .ok_or(ShapleyError::Singular("the exp-quadratic surrogate"))?
-        .solve(&rhs);
-    let mut pairs = vec![vec![0.0; n]; n];
-    for i in 0..n {
-        for j in (i + 1..n).filter(|_| with_pairs) {
-            pairs[i][j] = solution[pair_index(i, j)];
-            pairs[j][i] = pairs[i][j];
-        }
-    }
-    Ok(QuadraticSurrogate {
-        num_players: n,
-        intercept: solution[0],
-        linear: solution[1..=n].to_vec(),
-        pairs,
-    })
 }
 
 /// One half's residual estimate: per-player mean and standard error of φ(v − f), given the

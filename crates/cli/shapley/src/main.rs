@@ -6,6 +6,9 @@
 //!   (queried `--samples` times; costs no LLM evaluation);
 //! - `permutation`: `--evaluations` and `--masks` with permutation chains;
 //! - `kernelshap`, `regression-adjusted`, `regression-adjusted-exp`: `--evaluations` and `--masks` with complement pairs;
+//! - `stratified`, `regression-adjusted-stratified`: `--evaluations` only (masks uniform
+//!   inside each number of kept players, as every design of `sample-masks` draws them;
+//!   `sample-masks --removed 0,1,…,n` gives their design);
 //! - `exact`: `--evaluations` holding every mask over the players.
 
 use std::collections::BTreeMap;
@@ -22,6 +25,9 @@ use layerprune_shapley::regression::{
     regression_adjusted_estimate, regression_adjusted_kernel_estimate, SurrogateTarget,
 };
 use layerprune_shapley::semivalue::{published_strata, semivalue_through, MaskDistribution};
+use layerprune_shapley::stratified::{
+    regression_adjusted_stratified_estimate, stratified_estimate,
+};
 use layerprune_shapley::surrogate::surrogate_shapley;
 use layerprune_shapley::{Estimates, PlayerGame, Players};
 use layerprune_surrogate::{SavedSurrogate, Surrogate, SurrogateGame};
@@ -37,8 +43,13 @@ enum EstimatorArg {
     Permutation,
     Kernelshap,
     RegressionAdjusted,
-    /// Regression adjustment with an exp-quadratic surrogate (the most accurate here).
+    /// Regression adjustment with an exp-polynomial surrogate over complement pairs.
     RegressionAdjustedExp,
+    /// Stratum means by coalition size (needs masks of every size).
+    Stratified,
+    /// Stratum means by size completed by a cross-fitted exp-polynomial surrogate (the most
+    /// accurate on the exact game; sizes without masks come from the surrogate alone).
+    RegressionAdjustedStratified,
     Banzhaf,
     Exact,
 }
@@ -309,6 +320,20 @@ fn run_one(
                 estimates.with_evaluations(design.queries().len())
             };
             Ok(vec![estimates.for_players(players)])
+        }
+        EstimatorArg::Stratified | EstimatorArg::RegressionAdjustedStratified => {
+            let table = need(&inputs.evaluations, "--evaluations", &name)?;
+            let rows = player_rows(table, args.value, players);
+            let estimates = if which == EstimatorArg::Stratified {
+                stratified_estimate(n, &rows)?
+            } else {
+                let (estimates, r2) = regression_adjusted_stratified_estimate(n, &rows, args.seed)?;
+                eprintln!("{name}: held-out R² of the fold surrogates {r2:.4}");
+                estimates
+            };
+            Ok(vec![estimates
+                .for_players(players)
+                .with_evaluations(rows.len())])
         }
         EstimatorArg::Exact => {
             let table = need(&inputs.evaluations, "--evaluations", &name)?;

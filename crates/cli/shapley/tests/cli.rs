@@ -132,6 +132,12 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
             "--estimator",
             "shapley-surrogate",
         ])
+        .args([
+            "--estimator",
+            "stratified",
+            "--estimator",
+            "regression-adjusted-stratified",
+        ])
         .args(["--estimator", "banzhaf", "--out"])
         .arg(&out)
         .output()
@@ -155,6 +161,8 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
         "stratified-semivalue",
         "surrogate-shapley",
         "banzhaf-marginal",
+        "stratified-shapley",
+        "regression-adjusted-stratified",
     ];
     for name in estimators {
         let rows: Vec<_> = scores.rows.iter().filter(|r| r.estimator == name).collect();
@@ -182,6 +190,13 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
     let chains = permutation_design_pairs(5, 2, &mut rng_from_seed(1));
     assert_eq!(permutation.llm_evaluations, chains.queries().len() as u64);
     assert!(permutation.ci_low.is_some());
+    // The stratified estimators read every evaluated mask over the players.
+    let stratified = scores
+        .rows
+        .iter()
+        .find(|r| r.estimator == "regression-adjusted-stratified")
+        .unwrap();
+    assert_eq!(stratified.llm_evaluations, 1 << 5);
 }
 
 #[test]
