@@ -260,25 +260,38 @@ def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
 
 
 def test_slurm_profile_dry_run(tmp_path, text):
-    config = write_config(tmp_path, text, shards=3, rounds=1, device="cuda:{shard}",
-                          ort_dylib=os.environ.get("ORT_DYLIB_PATH", ""))
-    if not os.environ.get("ORT_DYLIB_PATH"):
-        pytest.skip("ORT_DYLIB_PATH is not set (make test-workflow sets it)")
+    # As a user would: the profile's settings (device cuda, 8 threads, chunk 256) plus
+    # `--config` on the command line, which adds to them.
+    settings = {"bin": str(BIN), "model_dir": str(FIXTURE), "run": str(tmp_path / "run"),
+                "calib_text": str(text), "eval_text": str(text), "calib_windows": 4,
+                "eval_windows": 4, "seq_len": 32, "masks": 20, "ks": "1,2", "k_pruned": 2,
+                "shards": 3, "pruned_formats": "[]", "export_python": sys.executable}
     result = snakemake(tmp_path / "wd", "-n", "--profile",
-                       str(ROOT / "pipelines" / "profiles" / "slurm"), "--configfile", str(config),
-                       "--config", "device=cuda:{shard}", "threads=8",
+                       str(ROOT / "pipelines" / "profiles" / "slurm"),
                        # a dry run gives jobs one core unless told more; Slurm jobs get threads
-                       "--cores", "8")
+                       "--cores", "8",
+                       "--config", *[f"{k}={v}" for k, v in settings.items()])
     out = result.stdout + result.stderr
+    counts = job_counts(out)
+    assert counts["ort_gpu_library"] == 1, counts  # `make ort-gpu` for the CUDA provider
     blocks = out.split("rule evaluate_shard:")[1:]
     assert len(blocks) == 3, out[-3000:]
     for block in blocks:
         job = block.split("\n[")[0]
         assert "gpu=1" in job and "slurm_partition=gpu" in job and "mem_mb=32000" in job, job
-        shard = job.split("--shard ")[1].split("/")[0]
-        assert f"--device cuda:{shard}" in job and "--threads 8" in job, job
+        assert "--device cuda " in job and "--threads 8" in job and "--chunk 256" in job, job
     small = out.split("rule sample_masks:")[1].split("\n[")[0]
     assert "slurm_partition=cpu" in small and "gpu=1" not in small, small
+
+    # One machine with several GPUs: shard I on GPU I.
+    result = snakemake(tmp_path / "wd", "-n", "--profile",
+                       str(ROOT / "pipelines" / "profiles" / "local"), "--cores", "2", "--config",
+                       *[f"{k}={v}" for k, v in settings.items()], "device=cuda:{shard}")
+    out = result.stdout + result.stderr
+    for shard in range(3):
+        assert f"--shard {shard}/3 " in out
+        job = out.split(f"--shard {shard}/3 ")[1].split("\n[")[0]
+        assert f"--device cuda:{shard} " in job, job
 
 
 def test_bad_settings_are_refused_clearly(tmp_path, text):
