@@ -89,6 +89,7 @@ clean:
 # --- The pipeline (stages, configuration and the demo) ----------------------------------------
 include pipelines/layerprune.mk
 include pipelines/benchmarks.mk
+include pipelines/quantize.mk
 
 # --- The same pipeline on Snakemake (pipelines/Snakefile; docs/pipeline.md, docs/scaling.md) ---
 # The workflow's tests on the tiny fixture: shards, sampling rounds, a killed shard, dry runs.

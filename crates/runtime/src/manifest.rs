@@ -50,6 +50,11 @@ pub struct Manifest {
     pub tokenizer: String,
     /// sha256 of every file in the folder but the manifest, by relative path.
     pub files: BTreeMap<String, String>,
+    /// How `quantize` rewrote the MatMul weights (the record `layerprune_quantize::Record`
+    /// reads and writes; docs/model-format.md); absent for the exporter's float weights.
+    /// Running the model needs nothing from it: the graphs hold the quantized operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<serde_json::Value>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }

@@ -1,4 +1,141 @@
-//! `quantize`: work in progress.
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("quantize is not implemented yet")
+//! `quantize`: post-training weight quantization of a layered model folder (full or pruned) or
+//! of a single ONNX file, into the same format. int8 per output channel
+//! (`DequantizeLinear` → `MatMul`) or int4 block-wise (`MatMulNBits`); the algorithms live in
+//! `layerprune-quantize`, this binary reads the arguments and reports what was done.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+use layerprune_cli_common::run;
+use layerprune_quantize::{
+    quantize_folder, quantize_single_file, write_folder, write_single_file, FolderOptions,
+    GraphReport, Scheme,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SchemeArg {
+    /// int8, symmetric, one scale per output channel (DequantizeLinear → MatMul).
+    Int8,
+    /// int4, a scale and zero point per --block-size inputs (com.microsoft MatMulNBits).
+    Int4,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Quantize the MatMul weights of a layered model folder or an ONNX file"
+)]
+struct Args {
+    /// Layered model folder (with manifest.json) or one .onnx file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Where to write the quantized model: a folder for a folder, a file for a file.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum)]
+    scheme: SchemeArg,
+    /// int4: inputs per scale and zero point (16, 32, 64, 128 or 256).
+    #[arg(long, default_value_t = 32)]
+    block_size: usize,
+    /// int4: MatMulNBits' accuracy_level (0 = compute in float; 4 = int8 activations on CPU).
+    #[arg(long, default_value_t = 0)]
+    accuracy_level: i64,
+    /// Leave the head graphs (head, head_logits) in float.
+    #[arg(long)]
+    exclude_head: bool,
+    /// Skip checking the source files' sha256 against the manifest.
+    #[arg(long)]
+    no_verify: bool,
+    /// Replace an existing --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print every quantized MatMul.
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    run(|| quantize(Args::parse()))
+}
+
+fn scheme(args: &Args) -> Result<Scheme> {
+    let scheme = match args.scheme {
+        SchemeArg::Int8 => {
+            if args.accuracy_level != 0 {
+                bail!("--accuracy-level applies to --scheme int4 only");
+            }
+            Scheme::Int8
+        }
+        SchemeArg::Int4 => Scheme::Int4 {
+            block_size: args.block_size,
+            accuracy_level: args.accuracy_level,
+        },
+    };
+    scheme.validate()?;
+    Ok(scheme)
+}
+
+fn print_report(file: &str, report: &GraphReport, verbose: bool) {
+    if verbose {
+        for m in &report.quantized {
+            eprintln!("{file}: {} ({}, K={} N={})", m.node, m.weight, m.k, m.n);
+        }
+    }
+    for (node, why) in &report.skipped {
+        eprintln!("{file}: left {node} in float: {why}");
+    }
+}
+
+fn quantize(args: Args) -> Result<()> {
+    let scheme = scheme(&args)?;
+    if !args.model.exists() {
+        bail!("{}: no such folder or file", args.model.display());
+    }
+    if args.model.is_dir() {
+        let options = FolderOptions {
+            scheme: scheme.clone(),
+            exclude_head: args.exclude_head,
+            verify: !args.no_verify,
+        };
+        let quantized = quantize_folder(&args.model, &options)?;
+        for (file, report) in &quantized.reports {
+            print_report(file, report, args.verbose);
+        }
+        write_folder(&args.model, &args.out, &quantized, args.overwrite)?;
+        let count: usize = quantized
+            .reports
+            .iter()
+            .map(|(_, r)| r.quantized.len())
+            .sum();
+        eprintln!(
+            "quantized {count} MatMuls in {} graphs ({}); wrote {} ({} new weight files, {} float \
+             weight files dropped)",
+            quantized.graphs.len(),
+            scheme.name(),
+            args.out.display(),
+            quantized.new_weights.len(),
+            quantized.dropped.len()
+        );
+    } else {
+        if args.exclude_head {
+            bail!("--exclude-head applies to layered model folders only");
+        }
+        let quantized = quantize_single_file(&args.model, &scheme)?;
+        print_report(
+            &args.model.display().to_string(),
+            &quantized.report,
+            args.verbose,
+        );
+        write_single_file(&args.model, &args.out, &quantized.bytes, args.overwrite)?;
+        eprintln!(
+            "quantized {} MatMuls ({}); wrote {} ({} bytes)",
+            quantized.report.quantized.len(),
+            scheme.name(),
+            args.out.display(),
+            quantized.bytes.len()
+        );
+    }
+    Ok(())
 }

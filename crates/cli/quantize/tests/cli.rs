@@ -1,0 +1,134 @@
+//! The `quantize` binary on the committed tiny model: a folder and a single file are written,
+//! and bad requests stop with exit status 2 and a message naming the file and the problem.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+}
+
+fn quantize(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quantize"))
+        .args(args)
+        .output()
+        .expect("quantize runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn quantizes_a_folder_and_a_single_file() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("int4");
+    let model = fixture();
+    let result = quantize(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--scheme",
+        "int4",
+        "--block-size",
+        "128",
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert!(stderr(&result).contains("quantized 44 MatMuls in 8 graphs (int4)"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["quantization"]["block_size"], 128);
+    assert_eq!(
+        manifest["quantization"]["operator"],
+        "com.microsoft.MatMulNBits"
+    );
+
+    // One block graph as a single file: its external weights are read and the output inlines
+    // everything.
+    let file = temp.path().join("block.onnx");
+    let block = model.join("block_000.onnx");
+    let result = quantize(&[
+        "--model",
+        block.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+        "--scheme",
+        "int8",
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert!(stderr(&result).contains("quantized 7 MatMuls (int8)"));
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(!bytes.windows(8).any(|w| w == b"weights/"));
+    // 64×64, 64×32 ×2, 64×128 ×2, 128×64 int8 weights: at least 28 KiB inline.
+    assert!(bytes.len() > 28 * 1024);
+}
+
+#[test]
+fn bad_input_exits_with_status_2_and_the_reason() {
+    let temp = tempfile::tempdir().unwrap();
+    let model = fixture();
+    let model = model.to_str().unwrap();
+    let out = temp.path().join("q");
+    let out = out.to_str().unwrap();
+
+    let result = quantize(&[
+        "--model",
+        model,
+        "--out",
+        out,
+        "--scheme",
+        "int4",
+        "--block-size",
+        "48",
+    ]);
+    assert_eq!(result.status.code(), Some(2));
+    assert!(
+        stderr(&result).contains("int4 block size 48 is not supported"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!temp.path().join("q").exists());
+
+    // The embedding graph has a Gather and no MatMul.
+    let embed = fixture().join("embed.onnx");
+    let result = quantize(&[
+        "--model",
+        embed.to_str().unwrap(),
+        "--out",
+        out,
+        "--scheme",
+        "int8",
+    ]);
+    assert_eq!(result.status.code(), Some(2));
+    let message = stderr(&result);
+    assert!(
+        message.contains("embed.onnx") && message.contains("nothing to quantize"),
+        "{message}"
+    );
+
+    let missing = temp.path().join("missing");
+    let result = quantize(&[
+        "--model",
+        missing.to_str().unwrap(),
+        "--out",
+        out,
+        "--scheme",
+        "int8",
+    ]);
+    assert_eq!(result.status.code(), Some(2));
+    assert!(stderr(&result).contains("missing: no such folder or file"));
+
+    let result = quantize(&[
+        "--model",
+        model,
+        "--out",
+        out,
+        "--scheme",
+        "int8",
+        "--accuracy-level",
+        "4",
+    ]);
+    assert_eq!(result.status.code(), Some(2));
+    assert!(stderr(&result).contains("--accuracy-level applies to --scheme int4 only"));
+}

@@ -1,0 +1,612 @@
+//! Quantizing a whole model: a layered model folder (docs/model-format.md) or one ONNX file.
+//!
+//! Folder: each graph is rewritten by [`quantize_model`]; the new tensors of at least 1 KiB go
+//! to content-addressed files `weights/<first 32 hex digits of sha256>.bin`, as the exporter
+//! writes them, so graphs stay small and a pruned or re-pruned folder can still find the files
+//! a graph uses. Float weight files no graph reads any more are left out, every other listed
+//! file is hard-linked (or copied), and the manifest gets the new hashes and a `quantization`
+//! [`Record`]. The folder is built beside the destination and renamed into place.
+//!
+//! One file (e.g. `merge_layered.py`'s): every tensor is stored inline in the output, so it is
+//! self-contained (ONNX's protobuf limit of 2 GiB applies), and the record goes into the
+//! model's `metadata_props` under `layerprune.quantization`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+
+use layerprune_runtime::{model_id, Manifest, MANIFEST_FILE};
+use onnx_protobuf::tensor_proto::{DataLocation, DataType};
+use onnx_protobuf::{ModelProto, StringStringEntryProto, TensorProto};
+use protobuf::{EnumOrUnknown, Message};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::graph::{entry, external_location, external_locations, quantize_model, GraphReport};
+use crate::{QuantizeError, Scheme};
+
+/// Tensors at least this large are written to their own weight file (the exporter's rule).
+pub const EXTERNAL_THRESHOLD_BYTES: usize = 1024;
+/// The key of the record in a single file's `metadata_props`.
+pub const METADATA_KEY: &str = "layerprune.quantization";
+/// protobuf refuses messages of 2 GiB or more.
+const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
+
+/// The manifest's `quantization` record (docs/model-format.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// `int8` or `int4`.
+    pub scheme: String,
+    pub bits: u32,
+    /// Inputs per scale and zero point (int4); absent for per-channel int8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    pub symmetric: bool,
+    /// How the codes were chosen: `rtn` (round to nearest).
+    pub method: String,
+    /// What the quantized MatMuls became.
+    pub operator: String,
+    /// `MatMulNBits`' accuracy_level (int4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_level: Option<i64>,
+    /// MatMuls quantized over all graphs.
+    pub quantized_matmuls: usize,
+    /// Graphs left in float on request (e.g. the head).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_graphs: Vec<String>,
+    /// `model_id` of the model that was quantized (sha256 of its manifest, or of the file).
+    pub source_model_id: String,
+    /// The tool and its version.
+    pub tool: String,
+}
+
+impl Record {
+    fn new(scheme: &Scheme, quantized: usize, excluded: Vec<String>, source_id: String) -> Self {
+        let (bits, block_size, symmetric, operator, accuracy_level) = match scheme {
+            Scheme::Int8 => (8, None, true, "DequantizeLinear+MatMul", None),
+            Scheme::Int4 {
+                block_size,
+                accuracy_level,
+            } => (
+                4,
+                Some(*block_size),
+                false,
+                "com.microsoft.MatMulNBits",
+                Some(*accuracy_level),
+            ),
+        };
+        Record {
+            scheme: scheme.name().into(),
+            bits,
+            block_size,
+            symmetric,
+            method: "rtn".into(),
+            operator: operator.into(),
+            accuracy_level,
+            quantized_matmuls: quantized,
+            excluded_graphs: excluded,
+            source_model_id: source_id,
+            tool: format!("quantize {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// What to quantize.
+#[derive(Clone, Debug)]
+pub struct FolderOptions {
+    pub scheme: Scheme,
+    /// Leave the head graphs (`head`, `head_logits`) in float.
+    pub exclude_head: bool,
+    /// Check the source files' sha256 against its manifest first.
+    pub verify: bool,
+}
+
+/// A quantized folder, held in memory until [`write_folder`].
+#[derive(Debug)]
+pub struct QuantizedFolder {
+    pub manifest: Manifest,
+    /// Rewritten graphs by relative path.
+    pub graphs: BTreeMap<String, Vec<u8>>,
+    /// New weight files by relative path.
+    pub new_weights: BTreeMap<String, Vec<u8>>,
+    /// Files taken unchanged from the source folder.
+    pub unchanged: Vec<String>,
+    /// Source files no longer needed (float weights that were quantized).
+    pub dropped: Vec<String>,
+    /// Per graph, what was done.
+    pub reports: Vec<(String, GraphReport)>,
+}
+
+/// Reads float32 tensors, inline or from external data files under `dir`.
+struct FileLoader {
+    dir: PathBuf,
+    graph: PathBuf,
+}
+
+/// A relative path that stays inside its folder.
+fn inside(location: &str) -> bool {
+    let path = Path::new(location);
+    !location.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> QuantizeError + '_ {
+    move |source| QuantizeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl FileLoader {
+    fn bad(&self, tensor: &TensorProto, problem: String) -> QuantizeError {
+        QuantizeError::BadModel {
+            path: self.graph.clone(),
+            problem: format!("tensor {}: {problem}", tensor.name),
+        }
+    }
+
+    /// The tensor's bytes as stored: raw, or from its external file.
+    fn raw_bytes(&self, tensor: &TensorProto) -> Result<Vec<u8>, QuantizeError> {
+        let Some(location) = external_location(tensor) else {
+            return Ok(tensor.raw_data.clone());
+        };
+        if !inside(&location) {
+            return Err(self.bad(
+                tensor,
+                format!("external data {location:?} is not a path inside the model's folder"),
+            ));
+        }
+        let number = |key: &str| -> Result<Option<u64>, QuantizeError> {
+            entry(&tensor.external_data, key)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| self.bad(tensor, format!("external data {key} is {v:?}")))
+                })
+                .transpose()
+        };
+        let offset = number("offset")?.unwrap_or(0);
+        let path = self.dir.join(&location);
+        let mut file = fs::File::open(&path).map_err(io_error(&path))?;
+        let size = file.metadata().map_err(io_error(&path))?.len();
+        let length = number("length")?.unwrap_or(size.saturating_sub(offset));
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(self.bad(
+                tensor,
+                format!("external data {location} is {size} bytes, shorter than offset {offset} + length {length}"),
+            ));
+        }
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io_error(&path))?;
+        let mut bytes = vec![0u8; length as usize];
+        file.read_exact(&mut bytes).map_err(io_error(&path))?;
+        Ok(bytes)
+    }
+}
+
+impl crate::TensorLoader for FileLoader {
+    fn load_f32(&mut self, tensor: &TensorProto) -> Result<Vec<f32>, QuantizeError> {
+        if tensor.data_type != DataType::FLOAT as i32 {
+            return Err(self.bad(tensor, "is not float32".into()));
+        }
+        let count: usize = tensor.dims.iter().map(|&d| d as usize).product();
+        if external_location(tensor).is_none() && !tensor.float_data.is_empty() {
+            if tensor.float_data.len() != count {
+                return Err(self.bad(tensor, "float_data does not match its dims".into()));
+            }
+            return Ok(tensor.float_data.clone());
+        }
+        let bytes = self.raw_bytes(tensor)?;
+        if bytes.len() != count * 4 {
+            return Err(self.bad(
+                tensor,
+                format!(
+                    "holds {} bytes, its dims {:?} need {}",
+                    bytes.len(),
+                    tensor.dims,
+                    count * 4
+                ),
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
+fn parse_model(path: &Path) -> Result<ModelProto, QuantizeError> {
+    let bytes = fs::read(path).map_err(io_error(path))?;
+    ModelProto::parse_from_bytes(&bytes).map_err(|error| QuantizeError::BadModel {
+        path: path.to_path_buf(),
+        problem: format!("not an ONNX model: {error}"),
+    })
+}
+
+fn encode(model: &ModelProto, path: &Path) -> Result<Vec<u8>, QuantizeError> {
+    let size = model.compute_size() as usize;
+    if size > PROTOBUF_LIMIT {
+        return Err(QuantizeError::Unsupported(format!(
+            "{}: the quantized model would be {size} bytes, over protobuf's 2 GiB limit for \
+             one file; quantize the layered folder instead",
+            path.display()
+        )));
+    }
+    model
+        .write_to_bytes()
+        .map_err(|error| QuantizeError::BadModel {
+            path: path.to_path_buf(),
+            problem: format!("cannot encode the rewritten graph: {error}"),
+        })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Moves the tensors named in `names` of at least [`EXTERNAL_THRESHOLD_BYTES`] to
+/// content-addressed weight files (collected in `files`).
+fn externalize(
+    model: &mut ModelProto,
+    names: &BTreeSet<String>,
+    files: &mut BTreeMap<String, Vec<u8>>,
+) {
+    let Some(graph) = model.graph.as_mut() else {
+        return;
+    };
+    for tensor in graph.initializer.iter_mut() {
+        if !names.contains(&tensor.name) || tensor.raw_data.len() < EXTERNAL_THRESHOLD_BYTES {
+            continue;
+        }
+        let raw = std::mem::take(&mut tensor.raw_data);
+        let location = format!("weights/{}.bin", &sha256_hex(&raw)[..32]);
+        let entry = |key: &str, value: String| StringStringEntryProto {
+            key: key.into(),
+            value,
+            ..Default::default()
+        };
+        tensor.external_data = vec![
+            entry("location", location.clone()),
+            entry("offset", "0".into()),
+            entry("length", raw.len().to_string()),
+        ];
+        tensor.data_location = EnumOrUnknown::new(DataLocation::EXTERNAL);
+        files.entry(location).or_insert(raw);
+    }
+}
+
+fn initializer_names(model: &ModelProto) -> BTreeSet<String> {
+    model
+        .graph
+        .iter()
+        .flat_map(|g| g.initializer.iter().map(|t| t.name.clone()))
+        .collect()
+}
+
+/// Quantizes the layered model in `source` (nothing is written; see [`write_folder`]).
+pub fn quantize_folder(
+    source: &Path,
+    options: &FolderOptions,
+) -> Result<QuantizedFolder, QuantizeError> {
+    options.scheme.validate()?;
+    let manifest = Manifest::load(source)?;
+    let manifest_path = source.join(MANIFEST_FILE);
+    if let Some(record) = &manifest.quantization {
+        return Err(QuantizeError::BadModel {
+            path: manifest_path,
+            problem: format!(
+                "the model is already quantized ({}); quantize the float model it came from",
+                record.get("scheme").and_then(|s| s.as_str()).unwrap_or("?")
+            ),
+        });
+    }
+    if manifest.dtype != "float32" {
+        return Err(QuantizeError::Unsupported(format!(
+            "{}: dtype is {}; only float32 models are quantized",
+            manifest_path.display(),
+            manifest.dtype
+        )));
+    }
+    if options.verify {
+        manifest.verify_files(source)?;
+    }
+    let head_graphs: BTreeSet<&str> = std::iter::once(manifest.head.file.as_str())
+        .chain(manifest.head_logits.iter().map(|h| h.file.as_str()))
+        .collect();
+    let graph_files: BTreeSet<String> = manifest.graph_files().map(str::to_string).collect();
+
+    let mut graphs = BTreeMap::new();
+    let mut new_weights = BTreeMap::new();
+    let mut reports = Vec::new();
+    let mut referenced = BTreeSet::new();
+    let mut excluded = Vec::new();
+    for file in &graph_files {
+        let path = source.join(file);
+        let mut model = parse_model(&path)?;
+        if options.exclude_head && head_graphs.contains(file.as_str()) {
+            excluded.push(file.clone());
+            referenced.extend(external_locations(&model));
+            continue;
+        }
+        let before = initializer_names(&model);
+        let mut loader = FileLoader {
+            dir: source.to_path_buf(),
+            graph: path.clone(),
+        };
+        let report = quantize_model(&mut model, &options.scheme, &mut loader)?;
+        if !report.quantized.is_empty() {
+            let added: BTreeSet<String> = initializer_names(&model)
+                .difference(&before)
+                .cloned()
+                .collect();
+            externalize(&mut model, &added, &mut new_weights);
+            graphs.insert(file.clone(), encode(&model, &path)?);
+        }
+        referenced.extend(external_locations(&model));
+        reports.push((file.clone(), report));
+    }
+    let quantized: usize = reports.iter().map(|(_, r)| r.quantized.len()).sum();
+    if quantized == 0 {
+        return Err(QuantizeError::NothingToQuantize {
+            path: source.to_path_buf(),
+        });
+    }
+    for location in &referenced {
+        if !inside(location) {
+            return Err(QuantizeError::BadModel {
+                path: source.to_path_buf(),
+                problem: format!("a graph's external data {location:?} leaves the folder"),
+            });
+        }
+        if !manifest.files.contains_key(location) && !new_weights.contains_key(location) {
+            return Err(QuantizeError::BadModel {
+                path: manifest_path.clone(),
+                problem: format!("a graph uses {location}, which `files` does not list"),
+            });
+        }
+    }
+
+    let mut files = BTreeMap::new();
+    let mut unchanged = Vec::new();
+    let mut dropped = Vec::new();
+    for (relative, hash) in &manifest.files {
+        if let Some(bytes) = graphs.get(relative) {
+            files.insert(relative.clone(), sha256_hex(bytes));
+        } else if relative.starts_with("weights/") && !referenced.contains(relative) {
+            dropped.push(relative.clone());
+        } else {
+            files.insert(relative.clone(), hash.clone());
+            // A new weight file identical to a listed one is the same file.
+            if !new_weights.contains_key(relative) {
+                unchanged.push(relative.clone());
+            }
+        }
+    }
+    for (relative, bytes) in &new_weights {
+        files
+            .entry(relative.clone())
+            .or_insert_with(|| sha256_hex(bytes));
+    }
+    let record = Record::new(&options.scheme, quantized, excluded, model_id(source)?);
+    let mut new_manifest = manifest;
+    new_manifest.files = files;
+    new_manifest.quantization =
+        Some(
+            serde_json::to_value(&record).map_err(|error| QuantizeError::BadModel {
+                path: manifest_path,
+                problem: format!("cannot encode the quantization record: {error}"),
+            })?,
+        );
+    Ok(QuantizedFolder {
+        manifest: new_manifest,
+        graphs,
+        new_weights,
+        unchanged,
+        dropped,
+        reports,
+    })
+}
+
+impl QuantizedFolder {
+    /// The quantization record written into the manifest.
+    pub fn record(&self) -> Option<Record> {
+        self.manifest
+            .quantization
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), QuantizeError> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    let mut file = fs::File::create(path).map_err(io_error(path))?;
+    file.write_all(bytes).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))
+}
+
+/// A hard link when source and destination share a file system, else a copy.
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), QuantizeError> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to).map(drop).map_err(io_error(from))
+}
+
+fn fill_folder(
+    source: &Path,
+    folder: &Path,
+    quantized: &QuantizedFolder,
+) -> Result<(), QuantizeError> {
+    for relative in &quantized.unchanged {
+        link_or_copy(&source.join(relative), &folder.join(relative))?;
+    }
+    for (relative, bytes) in quantized.graphs.iter().chain(&quantized.new_weights) {
+        write_file(&folder.join(relative), bytes)?;
+    }
+    let manifest_path = folder.join(MANIFEST_FILE);
+    let text = serde_json::to_vec_pretty(&quantized.manifest).map_err(|error| {
+        QuantizeError::BadModel {
+            path: manifest_path.clone(),
+            problem: format!("cannot encode the manifest: {error}"),
+        }
+    })?;
+    write_file(&manifest_path, &text)
+}
+
+/// A hidden sibling of `dest`, unique to this process.
+fn sibling(dest: &Path, tag: &str) -> Result<PathBuf, QuantizeError> {
+    let name = dest.file_name().ok_or_else(|| {
+        QuantizeError::Unsupported(format!("{} has no file name", dest.display()))
+    })?;
+    Ok(dest.with_file_name(format!(
+        ".{}.{tag}-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+fn refuse_existing(source: &Path, dest: &Path, overwrite: bool) -> Result<(), QuantizeError> {
+    let same = match (fs::canonicalize(source), fs::canonicalize(dest)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(QuantizeError::Unsupported(format!(
+            "{} is the model being quantized; write the quantized model elsewhere",
+            dest.display()
+        )));
+    }
+    if dest.exists() && !overwrite {
+        return Err(QuantizeError::Unsupported(format!(
+            "{} already exists; pass --overwrite to replace it",
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the quantized folder beside `dest` and renames it into place, so `dest` is either
+/// absent, the old folder, or complete.
+pub fn write_folder(
+    source: &Path,
+    dest: &Path,
+    quantized: &QuantizedFolder,
+    overwrite: bool,
+) -> Result<(), QuantizeError> {
+    refuse_existing(source, dest, overwrite)?;
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    let temp = sibling(dest, "tmp")?;
+    if temp.exists() {
+        fs::remove_dir_all(&temp).map_err(io_error(&temp))?;
+    }
+    fs::create_dir(&temp).map_err(io_error(&temp))?;
+    let result = fill_folder(source, &temp, quantized).and_then(|()| {
+        if dest.exists() {
+            let old = sibling(dest, "old")?;
+            fs::rename(dest, &old).map_err(io_error(dest))?;
+            fs::rename(&temp, dest).map_err(io_error(dest))?;
+            // The new folder is in place; failing to delete the old one loses nothing.
+            let _ = fs::remove_dir_all(&old);
+        } else {
+            fs::rename(&temp, dest).map_err(io_error(dest))?;
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&temp);
+    }
+    result
+}
+
+/// A quantized single-file model.
+#[derive(Debug)]
+pub struct QuantizedFile {
+    pub bytes: Vec<u8>,
+    pub report: GraphReport,
+    pub record: Record,
+}
+
+/// Quantizes the ONNX file `source` (external data resolved beside it) into one
+/// self-contained file.
+pub fn quantize_single_file(
+    source: &Path,
+    scheme: &Scheme,
+) -> Result<QuantizedFile, QuantizeError> {
+    scheme.validate()?;
+    let mut model = parse_model(source)?;
+    if model.metadata_props.iter().any(|p| p.key == METADATA_KEY) {
+        return Err(QuantizeError::BadModel {
+            path: source.to_path_buf(),
+            problem: "the model is already quantized; quantize the float model it came from".into(),
+        });
+    }
+    let dir = source
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut loader = FileLoader {
+        dir,
+        graph: source.to_path_buf(),
+    };
+    let report = quantize_model(&mut model, scheme, &mut loader)?;
+    if report.quantized.is_empty() {
+        return Err(QuantizeError::NothingToQuantize {
+            path: source.to_path_buf(),
+        });
+    }
+    if let Some(graph) = model.graph.as_mut() {
+        for tensor in graph.initializer.iter_mut() {
+            if external_location(tensor).is_some() {
+                tensor.raw_data = loader.raw_bytes(tensor)?;
+                tensor.external_data.clear();
+                tensor.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
+            }
+        }
+    }
+    let source_id = sha256_hex(&fs::read(source).map_err(io_error(source))?);
+    let record = Record::new(scheme, report.quantized.len(), Vec::new(), source_id);
+    let text = serde_json::to_string(&record).map_err(|error| QuantizeError::BadModel {
+        path: source.to_path_buf(),
+        problem: format!("cannot encode the quantization record: {error}"),
+    })?;
+    model.metadata_props.push(StringStringEntryProto {
+        key: METADATA_KEY.into(),
+        value: text,
+        ..Default::default()
+    });
+    Ok(QuantizedFile {
+        bytes: encode(&model, source)?,
+        report,
+        record,
+    })
+}
+
+/// Writes `bytes` to a temporary file beside `dest`, then renames it over `dest`.
+pub fn write_single_file(
+    source: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    overwrite: bool,
+) -> Result<(), QuantizeError> {
+    refuse_existing(source, dest, overwrite)?;
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    let temp = sibling(dest, "tmp")?;
+    let result =
+        write_file(&temp, bytes).and_then(|()| fs::rename(&temp, dest).map_err(io_error(dest)));
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}

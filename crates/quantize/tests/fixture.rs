@@ -1,0 +1,241 @@
+//! The committed tiny model (`data/fixtures/tiny-llama`), quantized and run end to end through
+//! `layerprune-runtime` as `evaluate` runs it: the folder loads with its hashes verified, and
+//! its logits and NLL stay near transformers' reference, int8 nearer than int4.
+
+use std::path::{Path, PathBuf};
+
+use layerprune_quantize::{
+    quantize_folder, write_folder, FolderOptions, QuantizeError, QuantizedFolder, Record, Scheme,
+};
+use layerprune_runtime::{model_id, LayeredModel, Manifest, RuntimeOptions};
+use ndarray::Array2;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    input_ids: Vec<Vec<u32>>,
+    logits: Vec<Vec<Vec<f32>>>,
+    nll: Vec<Vec<f64>>,
+}
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama")
+}
+
+fn reference() -> Reference {
+    let text = std::fs::read_to_string(fixture().join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn options(scheme: Scheme) -> FolderOptions {
+    FolderOptions {
+        scheme,
+        exclude_head: false,
+        verify: true,
+    }
+}
+
+fn int4(block_size: usize) -> Scheme {
+    Scheme::Int4 {
+        block_size,
+        accuracy_level: 0,
+    }
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    let manifest = Manifest::load(dir).unwrap();
+    manifest
+        .files
+        .keys()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+        .sum()
+}
+
+/// Max |logit − reference| and mean |NLL − reference| of the model in `dir`.
+fn distance_to_reference(dir: &Path) -> (f32, f64) {
+    let reference = reference();
+    let mut model = LayeredModel::open(dir, &RuntimeOptions::default()).unwrap();
+    let (batch, len) = (reference.input_ids.len(), reference.input_ids[0].len());
+    let ids = Array2::from_shape_fn((batch, len), |(b, t)| i64::from(reference.input_ids[b][t]));
+    let mut state = model.embed(&ids).unwrap();
+    for block in 0..model.num_blocks() {
+        state = model.run_block(block, &state).unwrap();
+    }
+    let logits = model.logits(&state).unwrap();
+    let mut max_logit = 0f32;
+    for ((b, t, v), value) in logits.indexed_iter() {
+        assert!(value.is_finite());
+        max_logit = max_logit.max((value - reference.logits[b][t][v]).abs());
+    }
+    let targets = Array2::from_shape_fn((batch, len), |(b, t)| {
+        i64::from(reference.input_ids[b][(t + 1).min(len - 1)])
+    });
+    let nll = model.token_nll(&state, &targets).unwrap();
+    let mut total = 0f64;
+    let mut count = 0;
+    for b in 0..batch {
+        for t in 0..len - 1 {
+            total += (f64::from(nll[(b, t)]) - reference.nll[b][t]).abs();
+            count += 1;
+        }
+    }
+    (max_logit, total / count as f64)
+}
+
+fn quantize_to(dest: &Path, scheme: Scheme) -> QuantizedFolder {
+    let quantized = quantize_folder(&fixture(), &options(scheme)).unwrap();
+    write_folder(&fixture(), dest, &quantized, false).unwrap();
+    quantized
+}
+
+#[test]
+fn quantized_fixture_runs_end_to_end_near_the_float_model() {
+    let temp = tempfile::tempdir().unwrap();
+    let (float_logit, float_nll) = distance_to_reference(&fixture());
+    let source_bytes = folder_bytes(&fixture());
+    let mut distances = Vec::new();
+    for (name, scheme) in [
+        ("int8", Scheme::Int8),
+        ("int4-32", int4(32)),
+        ("int4-128", int4(128)),
+    ] {
+        let dest = temp.path().join(name);
+        let quantized = quantize_to(&dest, scheme.clone());
+        // Every block's 7 projections and the two heads' one MatMul each.
+        let record: Record = quantized.record().unwrap();
+        assert_eq!(record.quantized_matmuls, 6 * 7 + 2);
+        assert_eq!(record.scheme, scheme.name());
+        assert_eq!(record.source_model_id, model_id(&fixture()).unwrap());
+        // What was written is what the manifest lists, with the right hashes (open verifies).
+        let manifest = Manifest::load(&dest).unwrap();
+        manifest.verify_files(&dest).unwrap();
+        assert!(!quantized.dropped.is_empty());
+        assert!(quantized.dropped.iter().all(|f| !dest.join(f).exists()));
+        // The tied embedding's float file stays: embed.onnx still gathers from it.
+        let embed = std::fs::read(dest.join("embed.onnx")).unwrap();
+        assert_eq!(embed, std::fs::read(fixture().join("embed.onnx")).unwrap());
+        let bytes = folder_bytes(&dest);
+        assert!(bytes < source_bytes, "{name}: {bytes} ≥ {source_bytes}");
+        let (logit, nll) = distance_to_reference(&dest);
+        eprintln!("{name}: {bytes} bytes (float {source_bytes}); max |logit diff| {logit:.3e}, mean |nll diff| {nll:.3e}");
+        distances.push((logit, nll));
+    }
+    eprintln!("float: max |logit diff| {float_logit:.3e}, mean |nll diff| {float_nll:.3e}");
+    // Quantization moves the outputs, by more than the float export's own error...
+    assert!(distances.iter().all(|&(l, _)| l > 10.0 * float_logit));
+    // ... but boundedly. The fixture's random weights give logits up to 2.6 and an NLL near
+    // log(320) ≈ 5.8; a wrong layout or packing gives unrelated logits (differences of the
+    // logits' own size) and NLL differences above 1.
+    let largest = reference()
+        .logits
+        .iter()
+        .flatten()
+        .flatten()
+        .fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        distances[0].0 < 0.05 * largest && distances[0].1 < 0.03,
+        "int8 {:?}",
+        distances[0]
+    );
+    for (name, d) in [("int4-32", distances[1]), ("int4-128", distances[2])] {
+        assert!(d.0 < 0.5 * largest && d.1 < 0.3, "{name} {d:?}");
+    }
+    // int8 is closer than int4.
+    assert!(distances[0].1 < distances[1].1 && distances[0].1 < distances[2].1);
+}
+
+#[test]
+fn excluding_the_head_keeps_its_graphs_and_weight() {
+    let temp = tempfile::tempdir().unwrap();
+    let dest = temp.path().join("q");
+    let mut opts = options(int4(32));
+    opts.exclude_head = true;
+    let quantized = quantize_folder(&fixture(), &opts).unwrap();
+    write_folder(&fixture(), &dest, &quantized, false).unwrap();
+    let record = quantized.record().unwrap();
+    assert_eq!(record.quantized_matmuls, 6 * 7);
+    assert_eq!(record.excluded_graphs, ["head.onnx", "head_logits.onnx"]);
+    for graph in ["head.onnx", "head_logits.onnx", "embed.onnx"] {
+        assert_eq!(
+            std::fs::read(dest.join(graph)).unwrap(),
+            std::fs::read(fixture().join(graph)).unwrap()
+        );
+    }
+    LayeredModel::open(&dest, &RuntimeOptions::default()).unwrap();
+}
+
+#[test]
+fn bad_requests_are_refused_with_the_reason() {
+    let temp = tempfile::tempdir().unwrap();
+    let error = quantize_folder(&fixture(), &options(int4(48))).unwrap_err();
+    assert!(matches!(error, QuantizeError::Unsupported(_)));
+    assert!(error.to_string().contains("block size 48"), "{error}");
+
+    let dest = temp.path().join("q");
+    quantize_to(&dest, Scheme::Int8);
+    // Quantizing twice: the manifest says so.
+    let error = quantize_folder(&dest, &options(int4(32))).unwrap_err();
+    assert!(
+        error.to_string().contains("already quantized (int8)"),
+        "{error}"
+    );
+    // An existing destination, or the source itself, is not overwritten by accident.
+    let quantized = quantize_folder(&fixture(), &options(Scheme::Int8)).unwrap();
+    let error = write_folder(&fixture(), &dest, &quantized, false).unwrap_err();
+    assert!(error.to_string().contains("already exists"), "{error}");
+    let error = write_folder(&fixture(), &fixture(), &quantized, true).unwrap_err();
+    assert!(
+        error.to_string().contains("is the model being quantized"),
+        "{error}"
+    );
+    // Overwriting replaces the folder whole, leaving no temporary folder behind.
+    write_folder(&fixture(), &dest, &quantized, true).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["q"]);
+
+    // A corrupt graph names the file.
+    let broken = temp.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::create_dir(broken.join("weights")).unwrap();
+    for entry in std::fs::read_dir(fixture().join("weights")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), broken.join("weights").join(entry.file_name())).unwrap();
+    }
+    std::fs::write(broken.join("block_003.onnx"), b"\xff\xff not protobuf").unwrap();
+    let mut opts = options(Scheme::Int8);
+    opts.verify = false;
+    let error = quantize_folder(&broken, &opts).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("block_003.onnx") && message.contains("not an ONNX model"),
+        "{message}"
+    );
+    // With verification on, the changed file is caught by its hash first.
+    opts.verify = true;
+    let error = quantize_folder(&broken, &opts).unwrap_err();
+    assert!(error.to_string().contains("block_003.onnx"), "{error}");
+}
+
+#[test]
+fn older_manifests_load_without_a_record_and_records_round_trip() {
+    let manifest = Manifest::load(&fixture()).unwrap();
+    assert!(manifest.quantization.is_none());
+    let temp = tempfile::tempdir().unwrap();
+    let dest = temp.path().join("q");
+    let quantized = quantize_to(&dest, int4(128));
+    let reloaded = Manifest::load(&dest).unwrap();
+    let record: Record = serde_json::from_value(reloaded.quantization.clone().unwrap()).unwrap();
+    assert_eq!(Some(record), quantized.record());
+    // Fields the quantizer does not know about survive (the exporter's `check`, `source`).
+    assert_eq!(reloaded.extra.get("check"), manifest.extra.get("check"));
+    assert_eq!(reloaded.extra.get("source"), manifest.extra.get("source"));
+}

@@ -1,0 +1,72 @@
+# Quantized models (docs/quantization.md). Included by the top-level Makefile after
+# layerprune.mk and benchmarks.mk, whose settings (MODEL_DIR, RUN, KS, K_PRUNED, SEED,
+# EVALUATE_FLAGS, BENCH) it uses.
+#
+#   make quantize                       int8, int4/32 and int4/128 of the model, and of the
+#                                       demo's pruned model (prune → quantize)
+#   make quantize-then-prune            the Shapley pipeline run on the int4 model, and its
+#                                       pruned model (quantize → evaluate → … → prune)
+#   make quantize-bench                 every model's perplexity and evaluate's masks/s on the
+#                                       bench tokens and masks (summaries in $(QUANT)/bench/)
+
+QUANT := $(BUILD)/quant/$(MODEL_NAME)
+QUANT_SCHEMES ?= int8 int4-32 int4-128
+# The scheme the Shapley pipeline is rerun on for quantize-then-prune.
+QUANT_FIRST ?= int4-32
+QUANT_ARGS_int8 := --scheme int8
+QUANT_ARGS_int4-32 := --scheme int4 --block-size 32
+QUANT_ARGS_int4-128 := --scheme int4 --block-size 128
+
+$(BIN)/quantize:
+	$(CARGO) build $(CARGO_FLAGS) -p quantize
+.PHONY: $(BIN)/quantize
+
+# The full model, quantized.
+$(QUANT)/full-%/manifest.json: $(MODEL_DIR)/manifest.json | $(BIN)/quantize
+	$(BIN)/quantize --model $(MODEL_DIR) --out $(dir $@) $(QUANT_ARGS_$*) --overwrite
+
+# prune → quantize: the demo's pruned model (Shapley plan, K_PRUNED blocks), quantized.
+$(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/quantize
+	$(BIN)/quantize --model $(dir $<) --out $(dir $@) $(QUANT_ARGS_$*) --overwrite
+
+# quantize → evaluate → surrogate → Shapley → prune: the same masks and calibration tokens as
+# the float run, valued on the quantized model.
+QRUN := $(QUANT)/run-$(QUANT_FIRST)
+$(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(RUN)/masks.parquet \
+                             $(RUN)/tokens-calib.parquet | $(BIN)/evaluate
+	@mkdir -p $(dir $@)
+	$(BIN)/evaluate --model $(dir $<) --tokens $(RUN)/tokens-calib.parquet --masks $(RUN)/masks.parquet \
+	  $(EVALUATE_FLAGS) --out $@
+
+$(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet | $(BIN)/fit-surrogate
+	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --model quadratic \
+	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
+	  --metrics $(QRUN)/surrogate-quadratic-metrics.parquet --out $@
+
+$(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json | $(BIN)/shapley
+	$(BIN)/shapley --surrogate $< --evaluations $(QRUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
+	  --estimator shapley-surrogate --seed $(SEED) --out $@
+
+$(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
+	$(BIN)/apply-prune --scores $< --estimator surrogate-shapley --k $(K_PRUNED) \
+	  --model $(QUANT)/full-$(QUANT_FIRST) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
+	  --plan $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
+
+# Perplexity on the bench tokens (WikiText-2 when present) and masks/s on the bench masks.
+QUANT_MODELS := $(foreach s,$(QUANT_SCHEMES),full-$(s) pruned-k$(K_PRUNED)-$(s))
+$(QUANT)/bench/%-full.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet | $(BIN)/evaluate
+	@mkdir -p $(dir $@)
+	$(BIN)/evaluate --model $(dir $<) --tokens $(BENCH)/tokens.parquet $(EVALUATE_FLAGS) \
+	  --out $(QUANT)/bench/$*-full.parquet --summary $@ --overwrite --quiet
+
+$(QUANT)/bench/%-masks.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet $(BENCH)/masks.parquet | $(BIN)/evaluate
+	@mkdir -p $(dir $@)
+	$(BIN)/evaluate --model $(dir $<) --tokens $(BENCH)/tokens.parquet --masks $(BENCH)/masks.parquet \
+	  $(EVALUATE_FLAGS) --out $(QUANT)/bench/$*-masks.parquet --summary $@ --overwrite --quiet
+
+quantize: ort $(foreach m,$(QUANT_MODELS),$(QUANT)/$(m)/manifest.json)
+quantize-then-prune: ort $(QRUN)/pruned-k$(K_PRUNED)/manifest.json
+quantize-bench: ort $(foreach m,$(QUANT_MODELS),$(QUANT)/bench/$(m)-full.json) \
+                $(foreach s,$(QUANT_SCHEMES),$(QUANT)/bench/full-$(s)-masks.json)
+
+.PHONY: quantize quantize-then-prune quantize-bench
