@@ -155,7 +155,6 @@ impl Evaluator {
             };
             masks.len()
         ];
-        let total_units = masks.len() * self.batches.len();
         let mut done_units = 0;
         for batch in 0..self.batches.len() {
             let started = Instant::now();
@@ -166,61 +165,42 @@ impl Evaluator {
             let max_cached =
                 (self.options.cache_bytes / self.model.state_bytes(batch_size, seq_len)).max(1);
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
-            // stack[k] = (depth d, state after blocks 0..d of the current mask's prefix).
-            let mut stack: Vec<(usize, HiddenState)> = vec![(0, embedded)];
-            let mut previous: Option<&Mask> = None;
-            for &index in &order {
-                let started = Instant::now();
-                let mask = &masks[index];
-                let shared = if self.options.reuse_prefixes {
-                    previous.map_or(0, |p| p.common_prefix_len(mask))
-                } else {
-                    0
-                };
-                while stack.len() > 1 && stack.last().is_some_and(|(depth, _)| *depth > shared) {
-                    stack.pop();
-                }
-                let (start_depth, _) = stack[stack.len() - 1];
-                let mut current: Option<HiddenState> = None;
-                for block in start_depth..num_blocks {
-                    if !mask.is_kept(block) {
-                        continue;
+            let mut last = Instant::now();
+            let num_batches = self.batches.len();
+            self.blocks_run += run_masks(
+                &mut self.model,
+                embedded,
+                masks,
+                &order,
+                self.options.reuse_prefixes,
+                max_cached,
+                &mut |model, index, final_state| {
+                    let mask = &masks[index];
+                    let nll = model.token_nll(final_state, &targets)?;
+                    let nll_sum: f64 = nll
+                        .rows()
+                        .into_iter()
+                        .map(|row| {
+                            row.iter()
+                                .take(seq_len - 1)
+                                .map(|&x| f64::from(x))
+                                .sum::<f64>()
+                        })
+                        .sum();
+                    if !nll_sum.is_finite() {
+                        return Err(RuntimeError::BadInput(format!(
+                            "mask {mask}: the loss is {nll_sum} (NaN or infinite) on window \
+                             batch {batch}; the model or its export is broken for this mask"
+                        )));
                     }
-                    let input = current.as_ref().unwrap_or(&stack[stack.len() - 1].1);
-                    let output = self.model.run_block(block, input)?;
-                    self.blocks_run += 1;
-                    if self.options.reuse_prefixes && stack.len() < max_cached {
-                        stack.push((block + 1, output));
-                        current = None;
-                    } else {
-                        current = Some(output);
-                    }
-                }
-                let final_state = current.as_ref().unwrap_or(&stack[stack.len() - 1].1);
-                let nll = self.model.token_nll(final_state, &targets)?;
-                let nll_sum: f64 = nll
-                    .rows()
-                    .into_iter()
-                    .map(|row| {
-                        row.iter()
-                            .take(seq_len - 1)
-                            .map(|&x| f64::from(x))
-                            .sum::<f64>()
-                    })
-                    .sum();
-                if !nll_sum.is_finite() {
-                    return Err(RuntimeError::BadInput(format!(
-                        "mask {mask}: the loss is {nll_sum} (NaN or infinite) on window batch \
-                         {batch}; the model or its export is broken for this mask"
-                    )));
-                }
-                results[index].nll_sum += nll_sum;
-                results[index].seconds += started.elapsed().as_secs_f64() + shared_seconds;
-                previous = Some(mask);
-                done_units += 1;
-                progress(done_units / self.batches.len(), masks.len());
-                let _ = total_units;
-            }
+                    results[index].nll_sum += nll_sum;
+                    results[index].seconds += last.elapsed().as_secs_f64() + shared_seconds;
+                    last = Instant::now();
+                    done_units += 1;
+                    progress(done_units / num_batches, masks.len());
+                    Ok(())
+                },
+            )?;
         }
         Ok(results)
     }
@@ -244,6 +224,58 @@ impl Evaluator {
     pub fn into_model(self) -> LayeredModel {
         self.model
     }
+}
+
+/// Runs every mask (in `order`, which should be sorted so that neighbours share prefixes) on
+/// one embedded batch and hands each mask's final hidden state to `finish(model, index,
+/// state)`. With `reuse`, the states after the current mask's kept blocks are kept on a stack
+/// (at most `max_cached` of them) and the next mask starts from the deepest one it shares.
+/// Returns the number of blocks run.
+pub(crate) fn run_masks(
+    model: &mut LayeredModel,
+    embedded: HiddenState,
+    masks: &[Mask],
+    order: &[usize],
+    reuse: bool,
+    max_cached: usize,
+    finish: &mut dyn FnMut(&mut LayeredModel, usize, &HiddenState) -> Result<(), RuntimeError>,
+) -> Result<u64, RuntimeError> {
+    let num_blocks = model.num_blocks();
+    let mut blocks_run = 0;
+    // stack[k] = (depth d, state after blocks 0..d of the current mask's prefix).
+    let mut stack: Vec<(usize, HiddenState)> = vec![(0, embedded)];
+    let mut previous: Option<&Mask> = None;
+    for &index in order {
+        let mask = &masks[index];
+        let shared = if reuse {
+            previous.map_or(0, |p| p.common_prefix_len(mask))
+        } else {
+            0
+        };
+        while stack.len() > 1 && stack.last().is_some_and(|(depth, _)| *depth > shared) {
+            stack.pop();
+        }
+        let (start_depth, _) = stack[stack.len() - 1];
+        let mut current: Option<HiddenState> = None;
+        for block in start_depth..num_blocks {
+            if !mask.is_kept(block) {
+                continue;
+            }
+            let input = current.as_ref().unwrap_or(&stack[stack.len() - 1].1);
+            let output = model.run_block(block, input)?;
+            blocks_run += 1;
+            if reuse && stack.len() < max_cached {
+                stack.push((block + 1, output));
+                current = None;
+            } else {
+                current = Some(output);
+            }
+        }
+        let final_state = current.as_ref().unwrap_or(&stack[stack.len() - 1].1);
+        finish(model, index, final_state)?;
+        previous = Some(mask);
+    }
+    Ok(blocks_run)
 }
 
 /// Similarity between the hidden states entering block `start_block` and leaving block

@@ -6,10 +6,12 @@
 //! blocks less. Masks are evaluated in sorted order so that consecutive masks share a prefix
 //! of blocks, and the hidden states after that prefix are reused instead of recomputed.
 
+mod choices;
 mod evaluator;
 mod manifest;
 mod model;
 
+pub use choices::{ChoiceOptions, ChoiceScorer, LoglikRequest};
 pub use evaluator::{
     block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation, OnnxGame,
 };

@@ -259,6 +259,30 @@ impl LayeredModel {
             })
     }
 
+    /// [`Self::token_nll`] on hidden states held as an f32 array (e.g. only the positions
+    /// that are scored, gathered from a longer state), for fp32 models.
+    pub fn token_nll_of_array(
+        &mut self,
+        hidden: &Array3<f32>,
+        target_ids: &Array2<i64>,
+    ) -> Result<Array2<f32>, RuntimeError> {
+        let path = self.dir.join(&self.manifest.head.file);
+        let state = TensorRef::from_array_view(hidden).map_err(onnx_error(&path))?;
+        let targets = TensorRef::from_array_view(target_ids).map_err(onnx_error(&path))?;
+        let outputs = self
+            .head
+            .run(ort::inputs![state, targets])
+            .map_err(onnx_error(&path))?;
+        let nll = first_output(outputs, &path)?;
+        let view = nll.try_extract_array::<f32>().map_err(onnx_error(&path))?;
+        view.into_dimensionality::<ndarray::Ix2>()
+            .map(|v| v.to_owned())
+            .map_err(|e| RuntimeError::Onnx {
+                path,
+                message: format!("nll output has the wrong rank: {e}"),
+            })
+    }
+
     /// Logits [batch, seq, vocab] through the `head_logits` graph (loaded on first use).
     pub fn logits(&mut self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
         let graph = self.manifest.head_logits.clone().ok_or_else(|| {

@@ -32,10 +32,12 @@ pub enum TableKind {
     SurrogateMetrics,
     Scores,
     Plans,
+    TaskChoices,
+    TaskAccuracies,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 7] = [
+    pub const ALL: [TableKind; 9] = [
         TableKind::Tokens,
         TableKind::Masks,
         TableKind::Evaluations,
@@ -43,6 +45,8 @@ impl TableKind {
         TableKind::SurrogateMetrics,
         TableKind::Scores,
         TableKind::Plans,
+        TableKind::TaskChoices,
+        TableKind::TaskAccuracies,
     ];
 
     /// The name stored in `layerprune.table`.
@@ -55,6 +59,8 @@ impl TableKind {
             TableKind::SurrogateMetrics => "surrogate_metrics",
             TableKind::Scores => "scores",
             TableKind::Plans => "plans",
+            TableKind::TaskChoices => "task_choices",
+            TableKind::TaskAccuracies => "task_accuracies",
         }
     }
 

@@ -1,6 +1,6 @@
 //! The Parquet contract between pipeline stages: one reader and one writer for every table the
 //! stages exchange (tokens, masks, evaluations, block statistics, surrogate metrics, scores,
-//! plans), so no stage hand-rolls its own file handling.
+//! plans, zero-shot task results), so no stage hand-rolls its own file handling.
 //!
 //! Every table is one plain Parquet file (Snappy-compressed, only Utf8, unsigned and signed
 //! integers, Float64 and lists of Boolean/UInt32), so pandas, pyarrow and DuckDB read it
@@ -19,6 +19,7 @@ mod masks;
 mod provenance;
 mod results;
 mod stats;
+mod tasks;
 mod tokens;
 
 use std::path::Path;
@@ -38,6 +39,10 @@ pub use results::{
 pub use stats::{
     read_block_stats, read_surrogate_metrics, write_block_stats, write_surrogate_metrics,
     BlockStatRow, BlockStatsTable, SurrogateMetricRow, SurrogateMetricsTable,
+};
+pub use tasks::{
+    read_task_accuracies, read_task_choices, write_task_accuracies, write_task_choices,
+    TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable,
 };
 pub use tokens::{dataset_id, read_tokens, write_tokens, TokenTable};
 

