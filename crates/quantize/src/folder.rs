@@ -23,7 +23,10 @@ use protobuf::{EnumOrUnknown, Message};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::graph::{entry, external_location, external_locations, quantize_model, GraphReport};
+use crate::calibrate::{Activations, Gptq};
+use crate::graph::{
+    entry, external_location, external_locations, quantize_model, GraphReport, Nearest, Rounding,
+};
 use crate::{QuantizeError, Scheme};
 
 /// Tensors at least this large are written to their own weight file (the exporter's rule).
@@ -43,8 +46,11 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<usize>,
     pub symmetric: bool,
-    /// How the codes were chosen: `rtn` (round to nearest).
+    /// How the codes were chosen: `rtn` (round to nearest) or `gptq`.
     pub method: String,
+    /// GPTQ's calibration data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationRecord>,
     /// What the quantized MatMuls became.
     pub operator: String,
     /// `MatMulNBits`' accuracy_level (int4).
@@ -59,6 +65,29 @@ pub struct Record {
     pub source_model_id: String,
     /// The tool and its version.
     pub tool: String,
+}
+
+/// What GPTQ was calibrated on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CalibrationRecord {
+    /// `dataset_id` of the token table.
+    pub dataset_id: String,
+    pub windows: usize,
+    pub seq_len: usize,
+    /// Added to the diagonal of `Σ x xᵀ`, as a fraction of its mean.
+    pub damp: f64,
+    /// Which graphs GPTQ rounded; the others were rounded to nearest.
+    pub graphs: String,
+}
+
+/// GPTQ's calibration tokens and damping.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    /// Token ids, windows of one length.
+    pub windows: Vec<Vec<u32>>,
+    pub dataset_id: String,
+    /// Fraction of the mean diagonal added to `Σ x xᵀ` (GPTQ's default is 0.01).
+    pub damp: f64,
 }
 
 impl Record {
@@ -82,6 +111,7 @@ impl Record {
             block_size,
             symmetric,
             method: "rtn".into(),
+            calibration: None,
             operator: operator.into(),
             accuracy_level,
             quantized_matmuls: quantized,
@@ -100,6 +130,8 @@ pub struct FolderOptions {
     pub exclude_head: bool,
     /// Check the source files' sha256 against its manifest first.
     pub verify: bool,
+    /// Round the blocks' weights with GPTQ on these tokens instead of to nearest.
+    pub calibration: Option<Calibration>,
 }
 
 /// A quantized folder, held in memory until [`write_folder`].
@@ -119,9 +151,9 @@ pub struct QuantizedFolder {
 }
 
 /// Reads float32 tensors, inline or from external data files under `dir`.
-struct FileLoader {
-    dir: PathBuf,
-    graph: PathBuf,
+pub(crate) struct FileLoader {
+    pub(crate) dir: PathBuf,
+    pub(crate) graph: PathBuf,
 }
 
 /// A relative path that stays inside its folder.
@@ -149,7 +181,7 @@ impl FileLoader {
     }
 
     /// The tensor's bytes as stored: raw, or from its external file.
-    fn raw_bytes(&self, tensor: &TensorProto) -> Result<Vec<u8>, QuantizeError> {
+    pub(crate) fn raw_bytes(&self, tensor: &TensorProto) -> Result<Vec<u8>, QuantizeError> {
         let Some(location) = external_location(tensor) else {
             return Ok(tensor.raw_data.clone());
         };
@@ -315,7 +347,22 @@ pub fn quantize_folder(
     let head_graphs: BTreeSet<&str> = std::iter::once(manifest.head.file.as_str())
         .chain(manifest.head_logits.iter().map(|h| h.file.as_str()))
         .collect();
-    let graph_files: BTreeSet<String> = manifest.graph_files().map(str::to_string).collect();
+    // The manifest's order (embedding, blocks in order, heads): GPTQ's activations flow
+    // through the blocks in that order.
+    let mut graph_files: Vec<String> = Vec::new();
+    for file in manifest.graph_files() {
+        if !graph_files.iter().any(|f| f == file) {
+            graph_files.push(file.to_string());
+        }
+    }
+    let block_files: BTreeSet<&str> = manifest.blocks.iter().map(|b| b.file.as_str()).collect();
+    let mut activations = match &options.calibration {
+        Some(calibration) => Some(Activations::start(
+            &source.join(&manifest.embedding.file),
+            &calibration.windows,
+        )?),
+        None => None,
+    };
 
     let mut graphs = BTreeMap::new();
     let mut new_weights = BTreeMap::new();
@@ -335,7 +382,17 @@ pub fn quantize_folder(
             dir: source.to_path_buf(),
             graph: path.clone(),
         };
-        let report = quantize_model(&mut model, &options.scheme, &mut loader)?;
+        let mut rounding: Box<dyn Rounding> = match (&mut activations, &options.calibration) {
+            (Some(activations), Some(calibration)) if block_files.contains(file.as_str()) => {
+                Box::new(Gptq {
+                    hessians: activations.block(&model, &path, &loader)?,
+                    damp: calibration.damp,
+                    graph: path.clone(),
+                })
+            }
+            _ => Box::new(Nearest),
+        };
+        let report = quantize_model(&mut model, &options.scheme, &mut loader, rounding.as_mut())?;
         if !report.quantized.is_empty() {
             let added: BTreeSet<String> = initializer_names(&model)
                 .difference(&before)
@@ -389,7 +446,17 @@ pub fn quantize_folder(
             .entry(relative.clone())
             .or_insert_with(|| sha256_hex(bytes));
     }
-    let record = Record::new(&options.scheme, quantized, excluded, model_id(source)?);
+    let mut record = Record::new(&options.scheme, quantized, excluded, model_id(source)?);
+    if let Some(calibration) = &options.calibration {
+        record.method = "gptq".into();
+        record.calibration = Some(CalibrationRecord {
+            dataset_id: calibration.dataset_id.clone(),
+            windows: calibration.windows.len(),
+            seq_len: calibration.windows.first().map_or(0, Vec::len),
+            damp: calibration.damp,
+            graphs: "blocks (embedding and head rounded to nearest)".into(),
+        });
+    }
     let mut new_manifest = manifest;
     new_manifest.files = files;
     new_manifest.quantization =
@@ -558,7 +625,7 @@ pub fn quantize_single_file(
         dir,
         graph: source.to_path_buf(),
     };
-    let report = quantize_model(&mut model, scheme, &mut loader)?;
+    let report = quantize_model(&mut model, scheme, &mut loader, &mut Nearest)?;
     if report.quantized.is_empty() {
         return Err(QuantizeError::NothingToQuantize {
             path: source.to_path_buf(),

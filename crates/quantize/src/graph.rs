@@ -24,7 +24,9 @@ use onnx_protobuf::{
 };
 use protobuf::EnumOrUnknown;
 
-use crate::quant::{quantize_int4_blockwise, quantize_int8_per_channel};
+use crate::quant::{
+    quantize_int4_blockwise, quantize_int8_per_channel, Int4Blockwise, Int8PerChannel,
+};
 use crate::{QuantizeError, Scheme};
 
 pub const MS_DOMAIN: &str = "com.microsoft";
@@ -63,6 +65,68 @@ pub struct GraphReport {
     pub quantized: Vec<QuantizedMatMul>,
     /// MatMuls with a constant weight left as they were, and why.
     pub skipped: Vec<(String, String)>,
+}
+
+/// Chooses the codes of one weight. `input` names the MatMul's activation input, so a
+/// calibration-aware rounding can look up what it saw there.
+pub trait Rounding {
+    fn int8(
+        &mut self,
+        input: &str,
+        w_nk: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<Int8PerChannel, QuantizeError>;
+    fn int4(
+        &mut self,
+        input: &str,
+        w_nk: &[f32],
+        n: usize,
+        k: usize,
+        block_size: usize,
+    ) -> Result<Int4Blockwise, QuantizeError>;
+}
+
+/// Round to nearest.
+pub struct Nearest;
+
+impl Rounding for Nearest {
+    fn int8(
+        &mut self,
+        _: &str,
+        w_nk: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<Int8PerChannel, QuantizeError> {
+        Ok(quantize_int8_per_channel(w_nk, n, k))
+    }
+
+    fn int4(
+        &mut self,
+        _: &str,
+        w_nk: &[f32],
+        n: usize,
+        k: usize,
+        block_size: usize,
+    ) -> Result<Int4Blockwise, QuantizeError> {
+        Ok(quantize_int4_blockwise(w_nk, n, k, block_size))
+    }
+}
+
+/// The activation inputs of the MatMuls [`quantize_model`] would rewrite, with their width K
+/// (each once, in graph order).
+pub fn quantizable_inputs(model: &ModelProto) -> Vec<(String, usize)> {
+    let Some(graph) = model.graph.as_ref() else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::HashSet::new();
+    find_targets(graph, &mut GraphReport::default())
+        .into_iter()
+        .filter_map(|t| {
+            let input = graph.node[t.matmul].input[0].clone();
+            seen.insert(input.clone()).then_some((input, t.k))
+        })
+        .collect()
 }
 
 /// Reads a float32 initializer's values (inline or external).
@@ -261,6 +325,7 @@ pub fn quantize_model(
     model: &mut ModelProto,
     scheme: &Scheme,
     loader: &mut dyn TensorLoader,
+    rounding: &mut dyn Rounding,
 ) -> Result<GraphReport, QuantizeError> {
     scheme.validate()?;
     let mut report = GraphReport::default();
@@ -306,9 +371,10 @@ pub fn quantize_model(
         }
         let w = weight_nk(values, target);
         let matmul = &graph.node[target.matmul];
+        let input = matmul.input[0].as_str();
         match scheme {
             Scheme::Int8 => {
-                let q = quantize_int8_per_channel(&w, target.n, target.k);
+                let q = rounding.int8(input, &w, target.n, target.k)?;
                 // DequantizeLinear's axis is the output channel of the stored tensor: columns
                 // of a [K, N] weight, rows of an [N, K] one.
                 let (codes, dims, axis) = match target.layout {
@@ -346,7 +412,7 @@ pub fn quantize_model(
                 block_size,
                 accuracy_level,
             } => {
-                let q = quantize_int4_blockwise(&w, target.n, target.k, *block_size);
+                let q = rounding.int4(input, &w, target.n, target.k, *block_size)?;
                 let blocks = q.blocks_per_row();
                 let b_name = fresh_name(&weight_name, "_Q4", &mut taken);
                 let scales_name = fresh_name(&weight_name, "_scales", &mut taken);
@@ -534,7 +600,7 @@ mod tests {
             block_size: 16,
             accuracy_level: 0,
         };
-        let report = quantize_model(&mut m, &scheme, &mut Inline).unwrap();
+        let report = quantize_model(&mut m, &scheme, &mut Inline, &mut Nearest).unwrap();
         assert_eq!(report.quantized.len(), 2);
         assert_eq!((report.quantized[0].k, report.quantized[0].n), (8, 4));
         assert_eq!((report.quantized[1].k, report.quantized[1].n), (4, 6));
@@ -558,7 +624,7 @@ mod tests {
     #[test]
     fn int8_puts_dequantize_in_front_and_keeps_the_rest() {
         let mut m = model();
-        let report = quantize_model(&mut m, &Scheme::Int8, &mut Inline).unwrap();
+        let report = quantize_model(&mut m, &Scheme::Int8, &mut Inline, &mut Nearest).unwrap();
         assert_eq!(report.quantized.len(), 2);
         let g = m.graph.as_ref().unwrap();
         let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
@@ -590,7 +656,7 @@ mod tests {
         let g = m.graph.as_mut().unwrap();
         g.node.retain(|n| n.op_type == "Add");
         let before = m.clone();
-        let report = quantize_model(&mut m, &Scheme::Int8, &mut Inline).unwrap();
+        let report = quantize_model(&mut m, &Scheme::Int8, &mut Inline, &mut Nearest).unwrap();
         assert!(report.quantized.is_empty());
         assert_eq!(m, before);
     }

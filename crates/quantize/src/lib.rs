@@ -9,17 +9,19 @@
 //! [`quant`] holds the number formats, [`graph`] the rewrite of one graph, [`folder`] the
 //! model folder (external weight files, the manifest and its [`Record`]).
 
+mod calibrate;
 pub mod folder;
+pub mod gptq;
 pub mod graph;
 pub mod quant;
 
 use std::path::PathBuf;
 
 pub use folder::{
-    quantize_folder, quantize_single_file, write_folder, write_single_file, FolderOptions,
-    QuantizedFile, QuantizedFolder, Record,
+    quantize_folder, quantize_single_file, write_folder, write_single_file, Calibration,
+    CalibrationRecord, FolderOptions, QuantizedFile, QuantizedFolder, Record,
 };
-pub use graph::{quantize_model, GraphReport, QuantizedMatMul, TensorLoader};
+pub use graph::{quantize_model, GraphReport, Nearest, QuantizedMatMul, Rounding, TensorLoader};
 
 /// Block sizes `MatMulNBits` accepts for 4-bit weights (a power of two, at least 16); 32 and
 /// 128 are the ones measured.

@@ -153,43 +153,72 @@ pub fn quantize_int4_blockwise(w: &[f32], n: usize, k: usize, block_size: usize)
         "weight of {} values is not {n}×{k}",
         w.len()
     );
-    assert!(block_size >= 2 && block_size.is_power_of_two());
     let blocks = k.div_ceil(block_size);
-    let bytes_per_block = block_size / 2;
-    let zp_bytes_per_row = blocks.div_ceil(2);
-    let mut packed = vec![0u8; n * blocks * bytes_per_block];
-    let mut scales = Vec::with_capacity(n * blocks);
-    let mut zero_points = vec![0u8; n * zp_bytes_per_row];
-    for row in 0..n {
-        let weights = &w[row * k..(row + 1) * k];
-        for block in 0..blocks {
-            let start = block * block_size;
-            let end = (start + block_size).min(k);
-            let (scale, zero) = block_grid(&weights[start..end]);
-            scales.push(scale);
-            let zp_byte = &mut zero_points[row * zp_bytes_per_row + block / 2];
-            *zp_byte |= if block.is_multiple_of(2) {
-                zero
-            } else {
-                zero << 4
-            };
-            let out = &mut packed[(row * blocks + block) * bytes_per_block..][..bytes_per_block];
-            for i in 0..block_size {
-                let code = match weights.get(start + i).filter(|_| start + i < end) {
-                    Some(&v) => ((v / scale).round() + f32::from(zero)).clamp(0.0, 15.0) as u8,
-                    None => zero,
-                };
-                out[i / 2] |= if i.is_multiple_of(2) { code } else { code << 4 };
-            }
+    let mut grid = Vec::with_capacity(n * blocks);
+    let mut codes = Vec::with_capacity(n * k);
+    for row in w.chunks_exact(k.max(1)).take(n) {
+        for chunk in row.chunks(block_size) {
+            let (scale, zero) = block_grid(chunk);
+            grid.push((scale, zero));
+            codes.extend(
+                chunk
+                    .iter()
+                    .map(|&v| ((v / scale).round() + f32::from(zero)).clamp(0.0, 15.0) as u8),
+            );
         }
     }
-    Int4Blockwise {
-        n,
-        k,
-        block_size,
-        packed,
-        scales,
-        zero_points,
+    Int4Blockwise::from_codes(n, k, block_size, &codes, &grid)
+}
+
+impl Int4Blockwise {
+    /// Packs `[N, K]` codes (0..=15) and `[N × blocks]` (scale, zero point) pairs.
+    pub fn from_codes(
+        n: usize,
+        k: usize,
+        block_size: usize,
+        codes: &[u8],
+        grid: &[(f32, u8)],
+    ) -> Int4Blockwise {
+        assert!(block_size >= 2 && block_size.is_power_of_two());
+        let blocks = k.div_ceil(block_size);
+        assert_eq!(codes.len(), n * k);
+        assert_eq!(grid.len(), n * blocks);
+        let bytes_per_block = block_size / 2;
+        let zp_bytes_per_row = blocks.div_ceil(2);
+        let mut packed = vec![0u8; n * blocks * bytes_per_block];
+        let mut zero_points = vec![0u8; n * zp_bytes_per_row];
+        for row in 0..n {
+            for block in 0..blocks {
+                let zero = grid[row * blocks + block].1;
+                let zp_byte = &mut zero_points[row * zp_bytes_per_row + block / 2];
+                *zp_byte |= if block.is_multiple_of(2) {
+                    zero
+                } else {
+                    zero << 4
+                };
+                let start = block * block_size;
+                let out =
+                    &mut packed[(row * blocks + block) * bytes_per_block..][..bytes_per_block];
+                for i in 0..block_size {
+                    // The tail of a partial last block holds the zero point: it dequantizes
+                    // to 0.
+                    let code = if start + i < k {
+                        codes[row * k + start + i]
+                    } else {
+                        zero
+                    };
+                    out[i / 2] |= if i.is_multiple_of(2) { code } else { code << 4 };
+                }
+            }
+        }
+        Int4Blockwise {
+            n,
+            k,
+            block_size,
+            packed,
+            scales: grid.iter().map(|g| g.0).collect(),
+            zero_points,
+        }
     }
 }
 

@@ -32,6 +32,7 @@ fn options(scheme: Scheme) -> FolderOptions {
         scheme,
         exclude_head: false,
         verify: true,
+        calibration: None,
     }
 }
 
@@ -238,4 +239,20 @@ fn older_manifests_load_without_a_record_and_records_round_trip() {
     // Fields the quantizer does not know about survive (the exporter's `check`, `source`).
     assert_eq!(reloaded.extra.get("check"), manifest.extra.get("check"));
     assert_eq!(reloaded.extra.get("source"), manifest.extra.get("source"));
+}
+
+#[test]
+fn gptq_refuses_ragged_calibration_windows() {
+    let mut opts = options(int4(32));
+    opts.calibration = Some(layerprune_quantize::Calibration {
+        windows: vec![vec![1, 2, 3], vec![4, 5]],
+        dataset_id: "ragged".into(),
+        damp: 0.01,
+    });
+    let error = quantize_folder(&fixture(), &opts).unwrap_err();
+    assert!(matches!(error, QuantizeError::Unsupported(_)));
+    assert!(
+        error.to_string().contains("same non-zero length"),
+        "{error}"
+    );
 }

@@ -10,9 +10,10 @@ use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use layerprune_cli_common::run;
 use layerprune_quantize::{
-    quantize_folder, quantize_single_file, write_folder, write_single_file, FolderOptions,
-    GraphReport, Scheme,
+    quantize_folder, quantize_single_file, write_folder, write_single_file, Calibration,
+    FolderOptions, GraphReport, Scheme,
 };
+use layerprune_tables::read_tokens;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SchemeArg {
@@ -20,6 +21,15 @@ enum SchemeArg {
     Int8,
     /// int4, a scale and zero point per --block-size inputs (com.microsoft MatMulNBits).
     Int4,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    /// Round to nearest.
+    Rtn,
+    /// GPTQ on the blocks, calibrated on --calibration tokens (layered folders only); the
+    /// embedding and head are rounded to nearest.
+    Gptq,
 }
 
 #[derive(Parser, Debug)]
@@ -42,6 +52,16 @@ struct Args {
     /// int4: MatMulNBits' accuracy_level (0 = compute in float; 4 = int8 activations on CPU).
     #[arg(long, default_value_t = 0)]
     accuracy_level: i64,
+    /// How the codes are chosen.
+    #[arg(long, value_enum, default_value = "rtn")]
+    method: MethodArg,
+    /// GPTQ: the calibration token table (prepare-tokens), e.g. the pipeline's
+    /// tokens-calib.parquet.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// GPTQ: fraction of the mean diagonal added to the inputs' second-moment matrix.
+    #[arg(long, default_value_t = 0.01)]
+    damp: f64,
     /// Leave the head graphs (head, head_logits) in float.
     #[arg(long)]
     exclude_head: bool,
@@ -93,11 +113,31 @@ fn quantize(args: Args) -> Result<()> {
     if !args.model.exists() {
         bail!("{}: no such folder or file", args.model.display());
     }
+    let calibration = match (args.method, &args.calibration) {
+        (MethodArg::Rtn, None) => None,
+        (MethodArg::Rtn, Some(_)) => bail!("--calibration is for --method gptq"),
+        (MethodArg::Gptq, None) => bail!("--method gptq needs --calibration TOKENS.parquet"),
+        (MethodArg::Gptq, Some(path)) => {
+            if !args.model.is_dir() {
+                bail!("--method gptq needs a layered model folder");
+            }
+            if !(args.damp > 0.0 && args.damp.is_finite()) {
+                bail!("--damp must be positive (got {})", args.damp);
+            }
+            let tokens = read_tokens(path)?;
+            Some(Calibration {
+                windows: tokens.windows,
+                dataset_id: tokens.dataset_id,
+                damp: args.damp,
+            })
+        }
+    };
     if args.model.is_dir() {
         let options = FolderOptions {
             scheme: scheme.clone(),
             exclude_head: args.exclude_head,
             verify: !args.no_verify,
+            calibration,
         };
         let quantized = quantize_folder(&args.model, &options)?;
         for (file, report) in &quantized.reports {

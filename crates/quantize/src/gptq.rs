@@ -1,0 +1,374 @@
+//! Calibration-aware rounding (GPTQ, Frantar et al. 2022): the weight's columns (inputs) are
+//! quantized one at a time, and each column's rounding error is pushed onto the columns not yet
+//! quantized, weighted by the inverse of the inputs' second-moment matrix `H = Σ x xᵀ` over the
+//! calibration tokens, so that the layer's outputs on those inputs — not its weights — stay
+//! close. With `H` proportional to the identity (uncorrelated inputs) nothing is pushed and the
+//! result is round-to-nearest.
+//!
+//! The grids are the ones of [`crate::quant`]: int8 per output channel with the scale fixed
+//! from the float row; int4 per block, with each block's scale and zero point chosen when the
+//! sweep reaches it, from the columns as already updated (as GPTQ's reference code does).
+//! The sweep runs in batches of columns; the update of the columns after a batch is one
+//! matrix product.
+
+use ndarray::{s, Array2, ArrayView2};
+
+use crate::quant::{block_grid, Int4Blockwise, Int8PerChannel};
+use crate::QuantizeError;
+
+/// Columns per lazy batch.
+const BATCH: usize = 128;
+
+/// `Σ x xᵀ` over calibration rows of one MatMul input (`K × K`).
+#[derive(Clone, Debug)]
+pub struct Hessian {
+    pub k: usize,
+    pub h: Array2<f64>,
+    pub rows: usize,
+}
+
+impl Hessian {
+    pub fn new(k: usize) -> Self {
+        Hessian {
+            k,
+            h: Array2::zeros((k, k)),
+            rows: 0,
+        }
+    }
+
+    /// Adds the rows of `x` (`[rows, K]`).
+    pub fn add(&mut self, x: ArrayView2<f32>) {
+        let x = x.mapv(f64::from);
+        self.h += &x.t().dot(&x);
+        self.rows += x.nrows();
+    }
+}
+
+/// The upper-triangular `U` with `H⁻¹ = Uᵀ U`, for `H` symmetric positive definite: one
+/// Cholesky factorization of `H` with rows and columns reversed (`J H J = L Lᵀ`) and the
+/// inverse of that triangle, since `H⁻¹ = (J L⁻¹ J)ᵀ (J L⁻¹ J)` and `J L⁻¹ J` is upper
+/// triangular.
+pub fn inverse_cholesky_upper(h: &Array2<f64>) -> Result<Array2<f64>, QuantizeError> {
+    let k = h.nrows();
+    let mut l = Array2::<f64>::zeros((k, k));
+    for j in 0..k {
+        for i in j..k {
+            let mut sum = h[(k - 1 - i, k - 1 - j)];
+            let (li, lj) = (l.row(i), l.row(j));
+            for p in 0..j {
+                sum -= li[p] * lj[p];
+            }
+            if i == j {
+                if sum <= 0.0 || !sum.is_finite() {
+                    return Err(QuantizeError::Unsupported(format!(
+                        "GPTQ: the calibration inputs' second-moment matrix is not positive \
+                         definite (pivot {j} is {sum}); more calibration tokens or a larger \
+                         damping are needed"
+                    )));
+                }
+                l[(j, j)] = sum.sqrt();
+            } else {
+                l[(i, j)] = sum / l[(j, j)];
+            }
+        }
+    }
+    // L⁻¹, lower triangular, column by column by forward substitution.
+    let mut inv = Array2::<f64>::zeros((k, k));
+    for c in 0..k {
+        inv[(c, c)] = 1.0 / l[(c, c)];
+        for i in c + 1..k {
+            let mut sum = 0.0;
+            for p in c..i {
+                sum += l[(i, p)] * inv[(p, c)];
+            }
+            inv[(i, c)] = -sum / l[(i, i)];
+        }
+    }
+    Ok(Array2::from_shape_fn((k, k), |(i, j)| {
+        inv[(k - 1 - i, k - 1 - j)]
+    }))
+}
+
+/// `H` with dead inputs (never non-zero) made harmless and `damp × mean(diag H)` added to the
+/// diagonal, as GPTQ conditions it. Returns the matrix and which inputs were dead.
+fn conditioned(h: &Hessian, damp: f64) -> (Array2<f64>, Vec<bool>) {
+    let mut m = h.h.clone();
+    let dead: Vec<bool> = (0..h.k).map(|i| m[(i, i)] == 0.0).collect();
+    for (i, &d) in dead.iter().enumerate() {
+        if d {
+            m[(i, i)] = 1.0;
+        }
+    }
+    let mean = m.diag().sum() / h.k as f64;
+    for i in 0..h.k {
+        m[(i, i)] += damp * mean;
+    }
+    (m, dead)
+}
+
+/// The sweep: `w` (`[N, K]`, updated in place) is quantized column by column. `start_block` is
+/// called when column `c` opens a block of `block` columns, with the current weights;
+/// `round(row, col, value)` returns the dequantized value the grid gives.
+fn sweep(
+    w: &mut Array2<f64>,
+    u: &Array2<f64>,
+    block: usize,
+    mut start_block: impl FnMut(usize, &Array2<f64>),
+    mut round: impl FnMut(usize, usize, f64) -> f64,
+) {
+    let (n, k) = w.dim();
+    let mut start = 0;
+    while start < k {
+        let end = (start + BATCH).min(k);
+        let mut errors = Array2::<f64>::zeros((n, end - start));
+        for col in start..end {
+            if col % block == 0 {
+                start_block(col, w);
+            }
+            let d = u[(col, col)];
+            for row in 0..n {
+                let value = w[(row, col)];
+                let error = (value - round(row, col, value)) / d;
+                errors[(row, col - start)] = error;
+                let mut rest = w.slice_mut(s![row, col + 1..end]);
+                rest.scaled_add(-error, &u.slice(s![col, col + 1..end]));
+            }
+        }
+        if end < k {
+            let update = errors.dot(&u.slice(s![start..end, end..]));
+            let mut tail = w.slice_mut(s![.., end..]);
+            tail -= &update;
+        }
+        start = end;
+    }
+}
+
+fn prepare(
+    w_nk: &[f32],
+    n: usize,
+    k: usize,
+    h: &Hessian,
+    damp: f64,
+) -> Result<(Array2<f64>, Array2<f64>), QuantizeError> {
+    if h.k != k || w_nk.len() != n * k {
+        return Err(QuantizeError::Unsupported(format!(
+            "GPTQ: a {n}×{k} weight with a {0}×{0} input matrix",
+            h.k
+        )));
+    }
+    let (m, dead) = conditioned(h, damp);
+    let u = inverse_cholesky_upper(&m)?;
+    let mut w = Array2::from_shape_fn((n, k), |(r, c)| f64::from(w_nk[r * k + c]));
+    for (c, &d) in dead.iter().enumerate() {
+        if d {
+            w.column_mut(c).fill(0.0);
+        }
+    }
+    Ok((w, u))
+}
+
+/// GPTQ on int8 per output channel (`w_nk` is `[N, K]`); scales as round-to-nearest's.
+pub fn gptq_int8(
+    w_nk: &[f32],
+    n: usize,
+    k: usize,
+    h: &Hessian,
+    damp: f64,
+) -> Result<Int8PerChannel, QuantizeError> {
+    let scales: Vec<f32> = (0..n)
+        .map(|r| {
+            let max = w_nk[r * k..(r + 1) * k]
+                .iter()
+                .fold(0f32, |m, v| m.max(v.abs()));
+            if max > 0.0 {
+                max / 127.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let (mut w, u) = prepare(w_nk, n, k, h, damp)?;
+    let mut codes = vec![0i8; n * k];
+    sweep(
+        &mut w,
+        &u,
+        k.max(1),
+        |_, _| {},
+        |row, col, value| {
+            let s = f64::from(scales[row]);
+            let code = (value / s).round().clamp(-127.0, 127.0);
+            codes[row * k + col] = code as i8;
+            code * s
+        },
+    );
+    Ok(Int8PerChannel {
+        n,
+        k,
+        codes,
+        scales,
+    })
+}
+
+/// GPTQ on int4 blocks of `block_size` inputs (`w_nk` is `[N, K]`), in `MatMulNBits`' layout.
+pub fn gptq_int4(
+    w_nk: &[f32],
+    n: usize,
+    k: usize,
+    block_size: usize,
+    h: &Hessian,
+    damp: f64,
+) -> Result<Int4Blockwise, QuantizeError> {
+    let (mut w, u) = prepare(w_nk, n, k, h, damp)?;
+    let blocks = k.div_ceil(block_size);
+    let mut grid = vec![(1f32, 8u8); n * blocks];
+    let mut codes = vec![0u8; n * k];
+    {
+        let grid_cell = std::cell::RefCell::new(&mut grid);
+        sweep(
+            &mut w,
+            &u,
+            block_size,
+            |col, current| {
+                let block = col / block_size;
+                let end = (col + block_size).min(k);
+                let mut g = grid_cell.borrow_mut();
+                for row in 0..n {
+                    let values: Vec<f32> = current
+                        .slice(s![row, col..end])
+                        .iter()
+                        .map(|&v| v as f32)
+                        .collect();
+                    g[row * blocks + block] = block_grid(&values);
+                }
+            },
+            |row, col, value| {
+                let (scale, zero) = grid_cell.borrow()[row * blocks + col / block_size];
+                let s = f64::from(scale);
+                let code = ((value / s).round() + f64::from(zero)).clamp(0.0, 15.0);
+                codes[row * k + col] = code as u8;
+                (code - f64::from(zero)) * s
+            },
+        );
+    }
+    Ok(Int4Blockwise::from_codes(n, k, block_size, &codes, &grid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{quantize_int4_blockwise, quantize_int8_per_channel};
+
+    fn noise(count: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        (0..count)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Inputs with strongly correlated features: a few latent factors mixed into K features.
+    fn correlated_inputs(rows: usize, k: usize) -> Array2<f32> {
+        let factors = 6;
+        let z = Array2::from_shape_vec((rows, factors), noise(rows * factors, 7)).unwrap();
+        let mix = Array2::from_shape_vec((factors, k), noise(factors * k, 8)).unwrap();
+        let eps = Array2::from_shape_vec((rows, k), noise(rows * k, 9)).unwrap();
+        z.dot(&mix) * 4.0 + eps * 0.05
+    }
+
+    fn output_error(x: &Array2<f32>, w: &[f32], q: &[f32], n: usize, k: usize) -> f64 {
+        let diff = Array2::from_shape_fn((n, k), |(r, c)| f64::from(w[r * k + c] - q[r * k + c]));
+        let y = x.mapv(f64::from).dot(&diff.t());
+        y.iter().map(|v| v * v).sum()
+    }
+
+    #[test]
+    fn inverse_cholesky_factor_reproduces_the_inverse() {
+        let k = 9;
+        let a = Array2::from_shape_vec(
+            (k, k),
+            noise(k * k, 1).iter().map(|&v| f64::from(v)).collect(),
+        )
+        .unwrap();
+        let h = a.t().dot(&a) + Array2::<f64>::eye(k) * 0.5;
+        let u = inverse_cholesky_upper(&h).unwrap();
+        for i in 0..k {
+            for j in 0..i {
+                assert_eq!(u[(i, j)], 0.0);
+            }
+        }
+        let product = h.dot(&u.t().dot(&u));
+        for ((i, j), v) in product.indexed_iter() {
+            let expected = if i == j { 1.0 } else { 0.0 };
+            assert!((v - expected).abs() < 1e-9, "({i},{j}) = {v}");
+        }
+        let mut singular = h.clone();
+        singular.row_mut(0).fill(0.0);
+        singular.column_mut(0).fill(0.0);
+        assert!(inverse_cholesky_upper(&singular).is_err());
+    }
+
+    #[test]
+    fn uncorrelated_inputs_give_round_to_nearest() {
+        let (n, k) = (12, 64);
+        let w = noise(n * k, 3);
+        let mut h = Hessian::new(k);
+        h.h = Array2::eye(k) * 10.0;
+        let q8 = gptq_int8(&w, n, k, &h, 0.01).unwrap();
+        assert_eq!(q8, quantize_int8_per_channel(&w, n, k));
+        let q4 = gptq_int4(&w, n, k, 32, &h, 0.01).unwrap();
+        assert_eq!(q4, quantize_int4_blockwise(&w, n, k, 32));
+    }
+
+    #[test]
+    fn correlated_inputs_lose_less_than_round_to_nearest() {
+        let (n, k, rows) = (16, 96, 400);
+        let w = noise(n * k, 4);
+        let x = correlated_inputs(rows, k);
+        let mut h = Hessian::new(k);
+        h.add(x.view());
+        assert_eq!(h.rows, rows);
+        let rtn8 = output_error(
+            &x,
+            &w,
+            &quantize_int8_per_channel(&w, n, k).dequantize(),
+            n,
+            k,
+        );
+        let gptq8 = output_error(
+            &x,
+            &w,
+            &gptq_int8(&w, n, k, &h, 0.01).unwrap().dequantize(),
+            n,
+            k,
+        );
+        assert!(gptq8 < 0.5 * rtn8, "int8: GPTQ {gptq8} vs RTN {rtn8}");
+        for block in [32, 128] {
+            let rtn = quantize_int4_blockwise(&w, n, k, block);
+            let gptq = gptq_int4(&w, n, k, block, &h, 0.01).unwrap();
+            let rtn_error = output_error(&x, &w, &rtn.dequantize(), n, k);
+            let gptq_error = output_error(&x, &w, &gptq.dequantize(), n, k);
+            assert!(
+                gptq_error < 0.5 * rtn_error,
+                "int4/{block}: GPTQ {gptq_error} vs RTN {rtn_error}"
+            );
+        }
+    }
+
+    #[test]
+    fn dead_inputs_are_zeroed_not_fatal() {
+        let (n, k) = (4, 32);
+        let w = noise(n * k, 5);
+        let mut x = correlated_inputs(50, k);
+        x.column_mut(3).fill(0.0);
+        let mut h = Hessian::new(k);
+        h.add(x.view());
+        let q = gptq_int4(&w, n, k, 16, &h, 0.01).unwrap().dequantize();
+        for r in 0..n {
+            assert_eq!(q[r * k + 3], 0.0);
+        }
+    }
+}
