@@ -3,11 +3,14 @@
 //! run through `evaluate` unchanged. Every MatMul against a constant weight gets either int8
 //! codes per output channel (`DequantizeLinear` → `MatMul`) or int4 block-wise codes with
 //! zero points (ONNX Runtime's `com.microsoft` `MatMulNBits`, on the CPU and CUDA providers);
-//! the codes are chosen by rounding to nearest. The graphs are read and rewritten through the
-//! `onnx-protobuf` message types; nothing but the quantized MatMuls changes.
+//! the codes are chosen by rounding to nearest, or by GPTQ on the activations of calibration
+//! tokens. The graphs are read and rewritten through the `onnx-protobuf` message types;
+//! nothing but the quantized MatMuls changes.
 //!
-//! [`quant`] holds the number formats, [`graph`] the rewrite of one graph, [`folder`] the
-//! model folder (external weight files, the manifest and its [`Record`]).
+//! [`quant`] holds the number formats, [`gptq`] the calibration-aware rounding, [`graph`] the
+//! rewrite of one graph, [`folder`] the model folder (external weight files, the manifest and
+//! its [`Record`]); a private module runs the float blocks through ONNX Runtime for GPTQ's
+//! activations.
 
 mod calibrate;
 pub mod folder;

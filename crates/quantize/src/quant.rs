@@ -129,10 +129,11 @@ impl Int4Blockwise {
     }
 }
 
-/// The scale and zero point of one int4 block: the grid `(0..=15 − zp) × scale` must cover
+/// The scale and zero point of one int4 block: the grid `(0..=15 − zp) × scale` should span
 /// `[min(v), max(v)]`. The range is widened to include 0 so that zero is on the grid and the
-/// zero point lands in 0..=15; the grid is then anchored at whichever end keeps the rounded
-/// zero point's shift inside the range, so no value is clamped by more than half a step.
+/// zero point lands in 0..=15. Rounding the zero point to an integer shifts the grid by at
+/// most half a step, so a value beyond its end is clamped by at most half a step too: the
+/// rounding error stays within `scale / 2` everywhere.
 pub fn block_grid(values: &[f32]) -> (f32, u8) {
     let lo = values.iter().fold(0f32, |m, &v| m.min(v));
     let hi = values.iter().fold(0f32, |m, &v| m.max(v));

@@ -1,7 +1,8 @@
 //! `quantize`: post-training weight quantization of a layered model folder (full or pruned) or
 //! of a single ONNX file, into the same format. int8 per output channel
-//! (`DequantizeLinear` → `MatMul`) or int4 block-wise (`MatMulNBits`); the algorithms live in
-//! `layerprune-quantize`, this binary reads the arguments and reports what was done.
+//! (`DequantizeLinear` → `MatMul`) or int4 block-wise (`MatMulNBits`), rounded to nearest or
+//! by GPTQ on a calibration token table; the algorithms live in `layerprune-quantize`, this
+//! binary reads the arguments and the tokens and reports what was done.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
