@@ -5,6 +5,8 @@
 //! so the evaluator simply does not run removed blocks: a mask with r blocks removed costs r
 //! blocks less. Masks are evaluated in sorted order so that consecutive masks share a prefix
 //! of blocks, and the hidden states after that prefix are reused instead of recomputed.
+//! [`ChoiceScorer`] does the same for multiple-choice questions: the log-likelihood of each
+//! choice's continuation given its context, for the zero-shot tasks of `layerprune-tasks`.
 
 mod choices;
 mod evaluator;
