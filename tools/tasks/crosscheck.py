@@ -128,13 +128,15 @@ def main():
     parser.add_argument("--choices", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tolerance", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (more than the free cores makes OpenMP spin)")
     parser.add_argument("--tasks", default=",".join(FILES),
                         help="comma-separated, in the order to check them")
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(args.model_dir / "tokenizer.json"))
     model = AutoModelForCausalLM.from_pretrained(
         args.gguf.parent, gguf_file=args.gguf.name, dtype=torch.float32
