@@ -249,14 +249,7 @@ impl LayeredModel {
             .head
             .run(ort::inputs![hidden, targets])
             .map_err(onnx_error(&path))?;
-        let nll = first_output(outputs, &path)?;
-        let view = nll.try_extract_array::<f32>().map_err(onnx_error(&path))?;
-        view.into_dimensionality::<ndarray::Ix2>()
-            .map(|v| v.to_owned())
-            .map_err(|e| RuntimeError::Onnx {
-                path,
-                message: format!("nll output has the wrong rank: {e}"),
-            })
+        nll_matrix(outputs, path)
     }
 
     /// [`Self::token_nll`] on hidden states held as an f32 array (e.g. only the positions
@@ -273,14 +266,7 @@ impl LayeredModel {
             .head
             .run(ort::inputs![state, targets])
             .map_err(onnx_error(&path))?;
-        let nll = first_output(outputs, &path)?;
-        let view = nll.try_extract_array::<f32>().map_err(onnx_error(&path))?;
-        view.into_dimensionality::<ndarray::Ix2>()
-            .map(|v| v.to_owned())
-            .map_err(|e| RuntimeError::Onnx {
-                path,
-                message: format!("nll output has the wrong rank: {e}"),
-            })
+        nll_matrix(outputs, path)
     }
 
     /// Logits [batch, seq, vocab] through the `head_logits` graph (loaded on first use).
@@ -335,4 +321,19 @@ impl LayeredModel {
         };
         batch * seq_len * self.manifest.hidden_size * element
     }
+}
+
+/// The head's [batch, seq] NLL output.
+fn nll_matrix(
+    outputs: ort::session::SessionOutputs<'_>,
+    path: PathBuf,
+) -> Result<Array2<f32>, RuntimeError> {
+    let nll = first_output(outputs, &path)?;
+    let view = nll.try_extract_array::<f32>().map_err(onnx_error(&path))?;
+    view.into_dimensionality::<ndarray::Ix2>()
+        .map(|v| v.to_owned())
+        .map_err(|e| RuntimeError::Onnx {
+            path,
+            message: format!("nll output has the wrong rank: {e}"),
+        })
 }

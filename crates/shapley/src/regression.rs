@@ -262,17 +262,22 @@ fn cross_fit(
         (Some(a), Some(b)) => Some((0..n).map(|i| (a[i] + b[i]).sqrt() / 2.0).collect()),
         _ => None,
     };
-    let mean = held_out.iter().sum::<f64>() / held_out.len().max(1) as f64;
-    let total_squares: f64 = held_out.iter().map(|v| (v - mean).powi(2)).sum();
-    let held_out_r2 = if total_squares > 0.0 {
-        1.0 - residual_squares / total_squares
-    } else {
-        f64::NAN
-    };
+    let held_out_r2 = held_out_r2(residual_squares, &held_out);
     Ok(RegressionAdjusted {
         estimates: Estimates::new(name, values, std_errors),
         held_out_r2,
     })
+}
+
+/// 1 − Σ residual² / Σ (v − v̄)² over the held-out values (NaN when they do not vary).
+pub(crate) fn held_out_r2(residual_squares: f64, held_out: &[f64]) -> f64 {
+    let mean = held_out.iter().sum::<f64>() / held_out.len().max(1) as f64;
+    let total_squares: f64 = held_out.iter().map(|v| (v - mean).powi(2)).sum();
+    if total_squares > 0.0 {
+        1.0 - residual_squares / total_squares
+    } else {
+        f64::NAN
+    }
 }
 
 /// Units alternately into two halves.

@@ -45,7 +45,7 @@ use layerprune_sampling::{
 };
 use rand::seq::SliceRandom;
 
-use crate::regression::{HalfSurrogate, SurrogateTarget, MAX_ENUMERATED_PLAYERS};
+use crate::regression::{held_out_r2, HalfSurrogate, SurrogateTarget, MAX_ENUMERATED_PLAYERS};
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError};
 use layerprune_core::Game;
 
@@ -407,13 +407,7 @@ pub fn regression_adjusted_stratified_estimate(
     let std_errors = (0..n)
         .map(|i| fold_variances.iter().map(|v| v[i]).sum::<f64>().sqrt() / folds_used)
         .collect();
-    let mean = held_out.iter().sum::<f64>() / held_out.len().max(1) as f64;
-    let total_squares: f64 = held_out.iter().map(|v| (v - mean).powi(2)).sum();
-    let held_out_r2 = if total_squares > 0.0 {
-        1.0 - residual_squares / total_squares
-    } else {
-        f64::NAN
-    };
+    let held_out_r2 = held_out_r2(residual_squares, &held_out);
     Ok((
         Estimates::new(REGRESSION_ADJUSTED_STRATIFIED, values, Some(std_errors)),
         held_out_r2,
