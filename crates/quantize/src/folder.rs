@@ -539,6 +539,20 @@ fn sibling(dest: &Path, tag: &str) -> Result<PathBuf, QuantizeError> {
     )))
 }
 
+/// Refuses a destination that is the source or exists without `overwrite`, creates its
+/// parent, and returns the temporary path beside it that is written then renamed.
+fn prepare_destination(
+    source: &Path,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<PathBuf, QuantizeError> {
+    refuse_existing(source, dest, overwrite)?;
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    sibling(dest, "tmp")
+}
+
 fn refuse_existing(source: &Path, dest: &Path, overwrite: bool) -> Result<(), QuantizeError> {
     let same = match (fs::canonicalize(source), fs::canonicalize(dest)) {
         (Ok(a), Ok(b)) => a == b,
@@ -567,11 +581,7 @@ pub fn write_folder(
     quantized: &QuantizedFolder,
     overwrite: bool,
 ) -> Result<(), QuantizeError> {
-    refuse_existing(source, dest, overwrite)?;
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io_error(parent))?;
-    }
-    let temp = sibling(dest, "tmp")?;
+    let temp = prepare_destination(source, dest, overwrite)?;
     if temp.exists() {
         fs::remove_dir_all(&temp).map_err(io_error(&temp))?;
     }
@@ -665,11 +675,7 @@ pub fn write_single_file(
     bytes: &[u8],
     overwrite: bool,
 ) -> Result<(), QuantizeError> {
-    refuse_existing(source, dest, overwrite)?;
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io_error(parent))?;
-    }
-    let temp = sibling(dest, "tmp")?;
+    let temp = prepare_destination(source, dest, overwrite)?;
     let result =
         write_file(&temp, bytes).and_then(|()| fs::rename(&temp, dest).map_err(io_error(dest)));
     if result.is_err() {

@@ -255,6 +255,15 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     let mut seconds: HashMap<Mask, f64> = HashMap::new();
     let bar = progress_bar(todo.len(), args.quiet);
     let started = Instant::now();
+    // Checkpoints are written as incomplete; the last write says whether every mask is done.
+    let outputs = Outputs {
+        choices_out,
+        accuracy_out,
+        num_blocks,
+        model_id: &model_id,
+        dataset_id: &dataset_id,
+        complete: false,
+    };
     for chunk in todo.chunks(args.chunk) {
         let chunk_started = Instant::now();
         let done_before = bar.position();
@@ -281,14 +290,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         bar.set_position(done_before + chunk.len() as u64);
         write_outputs(
             args,
-            &Outputs {
-                choices_out,
-                accuracy_out,
-                num_blocks,
-                model_id: &model_id,
-                dataset_id: &dataset_id,
-                complete: false,
-            },
+            &outputs,
             &encoded,
             &masks,
             &rows,
@@ -302,12 +304,8 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     let summary = write_outputs(
         args,
         &Outputs {
-            choices_out,
-            accuracy_out,
-            num_blocks,
-            model_id: &model_id,
-            dataset_id: &dataset_id,
             complete,
+            ..outputs
         },
         &encoded,
         &masks,
@@ -335,6 +333,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     Ok(())
 }
 
+#[derive(Clone, Copy)]
 struct Outputs<'a> {
     choices_out: &'a PathBuf,
     accuracy_out: &'a PathBuf,
