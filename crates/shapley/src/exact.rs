@@ -23,7 +23,7 @@ pub fn exact_values(
             "exact values enumerate 2^{n} masks; at most {MAX_EXACT_PLAYERS} players"
         )));
     }
-    let masks: Vec<Mask> = (0..1usize << n).map(|bits| mask_of_bits(n, bits)).collect();
+    let masks = all_masks(n);
     let (rows, evaluations) = evaluate_masks(game, players, &masks)?;
     let mut recorded = RecordedGame::new(n, rows)?;
     let shapley = exact_shapley(&mut recorded)?;
@@ -40,6 +40,13 @@ pub fn exact_values(
 }
 
 /// Bit `i` of `bits` set = player `i` kept (the enumeration order of `exact_shapley`).
+/// The 2^n masks over `num_players` players, mask `bits` keeping player i when bit i is set.
+pub(crate) fn all_masks(num_players: usize) -> Vec<Mask> {
+    (0..1usize << num_players)
+        .map(|bits| mask_of_bits(num_players, bits))
+        .collect()
+}
+
 fn mask_of_bits(num_players: usize, bits: usize) -> Mask {
     Mask::from_kept((0..num_players).map(|i| bits >> i & 1 == 1).collect())
 }

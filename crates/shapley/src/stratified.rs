@@ -45,6 +45,7 @@ use layerprune_sampling::{
 };
 use rand::seq::SliceRandom;
 
+use crate::exact::all_masks;
 use crate::regression::{held_out_r2, HalfSurrogate, SurrogateTarget, MAX_ENUMERATED_PLAYERS};
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError};
 use layerprune_core::Game;
@@ -246,22 +247,22 @@ fn variance_of_mean(values: impl Iterator<Item = f64>) -> f64 {
     values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0) / count
 }
 
-/// Σ f over each subpopulation (size s, player i kept or removed), by size.
-fn surrogate_sums(surrogate: &HalfSurrogate, n: usize, seed: u64) -> Vec<[Vec<f64>; 2]> {
-    if n <= MAX_ENUMERATED_PLAYERS {
-        let masks: Vec<Mask> = (0..1usize << n)
-            .map(|bits| Mask::from_kept((0..n).map(|i| bits >> i & 1 == 1).collect()))
-            .collect();
-        let predictions = surrogate.predict(&masks);
-        return (0..=n)
-            .map(|size| {
-                let in_size = masks
-                    .iter()
-                    .zip(&predictions)
-                    .filter(|(m, _)| m.num_kept() == size)
-                    .map(|(m, f)| (m, *f));
-                SplitSums::new(n, in_size).0.map(|side| side.sums)
-            })
+/// Σ f over each subpopulation (size s, player i kept or removed), by size: over `enumerated`
+/// (all 2^n masks) when given, else from random masks of each size.
+fn surrogate_sums(
+    surrogate: &HalfSurrogate,
+    n: usize,
+    enumerated: Option<&[Mask]>,
+    seed: u64,
+) -> Vec<[Vec<f64>; 2]> {
+    if let Some(masks) = enumerated {
+        let mut by_size: Vec<Vec<(&Mask, f64)>> = vec![Vec::new(); n + 1];
+        for (mask, f) in masks.iter().zip(surrogate.predict(masks)) {
+            by_size[mask.num_kept()].push((mask, f));
+        }
+        return by_size
+            .into_iter()
+            .map(|rows| SplitSums::new(n, rows.into_iter()).0.map(|side| side.sums))
             .collect();
     }
     let mut rng = rng_from_seed(seed);
@@ -330,6 +331,8 @@ pub fn regression_adjusted_stratified_estimate(
         return Ok((estimates, f64::NAN));
     }
 
+    // Enumerated once for every fold's surrogate.
+    let enumerated = (n <= MAX_ENUMERATED_PLAYERS).then(|| all_masks(n));
     let mut fold_values = Vec::with_capacity(used_folds.len());
     let mut fold_variances = Vec::with_capacity(used_folds.len());
     let (mut residual_squares, mut held_out) = (0.0, Vec::new());
@@ -343,7 +346,12 @@ pub fn regression_adjusted_stratified_estimate(
             .map(|(row, _)| row.clone())
             .unzip();
         let surrogate = HalfSurrogate::fit(SurrogateTarget::LogValue, &train_masks, &train_values)?;
-        let surrogate_total = surrogate_sums(&surrogate, n, seed.wrapping_add(1 + k as u64));
+        let surrogate_total = surrogate_sums(
+            &surrogate,
+            n,
+            enumerated.as_deref(),
+            seed.wrapping_add(1 + k as u64),
+        );
         let mut phi = vec![0.0; n];
         let mut variance = vec![0.0; n];
         for &size in &sampled_sizes {
