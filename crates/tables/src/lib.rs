@@ -42,7 +42,7 @@ pub use stats::{
 };
 pub use tasks::{
     read_task_accuracies, read_task_choices, write_task_accuracies, write_task_choices,
-    TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable,
+    TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable, LEGACY_SCORING,
 };
 pub use tokens::{dataset_id, read_tokens, write_tokens, TokenTable};
 

@@ -36,10 +36,16 @@ pub struct TaskChoiceTable {
     pub model_id: String,
     /// Id of the encoded questions (tasks, subsample, token ids).
     pub dataset_id: String,
+    /// How the log-likelihoods were computed (the runtime's `Scoring` name); a run resumes
+    /// only from rows computed the same way.
+    pub scoring: String,
     /// False while the run writing it is still going (a checkpoint).
     pub complete: bool,
     pub rows: Vec<TaskChoiceRow>,
 }
+
+/// The scoring of tables written before the field existed: the head graph's fp32 NLL.
+pub const LEGACY_SCORING: &str = "head-graph-nll";
 
 fn choice_fields() -> Vec<Field> {
     let mut fields = mask_fields();
@@ -80,6 +86,7 @@ pub fn write_task_choices(
         ("num_blocks", table.num_blocks.to_string()),
         ("model_id", table.model_id.clone()),
         ("dataset_id", table.dataset_id.clone()),
+        ("scoring", table.scoring.clone()),
         ("complete", table.complete.to_string()),
     ];
     write_table(
@@ -122,6 +129,10 @@ pub fn read_task_choices(path: &Path) -> Result<TaskChoiceTable, TableError> {
         num_blocks,
         model_id: raw.meta("model_id")?.to_string(),
         dataset_id: raw.meta("dataset_id")?.to_string(),
+        scoring: raw
+            .meta_optional("scoring")
+            .unwrap_or(LEGACY_SCORING)
+            .to_string(),
         complete: raw.meta_parse("complete")?,
         rows,
     })

@@ -22,6 +22,7 @@ fn task_tables_round_trip() {
         num_blocks: 4,
         model_id: "m".into(),
         dataset_id: "d".into(),
+        scoring: "logits-f64-log-softmax".into(),
         complete: false,
         rows: masks
             .iter()

@@ -12,7 +12,7 @@ use layerprune_cli_common::command_line;
 use layerprune_core::Mask;
 use layerprune_data::TokenizerFile;
 use layerprune_runtime::{
-    ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, RuntimeOptions,
+    ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, RuntimeOptions, Scoring,
 };
 use layerprune_tables::{
     read_task_choices, write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow,
@@ -138,6 +138,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         verify_hashes: !args.no_verify,
     };
     let model = LayeredModel::open(model_dir, &options)?;
+    let scoring = Scoring::of_model(&model).name();
     let num_blocks = model.num_blocks();
     let model_id = model.model_id().to_string();
     let tokenizer_path = model_dir.join(&model.manifest().tokenizer);
@@ -166,6 +167,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
             Ok(table)
                 if table.model_id == model_id
                     && table.dataset_id == dataset_id
+                    && table.scoring == scoring
                     && table.num_blocks == num_blocks =>
             {
                 let mut count: HashMap<Mask, usize> = HashMap::new();
@@ -180,12 +182,13 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
             }
             Ok(_) if args.overwrite => {}
             Ok(table) => bail!(
-                "{}: cannot resume: written for model {} and questions {}, this run is for \
-                 model {model_id} and questions {dataset_id} (pass --overwrite to replace it, \
-                 or choose another --choices-out)",
+                "{}: cannot resume: written for model {} and questions {} with scoring {}, \
+                 this run is for model {model_id} and questions {dataset_id} with scoring \
+                 {scoring} (pass --overwrite to replace it, or choose another --choices-out)",
                 choices_out.display(),
                 table.model_id,
-                table.dataset_id
+                table.dataset_id,
+                table.scoring
             ),
             Err(_) if args.overwrite => {}
             Err(error) => {
@@ -240,7 +243,8 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     let mut scorer = ChoiceScorer::new(model, &requests, choice_options)
         .with_context(|| format!("tasks {task_list} with {}", model_dir.display()))?;
     eprintln!(
-        "{} questions, {} choices, {} batches, {} padded tokens per mask; {} masks to score",
+        "{} questions, {} choices, {} batches, {} padded tokens per mask, scoring {scoring}; \
+         {} masks to score",
         encoded.iter().map(|(_, q)| q.len()).sum::<usize>(),
         requests.len(),
         scorer.num_batches(),
@@ -262,6 +266,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         num_blocks,
         model_id: &model_id,
         dataset_id: &dataset_id,
+        scoring,
         complete: false,
     };
     for chunk in todo.chunks(args.chunk) {
@@ -340,6 +345,7 @@ struct Outputs<'a> {
     num_blocks: usize,
     model_id: &'a str,
     dataset_id: &'a str,
+    scoring: &'static str,
     complete: bool,
 }
 
@@ -413,6 +419,7 @@ fn write_outputs(
         num_blocks: out.num_blocks,
         model_id: out.model_id.to_string(),
         dataset_id: out.dataset_id.to_string(),
+        scoring: out.scoring.to_string(),
         complete: out.complete,
         rows: rows.to_vec(),
     };

@@ -262,6 +262,25 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot resume"));
+
+    // Log-likelihoods computed another way (a checkpoint from before the float64
+    // log-softmax) are not mixed with new ones.
+    assert_eq!(resumed.scoring, "logits-f64-log-softmax");
+    let legacy = layerprune_tables::TaskChoiceTable {
+        scoring: layerprune_tables::LEGACY_SCORING.into(),
+        complete: false,
+        ..partial
+    };
+    let legacy_path = dir.path().join("legacy-choices.parquet");
+    let provenance = layerprune_tables::Provenance::new("test", "0", vec![]);
+    layerprune_tables::write_task_choices(&legacy_path, &legacy, &provenance).unwrap();
+    let out = run_tasks(dir.path(), &data, "legacy", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot resume") && stderr.contains("with scoring head-graph-nll"),
+        "{stderr}"
+    );
 }
 
 #[test]
