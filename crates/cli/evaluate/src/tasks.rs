@@ -4,7 +4,7 @@
 //! plays the game unchanged) and the accuracy table (`--accuracy-out`) are derived from them.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -12,7 +12,7 @@ use layerprune_cli_common::command_line;
 use layerprune_core::Mask;
 use layerprune_data::TokenizerFile;
 use layerprune_runtime::{
-    ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, RuntimeOptions, Scoring,
+    ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, Manifest, RuntimeOptions, Scoring,
 };
 use layerprune_tables::{
     read_task_choices, write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow,
@@ -132,16 +132,13 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         bail!("--chunk must be at least 1");
     }
     let tasks = parse_task_list(task_list)?;
-    let options = RuntimeOptions {
-        device: args.device.device,
-        threads: args.device.threads,
-        verify_hashes: !args.no_verify,
-    };
-    let model = LayeredModel::open(model_dir, &options)?;
-    let scoring = Scoring::of_model(&model).name();
-    let num_blocks = model.num_blocks();
-    let model_id = model.model_id().to_string();
-    let tokenizer_path = model_dir.join(&model.manifest().tokenizer);
+    // The manifest tells all but the scores; the model's sessions are opened only if there
+    // is something to score (a merge has nothing).
+    let manifest = Manifest::load(model_dir)?;
+    let model_id = layerprune_runtime::model_id(model_dir)?;
+    let scoring = Scoring::of_manifest(&manifest).name();
+    let num_blocks = manifest.num_blocks;
+    let tokenizer_path = model_dir.join(&manifest.tokenizer);
     let tokenizer = TokenizerFile::load(&tokenizer_path)?;
     let mut encoded = Vec::with_capacity(tasks.len());
     for &task in &tasks {
@@ -159,43 +156,19 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         .iter()
         .flat_map(|(_, qs)| qs.iter().map(|q| q.choices.len()))
         .sum();
+    let identity = RunIdentity {
+        model_id: &model_id,
+        dataset_id: &dataset_id,
+        scoring,
+        num_blocks,
+        choices_per_mask,
+    };
 
-    // Rows already computed for masks complete in an earlier run of the same questions.
-    let mut rows: Vec<TaskChoiceRow> = Vec::new();
-    if choices_out.exists() {
-        match read_task_choices(choices_out) {
-            Ok(table)
-                if table.model_id == model_id
-                    && table.dataset_id == dataset_id
-                    && table.scoring == scoring
-                    && table.num_blocks == num_blocks =>
-            {
-                let mut count: HashMap<Mask, usize> = HashMap::new();
-                for row in &table.rows {
-                    *count.entry(row.mask.clone()).or_default() += 1;
-                }
-                rows = table
-                    .rows
-                    .into_iter()
-                    .filter(|row| count.get(&row.mask) == Some(&choices_per_mask))
-                    .collect();
-            }
-            Ok(_) if args.overwrite => {}
-            Ok(table) => bail!(
-                "{}: cannot resume: written for model {} and questions {} with scoring {}, \
-                 this run is for model {model_id} and questions {dataset_id} with scoring \
-                 {scoring} (pass --overwrite to replace it, or choose another --choices-out)",
-                choices_out.display(),
-                table.model_id,
-                table.dataset_id,
-                table.scoring
-            ),
-            Err(_) if args.overwrite => {}
-            Err(error) => {
-                return Err(error).context("pass --overwrite to replace it");
-            }
-        }
-    }
+    let mut rows: Vec<TaskChoiceRow> = if args.merge.is_empty() {
+        resumable_rows(args, choices_out, &identity)?
+    } else {
+        merged_rows(&args.merge, &identity)?
+    };
     let done: HashSet<Mask> = rows.iter().map(|r| r.mask.clone()).collect();
     // The full model is the reference of the utility, so it is scored (and kept) first.
     let mut todo: Vec<Mask> = Vec::new();
@@ -208,10 +181,18 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
             .filter(|m| !done.contains(*m) && **m != full)
             .cloned(),
     );
+    if !args.merge.is_empty() {
+        if let Some(missing) = todo.first() {
+            bail!(
+                "mask {missing} is in none of the shards given to --merge (is a shard missing, \
+                 or unfinished?)"
+            );
+        }
+    }
     if let Some(limit) = args.max_new_masks {
         todo.truncate(limit.max(usize::from(!done.contains(&full))));
     }
-    if !done.is_empty() {
+    if !done.is_empty() && args.merge.is_empty() {
         eprintln!(
             "resuming {}: {} masks already scored",
             choices_out.display(),
@@ -219,9 +200,207 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         );
     }
 
-    let mut requests = Vec::with_capacity(choices_per_mask);
-    let mut keys = Vec::with_capacity(choices_per_mask);
-    for (task, questions) in &encoded {
+    let mut provenance = Provenance::new("evaluate", env!("CARGO_PKG_VERSION"), command_line())
+        .with_input("model", &model_id)
+        .with_input("dataset", &dataset_id);
+    provenance.seed = Some(args.seed);
+    for (i, path) in args.merge.iter().enumerate() {
+        provenance = provenance.with_input(&format!("shard{i}"), &path.display().to_string());
+    }
+    let outputs = Outputs {
+        choices_out,
+        accuracy_out,
+        num_blocks,
+        model_id: &model_id,
+        dataset_id: &dataset_id,
+        scoring,
+        complete: false,
+    };
+    let written = Written {
+        args,
+        outputs,
+        encoded: &encoded,
+        masks: &masks,
+        provenance: &provenance,
+    };
+    let mut seconds: HashMap<Mask, f64> = HashMap::new();
+    if !todo.is_empty() {
+        let started = Instant::now();
+        let blocks_run = score_masks(&written, task_list, &todo, &mut rows, &mut seconds)?;
+        eprintln!(
+            "scored {} masks in {:.1} s ({} blocks run)",
+            todo.len(),
+            started.elapsed().as_secs_f64(),
+            blocks_run
+        );
+    }
+    let all_done: HashSet<&Mask> = rows.iter().map(|r| &r.mask).collect();
+    let complete = masks.iter().all(|m| all_done.contains(m));
+    let summary = written.write(&rows, &seconds, complete)?;
+    if !args.merge.is_empty() {
+        eprintln!(
+            "merged {} shards: {} masks into {}",
+            args.merge.len(),
+            all_done.len(),
+            choices_out.display()
+        );
+    }
+    if !complete {
+        eprintln!(
+            "{}: {} of {} masks scored; run again to resume",
+            choices_out.display(),
+            masks.iter().filter(|m| all_done.contains(m)).count(),
+            masks.len()
+        );
+    }
+    print_accuracies(&tasks, &summary);
+    Ok(())
+}
+
+/// What a task run is computed for; rows computed for another are never mixed in.
+struct RunIdentity<'a> {
+    model_id: &'a str,
+    dataset_id: &'a str,
+    scoring: &'static str,
+    num_blocks: usize,
+    choices_per_mask: usize,
+}
+
+impl RunIdentity<'_> {
+    fn matches(&self, table: &TaskChoiceTable) -> bool {
+        table.model_id == self.model_id
+            && table.dataset_id == self.dataset_id
+            && table.scoring == self.scoring
+            && table.num_blocks == self.num_blocks
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "model {} and questions {} with scoring {}",
+            self.model_id, self.dataset_id, self.scoring
+        )
+    }
+
+    /// The rows of masks whose every choice is present.
+    fn complete_masks(&self, rows: Vec<TaskChoiceRow>) -> Vec<TaskChoiceRow> {
+        let mut count: HashMap<Mask, usize> = HashMap::new();
+        for row in &rows {
+            *count.entry(row.mask.clone()).or_default() += 1;
+        }
+        rows.into_iter()
+            .filter(|row| count.get(&row.mask) == Some(&self.choices_per_mask))
+            .collect()
+    }
+}
+
+/// Rows already computed for masks complete in an earlier run of the same questions.
+fn resumable_rows(
+    args: &Args,
+    choices_out: &Path,
+    identity: &RunIdentity<'_>,
+) -> Result<Vec<TaskChoiceRow>> {
+    if !choices_out.exists() {
+        return Ok(Vec::new());
+    }
+    match read_task_choices(choices_out) {
+        Ok(table) if identity.matches(&table) => Ok(identity.complete_masks(table.rows)),
+        Ok(_) | Err(_) if args.overwrite => Ok(Vec::new()),
+        Ok(table) => bail!(
+            "{}: cannot resume: written for model {} and questions {} with scoring {}, this run \
+             is for {} (pass --overwrite to replace it, or choose another --choices-out)",
+            choices_out.display(),
+            table.model_id,
+            table.dataset_id,
+            table.scoring,
+            identity.describe()
+        ),
+        Err(error) => Err(error).context("pass --overwrite to replace it"),
+    }
+}
+
+/// The union of finished shards' choice rows. Every shard holds the full model (the
+/// reference of the utility): its copies must agree; any other mask must be in one shard.
+fn merged_rows(shards: &[PathBuf], identity: &RunIdentity<'_>) -> Result<Vec<TaskChoiceRow>> {
+    // Shards run on different machines may differ in the last bits of a log-likelihood.
+    const FULL_MODEL_AGREEMENT: f64 = 1e-3;
+    let mut rows: Vec<TaskChoiceRow> = Vec::new();
+    let mut owner: HashMap<Mask, usize> = HashMap::new();
+    let mut full_rows: HashMap<(String, u32, u32), f64> = HashMap::new();
+    for (index, path) in shards.iter().enumerate() {
+        let table = read_task_choices(path)?;
+        if !table.complete {
+            bail!(
+                "{}: shard is incomplete; finish it (run it again) before merging",
+                path.display()
+            );
+        }
+        if !identity.matches(&table) {
+            bail!(
+                "{}: computed for model {} and questions {} with scoring {}, this merge is for {}",
+                path.display(),
+                table.model_id,
+                table.dataset_id,
+                table.scoring,
+                identity.describe()
+            );
+        }
+        for row in identity.complete_masks(table.rows) {
+            if row.mask.num_removed() == 0 {
+                let key = (row.task.clone(), row.question, row.choice);
+                match full_rows.get(&key) {
+                    Some(first) if (first - row.loglik).abs() > FULL_MODEL_AGREEMENT => bail!(
+                        "{}: the full model's log-likelihood of {} question {} choice {} is {}, \
+                         {} in {}: the shards were not computed the same way",
+                        path.display(),
+                        row.task,
+                        row.question,
+                        row.choice,
+                        row.loglik,
+                        first,
+                        shards[owner[&row.mask]].display()
+                    ),
+                    Some(_) => continue,
+                    None => {
+                        full_rows.insert(key, row.loglik);
+                    }
+                }
+            } else if let Some(&other) = owner.get(&row.mask).filter(|&&o| o != index) {
+                bail!(
+                    "mask {} is in more than one shard ({} and {})",
+                    row.mask,
+                    shards[other].display(),
+                    path.display()
+                );
+            }
+            owner.entry(row.mask.clone()).or_insert(index);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Scores `todo`, appending to `rows` and checkpointing every `--chunk` masks; returns the
+/// number of blocks run.
+fn score_masks(
+    written: &Written<'_>,
+    task_list: &str,
+    todo: &[Mask],
+    rows: &mut Vec<TaskChoiceRow>,
+    seconds: &mut HashMap<Mask, f64>,
+) -> Result<u64> {
+    let args = written.args;
+    let Some(model_dir) = &args.model else {
+        bail!("--tasks needs --model");
+    };
+    let options = RuntimeOptions {
+        device: args.device.device,
+        threads: args.device.threads,
+        verify_hashes: !args.no_verify,
+    };
+    let model = LayeredModel::open(model_dir, &options)?;
+    let mut requests = Vec::new();
+    let mut keys = Vec::new();
+    for (task, questions) in written.encoded {
         for question in questions {
             let group = requests.len();
             for (c, choice) in question.choices.iter().enumerate() {
@@ -243,32 +422,16 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     let mut scorer = ChoiceScorer::new(model, &requests, choice_options)
         .with_context(|| format!("tasks {task_list} with {}", model_dir.display()))?;
     eprintln!(
-        "{} questions, {} choices, {} batches, {} padded tokens per mask, scoring {scoring}; \
+        "{} questions, {} choices, {} batches, {} padded tokens per mask, scoring {}; \
          {} masks to score",
-        encoded.iter().map(|(_, q)| q.len()).sum::<usize>(),
+        written.encoded.iter().map(|(_, q)| q.len()).sum::<usize>(),
         requests.len(),
         scorer.num_batches(),
         scorer.padded_tokens(),
+        scorer.scoring().name(),
         todo.len()
     );
-
-    let mut provenance = Provenance::new("evaluate", env!("CARGO_PKG_VERSION"), command_line())
-        .with_input("model", &model_id)
-        .with_input("dataset", &dataset_id);
-    provenance.seed = Some(args.seed);
-    let mut seconds: HashMap<Mask, f64> = HashMap::new();
     let bar = progress_bar(todo.len(), args.quiet);
-    let started = Instant::now();
-    // Checkpoints are written as incomplete; the last write says whether every mask is done.
-    let outputs = Outputs {
-        choices_out,
-        accuracy_out,
-        num_blocks,
-        model_id: &model_id,
-        dataset_id: &dataset_id,
-        scoring,
-        complete: false,
-    };
     for chunk in todo.chunks(args.chunk) {
         let chunk_started = Instant::now();
         let done_before = bar.position();
@@ -293,49 +456,43 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
             );
         }
         bar.set_position(done_before + chunk.len() as u64);
-        write_outputs(
-            args,
-            &outputs,
-            &encoded,
-            &masks,
-            &rows,
-            &seconds,
-            &provenance,
-        )?;
+        // Checkpoints are written as incomplete; the caller's last write says whether every
+        // mask is done.
+        written.write(rows, seconds, false)?;
     }
     bar.finish_and_clear();
-    let all_done: HashSet<&Mask> = rows.iter().map(|r| &r.mask).collect();
-    let complete = masks.iter().all(|m| all_done.contains(m));
-    let summary = write_outputs(
-        args,
-        &Outputs {
-            complete,
-            ..outputs
-        },
-        &encoded,
-        &masks,
-        &rows,
-        &seconds,
-        &provenance,
-    )?;
-    if !todo.is_empty() {
-        eprintln!(
-            "scored {} masks in {:.1} s ({} blocks run)",
-            todo.len(),
-            started.elapsed().as_secs_f64(),
-            scorer.blocks_run()
-        );
+    Ok(scorer.blocks_run())
+}
+
+/// Everything the three outputs are written from, but the rows.
+struct Written<'a> {
+    args: &'a Args,
+    outputs: Outputs<'a>,
+    encoded: &'a [(Task, Vec<EncodedQuestion>)],
+    masks: &'a [Mask],
+    provenance: &'a Provenance,
+}
+
+impl Written<'_> {
+    fn write(
+        &self,
+        rows: &[TaskChoiceRow],
+        seconds: &HashMap<Mask, f64>,
+        complete: bool,
+    ) -> Result<TaskAccuracyTable> {
+        write_outputs(
+            self.args,
+            &Outputs {
+                complete,
+                ..self.outputs
+            },
+            self.encoded,
+            self.masks,
+            rows,
+            seconds,
+            self.provenance,
+        )
     }
-    if !complete {
-        eprintln!(
-            "{}: {} of {} masks scored; run again to resume",
-            choices_out.display(),
-            masks.iter().filter(|m| all_done.contains(m)).count(),
-            masks.len()
-        );
-    }
-    print_accuracies(&tasks, &summary);
-    Ok(())
 }
 
 #[derive(Clone, Copy)]

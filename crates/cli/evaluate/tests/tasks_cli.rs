@@ -346,3 +346,142 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--choices-out"));
 }
+
+/// `evaluate --tasks` over a mask table, writing `<name>-{evaluations,choices,accuracy}`.
+fn run_table(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> std::process::Output {
+    let file = |kind: &str| dir.join(format!("{name}-{kind}.parquet"));
+    let (out, choices, accuracy) = (file("evaluations"), file("choices"), file("accuracy"));
+    let masks = dir.join("masks.parquet");
+    let mut args = vec![
+        "--tasks",
+        "piqa,boolq,winogrande",
+        "--task-data",
+        p(data),
+        "--masks",
+        p(&masks),
+        "--out",
+        p(&out),
+        "--choices-out",
+        p(&choices),
+        "--accuracy-out",
+        p(&accuracy),
+    ];
+    args.extend_from_slice(extra);
+    evaluate(&args)
+}
+
+#[test]
+fn sharded_task_runs_merge_into_the_unsharded_tables() {
+    use layerprune_core::Mask;
+    use layerprune_tables::{write_masks, MaskRow, MaskTable, Provenance};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_tasks(&data, vec![0, 1, 1, 0]);
+    let rows = [
+        "110111", "101101", "111110", "011111", "111011", "100001", "111111",
+    ]
+    .iter()
+    .map(|text| MaskRow {
+        mask: text.parse::<Mask>().unwrap(),
+        design: "test".into(),
+        group_id: None,
+        position: None,
+    })
+    .collect();
+    let table = MaskTable {
+        num_blocks: 6,
+        fixed_blocks: vec![],
+        rows,
+    };
+    let provenance = Provenance::new("test", "0", vec![]);
+    write_masks(&dir.path().join("masks.parquet"), &table, &provenance).unwrap();
+    let succeeded = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    succeeded(run_table(dir.path(), &data, "whole", &[]));
+    for shard in 0..3 {
+        let name = format!("s{shard}");
+        succeeded(run_table(
+            dir.path(),
+            &data,
+            &name,
+            &["--shard", &format!("{shard}/3")],
+        ));
+    }
+    let shard_file = |i: usize| dir.path().join(format!("s{i}-choices.parquet"));
+    let shard_paths: Vec<String> = (0..3).map(|i| p(&shard_file(i)).to_string()).collect();
+    fn merge_args<'a>(shards: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["--merge"];
+        args.extend_from_slice(shards);
+        args
+    }
+    let all: Vec<&str> = shard_paths.iter().map(String::as_str).collect();
+    succeeded(run_table(dir.path(), &data, "merged", &merge_args(&all)));
+
+    // The merged tables equal the unsharded run's (but for timings).
+    let key = |r: &layerprune_tables::TaskChoiceRow| {
+        (
+            r.mask.id(),
+            r.task.clone(),
+            r.question,
+            r.choice,
+            r.loglik.to_bits(),
+        )
+    };
+    let sorted = |name: &str| {
+        let table = read_task_choices(&dir.path().join(format!("{name}-choices.parquet"))).unwrap();
+        let mut rows: Vec<_> = table.rows.iter().map(key).collect();
+        rows.sort();
+        (table.complete, rows)
+    };
+    assert_eq!(sorted("merged"), sorted("whole"));
+    let evaluations = |name: &str| {
+        read_evaluations(&dir.path().join(format!("{name}-evaluations.parquet")))
+            .unwrap()
+            .rows
+            .into_iter()
+            .map(|r| (r.mask.id(), r.utility.to_bits(), r.nll.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(evaluations("merged"), evaluations("whole"));
+    assert_eq!(evaluations("merged").len(), 7);
+    let accuracies = |name: &str| {
+        read_task_accuracies(&dir.path().join(format!("{name}-accuracy.parquet")))
+            .unwrap()
+            .rows
+    };
+    assert_eq!(accuracies("merged"), accuracies("whole"));
+
+    // A missing shard, a shard given twice and a shard of other questions are refused.
+    let refused = |shards: &[&str], needle: &str| {
+        let out = run_table(dir.path(), &data, "bad", &merge_args(shards));
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(!dir.path().join("bad-choices.parquet").exists());
+    };
+    refused(&all[..2], "in none of the shards");
+    let owning = (0..3)
+        .find(|&i| {
+            read_task_choices(&shard_file(i))
+                .unwrap()
+                .rows
+                .iter()
+                .any(|r| r.mask.num_removed() > 0)
+        })
+        .unwrap();
+    let twice = [all[0], all[1], all[2], all[owning]];
+    refused(&twice, "in more than one shard");
+    succeeded(run_table(
+        dir.path(),
+        &data,
+        "other",
+        &["--shard", "0/3", "--task-subsample", "2"],
+    ));
+    let other = dir.path().join("other-choices.parquet");
+    refused(&[p(&other), all[1], all[2]], "computed for model");
+}
