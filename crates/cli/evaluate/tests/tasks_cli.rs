@@ -118,9 +118,19 @@ fn p(path: &Path) -> &str {
 const MASKS: [&str; 6] = ["--mask", "110111", "--mask", "101101", "--mask", "111110"];
 
 fn run_tasks(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> std::process::Output {
-    let out = dir.join(format!("{name}-evaluations.parquet"));
-    let choices = dir.join(format!("{name}-choices.parquet"));
-    let accuracy = dir.join(format!("{name}-accuracy.parquet"));
+    run_named(dir, data, name, &MASKS, extra)
+}
+
+/// `evaluate --tasks` on the masks `selection`, writing `<name>-{evaluations,choices,accuracy}`.
+fn run_named(
+    dir: &Path,
+    data: &Path,
+    name: &str,
+    selection: &[&str],
+    extra: &[&str],
+) -> std::process::Output {
+    let file = |kind: &str| dir.join(format!("{name}-{kind}.parquet"));
+    let (out, choices, accuracy) = (file("evaluations"), file("choices"), file("accuracy"));
     let mut args = vec![
         "--tasks",
         "piqa,boolq,winogrande",
@@ -135,7 +145,7 @@ fn run_tasks(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> std::proces
         "--chunk",
         "1",
     ];
-    args.extend_from_slice(&MASKS);
+    args.extend_from_slice(selection);
     args.extend_from_slice(extra);
     evaluate(&args)
 }
@@ -347,27 +357,10 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--choices-out"));
 }
 
-/// `evaluate --tasks` over a mask table, writing `<name>-{evaluations,choices,accuracy}`.
+/// `evaluate --tasks` over the mask table `masks.parquet` of `dir`.
 fn run_table(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> std::process::Output {
-    let file = |kind: &str| dir.join(format!("{name}-{kind}.parquet"));
-    let (out, choices, accuracy) = (file("evaluations"), file("choices"), file("accuracy"));
     let masks = dir.join("masks.parquet");
-    let mut args = vec![
-        "--tasks",
-        "piqa,boolq,winogrande",
-        "--task-data",
-        p(data),
-        "--masks",
-        p(&masks),
-        "--out",
-        p(&out),
-        "--choices-out",
-        p(&choices),
-        "--accuracy-out",
-        p(&accuracy),
-    ];
-    args.extend_from_slice(extra);
-    evaluate(&args)
+    run_named(dir, data, name, &["--masks", p(&masks)], extra)
 }
 
 #[test]
