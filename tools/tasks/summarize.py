@@ -8,7 +8,9 @@ interval) from `task_choices` tables, for every mask listed in --labels (mask me
 mask may carry several methods), on the questions present in every table given (or only those
 of --questions-from), so masks scored in different runs are compared on the same questions.
 Methods named `random-<seed>` are one row, "random (mean of N seeds)": per task the mean
-accuracy over the seeds, with the lowest and highest seed in brackets.
+accuracy over the seeds, with the lowest and highest seed in brackets. The last column is the
+negative log-likelihood per token of the right answers, pooled over the tasks: unlike
+accuracy near chance, it still separates a damaged model from a guessing one.
 """
 
 import argparse
@@ -65,7 +67,7 @@ def table(args):
     for line in open(args.labels):
         mask, method, k = line.split()
         labels[(method, int(k))].append(mask)
-    # (mask, task) -> question -> {choice: (loglik, gold, norm_bytes)}
+    # (mask, task) -> question -> {choice: (loglik, gold, norm_bytes, tokens)}
     data = defaultdict(lambda: defaultdict(dict))
     question_sets = []
     for path in args.choices:
@@ -73,7 +75,7 @@ def table(args):
         question_sets.append({(r["task"], r["question"]) for r in rows})
         for r in rows:
             data[(r["mask_id"], r["task"])][r["question"]][r["choice"]] = (
-                r["loglik"], r["gold"], r["norm_bytes"])
+                r["loglik"], r["gold"], r["norm_bytes"], r["continuation_tokens"])
     common = set.intersection(*question_sets)
     if args.questions_from:
         common &= {(r["task"], r["question"]) for r in pq.read_table(args.questions_from).to_pylist()}
@@ -82,13 +84,23 @@ def table(args):
         questions = {q: c for q, c in data[(mask, task)].items() if (task, q) in common}
         return accuracy(questions, args.metric) if questions else None
 
+    def gold_nll(mask):
+        nll, tokens = 0.0, 0
+        for task in TASKS:
+            for q, choices in data[(mask, task)].items():
+                if (task, q) in common:
+                    gold = choices[0][1]
+                    nll -= choices[gold][0]
+                    tokens += choices[gold][3]
+        return nll / tokens if tokens else None
+
     rows = defaultdict(list)  # (method, k) -> masks; random seeds merged into one row
     for (method, k), masks in labels.items():
         name = "random" if method.startswith("random-") else method
         rows[(name, k)].extend(masks)
-    header = ["model", "k"] + [NAMES[t] for t in TASKS] + ["mean"]
+    header = ["model", "k"] + [NAMES[t] for t in TASKS] + ["mean", "gold NLL/token"]
     print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * 2 + "---:|" * (len(TASKS) + 1))
+    print("|" + "---|" * 2 + "---:|" * (len(TASKS) + 2))
     order = sorted(rows, key=lambda key: (key[0] != "full", key[1], method_key(key[0])))
     for method, k in order:
         masks = rows[(method, k)]
@@ -130,6 +142,8 @@ def table(args):
             else:
                 cells.append("–")
             label = f"{method} (mean of {len(masks)} seeds)"
+        nlls = [gold_nll(mask) for mask in masks]
+        cells.append("–" if None in nlls else f"{sum(nlls) / len(nlls):.2f}")
         print(f"| {label} | {k if k else '–'} | " + " | ".join(cells) + " |")
     counts = defaultdict(int)
     for task, _ in common:
