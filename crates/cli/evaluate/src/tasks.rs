@@ -152,16 +152,19 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         masks.retain(|mask| shard.owns(mask));
     }
     let full = Mask::full(num_blocks);
-    let choices_per_mask: usize = encoded
+    let choices_per_task: HashMap<String, usize> = encoded
         .iter()
-        .flat_map(|(_, qs)| qs.iter().map(|q| q.choices.len()))
-        .sum();
+        .map(|(task, qs)| {
+            let choices = qs.iter().map(|q| q.choices.len()).sum();
+            (task.name().to_string(), choices)
+        })
+        .collect();
     let identity = RunIdentity {
         model_id: &model_id,
         dataset_id: &dataset_id,
         scoring,
         num_blocks,
-        choices_per_mask,
+        choices_per_task,
     };
 
     let mut rows: Vec<TaskChoiceRow> = if args.merge.is_empty() {
@@ -169,7 +172,13 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     } else {
         merged_rows(&args.merge, &identity)?
     };
-    let done: HashSet<Mask> = rows.iter().map(|r| r.mask.clone()).collect();
+    let done: HashSet<Mask> = identity.finished_masks(&rows);
+    let partly_done = rows
+        .iter()
+        .filter(|r| !done.contains(&r.mask))
+        .map(|r| &r.mask)
+        .collect::<HashSet<_>>()
+        .len();
     // The full model is the reference of the utility, so it is scored (and kept) first.
     let mut todo: Vec<Mask> = Vec::new();
     if !done.contains(&full) {
@@ -192,9 +201,9 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     if let Some(limit) = args.max_new_masks {
         todo.truncate(limit.max(usize::from(!done.contains(&full))));
     }
-    if !done.is_empty() && args.merge.is_empty() {
+    if !rows.is_empty() && args.merge.is_empty() {
         eprintln!(
-            "resuming {}: {} masks already scored",
+            "resuming {}: {} masks already scored, {partly_done} with some of their tasks",
             choices_out.display(),
             done.len()
         );
@@ -234,7 +243,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
             blocks_run
         );
     }
-    let all_done: HashSet<&Mask> = rows.iter().map(|r| &r.mask).collect();
+    let all_done = identity.finished_masks(&rows);
     let complete = masks.iter().all(|m| all_done.contains(m));
     let summary = written.write(&rows, &seconds, complete)?;
     if !args.merge.is_empty() {
@@ -263,7 +272,8 @@ struct RunIdentity<'a> {
     dataset_id: &'a str,
     scoring: &'static str,
     num_blocks: usize,
-    choices_per_mask: usize,
+    /// Choices per task name, for telling finished (mask, task) pairs from interrupted ones.
+    choices_per_task: HashMap<String, usize>,
 }
 
 impl RunIdentity<'_> {
@@ -281,14 +291,33 @@ impl RunIdentity<'_> {
         )
     }
 
-    /// The rows of masks whose every choice is present.
-    fn complete_masks(&self, rows: Vec<TaskChoiceRow>) -> Vec<TaskChoiceRow> {
-        let mut count: HashMap<Mask, usize> = HashMap::new();
+    /// The rows of the (mask, task) pairs whose every choice is present: a run checkpoints
+    /// after each task of each chunk of masks, so a killed run loses at most one task's work.
+    fn complete_tasks(&self, rows: Vec<TaskChoiceRow>) -> Vec<TaskChoiceRow> {
+        let mut count: HashMap<(Mask, String), usize> = HashMap::new();
         for row in &rows {
-            *count.entry(row.mask.clone()).or_default() += 1;
+            *count
+                .entry((row.mask.clone(), row.task.clone()))
+                .or_default() += 1;
         }
         rows.into_iter()
-            .filter(|row| count.get(&row.mask) == Some(&self.choices_per_mask))
+            .filter(|row| {
+                count.get(&(row.mask.clone(), row.task.clone()))
+                    == self.choices_per_task.get(&row.task)
+            })
+            .collect()
+    }
+
+    /// The masks all of whose tasks are in `rows` (complete pairs only).
+    fn finished_masks(&self, rows: &[TaskChoiceRow]) -> HashSet<Mask> {
+        let mut tasks_of: HashMap<&Mask, HashSet<&str>> = HashMap::new();
+        for row in rows {
+            tasks_of.entry(&row.mask).or_default().insert(&row.task);
+        }
+        tasks_of
+            .into_iter()
+            .filter(|(_, tasks)| tasks.len() == self.choices_per_task.len())
+            .map(|(mask, _)| mask.clone())
             .collect()
     }
 }
@@ -303,7 +332,7 @@ fn resumable_rows(
         return Ok(Vec::new());
     }
     match read_task_choices(choices_out) {
-        Ok(table) if identity.matches(&table) => Ok(identity.complete_masks(table.rows)),
+        Ok(table) if identity.matches(&table) => Ok(identity.complete_tasks(table.rows)),
         Ok(_) | Err(_) if args.overwrite => Ok(Vec::new()),
         Ok(table) => bail!(
             "{}: cannot resume: written for model {} and questions {} with scoring {}, this run \
@@ -344,7 +373,12 @@ fn merged_rows(shards: &[PathBuf], identity: &RunIdentity<'_>) -> Result<Vec<Tas
                 identity.describe()
             );
         }
-        for row in identity.complete_masks(table.rows) {
+        let rows_of_shard = identity.complete_tasks(table.rows);
+        let finished = identity.finished_masks(&rows_of_shard);
+        for row in rows_of_shard
+            .into_iter()
+            .filter(|r| finished.contains(&r.mask))
+        {
             if row.mask.num_removed() == 0 {
                 let key = (row.task.clone(), row.question, row.choice);
                 match full_rows.get(&key) {
@@ -397,10 +431,25 @@ fn score_masks(
         threads: args.device.threads,
         verify_hashes: !args.no_verify,
     };
-    let model = LayeredModel::open(model_dir, &options)?;
-    let mut requests = Vec::new();
-    let mut keys = Vec::new();
+    let mut model = LayeredModel::open(model_dir, &options)?;
+    let choice_options = ChoiceOptions {
+        batch_tokens: args.batch_tokens,
+        max_length: args.max_length,
+        cache_bytes: args.cache_mb << 20,
+        reuse_prefixes: !args.no_prefix_reuse,
+    };
+    // One scorer per task, so that a checkpoint can be written after each task: a killed
+    // run of the full splits (an hour or more per mask on a CPU) keeps its finished tasks.
+    struct TaskRequests<'e> {
+        task: Task,
+        requests: Vec<LoglikRequest>,
+        keys: Vec<(&'e EncodedQuestion, usize)>,
+    }
+    let mut parts = Vec::with_capacity(written.encoded.len());
+    let (mut batches, mut padded_tokens) = (0, 0);
     for (task, questions) in written.encoded {
+        let mut requests = Vec::new();
+        let mut keys = Vec::new();
         for question in questions {
             let group = requests.len();
             for (c, choice) in question.choices.iter().enumerate() {
@@ -409,59 +458,82 @@ fn score_masks(
                     continuation: choice.continuation.clone(),
                     group,
                 });
-                keys.push((*task, question, c));
+                keys.push((question, c));
             }
         }
+        // Laid out once here to check the requests and count the work.
+        let scorer = ChoiceScorer::new(model, &requests, choice_options.clone())
+            .with_context(|| format!("task {} with {}", task.name(), model_dir.display()))?;
+        batches += scorer.num_batches();
+        padded_tokens += scorer.padded_tokens();
+        model = scorer.into_model();
+        parts.push(TaskRequests {
+            task: *task,
+            requests,
+            keys,
+        });
     }
-    let choice_options = ChoiceOptions {
-        batch_tokens: args.batch_tokens,
-        max_length: args.max_length,
-        cache_bytes: args.cache_mb << 20,
-        reuse_prefixes: !args.no_prefix_reuse,
-    };
-    let mut scorer = ChoiceScorer::new(model, &requests, choice_options)
-        .with_context(|| format!("tasks {task_list} with {}", model_dir.display()))?;
     eprintln!(
-        "{} questions, {} choices, {} batches, {} padded tokens per mask, scoring {}; \
-         {} masks to score",
+        "{} questions, {} choices, {batches} batches, {padded_tokens} padded tokens per mask, \
+         scoring {}; {} masks to score ({task_list})",
         written.encoded.iter().map(|(_, q)| q.len()).sum::<usize>(),
-        requests.len(),
-        scorer.num_batches(),
-        scorer.padded_tokens(),
-        scorer.scoring().name(),
+        parts.iter().map(|p| p.requests.len()).sum::<usize>(),
+        Scoring::of_manifest(model.manifest()).name(),
         todo.len()
     );
+    let mut scored: HashSet<(Mask, &str)> = rows
+        .iter()
+        .filter_map(|r| {
+            parts
+                .iter()
+                .find(|p| p.task.name() == r.task)
+                .map(|p| (r.mask.clone(), p.task.name()))
+        })
+        .collect();
+    let mut blocks_run = 0;
     let bar = progress_bar(todo.len(), args.quiet);
     for chunk in todo.chunks(args.chunk) {
-        let chunk_started = Instant::now();
-        let done_before = bar.position();
-        let results = scorer.score(chunk, &mut |_, _| {})?;
-        for (mask, logliks) in chunk.iter().zip(results) {
-            for ((task, question, c), loglik) in keys.iter().zip(logliks) {
-                let choice = &question.choices[*c];
-                rows.push(TaskChoiceRow {
-                    mask: mask.clone(),
-                    task: task.name().to_string(),
-                    question: question.row as u32,
-                    choice: *c as u32,
-                    gold: question.gold as u32,
-                    loglik,
-                    continuation_tokens: choice.continuation.len() as u32,
-                    norm_bytes: choice.norm_bytes as u32,
-                });
+        for part in &parts {
+            let name = part.task.name();
+            let needed: Vec<Mask> = chunk
+                .iter()
+                .filter(|m| !scored.contains(&((*m).clone(), name)))
+                .cloned()
+                .collect();
+            if needed.is_empty() {
+                continue;
             }
-            seconds.insert(
-                mask.clone(),
-                chunk_started.elapsed().as_secs_f64() / chunk.len() as f64,
-            );
+            let started = Instant::now();
+            let mut scorer = ChoiceScorer::new(model, &part.requests, choice_options.clone())?;
+            let results = scorer.score(&needed, &mut |_, _| {})?;
+            blocks_run += scorer.blocks_run();
+            model = scorer.into_model();
+            for (mask, logliks) in needed.iter().zip(results) {
+                for ((question, c), loglik) in part.keys.iter().zip(logliks) {
+                    let choice = &question.choices[*c];
+                    rows.push(TaskChoiceRow {
+                        mask: mask.clone(),
+                        task: name.to_string(),
+                        question: question.row as u32,
+                        choice: *c as u32,
+                        gold: question.gold as u32,
+                        loglik,
+                        continuation_tokens: choice.continuation.len() as u32,
+                        norm_bytes: choice.norm_bytes as u32,
+                    });
+                }
+                *seconds.entry(mask.clone()).or_default() +=
+                    started.elapsed().as_secs_f64() / needed.len() as f64;
+                scored.insert((mask.clone(), name));
+            }
+            // Checkpoints are written as incomplete; the caller's last write says whether
+            // every mask is done.
+            written.write(rows, seconds, false)?;
         }
-        bar.set_position(done_before + chunk.len() as u64);
-        // Checkpoints are written as incomplete; the caller's last write says whether every
-        // mask is done.
-        written.write(rows, seconds, false)?;
+        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(scorer.blocks_run())
+    Ok(blocks_run)
 }
 
 /// Everything the three outputs are written from, but the rows.
@@ -517,11 +589,24 @@ fn write_outputs(
     provenance: &Provenance,
 ) -> Result<TaskAccuracyTable> {
     let tasks: Vec<Task> = encoded.iter().map(|(t, _)| *t).collect();
+    // Accuracies only for masks with every choice of every task (a checkpoint also holds
+    // masks part of whose tasks are done).
+    let choices_per_mask: usize = encoded
+        .iter()
+        .flat_map(|(_, qs)| qs.iter().map(|q| q.choices.len()))
+        .sum();
+    let mut rows_per_mask: HashMap<&Mask, usize> = HashMap::new();
+    for row in rows {
+        *rows_per_mask.entry(&row.mask).or_default() += 1;
+    }
     // Choice rows per mask → log-likelihoods per (task, question row).
     let mut by_mask: Vec<(Mask, Logliks)> = Vec::new();
     let mut index: HashMap<Mask, usize> = HashMap::new();
     let task_of: HashMap<&str, Task> = tasks.iter().map(|t| (t.name(), *t)).collect();
-    for row in rows {
+    for row in rows
+        .iter()
+        .filter(|r| rows_per_mask.get(&r.mask) == Some(&choices_per_mask))
+    {
         let Some(&task) = task_of.get(row.task.as_str()) else {
             continue;
         };

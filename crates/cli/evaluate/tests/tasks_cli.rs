@@ -150,17 +150,39 @@ fn run_named(
     evaluate(&args)
 }
 
-#[test]
-fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("wheel");
-    write_tasks(&data, vec![0, 1, 1, 0]);
-    let out = run_tasks(dir.path(), &data, "whole", &[]);
+/// Panics with evaluate's stderr unless it succeeded.
+fn succeeded(out: std::process::Output) -> std::process::Output {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Task files in `dir/wheel` and an uninterrupted run of them named "whole".
+fn whole_run(dir: &Path) -> PathBuf {
+    let data = dir.join("wheel");
+    write_tasks(&data, vec![0, 1, 1, 0]);
+    succeeded(run_tasks(dir, &data, "whole", &[]));
+    data
+}
+
+/// A choice row as a sortable key, its log-likelihood bit for bit.
+fn row_key(r: &layerprune_tables::TaskChoiceRow) -> (String, String, u32, u32, u64) {
+    (
+        r.mask.id(),
+        r.task.clone(),
+        r.question,
+        r.choice,
+        r.loglik.to_bits(),
+    )
+}
+
+#[test]
+fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = whole_run(dir.path());
 
     let choices = read_task_choices(&dir.path().join("whole-choices.parquet")).unwrap();
     let accuracy = read_task_accuracies(&dir.path().join("whole-accuracy.parquet")).unwrap();
@@ -213,29 +235,18 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
 
     // Interrupted after the full model and one mask, then resumed.
     let out = run_tasks(dir.path(), &data, "parts", &["--max-new-masks", "2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out);
     let partial = read_task_choices(&dir.path().join("parts-choices.parquet")).unwrap();
     assert!(!partial.complete);
     assert_eq!(partial.rows.len(), 2 * 18);
-    let out = run_tasks(dir.path(), &data, "parts", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(run_tasks(dir.path(), &data, "parts", &[]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 masks already scored"));
     let resumed = read_task_choices(&dir.path().join("parts-choices.parquet")).unwrap();
     assert!(resumed.complete);
-    let key =
-        |r: &layerprune_tables::TaskChoiceRow| (r.mask.id(), r.task.clone(), r.question, r.choice);
-    let mut a: Vec<_> = choices.rows.iter().map(|r| (key(r), r.loglik)).collect();
-    let mut b: Vec<_> = resumed.rows.iter().map(|r| (key(r), r.loglik)).collect();
-    a.sort_by(|x, y| x.0.cmp(&y.0));
-    b.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut a: Vec<_> = choices.rows.iter().map(row_key).collect();
+    let mut b: Vec<_> = resumed.rows.iter().map(row_key).collect();
+    a.sort();
+    b.sort();
     assert_eq!(a, b);
     assert_eq!(
         read_task_accuracies(&dir.path().join("parts-accuracy.parquet"))
@@ -252,11 +263,7 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
         "sub",
         &["--task-subsample", "2", "--seed", "5"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out);
     let sub = read_task_accuracies(&dir.path().join("sub-accuracy.parquet")).unwrap();
     assert!(sub
         .rows
@@ -388,13 +395,6 @@ fn sharded_task_runs_merge_into_the_unsharded_tables() {
     };
     let provenance = Provenance::new("test", "0", vec![]);
     write_masks(&dir.path().join("masks.parquet"), &table, &provenance).unwrap();
-    let succeeded = |out: std::process::Output| {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     succeeded(run_table(dir.path(), &data, "whole", &[]));
     for shard in 0..3 {
         let name = format!("s{shard}");
@@ -416,18 +416,9 @@ fn sharded_task_runs_merge_into_the_unsharded_tables() {
     succeeded(run_table(dir.path(), &data, "merged", &merge_args(&all)));
 
     // The merged tables equal the unsharded run's (but for timings).
-    let key = |r: &layerprune_tables::TaskChoiceRow| {
-        (
-            r.mask.id(),
-            r.task.clone(),
-            r.question,
-            r.choice,
-            r.loglik.to_bits(),
-        )
-    };
     let sorted = |name: &str| {
         let table = read_task_choices(&dir.path().join(format!("{name}-choices.parquet"))).unwrap();
-        let mut rows: Vec<_> = table.rows.iter().map(key).collect();
+        let mut rows: Vec<_> = table.rows.iter().map(row_key).collect();
         rows.sort();
         (table.complete, rows)
     };
@@ -477,4 +468,65 @@ fn sharded_task_runs_merge_into_the_unsharded_tables() {
     ));
     let other = dir.path().join("other-choices.parquet");
     refused(&[p(&other), all[1], all[2]], "computed for model");
+}
+
+#[test]
+fn a_killed_run_keeps_the_tasks_it_finished() {
+    use layerprune_tables::{write_task_choices, Provenance, TaskChoiceTable};
+    let dir = tempfile::tempdir().unwrap();
+    let data = whole_run(dir.path());
+    let whole = read_task_choices(&dir.path().join("whole-choices.parquet")).unwrap();
+    // A checkpoint as a run killed in its first chunk leaves it: the full model done; mask
+    // 110111 with piqa finished (marked +1 nat, so a rescore would show); mask 101101 in the
+    // middle of piqa (one choice short: to be redone); mask 111110 not started.
+    let finished: layerprune_core::Mask = "110111".parse().unwrap();
+    let interrupted: layerprune_core::Mask = "101101".parse().unwrap();
+    let mut rows = Vec::new();
+    let mut dropped_one = false;
+    for row in &whole.rows {
+        if row.mask.num_removed() == 0 {
+            rows.push(row.clone());
+        } else if row.mask == finished && row.task == "piqa" {
+            let mut marked = row.clone();
+            marked.loglik += 1.0;
+            rows.push(marked);
+        } else if row.mask == interrupted && row.task == "piqa" {
+            if dropped_one {
+                rows.push(row.clone());
+            }
+            dropped_one = true;
+        }
+    }
+    let checkpoint = TaskChoiceTable {
+        complete: false,
+        rows,
+        ..whole.clone()
+    };
+    let path = dir.path().join("killed-choices.parquet");
+    write_task_choices(&path, &checkpoint, &Provenance::new("test", "0", vec![])).unwrap();
+
+    let out = run_tasks(dir.path(), &data, "killed", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 masks already scored, 1 with some of their tasks"),
+        "{stderr}"
+    );
+    let resumed = read_task_choices(&path).unwrap();
+    assert!(resumed.complete);
+    let mut expected: Vec<_> = whole
+        .rows
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if r.mask == finished && r.task == "piqa" {
+                r.loglik += 1.0;
+            }
+            row_key(&r)
+        })
+        .collect();
+    let mut got: Vec<_> = resumed.rows.iter().map(row_key).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
 }
