@@ -20,8 +20,8 @@ use layerprune_tables::{
     TaskChoiceTable,
 };
 use layerprune_tasks::{
-    load_encoded, mean_of_tasks, parse_task_list, requests_id, score_task, EncodedQuestion, Task,
-    TaskScore,
+    load_encoded, mean_of_tasks, parse_task_list, requests_id, score_task, EncodedQuestion,
+    Interval, Task, TaskScore,
 };
 
 use crate::{load_masks, ordered, progress_bar, Args};
@@ -59,44 +59,18 @@ fn scores_of(encoded: &[(Task, Vec<EncodedQuestion>)], logliks: &Logliks) -> Vec
         .collect()
 }
 
-fn accuracy_rows(mask: &Mask, tasks: &[Task], scores: &[TaskScore]) -> Vec<TaskAccuracyRow> {
-    let mut rows: Vec<TaskAccuracyRow> = tasks
-        .iter()
-        .zip(scores)
-        .map(|(task, score)| {
-            let (acc, acc_norm) = (score.acc(), score.acc_norm());
-            TaskAccuracyRow {
-                mask: mask.clone(),
-                task: task.name().to_string(),
-                questions: score.questions as u32,
-                acc: acc.estimate,
-                acc_low: acc.low,
-                acc_high: acc.high,
-                acc_norm: acc_norm.estimate,
-                acc_norm_low: acc_norm.low,
-                acc_norm_high: acc_norm.high,
-                gold_nll: score.gold_nll_sum / score.gold_tokens.max(1) as f64,
-                gold_tokens: score.gold_tokens,
-            }
-        })
-        .collect();
-    let acc = mean_of_tasks(
-        &scores
-            .iter()
-            .map(|s| TaskMetric::Acc.of(s))
-            .collect::<Vec<_>>(),
-    );
-    let acc_norm = mean_of_tasks(
-        &scores
-            .iter()
-            .map(|s| TaskMetric::AccNorm.of(s))
-            .collect::<Vec<_>>(),
-    );
-    let (nll_sum, tokens) = pooled_nll(scores);
-    rows.push(TaskAccuracyRow {
+/// One row of the accuracy table: `task` is a task's name or `mean`.
+fn accuracy_row(
+    mask: &Mask,
+    task: &str,
+    questions: u32,
+    (acc, acc_norm): (Interval, Interval),
+    (nll_sum, tokens): (f64, u64),
+) -> TaskAccuracyRow {
+    TaskAccuracyRow {
         mask: mask.clone(),
-        task: "mean".into(),
-        questions: scores.iter().map(|s| s.questions as u32).sum(),
+        task: task.to_string(),
+        questions,
         acc: acc.estimate,
         acc_low: acc.low,
         acc_high: acc.high,
@@ -105,7 +79,33 @@ fn accuracy_rows(mask: &Mask, tasks: &[Task], scores: &[TaskScore]) -> Vec<TaskA
         acc_norm_high: acc_norm.high,
         gold_nll: nll_sum / tokens.max(1) as f64,
         gold_tokens: tokens,
-    });
+    }
+}
+
+fn accuracy_rows(mask: &Mask, tasks: &[Task], scores: &[TaskScore]) -> Vec<TaskAccuracyRow> {
+    let mut rows: Vec<TaskAccuracyRow> = tasks
+        .iter()
+        .zip(scores)
+        .map(|(task, score)| {
+            accuracy_row(
+                mask,
+                task.name(),
+                score.questions as u32,
+                (score.acc(), score.acc_norm()),
+                (score.gold_nll_sum, score.gold_tokens),
+            )
+        })
+        .collect();
+    rows.push(accuracy_row(
+        mask,
+        "mean",
+        scores.iter().map(|s| s.questions as u32).sum(),
+        (
+            mean_of_metric(TaskMetric::Acc, scores),
+            mean_of_metric(TaskMetric::AccNorm, scores),
+        ),
+        pooled_nll(scores),
+    ));
     rows
 }
 
@@ -116,9 +116,10 @@ fn pooled_nll(scores: &[TaskScore]) -> (f64, u64) {
     )
 }
 
-/// The mask's value under `metric`: the unweighted mean accuracy over the tasks.
-fn metric_value(metric: TaskMetric, scores: &[TaskScore]) -> f64 {
-    mean_of_tasks(&scores.iter().map(|s| metric.of(s)).collect::<Vec<_>>()).estimate
+/// The unweighted mean over the tasks of `metric`, with its interval (its estimate is a
+/// mask's value under `metric`).
+fn mean_of_metric(metric: TaskMetric, scores: &[TaskScore]) -> Interval {
+    mean_of_tasks(&scores.iter().map(|s| metric.of(s)).collect::<Vec<_>>())
 }
 
 pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
@@ -630,7 +631,7 @@ fn write_outputs(
         .collect();
     let full = Mask::full(out.num_blocks);
     let reference = scores.get(&full);
-    let full_value = reference.map(|s| metric_value(args.task_metric, s));
+    let full_value = reference.map(|s| mean_of_metric(args.task_metric, s).estimate);
     let full_nll = reference.map(|s| {
         let (sum, tokens) = pooled_nll(s);
         sum / tokens.max(1) as f64
@@ -651,7 +652,9 @@ fn write_outputs(
             mask: mask.clone(),
             nll,
             ppl: nll.exp(),
-            utility: full_value.map_or(f64::NAN, |v| metric_value(args.task_metric, s) / v),
+            utility: full_value.map_or(f64::NAN, |v| {
+                mean_of_metric(args.task_metric, s).estimate / v
+            }),
             tokens_scored: tokens,
             seconds: seconds.get(mask).copied().unwrap_or(0.0),
         });
