@@ -396,16 +396,15 @@ impl ChoiceScorer {
         let num_batches = self.batches.len();
         for (done, batch) in self.batches.iter().enumerate() {
             let embedded = self.model.embed(&batch.inputs)?;
-            let (rows, seq_len) = batch.inputs.dim();
-            let max_cached =
-                (self.options.cache_bytes / self.model.state_bytes(rows, seq_len)).max(1);
             self.blocks_run += run_masks(
                 &mut self.model,
                 embedded,
+                batch.inputs.dim(),
                 masks,
                 &order,
-                self.options.reuse_prefixes,
-                max_cached,
+                self.options
+                    .reuse_prefixes
+                    .then_some(self.options.cache_bytes),
                 &mut |model, index, final_state| {
                     for (request, nll_sum) in span_nlls(model, batch, final_state, self.scoring)? {
                         if !nll_sum.is_finite() {

@@ -162,18 +162,18 @@ impl Evaluator {
             let batch_size = inputs.nrows();
             let seq_len = inputs.ncols();
             let embedded = self.model.embed(&inputs)?;
-            let max_cached =
-                (self.options.cache_bytes / self.model.state_bytes(batch_size, seq_len)).max(1);
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
             let mut last = Instant::now();
             let num_batches = self.batches.len();
             self.blocks_run += run_masks(
                 &mut self.model,
                 embedded,
+                (batch_size, seq_len),
                 masks,
                 &order,
-                self.options.reuse_prefixes,
-                max_cached,
+                self.options
+                    .reuse_prefixes
+                    .then_some(self.options.cache_bytes),
                 &mut |model, index, final_state| {
                     let mask = &masks[index];
                     let nll = model.token_nll(final_state, &targets)?;
@@ -227,19 +227,22 @@ impl Evaluator {
 }
 
 /// Runs every mask (in `order`, which should be sorted so that neighbours share prefixes) on
-/// one embedded batch and hands each mask's final hidden state to `finish(model, index,
-/// state)`. With `reuse`, the states after the current mask's kept blocks are kept on a stack
-/// (at most `max_cached` of them) and the next mask starts from the deepest one it shares.
-/// Returns the number of blocks run.
+/// one embedded batch of (rows, tokens) = `batch_shape` and hands each mask's final hidden
+/// state to `finish(model, index, state)`. With a `prefix_cache` of some bytes, the states
+/// after the current mask's kept blocks are kept on a stack (as many as fit, at least one) and
+/// the next mask starts from the deepest one it shares; with `None` every mask starts from the
+/// embedding. Returns the number of blocks run.
 pub(crate) fn run_masks(
     model: &mut LayeredModel,
     embedded: HiddenState,
+    (rows, seq_len): (usize, usize),
     masks: &[Mask],
     order: &[usize],
-    reuse: bool,
-    max_cached: usize,
+    prefix_cache: Option<usize>,
     finish: &mut dyn FnMut(&mut LayeredModel, usize, &HiddenState) -> Result<(), RuntimeError>,
 ) -> Result<u64, RuntimeError> {
+    let reuse = prefix_cache.is_some();
+    let max_cached = (prefix_cache.unwrap_or(0) / model.state_bytes(rows, seq_len)).max(1);
     let num_blocks = model.num_blocks();
     let mut blocks_run = 0;
     // stack[k] = (depth d, state after blocks 0..d of the current mask's prefix).
