@@ -12,6 +12,7 @@ mod encode;
 mod error;
 mod metrics;
 mod task;
+mod write;
 
 pub use cells::{read_rows, Cell, Fields, Row};
 pub use encode::{
@@ -20,6 +21,7 @@ pub use encode::{
 pub use error::TaskError;
 pub use metrics::{argmax_first, mean_of_tasks, score_task, wilson, Interval, TaskScore, Z95};
 pub use task::{capitalize, hellaswag_preprocess, parse_task_list, Choice, Question, Task};
+pub use write::write_arrow_stream;
 
 /// A task's questions, subsampled and encoded: what a run scores.
 pub fn load_encoded(

@@ -5,30 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
-use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StructArray};
-use arrow_schema::{Field, Fields, Schema};
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, StringArray, StructArray};
+use arrow_schema::{Field, Fields};
 use layerprune_tasks::{
     argmax_first, capitalize, encode_pair, encode_question, hellaswag_preprocess, load_encoded,
-    mean_of_tasks, parse_task_list, requests_id, score_task, subsample, wilson, Encode,
-    EncodedChoice, EncodedQuestion, Task, TaskError,
+    mean_of_tasks, parse_task_list, requests_id, score_task, subsample, wilson, write_arrow_stream,
+    Encode, EncodedChoice, EncodedQuestion, Task, TaskError,
 };
 
 fn write_stream(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        columns.into_iter().map(|(_, a)| a).collect(),
-    )
-    .unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = arrow_ipc::writer::StreamWriter::try_new(file, &schema).unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
+    write_arrow_stream(path, columns).unwrap();
 }
 
 fn strings(values: &[&str]) -> ArrayRef {

@@ -6,31 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{Field, Schema};
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use layerprune_tables::{read_evaluations, read_task_accuracies, read_task_choices};
+use layerprune_tasks::write_arrow_stream;
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
 }
 
 fn write_stream(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        columns.into_iter().map(|(_, a)| a).collect(),
-    )
-    .unwrap();
-    let mut writer =
-        arrow_ipc::writer::StreamWriter::try_new(std::fs::File::create(path).unwrap(), &schema)
-            .unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
+    write_arrow_stream(path, columns).unwrap();
 }
 
 fn strings(values: &[&str]) -> ArrayRef {
