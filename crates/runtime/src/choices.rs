@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use layerprune_core::Mask;
 use ndarray::{Array2, Array3};
 
-use crate::evaluator::run_masks;
+use crate::evaluator::{prefix_order, run_masks};
 use crate::manifest::Manifest;
 use crate::model::{HiddenState, LayeredModel};
 use crate::RuntimeError;
@@ -385,13 +385,7 @@ impl ChoiceScorer {
         masks: &[Mask],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Vec<f64>>, RuntimeError> {
-        let num_blocks = self.num_blocks();
-        for mask in masks {
-            mask.check_len(num_blocks)
-                .map_err(|e| RuntimeError::BadInput(format!("mask {mask}: {e}")))?;
-        }
-        let mut order: Vec<usize> = (0..masks.len()).collect();
-        order.sort_by(|&a, &b| masks[a].cmp(&masks[b]));
+        let order = prefix_order(masks, self.num_blocks())?;
         let mut results = vec![vec![f64::NAN; self.num_requests]; masks.len()];
         let num_batches = self.batches.len();
         for (done, batch) in self.batches.iter().enumerate() {

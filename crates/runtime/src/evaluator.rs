@@ -139,14 +139,7 @@ impl Evaluator {
         masks: &[Mask],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
-        let num_blocks = self.num_blocks();
-        for mask in masks {
-            mask.check_len(num_blocks)
-                .map_err(|e| RuntimeError::BadInput(format!("mask {mask}: {e}")))?;
-        }
-        // Sorted masks sit next to the masks they share the longest prefix with.
-        let mut order: Vec<usize> = (0..masks.len()).collect();
-        order.sort_by(|&a, &b| masks[a].cmp(&masks[b]));
+        let order = prefix_order(masks, self.num_blocks())?;
         let mut results = vec![
             MaskEvaluation {
                 nll_sum: 0.0,
@@ -224,6 +217,18 @@ impl Evaluator {
     pub fn into_model(self) -> LayeredModel {
         self.model
     }
+}
+
+/// The order to run `masks` in, after checking each has `num_blocks` blocks: sorted, so that
+/// each mask sits next to the masks it shares the longest prefix with.
+pub(crate) fn prefix_order(masks: &[Mask], num_blocks: usize) -> Result<Vec<usize>, RuntimeError> {
+    for mask in masks {
+        mask.check_len(num_blocks)
+            .map_err(|e| RuntimeError::BadInput(format!("mask {mask}: {e}")))?;
+    }
+    let mut order: Vec<usize> = (0..masks.len()).collect();
+    order.sort_by(|&a, &b| masks[a].cmp(&masks[b]));
+    Ok(order)
 }
 
 /// Runs every mask (in `order`, which should be sorted so that neighbours share prefixes) on
