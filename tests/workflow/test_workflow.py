@@ -232,14 +232,17 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
                  "scores-baselines.parquet", "full-eval.parquet", "pruned-k2/manifest.json",
                  "pruned-k2-eval.parquet", "results.md"]:
         assert (run / name).is_file(), name
-    methods = ["published", "shapley", "iterative", "search", "block-influence", "angular",
-               "leave-one-out", "reverse", "random"]
+    methods = ["adaptive", "sleb", "published", "shapley", "iterative", "search",
+               "block-influence", "angular", "leave-one-out", "reverse", "random"]
     for method in methods:
         plan = pq.read_table(run / "plans" / f"{method}.parquet").to_pydict()
         assert sorted(plan["k"]) == [1, 2], method
         assert all(p is not None and p > 0 for p in plan["measured_ppl"]), method
     assert job_counts(result.stdout + result.stderr)["plan"] == len(methods)
     assert "| shapley |" in (run / "results.md").read_text()
+    # The pruned model is the recommended (adaptive) plan.
+    pruned_plan = pq.read_table(run / "pruned-k2-plan.parquet").to_pydict()
+    assert pruned_plan["method"] == ["adaptive"]
 
 
 def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):

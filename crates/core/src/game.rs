@@ -150,6 +150,69 @@ impl<G: Game> Game for CountingGame<G> {
     }
 }
 
+/// Wraps a game and remembers every value it returned, so a mask asked for again (by another
+/// method, or another k) is not valued twice. Cost accounting stays with [`CountingGame`]:
+/// put one in front of this per method to charge each for the masks it asked for.
+pub struct CachedGame<G> {
+    inner: G,
+    values: HashMap<Mask, f64>,
+}
+
+impl<G: Game> CachedGame<G> {
+    pub fn new(inner: G) -> Self {
+        CachedGame {
+            inner,
+            values: HashMap::new(),
+        }
+    }
+
+    /// Distinct masks valued by the inner game.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn into_inner(self) -> G {
+        self.inner
+    }
+
+    pub fn inner_mut(&mut self) -> &mut G {
+        &mut self.inner
+    }
+}
+
+impl<G: Game> Game for CachedGame<G> {
+    fn num_players(&self) -> usize {
+        self.inner.num_players()
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        let mut pending: Vec<Mask> = masks
+            .iter()
+            .filter(|m| !self.values.contains_key(*m))
+            .cloned()
+            .collect();
+        pending.sort();
+        pending.dedup();
+        if !pending.is_empty() {
+            let values = self.inner.values(&pending)?;
+            if values.len() != pending.len() {
+                return Err(format!(
+                    "the game returned {} values for {} masks",
+                    values.len(),
+                    pending.len()
+                )
+                .into());
+            }
+            self.values.extend(pending.into_iter().zip(values));
+        }
+        Ok(masks.iter().map(|m| self.values[m]).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +232,20 @@ mod tests {
         let err = recorded.value(&"101".parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("101"), "{err}");
         assert!(RecordedGame::new(4, [(masks[0].clone(), 1.0)]).is_err());
+    }
+
+    #[test]
+    fn cached_game_values_each_mask_once() {
+        let mut cached = CachedGame::new(CountingGame::new(AdditiveGame::new(vec![1.0, 2.0], 0.0)));
+        let a: Mask = "10".parse().unwrap();
+        let b: Mask = "01".parse().unwrap();
+        assert_eq!(
+            cached.values(&[a.clone(), b.clone(), a.clone()]).unwrap(),
+            vec![1.0, 2.0, 1.0]
+        );
+        assert_eq!(cached.values(&[b, a]).unwrap(), vec![2.0, 1.0]);
+        assert_eq!(cached.len(), 2);
+        assert_eq!(cached.into_inner().evaluations(), 2);
     }
 
     #[test]

@@ -12,14 +12,25 @@
 //!   surrogate (re-estimating the Shapley values of the remaining blocks after each removal);
 //!   surrogate-guided search over masks with exactly k removed.
 //! - [`sleb`]: SLEB's greedy removal against any [`layerprune_core::Game`] (the LLM).
+//! - [`adaptive`]: budget-aware adaptive removal against any `Game`: SLEB's rule with the
+//!   candidates screened by a surrogate refitted on every measurement, then swap refinement
+//!   with the budget left; the plan is the best measured.
+//!
+//! - [`frontier`]: every method against one game, each charged for the masks it asked for:
+//!   the quality-vs-budget frontier.
 //!
 //! Everything here is a pure function over the core `Game` / surrogate `Surrogate` traits and
 //! the table row types; nothing reads or writes files.
 
+pub mod adaptive;
 pub mod baselines;
+pub mod frontier;
 pub mod select;
 pub mod sleb;
 
+pub use adaptive::{
+    adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions, AdaptiveResult, AdaptiveStop,
+};
 pub use baselines::{
     angular_distance_scores, best_angular_run, block_influence_scores, leave_one_out_scores,
     random_scores, reverse_order_scores, scores_from_table, AngularRun, BlockScores,

@@ -16,11 +16,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use layerprune_cli_common::{command_line, run, DeviceArgs};
-use layerprune_core::{Mask, Objective};
+use layerprune_core::{CachedGame, Mask, Objective};
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, OnnxGame, RuntimeOptions};
+use layerprune_selection::frontier::{Budget, RECOMMENDED};
 use layerprune_selection::{
-    best_angular_run, iterative_removal, one_shot, removable_blocks, scores_from_table, sleb,
-    surrogate_search, SearchOptions, SurrogateShapley,
+    adaptive_removal, best_angular_run, iterative_removal, one_shot, removable_blocks,
+    scores_from_table, sleb, surrogate_search, AdaptiveOptions, SearchOptions, SurrogateShapley,
 };
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
 use layerprune_tables::{
@@ -38,6 +39,9 @@ enum Method {
     Search,
     /// SLEB: greedy removal measured on the model (needs --model and --tokens).
     Sleb,
+    /// Budget-aware adaptive removal on the model (needs --model and --tokens; --budget): the
+    /// method `make demo` recommends.
+    Adaptive,
     /// The run of k consecutive blocks with the smallest angular distance (--block-stats).
     AngularRun,
     /// Plans chosen earlier (--plans), e.g. to measure them or write the pruned model.
@@ -99,6 +103,10 @@ struct Args {
     /// form (MLP, forest).
     #[arg(long, default_value_t = 512)]
     permutation_pairs: usize,
+    /// Adaptive: LLM evaluations per k, at most: `sleb` (SLEB's cost at that k, the default),
+    /// a fraction of it (`0.5sleb`), `least`, or a number.
+    #[arg(long, default_value = "sleb")]
+    budget: Budget,
     /// Seeds the search's random starts and the permutation sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -186,7 +194,7 @@ fn check_args(args: &Args, method: Method) -> Result<()> {
             need(args.estimator.is_some(), "--estimator")?;
         }
         Method::Iterative | Method::Search => need(args.surrogate.is_some(), "--surrogate")?,
-        Method::Sleb => need(args.model.is_some(), "--model and --tokens")?,
+        Method::Sleb | Method::Adaptive => need(args.model.is_some(), "--model and --tokens")?,
         Method::AngularRun => need(args.block_stats.is_some(), "--block-stats")?,
         Method::FromPlan => need(args.plans.is_some(), "--plans")?,
     }
@@ -307,7 +315,7 @@ fn apply_prune(args: Args) -> Result<()> {
         }
         _ => (None, None),
     };
-    // SLEB plays the model as a game, which owns the evaluator from then on.
+    // SLEB and adaptive play the model as a game, which owns the evaluator from then on.
     let mut sleb_game: Option<OnnxGame> = None;
 
     let mut drafts: Vec<Draft> = Vec::new();
@@ -381,6 +389,25 @@ fn apply_prune(args: Args) -> Result<()> {
                 }
                 drafts.push(draft);
             }
+        }
+        Method::Adaptive => {
+            let inner = evaluator.take().context("adaptive needs --model")?;
+            // One cache for every k: the singles and the greedy's first steps are shared.
+            let mut game = CachedGame::new(OnnxGame::new(inner, Objective::NegNll)?);
+            let players = removable_blocks(num_blocks, &args.fixed, k_max)?.len();
+            for &k in &args.k {
+                let options = AdaptiveOptions::with_budget(args.budget.resolve(players, k));
+                let result = adaptive_removal(&mut game, k, &args.fixed, &options)?;
+                let mut draft = Draft::new(
+                    RECOMMENDED,
+                    result.removed_blocks,
+                    result.llm_evaluations as u64,
+                );
+                // The plan is a measured mask: its value is −NLL.
+                draft.measured_nll = Some(-result.value);
+                drafts.push(draft);
+            }
+            sleb_game = Some(game.into_inner());
         }
         Method::AngularRun => {
             let stats = stats.as_ref().context("angular-run needs --block-stats")?;

@@ -327,6 +327,72 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
 }
 
 #[test]
+fn adaptive_stays_within_its_budget_and_is_at_least_as_good_as_sleb() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s) = (s(&fixture()), s(&tokens));
+    let adaptive = dir.path().join("adaptive.parquet");
+    let sleb = dir.path().join("sleb.parquet");
+    succeed(&[
+        "--method",
+        "adaptive",
+        "--k",
+        "1,2,3",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--plan",
+        &s(&adaptive),
+    ]);
+    succeed(&[
+        "--method",
+        "sleb",
+        "--k",
+        "1,2,3",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--plan",
+        &s(&sleb),
+    ]);
+    let adaptive = read_plans(&adaptive).unwrap();
+    let sleb = read_plans(&sleb).unwrap();
+    for (a, b) in adaptive.rows.iter().zip(&sleb.rows) {
+        assert_eq!(a.method, "adaptive");
+        assert_eq!(a.k, b.k);
+        // The default budget is SLEB's cost at the same k (SLEB's count is cumulative).
+        assert!(a.llm_evaluations <= b.llm_evaluations, "{a:?} {b:?}");
+        assert!(
+            a.measured_nll.unwrap() <= b.measured_nll.unwrap() + 1e-12,
+            "{a:?} {b:?}"
+        );
+        let removed: Vec<usize> = a.removed_blocks.iter().map(|&b| b as usize).collect();
+        let nll = nll_of(&fixture(), &Mask::from_removed(6, &removed).unwrap());
+        assert!((a.measured_nll.unwrap() - nll).abs() < 1e-9);
+    }
+    // Too small a budget is refused with the least one named.
+    let out = apply_prune(&[
+        "--method",
+        "adaptive",
+        "--k",
+        "3",
+        "--budget",
+        "4",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--plan",
+        &s(&dir.path().join("small.parquet")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 9"));
+}
+
+#[test]
 fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,163 @@
+//! The `frontier` binary on the committed tiny model: the CSV's rows and columns, held-out
+//! perplexities that are the model's own, a second run that runs nothing (every mask comes
+//! from the caches) and writes the same CSV, and refusals of bad input.
+//!
+//! Needs ONNX Runtime: set ORT_DYLIB_PATH (the Makefile does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use layerprune_core::Mask;
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
+use layerprune_tables::{write_tokens, Provenance, TokenTable};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+}
+
+fn frontier(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_frontier"))
+        .args(args)
+        .output()
+        .expect("the frontier binary runs")
+}
+
+/// Deterministic windows inside the fixture's vocabulary of 320.
+fn windows(seed: u64, count: usize) -> Vec<Vec<u32>> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            (0..16)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % 320) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, windows: Vec<Vec<u32>>) -> String {
+    let path = dir.join(name);
+    write_tokens(
+        &path,
+        &TokenTable::new(16, windows, "none", name),
+        &Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn nll_of(windows: &[Vec<u32>], removed: &[usize]) -> f64 {
+    let model = LayeredModel::open(&fixture(), &RuntimeOptions::default()).unwrap();
+    let mut evaluator = Evaluator::new(model, windows, EvalOptions::default()).unwrap();
+    let mask = Mask::from_removed(6, removed).unwrap();
+    evaluator
+        .evaluate(std::slice::from_ref(&mask), &mut |_, _| {})
+        .unwrap()[0]
+        .nll()
+}
+
+#[test]
+fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let c0 = write(dir.path(), "c0.parquet", windows(1, 3));
+    let c1 = write(dir.path(), "c1.parquet", windows(2, 3));
+    let held_windows = windows(3, 4);
+    let held = write(dir.path(), "held.parquet", held_windows.clone());
+    let out = dir.path().join("run");
+    let model = fixture().to_str().unwrap().to_string();
+    let args = [
+        "--model",
+        &model,
+        "--calibration",
+        &format!("c0={c0}"),
+        "--calibration",
+        &format!("c1={c1}"),
+        "--heldout",
+        &format!("held={held}"),
+        "--k",
+        "1,2",
+        "--budgets",
+        "least,sleb,40",
+        "--out-dir",
+        out.to_str().unwrap(),
+    ];
+    let first = frontier(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let csv = std::fs::read_to_string(out.join("frontier.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,held_ppl,recommended"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    for set in ["c0", "c1"] {
+        for method in [
+            "full",
+            "block-influence",
+            "angular",
+            "reverse",
+            "leave-one-out",
+            "sleb",
+            "shapley",
+            "best-known",
+        ] {
+            assert!(
+                rows.iter().any(|r| r[0] == method && r[2] == set),
+                "no {method} row for {set}"
+            );
+        }
+        // One row per distinct budget: at k = 1 `least` and `sleb` are both 6 evaluations.
+        let adaptive = rows
+            .iter()
+            .filter(|r| r[0] == "adaptive" && r[2] == set)
+            .count();
+        assert_eq!(adaptive, 5);
+    }
+    assert!(rows
+        .iter()
+        .all(|r| (r[7] == "true") == (r[0] == "adaptive")));
+    // A held-out perplexity is the model's own on the held-out windows.
+    let sleb = rows.iter().find(|r| r[0] == "sleb" && r[1] == "2").unwrap();
+    let removed: Vec<usize> = sleb[4].split(' ').map(|b| b.parse().unwrap()).collect();
+    let ppl: f64 = sleb[6].parse().unwrap();
+    let expected = nll_of(&held_windows, &removed).exp();
+    assert!(
+        (ppl - expected).abs() < 1e-3 * expected,
+        "{ppl} vs {expected}"
+    );
+
+    // Again: nothing runs, the same CSV.
+    let second = frontier(&args);
+    assert!(second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("0 masks run now"), "{stderr}");
+    assert!(!stderr.contains(" 1 masks run now"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("frontier.csv")).unwrap(),
+        csv
+    );
+
+    // A held-out table that shares a window with a calibration set is refused.
+    let overlap = write(dir.path(), "overlap.parquet", windows(1, 2));
+    let refused = frontier(&[
+        "--model",
+        &model,
+        "--calibration",
+        &format!("c0={c0}"),
+        "--heldout",
+        &format!("o={overlap}"),
+        "--out-dir",
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("disjoint"));
+    assert!(!dir.path().join("other").exists());
+}

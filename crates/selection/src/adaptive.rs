@@ -1,0 +1,669 @@
+//! Budget-aware adaptive removal: the blocks to delete chosen by spending LLM evaluations only
+//! where the decision is made, with a surrogate of the removal game deciding which masks are
+//! worth measuring.
+//!
+//! Why: estimating every block's average contribution (the Shapley value) spends evaluations on
+//! coalitions far from any plan with k removed, and the interactions among the removed blocks
+//! decide the result; SLEB's greedy spends them on the decision but re-measures every remaining
+//! block at every step, although most blocks' marginal losses barely move when one far-away
+//! block goes. Here the game is played near the decision:
+//!
+//! 1. **Singles**: every removable block removed alone (the leave-one-out game, L evaluations).
+//! 2. **Screened greedy**: k steps of SLEB's rule — remove the block whose removal, on top of
+//!    those already removed, hurts least — but each step measures candidates in the order a
+//!    surrogate predicts and stops as soon as the surrogate rules every unmeasured candidate out
+//!    (its prediction plus an allowance for the surrogate's own errors is below the best value
+//!    measured at this step). The allowance is learned from the errors the surrogate made on
+//!    every mask measured so far, so it widens by itself where the game is hard to predict.
+//! 3. **Swap refinement**: with the budget left, best-first swaps (one removed block put back,
+//!    another removed) around the best plan measured, in the surrogate's order, moving whenever
+//!    a measured swap is better, until the budget is spent or the surrogate rules out every
+//!    swap not yet measured (the plan is then a local optimum as far as the surrogate can tell).
+//!
+//! The surrogate is the pairwise (quadratic) game in the *removed* blocks, refitted by ridge
+//! regression after every batch on every mask measured: a value per block, an interaction per
+//! pair of blocks seen removed together, and one shared interaction per block distance 1..=3
+//! (neighbouring blocks interact most in every model measured here), which lets it predict pairs
+//! never measured together. Predictions are anchored: the surrogate predicts the *difference*
+//! between a mask and a measured mask next to it, so its global misfit cancels.
+//!
+//! The plan returned is always the best *measured* mask with k removed, never a prediction, and
+//! the cost is every distinct mask asked of the game. Everything runs against [`Game`], so it is
+//! tested on synthetic games whose optimum is known by brute force and replayed on recorded
+//! tables.
+
+use std::collections::HashMap;
+
+use layerprune_core::{CountingGame, Game, Mask};
+use layerprune_surrogate::linalg::Cholesky;
+
+use crate::{removable_blocks, SelectionError};
+
+/// Settings of [`adaptive_removal`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptiveOptions {
+    /// Distinct masks the method may ask the game for, at most (LLM evaluations).
+    pub budget: usize,
+    /// Candidates measured at every greedy step before the surrogate may rule the rest out.
+    pub min_checked: usize,
+    /// Swaps measured per refinement round.
+    pub swap_batch: usize,
+    /// Ridge penalty of the surrogate's fit.
+    pub ridge_alpha: f64,
+    /// Shared interaction features for block distances 1..=this.
+    pub distance_features: usize,
+    /// A greedy step re-measures every candidate within this distance of a block removed
+    /// since the candidate was last measured.
+    pub explore_distance: usize,
+    /// The allowance is this multiple of the largest under-prediction seen so far.
+    pub allowance_factor: f64,
+    /// Refinement stops early once this many of the best measured plans are local optima
+    /// (every one-swap neighbour measured, none better).
+    pub local_optima: usize,
+}
+
+impl AdaptiveOptions {
+    /// The default settings with the given budget.
+    pub fn with_budget(budget: usize) -> Self {
+        AdaptiveOptions {
+            budget,
+            min_checked: 3,
+            swap_batch: 4,
+            ridge_alpha: 1e-4,
+            distance_features: 3,
+            explore_distance: 2,
+            allowance_factor: 1.5,
+            local_optima: 3,
+        }
+    }
+}
+
+/// SLEB's cost for `k` removals among `players` removable blocks: Σ_{t<k} (players − t), the
+/// default budget of [`adaptive_removal`] (so it never costs more than SLEB).
+pub fn sleb_cost(players: usize, k: usize) -> usize {
+    (0..k).map(|t| players.saturating_sub(t)).sum()
+}
+
+/// The least budget [`adaptive_removal`] accepts: every single removal, the leave-one-out plan,
+/// then one candidate per further greedy step.
+pub fn adaptive_min_budget(players: usize, k: usize) -> usize {
+    players + k
+}
+
+/// Why the refinement stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdaptiveStop {
+    /// The budget was spent.
+    Budget,
+    /// The best `local_optima` measured plans are local optima: every one-swap neighbour of
+    /// each was measured and none is better.
+    LocalOptima,
+}
+
+/// The result of [`adaptive_removal`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptiveResult {
+    /// The best measured set of k removed blocks, ascending.
+    pub removed_blocks: Vec<usize>,
+    /// Its measured value.
+    pub value: f64,
+    /// Distinct masks asked of the game.
+    pub llm_evaluations: usize,
+    /// The screened greedy's set, ascending (before the refinement).
+    pub greedy_removed: Vec<usize>,
+    /// Distinct masks the singles and the greedy used.
+    pub greedy_evaluations: usize,
+    /// Swaps that improved the plan.
+    pub swaps_accepted: usize,
+    pub stop: AdaptiveStop,
+}
+
+/// Chooses `k` blocks to remove (never a fixed one) within `options.budget` distinct masks;
+/// see the module documentation. `game` is the LLM in practice (value = −NLL; any value where
+/// larger is better works). Fails when the budget is below [`adaptive_min_budget`].
+pub fn adaptive_removal(
+    game: &mut dyn Game,
+    k: usize,
+    fixed: &[usize],
+    options: &AdaptiveOptions,
+) -> Result<AdaptiveResult, SelectionError> {
+    let num_blocks = game.num_players();
+    let players = removable_blocks(num_blocks, fixed, k)?;
+    let least = adaptive_min_budget(players.len(), k);
+    if options.budget < least {
+        return Err(SelectionError::BadOption(format!(
+            "adaptive removal of {k} of {} removable blocks needs a budget of at least {least} \
+             LLM evaluations (every single removal, the leave-one-out plan, then one per step); got {}",
+            players.len(),
+            options.budget
+        )));
+    }
+    let mut play = Play::new(game, num_blocks, options);
+
+    // 1. Singles, and the leave-one-out plan they imply (the k cheapest single removals): one
+    // evaluation that guarantees a plan at least as good as leave-one-out's at any budget.
+    let singles: Vec<Vec<usize>> = players.iter().map(|&b| vec![b]).collect();
+    let single_values = play.measure(&singles)?;
+    let mut by_single: Vec<usize> = (0..players.len()).collect();
+    by_single.sort_by(|&a, &b| {
+        single_values[b]
+            .total_cmp(&single_values[a])
+            .then(players[a].cmp(&players[b]))
+    });
+    let mut leave_one_out: Vec<usize> = by_single[..k].iter().map(|&i| players[i]).collect();
+    leave_one_out.sort_unstable();
+    play.measure(&[leave_one_out])?;
+
+    // 2. Screened greedy. `removal_order[s]` is the block removed at step s; `measured_at[b]`
+    // the last step at which block b's candidate (the set then, plus b) was measured.
+    let mut current: Vec<usize> = Vec::new();
+    let mut removal_order: Vec<usize> = Vec::new();
+    let mut measured_at: HashMap<usize, usize> = players.iter().map(|&b| (b, 0)).collect();
+    let mut current_value = f64::NAN;
+    for step in 0..k {
+        let candidates: Vec<Vec<usize>> = players
+            .iter()
+            .filter(|b| !current.contains(b))
+            .map(|&b| sorted_with(&current, b))
+            .collect();
+        // What is left is shared evenly among this step and the later ones (what a step does not
+        // use goes to the next), so no step starves.
+        let cap = (play.remaining() / (k - step)).max(1);
+        let (best, value) = if step == 0 {
+            play.best_of(&candidates)
+        } else {
+            // A candidate whose last measurement predates the removal of a block near it is
+            // measured again: interactions are strongest between neighbouring blocks, so its
+            // marginal loss may have moved, and these measurements teach the surrogate what the
+            // step changed. Candidates far from every block removed since are screened.
+            let explore: Vec<Vec<usize>> = players
+                .iter()
+                .filter(|b| !current.contains(b))
+                .filter(|&&b| {
+                    removal_order[measured_at[&b]..]
+                        .iter()
+                        .any(|&r| r.abs_diff(b) <= options.explore_distance)
+                })
+                .map(|&b| sorted_with(&current, b))
+                .collect();
+            play.screened_best(&candidates, &explore, &current, current_value, cap)?
+        };
+        for &b in players.iter().filter(|b| !current.contains(b)) {
+            if play.is_measured(&sorted_with(&current, b)) {
+                measured_at.insert(b, step);
+            }
+        }
+        let added = *best
+            .iter()
+            .find(|b| !current.contains(b))
+            .expect("each step removes one block");
+        removal_order.push(added);
+        current = best;
+        current_value = value;
+    }
+    let greedy_removed = current.clone();
+    let greedy_evaluations = play.evaluations();
+
+    // 3. Swap refinement: best-first expansion of the best measured plans' one-swap
+    // neighbourhoods, in the surrogate's order.
+    let mut swaps_accepted = 0;
+    let stop = loop {
+        if play.remaining() == 0 {
+            break AdaptiveStop::Budget;
+        }
+        let ranked = play.ranked_of_size(k);
+        let (best_value, mut batch) = (ranked[0].1, Vec::new());
+        for (center, center_value) in ranked.iter().take(options.local_optima) {
+            let swaps = swap_neighbours(center, &players);
+            batch = play.next_swaps(&swaps, center, *center_value, options.swap_batch);
+            if !batch.is_empty() {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            break AdaptiveStop::LocalOptima;
+        }
+        let values = play.measure(&batch)?;
+        if values.iter().any(|&v| v > best_value) {
+            swaps_accepted += 1;
+        }
+    };
+    let (removed_blocks, value) = play.best_measured_of_size(k);
+    Ok(AdaptiveResult {
+        removed_blocks,
+        value,
+        llm_evaluations: play.evaluations(),
+        greedy_removed,
+        greedy_evaluations,
+        swaps_accepted,
+        stop,
+    })
+}
+
+/// `set` with `block` added, ascending.
+fn sorted_with(set: &[usize], block: usize) -> Vec<usize> {
+    let mut out = set.to_vec();
+    out.push(block);
+    out.sort_unstable();
+    out
+}
+
+/// Every set one swap from `set`: one of its blocks put back, one removable block not in it
+/// removed; ascending sets.
+fn swap_neighbours(set: &[usize], players: &[usize]) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    for &out_block in set {
+        for &in_block in players.iter().filter(|b| !set.contains(b)) {
+            let mut swapped: Vec<usize> = set.iter().copied().filter(|&b| b != out_block).collect();
+            swapped.push(in_block);
+            swapped.sort_unstable();
+            out.push(swapped);
+        }
+    }
+    out
+}
+
+/// The method's state: the game (counted), every value measured, the surrogate's errors.
+struct Play<'g, 'o> {
+    game: CountingGame<&'g mut dyn Game>,
+    num_blocks: usize,
+    options: &'o AdaptiveOptions,
+    /// Measured values by removed set (ascending).
+    measured: HashMap<Vec<usize>, f64>,
+    /// Measured sets in the order measured (for a deterministic fit).
+    order: Vec<Vec<usize>>,
+    /// Predictions made for sets before they were measured.
+    predicted: HashMap<Vec<usize>, f64>,
+    /// measured − predicted, for every set measured after a prediction.
+    errors: Vec<f64>,
+    surrogate: RemovalSurrogate,
+}
+
+impl<'g, 'o> Play<'g, 'o> {
+    fn new(game: &'g mut dyn Game, num_blocks: usize, options: &'o AdaptiveOptions) -> Self {
+        Play {
+            game: CountingGame::new(game),
+            num_blocks,
+            options,
+            measured: HashMap::new(),
+            order: Vec::new(),
+            predicted: HashMap::new(),
+            errors: Vec::new(),
+            surrogate: RemovalSurrogate::new(num_blocks, options.distance_features),
+        }
+    }
+
+    fn is_measured(&self, set: &[usize]) -> bool {
+        self.measured.contains_key(set)
+    }
+
+    fn evaluations(&self) -> usize {
+        self.game.evaluations()
+    }
+
+    fn remaining(&self) -> usize {
+        self.options.budget.saturating_sub(self.evaluations())
+    }
+
+    /// Measures the sets (those not measured yet in one batch), records the surrogate's errors
+    /// and refits it. Returns every set's value.
+    fn measure(&mut self, sets: &[Vec<usize>]) -> Result<Vec<f64>, SelectionError> {
+        let mut new: Vec<&Vec<usize>> = sets
+            .iter()
+            .filter(|s| !self.measured.contains_key(*s))
+            .collect();
+        new.sort();
+        new.dedup();
+        if !new.is_empty() {
+            if new.len() > self.remaining() {
+                return Err(SelectionError::BadOption(format!(
+                    "internal: {} masks asked with {} evaluations left",
+                    new.len(),
+                    self.remaining()
+                )));
+            }
+            let masks = new
+                .iter()
+                .map(|s| Mask::from_removed(self.num_blocks, s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SelectionError::Game(e.into()))?;
+            let values = self.game.values(&masks)?;
+            if values.len() != masks.len() {
+                return Err(SelectionError::Game(
+                    format!(
+                        "the game returned {} values for {} masks",
+                        values.len(),
+                        masks.len()
+                    )
+                    .into(),
+                ));
+            }
+            for (set, value) in new.into_iter().zip(values) {
+                // A diverged model is the worst plan, never a winner.
+                let value = if value.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    value
+                };
+                if let Some(prediction) = self.predicted.get(set) {
+                    if value.is_finite() {
+                        self.errors.push(value - prediction);
+                    }
+                }
+                if value.is_finite() {
+                    self.surrogate.add(set, value);
+                }
+                self.measured.insert(set.clone(), value);
+                self.order.push(set.clone());
+            }
+            self.surrogate.solve(self.options.ridge_alpha);
+        }
+        Ok(sets.iter().map(|s| self.measured[s]).collect())
+    }
+
+    /// How much better than predicted a mask may turn out: the largest under-prediction seen
+    /// times the allowance factor (0 before any error is known).
+    fn allowance(&self) -> f64 {
+        let worst = self.errors.iter().copied().fold(0.0_f64, f64::max);
+        worst * self.options.allowance_factor
+    }
+
+    /// The prediction for `set`, anchored on the measured `anchor`: the measured value plus the
+    /// surrogate's difference between the two.
+    fn predict_from(&self, set: &[usize], anchor: &[usize], anchor_value: f64) -> f64 {
+        anchor_value + self.surrogate.predict(set) - self.surrogate.predict(anchor)
+    }
+
+    /// The best measured set of `sets` (all measured): ties to the smaller set.
+    fn best_of(&self, sets: &[Vec<usize>]) -> (Vec<usize>, f64) {
+        sets.iter()
+            .map(|s| (s, self.measured[s]))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(s, v)| (s.clone(), v))
+            .expect("at least one candidate")
+    }
+
+    /// A greedy step: candidates measured in the surrogate's order until every unmeasured one
+    /// is ruled out (after at least `min_checked`), or `cap` evaluations were spent here.
+    fn screened_best(
+        &mut self,
+        candidates: &[Vec<usize>],
+        explore: &[Vec<usize>],
+        anchor: &[usize],
+        anchor_value: f64,
+        cap: usize,
+    ) -> Result<(Vec<usize>, f64), SelectionError> {
+        let mut spent = 0;
+        let mut checked: Vec<Vec<usize>> = Vec::new();
+        let mut first = true;
+        loop {
+            let mut open: Vec<(Vec<usize>, f64)> = candidates
+                .iter()
+                .filter(|c| !checked.contains(c))
+                .map(|c| (c.clone(), self.predict_from(c, anchor, anchor_value)))
+                .collect();
+            open.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            // Candidates already measured (e.g. by an earlier step's sets) cost nothing.
+            let (free, costly): (Vec<_>, Vec<_>) = open
+                .into_iter()
+                .partition(|(c, _)| self.measured.contains_key(c));
+            checked.extend(free.into_iter().map(|(c, _)| c));
+            let best_so_far = checked
+                .iter()
+                .map(|c| self.measured[c])
+                .fold(f64::NEG_INFINITY, f64::max);
+            let allowance = self.allowance();
+            // First the candidates to explore and the best predicted few, best predicted first
+            // (so a tight budget keeps the most promising); then one at a time while the
+            // surrogate cannot rule the best predicted out.
+            let chosen: Vec<(Vec<usize>, f64)> = if first {
+                costly
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(rank, (c, _))| {
+                        *rank < self.options.min_checked || explore.contains(c)
+                    })
+                    .map(|(_, candidate)| candidate)
+                    .collect()
+            } else {
+                costly
+                    .into_iter()
+                    .take(1)
+                    .filter(|(_, p)| p + allowance >= best_so_far)
+                    .collect()
+            };
+            first = false;
+            let batch: Vec<Vec<usize>> = chosen
+                .into_iter()
+                .take(cap.saturating_sub(spent))
+                .map(|(c, p)| {
+                    self.predicted.insert(c.clone(), p);
+                    c
+                })
+                .collect();
+            if batch.is_empty() {
+                if checked.is_empty() && spent < cap {
+                    continue;
+                }
+                break;
+            }
+            spent += batch.len();
+            self.measure(&batch)?;
+            checked.extend(batch);
+        }
+        if checked.is_empty() {
+            return Err(SelectionError::BadOption(
+                "internal: a greedy step measured no candidate".into(),
+            ));
+        }
+        Ok(self.best_of(&checked))
+    }
+
+    /// The next swaps to measure around `center`: unmeasured, best predicted first.
+    fn next_swaps(
+        &mut self,
+        swaps: &[Vec<usize>],
+        center: &[usize],
+        center_value: f64,
+        batch: usize,
+    ) -> Vec<Vec<usize>> {
+        let unmeasured: Vec<&Vec<usize>> = swaps
+            .iter()
+            .filter(|s| !self.measured.contains_key(*s))
+            .collect();
+        let mut open: Vec<(Vec<usize>, f64)> = unmeasured
+            .into_iter()
+            .map(|s| (s.clone(), self.predict_from(s, center, center_value)))
+            .collect();
+        open.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        open.into_iter()
+            .take(batch.min(self.remaining()))
+            .map(|(s, p)| {
+                self.predicted.insert(s.clone(), p);
+                s
+            })
+            .collect()
+    }
+
+    /// The measured sets with `size` removed blocks, best first (ties to the smaller set).
+    fn ranked_of_size(&self, size: usize) -> Vec<(Vec<usize>, f64)> {
+        let mut ranked: Vec<(Vec<usize>, f64)> = self
+            .order
+            .iter()
+            .filter(|s| s.len() == size)
+            .map(|s| (s.clone(), self.measured[s]))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked
+    }
+
+    /// The best measured set with `size` removed blocks (ties to the smaller set).
+    fn best_measured_of_size(&self, size: usize) -> (Vec<usize>, f64) {
+        self.order
+            .iter()
+            .filter(|s| s.len() == size)
+            .map(|s| (s, self.measured[s]))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(s, v)| (s.clone(), v))
+            .expect("the greedy measured a set of every size up to k")
+    }
+}
+
+/// The pairwise game in the removed blocks: v(R) = c + Σ_{i∈R} a_i + Σ_{d≤D} β_d·#(pairs of R
+/// at distance d) + Σ_{i<j∈R} b_ij, with a pair term only for pairs seen removed together.
+/// Fitted by ridge regression (unpenalised intercept, centred features) from sufficient
+/// statistics accumulated one measured set at a time, so a refit after every batch costs one
+/// small Cholesky solve, not a pass over every row.
+struct RemovalSurrogate {
+    num_blocks: usize,
+    distance_features: usize,
+    /// Feature index of each pair seen removed together, after the linear and distance ones.
+    pair_index: HashMap<(usize, usize), usize>,
+    rows: usize,
+    /// Σ x xᵀ (full, symmetric), Σ x, Σ x y, Σ y.
+    gram: Vec<Vec<f64>>,
+    sums: Vec<f64>,
+    cross: Vec<f64>,
+    target_sum: f64,
+    /// The solution: intercept and one weight per feature.
+    intercept: f64,
+    weights: Vec<f64>,
+}
+
+impl RemovalSurrogate {
+    fn new(num_blocks: usize, distance_features: usize) -> Self {
+        let p = num_blocks + distance_features;
+        RemovalSurrogate {
+            num_blocks,
+            distance_features,
+            pair_index: HashMap::new(),
+            rows: 0,
+            gram: vec![vec![0.0; p]; p],
+            sums: vec![0.0; p],
+            cross: vec![0.0; p],
+            target_sum: 0.0,
+            intercept: 0.0,
+            weights: vec![0.0; p],
+        }
+    }
+
+    fn num_features(&self) -> usize {
+        self.sums.len()
+    }
+
+    /// Gives every pair of `set` not seen yet a feature of its own.
+    fn register_pairs(&mut self, set: &[usize]) {
+        for (a, &i) in set.iter().enumerate() {
+            for &j in &set[a + 1..] {
+                if self.pair_index.contains_key(&(i, j)) {
+                    continue;
+                }
+                let index = self.num_features();
+                self.pair_index.insert((i, j), index);
+                for row in &mut self.gram {
+                    row.push(0.0);
+                }
+                self.gram.push(vec![0.0; index + 1]);
+                self.sums.push(0.0);
+                self.cross.push(0.0);
+                self.weights.push(0.0);
+            }
+        }
+    }
+
+    /// The non-zero features of `set` as (index, value); a pair never seen has no feature (its
+    /// interaction is predicted by the shared distance terms alone).
+    fn features(&self, set: &[usize]) -> Vec<(usize, f64)> {
+        let mut out: Vec<(usize, f64)> = set.iter().map(|&i| (i, 1.0)).collect();
+        let mut distance = vec![0.0; self.distance_features];
+        for (a, &i) in set.iter().enumerate() {
+            for &j in &set[a + 1..] {
+                let d = j - i;
+                if d <= self.distance_features {
+                    distance[d - 1] += 1.0;
+                }
+                if let Some(&index) = self.pair_index.get(&(i, j)) {
+                    out.push((index, 1.0));
+                }
+            }
+        }
+        for (d, &count) in distance.iter().enumerate() {
+            if count != 0.0 {
+                out.push((self.num_blocks + d, count));
+            }
+        }
+        out
+    }
+
+    fn add(&mut self, set: &[usize], target: f64) {
+        self.register_pairs(set);
+        let features = self.features(set);
+        self.rows += 1;
+        self.target_sum += target;
+        for &(a, x_a) in &features {
+            self.sums[a] += x_a;
+            self.cross[a] += x_a * target;
+            for &(b, x_b) in &features {
+                self.gram[a][b] += x_a * x_b;
+            }
+        }
+    }
+
+    /// Minimises (1/n)·Σ (y − c − wᵀx)² + α‖w‖²; keeps the previous solution if the system
+    /// is singular (it cannot be with α > 0, but a NaN target could make it so).
+    fn solve(&mut self, alpha: f64) {
+        let p = self.num_features();
+        let n = self.rows as f64;
+        if self.rows == 0 {
+            return;
+        }
+        let mean = self.target_sum / n;
+        let mut system = vec![0.0; p * p];
+        for a in 0..p {
+            for b in 0..p {
+                system[a * p + b] = self.gram[a][b] - self.sums[a] * self.sums[b] / n;
+            }
+            system[a * p + a] += n * alpha;
+        }
+        let rhs: Vec<f64> = (0..p)
+            .map(|a| self.cross[a] - self.sums[a] * mean)
+            .collect();
+        if let Some(factor) = Cholesky::new(&system, p) {
+            self.weights = factor.solve(&rhs);
+            self.intercept = mean
+                - self
+                    .weights
+                    .iter()
+                    .zip(&self.sums)
+                    .map(|(w, s)| w * s / n)
+                    .sum::<f64>();
+        }
+    }
+
+    fn predict(&self, set: &[usize]) -> f64 {
+        self.intercept
+            + self
+                .features(set)
+                .into_iter()
+                .map(|(index, x)| self.weights[index] * x)
+                .sum::<f64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_neighbours_are_every_one_swap_set() {
+        let swaps = swap_neighbours(&[1, 3], &[0, 1, 2, 3]);
+        assert_eq!(swaps, vec![vec![0, 3], vec![2, 3], vec![0, 1], vec![1, 2]]);
+    }
+
+    #[test]
+    fn costs_are_counted_like_sleb() {
+        assert_eq!(sleb_cost(30, 3), 87);
+        assert_eq!(sleb_cost(30, 9), 234);
+        assert_eq!(adaptive_min_budget(30, 9), 39);
+    }
+}

@@ -1,0 +1,337 @@
+//! The quality-vs-budget frontier: every selection method played against one game (the LLM on
+//! one calibration set, or a recorded table, or a synthetic game), each charged for the
+//! distinct masks it asked for, with the plan it chose at each k.
+//!
+//! Every method sees the same game and nothing else; the caller puts one cache in front of
+//! the LLM so that a mask two methods ask for is run once, while each method is still charged
+//! for it (a [`CountingGame`] per method run). The held-out measurement of the plans is the
+//! caller's: this module never sees an evaluation text.
+
+use layerprune_core::{CountingGame, Game, Mask};
+
+use crate::adaptive::{adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions};
+use crate::baselines::{reverse_order_scores, BlockScores};
+use crate::select::one_shot;
+use crate::sleb::sleb;
+use crate::{removable_blocks, SelectionError};
+
+/// The method this project recommends (what `make demo` writes as the pruned model).
+pub const RECOMMENDED: &str = "adaptive";
+/// The best measured plan with k removed among every mask any method asked for.
+pub const BEST_KNOWN: &str = "best-known";
+
+/// A budget of the adaptive method, absolute or relative to SLEB's cost at the same k.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// This many distinct masks.
+    Evaluations(usize),
+    /// This fraction of SLEB's cost at the same k (1.0 = SLEB's budget).
+    OfSleb(f64),
+    /// The least budget the method accepts.
+    Least,
+}
+
+impl Budget {
+    /// The number of evaluations for `k` of `players` removable blocks. A fraction of SLEB's
+    /// cost is raised to the least budget the method accepts; a number is taken as it is (the
+    /// method refuses one that is too small).
+    pub fn resolve(self, players: usize, k: usize) -> usize {
+        let least = adaptive_min_budget(players, k);
+        match self {
+            Budget::Evaluations(n) => n,
+            Budget::OfSleb(fraction) => {
+                ((fraction * sleb_cost(players, k) as f64).round() as usize).max(least)
+            }
+            Budget::Least => least,
+        }
+    }
+}
+
+impl std::str::FromStr for Budget {
+    type Err = String;
+    /// `least`, `sleb`, `0.5sleb` (a fraction of SLEB's cost) or a number of evaluations.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "least" {
+            return Ok(Budget::Least);
+        }
+        if let Some(fraction) = text.strip_suffix("sleb") {
+            let fraction = if fraction.is_empty() {
+                1.0
+            } else {
+                fraction
+                    .parse::<f64>()
+                    .map_err(|_| format!("budget {text:?}: {fraction:?} is not a number"))?
+            };
+            if !(fraction > 0.0 && fraction.is_finite()) {
+                return Err(format!("budget {text:?}: the fraction must be positive"));
+            }
+            return Ok(Budget::OfSleb(fraction));
+        }
+        text.parse::<usize>().map(Budget::Evaluations).map_err(|_| {
+            format!("budget {text:?} is not a number of evaluations, `least`, `sleb` or `0.5sleb`")
+        })
+    }
+}
+
+/// What the frontier runs.
+#[derive(Clone, Debug)]
+pub struct FrontierConfig {
+    pub ks: Vec<usize>,
+    pub fixed: Vec<usize>,
+    /// One adaptive run per (k, budget).
+    pub adaptive_budgets: Vec<Budget>,
+    /// One-shot baselines from scores (e.g. ShortGPT's block influence, angular distance),
+    /// charged their `llm_evaluations` plus one to measure each plan.
+    pub one_pass: Vec<BlockScores>,
+    /// Also run leave-one-out, SLEB and reverse order.
+    pub baselines: bool,
+    /// The Shapley method of this project before adaptive removal: this many masks from the
+    /// published strata (scaled to the players) plus the full model and every single removal,
+    /// a quadratic surrogate of −NLL fitted on them (ridge 0.01, as `make demo`), its exact
+    /// Shapley values, the k lowest removed. `None`: not run.
+    pub shapley_masks: Option<usize>,
+    /// Seeds the Shapley method's masks.
+    pub seed: u64,
+}
+
+/// One method's plan at one k and budget.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrontierPoint {
+    pub method: String,
+    pub k: usize,
+    /// Distinct masks the method asked the game for, including measuring its plan.
+    pub llm_evaluations: usize,
+    /// Ascending.
+    pub removed_blocks: Vec<usize>,
+    /// The game's value of the plan (−NLL on the calibration tokens for the LLM).
+    pub value: f64,
+}
+
+/// Plays every method of `config` against `game`; the points come in a fixed order (method,
+/// then k, then budget). A [`BEST_KNOWN`] point per k closes the list: the best measured plan
+/// among every mask with k removed that any method asked for (its cost: every distinct mask
+/// asked by all methods together).
+pub fn frontier(
+    game: &mut dyn Game,
+    config: &FrontierConfig,
+) -> Result<Vec<FrontierPoint>, SelectionError> {
+    let num_blocks = game.num_players();
+    let k_max = config.ks.iter().copied().max().unwrap_or(0);
+    if config.ks.is_empty() {
+        return Err(SelectionError::BadOption("no k to plan for".into()));
+    }
+    let players = removable_blocks(num_blocks, &config.fixed, k_max)?;
+    // Every mask any method asks for, with its value: the best-known plans come from here.
+    let mut all = CountingGame::new(Recording::new(game));
+    let mut points = Vec::new();
+
+    let mut one_shot_points = |all: &mut CountingGame<Recording<'_>>,
+                               scores: &BlockScores|
+     -> Result<(), SelectionError> {
+        scores.check(num_blocks)?;
+        for &k in &config.ks {
+            let removed = one_shot(&scores.scores, k, &config.fixed)?;
+            let value = all.value(
+                &Mask::from_removed(num_blocks, &removed)
+                    .map_err(|e| SelectionError::Game(e.into()))?,
+            )?;
+            points.push(FrontierPoint {
+                method: scores.method.clone(),
+                k,
+                llm_evaluations: scores.llm_evaluations as usize + 1,
+                removed_blocks: removed,
+                value,
+            });
+        }
+        Ok(())
+    };
+    for scores in &config.one_pass {
+        one_shot_points(&mut all, scores)?;
+    }
+    if config.baselines {
+        one_shot_points(&mut all, &reverse_order_scores(num_blocks))?;
+        // Leave-one-out: every single removal (the first step of SLEB and adaptive alike).
+        let singles: Vec<Mask> = players
+            .iter()
+            .map(|&b| Mask::full(num_blocks).with(b, false))
+            .collect();
+        let values = all.values(&singles)?;
+        // A block is as important as its removal hurts: score = −value (the NLL without it).
+        let mut scores = vec![f64::INFINITY; num_blocks];
+        for (&block, value) in players.iter().zip(&values) {
+            scores[block] = -*value;
+        }
+        for &k in &config.ks {
+            let removed = one_shot(&scores, k, &config.fixed)?;
+            let plan = Mask::from_removed(num_blocks, &removed)
+                .map_err(|e| SelectionError::Game(e.into()))?;
+            let value = all.value(&plan)?;
+            // k = 1's plan is one of the singles: no extra evaluation.
+            let extra = usize::from(!singles.contains(&plan));
+            points.push(FrontierPoint {
+                method: crate::baselines::LEAVE_ONE_OUT.into(),
+                k,
+                llm_evaluations: singles.len() + extra,
+                removed_blocks: removed,
+                value,
+            });
+        }
+        let result = sleb(&mut all, k_max, &config.fixed)?;
+        for &k in &config.ks {
+            points.push(FrontierPoint {
+                method: "sleb".into(),
+                k,
+                llm_evaluations: result.evaluations_after[k - 1],
+                removed_blocks: result.removed_blocks(k),
+                value: result.values_after[k - 1],
+            });
+        }
+    }
+    if let Some(masks) = config.shapley_masks {
+        points.extend(quadratic_shapley_points(&mut all, config, masks)?);
+    }
+    for &k in &config.ks {
+        let mut budgets: Vec<usize> = config
+            .adaptive_budgets
+            .iter()
+            .map(|b| b.resolve(players.len(), k))
+            .collect();
+        budgets.sort_unstable();
+        budgets.dedup();
+        for budget in budgets {
+            let mut counted = CountingGame::new(&mut all);
+            let result = adaptive_removal(
+                &mut counted,
+                k,
+                &config.fixed,
+                &AdaptiveOptions::with_budget(budget),
+            )?;
+            points.push(FrontierPoint {
+                method: RECOMMENDED.into(),
+                k,
+                llm_evaluations: result.llm_evaluations,
+                removed_blocks: result.removed_blocks,
+                value: result.value,
+            });
+        }
+    }
+    let asked = all.evaluations();
+    let recording = all.into_inner();
+    for &k in &config.ks {
+        if let Some((removed, value)) = recording.best_with_removed(k) {
+            points.push(FrontierPoint {
+                method: BEST_KNOWN.into(),
+                k,
+                llm_evaluations: asked,
+                removed_blocks: removed,
+                value,
+            });
+        }
+    }
+    Ok(points)
+}
+
+/// The quadratic-surrogate Shapley plans ([`FrontierConfig::shapley_masks`]).
+fn quadratic_shapley_points(
+    game: &mut dyn Game,
+    config: &FrontierConfig,
+    masks: usize,
+) -> Result<Vec<FrontierPoint>, SelectionError> {
+    use layerprune_sampling::{
+        sample, Allocation, Existing, Players, SamplingPlan, StrataSpec, StratifiedDesign,
+    };
+    use layerprune_surrogate::{fit, FitOptions, Surrogate, SurrogateKind};
+
+    let num_blocks = game.num_players();
+    let bad = |e: &dyn std::fmt::Display| SelectionError::BadOption(format!("shapley: {e}"));
+    let players = Players::new(num_blocks, &config.fixed).map_err(|e| bad(&e))?;
+    let plan = SamplingPlan {
+        stratified: Some(StratifiedDesign {
+            strata: StrataSpec::PublishedDefault,
+            total_masks: masks,
+            allocation: Allocation::Equal,
+        }),
+        anchors: true,
+        ..SamplingPlan::default()
+    };
+    let sampled: Vec<Mask> = sample(&players, &plan, Existing::default(), config.seed)
+        .map_err(|e| bad(&e))?
+        .rows
+        .into_iter()
+        .map(|row| row.mask)
+        .collect();
+    let mut counted = CountingGame::new(game);
+    let values = counted.values(&sampled)?;
+    let (kept_masks, targets): (Vec<Mask>, Vec<f64>) = sampled
+        .into_iter()
+        .zip(values)
+        .filter(|(_, v)| v.is_finite())
+        .unzip();
+    let options = FitOptions {
+        ridge_alpha: 0.01,
+        seed: config.seed,
+        ..FitOptions::default()
+    };
+    let surrogate =
+        fit(SurrogateKind::Quadratic, &kept_masks, &targets, &options).map_err(|e| bad(&e))?;
+    let scores = surrogate
+        .exact_shapley()
+        .ok_or_else(|| bad(&"the quadratic surrogate has no closed form"))?;
+    let sampled_cost = counted.evaluations();
+    let mut points = Vec::new();
+    for &k in &config.ks {
+        let removed = one_shot(&scores, k, &config.fixed)?;
+        let mask =
+            Mask::from_removed(num_blocks, &removed).map_err(|e| SelectionError::Game(e.into()))?;
+        // Charged for its masks and the measurement of this plan (free if it was sampled).
+        let measured = !kept_masks.contains(&mask);
+        let value = counted.value(&mask)?;
+        points.push(FrontierPoint {
+            method: "shapley".into(),
+            k,
+            llm_evaluations: sampled_cost + usize::from(measured),
+            removed_blocks: removed,
+            value,
+        });
+    }
+    Ok(points)
+}
+
+/// A game that remembers every value it returned.
+struct Recording<'g> {
+    inner: &'g mut dyn Game,
+    seen: std::collections::HashMap<Mask, f64>,
+}
+
+impl<'g> Recording<'g> {
+    fn new(inner: &'g mut dyn Game) -> Self {
+        Recording {
+            inner,
+            seen: Default::default(),
+        }
+    }
+
+    /// The best value among the masks with `k` removed (ties to the smaller removed set).
+    fn best_with_removed(&self, k: usize) -> Option<(Vec<usize>, f64)> {
+        self.seen
+            .iter()
+            .filter(|(m, v)| m.num_removed() == k && !v.is_nan())
+            .map(|(m, &v)| (m.removed_blocks(), v))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+    }
+}
+
+impl Game for Recording<'_> {
+    fn num_players(&self) -> usize {
+        self.inner.num_players()
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, layerprune_core::GameError> {
+        let values = self.inner.values(masks)?;
+        for (mask, &value) in masks.iter().zip(&values) {
+            self.seen.insert(mask.clone(), value);
+        }
+        Ok(values)
+    }
+}

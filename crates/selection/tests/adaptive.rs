@@ -1,0 +1,132 @@
+//! Adaptive removal on synthetic games whose best plan is known by brute force, side by side
+//! with SLEB at SLEB's own cost.
+
+use layerprune_core::{CountingGame, Game, Mask};
+use layerprune_selection::{
+    adaptive_min_budget, adaptive_removal, sleb, sleb_cost, AdaptiveOptions, AdaptiveStop,
+    SelectionError,
+};
+use layerprune_shapley::synthetic::TripleGame;
+
+/// Every set of `k` removed blocks among `players` with its value: (best set, best value).
+fn brute_force(game: &mut dyn Game, players: &[usize], k: usize) -> (Vec<usize>, f64) {
+    let n = game.num_players();
+    let mut best = (Vec::new(), f64::NEG_INFINITY);
+    let mut sets = Vec::new();
+    let mut positions: Vec<usize> = (0..k).collect();
+    loop {
+        sets.push(positions.iter().map(|&p| players[p]).collect::<Vec<_>>());
+        let Some(i) = (0..k).rev().find(|&i| positions[i] < players.len() - k + i) else {
+            break;
+        };
+        positions[i] += 1;
+        for j in i + 1..k {
+            positions[j] = positions[j - 1] + 1;
+        }
+    }
+    let masks: Vec<Mask> = sets
+        .iter()
+        .map(|s| Mask::from_removed(n, s).unwrap())
+        .collect();
+    let values = game.values(&masks).unwrap();
+    for (set, value) in sets.into_iter().zip(values) {
+        if value > best.1 {
+            best = (set, value);
+        }
+    }
+    best
+}
+
+fn value_of(game: &mut dyn Game, removed: &[usize]) -> f64 {
+    let mask = Mask::from_removed(game.num_players(), removed).unwrap();
+    game.value(&mask).unwrap()
+}
+
+#[test]
+fn at_sleb_cost_it_is_never_worse_on_average_and_finds_the_optimum_at_least_as_often() {
+    let n = 16;
+    let players: Vec<usize> = (0..n).collect();
+    let (mut adaptive_gap, mut sleb_gap) = (0.0, 0.0);
+    let (mut adaptive_optimal, mut sleb_optimal) = (0, 0);
+    let (mut adaptive_cost, mut sleb_total) = (0, 0);
+    let mut cases = 0;
+    for seed in 0..12 {
+        for k in [3, 5] {
+            let mut game = TripleGame::layer_pruning_like(n, seed);
+            let (_, optimum) = brute_force(&mut game, &players, k);
+            let budget = sleb_cost(n, k);
+            let result =
+                adaptive_removal(&mut game, k, &[], &AdaptiveOptions::with_budget(budget)).unwrap();
+            assert!(result.llm_evaluations <= budget);
+            assert_eq!(result.removed_blocks.len(), k);
+            // The plan's value is a measurement, not a prediction.
+            let measured = value_of(&mut game, &result.removed_blocks);
+            assert_eq!(result.value, measured);
+            let greedy = sleb(&mut game, k, &[]).unwrap();
+            let sleb_value = greedy.values_after[k - 1];
+            adaptive_gap += optimum - result.value;
+            sleb_gap += optimum - sleb_value;
+            adaptive_optimal += usize::from(result.value >= optimum - 1e-12);
+            sleb_optimal += usize::from(sleb_value >= optimum - 1e-12);
+            adaptive_cost += result.llm_evaluations;
+            sleb_total += greedy.llm_evaluations();
+            cases += 1;
+        }
+    }
+    eprintln!(
+        "{cases} cases: adaptive optimal {adaptive_optimal}, mean gap {:.5}, {adaptive_cost} \
+         evaluations; SLEB optimal {sleb_optimal}, mean gap {:.5}, {sleb_total} evaluations",
+        adaptive_gap / cases as f64,
+        sleb_gap / cases as f64
+    );
+    assert!(
+        adaptive_gap <= sleb_gap + 1e-9,
+        "{adaptive_gap} > {sleb_gap}"
+    );
+    assert!(adaptive_optimal >= sleb_optimal);
+    assert!(adaptive_cost <= sleb_total);
+}
+
+#[test]
+fn with_a_large_budget_it_reaches_the_optimum() {
+    let n = 16;
+    let players: Vec<usize> = (0..n).collect();
+    let mut found = 0;
+    for seed in 0..8 {
+        let k = 5;
+        let mut game = TripleGame::layer_pruning_like(n, seed);
+        let (_, optimum) = brute_force(&mut game, &players, k);
+        let result =
+            adaptive_removal(&mut game, k, &[], &AdaptiveOptions::with_budget(600)).unwrap();
+        found += usize::from(result.value >= optimum - 1e-12);
+    }
+    assert!(found >= 7, "optimum found in {found} of 8 games");
+}
+
+#[test]
+fn never_removes_a_fixed_block_and_counts_distinct_masks() {
+    let mut game = CountingGame::new(TripleGame::layer_pruning_like(12, 3));
+    let fixed = [0, 11];
+    let result = adaptive_removal(&mut game, 4, &fixed, &AdaptiveOptions::with_budget(60)).unwrap();
+    assert!(result.removed_blocks.iter().all(|b| !fixed.contains(b)));
+    assert!(result.llm_evaluations <= 60);
+    assert_eq!(result.llm_evaluations, game.evaluations());
+    assert!(result.greedy_evaluations <= result.llm_evaluations);
+    assert!(matches!(
+        result.stop,
+        AdaptiveStop::Budget | AdaptiveStop::LocalOptima
+    ));
+}
+
+#[test]
+fn the_least_budget_runs_and_less_is_refused() {
+    let mut game = TripleGame::layer_pruning_like(10, 1);
+    let least = adaptive_min_budget(10, 3);
+    assert_eq!(least, 13);
+    let result = adaptive_removal(&mut game, 3, &[], &AdaptiveOptions::with_budget(least)).unwrap();
+    assert_eq!(result.llm_evaluations, least);
+    let err =
+        adaptive_removal(&mut game, 3, &[], &AdaptiveOptions::with_budget(least - 1)).unwrap_err();
+    assert!(matches!(err, SelectionError::BadOption(_)));
+    assert!(err.to_string().contains("at least 13"), "{err}");
+}

@@ -1,0 +1,110 @@
+//! The frontier on a synthetic game: every method charged for what it asked, the best-known
+//! plan no worse than any method's, and the recorded game replaying it exactly.
+
+use layerprune_core::{CachedGame, CountingGame, Game, Mask, RecordedGame};
+use layerprune_selection::frontier::{frontier, Budget, FrontierConfig, BEST_KNOWN, RECOMMENDED};
+use layerprune_selection::{sleb_cost, BlockScores};
+use layerprune_shapley::synthetic::TripleGame;
+
+fn config() -> FrontierConfig {
+    FrontierConfig {
+        ks: vec![2, 4],
+        fixed: vec![0],
+        adaptive_budgets: vec![Budget::Least, Budget::OfSleb(1.0), Budget::Evaluations(300)],
+        one_pass: vec![BlockScores {
+            method: "block-influence".into(),
+            scores: (0..12).map(|i| ((i * 7) % 5) as f64).collect(),
+            llm_evaluations: 1,
+        }],
+        baselines: true,
+        shapley_masks: Some(60),
+        seed: 0,
+    }
+}
+
+#[test]
+fn every_method_is_charged_and_the_best_known_is_best() {
+    let mut game = CountingGame::new(CachedGame::new(TripleGame::layer_pruning_like(12, 5)));
+    let points = frontier(&mut game, &config()).unwrap();
+    let players = 11;
+    for k in [2, 4] {
+        let at_k: Vec<_> = points.iter().filter(|p| p.k == k).collect();
+        let best = at_k.iter().find(|p| p.method == BEST_KNOWN).unwrap();
+        for point in &at_k {
+            assert_eq!(point.removed_blocks.len(), k);
+            assert!(!point.removed_blocks.contains(&0), "{point:?}");
+            assert!(point.value <= best.value, "{point:?} beats {best:?}");
+            // Every value is the game's value of the plan.
+            let mask = Mask::from_removed(12, &point.removed_blocks).unwrap();
+            assert_eq!(point.value, game.value(&mask).unwrap());
+        }
+        let sleb = at_k.iter().find(|p| p.method == "sleb").unwrap();
+        assert_eq!(sleb.llm_evaluations, sleb_cost(players, k));
+        let adaptive: Vec<_> = at_k.iter().filter(|p| p.method == RECOMMENDED).collect();
+        assert_eq!(adaptive.len(), 3);
+        assert!(adaptive[0].llm_evaluations <= players + k);
+        assert!(adaptive[1].llm_evaluations <= sleb_cost(players, k));
+        assert!(adaptive[2].llm_evaluations <= 300);
+        let loo = at_k.iter().find(|p| p.method == "leave-one-out").unwrap();
+        assert_eq!(loo.llm_evaluations, players + 1);
+        let one_pass = at_k.iter().find(|p| p.method == "block-influence").unwrap();
+        assert_eq!(one_pass.llm_evaluations, 2);
+        // Leave-one-out removes the k blocks whose single removal hurts least.
+        let mut singles: Vec<(f64, usize)> = (1..12)
+            .map(|b| (game.value(&Mask::full(12).with(b, false)).unwrap(), b))
+            .collect();
+        singles.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut expected: Vec<usize> = singles[..k].iter().map(|s| s.1).collect();
+        expected.sort_unstable();
+        assert_eq!(loo.removed_blocks, expected);
+        // The Shapley method: 60 stratified masks (one stratum is the singles here), the full
+        // model and the singles not drawn, and its plan unless it was drawn.
+        let shapley = at_k.iter().find(|p| p.method == "shapley").unwrap();
+        assert!((61..=73).contains(&shapley.llm_evaluations), "{shapley:?}");
+    }
+}
+
+#[test]
+fn the_frontier_replays_exactly_from_a_recorded_table() {
+    let mut cached = CachedGame::new(TripleGame::layer_pruning_like(12, 9));
+    let mut recorder = Recorder {
+        inner: &mut cached,
+        rows: Vec::new(),
+    };
+    let live = frontier(&mut recorder, &config()).unwrap();
+    let mut recorded = RecordedGame::new(12, recorder.rows).unwrap();
+    let replayed = frontier(&mut recorded, &config()).unwrap();
+    assert_eq!(live, replayed);
+}
+
+#[test]
+fn budgets_parse_and_resolve() {
+    assert_eq!("least".parse::<Budget>().unwrap(), Budget::Least);
+    assert_eq!("sleb".parse::<Budget>().unwrap(), Budget::OfSleb(1.0));
+    assert_eq!("0.5sleb".parse::<Budget>().unwrap(), Budget::OfSleb(0.5));
+    assert_eq!("2000".parse::<Budget>().unwrap(), Budget::Evaluations(2000));
+    assert!("-1sleb".parse::<Budget>().is_err());
+    assert!("lots".parse::<Budget>().is_err());
+    assert_eq!(Budget::OfSleb(1.0).resolve(30, 6), 165);
+    // A fraction never goes below the least budget; a number is taken as given.
+    assert_eq!(Budget::OfSleb(0.01).resolve(30, 6), 36);
+    assert_eq!(Budget::Evaluations(10).resolve(30, 6), 10);
+}
+
+/// Records every value asked of the inner game.
+struct Recorder<'a> {
+    inner: &'a mut dyn Game,
+    rows: Vec<(Mask, f64)>,
+}
+
+impl Game for Recorder<'_> {
+    fn num_players(&self) -> usize {
+        self.inner.num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, layerprune_core::GameError> {
+        let values = self.inner.values(masks)?;
+        self.rows
+            .extend(masks.iter().cloned().zip(values.iter().copied()));
+        Ok(values)
+    }
+}

@@ -1,0 +1,47 @@
+# make frontier: the quality-vs-budget frontier of every selection method (docs/results.md).
+# Included by the top-level Makefile. Each calibration set is CALIB_WINDOWS random windows of
+# the calibration passages drawn with its own seed; every method chooses on each set alone and
+# its plans are measured on held-out text no method sees: the held-out LAMBADA passages always,
+# and WikiText-2 test when it is beside the project. Caches in the run folder make a killed
+# run resume where it stopped; the table and plot are written into the run folder
+# (`make frontier-docs` copies them into docs/).
+
+FRONTIER_RUN ?= $(BUILD)/runs/frontier-$(MODEL_NAME)
+FRONTIER_SEEDS ?= 0 1 2
+FRONTIER_KS ?= 3,6,9
+FRONTIER_BUDGETS ?= least,0.5sleb,sleb,2000
+FRONTIER_HELDOUT_WINDOWS ?= 40
+FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parquet)
+FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitext2.parquet) \
+  $(FRONTIER_RUN)/heldout-lambada_heldout.parquet
+
+$(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+	@mkdir -p $(FRONTIER_RUN)
+	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) \
+	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --mode random --seed $* --out $@
+
+$(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+	@mkdir -p $(FRONTIER_RUN)
+	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(EVAL_DOCUMENTS) \
+	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
+
+$(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/prepare-tokens
+	@mkdir -p $(FRONTIER_RUN)
+	$(BIN)/prepare-tokens --model $(MODEL_DIR) --text $(WIKITEXT) \
+	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
+
+frontier: ort $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) | $(BIN)/frontier
+	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \
+	  $(foreach h,$(FRONTIER_HELDOUT),--heldout $(patsubst heldout-%.parquet,%,$(notdir $(h)))=$(h)) \
+	  --k $(FRONTIER_KS) --budgets $(FRONTIER_BUDGETS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
+	$(PYTHON) tools/report/frontier.py $(FRONTIER_RUN)/frontier.csv --out $(FRONTIER_RUN)/frontier.md \
+	  --plot $(FRONTIER_RUN)/frontier.svg
+
+# The project's copy of the numbers (docs/results.md quotes it), refreshed on purpose.
+frontier-docs: $(FRONTIER_RUN)/frontier.csv
+	mkdir -p docs/results docs/img
+	cp $(FRONTIER_RUN)/frontier.csv docs/results/frontier.csv
+	cp $(FRONTIER_RUN)/frontier.md docs/results/frontier.md
+	cp $(FRONTIER_RUN)/frontier.svg docs/img/frontier.svg
+
+.PHONY: frontier frontier-docs
