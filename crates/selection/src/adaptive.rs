@@ -272,9 +272,11 @@ struct Play<'g, 'o> {
     measured: HashMap<Vec<usize>, f64>,
     /// Measured sets in the order measured (for a deterministic fit).
     order: Vec<Vec<usize>>,
-    /// Predictions made for sets before they were measured.
+    /// Predictions the screen relied on: made for greedy candidates far from every block removed
+    /// since they were last measured, before they were measured.
     predicted: HashMap<Vec<usize>, f64>,
-    /// measured − predicted, for every set measured after a prediction.
+    /// measured − predicted for each of those: what the allowance is learned from. Candidates
+    /// near a recent removal are measured anyway, so their (larger) errors do not widen it.
     errors: Vec<f64>,
     surrogate: RemovalSurrogate,
 }
@@ -437,7 +439,9 @@ impl<'g, 'o> Play<'g, 'o> {
                 .into_iter()
                 .take(cap.saturating_sub(spent))
                 .map(|(c, p)| {
-                    self.predicted.insert(c.clone(), p);
+                    if !explore.contains(&c) {
+                        self.predicted.insert(c.clone(), p);
+                    }
                     c
                 })
                 .collect();
@@ -478,10 +482,7 @@ impl<'g, 'o> Play<'g, 'o> {
         open.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         open.into_iter()
             .take(batch.min(self.remaining()))
-            .map(|(s, p)| {
-                self.predicted.insert(s.clone(), p);
-                s
-            })
+            .map(|(s, _)| s)
             .collect()
     }
 
