@@ -29,8 +29,11 @@ def read(path: Path):
 
 
 def label(row, budget_index):
-    """Adaptive runs are told apart by their budget's rank within (k, calibration set)."""
+    """Adaptive runs are told apart by their budget (or, in a CSV without the budget column,
+    by its rank within (k, calibration set))."""
     if row["method"] == "adaptive":
+        if row.get("budget"):
+            return f"adaptive, budget {int(row['budget']):,}"
         return f"adaptive #{budget_index}"
     return row["method"]
 
@@ -56,6 +59,10 @@ def summarise(rows, heldout):
             groups[key][column].append(row[column])
         groups[key]["removed"].append(row["removed_blocks"])
     return groups, order
+
+
+def base_method(name):
+    return name.split(" #")[0].split(",")[0]
 
 
 def gmean(values):
@@ -100,7 +107,7 @@ def plot(path: Path, groups, order, heldout):
     width, height = left + len(ks) * (panel_w + 40) + legend_w, top + panel_h + bottom
     methods = []
     for _, name in order:
-        base = name.split(" #")[0]
+        base = base_method(name)
         if base not in methods and base != "full":
             methods.append(base)
     color = {m: COLORS[i % len(COLORS)] for i, m in enumerate(methods)}
@@ -115,10 +122,17 @@ def plot(path: Path, groups, order, heldout):
         points = [(gmean(groups[key]["llm_evaluations"]), gmean(groups[key][column]), key[1])
                   for key in order if key[0] == k]
         points = [p for p in points if p[0] > 0]
+        if (0, "full") in groups:
+            full = groups[(0, "full")]
+            points.append((gmean(full["llm_evaluations"]), gmean(full[column]), "full"))
         xs = [math.log10(p[0]) for p in points]
         ys = [math.log10(p[1]) for p in points]
+        # The range shows the sensible plans: up to 4x the best; worse ones sit on the top
+        # edge as triangles.
         x_lo, x_hi = 0.0, max(xs) + 0.1
-        y_lo, y_hi = min(ys) - 0.05, min(max(ys), min(ys) + 1.5) + 0.05
+        y_lo = min(ys) - 0.05
+        best = min(math.log10(p[1]) for p in points if p[2] != "full")
+        y_hi = min(max(ys), best + math.log10(4)) + 0.05
         fx = lambda v: x0 + panel_w * (math.log10(v) - x_lo) / (x_hi - x_lo)
         fy = lambda v: top + panel_h * (1 - (min(math.log10(v), y_hi) - y_lo) / (y_hi - y_lo))
         parts.append(f'<rect x="{x0}" y="{top}" width="{panel_w}" height="{panel_h}" fill="none" stroke="#999"/>')
@@ -141,17 +155,26 @@ def plot(path: Path, groups, order, heldout):
             line = " ".join(f"{fx(e):.1f},{fy(v):.1f}" for e, v, _ in adaptive)
             parts.append(f'<polyline points="{line}" fill="none" stroke="{color["adaptive"]}" stroke-width="2"/>')
         for e, v, name in points:
-            base = name.split(" #")[0]
+            base = base_method(name)
             if base == "full":
                 parts.append(f'<line x1="{x0}" x2="{x0 + panel_w}" y1="{fy(v):.1f}" y2="{fy(v):.1f}" stroke="#000" stroke-dasharray="4 3"/>')
                 continue
-            parts.append(f'<circle cx="{fx(e):.1f}" cy="{fy(v):.1f}" r="4" fill="{color[base]}"/>')
+            if math.log10(v) > y_hi:
+                cx, cy = fx(e), top + 6
+                parts.append(f'<path d="M{cx - 5:.1f},{cy + 4:.1f} L{cx + 5:.1f},{cy + 4:.1f} L{cx:.1f},{cy - 5:.1f} Z" fill="{color[base]}"/>')
+            elif base == "adaptive":
+                parts.append(f'<circle cx="{fx(e):.1f}" cy="{fy(v):.1f}" r="3.5" fill="{color[base]}"/>')
+            else:
+                # Hollow, so a plan equal to another method's still shows.
+                parts.append(f'<circle cx="{fx(e):.1f}" cy="{fy(v):.1f}" r="6" fill="none" stroke="{color[base]}" stroke-width="2"/>')
     lx = left + len(ks) * (panel_w + 40)
     for i, m in enumerate(methods):
         parts.append(f'<circle cx="{lx + 6}" cy="{top + 10 + 16 * i}" r="4" fill="{color[m]}"/>')
         parts.append(f'<text x="{lx + 16}" y="{top + 14 + 16 * i}">{m}</text>')
     parts.append(f'<line x1="{lx}" x2="{lx + 12}" y1="{top + 10 + 16 * len(methods)}" y2="{top + 10 + 16 * len(methods)}" stroke="#000" stroke-dasharray="4 3"/>')
     parts.append(f'<text x="{lx + 16}" y="{top + 14 + 16 * len(methods)}">full model (k = 0)</text>')
+    parts.append(f'<text x="{lx}" y="{top + 30 + 16 * len(methods)}">▲ above the range (over 4x</text>')
+    parts.append(f'<text x="{lx}" y="{top + 44 + 16 * len(methods)}">the best plan\'s perplexity)</text>')
     parts.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts) + "\n")

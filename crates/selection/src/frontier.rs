@@ -102,6 +102,8 @@ pub struct FrontierPoint {
     pub k: usize,
     /// Distinct masks the method asked the game for, including measuring its plan.
     pub llm_evaluations: usize,
+    /// The budget it was given (adaptive only; it may stop below it).
+    pub budget: Option<usize>,
     /// Ascending.
     pub removed_blocks: Vec<usize>,
     /// The game's value of the plan (−NLL on the calibration tokens for the LLM).
@@ -140,6 +142,7 @@ pub fn frontier(
                 method: scores.method.clone(),
                 k,
                 llm_evaluations: scores.llm_evaluations as usize + 1,
+                budget: None,
                 removed_blocks: removed,
                 value,
             });
@@ -173,6 +176,7 @@ pub fn frontier(
                 method: crate::baselines::LEAVE_ONE_OUT.into(),
                 k,
                 llm_evaluations: singles.len() + extra,
+                budget: None,
                 removed_blocks: removed,
                 value,
             });
@@ -183,6 +187,7 @@ pub fn frontier(
                 method: "sleb".into(),
                 k,
                 llm_evaluations: result.evaluations_after[k - 1],
+                budget: None,
                 removed_blocks: result.removed_blocks(k),
                 value: result.values_after[k - 1],
             });
@@ -211,6 +216,7 @@ pub fn frontier(
                 method: RECOMMENDED.into(),
                 k,
                 llm_evaluations: result.llm_evaluations,
+                budget: Some(budget),
                 removed_blocks: result.removed_blocks,
                 value: result.value,
             });
@@ -224,6 +230,7 @@ pub fn frontier(
                 method: BEST_KNOWN.into(),
                 k,
                 llm_evaluations: asked,
+                budget: None,
                 removed_blocks: removed,
                 value,
             });
@@ -291,6 +298,7 @@ fn quadratic_shapley_points(
             method: "shapley".into(),
             k,
             llm_evaluations: sampled_cost + usize::from(measured),
+            budget: None,
             removed_blocks: removed,
             value,
         });

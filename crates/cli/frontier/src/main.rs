@@ -252,7 +252,7 @@ fn one_pass_scores(game: &mut CachedLlm, tokens: &TokenTable) -> Result<Vec<Bloc
     ])
 }
 
-/// `method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,<heldout>_ppl…,recommended`.
+/// `method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,<heldout>_ppl…,recommended,budget`.
 fn frontier_csv(
     rows: &[(String, FrontierPoint)],
     full_rows: &[(String, f64)],
@@ -265,7 +265,7 @@ fn frontier_csv(
     for (name, _) in heldout {
         write!(out, ",{name}_ppl")?;
     }
-    out.push_str(",recommended\n");
+    out.push_str(",recommended,budget\n");
     let heldout_ppl = |mask: &Mask| -> String {
         heldout_nll
             .iter()
@@ -286,7 +286,7 @@ fn frontier_csv(
         let removed: Vec<String> = point.removed_blocks.iter().map(usize::to_string).collect();
         writeln!(
             out,
-            "{},{},{},{},{},{:.4}{},{}",
+            "{},{},{},{},{},{:.4}{},{},{}",
             point.method,
             point.k,
             name,
@@ -294,7 +294,8 @@ fn frontier_csv(
             removed.join(" "),
             (-point.value).exp(),
             heldout_ppl(&mask),
-            point.method == RECOMMENDED
+            point.method == RECOMMENDED,
+            point.budget.map(|b| b.to_string()).unwrap_or_default()
         )?;
     }
     Ok(out)

@@ -95,7 +95,7 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,held_ppl,recommended"
+        "method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,held_ppl,recommended,budget"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     for set in ["c0", "c1"] {
