@@ -34,6 +34,24 @@ pub trait Game {
     }
 }
 
+/// `game.values(masks)`, checked to return one value per mask: callers index the values by
+/// mask, so a game returning another count is an error here rather than a panic later.
+pub fn values_checked<G: Game + ?Sized>(
+    game: &mut G,
+    masks: &[Mask],
+) -> Result<Vec<f64>, GameError> {
+    let values = game.values(masks)?;
+    if values.len() != masks.len() {
+        return Err(format!(
+            "the game returned {} values for {} masks",
+            values.len(),
+            masks.len()
+        )
+        .into());
+    }
+    Ok(values)
+}
+
 impl<G: Game + ?Sized> Game for &mut G {
     fn num_players(&self) -> usize {
         (**self).num_players()
@@ -198,15 +216,7 @@ impl<G: Game> Game for CachedGame<G> {
         pending.sort();
         pending.dedup();
         if !pending.is_empty() {
-            let values = self.inner.values(&pending)?;
-            if values.len() != pending.len() {
-                return Err(format!(
-                    "the game returned {} values for {} masks",
-                    values.len(),
-                    pending.len()
-                )
-                .into());
-            }
+            let values = values_checked(&mut self.inner, &pending)?;
             self.values.extend(pending.into_iter().zip(values));
         }
         Ok(masks.iter().map(|m| self.values[m]).collect())

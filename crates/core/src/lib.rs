@@ -15,7 +15,7 @@ pub mod objective;
 pub mod synthetic;
 
 pub use device::Device;
-pub use game::{CachedGame, CountingGame, Game, GameError, RecordedGame};
+pub use game::{values_checked, CachedGame, CountingGame, Game, GameError, RecordedGame};
 pub use mask::{Mask, MaskError};
 pub use objective::Objective;
 

@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 
-use layerprune_core::{CountingGame, Game, Mask};
+use layerprune_core::{values_checked, CountingGame, Game, Mask};
 use layerprune_surrogate::linalg::Cholesky;
 
 use crate::{removable_blocks, SelectionError};
@@ -329,17 +329,7 @@ impl<'g, 'o> Play<'g, 'o> {
                 .map(|s| Mask::from_removed(self.num_blocks, s))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| SelectionError::Game(e.into()))?;
-            let values = self.game.values(&masks)?;
-            if values.len() != masks.len() {
-                return Err(SelectionError::Game(
-                    format!(
-                        "the game returned {} values for {} masks",
-                        values.len(),
-                        masks.len()
-                    )
-                    .into(),
-                ));
-            }
+            let values = values_checked(&mut self.game, &masks)?;
             for (set, value) in new.into_iter().zip(values) {
                 // A diverged model is the worst plan, never a winner.
                 let value = if value.is_nan() {

@@ -1,6 +1,6 @@
 //! SLEB (Song et al., 2024): greedy block removal measured on the LLM itself.
 
-use layerprune_core::{CountingGame, Game, Mask};
+use layerprune_core::{values_checked, CountingGame, Game, Mask};
 
 use crate::{removable_blocks, SelectionError};
 
@@ -50,17 +50,7 @@ pub fn sleb(game: &mut dyn Game, k: usize, fixed: &[usize]) -> Result<SlebResult
             .iter()
             .map(|&block| current.with(block, false))
             .collect();
-        let values = game.values(&masks)?;
-        if values.len() != masks.len() {
-            return Err(SelectionError::Game(
-                format!(
-                    "the game returned {} values for {} masks",
-                    values.len(),
-                    masks.len()
-                )
-                .into(),
-            ));
-        }
+        let values = values_checked(&mut game, &masks)?;
         // A NaN value (a diverged model) never wins; among equals the lower block goes first.
         let best = (0..remaining.len())
             .filter(|&i| !values[i].is_nan())

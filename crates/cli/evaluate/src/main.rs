@@ -11,15 +11,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use layerprune_cli_common::{command_line, run, DeviceArgs};
+use layerprune_cli_common::{block_stats_table, command_line, run, DeviceArgs};
 use layerprune_core::Mask;
-use layerprune_runtime::{block_statistics, EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
 mod tasks;
 
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
-    write_block_stats, write_evaluations, BlockStatRow, BlockStatsTable, EvaluationRow,
-    EvaluationTable, Provenance,
+    write_block_stats, write_evaluations, EvaluationRow, EvaluationTable, Provenance,
 };
 
 #[derive(Parser, Debug)]
@@ -473,21 +472,7 @@ fn write_stats(
     model_id: &str,
     dataset_id: &str,
 ) -> Result<()> {
-    let stats = block_statistics(evaluator, args.max_run)?;
-    let table = BlockStatsTable {
-        num_blocks: evaluator.num_blocks(),
-        model_id: model_id.to_string(),
-        dataset_id: dataset_id.to_string(),
-        rows: stats
-            .iter()
-            .map(|s| BlockStatRow {
-                start_block: s.start_block as u32,
-                run_length: s.run_length as u32,
-                mean_cosine: s.mean_cosine,
-                angular_distance: s.angular_distance,
-            })
-            .collect(),
-    };
+    let table = block_stats_table(evaluator, args.max_run, model_id, dataset_id)?;
     let provenance = Provenance::new("evaluate", env!("CARGO_PKG_VERSION"), command_line())
         .with_input("model", model_id)
         .with_input("dataset", dataset_id);

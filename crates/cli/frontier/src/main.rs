@@ -16,14 +16,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use layerprune_cli_common::{command_line, run, DeviceArgs};
+use layerprune_cli_common::{block_stats_table, command_line, run, DeviceArgs};
 use layerprune_core::{Game, Mask};
-use layerprune_runtime::{block_statistics, LayeredModel, RuntimeOptions};
+use layerprune_runtime::{LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierPoint, RECOMMENDED,
 };
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores};
-use layerprune_tables::{read_tokens, BlockStatRow, BlockStatsTable, Provenance, TokenTable};
+use layerprune_tables::{read_tokens, Provenance, TokenTable};
 
 use cache::CachedLlm;
 
@@ -230,22 +230,8 @@ fn cache_path(
 /// ShortGPT's block influence and the angular distance from one pass of the full model over
 /// the calibration tokens (one LLM evaluation: the full model's mask).
 fn one_pass_scores(game: &mut CachedLlm, tokens: &TokenTable) -> Result<Vec<BlockScores>> {
-    let num_blocks = game.num_players();
-    let stats = block_statistics(game.evaluator(), 1)?;
-    let table = BlockStatsTable {
-        num_blocks,
-        model_id: String::new(),
-        dataset_id: tokens.dataset_id.clone(),
-        rows: stats
-            .iter()
-            .map(|s| BlockStatRow {
-                start_block: s.start_block as u32,
-                run_length: s.run_length as u32,
-                mean_cosine: s.mean_cosine,
-                angular_distance: s.angular_distance,
-            })
-            .collect(),
-    };
+    let model_id = game.evaluator().model().model_id().to_string();
+    let table = block_stats_table(game.evaluator(), 1, &model_id, &tokens.dataset_id)?;
     Ok(vec![
         block_influence_scores(&table)?,
         angular_distance_scores(&table)?,
