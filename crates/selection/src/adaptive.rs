@@ -8,20 +8,22 @@
 //! block at every step, although most blocks' marginal losses barely move when one far-away
 //! block goes. Here the game is played near the decision:
 //!
-//! 1. **Singles**: every removable block removed alone (the leave-one-out game, L evaluations).
+//! 1. **Singles**: every removable block removed alone (the leave-one-out game, L evaluations),
+//!    and the leave-one-out plan they imply (one more), so the result is never worse than it.
 //! 2. **Screened greedy**: k steps of SLEB's rule — remove the block whose removal, on top of
-//!    those already removed, hurts least — but each step measures candidates in the order a
-//!    surrogate predicts and stops as soon as the surrogate rules every unmeasured candidate out
-//!    (its prediction plus an allowance for the surrogate's own errors is below the best value
-//!    measured at this step). The allowance is learned from the errors the surrogate made on
-//!    every mask measured so far, so it widens by itself where the game is hard to predict.
+//!    those already removed, hurts least — but each step measures only the candidates near a
+//!    block removed since they were last measured, the few best predicted, and then candidates
+//!    in the surrogate's order until it rules every unmeasured one out (its prediction plus an
+//!    allowance for the surrogate's own errors is below the best value measured at this step).
+//!    The allowance is learned from the errors the surrogate made on the candidates it screened,
+//!    so it widens by itself where the game is hard to predict.
 //! 3. **Swap refinement**: with the budget left, best-first swaps (one removed block put back,
-//!    another removed) around the best plan measured, in the surrogate's order, moving whenever
-//!    a measured swap is better, until the budget is spent or the surrogate rules out every
-//!    swap not yet measured (the plan is then a local optimum as far as the surrogate can tell).
+//!    another removed) around the best plan measured, in the surrogate's order, moving as soon
+//!    as a measured swap is better, until the budget is spent or the `local_optima` best plans
+//!    measured are one-swap local optima (every neighbour measured, none better).
 //!
 //! The surrogate is the pairwise (quadratic) game in the *removed* blocks, refitted by ridge
-//! regression after every batch on every mask measured: a value per block, an interaction per
+//! regression after every batch on every mask measured (from sufficient statistics): a value per block, an interaction per
 //! pair of blocks seen removed together, and one shared interaction per block distance 1..=3
 //! (neighbouring blocks interact most in every model measured here), which lets it predict pairs
 //! never measured together. Predictions are anchored: the surrogate predicts the *difference*
