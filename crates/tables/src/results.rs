@@ -187,6 +187,16 @@ fn check_plans(path: &Path, num_blocks: usize, rows: &[PlanRow]) -> Result<(), T
         check_blocks(path, num_blocks, row.removed_blocks.iter()).map_err(|e| {
             TableError::bad(path, format!("row {index}: removed_blocks: {}", e.message))
         })?;
+        // Ascending without repeats: a repeated block would make a plan for k remove fewer.
+        if let Some(pair) = row.removed_blocks.windows(2).find(|p| p[0] >= p[1]) {
+            return Err(TableError::bad(
+                path,
+                format!(
+                    "row {index}: removed_blocks must be ascending without repeats, found {} then {}",
+                    pair[0], pair[1]
+                ),
+            ));
+        }
     }
     Ok(())
 }

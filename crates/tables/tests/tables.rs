@@ -208,6 +208,32 @@ fn every_table_round_trips_with_provenance() {
 }
 
 #[test]
+fn a_plan_with_a_repeated_or_unsorted_block_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for removed in [vec![1, 1], vec![2, 1]] {
+        let file = dir.path().join("p.parquet");
+        let plans = PlanTable {
+            num_blocks: 3,
+            rows: vec![PlanRow {
+                method: "m".into(),
+                k: 2,
+                removed_blocks: removed.clone(),
+                predicted_utility: None,
+                measured_nll: None,
+                measured_ppl: None,
+                llm_evaluations: 0,
+            }],
+        };
+        let err = write_plans(&file, &plans, &Provenance::new("t", "1", vec![])).unwrap_err();
+        assert!(
+            err.to_string().contains("ascending without repeats"),
+            "{err}"
+        );
+        assert!(!file.exists(), "{removed:?} was written");
+    }
+}
+
+#[test]
 fn empty_tables_and_missing_seed_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("e.parquet");

@@ -14,7 +14,7 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let program = std::env::args()
+            let program = std::env::args_os()
                 .next()
                 .and_then(|p| {
                     std::path::Path::new(&p)
@@ -31,9 +31,12 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// The command line as given, for the `args` provenance entry of output files.
+/// The command line as given, for the `args` provenance entry of output files. An argument
+/// that is not UTF-8 (a path on Linux may be any bytes) is recorded lossily, never a panic.
 pub fn command_line() -> Vec<String> {
-    std::env::args().collect()
+    std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// `--device` and `--threads`, flattened into every stage that runs the model.

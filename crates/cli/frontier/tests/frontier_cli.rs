@@ -161,3 +161,39 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("disjoint"));
     assert!(!dir.path().join("other").exists());
 }
+
+#[test]
+fn a_path_that_is_not_utf8_is_used_and_recorded_lossily() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let c0 = write(dir.path(), "c0.parquet", windows(1, 2));
+    let out = dir.path().join(std::ffi::OsStr::from_bytes(b"run-\xff"));
+    let output = Command::new(env!("CARGO_BIN_EXE_frontier"))
+        .args(["--model", fixture().to_str().unwrap(), "--calibration"])
+        .arg(format!("c0={c0}"))
+        .args([
+            "--k",
+            "1",
+            "--budgets",
+            "least",
+            "--shapley-masks",
+            "0",
+            "--out-dir",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.join("frontier.csv").is_file());
+    let provenance =
+        layerprune_tables::read_provenance(&out.join("cache-calibration-c0.parquet")).unwrap();
+    assert!(
+        provenance.args.iter().any(|a| a.contains("run-\u{fffd}")),
+        "{:?}",
+        provenance.args
+    );
+}
