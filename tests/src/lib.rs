@@ -1,10 +1,29 @@
 //! End-to-end tests over the committed tiny model fixture (`data/fixtures/tiny-llama`, made
-//! by `tools/export/make_fixture.py`). The tests live in `tests/*.rs`; this file only locates
-//! the fixture.
+//! by `tools/export/make_fixture.py`). The tests live in `tests/*.rs`; this file locates the
+//! fixture and makes token windows for it, for these tests and the stages' own CLI tests.
 
 use std::path::PathBuf;
 
 /// The fixture model folder.
 pub fn tiny_model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/tiny-llama")
+}
+
+/// `count` deterministic windows of `len` token ids inside the fixture's vocabulary of 320,
+/// from a linear congruential generator seeded with `seed` (no dependency, the same on every
+/// platform).
+pub fn fixture_windows(seed: u64, count: usize, len: usize) -> Vec<Vec<u32>> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % 320) as u32
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@ use layerprune_tables::{
 };
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+    layerprune_tests::tiny_model_dir()
 }
 
 fn apply_prune(args: &[&str]) -> Output {
@@ -48,19 +48,7 @@ fn fail(args: &[&str], expected: &str, plan: &Path, folder: Option<&Path>) {
 
 /// Deterministic token windows inside the fixture's vocabulary of 320.
 fn windows() -> Vec<Vec<u32>> {
-    let mut state: u64 = 12345;
-    (0..3)
-        .map(|_| {
-            (0..16)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 33) % 320) as u32
-                })
-                .collect()
-        })
-        .collect()
+    layerprune_tests::fixture_windows(12345, 3, 16)
 }
 
 fn write_inputs(dir: &Path, scores: &[f64]) -> (PathBuf, PathBuf) {

@@ -12,7 +12,7 @@ use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
 use layerprune_tables::{write_tokens, Provenance, TokenTable};
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+    layerprune_tests::tiny_model_dir()
 }
 
 fn frontier(args: &[&str]) -> Output {
@@ -22,21 +22,8 @@ fn frontier(args: &[&str]) -> Output {
         .expect("the frontier binary runs")
 }
 
-/// Deterministic windows inside the fixture's vocabulary of 320.
 fn windows(seed: u64, count: usize) -> Vec<Vec<u32>> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            (0..16)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 33) % 320) as u32
-                })
-                .collect()
-        })
-        .collect()
+    layerprune_tests::fixture_windows(seed, count, 16)
 }
 
 fn write(dir: &Path, name: &str, windows: Vec<Vec<u32>>) -> String {
