@@ -200,6 +200,11 @@ impl<G: Game> CachedGame<G> {
     pub fn inner_mut(&mut self) -> &mut G {
         &mut self.inner
     }
+
+    /// Every mask valued so far with its value, in no particular order.
+    pub fn rows(&self) -> impl Iterator<Item = (&Mask, f64)> {
+        self.values.iter().map(|(m, &v)| (m, v))
+    }
 }
 
 impl<G: Game> Game for CachedGame<G> {

@@ -230,7 +230,7 @@ pub fn adaptive_removal(
             swaps_accepted += 1;
         }
     };
-    let (removed_blocks, value) = play.best_measured_of_size(k);
+    let (removed_blocks, value) = play.ranked_of_size(k).swap_remove(0);
     Ok(AdaptiveResult {
         removed_blocks,
         value,
@@ -364,8 +364,14 @@ impl<'g, 'o> Play<'g, 'o> {
 
     /// The prediction for `set`, anchored on the measured `anchor`: the measured value plus the
     /// surrogate's difference between the two.
-    fn predict_from(&self, set: &[usize], anchor: &[usize], anchor_value: f64) -> f64 {
-        anchor_value + self.surrogate.predict(set) - self.surrogate.predict(anchor)
+    fn predict_from(&self, set: &[usize], anchor_offset: f64) -> f64 {
+        self.surrogate.predict(set) + anchor_offset
+    }
+
+    /// What anchors predictions on the measured `anchor`: its measured value minus the
+    /// surrogate's (computed once per batch of predictions, not per candidate).
+    fn anchor_offset(&self, anchor: &[usize], anchor_value: f64) -> f64 {
+        anchor_value - self.surrogate.predict(anchor)
     }
 
     /// The best measured set of `sets` (all measured): ties to the smaller set.
@@ -391,10 +397,12 @@ impl<'g, 'o> Play<'g, 'o> {
         let mut checked: Vec<Vec<usize>> = Vec::new();
         let mut first = true;
         loop {
+            // The surrogate is refitted after every batch, so the offset is too.
+            let offset = self.anchor_offset(anchor, anchor_value);
             let mut open: Vec<(Vec<usize>, f64)> = candidates
                 .iter()
                 .filter(|c| !checked.contains(c))
-                .map(|c| (c.clone(), self.predict_from(c, anchor, anchor_value)))
+                .map(|c| (c.clone(), self.predict_from(c, offset)))
                 .collect();
             open.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             // Candidates already measured (e.g. by an earlier step's sets) cost nothing.
@@ -467,9 +475,10 @@ impl<'g, 'o> Play<'g, 'o> {
             .iter()
             .filter(|s| !self.measured.contains_key(*s))
             .collect();
+        let offset = self.anchor_offset(center, center_value);
         let mut open: Vec<(Vec<usize>, f64)> = unmeasured
             .into_iter()
-            .map(|s| (s.clone(), self.predict_from(s, center, center_value)))
+            .map(|s| (s.clone(), self.predict_from(s, offset)))
             .collect();
         open.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         open.into_iter()
@@ -488,17 +497,6 @@ impl<'g, 'o> Play<'g, 'o> {
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         ranked
-    }
-
-    /// The best measured set with `size` removed blocks (ties to the smaller set).
-    fn best_measured_of_size(&self, size: usize) -> (Vec<usize>, f64) {
-        self.order
-            .iter()
-            .filter(|s| s.len() == size)
-            .map(|s| (s, self.measured[s]))
-            .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(s, v)| (s.clone(), v))
-            .expect("the greedy measured a set of every size up to k")
     }
 }
 

@@ -7,7 +7,7 @@
 //! for it (a [`CountingGame`] per method run). The held-out measurement of the plans is the
 //! caller's: this module never sees an evaluation text.
 
-use layerprune_core::{CountingGame, Game, Mask};
+use layerprune_core::{CachedGame, CountingGame, Game, Mask};
 
 use crate::adaptive::{adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions};
 use crate::baselines::{reverse_order_scores, BlockScores};
@@ -125,10 +125,10 @@ pub fn frontier(
     }
     let players = removable_blocks(num_blocks, &config.fixed, k_max)?;
     // Every mask any method asks for, with its value: the best-known plans come from here.
-    let mut all = CountingGame::new(Recording::new(game));
+    let mut all = CountingGame::new(CachedGame::new(game));
     let mut points = Vec::new();
 
-    let mut one_shot_points = |all: &mut CountingGame<Recording<'_>>,
+    let mut one_shot_points = |all: &mut CountingGame<CachedGame<&mut dyn Game>>,
                                scores: &BlockScores|
      -> Result<(), SelectionError> {
         scores.check(num_blocks)?;
@@ -223,9 +223,9 @@ pub fn frontier(
         }
     }
     let asked = all.evaluations();
-    let recording = all.into_inner();
+    let asked_for = all.into_inner();
     for &k in &config.ks {
-        if let Some((removed, value)) = recording.best_with_removed(k) {
+        if let Some((removed, value)) = best_with_removed(&asked_for, k) {
             points.push(FrontierPoint {
                 method: BEST_KNOWN.into(),
                 k,
@@ -306,40 +306,11 @@ fn quadratic_shapley_points(
     Ok(points)
 }
 
-/// A game that remembers every value it returned.
-struct Recording<'g> {
-    inner: &'g mut dyn Game,
-    seen: std::collections::HashMap<Mask, f64>,
-}
-
-impl<'g> Recording<'g> {
-    fn new(inner: &'g mut dyn Game) -> Self {
-        Recording {
-            inner,
-            seen: Default::default(),
-        }
-    }
-
-    /// The best value among the masks with `k` removed (ties to the smaller removed set).
-    fn best_with_removed(&self, k: usize) -> Option<(Vec<usize>, f64)> {
-        self.seen
-            .iter()
-            .filter(|(m, v)| m.num_removed() == k && !v.is_nan())
-            .map(|(m, &v)| (m.removed_blocks(), v))
-            .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
-    }
-}
-
-impl Game for Recording<'_> {
-    fn num_players(&self) -> usize {
-        self.inner.num_players()
-    }
-
-    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, layerprune_core::GameError> {
-        let values = self.inner.values(masks)?;
-        for (mask, &value) in masks.iter().zip(&values) {
-            self.seen.insert(mask.clone(), value);
-        }
-        Ok(values)
-    }
+/// The best value among the masks with `k` removed that `game` was asked for (ties to the
+/// smaller removed set).
+fn best_with_removed(game: &CachedGame<&mut dyn Game>, k: usize) -> Option<(Vec<usize>, f64)> {
+    game.rows()
+        .filter(|(m, v)| m.num_removed() == k && !v.is_nan())
+        .map(|(m, v)| (m.removed_blocks(), v))
+        .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
 }
