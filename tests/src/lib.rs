@@ -27,3 +27,13 @@ pub fn fixture_windows(seed: u64, count: usize, len: usize) -> Vec<Vec<u32>> {
         })
         .collect()
 }
+
+/// Every mask of `num_blocks` blocks (2^num_blocks of them), bit i of the index keeping block
+/// i: a mask list with many shared prefixes, for runs over the fixture's 6 blocks.
+pub fn every_mask(num_blocks: usize) -> Vec<layerprune_core::Mask> {
+    (0..1u64 << num_blocks)
+        .map(|bits| {
+            layerprune_core::Mask::from_kept((0..num_blocks).map(|i| bits >> i & 1 == 1).collect())
+        })
+        .collect()
+}

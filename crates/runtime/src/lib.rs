@@ -17,7 +17,9 @@ pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, S
 pub use evaluator::{
     block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation, OnnxGame,
 };
-pub use manifest::{model_id, sha256_file, BlockRef, GraphRef, Manifest, FORMAT, MANIFEST_FILE};
+pub use manifest::{
+    model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,
+};
 pub use model::{runtime_library_path, HiddenState, LayeredModel, RuntimeOptions, DEFAULT_LIBRARY};
 
 use std::path::PathBuf;

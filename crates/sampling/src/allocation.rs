@@ -27,22 +27,7 @@ pub enum Allocation {
     Neyman(BTreeMap<usize, PilotStratum>),
 }
 
-/// `C(n, k)`, saturating at `u128::MAX` (only reached far beyond any model's block count).
-pub fn binomial(n: usize, k: usize) -> u128 {
-    if k > n {
-        return 0;
-    }
-    let k = k.min(n - k);
-    let mut result: u128 = 1;
-    for i in 0..k {
-        // result * (n - i) / (i + 1) is exact at each step: it is C(n, i + 1).
-        match result.checked_mul((n - i) as u128) {
-            Some(product) => result = product / (i as u128 + 1),
-            None => return u128::MAX,
-        }
-    }
-    result
-}
+pub use layerprune_core::binomial;
 
 fn binomial_f64(n: usize, k: usize) -> f64 {
     let k = k.min(n - k);

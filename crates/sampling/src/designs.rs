@@ -42,6 +42,27 @@ impl Design {
     }
 }
 
+impl Design {
+    pub const ALL: [Design; 5] = [
+        Design::Stratum,
+        Design::Complement,
+        Design::Permutation,
+        Design::Anchor,
+        Design::Enumeration,
+    ];
+}
+
+impl std::str::FromStr for Design {
+    type Err = String;
+    /// The name written in a mask table's `design` column.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Design::ALL
+            .into_iter()
+            .find(|d| d.as_str() == text)
+            .ok_or_else(|| format!("unknown design {text:?}"))
+    }
+}
+
 impl std::fmt::Display for Design {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -128,7 +149,7 @@ pub(crate) fn draw_stratum(
     seen: &mut Seen<'_>,
     rng: &mut impl Rng,
 ) -> Vec<Mask> {
-    let player_count = players.count();
+    let player_count = players.len();
     let blocked = |seen: &Seen<'_>, mask: &Mask| {
         seen.contains(mask) || (avoid_complements && seen.contains(&players.complement(mask)))
     };
@@ -233,7 +254,7 @@ pub fn permutation_chains(
     first_group_id: i64,
     rng: &mut impl Rng,
 ) -> Vec<SampledMask> {
-    let player_count = players.count();
+    let player_count = players.len();
     let mut rows = Vec::with_capacity(2 * orders * (player_count + 1));
     let mut group_id = first_group_id;
     for _ in 0..orders {
@@ -258,14 +279,14 @@ pub fn permutation_chains(
 /// The full model, then every single player removed, in player order.
 pub fn anchors(players: &Players) -> Vec<Mask> {
     std::iter::once(Mask::full(players.num_blocks()))
-        .chain((0..players.count()).map(|player| players.mask_removing([player])))
+        .chain((0..players.len()).map(|player| players.mask_removing([player])))
         .collect()
 }
 
 /// Every coalition of a game of at most [`MAX_ENUMERATED_PLAYERS`] players, sorted (the
 /// order in which the evaluator can share the most hidden states).
 pub fn enumerate_all(players: &Players) -> Result<Vec<Mask>, SamplingError> {
-    let player_count = players.count();
+    let player_count = players.len();
     if player_count > MAX_ENUMERATED_PLAYERS {
         return Err(SamplingError::EnumerationTooLarge {
             players: player_count,

@@ -3,14 +3,8 @@
 /// A sampling request that cannot be carried out, with the offending value.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SamplingError {
-    #[error(
-        "fixed block {block} is out of range for a model of {num_blocks} blocks \
-         (blocks are numbered 0 to {last})",
-        last = num_blocks.saturating_sub(1)
-    )]
-    FixedBlockOutOfRange { block: usize, num_blocks: usize },
-    #[error("no blocks left to sample: all {num_blocks} blocks of the model are fixed as kept")]
-    NoPlayers { num_blocks: usize },
+    #[error(transparent)]
+    Players(#[from] layerprune_core::PlayersError),
     #[error(
         "stratum {stratum} (number of removed blocks) is out of range: with {players} players \
          (blocks not fixed) a stratum must be between 0 and {players}"

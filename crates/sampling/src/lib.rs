@@ -20,7 +20,6 @@ mod allocation;
 mod designs;
 mod error;
 mod plan;
-mod players;
 mod strata;
 
 pub use allocation::{allocate, binomial, pilot_from_values, Allocation, PilotStratum};
@@ -29,6 +28,6 @@ pub use designs::{
     MAX_ENUMERATED_PLAYERS,
 };
 pub use error::SamplingError;
+pub use layerprune_core::Players;
 pub use plan::{sample, Existing, SampleOutcome, SamplingPlan, StratifiedDesign, StratumSummary};
-pub use players::Players;
 pub use strata::{ratio_spread, resolve_strata, StrataSpec, PUBLISHED_STRATA_OF_32};

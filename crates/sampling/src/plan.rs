@@ -113,7 +113,7 @@ pub fn sample(
 
     let mut summaries = Vec::new();
     if let Some(design) = &plan.stratified {
-        let player_count = players.count();
+        let player_count = players.len();
         let strata = resolve_strata(&design.strata, player_count)?;
         let possible: Vec<u128> = strata.iter().map(|&k| binomial(player_count, k)).collect();
         let available: Vec<u128> = strata

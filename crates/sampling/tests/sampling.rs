@@ -35,7 +35,7 @@ fn count_by_stratum(players: &Players, rows: &[SampledMask]) -> BTreeMap<usize, 
 
 /// Pearson statistic of how often each player is removed, against the uniform expectation.
 fn inclusion_chi_square(players: &Players, masks: &[&Mask]) -> f64 {
-    let mut removed_count = vec![0usize; players.count()];
+    let mut removed_count = vec![0usize; players.len()];
     for mask in masks {
         for (player, &block) in players.blocks().iter().enumerate() {
             if !mask.is_kept(block) {
@@ -44,7 +44,7 @@ fn inclusion_chi_square(players: &Players, masks: &[&Mask]) -> f64 {
         }
     }
     let total: usize = removed_count.iter().sum();
-    let expected = total as f64 / players.count() as f64;
+    let expected = total as f64 / players.len() as f64;
     removed_count
         .iter()
         .map(|&observed| (observed as f64 - expected).powi(2) / expected)
@@ -245,7 +245,7 @@ fn permutation_chains_are_nested_and_come_in_reversed_pairs() {
         ..SamplingPlan::default()
     };
     let outcome = run(&players, &plan, 8);
-    let player_count = players.count();
+    let player_count = players.len();
     assert_eq!(outcome.rows.len(), 6 * (player_count + 1));
     let mut chains: BTreeMap<i64, Vec<&SampledMask>> = BTreeMap::new();
     for row in &outcome.rows {
@@ -439,6 +439,6 @@ fn bad_requests_are_reported_clearly() {
     );
     assert!(matches!(
         Players::new(8, &[8]),
-        Err(SamplingError::FixedBlockOutOfRange { block: 8, .. })
+        Err(layerprune_core::PlayersError::OutOfRange { block: 8, .. })
     ));
 }

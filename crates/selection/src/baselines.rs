@@ -227,8 +227,10 @@ pub fn random_scores(num_blocks: usize, seed: u64) -> BlockScores {
 }
 
 /// The scores of one estimator in a score table (the `shapley` or `score-blocks` stage's
-/// output), checked to cover every block of a `num_blocks` model exactly once. The cost is the
-/// largest `llm_evaluations` recorded for the estimator.
+/// output), checked to cover every player of a `num_blocks` model exactly once. The table's
+/// fixed blocks have no rows and score +∞ here (never removed; selection also keeps them by
+/// taking `table.fixed_blocks` as fixed). The cost is the largest `llm_evaluations` recorded
+/// for the estimator.
 pub fn scores_from_table(
     table: &ScoreTable,
     estimator: &str,
@@ -257,11 +259,17 @@ pub fn scores_from_table(
             },
         });
     }
-    let scores = one_per_block(
+    // Fixed blocks enter the check as placeholders (a finite score) and then score +∞.
+    let mut scores = one_per_block(
         estimator,
         num_blocks,
-        rows.iter().map(|row| (row.block as usize, row.estimate)),
+        rows.iter()
+            .map(|row| (row.block as usize, row.estimate))
+            .chain(table.fixed_blocks.iter().map(|&b| (b, 0.0))),
     )?;
+    for &block in &table.fixed_blocks {
+        scores[block] = f64::INFINITY;
+    }
     Ok(BlockScores {
         method: estimator.to_string(),
         scores,
@@ -352,6 +360,7 @@ mod tests {
             num_blocks: 3,
             model_id: "m".into(),
             dataset_id: "d".into(),
+            fixed_blocks: Vec::new(),
             full_model_nll: Some(2.0),
             complete: true,
             rows: vec![
@@ -399,6 +408,7 @@ mod tests {
         };
         let table = ScoreTable {
             num_blocks: 3,
+            fixed_blocks: Vec::new(),
             rows: vec![
                 row(0, 0.3, "permutation"),
                 row(1, 0.1, "permutation"),
@@ -418,5 +428,18 @@ mod tests {
         assert!(err.to_string().contains("kernelshap, permutation"), "{err}");
         let err = scores_from_table(&table, "permutation", 4).unwrap_err();
         assert!(err.to_string().contains("4 blocks"), "{err}");
+
+        // A table of a game with block 0 fixed scores only the players; block 0 is kept.
+        let fixed = ScoreTable {
+            num_blocks: 3,
+            fixed_blocks: vec![0],
+            rows: vec![row(1, 0.2, "permutation"), row(2, 0.1, "permutation")],
+        };
+        let scores = scores_from_table(&fixed, "permutation", 3).unwrap();
+        assert_eq!(scores.scores, vec![f64::INFINITY, 0.2, 0.1]);
+        assert_eq!(
+            crate::one_shot(&scores.scores, 1, &fixed.fixed_blocks).unwrap(),
+            vec![2]
+        );
     }
 }

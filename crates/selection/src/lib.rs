@@ -16,6 +16,8 @@
 //!   candidates screened by a surrogate refitted on every measurement, then swap refinement
 //!   with the budget left; the plan is the best measured.
 //!
+//! - [`plans`]: the composition `apply-prune` runs: one plan per k by any method, measured
+//!   through the LLM as a `Game`.
 //! - [`frontier`]: every method against one game, each charged for the masks it asked for:
 //!   the quality-vs-budget frontier.
 //!
@@ -25,6 +27,7 @@
 pub mod adaptive;
 pub mod baselines;
 pub mod frontier;
+pub mod plans;
 pub mod select;
 pub mod sleb;
 
@@ -35,6 +38,7 @@ pub use baselines::{
     angular_distance_scores, best_angular_run, block_influence_scores, leave_one_out_scores,
     random_scores, reverse_order_scores, scores_from_table, AngularRun, BlockScores,
 };
+pub use plans::{choose_plans, measure_plans, FittedOn, Plan, PlanInputs, PlanMethod, PlanOptions};
 pub use select::{
     iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,
     SurrogateShapley,
@@ -112,19 +116,25 @@ pub fn removable_blocks(
     fixed: &[usize],
     k: usize,
 ) -> Result<Vec<usize>, SelectionError> {
-    if let Some(&block) = fixed.iter().find(|&&b| b >= num_blocks) {
-        return Err(SelectionError::FixedOutOfRange { block, num_blocks });
-    }
-    let players: Vec<usize> = (0..num_blocks).filter(|b| !fixed.contains(b)).collect();
-    if k >= players.len() {
-        return Err(SelectionError::TooManyRemoved {
-            k,
-            players: players.len(),
-            num_blocks,
-            fixed: num_blocks - players.len(),
-        });
-    }
-    Ok(players)
+    use layerprune_core::{Players, PlayersError};
+    let players = Players::new(num_blocks, fixed)
+        .and_then(|players| players.check_removal(k).map(|()| players))
+        .map_err(|e| match e {
+            PlayersError::OutOfRange { block, num_blocks } => {
+                SelectionError::FixedOutOfRange { block, num_blocks }
+            }
+            // Every block fixed: no player, so no k can be removed.
+            _ => {
+                let players = (0..num_blocks).filter(|b| !fixed.contains(b)).count();
+                SelectionError::TooManyRemoved {
+                    k,
+                    players,
+                    num_blocks,
+                    fixed: num_blocks - players,
+                }
+            }
+        })?;
+    Ok(players.blocks().to_vec())
 }
 
 /// The seeded generator of every random choice here: portable and the same on every platform.

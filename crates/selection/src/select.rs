@@ -251,15 +251,7 @@ pub struct Candidate {
 
 /// Number of k-subsets of n items, saturating.
 fn binomial(n: usize, k: usize) -> usize {
-    let k = k.min(n - k.min(n));
-    let mut result: u128 = 1;
-    for i in 0..k {
-        result = result * (n - i) as u128 / (i + 1) as u128;
-        if result > usize::MAX as u128 {
-            return usize::MAX;
-        }
-    }
-    result as usize
+    usize::try_from(layerprune_core::binomial(n, k.min(n))).unwrap_or(usize::MAX)
 }
 
 /// Every k-subset of `players`, in lexicographic order of positions.

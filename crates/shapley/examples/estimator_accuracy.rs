@@ -92,7 +92,7 @@ fn load(args: &Args) -> Result<(RecordedGame, Players)> {
     let blocks: Vec<usize> = (0..table.num_blocks)
         .filter(|&b| table.rows.iter().any(|r| !r.mask.is_kept(b)))
         .collect();
-    let players = Players::new(table.num_blocks, blocks)?;
+    let players = Players::from_blocks(table.num_blocks, blocks)?;
     if table.rows.len() < 1usize << players.len() {
         bail!(
             "{}: {} rows, but the {} players varied in it need all {} masks",

@@ -32,8 +32,8 @@ pub mod estimator;
 pub mod exact;
 pub mod kernelshap;
 pub mod permutation;
-mod players;
 pub mod polynomial;
+pub mod registry;
 pub mod regression;
 pub mod semivalue;
 pub mod stratified;
@@ -42,7 +42,11 @@ pub mod synthetic;
 mod values;
 
 pub use estimator::{run_estimator, run_estimator_with_fit, EstimatorKind};
-pub use players::{PlayerGame, Players};
+pub use layerprune_core::{PlayerGame, Players, PlayersError};
+pub use registry::{
+    estimate, DesignRow, Estimated, Estimator, EstimatorInputs, EstimatorOptions, Needs,
+    RecordedDesign,
+};
 pub use values::{evaluate_masks, Estimates, ValueTable};
 
 use layerprune_core::GameError;
@@ -65,6 +69,8 @@ pub enum ShapleyError {
     Surrogate(#[from] layerprune_surrogate::SurrogateError),
     #[error("player set: {0}")]
     Players(String),
+    #[error(transparent)]
+    PlayerSet(#[from] PlayersError),
     #[error("design: {0}")]
     Design(String),
     #[error(

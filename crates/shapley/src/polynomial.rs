@@ -33,10 +33,7 @@ pub struct Multilinear {
 
 /// C(n, k) for the small arguments of term indexing.
 fn choose(n: usize, k: usize) -> usize {
-    if k > n {
-        return 0;
-    }
-    (0..k).fold(1, |acc, i| acc * (n - i) / (i + 1))
+    usize::try_from(layerprune_core::binomial(n, k)).unwrap_or(usize::MAX)
 }
 
 /// Number of terms of order ≤ `order` over `n` players.

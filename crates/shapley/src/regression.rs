@@ -18,7 +18,7 @@
 //! positive game (the utility) and
 //! otherwise lies below every training value, so the estimator runs on any game. The
 //! quadratic's Shapley values have a closed form, exp of a polynomial has none: φ(f) is computed
-//! exactly by enumerating the 2^n masks through f when n ≤ [`MAX_ENUMERATED_PLAYERS`], and
+//! exactly by enumerating the 2^n masks through f when n ≤ [`MAX_SURROGATE_ENUMERATED_PLAYERS`], and
 //! otherwise by [`SURROGATE_PERMUTATION_PAIRS`] antithetic permutation pairs through f
 //! (independent randomness, so the estimate stays unbiased; efficiency still holds).
 //!
@@ -63,7 +63,7 @@ pub const SURROGATE_RIDGE_ALPHA: f64 = 1e-6;
 
 /// Most players for which φ(f) of a surrogate without closed form is found by enumerating
 /// all 2^n masks through it (65,536 predictions).
-pub const MAX_ENUMERATED_PLAYERS: usize = 16;
+pub const MAX_SURROGATE_ENUMERATED_PLAYERS: usize = 16;
 
 /// Antithetic permutation pairs through the surrogate when there are more players.
 pub const SURROGATE_PERMUTATION_PAIRS: usize = 4096;
@@ -180,7 +180,7 @@ impl HalfSurrogate {
         if let HalfSurrogate::Quadratic(quadratic) = self {
             return Ok(quadratic.shapley_values());
         }
-        if self.num_players() <= MAX_ENUMERATED_PLAYERS {
+        if self.num_players() <= MAX_SURROGATE_ENUMERATED_PLAYERS {
             return Ok(exact_shapley(self)?);
         }
         Ok(surrogate_shapley(self, None, SURROGATE_PERMUTATION_PAIRS, seed)?.values)
@@ -366,7 +366,7 @@ pub fn regression_adjusted_estimate(
 /// The cross-fitted estimate from evaluated masks of an antithetic permutation design (at
 /// least two units, one per half; the same masks as permutation sampling needs): the log
 /// surrogate's Shapley values plus the permutation estimate of the residual. `seed` drives
-/// only the permutations through the surrogate (more than [`MAX_ENUMERATED_PLAYERS`]
+/// only the permutations through the surrogate (more than [`MAX_SURROGATE_ENUMERATED_PLAYERS`]
 /// players).
 pub fn regression_adjusted_chains_estimate(
     design: &PermutationDesign,

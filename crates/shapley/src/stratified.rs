@@ -30,7 +30,7 @@
 //! unbiased estimate of the mean residual over P∖K, and mean_P is unbiased whatever f_k is.
 //! Known values enter exactly, which matters when a large share of a stratum is evaluated.
 //! The fold estimates are averaged. Σ_{S∈P} f_k(S) is found by enumerating the 2^n masks when
-//! n ≤ [`MAX_ENUMERATED_PLAYERS`], else from [`SURROGATE_SAMPLES_PER_SIZE`] random masks per
+//! n ≤ [`MAX_SURROGATE_ENUMERATED_PLAYERS`], else from [`SURROGATE_SAMPLES_PER_SIZE`] random masks per
 //! size through f_k (independent randomness: unbiased still).
 //!
 //! Measured on the real 12-block game (docs/benchmarks.md): equal allocation and exact small
@@ -40,13 +40,14 @@
 
 use layerprune_core::Mask;
 use layerprune_sampling::{
-    binomial, sample, Allocation, Existing, Players as SamplingPlayers, SamplingPlan, StrataSpec,
-    StratifiedDesign,
+    binomial, sample, Allocation, Existing, SamplingPlan, StrataSpec, StratifiedDesign,
 };
 use rand::seq::SliceRandom;
 
 use crate::exact::all_masks;
-use crate::regression::{held_out_r2, HalfSurrogate, SurrogateTarget, MAX_ENUMERATED_PLAYERS};
+use crate::regression::{
+    held_out_r2, HalfSurrogate, SurrogateTarget, MAX_SURROGATE_ENUMERATED_PLAYERS,
+};
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError};
 use layerprune_core::Game;
 
@@ -79,7 +80,7 @@ pub fn size_stratified_design(
             needed: n + 1,
         });
     }
-    let players = SamplingPlayers::new(n, &[]).map_err(|e| ShapleyError::Design(e.to_string()))?;
+    let players = Players::all(n);
     let plan = SamplingPlan {
         stratified: Some(StratifiedDesign {
             strata: StrataSpec::Removed((0..=n as i64).collect()),
@@ -290,7 +291,7 @@ fn surrogate_sums(
 
 /// The regression-adjusted stratified estimate from evaluated masks (see the module
 /// documentation). `seed` deals the sampled masks into folds and drives the surrogate's
-/// random masks when there are more than [`MAX_ENUMERATED_PLAYERS`] players. Returns the
+/// random masks when there are more than [`MAX_SURROGATE_ENUMERATED_PLAYERS`] players. Returns the
 /// estimates and the held-out R² of the fold surrogates on their fold's masks.
 pub fn regression_adjusted_stratified_estimate(
     num_players: usize,
@@ -332,7 +333,7 @@ pub fn regression_adjusted_stratified_estimate(
     }
 
     // Enumerated once for every fold's surrogate.
-    let enumerated = (n <= MAX_ENUMERATED_PLAYERS).then(|| all_masks(n));
+    let enumerated = (n <= MAX_SURROGATE_ENUMERATED_PLAYERS).then(|| all_masks(n));
     let mut fold_values = Vec::with_capacity(used_folds.len());
     let mut fold_variances = Vec::with_capacity(used_folds.len());
     let (mut residual_squares, mut held_out) = (0.0, Vec::new());

@@ -301,10 +301,10 @@ impl<G: Game> Game for FixedBlocksGuard<G> {
 #[test]
 fn subsets_of_blocks_keep_the_fixed_blocks() {
     let blocks = random_pairwise(8, 21);
-    let players = Players::new(8, vec![1, 3, 4, 6]).unwrap();
+    let players = Players::from_blocks(8, vec![1, 3, 4, 6]).unwrap();
     // The subgame of a pairwise game with blocks F always kept is pairwise with
     // linear_i + Σ_{f∈F} w_if.
-    let fixed = players.fixed_blocks();
+    let fixed = players.fixed_blocks().to_vec();
     let truth: Vec<f64> = players
         .blocks()
         .iter()

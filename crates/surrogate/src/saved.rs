@@ -25,6 +25,16 @@ pub struct SavedSurrogate {
     /// estimate or plan read off it. 0 when unknown (files written before it was recorded).
     #[serde(default)]
     pub fitted_on_evaluations: u64,
+    /// Blocks that were not players of the game the evaluations came from (always kept);
+    /// empty in files written before it was recorded.
+    #[serde(default)]
+    pub fixed_blocks: Vec<usize>,
+    /// The model and token table the evaluations were measured with (the evaluation table's
+    /// ids); empty when unknown, so a surrogate is not used with another model's files.
+    #[serde(default)]
+    pub model_id: String,
+    #[serde(default)]
+    pub dataset_id: String,
     /// `kind` and `parameters`.
     #[serde(flatten)]
     pub surrogate: FittedSurrogate,
@@ -63,6 +73,9 @@ impl SavedSurrogate {
             target: target.into(),
             target_description: target_description.into(),
             fitted_on_evaluations: 0,
+            fixed_blocks: Vec::new(),
+            model_id: String::new(),
+            dataset_id: String::new(),
             surrogate,
         }
     }
@@ -73,11 +86,20 @@ impl SavedSurrogate {
         self
     }
 
+    /// Records the game the surrogate was fitted on: its fixed blocks, model and token table.
+    pub fn with_game(mut self, fixed_blocks: &[usize], model_id: &str, dataset_id: &str) -> Self {
+        self.fixed_blocks = fixed_blocks.to_vec();
+        self.model_id = model_id.to_string();
+        self.dataset_id = dataset_id.to_string();
+        self
+    }
+
     pub fn kind(&self) -> SurrogateKind {
         self.surrogate.kind()
     }
 
-    /// Writes the file atomically: a temporary file in the same folder, renamed into place.
+    /// Writes the file atomically (`layerprune_core::atomic_write`: a temporary file in the same
+    /// folder, renamed into place; mode 0644).
     pub fn save(&self, path: &Path) -> Result<(), SurrogateError> {
         let file = FileOut {
             format: FORMAT_NAME,
@@ -87,26 +109,11 @@ impl SavedSurrogate {
         };
         let text = serde_json::to_vec(&file)
             .map_err(|e| file_error(path, format!("cannot encode the surrogate: {e}")))?;
-        let folder = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let mut temporary = tempfile::NamedTempFile::new_in(folder).map_err(|e| {
-            file_error(
-                path,
-                format!("cannot create a temporary file beside it: {e}"),
-            )
-        })?;
-        temporary
-            .write_all(&text)
-            .and_then(|()| temporary.as_file().sync_all())
-            .map_err(|e| file_error(path, format!("cannot write: {e}")))?;
-        temporary.persist(path).map_err(|e| {
-            file_error(
-                path,
-                format!("cannot move the finished file into place: {e}"),
-            )
-        })?;
+        layerprune_core::atomic_write(path, |file| {
+            file.write_all(&text)?;
+            Ok(())
+        })
+        .map_err(|e| file_error(path, e.message()))?;
         Ok(())
     }
 

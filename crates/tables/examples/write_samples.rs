@@ -162,6 +162,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
 
     let scores = ScoreTable {
         num_blocks,
+        fixed_blocks: Vec::new(),
         rows: (0..num_blocks as u32)
             .map(|block| ScoreRow {
                 block,

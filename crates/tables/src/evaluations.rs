@@ -18,7 +18,10 @@ use arrow_schema::{DataType, Field};
 use layerprune_core::{Mask, MaskError, RecordedGame};
 
 use crate::io::{read_table, write_table, TableKind};
-use crate::masks::{mask_columns, mask_fields, read_mask_column};
+use crate::masks::{
+    check_fixed_blocks, encode_fixed_blocks, mask_columns, mask_fields, read_fixed_blocks,
+    read_mask_column,
+};
 use crate::{Provenance, TableError, TableErrorKind};
 
 /// The measured quality of the model with only `mask`'s blocks.
@@ -44,6 +47,9 @@ pub struct EvaluationTable {
     pub model_id: String,
     /// Id of the token table it was evaluated on.
     pub dataset_id: String,
+    /// Blocks that were not players of the game (always kept), copied from the mask table:
+    /// later stages read the player set here instead of guessing it or asking again.
+    pub fixed_blocks: Vec<usize>,
     /// Mean NLL of the full model, the reference for `utility`.
     pub full_model_nll: Option<f64>,
     /// False while the run that writes this table is still going (a checkpoint).
@@ -84,6 +90,7 @@ impl EvaluationTable {
             num_blocks,
             model_id: model_id.to_string(),
             dataset_id: dataset_id.to_string(),
+            fixed_blocks: Vec::new(),
             full_model_nll: None,
             complete: false,
             rows: Vec::new(),
@@ -181,6 +188,7 @@ pub fn write_evaluations(
     provenance: &Provenance,
 ) -> Result<(), TableError> {
     check_no_duplicates(path, &table.rows)?;
+    check_fixed_blocks(path, table.num_blocks, &table.fixed_blocks)?;
     let rows = &table.rows;
     let mut columns = mask_columns(path, table.num_blocks, rows.iter().map(|r| &r.mask))?;
     let floats = |get: fn(&EvaluationRow) -> f64| -> ArrayRef {
@@ -201,6 +209,10 @@ pub fn write_evaluations(
         ("num_blocks", table.num_blocks.to_string()),
         ("model_id", table.model_id.clone()),
         ("dataset_id", table.dataset_id.clone()),
+        (
+            "fixed_blocks",
+            encode_fixed_blocks(path, &table.fixed_blocks)?,
+        ),
         ("full_model_nll", full_model_nll),
         ("complete", table.complete.to_string()),
     ];
@@ -245,6 +257,7 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
         num_blocks,
         model_id: raw.meta("model_id")?.to_string(),
         dataset_id: raw.meta("dataset_id")?.to_string(),
+        fixed_blocks: read_fixed_blocks(&raw, path, num_blocks)?,
         full_model_nll,
         complete: raw.meta_parse("complete")?,
         rows,

@@ -117,7 +117,11 @@ fn fields() -> Vec<Field> {
     fields
 }
 
-fn check_fixed_blocks(path: &Path, num_blocks: usize, fixed: &[usize]) -> Result<(), TableError> {
+pub(crate) fn check_fixed_blocks(
+    path: &Path,
+    num_blocks: usize,
+    fixed: &[usize],
+) -> Result<(), TableError> {
     match fixed.iter().find(|&&block| block >= num_blocks) {
         Some(block) => Err(TableError::bad(
             path,
@@ -125,6 +129,27 @@ fn check_fixed_blocks(path: &Path, num_blocks: usize, fixed: &[usize]) -> Result
         )),
         None => Ok(()),
     }
+}
+
+/// The `fixed_blocks` metadata value: a JSON list, ascending.
+pub(crate) fn encode_fixed_blocks(path: &Path, fixed: &[usize]) -> Result<String, TableError> {
+    serde_json::to_string(fixed)
+        .map_err(|e| TableError::bad(path, format!("cannot encode fixed_blocks: {e}")))
+}
+
+/// The fixed blocks recorded in a table's metadata; tables written before they were recorded
+/// (format 1 files without the key) fixed none.
+pub(crate) fn read_fixed_blocks(
+    raw: &crate::io::RawTable<'_>,
+    path: &Path,
+    num_blocks: usize,
+) -> Result<Vec<usize>, TableError> {
+    let fixed: Vec<usize> = match raw.meta_optional("fixed_blocks") {
+        Some(_) => raw.meta_json("fixed_blocks")?,
+        None => Vec::new(),
+    };
+    check_fixed_blocks(path, num_blocks, &fixed)?;
+    Ok(fixed)
 }
 
 pub fn write_masks(
@@ -143,8 +168,7 @@ pub fn write_masks(
     columns.push(Arc::new(UInt32Array::from_iter(
         table.rows.iter().map(|r| r.position),
     )));
-    let fixed = serde_json::to_string(&table.fixed_blocks)
-        .map_err(|e| TableError::bad(path, format!("cannot encode fixed_blocks: {e}")))?;
+    let fixed = encode_fixed_blocks(path, &table.fixed_blocks)?;
     let table_fields = vec![
         ("num_blocks", table.num_blocks.to_string()),
         ("fixed_blocks", fixed),

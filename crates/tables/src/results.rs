@@ -7,6 +7,7 @@ use arrow_array::{ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array}
 use arrow_schema::{DataType, Field};
 
 use crate::io::{list_of, read_table, to_u32, u32_list_column, write_table, Chunk, TableKind};
+use crate::masks::{check_fixed_blocks, encode_fixed_blocks, read_fixed_blocks};
 use crate::{Provenance, TableError};
 
 /// One estimator's estimate of one block's contribution. Higher = more important: pruning
@@ -43,6 +44,8 @@ impl ScoreRow {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreTable {
     pub num_blocks: usize,
+    /// Blocks that were not players (always kept): they have no score rows.
+    pub fixed_blocks: Vec<usize>,
     pub rows: Vec<ScoreRow>,
 }
 
@@ -74,12 +77,32 @@ fn check_blocks<'b>(
     Ok(())
 }
 
+/// A fixed block is not a player: a score for it contradicts the table.
+fn check_no_fixed_scores(path: &Path, table: &ScoreTable) -> Result<(), TableError> {
+    match table
+        .rows
+        .iter()
+        .position(|r| table.fixed_blocks.contains(&(r.block as usize)))
+    {
+        Some(row) => Err(TableError::bad(
+            path,
+            format!(
+                "row {row}: block {} is fixed (not a player) but has a score",
+                table.rows[row].block
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn write_scores(
     path: &Path,
     table: &ScoreTable,
     provenance: &Provenance,
 ) -> Result<(), TableError> {
     check_blocks(path, table.num_blocks, table.rows.iter().map(|r| &r.block))?;
+    check_fixed_blocks(path, table.num_blocks, &table.fixed_blocks)?;
+    check_no_fixed_scores(path, table)?;
     let rows = &table.rows;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.block))),
@@ -96,7 +119,13 @@ pub fn write_scores(
             rows.iter().map(|r| r.llm_evaluations),
         )),
     ];
-    let table_fields = vec![("num_blocks", table.num_blocks.to_string())];
+    let table_fields = vec![
+        ("num_blocks", table.num_blocks.to_string()),
+        (
+            "fixed_blocks",
+            encode_fixed_blocks(path, &table.fixed_blocks)?,
+        ),
+    ];
     write_table(
         path,
         TableKind::Scores,
@@ -130,11 +159,14 @@ pub fn read_scores(path: &Path) -> Result<ScoreTable, TableError> {
             });
         }
     }
+    let num_blocks = raw.meta_parse("num_blocks")?;
     let table = ScoreTable {
-        num_blocks: raw.meta_parse("num_blocks")?,
+        num_blocks,
+        fixed_blocks: read_fixed_blocks(&raw, path, num_blocks)?,
         rows,
     };
     check_blocks(path, table.num_blocks, table.rows.iter().map(|r| &r.block))?;
+    check_no_fixed_scores(path, &table)?;
     Ok(table)
 }
 

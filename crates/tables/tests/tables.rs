@@ -138,6 +138,7 @@ fn every_table_round_trips_with_provenance() {
 
     let scores = ScoreTable {
         num_blocks: 3,
+        fixed_blocks: Vec::new(),
         rows: vec![
             ScoreRow {
                 block: 2,
@@ -537,6 +538,7 @@ fn writing_into_a_missing_folder_fails_cleanly() {
     let file = dir.path().join("no-such-folder").join("scores.parquet");
     let table = ScoreTable {
         num_blocks: 1,
+        fixed_blocks: Vec::new(),
         rows: vec![],
     };
     let error = write_scores(&file, &table, &provenance()).unwrap_err();

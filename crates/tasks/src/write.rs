@@ -9,7 +9,7 @@ use arrow_schema::{Field, Schema};
 use crate::TaskError;
 
 /// Writes `columns` (name, values; every column nullable) as one record batch of an Arrow IPC
-/// stream at `path`, creating its folder; atomically (a temporary file, then a rename).
+/// stream at `path`, creating its folder; atomically (`layerprune_core::atomic_write`).
 pub fn write_arrow_stream(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<(), TaskError> {
     let io = |source: std::io::Error| TaskError::Io {
         task: "task file".into(),
@@ -34,10 +34,15 @@ pub fn write_arrow_stream(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result
         columns.into_iter().map(|(_, array)| array).collect(),
     )
     .map_err(arrow)?;
-    let temporary = path.with_extension("arrow.tmp");
-    let file = std::fs::File::create(&temporary).map_err(io)?;
-    let mut writer = arrow_ipc::writer::StreamWriter::try_new(file, &schema).map_err(arrow)?;
-    writer.write(&batch).map_err(arrow)?;
-    writer.finish().map_err(arrow)?;
-    std::fs::rename(&temporary, path).map_err(io)
+    layerprune_core::atomic_write(path, |file| {
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(file, &schema)?;
+        writer.write(&batch)?;
+        writer.finish()?;
+        Ok(())
+    })
+    .map_err(|e| TaskError::Io {
+        task: "task file".into(),
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.message()),
+    })
 }

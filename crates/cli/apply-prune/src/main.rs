@@ -8,60 +8,44 @@
 //! in `layerprune-selection`; this binary reads the inputs, checks they describe the same
 //! model, runs the LLM where asked, and writes the outputs.
 
-mod pruned;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use layerprune_cli_common::{command_line, run, DeviceArgs};
-use layerprune_core::{CachedGame, Mask, Objective};
+use layerprune_core::{Game, Objective};
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, OnnxGame, RuntimeOptions};
-use layerprune_selection::frontier::{Budget, RECOMMENDED};
+use layerprune_selection::frontier::Budget;
 use layerprune_selection::{
-    adaptive_removal, best_angular_run, iterative_removal, one_shot, removable_blocks,
-    scores_from_table, sleb, surrogate_search, AdaptiveOptions, SearchOptions, SurrogateShapley,
+    choose_plans, measure_plans, scores_from_table, FittedOn, PlanInputs, PlanMethod, PlanOptions,
 };
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
 use layerprune_tables::{
-    read_block_stats, read_plans, read_scores, read_tokens, write_plans, PlanRow, PlanTable,
-    Provenance,
+    read_block_stats, read_plans, read_scores, read_tokens, write_plans, PlanTable, Provenance,
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Method {
-    /// The k lowest scores of one estimator in --scores (the default with --scores).
-    OneShot,
-    /// Remove the lowest surrogate-Shapley block, recompute over the rest, repeat.
-    Iterative,
-    /// Search masks with k removed for the best surrogate prediction.
-    Search,
-    /// SLEB: greedy removal measured on the model (needs --model and --tokens).
-    Sleb,
-    /// Budget-aware adaptive removal on the model (needs --model and --tokens; --budget): the
-    /// method `make demo` recommends.
-    Adaptive,
-    /// The run of k consecutive blocks with the smallest angular distance (--block-stats).
-    AngularRun,
-    /// Plans chosen earlier (--plans), e.g. to measure them or write the pruned model.
-    FromPlan,
-}
 
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Choose the blocks to delete, measure the plans and write the pruned model"
+    about = "Choose the blocks to delete, measure the plans and write the pruned model",
+    after_help = "Examples:\n  \
+        apply-prune --scores scores.parquet --estimator stratified-semivalue --k 3,6 --plan plans.parquet\n  \
+        apply-prune --method adaptive --budget sleb --model model/ --tokens tokens.parquet --k 6 \\\n    \
+        --plan plans.parquet --pruned-out pruned/"
 )]
 struct Args {
-    /// Selection method; one-shot when --scores is given, otherwise required.
-    #[arg(long, value_enum)]
-    method: Option<Method>,
+    /// Selection method: one-shot (the k lowest scores of --estimator in --scores; the default
+    /// with --scores), iterative or search (--surrogate), sleb or adaptive (on --model with
+    /// --tokens), angular-run (--block-stats), from-plan (--plans).
+    #[arg(long)]
+    method: Option<PlanMethod>,
     /// Score table (shapley or score-blocks stage) for one-shot selection.
     #[arg(long)]
     scores: Option<PathBuf>,
-    /// Which estimator's rows of --scores to use.
-    #[arg(long)]
+    /// Which estimator's rows of --scores to use, by the name written in the table (older
+    /// spellings of the shapley stage's estimators are accepted with a note).
+    #[arg(long, value_parser = parse_estimator)]
     estimator: Option<String>,
     /// Surrogate file (fit-surrogate) for iterative and search; with other methods it only
     /// adds each plan's predicted value.
@@ -83,7 +67,8 @@ struct Args {
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9).
     #[arg(long, value_delimiter = ',', required = true)]
     k: Vec<usize>,
-    /// Blocks never removed (e.g. 0).
+    /// Blocks never removed (e.g. 0), besides the fixed blocks recorded in --scores and
+    /// --surrogate.
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
     /// Layered model folder: with --tokens, every plan is measured on it.
@@ -133,34 +118,22 @@ fn main() -> ExitCode {
     run(|| apply_prune(Args::parse()))
 }
 
-/// A plan before measurement.
-struct Draft {
-    method: String,
-    removed: Vec<usize>,
-    predicted: Option<f64>,
-    measured_nll: Option<f64>,
-    llm_evaluations: u64,
-    /// Search: the best candidates by prediction, to be measured; the best measured wins.
-    candidates: Vec<Vec<usize>>,
-}
-
-impl Draft {
-    fn new(method: &str, removed: Vec<usize>, llm_evaluations: u64) -> Self {
-        Draft {
-            method: method.to_string(),
-            removed,
-            predicted: None,
-            measured_nll: None,
-            llm_evaluations,
-            candidates: Vec::new(),
+/// An estimator name as written in score tables; an old spelling of the shapley stage's is
+/// translated, with a note.
+fn parse_estimator(text: &str) -> Result<String, String> {
+    Ok(match layerprune_shapley::Estimator::parse(text) {
+        Ok((estimator, note)) => {
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
+            estimator.name().to_string()
         }
-    }
+        // Baseline scores (block-influence, angular, ...) and other tables' names.
+        Err(_) => text.to_string(),
+    })
 }
 
-fn check_args(args: &Args, method: Method) -> Result<()> {
-    if args.k.is_empty() {
-        bail!("--k needs at least one number of blocks to remove");
-    }
+fn check_args(args: &Args, method: PlanMethod) -> Result<()> {
     if args.pruned_out.is_some() && args.k.len() != 1 {
         bail!(
             "--pruned-out writes one model, so it needs exactly one --k (got {})",
@@ -185,21 +158,22 @@ fn check_args(args: &Args, method: Method) -> Result<()> {
         if present {
             Ok(())
         } else {
-            Err(anyhow::anyhow!("--method {method:?} needs {what}"))
+            Err(anyhow::anyhow!("--method {method} needs {what}"))
         }
     };
     match method {
-        Method::OneShot => {
+        PlanMethod::OneShot => {
             need(args.scores.is_some(), "--scores")?;
             need(args.estimator.is_some(), "--estimator")?;
         }
-        Method::Iterative | Method::Search => need(args.surrogate.is_some(), "--surrogate")?,
-        Method::Sleb | Method::Adaptive => need(args.model.is_some(), "--model and --tokens")?,
-        Method::AngularRun => need(args.block_stats.is_some(), "--block-stats")?,
-        Method::FromPlan => need(args.plans.is_some(), "--plans")?,
-    }
-    if method == Method::Search && args.candidates == 0 {
-        bail!("--candidates must be at least 1");
+        PlanMethod::Iterative | PlanMethod::Search => {
+            need(args.surrogate.is_some(), "--surrogate")?
+        }
+        PlanMethod::Sleb | PlanMethod::Adaptive => {
+            need(args.model.is_some(), "--model and --tokens")?
+        }
+        PlanMethod::AngularRun => need(args.block_stats.is_some(), "--block-stats")?,
+        PlanMethod::FromPlan => need(args.plans.is_some(), "--plans")?,
     }
     Ok(())
 }
@@ -231,15 +205,18 @@ impl BlockCount {
 fn apply_prune(args: Args) -> Result<()> {
     let method = match (args.method, &args.scores) {
         (Some(method), _) => method,
-        (None, Some(_)) => Method::OneShot,
+        (None, Some(_)) => PlanMethod::OneShot,
         (None, None) => bail!("give --scores (one-shot) or --method"),
     };
     check_args(&args, method)?;
 
+    // Read every input, checking they describe one model; the fixed blocks recorded in the
+    // score table and the surrogate are kept, with --fixed.
     let mut count = BlockCount {
         num_blocks: None,
         source: String::new(),
     };
+    let mut fixed = args.fixed.clone();
     let model = match &args.model {
         Some(dir) => {
             let options = RuntimeOptions {
@@ -257,14 +234,27 @@ fn apply_prune(args: Args) -> Result<()> {
         Some(path) => {
             let saved = SavedSurrogate::load(path)?;
             count.agree(saved.surrogate.num_players(), path, "surrogate")?;
+            if let Some(model) = &model {
+                if !saved.model_id.is_empty() && saved.model_id != model.model_id() {
+                    bail!(
+                        "{} was fitted on evaluations of another model ({}) than {} ({})",
+                        path.display(),
+                        saved.model_id,
+                        args.model.as_deref().unwrap_or(Path::new("")).display(),
+                        model.model_id()
+                    );
+                }
+            }
+            fixed.extend(&saved.fixed_blocks);
             Some(saved)
         }
         None => None,
     };
     let scores = match (&args.scores, method) {
-        (Some(path), Method::OneShot) => {
+        (Some(path), PlanMethod::OneShot) => {
             let table = read_scores(path)?;
             count.agree(table.num_blocks, path, "score table")?;
+            fixed.extend(&table.fixed_blocks);
             let estimator = args.estimator.as_deref().unwrap_or_default();
             Some(
                 scores_from_table(&table, estimator, table.num_blocks)
@@ -274,7 +264,7 @@ fn apply_prune(args: Args) -> Result<()> {
         _ => None,
     };
     let stats = match (&args.block_stats, method) {
-        (Some(path), Method::AngularRun) => {
+        (Some(path), PlanMethod::AngularRun) => {
             let table = read_block_stats(path)?;
             count.agree(table.num_blocks, path, "block statistics table")?;
             Some(table)
@@ -292,12 +282,10 @@ fn apply_prune(args: Args) -> Result<()> {
     let Some(num_blocks) = count.num_blocks else {
         bail!("no input says how many blocks the model has");
     };
-    for &k in &args.k {
-        removable_blocks(num_blocks, &args.fixed, k).with_context(|| format!("--k {k}"))?;
-    }
-    let k_max = args.k.iter().copied().max().unwrap_or(0);
+    fixed.sort_unstable();
+    fixed.dedup();
 
-    let (mut evaluator, dataset_id) = match (model, &args.tokens) {
+    let (mut game, dataset_id) = match (model, &args.tokens) {
         (Some(model), Some(path)) => {
             let tokens = read_tokens(path)?;
             let options = EvalOptions {
@@ -311,260 +299,79 @@ fn apply_prune(args: Args) -> Result<()> {
                     args.model.as_deref().unwrap_or(Path::new("")).display()
                 )
             })?;
-            (Some(evaluator), Some(tokens.dataset_id))
+            (
+                Some(OnnxGame::new(evaluator, Objective::NegNll)?),
+                Some(tokens.dataset_id),
+            )
         }
         _ => (None, None),
     };
-    // SLEB and adaptive play the model as a game, which owns the evaluator from then on.
-    let mut sleb_game: Option<OnnxGame> = None;
 
-    let mut drafts: Vec<Draft> = Vec::new();
-    match method {
-        Method::OneShot => {
-            let scores = scores.context("one-shot needs --scores")?;
-            let name = format!("one-shot:{}", scores.method);
-            for &k in &args.k {
-                let removed = one_shot(&scores.scores, k, &args.fixed)?;
-                drafts.push(Draft::new(&name, removed, scores.llm_evaluations));
-            }
+    let options = PlanOptions {
+        num_blocks,
+        ks: args.k.clone(),
+        fixed,
+        candidates: args.candidates,
+        random_starts: args.random_starts,
+        permutation_pairs: args.permutation_pairs,
+        budget: args.budget,
+        seed: args.seed,
+    };
+    let mut inputs = PlanInputs {
+        scores: scores.as_ref(),
+        surrogate: surrogate.as_ref().map(|saved| FittedOn {
+            surrogate: &saved.surrogate,
+            llm_evaluations: args
+                .surrogate_evaluations
+                .unwrap_or(saved.fitted_on_evaluations),
+        }),
+        block_stats: stats.as_ref(),
+        earlier_plans: earlier_plans.as_ref(),
+        plan_method: args.plan_method.as_deref(),
+        game: game.as_mut().map(|g| g as &mut dyn Game),
+    };
+    let mut plans = choose_plans(method, &mut inputs, &options).with_context(|| {
+        match (method, &args.plans) {
+            (PlanMethod::FromPlan, Some(path)) => path.display().to_string(),
+            _ => format!("--method {method}"),
         }
-        Method::Iterative => {
-            let saved = surrogate.as_ref().context("iterative needs --surrogate")?;
-            let shapley =
-                SurrogateShapley::for_fitted(&saved.surrogate, args.permutation_pairs, args.seed);
-            let removal = iterative_removal(&shapley, k_max, &args.fixed)?;
-            for &k in &args.k {
-                drafts.push(Draft::new(
-                    "iterative-surrogate",
-                    removal.removed_blocks(k),
-                    args.surrogate_evaluations
-                        .unwrap_or(saved.fitted_on_evaluations),
-                ));
-            }
-        }
-        Method::Search => {
-            let saved = surrogate.as_ref().context("search needs --surrogate")?;
-            let shapley =
-                SurrogateShapley::for_fitted(&saved.surrogate, args.permutation_pairs, args.seed);
-            let full_game_shapley = match saved.surrogate.exact_shapley() {
-                Some(values) => values,
-                None => {
-                    let everyone: Vec<usize> = (0..num_blocks).collect();
-                    shapley.restricted(&Mask::full(num_blocks), &everyone, 0)?
-                }
-            };
-            let removal = iterative_removal(&shapley, k_max, &args.fixed)?;
-            let options = SearchOptions {
-                random_starts: args.random_starts,
-                top_n: args.candidates,
-                seed: args.seed,
-                ..SearchOptions::default()
-            };
-            for &k in &args.k {
-                let starts = vec![
-                    one_shot(&full_game_shapley, k, &args.fixed)?,
-                    removal.removed_blocks(k),
-                ];
-                let found = surrogate_search(&saved.surrogate, k, &args.fixed, &starts, &options)?;
-                let mut draft = Draft::new(
-                    "surrogate-search",
-                    found[0].removed_blocks.clone(),
-                    args.surrogate_evaluations
-                        .unwrap_or(saved.fitted_on_evaluations),
-                );
-                draft.candidates = found.into_iter().map(|c| c.removed_blocks).collect();
-                drafts.push(draft);
-            }
-        }
-        Method::Sleb => {
-            let inner = evaluator.take().context("sleb needs --model")?;
-            let game = sleb_game.insert(OnnxGame::new(inner, Objective::NegNll)?);
-            let result = sleb(game, k_max, &args.fixed)?;
-            for &k in &args.k {
-                let mut draft = Draft::new("sleb", result.removed_blocks(k), 0);
-                // SLEB ran the plan's mask in its last step, and its value there is −NLL.
-                if k > 0 {
-                    draft.llm_evaluations = result.evaluations_after[k - 1] as u64;
-                    draft.measured_nll = Some(-result.values_after[k - 1]);
-                }
-                drafts.push(draft);
-            }
-        }
-        Method::Adaptive => {
-            let inner = evaluator.take().context("adaptive needs --model")?;
-            // One cache for every k: the singles and the greedy's first steps are shared.
-            let mut game = CachedGame::new(OnnxGame::new(inner, Objective::NegNll)?);
-            let players = removable_blocks(num_blocks, &args.fixed, k_max)?.len();
-            for &k in &args.k {
-                let options = AdaptiveOptions::with_budget(args.budget.resolve(players, k));
-                let result = adaptive_removal(&mut game, k, &args.fixed, &options)?;
-                let mut draft = Draft::new(
-                    RECOMMENDED,
-                    result.removed_blocks,
-                    result.llm_evaluations as u64,
-                );
-                // The plan is a measured mask: its value is −NLL.
-                draft.measured_nll = Some(-result.value);
-                drafts.push(draft);
-            }
-            sleb_game = Some(game.into_inner());
-        }
-        Method::AngularRun => {
-            let stats = stats.as_ref().context("angular-run needs --block-stats")?;
-            for &k in &args.k {
-                let run = best_angular_run(stats, k, &args.fixed)?;
-                drafts.push(Draft::new("angular-run", run.removed_blocks, 1));
-            }
-        }
-        Method::FromPlan => {
-            let table = earlier_plans.as_ref().context("from-plan needs --plans")?;
-            for &k in &args.k {
-                let rows: Vec<&PlanRow> = table
-                    .rows
-                    .iter()
-                    .filter(|row| row.k as usize == k)
-                    .filter(|row| args.plan_method.as_ref().is_none_or(|m| &row.method == m))
-                    .collect();
-                let row = match rows.as_slice() {
-                    [row] => *row,
-                    [] => bail!(
-                        "{}: no plan removes {k} blocks{}",
-                        args.plans.as_deref().unwrap_or(Path::new("")).display(),
-                        args.plan_method
-                            .as_ref()
-                            .map(|m| format!(" with method {m}"))
-                            .unwrap_or_default()
-                    ),
-                    _ => bail!(
-                        "{}: {} plans remove {k} blocks (methods {}); choose one with --plan-method",
-                        args.plans.as_deref().unwrap_or(Path::new("")).display(),
-                        rows.len(),
-                        rows.iter().map(|r| r.method.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                };
-                let removed: Vec<usize> = row.removed_blocks.iter().map(|&b| b as usize).collect();
-                if let Some(block) = removed.iter().find(|b| args.fixed.contains(b)) {
-                    bail!(
-                        "the {} plan for k = {k} removes fixed block {block}",
-                        row.method
-                    );
-                }
-                let mut draft = Draft::new(&row.method, removed, row.llm_evaluations);
-                draft.predicted = row.predicted_utility;
-                drafts.push(draft);
-            }
-        }
-    }
-
-    if let Some(saved) = &surrogate {
-        for draft in &mut drafts {
-            let mask = Mask::from_removed(num_blocks, &draft.removed)?;
-            draft.predicted = saved.surrogate.predict(&[mask]).first().copied();
-        }
-    }
+    })?;
 
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(args.seed);
-    let evaluator = match sleb_game.as_mut() {
-        Some(game) => Some(game.evaluator()),
-        None => evaluator.as_mut(),
-    };
-    if let (Some(evaluator), Some(dataset_id)) = (evaluator, &dataset_id) {
-        measure(evaluator, &mut drafts, num_blocks)?;
+    if let (Some(game), Some(dataset_id)) = (game.as_mut(), &dataset_id) {
+        measure_plans(game, &mut plans, num_blocks)?;
         provenance = provenance
-            .with_input("model", evaluator.model().model_id())
+            .with_input("model", game.evaluator().model().model_id())
             .with_input("dataset", dataset_id);
     }
-
     let table = PlanTable {
         num_blocks,
-        rows: drafts
+        rows: plans
             .iter()
-            .map(|draft| {
-                Ok(PlanRow {
-                    method: draft.method.clone(),
-                    k: u32::try_from(draft.removed.len())?,
-                    removed_blocks: draft
-                        .removed
-                        .iter()
-                        .map(|&b| u32::try_from(b))
-                        .collect::<Result<_, _>>()?,
-                    predicted_utility: draft.predicted,
-                    measured_nll: draft.measured_nll,
-                    measured_ppl: draft.measured_nll.map(f64::exp),
-                    llm_evaluations: draft.llm_evaluations,
-                })
-            })
-            .collect::<Result<_>>()?,
+            .map(|plan| plan.to_row())
+            .collect::<Result<_, _>>()?,
     };
 
     // The pruned folder is planned (and checked) before anything is written.
     let layout = match (&args.pruned_out, &args.model) {
-        (Some(_), Some(source)) => Some(pruned::pruned_layout(
+        (Some(_), Some(source)) => Some(layerprune_model::pruned_layout(
             source,
-            &drafts[0].removed,
-            &drafts[0].method,
+            &plans[0].removed,
+            &plans[0].method,
         )?),
         _ => None,
     };
     write_plans(&args.plan, &table, &provenance)?;
     print_plans(&table);
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
-        pruned::write_pruned_model(source, dest, layout, args.overwrite)?;
+        layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;
         eprintln!(
             "wrote {} ({} blocks; left out {})",
             dest.display(),
             layout.manifest.num_blocks,
             layout.dropped.join(", ")
         );
-    }
-    Ok(())
-}
-
-/// Runs every plan not measured yet on the LLM (one batch, so masks share prefixes). A search
-/// plan measures its candidates and keeps the best measured.
-fn measure(evaluator: &mut Evaluator, drafts: &mut [Draft], num_blocks: usize) -> Result<()> {
-    let mut masks: Vec<Mask> = Vec::new();
-    for draft in drafts.iter().filter(|d| d.measured_nll.is_none()) {
-        if draft.candidates.is_empty() {
-            masks.push(Mask::from_removed(num_blocks, &draft.removed)?);
-        } else {
-            for candidate in &draft.candidates {
-                masks.push(Mask::from_removed(num_blocks, candidate)?);
-            }
-        }
-    }
-    masks.sort();
-    masks.dedup();
-    if masks.is_empty() {
-        return Ok(());
-    }
-    let results = evaluator.evaluate(&masks, &mut |_, _| {})?;
-    let nll_of = |removed: &[usize]| -> Result<f64> {
-        let mask = Mask::from_removed(num_blocks, removed)?;
-        let position = masks
-            .binary_search(&mask)
-            .map_err(|_| anyhow::anyhow!("mask {mask} was not measured"))?;
-        Ok(results[position].nll())
-    };
-    for draft in drafts.iter_mut().filter(|d| d.measured_nll.is_none()) {
-        if draft.candidates.is_empty() {
-            draft.measured_nll = Some(nll_of(&draft.removed)?);
-            draft.llm_evaluations += 1;
-        } else {
-            let mut best: Option<(f64, &Vec<usize>)> = None;
-            for candidate in &draft.candidates {
-                let nll = nll_of(candidate)?;
-                if best.is_none_or(|(b, _)| nll < b) {
-                    best = Some((nll, candidate));
-                }
-            }
-            if let Some((nll, candidate)) = best {
-                draft.removed = candidate.clone();
-                draft.measured_nll = Some(nll);
-            }
-            draft.llm_evaluations += draft.candidates.len() as u64;
-        }
     }
     Ok(())
 }

@@ -68,6 +68,7 @@ fn write_inputs(dir: &Path, scores: &[f64]) -> (PathBuf, PathBuf) {
 fn write_score_table(path: &Path, scores: &[f64]) {
     let table = ScoreTable {
         num_blocks: scores.len(),
+        fixed_blocks: Vec::new(),
         rows: scores
             .iter()
             .enumerate()
@@ -227,6 +228,7 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let incomplete = dir.path().join("incomplete.parquet");
     let table = ScoreTable {
         num_blocks: 6,
+        fixed_blocks: Vec::new(),
         rows: (0..5)
             .map(|block| ScoreRow {
                 block,
@@ -499,4 +501,43 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     assert_eq!(row.removed_blocks, vec![3, 4]);
     assert_eq!(row.measured_nll, None);
     assert_eq!(row.llm_evaluations, 1);
+}
+
+/// The `shapley` stage run with block 0 fixed writes scores for the players only and records
+/// the fixed block; a one-shot plan from that table keeps block 0 without being told again.
+#[test]
+fn scores_of_a_game_with_fixed_blocks_plan_without_repeating_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scores.parquet");
+    let table = ScoreTable {
+        num_blocks: 6,
+        fixed_blocks: vec![0],
+        rows: (1..6u32)
+            .map(|block| ScoreRow::point(block as usize, f64::from(block), "test", 9))
+            .collect(),
+    };
+    write_scores(&path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+    let plan = dir.path().join("plan.parquet");
+    let args = [
+        "--scores",
+        path.to_str().unwrap(),
+        "--estimator",
+        "test",
+        "--k",
+        "2,5",
+        "--plan",
+        plan.to_str().unwrap(),
+    ];
+    // k = 5 would remove the fixed block: refused, naming the player count.
+    let output = apply_prune(&args);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 fixed"), "{stderr}");
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| if *a == "2,5" { "2" } else { a })
+        .collect();
+    succeed(&args);
+    let plans = read_plans(&plan).unwrap();
+    assert_eq!(plans.rows[0].removed_blocks, vec![1, 2]);
 }

@@ -1,9 +1,7 @@
 //! What every stage binary shares, so each binary stays a thin `clap` front over library
 //! crates: how a stage reports failure (one message naming the file and the problem, exit
 //! status 2), the `--device`/`--threads` flags, the argument list recorded as provenance
-//! in every file a stage writes, and the block statistics of the full model as a table (what
-//! `evaluate --block-stats` writes and what `frontier` scores ShortGPT and angular distance
-//! from).
+//! in every file a stage writes.
 
 pub use layerprune_core::Device;
 use std::process::ExitCode;
@@ -23,8 +21,15 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
                 })
                 .unwrap_or_else(|| "layerprune".into());
             eprintln!("{program}: error: {error}");
+            // Many library errors already end with their cause (`"{path}: {source}"`); a
+            // cause is printed only when the message above does not already say it.
+            let mut said = error.to_string();
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    said = text;
+                }
             }
             ExitCode::from(2)
         }
@@ -48,30 +53,4 @@ pub struct DeviceArgs {
     /// CPU threads for ONNX Runtime (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-}
-
-/// The block statistics (ShortGPT's cosine, angular distance) of every run of 1..=`max_run`
-/// consecutive blocks of the full model on the evaluator's windows, as a table: one forward
-/// pass of the full model.
-pub fn block_stats_table(
-    evaluator: &mut layerprune_runtime::Evaluator,
-    max_run: usize,
-    model_id: &str,
-    dataset_id: &str,
-) -> anyhow::Result<layerprune_tables::BlockStatsTable> {
-    let stats = layerprune_runtime::block_statistics(evaluator, max_run)?;
-    Ok(layerprune_tables::BlockStatsTable {
-        num_blocks: evaluator.num_blocks(),
-        model_id: model_id.to_string(),
-        dataset_id: dataset_id.to_string(),
-        rows: stats
-            .iter()
-            .map(|s| layerprune_tables::BlockStatRow {
-                start_block: s.start_block as u32,
-                run_length: s.run_length as u32,
-                mean_cosine: s.mean_cosine,
-                angular_distance: s.angular_distance,
-            })
-            .collect(),
-    })
 }

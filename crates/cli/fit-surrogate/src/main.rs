@@ -267,6 +267,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         })?;
         SavedSurrogate::new(model, args.target.name(), args.target.description())
             .with_fitted_on_evaluations(rows.masks.len() as u64)
+            .with_game(&table.fixed_blocks, &table.model_id, &table.dataset_id)
             .save(path)
             .with_context(|| format!("saving the {kind} surrogate"))?;
         eprintln!(

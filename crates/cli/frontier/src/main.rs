@@ -16,8 +16,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use layerprune_cli_common::{block_stats_table, command_line, run, DeviceArgs};
+use layerprune_cli_common::{command_line, run, DeviceArgs};
 use layerprune_core::{Game, Mask};
+use layerprune_evaluation::block_stats_table;
 use layerprune_runtime::{LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierPoint, RECOMMENDED,

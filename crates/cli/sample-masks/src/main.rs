@@ -97,7 +97,8 @@ fn main() -> ExitCode {
 
 fn sample_masks(args: Args) -> anyhow::Result<()> {
     let num_blocks = match (&args.model, args.num_blocks) {
-        (Some(model), _) => manifest_num_blocks(model)?,
+        (Some(model), _) => layerprune_model::read_num_blocks(model)
+            .with_context(|| format!("reading the model manifest of {}", model.display()))?,
         (None, Some(num_blocks)) => num_blocks,
         (None, None) => bail!("give the number of blocks with --num-blocks or --model"),
     };
@@ -212,30 +213,6 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `num_blocks` field of `<model>/manifest.json`.
-fn manifest_num_blocks(model: &Path) -> anyhow::Result<usize> {
-    let path = model.join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the model manifest {}", path.display()))?;
-    let manifest: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("model manifest {} is not valid JSON", path.display()))?;
-    let num_blocks = manifest
-        .get("num_blocks")
-        .and_then(serde_json::Value::as_u64)
-        .with_context(|| {
-            format!(
-                "model manifest {} has no non-negative integer field \"num_blocks\"",
-                path.display()
-            )
-        })?;
-    usize::try_from(num_blocks).with_context(|| {
-        format!(
-            "model manifest {}: num_blocks {num_blocks} is too large",
-            path.display()
-        )
-    })
-}
-
 /// Id of an input file for provenance: the sha256 of its bytes.
 fn file_id(path: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -247,7 +224,7 @@ fn print_summary(players: &Players, outcome: &SampleOutcome) {
         println!(
             "stratum {:>3} of {} players removed: {} masks drawn ({} allocated, {} available of {})",
             stratum.removed,
-            players.count(),
+            players.len(),
             stratum.drawn,
             stratum.allocated,
             stratum.available,

@@ -244,6 +244,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         num_blocks: 8,
         model_id: "model".into(),
         dataset_id: "data".into(),
+        fixed_blocks: Vec::new(),
         full_model_nll: Some(2.0),
         complete: true,
         rows,

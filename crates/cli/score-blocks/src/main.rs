@@ -159,7 +159,11 @@ fn score_blocks(args: Args) -> Result<()> {
             .with_input("model", &table.model_id)
             .with_input("dataset", &table.dataset_id);
     }
-    let table = ScoreTable { num_blocks, rows };
+    let table = ScoreTable {
+        num_blocks,
+        fixed_blocks: Vec::new(),
+        rows,
+    };
     write_scores(&args.out, &table, &provenance)?;
     println!("{:<16} {:>5} {:>12}", "estimator", "block", "score");
     for row in &table.rows {

@@ -55,6 +55,7 @@ fn write_single_removals(path: &Path, num_blocks: usize) {
         num_blocks,
         model_id: "model".into(),
         dataset_id: "data".into(),
+        fixed_blocks: Vec::new(),
         full_model_nll: Some(3.0),
         complete: true,
         rows,

@@ -42,7 +42,7 @@ fn write_inputs(dir: &Path, players: &Players) {
     // Every mask over the players, so the exact estimator and every design can replay.
     let masks: Vec<Mask> = (0..1usize << n)
         .map(|bits| {
-            players.to_block_mask(&Mask::from_kept(
+            players.lift(&Mask::from_kept(
                 (0..n).map(|i| bits >> i & 1 == 1).collect(),
             ))
         })
@@ -50,6 +50,7 @@ fn write_inputs(dir: &Path, players: &Players) {
     let values = game().values(&masks).unwrap();
     let mut table = EvaluationTable::new(BLOCKS, "model", "data");
     table.complete = true;
+    table.fixed_blocks = FIXED.to_vec();
     table
         .append(masks.iter().zip(&values).map(|(m, &v)| EvaluationRow {
             mask: m.clone(),
@@ -68,7 +69,7 @@ fn write_inputs(dir: &Path, players: &Players) {
     for chain in 0..chains.orders.len() {
         for (position, mask) in chains.chain_masks(chain).iter().enumerate() {
             rows.push(MaskRow {
-                mask: players.to_block_mask(mask),
+                mask: players.lift(mask),
                 design: "permutation".into(),
                 group_id: Some(chain as i64),
                 position: Some(position as u32),
@@ -82,7 +83,7 @@ fn write_inputs(dir: &Path, players: &Players) {
             .enumerate()
         {
             rows.push(MaskRow {
-                mask: players.to_block_mask(&mask),
+                mask: players.lift(&mask),
                 design: design.into(),
                 group_id: Some(100 + p as i64),
                 position: Some(position as u32),
@@ -105,6 +106,7 @@ fn write_inputs(dir: &Path, players: &Players) {
     )
     .unwrap();
     SavedSurrogate::new(fitted, "utility", "PPL(full)/PPL(mask)")
+        .with_game(&FIXED, "model", "data")
         .save(&dir.join("surrogate.json"))
         .unwrap();
 }
@@ -112,33 +114,25 @@ fn write_inputs(dir: &Path, players: &Players) {
 #[test]
 fn scores_every_estimator_from_tables_and_a_surrogate() {
     let dir = tempfile::tempdir().unwrap();
-    let players = Players::new(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
     write_inputs(dir.path(), &players);
     let out = dir.path().join("scores.parquet");
     let status = Command::new(env!("CARGO_BIN_EXE_shapley"))
         .current_dir(dir.path())
         .args(["--evaluations", "evals.parquet", "--masks", "masks.parquet"])
         .args(["--surrogate", "surrogate.json", "--samples", "2000"])
-        .args(["--estimator", "exact", "--estimator", "permutation"])
-        .args([
-            "--estimator",
-            "kernelshap",
-            "--estimator",
-            "regression-adjusted",
-        ])
-        .args([
-            "--estimator",
-            "semivalue",
-            "--estimator",
-            "shapley-surrogate",
-        ])
-        .args([
-            "--estimator",
-            "stratified",
-            "--estimator",
-            "regression-adjusted-stratified",
-        ])
-        .args(["--estimator", "banzhaf", "--out"])
+        .args(["--estimator", "exact-shapley"])
+        .args(["--estimator", "permutation-shapley"])
+        .args(["--estimator", "kernelshap-paired"])
+        .args(["--estimator", "regression-adjusted"])
+        .args(["--estimator", "regression-adjusted-exp"])
+        .args(["--estimator", "regression-adjusted-exp-chains"])
+        // An old spelling still works, with a note.
+        .args(["--estimator", "semivalue"])
+        .args(["--estimator", "surrogate-shapley"])
+        .args(["--estimator", "stratified-shapley"])
+        .args(["--estimator", "regression-adjusted-stratified"])
+        .args(["--estimator", "banzhaf-marginal", "--out"])
         .arg(&out)
         .output()
         .unwrap();
@@ -149,8 +143,15 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
     );
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(stdout.contains("rank  block"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.contains(r#"estimator "semivalue" is now called "stratified-semivalue""#),
+        "{stderr}"
+    );
 
     let scores = read_scores(&out).unwrap();
+    // The player set travels with the scores: block 0 is fixed and has no rows.
+    assert_eq!(scores.fixed_blocks, FIXED.to_vec());
     let truth = truth(&players);
     let estimators = [
         "exact-shapley",
@@ -163,6 +164,8 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
         "banzhaf-marginal",
         "stratified-shapley",
         "regression-adjusted-stratified",
+        "regression-adjusted-exp",
+        "regression-adjusted-exp-chains",
     ];
     for name in estimators {
         let rows: Vec<_> = scores.rows.iter().filter(|r| r.estimator == name).collect();
@@ -172,7 +175,7 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
             vec![1, 2, 3, 4, 5]
         );
         // The game is pairwise: every Shapley estimator recovers it (the surrogate fits it).
-        if !name.contains("banzhaf") && name != "stratified-semivalue" {
+        if !name.contains("banzhaf") && !name.contains("exp") && name != "stratified-semivalue" {
             for (row, t) in rows.iter().zip(&truth) {
                 assert!(
                     (row.estimate - t).abs() < 1e-4,
@@ -202,7 +205,7 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
 #[test]
 fn missing_inputs_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let players = Players::new(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
     write_inputs(dir.path(), &players);
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_shapley"))
@@ -223,5 +226,51 @@ fn missing_inputs_are_named() {
     let output = run(&["--evaluations", "nothere.parquet", "--estimator", "exact"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothere.parquet"));
+    assert!(!dir.path().join("scores.parquet").exists());
+}
+
+#[test]
+fn inputs_of_different_games_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    write_inputs(dir.path(), &players);
+    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+        .current_dir(dir.path())
+        .args(["--evaluations", "evals.parquet", "--masks", "masks.parquet"])
+        .args(["--fixed-blocks", "1", "--estimator", "stratified-shapley"])
+        .args(["--out", "scores.parquet"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("masks.parquet fixes blocks [0] but --fixed-blocks fixes [1]"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("scores.parquet").exists());
+
+    // A surrogate fitted on another model's evaluations.
+    let mut saved = SavedSurrogate::load(&dir.path().join("surrogate.json")).unwrap();
+    saved.model_id = "another-model".into();
+    saved.save(&dir.path().join("other.json")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+        .current_dir(dir.path())
+        .args([
+            "--evaluations",
+            "evals.parquet",
+            "--surrogate",
+            "other.json",
+        ])
+        .args([
+            "--estimator",
+            "surrogate-shapley",
+            "--out",
+            "scores.parquet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another model (another-model)"), "{stderr}");
     assert!(!dir.path().join("scores.parquet").exists());
 }

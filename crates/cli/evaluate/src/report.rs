@@ -1,0 +1,162 @@
+//! What `evaluate` prints: progress on stderr (log lines and a bar) and the tables it wrote.
+
+use std::path::Path;
+
+use layerprune_core::Mask;
+use layerprune_evaluation::{EvaluationOutcome, Progress};
+use layerprune_tables::{EvaluationTable, TaskAccuracyTable};
+use layerprune_tasks::Task;
+
+/// Prints a run's progress: log lines on stderr and a progress bar (none with --quiet).
+pub struct Reporter<'a> {
+    quiet: bool,
+    /// The file a run resumes from, and the task list as given.
+    resumed: &'a Path,
+    task_list: &'a str,
+    bar: indicatif::ProgressBar,
+}
+
+impl<'a> Reporter<'a> {
+    pub fn new(quiet: bool, resumed: &'a Path, task_list: &'a str) -> Self {
+        let bar = indicatif::ProgressBar::hidden();
+        Reporter {
+            quiet,
+            resumed,
+            task_list,
+            bar,
+        }
+    }
+
+    pub fn report(&mut self, progress: Progress) {
+        let resumed = self.resumed.display();
+        match progress {
+            Progress::Resumed { resumed: n, total } => {
+                eprintln!("resuming {resumed}: {n} of {total} masks already evaluated")
+            }
+            Progress::TasksResumed { finished, partly } => eprintln!(
+                "resuming {resumed}: {finished} masks already scored, {partly} with some of \
+                 their tasks"
+            ),
+            Progress::TaskWork {
+                questions,
+                choices,
+                batches,
+                padded_tokens,
+                scoring,
+                masks,
+            } => eprintln!(
+                "{questions} questions, {choices} choices, {batches} batches, {padded_tokens} \
+                 padded tokens per mask, scoring {scoring}; {masks} masks to score ({})",
+                self.task_list
+            ),
+            Progress::Started { masks } => self.bar = progress_bar(masks, self.quiet),
+            Progress::Evaluated { done } => self.bar.set_position(done as u64),
+            Progress::Finished => self.bar.finish_and_clear(),
+        }
+    }
+}
+
+fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || total == 0 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} masks ({per_sec}, ETA {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// What a perplexity run did (on stderr) and its table (on stdout).
+pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Option<&Path>) {
+    let (n, seconds) = (outcome.evaluated, outcome.seconds);
+    if n > 0 {
+        eprintln!(
+            "evaluated {n} masks in {seconds:.2} s ({:.3} masks/s, {} blocks run, {} tokens each)",
+            n as f64 / seconds,
+            outcome.blocks_run,
+            outcome.tokens_per_mask
+        );
+    }
+    if !outcome.table.complete {
+        eprintln!(
+            "{}: {} of {} masks evaluated; run again to resume",
+            out.display(),
+            outcome.table.rows.len(),
+            outcome.masks
+        );
+    }
+    print_table(&outcome.table);
+    if let (Some(path), Some(rows)) = (block_stats, outcome.block_stats_rows) {
+        eprintln!("wrote {} ({rows} rows)", path.display());
+    }
+}
+
+fn print_table(table: &EvaluationTable) {
+    const SHOWN: usize = 40;
+    println!(
+        "{:<4} {:>7} {:>9} {:>10} {:>8}  removed blocks",
+        "#", "removed", "nll", "ppl", "utility"
+    );
+    for (i, row) in table.rows.iter().take(SHOWN).enumerate() {
+        let removed: Vec<String> = row
+            .mask
+            .removed_blocks()
+            .iter()
+            .map(|b| b.to_string())
+            .collect();
+        println!(
+            "{:<4} {:>7} {:>9.5} {:>10.3} {:>8.4}  {}",
+            i,
+            row.mask.num_removed(),
+            row.nll,
+            row.ppl,
+            row.utility,
+            if removed.is_empty() {
+                "-".to_string()
+            } else {
+                removed.join(",")
+            }
+        );
+    }
+    if table.rows.len() > SHOWN {
+        println!("... {} more rows", table.rows.len() - SHOWN);
+    }
+}
+
+/// The accuracy table, a mask per line (the first 40): acc / acc_norm of each task, in %.
+pub fn print_accuracies(tasks: &[Task], table: &TaskAccuracyTable) {
+    const SHOWN: usize = 40;
+    let mut names: Vec<&str> = tasks.iter().map(|t| t.name()).collect();
+    names.push("mean");
+    print!("{:<4} {:>7}", "#", "removed");
+    for name in &names {
+        print!(" {:>13}", name);
+    }
+    println!("  (acc / acc_norm, %)");
+    let mut masks: Vec<&Mask> = Vec::new();
+    for row in &table.rows {
+        if !masks.contains(&&row.mask) {
+            masks.push(&row.mask);
+        }
+    }
+    for (i, mask) in masks.iter().take(SHOWN).enumerate() {
+        print!("{:<4} {:>7}", i, mask.num_removed());
+        for name in &names {
+            match table
+                .rows
+                .iter()
+                .find(|r| &r.mask == *mask && r.task == *name)
+            {
+                Some(r) => print!(" {:>6.1}/{:>6.1}", 100.0 * r.acc, 100.0 * r.acc_norm),
+                None => print!(" {:>13}", "-"),
+            }
+        }
+        println!();
+    }
+    if masks.len() > SHOWN {
+        println!("... {} more masks", masks.len() - SHOWN);
+    }
+}

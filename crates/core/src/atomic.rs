@@ -1,0 +1,163 @@
+//! The one atomic file writer of the workspace: a reader never sees a half-written file, and a
+//! failed writer leaves the previous file (or no file) in place.
+//!
+//! Every stage writes its outputs through [`atomic_write`] (tables re-exports it with its own
+//! error type, the surrogate file, the model folders' manifests and graphs, the CLI's JSON
+//! and CSV outputs), so all of them get the same guarantees and the same file mode: 0644 (less
+//! the umask), as `File::create` would give, never the 0600 of a `tempfile` temporary.
+
+use std::error::Error;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The mode of every file written by [`atomic_write`], before the umask.
+pub const FILE_MODE: u32 = 0o644;
+
+/// Distinguishes temporary files of concurrent writers in one process.
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// Why [`atomic_write`] failed: the file it was writing, the step that failed and the cause.
+/// `path` is untouched and no temporary file is left behind.
+#[derive(Debug)]
+pub struct AtomicWriteError {
+    /// The file being written (not the temporary file).
+    pub path: PathBuf,
+    /// What failed: `cannot create <temp>`, `writing failed`, `cannot flush to disk`,
+    /// `cannot rename <temp> onto it`; empty when the path itself is unusable.
+    pub step: String,
+    /// The writer's or the file system's error.
+    pub source: Box<dyn Error + Send + Sync>,
+}
+
+impl AtomicWriteError {
+    fn new(
+        path: &Path,
+        step: impl Into<String>,
+        source: impl Into<Box<dyn Error + Send + Sync>>,
+    ) -> Self {
+        AtomicWriteError {
+            path: path.to_path_buf(),
+            step: step.into(),
+            source: source.into(),
+        }
+    }
+
+    /// `<step>: <cause>`, without the path (for error types that hold the path apart).
+    pub fn message(&self) -> String {
+        if self.step.is_empty() {
+            self.source.to_string()
+        } else {
+            format!("{}: {}", self.step, self.source)
+        }
+    }
+}
+
+impl std::fmt::Display for AtomicWriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message())
+    }
+}
+
+impl Error for AtomicWriteError {}
+
+/// The temporary file `atomic_write` writes before renaming it onto `path`: hidden, in the same
+/// folder (a rename is only atomic within one file system), and unique per process and call.
+fn temp_path(path: &Path) -> Result<PathBuf, AtomicWriteError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| AtomicWriteError::new(path, "", "output path has no file name"))?;
+    let serial = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+    let temp_name = format!(
+        ".{}.tmp-{}-{serial}",
+        name.to_string_lossy(),
+        std::process::id()
+    );
+    Ok(path.with_file_name(temp_name))
+}
+
+/// Writes `path` atomically: `write` fills a temporary file in the same folder (created with
+/// mode [`FILE_MODE`], less the umask), which is then flushed to disk (fsync) and renamed onto
+/// `path`, and the folder is synced so the rename is durable. If `write` or any step fails, the
+/// temporary file is removed and `path` is untouched. The folder must exist.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("atomic-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let path = dir.join("out.json");
+/// use std::io::Write;
+/// layerprune_core::atomic_write(&path, |file| {
+///     file.write_all(b"{\"ok\": true}")?;
+///     Ok(())
+/// })
+/// .unwrap();
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub fn atomic_write<T>(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
+) -> Result<T, AtomicWriteError> {
+    let temp = temp_path(path)?;
+    let result = write_then_rename(path, &temp, write);
+    if result.is_err() {
+        // The temporary file may or may not exist, depending on where the failure happened.
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// [`atomic_write`] of a byte string.
+pub fn atomic_write_bytes(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
+    atomic_write(path, |file| {
+        std::io::Write::write_all(file, bytes)?;
+        Ok(())
+    })
+}
+
+fn create(temp: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    options.open(temp)
+}
+
+fn write_then_rename<T>(
+    path: &Path,
+    temp: &Path,
+    write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
+) -> Result<T, AtomicWriteError> {
+    let mut file = create(temp)
+        .map_err(|e| AtomicWriteError::new(path, format!("cannot create {}", temp.display()), e))?;
+    let value = write(&mut file).map_err(|e| AtomicWriteError::new(path, "writing failed", e))?;
+    file.sync_all()
+        .map_err(|e| AtomicWriteError::new(path, "cannot flush to disk", e))?;
+    drop(file);
+    fs::rename(temp, path).map_err(|e| {
+        AtomicWriteError::new(path, format!("cannot rename {} onto it", temp.display()), e)
+    })?;
+    // Make the rename itself durable; not every platform lets a folder be opened for this,
+    // and the data is already safe, so a failure here is not an error.
+    if let Some(folder) = path.parent() {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        if let Ok(handle) = File::open(folder) {
+            let _ = handle.sync_all();
+        }
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_without_a_file_name_is_refused() {
+        let error = atomic_write(Path::new("/"), |_| Ok(())).unwrap_err();
+        assert!(error.to_string().contains("no file name"), "{error}");
+    }
+}

@@ -1,0 +1,50 @@
+//! The evaluation run of the `evaluate` stage, as library calls a binary (or a test) makes
+//! with a validated config: which masks a run evaluates ([`MaskSource`], a [`Shard`] of
+//! them), the resumable evaluation table (checkpointed every few masks; a run started again
+//! on its partial output continues it without losing or repeating a row, and writes the rows
+//! in the order an uninterrupted run does), the merge of shard tables into one (refusing
+//! missing, duplicated or foreign shards), the full model's block statistics, and the same
+//! for zero-shot multiple-choice tasks, whose per-choice log-likelihoods are the checkpoint
+//! ([`run_tasks`]). Models run through `layerprune-runtime`'s `Evaluator` and
+//! `ChoiceScorer`, tables are read and written with `layerprune-tables`, task scores come
+//! from `layerprune-tasks`. Nothing here prints: progress is reported through a callback
+//! ([`Progress`]) and each call returns what it did. Error messages name the `evaluate`
+//! flags a setting comes from.
+
+mod masks;
+mod perplexity;
+mod shard;
+mod tasks;
+
+pub use masks::{load_masks, ordered_rows, MaskList, MaskSource};
+pub use perplexity::{
+    block_stats_table, merge_evaluations, run_evaluation, BlockStatsOutput, EvaluationConfig,
+    EvaluationOutcome, MergeConfig,
+};
+pub use shard::Shard;
+pub use tasks::{run_tasks, TaskConfig, TaskOutcome};
+
+/// What a run reports while it works, for a progress bar or log lines.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// A run found `resumed` of its `total` masks already in its output.
+    Resumed { resumed: usize, total: usize },
+    /// A task run found `finished` masks already scored in its choice log, and `partly` more
+    /// with some of their tasks.
+    TasksResumed { finished: usize, partly: usize },
+    /// What a task run scores per mask, before it scores `masks` masks.
+    TaskWork {
+        questions: usize,
+        choices: usize,
+        batches: usize,
+        padded_tokens: u64,
+        scoring: &'static str,
+        masks: usize,
+    },
+    /// Evaluating `masks` new masks begins.
+    Started { masks: usize },
+    /// `done` of them are evaluated.
+    Evaluated { done: usize },
+    /// Evaluating the new masks has ended.
+    Finished,
+}

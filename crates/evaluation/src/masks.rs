@@ -1,0 +1,72 @@
+//! Which masks a run evaluates, and the order of its rows.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use layerprune_core::Mask;
+use layerprune_tables::{read_masks, EvaluationRow};
+
+/// The masks of a run: a mask table's (`--masks`), then masks given one by one (`--mask`).
+/// Neither: the full model alone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MaskSource {
+    pub table: Option<PathBuf>,
+    pub inline: Vec<Mask>,
+}
+
+/// A run's masks, and the blocks its mask table fixed (never removed; none without a table),
+/// which the evaluation table records.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MaskList {
+    pub masks: Vec<Mask>,
+    pub fixed_blocks: Vec<usize>,
+}
+
+/// The masks of `source` for a model of `num_blocks` blocks (in `model_dir`, named in errors):
+/// the table's, then the inline ones; a mask listed twice is evaluated once, and the first
+/// listing fixes its row position.
+pub fn load_masks(source: &MaskSource, model_dir: &Path, num_blocks: usize) -> Result<MaskList> {
+    let mut masks = Vec::new();
+    let mut fixed_blocks = Vec::new();
+    if let Some(path) = &source.table {
+        let table = read_masks(path)?;
+        if table.num_blocks != num_blocks {
+            bail!(
+                "{}: masks are for a model of {} blocks, but {} has {num_blocks}",
+                path.display(),
+                table.num_blocks,
+                model_dir.display()
+            );
+        }
+        fixed_blocks = table.fixed_blocks;
+        masks.extend(table.rows.into_iter().map(|row| row.mask));
+    }
+    for mask in &source.inline {
+        mask.check_len(num_blocks)
+            .with_context(|| format!("--mask {mask} for {}", model_dir.display()))?;
+        masks.push(mask.clone());
+    }
+    if masks.is_empty() {
+        masks.push(Mask::full(num_blocks));
+    }
+    let mut seen = HashSet::new();
+    masks.retain(|mask| seen.insert(mask.clone()));
+    Ok(MaskList {
+        masks,
+        fixed_blocks,
+    })
+}
+
+/// Rows in the order of `masks` (rows of masks not listed go last, in their order), so that
+/// a resumed run writes the same table as an uninterrupted one.
+pub fn ordered_rows(rows: &[EvaluationRow], masks: &[Mask]) -> Vec<EvaluationRow> {
+    let position: HashMap<&Mask, usize> = masks.iter().enumerate().map(|(i, m)| (m, i)).collect();
+    let mut sorted: Vec<(usize, usize, &EvaluationRow)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (position.get(&r.mask).copied().unwrap_or(usize::MAX), i, r))
+        .collect();
+    sorted.sort_by_key(|&(p, i, _)| (p, i));
+    sorted.into_iter().map(|(_, _, r)| r.clone()).collect()
+}

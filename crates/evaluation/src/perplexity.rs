@@ -1,0 +1,363 @@
+//! Masks valued by the perplexity of token windows: the resumable run, the merge of shard
+//! tables and the full model's block statistics.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use layerprune_core::Mask;
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, MaskEvaluation, RuntimeOptions};
+use layerprune_tables::{
+    read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
+    write_block_stats, write_evaluations, BlockStatsTable, EvaluationRow, EvaluationTable,
+    Provenance,
+};
+
+use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
+
+/// Everything an evaluation run needs.
+#[derive(Clone, Debug)]
+pub struct EvaluationConfig {
+    /// Layered model folder (manifest.json + graphs).
+    pub model: PathBuf,
+    /// Token table (prepare-tokens).
+    pub tokens: PathBuf,
+    pub masks: MaskSource,
+    /// Evaluate only this shard of the masks.
+    pub shard: Option<Shard>,
+    /// Evaluation table to write, resumed if it holds a partial run of the same model and
+    /// dataset.
+    pub out: PathBuf,
+    pub runtime: RuntimeOptions,
+    pub options: EvalOptions,
+    /// Masks per checkpoint of `out`.
+    pub checkpoint_every: NonZeroUsize,
+    /// Evaluate at most this many new masks, then stop with a partial table.
+    pub max_new_masks: Option<usize>,
+    /// Replace an `out` of another model or dataset instead of refusing.
+    pub overwrite: bool,
+    /// Also write the full model's block statistics.
+    pub block_stats: Option<BlockStatsOutput>,
+    /// Write this run's timing as JSON here, for benchmarks.
+    pub summary: Option<PathBuf>,
+    /// Tool, version and command line recorded in the outputs; the run adds its inputs.
+    pub provenance: Provenance,
+}
+
+/// Where the block statistics go, and the longest run of consecutive blocks in them.
+#[derive(Clone, Debug)]
+pub struct BlockStatsOutput {
+    pub path: PathBuf,
+    pub max_run: usize,
+}
+
+/// What [`run_evaluation`] did.
+#[derive(Clone, Debug)]
+pub struct EvaluationOutcome {
+    /// The table as last written (`complete` unless stopped by `max_new_masks`).
+    pub table: EvaluationTable,
+    /// The masks of this run (of its shard).
+    pub masks: usize,
+    /// Masks evaluated by this call (not resumed).
+    pub evaluated: usize,
+    /// Seconds spent evaluating them.
+    pub seconds: f64,
+    /// Blocks run to evaluate them.
+    pub blocks_run: u64,
+    /// Tokens scored per mask.
+    pub tokens_per_mask: u64,
+    /// Rows of the block statistics table, when written.
+    pub block_stats_rows: Option<usize>,
+}
+
+/// Evaluates the masks of `config` into its output table, resuming a partial one: the
+/// output is rewritten every `checkpoint_every` masks, so a killed run started again loses
+/// at most one checkpoint's work, and its rows are always in the mask list's order.
+pub fn run_evaluation(
+    config: &EvaluationConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EvaluationOutcome> {
+    let model_dir = &config.model;
+    let model = LayeredModel::open(model_dir, &config.runtime)?;
+    let num_blocks = model.num_blocks();
+    let model_id = model.model_id().to_string();
+    let tokens = read_tokens(&config.tokens)?;
+    let MaskList {
+        mut masks,
+        fixed_blocks,
+    } = load_masks(&config.masks, model_dir, num_blocks)?;
+    if let Some(shard) = config.shard {
+        masks = shard.select(masks);
+    }
+    let mut rows = resume_rows(config, &model_id, &tokens.dataset_id, num_blocks)?;
+    let mut evaluator = Evaluator::new(model, &tokens.windows, config.options.clone())
+        .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
+
+    let full = Mask::full(num_blocks);
+    let full_model_nll = match rows.iter().find(|r| r.mask == full) {
+        Some(row) => row.nll,
+        None => evaluator.evaluate(std::slice::from_ref(&full), &mut |_, _| {})?[0].nll(),
+    };
+    let provenance = config
+        .provenance
+        .clone()
+        .with_input("model", &model_id)
+        .with_input("dataset", &tokens.dataset_id);
+    let mut table = EvaluationTable {
+        num_blocks,
+        model_id: model_id.clone(),
+        dataset_id: tokens.dataset_id.clone(),
+        fixed_blocks,
+        full_model_nll: Some(full_model_nll),
+        complete: false,
+        rows: Vec::new(),
+    };
+
+    let done: HashSet<Mask> = rows.iter().map(|r| r.mask.clone()).collect();
+    let mut todo: Vec<Mask> = masks
+        .iter()
+        .filter(|m| !done.contains(*m))
+        .cloned()
+        .collect();
+    let resumed = masks.len() - todo.len();
+    if let Some(limit) = config.max_new_masks {
+        todo.truncate(limit);
+    }
+    if resumed > 0 {
+        progress(Progress::Resumed {
+            resumed,
+            total: masks.len(),
+        });
+    }
+    progress(Progress::Started { masks: todo.len() });
+    let started = Instant::now();
+    let blocks_before = evaluator.blocks_run();
+    let mut done_before = 0;
+    for chunk in todo.chunks(config.checkpoint_every.get()) {
+        let results = evaluator.evaluate(chunk, &mut |done, _| {
+            progress(Progress::Evaluated {
+                done: done_before + done,
+            });
+        })?;
+        for (mask, result) in chunk.iter().zip(results) {
+            rows.push(row_for(mask.clone(), &result, full_model_nll));
+        }
+        table.rows = ordered_rows(&rows, &masks);
+        write_evaluations(&config.out, &table, &provenance)?;
+        done_before += chunk.len();
+    }
+    progress(Progress::Finished);
+    let seconds = started.elapsed().as_secs_f64();
+
+    table.rows = ordered_rows(&rows, &masks);
+    table.complete = masks.iter().all(|m| rows.iter().any(|r| &r.mask == m));
+    write_evaluations(&config.out, &table, &provenance)?;
+    let blocks_run = evaluator.blocks_run() - blocks_before;
+    if let Some(path) = &config.summary {
+        let manifest = evaluator.model().manifest();
+        let summary = serde_json::json!({
+            "masks": todo.len(),
+            "seconds": seconds,
+            "masks_per_second": todo.len() as f64 / seconds,
+            "blocks_run": blocks_run,
+            "blocks_in_masks": todo.iter().map(Mask::num_kept).sum::<usize>(),
+            "tokens_per_mask": evaluator.tokens_scored(),
+            "windows": tokens.windows.len(),
+            "seq_len": tokens.seq_len,
+            "full_model_nll": full_model_nll,
+            "num_blocks": num_blocks,
+            "hidden_size": manifest.hidden_size,
+            "vocab_size": manifest.vocab_size,
+            "extra": manifest.extra,
+            "device": config.runtime.device.to_string(),
+            "prefix_reuse": config.options.reuse_prefixes,
+        });
+        layerprune_tables::atomic_write(path, |file| {
+            serde_json::to_writer_pretty(&mut *file, &summary).map_err(Into::into)
+        })?;
+    }
+    let block_stats_rows = match &config.block_stats {
+        Some(output) => {
+            let stats = block_stats_table(
+                &mut evaluator,
+                output.max_run,
+                &model_id,
+                &tokens.dataset_id,
+            )?;
+            write_block_stats(&output.path, &stats, &provenance)?;
+            Some(stats.rows.len())
+        }
+        None => None,
+    };
+    Ok(EvaluationOutcome {
+        table,
+        masks: masks.len(),
+        evaluated: todo.len(),
+        seconds,
+        blocks_run,
+        tokens_per_mask: evaluator.tokens_scored(),
+        block_stats_rows,
+    })
+}
+
+/// The rows already in the output from an earlier run of the same model and dataset. A table
+/// of another model or dataset is refused, or with `overwrite` replaced.
+fn resume_rows(
+    config: &EvaluationConfig,
+    model_id: &str,
+    dataset_id: &str,
+    num_blocks: usize,
+) -> Result<Vec<EvaluationRow>> {
+    match resume_evaluations(&config.out, num_blocks, model_id, dataset_id) {
+        Ok(table) => Ok(table.rows),
+        Err(_) if config.overwrite => Ok(Vec::new()),
+        Err(error) => Err(error).context("pass --overwrite to replace it, or choose another --out"),
+    }
+}
+
+fn row_for(mask: Mask, result: &MaskEvaluation, full_model_nll: f64) -> EvaluationRow {
+    let nll = result.nll();
+    EvaluationRow {
+        mask,
+        nll,
+        ppl: nll.exp(),
+        utility: (full_model_nll - nll).exp(),
+        tokens_scored: result.tokens_scored,
+        seconds: result.seconds,
+    }
+}
+
+/// The block statistics (ShortGPT's cosine, angular distance) of every run of 1..=`max_run`
+/// consecutive blocks of the full model on the evaluator's windows, as a table: one forward
+/// pass of the full model.
+pub fn block_stats_table(
+    evaluator: &mut Evaluator,
+    max_run: usize,
+    model_id: &str,
+    dataset_id: &str,
+) -> Result<BlockStatsTable> {
+    let stats = layerprune_runtime::block_statistics(evaluator, max_run)?;
+    Ok(BlockStatsTable {
+        num_blocks: evaluator.num_blocks(),
+        model_id: model_id.to_string(),
+        dataset_id: dataset_id.to_string(),
+        rows: stats
+            .iter()
+            .map(|s| layerprune_tables::BlockStatRow {
+                start_block: s.start_block as u32,
+                run_length: s.run_length as u32,
+                mean_cosine: s.mean_cosine,
+                angular_distance: s.angular_distance,
+            })
+            .collect(),
+    })
+}
+
+/// A merge of finished shard tables into one.
+#[derive(Clone, Debug)]
+pub struct MergeConfig {
+    /// The mask table the shards were sharded from: fixes the rows and their order.
+    pub masks: PathBuf,
+    /// Finished shard tables.
+    pub shards: Vec<PathBuf>,
+    pub out: PathBuf,
+    /// Tool, version and command line recorded in the output; the merge adds its inputs.
+    pub provenance: Provenance,
+}
+
+/// Joins shard tables into one table in the mask table's order, refusing an unfinished
+/// shard, shards of another model, dataset or version, a mask in two shards and a mask in
+/// none. Writes nothing when refusing; returns the table written.
+pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
+    let masks_path = &config.masks;
+    let first_path = |shards: &[PathBuf]| shards[0].display().to_string();
+    let wanted = read_masks(masks_path)?;
+    let mut merged: Option<EvaluationTable> = None;
+    let mut version: Option<String> = None;
+    let mut rows: Vec<EvaluationRow> = Vec::new();
+    for path in &config.shards {
+        let shard = read_evaluations(path)?;
+        let shard_version = read_provenance(path)?.version;
+        if !shard.complete {
+            bail!(
+                "{}: shard is incomplete; finish it (run it again) before merging",
+                path.display()
+            );
+        }
+        if let Some(first) = &merged {
+            if (
+                first.model_id.as_str(),
+                first.dataset_id.as_str(),
+                first.num_blocks,
+            ) != (
+                shard.model_id.as_str(),
+                shard.dataset_id.as_str(),
+                shard.num_blocks,
+            ) {
+                bail!(
+                    "{}: computed with model {} and dataset {}, unlike {} (model {}, dataset {})",
+                    path.display(),
+                    shard.model_id,
+                    shard.dataset_id,
+                    first_path(&config.shards),
+                    first.model_id,
+                    first.dataset_id
+                );
+            }
+            if version.as_deref() != Some(shard_version.as_str()) {
+                bail!(
+                    "{}: written by evaluate {shard_version}, {} by evaluate {}",
+                    path.display(),
+                    first_path(&config.shards),
+                    version.unwrap_or_default()
+                );
+            }
+        } else {
+            version = Some(shard_version);
+            merged = Some(EvaluationTable {
+                rows: Vec::new(),
+                ..shard.clone()
+            });
+        }
+        rows.extend(shard.rows);
+    }
+    let Some(mut table) = merged else {
+        bail!("--merge needs at least one shard");
+    };
+    if wanted.num_blocks != table.num_blocks {
+        bail!(
+            "{}: masks of {} blocks, shards of {}",
+            masks_path.display(),
+            wanted.num_blocks,
+            table.num_blocks
+        );
+    }
+    let mut seen = HashSet::new();
+    for row in &rows {
+        if !seen.insert(row.mask.clone()) {
+            bail!("mask {} is in more than one shard", row.mask);
+        }
+    }
+    let masks: Vec<Mask> = wanted.rows.into_iter().map(|r| r.mask).collect();
+    if let Some(missing) = masks.iter().find(|m| !seen.contains(*m)) {
+        bail!(
+            "mask {missing} of {} is in no shard (is a shard missing?)",
+            masks_path.display()
+        );
+    }
+    table.rows = ordered_rows(&rows, &masks);
+    table.fixed_blocks = wanted.fixed_blocks;
+    table.complete = true;
+    let mut provenance = config
+        .provenance
+        .clone()
+        .with_input("model", &table.model_id)
+        .with_input("dataset", &table.dataset_id);
+    for (i, path) in config.shards.iter().enumerate() {
+        provenance = provenance.with_input(&format!("shard{i}"), &path.display().to_string());
+    }
+    write_evaluations(&config.out, &table, &provenance)?;
+    Ok(table)
+}

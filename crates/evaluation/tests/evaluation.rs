@@ -1,0 +1,341 @@
+//! The evaluation run as a library on the committed tiny model: shard selection, the merge of
+//! shard tables (and its refusals), and resuming a partial table.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use layerprune_core::Mask;
+use layerprune_evaluation::{
+    merge_evaluations, run_evaluation, BlockStatsOutput, EvaluationConfig, EvaluationOutcome,
+    MaskSource, MergeConfig, Progress, Shard,
+};
+use layerprune_runtime::{EvalOptions, RuntimeOptions};
+use layerprune_tables::{
+    read_block_stats, read_evaluations, read_provenance, write_evaluations, write_masks,
+    write_tokens, EvaluationRow, EvaluationTable, MaskRow, MaskTable, Provenance, TokenTable,
+};
+use layerprune_tests::{every_mask, fixture_windows, tiny_model_dir};
+
+fn provenance() -> Provenance {
+    Provenance::new(
+        "evaluate",
+        "0.1.0",
+        vec!["evaluate".into(), "--test".into()],
+    )
+}
+
+/// A token table of 3 windows of 12 tokens (`seed` picks them) and a table of all 64 masks
+/// of the fixture's 6 blocks, in `dir`.
+fn write_inputs(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
+    let tokens = dir.join(format!("tokens{seed}.parquet"));
+    let table = TokenTable::new(12, fixture_windows(seed, 3, 12), "test", "synthetic ids");
+    write_tokens(&tokens, &table, &provenance()).unwrap();
+    let masks = dir.join("masks.parquet");
+    let rows = every_mask(6)
+        .into_iter()
+        .map(|mask| MaskRow {
+            mask,
+            design: "enumeration".into(),
+            group_id: None,
+            position: None,
+        })
+        .collect();
+    let table = MaskTable {
+        num_blocks: 6,
+        fixed_blocks: vec![],
+        rows,
+    };
+    write_masks(&masks, &table, &provenance()).unwrap();
+    (tokens, masks)
+}
+
+fn config(tokens: &Path, masks: &Path, out: &Path) -> EvaluationConfig {
+    EvaluationConfig {
+        model: tiny_model_dir(),
+        tokens: tokens.to_path_buf(),
+        masks: MaskSource {
+            table: Some(masks.to_path_buf()),
+            inline: vec![],
+        },
+        shard: None,
+        out: out.to_path_buf(),
+        runtime: RuntimeOptions::default(),
+        options: EvalOptions::default(),
+        checkpoint_every: NonZeroUsize::new(8).unwrap(),
+        max_new_masks: None,
+        overwrite: false,
+        block_stats: None,
+        summary: None,
+        provenance: provenance(),
+    }
+}
+
+/// Runs `config`, collecting what it reports.
+fn run(config: &EvaluationConfig) -> (EvaluationOutcome, Vec<Progress>) {
+    let mut reported = Vec::new();
+    let outcome = run_evaluation(config, &mut |p| reported.push(p)).unwrap();
+    (outcome, reported)
+}
+
+/// A row's values, bit for bit, but its timing.
+fn values(rows: &[EvaluationRow]) -> Vec<(String, u64, u64, u64, u64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r.mask.id(),
+                r.nll.to_bits(),
+                r.ppl.to_bits(),
+                r.utility.to_bits(),
+                r.tokens_scored,
+            )
+        })
+        .collect()
+}
+
+fn ids(rows: &[EvaluationRow]) -> Vec<String> {
+    rows.iter().map(|r| r.mask.id()).collect()
+}
+
+#[test]
+fn shards_split_any_mask_list_into_disjoint_parts_in_order() {
+    let masks = every_mask(6);
+    let shards: Vec<Shard> = (0..3).map(|i| Shard::new(i, 3).unwrap()).collect();
+    let parts: Vec<Vec<Mask>> = shards.iter().map(|s| s.select(masks.clone())).collect();
+    assert!(parts.iter().all(|p| !p.is_empty()), "{parts:?}");
+    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), masks.len());
+    for mask in &masks {
+        let owners = shards.iter().filter(|s| s.owns(mask)).count();
+        assert_eq!(owners, 1, "mask {mask}");
+    }
+    // A shard keeps the list's order, and depends on the mask alone (not its position).
+    for part in &parts {
+        let positions: Vec<usize> = part
+            .iter()
+            .map(|m| masks.iter().position(|n| n == m).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    }
+    let mut reversed = masks.clone();
+    reversed.reverse();
+    let mut again = shards[1].select(reversed);
+    again.reverse();
+    assert_eq!(again, parts[1]);
+    // One shard of one is everything.
+    assert_eq!(Shard::new(0, 1).unwrap().select(masks.clone()), masks);
+
+    assert_eq!("2/3".parse::<Shard>(), Ok(shards[2]));
+    assert_eq!(shards[2].to_string(), "2/3");
+    for bad in ["3/3", "0/0", "1", "a/2", "-1/2"] {
+        let error = bad.parse::<Shard>().unwrap_err();
+        assert!(error.contains("is not I/N with 0 <= I < N"), "{error}");
+    }
+    assert_eq!(Shard::new(4, 4), None);
+}
+
+#[test]
+fn a_resumed_run_writes_the_rows_of_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), 1);
+    let whole_path = dir.path().join("whole.parquet");
+    let stats = dir.path().join("stats.parquet");
+    let mut whole_config = config(&tokens, &masks, &whole_path);
+    whole_config.block_stats = Some(BlockStatsOutput {
+        path: stats.clone(),
+        max_run: 2,
+    });
+    let (outcome, reported) = run(&whole_config);
+    assert_eq!((outcome.masks, outcome.evaluated), (64, 64));
+    assert_eq!(outcome.block_stats_rows, Some(6 + 5));
+    assert_eq!(read_block_stats(&stats).unwrap().rows.len(), 11);
+    assert_eq!(reported.first(), Some(&Progress::Started { masks: 64 }));
+    assert_eq!(reported.last(), Some(&Progress::Finished));
+    let whole = read_evaluations(&whole_path).unwrap();
+    assert!(whole.complete);
+    assert_eq!(whole, outcome.table);
+    let listed: Vec<String> = every_mask(6).iter().map(Mask::id).collect();
+    assert_eq!(ids(&whole.rows), listed, "rows in the mask table's order");
+    let full = whole
+        .rows
+        .iter()
+        .find(|r| r.mask.num_removed() == 0)
+        .unwrap();
+    assert_eq!(whole.full_model_nll, Some(full.nll));
+    assert_eq!(full.utility, 1.0);
+
+    // Stopped twice (as a kill after a checkpoint would), then finished.
+    let parts_path = dir.path().join("parts.parquet");
+    let mut parts = config(&tokens, &masks, &parts_path);
+    for (limit, rows) in [(20, 20), (25, 45)] {
+        parts.max_new_masks = Some(limit);
+        let (outcome, _) = run(&parts);
+        assert_eq!(outcome.evaluated, limit);
+        let partial = read_evaluations(&parts_path).unwrap();
+        assert!(!partial.complete);
+        assert_eq!(partial.rows.len(), rows);
+        let expected: Vec<String> = listed[..rows].to_vec();
+        assert_eq!(ids(&partial.rows), expected);
+    }
+    parts.max_new_masks = None;
+    let (outcome, reported) = run(&parts);
+    assert_eq!(outcome.evaluated, 19);
+    assert!(reported.contains(&Progress::Resumed {
+        resumed: 45,
+        total: 64
+    }));
+    let resumed = read_evaluations(&parts_path).unwrap();
+    assert!(resumed.complete);
+    assert_eq!(resumed.full_model_nll, whole.full_model_nll);
+    assert_eq!(values(&resumed.rows), values(&whole.rows));
+
+    // A checkpoint holding any subset of the rows, in any order, is continued into the same
+    // table: no row lost, none repeated, the mask table's order.
+    let subset: Vec<EvaluationRow> = whole
+        .rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 1)
+        .map(|(_, r)| r.clone())
+        .rev()
+        .collect();
+    let checkpoint = EvaluationTable {
+        complete: false,
+        rows: subset,
+        ..whole.clone()
+    };
+    let killed_path = dir.path().join("killed.parquet");
+    write_evaluations(&killed_path, &checkpoint, &provenance()).unwrap();
+    let (outcome, _) = run(&config(&tokens, &masks, &killed_path));
+    assert_eq!(outcome.evaluated, 21);
+    let continued = read_evaluations(&killed_path).unwrap();
+    assert!(continued.complete);
+    assert_eq!(values(&continued.rows), values(&whole.rows));
+
+    // A finished table run again evaluates nothing and stays the same.
+    let before = read_evaluations(&whole_path).unwrap();
+    whole_config.block_stats = None;
+    let (outcome, _) = run(&whole_config);
+    assert_eq!(outcome.evaluated, 0);
+    assert_eq!(read_evaluations(&whole_path).unwrap(), before);
+    assert_eq!(read_provenance(&whole_path).unwrap().inputs.len(), 2);
+}
+
+#[test]
+fn an_output_of_another_dataset_is_refused_unless_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), 1);
+    let (other_tokens, _) = write_inputs(dir.path(), 2);
+    let out = dir.path().join("out.parquet");
+    let mut first = config(&tokens, &masks, &out);
+    first.masks = MaskSource {
+        table: None,
+        inline: vec!["110111".parse().unwrap(), "110111".parse().unwrap()],
+    };
+    let (outcome, _) = run(&first);
+    assert_eq!(outcome.masks, 1, "a mask listed twice is evaluated once");
+    let before = std::fs::read(&out).unwrap();
+    let mut second = config(&other_tokens, &masks, &out);
+    second.masks = first.masks.clone();
+    let error = run_evaluation(&second, &mut |_| {}).unwrap_err();
+    assert!(format!("{error:#}").contains("--overwrite"), "{error:#}");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    second.overwrite = true;
+    let (outcome, _) = run(&second);
+    assert_eq!(outcome.evaluated, 1);
+    let other_id =
+        TokenTable::new(12, fixture_windows(2, 3, 12), "test", "synthetic ids").dataset_id;
+    assert_eq!(read_evaluations(&out).unwrap().dataset_id, other_id);
+
+    // A mask of the wrong length names the model.
+    second.masks.inline = vec!["11111".parse().unwrap()];
+    let error = run_evaluation(&second, &mut |_| {}).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("--mask 11111") && message.contains("5 entries"),
+        "{message}"
+    );
+}
+
+#[test]
+fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), 1);
+    let whole_path = dir.path().join("whole.parquet");
+    run(&config(&tokens, &masks, &whole_path));
+    let whole = read_evaluations(&whole_path).unwrap();
+
+    let shards: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("shard{i}.parquet")))
+        .collect();
+    let mut sizes = Vec::new();
+    for (i, path) in shards.iter().enumerate() {
+        let mut shard = config(&tokens, &masks, path);
+        shard.shard = Some(Shard::new(i as u64, 3).unwrap());
+        let (outcome, _) = run(&shard);
+        assert!(outcome.table.complete);
+        sizes.push(outcome.masks);
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 64, "{sizes:?}");
+
+    let merge = |inputs: &[&PathBuf], out: &Path| {
+        merge_evaluations(&MergeConfig {
+            masks: masks.clone(),
+            shards: inputs.iter().map(|p| p.to_path_buf()).collect(),
+            out: out.to_path_buf(),
+            provenance: provenance(),
+        })
+    };
+    let merged_path = dir.path().join("merged.parquet");
+    let merged = merge(&[&shards[2], &shards[0], &shards[1]], &merged_path).unwrap();
+    assert_eq!(read_evaluations(&merged_path).unwrap(), merged);
+    assert!(merged.complete);
+    assert_eq!(merged.full_model_nll, whole.full_model_nll);
+    assert_eq!(values(&merged.rows), values(&whole.rows));
+    let inputs = read_provenance(&merged_path).unwrap().inputs;
+    assert_eq!(inputs["shard0"], shards[2].display().to_string());
+    assert_eq!(inputs["model"], whole.model_id);
+
+    let refused_path = dir.path().join("refused.parquet");
+    let refused = |inputs: &[&PathBuf], needle: &str| {
+        let error = merge(inputs, &refused_path).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(needle),
+            "expected {needle:?} in: {message}"
+        );
+        assert!(!refused_path.exists());
+    };
+    // A missing shard, overlapping shards (one given twice; the unsharded table with one).
+    refused(&[&shards[0], &shards[2]], "is in no shard");
+    refused(
+        &[&shards[0], &shards[1], &shards[2], &shards[1]],
+        "more than one shard",
+    );
+    refused(&[&whole_path, &shards[1]], "more than one shard");
+
+    // A shard of another dataset, another evaluate version, or an unfinished one.
+    let (other_tokens, _) = write_inputs(dir.path(), 2);
+    let other = dir.path().join("other.parquet");
+    let mut other_config = config(&other_tokens, &masks, &other);
+    other_config.shard = Some(Shard::new(0, 3).unwrap());
+    run(&other_config);
+    refused(&[&shards[1], &other, &shards[2]], "computed with model");
+    let newer = dir.path().join("newer.parquet");
+    let mut newer_provenance = provenance();
+    newer_provenance.version = "9.9.9".into();
+    let table = read_evaluations(&shards[0]).unwrap();
+    write_evaluations(&newer, &table, &newer_provenance).unwrap();
+    refused(
+        &[&shards[1], &newer, &shards[2]],
+        "written by evaluate 9.9.9",
+    );
+    let unfinished = dir.path().join("unfinished.parquet");
+    let table = EvaluationTable {
+        complete: false,
+        ..table
+    };
+    write_evaluations(&unfinished, &table, &provenance()).unwrap();
+    refused(
+        &[&unfinished, &shards[1], &shards[2]],
+        "shard is incomplete",
+    );
+}

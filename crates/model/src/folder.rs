@@ -1,0 +1,227 @@
+//! Writing a model folder: built beside its destination, then renamed into place.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ModelError;
+
+/// Distinguishes temporary folders of concurrent writers in one process.
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// A hidden sibling of `dest` named after it, unique to this process and call.
+fn sibling(dest: &Path, tag: &str) -> Result<PathBuf, ModelError> {
+    let name = dest.file_name().ok_or_else(|| ModelError::Destination {
+        path: dest.to_path_buf(),
+        problem: "has no folder name".into(),
+    })?;
+    let serial = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+    Ok(dest.with_file_name(format!(
+        ".{}.{tag}-{}-{serial}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// Best effort: makes renames in `folder` durable.
+fn sync_folder(folder: Option<&Path>) {
+    let folder = match folder {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    if let Ok(handle) = fs::File::open(folder) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// Writes the folder `dest`: `fill` writes the new folder's contents into an empty temporary
+/// folder beside `dest` (same parent, so the rename stays on one file system), which is then
+/// renamed into place. `dest` is therefore either absent, the old folder, or complete; on
+/// failure the temporary folder is removed and `dest` is untouched.
+///
+/// An existing `dest` is refused ([`ModelError::Destination`], "already exists; pass
+/// --overwrite to replace it") unless `overwrite`, in which case the old folder is moved aside
+/// and deleted once the new one is in place. The parent of `dest` is created if need be.
+pub fn write_folder<T, E: From<ModelError>>(
+    dest: &Path,
+    overwrite: bool,
+    fill: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    if dest.exists() && !overwrite {
+        return Err(ModelError::Destination {
+            path: dest.to_path_buf(),
+            problem: "already exists; pass --overwrite to replace it".into(),
+        }
+        .into());
+    }
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
+    }
+    let temp = sibling(dest, "tmp")?;
+    if temp.exists() {
+        fs::remove_dir_all(&temp).map_err(ModelError::io(&temp))?;
+    }
+    fs::create_dir(&temp).map_err(ModelError::io(&temp))?;
+    let result = fill(&temp).and_then(|value| {
+        move_into_place(&temp, dest)?;
+        Ok(value)
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&temp);
+    }
+    result
+}
+
+fn move_into_place(temp: &Path, dest: &Path) -> Result<(), ModelError> {
+    if dest.exists() {
+        let old = sibling(dest, "old")?;
+        fs::rename(dest, &old).map_err(ModelError::io(dest))?;
+        if let Err(source) = fs::rename(temp, dest) {
+            // Put the old folder back: a failed write leaves `dest` as it was.
+            let _ = fs::rename(&old, dest);
+            return Err(ModelError::Io {
+                path: dest.to_path_buf(),
+                source,
+            });
+        }
+        // The new folder is in place; failing to delete the old one loses nothing.
+        let _ = remove_any(&old);
+    } else {
+        fs::rename(temp, dest).map_err(ModelError::io(dest))?;
+    }
+    sync_folder(dest.parent());
+    Ok(())
+}
+
+/// Writes `bytes` to `path` (creating its folder) with `layerprune_core::atomic_write`: mode
+/// 0644, flushed to disk, never half-written.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
+    }
+    layerprune_core::atomic_write_bytes(path, bytes)?;
+    Ok(())
+}
+
+/// Puts the file `from` at `to` (creating its folder): a hard link when both share a file
+/// system, else a copy.
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), ModelError> {
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
+    }
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to)
+        .map(drop)
+        .map_err(|error| ModelError::Io {
+            path: from.to_path_buf(),
+            source: std::io::Error::new(
+                error.kind(),
+                format!("copying to {}: {error}", to.display()),
+            ),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_folder_is_renamed_into_place_and_replaced_only_when_asked() {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("nested").join("model");
+        write_folder(&dest, false, |temp| {
+            assert_eq!(temp.parent(), dest.parent());
+            assert!(!dest.exists());
+            write_file(&temp.join("weights").join("a.bin"), b"a")
+        })
+        .unwrap();
+        assert_eq!(fs::read(dest.join("weights/a.bin")).unwrap(), b"a");
+
+        let refused = write_folder(&dest, false, |_| -> Result<(), ModelError> {
+            panic!("an existing folder is not refilled without overwrite")
+        })
+        .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("already exists; pass --overwrite"),
+            "{refused}"
+        );
+
+        let value = write_folder(&dest, true, |temp| {
+            write_file(&temp.join("b.bin"), b"b")?;
+            Ok::<_, ModelError>(7)
+        })
+        .unwrap();
+        assert_eq!(value, 7);
+        assert_eq!(names(&dest), vec!["b.bin"]);
+        assert_eq!(names(dest.parent().unwrap()), vec!["model"]);
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_the_old_folder_and_no_temporary_folder() {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("old.bin"), b"old").unwrap();
+        #[derive(Debug)]
+        struct Failed;
+        impl From<ModelError> for Failed {
+            fn from(_: ModelError) -> Self {
+                Failed
+            }
+        }
+        let result = write_folder(&dest, true, |temp| {
+            fs::write(temp.join("half.bin"), b"half").unwrap();
+            Err::<(), _>(Failed)
+        });
+        assert!(result.is_err());
+        assert_eq!(names(parent.path()), vec!["model"]);
+        assert_eq!(names(&dest), vec!["old.bin"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn written_files_are_not_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let path = parent.path().join("manifest.json");
+        write_file(&path, b"{}").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // 0644 less the umask: readable by the group and others unless the umask forbids it.
+        assert_eq!(mode & !0o644, 0, "mode {mode:o}");
+        assert_eq!(mode & 0o600, 0o600, "mode {mode:o}");
+    }
+
+    #[test]
+    fn links_or_copies_into_new_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("a.bin");
+        fs::write(&from, b"weights").unwrap();
+        let to = dir.path().join("copy").join("weights").join("a.bin");
+        link_or_copy(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"weights");
+        let error =
+            link_or_copy(&dir.path().join("missing.bin"), &to.with_file_name("b.bin")).unwrap_err();
+        assert!(error.to_string().contains("missing.bin"), "{error}");
+    }
+}

@@ -1,0 +1,31 @@
+//! Layered model folders (docs/model-format.md): the folder `tools/export` writes, one ONNX
+//! graph per residual block plus the embedding and head, content-addressed weight files, and a
+//! `manifest.json` that lists them all with their sha256.
+//!
+//! Every crate that reads or writes such a folder goes through this one: the runtime loads its
+//! [`Manifest`] (and re-exports it), `sample-masks` reads the number of blocks, `apply-prune`
+//! writes a pruned folder ([`pruned_layout`], [`write_pruned_model`]) and `quantize` a quantized
+//! one. What lives here:
+//!
+//! - [`Manifest`] and its parts, [`model_id`] (the sha256 of the manifest) and [`sha256_file`];
+//! - [`external_data_locations`]: which weight files a graph uses, read from its protobuf;
+//! - [`write_folder`]: the one folder writer, which builds the new folder beside the
+//!   destination and renames it into place, so a destination is absent, the old folder, or
+//!   complete; files in it are written with `layerprune_core::atomic_write` (mode 0644).
+//!
+//! The crate sits low in the dependency graph (core, serde, sha2, onnx-protobuf): no ONNX
+//! Runtime, no Parquet.
+
+mod error;
+mod external;
+mod folder;
+mod manifest;
+mod prune;
+
+pub use error::ModelError;
+pub use external::{external_data_locations, external_location, graph_external_data};
+pub use folder::{link_or_copy, write_file, write_folder};
+pub use manifest::{
+    model_id, read_num_blocks, sha256_file, BlockRef, GraphRef, Manifest, FORMAT, MANIFEST_FILE,
+};
+pub use prune::{prune_folder, pruned_layout, write_pruned_model, PrunedLayout};

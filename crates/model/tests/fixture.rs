@@ -1,0 +1,88 @@
+//! The committed tiny model (`data/fixtures/tiny-llama`): its graphs' weight files as read
+//! through onnx-protobuf, and a pruned copy of it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use layerprune_model::{graph_external_data, prune_folder, Manifest, MANIFEST_FILE};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama")
+}
+
+/// How weight files were found before the graphs were parsed: every `weights/<name>.bin`
+/// string in the graph's bytes. Kept as the oracle the parsed references must match.
+fn scanned_weight_files(bytes: &[u8]) -> BTreeSet<String> {
+    const PREFIX: &[u8] = b"weights/";
+    let mut found = BTreeSet::new();
+    let mut start = 0;
+    while let Some(offset) = bytes[start..]
+        .windows(PREFIX.len())
+        .position(|window| window == PREFIX)
+    {
+        let name_start = start + offset + PREFIX.len();
+        let name_len = bytes[name_start..]
+            .iter()
+            .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            .count();
+        let run = &bytes[name_start..name_start + name_len];
+        if let Some(end) = run.windows(4).position(|w| w == b".bin").filter(|&e| e > 0) {
+            found.insert(format!(
+                "weights/{}",
+                String::from_utf8_lossy(&run[..end + 4])
+            ));
+        }
+        start = name_start + name_len;
+    }
+    found
+}
+
+#[test]
+fn parsed_weight_references_match_the_byte_scan_on_every_fixture_graph() {
+    let dir = fixture();
+    let manifest = Manifest::load(&dir).unwrap();
+    let mut graphs = 0;
+    for graph in manifest.graph_files() {
+        let path = dir.join(graph);
+        let parsed = graph_external_data(&path).unwrap();
+        let scanned = scanned_weight_files(&std::fs::read(&path).unwrap());
+        assert_eq!(parsed, scanned, "{graph}");
+        assert!(!parsed.is_empty(), "{graph} uses no weight file");
+        graphs += 1;
+    }
+    assert_eq!(
+        graphs,
+        manifest.num_blocks + 2 + usize::from(manifest.head_logits.is_some())
+    );
+}
+
+#[test]
+fn a_pruned_fixture_verifies_and_keeps_the_other_blocks_weights() {
+    let source = fixture();
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join("pruned");
+    let layout = prune_folder(&source, &dest, &[2, 4], "test", false).unwrap();
+    let manifest = Manifest::load(&dest).unwrap();
+    manifest.verify_files(&dest).unwrap();
+    assert_eq!(manifest, layout.manifest);
+    assert_eq!(
+        std::fs::read(dest.join(MANIFEST_FILE)).unwrap(),
+        manifest.to_json()
+    );
+    let original = Manifest::load(&source).unwrap();
+    assert_eq!(manifest.num_blocks, original.num_blocks - 2);
+    for block in [2, 4] {
+        let graph = &original.blocks[block].file;
+        assert!(layout.dropped.contains(graph));
+        assert!(!dest.join(graph).exists());
+    }
+    // Every file left out is a removed block's graph or a weight file only they used.
+    let kept: BTreeSet<String> = manifest
+        .graph_files()
+        .flat_map(|g| graph_external_data(&dest.join(g)).unwrap())
+        .collect();
+    for dropped in layout.dropped.iter().filter(|f| f.starts_with("weights/")) {
+        assert!(!kept.contains(dropped), "{dropped} is still used");
+    }
+    assert!(!dest.join("reference.json").exists());
+}

@@ -1,0 +1,423 @@
+//! From what a user has (scores, a surrogate, block statistics, earlier plans, the LLM as a
+//! [`Game`]) to one plan per k, and the plans measured on the LLM: the composition the
+//! `apply-prune` stage runs, as one library call so it is tested without spawning a binary.
+//!
+//! A measuring game values a mask as −NLL (`Objective::NegNll`); every plan measured through
+//! it records its NLL and the distinct masks it cost.
+
+use std::fmt;
+use std::str::FromStr;
+
+use layerprune_core::{values_checked, CachedGame, Game, Mask};
+use layerprune_surrogate::{FittedSurrogate, Surrogate};
+use layerprune_tables::{BlockStatsTable, PlanRow, PlanTable};
+
+use crate::frontier::{Budget, RECOMMENDED};
+use crate::{
+    adaptive_removal, best_angular_run, iterative_removal, one_shot, removable_blocks, sleb,
+    surrogate_search, AdaptiveOptions, BlockScores, SearchOptions, SelectionError,
+    SurrogateShapley,
+};
+
+/// How the blocks to delete are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanMethod {
+    /// The k lowest scores of one estimator of a score table.
+    OneShot,
+    /// Remove the lowest surrogate-Shapley block, recompute over the rest, repeat.
+    Iterative,
+    /// Search masks with k removed for the best surrogate prediction.
+    Search,
+    /// SLEB: greedy removal measured on the model.
+    Sleb,
+    /// Budget-aware adaptive removal on the model (the recommended method).
+    Adaptive,
+    /// The run of k consecutive blocks with the smallest angular distance.
+    AngularRun,
+    /// Plans chosen earlier, to measure them or write the pruned model.
+    FromPlan,
+}
+
+impl PlanMethod {
+    pub const ALL: [PlanMethod; 7] = [
+        PlanMethod::OneShot,
+        PlanMethod::Iterative,
+        PlanMethod::Search,
+        PlanMethod::Sleb,
+        PlanMethod::Adaptive,
+        PlanMethod::AngularRun,
+        PlanMethod::FromPlan,
+    ];
+
+    /// The command-line name (`--method`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanMethod::OneShot => "one-shot",
+            PlanMethod::Iterative => "iterative",
+            PlanMethod::Search => "search",
+            PlanMethod::Sleb => "sleb",
+            PlanMethod::Adaptive => "adaptive",
+            PlanMethod::AngularRun => "angular-run",
+            PlanMethod::FromPlan => "from-plan",
+        }
+    }
+
+    /// Whether the method runs the model itself (and so needs a game).
+    pub fn needs_game(self) -> bool {
+        matches!(self, PlanMethod::Sleb | PlanMethod::Adaptive)
+    }
+}
+
+impl fmt::Display for PlanMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PlanMethod {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        PlanMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = PlanMethod::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown method {text:?}; one of {}", names.join(", "))
+            })
+    }
+}
+
+/// A plan: the removed blocks, what was predicted and measured of it, and what it cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub method: String,
+    pub removed: Vec<usize>,
+    pub predicted: Option<f64>,
+    pub measured_nll: Option<f64>,
+    pub llm_evaluations: u64,
+    /// Search: the best candidates by prediction, to be measured; the best measured wins.
+    pub candidates: Vec<Vec<usize>>,
+}
+
+impl Plan {
+    fn new(method: &str, removed: Vec<usize>, llm_evaluations: u64) -> Self {
+        Plan {
+            method: method.to_string(),
+            removed,
+            predicted: None,
+            measured_nll: None,
+            llm_evaluations,
+            candidates: Vec::new(),
+        }
+    }
+
+    /// The plan as a row of a plan table.
+    pub fn to_row(&self) -> Result<PlanRow, SelectionError> {
+        let to_u32 = |value: usize| {
+            u32::try_from(value)
+                .map_err(|_| SelectionError::BadOption(format!("{value} does not fit in u32")))
+        };
+        Ok(PlanRow {
+            method: self.method.clone(),
+            k: to_u32(self.removed.len())?,
+            removed_blocks: self
+                .removed
+                .iter()
+                .map(|&b| to_u32(b))
+                .collect::<Result<_, _>>()?,
+            predicted_utility: self.predicted,
+            measured_nll: self.measured_nll,
+            measured_ppl: self.measured_nll.map(f64::exp),
+            llm_evaluations: self.llm_evaluations,
+        })
+    }
+}
+
+/// A fitted surrogate and the LLM evaluations it was fitted on.
+#[derive(Clone, Copy)]
+pub struct FittedOn<'a> {
+    pub surrogate: &'a FittedSurrogate,
+    pub llm_evaluations: u64,
+}
+
+/// What the methods may read; each method checks that what it needs is there.
+#[derive(Default)]
+pub struct PlanInputs<'a> {
+    pub scores: Option<&'a BlockScores>,
+    pub surrogate: Option<FittedOn<'a>>,
+    pub block_stats: Option<&'a BlockStatsTable>,
+    /// Earlier plans (from-plan), and the method to take when a k has several.
+    pub earlier_plans: Option<&'a PlanTable>,
+    pub plan_method: Option<&'a str>,
+    /// The LLM valuing masks as −NLL, for SLEB and adaptive, and for measuring.
+    pub game: Option<&'a mut dyn Game>,
+}
+
+/// The settings of the methods.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    pub num_blocks: usize,
+    /// Numbers of blocks to remove, one plan each.
+    pub ks: Vec<usize>,
+    /// Blocks never removed.
+    pub fixed: Vec<usize>,
+    /// Search: candidates measured on the LLM (the best measured is kept).
+    pub candidates: usize,
+    /// Search: random starting sets besides the one-shot and iterative solutions.
+    pub random_starts: usize,
+    /// Antithetic permutation pairs per Shapley computation of a surrogate without a closed
+    /// form.
+    pub permutation_pairs: usize,
+    /// Adaptive: LLM evaluations per k, at most.
+    pub budget: Budget,
+    pub seed: u64,
+}
+
+fn needs(method: PlanMethod, what: &str) -> SelectionError {
+    SelectionError::BadOption(format!("--method {method} needs {what}"))
+}
+
+/// One plan per k of `options.ks` by `method`; plans that ran on the model come back measured.
+/// With a surrogate, every plan also gets its predicted value.
+pub fn choose_plans(
+    method: PlanMethod,
+    inputs: &mut PlanInputs<'_>,
+    options: &PlanOptions,
+) -> Result<Vec<Plan>, SelectionError> {
+    let (num_blocks, fixed) = (options.num_blocks, &options.fixed);
+    if options.ks.is_empty() {
+        return Err(SelectionError::BadOption(
+            "--k needs at least one number of blocks to remove".into(),
+        ));
+    }
+    for &k in &options.ks {
+        removable_blocks(num_blocks, fixed, k)?;
+    }
+    let k_max = options.ks.iter().copied().max().unwrap_or(0);
+    let surrogate_cost = |on: FittedOn| on.llm_evaluations;
+    let mut plans = Vec::new();
+    match method {
+        PlanMethod::OneShot => {
+            let scores = inputs.scores.ok_or_else(|| needs(method, "--scores"))?;
+            let name = format!("one-shot:{}", scores.method);
+            for &k in &options.ks {
+                let removed = one_shot(&scores.scores, k, fixed)?;
+                plans.push(Plan::new(&name, removed, scores.llm_evaluations));
+            }
+        }
+        PlanMethod::Iterative | PlanMethod::Search => {
+            let on = inputs
+                .surrogate
+                .ok_or_else(|| needs(method, "--surrogate"))?;
+            let shapley =
+                SurrogateShapley::for_fitted(on.surrogate, options.permutation_pairs, options.seed);
+            let removal = iterative_removal(&shapley, k_max, fixed)?;
+            if method == PlanMethod::Iterative {
+                for &k in &options.ks {
+                    plans.push(Plan::new(
+                        "iterative-surrogate",
+                        removal.removed_blocks(k),
+                        surrogate_cost(on),
+                    ));
+                }
+            } else {
+                if options.candidates == 0 {
+                    return Err(SelectionError::BadOption(
+                        "--candidates must be at least 1".into(),
+                    ));
+                }
+                let full_game_shapley = match on.surrogate.exact_shapley() {
+                    Some(values) => values,
+                    None => {
+                        let everyone: Vec<usize> = (0..num_blocks).collect();
+                        shapley.restricted(&Mask::full(num_blocks), &everyone, 0)?
+                    }
+                };
+                let search = SearchOptions {
+                    random_starts: options.random_starts,
+                    top_n: options.candidates,
+                    seed: options.seed,
+                    ..SearchOptions::default()
+                };
+                for &k in &options.ks {
+                    let starts = vec![
+                        one_shot(&full_game_shapley, k, fixed)?,
+                        removal.removed_blocks(k),
+                    ];
+                    let found = surrogate_search(on.surrogate, k, fixed, &starts, &search)?;
+                    let mut plan = Plan::new(
+                        "surrogate-search",
+                        found[0].removed_blocks.clone(),
+                        surrogate_cost(on),
+                    );
+                    plan.candidates = found.into_iter().map(|c| c.removed_blocks).collect();
+                    plans.push(plan);
+                }
+            }
+        }
+        PlanMethod::Sleb => {
+            let game = inputs
+                .game
+                .as_deref_mut()
+                .ok_or_else(|| needs(method, "--model and --tokens"))?;
+            let result = sleb(game, k_max, fixed)?;
+            for &k in &options.ks {
+                let mut plan = Plan::new("sleb", result.removed_blocks(k), 0);
+                // SLEB ran the plan's mask in its last step, and its value there is −NLL.
+                if k > 0 {
+                    plan.llm_evaluations = result.evaluations_after[k - 1] as u64;
+                    plan.measured_nll = Some(-result.values_after[k - 1]);
+                }
+                plans.push(plan);
+            }
+        }
+        PlanMethod::Adaptive => {
+            let game = inputs
+                .game
+                .as_deref_mut()
+                .ok_or_else(|| needs(method, "--model and --tokens"))?;
+            // One cache for every k: the singles and the greedy's first steps are shared.
+            let mut cached = CachedGame::new(game);
+            let players = removable_blocks(num_blocks, fixed, k_max)?.len();
+            for &k in &options.ks {
+                let adaptive = AdaptiveOptions::with_budget(options.budget.resolve(players, k));
+                let result = adaptive_removal(&mut cached, k, fixed, &adaptive)?;
+                let mut plan = Plan::new(
+                    RECOMMENDED,
+                    result.removed_blocks,
+                    result.llm_evaluations as u64,
+                );
+                // The plan is a measured mask: its value is −NLL.
+                plan.measured_nll = Some(-result.value);
+                plans.push(plan);
+            }
+        }
+        PlanMethod::AngularRun => {
+            let stats = inputs
+                .block_stats
+                .ok_or_else(|| needs(method, "--block-stats"))?;
+            for &k in &options.ks {
+                let run = best_angular_run(stats, k, fixed)?;
+                plans.push(Plan::new("angular-run", run.removed_blocks, 1));
+            }
+        }
+        PlanMethod::FromPlan => {
+            let table = inputs
+                .earlier_plans
+                .ok_or_else(|| needs(method, "--plans"))?;
+            for &k in &options.ks {
+                plans.push(earlier_plan(table, k, inputs.plan_method, fixed)?);
+            }
+        }
+    }
+    if let Some(on) = inputs.surrogate {
+        for plan in &mut plans {
+            let mask = Mask::from_removed(num_blocks, &plan.removed)
+                .map_err(|e| SelectionError::BadOption(e.to_string()))?;
+            plan.predicted = on.surrogate.predict(&[mask]).first().copied();
+        }
+    }
+    Ok(plans)
+}
+
+/// The one plan of an earlier plan table that removes `k` blocks (by `method` where several do).
+fn earlier_plan(
+    table: &PlanTable,
+    k: usize,
+    method: Option<&str>,
+    fixed: &[usize],
+) -> Result<Plan, SelectionError> {
+    let rows: Vec<&PlanRow> = table
+        .rows
+        .iter()
+        .filter(|row| row.k as usize == k)
+        .filter(|row| method.is_none_or(|m| row.method == m))
+        .collect();
+    let row = match rows.as_slice() {
+        [row] => *row,
+        [] => {
+            return Err(SelectionError::BadOption(format!(
+                "no plan removes {k} blocks{}",
+                method
+                    .map(|m| format!(" with method {m}"))
+                    .unwrap_or_default()
+            )))
+        }
+        _ => {
+            return Err(SelectionError::BadOption(format!(
+                "{} plans remove {k} blocks (methods {}); choose one with --plan-method",
+                rows.len(),
+                rows.iter()
+                    .map(|r| r.method.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    };
+    let removed: Vec<usize> = row.removed_blocks.iter().map(|&b| b as usize).collect();
+    if let Some(block) = removed.iter().find(|b| fixed.contains(b)) {
+        return Err(SelectionError::BadOption(format!(
+            "the {} plan for k = {k} removes fixed block {block}",
+            row.method
+        )));
+    }
+    let mut plan = Plan::new(&row.method, removed, row.llm_evaluations);
+    plan.predicted = row.predicted_utility;
+    Ok(plan)
+}
+
+/// Measures every plan not measured yet through `game` (values are −NLL), in one batch so
+/// masks share prefixes. A search plan measures its candidates and keeps the best measured.
+pub fn measure_plans(
+    game: &mut dyn Game,
+    plans: &mut [Plan],
+    num_blocks: usize,
+) -> Result<(), SelectionError> {
+    let mask_of = |removed: &[usize]| {
+        Mask::from_removed(num_blocks, removed)
+            .map_err(|e| SelectionError::BadOption(e.to_string()))
+    };
+    let mut masks: Vec<Mask> = Vec::new();
+    for plan in plans.iter().filter(|p| p.measured_nll.is_none()) {
+        if plan.candidates.is_empty() {
+            masks.push(mask_of(&plan.removed)?);
+        } else {
+            for candidate in &plan.candidates {
+                masks.push(mask_of(candidate)?);
+            }
+        }
+    }
+    masks.sort();
+    masks.dedup();
+    if masks.is_empty() {
+        return Ok(());
+    }
+    let values = values_checked(game, &masks)?;
+    let nll_of = |removed: &[usize]| -> Result<f64, SelectionError> {
+        let mask = mask_of(removed)?;
+        let position = masks
+            .binary_search(&mask)
+            .map_err(|_| SelectionError::BadOption(format!("mask {mask} was not measured")))?;
+        Ok(-values[position])
+    };
+    for plan in plans.iter_mut().filter(|p| p.measured_nll.is_none()) {
+        if plan.candidates.is_empty() {
+            plan.measured_nll = Some(nll_of(&plan.removed)?);
+            plan.llm_evaluations += 1;
+        } else {
+            let mut best: Option<(f64, usize)> = None;
+            for (index, candidate) in plan.candidates.iter().enumerate() {
+                let nll = nll_of(candidate)?;
+                if best.is_none_or(|(b, _)| nll < b) {
+                    best = Some((nll, index));
+                }
+            }
+            if let Some((nll, index)) = best {
+                plan.removed = plan.candidates[index].clone();
+                plan.measured_nll = Some(nll);
+            }
+            plan.llm_evaluations += plan.candidates.len() as u64;
+        }
+    }
+    Ok(())
+}

