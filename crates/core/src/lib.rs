@@ -10,6 +10,7 @@
 
 pub mod atomic;
 pub mod device;
+pub mod exact;
 pub mod game;
 pub mod mask;
 pub mod objective;

@@ -1,7 +1,7 @@
 //! Exact Shapley and Banzhaf values from all 2^n masks over the players (fixed blocks kept),
 //! e.g. a fully enumerated evaluation table replayed as a game.
 
-use layerprune_core::synthetic::exact_shapley;
+use layerprune_core::exact::exact_shapley;
 use layerprune_core::{Game, Mask, RecordedGame};
 
 use crate::{evaluate_masks, Estimates, Players, ShapleyError};

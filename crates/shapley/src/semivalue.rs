@@ -26,18 +26,15 @@ pub enum MaskDistribution {
     Uniform,
 }
 
-/// The published strata (2, 5, 8, 11, 14 of 32 blocks removed) scaled to `num_players`,
-/// each kept within 1..=n−1 and duplicates dropped.
+/// The published strata (2, 5, 8, 11, 14 of 32 blocks removed) scaled to `num_players`: the
+/// sampler's rule (`StrataSpec::PublishedDefault`), so the semivalue averages over the strata
+/// `sample-masks` draws; a game of fewer than 2 players has the one stratum 1.
 pub fn published_strata(num_players: usize) -> Vec<usize> {
-    let mut strata: Vec<usize> = [2usize, 5, 8, 11, 14]
-        .iter()
-        .map(|&r| {
-            let scaled = (r * num_players) as f64 / 32.0;
-            (scaled.round() as usize).clamp(1, num_players.saturating_sub(1).max(1))
-        })
-        .collect();
-    strata.dedup();
-    strata
+    layerprune_sampling::resolve_strata(
+        &layerprune_sampling::StrataSpec::PublishedDefault,
+        num_players,
+    )
+    .unwrap_or_else(|_| vec![1])
 }
 
 /// The base masks and the stratum each came from.

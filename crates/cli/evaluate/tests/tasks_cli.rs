@@ -11,7 +11,7 @@ use layerprune_tables::{read_evaluations, read_task_accuracies, read_task_choice
 use layerprune_tasks::write_arrow_stream;
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+    layerprune_tests::tiny_model_dir()
 }
 
 fn write_stream(path: &Path, columns: Vec<(&str, ArrayRef)>) {

@@ -18,7 +18,7 @@ struct Reference {
 }
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama")
+    layerprune_tests::tiny_model_dir()
 }
 
 fn windows() -> Vec<Vec<u32>> {
