@@ -94,6 +94,7 @@ include pipelines/benchmarks.mk
 include pipelines/quantize.mk
 include pipelines/tasks.mk
 include pipelines/frontier.mk
+include pipelines/fuzz.mk
 
 # --- The same pipeline on Snakemake (pipelines/Snakefile; docs/pipeline.md, docs/scaling.md) ---
 # The workflow's tests on the tiny fixture: shards, sampling rounds, a killed shard, dry runs.

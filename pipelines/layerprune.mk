@@ -41,33 +41,54 @@ $(STAGES) &:
 .PHONY: $(STAGES)
 
 # --- Stages ----------------------------------------------------------------------------------
-$(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+# --- Settings stamps -----------------------------------------------------------------------
+# Each stage depends on a stamp whose content is the settings it was made with; the stamp is
+# rewritten (and so newer) only when they change, so `make demo MASKS=400 SEED=1` after a first
+# run remakes what those settings affect and nothing else.
+.PHONY: FORCE
+FORCE:
+# $(call settings_stamp,NAME,VALUES)
+define settings_stamp
+$(RUN)/.settings/$(1): FORCE
+	@mkdir -p $$(dir $$@)
+	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
+endef
+
+# A text file, or the LAMBADA passages of the given range.
+text_source = $(if $(1),--text $(1),--lambada $(LAMBADA) --documents $(2))
+text_deps = $(if $(1),$(1),$(LAMBADA))
+CALIB_SOURCE := $(call text_source,$(CALIB_TEXT),$(CALIB_DOCUMENTS))
+EVAL_SOURCE := $(call text_source,$(EVAL_TEXT),$(EVAL_DOCUMENTS))
+
+$(eval $(call settings_stamp,tokens-calib,$(MODEL_DIR) $(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(SEED)))
+$(eval $(call settings_stamp,tokens-eval,$(MODEL_DIR) $(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN)))
+$(eval $(call settings_stamp,masks,$(MODEL_DIR) $(STRATA) $(MASKS) $(SEED)))
+$(eval $(call settings_stamp,surrogates,$(SEED) $(SURROGATE_RIDGE)))
+$(eval $(call settings_stamp,plans,$(KS) $(ADAPTIVE_BUDGET) $(SEED)))
+
+$(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens
 	@mkdir -p $(RUN)
-	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) \
+	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(CALIB_SOURCE) \
 	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --mode random --seed $(SEED) --out $@
 
-ifeq ($(EVAL_TEXT),)
-EVAL_SOURCE := --lambada $(LAMBADA) --documents $(EVAL_DOCUMENTS)
-EVAL_DEPS := $(LAMBADA)
-else
-EVAL_SOURCE := --text $(EVAL_TEXT)
-EVAL_DEPS := $(EVAL_TEXT)
-endif
-$(RUN)/tokens-eval.parquet: $(MODEL_DIR)/manifest.json $(EVAL_DEPS) | $(BIN)/prepare-tokens
+$(RUN)/tokens-eval.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_TEXT)) $(RUN)/.settings/tokens-eval | $(BIN)/prepare-tokens
 	@mkdir -p $(RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(EVAL_SOURCE) \
 	  --windows $(EVAL_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
 
-$(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
+$(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(RUN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--removed $(STRATA)) --masks $(MASKS) \
 	  --anchors --seed $(SEED) --out $@
 
+# A table of other masks or tokens is not resumed but replaced (a table newer than both is a
+# checkpoint of this run, and evaluate resumes it).
 $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet | $(BIN)/evaluate
+	$(if $(filter $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet,$?),rm -f $@)
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
 	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS) --out $@
 
-$(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surrogate
+$(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --model mlp --model quadratic --keep mlp --folds 5 --seed $(SEED) \
 	  --metrics $(RUN)/surrogate-metrics.parquet --out $@
 
@@ -75,7 +96,7 @@ $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surrogate
 # pairwise than the utility exp(−ΔNLL), which saturates near 0 once a few blocks are gone, so
 # it fits a few hundred masks (cross-validated R² ≈ 0.9 on the demo's 231) where the published
 # MLP on the utility needs thousands (ridge penalty: SURROGATE_RIDGE).
-$(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet | $(BIN)/fit-surrogate
+$(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --model quadratic --model forest \
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
 	  --metrics $(RUN)/surrogate-quadratic-metrics.parquet --out $@
@@ -99,7 +120,7 @@ $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-block
 # are then measured on the evaluation text, which no method sees.
 APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS)
 $(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parquet $(RUN)/scores-shapley.parquet \
-                       $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json | $(BIN)/apply-prune
+                       $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json $(RUN)/.settings/plans | $(BIN)/apply-prune
 	@mkdir -p $(dir $@)
 	$(APPLY_PRUNE) $(PLAN_ARGS_$*) --tokens $(RUN)/tokens-calib.parquet --plan $(RUN)/plans/$*-calibration.parquet
 	$(APPLY_PRUNE) --method from-plan --plans $(RUN)/plans/$*-calibration.parquet \

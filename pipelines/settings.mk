@@ -27,6 +27,8 @@ MODEL_NAME ?= smollm2-135m
 # --- Calibration and evaluation text -------------------------------------------------------------
 # Calibration: the published size (10 windows × 128 tokens) of book text (LAMBADA passages,
 # novels from BookCorpus), from the first half of the passages.
+# CALIB_TEXT=path/to/file.txt calibrates on any text file instead.
+CALIB_TEXT ?=
 CALIB_DOCUMENTS ?= 0:2500
 CALIB_WINDOWS ?= 10
 SEQ_LEN ?= 128

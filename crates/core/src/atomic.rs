@@ -78,7 +78,8 @@ fn temp_path(path: &Path) -> Result<PathBuf, AtomicWriteError> {
 
 /// Writes `path` atomically: `write` fills a temporary file in the same folder (created with
 /// mode [`FILE_MODE`], less the umask), which is then flushed to disk (fsync) and renamed onto
-/// `path`, and the folder is synced so the rename is durable. If `write` or any step fails, the
+/// `path`, and the folder is synced so the rename is durable. Temporary files of `path` left by
+/// a writer that was killed ([`remove_stale_temps`]) are removed first. If `write` or any step fails, the
 /// temporary file is removed and `path` is untouched. The folder must exist.
 ///
 /// ```
@@ -98,12 +99,65 @@ pub fn atomic_write<T>(
     write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
 ) -> Result<T, AtomicWriteError> {
     let temp = temp_path(path)?;
+    remove_stale_temps(path);
     let result = write_then_rename(path, &temp, write);
     if result.is_err() {
         // The temporary file may or may not exist, depending on where the failure happened.
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Removes the temporary files of `path` left by writers that died before renaming them (a
+/// kill during a write): `.NAME.tmp-PID-N` in `path`'s folder whose process `PID` is no longer
+/// alive. A live process's file (this process's included) is never touched, nor is any other
+/// file. Only where a process can be looked up (`/proc` on Linux); elsewhere nothing is removed.
+/// Best effort: a file that cannot be removed is left in place. Returns the files removed.
+pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    if !Path::new("/proc/self").exists() {
+        return removed;
+    }
+    let Some(name) = path.file_name() else {
+        return removed;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = fs::read_dir(folder) else {
+        return removed;
+    };
+    let own = std::process::id();
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let entry_name = entry_name.to_string_lossy();
+        let Some(rest) = entry_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = temp_pid(rest) else {
+            continue;
+        };
+        if pid == own || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        // Only plain files: a temporary file is never anything else.
+        if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
+/// The process id in the `PID-N` tail of a temporary file's name, when it is exactly that.
+fn temp_pid(tail: &str) -> Option<u32> {
+    let (pid, serial) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(serial) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 /// [`atomic_write`] of a byte string.
@@ -154,6 +208,15 @@ fn write_then_rename<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pid_dash_serial_tails_name_a_process() {
+        assert_eq!(temp_pid("123-4"), Some(123));
+        assert_eq!(temp_pid("123-"), None);
+        assert_eq!(temp_pid("x123-4"), None);
+        assert_eq!(temp_pid("123-4.bak"), None);
+        assert_eq!(temp_pid("99999999999-1"), None);
+    }
 
     #[test]
     fn a_path_without_a_file_name_is_refused() {

@@ -149,7 +149,13 @@ impl Players {
 
     /// The block mask of a player mask: fixed blocks kept.
     pub fn lift(&self, player_mask: &Mask) -> Mask {
-        let mut block_mask = Mask::full(self.num_blocks);
+        self.lift_onto(&Mask::full(self.num_blocks), player_mask)
+    }
+
+    /// The block mask of a player mask with the non-players as in `base` (kept, or already
+    /// removed, as in iterative removal's later rounds).
+    pub fn lift_onto(&self, base: &Mask, player_mask: &Mask) -> Mask {
+        let mut block_mask = base.clone();
         for (player, &block) in self.blocks.iter().enumerate() {
             block_mask.set(block, player_mask.is_kept(player));
         }
@@ -229,6 +235,8 @@ impl Players {
 pub struct PlayerGame<G> {
     inner: G,
     players: Players,
+    /// What the non-players are: kept (the full mask) unless built [`PlayerGame::on_base`].
+    base: Mask,
 }
 
 impl<G: Game> PlayerGame<G> {
@@ -241,7 +249,26 @@ impl<G: Game> PlayerGame<G> {
                 expected: players.num_blocks(),
             });
         }
-        Ok(PlayerGame { inner, players })
+        let base = Mask::full(players.num_blocks());
+        Ok(PlayerGame {
+            inner,
+            players,
+            base,
+        })
+    }
+
+    /// The game over `players` with every other block as in `base`.
+    pub fn on_base(inner: G, players: Players, base: Mask) -> Result<Self, PlayersError> {
+        if base.num_blocks() != players.num_blocks() {
+            return Err(PlayersError::WrongLength {
+                mask: base.id(),
+                found: base.num_blocks(),
+                expected: players.num_blocks(),
+            });
+        }
+        let mut game = PlayerGame::new(inner, players)?;
+        game.base = base;
+        Ok(game)
     }
 
     pub fn players(&self) -> &Players {
@@ -263,7 +290,7 @@ impl<G: Game> Game for PlayerGame<G> {
             .iter()
             .map(|m| {
                 m.check_len(self.players.len())?;
-                Ok(self.players.lift(m))
+                Ok(self.players.lift_onto(&self.base, m))
             })
             .collect::<Result<Vec<_>, GameError>>()?;
         self.inner.values(&block_masks)

@@ -81,3 +81,71 @@ fn a_missing_folder_fails_without_creating_anything() {
     assert!(error.step.starts_with("cannot create"), "{error}");
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A process id that is no longer alive: a child that has exited and been reaped.
+#[cfg(target_os = "linux")]
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_next_write_removes_temporary_files_of_dead_writers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.json");
+    let dead = dead_pid();
+    let mut live = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let own = std::process::id();
+    let stale = [
+        format!(".out.json.tmp-{dead}-0"),
+        format!(".out.json.tmp-{dead}-17"),
+    ];
+    let kept = [
+        // A live process's (another's and this one's) temporary files.
+        format!(".out.json.tmp-{}-0", live.id()),
+        format!(".out.json.tmp-{own}-999"),
+        // Another output's temporary file, and names that only look alike.
+        format!(".other.json.tmp-{dead}-0"),
+        format!(".out.json.tmp-{dead}-0.bak"),
+        ".out.json.tmp-x-1".to_string(),
+        format!("out.json.tmp-{dead}-0"),
+    ];
+    for name in stale.iter().chain(&kept) {
+        fs::write(dir.path().join(name), b"half").unwrap();
+    }
+    atomic_write(&path, |file| Ok(file.write_all(b"new")?)).unwrap();
+    live.kill().unwrap();
+    live.wait().unwrap();
+
+    assert_eq!(fs::read(&path).unwrap(), b"new");
+    for name in &stale {
+        assert!(!dir.path().join(name).exists(), "{name} survived");
+    }
+    for name in &kept {
+        assert_eq!(fs::read(dir.path().join(name)).unwrap(), b"half", "{name}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn remove_stale_temps_never_touches_a_folder_or_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.parquet");
+    let dead = dead_pid();
+    let folder = dir.path().join(format!(".t.parquet.tmp-{dead}-0"));
+    fs::create_dir(&folder).unwrap();
+    let target = dir.path().join("target");
+    fs::write(&target, b"keep").unwrap();
+    let link = dir.path().join(format!(".t.parquet.tmp-{dead}-1"));
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let removed = layerprune_core::atomic::remove_stale_temps(&path);
+    assert!(removed.is_empty(), "{removed:?}");
+    assert!(folder.is_dir());
+    assert_eq!(fs::read(&link).unwrap(), b"keep");
+}

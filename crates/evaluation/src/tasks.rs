@@ -98,7 +98,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     let model_id = layerprune_runtime::model_id(model_dir)?;
     let scoring = Scoring::of_manifest(&manifest).name();
     let num_blocks = manifest.num_blocks;
-    let tokenizer_path = model_dir.join(&manifest.tokenizer);
+    let tokenizer_path = manifest.tokenizer_path(model_dir)?;
     let tokenizer = TokenizerFile::load(&tokenizer_path)?;
     let mut encoded = Vec::with_capacity(config.tasks.len());
     for &task in &config.tasks {

@@ -80,6 +80,20 @@ pub fn write_folder<T, E: From<ModelError>>(
     result
 }
 
+/// [`write_folder`] of a folder made from the folder `source` (a pruned or quantized copy):
+/// first refuses a `dest` that is `source`, lies inside it, or contains it
+/// ([`refuse_overlap`](crate::refuse_overlap)), so no file of the source is written over or
+/// deleted.
+pub fn write_folder_from<T, E: From<ModelError>>(
+    source: &Path,
+    dest: &Path,
+    overwrite: bool,
+    fill: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    crate::refuse_overlap(source, dest)?;
+    write_folder(dest, overwrite, fill)
+}
+
 fn move_into_place(temp: &Path, dest: &Path) -> Result<(), ModelError> {
     if dest.exists() {
         let old = sibling(dest, "old")?;
@@ -112,18 +126,37 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 }
 
 /// Puts the file `from` at `to` (creating its folder): a hard link when both share a file
-/// system, else a copy.
+/// system, else a copy. `from` is resolved first, so a symlink is linked or copied as the file
+/// it points to. An existing `to` is refused, and so is a `to` that is `from` itself (same
+/// device and inode): a copy never truncates its own source.
 pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), ModelError> {
+    let refuse = |problem: String| ModelError::Destination {
+        path: to.to_path_buf(),
+        problem,
+    };
+    if crate::same_file(from, to) {
+        return Err(refuse(format!(
+            "is the same file as its source {}; a file is never copied onto itself",
+            from.display()
+        )));
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(refuse(format!(
+            "already exists; refusing to replace it with {}",
+            from.display()
+        )));
+    }
+    let from = fs::canonicalize(from).map_err(ModelError::io(from))?;
     if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
     }
-    if fs::hard_link(from, to).is_ok() {
+    if fs::hard_link(&from, to).is_ok() {
         return Ok(());
     }
-    fs::copy(from, to)
+    fs::copy(&from, to)
         .map(drop)
         .map_err(|error| ModelError::Io {
-            path: from.to_path_buf(),
+            path: from.clone(),
             source: std::io::Error::new(
                 error.kind(),
                 format!("copying to {}: {error}", to.display()),
@@ -223,5 +256,53 @@ mod tests {
         let error =
             link_or_copy(&dir.path().join("missing.bin"), &to.with_file_name("b.bin")).unwrap_err();
         assert!(error.to_string().contains("missing.bin"), "{error}");
+    }
+
+    #[test]
+    fn a_copy_never_lands_on_its_source_or_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("a.bin");
+        fs::write(&from, b"weights").unwrap();
+        let error = link_or_copy(&from, &from).unwrap_err().to_string();
+        assert!(error.contains("is the same file as its source"), "{error}");
+        let other = dir.path().join("b.bin");
+        fs::write(&other, b"other").unwrap();
+        let error = link_or_copy(&from, &other).unwrap_err().to_string();
+        assert!(error.contains("already exists"), "{error}");
+        #[cfg(unix)]
+        {
+            // A symlink to the source at the destination is the same file too.
+            let link = dir.path().join("link.bin");
+            std::os::unix::fs::symlink(&from, &link).unwrap();
+            let error = link_or_copy(&from, &link).unwrap_err().to_string();
+            assert!(error.contains("is the same file as its source"), "{error}");
+            // A symlink as the source is copied as the file it points to.
+            let to = dir.path().join("copy/link.bin");
+            link_or_copy(&link, &to).unwrap();
+            assert!(!fs::symlink_metadata(&to).unwrap().file_type().is_symlink());
+        }
+        assert_eq!(fs::read(&from).unwrap(), b"weights");
+        assert_eq!(fs::read(&other).unwrap(), b"other");
+    }
+
+    #[test]
+    fn a_folder_is_never_written_over_its_source() {
+        let root = tempfile::tempdir().unwrap();
+        let source = root.path().join("model");
+        fs::create_dir(&source).unwrap();
+        fs::write(source.join("a.bin"), b"a").unwrap();
+        for dest in [
+            source.clone(),
+            source.join("inner"),
+            root.path().to_path_buf(),
+        ] {
+            let error = write_folder_from(&source, &dest, true, |_| -> Result<(), ModelError> {
+                panic!("an overlapping destination is refused before it is filled")
+            })
+            .unwrap_err();
+            assert!(error.to_string().contains("source folder"), "{error}");
+        }
+        assert_eq!(names(&source), vec!["a.bin"]);
+        assert_eq!(fs::read(source.join("a.bin")).unwrap(), b"a");
     }
 }

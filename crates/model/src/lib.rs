@@ -12,20 +12,28 @@
 //! - [`write_folder`]: the one folder writer, which builds the new folder beside the
 //!   destination and renames it into place, so a destination is absent, the old folder, or
 //!   complete; files in it are written with `layerprune_core::atomic_write` (mode 0644).
+//!   [`write_folder_from`] is the same for a folder made from a source folder: it refuses a
+//!   destination that is, is inside, or contains the source ([`refuse_overlap`]);
+//! - [`confined`]: the one way a path read from a model folder (a `files` entry, a graph or
+//!   tokenizer name, a graph's external-data location via [`confined_reference`]) is joined to
+//!   the folder: relative, no `..`, no symlink leading out, or refused naming the entry.
 //!
 //! The crate sits low in the dependency graph (core, serde, sha2, onnx-protobuf): no ONNX
 //! Runtime, no Parquet.
 
+mod confine;
 mod error;
 mod external;
 mod folder;
 mod manifest;
 mod prune;
 
+pub use confine::{confined, confined_reference, refuse_overlap, same_file};
 pub use error::ModelError;
 pub use external::{external_data_locations, external_location, graph_external_data};
-pub use folder::{link_or_copy, write_file, write_folder};
+pub use folder::{link_or_copy, write_file, write_folder, write_folder_from};
 pub use manifest::{
-    model_id, read_num_blocks, sha256_file, BlockRef, GraphRef, Manifest, FORMAT, MANIFEST_FILE,
+    model_id, read_num_blocks, sha256_file, BlockRef, GraphRef, Manifest, FORMAT, FORMAT_VERSION,
+    MANIFEST_FILE, MAX_BLOCKS, MAX_TENSOR_ELEMENTS,
 };
 pub use prune::{prune_folder, pruned_layout, write_pruned_model, PrunedLayout};

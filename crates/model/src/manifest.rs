@@ -1,14 +1,23 @@
 //! The manifest of a layered model folder, as written by `tools/export/export_layered.py`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
+use crate::{confined, confined_reference, graph_external_data, ModelError};
 
 pub const FORMAT: &str = "layerprune-layered-onnx";
+/// The newest `format_version` this build reads; a manifest with a higher one is refused.
+pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The most blocks a manifest may list (`num_blocks`, and every `original_index` is below it).
+pub const MAX_BLOCKS: usize = 10_000;
+/// The most elements one tensor the manifest's sizes imply may have (the embedding
+/// `vocab_size × hidden_size`, an MLP weight `hidden_size × intermediate_size`): 2^36, above
+/// any real model (a 256k vocabulary × 65,536) yet far below what overflows or exhausts memory
+/// in a count.
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 36;
 
 /// One graph file and how its inputs and outputs are named.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -60,8 +69,9 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads and checks `dir/manifest.json`: the format, the block list, and that every graph
-    /// it names is listed with a hash.
+    /// Reads and checks `dir/manifest.json`: the format and its version, the block list, the
+    /// sizes, that every graph it names is listed with a hash, and that every path it names
+    /// stays inside `dir` ([`confined`]).
     pub fn load(dir: &Path) -> Result<Manifest, ModelError> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
@@ -73,19 +83,33 @@ impl Manifest {
                 path: path.clone(),
                 problem: format!("not a valid manifest: {error}"),
             })?;
-        manifest.validate(&path)?;
+        manifest.validate(dir)?;
         Ok(manifest)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ModelError> {
+    fn validate(&self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join(MANIFEST_FILE);
         let bad = |problem: String| ModelError::BadManifest {
-            path: path.to_path_buf(),
+            path: path.clone(),
             problem,
         };
         if self.format != FORMAT {
             return Err(bad(format!(
                 "format is {:?}, expected {FORMAT:?}",
                 self.format
+            )));
+        }
+        if self.format_version == 0 || self.format_version > FORMAT_VERSION {
+            return Err(bad(format!(
+                "format_version {} is not supported: the newest this build reads is \
+                 {FORMAT_VERSION}",
+                self.format_version
+            )));
+        }
+        if self.num_blocks > MAX_BLOCKS {
+            return Err(bad(format!(
+                "num_blocks {} is more than the {MAX_BLOCKS} blocks a model may have",
+                self.num_blocks
             )));
         }
         if self.blocks.len() != self.num_blocks {
@@ -95,6 +119,7 @@ impl Manifest {
                 self.blocks.len()
             )));
         }
+        let mut originals = BTreeSet::new();
         for (position, block) in self.blocks.iter().enumerate() {
             if block.index != position {
                 return Err(bad(format!(
@@ -102,14 +127,55 @@ impl Manifest {
                     block.index
                 )));
             }
+            if block.original_index >= MAX_BLOCKS || !originals.insert(block.original_index) {
+                return Err(bad(format!(
+                    "block {position} has original_index {}, which is repeated or not below \
+                     {MAX_BLOCKS}",
+                    block.original_index
+                )));
+            }
+        }
+        self.validate_sizes().map_err(bad)?;
+        // Every path the manifest names, before anything joins it to the folder.
+        for entry in self.files.keys() {
+            confined(dir, entry)?;
+        }
+        for file in self
+            .graph_files()
+            .chain(std::iter::once(self.tokenizer.as_str()))
+        {
+            confined(dir, file)?;
         }
         for file in self.graph_files() {
             if !self.files.contains_key(file) {
                 return Err(bad(format!("graph {file} has no sha256 in `files`")));
             }
         }
+        Ok(())
+    }
+
+    /// The sizes are positive and every tensor they imply has at most
+    /// [`MAX_TENSOR_ELEMENTS`] elements (products in checked arithmetic).
+    fn validate_sizes(&self) -> Result<(), String> {
         if self.vocab_size == 0 || self.hidden_size == 0 {
-            return Err(bad("vocab_size and hidden_size must be positive".into()));
+            return Err("vocab_size and hidden_size must be positive".into());
+        }
+        let hidden = self.hidden_size as u64;
+        let mut tensors = vec![("vocab_size", self.vocab_size as u64)];
+        if let Some(value) = self.extra.get("intermediate_size") {
+            let intermediate = value
+                .as_u64()
+                .ok_or_else(|| format!("intermediate_size is {value}, not a size"))?;
+            tensors.push(("intermediate_size", intermediate));
+        }
+        for (name, size) in tensors {
+            let elements = hidden.checked_mul(size);
+            if elements.is_none_or(|elements| elements > MAX_TENSOR_ELEMENTS) {
+                return Err(format!(
+                    "hidden_size {hidden} × {name} {size} is more than the \
+                     {MAX_TENSOR_ELEMENTS} elements a tensor may have"
+                ));
+            }
         }
         Ok(())
     }
@@ -122,10 +188,56 @@ impl Manifest {
             .chain(self.head_logits.iter().map(|h| h.file.as_str()))
     }
 
-    /// Checks every listed file's sha256 against the folder's contents.
+    /// The external-data files each graph uses, by graph: folder-relative paths, each checked
+    /// to stay inside `dir` ([`confined_reference`]; an error names the graph and the
+    /// location). Whether `files` lists them is not checked here ([`Self::check_references`]).
+    pub fn references(&self, dir: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, ModelError> {
+        let mut references = BTreeMap::new();
+        for graph in self.graph_files() {
+            if references.contains_key(graph) {
+                continue;
+            }
+            let locations = graph_external_data(&confined(dir, graph)?)?;
+            let mut files = BTreeSet::new();
+            for location in &locations {
+                files.insert(confined_reference(dir, graph, location)?.0);
+            }
+            references.insert(graph.to_string(), files);
+        }
+        Ok(references)
+    }
+
+    /// [`Self::references`], and, when `listed`, that `files` lists each of them with a
+    /// sha256: a file a graph reads but the manifest does not list would go unchecked and the
+    /// model id would not cover it. The error names the graph and the unlisted file.
+    pub fn check_references(
+        &self,
+        dir: &Path,
+        listed: bool,
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, ModelError> {
+        let references = self.references(dir)?;
+        if listed {
+            for (graph, files) in &references {
+                if let Some(file) = files.iter().find(|f| !self.files.contains_key(*f)) {
+                    return Err(ModelError::BadManifest {
+                        path: dir.join(MANIFEST_FILE),
+                        problem: format!(
+                            "graph {graph} uses {file}, which `files` does not list with a \
+                             sha256 (its bytes would go unchecked and the model id would not \
+                             cover them)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(references)
+    }
+
+    /// Checks the folder: every listed file's sha256 matches the folder's contents, then every
+    /// external-data file the graphs use is listed in `files` (and stays inside `dir`).
     pub fn verify_files(&self, dir: &Path) -> Result<(), ModelError> {
         for (relative, expected) in &self.files {
-            let path = dir.join(relative);
+            let path = confined(dir, relative)?;
             let actual = sha256_file(&path)?;
             if &actual != expected {
                 return Err(ModelError::HashMismatch {
@@ -135,11 +247,36 @@ impl Manifest {
                 });
             }
         }
-        Ok(())
+        // The graphs are the ones the manifest describes; now what they read.
+        self.check_references(dir, true).map(drop)
     }
 
-    pub fn block_path(&self, dir: &Path, index: usize) -> PathBuf {
-        dir.join(&self.blocks[index].file)
+    /// What loading a model checks: with `verify`, [`Self::verify_files`]; without (a
+    /// `--no-verify` run), only that every external-data file the graphs use stays inside
+    /// `dir`.
+    pub fn check_folder(&self, dir: &Path, verify: bool) -> Result<(), ModelError> {
+        if verify {
+            self.verify_files(dir)
+        } else {
+            self.check_references(dir, false).map(drop)
+        }
+    }
+
+    /// The path of block `index`'s graph ([`confined`] to `dir`).
+    pub fn block_path(&self, dir: &Path, index: usize) -> Result<PathBuf, ModelError> {
+        let block = self.blocks.get(index).ok_or_else(|| {
+            ModelError::BadRequest(format!(
+                "block {index} is out of range for {} ({} blocks)",
+                dir.display(),
+                self.num_blocks
+            ))
+        })?;
+        confined(dir, &block.file)
+    }
+
+    /// The tokenizer file's path ([`confined`] to `dir`).
+    pub fn tokenizer_path(&self, dir: &Path) -> Result<PathBuf, ModelError> {
+        confined(dir, &self.tokenizer)
     }
 
     /// The original indices of the blocks this model has (identity for an unpruned model).
@@ -174,7 +311,12 @@ pub fn read_num_blocks(dir: &Path) -> Result<usize, ModelError> {
         .get("num_blocks")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| bad("has no non-negative integer field \"num_blocks\"".into()))?;
-    usize::try_from(num_blocks).map_err(|_| bad(format!("num_blocks {num_blocks} is too large")))
+    match usize::try_from(num_blocks) {
+        Ok(num_blocks) if num_blocks <= MAX_BLOCKS => Ok(num_blocks),
+        _ => Err(bad(format!(
+            "num_blocks {num_blocks} is more than the {MAX_BLOCKS} blocks a model may have"
+        ))),
+    }
 }
 
 /// The model id: sha256 of the manifest's bytes, which include every part's hash.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::{
-    graph_external_data, link_or_copy, model_id, write_folder, BlockRef, Manifest, ModelError,
+    confined, link_or_copy, model_id, write_folder_from, BlockRef, Manifest, ModelError,
     MANIFEST_FILE,
 };
 
@@ -56,9 +56,9 @@ pub fn pruned_layout(
         .collect();
     let mut kept_references = BTreeSet::new();
     let mut removed_references = BTreeSet::new();
-    for graph in manifest.graph_files() {
-        let references = graph_external_data(&source.join(graph))?;
-        if removed_graphs.contains(graph) {
+    // Every graph's external data, each checked to stay inside the folder.
+    for (graph, references) in manifest.references(source)? {
+        if removed_graphs.contains(graph.as_str()) {
             removed_references.extend(references);
         } else {
             kept_references.extend(references);
@@ -121,18 +121,19 @@ pub fn pruned_layout(
 }
 
 /// Writes the folder `layout` plans ([`pruned_layout`] of `source`) at `dest` with
-/// [`write_folder`]: the kept files hard-linked (or copied) from `source`, and the new
+/// [`write_folder_from`]: the kept files hard-linked (or copied) from `source`, and the new
 /// manifest. `dest` is either absent, the old folder, or complete; an existing `dest` is
-/// refused unless `overwrite`.
+/// refused unless `overwrite`, and so is a `dest` that is, is inside, or contains `source`.
+/// Every path is [`confined`] to its folder, and no file is copied onto its source.
 pub fn write_pruned_model(
     source: &Path,
     dest: &Path,
     layout: &PrunedLayout,
     overwrite: bool,
 ) -> Result<(), ModelError> {
-    write_folder(dest, overwrite, |folder| {
+    write_folder_from(source, dest, overwrite, |folder| {
         for relative in &layout.files {
-            link_or_copy(&source.join(relative), &folder.join(relative))?;
+            link_or_copy(&confined(source, relative)?, &confined(folder, relative)?)?;
         }
         layout.manifest.write(folder)
     })

@@ -15,10 +15,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use layerprune_model::{
-    external_data_locations, link_or_copy, model_id, Manifest, ModelError, MANIFEST_FILE,
+    confined, confined_reference, external_data_locations, link_or_copy, model_id, Manifest,
+    ModelError, MANIFEST_FILE, MAX_TENSOR_ELEMENTS,
 };
 use layerprune_runtime::RuntimeError;
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
@@ -158,15 +159,6 @@ pub(crate) struct FileLoader {
     pub(crate) graph: PathBuf,
 }
 
-/// A relative path that stays inside its folder.
-fn inside(location: &str) -> bool {
-    let path = Path::new(location);
-    !location.is_empty()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-}
-
 /// The model crate's errors as they were when the manifest lived in the runtime: manifest
 /// problems as [`RuntimeError`]s, I/O as [`QuantizeError::Io`].
 impl From<ModelError> for QuantizeError {
@@ -206,12 +198,16 @@ impl FileLoader {
         let Some(location) = external_location(tensor) else {
             return Ok(tensor.raw_data.clone());
         };
-        if !inside(&location) {
-            return Err(self.bad(
-                tensor,
-                format!("external data {location:?} is not a path inside the model's folder"),
-            ));
-        }
+        // Relative, no `..`, no symlink out of the folder (the graph lies in `dir`).
+        let graph_name = self
+            .graph
+            .strip_prefix(&self.dir)
+            .ok()
+            .or_else(|| self.graph.file_name().map(Path::new))
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (_, path) = confined_reference(&self.dir, &graph_name, &location)
+            .map_err(|error| self.bad(tensor, error.to_string()))?;
         let number = |key: &str| -> Result<Option<u64>, QuantizeError> {
             entry(&tensor.external_data, key)
                 .map(|v| {
@@ -221,7 +217,6 @@ impl FileLoader {
                 .transpose()
         };
         let offset = number("offset")?.unwrap_or(0);
-        let path = self.dir.join(&location);
         let mut file = fs::File::open(&path).map_err(io_error(&path))?;
         let size = file.metadata().map_err(io_error(&path))?.len();
         let length = number("length")?.unwrap_or(size.saturating_sub(offset));
@@ -233,7 +228,13 @@ impl FileLoader {
         }
         file.seek(SeekFrom::Start(offset))
             .map_err(io_error(&path))?;
-        let mut bytes = vec![0u8; length as usize];
+        let length = usize::try_from(length).map_err(|_| {
+            self.bad(
+                tensor,
+                format!("external data length {length} is too large"),
+            )
+        })?;
+        let mut bytes = vec![0u8; length];
         file.read_exact(&mut bytes).map_err(io_error(&path))?;
         Ok(bytes)
     }
@@ -244,7 +245,9 @@ impl crate::TensorLoader for FileLoader {
         if tensor.data_type != DataType::FLOAT as i32 {
             return Err(self.bad(tensor, "is not float32".into()));
         }
-        let count: usize = tensor.dims.iter().map(|&d| d as usize).product();
+        let count = element_count(&tensor.dims).ok_or_else(|| {
+            self.bad(tensor, format!("dims {:?} are not a tensor's", tensor.dims))
+        })?;
         if external_location(tensor).is_none() && !tensor.float_data.is_empty() {
             if tensor.float_data.len() != count {
                 return Err(self.bad(tensor, "float_data does not match its dims".into()));
@@ -252,7 +255,7 @@ impl crate::TensorLoader for FileLoader {
             return Ok(tensor.float_data.clone());
         }
         let bytes = self.raw_bytes(tensor)?;
-        if bytes.len() != count * 4 {
+        if bytes.len() != count.saturating_mul(4) {
             return Err(self.bad(
                 tensor,
                 format!(
@@ -268,6 +271,17 @@ impl crate::TensorLoader for FileLoader {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect())
     }
+}
+
+/// The number of elements of a tensor of `dims`: non-negative dims whose product (in checked
+/// arithmetic) is at most [`MAX_TENSOR_ELEMENTS`]; `None` otherwise.
+fn element_count(dims: &[i64]) -> Option<usize> {
+    let count = dims.iter().try_fold(1u64, |count, &dim| {
+        count.checked_mul(u64::try_from(dim).ok()?)
+    })?;
+    (count <= MAX_TENSOR_ELEMENTS)
+        .then(|| usize::try_from(count).ok())
+        .flatten()
 }
 
 fn parse_model(path: &Path) -> Result<ModelProto, QuantizeError> {
@@ -330,6 +344,19 @@ fn externalize(
     }
 }
 
+/// The folder-relative paths of the external data `model` (the graph `file` of the folder
+/// `source`) reads, each [`confined_reference`] to the folder.
+fn references(
+    source: &Path,
+    file: &str,
+    model: &ModelProto,
+) -> Result<BTreeSet<String>, QuantizeError> {
+    external_data_locations(model)
+        .iter()
+        .map(|location| Ok(confined_reference(source, file, location)?.0))
+        .collect()
+}
+
 fn initializer_names(model: &ModelProto) -> BTreeSet<String> {
     model
         .graph
@@ -362,9 +389,9 @@ pub fn quantize_folder(
             manifest.dtype
         )));
     }
-    if options.verify {
-        manifest.verify_files(source)?;
-    }
+    // Every file the graphs read stays inside `source`; with `verify`, each is also listed in
+    // `files` and every listed file's sha256 matches.
+    manifest.check_folder(source, options.verify)?;
     let head_graphs: BTreeSet<&str> = std::iter::once(manifest.head.file.as_str())
         .chain(manifest.head_logits.iter().map(|h| h.file.as_str()))
         .collect();
@@ -379,7 +406,7 @@ pub fn quantize_folder(
     let block_files: BTreeSet<&str> = manifest.blocks.iter().map(|b| b.file.as_str()).collect();
     let mut activations = match &options.calibration {
         Some(calibration) => Some(Activations::start(
-            &source.join(&manifest.embedding.file),
+            &confined(source, &manifest.embedding.file)?,
             &calibration.windows,
         )?),
         None => None,
@@ -391,11 +418,11 @@ pub fn quantize_folder(
     let mut referenced = BTreeSet::new();
     let mut excluded = Vec::new();
     for file in &graph_files {
-        let path = source.join(file);
+        let path = confined(source, file)?;
         let mut model = parse_model(&path)?;
         if options.exclude_head && head_graphs.contains(file.as_str()) {
             excluded.push(file.clone());
-            referenced.extend(external_data_locations(&model));
+            referenced.extend(references(source, file, &model)?);
             continue;
         }
         let before = initializer_names(&model);
@@ -422,7 +449,7 @@ pub fn quantize_folder(
             externalize(&mut model, &added, &mut new_weights);
             graphs.insert(file.clone(), encode(&model, &path)?);
         }
-        referenced.extend(external_data_locations(&model));
+        referenced.extend(references(source, file, &model)?);
         reports.push((file.clone(), report));
     }
     let quantized: usize = reports.iter().map(|(_, r)| r.quantized.len()).sum();
@@ -432,12 +459,6 @@ pub fn quantize_folder(
         });
     }
     for location in &referenced {
-        if !inside(location) {
-            return Err(QuantizeError::BadModel {
-                path: source.to_path_buf(),
-                problem: format!("a graph's external data {location:?} leaves the folder"),
-            });
-        }
         if !manifest.files.contains_key(location) && !new_weights.contains_key(location) {
             return Err(QuantizeError::BadModel {
                 path: manifest_path.clone(),
@@ -513,21 +534,23 @@ fn fill_folder(
     quantized: &QuantizedFolder,
 ) -> Result<(), QuantizeError> {
     for relative in &quantized.unchanged {
-        link_or_copy(&source.join(relative), &folder.join(relative))?;
+        link_or_copy(&confined(source, relative)?, &confined(folder, relative)?)?;
     }
     for (relative, bytes) in quantized.graphs.iter().chain(&quantized.new_weights) {
-        layerprune_model::write_file(&folder.join(relative), bytes)?;
+        layerprune_model::write_file(&confined(folder, relative)?, bytes)?;
     }
     quantized.manifest.write(folder)?;
     Ok(())
 }
 
-/// Refuses a destination that is the model being quantized.
+/// Refuses a destination that is the model being quantized (the same path, or the same file
+/// by device and inode).
 fn refuse_source(source: &Path, dest: &Path) -> Result<(), QuantizeError> {
-    let same = match (fs::canonicalize(source), fs::canonicalize(dest)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
+    let same = layerprune_model::same_file(source, dest)
+        || matches!(
+            (fs::canonicalize(source), fs::canonicalize(dest)),
+            (Ok(a), Ok(b)) if a == b
+        );
     if same {
         return Err(QuantizeError::Unsupported(format!(
             "{} is the model being quantized; write the quantized model elsewhere",
@@ -538,7 +561,8 @@ fn refuse_source(source: &Path, dest: &Path) -> Result<(), QuantizeError> {
 }
 
 /// Writes the quantized folder beside `dest` and renames it into place, so `dest` is either
-/// absent, the old folder, or complete.
+/// absent, the old folder, or complete. A `dest` that is, is inside, or contains `source` is
+/// refused, every path is confined to its folder, and no file is copied onto its source.
 pub fn write_folder(
     source: &Path,
     dest: &Path,
@@ -546,7 +570,7 @@ pub fn write_folder(
     overwrite: bool,
 ) -> Result<(), QuantizeError> {
     refuse_source(source, dest)?;
-    layerprune_model::write_folder(dest, overwrite, |folder| {
+    layerprune_model::write_folder_from(source, dest, overwrite, |folder| {
         fill_folder(source, folder, quantized)
     })
 }

@@ -12,6 +12,7 @@ use ort::value::{DynValue, TensorRef};
 
 use crate::manifest::{model_id, Manifest};
 use crate::RuntimeError;
+use layerprune_model::confined;
 
 /// Hidden states between blocks, as ONNX Runtime holds them ([batch, seq, hidden], in the
 /// model's dtype). Passed from graph to graph without conversion.
@@ -153,10 +154,36 @@ fn first_output(
     })
 }
 
+/// The graph files of a layered model, each [`confined`] to its folder when the model opened.
+struct GraphPaths {
+    embed: PathBuf,
+    blocks: Vec<PathBuf>,
+    head: PathBuf,
+    head_logits: Option<PathBuf>,
+}
+
+impl GraphPaths {
+    fn of(manifest: &Manifest, dir: &Path) -> Result<GraphPaths, RuntimeError> {
+        Ok(GraphPaths {
+            embed: confined(dir, &manifest.embedding.file)?,
+            blocks: (0..manifest.num_blocks)
+                .map(|i| manifest.block_path(dir, i))
+                .collect::<Result<_, _>>()?,
+            head: confined(dir, &manifest.head.file)?,
+            head_logits: manifest
+                .head_logits
+                .as_ref()
+                .map(|graph| confined(dir, &graph.file))
+                .transpose()?,
+        })
+    }
+}
+
 /// A layered model: the embedding, every block and the head, each its own session.
 pub struct LayeredModel {
     dir: PathBuf,
     manifest: Manifest,
+    paths: GraphPaths,
     model_id: String,
     options: RuntimeOptions,
     embed: Session,
@@ -166,12 +193,13 @@ pub struct LayeredModel {
 }
 
 impl LayeredModel {
-    /// Loads `dir` (checking hashes when `options.verify_hashes`).
+    /// Loads `dir`. Every path the manifest and the graphs name must stay inside `dir`; with
+    /// `options.verify_hashes`, every file the graphs read must also be listed in the manifest
+    /// and every listed file's sha256 must match (`Manifest::check_folder`).
     pub fn open(dir: &Path, options: &RuntimeOptions) -> Result<Self, RuntimeError> {
         let manifest = Manifest::load(dir)?;
-        if options.verify_hashes {
-            manifest.verify_files(dir)?;
-        }
+        manifest.check_folder(dir, options.verify_hashes)?;
+        let paths = GraphPaths::of(&manifest, dir)?;
         if manifest.dtype != "float32" && matches!(options.device, Device::Cpu) {
             eprintln!(
                 "warning: {} holds {} weights; the CPU provider runs them slowly",
@@ -179,15 +207,18 @@ impl LayeredModel {
                 manifest.dtype
             );
         }
-        let embed = open_session(&dir.join(&manifest.embedding.file), options)?;
-        let blocks = (0..manifest.num_blocks)
-            .map(|i| open_session(&manifest.block_path(dir, i), options))
+        let embed = open_session(&paths.embed, options)?;
+        let blocks = paths
+            .blocks
+            .iter()
+            .map(|path| open_session(path, options))
             .collect::<Result<Vec<_>, _>>()?;
-        let head = open_session(&dir.join(&manifest.head.file), options)?;
+        let head = open_session(&paths.head, options)?;
         Ok(LayeredModel {
             dir: dir.to_path_buf(),
             model_id: model_id(dir)?,
             manifest,
+            paths,
             options: options.clone(),
             embed,
             blocks,
@@ -215,7 +246,7 @@ impl LayeredModel {
 
     /// Token ids [batch, seq] → hidden states.
     pub fn embed(&mut self, input_ids: &Array2<i64>) -> Result<HiddenState, RuntimeError> {
-        let path = self.dir.join(&self.manifest.embedding.file);
+        let path = self.paths.embed.clone();
         let input = TensorRef::from_array_view(input_ids).map_err(onnx_error(&path))?;
         let outputs = self
             .embed
@@ -230,11 +261,11 @@ impl LayeredModel {
         index: usize,
         hidden: &HiddenState,
     ) -> Result<HiddenState, RuntimeError> {
-        let path = self.manifest.block_path(&self.dir, index);
+        let path = &self.paths.blocks[index];
         let outputs = self.blocks[index]
             .run(ort::inputs![hidden])
-            .map_err(onnx_error(&path))?;
-        first_output(outputs, &path)
+            .map_err(onnx_error(path))?;
+        first_output(outputs, path)
     }
 
     /// −log p(target_ids[b, t] | tokens ≤ t) for every position: [batch, seq].
@@ -243,7 +274,7 @@ impl LayeredModel {
         hidden: &HiddenState,
         target_ids: &Array2<i64>,
     ) -> Result<Array2<f32>, RuntimeError> {
-        let path = self.dir.join(&self.manifest.head.file);
+        let path = self.paths.head.clone();
         let targets = TensorRef::from_array_view(target_ids).map_err(onnx_error(&path))?;
         let outputs = self
             .head
@@ -259,7 +290,7 @@ impl LayeredModel {
         hidden: &Array3<f32>,
         target_ids: &Array2<i64>,
     ) -> Result<Array2<f32>, RuntimeError> {
-        let path = self.dir.join(&self.manifest.head.file);
+        let path = self.paths.head.clone();
         let state = TensorRef::from_array_view(hidden).map_err(onnx_error(&path))?;
         let targets = TensorRef::from_array_view(target_ids).map_err(onnx_error(&path))?;
         let outputs = self
@@ -289,13 +320,12 @@ impl LayeredModel {
     }
 
     fn logits_session(&mut self) -> Result<(&mut Session, PathBuf), RuntimeError> {
-        let graph = self.manifest.head_logits.clone().ok_or_else(|| {
+        let path = self.paths.head_logits.clone().ok_or_else(|| {
             RuntimeError::BadInput(format!(
                 "{}: the manifest has no head_logits graph",
                 self.dir.display()
             ))
         })?;
-        let path = self.dir.join(&graph.file);
         if self.head_logits.is_none() {
             self.head_logits = Some(open_session(&path, &self.options)?);
         }
@@ -325,7 +355,12 @@ impl LayeredModel {
             "float16" | "bfloat16" => 2,
             _ => 4,
         };
-        batch * seq_len * self.manifest.hidden_size * element
+        // Saturating: the manifest's sizes are bounded, but a caller's batch need not be.
+        batch
+            .saturating_mul(seq_len)
+            .saturating_mul(self.manifest.hidden_size)
+            .saturating_mul(element)
+            .max(1)
     }
 }
 
@@ -359,4 +394,64 @@ fn nll_matrix(
             path,
             message: format!("nll output has the wrong rank: {e}"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixture's manifest in an empty folder, changed by `change`.
+    fn folder_with(change: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/fixtures/tiny-llama")
+            .join(crate::manifest::MANIFEST_FILE);
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+        change(&mut manifest);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(crate::manifest::MANIFEST_FILE),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn hostile_manifests_are_refused_before_any_graph_is_opened() {
+        let options = RuntimeOptions {
+            verify_hashes: false,
+            ..RuntimeOptions::default()
+        };
+        for (change, expected) in [
+            (
+                Box::new(|m: &mut serde_json::Value| m["files"]["/etc/passwd"] = "00".into())
+                    as Box<dyn FnOnce(&mut serde_json::Value)>,
+                "entry \"/etc/passwd\" is an absolute path",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| m["head"]["file"] = "../head.onnx".into()),
+                "entry \"../head.onnx\" has a `..` component",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| m["format_version"] = 99.into()),
+                "format_version 99 is not supported",
+            ),
+            (
+                Box::new(|m: &mut serde_json::Value| m["hidden_size"] = (1u64 << 63).into()),
+                "hidden_size 9223372036854775808 × vocab_size 320 is more than",
+            ),
+        ] {
+            let dir = folder_with(change);
+            let Err(error) = LayeredModel::open(dir.path(), &options) else {
+                panic!("{expected}: opened");
+            };
+            let message = error.to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(
+                matches!(error, RuntimeError::BadManifest { .. }),
+                "{error:?}"
+            );
+        }
+    }
 }

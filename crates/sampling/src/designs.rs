@@ -216,16 +216,36 @@ fn for_each_combination(n: usize, k: usize, mut visit: impl FnMut(&[usize])) {
     }
 }
 
+/// `count` consecutive group ids starting at `first`, or an error when the last of them would
+/// pass `i64::MAX` (checked arithmetic: appending to a table whose ids are near the top is an
+/// error, not an overflow).
+pub(crate) fn group_ids(
+    first: i64,
+    count: usize,
+) -> Result<impl Iterator<Item = i64>, SamplingError> {
+    let overflow = || SamplingError::GroupIdOverflow {
+        first: i128::from(first),
+        needed: count as u128,
+    };
+    let count = i64::try_from(count).map_err(|_| overflow())?;
+    if count > 0 {
+        first.checked_add(count - 1).ok_or_else(overflow)?;
+    }
+    // `first + i` cannot overflow: `first + count - 1` was checked.
+    Ok((0..count).map(move |i| first + i))
+}
+
 /// Each mask followed by its complement (players flipped, fixed blocks kept), a pair sharing
 /// a `group_id` (counting up from `first_group_id`): the mask at `position` 0 as a
 /// [`Design::Stratum`] row, its complement at `position` 1 as a [`Design::Complement`] row.
+/// An error if the ids would pass `i64::MAX`.
 pub fn complement_pairs(
     players: &Players,
     masks: &[Mask],
     first_group_id: i64,
-) -> Vec<SampledMask> {
+) -> Result<Vec<SampledMask>, SamplingError> {
     let mut rows = Vec::with_capacity(2 * masks.len());
-    for (group_id, mask) in (first_group_id..).zip(masks) {
+    for (group_id, mask) in group_ids(first_group_id, masks.len())?.zip(masks) {
         rows.push(SampledMask {
             mask: mask.clone(),
             design: Design::Stratum,
@@ -239,7 +259,7 @@ pub fn complement_pairs(
             position: Some(1),
         });
     }
-    rows
+    Ok(rows)
 }
 
 /// `orders` antithetic pairs of permutation chains. For each random order of the players, the
@@ -247,33 +267,33 @@ pub fn complement_pairs(
 /// j = 0 ..= players) is followed by the chain of the reversed order; every chain has its own
 /// `group_id`, counting up from `first_group_id` (so a forward chain `g` is reversed by
 /// chain `g + 1`). Chains are never deduplicated: a chain needs all its prefixes, and the
-/// empty and full coalitions are in every chain.
+/// empty and full coalitions are in every chain. An error if the ids would pass `i64::MAX`.
 pub fn permutation_chains(
     players: &Players,
     orders: usize,
     first_group_id: i64,
     rng: &mut impl Rng,
-) -> Vec<SampledMask> {
+) -> Result<Vec<SampledMask>, SamplingError> {
     let player_count = players.len();
+    let mut ids = group_ids(first_group_id, orders.saturating_mul(2))?;
     let mut rows = Vec::with_capacity(2 * orders * (player_count + 1));
-    let mut group_id = first_group_id;
     for _ in 0..orders {
         let mut order: Vec<usize> = (0..player_count).collect();
         order.shuffle(rng);
         let reversed: Vec<usize> = order.iter().rev().copied().collect();
         for chain_order in [order, reversed] {
+            let group_id = ids.next();
             for kept in 0..=player_count {
                 rows.push(SampledMask {
                     mask: players.mask_keeping(chain_order[..kept].iter().copied()),
                     design: Design::Permutation,
-                    group_id: Some(group_id),
+                    group_id,
                     position: Some(kept as u32),
                 });
             }
-            group_id += 1;
         }
     }
-    rows
+    Ok(rows)
 }
 
 /// The full model, then every single player removed, in player order.
@@ -361,7 +381,7 @@ mod tests {
     fn pairs_chains_anchors_and_enumeration_have_their_structure() {
         let players = Players::new(5, &[1]).unwrap();
         let mask = players.mask_removing([0, 1]);
-        let rows = complement_pairs(&players, std::slice::from_ref(&mask), 7);
+        let rows = complement_pairs(&players, std::slice::from_ref(&mask), 7).unwrap();
         assert_eq!(rows[0].mask.id(), "01011");
         assert_eq!(rows[1].mask.id(), "11100");
         assert_eq!((rows[1].group_id, rows[1].position), (Some(7), Some(1)));

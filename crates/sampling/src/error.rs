@@ -43,6 +43,12 @@ pub enum SamplingError {
         expected: usize,
     },
     #[error(
+        "new pair/chain group ids would pass i64::MAX: {needed} ids are needed from {first} on \
+         (the table appended to already uses ids up to {max}); renumber its group_id column",
+        max = first - 1
+    )]
+    GroupIdOverflow { first: i128, needed: u128 },
+    #[error(
         "pilot mask number {index} has {got} entries, but the model has {expected} blocks: \
          it belongs to another model"
     )]

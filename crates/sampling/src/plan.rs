@@ -100,7 +100,16 @@ pub fn sample(
         }
         seen.insert(mask.clone());
     }
-    let mut next_group_id = existing.max_group_id.map_or(0, |id| id + 1);
+    // The next free group id, one past the existing largest. Held as i128 so that a table whose
+    // largest id is i64::MAX is still fine as long as no new id is needed; `group_ids` refuses
+    // ids past i64::MAX.
+    let mut next_group_id: i128 = existing.max_group_id.map_or(0, |id| i128::from(id) + 1);
+    let first_id = |next: i128, needed: usize| {
+        i64::try_from(next).map_err(|_| SamplingError::GroupIdOverflow {
+            first: next,
+            needed: needed as u128,
+        })
+    };
     let mut rows = Vec::new();
 
     if plan.enumerate {
@@ -146,8 +155,11 @@ pub fn sample(
                 &mut rng,
             );
             if plan.complement_pairs {
-                rows.extend(complement_pairs(players, &drawn, next_group_id));
-                next_group_id += drawn.len() as i64;
+                if !drawn.is_empty() {
+                    let first = first_id(next_group_id, drawn.len())?;
+                    rows.extend(complement_pairs(players, &drawn, first)?);
+                    next_group_id += drawn.len() as i128;
+                }
             } else {
                 rows.extend(
                     drawn
@@ -176,7 +188,8 @@ pub fn sample(
     if let Some(orders) = plan.permutation_chains {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(0);
-        rows.extend(permutation_chains(players, orders, next_group_id, &mut rng));
+        let first = first_id(next_group_id, 2 * orders)?;
+        rows.extend(permutation_chains(players, orders, first, &mut rng)?);
     }
 
     Ok(SampleOutcome {

@@ -442,3 +442,57 @@ fn bad_requests_are_reported_clearly() {
         Err(layerprune_core::PlayersError::OutOfRange { block: 8, .. })
     ));
 }
+
+/// Appending to a table whose largest `group_id` is at or near `i64::MAX`: new ids are counted
+/// with checked arithmetic, so running out is an error, ids up to exactly
+/// `i64::MAX` are fine, and a plan that needs no new ids appends as usual.
+#[test]
+fn appending_after_the_largest_group_id_is_an_error_not_an_overflow() {
+    let players = Players::new(6, &[]).unwrap();
+    let pairs = SamplingPlan {
+        complement_pairs: true,
+        ..stratified(StrataSpec::Removed(vec![2]), 4)
+    };
+    let chains = SamplingPlan {
+        permutation_chains: Some(2),
+        ..SamplingPlan::default()
+    };
+    let after = |max_group_id| Existing {
+        masks: &[],
+        max_group_id,
+    };
+    for plan in [&pairs, &chains] {
+        let ids: HashSet<i64> = run(&players, plan, 1)
+            .rows
+            .iter()
+            .filter_map(|row| row.group_id)
+            .collect();
+        let needed = ids.len() as i64;
+        assert!(needed > 0);
+        // Exactly enough room: the last new id is i64::MAX.
+        let rows = sample(&players, plan, after(Some(i64::MAX - needed)), 1)
+            .unwrap()
+            .rows;
+        let max = rows.iter().filter_map(|row| row.group_id).max();
+        assert_eq!(max, Some(i64::MAX));
+        // One id short, and none left at all.
+        for max_group_id in [i64::MAX - needed + 1, i64::MAX] {
+            let error = sample(&players, plan, after(Some(max_group_id)), 1).unwrap_err();
+            assert!(
+                matches!(error, SamplingError::GroupIdOverflow { .. }),
+                "{error:?}"
+            );
+            assert!(error.to_string().contains("i64::MAX"), "{error}");
+        }
+    }
+    // Anchors and plain strata need no group ids: appending at i64::MAX works.
+    let plain = SamplingPlan {
+        anchors: true,
+        ..stratified(StrataSpec::Removed(vec![2]), 4)
+    };
+    let rows = sample(&players, &plain, after(Some(i64::MAX)), 1)
+        .unwrap()
+        .rows;
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|row| row.group_id.is_none()));
+}

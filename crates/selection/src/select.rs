@@ -5,8 +5,8 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use layerprune_core::{Game, GameError, Mask};
-use layerprune_surrogate::{FittedSurrogate, QuadraticSurrogate, Surrogate};
+use layerprune_core::{Mask, PlayerGame, Players};
+use layerprune_surrogate::{FittedSurrogate, QuadraticSurrogate, Surrogate, SurrogateGame};
 use rand::seq::index::sample;
 
 use crate::{removable_blocks, rng_from_seed, SelectionError};
@@ -36,35 +36,6 @@ fn mask_without(num_blocks: usize, removed: &[usize]) -> Mask {
         kept[block] = false;
     }
     Mask::from_kept(kept)
-}
-
-/// A surrogate restricted to some players: the other blocks are as in `base` (kept, or already
-/// removed). Player masks are lifted to block masks before the surrogate predicts.
-struct RestrictedGame<'a> {
-    surrogate: &'a dyn Surrogate,
-    base: Mask,
-    players: &'a [usize],
-}
-
-impl Game for RestrictedGame<'_> {
-    fn num_players(&self) -> usize {
-        self.players.len()
-    }
-
-    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
-        let block_masks = masks
-            .iter()
-            .map(|mask| {
-                mask.check_len(self.players.len())?;
-                let mut block_mask = self.base.clone();
-                for (player, &block) in self.players.iter().enumerate() {
-                    block_mask.set(block, mask.is_kept(player));
-                }
-                Ok(block_mask)
-            })
-            .collect::<Result<Vec<_>, GameError>>()?;
-        Ok(self.surrogate.predict(&block_masks))
-    }
 }
 
 /// How to compute the Shapley values of a surrogate's game restricted to some of its blocks:
@@ -141,11 +112,17 @@ impl<'a> SurrogateShapley<'a> {
                 })
                 .collect());
         }
-        let mut game = RestrictedGame {
-            surrogate: self.surrogate,
-            base: base.clone(),
-            players,
-        };
+        // The surrogate restricted to `players` (ascending, so player p is `players[p]`); the
+        // other blocks as in `base`.
+        if players.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(SelectionError::BadOption(
+                "the players of a restricted game must be ascending and distinct".into(),
+            ));
+        }
+        let restricted = Players::from_blocks(base.num_blocks(), players.to_vec())
+            .map_err(|e| SelectionError::BadOption(e.to_string()))?;
+        let mut game = PlayerGame::on_base(SurrogateGame(self.surrogate), restricted, base.clone())
+            .map_err(|e| SelectionError::BadOption(e.to_string()))?;
         let estimates = layerprune_shapley::surrogate::surrogate_shapley(
             &mut game,
             None,

@@ -169,6 +169,78 @@ fn check_no_duplicates(path: &Path, rows: &[EvaluationRow]) -> Result<(), TableE
     Ok(())
 }
 
+/// Relative tolerance of `ppl` against `exp(nll)`.
+const PPL_TOLERANCE: f64 = 1e-9;
+
+/// What every evaluation row promises beyond its types (docs/formats.md, "evaluations"):
+/// `nll` is a number or +inf (a collapsed model), never NaN or -inf; `ppl` is `exp(nll)`
+/// within 1e-9 relative; `utility` is not negative (NaN or +inf record a collapsed model);
+/// `seconds` is finite and not negative. A present `full_model_nll` is finite. Checked on
+/// writing and on reading, so a bad table is refused at its source, naming row and column.
+fn check_values(
+    path: &Path,
+    full_model_nll: Option<f64>,
+    rows: &[EvaluationRow],
+) -> Result<(), TableError> {
+    if let Some(nll) = full_model_nll.filter(|nll| !nll.is_finite()) {
+        return Err(TableError::bad(
+            path,
+            format!("metadata entry layerprune.full_model_nll = {nll}: must be a finite number"),
+        ));
+    }
+    for (index, row) in rows.iter().enumerate() {
+        let bad = |column: &str, message: String| {
+            Err(TableError::bad(
+                path,
+                format!(
+                    "row {index}, column {column:?}: {message} (mask {})",
+                    row.mask
+                ),
+            ))
+        };
+        if row.nll.is_nan() || row.nll == f64::NEG_INFINITY {
+            return bad(
+                "nll",
+                format!(
+                    "{} is not a mean NLL (a number, or +inf for a collapsed model)",
+                    row.nll
+                ),
+            );
+        }
+        let expected = row.nll.exp();
+        let agrees = if expected.is_finite() {
+            (row.ppl - expected).abs() <= PPL_TOLERANCE * expected
+        } else {
+            row.ppl == expected
+        };
+        if !agrees {
+            return bad(
+                "ppl",
+                format!(
+                    "{} is not exp(nll) = exp({}) = {expected} (relative tolerance {PPL_TOLERANCE:e})",
+                    row.ppl, row.nll
+                ),
+            );
+        }
+        if row.utility < 0.0 {
+            return bad(
+                "utility",
+                format!(
+                    "{} is negative (a ratio of perplexities or accuracies)",
+                    row.utility
+                ),
+            );
+        }
+        if !(row.seconds.is_finite() && row.seconds >= 0.0) {
+            return bad(
+                "seconds",
+                format!("{} is not a finite, non-negative duration", row.seconds),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn fields() -> Vec<Field> {
     let mut fields = mask_fields();
     fields.extend([
@@ -189,6 +261,7 @@ pub fn write_evaluations(
 ) -> Result<(), TableError> {
     check_no_duplicates(path, &table.rows)?;
     check_fixed_blocks(path, table.num_blocks, &table.fixed_blocks)?;
+    check_values(path, table.full_model_nll, &table.rows)?;
     let rows = &table.rows;
     let mut columns = mask_columns(path, table.num_blocks, rows.iter().map(|r| &r.mask))?;
     let floats = |get: fn(&EvaluationRow) -> f64| -> ArrayRef {
@@ -253,6 +326,7 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
         }
     }
     check_no_duplicates(path, &rows)?;
+    check_values(path, full_model_nll, &rows)?;
     Ok(EvaluationTable {
         num_blocks,
         model_id: raw.meta("model_id")?.to_string(),

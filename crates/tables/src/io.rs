@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use crate::{atomic_write, Provenance, TableError, TableErrorKind};
+use crate::{atomic_write, guard, Provenance, TableError, TableErrorKind};
 
 /// Version of the layout described in docs/formats.md; bumped on any incompatible change.
 pub const FORMAT_VERSION: &str = "1";
@@ -159,7 +160,26 @@ pub(crate) struct RawTable<'p> {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Opens `path` as Parquet and returns its key-value metadata and a reader builder.
+/// Runs a call into the `parquet` crate, turning a panic in it (a decoder tripping over a
+/// corrupted file the structural checks let through) into an error naming the file.
+fn unpanicked<T>(path: &Path, call: impl FnOnce() -> T) -> Result<T, TableError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        TableError::new(
+            path,
+            TableErrorKind::NotParquet,
+            format!("not a readable Parquet file: the decoder failed ({message})"),
+        )
+    })
+}
+
+/// Opens `path` as Parquet and returns its key-value metadata and a reader builder, after
+/// checking the file's structure (see `guard.rs`), so that no corrupted file reaches the
+/// decoder with a size, count or offset that could make it hang or read out of bounds.
 fn open(
     path: &Path,
 ) -> Result<
@@ -169,14 +189,22 @@ fn open(
     ),
     TableError,
 > {
-    let file = File::open(path).map_err(|e| TableError::io(path, "cannot open", e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+    let not_parquet = |message: String| {
         TableError::new(
             path,
             TableErrorKind::NotParquet,
-            format!("not a readable Parquet file: {e}"),
+            format!("not a readable Parquet file: {message}"),
         )
-    })?;
+    };
+    let mut file = File::open(path).map_err(|e| TableError::io(path, "cannot open", e))?;
+    // Checked and decoded from the same bytes: read once, through the open file.
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| TableError::io(path, "cannot read", e))?;
+    let footer_start = guard::check_frame(&bytes).map_err(not_parquet)?;
+    let builder = unpanicked(path, || ParquetRecordBatchReaderBuilder::try_new(file))?
+        .map_err(|e| not_parquet(e.to_string()))?;
+    guard::check_chunks(&bytes, footer_start, builder.metadata()).map_err(not_parquet)?;
     let metadata = builder
         .metadata()
         .file_metadata()
@@ -265,11 +293,7 @@ pub(crate) fn read_table<'p>(
             ));
         }
     }
-    let reader = builder
-        .build()
-        .map_err(|e| TableError::new(path, TableErrorKind::NotParquet, e.to_string()))?;
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
+    let batches = unpanicked(path, || builder.build()?.collect::<Result<Vec<_>, _>>())?
         .map_err(|e| TableError::new(path, TableErrorKind::NotParquet, e.to_string()))?;
     Ok(RawTable {
         path,

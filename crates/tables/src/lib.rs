@@ -14,6 +14,7 @@
 mod atomic;
 mod error;
 mod evaluations;
+mod guard;
 mod io;
 mod masks;
 mod provenance;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use layerprune_cli_common::{command_line, run, DeviceArgs};
+use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, Io};
 use layerprune_core::{Game, Objective};
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, OnnxGame, RuntimeOptions};
 use layerprune_selection::frontier::Budget;
@@ -65,7 +65,7 @@ struct Args {
     #[arg(long)]
     plan_method: Option<String>,
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, value_parser = count(0, 4096))]
     k: Vec<usize>,
     /// Blocks never removed (e.g. 0), besides the fixed blocks recorded in --scores and
     /// --surrogate.
@@ -79,14 +79,14 @@ struct Args {
     tokens: Option<PathBuf>,
     /// Search: candidates measured on the LLM (the best measured is kept); without a model the
     /// best predicted is kept.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = count(0, 1_000_000))]
     candidates: usize,
     /// Search: random starting sets besides the one-shot and iterative solutions.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = count(0, 1_000_000))]
     random_starts: usize,
     /// Antithetic permutation pairs per Shapley computation of a surrogate without a closed
     /// form (MLP, forest).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = count(1, 100_000_000))]
     permutation_pairs: usize,
     /// Adaptive: LLM evaluations per k, at most: `sleb` (SLEB's cost at that k, the default),
     /// a fraction of it (`0.5sleb`), `least`, or a number.
@@ -107,7 +107,7 @@ struct Args {
     #[command(flatten)]
     device: DeviceArgs,
     /// Windows per forward pass (0 = all windows together).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     batch_windows: usize,
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
@@ -209,6 +209,17 @@ fn apply_prune(args: Args) -> Result<()> {
         (None, None) => bail!("give --scores (one-shot) or --method"),
     };
     check_args(&args, method)?;
+    // Before any work: the plan table and the pruned folder may not replace (or hold) an input.
+    Io::new()
+        .input_opt(args.scores.as_deref())
+        .input_opt(args.surrogate.as_deref())
+        .input_opt(args.block_stats.as_deref())
+        .input_opt(args.plans.as_deref())
+        .input_opt(args.model.as_deref())
+        .input_opt(args.tokens.as_deref())
+        .output("--plan", &args.plan)
+        .output_folder_opt("--pruned-out", args.pruned_out.as_deref())
+        .check()?;
 
     // Read every input, checking they describe one model; the fixed blocks recorded in the
     // score table and the surrogate are kept, with --fixed.
@@ -284,6 +295,13 @@ fn apply_prune(args: Args) -> Result<()> {
     };
     fixed.sort_unstable();
     fixed.dedup();
+    // One Shapley computation through a surrogate holds `--permutation-pairs` pairs of player
+    // orders and a marginal per player for each (about 32 bytes per pair and block).
+    check_memory(
+        "--permutation-pairs x the number of blocks",
+        &[args.permutation_pairs, num_blocks + 1],
+        32,
+    )?;
 
     let (mut game, dataset_id) = match (model, &args.tokens) {
         (Some(model), Some(path)) => {

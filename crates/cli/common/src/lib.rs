@@ -1,7 +1,12 @@
 //! What every stage binary shares, so each binary stays a thin `clap` front over library
 //! crates: how a stage reports failure (one message naming the file and the problem, exit
 //! status 2), the `--device`/`--threads` flags, the argument list recorded as provenance
-//! in every file a stage writes.
+//! in every file a stage writes, the check of a stage's outputs against its inputs before any
+//! work ([`Io`]), and the bounds of counts and memory ([`count`], [`check_memory`]).
+//!
+//! Exit status: 0 on success; 2 for every failure, both usage errors (reported by clap) and
+//! errors found while running (a refused output, an unreadable input, a failed write). The
+//! stages' tests and docs/pipeline.md rely on this one status.
 
 pub use layerprune_core::Device;
 use std::process::ExitCode;
@@ -50,7 +55,15 @@ pub struct DeviceArgs {
     /// Where to run the model: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    /// CPU threads for ONNX Runtime (0 = one per core).
-    #[arg(long, default_value_t = 0)]
+    /// CPU threads for ONNX Runtime (0 = one per core; at most 4 per core).
+    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
 }
+
+mod bounds;
+mod outputs;
+
+pub use bounds::{
+    cache_bytes, check_memory, count, parse_threads, MEMORY_LIMIT_BYTES, MEMORY_LIMIT_TEXT,
+};
+pub use outputs::{check_folder_outside_inputs, check_outputs, Io};

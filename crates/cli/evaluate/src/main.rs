@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use layerprune_cli_common::{command_line, run, DeviceArgs};
+use layerprune_cli_common::{cache_bytes, command_line, count, run, DeviceArgs, Io};
 use layerprune_core::Mask;
 use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, EvaluationConfig, MaskSource, MergeConfig,
@@ -48,7 +48,7 @@ struct Args {
     task_data: Option<PathBuf>,
     /// Questions per task, a seeded subsample (the same for every model and mask); 0 = the
     /// whole split.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     task_subsample: usize,
     /// Seed of the question subsample.
     #[arg(long, default_value_t = 0)]
@@ -64,10 +64,10 @@ struct Args {
     #[arg(long, requires = "tasks")]
     accuracy_out: Option<PathBuf>,
     /// With --tasks: padded tokens per forward pass (rows × longest row).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = count(1, 1 << 32))]
     batch_tokens: usize,
     /// With --tasks: longest model input; longer contexts are cut from the left.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = count(1, 1 << 24))]
     max_length: usize,
     /// Evaluate only shard I of N (0 ≤ I < N) of the masks: a mask's shard is a fixed function
     /// of the mask, so N runs cover every mask exactly once; join them with --merge.
@@ -91,7 +91,7 @@ struct Args {
     #[command(flatten)]
     device: DeviceArgs,
     /// Windows per forward pass (0 = all windows together).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     batch_windows: usize,
     /// Memory for cached prefix hidden states, in MiB.
     #[arg(long, default_value_t = 1024)]
@@ -100,7 +100,7 @@ struct Args {
     #[arg(long)]
     no_prefix_reuse: bool,
     /// Masks per checkpoint of the output file.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = count(1, 100_000_000))]
     chunk: usize,
     /// Evaluate at most this many new masks in this run, then stop with a partial table
     /// (a later run resumes it).
@@ -111,7 +111,7 @@ struct Args {
     #[arg(long)]
     block_stats: Option<PathBuf>,
     /// Longest run of consecutive blocks in --block-stats.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = count(1, 4096))]
     max_run: usize,
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
@@ -130,6 +130,7 @@ struct Args {
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
+        check_io(&args)?;
         if let Some(task_list) = args.tasks.clone() {
             tasks::evaluate_tasks(&args, &task_list)
         } else if args.merge.is_empty() {
@@ -138,6 +139,30 @@ fn main() -> ExitCode {
             merge(&args)
         }
     })
+}
+
+/// Refuses, before any work, outputs that would replace an input (the model's files, the
+/// token, mask and shard tables, the task files), that are not regular files, or whose folder
+/// is missing or cannot be written; and a --cache-mb that does not convert to bytes.
+fn check_io(args: &Args) -> Result<()> {
+    cache_bytes(args.cache_mb)?;
+    let mut io = Io::new()
+        .input_opt(args.model.as_deref())
+        .input_opt(args.tokens.as_deref())
+        .input_opt(args.masks.as_deref())
+        .input_opt(args.task_data.as_deref())
+        .inputs(&args.merge)
+        .output("--out", &args.out);
+    if args.tasks.is_some() {
+        io = io
+            .output_opt("--choices-out", args.choices_out.as_deref())
+            .output_opt("--accuracy-out", args.accuracy_out.as_deref());
+    } else if args.merge.is_empty() {
+        io = io
+            .output_opt("--block-stats", args.block_stats.as_deref())
+            .output_opt("--summary", args.summary.as_deref());
+    }
+    io.check()
 }
 
 /// What every output of this run records as its origin (the library adds the inputs).
@@ -186,7 +211,7 @@ fn evaluate(args: &Args) -> Result<()> {
         runtime: runtime_options(args),
         options: EvalOptions {
             batch_windows: args.batch_windows,
-            cache_bytes: args.cache_mb << 20,
+            cache_bytes: cache_bytes(args.cache_mb)?,
             reuse_prefixes: !args.no_prefix_reuse,
         },
         checkpoint_every,

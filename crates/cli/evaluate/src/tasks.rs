@@ -54,7 +54,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         options: ChoiceOptions {
             batch_tokens: args.batch_tokens,
             max_length: args.max_length,
-            cache_bytes: args.cache_mb << 20,
+            cache_bytes: layerprune_cli_common::cache_bytes(args.cache_mb)?,
             reuse_prefixes: !args.no_prefix_reuse,
         },
         checkpoint_every,

@@ -63,7 +63,7 @@ struct Args {
     #[arg(long = "model", default_value = "mlp")]
     models: Vec<SurrogateKind>,
     /// Cross-validation folds (0 = no cross-validation).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = layerprune_cli_common::count(0, 100_000))]
     folds: usize,
     /// Seeds the folds, the MLP's initialisation and shuffling, and the forest.
     #[arg(long, default_value_t = 0)]
@@ -81,10 +81,10 @@ struct Args {
     #[arg(long)]
     ridge_alpha: Option<f64>,
     /// MLP training epochs (published: 300).
-    #[arg(long)]
+    #[arg(long, value_parser = layerprune_cli_common::count(1, 1_000_000))]
     epochs: Option<usize>,
     /// Trees in the forest.
-    #[arg(long)]
+    #[arg(long, value_parser = layerprune_cli_common::count(1, 100_000))]
     trees: Option<usize>,
 }
 
@@ -202,6 +202,11 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
     if args.metrics.is_some() && args.folds == 0 {
         bail!("--metrics needs cross-validation; give --folds 2 or more");
     }
+    layerprune_cli_common::Io::new()
+        .input(&args.evaluations)
+        .output_opt("--out", args.out.as_deref())
+        .output_opt("--metrics", args.metrics.as_deref())
+        .check()?;
     let table = read_evaluations(&args.evaluations)
         .with_context(|| format!("reading evaluations {}", args.evaluations.display()))?;
     let rows = training_rows(&table, args.target, &args.evaluations)?;

@@ -16,7 +16,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use layerprune_cli_common::{command_line, run, DeviceArgs};
+use layerprune_cli_common::{
+    check_folder_outside_inputs, command_line, count, run, DeviceArgs, Io,
+};
 use layerprune_core::{Game, Mask};
 use layerprune_evaluation::block_stats_table;
 use layerprune_runtime::{LayeredModel, RuntimeOptions};
@@ -45,7 +47,7 @@ struct Args {
     #[arg(long)]
     heldout: Vec<String>,
     /// Numbers of blocks to remove.
-    #[arg(long, value_delimiter = ',', default_value = "3,6,9")]
+    #[arg(long, value_delimiter = ',', default_value = "3,6,9", value_parser = count(0, 4096))]
     k: Vec<usize>,
     /// Blocks never removed.
     #[arg(long, value_delimiter = ',')]
@@ -56,7 +58,7 @@ struct Args {
     budgets: Vec<Budget>,
     /// The quadratic-surrogate Shapley method on this many stratified masks (plus the full
     /// model and the single removals; 0 = not run). 200 is `make demo`'s budget.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = count(0, 1_000_000))]
     shapley_masks: usize,
     /// Seeds the Shapley method's masks.
     #[arg(long, default_value_t = 0)]
@@ -121,8 +123,21 @@ fn main_body(args: Args) -> Result<()> {
             bail!("held-out table {name} shares a window with calibration set {calib}: the evaluation text must be disjoint from calibration");
         }
     }
+    // Before any work (only the token tables are read): the folder exists (made here) and
+    // can be written, and neither frontier.csv nor a cache replaces an input or a special file.
+    let input_paths: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+    check_folder_outside_inputs("--out-dir", &args.out_dir, &input_paths)?;
     std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+        .with_context(|| format!("--out-dir {}: cannot create it", args.out_dir.display()))?;
+    let mut io = Io::new()
+        .inputs(&inputs)
+        .output("--out-dir", args.out_dir.join("frontier.csv"));
+    for (kind, sets) in [("calibration", &calibration), ("heldout", &heldout)] {
+        for (name, _) in sets {
+            io = io.output("--out-dir", cache_path(&args.out_dir, kind, name, &inputs)?);
+        }
+    }
+    io.check()?;
     let options = RuntimeOptions {
         device: args.device.device,
         threads: args.device.threads,

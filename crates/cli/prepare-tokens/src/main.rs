@@ -60,10 +60,10 @@ struct Args {
     separator: String,
 
     /// Number of windows.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = layerprune_cli_common::count(1, 100_000_000))]
     windows: usize,
     /// Tokens per window.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = layerprune_cli_common::count(1, 1 << 24))]
     length: usize,
     #[arg(long, value_enum, default_value = "consecutive")]
     mode: Mode,
@@ -90,6 +90,16 @@ fn body(args: Args) -> anyhow::Result<()> {
         (None, Some(model)) => model.join("tokenizer.json"),
         (None, None) => bail!("give --tokenizer FILE or --model DIR"),
     };
+    layerprune_cli_common::Io::new()
+        .input(&tokenizer_path)
+        .input_opt(args.text.as_deref())
+        .input_opt(args.jsonl.as_deref())
+        .input_opt(args.lambada.as_deref())
+        .input_opt(args.boolq_passages.as_deref())
+        .output("--out", &args.out)
+        .check()?;
+    // The windows' token ids (4 bytes each), held twice while the table is built and written.
+    layerprune_cli_common::check_memory("--windows x --length", &[args.windows, args.length], 8)?;
     let source = if let Some(path) = &args.text {
         TextSource::Text {
             path: path.clone(),

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
-use layerprune_cli_common::run;
+use layerprune_cli_common::{run, Io};
 use layerprune_quantize::{
     quantize_folder, quantize_single_file, write_folder, write_single_file, Calibration,
     FolderOptions, GraphReport, Scheme,
@@ -114,6 +114,16 @@ fn quantize(args: Args) -> Result<()> {
     if !args.model.exists() {
         bail!("{}: no such folder or file", args.model.display());
     }
+    // Before any work: --out may not replace, hold or lie in the model or the calibration table.
+    let io = Io::new()
+        .input(&args.model)
+        .input_opt(args.calibration.as_deref());
+    if args.model.is_dir() {
+        io.output_folder("--out", &args.out)
+    } else {
+        io.output("--out", &args.out)
+    }
+    .check()?;
     let calibration = match (args.method, &args.calibration) {
         (MethodArg::Rtn, None) => None,
         (MethodArg::Rtn, Some(_)) => bail!("--calibration is for --method gptq"),

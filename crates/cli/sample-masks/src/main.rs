@@ -22,7 +22,8 @@ use layerprune_tables::{
 #[command(name = "sample-masks", version)]
 struct Args {
     /// Number of blocks of the model.
-    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    #[arg(long, required_unless_present = "model", conflicts_with = "model",
+          value_parser = layerprune_cli_common::count(1, MAX_BLOCKS as u64))]
     num_blocks: Option<usize>,
     /// Model folder; its manifest.json gives the number of blocks.
     #[arg(long)]
@@ -47,7 +48,7 @@ struct Args {
     ratios: Option<Vec<f64>>,
     /// Total number of stratified masks (strata from --removed, --ratios, or by default the
     /// published 2, 5, 8, 11, 14 of 32 scaled to the number of players).
-    #[arg(long)]
+    #[arg(long, value_parser = layerprune_cli_common::count(0, 100_000_000))]
     masks: Option<usize>,
     /// How the stratified masks are shared by the strata.
     #[arg(long, value_enum, default_value_t = AllocationKind::Equal, requires = "masks")]
@@ -65,7 +66,7 @@ struct Args {
     #[arg(long, requires = "masks")]
     complement_pairs: bool,
     /// Number of random player orders, each giving a permutation chain and its reverse.
-    #[arg(long)]
+    #[arg(long, value_parser = layerprune_cli_common::count(0, 10_000_000))]
     permutation_chains: Option<usize>,
     /// The full model and every single-block removal.
     #[arg(long)]
@@ -91,18 +92,30 @@ enum AllocationKind {
     Neyman,
 }
 
+/// The most blocks a model may have (the largest LLMs have a few hundred).
+const MAX_BLOCKS: usize = 4096;
+
 fn main() -> ExitCode {
     layerprune_cli_common::run(|| sample_masks(Args::parse()))
 }
 
 fn sample_masks(args: Args) -> anyhow::Result<()> {
+    layerprune_cli_common::Io::new()
+        .input_opt(args.model.as_deref())
+        .input_opt(args.pilot.as_deref())
+        .output("--out", &args.out)
+        .check()?;
     let num_blocks = match (&args.model, args.num_blocks) {
         (Some(model), _) => layerprune_model::read_num_blocks(model)
             .with_context(|| format!("reading the model manifest of {}", model.display()))?,
         (None, Some(num_blocks)) => num_blocks,
         (None, None) => bail!("give the number of blocks with --num-blocks or --model"),
     };
+    if num_blocks > MAX_BLOCKS {
+        bail!("a model of {num_blocks} blocks: at most {MAX_BLOCKS} are supported");
+    }
     let players = Players::new(num_blocks, &args.fixed)?;
+    check_memory(&args, players.len(), num_blocks)?;
     let mut provenance = Provenance::new(
         "sample-masks",
         env!("CARGO_PKG_VERSION"),
@@ -211,6 +224,26 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Refuses a design whose rows would not fit in memory: each row holds a mask of
+/// `num_blocks` flags and about a hundred bytes besides.
+fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Result<()> {
+    let pairs = if args.complement_pairs { 2 } else { 1 };
+    let rows = [
+        args.masks.unwrap_or(0).saturating_mul(pairs),
+        args.permutation_chains
+            .unwrap_or(0)
+            .saturating_mul(2 * (players + 1)),
+        if args.anchors { players + 1 } else { 0 },
+    ]
+    .iter()
+    .fold(0usize, |total, &n| total.saturating_add(n));
+    layerprune_cli_common::check_memory(
+        "the rows of --masks and --permutation-chains",
+        &[rows, num_blocks + 96],
+        1,
+    )
 }
 
 /// Id of an input file for provenance: the sha256 of its bytes.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use layerprune_cli_common::{command_line, run};
+use layerprune_cli_common::{command_line, run, Io};
 use layerprune_selection::{
     angular_distance_scores, block_influence_scores, leave_one_out_scores, random_scores,
     reverse_order_scores, BlockScores,
@@ -48,7 +48,7 @@ struct Args {
     #[arg(long)]
     evaluations: Option<PathBuf>,
     /// Number of blocks, when only reverse/random are asked for and no table says it.
-    #[arg(long)]
+    #[arg(long, value_parser = layerprune_cli_common::count(1, 4096))]
     num_blocks: Option<usize>,
     /// Seed of the random scores.
     #[arg(long, default_value_t = 0)]
@@ -63,6 +63,11 @@ fn main() -> ExitCode {
 }
 
 fn score_blocks(args: Args) -> Result<()> {
+    Io::new()
+        .input_opt(args.block_stats.as_deref())
+        .input_opt(args.evaluations.as_deref())
+        .output("--out", &args.out)
+        .check()?;
     let stats: Option<BlockStatsTable> = args
         .block_stats
         .as_deref()

@@ -50,7 +50,7 @@ struct Args {
     estimators: Vec<Estimator>,
     /// Base masks of the semivalue / Banzhaf estimate through the surrogate (published:
     /// 80,000); surrogate queries of surrogate-shapley when it has no closed form.
-    #[arg(long, default_value_t = 80_000)]
+    #[arg(long, default_value_t = 80_000, value_parser = layerprune_cli_common::count(1, 1_000_000_000))]
     samples: usize,
     /// Strata of the semivalue: numbers of removed players, comma separated (default: the
     /// published 2,5,8,11,14 of 32 scaled to the number of players).
@@ -213,8 +213,20 @@ fn file_id(path: &Path) -> Result<String> {
 }
 
 fn body(args: Args) -> Result<()> {
+    layerprune_cli_common::Io::new()
+        .input_opt(args.evaluations.as_deref())
+        .input_opt(args.surrogate.as_deref())
+        .input_opt(args.masks.as_deref())
+        .output("--out", &args.out)
+        .check()?;
     let inputs = load(&args)?;
     let players = &inputs.players;
+    // The sampled coalitions (a flag per player and some bookkeeping each) and their values.
+    layerprune_cli_common::check_memory(
+        "--samples x the number of players",
+        &[args.samples, players.len() + 64],
+        2,
+    )?;
     // The surrogate's own record of what it was fitted on, else the evaluation table's size.
     let surrogate_evaluations = inputs
         .surrogate

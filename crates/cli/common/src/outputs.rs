@@ -1,0 +1,460 @@
+//! The check every stage runs on its outputs before doing any work: an output never replaces
+//! an input (by file identity, through symbolic and hard links), never replaces something that
+//! is not a regular file (a device, FIFO, socket or symbolic link), and its folder exists and
+//! can be written. Each refusal names the flag, the path and the problem.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+/// Distinguishes probe files of one process.
+static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
+
+/// One stage run's input and output paths, checked together by [`Io::check`] before the stage
+/// reads or computes anything:
+///
+/// ```no_run
+/// # use std::path::Path;
+/// layerprune_cli_common::Io::new()
+///     .input(Path::new("evaluations.parquet"))
+///     .output("--out", Path::new("scores.parquet"))
+///     .check()?;
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Io {
+    inputs: Vec<PathBuf>,
+    files: Vec<(String, PathBuf)>,
+    folders: Vec<(String, PathBuf)>,
+}
+
+impl Io {
+    pub fn new() -> Self {
+        Io::default()
+    }
+
+    /// A file or folder the stage reads (a missing one is left for the stage to report).
+    pub fn input(mut self, path: impl AsRef<Path>) -> Self {
+        self.inputs.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// [`Io::input`] of an optional flag.
+    pub fn input_opt(self, path: Option<impl AsRef<Path>>) -> Self {
+        match path {
+            Some(path) => self.input(path),
+            None => self,
+        }
+    }
+
+    /// Inputs of a repeatable flag.
+    pub fn inputs<P: AsRef<Path>>(self, paths: impl IntoIterator<Item = P>) -> Self {
+        paths.into_iter().fold(self, |io, path| io.input(path))
+    }
+
+    /// A file the stage writes, given by `flag`.
+    pub fn output(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
+        self.files
+            .push((flag.to_string(), path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// [`Io::output`] of an optional flag.
+    pub fn output_opt(self, flag: &str, path: Option<impl AsRef<Path>>) -> Self {
+        match path {
+            Some(path) => self.output(flag, path),
+            None => self,
+        }
+    }
+
+    /// A folder the stage writes as a whole (built beside it, then renamed onto it): besides
+    /// the checks of a file, no input may lie inside it and it may not lie inside an input.
+    pub fn output_folder(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
+        self.folders
+            .push((flag.to_string(), path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// [`Io::output_folder`] of an optional flag.
+    pub fn output_folder_opt(self, flag: &str, path: Option<impl AsRef<Path>>) -> Self {
+        match path {
+            Some(path) => self.output_folder(flag, path),
+            None => self,
+        }
+    }
+
+    /// Refuses, with a message naming the flag, the path and the problem:
+    /// - an output that is the same file as an input (same device and inode, so also through a
+    ///   symbolic or hard link), or lies inside an input folder;
+    /// - a folder output that holds an input;
+    /// - an existing output that is a symbolic link, a device, a FIFO, a socket, or (for a
+    ///   file output) a folder;
+    /// - two outputs at the same place, or a file output inside a folder output;
+    /// - an output whose folder is missing or cannot be written (a probe file is created in it
+    ///   and removed).
+    pub fn check(&self) -> Result<()> {
+        let inputs: Vec<Input> = self.inputs.iter().filter_map(|p| Input::new(p)).collect();
+        let mut places: Vec<(&str, &Path, PathBuf, bool)> = Vec::new();
+        for (flag, path, is_folder) in self
+            .files
+            .iter()
+            .map(|(f, p)| (f, p, false))
+            .chain(self.folders.iter().map(|(f, p)| (f, p, true)))
+        {
+            let place = check_one(flag, path, is_folder, &inputs)?;
+            places.push((flag, path, place, is_folder));
+        }
+        for (i, (flag, path, place, _)) in places.iter().enumerate() {
+            for (other_flag, other_path, other_place, other_is_folder) in &places[i + 1..] {
+                if place == other_place {
+                    bail!(
+                        "{flag} {} and {other_flag} {} are the same output; give each its own path",
+                        path.display(),
+                        other_path.display()
+                    );
+                }
+                for (inner, inner_flag, outer, outer_flag, outer_is_folder) in [
+                    (place, flag, other_place, other_flag, *other_is_folder),
+                    (other_place, other_flag, place, flag, places[i].3),
+                ] {
+                    if outer_is_folder && inner.starts_with(outer) {
+                        bail!(
+                            "{inner_flag} {} lies inside the output folder {outer_flag} {}, which \
+                             is replaced as a whole; write it elsewhere",
+                            inner.display(),
+                            outer.display()
+                        );
+                    }
+                }
+            }
+        }
+        for (flag, path, _, _) in &places {
+            probe_folder(flag, path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks file `outputs` against `inputs` (see [`Io::check`]); the flag in messages is
+/// `output`.
+pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
+    let io = inputs.iter().fold(Io::new(), |io, path| io.input(path));
+    outputs
+        .iter()
+        .fold(io, |io, path| io.output("output", path))
+        .check()
+}
+
+/// Refuses a folder the stage will create (if missing) and write files into when it is, or
+/// would be made, inside an input folder (a model folder); checked before the folder is made,
+/// so a refused run creates nothing. The files written in it are then checked with [`Io`].
+pub fn check_folder_outside_inputs(flag: &str, folder: &Path, inputs: &[&Path]) -> Result<()> {
+    let mut existing = folder;
+    while !existing.as_os_str().is_empty() && fs::symlink_metadata(existing).is_err() {
+        existing = existing.parent().unwrap_or(Path::new(""));
+    }
+    let existing = if existing.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        existing
+    };
+    let place = existing.canonicalize().with_context(|| {
+        format!(
+            "{flag} {}: cannot resolve {}",
+            folder.display(),
+            existing.display()
+        )
+    })?;
+    for input in inputs.iter().filter_map(|p| Input::new(p)) {
+        if input.is_dir && place.starts_with(&input.canonical) {
+            bail!(
+                "{flag} {}: lies inside the input folder {}; refusing to write into an input",
+                folder.display(),
+                input.path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An existing input: its identity and its canonical path.
+struct Input {
+    path: PathBuf,
+    id: (u64, u64),
+    canonical: PathBuf,
+    is_dir: bool,
+}
+
+impl Input {
+    fn new(path: &Path) -> Option<Input> {
+        let meta = fs::metadata(path).ok()?;
+        Some(Input {
+            path: path.to_path_buf(),
+            id: identity(&meta),
+            canonical: path.canonicalize().ok()?,
+            is_dir: meta.is_dir(),
+        })
+    }
+}
+
+#[cfg(unix)]
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn identity(_meta: &fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// What a file type is called in a refusal.
+fn kind(meta: &fs::Metadata) -> &'static str {
+    let file_type = meta.file_type();
+    if file_type.is_symlink() {
+        return "a symbolic link";
+    }
+    if file_type.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_char_device() || file_type.is_block_device() {
+            return "a device";
+        }
+    }
+    if file_type.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The folder an output is written in.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    }
+}
+
+/// Checks one output against the inputs; returns its place (canonical folder + name).
+fn check_one(flag: &str, path: &Path, is_folder: bool, inputs: &[Input]) -> Result<PathBuf> {
+    let shown = path.display();
+    let Some(name) = path.file_name() else {
+        bail!("{flag} {shown}: not a file name");
+    };
+    let existing = match fs::symlink_metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(error) if error.kind() == ErrorKind::NotFound => None,
+        Err(error) => {
+            return Err(error).with_context(|| format!("{flag} {shown}: cannot look at it"))
+        }
+    };
+    if let Some(meta) = &existing {
+        let fits = if is_folder {
+            meta.is_dir()
+        } else {
+            meta.is_file()
+        };
+        if !fits {
+            let wanted = if is_folder { "folder" } else { "regular file" };
+            bail!(
+                "{flag} {shown}: exists and is {}, not a {wanted}; refusing to replace it",
+                kind(meta)
+            );
+        }
+    }
+    let folder = folder_of(path);
+    match fs::metadata(folder) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!("{flag} {shown}: {} is not a folder", folder.display()),
+        Err(error) if error.kind() == ErrorKind::NotFound => bail!(
+            "{flag} {shown}: the folder {} does not exist",
+            folder.display()
+        ),
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!(
+                    "{flag} {shown}: cannot open the folder {}",
+                    folder.display()
+                )
+            })
+        }
+    }
+    let place = folder
+        .canonicalize()
+        .with_context(|| {
+            format!(
+                "{flag} {shown}: cannot resolve the folder {}",
+                folder.display()
+            )
+        })?
+        .join(name);
+    if let Some(meta) = &existing {
+        let id = identity(meta);
+        if cfg!(unix) {
+            if let Some(input) = inputs.iter().find(|input| input.id == id) {
+                bail!(
+                    "{flag} {shown}: is the same {} as the input {}; refusing to replace an input",
+                    if is_folder { "folder" } else { "file" },
+                    input.path.display()
+                );
+            }
+        }
+    }
+    for input in inputs {
+        if input.canonical == place {
+            bail!(
+                "{flag} {shown}: is the input {}; refusing to replace an input",
+                input.path.display()
+            );
+        }
+        if input.is_dir && place.starts_with(&input.canonical) {
+            bail!(
+                "{flag} {shown}: lies inside the input folder {}; refusing to write into an input",
+                input.path.display()
+            );
+        }
+        if is_folder && input.canonical.starts_with(&place) {
+            bail!(
+                "{flag} {shown}: holds the input {}; refusing to replace a folder holding an input",
+                input.path.display()
+            );
+        }
+    }
+    Ok(place)
+}
+
+/// Creates and removes a probe file in the output's folder, so a folder that cannot be written
+/// is reported before the work rather than after it.
+fn probe_folder(flag: &str, path: &Path) -> Result<()> {
+    let folder = folder_of(path);
+    let probe = folder.join(format!(
+        ".layerprune-probe-{}-{}",
+        std::process::id(),
+        NEXT_PROBE.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .with_context(|| {
+            format!(
+                "{flag} {}: cannot write in the folder {}",
+                path.display(),
+                folder.display()
+            )
+        })?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(io: Io) -> String {
+        format!("{:#}", io.check().unwrap_err())
+    }
+
+    #[test]
+    fn an_output_equal_to_an_input_is_refused_by_name_and_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.parquet");
+        fs::write(&input, b"data").unwrap();
+        let message = refused(Io::new().input(&input).output("--out", &input));
+        assert!(
+            message.contains("--out") && message.contains("same file"),
+            "{message}"
+        );
+
+        let hard = dir.path().join("hard.parquet");
+        fs::hard_link(&input, &hard).unwrap();
+        let message = refused(Io::new().input(&input).output("--out", &hard));
+        assert!(message.contains("same file as the input"), "{message}");
+
+        // An input given through a symbolic link to the output.
+        let link = dir.path().join("link.parquet");
+        std::os::unix::fs::symlink(&hard, &link).unwrap();
+        let message = refused(Io::new().input(&link).output("--out", &input));
+        assert!(message.contains("same file as the input"), "{message}");
+        // The output itself a symbolic link.
+        let message = refused(Io::new().output("--out", &link));
+        assert!(message.contains("symbolic link"), "{message}");
+        assert_eq!(fs::read(&input).unwrap(), b"data");
+    }
+
+    #[test]
+    fn special_files_missing_and_unwritable_folders_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = refused(Io::new().output("--out", dir.path()));
+        assert!(
+            message.contains("a folder, not a regular file"),
+            "{message}"
+        );
+        let missing = dir.path().join("missing").join("out.parquet");
+        let message = refused(Io::new().output("--out", &missing));
+        assert!(message.contains("does not exist"), "{message}");
+        let message = refused(Io::new().output("--out", "/dev/null"));
+        assert!(message.contains("a device"), "{message}");
+        assert!(check_outputs(&[&dir.path().join("new.parquet")], &[]).is_ok());
+        // No probe file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn folder_outputs_may_not_hold_or_lie_in_an_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        fs::create_dir(&model).unwrap();
+        fs::write(model.join("manifest.json"), b"{}").unwrap();
+        let message = refused(
+            Io::new()
+                .input(&model)
+                .output_folder("--pruned-out", &model),
+        );
+        assert!(message.contains("--pruned-out"), "{message}");
+        let message = refused(
+            Io::new()
+                .input(&model)
+                .output_folder("--pruned-out", dir.path()),
+        );
+        assert!(message.contains("holds the input"), "{message}");
+        let inner = model.join("pruned");
+        let message = refused(
+            Io::new()
+                .input(&model)
+                .output_folder("--pruned-out", &inner),
+        );
+        assert!(message.contains("inside the input folder"), "{message}");
+        fs::create_dir(dir.path().join("p")).unwrap();
+        let message = refused(
+            Io::new()
+                .output_folder("--pruned-out", dir.path().join("p"))
+                .output("--plan", dir.path().join("p").join("plans.parquet")),
+        );
+        assert!(message.contains("inside the output folder"), "{message}");
+        let message = refused(
+            Io::new()
+                .output("--out", dir.path().join("a"))
+                .output("--summary", dir.path().join("a")),
+        );
+        assert!(message.contains("same output"), "{message}");
+        Io::new()
+            .input(&model)
+            .output_folder("--pruned-out", dir.path().join("pruned"))
+            .check()
+            .unwrap();
+    }
+}

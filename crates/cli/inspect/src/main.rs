@@ -1,0 +1,270 @@
+//! `inspect`: look inside any file the pipeline writes without writing Python. For a table
+//! (Parquet): its kind, format version, provenance (tool, version, command line, input ids,
+//! seed), the table-level fields (number of blocks, fixed blocks, model and dataset ids, ...),
+//! the schema, the row count and the first rows. For a surrogate file or a model folder's
+//! manifest (JSON): its self-description, without the parameters.
+//!
+//! Reading stops after the rows shown, so inspecting a large evaluation table is instant.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use clap::Parser;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::fmt::Write as _;
+
+/// Look inside a table, a surrogate file or a model folder.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "Examples:\n  inspect build/runs/smollm2-135m/evaluations.parquet\n  \
+                  inspect --rows 0 plans.parquet          (metadata and schema only)\n  \
+                  inspect --json scores.parquet           (metadata as one JSON object)\n  \
+                  inspect surrogate-quadratic.json\n  inspect build/models/smollm2-135m"
+)]
+struct Args {
+    /// A table (.parquet), a surrogate file (.json) or a model folder (or its manifest.json).
+    file: PathBuf,
+    /// Rows to show.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16))]
+    rows: u16,
+    /// Print the metadata as one JSON object (for scripts) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Appends a line to the report (built whole, then written once, so `inspect … | head` ends
+/// quietly instead of failing on a closed pipe).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {
+        let _ = writeln!($out, $($arg)*);
+    };
+}
+
+fn main() -> ExitCode {
+    layerprune_cli_common::run(|| {
+        let args = Args::parse();
+        let mut out = String::new();
+        inspect(&args, &mut out)?;
+        use std::io::Write;
+        match std::io::stdout().lock().write_all(out.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        }
+    })
+}
+
+fn inspect(args: &Args, out: &mut String) -> Result<()> {
+    let path = if args.file.is_dir() {
+        args.file.join("manifest.json")
+    } else {
+        args.file.clone()
+    };
+    let mut head = [0u8; 4];
+    let read = {
+        use std::io::Read;
+        let mut file = File::open(&path).with_context(|| format!("{}", path.display()))?;
+        file.read(&mut head)
+            .with_context(|| format!("{}", path.display()))?
+    };
+    if read == 4 && &head == b"PAR1" {
+        inspect_table(&path, args, out)
+    } else {
+        inspect_json(&path, args, out)
+    }
+}
+
+/// The `layerprune.*` key-value metadata of a table, in key order, with JSON values parsed.
+fn table_metadata(builder_meta: &parquet::file::metadata::FileMetaData) -> serde_json::Value {
+    let mut fields = serde_json::Map::new();
+    for entry in builder_meta.key_value_metadata().into_iter().flatten() {
+        let Some(key) = entry.key.strip_prefix("layerprune.") else {
+            continue;
+        };
+        let text = entry.value.clone().unwrap_or_default();
+        let value = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(value @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => value,
+            _ => serde_json::Value::String(text),
+        };
+        fields.insert(key.to_string(), value);
+    }
+    serde_json::Value::Object(fields.into_iter().collect())
+}
+
+fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
+    let num_rows = builder.metadata().file_metadata().num_rows();
+    let metadata = table_metadata(builder.metadata().file_metadata());
+    let schema = builder.schema().clone();
+    if args.json {
+        let mut object = serde_json::Map::new();
+        object.insert("file".into(), path.display().to_string().into());
+        object.insert("rows".into(), num_rows.into());
+        object.insert(
+            "columns".into(),
+            schema
+                .fields()
+                .iter()
+                .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+                .collect(),
+        );
+        object.insert("metadata".into(), metadata);
+        outln!(out, "{}", serde_json::to_string_pretty(&object)?);
+        return Ok(());
+    }
+    let kind = metadata
+        .get("table")
+        .and_then(|v| v.as_str())
+        .unwrap_or("(not a layerprune table)");
+    outln!(out, "{}: {kind} table, {num_rows} rows", path.display());
+    if let serde_json::Value::Object(fields) = &metadata {
+        let provenance = [
+            "tool", "version", "created", "args", "seed", "inputs", "table",
+        ];
+        outln!(out, "\nprovenance:");
+        for key in provenance.iter().filter(|k| **k != "table") {
+            if let Some(value) = fields.get(*key) {
+                outln!(out, "  {key:<16} {}", show_value(value));
+            }
+        }
+        outln!(out, "\nfields:");
+        for (key, value) in fields
+            .iter()
+            .filter(|(k, _)| !provenance.contains(&k.as_str()))
+        {
+            outln!(out, "  {key:<16} {}", show_value(value));
+        }
+    }
+    outln!(out, "\nschema:");
+    for field in schema.fields() {
+        outln!(
+            out,
+            "  {:<16} {}{}",
+            field.name(),
+            field.data_type(),
+            if field.is_nullable() {
+                " (nullable)"
+            } else {
+                ""
+            }
+        );
+    }
+    if args.rows == 0 || num_rows == 0 {
+        return Ok(());
+    }
+    let wanted = usize::from(args.rows);
+    let reader = builder
+        .with_batch_size(wanted)
+        .with_limit(wanted)
+        .build()
+        .with_context(|| format!("{}", path.display()))?;
+    let mut shown = 0;
+    outln!(out, "\nfirst rows:");
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    outln!(out, "  {}", names.join("\t"));
+    for batch in reader {
+        let batch = batch.with_context(|| format!("{}: reading rows", path.display()))?;
+        for row in 0..batch.num_rows() {
+            outln!(out, "  {}", row_text(&batch, row));
+            shown += 1;
+            if shown == wanted {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One row, tab separated; lists of booleans (masks) as 0/1 strings.
+fn row_text(batch: &RecordBatch, row: usize) -> String {
+    batch
+        .columns()
+        .iter()
+        .map(|column| cell(column.as_ref(), row))
+        .collect::<Vec<_>>()
+        .join("\t")
+}
+
+fn cell(column: &dyn Array, row: usize) -> String {
+    if column.is_null(row) {
+        return "-".into();
+    }
+    match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().value(row).to_string(),
+        DataType::Float64 => format!("{}", column.as_primitive::<Float64Type>().value(row)),
+        DataType::UInt32 => column.as_primitive::<UInt32Type>().value(row).to_string(),
+        DataType::UInt64 => column.as_primitive::<UInt64Type>().value(row).to_string(),
+        DataType::Int64 => column.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Boolean => u8::from(column.as_boolean().value(row)).to_string(),
+        DataType::List(item) => {
+            let list = column.as_list::<i32>().value(row);
+            match item.data_type() {
+                DataType::Boolean => {
+                    let bits = list.as_boolean();
+                    (0..bits.len())
+                        .map(|i| if bits.value(i) { '1' } else { '0' })
+                        .collect()
+                }
+                _ => {
+                    let items: Vec<String> = (0..list.len()).map(|i| cell(&list, i)).collect();
+                    format!("[{}]", items.join(","))
+                }
+            }
+        }
+        other => format!("<{other}>"),
+    }
+}
+
+/// A surrogate file or a manifest: every top-level field but the bulky ones.
+fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: neither a Parquet table nor JSON", path.display()))?;
+    let serde_json::Value::Object(fields) = value else {
+        bail!("{}: JSON, but not an object", path.display());
+    };
+    // Parameters and per-file lists can be megabytes; they are summarised by size.
+    const BULKY: [&str; 4] = ["parameters", "files", "blocks", "graphs"];
+    if args.json {
+        let shown: serde_json::Map<_, _> = fields
+            .iter()
+            .filter(|(k, _)| !BULKY.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        outln!(out, "{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(());
+    }
+    let kind = fields
+        .get("format")
+        .and_then(|v| v.as_str())
+        .unwrap_or("JSON file");
+    outln!(out, "{}: {kind}", path.display());
+    for (key, value) in &fields {
+        if BULKY.contains(&key.as_str()) {
+            let size = match value {
+                serde_json::Value::Array(items) => format!("{} entries", items.len()),
+                serde_json::Value::Object(items) => format!("{} entries", items.len()),
+                _ => "present".to_string(),
+            };
+            outln!(out, "  {key:<24} ({size})");
+        } else {
+            outln!(out, "  {key:<24} {}", show_value(value));
+        }
+    }
+    Ok(())
+}

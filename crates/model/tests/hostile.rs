@@ -1,0 +1,356 @@
+//! Hostile model folders: manifests and graphs whose paths point outside their
+//! folder, weight files the manifest does not list, versions and sizes out of range, and
+//! destinations that are the source. Each is refused with an error naming the problem, and no
+//! file changes: every test copies the tiny fixture into a temporary folder beside a sentinel
+//! file, and compares every byte under that folder before and after.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use layerprune_model::{
+    confined, link_or_copy, prune_folder, read_num_blocks, sha256_file, Manifest, MANIFEST_FILE,
+};
+use onnx_protobuf::{Message, ModelProto};
+
+const SENTINEL: &[u8] = b"a file outside the model folder that must never change";
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A temporary folder holding `model/` (a copy of the fixture) and `sentinel.bin`.
+struct Scene {
+    root: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let root = tempfile::tempdir().unwrap();
+        copy_dir(&fixture(), &root.path().join("model"));
+        fs::write(root.path().join("sentinel.bin"), SENTINEL).unwrap();
+        Scene { root }
+    }
+
+    fn model(&self) -> PathBuf {
+        self.root.path().join("model")
+    }
+
+    fn sentinel(&self) -> PathBuf {
+        self.root.path().join("sentinel.bin")
+    }
+
+    fn out(&self) -> PathBuf {
+        self.root.path().join("out")
+    }
+
+    /// Rewrites the model's manifest.json as JSON, bypassing every check.
+    fn edit(&self, change: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.model().join(MANIFEST_FILE);
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        change(&mut manifest);
+        fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    }
+
+    /// Every file under the temporary folder (symlinks as their targets' names), with its bytes.
+    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        fn visit(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let kind = fs::symlink_metadata(&path).unwrap().file_type();
+                if kind.is_symlink() {
+                    let target = fs::read_link(&path).unwrap();
+                    out.insert(path, target.to_string_lossy().as_bytes().to_vec());
+                } else if kind.is_dir() {
+                    visit(&path, out);
+                } else {
+                    out.insert(path.clone(), fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        visit(self.root.path(), &mut out);
+        out
+    }
+
+    /// Runs every reader and writer on the model and asserts each is refused with an error
+    /// containing each of `expected`, and that nothing under the temporary folder changed.
+    fn assert_refused(&self, expected: &[&str]) {
+        let before = self.snapshot();
+        let check = |what: &str, error: String| {
+            eprintln!("{what}: {error}");
+            for part in expected {
+                assert!(error.contains(part), "{what}: {error:?} lacks {part:?}");
+            }
+        };
+        match Manifest::load(&self.model()) {
+            Err(error) => check("load", error.to_string()),
+            Ok(manifest) => {
+                let error = manifest.verify_files(&self.model()).unwrap_err();
+                check("verify_files", error.to_string());
+            }
+        }
+        let error = prune_folder(&self.model(), &self.out(), &[1], "test", true).unwrap_err();
+        check("prune_folder", error.to_string());
+        assert!(!self.out().exists());
+        assert_eq!(before, self.snapshot(), "a refused model changed a file");
+        assert_eq!(fs::read(self.sentinel()).unwrap(), SENTINEL);
+    }
+}
+
+#[test]
+fn an_absolute_entry_is_refused_even_with_its_true_hash() {
+    let scene = Scene::new();
+    let sentinel = scene.sentinel().to_string_lossy().into_owned();
+    let hash = sha256_file(&scene.sentinel()).unwrap();
+    scene.edit(|m| m["files"][&sentinel] = hash.clone().into());
+    scene.assert_refused(&[
+        MANIFEST_FILE,
+        &format!("entry {sentinel:?} is an absolute path"),
+    ]);
+
+    // As a graph, or as the tokenizer.
+    let scene = Scene::new();
+    scene.edit(|m| {
+        m["blocks"][1]["file"] = sentinel.clone().into();
+        m["files"][&sentinel] = hash.clone().into();
+    });
+    scene.assert_refused(&["is an absolute path"]);
+    let scene = Scene::new();
+    scene.edit(|m| m["tokenizer"] = "/etc/passwd".into());
+    scene.assert_refused(&["entry \"/etc/passwd\" is an absolute path"]);
+}
+
+#[test]
+fn a_parent_entry_is_refused() {
+    let scene = Scene::new();
+    let hash = sha256_file(&scene.sentinel()).unwrap();
+    scene.edit(|m| m["files"]["../sentinel.bin"] = hash.into());
+    scene.assert_refused(&["entry \"../sentinel.bin\" has a `..` component"]);
+
+    let scene = Scene::new();
+    scene.edit(|m| m["embedding"]["file"] = "weights/../../model/embed.onnx".into());
+    scene.assert_refused(&["has a `..` component"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_out_of_the_folder_is_refused() {
+    // A listed weight file that is a symlink to the sentinel.
+    let scene = Scene::new();
+    let hash = sha256_file(&scene.sentinel()).unwrap();
+    std::os::unix::fs::symlink("../../sentinel.bin", scene.model().join("weights/evil.bin"))
+        .unwrap();
+    scene.edit(|m| m["files"]["weights/evil.bin"] = hash.clone().into());
+    scene.assert_refused(&["entry \"weights/evil.bin\" leads out of the folder"]);
+
+    // A listed file under a directory symlink out of the folder.
+    let scene = Scene::new();
+    std::os::unix::fs::symlink("..", scene.model().join("up")).unwrap();
+    scene.edit(|m| m["files"]["up/sentinel.bin"] = hash.clone().into());
+    scene.assert_refused(&["entry \"up/sentinel.bin\" leads out of the folder"]);
+}
+
+/// Rewrites the graph `graph` of the scene's model so its first external tensor reads from
+/// `location`, and records the graph's new hash in the manifest.
+fn relocate_first_tensor(scene: &Scene, graph: &str, location: &str) {
+    let path = scene.model().join(graph);
+    let mut model = ModelProto::parse_from_bytes(&fs::read(&path).unwrap()).unwrap();
+    let tensor = model
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.external_data.iter().any(|e| e.key == "location"))
+        .unwrap();
+    for entry in &mut tensor.external_data {
+        if entry.key == "location" {
+            entry.value = location.to_string();
+        }
+    }
+    fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    let hash = sha256_file(&path).unwrap();
+    scene.edit(|m| m["files"][graph] = hash.into());
+}
+
+#[test]
+fn an_unlisted_weight_file_is_refused_when_verifying_and_confined_when_not() {
+    let scene = Scene::new();
+    let manifest = Manifest::load(&scene.model()).unwrap();
+    let graph = manifest.blocks[2].file.clone();
+    let used = manifest.references(&scene.model()).unwrap()[&graph]
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    scene.edit(|m| {
+        m["files"].as_object_mut().unwrap().remove(&used);
+    });
+    let before = scene.snapshot();
+    let manifest = Manifest::load(&scene.model()).unwrap();
+    let error = manifest
+        .verify_files(&scene.model())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "graph {graph} uses {used}, which `files` does not list"
+        )),
+        "{error}"
+    );
+    assert!(manifest.check_folder(&scene.model(), true).is_err());
+    // Without verification (`--no-verify`) the unlisted file is allowed, but still confined.
+    manifest.check_folder(&scene.model(), false).unwrap();
+    // A pruned copy would carry the file without a hash: refused.
+    let error = prune_folder(&scene.model(), &scene.out(), &[0], "test", false).unwrap_err();
+    assert!(error.to_string().contains(&used), "{error}");
+    assert!(!scene.out().exists());
+    assert_eq!(before, scene.snapshot());
+}
+
+#[test]
+fn a_graph_reading_outside_the_folder_is_refused_even_without_verification() {
+    for location in ["../sentinel.bin", "/etc/passwd"] {
+        let scene = Scene::new();
+        relocate_first_tensor(&scene, "block_003.onnx", location);
+        let problem = if location.starts_with('/') {
+            "is an absolute path"
+        } else {
+            "has a `..` component"
+        };
+        let expected = format!("external data location {location:?} {problem}");
+        scene.assert_refused(&["block_003.onnx", &expected]);
+        let manifest = Manifest::load(&scene.model()).unwrap();
+        let error = manifest.check_folder(&scene.model(), false).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("block_003.onnx") && message.contains(&expected),
+            "{message}"
+        );
+    }
+    #[cfg(unix)]
+    {
+        let scene = Scene::new();
+        std::os::unix::fs::symlink("../../sentinel.bin", scene.model().join("weights/out.bin"))
+            .unwrap();
+        relocate_first_tensor(&scene, "block_003.onnx", "weights/out.bin");
+        scene.assert_refused(&[
+            "block_003.onnx",
+            "\"weights/out.bin\" leads out of the folder",
+        ]);
+        let manifest = Manifest::load(&scene.model()).unwrap();
+        assert!(manifest.check_folder(&scene.model(), false).is_err());
+    }
+}
+
+#[test]
+fn a_newer_format_version_is_refused() {
+    let scene = Scene::new();
+    scene.edit(|m| m["format_version"] = 99.into());
+    scene.assert_refused(&[MANIFEST_FILE, "format_version 99 is not supported"]);
+}
+
+#[test]
+fn absurd_sizes_are_refused_without_overflow() {
+    let scene = Scene::new();
+    scene.edit(|m| m["hidden_size"] = (1u64 << 63).into());
+    scene.assert_refused(&[
+        MANIFEST_FILE,
+        "hidden_size 9223372036854775808 × vocab_size 320 is more than",
+    ]);
+
+    let scene = Scene::new();
+    scene.edit(|m| m["vocab_size"] = u64::MAX.into());
+    scene.assert_refused(&["× vocab_size 18446744073709551615 is more than"]);
+
+    let scene = Scene::new();
+    scene.edit(|m| m["intermediate_size"] = (1u64 << 40).into());
+    scene.assert_refused(&["× intermediate_size 1099511627776 is more than"]);
+}
+
+#[test]
+fn a_huge_block_count_is_refused() {
+    for huge in [10_001u64, 1 << 40, u64::MAX] {
+        let scene = Scene::new();
+        scene.edit(|m| m["num_blocks"] = huge.into());
+        let expected = format!("num_blocks {huge} is more than the 10000 blocks");
+        scene.assert_refused(&[&expected]);
+        let error = read_num_blocks(&scene.model()).unwrap_err().to_string();
+        assert!(error.contains(&expected), "{error}");
+    }
+    let scene = Scene::new();
+    scene.edit(|m| m["blocks"][3]["original_index"] = u64::MAX.into());
+    scene.assert_refused(&["block 3 has original_index 18446744073709551615"]);
+}
+
+#[test]
+fn a_destination_that_is_the_source_is_refused() {
+    let scene = Scene::new();
+    let model = scene.model();
+    let before = scene.snapshot();
+    for (dest, problem) in [
+        (model.clone(), "is the source folder"),
+        (model.join("."), "is the source folder"),
+        (model.join("pruned"), "is inside the source folder"),
+        (
+            scene.root.path().to_path_buf(),
+            "contains the source folder",
+        ),
+    ] {
+        let error = prune_folder(&model, &dest, &[1], "test", true).unwrap_err();
+        assert!(error.to_string().contains(problem), "{error}");
+    }
+    #[cfg(unix)]
+    {
+        // The same folder through a symlink.
+        let link = scene.root.path().join("alias");
+        std::os::unix::fs::symlink(&model, &link).unwrap();
+        let error = prune_folder(&model, &link, &[1], "test", true).unwrap_err();
+        assert!(
+            error.to_string().contains("is the source folder"),
+            "{error}"
+        );
+        fs::remove_file(&link).unwrap();
+    }
+    // The file-level guard: a weight file copied onto itself.
+    let weight = model.join(&Manifest::load(&model).unwrap().blocks[0].file);
+    let error = link_or_copy(&weight, &weight).unwrap_err();
+    assert!(
+        error.to_string().contains("is the same file as its source"),
+        "{error}"
+    );
+    assert_eq!(before, scene.snapshot());
+}
+
+#[test]
+fn the_fixture_still_loads_verifies_and_prunes() {
+    let scene = Scene::new();
+    let manifest = Manifest::load(&scene.model()).unwrap();
+    manifest.verify_files(&scene.model()).unwrap();
+    manifest.check_folder(&scene.model(), false).unwrap();
+    assert_eq!(
+        confined(&scene.model(), "weights/x.bin").unwrap(),
+        scene.model().join("weights/x.bin")
+    );
+    prune_folder(&scene.model(), &scene.out(), &[1], "test", false).unwrap();
+    Manifest::load(&scene.out())
+        .unwrap()
+        .verify_files(&scene.out())
+        .unwrap();
+    assert_eq!(fs::read(scene.sentinel()).unwrap(), SENTINEL);
+}

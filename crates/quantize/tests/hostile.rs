@@ -1,0 +1,136 @@
+//! Hostile model folders given to `quantize`: a manifest entry or a graph's external
+//! data pointing outside the folder is refused, with or without hash verification, and the
+//! quantized folder is never written over or inside its source. Nothing under the temporary
+//! folder (which holds a sentinel file beside the model) changes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use layerprune_model::{sha256_file, MANIFEST_FILE};
+use layerprune_quantize::{quantize_folder, write_folder, FolderOptions, Scheme};
+use onnx_protobuf::{Message, ModelProto};
+
+const SENTINEL: &[u8] = b"must never change";
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn visit(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                visit(&path, out);
+            } else {
+                out.insert(path.clone(), fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    visit(dir, &mut out);
+    out
+}
+
+/// A temporary folder with `model/` (the tiny fixture) and `sentinel.bin`.
+fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let model = root.path().join("model");
+    copy_dir(&layerprune_tests::tiny_model_dir(), &model);
+    let sentinel = root.path().join("sentinel.bin");
+    fs::write(&sentinel, SENTINEL).unwrap();
+    (root, model, sentinel)
+}
+
+fn edit(model: &Path, change: impl FnOnce(&mut serde_json::Value)) {
+    let path = model.join(MANIFEST_FILE);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    change(&mut manifest);
+    fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+fn options(verify: bool) -> FolderOptions {
+    FolderOptions {
+        scheme: Scheme::Int8,
+        exclude_head: false,
+        verify,
+        calibration: None,
+    }
+}
+
+#[test]
+fn an_absolute_entry_with_its_true_hash_is_refused_and_truncates_nothing() {
+    let (root, model, sentinel) = scene();
+    let absolute = sentinel.to_string_lossy().into_owned();
+    let hash = sha256_file(&sentinel).unwrap();
+    edit(&model, |m| m["files"][&absolute] = hash.into());
+    let before = snapshot(root.path());
+    for verify in [true, false] {
+        let error = quantize_folder(&model, &options(verify)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(MANIFEST_FILE)
+                && message.contains(&format!("entry {absolute:?} is an absolute path")),
+            "{message}"
+        );
+    }
+    assert_eq!(before, snapshot(root.path()));
+    assert_eq!(fs::read(&sentinel).unwrap(), SENTINEL);
+}
+
+#[test]
+fn external_data_outside_the_folder_is_refused_without_verification() {
+    let (root, model, sentinel) = scene();
+    let graph = model.join("block_002.onnx");
+    let mut proto = ModelProto::parse_from_bytes(&fs::read(&graph).unwrap()).unwrap();
+    let tensor = proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.external_data.iter().any(|e| e.key == "location"))
+        .unwrap();
+    for entry in &mut tensor.external_data {
+        if entry.key == "location" {
+            entry.value = sentinel.to_string_lossy().into_owned();
+        }
+    }
+    fs::write(&graph, proto.write_to_bytes().unwrap()).unwrap();
+    let before = snapshot(root.path());
+    let error = quantize_folder(&model, &options(false)).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("block_002.onnx") && message.contains("is an absolute path"),
+        "{message}"
+    );
+    assert_eq!(before, snapshot(root.path()));
+}
+
+#[test]
+fn the_quantized_folder_is_never_written_over_or_inside_its_source() {
+    let (root, model, _) = scene();
+    let quantized = quantize_folder(&model, &options(true)).unwrap();
+    let before = snapshot(root.path());
+    for (dest, problem) in [
+        (model.clone(), "is the model being quantized"),
+        (model.join("quantized"), "is inside the source folder"),
+        (root.path().to_path_buf(), "contains the source folder"),
+    ] {
+        let error = write_folder(&model, &dest, &quantized, true).unwrap_err();
+        assert!(error.to_string().contains(problem), "{error}");
+    }
+    assert_eq!(before, snapshot(root.path()));
+    write_folder(&model, &root.path().join("q"), &quantized, false).unwrap();
+}

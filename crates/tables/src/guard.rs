@@ -1,0 +1,405 @@
+//! Structural checks of a Parquet file made before the `parquet` crate decodes it, so that a
+//! corrupted file is refused with an error instead of hanging or panicking the reader.
+//!
+//! Why: parquet 60.1 parses page headers with a Thrift skipper that trusts the sizes it reads.
+//! A corrupted header announcing, say, a list of 2^31 doubles in an unknown field makes it
+//! "skip" past the end of the file 2^31 times; each skip at end of file reads zero bytes and
+//! succeeds, so the reader spins for hours. A list of 2^31 booleans costs no bytes
+//! per element and spins too. Corrupted column offsets or sizes make it panic instead.
+//!
+//! The checks here need no clock. From the footer: the file starts and ends with `PAR1`, the
+//! footer length fits, and the footer is well-formed compact Thrift in which every list, set,
+//! map and binary announces no more elements or bytes than remain. Then, for every column
+//! chunk: its byte range lies between the leading magic and the footer; every page header in
+//! it is well-formed Thrift of the same kind and lies inside the chunk; each page's compressed
+//! size fits in the chunk, its uncompressed size is in `0..=MAX_PAGE_BYTES`, its value count is
+//! not negative; and the data pages' value counts add up to the chunk's, which for a column
+//! that is not a list equals the row group's number of rows. What remains (decoding inside a
+//! page) only ever walks bytes that exist, and any panic left in the decoder is caught by the
+//! caller (`io.rs`).
+
+use parquet::file::metadata::ParquetMetaData;
+
+/// The largest uncompressed page accepted (256 MiB). The writer cuts pages at about 1 MiB;
+/// this bound only stops a corrupted size from asking for an absurd allocation.
+pub(crate) const MAX_PAGE_BYTES: i64 = 256 << 20;
+
+/// Nesting depth of Thrift structures accepted (Parquet footers nest about 6 deep).
+const MAX_DEPTH: u32 = 32;
+
+const MAGIC: &[u8; 4] = b"PAR1";
+
+/// Checks the magic bytes and the footer's Thrift encoding; returns where the footer starts.
+pub(crate) fn check_frame(bytes: &[u8]) -> Result<usize, String> {
+    let len = bytes.len();
+    if len < 12 {
+        return Err(format!(
+            "the file has {len} bytes, too short for Parquet (at least 12)"
+        ));
+    }
+    if &bytes[..4] != MAGIC || &bytes[len - 4..] != MAGIC {
+        return Err("the file does not start and end with the Parquet magic PAR1".into());
+    }
+    let footer_len = u32::from_le_bytes([
+        bytes[len - 8],
+        bytes[len - 7],
+        bytes[len - 6],
+        bytes[len - 5],
+    ]) as usize;
+    if footer_len > len - 12 {
+        return Err(format!(
+            "the footer claims {footer_len} bytes, the file has room for {}",
+            len - 12
+        ));
+    }
+    let footer_start = len - 8 - footer_len;
+    let mut cursor = Cursor::new(&bytes[footer_start..len - 8]);
+    cursor
+        .read_struct(0)
+        .map_err(|e| format!("the footer is corrupted: {e}"))?;
+    Ok(footer_start)
+}
+
+/// Checks every column chunk's byte range and page headers against the file and the footer.
+pub(crate) fn check_chunks(
+    bytes: &[u8],
+    footer_start: usize,
+    metadata: &ParquetMetaData,
+) -> Result<(), String> {
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        let num_rows = group.num_rows();
+        if num_rows < 0 {
+            return Err(format!("row group {g} has {num_rows} rows"));
+        }
+        for (c, chunk) in group.columns().iter().enumerate() {
+            let name = chunk.column_descr().path().string();
+            let at = |message: String| format!("row group {g}, column {c} ({name}): {message}");
+            let num_values = chunk.num_values();
+            let flat = chunk.column_descr().max_rep_level() == 0;
+            if num_values < 0 || (flat && num_values != num_rows) || num_values < num_rows {
+                return Err(at(format!(
+                    "{num_values} values for {num_rows} rows in the row group"
+                )));
+            }
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or(chunk.data_page_offset());
+            let length = chunk.compressed_size();
+            let in_file = |offset: i64| offset >= 4 && offset as u64 <= footer_start as u64;
+            let end = start.checked_add(length).filter(|_| length >= 0);
+            let inside = match end {
+                Some(end) => in_file(start) && in_file(end) && in_file(chunk.data_page_offset()),
+                None => false,
+            };
+            let Some(end) = end.filter(|_| inside) else {
+                return Err(at(format!(
+                    "byte range {start} + {length} (data from {}) is not inside the file's \
+                     data (bytes 4..{footer_start})",
+                    chunk.data_page_offset()
+                )));
+            };
+            check_pages(&bytes[start as usize..end as usize], num_values)
+                .map_err(|e| at(format!("{e} (chunk at byte {start})")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Walks the pages of one column chunk (`chunk` = its bytes).
+fn check_pages(chunk: &[u8], num_values: i64) -> Result<(), String> {
+    let mut position = 0;
+    let mut values = 0_i64;
+    let mut page = 0;
+    let mut dictionary_seen = false;
+    while position < chunk.len() {
+        let mut cursor = Cursor::new(&chunk[position..]);
+        let header = cursor
+            .read_struct(0)
+            .map_err(|e| format!("page {page}: corrupted page header: {e}"))?;
+        position += cursor.position;
+        let required = |id: i16, what: &str| {
+            header
+                .int(id)
+                .ok_or_else(|| format!("page {page}: the page header has no {what}"))
+        };
+        let kind = required(1, "page type")?;
+        let uncompressed = required(2, "uncompressed size")?;
+        let compressed = required(3, "compressed size")?;
+        let room = (chunk.len() - position) as i64;
+        if !(0..=room).contains(&compressed) {
+            return Err(format!(
+                "page {page}: compressed size {compressed} does not fit in the {room} bytes left \
+                 in the column chunk"
+            ));
+        }
+        if !(0..=MAX_PAGE_BYTES).contains(&uncompressed) {
+            return Err(format!(
+                "page {page}: uncompressed size {uncompressed} is outside 0..={MAX_PAGE_BYTES}"
+            ));
+        }
+        let header_of = |id: i16| {
+            header
+                .structure(id)
+                .ok_or_else(|| format!("page {page}: the page header has no header for its type"))
+        };
+        let count = |sub: &Fields| -> Result<i64, String> {
+            match sub.int(1) {
+                Some(count) if (0..=i64::from(i32::MAX)).contains(&count) => Ok(count),
+                Some(count) => Err(format!("page {page}: value count {count} is out of range")),
+                None => Err(format!("page {page}: the page header has no value count")),
+            }
+        };
+        // A dictionary-encoded data page (PLAIN_DICTIONARY = 2, RLE_DICTIONARY = 8) needs
+        // the dictionary page before it (the decoder panics otherwise).
+        let needs_dictionary = |encoding: Option<i64>| {
+            if matches!(encoding, Some(2 | 8)) && !dictionary_seen {
+                Err(format!(
+                    "page {page}: dictionary-encoded data page without a dictionary page before it"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match kind {
+            // DATA_PAGE
+            0 => {
+                let sub = header_of(5)?;
+                values += count(sub)?;
+                needs_dictionary(sub.int(2))?;
+            }
+            // DATA_PAGE_V2: the level bytes lie inside the page too.
+            3 => {
+                let sub = header_of(8)?;
+                values += count(sub)?;
+                needs_dictionary(sub.int(4))?;
+                let (definition, repetition) = (sub.int(5).unwrap_or(0), sub.int(6).unwrap_or(0));
+                if definition < 0
+                    || repetition < 0
+                    || definition.saturating_add(repetition) > compressed
+                {
+                    return Err(format!(
+                        "page {page}: level lengths do not fit in the page's {compressed} bytes"
+                    ));
+                }
+            }
+            // DICTIONARY_PAGE: every entry takes at least one byte.
+            2 => {
+                let entries = count(header_of(7)?)?;
+                dictionary_seen = true;
+                if entries > uncompressed {
+                    return Err(format!(
+                        "page {page}: {entries} dictionary entries in {uncompressed} bytes"
+                    ));
+                }
+            }
+            // INDEX_PAGE: skipped by readers.
+            1 => {}
+            other => return Err(format!("page {page}: unknown page type {other}")),
+        }
+        if values > num_values {
+            return Err(format!(
+                "the pages hold more values than the chunk's {num_values}"
+            ));
+        }
+        position += compressed as usize;
+        page += 1;
+    }
+    if values != num_values {
+        return Err(format!(
+            "the pages hold {values} values, the footer says {num_values}"
+        ));
+    }
+    Ok(())
+}
+
+/// The integer and structure fields of a Thrift structure, by field id (others are checked
+/// and dropped).
+#[derive(Debug, Default)]
+struct Fields {
+    ints: Vec<(i16, i64)>,
+    structs: Vec<(i16, Fields)>,
+}
+
+impl Fields {
+    fn int(&self, id: i16) -> Option<i64> {
+        self.ints.iter().find(|(i, _)| *i == id).map(|(_, v)| *v)
+    }
+
+    fn structure(&self, id: i16) -> Option<&Fields> {
+        self.structs.iter().find(|(i, _)| *i == id).map(|(_, s)| s)
+    }
+}
+
+/// A reader of the Thrift compact protocol over a byte slice that never reads past the slice
+/// and never believes a count larger than the bytes left to hold it.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Cursor { bytes, position: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.position
+    }
+
+    fn byte(&mut self) -> Result<u8, String> {
+        let byte = *self
+            .bytes
+            .get(self.position)
+            .ok_or_else(|| format!("ends early at byte {}", self.position))?;
+        self.position += 1;
+        Ok(byte)
+    }
+
+    fn skip(&mut self, n: u64) -> Result<(), String> {
+        if n > self.remaining() as u64 {
+            return Err(format!(
+                "{n} bytes announced at byte {} but only {} remain",
+                self.position,
+                self.remaining()
+            ));
+        }
+        self.position += n as usize;
+        Ok(())
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0_u64;
+        for shift in (0..70).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(format!(
+            "varint longer than 10 bytes at byte {}",
+            self.position
+        ))
+    }
+
+    fn zigzag(&mut self) -> Result<i64, String> {
+        let raw = self.varint()?;
+        Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
+    }
+
+    /// A count of elements, each at least `min_bytes` long, that must fit in what remains.
+    fn count(&mut self, raw: u64, min_bytes: u64) -> Result<u64, String> {
+        if raw > i32::MAX as u64 || raw.saturating_mul(min_bytes) > self.remaining() as u64 {
+            return Err(format!(
+                "{raw} elements announced at byte {} but only {} bytes remain",
+                self.position,
+                self.remaining()
+            ));
+        }
+        Ok(raw)
+    }
+
+    /// One value of compact type `kind`; returns its integer value for integer types.
+    fn value(
+        &mut self,
+        kind: u8,
+        depth: u32,
+        fields: Option<&mut Fields>,
+        id: i16,
+    ) -> Result<(), String> {
+        match kind {
+            // Booleans as struct fields: the value is the type.
+            1 | 2 => Ok(()),
+            3 => self.skip(1),
+            4..=6 => {
+                let value = self.zigzag()?;
+                if let Some(fields) = fields {
+                    fields.ints.push((id, value));
+                }
+                Ok(())
+            }
+            7 => self.skip(8),
+            8 => {
+                let len = self.varint()?;
+                self.skip(len)
+            }
+            9 | 10 => {
+                let header = self.byte()?;
+                let element = header & 0x0f;
+                let raw = match header >> 4 {
+                    15 => self.varint()?,
+                    n => u64::from(n),
+                };
+                if raw == 0 {
+                    return Ok(());
+                }
+                let size = self.count(raw, 1)?;
+                for _ in 0..size {
+                    self.element(element, depth + 1)?;
+                }
+                Ok(())
+            }
+            11 => {
+                let raw = self.varint()?;
+                if raw == 0 {
+                    return Ok(());
+                }
+                let size = self.count(raw, 2)?;
+                let types = self.byte()?;
+                for _ in 0..size {
+                    self.element(types >> 4, depth + 1)?;
+                    self.element(types & 0x0f, depth + 1)?;
+                }
+                Ok(())
+            }
+            12 => {
+                let inner = self.read_struct(depth + 1)?;
+                if let Some(fields) = fields {
+                    fields.structs.push((id, inner));
+                }
+                Ok(())
+            }
+            13 => self.skip(16),
+            other => Err(format!(
+                "invalid Thrift type {other} at byte {}",
+                self.position
+            )),
+        }
+    }
+
+    /// An element of a list, set or map: booleans take one byte there.
+    fn element(&mut self, kind: u8, depth: u32) -> Result<(), String> {
+        match kind {
+            1 | 2 => self.skip(1),
+            _ => self.value(kind, depth, None, 0),
+        }
+    }
+
+    /// A structure up to its stop byte, keeping its integer and structure fields.
+    fn read_struct(&mut self, depth: u32) -> Result<Fields, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "nested deeper than {MAX_DEPTH} at byte {}",
+                self.position
+            ));
+        }
+        let mut fields = Fields::default();
+        let mut last_id: i16 = 0;
+        loop {
+            let header = self.byte()?;
+            if header == 0 {
+                return Ok(fields);
+            }
+            let kind = header & 0x0f;
+            let id = match header >> 4 {
+                0 => i16::try_from(self.zigzag()?)
+                    .map_err(|_| format!("field id out of range at byte {}", self.position))?,
+                delta => last_id
+                    .checked_add(i16::from(delta))
+                    .ok_or_else(|| format!("field id out of range at byte {}", self.position))?,
+            };
+            last_id = id;
+            self.value(kind, depth, Some(&mut fields), id)?;
+        }
+    }
+}

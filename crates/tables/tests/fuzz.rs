@@ -1,0 +1,484 @@
+//! A seeded mutation fuzzer for the table readers.
+//!
+//! It writes a small valid table of each kind, then flips, overwrites, inserts and truncates
+//! bytes and reads every mutant back on a worker thread under a watchdog, so the test itself
+//! can neither hang nor be brought down by a panic. Every read must end, without panicking, in
+//! either a table or a [`TableError`] that names the file.
+//!
+//! `make test` runs a few hundred mutations per kind (`cargo test` default). Longer runs:
+//! `LAYERPRUNE_FUZZ_ITERATIONS=100000 cargo test -p layerprune-tables --test fuzz` (see
+//! pipelines/fuzz.mk); `LAYERPRUNE_FUZZ_SEED` changes the seed, and mutants that hang or panic
+//! are kept in `LAYERPRUNE_FUZZ_KEEP` (a folder) when it is set.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use layerprune_core::Mask;
+use layerprune_tables::*;
+
+/// Mutations per table kind when `LAYERPRUNE_FUZZ_ITERATIONS` is not set.
+const DEFAULT_ITERATIONS: usize = 300;
+/// How long one read may take before the fuzzer calls it a hang. Reads of these tables take
+/// about a millisecond; the margin covers a loaded machine and unoptimised builds.
+const WATCHDOG: Duration = Duration::from_secs(10);
+/// A hung read keeps its thread spinning; after this many the fuzzer stops a kind.
+const MAX_HANGS_PER_KIND: usize = 3;
+
+/// SplitMix64: small, seeded and identical on every platform, so a seed names a run exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Values that tend to break length and count fields.
+const INTERESTING: [u64; 12] = [
+    0,
+    1,
+    0x7f,
+    0x80,
+    0xff,
+    0x7fff,
+    0xffff,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    0x7fff_ffff_ffff_ffff,
+    u64::MAX,
+];
+
+/// Thrift compact-protocol fragments, as in an AFL dictionary: random bytes seldom form a
+/// well-formed header, and these are the ones that make a careless skipper loop.
+const TOKENS: [&[u8]; 6] = [
+    // Field 15 (unknown, so skipped), a list of i32::MAX doubles.
+    &[0xf9, 0xf7, 0xff, 0xff, 0xff, 0xff, 0x07],
+    // The same as a set, and as a list of UUIDs.
+    &[0xfa, 0xf7, 0xff, 0xff, 0xff, 0xff, 0x07],
+    &[0xf9, 0xfd, 0xff, 0xff, 0xff, 0xff, 0x07],
+    // Field 15, a map of i32::MAX double -> double entries.
+    &[0xfb, 0xff, 0xff, 0xff, 0xff, 0x07, 0x77],
+    // Field 15, a list of i32::MAX booleans (no bytes per element for some skippers).
+    &[0xf9, 0xf1, 0xff, 0xff, 0xff, 0xff, 0x07],
+    // A huge binary length.
+    &[0xf8, 0xff, 0xff, 0xff, 0xff, 0x0f],
+];
+
+/// One to four random edits of `bytes`.
+fn mutate(rng: &mut Rng, original: &[u8]) -> Vec<u8> {
+    let mut bytes = original.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        if bytes.is_empty() {
+            break;
+        }
+        let at = rng.below(bytes.len());
+        match rng.below(9) {
+            // Flip one bit.
+            0 | 1 => bytes[at] ^= 1 << rng.below(8),
+            // Overwrite a byte with a random value.
+            2 => bytes[at] = rng.next() as u8,
+            // Overwrite 1, 2, 4 or 8 bytes with an interesting integer (little-endian), or
+            // with a varint-ish byte run, as thrift headers use.
+            3 | 4 => {
+                let value = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+                let width = [1, 2, 4, 8][rng.below(4)];
+                for (i, b) in value.iter().take(width).enumerate() {
+                    if let Some(slot) = bytes.get_mut(at + i) {
+                        *slot = *b;
+                    }
+                }
+            }
+            5 => {
+                let run = 1 + rng.below(10);
+                for slot in bytes.iter_mut().skip(at).take(run) {
+                    *slot = 0xff;
+                }
+            }
+            // Truncate.
+            6 => bytes.truncate(at),
+            // Insert or overwrite with a thrift fragment.
+            7 => {
+                let token = TOKENS[rng.below(TOKENS.len())];
+                if rng.below(2) == 0 {
+                    bytes.splice(at..at, token.iter().copied());
+                } else {
+                    for (i, b) in token.iter().enumerate() {
+                        if let Some(slot) = bytes.get_mut(at + i) {
+                            *slot = *b;
+                        }
+                    }
+                }
+            }
+            // Insert or remove a few bytes.
+            _ => {
+                if rng.below(2) == 0 {
+                    let n = 1 + rng.below(8);
+                    let end = (at + n).min(bytes.len());
+                    bytes.drain(at..end);
+                } else {
+                    let insert: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
+                    bytes.splice(at..at, insert);
+                }
+            }
+        }
+    }
+    bytes
+}
+
+fn mask(id: &str) -> Mask {
+    id.parse().unwrap()
+}
+
+fn provenance() -> Provenance {
+    Provenance::new("fuzz", "0.1.0", vec!["fuzz".into()])
+        .with_seed(7)
+        .with_input("dataset", "d")
+}
+
+/// The kinds fuzzed, each with a writer of one small valid table and its reader.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Masks,
+    Evaluations,
+    Scores,
+    Plans,
+    Tokens,
+    BlockStats,
+    SurrogateMetrics,
+}
+
+const KINDS: [Kind; 7] = [
+    Kind::Masks,
+    Kind::Evaluations,
+    Kind::Scores,
+    Kind::Plans,
+    Kind::Tokens,
+    Kind::BlockStats,
+    Kind::SurrogateMetrics,
+];
+
+fn write_valid(kind: Kind, path: &Path) {
+    let p = provenance();
+    match kind {
+        Kind::Masks => {
+            let rows = ["1111", "1010", "0101", "1101", "0000"]
+                .iter()
+                .enumerate()
+                .map(|(i, id)| MaskRow {
+                    mask: mask(id),
+                    design: if i == 0 { "anchor" } else { "complement" }.into(),
+                    group_id: (i > 0).then_some(i as i64 / 2),
+                    position: (i > 0).then_some(i as u32 % 2),
+                })
+                .collect();
+            let table = MaskTable {
+                num_blocks: 4,
+                fixed_blocks: vec![],
+                rows,
+            };
+            write_masks(path, &table, &p).unwrap();
+        }
+        Kind::Evaluations => {
+            let full = 2.0_f64;
+            let mut table = EvaluationTable::new(4, "model", "data");
+            table.full_model_nll = Some(full);
+            table.complete = true;
+            table
+                .append(
+                    [("1111", full), ("1010", 3.5), ("0101", 2.75), ("0000", 9.0)].map(
+                        |(id, nll)| EvaluationRow {
+                            mask: mask(id),
+                            nll,
+                            ppl: nll.exp(),
+                            utility: (full - nll).exp(),
+                            tokens_scored: 64,
+                            seconds: 0.25,
+                        },
+                    ),
+                )
+                .unwrap();
+            write_evaluations(path, &table, &p).unwrap();
+        }
+        Kind::Scores => {
+            let table = ScoreTable {
+                num_blocks: 4,
+                fixed_blocks: vec![0],
+                rows: (1..4)
+                    .map(|b| ScoreRow {
+                        block: b,
+                        estimate: 0.1 * f64::from(b),
+                        std_error: (b != 2).then_some(0.01),
+                        ci_low: Some(0.0),
+                        ci_high: Some(0.5),
+                        estimator: "stratified-semivalue".into(),
+                        llm_evaluations: 40,
+                    })
+                    .collect(),
+            };
+            write_scores(path, &table, &p).unwrap();
+        }
+        Kind::Plans => {
+            let table = PlanTable {
+                num_blocks: 6,
+                rows: vec![
+                    PlanRow {
+                        method: "adaptive".into(),
+                        k: 2,
+                        removed_blocks: vec![1, 4],
+                        predicted_utility: Some(0.9),
+                        measured_nll: Some(2.5),
+                        measured_ppl: Some(2.5_f64.exp()),
+                        llm_evaluations: 12,
+                    },
+                    PlanRow {
+                        method: "sleb".into(),
+                        k: 3,
+                        removed_blocks: vec![0, 2, 5],
+                        predicted_utility: None,
+                        measured_nll: None,
+                        measured_ppl: None,
+                        llm_evaluations: 3,
+                    },
+                ],
+            };
+            write_plans(path, &table, &p).unwrap();
+        }
+        Kind::Tokens => {
+            let table = TokenTable::new(
+                5,
+                vec![vec![1, 2, 3, 4, 5], vec![70000, 0, 5, 5, 9], vec![7; 5]],
+                "ab12",
+                "fuzz",
+            );
+            write_tokens(path, &table, &p).unwrap();
+        }
+        Kind::BlockStats => {
+            let table = BlockStatsTable {
+                num_blocks: 4,
+                model_id: "model".into(),
+                dataset_id: "data".into(),
+                rows: (0..4)
+                    .map(|b| {
+                        let mean_cosine = 0.9 - 0.1 * f64::from(b);
+                        BlockStatRow {
+                            start_block: b,
+                            run_length: 1,
+                            mean_cosine,
+                            angular_distance: mean_cosine.acos() / std::f64::consts::PI,
+                        }
+                    })
+                    .collect(),
+            };
+            write_block_stats(path, &table, &p).unwrap();
+        }
+        Kind::SurrogateMetrics => {
+            let table = SurrogateMetricsTable {
+                rows: vec![SurrogateMetricRow {
+                    surrogate: "mlp".into(),
+                    target: "utility".into(),
+                    fold: -1,
+                    r2: 0.9,
+                    spearman: 0.95,
+                    mae: 0.01,
+                    n_train: 40,
+                    n_test: 10,
+                }],
+            };
+            write_surrogate_metrics(path, &table, &p).unwrap();
+        }
+    }
+}
+
+fn read(kind: Kind, path: &Path) -> Result<(), TableError> {
+    match kind {
+        Kind::Masks => read_masks(path).map(drop),
+        Kind::Evaluations => read_evaluations(path).map(drop),
+        Kind::Scores => read_scores(path).map(drop),
+        Kind::Plans => read_plans(path).map(drop),
+        Kind::Tokens => read_tokens(path).map(drop),
+        Kind::BlockStats => read_block_stats(path).map(drop),
+        Kind::SurrogateMetrics => read_surrogate_metrics(path).map(drop),
+    }
+}
+
+/// How one read ended.
+enum Outcome {
+    Accepted,
+    Rejected(TableError),
+    Panicked(String),
+    Hung,
+}
+
+/// Reads `path` on a worker thread; a read still running after [`WATCHDOG`] is left behind
+/// (it cannot be stopped) and reported as a hang.
+fn read_watched(kind: Kind, path: &Path) -> Outcome {
+    let (send, receive) = mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(|| read(kind, &owned));
+        let _ = send.send(result);
+    });
+    match receive.recv_timeout(WATCHDOG) {
+        Ok(Ok(Ok(()))) => Outcome::Accepted,
+        Ok(Ok(Err(error))) => Outcome::Rejected(error),
+        Ok(Err(panic)) => Outcome::Panicked(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+        ),
+        Err(_) => Outcome::Hung,
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} = {text:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    mutations: usize,
+    accepted: usize,
+    rejected: usize,
+    failures: Vec<String>,
+}
+
+#[test]
+fn mutated_tables_are_refused_cleanly_and_never_hang() {
+    let iterations = env_number("LAYERPRUNE_FUZZ_ITERATIONS", DEFAULT_ITERATIONS as u64) as usize;
+    let seed = env_number("LAYERPRUNE_FUZZ_SEED", 15);
+    let keep: Option<PathBuf> = std::env::var_os("LAYERPRUNE_FUZZ_KEEP").map(PathBuf::from);
+    if let Some(folder) = &keep {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut total = Tally::default();
+    for (k, kind) in KINDS.into_iter().enumerate() {
+        let valid = dir.path().join(format!("valid-{kind:?}.parquet"));
+        write_valid(kind, &valid);
+        assert!(matches!(read_watched(kind, &valid), Outcome::Accepted));
+        let original = std::fs::read(&valid).unwrap();
+        if let Some(folder) = &keep {
+            std::fs::write(folder.join(format!("valid-{kind:?}.parquet")), &original).unwrap();
+        }
+        let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(k as u64));
+        let mut tally = Tally::default();
+        let mut hangs = 0;
+        for i in 0..iterations {
+            if hangs >= MAX_HANGS_PER_KIND {
+                break;
+            }
+            let bytes = mutate(&mut rng, &original);
+            let path = dir.path().join(format!("{kind:?}-{i}.parquet"));
+            std::fs::write(&path, &bytes).unwrap();
+            tally.mutations += 1;
+            let failure = match read_watched(kind, &path) {
+                Outcome::Accepted => {
+                    tally.accepted += 1;
+                    None
+                }
+                Outcome::Rejected(error) => {
+                    tally.rejected += 1;
+                    (error.path != path || !error.to_string().contains(&*path.to_string_lossy()))
+                        .then(|| format!("error does not name the file: {error}"))
+                }
+                Outcome::Panicked(message) => Some(format!("panicked: {message}")),
+                Outcome::Hung => {
+                    hangs += 1;
+                    Some(format!("no answer after {WATCHDOG:?} (hang)"))
+                }
+            };
+            if let Some(failure) = failure {
+                let kept = keep.as_ref().map(|folder| {
+                    let kept = folder.join(format!("{kind:?}-seed{seed}-{i}.parquet"));
+                    std::fs::write(&kept, &bytes).unwrap();
+                    kept
+                });
+                tally
+                    .failures
+                    .push(format!("{kind:?} mutation {i} ({kept:?}): {failure}"));
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        eprintln!(
+            "fuzz {kind:?}: {} mutations, {} rejected, {} accepted, {} failures",
+            tally.mutations,
+            tally.rejected,
+            tally.accepted,
+            tally.failures.len()
+        );
+        total.mutations += tally.mutations;
+        total.accepted += tally.accepted;
+        total.rejected += tally.rejected;
+        total.failures.extend(tally.failures);
+    }
+    eprintln!(
+        "fuzz total (seed {seed}): {} mutations, {} rejected, {} accepted, {} failures, {:.1} s",
+        total.mutations,
+        total.rejected,
+        total.accepted,
+        total.failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        total.failures.is_empty(),
+        "{} of {} mutants failed:\n{}",
+        total.failures.len(),
+        total.mutations,
+        total.failures.join("\n")
+    );
+}
+
+/// The mutants the fuzzer found before the structural checks (tests/data): two masks tables
+/// whose first page header announces an unknown field holding a map of 2^31 doubles (parquet
+/// 60.1 then "skips" past the end of the file 2^31 times: hours at 100 % CPU) or a list of
+/// 2^31 booleans, and one whose footer gives a column chunk a negative offset (a panic).
+#[test]
+fn the_mutants_that_hung_or_panicked_are_refused_cleanly() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for name in [
+        "hang-masks-page-header-map-of-doubles.parquet",
+        "hang-masks-page-header-list-of-bools.parquet",
+        "panic-masks-negative-column-start.parquet",
+    ] {
+        let path = data.join(name);
+        assert!(path.exists(), "{} is missing", path.display());
+        let started = Instant::now();
+        match read_watched(Kind::Masks, &path) {
+            Outcome::Rejected(error) => {
+                assert_eq!(error.path, path);
+                assert_eq!(error.kind, TableErrorKind::NotParquet, "{error}");
+                assert!(error.to_string().contains(name), "{error}");
+            }
+            Outcome::Accepted => panic!("{name} was accepted"),
+            Outcome::Panicked(message) => panic!("{name} panicked: {message}"),
+            Outcome::Hung => panic!("{name} hung"),
+        }
+        // Refused by the structural checks, not after a long decode.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+        // The metadata-only readers go through the same checks.
+        assert!(read_metadata(&path).is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! The value invariants of the evaluation table (docs/formats.md): refused on writing, and in a
+//! file some other tool wrote, refused on reading, naming the file, the row and the column.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+use layerprune_tables::*;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+const FULL_NLL: f64 = 2.0;
+
+fn row(id: &str, nll: f64) -> EvaluationRow {
+    EvaluationRow {
+        mask: id.parse().unwrap(),
+        nll,
+        ppl: nll.exp(),
+        utility: (FULL_NLL - nll).exp(),
+        tokens_scored: 100,
+        seconds: 0.5,
+    }
+}
+
+fn table(rows: Vec<EvaluationRow>) -> EvaluationTable {
+    let mut table = EvaluationTable::new(3, "model", "data");
+    table.full_model_nll = Some(FULL_NLL);
+    table.complete = true;
+    table.append(rows).unwrap();
+    table
+}
+
+fn valid() -> EvaluationTable {
+    table(vec![
+        row("111", FULL_NLL),
+        row("101", 2.5),
+        row("001", 3.25),
+    ])
+}
+
+fn provenance() -> Provenance {
+    Provenance::new("test", "0", vec![])
+}
+
+/// Copies the table in `from` to `to` with column `name` of its one batch replaced by `values`,
+/// keeping the footer metadata: a file as another tool could write it.
+fn with_column(from: &Path, to: &Path, name: &str, values: Vec<f64>) {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(from).unwrap()).unwrap();
+    let metadata = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
+    assert_eq!(batches.len(), 1);
+    let batch = &batches[0];
+    let index = batch.schema().index_of(name).unwrap();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns[index] = Arc::new(Float64Array::from(values));
+    let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+    let properties = WriterProperties::builder()
+        .set_key_value_metadata(metadata)
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        fs::File::create(to).unwrap(),
+        batch.schema(),
+        Some(properties),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn assert_names(error: &TableError, path: &Path, row: usize, column: &str) {
+    assert_eq!(error.path, path);
+    assert_eq!(error.kind, TableErrorKind::BadValue, "{error}");
+    let text = error.to_string();
+    for part in [
+        path.display().to_string(),
+        format!("row {row}"),
+        format!("column {column:?}"),
+    ] {
+        assert!(text.contains(&part), "{text:?} does not contain {part:?}");
+    }
+}
+
+/// Each case: the column, the bad value put in row 1, and what the message says.
+fn bad_cases() -> Vec<(&'static str, f64, &'static str)> {
+    vec![
+        ("nll", f64::NAN, "NaN"),
+        ("nll", f64::NEG_INFINITY, "-inf"),
+        // ppl must be exp(nll) within 1e-9 relative.
+        ("ppl", 2.5_f64.exp() * (1.0 + 1e-6), "exp(nll)"),
+        ("ppl", f64::NAN, "exp(nll)"),
+        ("ppl", -1.0, "exp(nll)"),
+        ("utility", -0.25, "negative"),
+        ("utility", f64::NEG_INFINITY, "negative"),
+        ("seconds", -1.0, "non-negative"),
+        ("seconds", f64::NAN, "non-negative"),
+        ("seconds", f64::INFINITY, "non-negative"),
+    ]
+}
+
+fn set(row: &mut EvaluationRow, column: &str, value: f64) {
+    match column {
+        "nll" => {
+            // Keep ppl consistent so that the nll check is the one that fires.
+            row.nll = value;
+            row.ppl = value.exp();
+        }
+        "ppl" => row.ppl = value,
+        "utility" => row.utility = value,
+        "seconds" => row.seconds = value,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn each_broken_value_is_refused_on_writing_naming_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    for (column, value, says) in bad_cases() {
+        let path = dir.path().join(format!("{column}-{value}.parquet"));
+        let mut bad = valid();
+        set(&mut bad.rows[1], column, value);
+        let error = write_evaluations(&path, &bad, &provenance()).unwrap_err();
+        assert_names(&error, &path, 1, column);
+        assert!(error.message.contains(says), "{error}");
+        assert!(!path.exists(), "a refused table must not be written");
+    }
+}
+
+#[test]
+fn each_broken_value_in_a_file_is_refused_on_reading_naming_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.parquet");
+    let original = valid();
+    write_evaluations(&good, &original, &provenance()).unwrap();
+    assert_eq!(read_evaluations(&good).unwrap(), original);
+    for (column, value, says) in bad_cases() {
+        let path = dir.path().join(format!("{column}-{value}.parquet"));
+        let mut values: Vec<f64> = original
+            .rows
+            .iter()
+            .map(|r| match column {
+                "nll" => r.nll,
+                "ppl" => r.ppl,
+                "utility" => r.utility,
+                _ => r.seconds,
+            })
+            .collect();
+        values[1] = value;
+        with_column(&good, &path, column, values);
+        let error = read_evaluations(&path).unwrap_err();
+        assert_names(&error, &path, 1, column);
+        assert!(error.message.contains(says), "{error}");
+    }
+    // An all-NaN nll column (the tester's file) is refused at its first row.
+    let path = dir.path().join("all-nan.parquet");
+    with_column(&good, &path, "nll", vec![f64::NAN; 3]);
+    assert_names(&read_evaluations(&path).unwrap_err(), &path, 0, "nll");
+}
+
+#[test]
+fn a_collapsed_model_and_rounding_are_still_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collapsed.parquet");
+    let mut rows = vec![
+        row("111", FULL_NLL),
+        row("011", 1e3),
+        row("001", f64::INFINITY),
+    ];
+    // exp(1000) overflows: ppl = +inf, utility 0.
+    assert_eq!(rows[1].ppl, f64::INFINITY);
+    // A diverged evaluation records a NaN utility; rounding of ppl within 1e-9 is fine.
+    rows[2].utility = f64::NAN;
+    rows[0].ppl *= 1.0 + 1e-12;
+    rows[0].seconds = 0.0;
+    let written = table(rows);
+    write_evaluations(&path, &written, &provenance()).unwrap();
+    let read = read_evaluations(&path).unwrap();
+    assert_eq!(read.rows.len(), 3);
+    assert!(read.rows[2].utility.is_nan());
+    assert_eq!(read.rows[2].nll, f64::INFINITY);
+}
+
+#[test]
+fn a_non_finite_full_model_nll_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for nll in [f64::NAN, f64::INFINITY] {
+        let path = dir.path().join("full.parquet");
+        let mut bad = valid();
+        bad.full_model_nll = Some(nll);
+        let error = write_evaluations(&path, &bad, &provenance()).unwrap_err();
+        assert_eq!(error.path, path);
+        assert!(error.message.contains("full_model_nll"), "{error}");
+    }
+}

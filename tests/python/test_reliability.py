@@ -1,0 +1,428 @@
+"""Reliability of the stage binaries against bad input (docs/reliability.md, "Stages: outputs and
+arguments").
+
+A matrix of bad invocations over every stage: corrupt, truncated, wrong-kind and mismatched
+files; an output that is an input (by name, through a symbolic link, through a hard link); an
+output at a FIFO, a symbolic link or a folder; huge and zero counts; non-UTF-8 paths; read-only
+and missing folders. Each case must fail with a non-zero exit status, without a Rust panic, with
+a message naming the file or the flag, and leave every input byte-identical. Then `evaluate` is
+killed (SIGKILL) at a few points and run again: its table must equal an uninterrupted run's and
+no temporary file may survive.
+
+Runs the binaries of target/debug (or $LAYERPRUNE_BIN; `make build` first) on the committed tiny
+model, with ONNX Runtime from $ORT_DYLIB_PATH (default: the one `make ort` fetches).
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(
+    os.environ.get("LAYERPRUNE_BIN")
+    or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug"
+)
+MODEL = ROOT / "data" / "fixtures" / "tiny-llama"
+ORT = os.environ.get("ORT_DYLIB_PATH") or str(
+    ROOT / "build/ort-cpu/onnxruntime/capi/libonnxruntime.so.1.31.1"
+)
+STAGES = [
+    "prepare-tokens",
+    "sample-masks",
+    "evaluate",
+    "fit-surrogate",
+    "shapley",
+    "score-blocks",
+    "apply-prune",
+    "quantize",
+    "frontier",
+]
+
+pytestmark = pytest.mark.skipif(
+    not all((BIN / stage).is_file() for stage in STAGES) or not Path(ORT).is_file(),
+    reason=f"needs the stage binaries in {BIN} (make build) and ONNX Runtime at {ORT}",
+)
+
+
+def env():
+    return {**os.environ, "ORT_DYLIB_PATH": ORT, "RUST_BACKTRACE": "0"}
+
+
+def run(stage, *args, check=True):
+    """Runs a stage binary with `args` (str, bytes or Path); returns the CompletedProcess."""
+    argv = [str(BIN / stage)] + [a if isinstance(a, bytes) else str(a) for a in args]
+    done = subprocess.run(argv, capture_output=True, env=env(), timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{stage} {args} failed:\n{done.stderr.decode(errors='replace')}")
+    return done
+
+
+def tree_hashes(*roots):
+    """relative path -> sha256 of every file under the roots (links are not followed, a FIFO
+    is recorded as such), so a changed, added or removed file shows."""
+    hashes = {}
+    for root in roots:
+        for path in sorted(Path(root).rglob("*")):
+            key = str(path)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                hashes[key] = "link:" + os.readlink(path)
+            elif stat.S_ISFIFO(mode):
+                hashes[key] = "fifo"
+            elif stat.S_ISREG(mode):
+                hashes[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif stat.S_ISDIR(mode):
+                hashes[key] = "dir"
+    return hashes
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Good inputs made with the stages themselves, and bad ones made from them."""
+    d = tmp_path_factory.mktemp("inputs")
+    words = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "ember", "quiet"]
+    text = d / "text.txt"
+    text.write_text(" ".join(words[(i * 7) % len(words)] for i in range(6000)))
+    f = {"dir": d, "text": text}
+    f["tokens"] = d / "tokens.parquet"
+    run("prepare-tokens", "--model", MODEL, "--text", text, "--windows", "4",
+        "--length", "16", "--out", f["tokens"])
+    f["masks"] = d / "masks.parquet"
+    run("sample-masks", "--num-blocks", "6", "--enumerate", "--out", f["masks"])
+    f["masks8"] = d / "masks8.parquet"
+    run("sample-masks", "--num-blocks", "8", "--anchors", "--out", f["masks8"])
+    f["evals"] = d / "evals.parquet"
+    f["stats"] = d / "stats.parquet"
+    run("evaluate", "--model", MODEL, "--tokens", f["tokens"], "--masks", f["masks"],
+        "--out", f["evals"], "--block-stats", f["stats"], "--quiet")
+    f["surrogate"] = d / "surrogate.json"
+    run("fit-surrogate", "--evaluations", f["evals"], "--model", "quadratic", "--folds", "0",
+        "--out", f["surrogate"])
+    f["scores"] = d / "scores.parquet"
+    run("shapley", "--evaluations", f["evals"], "--estimator", "exact-shapley",
+        "--out", f["scores"])
+    f["plans"] = d / "plans.parquet"
+    run("apply-prune", "--scores", f["scores"], "--estimator", "exact-shapley", "--k", "2",
+        "--plan", f["plans"])
+    # A copy of the model to offer as an output, and one with a broken manifest.
+    f["model"] = d / "model"
+    shutil.copytree(MODEL, f["model"])
+    f["broken_model"] = d / "broken-model"
+    shutil.copytree(MODEL, f["broken_model"])
+    manifest = f["broken_model"] / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:40])
+    f["onnx"] = d / "block.onnx"
+    shutil.copy(MODEL / "block_000.onnx", f["onnx"])
+    # Corrupt, truncated and empty files.
+    f["corrupt"] = d / "corrupt.parquet"
+    f["corrupt"].write_bytes(bytes(range(256)) * 8)
+    f["truncated"] = d / "truncated.parquet"
+    f["truncated"].write_bytes(f["tokens"].read_bytes()[: f["tokens"].stat().st_size // 2])
+    f["empty"] = d / "empty.parquet"
+    f["empty"].write_bytes(b"")
+    f["bad_json"] = d / "bad.json"
+    f["bad_json"].write_text('{"kind": "quadratic", "weights": [1, 2')
+    f["corrupt_onnx"] = d / "corrupt.onnx"
+    f["corrupt_onnx"].write_bytes(b"\x08\x07garbage" * 100)
+    # Links to inputs: a symbolic and a hard link.
+    f["link_evals"] = d / "link-evals.parquet"
+    os.symlink(f["evals"], f["link_evals"])
+    f["link_masks"] = d / "link-masks.parquet"
+    os.symlink(f["masks"], f["link_masks"])
+    f["hard_masks"] = d / "hard-masks.parquet"
+    os.link(f["masks"], f["hard_masks"])
+    f["hard_text"] = d / "hard-text.txt"
+    os.link(text, f["hard_text"])
+    # Where outputs go: a FIFO, a symbolic link to a new file, a read-only folder.
+    out = tmp_path_factory.mktemp("out")
+    f["out"] = out
+    f["fifo"] = out / "fifo.parquet"
+    os.mkfifo(f["fifo"])
+    f["dangling"] = out / "link.parquet"
+    os.symlink(out / "nowhere.parquet", f["dangling"])
+    readonly = out / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    # As root a mode does not stop a write; /proc refuses new files to everyone.
+    f["readonly"] = readonly if not os.access(readonly, os.W_OK) else Path("/proc")
+    return f
+
+
+def O(f, name="out.parquet"):
+    return f["out"] / name
+
+
+# (id, stage, args from the files, needles: one of them must be in stderr)
+def cases(f):
+    m = MODEL
+    t, mk, ev = f["tokens"], f["masks"], f["evals"]
+    ro = f["readonly"] / "out.parquet"
+    missing = f["out"] / "no-such-folder" / "out.parquet"
+    nonutf8 = os.fsencode(f["dir"]) + b"/text-\xff.txt"
+    ev_args = ["--model", m, "--tokens", t, "--masks", mk, "--quiet"]
+    pt_args = ["--model", m, "--text", f["text"]]
+    return [
+        # prepare-tokens
+        ("pt-out-is-input", "prepare-tokens", pt_args + ["--out", f["text"]], ["text.txt"]),
+        ("pt-out-hard-link", "prepare-tokens", pt_args + ["--out", f["hard_text"]],
+         ["same file"]),
+        ("pt-out-fifo", "prepare-tokens", pt_args + ["--out", f["fifo"]], ["FIFO"]),
+        ("pt-out-symlink", "prepare-tokens", pt_args + ["--out", f["dangling"]],
+         ["symbolic link"]),
+        ("pt-out-folder", "prepare-tokens", pt_args + ["--out", f["out"]], ["a folder"]),
+        ("pt-out-is-tokenizer", "prepare-tokens",
+         ["--tokenizer", f["model"] / "tokenizer.json", "--text", f["text"],
+          "--out", f["model"] / "tokenizer.json"], ["tokenizer.json"]),
+        ("pt-windows-zero", "prepare-tokens", pt_args + ["--windows", "0", "--out", O(f)],
+         ["--windows"]),
+        ("pt-windows-huge", "prepare-tokens",
+         pt_args + ["--windows", str(10**18), "--out", O(f)], ["--windows"]),
+        ("pt-memory", "prepare-tokens",
+         pt_args + ["--windows", "100000000", "--length", "16000000", "--out", O(f)],
+         ["--windows x --length"]),
+        ("pt-text-missing-nonutf8", "prepare-tokens",
+         ["--model", m, "--text", nonutf8, "--out", O(f)], ["text-"]),
+        ("pt-tokenizer-corrupt", "prepare-tokens",
+         ["--tokenizer", f["corrupt"], "--text", f["text"], "--out", O(f)], ["corrupt.parquet"]),
+        ("pt-out-missing-folder", "prepare-tokens", pt_args + ["--out", missing],
+         ["no-such-folder"]),
+        ("pt-out-readonly", "prepare-tokens", pt_args + ["--out", ro], [str(f["readonly"])]),
+        # sample-masks
+        ("sm-blocks-zero", "sample-masks", ["--num-blocks", "0", "--anchors", "--out", O(f)],
+         ["--num-blocks"]),
+        ("sm-blocks-huge", "sample-masks",
+         ["--num-blocks", str(10**12), "--anchors", "--out", O(f)], ["--num-blocks"]),
+        ("sm-chains-huge", "sample-masks",
+         ["--num-blocks", "6", "--permutation-chains", str(10**18), "--out", O(f)],
+         ["--permutation-chains"]),
+        ("sm-masks-huge", "sample-masks", ["--num-blocks", "6", "--masks", str(10**18),
+                                           "--out", O(f)], ["--masks"]),
+        ("sm-memory", "sample-masks",
+         ["--num-blocks", "4096", "--permutation-chains", "10000000", "--out", O(f)],
+         ["--permutation-chains"]),
+        ("sm-pilot-corrupt", "sample-masks",
+         ["--num-blocks", "6", "--masks", "5", "--allocation", "neyman", "--pilot",
+          f["corrupt"], "--out", O(f)], ["corrupt.parquet"]),
+        ("sm-pilot-truncated", "sample-masks",
+         ["--num-blocks", "6", "--masks", "5", "--allocation", "neyman", "--pilot",
+          f["truncated"], "--out", O(f)], ["truncated.parquet"]),
+        ("sm-out-is-pilot", "sample-masks",
+         ["--num-blocks", "6", "--masks", "5", "--allocation", "neyman", "--pilot", ev,
+          "--out", ev], ["evals.parquet"]),
+        ("sm-model-broken", "sample-masks",
+         ["--model", f["broken_model"], "--anchors", "--out", O(f)], ["broken-model"]),
+        ("sm-out-missing-folder", "sample-masks",
+         ["--num-blocks", "6", "--anchors", "--out", missing], ["no-such-folder"]),
+        # evaluate
+        ("ev-out-is-tokens", "evaluate", ev_args + ["--out", t, "--overwrite"],
+         ["tokens.parquet"]),
+        ("ev-out-hard-link-masks", "evaluate",
+         ev_args + ["--out", f["hard_masks"], "--overwrite"], ["same file"]),
+        ("ev-block-stats-is-masks", "evaluate",
+         ev_args + ["--out", O(f), "--block-stats", mk], ["--block-stats"]),
+        ("ev-summary-symlinked-input", "evaluate",
+         ["--model", m, "--tokens", t, "--masks", f["link_masks"], "--out", O(f),
+          "--summary", mk, "--quiet"], ["--summary"]),
+        ("ev-out-same-as-block-stats", "evaluate",
+         ev_args + ["--out", O(f), "--block-stats", O(f)], ["same output"]),
+        ("ev-tokens-corrupt", "evaluate",
+         ["--model", m, "--tokens", f["corrupt"], "--out", O(f), "--quiet"], ["corrupt.parquet"]),
+        ("ev-tokens-truncated", "evaluate",
+         ["--model", m, "--tokens", f["truncated"], "--out", O(f), "--quiet"],
+         ["truncated.parquet"]),
+        ("ev-tokens-empty", "evaluate",
+         ["--model", m, "--tokens", f["empty"], "--out", O(f), "--quiet"], ["empty.parquet"]),
+        ("ev-tokens-wrong-kind", "evaluate",
+         ["--model", m, "--tokens", mk, "--out", O(f), "--quiet"], ["masks.parquet"]),
+        ("ev-masks-wrong-kind", "evaluate",
+         ["--model", m, "--tokens", t, "--masks", t, "--out", O(f), "--quiet"],
+         ["tokens.parquet"]),
+        ("ev-masks-mismatched", "evaluate",
+         ["--model", m, "--tokens", t, "--masks", f["masks8"], "--out", O(f), "--quiet"],
+         ["masks8.parquet"]),
+        ("ev-cache-overflow", "evaluate", ev_args + ["--out", O(f), "--cache-mb", str(2**44)],
+         ["--cache-mb"]),
+        ("ev-threads-huge", "evaluate", ev_args + ["--out", O(f), "--threads", "100000"],
+         ["--threads"]),
+        ("ev-chunk-zero", "evaluate", ev_args + ["--out", O(f), "--chunk", "0"], ["--chunk"]),
+        ("ev-out-readonly", "evaluate", ev_args + ["--out", ro], [str(f["readonly"])]),
+        ("ev-out-fifo", "evaluate", ev_args + ["--out", f["fifo"]], ["FIFO"]),
+        ("ev-model-broken", "evaluate",
+         ["--model", f["broken_model"], "--tokens", t, "--out", O(f), "--quiet"],
+         ["manifest.json"]),
+        ("ev-out-in-model", "evaluate",
+         ["--model", f["model"], "--tokens", t, "--out", f["model"] / "e.parquet", "--quiet"],
+         ["inside the input folder"]),
+        ("ev-out-missing-folder", "evaluate", ev_args + ["--out", missing], ["no-such-folder"]),
+        ("ev-summary-missing-folder", "evaluate",
+         ev_args + ["--out", O(f), "--summary", missing], ["no-such-folder"]),
+        # fit-surrogate
+        ("fs-metrics-is-input", "fit-surrogate",
+         ["--evaluations", ev, "--metrics", ev], ["--metrics"]),
+        ("fs-out-symlinked-input", "fit-surrogate",
+         ["--evaluations", f["link_evals"], "--out", ev], ["same file"]),
+        ("fs-epochs-zero", "fit-surrogate",
+         ["--evaluations", ev, "--epochs", "0", "--out", O(f, "s.json")], ["--epochs"]),
+        ("fs-wrong-kind", "fit-surrogate",
+         ["--evaluations", t, "--out", O(f, "s.json")], ["tokens.parquet"]),
+        ("fs-corrupt", "fit-surrogate",
+         ["--evaluations", f["corrupt"], "--out", O(f, "s.json")], ["corrupt.parquet"]),
+        # shapley
+        ("sh-out-is-input-via-symlink", "shapley",
+         ["--evaluations", f["link_evals"], "--estimator", "exact-shapley", "--out", ev],
+         ["same file"]),
+        ("sh-samples-huge", "shapley",
+         ["--surrogate", f["surrogate"], "--estimator", "stratified-semivalue", "--samples",
+          str(10**18), "--out", O(f)], ["--samples"]),
+        ("sh-samples-memory", "shapley",
+         ["--surrogate", f["surrogate"], "--estimator", "stratified-semivalue", "--samples",
+          "1000000000", "--out", O(f)], ["--samples"]),
+        ("sh-surrogate-corrupt", "shapley",
+         ["--surrogate", f["bad_json"], "--estimator", "stratified-semivalue", "--out", O(f)],
+         ["bad.json"]),
+        ("sh-surrogate-empty", "shapley",
+         ["--surrogate", f["empty"], "--estimator", "stratified-semivalue", "--out", O(f)],
+         ["empty.parquet"]),
+        ("sh-mismatched-masks", "shapley",
+         ["--evaluations", ev, "--masks", f["masks8"], "--estimator", "exact-shapley",
+          "--out", O(f)], ["blocks"]),
+        # score-blocks
+        ("sb-out-is-input", "score-blocks",
+         ["--block-stats", f["stats"], "--method", "angular", "--out", f["stats"]],
+         ["stats.parquet"]),
+        ("sb-blocks-zero", "score-blocks",
+         ["--num-blocks", "0", "--method", "reverse", "--out", O(f)], ["--num-blocks"]),
+        ("sb-wrong-kind", "score-blocks",
+         ["--block-stats", ev, "--method", "angular", "--out", O(f)], ["evals.parquet"]),
+        # apply-prune
+        ("ap-plan-is-scores", "apply-prune",
+         ["--scores", f["scores"], "--estimator", "exact-shapley", "--k", "2",
+          "--plan", f["scores"]], ["--plan"]),
+        ("ap-pruned-out-is-model", "apply-prune",
+         ["--method", "sleb", "--model", f["model"], "--tokens", t, "--k", "1",
+          "--plan", O(f), "--pruned-out", f["model"], "--overwrite"], ["--pruned-out"]),
+        ("ap-pruned-out-in-model", "apply-prune",
+         ["--method", "sleb", "--model", f["model"], "--tokens", t, "--k", "1",
+          "--plan", O(f), "--pruned-out", f["model"] / "pruned"], ["--pruned-out"]),
+        ("ap-pairs-huge", "apply-prune",
+         ["--method", "iterative", "--surrogate", f["surrogate"], "--k", "2",
+          "--permutation-pairs", str(10**18), "--plan", O(f)], ["--permutation-pairs"]),
+        ("ap-scores-corrupt", "apply-prune",
+         ["--scores", f["corrupt"], "--estimator", "exact-shapley", "--k", "2", "--plan", O(f)],
+         ["corrupt.parquet"]),
+        ("ap-plans-wrong-kind", "apply-prune",
+         ["--method", "from-plan", "--plans", t, "--k", "2", "--plan", O(f)],
+         ["tokens.parquet"]),
+        ("ap-threads-huge", "apply-prune",
+         ["--method", "sleb", "--model", m, "--tokens", t, "--k", "1", "--plan", O(f),
+          "--threads", "100000"], ["--threads"]),
+        # quantize
+        ("qu-out-is-model-file", "quantize",
+         ["--model", f["onnx"], "--scheme", "int8", "--out", f["onnx"], "--overwrite"],
+         ["block.onnx"]),
+        ("qu-out-is-model-folder", "quantize",
+         ["--model", f["model"], "--scheme", "int8", "--out", f["model"], "--overwrite"],
+         ["--out"]),
+        ("qu-model-corrupt", "quantize",
+         ["--model", f["corrupt_onnx"], "--scheme", "int8", "--out", O(f, "q.onnx")],
+         ["corrupt.onnx"]),
+        ("qu-out-symlink", "quantize",
+         ["--model", f["onnx"], "--scheme", "int8", "--out", f["dangling"]], ["symbolic link"]),
+        # frontier
+        ("fr-out-dir-in-model", "frontier",
+         ["--model", f["model"], "--calibration", f"c0={t}", "--out-dir", f["model"] / "fr"],
+         ["inside the input folder"]),
+        ("fr-calibration-corrupt", "frontier",
+         ["--model", m, "--calibration", f"c0={f['corrupt']}", "--out-dir", f["out"] / "fr"],
+         ["corrupt.parquet"]),
+        ("fr-k-huge", "frontier",
+         ["--model", m, "--calibration", f"c0={t}", "--k", str(10**18),
+          "--out-dir", f["out"] / "fr"], ["--k"]),
+    ]
+
+
+CASE_IDS = [c[0] for c in cases({k: Path("/x") for k in
+                                  ["tokens", "masks", "evals", "readonly", "out", "dir", "text",
+                                   "hard_text", "fifo", "dangling", "corrupt", "truncated",
+                                   "masks8", "broken_model", "hard_masks", "link_evals", "link_masks", "stats",
+                                   "empty", "surrogate", "bad_json", "scores", "model", "onnx",
+                                   "corrupt_onnx"]})]
+
+
+def test_the_matrix_has_at_least_40_cases_over_every_stage():
+    assert len(CASE_IDS) >= 40 and len(set(CASE_IDS)) == len(CASE_IDS)
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_bad_input_is_refused_cleanly(files, case):
+    (_, stage, args, needles), = [c for c in cases(files) if c[0] == case]
+    before = tree_hashes(files["dir"], MODEL)
+    out_before = set(os.listdir(files["out"]))
+    done = run(stage, *args, check=False)
+    stderr = done.stderr.decode(errors="replace")
+    assert done.returncode != 0, f"{case}: succeeded\n{stderr}"
+    assert "panicked at" not in stderr, f"{case}: panicked\n{stderr}"
+    assert any(n in stderr for n in needles), f"{case}: none of {needles} in\n{stderr}"
+    assert tree_hashes(files["dir"], MODEL) == before, f"{case}: an input changed"
+    # Nothing new is left where outputs go (no partial file, temporary or probe file).
+    assert set(os.listdir(files["out"])) <= out_before | {"fr"}, case
+
+
+def rows(path):
+    table = pq.read_table(path).to_pydict()
+    return [(tuple(k), n) for k, n in zip(table["kept"], table["nll"])]
+
+
+def test_evaluate_killed_at_any_point_resumes_to_the_uninterrupted_table(tmp_path):
+    words = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "ember", "quiet"]
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(words[(i * i + 3 * i) % len(words)] for i in range(20000)))
+    tokens, masks = tmp_path / "tokens.parquet", tmp_path / "masks.parquet"
+    run("prepare-tokens", "--model", MODEL, "--text", text, "--windows", "12", "--length",
+        "128", "--out", tokens)
+    run("sample-masks", "--num-blocks", "6", "--enumerate", "--out", masks)
+    common = ["--model", MODEL, "--tokens", tokens, "--masks", masks, "--chunk", "2",
+              "--no-prefix-reuse", "--threads", "1", "--quiet"]
+    whole = tmp_path / "whole.parquet"
+    started = time.monotonic()
+    run("evaluate", *common, "--out", whole)
+    full_seconds = time.monotonic() - started
+
+    out_dir = tmp_path / "killed"
+    out_dir.mkdir()
+    out = out_dir / "evaluations.parquet"
+    argv = [str(BIN / "evaluate")] + [str(a) for a in common] + ["--out", str(out)]
+    kills = 0
+    # Kill before the first checkpoint, then at points spread over the run.
+    for fraction in [0.05, 0.3, 0.5, 0.7]:
+        process = subprocess.Popen(argv, env=env(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(full_seconds * fraction)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        if out.exists():
+            partial = rows(out)
+            # A checkpoint holds whole rows of the uninterrupted run, in its order.
+            assert partial == rows(whole)[: len(partial)] or set(partial) <= set(rows(whole))
+    assert kills >= 2, "the run finished before it could be killed"
+    stale = [p.name for p in out_dir.iterdir() if ".tmp-" in p.name]
+    print(f"{kills} kills; temporary files left by them: {stale}")
+    # What a kill in the middle of a checkpoint write leaves (a kill rarely lands there).
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out_dir / f".{out.name}.tmp-{dead.pid}-0").write_bytes(b"half a table")
+    run("evaluate", *argv[1:])
+    assert rows(out) == rows(whole)
+    assert pq.read_metadata(out).num_rows == 64
+    left = [p.name for p in out_dir.iterdir() if p.name != out.name]
+    assert left == [], f"left behind: {left}"
