@@ -37,3 +37,46 @@ pub fn every_mask(num_blocks: usize) -> Vec<layerprune_core::Mask> {
         })
         .collect()
 }
+
+/// Every file under `dir` with its bytes (a symbolic link as its target's name, not followed):
+/// compared before and after a refused run to show nothing under `dir` changed.
+pub fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn visit(dir: &std::path::Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(path, target.to_string_lossy().as_bytes().to_vec());
+            } else if kind.is_dir() {
+                visit(&path, out);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    visit(dir, &mut out);
+    out
+}
+
+/// Rewrites the ONNX graph at `graph` so its first tensor stored as external data reads from
+/// `location` (for tests of hostile model folders).
+pub fn relocate_first_external_tensor(graph: &std::path::Path, location: &str) {
+    use onnx_protobuf::{Message, ModelProto};
+    let mut model = ModelProto::parse_from_bytes(&std::fs::read(graph).unwrap()).unwrap();
+    let tensor = model
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.external_data.iter().any(|e| e.key == "location"))
+        .unwrap();
+    for entry in &mut tensor.external_data {
+        if entry.key == "location" {
+            entry.value = location.to_string();
+        }
+    }
+    std::fs::write(graph, model.write_to_bytes().unwrap()).unwrap();
+}

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use layerprune_model::{
     confined, link_or_copy, prune_folder, read_num_blocks, sha256_file, Manifest, MANIFEST_FILE,
 };
-use onnx_protobuf::{Message, ModelProto};
 
 const SENTINEL: &[u8] = b"a file outside the model folder that must never change";
 
@@ -68,23 +67,7 @@ impl Scene {
 
     /// Every file under the temporary folder (symlinks as their targets' names), with its bytes.
     fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
-        fn visit(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-            for entry in fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                let kind = fs::symlink_metadata(&path).unwrap().file_type();
-                if kind.is_symlink() {
-                    let target = fs::read_link(&path).unwrap();
-                    out.insert(path, target.to_string_lossy().as_bytes().to_vec());
-                } else if kind.is_dir() {
-                    visit(&path, out);
-                } else {
-                    out.insert(path.clone(), fs::read(&path).unwrap());
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        visit(self.root.path(), &mut out);
-        out
+        layerprune_tests::snapshot(self.root.path())
     }
 
     /// Runs every reader and writer on the model and asserts each is refused with an error
@@ -169,21 +152,7 @@ fn a_symlink_out_of_the_folder_is_refused() {
 /// `location`, and records the graph's new hash in the manifest.
 fn relocate_first_tensor(scene: &Scene, graph: &str, location: &str) {
     let path = scene.model().join(graph);
-    let mut model = ModelProto::parse_from_bytes(&fs::read(&path).unwrap()).unwrap();
-    let tensor = model
-        .graph
-        .as_mut()
-        .unwrap()
-        .initializer
-        .iter_mut()
-        .find(|t| t.external_data.iter().any(|e| e.key == "location"))
-        .unwrap();
-    for entry in &mut tensor.external_data {
-        if entry.key == "location" {
-            entry.value = location.to_string();
-        }
-    }
-    fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    layerprune_tests::relocate_first_external_tensor(&path, location);
     let hash = sha256_file(&path).unwrap();
     scene.edit(|m| m["files"][graph] = hash.into());
 }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use layerprune_model::{sha256_file, MANIFEST_FILE};
 use layerprune_quantize::{quantize_folder, write_folder, FolderOptions, Scheme};
-use onnx_protobuf::{Message, ModelProto};
 
 const SENTINEL: &[u8] = b"must never change";
 
@@ -27,19 +26,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn visit(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if fs::symlink_metadata(&path).unwrap().is_dir() {
-                visit(&path, out);
-            } else {
-                out.insert(path.clone(), fs::read(&path).unwrap_or_default());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    visit(dir, &mut out);
-    out
+    layerprune_tests::snapshot(dir)
 }
 
 /// A temporary folder with `model/` (the tiny fixture) and `sentinel.bin`.
@@ -93,21 +80,7 @@ fn an_absolute_entry_with_its_true_hash_is_refused_and_truncates_nothing() {
 fn external_data_outside_the_folder_is_refused_without_verification() {
     let (root, model, sentinel) = scene();
     let graph = model.join("block_002.onnx");
-    let mut proto = ModelProto::parse_from_bytes(&fs::read(&graph).unwrap()).unwrap();
-    let tensor = proto
-        .graph
-        .as_mut()
-        .unwrap()
-        .initializer
-        .iter_mut()
-        .find(|t| t.external_data.iter().any(|e| e.key == "location"))
-        .unwrap();
-    for entry in &mut tensor.external_data {
-        if entry.key == "location" {
-            entry.value = sentinel.to_string_lossy().into_owned();
-        }
-    }
-    fs::write(&graph, proto.write_to_bytes().unwrap()).unwrap();
+    layerprune_tests::relocate_first_external_tensor(&graph, &sentinel.to_string_lossy());
     let before = snapshot(root.path());
     let error = quantize_folder(&model, &options(false)).unwrap_err();
     let message = error.to_string();
