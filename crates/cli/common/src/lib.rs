@@ -1,17 +1,18 @@
 //! What every stage binary shares, so each binary stays a thin `clap` front over library
 //! crates: how a stage reports failure (one message naming the file and the problem, exit
-//! status 2), the `--device`/`--threads` flags, the argument list recorded as provenance
+//! status 1), the `--device`/`--threads` flags, the argument list recorded as provenance
 //! in every file a stage writes, the check of a stage's outputs against its inputs before any
 //! work ([`Io`]), and the bounds of counts and memory ([`count`], [`check_memory`]).
 //!
-//! Exit status: 0 on success; 2 for every failure, both usage errors (reported by clap) and
-//! errors found while running (a refused output, an unreadable input, a failed write). The
-//! stages' tests and docs/pipeline.md rely on this one status.
+//! Exit status, as in most Unix tools: 0 on success; 2 for a usage error (an unknown flag, a
+//! value clap cannot parse or that is out of its bounds; reported by clap); 1 for an error
+//! found while running (a refused output, an unreadable input, a failed write), so a workflow
+//! engine can tell a typo in its rule from a bad file.
 
 pub use layerprune_core::Device;
 use std::process::ExitCode;
 
-/// Runs a stage's body and turns an error into a message on stderr and exit status 2.
+/// Runs a stage's body and turns an error into a message on stderr and exit status 1.
 /// Every stage's `main` is `layerprune_cli_common::run(|| body(Args::parse()))`.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {
@@ -36,7 +37,7 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
                     said = text;
                 }
             }
-            ExitCode::from(2)
+            ExitCode::from(1)
         }
     }
 }

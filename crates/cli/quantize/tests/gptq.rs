@@ -134,7 +134,7 @@ fn gptq_needs_calibration_tokens() {
         "--method",
         "gptq",
     ]);
-    assert_eq!(result.status.code(), Some(2));
+    assert_eq!(result.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&result.stderr).contains("--method gptq needs --calibration"));
     let missing = temp.path().join("none.parquet");
     let result = quantize(&[
@@ -149,7 +149,7 @@ fn gptq_needs_calibration_tokens() {
         "--calibration",
         missing.to_str().unwrap(),
     ]);
-    assert_eq!(result.status.code(), Some(2));
+    assert_eq!(result.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&result.stderr).contains("none.parquet"));
     assert!(!out.exists());
 }

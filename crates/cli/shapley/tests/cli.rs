@@ -221,10 +221,10 @@ fn missing_inputs_are_named() {
         "--estimator",
         "permutation",
     ]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--masks"));
     let output = run(&["--evaluations", "nothere.parquet", "--estimator", "exact"]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothere.parquet"));
     assert!(!dir.path().join("scores.parquet").exists());
 }
@@ -241,7 +241,7 @@ fn inputs_of_different_games_are_refused() {
         .args(["--out", "scores.parquet"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("masks.parquet fixes blocks [0] but --fixed-blocks fixes [1]"),
@@ -269,7 +269,7 @@ fn inputs_of_different_games_are_refused() {
         ])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another model (another-model)"), "{stderr}");
     assert!(!dir.path().join("scores.parquet").exists());
