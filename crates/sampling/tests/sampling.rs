@@ -454,7 +454,7 @@ fn appending_after_the_largest_group_id_is_an_error_not_an_overflow() {
         ..stratified(StrataSpec::Removed(vec![2]), 4)
     };
     let chains = SamplingPlan {
-        permutation_chains: Some(1),
+        permutation_chains: Some(2),
         ..SamplingPlan::default()
     };
     let after = |max_group_id| Existing {

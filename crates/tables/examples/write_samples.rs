@@ -72,7 +72,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
             MaskRow {
                 mask: mask("1101")?,
                 design: "permutation".into(),
-                group_id: Some(1),
+                group_id: Some(2),
                 position: Some(3),
             },
         ],

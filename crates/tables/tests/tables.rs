@@ -81,7 +81,7 @@ fn every_table_round_trips_with_provenance() {
                 mask: mask("10001"),
                 design: "permutation".into(),
                 group_id: Some(-3),
-                position: Some(1),
+                position: Some(2),
             },
             // Permutation chains share masks, so a mask table may repeat one.
             MaskRow {
