@@ -9,6 +9,7 @@
 //! trait and tested without a model.
 
 pub mod atomic;
+pub mod design;
 pub mod device;
 pub mod exact;
 pub mod game;
@@ -18,6 +19,7 @@ pub mod players;
 pub mod synthetic;
 
 pub use atomic::{atomic_write, atomic_write_bytes, AtomicWriteError};
+pub use design::Design;
 pub use device::Device;
 pub use game::{values_checked, CachedGame, CountingGame, Game, GameError, RecordedGame};
 pub use mask::{Mask, MaskError};

@@ -1,4 +1,6 @@
-//! Which number measures a mask's quality.
+//! Which number measures a mask's quality: the one definition of a mask's value, used by the
+//! LLM as a game, by the evaluation table read as a game, by the surrogates' targets and by
+//! the evaluation run's `utility` column.
 
 use std::str::FromStr;
 
@@ -10,6 +12,9 @@ pub enum Objective {
     Utility,
     /// −nll: the log-likelihood itself; additive over tokens, no reference needed.
     NegNll,
+    /// −(nll_mask − nll_full): minus the loss increase, 0 for the full model; −nll shifted by
+    /// a constant, so the same game up to the empty coalition's value.
+    NllIncrease,
 }
 
 impl Objective {
@@ -17,6 +22,26 @@ impl Objective {
         match self {
             Objective::Utility => (full_model_nll - nll).exp(),
             Objective::NegNll => -nll,
+            Objective::NllIncrease => -(nll - full_model_nll),
+        }
+    }
+
+    /// Whether the value needs the full model's NLL.
+    pub fn needs_full_model(self) -> bool {
+        !matches!(self, Objective::NegNll)
+    }
+
+    /// What the value means, with its sign and units (recorded in surrogate files).
+    pub fn description(self) -> &'static str {
+        match self {
+            Objective::Utility => {
+                "utility = PPL(full model) / PPL(mask), in (0, 1]; higher is better, 1 = no loss"
+            }
+            Objective::NegNll => "value = -NLL(mask), mean NLL per token in nats; higher is better",
+            Objective::NllIncrease => {
+                "value = -(NLL(mask) - NLL(full model)), mean NLL per token in nats: the NEGATED \
+                 loss increase, so higher is better and 0 = no loss; negative for worse masks"
+            }
         }
     }
 
@@ -24,6 +49,7 @@ impl Objective {
         match self {
             Objective::Utility => "utility",
             Objective::NegNll => "neg-nll",
+            Objective::NllIncrease => "nll-increase",
         }
     }
 }
@@ -34,7 +60,10 @@ impl FromStr for Objective {
         match text {
             "utility" => Ok(Objective::Utility),
             "neg-nll" | "neg_nll" => Ok(Objective::NegNll),
-            _ => Err(format!("objective {text:?} is not one of utility, neg-nll")),
+            "nll-increase" => Ok(Objective::NllIncrease),
+            _ => Err(format!(
+                "objective {text:?} is not one of utility, neg-nll, nll-increase"
+            )),
         }
     }
 }

@@ -223,7 +223,7 @@ fn row_for(mask: Mask, result: &MaskEvaluation, full_model_nll: f64) -> Evaluati
         mask,
         nll,
         ppl: nll.exp(),
-        utility: (full_model_nll - nll).exp(),
+        utility: layerprune_core::Objective::Utility.value(nll, full_model_nll),
         tokens_scored: result.tokens_scored,
         seconds: result.seconds,
     }

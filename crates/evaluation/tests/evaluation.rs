@@ -1,6 +1,7 @@
 //! The evaluation run as a library on the committed tiny model: shard selection, the merge of
 //! shard tables (and its refusals), and resuming a partial table.
 
+use layerprune_core::Design;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,7 @@ fn write_inputs(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
         .into_iter()
         .map(|mask| MaskRow {
             mask,
-            design: "enumeration".into(),
+            design: Design::Enumeration,
             group_id: None,
             position: None,
         })

@@ -64,7 +64,7 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
             .iter()
             .map(|row| MaskRow {
                 mask: row.mask.clone(),
-                design: row.design.as_str().to_string(),
+                design: row.design,
                 group_id: row.group_id,
                 position: row.position,
             })
@@ -126,13 +126,11 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
     assert_eq!(saved.fixed_blocks, masks.fixed_blocks);
     let players = Players::new(BLOCKS, &masks.fixed_blocks).unwrap();
     let design = RecordedDesign::from_rows(
-        masks.rows.iter().filter_map(|row| {
-            Some(DesignRow {
-                design: row.design.parse().ok()?,
-                group_id: row.group_id,
-                position: row.position.unwrap_or(0),
-                mask: &row.mask,
-            })
+        masks.rows.iter().map(|row| DesignRow {
+            design: row.design,
+            group_id: row.group_id,
+            position: row.position.unwrap_or(0),
+            mask: &row.mask,
         }),
         &players,
     )

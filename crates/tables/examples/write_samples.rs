@@ -4,6 +4,7 @@
 //!
 //! `cargo run -p layerprune-tables --example write_samples -- <folder>`
 
+use layerprune_core::Design;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -59,19 +60,19 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
         rows: vec![
             MaskRow {
                 mask: mask("1111")?,
-                design: "anchor".into(),
+                design: Design::Anchor,
                 group_id: None,
                 position: None,
             },
             MaskRow {
                 mask: mask("1010")?,
-                design: "complement".into(),
+                design: Design::Complement,
                 group_id: Some(1),
                 position: None,
             },
             MaskRow {
                 mask: mask("1101")?,
-                design: "permutation".into(),
+                design: Design::Permutation,
                 group_id: Some(2),
                 position: Some(3),
             },

@@ -57,19 +57,11 @@ pub struct EvaluationTable {
     pub rows: Vec<EvaluationRow>,
 }
 
-/// Which column of an evaluation table is the game's value: the project's one [`Objective`]
-/// (utility = the stored `utility` column, neg-nll = −`nll`).
+/// Which value of an evaluation table's rows is the game's value: the project's one
+/// [`Objective`](layerprune_core::Objective) (utility = the stored `utility` column, which a
+/// task run fills with the accuracy ratio; neg-nll = −`nll`; nll-increase = −(`nll` − the full
+/// model's)).
 pub use layerprune_core::Objective as ValueColumn;
-
-impl EvaluationRow {
-    /// This row's value as a game's value under `objective`.
-    pub fn value(&self, objective: ValueColumn) -> f64 {
-        match objective {
-            ValueColumn::Utility => self.utility,
-            ValueColumn::NegNll => -self.nll,
-        }
-    }
-}
 
 /// Why rows could not be appended to an evaluation table.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,15 +128,50 @@ impl EvaluationTable {
         Ok(())
     }
 
+    /// The full model's NLL: `full_model_nll`, else the full mask's row.
+    pub fn reference_nll(&self) -> Option<f64> {
+        self.full_model_nll
+            .or_else(|| self.full_model_row().map(|row| row.nll))
+    }
+
+    /// Each row's value under `objective`, in row order. Fails when the objective needs the
+    /// full model's NLL and the table has neither `full_model_nll` nor a row for the full mask.
+    pub fn values(&self, objective: ValueColumn) -> Result<Vec<f64>, TableError> {
+        let reference = match (objective.needs_full_model(), objective) {
+            (_, ValueColumn::Utility) | (false, _) => 0.0,
+            (true, _) => self.reference_nll().ok_or_else(|| {
+                TableError::bad(
+                    Path::new(IN_MEMORY),
+                    format!(
+                        "the value {} needs the full model's NLL, but the table has neither \
+                         full_model_nll nor a row for the full mask",
+                        objective.name()
+                    ),
+                )
+            })?,
+        };
+        Ok(self
+            .rows
+            .iter()
+            .map(|row| match objective {
+                // The stored column: a task run stores its accuracy ratio there.
+                ValueColumn::Utility => row.utility,
+                other => other.value(row.nll, reference),
+            })
+            .collect())
+    }
+
     /// The rows as a game valued by `value`. Rows whose value is NaN or infinite (a collapsed
     /// model) are left out, as in the method, so asking for them is an error, not a guess.
     pub fn to_game(&self, value: ValueColumn) -> Result<RecordedGame, TableError> {
         let path = Path::new(IN_MEMORY);
         check_no_duplicates(path, &self.rows)?;
+        let values = self.values(value)?;
         let rows = self
             .rows
             .iter()
-            .map(|row| (row.mask.clone(), row.value(value)))
+            .zip(values)
+            .map(|(row, v)| (row.mask.clone(), v))
             .filter(|(_, v)| v.is_finite());
         RecordedGame::new(self.num_blocks, rows).map_err(|e| TableError::bad(path, e.to_string()))
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, ListArray, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field};
-use layerprune_core::Mask;
+use layerprune_core::{Design, Mask};
 
 use crate::io::{bool_list_column, list_of, read_table, to_u32, write_table, Chunk, TableKind};
 use crate::{Provenance, TableError};
@@ -14,9 +14,9 @@ use crate::{Provenance, TableError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaskRow {
     pub mask: Mask,
-    /// How the sampler chose it: `stratum`, `anchor`, `complement`, `permutation`,
-    /// `enumeration`, `search`, ...
-    pub design: String,
+    /// How the sampler chose it (written as `stratum`, `anchor`, `complement`, `permutation` or
+    /// `enumeration`; any other name is refused on reading).
+    pub design: Design,
     /// Rows sharing a group form a unit: an antithetic pair or a permutation chain.
     pub group_id: Option<i64>,
     /// Index within a chain (0 = first mask of the chain).
@@ -195,9 +195,20 @@ pub fn read_masks(path: &Path) -> Result<MaskTable, TableError> {
         let group_id = chunk.nullable::<Int64Array>("group_id")?;
         let position = chunk.nullable::<UInt32Array>("position")?;
         for (row, mask) in masks.into_iter().enumerate() {
+            let name = design.value(row);
+            let design = name.parse::<Design>().map_err(|_| {
+                TableError::bad(
+                    path,
+                    format!(
+                        "row {}: design {name:?} is not one of stratum, complement, permutation, \
+                         anchor, enumeration",
+                        rows.len()
+                    ),
+                )
+            })?;
             rows.push(MaskRow {
                 mask,
-                design: design.value(row).to_string(),
+                design,
                 group_id: Chunk::opt(group_id, row, Int64Array::value),
                 position: Chunk::opt(position, row, UInt32Array::value),
             });

@@ -10,6 +10,7 @@
 //! pipelines/fuzz.mk); `LAYERPRUNE_FUZZ_SEED` changes the seed, and mutants that hang or panic
 //! are kept in `LAYERPRUNE_FUZZ_KEEP` (a folder) when it is set.
 
+use layerprune_core::Design;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -176,7 +177,11 @@ fn write_valid(kind: Kind, path: &Path) {
                 .enumerate()
                 .map(|(i, id)| MaskRow {
                     mask: mask(id),
-                    design: if i == 0 { "anchor" } else { "complement" }.into(),
+                    design: if i == 0 {
+                        Design::Anchor
+                    } else {
+                        Design::Complement
+                    },
                     group_id: (i > 0).then_some(i as i64 / 2),
                     position: (i > 0).then_some(i as u32 % 2),
                 })

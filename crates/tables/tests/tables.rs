@@ -1,5 +1,6 @@
 //! Round trips of every table, refusal of bad files, and atomic writing.
 
+use layerprune_core::Design;
 use std::fs;
 use std::path::Path;
 
@@ -73,20 +74,20 @@ fn every_table_round_trips_with_provenance() {
         rows: vec![
             MaskRow {
                 mask: mask("11111"),
-                design: "anchor".into(),
+                design: Design::Anchor,
                 group_id: None,
                 position: None,
             },
             MaskRow {
                 mask: mask("10001"),
-                design: "permutation".into(),
+                design: Design::Permutation,
                 group_id: Some(-3),
                 position: Some(2),
             },
             // Permutation chains share masks, so a mask table may repeat one.
             MaskRow {
                 mask: mask("10001"),
-                design: "permutation".into(),
+                design: Design::Permutation,
                 group_id: Some(4),
                 position: Some(0),
             },
@@ -325,6 +326,14 @@ fn write_raw(path: &Path, metadata: &[(&str, &str)], batch: arrow_array::RecordB
 }
 
 fn mask_batch(ids: &[&str], with_num_removed: bool) -> arrow_array::RecordBatch {
+    mask_batch_of_design(ids, with_num_removed, "anchor")
+}
+
+fn mask_batch_of_design(
+    ids: &[&str],
+    with_num_removed: bool,
+    design: &str,
+) -> arrow_array::RecordBatch {
     use arrow_array::builder::{BooleanBuilder, ListBuilder};
     use arrow_array::{ArrayRef, StringArray, UInt32Array};
     use std::sync::Arc;
@@ -346,7 +355,10 @@ fn mask_batch(ids: &[&str], with_num_removed: bool) -> arrow_array::RecordBatch 
             .collect::<Vec<_>>();
         columns.push(("num_removed", Arc::new(UInt32Array::from(removed))));
     }
-    columns.push(("design", Arc::new(StringArray::from(vec!["x"; ids.len()]))));
+    columns.push((
+        "design",
+        Arc::new(StringArray::from(vec![design; ids.len()])),
+    ));
     columns.push((
         "group_id",
         Arc::new(arrow_array::Int64Array::from(vec![None; ids.len()])),
@@ -386,7 +398,7 @@ fn a_mask_of_the_wrong_length_is_refused() {
         fixed_blocks: vec![],
         rows: vec![MaskRow {
             mask: mask("11"),
-            design: "x".into(),
+            design: Design::Anchor,
             group_id: None,
             position: None,
         }],
@@ -394,6 +406,27 @@ fn a_mask_of_the_wrong_length_is_refused() {
     let error = write_masks(&out, &table, &provenance()).unwrap_err();
     names_file(&error, &out);
     assert!(!out.exists());
+}
+
+#[test]
+fn a_design_outside_the_contract_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("masks.parquet");
+    let mut metadata = MASK_METADATA.to_vec();
+    metadata.push(("layerprune.fixed_blocks", "[]"));
+    write_raw(
+        &file,
+        &metadata,
+        mask_batch_of_design(&["111"], true, "search"),
+    );
+    let error = read_masks(&file).unwrap_err();
+    assert!(
+        error
+            .message
+            .contains(r#"row 0: design "search" is not one of"#),
+        "{error}"
+    );
+    names_file(&error, &file);
 }
 
 #[test]
@@ -434,13 +467,13 @@ fn duplicate_mask_ids_in_an_evaluation_table_are_refused() {
             rows: vec![
                 MaskRow {
                     mask: mask("101"),
-                    design: "x".into(),
+                    design: Design::Anchor,
                     group_id: None,
                     position: None,
                 },
                 MaskRow {
                     mask: mask("101"),
-                    design: "x".into(),
+                    design: Design::Anchor,
                     group_id: None,
                     position: None,
                 },
@@ -618,4 +651,24 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
         assert!(error.message.contains(what), "{error}");
         names_file(&error, &file);
     }
+}
+
+#[test]
+fn every_objective_is_read_from_one_definition() {
+    let mut table = evaluation_table();
+    let increase = table.values(ValueColumn::NllIncrease).unwrap();
+    assert_eq!(&increase[..2], &[0.0, -(2.75 - 1.5)]);
+    assert_eq!(table.values(ValueColumn::NegNll).unwrap()[1], -2.75);
+    // The stored utility column (a task run stores its accuracy ratio there).
+    assert_eq!(
+        table.values(ValueColumn::Utility).unwrap()[1],
+        table.rows[1].utility
+    );
+    // Without full_model_nll the full mask's row is the reference; without either, an error.
+    table.full_model_nll = None;
+    assert_eq!(table.values(ValueColumn::NllIncrease).unwrap(), increase);
+    table.rows.retain(|row| row.mask.num_removed() > 0);
+    let error = table.values(ValueColumn::NllIncrease).unwrap_err();
+    assert!(error.message.contains("full model's NLL"), "{error}");
+    assert!(table.values(ValueColumn::NegNll).is_ok());
 }

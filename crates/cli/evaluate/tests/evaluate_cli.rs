@@ -1,5 +1,6 @@
 //! The `evaluate` stage end to end on the committed tiny model: resuming, refusing bad input.
 
+use layerprune_core::Design;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -37,7 +38,7 @@ fn write_inputs(dir: &Path, extra_id: Option<u32>) -> (PathBuf, PathBuf) {
     let rows = (0..64u32)
         .map(|bits| MaskRow {
             mask: Mask::from_kept((0..6).map(|i| bits >> i & 1 == 1).collect()),
-            design: "enumeration".into(),
+            design: Design::Enumeration,
             group_id: None,
             position: None,
         })

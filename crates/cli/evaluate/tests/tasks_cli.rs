@@ -2,6 +2,7 @@
 //! the three outputs agree with each other, a resumed run equals an uninterrupted one, and
 //! bad task files are refused naming the task, file and row.
 
+use layerprune_core::Design;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -368,7 +369,7 @@ fn sharded_task_runs_merge_into_the_unsharded_tables() {
     .iter()
     .map(|text| MaskRow {
         mask: text.parse::<Mask>().unwrap(),
-        design: "test".into(),
+        design: Design::Anchor,
         group_id: None,
         position: None,
     })

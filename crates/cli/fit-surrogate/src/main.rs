@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use layerprune_core::Mask;
+use layerprune_core::{Mask, Objective};
 use layerprune_surrogate::{
     cross_validate, fit, mean_over_folds, FitOptions, FoldMetrics, SavedSurrogate, SurrogateKind,
 };
@@ -16,36 +16,6 @@ use layerprune_tables::{
 };
 
 /// What the surrogate predicts. Both are "higher is better", as every game value is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Target {
-    /// PPL(full model) / PPL(mask), in (0, 1]: the published target.
-    Utility,
-    /// −(NLL(mask) − NLL(full model)) in nats per token: minus the loss increase, ≤ 0 for
-    /// masks worse than the full model.
-    NllIncrease,
-}
-
-impl Target {
-    fn name(self) -> &'static str {
-        match self {
-            Target::Utility => "utility",
-            Target::NllIncrease => "nll-increase",
-        }
-    }
-
-    fn description(self) -> &'static str {
-        match self {
-            Target::Utility => {
-                "utility = PPL(full model) / PPL(mask), in (0, 1]; higher is better, 1 = no loss"
-            }
-            Target::NllIncrease => {
-                "value = -(NLL(mask) - NLL(full model)), mean NLL per token in nats: the NEGATED \
-                 loss increase, so higher is better and 0 = no loss; negative for worse masks"
-            }
-        }
-    }
-}
-
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -57,8 +27,9 @@ struct Args {
     #[arg(long)]
     evaluations: PathBuf,
     /// What to predict.
-    #[arg(long, value_enum, default_value = "utility")]
-    target: Target,
+    /// utility (the published target), nll-increase or neg-nll.
+    #[arg(long, default_value = "utility")]
+    target: Objective,
     /// Surrogate to fit: mlp, quadratic or forest. Repeat to compare several.
     #[arg(long = "model", default_value = "mlp")]
     models: Vec<SurrogateKind>,
@@ -102,36 +73,26 @@ struct TrainingRows {
 
 fn training_rows(
     table: &EvaluationTable,
-    target: Target,
+    target: Objective,
     path: &Path,
 ) -> anyhow::Result<TrainingRows> {
     if table.rows.is_empty() {
         bail!("{}: the evaluation table has no rows", path.display());
     }
-    let reference_nll = match target {
-        Target::Utility => 0.0,
-        Target::NllIncrease => match table.full_model_nll {
-            Some(nll) => nll,
-            None => match table.full_model_row() {
-                Some(row) => row.nll,
-                None => bail!(
-                    "{}: --target nll-increase needs the full model's NLL, but the table has \
-                     neither full_model_nll nor a row for the full mask",
-                    path.display()
-                ),
-            },
-        },
-    };
+    let values = table.values(target).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: --target {}: {}",
+            path.display(),
+            target.name(),
+            e.message
+        )
+    })?;
     let mut rows = TrainingRows {
         masks: Vec::with_capacity(table.rows.len()),
         targets: Vec::with_capacity(table.rows.len()),
         dropped: 0,
     };
-    for row in &table.rows {
-        let value = match target {
-            Target::Utility => row.utility,
-            Target::NllIncrease => -(row.nll - reference_nll),
-        };
+    for (row, value) in table.rows.iter().zip(values) {
         if value.is_finite() {
             rows.masks.push(row.mask.clone());
             rows.targets.push(value);
@@ -179,7 +140,7 @@ fn print_metrics(rows: &[SurrogateMetricRow]) {
     }
 }
 
-fn metric_row(kind: SurrogateKind, target: Target, fold: &FoldMetrics) -> SurrogateMetricRow {
+fn metric_row(kind: SurrogateKind, target: Objective, fold: &FoldMetrics) -> SurrogateMetricRow {
     SurrogateMetricRow {
         surrogate: kind.name().to_string(),
         target: target.name().to_string(),

@@ -1,5 +1,6 @@
 //! `inspect` on a table written by the tables crate, on JSON, and on a file of neither kind.
 
+use layerprune_core::Design;
 use std::process::Command;
 
 use layerprune_core::Mask;
@@ -23,7 +24,7 @@ fn shows_kind_provenance_fields_schema_and_rows() {
             .iter()
             .map(|id| MaskRow {
                 mask: id.parse::<Mask>().unwrap(),
-                design: "stratum".into(),
+                design: Design::Stratum,
                 group_id: None,
                 position: None,
             })

@@ -205,7 +205,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     let mut rows = existing;
     rows.extend(outcome.rows.iter().map(|row| MaskRow {
         mask: row.mask.clone(),
-        design: row.design.as_str().to_string(),
+        design: row.design,
         group_id: row.group_id,
         position: row.position,
     }));

@@ -1,6 +1,7 @@
 //! The `sample-masks` binary end to end: tables written, reproducible bytes, appending, and a
 //! clear failure (with nothing written) for every bad argument.
 
+use layerprune_core::Design;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -87,7 +88,11 @@ fn writes_the_published_design_scaled_to_the_model() {
     assert_eq!(table.num_blocks, 16);
     assert_eq!(table.fixed_blocks, vec![0]);
     let mut strata: BTreeMap<usize, usize> = BTreeMap::new();
-    for row in table.rows.iter().filter(|row| row.design == "stratum") {
+    for row in table
+        .rows
+        .iter()
+        .filter(|row| row.design == Design::Stratum)
+    {
         *strata.entry(row.mask.num_removed()).or_default() += 1;
     }
     assert_eq!(
@@ -95,7 +100,11 @@ fn writes_the_published_design_scaled_to_the_model() {
         BTreeMap::from([(1, 15), (2, 22), (4, 21), (5, 21), (7, 21)])
     );
     // the single removals were all drawn in stratum 1; the full model is the only anchor
-    let anchors: Vec<&MaskRow> = table.rows.iter().filter(|r| r.design == "anchor").collect();
+    let anchors: Vec<&MaskRow> = table
+        .rows
+        .iter()
+        .filter(|r| r.design == Design::Anchor)
+        .collect();
     assert_eq!(anchors.len(), 1);
     assert_eq!(anchors[0].mask, Mask::full(16));
     assert!(table.rows.iter().all(|row| row.mask.is_kept(0)));
@@ -293,7 +302,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         fixed_blocks: vec![],
         rows: vec![MaskRow {
             mask: Mask::full(6),
-            design: "anchor".into(),
+            design: Design::Anchor,
             group_id: None,
             position: None,
         }],

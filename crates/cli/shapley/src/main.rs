@@ -175,13 +175,11 @@ fn load(args: &Args) -> Result<Inputs> {
     let design = masks
         .as_ref()
         .map(|table| {
-            let rows = table.rows.iter().filter_map(|row| {
-                Some(DesignRow {
-                    design: row.design.parse().ok()?,
-                    group_id: row.group_id,
-                    position: row.position.unwrap_or(0),
-                    mask: &row.mask,
-                })
+            let rows = table.rows.iter().map(|row| DesignRow {
+                design: row.design,
+                group_id: row.group_id,
+                position: row.position.unwrap_or(0),
+                mask: &row.mask,
             });
             RecordedDesign::from_rows(rows, &players)
         })
@@ -192,13 +190,25 @@ fn load(args: &Args) -> Result<Inputs> {
                 args.masks.as_deref().unwrap_or(Path::new("")).display()
             )
         })?;
-    let evaluations = evaluations.map(|table| {
-        table
-            .rows
-            .iter()
-            .map(|row| (row.mask.clone(), row.value(args.value)))
-            .collect()
-    });
+    let evaluations = evaluations
+        .map(|table| -> Result<Vec<(Mask, f64)>> {
+            let values = table.values(args.value).with_context(|| {
+                format!(
+                    "{}",
+                    args.evaluations
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display()
+                )
+            })?;
+            Ok(table
+                .rows
+                .iter()
+                .map(|row| row.mask.clone())
+                .zip(values)
+                .collect())
+        })
+        .transpose()?;
     Ok(Inputs {
         players,
         evaluations,

@@ -1,5 +1,6 @@
 //! The stage end to end on a small synthetic game: tables in, score table out.
 
+use layerprune_core::Design;
 use std::path::Path;
 use std::process::Command;
 
@@ -70,7 +71,7 @@ fn write_inputs(dir: &Path, players: &Players) {
         for (position, mask) in chains.chain_masks(chain).iter().enumerate() {
             rows.push(MaskRow {
                 mask: players.lift(mask),
-                design: "permutation".into(),
+                design: Design::Permutation,
                 group_id: Some(chain as i64),
                 position: Some(position as u32),
             });
@@ -78,13 +79,16 @@ fn write_inputs(dir: &Path, players: &Players) {
     }
     let pairs = paired_kernel_design_pairs(n, 40, &mut rng_from_seed(2));
     for (p, s) in pairs.coalitions.iter().enumerate() {
-        for (position, (mask, design)) in [(s.clone(), "stratum"), (s.complement(), "complement")]
-            .into_iter()
-            .enumerate()
+        for (position, (mask, design)) in [
+            (s.clone(), Design::Stratum),
+            (s.complement(), Design::Complement),
+        ]
+        .into_iter()
+        .enumerate()
         {
             rows.push(MaskRow {
                 mask: players.lift(&mask),
-                design: design.into(),
+                design,
                 group_id: Some(100 + p as i64),
                 position: Some(position as u32),
             });
