@@ -1,4 +1,4 @@
-# make fuzz: the long run of the table readers' mutation fuzzer
+# make fuzz: the long run of the readers' mutation fuzzers (tables, manifests, surrogate files)
 # (crates/tables/tests/fuzz.rs; docs/reliability.md, "Tables"). `make test` already runs it
 # with 300 mutations per table kind; this target runs FUZZ_ITERATIONS per kind from seed
 # FUZZ_SEED (about 0.2 ms per mutation; the dev profile builds dependencies at opt-level 2,
@@ -15,4 +15,5 @@ fuzz:
 	@mkdir -p $(FUZZ_KEEP)
 	LAYERPRUNE_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) LAYERPRUNE_FUZZ_SEED=$(FUZZ_SEED) \
 	LAYERPRUNE_FUZZ_KEEP=$(abspath $(FUZZ_KEEP)) \
-	  $(CARGO) test $(CARGO_FLAGS) -p layerprune-tables --test fuzz -- --nocapture
+	  $(CARGO) test $(CARGO_FLAGS) -p layerprune-tables -p layerprune-model -p layerprune-surrogate \
+	  --test fuzz -- --nocapture

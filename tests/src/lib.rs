@@ -80,3 +80,167 @@ pub fn relocate_first_external_tensor(graph: &std::path::Path, location: &str) {
     }
     std::fs::write(graph, model.write_to_bytes().unwrap()).unwrap();
 }
+
+// --- Mutation fuzzing of readers (tables, manifests, surrogate files) ---------------------
+
+/// SplitMix64: small, seeded and identical on every platform, so a seed names a run exactly.
+pub struct FuzzRng(pub u64);
+
+impl FuzzRng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// Values that tend to break length and count fields.
+pub const INTERESTING: [u64; 12] = [
+    0,
+    1,
+    0x7f,
+    0x80,
+    0xff,
+    0x7fff,
+    0xffff,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    0x7fff_ffff_ffff_ffff,
+    u64::MAX,
+];
+
+/// One to four random edits of `original`: bit flips, random and interesting values, runs of
+/// 0xff, truncation, insertions and deletions, and fragments of `dictionary` (what a format's
+/// parser is most likely to mishandle, as in an AFL dictionary).
+pub fn mutate(rng: &mut FuzzRng, original: &[u8], dictionary: &[&[u8]]) -> Vec<u8> {
+    let mut bytes = original.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        if bytes.is_empty() {
+            break;
+        }
+        let at = rng.below(bytes.len());
+        match rng.below(9) {
+            // Flip one bit.
+            0 | 1 => bytes[at] ^= 1 << rng.below(8),
+            // Overwrite a byte with a random value.
+            2 => bytes[at] = rng.next_u64() as u8,
+            // Overwrite 1, 2, 4 or 8 bytes with an interesting integer (little-endian), or
+            // with a varint-ish byte run, as thrift headers use.
+            3 | 4 => {
+                let value = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+                let width = [1, 2, 4, 8][rng.below(4)];
+                for (i, b) in value.iter().take(width).enumerate() {
+                    if let Some(slot) = bytes.get_mut(at + i) {
+                        *slot = *b;
+                    }
+                }
+            }
+            5 => {
+                let run = 1 + rng.below(10);
+                for slot in bytes.iter_mut().skip(at).take(run) {
+                    *slot = 0xff;
+                }
+            }
+            // Truncate.
+            6 => bytes.truncate(at),
+            // Insert or overwrite with a fragment of the format's dictionary.
+            7 if !dictionary.is_empty() => {
+                let token = dictionary[rng.below(dictionary.len())];
+                if rng.below(2) == 0 {
+                    bytes.splice(at..at, token.iter().copied());
+                } else {
+                    for (i, b) in token.iter().enumerate() {
+                        if let Some(slot) = bytes.get_mut(at + i) {
+                            *slot = *b;
+                        }
+                    }
+                }
+            }
+            // Insert or remove a few bytes.
+            _ => {
+                if rng.below(2) == 0 {
+                    let n = 1 + rng.below(8);
+                    let end = (at + n).min(bytes.len());
+                    bytes.drain(at..end);
+                } else {
+                    let insert: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next_u64() as u8).collect();
+                    bytes.splice(at..at, insert);
+                }
+            }
+        }
+    }
+    bytes
+}
+
+/// JSON fragments for [`mutate`]: what a JSON reader of our files is most likely to mishandle
+/// (huge and negative numbers where counts go, wrong types, paths leading out, deep nesting).
+pub const JSON_DICTIONARY: [&[u8]; 12] = [
+    b"18446744073709551615",
+    b"9223372036854775808",
+    b"-1",
+    b"1e999",
+    b"null",
+    b"\"../../x\"",
+    b"\"/etc/passwd\"",
+    b"[[[[[[[[[[[[[[[[",
+    b"{\"a\":{\"a\":{\"a\":",
+    b"\"\\u0000\"",
+    b"true",
+    b"0.0",
+];
+
+/// Mutates `original` `iterations` times from `seed`, writes each mutant to `path` and calls
+/// `read` on it on a worker thread with a watchdog: every read must end within `watchdog`,
+/// without a panic, in `Ok` or in an error whose text names the file. Returns (accepted,
+/// refused). Panics (failing the calling test) at the first hang, panic or anonymous error.
+pub fn fuzz_reader(
+    path: &std::path::Path,
+    original: &[u8],
+    dictionary: &[&[u8]],
+    iterations: usize,
+    seed: u64,
+    read: fn(&std::path::Path) -> Result<(), String>,
+) -> (usize, usize) {
+    let watchdog = std::time::Duration::from_secs(10);
+    let mut rng = FuzzRng(seed);
+    let (mut accepted, mut refused) = (0, 0);
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    for iteration in 0..iterations {
+        let bytes = mutate(&mut rng, original, dictionary);
+        std::fs::write(path, &bytes).unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let target = path.to_path_buf();
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(|| read(&target));
+            let _ = sender.send(outcome);
+        });
+        match receiver.recv_timeout(watchdog) {
+            Err(_) => panic!("mutant {iteration} (seed {seed}) hung the reader of {name}"),
+            Ok(Err(_)) => panic!("mutant {iteration} (seed {seed}) panicked the reader of {name}"),
+            Ok(Ok(Ok(()))) => accepted += 1,
+            Ok(Ok(Err(message))) => {
+                assert!(
+                    message.contains(&name),
+                    "mutant {iteration}: the error does not name {name}: {message}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    (accepted, refused)
+}
+
+/// `LAYERPRUNE_FUZZ_ITERATIONS` if set (the long runs of `make fuzz`), else `default`.
+pub fn fuzz_iterations(default: usize) -> usize {
+    std::env::var("LAYERPRUNE_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use layerprune_core::Mask;
 use layerprune_tables::*;
+use layerprune_tests::{mutate, FuzzRng};
 
 /// Mutations per table kind when `LAYERPRUNE_FUZZ_ITERATIONS` is not set.
 const DEFAULT_ITERATIONS: usize = 300;
@@ -25,39 +26,6 @@ const DEFAULT_ITERATIONS: usize = 300;
 const WATCHDOG: Duration = Duration::from_secs(10);
 /// A hung read keeps its thread spinning; after this many the fuzzer stops a kind.
 const MAX_HANGS_PER_KIND: usize = 3;
-
-/// SplitMix64: small, seeded and identical on every platform, so a seed names a run exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// Values that tend to break length and count fields.
-const INTERESTING: [u64; 12] = [
-    0,
-    1,
-    0x7f,
-    0x80,
-    0xff,
-    0x7fff,
-    0xffff,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    0x7fff_ffff_ffff_ffff,
-    u64::MAX,
-];
 
 /// Thrift compact-protocol fragments, as in an AFL dictionary: random bytes seldom form a
 /// well-formed header, and these are the ones that make a careless skipper loop.
@@ -74,67 +42,6 @@ const TOKENS: [&[u8]; 6] = [
     // A huge binary length.
     &[0xf8, 0xff, 0xff, 0xff, 0xff, 0x0f],
 ];
-
-/// One to four random edits of `bytes`.
-fn mutate(rng: &mut Rng, original: &[u8]) -> Vec<u8> {
-    let mut bytes = original.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        if bytes.is_empty() {
-            break;
-        }
-        let at = rng.below(bytes.len());
-        match rng.below(9) {
-            // Flip one bit.
-            0 | 1 => bytes[at] ^= 1 << rng.below(8),
-            // Overwrite a byte with a random value.
-            2 => bytes[at] = rng.next() as u8,
-            // Overwrite 1, 2, 4 or 8 bytes with an interesting integer (little-endian), or
-            // with a varint-ish byte run, as thrift headers use.
-            3 | 4 => {
-                let value = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
-                let width = [1, 2, 4, 8][rng.below(4)];
-                for (i, b) in value.iter().take(width).enumerate() {
-                    if let Some(slot) = bytes.get_mut(at + i) {
-                        *slot = *b;
-                    }
-                }
-            }
-            5 => {
-                let run = 1 + rng.below(10);
-                for slot in bytes.iter_mut().skip(at).take(run) {
-                    *slot = 0xff;
-                }
-            }
-            // Truncate.
-            6 => bytes.truncate(at),
-            // Insert or overwrite with a thrift fragment.
-            7 => {
-                let token = TOKENS[rng.below(TOKENS.len())];
-                if rng.below(2) == 0 {
-                    bytes.splice(at..at, token.iter().copied());
-                } else {
-                    for (i, b) in token.iter().enumerate() {
-                        if let Some(slot) = bytes.get_mut(at + i) {
-                            *slot = *b;
-                        }
-                    }
-                }
-            }
-            // Insert or remove a few bytes.
-            _ => {
-                if rng.below(2) == 0 {
-                    let n = 1 + rng.below(8);
-                    let end = (at + n).min(bytes.len());
-                    bytes.drain(at..end);
-                } else {
-                    let insert: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
-                    bytes.splice(at..at, insert);
-                }
-            }
-        }
-    }
-    bytes
-}
 
 fn mask(id: &str) -> Mask {
     id.parse().unwrap()
@@ -383,14 +290,14 @@ fn mutated_tables_are_refused_cleanly_and_never_hang() {
         if let Some(folder) = &keep {
             std::fs::write(folder.join(format!("valid-{kind:?}.parquet")), &original).unwrap();
         }
-        let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(k as u64));
+        let mut rng = FuzzRng(seed.wrapping_mul(31).wrapping_add(k as u64));
         let mut tally = Tally::default();
         let mut hangs = 0;
         for i in 0..iterations {
             if hangs >= MAX_HANGS_PER_KIND {
                 break;
             }
-            let bytes = mutate(&mut rng, &original);
+            let bytes = mutate(&mut rng, &original, &TOKENS);
             let path = dir.path().join(format!("{kind:?}-{i}.parquet"));
             std::fs::write(&path, &bytes).unwrap();
             tally.mutations += 1;
