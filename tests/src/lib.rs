@@ -170,7 +170,9 @@ pub fn mutate(rng: &mut FuzzRng, original: &[u8], dictionary: &[&[u8]]) -> Vec<u
                     let end = (at + n).min(bytes.len());
                     bytes.drain(at..end);
                 } else {
-                    let insert: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next_u64() as u8).collect();
+                    let insert: Vec<u8> = (0..1 + rng.below(8))
+                        .map(|_| rng.next_u64() as u8)
+                        .collect();
                     bytes.splice(at..at, insert);
                 }
             }

@@ -409,6 +409,8 @@ mod tests {
         let table = ScoreTable {
             num_blocks: 3,
             fixed_blocks: Vec::new(),
+            model_id: String::new(),
+            dataset_id: String::new(),
             rows: vec![
                 row(0, 0.3, "permutation"),
                 row(1, 0.1, "permutation"),
@@ -433,6 +435,8 @@ mod tests {
         let fixed = ScoreTable {
             num_blocks: 3,
             fixed_blocks: vec![0],
+            model_id: String::new(),
+            dataset_id: String::new(),
             rows: vec![row(1, 0.2, "permutation"), row(2, 0.1, "permutation")],
         };
         let scores = scores_from_table(&fixed, "permutation", 3).unwrap();

@@ -173,6 +173,8 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
     let scores = ScoreTable {
         num_blocks: BLOCKS,
         fixed_blocks: players.fixed_blocks().to_vec(),
+        model_id: String::new(),
+        dataset_id: String::new(),
         rows: score_rows,
     };
     write_scores(&file("scores.parquet"), &scores, &provenance).unwrap();

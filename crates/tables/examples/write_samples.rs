@@ -164,6 +164,8 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let scores = ScoreTable {
         num_blocks,
         fixed_blocks: Vec::new(),
+        model_id: String::new(),
+        dataset_id: String::new(),
         rows: (0..num_blocks as u32)
             .map(|block| ScoreRow {
                 block,

@@ -46,6 +46,10 @@ pub struct ScoreTable {
     pub num_blocks: usize,
     /// Blocks that were not players (always kept): they have no score rows.
     pub fixed_blocks: Vec<usize>,
+    /// The model and token table the scores were measured with (empty when unknown, e.g.
+    /// random or reverse-order scores); a stage given another model's files refuses them.
+    pub model_id: String,
+    pub dataset_id: String,
     pub rows: Vec<ScoreRow>,
 }
 
@@ -125,6 +129,8 @@ pub fn write_scores(
             "fixed_blocks",
             encode_fixed_blocks(path, &table.fixed_blocks)?,
         ),
+        ("model_id", table.model_id.clone()),
+        ("dataset_id", table.dataset_id.clone()),
     ];
     write_table(
         path,
@@ -163,6 +169,15 @@ pub fn read_scores(path: &Path) -> Result<ScoreTable, TableError> {
     let table = ScoreTable {
         num_blocks,
         fixed_blocks: read_fixed_blocks(&raw, path, num_blocks)?,
+        // Files written before the ids were recorded have none.
+        model_id: raw
+            .meta_optional("model_id")
+            .unwrap_or_default()
+            .to_string(),
+        dataset_id: raw
+            .meta_optional("dataset_id")
+            .unwrap_or_default()
+            .to_string(),
         rows,
     };
     check_blocks(path, table.num_blocks, table.rows.iter().map(|r| &r.block))?;

@@ -125,6 +125,8 @@ fn write_valid(kind: Kind, path: &Path) {
             let table = ScoreTable {
                 num_blocks: 4,
                 fixed_blocks: vec![0],
+                model_id: String::new(),
+                dataset_id: String::new(),
                 rows: (1..4)
                     .map(|b| ScoreRow {
                         block: b,

@@ -140,6 +140,8 @@ fn every_table_round_trips_with_provenance() {
     let scores = ScoreTable {
         num_blocks: 3,
         fixed_blocks: Vec::new(),
+        model_id: String::new(),
+        dataset_id: String::new(),
         rows: vec![
             ScoreRow {
                 block: 2,
@@ -572,6 +574,8 @@ fn writing_into_a_missing_folder_fails_cleanly() {
     let table = ScoreTable {
         num_blocks: 1,
         fixed_blocks: Vec::new(),
+        model_id: String::new(),
+        dataset_id: String::new(),
         rows: vec![],
     };
     let error = write_scores(&file, &table, &provenance()).unwrap_err();

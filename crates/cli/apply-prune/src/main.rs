@@ -265,6 +265,17 @@ fn apply_prune(args: Args) -> Result<()> {
         (Some(path), PlanMethod::OneShot) => {
             let table = read_scores(path)?;
             count.agree(table.num_blocks, path, "score table")?;
+            if let Some(model) = &model {
+                if !table.model_id.is_empty() && table.model_id != model.model_id() {
+                    bail!(
+                        "{}: the scores were measured on another model ({}) than {} ({})",
+                        path.display(),
+                        table.model_id,
+                        args.model.as_deref().unwrap_or(Path::new("")).display(),
+                        model.model_id()
+                    );
+                }
+            }
             fixed.extend(&table.fixed_blocks);
             let estimator = args.estimator.as_deref().unwrap_or_default();
             Some(

@@ -69,6 +69,8 @@ fn write_score_table(path: &Path, scores: &[f64]) {
     let table = ScoreTable {
         num_blocks: scores.len(),
         fixed_blocks: Vec::new(),
+        model_id: String::new(),
+        dataset_id: String::new(),
         rows: scores
             .iter()
             .enumerate()
@@ -229,6 +231,8 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let table = ScoreTable {
         num_blocks: 6,
         fixed_blocks: Vec::new(),
+        model_id: String::new(),
+        dataset_id: String::new(),
         rows: (0..5)
             .map(|block| ScoreRow {
                 block,
@@ -512,6 +516,8 @@ fn scores_of_a_game_with_fixed_blocks_plan_without_repeating_them() {
     let table = ScoreTable {
         num_blocks: 6,
         fixed_blocks: vec![0],
+        model_id: String::new(),
+        dataset_id: String::new(),
         rows: (1..6u32)
             .map(|block| ScoreRow::point(block as usize, f64::from(block), "test", 9))
             .collect(),
@@ -540,4 +546,35 @@ fn scores_of_a_game_with_fixed_blocks_plan_without_repeating_them() {
     succeed(&args);
     let plans = read_plans(&plan).unwrap();
     assert_eq!(plans.rows[0].removed_blocks, vec![1, 2]);
+}
+
+/// Scores measured on another model are refused before anything runs.
+#[test]
+fn scores_of_another_model_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let mut table = layerprune_tables::read_scores(&scores).unwrap();
+    table.model_id = "another-model".into();
+    write_scores(&scores, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+    let plan = dir.path().join("plan.parquet");
+    let model = fixture();
+    fail(
+        &[
+            "--scores",
+            scores.to_str().unwrap(),
+            "--estimator",
+            "test",
+            "--k",
+            "2",
+            "--model",
+            model.to_str().unwrap(),
+            "--tokens",
+            tokens.to_str().unwrap(),
+            "--plan",
+            plan.to_str().unwrap(),
+        ],
+        "measured on another model (another-model)",
+        &plan,
+        None,
+    );
 }

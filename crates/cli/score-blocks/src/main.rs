@@ -164,9 +164,20 @@ fn score_blocks(args: Args) -> Result<()> {
             .with_input("model", &table.model_id)
             .with_input("dataset", &table.dataset_id);
     }
+    let (model_id, dataset_id) = stats
+        .as_ref()
+        .map(|t| (t.model_id.clone(), t.dataset_id.clone()))
+        .or_else(|| {
+            evaluations
+                .as_ref()
+                .map(|t| (t.model_id.clone(), t.dataset_id.clone()))
+        })
+        .unwrap_or_default();
     let table = ScoreTable {
         num_blocks,
         fixed_blocks: Vec::new(),
+        model_id,
+        dataset_id,
         rows,
     };
     write_scores(&args.out, &table, &provenance)?;

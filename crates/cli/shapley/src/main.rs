@@ -89,6 +89,8 @@ struct Inputs {
     evaluations: Option<Vec<(Mask, f64)>>,
     surrogate: Option<SavedSurrogate>,
     design: Option<RecordedDesign>,
+    /// The model and token table the values were measured with, where a file records them.
+    game_ids: (String, String),
 }
 
 fn load(args: &Args) -> Result<Inputs> {
@@ -190,6 +192,15 @@ fn load(args: &Args) -> Result<Inputs> {
                 args.masks.as_deref().unwrap_or(Path::new("")).display()
             )
         })?;
+    let game_ids = evaluations
+        .as_ref()
+        .map(|t| (t.model_id.clone(), t.dataset_id.clone()))
+        .or_else(|| {
+            surrogate
+                .as_ref()
+                .map(|s| (s.model_id.clone(), s.dataset_id.clone()))
+        })
+        .unwrap_or_default();
     let evaluations = evaluations
         .map(|table| -> Result<Vec<(Mask, f64)>> {
             let values = table.values(args.value).with_context(|| {
@@ -214,6 +225,7 @@ fn load(args: &Args) -> Result<Inputs> {
         evaluations,
         surrogate,
         design,
+        game_ids,
     })
 }
 
@@ -300,6 +312,8 @@ fn body(args: Args) -> Result<()> {
     let table = ScoreTable {
         num_blocks: players.num_blocks(),
         fixed_blocks: players.fixed_blocks().to_vec(),
+        model_id: inputs.game_ids.0.clone(),
+        dataset_id: inputs.game_ids.1.clone(),
         rows,
     };
     write_scores(&args.out, &table, &provenance)?;
