@@ -15,6 +15,7 @@ use layerprune_core::{Game, Mask, PlayerGame, Players, RecordedGame};
 use layerprune_sampling::Design;
 use layerprune_surrogate::{Surrogate, SurrogateGame};
 
+use crate::banzhaf::{banzhaf_msr_estimate, UniformDesign, BANZHAF_MSR};
 use crate::exact::{exact_values, EXACT_SHAPLEY};
 use crate::kernelshap::{kernelshap_estimate, PairedDesign, KERNELSHAP};
 use crate::permutation::{permutation_estimate, PermutationDesign, PERMUTATION};
@@ -58,6 +59,9 @@ pub enum Estimator {
     RegressionAdjustedStratified,
     /// Exact Shapley (and Banzhaf) values from a table holding every mask over the players.
     Exact,
+    /// The Banzhaf value by maximum sample reuse over every recorded coalition: unbiased when
+    /// the masks are uniform over the coalitions (every stratum, proportional allocation).
+    BanzhafMsr,
 }
 
 /// What an estimator reads.
@@ -73,7 +77,7 @@ pub enum Needs {
 }
 
 impl Estimator {
-    pub const ALL: [Estimator; 11] = [
+    pub const ALL: [Estimator; 12] = [
         Estimator::StratifiedSemivalue,
         Estimator::BanzhafMarginal,
         Estimator::SurrogateShapley,
@@ -85,6 +89,7 @@ impl Estimator {
         Estimator::Stratified,
         Estimator::RegressionAdjustedStratified,
         Estimator::Exact,
+        Estimator::BanzhafMsr,
     ];
 
     /// The name on the command line and in the score table's `estimator` column.
@@ -101,6 +106,7 @@ impl Estimator {
             Estimator::Stratified => STRATIFIED_SHAPLEY,
             Estimator::RegressionAdjustedStratified => REGRESSION_ADJUSTED_STRATIFIED,
             Estimator::Exact => EXACT_SHAPLEY,
+            Estimator::BanzhafMsr => BANZHAF_MSR,
         }
     }
 
@@ -127,9 +133,10 @@ impl Estimator {
             Estimator::KernelShap
             | Estimator::RegressionAdjusted
             | Estimator::RegressionAdjustedExp => Needs::Pairs,
-            Estimator::Stratified | Estimator::RegressionAdjustedStratified | Estimator::Exact => {
-                Needs::Evaluations
-            }
+            Estimator::Stratified
+            | Estimator::RegressionAdjustedStratified
+            | Estimator::Exact
+            | Estimator::BanzhafMsr => Needs::Evaluations,
         }
     }
 
@@ -400,6 +407,12 @@ pub fn estimate(
                     .collect();
                 let estimates = if which == Estimator::Stratified {
                     stratified_estimate(n, &rows)?
+                } else if which == Estimator::BanzhafMsr {
+                    let design = UniformDesign {
+                        num_players: n,
+                        masks: rows.iter().map(|(mask, _)| mask.clone()).collect(),
+                    };
+                    banzhaf_msr_estimate(&design, &rows)?
                 } else {
                     let (estimates, r2) =
                         regression_adjusted_stratified_estimate(n, &rows, options.seed)?;

@@ -29,6 +29,7 @@ use layerprune_tables::{
         permutation-shapley, regression-adjusted-exp-chains: --evaluations and --masks with permutation chains\n  \
         kernelshap-paired, regression-adjusted, regression-adjusted-exp: --evaluations and --masks with complement pairs\n  \
         stratified-shapley, regression-adjusted-stratified: --evaluations (masks of every size)\n  \
+        banzhaf-msr: --evaluations (uniform masks: every stratum, proportional allocation)\n  \
         exact-shapley (also writes exact-banzhaf): --evaluations holding every mask over the players\n\
         Older spellings (semivalue, shapley-surrogate, permutation, kernelshap, stratified, exact,\n\
         banzhaf) are accepted with a note.\n\n\

@@ -136,6 +136,7 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
         .args(["--estimator", "surrogate-shapley"])
         .args(["--estimator", "stratified-shapley"])
         .args(["--estimator", "regression-adjusted-stratified"])
+        .args(["--estimator", "banzhaf-msr"])
         .args(["--estimator", "banzhaf-marginal", "--out"])
         .arg(&out)
         .output()
@@ -170,6 +171,7 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
         "regression-adjusted-stratified",
         "regression-adjusted-exp",
         "regression-adjusted-exp-chains",
+        "banzhaf-msr",
     ];
     for name in estimators {
         let rows: Vec<_> = scores.rows.iter().filter(|r| r.estimator == name).collect();
@@ -204,6 +206,18 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
         .find(|r| r.estimator == "regression-adjusted-stratified")
         .unwrap();
     assert_eq!(stratified.llm_evaluations, 1 << 5);
+    // Over every coalition (uniform), maximum sample reuse is the exact Banzhaf value.
+    let of = |name: &str| -> Vec<f64> {
+        scores
+            .rows
+            .iter()
+            .filter(|r| r.estimator == name)
+            .map(|r| r.estimate)
+            .collect()
+    };
+    for (msr, exact) in of("banzhaf-msr").iter().zip(of("exact-banzhaf")) {
+        assert!((msr - exact).abs() < 1e-12, "{msr} vs {exact}");
+    }
 }
 
 #[test]
