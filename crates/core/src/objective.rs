@@ -26,11 +26,6 @@ impl Objective {
         }
     }
 
-    /// Whether the value needs the full model's NLL.
-    pub fn needs_full_model(self) -> bool {
-        !matches!(self, Objective::NegNll)
-    }
-
     /// What the value means, with its sign and units (recorded in surrogate files).
     pub fn description(self) -> &'static str {
         match self {

@@ -129,11 +129,6 @@ impl Players {
         &self.fixed_blocks
     }
 
-    /// Whether `block` is a player (not fixed).
-    pub fn is_player(&self, block: usize) -> bool {
-        self.blocks.binary_search(&block).is_ok()
-    }
-
     /// Checks that `k` players can be removed: at least one player must stay.
     pub fn check_removal(&self, k: usize) -> Result<(), PlayersError> {
         if k >= self.len() {
@@ -181,15 +176,6 @@ impl Players {
         Ok(Mask::from_kept(
             self.blocks.iter().map(|&b| block_mask.is_kept(b)).collect(),
         ))
-    }
-
-    /// Player-indexed values relabelled by block: `(block, value)` for each player.
-    pub fn label<T: Copy>(&self, per_player: &[T]) -> Vec<(usize, T)> {
-        self.blocks
-            .iter()
-            .copied()
-            .zip(per_player.iter().copied())
-            .collect()
     }
 
     /// The full model with the given players (indices into [`Players::blocks`]) removed.
@@ -270,14 +256,6 @@ impl<G: Game> PlayerGame<G> {
         game.base = base;
         Ok(game)
     }
-
-    pub fn players(&self) -> &Players {
-        &self.players
-    }
-
-    pub fn into_inner(self) -> G {
-        self.inner
-    }
 }
 
 impl<G: Game> Game for PlayerGame<G> {
@@ -323,7 +301,6 @@ mod tests {
             players.lower(&"0111".parse().unwrap()),
             Err(PlayersError::WrongLength { found: 4, .. })
         ));
-        assert_eq!(players.label(&[0.5, 0.25]), vec![(1, 0.5), (3, 0.25)]);
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! through onnx-protobuf, and a pruned copy of it.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use layerprune_model::{graph_external_data, prune_folder, Manifest, MANIFEST_FILE};
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama")
+    layerprune_tests::tiny_model_dir()
 }
 
 /// How weight files were found before the graphs were parsed: every `weights/<name>.bin`

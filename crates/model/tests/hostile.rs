@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use layerprune_model::{
     confined, link_or_copy, prune_folder, read_num_blocks, sha256_file, Manifest, MANIFEST_FILE,
@@ -15,20 +15,7 @@ use layerprune_model::{
 const SENTINEL: &[u8] = b"a file outside the model folder that must never change";
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
+    layerprune_tests::tiny_model_dir()
 }
 
 /// A temporary folder holding `model/` (a copy of the fixture) and `sentinel.bin`.
@@ -39,7 +26,7 @@ struct Scene {
 impl Scene {
     fn new() -> Scene {
         let root = tempfile::tempdir().unwrap();
-        copy_dir(&fixture(), &root.path().join("model"));
+        layerprune_tests::copy_dir(&fixture(), &root.path().join("model"));
         fs::write(root.path().join("sentinel.bin"), SENTINEL).unwrap();
         Scene { root }
     }

@@ -12,19 +12,6 @@ use layerprune_quantize::{quantize_folder, write_folder, FolderOptions, Scheme};
 
 const SENTINEL: &[u8] = b"must never change";
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     layerprune_tests::snapshot(dir)
 }
@@ -33,7 +20,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let root = tempfile::tempdir().unwrap();
     let model = root.path().join("model");
-    copy_dir(&layerprune_tests::tiny_model_dir(), &model);
+    layerprune_tests::copy_dir(&layerprune_tests::tiny_model_dir(), &model);
     let sentinel = root.path().join("sentinel.bin");
     fs::write(&sentinel, SENTINEL).unwrap();
     (root, model, sentinel)

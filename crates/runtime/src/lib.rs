@@ -27,21 +27,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong running a model; each names the file concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {problem}")]
-    BadManifest { path: PathBuf, problem: String },
-    #[error(
-        "{path}: sha256 is {actual} but the manifest says {expected} (file changed or corrupt)"
-    )]
-    HashMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    /// The model folder: its manifest, files and hashes (`layerprune-model`).
+    #[error(transparent)]
+    Model(#[from] ModelError),
     #[error("ONNX Runtime library: {0}")]
     Library(String),
     #[error("{device} requested but unavailable: {problem}")]

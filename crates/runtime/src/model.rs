@@ -449,7 +449,10 @@ mod tests {
             let message = error.to_string();
             assert!(message.contains(expected), "{message}");
             assert!(
-                matches!(error, RuntimeError::BadManifest { .. }),
+                matches!(
+                    error,
+                    RuntimeError::Model(layerprune_model::ModelError::BadManifest { .. })
+                ),
                 "{error:?}"
             );
         }

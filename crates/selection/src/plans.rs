@@ -61,11 +61,6 @@ impl PlanMethod {
             PlanMethod::FromPlan => "from-plan",
         }
     }
-
-    /// Whether the method runs the model itself (and so needs a game).
-    pub fn needs_game(self) -> bool {
-        matches!(self, PlanMethod::Sleb | PlanMethod::Adaptive)
-    }
 }
 
 impl fmt::Display for PlanMethod {

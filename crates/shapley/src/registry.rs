@@ -428,10 +428,9 @@ pub fn estimate(
     Ok(Estimated { estimates, notes })
 }
 
-/// The design's distinct queries valued through the game, as `(player mask, value)` rows.
-fn valued(game: &mut dyn Game, mut queries: Vec<Mask>) -> Result<Vec<(Mask, f64)>, ShapleyError> {
-    queries.sort();
-    queries.dedup();
+/// The design's queries (each once, sorted, as every design's `queries` returns them) valued
+/// through the game, as `(player mask, value)` rows.
+fn valued(game: &mut dyn Game, queries: Vec<Mask>) -> Result<Vec<(Mask, f64)>, ShapleyError> {
     let values = layerprune_core::values_checked(game, &queries)?;
     Ok(queries.into_iter().zip(values).collect())
 }

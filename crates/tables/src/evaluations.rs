@@ -137,9 +137,10 @@ impl EvaluationTable {
     /// Each row's value under `objective`, in row order. Fails when the objective needs the
     /// full model's NLL and the table has neither `full_model_nll` nor a row for the full mask.
     pub fn values(&self, objective: ValueColumn) -> Result<Vec<f64>, TableError> {
-        let reference = match (objective.needs_full_model(), objective) {
-            (_, ValueColumn::Utility) | (false, _) => 0.0,
-            (true, _) => self.reference_nll().ok_or_else(|| {
+        let reference = match objective {
+            // Utility is the stored column; −nll needs no reference.
+            ValueColumn::Utility | ValueColumn::NegNll => 0.0,
+            ValueColumn::NllIncrease => self.reference_nll().ok_or_else(|| {
                 TableError::bad(
                     Path::new(IN_MEMORY),
                     format!(

@@ -4,7 +4,6 @@ use layerprune_core::Design;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layerprune_core::Mask;
 use layerprune_tables::{
     read_block_stats, read_evaluations, write_masks, write_tokens, MaskRow, MaskTable, Provenance,
     TokenTable,
@@ -35,9 +34,10 @@ fn write_inputs(dir: &Path, extra_id: Option<u32>) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     // Every mask of the 6 blocks: 64 masks, many shared prefixes.
-    let rows = (0..64u32)
-        .map(|bits| MaskRow {
-            mask: Mask::from_kept((0..6).map(|i| bits >> i & 1 == 1).collect()),
+    let rows = layerprune_tests::every_mask(6)
+        .into_iter()
+        .map(|mask| MaskRow {
+            mask,
             design: Design::Enumeration,
             group_id: None,
             position: None,
