@@ -9,12 +9,18 @@ is exactly deleting them from a pre-norm residual network.
 Weights live outside the graphs, in content-addressed files under `weights/` (name = sha256 of
 the bytes): a tensor stored in several graphs (the tied embedding and LM head) is stored once.
 
-The exporter checks its own output: the chained graphs, run by ONNX Runtime, against
-transformers' logits on a few sequences; it fails when they differ by more than the tolerance.
+The exporter checks its own output: the chained graphs, run by ONNX Runtime (bf16 graphs, which
+its CPU provider cannot run, by onnx.reference), against transformers' logits with the model in
+the export's dtype on a few sequences; it fails when they differ by more than the tolerance.
+
+Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma3_text, gpt2,
+gpt_neox, mamba (block graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported architectures", says what each block graph holds and
+what is tested.
 
 Usage:
   python export_layered.py --model HF_DIR --out OUT
   python export_layered.py --gguf FILE.gguf --out OUT
+  python export_layered.py --model HF_DIR --out OUT --dtype bf16
 """
 
 from __future__ import annotations
@@ -37,43 +43,160 @@ from torch import nn
 
 FORMAT = "layerprune-layered-onnx"
 FORMAT_VERSION = 1
-SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+# transformers `model_type` → how its parts are laid out (see `Architecture`).
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2", "gpt_neox", "mamba"}
+# Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
+FIXED_LENGTH_MODEL_TYPES = {"mamba"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXTERNAL_THRESHOLD_BYTES = 1024
+# The export check's default tolerance per dtype (docs/model-format.md, "The export check"):
+# the reduced-precision graphs round at other places than PyTorch's kernels do.
+DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 2.5e-2, "bf16": 1.5e-1}
+# Config lists of num_blocks entries that are NOT one value per block.
+NOT_PER_LAYER_KEYS = {"architectures", "layerprune_kept_blocks"}
+
+
+class UnsupportedArchitecture(SystemExit):
+    pass
+
+
+def unsupported_message(model_type, architectures=None) -> str:
+    named = f" ({', '.join(architectures)})" if architectures else ""
+    return (f"error: model type {model_type!r}{named} is not supported by the layered exporter; supported model types: "
+            f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}")
+
+
+class Architecture:
+    """Where a supported model keeps its parts and how one of its blocks is called.
+
+    - `base`: the decoder (`model.model`, `model.transformer` for GPT-2, `model.gpt_neox`);
+      `layers`: its list of residual blocks; `norm`: the final norm; `lm_head`.
+    - `block_attention(index)`: the block's attention type (`full_attention` or
+      `sliding_attention`) and its window (None for full attention), fixed by the block's
+      index in the ORIGINAL model: it is baked into the block's graph, so removing other
+      blocks never changes it.
+    """
+
+    def __init__(self, model):
+        config = model.config
+        self.model_type = config.model_type
+        if self.model_type not in SUPPORTED_MODEL_TYPES:
+            raise UnsupportedArchitecture(unsupported_message(self.model_type, getattr(config, "architectures", None)))
+        if self.model_type == "gpt2":
+            self.base = model.transformer
+            self.layers_attr, self.norm = "h", model.transformer.ln_f
+        elif self.model_type == "gpt_neox":
+            self.base = model.gpt_neox
+            self.layers_attr, self.norm = "layers", model.gpt_neox.final_layer_norm
+        elif self.model_type == "mamba":
+            self.base = model.backbone
+            self.layers_attr, self.norm = "layers", model.backbone.norm_f
+        else:
+            self.base = model.model
+            self.layers_attr, self.norm = "layers", model.model.norm
+        self.lm_head = model.lm_head
+        self.config = config
+        if getattr(config, "use_bidirectional_attention", False):
+            raise UnsupportedArchitecture(f"error: {self.model_type} with use_bidirectional_attention "
+                                          "is not a causal LM; not supported")
+
+    @property
+    def layers(self):
+        return getattr(self.base, self.layers_attr)
+
+    def set_layers(self, layers):
+        setattr(self.base, self.layers_attr, layers)
+
+    def block_attention(self, index):
+        config = self.config
+        window = getattr(config, "sliding_window", None)
+        if self.model_type == "mistral":
+            return ("sliding_attention", window) if window is not None else ("full_attention", None)
+        layer_types = getattr(config, "layer_types", None)
+        if layer_types is not None and self.model_type in ("qwen2", "qwen3", "gemma3_text"):
+            kind = layer_types[index]
+            if kind == "sliding_attention" and window is not None:
+                return kind, int(window)
+            if kind not in ("full_attention", "sliding_attention"):
+                raise UnsupportedArchitecture(f"error: attention type {kind!r} of block {index} "
+                                              "is not supported (full_attention, sliding_attention)")
+            return "full_attention", None
+        return "full_attention", None
+
+    def final_logit_softcapping(self):
+        return getattr(self.config, "final_logit_softcapping", None)
 
 
 class Embedding(nn.Module):
+    """Token embedding (Gemma's scaled by sqrt(hidden) inside its module), plus GPT-2's learned
+    position embedding."""
+
     def __init__(self, model):
         super().__init__()
-        self.embed_tokens = model.model.embed_tokens
+        arch = Architecture(model)
+        if arch.model_type == "gpt2":
+            self.embed_tokens, self.embed_positions = model.transformer.wte, model.transformer.wpe
+        elif arch.model_type == "gpt_neox":
+            self.embed_tokens, self.embed_positions = model.gpt_neox.embed_in, None
+        elif arch.model_type == "mamba":
+            self.embed_tokens, self.embed_positions = model.backbone.embeddings, None
+        else:
+            self.embed_tokens, self.embed_positions = model.model.embed_tokens, None
 
     def forward(self, input_ids):
-        return self.embed_tokens(input_ids)
+        hidden = self.embed_tokens(input_ids)
+        if self.embed_positions is not None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+            hidden = hidden + self.embed_positions(position_ids)
+        return hidden
 
 
 class Block(nn.Module):
     """One decoder layer with its RoPE and causal mask built inside the graph, so the graph
-    maps hidden states to hidden states and nothing else has to be fed in."""
+    maps hidden states to hidden states and nothing else has to be fed in. A sliding-window
+    block masks keys more than `window - 1` positions back (transformers' `kv > q - window`);
+    Gemma 3 blocks use the rotary table of their own attention type (local or global)."""
 
     def __init__(self, model, index):
         super().__init__()
-        self.layer = model.model.layers[index]
-        self.rotary_emb = model.model.rotary_emb
+        arch = Architecture(model)
+        self.layer = arch.layers[index]
+        self.rotary_emb = getattr(arch.base, "rotary_emb", None)
+        self.layer_type, self.window = arch.block_attention(index)
+        self.per_type_rope = arch.model_type == "gemma3_text"
+        self.plain_call = arch.model_type == "gpt2"
+        self.recurrent = arch.model_type == "mamba"
 
     def forward(self, hidden_states):
+        if self.recurrent:  # Mamba: the block is norm + mixer + residual; no positions, no mask
+            # Its scan runs in float32 and so does the residual it returns, also in fp16 / bf16:
+            # cast back, the hidden states between graphs are in the folder's dtype.
+            return self.layer(hidden_states).to(hidden_states.dtype)
         seq_len = hidden_states.shape[1]
         position_ids = torch.arange(seq_len, device=hidden_states.device).unsqueeze(0)
-        position_embeddings = self.rotary_emb(hidden_states, position_ids)
         # An additive mask with the dtype's minimum (not -inf) keeps softmax free of NaN.
         minimum = torch.finfo(hidden_states.dtype).min
         causal = torch.full((seq_len, seq_len), minimum, dtype=hidden_states.dtype)
-        causal = torch.triu(causal, diagonal=1)[None, None, :, :]
-        return self.layer(
-            hidden_states,
-            attention_mask=causal,
-            position_ids=position_ids,
-            position_embeddings=position_embeddings,
-        )
+        causal = torch.triu(causal, diagonal=1)
+        if self.window is not None:
+            too_far = torch.tril(torch.ones((seq_len, seq_len), dtype=torch.bool), diagonal=-self.window)
+            causal = causal.masked_fill(too_far, minimum)
+        causal = causal[None, None, :, :]
+        if self.plain_call:
+            output = self.layer(hidden_states, attention_mask=causal)
+        else:
+            if self.per_type_rope:
+                position_embeddings = self.rotary_emb(hidden_states, position_ids, self.layer_type)
+            else:
+                position_embeddings = self.rotary_emb(hidden_states, position_ids)
+            output = self.layer(
+                hidden_states,
+                attention_mask=causal,
+                position_ids=position_ids,
+                position_embeddings=position_embeddings,
+            )
+        return output[0] if isinstance(output, tuple) else output
 
 
 class Head(nn.Module):
@@ -82,8 +205,10 @@ class Head(nn.Module):
 
     def __init__(self, model, nll: bool):
         super().__init__()
-        self.norm = model.model.norm
-        self.lm_head = model.lm_head
+        arch = Architecture(model)
+        self.norm = arch.norm
+        self.lm_head = arch.lm_head
+        self.softcap = arch.final_logit_softcapping()
         self.nll = nll
 
     def logits(self, hidden_states):
@@ -92,8 +217,12 @@ class Head(nn.Module):
         # The head graphs are exported without constant folding so that the [vocab, hidden]
         # weight keeps its stored layout (ONNX Runtime folds the transpose when it loads the
         # graph): a tied weight then has the embedding's bytes and is stored once on disk.
-        flat = torch.nn.functional.linear(normed.reshape(batch * seq_len, hidden), self.lm_head.weight)
-        return flat.reshape(batch, seq_len, -1).float()
+        flat = torch.nn.functional.linear(normed.reshape(batch * seq_len, hidden), self.lm_head.weight,
+                                          self.lm_head.bias)
+        logits = flat.reshape(batch, seq_len, -1)
+        if self.softcap is not None:  # Gemma: logits = cap * tanh(logits / cap), in the model's dtype
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits.float()
 
     def forward(self, hidden_states, target_ids=None):
         logits = self.logits(hidden_states)
@@ -113,6 +242,9 @@ def sha256_file(path: Path) -> str:
 
 def export_graph(module, args, input_names, output_names, dynamic_axes, opset, exporter, fold=True):
     buffer = io.BytesIO()
+    # A fresh wrapper module is in training mode, and torch.onnx.export restores the mode it
+    # found, which would switch the model's own layers (their dropout) to training mode.
+    module.eval()
     with torch.no_grad():
         if exporter == "legacy":
             torch.onnx.export(
@@ -164,14 +296,35 @@ def externalize(model: onnx.ModelProto, out_dir: Path, written: dict) -> None:
             entry.key, entry.value = key, value
 
 
+def source_dtype(config) -> str:
+    """The checkpoint's own dtype as a DTYPES key (fp32 when the config names none or another)."""
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    dtype = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+    return {"float16": "fp16", "bfloat16": "bf16"}.get(dtype, "fp32")
+
+
+def check_supported_config(folder: Path) -> None:
+    """Refuses an unsupported architecture from config.json alone, before loading weights."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"export: error: cannot read {folder / 'config.json'}: {error}")
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures")))
+
+
 def load_model(args):
+    """Loads the model in `args.dtype` (a DTYPES key, or "auto": the checkpoint's own dtype)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = DTYPES[args.dtype]
+    dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
     if args.gguf:
         gguf = Path(args.gguf)
         if not gguf.is_file():
             sys.exit(f"export: error: GGUF file {gguf} does not exist")
+        if dtype == "auto":
+            dtype = torch.float32  # transformers dequantizes GGUF to float32
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         source = {"kind": "gguf", "path": str(gguf), "sha256": sha256_file(gguf)}
@@ -179,25 +332,29 @@ def load_model(args):
         folder = Path(args.model)
         if not (folder / "config.json").is_file():
             sys.exit(f"export: error: {folder} is not a Hugging Face model folder (no config.json)")
+        check_supported_config(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         source = {"kind": "huggingface", "path": str(folder)}
     model.config._attn_implementation = "eager"
     model.eval()
-    model_type = model.config.model_type
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        sys.exit(f"export: error: model type {model_type!r} is not supported "
-                 f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
+    Architecture(model)  # refuses an unsupported model type, naming it and the supported list
     return model, tokenizer, source
 
 
-def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int, exporter: str):
+def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int, exporter: str,
+           fixed_seq_len=None):
+    """`fixed_seq_len`: for FIXED_LENGTH_MODEL_TYPES, the one sequence length the block graphs
+    run (their scan is unrolled for it); the embedding and head graphs stay dynamic."""
     config = model.config
     hidden = config.hidden_size
     dtype = DTYPES[dtype_name]
     example_ids = torch.randint(0, config.vocab_size, (2, 8))
     example_hidden = torch.randn(2, 8, hidden, dtype=dtype)
     hidden_axes = {0: "batch", 1: "seq"}
+    block_hidden, block_axes = example_hidden, hidden_axes
+    if config.model_type in FIXED_LENGTH_MODEL_TYPES:
+        block_hidden, block_axes = torch.randn(2, fixed_seq_len, hidden, dtype=dtype), {0: "batch"}
     written: dict = {}
     parts = {}
 
@@ -209,11 +366,12 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
 
     save("embed.onnx", export_graph(Embedding(model), (example_ids,), ["input_ids"], ["hidden_states"],
                                     {"input_ids": hidden_axes, "hidden_states": hidden_axes}, opset, exporter))
+    arch = Architecture(model)
     blocks = []
     for index in range(config.num_hidden_layers):
         name = f"block_{index:03d}.onnx"
-        save(name, export_graph(Block(model, index), (example_hidden,), ["hidden_states"], ["output"],
-                                {"hidden_states": hidden_axes, "output": hidden_axes}, opset, exporter))
+        save(name, export_graph(Block(model, index), (block_hidden,), ["hidden_states"], ["output"],
+                                {"hidden_states": block_axes, "output": block_axes}, opset, exporter))
         blocks.append({"index": index, "original_index": index, "file": name})
     save("head.onnx", export_graph(Head(model, nll=True), (example_hidden, example_ids),
                                    ["hidden_states", "target_ids"], ["nll"],
@@ -230,18 +388,22 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
         shutil.copy(tokenizer_json, out_dir / "tokenizer.json")
 
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
+    extra = {}
+    if config.model_type in FIXED_LENGTH_MODEL_TYPES:
+        # Block graphs accept [batch, fixed_seq_len, hidden] only (ONNX Runtime refuses others).
+        extra["fixed_seq_len"] = fixed_seq_len
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "architecture": config.model_type,
         "num_blocks": config.num_hidden_layers,
         "hidden_size": hidden,
-        "intermediate_size": getattr(config, "intermediate_size", None),
-        "num_attention_heads": config.num_attention_heads,
-        "num_key_value_heads": getattr(config, "num_key_value_heads", config.num_attention_heads),
+        "intermediate_size": intermediate_size(config),
+        "num_attention_heads": getattr(config, "num_attention_heads", None),
+        "num_key_value_heads": getattr(config, "num_key_value_heads", getattr(config, "num_attention_heads", None)),
         "vocab_size": config.vocab_size,
         "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
-        "dtype": {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[dtype_name],
+        "dtype": DTYPE_NAMES[dtype_name],
         "opset": opset,
         "source": source,
         "embedding": {"file": "embed.onnx", "input": "input_ids", "output": "hidden_states"},
@@ -249,42 +411,90 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
         "head": {"file": "head.onnx", "inputs": ["hidden_states", "target_ids"], "output": "nll"},
         "head_logits": {"file": "head_logits.onnx", "input": "hidden_states", "output": "logits"},
         "tokenizer": "tokenizer.json",
+        # Per ORIGINAL block index (a pruned folder keeps this list whole): the attention each
+        # block's graph applies. Informational: the graphs hold it.
+        "attention": [dict(zip(("type", "window"), arch.block_attention(i))) for i in range(config.num_hidden_layers)]
+        if config.model_type not in FIXED_LENGTH_MODEL_TYPES else None,
         "exporter": {"tool": "tools/export/export_layered.py", "exporter": exporter,
                      "torch": torch.__version__, "onnx": onnx.__version__,
                      "transformers": __import__("transformers").__version__},
         "files": {name: sha256_file(out_dir / name) for name in files},
+        **extra,
     }
+    if manifest["attention"] is None:
+        del manifest["attention"]
     return manifest
 
 
-def run_chain(out_dir: Path, manifest: dict, input_ids: np.ndarray, drop=()):
-    """Chained graphs through ONNX Runtime: (logits, nll of next tokens)."""
-    import onnxruntime as ort
+def per_layer_lists(config) -> dict:
+    """The config's per-block lists (`layer_types`, ...): every list of num_hidden_layers
+    entries but NOT_PER_LAYER_KEYS."""
+    num_blocks = config.num_hidden_layers
+    return {key: value for key, value in config.to_dict().items()
+            if isinstance(value, list) and len(value) == num_blocks and key not in NOT_PER_LAYER_KEYS}
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
 
-    def session(name):
-        return ort.InferenceSession(str(out_dir / name), options, providers=["CPUExecutionProvider"])
+def intermediate_size(config):
+    size = getattr(config, "intermediate_size", None)
+    if size is None and config.model_type == "gpt2":
+        size = config.n_inner or 4 * config.hidden_size
+    return size
 
-    hidden = session(manifest["embedding"]["file"]).run(None, {"input_ids": input_ids})[0]
+
+def run_chain(out_dir: Path, manifest: dict, input_ids: np.ndarray, drop=(), runner=None):
+    """Chained graphs: (logits, nll of next tokens). `runner`: "ort" (ONNX Runtime's CPU
+    provider) or "reference" (onnx.reference, NumPy); default ORT, except for bfloat16
+    folders, which ORT's CPU provider cannot run (it has no bfloat16 kernel for Trilu,
+    MatMul, ...)."""
+    if runner is None:
+        runner = "reference" if manifest["dtype"] == "bfloat16" else "ort"
+    if runner == "ort":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+
+        def run(name, feeds):
+            session = ort.InferenceSession(str(out_dir / name), options, providers=["CPUExecutionProvider"])
+            return session.run(None, feeds)[0]
+    else:
+        from onnx.reference import ReferenceEvaluator
+        from onnx.reference.op_run import OpRun
+
+        class GatherElements(OpRun):
+            # onnx.reference's own fails on a negative axis and on more than 64 classes.
+            def _run(self, data, indices, axis=None):
+                return (np.take_along_axis(data, indices.astype(np.int64), axis=axis),)
+
+        def run(name, feeds):
+            evaluator = ReferenceEvaluator(onnx.load(str(out_dir / name)), new_ops=[GatherElements])
+            return evaluator.run(None, feeds)[0]
+
+    hidden = run(manifest["embedding"]["file"], {"input_ids": input_ids})
     for block in manifest["blocks"]:
         if block["index"] in drop:
             continue
-        hidden = session(block["file"]).run(None, {"hidden_states": hidden})[0]
-    logits = session(manifest["head_logits"]["file"]).run(None, {"hidden_states": hidden})[0]
+        hidden = run(block["file"], {"hidden_states": hidden})
+    logits = run(manifest["head_logits"]["file"], {"hidden_states": hidden})
     targets = np.concatenate([input_ids[:, 1:], input_ids[:, :1]], axis=1)
-    nll = session(manifest["head"]["file"]).run(None, {"hidden_states": hidden, "target_ids": targets})[0]
-    return logits, nll[:, :-1]
+    nll = run(manifest["head"]["file"], {"hidden_states": hidden, "target_ids": targets})
+    return np.asarray(logits, dtype=np.float32), np.asarray(nll, dtype=np.float32)[:, :-1]
 
 
 def reference(model, input_ids: np.ndarray, drop=()):
-    """transformers' logits and next-token NLL, with the blocks in `drop` deleted."""
-    layers = model.model.layers
-    kept = nn.ModuleList([layer for i, layer in enumerate(layers) if i not in drop])
-    saved_count = model.config.num_hidden_layers
-    model.model.layers = kept
-    model.config.num_hidden_layers = len(kept)
+    """transformers' logits and next-token NLL, with the blocks in `drop` deleted from the layer
+    list, and every per-layer config list (`layer_types`) cut the same way, so each kept block
+    keeps the attention type of its original index (what prune_hf writes)."""
+    arch = Architecture(model)
+    config = model.config
+    layers = arch.layers
+    num_blocks = config.num_hidden_layers
+    kept_indices = [i for i in range(num_blocks) if i not in drop]
+    saved = per_layer_lists(config)
+    arch.set_layers(nn.ModuleList([layers[i] for i in kept_indices]))
+    config.num_hidden_layers = len(kept_indices)
+    for key, value in saved.items():
+        setattr(config, key, [value[i] for i in kept_indices])
     try:
         with torch.no_grad():
             ids = torch.from_numpy(input_ids)
@@ -292,16 +502,21 @@ def reference(model, input_ids: np.ndarray, drop=()):
             log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
             nll = -torch.gather(log_probs, -1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     finally:
-        model.model.layers = layers
-        model.config.num_hidden_layers = saved_count
+        arch.set_layers(layers)
+        config.num_hidden_layers = num_blocks
+        for key, value in saved.items():
+            setattr(config, key, value)
     return logits.numpy(), nll.numpy()
 
 
 def check(model, out_dir: Path, manifest: dict, sequences: int, length: int, tolerance: float, seed: int):
+    """The chain against transformers with the model in the export's dtype. `tolerance` is
+    scaled by max(1, |largest logit| / 10)."""
     rng = np.random.default_rng(seed)
     input_ids = rng.integers(0, manifest["vocab_size"], size=(sequences, length), dtype=np.int64)
     expected_logits, expected_nll = reference(model, input_ids)
-    logits, nll = run_chain(out_dir, manifest, input_ids)
+    runner = "reference" if manifest["dtype"] == "bfloat16" else "ort"
+    logits, nll = run_chain(out_dir, manifest, input_ids, runner=runner)
     max_abs = float(np.abs(logits - expected_logits).max())
     max_rel = max_abs / float(np.abs(expected_logits).max())
     nll_diff = float(np.abs(nll - expected_nll).max())
@@ -312,7 +527,8 @@ def check(model, out_dir: Path, manifest: dict, sequences: int, length: int, tol
     if max_abs > tolerance * scale or nll_diff > tolerance * scale:
         raise SystemExit(f"export: error: the exported chain differs from transformers by {max_abs:.3e} "
                          f"(logits) / {nll_diff:.3e} (nll), over the tolerance {tolerance * scale:.1e}")
-    return {"sequences": sequences, "length": length, "max_abs_logit_diff": max_abs,
+    return {"sequences": sequences, "length": length, "dtype": manifest["dtype"], "runner": runner,
+            "max_abs_logit_diff": max_abs,
             "max_rel_logit_diff": max_rel, "max_abs_nll_diff": nll_diff, "tolerance": tolerance * scale}
 
 
@@ -328,7 +544,15 @@ def main(argv=None):
                         help="torch.onnx exporter (legacy is ~30x faster and gives the same graphs' results)")
     parser.add_argument("--check-sequences", type=int, default=3)
     parser.add_argument("--check-length", type=int, default=32)
-    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="max |logit| / |nll| difference against transformers in the same dtype, "
+                             "scaled by max(1, |largest logit| / 10); default: "
+                             + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOLERANCE.items()))
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the export check (a bf16 check runs in onnx.reference, slow on large models)")
+    parser.add_argument("--fixed-seq-len", type=int, default=128,
+                        help="Mamba only: the sequence length its block graphs are unrolled for "
+                             "(the export check uses it too)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -348,13 +572,18 @@ def main(argv=None):
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent if out_dir.parent.exists() else None))
     try:
         started = time.time()
-        manifest = export(model, tokenizer, source_info, staging, args.dtype, args.opset, args.exporter)
+        fixed = model.config.model_type in FIXED_LENGTH_MODEL_TYPES
+        manifest = export(model, tokenizer, source_info, staging, args.dtype, args.opset, args.exporter,
+                          fixed_seq_len=args.fixed_seq_len if fixed else None)
+        if fixed:
+            args.check_length = args.fixed_seq_len
         print(f"exported {len(manifest['blocks']) + 3} graphs in {time.time() - started:.1f} s")
-        if args.dtype == "fp32":
-            manifest["check"] = check(model, staging, manifest, args.check_sequences, args.check_length,
-                                      args.tolerance, args.seed)
+        tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[args.dtype]
+        if args.no_check:
+            print("check: skipped (--no-check)")
         else:
-            print("check: skipped for reduced-precision export (run the fp32 export to verify the graphs)")
+            manifest["check"] = check(model, staging, manifest, args.check_sequences, args.check_length,
+                                      tolerance, args.seed)
         with open(staging / "manifest.json", "w") as handle:
             json.dump(manifest, handle, indent=2)
             handle.write("\n")

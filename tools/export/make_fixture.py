@@ -26,13 +26,20 @@ Shapley values share the value among players fairly. Calibration text is short.
 """ * 20
 
 
-def build_hf_folder(folder: Path, seed: int):
+def build_tokenizer():
+    """A byte-level BPE tokenizer of ~300 tokens trained on TEXT (no download)."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator([TEXT], vocab_size=320, min_frequency=1, special_tokens=["<|endoftext|>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+
+
+def build_hf_folder(folder: Path, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=6,
@@ -43,6 +50,59 @@ def build_hf_folder(folder: Path, seed: int):
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+# Tiny configurations of the other supported architectures (hidden 64), for the exporter's
+# tests: each exercises what sets the architecture apart.
+def tiny_config(arch: str, vocab_size: int):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, hidden_size=64, num_attention_heads=4, max_position_embeddings=128,
+                  eos_token_id=0, bos_token_id=0, pad_token_id=0)
+    rms = dict(intermediate_size=128, num_key_value_heads=2, rms_norm_eps=1e-5, initializer_range=0.08)
+    if arch == "llama":
+        return tf.LlamaConfig(num_hidden_layers=4, tie_word_embeddings=True, **common, **rms)
+    if arch == "mistral":  # sliding window 4 on every block, untied head
+        return tf.MistralConfig(num_hidden_layers=4, sliding_window=4, tie_word_embeddings=False, **common, **rms)
+    if arch == "qwen2":  # q/k/v biases; sliding window 4 from block 2 on (max_window_layers)
+        return tf.Qwen2Config(num_hidden_layers=5, use_sliding_window=True, sliding_window=4, max_window_layers=2,
+                              tie_word_embeddings=True, **common, **rms)
+    if arch == "qwen3":  # q/k norms, head_dim 32 ≠ hidden / heads
+        return tf.Qwen3Config(num_hidden_layers=4, head_dim=32, tie_word_embeddings=True, **common, **rms)
+    if arch == "gemma3_text":  # 5 local (window 4, rope 10k) then 1 global (rope 1M) per 6 blocks
+        return tf.Gemma3TextConfig(num_hidden_layers=8, head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
+                                   final_logit_softcapping=5.0, tie_word_embeddings=True, **common, **rms)
+    if arch == "gpt2":  # LayerNorm, learned positions, Conv1D, tied head
+        return tf.GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=4, n_head=4, n_positions=128,
+                             initializer_range=0.08, eos_token_id=0, bos_token_id=0, tie_word_embeddings=True)
+    if arch == "gpt_neox":  # parallel attention + MLP, rotary on a quarter of each head
+        return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                                intermediate_size=128, max_position_embeddings=128, rotary_pct=0.25,
+                                use_parallel_residual=True, tie_word_embeddings=False, initializer_range=0.08,
+                                eos_token_id=0, bos_token_id=0)
+    if arch == "mamba":  # the block is the residual mixer: conv + selective scan
+        return tf.MambaConfig(vocab_size=vocab_size, hidden_size=64, state_size=8, num_hidden_layers=4, expand=2,
+                              conv_kernel=4, initializer_range=0.08, eos_token_id=0, bos_token_id=0,
+                              pad_token_id=0, tie_word_embeddings=True)
+    raise ValueError(f"no tiny config for {arch!r}")
+
+
+def build_arch_folder(folder: Path, arch: str, seed: int, dtype=torch.float32):
+    """A tiny random-weight checkpoint of `arch` saved in `dtype`. Every 1-D parameter (norm
+    weights, biases) is perturbed too, so that none is left at its identity initialisation."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = tiny_config(arch, len(tokenizer))
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 1:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    model.to(dtype).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def main():

@@ -1,11 +1,15 @@
 """Write a pruned Hugging Face checkpoint: the model with some blocks deleted, loadable by
 transformers as an ordinary model.
 
-Blocks are deleted (not zeroed); `num_hidden_layers` and each attention's `layer_idx` are
-renumbered, and every per-layer list in the config (e.g. `layer_types`) keeps only the kept
-blocks' entries. The original indices of the kept blocks are recorded in the config as
-`layerprune_kept_blocks`. The checkpoint is reloaded and checked against the in-memory pruned
-model before the output folder is put in place.
+Blocks are deleted (not zeroed); `num_hidden_layers` and every module's `layer_idx` are
+renumbered, and every per-layer list in the config (e.g. `layer_types`, which holds Gemma 3's
+and Qwen's sliding/global pattern) keeps only the kept blocks' entries, so each kept block
+keeps the attention type of its original index. The original indices of the kept blocks are
+recorded in the config as `layerprune_kept_blocks`. The checkpoint is written in the source's
+dtype (a bfloat16 model stays bfloat16; a GGUF is dequantized to float32), then reloaded and
+checked against the in-memory pruned model before the output folder is put in place.
+
+Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES).
 
 Usage:
   python prune_hf.py --model HF_DIR --remove 3,7,9 --out OUT
@@ -39,21 +43,27 @@ def removed_from_plan(plan: Path, method: str, k: int):
 
 def prune(model, removed):
     config = model.config
+    arch = export_layered.Architecture(model)
     num_blocks = config.num_hidden_layers
     bad = [b for b in removed if not 0 <= b < num_blocks]
     if bad:
         sys.exit(f"prune_hf: error: blocks {bad} are out of range for a model of {num_blocks} blocks")
     if len(set(removed)) >= num_blocks:
         sys.exit(f"prune_hf: error: removing {len(set(removed))} of {num_blocks} blocks leaves none")
+    if getattr(config, "scale_attn_by_inverse_layer_idx", False):
+        # GPT-2 scales each block's attention by 1 / (layer_idx + 1), recomputed from the new
+        # index on reload: no config can say "keep the original index's scale".
+        sys.exit("prune_hf: error: scale_attn_by_inverse_layer_idx ties a block's attention to its "
+                 "index; a pruned checkpoint cannot keep it")
     kept = [i for i in range(num_blocks) if i not in set(removed)]
-    model.model.layers = nn.ModuleList([model.model.layers[i] for i in kept])
-    for new_index, layer in enumerate(model.model.layers):
-        attention = getattr(layer, "self_attn", None)
-        if attention is not None and hasattr(attention, "layer_idx"):
-            attention.layer_idx = new_index
-    for key, value in list(config.to_dict().items()):
-        if isinstance(value, list) and len(value) == num_blocks and key != "layerprune_kept_blocks":
-            setattr(config, key, [value[i] for i in kept])
+    per_layer = export_layered.per_layer_lists(config)
+    arch.set_layers(nn.ModuleList([arch.layers[i] for i in kept]))
+    for new_index, layer in enumerate(arch.layers):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    for key, value in per_layer.items():
+        setattr(config, key, [value[i] for i in kept])
     previous = getattr(config, "layerprune_kept_blocks", list(range(num_blocks)))
     config.layerprune_kept_blocks = [previous[i] for i in kept]
     config.num_hidden_layers = len(kept)
@@ -97,21 +107,28 @@ def main(argv=None):
             removed = sorted({int(b) for b in args.remove.split(",") if b.strip()})
         except ValueError:
             sys.exit(f"prune_hf: error: --remove {args.remove!r} is not a list of block indices")
-    load_args = argparse.Namespace(model=args.model, gguf=args.gguf, dtype="fp32")
+    load_args = argparse.Namespace(model=args.model, gguf=args.gguf, dtype="auto")
     model, tokenizer, _ = export_layered.load_model(load_args)
+    dtype = next(model.parameters()).dtype
+    source_dtypes = {p.dtype for p in model.parameters()}
     kept = prune(model, removed)
     from transformers import AutoModelForCausalLM
 
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
     try:
         save(model, tokenizer, staging)
-        reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype=torch.float32)
+        reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype="auto")
         reloaded.config._attn_implementation = "eager"
+        reloaded.eval()
+        reloaded_dtypes = {p.dtype for p in reloaded.parameters()}
+        if reloaded_dtypes != source_dtypes:
+            raise SystemExit(f"prune_hf: error: the checkpoint reloads as {sorted(map(str, reloaded_dtypes))}, "
+                             f"not the source's {dtype}")
         ids = torch.randint(0, model.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             expected = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
             actual = reloaded(input_ids=ids, labels=ids, use_cache=False).loss.item()
-        if abs(expected - actual) > 1e-4:
+        if abs(expected - actual) > (1e-4 if dtype == torch.float32 else 1e-2):
             raise SystemExit(f"prune_hf: error: the reloaded checkpoint's loss {actual} differs from "
                              f"the pruned model's {expected}")
         if args.out.exists():

@@ -1,0 +1,289 @@
+"""The exporter and prune_hf.py on tiny random-weight models of every supported architecture.
+
+Each checkpoint (hidden 64, 4-8 blocks, a ~300-token BPE tokenizer trained locally) is built in a
+temporary folder by make_fixture.build_arch_folder; nothing is downloaded or committed. For each
+architecture: (a) the chained ONNX graphs against transformers' logits, (b) skipping block i in
+the chain against transformers with block i deleted from the layer list, (c) the checkpoint
+prune_hf.py writes, reloaded by transformers, against the chain with those blocks skipped.
+Then the reduced-precision exports (fp16, bf16) against transformers in the same dtype.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import export_layered  # noqa: E402
+import make_fixture  # noqa: E402
+import prune_hf  # noqa: E402
+
+ARCHITECTURES = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2", "gpt_neox", "mamba"]
+FP32_TOLERANCE = 1e-4
+# Sequences longer than every sliding window (4), so windows and local/global rope matter; also
+# the length Mamba's block graphs are unrolled for (--fixed-seq-len, ignored by the others).
+SEQ_LEN = 16
+FIXED = ["--fixed-seq-len", str(SEQ_LEN)]
+
+
+def ids_for(manifest, seed, batch=2, length=SEQ_LEN):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, manifest["vocab_size"], size=(batch, length), dtype=np.int64)
+
+
+def max_diffs(out, manifest, model, ids, drop=(), runner=None):
+    expected_logits, expected_nll = export_layered.reference(model, ids, drop=drop)
+    logits, nll = export_layered.run_chain(out, manifest, ids, drop=drop, runner=runner)
+    return float(np.abs(logits - expected_logits).max()), float(np.abs(nll - expected_nll).max())
+
+
+_EXPORTS = {}
+
+
+def export_fp32(arch, tmp_path_factory):
+    """The fp32 checkpoint and export of `arch`, built once per test session."""
+    if arch not in _EXPORTS:
+        root = tmp_path_factory.mktemp(arch)
+        make_fixture.build_arch_folder(root / "hf", arch, seed=11)
+        model, manifest = export_layered.main(["--model", str(root / "hf"), "--out", str(root / "onnx"), *FIXED])
+        _EXPORTS[arch] = (arch, root / "hf", model, manifest, root / "onnx")
+    return _EXPORTS[arch]
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def exported(request, tmp_path_factory):
+    return export_fp32(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def gemma3(tmp_path_factory):
+    return export_fp32("gemma3_text", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def mistral(tmp_path_factory):
+    return export_fp32("mistral", tmp_path_factory)
+
+
+def test_chain_matches_transformers(exported):
+    arch, _, model, manifest, out = exported
+    assert manifest["architecture"] == arch
+    assert manifest["check"]["max_abs_logit_diff"] < FP32_TOLERANCE
+    logit_diff, nll_diff = max_diffs(out, manifest, model, ids_for(manifest, 0))
+    print(f"{arch}: full chain max |logit diff| {logit_diff:.2e}, |nll diff| {nll_diff:.2e}")
+    assert logit_diff < FP32_TOLERANCE and nll_diff < FP32_TOLERANCE
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size < 4 << 20, f"the tiny {arch} folder is {size} bytes"
+
+
+def test_skipping_each_block_equals_deleting_it(exported):
+    arch, _, model, manifest, out = exported
+    n = manifest["num_blocks"]
+    ids = ids_for(manifest, 1)
+    worst = 0.0
+    for drop in [(i,) for i in range(n)] + [(0, n - 1), (1, 2)]:
+        logit_diff, nll_diff = max_diffs(out, manifest, model, ids, drop=drop)
+        assert logit_diff < FP32_TOLERANCE and nll_diff < FP32_TOLERANCE, (arch, drop, logit_diff, nll_diff)
+        worst = max(worst, logit_diff)
+    print(f"{arch}: skipped blocks, worst max |logit diff| {worst:.2e}")
+
+
+def test_pruned_checkpoint_matches_chain_with_blocks_skipped(exported, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    arch, hf, _, manifest, out = exported
+    n = manifest["num_blocks"]
+    removed = (1, n - 2)
+    kept = [i for i in range(n) if i not in removed]
+    prune_hf.main(["--model", str(hf), "--remove", ",".join(map(str, removed)), "--out", str(tmp_path / "p")])
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "p", dtype="auto")
+    pruned.config._attn_implementation = "eager"
+    pruned.eval()
+    assert pruned.config.num_hidden_layers == len(kept)
+    assert pruned.config.layerprune_kept_blocks == kept
+    assert next(pruned.parameters()).dtype == torch.float32
+    original = json.loads((hf / "config.json").read_text())
+    if "layer_types" in original:
+        assert pruned.config.layer_types == [original["layer_types"][i] for i in kept]
+    ids = ids_for(manifest, 2)
+    logits, nll = export_layered.run_chain(out, manifest, ids, drop=removed)
+    with torch.no_grad():
+        expected = pruned(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
+    diff = float(np.abs(logits - expected).max())
+    print(f"{arch}: pruned checkpoint vs chain max |logit diff| {diff:.2e}")
+    assert diff < FP32_TOLERANCE
+
+
+def test_manifest_records_each_blocks_attention(exported):
+    arch, _, model, manifest, _ = exported
+    if arch == "mamba":
+        assert "attention" not in manifest and manifest["fixed_seq_len"] == SEQ_LEN
+        return
+    assert "fixed_seq_len" not in manifest
+    kinds = [(a["type"], a["window"]) for a in manifest["attention"]]
+    n = manifest["num_blocks"]
+    expected = {
+        "mistral": [("sliding_attention", 4)] * n,
+        "qwen2": [("full_attention", None)] * 2 + [("sliding_attention", 4)] * (n - 2),
+        "gemma3_text": [("sliding_attention", 4)] * 5 + [("full_attention", None)] + [("sliding_attention", 4)] * 2,
+    }.get(arch, [("full_attention", None)] * n)
+    assert kinds == expected
+
+
+def _gemma_reference_with_shifted_pattern(model, ids, drop):
+    """What a WRONG export would give: the kept blocks take the pattern of their new index."""
+    config, layers = model.config, model.model.layers
+    saved_types, saved_n = list(config.layer_types), config.num_hidden_layers
+    kept = [i for i in range(saved_n) if i not in drop]
+    model.model.layers = torch.nn.ModuleList([layers[i] for i in kept])
+    config.num_hidden_layers = len(kept)
+    config.layer_types = saved_types[: len(kept)]
+    try:
+        with torch.no_grad():
+            return model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
+    finally:
+        model.model.layers, config.num_hidden_layers, config.layer_types = layers, saved_n, saved_types
+
+
+def test_gemma3_removed_block_does_not_shift_the_global_local_pattern(gemma3, tmp_path):
+    _, hf, model, manifest, out = gemma3
+    from transformers import AutoModelForCausalLM
+
+    ids = ids_for(manifest, 3)
+    drop = (2,)  # block 5 (global) becomes the 5th kept block: a shifted pattern would make 6 global
+    logits, _ = export_layered.run_chain(out, manifest, ids, drop=drop)
+    expected, _ = export_layered.reference(model, ids, drop=drop)
+    assert np.abs(logits - expected).max() < FP32_TOLERANCE
+    shifted = _gemma_reference_with_shifted_pattern(model, ids, drop)
+    assert np.abs(logits - shifted).max() > 1e-2, "the test cannot tell the patterns apart"
+    # The pruned checkpoint: each kept attention is sliding/global as at its original index.
+    prune_hf.main(["--model", str(hf), "--remove", "2", "--out", str(tmp_path / "p")])
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "p")
+    kept = [0, 1, 3, 4, 5, 6, 7]
+    assert [layer.self_attn.is_sliding for layer in pruned.model.layers] == [i != 5 for i in kept]
+    assert [layer.self_attn.layer_idx for layer in pruned.model.layers] == list(range(7))
+
+
+def test_mistral_graph_applies_the_sliding_window(mistral):
+    _, _, model, manifest, out = mistral
+    ids = ids_for(manifest, 4)
+    logits, _ = export_layered.run_chain(out, manifest, ids)
+    saved = model.config.sliding_window
+    model.config.sliding_window = None
+    try:
+        no_window, _ = export_layered.reference(model, ids)
+    finally:
+        model.config.sliding_window = saved
+    assert np.abs(logits - no_window).max() > 1e-2, "the window made no difference: the test is blind"
+
+
+def test_prune_refuses_gpt2_per_index_attention_scale(tmp_path_factory, tmp_path):
+    import shutil
+
+    _, hf, _, _, _ = export_fp32("gpt2", tmp_path_factory)
+    shutil.copytree(hf, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["scale_attn_by_inverse_layer_idx"] = True
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match="scale_attn_by_inverse_layer_idx"):
+        prune_hf.main(["--model", str(tmp_path / "hf"), "--remove", "1", "--out", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.fixture(scope="module")
+def mamba(tmp_path_factory):
+    return export_fp32("mamba", tmp_path_factory)
+
+
+def test_mamba_blocks_run_their_fixed_length_only(mamba):
+    import onnxruntime as ort
+
+    _, _, _, manifest, out = mamba
+    session = ort.InferenceSession(str(out / manifest["blocks"][0]["file"]), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):  # the batch stays dynamic
+        hidden = np.random.default_rng(batch).standard_normal((batch, SEQ_LEN, 64)).astype(np.float32)
+        assert session.run(None, {"hidden_states": hidden})[0].shape == (batch, SEQ_LEN, 64)
+    with pytest.raises(Exception, match="INVALID_ARGUMENT|Got invalid dimensions"):
+        session.run(None, {"hidden_states": np.zeros((1, SEQ_LEN + 1, 64), dtype=np.float32)})
+
+
+# Reduced precision: the graphs in fp16 / bf16 against transformers in the same dtype. The
+# tolerance is the exporter's default (DEFAULT_TOLERANCE, docs/model-format.md); ONNX Runtime's CPU
+# provider runs the fp16 graphs, the bf16 ones only run in onnx.reference (see below).
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_reduced_precision_export_matches_transformers_in_that_dtype(arch, dtype, tmp_path):
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=13)
+    model, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                                           "--dtype", dtype, "--check-sequences", "2", "--check-length", "16",
+                                           *FIXED])
+    assert manifest["dtype"] == export_layered.DTYPE_NAMES[dtype]
+    assert next(model.parameters()).dtype == export_layered.DTYPES[dtype]
+    check = manifest["check"]
+    assert check["runner"] == ("reference" if dtype == "bf16" else "ort")
+    tolerance = export_layered.DEFAULT_TOLERANCE[dtype]
+    logit_diff, nll_diff = max_diffs(tmp_path / "onnx", manifest, model, ids_for(manifest, 5), drop=(1,))
+    print(f"{arch} {dtype}: check max |logit diff| {check['max_abs_logit_diff']:.2e}, "
+          f"block 1 skipped {logit_diff:.2e} (nll {nll_diff:.2e}), tolerance {tolerance:g}")
+    assert max(check["max_abs_logit_diff"], logit_diff, nll_diff) < tolerance
+
+
+def test_onnxruntime_cpu_runs_fp16_but_has_no_bf16_kernels(tmp_path):
+    """What ONNX Runtime's CPU provider (onnxruntime as pinned in requirements.txt) does with
+    reduced-precision graphs: fp16 runs; bf16 is refused when the session is created."""
+    import onnxruntime as ort
+
+    make_fixture.build_arch_folder(tmp_path / "hf", "llama", seed=17)
+    for dtype in ("fp16", "bf16"):
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / dtype), "--dtype", dtype,
+                             "--check-sequences", "1", "--check-length", "8"])
+    manifest = json.loads((tmp_path / "fp16" / "manifest.json").read_text())
+    logits, nll = export_layered.run_chain(tmp_path / "fp16", manifest, ids_for(manifest, 6), runner="ort")
+    assert np.isfinite(logits).all() and np.isfinite(nll).all()
+    ort.InferenceSession(str(tmp_path / "bf16" / "embed.onnx"), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="NOT_IMPLEMENTED|Could not find an implementation"):
+        ort.InferenceSession(str(tmp_path / "bf16" / "block_000.onnx"), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_pruned_bf16_checkpoint_stays_bf16(arch, tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=19, dtype=torch.bfloat16)
+    model, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                                           "--dtype", "bf16", "--check-sequences", "1", "--check-length", "8"])
+    prune_hf.main(["--model", str(tmp_path / "hf"), "--remove", "0,2", "--out", str(tmp_path / "p")])
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["dtype"] == "bfloat16"
+    with safe_open(str(tmp_path / "p" / "model.safetensors"), "pt") as weights:
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"BF16"}
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "p", dtype="auto")
+    pruned.config._attn_implementation = "eager"
+    pruned.eval()
+    ids = ids_for(manifest, 7)
+    logits, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids, drop=(0, 2))
+    with torch.no_grad():
+        expected = pruned(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
+    assert np.abs(logits - expected).max() < export_layered.DEFAULT_TOLERANCE["bf16"]
+
+
+@pytest.mark.parametrize("model_type,architectures", [("rwkv", ["RwkvForCausalLM"]), ("bert", None)])
+def test_unsupported_architecture_is_named_with_the_supported_list(tmp_path, model_type, architectures):
+    config = {"model_type": model_type}
+    if architectures:
+        config["architectures"] = architectures
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    supported = ", ".join(sorted(export_layered.SUPPORTED_MODEL_TYPES))
+    for tool, args in ((export_layered.main, ["--out", str(tmp_path / "x")]),
+                       (prune_hf.main, ["--remove", "0", "--out", str(tmp_path / "y")])):
+        with pytest.raises(SystemExit) as error:
+            tool(["--model", str(tmp_path / "hf"), *args])
+        message = str(error.value)
+        assert f"model type {model_type!r}" in message and f"supported model types: {supported}" in message
+        if architectures:
+            assert architectures[0] in message
