@@ -95,6 +95,7 @@ include pipelines/quantize.mk
 include pipelines/tasks.mk
 include pipelines/frontier.mk
 include pipelines/fuzz.mk
+include pipelines/prune.mk
 
 # --- The same pipeline on Snakemake (pipelines/Snakefile; docs/pipeline.md, docs/scaling.md) ---
 # The workflow's tests on the tiny fixture: shards, sampling rounds, a killed shard, dry runs.

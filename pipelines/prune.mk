@@ -1,0 +1,118 @@
+# make prune MODEL=<Hugging Face folder or .gguf file> K=<blocks to remove>: your own model,
+# pruned by the recommended method in one command (docs/your-model.md). Included by the
+# top-level Makefile after pipelines/layerprune.mk, whose text sources (CALIB_*, EVAL_*, SEQ_LEN,
+# SEED: the demo's defaults, LAMBADA passages unless CALIB_TEXT / EVAL_TEXT), EVALUATE_FLAGS
+# (DEVICE, THREADS) and method row (PLAN_ARGS_adaptive, with ADAPTIVE_BUDGET) it uses.
+#
+# The run folder PRUNE_OUT (default build/runs/prune-<name of MODEL>):
+#   model/                        the full model as a layered ONNX folder (export_layered.py)
+#   tokens-calib.parquet          calibration tokens; the plan is chosen on them only
+#   tokens-eval.parquet           held-out tokens; full-eval.parquet: the full model on them
+#   k<K>/plan-calibration.parquet the adaptive plan, measured on the calibration tokens
+#   k<K>/plan.parquet             the same plan, measured on the held-out tokens
+#   k<K>/pruned/                  the pruned layered ONNX folder; pruned-eval.parquet: its evaluation
+#   k<K>/pruned-hf/               the pruned Hugging Face checkpoint (tools/export/prune_hf.py)
+#   k<K>/llama-cpp-prune-layers.txt   the removed blocks for `llama-quantize --prune-layers`
+# Every step depends on a settings stamp (PRUNE_OUT/.settings/<step>), as in layerprune.mk, so
+# changed settings redo what they affect and nothing else.
+
+MODEL ?=
+K ?=
+# The run's name and folder; PRUNE_EXPORT_FLAGS are added to export_layered.py (e.g. --dtype bf16).
+PRUNE_NAME ?= $(patsubst %.gguf,%,$(notdir $(patsubst %/,%,$(MODEL))))
+PRUNE_OUT ?= $(BUILD)/runs/prune-$(PRUNE_NAME)
+PRUNE_EXPORT_FLAGS ?=
+
+PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
+PRUNE_K = $(PRUNE_OUT)/k$(K)
+PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
+PRUNE_SOURCE = $(if $(PRUNE_IS_GGUF),--gguf,--model) $(MODEL)
+PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(patsubst %/,%,$(MODEL))/,\
+  config.json *.safetensors *.bin tokenizer.json tokenizer_config.json)))
+
+# Refuse a missing or wrong MODEL or K before anything runs (also for `make -n prune`).
+ifneq ($(filter prune,$(MAKECMDGOALS)),)
+ifeq ($(strip $(MODEL)),)
+$(error make prune: set MODEL=path/to/hf-folder or MODEL=path/to/model.gguf, and K=number of blocks to remove)
+endif
+ifneq ($(words $(MODEL)),1)
+$(error make prune: MODEL='$(MODEL)': a path with spaces is not supported)
+endif
+ifeq ($(wildcard $(MODEL)),)
+$(error make prune: MODEL=$(MODEL) does not exist)
+endif
+ifeq ($(PRUNE_IS_GGUF),)
+ifeq ($(wildcard $(patsubst %/,%,$(MODEL))/config.json),)
+$(error make prune: MODEL=$(MODEL) is neither a .gguf file nor a Hugging Face model folder (no config.json))
+endif
+endif
+ifeq ($(strip $(K)),)
+$(error make prune: set K=number of blocks to remove)
+endif
+ifneq ($(shell printf '%s' '$(K)' | grep -Ex '[1-9][0-9]*'),$(K))
+$(error make prune: K='$(K)' must be the number of blocks to remove, a positive integer)
+endif
+endif
+
+# $(call prune_stamp,NAME,VALUES): layerprune.mk's settings_stamp, in the run folder PRUNE_OUT.
+define prune_stamp
+$(PRUNE_OUT)/.settings/$(1): FORCE
+	@mkdir -p $$(dir $$@)
+	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
+endef
+
+$(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_FLAGS))))
+$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(SEED)))
+$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN)))
+$(eval $(call prune_stamp,plan-k$(K),$(PLAN_ARGS_adaptive)))
+$(eval $(call prune_stamp,hf-k$(K),$(PRUNE_SOURCE)))
+
+# The full model as a layered ONNX folder, checked against transformers by the exporter.
+$(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB)
+	$(VENV_EXPORT)/bin/python tools/export/export_layered.py $(PRUNE_SOURCE) --out $(PRUNE_MODEL_DIR) \
+	  $(PRUNE_EXPORT_FLAGS) --force
+
+$(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens
+	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(CALIB_SOURCE) \
+	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --mode random --seed $(SEED) --out $@
+
+$(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_TEXT)) $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/prepare-tokens
+	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(EVAL_SOURCE) \
+	  --windows $(EVAL_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
+
+$(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(ORT_LIB)
+	$(BIN)/evaluate --model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
+
+# The recommended method (adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations) chooses on
+# the calibration tokens; the chosen plan is then measured on the held-out tokens and written
+# as the pruned layered folder.
+$(PRUNE_K)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-k$(K) | $(BIN)/apply-prune $(ORT_LIB)
+	@mkdir -p $(dir $@)
+	$(BIN)/apply-prune $(PLAN_ARGS_adaptive) --k $(K) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
+	  --tokens $< --plan $@
+
+$(PRUNE_K)/pruned/manifest.json: $(PRUNE_K)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)
+	$(BIN)/apply-prune --method from-plan --plans $< --plan-method adaptive --k $(K) \
+	  --model $(PRUNE_MODEL_DIR) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
+	  --plan $(PRUNE_K)/plan.parquet --pruned-out $(dir $@) --overwrite
+
+# The written folder itself, run on the held-out tokens.
+$(PRUNE_K)/pruned-eval.parquet: $(PRUNE_K)/pruned/manifest.json | $(BIN)/evaluate $(ORT_LIB)
+	$(BIN)/evaluate --model $(dir $<) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
+	  --out $@ --overwrite --quiet
+
+# The same blocks deleted from the source model: a Hugging Face checkpoint that transformers
+# (and lm-eval, vLLM, ...) loads as an ordinary model.
+$(PRUNE_K)/pruned-hf/config.json: $(PRUNE_K)/pruned/manifest.json tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-k$(K) | $(VENV_EXPORT)/.complete
+	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plan $(PRUNE_K)/plan.parquet \
+	  --method adaptive --k $(K) --out $(dir $@) --force
+
+# For llama.cpp: the removed blocks, 0-based, comma-separated (`llama-quantize --prune-layers`).
+$(PRUNE_K)/llama-cpp-prune-layers.txt: $(PRUNE_K)/pruned/manifest.json tools/prune/report.py
+	$(PYTHON) tools/prune/report.py llama-cpp --model $(PRUNE_MODEL_DIR) --pruned $(dir $<) --out $@
+
+prune: ort $(PRUNE_OUT)/full-eval.parquet $(PRUNE_K)/pruned-eval.parquet $(PRUNE_K)/pruned-hf/config.json \
+       $(PRUNE_K)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
+	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --k $(K) --source $(MODEL)
+
+.PHONY: prune

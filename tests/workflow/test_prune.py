@@ -1,0 +1,206 @@
+"""`make prune` (pipelines/prune.mk) as Make logic: which commands it runs, with which
+arguments, and what it redoes when a setting or the model changes.
+
+The stage binaries, the exporter's Python and cargo are replaced by stand-ins that log their
+arguments and write their outputs (so no torch, no ONNX Runtime and nothing of the model runs
+here; seconds in all); tools/prune/report.py's block list for llama.cpp is the real one. The
+real end-to-end run (a tiny random Hugging Face llama, then SmolLM2) is the manual check in
+docs/your-model.md.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# One stand-in for every program the recipes call: logs "name args..." and writes what the
+# real one would (just enough for the next step and for report.py llama-cpp).
+STAND_IN = r'''#!PYTHON
+import json, os, sys
+from pathlib import Path
+
+name = Path(sys.argv[0]).name
+args = sys.argv[1:]
+if name == "python" and args:
+    name, args = Path(args[0]).name, args[1:]
+with open(os.environ["PRUNE_TEST_LOG"], "a") as log:
+    log.write(" ".join([name] + args) + "\n")
+
+def value(flag):
+    return args[args.index(flag) + 1] if flag in args else None
+
+def touch(path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("stand-in\n")
+
+blocks = int(os.environ.get("PRUNE_TEST_BLOCKS", "6"))
+if name == "export_layered.py":
+    out = Path(value("--out"))
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"num_blocks": blocks,
+                "blocks": [{"index": i, "original_index": i} for i in range(blocks)]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+elif name in ("prepare-tokens", "evaluate"):
+    touch(value("--out"))
+elif name == "apply-prune":
+    touch(value("--plan"))
+    if value("--pruned-out"):
+        k = int(value("--k"))
+        kept = [i for i in range(blocks) if i not in range(1, 1 + 2 * k, 2)]
+        out = Path(value("--pruned-out"))
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = {"num_blocks": len(kept),
+                    "blocks": [{"index": j, "original_index": i} for j, i in enumerate(kept)]}
+        (out / "manifest.json").write_text(json.dumps(manifest))
+elif name == "prune_hf.py":
+    touch(Path(value("--out")) / "config.json")
+elif name == "report.py" and args[0] == "summary":
+    print("summary of", value("--run"))
+'''
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Stand-in binaries, exporter environment and cargo; a Hugging Face folder, a GGUF
+    file and text files; returns a function running `make prune ...` that gives the log."""
+    bin_dir = tmp_path / "bin"
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    bin_dir.mkdir()
+    script = STAND_IN.replace("#!PYTHON", f"#!{sys.executable}")
+    for path in [bin_dir / n for n in ("prepare-tokens", "evaluate", "apply-prune")] + [venv / "bin" / "python"]:
+        path.write_text(script)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    (venv / ".complete").write_text("")
+    ort = tmp_path / "libonnxruntime.so"
+    ort.write_text("")
+    hf = tmp_path / "my-model"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_text("")
+    gguf = tmp_path / "other.Q8_0.gguf"
+    gguf.write_text("")
+    for name in ("calib.txt", "eval.txt"):
+        (tmp_path / name).write_text("text\n")
+    log = tmp_path / "log.txt"
+
+    def make(*args, check=True):
+        log.write_text("")
+        env = make_env()
+        env["PRUNE_TEST_LOG"] = str(log)
+        command = ["make", "--no-print-directory", "prune", f"BIN={bin_dir}", f"VENV_EXPORT={venv}",
+                   "CARGO=true", f"ORT_LIB={ort}", f"CALIB_TEXT={tmp_path / 'calib.txt'}",
+                   f"EVAL_TEXT={tmp_path / 'eval.txt'}", f"PYTHON={sys.executable}", *args]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+        if check:
+            assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-3000:]}\n{result.stderr}"
+        lines = [line.split() for line in log.read_text().splitlines()]
+        return result, lines
+
+    return {"make": make, "hf": hf, "gguf": gguf, "tmp": tmp_path}
+
+
+def make_env():
+    """No variables of an enclosing make (`make test-workflow` passes its own) and no MODEL or K."""
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MODEL", "K"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def calls(lines, name, *flags):
+    """The logged calls of `name` having every one of flags."""
+    return [line for line in lines if line[0] == name and all(f in line for f in flags)]
+
+
+def arg(line, flag):
+    return line[line.index(flag) + 1]
+
+
+def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
+    out = setup["tmp"] / "run"
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
+    # Export of the folder, held-out tokens, the full model on them, calibration tokens, the
+    # adaptive plan on them, the pruned folder measured on the held-out tokens, its evaluation,
+    # the HF checkpoint, the summary: each once, in this order.
+    names = [line[0] for line in lines]
+    assert names == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens", "apply-prune",
+                     "apply-prune", "evaluate", "prune_hf.py", "report.py"], lines
+    (export,) = calls(lines, "export_layered.py")
+    assert arg(export, "--model") == str(setup["hf"]) and arg(export, "--out") == f"{out}/model"
+    (choose,) = calls(lines, "apply-prune", "adaptive", "--budget")
+    assert arg(choose, "--budget") == "sleb" and arg(choose, "--k") == "2"
+    assert arg(choose, "--tokens") == f"{out}/tokens-calib.parquet"
+    assert arg(choose, "--plan") == f"{out}/k2/plan-calibration.parquet"
+    (write,) = calls(lines, "apply-prune", "from-plan")
+    assert arg(write, "--tokens") == f"{out}/tokens-eval.parquet"
+    assert arg(write, "--plan-method") == "adaptive" and arg(write, "--k") == "2"
+    assert arg(write, "--plan") == f"{out}/k2/plan.parquet"
+    assert arg(write, "--pruned-out").rstrip("/") == f"{out}/k2/pruned"
+    (hf,) = calls(lines, "prune_hf.py")
+    assert arg(hf, "--model") == str(setup["hf"]) and arg(hf, "--plan") == f"{out}/k2/plan.parquet"
+    assert arg(hf, "--method") == "adaptive" and arg(hf, "--k") == "2"
+    assert arg(hf, "--out").rstrip("/") == f"{out}/k2/pruned-hf"
+    # The stand-in removed blocks 1 and 3 of 6: llama.cpp gets them 0-based, comma-separated.
+    assert (out / "k2" / "llama-cpp-prune-layers.txt").read_text() == "1,3\n"
+    for path in ("model/manifest.json", "full-eval.parquet", "k2/pruned-eval.parquet", "k2/pruned-hf/config.json"):
+        assert (out / path).is_file(), path
+    result, again = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
+    assert [line[0] for line in again] == ["report.py"], again
+    assert f"summary of {out}" in result.stdout
+
+
+def test_changed_settings_redo_what_they_affect(setup):
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    setup["make"](*base)
+    _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least")
+    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py", "report.py"]
+    assert arg(calls(lines, "apply-prune", "adaptive")[0], "--budget") == "least"
+    _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
+    assert [line[0] for line in lines] == ["prepare-tokens", "evaluate", "apply-prune", "evaluate",
+                                           "prune_hf.py", "report.py"]
+    assert arg(lines[0], "--windows") == "7" and "--mode" in lines[0] and arg(lines[0], "--mode") == "consecutive"
+    # Another k: a folder of its own, the same export and tokens.
+    _, lines = setup["make"](*base[:1], "K=3", base[2], "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
+    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py", "report.py"]
+    assert (out / "k3" / "llama-cpp-prune-layers.txt").read_text() == "1,3,5\n"
+    # A changed model (its weights) is exported again, and everything after.
+    os.utime(setup["hf"] / "model.safetensors")
+    _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
+    assert [line[0] for line in lines] == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens",
+                                           "apply-prune", "apply-prune", "evaluate", "prune_hf.py", "report.py"]
+
+
+def test_a_gguf_file_and_the_default_run_folder(setup):
+    # The default run folder is build/runs/prune-<name>; -n only prints the commands.
+    result = subprocess.run(["make", "--no-print-directory", "-n", "prune", f"MODEL={setup['gguf']}", "K=4",
+                             "ADAPTIVE_BUDGET=0.5sleb", "DEVICE=cuda:1"],
+                            cwd=ROOT, capture_output=True, text=True, env=make_env())
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    run = "build/runs/prune-other.Q8_0"
+    assert f"export_layered.py --gguf {setup['gguf']} --out {run}/model" in text
+    assert f"prune_hf.py --gguf {setup['gguf']} --plan {run}/k4/plan.parquet" in text
+    assert "apply-prune --method adaptive --budget 0.5sleb --k 4" in text
+    assert text.count("--device cuda:1") == 4  # full model, plan, pruned folder, its evaluation
+    assert f"report.py summary --run {run} --k 4" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "set MODEL="),
+    (["MODEL={hf}"], "set K="),
+    (["MODEL={hf}", "K=0"], "must be the number of blocks"),
+    (["MODEL={hf}", "K=two"], "must be the number of blocks"),
+    (["MODEL={tmp}/missing", "K=2"], "does not exist"),
+    (["MODEL={tmp}", "K=2"], "no config.json"),
+])
+def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
+    args = [a.format(hf=setup["hf"], tmp=setup["tmp"]) for a in args]
+    result, lines = setup["make"](*args, check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert lines == []

@@ -1,0 +1,110 @@
+"""Compare lm-evaluation-harness with `evaluate --tasks` on the same questions (docs/your-model.md).
+
+  lm_eval_compare.py ids --choices choices.parquet
+      Prints lm-eval's `--samples` JSON ({"piqa_local": [row, ...], ...}): the questions
+      `evaluate --tasks --task-subsample N --seed S` scored (their rows in the Arrow files,
+      which are lm-eval's doc ids with the task files of lm_eval_tasks.py).
+
+  lm_eval_compare.py compare --choices choices.parquet --samples-dir OUT
+      Reads lm-eval's per-question log (`--log_samples --output_path OUT`) and the
+      `task_choices` table of the full mask, and prints per task the questions, acc and
+      acc_norm of each, the questions whose predicted answer differs, and the largest
+      difference of a choice's log-likelihood. Exits 1 when a question is missing on either
+      side.
+
+Needs pyarrow (the lm-eval environment has it).
+"""
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def full_mask_rows(path: Path):
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    return [r for r in rows if r["num_removed"] == 0]
+
+
+def ours(path: Path):
+    """task -> question -> (gold, [loglik per choice], [norm_bytes per choice])"""
+    table = defaultdict(dict)
+    for r in full_mask_rows(path):
+        gold, logliks, norms = table[r["task"]].setdefault(r["question"], (r["gold"], {}, {}))
+        logliks[r["choice"]] = r["loglik"]
+        norms[r["choice"]] = r["norm_bytes"]
+    return {task: {q: (g, [l[c] for c in sorted(l)], [n[c] for c in sorted(n)]) for q, (g, l, n) in qs.items()}
+            for task, qs in table.items()}
+
+
+def theirs(folder: Path, task: str):
+    """question -> (gold, [loglik per choice], acc, acc_norm) from lm-eval's samples file."""
+    files = sorted(folder.rglob(f"samples_{task}_local_*.jsonl"))
+    if not files:
+        return None
+    out = {}
+    with open(files[-1]) as handle:
+        for line in handle:
+            sample = json.loads(line)
+            logliks = [float(resp[0]) for resp in sample["filtered_resps"]]
+            out[int(sample["doc_id"])] = (int(sample["target"]), logliks, float(sample["acc"]),
+                                          float(sample.get("acc_norm", "nan")))
+    return out
+
+
+def argmax(values):
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    ids = commands.add_parser("ids")
+    ids.add_argument("--choices", type=Path, required=True)
+    compare = commands.add_parser("compare")
+    compare.add_argument("--choices", type=Path, required=True)
+    compare.add_argument("--samples-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    table = ours(args.choices)
+    if args.command == "ids":
+        print(json.dumps({f"{task}_local": sorted(qs) for task, qs in sorted(table.items())}))
+        return
+    missing = False
+    print(f"{'task':<14} {'questions':>9} {'acc ours':>9} {'acc lm-eval':>11} {'acc_norm ours':>13} "
+          f"{'acc_norm lm-eval':>16} {'answers differ':>14} {'max |d loglik|':>14}")
+    for task, questions in sorted(table.items()):
+        other = theirs(args.samples_dir, task)
+        if other is None:
+            print(f"{task:<14} no lm-eval samples under {args.samples_dir}")
+            missing = True
+            continue
+        if set(other) != set(questions):
+            print(f"{task:<14} questions differ: {len(set(questions) - set(other))} only here, "
+                  f"{len(set(other) - set(questions))} only in lm-eval")
+            missing = True
+            continue
+        acc = acc_norm = their_acc = their_norm = differ = 0
+        largest = 0.0
+        for q, (gold, logliks, norms) in questions.items():
+            their_gold, their_logliks, a, an = other[q]
+            if their_gold != gold or len(their_logliks) != len(logliks):
+                print(f"{task}: question {q}: gold or choice count differs")
+                missing = True
+                continue
+            acc += argmax(logliks) == gold
+            acc_norm += argmax([l / n for l, n in zip(logliks, norms)]) == gold
+            their_acc += a
+            their_norm += an
+            differ += argmax(logliks) != argmax(their_logliks)
+            largest = max(largest, max(abs(x - y) for x, y in zip(logliks, their_logliks)))
+        n = len(questions)
+        print(f"{task:<14} {n:>9} {100 * acc / n:>9.1f} {100 * their_acc / n:>11.1f} {100 * acc_norm / n:>13.1f} "
+              f"{100 * their_norm / n:>16.1f} {differ:>14} {largest:>14.2e}")
+    sys.exit(1 if missing else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The last steps of `make prune` (pipelines/prune.mk): the block list for llama.cpp and the
+closing summary.
+
+  report.py llama-cpp --model FULL_DIR --pruned PRUNED_DIR --out FILE
+      Writes the blocks the pruned layered folder deleted, 0-based and comma-separated, as
+      `llama-quantize --prune-layers` takes them (the layers to REMOVE, numbered as the GGUF's
+      `blk.N` tensors and the Hugging Face `model.layers.N` modules, which coincide). Read from
+      the two manifests: the full model's block count and the pruned one's `original_index`es.
+      Standard library only.
+
+  report.py summary --run RUN --k K --source MODEL
+      Prints where everything is and the perplexity before and after (needs pyarrow: the
+      exporter's environment).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def fail(message):
+    sys.exit(f"report: error: {message}")
+
+
+def read_manifest(folder: Path):
+    path = folder / "manifest.json"
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        fail(f"cannot read {path}: {error}")
+
+
+def removed_blocks(full: dict, pruned: dict):
+    """The full model's blocks that the pruned folder does not keep, ascending."""
+    num_blocks = full["num_blocks"]
+    kept = [block["original_index"] for block in pruned["blocks"]]
+    if any(not 0 <= index < num_blocks for index in kept) or len(set(kept)) != len(kept):
+        fail(f"the pruned folder's original indices {kept} do not fit a model of {num_blocks} blocks")
+    return [index for index in range(num_blocks) if index not in set(kept)]
+
+
+def llama_cpp(args):
+    removed = removed_blocks(read_manifest(args.model), read_manifest(args.pruned))
+    if not removed:
+        fail(f"{args.pruned} removes no block")
+    text = ",".join(str(index) for index in removed) + "\n"
+    staging = args.out.with_name(f".{args.out.name}.tmp")
+    staging.write_text(text)
+    staging.replace(args.out)
+    print(f"wrote {args.out}: {text.strip()}")
+
+
+def read_rows(path: Path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def file_size(path: Path):
+    paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in paths)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+
+
+def summary(args):
+    run, k = args.run, args.k
+    folder = run / f"k{k}"
+    full = read_manifest(run / "model")
+    pruned = read_manifest(folder / "pruned")
+    removed = removed_blocks(full, pruned)
+    plan = [r for r in read_rows(folder / "plan.parquet") if r["method"] == "adaptive" and r["k"] == k]
+    if len(plan) != 1:
+        fail(f"{folder / 'plan.parquet'} has {len(plan)} adaptive plans with k={k}")
+    plan = plan[0]
+    if sorted(plan["removed_blocks"]) != removed:
+        fail(f"the plan removes {sorted(plan['removed_blocks'])} but the pruned folder {removed}")
+    calibration = [r for r in read_rows(folder / "plan-calibration.parquet") if r["k"] == k][0]
+    before = read_rows(run / "full-eval.parquet")[0]
+    after = read_rows(folder / "pruned-eval.parquet")[0]
+    hf = folder / "pruned-hf"
+    with open(hf / "config.json") as handle:
+        config = json.load(handle)
+    dtype = config.get("dtype", config.get("torch_dtype", "?"))
+    layers = (folder / "llama-cpp-prune-layers.txt").read_text().strip()
+    num_blocks = full["num_blocks"]
+
+    print()
+    print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by adaptive removal "
+          f"({calibration['llm_evaluations']} LLM evaluations on the calibration text to choose them)")
+    print(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
+    print(f"  perplexity on the held-out text: {before['ppl']:.3f} before, {after['ppl']:.3f} after "
+          f"({after['ppl'] / before['ppl']:.3f}x); on the calibration text after: "
+          f"{calibration['measured_ppl']:.3f}")
+    print()
+    rows = [
+        (run / "model", f"the full model, layered ONNX ({num_blocks} blocks, {file_size(run / 'model')})"),
+        (folder / "plan.parquet", "the plan, measured on the held-out text (plan-calibration.parquet: on "
+                                  "the calibration text)"),
+        (folder / "pruned", f"the pruned model, layered ONNX ({len(pruned['blocks'])} blocks, "
+                            f"{file_size(folder / 'pruned')})"),
+        (hf, f"the pruned Hugging Face checkpoint ({config.get('num_hidden_layers')} layers, {dtype}, "
+             f"{file_size(hf)})"),
+        (folder / "llama-cpp-prune-layers.txt", f"for llama.cpp: llama-quantize --prune-layers {layers} "
+                                                 "model.gguf pruned.gguf TYPE"),
+        (run / "full-eval.parquet", "the full model's evaluation (pruned-eval.parquet: the pruned model's)"),
+    ]
+    width = max(len(str(path)) for path, _ in rows)
+    for path, what in rows:
+        print(f"  {str(path):<{width}}  {what}")
+    print()
+    print(f"  lm-evaluation-harness: lm_eval --model hf --model_args pretrained={hf},dtype={dtype} "
+          "--tasks ... (docs/your-model.md)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    cpp = commands.add_parser("llama-cpp")
+    cpp.add_argument("--model", type=Path, required=True, help="the full layered model folder")
+    cpp.add_argument("--pruned", type=Path, required=True, help="the pruned layered model folder")
+    cpp.add_argument("--out", type=Path, required=True)
+    report = commands.add_parser("summary")
+    report.add_argument("--run", type=Path, required=True)
+    report.add_argument("--k", type=int, required=True)
+    report.add_argument("--source", required=True)
+    args = parser.parse_args(argv)
+    {"llama-cpp": llama_cpp, "summary": summary}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
