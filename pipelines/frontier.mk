@@ -30,11 +30,11 @@ $(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/p
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --text $(WIKITEXT) \
 	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
 
-frontier: ort $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) | $(BIN)/frontier
+frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \
 	  $(foreach h,$(FRONTIER_HELDOUT),--heldout $(patsubst heldout-%.parquet,%,$(notdir $(h)))=$(h)) \
 	  --k $(FRONTIER_KS) --budgets $(FRONTIER_BUDGETS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
-	$(PYTHON) tools/report/frontier.py $(FRONTIER_RUN)/frontier.csv --out $(FRONTIER_RUN)/frontier.md \
+	$(VENV_REPORT)/bin/python tools/report/frontier.py $(FRONTIER_RUN)/frontier.csv --out $(FRONTIER_RUN)/frontier.md \
 	  --plot $(FRONTIER_RUN)/frontier.svg
 
 # The project's copy of the numbers (docs/results.md quotes it), refreshed on purpose.

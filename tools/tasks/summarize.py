@@ -1,7 +1,7 @@
 """Zero-shot task results as a Markdown table, and the masks of pruning plans.
 
   python summarize.py masks PLANS.parquet...      one line per plan row: mask method k
-  python summarize.py table --labels masks.txt CHOICES.parquet... [--questions-from C.parquet]
+  python summarize.py table --labels masks.txt CHOICES.parquet... [--questions-from C.parquet] [--out T.md]
 
 `table` recomputes acc / acc_norm (Wilson 95 % intervals; the mean over tasks with a normal
 interval) from `task_choices` tables, for every mask listed in --labels (mask method k; one
@@ -16,6 +16,7 @@ accuracy near chance, it still separates a damaged model from a guessing one.
 import argparse
 import math
 from collections import defaultdict
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -33,17 +34,22 @@ def wilson(k, n):
 
 
 def masks(paths):
+    """One line per plan row: its mask_id (the id evaluation tables use), method and k. Plan
+    tables written before they had the mask_id column get it derived from removed_blocks."""
     for path in paths:
-        for row in pq.read_table(path).to_pylist():
-            removed = set(row["removed_blocks"])
-            num_blocks = int(pq.read_metadata(path).metadata[b"layerprune.num_blocks"])
-            mask = "".join("0" if b in removed else "1" for b in range(num_blocks))
-            method = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+        table = pq.read_table(path)
+        num_blocks = int(table.schema.metadata[b"layerprune.num_blocks"])
+        method = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+        for row in table.to_pylist():
+            mask = row.get("mask_id")
+            if mask is None:
+                removed = set(row["removed_blocks"])
+                mask = "".join("0" if b in removed else "1" for b in range(num_blocks))
             print(mask, method, row["k"])
 
 
 METHOD_ORDER = ["reverse", "random", "block-influence", "angular", "leave-one-out", "sleb",
-                "published", "shapley", "iterative", "search"]
+                "adaptive", "published", "shapley", "iterative", "search"]
 
 
 def method_key(method):
@@ -99,8 +105,7 @@ def table(args):
         name = "random" if method.startswith("random-") else method
         rows[(name, k)].extend(masks)
     header = ["model", "k"] + [NAMES[t] for t in TASKS] + ["mean", "gold NLL/token"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * 2 + "---:|" * (len(TASKS) + 2))
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(TASKS) + 2)]
     order = sorted(rows, key=lambda key: (key[0] != "full", key[1], method_key(key[0])))
     for method, k in order:
         masks = rows[(method, k)]
@@ -144,12 +149,16 @@ def table(args):
             label = f"{method} (mean of {len(masks)} seeds)"
         nlls = [gold_nll(mask) for mask in masks]
         cells.append("–" if None in nlls else f"{sum(nlls) / len(nlls):.2f}")
-        print(f"| {label} | {k if k else '–'} | " + " | ".join(cells) + " |")
+        out.append(f"| {label} | {k if k else '–'} | " + " | ".join(cells) + " |")
     counts = defaultdict(int)
     for task, _ in common:
         counts[task] += 1
-    print()
-    print("questions per task: " + ", ".join(f"{NAMES[t]} {counts[t]}" for t in TASKS))
+    out += ["", "questions per task: " + ", ".join(f"{NAMES[t]} {counts[t]}" for t in TASKS)]
+    text = "\n".join(out) + "\n"
+    print(text, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
 
 
 def main():
@@ -162,6 +171,7 @@ def main():
     t.add_argument("--labels", required=True)
     t.add_argument("--questions-from")
     t.add_argument("--metric", choices=["acc", "acc_norm"], default="acc")
+    t.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args()
     if args.command == "masks":
         masks(args.plans)

@@ -13,6 +13,7 @@ pub mod design;
 pub mod device;
 pub mod exact;
 pub mod game;
+pub mod linalg;
 pub mod mask;
 pub mod objective;
 pub mod players;

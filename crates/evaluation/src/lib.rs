@@ -10,7 +10,11 @@
 //! from `layerprune-tasks`. Nothing here prints: progress is reported through a callback
 //! ([`Progress`]) and each call returns what it did. Error messages name the `evaluate`
 //! flags a setting comes from.
+//!
+//! [`frontier`] is the `frontier` stage's run: every selection method on the LLM through a
+//! cache of evaluations per token table, its plans measured on held-out text.
 
+pub mod frontier;
 mod masks;
 mod perplexity;
 mod shard;

@@ -173,6 +173,7 @@ pub fn run_evaluation(
             "extra": manifest.extra,
             "device": config.runtime.device.to_string(),
             "prefix_reuse": config.options.reuse_prefixes,
+            "mask_batch": config.options.mask_batch,
         });
         layerprune_tables::atomic_write(path, |file| {
             serde_json::to_writer_pretty(&mut *file, &summary).map_err(Into::into)

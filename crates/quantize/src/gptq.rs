@@ -11,6 +11,7 @@
 //! The sweep runs in batches of columns; the update of the columns after a batch is one
 //! matrix product.
 
+use layerprune_core::linalg::Cholesky;
 use ndarray::{s, Array2, ArrayView2};
 
 use crate::quant::{block_grid, Int4Blockwise, Int8PerChannel};
@@ -50,42 +51,19 @@ impl Hessian {
 /// triangular.
 pub fn inverse_cholesky_upper(h: &Array2<f64>) -> Result<Array2<f64>, QuantizeError> {
     let k = h.nrows();
-    let mut l = Array2::<f64>::zeros((k, k));
-    for j in 0..k {
-        for i in j..k {
-            let mut sum = h[(k - 1 - i, k - 1 - j)];
-            let (li, lj) = (l.row(i), l.row(j));
-            for p in 0..j {
-                sum -= li[p] * lj[p];
-            }
-            if i == j {
-                if sum <= 0.0 || !sum.is_finite() {
-                    return Err(QuantizeError::Unsupported(format!(
-                        "GPTQ: the calibration inputs' second-moment matrix is not positive \
-                         definite (pivot {j} is {sum}); more calibration tokens or a larger \
-                         damping are needed"
-                    )));
-                }
-                l[(j, j)] = sum.sqrt();
-            } else {
-                l[(i, j)] = sum / l[(j, j)];
-            }
-        }
-    }
-    // L⁻¹, lower triangular, column by column by forward substitution.
-    let mut inv = Array2::<f64>::zeros((k, k));
-    for c in 0..k {
-        inv[(c, c)] = 1.0 / l[(c, c)];
-        for i in c + 1..k {
-            let mut sum = 0.0;
-            for p in c..i {
-                sum += l[(i, p)] * inv[(p, c)];
-            }
-            inv[(i, c)] = -sum / l[(i, i)];
-        }
-    }
+    let reversed: Vec<f64> = (0..k * k)
+        .map(|at| h[(k - 1 - at / k, k - 1 - at % k)])
+        .collect();
+    let factor = Cholesky::with_tolerance(&reversed, k, 0.0).map_err(|refused| {
+        QuantizeError::Unsupported(format!(
+            "GPTQ: the calibration inputs' second-moment matrix is not positive definite \
+             (pivot {} is {}); more calibration tokens or a larger damping are needed",
+            refused.pivot, refused.value
+        ))
+    })?;
+    let inv = factor.lower_inverse();
     Ok(Array2::from_shape_fn((k, k), |(i, j)| {
-        inv[(k - 1 - i, k - 1 - j)]
+        inv[(k - 1 - i) * k + (k - 1 - j)]
     }))
 }
 

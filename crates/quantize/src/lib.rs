@@ -93,6 +93,9 @@ pub enum QuantizeError {
     NothingToQuantize { path: PathBuf },
     #[error("{0}")]
     Unsupported(String),
+    /// The model folder: its manifest, files, hashes and graphs (`layerprune-model`).
+    #[error(transparent)]
+    Model(#[from] layerprune_model::ModelError),
     #[error(transparent)]
     Runtime(#[from] layerprune_runtime::RuntimeError),
 }

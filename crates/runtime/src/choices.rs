@@ -199,6 +199,16 @@ impl ChoiceScorer {
         if requests.is_empty() {
             return Err(RuntimeError::BadInput("no requests to score".into()));
         }
+        if let Some(fixed) = model.manifest().fixed_seq_len() {
+            // Questions have contexts of every length; padding them would change a
+            // recurrent model's state.
+            return Err(RuntimeError::BadInput(format!(
+                "{} was exported for sequences of exactly {fixed} tokens ({}); zero-shot \
+                 tasks need any length: export it without a fixed length to score tasks",
+                model.dir().display(),
+                model.manifest().architecture
+            )));
+        }
         let vocab_size = model.manifest().vocab_size;
         // Groups in order of first appearance.
         let mut group_index: HashMap<usize, usize> = HashMap::new();

@@ -5,6 +5,7 @@ use std::time::Instant;
 use layerprune_core::{Game, GameError, Mask, Objective};
 use ndarray::Array2;
 
+use crate::batching::run_masks_batched;
 use crate::model::{HiddenState, LayeredModel};
 use crate::RuntimeError;
 
@@ -17,6 +18,12 @@ pub struct EvalOptions {
     pub cache_bytes: usize,
     /// Reuse hidden states of shared prefixes (off: every mask from the embedding).
     pub reuse_prefixes: bool,
+    /// Masks whose hidden states run through a block in one call (1 = one mask at a time).
+    /// More than 1 advances the masks together block by block, concatenating the states of
+    /// those that run the same block along the batch axis: larger matrix products, which is
+    /// what a GPU needs; the states of all masks in flight are held at once (bounded by
+    /// `cache_bytes`). Needs `reuse_prefixes`.
+    pub mask_batch: usize,
 }
 
 impl Default for EvalOptions {
@@ -25,6 +32,7 @@ impl Default for EvalOptions {
             batch_windows: 0,
             cache_bytes: 1 << 30,
             reuse_prefixes: true,
+            mask_batch: 1,
         }
     }
 }
@@ -73,6 +81,16 @@ impl Evaluator {
             return Err(RuntimeError::BadInput(format!(
                 "windows have {seq_len} tokens; at least 2 are needed to score one"
             )));
+        }
+        if let Some(fixed) = model.manifest().fixed_seq_len() {
+            if seq_len != fixed {
+                return Err(RuntimeError::BadInput(format!(
+                    "{} was exported for windows of exactly {fixed} tokens ({}), but the \
+                     windows have {seq_len}: prepare the tokens with `prepare-tokens --length {fixed}`",
+                    model.dir().display(),
+                    model.manifest().architecture
+                )));
+            }
         }
         let vocab_size = model.manifest().vocab_size;
         for (index, window) in windows.iter().enumerate() {
@@ -158,42 +176,57 @@ impl Evaluator {
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
             let mut last = Instant::now();
             let num_batches = self.batches.len();
-            self.blocks_run += run_masks(
-                &mut self.model,
-                embedded,
-                (batch_size, seq_len),
-                masks,
-                &order,
-                self.options
-                    .reuse_prefixes
-                    .then_some(self.options.cache_bytes),
-                &mut |model, index, final_state| {
-                    let mask = &masks[index];
-                    let nll = model.token_nll(final_state, &targets)?;
-                    let nll_sum: f64 = nll
-                        .rows()
-                        .into_iter()
-                        .map(|row| {
-                            row.iter()
-                                .take(seq_len - 1)
-                                .map(|&x| f64::from(x))
-                                .sum::<f64>()
-                        })
-                        .sum();
-                    if !nll_sum.is_finite() {
-                        return Err(RuntimeError::BadInput(format!(
-                            "mask {mask}: the loss is {nll_sum} (NaN or infinite) on window \
+            let mut finish = |model: &mut LayeredModel, index: usize, final_state: &HiddenState| {
+                let mask = &masks[index];
+                let nll = model.token_nll(final_state, &targets)?;
+                let nll_sum: f64 = nll
+                    .rows()
+                    .into_iter()
+                    .map(|row| {
+                        row.iter()
+                            .take(seq_len - 1)
+                            .map(|&x| f64::from(x))
+                            .sum::<f64>()
+                    })
+                    .sum();
+                if !nll_sum.is_finite() {
+                    return Err(RuntimeError::BadInput(format!(
+                        "mask {mask}: the loss is {nll_sum} (NaN or infinite) on window \
                              batch {batch}; the model or its export is broken for this mask"
-                        )));
-                    }
-                    results[index].nll_sum += nll_sum;
-                    results[index].seconds += last.elapsed().as_secs_f64() + shared_seconds;
-                    last = Instant::now();
-                    done_units += 1;
-                    progress(done_units / num_batches, masks.len());
-                    Ok(())
-                },
-            )?;
+                    )));
+                }
+                results[index].nll_sum += nll_sum;
+                results[index].seconds += last.elapsed().as_secs_f64() + shared_seconds;
+                last = Instant::now();
+                done_units += 1;
+                progress(done_units / num_batches, masks.len());
+                Ok(())
+            };
+            self.blocks_run += if self.options.mask_batch > 1 && self.options.reuse_prefixes {
+                let max_live_states =
+                    self.options.cache_bytes / self.model.state_bytes(batch_size, seq_len);
+                run_masks_batched(
+                    &mut self.model,
+                    embedded,
+                    masks,
+                    &order,
+                    self.options.mask_batch,
+                    max_live_states,
+                    &mut finish,
+                )?
+            } else {
+                run_masks(
+                    &mut self.model,
+                    embedded,
+                    (batch_size, seq_len),
+                    masks,
+                    &order,
+                    self.options
+                        .reuse_prefixes
+                        .then_some(self.options.cache_bytes),
+                    &mut finish,
+                )?
+            };
         }
         Ok(results)
     }

@@ -8,6 +8,7 @@
 //! [`ChoiceScorer`] does the same for multiple-choice questions: the log-likelihood of each
 //! choice's continuation given its context, for the zero-shot tasks of `layerprune-tasks`.
 
+mod batching;
 mod choices;
 mod evaluator;
 mod manifest;

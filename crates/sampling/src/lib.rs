@@ -15,12 +15,16 @@
 //! The same arguments and seed give the same masks in the same order: every design draws from
 //! its own ChaCha8 stream of the seed (one stream per stratum, one for the chains), so adding
 //! anchors or another stratum does not change the masks drawn for an unchanged stratum.
+//!
+//! [`table`] is the `sample-masks` run over files: the Neyman pilot, the mask table appended
+//! to, the draw and the mask table to write.
 
 mod allocation;
 mod designs;
 mod error;
 mod plan;
 mod strata;
+pub mod table;
 
 pub use allocation::{allocate, binomial, pilot_from_values, Allocation, PilotStratum};
 pub use designs::{

@@ -36,8 +36,8 @@
 
 use std::collections::HashMap;
 
+use layerprune_core::linalg::Cholesky;
 use layerprune_core::{values_checked, CountingGame, Game, Mask};
-use layerprune_surrogate::linalg::Cholesky;
 
 use crate::{removable_blocks, SelectionError};
 

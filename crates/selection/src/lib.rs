@@ -21,12 +21,16 @@
 //! - [`frontier`]: every method against one game, each charged for the masks it asked for:
 //!   the quality-vs-budget frontier.
 //!
-//! Everything here is a pure function over the core `Game` / surrogate `Surrogate` traits and
-//! the table row types; nothing reads or writes files.
+//! - [`inputs`]: the files `apply-prune` plans from, read and checked to describe one model,
+//!   and the run: choose the plans, measure them.
+//!
+//! Everything else here is a pure function over the core `Game` / surrogate `Surrogate` traits
+//! and the table row types; only [`inputs`] reads files, and nothing writes them.
 
 pub mod adaptive;
 pub mod baselines;
 pub mod frontier;
+pub mod inputs;
 pub mod plans;
 pub mod select;
 pub mod sleb;

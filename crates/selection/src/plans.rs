@@ -106,7 +106,16 @@ impl Plan {
         }
     }
 
-    /// The plan as a row of a plan table.
+    /// The pruned model's mask among `num_blocks` blocks. Its id ([`Mask::id`]) is the plan
+    /// table's `mask_id` column, which `write_plans` derives from the row's removed blocks, so
+    /// a plan joins its row of an evaluation table.
+    pub fn mask(&self, num_blocks: usize) -> Result<Mask, SelectionError> {
+        Mask::from_removed(num_blocks, &self.removed)
+            .map_err(|e| SelectionError::BadOption(format!("plan {:?}: {e}", self.removed)))
+    }
+
+    /// The plan as a row of a plan table (its `mask_id` is [`PlanRow::mask_id`], the same id
+    /// as [`Plan::mask`]'s).
     pub fn to_row(&self) -> Result<PlanRow, SelectionError> {
         let to_u32 = |value: usize| {
             u32::try_from(value)

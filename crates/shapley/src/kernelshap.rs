@@ -16,7 +16,7 @@ use rand::Rng;
 
 use crate::values::distinct_sorted;
 use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
-use layerprune_surrogate::linalg::Cholesky;
+use layerprune_core::linalg::Cholesky;
 
 pub const KERNELSHAP: &str = "kernelshap-paired";
 

@@ -25,11 +25,14 @@
 //!   regression-adjusted with a cross-fitted exp-polynomial surrogate (the most accurate);
 //! - [`banzhaf`]: the Banzhaf value by maximum sample reuse;
 //! - [`exact`]: exact Shapley and Banzhaf values from a fully enumerated table;
-//! - [`surrogate`]: the Shapley value of a surrogate model (closed form or sampled).
+//! - [`surrogate`]: the Shapley value of a surrogate model (closed form or sampled);
+//! - [`inputs`]: the `shapley` stage's files (evaluation table, mask table, surrogate), read
+//!   and checked to describe one game, scored by the registry into a score table.
 
 pub mod banzhaf;
 pub mod estimator;
 pub mod exact;
+pub mod inputs;
 pub mod kernelshap;
 pub mod permutation;
 pub mod polynomial;
@@ -44,8 +47,8 @@ mod values;
 pub use estimator::{run_estimator, run_estimator_with_fit, EstimatorKind};
 pub use layerprune_core::{PlayerGame, Players, PlayersError};
 pub use registry::{
-    estimate, DesignRow, Estimated, Estimator, EstimatorInputs, EstimatorOptions, Needs,
-    RecordedDesign,
+    estimate, estimate_recorded, Coalitions, DesignRow, Estimated, Estimator, EstimatorInputs,
+    EstimatorOptions, Needs, RecordedDesign,
 };
 pub use values::{evaluate_masks, Estimates, ValueTable};
 

@@ -11,8 +11,8 @@
 //! Terms are laid out by size, then in colexicographic order inside a size, so the index of
 //! a subset {c₁ < … < c_k} is offset(k) + Σ_j C(c_j, j): no lookup table is needed.
 
+use layerprune_core::linalg::Cholesky;
 use layerprune_core::Mask;
-use layerprune_surrogate::linalg::Cholesky;
 
 use crate::ShapleyError;
 

@@ -333,57 +333,11 @@ pub fn estimate(
                 .ok_or_else(|| missing(which, "--evaluations"))?;
             let recorded = RecordedGame::new(players.num_blocks(), rows.iter().cloned())?;
             let mut game = PlayerGame::new(recorded, players.clone())?;
-            let estimates = if which.needs() == Needs::Chains {
-                if design.chains.is_empty() {
-                    return Err(ShapleyError::Design(format!(
-                        "--estimator {which}: the mask table has no permutation chains"
-                    )));
-                }
-                let chains = PermutationDesign::from_chains(n, &design.chains)?;
-                let queries = chains.queries();
-                let rows = valued(&mut game, queries)?;
-                let estimates = if which == Estimator::Permutation {
-                    permutation_estimate(&chains, &rows)?
-                } else {
-                    let adjusted =
-                        regression_adjusted_chains_estimate(&chains, &rows, options.seed)?;
-                    notes.push(format!(
-                        "{which}: held-out R² of the fold surrogates {:.4}",
-                        adjusted.held_out_r2
-                    ));
-                    adjusted.estimates
-                };
-                estimates.with_evaluations(rows.len())
-            } else {
-                if design.pairs.is_empty() {
-                    return Err(ShapleyError::Design(format!(
-                        "--estimator {which}: the mask table has no complement pairs"
-                    )));
-                }
-                let paired = PairedDesign::from_pairs(n, &design.pairs)?;
-                let missing_sizes = paired.missing_sizes();
-                if !missing_sizes.is_empty() {
-                    notes.push(format!(
-                        "warning: no pair has a coalition of {missing_sizes:?} players; {which} leaves those sizes out of the Shapley weighting"
-                    ));
-                }
-                let rows = valued(&mut game, paired.queries())?;
-                let estimates = match which {
-                    Estimator::KernelShap => kernelshap_estimate(&paired, &rows)?,
-                    Estimator::RegressionAdjustedExp => {
-                        regression_adjusted_kernel_estimate(
-                            &paired,
-                            &rows,
-                            SurrogateTarget::LogValue,
-                            options.seed,
-                        )?
-                        .estimates
-                    }
-                    _ => regression_adjusted_estimate(&paired, &rows)?,
-                };
-                estimates.with_evaluations(rows.len())
+            let coalitions = Coalitions {
+                design: Some(design),
+                recorded: &[],
             };
-            vec![estimates.for_players(players)]
+            return estimate_recorded(which, &mut game, &coalitions, players, options);
         }
         Needs::Evaluations => {
             let rows = inputs
@@ -400,32 +354,141 @@ pub fn estimate(
                 })?;
                 vec![shapley, banzhaf]
             } else {
-                // Every recorded coalition of this game, in player space.
-                let rows: Vec<(Mask, f64)> = rows
+                // Every recorded coalition of this game, in player space and table order; the
+                // recorded game answers their values.
+                let recorded: Vec<Mask> = rows
                     .iter()
-                    .filter_map(|(mask, value)| Some((players.lower(mask).ok()?, *value)))
+                    .filter_map(|(mask, _)| players.lower(mask).ok())
                     .collect();
-                let estimates = if which == Estimator::Stratified {
-                    stratified_estimate(n, &rows)?
-                } else if which == Estimator::BanzhafMsr {
-                    let design = UniformDesign {
-                        num_players: n,
-                        masks: rows.iter().map(|(mask, _)| mask.clone()).collect(),
-                    };
-                    banzhaf_msr_estimate(&design, &rows)?
-                } else {
-                    let (estimates, r2) =
-                        regression_adjusted_stratified_estimate(n, &rows, options.seed)?;
-                    notes.push(format!(
-                        "{which}: held-out R² of the fold surrogates {r2:.4}"
-                    ));
-                    estimates
+                let table = RecordedGame::new(players.num_blocks(), rows.iter().cloned())?;
+                let mut game = PlayerGame::new(table, players.clone())?;
+                let coalitions = Coalitions {
+                    design: None,
+                    recorded: &recorded,
                 };
-                vec![estimates.for_players(players).with_evaluations(rows.len())]
+                return estimate_recorded(which, &mut game, &coalitions, players, options);
             }
         }
     };
     Ok(Estimated { estimates, notes })
+}
+
+/// The masks an estimator over recorded values reads, in player space: the design that drew
+/// them (permutation chains, complement pairs), and every recorded coalition in table order
+/// (the stratified and Banzhaf MSR estimators read all of them).
+#[derive(Clone, Copy, Default)]
+pub struct Coalitions<'a> {
+    pub design: Option<&'a RecordedDesign>,
+    pub recorded: &'a [Mask],
+}
+
+/// Runs an estimator of recorded values (every estimator that needs chains, pairs or the
+/// evaluations, but `exact-shapley`) on `game`, a game over the players: `coalitions` says
+/// which masks it reads, and the game answers their values (a [`RecordedGame`] of the
+/// evaluation table, played by [`PlayerGame`], or any other game, e.g. the synthetic game a
+/// table was recorded from). The estimates come back labelled by block.
+pub fn estimate_recorded(
+    which: Estimator,
+    game: &mut dyn Game,
+    coalitions: &Coalitions<'_>,
+    players: &Players,
+    options: &EstimatorOptions,
+) -> Result<Estimated, ShapleyError> {
+    let n = players.len();
+    let mut notes = Vec::new();
+    let estimates = match which.needs() {
+        Needs::Surrogate => {
+            return Err(ShapleyError::Design(format!(
+                "--estimator {which} reads a surrogate, not recorded values"
+            )))
+        }
+        Needs::Chains if coalitions.design.is_some() => {
+            let design = coalitions.design.expect("a design");
+            if design.chains.is_empty() {
+                return Err(ShapleyError::Design(format!(
+                    "--estimator {which}: the mask table has no permutation chains"
+                )));
+            }
+            let chains = PermutationDesign::from_chains(n, &design.chains)?;
+            let queries = chains.queries();
+            let rows = valued(game, queries)?;
+            let estimates = if which == Estimator::Permutation {
+                permutation_estimate(&chains, &rows)?
+            } else {
+                let adjusted = regression_adjusted_chains_estimate(&chains, &rows, options.seed)?;
+                notes.push(format!(
+                    "{which}: held-out R² of the fold surrogates {:.4}",
+                    adjusted.held_out_r2
+                ));
+                adjusted.estimates
+            };
+            estimates.with_evaluations(rows.len())
+        }
+        Needs::Pairs if coalitions.design.is_some() => {
+            let design = coalitions.design.expect("a design");
+            if design.pairs.is_empty() {
+                return Err(ShapleyError::Design(format!(
+                    "--estimator {which}: the mask table has no complement pairs"
+                )));
+            }
+            let paired = PairedDesign::from_pairs(n, &design.pairs)?;
+            let missing_sizes = paired.missing_sizes();
+            if !missing_sizes.is_empty() {
+                notes.push(format!(
+                    "warning: no pair has a coalition of {missing_sizes:?} players; {which} leaves those sizes out of the Shapley weighting"
+                ));
+            }
+            let rows = valued(game, paired.queries())?;
+            let estimates = match which {
+                Estimator::KernelShap => kernelshap_estimate(&paired, &rows)?,
+                Estimator::RegressionAdjustedExp => {
+                    regression_adjusted_kernel_estimate(
+                        &paired,
+                        &rows,
+                        SurrogateTarget::LogValue,
+                        options.seed,
+                    )?
+                    .estimates
+                }
+                _ => regression_adjusted_estimate(&paired, &rows)?,
+            };
+            estimates.with_evaluations(rows.len())
+        }
+        Needs::Chains | Needs::Pairs => {
+            return Err(missing(which, "--masks (the design's chains or pairs)"))
+        }
+        Needs::Evaluations if which == Estimator::Exact => {
+            return Err(ShapleyError::Design(format!(
+                "--estimator {which} reads the evaluation table over the blocks (estimate)"
+            )))
+        }
+        Needs::Evaluations => {
+            let masks = coalitions.recorded;
+            let values = layerprune_core::values_checked(game, masks)?;
+            let rows: Vec<(Mask, f64)> = masks.iter().cloned().zip(values).collect();
+            let estimates = if which == Estimator::Stratified {
+                stratified_estimate(n, &rows)?
+            } else if which == Estimator::BanzhafMsr {
+                let design = UniformDesign {
+                    num_players: n,
+                    masks: masks.to_vec(),
+                };
+                banzhaf_msr_estimate(&design, &rows)?
+            } else {
+                let (estimates, r2) =
+                    regression_adjusted_stratified_estimate(n, &rows, options.seed)?;
+                notes.push(format!(
+                    "{which}: held-out R² of the fold surrogates {r2:.4}"
+                ));
+                estimates
+            };
+            estimates.with_evaluations(rows.len())
+        }
+    };
+    Ok(Estimated {
+        estimates: vec![estimates.for_players(players)],
+        notes,
+    })
 }
 
 /// The design's queries (each once, sorted, as every design's `queries` returns them) valued
@@ -433,4 +496,83 @@ pub fn estimate(
 fn valued(game: &mut dyn Game, queries: Vec<Mask>) -> Result<Vec<(Mask, f64)>, ShapleyError> {
     let values = layerprune_core::values_checked(game, &queries)?;
     Ok(queries.into_iter().zip(values).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernelshap::paired_kernel_design_pairs;
+    use crate::permutation::permutation_design_pairs;
+    use crate::rng_from_seed;
+    use layerprune_core::synthetic::PairwiseGame;
+
+    /// A game of 6 blocks with interactions; block 0 is fixed.
+    fn synthetic() -> PairwiseGame {
+        let mut pairs = vec![vec![0.0; 6]; 6];
+        for (i, j, w) in [(1, 2, 0.05), (2, 3, -0.03), (4, 5, 0.08), (0, 3, 0.02)] {
+            pairs[i][j] = w;
+            pairs[j][i] = w;
+        }
+        PairwiseGame {
+            linear: vec![0.3, 0.05, 0.2, 0.01, 0.12, 0.07],
+            pairs,
+            base: 0.1,
+        }
+    }
+
+    #[test]
+    fn an_estimator_over_a_recorded_game_equals_it_over_the_game_it_recorded() {
+        let players = Players::new(6, &[0]).unwrap();
+        let n = players.len();
+        // Every coalition of the players, recorded (over the blocks) from the synthetic game.
+        let coalitions: Vec<Mask> = (0..1usize << n)
+            .map(|bits| Mask::from_kept((0..n).map(|i| bits >> i & 1 == 1).collect()))
+            .collect();
+        let blocks: Vec<Mask> = coalitions.iter().map(|m| players.lift(m)).collect();
+        let values = synthetic().values(&blocks).unwrap();
+        let table = RecordedGame::new(6, blocks.into_iter().zip(values)).unwrap();
+
+        let permutations = permutation_design_pairs(n, 3, &mut rng_from_seed(1));
+        let pairs = paired_kernel_design_pairs(n, 12, &mut rng_from_seed(2));
+        let design = RecordedDesign {
+            chains: (0..permutations.orders.len())
+                .map(|chain| permutations.chain_masks(chain))
+                .collect(),
+            pairs: pairs
+                .coalitions
+                .iter()
+                .map(|s| (s.clone(), s.complement()))
+                .collect(),
+        };
+        let options = EstimatorOptions {
+            samples: 100,
+            strata: None,
+            seed: 5,
+        };
+        let coalitions = Coalitions {
+            design: Some(&design),
+            recorded: &coalitions,
+        };
+        let mut checked = 0;
+        for which in Estimator::ALL {
+            if which.needs() == Needs::Surrogate || which == Estimator::Exact {
+                continue;
+            }
+            let mut recorded = PlayerGame::new(table.clone(), players.clone()).unwrap();
+            let mut live = PlayerGame::new(synthetic(), players.clone()).unwrap();
+            let on_table =
+                estimate_recorded(which, &mut recorded, &coalitions, &players, &options).unwrap();
+            let on_game =
+                estimate_recorded(which, &mut live, &coalitions, &players, &options).unwrap();
+            let (a, b) = (&on_table.estimates[0], &on_game.estimates[0]);
+            assert_eq!(a.estimator, b.estimator);
+            assert_eq!(a.blocks, vec![1, 2, 3, 4, 5], "{which}: labelled by block");
+            assert_eq!(a.blocks, b.blocks);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a.values), bits(&b.values), "{which}");
+            assert_eq!(a.llm_evaluations, b.llm_evaluations, "{which}");
+            checked += 1;
+        }
+        assert_eq!(checked, 8);
+    }
 }

@@ -16,7 +16,6 @@
 //! surrogate as a self-describing JSON file.
 
 mod forest;
-pub mod linalg;
 mod metrics;
 mod mlp;
 mod quadratic;

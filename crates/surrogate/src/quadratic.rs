@@ -18,8 +18,8 @@
 use layerprune_core::Mask;
 use serde::{Deserialize, Serialize};
 
-use crate::linalg::Cholesky;
 use crate::{Surrogate, SurrogateError};
+use layerprune_core::linalg::Cholesky;
 
 /// A fitted quadratic game.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -187,19 +187,20 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let plans = PlanTable {
         num_blocks,
         rows: vec![
+            // The masks of two evaluated rows ("1101", "1010"): the plans join them on mask_id.
             PlanRow {
-                method: "shapley-topk".into(),
+                method: "one-shot:permutation".into(),
                 k: 1,
-                removed_blocks: vec![0],
+                removed_blocks: vec![2],
                 predicted_utility: Some(0.9),
                 measured_nll: Some(2.1),
                 measured_ppl: Some(2.1_f64.exp()),
                 llm_evaluations: 3,
             },
             PlanRow {
-                method: "shapley-topk".into(),
+                method: "one-shot:permutation".into(),
                 k: 2,
-                removed_blocks: vec![0, 1],
+                removed_blocks: vec![1, 3],
                 predicted_utility: None,
                 measured_nll: None,
                 measured_ppl: None,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field};
+use layerprune_core::Mask;
 
 use crate::io::{list_of, read_table, to_u32, u32_list_column, write_table, Chunk, TableKind};
 use crate::masks::{check_fixed_blocks, encode_fixed_blocks, read_fixed_blocks};
@@ -188,7 +189,7 @@ pub fn read_scores(path: &Path) -> Result<ScoreTable, TableError> {
 /// One pruning plan: remove `removed_blocks` (k of them), chosen by `method`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlanRow {
-    /// Selection method (e.g. `shapley-topk`, `search`, `sleb`, `shortgpt`).
+    /// Selection method (e.g. `adaptive`, `sleb`, `one-shot:block-influence`, `surrogate-search`).
     pub method: String,
     /// Number of blocks removed.
     pub k: u32,
@@ -202,6 +203,22 @@ pub struct PlanRow {
     pub measured_ppl: Option<f64>,
     /// Distinct masks the method had evaluated on the LLM to reach this plan.
     pub llm_evaluations: u64,
+}
+
+impl PlanRow {
+    /// The pruned model's mask: every block kept but `removed_blocks`. `None` when a removed
+    /// block is out of range for `num_blocks` (a table that passed its checks has none).
+    pub fn mask(&self, num_blocks: usize) -> Option<Mask> {
+        let removed: Vec<usize> = self.removed_blocks.iter().map(|&b| b as usize).collect();
+        Mask::from_removed(num_blocks, &removed).ok()
+    }
+
+    /// The plan's `mask_id` column: the id the mask and evaluation tables give the same mask
+    /// ([`Mask::id`]), so a plan joins its evaluation row on `mask_id`. Not stored in the row:
+    /// it follows from `removed_blocks` and the table's `num_blocks`.
+    pub fn mask_id(&self, num_blocks: usize) -> Option<String> {
+        self.mask(num_blocks).map(|mask| mask.id())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -221,6 +238,11 @@ fn plan_fields() -> Vec<Field> {
         Field::new("llm_evaluations", DataType::UInt64, false),
     ]
 }
+
+/// The plan table's `mask_id` column. Files written before it existed lack it and read
+/// unchanged, the ids derived (an added column is a compatible change: the format version
+/// stays 1).
+const PLAN_MASK_ID: &str = "mask_id";
 
 fn check_plans(path: &Path, num_blocks: usize, rows: &[PlanRow]) -> Result<(), TableError> {
     for (index, row) in rows.iter().enumerate() {
@@ -255,7 +277,11 @@ pub fn write_plans(
 ) -> Result<(), TableError> {
     check_plans(path, table.num_blocks, &table.rows)?;
     let rows = &table.rows;
-    let columns: Vec<ArrayRef> = vec![
+    // check_plans has checked every removed block against num_blocks.
+    let mask_ids = rows
+        .iter()
+        .map(|r| r.mask_id(table.num_blocks).unwrap_or_default());
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.method.as_str()),
         )),
@@ -270,21 +296,59 @@ pub fn write_plans(
             rows.iter().map(|r| r.llm_evaluations),
         )),
     ];
+    let mut fields = plan_fields();
+    // After removed_blocks, the mask it stands for.
+    fields.insert(3, Field::new(PLAN_MASK_ID, DataType::Utf8, false));
+    columns.insert(3, Arc::new(StringArray::from_iter_values(mask_ids)));
     let table_fields = vec![("num_blocks", table.num_blocks.to_string())];
     write_table(
         path,
         TableKind::Plans,
         provenance,
         table_fields,
-        plan_fields(),
+        fields,
         columns,
     )
 }
 
+/// A stored `mask_id` must be the mask of `removed_blocks`, so a file edited by hand cannot
+/// join the wrong evaluation row.
+fn check_plan_mask_id(
+    chunk: &Chunk<'_>,
+    row: usize,
+    num_blocks: usize,
+    plan: &PlanRow,
+    stored: &str,
+) -> Result<(), TableError> {
+    match plan.mask_id(num_blocks) {
+        Some(id) if id == stored => Ok(()),
+        Some(id) => Err(chunk.row_error(
+            row,
+            format!(
+                "mask_id {stored:?} does not match removed_blocks {:?} (expected {id:?})",
+                plan.removed_blocks
+            ),
+        )),
+        None => Err(chunk.row_error(
+            row,
+            format!(
+                "removed_blocks {:?} is out of range for {num_blocks} blocks",
+                plan.removed_blocks
+            ),
+        )),
+    }
+}
+
 pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
     let raw = read_table(path, TableKind::Plans, &plan_fields())?;
+    let num_blocks: usize = raw.meta_parse("num_blocks")?;
     let mut rows = Vec::with_capacity(raw.num_rows());
     for chunk in raw.chunks() {
+        // Files written before the column was added have none: their ids are derived.
+        let mask_ids = match chunk.batch.column_by_name(PLAN_MASK_ID) {
+            Some(_) => Some(chunk.required::<StringArray>(PLAN_MASK_ID)?),
+            None => None,
+        };
         let method = chunk.required::<StringArray>("method")?;
         let k = chunk.required::<UInt32Array>("k")?;
         let removed_blocks = chunk.required_list("removed_blocks")?;
@@ -302,12 +366,148 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
                 measured_ppl: Chunk::opt(measured_ppl, row, Float64Array::value),
                 llm_evaluations: llm_evaluations.value(row),
             });
+            let plan = rows.last().expect("just pushed");
+            if let Some(ids) = mask_ids {
+                check_plan_mask_id(&chunk, row, num_blocks, plan, ids.value(row))?;
+            }
         }
     }
-    let table = PlanTable {
-        num_blocks: raw.meta_parse("num_blocks")?,
-        rows,
-    };
+    let table = PlanTable { num_blocks, rows };
     check_plans(path, table.num_blocks, &table.rows)?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::Array;
+
+    use super::*;
+    use crate::{read_evaluations, write_evaluations, EvaluationRow, EvaluationTable};
+
+    fn plan(removed: Vec<u32>) -> PlanRow {
+        PlanRow {
+            method: "sleb".into(),
+            k: removed.len() as u32,
+            removed_blocks: removed,
+            predicted_utility: None,
+            measured_nll: Some(2.0),
+            measured_ppl: Some(2f64.exp()),
+            llm_evaluations: 7,
+        }
+    }
+
+    fn provenance() -> Provenance {
+        Provenance::new("test", "1", vec![])
+    }
+
+    /// The plan columns as a writer before `mask_id` wrote them, or with a `mask_id` of choice.
+    fn write_raw(path: &Path, rows: &[PlanRow], mask_ids: Option<Vec<&str>>) {
+        let mut fields = plan_fields();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.method.as_str()),
+            )),
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.k))),
+            u32_list_column(rows.iter().map(|r| r.removed_blocks.as_slice())),
+            Arc::new(Float64Array::from_iter(
+                rows.iter().map(|r| r.predicted_utility),
+            )),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_nll))),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_ppl))),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.llm_evaluations),
+            )),
+        ];
+        if let Some(ids) = mask_ids {
+            fields.push(Field::new(PLAN_MASK_ID, DataType::Utf8, false));
+            columns.push(Arc::new(StringArray::from(ids)));
+        }
+        write_table(
+            path,
+            TableKind::Plans,
+            &provenance(),
+            vec![("num_blocks", "4".to_string())],
+            fields,
+            columns,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_plan_carries_the_mask_id_of_its_evaluation_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let plans = PlanTable {
+            num_blocks: 4,
+            rows: vec![plan(vec![1]), plan(vec![0, 3]), plan(vec![])],
+        };
+        let path = dir.path().join("plans.parquet");
+        write_plans(&path, &plans, &provenance()).unwrap();
+        assert_eq!(read_plans(&path).unwrap(), plans);
+
+        // The stored column, read as any reader sees it.
+        let raw = read_table(&path, TableKind::Plans, &plan_fields()).unwrap();
+        let chunk = raw.chunks().next().unwrap();
+        let stored = chunk.required::<StringArray>(PLAN_MASK_ID).unwrap();
+        let stored: Vec<&str> = (0..stored.len()).map(|i| stored.value(i)).collect();
+        assert_eq!(stored, ["1011", "0110", "1111"]);
+
+        // The evaluation table names the same masks with the same ids (one definition).
+        let evaluations = EvaluationTable {
+            num_blocks: 4,
+            model_id: "m".into(),
+            dataset_id: "d".into(),
+            fixed_blocks: vec![],
+            full_model_nll: Some(2.0),
+            complete: true,
+            rows: plans
+                .rows
+                .iter()
+                .map(|r| EvaluationRow {
+                    mask: r.mask(4).unwrap(),
+                    nll: 2.0,
+                    ppl: 2f64.exp(),
+                    utility: 1.0,
+                    tokens_scored: 10,
+                    seconds: 0.1,
+                })
+                .collect(),
+        };
+        let eval_path = dir.path().join("evaluations.parquet");
+        write_evaluations(&eval_path, &evaluations, &provenance()).unwrap();
+        let eval_ids: Vec<String> = read_evaluations(&eval_path)
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r.mask.id())
+            .collect();
+        assert_eq!(eval_ids, stored);
+    }
+
+    #[test]
+    fn a_plan_table_written_before_mask_id_reads_and_derives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.parquet");
+        let rows = vec![plan(vec![2]), plan(vec![0, 1])];
+        write_raw(&path, &rows, None);
+        let table = read_plans(&path).unwrap();
+        assert_eq!(table.rows, rows);
+        let ids: Vec<_> = table.rows.iter().map(|r| r.mask_id(4).unwrap()).collect();
+        assert_eq!(ids, ["1101", "0011"]);
+    }
+
+    #[test]
+    fn a_mask_id_that_disagrees_with_removed_blocks_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edited.parquet");
+        write_raw(
+            &path,
+            &[plan(vec![2]), plan(vec![0, 1])],
+            Some(vec!["1101", "1100"]),
+        );
+        let err = read_plans(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("row 1") && err.contains("does not match removed_blocks"),
+            "{err}"
+        );
+    }
 }

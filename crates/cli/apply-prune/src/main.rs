@@ -4,9 +4,10 @@
 //! Selection: one-shot on a score table (`--scores --estimator`), iterative removal or search
 //! through a surrogate (`--method iterative|search --surrogate`), SLEB on the model
 //! (`--method sleb`), the best contiguous run by angular distance (`--method angular-run
-//! --block-stats`), or plans chosen earlier (`--method from-plan --plans`). The algorithms live
-//! in `layerprune-selection`; this binary reads the inputs, checks they describe the same
-//! model, runs the LLM where asked, and writes the outputs.
+//! --block-stats`), or plans chosen earlier (`--method from-plan --plans`). Reading the inputs
+//! and checking they describe one model, choosing and measuring the plans live in
+//! `layerprune-selection` ([`PlanFiles`]); this binary opens the model where asked, and writes
+//! and prints the outputs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,13 +18,9 @@ use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, 
 use layerprune_core::{Game, Objective};
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, OnnxGame, RuntimeOptions};
 use layerprune_selection::frontier::Budget;
-use layerprune_selection::{
-    choose_plans, measure_plans, scores_from_table, FittedOn, PlanInputs, PlanMethod, PlanOptions,
-};
-use layerprune_surrogate::{SavedSurrogate, Surrogate};
-use layerprune_tables::{
-    read_block_stats, read_plans, read_scores, read_tokens, write_plans, PlanTable, Provenance,
-};
+use layerprune_selection::inputs::{ModelFacts, PlanFiles, PlanSettings};
+use layerprune_selection::PlanMethod;
+use layerprune_tables::{read_tokens, write_plans, PlanTable, Provenance};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -133,7 +130,25 @@ fn parse_estimator(text: &str) -> Result<String, String> {
     })
 }
 
-fn check_args(args: &Args, method: PlanMethod) -> Result<()> {
+/// The arguments, checked: what to read, how to choose, and what to write.
+struct Config {
+    method: PlanMethod,
+    files: PlanFiles,
+    settings: PlanSettings,
+}
+
+fn config(args: &Args) -> Result<Config> {
+    let files = PlanFiles {
+        scores: args.scores.clone(),
+        estimator: args.estimator.clone(),
+        surrogate: args.surrogate.clone(),
+        surrogate_evaluations: args.surrogate_evaluations,
+        block_stats: args.block_stats.clone(),
+        plans: args.plans.clone(),
+        plan_method: args.plan_method.clone(),
+        fixed: args.fixed.clone(),
+    };
+    let method = files.method(args.method)?;
     if args.pruned_out.is_some() && args.k.len() != 1 {
         bail!(
             "--pruned-out writes one model, so it needs exactly one --k (got {})",
@@ -154,158 +169,58 @@ fn check_args(args: &Args, method: PlanMethod) -> Result<()> {
     if args.pruned_out.is_some() && args.model.is_none() {
         bail!("--pruned-out needs --model (the folder to prune) and --tokens");
     }
-    let need = |present: bool, what: &str| {
-        if present {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("--method {method} needs {what}"))
-        }
+    files.check(method, args.model.is_some())?;
+    let settings = PlanSettings {
+        ks: args.k.clone(),
+        candidates: args.candidates,
+        random_starts: args.random_starts,
+        permutation_pairs: args.permutation_pairs,
+        budget: args.budget,
+        seed: args.seed,
     };
-    match method {
-        PlanMethod::OneShot => {
-            need(args.scores.is_some(), "--scores")?;
-            need(args.estimator.is_some(), "--estimator")?;
-        }
-        PlanMethod::Iterative | PlanMethod::Search => {
-            need(args.surrogate.is_some(), "--surrogate")?
-        }
-        PlanMethod::Sleb | PlanMethod::Adaptive => {
-            need(args.model.is_some(), "--model and --tokens")?
-        }
-        PlanMethod::AngularRun => need(args.block_stats.is_some(), "--block-stats")?,
-        PlanMethod::FromPlan => need(args.plans.is_some(), "--plans")?,
-    }
-    Ok(())
-}
-
-/// The block count every input must agree on, with where it came from.
-struct BlockCount {
-    num_blocks: Option<usize>,
-    source: String,
-}
-
-impl BlockCount {
-    fn agree(&mut self, num_blocks: usize, source: &Path, what: &str) -> Result<()> {
-        match self.num_blocks {
-            Some(expected) if expected != num_blocks => bail!(
-                "{}: the {what} is for a model of {num_blocks} blocks, but {} has {expected}",
-                source.display(),
-                self.source
-            ),
-            Some(_) => Ok(()),
-            None => {
-                self.num_blocks = Some(num_blocks);
-                self.source = source.display().to_string();
-                Ok(())
-            }
-        }
-    }
+    Ok(Config {
+        method,
+        files,
+        settings,
+    })
 }
 
 fn apply_prune(args: Args) -> Result<()> {
-    let method = match (args.method, &args.scores) {
-        (Some(method), _) => method,
-        (None, Some(_)) => PlanMethod::OneShot,
-        (None, None) => bail!("give --scores (one-shot) or --method"),
-    };
-    check_args(&args, method)?;
+    let Config {
+        method,
+        files,
+        settings,
+    } = config(&args)?;
     // Before any work: the plan table and the pruned folder may not replace (or hold) an input.
     Io::new()
-        .input_opt(args.scores.as_deref())
-        .input_opt(args.surrogate.as_deref())
-        .input_opt(args.block_stats.as_deref())
-        .input_opt(args.plans.as_deref())
+        .inputs(files.paths())
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
         .output("--plan", &args.plan)
         .output_folder_opt("--pruned-out", args.pruned_out.as_deref())
         .check()?;
 
-    // Read every input, checking they describe one model; the fixed blocks recorded in the
-    // score table and the surrogate are kept, with --fixed.
-    let mut count = BlockCount {
-        num_blocks: None,
-        source: String::new(),
-    };
-    let mut fixed = args.fixed.clone();
     let model = match &args.model {
-        Some(dir) => {
-            let options = RuntimeOptions {
+        Some(dir) => Some(LayeredModel::open(
+            dir,
+            &RuntimeOptions {
                 device: args.device.device,
                 threads: args.device.threads,
                 verify_hashes: !args.no_verify,
-            };
-            let model = LayeredModel::open(dir, &options)?;
-            count.agree(model.num_blocks(), dir, "model")?;
-            Some(model)
-        }
+            },
+        )?),
         None => None,
     };
-    let surrogate = match &args.surrogate {
-        Some(path) => {
-            let saved = SavedSurrogate::load(path)?;
-            count.agree(saved.surrogate.num_players(), path, "surrogate")?;
-            if let Some(model) = &model {
-                if !saved.model_id.is_empty() && saved.model_id != model.model_id() {
-                    bail!(
-                        "{} was fitted on evaluations of another model ({}) than {} ({})",
-                        path.display(),
-                        saved.model_id,
-                        args.model.as_deref().unwrap_or(Path::new("")).display(),
-                        model.model_id()
-                    );
-                }
-            }
-            fixed.extend(&saved.fixed_blocks);
-            Some(saved)
-        }
-        None => None,
-    };
-    let scores = match (&args.scores, method) {
-        (Some(path), PlanMethod::OneShot) => {
-            let table = read_scores(path)?;
-            count.agree(table.num_blocks, path, "score table")?;
-            if let Some(model) = &model {
-                if !table.model_id.is_empty() && table.model_id != model.model_id() {
-                    bail!(
-                        "{}: the scores were measured on another model ({}) than {} ({})",
-                        path.display(),
-                        table.model_id,
-                        args.model.as_deref().unwrap_or(Path::new("")).display(),
-                        model.model_id()
-                    );
-                }
-            }
-            fixed.extend(&table.fixed_blocks);
-            let estimator = args.estimator.as_deref().unwrap_or_default();
-            Some(
-                scores_from_table(&table, estimator, table.num_blocks)
-                    .with_context(|| path.display().to_string())?,
-            )
-        }
-        _ => None,
-    };
-    let stats = match (&args.block_stats, method) {
-        (Some(path), PlanMethod::AngularRun) => {
-            let table = read_block_stats(path)?;
-            count.agree(table.num_blocks, path, "block statistics table")?;
-            Some(table)
-        }
-        _ => None,
-    };
-    let earlier_plans = match &args.plans {
-        Some(path) => {
-            let table = read_plans(path)?;
-            count.agree(table.num_blocks, path, "plan table")?;
-            Some(table)
-        }
-        None => None,
-    };
-    let Some(num_blocks) = count.num_blocks else {
-        bail!("no input says how many blocks the model has");
-    };
-    fixed.sort_unstable();
-    fixed.dedup();
+    let facts = model
+        .as_ref()
+        .zip(args.model.as_deref())
+        .map(|(model, dir)| ModelFacts {
+            dir,
+            model_id: model.model_id(),
+            num_blocks: model.num_blocks(),
+        });
+    let inputs = files.load(method, facts)?;
+    let num_blocks = inputs.num_blocks;
     // One Shapley computation through a surrogate holds `--permutation-pairs` pairs of player
     // orders and a marginal per player for each (about 32 bytes per pair and block).
     check_memory(
@@ -313,7 +228,6 @@ fn apply_prune(args: Args) -> Result<()> {
         &[args.permutation_pairs, num_blocks + 1],
         32,
     )?;
-
     let (mut game, dataset_id) = match (model, &args.tokens) {
         (Some(model), Some(path)) => {
             let tokens = read_tokens(path)?;
@@ -336,51 +250,15 @@ fn apply_prune(args: Args) -> Result<()> {
         _ => (None, None),
     };
 
-    let options = PlanOptions {
-        num_blocks,
-        ks: args.k.clone(),
-        fixed,
-        candidates: args.candidates,
-        random_starts: args.random_starts,
-        permutation_pairs: args.permutation_pairs,
-        budget: args.budget,
-        seed: args.seed,
-    };
-    let mut inputs = PlanInputs {
-        scores: scores.as_ref(),
-        surrogate: surrogate.as_ref().map(|saved| FittedOn {
-            surrogate: &saved.surrogate,
-            llm_evaluations: args
-                .surrogate_evaluations
-                .unwrap_or(saved.fitted_on_evaluations),
-        }),
-        block_stats: stats.as_ref(),
-        earlier_plans: earlier_plans.as_ref(),
-        plan_method: args.plan_method.as_deref(),
-        game: game.as_mut().map(|g| g as &mut dyn Game),
-    };
-    let mut plans = choose_plans(method, &mut inputs, &options).with_context(|| {
-        match (method, &args.plans) {
-            (PlanMethod::FromPlan, Some(path)) => path.display().to_string(),
-            _ => format!("--method {method}"),
-        }
-    })?;
-
+    let plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(args.seed);
     if let (Some(game), Some(dataset_id)) = (game.as_mut(), &dataset_id) {
-        measure_plans(game, &mut plans, num_blocks)?;
         provenance = provenance
             .with_input("model", game.evaluator().model().model_id())
             .with_input("dataset", dataset_id);
     }
-    let table = PlanTable {
-        num_blocks,
-        rows: plans
-            .iter()
-            .map(|plan| plan.to_row())
-            .collect::<Result<_, _>>()?,
-    };
+    let table = inputs.table(&plans)?;
 
     // The pruned folder is planned (and checked) before anything is written.
     let layout = match (&args.pruned_out, &args.model) {

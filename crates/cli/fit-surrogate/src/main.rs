@@ -20,7 +20,12 @@ use layerprune_tables::{
 #[command(
     version,
     about = "Fit surrogate models (mlp, quadratic, forest) of mask value on evaluated masks, \
-             cross-validate them, and save one fitted on all rows"
+             cross-validate them, and save one fitted on all rows",
+    after_help = "Examples:\n  \
+        fit-surrogate --evaluations evaluations.parquet --model mlp --model quadratic --keep mlp \\\n    \
+        --folds 5 --metrics surrogate-metrics.parquet --out surrogate-mlp.json\n  \
+        fit-surrogate --evaluations evaluations.parquet --target nll-increase --model quadratic \\\n    \
+        --ridge-alpha 0.01 --out surrogate-quadratic.json"
 )]
 struct Args {
     /// Evaluation table written by `evaluate`.

@@ -21,7 +21,15 @@ enum Mode {
 }
 
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  \
+        prepare-tokens --model model/ --text test.txt --windows 40 --length 128 --out tokens-eval.parquet\n  \
+        prepare-tokens --model model/ --lambada requests.jsonl.gz --documents 0:2500 \\\n    \
+        --windows 10 --length 128 --mode random --seed 0 --out tokens-calib.parquet\n  \
+        prepare-tokens --tokenizer tokenizer.json --jsonl docs.jsonl --field text --out tokens.parquet"
+)]
 #[command(group(ArgGroup::new("tokenizer_file").required(true).args(["tokenizer", "model"])))]
 #[command(group(ArgGroup::new("text_source").required(true)
     .args(["text", "jsonl", "lambada", "boolq_passages"])))]

@@ -36,7 +36,12 @@ enum MethodArg {
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Quantize the MatMul weights of a layered model folder or an ONNX file"
+    about = "Quantize the MatMul weights of a layered model folder or an ONNX file",
+    after_help = "Examples:\n  \
+        quantize --model model/ --scheme int8 --out model-int8/\n  \
+        quantize --model model/ --scheme int4 --block-size 32 --out model-int4/\n  \
+        quantize --model model/ --scheme int4 --method gptq --calibration tokens-calib.parquet --out model-gptq/\n  \
+        quantize --model pruned.onnx --scheme int8 --out pruned-int8.onnx"
 )]
 struct Args {
     /// Layered model folder (with manifest.json) or one .onnx file.

@@ -1,25 +1,29 @@
-//! `sample-masks`: choose the masks the LLM will evaluate and write them to a mask table.
+//! `sample-masks`: choose the masks the LLM will evaluate and write them to a mask table. The
+//! run (the pilot, the table appended to, the draw) is `layerprune_sampling::table`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
-use layerprune_core::{sha256_hex, Mask};
-use layerprune_sampling::{
-    pilot_from_values, sample, Allocation, Existing, Players, SampleOutcome, SamplingPlan,
-    StrataSpec, StratifiedDesign,
-};
-use layerprune_tables::{
-    read_evaluations, read_masks, write_masks, MaskRow, MaskTable, Provenance,
-};
+use layerprune_sampling::table::{sample_mask_table, AllocationSource, MaskRequest};
+use layerprune_sampling::{Players, SampleOutcome, StrataSpec};
+use layerprune_tables::{write_masks, Provenance};
 
 /// Choose the masks (coalitions of kept blocks) to evaluate on the real model: stratified
 /// random masks (the published design: 2, 5, 8, 11, 14 of 32 blocks removed, equal numbers),
 /// full enumeration of small games, and the designs of the other estimators (complement pairs,
 /// permutation chains, anchors).
 #[derive(Parser, Debug)]
-#[command(name = "sample-masks", version)]
+#[command(
+    name = "sample-masks",
+    version,
+    after_help = "Examples:\n  \
+        sample-masks --model model/ --masks 200 --anchors --seed 0 --out masks.parquet\n  \
+        sample-masks --num-blocks 30 --removed 2,5,8 --masks 300 --complement-pairs --out masks.parquet\n  \
+        sample-masks --num-blocks 30 --permutation-chains 20 --fixed 0,29 --out chains.parquet\n  \
+        sample-masks --num-blocks 12 --enumerate --out all-masks.parquet"
+)]
 struct Args {
     /// Number of blocks of the model.
     #[arg(long, required_unless_present = "model", conflicts_with = "model",
@@ -116,111 +120,48 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     }
     let players = Players::new(num_blocks, &args.fixed)?;
     check_memory(&args, players.len(), num_blocks)?;
-    let mut provenance = Provenance::new(
+    let allocation = match (args.allocation, &args.pilot) {
+        (AllocationKind::Neyman, Some(pilot)) => AllocationSource::Neyman {
+            pilot: pilot.clone(),
+        },
+        (AllocationKind::Neyman, None) => {
+            bail!("--allocation neyman needs a pilot evaluation table: give --pilot")
+        }
+        (_, Some(_)) => bail!("--pilot is only used with --allocation neyman"),
+        (AllocationKind::Equal, None) => AllocationSource::Equal,
+        (AllocationKind::Proportional, None) => AllocationSource::Proportional,
+    };
+    let request = MaskRequest {
+        strata: match (&args.removed, &args.ratios) {
+            (Some(removed), _) => StrataSpec::Removed(removed.clone()),
+            (None, Some(ratios)) => StrataSpec::Ratios(ratios.clone()),
+            (None, None) => StrataSpec::PublishedDefault,
+        },
+        masks: args.masks,
+        allocation,
+        complement_pairs: args.complement_pairs,
+        enumerate: args.enumerate,
+        anchors: args.anchors,
+        permutation_chains: args.permutation_chains,
+        append_to: (args.append && args.out.exists()).then(|| args.out.clone()),
+        seed: args.seed,
+    };
+    let provenance = Provenance::new(
         "sample-masks",
         env!("CARGO_PKG_VERSION"),
         layerprune_cli_common::command_line(),
     )
     .with_seed(args.seed);
 
-    let allocation = match (args.allocation, &args.pilot) {
-        (AllocationKind::Neyman, Some(pilot)) => {
-            let table = read_evaluations(pilot)
-                .with_context(|| format!("reading the pilot table {}", pilot.display()))?;
-            if table.num_blocks != num_blocks {
-                bail!(
-                    "pilot table {} is for a model of {} blocks, not {num_blocks}",
-                    pilot.display(),
-                    table.num_blocks
-                );
-            }
-            let stats = pilot_from_values(
-                &players,
-                table.rows.iter().map(|row| (&row.mask, row.utility)),
-            )
-            .with_context(|| format!("pilot table {}", pilot.display()))?;
-            provenance = provenance.with_input("pilot", &file_id(pilot)?);
-            Allocation::Neyman(stats)
-        }
-        (AllocationKind::Neyman, None) => {
-            bail!("--allocation neyman needs a pilot evaluation table: give --pilot")
-        }
-        (_, Some(_)) => bail!("--pilot is only used with --allocation neyman"),
-        (AllocationKind::Equal, None) => Allocation::Equal,
-        (AllocationKind::Proportional, None) => Allocation::Proportional,
-    };
-    let strata = match (&args.removed, &args.ratios) {
-        (Some(removed), _) => StrataSpec::Removed(removed.clone()),
-        (None, Some(ratios)) => StrataSpec::Ratios(ratios.clone()),
-        (None, None) => StrataSpec::PublishedDefault,
-    };
-    let plan = SamplingPlan {
-        stratified: args.masks.map(|total_masks| StratifiedDesign {
-            strata,
-            total_masks,
-            allocation,
-        }),
-        complement_pairs: args.complement_pairs,
-        enumerate: args.enumerate,
-        anchors: args.anchors,
-        permutation_chains: args.permutation_chains,
-    };
-
-    let existing = if args.append && args.out.exists() {
-        let table = read_masks(&args.out).with_context(|| {
-            format!("reading the mask table {} to append to", args.out.display())
-        })?;
-        if table.num_blocks != num_blocks {
-            bail!(
-                "cannot append to {}: it holds masks of {} blocks, the model has {num_blocks}",
-                args.out.display(),
-                table.num_blocks
-            );
-        }
-        if table.fixed_blocks != players.fixed_blocks() {
-            bail!(
-                "cannot append to {}: it fixes blocks {:?}, --fixed gives {:?}",
-                args.out.display(),
-                table.fixed_blocks,
-                players.fixed_blocks()
-            );
-        }
-        provenance = provenance.with_input("appended", &file_id(&args.out)?);
-        table.rows
-    } else {
-        Vec::new()
-    };
-    let existing_masks: Vec<Mask> = existing.iter().map(|row| row.mask.clone()).collect();
-    let outcome = sample(
-        &players,
-        &plan,
-        Existing {
-            masks: &existing_masks,
-            max_group_id: existing.iter().filter_map(|row| row.group_id).max(),
-        },
-        args.seed,
-    )?;
-
-    let new_rows = outcome.rows.len();
-    let mut rows = existing;
-    rows.extend(outcome.rows.iter().map(|row| MaskRow {
-        mask: row.mask.clone(),
-        design: row.design,
-        group_id: row.group_id,
-        position: row.position,
-    }));
-    let table = MaskTable {
-        num_blocks,
-        fixed_blocks: players.fixed_blocks().to_vec(),
-        rows,
-    };
+    let sampled = sample_mask_table(&players, &request, provenance)?;
     // write_masks writes atomically: a failed write leaves the table appended to as it was.
-    write_masks(&args.out, &table, &provenance)
+    write_masks(&args.out, &sampled.table, &sampled.provenance)
         .with_context(|| format!("writing the mask table {}", args.out.display()))?;
-    print_summary(&players, &outcome);
+    print_summary(&players, &sampled.outcome);
     println!(
-        "wrote {} masks ({new_rows} new) to {}",
-        table.rows.len(),
+        "wrote {} masks ({} new) to {}",
+        sampled.table.rows.len(),
+        sampled.new_rows,
         args.out.display()
     );
     Ok(())
@@ -244,12 +185,6 @@ fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Resul
         &[rows, num_blocks + 96],
         1,
     )
-}
-
-/// Id of an input file for provenance: the sha256 of its bytes.
-fn file_id(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(sha256_hex(&bytes))
 }
 
 fn print_summary(players: &Players, outcome: &SampleOutcome) {

@@ -35,7 +35,11 @@ enum Method {
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Baseline per-block scores (higher = more important) as a score table"
+    about = "Baseline per-block scores (higher = more important) as a score table",
+    after_help = "Examples:\n  \
+        score-blocks --block-stats block-stats.parquet --evaluations evaluations.parquet \\\n    \
+        --method block-influence --method angular --method leave-one-out --out scores-baselines.parquet\n  \
+        score-blocks --num-blocks 30 --method random --seed 1 --out scores-random.parquet"
 )]
 struct Args {
     /// Scoring method; repeat for several (each becomes one estimator in the table).

@@ -1,0 +1,507 @@
+//! The frontier run (the `frontier` stage): for each calibration set, every selection method
+//! (`layerprune_selection::frontier`) plays the model on those tokens through one cache of
+//! evaluations (`cache-calibration-NAME.parquet` in the output folder), each charged for the
+//! distinct masks it asked for; then every distinct plan is measured on each held-out token
+//! table (its own cache), which no method saw. Writes `frontier.csv`, one row per (method, k,
+//! calibration set, budget). Run again with the same settings, it runs only the masks its
+//! caches do not have.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use layerprune_core::{Game, GameError, Mask};
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
+use layerprune_selection::frontier::{
+    frontier, Budget, FrontierConfig, FrontierPoint, RECOMMENDED,
+};
+use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores};
+use layerprune_tables::{
+    read_tokens, resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, Provenance,
+    TokenTable,
+};
+
+use crate::block_stats_table;
+
+/// What a frontier run reads, plays and writes.
+#[derive(Clone, Debug)]
+pub struct FrontierRun {
+    /// Layered model folder.
+    pub model: PathBuf,
+    /// Calibration token tables by name (methods play the model on them).
+    pub calibration: Vec<(String, PathBuf)>,
+    /// Held-out token tables by name (each plan is measured on them).
+    pub heldout: Vec<(String, PathBuf)>,
+    /// Numbers of blocks to remove.
+    pub ks: Vec<usize>,
+    /// Blocks never removed.
+    pub fixed: Vec<usize>,
+    /// Budgets of the adaptive method.
+    pub budgets: Vec<Budget>,
+    /// The quadratic-surrogate Shapley method on this many stratified masks (0 = not run).
+    pub shapley_masks: usize,
+    pub seed: u64,
+    /// Folder of the caches and frontier.csv.
+    pub out_dir: PathBuf,
+    pub runtime: RuntimeOptions,
+    /// Provenance of the caches (the model and token table are added).
+    pub provenance: Provenance,
+}
+
+/// A run with its token tables read and checked (held-out text disjoint from calibration).
+pub struct PreparedFrontier {
+    run: FrontierRun,
+    calibration: Vec<(String, TokenTable)>,
+    heldout: Vec<(String, TokenTable)>,
+    /// The model folder and every token table.
+    pub inputs: Vec<PathBuf>,
+}
+
+/// The run's report lines (what each set ran, what was written), as it goes.
+pub type Report<'a> = &'a mut dyn FnMut(&str);
+
+impl FrontierRun {
+    /// Reads the token tables and refuses held-out text that shares a window with calibration.
+    pub fn prepare(self) -> Result<PreparedFrontier> {
+        let inputs: Vec<PathBuf> = self
+            .calibration
+            .iter()
+            .chain(&self.heldout)
+            .map(|(_, path)| path.clone())
+            .chain([self.model.clone()])
+            .collect();
+        let read = |(name, path): &(String, PathBuf)| -> Result<(String, TokenTable)> {
+            Ok((name.clone(), read_tokens(path)?))
+        };
+        let calibration: Vec<(String, TokenTable)> =
+            self.calibration.iter().map(read).collect::<Result<_>>()?;
+        let heldout: Vec<(String, TokenTable)> =
+            self.heldout.iter().map(read).collect::<Result<_>>()?;
+        for (name, held) in &heldout {
+            if let Some((calib, _)) = calibration
+                .iter()
+                .find(|(_, c)| c.windows.iter().any(|w| held.windows.contains(w)))
+            {
+                bail!("held-out table {name} shares a window with calibration set {calib}: the evaluation text must be disjoint from calibration");
+            }
+        }
+        Ok(PreparedFrontier {
+            run: self,
+            calibration,
+            heldout,
+            inputs,
+        })
+    }
+}
+
+impl PreparedFrontier {
+    /// The files the run writes: frontier.csv and a cache per token table (refused where a
+    /// cache would replace an input).
+    pub fn outputs(&self) -> Result<Vec<PathBuf>> {
+        let out_dir = &self.run.out_dir;
+        let mut outputs = vec![out_dir.join("frontier.csv")];
+        for (kind, sets) in [
+            ("calibration", &self.calibration),
+            ("heldout", &self.heldout),
+        ] {
+            for (name, _) in sets {
+                outputs.push(cache_path(out_dir, kind, name, &self.inputs)?);
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Plays every method on each calibration set and measures the plans on every held-out
+    /// table; frontier.csv is rewritten after each calibration set. Returns its path.
+    pub fn run(self, report: Report<'_>) -> Result<PathBuf> {
+        let PreparedFrontier {
+            run,
+            calibration,
+            heldout,
+            inputs,
+        } = self;
+        let mut model = LayeredModel::open(&run.model, &run.runtime)?;
+        let num_blocks = model.num_blocks();
+        let out = run.out_dir.join("frontier.csv");
+        let mut rows: Vec<(String, FrontierPoint)> = Vec::new();
+        let mut full_rows: Vec<(String, f64)> = Vec::new();
+        // Held-out NLL of every mask measured so far, per held-out table.
+        let mut heldout_nll: Vec<HashMap<Mask, f64>> = vec![HashMap::new(); heldout.len()];
+        for (name, tokens) in &calibration {
+            let path = cache_path(&run.out_dir, "calibration", name, &inputs)?;
+            let mut game = CachedLlm::open(model, tokens, &path, run.provenance.clone())?;
+            let config = FrontierConfig {
+                ks: run.ks.clone(),
+                fixed: run.fixed.clone(),
+                adaptive_budgets: run.budgets.clone(),
+                one_pass: one_pass_scores(&mut game, tokens)?,
+                baselines: true,
+                shapley_masks: (run.shapley_masks > 0).then_some(run.shapley_masks),
+                seed: run.seed,
+            };
+            let points = frontier(&mut game, &config)?;
+            let full_nll = game
+                .nll(&Mask::full(num_blocks))
+                .context("full model not measured")?;
+            report(&format!(
+                "frontier: calibration set {name}: {} points; {} masks run now ({:.0} s), cache {}",
+                points.len(),
+                game.ran,
+                game.seconds,
+                path.display()
+            ));
+            model = game.into_model();
+
+            // This set's plans (and the full model) on every held-out table, which no method
+            // saw.
+            let mut masks: Vec<Mask> = vec![Mask::full(num_blocks)];
+            for point in &points {
+                masks.push(Mask::from_removed(num_blocks, &point.removed_blocks)?);
+            }
+            masks.sort();
+            masks.dedup();
+            for ((held_name, held_tokens), nll_of) in heldout.iter().zip(&mut heldout_nll) {
+                let path = cache_path(&run.out_dir, "heldout", held_name, &inputs)?;
+                let mut game = CachedLlm::open(model, held_tokens, &path, run.provenance.clone())?;
+                Game::values(&mut game, &masks).map_err(anyhow::Error::msg)?;
+                report(&format!(
+                    "frontier: {name}'s {} plans on held-out {held_name}: {} masks run now ({:.0} s)",
+                    masks.len(),
+                    game.ran,
+                    game.seconds
+                ));
+                for mask in &masks {
+                    nll_of.insert(mask.clone(), game.nll(mask).unwrap_or(f64::NAN));
+                }
+                model = game.into_model();
+            }
+            full_rows.push((name.clone(), full_nll));
+            rows.extend(points.into_iter().map(|p| (name.clone(), p)));
+            // Written after every calibration set, so a long run's finished sets are readable.
+            let csv = frontier_csv(&rows, &full_rows, &heldout, &heldout_nll, num_blocks)?;
+            layerprune_tables::atomic_write(&out, |file| {
+                use std::io::Write;
+                file.write_all(csv.as_bytes())?;
+                Ok(())
+            })
+            .with_context(|| format!("writing {}", out.display()))?;
+            report(&format!(
+                "wrote {} ({} rows)",
+                out.display(),
+                rows.len() + full_rows.len()
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The cache of one token table in the output folder: `cache-KIND-NAME.parquet`, never one of
+/// the inputs (a cache is rewritten as the run goes).
+fn cache_path(out_dir: &Path, kind: &str, name: &str, inputs: &[PathBuf]) -> Result<PathBuf> {
+    let path = out_dir.join(format!("cache-{kind}-{name}.parquet"));
+    if let Ok(cache) = path.canonicalize() {
+        if let Some(input) = inputs.iter().find(|input| {
+            input
+                .canonicalize()
+                .is_ok_and(|i| cache.starts_with(&i) || i == cache)
+        }) {
+            bail!(
+                "{}: the cache of {kind} set {name} would overwrite the input {}; choose another --out-dir",
+                path.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(path)
+}
+
+/// ShortGPT's block influence and the angular distance from one pass of the full model over
+/// the calibration tokens (one LLM evaluation: the full model's mask).
+fn one_pass_scores(game: &mut CachedLlm, tokens: &TokenTable) -> Result<Vec<BlockScores>> {
+    let model_id = game.evaluator().model().model_id().to_string();
+    let table = block_stats_table(game.evaluator(), 1, &model_id, &tokens.dataset_id)?;
+    Ok(vec![
+        block_influence_scores(&table)?,
+        angular_distance_scores(&table)?,
+    ])
+}
+
+/// `method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,<heldout>_ppl…,recommended,budget`.
+fn frontier_csv(
+    rows: &[(String, FrontierPoint)],
+    full_rows: &[(String, f64)],
+    heldout: &[(String, TokenTable)],
+    heldout_nll: &[HashMap<Mask, f64>],
+    num_blocks: usize,
+) -> Result<String> {
+    let mut out =
+        String::from("method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl");
+    for (name, _) in heldout {
+        write!(out, ",{name}_ppl")?;
+    }
+    out.push_str(",recommended,budget\n");
+    let heldout_ppl = |mask: &Mask| -> String {
+        heldout_nll
+            .iter()
+            .map(|m| format!(",{:.4}", m.get(mask).copied().unwrap_or(f64::NAN).exp()))
+            .collect()
+    };
+    for (name, full_nll) in full_rows {
+        let mask = Mask::full(num_blocks);
+        writeln!(
+            out,
+            "full,0,{name},1,,{:.4}{},false",
+            full_nll.exp(),
+            heldout_ppl(&mask)
+        )?;
+    }
+    for (name, point) in rows {
+        let mask = Mask::from_removed(num_blocks, &point.removed_blocks)?;
+        let removed: Vec<String> = point.removed_blocks.iter().map(usize::to_string).collect();
+        writeln!(
+            out,
+            "{},{},{},{},{},{:.4}{},{},{}",
+            point.method,
+            point.k,
+            name,
+            point.llm_evaluations,
+            removed.join(" "),
+            (-point.value).exp(),
+            heldout_ppl(&mask),
+            point.method == RECOMMENDED,
+            point.budget.map(|b| b.to_string()).unwrap_or_default()
+        )?;
+    }
+    Ok(out)
+}
+
+/// The model on one token table, with its evaluation table as the cache. Values are −NLL.
+pub struct CachedLlm {
+    evaluator: Evaluator,
+    table: EvaluationTable,
+    index: HashMap<Mask, usize>,
+    path: PathBuf,
+    provenance: Provenance,
+    /// Masks actually run on the model by this process.
+    pub ran: usize,
+    /// Seconds spent running them.
+    pub seconds: f64,
+}
+
+impl CachedLlm {
+    /// Opens (or resumes) the cache at `path` for `model` on `tokens`; measures the full model
+    /// if the cache does not have it.
+    pub fn open(
+        model: LayeredModel,
+        tokens: &TokenTable,
+        path: &Path,
+        provenance: Provenance,
+    ) -> Result<Self> {
+        let num_blocks = model.num_blocks();
+        let model_id = model.model_id().to_string();
+        let table = resume_evaluations(path, num_blocks, &model_id, &tokens.dataset_id)?;
+        let evaluator = Evaluator::new(model, &tokens.windows, EvalOptions::default())
+            .with_context(|| format!("{} with the model", tokens.source))?;
+        let index = table
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| (row.mask.clone(), i))
+            .collect();
+        let mut cache = CachedLlm {
+            evaluator,
+            table,
+            index,
+            path: path.to_path_buf(),
+            provenance: provenance
+                .with_input("model", &model_id)
+                .with_input("dataset", &tokens.dataset_id),
+            ran: 0,
+            seconds: 0.0,
+        };
+        let full = Mask::full(num_blocks);
+        let nll = -cache
+            .values(std::slice::from_ref(&full))
+            .map_err(anyhow::Error::msg)?[0];
+        cache.table.full_model_nll = Some(nll);
+        Ok(cache)
+    }
+
+    pub fn evaluator(&mut self) -> &mut Evaluator {
+        &mut self.evaluator
+    }
+
+    pub fn into_model(self) -> LayeredModel {
+        self.evaluator.into_model()
+    }
+
+    /// The NLL of a mask measured earlier.
+    pub fn nll(&self, mask: &Mask) -> Option<f64> {
+        self.index.get(mask).map(|&i| self.table.rows[i].nll)
+    }
+
+    fn save(&mut self) -> Result<()> {
+        write_evaluations(&self.path, &self.table, &self.provenance)?;
+        Ok(())
+    }
+}
+
+impl Game for CachedLlm {
+    fn num_players(&self) -> usize {
+        self.evaluator.num_blocks()
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        let pending = self.table.pending(masks);
+        if !pending.is_empty() {
+            let started = Instant::now();
+            let results = self.evaluator.evaluate(&pending, &mut |_, _| {})?;
+            let full_nll = self.table.full_model_nll;
+            let rows: Vec<EvaluationRow> = pending
+                .iter()
+                .zip(&results)
+                .map(|(mask, result)| {
+                    let nll = result.nll();
+                    EvaluationRow {
+                        mask: mask.clone(),
+                        nll,
+                        ppl: nll.exp(),
+                        // Before the full model is known (its own row) the utility is 1.
+                        utility: full_nll.map_or(1.0, |full| (full - nll).exp()),
+                        tokens_scored: result.tokens_scored,
+                        seconds: result.seconds,
+                    }
+                })
+                .collect();
+            let first = self.table.rows.len();
+            self.table.append(rows)?;
+            for (i, mask) in pending.iter().enumerate() {
+                self.index.insert(mask.clone(), first + i);
+            }
+            self.ran += pending.len();
+            self.seconds += started.elapsed().as_secs_f64();
+            self.save()?;
+        }
+        Ok(masks
+            .iter()
+            .map(|mask| -self.table.rows[self.index[mask]].nll)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layerprune_tables::write_tokens;
+
+    fn tokens(dir: &Path, name: &str, windows: Vec<Vec<u32>>) -> PathBuf {
+        let path = dir.join(name);
+        let table = TokenTable::new(4, windows, "none", name);
+        write_tokens(&path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+        path
+    }
+
+    fn run(dir: &Path, heldout: Vec<(String, PathBuf)>) -> FrontierRun {
+        FrontierRun {
+            model: dir.join("model"),
+            calibration: vec![(
+                "c0".into(),
+                tokens(dir, "c0.parquet", vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]]),
+            )],
+            heldout,
+            ks: vec![1],
+            fixed: vec![],
+            budgets: vec![Budget::Least],
+            shapley_masks: 0,
+            seed: 0,
+            out_dir: dir.join("out"),
+            runtime: RuntimeOptions::default(),
+            provenance: Provenance::new("frontier", "0", vec![]),
+        }
+    }
+
+    #[test]
+    fn held_out_text_must_be_disjoint_and_the_outputs_are_named_per_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = tokens(dir.path(), "h.parquet", vec![vec![5, 6, 7, 8]]);
+        let message = run(dir.path(), vec![("wt".into(), shared)])
+            .prepare()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("held-out table wt shares a window with calibration set c0"),
+            "{message}"
+        );
+
+        let own = tokens(dir.path(), "h2.parquet", vec![vec![9, 10, 11, 12]]);
+        let prepared = run(dir.path(), vec![("wt".into(), own.clone())])
+            .prepare()
+            .unwrap();
+        assert_eq!(
+            prepared.inputs,
+            vec![dir.path().join("c0.parquet"), own, dir.path().join("model")]
+        );
+        let out = dir.path().join("out");
+        assert_eq!(
+            prepared.outputs().unwrap(),
+            vec![
+                out.join("frontier.csv"),
+                out.join("cache-calibration-c0.parquet"),
+                out.join("cache-heldout-wt.parquet"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cache_never_replaces_an_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("cache-calibration-c0.parquet");
+        std::fs::write(&input, b"tokens").unwrap();
+        let message = cache_path(dir.path(), "calibration", "c0", &[input])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(message.contains("would overwrite the input"), "{message}");
+        assert!(cache_path(dir.path(), "heldout", "c0", &[]).is_ok());
+    }
+
+    #[test]
+    fn the_csv_has_a_row_per_point_and_a_ppl_column_per_held_out_table() {
+        let point = FrontierPoint {
+            method: RECOMMENDED.into(),
+            k: 1,
+            llm_evaluations: 4,
+            budget: Some(4),
+            removed_blocks: vec![2],
+            value: -1.0,
+        };
+        let heldout = vec![(
+            "wt".to_string(),
+            TokenTable::new(4, vec![vec![1, 2, 3, 4]], "none", "wt"),
+        )];
+        let mut nll = HashMap::new();
+        nll.insert(Mask::full(3), 0.0);
+        nll.insert(Mask::from_removed(3, &[2]).unwrap(), 2.0_f64.ln());
+        let csv = frontier_csv(
+            &[("c0".into(), point)],
+            &[("c0".into(), 0.0)],
+            &heldout,
+            &[nll],
+            3,
+        )
+        .unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        let recommended = format!("{RECOMMENDED},1,c0,4,2,2.7183,2.0000,true,4");
+        assert_eq!(
+            lines,
+            vec![
+                "method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,wt_ppl,recommended,budget",
+                "full,0,c0,1,,1.0000,1.0000,false",
+                recommended.as_str(),
+            ]
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! The `sample-masks` run as files: the Neyman pilot read from an evaluation table, the mask
+//! table appended to read and checked (same model size, same fixed blocks; its masks are not
+//! drawn again), the masks drawn ([`sample`]) and the mask table made. The caller writes it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use layerprune_core::{sha256_hex, Mask, Players};
+use layerprune_tables::{read_evaluations, read_masks, MaskRow, MaskTable, Provenance};
+
+use crate::{
+    pilot_from_values, sample, Allocation, Existing, SampleOutcome, SamplingPlan, StrataSpec,
+    StratifiedDesign,
+};
+
+/// How the stratified masks are shared by the strata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllocationSource {
+    /// The same number in every stratum (published).
+    Equal,
+    /// Proportional to the number of masks in each stratum.
+    Proportional,
+    /// Proportional to stratum size times the standard deviation of the utilities of this
+    /// pilot evaluation table in the stratum.
+    Neyman { pilot: PathBuf },
+}
+
+/// Which masks to draw, over which players, and the table to add them to.
+#[derive(Clone, Debug)]
+pub struct MaskRequest {
+    /// Stratified masks: the strata and their total number (`None`: none).
+    pub strata: StrataSpec,
+    pub masks: Option<usize>,
+    pub allocation: AllocationSource,
+    pub complement_pairs: bool,
+    pub enumerate: bool,
+    pub anchors: bool,
+    pub permutation_chains: Option<usize>,
+    /// A mask table to add to (its rows first, its masks not drawn again).
+    pub append_to: Option<PathBuf>,
+    pub seed: u64,
+}
+
+/// The mask table to write, what was drawn, and its provenance (with the pilot's and the
+/// appended table's sha256).
+pub struct SampledMasks {
+    pub table: MaskTable,
+    pub outcome: SampleOutcome,
+    /// Rows drawn now (the table also holds the appended rows).
+    pub new_rows: usize,
+    pub provenance: Provenance,
+}
+
+/// Id of an input file for provenance: the sha256 of its bytes.
+fn file_id(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// Draws the masks of `request` over `players` and makes the mask table.
+pub fn sample_mask_table(
+    players: &Players,
+    request: &MaskRequest,
+    mut provenance: Provenance,
+) -> Result<SampledMasks> {
+    let num_blocks = players.num_blocks();
+    let allocation = match &request.allocation {
+        AllocationSource::Neyman { pilot } => {
+            let table = read_evaluations(pilot)
+                .with_context(|| format!("reading the pilot table {}", pilot.display()))?;
+            if table.num_blocks != num_blocks {
+                bail!(
+                    "pilot table {} is for a model of {} blocks, not {num_blocks}",
+                    pilot.display(),
+                    table.num_blocks
+                );
+            }
+            let stats = pilot_from_values(
+                players,
+                table.rows.iter().map(|row| (&row.mask, row.utility)),
+            )
+            .with_context(|| format!("pilot table {}", pilot.display()))?;
+            provenance = provenance.with_input("pilot", &file_id(pilot)?);
+            Allocation::Neyman(stats)
+        }
+        AllocationSource::Equal => Allocation::Equal,
+        AllocationSource::Proportional => Allocation::Proportional,
+    };
+    let plan = SamplingPlan {
+        stratified: request.masks.map(|total_masks| StratifiedDesign {
+            strata: request.strata.clone(),
+            total_masks,
+            allocation,
+        }),
+        complement_pairs: request.complement_pairs,
+        enumerate: request.enumerate,
+        anchors: request.anchors,
+        permutation_chains: request.permutation_chains,
+    };
+
+    let existing = match &request.append_to {
+        Some(path) => {
+            let table = read_masks(path).with_context(|| {
+                format!("reading the mask table {} to append to", path.display())
+            })?;
+            if table.num_blocks != num_blocks {
+                bail!(
+                    "cannot append to {}: it holds masks of {} blocks, the model has {num_blocks}",
+                    path.display(),
+                    table.num_blocks
+                );
+            }
+            if table.fixed_blocks != players.fixed_blocks() {
+                bail!(
+                    "cannot append to {}: it fixes blocks {:?}, --fixed gives {:?}",
+                    path.display(),
+                    table.fixed_blocks,
+                    players.fixed_blocks()
+                );
+            }
+            provenance = provenance.with_input("appended", &file_id(path)?);
+            table.rows
+        }
+        None => Vec::new(),
+    };
+    let existing_masks: Vec<Mask> = existing.iter().map(|row| row.mask.clone()).collect();
+    let outcome = sample(
+        players,
+        &plan,
+        Existing {
+            masks: &existing_masks,
+            max_group_id: existing.iter().filter_map(|row| row.group_id).max(),
+        },
+        request.seed,
+    )?;
+
+    let new_rows = outcome.rows.len();
+    let mut rows = existing;
+    rows.extend(outcome.rows.iter().map(|row| MaskRow {
+        mask: row.mask.clone(),
+        design: row.design,
+        group_id: row.group_id,
+        position: row.position,
+    }));
+    Ok(SampledMasks {
+        table: MaskTable {
+            num_blocks,
+            fixed_blocks: players.fixed_blocks().to_vec(),
+            rows,
+        },
+        outcome,
+        new_rows,
+        provenance,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layerprune_tables::{write_evaluations, write_masks, EvaluationTable};
+
+    fn request(masks: usize, append_to: Option<PathBuf>) -> MaskRequest {
+        MaskRequest {
+            strata: StrataSpec::Removed(vec![1, 2]),
+            masks: Some(masks),
+            allocation: AllocationSource::Equal,
+            complement_pairs: true,
+            enumerate: false,
+            anchors: true,
+            permutation_chains: None,
+            append_to,
+            seed: 3,
+        }
+    }
+
+    fn provenance() -> Provenance {
+        Provenance::new("sample-masks", "0", vec![])
+    }
+
+    #[test]
+    fn an_appended_table_keeps_its_rows_and_gets_only_new_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let players = Players::new(8, &[0]).unwrap();
+        let first = sample_mask_table(&players, &request(6, None), provenance()).unwrap();
+        assert_eq!(first.new_rows, first.table.rows.len());
+        assert_eq!(first.table.fixed_blocks, vec![0]);
+        assert!(first.provenance.inputs.is_empty());
+        let path = dir.path().join("masks.parquet");
+        write_masks(&path, &first.table, &first.provenance).unwrap();
+
+        let mut more = request(6, Some(path.clone()));
+        more.anchors = false;
+        more.seed = 4;
+        let second = sample_mask_table(&players, &more, provenance()).unwrap();
+        assert_eq!(
+            second.table.rows[..first.table.rows.len()],
+            first.table.rows[..]
+        );
+        assert_eq!(
+            second.table.rows.len(),
+            first.table.rows.len() + second.new_rows
+        );
+        let mut masks: Vec<&Mask> = second.table.rows.iter().map(|row| &row.mask).collect();
+        masks.sort();
+        masks.dedup();
+        assert_eq!(masks.len(), second.table.rows.len(), "no mask drawn twice");
+        assert!(second.provenance.inputs.contains_key("appended"));
+
+        // Another player set may not be appended to.
+        let other = Players::new(8, &[0, 7]).unwrap();
+        let message = sample_mask_table(&other, &more, provenance())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("it fixes blocks [0], --fixed gives [0, 7]"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_pilot_of_another_model_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pilot = dir.path().join("pilot.parquet");
+        write_evaluations(&pilot, &EvaluationTable::new(6, "m", "d"), &provenance()).unwrap();
+        let mut neyman = request(6, None);
+        neyman.allocation = AllocationSource::Neyman {
+            pilot: pilot.clone(),
+        };
+        let players = Players::new(8, &[]).unwrap();
+        let message = sample_mask_table(&players, &neyman, provenance())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("is for a model of 6 blocks, not 8"),
+            "{message}"
+        );
+    }
+}

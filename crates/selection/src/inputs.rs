@@ -1,0 +1,429 @@
+//! The files `apply-prune` plans from, read and checked against each other: every input must
+//! describe one model (the same number of blocks, and the model the LLM runs where a file
+//! records one), and the fixed blocks recorded in the score table and the surrogate are kept
+//! with the ones asked for. [`PlanFiles::load`] reads them; [`LoadedPlanInputs::plans`] runs
+//! the method ([`choose_plans`]) and measures the plans on the LLM ([`measure_plans`]).
+//!
+//! This is the one module of the crate that reads files; the methods themselves never do.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use layerprune_core::Game;
+use layerprune_surrogate::{SavedSurrogate, Surrogate};
+use layerprune_tables::{
+    read_block_stats, read_plans, read_scores, BlockStatsTable, PlanTable, ScoreTable,
+};
+
+use crate::frontier::Budget;
+use crate::{
+    choose_plans, measure_plans, scores_from_table, BlockScores, FittedOn, Plan, PlanInputs,
+    PlanMethod, PlanOptions,
+};
+
+/// The files a plan is chosen from, and what to take from them.
+#[derive(Clone, Debug, Default)]
+pub struct PlanFiles {
+    /// Score table, for one-shot selection by `estimator`'s rows.
+    pub scores: Option<PathBuf>,
+    pub estimator: Option<String>,
+    /// Surrogate file: iterative and search; with other methods only each plan's prediction.
+    pub surrogate: Option<PathBuf>,
+    /// LLM evaluations charged to surrogate plans (default: the count the file records).
+    pub surrogate_evaluations: Option<u64>,
+    /// Block statistics table, for angular-run.
+    pub block_stats: Option<PathBuf>,
+    /// Earlier plans (from-plan), and the method to take when a k has several.
+    pub plans: Option<PathBuf>,
+    pub plan_method: Option<String>,
+    /// Blocks never removed, besides those recorded in the score table and the surrogate.
+    pub fixed: Vec<usize>,
+}
+
+/// The model the plans are for, when one is opened: what the files are checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelFacts<'a> {
+    pub dir: &'a Path,
+    pub model_id: &'a str,
+    pub num_blocks: usize,
+}
+
+/// The settings of the methods that are not read from a file.
+#[derive(Clone, Debug)]
+pub struct PlanSettings {
+    /// Numbers of blocks to remove, one plan each.
+    pub ks: Vec<usize>,
+    pub candidates: usize,
+    pub random_starts: usize,
+    pub permutation_pairs: usize,
+    pub budget: Budget,
+    pub seed: u64,
+}
+
+impl PlanFiles {
+    /// The method asked for; without one, one-shot when a score table is given.
+    pub fn method(&self, method: Option<PlanMethod>) -> Result<PlanMethod> {
+        match (method, &self.scores) {
+            (Some(method), _) => Ok(method),
+            (None, Some(_)) => Ok(PlanMethod::OneShot),
+            (None, None) => bail!("give --scores (one-shot) or --method"),
+        }
+    }
+
+    /// Refuses a method whose input is not given (`measured`: a model and tokens are given).
+    pub fn check(&self, method: PlanMethod, measured: bool) -> Result<()> {
+        let need = |present: bool, what: &str| {
+            if present {
+                Ok(())
+            } else {
+                Err(anyhow!("--method {method} needs {what}"))
+            }
+        };
+        match method {
+            PlanMethod::OneShot => {
+                need(self.scores.is_some(), "--scores")?;
+                need(self.estimator.is_some(), "--estimator")
+            }
+            PlanMethod::Iterative | PlanMethod::Search => {
+                need(self.surrogate.is_some(), "--surrogate")
+            }
+            PlanMethod::Sleb | PlanMethod::Adaptive => need(measured, "--model and --tokens"),
+            PlanMethod::AngularRun => need(self.block_stats.is_some(), "--block-stats"),
+            PlanMethod::FromPlan => need(self.plans.is_some(), "--plans"),
+        }
+    }
+
+    /// Every file given, for the check that no output replaces one.
+    pub fn paths(&self) -> Vec<&Path> {
+        [
+            &self.scores,
+            &self.surrogate,
+            &self.block_stats,
+            &self.plans,
+        ]
+        .into_iter()
+        .filter_map(|path| path.as_deref())
+        .collect()
+    }
+
+    /// Reads the files `method` uses (the surrogate and earlier plans whenever given), checking
+    /// that they and `model` describe one model.
+    pub fn load(
+        &self,
+        method: PlanMethod,
+        model: Option<ModelFacts<'_>>,
+    ) -> Result<LoadedPlanInputs> {
+        let mut count = BlockCount::default();
+        if let Some(model) = &model {
+            count.agree(model.num_blocks, model.dir, "model")?;
+        }
+        let same_model = |path: &Path, recorded: &str, what: &str| -> Result<()> {
+            match &model {
+                Some(model) if !recorded.is_empty() && recorded != model.model_id => bail!(
+                    "{}{what} ({recorded}) than {} ({})",
+                    path.display(),
+                    model.dir.display(),
+                    model.model_id
+                ),
+                _ => Ok(()),
+            }
+        };
+        let mut fixed = self.fixed.clone();
+        let surrogate = match &self.surrogate {
+            Some(path) => {
+                let saved = SavedSurrogate::load(path)?;
+                count.agree(saved.surrogate.num_players(), path, "surrogate")?;
+                same_model(
+                    path,
+                    &saved.model_id,
+                    " was fitted on evaluations of another model",
+                )?;
+                fixed.extend(&saved.fixed_blocks);
+                Some(saved)
+            }
+            None => None,
+        };
+        let scores = match (&self.scores, method) {
+            (Some(path), PlanMethod::OneShot) => {
+                let table = read_scores(path)?;
+                count.agree(table.num_blocks, path, "score table")?;
+                same_model(
+                    path,
+                    &table.model_id,
+                    ": the scores were measured on another model",
+                )?;
+                fixed.extend(&table.fixed_blocks);
+                Some(self.one_shot_scores(&table, path)?)
+            }
+            _ => None,
+        };
+        let block_stats = match (&self.block_stats, method) {
+            (Some(path), PlanMethod::AngularRun) => {
+                let table = read_block_stats(path)?;
+                count.agree(table.num_blocks, path, "block statistics table")?;
+                Some(table)
+            }
+            _ => None,
+        };
+        let earlier_plans = match &self.plans {
+            Some(path) => {
+                let table = read_plans(path)?;
+                count.agree(table.num_blocks, path, "plan table")?;
+                Some(table)
+            }
+            None => None,
+        };
+        let Some(num_blocks) = count.num_blocks else {
+            bail!("no input says how many blocks the model has");
+        };
+        fixed.sort_unstable();
+        fixed.dedup();
+        let surrogate_evaluations = surrogate.as_ref().map_or(0, |saved| {
+            self.surrogate_evaluations
+                .unwrap_or(saved.fitted_on_evaluations)
+        });
+        Ok(LoadedPlanInputs {
+            method,
+            num_blocks,
+            fixed,
+            scores,
+            surrogate,
+            surrogate_evaluations,
+            block_stats,
+            earlier_plans,
+            plans_path: self.plans.clone(),
+            plan_method: self.plan_method.clone(),
+        })
+    }
+
+    fn one_shot_scores(&self, table: &ScoreTable, path: &Path) -> Result<BlockScores> {
+        let estimator = self.estimator.as_deref().unwrap_or_default();
+        scores_from_table(table, estimator, table.num_blocks)
+            .with_context(|| path.display().to_string())
+    }
+}
+
+/// The block count every input must agree on, with where it came from.
+#[derive(Default)]
+struct BlockCount {
+    num_blocks: Option<usize>,
+    source: String,
+}
+
+impl BlockCount {
+    fn agree(&mut self, num_blocks: usize, source: &Path, what: &str) -> Result<()> {
+        match self.num_blocks {
+            Some(expected) if expected != num_blocks => bail!(
+                "{}: the {what} is for a model of {num_blocks} blocks, but {} has {expected}",
+                source.display(),
+                self.source
+            ),
+            Some(_) => Ok(()),
+            None => {
+                self.num_blocks = Some(num_blocks);
+                self.source = source.display().to_string();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The inputs of one `apply-prune` run, read and checked.
+#[derive(Debug)]
+pub struct LoadedPlanInputs {
+    pub method: PlanMethod,
+    /// The model's number of blocks, as every input says.
+    pub num_blocks: usize,
+    /// The blocks never removed: those asked for and those recorded in the files, ascending.
+    pub fixed: Vec<usize>,
+    pub scores: Option<BlockScores>,
+    pub surrogate: Option<SavedSurrogate>,
+    /// LLM evaluations charged to the surrogate's plans.
+    pub surrogate_evaluations: u64,
+    pub block_stats: Option<BlockStatsTable>,
+    pub earlier_plans: Option<PlanTable>,
+    plans_path: Option<PathBuf>,
+    plan_method: Option<String>,
+}
+
+impl LoadedPlanInputs {
+    /// One plan per k by the method, and with `game` (the LLM valuing masks as −NLL) every
+    /// plan measured.
+    pub fn plans(
+        &self,
+        settings: &PlanSettings,
+        mut game: Option<&mut dyn Game>,
+    ) -> Result<Vec<Plan>> {
+        let method = self.method;
+        let options = PlanOptions {
+            num_blocks: self.num_blocks,
+            ks: settings.ks.clone(),
+            fixed: self.fixed.clone(),
+            candidates: settings.candidates,
+            random_starts: settings.random_starts,
+            permutation_pairs: settings.permutation_pairs,
+            budget: settings.budget,
+            seed: settings.seed,
+        };
+        let mut inputs = PlanInputs {
+            scores: self.scores.as_ref(),
+            surrogate: self.surrogate.as_ref().map(|saved| FittedOn {
+                surrogate: &saved.surrogate,
+                llm_evaluations: self.surrogate_evaluations,
+            }),
+            block_stats: self.block_stats.as_ref(),
+            earlier_plans: self.earlier_plans.as_ref(),
+            plan_method: self.plan_method.as_deref(),
+            game: game.as_mut().map(|g| &mut **g as &mut dyn Game),
+        };
+        let mut plans = choose_plans(method, &mut inputs, &options).with_context(|| {
+            match (method, &self.plans_path) {
+                (PlanMethod::FromPlan, Some(path)) => path.display().to_string(),
+                _ => format!("--method {method}"),
+            }
+        })?;
+        if let Some(game) = game {
+            measure_plans(game, &mut plans, self.num_blocks)?;
+        }
+        Ok(plans)
+    }
+
+    /// The plans as a plan table.
+    pub fn table(&self, plans: &[Plan]) -> Result<PlanTable> {
+        Ok(PlanTable {
+            num_blocks: self.num_blocks,
+            rows: plans
+                .iter()
+                .map(|plan| plan.to_row())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layerprune_tables::{write_scores, Provenance, ScoreRow};
+
+    /// A score table of 6 blocks for estimator `e` (block b scores b, so the lowest are
+    /// removed first), fixing block 0, measured on `model_id`.
+    fn score_file(dir: &Path, name: &str, num_blocks: usize, model_id: &str) -> PathBuf {
+        let path = dir.join(name);
+        let rows = (1..num_blocks)
+            .map(|block| ScoreRow {
+                block: block as u32,
+                estimate: block as f64,
+                std_error: None,
+                ci_low: None,
+                ci_high: None,
+                estimator: "e".into(),
+                llm_evaluations: 10,
+            })
+            .collect();
+        let table = ScoreTable {
+            num_blocks,
+            fixed_blocks: vec![0],
+            model_id: model_id.into(),
+            dataset_id: String::new(),
+            rows,
+        };
+        write_scores(&path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+        path
+    }
+
+    fn one_shot(scores: PathBuf, fixed: Vec<usize>) -> PlanFiles {
+        PlanFiles {
+            scores: Some(scores),
+            estimator: Some("e".into()),
+            fixed,
+            ..PlanFiles::default()
+        }
+    }
+
+    fn settings(ks: Vec<usize>) -> PlanSettings {
+        PlanSettings {
+            ks,
+            candidates: 8,
+            random_starts: 16,
+            permutation_pairs: 512,
+            budget: Budget::OfSleb(1.0),
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn one_shot_plans_from_a_score_table_keep_its_fixed_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = one_shot(score_file(dir.path(), "s.parquet", 6, "m"), vec![1]);
+        let method = files.method(None).unwrap();
+        assert_eq!(method, PlanMethod::OneShot);
+        files.check(method, false).unwrap();
+        let loaded = files.load(method, None).unwrap();
+        assert_eq!(loaded.num_blocks, 6);
+        // --fixed 1 and the table's block 0.
+        assert_eq!(loaded.fixed, vec![0, 1]);
+        let plans = loaded.plans(&settings(vec![1, 2]), None).unwrap();
+        let removed: Vec<Vec<usize>> = plans.iter().map(|p| p.removed.clone()).collect();
+        assert_eq!(removed, vec![vec![2], vec![2, 3]]);
+        assert!(plans.iter().all(|p| p.measured_nll.is_none()));
+        let table = loaded.table(&plans).unwrap();
+        assert_eq!((table.num_blocks, table.rows.len()), (6, 2));
+    }
+
+    #[test]
+    fn inputs_of_another_model_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = one_shot(score_file(dir.path(), "s.parquet", 6, "m"), vec![]);
+        let model_dir = dir.path().join("model");
+        let model = |num_blocks, model_id| ModelFacts {
+            dir: &model_dir,
+            model_id,
+            num_blocks,
+        };
+        let message = files
+            .load(PlanMethod::OneShot, Some(model(8, "m")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("the score table is for a model of 6 blocks")
+                && message.contains(&format!("{} has 8", model_dir.display())),
+            "{message}"
+        );
+        let message = files
+            .load(PlanMethod::OneShot, Some(model(6, "other")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("the scores were measured on another model (m) than"),
+            "{message}"
+        );
+        files
+            .load(PlanMethod::OneShot, Some(model(6, "m")))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_method_without_its_input_is_refused() {
+        let files = PlanFiles::default();
+        assert!(files
+            .method(None)
+            .unwrap_err()
+            .to_string()
+            .contains("give --scores (one-shot) or --method"));
+        for (method, needle) in [
+            (PlanMethod::Search, "--surrogate"),
+            (PlanMethod::Sleb, "--model and --tokens"),
+            (PlanMethod::AngularRun, "--block-stats"),
+            (PlanMethod::FromPlan, "--plans"),
+        ] {
+            let message = files.check(method, false).unwrap_err().to_string();
+            assert_eq!(message, format!("--method {method} needs {needle}"));
+        }
+        files.check(PlanMethod::Sleb, true).unwrap();
+        assert!(files
+            .load(PlanMethod::Sleb, None)
+            .unwrap_err()
+            .to_string()
+            .contains("no input says how many blocks"));
+    }
+}

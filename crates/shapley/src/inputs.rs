@@ -1,0 +1,398 @@
+//! The files the `shapley` stage scores from, read and checked to describe one game: the same
+//! number of blocks, the same model and token table where both the evaluation table and the
+//! surrogate record them, and one player set (the fixed blocks each file records, and
+//! `--fixed-blocks` if given, must agree). [`ScoreFiles::load`] reads them;
+//! [`ScoreInputs::estimate`] runs estimators of the registry on them and
+//! [`ScoreInputs::table`] makes the score table.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use layerprune_core::{Mask, Objective, Players};
+use layerprune_surrogate::{SavedSurrogate, Surrogate};
+use layerprune_tables::{read_evaluations, read_masks, Provenance, ScoreRow, ScoreTable};
+
+use crate::{
+    estimate, DesignRow, Estimates, Estimator, EstimatorInputs, EstimatorOptions, RecordedDesign,
+};
+
+/// The input files of a scoring run and what to read from them.
+#[derive(Clone, Debug)]
+pub struct ScoreFiles {
+    /// Evaluation table (masks valued on the LLM).
+    pub evaluations: Option<PathBuf>,
+    /// Fitted surrogate (fit-surrogate's JSON).
+    pub surrogate: Option<PathBuf>,
+    /// Mask table: the design (permutation chains, complement pairs) and the fixed blocks.
+    pub masks: Option<PathBuf>,
+    /// The evaluation table's value column the estimators read.
+    pub value: Objective,
+    /// The player set's fixed blocks, when given: must repeat what the files record.
+    pub fixed_blocks: Option<Vec<usize>>,
+}
+
+/// The inputs, read and checked to describe one model and one player set.
+pub struct ScoreInputs {
+    pub players: Players,
+    /// `(block mask, value)` rows of the evaluation table, in table order.
+    pub evaluations: Option<Vec<(Mask, f64)>>,
+    pub surrogate: Option<SavedSurrogate>,
+    pub design: Option<RecordedDesign>,
+    /// The model and token table the values were measured with, where a file records them.
+    pub game_ids: (String, String),
+}
+
+fn shown(path: &Option<PathBuf>) -> std::path::Display<'_> {
+    path.as_deref().unwrap_or(Path::new("")).display()
+}
+
+impl ScoreFiles {
+    /// Every file given, for the check that the output replaces none.
+    pub fn paths(&self) -> Vec<&Path> {
+        [&self.evaluations, &self.surrogate, &self.masks]
+            .into_iter()
+            .filter_map(|path| path.as_deref())
+            .collect()
+    }
+
+    /// Reads the files and checks they describe one game.
+    pub fn load(&self) -> Result<ScoreInputs> {
+        let evaluations = self
+            .evaluations
+            .as_deref()
+            .map(read_evaluations)
+            .transpose()?;
+        let surrogate = self
+            .surrogate
+            .as_deref()
+            .map(|path| {
+                SavedSurrogate::load(path).with_context(|| format!("loading {}", path.display()))
+            })
+            .transpose()?;
+        let masks = self.masks.as_deref().map(read_masks).transpose()?;
+        let sizes: Vec<(&str, usize)> = [
+            evaluations.as_ref().map(|t| ("evaluations", t.num_blocks)),
+            surrogate
+                .as_ref()
+                .map(|s| ("surrogate", s.surrogate.num_players())),
+            masks.as_ref().map(|t| ("masks", t.num_blocks)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let Some(&(_, num_blocks)) = sizes.first() else {
+            bail!("give --evaluations and/or --surrogate");
+        };
+        if let Some((name, n)) = sizes.iter().find(|(_, n)| *n != num_blocks) {
+            bail!(
+                "the inputs disagree on the number of blocks: {name} has {n}, {} has {num_blocks}",
+                sizes[0].0
+            );
+        }
+
+        if let (Some(table), Some(saved)) = (&evaluations, &surrogate) {
+            for (what, theirs, ours) in [
+                ("model", &saved.model_id, &table.model_id),
+                ("token table", &saved.dataset_id, &table.dataset_id),
+            ] {
+                if !theirs.is_empty() && theirs != ours {
+                    bail!(
+                        "{} was fitted on evaluations of another {what} ({theirs}) than {} ({ours})",
+                        shown(&self.surrogate),
+                        shown(&self.evaluations)
+                    );
+                }
+            }
+        }
+        // The player set is recorded in the files; a flag may only repeat it.
+        let mut recorded: Vec<(String, Vec<usize>)> = Vec::new();
+        if let (Some(path), Some(table)) = (&self.masks, &masks) {
+            recorded.push((path.display().to_string(), table.fixed_blocks.clone()));
+        }
+        if let (Some(path), Some(table)) = (&self.evaluations, &evaluations) {
+            recorded.push((path.display().to_string(), table.fixed_blocks.clone()));
+        }
+        if let (Some(path), Some(saved)) = (&self.surrogate, &surrogate) {
+            recorded.push((path.display().to_string(), saved.fixed_blocks.clone()));
+        }
+        if let Some(fixed) = &self.fixed_blocks {
+            let mut fixed = fixed.clone();
+            fixed.sort_unstable();
+            fixed.dedup();
+            recorded.push(("--fixed-blocks".into(), fixed));
+        }
+        let fixed = match recorded.split_first() {
+            None => Vec::new(),
+            Some(((source, fixed), rest)) => {
+                if let Some((other, theirs)) = rest.iter().find(|(_, f)| f != fixed) {
+                    bail!(
+                        "{source} fixes blocks {fixed:?} but {other} fixes {theirs:?}: the inputs \
+                         come from different games"
+                    );
+                }
+                fixed.clone()
+            }
+        };
+        let players = Players::new(num_blocks, &fixed)?;
+        let design = masks
+            .as_ref()
+            .map(|table| {
+                let rows = table.rows.iter().map(|row| DesignRow {
+                    design: row.design,
+                    group_id: row.group_id,
+                    position: row.position.unwrap_or(0),
+                    mask: &row.mask,
+                });
+                RecordedDesign::from_rows(rows, &players)
+            })
+            .transpose()
+            .with_context(|| format!("{}", shown(&self.masks)))?;
+        let game_ids = evaluations
+            .as_ref()
+            .map(|t| (t.model_id.clone(), t.dataset_id.clone()))
+            .or_else(|| {
+                surrogate
+                    .as_ref()
+                    .map(|s| (s.model_id.clone(), s.dataset_id.clone()))
+            })
+            .unwrap_or_default();
+        let evaluations = evaluations
+            .map(|table| -> Result<Vec<(Mask, f64)>> {
+                let values = table
+                    .values(self.value)
+                    .with_context(|| format!("{}", shown(&self.evaluations)))?;
+                Ok(table
+                    .rows
+                    .iter()
+                    .map(|row| row.mask.clone())
+                    .zip(values)
+                    .collect())
+            })
+            .transpose()?;
+        Ok(ScoreInputs {
+            players,
+            evaluations,
+            surrogate,
+            design,
+            game_ids,
+        })
+    }
+
+    /// `provenance` with the sha256 of each input file.
+    pub fn provenance(&self, mut provenance: Provenance) -> Result<Provenance> {
+        for (role, path) in [
+            ("evaluations", &self.evaluations),
+            ("surrogate", &self.surrogate),
+            ("masks", &self.masks),
+        ] {
+            if let Some(path) = path {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                provenance = provenance.with_input(role, &layerprune_core::sha256_hex(&bytes));
+            }
+        }
+        Ok(provenance)
+    }
+}
+
+impl ScoreInputs {
+    /// The LLM evaluations behind a surrogate estimate: the surrogate's own record of what it
+    /// was fitted on, else the evaluation table's size.
+    pub fn surrogate_evaluations(&self) -> usize {
+        self.surrogate
+            .as_ref()
+            .map(|s| s.fitted_on_evaluations as usize)
+            .filter(|&n| n > 0)
+            .or_else(|| self.evaluations.as_ref().map(Vec::len))
+            .unwrap_or(0)
+    }
+
+    /// Runs each estimator in turn; `note` gets each one's notes as it finishes.
+    pub fn estimate(
+        &self,
+        estimators: &[Estimator],
+        options: &EstimatorOptions,
+        note: &mut dyn FnMut(&str),
+    ) -> Result<Vec<Estimates>> {
+        let mut inputs = EstimatorInputs {
+            evaluations: self.evaluations.as_deref(),
+            design: self.design.as_ref(),
+            surrogate: self
+                .surrogate
+                .as_ref()
+                .map(|s| &s.surrogate as &dyn Surrogate),
+            surrogate_evaluations: self.surrogate_evaluations(),
+        };
+        let mut all = Vec::new();
+        for &which in estimators {
+            let estimated = estimate(which, &mut inputs, &self.players, options)?;
+            for text in &estimated.notes {
+                note(text);
+            }
+            all.extend(estimated.estimates);
+        }
+        Ok(all)
+    }
+
+    /// The score table of `all`: one row per player block per estimate, the fixed blocks and
+    /// the game's ids in its metadata.
+    pub fn table(&self, all: &[Estimates]) -> ScoreTable {
+        let mut rows = Vec::new();
+        for estimates in all {
+            for (index, &block) in estimates.blocks.iter().enumerate() {
+                let interval = estimates.ci95(index);
+                rows.push(ScoreRow {
+                    block: block as u32,
+                    estimate: estimates.values[index],
+                    std_error: estimates.std_errors.as_ref().map(|se| se[index]),
+                    ci_low: interval.map(|i| i.0),
+                    ci_high: interval.map(|i| i.1),
+                    estimator: estimates.estimator.clone(),
+                    llm_evaluations: estimates.llm_evaluations as u64,
+                });
+            }
+        }
+        ScoreTable {
+            num_blocks: self.players.num_blocks(),
+            fixed_blocks: self.players.fixed_blocks().to_vec(),
+            model_id: self.game_ids.0.clone(),
+            dataset_id: self.game_ids.1.clone(),
+            rows,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layerprune_core::synthetic::AdditiveGame;
+    use layerprune_core::{Design, Game};
+    use layerprune_tables::{write_evaluations, write_masks, EvaluationRow, EvaluationTable};
+    use layerprune_tables::{MaskRow, MaskTable};
+
+    const BLOCKS: usize = 5;
+
+    /// Every mask over the players of 5 blocks with `fixed` fixed, valued by an additive game
+    /// (block b worth b + 1), as an evaluation table; and a mask table of the same masks.
+    fn write_inputs(dir: &Path, fixed: &[usize], masks_fixed: &[usize]) -> ScoreFiles {
+        let players = Players::new(BLOCKS, fixed).unwrap();
+        let n = players.len();
+        let masks: Vec<Mask> = (0..1usize << n)
+            .map(|bits| {
+                players.lift(&Mask::from_kept(
+                    (0..n).map(|i| bits >> i & 1 == 1).collect(),
+                ))
+            })
+            .collect();
+        let mut game = AdditiveGame::new((1..=BLOCKS).map(|b| b as f64).collect(), 0.0);
+        let values = game.values(&masks).unwrap();
+        let mut table = EvaluationTable::new(BLOCKS, "model", "data");
+        table.complete = true;
+        table.fixed_blocks = fixed.to_vec();
+        table
+            .append(masks.iter().zip(&values).map(|(m, &v)| EvaluationRow {
+                mask: m.clone(),
+                nll: -v,
+                ppl: (-v).exp(),
+                utility: v,
+                tokens_scored: 1,
+                seconds: 0.0,
+            }))
+            .unwrap();
+        let provenance = Provenance::new("test", "0", vec![]);
+        let evaluations = dir.join("evals.parquet");
+        write_evaluations(&evaluations, &table, &provenance).unwrap();
+        let mask_table = MaskTable {
+            num_blocks: BLOCKS,
+            fixed_blocks: masks_fixed.to_vec(),
+            rows: masks
+                .iter()
+                .map(|mask| MaskRow {
+                    mask: mask.clone(),
+                    design: Design::Enumeration,
+                    group_id: None,
+                    position: None,
+                })
+                .collect(),
+        };
+        let masks = dir.join("masks.parquet");
+        write_masks(&masks, &mask_table, &provenance).unwrap();
+        ScoreFiles {
+            evaluations: Some(evaluations),
+            surrogate: None,
+            masks: Some(masks),
+            value: Objective::Utility,
+            fixed_blocks: None,
+        }
+    }
+
+    #[test]
+    fn the_files_player_set_is_scored_into_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_inputs(dir.path(), &[0], &[0]);
+        assert_eq!(files.paths().len(), 2);
+        let inputs = files.load().unwrap();
+        assert_eq!(inputs.players.blocks(), &[1, 2, 3, 4]);
+        assert_eq!(inputs.game_ids, ("model".into(), "data".into()));
+        assert_eq!(inputs.surrogate_evaluations(), 16);
+        let options = EstimatorOptions {
+            samples: 100,
+            strata: None,
+            seed: 0,
+        };
+        let mut notes = Vec::new();
+        let all = inputs
+            .estimate(&[Estimator::Exact], &options, &mut |n| {
+                notes.push(n.to_string())
+            })
+            .unwrap();
+        // Exact Shapley and Banzhaf of an additive game: each block's own worth.
+        assert_eq!(all.len(), 2);
+        let table = inputs.table(&all);
+        assert_eq!(
+            (table.num_blocks, table.fixed_blocks.clone()),
+            (BLOCKS, vec![0])
+        );
+        assert_eq!(table.rows.len(), 2 * 4);
+        for row in &table.rows {
+            assert!(
+                (row.estimate - f64::from(row.block + 1)).abs() < 1e-9,
+                "{row:?}"
+            );
+            assert_eq!(row.llm_evaluations, 16);
+        }
+        let provenance = files
+            .provenance(Provenance::new("shapley", "0", vec![]))
+            .unwrap();
+        assert_eq!(provenance.inputs.len(), 2);
+    }
+
+    #[test]
+    fn files_of_different_games_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_inputs(dir.path(), &[0], &[0, 1]);
+        let message = files.load().err().unwrap().to_string();
+        assert!(
+            message.contains("fixes blocks [0, 1] but") && message.contains("fixes [0]"),
+            "{message}"
+        );
+        let files = ScoreFiles {
+            fixed_blocks: Some(vec![2]),
+            masks: None,
+            ..write_inputs(dir.path(), &[0], &[0])
+        };
+        let message = files.load().err().unwrap().to_string();
+        assert!(message.contains("--fixed-blocks fixes [2]"), "{message}");
+        let none = ScoreFiles {
+            evaluations: None,
+            masks: None,
+            ..files
+        };
+        assert!(none
+            .load()
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("give --evaluations and/or --surrogate"));
+    }
+}

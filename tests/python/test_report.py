@@ -1,0 +1,136 @@
+"""The report tools (tools/report, tools/tasks/summarize.py) on a small made-up run folder: the
+results table, every figure (matplotlib, tools/report/plots.py) written into the run folder
+and nowhere else, the frontier table and plot, and the masks of plan tables with and without
+their mask_id column. Needs pyarrow and matplotlib, not torch."""
+
+import csv
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = ROOT / "tools" / "report"
+NUM_BLOCKS = 6
+
+
+def write(path: Path, columns: dict, metadata: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(columns).replace_schema_metadata(
+        {f"layerprune.{k}": str(v) for k, v in metadata.items()})
+    pq.write_table(table, path)
+
+
+def mask_id(removed):
+    return "".join("0" if b in removed else "1" for b in range(NUM_BLOCKS))
+
+
+def plan_table(path: Path, plans, with_mask_id=True):
+    columns = {
+        "method": [p[0] for p in plans],
+        "k": pa.array([len(p[1]) for p in plans], pa.uint32()),
+        "removed_blocks": pa.array([p[1] for p in plans], pa.list_(pa.uint32())),
+        "predicted_utility": pa.array([None] * len(plans), pa.float64()),
+        "measured_nll": [p[2] for p in plans],
+        "measured_ppl": [2.718281828 ** p[2] for p in plans],
+        "llm_evaluations": pa.array([5] * len(plans), pa.uint64()),
+    }
+    if with_mask_id:
+        columns["mask_id"] = [mask_id(p[1]) for p in plans]
+    write(path, columns, {"table": "plans", "format_version": 1, "num_blocks": NUM_BLOCKS})
+
+
+def make_run(run: Path):
+    plan_table(run / "plans" / "sleb.parquet", [("sleb", [4], 3.1), ("sleb", [3, 4], 3.4)])
+    plan_table(run / "plans" / "shapley.parquet",
+               [("one-shot:surrogate-shapley", [5], 3.2), ("one-shot:surrogate-shapley", [4, 5], 3.6)],
+               with_mask_id=False)
+    write(run / "full-eval.parquet",
+          {"mask_id": ["1" * NUM_BLOCKS], "nll": [3.0], "ppl": [2.718281828 ** 3],
+           "tokens_scored": pa.array([124], pa.uint64())},
+          {"table": "evaluations", "format_version": 1})
+    write(run / "tokens-eval.parquet", {"window_index": pa.array([0], pa.uint32())},
+          {"table": "tokens", "format_version": 1, "source": "held-out passages"})
+    blocks = list(range(NUM_BLOCKS))
+    write(run / "scores-published.parquet",
+          {"block": pa.array(blocks, pa.uint32()), "estimate": [0.1 * b for b in blocks],
+           "std_error": [0.01] * NUM_BLOCKS, "ci_low": [0.1 * b - 0.02 for b in blocks],
+           "ci_high": [0.1 * b + 0.02 for b in blocks],
+           "estimator": ["stratified-semivalue"] * NUM_BLOCKS},
+          {"table": "scores", "format_version": 1})
+    write(run / "scores-baselines.parquet",
+          {"block": pa.array(blocks * 2, pa.uint32()), "estimate": [1.0 - 0.1 * b for b in blocks * 2],
+           "std_error": pa.array([None] * 2 * NUM_BLOCKS, pa.float64()),
+           "ci_low": pa.array([None] * 2 * NUM_BLOCKS, pa.float64()),
+           "ci_high": pa.array([None] * 2 * NUM_BLOCKS, pa.float64()),
+           "estimator": ["block-influence"] * NUM_BLOCKS + ["angular"] * NUM_BLOCKS},
+          {"table": "scores", "format_version": 1})
+    write(run / "surrogate-metrics.parquet",
+          {"surrogate": ["mlp"] * 3, "target": ["utility"] * 3,
+           "fold": pa.array([0, 1, -1], pa.int32()), "r2": [0.5, 0.7, 0.6],
+           "spearman": [0.8, 0.9, 0.85]},
+          {"table": "surrogate_metrics", "format_version": 1})
+
+
+def is_svg(path: Path):
+    root = ET.parse(path).getroot()
+    assert root.tag.endswith("svg"), root.tag
+
+
+def test_summarize_writes_the_table_and_every_figure_into_the_run(tmp_path):
+    run = tmp_path / "run"
+    make_run(run)
+    subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
+                    "--methods", "sleb", "shapley", "--out", str(run / "results-table.md"),
+                    "--plot-dir", str(run / "plots")], check=True, capture_output=True)
+    table = (run / "results-table.md").read_text()
+    assert "held-out passages" in table
+    assert "| sleb | 22.20 (5) | 29.96 (5) |" in table
+    assert "- shapley: k=1: [5]; k=2: [4, 5]" in table
+    figures = sorted(p.name for p in (run / "plots").iterdir())
+    assert figures == ["contributions.svg", "ppl-vs-k.svg", "surrogate-fit.svg"]
+    for name in figures:
+        is_svg(run / "plots" / name)
+    # Reproducible: the same tables give the same bytes.
+    first = (run / "plots" / "ppl-vs-k.svg").read_bytes()
+    subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
+                    "--methods", "sleb", "shapley", "--out", str(run / "results-table.md"),
+                    "--plot-dir", str(run / "plots")], check=True, capture_output=True)
+    assert (run / "plots" / "ppl-vs-k.svg").read_bytes() == first
+    # Nothing was written outside the run folder.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_frontier_table_and_plot(tmp_path):
+    path = tmp_path / "frontier.csv"
+    fields = ["method", "k", "calibration_set", "llm_evaluations", "removed_blocks",
+              "calibration_ppl", "lambada_ppl", "recommended", "budget"]
+    rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "")]
+    for k in (1, 2):
+        rows += [("sleb", k, "c0", 10 * k, "4", 25.0 * k, 26.0 * k, "false", ""),
+                 ("adaptive", k, "c0", 5 * k, "4", 25.0 * k, 26.5 * k, "true", 8 * k),
+                 ("adaptive", k, "c0", 9 * k, "4", 24.0 * k, 25.5 * k, "true", 16 * k),
+                 ("reverse", k, "c0", 1, "5", 500.0, 900.0, "false", ""),
+                 ("best-known", k, "c0", 30, "4", 24.0 * k, 25.5 * k, "false", "")]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        writer.writerows(rows)
+    subprocess.run([sys.executable, str(REPORT / "frontier.py"), str(path),
+                    "--out", str(tmp_path / "frontier.md"), "--plot", str(tmp_path / "frontier.svg")],
+                   check=True, capture_output=True)
+    assert "### k = 2" in (tmp_path / "frontier.md").read_text()
+    is_svg(tmp_path / "frontier.svg")
+
+
+def test_task_labels_use_the_plans_mask_id(tmp_path):
+    run = tmp_path / "run"
+    make_run(run)
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "tasks" / "summarize.py"), "masks",
+                          str(run / "plans" / "sleb.parquet"), str(run / "plans" / "shapley.parquet")],
+                         check=True, capture_output=True, text=True).stdout
+    assert out.split("\n") == ["111101 sleb 1", "111001 sleb 2",
+                               "111110 shapley 1", "111100 shapley 2", ""]
