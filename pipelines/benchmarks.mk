@@ -57,7 +57,10 @@ $(EXACT)/accuracy/summary.md: $(EXACT)/evaluations.parquet
 	$(BIN)/examples/estimator_accuracy \
 	  --evaluations $< --seeds 10 --out $(dir $@)
 
-exact-game: ort $(EXACT)/accuracy/summary.md
+$(EXACT)/accuracy/rmse.svg: $(EXACT)/accuracy/summary.md | venv-report
+	$(VENV_REPORT)/bin/python tools/report/plots.py estimator-rmse $(EXACT)/accuracy/results.csv $@
+
+exact-game: ort $(EXACT)/accuracy/summary.md $(EXACT)/accuracy/rmse.svg
 	cat $(EXACT)/accuracy/summary.md
 
 .PHONY: bench exact-game

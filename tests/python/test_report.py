@@ -126,6 +126,21 @@ def test_frontier_table_and_plot(tmp_path):
     is_svg(tmp_path / "frontier.svg")
 
 
+def test_estimator_rmse_plot(tmp_path):
+    results = tmp_path / "results.csv"
+    results.write_text("estimator,budget,seed,evaluations,rmse,spearman,rmse_own,surrogate_r2\n"
+                       + "".join(f"{e},{b},{s},{b},{r / b:.6e},0.9,0,\n"
+                                 for e, r in (("permutation", 1.0), ("kernel-shap", 0.5))
+                                 for b in (64, 256) for s in (0, 1)))
+    subprocess.run([sys.executable, str(REPORT / "plots.py"), "estimator-rmse", str(results),
+                    str(tmp_path / "rmse.svg")], check=True, capture_output=True)
+    is_svg(tmp_path / "rmse.svg")
+    assert "kernel-shap" in (tmp_path / "rmse.svg").read_text()
+    bad = subprocess.run([sys.executable, str(REPORT / "plots.py"), "nonsense"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "usage" in bad.stderr
+
+
 def test_task_labels_use_the_plans_mask_id(tmp_path):
     run = tmp_path / "run"
     make_run(run)

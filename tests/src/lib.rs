@@ -38,6 +38,39 @@ pub fn every_mask(num_blocks: usize) -> Vec<layerprune_core::Mask> {
         .collect()
 }
 
+/// Every mask over `players` (all 2^n, lifted onto their blocks), valued by `game`, as a
+/// complete evaluation table recording the fixed blocks, written to `path` (model id "model",
+/// dataset id "data"); returns the masks. What the shapley stage and its estimators replay.
+pub fn write_every_player_mask(
+    path: &std::path::Path,
+    game: &mut dyn layerprune_core::Game,
+    players: &layerprune_core::Players,
+    tokens_scored: u64,
+) -> Vec<layerprune_core::Mask> {
+    use layerprune_tables::{EvaluationRow, EvaluationTable, Provenance};
+    let masks: Vec<_> = every_mask(players.len())
+        .iter()
+        .map(|mask| players.lift(mask))
+        .collect();
+    let values = game.values(&masks).unwrap();
+    let mut table = EvaluationTable::new(players.num_blocks(), "model", "data");
+    table.complete = true;
+    table.fixed_blocks = players.fixed_blocks().to_vec();
+    table
+        .append(masks.iter().zip(&values).map(|(m, &v)| EvaluationRow {
+            mask: m.clone(),
+            nll: -v,
+            ppl: (-v).exp(),
+            utility: v,
+            tokens_scored,
+            seconds: 0.0,
+        }))
+        .unwrap();
+    let provenance = Provenance::new("test", "0", vec![]);
+    layerprune_tables::write_evaluations(path, &table, &provenance).unwrap();
+    masks
+}
+
 /// Every file under `dir` with its bytes (a symbolic link as its target's name, not followed):
 /// compared before and after a refused run to show nothing under `dir` changed.
 pub fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {

@@ -8,6 +8,10 @@ Each function writes one SVG (or PNG, by the file's suffix) and returns its path
   surrogate_fit   cross-validated R² and Spearman per surrogate and target (fit-surrogate's
                   metrics tables): one dot per fold, a bar for the mean over folds
   frontier        held-out perplexity against the LLM evaluations each method used, per k
+  estimator_rmse  mean RMSE against exact Shapley values by budget, one line per estimator
+                  (the `results.csv` of the estimator_accuracy example; `make exact-game`)
+
+Command line (for Make): python plots.py estimator-rmse RESULTS_CSV OUT.svg
 
 The SVGs are reproducible: no date in their metadata and a fixed id salt, so rerunning a report
 on the same tables writes the same bytes.
@@ -186,3 +190,40 @@ def frontier(path, panels, column, methods):
                  f"(mean over calibration sets)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def estimator_rmse(path, results_csv):
+    """Mean RMSE over seeds against the budget (LLM evaluations), log-log, one line per
+    estimator, from the estimator_accuracy example's results.csv."""
+    import csv
+
+    sums = {}
+    with open(results_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["estimator"], int(row["budget"]))
+            total, count = sums.get(key, (0.0, 0))
+            sums[key] = (total + float(row["rmse"]), count + 1)
+    estimators = list(dict.fromkeys(name for name, _ in sums))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    styles = ["-", "--", ":", "-."]
+    for index, name in enumerate(estimators):
+        points = sorted((budget, total / count) for (e, budget), (total, count) in sums.items()
+                        if e == name and total > 0)
+        ax.plot([b for b, _ in points], [r for _, r in points], marker="o", markersize=3,
+                linestyle=styles[index // 10 % len(styles)], label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("LLM evaluations (budget)")
+    ax.set_ylabel("RMSE against exact Shapley values")
+    ax.set_title("Mean RMSE of each estimator against the exact game's Shapley values")
+    ax.grid(True, which="both", color="#eee", linewidth=0.5)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return _save(fig, path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "estimator-rmse":
+        sys.exit("usage: plots.py estimator-rmse RESULTS_CSV OUT.svg")
+    print(f"wrote {estimator_rmse(Path(sys.argv[3]), Path(sys.argv[2]))}")

@@ -28,6 +28,22 @@ pub use perplexity::{
 pub use shard::Shard;
 pub use tasks::{run_tasks, TaskConfig, TaskOutcome};
 
+/// The LLM judged on a token table as a game (each mask's value: minus its mean NLL), and the
+/// table's dataset id: what plans are chosen or measured with.
+pub fn llm_game(
+    model: layerprune_runtime::LayeredModel,
+    tokens_path: &std::path::Path,
+    options: layerprune_runtime::EvalOptions,
+) -> anyhow::Result<(layerprune_runtime::OnnxGame, String)> {
+    use anyhow::Context;
+    let tokens = layerprune_tables::read_tokens(tokens_path)?;
+    let model_dir = model.dir().to_path_buf();
+    let evaluator = layerprune_runtime::Evaluator::new(model, &tokens.windows, options)
+        .with_context(|| format!("{} with {}", tokens_path.display(), model_dir.display()))?;
+    let game = layerprune_runtime::OnnxGame::new(evaluator, layerprune_core::Objective::NegNll)?;
+    Ok((game, tokens.dataset_id))
+}
+
 /// What a run reports while it works, for a progress bar or log lines.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Progress {

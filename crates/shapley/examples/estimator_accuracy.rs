@@ -5,7 +5,8 @@
 //! `--synthetic` for `TripleGame::layer_pruning_like` (a pairwise game plus strong
 //! third-order terms; see docs/estimators.md). Every estimator replays its masks from the
 //! table (a mask outside the table is an error), for each budget (the most distinct masks it
-//! may use) and seed. Output folder: `results.csv`, `summary.md`, `rmse.svg`.
+//! may use) and seed. Output folder: `results.csv` and `summary.md`
+//! (`tools/report/plots.py estimator-rmse` draws `results.csv`).
 //!
 //! cargo run -p layerprune-shapley --example estimator_accuracy -- --synthetic --out bench/
 
@@ -52,9 +53,6 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
 }
-
-/// Mean (RMSE, Spearman, own-estimand RMSE) over seeds of an estimator at a budget.
-type MeanOf<'a> = dyn Fn(&str, usize) -> Option<(f64, f64, f64)> + 'a;
 
 struct Row {
     estimator: &'static str,
@@ -241,11 +239,7 @@ fn main() -> Result<()> {
     write_atomically(&args.out.join("summary.md"), &summary)?;
     print!("{summary}");
 
-    plot(&args.out.join("rmse.svg"), &args.budgets, &mean)?;
-    println!(
-        "wrote results.csv, summary.md, rmse.svg to {}",
-        args.out.display()
-    );
+    println!("wrote results.csv and summary.md to {}", args.out.display());
     Ok(())
 }
 
@@ -284,76 +278,4 @@ fn surrogate_fit_table(rows: &[Row], budgets: &[usize]) -> String {
         text += "\n";
     }
     text + "\n"
-}
-
-/// Mean RMSE against budget, log–log, one line per estimator. SVG: the text is left to the
-/// viewer's fonts, so nothing needs system font libraries at build time.
-fn plot(path: &Path, budgets: &[usize], mean: &MeanOf<'_>) -> Result<()> {
-    use plotters::prelude::*;
-    let series: Vec<(&str, Vec<(f64, f64)>)> = EstimatorKind::ALL
-        .iter()
-        .map(|k| {
-            let points = budgets
-                .iter()
-                .filter_map(|&b| mean(k.name(), b).map(|(rmse, _, _)| (b as f64, rmse)))
-                .filter(|&(_, rmse)| rmse > 0.0)
-                .collect();
-            (k.name(), points)
-        })
-        .collect();
-    let all: Vec<f64> = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.1))
-        .collect();
-    if all.is_empty() || budgets.is_empty() {
-        return Ok(());
-    }
-    let low = all.iter().copied().fold(f64::INFINITY, f64::min) * 0.8;
-    let high = all.iter().copied().fold(0.0, f64::max) * 1.25;
-    let min_budget = *budgets.iter().min().unwrap_or(&1) as f64;
-    let max_budget = *budgets.iter().max().unwrap_or(&1) as f64;
-    let temporary = path.with_extension("svg.tmp");
-    {
-        let root = SVGBackend::new(&temporary, (800, 560)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Mean RMSE vs exact Shapley values", ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(
-                (min_budget * 0.9..max_budget * 1.1).log_scale(),
-                (low..high).log_scale(),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("LLM evaluations (budget)")
-            .y_desc("RMSE")
-            .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (index, (name, points)) in series.into_iter().enumerate() {
-            let color = Palette99::pick(index).to_rgba();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, color.filled())),
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    std::fs::rename(&temporary, path).with_context(|| format!("renaming to {}", path.display()))
 }

@@ -266,8 +266,8 @@ impl ScoreInputs {
 mod tests {
     use super::*;
     use layerprune_core::synthetic::AdditiveGame;
-    use layerprune_core::{Design, Game};
-    use layerprune_tables::{write_evaluations, write_masks, EvaluationRow, EvaluationTable};
+    use layerprune_core::Design;
+    use layerprune_tables::write_masks;
     use layerprune_tables::{MaskRow, MaskTable};
 
     const BLOCKS: usize = 5;
@@ -276,32 +276,10 @@ mod tests {
     /// (block b worth b + 1), as an evaluation table; and a mask table of the same masks.
     fn write_inputs(dir: &Path, fixed: &[usize], masks_fixed: &[usize]) -> ScoreFiles {
         let players = Players::new(BLOCKS, fixed).unwrap();
-        let n = players.len();
-        let masks: Vec<Mask> = (0..1usize << n)
-            .map(|bits| {
-                players.lift(&Mask::from_kept(
-                    (0..n).map(|i| bits >> i & 1 == 1).collect(),
-                ))
-            })
-            .collect();
         let mut game = AdditiveGame::new((1..=BLOCKS).map(|b| b as f64).collect(), 0.0);
-        let values = game.values(&masks).unwrap();
-        let mut table = EvaluationTable::new(BLOCKS, "model", "data");
-        table.complete = true;
-        table.fixed_blocks = fixed.to_vec();
-        table
-            .append(masks.iter().zip(&values).map(|(m, &v)| EvaluationRow {
-                mask: m.clone(),
-                nll: -v,
-                ppl: (-v).exp(),
-                utility: v,
-                tokens_scored: 1,
-                seconds: 0.0,
-            }))
-            .unwrap();
-        let provenance = Provenance::new("test", "0", vec![]);
         let evaluations = dir.join("evals.parquet");
-        write_evaluations(&evaluations, &table, &provenance).unwrap();
+        let masks = layerprune_tests::write_every_player_mask(&evaluations, &mut game, &players, 1);
+        let provenance = Provenance::new("test", "0", vec![]);
         let mask_table = MaskTable {
             num_blocks: BLOCKS,
             fixed_blocks: masks_fixed.to_vec(),

@@ -227,6 +227,56 @@ pub struct PlanTable {
     pub rows: Vec<PlanRow>,
 }
 
+/// The plans as a text table, one line each (what `apply-prune` prints).
+impl std::fmt::Display for PlanTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8}  removed blocks",
+            "method", "k", "predicted", "nll", "ppl", "llm-evals"
+        )?;
+        let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.4}"));
+        for row in &self.rows {
+            let removed: Vec<String> = row.removed_blocks.iter().map(u32::to_string).collect();
+            writeln!(
+                f,
+                "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8}  {}",
+                row.method,
+                row.k,
+                show(row.predicted_utility),
+                show(row.measured_nll),
+                show(row.measured_ppl),
+                row.llm_evaluations,
+                if removed.is_empty() {
+                    "-".to_string()
+                } else {
+                    removed.join(",")
+                }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The columns of `plan_fields`, in their order (`mask_id` is added after them).
+fn plan_columns(rows: &[PlanRow]) -> Vec<ArrayRef> {
+    vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.method.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.k))),
+        u32_list_column(rows.iter().map(|r| r.removed_blocks.as_slice())),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.predicted_utility),
+        )),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_nll))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_ppl))),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.llm_evaluations),
+        )),
+    ]
+}
+
 fn plan_fields() -> Vec<Field> {
     vec![
         Field::new("method", DataType::Utf8, false),
@@ -281,21 +331,7 @@ pub fn write_plans(
     let mask_ids = rows
         .iter()
         .map(|r| r.mask_id(table.num_blocks).unwrap_or_default());
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.method.as_str()),
-        )),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.k))),
-        u32_list_column(rows.iter().map(|r| r.removed_blocks.as_slice())),
-        Arc::new(Float64Array::from_iter(
-            rows.iter().map(|r| r.predicted_utility),
-        )),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_nll))),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_ppl))),
-        Arc::new(UInt64Array::from_iter_values(
-            rows.iter().map(|r| r.llm_evaluations),
-        )),
-    ];
+    let mut columns = plan_columns(rows);
     let mut fields = plan_fields();
     // After removed_blocks, the mask it stands for.
     fields.insert(3, Field::new(PLAN_MASK_ID, DataType::Utf8, false));
@@ -403,21 +439,7 @@ mod tests {
     /// The plan columns as a writer before `mask_id` wrote them, or with a `mask_id` of choice.
     fn write_raw(path: &Path, rows: &[PlanRow], mask_ids: Option<Vec<&str>>) {
         let mut fields = plan_fields();
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.method.as_str()),
-            )),
-            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.k))),
-            u32_list_column(rows.iter().map(|r| r.removed_blocks.as_slice())),
-            Arc::new(Float64Array::from_iter(
-                rows.iter().map(|r| r.predicted_utility),
-            )),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_nll))),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_ppl))),
-            Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|r| r.llm_evaluations),
-            )),
-        ];
+        let mut columns = plan_columns(rows);
         if let Some(ids) = mask_ids {
             fields.push(Field::new(PLAN_MASK_ID, DataType::Utf8, false));
             columns.push(Arc::new(StringArray::from(ids)));

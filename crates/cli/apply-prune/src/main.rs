@@ -9,18 +9,18 @@
 //! `layerprune-selection` ([`PlanFiles`]); this binary opens the model where asked, and writes
 //! and prints the outputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, Io};
-use layerprune_core::{Game, Objective};
-use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, OnnxGame, RuntimeOptions};
+use layerprune_core::Game;
+use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, PlanFiles, PlanSettings};
 use layerprune_selection::PlanMethod;
-use layerprune_tables::{read_tokens, write_plans, PlanTable, Provenance};
+use layerprune_tables::{write_plans, Provenance};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -207,6 +207,7 @@ fn apply_prune(args: Args) -> Result<()> {
                 device: args.device.device,
                 threads: args.device.threads,
                 verify_hashes: !args.no_verify,
+                ..RuntimeOptions::default()
             },
         )?),
         None => None,
@@ -230,22 +231,12 @@ fn apply_prune(args: Args) -> Result<()> {
     )?;
     let (mut game, dataset_id) = match (model, &args.tokens) {
         (Some(model), Some(path)) => {
-            let tokens = read_tokens(path)?;
             let options = EvalOptions {
                 batch_windows: args.batch_windows,
                 ..EvalOptions::default()
             };
-            let evaluator = Evaluator::new(model, &tokens.windows, options).with_context(|| {
-                format!(
-                    "{} with {}",
-                    path.display(),
-                    args.model.as_deref().unwrap_or(Path::new("")).display()
-                )
-            })?;
-            (
-                Some(OnnxGame::new(evaluator, Objective::NegNll)?),
-                Some(tokens.dataset_id),
-            )
+            let (game, dataset_id) = layerprune_evaluation::llm_game(model, path, options)?;
+            (Some(game), Some(dataset_id))
         }
         _ => (None, None),
     };
@@ -270,7 +261,7 @@ fn apply_prune(args: Args) -> Result<()> {
         _ => None,
     };
     write_plans(&args.plan, &table, &provenance)?;
-    print_plans(&table);
+    print!("{table}");
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;
         eprintln!(
@@ -281,29 +272,4 @@ fn apply_prune(args: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn print_plans(table: &PlanTable) {
-    println!(
-        "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8}  removed blocks",
-        "method", "k", "predicted", "nll", "ppl", "llm-evals"
-    );
-    let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.4}"));
-    for row in &table.rows {
-        let removed: Vec<String> = row.removed_blocks.iter().map(u32::to_string).collect();
-        println!(
-            "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8}  {}",
-            row.method,
-            row.k,
-            show(row.predicted_utility),
-            show(row.measured_nll),
-            show(row.measured_ppl),
-            row.llm_evaluations,
-            if removed.is_empty() {
-                "-".to_string()
-            } else {
-                removed.join(",")
-            }
-        );
-    }
 }

@@ -110,8 +110,9 @@ struct Args {
     no_prefix_reuse: bool,
     /// Masks whose hidden states go through a block in one call (1 = one mask at a time).
     /// On a GPU a block of one mask is too small a matrix product to fill the device; with
-    /// more, masks advance together and share each block call. Results agree with 1 to
-    /// rounding; the states of the masks in flight count against --cache-mb.
+    /// more, masks advance together and share each block call (bit-identical results on the
+    /// CPU provider; on a CPU it is no faster). The states of the masks in flight count
+    /// against --cache-mb.
     #[arg(long, default_value_t = 1, value_parser = count(1, 65_536), conflicts_with = "no_prefix_reuse")]
     mask_batch: usize,
     /// Masks per checkpoint of the output file.
@@ -209,6 +210,8 @@ fn runtime_options(args: &Args) -> RuntimeOptions {
         device: args.device.device,
         threads: args.device.threads,
         verify_hashes: !args.no_verify,
+        // Batched masks make calls many times larger; per-block arenas would keep them all.
+        cpu_arena: args.mask_batch == 1,
     }
 }
 

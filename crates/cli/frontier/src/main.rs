@@ -106,6 +106,7 @@ fn main_body(args: Args) -> Result<()> {
             device: args.device.device,
             threads: args.device.threads,
             verify_hashes: !args.no_verify,
+            ..RuntimeOptions::default()
         },
         provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line()),
     };

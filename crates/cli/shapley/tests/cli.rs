@@ -5,15 +5,12 @@ use std::path::Path;
 use std::process::Command;
 
 use layerprune_core::synthetic::PairwiseGame;
-use layerprune_core::{Game, Mask};
+use layerprune_core::Game;
 use layerprune_shapley::kernelshap::paired_kernel_design_pairs;
 use layerprune_shapley::permutation::permutation_design_pairs;
 use layerprune_shapley::{rng_from_seed, Players};
 use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
-use layerprune_tables::{
-    read_scores, write_evaluations, write_masks, EvaluationRow, EvaluationTable, MaskRow,
-    MaskTable, Provenance,
-};
+use layerprune_tables::{read_scores, write_masks, MaskRow, MaskTable, Provenance};
 
 const BLOCKS: usize = 6;
 /// Block 0 is fixed (always kept); players are blocks 1..=5.
@@ -41,29 +38,13 @@ fn truth(players: &Players) -> Vec<f64> {
 fn write_inputs(dir: &Path, players: &Players) {
     let n = players.len();
     // Every mask over the players, so the exact estimator and every design can replay.
-    let masks: Vec<Mask> = (0..1usize << n)
-        .map(|bits| {
-            players.lift(&Mask::from_kept(
-                (0..n).map(|i| bits >> i & 1 == 1).collect(),
-            ))
-        })
-        .collect();
-    let values = game().values(&masks).unwrap();
-    let mut table = EvaluationTable::new(BLOCKS, "model", "data");
-    table.complete = true;
-    table.fixed_blocks = FIXED.to_vec();
-    table
-        .append(masks.iter().zip(&values).map(|(m, &v)| EvaluationRow {
-            mask: m.clone(),
-            nll: -v,
-            ppl: (-v).exp(),
-            utility: v,
-            tokens_scored: 1280,
-            seconds: 0.0,
-        }))
-        .unwrap();
+    let masks = layerprune_tests::write_every_player_mask(
+        &dir.join("evals.parquet"),
+        &mut game(),
+        players,
+        1280,
+    );
     let provenance = Provenance::new("test", "0", vec![]);
-    write_evaluations(&dir.join("evals.parquet"), &table, &provenance).unwrap();
 
     let mut rows = Vec::new();
     let chains = permutation_design_pairs(n, 2, &mut rng_from_seed(1));
@@ -101,7 +82,7 @@ fn write_inputs(dir: &Path, players: &Players) {
     };
     write_masks(&dir.join("masks.parquet"), &mask_table, &provenance).unwrap();
 
-    let targets: Vec<f64> = values.clone();
+    let targets: Vec<f64> = game().values(&masks).unwrap();
     let fitted = fit(
         SurrogateKind::Quadratic,
         &masks,
