@@ -90,6 +90,7 @@ clean:
 
 # --- The pipeline (stages, configuration and the demo) ----------------------------------------
 include pipelines/layerprune.mk
+include pipelines/models.mk
 include pipelines/benchmarks.mk
 include pipelines/quantize.mk
 include pipelines/tasks.mk

