@@ -8,9 +8,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use layerprune_runtime::{runtime_library_path, RuntimeError};
+use layerprune_runtime::RuntimeError;
 use ndarray::{Array2, Array3, Ix2};
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::type_proto::{Tensor, Value};
@@ -48,25 +47,6 @@ fn float_output(name: &str) -> ValueInfoProto {
     }
 }
 
-static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
-
-/// This process's ONNX Runtime environment: ONNX Runtime allows one per process, so it is made
-/// once and shared by every calibration pass. (A process that also opens models through
-/// `layerprune-runtime` has that crate's environment already and cannot calibrate.)
-fn environment() -> Result<&'static Environment, QuantizeError> {
-    ENVIRONMENT
-        .get_or_init(|| {
-            let library = runtime_library_path().map_err(|e| e.to_string())?;
-            ort::init_from(&library)
-                .map_err(|e| format!("cannot load {}: {e}", library.display()))?
-                .with_name("quantize")
-                .build()
-                .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", library.display()))
-        })
-        .as_ref()
-        .map_err(|message| QuantizeError::Runtime(RuntimeError::Library(message.clone())))
-}
-
 /// The float model's hidden states on the calibration windows, advanced block by block.
 pub struct Activations {
     environment: &'static Environment,
@@ -74,15 +54,21 @@ pub struct Activations {
 }
 
 impl Activations {
-    /// Embeds `windows` (token ids, all the same length) with the graph `embed`.
-    pub fn start(embed: &Path, windows: &[Vec<u32>]) -> Result<Self, QuantizeError> {
+    /// Embeds `windows` (token ids, all the same length) with the graph `embed`, in the
+    /// process's ONNX Runtime environment (`layerprune_runtime::environment`: `threads` CPU
+    /// threads if it is the first to start it, 0 = one per core).
+    pub fn start(
+        embed: &Path,
+        windows: &[Vec<u32>],
+        threads: usize,
+    ) -> Result<Self, QuantizeError> {
         let length = windows.first().map_or(0, Vec::len);
         if length == 0 || windows.iter().any(|w| w.len() != length) {
             return Err(QuantizeError::Unsupported(
                 "GPTQ needs calibration windows, all of the same non-zero length".into(),
             ));
         }
-        let environment = environment()?;
+        let environment = layerprune_runtime::environment(threads)?;
         let ids = Array2::from_shape_fn((windows.len(), length), |(b, t)| i64::from(windows[b][t]));
         let mut session = Session::builder(environment)
             .map_err(|e| onnx_error(embed, e))?
@@ -208,7 +194,9 @@ impl Rounding for Gptq {
         n: usize,
         k: usize,
     ) -> Result<Int8PerChannel, QuantizeError> {
-        gptq_int8(w_nk, n, k, self.hessian(input)?, self.damp)
+        let hessian = self.hessian(input)?;
+        tracing::debug!("gptq int8: {}: {input} (N={n} K={k})", self.graph.display());
+        gptq_int8(w_nk, n, k, hessian, self.damp)
     }
 
     fn int4(
@@ -219,6 +207,8 @@ impl Rounding for Gptq {
         k: usize,
         block_size: usize,
     ) -> Result<Int4Blockwise, QuantizeError> {
-        gptq_int4(w_nk, n, k, block_size, self.hessian(input)?, self.damp)
+        let hessian = self.hessian(input)?;
+        tracing::debug!("gptq int4: {}: {input} (N={n} K={k})", self.graph.display());
+        gptq_int4(w_nk, n, k, block_size, hessian, self.damp)
     }
 }

@@ -90,6 +90,8 @@ pub struct Calibration {
     pub dataset_id: String,
     /// Fraction of the mean diagonal added to `Σ x xᵀ` (GPTQ's default is 0.01).
     pub damp: f64,
+    /// CPU threads of ONNX Runtime for the calibration passes (0 = one per core).
+    pub threads: usize,
 }
 
 impl Record {
@@ -388,6 +390,7 @@ pub fn quantize_folder(
         Some(calibration) => Some(Activations::start(
             &confined(source, &manifest.embedding.file)?,
             &calibration.windows,
+            calibration.threads,
         )?),
         None => None,
     };
@@ -397,7 +400,7 @@ pub fn quantize_folder(
     let mut reports = Vec::new();
     let mut referenced = BTreeSet::new();
     let mut excluded = Vec::new();
-    for file in &graph_files {
+    for (done, file) in graph_files.iter().enumerate() {
         let path = confined(source, file)?;
         let mut model = parse_model(&path)?;
         if options.exclude_head && head_graphs.contains(file.as_str()) {
@@ -410,16 +413,18 @@ pub fn quantize_folder(
             dir: source.to_path_buf(),
             graph: path.clone(),
         };
-        let mut rounding: Box<dyn Rounding> = match (&mut activations, &options.calibration) {
-            (Some(activations), Some(calibration)) if block_files.contains(file.as_str()) => {
-                Box::new(Gptq {
-                    hessians: activations.block(&model, &path, &loader)?,
-                    damp: calibration.damp,
-                    graph: path.clone(),
-                })
-            }
-            _ => Box::new(Nearest),
-        };
+        let (mut rounding, method): (Box<dyn Rounding>, &str) =
+            match (&mut activations, &options.calibration) {
+                (Some(activations), Some(calibration)) if block_files.contains(file.as_str()) => (
+                    Box::new(Gptq {
+                        hessians: activations.block(&model, &path, &loader)?,
+                        damp: calibration.damp,
+                        graph: path.clone(),
+                    }),
+                    "gptq",
+                ),
+                _ => (Box::new(Nearest), "rtn"),
+            };
         let report = quantize_model(&mut model, &options.scheme, &mut loader, rounding.as_mut())?;
         if !report.quantized.is_empty() {
             let added: BTreeSet<String> = initializer_names(&model)
@@ -429,6 +434,13 @@ pub fn quantize_folder(
             externalize(&mut model, &added, &mut new_weights);
             graphs.insert(file.clone(), encode(&model, &path)?);
         }
+        tracing::info!(
+            "quantize: {file}: {} MatMuls ({}), {}/{} graphs done",
+            report.quantized.len(),
+            method,
+            done + 1,
+            graph_files.len()
+        );
         referenced.extend(references(source, file, &model)?);
         reports.push((file.clone(), report));
     }

@@ -248,6 +248,7 @@ fn gptq_refuses_ragged_calibration_windows() {
         windows: vec![vec![1, 2, 3], vec![4, 5]],
         dataset_id: "ragged".into(),
         damp: 0.01,
+        threads: 0,
     });
     let error = quantize_folder(&fixture(), &opts).unwrap_err();
     assert!(matches!(error, QuantizeError::Unsupported(_)));

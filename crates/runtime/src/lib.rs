@@ -21,7 +21,9 @@ pub use evaluator::{
 pub use manifest::{
     model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,
 };
-pub use model::{runtime_library_path, HiddenState, LayeredModel, RuntimeOptions, DEFAULT_LIBRARY};
+pub use model::{
+    environment, runtime_library_path, HiddenState, LayeredModel, RuntimeOptions, DEFAULT_LIBRARY,
+};
 
 use std::path::PathBuf;
 

@@ -75,9 +75,11 @@ pub fn runtime_library_path() -> Result<PathBuf, RuntimeError> {
 
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
-/// The process's one ONNX Runtime environment. Every session shares its global thread pool
-/// with spinning off: separate pools spinning against each other cost 20 % on 2 cores.
-fn environment(threads: usize) -> Result<&'static Environment, RuntimeError> {
+/// The process's one ONNX Runtime environment (ONNX Runtime allows one per process; the first
+/// call's `threads` sets its pool: 0 = one thread per core). Every session shares its global
+/// thread pool with spinning off: separate pools spinning against each other cost 20 % on 2
+/// cores.
+pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError> {
     ENVIRONMENT
         .get_or_init(|| {
             let library = runtime_library_path().map_err(|error| match error {
@@ -214,8 +216,8 @@ impl LayeredModel {
         manifest.check_folder(dir, options.verify_hashes)?;
         let paths = GraphPaths::of(&manifest, dir)?;
         if manifest.dtype != "float32" && matches!(options.device, Device::Cpu) {
-            eprintln!(
-                "warning: {} holds {} weights; the CPU provider runs them slowly",
+            tracing::warn!(
+                "{} holds {} weights; the CPU provider runs them slowly",
                 dir.display(),
                 manifest.dtype
             );

@@ -155,6 +155,11 @@ pub fn adaptive_removal(
     let mut leave_one_out: Vec<usize> = by_single[..k].iter().map(|&i| players[i]).collect();
     leave_one_out.sort_unstable();
     play.measure(&[leave_one_out])?;
+    tracing::info!(
+        "adaptive: k={k}, singles and leave-one-out measured, {} of {} evaluations",
+        play.evaluations(),
+        options.budget
+    );
 
     // 2. Screened greedy. `removal_order[s]` is the block removed at step s; `measured_at[b]`
     // the last step at which block b's candidate (the set then, plus b) was measured.
@@ -202,6 +207,13 @@ pub fn adaptive_removal(
         removal_order.push(added);
         current = best;
         current_value = value;
+        tracing::info!(
+            "adaptive: k={k}, greedy {}/{k} blocks removed (block {added}, value {value:.6}), \
+             {} of {} evaluations",
+            step + 1,
+            play.evaluations(),
+            options.budget
+        );
     }
     let greedy_removed = current.clone();
     let greedy_evaluations = play.evaluations();
@@ -229,7 +241,18 @@ pub fn adaptive_removal(
         if values.iter().any(|&v| v > best_value) {
             swaps_accepted += 1;
         }
+        tracing::debug!(
+            "adaptive: k={k}, swaps: {} measured, {swaps_accepted} accepted, {} of {} evaluations",
+            batch.len(),
+            play.evaluations(),
+            options.budget
+        );
     };
+    tracing::info!(
+        "adaptive: k={k}, done ({stop:?}): {swaps_accepted} swaps accepted, {} of {} evaluations",
+        play.evaluations(),
+        options.budget
+    );
     let (removed_blocks, value) = play.ranked_of_size(k).swap_remove(0);
     Ok(AdaptiveResult {
         removed_blocks,

@@ -181,7 +181,13 @@ pub fn iterative_removal(
                 value: values[lowest],
             });
         }
-        removal_order.push(players.remove(lowest));
+        let block = players.remove(lowest);
+        tracing::debug!(
+            "iterative: k={k}, {}/{k} blocks removed (block {block}, Shapley {:.6})",
+            round + 1,
+            values[lowest]
+        );
+        removal_order.push(block);
         shapley_at_removal.push(values[lowest]);
     }
     Ok(IterativeRemoval {
@@ -320,6 +326,10 @@ pub fn surrogate_search(
             }
         });
         seen.predict(&batch);
+        tracing::info!(
+            "search: k={k}, every subset predicted ({} predictions)",
+            seen.values.len()
+        );
     } else {
         let mut all_starts = Vec::with_capacity(starts.len() + options.random_starts);
         for start in starts {
@@ -342,9 +352,19 @@ pub fn surrogate_search(
             start.sort_unstable();
             all_starts.push(start);
         }
-        for start in all_starts {
+        let total = all_starts.len();
+        for (i, start) in all_starts.into_iter().enumerate() {
             local_search(&mut seen, &players, start, options.max_steps);
+            tracing::debug!(
+                "search: k={k}, {}/{total} local searches done, {} predictions",
+                i + 1,
+                seen.values.len()
+            );
         }
+        tracing::info!(
+            "search: k={k}, {total} local searches done, {} predictions",
+            seen.values.len()
+        );
     }
     let mut candidates: Vec<Candidate> = seen
         .values

@@ -45,7 +45,7 @@ pub fn sleb(game: &mut dyn Game, k: usize, fixed: &[usize]) -> Result<SlebResult
         values_after: Vec::with_capacity(k),
         evaluations_after: Vec::with_capacity(k),
     };
-    for _ in 0..k {
+    for step in 0..k {
         let masks: Vec<Mask> = remaining
             .iter()
             .map(|&block| current.with(block, false))
@@ -63,6 +63,12 @@ pub fn sleb(game: &mut dyn Game, k: usize, fixed: &[usize]) -> Result<SlebResult
         result.removal_order.push(block);
         result.values_after.push(values[best]);
         result.evaluations_after.push(game.evaluations());
+        tracing::info!(
+            "sleb: k={k}, {}/{k} blocks removed (block {block}, value {:.6}), {} evaluations",
+            step + 1,
+            values[best],
+            game.evaluations()
+        );
     }
     Ok(result)
 }

@@ -223,8 +223,14 @@ impl MlpSurrogate {
         let mut activation = vec![0.0f32; hidden];
         let mut hidden_delta = vec![0.0f32; hidden];
         let mut order: Vec<usize> = (0..targets.len()).collect();
+        // Progress: a debug line about every twentieth of the epochs, an info line at the end.
+        let log_every = (options.epochs / 20).max(1);
+        let started = std::time::Instant::now();
+        let mut epoch_loss = f64::NAN;
 
         for epoch in 0..options.epochs {
+            // Mean squared error (network scale) of the rows as they were met in this epoch.
+            let mut squared_error = 0.0f64;
             let decays = (epoch / options.lr_decay_every) as i32;
             let learning_rate =
                 (options.learning_rate * options.lr_decay_factor.powi(decays)) as f32;
@@ -241,6 +247,7 @@ impl MlpSurrogate {
                 for &row in batch {
                     let mask = masks.row(row);
                     let output = self.forward(mask, &all_kept, &mut activation);
+                    squared_error += f64::from(output - targets[row]).powi(2);
                     let output_delta =
                         loss_scale * (output - targets[row]) * output * (1.0 - output);
                     grad_output_bias += output_delta;
@@ -296,7 +303,21 @@ impl MlpSurrogate {
                 velocity_output_bias = momentum * velocity_output_bias + grad_output_bias;
                 self.output_bias -= learning_rate * velocity_output_bias;
             }
+            epoch_loss = squared_error / targets.len().max(1) as f64;
+            if (epoch + 1) % log_every == 0 || epoch + 1 == options.epochs {
+                tracing::debug!(
+                    "mlp: epoch {}/{}, training loss {epoch_loss:.6e}, learning rate {learning_rate:.3e}",
+                    epoch + 1,
+                    options.epochs
+                );
+            }
         }
+        tracing::info!(
+            "mlp: trained {} epochs on {} rows in {:.1} s, final training loss {epoch_loss:.6e}",
+            options.epochs,
+            targets.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
 
     /// The first layer's pre-activation for the full mask: bias plus every input row.

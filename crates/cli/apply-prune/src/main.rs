@@ -121,7 +121,7 @@ fn parse_estimator(text: &str) -> Result<String, String> {
     Ok(match layerprune_shapley::Estimator::parse(text) {
         Ok((estimator, note)) => {
             if let Some(note) = note {
-                eprintln!("{note}");
+                tracing::warn!("{note}");
             }
             estimator.name().to_string()
         }
@@ -264,7 +264,7 @@ fn apply_prune(args: Args) -> Result<()> {
     print!("{table}");
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;
-        eprintln!(
+        tracing::info!(
             "wrote {} ({} blocks; left out {})",
             dest.display(),
             layout.manifest.num_blocks,

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 /// Runs a stage's body and turns an error into a message on stderr and exit status 1.
 /// Every stage's `main` is `layerprune_cli_common::run(|| body(Args::parse()))`.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    init_logging();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -40,6 +41,42 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The environment variable that picks the log format: `json` for one JSON object per line,
+/// anything else (or unset) for human-readable lines.
+pub const LOG_FORMAT_VAR: &str = "LAYERPRUNE_LOG";
+
+/// Installs the one `tracing` subscriber of a stage (called by [`run`]): log lines go to
+/// stderr, never stdout (stdout is the stage's output: tables, `--json`), filtered by
+/// `RUST_LOG` (default `info`; `RUST_LOG=warn` keeps only notes and warnings,
+/// `RUST_LOG=info,layerprune_selection=debug` adds one crate's details), human-readable by
+/// default and one JSON object per line with `LAYERPRUNE_LOG=json`. Calling it again is a
+/// no-op. Errors at exit are not log events: [`run`] prints them itself, unfiltered.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let json = std::env::var(LOG_FORMAT_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (a test running two stage bodies in one process) keeps the first one.
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder
+            .without_time()
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }
 
 /// The command line as given, for the `args` provenance entry of output files. An argument

@@ -259,7 +259,7 @@ fn merge(args: &Args) -> Result<()> {
         provenance: provenance(),
     };
     let table = merge_evaluations(&config)?;
-    eprintln!(
+    tracing::info!(
         "merged {} shards: {} rows into {}",
         args.merge.len(),
         table.rows.len(),

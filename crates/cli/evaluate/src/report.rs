@@ -1,5 +1,7 @@
-//! What `evaluate` prints: progress on stderr (log lines and a bar) and the tables it wrote.
+//! What `evaluate` prints: progress on stderr (log lines, and a bar when stderr is a
+//! terminal) and the tables it wrote (on stdout).
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use layerprune_core::Mask;
@@ -7,13 +9,18 @@ use layerprune_evaluation::{EvaluationOutcome, Progress};
 use layerprune_tables::{EvaluationTable, TaskAccuracyTable};
 use layerprune_tasks::Task;
 
-/// Prints a run's progress: log lines on stderr and a progress bar (none with --quiet).
+/// Prints a run's progress: log lines on stderr and a progress bar when stderr is a terminal;
+/// otherwise (a log file, a workflow engine) an `info` line at every tenth of the masks.
+/// `--quiet` shows neither.
 pub struct Reporter<'a> {
     quiet: bool,
     /// The file a run resumes from, and the task list as given.
     resumed: &'a Path,
     task_list: &'a str,
     bar: indicatif::ProgressBar,
+    /// Masks to evaluate in this run, and the last tenth logged (no bar).
+    total: usize,
+    logged_tenth: usize,
 }
 
 impl<'a> Reporter<'a> {
@@ -24,6 +31,8 @@ impl<'a> Reporter<'a> {
             resumed,
             task_list,
             bar,
+            total: 0,
+            logged_tenth: 0,
         }
     }
 
@@ -31,9 +40,9 @@ impl<'a> Reporter<'a> {
         let resumed = self.resumed.display();
         match progress {
             Progress::Resumed { resumed: n, total } => {
-                eprintln!("resuming {resumed}: {n} of {total} masks already evaluated")
+                tracing::info!("resuming {resumed}: {n} of {total} masks already evaluated")
             }
-            Progress::TasksResumed { finished, partly } => eprintln!(
+            Progress::TasksResumed { finished, partly } => tracing::info!(
                 "resuming {resumed}: {finished} masks already scored, {partly} with some of \
                  their tasks"
             ),
@@ -44,20 +53,42 @@ impl<'a> Reporter<'a> {
                 padded_tokens,
                 scoring,
                 masks,
-            } => eprintln!(
+            } => tracing::info!(
                 "{questions} questions, {choices} choices, {batches} batches, {padded_tokens} \
                  padded tokens per mask, scoring {scoring}; {masks} masks to score ({})",
                 self.task_list
             ),
-            Progress::Started { masks } => self.bar = progress_bar(masks, self.quiet),
-            Progress::Evaluated { done } => self.bar.set_position(done as u64),
+            Progress::Started { masks } => {
+                self.total = masks;
+                self.logged_tenth = 0;
+                self.bar = progress_bar(masks, self.quiet);
+            }
+            Progress::Evaluated { done } => {
+                self.bar.set_position(done as u64);
+                self.log_progress(done);
+            }
             Progress::Finished => self.bar.finish_and_clear(),
+        }
+    }
+
+    /// Without a bar, a line each time another tenth of the masks is done.
+    fn log_progress(&mut self, done: usize) {
+        if self.quiet || self.total == 0 || !self.bar.is_hidden() {
+            return;
+        }
+        let tenth = done.min(self.total) * 10 / self.total;
+        if tenth > self.logged_tenth {
+            self.logged_tenth = tenth;
+            tracing::info!("evaluated {done} of {} masks", self.total);
+        } else {
+            tracing::debug!("evaluated {done} of {} masks", self.total);
         }
     }
 }
 
+/// A bar on stderr only when stderr is a terminal: a redirected stderr gets log lines instead.
 fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {
-    if quiet || total == 0 {
+    if quiet || total == 0 || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total as u64);
@@ -73,7 +104,7 @@ fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {
 pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Option<&Path>) {
     let (n, seconds) = (outcome.evaluated, outcome.seconds);
     if n > 0 {
-        eprintln!(
+        tracing::info!(
             "evaluated {n} masks in {seconds:.2} s ({:.3} masks/s, {} blocks run, {} tokens each)",
             n as f64 / seconds,
             outcome.blocks_run,
@@ -81,7 +112,7 @@ pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Op
         );
     }
     if !outcome.table.complete {
-        eprintln!(
+        tracing::warn!(
             "{}: {} of {} masks evaluated; run again to resume",
             out.display(),
             outcome.table.rows.len(),
@@ -90,7 +121,7 @@ pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Op
     }
     print_table(&outcome.table);
     if let (Some(path), Some(rows)) = (block_stats, outcome.block_stats_rows) {
-        eprintln!("wrote {} ({rows} rows)", path.display());
+        tracing::info!("wrote {} ({rows} rows)", path.display());
     }
 }
 

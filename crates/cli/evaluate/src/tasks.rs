@@ -65,13 +65,15 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     let mut reporter = Reporter::new(args.quiet, choices_out, task_list);
     let outcome = run_tasks(&config, &mut |p| reporter.report(p))?;
     if outcome.scored > 0 {
-        eprintln!(
+        tracing::info!(
             "scored {} masks in {:.1} s ({} blocks run)",
-            outcome.scored, outcome.seconds, outcome.blocks_run
+            outcome.scored,
+            outcome.seconds,
+            outcome.blocks_run
         );
     }
     if !args.merge.is_empty() {
-        eprintln!(
+        tracing::info!(
             "merged {} shards: {} masks into {}",
             args.merge.len(),
             outcome.finished,
@@ -79,7 +81,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         );
     }
     if !outcome.complete {
-        eprintln!(
+        tracing::warn!(
             "{}: {} of {} masks scored; run again to resume",
             choices_out.display(),
             outcome.masks_finished,

@@ -177,8 +177,8 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading evaluations {}", args.evaluations.display()))?;
     let rows = training_rows(&table, args.target, &args.evaluations)?;
     if rows.dropped > 0 {
-        eprintln!(
-            "warning: dropped {} of {} rows of {} whose {} is NaN or infinite",
+        tracing::warn!(
+            "dropped {} of {} rows of {} whose {} is NaN or infinite",
             rows.dropped,
             table.rows.len(),
             args.evaluations.display(),
@@ -241,7 +241,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
             .with_game(&table.fixed_blocks, &table.model_id, &table.dataset_id)
             .save(path)
             .with_context(|| format!("saving the {kind} surrogate"))?;
-        eprintln!(
+        tracing::info!(
             "saved the {kind} surrogate ({}, fitted on {} rows) to {}",
             args.target.name(),
             rows.masks.len(),

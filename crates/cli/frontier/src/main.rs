@@ -124,6 +124,6 @@ fn main_body(args: Args) -> Result<()> {
             io.output("--out-dir", path)
         })
         .check()?;
-    prepared.run(&mut |line| eprintln!("{line}"))?;
+    prepared.run(&mut |line| tracing::info!("{line}"))?;
     Ok(())
 }

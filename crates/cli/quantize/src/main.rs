@@ -68,6 +68,10 @@ struct Args {
     /// GPTQ: fraction of the mean diagonal added to the inputs' second-moment matrix.
     #[arg(long, default_value_t = 0.01)]
     damp: f64,
+    /// GPTQ: CPU threads of ONNX Runtime for the calibration passes (0 = one per core; at
+    /// most 4 per core).
+    #[arg(long, default_value_t = 0, value_parser = layerprune_cli_common::parse_threads)]
+    threads: usize,
     /// Leave the head graphs (head, head_logits) in float.
     #[arg(long)]
     exclude_head: bool,
@@ -104,13 +108,15 @@ fn scheme(args: &Args) -> Result<Scheme> {
 }
 
 fn print_report(file: &str, report: &GraphReport, verbose: bool) {
-    if verbose {
-        for m in &report.quantized {
-            eprintln!("{file}: {} ({}, K={} N={})", m.node, m.weight, m.k, m.n);
+    for m in &report.quantized {
+        if verbose {
+            tracing::info!("{file}: {} ({}, K={} N={})", m.node, m.weight, m.k, m.n);
+        } else {
+            tracing::debug!("{file}: {} ({}, K={} N={})", m.node, m.weight, m.k, m.n);
         }
     }
     for (node, why) in &report.skipped {
-        eprintln!("{file}: left {node} in float: {why}");
+        tracing::warn!("{file}: left {node} in float: {why}");
     }
 }
 
@@ -145,6 +151,7 @@ fn quantize(args: Args) -> Result<()> {
                 windows: tokens.windows,
                 dataset_id: tokens.dataset_id,
                 damp: args.damp,
+                threads: args.threads,
             })
         }
     };
@@ -165,7 +172,7 @@ fn quantize(args: Args) -> Result<()> {
             .iter()
             .map(|(_, r)| r.quantized.len())
             .sum();
-        eprintln!(
+        tracing::info!(
             "quantized {count} MatMuls in {} graphs ({}); wrote {} ({} new weight files, {} float \
              weight files dropped)",
             quantized.graphs.len(),
@@ -185,7 +192,7 @@ fn quantize(args: Args) -> Result<()> {
             args.verbose,
         );
         write_single_file(&args.model, &args.out, &quantized.bytes, args.overwrite)?;
-        eprintln!(
+        tracing::info!(
             "quantized {} MatMuls ({}); wrote {} ({} bytes)",
             quantized.report.quantized.len(),
             scheme.name(),

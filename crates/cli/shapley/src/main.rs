@@ -70,7 +70,7 @@ struct Args {
 fn parse_estimator(text: &str) -> Result<Estimator, String> {
     let (estimator, note) = Estimator::parse(text)?;
     if let Some(note) = note {
-        eprintln!("{note}");
+        tracing::warn!("{note}");
     }
     Ok(estimator)
 }
@@ -103,7 +103,9 @@ fn body(args: Args) -> Result<()> {
         &[args.samples, inputs.players.len() + 64],
         2,
     )?;
-    let all = inputs.estimate(&args.estimators, &options, &mut |note| eprintln!("{note}"))?;
+    let all = inputs.estimate(&args.estimators, &options, &mut |note| {
+        tracing::warn!("{note}")
+    })?;
     let provenance = files.provenance(
         Provenance::new(
             "shapley",
