@@ -38,6 +38,21 @@ pub fn every_mask(num_blocks: usize) -> Vec<layerprune_core::Mask> {
         .collect()
 }
 
+/// A game of 6 blocks with pairwise interactions (one involving block 0, which tests often
+/// fix): the estimators' and the shapley stage's test game.
+pub fn six_block_pairwise_game() -> layerprune_core::synthetic::PairwiseGame {
+    let mut pairs = vec![vec![0.0; 6]; 6];
+    for (i, j, w) in [(1, 2, 0.05), (2, 3, -0.03), (4, 5, 0.08), (0, 3, 0.02)] {
+        pairs[i][j] = w;
+        pairs[j][i] = w;
+    }
+    layerprune_core::synthetic::PairwiseGame {
+        linear: vec![0.3, 0.05, 0.2, 0.01, 0.12, 0.07],
+        pairs,
+        base: 0.1,
+    }
+}
+
 /// Every mask over `players` (all 2^n, lifted onto their blocks), valued by `game`, as a
 /// complete evaluation table recording the fixed blocks, written to `path` (model id "model",
 /// dataset id "data"); returns the masks. What the shapley stage and its estimators replay.

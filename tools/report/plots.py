@@ -45,6 +45,11 @@ def _plain_log_y(ax):
     ax.yaxis.set_minor_formatter(plain if narrow else NullFormatter())
 
 
+def _line_style(index):
+    """Ten colours, then the same colours dashed: every line stays distinguishable."""
+    return ["-", "--", ":", "-."][index // 10 % 4]
+
+
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,13 +61,11 @@ def _save(fig, path: Path) -> Path:
 def ppl_vs_k(path, methods, ks, plans, full_ppl):
     """plans: {(method, k): row with measured_ppl}; every line starts at the full model (k = 0)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    styles = ["-", "--", ":", "-."]
     for index, method in enumerate(methods):
         points = [(0, full_ppl)] + [(k, plans[(method, k)]["measured_ppl"]) for k in ks
                                     if (method, k) in plans and plans[(method, k)]["measured_ppl"]]
-        # Ten colours, then the same colours dashed: every method stays distinguishable.
         ax.plot([k for k, _ in points], [v for _, v in points], marker="o", markersize=3,
-                linestyle=styles[(index // 10) % len(styles)], label=method)
+                linestyle=_line_style(index), label=method)
     ax.set_yscale("log")
     _plain_log_y(ax)
     ax.set_xticks([0] + list(ks))
@@ -205,12 +208,11 @@ def estimator_rmse(path, results_csv):
             sums[key] = (total + float(row["rmse"]), count + 1)
     estimators = list(dict.fromkeys(name for name, _ in sums))
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    styles = ["-", "--", ":", "-."]
     for index, name in enumerate(estimators):
         points = sorted((budget, total / count) for (e, budget), (total, count) in sums.items()
                         if e == name and total > 0)
         ax.plot([b for b, _ in points], [r for _, r in points], marker="o", markersize=3,
-                linestyle=styles[index // 10 % len(styles)], label=name)
+                linestyle=_line_style(index), label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("LLM evaluations (budget)")

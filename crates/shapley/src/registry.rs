@@ -508,16 +508,7 @@ mod tests {
 
     /// A game of 6 blocks with interactions; block 0 is fixed.
     fn synthetic() -> PairwiseGame {
-        let mut pairs = vec![vec![0.0; 6]; 6];
-        for (i, j, w) in [(1, 2, 0.05), (2, 3, -0.03), (4, 5, 0.08), (0, 3, 0.02)] {
-            pairs[i][j] = w;
-            pairs[j][i] = w;
-        }
-        PairwiseGame {
-            linear: vec![0.3, 0.05, 0.2, 0.01, 0.12, 0.07],
-            pairs,
-            base: 0.1,
-        }
+        layerprune_tests::six_block_pairwise_game()
     }
 
     #[test]

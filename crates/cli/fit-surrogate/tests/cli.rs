@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 use layerprune_core::Mask;
+
 use layerprune_surrogate::{SavedSurrogate, Surrogate, SurrogateKind};
-use layerprune_tables::{
-    read_surrogate_metrics, write_evaluations, EvaluationRow, EvaluationTable, Provenance,
-};
+use layerprune_tables::{read_surrogate_metrics, write_evaluations, EvaluationTable, Provenance};
 
 const NUM_BLOCKS: usize = 6;
 const FULL_NLL: f64 = 2.0;
@@ -15,42 +16,17 @@ const FULL_NLL: f64 = 2.0;
 /// Every mask of 6 blocks, NLL growing with each removed block and with pairs of neighbours
 /// removed together; the empty mask's utility is NaN (as a diverged evaluation would be).
 fn write_table(path: &Path) {
-    let rows = (0..1u32 << NUM_BLOCKS)
-        .map(|bits| {
-            let mask = Mask::from_kept((0..NUM_BLOCKS).map(|i| bits >> i & 1 == 1).collect());
-            let removed = mask.removed_blocks();
-            let mut nll = FULL_NLL;
-            for &i in &removed {
-                nll += 0.1 + 0.05 * i as f64;
-                if removed.contains(&(i + 1)) {
-                    nll += 0.2;
-                }
+    common::write_every_mask_table(path, NUM_BLOCKS, FULL_NLL, 1280, |mask| {
+        let removed = mask.removed_blocks();
+        let mut nll = FULL_NLL;
+        for &i in &removed {
+            nll += 0.1 + 0.05 * i as f64;
+            if removed.contains(&(i + 1)) {
+                nll += 0.2;
             }
-            let utility = if removed.len() == NUM_BLOCKS {
-                f64::NAN
-            } else {
-                (FULL_NLL - nll).exp()
-            };
-            EvaluationRow {
-                mask,
-                nll,
-                ppl: nll.exp(),
-                utility,
-                tokens_scored: 1280,
-                seconds: 0.1,
-            }
-        })
-        .collect();
-    let table = EvaluationTable {
-        num_blocks: NUM_BLOCKS,
-        model_id: "model".into(),
-        dataset_id: "dataset".into(),
-        fixed_blocks: Vec::new(),
-        full_model_nll: Some(FULL_NLL),
-        complete: true,
-        rows,
-    };
-    write_evaluations(path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+        }
+        nll
+    });
 }
 
 fn fit_surrogate(args: &[&str]) -> std::process::Output {

@@ -4,43 +4,15 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use layerprune_core::Mask;
-use layerprune_tables::{write_evaluations, EvaluationRow, EvaluationTable, Provenance};
+mod common;
 
 const NUM_BLOCKS: usize = 5;
 
 /// Every mask of 5 blocks; the empty mask's utility is NaN, so a warning is logged.
 fn write_table(path: &Path) {
-    let rows = (0..1u32 << NUM_BLOCKS)
-        .map(|bits| {
-            let mask = Mask::from_kept((0..NUM_BLOCKS).map(|i| bits >> i & 1 == 1).collect());
-            let removed = mask.num_removed();
-            let nll = 2.0 + 0.1 * removed as f64;
-            let utility = if removed == NUM_BLOCKS {
-                f64::NAN
-            } else {
-                (2.0 - nll).exp()
-            };
-            EvaluationRow {
-                mask,
-                nll,
-                ppl: nll.exp(),
-                utility,
-                tokens_scored: 100,
-                seconds: 0.1,
-            }
-        })
-        .collect();
-    let table = EvaluationTable {
-        num_blocks: NUM_BLOCKS,
-        model_id: "model".into(),
-        dataset_id: "dataset".into(),
-        fixed_blocks: Vec::new(),
-        full_model_nll: Some(2.0),
-        complete: true,
-        rows,
-    };
-    write_evaluations(path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+    common::write_every_mask_table(path, NUM_BLOCKS, 2.0, 100, |mask| {
+        2.0 + 0.1 * mask.num_removed() as f64
+    });
 }
 
 /// Fits an MLP (2 folds, 5 epochs) with the given logging environment, to a new `out`.

@@ -17,16 +17,7 @@ const BLOCKS: usize = 6;
 const FIXED: [usize; 1] = [0];
 
 fn game() -> PairwiseGame {
-    let mut pairs = vec![vec![0.0; BLOCKS]; BLOCKS];
-    for (i, j, w) in [(1, 2, 0.05), (2, 3, -0.03), (4, 5, 0.08), (0, 3, 0.02)] {
-        pairs[i][j] = w;
-        pairs[j][i] = w;
-    }
-    PairwiseGame {
-        linear: vec![0.3, 0.05, 0.2, 0.01, 0.12, 0.07],
-        pairs,
-        base: 0.1,
-    }
+    layerprune_tests::six_block_pairwise_game()
 }
 
 /// The game's Shapley values over the players, by enumeration.
