@@ -11,7 +11,7 @@ BENCH_MASKS ?= 50
 $(BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
 	@mkdir -p $(BENCH)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(BENCH_SOURCE) --windows 10 --length 128 \
-	  --mode consecutive --out $@
+	  --bos $(BOS) --mode consecutive --out $@
 
 # The same 50 random masks with 2–9 of the 30 blocks removed for every contender.
 $(BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
@@ -31,6 +31,31 @@ bench: ort venv-export $(BENCH)/tokens.parquet $(BENCH)/masks.parquet | $(BIN)/e
 	  --tokens $(BENCH)/tokens.parquet --masks $(BENCH)/masks.parquet --out $(BENCH)/torch.json
 	$(VENV_EXPORT)/bin/python tools/bench/report.py $(BENCH) $(MODEL_DIR)
 
+# --- make bench-gpu: evaluate on CUDA against the PyTorch loops, random weights of real shapes ---
+# One run of under 10 minutes on a GPU host (docs/benchmarks.md, "GPU run"): SmolLM2-135M fp32 and
+# fp16, TinyLlama-1.1B fp16, a Llama-2-7B shape in bf16; writes docs/results/gpu-bench.csv and
+# $(BENCH_GPU)/gpu-bench.md. Needs ORT_DYLIB_PATH = the onnxruntime-gpu library (and the CUDA
+# libraries on LD_LIBRARY_PATH), torch with CUDA, transformers and onnx, and the stage binaries in
+# BENCH_GPU_BIN: on a host without cargo, binaries built elsewhere (BENCH_GPU_BIN=their folder);
+# when it is this workspace's own target folder they are built first. `make bench-gpu
+# BENCH_GPU_DEVICE=cpu BENCH_GPU_SHAPES=tiny` runs it anywhere in seconds (as make test-bench does).
+BENCH_GPU := $(BUILD)/bench-gpu
+BENCH_GPU_BIN ?= $(BIN)
+BENCH_GPU_PYTHON ?= $(if $(wildcard $(VENV_EXPORT)/bin/python),$(VENV_EXPORT)/bin/python,python3)
+BENCH_GPU_DEVICE ?= cuda
+BENCH_GPU_SHAPES ?= gpu
+BENCH_GPU_CSV ?= docs/results/gpu-bench.csv
+BENCH_GPU_FLAGS ?=
+
+bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate)
+	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_bench.py --device $(BENCH_GPU_DEVICE) \
+	  --shapes $(BENCH_GPU_SHAPES) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU) --csv $(BENCH_GPU_CSV) \
+	  --markdown $(BENCH_GPU)/gpu-bench.md --json $(BENCH_GPU)/gpu-bench.json $(BENCH_GPU_FLAGS)
+
+# The benchmark scripts' tests: gpu_bench.py end to end on the CPU with the tiny shape.
+test-bench: venv-export ort $(STAGES)
+	LAYERPRUNE_BIN=$(abspath $(BIN)) $(VENV_EXPORT)/bin/python -m pytest -q tools/bench/tests
+
 # --- make exact-game: a game small enough to solve exactly, and every estimator against it ------
 # 12 players: blocks 16–27 of SmolLM2's 30. Blocks 0–2 and 28–29 are the ones whose single
 # removal is catastrophic (utility < 0.35), which no method removes; the deep middle is where
@@ -42,7 +67,7 @@ EXACT_WINDOWS ?= 2
 $(EXACT)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
 	@mkdir -p $(EXACT)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents 0:2500 \
-	  --windows $(EXACT_WINDOWS) --length 128 --mode random --seed 0 --out $@
+	  --windows $(EXACT_WINDOWS) --length 128 --bos $(BOS) --mode random --seed 0 --out $@
 
 $(EXACT)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
 	@mkdir -p $(EXACT)
@@ -63,4 +88,4 @@ $(EXACT)/accuracy/rmse.svg: $(EXACT)/accuracy/summary.md | venv-report
 exact-game: ort $(EXACT)/accuracy/summary.md $(EXACT)/accuracy/rmse.svg
 	cat $(EXACT)/accuracy/summary.md
 
-.PHONY: bench exact-game
+.PHONY: bench bench-gpu test-bench exact-game

@@ -18,17 +18,17 @@ FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitex
 $(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) \
-	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --mode random --seed $* --out $@
+	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $* --out $@
 
 $(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(EVAL_DOCUMENTS) \
-	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
+	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 $(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --text $(WIKITEXT) \
-	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
+	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \

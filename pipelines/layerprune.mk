@@ -60,8 +60,8 @@ text_deps = $(if $(1),$(1),$(LAMBADA))
 CALIB_SOURCE := $(call text_source,$(CALIB_TEXT),$(CALIB_DOCUMENTS))
 EVAL_SOURCE := $(call text_source,$(EVAL_TEXT),$(EVAL_DOCUMENTS))
 
-$(eval $(call settings_stamp,tokens-calib,$(MODEL_DIR) $(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(SEED)))
-$(eval $(call settings_stamp,tokens-eval,$(MODEL_DIR) $(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN)))
+$(eval $(call settings_stamp,tokens-calib,$(MODEL_DIR) $(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED)))
+$(eval $(call settings_stamp,tokens-eval,$(MODEL_DIR) $(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
 $(eval $(call settings_stamp,masks,$(MODEL_DIR) $(STRATA) $(MASKS) $(SEED)))
 $(eval $(call settings_stamp,surrogates,$(SEED) $(SURROGATE_RIDGE)))
 $(eval $(call settings_stamp,plans,$(KS) $(ADAPTIVE_BUDGET) $(SEED)))
@@ -69,12 +69,12 @@ $(eval $(call settings_stamp,plans,$(KS) $(ADAPTIVE_BUDGET) $(SEED)))
 $(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens
 	@mkdir -p $(RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(CALIB_SOURCE) \
-	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --mode random --seed $(SEED) --out $@
+	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
 
 $(RUN)/tokens-eval.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_TEXT)) $(RUN)/.settings/tokens-eval | $(BIN)/prepare-tokens
 	@mkdir -p $(RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(EVAL_SOURCE) \
-	  --windows $(EVAL_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
+	  --windows $(EVAL_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 $(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(RUN)
@@ -145,8 +145,10 @@ $(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.jso
 $(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
 	$(VENV_EXPORT)/bin/python tools/export/merge_layered.py $(dir $<) $@
 
+# The checkpoint is written from the GGUF the model was exported from (MODEL_GGUF, by
+# MODEL_NAME in pipelines/models.mk), so for the models the project fetches itself.
 $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
-	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(SMOLLM2_GGUF) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
+	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
 	  --method adaptive --k $(K_PRUNED) --out $(dir $@) --force
 
 $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet | $(BIN)/evaluate
@@ -154,7 +156,7 @@ $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet | $(BIN)/evaluate
 
 # --- The demo ----------------------------------------------------------------------------------
 DEMO_PRUNED := $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \
-  $(if $(filter $(MODEL_DIR),$(BUILD)/models/smollm2-135m),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json)
+  $(if $(and $(filter $(MODEL_DIR),$(BUILD)/models/$(MODEL_NAME)),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json)
 demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
 	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(DEMO_METHODS) --k-pruned $(K_PRUNED)
 

@@ -12,16 +12,30 @@
 #   k<K>/plan.parquet             the same plan, measured on the held-out tokens
 #   k<K>/pruned/                  the pruned layered ONNX folder; pruned-eval.parquet: its evaluation
 #   k<K>/pruned-hf/               the pruned Hugging Face checkpoint (tools/export/prune_hf.py)
+#   k<K>/pruned-generator.onnx    one ONNX decoder with a KV cache, made from pruned-hf/ for
+#                                 generating text (tools/export/export_generator.py; llama,
+#                                 mistral, qwen2, qwen3 and gemma3_text only)
 #   k<K>/llama-cpp-prune-layers.txt   the removed blocks for `llama-quantize --prune-layers`
 # Every step depends on a settings stamp (PRUNE_OUT/.settings/<step>), as in layerprune.mk, so
 # changed settings redo what they affect and nothing else.
 
 MODEL ?=
 K ?=
-# The run's name and folder; PRUNE_EXPORT_FLAGS are added to export_layered.py (e.g. --dtype bf16).
+# The run's name and folder; PRUNE_EXPORT_FLAGS are added to export_layered.py (e.g. --dtype bf16),
+# PRUNE_GENERATOR_FLAGS to export_generator.py (e.g. --dtype fp16; its default is fp32).
 PRUNE_NAME ?= $(patsubst %.gguf,%,$(notdir $(patsubst %/,%,$(MODEL))))
 PRUNE_OUT ?= $(BUILD)/runs/prune-$(PRUNE_NAME)
 PRUNE_EXPORT_FLAGS ?=
+PRUNE_GENERATOR_FLAGS ?=
+
+# export_generator.py's architectures: the KV-cache decoder is made for a Hugging Face folder whose
+# config.json names one of them (the others, GPT-2, GPT-NeoX and Mamba, are pruned without it) and
+# for a GGUF file (its architecture is known only once loaded; the tool refuses others by name).
+# PRUNE_GENERATOR=0 skips it, PRUNE_GENERATOR=1 asks for it whatever the architecture.
+PRUNE_GENERATOR_TYPES = llama mistral qwen2 qwen3 gemma3_text
+PRUNE_MODEL_TYPE := $(if $(filter %.gguf,$(MODEL)),gguf,$(if $(wildcard $(patsubst %/,%,$(MODEL))/config.json),$(shell \
+  grep -o '"model_type" *: *"[^"]*"' $(patsubst %/,%,$(MODEL))/config.json | head -n 1 | sed 's/.*"\([^"]*\)"$$/\1/')))
+PRUNE_GENERATOR ?= $(if $(filter gguf $(PRUNE_GENERATOR_TYPES),$(PRUNE_MODEL_TYPE)),1,0)
 
 PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
 PRUNE_K = $(PRUNE_OUT)/k$(K)
@@ -62,10 +76,11 @@ $(PRUNE_OUT)/.settings/$(1): FORCE
 endef
 
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_FLAGS))))
-$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(SEED)))
-$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN)))
+$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED)))
+$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
 $(eval $(call prune_stamp,plan-k$(K),$(PLAN_ARGS_adaptive)))
 $(eval $(call prune_stamp,hf-k$(K),$(PRUNE_SOURCE)))
+$(eval $(call prune_stamp,generator-k$(K),$(PRUNE_GENERATOR_FLAGS)))
 
 # The full model as a layered ONNX folder, checked against transformers by the exporter.
 $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB)
@@ -74,11 +89,11 @@ $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layer
 
 $(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(CALIB_SOURCE) \
-	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --mode random --seed $(SEED) --out $@
+	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
 
 $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_TEXT)) $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/prepare-tokens
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(EVAL_SOURCE) \
-	  --windows $(EVAL_WINDOWS) --length $(SEQ_LEN) --mode consecutive --out $@
+	  --windows $(EVAL_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(ORT_LIB)
 	$(BIN)/evaluate --model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
@@ -107,12 +122,23 @@ $(PRUNE_K)/pruned-hf/config.json: $(PRUNE_K)/pruned/manifest.json tools/export/p
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plan $(PRUNE_K)/plan.parquet \
 	  --method adaptive --k $(K) --out $(dir $@) --force
 
+# The pruned checkpoint as one ONNX decoder with a KV cache (the onnxruntime-genai / optimum
+# layout): the layered folder and its merged file have no cache, so no runtime generates text
+# with them. The tool checks its greedy generation against transformers' before writing it.
+$(PRUNE_K)/pruned-generator.onnx: $(PRUNE_K)/pruned-hf/config.json tools/export/export_generator.py $(PRUNE_OUT)/.settings/generator-k$(K) | $(VENV_EXPORT)/.complete
+	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ \
+	  $(PRUNE_GENERATOR_FLAGS) --force
+
 # For llama.cpp: the removed blocks, 0-based, comma-separated (`llama-quantize --prune-layers`).
 $(PRUNE_K)/llama-cpp-prune-layers.txt: $(PRUNE_K)/pruned/manifest.json tools/prune/report.py
 	$(PYTHON) tools/prune/report.py llama-cpp --model $(PRUNE_MODEL_DIR) --pruned $(dir $<) --out $@
 
+PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_K)/pruned-generator.onnx)
+PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $(PRUNE_GENERATOR_OUT), one decoder with a KV cache (docs/your-model.md)
+
 prune: ort $(PRUNE_OUT)/full-eval.parquet $(PRUNE_K)/pruned-eval.parquet $(PRUNE_K)/pruned-hf/config.json \
-       $(PRUNE_K)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
+       $(PRUNE_GENERATOR_OUT) $(PRUNE_K)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --k $(K) --source $(MODEL)
+	$(if $(PRUNE_GENERATOR_OUT),@echo "  $(PRUNE_GENERATOR_NOTE)")
 
 .PHONY: prune

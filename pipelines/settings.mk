@@ -37,6 +37,9 @@ CALIB_TEXT ?=
 CALIB_DOCUMENTS ?= 0:2500
 CALIB_WINDOWS ?= 10
 SEQ_LEN ?= 128
+# What each window (and task context) starts with: auto = the BOS the model's tokenizer puts
+# before a text (Gemma, Llama, Mistral; nothing for SmolLM2, Qwen, GPT-2), off = text only.
+BOS ?= auto
 # Evaluation text, disjoint from calibration: by default the held-out LAMBADA passages.
 # EVAL_TEXT=path/to/file.txt uses any text file instead (e.g. WikiText-2 test).
 EVAL_TEXT ?=

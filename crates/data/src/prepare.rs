@@ -3,7 +3,7 @@
 use layerprune_tables::TokenTable;
 
 use crate::{
-    cut_windows, tokenize_documents, DataError, DocumentRange, TextSource, TokenizerFile,
+    cut_windows, tokenize_documents, Bos, DataError, DocumentRange, TextSource, TokenizerFile,
     WindowSpec,
 };
 
@@ -15,13 +15,21 @@ pub struct TokenRequest {
     /// Put between documents before tokenizing ("\n\n" by default in `prepare-tokens`).
     pub separator: String,
     pub windows: WindowSpec,
+    /// What each window starts with; the rest of its `length` tokens come from the stream.
+    pub bos: Bos,
 }
 
 impl TokenRequest {
-    /// How the table was made, for its `source` column: file, field, range, mode, seed.
-    pub fn describe(&self) -> String {
+    /// How the table was made, for its `source` column: file, field, range, mode, seed, and
+    /// the tokens every window starts with (none: the text's own tokens from the first).
+    pub fn describe(&self, prefix: &[u32]) -> String {
+        let start = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("; each window starts with token ids {prefix:?}")
+        };
         format!(
-            "{}; documents {}; separator {:?}; {}",
+            "{}; documents {}; separator {:?}; {}{start}",
             self.source, self.documents, self.separator, self.windows
         )
     }
@@ -53,7 +61,23 @@ pub fn prepare_tokens(
         });
     }
     let tokens = tokenize_documents(tokenizer, &documents, &request.separator)?;
-    let windows = cut_windows(&tokens, &request.windows).map_err(|error| match error {
+    let prefix = request.bos.prefix(tokenizer)?;
+    let seq_len = request.windows.length;
+    if prefix.len() >= seq_len {
+        return Err(DataError::BadWindows(format!(
+            "windows of {seq_len} tokens leave no room for text after the {} token(s) \
+             {prefix:?} the tokenizer puts first",
+            prefix.len()
+        )));
+    }
+    // The text part of each window is cut as a window of its own, so the positions drawn for
+    // a seed depend on the text length only, and a tokenizer with no leading tokens gives
+    // exactly the windows it gave before windows had a start.
+    let text_windows = WindowSpec {
+        length: seq_len - prefix.len(),
+        ..request.windows
+    };
+    let windows = cut_windows(&tokens, &text_windows).map_err(|error| match error {
         DataError::TooFewTokens {
             available,
             count,
@@ -63,18 +87,29 @@ pub fn prepare_tokens(
             available,
             count,
             length,
-            context: format!("{context} ({source_name}, documents {})", request.documents),
+            context: format!(
+                "{context} ({source_name}, documents {}{})",
+                request.documents,
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("; text tokens per window, after the leading {prefix:?}")
+                }
+            ),
         },
         other => other,
     })?;
-    let seq_len = request.windows.length;
+    let windows: Vec<Vec<u32>> = windows
+        .into_iter()
+        .map(|text| prefix.iter().copied().chain(text).collect())
+        .collect();
     Ok(PreparedTokens {
         table: TokenTable {
             dataset_id: layerprune_tables::dataset_id(seq_len, &windows),
             seq_len,
             windows,
             tokenizer_sha256: tokenizer.sha256().to_string(),
-            source: request.describe(),
+            source: request.describe(&prefix),
         },
         documents: documents.len(),
         stream_tokens: tokens.len(),

@@ -6,6 +6,53 @@ use tokenizers::Tokenizer;
 
 use crate::DataError;
 
+/// Whether a window (and a task's context) starts with a BOS before its text tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bos {
+    /// The special tokens the model's tokenizer puts before a text
+    /// ([`TokenizerFile::leading_special_ids`]): BOS for Gemma, Llama and Mistral, nothing for
+    /// SmolLM2, Qwen and GPT-2. Gemma is trained to always see BOS first: without it its
+    /// perplexity on book text is ~9× higher at every position, not only the first.
+    #[default]
+    Auto,
+    /// Text tokens only (what SLEB's and the published code's windows hold after the first).
+    Off,
+}
+
+impl Bos {
+    /// The names the command lines take (`--bos auto|off`).
+    pub const NAMES: [&'static str; 2] = ["auto", "off"];
+
+    /// The token ids put at the start of every window (and before every task context).
+    pub fn prefix(self, tokenizer: &TokenizerFile) -> Result<Vec<u32>, DataError> {
+        match self {
+            Bos::Auto => tokenizer.leading_special_ids(),
+            Bos::Off => Ok(Vec::new()),
+        }
+    }
+}
+
+impl std::str::FromStr for Bos {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Bos::Auto),
+            "off" => Ok(Bos::Off),
+            other => Err(format!("{other:?} is not a BOS setting: auto or off")),
+        }
+    }
+}
+
+impl std::fmt::Display for Bos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bos::Auto => "auto",
+            Bos::Off => "off",
+        })
+    }
+}
+
 /// A loaded `tokenizer.json`, with the sha256 of its bytes (recorded in every token table, so
 /// windows are never scored by a model with a different vocabulary).
 pub struct TokenizerFile {
@@ -49,8 +96,8 @@ impl TokenizerFile {
         &self.sha256
     }
 
-    /// Token ids of `text`, with no special tokens (no BOS/EOS), as the reference perplexities
-    /// were measured.
+    /// Token ids of `text`, with no special tokens (no BOS/EOS): the stream windows are cut
+    /// from; a window's leading BOS, where the model wants one, is [`Bos`]'s.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
         self.tokenizer
             .encode_fast(text, false)
@@ -59,6 +106,35 @@ impl TokenizerFile {
                 path: self.path.clone(),
                 message: format!("cannot encode text: {error}"),
             })
+    }
+
+    /// The special tokens this tokenizer puts before a text when asked for special tokens: its
+    /// post-processor's template (Gemma's `<bos>`, Llama-2's and Mistral's `<s>`, Llama 3's
+    /// `<|begin_of_text|>`; nothing for SmolLM2, Qwen or GPT-2). Found by encoding a probe text
+    /// with and without special tokens rather than by reading the template, so every kind of
+    /// post-processor (template, sequence, BERT-style) is handled the way the tokenizer itself
+    /// applies it.
+    pub fn leading_special_ids(&self) -> Result<Vec<u32>, DataError> {
+        let encode = |special: bool| {
+            self.tokenizer
+                .encode_fast("probe", special)
+                .map(|encoding| encoding.get_ids().to_vec())
+                .map_err(|error| DataError::Tokenizer {
+                    path: self.path.clone(),
+                    message: format!("cannot encode a probe text: {error}"),
+                })
+        };
+        let (with, without) = (encode(true)?, encode(false)?);
+        let start = (0..=with.len().saturating_sub(without.len()))
+            .find(|&start| with[start..].starts_with(&without))
+            .ok_or_else(|| DataError::Tokenizer {
+                path: self.path.clone(),
+                message: format!(
+                    "its special tokens change the text's own tokens ({without:?} becomes \
+                     {with:?}), so the tokens it puts before a text cannot be told apart"
+                ),
+            })?;
+        Ok(with[..start].to_vec())
     }
 
     /// The text of some token ids (special tokens included), for showing a window to a person.

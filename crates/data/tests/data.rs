@@ -384,6 +384,7 @@ fn prepare_tokens_builds_the_table_from_a_document_range() {
             length: 16,
             mode,
         },
+        bos: Bos::Off,
     };
     let first_half =
         prepare_tokens(&tokenizer, &request("0:3", WindowMode::Random { seed: 0 })).unwrap();
@@ -450,4 +451,64 @@ fn prepare_tokens_builds_the_table_from_a_document_range() {
         "{error}"
     );
     assert!(error.to_string().contains("corpus.txt"), "{error}");
+}
+
+#[test]
+fn windows_start_with_the_tokens_the_tokenizer_puts_before_a_text() {
+    let folder = tempfile::tempdir().unwrap();
+    let tokenizer = TokenizerFile::load(&write_tokenizer(folder.path())).unwrap();
+    let bos_id = NEWLINE_NEWLINE + 1;
+    assert_eq!(tokenizer.leading_special_ids().unwrap(), vec![bos_id]);
+    let path = folder.path().join("corpus.txt");
+    std::fs::write(&path, " the cat".repeat(200)).unwrap();
+    let request = |bos, length| TokenRequest {
+        source: TextSource::Text {
+            path: path.clone(),
+            split_on_blank_lines: false,
+        },
+        documents: ":".parse().unwrap(),
+        separator: "\n\n".to_string(),
+        windows: WindowSpec {
+            count: 5,
+            length,
+            mode: WindowMode::Random { seed: 3 },
+        },
+        bos,
+    };
+    let with_bos = prepare_tokens(&tokenizer, &request(Bos::Auto, 16)).unwrap();
+    let text_only = prepare_tokens(&tokenizer, &request(Bos::Off, 15)).unwrap();
+    let table = &with_bos.table;
+    assert_eq!(table.seq_len, 16);
+    // BOS, then the 15 text tokens the same seed draws without one: the text part's windows
+    // do not depend on the start.
+    for (window, text) in table.windows.iter().zip(&text_only.table.windows) {
+        assert_eq!(window.len(), 16);
+        assert_eq!(window[0], bos_id);
+        assert_eq!(&window[1..], &text[..]);
+    }
+    assert!(
+        table.source.contains(&format!("[{bos_id}]")),
+        "{}",
+        table.source
+    );
+    assert!(!text_only.table.source.contains("starts with"));
+
+    // A window with room for the BOS only is refused.
+    let error = prepare_tokens(&tokenizer, &request(Bos::Auto, 1)).unwrap_err();
+    assert!(error.to_string().contains("no room for text"), "{error}");
+
+    // A tokenizer whose post-processor adds nothing in front (SmolLM2's, GPT-2's) gives
+    // windows of text only, whatever the start.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.path().join("tokenizer.json")).unwrap())
+            .unwrap();
+    json["post_processor"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+        "trim_offsets": false, "use_regex": true});
+    let plain_path = folder.path().join("plain.json");
+    std::fs::write(&plain_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let plain = TokenizerFile::load(&plain_path).unwrap();
+    assert_eq!(plain.leading_special_ids().unwrap(), Vec::<u32>::new());
+    let auto = prepare_tokens(&plain, &request(Bos::Auto, 16)).unwrap();
+    let text = prepare_tokens(&plain, &request(Bos::Off, 16)).unwrap();
+    assert_eq!(auto.table, text.table);
 }

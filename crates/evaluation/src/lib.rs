@@ -20,6 +20,7 @@ mod perplexity;
 mod shard;
 mod tasks;
 
+pub use layerprune_data::Bos;
 pub use masks::{load_masks, ordered_rows, MaskList, MaskSource};
 pub use perplexity::{
     block_stats_table, merge_evaluations, run_evaluation, BlockStatsOutput, EvaluationConfig,

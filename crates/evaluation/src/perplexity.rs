@@ -172,6 +172,8 @@ pub fn run_evaluation(
             "vocab_size": manifest.vocab_size,
             "extra": manifest.extra,
             "device": config.runtime.device.to_string(),
+            "io_binding": evaluator.model().io_binding(),
+            "tf32": config.runtime.tf32,
             "prefix_reuse": config.options.reuse_prefixes,
             "mask_batch": config.options.mask_batch,
         });

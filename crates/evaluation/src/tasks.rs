@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use layerprune_core::Mask;
-use layerprune_data::TokenizerFile;
+use layerprune_data::{Bos, TokenizerFile};
 use layerprune_runtime::{
     ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, Manifest, RuntimeOptions, Scoring,
 };
@@ -38,6 +38,8 @@ pub struct TaskConfig {
     pub subsample: usize,
     /// Seed of the subsample.
     pub seed: u64,
+    /// Whether every context starts with the BOS the model's tokenizer puts before a text.
+    pub bos: Bos,
     /// The accuracy whose mean over the tasks, relative to the full model's, is a mask's
     /// `utility`.
     pub metric: TaskMetric,
@@ -100,6 +102,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     let num_blocks = manifest.num_blocks;
     let tokenizer_path = manifest.tokenizer_path(model_dir)?;
     let tokenizer = TokenizerFile::load(&tokenizer_path)?;
+    let prefix = config.bos.prefix(&tokenizer)?;
     let mut encoded = Vec::with_capacity(config.tasks.len());
     for &task in &config.tasks {
         let questions = load_encoded(
@@ -108,6 +111,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
             config.subsample,
             config.seed,
             &tokenizer,
+            &prefix,
         )?;
         encoded.push((task, questions));
     }

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use layerprune_core::Mask;
-use layerprune_evaluation::{run_tasks, MaskSource, Progress, Shard, TaskConfig, TaskOutcome};
+use layerprune_evaluation::{run_tasks, Bos, MaskSource, Progress, Shard, TaskConfig, TaskOutcome};
 use layerprune_runtime::{ChoiceOptions, RuntimeOptions};
 use layerprune_tables::{
     read_evaluations, read_task_accuracies, read_task_choices, Provenance, TaskChoiceRow,
@@ -24,6 +24,7 @@ fn config(dir: &Path, name: &str) -> TaskConfig {
         tasks: vec![Task::Piqa, Task::Boolq],
         subsample: 0,
         seed: 0,
+        bos: Bos::Auto,
         metric: TaskMetric::Acc,
         masks: MaskSource {
             table: None,

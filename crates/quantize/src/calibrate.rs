@@ -5,18 +5,22 @@
 //! external files against), and its output is the next block's input. The activations are
 //! the float model's throughout — GPTQ's reference code feeds each layer the already
 //! quantized layers' outputs; this keeps the calibration pass independent of the scheme.
+//!
+//! The passes run on the CPU provider or, asked for, on a CUDA GPU through the CUDA execution
+//! provider; a CUDA request that cannot be met (a CPU build of the library, no visible GPU)
+//! is [`RuntimeError::DeviceUnavailable`], never a silent fall-back to the CPU, as for
+//! `evaluate`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use layerprune_runtime::RuntimeError;
+use layerprune_core::Device;
+use layerprune_runtime::{session_builder, RuntimeError, RuntimeOptions};
 use ndarray::{Array2, Array3, Ix2};
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::type_proto::{Tensor, Value};
 use onnx_protobuf::{Message, ModelProto, TypeProto, ValueInfoProto};
-use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
 use ort::value::TensorRef;
 use protobuf::EnumOrUnknown;
 
@@ -49,18 +53,20 @@ fn float_output(name: &str) -> ValueInfoProto {
 
 /// The float model's hidden states on the calibration windows, advanced block by block.
 pub struct Activations {
-    environment: &'static Environment,
+    /// Device and threads of every session (`layerprune_runtime::session_builder`).
+    runtime: RuntimeOptions,
     hidden: Array3<f32>,
 }
 
 impl Activations {
-    /// Embeds `windows` (token ids, all the same length) with the graph `embed`, in the
-    /// process's ONNX Runtime environment (`layerprune_runtime::environment`: `threads` CPU
-    /// threads if it is the first to start it, 0 = one per core).
+    /// Embeds `windows` (token ids, all the same length) with the graph `embed` on `device`,
+    /// in the process's ONNX Runtime environment (`layerprune_runtime::environment`: `threads`
+    /// CPU threads if it is the first to start it, 0 = one per core).
     pub fn start(
         embed: &Path,
         windows: &[Vec<u32>],
         threads: usize,
+        device: Device,
     ) -> Result<Self, QuantizeError> {
         let length = windows.first().map_or(0, Vec::len);
         if length == 0 || windows.iter().any(|w| w.len() != length) {
@@ -68,10 +74,13 @@ impl Activations {
                 "GPTQ needs calibration windows, all of the same non-zero length".into(),
             ));
         }
-        let environment = layerprune_runtime::environment(threads)?;
+        let runtime = RuntimeOptions {
+            device,
+            threads,
+            ..RuntimeOptions::default()
+        };
         let ids = Array2::from_shape_fn((windows.len(), length), |(b, t)| i64::from(windows[b][t]));
-        let mut session = Session::builder(environment)
-            .map_err(|e| onnx_error(embed, e))?
+        let mut session = session_builder(embed, &runtime)?
             .commit_from_file(embed)
             .map_err(|e| onnx_error(embed, e))?;
         let input = TensorRef::from_array_view(&ids).map_err(|e| onnx_error(embed, e))?;
@@ -90,10 +99,7 @@ impl Activations {
             .map_err(|e| onnx_error(embed, format!("embedding output: {e}")))?
             .to_owned();
         drop(outputs);
-        Ok(Activations {
-            environment,
-            hidden,
-        })
+        Ok(Activations { runtime, hidden })
     }
 
     /// Runs the block `model` (read from `path`) on the current hidden states: returns the
@@ -130,8 +136,7 @@ impl Activations {
         let bytes = probe
             .write_to_bytes()
             .map_err(|e| onnx_error(path, format!("cannot encode the probe graph: {e}")))?;
-        let mut session = Session::builder(self.environment)
-            .map_err(|e| onnx_error(path, e))?
+        let mut session = session_builder(path, &self.runtime)?
             .with_optimization_level(GraphOptimizationLevel::Level1)
             .map_err(|e| onnx_error(path, e))?
             .commit_from_memory(&bytes)

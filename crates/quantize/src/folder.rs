@@ -17,6 +17,7 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use layerprune_core::Device;
 use layerprune_model::{
     confined, confined_reference, external_data_locations, link_or_copy, model_id, Manifest,
     MANIFEST_FILE, MAX_TENSOR_ELEMENTS,
@@ -92,6 +93,9 @@ pub struct Calibration {
     pub damp: f64,
     /// CPU threads of ONNX Runtime for the calibration passes (0 = one per core).
     pub threads: usize,
+    /// Where the calibration passes run: the CPU, or a CUDA GPU (an error when the CUDA
+    /// execution provider cannot be registered, never a fall-back to the CPU).
+    pub device: Device,
 }
 
 impl Record {
@@ -391,6 +395,7 @@ pub fn quantize_folder(
             &confined(source, &manifest.embedding.file)?,
             &calibration.windows,
             calibration.threads,
+            calibration.device,
         )?),
         None => None,
     };

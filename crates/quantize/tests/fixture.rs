@@ -249,6 +249,7 @@ fn gptq_refuses_ragged_calibration_windows() {
         dataset_id: "ragged".into(),
         damp: 0.01,
         threads: 0,
+        device: layerprune_core::Device::Cpu,
     });
     let error = quantize_folder(&fixture(), &opts).unwrap_err();
     assert!(matches!(error, QuantizeError::Unsupported(_)));

@@ -11,13 +11,21 @@
 //!
 //! Memory: every group holds a state, and there are at most as many groups as masks, so the
 //! masks are taken in slices of the sorted order that fit the cache budget.
+//!
+//! Concatenating and splitting are host operations: the states are read and written in host
+//! memory. With [`crate::RuntimeOptions::io_binding`] on CUDA, a state that runs alone stays on
+//! the device, but one that joins a batch is copied to the host ([`on_host`]) and the batch's
+//! output is copied back from the device to be split; its parts then go to the device again as
+//! the next block's input. On the CPU provider nothing is copied beyond what batching always
+//! copied. (A device-side concatenation, a Concat/Split graph of its own, would remove these
+//! transfers.)
 
 use std::rc::Rc;
 
 use layerprune_core::Mask;
 use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, ValueType};
 
-use crate::model::{HiddenState, LayeredModel};
+use crate::model::{on_host, HiddenState, LayeredModel};
 use crate::RuntimeError;
 
 /// Hidden states of several groups, one after another along the batch axis.
@@ -39,6 +47,7 @@ where
     let mut shape: Vec<i64> = Vec::new();
     let mut data: Vec<T> = Vec::new();
     for state in states {
+        let state = on_host(state)?;
         let (part_shape, part) = state.try_extract_tensor::<T>().map_err(batch_error)?;
         if shape.is_empty() {
             shape = part_shape.to_vec();
@@ -69,6 +78,7 @@ fn split_typed<T>(state: &HiddenState, parts: usize) -> Result<Vec<HiddenState>,
 where
     T: PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static,
 {
+    let state = on_host(state)?;
     let (shape, data) = state.try_extract_tensor::<T>().map_err(batch_error)?;
     let mut part_shape = shape.to_vec();
     part_shape[0] /= parts as i64;

@@ -21,7 +21,7 @@ use ndarray::{Array2, Array3};
 
 use crate::evaluator::{prefix_order, run_masks};
 use crate::manifest::Manifest;
-use crate::model::{HiddenState, LayeredModel};
+use crate::model::{on_host, HiddenState, LayeredModel};
 use crate::RuntimeError;
 
 /// One scoring request: log p(continuation | context).
@@ -121,11 +121,17 @@ struct RowBatch {
 }
 
 impl RowBatch {
-    /// The hidden states of the scored windows, or `None` for a model whose states are not
-    /// f32 (then the head runs on every position).
-    fn compact_state(&self, state: &HiddenState) -> Option<Array3<f32>> {
-        let view = state.try_extract_array::<f32>().ok()?;
-        let view = view.into_dimensionality::<ndarray::Ix3>().ok()?;
+    /// The hidden states of the scored windows (copied to the host when they are in device
+    /// memory), or `None` for a model whose states are not f32 (then the head runs on every
+    /// position).
+    fn compact_state(&self, state: &HiddenState) -> Result<Option<Array3<f32>>, RuntimeError> {
+        let state = on_host(state)?;
+        let Ok(view) = state.try_extract_array::<f32>() else {
+            return Ok(None);
+        };
+        let Ok(view) = view.into_dimensionality::<ndarray::Ix3>() else {
+            return Ok(None);
+        };
         let (rows, _, hidden) = view.dim();
         let mut compact = Array3::<f32>::zeros((rows, self.window_len, hidden));
         for (row, &start) in self.window_start.iter().enumerate() {
@@ -134,7 +140,7 @@ impl RowBatch {
                 .slice_mut(ndarray::s![row, ..end - start, ..])
                 .assign(&view.slice(ndarray::s![row, start..end, ..]));
         }
-        Some(compact)
+        Ok(Some(compact))
     }
 }
 
@@ -440,7 +446,7 @@ fn span_nlls(
     final_state: &HiddenState,
     scoring: Scoring,
 ) -> Result<Vec<(usize, f64)>, RuntimeError> {
-    let compact = batch.compact_state(final_state);
+    let compact = batch.compact_state(final_state)?;
     let mut sums = Vec::with_capacity(batch.spans.len());
     match (scoring, &compact) {
         (Scoring::LogitsF64, Some(state)) => {

@@ -12,7 +12,8 @@ use crate::RuntimeError;
 /// How the evaluator trades memory for reuse.
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
-    /// Windows run together in one batch (0 = all windows in one batch).
+    /// Windows run together in one batch (0 = automatic: all windows in one batch unless the
+    /// head's logits would pass [`HEAD_LOGITS_BYTES_PER_BATCH`]).
     pub batch_windows: usize,
     /// Memory for hidden states kept for reuse by later masks, in bytes.
     pub cache_bytes: usize,
@@ -35,6 +36,19 @@ impl Default for EvalOptions {
             mask_batch: 1,
         }
     }
+}
+
+/// The head's float32 logits one window batch may hold when the batch size is automatic
+/// (`batch_windows` 0). The head graph's peak is about four times its logits (the log-softmax
+/// and its temporaries): a 262k-token vocabulary (Gemma 3) makes 40 windows of 128 tokens 5.4
+/// GB of logits and a 22 GB peak, where SmolLM2's 49k vocabulary makes 1 GB.
+pub const HEAD_LOGITS_BYTES_PER_BATCH: usize = 2 << 30;
+
+/// Windows per batch when the batch size is automatic: all of them, unless the head's logits
+/// would pass [`HEAD_LOGITS_BYTES_PER_BATCH`] (then as many as fit, at least one).
+pub fn windows_per_batch(windows: usize, seq_len: usize, vocab_size: usize) -> usize {
+    let per_window = seq_len.saturating_mul(vocab_size).saturating_mul(4).max(1);
+    windows.min(HEAD_LOGITS_BYTES_PER_BATCH / per_window).max(1)
 }
 
 /// One mask's result: the summed NLL over the scored tokens.
@@ -108,7 +122,7 @@ impl Evaluator {
             }
         }
         let per_batch = if options.batch_windows == 0 {
-            windows.len()
+            windows_per_batch(windows.len(), seq_len, vocab_size)
         } else {
             options.batch_windows
         };
@@ -422,5 +436,21 @@ impl Game for OnnxGame {
             .iter()
             .map(|r| self.objective.value(r.nll(), self.full_model_nll))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::windows_per_batch;
+
+    #[test]
+    fn automatic_batches_bound_the_heads_logits() {
+        // SmolLM2 (49,152 tokens): 40 windows of 128 stay one batch (1 GB of logits).
+        assert_eq!(windows_per_batch(40, 128, 49_152), 40);
+        // Gemma 3 (262,144): 16 windows (2 GiB) per batch; 10 windows stay one.
+        assert_eq!(windows_per_batch(40, 128, 262_144), 16);
+        assert_eq!(windows_per_batch(10, 128, 262_144), 10);
+        // A window whose logits alone pass the bound still runs, one at a time.
+        assert_eq!(windows_per_batch(3, 1 << 20, 262_144), 1);
     }
 }

@@ -22,7 +22,8 @@ pub use manifest::{
     model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,
 };
 pub use model::{
-    environment, runtime_library_path, HiddenState, LayeredModel, RuntimeOptions, DEFAULT_LIBRARY,
+    environment, on_host, runtime_library_path, session_builder, HiddenState, LayeredModel, OnHost,
+    RuntimeOptions, DEFAULT_LIBRARY,
 };
 
 use std::path::PathBuf;

@@ -1,21 +1,25 @@
 //! One layered model loaded into ONNX Runtime sessions.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use layerprune_core::Device;
 use ndarray::{Array2, Array3};
 use ort::environment::{Environment, GlobalThreadPoolOptions};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
-use ort::value::{DynValue, TensorRef};
+use ort::value::{DynTensorValueType, DynValue, Tensor, TensorRef, Value, ValueTypeMarker};
 
 use crate::manifest::{model_id, Manifest};
 use crate::RuntimeError;
 use layerprune_model::confined;
 
 /// Hidden states between blocks, as ONNX Runtime holds them ([batch, seq, hidden], in the
-/// model's dtype). Passed from graph to graph without conversion.
+/// model's dtype). Passed from graph to graph without conversion; with
+/// [`RuntimeOptions::io_binding`] they stay in the device's memory (CUDA device memory on a
+/// GPU), else ONNX Runtime returns them in host memory. [`on_host`] reads either.
 pub type HiddenState = DynValue;
 
 /// How to load a model.
@@ -32,6 +36,16 @@ pub struct RuntimeOptions {
     /// blocks (80 windows a call) SmolLM2's 30 arenas grew past 15 GB. Off, freed buffers
     /// go back (1.6 GB there). CPU only.
     pub cpu_arena: bool,
+    /// Bind the outputs of the embedding and of every block to the device's own memory
+    /// (ONNX Runtime's IoBinding), so hidden states go from block to block without leaving
+    /// the device; only the head's per-token NLL comes back to the host. `None`: on for
+    /// CUDA, off for the CPU (where every buffer is host memory already, and the plain path
+    /// is the measured default). The results are the same bit for bit (tested on the CPU).
+    pub io_binding: Option<bool>,
+    /// TensorFloat-32 matrix products on the CUDA provider (its `use_tf32` option). `None`:
+    /// the provider's default (on). `Some(true)` on the CPU is refused: the CPU provider
+    /// has no such setting.
+    pub tf32: Option<bool>,
 }
 
 impl Default for RuntimeOptions {
@@ -41,7 +55,44 @@ impl Default for RuntimeOptions {
             threads: 0,
             verify_hashes: true,
             cpu_arena: true,
+            io_binding: None,
+            tf32: None,
         }
+    }
+}
+
+impl RuntimeOptions {
+    /// Whether block outputs are bound to the device's memory ([`Self::io_binding`] resolved
+    /// for [`Self::device`]).
+    pub fn binds_outputs(&self) -> bool {
+        self.io_binding
+            .unwrap_or(matches!(self.device, Device::Cuda(_)))
+    }
+
+    /// Refuses settings the device does not have.
+    fn check(&self) -> Result<(), RuntimeError> {
+        if self.tf32 == Some(true) && matches!(self.device, Device::Cpu) {
+            return Err(RuntimeError::BadInput(
+                "TF32 is a setting of the CUDA execution provider; the CPU provider computes \
+                 float32 products in float32"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where bound outputs go: the device's default memory.
+    fn output_memory(&self) -> Result<MemoryInfo<'static>, RuntimeError> {
+        let (device, index) = match self.device {
+            Device::Cpu => (AllocationDevice::CPU, 0),
+            Device::Cuda(index) => (AllocationDevice::CUDA, index as i32),
+        };
+        MemoryInfo::new(device, index, AllocatorType::Device, MemoryType::Default).map_err(
+            |error| RuntimeError::DeviceUnavailable {
+                device: self.device.to_string(),
+                problem: format!("no memory description for it: {}", error.message()),
+            },
+        )
     }
 }
 
@@ -114,6 +165,19 @@ fn onnx_error(path: &Path) -> impl Fn(ort::Error) -> RuntimeError + '_ {
 }
 
 fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, RuntimeError> {
+    session_builder(path, options)?
+        .commit_from_file(path)
+        .map_err(onnx_error(path))
+}
+
+/// A session builder for the graph at `path` (named in errors) with `options`' device,
+/// threads, TF32 and CPU arena, in the process's one environment: every session of the
+/// project (the evaluator's, GPTQ calibration's) is configured here. A CUDA device that cannot
+/// be had is [`RuntimeError::DeviceUnavailable`].
+pub fn session_builder(
+    path: &Path,
+    options: &RuntimeOptions,
+) -> Result<SessionBuilder, RuntimeError> {
     let environment = environment(options.threads)?;
     let builder_error =
         |error: ort::Error<ort::session::builder::SessionBuilder>| RuntimeError::Onnx {
@@ -133,10 +197,11 @@ fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, Runtim
     if let Device::Cuda(index) = options.device {
         // error_on_failure: a CUDA request that cannot be met must fail, never fall back to
         // the CPU and report CPU timings as GPU ones.
-        let cuda = ort::ep::CUDA::default()
-            .with_device_id(index as i32)
-            .build()
-            .error_on_failure();
+        let mut cuda = ort::ep::CUDA::default().with_device_id(index as i32);
+        if let Some(tf32) = options.tf32 {
+            cuda = cuda.with_tf32(tf32);
+        }
+        let cuda = cuda.build().error_on_failure();
         builder = builder.with_execution_providers([cuda]).map_err(|error| {
             RuntimeError::DeviceUnavailable {
                 device: options.device.to_string(),
@@ -148,7 +213,90 @@ fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, Runtim
             }
         })?;
     }
-    builder.commit_from_file(path).map_err(onnx_error(path))
+    Ok(builder)
+}
+
+/// Runs `session` on its one input, with its first output bound to `memory` (ONNX Runtime
+/// allocates it there, from the session's allocator for that device), and returns that
+/// output. A fresh binding per call: ONNX Runtime would otherwise write the next call's
+/// output into the buffer of this one, which the caller still holds.
+fn run_bound<T: ValueTypeMarker + ?Sized>(
+    session: &mut Session,
+    input: &Value<T>,
+    memory: &MemoryInfo<'static>,
+    path: &Path,
+) -> Result<DynValue, RuntimeError> {
+    let (Some(input_name), Some(output_name)) = (
+        session.inputs().first().map(|i| i.name().to_string()),
+        session.outputs().first().map(|o| o.name().to_string()),
+    ) else {
+        return Err(RuntimeError::Onnx {
+            path: path.to_path_buf(),
+            message: "graph has no input or no output".into(),
+        });
+    };
+    let mut binding = session.create_binding().map_err(onnx_error(path))?;
+    binding
+        .bind_input(input_name, input)
+        .map_err(onnx_error(path))?;
+    binding
+        .bind_output_to_device(output_name.as_str(), memory)
+        .map_err(onnx_error(path))?;
+    let mut outputs = session.run_binding(&binding).map_err(onnx_error(path))?;
+    outputs
+        .remove(&output_name)
+        .ok_or_else(|| RuntimeError::Onnx {
+            path: path.to_path_buf(),
+            message: format!("bound output {output_name} missing"),
+        })
+}
+
+/// A hidden state in host memory: the state itself where it is there already, else a copy.
+pub enum OnHost<'a> {
+    Borrowed(&'a HiddenState),
+    Copied(HiddenState),
+}
+
+impl Deref for OnHost<'_> {
+    type Target = HiddenState;
+
+    fn deref(&self) -> &HiddenState {
+        match self {
+            OnHost::Borrowed(state) => state,
+            OnHost::Copied(state) => state,
+        }
+    }
+}
+
+/// `state` where the host can read it (`try_extract_*`): itself when it is in host memory
+/// (always on the CPU provider), else copied from the device (a bound state on CUDA).
+pub fn on_host(state: &HiddenState) -> Result<OnHost<'_>, RuntimeError> {
+    let tensor = state
+        .view()
+        .downcast::<DynTensorValueType>()
+        .map_err(copy_error)?;
+    if tensor.memory_info().is_cpu_accessible() {
+        return Ok(OnHost::Borrowed(state));
+    }
+    copy_to_host(state).map(OnHost::Copied)
+}
+
+fn copy_error(error: ort::Error) -> RuntimeError {
+    RuntimeError::BadInput(format!(
+        "copying hidden states to the host: {}",
+        error.message()
+    ))
+}
+
+/// A copy of `state` in host memory, wherever it is (ort's copy: an Identity graph whose output
+/// is bound to the host).
+fn copy_to_host(state: &HiddenState) -> Result<HiddenState, RuntimeError> {
+    let tensor = state
+        .view()
+        .downcast::<DynTensorValueType>()
+        .map_err(copy_error)?;
+    let copy = tensor.to(AllocationDevice::CPU, 0).map_err(copy_error)?;
+    Ok(copy.into_dyn())
 }
 
 fn first_output(
@@ -201,6 +349,9 @@ pub struct LayeredModel {
     paths: GraphPaths,
     model_id: String,
     options: RuntimeOptions,
+    /// Where the embedding's and the blocks' outputs are bound ([`RuntimeOptions::io_binding`]);
+    /// `None`: ONNX Runtime returns them in host memory.
+    bound_memory: Option<MemoryInfo<'static>>,
     embed: Session,
     blocks: Vec<Session>,
     head: Session,
@@ -212,6 +363,7 @@ impl LayeredModel {
     /// `options.verify_hashes`, every file the graphs read must also be listed in the manifest
     /// and every listed file's sha256 must match (`Manifest::check_folder`).
     pub fn open(dir: &Path, options: &RuntimeOptions) -> Result<Self, RuntimeError> {
+        options.check()?;
         let manifest = Manifest::load(dir)?;
         manifest.check_folder(dir, options.verify_hashes)?;
         let paths = GraphPaths::of(&manifest, dir)?;
@@ -229,12 +381,18 @@ impl LayeredModel {
             .map(|path| open_session(path, options))
             .collect::<Result<Vec<_>, _>>()?;
         let head = open_session(&paths.head, options)?;
+        let bound_memory = if options.binds_outputs() {
+            Some(options.output_memory()?)
+        } else {
+            None
+        };
         Ok(LayeredModel {
             dir: dir.to_path_buf(),
             model_id: model_id(dir)?,
             manifest,
             paths,
             options: options.clone(),
+            bound_memory,
             embed,
             blocks,
             head,
@@ -259,9 +417,20 @@ impl LayeredModel {
         self.manifest.num_blocks
     }
 
+    /// Whether hidden states stay in the device's memory between graphs
+    /// ([`RuntimeOptions::io_binding`]).
+    pub fn io_binding(&self) -> bool {
+        self.bound_memory.is_some()
+    }
+
     /// Token ids [batch, seq] → hidden states.
     pub fn embed(&mut self, input_ids: &Array2<i64>) -> Result<HiddenState, RuntimeError> {
         let path = self.paths.embed.clone();
+        if let Some(memory) = &self.bound_memory {
+            // Owned, so the binding holds it rather than copying a borrowed view.
+            let input = Tensor::from_array(input_ids.clone()).map_err(onnx_error(&path))?;
+            return run_bound(&mut self.embed, &input, memory, &path);
+        }
         let input = TensorRef::from_array_view(input_ids).map_err(onnx_error(&path))?;
         let outputs = self
             .embed
@@ -277,13 +446,18 @@ impl LayeredModel {
         hidden: &HiddenState,
     ) -> Result<HiddenState, RuntimeError> {
         let path = &self.paths.blocks[index];
+        if let Some(memory) = &self.bound_memory {
+            return run_bound(&mut self.blocks[index], hidden, memory, path);
+        }
         let outputs = self.blocks[index]
             .run(ort::inputs![hidden])
             .map_err(onnx_error(path))?;
         first_output(outputs, path)
     }
 
-    /// −log p(target_ids[b, t] | tokens ≤ t) for every position: [batch, seq].
+    /// −log p(target_ids[b, t] | tokens ≤ t) for every position: [batch, seq]. `hidden` may
+    /// be in the device's memory; ONNX Runtime returns the NLL in host memory (its default for
+    /// outputs not bound), the only transfer back per mask.
     pub fn token_nll(
         &mut self,
         hidden: &HiddenState,
@@ -350,8 +524,10 @@ impl LayeredModel {
         Ok((session, path))
     }
 
-    /// Hidden states as f32 [batch, seq, hidden] (fp32 models only).
+    /// Hidden states as f32 [batch, seq, hidden] (fp32 models only), copied from the device
+    /// when they are there.
     pub fn hidden_to_array(&self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
+        let hidden = on_host(hidden)?;
         let view = hidden.try_extract_array::<f32>().map_err(|e| {
             RuntimeError::BadInput(format!(
                 "{}: hidden states are not float32 ({}); block statistics need an fp32 export",
@@ -430,6 +606,23 @@ mod tests {
         )
         .unwrap();
         dir
+    }
+
+    #[test]
+    fn a_copy_to_the_host_holds_the_same_state() {
+        // On a GPU `on_host` copies bound states this way; here the copy goes host to host,
+        // through the same Identity-graph machinery, inside this process's one environment.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama");
+        let mut model = LayeredModel::open(&fixture, &RuntimeOptions::default()).unwrap();
+        let ids = Array2::from_shape_fn((2, 5), |(b, t)| (b * 7 + t * 3) as i64);
+        let embedded = model.embed(&ids).unwrap();
+        let state = model.run_block(0, &embedded).unwrap();
+        let copy = copy_to_host(&state).unwrap();
+        assert_eq!(
+            model.hidden_to_array(&copy).unwrap(),
+            model.hidden_to_array(&state).unwrap()
+        );
+        assert!(matches!(on_host(&state).unwrap(), OnHost::Borrowed(_)));
     }
 
     #[test]

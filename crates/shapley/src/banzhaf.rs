@@ -6,7 +6,7 @@ use layerprune_core::{Game, Mask};
 use rand::Rng;
 
 use crate::values::distinct_sorted;
-use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
+use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
 pub const BANZHAF_MSR: &str = "banzhaf-msr";
 
@@ -89,7 +89,7 @@ pub fn run_banzhaf_msr(
     seed: u64,
 ) -> Result<Estimates, ShapleyError> {
     let design = uniform_design(players.len(), budget, &mut rng_from_seed(seed));
-    let (rows, evaluations) = evaluate_masks(game, players, &design.queries())?;
+    let (rows, evaluations) = evaluate_masks_for(BANZHAF_MSR, game, players, &design.queries())?;
     Ok(banzhaf_msr_estimate(&design, &rows)?
         .for_players(players)
         .with_evaluations(evaluations))

@@ -4,7 +4,7 @@
 use layerprune_core::exact::exact_shapley;
 use layerprune_core::{Game, Mask, RecordedGame};
 
-use crate::{evaluate_masks, Estimates, Players, ShapleyError};
+use crate::{evaluate_masks_for, Estimates, Players, ShapleyError};
 
 pub const EXACT_SHAPLEY: &str = "exact-shapley";
 pub const EXACT_BANZHAF: &str = "exact-banzhaf";
@@ -24,7 +24,7 @@ pub fn exact_values(
         )));
     }
     let masks = all_masks(n);
-    let (rows, evaluations) = evaluate_masks(game, players, &masks)?;
+    let (rows, evaluations) = evaluate_masks_for(EXACT_SHAPLEY, game, players, &masks)?;
     let mut recorded = RecordedGame::new(n, rows)?;
     let shapley = exact_shapley(&mut recorded)?;
     let values = recorded.values(&masks)?;

@@ -224,11 +224,18 @@ impl ScoreInputs {
             surrogate_evaluations: self.surrogate_evaluations(),
         };
         let mut all = Vec::new();
-        for &which in estimators {
+        for (done, &which) in estimators.iter().enumerate() {
+            let start = std::time::Instant::now();
             let estimated = estimate(which, &mut inputs, &self.players, options)?;
             for text in &estimated.notes {
                 note(text);
             }
+            tracing::info!(
+                "{which}: done in {:.2} s ({} of {} estimators)",
+                start.elapsed().as_secs_f64(),
+                done + 1,
+                estimators.len()
+            );
             all.extend(estimated.estimates);
         }
         Ok(all)

@@ -15,7 +15,7 @@ use layerprune_core::{Game, Mask};
 use rand::Rng;
 
 use crate::values::distinct_sorted;
-use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
+use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 use layerprune_core::linalg::Cholesky;
 
 pub const KERNELSHAP: &str = "kernelshap-paired";
@@ -259,7 +259,7 @@ pub fn run_kernelshap(
         KERNELSHAP,
         &mut rng_from_seed(seed),
     )?;
-    let (rows, evaluations) = evaluate_masks(game, players, &design.queries())?;
+    let (rows, evaluations) = evaluate_masks_for(KERNELSHAP, game, players, &design.queries())?;
     Ok(kernelshap_estimate(&design, &rows)?
         .for_players(players)
         .with_evaluations(evaluations))

@@ -26,6 +26,7 @@
 //! - [`banzhaf`]: the Banzhaf value by maximum sample reuse;
 //! - [`exact`]: exact Shapley and Banzhaf values from a fully enumerated table;
 //! - [`surrogate`]: the Shapley value of a surrogate model (closed form or sampled);
+//! - [`progress`]: how the long loops report their progress (`tracing` events);
 //! - [`inputs`]: the `shapley` stage's files (evaluation table, mask table, surrogate), read
 //!   and checked to describe one game, scored by the registry into a score table.
 
@@ -36,6 +37,7 @@ pub mod inputs;
 pub mod kernelshap;
 pub mod permutation;
 pub mod polynomial;
+pub mod progress;
 pub mod registry;
 pub mod regression;
 pub mod semivalue;
@@ -50,6 +52,7 @@ pub use registry::{
     estimate, estimate_recorded, Coalitions, DesignRow, Estimated, Estimator, EstimatorInputs,
     EstimatorOptions, Needs, RecordedDesign,
 };
+pub(crate) use values::evaluate_masks_for;
 pub use values::{evaluate_masks, Estimates, ValueTable};
 
 use layerprune_core::GameError;

@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::values::{distinct_sorted, mean_and_se};
-use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
+use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
 pub const PERMUTATION: &str = "permutation-shapley";
 
@@ -203,7 +203,7 @@ pub fn run_permutation(
     seed: u64,
 ) -> Result<Estimates, ShapleyError> {
     let design = permutation_design(players.len(), budget, &mut rng_from_seed(seed))?;
-    let (rows, evaluations) = evaluate_masks(game, players, &design.queries())?;
+    let (rows, evaluations) = evaluate_masks_for(PERMUTATION, game, players, &design.queries())?;
     Ok(permutation_estimate(&design, &rows)?
         .for_players(players)
         .with_evaluations(evaluations))

@@ -47,9 +47,9 @@ use layerprune_surrogate::{
 use crate::kernelshap::{paired_kernel_design, PairedDesign};
 use crate::permutation::{permutation_design, PermutationDesign};
 use crate::polynomial::{order_for_rows, Multilinear};
-use crate::surrogate::surrogate_shapley;
+use crate::surrogate::sampled_shapley;
 use crate::values::mean_and_se;
-use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
+use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
 pub const REGRESSION_ADJUSTED: &str = "regression-adjusted";
 pub const REGRESSION_ADJUSTED_LOG: &str = "regression-adjusted-exp";
@@ -100,7 +100,10 @@ pub(crate) enum HalfSurrogate {
 const GAUSS_NEWTON_STEPS: usize = 8;
 
 impl HalfSurrogate {
+    /// Fits f to `values` of `masks`; each Gauss–Newton step of the exp-polynomial is a
+    /// `debug` line labelled `name`.
     pub(crate) fn fit(
+        name: &str,
         target: SurrogateTarget,
         masks: &[Mask],
         values: &[f64],
@@ -135,7 +138,7 @@ impl HalfSurrogate {
         // in an unweighted log fit.
         let mut current: Vec<f64> = shifted.iter().map(|u| u.ln()).collect();
         let mut best: Option<(f64, Multilinear)> = None;
-        for _ in 0..GAUSS_NEWTON_STEPS {
+        for step in 0..GAUSS_NEWTON_STEPS {
             let weights: Vec<f64> = current.iter().map(|p| (2.0 * p).exp()).collect();
             let working: Vec<f64> = current
                 .iter()
@@ -150,6 +153,12 @@ impl HalfSurrogate {
                 .zip(&shifted)
                 .map(|(p, u)| (u - p.exp()).powi(2))
                 .sum();
+            tracing::debug!(
+                "{name}: Gauss–Newton step {}/{GAUSS_NEWTON_STEPS} of the order-{order} \
+                 surrogate on {} masks, loss {loss:.6e}",
+                step + 1,
+                masks.len()
+            );
             if !loss.is_finite()
                 || best
                     .as_ref()
@@ -175,15 +184,25 @@ impl HalfSurrogate {
     }
 
     /// φ(f): closed form for the quadratic, enumeration or permutation sampling through f
-    /// otherwise.
-    fn shapley(&mut self, seed: u64) -> Result<Vec<f64>, ShapleyError> {
+    /// otherwise (its progress lines labelled `name`).
+    fn shapley(&mut self, name: &str, seed: u64) -> Result<Vec<f64>, ShapleyError> {
         if let HalfSurrogate::Quadratic(quadratic) = self {
             return Ok(quadratic.shapley_values());
         }
         if self.num_players() <= MAX_SURROGATE_ENUMERATED_PLAYERS {
             return Ok(exact_shapley(self)?);
         }
-        Ok(surrogate_shapley(self, None, SURROGATE_PERMUTATION_PAIRS, seed)?.values)
+        Ok(sampled_shapley(name, self, SURROGATE_PERMUTATION_PAIRS, seed)?.0)
+    }
+
+    /// What f is, for progress lines: `quadratic`, `exp-polynomial of order 3`.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            HalfSurrogate::Quadratic(_) => "quadratic".into(),
+            HalfSurrogate::ExpPolynomial { polynomial, .. } => {
+                format!("exp-polynomial of order {}", polynomial.order)
+            }
+        }
     }
 }
 
@@ -236,8 +255,9 @@ fn cross_fit(
             .iter()
             .map(|m| table.get(m))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut surrogate = HalfSurrogate::fit(target, &train, &targets)?;
-        let surrogate_shapley = surrogate.shapley(seed.wrapping_add(h as u64))?;
+        let label = format!("{name}: surrogate {}/2", h + 1);
+        let mut surrogate = HalfSurrogate::fit(&label, target, &train, &targets)?;
+        let surrogate_shapley = surrogate.shapley(&label, seed.wrapping_add(h as u64))?;
         let residual = |mask: &Mask| -> Result<f64, ShapleyError> {
             Ok(table.get(mask)? - surrogate.predict(std::slice::from_ref(mask))[0])
         };
@@ -252,6 +272,14 @@ fn cross_fit(
                 .collect::<Vec<_>>(),
         );
         half_variances.push(residual_se.map(|se| se.iter().map(|s| s * s).collect::<Vec<_>>()));
+        tracing::info!(
+            "{name}: cross-fitting half {}/2 done ({} fitted on {} masks, residual over the \
+             other {})",
+            h + 1,
+            surrogate.describe(),
+            train.len(),
+            half_masks[h].len()
+        );
     }
     let values = (0..n)
         .map(|i| (half_values[0][i] + half_values[1][i]) / 2.0)
@@ -422,7 +450,11 @@ pub fn run_regression_adjusted_kernel(
         REGRESSION_ADJUSTED,
         &mut rng_from_seed(seed),
     )?;
-    let (rows, evaluations) = evaluate_masks(game, players, &design.queries())?;
+    let name = match target {
+        SurrogateTarget::Value => REGRESSION_ADJUSTED,
+        SurrogateTarget::LogValue => REGRESSION_ADJUSTED_LOG,
+    };
+    let (rows, evaluations) = evaluate_masks_for(name, game, players, &design.queries())?;
     let mut result = regression_adjusted_kernel_estimate(&design, &rows, target, seed)?;
     result.estimates = result
         .estimates
@@ -453,7 +485,12 @@ pub fn run_regression_adjusted_chains(
     seed: u64,
 ) -> Result<RegressionAdjusted, ShapleyError> {
     let design = permutation_design(players.len(), budget, &mut rng_from_seed(seed))?;
-    let (rows, evaluations) = evaluate_masks(game, players, &design.queries())?;
+    let (rows, evaluations) = evaluate_masks_for(
+        REGRESSION_ADJUSTED_LOG_CHAINS,
+        game,
+        players,
+        &design.queries(),
+    )?;
     let mut result = regression_adjusted_chains_estimate(&design, &rows, seed)?;
     result.estimates = result
         .estimates

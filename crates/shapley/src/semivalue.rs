@@ -10,6 +10,7 @@
 use layerprune_core::{CountingGame, Game, Mask};
 use rand::Rng;
 
+use crate::progress::Progress;
 use crate::values::{distinct_sorted, CHUNK};
 use crate::{rng_from_seed, Estimates, PlayerGame, Players, ShapleyError, ValueTable};
 
@@ -259,6 +260,12 @@ pub fn semivalue_through(
     // however many base masks there are.
     let bases_per_chunk = (CHUNK / (n + 1)).max(1);
     let indices: Vec<usize> = (0..design.base_masks.len()).collect();
+    let mut progress = Progress::new(
+        name_of(distribution),
+        "base masks valued",
+        indices.len(),
+        bases_per_chunk,
+    );
     for chunk in indices.chunks(bases_per_chunk) {
         let queries: Vec<Mask> = chunk
             .iter()
@@ -272,6 +279,7 @@ pub fn semivalue_through(
                 &values[k * (n + 1)..(k + 1) * (n + 1)],
             );
         }
+        progress.advance(chunk.len());
     }
     Ok(accumulator.finish(name_of(distribution)))
 }
@@ -305,7 +313,12 @@ pub fn exact_semivalue(
         base_masks,
         stratum_of,
     };
-    let (rows, evaluations) = crate::evaluate_masks(game, players, &design.queries())?;
+    let (rows, evaluations) = crate::evaluate_masks_for(
+        "exact-stratified-semivalue",
+        game,
+        players,
+        &design.queries(),
+    )?;
     let mut estimates = semivalue_estimate(&design, &rows)?;
     estimates.estimator = format!("exact-{STRATIFIED_SEMIVALUE}");
     estimates.std_errors = None;

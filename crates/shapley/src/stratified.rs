@@ -48,7 +48,7 @@ use crate::exact::all_masks;
 use crate::regression::{
     held_out_r2, HalfSurrogate, SurrogateTarget, MAX_SURROGATE_ENUMERATED_PLAYERS,
 };
-use crate::{evaluate_masks, rng_from_seed, Estimates, Players, ShapleyError};
+use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError};
 use layerprune_core::Game;
 
 pub const STRATIFIED_SHAPLEY: &str = "stratified-shapley";
@@ -337,7 +337,7 @@ pub fn regression_adjusted_stratified_estimate(
     let mut fold_values = Vec::with_capacity(used_folds.len());
     let mut fold_variances = Vec::with_capacity(used_folds.len());
     let (mut residual_squares, mut held_out) = (0.0, Vec::new());
-    for &k in &used_folds {
+    for (done, &k) in used_folds.iter().enumerate() {
         let (train_masks, train_values): (Vec<Mask>, Vec<f64>) = strata
             .by_size
             .iter()
@@ -346,7 +346,13 @@ pub fn regression_adjusted_stratified_estimate(
             .filter(|(_, &fold)| fold != k)
             .map(|(row, _)| row.clone())
             .unzip();
-        let surrogate = HalfSurrogate::fit(SurrogateTarget::LogValue, &train_masks, &train_values)?;
+        let label = format!("{REGRESSION_ADJUSTED_STRATIFIED}: fold {}", k + 1);
+        let surrogate = HalfSurrogate::fit(
+            &label,
+            SurrogateTarget::LogValue,
+            &train_masks,
+            &train_values,
+        )?;
         let surrogate_total = surrogate_sums(
             &surrogate,
             n,
@@ -406,6 +412,13 @@ pub fn regression_adjusted_stratified_estimate(
         }
         fold_values.push(phi);
         fold_variances.push(variance);
+        tracing::info!(
+            "{REGRESSION_ADJUSTED_STRATIFIED}: fold {}/{} done ({} fitted on {} masks)",
+            done + 1,
+            used_folds.len(),
+            surrogate.describe(),
+            train_masks.len()
+        );
     }
     let folds_used = fold_values.len() as f64;
     let values: Vec<f64> = (0..n)
@@ -438,7 +451,7 @@ pub fn run_stratified(
         STRATIFIED_SHAPLEY
     };
     let masks = size_stratified_design(players.len(), budget, name, seed)?;
-    let (rows, evaluations) = evaluate_masks(game, players, &masks)?;
+    let (rows, evaluations) = evaluate_masks_for(name, game, players, &masks)?;
     let (estimates, r2) = if adjusted {
         let (estimates, r2) = regression_adjusted_stratified_estimate(players.len(), &rows, seed)?;
         (estimates, Some(r2))

@@ -5,6 +5,7 @@
 use layerprune_core::Game;
 
 use crate::permutation::permutation_design_pairs;
+use crate::progress::Progress;
 use crate::values::{mean_and_se, CHUNK};
 use crate::{rng_from_seed, Estimates, ShapleyError};
 
@@ -30,6 +31,19 @@ pub fn surrogate_shapley(
         }
         return Ok(Estimates::new(SURROGATE_SHAPLEY, values, None));
     }
+    let (values, std_errors) = sampled_shapley(SURROGATE_SHAPLEY, surrogate, pairs, seed)?;
+    Ok(Estimates::new(SURROGATE_SHAPLEY, values, std_errors))
+}
+
+/// The sampled half of [`surrogate_shapley`]: the values of `pairs` antithetic permutation
+/// pairs through `surrogate`, and their standard errors; progress lines are labelled `name`.
+pub(crate) fn sampled_shapley(
+    name: &str,
+    surrogate: &mut dyn Game,
+    pairs: usize,
+    seed: u64,
+) -> Result<(Vec<f64>, Option<Vec<f64>>), ShapleyError> {
+    let n = surrogate.num_players();
     if pairs == 0 {
         return Err(ShapleyError::Design(
             "at least one permutation pair is needed".into(),
@@ -39,6 +53,12 @@ pub fn surrogate_shapley(
     let mut units = Vec::with_capacity(design.units.len());
     // Batches of whole units: the chains' prefixes go to the surrogate in one call per batch.
     let units_per_batch = (CHUNK / (2 * (n + 1))).max(1);
+    let mut progress = Progress::new(
+        name,
+        "permutation pairs valued",
+        design.units.len(),
+        units_per_batch,
+    );
     for batch in design.units.chunks(units_per_batch) {
         let chains: Vec<usize> = batch.iter().flatten().copied().collect();
         let masks: Vec<_> = chains.iter().flat_map(|&c| design.chain_masks(c)).collect();
@@ -48,7 +68,7 @@ pub fn surrogate_shapley(
             let offset = (chain - first_chain) * (n + 1);
             Ok(values[offset..offset + n + 1].to_vec())
         })?);
+        progress.advance(batch.len());
     }
-    let (values, std_errors) = mean_and_se(&units, n);
-    Ok(Estimates::new(SURROGATE_SHAPLEY, values, std_errors))
+    Ok(mean_and_se(&units, n))
 }

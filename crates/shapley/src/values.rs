@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use layerprune_core::{CountingGame, Game, Mask};
 
+use crate::progress::Progress;
 use crate::{PlayerGame, Players, ShapleyError};
 
 /// How many masks go to the game in one `values` call: large enough for the evaluator to
@@ -112,12 +113,25 @@ pub fn evaluate_masks(
     players: &Players,
     masks: &[Mask],
 ) -> Result<(Vec<(Mask, f64)>, usize), ShapleyError> {
+    evaluate_masks_for("evaluate-masks", game, players, masks)
+}
+
+/// [`evaluate_masks`] for the estimator `name`, which its progress lines are labelled with
+/// (`{name}: 16384 of 65536 masks valued`, see [`crate::progress`]).
+pub(crate) fn evaluate_masks_for(
+    name: &str,
+    game: &mut dyn Game,
+    players: &Players,
+    masks: &[Mask],
+) -> Result<(Vec<(Mask, f64)>, usize), ShapleyError> {
     let distinct = distinct_sorted(masks.iter().cloned());
     let mut counting = CountingGame::new(PlayerGame::new(game, players.clone())?);
     let mut rows = Vec::with_capacity(distinct.len());
+    let mut progress = Progress::new(name, "masks valued", distinct.len(), CHUNK);
     for chunk in distinct.chunks(CHUNK) {
         let values = counting.values(chunk)?;
         rows.extend(chunk.iter().cloned().zip(values));
+        progress.advance(chunk.len());
     }
     Ok((rows, counting.evaluations()))
 }

@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::task::{Question, Task};
 use crate::TaskError;
 
-/// Text → token ids, with no special tokens (lm-eval adds no BOS for these models).
+/// Text → token ids, with no special tokens (a BOS, where wanted, is put before the context
+/// by [`encode_question`]).
 pub trait Encode {
     fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
 }
@@ -59,11 +60,14 @@ pub fn encode_pair(
     Ok((context_ids, continuation_ids))
 }
 
-/// Every choice of `question` encoded.
+/// Every choice of `question` encoded, each context after `prefix` (the BOS the model wants
+/// first, as lm-eval encodes with the tokenizer's own special tokens: `layerprune_data::Bos`;
+/// empty for none).
 pub fn encode_question(
     task: Task,
     question: &Question,
     tokenizer: &dyn Encode,
+    prefix: &[u32],
 ) -> Result<EncodedQuestion, TaskError> {
     let choices = question
         .choices
@@ -78,7 +82,7 @@ pub fn encode_question(
                     },
                 )?;
             Ok(EncodedChoice {
-                context,
+                context: prefix.iter().copied().chain(context).collect(),
                 continuation,
                 norm_bytes: choice.norm_bytes,
             })

@@ -31,17 +31,18 @@ pub use results::{
 pub use task::{capitalize, hellaswag_preprocess, parse_task_list, Choice, Question, Task};
 pub use write::write_arrow_stream;
 
-/// A task's questions, subsampled and encoded: what a run scores.
+/// A task's questions, subsampled and encoded, each context after `prefix`: what a run scores.
 pub fn load_encoded(
     task: Task,
     dir: &std::path::Path,
     size: usize,
     seed: u64,
     tokenizer: &dyn Encode,
+    prefix: &[u32],
 ) -> Result<Vec<EncodedQuestion>, TaskError> {
     let questions = task.load(&task.path_in(dir))?;
     subsample(task, questions.len(), size, seed)
         .into_iter()
-        .map(|row| encode_question(task, &questions[row], tokenizer))
+        .map(|row| encode_question(task, &questions[row], tokenizer, prefix))
         .collect()
 }

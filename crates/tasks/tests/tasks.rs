@@ -489,7 +489,12 @@ fn encoded_tasks_have_an_id_that_follows_the_tokens() {
     write_all_tasks(dir.path());
     let encoded: Vec<(Task, Vec<EncodedQuestion>)> = Task::ALL
         .iter()
-        .map(|&task| (task, load_encoded(task, dir.path(), 0, 0, &Chars).unwrap()))
+        .map(|&task| {
+            (
+                task,
+                load_encoded(task, dir.path(), 0, 0, &Chars, &[]).unwrap(),
+            )
+        })
         .collect();
     let id = requests_id(&encoded);
     assert_eq!(id, requests_id(&encoded));
@@ -500,7 +505,25 @@ fn encoded_tasks_have_an_id_that_follows_the_tokens() {
         Task::Boolq,
         &Task::Boolq.load(&path_of(dir.path(), Task::Boolq)).unwrap()[0],
         &Chars,
+        &[],
     )
     .unwrap();
     assert_eq!(one.choices[1].continuation, Chars.encode(" yes").unwrap());
+    // A BOS goes before every context and changes nothing else, and the id follows it.
+    let with_bos = encode_question(
+        Task::Boolq,
+        &Task::Boolq.load(&path_of(dir.path(), Task::Boolq)).unwrap()[0],
+        &Chars,
+        &[2],
+    )
+    .unwrap();
+    for (plain, bos) in one.choices.iter().zip(&with_bos.choices) {
+        assert_eq!(bos.context[0], 2);
+        assert_eq!(bos.context[1..], plain.context[..]);
+        assert_eq!(bos.continuation, plain.continuation);
+    }
+    assert_ne!(
+        requests_id(&[(Task::Boolq, vec![one])]),
+        requests_id(&[(Task::Boolq, vec![with_bos])])
+    );
 }

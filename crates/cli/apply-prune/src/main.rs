@@ -103,7 +103,7 @@ struct Args {
     overwrite: bool,
     #[command(flatten)]
     device: DeviceArgs,
-    /// Windows per forward pass (0 = all windows together).
+    /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     batch_windows: usize,
     /// Skip checking the model files' sha256 against the manifest.

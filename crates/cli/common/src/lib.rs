@@ -98,6 +98,37 @@ pub struct DeviceArgs {
     pub threads: usize,
 }
 
+/// `--tf32 on|off`, flattened beside [`DeviceArgs`] into the stages that pass it to the runtime
+/// (`RuntimeOptions::tf32`); a stage that does not pass it on does not take the flag.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Tf32Args {
+    /// TensorFloat-32 matrix products on the CUDA provider (float32 models; absent: ONNX
+    /// Runtime's default, on). A CUDA setting: `on` with --device cpu is an error.
+    #[arg(long, value_enum)]
+    pub tf32: Option<Switch>,
+}
+
+/// An explicit on or off.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Tf32Args {
+    /// The runtime's `tf32` setting for `device` (`None`: the provider's default). `on` for the
+    /// CPU is refused, naming the flag.
+    pub fn for_device(&self, device: Device) -> anyhow::Result<Option<bool>> {
+        if self.tf32 == Some(Switch::On) && matches!(device, Device::Cpu) {
+            anyhow::bail!(
+                "--tf32 on: TF32 is a setting of the CUDA execution provider, and --device is \
+                 cpu (use --device cuda, or leave --tf32 out)"
+            );
+        }
+        Ok(self.tf32.map(|switch| switch == Switch::On))
+    }
+}
+
 mod bounds;
 mod outputs;
 

@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser as _;
 use clap::Parser;
-use layerprune_cli_common::{cache_bytes, command_line, count, run, DeviceArgs, Io};
+use layerprune_cli_common::{cache_bytes, command_line, count, run, DeviceArgs, Io, Tf32Args};
 use layerprune_core::Mask;
 use layerprune_evaluation::{
-    merge_evaluations, run_evaluation, BlockStatsOutput, EvaluationConfig, MaskSource, MergeConfig,
-    Shard,
+    merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
+    MergeConfig, Shard,
 };
 use layerprune_runtime::{EvalOptions, RuntimeOptions};
 use layerprune_tables::Provenance;
@@ -66,6 +67,12 @@ struct Args {
     /// `utility`.
     #[arg(long, value_enum, default_value = "acc")]
     task_metric: tasks::MetricArg,
+    /// With --tasks: whether each context starts with the special tokens the tokenizer puts
+    /// before a text (auto: BOS for Gemma, Llama, Mistral; nothing for SmolLM2, Qwen, GPT-2;
+    /// lm-eval's default) or with its text (off). Token windows get theirs from
+    /// prepare-tokens --bos.
+    #[arg(long, requires = "tasks", default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(Bos::NAMES).map(|name| name.parse::<Bos>().expect("a listed name")))]
+    bos: Bos,
     /// Per-choice log-likelihoods of every scored mask (the checkpoint a run resumes from).
     #[arg(long, requires = "tasks")]
     choices_out: Option<PathBuf>,
@@ -99,7 +106,14 @@ struct Args {
     out: PathBuf,
     #[command(flatten)]
     device: DeviceArgs,
-    /// Windows per forward pass (0 = all windows together).
+    #[command(flatten)]
+    tf32: Tf32Args,
+    /// Keep hidden states in the device's memory between block graphs (ONNX Runtime's
+    /// IoBinding): auto = on for CUDA, off for the CPU (where they are in host memory anyway).
+    /// Bit-identical results either way.
+    #[arg(long, value_enum, default_value = "auto")]
+    io_binding: IoBinding,
+    /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     batch_windows: usize,
     /// Memory for cached prefix hidden states, in MiB.
@@ -143,6 +157,14 @@ struct Args {
     summary: Option<PathBuf>,
 }
 
+/// `--io-binding`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum IoBinding {
+    Auto,
+    On,
+    Off,
+}
+
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
@@ -159,9 +181,11 @@ fn main() -> ExitCode {
 
 /// Refuses, before any work, outputs that would replace an input (the model's files, the
 /// token, mask and shard tables, the task files), that are not regular files, or whose folder
-/// is missing or cannot be written; and a --cache-mb that does not convert to bytes.
+/// is missing or cannot be written; a --cache-mb that does not convert to bytes; and
+/// --tf32 on for the CPU.
 fn check_io(args: &Args) -> Result<()> {
     cache_bytes(args.cache_mb)?;
+    args.tf32.for_device(args.device.device)?;
     let mut io = Io::new()
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
@@ -212,6 +236,16 @@ fn runtime_options(args: &Args) -> RuntimeOptions {
         verify_hashes: !args.no_verify,
         // Batched masks make calls many times larger; per-block arenas would keep them all.
         cpu_arena: args.mask_batch == 1,
+        io_binding: match args.io_binding {
+            IoBinding::Auto => None,
+            IoBinding::On => Some(true),
+            IoBinding::Off => Some(false),
+        },
+        // Checked against the device by `check_io` before any work.
+        tf32: args
+            .tf32
+            .tf32
+            .map(|switch| switch == layerprune_cli_common::Switch::On),
     }
 }
 

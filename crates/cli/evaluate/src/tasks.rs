@@ -43,6 +43,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         tasks: tasks.clone(),
         subsample: args.task_subsample,
         seed: args.seed,
+        bos: args.bos,
         metric: args.task_metric.into(),
         masks: mask_source(args)?,
         shard: args.shard,

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use clap::builder::TypedValueParser as _;
 use clap::{ArgGroup, Parser, ValueEnum};
 use layerprune_data::{
-    prepare_tokens, DocumentRange, TextSource, TokenRequest, TokenizerFile, WindowMode, WindowSpec,
+    prepare_tokens, Bos, DocumentRange, TextSource, TokenRequest, TokenizerFile, WindowMode,
+    WindowSpec,
 };
 use layerprune_tables::{write_tokens, Provenance};
 
@@ -81,6 +83,11 @@ struct Args {
     /// With --mode random: the seed of the window positions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// What each window starts with. auto: the special tokens the tokenizer puts before a text
+    /// (BOS for Gemma, Llama, Mistral; nothing for SmolLM2, Qwen, GPT-2), then text tokens up to
+    /// --length; off: text tokens only.
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(Bos::NAMES).map(|name| name.parse::<Bos>().expect("a listed name")))]
+    bos: Bos,
 
     /// Where to write the token table (Parquet).
     #[arg(long)]
@@ -140,6 +147,7 @@ fn body(args: Args) -> anyhow::Result<()> {
             length: args.length,
             mode,
         },
+        bos: args.bos,
     };
 
     let tokenizer = TokenizerFile::load(&tokenizer_path)?;

@@ -1,15 +1,17 @@
 //! `quantize`: post-training weight quantization of a layered model folder (full or pruned) or
 //! of a single ONNX file, into the same format. int8 per output channel
 //! (`DequantizeLinear` → `MatMul`) or int4 block-wise (`MatMulNBits`), rounded to nearest or
-//! by GPTQ on a calibration token table; the algorithms live in `layerprune-quantize`, this
-//! binary reads the arguments and the tokens and reports what was done.
+//! by GPTQ on a calibration token table, whose passes run on `--device` (the CPU, or a CUDA
+//! GPU: an error, never a CPU fall-back, when CUDA cannot be had); the algorithms live in
+//! `layerprune-quantize`, this binary reads the arguments and the tokens and reports what was
+//! done.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
-use layerprune_cli_common::{run, Io};
+use layerprune_cli_common::{run, Device, DeviceArgs, Io};
 use layerprune_quantize::{
     quantize_folder, quantize_single_file, write_folder, write_single_file, Calibration,
     FolderOptions, GraphReport, Scheme,
@@ -41,7 +43,13 @@ enum MethodArg {
         quantize --model model/ --scheme int8 --out model-int8/\n  \
         quantize --model model/ --scheme int4 --block-size 32 --out model-int4/\n  \
         quantize --model model/ --scheme int4 --method gptq --calibration tokens-calib.parquet --out model-gptq/\n  \
-        quantize --model pruned.onnx --scheme int8 --out pruned-int8.onnx"
+        quantize --model model/ --scheme int4 --method gptq --calibration tokens-calib.parquet \\\n    \
+        --device cuda:0 --out model-gptq/   (GPTQ's calibration passes on GPU 0)\n  \
+        quantize --model pruned.onnx --scheme int8 --out pruned-int8.onnx\n\n\
+        --device and --threads apply to --method gptq, whose calibration passes run the float\n\
+        blocks through ONNX Runtime: on the CPU, or on a CUDA GPU with the onnxruntime-gpu\n\
+        library in ORT_DYLIB_PATH (a CUDA request that cannot be met is an error, never a CPU\n\
+        fall-back). Rounding to nearest runs no model."
 )]
 struct Args {
     /// Layered model folder (with manifest.json) or one .onnx file.
@@ -68,10 +76,10 @@ struct Args {
     /// GPTQ: fraction of the mean diagonal added to the inputs' second-moment matrix.
     #[arg(long, default_value_t = 0.01)]
     damp: f64,
-    /// GPTQ: CPU threads of ONNX Runtime for the calibration passes (0 = one per core; at
-    /// most 4 per core).
-    #[arg(long, default_value_t = 0, value_parser = layerprune_cli_common::parse_threads)]
-    threads: usize,
+    // GPTQ: where the calibration passes run, and ONNX Runtime's CPU threads (the flags of
+    // every stage that runs the model).
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Leave the head graphs (head, head_logits) in float.
     #[arg(long)]
     exclude_head: bool,
@@ -135,6 +143,12 @@ fn quantize(args: Args) -> Result<()> {
         io.output("--out", &args.out)
     }
     .check()?;
+    if args.method == MethodArg::Rtn && args.device.device != Device::Cpu {
+        bail!(
+            "--device {} is for --method gptq (rounding to nearest runs no model)",
+            args.device.device
+        );
+    }
     let calibration = match (args.method, &args.calibration) {
         (MethodArg::Rtn, None) => None,
         (MethodArg::Rtn, Some(_)) => bail!("--calibration is for --method gptq"),
@@ -151,7 +165,8 @@ fn quantize(args: Args) -> Result<()> {
                 windows: tokens.windows,
                 dataset_id: tokens.dataset_id,
                 damp: args.damp,
-                threads: args.threads,
+                threads: args.device.threads,
+                device: args.device.device,
             })
         }
     };

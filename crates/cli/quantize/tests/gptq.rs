@@ -49,6 +49,20 @@ fn quantize(args: &[&str]) -> std::process::Output {
         .expect("quantize runs")
 }
 
+/// The reference windows as a token table in `dir`.
+fn calibration_tokens(dir: &Path) -> (PathBuf, TokenTable) {
+    let windows = windows();
+    let table = TokenTable::new(
+        windows[0].len(),
+        windows.clone(),
+        "fixture",
+        "reference.json",
+    );
+    let tokens = dir.join("tokens.parquet");
+    write_tokens(&tokens, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+    (tokens, table)
+}
+
 fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
@@ -57,14 +71,7 @@ fn manifest(dir: &Path) -> serde_json::Value {
 fn gptq_moves_the_calibration_loss_less_than_round_to_nearest() {
     let temp = tempfile::tempdir().unwrap();
     let windows = windows();
-    let table = TokenTable::new(
-        windows[0].len(),
-        windows.clone(),
-        "fixture",
-        "reference.json",
-    );
-    let tokens = temp.path().join("tokens.parquet");
-    write_tokens(&tokens, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+    let (tokens, table) = calibration_tokens(temp.path());
     let model = fixture();
     let float = mean_nll(&model, &windows);
     for scheme in [
@@ -88,6 +95,8 @@ fn gptq_moves_the_calibration_loss_less_than_round_to_nearest() {
             "gptq",
             "--calibration",
             tokens.to_str().unwrap(),
+            "--device",
+            "cpu",
         ];
         let out = quantize(&[&common[..], scheme, &gptq_args].concat());
         assert!(
@@ -152,4 +161,58 @@ fn gptq_needs_calibration_tokens() {
     assert_eq!(result.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&result.stderr).contains("none.parquet"));
     assert!(!out.exists());
+}
+
+#[test]
+fn cuda_requested_without_it_is_an_error_not_a_fallback() {
+    let temp = tempfile::tempdir().unwrap();
+    let (tokens, _) = calibration_tokens(temp.path());
+    let model = fixture();
+    let out = temp.path().join("q");
+    let gptq = |device: &str, method: &str| {
+        let mut args = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--scheme",
+            "int4",
+            "--method",
+            method,
+            "--device",
+            device,
+        ];
+        if method == "gptq" {
+            args.extend(["--calibration", tokens.to_str().unwrap()]);
+        }
+        quantize(&args)
+    };
+    // The CPU build of ONNX Runtime has no CUDA execution provider: GPTQ's calibration passes
+    // stop there, before anything is written, rather than run on the CPU.
+    for (device, named) in [("cuda", "cuda:0"), ("cuda:1", "cuda:1")] {
+        let result = gptq(device, "gptq");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{named} requested but unavailable"))
+                && stderr.contains("CUDA execution provider"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("graphs done"), "{stderr}");
+        assert!(!out.exists());
+    }
+    // Rounding to nearest runs no model: a device for it is a mistake, not ignored.
+    let result = gptq("cuda", "rtn");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--device cuda:0 is for --method gptq"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    // The device is parsed as evaluate parses it: a bad one is a usage error.
+    let result = gptq("cuda:x", "gptq");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("must be a number"), "{stderr}");
 }

@@ -264,3 +264,80 @@ fn inputs_of_different_games_are_refused() {
     assert!(stderr.contains("another model (another-model)"), "{stderr}");
     assert!(!dir.path().join("scores.parquet").exists());
 }
+
+#[test]
+fn progress_comes_as_log_lines_on_stderr_in_json_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    write_inputs(dir.path(), &players);
+    // 150,000 base masks of 5 players: 110 batches of 1,365 through the surrogate, a long loop.
+    let run = |rust_log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shapley"));
+        command
+            .current_dir(dir.path())
+            .env("LAYERPRUNE_LOG", "json")
+            .env_remove("RUST_LOG")
+            .args(["--evaluations", "evals.parquet", "--masks", "masks.parquet"])
+            .args(["--surrogate", "surrogate.json", "--samples", "150000"])
+            .args(["--estimator", "stratified-semivalue"])
+            .args(["--estimator", "permutation-shapley"])
+            .args(["--out", "scores.parquet"]);
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    let output = run(None);
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    let messages = |target: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["target"] == target && e["level"] == "INFO")
+            .map(|e| e["fields"]["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let progress = messages("layerprune_shapley::progress");
+    assert_eq!(progress.len(), 10, "{events:?}");
+    assert!(progress
+        .iter()
+        .all(|m| m.starts_with("stratified-semivalue: ")
+            && m.ends_with(" of 150000 base masks valued")));
+    assert_eq!(
+        progress.last().unwrap(),
+        "stratified-semivalue: 150000 of 150000 base masks valued"
+    );
+    let done = messages("layerprune_shapley::inputs");
+    assert_eq!(done.len(), 2, "{events:?}");
+    assert!(
+        done[0].starts_with("stratified-semivalue: done in ")
+            && done[0].ends_with("(1 of 2 estimators)")
+    );
+    assert!(
+        done[1].starts_with("permutation-shapley: done in ")
+            && done[1].ends_with("(2 of 2 estimators)")
+    );
+    // Stdout is the ranked tables whatever the logging.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("rank  block") && !stdout.contains('{'),
+        "{stdout}"
+    );
+
+    // RUST_LOG=warn keeps the notes and drops the progress.
+    let quiet = run(Some("warn"));
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(
+        !stderr.contains("base masks valued") && !stderr.contains("done in"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout), stdout);
+}

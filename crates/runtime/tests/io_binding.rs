@@ -1,0 +1,226 @@
+//! Hidden states bound to the device's memory (`RuntimeOptions::io_binding`, ONNX Runtime's
+//! IoBinding; on by default for CUDA) against the plain path, on the CPU provider with the
+//! committed tiny fixture: the same computation, so the same results bit for bit, through every
+//! way the evaluator moves states (the prefix stack, no reuse, a tight cache, masks batched
+//! through shared blocks, block statistics, continuation scoring).
+
+use std::path::PathBuf;
+
+use layerprune_core::{Device, Mask};
+use layerprune_runtime::{
+    block_statistics, on_host, ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator, LayeredModel,
+    LoglikRequest, OnHost, RuntimeError, RuntimeOptions,
+};
+use ndarray::Array2;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama")
+}
+
+fn open(io_binding: bool) -> LayeredModel {
+    let options = RuntimeOptions {
+        io_binding: Some(io_binding),
+        ..RuntimeOptions::default()
+    };
+    let model = LayeredModel::open(&fixture(), &options).expect("fixture loads");
+    assert_eq!(model.io_binding(), io_binding);
+    model
+}
+
+/// `count` windows of `len` ids below the fixture's vocabulary of 320 (an LCG, no dependency).
+fn windows(seed: u64, count: usize, len: usize) -> Vec<Vec<u32>> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % 320) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every mask of the fixture's 6 blocks: many shared prefixes, the empty and the full model.
+fn every_mask() -> Vec<Mask> {
+    (0..1u32 << 6)
+        .map(|bits| Mask::from_kept((0..6).map(|i| bits >> i & 1 == 1).collect()))
+        .collect()
+}
+
+/// (NLL sums, blocks run) of `masks` with output binding on or off.
+fn evaluate(io_binding: bool, masks: &[Mask], options: EvalOptions) -> (Vec<f64>, u64) {
+    let mut evaluator = Evaluator::new(open(io_binding), &windows(7, 3, 24), options).unwrap();
+    let results = evaluator.evaluate(masks, &mut |_, _| {}).unwrap();
+    (
+        results.iter().map(|r| r.nll_sum).collect(),
+        evaluator.blocks_run(),
+    )
+}
+
+#[test]
+fn bound_states_give_the_same_nll_bit_for_bit() {
+    let masks = every_mask();
+    for options in [
+        EvalOptions::default(),
+        EvalOptions {
+            reuse_prefixes: false,
+            ..EvalOptions::default()
+        },
+        // Room for two states: the stack pops and recomputes.
+        EvalOptions {
+            cache_bytes: 2 * 3 * 24 * 64 * 4,
+            ..EvalOptions::default()
+        },
+        EvalOptions {
+            batch_windows: 2,
+            ..EvalOptions::default()
+        },
+        // Masks batched through shared blocks: concatenated and split on the host.
+        EvalOptions {
+            mask_batch: 5,
+            ..EvalOptions::default()
+        },
+        EvalOptions {
+            mask_batch: 64,
+            ..EvalOptions::default()
+        },
+    ] {
+        let (plain, plain_blocks) = evaluate(false, &masks, options.clone());
+        let (bound, bound_blocks) = evaluate(true, &masks, options.clone());
+        assert_eq!(plain_blocks, bound_blocks, "{options:?}");
+        for ((mask, p), b) in masks.iter().zip(&plain).zip(&bound) {
+            assert!(p.is_finite());
+            assert_eq!(
+                p.to_bits(),
+                b.to_bits(),
+                "mask {mask}, {options:?}: plain {p} vs bound {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bound_chain_equals_plain_chain_state_by_state() {
+    let ids = Array2::from_shape_fn((2, 16), |(b, t)| i64::from(windows(3, 2, 16)[b][t]));
+    let targets = Array2::from_shape_fn((2, 16), |(b, t)| ids[[b, (t + 1) % 16]]);
+    let mut plain = open(false);
+    let mut bound = open(true);
+    for removed in [vec![], vec![2], vec![0, 5], vec![1, 2, 3, 4]] {
+        let mask = Mask::from_removed(6, &removed).unwrap();
+        let mut p = plain.embed(&ids).unwrap();
+        let mut b = bound.embed(&ids).unwrap();
+        for block in (0..6).filter(|&i| mask.is_kept(i)) {
+            p = plain.run_block(block, &p).unwrap();
+            b = bound.run_block(block, &b).unwrap();
+            // A bound state is where the device keeps it: host memory on the CPU provider,
+            // read in place.
+            assert!(matches!(on_host(&b).unwrap(), OnHost::Borrowed(_)));
+            assert_eq!(
+                plain.hidden_to_array(&p).unwrap(),
+                bound.hidden_to_array(&b).unwrap(),
+                "mask {mask}, after block {block}"
+            );
+        }
+        let (np, nb) = (
+            plain.token_nll(&p, &targets).unwrap(),
+            bound.token_nll(&b, &targets).unwrap(),
+        );
+        assert_eq!(np, nb, "mask {mask}");
+        assert_eq!(
+            plain.logits(&p).unwrap(),
+            bound.logits(&b).unwrap(),
+            "mask {mask}"
+        );
+    }
+}
+
+#[test]
+fn bound_outputs_are_fresh_buffers_each_call() {
+    // Holding one call's output while the same block runs again must not see it overwritten
+    // (the prefix stack keeps states of a block while that block runs for other masks).
+    let mut model = open(true);
+    let ids = Array2::from_shape_fn((1, 8), |(_, t)| t as i64 + 1);
+    let other = Array2::from_shape_fn((1, 8), |(_, t)| 200 - t as i64);
+    let first_in = model.embed(&ids).unwrap();
+    let first = model.run_block(0, &first_in).unwrap();
+    let before = model.hidden_to_array(&first).unwrap();
+    let second_in = model.embed(&other).unwrap();
+    let second = model.run_block(0, &second_in).unwrap();
+    assert_eq!(model.hidden_to_array(&first).unwrap(), before);
+    assert_ne!(model.hidden_to_array(&second).unwrap(), before);
+    assert_eq!(
+        model.hidden_to_array(&first_in).unwrap(),
+        open(false)
+            .hidden_to_array(&open(false).embed(&ids).unwrap())
+            .unwrap()
+    );
+}
+
+#[test]
+fn block_statistics_and_choice_scores_agree() {
+    let stats = |io_binding| {
+        let mut evaluator =
+            Evaluator::new(open(io_binding), &windows(5, 2, 16), EvalOptions::default()).unwrap();
+        block_statistics(&mut evaluator, 3).unwrap()
+    };
+    assert_eq!(stats(false), stats(true));
+
+    let ids = windows(11, 2, 14);
+    let requests: Vec<LoglikRequest> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(group, ids)| {
+            [4, 9].map(|split| LoglikRequest {
+                context: ids[..split].to_vec(),
+                continuation: ids[split..].to_vec(),
+                group,
+            })
+        })
+        .collect();
+    let masks = [Mask::full(6), Mask::from_removed(6, &[3]).unwrap()];
+    let score = |io_binding| {
+        let mut scorer =
+            ChoiceScorer::new(open(io_binding), &requests, ChoiceOptions::default()).unwrap();
+        scorer.score(&masks, &mut |_, _| {}).unwrap()
+    };
+    assert_eq!(score(false), score(true));
+}
+
+#[test]
+fn binding_defaults_to_the_device_and_tf32_on_the_cpu_is_refused() {
+    assert!(!RuntimeOptions::default().binds_outputs());
+    assert!(RuntimeOptions {
+        device: Device::Cuda(0),
+        ..RuntimeOptions::default()
+    }
+    .binds_outputs());
+    assert!(!LayeredModel::open(&fixture(), &RuntimeOptions::default())
+        .unwrap()
+        .io_binding());
+
+    let refused = LayeredModel::open(
+        &fixture(),
+        &RuntimeOptions {
+            tf32: Some(true),
+            ..RuntimeOptions::default()
+        },
+    );
+    let Err(error) = refused else {
+        panic!("TF32 on the CPU provider was accepted")
+    };
+    assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
+    assert!(error.to_string().contains("TF32"), "{error}");
+    // Off is what the CPU does anyway.
+    LayeredModel::open(
+        &fixture(),
+        &RuntimeOptions {
+            tf32: Some(false),
+            ..RuntimeOptions::default()
+        },
+    )
+    .unwrap();
+}

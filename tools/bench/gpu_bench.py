@@ -1,0 +1,473 @@
+"""`evaluate` on a GPU against the PyTorch loops, in one run (`make bench-gpu`; docs/benchmarks.md).
+
+For each model shape (a Llama of a real model's shape with random weights, initialised on the
+device in the shape's dtype):
+
+1. export it with tools/export/export_layered.py's `export()` (the exporter's own code; its
+   transformers check is replaced by the comparison of step 3, on every mask);
+2. make 10 x 128 tokens (`prepare-tokens`, from random words of the model's own word-level
+   tokenizer) and the 50 masks `make bench` uses (`sample-masks --removed 2,...,9 --masks 50
+   --seed 1`; fewer removed blocks for models of fewer than 11 blocks);
+3. time `evaluate --device DEVICE` (as it is by default, and with its other settings:
+   --io-binding, --mask-batch 8, --tf32 off for fp32 on CUDA) and the two PyTorch loops of
+   tools/bench/torch_baseline.py (zero-and-restore, blocks deleted from the ModuleList) on the
+   same tokens and masks in the same dtype, each after a warm-up;
+4. measure the device's GEMM rate (torch matmul) at the blocks' matrix shapes for the
+   10 x 128 rows of one mask, in each contender's precision;
+
+and write the CSV (columns `shape,dtype,contender,masks_per_second,useful_tflops,gemm_tflops,
+max_nll_diff,date`; rows of the shapes measured replace earlier rows of those shapes), a Markdown
+table for docs/benchmarks.md, and a JSON of everything measured.
+
+- useful_tflops: the arithmetic of the kept blocks and the head for every mask (what an
+  evaluator without prefix reuse has to do; report.py's FLOP count) per second.
+- gemm_tflops: torch matmul at the block's shapes in the contender's precision (float32 with
+  TF32 for `evaluate` on fp32 weights, ONNX Runtime's default; without for `--tf32 off` and for
+  PyTorch, whose default it is).
+- max_nll_diff: max over the masks of |mean NLL - PyTorch with the blocks deleted| (for that
+  row itself: against zero-and-restore).
+
+Models above 4 GB of weights (the 7B shape) have one random block copied into every block
+(`--replicate-blocks auto`): the export writes one block graph instead of 32 and the run stays
+under 10 minutes; the work per block is the same.
+
+Usage, on a GPU host (ORT_DYLIB_PATH = onnxruntime-gpu, LD_LIBRARY_PATH with the CUDA libraries):
+  python tools/bench/gpu_bench.py --bin target/debug
+On any machine, end to end in seconds (the test):
+  python tools/bench/gpu_bench.py --device cpu --shapes tiny --work /tmp/b --csv /tmp/b/out.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import gc
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT / "tools" / "export"))
+sys.path.insert(0, str(HERE))
+
+import export_layered  # noqa: E402
+import report  # noqa: E402
+from torch_baseline import deleted_blocks_nll, gemm_tflops, zero_and_restore_nll  # noqa: E402
+
+COLUMNS = ["shape", "dtype", "contender", "masks_per_second", "useful_tflops", "gemm_tflops",
+           "max_nll_diff", "date"]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0,
+                    max_position_embeddings=8192)
+TINYLLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                    num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False, rope_theta=10000.0,
+                    max_position_embeddings=2048)
+LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False, rope_theta=10000.0,
+                 max_position_embeddings=4096)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=8, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=320, tie_word_embeddings=True, rope_theta=10000.0,
+            max_position_embeddings=256)
+
+# key -> (shape name in the CSV, dtype, Llama config)
+SHAPES = {
+    "smollm2-135m-fp32": ("SmolLM2-135M", "fp32", SMOLLM2_135M),
+    "smollm2-135m-fp16": ("SmolLM2-135M", "fp16", SMOLLM2_135M),
+    "tinyllama-1.1b-fp16": ("TinyLlama-1.1B", "fp16", TINYLLAMA_1B),
+    "llama2-7b-bf16": ("Llama-2-7B", "bf16", LLAMA2_7B),
+    "tiny": ("tiny-llama", "fp32", TINY),
+}
+GPU_SHAPES = ["smollm2-135m-fp32", "smollm2-135m-fp16", "tinyllama-1.1b-fp16", "llama2-7b-bf16"]
+REPLICATE_ABOVE_BYTES = 4 << 30
+
+STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - STARTED:6.1f} s] {message}", flush=True)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def word_tokenizer(vocab_size: int):
+    """A word-level tokenizer of exactly `vocab_size` ids: `<unk>` (0) and the words w1, w2, ..."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, **{f"w{i}": i for i in range(1, vocab_size)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>")
+
+
+def build_model(config_values: dict, dtype: torch.dtype, device: str, seed: int, replicate: bool):
+    """A random-weight Llama made on `device` in `dtype` (transformers' own initialisation)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**config_values, rms_norm_eps=1e-5, initializer_range=0.02, bos_token_id=0,
+                         eos_token_id=0)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.eval()
+    if replicate:
+        layers = model.model.layers
+        with torch.no_grad():
+            for layer in layers[1:]:
+                layer.load_state_dict(layers[0].state_dict())
+    return model
+
+
+def export_model(model, key: str, dtype_name: str, out_dir: Path, device: str, seed: int, replicate: bool) -> dict:
+    """Exports `model` with export_layered.export() on the CPU (where the exporter builds its
+    example inputs); with `replicate`, only block 0 (every block holds its weights) and its graph
+    copied for the others. Returns the manifest written."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    config = model.config
+    num_blocks = config.num_hidden_layers
+    layers = model.model.layers
+    attention = config._attn_implementation
+    if replicate:
+        model.model.layers = torch.nn.ModuleList([layers[0]])
+        config.num_hidden_layers = 1
+    model.to("cpu")
+    config._attn_implementation = "eager"  # as export_layered.load_model sets it
+    source = {"kind": "random", "shape": key, "seed": seed, "replicated_block": replicate}
+    try:
+        manifest = export_layered.export(model, word_tokenizer(config.vocab_size), source, out_dir, dtype_name,
+                                         opset=17, exporter="legacy")
+    finally:
+        config._attn_implementation = attention
+        model.model.layers = layers
+        config.num_hidden_layers = num_blocks
+        model.to(device)
+    if replicate:
+        first = manifest["blocks"][0]["file"]
+        digest = manifest["files"][first]
+        manifest["blocks"] = []
+        for index in range(num_blocks):
+            name = f"block_{index:03d}.onnx"
+            if name != first:
+                shutil.copyfile(out_dir / first, out_dir / name)
+            manifest["files"][name] = digest
+            manifest["blocks"].append({"index": index, "original_index": index, "file": name})
+        manifest["files"] = dict(sorted(manifest["files"].items()))
+        manifest["num_blocks"] = num_blocks
+        if manifest.get("attention"):
+            manifest["attention"] = manifest["attention"][:1] * num_blocks
+    with open(out_dir / "manifest.json", "w") as handle:
+        json.dump(manifest, handle, indent=2)
+        handle.write("\n")
+    return manifest
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def run_stage(args, name: str, stage_args: list, timeout: float = 600.0) -> float:
+    command = [str(Path(args.bin) / name), *map(str, stage_args)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+    if done.returncode != 0:
+        raise StageFailed(f"{' '.join(command)} exited with {done.returncode}\n"
+                          f"{(done.stdout + done.stderr).strip()[-2000:]}")
+    return time.perf_counter() - started
+
+
+def make_inputs(args, model_dir: Path, work: Path, vocab_size: int, num_blocks: int):
+    """(token windows, masks as lists of bools): prepare-tokens on random words, sample-masks."""
+    rng = random.Random(args.seed)
+    text = work / "words.txt"
+    words = args.windows * args.length + 64
+    text.write_text(" ".join(f"w{rng.randrange(1, vocab_size)}" for _ in range(words)) + "\n")
+    tokens, masks = work / "tokens.parquet", work / "masks.parquet"
+    for path in (tokens, masks):
+        path.unlink(missing_ok=True)
+    run_stage(args, "prepare-tokens", ["--model", model_dir, "--text", text, "--windows", args.windows,
+                                       "--length", args.length, "--mode", "consecutive", "--bos", "off",
+                                       "--out", tokens])
+    most_removed = min(9, num_blocks - 2)
+    removed = ",".join(str(r) for r in range(2, most_removed + 1))
+    run_stage(args, "sample-masks", ["--model", model_dir, "--removed", removed, "--masks", args.masks,
+                                     "--seed", 1, "--out", masks])
+    windows = pq.read_table(tokens).column("tokens").to_pylist()
+    kept = pq.read_table(masks).column("kept").to_pylist()
+    return tokens, masks, windows, kept
+
+
+def evaluate_contenders(device: str, dtype_name: str):
+    """(contender name, extra flags, precision of its matrix products) for `evaluate`."""
+    cuda = device.startswith("cuda")
+    contenders = [("evaluate", [], "tf32" if cuda and dtype_name == "fp32" else dtype_name)]
+    other = "off" if cuda else "on"
+    contenders.append((f"evaluate --io-binding {other}", ["--io-binding", other], contenders[0][2]))
+    contenders.append(("evaluate --mask-batch 8", ["--mask-batch", "8"], contenders[0][2]))
+    if cuda and dtype_name == "fp32":
+        contenders.append(("evaluate --tf32 off", ["--tf32", "off"], "fp32"))
+    return contenders
+
+
+def run_evaluate(args, model_dir: Path, tokens: Path, masks: Path, out: Path, flags: list, verify: bool):
+    out.unlink(missing_ok=True)  # evaluate resumes an existing table
+    summary = out.with_suffix(".json")
+    wall = run_stage(args, "evaluate", ["--model", model_dir, "--tokens", tokens, "--masks", masks, "--out", out,
+                                        "--summary", summary, "--quiet", "--device", args.device, *flags,
+                                        *([] if verify else ["--no-verify"])])
+    table = pq.read_table(out)
+    nll = {tuple(kept): value for kept, value in zip(table.column("kept").to_pylist(),
+                                                       table.column("nll").to_pylist())}
+    return json.loads(summary.read_text()), nll, wall
+
+
+def torch_loop(model, input_ids, masks, loop, device: str):
+    loop(model, input_ids, masks[0])  # warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    nlls = [loop(model, input_ids, kept) for kept in masks]
+    synchronize(device)
+    return nlls, time.perf_counter() - started
+
+
+def gemm_rates(config, rows: int, dtype_name: str, device: str, seconds: float, precisions) -> dict:
+    """TFLOP/s per precision name (fp32, tf32, fp16, bf16) needed by the contenders."""
+    rates = {}
+    for precision in sorted(set(precisions)):
+        dtype = DTYPES["fp32" if precision == "tf32" else precision]
+        if device.startswith("cuda"):
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        try:
+            rates[precision] = gemm_tflops(config, rows, dtype, device, seconds)
+        finally:
+            if device.startswith("cuda"):
+                torch.backends.cuda.matmul.allow_tf32 = False
+    return rates
+
+
+def run_shape(args, key: str) -> tuple[list, dict]:
+    shape, dtype_name, config_values = SHAPES[key]
+    dtype = DTYPES[dtype_name]
+    work = Path(args.work) / key
+    work.mkdir(parents=True, exist_ok=True)
+    params = (config_values["num_hidden_layers"] * (
+        4 * config_values["hidden_size"] ** 2 + 3 * config_values["hidden_size"] * config_values["intermediate_size"])
+        + config_values["vocab_size"] * config_values["hidden_size"])
+    weight_bytes = params * torch.finfo(dtype).bits // 8
+    replicate = {"all": True, "none": False}.get(args.replicate_blocks, weight_bytes > REPLICATE_ABOVE_BYTES)
+    details = {"key": key, "shape": shape, "dtype": dtype_name, "approx_weight_bytes": weight_bytes,
+               "replicated_block": replicate}
+
+    log(f"{key}: building random weights on {args.device} ({weight_bytes / 1e9:.2f} GB)")
+    model = build_model(config_values, dtype, args.device, args.seed, replicate)
+    started = time.perf_counter()
+    model_dir = work / "model"
+    manifest = export_model(model, key, dtype_name, model_dir, args.device, args.seed, replicate)
+    details["export_seconds"] = time.perf_counter() - started
+    log(f"{key}: exported in {details['export_seconds']:.1f} s")
+    tokens, masks_path, windows, masks = make_inputs(args, model_dir, work, config_values["vocab_size"],
+                                                     config_values["num_hidden_layers"])
+    details["masks"] = len(masks)
+
+    block_flops, head_flops = report.flops_per_token({"seq_len": args.length}, manifest)
+    token_count = len(windows) * args.length
+    work_per_mask = sum((sum(kept) * block_flops + head_flops) * token_count for kept in masks) / len(masks)
+
+    # PyTorch first: its loops are the reference of every NLL difference.
+    torch.backends.cuda.matmul.allow_tf32 = False  # torch's default, stated
+    input_ids = torch.tensor(windows, dtype=torch.long, device=args.device)
+    with torch.no_grad():
+        details["pytorch_full_model_nll"] = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss.item()
+    deleted, deleted_seconds = torch_loop(model, input_ids, masks, deleted_blocks_nll, args.device)
+    zeroed, zeroed_seconds = torch_loop(model, input_ids, masks, zero_and_restore_nll, args.device)
+    log(f"{key}: PyTorch blocks deleted {len(masks) / deleted_seconds:.2f} masks/s, "
+        f"zero-and-restore {len(masks) / zeroed_seconds:.2f} masks/s")
+    reference = {tuple(kept): value for kept, value in zip(masks, deleted)}
+
+    contenders = evaluate_contenders(args.device, dtype_name)
+    rates = gemm_rates(model.config, token_count, dtype_name, args.device, args.gemm_seconds,
+                       [precision for _, _, precision in contenders] + [dtype_name])
+    details["gemm_tflops"] = rates
+    log(f"{key}: GEMM TFLOP/s at the block shapes: "
+        + ", ".join(f"{name} {rate:.3g}" for name, rate in rates.items()))
+
+    def row(contender, masks_per_second, precision, nll_diff):
+        return {"shape": shape, "dtype": dtype_name, "contender": contender,
+                "masks_per_second": masks_per_second, "useful_tflops": work_per_mask * masks_per_second / 1e12,
+                "gemm_tflops": rates[precision], "max_nll_diff": nll_diff, "date": args.date}
+
+    rows = [
+        row("pytorch zero-and-restore", len(masks) / zeroed_seconds, dtype_name,
+            max(abs(a - b) for a, b in zip(zeroed, deleted))),
+        row("pytorch blocks deleted", len(masks) / deleted_seconds, dtype_name,
+            max(abs(a - b) for a, b in zip(zeroed, deleted))),
+    ]
+    details["runs"] = {}
+    details["failures"] = {}
+    nlls = {}
+    for index, (contender, flags, precision) in enumerate(contenders):
+        try:
+            summary, nll, wall = run_evaluate(args, model_dir, tokens, masks_path, work / f"eval-{index}.parquet",
+                                              flags, verify=index == 0)
+        except (StageFailed, subprocess.TimeoutExpired) as error:
+            # One contender failing (a kernel the provider lacks for this dtype, say) must not
+            # cost the run the others' figures.
+            details["failures"][contender] = str(error)
+            log(f"{key}: {contender}: FAILED: {error}")
+            continue
+        nlls[contender] = nll
+        diff = max(abs(nll[mask] - value) for mask, value in reference.items())
+        rows.append(row(contender, summary["masks_per_second"], precision, diff))
+        details["runs"][contender] = {"summary": summary, "wall_seconds": wall,
+                                      "load_and_full_model_seconds": wall - summary["seconds"]}
+        log(f"{key}: {contender}: {summary['masks_per_second']:.2f} masks/s "
+            f"({summary['blocks_run']} blocks run; {wall:.1f} s with loading); max |NLL diff| {diff:.2e}")
+    # States bound to the device's memory or returned to the host: the same arithmetic.
+    if all(c in nlls for c, _, _ in contenders[:2]):
+        plain, bound = (nlls[c] for c, _, _ in contenders[:2])
+        details["io_binding_on_vs_off_max_nll_diff"] = max(abs(plain[m] - bound[m]) for m in plain)
+        log(f"{key}: --io-binding on vs off: max |NLL diff| {details['io_binding_on_vs_off_max_nll_diff']:.1e}")
+    del model, input_ids
+    gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return rows, details
+
+
+def write_csv(path: Path, rows: list) -> None:
+    """`rows` replace the rows of the same (shape, dtype) already in `path`; the others stay."""
+    measured = {(r["shape"], r["dtype"]) for r in rows}
+    kept = []
+    if path.is_file():
+        with open(path, newline="") as handle:
+            kept = [r for r in csv.DictReader(handle) if (r["shape"], r["dtype"]) not in measured]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for r in kept:
+            writer.writerow({c: r.get(c, "") for c in COLUMNS})
+        for r in rows:
+            writer.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in COLUMNS})
+
+
+def markdown(rows: list, machine: str, args, failures: list) -> str:
+    lines = [f"{machine}; {args.windows} x {args.length} tokens, {args.masks} masks (2-9 blocks removed; "
+             f"fewer below 11 blocks), "
+             f"random weights; {args.date}.", "",
+             "| shape | dtype | contender | masks/s | useful TFLOP/s | GEMM TFLOP/s | useful / GEMM "
+             "| max \\|NLL diff\\| |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['shape']} | {r['dtype']} | {r['contender']} | {r['masks_per_second']:.3g} | "
+                     f"{r['useful_tflops']:.3g} | {r['gemm_tflops']:.3g} | "
+                     f"{100 * r['useful_tflops'] / r['gemm_tflops']:.0f} % | {r['max_nll_diff']:.1e} |")
+    if failures:
+        # Each failure by its last line (the error; the JSON has the command and more).
+        lines += ["", "Failed (no row):"] + [f"- {what}: {(why.strip().splitlines() or [''])[-1]}"
+                                            for what, why in failures]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
+    parser.add_argument("--shapes", default="gpu",
+                        help=f"comma-separated of {', '.join(SHAPES)}; gpu = {','.join(GPU_SHAPES)}")
+    parser.add_argument("--bin", default=str(ROOT / "target" / "debug"),
+                        help="folder of the prepare-tokens, sample-masks and evaluate binaries")
+    parser.add_argument("--work", default=str(ROOT / "build" / "bench-gpu"))
+    parser.add_argument("--csv", default=str(ROOT / "docs" / "results" / "gpu-bench.csv"))
+    parser.add_argument("--markdown", default=None, help="default: WORK/gpu-bench.md")
+    parser.add_argument("--json", default=None, help="default: WORK/gpu-bench.json")
+    parser.add_argument("--windows", type=int, default=10)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--masks", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replicate-blocks", choices=["auto", "all", "none"], default="auto",
+                        help="copy block 0's random weights into every block (auto: models above 4 GB)")
+    parser.add_argument("--gemm-seconds", type=float, default=1.0)
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0 = its default)")
+    parser.add_argument("--budget-seconds", type=float, default=450.0,
+                        help="shapes not started by then are skipped (reported), so one run ends in time")
+    args = parser.parse_args(argv)
+    keys = GPU_SHAPES if args.shapes == "gpu" else args.shapes.split(",")
+    unknown = [k for k in keys if k not in SHAPES]
+    if unknown:
+        parser.error(f"--shapes: unknown {', '.join(unknown)} (known: {', '.join(SHAPES)}, gpu)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("gpu_bench: --device cuda but torch sees no GPU")
+    for stage in ("prepare-tokens", "sample-masks", "evaluate"):
+        if not (Path(args.bin) / stage).is_file():
+            sys.exit(f"gpu_bench: {Path(args.bin) / stage} missing (build the stages, or pass --bin)")
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    args.date = datetime.date.today().isoformat()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    machine = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
+               else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    log(f"{machine}; torch {torch.__version__}; ORT_DYLIB_PATH={os.environ.get('ORT_DYLIB_PATH', '(unset)')}")
+
+    rows, details, skipped = [], [], []
+    for key in keys:
+        if time.perf_counter() - STARTED > args.budget_seconds:
+            skipped.append(key)
+            log(f"{key}: skipped, past --budget-seconds {args.budget_seconds:g}")
+            continue
+        try:
+            shape_rows, shape_details = run_shape(args, key)
+        except Exception as error:  # noqa: BLE001 - one shape failing must not cost the others
+            log(f"{key}: FAILED: {type(error).__name__}: {error}")
+            details.append({"key": key, "error": f"{type(error).__name__}: {error}"})
+            gc.collect()
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            continue
+        rows += shape_rows
+        details.append(shape_details)
+        write_csv(Path(args.csv), rows)  # after every shape: a run cut short keeps what it measured
+
+    failures = [(d["key"], d["error"]) for d in details if "error" in d]
+    failures += [(f"{d['key']}: {contender}", why) for d in details
+                 for contender, why in d.get("failures", {}).items()]
+    table = markdown(rows, machine, args, failures)
+    (Path(args.markdown) if args.markdown else work / "gpu-bench.md").write_text(table)
+    record = {"machine": machine, "torch": torch.__version__,
+              "transformers": __import__("transformers").__version__,
+              "ort_library": os.environ.get("ORT_DYLIB_PATH"), "device": args.device, "date": args.date,
+              "seconds": time.perf_counter() - STARTED, "skipped": skipped, "failures": failures,
+              "shapes": details, "rows": rows}
+    (Path(args.json) if args.json else work / "gpu-bench.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(table, flush=True)
+    log(f"done; {args.csv}" + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+        + (f"; {len(failures)} failed" if failures else ""))
+    return record
+
+
+if __name__ == "__main__":
+    # Figures of what ran are written either way; a failure is an error all the same.
+    sys.exit(1 if main()["failures"] else 0)

@@ -1,0 +1,143 @@
+"""tools/bench/gpu_bench.py end to end on the CPU with the tiny shape (`make test-bench`): the
+whole GPU benchmark (random model, export, tokens, masks, evaluate and both PyTorch loops, GEMM
+rate, CSV / Markdown / JSON) in seconds, so the one GPU run it is written for does not fail on a
+bug a CPU could have found.
+
+Needs the exporter's environment (torch, transformers, onnx) and the stage binaries
+(LAYERPRUNE_BIN, default target/debug; ORT_DYLIB_PATH, default the `make ort` library).
+"""
+
+import csv
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "tools" / "bench" / "gpu_bench.py"
+BIN = Path(os.environ.get("LAYERPRUNE_BIN", ROOT / "target" / "debug"))
+ORT = os.environ.get("ORT_DYLIB_PATH", str(ROOT / "build" / "ort-cpu" / "onnxruntime" / "capi"
+                                           / "libonnxruntime.so.1.31.1"))
+COLUMNS = ["shape", "dtype", "contender", "masks_per_second", "useful_tflops", "gemm_tflops", "max_nll_diff",
+           "date"]
+CONTENDERS = {"pytorch zero-and-restore", "pytorch blocks deleted", "evaluate", "evaluate --io-binding on",
+              "evaluate --mask-batch 8"}
+# An earlier run's row of another shape, which a run of the tiny shape must keep.
+OTHER_ROW = ["Llama-2-7B", "bf16", "evaluate", "30", "400", "600", "0.01", "2026-01-01"]
+
+
+def run_bench(work: Path, csv_path: Path, *flags, bin_dir: Path = BIN, status: int = 0):
+    for stage in ("prepare-tokens", "sample-masks", "evaluate"):
+        assert (BIN / stage).is_file(), f"{BIN / stage} missing: build the stages (make test-bench does)"
+    assert Path(ORT).is_file(), f"{ORT} missing: make ort"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--shapes", "tiny", "--bin", str(bin_dir),
+         "--work", str(work), "--csv", str(csv_path), "--gemm-seconds", "0.1", "--torch-threads", "1",
+         "--masks", "20", *flags],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "ORT_DYLIB_PATH": ORT})
+    assert done.returncode == status, done.stdout + done.stderr
+    return done.stdout
+
+
+def read_csv(path: Path):
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        return header, [dict(zip(header, row)) for row in reader]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    csv_path = work / "results" / "gpu-bench.csv"
+    csv_path.parent.mkdir()
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerow(OTHER_ROW)
+    stdout = run_bench(work, csv_path)
+    return work, csv_path, stdout
+
+
+def test_the_csv_has_the_columns_and_one_row_per_contender(bench):
+    work, csv_path, _ = bench
+    header, rows = read_csv(csv_path)
+    assert header == COLUMNS
+    assert [r for r in rows if r["shape"] == "Llama-2-7B"] == [dict(zip(COLUMNS, OTHER_ROW))]
+    tiny = [r for r in rows if r["shape"] == "tiny-llama"]
+    assert {r["contender"] for r in tiny} == CONTENDERS
+    assert len(tiny) == len(CONTENDERS)
+    for r in tiny:
+        assert r["dtype"] == "fp32"
+        assert float(r["masks_per_second"]) > 0, r
+        assert float(r["useful_tflops"]) > 0, r
+        assert float(r["gemm_tflops"]) > 0, r
+        assert datetime.date.fromisoformat(r["date"])
+
+
+def test_every_contender_agrees_with_pytorch_on_every_mask(bench):
+    _, csv_path, _ = bench
+    _, rows = read_csv(csv_path)
+    for r in rows:
+        if r["shape"] == "tiny-llama":
+            # fp32 on the CPU: the chained graphs and transformers differ by rounding alone.
+            assert float(r["max_nll_diff"]) < 1e-4, r
+
+
+def test_the_markdown_and_json_describe_the_same_run(bench):
+    work, _, stdout = bench
+    table = (work / "gpu-bench.md").read_text()
+    assert "| tiny-llama | fp32 | evaluate |" in table
+    assert table in stdout
+    record = json.loads((work / "gpu-bench.json").read_text())
+    assert record["device"] == "cpu" and record["skipped"] == []
+    (shape,) = record["shapes"]
+    assert shape["masks"] == 20 and not shape["replicated_block"]
+    for contender, run in shape["runs"].items():
+        assert run["summary"]["masks"] == 20, contender
+        assert run["summary"]["device"] == "cpu"
+    assert shape["runs"]["evaluate --io-binding on"]["summary"]["io_binding"] is True
+    assert shape["runs"]["evaluate"]["summary"]["io_binding"] is False
+    # Bound or not, the same arithmetic: bit for bit on the CPU provider.
+    assert shape["io_binding_on_vs_off_max_nll_diff"] == 0
+
+
+def test_one_block_replicated_exports_one_graph_for_every_block(bench, tmp_path):
+    _, csv_path, _ = bench
+    run_bench(tmp_path, csv_path, "--replicate-blocks", "all")
+    manifest = json.loads((tmp_path / "tiny" / "model" / "manifest.json").read_text())
+    assert manifest["num_blocks"] == 8 and len(manifest["blocks"]) == 8
+    assert len({manifest["files"][b["file"]] for b in manifest["blocks"]}) == 1
+    assert manifest["source"]["replicated_block"] is True
+    # The second run's rows replaced the first's; the other shape's row stayed.
+    _, rows = read_csv(csv_path)
+    assert len([r for r in rows if r["shape"] == "tiny-llama"]) == len(CONTENDERS)
+    assert len(rows) == len(CONTENDERS) + 1
+    assert all(float(r["max_nll_diff"]) < 1e-4 for r in rows if r["shape"] == "tiny-llama")
+
+
+def test_a_failing_contender_costs_only_its_own_row(tmp_path):
+    # An `evaluate` that fails with --mask-batch (as a kernel missing on a GPU would): the run
+    # still writes every other row, names the failure, and exits with status 1.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in ("prepare-tokens", "sample-masks"):
+        (bin_dir / stage).symlink_to(BIN / stage)
+    wrapper = bin_dir / "evaluate"
+    wrapper.write_text(f"""#!/bin/sh
+case " $* " in *" --mask-batch "*) echo "no kernel for this, say" >&2; exit 1;; esac
+exec {BIN / "evaluate"} "$@"
+""")
+    wrapper.chmod(0o755)
+    csv_path = tmp_path / "out.csv"
+    run_bench(tmp_path / "work", csv_path, bin_dir=bin_dir, status=1)
+    _, rows = read_csv(csv_path)
+    assert {r["contender"] for r in rows} == CONTENDERS - {"evaluate --mask-batch 8"}
+    table = (tmp_path / "work" / "gpu-bench.md").read_text()
+    assert "tiny: evaluate --mask-batch 8: no kernel for this, say" in table
+    record = json.loads((tmp_path / "work" / "gpu-bench.json").read_text())
+    assert [name for name, _ in record["failures"]] == ["tiny: evaluate --mask-batch 8"]

@@ -1,0 +1,506 @@
+"""Export a Hugging Face decoder-only checkpoint (e.g. the pruned one prune_hf.py writes) as ONE
+ONNX decoder with a KV cache, for text generation with ONNX Runtime.
+
+The layered folder and merge_layered.py's single file score whole sequences (input_ids →
+logits) and keep no cache, so generating with them recomputes the whole prefix for every new
+token. This file has the input/output layout that onnxruntime-genai and optimum use for
+decoder-only models:
+
+  inputs   input_ids                 int64 [batch, seq]
+           attention_mask            int64 [batch, past + seq]   1 = token, 0 = padding
+           position_ids              int64 [batch, seq]
+           past_key_values.{i}.key   [batch, kv_heads, past, head_dim]   i = 0 .. layers-1
+           past_key_values.{i}.value [batch, kv_heads, past, head_dim]
+  outputs  logits                    float32 [batch, seq, vocab]
+           present.{i}.key           [batch, kv_heads, past + seq, head_dim]
+           present.{i}.value         [batch, kv_heads, past + seq, head_dim]
+
+batch, seq and past are dynamic; the first call passes past tensors of length 0. `i` numbers
+the checkpoint's layers (a pruned checkpoint's kept blocks, renumbered from 0). The cache is
+never truncated: a sliding-window layer keeps every past position and masks those outside its
+window, so all layers share one past length (the attention_mask's). Each layer's attention
+type (full or sliding, and Gemma 3's local or global rotary table) is the one its config entry
+gives (`layer_types`, which prune_hf.py cuts to the kept blocks), so a pruned block keeps the
+type of its original index.
+
+Weights are stored inside the file when they are under 2 GB (protobuf's limit), otherwise in
+one external data file beside it (`<name>.data`). Before the file is put in place it is checked:
+greedy generation with ONNX Runtime through the cache (the prompt, then one token per step
+with the presents fed back) must choose the same tokens as transformers'
+`model.generate(do_sample=False)`, with the logits of every step within the tolerance
+(docs/model-format.md, "The generator file").
+
+Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma3_text. Any other
+is refused by name before the weights are loaded.
+
+Usage:
+  python export_generator.py --model PRUNED_HF_DIR --out pruned.onnx
+  python export_generator.py --model HF_DIR --out model.onnx --dtype fp16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import export_layered  # noqa: E402
+
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
+DTYPES = dict(export_layered.DTYPES)
+# The same tolerances as the layered export check (docs/model-format.md): max |logit diff| against
+# transformers in the same dtype, scaled by max(1, |largest logit| / 10).
+DEFAULT_TOLERANCE = dict(export_layered.DEFAULT_TOLERANCE)
+# Protobuf refuses messages over 2 GiB; leave room for the graph itself (as merge_layered.py).
+PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2
+# Tensors below this stay inside the .onnx file even when the weights go to the data file.
+EXTERNAL_THRESHOLD_BYTES = 1024
+
+
+def fail(message: str):
+    raise SystemExit(f"export_generator: error: {message}")
+
+
+def unsupported_message(model_type, architectures=None) -> str:
+    named = f" ({', '.join(architectures)})" if architectures else ""
+    return (f"export_generator: error: model type {model_type!r}{named} is not supported by the KV-cache "
+            f"exporter; supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}")
+
+
+def check_supported_config(folder: Path) -> dict:
+    """Refuses an unsupported architecture from config.json alone, before loading weights."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        fail(f"cannot read {folder / 'config.json'}: {error}")
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise SystemExit(unsupported_message(model_type, config.get("architectures")))
+    return config
+
+
+def check_rope(model):
+    """Refuses rotary variants whose tables depend on the sequence length at run time (dynamic
+    NTK, LongRoPE): tracing would bake the tables of the example length into the graph, and the
+    short check could not see it."""
+    rotary = getattr(export_layered.Architecture(model).base, "rotary_emb", None)
+    kinds = getattr(rotary, "rope_type", "default")
+    kinds = list(kinds.values()) if isinstance(kinds, dict) else [kinds]
+    bad = sorted({k for k in kinds if "dynamic" in str(k) or k == "longrope"})
+    if bad:
+        fail(f"rope type {', '.join(bad)} changes with the sequence length; not supported")
+
+
+class Generator(nn.Module):
+    """The decoder with a KV cache over flat tensors: embeds `input_ids`, runs every layer with
+    its own causal (or sliding-window) mask and rotary table through a transformers
+    DynamicCache filled with the given past, and returns the logits and the flat presents.
+
+    The layers are called one by one (not the model's forward) so that the masks are built here
+    from `attention_mask` with plain tensor ops that trace with dynamic shapes, and so that every
+    layer keeps its full past (a DynamicCache built from the config would truncate sliding
+    layers to their window, giving layers of different past lengths)."""
+
+    def __init__(self, model):
+        super().__init__()
+        arch = export_layered.Architecture(model)
+        self.embed_tokens = arch.base.embed_tokens  # Gemma's scales by sqrt(hidden) inside
+        self.layers = arch.layers
+        self.rotary_emb = arch.base.rotary_emb
+        self.head = export_layered.Head(model, nll=False)  # final norm, LM head, Gemma's softcap
+        self.attention = [arch.block_attention(i) for i in range(len(self.layers))]
+        self.per_type_rope = arch.model_type == "gemma3_text"
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        hidden = self.embed_tokens(input_ids)
+        cache = DynamicCache()
+        for i in range(len(self.layers)):
+            # Filled directly rather than by `update`, whose first call concatenates onto an
+            # empty 1-D tensor (no ONNX Concat of tensors of different ranks).
+            layer = DynamicLayer()
+            layer.keys, layer.values = past[2 * i], past[2 * i + 1]
+            layer.dtype, layer.device = layer.keys.dtype, layer.keys.device
+            layer.is_initialized = True
+            cache.layers.append(layer)
+        masks, rotary = {}, {}
+        for i, layer in enumerate(self.layers):
+            kind, window = self.attention[i]
+            if window not in masks:
+                masks[window] = additive_mask(attention_mask, input_ids.shape[1], window, hidden.dtype)
+            # One rotary table per attention type for Gemma 3 (local and global), one in all otherwise.
+            table = kind if self.per_type_rope else None
+            if table not in rotary:
+                rotary[table] = (self.rotary_emb(hidden, position_ids, kind) if self.per_type_rope
+                                 else self.rotary_emb(hidden, position_ids))
+            output = layer(hidden, attention_mask=masks[window], position_ids=position_ids,
+                           position_embeddings=rotary[table], past_key_values=cache, use_cache=True)
+            hidden = output[0] if isinstance(output, tuple) else output
+        presents = []
+        for layer in cache.layers:
+            presents += [layer.keys, layer.values]
+        return (self.head.logits(hidden), *presents)
+
+
+def additive_mask(attention_mask, seq_len, window, dtype):
+    """[batch, 1, seq, past + seq]: 0 where query i (at cache index past + i) may attend to key
+    j, the dtype's minimum elsewhere (not −inf, so softmax stays NaN-free; transformers' eager
+    masks do the same). Causal, padding (attention_mask 0) masked, and for a sliding-window
+    layer keys more than window − 1 positions back masked too (transformers' kv > q − window)."""
+    total = attention_mask.shape[1]
+    keys = torch.arange(total, device=attention_mask.device)
+    queries = torch.arange(seq_len, device=attention_mask.device) + (total - seq_len)
+    allowed = keys[None, :] <= queries[:, None]
+    if window is not None:
+        allowed = allowed & (keys[None, :] > queries[:, None] - window)
+    allowed = allowed[None, None, :, :] & (attention_mask[:, None, None, :] != 0)
+    zero = torch.zeros((), dtype=dtype)
+    minimum = torch.full((), torch.finfo(dtype).min, dtype=dtype)
+    return torch.where(allowed, zero, minimum)
+
+
+def io_names(num_layers: int):
+    past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
+
+
+def kv_shape(config):
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return kv_heads, head_dim
+
+
+def export_onnx(model, folder: Path, opset: int) -> Path:
+    """torch.onnx's TorchScript exporter (as export_layered.py) into `folder`; returns the graph's
+    path. Past of length 3 in the example, so the cache's Concat is traced with a real past; the
+    axes are dynamic and a past of length 0 runs too (the check's first step)."""
+    config = model.config
+    layers = config.num_hidden_layers
+    kv_heads, head_dim = kv_shape(config)
+    dtype = next(model.parameters()).dtype
+    batch, seq, past_len = 2, 4, 3
+    example = (
+        torch.randint(0, config.vocab_size, (batch, seq)),
+        torch.ones(batch, past_len + seq, dtype=torch.int64),
+        torch.arange(past_len, past_len + seq).repeat(batch, 1),
+        *[torch.randn(batch, kv_heads, past_len, head_dim, dtype=dtype) for _ in range(2 * layers)],
+    )
+    inputs, outputs = io_names(layers)
+    axes = {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+            "position_ids": {0: "batch_size", 1: "sequence_length"},
+            "logits": {0: "batch_size", 1: "sequence_length"}}
+    for name in inputs[3:]:
+        axes[name] = {0: "batch_size", 2: "past_sequence_length"}
+    for name in outputs[1:]:
+        axes[name] = {0: "batch_size", 2: "total_sequence_length"}
+    module = Generator(model)
+    # A fresh wrapper is in training mode and torch.onnx.export restores the mode it found,
+    # which would switch the model's own layers (their dropout) to training mode.
+    module.eval()
+    path = folder / "model.onnx"
+    with torch.no_grad():
+        # Without constant folding, as export_layered.py's head graphs: a tied LM head keeps the
+        # embedding's layout and is stored once, not a second time transposed (ONNX Runtime
+        # folds the transpose when it loads the graph).
+        torch.onnx.export(module, example, str(path), dynamo=False, input_names=inputs, output_names=outputs,
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=False)
+    return path
+
+
+def save_one_file(exported: Path, out: Path, vocab_size: int):
+    """Writes the exported graph as `out`, with its weights inside (under PROTOBUF_LIMIT) or in
+    one data file `<out name>.data` beside it. The exporter may have written a large model's
+    tensors as many files beside its graph; they are read from there one by one."""
+    model = onnx.load(str(exported), load_external_data=False)
+    # The head's reshape leaves the vocabulary axis unnamed by the tracer; it is fixed.
+    logits = next(o for o in model.graph.output if o.name == "logits")
+    logits.type.tensor_type.shape.dim[2].Clear()
+    logits.type.tensor_type.shape.dim[2].dim_value = vocab_size
+
+    def tensor_bytes(tensor):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            return tensor.raw_data if tensor.raw_data else onnx.numpy_helper.to_array(tensor).tobytes()
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        with open(exported.parent / info["location"], "rb") as handle:
+            handle.seek(int(info.get("offset", 0)))
+            return handle.read(int(info["length"])) if "length" in info else handle.read()
+
+    def set_inline(tensor, raw):
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = raw
+
+    def tensor_size(tensor):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            return tensor.ByteSize()
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        return int(info["length"]) if "length" in info else (exported.parent / info["location"]).stat().st_size
+
+    total = sum(tensor_size(t) for t in model.graph.initializer)
+    if total < PROTOBUF_LIMIT:
+        for tensor in model.graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                set_inline(tensor, tensor_bytes(tensor))
+        onnx.save(model, str(out))
+        return [out]
+    data = out.parent / (out.name + ".data")
+    with open(data, "wb") as handle:
+        for tensor in model.graph.initializer:
+            raw = tensor_bytes(tensor)
+            if len(raw) < EXTERNAL_THRESHOLD_BYTES:
+                set_inline(tensor, raw)
+                continue
+            # Aligned to 4 KiB so that ONNX Runtime can map the weights in place.
+            handle.write(b"\0" * (-handle.tell() % 4096))
+            offset = handle.tell()
+            handle.write(raw)
+            dims, data_type, name = list(tensor.dims), tensor.data_type, tensor.name
+            tensor.Clear()
+            tensor.name, tensor.data_type = name, data_type
+            tensor.dims.extend(dims)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data.name), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    onnx.save(model, str(out))
+    return [data, out]
+
+
+class Runner:
+    """One step of the exported decoder: ONNX Runtime's CPU provider, or onnx.reference (NumPy)
+    for bfloat16, which that provider has no kernels for (docs/model-format.md)."""
+
+    def __init__(self, path: Path, kind: str):
+        self.kind = kind
+        if kind == "ort":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.run = lambda feeds: session.run(None, feeds)
+        else:
+            from onnx.reference import ReferenceEvaluator
+
+            evaluator = ReferenceEvaluator(onnx.load(str(path)))
+            self.run = lambda feeds: evaluator.run(None, feeds)
+
+
+def numpy_dtype(dtype: torch.dtype):
+    if dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return {torch.float32: np.float32, torch.float16: np.float16}[dtype]
+
+
+def onnx_greedy(runner: Runner, config, dtype, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int):
+    """Greedy generation through the cache, as a runtime does it: the prompt with an empty past,
+    then one token per step with the presents fed back; position ids as transformers' generate
+    makes them (cumulative count of real tokens − 1, padding at 0). Returns the chosen tokens
+    [batch, new_tokens] and each step's last-position logits."""
+    layers = config.num_hidden_layers
+    kv_heads, head_dim = kv_shape(config)
+    batch = input_ids.shape[0]
+    empty = np.zeros((batch, kv_heads, 0, head_dim), dtype=numpy_dtype(dtype))
+    past = [empty] * (2 * layers)
+    positions = np.where(attention_mask == 0, 0, np.cumsum(attention_mask, axis=1) - 1).astype(np.int64)
+    ids, mask = input_ids, attention_mask
+    inputs, _ = io_names(layers)
+    tokens, step_logits = [], []
+    for _ in range(new_tokens):
+        feeds = dict(zip(inputs, [ids, mask, positions, *past]))
+        logits, *past = runner.run(feeds)
+        last = np.asarray(logits[:, -1, :], dtype=np.float32)
+        step_logits.append(last)
+        chosen = last.argmax(axis=-1).astype(np.int64)
+        tokens.append(chosen)
+        ids = chosen[:, None]
+        mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
+        positions = positions[:, -1:] + 1
+    return np.stack(tokens, axis=1), step_logits
+
+
+def transformers_greedy(model, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int):
+    """transformers' own greedy generation (`generate(do_sample=False)`, its KV cache) and the
+    raw logits of each step. The model's generation_config is set aside for the call: an end of
+    sequence token would stop it early and a checkpoint's repetition penalty would change the
+    choice; the comparison is of plain argmax decoding."""
+    from transformers import GenerationConfig
+
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        with torch.no_grad():
+            out = model.generate(torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
+                                 do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                 pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    finally:
+        model.generation_config = saved
+    tokens = out.sequences[:, input_ids.shape[1]:].numpy()
+    logits = [step.float().numpy() for step in out.logits]
+    return tokens, logits
+
+
+def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: int, tolerance: float, seed: int):
+    """The exported decoder's greedy generation against transformers'. Two prompts of random
+    tokens, the second left-padded by two positions (so the attention mask and position ids
+    matter). Every step's logits must be within `tolerance` × max(1, |largest logit| / 10) and
+    the chosen tokens equal; a different choice is accepted only at a near tie (the reference's
+    best two logits closer than that tolerance, where rounding legitimately decides), and the
+    comparison ends there since the sequences then differ."""
+    config = model.config
+    dtype = next(model.parameters()).dtype
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(1, config.vocab_size, size=(2, prompt_length), dtype=np.int64)
+    attention_mask = np.ones_like(input_ids)
+    pad = min(2, prompt_length - 1)
+    input_ids[1, :pad], attention_mask[1, :pad] = 0, 0
+    expected_tokens, expected_logits = transformers_greedy(model, input_ids, attention_mask, new_tokens)
+    if len(expected_logits) != new_tokens or expected_tokens.shape[1] != new_tokens:
+        fail(f"transformers generated {expected_tokens.shape[1]} tokens, not {new_tokens}")
+    runner = Runner(path, runner_kind)
+    tokens, logits = onnx_greedy(runner, config, dtype, input_ids, attention_mask, new_tokens)
+    scale = max(1.0, max(float(np.abs(step).max()) for step in expected_logits) / 10.0)
+    limit = tolerance * scale
+    max_abs, compared, near_tie = 0.0, 0, None
+    for step in range(new_tokens):
+        diff = float(np.abs(logits[step] - expected_logits[step]).max())
+        max_abs = max(max_abs, diff)
+        compared += 1
+        if diff > limit:
+            fail(f"step {step}: the ONNX logits differ from transformers' by {diff:.3e}, over the tolerance "
+                 f"{limit:.1e}")
+        for row in np.nonzero(tokens[:, step] != expected_tokens[:, step])[0]:
+            best_two = np.sort(expected_logits[step][row])[-2:]
+            if best_two[1] - best_two[0] > limit:
+                fail(f"step {step}, sequence {row}: ONNX chose token {tokens[row, step]}, transformers "
+                     f"{expected_tokens[row, step]} (their logits {best_two[1]:.4f} vs the runner-up "
+                     f"{best_two[0]:.4f}: not a near tie)")
+            near_tie = step
+        if near_tie is not None:
+            break
+    largest = max(float(np.abs(step).max()) for step in expected_logits)
+    print(f"check: greedy generation of {new_tokens} tokens from 2 prompts of {prompt_length} ({runner_kind}): "
+          f"{'same tokens' if near_tie is None else f'same tokens up to a near tie at step {near_tie}'}; "
+          f"max |logit diff| {max_abs:.3e} (relative to the largest logit {max_abs / largest:.3e}), "
+          f"tolerance {limit:.1e}")
+    return {"new_tokens": new_tokens, "steps_compared": compared, "runner": runner_kind,
+            "max_abs_logit_diff": max_abs, "max_rel_logit_diff": max_abs / largest, "tolerance": limit,
+            "near_tie_step": near_tie, "tokens": tokens.tolist()}
+
+
+def refuse_overlap(model_dir: Path, out: Path):
+    """An output that is the model folder, or that would overwrite one of its files (also through
+    another name: same device and inode), is refused."""
+    targets = [out, out.parent / (out.name + ".data")]
+    if out.resolve() == model_dir.resolve():
+        fail(f"--out {out} is the model folder")
+    for target in targets:
+        if not target.exists():
+            continue
+        for source in model_dir.rglob("*"):
+            if source.is_file() and os.path.samefile(source, target):
+                fail(f"--out {out} would overwrite the input file {source}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=Path, help="Hugging Face model folder (e.g. prune_hf.py's)")
+    parser.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    parser.add_argument("--dtype", choices=["auto", *sorted(DTYPES)], default="fp32",
+                        help="weights and cache dtype (auto: the checkpoint's); fp32 runs on ONNX Runtime's CPU "
+                             "provider, bf16 does not (its check runs in onnx.reference, slow)")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--new-tokens", type=int, default=8, help="tokens the check generates")
+    parser.add_argument("--prompt-length", type=int, default=6, help="the check's prompt length")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="max |logit difference| against transformers per step, scaled by max(1, |largest "
+                             "logit| / 10); default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOLERANCE.items()))
+    parser.add_argument("--no-check", action="store_true", help="skip the generation check")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if not (args.model / "config.json").is_file():
+        fail(f"{args.model} is not a Hugging Face model folder (no config.json)")
+    check_supported_config(args.model)
+    out = args.out
+    refuse_overlap(args.model, out)
+    if out.suffix != ".onnx":
+        fail(f"--out {out}: the output is one .onnx file")
+    if out.exists() and not args.force:
+        fail(f"{out} exists; pass --force to replace it")
+    if args.new_tokens < 1 or args.prompt_length < 2:
+        fail("--new-tokens must be at least 1 and --prompt-length at least 2")
+
+    from transformers import AutoModelForCausalLM
+
+    started = time.time()
+    dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    model.config._attn_implementation = "eager"
+    model.eval()
+    export_layered.Architecture(model)  # use_bidirectional_attention, unknown attention types
+    check_rope(model)
+    dtype = next(model.parameters()).dtype
+    dtype_key = {v: k for k, v in DTYPES.items()}[dtype]
+    kept = getattr(model.config, "layerprune_kept_blocks", None)
+    print(f"loaded {model.config.model_type} ({dtype_key}) with {model.config.num_hidden_layers} layers"
+          f"{f' (original blocks {kept})' if kept else ''} in {time.time() - started:.1f} s")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the destination and renamed into place only after the check: never a
+    # half-written or unchecked file at `out`.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        started = time.time()
+        (staging / "export").mkdir()
+        exported = export_onnx(model, staging / "export", args.opset)
+        written = save_one_file(exported, staging / out.name, model.config.vocab_size)
+        shutil.rmtree(staging / "export")
+        size = sum(p.stat().st_size for p in written)
+        print(f"exported in {time.time() - started:.1f} s: {size / 1e6:.1f} MB"
+              f"{' (weights in ' + written[0].name + ')' if len(written) > 1 else ''}")
+        result = None
+        if args.no_check:
+            print("check: skipped (--no-check)")
+        else:
+            tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[dtype_key]
+            runner = "reference" if dtype == torch.bfloat16 else "ort"
+            result = check(model, staging / out.name, runner, args.new_tokens, args.prompt_length, tolerance,
+                           args.seed)
+        stale = out.parent / (out.name + ".data")
+        for produced in written:  # the data file first: the graph never names a missing file
+            os.replace(produced, out.parent / produced.name)
+        if len(written) == 1 and stale.exists():
+            stale.unlink()  # an earlier, larger export's weights
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    layers = model.config.num_hidden_layers
+    print(f"wrote {out}: {layers} layers, inputs input_ids, attention_mask, position_ids, "
+          f"past_key_values.{{0..{layers - 1}}}.key/value; outputs logits, present.{{0..{layers - 1}}}.key/value")
+    return result
+
+
+if __name__ == "__main__":
+    main()
