@@ -4,56 +4,28 @@
 //! way the evaluator moves states (the prefix stack, no reuse, a tight cache, masks batched
 //! through shared blocks, block statistics, continuation scoring).
 
-use std::path::PathBuf;
-
 use layerprune_core::{Device, Mask};
 use layerprune_runtime::{
     block_statistics, on_host, ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator, LayeredModel,
     LoglikRequest, OnHost, RuntimeError, RuntimeOptions,
 };
+use layerprune_tests::{every_mask, fixture_windows, tiny_model_dir};
 use ndarray::Array2;
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama")
-}
 
 fn open(io_binding: bool) -> LayeredModel {
     let options = RuntimeOptions {
         io_binding: Some(io_binding),
         ..RuntimeOptions::default()
     };
-    let model = LayeredModel::open(&fixture(), &options).expect("fixture loads");
+    let model = LayeredModel::open(&tiny_model_dir(), &options).expect("fixture loads");
     assert_eq!(model.io_binding(), io_binding);
     model
 }
 
-/// `count` windows of `len` ids below the fixture's vocabulary of 320 (an LCG, no dependency).
-fn windows(seed: u64, count: usize, len: usize) -> Vec<Vec<u32>> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            (0..len)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 33) % 320) as u32
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Every mask of the fixture's 6 blocks: many shared prefixes, the empty and the full model.
-fn every_mask() -> Vec<Mask> {
-    (0..1u32 << 6)
-        .map(|bits| Mask::from_kept((0..6).map(|i| bits >> i & 1 == 1).collect()))
-        .collect()
-}
-
 /// (NLL sums, blocks run) of `masks` with output binding on or off.
 fn evaluate(io_binding: bool, masks: &[Mask], options: EvalOptions) -> (Vec<f64>, u64) {
-    let mut evaluator = Evaluator::new(open(io_binding), &windows(7, 3, 24), options).unwrap();
+    let mut evaluator =
+        Evaluator::new(open(io_binding), &fixture_windows(7, 3, 24), options).unwrap();
     let results = evaluator.evaluate(masks, &mut |_, _| {}).unwrap();
     (
         results.iter().map(|r| r.nll_sum).collect(),
@@ -63,7 +35,7 @@ fn evaluate(io_binding: bool, masks: &[Mask], options: EvalOptions) -> (Vec<f64>
 
 #[test]
 fn bound_states_give_the_same_nll_bit_for_bit() {
-    let masks = every_mask();
+    let masks = every_mask(6);
     for options in [
         EvalOptions::default(),
         EvalOptions {
@@ -105,7 +77,7 @@ fn bound_states_give_the_same_nll_bit_for_bit() {
 
 #[test]
 fn bound_chain_equals_plain_chain_state_by_state() {
-    let ids = Array2::from_shape_fn((2, 16), |(b, t)| i64::from(windows(3, 2, 16)[b][t]));
+    let ids = Array2::from_shape_fn((2, 16), |(b, t)| i64::from(fixture_windows(3, 2, 16)[b][t]));
     let targets = Array2::from_shape_fn((2, 16), |(b, t)| ids[[b, (t + 1) % 16]]);
     let mut plain = open(false);
     let mut bound = open(true);
@@ -163,13 +135,17 @@ fn bound_outputs_are_fresh_buffers_each_call() {
 #[test]
 fn block_statistics_and_choice_scores_agree() {
     let stats = |io_binding| {
-        let mut evaluator =
-            Evaluator::new(open(io_binding), &windows(5, 2, 16), EvalOptions::default()).unwrap();
+        let mut evaluator = Evaluator::new(
+            open(io_binding),
+            &fixture_windows(5, 2, 16),
+            EvalOptions::default(),
+        )
+        .unwrap();
         block_statistics(&mut evaluator, 3).unwrap()
     };
     assert_eq!(stats(false), stats(true));
 
-    let ids = windows(11, 2, 14);
+    let ids = fixture_windows(11, 2, 14);
     let requests: Vec<LoglikRequest> = ids
         .iter()
         .enumerate()
@@ -198,12 +174,14 @@ fn binding_defaults_to_the_device_and_tf32_on_the_cpu_is_refused() {
         ..RuntimeOptions::default()
     }
     .binds_outputs());
-    assert!(!LayeredModel::open(&fixture(), &RuntimeOptions::default())
-        .unwrap()
-        .io_binding());
+    assert!(
+        !LayeredModel::open(&tiny_model_dir(), &RuntimeOptions::default())
+            .unwrap()
+            .io_binding()
+    );
 
     let refused = LayeredModel::open(
-        &fixture(),
+        &tiny_model_dir(),
         &RuntimeOptions {
             tf32: Some(true),
             ..RuntimeOptions::default()
@@ -216,7 +194,7 @@ fn binding_defaults_to_the_device_and_tf32_on_the_cpu_is_refused() {
     assert!(error.to_string().contains("TF32"), "{error}");
     // Off is what the CPU does anyway.
     LayeredModel::open(
-        &fixture(),
+        &tiny_model_dir(),
         &RuntimeOptions {
             tf32: Some(false),
             ..RuntimeOptions::default()

@@ -1,39 +1,12 @@
 //! SLEB and adaptive removal report their progress as `tracing` events (one per step), which
 //! the stage binaries turn into log lines; the library draws nothing itself.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use layerprune_selection::{adaptive_removal, sleb, sleb_cost, AdaptiveOptions};
 use layerprune_shapley::synthetic::TripleGame;
 
-/// Log lines written by a subscriber, kept in memory.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What `run` logs at info level and above.
 fn logged(run: impl FnOnce()) -> String {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, run);
-    let bytes = lines.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    layerprune_tests::logged_at(tracing::Level::INFO, run)
 }
 
 #[test]

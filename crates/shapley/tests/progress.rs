@@ -4,9 +4,6 @@
 //! work and `debug` lines between; a shorter loop writes `debug` lines only; the cross-fitted
 //! estimators write an `info` line per half or fold.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use layerprune_core::synthetic::AdditiveGame;
 use layerprune_core::Mask;
 use layerprune_shapley::exact::exact_values;
@@ -16,37 +13,8 @@ use layerprune_shapley::surrogate::surrogate_shapley;
 use layerprune_shapley::synthetic::TripleGame;
 use layerprune_shapley::{evaluate_masks, run_estimator, EstimatorKind, Players};
 
-/// Log lines written by a subscriber, kept in memory.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// What `run` logs at `level` and above.
-fn logged_at(level: tracing::Level, run: impl FnOnce()) -> String {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, run);
-    let bytes = lines.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
-}
-
 fn logged(run: impl FnOnce()) -> String {
-    logged_at(tracing::Level::INFO, run)
+    layerprune_tests::logged_at(tracing::Level::INFO, run)
 }
 
 /// The `done` counts of the lines `{label}: {done} of {total} {unit}`, in order.
@@ -85,7 +53,7 @@ fn the_semivalue_through_a_surrogate_logs_each_tenth_of_its_base_masks() {
     assert!(text.lines().all(|l| l.contains("INFO")), "{text}");
 
     // Between the tenths, each batch (8192 / 11 = 744 base masks) is a debug line.
-    let text = logged_at(tracing::Level::DEBUG, || {
+    let text = layerprune_tests::logged_at(tracing::Level::DEBUG, || {
         semivalue_through(&mut game, n, &strata, bases, 0).unwrap();
     });
     let done = counts(&text, "stratified-semivalue", bases, "base masks valued");
@@ -103,7 +71,7 @@ fn a_short_loop_logs_only_at_debug_level_and_a_long_one_each_tenth() {
         surrogate_shapley(&mut game.clone(), None, 100, 0).unwrap();
     };
     assert_eq!(logged(short), "");
-    let text = logged_at(tracing::Level::DEBUG, short);
+    let text = layerprune_tests::logged_at(tracing::Level::DEBUG, short);
     assert_eq!(
         counts(&text, "surrogate-shapley", 100, "permutation pairs valued"),
         vec![100],
@@ -115,7 +83,7 @@ fn a_short_loop_logs_only_at_debug_level_and_a_long_one_each_tenth() {
         surrogate_shapley(&mut game.clone(), None, 4000, 0).unwrap();
     };
     assert_eq!(logged(medium), "");
-    let text = logged_at(tracing::Level::DEBUG, medium);
+    let text = layerprune_tests::logged_at(tracing::Level::DEBUG, medium);
     let done = counts(&text, "surrogate-shapley", 4000, "permutation pairs valued");
     assert_eq!(done.len(), 11, "{text}");
 
@@ -139,7 +107,7 @@ fn masks_valued_through_a_game_are_logged_under_the_estimator_s_name() {
     // Every mask of 14 players: two batches of 8192, debug lines named after the estimator.
     let n = 14;
     let mut game = AdditiveGame::new((0..n).map(|i| i as f64).collect(), 0.5);
-    let text = logged_at(tracing::Level::DEBUG, || {
+    let text = layerprune_tests::logged_at(tracing::Level::DEBUG, || {
         exact_values(&mut game, &Players::all(n)).unwrap();
     });
     let done = counts(&text, "exact-shapley", 1 << n, "masks valued");
@@ -210,7 +178,7 @@ fn a_surrogate_sampled_inside_a_cross_fit_is_labelled_with_its_estimator() {
     let n = 17;
     let players = Players::all(n);
     let mut game = TripleGame::layer_pruning_like(n, 4);
-    let text = logged_at(tracing::Level::DEBUG, || {
+    let text = layerprune_tests::logged_at(tracing::Level::DEBUG, || {
         run_estimator(
             EstimatorKind::RegressionAdjustedLog,
             &mut game,
