@@ -38,10 +38,13 @@ frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) | $(BIN)/frontie
 	  --plot $(FRONTIER_RUN)/frontier.svg
 
 # The project's copy of the numbers (docs/results.md quotes it), refreshed on purpose.
+# The default model's copies are docs/results/frontier.*; another model's carry its name
+# (docs/results/frontier-gemma3-270m.md), so one never overwrites the other.
+FRONTIER_DOCS_NAME = frontier$(if $(filter smollm2-135m,$(MODEL_NAME)),,-$(MODEL_NAME))
 frontier-docs: $(FRONTIER_RUN)/frontier.csv
 	mkdir -p docs/results docs/img
-	cp $(FRONTIER_RUN)/frontier.csv docs/results/frontier.csv
-	cp $(FRONTIER_RUN)/frontier.md docs/results/frontier.md
-	cp $(FRONTIER_RUN)/frontier.svg docs/img/frontier.svg
+	cp $(FRONTIER_RUN)/frontier.csv docs/results/$(FRONTIER_DOCS_NAME).csv
+	cp $(FRONTIER_RUN)/frontier.md docs/results/$(FRONTIER_DOCS_NAME).md
+	cp $(FRONTIER_RUN)/frontier.svg docs/img/$(FRONTIER_DOCS_NAME).svg
 
 .PHONY: frontier frontier-docs
