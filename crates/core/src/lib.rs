@@ -17,6 +17,7 @@ pub mod linalg;
 pub mod mask;
 pub mod objective;
 pub mod players;
+pub mod progress;
 pub mod synthetic;
 
 pub use atomic::{atomic_write, atomic_write_bytes, AtomicWriteError};
@@ -26,6 +27,7 @@ pub use game::{values_checked, CachedGame, CountingGame, Game, GameError, Record
 pub use mask::{Mask, MaskError};
 pub use objective::Objective;
 pub use players::{PlayerGame, Players, PlayersError};
+pub use progress::Tenths;
 
 /// Hex sha256 of some bytes: the one hash used for model, dataset and part ids.
 pub fn sha256_hex(bytes: &[u8]) -> String {

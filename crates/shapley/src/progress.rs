@@ -13,6 +13,8 @@
 //! estimator: `stratified-semivalue: 8184 of 80000 base masks valued`;
 //! `RUST_LOG=info,layerprune_shapley=debug` shows every batch.
 
+use layerprune_core::Tenths;
+
 /// Batches from which a loop's tenths are `info` lines.
 pub const LONG_LOOP_BATCHES: usize = 100;
 
@@ -24,7 +26,7 @@ pub(crate) struct Progress {
     unit: &'static str,
     total: usize,
     done: usize,
-    logged_tenth: usize,
+    tenths: Tenths,
     long: bool,
 }
 
@@ -40,7 +42,7 @@ impl Progress {
             unit,
             total,
             done: 0,
-            logged_tenth: 0,
+            tenths: Tenths::new(total),
             long: total.div_ceil(batch.max(1)) >= LONG_LOOP_BATCHES,
         }
     }
@@ -51,10 +53,8 @@ impl Progress {
         if self.total == 0 {
             return;
         }
-        let tenth = self.done * 10 / self.total;
         let (name, done, total, unit) = (&self.name, self.done, self.total, self.unit);
-        if self.long && tenth > self.logged_tenth {
-            self.logged_tenth = tenth;
+        if self.long && self.tenths.reached(done) {
             tracing::info!("{name}: {done} of {total} {unit}");
         } else {
             tracing::debug!("{name}: {done} of {total} {unit}");

@@ -125,7 +125,12 @@ impl Tf32Args {
                  cpu (use --device cuda, or leave --tf32 out)"
             );
         }
-        Ok(self.tf32.map(|switch| switch == Switch::On))
+        Ok(self.setting())
+    }
+
+    /// The runtime's `tf32` setting as given (`None`: the provider's default).
+    pub fn setting(&self) -> Option<bool> {
+        self.tf32.map(|switch| switch == Switch::On)
     }
 }
 

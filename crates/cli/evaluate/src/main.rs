@@ -242,10 +242,7 @@ fn runtime_options(args: &Args) -> RuntimeOptions {
             IoBinding::Off => Some(false),
         },
         // Checked against the device by `check_io` before any work.
-        tf32: args
-            .tf32
-            .tf32
-            .map(|switch| switch == layerprune_cli_common::Switch::On),
+        tf32: args.tf32.setting(),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
-use layerprune_core::Mask;
+use layerprune_core::{Mask, Tenths};
 use layerprune_evaluation::{EvaluationOutcome, Progress};
 use layerprune_tables::{EvaluationTable, TaskAccuracyTable};
 use layerprune_tasks::Task;
@@ -18,9 +18,9 @@ pub struct Reporter<'a> {
     resumed: &'a Path,
     task_list: &'a str,
     bar: indicatif::ProgressBar,
-    /// Masks to evaluate in this run, and the last tenth logged (no bar).
+    /// Masks to evaluate in this run, and the tenths of them logged (no bar).
     total: usize,
-    logged_tenth: usize,
+    tenths: Tenths,
 }
 
 impl<'a> Reporter<'a> {
@@ -32,7 +32,7 @@ impl<'a> Reporter<'a> {
             task_list,
             bar,
             total: 0,
-            logged_tenth: 0,
+            tenths: Tenths::default(),
         }
     }
 
@@ -60,7 +60,7 @@ impl<'a> Reporter<'a> {
             ),
             Progress::Started { masks } => {
                 self.total = masks;
-                self.logged_tenth = 0;
+                self.tenths = Tenths::new(masks);
                 self.bar = progress_bar(masks, self.quiet);
             }
             Progress::Evaluated { done } => {
@@ -76,9 +76,7 @@ impl<'a> Reporter<'a> {
         if self.quiet || self.total == 0 || !self.bar.is_hidden() {
             return;
         }
-        let tenth = done.min(self.total) * 10 / self.total;
-        if tenth > self.logged_tenth {
-            self.logged_tenth = tenth;
+        if self.tenths.reached(done) {
             tracing::info!("evaluated {done} of {} masks", self.total);
         } else {
             tracing::debug!("evaluated {done} of {} masks", self.total);
