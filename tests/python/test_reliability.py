@@ -14,6 +14,7 @@ model, with ONNX Runtime from $ORT_DYLIB_PATH (default: the one `make ort` fetch
 """
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -44,6 +45,7 @@ STAGES = [
     "apply-prune",
     "quantize",
     "frontier",
+    "inspect",
 ]
 
 pytestmark = pytest.mark.skipif(
@@ -119,6 +121,26 @@ def files(tmp_path_factory):
     shutil.copytree(MODEL, f["broken_model"])
     manifest = f["broken_model"] / "manifest.json"
     manifest.write_bytes(manifest.read_bytes()[:40])
+    # A model folder from the future, and one whose manifest lists a file outside it.
+    f["future_model"] = d / "future-model"
+    shutil.copytree(MODEL, f["future_model"])
+    manifest = json.loads((MODEL / "manifest.json").read_text())
+    (f["future_model"] / "manifest.json").write_text(json.dumps({**manifest,
+                                                                 "format_version": 99}))
+    f["escaping_model"] = d / "escaping-model"
+    shutil.copytree(MODEL, f["escaping_model"])
+    files = dict(manifest["files"])
+    files["../text.txt"] = hashlib.sha256(text.read_bytes()).hexdigest()
+    (f["escaping_model"] / "manifest.json").write_text(json.dumps({**manifest,
+                                                                   "files": files}))
+    # A surrogate that records another model than the evaluations it is offered with.
+    f["other_surrogate"] = d / "other-surrogate.json"
+    f["other_surrogate"].write_text(json.dumps(
+        {**json.loads(f["surrogate"].read_text()), "model_id": "another-model"}))
+    # A masks table that hung parquet 60.1's page-header skipper before the structural checks.
+    f["hanging"] = d / "hanging.parquet"
+    shutil.copy(ROOT / "crates/tables/tests/data/hang-masks-page-header-map-of-doubles.parquet",
+                f["hanging"])
     f["onnx"] = d / "block.onnx"
     shutil.copy(MODEL / "block_000.onnx", f["onnx"])
     # Corrupt, truncated and empty files.
@@ -346,6 +368,54 @@ def cases(f):
         ("fr-k-huge", "frontier",
          ["--model", m, "--calibration", f"c0={t}", "--k", str(10**18),
           "--out-dir", f["out"] / "fr"], ["--k"]),
+        # hostile model folders
+        ("ev-model-future-format", "evaluate",
+         ["--model", f["future_model"], "--tokens", t, "--out", O(f), "--quiet"],
+         ["format_version"]),
+        ("ap-model-entry-leads-out", "apply-prune",
+         ["--method", "sleb", "--model", f["escaping_model"], "--tokens", t, "--k", "1",
+          "--plan", O(f)], ["../text.txt"]),
+        ("qu-model-entry-leads-out", "quantize",
+         ["--model", f["escaping_model"], "--scheme", "int8", "--out", f["out"] / "q"],
+         ["../text.txt"]),
+        # files of different games
+        ("sh-surrogate-of-another-model", "shapley",
+         ["--evaluations", ev, "--surrogate", f["other_surrogate"], "--estimator",
+          "surrogate-shapley", "--out", O(f)], ["another model (another-model)"]),
+        ("ap-surrogate-of-another-model", "apply-prune",
+         ["--method", "iterative", "--surrogate", f["other_surrogate"], "--model", m,
+          "--tokens", t, "--k", "1", "--plan", O(f)], ["another model (another-model)"]),
+        # a table that hung the Parquet reader, read by every kind of reader
+        ("ev-masks-hanging", "evaluate",
+         ["--model", m, "--tokens", t, "--masks", f["hanging"], "--out", O(f), "--quiet"],
+         ["hanging.parquet"]),
+        ("sm-pilot-hanging", "sample-masks",
+         ["--num-blocks", "6", "--masks", "5", "--allocation", "neyman", "--pilot",
+          f["hanging"], "--out", O(f)], ["hanging.parquet"]),
+        ("in-hanging", "inspect", [f["hanging"]], ["hanging.parquet"]),
+        ("in-corrupt", "inspect", [f["corrupt"]], ["corrupt.parquet"]),
+        ("in-bad-json", "inspect", [f["bad_json"]], ["bad.json"]),
+        ("in-missing-nonutf8", "inspect", [nonutf8], ["text-"]),
+        # a non-UTF-8 path in every other stage (recorded lossily, never a panic)
+        ("sm-out-nonutf8-missing-folder", "sample-masks",
+         ["--num-blocks", "6", "--anchors", "--out", os.fsencode(missing.parent) + b"/\xff.parquet"],
+         ["no-such-folder"]),
+        ("ev-tokens-nonutf8", "evaluate",
+         ["--model", m, "--tokens", nonutf8, "--out", O(f), "--quiet"], ["text-"]),
+        ("fs-evaluations-nonutf8", "fit-surrogate",
+         ["--evaluations", nonutf8, "--out", O(f, "s.json")], ["text-"]),
+        ("sh-evaluations-nonutf8", "shapley",
+         ["--evaluations", nonutf8, "--estimator", "exact-shapley", "--out", O(f)], ["text-"]),
+        ("sb-block-stats-nonutf8", "score-blocks",
+         ["--block-stats", nonutf8, "--method", "angular", "--out", O(f)], ["text-"]),
+        ("ap-scores-nonutf8", "apply-prune",
+         ["--scores", nonutf8, "--estimator", "exact-shapley", "--k", "1", "--plan", O(f)],
+         ["text-"]),
+        ("qu-model-nonutf8", "quantize",
+         ["--model", nonutf8, "--scheme", "int8", "--out", O(f, "q.onnx")], ["text-"]),
+        ("fr-calibration-nonutf8", "frontier",
+         ["--model", m, "--calibration", b"c0=" + nonutf8, "--out-dir", f["out"] / "fr"],
+         ["UTF-8"]),
     ]
 
 
@@ -354,7 +424,8 @@ CASE_IDS = [c[0] for c in cases({k: Path("/x") for k in
                                    "hard_text", "fifo", "dangling", "corrupt", "truncated",
                                    "masks8", "broken_model", "hard_masks", "link_evals", "link_masks", "stats",
                                    "empty", "surrogate", "bad_json", "scores", "model", "onnx",
-                                   "corrupt_onnx"]})]
+                                   "corrupt_onnx", "future_model", "escaping_model",
+                                   "other_surrogate", "hanging"]})]
 
 
 def test_the_matrix_has_at_least_40_cases_over_every_stage():
@@ -374,6 +445,21 @@ def test_bad_input_is_refused_cleanly(files, case):
     assert tree_hashes(files["dir"], MODEL) == before, f"{case}: an input changed"
     # Nothing new is left where outputs go (no partial file, temporary or probe file).
     assert set(os.listdir(files["out"])) <= out_before | {"fr"}, case
+
+
+def test_non_utf8_paths_work_and_are_recorded_lossily(files, tmp_path):
+    """A folder whose name is not UTF-8 is an ordinary place to read and write; the command
+    line in the provenance records it with U+FFFD."""
+    folder = os.fsencode(tmp_path) + b"/run-\xff"
+    os.mkdir(folder)
+    masks = folder + b"/masks.parquet"
+    run("sample-masks", "--num-blocks", "6", "--anchors", "--out", masks)
+    with open(masks, "rb") as handle:
+        metadata = pq.read_metadata(handle).metadata
+    args = json.loads(metadata[b"layerprune.args"])
+    assert any("run-\ufffd/masks.parquet" in a for a in args), args
+    shown = run("inspect", masks)
+    assert b"masks table, 7 rows" in shown.stdout, shown.stdout
 
 
 def rows(path):

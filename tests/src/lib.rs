@@ -246,15 +246,84 @@ pub const JSON_DICTIONARY: [&[u8]; 12] = [
     b"0.0",
 ];
 
-/// Mutates `original` `iterations` times from `seed`, writes each mutant to `path` and calls
-/// `read` on it on a worker thread with a watchdog: every read must end within `watchdog`,
-/// without a panic, in `Ok` or in an error whose text names the file. Returns (accepted,
-/// refused). Panics (failing the calling test) at the first hang, panic or anonymous error.
+/// How long a fuzzer runs on one reader: a number of mutations (the short runs of `make test`,
+/// or `LAYERPRUNE_FUZZ_ITERATIONS`) or a wall-clock budget (`LAYERPRUNE_FUZZ_SECONDS`, the long
+/// runs of `make fuzz`). Iterations are reproducible from the seed; a time budget runs the same
+/// sequence of mutants, only further.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FuzzBudget {
+    Iterations(usize),
+    Seconds(f64),
+}
+
+impl FuzzBudget {
+    /// `LAYERPRUNE_FUZZ_ITERATIONS` if set and not empty, else `LAYERPRUNE_FUZZ_SECONDS` if set
+    /// and not empty, else `default_iterations`. A value that does not parse fails the test.
+    pub fn from_env(default_iterations: usize) -> Self {
+        let read = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|text| !text.trim().is_empty())
+                .map(|text| (name.to_string(), text))
+        };
+        if let Some((name, text)) = read("LAYERPRUNE_FUZZ_ITERATIONS") {
+            let n = text
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} = {text:?} is not a count"));
+            return Self::Iterations(n);
+        }
+        if let Some((name, text)) = read("LAYERPRUNE_FUZZ_SECONDS") {
+            let seconds: f64 = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                .unwrap_or_else(|| panic!("{name} = {text:?} is not a positive number"));
+            return Self::Seconds(seconds);
+        }
+        Self::Iterations(default_iterations)
+    }
+
+    /// The budget of one of `parts` readers sharing this one: a time budget is divided, a
+    /// count of mutations is per reader already.
+    pub fn share(self, parts: usize) -> Self {
+        match self {
+            Self::Seconds(seconds) => Self::Seconds(seconds / parts.max(1) as f64),
+            iterations => iterations,
+        }
+    }
+
+    /// Whether a reader that has read `done` mutants since `started` goes on.
+    pub fn goes_on(self, done: usize, started: std::time::Instant) -> bool {
+        match self {
+            Self::Iterations(n) => done < n,
+            Self::Seconds(seconds) => started.elapsed().as_secs_f64() < seconds,
+        }
+    }
+}
+
+/// `LAYERPRUNE_FUZZ_SEED` if set (the seed of a `make fuzz` run), else `default`.
+pub fn fuzz_seed(default: u64) -> u64 {
+    match std::env::var("LAYERPRUNE_FUZZ_SEED") {
+        Ok(text) if !text.trim().is_empty() => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("LAYERPRUNE_FUZZ_SEED = {text:?} is not a number")),
+        _ => default,
+    }
+}
+
+/// Mutates `original` from `seed` for as long as `budget` says, writes each mutant to `path`
+/// and calls `read` on it on a worker thread with a watchdog: every read must end within
+/// `watchdog`, without a panic, in `Ok` or in an error whose text names the file. Prints one
+/// line of counts and returns (accepted, refused). Panics (failing the calling test) at the
+/// first hang, panic or anonymous error.
 pub fn fuzz_reader(
     path: &std::path::Path,
     original: &[u8],
     dictionary: &[&[u8]],
-    iterations: usize,
+    budget: FuzzBudget,
     seed: u64,
     read: fn(&std::path::Path) -> Result<(), String>,
 ) -> (usize, usize) {
@@ -262,7 +331,9 @@ pub fn fuzz_reader(
     let mut rng = FuzzRng(seed);
     let (mut accepted, mut refused) = (0, 0);
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    for iteration in 0..iterations {
+    let started = std::time::Instant::now();
+    let mut iteration = 0;
+    while budget.goes_on(iteration, started) {
         let bytes = mutate(&mut rng, original, dictionary);
         std::fs::write(path, &bytes).unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -283,16 +354,14 @@ pub fn fuzz_reader(
                 refused += 1;
             }
         }
+        iteration += 1;
     }
+    eprintln!(
+        "fuzz {name} (seed {seed}): {iteration} mutations, {refused} refused, {accepted} \
+         accepted, 0 hangs, 0 panics, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     (accepted, refused)
-}
-
-/// `LAYERPRUNE_FUZZ_ITERATIONS` if set (the long runs of `make fuzz`), else `default`.
-pub fn fuzz_iterations(default: usize) -> usize {
-    std::env::var("LAYERPRUNE_FUZZ_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Copies the folder `from` (files and sub-folders) to `to`, e.g. the fixture into a temporary

@@ -100,12 +100,15 @@ fn prefix_reuse_and_batching_do_not_change_results() {
         cache_bytes: 3 * 2 * 16 * 64 * 4,
         ..EvalOptions::default()
     });
-    // Masks advancing together, 1..=64 states per block call (64: every group in one call).
-    let batched: Vec<_> = [2, 5, 64]
+    // Masks advancing together, 1..=64 states per block call (64: every group in one call),
+    // and their final states through the head one mask at a time (automatic on the CPU) or
+    // several at once.
+    let batched: Vec<_> = [(2, 0), (5, 0), (64, 0), (5, 5), (64, 64), (8, 3)]
         .into_iter()
-        .map(|mask_batch| {
+        .map(|(mask_batch, head_batch)| {
             run(EvalOptions {
                 mask_batch,
+                head_batch,
                 ..EvalOptions::default()
             })
         })

@@ -9,6 +9,7 @@
 //! trait and tested without a model.
 
 pub mod atomic;
+pub mod contained;
 pub mod design;
 pub mod device;
 pub mod exact;
@@ -21,6 +22,7 @@ pub mod progress;
 pub mod synthetic;
 
 pub use atomic::{atomic_write, atomic_write_bytes, AtomicWriteError};
+pub use contained::contain_panic;
 pub use design::Design;
 pub use device::Device;
 pub use game::{values_checked, CachedGame, CountingGame, Game, GameError, RecordedGame};

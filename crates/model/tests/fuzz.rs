@@ -2,7 +2,7 @@
 //! panic or a hang (the shared mutation fuzzer of `layerprune-tests`, with a JSON dictionary).
 
 use layerprune_model::Manifest;
-use layerprune_tests::{fuzz_iterations, fuzz_reader, tiny_model_dir, JSON_DICTIONARY};
+use layerprune_tests::{fuzz_reader, fuzz_seed, tiny_model_dir, FuzzBudget, JSON_DICTIONARY};
 
 #[test]
 fn mutated_manifests_are_refused_cleanly() {
@@ -12,8 +12,8 @@ fn mutated_manifests_are_refused_cleanly() {
         &dir.path().join("manifest.json"),
         &original,
         &JSON_DICTIONARY,
-        fuzz_iterations(400),
-        7,
+        FuzzBudget::from_env(400),
+        fuzz_seed(7),
         |path| {
             Manifest::load(path.parent().unwrap())
                 .map(|_| ())

@@ -12,98 +12,17 @@
 //! Memory: every group holds a state, and there are at most as many groups as masks, so the
 //! masks are taken in slices of the sorted order that fit the cache budget.
 //!
-//! Concatenating and splitting are host operations: the states are read and written in host
-//! memory. With [`crate::RuntimeOptions::io_binding`] on CUDA, a state that runs alone stays on
-//! the device, but one that joins a batch is copied to the host ([`on_host`]) and the batch's
-//! output is copied back from the device to be split; its parts then go to the device again as
-//! the next block's input. On the CPU provider nothing is copied beyond what batching always
-//! copied. (A device-side concatenation, a Concat/Split graph of its own, would remove these
-//! transfers.)
+//! Concatenating and splitting happen where the states are ([`crate::stitch`]): with
+//! [`crate::RuntimeOptions::io_binding`] (on by default for CUDA) by a Concat and a Split graph
+//! on the device, so a batched state never visits host memory; otherwise by copying slices in
+//! host memory.
 
 use std::rc::Rc;
 
 use layerprune_core::Mask;
-use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, ValueType};
 
-use crate::model::{on_host, HiddenState, LayeredModel};
+use crate::model::{HiddenState, LayeredModel};
 use crate::RuntimeError;
-
-/// Hidden states of several groups, one after another along the batch axis.
-fn concat_states(states: &[&HiddenState]) -> Result<HiddenState, RuntimeError> {
-    match element_type(states[0])? {
-        TensorElementType::Float32 => concat_typed::<f32>(states),
-        TensorElementType::Float16 => concat_typed::<half::f16>(states),
-        TensorElementType::Bfloat16 => concat_typed::<half::bf16>(states),
-        other => Err(RuntimeError::BadInput(format!(
-            "hidden states of type {other:?} cannot be batched across masks"
-        ))),
-    }
-}
-
-fn concat_typed<T>(states: &[&HiddenState]) -> Result<HiddenState, RuntimeError>
-where
-    T: PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static,
-{
-    let mut shape: Vec<i64> = Vec::new();
-    let mut data: Vec<T> = Vec::new();
-    for state in states {
-        let state = on_host(state)?;
-        let (part_shape, part) = state.try_extract_tensor::<T>().map_err(batch_error)?;
-        if shape.is_empty() {
-            shape = part_shape.to_vec();
-            data.reserve(part.len() * states.len());
-        } else {
-            shape[0] += part_shape[0];
-        }
-        data.extend_from_slice(part);
-    }
-    Ok(Tensor::from_array((shape, data))
-        .map_err(batch_error)?
-        .into_dyn())
-}
-
-/// The inverse of [`concat_states`]: `parts` equal slices along the batch axis.
-fn split_state(state: &HiddenState, parts: usize) -> Result<Vec<HiddenState>, RuntimeError> {
-    match element_type(state)? {
-        TensorElementType::Float32 => split_typed::<f32>(state, parts),
-        TensorElementType::Float16 => split_typed::<half::f16>(state, parts),
-        TensorElementType::Bfloat16 => split_typed::<half::bf16>(state, parts),
-        other => Err(RuntimeError::BadInput(format!(
-            "hidden states of type {other:?} cannot be batched across masks"
-        ))),
-    }
-}
-
-fn split_typed<T>(state: &HiddenState, parts: usize) -> Result<Vec<HiddenState>, RuntimeError>
-where
-    T: PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static,
-{
-    let state = on_host(state)?;
-    let (shape, data) = state.try_extract_tensor::<T>().map_err(batch_error)?;
-    let mut part_shape = shape.to_vec();
-    part_shape[0] /= parts as i64;
-    let chunk = data.len() / parts;
-    data.chunks(chunk)
-        .map(|part| {
-            Tensor::from_array((part_shape.clone(), part.to_vec()))
-                .map(Tensor::into_dyn)
-                .map_err(batch_error)
-        })
-        .collect()
-}
-
-fn element_type(state: &HiddenState) -> Result<TensorElementType, RuntimeError> {
-    match state.dtype() {
-        ValueType::Tensor { ty, .. } => Ok(*ty),
-        other => Err(RuntimeError::BadInput(format!(
-            "a block returned {other:?}, not a tensor of hidden states"
-        ))),
-    }
-}
-
-fn batch_error(error: ort::Error) -> RuntimeError {
-    RuntimeError::BadInput(format!("batching hidden states across masks: {error}"))
-}
 
 /// Masks (positions in the sorted order) that agree on every block so far, and their state.
 struct Group {
@@ -111,9 +30,14 @@ struct Group {
     state: Rc<HiddenState>,
 }
 
+/// What is done with finished masks: `(index, final state)` pairs, several at once so that the
+/// head too can run on many masks' states in one call.
+pub(crate) type FinishMany<'f> =
+    dyn FnMut(&mut LayeredModel, &[(usize, &HiddenState)]) -> Result<(), RuntimeError> + 'f;
+
 /// Runs the masks at `order` (sorted, so that groups are neighbours) from one embedded batch
-/// of `rows` windows, `mask_batch` groups' states per block call, and hands each mask's final
-/// state to `finish(model, index, state)`. `max_live_states` bounds the states held at once.
+/// of `rows` windows, `mask_batch` groups' states per block call, and hands the masks' final
+/// states to `finish`, a slice's at a time. `max_live_states` bounds the states held at once.
 /// Returns the number of blocks run, counted per group (one state's worth of work each).
 pub(crate) fn run_masks_batched(
     model: &mut LayeredModel,
@@ -122,7 +46,7 @@ pub(crate) fn run_masks_batched(
     order: &[usize],
     mask_batch: usize,
     max_live_states: usize,
-    finish: &mut dyn FnMut(&mut LayeredModel, usize, &HiddenState) -> Result<(), RuntimeError>,
+    finish: &mut FinishMany<'_>,
 ) -> Result<u64, RuntimeError> {
     let embedded = Rc::new(embedded);
     let mut blocks_run = 0;
@@ -159,8 +83,9 @@ pub(crate) fn run_masks_batched(
                     vec![model.run_block(block, &chunk[0].1)?]
                 } else {
                     let inputs: Vec<&HiddenState> = chunk.iter().map(|(_, s)| s.as_ref()).collect();
-                    let output = model.run_block(block, &concat_states(&inputs)?)?;
-                    split_state(&output, chunk.len())?
+                    let input = model.concat_states(&inputs)?;
+                    let output = model.run_block(block, &input)?;
+                    model.split_state(&output, chunk.len())?
                 };
                 for ((position, _), output) in chunk.iter().zip(outputs) {
                     next[*position].state = Rc::new(output);
@@ -169,11 +94,11 @@ pub(crate) fn run_masks_batched(
             }
             groups = next;
         }
-        for group in &groups {
-            for &index in &group.members {
-                finish(model, index, &group.state)?;
-            }
-        }
+        let finished: Vec<(usize, &HiddenState)> = groups
+            .iter()
+            .flat_map(|group| group.members.iter().map(|&index| (index, &*group.state)))
+            .collect();
+        finish(model, &finished)?;
     }
     Ok(blocks_run)
 }

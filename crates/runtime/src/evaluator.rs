@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use layerprune_core::{Game, GameError, Mask, Objective};
+use layerprune_core::{Device, Game, GameError, Mask, Objective};
 use ndarray::Array2;
 
 use crate::batching::run_masks_batched;
@@ -25,6 +25,11 @@ pub struct EvalOptions {
     /// what a GPU needs; the states of all masks in flight are held at once (bounded by
     /// `cache_bytes`). Needs `reuse_prefixes`.
     pub mask_batch: usize,
+    /// With `mask_batch` > 1, masks whose final states go through the head in one call
+    /// (concatenated where they are, their NLL rows split on the host). 0 = automatic: 1 on
+    /// the CPU provider, where larger calls only cost memory (the head's logits grow with
+    /// them), else `mask_batch`; either way within [`HEAD_LOGITS_BYTES_PER_BATCH`].
+    pub head_batch: usize,
 }
 
 impl Default for EvalOptions {
@@ -34,6 +39,7 @@ impl Default for EvalOptions {
             cache_bytes: 1 << 30,
             reuse_prefixes: true,
             mask_batch: 1,
+            head_batch: 0,
         }
     }
 }
@@ -190,9 +196,9 @@ impl Evaluator {
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
             let mut last = Instant::now();
             let num_batches = self.batches.len();
-            let mut finish = |model: &mut LayeredModel, index: usize, final_state: &HiddenState| {
+            // One mask's NLL rows [batch_size, seq_len] → its sum, timing and progress.
+            let mut record = |index: usize, nll: ndarray::ArrayView2<'_, f32>, seconds: f64| {
                 let mask = &masks[index];
-                let nll = model.token_nll(final_state, &targets)?;
                 let nll_sum: f64 = nll
                     .rows()
                     .into_iter()
@@ -210,8 +216,7 @@ impl Evaluator {
                     )));
                 }
                 results[index].nll_sum += nll_sum;
-                results[index].seconds += last.elapsed().as_secs_f64() + shared_seconds;
-                last = Instant::now();
+                results[index].seconds += seconds + shared_seconds;
                 done_units += 1;
                 progress(done_units / num_batches, masks.len());
                 Ok(())
@@ -219,6 +224,36 @@ impl Evaluator {
             self.blocks_run += if self.options.mask_batch > 1 && self.options.reuse_prefixes {
                 let max_live_states =
                     self.options.cache_bytes / self.model.state_bytes(batch_size, seq_len);
+                let head_batch = match (self.options.head_batch, self.model.device()) {
+                    (0, Device::Cpu) => 1,
+                    (0, _) => self.options.mask_batch,
+                    (n, _) => n,
+                }
+                .min(
+                    windows_per_batch(usize::MAX, seq_len, self.model.manifest().vocab_size)
+                        / batch_size.max(1),
+                );
+                let mut finish = |model: &mut LayeredModel, finished: &[(usize, &HiddenState)]| {
+                    for chunk in finished.chunks(head_batch.max(1)) {
+                        let nll = if let [(_, state)] = chunk {
+                            model.token_nll(state, &targets)?
+                        } else {
+                            let states: Vec<&HiddenState> = chunk.iter().map(|(_, s)| *s).collect();
+                            let views = vec![targets.view(); chunk.len()];
+                            let stacked = ndarray::concatenate(ndarray::Axis(0), &views)
+                                .expect("equal window batches stack");
+                            let joined = model.concat_states(&states)?;
+                            model.token_nll(&joined, &stacked)?
+                        };
+                        let seconds = last.elapsed().as_secs_f64() / chunk.len() as f64;
+                        last = Instant::now();
+                        for (part, (index, _)) in chunk.iter().enumerate() {
+                            let rows = part * batch_size..(part + 1) * batch_size;
+                            record(*index, nll.slice(ndarray::s![rows, ..]), seconds)?;
+                        }
+                    }
+                    Ok(())
+                };
                 run_masks_batched(
                     &mut self.model,
                     embedded,
@@ -229,6 +264,13 @@ impl Evaluator {
                     &mut finish,
                 )?
             } else {
+                let mut finish =
+                    |model: &mut LayeredModel, index: usize, final_state: &HiddenState| {
+                        let nll = model.token_nll(final_state, &targets)?;
+                        let seconds = last.elapsed().as_secs_f64();
+                        last = Instant::now();
+                        record(index, nll.view(), seconds)
+                    };
                 run_masks(
                     &mut self.model,
                     embedded,

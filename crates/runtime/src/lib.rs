@@ -13,6 +13,7 @@ mod choices;
 mod evaluator;
 mod manifest;
 mod model;
+mod stitch;
 
 pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring};
 pub use evaluator::{

@@ -13,6 +13,7 @@ use ort::session::Session;
 use ort::value::{DynTensorValueType, DynValue, Tensor, TensorRef, Value, ValueTypeMarker};
 
 use crate::manifest::{model_id, Manifest};
+use crate::stitch::Stitcher;
 use crate::RuntimeError;
 use layerprune_model::confined;
 
@@ -82,7 +83,7 @@ impl RuntimeOptions {
     }
 
     /// Where bound outputs go: the device's default memory.
-    fn output_memory(&self) -> Result<MemoryInfo<'static>, RuntimeError> {
+    pub(crate) fn output_memory(&self) -> Result<MemoryInfo<'static>, RuntimeError> {
         let (device, index) = match self.device {
             Device::Cpu => (AllocationDevice::CPU, 0),
             Device::Cuda(index) => (AllocationDevice::CUDA, index as i32),
@@ -342,6 +343,45 @@ impl GraphPaths {
     }
 }
 
+/// The last dimension of a tensor input or output, when the graph fixes it.
+fn fixed_width(value: &ort::value::ValueType) -> Option<i64> {
+    match value {
+        ort::value::ValueType::Tensor { shape, .. } => shape.last().copied().filter(|d| *d > 0),
+        _ => None,
+    }
+}
+
+/// Refuses a graph whose hidden-state input or output is fixed at another width than the
+/// manifest's `hidden_size`: the manifest sizes memory and checks inputs by that number, so a
+/// folder whose manifest and graphs disagree is damaged and fails here, naming both, rather
+/// than with a shape error from inside ONNX Runtime later.
+fn check_hidden_width(
+    manifest: &Manifest,
+    dir: &Path,
+    session: &Session,
+    path: &Path,
+) -> Result<(), RuntimeError> {
+    // The embedding's input is token ids, so its output is the hidden state checked; every
+    // other graph's first input is a hidden state.
+    let state = if path == confined(dir, &manifest.embedding.file)? {
+        session.outputs().first().map(|o| o.dtype())
+    } else {
+        session.inputs().first().map(|i| i.dtype())
+    };
+    match state.and_then(fixed_width) {
+        Some(width) if width as u64 != manifest.hidden_size as u64 => {
+            Err(RuntimeError::BadInput(format!(
+                "{}: hidden_size is {}, but {} has hidden states of width {width}; the manifest \
+                 does not describe its graphs",
+                dir.join(crate::manifest::MANIFEST_FILE).display(),
+                manifest.hidden_size,
+                path.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A layered model: the embedding, every block and the head, each its own session.
 pub struct LayeredModel {
     dir: PathBuf,
@@ -356,6 +396,8 @@ pub struct LayeredModel {
     blocks: Vec<Session>,
     head: Session,
     head_logits: Option<Session>,
+    /// Concat and Split along the batch axis, for masks batched through shared blocks.
+    stitcher: Stitcher,
 }
 
 impl LayeredModel {
@@ -381,6 +423,13 @@ impl LayeredModel {
             .map(|path| open_session(path, options))
             .collect::<Result<Vec<_>, _>>()?;
         let head = open_session(&paths.head, options)?;
+        let widths = [(&embed, &paths.embed)]
+            .into_iter()
+            .chain(blocks.iter().zip(&paths.blocks))
+            .chain([(&head, &paths.head)]);
+        for (session, path) in widths {
+            check_hidden_width(&manifest, dir, session, path)?;
+        }
         let bound_memory = if options.binds_outputs() {
             Some(options.output_memory()?)
         } else {
@@ -397,6 +446,7 @@ impl LayeredModel {
             blocks,
             head,
             head_logits: None,
+            stitcher: Stitcher::default(),
         })
     }
 
@@ -415,6 +465,11 @@ impl LayeredModel {
 
     pub fn num_blocks(&self) -> usize {
         self.manifest.num_blocks
+    }
+
+    /// The device the graphs run on.
+    pub fn device(&self) -> Device {
+        self.options.device
     }
 
     /// Whether hidden states stay in the device's memory between graphs
@@ -453,6 +508,27 @@ impl LayeredModel {
             .run(ort::inputs![hidden])
             .map_err(onnx_error(path))?;
         first_output(outputs, path)
+    }
+
+    /// The states one after another along the batch axis, in the memory the blocks' outputs
+    /// go to: on the device by a graph when states are bound there, else on the host.
+    pub(crate) fn concat_states(
+        &mut self,
+        states: &[&HiddenState],
+    ) -> Result<HiddenState, RuntimeError> {
+        self.stitcher
+            .concat(states, self.bound_memory.as_ref(), &self.options)
+    }
+
+    /// The inverse of [`LayeredModel::concat_states`]: `parts` equal slices along the batch
+    /// axis, where the state is.
+    pub(crate) fn split_state(
+        &mut self,
+        state: &HiddenState,
+        parts: usize,
+    ) -> Result<Vec<HiddenState>, RuntimeError> {
+        self.stitcher
+            .split(state, parts, self.bound_memory.as_ref(), &self.options)
     }
 
     /// −log p(target_ids[b, t] | tokens ≤ t) for every position: [batch, seq]. `hidden` may
@@ -516,7 +592,23 @@ impl LayeredModel {
             ))
         })?;
         if self.head_logits.is_none() {
-            self.head_logits = Some(open_session(&path, &self.options)?);
+            let session = open_session(&path, &self.options)?;
+            check_hidden_width(&self.manifest, &self.dir, &session, &path)?;
+            if let Some(width) = session
+                .outputs()
+                .first()
+                .and_then(|o| fixed_width(o.dtype()))
+            {
+                if width as u64 != self.manifest.vocab_size as u64 {
+                    return Err(RuntimeError::BadInput(format!(
+                        "{}: vocab_size is {}, but {} gives logits of width {width}",
+                        self.dir.join(crate::manifest::MANIFEST_FILE).display(),
+                        self.manifest.vocab_size,
+                        path.display()
+                    )));
+                }
+            }
+            self.head_logits = Some(session);
         }
         let Some(session) = self.head_logits.as_mut() else {
             unreachable!("head_logits was just opened")
@@ -623,6 +715,34 @@ mod tests {
             model.hidden_to_array(&state).unwrap()
         );
         assert!(matches!(on_host(&state).unwrap(), OnHost::Borrowed(_)));
+    }
+
+    /// A manifest whose `hidden_size` disagrees with the graphs is refused when the model
+    /// opens, naming the manifest and the graph.
+    #[test]
+    fn a_manifest_that_does_not_describe_its_graphs_is_refused() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama");
+        let dir = tempfile::tempdir().unwrap();
+        layerprune_tests::copy_dir(&fixture, dir.path());
+        let manifest = dir.path().join(crate::manifest::MANIFEST_FILE);
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        value["hidden_size"] = 32.into();
+        std::fs::write(&manifest, serde_json::to_vec(&value).unwrap()).unwrap();
+        let options = RuntimeOptions {
+            verify_hashes: false,
+            ..RuntimeOptions::default()
+        };
+        let Err(error) = LayeredModel::open(dir.path(), &options) else {
+            panic!("opened");
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains("hidden_size is 32, but")
+                && message.contains("embed.onnx has hidden states of width 64")
+                && message.contains("manifest.json"),
+            "{message}"
+        );
     }
 
     #[test]

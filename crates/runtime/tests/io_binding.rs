@@ -51,13 +51,19 @@ fn bound_states_give_the_same_nll_bit_for_bit() {
             batch_windows: 2,
             ..EvalOptions::default()
         },
-        // Masks batched through shared blocks: concatenated and split on the host.
+        // Masks batched through shared blocks: concatenated and split by the batch-axis
+        // graphs when bound, on the host when not; the head one mask at a time or batched.
         EvalOptions {
             mask_batch: 5,
             ..EvalOptions::default()
         },
         EvalOptions {
             mask_batch: 64,
+            ..EvalOptions::default()
+        },
+        EvalOptions {
+            mask_batch: 8,
+            head_batch: 8,
             ..EvalOptions::default()
         },
     ] {

@@ -38,6 +38,8 @@ pub struct PlanFiles {
     pub plan_method: Option<String>,
     /// Blocks never removed, besides those recorded in the score table and the surrogate.
     pub fixed: Vec<usize>,
+    /// Use files that record different models together, with a warning, instead of refusing.
+    pub allow_mixed_inputs: bool,
 }
 
 /// The model the plans are for, when one is opened: what the files are checked against.
@@ -114,28 +116,19 @@ impl PlanFiles {
         model: Option<ModelFacts<'_>>,
     ) -> Result<LoadedPlanInputs> {
         let mut count = BlockCount::default();
+        let mut one_model = OneModel::new(self.allow_mixed_inputs);
         if let Some(model) = &model {
             count.agree(model.num_blocks, model.dir, "model")?;
+            one_model.agree(model.model_id, model.dir, "")?;
         }
-        let same_model = |path: &Path, recorded: &str, what: &str| -> Result<()> {
-            match &model {
-                Some(model) if !recorded.is_empty() && recorded != model.model_id => bail!(
-                    "{}{what} ({recorded}) than {} ({})",
-                    path.display(),
-                    model.dir.display(),
-                    model.model_id
-                ),
-                _ => Ok(()),
-            }
-        };
         let mut fixed = self.fixed.clone();
         let surrogate = match &self.surrogate {
             Some(path) => {
                 let saved = SavedSurrogate::load(path)?;
                 count.agree(saved.surrogate.num_players(), path, "surrogate")?;
-                same_model(
-                    path,
+                one_model.agree(
                     &saved.model_id,
+                    path,
                     " was fitted on evaluations of another model",
                 )?;
                 fixed.extend(&saved.fixed_blocks);
@@ -147,9 +140,9 @@ impl PlanFiles {
             (Some(path), PlanMethod::OneShot) => {
                 let table = read_scores(path)?;
                 count.agree(table.num_blocks, path, "score table")?;
-                same_model(
-                    path,
+                one_model.agree(
                     &table.model_id,
+                    path,
                     ": the scores were measured on another model",
                 )?;
                 fixed.extend(&table.fixed_blocks);
@@ -161,6 +154,11 @@ impl PlanFiles {
             (Some(path), PlanMethod::AngularRun) => {
                 let table = read_block_stats(path)?;
                 count.agree(table.num_blocks, path, "block statistics table")?;
+                one_model.agree(
+                    &table.model_id,
+                    path,
+                    ": the block statistics were measured on another model",
+                )?;
                 Some(table)
             }
             _ => None,
@@ -224,6 +222,48 @@ impl BlockCount {
                 self.source = source.display().to_string();
                 Ok(())
             }
+        }
+    }
+}
+
+/// The model every input must come from: the first model id recorded (the opened model's, when
+/// one is), and where it was found. Files that record no id (older files, synthetic tests)
+/// agree with any.
+struct OneModel {
+    first: Option<(String, String)>,
+    allow_mixed: bool,
+}
+
+impl OneModel {
+    fn new(allow_mixed: bool) -> Self {
+        Self {
+            first: None,
+            allow_mixed,
+        }
+    }
+
+    /// Checks the id `recorded` in `source`; on a mismatch the error (or, when mixtures are
+    /// allowed, the warning) reads "{source}{what} ({recorded}) than {first source} ({id})".
+    fn agree(&mut self, recorded: &str, source: &Path, what: &str) -> Result<()> {
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let Some((id, first_source)) = &self.first else {
+            self.first = Some((recorded.to_string(), source.display().to_string()));
+            return Ok(());
+        };
+        if recorded == id {
+            return Ok(());
+        }
+        let message = format!(
+            "{}{what} ({recorded}) than {first_source} ({id})",
+            source.display()
+        );
+        if self.allow_mixed {
+            tracing::warn!("{message}; used anyway (--allow-mixed-inputs)");
+            Ok(())
+        } else {
+            bail!("{message}; give --allow-mixed-inputs to use them together")
         }
     }
 }
@@ -400,6 +440,90 @@ mod tests {
         files
             .load(PlanMethod::OneShot, Some(model(6, "m")))
             .unwrap();
+    }
+
+    /// Files recording different models are refused together, with or without a model
+    /// opened, unless mixtures are allowed (then they are used).
+    #[test]
+    fn mixed_inputs_are_refused_unless_allowed() {
+        use layerprune_core::Mask;
+        use layerprune_surrogate::{fit, FitOptions, SurrogateKind};
+        use layerprune_tables::{write_block_stats, BlockStatRow};
+
+        let dir = tempfile::tempdir().unwrap();
+        let scores = score_file(dir.path(), "s.parquet", 6, "m");
+        let masks: Vec<Mask> = (0..6)
+            .map(|b| Mask::from_removed(6, &[b]).unwrap())
+            .chain([Mask::full(6)])
+            .collect();
+        let targets: Vec<f64> = (0..7).map(|i| f64::from(i) / 7.0).collect();
+        let fitted = fit(
+            SurrogateKind::Quadratic,
+            &masks,
+            &targets,
+            &FitOptions::default(),
+        )
+        .unwrap();
+        let surrogate = dir.path().join("other.json");
+        SavedSurrogate::new(fitted, "utility", "test")
+            .with_game(&[], "other", "d")
+            .save(&surrogate)
+            .unwrap();
+        let mut files = PlanFiles {
+            surrogate: Some(surrogate.clone()),
+            ..one_shot(scores.clone(), vec![])
+        };
+        let message = files
+            .load(PlanMethod::OneShot, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            // The surrogate is read first, so the scores are the odd ones out.
+            message.contains("s.parquet: the scores were measured on another model (m) than")
+                && message.contains("other.json (other)")
+                && message.contains("--allow-mixed-inputs"),
+            "{message}"
+        );
+        files.allow_mixed_inputs = true;
+        let loaded = files.load(PlanMethod::OneShot, None).unwrap();
+        assert!(loaded.scores.is_some() && loaded.surrogate.is_some());
+
+        // Block statistics of another model than the one opened.
+        let stats = dir.path().join("stats.parquet");
+        let table = BlockStatsTable {
+            num_blocks: 6,
+            model_id: "m".into(),
+            dataset_id: "d".into(),
+            rows: (0..6)
+                .map(|b| BlockStatRow {
+                    start_block: b,
+                    run_length: 1,
+                    mean_cosine: 0.9,
+                    angular_distance: 0.9f64.acos() / std::f64::consts::PI,
+                })
+                .collect(),
+        };
+        write_block_stats(&stats, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+        let mut files = PlanFiles {
+            block_stats: Some(stats),
+            ..PlanFiles::default()
+        };
+        let model_dir = dir.path().join("model");
+        let model = ModelFacts {
+            dir: &model_dir,
+            model_id: "other",
+            num_blocks: 6,
+        };
+        let message = files
+            .load(PlanMethod::AngularRun, Some(model))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("the block statistics were measured on another model (m) than"),
+            "{message}"
+        );
+        files.allow_mixed_inputs = true;
+        files.load(PlanMethod::AngularRun, Some(model)).unwrap();
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct ScoreFiles {
     pub value: Objective,
     /// The player set's fixed blocks, when given: must repeat what the files record.
     pub fixed_blocks: Option<Vec<usize>>,
+    /// Use a surrogate fitted on another model's or token table's evaluations with these
+    /// evaluations, with a warning, instead of refusing.
+    pub allow_mixed_inputs: bool,
 }
 
 /// The inputs, read and checked to describe one model and one player set.
@@ -96,11 +99,15 @@ impl ScoreFiles {
                 ("token table", &saved.dataset_id, &table.dataset_id),
             ] {
                 if !theirs.is_empty() && theirs != ours {
-                    bail!(
+                    let message = format!(
                         "{} was fitted on evaluations of another {what} ({theirs}) than {} ({ours})",
                         shown(&self.surrogate),
                         shown(&self.evaluations)
                     );
+                    if !self.allow_mixed_inputs {
+                        bail!("{message}; give --allow-mixed-inputs to use them together");
+                    }
+                    tracing::warn!("{message}; used anyway (--allow-mixed-inputs)");
                 }
             }
         }
@@ -308,6 +315,7 @@ mod tests {
             masks: Some(masks),
             value: Objective::Utility,
             fixed_blocks: None,
+            allow_mixed_inputs: false,
         }
     }
 

@@ -1,7 +1,7 @@
 //! A random-forest surrogate (smartcore's `RandomForestRegressor`), for games whose value is
 //! not smooth in the mask. Seeded: the same data and seed give the same forest.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use layerprune_core::contain_panic;
 use std::sync::Arc;
 
 use layerprune_core::Mask;
@@ -82,7 +82,7 @@ impl ForestSurrogate {
             return Err("forest has no players".into());
         }
         let probes = [Mask::full(self.num_players), Mask::empty(self.num_players)];
-        match catch_unwind(AssertUnwindSafe(|| self.try_predict(&probes))) {
+        match contain_panic(|| self.try_predict(&probes)) {
             Ok(Ok(values)) if values.iter().all(|v| v.is_finite()) => Ok(()),
             Ok(Ok(_)) => Err("forest predicts non-finite values".into()),
             Ok(Err(error)) => Err(error.to_string()),

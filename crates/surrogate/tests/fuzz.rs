@@ -4,14 +4,15 @@
 mod common;
 
 use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
-use layerprune_tests::{fuzz_iterations, fuzz_reader, JSON_DICTIONARY};
+use layerprune_tests::{fuzz_reader, fuzz_seed, FuzzBudget, JSON_DICTIONARY};
 
 #[test]
 fn mutated_surrogate_files_are_refused_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let masks = common::stratified_masks(6, &[1, 2, 3], 60, 1);
     let targets = common::SmoothUtility::new(6, 2).values(&masks);
-    for kind in [SurrogateKind::Quadratic, SurrogateKind::PublishedMlp] {
+    let budget = FuzzBudget::from_env(300).share(SurrogateKind::ALL.len());
+    for kind in SurrogateKind::ALL {
         let fitted = fit(kind, &masks, &targets, &FitOptions::default()).unwrap();
         let path = dir.path().join(format!("{kind}.json"));
         SavedSurrogate::new(fitted, "utility", "test")
@@ -22,8 +23,8 @@ fn mutated_surrogate_files_are_refused_cleanly() {
             &path,
             &original,
             &JSON_DICTIONARY,
-            fuzz_iterations(300),
-            11,
+            budget,
+            fuzz_seed(11),
             |path| {
                 SavedSurrogate::load(path)
                     .map(|_| ())

@@ -161,14 +161,10 @@ pub(crate) struct RawTable<'p> {
 }
 
 /// Runs a call into the `parquet` crate, turning a panic in it (a decoder tripping over a
-/// corrupted file the structural checks let through) into an error naming the file.
+/// corrupted file the structural checks let through) into an error naming the file, with
+/// nothing printed by the panic hook (`layerprune_core::contain_panic`).
 fn unpanicked<T>(path: &Path, call: impl FnOnce() -> T) -> Result<T, TableError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
+    layerprune_core::contain_panic(call).map_err(|message| {
         TableError::new(
             path,
             TableErrorKind::NotParquet,
@@ -222,6 +218,42 @@ fn open(
 /// All key-value metadata of a Parquet file, including entries other tools added.
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, TableError> {
     open(path).map(|(metadata, _)| metadata)
+}
+
+/// The start of any Parquet file, for looking inside it (`inspect`): every key-value entry,
+/// the schema, the row count in the footer and the first rows.
+pub struct TableHead {
+    pub metadata: BTreeMap<String, String>,
+    pub schema: arrow_schema::SchemaRef,
+    pub num_rows: i64,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Reads the metadata, the schema and at most `rows` rows of any Parquet file (a layerprune
+/// table or not), through the same structural checks and panic containment as the table
+/// readers, so a damaged file is an error naming it, never a hang or a panic.
+pub fn read_head(path: &Path, rows: usize) -> Result<TableHead, TableError> {
+    let (metadata, builder) = open(path)?;
+    let num_rows = builder.metadata().file_metadata().num_rows();
+    let schema = builder.schema().clone();
+    let batches = if rows == 0 || num_rows == 0 {
+        Vec::new()
+    } else {
+        unpanicked(path, || {
+            builder
+                .with_batch_size(rows)
+                .with_limit(rows)
+                .build()?
+                .collect::<Result<Vec<_>, _>>()
+        })?
+        .map_err(|e| TableError::new(path, TableErrorKind::NotParquet, e.to_string()))?
+    };
+    Ok(TableHead {
+        metadata,
+        schema,
+        num_rows,
+        batches,
+    })
 }
 
 /// Which table a file holds, from its `layerprune.table` entry.

@@ -31,7 +31,9 @@ pub use evaluations::{
     read_evaluations, resume_evaluations, write_evaluations, AppendError, EvaluationRow,
     EvaluationTable, ValueColumn,
 };
-pub use io::{read_metadata, read_table_kind, TableKind, FORMAT_VERSION, KEY_PREFIX};
+pub use io::{
+    read_head, read_metadata, read_table_kind, TableHead, TableKind, FORMAT_VERSION, KEY_PREFIX,
+};
 pub use masks::{read_masks, write_masks, MaskRow, MaskTable};
 pub use provenance::Provenance;
 pub use results::{

@@ -6,9 +6,10 @@
 //! either a table or a [`TableError`] that names the file.
 //!
 //! `make test` runs a few hundred mutations per kind (`cargo test` default). Longer runs:
-//! `LAYERPRUNE_FUZZ_ITERATIONS=100000 cargo test -p layerprune-tables --test fuzz` (see
-//! pipelines/fuzz.mk); `LAYERPRUNE_FUZZ_SEED` changes the seed, and mutants that hang or panic
-//! are kept in `LAYERPRUNE_FUZZ_KEEP` (a folder) when it is set.
+//! `LAYERPRUNE_FUZZ_ITERATIONS=100000` (per kind) or `LAYERPRUNE_FUZZ_SECONDS=600` (shared by
+//! the kinds) with `cargo test -p layerprune-tables --test fuzz` (see pipelines/fuzz.mk);
+//! `LAYERPRUNE_FUZZ_SEED` changes the seed, and mutants that hang or panic, or that reach a
+//! decoder panic the reader caught, are kept in `LAYERPRUNE_FUZZ_KEEP` (a folder) when set.
 
 use layerprune_core::Design;
 use std::path::{Path, PathBuf};
@@ -17,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use layerprune_core::Mask;
 use layerprune_tables::*;
-use layerprune_tests::{mutate, FuzzRng};
+use layerprune_tests::{fuzz_seed, mutate, FuzzBudget, FuzzRng};
 
-/// Mutations per table kind when `LAYERPRUNE_FUZZ_ITERATIONS` is not set.
+/// Mutations per table kind when no budget is set in the environment.
 const DEFAULT_ITERATIONS: usize = 300;
 /// How long one read may take before the fuzzer calls it a hang. Reads of these tables take
 /// about a millisecond; the margin covers a loaded machine and unoptimised builds.
@@ -256,27 +257,20 @@ fn read_watched(kind: Kind, path: &Path) -> Outcome {
     }
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} = {text:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
 #[derive(Default)]
 struct Tally {
     mutations: usize,
     accepted: usize,
     rejected: usize,
+    /// Rejected after a decoder panic that the reader caught (a structural check missed it).
+    caught: usize,
     failures: Vec<String>,
 }
 
 #[test]
 fn mutated_tables_are_refused_cleanly_and_never_hang() {
-    let iterations = env_number("LAYERPRUNE_FUZZ_ITERATIONS", DEFAULT_ITERATIONS as u64) as usize;
-    let seed = env_number("LAYERPRUNE_FUZZ_SEED", 15);
+    let budget = FuzzBudget::from_env(DEFAULT_ITERATIONS).share(KINDS.len());
+    let seed = fuzz_seed(15);
     let keep: Option<PathBuf> = std::env::var_os("LAYERPRUNE_FUZZ_KEEP").map(PathBuf::from);
     if let Some(folder) = &keep {
         std::fs::create_dir_all(folder).unwrap();
@@ -295,14 +289,16 @@ fn mutated_tables_are_refused_cleanly_and_never_hang() {
         let mut rng = FuzzRng(seed.wrapping_mul(31).wrapping_add(k as u64));
         let mut tally = Tally::default();
         let mut hangs = 0;
-        for i in 0..iterations {
-            if hangs >= MAX_HANGS_PER_KIND {
+        let kind_started = Instant::now();
+        for i in 0.. {
+            if !budget.goes_on(i, kind_started) || hangs >= MAX_HANGS_PER_KIND {
                 break;
             }
             let bytes = mutate(&mut rng, &original, &TOKENS);
             let path = dir.path().join(format!("{kind:?}-{i}.parquet"));
             std::fs::write(&path, &bytes).unwrap();
             tally.mutations += 1;
+            let mut caught = false;
             let failure = match read_watched(kind, &path) {
                 Outcome::Accepted => {
                     tally.accepted += 1;
@@ -310,6 +306,8 @@ fn mutated_tables_are_refused_cleanly_and_never_hang() {
                 }
                 Outcome::Rejected(error) => {
                     tally.rejected += 1;
+                    caught = error.to_string().contains("the decoder failed");
+                    tally.caught += usize::from(caught);
                     (error.path != path || !error.to_string().contains(&*path.to_string_lossy()))
                         .then(|| format!("error does not name the file: {error}"))
                 }
@@ -329,25 +327,34 @@ fn mutated_tables_are_refused_cleanly_and_never_hang() {
                     .failures
                     .push(format!("{kind:?} mutation {i} ({kept:?}): {failure}"));
             } else {
+                if let (true, Some(folder)) = (caught, &keep) {
+                    let kept = folder.join(format!("caught-{kind:?}-seed{seed}-{i}.parquet"));
+                    std::fs::write(kept, &bytes).unwrap();
+                }
                 std::fs::remove_file(&path).unwrap();
             }
         }
         eprintln!(
-            "fuzz {kind:?}: {} mutations, {} rejected, {} accepted, {} failures",
+            "fuzz {kind:?}: {} mutations, {} rejected ({} after a caught decoder panic), {} \
+             accepted, {} failures",
             tally.mutations,
             tally.rejected,
+            tally.caught,
             tally.accepted,
             tally.failures.len()
         );
         total.mutations += tally.mutations;
         total.accepted += tally.accepted;
         total.rejected += tally.rejected;
+        total.caught += tally.caught;
         total.failures.extend(tally.failures);
     }
     eprintln!(
-        "fuzz total (seed {seed}): {} mutations, {} rejected, {} accepted, {} failures, {:.1} s",
+        "fuzz total (seed {seed}): {} mutations, {} rejected ({} after a caught decoder panic), \
+         {} accepted, {} failures, {:.1} s",
         total.mutations,
         total.rejected,
+        total.caught,
         total.accepted,
         total.failures.len(),
         started.elapsed().as_secs_f64()
@@ -365,34 +372,63 @@ fn mutated_tables_are_refused_cleanly_and_never_hang() {
 /// whose first page header announces an unknown field holding a map of 2^31 doubles (parquet
 /// 60.1 then "skips" past the end of the file 2^31 times: hours at 100 % CPU) or a list of
 /// 2^31 booleans, and one whose footer gives a column chunk a negative offset (a panic).
+const STRUCTURAL: [&str; 3] = [
+    "hang-masks-page-header-map-of-doubles.parquet",
+    "hang-masks-page-header-list-of-bools.parquet",
+    "panic-masks-negative-column-start.parquet",
+];
+
+/// Mutants that pass the structural checks and panic parquet 60.1's decoder inside a page
+/// (seed 15, 20,000 per kind): an index out of bounds in the byte-stream-split decoder, a
+/// division by zero in a dictionary page, and definition levels running past their buffer.
+const DECODER_PANICS: [&str; 4] = [
+    "panic-masks-byte-stream-split-index.parquet",
+    "panic-masks-dictionary-divide-by-zero.parquet",
+    "panic-plans-definition-levels-out-of-bounds.parquet",
+    "panic-scores-definition-levels-out-of-bounds.parquet",
+];
+
 #[test]
 fn the_mutants_that_hung_or_panicked_are_refused_cleanly() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    for name in [
-        "hang-masks-page-header-map-of-doubles.parquet",
-        "hang-masks-page-header-list-of-bools.parquet",
-        "panic-masks-negative-column-start.parquet",
-    ] {
+    let kinds = [Kind::Masks, Kind::Masks, Kind::Plans, Kind::Scores];
+    let cases = STRUCTURAL
+        .iter()
+        .map(|name| (*name, Kind::Masks, true))
+        .chain(
+            DECODER_PANICS
+                .iter()
+                .zip(kinds)
+                .map(|(name, kind)| (*name, kind, false)),
+        );
+    for (name, kind, structural) in cases {
         let path = data.join(name);
         assert!(path.exists(), "{} is missing", path.display());
         let started = Instant::now();
-        match read_watched(Kind::Masks, &path) {
+        match read_watched(kind, &path) {
             Outcome::Rejected(error) => {
                 assert_eq!(error.path, path);
                 assert_eq!(error.kind, TableErrorKind::NotParquet, "{error}");
                 assert!(error.to_string().contains(name), "{error}");
+                // Caught before the decoder, or contained as an error when inside it.
+                assert_eq!(
+                    !error.to_string().contains("the decoder failed"),
+                    structural,
+                    "{error}"
+                );
             }
             Outcome::Accepted => panic!("{name} was accepted"),
             Outcome::Panicked(message) => panic!("{name} panicked: {message}"),
             Outcome::Hung => panic!("{name} hung"),
         }
-        // Refused by the structural checks, not after a long decode.
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{name} took {:?}",
             started.elapsed()
         );
-        // The metadata-only readers go through the same checks.
-        assert!(read_metadata(&path).is_err());
+        if structural {
+            // The metadata-only readers go through the same checks.
+            assert!(read_metadata(&path).is_err());
+        }
     }
 }

@@ -109,6 +109,10 @@ struct Args {
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
     no_verify: bool,
+    /// Use a score table, surrogate or block statistics measured on another model than the
+    /// others (or than --model), with a warning (refused by default).
+    #[arg(long)]
+    allow_mixed_inputs: bool,
 }
 
 fn main() -> ExitCode {
@@ -147,6 +151,7 @@ fn config(args: &Args) -> Result<Config> {
         plans: args.plans.clone(),
         plan_method: args.plan_method.clone(),
         fixed: args.fixed.clone(),
+        allow_mixed_inputs: args.allow_mixed_inputs,
     };
     let method = files.method(args.method)?;
     if args.pruned_out.is_some() && args.k.len() != 1 {

@@ -577,4 +577,21 @@ fn scores_of_another_model_are_refused() {
         &plan,
         None,
     );
+    // Told to, it plans from them (on the scores' order).
+    succeed(&[
+        "--scores",
+        scores.to_str().unwrap(),
+        "--estimator",
+        "test",
+        "--k",
+        "2",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--plan",
+        plan.to_str().unwrap(),
+        "--allow-mixed-inputs",
+    ]);
+    assert_eq!(read_plans(&plan).unwrap().rows[0].removed_blocks.len(), 2);
 }

@@ -263,6 +263,7 @@ fn evaluate(args: &Args) -> Result<()> {
             cache_bytes: cache_bytes(args.cache_mb)?,
             reuse_prefixes: !args.no_prefix_reuse,
             mask_batch: args.mask_batch,
+            ..EvalOptions::default()
         },
         checkpoint_every,
         max_new_masks: args.max_new_masks,

@@ -4,8 +4,11 @@
 //! the schema, the row count and the first rows. For a surrogate file or a model folder's
 //! manifest (JSON): its self-description, without the parameters.
 //!
-//! Reading stops after the rows shown, so inspecting a large evaluation table is instant.
+//! Reading stops after the rows shown, so inspecting a large evaluation table is instant. Any
+//! Parquet file is read through the table readers' structural checks
+//! (`layerprune_tables::read_head`): a damaged one is an error naming it, never a hang.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +19,6 @@ use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use clap::Parser;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::fmt::Write as _;
 
 /// Look inside a table, a surrogate file or a model folder.
@@ -81,29 +83,27 @@ fn inspect(args: &Args, out: &mut String) -> Result<()> {
 }
 
 /// The `layerprune.*` key-value metadata of a table, in key order, with JSON values parsed.
-fn table_metadata(builder_meta: &parquet::file::metadata::FileMetaData) -> serde_json::Value {
+fn table_metadata(entries: &BTreeMap<String, String>) -> serde_json::Value {
     let mut fields = serde_json::Map::new();
-    for entry in builder_meta.key_value_metadata().into_iter().flatten() {
-        let Some(key) = entry.key.strip_prefix("layerprune.") else {
+    for (key, text) in entries {
+        let Some(key) = key.strip_prefix(layerprune_tables::KEY_PREFIX) else {
             continue;
         };
-        let text = entry.value.clone().unwrap_or_default();
-        let value = match serde_json::from_str::<serde_json::Value>(&text) {
+        let value = match serde_json::from_str::<serde_json::Value>(text) {
             Ok(value @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => value,
-            _ => serde_json::Value::String(text),
+            _ => serde_json::Value::String(text.clone()),
         };
         fields.insert(key.to_string(), value);
     }
-    serde_json::Value::Object(fields.into_iter().collect())
+    serde_json::Value::Object(fields)
 }
 
 fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("{}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
-    let num_rows = builder.metadata().file_metadata().num_rows();
-    let metadata = table_metadata(builder.metadata().file_metadata());
-    let schema = builder.schema().clone();
+    let wanted = if args.json { 0 } else { usize::from(args.rows) };
+    let head = layerprune_tables::read_head(path, wanted)?;
+    let num_rows = head.num_rows;
+    let metadata = table_metadata(&head.metadata);
+    let schema = head.schema;
     if args.json {
         let mut object = serde_json::Map::new();
         object.insert("file".into(), path.display().to_string().into());
@@ -157,23 +157,16 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
             }
         );
     }
-    if args.rows == 0 || num_rows == 0 {
+    if head.batches.is_empty() {
         return Ok(());
     }
-    let wanted = usize::from(args.rows);
-    let reader = builder
-        .with_batch_size(wanted)
-        .with_limit(wanted)
-        .build()
-        .with_context(|| format!("{}", path.display()))?;
     let mut shown = 0;
     outln!(out, "\nfirst rows:");
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     outln!(out, "  {}", names.join("\t"));
-    for batch in reader {
-        let batch = batch.with_context(|| format!("{}: reading rows", path.display()))?;
+    for batch in &head.batches {
         for row in 0..batch.num_rows() {
-            outln!(out, "  {}", row_text(&batch, row));
+            outln!(out, "  {}", row_text(batch, row));
             shown += 1;
             if shown == wanted {
                 return Ok(());

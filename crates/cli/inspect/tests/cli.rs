@@ -71,3 +71,41 @@ fn shows_kind_provenance_fields_schema_and_rows() {
     let output = inspect(&[path.as_os_str(), "--rows".as_ref(), "70000".as_ref()]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// The damaged tables the fuzzer found (crates/tables/tests/data: page headers that hung
+/// parquet 60.1, footers and pages that panicked its decoder) are errors naming the file,
+/// exit 1, without a hang or a panic message: `inspect` reads through the same checks as the
+/// stages.
+#[test]
+fn damaged_tables_are_errors_not_hangs_or_panics() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tables/tests/data");
+    let mut files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inspect"))
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                child.kill().unwrap();
+                panic!("inspect {name} hung");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(&name), "{name}: {stderr}");
+        assert!(stderr.contains("not a readable Parquet file"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}

@@ -62,6 +62,10 @@ struct Args {
     /// recorded in the input files (which must agree with this list when given).
     #[arg(long, value_delimiter = ',')]
     fixed_blocks: Option<Vec<usize>>,
+    /// Use a surrogate fitted on another model's or token table's evaluations with
+    /// --evaluations, with a warning (refused by default).
+    #[arg(long)]
+    allow_mixed_inputs: bool,
     /// Score table to write.
     #[arg(long)]
     out: PathBuf,
@@ -86,6 +90,7 @@ fn body(args: Args) -> Result<()> {
         masks: args.masks.clone(),
         value: args.value,
         fixed_blocks: args.fixed_blocks.clone(),
+        allow_mixed_inputs: args.allow_mixed_inputs,
     };
     let options = EstimatorOptions {
         samples: args.samples,

@@ -262,7 +262,34 @@ fn inputs_of_different_games_are_refused() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another model (another-model)"), "{stderr}");
+    assert!(stderr.contains("--allow-mixed-inputs"), "{stderr}");
     assert!(!dir.path().join("scores.parquet").exists());
+
+    // Told to, it uses them together and says so.
+    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+        .current_dir(dir.path())
+        .args([
+            "--evaluations",
+            "evals.parquet",
+            "--surrogate",
+            "other.json",
+        ])
+        .args([
+            "--estimator",
+            "surrogate-shapley",
+            "--out",
+            "scores.parquet",
+        ])
+        .arg("--allow-mixed-inputs")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("used anyway (--allow-mixed-inputs)"),
+        "{stderr}"
+    );
+    assert!(dir.path().join("scores.parquet").exists());
 }
 
 #[test]
