@@ -318,7 +318,8 @@ pub fn fuzz_seed(default: u64) -> u64 {
 /// and calls `read` on it on a worker thread with a watchdog: every read must end within
 /// `watchdog`, without a panic, in `Ok` or in an error whose text names the file. Prints one
 /// line of counts and returns (accepted, refused). Panics (failing the calling test) at the
-/// first hang, panic or anonymous error.
+/// first hang, panic or anonymous error, after keeping the mutant in `LAYERPRUNE_FUZZ_KEEP`
+/// (a folder) when that is set.
 pub fn fuzz_reader(
     path: &std::path::Path,
     original: &[u8],
@@ -342,9 +343,24 @@ pub fn fuzz_reader(
             let outcome = std::panic::catch_unwind(|| read(&target));
             let _ = sender.send(outcome);
         });
+        let kept = || match std::env::var_os("LAYERPRUNE_FUZZ_KEEP") {
+            Some(folder) => {
+                let kept =
+                    std::path::Path::new(&folder).join(format!("seed{seed}-{iteration}-{name}"));
+                std::fs::write(&kept, &bytes).unwrap();
+                format!(" (kept as {})", kept.display())
+            }
+            None => String::new(),
+        };
         match receiver.recv_timeout(watchdog) {
-            Err(_) => panic!("mutant {iteration} (seed {seed}) hung the reader of {name}"),
-            Ok(Err(_)) => panic!("mutant {iteration} (seed {seed}) panicked the reader of {name}"),
+            Err(_) => panic!(
+                "mutant {iteration} (seed {seed}) hung the reader of {name}{}",
+                kept()
+            ),
+            Ok(Err(_)) => panic!(
+                "mutant {iteration} (seed {seed}) panicked the reader of {name}{}",
+                kept()
+            ),
             Ok(Ok(Ok(()))) => accepted += 1,
             Ok(Ok(Err(message))) => {
                 assert!(

@@ -171,6 +171,50 @@ fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, Runtim
         .map_err(onnx_error(path))
 }
 
+/// Opens a session for each of `paths`, in their order, several at a time: building a session
+/// (reading the weights, optimising the graph) is mostly single-threaded, and a model has one
+/// graph per block, so a 32-block model opens in a fraction of the time on a machine with
+/// cores to spare. The first failing path (in `paths` order) is the error.
+fn open_sessions(
+    paths: &[PathBuf],
+    options: &RuntimeOptions,
+) -> Result<Vec<Session>, RuntimeError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_PARALLEL_OPENS)
+        .min(paths.len())
+        .max(1);
+    // Started here, so the workers never race to start it.
+    environment(options.threads)?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut opened: Vec<(usize, Result<Session, RuntimeError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, open_session(path, options)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a session-opening thread panicked"))
+            .collect()
+    });
+    opened.sort_by_key(|(i, _)| *i);
+    opened.into_iter().map(|(_, session)| session).collect()
+}
+
+/// Sessions opened at once by [`open_sessions`]: enough to use a GPU host's cores, few enough
+/// that the weights being read at once stay a small part of memory.
+const MAX_PARALLEL_OPENS: usize = 8;
+
 /// A session builder for the graph at `path` (named in errors) with `options`' device,
 /// threads, TF32 and CPU arena, in the process's one environment: every session of the
 /// project (the evaluator's, GPTQ calibration's) is configured here. A CUDA device that cannot
@@ -416,13 +460,21 @@ impl LayeredModel {
                 manifest.dtype
             );
         }
-        let embed = open_session(&paths.embed, options)?;
-        let blocks = paths
-            .blocks
-            .iter()
-            .map(|path| open_session(path, options))
-            .collect::<Result<Vec<_>, _>>()?;
-        let head = open_session(&paths.head, options)?;
+        let mut graphs = vec![paths.embed.clone()];
+        graphs.extend(paths.blocks.iter().cloned());
+        graphs.push(paths.head.clone());
+        let started = std::time::Instant::now();
+        let mut sessions = open_sessions(&graphs, options)?.into_iter();
+        tracing::info!(
+            "opened the {} graphs of {} in {:.2} s",
+            graphs.len(),
+            dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        let (Some(embed), Some(head)) = (sessions.next(), sessions.next_back()) else {
+            unreachable!("one session per graph, and there are at least two graphs")
+        };
+        let blocks: Vec<Session> = sessions.collect();
         let widths = [(&embed, &paths.embed)]
             .into_iter()
             .chain(blocks.iter().zip(&paths.blocks))

@@ -94,6 +94,45 @@ impl ForestSurrogate {
     }
 }
 
+/// Checks that a saved forest's trees are trees, in the file's JSON (`parameters` of a forest
+/// surrogate file) before smartcore is given it. smartcore predicts by walking from the root
+/// through the nodes' children until a leaf, so a damaged file in which a node points at itself
+/// or at an ancestor would make every prediction loop forever (the mutation fuzzer found one).
+/// smartcore appends a node's children after it, so each child must be a later node of the
+/// same tree.
+pub(crate) fn check_tree_links(parameters: &serde_json::Value) -> Result<(), String> {
+    let Some(trees) = parameters
+        .pointer("/forest/forest_regressor/trees")
+        .and_then(serde_json::Value::as_array)
+    else {
+        // Missing or malformed: the typed decoding that follows reports it.
+        return Ok(());
+    };
+    for (t, tree) in trees.iter().enumerate() {
+        let Some(nodes) = tree.get("nodes").and_then(serde_json::Value::as_array) else {
+            continue;
+        };
+        for (i, node) in nodes.iter().enumerate() {
+            for link in ["true_child", "false_child"] {
+                match node.get(link) {
+                    None | Some(serde_json::Value::Null) => {}
+                    Some(child) => match child.as_u64() {
+                        Some(c) if c as usize > i && (c as usize) < nodes.len() => {}
+                        _ => {
+                            return Err(format!(
+                                "tree {t}: node {i}'s {link} is {child}, not a later node of \
+                                 its tree (it has {} nodes)",
+                                nodes.len()
+                            ))
+                        }
+                    },
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Surrogate for ForestSurrogate {
     fn num_players(&self) -> usize {
         self.num_players

@@ -149,6 +149,13 @@ impl SavedSurrogate {
             }
             None => return Err(file_error(path, "surrogate file has no format_version")),
         }
+        if value.get("kind").and_then(serde_json::Value::as_str) == Some("forest") {
+            if let Some(parameters) = value.get("parameters") {
+                crate::forest::check_tree_links(parameters).map_err(|problem| {
+                    file_error(path, format!("damaged surrogate file: {problem}"))
+                })?;
+            }
+        }
         let file: FileIn = serde_json::from_value(value)
             .map_err(|e| file_error(path, format!("damaged surrogate file: {e}")))?;
         let saved = file.saved;

@@ -150,3 +150,42 @@ fn the_evaluations_a_surrogate_was_fitted_on_are_recorded() {
         0
     );
 }
+
+/// A forest whose tree links go back (a node that is its own child, as the mutation fuzzer
+/// found, or an ancestor) would make smartcore's prediction loop forever; it is refused when
+/// the file loads, naming the tree and node.
+#[test]
+fn a_forest_whose_tree_loops_is_refused_not_run() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("forest.json");
+    fitted(SurrogateKind::Forest).save(&path).unwrap();
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let nodes = "/parameters/forest/forest_regressor/trees/0/nodes";
+    let root_children = original.pointer(&format!("{nodes}/0/true_child")).cloned();
+    assert!(
+        root_children
+            .as_ref()
+            .is_some_and(|c| c.as_u64() == Some(1)),
+        "{root_children:?}"
+    );
+    for (node, link, to) in [
+        (0, "false_child", 0),
+        (1, "true_child", 0),
+        (0, "true_child", 1_000_000),
+    ] {
+        let mut damaged = original.clone();
+        *damaged
+            .pointer_mut(&format!("{nodes}/{node}/{link}"))
+            .unwrap() = to.into();
+        std::fs::write(&path, serde_json::to_vec(&damaged).unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        let message = load_error(&path);
+        assert!(
+            message.contains("forest.json")
+                && message.contains(&format!("tree 0: node {node}'s {link} is {to}")),
+            "{message}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+}

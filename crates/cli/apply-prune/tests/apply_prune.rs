@@ -558,27 +558,7 @@ fn scores_of_another_model_are_refused() {
     write_scores(&scores, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
     let plan = dir.path().join("plan.parquet");
     let model = fixture();
-    fail(
-        &[
-            "--scores",
-            scores.to_str().unwrap(),
-            "--estimator",
-            "test",
-            "--k",
-            "2",
-            "--model",
-            model.to_str().unwrap(),
-            "--tokens",
-            tokens.to_str().unwrap(),
-            "--plan",
-            plan.to_str().unwrap(),
-        ],
-        "measured on another model (another-model)",
-        &plan,
-        None,
-    );
-    // Told to, it plans from them (on the scores' order).
-    succeed(&[
+    let mut args = vec![
         "--scores",
         scores.to_str().unwrap(),
         "--estimator",
@@ -591,7 +571,15 @@ fn scores_of_another_model_are_refused() {
         tokens.to_str().unwrap(),
         "--plan",
         plan.to_str().unwrap(),
-        "--allow-mixed-inputs",
-    ]);
+    ];
+    fail(
+        &args,
+        "measured on another model (another-model)",
+        &plan,
+        None,
+    );
+    // Told to, it plans from them (on the scores' order).
+    args.push("--allow-mixed-inputs");
+    succeed(&args);
     assert_eq!(read_plans(&plan).unwrap().rows[0].removed_blocks.len(), 2);
 }

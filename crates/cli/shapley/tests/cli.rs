@@ -243,22 +243,28 @@ fn inputs_of_different_games_are_refused() {
     let mut saved = SavedSurrogate::load(&dir.path().join("surrogate.json")).unwrap();
     saved.model_id = "another-model".into();
     saved.save(&dir.path().join("other.json")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
-        .current_dir(dir.path())
-        .args([
-            "--evaluations",
-            "evals.parquet",
-            "--surrogate",
-            "other.json",
-        ])
-        .args([
-            "--estimator",
-            "surrogate-shapley",
-            "--out",
-            "scores.parquet",
-        ])
-        .output()
-        .unwrap();
+    let mixed = |allow: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shapley"));
+        command
+            .current_dir(dir.path())
+            .args([
+                "--evaluations",
+                "evals.parquet",
+                "--surrogate",
+                "other.json",
+            ])
+            .args([
+                "--estimator",
+                "surrogate-shapley",
+                "--out",
+                "scores.parquet",
+            ]);
+        if allow {
+            command.arg("--allow-mixed-inputs");
+        }
+        command.output().unwrap()
+    };
+    let output = mixed(false);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another model (another-model)"), "{stderr}");
@@ -266,23 +272,7 @@ fn inputs_of_different_games_are_refused() {
     assert!(!dir.path().join("scores.parquet").exists());
 
     // Told to, it uses them together and says so.
-    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
-        .current_dir(dir.path())
-        .args([
-            "--evaluations",
-            "evals.parquet",
-            "--surrogate",
-            "other.json",
-        ])
-        .args([
-            "--estimator",
-            "surrogate-shapley",
-            "--out",
-            "scores.parquet",
-        ])
-        .arg("--allow-mixed-inputs")
-        .output()
-        .unwrap();
+    let output = mixed(true);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
