@@ -171,19 +171,24 @@ fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, Runtim
         .map_err(onnx_error(path))
 }
 
-/// Opens a session for each of `paths`, in their order, several at a time: building a session
-/// (reading the weights, optimising the graph) is mostly single-threaded, and a model has one
-/// graph per block, so a 32-block model opens in a fraction of the time on a machine with
-/// cores to spare. The first failing path (in `paths` order) is the error.
+/// Opens a session for each of `paths`, in their order, several at a time on the CPU
+/// provider: building a session (reading the weights, optimising the graph) is mostly
+/// single-threaded, and a model has one graph per block, so a 32-block model opens in a
+/// fraction of the time on a machine with cores to spare. On CUDA they are opened one after
+/// another: sessions created on one GPU from several threads at once have crashed ONNX Runtime
+/// (microsoft/onnxruntime#26610), and no GPU run has shown it safe here yet. The first failing
+/// path (in `paths` order) is the error.
 fn open_sessions(
     paths: &[PathBuf],
     options: &RuntimeOptions,
 ) -> Result<Vec<Session>, RuntimeError> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_PARALLEL_OPENS)
-        .min(paths.len())
-        .max(1);
+    let workers = match options.device {
+        Device::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Device::Cuda(_) => 1,
+    }
+    .min(MAX_PARALLEL_OPENS)
+    .min(paths.len())
+    .max(1);
     // Started here, so the workers never race to start it.
     environment(options.threads)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -211,8 +216,8 @@ fn open_sessions(
     opened.into_iter().map(|(_, session)| session).collect()
 }
 
-/// Sessions opened at once by [`open_sessions`]: enough to use a GPU host's cores, few enough
-/// that the weights being read at once stay a small part of memory.
+/// Sessions opened at once by [`open_sessions`]: enough to use a host's cores, few enough that
+/// the weights being read at once stay a small part of memory.
 const MAX_PARALLEL_OPENS: usize = 8;
 
 /// A session builder for the graph at `path` (named in errors) with `options`' device,
@@ -767,6 +772,49 @@ mod tests {
             model.hidden_to_array(&state).unwrap()
         );
         assert!(matches!(on_host(&state).unwrap(), OnHost::Borrowed(_)));
+    }
+
+    /// Graphs are opened several at a time, but the sessions come back in the manifest's order
+    /// and, of two broken graphs, the first in that order is the one named.
+    #[test]
+    fn sessions_opened_together_keep_their_order_and_the_first_error() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama");
+        let options = RuntimeOptions {
+            verify_hashes: false,
+            ..RuntimeOptions::default()
+        };
+        let mut model = LayeredModel::open(&fixture, &options).unwrap();
+        let ids = Array2::from_shape_fn((1, 4), |(_, t)| t as i64 + 5);
+        let embedded = model.embed(&ids).unwrap();
+        // Each block's session is the block's own: block i's output differs from block j's.
+        let outputs: Vec<_> = (0..model.num_blocks())
+            .map(|i| {
+                let state = model.run_block(i, &embedded).unwrap();
+                model.hidden_to_array(&state).unwrap()
+            })
+            .collect();
+        // Opened again (the workers take the graphs in another interleaving), every block
+        // still runs its own graph.
+        let mut reopened = LayeredModel::open(&fixture, &options).unwrap();
+        for (i, expected) in outputs.iter().enumerate() {
+            let state = reopened.run_block(i, &embedded).unwrap();
+            assert_eq!(
+                &reopened.hidden_to_array(&state).unwrap(),
+                expected,
+                "block {i}"
+            );
+        }
+        assert_ne!(outputs[0], outputs[1]);
+
+        let dir = tempfile::tempdir().unwrap();
+        layerprune_tests::copy_dir(&fixture, dir.path());
+        for block in ["block_004.onnx", "block_001.onnx"] {
+            std::fs::write(dir.path().join(block), b"\x08\x07 not a graph").unwrap();
+        }
+        let Err(error) = LayeredModel::open(dir.path(), &options) else {
+            panic!("opened");
+        };
+        assert!(error.to_string().contains("block_001.onnx"), "{error}");
     }
 
     /// A manifest whose `hidden_size` disagrees with the graphs is refused when the model

@@ -1,10 +1,9 @@
 //! A random-forest surrogate (smartcore's `RandomForestRegressor`), for games whose value is
 //! not smooth in the mask. Seeded: the same data and seed give the same forest.
 
-use layerprune_core::contain_panic;
 use std::sync::Arc;
 
-use layerprune_core::Mask;
+use layerprune_core::{contain_panic, Mask};
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_regressor::{
     RandomForestRegressor, RandomForestRegressorParameters,
