@@ -404,15 +404,16 @@ fn fixed_width(value: &ort::value::ValueType) -> Option<i64> {
 /// manifest's `hidden_size`: the manifest sizes memory and checks inputs by that number, so a
 /// folder whose manifest and graphs disagree is damaged and fails here, naming both, rather
 /// than with a shape error from inside ONNX Runtime later.
+/// `state_is_output`: the embedding's hidden state is its output (its input is token ids);
+/// every other graph's is its first input.
 fn check_hidden_width(
     manifest: &Manifest,
     dir: &Path,
     session: &Session,
     path: &Path,
+    state_is_output: bool,
 ) -> Result<(), RuntimeError> {
-    // The embedding's input is token ids, so its output is the hidden state checked; every
-    // other graph's first input is a hidden state.
-    let state = if path == confined(dir, &manifest.embedding.file)? {
+    let state = if state_is_output {
         session.outputs().first().map(|o| o.dtype())
     } else {
         session.inputs().first().map(|i| i.dtype())
@@ -480,12 +481,13 @@ impl LayeredModel {
             unreachable!("one session per graph, and there are at least two graphs")
         };
         let blocks: Vec<Session> = sessions.collect();
-        let widths = [(&embed, &paths.embed)]
-            .into_iter()
-            .chain(blocks.iter().zip(&paths.blocks))
-            .chain([(&head, &paths.head)]);
-        for (session, path) in widths {
-            check_hidden_width(&manifest, dir, session, path)?;
+        check_hidden_width(&manifest, dir, &embed, &paths.embed, true)?;
+        for (session, path) in blocks
+            .iter()
+            .zip(&paths.blocks)
+            .chain([(&head, &paths.head)])
+        {
+            check_hidden_width(&manifest, dir, session, path, false)?;
         }
         let bound_memory = if options.binds_outputs() {
             Some(options.output_memory()?)
@@ -650,7 +652,7 @@ impl LayeredModel {
         })?;
         if self.head_logits.is_none() {
             let session = open_session(&path, &self.options)?;
-            check_hidden_width(&self.manifest, &self.dir, &session, &path)?;
+            check_hidden_width(&self.manifest, &self.dir, &session, &path, false)?;
             if let Some(width) = session
                 .outputs()
                 .first()

@@ -63,16 +63,16 @@ impl Stitcher {
         };
         let session = self.session(Operation::Concat, ty, states.len(), options)?;
         let label = graph_label(Operation::Concat);
-        let mut binding = session.create_binding().map_err(graph_error)?;
+        let mut binding = session.create_binding().map_err(batch_error)?;
         for (i, state) in states.iter().enumerate() {
             binding
                 .bind_input(format!("in{i}"), *state)
-                .map_err(graph_error)?;
+                .map_err(batch_error)?;
         }
         binding
             .bind_output_to_device("out", memory)
-            .map_err(graph_error)?;
-        let mut outputs = session.run_binding(&binding).map_err(graph_error)?;
+            .map_err(batch_error)?;
+        let mut outputs = session.run_binding(&binding).map_err(batch_error)?;
         outputs.remove("out").ok_or_else(|| RuntimeError::Onnx {
             path: label.into(),
             message: "output out missing".into(),
@@ -97,14 +97,14 @@ impl Stitcher {
             };
         };
         let session = self.session(Operation::Split, ty, parts, options)?;
-        let mut binding = session.create_binding().map_err(graph_error)?;
-        binding.bind_input("in", state).map_err(graph_error)?;
+        let mut binding = session.create_binding().map_err(batch_error)?;
+        binding.bind_input("in", state).map_err(batch_error)?;
         for i in 0..parts {
             binding
                 .bind_output_to_device(format!("out{i}"), memory)
-                .map_err(graph_error)?;
+                .map_err(batch_error)?;
         }
-        let mut outputs = session.run_binding(&binding).map_err(graph_error)?;
+        let mut outputs = session.run_binding(&binding).map_err(batch_error)?;
         (0..parts)
             .map(|i| {
                 outputs
@@ -151,7 +151,7 @@ fn graph_label(operation: Operation) -> &'static str {
     }
 }
 
-fn graph_error(error: ort::Error) -> RuntimeError {
+fn batch_error(error: ort::Error) -> RuntimeError {
     RuntimeError::BadInput(format!(
         "batching hidden states across masks: {}",
         error.message()
@@ -241,10 +241,6 @@ fn element_type(state: &HiddenState) -> Result<TensorElementType, RuntimeError> 
     }
 }
 
-fn host_error(error: ort::Error) -> RuntimeError {
-    RuntimeError::BadInput(format!("batching hidden states across masks: {error}"))
-}
-
 fn concat_on_host<T>(states: &[&HiddenState]) -> Result<HiddenState, RuntimeError>
 where
     T: PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static,
@@ -253,7 +249,7 @@ where
     let mut data: Vec<T> = Vec::new();
     for state in states {
         let state = on_host(state)?;
-        let (part_shape, part) = state.try_extract_tensor::<T>().map_err(host_error)?;
+        let (part_shape, part) = state.try_extract_tensor::<T>().map_err(batch_error)?;
         if shape.is_empty() {
             shape = part_shape.to_vec();
             data.reserve(part.len() * states.len());
@@ -263,7 +259,7 @@ where
         data.extend_from_slice(part);
     }
     Ok(Tensor::from_array((shape, data))
-        .map_err(host_error)?
+        .map_err(batch_error)?
         .into_dyn())
 }
 
@@ -272,7 +268,7 @@ where
     T: PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static,
 {
     let state = on_host(state)?;
-    let (shape, data) = state.try_extract_tensor::<T>().map_err(host_error)?;
+    let (shape, data) = state.try_extract_tensor::<T>().map_err(batch_error)?;
     let mut part_shape = shape.to_vec();
     part_shape[0] /= parts as i64;
     let chunk = data.len() / parts;
@@ -280,7 +276,7 @@ where
         .map(|part| {
             Tensor::from_array((part_shape.clone(), part.to_vec()))
                 .map(Tensor::into_dyn)
-                .map_err(host_error)
+                .map_err(batch_error)
         })
         .collect()
 }

@@ -255,16 +255,13 @@ impl OneModel {
         if recorded == id {
             return Ok(());
         }
-        let message = format!(
-            "{}{what} ({recorded}) than {first_source} ({id})",
-            source.display()
-        );
-        if self.allow_mixed {
-            tracing::warn!("{message}; used anyway (--allow-mixed-inputs)");
-            Ok(())
-        } else {
-            bail!("{message}; give --allow-mixed-inputs to use them together")
-        }
+        layerprune_shapley::inputs::mixed_inputs(
+            format!(
+                "{}{what} ({recorded}) than {first_source} ({id})",
+                source.display()
+            ),
+            self.allow_mixed,
+        )
     }
 }
 

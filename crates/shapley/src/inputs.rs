@@ -45,6 +45,17 @@ pub struct ScoreInputs {
     pub game_ids: (String, String),
 }
 
+/// Files computed for different games, described by `message`: an error, or with
+/// `--allow-mixed-inputs` (`allowed`) a warning. The one rule for every stage that reads
+/// several such files (`shapley`, and `apply-prune` through `layerprune-selection`).
+pub fn mixed_inputs(message: String, allowed: bool) -> Result<()> {
+    if !allowed {
+        bail!("{message}; give --allow-mixed-inputs to use them together");
+    }
+    tracing::warn!("{message}; used anyway (--allow-mixed-inputs)");
+    Ok(())
+}
+
 fn shown(path: &Option<PathBuf>) -> std::path::Display<'_> {
     path.as_deref().unwrap_or(Path::new("")).display()
 }
@@ -99,15 +110,15 @@ impl ScoreFiles {
                 ("token table", &saved.dataset_id, &table.dataset_id),
             ] {
                 if !theirs.is_empty() && theirs != ours {
-                    let message = format!(
-                        "{} was fitted on evaluations of another {what} ({theirs}) than {} ({ours})",
-                        shown(&self.surrogate),
-                        shown(&self.evaluations)
-                    );
-                    if !self.allow_mixed_inputs {
-                        bail!("{message}; give --allow-mixed-inputs to use them together");
-                    }
-                    tracing::warn!("{message}; used anyway (--allow-mixed-inputs)");
+                    mixed_inputs(
+                        format!(
+                            "{} was fitted on evaluations of another {what} ({theirs}) than {} \
+                             ({ours})",
+                            shown(&self.surrogate),
+                            shown(&self.evaluations)
+                        ),
+                        self.allow_mixed_inputs,
+                    )?;
                 }
             }
         }

@@ -240,19 +240,12 @@ fn read_watched(kind: Kind, path: &Path) -> Outcome {
     let (send, receive) = mpsc::channel();
     let owned = path.to_path_buf();
     std::thread::spawn(move || {
-        let result = std::panic::catch_unwind(|| read(kind, &owned));
-        let _ = send.send(result);
+        let _ = send.send(layerprune_core::contain_panic(|| read(kind, &owned)));
     });
     match receive.recv_timeout(WATCHDOG) {
         Ok(Ok(Ok(()))) => Outcome::Accepted,
         Ok(Ok(Err(error))) => Outcome::Rejected(error),
-        Ok(Err(panic)) => Outcome::Panicked(
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default(),
-        ),
+        Ok(Err(message)) => Outcome::Panicked(message),
         Err(_) => Outcome::Hung,
     }
 }
