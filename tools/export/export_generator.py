@@ -231,6 +231,7 @@ def save_one_file(exported: Path, out: Path, vocab_size: int):
     logits = next(o for o in model.graph.output if o.name == "logits")
     logits.type.tensor_type.shape.dim[2].Clear()
     logits.type.tensor_type.shape.dim[2].dim_value = vocab_size
+    export_layered.widen_for_cuda_bf16(model)  # a bf16 decoder within the CUDA provider's kernels
 
     def tensor_bytes(tensor):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:

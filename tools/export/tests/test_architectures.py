@@ -16,6 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import export_layered  # noqa: E402
@@ -230,6 +231,65 @@ def test_reduced_precision_export_matches_transformers_in_that_dtype(arch, dtype
     print(f"{arch} {dtype}: check max |logit diff| {check['max_abs_logit_diff']:.2e}, "
           f"block 1 skipped {logit_diff:.2e} (nll {nll_diff:.2e}), tolerance {tolerance:g}")
     assert max(check["max_abs_logit_diff"], logit_diff, nll_diff) < tolerance
+    if dtype == "bf16":  # every bf16 operation has a kernel in ONNX Runtime's CUDA provider
+        assert ops_reading(tmp_path / "onnx", onnx.TensorProto.BFLOAT16) <= export_layered.CUDA_BF16_OPS
+    exact = check["float32_reference"]
+    assert exact["chain_logit_diff"] <= exact["logit_limit"] and exact["chain_nll_diff"] <= exact["nll_limit"]
+    assert exact["logit_limit"] == max(check["tolerance"], 2 * exact["transformers_logit_diff"])
+
+
+def ops_reading(folder: Path, elem_type: int) -> set:
+    return export_layered.operators_reading(folder.glob("*.onnx"), elem_type)
+
+
+def test_a_bf16_mamba_block_computes_its_conv_and_softplus_in_float32(tmp_path):
+    """Mamba's mixer runs a Conv and a Softplus on bf16 tensors in transformers; ONNX Runtime's
+    CUDA provider has no bf16 kernel for either, so the exported graph computes them in float32."""
+    make_fixture.build_arch_folder(tmp_path / "hf", "mamba", seed=31)
+    export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"), "--dtype", "bf16",
+                         "--no-check", *FIXED])
+    block = onnx.load(str(tmp_path / "onnx" / "block_000.onnx"), load_external_data=False)
+    ops = [n.op_type for n in block.graph.node]
+    assert "Conv" in ops and "Softplus" in ops
+    assert {"Conv", "Softplus"}.isdisjoint(ops_reading(tmp_path / "onnx", onnx.TensorProto.BFLOAT16))
+    assert ops_reading(tmp_path / "onnx", onnx.TensorProto.BFLOAT16) <= export_layered.CUDA_BF16_OPS
+
+
+def test_the_float32_computation_puts_the_reduced_model_back_exactly(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    make_fixture.build_arch_folder(tmp_path / "hf", "llama", seed=23, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.bfloat16)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    assert any(b.dtype == torch.float32 for b in buffers.values())  # rotary inv_freq: kept float32
+    with export_layered.computing_in_float32(model):
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+    after = model.state_dict()
+    for name, tensor in before.items():
+        assert after[name].dtype == tensor.dtype and torch.equal(after[name], tensor), name
+    for name, buffer in model.named_buffers():
+        assert buffer.dtype == buffers[name].dtype and torch.equal(buffer, buffers[name]), name
+
+
+def test_a_reduced_precision_limit_is_the_tolerance_or_twice_transformers_error():
+    limits = export_layered.reduced_precision_limits(0.025, {"logits": 0.17, "nll": 0.004})
+    assert limits == {"logits": 0.34, "nll": 0.025}
+
+
+def test_a_reduced_precision_chain_farther_from_float32_than_allowed_is_refused(tmp_path, monkeypatch):
+    make_fixture.build_arch_folder(tmp_path / "hf", "llama", seed=29)
+    run_chain = export_layered.run_chain
+
+    def off_by_half(*args, **kwargs):  # what a wrong graph gives: far beyond any rounding
+        logits, nll = run_chain(*args, **kwargs)
+        return logits + 0.5, nll
+
+    monkeypatch.setattr(export_layered, "run_chain", off_by_half)
+    with pytest.raises(SystemExit, match="differs from the float32 computation of its weights .* over the tolerance"):
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"), "--dtype", "fp16",
+                             "--check-sequences", "1", "--check-length", "8"])
+    assert not (tmp_path / "onnx").exists()
 
 
 def test_onnxruntime_cpu_runs_fp16_but_has_no_bf16_kernels(tmp_path):

@@ -222,6 +222,8 @@ def test_reduced_precision_from_a_bf16_checkpoint(dtype, runner, tmp_path_factor
     past = onnx.load(str(tmp_path / "g.onnx")).graph.input[3]
     expected = {"fp16": onnx.TensorProto.FLOAT16, "bf16": onnx.TensorProto.BFLOAT16}[dtype]
     assert past.type.tensor_type.elem_type == expected
+    if dtype == "bf16":  # every bf16 operation has a kernel in ONNX Runtime's CUDA provider
+        assert export_layered.operators_reading([tmp_path / "g.onnx"], expected) <= export_layered.CUDA_BF16_OPS
 
 
 def test_unsupported_architecture_is_refused_by_name(tmp_path):
