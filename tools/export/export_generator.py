@@ -310,11 +310,14 @@ def numpy_dtype(dtype: torch.dtype):
     return {torch.float32: np.float32, torch.float16: np.float16}[dtype]
 
 
-def onnx_greedy(runner: Runner, config, dtype, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int):
+def onnx_greedy(runner: Runner, config, dtype, input_ids: np.ndarray, attention_mask: np.ndarray, new_tokens: int,
+                forced: np.ndarray | None = None):
     """Greedy generation through the cache, as a runtime does it: the prompt with an empty past,
     then one token per step with the presents fed back; position ids as transformers' generate
-    makes them (cumulative count of real tokens − 1, padding at 0). Returns the chosen tokens
-    [batch, new_tokens] and each step's last-position logits."""
+    makes them (cumulative count of real tokens − 1, padding at 0). With `forced` [batch,
+    new_tokens], those tokens are fed back instead of the chosen ones, so that every step sees
+    the reference's sequence even after a near tie. Returns the chosen tokens [batch,
+    new_tokens] and each step's last-position logits."""
     layers = config.num_hidden_layers
     kv_heads, head_dim = kv_shape(config)
     batch = input_ids.shape[0]
@@ -331,7 +334,7 @@ def onnx_greedy(runner: Runner, config, dtype, input_ids: np.ndarray, attention_
         step_logits.append(last)
         chosen = last.argmax(axis=-1).astype(np.int64)
         tokens.append(chosen)
-        ids = chosen[:, None]
+        ids = (chosen if forced is None else forced[:, len(tokens) - 1])[:, None]
         mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
         positions = positions[:, -1:] + 1
     return np.stack(tokens, axis=1), step_logits
@@ -358,13 +361,29 @@ def transformers_greedy(model, input_ids: np.ndarray, attention_mask: np.ndarray
     return tokens, logits
 
 
+def float32_step_logits(model, input_ids: np.ndarray, attention_mask: np.ndarray, tokens: np.ndarray):
+    """The float32 computation of the model's own weights (`computing_in_float32`) on the prompts
+    followed by `tokens` (one forward pass, positions as transformers' generate makes them):
+    the logits that chose each of `tokens`, one [batch, vocab] array per step."""
+    ids = np.concatenate([input_ids, tokens], axis=1)
+    mask = np.concatenate([attention_mask, np.ones_like(tokens)], axis=1)
+    positions = np.where(mask == 0, 1, np.cumsum(mask, axis=1) - 1)
+    with export_layered.computing_in_float32(model), torch.no_grad():
+        logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                       position_ids=torch.from_numpy(positions), use_cache=False).logits.float().numpy()
+    first = input_ids.shape[1] - 1
+    return [logits[:, first + step, :] for step in range(tokens.shape[1])]
+
+
 def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: int, tolerance: float, seed: int):
     """The exported decoder's greedy generation against transformers'. Two prompts of random
     tokens, the second left-padded by two positions (so the attention mask and position ids
-    matter). Every step's logits must be within `tolerance` × max(1, |largest logit| / 10) and
-    the chosen tokens equal; a different choice is accepted only at a near tie (the reference's
-    best two logits closer than that tolerance, where rounding legitimately decides), and the
-    comparison ends there since the sequences then differ."""
+    matter). Every step's logits must be within `tolerance` × max(1, |largest logit| / 10) of
+    transformers' (fp32) or of the float32 computation of the same weights (fp16, bf16: within
+    that or twice transformers' own error in that dtype, as the layered export's check) and the
+    chosen tokens equal; a different choice is accepted only at a near tie (the reference's
+    best two logits closer than that tolerance, where rounding legitimately decides). The
+    decoder is fed transformers' tokens, so every step is compared, also after a near tie."""
     config = model.config
     dtype = next(model.parameters()).dtype
     rng = np.random.default_rng(seed)
@@ -376,16 +395,25 @@ def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: i
     if len(expected_logits) != new_tokens or expected_tokens.shape[1] != new_tokens:
         fail(f"transformers generated {expected_tokens.shape[1]} tokens, not {new_tokens}")
     runner = Runner(path, runner_kind)
-    tokens, logits = onnx_greedy(runner, config, dtype, input_ids, attention_mask, new_tokens)
+    tokens, logits = onnx_greedy(runner, config, dtype, input_ids, attention_mask, new_tokens, forced=expected_tokens)
     scale = max(1.0, max(float(np.abs(step).max()) for step in expected_logits) / 10.0)
     limit = tolerance * scale
-    max_abs, compared, near_tie = 0.0, 0, None
+    reference, against, exact = expected_logits, "transformers'", None
+    if dtype != torch.float32:
+        reference = float32_step_logits(model, input_ids, attention_mask, expected_tokens)
+        own = max(float(np.abs(ours - theirs).max()) for ours, theirs in zip(expected_logits, reference))
+        limit = export_layered.reduced_precision_limits(limit, {"logits": own})["logits"]
+        against = "the float32 computation of its weights"
+        exact = {"transformers_logit_diff": own, "logit_limit": limit, "chain_logit_diff": 0.0}
+    max_abs, compared, near_ties = 0.0, 0, []
     for step in range(new_tokens):
-        diff = float(np.abs(logits[step] - expected_logits[step]).max())
-        max_abs = max(max_abs, diff)
+        max_abs = max(max_abs, float(np.abs(logits[step] - expected_logits[step]).max()))
+        diff = float(np.abs(logits[step] - reference[step]).max())
+        if exact is not None:
+            exact["chain_logit_diff"] = max(exact["chain_logit_diff"], diff)
         compared += 1
         if diff > limit:
-            fail(f"step {step}: the ONNX logits differ from transformers' by {diff:.3e}, over the tolerance "
+            fail(f"step {step}: the ONNX logits differ from {against} by {diff:.3e}, over the tolerance "
                  f"{limit:.1e}")
         for row in np.nonzero(tokens[:, step] != expected_tokens[:, step])[0]:
             best_two = np.sort(expected_logits[step][row])[-2:]
@@ -393,17 +421,21 @@ def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: i
                 fail(f"step {step}, sequence {row}: ONNX chose token {tokens[row, step]}, transformers "
                      f"{expected_tokens[row, step]} (their logits {best_two[1]:.4f} vs the runner-up "
                      f"{best_two[0]:.4f}: not a near tie)")
-            near_tie = step
-        if near_tie is not None:
-            break
+            near_ties.append(step)
     largest = max(float(np.abs(step).max()) for step in expected_logits)
+    against_float32 = "" if exact is None else (
+        f"; against float32 {exact['chain_logit_diff']:.3e} (transformers in that dtype "
+        f"{exact['transformers_logit_diff']:.3e})")
     print(f"check: greedy generation of {new_tokens} tokens from 2 prompts of {prompt_length} ({runner_kind}): "
-          f"{'same tokens' if near_tie is None else f'same tokens up to a near tie at step {near_tie}'}; "
-          f"max |logit diff| {max_abs:.3e} (relative to the largest logit {max_abs / largest:.3e}), "
+          f"{'same tokens' if not near_ties else f'same tokens but at near ties (steps {near_ties})'}; "
+          f"max |logit diff| {max_abs:.3e} (relative to the largest logit {max_abs / largest:.3e}){against_float32}, "
           f"tolerance {limit:.1e}")
-    return {"new_tokens": new_tokens, "steps_compared": compared, "runner": runner_kind,
-            "max_abs_logit_diff": max_abs, "max_rel_logit_diff": max_abs / largest, "tolerance": limit,
-            "near_tie_step": near_tie, "tokens": tokens.tolist()}
+    result = {"new_tokens": new_tokens, "steps_compared": compared, "runner": runner_kind,
+              "max_abs_logit_diff": max_abs, "max_rel_logit_diff": max_abs / largest, "tolerance": limit,
+              "near_tie_steps": sorted(set(near_ties)), "tokens": tokens.tolist()}
+    if exact is not None:
+        result["float32_reference"] = exact
+    return result
 
 
 def refuse_overlap(model_dir: Path, out: Path):

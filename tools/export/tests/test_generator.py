@@ -91,7 +91,7 @@ def test_pruned_model_generates_like_transformers(arch, tmp_path_factory, tmp_pa
     # The tool's check: its greedy tokens equal transformers' generate, every step within 1e-4.
     print(f"{arch}: check max |logit diff| {result['max_abs_logit_diff']:.2e} "
           f"(relative {result['max_rel_logit_diff']:.2e})")
-    assert result["near_tie_step"] is None and result["steps_compared"] == 8
+    assert result["near_tie_steps"] == [] and result["steps_compared"] == 8
     assert result["max_abs_logit_diff"] < FP32_TOLERANCE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder.onnx"]  # no data file, no staging left
 
@@ -179,6 +179,20 @@ def test_a_shifted_gemma3_pattern_fails_the_check(tmp_path_factory, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_fp16_decoder_farther_from_float32_than_allowed_is_refused(tmp_path_factory, tmp_path, monkeypatch):
+    pruned = pruned_checkpoint("llama", tmp_path_factory)
+    greedy = export_generator.onnx_greedy
+
+    def off_by_half(*args, **kwargs):  # what a wrong graph gives: far beyond any rounding
+        tokens, logits = greedy(*args, **kwargs)
+        return tokens, [step + 0.5 for step in logits]
+
+    monkeypatch.setattr(export_generator, "onnx_greedy", off_by_half)
+    with pytest.raises(SystemExit, match="differ from the float32 computation of its weights by .* over the tolerance"):
+        export_generator.main(["--model", str(pruned), "--out", str(tmp_path / "g.onnx"), "--dtype", "fp16"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_zero_tolerance_fails_and_writes_nothing(tmp_path_factory, tmp_path):
     pruned = pruned_checkpoint("qwen3", tmp_path_factory)
     with pytest.raises(SystemExit, match="over the tolerance 0"):
@@ -217,6 +231,9 @@ def test_reduced_precision_from_a_bf16_checkpoint(dtype, runner, tmp_path_factor
     print(f"qwen2 {dtype}: check max |logit diff| {result['max_abs_logit_diff']:.2e}")
     assert result["runner"] == runner
     assert result["max_abs_logit_diff"] < export_generator.DEFAULT_TOLERANCE[dtype]
+    exact = result["float32_reference"]
+    assert exact["chain_logit_diff"] <= exact["logit_limit"] == result["tolerance"]
+    assert exact["logit_limit"] >= 2 * exact["transformers_logit_diff"]
     import onnx
 
     past = onnx.load(str(tmp_path / "g.onnx")).graph.input[3]
@@ -224,6 +241,22 @@ def test_reduced_precision_from_a_bf16_checkpoint(dtype, runner, tmp_path_factor
     assert past.type.tensor_type.elem_type == expected
     if dtype == "bf16":  # every bf16 operation has a kernel in ONNX Runtime's CUDA provider
         assert export_layered.operators_reading([tmp_path / "g.onnx"], expected) <= export_layered.CUDA_BF16_OPS
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3_text"])
+def test_the_float32_reference_of_a_generation_is_its_greedy_logits_in_float32(arch, tmp_path_factory):
+    """The reduced-precision check's reference: one forward pass over the prompts (the second
+    left-padded) and the chosen tokens gives, in float32, the logits transformers' own greedy
+    generation through its cache gives step by step."""
+    model = load(pruned_checkpoint(arch, tmp_path_factory))
+    rng = np.random.default_rng(3)
+    input_ids = rng.integers(1, model.config.vocab_size, size=(2, 6), dtype=np.int64)
+    attention_mask = np.ones_like(input_ids)
+    input_ids[1, :2], attention_mask[1, :2] = 0, 0
+    tokens, step_logits = export_generator.transformers_greedy(model, input_ids, attention_mask, 8)
+    forced = export_generator.float32_step_logits(model, input_ids, attention_mask, tokens)
+    assert len(forced) == 8
+    assert max(float(np.abs(a - b).max()) for a, b in zip(forced, step_logits)) < 1e-4
 
 
 def test_unsupported_architecture_is_refused_by_name(tmp_path):
