@@ -26,6 +26,9 @@ table for docs/benchmarks.md, and a JSON of everything measured.
   PyTorch, whose default it is).
 - max_nll_diff: max over the masks of |mean NLL - PyTorch with the blocks deleted| (for that
   row itself: against zero-and-restore).
+- fp16 / bf16 shapes are also measured against float32: PyTorch on the same weights computed in
+  float32 (blocks deleted) on the first FLOAT32_MASKS masks; max |NLL diff| of PyTorch in the
+  dtype and of each `evaluate`, in the JSON and under the Markdown table.
 
 Models above 4 GB of weights (the 7B shape) have one random block copied into every block
 (`--replicate-blocks auto`): the export writes one block graph instead of 32 and the run stays
@@ -89,9 +92,13 @@ SHAPES = {
     "tinyllama-1.1b-fp16": ("TinyLlama-1.1B", "fp16", TINYLLAMA_1B),
     "llama2-7b-bf16": ("Llama-2-7B", "bf16", LLAMA2_7B),
     "tiny": ("tiny-llama", "fp32", TINY),
+    "tiny-fp16": ("tiny-llama", "fp16", TINY),
 }
 GPU_SHAPES = ["smollm2-135m-fp32", "smollm2-135m-fp16", "tinyllama-1.1b-fp16", "llama2-7b-bf16"]
 REPLICATE_ABOVE_BYTES = 4 << 30
+# Masks on which a reduced-precision shape is also computed in float32 by PyTorch (the agreement
+# bound against fp32; a 7B shape in float32 takes ~0.4 s a mask on an H200).
+FLOAT32_MASKS = 10
 
 STARTED = time.perf_counter()
 
@@ -306,6 +313,16 @@ def run_shape(args, key: str) -> tuple[list, dict]:
     log(f"{key}: PyTorch blocks deleted {len(masks) / deleted_seconds:.2f} masks/s, "
         f"zero-and-restore {len(masks) / zeroed_seconds:.2f} masks/s")
     reference = {tuple(kept): value for kept, value in zip(masks, deleted)}
+    if dtype_name != "fp32":
+        # The agreement bound against fp32: PyTorch on the same weights computed in float32
+        # (blocks deleted, TF32 off) on the first masks, for PyTorch in the dtype and for each
+        # `evaluate` below.
+        with export_layered.computing_in_float32(model):
+            float32 = {tuple(kept): deleted_blocks_nll(model, input_ids, kept) for kept in masks[:FLOAT32_MASKS]}
+        details["float32_masks"] = len(float32)
+        details["pytorch_max_nll_diff_vs_float32"] = max(abs(reference[m] - v) for m, v in float32.items())
+        log(f"{key}: PyTorch in {dtype_name} against float32: max |NLL diff| "
+            f"{details['pytorch_max_nll_diff_vs_float32']:.2e} over {len(float32)} masks")
 
     contenders = evaluate_contenders(args.device, dtype_name)
     rates = gemm_rates(model.config, token_count, dtype_name, args.device, args.gemm_seconds,
@@ -343,6 +360,8 @@ def run_shape(args, key: str) -> tuple[list, dict]:
         rows.append(row(contender, summary["masks_per_second"], precision, diff))
         details["runs"][contender] = {"summary": summary, "wall_seconds": wall,
                                       "load_and_full_model_seconds": wall - summary["seconds"]}
+        if dtype_name != "fp32":
+            details["runs"][contender]["max_nll_diff_vs_float32"] = max(abs(nll[m] - v) for m, v in float32.items())
         log(f"{key}: {contender}: {summary['masks_per_second']:.2f} masks/s "
             f"({summary['blocks_run']} blocks run; {wall:.1f} s with loading); max |NLL diff| {diff:.2e}")
     # States bound to the device's memory or returned to the host: the same arithmetic.
@@ -374,7 +393,7 @@ def write_csv(path: Path, rows: list) -> None:
             writer.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in COLUMNS})
 
 
-def markdown(rows: list, machine: str, args, failures: list) -> str:
+def markdown(rows: list, machine: str, args, failures: list, details: list) -> str:
     lines = [f"{machine}; {args.windows} x {args.length} tokens, {args.masks} masks (2-9 blocks removed; "
              f"fewer below 11 blocks), "
              f"random weights; {args.date}.", "",
@@ -385,6 +404,15 @@ def markdown(rows: list, machine: str, args, failures: list) -> str:
         lines.append(f"| {r['shape']} | {r['dtype']} | {r['contender']} | {r['masks_per_second']:.3g} | "
                      f"{r['useful_tflops']:.3g} | {r['gemm_tflops']:.3g} | "
                      f"{100 * r['useful_tflops'] / r['gemm_tflops']:.0f} % | {r['max_nll_diff']:.1e} |")
+    against = [(d["shape"], d["dtype"], d["pytorch_max_nll_diff_vs_float32"],
+                {c: r["max_nll_diff_vs_float32"] for c, r in d["runs"].items() if "max_nll_diff_vs_float32" in r},
+                d["float32_masks"]) for d in details if "pytorch_max_nll_diff_vs_float32" in d]
+    if against:
+        lines += ["", "Against float32 (PyTorch on the same weights in float32, blocks deleted; max |NLL diff| "
+                      "over the first masks):", ""]
+        for shape, dtype, pytorch, evaluates, count in against:
+            lines.append(f"- {shape} {dtype}, {count} masks: PyTorch in {dtype} {pytorch:.1e}; "
+                         + ", ".join(f"`{c}` {v:.1e}" for c, v in evaluates.items()))
     if failures:
         # Each failure by its last line (the error; the JSON has the command and more).
         lines += ["", "Failed (no row):"] + [f"- {what}: {(why.strip().splitlines() or [''])[-1]}"
@@ -454,7 +482,7 @@ def main(argv=None):
     failures = [(d["key"], d["error"]) for d in details if "error" in d]
     failures += [(f"{d['key']}: {contender}", why) for d in details
                  for contender, why in d.get("failures", {}).items()]
-    table = markdown(rows, machine, args, failures)
+    table = markdown(rows, machine, args, failures, [d for d in details if "error" not in d])
     (Path(args.markdown) if args.markdown else work / "gpu-bench.md").write_text(table)
     record = {"machine": machine, "torch": torch.__version__,
               "transformers": __import__("transformers").__version__,

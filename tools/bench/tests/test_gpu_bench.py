@@ -141,3 +141,23 @@ exec {BIN / "evaluate"} "$@"
     assert "tiny: evaluate --mask-batch 8: no kernel for this, say" in table
     record = json.loads((tmp_path / "work" / "gpu-bench.json").read_text())
     assert [name for name, _ in record["failures"]] == ["tiny: evaluate --mask-batch 8"]
+
+
+def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
+    """fp16 on the CPU provider (which runs it): every contender's NLL against PyTorch in fp16
+    (the CSV) and against the same weights computed in float32 (the JSON, the Markdown)."""
+    csv_path = tmp_path / "gpu-bench.csv"
+    run_bench(tmp_path, csv_path, "--shapes", "tiny-fp16")
+    _, rows = read_csv(csv_path)
+    assert {r["contender"] for r in rows} == CONTENDERS and {r["dtype"] for r in rows} == {"fp16"}
+    record = json.loads((tmp_path / "gpu-bench.json").read_text())
+    (shape,) = record["shapes"]
+    assert shape["float32_masks"] == 10
+    # A few fp16 steps of rounding in a tiny model's mean NLL (~6), not more; not 0 either,
+    # which would mean the reference was not computed in float32 at all.
+    assert 0 < shape["pytorch_max_nll_diff_vs_float32"] < 5e-2
+    bounds = {c: run["max_nll_diff_vs_float32"] for c, run in shape["runs"].items()}
+    assert set(bounds) == CONTENDERS - {"pytorch zero-and-restore", "pytorch blocks deleted"}
+    assert all(0 <= bound < 5e-2 for bound in bounds.values()), bounds
+    table = (tmp_path / "gpu-bench.md").read_text()
+    assert "- tiny-llama fp16, 10 masks: PyTorch in fp16" in table and "`evaluate`" in table
