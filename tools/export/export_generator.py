@@ -466,6 +466,7 @@ def main(argv=None):
                         help="max |logit difference| against transformers per step, scaled by max(1, |largest "
                              "logit| / 10); default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOLERANCE.items()))
     parser.add_argument("--no-check", action="store_true", help="skip the generation check")
+    export_layered.add_fp16_margin_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -500,6 +501,12 @@ def main(argv=None):
     kept = getattr(model.config, "layerprune_kept_blocks", None)
     print(f"loaded {model.config.model_type} ({dtype_key}) with {model.config.num_hidden_layers} layers"
           f"{f' (original blocks {kept})' if kept else ''} in {time.time() - started:.1f} s")
+    if dtype_key == "fp16" and args.fp16_margin > 0:
+        from transformers import AutoTokenizer
+
+        has_tokenizer = any((args.model / name).is_file() for name in ("tokenizer.json", "tokenizer.model"))
+        tokenizer = AutoTokenizer.from_pretrained(args.model) if has_tokenizer else None
+        export_layered.float16_range_check(model, tokenizer, args.fp16_margin, args.seed, "export_generator")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the destination and renamed into place only after the check: never a

@@ -21,7 +21,7 @@ use ndarray::{Array2, Array3};
 
 use crate::evaluator::{prefix_order, run_masks};
 use crate::manifest::Manifest;
-use crate::model::{on_host, HiddenState, LayeredModel};
+use crate::model::{non_finite_loss, on_host, HiddenState, LayeredModel};
 use crate::RuntimeError;
 
 /// One scoring request: log p(continuation | context).
@@ -418,11 +418,13 @@ impl ChoiceScorer {
                 &mut |model, index, final_state| {
                     for (request, nll_sum) in span_nlls(model, batch, final_state, self.scoring)? {
                         if !nll_sum.is_finite() {
-                            return Err(RuntimeError::BadInput(format!(
-                                "mask {}: the log-likelihood of request {request} is {} (NaN or \
-                                 infinite); the model or its export is broken for this mask",
-                                masks[index], -nll_sum
-                            )));
+                            return Err(non_finite_loss(
+                                &model.manifest().dtype,
+                                format!(
+                                    "mask {}: the log-likelihood of request {request} is {}",
+                                    masks[index], -nll_sum
+                                ),
+                            ));
                         }
                         results[index][request] = -nll_sum;
                     }

@@ -6,7 +6,7 @@ use layerprune_core::{Device, Game, GameError, Mask, Objective};
 use ndarray::Array2;
 
 use crate::batching::run_masks_batched;
-use crate::model::{HiddenState, LayeredModel};
+use crate::model::{non_finite_loss, HiddenState, LayeredModel};
 use crate::RuntimeError;
 
 /// How the evaluator trades memory for reuse.
@@ -187,6 +187,7 @@ impl Evaluator {
             masks.len()
         ];
         let mut done_units = 0;
+        let dtype = self.model.manifest().dtype.clone();
         for batch in 0..self.batches.len() {
             let started = Instant::now();
             let (inputs, targets) = self.batches[batch].clone();
@@ -196,6 +197,7 @@ impl Evaluator {
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
             let mut last = Instant::now();
             let num_batches = self.batches.len();
+            let dtype = &dtype;
             // One mask's NLL rows [batch_size, seq_len] → its sum, timing and progress.
             let mut record = |index: usize, nll: ndarray::ArrayView2<'_, f32>, seconds: f64| {
                 let mask = &masks[index];
@@ -210,10 +212,10 @@ impl Evaluator {
                     })
                     .sum();
                 if !nll_sum.is_finite() {
-                    return Err(RuntimeError::BadInput(format!(
-                        "mask {mask}: the loss is {nll_sum} (NaN or infinite) on window \
-                             batch {batch}; the model or its export is broken for this mask"
-                    )));
+                    return Err(non_finite_loss(
+                        dtype,
+                        format!("mask {mask}: the loss is {nll_sum} on window batch {batch}"),
+                    ));
                 }
                 results[index].nll_sum += nll_sum;
                 results[index].seconds += seconds + shared_seconds;

@@ -738,6 +738,23 @@ fn nll_matrix(
         })
 }
 
+/// The error for a loss that came out NaN or infinite (`what`: which mask and value) in a folder
+/// of `dtype`: the model or its export is broken for it, or, in a float16 folder, its
+/// activations passed float16's largest value (65504) on this text, which Gemma 3 270M's do on
+/// ordinary text (docs/model-format.md, "The export check").
+pub(crate) fn non_finite_loss(dtype: &str, what: String) -> RuntimeError {
+    let hint = if dtype == "float16" {
+        "; this folder is float16, whose largest value is 65504: a model whose activations pass \
+         it on this text (Gemma 3 does) overflows, so export it in bf16 (for a GPU) or fp32 \
+         instead"
+    } else {
+        ""
+    };
+    RuntimeError::BadInput(format!(
+        "{what} (NaN or infinite); the model or its export is broken for this mask{hint}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,6 +901,23 @@ mod tests {
                     RuntimeError::Model(layerprune_model::ModelError::BadManifest { .. })
                 ),
                 "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_finite_loss_in_a_float16_folder_says_why_and_what_to_export() {
+        let half = non_finite_loss("float16", "mask 1111: the loss is NaN".into()).to_string();
+        assert!(
+            half.starts_with("mask 1111: the loss is NaN (NaN or infinite)"),
+            "{half}"
+        );
+        assert!(half.contains("65504") && half.contains("bf16"), "{half}");
+        for dtype in ["float32", "bfloat16"] {
+            let other = non_finite_loss(dtype, "mask 1111: the loss is inf".into()).to_string();
+            assert!(
+                other.ends_with("the model or its export is broken for this mask"),
+                "{other}"
             );
         }
     }

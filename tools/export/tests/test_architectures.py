@@ -231,6 +231,8 @@ def test_reduced_precision_export_matches_transformers_in_that_dtype(arch, dtype
     print(f"{arch} {dtype}: check max |logit diff| {check['max_abs_logit_diff']:.2e}, "
           f"block 1 skipped {logit_diff:.2e} (nll {nll_diff:.2e}), tolerance {tolerance:g}")
     assert max(check["max_abs_logit_diff"], logit_diff, nll_diff) < tolerance
+    # fp16 only: the range check ran before the export, on float32 activations.
+    assert ("float16_range" in manifest) == (dtype == "fp16")
     if dtype == "bf16":  # every bf16 operation has a kernel in ONNX Runtime's CUDA provider
         assert ops_reading(tmp_path / "onnx", onnx.TensorProto.BFLOAT16) <= export_layered.CUDA_BF16_OPS
     exact = check["float32_reference"]
@@ -253,6 +255,33 @@ def test_a_bf16_mamba_block_computes_its_conv_and_softplus_in_float32(tmp_path):
     assert "Conv" in ops and "Softplus" in ops
     assert {"Conv", "Softplus"}.isdisjoint(ops_reading(tmp_path / "onnx", onnx.TensorProto.BFLOAT16))
     assert ops_reading(tmp_path / "onnx", onnx.TensorProto.BFLOAT16) <= export_layered.CUDA_BF16_OPS
+
+
+def test_the_activation_peak_covers_every_block_output(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    make_fixture.build_arch_folder(tmp_path / "hf", "gemma3_text", seed=37)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float16)
+    ids = np.random.default_rng(1).integers(0, model.config.vocab_size, size=16).tolist()
+    with export_layered.computing_in_float32(model), torch.no_grad():
+        states = model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False).hidden_states
+    block_outputs = max(float(h.abs().max()) for h in states[1:-1])  # the last one is after the final norm
+    peak = export_layered.activation_peak(model, [ids])
+    assert peak >= block_outputs > 0
+    assert next(model.parameters()).dtype == torch.float16  # put back
+
+
+def test_an_fp16_export_of_a_model_near_float16s_range_is_refused_before_any_graph(tmp_path):
+    make_fixture.build_arch_folder(tmp_path / "hf", "llama", seed=41)
+    # A margin of 1e6 puts the limit at 0.066: every model is "near float16's range".
+    with pytest.raises(SystemExit, match=r"^export: error: this model's activations reach .* --fp16-margin 1e\+06: "
+                                         r"an fp16 export would overflow .* Export it in bf16"):
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"), "--dtype", "fp16",
+                             "--fp16-margin", "1e6"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no graph, no staging folder
+    _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                                       "--dtype", "fp16", "--fp16-margin", "0", "--no-check"])
+    assert "float16_range" not in manifest
 
 
 def test_the_float32_computation_puts_the_reduced_model_back_exactly(tmp_path):

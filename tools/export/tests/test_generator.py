@@ -193,6 +193,15 @@ def test_an_fp16_decoder_farther_from_float32_than_allowed_is_refused(tmp_path_f
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_fp16_decoder_of_a_model_near_float16s_range_is_refused(tmp_path_factory, tmp_path):
+    pruned = pruned_checkpoint("llama", tmp_path_factory)
+    with pytest.raises(SystemExit, match=r"^export_generator: error: this model's activations reach .* "
+                                         r"--fp16-margin 1e\+06"):
+        export_generator.main(["--model", str(pruned), "--out", str(tmp_path / "g.onnx"), "--dtype", "fp16",
+                               "--fp16-margin", "1e6"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_zero_tolerance_fails_and_writes_nothing(tmp_path_factory, tmp_path):
     pruned = pruned_checkpoint("qwen3", tmp_path_factory)
     with pytest.raises(SystemExit, match="over the tolerance 0"):
