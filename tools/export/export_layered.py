@@ -297,8 +297,8 @@ def _dynamic_shapes(args, dynamic_axes, input_names, dims):
 def widen_for_cuda_bf16(graph: onnx.ModelProto) -> int:
     """Computes in float32 every node of `graph` that reads bfloat16 and has no bf16 kernel in
     ONNX Runtime's CUDA provider (not in CUDA_BF16_OPS: Mamba's Conv and Softplus, for one): its
-    bf16 inputs cast up, its bf16 outputs cast back. The same values, rounded once at the end;
-    returns the number of nodes widened."""
+    bf16 inputs cast up, its bf16 outputs cast back: computed in float32 and rounded to bf16 once,
+    at least as accurate as a bf16 kernel. Returns the number of nodes widened."""
     bf16, fp32 = onnx.TensorProto.BFLOAT16, onnx.TensorProto.FLOAT
     if not any(t.data_type == bf16 for t in graph.graph.initializer) and \
             not any(v.type.tensor_type.elem_type == bf16 for v in graph.graph.input):
@@ -590,7 +590,7 @@ def computing_in_float32(model):
     """`model` computing in float32 on its own weights, put back exactly afterwards: float32 holds
     every fp16 and bf16 value, so the round trip is lossless; tensors kept in another dtype than
     the model's (float32 rotary buffers of a bf16 model) are put back as they were."""
-    dtype = next(model.parameters()).dtype
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     if dtype == torch.float32:
         yield model
         return
