@@ -60,7 +60,8 @@ import export_layered  # noqa: E402
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
 DTYPES = dict(export_layered.DTYPES)
 # The same tolerances as the layered export check (docs/model-format.md): max |logit diff| against
-# transformers in the same dtype, scaled by max(1, |largest logit| / 10).
+# transformers (fp16 / bf16: against float32, or twice transformers' own error if larger), scaled
+# by max(1, |largest logit| / 10).
 DEFAULT_TOLERANCE = dict(export_layered.DEFAULT_TOLERANCE)
 # Protobuf refuses messages over 2 GiB; leave room for the graph itself (as merge_layered.py).
 PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2
@@ -463,7 +464,8 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=int, default=8, help="tokens the check generates")
     parser.add_argument("--prompt-length", type=int, default=6, help="the check's prompt length")
     parser.add_argument("--tolerance", type=float, default=None,
-                        help="max |logit difference| against transformers per step, scaled by max(1, |largest "
+                        help="max |logit difference| per step against transformers (fp16 / bf16: against "
+                             "float32, or twice transformers' own error if larger), scaled by max(1, |largest "
                              "logit| / 10); default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOLERANCE.items()))
     parser.add_argument("--no-check", action="store_true", help="skip the generation check")
     export_layered.add_fp16_margin_argument(parser)
