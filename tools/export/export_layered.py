@@ -303,10 +303,7 @@ def widen_for_cuda_bf16(graph: onnx.ModelProto) -> int:
     if not any(t.data_type == bf16 for t in graph.graph.initializer) and \
             not any(v.type.tensor_type.elem_type == bf16 for v in graph.graph.input):
         return 0
-    inferred = onnx.shape_inference.infer_shapes(graph)
-    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input,
-                                                            *inferred.graph.output)}
-    types.update({t.name: t.data_type for t in graph.graph.initializer})
+    types = value_types(graph)
     nodes, widened = [], 0
     for index, node in enumerate(graph.graph.node):
         if node.op_type in CUDA_BF16_OPS or node.domain not in ("", "ai.onnx") or \
@@ -338,11 +335,20 @@ def operators_reading(paths, elem_type: int) -> set:
     onnx.TensorProto data type): what a provider needs kernels for in that type."""
     ops = set()
     for path in paths:
-        graph = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
-        types = {v.name: v.type.tensor_type.elem_type for v in (*graph.graph.value_info, *graph.graph.input)}
-        types.update({t.name: t.data_type for t in graph.graph.initializer})
+        graph = onnx.load(str(path), load_external_data=False)
+        types = value_types(graph)
         ops |= {n.op_type for n in graph.graph.node if any(types.get(i) == elem_type for i in n.input)}
     return ops
+
+
+def value_types(graph: onnx.ModelProto) -> dict:
+    """Every value of `graph` by name → its element type (an onnx.TensorProto data type), as
+    shape inference finds them (initializers by their own type)."""
+    inferred = onnx.shape_inference.infer_shapes(graph)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    types.update({t.name: t.data_type for t in graph.graph.initializer})
+    return types
 
 
 def externalize(model: onnx.ModelProto, out_dir: Path, written: dict) -> None:
