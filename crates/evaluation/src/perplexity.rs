@@ -131,6 +131,10 @@ pub fn run_evaluation(
             total: masks.len(),
         });
     }
+    if !todo.is_empty() && !matches!(config.runtime.device, layerprune_core::Device::Cpu) {
+        // Batched shapes' memory allocated before the clock starts (a GPU's arenas).
+        evaluator.warm_up()?;
+    }
     progress(Progress::Started { masks: todo.len() });
     let started = Instant::now();
     let blocks_before = evaluator.blocks_run();
@@ -173,6 +177,7 @@ pub fn run_evaluation(
             "extra": manifest.extra,
             "device": config.runtime.device.to_string(),
             "io_binding": evaluator.model().io_binding(),
+            "overlap": config.runtime.overlaps(),
             "tf32": config.runtime.tf32,
             "prefix_reuse": config.options.reuse_prefixes,
             "mask_batch": config.options.mask_batch,

@@ -10,6 +10,7 @@
 
 mod batching;
 mod choices;
+mod cuda;
 mod evaluator;
 mod manifest;
 mod model;

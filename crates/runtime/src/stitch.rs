@@ -23,7 +23,7 @@ use onnx_protobuf::{
     ValueInfoProto,
 };
 use ort::memory::MemoryInfo;
-use ort::session::Session;
+use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, ValueType};
 use protobuf::{Message, MessageField};
 
@@ -50,6 +50,7 @@ impl Stitcher {
         &mut self,
         states: &[&HiddenState],
         memory: Option<&MemoryInfo<'static>>,
+        queued: Option<&RunOptions>,
         options: &RuntimeOptions,
     ) -> Result<HiddenState, RuntimeError> {
         let ty = element_type(states[0])?;
@@ -72,7 +73,7 @@ impl Stitcher {
         binding
             .bind_output_to_device("out", memory)
             .map_err(batch_error)?;
-        let mut outputs = session.run_binding(&binding).map_err(batch_error)?;
+        let mut outputs = run(session, &binding, queued).map_err(batch_error)?;
         outputs.remove("out").ok_or_else(|| RuntimeError::Onnx {
             path: label.into(),
             message: "output out missing".into(),
@@ -85,6 +86,7 @@ impl Stitcher {
         state: &HiddenState,
         parts: usize,
         memory: Option<&MemoryInfo<'static>>,
+        queued: Option<&RunOptions>,
         options: &RuntimeOptions,
     ) -> Result<Vec<HiddenState>, RuntimeError> {
         let ty = element_type(state)?;
@@ -104,7 +106,7 @@ impl Stitcher {
                 .bind_output_to_device(format!("out{i}"), memory)
                 .map_err(batch_error)?;
         }
-        let mut outputs = session.run_binding(&binding).map_err(batch_error)?;
+        let mut outputs = run(session, &binding, queued).map_err(batch_error)?;
         (0..parts)
             .map(|i| {
                 outputs
@@ -115,6 +117,22 @@ impl Stitcher {
                     })
             })
             .collect()
+    }
+
+    /// Opens the Concat and Split graphs of 2 to `max_parts` states of `ty` now, so that no
+    /// session is built while masks are being evaluated: on CUDA each costs far more than
+    /// the batched block call it serves.
+    pub(crate) fn prepare(
+        &mut self,
+        ty: TensorElementType,
+        max_parts: usize,
+        options: &RuntimeOptions,
+    ) -> Result<(), RuntimeError> {
+        for parts in 2..=max_parts {
+            self.session(Operation::Concat, ty, parts, options)?;
+            self.session(Operation::Split, ty, parts, options)?;
+        }
+        Ok(())
     }
 
     fn session(
@@ -140,6 +158,18 @@ impl Stitcher {
                 Ok(entry.insert(session))
             }
         }
+    }
+}
+
+/// A bound run, returning before the device finishes when `queued` says so.
+fn run<'b>(
+    session: &'b mut Session,
+    binding: &'b IoBinding,
+    queued: Option<&RunOptions>,
+) -> ort::Result<ort::session::SessionOutputs<'b>> {
+    match queued {
+        Some(run_options) => session.run_binding_with_options(binding, run_options),
+        None => session.run_binding(binding),
     }
 }
 
@@ -318,16 +348,18 @@ mod tests {
         let mut stitcher = Stitcher::default();
         let states = states(make);
         let refs: Vec<&HiddenState> = states.iter().collect();
-        let by_graph = stitcher.concat(&refs, Some(&memory), &options).unwrap();
-        let on_host = stitcher.concat(&refs, None, &options).unwrap();
+        let by_graph = stitcher
+            .concat(&refs, Some(&memory), None, &options)
+            .unwrap();
+        let on_host = stitcher.concat(&refs, None, None, &options).unwrap();
         let (shape, joined) = contents::<T>(&by_graph);
         assert_eq!(shape, vec![6, 3, 4]);
         assert_eq!((shape, joined), contents::<T>(&on_host));
         for parts in [
             stitcher
-                .split(&by_graph, 3, Some(&memory), &options)
+                .split(&by_graph, 3, Some(&memory), None, &options)
                 .unwrap(),
-            stitcher.split(&on_host, 3, None, &options).unwrap(),
+            stitcher.split(&on_host, 3, None, None, &options).unwrap(),
         ] {
             assert_eq!(parts.len(), 3);
             for (part, state) in parts.iter().zip(&states) {
@@ -336,6 +368,28 @@ mod tests {
         }
         // One Concat and one Split session, built once.
         assert_eq!(stitcher.sessions.len(), 2);
+    }
+
+    #[test]
+    fn prepared_joins_are_the_ones_used_later() {
+        crate::environment(1).unwrap();
+        let options = RuntimeOptions::default();
+        let memory = options.output_memory().unwrap();
+        let mut stitcher = Stitcher::default();
+        stitcher
+            .prepare(TensorElementType::Float32, 4, &options)
+            .unwrap();
+        // Concat and Split of 2, 3 and 4 states.
+        assert_eq!(stitcher.sessions.len(), 6);
+        let states = states(|x| x);
+        let refs: Vec<&HiddenState> = states.iter().collect();
+        let joined = stitcher
+            .concat(&refs, Some(&memory), None, &options)
+            .unwrap();
+        stitcher
+            .split(&joined, 3, Some(&memory), None, &options)
+            .unwrap();
+        assert_eq!(stitcher.sessions.len(), 6);
     }
 
     #[test]
@@ -351,7 +405,7 @@ mod tests {
             .unwrap()
             .into_dyn();
         let error = Stitcher::default()
-            .concat(&[&state], None, &RuntimeOptions::default())
+            .concat(&[&state], None, None, &RuntimeOptions::default())
             .unwrap_err();
         assert!(error.to_string().contains("Int64"), "{error}");
     }

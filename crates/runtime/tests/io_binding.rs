@@ -208,3 +208,85 @@ fn binding_defaults_to_the_device_and_tf32_on_the_cpu_is_refused() {
     )
     .unwrap();
 }
+
+#[test]
+fn overlap_needs_cuda_and_bound_states_and_is_on_there_by_default() {
+    let cuda = RuntimeOptions {
+        device: Device::Cuda(0),
+        ..RuntimeOptions::default()
+    };
+    assert!(cuda.overlaps());
+    assert!(!RuntimeOptions::default().overlaps());
+    for (io_binding, overlap) in [(Some(false), None), (None, Some(false))] {
+        let options = RuntimeOptions {
+            io_binding,
+            overlap,
+            ..cuda.clone()
+        };
+        assert!(!options.overlaps(), "{options:?}");
+    }
+    // On the CPU, bound states change nothing: still no overlap.
+    assert!(!RuntimeOptions {
+        io_binding: Some(true),
+        ..RuntimeOptions::default()
+    }
+    .overlaps());
+    let refused = |options: RuntimeOptions, says: &str| {
+        let Err(error) = LayeredModel::open(&tiny_model_dir(), &options) else {
+            panic!("{options:?} was accepted")
+        };
+        assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
+        assert!(error.to_string().contains(says), "{error}");
+    };
+    // Both refused before any session is made (so before CUDA is looked for).
+    refused(
+        RuntimeOptions {
+            overlap: Some(true),
+            ..RuntimeOptions::default()
+        },
+        "CUDA execution provider",
+    );
+    refused(
+        RuntimeOptions {
+            overlap: Some(true),
+            io_binding: Some(false),
+            ..cuda
+        },
+        "IoBinding",
+    );
+}
+
+#[test]
+fn warming_up_the_batched_shapes_changes_no_nll() {
+    let masks = every_mask(6);
+    for (io_binding, head_batch) in [(true, 0), (true, 3), (false, 2)] {
+        let options = EvalOptions {
+            mask_batch: 4,
+            head_batch,
+            ..EvalOptions::default()
+        };
+        let run = |warm: bool| {
+            let mut evaluator = Evaluator::new(
+                open(io_binding),
+                &fixture_windows(7, 3, 24),
+                options.clone(),
+            )
+            .unwrap();
+            if warm {
+                evaluator.warm_up().unwrap();
+                // The warm-up runs no mask: nothing counted.
+                assert_eq!(evaluator.blocks_run(), 0);
+            }
+            let results = evaluator.evaluate(&masks, &mut |_, _| {}).unwrap();
+            results
+                .iter()
+                .map(|r| r.nll_sum.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            run(false),
+            run(true),
+            "io_binding {io_binding}, head_batch {head_batch}"
+        );
+    }
+}

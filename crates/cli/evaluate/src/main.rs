@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use layerprune_cli_common::{cache_bytes, command_line, count, run, DeviceArgs, Io, Tf32Args};
-use layerprune_core::Mask;
+use layerprune_core::{Device, Mask};
 use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
     MergeConfig, Shard,
@@ -112,7 +112,12 @@ struct Args {
     /// IoBinding): auto = on for CUDA, off for the CPU (where they are in host memory anyway).
     /// Bit-identical results either way.
     #[arg(long, value_enum, default_value = "auto")]
-    io_binding: IoBinding,
+    io_binding: AutoSwitch,
+    /// On CUDA, queue every graph on one stream and let the host prepare the next block while
+    /// the GPU runs this one, waiting only for the NLL (needs --io-binding on or auto): auto =
+    /// on for CUDA with bound states, off otherwise. Same arithmetic, same order.
+    #[arg(long, value_enum, default_value = "auto")]
+    overlap: AutoSwitch,
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     batch_windows: usize,
@@ -157,12 +162,23 @@ struct Args {
     summary: Option<PathBuf>,
 }
 
-/// `--io-binding`.
+/// `--io-binding`, `--overlap`: auto (the runtime decides for the device), on or off.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum IoBinding {
+enum AutoSwitch {
     Auto,
     On,
     Off,
+}
+
+impl AutoSwitch {
+    /// The runtime's setting (`None`: its default for the device).
+    fn setting(self) -> Option<bool> {
+        match self {
+            AutoSwitch::Auto => None,
+            AutoSwitch::On => Some(true),
+            AutoSwitch::Off => Some(false),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -186,6 +202,20 @@ fn main() -> ExitCode {
 fn check_io(args: &Args) -> Result<()> {
     cache_bytes(args.cache_mb)?;
     args.tf32.for_device(args.device.device)?;
+    if args.overlap == AutoSwitch::On {
+        if !matches!(args.device.device, Device::Cuda(_)) {
+            bail!(
+                "--overlap on: overlapping the host with the GPU is a setting of the CUDA \
+                 execution provider, and --device is cpu (use --device cuda, or leave --overlap out)"
+            );
+        }
+        if args.io_binding == AutoSwitch::Off {
+            bail!(
+                "--overlap on needs the hidden states bound to the device: --io-binding off \
+                 returns them to the host after every block"
+            );
+        }
+    }
     let mut io = Io::new()
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
@@ -236,11 +266,8 @@ fn runtime_options(args: &Args) -> RuntimeOptions {
         verify_hashes: !args.no_verify,
         // Batched masks make calls many times larger; per-block arenas would keep them all.
         cpu_arena: args.mask_batch == 1,
-        io_binding: match args.io_binding {
-            IoBinding::Auto => None,
-            IoBinding::On => Some(true),
-            IoBinding::Off => Some(false),
-        },
+        io_binding: args.io_binding.setting(),
+        overlap: args.overlap.setting(),
         // Checked against the device by `check_io` before any work.
         tf32: args.tf32.setting(),
     }

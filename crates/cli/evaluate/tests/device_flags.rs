@@ -75,6 +75,37 @@ fn tf32_on_for_the_cpu_is_refused_by_name_before_any_work() {
 }
 
 #[test]
+fn overlap_on_is_refused_by_name_for_the_cpu_and_without_bound_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.parquet");
+    for (flags, says) in [
+        (&["--overlap", "on"][..], "--device is cpu"),
+        (
+            &[
+                "--device",
+                "cuda:0",
+                "--overlap",
+                "on",
+                "--io-binding",
+                "off",
+            ],
+            "--io-binding off",
+        ),
+    ] {
+        let out = evaluate(dir.path(), &out_file, flags);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("--overlap on"), "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+        assert!(!out_file.exists());
+    }
+    // Off is what the CPU does anyway, and the summary says it.
+    let out = evaluate(dir.path(), &out_file, &["--overlap", "off"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = std::fs::read_to_string(out_file.with_extension("json")).unwrap();
+    assert!(summary.contains("\"overlap\": false"), "{summary}");
+}
+
+#[test]
 fn bound_states_give_the_same_table_and_the_settings_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain.parquet");

@@ -1,0 +1,159 @@
+//! The one CUDA stream that every session of a process queues its kernels on when the host does
+//! not wait for each graph ([`crate::RuntimeOptions::overlap`]).
+//!
+//! ONNX Runtime's CUDA provider gives each session its own streams and, by default, waits at
+//! the end of every run until the GPU has finished it. A layered model makes one run per block,
+//! so the GPU idles while the host prepares and launches the next block's few dozen kernels:
+//! on an H200 that wait was most of a TinyLlama-1.1B block's time. With every session on this
+//! one stream, work is done in the order it was queued whatever session queued it, so a block
+//! may read the previous block's output without the host waiting in between; the host waits
+//! only where it reads a result (the head's NLL, a state copied to the host).
+//!
+//! The stream comes from the CUDA runtime library that the CUDA provider itself loads
+//! (`libcudart.so.13` for onnxruntime-gpu 1.31.1), found the same way (the loader's path).
+
+use std::ffi::c_void;
+use std::sync::OnceLock;
+
+use crate::RuntimeError;
+
+/// The CUDA runtime's names, newest first.
+const LIBRARIES: [&str; 3] = ["libcudart.so.13", "libcudart.so.12", "libcudart.so"];
+
+/// `cudaStreamNonBlocking`: the stream does not wait for the legacy default stream.
+const NON_BLOCKING: u32 = 1;
+
+type SetDevice = unsafe extern "C" fn(i32) -> i32;
+type StreamCreate = unsafe extern "C" fn(*mut *mut c_void, u32) -> i32;
+type StreamSynchronize = unsafe extern "C" fn(*mut c_void) -> i32;
+
+/// The process's shared stream, made once, on one device.
+struct SharedStream {
+    device: u32,
+    /// `cudaStream_t`, kept as an address: it lives as long as the process.
+    stream: usize,
+    synchronize: StreamSynchronize,
+}
+
+static SHARED: OnceLock<Result<SharedStream, String>> = OnceLock::new();
+
+fn unavailable(device: u32, problem: String) -> RuntimeError {
+    RuntimeError::DeviceUnavailable {
+        device: format!("cuda:{device}"),
+        problem,
+    }
+}
+
+fn make(device: u32) -> Result<SharedStream, String> {
+    let (library, name) = LIBRARIES
+        .iter()
+        // SAFETY: loading the CUDA runtime runs only its own initialisers.
+        .find_map(|name| {
+            unsafe { libloading::Library::new(*name) }
+                .ok()
+                .map(|l| (l, name))
+        })
+        .ok_or_else(|| {
+            format!(
+                "none of {} could be loaded (the CUDA runtime the CUDA provider needs; put its \
+                 folder in LD_LIBRARY_PATH)",
+                LIBRARIES.join(", ")
+            )
+        })?;
+    let symbol_error =
+        |symbol: &str, error: libloading::Error| format!("{name}: {symbol}: {error}");
+    // SAFETY: the signatures are the CUDA runtime API's (cudaError_t is a C enum, an i32).
+    let (set_device, create, synchronize) = unsafe {
+        let set_device: SetDevice = *library
+            .get::<SetDevice>(b"cudaSetDevice\0")
+            .map_err(|e| symbol_error("cudaSetDevice", e))?;
+        let create: StreamCreate = *library
+            .get::<StreamCreate>(b"cudaStreamCreateWithFlags\0")
+            .map_err(|e| symbol_error("cudaStreamCreateWithFlags", e))?;
+        let synchronize: StreamSynchronize = *library
+            .get::<StreamSynchronize>(b"cudaStreamSynchronize\0")
+            .map_err(|e| symbol_error("cudaStreamSynchronize", e))?;
+        (set_device, create, synchronize)
+    };
+    let index = i32::try_from(device).map_err(|_| format!("device index {device} too large"))?;
+    // SAFETY: plain CUDA runtime calls with valid arguments.
+    let status = unsafe { set_device(index) };
+    if status != 0 {
+        return Err(format!(
+            "{name}: cudaSetDevice({device}) failed with CUDA error {status}"
+        ));
+    }
+    let mut stream: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `stream` is a valid place for the new stream's handle.
+    let status = unsafe { create(&mut stream, NON_BLOCKING) };
+    if status != 0 || stream.is_null() {
+        return Err(format!(
+            "{name}: cudaStreamCreateWithFlags failed with CUDA error {status}"
+        ));
+    }
+    // The stream is used until the process ends, so the library stays loaded.
+    std::mem::forget(library);
+    Ok(SharedStream {
+        device,
+        stream: stream as usize,
+        synchronize,
+    })
+}
+
+/// The shared stream on `device` (made on first use), as the CUDA provider's
+/// `user_compute_stream` takes it. One process uses one device this way.
+pub(crate) fn shared_stream(device: u32) -> Result<*mut (), RuntimeError> {
+    match SHARED.get_or_init(|| make(device)) {
+        Ok(shared) if shared.device == device => Ok(shared.stream as *mut ()),
+        Ok(shared) => Err(unavailable(
+            device,
+            format!(
+                "this process already queues its work on cuda:{}; one process overlaps on one \
+                 device",
+                shared.device
+            ),
+        )),
+        Err(problem) => Err(unavailable(device, problem.clone())),
+    }
+}
+
+/// Waits until everything queued on the shared stream is done (nothing to wait for when no
+/// session uses it): before the host reads device memory by any other path than a run of a
+/// session on that stream.
+pub(crate) fn wait_for_shared_stream() -> Result<(), RuntimeError> {
+    let Some(Ok(shared)) = SHARED.get() else {
+        return Ok(());
+    };
+    // SAFETY: the stream was made by `make` and is never destroyed.
+    let status = unsafe { (shared.synchronize)(shared.stream as *mut c_void) };
+    if status != 0 {
+        return Err(unavailable(
+            shared.device,
+            format!("cudaStreamSynchronize failed with CUDA error {status}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where there is no GPU (CI, this project's development machines) the stream cannot be
+    /// had, and saying why names the device; waiting then has nothing to wait for.
+    #[test]
+    fn without_a_gpu_the_stream_is_refused_and_waiting_is_free() {
+        if std::path::Path::new("/dev/nvidia0").exists() {
+            return; // a GPU host: the stream may well be made
+        }
+        let Err(error) = shared_stream(0) else {
+            panic!("a CUDA stream was made without a GPU")
+        };
+        assert!(
+            matches!(error, RuntimeError::DeviceUnavailable { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("cuda:0"), "{error}");
+        wait_for_shared_stream().unwrap();
+    }
+}
