@@ -264,6 +264,54 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# The attention of fp16 / bf16 block graphs (`--attention-precision`): transformers' eager
+# attention rounds the scores q·kᵀ to the model's dtype before its float32 softmax, where its
+# default (SDPA) keeps them in float32. On an H200 (docs/benchmarks.md §5), a Llama-2-7B shape in
+# bf16 was 1.0e-3 nats from float32 through graphs exported so, PyTorch with SDPA 1.6e-4 and
+# PyTorch with eager attention 6.7e-4: most of the difference was that rounding. "float32"
+# computes each block's attention (scores, softmax, the weighted sum of values) in float32 with
+# the architecture's own eager code, and casts its output back: the projections around it stay
+# in the dtype, so the cost is the attention's own arithmetic (a few % of a block's at the
+# window lengths used here).
+ATTENTION_PRECISIONS = ("float32", "model")
+FLOAT32_ATTENTION = "layerprune_float32_attention"
+
+
+def float32_attention(module, query, key, value, attention_mask, **kwargs):
+    """The architecture's own eager attention (its module's `eager_attention_forward`: GQA,
+    scaling, soft-capping as the model has them) on float32 copies of its inputs, the output
+    cast back to the inputs' dtype."""
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise UnsupportedArchitecture(f"error: {type(module).__name__}: no eager attention to compute in float32 "
+                                      "(export with --attention-precision model)")
+    mask = attention_mask.float() if attention_mask is not None else None
+    output, weights = eager(module, query.float(), key.float(), value.float(), mask, **kwargs)
+    return output.to(query.dtype), weights
+
+
+def register_float32_attention() -> None:
+    """Registers FLOAT32_ATTENTION with transformers, with the eager code's additive mask (the
+    block graphs pass their own; a whole model run with it builds this one)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(FLOAT32_ATTENTION, float32_attention)
+    AttentionMaskInterface.register(FLOAT32_ATTENTION, eager_mask)
+
+
+@contextlib.contextmanager
+def attention_implementation(config, name):
+    """`config._attn_implementation` set to `name` for the block (None: unchanged)."""
+    previous = config._attn_implementation
+    if name is not None:
+        config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+
+
 def export_graph(module, args, input_names, output_names, dynamic_axes, opset, exporter, fold=True):
     buffer = io.BytesIO()
     # A fresh wrapper module is in training mode, and torch.onnx.export restores the mode it
@@ -424,10 +472,19 @@ def load_model(args):
 
 
 def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int, exporter: str,
-           fixed_seq_len=None):
+           fixed_seq_len=None, attention_precision: str = "float32"):
     """`fixed_seq_len`: for FIXED_LENGTH_MODEL_TYPES, the one sequence length the block graphs
-    run (their scan is unrolled for it); the embedding and head graphs stay dynamic."""
+    run (their scan is unrolled for it); the embedding and head graphs stay dynamic.
+    `attention_precision`: for fp16 / bf16, "float32" computes attention in float32
+    (FLOAT32_ATTENTION), "model" in the dtype as transformers' eager code does."""
     config = model.config
+    if attention_precision not in ATTENTION_PRECISIONS:
+        raise ValueError(f"attention_precision {attention_precision!r}: one of {', '.join(ATTENTION_PRECISIONS)}")
+    # Only where there is attention in a reduced precision; fp32 graphs are unchanged.
+    float32_attention_blocks = (dtype_name != "fp32" and attention_precision == "float32"
+                                and config.model_type not in FIXED_LENGTH_MODEL_TYPES)
+    if float32_attention_blocks:
+        register_float32_attention()
     hidden = config.hidden_size
     dtype = DTYPES[dtype_name]
     example_ids = torch.randint(0, config.vocab_size, (2, 8))
@@ -452,8 +509,9 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
     blocks = []
     for index in range(config.num_hidden_layers):
         name = f"block_{index:03d}.onnx"
-        save(name, export_graph(Block(model, index), (block_hidden,), ["hidden_states"], ["output"],
-                                {"hidden_states": block_axes, "output": block_axes}, opset, exporter))
+        with attention_implementation(config, FLOAT32_ATTENTION if float32_attention_blocks else None):
+            save(name, export_graph(Block(model, index), (block_hidden,), ["hidden_states"], ["output"],
+                                    {"hidden_states": block_axes, "output": block_axes}, opset, exporter))
         blocks.append({"index": index, "original_index": index, "file": name})
     save("head.onnx", export_graph(Head(model, nll=True), (example_hidden, example_ids),
                                    ["hidden_states", "target_ids"], ["nll"],
@@ -474,6 +532,9 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
     if config.model_type in FIXED_LENGTH_MODEL_TYPES:
         # Block graphs accept [batch, fixed_seq_len, hidden] only (ONNX Runtime refuses others).
         extra["fixed_seq_len"] = fixed_seq_len
+    if dtype_name != "fp32" and config.model_type not in FIXED_LENGTH_MODEL_TYPES:
+        # Where the blocks' attention is computed (informational: the graphs hold it).
+        extra["attention_precision"] = "float32" if float32_attention_blocks else DTYPE_NAMES[dtype_name]
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -727,6 +788,9 @@ def main(argv=None):
     source.add_argument("--gguf", help="a GGUF file (dequantized by transformers)")
     parser.add_argument("--out", required=True, help="output layered model folder")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--attention-precision", choices=ATTENTION_PRECISIONS, default="float32",
+                        help="fp16 / bf16 only: compute the blocks' attention in float32 (default; closer to "
+                             "float32, as transformers' SDPA is) or in the dtype (transformers' eager code)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
                         help="torch.onnx exporter (legacy is ~30x faster and gives the same graphs' results)")
@@ -767,7 +831,8 @@ def main(argv=None):
         started = time.time()
         fixed = model.config.model_type in FIXED_LENGTH_MODEL_TYPES
         manifest = export(model, tokenizer, source_info, staging, args.dtype, args.opset, args.exporter,
-                          fixed_seq_len=args.fixed_seq_len if fixed else None)
+                          fixed_seq_len=args.fixed_seq_len if fixed else None,
+                          attention_precision=args.attention_precision)
         if fixed:
             args.check_length = args.fixed_seq_len
         print(f"exported {len(manifest['blocks']) + 3} graphs in {time.time() - started:.1f} s")

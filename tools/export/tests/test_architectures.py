@@ -376,3 +376,24 @@ def test_unsupported_architecture_is_named_with_the_supported_list(tmp_path, mod
         assert f"model type {model_type!r}" in message and f"supported model types: {supported}" in message
         if architectures:
             assert architectures[0] in message
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+def test_reduced_precision_attention_is_computed_in_float32_unless_asked_otherwise(arch, tmp_path,
+                                                                                   tmp_path_factory):
+    """--attention-precision float32 (the default for fp16 / bf16): the scores' MatMul reads
+    float32; `model`: it reads bf16, as transformers' eager code computes it. fp32 exports say
+    nothing about it."""
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=43)
+    matmul_inputs = {}
+    for precision in export_layered.ATTENTION_PRECISIONS:
+        out = tmp_path / precision
+        _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(out), "--dtype", "bf16",
+                                           "--attention-precision", precision, "--check-sequences", "1",
+                                           "--check-length", "8", *FIXED])
+        assert manifest["attention_precision"] == ("float32" if precision == "float32" else "bfloat16")
+        blocks = [out / b["file"] for b in manifest["blocks"]]
+        matmul_inputs[precision] = ("MatMul" in export_layered.operators_reading(blocks, onnx.TensorProto.FLOAT))
+    assert matmul_inputs == {"float32": True, "model": False}
+    _, _, _, manifest, _ = export_fp32(arch, tmp_path_factory)
+    assert "attention_precision" not in manifest
