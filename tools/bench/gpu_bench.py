@@ -8,8 +8,10 @@ device in the shape's dtype):
 2. make 10 x 128 tokens (`prepare-tokens`, from random words of the model's own word-level
    tokenizer) and the 50 masks `make bench` uses (`sample-masks --removed 2,...,9 --masks 50
    --seed 1`; fewer removed blocks for models of fewer than 11 blocks);
-3. time `evaluate --device DEVICE` (as it is by default, and with its other settings:
-   --io-binding, --mask-batch 8, --tf32 off for fp32 on CUDA) and the two PyTorch loops of
+3. time `evaluate --device DEVICE` (as it is by default, and with its other settings: on CUDA
+   --overlap off, --mask-batch 8 with and without it, --io-binding off, --tf32 off for fp32,
+   --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
+   and --io-binding on; `--contenders` picks) and the two PyTorch loops of
    tools/bench/torch_baseline.py (zero-and-restore, blocks deleted from the ModuleList) on the
    same tokens and masks in the same dtype, each after a warm-up;
 4. measure the device's GEMM rate (torch matmul) at the blocks' matrix shapes for the
@@ -28,7 +30,11 @@ table for docs/benchmarks.md, and a JSON of everything measured.
   row itself: against zero-and-restore).
 - fp16 / bf16 shapes are also measured against float32: PyTorch on the same weights computed in
   float32 (blocks deleted) on the first FLOAT32_MASKS masks; max |NLL diff| of PyTorch in the
-  dtype and of each `evaluate`, in the JSON and under the Markdown table.
+  dtype (with its default attention and with eager attention) and of each `evaluate`, in the
+  JSON and under the Markdown table.
+
+The CSV, Markdown and JSON are rewritten after every contender, so a run cut short keeps what it
+measured (tools/bench/gpu_device_run.sh points them at the device tool's $OUT).
 
 Models above 4 GB of weights (the 7B shape) have one random block copied into every block
 (`--replicate-blocks auto`): the export writes one block graph instead of 32 and the run stays
@@ -50,6 +56,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +106,8 @@ REPLICATE_ABOVE_BYTES = 4 << 30
 # Masks on which a reduced-precision shape is also computed in float32 by PyTorch (the agreement
 # bound against fp32; a 7B shape in float32 takes ~0.4 s a mask on an H200).
 FLOAT32_MASKS = 10
+# Masks on which an fp32 shape is also evaluated on the GPU host's CPU provider.
+CPU_MASKS = 10
 
 STARTED = time.perf_counter()
 
@@ -178,7 +187,11 @@ def export_model(model, key: str, dtype_name: str, out_dir: Path, device: str, s
         for index in range(num_blocks):
             name = f"block_{index:03d}.onnx"
             if name != first:
-                shutil.copyfile(out_dir / first, out_dir / name)
+                # A hard link: the same bytes (and page cache) for 31 more 400 MB graphs.
+                try:
+                    os.link(out_dir / first, out_dir / name)
+                except OSError:
+                    shutil.copyfile(out_dir / first, out_dir / name)
             manifest["files"][name] = digest
             manifest["blocks"].append({"index": index, "original_index": index, "file": name})
         manifest["files"] = dict(sorted(manifest["files"].items()))
@@ -195,15 +208,16 @@ class StageFailed(RuntimeError):
     pass
 
 
-def run_stage(args, name: str, stage_args: list, timeout: float = 600.0) -> float:
+def run_stage(args, name: str, stage_args: list, log_level: str = "warn"):
+    """(wall seconds, what the stage printed)."""
     command = [str(Path(args.bin) / name), *map(str, stage_args)]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=args.stage_timeout,
+                          env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", log_level)})
     if done.returncode != 0:
         raise StageFailed(f"{' '.join(command)} exited with {done.returncode}\n"
                           f"{(done.stdout + done.stderr).strip()[-2000:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, (done.stdout + done.stderr).strip()
 
 
 def make_inputs(args, model_dir: Path, work: Path, vocab_size: int, num_blocks: int):
@@ -228,27 +242,45 @@ def make_inputs(args, model_dir: Path, work: Path, vocab_size: int, num_blocks: 
 
 
 def evaluate_contenders(device: str, dtype_name: str):
-    """(contender name, extra flags, precision of its matrix products) for `evaluate`."""
+    """(contender name, extra flags, precision of its matrix products) for `evaluate`, the most
+    telling first (a shape past --deadline-seconds skips the rest)."""
     cuda = device.startswith("cuda")
-    contenders = [("evaluate", [], "tf32" if cuda and dtype_name == "fp32" else dtype_name)]
+    precision = "tf32" if cuda and dtype_name == "fp32" else dtype_name
     other = "off" if cuda else "on"
-    contenders.append((f"evaluate --io-binding {other}", ["--io-binding", other], contenders[0][2]))
-    contenders.append(("evaluate --mask-batch 8", ["--mask-batch", "8"], contenders[0][2]))
+    contenders = [("evaluate", [], precision)]
+    if cuda:
+        # The host waiting for every block (the default before --overlap), and masks batched
+        # through the blocks.
+        for flags in ["--overlap off", "--mask-batch 8", "--overlap off --mask-batch 8"]:
+            contenders.append((f"evaluate {flags}", flags.split(), precision))
+    if not cuda:
+        contenders.append(("evaluate --mask-batch 8", ["--mask-batch", "8"], precision))
+    contenders.append((f"evaluate --io-binding {other}", ["--io-binding", other], precision))
     if cuda and dtype_name == "fp32":
         contenders.append(("evaluate --tf32 off", ["--tf32", "off"], "fp32"))
+    if cuda:
+        # What prefix reuse is worth on a GPU.
+        contenders.append(("evaluate --no-prefix-reuse", ["--no-prefix-reuse"], precision))
+    if cuda and dtype_name == "fp32":
+        # The CPU provider on the host's cores, on the first masks: its NLLs against CUDA's.
+        contenders.append((f"evaluate --device cpu (first {CPU_MASKS} masks)",
+                           ["--device", "cpu", "--max-new-masks", str(CPU_MASKS)], "fp32"))
     return contenders
 
 
 def run_evaluate(args, model_dir: Path, tokens: Path, masks: Path, out: Path, flags: list, verify: bool):
     out.unlink(missing_ok=True)  # evaluate resumes an existing table
     summary = out.with_suffix(".json")
-    wall = run_stage(args, "evaluate", ["--model", model_dir, "--tokens", tokens, "--masks", masks, "--out", out,
-                                        "--summary", summary, "--quiet", "--device", args.device, *flags,
-                                        *([] if verify else ["--no-verify"])])
+    # At info level evaluate logs the time it took to open the graphs.
+    wall, printed = run_stage(args, "evaluate", ["--model", model_dir, "--tokens", tokens, "--masks", masks,
+                                                 "--out", out, "--summary", summary, "--quiet",
+                                                 *([] if "--device" in flags else ["--device", args.device]),
+                                                 *flags, *([] if verify else ["--no-verify"])],
+                              log_level="info")
     table = pq.read_table(out)
     nll = {tuple(kept): value for kept, value in zip(table.column("kept").to_pylist(),
                                                        table.column("nll").to_pylist())}
-    return json.loads(summary.read_text()), nll, wall
+    return json.loads(summary.read_text()), nll, wall, printed[-1500:]
 
 
 def torch_loop(model, input_ids, masks, loop, device: str):
@@ -275,7 +307,9 @@ def gemm_rates(config, rows: int, dtype_name: str, device: str, seconds: float, 
     return rates
 
 
-def run_shape(args, key: str) -> tuple[list, dict]:
+def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
+    """Measures one shape into `rows` and `details`, calling `publish()` after each contender (a
+    run cut short keeps what it measured)."""
     shape, dtype_name, config_values = SHAPES[key]
     dtype = DTYPES[dtype_name]
     work = Path(args.work) / key
@@ -285,8 +319,8 @@ def run_shape(args, key: str) -> tuple[list, dict]:
         + config_values["vocab_size"] * config_values["hidden_size"])
     weight_bytes = params * torch.finfo(dtype).bits // 8
     replicate = {"all": True, "none": False}.get(args.replicate_blocks, weight_bytes > REPLICATE_ABOVE_BYTES)
-    details = {"key": key, "shape": shape, "dtype": dtype_name, "approx_weight_bytes": weight_bytes,
-               "replicated_block": replicate}
+    details.update({"key": key, "shape": shape, "dtype": dtype_name, "approx_weight_bytes": weight_bytes,
+                    "replicated_block": replicate})
 
     log(f"{key}: building random weights on {args.device} ({weight_bytes / 1e9:.2f} GB)")
     model = build_model(config_values, dtype, args.device, args.seed, replicate)
@@ -321,10 +355,24 @@ def run_shape(args, key: str) -> tuple[list, dict]:
             float32 = {tuple(kept): deleted_blocks_nll(model, input_ids, kept) for kept in masks[:FLOAT32_MASKS]}
         details["float32_masks"] = len(float32)
         details["pytorch_max_nll_diff_vs_float32"] = max(abs(reference[m] - v) for m, v in float32.items())
+        # The exported graphs compute attention as transformers' eager code does (scores in
+        # the dtype); the loops above use its default (SDPA). PyTorch with eager attention in
+        # the dtype tells the two sources of difference apart.
+        implementation = model.config._attn_implementation
+        model.config._attn_implementation = "eager"
+        try:
+            eager = {tuple(kept): deleted_blocks_nll(model, input_ids, kept) for kept in masks[:FLOAT32_MASKS]}
+        finally:
+            model.config._attn_implementation = implementation
+        details["pytorch_attention"] = implementation
+        details["pytorch_eager_max_nll_diff_vs_float32"] = max(abs(eager[m] - v) for m, v in float32.items())
+        log(f"{key}: PyTorch with eager attention in {dtype_name} against float32: max |NLL diff| "
+            f"{details['pytorch_eager_max_nll_diff_vs_float32']:.2e}")
         log(f"{key}: PyTorch in {dtype_name} against float32: max |NLL diff| "
             f"{details['pytorch_max_nll_diff_vs_float32']:.2e} over {len(float32)} masks")
 
-    contenders = evaluate_contenders(args.device, dtype_name)
+    contenders = [c for c in evaluate_contenders(args.device, dtype_name)
+                  if c[0] == "evaluate" or re.search(args.contenders, c[0])]
     rates = gemm_rates(model.config, token_count, dtype_name, args.device, args.gemm_seconds,
                        [precision for _, _, precision in contenders] + [dtype_name])
     details["gemm_tflops"] = rates
@@ -336,7 +384,7 @@ def run_shape(args, key: str) -> tuple[list, dict]:
                 "masks_per_second": masks_per_second, "useful_tflops": work_per_mask * masks_per_second / 1e12,
                 "gemm_tflops": rates[precision], "max_nll_diff": nll_diff, "date": args.date}
 
-    rows = [
+    rows += [
         row("pytorch zero-and-restore", len(masks) / zeroed_seconds, dtype_name,
             max(abs(a - b) for a, b in zip(zeroed, deleted))),
         row("pytorch blocks deleted", len(masks) / deleted_seconds, dtype_name,
@@ -344,11 +392,17 @@ def run_shape(args, key: str) -> tuple[list, dict]:
     ]
     details["runs"] = {}
     details["failures"] = {}
+    details["skipped"] = []
+    publish()
     nlls = {}
     for index, (contender, flags, precision) in enumerate(contenders):
+        if index > 0 and time.perf_counter() - STARTED > args.deadline_seconds:
+            details["skipped"].append(contender)
+            log(f"{key}: {contender}: skipped, past --deadline-seconds {args.deadline_seconds:g}")
+            continue
         try:
-            summary, nll, wall = run_evaluate(args, model_dir, tokens, masks_path, work / f"eval-{index}.parquet",
-                                              flags, verify=index == 0)
+            summary, nll, wall, printed = run_evaluate(args, model_dir, tokens, masks_path,
+                                                       work / f"eval-{index}.parquet", flags, verify=index == 0)
         except (StageFailed, subprocess.TimeoutExpired) as error:
             # One contender failing (a kernel the provider lacks for this dtype, say) must not
             # cost the run the others' figures.
@@ -356,24 +410,37 @@ def run_shape(args, key: str) -> tuple[list, dict]:
             log(f"{key}: {contender}: FAILED: {error}")
             continue
         nlls[contender] = nll
-        diff = max(abs(nll[mask] - value) for mask, value in reference.items())
+        diff = max(abs(nll[mask] - value) for mask, value in reference.items() if mask in nll)
         rows.append(row(contender, summary["masks_per_second"], precision, diff))
         details["runs"][contender] = {"summary": summary, "wall_seconds": wall,
-                                      "load_and_full_model_seconds": wall - summary["seconds"]}
+                                      "load_and_full_model_seconds": wall - summary["seconds"], "log": printed}
         if dtype_name != "fp32":
-            details["runs"][contender]["max_nll_diff_vs_float32"] = max(abs(nll[m] - v) for m, v in float32.items())
+            details["runs"][contender]["max_nll_diff_vs_float32"] = max(abs(nll[m] - v) for m, v in float32.items()
+                                                                    if m in nll)
         log(f"{key}: {contender}: {summary['masks_per_second']:.2f} masks/s "
             f"({summary['blocks_run']} blocks run; {wall:.1f} s with loading); max |NLL diff| {diff:.2e}")
+        publish()
     # States bound to the device's memory or returned to the host: the same arithmetic.
-    if all(c in nlls for c, _, _ in contenders[:2]):
-        plain, bound = (nlls[c] for c, _, _ in contenders[:2])
+    io_binding = [c for c, _, _ in contenders if c == "evaluate" or c.startswith("evaluate --io-binding")]
+    if len(io_binding) == 2 and all(c in nlls for c in io_binding):
+        plain, bound = (nlls[c] for c in io_binding)
         details["io_binding_on_vs_off_max_nll_diff"] = max(abs(plain[m] - bound[m]) for m in plain)
         log(f"{key}: --io-binding on vs off: max |NLL diff| {details['io_binding_on_vs_off_max_nll_diff']:.1e}")
+    cpu = [c for c in nlls if "--device cpu" in c]
+    if cpu and "evaluate" in nlls:
+        details["cuda_vs_cpu_provider_max_nll_diff"] = max(abs(nlls["evaluate"][m] - v) for m, v in nlls[cpu[0]].items())
+        log(f"{key}: CUDA (TF32 default) vs the CPU provider: max |NLL diff| "
+            f"{details['cuda_vs_cpu_provider_max_nll_diff']:.1e}")
+    tf32_off = "evaluate --tf32 off"
+    if cpu and tf32_off in nlls:
+        details["cuda_tf32_off_vs_cpu_provider_max_nll_diff"] = max(abs(nlls[tf32_off][m] - v)
+                                                                   for m, v in nlls[cpu[0]].items())
+        log(f"{key}: CUDA --tf32 off vs the CPU provider: max |NLL diff| "
+            f"{details['cuda_tf32_off_vs_cpu_provider_max_nll_diff']:.1e}")
     del model, input_ids
     gc.collect()
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
-    return rows, details
 
 
 def write_csv(path: Path, rows: list) -> None:
@@ -393,7 +460,7 @@ def write_csv(path: Path, rows: list) -> None:
             writer.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in COLUMNS})
 
 
-def markdown(rows: list, machine: str, args, failures: list, details: list) -> str:
+def markdown(rows: list, machine: str, args, failures: list, details: list, skipped: list) -> str:
     lines = [f"{machine}; {args.windows} x {args.length} tokens, {args.masks} masks (2-9 blocks removed; "
              f"fewer below 11 blocks), "
              f"random weights; {args.date}.", "",
@@ -405,14 +472,20 @@ def markdown(rows: list, machine: str, args, failures: list, details: list) -> s
                      f"{r['useful_tflops']:.3g} | {r['gemm_tflops']:.3g} | "
                      f"{100 * r['useful_tflops'] / r['gemm_tflops']:.0f} % | {r['max_nll_diff']:.1e} |")
     against = [(d["shape"], d["dtype"], d["pytorch_max_nll_diff_vs_float32"],
-                {c: r["max_nll_diff_vs_float32"] for c, r in d["runs"].items() if "max_nll_diff_vs_float32" in r},
+                d.get("pytorch_eager_max_nll_diff_vs_float32"),
+                {c: r["max_nll_diff_vs_float32"] for c, r in d.get("runs", {}).items()
+                 if "max_nll_diff_vs_float32" in r},
                 d["float32_masks"]) for d in details if "pytorch_max_nll_diff_vs_float32" in d]
     if against:
         lines += ["", "Against float32 (PyTorch on the same weights in float32, blocks deleted; max |NLL diff| "
                       "over the first masks):", ""]
-        for shape, dtype, pytorch, evaluates, count in against:
-            lines.append(f"- {shape} {dtype}, {count} masks: PyTorch in {dtype} {pytorch:.1e}; "
+        for shape, dtype, pytorch, eager, evaluates, count in against:
+            eager_text = "" if eager is None else f", with eager attention {eager:.1e}"
+            lines.append(f"- {shape} {dtype}, {count} masks: PyTorch in {dtype} {pytorch:.1e}{eager_text}; "
                          + ", ".join(f"`{c}` {v:.1e}" for c, v in evaluates.items()))
+    skipped = skipped + [f"{d['key']}: {c}" for d in details for c in d.get("skipped", [])]
+    if skipped:
+        lines += ["", "Skipped for time (no row): " + ", ".join(skipped)]
     if failures:
         # Each failure by its last line (the error; the JSON has the command and more).
         lines += ["", "Failed (no row):"] + [f"- {what}: {(why.strip().splitlines() or [''])[-1]}"
@@ -441,6 +514,13 @@ def main(argv=None):
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0 = its default)")
     parser.add_argument("--budget-seconds", type=float, default=450.0,
                         help="shapes not started by then are skipped (reported), so one run ends in time")
+    parser.add_argument("--stage-timeout", type=float, default=600.0,
+                        help="seconds one stage (one `evaluate` contender) may take before it counts as failed")
+    parser.add_argument("--contenders", default="",
+                        help="regular expression: the `evaluate` contenders to run besides the default one "
+                             "(default: all)")
+    parser.add_argument("--deadline-seconds", type=float, default=540.0,
+                        help="evaluate contenders (after a shape's first) not started by then are skipped")
     args = parser.parse_args(argv)
     keys = GPU_SHAPES if args.shapes == "gpu" else args.shapes.split(",")
     unknown = [k for k in keys if k not in SHAPES]
@@ -461,35 +541,42 @@ def main(argv=None):
     log(f"{machine}; torch {torch.__version__}; ORT_DYLIB_PATH={os.environ.get('ORT_DYLIB_PATH', '(unset)')}")
 
     rows, details, skipped = [], [], []
+
+    def publish():
+        """Writes the CSV, the Markdown table and the JSON of what has been measured so far (after
+        every contender: a run cut short keeps its figures) and returns the record."""
+        failures = [(d["key"], d["error"]) for d in details if "error" in d]
+        failures += [(f"{d['key']}: {contender}", why) for d in details
+                     for contender, why in d.get("failures", {}).items()]
+        write_csv(Path(args.csv), rows)
+        table = markdown(rows, machine, args, failures, [d for d in details if "error" not in d], skipped)
+        (Path(args.markdown) if args.markdown else work / "gpu-bench.md").write_text(table)
+        record = {"machine": machine, "torch": torch.__version__,
+                  "transformers": __import__("transformers").__version__,
+                  "ort_library": os.environ.get("ORT_DYLIB_PATH"), "device": args.device, "date": args.date,
+                  "seconds": time.perf_counter() - STARTED, "skipped": skipped, "failures": failures,
+                  "shapes": details, "rows": rows}
+        (Path(args.json) if args.json else work / "gpu-bench.json").write_text(json.dumps(record, indent=2) + "\n")
+        return record, table
+
     for key in keys:
         if time.perf_counter() - STARTED > args.budget_seconds:
             skipped.append(key)
             log(f"{key}: skipped, past --budget-seconds {args.budget_seconds:g}")
             continue
+        details.append({"key": key})
         try:
-            shape_rows, shape_details = run_shape(args, key)
+            run_shape(args, key, rows, details[-1], publish)
         except Exception as error:  # noqa: BLE001 - one shape failing must not cost the others
             log(f"{key}: FAILED: {type(error).__name__}: {error}")
-            details.append({"key": key, "error": f"{type(error).__name__}: {error}"})
+            details[-1]["error"] = f"{type(error).__name__}: {error}"
             gc.collect()
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-            continue
-        rows += shape_rows
-        details.append(shape_details)
-        write_csv(Path(args.csv), rows)  # after every shape: a run cut short keeps what it measured
+        publish()
 
-    failures = [(d["key"], d["error"]) for d in details if "error" in d]
-    failures += [(f"{d['key']}: {contender}", why) for d in details
-                 for contender, why in d.get("failures", {}).items()]
-    table = markdown(rows, machine, args, failures, [d for d in details if "error" not in d])
-    (Path(args.markdown) if args.markdown else work / "gpu-bench.md").write_text(table)
-    record = {"machine": machine, "torch": torch.__version__,
-              "transformers": __import__("transformers").__version__,
-              "ort_library": os.environ.get("ORT_DYLIB_PATH"), "device": args.device, "date": args.date,
-              "seconds": time.perf_counter() - STARTED, "skipped": skipped, "failures": failures,
-              "shapes": details, "rows": rows}
-    (Path(args.json) if args.json else work / "gpu-bench.json").write_text(json.dumps(record, indent=2) + "\n")
+    record, table = publish()
+    failures = record["failures"]
     print(table, flush=True)
     log(f"done; {args.csv}" + (f"; skipped: {', '.join(skipped)}" if skipped else "")
         + (f"; {len(failures)} failed" if failures else ""))

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The last device call of the GPU recipe (docs/benchmarks.md §5): gathers the onnxruntime-gpu
+# part(s) this call carried into /tmp/ortparts (the earlier calls put the others there),
+# unpacks the library, and runs tools/bench/gpu_bench.py with its CSV, Markdown and JSON written
+# straight into $OUT after every contender, so a call cut short still brings back what it
+# measured. Settings by environment: T hard limit of the benchmark (s), B last shape start (s),
+# D last contender start (s), ST limit of one stage (s), C the contenders to run besides the
+# default (a regular expression; empty: all), SHAPES (gpu_bench.py --shapes), MASKS (--masks).
+set -uo pipefail
+mkdir -p /tmp/ortparts && cp build/gpu/ortgpu.part-* /tmp/ortparts/ && ls -la /tmp/ortparts > "$OUT/parts.txt"
+eval "$(bash build/gpu/unpack.sh)" || { echo "unpacking onnxruntime-gpu failed"; exit 3; }
+echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH" | tee -a "$OUT/parts.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >> "$OUT/parts.txt" 2>&1
+python3 -c "import torch, transformers, onnx; print(torch.__version__, transformers.__version__, onnx.__version__)" \
+  >> "$OUT/parts.txt" 2>&1
+export PYTHONUNBUFFERED=1
+timeout "${T:-480}" python3 tools/bench/gpu_bench.py --bin build/gpu/bin \
+  --shapes "${SHAPES:-gpu}" --work /tmp/bench-gpu \
+  --csv "$OUT/gpu-bench.csv" --markdown "$OUT/gpu-bench.md" --json "$OUT/gpu-bench.json" \
+  --budget-seconds "${B:-290}" --deadline-seconds "${D:-420}" --stage-timeout "${ST:-120}" --masks "${MASKS:-50}" \
+  --contenders "${C:-}" 2>&1 | tee "$OUT/bench-gpu.log"
+echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench-gpu.log"
