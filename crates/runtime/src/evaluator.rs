@@ -188,10 +188,11 @@ impl Evaluator {
     /// Runs every graph once on the largest batch [`EvalOptions::mask_batch`] makes (each
     /// window batch's embedding repeated that many times, through every block and the head)
     /// and discards the result, so that the device's memory for those shapes is allocated
-    /// before masks are timed. On an H200 the first batched calls of each block's session grew
-    /// its arena during the first masks: 50 masks of a TinyLlama-1.1B shape took 0.83 s batched
-    /// by 8 against 0.41 s one at a time. Nothing to do with masks one at a time (the full
-    /// model, evaluated first, is their warm-up).
+    /// before masks are timed: each block's session has its own arena, which grows on its
+    /// first batched calls. On an H200, 50 masks of a TinyLlama-1.1B shape took 0.83 s batched
+    /// by 8 against 0.41 s one at a time, without this; that growth is the suspected cause,
+    /// not yet measured. Nothing to do with masks one at a time (the full model, evaluated
+    /// first, is their warm-up).
     pub fn warm_up(&mut self) -> Result<(), RuntimeError> {
         let copies = self.options.mask_batch.min(PREPARED_MASK_BATCH);
         if copies < 2 || !self.options.reuse_prefixes {

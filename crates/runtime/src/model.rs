@@ -9,7 +9,7 @@ use ndarray::{Array2, Array3};
 use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{RunOptions, Session};
+use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{
     DynTensorValueType, DynValue, Tensor, TensorElementType, TensorRef, Value, ValueTypeMarker,
 };
@@ -270,7 +270,6 @@ pub fn session_builder(
         .map_err(onnx_error(path))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(builder_error)?;
-
     if matches!(options.device, Device::Cpu) && !options.cpu_arena {
         let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
         builder = builder
@@ -342,17 +341,26 @@ fn run_bound<T: ValueTypeMarker + ?Sized>(
     binding
         .bind_output_to_device(output_name.as_str(), memory)
         .map_err(onnx_error(path))?;
-    let mut outputs = match queued {
-        Some(run_options) => session.run_binding_with_options(&binding, run_options),
-        None => session.run_binding(&binding),
-    }
-    .map_err(onnx_error(path))?;
+    let mut outputs = run_binding(session, &binding, queued).map_err(onnx_error(path))?;
     outputs
         .remove(&output_name)
         .ok_or_else(|| RuntimeError::Onnx {
             path: path.to_path_buf(),
             message: format!("bound output {output_name} missing"),
         })
+}
+
+/// A bound run of `session`, returning before the device has finished it when `queued` (run
+/// options without the provider's synchronisation) is given.
+pub(crate) fn run_binding<'b>(
+    session: &'b mut Session,
+    binding: &'b IoBinding,
+    queued: Option<&RunOptions>,
+) -> ort::Result<ort::session::SessionOutputs<'b>> {
+    match queued {
+        Some(run_options) => session.run_binding_with_options(binding, run_options),
+        None => session.run_binding(binding),
+    }
 }
 
 /// A hidden state in host memory: the state itself where it is there already, else a copy.

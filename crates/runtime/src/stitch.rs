@@ -23,11 +23,11 @@ use onnx_protobuf::{
     ValueInfoProto,
 };
 use ort::memory::MemoryInfo;
-use ort::session::{IoBinding, RunOptions, Session};
+use ort::session::{RunOptions, Session};
 use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, ValueType};
 use protobuf::{Message, MessageField};
 
-use crate::model::{on_host, session_builder, HiddenState};
+use crate::model::{on_host, run_binding, session_builder, HiddenState};
 use crate::{RuntimeError, RuntimeOptions};
 
 /// The batch-axis graphs of one model, built as they are first needed.
@@ -73,7 +73,7 @@ impl Stitcher {
         binding
             .bind_output_to_device("out", memory)
             .map_err(batch_error)?;
-        let mut outputs = run(session, &binding, queued).map_err(batch_error)?;
+        let mut outputs = run_binding(session, &binding, queued).map_err(batch_error)?;
         outputs.remove("out").ok_or_else(|| RuntimeError::Onnx {
             path: label.into(),
             message: "output out missing".into(),
@@ -106,7 +106,7 @@ impl Stitcher {
                 .bind_output_to_device(format!("out{i}"), memory)
                 .map_err(batch_error)?;
         }
-        let mut outputs = run(session, &binding, queued).map_err(batch_error)?;
+        let mut outputs = run_binding(session, &binding, queued).map_err(batch_error)?;
         (0..parts)
             .map(|i| {
                 outputs
@@ -158,18 +158,6 @@ impl Stitcher {
                 Ok(entry.insert(session))
             }
         }
-    }
-}
-
-/// A bound run, returning before the device finishes when `queued` says so.
-fn run<'b>(
-    session: &'b mut Session,
-    binding: &'b IoBinding,
-    queued: Option<&RunOptions>,
-) -> ort::Result<ort::session::SessionOutputs<'b>> {
-    match queued {
-        Some(run_options) => session.run_binding_with_options(binding, run_options),
-        None => session.run_binding(binding),
     }
 }
 
