@@ -460,6 +460,9 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=["auto", *sorted(DTYPES)], default="fp32",
                         help="weights and cache dtype (auto: the checkpoint's); fp32 runs on ONNX Runtime's CPU "
                              "provider, bf16 does not (its check runs in onnx.reference, slow)")
+    parser.add_argument("--attention-precision", choices=export_layered.ATTENTION_PRECISIONS, default="float32",
+                        help="fp16 / bf16 only: compute attention in float32 (default) or in the dtype "
+                             "(transformers' eager code); as export_layered.py")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--new-tokens", type=int, default=8, help="tokens the check generates")
     parser.add_argument("--prompt-length", type=int, default=6, help="the check's prompt length")
@@ -517,7 +520,13 @@ def main(argv=None):
     try:
         started = time.time()
         (staging / "export").mkdir()
-        exported = export_onnx(model, staging / "export", args.opset)
+        # As the layered exporter: fp16 / bf16 attention computed in float32 unless asked not to.
+        float32_attention = dtype_key != "fp32" and args.attention_precision == "float32"
+        if float32_attention:
+            export_layered.register_float32_attention()
+        with export_layered.attention_implementation(
+                model.config, export_layered.FLOAT32_ATTENTION if float32_attention else None):
+            exported = export_onnx(model, staging / "export", args.opset)
         written = save_one_file(exported, staging / out.name, model.config.vocab_size)
         shutil.rmtree(staging / "export")
         size = sum(p.stat().st_size for p in written)

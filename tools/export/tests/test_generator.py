@@ -252,6 +252,21 @@ def test_reduced_precision_from_a_bf16_checkpoint(dtype, runner, tmp_path_factor
         assert export_layered.operators_reading([tmp_path / "g.onnx"], expected) <= export_layered.CUDA_BF16_OPS
 
 
+def test_reduced_precision_attention_is_computed_in_float32_unless_asked_otherwise(tmp_path_factory, tmp_path):
+    """As the layered exporter: an fp16 decoder's attention MatMuls read float32 by default, the
+    dtype with --attention-precision model; both pass the check."""
+    import onnx
+
+    pruned = pruned_checkpoint("qwen2", tmp_path_factory)
+    float32_matmul = {}
+    for precision in export_layered.ATTENTION_PRECISIONS:
+        out = tmp_path / f"{precision}.onnx"
+        export_generator.main(["--model", str(pruned), "--out", str(out), "--dtype", "fp16",
+                               "--attention-precision", precision])
+        float32_matmul[precision] = "MatMul" in export_layered.operators_reading([out], onnx.TensorProto.FLOAT)
+    assert float32_matmul == {"float32": True, "model": False}
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "gemma3_text"])
 def test_the_float32_reference_of_a_generation_is_its_greedy_logits_in_float32(arch, tmp_path_factory):
     """The reduced-precision check's reference: one forward pass over the prompts (the second
