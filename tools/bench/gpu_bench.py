@@ -52,6 +52,7 @@ import argparse
 import csv
 import datetime
 import gc
+import io
 import json
 import os
 import platform
@@ -443,6 +444,14 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
         torch.cuda.empty_cache()
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """`path` holds `text` or what it held before, never part of it (a run killed while writing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def write_csv(path: Path, rows: list) -> None:
     """`rows` replace the rows of the same (shape, dtype) already in `path`; the others stay."""
     measured = {(r["shape"], r["dtype"]) for r in rows}
@@ -450,14 +459,14 @@ def write_csv(path: Path, rows: list) -> None:
     if path.is_file():
         with open(path, newline="") as handle:
             kept = [r for r in csv.DictReader(handle) if (r["shape"], r["dtype"]) not in measured]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for r in kept:
-            writer.writerow({c: r.get(c, "") for c in COLUMNS})
-        for r in rows:
-            writer.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in COLUMNS})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in kept:
+        writer.writerow({c: r.get(c, "") for c in COLUMNS})
+    for r in rows:
+        writer.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in COLUMNS})
+    write_atomically(path, text.getvalue())
 
 
 def markdown(rows: list, machine: str, args, failures: list, details: list, skipped: list) -> str:
@@ -550,13 +559,13 @@ def main(argv=None):
                      for contender, why in d.get("failures", {}).items()]
         write_csv(Path(args.csv), rows)
         table = markdown(rows, machine, args, failures, [d for d in details if "error" not in d], skipped)
-        (Path(args.markdown) if args.markdown else work / "gpu-bench.md").write_text(table)
+        write_atomically(Path(args.markdown) if args.markdown else work / "gpu-bench.md", table)
         record = {"machine": machine, "torch": torch.__version__,
                   "transformers": __import__("transformers").__version__,
                   "ort_library": os.environ.get("ORT_DYLIB_PATH"), "device": args.device, "date": args.date,
                   "seconds": time.perf_counter() - STARTED, "skipped": skipped, "failures": failures,
                   "shapes": details, "rows": rows}
-        (Path(args.json) if args.json else work / "gpu-bench.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_atomically(Path(args.json) if args.json else work / "gpu-bench.json", json.dumps(record, indent=2) + "\n")
         return record, table
 
     for key in keys:

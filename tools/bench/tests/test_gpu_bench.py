@@ -161,3 +161,66 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     assert all(0 <= bound < 5e-2 for bound in bounds.values()), bounds
     table = (tmp_path / "gpu-bench.md").read_text()
     assert "- tiny-llama fp16, 10 masks: PyTorch in fp16" in table and "`evaluate`" in table
+    # PyTorch with eager attention, which the graphs were traced from, is measured as well.
+    assert 0 < shape["pytorch_eager_max_nll_diff_vs_float32"] < 5e-2
+    assert "with eager attention" in table
+
+
+def slow_evaluate(folder: Path, seconds: int) -> Path:
+    """A bin folder whose `evaluate` sleeps `seconds` before a --mask-batch run."""
+    folder.mkdir()
+    for stage in ("prepare-tokens", "sample-masks"):
+        (folder / stage).symlink_to(BIN / stage)
+    (folder / "evaluate").write_text(f"""#!/bin/sh
+case " $* " in *" --mask-batch "*) sleep {seconds};; esac
+exec {BIN / "evaluate"} "$@"
+""")
+    (folder / "evaluate").chmod(0o755)
+    return folder
+
+
+def test_contenders_can_be_picked_and_a_slow_stage_counts_as_failed(tmp_path):
+    """--contenders keeps the default `evaluate` and those it matches; a stage slower than
+    --stage-timeout fails its own row only."""
+    csv_path = tmp_path / "gpu-bench.csv"
+    run_bench(tmp_path, csv_path, "--contenders", "^evaluate --mask-batch")
+    _, rows = read_csv(csv_path)
+    assert {r["contender"] for r in rows} == {"pytorch zero-and-restore", "pytorch blocks deleted", "evaluate",
+                                              "evaluate --mask-batch 8"}
+    slow = slow_evaluate(tmp_path / "slow", 30)
+    run_bench(tmp_path / "slow-work", tmp_path / "slow.csv", "--stage-timeout", "5", bin_dir=slow, status=1)
+    _, rows = read_csv(tmp_path / "slow.csv")
+    assert {r["contender"] for r in rows} == CONTENDERS - {"evaluate --mask-batch 8"}
+    record = json.loads((tmp_path / "slow-work" / "gpu-bench.json").read_text())
+    assert [name for name, _ in record["failures"]] == ["tiny: evaluate --mask-batch 8"]
+
+
+def test_a_run_killed_midway_has_written_what_it_measured(tmp_path):
+    """The outputs are rewritten after every contender: a run killed while its second `evaluate`
+    runs (as a device call cut short is) has the rows of the PyTorch loops and the first one."""
+    import time
+
+    slow = slow_evaluate(tmp_path / "slow", 300)
+    csv_path = tmp_path / "gpu-bench.csv"
+    bench = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--shapes", "tiny", "--bin", str(slow), "--work",
+         str(tmp_path / "work"), "--csv", str(csv_path), "--gemm-seconds", "0.1", "--torch-threads", "1",
+         "--masks", "20"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "ORT_DYLIB_PATH": ORT},
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and bench.poll() is None:
+            markdown = tmp_path / "work" / "gpu-bench.md"  # written last, each file whole
+            if markdown.is_file() and "| tiny-llama | fp32 | evaluate |" in markdown.read_text():
+                break
+            time.sleep(0.5)
+        assert bench.poll() is None, "the run ended instead of waiting in its slow contender"
+    finally:
+        os.killpg(bench.pid, 9)
+        bench.wait()
+    _, rows = read_csv(csv_path)
+    assert {r["contender"] for r in rows} == {"pytorch zero-and-restore", "pytorch blocks deleted", "evaluate"}
+    record = json.loads((tmp_path / "work" / "gpu-bench.json").read_text())
+    assert list(record["shapes"][0]["runs"]) == ["evaluate"]
+    assert "| tiny-llama | fp32 | evaluate |" in (tmp_path / "work" / "gpu-bench.md").read_text()
