@@ -166,18 +166,17 @@ def export_model(model, key: str, dtype_name: str, out_dir: Path, device: str, s
     config = model.config
     num_blocks = config.num_hidden_layers
     layers = model.model.layers
-    attention = config._attn_implementation
     if replicate:
         model.model.layers = torch.nn.ModuleList([layers[0]])
         config.num_hidden_layers = 1
     model.to("cpu")
-    config._attn_implementation = "eager"  # as export_layered.load_model sets it
     source = {"kind": "random", "shape": key, "seed": seed, "replicated_block": replicate}
     try:
-        manifest = export_layered.export(model, word_tokenizer(config.vocab_size), source, out_dir, dtype_name,
-                                         opset=17, exporter="legacy")
+        # Eager, as export_layered.load_model sets it.
+        with export_layered.attention_implementation(config, "eager"):
+            manifest = export_layered.export(model, word_tokenizer(config.vocab_size), source, out_dir,
+                                             dtype_name, opset=17, exporter="legacy")
     finally:
-        config._attn_implementation = attention
         model.model.layers = layers
         config.num_hidden_layers = num_blocks
         model.to(device)
@@ -356,16 +355,12 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
             float32 = {tuple(kept): deleted_blocks_nll(model, input_ids, kept) for kept in masks[:FLOAT32_MASKS]}
         details["float32_masks"] = len(float32)
         details["pytorch_max_nll_diff_vs_float32"] = max(abs(reference[m] - v) for m, v in float32.items())
-        # The exported graphs compute attention as transformers' eager code does (scores in
-        # the dtype); the loops above use its default (SDPA). PyTorch with eager attention in
-        # the dtype tells the two sources of difference apart.
-        implementation = model.config._attn_implementation
-        model.config._attn_implementation = "eager"
-        try:
+        # transformers' eager attention rounds the scores to the dtype (what the graphs did
+        # before `--attention-precision float32`); the loops above use its default (SDPA).
+        # PyTorch with eager attention in the dtype tells the sources of difference apart.
+        details["pytorch_attention"] = model.config._attn_implementation
+        with export_layered.attention_implementation(model.config, "eager"):
             eager = {tuple(kept): deleted_blocks_nll(model, input_ids, kept) for kept in masks[:FLOAT32_MASKS]}
-        finally:
-            model.config._attn_implementation = implementation
-        details["pytorch_attention"] = implementation
         details["pytorch_eager_max_nll_diff_vs_float32"] = max(abs(eager[m] - v) for m, v in float32.items())
         log(f"{key}: PyTorch with eager attention in {dtype_name} against float32: max |NLL diff| "
             f"{details['pytorch_eager_max_nll_diff_vs_float32']:.2e}")

@@ -521,9 +521,8 @@ def main(argv=None):
         started = time.time()
         (staging / "export").mkdir()
         # As the layered exporter: fp16 / bf16 attention computed in float32 unless asked not to.
-        float32_attention = dtype_key != "fp32" and args.attention_precision == "float32"
-        if float32_attention:
-            export_layered.register_float32_attention()
+        float32_attention = export_layered.float32_attention_applies(model.config, dtype_key,
+                                                                     args.attention_precision)
         with export_layered.attention_implementation(
                 model.config, export_layered.FLOAT32_ATTENTION if float32_attention else None):
             exported = export_onnx(model, staging / "export", args.opset)

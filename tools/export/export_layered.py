@@ -290,19 +290,26 @@ def float32_attention(module, query, key, value, attention_mask, **kwargs):
     return output.to(query.dtype), weights
 
 
-def register_float32_attention() -> None:
-    """Registers FLOAT32_ATTENTION with transformers, with the eager code's additive mask (the
-    block graphs pass their own; a whole model run with it builds this one)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    AttentionInterface.register(FLOAT32_ATTENTION, float32_attention)
-    AttentionMaskInterface.register(FLOAT32_ATTENTION, eager_mask)
+def float32_attention_applies(config, dtype_name: str, attention_precision: str) -> bool:
+    """Whether an export in `dtype_name` computes attention in float32: fp16 / bf16 with
+    `attention_precision` "float32", for a model with attention (not Mamba)."""
+    if attention_precision not in ATTENTION_PRECISIONS:
+        raise ValueError(f"attention_precision {attention_precision!r}: one of {', '.join(ATTENTION_PRECISIONS)}")
+    return (dtype_name != "fp32" and attention_precision == "float32"
+            and config.model_type not in FIXED_LENGTH_MODEL_TYPES)
 
 
 @contextlib.contextmanager
 def attention_implementation(config, name):
-    """`config._attn_implementation` set to `name` for the block (None: unchanged)."""
+    """`config._attn_implementation` set to `name` for the block (None: unchanged).
+    FLOAT32_ATTENTION is registered with transformers first, with the eager code's additive mask
+    (the graphs pass their own; a whole model run with it builds this one)."""
+    if name == FLOAT32_ATTENTION:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+        AttentionInterface.register(FLOAT32_ATTENTION, float32_attention)
+        AttentionMaskInterface.register(FLOAT32_ATTENTION, eager_mask)
     previous = config._attn_implementation
     if name is not None:
         config._attn_implementation = name
@@ -478,13 +485,8 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
     `attention_precision`: for fp16 / bf16, "float32" computes attention in float32
     (FLOAT32_ATTENTION), "model" in the dtype as transformers' eager code does."""
     config = model.config
-    if attention_precision not in ATTENTION_PRECISIONS:
-        raise ValueError(f"attention_precision {attention_precision!r}: one of {', '.join(ATTENTION_PRECISIONS)}")
     # Only where there is attention in a reduced precision; fp32 graphs are unchanged.
-    float32_attention_blocks = (dtype_name != "fp32" and attention_precision == "float32"
-                                and config.model_type not in FIXED_LENGTH_MODEL_TYPES)
-    if float32_attention_blocks:
-        register_float32_attention()
+    float32_attention_blocks = float32_attention_applies(config, dtype_name, attention_precision)
     hidden = config.hidden_size
     dtype = DTYPES[dtype_name]
     example_ids = torch.randint(0, config.vocab_size, (2, 8))

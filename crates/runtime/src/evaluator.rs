@@ -198,17 +198,17 @@ impl Evaluator {
         if copies < 2 || !self.options.reuse_prefixes {
             return Ok(());
         }
-        for (inputs, targets) in self.batches.clone() {
-            let embedded = self.model.embed(&inputs)?;
+        for batch in 0..self.batches.len() {
+            // As many as `evaluate` sends through the head at once.
+            let (rows, seq_len) = self.batches[batch].0.dim();
+            let head_copies = self.head_batch(rows, seq_len).clamp(1, copies);
+            let (inputs, targets) = &self.batches[batch];
+            let embedded = self.model.embed(inputs)?;
             let mut state = self.model.concat_states(&vec![&embedded; copies])?;
             for block in 0..self.model.num_blocks() {
                 state = self.model.run_block(block, &state)?;
             }
             let parts = self.model.split_state(&state, copies)?;
-            // As many as `evaluate` sends through the head at once.
-            let head_copies = self
-                .head_batch(inputs.nrows(), inputs.ncols())
-                .clamp(1, copies);
             let head_input = if head_copies == 1 {
                 parts.into_iter().next().expect("at least two parts")
             } else {

@@ -671,11 +671,7 @@ impl LayeredModel {
         if self.bound_memory.is_none() {
             return Ok(());
         }
-        let ty = match self.manifest.dtype.as_str() {
-            "float16" => TensorElementType::Float16,
-            "bfloat16" => TensorElementType::Bfloat16,
-            _ => TensorElementType::Float32,
-        };
+        let ty = self.state_type();
         self.stitcher.prepare(ty, max_parts, &self.options)
     }
 
@@ -796,12 +792,18 @@ impl LayeredModel {
             .map_err(|e| RuntimeError::BadInput(format!("hidden states have the wrong rank: {e}")))
     }
 
+    /// The element type of the hidden states between graphs (the manifest's `dtype`).
+    fn state_type(&self) -> TensorElementType {
+        match self.manifest.dtype.as_str() {
+            "float16" => TensorElementType::Float16,
+            "bfloat16" => TensorElementType::Bfloat16,
+            _ => TensorElementType::Float32,
+        }
+    }
+
     /// Bytes one hidden state of `batch` × `seq_len` takes.
     pub fn state_bytes(&self, batch: usize, seq_len: usize) -> usize {
-        let element = match self.manifest.dtype.as_str() {
-            "float16" | "bfloat16" => 2,
-            _ => 4,
-        };
+        let element = self.state_type().byte_size(1).unwrap_or(4);
         // Saturating: the manifest's sizes are bounded, but a caller's batch need not be.
         batch
             .saturating_mul(seq_len)
