@@ -9,7 +9,7 @@ device in the shape's dtype):
    tokenizer) and the 50 masks `make bench` uses (`sample-masks --removed 2,...,9 --masks 50
    --seed 1`; fewer removed blocks for models of fewer than 11 blocks);
 3. time `evaluate --device DEVICE` (as it is by default, and with its other settings: on CUDA
-   --overlap off, --mask-batch 8 with and without it, --io-binding off, --tf32 off for fp32,
+   --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, --io-binding off, --tf32 off for fp32,
    --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
    and --io-binding on; `--contenders` picks) and the two PyTorch loops of
    tools/bench/torch_baseline.py (zero-and-restore, blocks deleted from the ModuleList) on the
@@ -249,9 +249,11 @@ def evaluate_contenders(device: str, dtype_name: str):
     other = "off" if cuda else "on"
     contenders = [("evaluate", [], precision)]
     if cuda:
-        # The host waiting for every block (the default before --overlap), and masks batched
-        # through the blocks.
-        for flags in ["--overlap off", "--mask-batch 8", "--overlap off --mask-batch 8"]:
+        # Blocks replayed as CUDA graphs (the host's launches set the pace at 1.1B), the host
+        # waiting for every block (the default before --overlap), and masks batched through the
+        # blocks.
+        for flags in ["--cuda-graphs on", "--overlap off", "--mask-batch 8",
+                      "--cuda-graphs on --mask-batch 8", "--overlap off --mask-batch 8"]:
             contenders.append((f"evaluate {flags}", flags.split(), precision))
     if not cuda:
         contenders.append(("evaluate --mask-batch 8", ["--mask-batch", "8"], precision))

@@ -178,6 +178,7 @@ pub fn run_evaluation(
             "device": config.runtime.device.to_string(),
             "io_binding": evaluator.model().io_binding(),
             "overlap": config.runtime.overlaps(),
+            "cuda_graphs": evaluator.model().captures_blocks(),
             "tf32": config.runtime.tf32,
             "prefix_reuse": config.options.reuse_prefixes,
             "mask_batch": config.options.mask_batch,

@@ -27,6 +27,10 @@ const NON_BLOCKING: u32 = 1;
 type SetDevice = unsafe extern "C" fn(i32) -> i32;
 type StreamCreate = unsafe extern "C" fn(*mut *mut c_void, u32) -> i32;
 type StreamSynchronize = unsafe extern "C" fn(*mut c_void) -> i32;
+type MemcpyAsync = unsafe extern "C" fn(*mut c_void, *const c_void, usize, u32, *mut c_void) -> i32;
+
+/// `cudaMemcpyDeviceToDevice`.
+const DEVICE_TO_DEVICE: u32 = 3;
 
 /// The process's shared stream, made once, on one device.
 struct SharedStream {
@@ -34,6 +38,7 @@ struct SharedStream {
     /// `cudaStream_t`, kept as an address: it lives as long as the process.
     stream: usize,
     synchronize: StreamSynchronize,
+    memcpy_async: MemcpyAsync,
 }
 
 static SHARED: OnceLock<Result<SharedStream, String>> = OnceLock::new();
@@ -64,7 +69,7 @@ fn make(device: u32) -> Result<SharedStream, String> {
     let symbol_error =
         |symbol: &str, error: libloading::Error| format!("{name}: {symbol}: {error}");
     // SAFETY: the signatures are the CUDA runtime API's (cudaError_t is a C enum, an i32).
-    let (set_device, create, synchronize) = unsafe {
+    let (set_device, create, synchronize, memcpy_async) = unsafe {
         let set_device: SetDevice = *library
             .get::<SetDevice>(b"cudaSetDevice\0")
             .map_err(|e| symbol_error("cudaSetDevice", e))?;
@@ -74,7 +79,10 @@ fn make(device: u32) -> Result<SharedStream, String> {
         let synchronize: StreamSynchronize = *library
             .get::<StreamSynchronize>(b"cudaStreamSynchronize\0")
             .map_err(|e| symbol_error("cudaStreamSynchronize", e))?;
-        (set_device, create, synchronize)
+        let memcpy_async: MemcpyAsync = *library
+            .get::<MemcpyAsync>(b"cudaMemcpyAsync\0")
+            .map_err(|e| symbol_error("cudaMemcpyAsync", e))?;
+        (set_device, create, synchronize, memcpy_async)
     };
     let index = i32::try_from(device).map_err(|_| format!("device index {device} too large"))?;
     // SAFETY: plain CUDA runtime calls with valid arguments.
@@ -98,6 +106,7 @@ fn make(device: u32) -> Result<SharedStream, String> {
         device,
         stream: stream as usize,
         synchronize,
+        memcpy_async,
     })
 }
 
@@ -131,6 +140,42 @@ pub(crate) fn wait_for_shared_stream() -> Result<(), RuntimeError> {
         return Err(unavailable(
             shared.device,
             format!("cudaStreamSynchronize failed with CUDA error {status}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Queues a copy of `bytes` bytes from `source` to `target`, both in the device's memory, on
+/// the shared stream: after whatever was queued there before (the run that wrote `source`),
+/// before whatever is queued after (the run that reads `target`).
+///
+/// # Safety
+/// `source` and `target` must be device allocations of at least `bytes` bytes that stay
+/// allocated until the stream has done the copy, and must not overlap.
+pub(crate) unsafe fn copy_on_shared_stream(
+    target: *mut c_void,
+    source: *const c_void,
+    bytes: usize,
+) -> Result<(), RuntimeError> {
+    let Some(Ok(shared)) = SHARED.get() else {
+        return Err(RuntimeError::BadInput(
+            "a copy on the shared CUDA stream was asked for before the stream was made".into(),
+        ));
+    };
+    // SAFETY: the caller's contract; the stream was made by `make` and is never destroyed.
+    let status = unsafe {
+        (shared.memcpy_async)(
+            target,
+            source,
+            bytes,
+            DEVICE_TO_DEVICE,
+            shared.stream as *mut c_void,
+        )
+    };
+    if status != 0 {
+        return Err(unavailable(
+            shared.device,
+            format!("cudaMemcpyAsync of {bytes} bytes failed with CUDA error {status}"),
         ));
     }
     Ok(())

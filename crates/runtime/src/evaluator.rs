@@ -6,6 +6,7 @@ use layerprune_core::{Device, Game, GameError, Mask, Objective};
 use ndarray::Array2;
 
 use crate::batching::run_masks_batched;
+use crate::captured::RUNS_BEFORE_CAPTURE;
 use crate::model::{non_finite_loss, HiddenState, LayeredModel};
 use crate::RuntimeError;
 
@@ -191,35 +192,56 @@ impl Evaluator {
     /// before masks are timed: each block's session has its own arena, which grows on its
     /// first batched calls. On an H200, 50 masks of a TinyLlama-1.1B shape took 0.83 s batched
     /// by 8 against 0.41 s one at a time, without this; that growth is the suspected cause,
-    /// not yet measured. Nothing to do with masks one at a time (the full model, evaluated
-    /// first, is their warm-up).
+    /// not yet measured. With masks one at a time there is nothing to do (the full model,
+    /// evaluated first, is their warm-up), unless the blocks are captured as CUDA graphs
+    /// ([`LayeredModel::captures_blocks`]): then one mask's shape and the batched one are run
+    /// until captured, so that timed runs are replays.
     pub fn warm_up(&mut self) -> Result<(), RuntimeError> {
         let copies = self.options.mask_batch.min(PREPARED_MASK_BATCH);
-        if copies < 2 || !self.options.reuse_prefixes {
+        let batched = copies >= 2 && self.options.reuse_prefixes;
+        let captured = self.model.captures_blocks();
+        if !batched && !captured {
             return Ok(());
         }
+        let passes = if captured { RUNS_BEFORE_CAPTURE + 1 } else { 1 };
         for batch in 0..self.batches.len() {
-            // As many as `evaluate` sends through the head at once.
-            let (rows, seq_len) = self.batches[batch].0.dim();
-            let head_copies = self.head_batch(rows, seq_len).clamp(1, copies);
-            let (inputs, targets) = &self.batches[batch];
-            let embedded = self.model.embed(inputs)?;
-            let mut state = self.model.concat_states(&vec![&embedded; copies])?;
-            for block in 0..self.model.num_blocks() {
-                state = self.model.run_block(block, &state)?;
+            for _ in 0..passes {
+                if captured {
+                    let mut state = self.model.embed(&self.batches[batch].0)?;
+                    for block in 0..self.model.num_blocks() {
+                        state = self.model.run_block(block, &state)?;
+                    }
+                }
+                if batched {
+                    self.warm_up_batched(batch, copies)?;
+                }
             }
-            let parts = self.model.split_state(&state, copies)?;
-            let head_input = if head_copies == 1 {
-                parts.into_iter().next().expect("at least two parts")
-            } else {
-                self.model
-                    .concat_states(&parts.iter().take(head_copies).collect::<Vec<_>>())?
-            };
-            let views = vec![targets.view(); head_copies];
-            let stacked =
-                ndarray::concatenate(ndarray::Axis(0), &views).expect("equal window batches stack");
-            self.model.token_nll(&head_input, &stacked)?;
         }
+        Ok(())
+    }
+
+    /// Window batch `batch` through every graph as `copies` masks at once.
+    fn warm_up_batched(&mut self, batch: usize, copies: usize) -> Result<(), RuntimeError> {
+        // As many as `evaluate` sends through the head at once.
+        let (rows, seq_len) = self.batches[batch].0.dim();
+        let head_copies = self.head_batch(rows, seq_len).clamp(1, copies);
+        let (inputs, targets) = &self.batches[batch];
+        let embedded = self.model.embed(inputs)?;
+        let mut state = self.model.concat_states(&vec![&embedded; copies])?;
+        for block in 0..self.model.num_blocks() {
+            state = self.model.run_block(block, &state)?;
+        }
+        let parts = self.model.split_state(&state, copies)?;
+        let head_input = if head_copies == 1 {
+            parts.into_iter().next().expect("at least two parts")
+        } else {
+            self.model
+                .concat_states(&parts.iter().take(head_copies).collect::<Vec<_>>())?
+        };
+        let views = vec![targets.view(); head_copies];
+        let stacked =
+            ndarray::concatenate(ndarray::Axis(0), &views).expect("equal window batches stack");
+        self.model.token_nll(&head_input, &stacked)?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! choice's continuation given its context, for the zero-shot tasks of `layerprune-tasks`.
 
 mod batching;
+mod captured;
 mod choices;
 mod cuda;
 mod evaluator;

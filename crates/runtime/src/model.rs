@@ -7,13 +7,14 @@ use std::sync::OnceLock;
 use layerprune_core::Device;
 use ndarray::{Array2, Array3};
 use ort::environment::{Environment, GlobalThreadPoolOptions};
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{
     DynTensorValueType, DynValue, Tensor, TensorElementType, TensorRef, Value, ValueTypeMarker,
 };
 
+use crate::captured::{CapturedBlocks, Copies, CAPTURED_SHAPES};
 use crate::manifest::{model_id, Manifest};
 use crate::stitch::Stitcher;
 use crate::RuntimeError;
@@ -56,6 +57,12 @@ pub struct RuntimeOptions {
     /// off otherwise. Needs CUDA and bound outputs ([`Self::io_binding`]); `Some(true)`
     /// otherwise is refused.
     pub overlap: Option<bool>,
+    /// Capture each block's kernels as a CUDA graph and replay it, instead of launching them
+    /// one by one from the host (`crate::captured`): what a model whose blocks are small for
+    /// the GPU needs, as launches then set the pace. Needs CUDA with overlap
+    /// ([`Self::overlaps`]), whose stream orders the copies into and out of the captured
+    /// buffers. Off by default until measured on a GPU.
+    pub cuda_graphs: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -68,6 +75,7 @@ impl Default for RuntimeOptions {
             io_binding: None,
             tf32: None,
             overlap: None,
+            cuda_graphs: false,
         }
     }
 }
@@ -101,6 +109,20 @@ impl RuntimeOptions {
             return Err(RuntimeError::BadInput(
                 "overlapping the host with the GPU needs hidden states bound to the device \
                  (IoBinding): states returned to the host make it wait after every block"
+                    .into(),
+            ));
+        }
+        if self.cuda_graphs && !matches!(self.device, Device::Cuda(_)) {
+            return Err(RuntimeError::BadInput(
+                "CUDA graphs are a setting of the CUDA execution provider; the CPU provider \
+                 runs each graph's kernels itself"
+                    .into(),
+            ));
+        }
+        if self.cuda_graphs && !self.overlaps() {
+            return Err(RuntimeError::BadInput(
+                "CUDA graphs need the host overlapped with the GPU (bound states on one shared \
+                 stream), which orders the copies into and out of the captured buffers"
                     .into(),
             ));
         }
@@ -197,8 +219,15 @@ fn onnx_error(path: &Path) -> impl Fn(ort::Error) -> RuntimeError + '_ {
     }
 }
 
-fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, RuntimeError> {
-    session_builder(path, options)?
+/// Opens the graph at `path`; `capture`: with [`RuntimeOptions::cuda_graphs`], let its runs be
+/// captured as CUDA graphs (block graphs only: the embedding and the head read inputs from the
+/// host, which a replay would not read again).
+fn open_session(
+    path: &Path,
+    options: &RuntimeOptions,
+    capture: bool,
+) -> Result<Session, RuntimeError> {
+    builder(path, options, capture && options.cuda_graphs)?
         .commit_from_file(path)
         .map_err(onnx_error(path))
 }
@@ -209,10 +238,12 @@ fn open_session(path: &Path, options: &RuntimeOptions) -> Result<Session, Runtim
 /// fraction of the time on a machine with cores to spare. On CUDA they are opened one after
 /// another: sessions created on one GPU from several threads at once have crashed ONNX Runtime
 /// (microsoft/onnxruntime#26610), and no GPU run has shown it safe here yet. The first failing
-/// path (in `paths` order) is the error.
+/// path (in `paths` order) is the error. `capture(i)`: whether graph i may be captured
+/// ([`open_session`]).
 fn open_sessions(
     paths: &[PathBuf],
     options: &RuntimeOptions,
+    capture: impl Fn(usize) -> bool + Sync,
 ) -> Result<Vec<Session>, RuntimeError> {
     let workers = match options.device {
         Device::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -234,7 +265,7 @@ fn open_sessions(
                         let Some(path) = paths.get(i) else {
                             return mine;
                         };
-                        mine.push((i, open_session(path, options)));
+                        mine.push((i, open_session(path, options, capture(i))));
                     }
                 })
             })
@@ -259,6 +290,15 @@ const MAX_PARALLEL_OPENS: usize = 8;
 pub fn session_builder(
     path: &Path,
     options: &RuntimeOptions,
+) -> Result<SessionBuilder, RuntimeError> {
+    builder(path, options, false)
+}
+
+/// [`session_builder`], with the CUDA provider's graph capture on when `capture`.
+fn builder(
+    path: &Path,
+    options: &RuntimeOptions,
+    capture: bool,
 ) -> Result<SessionBuilder, RuntimeError> {
     let environment = environment(options.threads)?;
     let builder_error =
@@ -303,6 +343,9 @@ pub fn session_builder(
             let stream = crate::cuda::shared_stream(index)?;
             // SAFETY: the shared stream is never destroyed, so it outlives every session.
             cuda = unsafe { cuda.with_compute_stream(stream) };
+        }
+        if capture {
+            cuda = cuda.with_cuda_graph(true);
         }
         let cuda = cuda.build().error_on_failure();
         builder = builder
@@ -510,6 +553,8 @@ pub struct LayeredModel {
     /// Run options for the graphs whose outputs stay on the device when the host does not
     /// wait for them ([`RuntimeOptions::overlap`]); `None`: every run waits.
     queued: Option<RunOptions>,
+    /// The blocks' runs captured as CUDA graphs ([`RuntimeOptions::cuda_graphs`]).
+    captured: Option<CapturedBlocks>,
     embed: Session,
     blocks: Vec<Session>,
     head: Session,
@@ -538,7 +583,9 @@ impl LayeredModel {
         graphs.extend(paths.blocks.iter().cloned());
         graphs.push(paths.head.clone());
         let started = std::time::Instant::now();
-        let mut sessions = open_sessions(&graphs, options)?.into_iter();
+        // The blocks, not the embedding (first) or the head (last).
+        let last = graphs.len() - 1;
+        let mut sessions = open_sessions(&graphs, options, |i| i > 0 && i < last)?.into_iter();
         tracing::info!(
             "opened the {} graphs of {} in {:.2} s",
             graphs.len(),
@@ -569,6 +616,19 @@ impl LayeredModel {
         } else {
             None
         };
+        let captured = if options.cuda_graphs {
+            let memory = options.output_memory()?;
+            let allocator = Allocator::new(&embed, memory).map_err(onnx_error(&paths.embed))?;
+            Some(CapturedBlocks::new(
+                allocator,
+                Copies::SharedStream,
+                queued.is_some(),
+                CAPTURED_SHAPES,
+                dir,
+            )?)
+        } else {
+            None
+        };
         Ok(LayeredModel {
             dir: dir.to_path_buf(),
             model_id: model_id(dir)?,
@@ -577,6 +637,7 @@ impl LayeredModel {
             options: options.clone(),
             bound_memory,
             queued,
+            captured,
             embed,
             blocks,
             head,
@@ -600,6 +661,35 @@ impl LayeredModel {
 
     pub fn num_blocks(&self) -> usize {
         self.manifest.num_blocks
+    }
+
+    /// Whether block runs are captured as CUDA graphs ([`RuntimeOptions::cuda_graphs`]; on the
+    /// CPU provider, in tests, the same fixed buffers without capture).
+    pub fn captures_blocks(&self) -> bool {
+        self.captured.is_some()
+    }
+
+    /// Block runs through [`CapturedBlocks`]' fixed buffers on the CPU provider, capturing up to
+    /// `capacity` shapes (the CPU provider captures nothing: this tests the buffers, bindings
+    /// and copies that CUDA graphs need).
+    #[cfg(test)]
+    pub(crate) fn capture_blocks_on_the_host(&mut self, capacity: usize) {
+        let captured = CapturedBlocks::new(
+            Allocator::default(),
+            Copies::Host,
+            false,
+            capacity,
+            &self.dir,
+        )
+        .expect("run options on the CPU");
+        self.captured = Some(captured);
+    }
+
+    /// Shapes whose block runs are captured so far (0 without [`Self::captures_blocks`]).
+    pub fn captured_shapes(&self) -> usize {
+        self.captured
+            .as_ref()
+            .map_or(0, CapturedBlocks::captured_shapes)
     }
 
     /// The device the graphs run on.
@@ -636,6 +726,9 @@ impl LayeredModel {
         hidden: &HiddenState,
     ) -> Result<HiddenState, RuntimeError> {
         let path = &self.paths.blocks[index];
+        if let Some(captured) = &mut self.captured {
+            return captured.run(index, &mut self.blocks[index], hidden, path);
+        }
         if let Some(memory) = &self.bound_memory {
             return run_bound(
                 &mut self.blocks[index],
@@ -752,7 +845,7 @@ impl LayeredModel {
             ))
         })?;
         if self.head_logits.is_none() {
-            let session = open_session(&path, &self.options)?;
+            let session = open_session(&path, &self.options, false)?;
             check_hidden_width(&self.manifest, &self.dir, &session, &path, false)?;
             if let Some(width) = session
                 .outputs()

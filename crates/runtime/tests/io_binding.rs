@@ -257,6 +257,47 @@ fn overlap_needs_cuda_and_bound_states_and_is_on_there_by_default() {
 }
 
 #[test]
+fn cuda_graphs_need_cuda_with_overlap_and_are_off_by_default() {
+    assert!(!RuntimeOptions::default().cuda_graphs);
+    let refused = |options: RuntimeOptions, says: &str| {
+        let Err(error) = LayeredModel::open(&tiny_model_dir(), &options) else {
+            panic!("{options:?} was accepted")
+        };
+        assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
+        assert!(error.to_string().contains(says), "{error}");
+    };
+    // Refused before any session is made (so before CUDA is looked for).
+    refused(
+        RuntimeOptions {
+            cuda_graphs: true,
+            io_binding: Some(true),
+            ..RuntimeOptions::default()
+        },
+        "CUDA graphs are a setting of the CUDA execution provider",
+    );
+    let cuda = RuntimeOptions {
+        device: Device::Cuda(0),
+        cuda_graphs: true,
+        ..RuntimeOptions::default()
+    };
+    for (io_binding, overlap) in [(Some(false), None), (None, Some(false))] {
+        refused(
+            RuntimeOptions {
+                io_binding,
+                overlap,
+                ..cuda.clone()
+            },
+            "CUDA graphs need the host overlapped with the GPU",
+        );
+    }
+    assert!(
+        !LayeredModel::open(&tiny_model_dir(), &RuntimeOptions::default())
+            .unwrap()
+            .captures_blocks()
+    );
+}
+
+#[test]
 fn warming_up_the_batched_shapes_changes_no_nll() {
     let masks = every_mask(6);
     for (io_binding, head_batch) in [(true, 0), (true, 3), (false, 2)] {

@@ -224,3 +224,22 @@ def test_a_run_killed_midway_has_written_what_it_measured(tmp_path):
     record = json.loads((tmp_path / "work" / "gpu-bench.json").read_text())
     assert list(record["shapes"][0]["runs"]) == ["evaluate"]
     assert "| tiny-llama | fp32 | evaluate |" in (tmp_path / "work" / "gpu-bench.md").read_text()
+
+
+def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
+    """The GPU-only contenders (not run on the CPU) are spelled as `evaluate` spells its flags:
+    a typo would cost a GPU run its row."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_bench
+
+    contenders = {name: flags for name, flags, _ in gpu_bench.evaluate_contenders("cuda:0", "fp16")}
+    for name in ["evaluate --cuda-graphs on", "evaluate --cuda-graphs on --mask-batch 8",
+                 "evaluate --overlap off", "evaluate --mask-batch 8", "evaluate --io-binding off"]:
+        assert name in contenders, sorted(contenders)
+        assert contenders[name] == name.split()[1:], name
+    help_text = subprocess.run([str(BIN / "evaluate"), "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    for flags in contenders.values():
+        for flag in flags:
+            if flag.startswith("--"):
+                assert flag in help_text, flag

@@ -13,7 +13,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
-use layerprune_cli_common::{cache_bytes, command_line, count, run, DeviceArgs, Io, Tf32Args};
+use layerprune_cli_common::{
+    cache_bytes, command_line, count, run, DeviceArgs, Io, Switch, Tf32Args,
+};
 use layerprune_core::{Device, Mask};
 use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
@@ -118,6 +120,11 @@ struct Args {
     /// on for CUDA with bound states, off otherwise. Same arithmetic, same order.
     #[arg(long, value_enum, default_value = "auto")]
     overlap: AutoSwitch,
+    /// On CUDA, capture each block's kernels as a CUDA graph on its third run of a shape and
+    /// replay it after, instead of launching them one by one from the host (needs --overlap
+    /// on or auto). Same kernels; off by default until measured on a GPU.
+    #[arg(long, value_enum, default_value = "off")]
+    cuda_graphs: Switch,
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     batch_windows: usize,
@@ -216,6 +223,20 @@ fn check_io(args: &Args) -> Result<()> {
             );
         }
     }
+    if args.cuda_graphs == Switch::On {
+        if !matches!(args.device.device, Device::Cuda(_)) {
+            bail!(
+                "--cuda-graphs on: CUDA graphs are a setting of the CUDA execution provider, and \
+                 --device is cpu (use --device cuda, or leave --cuda-graphs out)"
+            );
+        }
+        if args.overlap == AutoSwitch::Off || args.io_binding == AutoSwitch::Off {
+            bail!(
+                "--cuda-graphs on needs the host overlapped with the GPU: --overlap off or \
+                 --io-binding off leaves no shared stream to order the captured buffers' copies"
+            );
+        }
+    }
     let mut io = Io::new()
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
@@ -268,6 +289,7 @@ fn runtime_options(args: &Args) -> RuntimeOptions {
         cpu_arena: args.mask_batch == 1,
         io_binding: args.io_binding.setting(),
         overlap: args.overlap.setting(),
+        cuda_graphs: args.cuda_graphs == Switch::On,
         // Checked against the device by `check_io` before any work.
         tf32: args.tf32.setting(),
     }

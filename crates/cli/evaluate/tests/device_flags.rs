@@ -106,6 +106,64 @@ fn overlap_on_is_refused_by_name_for_the_cpu_and_without_bound_states() {
 }
 
 #[test]
+fn cuda_graphs_on_is_refused_by_name_for_the_cpu_and_without_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.parquet");
+    for (flags, says) in [
+        (&["--cuda-graphs", "on"][..], "--device is cpu"),
+        (
+            &[
+                "--device",
+                "cuda:0",
+                "--cuda-graphs",
+                "on",
+                "--overlap",
+                "off",
+            ],
+            "--overlap off",
+        ),
+        (
+            &[
+                "--device",
+                "cuda:0",
+                "--cuda-graphs",
+                "on",
+                "--io-binding",
+                "off",
+            ],
+            "--io-binding off",
+        ),
+    ] {
+        let out = evaluate(dir.path(), &out_file, flags);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--cuda-graphs on"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+        assert!(!out_file.exists());
+    }
+    // Accepted for CUDA: what fails here is the CPU build's missing CUDA provider.
+    let out = evaluate(
+        dir.path(),
+        &out_file,
+        &["--device", "cuda:0", "--cuda-graphs", "on"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cuda:0 requested but unavailable"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out_file.exists());
+    let out = evaluate(dir.path(), &out_file, &["--cuda-graphs", "off"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = std::fs::read_to_string(out_file.with_extension("json")).unwrap();
+    assert!(summary.contains("\"cuda_graphs\": false"), "{summary}");
+}
+
+#[test]
 fn bound_states_give_the_same_table_and_the_settings_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain.parquet");
