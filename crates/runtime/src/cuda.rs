@@ -8,7 +8,9 @@
 //! 1.07×; docs/benchmarks.md §5). With every session on this
 //! one stream, work is done in the order it was queued whatever session queued it, so a block
 //! may read the previous block's output without the host waiting in between; the host waits
-//! only where it reads a result (the head's NLL, a state copied to the host).
+//! only where it reads a result (the head's NLL, a state copied to the host). The copies into
+//! and out of the buffers of blocks replayed as CUDA graphs (`crate::captured`) are queued on
+//! it too, so they are ordered with the runs.
 //!
 //! The stream comes from the CUDA runtime library that the CUDA provider itself loads
 //! (`libcudart.so.13` for onnxruntime-gpu 1.31.1), found the same way (the loader's path).
@@ -29,8 +31,9 @@ type StreamCreate = unsafe extern "C" fn(*mut *mut c_void, u32) -> i32;
 type StreamSynchronize = unsafe extern "C" fn(*mut c_void) -> i32;
 type MemcpyAsync = unsafe extern "C" fn(*mut c_void, *const c_void, usize, u32, *mut c_void) -> i32;
 
-/// `cudaMemcpyDeviceToDevice`.
-const DEVICE_TO_DEVICE: u32 = 3;
+/// `cudaMemcpyDefault`: the direction from the pointers (unified addressing), so a state the
+/// host made is copied as well as one on the device.
+const INFERRED_DIRECTION: u32 = 4;
 
 /// The process's shared stream, made once, on one device.
 struct SharedStream {
@@ -145,12 +148,12 @@ pub(crate) fn wait_for_shared_stream() -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Queues a copy of `bytes` bytes from `source` to `target`, both in the device's memory, on
-/// the shared stream: after whatever was queued there before (the run that wrote `source`),
+/// Queues a copy of `bytes` bytes from `source` to `target` (device memory, or host memory the
+/// CUDA runtime can address) on the shared stream: after whatever was queued there before (the run that wrote `source`),
 /// before whatever is queued after (the run that reads `target`).
 ///
 /// # Safety
-/// `source` and `target` must be device allocations of at least `bytes` bytes that stay
+/// `source` and `target` must be allocations of at least `bytes` bytes that stay
 /// allocated until the stream has done the copy, and must not overlap.
 pub(crate) unsafe fn copy_on_shared_stream(
     target: *mut c_void,
@@ -168,7 +171,7 @@ pub(crate) unsafe fn copy_on_shared_stream(
             target,
             source,
             bytes,
-            DEVICE_TO_DEVICE,
+            INFERRED_DIRECTION,
             shared.stream as *mut c_void,
         )
     };
