@@ -209,6 +209,15 @@ fn binding_defaults_to_the_device_and_tf32_on_the_cpu_is_refused() {
     .unwrap();
 }
 
+/// Opening the fixture with `options` is refused as bad input, saying `says`.
+fn refused(options: RuntimeOptions, says: &str) {
+    let Err(error) = LayeredModel::open(&tiny_model_dir(), &options) else {
+        panic!("{options:?} was accepted")
+    };
+    assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
+    assert!(error.to_string().contains(says), "{error}");
+}
+
 #[test]
 fn overlap_needs_cuda_and_bound_states_and_is_on_there_by_default() {
     let cuda = RuntimeOptions {
@@ -231,13 +240,6 @@ fn overlap_needs_cuda_and_bound_states_and_is_on_there_by_default() {
         ..RuntimeOptions::default()
     }
     .overlaps());
-    let refused = |options: RuntimeOptions, says: &str| {
-        let Err(error) = LayeredModel::open(&tiny_model_dir(), &options) else {
-            panic!("{options:?} was accepted")
-        };
-        assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
-        assert!(error.to_string().contains(says), "{error}");
-    };
     // Both refused before any session is made (so before CUDA is looked for).
     refused(
         RuntimeOptions {
@@ -259,13 +261,6 @@ fn overlap_needs_cuda_and_bound_states_and_is_on_there_by_default() {
 #[test]
 fn cuda_graphs_need_cuda_with_overlap_and_are_off_by_default() {
     assert!(!RuntimeOptions::default().cuda_graphs);
-    let refused = |options: RuntimeOptions, says: &str| {
-        let Err(error) = LayeredModel::open(&tiny_model_dir(), &options) else {
-            panic!("{options:?} was accepted")
-        };
-        assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
-        assert!(error.to_string().contains(says), "{error}");
-    };
     // Refused before any session is made (so before CUDA is looked for).
     refused(
         RuntimeOptions {

@@ -1,5 +1,6 @@
-//! `evaluate --tf32` and `--io-binding` on the committed tiny model (CPU provider): TF32 is a
-//! CUDA setting and is refused for the CPU by name; states bound to the device's memory give
+//! `evaluate --tf32`, `--overlap`, `--cuda-graphs` and `--io-binding` on the committed tiny
+//! model (CPU provider): the CUDA settings are refused for the CPU (and without what they need)
+//! by name; states bound to the device's memory give
 //! the same table as the plain path; the settings are recorded with the run.
 
 use std::path::{Path, PathBuf};
@@ -45,26 +46,26 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
-fn tf32_on_for_the_cpu_is_refused_by_name_before_any_work() {
+/// `evaluate` with each of `refusals`' flags fails before any work, its message naming
+/// `setting` and the refusal's reason, and writes nothing.
+fn assert_refused(setting: &str, refusals: &[(&[&str], &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("out.parquet");
-    for flags in [&["--tf32", "on"][..], &["--device", "cpu", "--tf32", "on"]] {
+    for (flags, says) in refusals {
         let out = evaluate(dir.path(), &out_file, flags);
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        assert!(stderr(&out).contains("--tf32 on"), "{}", stderr(&out));
-        assert!(stderr(&out).contains("CUDA"), "{}", stderr(&out));
+        assert!(stderr(&out).contains(setting), "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
         assert!(!out_file.exists());
     }
-    // Not a value: a usage error (clap, exit status 2).
-    let out = evaluate(dir.path(), &out_file, &["--tf32", "maybe"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    // Accepted for CUDA: what fails here is the CPU build's missing CUDA provider.
-    let out = evaluate(
-        dir.path(),
-        &out_file,
-        &["--device", "cuda:0", "--tf32", "on"],
-    );
+}
+
+/// `flags` pass the checks for CUDA: what fails is the CPU build's missing CUDA provider, and
+/// nothing is written.
+fn assert_accepted_for_cuda(flags: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.parquet");
+    let out = evaluate(dir.path(), &out_file, flags);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("cuda:0 requested but unavailable"),
@@ -72,95 +73,90 @@ fn tf32_on_for_the_cpu_is_refused_by_name_before_any_work() {
         stderr(&out)
     );
     assert!(!out_file.exists());
+}
+
+#[test]
+fn tf32_on_for_the_cpu_is_refused_by_name_before_any_work() {
+    assert_refused(
+        "--tf32 on",
+        &[
+            (&["--tf32", "on"], "CUDA"),
+            (&["--device", "cpu", "--tf32", "on"], "CUDA"),
+        ],
+    );
+    // Not a value: a usage error (clap, exit status 2).
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.parquet");
+    let out = evaluate(dir.path(), &out_file, &["--tf32", "maybe"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_accepted_for_cuda(&["--device", "cuda:0", "--tf32", "on"]);
 }
 
 #[test]
 fn overlap_on_is_refused_by_name_for_the_cpu_and_without_bound_states() {
-    let dir = tempfile::tempdir().unwrap();
-    let out_file = dir.path().join("out.parquet");
-    for (flags, says) in [
-        (&["--overlap", "on"][..], "--device is cpu"),
-        (
-            &[
-                "--device",
-                "cuda:0",
-                "--overlap",
-                "on",
-                "--io-binding",
-                "off",
-            ],
-            "--io-binding off",
-        ),
-    ] {
-        let out = evaluate(dir.path(), &out_file, flags);
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        assert!(stderr(&out).contains("--overlap on"), "{}", stderr(&out));
-        assert!(stderr(&out).contains(says), "{}", stderr(&out));
-        assert!(!out_file.exists());
-    }
+    assert_refused(
+        "--overlap on",
+        &[
+            (&["--overlap", "on"], "--device is cpu"),
+            (
+                &[
+                    "--device",
+                    "cuda:0",
+                    "--overlap",
+                    "on",
+                    "--io-binding",
+                    "off",
+                ],
+                "--io-binding off",
+            ),
+        ],
+    );
     // Off is what the CPU does anyway, and the summary says it.
-    let out = evaluate(dir.path(), &out_file, &["--overlap", "off"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let summary = std::fs::read_to_string(out_file.with_extension("json")).unwrap();
-    assert!(summary.contains("\"overlap\": false"), "{summary}");
+    assert_summary_says(&["--overlap", "off"], "\"overlap\": false");
 }
 
 #[test]
 fn cuda_graphs_on_is_refused_by_name_for_the_cpu_and_without_overlap() {
+    assert_refused(
+        "--cuda-graphs on",
+        &[
+            (&["--cuda-graphs", "on"], "--device is cpu"),
+            (
+                &[
+                    "--device",
+                    "cuda:0",
+                    "--cuda-graphs",
+                    "on",
+                    "--overlap",
+                    "off",
+                ],
+                "--overlap off",
+            ),
+            (
+                &[
+                    "--device",
+                    "cuda:0",
+                    "--cuda-graphs",
+                    "on",
+                    "--io-binding",
+                    "off",
+                ],
+                "--io-binding off",
+            ),
+        ],
+    );
+    assert_accepted_for_cuda(&["--device", "cuda:0", "--cuda-graphs", "on"]);
+    assert_summary_says(&["--cuda-graphs", "off"], "\"cuda_graphs\": false");
+}
+
+/// `evaluate` with `flags` succeeds, and its summary holds `text`.
+fn assert_summary_says(flags: &[&str], text: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("out.parquet");
-    for (flags, says) in [
-        (&["--cuda-graphs", "on"][..], "--device is cpu"),
-        (
-            &[
-                "--device",
-                "cuda:0",
-                "--cuda-graphs",
-                "on",
-                "--overlap",
-                "off",
-            ],
-            "--overlap off",
-        ),
-        (
-            &[
-                "--device",
-                "cuda:0",
-                "--cuda-graphs",
-                "on",
-                "--io-binding",
-                "off",
-            ],
-            "--io-binding off",
-        ),
-    ] {
-        let out = evaluate(dir.path(), &out_file, flags);
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        assert!(
-            stderr(&out).contains("--cuda-graphs on"),
-            "{}",
-            stderr(&out)
-        );
-        assert!(stderr(&out).contains(says), "{}", stderr(&out));
-        assert!(!out_file.exists());
-    }
-    // Accepted for CUDA: what fails here is the CPU build's missing CUDA provider.
-    let out = evaluate(
-        dir.path(),
-        &out_file,
-        &["--device", "cuda:0", "--cuda-graphs", "on"],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cuda:0 requested but unavailable"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!out_file.exists());
-    let out = evaluate(dir.path(), &out_file, &["--cuda-graphs", "off"]);
+    let out = evaluate(dir.path(), &out_file, flags);
     assert!(out.status.success(), "{}", stderr(&out));
     let summary = std::fs::read_to_string(out_file.with_extension("json")).unwrap();
-    assert!(summary.contains("\"cuda_graphs\": false"), "{summary}");
+    assert!(summary.contains(text), "{summary}");
 }
 
 #[test]
