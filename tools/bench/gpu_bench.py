@@ -415,8 +415,11 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
         if dtype_name != "fp32":
             details["runs"][contender]["max_nll_diff_vs_float32"] = max(abs(nll[m] - v) for m, v in float32.items()
                                                                     if m in nll)
+        memory = summary.get("device_memory")
+        memory_text = "" if memory is None else f"; {memory['taken_mib'] / 1024:.1f} GiB of the GPU's memory taken"
         log(f"{key}: {contender}: {summary['masks_per_second']:.2f} masks/s "
-            f"({summary['blocks_run']} blocks run; {wall:.1f} s with loading); max |NLL diff| {diff:.2e}")
+            f"({summary['blocks_run']} blocks run; {wall:.1f} s with loading){memory_text}; "
+            f"max |NLL diff| {diff:.2e}")
         publish()
     # States bound to the device's memory or returned to the host: the same arithmetic.
     io_binding = [c for c, _, _ in contenders if c == "evaluate" or c.startswith("evaluate --io-binding")]
@@ -489,6 +492,14 @@ def markdown(rows: list, machine: str, args, failures: list, details: list, skip
             eager_text = "" if eager is None else f", with eager attention {eager:.1e}"
             lines.append(f"- {shape} {dtype}, {count} masks: PyTorch in {dtype} {pytorch:.1e}{eager_text}; "
                          + ", ".join(f"`{c}` {v:.1e}" for c, v in evaluates.items()))
+    taken = [(d["shape"], d["dtype"], c, r["summary"]["device_memory"]) for d in details
+             for c, r in d.get("runs", {}).items() if r.get("summary", {}).get("device_memory")]
+    if taken:
+        # Arenas never give memory back, so the reading after the run is its peak (near enough).
+        lines += ["", "GPU memory taken by `evaluate` (in use after the run less before the model was opened: "
+                      "weights, each graph's arena, kept states):", ""]
+        lines += [f"- {shape} {dtype} `{c}`: {m['taken_mib'] / 1024:.1f} GiB of {m['total_mib'] / 1024:.0f}"
+                  for shape, dtype, c, m in taken]
     skipped = skipped + [f"{d['key']}: {c}" for d in details for c in d.get("skipped", [])]
     if skipped:
         lines += ["", "Skipped for time (no row): " + ", ".join(skipped)]

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::Mask;
-use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, MaskEvaluation, RuntimeOptions};
+use layerprune_core::{Device, Mask};
+use layerprune_runtime::{
+    DeviceMemory, EvalOptions, Evaluator, LayeredModel, MaskEvaluation, RuntimeOptions,
+};
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
     write_block_stats, write_evaluations, BlockStatsTable, EvaluationRow, EvaluationTable,
@@ -72,6 +74,15 @@ pub struct EvaluationOutcome {
     pub block_stats_rows: Option<usize>,
 }
 
+/// GPU memory in use on `device` now; `None` on the CPU (and where the CUDA runtime cannot say,
+/// which the run itself would have failed on).
+fn device_memory(device: Device) -> Option<DeviceMemory> {
+    match device {
+        Device::Cpu => None,
+        Device::Cuda(index) => layerprune_runtime::device_memory(index).ok(),
+    }
+}
+
 /// Evaluates the masks of `config` into its output table, resuming a partial one: the
 /// output is rewritten every `checkpoint_every` masks, so a killed run started again loses
 /// at most one checkpoint's work, and its rows are always in the mask list's order.
@@ -80,6 +91,7 @@ pub fn run_evaluation(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EvaluationOutcome> {
     let model_dir = &config.model;
+    let memory_before = device_memory(config.runtime.device);
     let model = LayeredModel::open(model_dir, &config.runtime)?;
     let num_blocks = model.num_blocks();
     let model_id = model.model_id().to_string();
@@ -131,7 +143,7 @@ pub fn run_evaluation(
             total: masks.len(),
         });
     }
-    if !todo.is_empty() && !matches!(config.runtime.device, layerprune_core::Device::Cpu) {
+    if !todo.is_empty() && !matches!(config.runtime.device, Device::Cpu) {
         // Batched shapes' memory allocated before the clock starts (a GPU's arenas).
         evaluator.warm_up()?;
     }
@@ -160,6 +172,18 @@ pub fn run_evaluation(
     write_evaluations(&config.out, &table, &provenance)?;
     let blocks_run = evaluator.blocks_run() - blocks_before;
     if let Some(path) = &config.summary {
+        let device_memory =
+            memory_before
+                .zip(device_memory(config.runtime.device))
+                .map(|(before, after)| {
+                    let mib = |bytes: usize| bytes as f64 / (1u64 << 20) as f64;
+                    serde_json::json!({
+                        "used_before_mib": mib(before.used_bytes),
+                        "used_after_mib": mib(after.used_bytes),
+                        "taken_mib": mib(after.used_bytes.saturating_sub(before.used_bytes)),
+                        "total_mib": mib(after.total_bytes),
+                    })
+                });
         let manifest = evaluator.model().manifest();
         let summary = serde_json::json!({
             "masks": todo.len(),
@@ -182,6 +206,7 @@ pub fn run_evaluation(
             "tf32": config.runtime.tf32,
             "prefix_reuse": config.options.reuse_prefixes,
             "mask_batch": config.options.mask_batch,
+            "device_memory": device_memory,
         });
         layerprune_tables::atomic_write(path, |file| {
             serde_json::to_writer_pretty(&mut *file, &summary).map_err(Into::into)

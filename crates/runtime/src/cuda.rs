@@ -30,18 +30,90 @@ type SetDevice = unsafe extern "C" fn(i32) -> i32;
 type StreamCreate = unsafe extern "C" fn(*mut *mut c_void, u32) -> i32;
 type StreamSynchronize = unsafe extern "C" fn(*mut c_void) -> i32;
 type MemcpyAsync = unsafe extern "C" fn(*mut c_void, *const c_void, usize, u32, *mut c_void) -> i32;
+type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
 
 /// `cudaMemcpyDefault`: the direction from the pointers (unified addressing), so a state the
 /// host made is copied as well as one on the device.
 const INFERRED_DIRECTION: u32 = 4;
+
+/// The CUDA runtime library and the calls this module makes, loaded once and kept for the
+/// process (the shared stream lives as long).
+struct CudaRuntime {
+    name: &'static str,
+    set_device: SetDevice,
+    stream_create: StreamCreate,
+    synchronize: StreamSynchronize,
+    memcpy_async: MemcpyAsync,
+    mem_get_info: MemGetInfo,
+}
+
+static RUNTIME: OnceLock<Result<CudaRuntime, String>> = OnceLock::new();
+
+fn load() -> Result<CudaRuntime, String> {
+    let (library, name) = LIBRARIES
+        .iter()
+        // SAFETY: loading the CUDA runtime runs only its own initialisers.
+        .find_map(|name| {
+            unsafe { libloading::Library::new(*name) }
+                .ok()
+                .map(|l| (l, *name))
+        })
+        .ok_or_else(|| {
+            format!(
+                "none of {} could be loaded (the CUDA runtime the CUDA provider needs; put its \
+                 folder in LD_LIBRARY_PATH)",
+                LIBRARIES.join(", ")
+            )
+        })?;
+    let symbol_error =
+        |symbol: &str, error: libloading::Error| format!("{name}: {symbol}: {error}");
+    // SAFETY: the signatures are the CUDA runtime API's (cudaError_t is a C enum, an i32).
+    let runtime = unsafe {
+        CudaRuntime {
+            name,
+            set_device: *library
+                .get::<SetDevice>(b"cudaSetDevice\0")
+                .map_err(|e| symbol_error("cudaSetDevice", e))?,
+            stream_create: *library
+                .get::<StreamCreate>(b"cudaStreamCreateWithFlags\0")
+                .map_err(|e| symbol_error("cudaStreamCreateWithFlags", e))?,
+            synchronize: *library
+                .get::<StreamSynchronize>(b"cudaStreamSynchronize\0")
+                .map_err(|e| symbol_error("cudaStreamSynchronize", e))?,
+            memcpy_async: *library
+                .get::<MemcpyAsync>(b"cudaMemcpyAsync\0")
+                .map_err(|e| symbol_error("cudaMemcpyAsync", e))?,
+            mem_get_info: *library
+                .get::<MemGetInfo>(b"cudaMemGetInfo\0")
+                .map_err(|e| symbol_error("cudaMemGetInfo", e))?,
+        }
+    };
+    // The functions are used until the process ends, so the library stays loaded.
+    std::mem::forget(library);
+    Ok(runtime)
+}
+
+/// The CUDA runtime, made current on `device`.
+fn runtime_on(device: u32) -> Result<&'static CudaRuntime, String> {
+    let runtime = RUNTIME.get_or_init(load).as_ref().map_err(Clone::clone)?;
+    let index = i32::try_from(device).map_err(|_| format!("device index {device} too large"))?;
+    // SAFETY: a plain CUDA runtime call with a valid argument.
+    let status = unsafe { (runtime.set_device)(index) };
+    if status != 0 {
+        return Err(format!(
+            "{}: cudaSetDevice({device}) failed with CUDA error {status}",
+            runtime.name
+        ));
+    }
+    Ok(runtime)
+}
 
 /// The process's shared stream, made once, on one device.
 struct SharedStream {
     device: u32,
     /// `cudaStream_t`, kept as an address: it lives as long as the process.
     stream: usize,
-    synchronize: StreamSynchronize,
-    memcpy_async: MemcpyAsync,
+    runtime: &'static CudaRuntime,
 }
 
 static SHARED: OnceLock<Result<SharedStream, String>> = OnceLock::new();
@@ -54,62 +126,50 @@ fn unavailable(device: u32, problem: String) -> RuntimeError {
 }
 
 fn make(device: u32) -> Result<SharedStream, String> {
-    let (library, name) = LIBRARIES
-        .iter()
-        // SAFETY: loading the CUDA runtime runs only its own initialisers.
-        .find_map(|name| {
-            unsafe { libloading::Library::new(*name) }
-                .ok()
-                .map(|l| (l, name))
-        })
-        .ok_or_else(|| {
-            format!(
-                "none of {} could be loaded (the CUDA runtime the CUDA provider needs; put its \
-                 folder in LD_LIBRARY_PATH)",
-                LIBRARIES.join(", ")
-            )
-        })?;
-    let symbol_error =
-        |symbol: &str, error: libloading::Error| format!("{name}: {symbol}: {error}");
-    // SAFETY: the signatures are the CUDA runtime API's (cudaError_t is a C enum, an i32).
-    let (set_device, create, synchronize, memcpy_async) = unsafe {
-        let set_device: SetDevice = *library
-            .get::<SetDevice>(b"cudaSetDevice\0")
-            .map_err(|e| symbol_error("cudaSetDevice", e))?;
-        let create: StreamCreate = *library
-            .get::<StreamCreate>(b"cudaStreamCreateWithFlags\0")
-            .map_err(|e| symbol_error("cudaStreamCreateWithFlags", e))?;
-        let synchronize: StreamSynchronize = *library
-            .get::<StreamSynchronize>(b"cudaStreamSynchronize\0")
-            .map_err(|e| symbol_error("cudaStreamSynchronize", e))?;
-        let memcpy_async: MemcpyAsync = *library
-            .get::<MemcpyAsync>(b"cudaMemcpyAsync\0")
-            .map_err(|e| symbol_error("cudaMemcpyAsync", e))?;
-        (set_device, create, synchronize, memcpy_async)
-    };
-    let index = i32::try_from(device).map_err(|_| format!("device index {device} too large"))?;
-    // SAFETY: plain CUDA runtime calls with valid arguments.
-    let status = unsafe { set_device(index) };
-    if status != 0 {
-        return Err(format!(
-            "{name}: cudaSetDevice({device}) failed with CUDA error {status}"
-        ));
-    }
+    let runtime = runtime_on(device)?;
     let mut stream: *mut c_void = std::ptr::null_mut();
     // SAFETY: `stream` is a valid place for the new stream's handle.
-    let status = unsafe { create(&mut stream, NON_BLOCKING) };
+    let status = unsafe { (runtime.stream_create)(&mut stream, NON_BLOCKING) };
     if status != 0 || stream.is_null() {
         return Err(format!(
-            "{name}: cudaStreamCreateWithFlags failed with CUDA error {status}"
+            "{}: cudaStreamCreateWithFlags failed with CUDA error {status}",
+            runtime.name
         ));
     }
-    // The stream is used until the process ends, so the library stays loaded.
-    std::mem::forget(library);
     Ok(SharedStream {
         device,
         stream: stream as usize,
-        synchronize,
-        memcpy_async,
+        runtime,
+    })
+}
+
+/// Memory on one GPU as the CUDA runtime reports it: all of it, and the part in use by any
+/// process (this one's CUDA context included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceMemory {
+    pub used_bytes: usize,
+    pub total_bytes: usize,
+}
+
+/// The memory of GPU `device` now (`cudaMemGetInfo`): read before a model is opened and after
+/// it ran, the difference is what the run took (weights, the per-graph arenas, kept states).
+pub fn device_memory(device: u32) -> Result<DeviceMemory, RuntimeError> {
+    let runtime = runtime_on(device).map_err(|problem| unavailable(device, problem))?;
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: both are valid places for the call's results.
+    let status = unsafe { (runtime.mem_get_info)(&mut free, &mut total) };
+    if status != 0 {
+        return Err(unavailable(
+            device,
+            format!(
+                "{}: cudaMemGetInfo failed with CUDA error {status}",
+                runtime.name
+            ),
+        ));
+    }
+    Ok(DeviceMemory {
+        used_bytes: total.saturating_sub(free),
+        total_bytes: total,
     })
 }
 
@@ -138,7 +198,7 @@ pub(crate) fn wait_for_shared_stream() -> Result<(), RuntimeError> {
         return Ok(());
     };
     // SAFETY: the stream was made by `make` and is never destroyed.
-    let status = unsafe { (shared.synchronize)(shared.stream as *mut c_void) };
+    let status = unsafe { (shared.runtime.synchronize)(shared.stream as *mut c_void) };
     if status != 0 {
         return Err(unavailable(
             shared.device,
@@ -167,7 +227,7 @@ pub(crate) unsafe fn copy_on_shared_stream(
     };
     // SAFETY: the caller's contract; the stream was made by `make` and is never destroyed.
     let status = unsafe {
-        (shared.memcpy_async)(
+        (shared.runtime.memcpy_async)(
             target,
             source,
             bytes,
@@ -204,5 +264,9 @@ mod tests {
         );
         assert!(error.to_string().contains("cuda:0"), "{error}");
         wait_for_shared_stream().unwrap();
+        let Err(error) = device_memory(0) else {
+            panic!("GPU memory was read without a GPU")
+        };
+        assert!(error.to_string().contains("cuda:0"), "{error}");
     }
 }

@@ -18,6 +18,7 @@ mod model;
 mod stitch;
 
 pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring};
+pub use cuda::{device_memory, DeviceMemory};
 pub use evaluator::{
     block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation, OnnxGame,
 };

@@ -243,3 +243,23 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
         for flag in flags:
             if flag.startswith("--"):
                 assert flag in help_text, flag
+
+
+def test_the_markdown_lists_the_gpu_memory_each_contender_took():
+    """On CUDA `evaluate --summary` reads the GPU's memory before and after (null on the CPU,
+    where the section is left out); the Markdown says what each contender took."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import argparse
+
+    import gpu_bench
+
+    memory = {"used_before_mib": 1024.0, "used_after_mib": 15360.0, "taken_mib": 14336.0,
+              "total_mib": 143771.0}
+    details = [{"key": "7b-bf16", "shape": "Llama-2-7B", "dtype": "bf16", "runs": {
+        "evaluate": {"summary": {"device_memory": memory}},
+        "evaluate --io-binding off": {"summary": {"device_memory": None}}}}]
+    args = argparse.Namespace(windows=10, length=128, masks=50, date="2026-11-30")
+    text = gpu_bench.markdown([], "H200", args, [], details, [])
+    assert "- Llama-2-7B bf16 `evaluate`: 14.0 GiB of 140" in text, text
+    assert "--io-binding off`:" not in text, text
+    assert "GPU memory" not in gpu_bench.markdown([], "CPU", args, [], [{"runs": {}}], [])

@@ -190,6 +190,8 @@ fn bound_states_give_the_same_table_and_the_settings_are_recorded() {
     assert!(summary(&plain).contains("\"tf32\": false"));
     assert!(summary(&bound).contains("\"io_binding\": true"));
     assert!(summary(&bound).contains("\"tf32\": null"));
+    // GPU memory is read on CUDA only.
+    assert!(summary(&plain).contains("\"device_memory\": null"));
     // The command line, flags included, is the table's provenance.
     let args = read_provenance(&plain).unwrap().args;
     assert!(args.windows(2).any(|w| w == ["--tf32", "off"]), "{args:?}");
