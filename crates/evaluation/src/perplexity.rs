@@ -72,6 +72,34 @@ pub struct EvaluationOutcome {
     pub tokens_per_mask: u64,
     /// Rows of the block statistics table, when written.
     pub block_stats_rows: Option<usize>,
+    /// On CUDA, the GPU memory the run took.
+    pub device_memory: Option<MemoryTaken>,
+}
+
+/// GPU memory in use (by every process) before the model was opened and after the masks ran:
+/// the difference is what the run took (weights, every graph's arena, kept states; arenas
+/// never give memory back, so the second reading is close to the run's peak).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryTaken {
+    pub before: DeviceMemory,
+    pub after: DeviceMemory,
+}
+
+impl MemoryTaken {
+    pub fn taken_bytes(&self) -> usize {
+        self.after.used_bytes.saturating_sub(self.before.used_bytes)
+    }
+
+    /// The summary's `device_memory` (MiB).
+    fn to_json(self) -> serde_json::Value {
+        let mib = |bytes: usize| bytes as f64 / (1u64 << 20) as f64;
+        serde_json::json!({
+            "used_before_mib": mib(self.before.used_bytes),
+            "used_after_mib": mib(self.after.used_bytes),
+            "taken_mib": mib(self.taken_bytes()),
+            "total_mib": mib(self.after.total_bytes),
+        })
+    }
 }
 
 /// GPU memory in use on `device` now; `None` on the CPU (and where the CUDA runtime cannot say,
@@ -171,19 +199,10 @@ pub fn run_evaluation(
     table.complete = masks.iter().all(|m| rows.iter().any(|r| &r.mask == m));
     write_evaluations(&config.out, &table, &provenance)?;
     let blocks_run = evaluator.blocks_run() - blocks_before;
+    let memory_taken = memory_before
+        .zip(device_memory(config.runtime.device))
+        .map(|(before, after)| MemoryTaken { before, after });
     if let Some(path) = &config.summary {
-        let device_memory =
-            memory_before
-                .zip(device_memory(config.runtime.device))
-                .map(|(before, after)| {
-                    let mib = |bytes: usize| bytes as f64 / (1u64 << 20) as f64;
-                    serde_json::json!({
-                        "used_before_mib": mib(before.used_bytes),
-                        "used_after_mib": mib(after.used_bytes),
-                        "taken_mib": mib(after.used_bytes.saturating_sub(before.used_bytes)),
-                        "total_mib": mib(after.total_bytes),
-                    })
-                });
         let manifest = evaluator.model().manifest();
         let summary = serde_json::json!({
             "masks": todo.len(),
@@ -206,7 +225,7 @@ pub fn run_evaluation(
             "tf32": config.runtime.tf32,
             "prefix_reuse": config.options.reuse_prefixes,
             "mask_batch": config.options.mask_batch,
-            "device_memory": device_memory,
+            "device_memory": memory_taken.map(MemoryTaken::to_json),
         });
         layerprune_tables::atomic_write(path, |file| {
             serde_json::to_writer_pretty(&mut *file, &summary).map_err(Into::into)
@@ -233,6 +252,7 @@ pub fn run_evaluation(
         blocks_run,
         tokens_per_mask: evaluator.tokens_scored(),
         block_stats_rows,
+        device_memory: memory_taken,
     })
 }
 
@@ -394,4 +414,33 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     }
     write_evaluations(&config.out, &table, &provenance)?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a run took is the rise in memory in use, never negative (another process may have
+    /// let memory go meanwhile), and the summary gives it in MiB.
+    #[test]
+    fn memory_taken_is_the_rise_in_use_and_never_negative() {
+        let reading = |used_bytes: usize| DeviceMemory {
+            used_bytes,
+            total_bytes: 8 << 30,
+        };
+        let taken = MemoryTaken {
+            before: reading(1 << 30),
+            after: reading(3 << 30),
+        };
+        assert_eq!(taken.taken_bytes(), 2 << 30);
+        let json = taken.to_json();
+        assert_eq!(json["taken_mib"], 2048.0);
+        assert_eq!(json["used_before_mib"], 1024.0);
+        assert_eq!(json["total_mib"], 8192.0);
+        let fell = MemoryTaken {
+            before: reading(3 << 30),
+            after: reading(1 << 30),
+        };
+        assert_eq!(fell.taken_bytes(), 0);
+    }
 }

@@ -102,8 +102,15 @@ fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {
 pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Option<&Path>) {
     let (n, seconds) = (outcome.evaluated, outcome.seconds);
     if n > 0 {
+        let memory = outcome.device_memory.map_or(String::new(), |memory| {
+            format!(
+                "; {:.1} GiB of the GPU's memory taken",
+                memory.taken_bytes() as f64 / (1u64 << 30) as f64
+            )
+        });
         tracing::info!(
-            "evaluated {n} masks in {seconds:.2} s ({:.3} masks/s, {} blocks run, {} tokens each)",
+            "evaluated {n} masks in {seconds:.2} s ({:.3} masks/s, {} blocks run, {} tokens \
+             each){memory}",
             n as f64 / seconds,
             outcome.blocks_run,
             outcome.tokens_per_mask
