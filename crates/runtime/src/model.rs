@@ -237,7 +237,8 @@ fn open_session(
 /// single-threaded, and a model has one graph per block, so a 32-block model opens in a
 /// fraction of the time on a machine with cores to spare. On CUDA they are opened one after
 /// another: sessions created on one GPU from several threads at once have crashed ONNX Runtime
-/// (microsoft/onnxruntime#26610), and no GPU run has shown it safe here yet. The first failing
+/// (microsoft/onnxruntime#26610) and, under CUDA 13.2, failed their initialisation
+/// (docling-project/docling.rs#452). The first failing
 /// path (in `paths` order) is the error. `capture(i)`: whether graph i may be captured
 /// ([`open_session`]).
 fn open_sessions(
