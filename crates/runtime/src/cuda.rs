@@ -65,32 +65,36 @@ fn load() -> Result<CudaRuntime, String> {
                 LIBRARIES.join(", ")
             )
         })?;
-    let symbol_error =
-        |symbol: &str, error: libloading::Error| format!("{name}: {symbol}: {error}");
     // SAFETY: the signatures are the CUDA runtime API's (cudaError_t is a C enum, an i32).
     let runtime = unsafe {
         CudaRuntime {
             name,
-            set_device: *library
-                .get::<SetDevice>(b"cudaSetDevice\0")
-                .map_err(|e| symbol_error("cudaSetDevice", e))?,
-            stream_create: *library
-                .get::<StreamCreate>(b"cudaStreamCreateWithFlags\0")
-                .map_err(|e| symbol_error("cudaStreamCreateWithFlags", e))?,
-            synchronize: *library
-                .get::<StreamSynchronize>(b"cudaStreamSynchronize\0")
-                .map_err(|e| symbol_error("cudaStreamSynchronize", e))?,
-            memcpy_async: *library
-                .get::<MemcpyAsync>(b"cudaMemcpyAsync\0")
-                .map_err(|e| symbol_error("cudaMemcpyAsync", e))?,
-            mem_get_info: *library
-                .get::<MemGetInfo>(b"cudaMemGetInfo\0")
-                .map_err(|e| symbol_error("cudaMemGetInfo", e))?,
+            set_device: symbol(&library, name, "cudaSetDevice")?,
+            stream_create: symbol(&library, name, "cudaStreamCreateWithFlags")?,
+            synchronize: symbol(&library, name, "cudaStreamSynchronize")?,
+            memcpy_async: symbol(&library, name, "cudaMemcpyAsync")?,
+            mem_get_info: symbol(&library, name, "cudaMemGetInfo")?,
         }
     };
     // The functions are used until the process ends, so the library stays loaded.
     std::mem::forget(library);
     Ok(runtime)
+}
+
+/// The function `function` of `library` (named `name` in errors).
+///
+/// # Safety
+/// `T` must be the function's type.
+unsafe fn symbol<T: Copy>(
+    library: &libloading::Library,
+    name: &str,
+    function: &str,
+) -> Result<T, String> {
+    let with_nul = format!("{function}\0");
+    // SAFETY: the caller's contract.
+    unsafe { library.get::<T>(with_nul.as_bytes()) }
+        .map(|symbol| *symbol)
+        .map_err(|error| format!("{name}: {function}: {error}"))
 }
 
 /// The CUDA runtime, made current on `device`.
