@@ -33,7 +33,7 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, Shape, TensorElementType};
 
-use crate::model::{run_binding, HiddenState};
+use crate::model::{onnx_error, run_binding, HiddenState};
 use crate::RuntimeError;
 
 /// Shapes captured per block session. One mask at a time has one shape per window batch (two
@@ -112,29 +112,31 @@ impl CapturedBlocks {
         state: &HiddenState,
         path: &Path,
     ) -> Result<HiddenState, RuntimeError> {
-        let onnx = |error: ort::Error| RuntimeError::Onnx {
-            path: path.to_path_buf(),
-            message: error.message().to_string(),
-        };
         let tensor = state
             .view()
             .downcast::<DynTensorValueType>()
-            .map_err(onnx)?;
+            .map_err(onnx_error(path))?;
         let shape = tensor.shape().clone();
         let element = *tensor.data_type();
         let (input_name, output_name) = state_names(session, path)?;
-        let mut fresh = DynTensor::new(&self.allocator, element, shape.clone()).map_err(onnx)?;
+        let mut fresh =
+            DynTensor::new(&self.allocator, element, shape.clone()).map_err(onnx_error(path))?;
         let Some(index) = self.shape_index(&shape, element, path)? else {
-            let mut binding = session.create_binding().map_err(onnx)?;
-            binding.bind_input(input_name, state).map_err(onnx)?;
-            binding.bind_output(output_name, &mut fresh).map_err(onnx)?;
-            run_binding(session, &binding, Some(&self.uncaptured)).map_err(onnx)?;
+            let mut binding = session.create_binding().map_err(onnx_error(path))?;
+            binding
+                .bind_input(input_name, state)
+                .map_err(onnx_error(path))?;
+            binding
+                .bind_output(output_name, &mut fresh)
+                .map_err(onnx_error(path))?;
+            run_binding(session, &binding, Some(&self.uncaptured)).map_err(onnx_error(path))?;
             return Ok(fresh.into_dyn());
         };
         let bytes = byte_count(&shape, element)?;
         let captured = &mut self.shapes[index];
-        // SAFETY: both are tensors of `shape` and `element`, allocated by `self.allocator`'s
-        // device (the state's device: checked by the binding's run below on first use).
+        // SAFETY: both are whole tensors of `shape` and `element` (`bytes` long), distinct
+        // allocations, in memory `self.copies` reaches (the shared stream's copy takes host or
+        // device memory alike).
         unsafe {
             copy(
                 self.copies,
@@ -146,17 +148,17 @@ impl CapturedBlocks {
         let binding = match self.bindings.entry((block, index)) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                let mut binding = session.create_binding().map_err(onnx)?;
+                let mut binding = session.create_binding().map_err(onnx_error(path))?;
                 binding
                     .bind_input(input_name, &captured.input)
-                    .map_err(onnx)?;
+                    .map_err(onnx_error(path))?;
                 binding
                     .bind_output(output_name, &mut captured.output)
-                    .map_err(onnx)?;
+                    .map_err(onnx_error(path))?;
                 entry.insert(binding)
             }
         };
-        run_binding(session, binding, Some(&captured.run_options)).map_err(onnx)?;
+        run_binding(session, binding, Some(&captured.run_options)).map_err(onnx_error(path))?;
         // SAFETY: as above; `fresh` was allocated with the same shape and element type.
         unsafe {
             copy(
@@ -187,17 +189,15 @@ impl CapturedBlocks {
         if self.shapes.len() >= self.capacity {
             return Ok(None);
         }
-        let onnx = |error: ort::Error| RuntimeError::Onnx {
-            path: path.to_path_buf(),
-            message: error.message().to_string(),
-        };
         // Graph ids start at 1: ONNX Runtime reserves 0.
         let id = self.shapes.len() as i32 + 1;
         self.shapes.push(CapturedShape {
             shape: shape.clone(),
             element,
-            input: DynTensor::new(&self.allocator, element, shape.clone()).map_err(onnx)?,
-            output: DynTensor::new(&self.allocator, element, shape.clone()).map_err(onnx)?,
+            input: DynTensor::new(&self.allocator, element, shape.clone())
+                .map_err(onnx_error(path))?,
+            output: DynTensor::new(&self.allocator, element, shape.clone())
+                .map_err(onnx_error(path))?,
             run_options: run_options(self.copies, self.queued, id, path)?,
         });
         Ok(Some(self.shapes.len() - 1))
@@ -217,16 +217,14 @@ fn run_options(
     id: i32,
     path: &Path,
 ) -> Result<RunOptions, RuntimeError> {
-    let onnx = |error: ort::Error| RuntimeError::Onnx {
-        path: path.to_path_buf(),
-        message: error.message().to_string(),
-    };
-    let mut options = RunOptions::new().map_err(onnx)?;
+    let mut options = RunOptions::new().map_err(onnx_error(path))?;
     if queued {
-        options.disable_device_sync().map_err(onnx)?;
+        options.disable_device_sync().map_err(onnx_error(path))?;
     }
     if copies == Copies::SharedStream {
-        options.set("gpu_graph_id", id.to_string()).map_err(onnx)?;
+        options
+            .set("gpu_graph_id", id.to_string())
+            .map_err(onnx_error(path))?;
     }
     Ok(options)
 }

@@ -212,7 +212,7 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
         .map_err(|message| RuntimeError::Library(message.clone()))
 }
 
-fn onnx_error(path: &Path) -> impl Fn(ort::Error) -> RuntimeError + '_ {
+pub(crate) fn onnx_error(path: &Path) -> impl Fn(ort::Error) -> RuntimeError + '_ {
     move |error| RuntimeError::Onnx {
         path: path.to_path_buf(),
         message: error.message().to_string(),
