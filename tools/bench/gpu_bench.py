@@ -9,7 +9,8 @@ device in the shape's dtype):
    tokenizer) and the 50 masks `make bench` uses (`sample-masks --removed 2,...,9 --masks 50
    --seed 1`; fewer removed blocks for models of fewer than 11 blocks);
 3. time `evaluate --device DEVICE` (as it is by default, and with its other settings: on CUDA
-   --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, --io-binding off, --tf32 off for fp32,
+   --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, for fp16 / bf16 a second
+   export with attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
    --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
    and --io-binding on; `--contenders` picks) and the two PyTorch loops of
    tools/bench/torch_baseline.py (zero-and-restore, blocks deleted from the ModuleList) on the
@@ -63,6 +64,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow.parquet as pq
 import torch
@@ -156,10 +158,12 @@ def build_model(config_values: dict, dtype: torch.dtype, device: str, seed: int,
     return model
 
 
-def export_model(model, key: str, dtype_name: str, out_dir: Path, device: str, seed: int, replicate: bool) -> dict:
+def export_model(model, key: str, dtype_name: str, out_dir: Path, device: str, seed: int, replicate: bool,
+                 attention: str = "float32") -> dict:
     """Exports `model` with export_layered.export() on the CPU (where the exporter builds its
-    example inputs); with `replicate`, only block 0 (every block holds its weights) and its graph
-    copied for the others. Returns the manifest written."""
+    example inputs), its attention in `attention` precision (--attention-precision); with
+    `replicate`, only block 0 (every block holds its weights) and its graph copied for the others.
+    Returns the manifest written."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -175,7 +179,8 @@ def export_model(model, key: str, dtype_name: str, out_dir: Path, device: str, s
         # Eager, as export_layered.load_model sets it.
         with export_layered.attention_implementation(config, "eager"):
             manifest = export_layered.export(model, word_tokenizer(config.vocab_size), source, out_dir,
-                                             dtype_name, opset=17, exporter="legacy")
+                                             dtype_name, opset=17, exporter="legacy",
+                                             attention_precision=attention)
     finally:
         model.model.layers = layers
         config.num_hidden_layers = num_blocks
@@ -241,32 +246,49 @@ def make_inputs(args, model_dir: Path, work: Path, vocab_size: int, num_blocks: 
     return tokens, masks, windows, kept
 
 
+class Contender(NamedTuple):
+    """One `evaluate` run of a shape: its name, its flags, the precision of its matrix products,
+    and the attention precision of the export it runs (tools/export's --attention-precision)."""
+    name: str
+    flags: list
+    precision: str
+    attention: str = "float32"
+
+
+# The export with attention in the model's dtype: what float32 attention costs on the device.
+ATTENTION_IN_DTYPE = "evaluate, attention in the model's dtype (export --attention-precision model)"
+
+
 def evaluate_contenders(device: str, dtype_name: str):
-    """(contender name, extra flags, precision of its matrix products) for `evaluate`, the most
-    telling first (a shape past --deadline-seconds skips the rest)."""
+    """The `evaluate` contenders of a shape, the most telling first (a shape past
+    --deadline-seconds skips the rest)."""
     cuda = device.startswith("cuda")
     precision = "tf32" if cuda and dtype_name == "fp32" else dtype_name
     other = "off" if cuda else "on"
-    contenders = [("evaluate", [], precision)]
+    contenders = [Contender("evaluate", [], precision)]
     if cuda:
         # Blocks replayed as CUDA graphs (the host's launches set the pace at 1.1B), the host
         # waiting for every block (the default before --overlap), and masks batched through the
         # blocks.
         for flags in ["--cuda-graphs on", "--overlap off", "--mask-batch 8",
                       "--cuda-graphs on --mask-batch 8", "--overlap off --mask-batch 8"]:
-            contenders.append((f"evaluate {flags}", flags.split(), precision))
+            contenders.append(Contender(f"evaluate {flags}", flags.split(), precision))
     if not cuda:
-        contenders.append(("evaluate --mask-batch 8", ["--mask-batch", "8"], precision))
-    contenders.append((f"evaluate --io-binding {other}", ["--io-binding", other], precision))
+        contenders.append(Contender("evaluate --mask-batch 8", ["--mask-batch", "8"], precision))
+    if dtype_name != "fp32":
+        # fp16 / bf16 exports compute attention in float32 by default (closer to float32, more
+        # memory traffic: the scores and their softmax in float32); this one in the dtype.
+        contenders.append(Contender(ATTENTION_IN_DTYPE, [], precision, attention="model"))
+    contenders.append(Contender(f"evaluate --io-binding {other}", ["--io-binding", other], precision))
     if cuda and dtype_name == "fp32":
-        contenders.append(("evaluate --tf32 off", ["--tf32", "off"], "fp32"))
+        contenders.append(Contender("evaluate --tf32 off", ["--tf32", "off"], "fp32"))
     if cuda:
         # What prefix reuse is worth on a GPU.
-        contenders.append(("evaluate --no-prefix-reuse", ["--no-prefix-reuse"], precision))
+        contenders.append(Contender("evaluate --no-prefix-reuse", ["--no-prefix-reuse"], precision))
     if cuda and dtype_name == "fp32":
         # The CPU provider on the host's cores, on the first masks: its NLLs against CUDA's.
-        contenders.append((f"evaluate --device cpu (first {CPU_MASKS} masks)",
-                           ["--device", "cpu", "--max-new-masks", str(CPU_MASKS)], "fp32"))
+        contenders.append(Contender(f"evaluate --device cpu (first {CPU_MASKS} masks)",
+                                    ["--device", "cpu", "--max-new-masks", str(CPU_MASKS)], "fp32"))
     return contenders
 
 
@@ -370,9 +392,9 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
             f"{details['pytorch_max_nll_diff_vs_float32']:.2e} over {len(float32)} masks")
 
     contenders = [c for c in evaluate_contenders(args.device, dtype_name)
-                  if c[0] == "evaluate" or re.search(args.contenders, c[0])]
+                  if c.name == "evaluate" or re.search(args.contenders, c.name)]
     rates = gemm_rates(model.config, token_count, dtype_name, args.device, args.gemm_seconds,
-                       [precision for _, _, precision in contenders] + [dtype_name])
+                       [c.precision for c in contenders] + [dtype_name])
     details["gemm_tflops"] = rates
     log(f"{key}: GEMM TFLOP/s at the block shapes: "
         + ", ".join(f"{name} {rate:.3g}" for name, rate in rates.items()))
@@ -393,13 +415,28 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
     details["skipped"] = []
     publish()
     nlls = {}
-    for index, (contender, flags, precision) in enumerate(contenders):
+    model_dirs = {"float32": model_dir}
+    for index, (contender, flags, precision, attention) in enumerate(contenders):
         if index > 0 and time.perf_counter() - STARTED > args.deadline_seconds:
             details["skipped"].append(contender)
             log(f"{key}: {contender}: skipped, past --deadline-seconds {args.deadline_seconds:g}")
             continue
+        if attention not in model_dirs:
+            # The other export, made when a contender first needs it (counted apart from the run).
+            try:
+                started = time.perf_counter()
+                export_model(model, key, dtype_name, work / f"model-attention-{attention}", args.device,
+                             args.seed, replicate, attention=attention)
+                model_dirs[attention] = work / f"model-attention-{attention}"
+                details[f"export_seconds_attention_{attention}"] = time.perf_counter() - started
+                log(f"{key}: exported with attention precision {attention} in "
+                    f"{details[f'export_seconds_attention_{attention}']:.1f} s")
+            except Exception as error:  # noqa: BLE001 - the export's failure is this contender's
+                details["failures"][contender] = f"export with --attention-precision {attention}: {error}"
+                log(f"{key}: {contender}: FAILED: {details['failures'][contender]}")
+                continue
         try:
-            summary, nll, wall, printed = run_evaluate(args, model_dir, tokens, masks_path,
+            summary, nll, wall, printed = run_evaluate(args, model_dirs[attention], tokens, masks_path,
                                                        work / f"eval-{index}.parquet", flags, verify=index == 0)
         except (StageFailed, subprocess.TimeoutExpired) as error:
             # One contender failing (a kernel the provider lacks for this dtype, say) must not
@@ -422,7 +459,7 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
             f"max |NLL diff| {diff:.2e}")
         publish()
     # States bound to the device's memory or returned to the host: the same arithmetic.
-    io_binding = [c for c, _, _ in contenders if c == "evaluate" or c.startswith("evaluate --io-binding")]
+    io_binding = [c.name for c in contenders if c.name == "evaluate" or c.name.startswith("evaluate --io-binding")]
     if len(io_binding) == 2 and all(c in nlls for c in io_binding):
         plain, bound = (nlls[c] for c in io_binding)
         details["io_binding_on_vs_off_max_nll_diff"] = max(abs(plain[m] - bound[m]) for m in plain)

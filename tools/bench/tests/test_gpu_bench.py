@@ -26,6 +26,7 @@ COLUMNS = ["shape", "dtype", "contender", "masks_per_second", "useful_tflops", "
            "date"]
 CONTENDERS = {"pytorch zero-and-restore", "pytorch blocks deleted", "evaluate", "evaluate --io-binding on",
               "evaluate --mask-batch 8"}
+ATTENTION_IN_DTYPE = "evaluate, attention in the model's dtype (export --attention-precision model)"
 # An earlier run's row of another shape, which a run of the tiny shape must keep.
 OTHER_ROW = ["Llama-2-7B", "bf16", "evaluate", "30", "400", "600", "0.01", "2026-01-01"]
 
@@ -149,7 +150,9 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     csv_path = tmp_path / "gpu-bench.csv"
     run_bench(tmp_path, csv_path, "--shapes", "tiny-fp16")
     _, rows = read_csv(csv_path)
-    assert {r["contender"] for r in rows} == CONTENDERS and {r["dtype"] for r in rows} == {"fp16"}
+    # Besides the fp32 shape's contenders, the second export (attention in fp16).
+    contenders = CONTENDERS | {ATTENTION_IN_DTYPE}
+    assert {r["contender"] for r in rows} == contenders and {r["dtype"] for r in rows} == {"fp16"}
     record = json.loads((tmp_path / "gpu-bench.json").read_text())
     (shape,) = record["shapes"]
     assert shape["float32_masks"] == 10
@@ -157,8 +160,13 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     # which would mean the reference was not computed in float32 at all.
     assert 0 < shape["pytorch_max_nll_diff_vs_float32"] < 5e-2
     bounds = {c: run["max_nll_diff_vs_float32"] for c, run in shape["runs"].items()}
-    assert set(bounds) == CONTENDERS - {"pytorch zero-and-restore", "pytorch blocks deleted"}
+    assert set(bounds) == contenders - {"pytorch zero-and-restore", "pytorch blocks deleted"}
     assert all(0 <= bound < 5e-2 for bound in bounds.values()), bounds
+    # Two exports: the default computes attention in float32, the other in fp16 (the graphs
+    # differ, so do the NLLs, a little).
+    assert (tmp_path / "tiny-fp16" / "model-attention-model" / "manifest.json").is_file()
+    assert shape["export_seconds_attention_model"] > 0
+    assert bounds[ATTENTION_IN_DTYPE] != bounds["evaluate"]
     table = (tmp_path / "gpu-bench.md").read_text()
     assert "- tiny-llama fp16, 10 masks: PyTorch in fp16" in table and "`evaluate`" in table
     # PyTorch with eager attention, which the graphs were traced from, is measured as well.
@@ -232,11 +240,15 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
     sys.path.insert(0, str(SCRIPT.parent))
     import gpu_bench
 
-    contenders = {name: flags for name, flags, _ in gpu_bench.evaluate_contenders("cuda:0", "fp16")}
+    contenders = {c.name: c.flags for c in gpu_bench.evaluate_contenders("cuda:0", "fp16")}
     for name in ["evaluate --cuda-graphs on", "evaluate --cuda-graphs on --mask-batch 8",
                  "evaluate --overlap off", "evaluate --mask-batch 8", "evaluate --io-binding off"]:
         assert name in contenders, sorted(contenders)
         assert contenders[name] == name.split()[1:], name
+    # The second export's contender runs evaluate as it is.
+    assert contenders[gpu_bench.ATTENTION_IN_DTYPE] == []
+    assert gpu_bench.ATTENTION_IN_DTYPE not in {
+        c.name for c in gpu_bench.evaluate_contenders("cuda:0", "fp32")}
     help_text = subprocess.run([str(BIN / "evaluate"), "--help"], capture_output=True, text=True,
                                check=True).stdout
     for flags in contenders.values():
