@@ -33,7 +33,7 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, Shape, TensorElementType};
 
-use crate::model::{onnx_error, run_binding, HiddenState};
+use crate::model::{onnx_error, queued_run_options, run_binding, state_names, HiddenState};
 use crate::RuntimeError;
 
 /// Shapes captured per block session. One mask at a time has one shape per window batch (two
@@ -118,10 +118,10 @@ impl CapturedBlocks {
             .map_err(onnx_error(path))?;
         let shape = tensor.shape().clone();
         let element = *tensor.data_type();
-        let (input_name, output_name) = state_names(session, path)?;
         let mut fresh =
             DynTensor::new(&self.allocator, element, shape.clone()).map_err(onnx_error(path))?;
         let Some(index) = self.shape_index(&shape, element, path)? else {
+            let (input_name, output_name) = state_names(session, path)?;
             let mut binding = session.create_binding().map_err(onnx_error(path))?;
             binding
                 .bind_input(input_name, state)
@@ -148,6 +148,8 @@ impl CapturedBlocks {
         let binding = match self.bindings.entry((block, index)) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
+                // Names looked up once per binding, not per run (this is the hot path).
+                let (input_name, output_name) = state_names(session, path)?;
                 let mut binding = session.create_binding().map_err(onnx_error(path))?;
                 binding
                     .bind_input(input_name, &captured.input)
@@ -217,27 +219,17 @@ fn run_options(
     id: i32,
     path: &Path,
 ) -> Result<RunOptions, RuntimeError> {
-    let mut options = RunOptions::new().map_err(onnx_error(path))?;
-    if queued {
-        options.disable_device_sync().map_err(onnx_error(path))?;
-    }
+    let mut options = if queued {
+        queued_run_options(path)?
+    } else {
+        RunOptions::new().map_err(onnx_error(path))?
+    };
     if copies == Copies::SharedStream {
         options
             .set("gpu_graph_id", id.to_string())
             .map_err(onnx_error(path))?;
     }
     Ok(options)
-}
-
-/// The names of a block graph's hidden-state input and output (its first of each).
-fn state_names(session: &Session, path: &Path) -> Result<(String, String), RuntimeError> {
-    match (session.inputs().first(), session.outputs().first()) {
-        (Some(input), Some(output)) => Ok((input.name().to_string(), output.name().to_string())),
-        _ => Err(RuntimeError::Onnx {
-            path: path.to_path_buf(),
-            message: "graph has no input or no output".into(),
-        }),
-    }
 }
 
 fn byte_count(shape: &Shape, element: TensorElementType) -> Result<usize, RuntimeError> {

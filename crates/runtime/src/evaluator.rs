@@ -205,29 +205,35 @@ impl Evaluator {
         }
         let passes = if captured { RUNS_BEFORE_CAPTURE + 1 } else { 1 };
         for batch in 0..self.batches.len() {
+            let embedded = self.model.embed(&self.batches[batch].0)?;
             for _ in 0..passes {
                 if captured {
-                    let mut state = self.model.embed(&self.batches[batch].0)?;
+                    let mut state: Option<HiddenState> = None;
                     for block in 0..self.model.num_blocks() {
-                        state = self.model.run_block(block, &state)?;
+                        let input = state.as_ref().unwrap_or(&embedded);
+                        state = Some(self.model.run_block(block, input)?);
                     }
                 }
                 if batched {
-                    self.warm_up_batched(batch, copies)?;
+                    self.warm_up_batched(batch, &embedded, copies)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Window batch `batch` through every graph as `copies` masks at once.
-    fn warm_up_batched(&mut self, batch: usize, copies: usize) -> Result<(), RuntimeError> {
+    /// Window batch `batch` (`embedded`) through every graph as `copies` masks at once.
+    fn warm_up_batched(
+        &mut self,
+        batch: usize,
+        embedded: &HiddenState,
+        copies: usize,
+    ) -> Result<(), RuntimeError> {
         // As many as `evaluate` sends through the head at once.
         let (rows, seq_len) = self.batches[batch].0.dim();
         let head_copies = self.head_batch(rows, seq_len).clamp(1, copies);
-        let (inputs, targets) = &self.batches[batch];
-        let embedded = self.model.embed(inputs)?;
-        let mut state = self.model.concat_states(&vec![&embedded; copies])?;
+        let targets = &self.batches[batch].1;
+        let mut state = self.model.concat_states(&vec![embedded; copies])?;
         for block in 0..self.model.num_blocks() {
             state = self.model.run_block(block, &state)?;
         }

@@ -369,15 +369,7 @@ fn run_bound<T: ValueTypeMarker + ?Sized>(
     queued: Option<&RunOptions>,
     path: &Path,
 ) -> Result<DynValue, RuntimeError> {
-    let (Some(input_name), Some(output_name)) = (
-        session.inputs().first().map(|i| i.name().to_string()),
-        session.outputs().first().map(|o| o.name().to_string()),
-    ) else {
-        return Err(RuntimeError::Onnx {
-            path: path.to_path_buf(),
-            message: "graph has no input or no output".into(),
-        });
-    };
+    let (input_name, output_name) = state_names(session, path)?;
     let mut binding = session.create_binding().map_err(onnx_error(path))?;
     binding
         .bind_input(input_name, input)
@@ -392,6 +384,31 @@ fn run_bound<T: ValueTypeMarker + ?Sized>(
             path: path.to_path_buf(),
             message: format!("bound output {output_name} missing"),
         })
+}
+
+/// The names of a graph's hidden-state input and output (its first of each; the embedding's
+/// input is its token ids).
+pub(crate) fn state_names(
+    session: &Session,
+    path: &Path,
+) -> Result<(String, String), RuntimeError> {
+    match (session.inputs().first(), session.outputs().first()) {
+        (Some(input), Some(output)) => Ok((input.name().to_string(), output.name().to_string())),
+        _ => Err(RuntimeError::Onnx {
+            path: path.to_path_buf(),
+            message: "graph has no input or no output".into(),
+        }),
+    }
+}
+
+/// Run options for runs that return before the device has finished them
+/// ([`RuntimeOptions::overlap`]): without the provider's synchronisation.
+pub(crate) fn queued_run_options(path: &Path) -> Result<RunOptions, RuntimeError> {
+    let mut run_options = RunOptions::new().map_err(onnx_error(path))?;
+    run_options
+        .disable_device_sync()
+        .map_err(onnx_error(path))?;
+    Ok(run_options)
 }
 
 /// A bound run of `session`, returning before the device has finished it when `queued` (run
@@ -611,9 +628,7 @@ impl LayeredModel {
             None
         };
         let queued = if options.overlaps() {
-            let mut run_options = RunOptions::new().map_err(onnx_error(dir))?;
-            run_options.disable_device_sync().map_err(onnx_error(dir))?;
-            Some(run_options)
+            Some(queued_run_options(dir)?)
         } else {
             None
         };
