@@ -9,8 +9,9 @@ device in the shape's dtype):
    tokenizer) and the 50 masks `make bench` uses (`sample-masks --removed 2,...,9 --masks 50
    --seed 1`; fewer removed blocks for models of fewer than 11 blocks);
 3. time `evaluate --device DEVICE` (as it is by default, and with its other settings: on CUDA
-   --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, for fp16 / bf16 a second
-   export with attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
+   --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, for fp16 / bf16 an export
+   with fused attention (--attention-kernel fused) with and without --cuda-graphs on and one with
+   attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
    --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
    and --io-binding on; `--contenders` picks) and the two PyTorch loops of
    tools/bench/torch_baseline.py (zero-and-restore, blocks deleted from the ModuleList) on the
@@ -161,7 +162,7 @@ def build_model(config_values: dict, dtype: torch.dtype, device: str, seed: int,
 def export_model(model, key: str, dtype_name: str, out_dir: Path, device: str, seed: int, replicate: bool,
                  attention: str = "float32") -> dict:
     """Exports `model` with export_layered.export() on the CPU (where the exporter builds its
-    example inputs), its attention in `attention` precision (--attention-precision); with
+    example inputs), its attention as `attention` says (`Contender.attention`); with
     `replicate`, only block 0 (every block holds its weights) and its graph copied for the others.
     Returns the manifest written."""
     if out_dir.exists():
@@ -180,7 +181,7 @@ def export_model(model, key: str, dtype_name: str, out_dir: Path, device: str, s
         with export_layered.attention_implementation(config, "eager"):
             manifest = export_layered.export(model, word_tokenizer(config.vocab_size), source, out_dir,
                                              dtype_name, opset=17, exporter="legacy",
-                                             attention_precision=attention)
+                                             **export_attention(attention))
     finally:
         model.model.layers = layers
         config.num_hidden_layers = num_blocks
@@ -248,15 +249,26 @@ def make_inputs(args, model_dir: Path, work: Path, vocab_size: int, num_blocks: 
 
 class Contender(NamedTuple):
     """One `evaluate` run of a shape: its name, its flags, the precision of its matrix products,
-    and the attention precision of the export it runs (tools/export's --attention-precision)."""
+    and the attention of the export it runs: "float32" or "model" (tools/export's
+    --attention-precision, standard operators) or "fused" (--attention-kernel fused)."""
     name: str
     flags: list
     precision: str
     attention: str = "float32"
 
 
+def export_attention(attention: str) -> dict:
+    """export_layered.export()'s attention arguments for a `Contender.attention`."""
+    if attention == "fused":
+        return {"attention_kernel": "fused"}
+    return {"attention_precision": attention}
+
+
 # The export with attention in the model's dtype: what float32 attention costs on the device.
 ATTENTION_IN_DTYPE = "evaluate, attention in the model's dtype (export --attention-precision model)"
+# The export with one GroupQueryAttention node a block: some 20 kernels fewer a block call.
+FUSED_ATTENTION = "evaluate, fused attention (export --attention-kernel fused)"
+FUSED_ATTENTION_CUDA_GRAPHS = "evaluate --cuda-graphs on, fused attention (export --attention-kernel fused)"
 
 
 def evaluate_contenders(device: str, dtype_name: str):
@@ -270,8 +282,17 @@ def evaluate_contenders(device: str, dtype_name: str):
         # Blocks replayed as CUDA graphs (the host's launches set the pace at 1.1B), the host
         # waiting for every block (the default before --overlap), and masks batched through the
         # blocks.
-        for flags in ["--cuda-graphs on", "--overlap off", "--mask-batch 8",
-                      "--cuda-graphs on --mask-batch 8", "--overlap off --mask-batch 8"]:
+        contenders.append(Contender("evaluate --cuda-graphs on", ["--cuda-graphs", "on"], precision))
+    if dtype_name != "fp32":
+        # Fewer kernels a block (ONNX Runtime's GroupQueryAttention, fp16 / bf16 on CUDA), and
+        # with them replayed as CUDA graphs.
+        contenders.append(Contender(FUSED_ATTENTION, [], precision, attention="fused"))
+        if cuda:
+            contenders.append(Contender(FUSED_ATTENTION_CUDA_GRAPHS, ["--cuda-graphs", "on"], precision,
+                                        attention="fused"))
+    if cuda:
+        for flags in ["--overlap off", "--mask-batch 8", "--cuda-graphs on --mask-batch 8",
+                      "--overlap off --mask-batch 8"]:
             contenders.append(Contender(f"evaluate {flags}", flags.split(), precision))
     if not cuda:
         contenders.append(Contender("evaluate --mask-batch 8", ["--mask-batch", "8"], precision))
@@ -429,10 +450,10 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
                              args.seed, replicate, attention=attention)
                 model_dirs[attention] = work / f"model-attention-{attention}"
                 details[f"export_seconds_attention_{attention}"] = time.perf_counter() - started
-                log(f"{key}: exported with attention precision {attention} in "
+                log(f"{key}: exported with attention {attention} in "
                     f"{details[f'export_seconds_attention_{attention}']:.1f} s")
             except Exception as error:  # noqa: BLE001 - the export's failure is this contender's
-                details["failures"][contender] = f"export with --attention-precision {attention}: {error}"
+                details["failures"][contender] = f"export with attention {attention}: {error}"
                 log(f"{key}: {contender}: FAILED: {details['failures'][contender]}")
                 continue
         try:

@@ -23,6 +23,7 @@ Usage:
   python export_layered.py --model HF_DIR --out OUT
   python export_layered.py --gguf FILE.gguf --out OUT
   python export_layered.py --model HF_DIR --out OUT --dtype bf16
+  python export_layered.py --model HF_DIR --out OUT --dtype bf16 --attention-kernel fused   (for a GPU)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +292,23 @@ def float32_attention(module, query, key, value, attention_mask, **kwargs):
     return output.to(query.dtype), weights
 
 
+def fused_attention_applies(config, exporter: str, attention_kernel: str) -> bool:
+    """Whether the blocks get FUSED_ATTENTION: `attention_kernel` "fused", which only the legacy
+    exporter writes and only FUSED_MODEL_TYPES have (refused otherwise, naming why)."""
+    if attention_kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"attention_kernel {attention_kernel!r}: one of {', '.join(ATTENTION_KERNELS)}")
+    if attention_kernel == "standard":
+        return False
+    if config.model_type not in FUSED_MODEL_TYPES:
+        raise UnsupportedArchitecture(
+            f"error: --attention-kernel fused: {config.model_type} blocks have no rotary causal attention to fuse; "
+            f"fused attention is for {', '.join(sorted(FUSED_MODEL_TYPES))}")
+    if exporter != "legacy":
+        raise UnsupportedArchitecture("error: --attention-kernel fused is written by the legacy exporter "
+                                      "(--exporter legacy, the default)")
+    return True
+
+
 def float32_attention_applies(config, dtype_name: str, attention_precision: str) -> bool:
     """Whether an export in `dtype_name` computes attention in float32: fp16 / bf16 with
     `attention_precision` "float32", for a model with attention (not Mamba)."""
@@ -299,17 +318,198 @@ def float32_attention_applies(config, dtype_name: str, attention_precision: str)
             and config.model_type not in FIXED_LENGTH_MODEL_TYPES)
 
 
+# The blocks' attention as ONNX operators (`--attention-kernel`). "standard": transformers' eager
+# attention and rotary embedding written out as ONNX standard operators, which any ONNX runtime
+# runs; a block graph then launches some 40 kernels on a GPU, about 20 of them for the rotary
+# embedding, the causal mask, the grouped heads and the softmax. "fused": all of that as one node
+# of ONNX Runtime's `com.microsoft` GroupQueryAttention (its prompt form: no cache, every window
+# a full sequence), with the rotary tables as the node's cos / sin caches: one kernel (flash
+# attention on CUDA in fp16 / bf16, its softmax in float32), ONNX Runtime only. Why: on an H200 a
+# TinyLlama-1.1B block call took 0.57 ms where its products need 0.22 ms (docs/benchmarks.md §5):
+# the host's launches set the pace. For the architectures whose attention is rotary over the whole
+# head, causal, optionally sliding-window (FUSED_MODEL_TYPES).
+ATTENTION_KERNELS = ("standard", "fused")
+FUSED_ATTENTION = "layerprune_fused_attention"
+FUSED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
+# The rotary tables' length in a fused block (the longest window its graph runs; manifest
+# `rotary_positions`): every block session holds its own copy, so a model's whole context (128k
+# positions for Llama 3.1: 64 MB a block in float32) would cost gigabytes for windows of hundreds
+# of tokens.
+FUSED_MAX_POSITIONS = 8192
+ONNX_INT32 = 6  # onnx.TensorProto.INT32
+
+
+def group_query_attention(query, key, value, cos, sin, num_heads: int, kv_num_heads: int, scale: float,
+                          window: int):
+    """What one GroupQueryAttention node of a fused block computes, in NumPy (float32) on
+    [batch, seq, heads × head] arrays: the rotary embedding (transformers' rotate-half form, its
+    tables `cos` / `sin` [positions, head / 2] from position 0), causal attention over grouped
+    heads with `scale`, keys more than `window - 1` back masked (0: no window); returns
+    [batch, seq, num_heads × head] in float32. The export traces through it and the NumPy
+    runner of the export check (bf16 folders) runs it."""
+    batch, seq, _ = query.shape
+    half = cos.shape[1]
+    head = 2 * half
+
+    def heads(x, count):
+        return np.asarray(x, dtype=np.float32).reshape(batch, seq, count, head).transpose(0, 2, 1, 3)
+
+    def rotate(x):
+        c = np.asarray(cos[:seq], dtype=np.float32)
+        s = np.asarray(sin[:seq], dtype=np.float32)
+        first, second = x[..., :half], x[..., half:]
+        return np.concatenate([first * c - second * s, second * c + first * s], axis=-1)
+
+    groups = num_heads // kv_num_heads
+    q = rotate(heads(query, num_heads))
+    k = np.repeat(rotate(heads(key, kv_num_heads)), groups, axis=1)
+    v = np.repeat(heads(value, kv_num_heads), groups, axis=1)
+    scores = (q @ k.transpose(0, 1, 3, 2)) * scale
+    position = np.arange(seq)
+    allowed = position[None, :] <= position[:, None]
+    if window:
+        allowed &= position[None, :] > position[:, None] - window
+    scores = np.where(allowed, scores, -np.inf)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    output = (scores / scores.sum(axis=-1, keepdims=True)) @ v
+    return output.transpose(0, 2, 1, 3).reshape(batch, seq, num_heads * head)
+
+
+class GroupQueryAttention(torch.autograd.Function):
+    """ONNX Runtime's GroupQueryAttention in a traced graph (the legacy exporter writes
+    `symbolic`); run in PyTorch, `group_query_attention`."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, cos, sin, num_heads, kv_num_heads, scale, window):
+        with warnings.catch_warnings():
+            # The tracer warns that NumPy values are constants to it; `symbolic` is what the graph holds.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            as_numpy = [t.detach().float().numpy() for t in (query, key, value, cos, sin)]
+            output = group_query_attention(*as_numpy, num_heads, kv_num_heads, scale, window)
+            return torch.from_numpy(output).to(query.dtype)
+
+    @staticmethod
+    def symbolic(g, query, key, value, cos, sin, num_heads, kv_num_heads, scale, window):
+        def constant(values, dtype=torch.int64):
+            return g.op("Constant", value_t=torch.tensor(values, dtype=dtype))
+
+        shape = g.op("Shape", query)
+        length = g.op("Cast", g.op("Gather", shape, constant(1), axis_i=0), to_i=ONNX_INT32)
+        last = g.op("Sub", length, constant(1, torch.int32))
+        # seqlens_k (the last position of each sequence, [batch] int32) is read from the device's
+        # memory: made by Range, whose bounds are host scalars and whose output is on the device,
+        # so no host-to-device copy enters the graph (ONNX Runtime refuses CUDA-graph capture of
+        # a graph with one).
+        seqlens = g.op("Expand", g.op("Range", last, length, constant(1, torch.int32)),
+                       g.op("Slice", shape, constant([0]), constant([1])))
+        total = g.op("Reshape", length, constant([1]))
+        missing = g.op("prim::Constant")  # an absent optional input (past_key, past_value)
+        missing.setType(torch._C.OptionalType.ofTensor())
+        # local_window_size counts the keys a query sees, itself included, as transformers'
+        # sliding_window does (measured on the CPU provider; CUDA's flash attention is given
+        # local_window_size - 1 keys to the left).
+        output, _, _ = g.op("com.microsoft::GroupQueryAttention", query, key, value, missing, missing, seqlens,
+                            total, cos, sin, num_heads_i=num_heads, kv_num_heads_i=kv_num_heads, do_rotary_i=1,
+                            scale_f=scale, local_window_size_i=window if window else -1, outputs=3)
+        output.setType(query.type())
+        return output
+
+
+def fused_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The attention interface transformers calls a block with when FUSED_ATTENTION is set:
+    `query` / `key` / `value` [batch, heads, seq, head] without their rotary embedding (the
+    export's `fused_attention_for` leaves it to the node), one GroupQueryAttention over them.
+    The block's own tables and window are on `module` (`FusedSettings`); its mask argument is
+    not read: the node masks by position."""
+    settings = module.layerprune_fused
+    if kwargs.get("softcap") is not None:
+        raise UnsupportedArchitecture("error: attention logit soft-capping is not in the fused attention; "
+                                      "export with --attention-kernel standard")
+    batch, _, seq, head = query.shape
+
+    def flat(x):
+        return x.transpose(1, 2).reshape(batch, seq, -1)
+
+    # Head counts from the config, not the traced shapes (graph values): they are the node's attributes.
+    config = module.config
+    output = GroupQueryAttention.apply(flat(query), flat(key), flat(value), settings.cos, settings.sin,
+                                       config.num_attention_heads, config.num_key_value_heads, float(scaling),
+                                       settings.window or 0)
+    return output.reshape(batch, seq, -1, head), None
+
+
+class FusedSettings:
+    """One block's rotary tables ([positions, head / 2], in the model's dtype) and window."""
+
+    def __init__(self, cos, sin, window):
+        self.cos, self.sin, self.window = cos, sin, window
+
+
+def rotary_positions(config) -> int:
+    """How many positions a fused block's rotary tables hold: the model's context, at most
+    FUSED_MAX_POSITIONS."""
+    return min(config.max_position_embeddings, FUSED_MAX_POSITIONS)
+
+
+def rotary_tables(block: "Block", head: int, dtype):
+    """The block's rotary cos / sin for positions 0 .. rotary_positions - 1, from its own
+    rotary module (so any rope scaling the model has is in them), as GroupQueryAttention's caches:
+    the first half of each row, as transformers' rotate-half tables repeat it."""
+    positions = torch.arange(rotary_positions(block.layer.self_attn.config)).unsqueeze(0)
+    probe = torch.zeros(1, dtype=dtype)
+    if block.per_type_rope:
+        cos, sin = block.rotary_emb(probe, positions, block.layer_type)
+    else:
+        cos, sin = block.rotary_emb(probe, positions)
+    cos, sin = cos[0], sin[0]
+    if cos.shape[-1] != head:
+        raise UnsupportedArchitecture(f"error: a rotary embedding over {cos.shape[-1]} of the head's {head} "
+                                      "dimensions is not in the fused attention; export with "
+                                      "--attention-kernel standard")
+    if head % 16:
+        raise UnsupportedArchitecture(f"error: head size {head}: ONNX Runtime's GroupQueryAttention rotates heads of a "
+                                      "multiple of 16 only; export with --attention-kernel standard")
+    half = head // 2
+    if not (torch.equal(cos[:, :half], cos[:, half:]) and torch.equal(sin[:, :half], sin[:, half:])):
+        raise UnsupportedArchitecture("error: the rotary tables are not in transformers' rotate-half form; "
+                                      "export with --attention-kernel standard")
+    return cos[:, :half].contiguous(), sin[:, :half].contiguous()
+
+
+@contextlib.contextmanager
+def fused_attention_for(block: "Block", dtype):
+    """While exporting `block` with FUSED_ATTENTION: its attention module carries its rotary
+    tables and window, and its modeling module's `apply_rotary_pos_emb` returns q and k as they
+    are, since the node rotates them (the block still computes cos / sin, which nothing then
+    reads, so the trace drops them)."""
+    attention = block.layer.self_attn
+    modeling = sys.modules[type(attention).__module__]
+    cos, sin = rotary_tables(block, attention.head_dim, dtype)
+    original = modeling.apply_rotary_pos_emb
+    attention.layerprune_fused = FusedSettings(cos, sin, block.window)
+    modeling.apply_rotary_pos_emb = lambda q, k, *args, **kwargs: (q, k)
+    try:
+        yield
+    finally:
+        modeling.apply_rotary_pos_emb = original
+        del attention.layerprune_fused
+
+
+# The attention functions this exporter registers with transformers, by name.
+OWN_ATTENTION = {FLOAT32_ATTENTION: float32_attention, FUSED_ATTENTION: fused_attention}
+
+
 @contextlib.contextmanager
 def attention_implementation(config, name):
     """`config._attn_implementation` set to `name` for the block (None: unchanged).
-    FLOAT32_ATTENTION is registered with transformers first, with the eager code's additive mask
-    (the graphs pass their own; a whole model run with it builds this one)."""
-    if name == FLOAT32_ATTENTION:
+    FLOAT32_ATTENTION and FUSED_ATTENTION are registered with transformers first, with the eager
+    code's additive mask (the graphs pass their own; a whole model run with it builds this one)."""
+    if name in OWN_ATTENTION:
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-        AttentionInterface.register(FLOAT32_ATTENTION, float32_attention)
-        AttentionMaskInterface.register(FLOAT32_ATTENTION, eager_mask)
+        AttentionInterface.register(name, OWN_ATTENTION[name])
+        AttentionMaskInterface.register(name, eager_mask)
     previous = config._attn_implementation
     if name is not None:
         config._attn_implementation = name
@@ -479,14 +679,17 @@ def load_model(args):
 
 
 def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int, exporter: str,
-           fixed_seq_len=None, attention_precision: str = "float32"):
+           fixed_seq_len=None, attention_precision: str = "float32", attention_kernel: str = "standard"):
     """`fixed_seq_len`: for FIXED_LENGTH_MODEL_TYPES, the one sequence length the block graphs
     run (their scan is unrolled for it); the embedding and head graphs stay dynamic.
-    `attention_precision`: for fp16 / bf16, "float32" computes attention in float32
-    (FLOAT32_ATTENTION), "model" in the dtype as transformers' eager code does."""
+    `attention_precision`: for fp16 / bf16 standard attention, "float32" computes attention in
+    float32 (FLOAT32_ATTENTION), "model" in the dtype as transformers' eager code does.
+    `attention_kernel`: "standard" or "fused" (ATTENTION_KERNELS)."""
     config = model.config
-    # Only where there is attention in a reduced precision; fp32 graphs are unchanged.
-    float32_attention_blocks = float32_attention_applies(config, dtype_name, attention_precision)
+    fused = fused_attention_applies(config, exporter, attention_kernel)
+    # Only where there is standard attention in a reduced precision; fp32 graphs are unchanged.
+    float32_attention_blocks = (not fused
+                                and float32_attention_applies(config, dtype_name, attention_precision))
     hidden = config.hidden_size
     dtype = DTYPES[dtype_name]
     example_ids = torch.randint(0, config.vocab_size, (2, 8))
@@ -511,8 +714,11 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
     blocks = []
     for index in range(config.num_hidden_layers):
         name = f"block_{index:03d}.onnx"
-        with attention_implementation(config, FLOAT32_ATTENTION if float32_attention_blocks else None):
-            save(name, export_graph(Block(model, index), (block_hidden,), ["hidden_states"], ["output"],
+        block = Block(model, index)
+        implementation = FUSED_ATTENTION if fused else FLOAT32_ATTENTION if float32_attention_blocks else None
+        with attention_implementation(config, implementation), \
+                (fused_attention_for(block, dtype) if fused else contextlib.nullcontext()):
+            save(name, export_graph(block, (block_hidden,), ["hidden_states"], ["output"],
                                     {"hidden_states": block_axes, "output": block_axes}, opset, exporter))
         blocks.append({"index": index, "original_index": index, "file": name})
     save("head.onnx", export_graph(Head(model, nll=True), (example_hidden, example_ids),
@@ -534,7 +740,12 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
     if config.model_type in FIXED_LENGTH_MODEL_TYPES:
         # Block graphs accept [batch, fixed_seq_len, hidden] only (ONNX Runtime refuses others).
         extra["fixed_seq_len"] = fixed_seq_len
-    if dtype_name != "fp32" and config.model_type not in FIXED_LENGTH_MODEL_TYPES:
+    if fused:
+        # Informational: the graphs hold it (and only ONNX Runtime runs them, windows of at most
+        # rotary_positions tokens).
+        extra["attention_kernel"] = "fused"
+        extra["rotary_positions"] = rotary_positions(config)
+    elif dtype_name != "fp32" and config.model_type not in FIXED_LENGTH_MODEL_TYPES:
         # Where the blocks' attention is computed (informational: the graphs hold it).
         extra["attention_precision"] = "float32" if float32_attention_blocks else DTYPE_NAMES[dtype_name]
     manifest = {
@@ -611,8 +822,22 @@ def run_chain(out_dir: Path, manifest: dict, input_ids: np.ndarray, drop=(), run
             def _run(self, data, indices, axis=None):
                 return (np.take_along_axis(data, indices.astype(np.int64), axis=axis),)
 
+        class GroupQueryAttention(OpRun):  # onnx.reference finds an operator by its class name
+            # A fused block's attention (--attention-kernel fused), which onnx.reference lacks.
+            op_domain = "com.microsoft"
+
+            def _run(self, query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache,
+                     sin_cache, num_heads=None, kv_num_heads=None, do_rotary=None, scale=None,
+                     local_window_size=None, **unused):
+                window = local_window_size if local_window_size is not None and local_window_size > 0 else 0
+                output = group_query_attention(query, key, value, cos_cache, sin_cache, num_heads, kv_num_heads,
+                                               scale, window)
+                unused_cache = np.zeros((0,), dtype=query.dtype)  # present_key / present_value: not read
+                return output.astype(query.dtype), unused_cache, unused_cache
+
         def run(name, feeds):
-            evaluator = ReferenceEvaluator(onnx.load(str(out_dir / name)), new_ops=[GatherElements])
+            evaluator = ReferenceEvaluator(onnx.load(str(out_dir / name)),
+                                           new_ops=[GatherElements, GroupQueryAttention])
             return evaluator.run(None, feeds)[0]
 
     hidden = run(manifest["embedding"]["file"], {"input_ids": input_ids})
@@ -790,9 +1015,14 @@ def main(argv=None):
     source.add_argument("--gguf", help="a GGUF file (dequantized by transformers)")
     parser.add_argument("--out", required=True, help="output layered model folder")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    parser.add_argument("--attention-precision", choices=ATTENTION_PRECISIONS, default="float32",
-                        help="fp16 / bf16 only: compute the blocks' attention in float32 (default; closer to "
-                             "float32, as transformers' SDPA is) or in the dtype (transformers' eager code)")
+    parser.add_argument("--attention-precision", choices=ATTENTION_PRECISIONS, default=None,
+                        help="fp16 / bf16 standard attention only: compute the blocks' attention in float32 "
+                             "(default; closer to float32, as transformers' SDPA is) or in the dtype "
+                             "(transformers' eager code)")
+    parser.add_argument("--attention-kernel", choices=ATTENTION_KERNELS, default="standard",
+                        help="the blocks' attention as ONNX standard operators (default; any ONNX runtime) or "
+                             "fused: one ONNX Runtime GroupQueryAttention node a block, rotary embedding "
+                             "included (fewer kernels on a GPU; llama, mistral, qwen2, qwen3, gemma3_text)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
                         help="torch.onnx exporter (legacy is ~30x faster and gives the same graphs' results)")
@@ -813,6 +1043,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
+    if args.attention_kernel == "fused" and args.attention_precision is not None:
+        parser.error("--attention-precision is for standard attention; the fused kernel chooses its own "
+                     "(flash attention's softmax in float32 on CUDA)")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -834,7 +1067,8 @@ def main(argv=None):
         fixed = model.config.model_type in FIXED_LENGTH_MODEL_TYPES
         manifest = export(model, tokenizer, source_info, staging, args.dtype, args.opset, args.exporter,
                           fixed_seq_len=args.fixed_seq_len if fixed else None,
-                          attention_precision=args.attention_precision)
+                          attention_precision=args.attention_precision or "float32",
+                          attention_kernel=args.attention_kernel)
         if fixed:
             args.check_length = args.fixed_seq_len
         print(f"exported {len(manifest['blocks']) + 3} graphs in {time.time() - started:.1f} s")

@@ -271,6 +271,16 @@ impl Manifest {
             .map(|n| n as usize)
     }
 
+    /// The longest sequence the block graphs run, for exports whose attention is ONNX
+    /// Runtime's fused GroupQueryAttention (`rotary_positions`: the length of the rotary tables
+    /// its node holds; tools/export's `--attention-kernel fused`); `None` for any length.
+    pub fn rotary_positions(&self) -> Option<usize> {
+        self.extra
+            .get("rotary_positions")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n as usize)
+    }
+
     /// The path of block `index`'s graph ([`confined`] to `dir`).
     pub fn block_path(&self, dir: &Path, index: usize) -> Result<PathBuf, ModelError> {
         let block = self.blocks.get(index).ok_or_else(|| {

@@ -216,6 +216,14 @@ impl ChoiceScorer {
             )));
         }
         let vocab_size = model.manifest().vocab_size;
+        // A fused-attention export runs at most its rotary tables' positions: longer inputs
+        // lose their oldest context tokens, as inputs past `max_length` do.
+        let max_length = model
+            .manifest()
+            .rotary_positions()
+            .map_or(options.max_length, |positions| {
+                options.max_length.min(positions)
+            });
         // Groups in order of first appearance.
         let mut group_index: HashMap<usize, usize> = HashMap::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -241,7 +249,7 @@ impl ChoiceScorer {
             let mut placed = Vec::with_capacity(members.len());
             for &index in members {
                 let (input, targets, start) =
-                    request_input(index, &requests[index], options.max_length, vocab_size)?;
+                    request_input(index, &requests[index], max_length, vocab_size)?;
                 let row = *by_input.entry(input.clone()).or_insert_with(|| {
                     rows.push(input);
                     variants.push(0);

@@ -117,6 +117,18 @@ impl Evaluator {
                 )));
             }
         }
+        if let Some(positions) = model.manifest().rotary_positions() {
+            if seq_len > positions {
+                return Err(RuntimeError::BadInput(format!(
+                    "{} runs windows of at most {positions} tokens (its blocks' fused attention \
+                     holds rotary tables for {positions} positions: rotary_positions in its \
+                     manifest.json), but the windows have {seq_len}: prepare the tokens with \
+                     `prepare-tokens --length {positions}` or less, or export the model with \
+                     --attention-kernel standard",
+                    model.dir().display()
+                )));
+            }
+        }
         let vocab_size = model.manifest().vocab_size;
         for (index, window) in windows.iter().enumerate() {
             if window.len() != seq_len {

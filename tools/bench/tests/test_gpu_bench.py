@@ -27,6 +27,7 @@ COLUMNS = ["shape", "dtype", "contender", "masks_per_second", "useful_tflops", "
 CONTENDERS = {"pytorch zero-and-restore", "pytorch blocks deleted", "evaluate", "evaluate --io-binding on",
               "evaluate --mask-batch 8"}
 ATTENTION_IN_DTYPE = "evaluate, attention in the model's dtype (export --attention-precision model)"
+FUSED_ATTENTION = "evaluate, fused attention (export --attention-kernel fused)"
 # An earlier run's row of another shape, which a run of the tiny shape must keep.
 OTHER_ROW = ["Llama-2-7B", "bf16", "evaluate", "30", "400", "600", "0.01", "2026-01-01"]
 
@@ -150,8 +151,8 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     csv_path = tmp_path / "gpu-bench.csv"
     run_bench(tmp_path, csv_path, "--shapes", "tiny-fp16")
     _, rows = read_csv(csv_path)
-    # Besides the fp32 shape's contenders, the second export (attention in fp16).
-    contenders = CONTENDERS | {ATTENTION_IN_DTYPE}
+    # Besides the fp32 shape's contenders, the other exports (attention in fp16, fused attention).
+    contenders = CONTENDERS | {ATTENTION_IN_DTYPE, FUSED_ATTENTION}
     assert {r["contender"] for r in rows} == contenders and {r["dtype"] for r in rows} == {"fp16"}
     record = json.loads((tmp_path / "gpu-bench.json").read_text())
     (shape,) = record["shapes"]
@@ -162,11 +163,14 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     bounds = {c: run["max_nll_diff_vs_float32"] for c, run in shape["runs"].items()}
     assert set(bounds) == contenders - {"pytorch zero-and-restore", "pytorch blocks deleted"}
     assert all(0 <= bound < 5e-2 for bound in bounds.values()), bounds
-    # Two exports: the default computes attention in float32, the other in fp16 (the graphs
-    # differ, so do the NLLs, a little).
+    # Three exports: the default computes attention in float32, one in fp16, one in ONNX Runtime's
+    # GroupQueryAttention (the graphs differ, so do the NLLs, a little).
     assert (tmp_path / "tiny-fp16" / "model-attention-model" / "manifest.json").is_file()
     assert shape["export_seconds_attention_model"] > 0
     assert bounds[ATTENTION_IN_DTYPE] != bounds["evaluate"]
+    fused = json.loads((tmp_path / "tiny-fp16" / "model-attention-fused" / "manifest.json").read_text())
+    assert fused["attention_kernel"] == "fused"
+    assert bounds[FUSED_ATTENTION] != bounds["evaluate"]
     table = (tmp_path / "gpu-bench.md").read_text()
     assert "- tiny-llama fp16, 10 masks: PyTorch in fp16" in table and "`evaluate`" in table
     # PyTorch with eager attention, which the graphs were traced from, is measured as well.
@@ -245,10 +249,15 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
                  "evaluate --overlap off", "evaluate --mask-batch 8", "evaluate --io-binding off"]:
         assert name in contenders, sorted(contenders)
         assert contenders[name] == name.split()[1:], name
-    # The second export's contender runs evaluate as it is.
+    # The other exports' contenders run evaluate as it is, or with CUDA graphs.
     assert contenders[gpu_bench.ATTENTION_IN_DTYPE] == []
-    assert gpu_bench.ATTENTION_IN_DTYPE not in {
-        c.name for c in gpu_bench.evaluate_contenders("cuda:0", "fp32")}
+    assert contenders[gpu_bench.FUSED_ATTENTION] == []
+    assert contenders[gpu_bench.FUSED_ATTENTION_CUDA_GRAPHS] == ["--cuda-graphs", "on"]
+    # fp32 has neither: its attention is float32 already, and ONNX Runtime's CUDA provider
+    # has GroupQueryAttention for fp16 / bf16 only.
+    fp32 = {c.name for c in gpu_bench.evaluate_contenders("cuda:0", "fp32")}
+    assert not fp32 & {gpu_bench.ATTENTION_IN_DTYPE, gpu_bench.FUSED_ATTENTION,
+                       gpu_bench.FUSED_ATTENTION_CUDA_GRAPHS}
     help_text = subprocess.run([str(BIN / "evaluate"), "--help"], capture_output=True, text=True,
                                check=True).stdout
     for flags in contenders.values():

@@ -397,3 +397,98 @@ def test_reduced_precision_attention_is_computed_in_float32_unless_asked_otherwi
     assert matmul_inputs == {"float32": True, "model": False}
     _, _, _, manifest, _ = export_fp32(arch, tmp_path_factory)
     assert "attention_precision" not in manifest
+
+
+FUSED = sorted(export_layered.FUSED_MODEL_TYPES)
+
+
+@pytest.mark.parametrize("arch", FUSED)
+def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory):
+    """--attention-kernel fused: one GroupQueryAttention node a block in place of the rotary
+    embedding, mask, grouped heads and softmax of the standard graphs, with the same results
+    (sliding windows of 4 over 16 tokens, Gemma 3's local and global rotary tables, its
+    query scale and q / k norms), also with a block skipped."""
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=11)
+    model, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                                           "--attention-kernel", "fused", "--check-length", str(SEQ_LEN)])
+    assert manifest["attention_kernel"] == "fused" and "attention_precision" not in manifest
+    assert manifest["check"]["max_abs_logit_diff"] < FP32_TOLERANCE
+    for block in manifest["blocks"]:
+        graph = onnx.load(str(tmp_path / "onnx" / block["file"]), load_external_data=False)
+        ops = [n.op_type for n in graph.graph.node]
+        assert ops.count("GroupQueryAttention") == 1, ops
+        assert not {"Softmax", "Sin", "Cos", "Trilu"} & set(ops), ops
+    for drop in [(), (1,)]:
+        logit_diff, nll_diff = max_diffs(tmp_path / "onnx", manifest, model, ids_for(manifest, 3), drop=drop)
+        assert logit_diff < FP32_TOLERANCE and nll_diff < FP32_TOLERANCE, (drop, logit_diff, nll_diff)
+    # The standard export of the same architecture says nothing of a kernel.
+    _, _, _, standard, _ = export_fp32(arch, tmp_path_factory)
+    assert "attention_kernel" not in standard
+
+
+@pytest.mark.parametrize("arch,dtype", [("llama", "fp16"), ("gemma3_text", "bf16")])
+def test_fused_attention_in_reduced_precision_passes_the_export_check(arch, dtype, tmp_path):
+    """fp16 runs in ONNX Runtime's CPU provider; bf16 in onnx.reference, with the node's NumPy
+    form (`group_query_attention`)."""
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=23)
+    _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                                       "--dtype", dtype, "--attention-kernel", "fused", "--check-sequences", "2",
+                                       "--check-length", str(SEQ_LEN)])
+    assert manifest["check"]["runner"] == ("reference" if dtype == "bf16" else "ort")
+    assert manifest["attention_kernel"] == "fused"
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_the_numpy_form_of_the_fused_node_is_what_onnx_runtime_computes(window):
+    """`group_query_attention` (what the bf16 check runs and the export traces through) against
+    ONNX Runtime's own GroupQueryAttention: grouped heads, rotary embedding, causal mask with and
+    without a sliding window."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    batch, seq, heads, kv_heads, head = 2, 12, 4, 2, 16
+    rng = np.random.default_rng(window)
+    query, key, value = (rng.standard_normal((batch, seq, n * head)).astype(np.float32)
+                         for n in (heads, kv_heads, kv_heads))
+    angles = np.arange(32)[:, None] * 10000.0 ** (-np.arange(head // 2) / (head // 2))
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    scale = 0.3
+    node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "", "", "seqlens", "total", "cos", "sin"],
+                            ["out", "present_key", "present_value"], domain="com.microsoft", num_heads=heads,
+                            kv_num_heads=kv_heads, do_rotary=1, scale=scale,
+                            local_window_size=window if window else -1)
+    constants = [numpy_helper.from_array(np.full(batch, seq - 1, np.int32), "seqlens"),
+                 numpy_helper.from_array(np.array([seq], np.int32), "total"),
+                 numpy_helper.from_array(cos, "cos"), numpy_helper.from_array(sin, "sin")]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(x.shape))
+              for name, x in (("q", query), ("k", key), ("v", value))]
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(["out"], {"q": query, "k": key, "v": value})
+    ours = export_layered.group_query_attention(query, key, value, cos, sin, heads, kv_heads, scale, window)
+    assert np.abs(ours - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "mamba"])
+def test_fused_attention_is_refused_where_there_is_none_to_fuse(arch, tmp_path):
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=5)
+    with pytest.raises(SystemExit, match=f"--attention-kernel fused: {arch} blocks .*fused attention is for gemma3_text, llama"):
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                             "--attention-kernel", "fused", *FIXED])
+    assert not (tmp_path / "onnx").exists()
+    make_fixture.build_arch_folder(tmp_path / "llama", "llama", seed=5)
+    with pytest.raises(SystemExit, match="written by the legacy exporter"):
+        export_layered.main(["--model", str(tmp_path / "llama"), "--out", str(tmp_path / "onnx"),
+                             "--attention-kernel", "fused", "--exporter", "dynamo"])
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_attention_precision_is_refused_with_fused_attention(tmp_path, capsys):
+    with pytest.raises(SystemExit) as error:
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"), "--dtype", "bf16",
+                             "--attention-kernel", "fused", "--attention-precision", "model"])
+    assert error.value.code == 2
+    assert "--attention-precision is for standard attention" in capsys.readouterr().err

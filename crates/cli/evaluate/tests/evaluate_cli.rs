@@ -198,19 +198,7 @@ fn bad_input_is_refused_and_nothing_written() {
 
     // A model whose part does not match its hash.
     let broken = dir.path().join("broken");
-    std::fs::create_dir(&broken).unwrap();
-    for entry in std::fs::read_dir(fixture()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
-        }
-    }
-    let weights = broken.join("weights");
-    std::fs::create_dir(&weights).unwrap();
-    for entry in std::fs::read_dir(fixture().join("weights")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), weights.join(entry.file_name())).unwrap();
-    }
+    layerprune_tests::copy_dir(&fixture(), &broken);
     let mut block = std::fs::read(broken.join("block_002.onnx")).unwrap();
     let last = block.len() - 1;
     block[last] ^= 0xff;
@@ -220,6 +208,26 @@ fn bad_input_is_refused_and_nothing_written() {
         &["--tokens", path(&tokens), "--out", path(&out_file)],
     );
     assert_refused(&out, &["block_002.onnx", "sha256"]);
+
+    // Windows longer than a fused-attention export's rotary tables (its manifest says how
+    // long: 12-token windows, tables for 8 positions).
+    let fused = dir.path().join("fused");
+    layerprune_tests::copy_dir(&fixture(), &fused);
+    let manifest_path = fused.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["attention_kernel"] = "fused".into();
+    manifest["rotary_positions"] = 8.into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let out = evaluate_model(
+        &fused,
+        &["--tokens", path(&tokens), "--out", path(&out_file)],
+    );
+    assert_refused(
+        &out,
+        &["at most 8 tokens", "rotary_positions", "windows have 12"],
+    );
+    assert!(!out_file.exists());
 
     // A missing manifest.
     std::fs::remove_file(broken.join("manifest.json")).unwrap();

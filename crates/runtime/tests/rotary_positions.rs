@@ -1,0 +1,81 @@
+//! A fused-attention export (tools/export's `--attention-kernel fused`) runs sequences of at
+//! most `rotary_positions` tokens, its manifest says: windows longer than that are refused
+//! before anything runs, and zero-shot inputs lose their oldest context tokens down to it, as
+//! inputs past `ChoiceOptions::max_length` do. On a copy of the committed tiny fixture with the
+//! field added (its graphs run any length, so what is checked is the runtime's reading of it).
+
+use layerprune_core::Mask;
+use layerprune_runtime::{
+    ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator, LayeredModel, LoglikRequest, RuntimeError,
+    RuntimeOptions,
+};
+use layerprune_tests::{copy_dir, fixture_windows, tiny_model_dir};
+
+/// The fixture with `rotary_positions` in its manifest, in a temporary folder.
+fn fixture_with_rotary_positions(positions: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_model_dir(), dir.path());
+    let path = dir.path().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["attention_kernel"] = "fused".into();
+    manifest["rotary_positions"] = positions.into();
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    dir
+}
+
+fn open(dir: &std::path::Path) -> LayeredModel {
+    LayeredModel::open(dir, &RuntimeOptions::default()).expect("fixture loads")
+}
+
+#[test]
+fn longer_windows_are_refused_and_choice_inputs_cut_to_the_tables() {
+    let fused = fixture_with_rotary_positions(8);
+    assert_eq!(open(fused.path()).manifest().rotary_positions(), Some(8));
+    assert_eq!(open(&tiny_model_dir()).manifest().rotary_positions(), None);
+
+    let refused = Evaluator::new(
+        open(fused.path()),
+        &fixture_windows(5, 2, 9),
+        EvalOptions::default(),
+    );
+    let Err(error) = refused else {
+        panic!("9-token windows were accepted by a model for 8")
+    };
+    assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
+    assert!(error.to_string().contains("rotary_positions"), "{error}");
+    assert!(Evaluator::new(
+        open(fused.path()),
+        &fixture_windows(5, 2, 8),
+        EvalOptions::default()
+    )
+    .is_ok());
+
+    // 14-token questions: 13 input tokens, more than the 8 the tables hold.
+    let requests: Vec<LoglikRequest> = fixture_windows(11, 2, 14)
+        .iter()
+        .enumerate()
+        .flat_map(|(group, ids)| {
+            [7, 11].map(|split| LoglikRequest {
+                context: ids[..split].to_vec(),
+                continuation: ids[split..].to_vec(),
+                group,
+            })
+        })
+        .collect();
+    let masks = [Mask::full(6), Mask::from_removed(6, &[3]).unwrap()];
+    let score = |model, max_length| {
+        let options = ChoiceOptions {
+            max_length,
+            ..ChoiceOptions::default()
+        };
+        let mut scorer = ChoiceScorer::new(model, &requests, options).unwrap();
+        scorer.score(&masks, &mut |_, _| {}).unwrap()
+    };
+    let cut = score(open(fused.path()), ChoiceOptions::default().max_length);
+    assert_eq!(cut, score(open(&tiny_model_dir()), 8));
+    assert_ne!(
+        cut,
+        score(open(&tiny_model_dir()), ChoiceOptions::default().max_length)
+    );
+}
