@@ -265,18 +265,20 @@ impl Manifest {
     /// The one sequence length the graphs accept, for models exported with a fixed length
     /// (Mamba: the state-space scan is unrolled for `fixed_seq_len` tokens); `None` for any.
     pub fn fixed_seq_len(&self) -> Option<usize> {
-        self.extra
-            .get("fixed_seq_len")
-            .and_then(serde_json::Value::as_u64)
-            .map(|n| n as usize)
+        self.extra_count("fixed_seq_len")
     }
 
     /// The longest sequence the block graphs run, for exports whose attention is ONNX
     /// Runtime's fused GroupQueryAttention (`rotary_positions`: the length of the rotary tables
     /// its node holds; tools/export's `--attention-kernel fused`); `None` for any length.
     pub fn rotary_positions(&self) -> Option<usize> {
+        self.extra_count("rotary_positions")
+    }
+
+    /// The non-negative integer field `key` of the manifest's other fields, if it has one.
+    fn extra_count(&self, key: &str) -> Option<usize> {
         self.extra
-            .get("rotary_positions")
+            .get(key)
             .and_then(serde_json::Value::as_u64)
             .map(|n| n as usize)
     }
