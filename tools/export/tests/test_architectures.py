@@ -479,9 +479,12 @@ def test_fused_attention_is_refused_where_there_is_none_to_fuse(arch, tmp_path):
         export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
                              "--attention-kernel", "fused", *FIXED])
     assert not (tmp_path / "onnx").exists()
-    make_fixture.build_arch_folder(tmp_path / "llama", "llama", seed=5)
+
+
+def test_fused_attention_needs_the_legacy_exporter(tmp_path):
+    make_fixture.build_arch_folder(tmp_path / "hf", "llama", seed=5)
     with pytest.raises(SystemExit, match="written by the legacy exporter"):
-        export_layered.main(["--model", str(tmp_path / "llama"), "--out", str(tmp_path / "onnx"),
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
                              "--attention-kernel", "fused", "--exporter", "dynamo"])
     assert not (tmp_path / "onnx").exists()
 
