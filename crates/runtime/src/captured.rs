@@ -33,7 +33,9 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, Shape, TensorElementType};
 
-use crate::model::{onnx_error, queued_run_options, run_binding, state_names, HiddenState};
+use crate::model::{
+    onnx_error, queued_run_options, run_binding, state_binding, BoundOutput, HiddenState,
+};
 use crate::RuntimeError;
 
 /// Shapes captured per block session. One mask at a time has one shape per window batch (two
@@ -121,14 +123,8 @@ impl CapturedBlocks {
         let mut fresh =
             DynTensor::new(&self.allocator, element, shape.clone()).map_err(onnx_error(path))?;
         let Some(index) = self.shape_index(&shape, element, path)? else {
-            let (input_name, output_name) = state_names(session, path)?;
-            let mut binding = session.create_binding().map_err(onnx_error(path))?;
-            binding
-                .bind_input(input_name, state)
-                .map_err(onnx_error(path))?;
-            binding
-                .bind_output(output_name, &mut fresh)
-                .map_err(onnx_error(path))?;
+            let (binding, _) =
+                state_binding(session, state, BoundOutput::Tensor(&mut fresh), path)?;
             run_binding(session, &binding, Some(&self.uncaptured)).map_err(onnx_error(path))?;
             return Ok(fresh.into_dyn());
         };
@@ -148,15 +144,9 @@ impl CapturedBlocks {
         let binding = match self.bindings.entry((block, index)) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                // Names looked up once per binding, not per run (this is the hot path).
-                let (input_name, output_name) = state_names(session, path)?;
-                let mut binding = session.create_binding().map_err(onnx_error(path))?;
-                binding
-                    .bind_input(input_name, &captured.input)
-                    .map_err(onnx_error(path))?;
-                binding
-                    .bind_output(output_name, &mut captured.output)
-                    .map_err(onnx_error(path))?;
+                // Made once per (block, shape), not per run (this is the hot path).
+                let output = BoundOutput::Tensor(&mut captured.output);
+                let (binding, _) = state_binding(session, &captured.input, output, path)?;
                 entry.insert(binding)
             }
         };

@@ -11,7 +11,8 @@ use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, Memory
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{
-    DynTensorValueType, DynValue, Tensor, TensorElementType, TensorRef, Value, ValueTypeMarker,
+    DynTensor, DynTensorValueType, DynValue, Tensor, TensorElementType, TensorRef, Value,
+    ValueTypeMarker,
 };
 
 use crate::captured::{CapturedBlocks, Copies, CAPTURED_SHAPES};
@@ -369,14 +370,7 @@ fn run_bound<T: ValueTypeMarker + ?Sized>(
     queued: Option<&RunOptions>,
     path: &Path,
 ) -> Result<DynValue, RuntimeError> {
-    let (input_name, output_name) = state_names(session, path)?;
-    let mut binding = session.create_binding().map_err(onnx_error(path))?;
-    binding
-        .bind_input(input_name, input)
-        .map_err(onnx_error(path))?;
-    binding
-        .bind_output_to_device(output_name.as_str(), memory)
-        .map_err(onnx_error(path))?;
+    let (binding, output_name) = state_binding(session, input, BoundOutput::Memory(memory), path)?;
     let mut outputs = run_binding(session, &binding, queued).map_err(onnx_error(path))?;
     outputs
         .remove(&output_name)
@@ -386,9 +380,38 @@ fn run_bound<T: ValueTypeMarker + ?Sized>(
         })
 }
 
+/// Where a bound run writes its state output.
+pub(crate) enum BoundOutput<'a> {
+    /// A buffer ONNX Runtime allocates in this memory, from the session's allocator for it.
+    Memory(&'a MemoryInfo<'static>),
+    /// This tensor.
+    Tensor(&'a mut DynTensor),
+}
+
+/// A binding of `session`'s hidden-state input to `input` and its output to `output`, with the
+/// output's name (under which a run returns it).
+pub(crate) fn state_binding<T: ValueTypeMarker + ?Sized>(
+    session: &Session,
+    input: &Value<T>,
+    output: BoundOutput<'_>,
+    path: &Path,
+) -> Result<(IoBinding, String), RuntimeError> {
+    let (input_name, output_name) = state_names(session, path)?;
+    let mut binding = session.create_binding().map_err(onnx_error(path))?;
+    binding
+        .bind_input(input_name, input)
+        .map_err(onnx_error(path))?;
+    match output {
+        BoundOutput::Memory(memory) => binding.bind_output_to_device(output_name.as_str(), memory),
+        BoundOutput::Tensor(tensor) => binding.bind_output(output_name.as_str(), tensor),
+    }
+    .map_err(onnx_error(path))?;
+    Ok((binding, output_name))
+}
+
 /// The names of a graph's hidden-state input and output (its first of each; the embedding's
 /// input is its token ids).
-pub(crate) fn state_names(
+fn state_names(
     session: &Session,
     path: &Path,
 ) -> Result<(String, String), RuntimeError> {
