@@ -411,10 +411,7 @@ pub(crate) fn state_binding<T: ValueTypeMarker + ?Sized>(
 
 /// The names of a graph's hidden-state input and output (its first of each; the embedding's
 /// input is its token ids).
-fn state_names(
-    session: &Session,
-    path: &Path,
-) -> Result<(String, String), RuntimeError> {
+fn state_names(session: &Session, path: &Path) -> Result<(String, String), RuntimeError> {
     match (session.inputs().first(), session.outputs().first()) {
         (Some(input), Some(output)) => Ok((input.name().to_string(), output.name().to_string())),
         _ => Err(RuntimeError::Onnx {
