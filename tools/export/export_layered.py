@@ -1022,7 +1022,8 @@ def main(argv=None):
     parser.add_argument("--attention-kernel", choices=ATTENTION_KERNELS, default="standard",
                         help="the blocks' attention as ONNX standard operators (default; any ONNX runtime) or "
                              "fused: one ONNX Runtime GroupQueryAttention node a block, rotary embedding "
-                             "included (fewer kernels on a GPU; llama, mistral, qwen2, qwen3, gemma3_text)")
+                             "included (fewer kernels on a GPU, where ONNX Runtime runs it in fp16 / bf16 "
+                             "only; llama, mistral, qwen2, qwen3, gemma3_text)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
                         help="torch.onnx exporter (legacy is ~30x faster and gives the same graphs' results)")
@@ -1046,6 +1047,12 @@ def main(argv=None):
     if args.attention_kernel == "fused" and args.attention_precision is not None:
         parser.error("--attention-precision is for standard attention; the fused kernel chooses its own "
                      "(flash attention's softmax in float32 on CUDA)")
+    if args.attention_kernel == "fused" and args.dtype == "fp32":
+        # Still useful on the CPU (the same NLLs, tested against transformers exactly); the
+        # runtime refuses the folder on CUDA rather than run every block's attention on the host.
+        print("export: note: ONNX Runtime's CUDA provider runs GroupQueryAttention in fp16 / bf16 only; "
+              "this fp32 folder is for the CPU provider (export with --dtype bf16 or fp16 for a GPU)",
+              file=sys.stderr)
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -275,6 +275,16 @@ impl Manifest {
         self.extra_count("rotary_positions")
     }
 
+    /// Whether the blocks' attention is ONNX Runtime's fused GroupQueryAttention
+    /// (`attention_kernel: "fused"`, tools/export's `--attention-kernel fused`), a
+    /// `com.microsoft` operator that ONNX Runtime's CUDA provider runs in float16 / bfloat16 only.
+    pub fn fused_attention(&self) -> bool {
+        self.extra
+            .get("attention_kernel")
+            .and_then(serde_json::Value::as_str)
+            == Some("fused")
+    }
+
     /// The non-negative integer field `key` of the manifest's other fields, if it has one.
     fn extra_count(&self, key: &str) -> Option<usize> {
         self.extra

@@ -610,6 +610,21 @@ impl LayeredModel {
         let manifest = Manifest::load(dir)?;
         manifest.check_folder(dir, options.verify_hashes)?;
         let paths = GraphPaths::of(&manifest, dir)?;
+        if manifest.fused_attention()
+            && manifest.dtype == "float32"
+            && matches!(options.device, Device::Cuda(_))
+        {
+            // ONNX Runtime would place every block's attention node on the CPU provider,
+            // copying the states to the host and back around it: a CPU run reported as a GPU one.
+            return Err(RuntimeError::BadInput(format!(
+                "{}'s blocks compute attention with ONNX Runtime's fused GroupQueryAttention in \
+                 float32 (attention_kernel \"fused\", dtype float32 in its manifest.json), which \
+                 the CUDA provider runs only in float16 / bfloat16: export the model with --dtype \
+                 bf16 or fp16 for a GPU, or with --attention-kernel standard, or evaluate it with \
+                 --device cpu",
+                dir.display()
+            )));
+        }
         if manifest.dtype != "float32" && matches!(options.device, Device::Cpu) {
             tracing::warn!(
                 "{} holds {} weights; the CPU provider runs them slowly",

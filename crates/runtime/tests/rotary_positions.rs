@@ -3,8 +3,9 @@
 //! before anything runs, and zero-shot inputs lose their oldest context tokens down to it, as
 //! inputs past `ChoiceOptions::max_length` do. On a copy of the committed tiny fixture with the
 //! field added (its graphs run any length, so what is checked is the runtime's reading of it).
+//! And a float32 one is refused on CUDA, whose GroupQueryAttention is float16 / bfloat16 only.
 
-use layerprune_core::Mask;
+use layerprune_core::{Device, Mask};
 use layerprune_runtime::{
     ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator, LayeredModel, LoglikRequest, RuntimeError,
     RuntimeOptions,
@@ -78,4 +79,32 @@ fn longer_windows_are_refused_and_choice_inputs_cut_to_the_tables() {
         cut,
         score(open(&tiny_model_dir()), ChoiceOptions::default().max_length)
     );
+}
+
+#[test]
+fn float32_fused_attention_is_refused_on_cuda_before_any_session_opens() {
+    let fused = fixture_with_rotary_positions(8);
+    let on_cuda = RuntimeOptions {
+        device: Device::Cuda(0),
+        ..RuntimeOptions::default()
+    };
+    let Err(error) = LayeredModel::open(fused.path(), &on_cuda) else {
+        panic!("a float32 fused-attention folder was opened on CUDA")
+    };
+    assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("GroupQueryAttention"), "{message}");
+    assert!(message.contains("--dtype"), "{message}");
+    assert!(
+        message.contains(&fused.path().display().to_string()),
+        "{message}"
+    );
+
+    // The standard folder gets as far as the provider: opened on a GPU host, refused as
+    // unavailable here, never for its attention.
+    if let Err(error) = LayeredModel::open(&tiny_model_dir(), &on_cuda) {
+        assert!(!matches!(error, RuntimeError::BadInput(_)), "{error:?}");
+    }
+    // On the CPU the fused folder opens.
+    open(fused.path());
 }

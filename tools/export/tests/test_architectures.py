@@ -403,14 +403,16 @@ FUSED = sorted(export_layered.FUSED_MODEL_TYPES)
 
 
 @pytest.mark.parametrize("arch", FUSED)
-def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory):
+def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory, capsys):
     """--attention-kernel fused: one GroupQueryAttention node a block in place of the rotary
     embedding, mask, grouped heads and softmax of the standard graphs, with the same results
     (sliding windows of 4 over 16 tokens, Gemma 3's local and global rotary tables, its
-    query scale and q / k norms), also with a block skipped."""
+    query scale and q / k norms), also with a block skipped. In fp32 the exporter says the
+    folder is for the CPU (ONNX Runtime's CUDA node is fp16 / bf16 only)."""
     make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=11)
     model, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
                                            "--attention-kernel", "fused", "--check-length", str(SEQ_LEN)])
+    assert "this fp32 folder is for the CPU provider" in capsys.readouterr().err
     assert manifest["attention_kernel"] == "fused" and "attention_precision" not in manifest
     assert manifest["check"]["max_abs_logit_diff"] < FP32_TOLERANCE
     for block in manifest["blocks"]:
@@ -427,13 +429,14 @@ def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory):
 
 
 @pytest.mark.parametrize("arch,dtype", [("llama", "fp16"), ("gemma3_text", "bf16")])
-def test_fused_attention_in_reduced_precision_passes_the_export_check(arch, dtype, tmp_path):
+def test_fused_attention_in_reduced_precision_passes_the_export_check(arch, dtype, tmp_path, capsys):
     """fp16 runs in ONNX Runtime's CPU provider; bf16 in onnx.reference, with the node's NumPy
     form (`group_query_attention`)."""
     make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=23)
     _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
                                        "--dtype", dtype, "--attention-kernel", "fused", "--check-sequences", "2",
                                        "--check-length", str(SEQ_LEN)])
+    assert "is for the CPU provider" not in capsys.readouterr().err
     assert manifest["check"]["runner"] == ("reference" if dtype == "bf16" else "ort")
     assert manifest["attention_kernel"] == "fused"
 
