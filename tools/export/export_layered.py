@@ -381,18 +381,24 @@ class GroupQueryAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, cos, sin, num_heads, kv_num_heads, scale, window):
+        """`query` / `key` / `value` [batch, seq, heads, head]; returns [batch, seq, num_heads, head]."""
         with warnings.catch_warnings():
             # The tracer warns that NumPy values are constants to it; `symbolic` is what the graph holds.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            as_numpy = [t.detach().float().numpy() for t in (query, key, value, cos, sin)]
+            as_numpy = [t.detach().float().flatten(2).numpy() for t in (query, key, value)]
+            as_numpy += [t.detach().float().numpy() for t in (cos, sin)]
             output = group_query_attention(*as_numpy, num_heads, kv_num_heads, scale, window)
-            return torch.from_numpy(output).to(query.dtype)
+            return torch.from_numpy(output).to(query.dtype).unflatten(2, (num_heads, -1))
 
     @staticmethod
     def symbolic(g, query, key, value, cos, sin, num_heads, kv_num_heads, scale, window):
         def constant(values, dtype=torch.int64):
             return g.op("Constant", value_t=torch.tensor(values, dtype=dtype))
 
+        output_type = query.type()  # [batch, seq, num_heads, head], as the query
+        # The heads are flattened and unflattened by Reshapes with constant shapes (0 keeps a
+        # dimension): no Shape / Gather / Concat a block for ONNX Runtime to run on every call.
+        query, key, value = (g.op("Reshape", x, constant([0, 0, -1])) for x in (query, key, value))
         shape = g.op("Shape", query)
         length = g.op("Cast", g.op("Gather", shape, constant(1), axis_i=0), to_i=ONNX_INT32)
         last = g.op("Sub", length, constant(1, torch.int32))
@@ -411,7 +417,8 @@ class GroupQueryAttention(torch.autograd.Function):
         output, _, _ = g.op("com.microsoft::GroupQueryAttention", query, key, value, missing, missing, seqlens,
                             total, cos, sin, num_heads_i=num_heads, kv_num_heads_i=kv_num_heads, do_rotary_i=1,
                             scale_f=scale, local_window_size_i=window if window else -1, outputs=3)
-        output.setType(query.type())
+        output = g.op("Reshape", output, constant([0, 0, num_heads, -1]))
+        output.setType(output_type)
         return output
 
 
@@ -425,17 +432,12 @@ def fused_attention(module, query, key, value, attention_mask, scaling=None, dro
     if kwargs.get("softcap") is not None:
         raise UnsupportedArchitecture("error: attention logit soft-capping is not in the fused attention; "
                                       "export with --attention-kernel standard")
-    batch, _, seq, head = query.shape
-
-    def flat(x):
-        return x.transpose(1, 2).reshape(batch, seq, -1)
-
     # Head counts from the config, not the traced shapes (graph values): they are the node's attributes.
     config = module.config
-    output = GroupQueryAttention.apply(flat(query), flat(key), flat(value), settings.cos, settings.sin,
+    output = GroupQueryAttention.apply(*(x.transpose(1, 2) for x in (query, key, value)), settings.cos, settings.sin,
                                        config.num_attention_heads, config.num_key_value_heads, float(scaling),
                                        settings.window or 0)
-    return output.reshape(batch, seq, -1, head), None
+    return output, None
 
 
 class FusedSettings:

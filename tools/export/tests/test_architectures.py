@@ -402,6 +402,21 @@ def test_reduced_precision_attention_is_computed_in_float32_unless_asked_otherwi
 FUSED = sorted(export_layered.FUSED_MODEL_TYPES)
 
 
+def constant_reshapes_around_the_node(graph):
+    """The constant target shapes of the Reshapes feeding the GroupQueryAttention node's query,
+    key and value, and of the one reading its output (None where a shape is computed)."""
+    constants = {init.name: onnx.numpy_helper.to_array(init).tolist() for init in graph.initializer
+                 if init.data_location != onnx.TensorProto.EXTERNAL}
+    constants.update({node.output[0]: onnx.numpy_helper.to_array(node.attribute[0].t).tolist()
+                      for node in graph.node if node.op_type == "Constant"})
+    producer = {output: node for node in graph.node for output in node.output}
+    (node,) = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    inputs = [constants.get(producer[name].input[1]) if producer[name].op_type == "Reshape" else None
+              for name in node.input[:3]]
+    (reader,) = [n for n in graph.node if node.output[0] in n.input]
+    return inputs, constants.get(reader.input[1]) if reader.op_type == "Reshape" else None
+
+
 @pytest.mark.parametrize("arch", FUSED)
 def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory, capsys):
     """--attention-kernel fused: one GroupQueryAttention node a block in place of the rotary
@@ -420,6 +435,7 @@ def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory, 
         ops = [n.op_type for n in graph.graph.node]
         assert ops.count("GroupQueryAttention") == 1, ops
         assert not {"Softmax", "Sin", "Cos", "Trilu"} & set(ops), ops
+        assert constant_reshapes_around_the_node(graph.graph) == ([[0, 0, -1]] * 3, [0, 0, model.config.num_attention_heads, -1])
     for drop in [(), (1,)]:
         logit_diff, nll_diff = max_diffs(tmp_path / "onnx", manifest, model, ids_for(manifest, 3), drop=drop)
         assert logit_diff < FP32_TOLERANCE and nll_diff < FP32_TOLERANCE, (drop, logit_diff, nll_diff)
