@@ -9,7 +9,8 @@ device in the shape's dtype):
    tokenizer) and the 50 masks `make bench` uses (`sample-masks --removed 2,...,9 --masks 50
    --seed 1`; fewer removed blocks for models of fewer than 11 blocks);
 3. time `evaluate --device DEVICE` (as it is by default, and with its other settings: on CUDA
-   --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, for fp16 / bf16 an export
+   --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, --arena shrink alone and
+   with --mask-batch 32, --mask-batch 32 with the arenas kept, for fp16 / bf16 an export
    with fused attention (--attention-kernel fused) with and without --cuda-graphs on and one with
    attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
    --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
@@ -296,6 +297,11 @@ def evaluate_contenders(device: str, dtype_name: str):
         for flags in ["--overlap off", "--mask-batch 8", "--cuda-graphs on --mask-batch 8",
                       "--overlap off --mask-batch 8"]:
             contenders.append(Contender(f"evaluate {flags}", flags.split(), precision))
+        # Every graph's arena giving its free regions back after each run: what that costs one
+        # mask at a time, and whether 32 masks a call then fit (they ran the 7B shape out of
+        # memory with the arenas kept).
+        for flags in ["--arena shrink", "--mask-batch 32 --arena shrink", "--mask-batch 32"]:
+            contenders.append(Contender(f"evaluate {flags}", flags.split(), precision))
     if not cuda:
         contenders.append(Contender("evaluate --mask-batch 8", ["--mask-batch", "8"], precision))
     if dtype_name != "fp32":
@@ -477,6 +483,10 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
                                                                     if m in nll)
         memory = summary.get("device_memory")
         memory_text = "" if memory is None else f"; {memory['taken_mib'] / 1024:.1f} GiB of the GPU's memory taken"
+        arenas = summary.get("arena_use")
+        if arenas is not None:
+            memory_text += (f"; arenas ({summary.get('arena')}) hold {arenas['reserved_mib'] / 1024:.2f} GiB, "
+                            f"largest one-graph peak {arenas['largest_peak_mib'] / 1024:.2f} GiB")
         log(f"{key}: {contender}: {summary['masks_per_second']:.2f} masks/s "
             f"({summary['blocks_run']} blocks run; {wall:.1f} s with loading){memory_text}; "
             f"max |NLL diff| {diff:.2e}")

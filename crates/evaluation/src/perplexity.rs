@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use layerprune_core::{Device, Mask};
 use layerprune_runtime::{
-    DeviceMemory, EvalOptions, Evaluator, LayeredModel, MaskEvaluation, RuntimeOptions,
+    ArenaUse, DeviceMemory, EvalOptions, Evaluator, LayeredModel, MaskEvaluation, RuntimeOptions,
 };
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
@@ -78,7 +78,8 @@ pub struct EvaluationOutcome {
 
 /// GPU memory in use (by every process) before the model was opened and after the masks ran:
 /// the difference is what the run took (weights, every graph's arena, kept states; arenas
-/// never give memory back, so the second reading is close to the run's peak).
+/// give memory back only when shrunk, so with `Arena::Keep` the second reading is close to
+/// the run's peak).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryTaken {
     pub before: DeviceMemory,
@@ -92,14 +93,26 @@ impl MemoryTaken {
 
     /// The summary's `device_memory` (MiB).
     fn to_json(self) -> serde_json::Value {
-        let mib = |bytes: usize| bytes as f64 / (1u64 << 20) as f64;
         serde_json::json!({
-            "used_before_mib": mib(self.before.used_bytes),
-            "used_after_mib": mib(self.after.used_bytes),
-            "taken_mib": mib(self.taken_bytes()),
-            "total_mib": mib(self.after.total_bytes),
+            "used_before_mib": mib(self.before.used_bytes as u64),
+            "used_after_mib": mib(self.after.used_bytes as u64),
+            "taken_mib": mib(self.taken_bytes() as u64),
+            "total_mib": mib(self.after.total_bytes as u64),
         })
     }
+}
+
+/// The summary's `arena_use` (MiB): what the graphs' arenas hold after the masks ran.
+fn arena_json(arenas: ArenaUse) -> serde_json::Value {
+    serde_json::json!({
+        "reserved_mib": mib(arenas.reserved_bytes),
+        "largest_peak_mib": mib(arenas.largest_peak_bytes),
+        "shrinks": arenas.shrinks,
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
 
 /// GPU memory in use on `device` now; `None` on the CPU (and where the CUDA runtime cannot say,
@@ -226,6 +239,8 @@ pub fn run_evaluation(
             "prefix_reuse": config.options.reuse_prefixes,
             "mask_batch": config.options.mask_batch,
             "device_memory": memory_taken.map(MemoryTaken::to_json),
+            "arena": format!("{:?}", config.runtime.arena).to_lowercase(),
+            "arena_use": evaluator.model().arena_use().map(arena_json),
         });
         layerprune_tables::atomic_write(path, |file| {
             serde_json::to_writer_pretty(&mut *file, &summary).map_err(Into::into)

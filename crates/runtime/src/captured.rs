@@ -34,7 +34,8 @@ use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, Shape, TensorElementType};
 
 use crate::model::{
-    onnx_error, queued_run_options, run_binding, state_binding, BoundOutput, HiddenState,
+    fresh_state_like, onnx_error, queued_run_options, run_binding, run_into, state_binding,
+    BoundOutput, HiddenState,
 };
 use crate::RuntimeError;
 
@@ -114,20 +115,16 @@ impl CapturedBlocks {
         state: &HiddenState,
         path: &Path,
     ) -> Result<HiddenState, RuntimeError> {
+        let mut fresh = fresh_state_like(state, &self.allocator, path)?;
+        let shape = fresh.shape().clone();
+        let element = *fresh.data_type();
+        let Some(index) = self.shape_index(&shape, element, path)? else {
+            return run_into(session, state, fresh, Some(&self.uncaptured), path);
+        };
         let tensor = state
             .view()
             .downcast::<DynTensorValueType>()
             .map_err(onnx_error(path))?;
-        let shape = tensor.shape().clone();
-        let element = *tensor.data_type();
-        let mut fresh =
-            DynTensor::new(&self.allocator, element, shape.clone()).map_err(onnx_error(path))?;
-        let Some(index) = self.shape_index(&shape, element, path)? else {
-            let (binding, _) =
-                state_binding(session, state, BoundOutput::Tensor(&mut fresh), path)?;
-            run_binding(session, &binding, Some(&self.uncaptured)).map_err(onnx_error(path))?;
-            return Ok(fresh.into_dyn());
-        };
         let bytes = byte_count(&shape, element)?;
         let captured = &mut self.shapes[index];
         // SAFETY: both are whole tensors of `shape` and `element` (`bytes` long), distinct

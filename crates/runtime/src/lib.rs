@@ -8,6 +8,7 @@
 //! [`ChoiceScorer`] does the same for multiple-choice questions: the log-likelihood of each
 //! choice's continuation given its context, for the zero-shot tasks of `layerprune-tasks`.
 
+mod arena;
 mod batching;
 mod captured;
 mod choices;
@@ -17,6 +18,7 @@ mod manifest;
 mod model;
 mod stitch;
 
+pub use arena::{Arena, ArenaUse};
 pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring};
 pub use cuda::{device_memory, DeviceMemory};
 pub use evaluator::{

@@ -9,12 +9,13 @@ use ndarray::{Array2, Array3};
 use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{IoBinding, RunOptions, Session};
+use ort::session::{IoBinding, RunOptions, Session, SessionInputs, SessionOutputs};
 use ort::value::{
     DynTensor, DynTensorValueType, DynValue, Tensor, TensorElementType, TensorRef, Value,
     ValueTypeMarker,
 };
 
+use crate::arena::{Arena, ArenaUse};
 use crate::captured::{CapturedBlocks, Copies, CAPTURED_SHAPES};
 use crate::manifest::{model_id, Manifest};
 use crate::stitch::Stitcher;
@@ -35,12 +36,8 @@ pub struct RuntimeOptions {
     pub threads: usize,
     /// Check every file's sha256 against the manifest before loading (reads every byte once).
     pub verify_hashes: bool,
-    /// ONNX Runtime's CPU memory arena. Each session (one per block) keeps the largest
-    /// buffers it ever needed, so memory grows with blocks × the largest call: fine for
-    /// one mask's windows (and ~10 % faster on SmolLM2), but with masks batched through the
-    /// blocks (80 windows a call) SmolLM2's 30 arenas grew past 15 GB. Off, freed buffers
-    /// go back (1.6 GB there). CPU only.
-    pub cpu_arena: bool,
+    /// What each session's memory arena does with the buffers a run has freed ([`Arena`]).
+    pub arena: Arena,
     /// Bind the outputs of the embedding and of every block to the device's own memory
     /// (ONNX Runtime's IoBinding), so hidden states go from block to block without leaving
     /// the device; only the head's per-token NLL comes back to the host. `None`: on for
@@ -72,7 +69,7 @@ impl Default for RuntimeOptions {
             device: Device::Cpu,
             threads: 0,
             verify_hashes: true,
-            cpu_arena: true,
+            arena: Arena::Keep,
             io_binding: None,
             tf32: None,
             overlap: None,
@@ -124,6 +121,20 @@ impl RuntimeOptions {
             return Err(RuntimeError::BadInput(
                 "CUDA graphs need the host overlapped with the GPU (bound states on one shared \
                  stream), which orders the copies into and out of the captured buffers"
+                    .into(),
+            ));
+        }
+        if self.arena == Arena::Off && !matches!(self.device, Device::Cpu) {
+            return Err(RuntimeError::BadInput(
+                "the CUDA provider always allocates device memory through its arena; to give \
+                 it back after every run, shrink the arena instead of turning it off"
+                    .into(),
+            ));
+        }
+        if self.arena == Arena::Shrink && self.cuda_graphs {
+            return Err(RuntimeError::BadInput(
+                "CUDA graphs replay the addresses their buffers had when captured, which a \
+                 shrinking arena gives back after every run: keep the arena with CUDA graphs"
                     .into(),
             ));
         }
@@ -312,7 +323,7 @@ fn builder(
         .map_err(onnx_error(path))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(builder_error)?;
-    if matches!(options.device, Device::Cpu) && !options.cpu_arena {
+    if matches!(options.device, Device::Cpu) && options.arena == Arena::Off {
         let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
         builder = builder
             .with_execution_providers([cpu])
@@ -324,6 +335,12 @@ fn builder(
         let mut cuda = ort::ep::CUDA::default().with_device_id(index as i32);
         if let Some(tf32) = options.tf32 {
             cuda = cuda.with_tf32(tf32);
+        }
+        if options.arena == Arena::Shrink {
+            // Regions the size of what was asked: a region is given back only when all of
+            // it is free, and a power-of-two region would mostly hold freed buffers around a
+            // kept state.
+            cuda = cuda.with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
         }
         let unavailable = |problem: String| RuntimeError::DeviceUnavailable {
             device: options.device.to_string(),
@@ -360,24 +377,50 @@ fn builder(
 /// Runs `session` on its one input, with its first output bound to `memory` (ONNX Runtime
 /// allocates it there, from the session's allocator for that device), and returns that
 /// output. A fresh binding per call: ONNX Runtime would otherwise write the next call's
-/// output into the buffer of this one, which the caller still holds. `queued`: the run
-/// options that let the run return before the device has finished it
-/// ([`RuntimeOptions::overlap`]).
+/// output into the buffer of this one, which the caller still holds. `run_options`: those of
+/// the model's runs that leave their outputs on the device ([`model_run_options`]).
 fn run_bound<T: ValueTypeMarker + ?Sized>(
     session: &mut Session,
     input: &Value<T>,
     memory: &MemoryInfo<'static>,
-    queued: Option<&RunOptions>,
+    run_options: Option<&RunOptions>,
     path: &Path,
 ) -> Result<DynValue, RuntimeError> {
     let (binding, output_name) = state_binding(session, input, BoundOutput::Memory(memory), path)?;
-    let mut outputs = run_binding(session, &binding, queued).map_err(onnx_error(path))?;
+    let mut outputs = run_binding(session, &binding, run_options).map_err(onnx_error(path))?;
     outputs
         .remove(&output_name)
         .ok_or_else(|| RuntimeError::Onnx {
             path: path.to_path_buf(),
             message: format!("bound output {output_name} missing"),
         })
+}
+
+/// A new state of `state`'s shape and element type from `allocator`, for a run's output.
+pub(crate) fn fresh_state_like(
+    state: &HiddenState,
+    allocator: &Allocator,
+    path: &Path,
+) -> Result<DynTensor, RuntimeError> {
+    let tensor = state
+        .view()
+        .downcast::<DynTensorValueType>()
+        .map_err(onnx_error(path))?;
+    DynTensor::new(allocator, *tensor.data_type(), tensor.shape().clone()).map_err(onnx_error(path))
+}
+
+/// Runs `session` on `state` with its output written into `fresh` (a state of the same shape,
+/// from an allocator other than the session's own arena: [`fresh_state_like`]), and returns it.
+pub(crate) fn run_into(
+    session: &mut Session,
+    state: &HiddenState,
+    mut fresh: DynTensor,
+    run_options: Option<&RunOptions>,
+    path: &Path,
+) -> Result<HiddenState, RuntimeError> {
+    let (binding, _) = state_binding(session, state, BoundOutput::Tensor(&mut fresh), path)?;
+    run_binding(session, &binding, run_options).map_err(onnx_error(path))?;
+    Ok(fresh.into_dyn())
 }
 
 /// Where a bound run writes its state output.
@@ -431,14 +474,54 @@ pub(crate) fn queued_run_options(path: &Path) -> Result<RunOptions, RuntimeError
     Ok(run_options)
 }
 
-/// A bound run of `session`, returning before the device has finished it when `queued` (run
-/// options without the provider's synchronisation) is given.
+/// Run options, `None` where ONNX Runtime's defaults do: `queued` runs return before the device
+/// has finished them ([`RuntimeOptions::overlap`]); `shrink`ing ones give their arena's free
+/// regions back at their end ([`Arena::Shrink`]).
+fn model_run_options(
+    options: &RuntimeOptions,
+    queued: bool,
+    shrink: bool,
+    path: &Path,
+) -> Result<Option<RunOptions>, RuntimeError> {
+    if !queued && !shrink {
+        return Ok(None);
+    }
+    let mut run_options = if queued {
+        queued_run_options(path)?
+    } else {
+        RunOptions::new().map_err(onnx_error(path))?
+    };
+    if shrink {
+        run_options
+            .set(
+                "memory.enable_memory_arena_shrinkage",
+                Arena::shrinkage_target(options.device),
+            )
+            .map_err(onnx_error(path))?;
+    }
+    Ok(Some(run_options))
+}
+
+/// A run of `session` on `inputs` whose outputs ONNX Runtime returns in host memory, with
+/// `run_options` when given.
+fn run_to_host<'a, 'i, 'v: 'i, const N: usize>(
+    session: &'a mut Session,
+    inputs: impl Into<SessionInputs<'i, 'v, N>>,
+    run_options: Option<&'a RunOptions>,
+) -> ort::Result<SessionOutputs<'a>> {
+    match run_options {
+        Some(run_options) => session.run_with_options(inputs, run_options),
+        None => session.run(inputs),
+    }
+}
+
+/// A bound run of `session` with `run_options` when given ([`model_run_options`]).
 pub(crate) fn run_binding<'b>(
     session: &'b mut Session,
     binding: &'b IoBinding,
-    queued: Option<&RunOptions>,
-) -> ort::Result<ort::session::SessionOutputs<'b>> {
-    match queued {
+    run_options: Option<&RunOptions>,
+) -> ort::Result<SessionOutputs<'b>> {
+    match run_options {
         Some(run_options) => session.run_binding_with_options(binding, run_options),
         None => session.run_binding(binding),
     }
@@ -588,9 +671,20 @@ pub struct LayeredModel {
     /// Where the embedding's and the blocks' outputs are bound ([`RuntimeOptions::io_binding`]);
     /// `None`: ONNX Runtime returns them in host memory.
     bound_memory: Option<MemoryInfo<'static>>,
-    /// Run options for the graphs whose outputs stay on the device when the host does not
-    /// wait for them ([`RuntimeOptions::overlap`]); `None`: every run waits.
-    queued: Option<RunOptions>,
+    /// Run options ([`model_run_options`]) of the embedding's runs: queued when the host
+    /// overlaps the device; never shrinking, as its arena holds the kept states with
+    /// [`Arena::Shrink`].
+    embed_runs: Option<RunOptions>,
+    /// Of the blocks' runs (and the joins and splits of batched states): queued when the host
+    /// overlaps the device, shrinking with [`Arena::Shrink`].
+    block_runs: Option<RunOptions>,
+    /// Of the head's runs, whose results come back to the host: waited for, shrinking with
+    /// [`Arena::Shrink`].
+    head_runs: Option<RunOptions>,
+    /// With [`Arena::Shrink`], where the blocks' outputs are written: the embedding session's
+    /// arena, in the memory states are kept in, so that a kept state never holds a region of
+    /// a block's arena that would otherwise be given back.
+    state_allocator: Option<Allocator>,
     /// The blocks' runs captured as CUDA graphs ([`RuntimeOptions::cuda_graphs`]).
     captured: Option<CapturedBlocks>,
     embed: Session,
@@ -662,8 +756,16 @@ impl LayeredModel {
         } else {
             None
         };
-        let queued = if options.overlaps() {
-            Some(queued_run_options(dir)?)
+        let shrink = options.arena == Arena::Shrink;
+        let embed_runs = model_run_options(options, options.overlaps(), false, dir)?;
+        let block_runs = model_run_options(options, options.overlaps(), shrink, dir)?;
+        let head_runs = model_run_options(options, false, shrink, dir)?;
+        let state_allocator = if shrink {
+            let memory = match &bound_memory {
+                Some(memory) => memory.clone(),
+                None => RuntimeOptions::default().output_memory()?,
+            };
+            Some(Allocator::new(&embed, memory).map_err(onnx_error(&paths.embed))?)
         } else {
             None
         };
@@ -673,7 +775,7 @@ impl LayeredModel {
             Some(CapturedBlocks::new(
                 allocator,
                 Copies::SharedStream,
-                queued.is_some(),
+                options.overlaps(),
                 CAPTURED_SHAPES,
                 dir,
             )?)
@@ -687,7 +789,10 @@ impl LayeredModel {
             paths,
             options: options.clone(),
             bound_memory,
-            queued,
+            embed_runs,
+            block_runs,
+            head_runs,
+            state_allocator,
             captured,
             embed,
             blocks,
@@ -754,19 +859,42 @@ impl LayeredModel {
         self.bound_memory.is_some()
     }
 
+    /// What the arenas of the embedding's, the blocks' and the head's sessions hold now, in
+    /// the device's memory; `None` when they have no arena ([`Arena::Off`]).
+    pub fn arena_use(&self) -> Option<ArenaUse> {
+        self.arena_use_by_graph().into_iter().sum()
+    }
+
+    /// [`Self::arena_use`] graph by graph: the embedding, each block, the head.
+    pub fn arena_use_by_graph(&self) -> Vec<Option<ArenaUse>> {
+        std::iter::once(&self.embed)
+            .chain(&self.blocks)
+            .chain([&self.head])
+            .map(|session| ArenaUse::of(session, self.options.device))
+            .collect()
+    }
+
     /// Token ids [batch, seq] → hidden states.
     pub fn embed(&mut self, input_ids: &Array2<i64>) -> Result<HiddenState, RuntimeError> {
         let path = self.paths.embed.clone();
         if let Some(memory) = &self.bound_memory {
             // Owned, so the binding holds it rather than copying a borrowed view.
             let input = Tensor::from_array(input_ids.clone()).map_err(onnx_error(&path))?;
-            return run_bound(&mut self.embed, &input, memory, self.queued.as_ref(), &path);
+            return run_bound(
+                &mut self.embed,
+                &input,
+                memory,
+                self.embed_runs.as_ref(),
+                &path,
+            );
         }
         let input = TensorRef::from_array_view(input_ids).map_err(onnx_error(&path))?;
-        let outputs = self
-            .embed
-            .run(ort::inputs![input])
-            .map_err(onnx_error(&path))?;
+        let outputs = run_to_host(
+            &mut self.embed,
+            ort::inputs![input],
+            self.embed_runs.as_ref(),
+        )
+        .map_err(onnx_error(&path))?;
         first_output(outputs, &path)
     }
 
@@ -780,18 +908,31 @@ impl LayeredModel {
         if let Some(captured) = &mut self.captured {
             return captured.run(index, &mut self.blocks[index], hidden, path);
         }
+        if let Some(allocator) = &self.state_allocator {
+            let fresh = fresh_state_like(hidden, allocator, path)?;
+            return run_into(
+                &mut self.blocks[index],
+                hidden,
+                fresh,
+                self.block_runs.as_ref(),
+                path,
+            );
+        }
         if let Some(memory) = &self.bound_memory {
             return run_bound(
                 &mut self.blocks[index],
                 hidden,
                 memory,
-                self.queued.as_ref(),
+                self.block_runs.as_ref(),
                 path,
             );
         }
-        let outputs = self.blocks[index]
-            .run(ort::inputs![hidden])
-            .map_err(onnx_error(path))?;
+        let outputs = run_to_host(
+            &mut self.blocks[index],
+            ort::inputs![hidden],
+            self.block_runs.as_ref(),
+        )
+        .map_err(onnx_error(path))?;
         first_output(outputs, path)
     }
 
@@ -804,7 +945,7 @@ impl LayeredModel {
         self.stitcher.concat(
             states,
             self.bound_memory.as_ref(),
-            self.queued.as_ref(),
+            self.block_runs.as_ref(),
             &self.options,
         )
     }
@@ -830,7 +971,7 @@ impl LayeredModel {
             state,
             parts,
             self.bound_memory.as_ref(),
-            self.queued.as_ref(),
+            self.block_runs.as_ref(),
             &self.options,
         )
     }
@@ -845,10 +986,12 @@ impl LayeredModel {
     ) -> Result<Array2<f32>, RuntimeError> {
         let path = self.paths.head.clone();
         let targets = TensorRef::from_array_view(target_ids).map_err(onnx_error(&path))?;
-        let outputs = self
-            .head
-            .run(ort::inputs![hidden, targets])
-            .map_err(onnx_error(&path))?;
+        let outputs = run_to_host(
+            &mut self.head,
+            ort::inputs![hidden, targets],
+            self.head_runs.as_ref(),
+        )
+        .map_err(onnx_error(&path))?;
         nll_matrix(outputs, path)
     }
 
@@ -862,33 +1005,36 @@ impl LayeredModel {
         let path = self.paths.head.clone();
         let state = TensorRef::from_array_view(hidden).map_err(onnx_error(&path))?;
         let targets = TensorRef::from_array_view(target_ids).map_err(onnx_error(&path))?;
-        let outputs = self
-            .head
-            .run(ort::inputs![state, targets])
-            .map_err(onnx_error(&path))?;
+        let outputs = run_to_host(
+            &mut self.head,
+            ort::inputs![state, targets],
+            self.head_runs.as_ref(),
+        )
+        .map_err(onnx_error(&path))?;
         nll_matrix(outputs, path)
     }
 
     /// Logits [batch, seq, vocab] through the `head_logits` graph (loaded on first use).
     pub fn logits(&mut self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
-        let (session, path) = self.logits_session()?;
-        let outputs = session
-            .run(ort::inputs![hidden])
-            .map_err(onnx_error(&path))?;
+        let (session, run_options, path) = self.logits_session()?;
+        let outputs =
+            run_to_host(session, ort::inputs![hidden], run_options).map_err(onnx_error(&path))?;
         logits_array(outputs, path)
     }
 
     /// [`Self::logits`] of hidden states held as an f32 array (fp32 models).
     pub fn logits_of_array(&mut self, hidden: &Array3<f32>) -> Result<Array3<f32>, RuntimeError> {
-        let (session, path) = self.logits_session()?;
+        let (session, run_options, path) = self.logits_session()?;
         let state = TensorRef::from_array_view(hidden).map_err(onnx_error(&path))?;
-        let outputs = session
-            .run(ort::inputs![state])
-            .map_err(onnx_error(&path))?;
+        let outputs =
+            run_to_host(session, ort::inputs![state], run_options).map_err(onnx_error(&path))?;
         logits_array(outputs, path)
     }
 
-    fn logits_session(&mut self) -> Result<(&mut Session, PathBuf), RuntimeError> {
+    /// The `head_logits` session (opened on first use), its run options and its path.
+    fn logits_session(
+        &mut self,
+    ) -> Result<(&mut Session, Option<&RunOptions>, PathBuf), RuntimeError> {
         let path = self.paths.head_logits.clone().ok_or_else(|| {
             RuntimeError::BadInput(format!(
                 "{}: the manifest has no head_logits graph",
@@ -917,7 +1063,7 @@ impl LayeredModel {
         let Some(session) = self.head_logits.as_mut() else {
             unreachable!("head_logits was just opened")
         };
-        Ok((session, path))
+        Ok((session, self.head_runs.as_ref(), path))
     }
 
     /// Hidden states as f32 [batch, seq, hidden] (fp32 models only), copied from the device

@@ -50,7 +50,7 @@ impl Stitcher {
         &mut self,
         states: &[&HiddenState],
         memory: Option<&MemoryInfo<'static>>,
-        queued: Option<&RunOptions>,
+        run_options: Option<&RunOptions>,
         options: &RuntimeOptions,
     ) -> Result<HiddenState, RuntimeError> {
         let ty = element_type(states[0])?;
@@ -73,7 +73,7 @@ impl Stitcher {
         binding
             .bind_output_to_device("out", memory)
             .map_err(batch_error)?;
-        let mut outputs = run_binding(session, &binding, queued).map_err(batch_error)?;
+        let mut outputs = run_binding(session, &binding, run_options).map_err(batch_error)?;
         outputs.remove("out").ok_or_else(|| RuntimeError::Onnx {
             path: label.into(),
             message: "output out missing".into(),
@@ -86,7 +86,7 @@ impl Stitcher {
         state: &HiddenState,
         parts: usize,
         memory: Option<&MemoryInfo<'static>>,
-        queued: Option<&RunOptions>,
+        run_options: Option<&RunOptions>,
         options: &RuntimeOptions,
     ) -> Result<Vec<HiddenState>, RuntimeError> {
         let ty = element_type(state)?;
@@ -106,7 +106,7 @@ impl Stitcher {
                 .bind_output_to_device(format!("out{i}"), memory)
                 .map_err(batch_error)?;
         }
-        let mut outputs = run_binding(session, &binding, queued).map_err(batch_error)?;
+        let mut outputs = run_binding(session, &binding, run_options).map_err(batch_error)?;
         (0..parts)
             .map(|i| {
                 outputs

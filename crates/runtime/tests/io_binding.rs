@@ -6,8 +6,8 @@
 
 use layerprune_core::{Device, Mask};
 use layerprune_runtime::{
-    block_statistics, on_host, ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator, LayeredModel,
-    LoglikRequest, OnHost, RuntimeError, RuntimeOptions,
+    block_statistics, on_host, Arena, ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator,
+    LayeredModel, LoglikRequest, OnHost, RuntimeError, RuntimeOptions,
 };
 use layerprune_tests::{every_mask, fixture_windows, tiny_model_dir};
 use ndarray::Array2;
@@ -325,4 +325,28 @@ fn warming_up_the_batched_shapes_changes_no_nll() {
             "io_binding {io_binding}, head_batch {head_batch}"
         );
     }
+}
+
+#[test]
+fn no_arena_on_cuda_and_shrinking_captured_graphs_are_refused_before_any_session() {
+    let cuda = RuntimeOptions {
+        device: Device::Cuda(0),
+        ..RuntimeOptions::default()
+    };
+    // Refused before any session is made, so before CUDA is looked for (none here).
+    refused(
+        RuntimeOptions {
+            arena: Arena::Off,
+            ..cuda.clone()
+        },
+        "always allocates device memory through its arena",
+    );
+    refused(
+        RuntimeOptions {
+            arena: Arena::Shrink,
+            cuda_graphs: true,
+            ..cuda
+        },
+        "keep the arena with CUDA graphs",
+    );
 }

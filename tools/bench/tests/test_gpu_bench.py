@@ -246,7 +246,9 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
 
     contenders = {c.name: c.flags for c in gpu_bench.evaluate_contenders("cuda:0", "fp16")}
     for name in ["evaluate --cuda-graphs on", "evaluate --cuda-graphs on --mask-batch 8",
-                 "evaluate --overlap off", "evaluate --mask-batch 8", "evaluate --io-binding off"]:
+                 "evaluate --overlap off", "evaluate --mask-batch 8", "evaluate --io-binding off",
+                 "evaluate --arena shrink", "evaluate --mask-batch 32 --arena shrink",
+                 "evaluate --mask-batch 32"]:
         assert name in contenders, sorted(contenders)
         assert contenders[name] == name.split()[1:], name
     # The other exports' contenders run evaluate as it is, or with CUDA graphs.

@@ -21,7 +21,7 @@ use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
     MergeConfig, Shard,
 };
-use layerprune_runtime::{EvalOptions, RuntimeOptions};
+use layerprune_runtime::{Arena, EvalOptions, RuntimeOptions};
 use layerprune_tables::Provenance;
 
 mod report;
@@ -126,6 +126,13 @@ struct Args {
     /// on or auto). Same kernels; off by default until measured on a GPU.
     #[arg(long, value_enum, default_value = "off")]
     cuda_graphs: Switch,
+    /// What each graph's memory arena does with the buffers a run freed: keep (for the next
+    /// run; memory grows with graphs x the largest call), shrink (give them back after every
+    /// run: memory is the running graph's call plus the kept states, its buffers allocated
+    /// again each call), off (no arena; the CPU only). auto = keep with one mask at a time;
+    /// with --mask-batch over 1, off on the CPU and keep on CUDA. Same results.
+    #[arg(long, value_enum, default_value = "auto")]
+    arena: ArenaArg,
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     batch_windows: usize,
@@ -168,6 +175,26 @@ struct Args {
     /// Write this run's timing (masks, seconds, blocks run, tokens) as JSON, for benchmarks.
     #[arg(long)]
     summary: Option<PathBuf>,
+}
+
+/// `--arena`: auto (the runtime's default for the device and --mask-batch) or a setting.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ArenaArg {
+    Auto,
+    Keep,
+    Shrink,
+    Off,
+}
+
+impl ArenaArg {
+    fn setting(self, device: Device, mask_batch: usize) -> Arena {
+        match self {
+            ArenaArg::Auto => Arena::default_for(device, mask_batch),
+            ArenaArg::Keep => Arena::Keep,
+            ArenaArg::Shrink => Arena::Shrink,
+            ArenaArg::Off => Arena::Off,
+        }
+    }
 }
 
 /// `--io-binding`, `--overlap`: auto (the runtime decides for the device), on or off.
@@ -238,6 +265,18 @@ fn check_io(args: &Args) -> Result<()> {
             );
         }
     }
+    if args.arena == ArenaArg::Off && matches!(args.device.device, Device::Cuda(_)) {
+        bail!(
+            "--arena off: the CUDA provider always allocates device memory through its arena \
+             (use --arena shrink to give it back after every run)"
+        );
+    }
+    if args.arena == ArenaArg::Shrink && args.cuda_graphs == Switch::On {
+        bail!(
+            "--arena shrink with --cuda-graphs on: CUDA graphs replay the addresses their \
+             buffers had when captured, which a shrinking arena gives back after every run"
+        );
+    }
     let mut io = Io::new()
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
@@ -286,8 +325,7 @@ fn runtime_options(args: &Args) -> RuntimeOptions {
         device: args.device.device,
         threads: args.device.threads,
         verify_hashes: !args.no_verify,
-        // Batched masks make calls many times larger; per-block arenas would keep them all.
-        cpu_arena: args.mask_batch == 1,
+        arena: args.arena.setting(args.device.device, args.mask_batch),
         io_binding: args.io_binding.setting(),
         overlap: args.overlap.setting(),
         cuda_graphs: args.cuda_graphs == Switch::On,

@@ -1,6 +1,6 @@
-//! `evaluate --tf32`, `--overlap`, `--cuda-graphs` and `--io-binding` on the committed tiny
-//! model (CPU provider): the CUDA settings are refused for the CPU (and without what they need)
-//! by name; states bound to the device's memory give
+//! `evaluate --tf32`, `--overlap`, `--cuda-graphs`, `--io-binding` and `--arena` on the
+//! committed tiny model (CPU provider): the CUDA settings are refused for the CPU (and without
+//! what they need) by name; states bound to the device's memory, and every arena setting, give
 //! the same table as the plain path; the settings are recorded with the run.
 
 use std::path::{Path, PathBuf};
@@ -8,13 +8,14 @@ use std::process::{Command, Output};
 
 use layerprune_tables::{read_evaluations, read_provenance, write_tokens, Provenance, TokenTable};
 
-fn tokens(dir: &Path) -> PathBuf {
-    let path = dir.join("tokens.parquet");
+/// A token table in `dir` of `count` windows of `seq_len` ids.
+fn tokens(dir: &Path, count: usize, seq_len: usize) -> PathBuf {
+    let path = dir.join(format!("tokens-{count}x{seq_len}.parquet"));
     write_tokens(
         &path,
         &TokenTable::new(
-            16,
-            layerprune_tests::fixture_windows(3, 3, 16),
+            seq_len,
+            layerprune_tests::fixture_windows(3, count, seq_len),
             "test",
             "synthetic ids",
         ),
@@ -24,13 +25,19 @@ fn tokens(dir: &Path) -> PathBuf {
     path
 }
 
-/// `evaluate` on the fixture with three inline masks and `flags`, into `out`.
+/// `evaluate` on the fixture and 3 windows of 16 tokens with three inline masks and `flags`,
+/// into `out`.
 fn evaluate(dir: &Path, out: &Path, flags: &[&str]) -> Output {
+    evaluate_on(&tokens(dir, 3, 16), out, flags)
+}
+
+/// [`evaluate`] on the windows of `tokens`.
+fn evaluate_on(tokens: &Path, out: &Path, flags: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_evaluate"))
         .arg("--model")
         .arg(layerprune_tests::tiny_model_dir())
         .arg("--tokens")
-        .arg(tokens(dir))
+        .arg(tokens)
         .args(["--mask", "110111", "--mask", "011110", "--mask", "100001"])
         .arg("--out")
         .arg(out)
@@ -195,4 +202,88 @@ fn bound_states_give_the_same_table_and_the_settings_are_recorded() {
     // The command line, flags included, is the table's provenance.
     let args = read_provenance(&plain).unwrap().args;
     assert!(args.windows(2).any(|w| w == ["--tf32", "off"]), "{args:?}");
+}
+
+#[test]
+fn every_arena_gives_the_same_table_and_the_summary_says_what_they_held() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that a block's attention scores pass an arena's first region, which ONNX
+    // Runtime never gives back.
+    let tokens = tokens(dir.path(), 4, 128);
+    let run = |name: &str, flags: &[&str]| {
+        let out_file = dir.path().join(format!("{name}.parquet"));
+        let out = evaluate_on(&tokens, &out_file, flags);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out_file.with_extension("json")).unwrap(),
+        )
+        .unwrap();
+        (read_evaluations(&out_file).unwrap(), summary)
+    };
+    let (keep, keep_summary) = run("keep", &[]);
+    assert_eq!(keep_summary["arena"], "keep");
+    let reserved = |summary: &serde_json::Value| summary["arena_use"]["reserved_mib"].as_f64();
+    assert!(reserved(&keep_summary).unwrap() > 0.0, "{keep_summary}");
+    assert_eq!(keep_summary["arena_use"]["shrinks"], 0);
+    for (name, flags, arena) in [
+        ("shrink", &["--arena", "shrink"][..], "shrink"),
+        ("off", &["--arena", "off"][..], "off"),
+        // The default with masks batched on the CPU.
+        ("batched", &["--mask-batch", "2"][..], "off"),
+        (
+            "batched-keep",
+            &["--mask-batch", "2", "--arena", "keep"][..],
+            "keep",
+        ),
+    ] {
+        let (table, summary) = run(name, flags);
+        assert_eq!(summary["arena"], arena, "{name}");
+        for (k, other) in keep.rows.iter().zip(&table.rows) {
+            assert_eq!(k.mask, other.mask);
+            assert_eq!(
+                k.nll.to_bits(),
+                other.nll.to_bits(),
+                "{name}, mask {}",
+                k.mask
+            );
+        }
+        match arena {
+            // No arena, nothing to read.
+            "off" => assert!(summary["arena_use"].is_null(), "{summary}"),
+            // Every run gave its free regions back: less held than kept.
+            "shrink" => {
+                assert!(
+                    summary["arena_use"]["shrinks"].as_u64().unwrap() > 0,
+                    "{summary}"
+                );
+                assert!(reserved(&summary).unwrap() < reserved(&keep_summary).unwrap());
+            }
+            _ => assert_eq!(summary["arena_use"]["shrinks"], 0, "{summary}"),
+        }
+    }
+}
+
+#[test]
+fn arena_settings_the_device_cannot_have_are_refused_by_name() {
+    assert_refused(
+        "--arena off",
+        &[(
+            &["--device", "cuda:0", "--arena", "off"],
+            "always allocates device memory",
+        )],
+    );
+    assert_refused(
+        "--arena shrink",
+        &[(
+            &[
+                "--device",
+                "cuda:0",
+                "--cuda-graphs",
+                "on",
+                "--arena",
+                "shrink",
+            ],
+            "--cuda-graphs on",
+        )],
+    );
 }
