@@ -227,7 +227,22 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
 pub(crate) fn onnx_error(path: &Path) -> impl Fn(ort::Error) -> RuntimeError + '_ {
     move |error| RuntimeError::Onnx {
         path: path.to_path_buf(),
-        message: error.message().to_string(),
+        message: explained(error.message()),
+    }
+}
+
+/// ONNX Runtime's `message`, with what to do about it where that is known: running out of
+/// memory (as 32 masks a call did on an H200 with a Llama-2-7B shape) is mostly the arenas.
+pub(crate) fn explained(message: &str) -> String {
+    if message.contains("Failed to allocate memory") {
+        format!(
+            "{message} (out of memory: every graph's arena keeps the buffers of its largest \
+             call unless shrunk after every run, `evaluate --arena shrink`; fewer masks a call \
+             (--mask-batch), fewer windows a pass (--batch-windows) or a smaller --cache-mb \
+             also take less)"
+        )
+    } else {
+        message.to_string()
     }
 }
 
@@ -1155,6 +1170,23 @@ pub(crate) fn non_finite_loss(dtype: &str, what: String) -> RuntimeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_out_of_memory_says_what_takes_less() {
+        // The message of run 1's failure on an H200 (docs/benchmarks.md §5).
+        let failure = "Failed to allocate memory for requested buffer of size 845414400";
+        let told = explained(failure);
+        assert!(told.starts_with(failure), "{told}");
+        for flag in [
+            "--arena shrink",
+            "--mask-batch",
+            "--batch-windows",
+            "--cache-mb",
+        ] {
+            assert!(told.contains(flag), "{told}");
+        }
+        assert_eq!(explained("Invalid input name: x"), "Invalid input name: x");
+    }
 
     /// The fixture's manifest in an empty folder, changed by `change`.
     fn folder_with(change: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {

@@ -27,7 +27,7 @@ use ort::session::{RunOptions, Session};
 use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, ValueType};
 use protobuf::{Message, MessageField};
 
-use crate::model::{on_host, run_binding, session_builder, HiddenState};
+use crate::model::{explained, on_host, run_binding, session_builder, HiddenState};
 use crate::{RuntimeError, RuntimeOptions};
 
 /// The batch-axis graphs of one model, built as they are first needed.
@@ -172,7 +172,7 @@ fn graph_label(operation: Operation) -> &'static str {
 fn batch_error(error: ort::Error) -> RuntimeError {
     RuntimeError::BadInput(format!(
         "batching hidden states across masks: {}",
-        error.message()
+        explained(error.message())
     ))
 }
 
