@@ -117,9 +117,7 @@ impl ArenaUse {
             reading
         }
     }
-}
 
-impl ArenaUse {
     /// Two sets of arenas together.
     fn and(self, other: ArenaUse) -> ArenaUse {
         ArenaUse {
