@@ -37,9 +37,11 @@ pub enum Arena {
     /// each call's buffers again; on CUDA freeing device memory waits for the device, so the
     /// host no longer runs ahead of it ([`crate::RuntimeOptions::overlap`]). The blocks write
     /// their outputs into the embedding session's arena, which is never shrunk: a kept state
-    /// in a block's arena would hold the whole region around it. ONNX Runtime never gives
-    /// back an arena's first region (1 MiB on the CPU). Not with CUDA graphs, whose replays
-    /// write to the addresses they were captured with.
+    /// in a block's arena would hold the whole region around it (the graphs that join and
+    /// split batched states on the device keep their outputs in their own arenas, which hold
+    /// nothing else). ONNX Runtime never gives back an arena's first region (1 MiB on the
+    /// CPU). Not with CUDA graphs, whose replays write to the addresses they were captured
+    /// with.
     Shrink,
     /// No arena (the CPU provider only; the CUDA provider always has one): freed buffers go
     /// back to the system allocator at once.
