@@ -14,7 +14,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 
 use layerprune_core::Device;
-use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::memory::{Allocator, MemoryInfo};
 use ort::session::Session;
 use ort::AsPointer;
 
@@ -83,16 +83,10 @@ pub struct ArenaUse {
 }
 
 impl ArenaUse {
-    /// The reading of `session`'s arena for `device`'s memory; `None` when it has none
+    /// The reading of `session`'s arena for `memory` (a device's); `None` when it has none
     /// ([`Arena::Off`]) or ONNX Runtime gives no statistics for it.
-    pub(crate) fn of(session: &Session, device: Device) -> Option<ArenaUse> {
-        let (name, index) = match device {
-            Device::Cpu => (AllocationDevice::CPU, 0),
-            Device::Cuda(index) => (AllocationDevice::CUDA, index as i32),
-        };
-        let memory =
-            MemoryInfo::new(name, index, AllocatorType::Arena, MemoryType::Default).ok()?;
-        let allocator = Allocator::new(session, memory).ok()?;
+    pub(crate) fn of(session: &Session, memory: &MemoryInfo<'static>) -> Option<ArenaUse> {
+        let allocator = Allocator::new(session, memory.clone()).ok()?;
         let api = ort::api();
         let mut pairs = ptr::null_mut();
         // SAFETY: the allocator is alive for the call; the pairs it returns are ours to

@@ -882,10 +882,11 @@ impl LayeredModel {
 
     /// [`Self::arena_use`] graph by graph: the embedding, each block, the head.
     pub fn arena_use_by_graph(&self) -> Vec<Option<ArenaUse>> {
+        let memory = self.options.output_memory().ok();
         std::iter::once(&self.embed)
             .chain(&self.blocks)
             .chain([&self.head])
-            .map(|session| ArenaUse::of(session, self.options.device))
+            .map(|session| ArenaUse::of(session, memory.as_ref()?))
             .collect()
     }
 
