@@ -9,7 +9,7 @@
 FRONTIER_RUN ?= $(BUILD)/runs/frontier-$(MODEL_NAME)
 FRONTIER_SEEDS ?= 0 1 2
 FRONTIER_KS ?= 3,6,9
-FRONTIER_BUDGETS ?= least,0.5sleb,sleb,2000
+FRONTIER_BUDGETS ?= least,0.25sleb,0.5sleb,sleb,2000
 FRONTIER_HELDOUT_WINDOWS ?= 40
 FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parquet)
 FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitext2.parquet) \
