@@ -11,6 +11,10 @@ FRONTIER_SEEDS ?= 0 1 2
 FRONTIER_KS ?= 3,6,9
 FRONTIER_BUDGETS ?= least,0.25sleb,0.5sleb,sleb,2000
 FRONTIER_HELDOUT_WINDOWS ?= 40
+# The methods played (frontier --methods; default: every one) and the quadratic-surrogate
+# Shapley method's stratified masks (0: not run).
+FRONTIER_METHODS ?= block-influence,angular,reverse,leave-one-out,sleb,shapley,adaptive
+FRONTIER_SHAPLEY_MASKS ?= 200
 FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parquet)
 FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitext2.parquet) \
   $(FRONTIER_RUN)/heldout-lambada_heldout.parquet
@@ -33,7 +37,7 @@ $(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/p
 frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \
 	  $(foreach h,$(FRONTIER_HELDOUT),--heldout $(patsubst heldout-%.parquet,%,$(notdir $(h)))=$(h)) \
-	  --k $(FRONTIER_KS) --budgets $(FRONTIER_BUDGETS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
+	  --k $(FRONTIER_KS) --budgets $(FRONTIER_BUDGETS) --methods $(FRONTIER_METHODS) --shapley-masks $(FRONTIER_SHAPLEY_MASKS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
 	$(VENV_REPORT)/bin/python tools/report/frontier.py $(FRONTIER_RUN)/frontier.csv --out $(FRONTIER_RUN)/frontier.md \
 	  --plot $(FRONTIER_RUN)/frontier.svg
 

@@ -104,10 +104,17 @@ def test_summarize_writes_the_table_and_every_figure_into_the_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_frontier_table_and_plot(tmp_path):
-    path = tmp_path / "frontier.csv"
+def write_frontier(path: Path, rows):
     fields = ["method", "k", "calibration_set", "llm_evaluations", "removed_blocks",
               "calibration_ppl", "lambada_ppl", "recommended", "budget"]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        writer.writerows(rows)
+
+
+def test_frontier_table_and_plot(tmp_path):
+    path = tmp_path / "frontier.csv"
     rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "")]
     for k in (1, 2):
         rows += [("sleb", k, "c0", 10 * k, "4", 25.0 * k, 26.0 * k, "false", ""),
@@ -115,15 +122,35 @@ def test_frontier_table_and_plot(tmp_path):
                  ("adaptive", k, "c0", 9 * k, "4", 24.0 * k, 25.5 * k, "true", 16 * k),
                  ("reverse", k, "c0", 1, "5", 500.0, 900.0, "false", ""),
                  ("best-known", k, "c0", 30, "4", 24.0 * k, 25.5 * k, "false", "")]
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(fields)
-        writer.writerows(rows)
+    write_frontier(path, rows)
     subprocess.run([sys.executable, str(REPORT / "frontier.py"), str(path),
                     "--out", str(tmp_path / "frontier.md"), "--plot", str(tmp_path / "frontier.svg")],
                    check=True, capture_output=True)
     assert "### k = 2" in (tmp_path / "frontier.md").read_text()
     is_svg(tmp_path / "frontier.svg")
+
+
+def test_calibration_windows_puts_runs_side_by_side_at_their_compute(tmp_path):
+    # Ten windows: SLEB at 10 evaluations; twenty windows: adaptive at 6 (two sets that disagree).
+    write_frontier(tmp_path / "w10.csv", [
+        ("full", 0, "c0", 1, "", 20.0, 21.0, "false", ""),
+        ("sleb", 2, "c0", 10, "4 5", 25.0, 30.0, "false", ""),
+        ("sleb", 2, "c1", 10, "4 5", 26.0, 30.0, "false", "")])
+    write_frontier(tmp_path / "w20.csv", [
+        ("adaptive", 2, "c0", 6, "4 5", 25.0, 27.0, "true", 6),
+        ("adaptive", 2, "c1", 6, "3 5", 25.0, 27.0, "true", 6),
+        ("reverse", 2, "c0", 1, "6 7", 500.0, 900.0, "false", "")])
+    out = tmp_path / "windows.md"
+    subprocess.run([sys.executable, str(REPORT / "calibration_windows.py"),
+                    f"10={tmp_path / 'w10.csv'}", f"20={tmp_path / 'w20.csv'}", "--out", str(out)],
+                   check=True, capture_output=True)
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 10 ") or line.startswith("| 20 ")]
+    # Sorted by evaluations × windows (100 before 120); methods not asked for (reverse) left out.
+    assert rows == ["| 10 | sleb | 10 | 100 | 1 of 2 | 30.0 (30.0–30.0) |",
+                    "| 20 | adaptive, budget 6 | 6 | 120 | 2 of 2 | 27.0 (27.0–27.0) |"]
+    bad = subprocess.run([sys.executable, str(REPORT / "calibration_windows.py"), "ten=x.csv"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "WINDOWS=CSV" in bad.stderr
 
 
 def test_estimator_rmse_plot(tmp_path):

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use layerprune_core::{Game, GameError, Mask};
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::{
-    frontier, Budget, FrontierConfig, FrontierPoint, RECOMMENDED,
+    frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint, RECOMMENDED,
 };
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores};
 use layerprune_tables::{
@@ -38,6 +38,8 @@ pub struct FrontierRun {
     pub ks: Vec<usize>,
     /// Blocks never removed.
     pub fixed: Vec<usize>,
+    /// The methods played (each at every k; adaptive at every budget).
+    pub methods: Vec<FrontierMethod>,
     /// Budgets of the adaptive method.
     pub budgets: Vec<Budget>,
     /// The quadratic-surrogate Shapley method on this many stratified masks (0 = not run).
@@ -132,13 +134,21 @@ impl PreparedFrontier {
         for (name, tokens) in &calibration {
             let path = cache_path(&run.out_dir, "calibration", name, &inputs)?;
             let mut game = CachedLlm::open(model, tokens, &path, run.provenance.clone())?;
+            let runs = |method| run.methods.contains(&method);
             let config = FrontierConfig {
                 ks: run.ks.clone(),
                 fixed: run.fixed.clone(),
-                adaptive_budgets: run.budgets.clone(),
-                one_pass: one_pass_scores(&mut game, tokens)?,
-                baselines: true,
-                shapley_masks: (run.shapley_masks > 0).then_some(run.shapley_masks),
+                adaptive_budgets: if runs(FrontierMethod::Adaptive) {
+                    run.budgets.clone()
+                } else {
+                    Vec::new()
+                },
+                one_pass: one_pass_scores(&mut game, tokens, &run.methods)?,
+                reverse: runs(FrontierMethod::Reverse),
+                leave_one_out: runs(FrontierMethod::LeaveOneOut),
+                sleb: runs(FrontierMethod::Sleb),
+                shapley_masks: (runs(FrontierMethod::Shapley) && run.shapley_masks > 0)
+                    .then_some(run.shapley_masks),
                 seed: run.seed,
             };
             let points = frontier(&mut game, &config)?;
@@ -217,15 +227,32 @@ fn cache_path(out_dir: &Path, kind: &str, name: &str, inputs: &[PathBuf]) -> Res
     Ok(path)
 }
 
-/// ShortGPT's block influence and the angular distance from one pass of the full model over
-/// the calibration tokens (one LLM evaluation: the full model's mask).
-fn one_pass_scores(game: &mut CachedLlm, tokens: &TokenTable) -> Result<Vec<BlockScores>> {
+/// ShortGPT's block influence and the angular distance, those of them in `methods`, from one
+/// pass of the full model over the calibration tokens (one LLM evaluation: the full model's
+/// mask); no pass when neither is.
+fn one_pass_scores(
+    game: &mut CachedLlm,
+    tokens: &TokenTable,
+    methods: &[FrontierMethod],
+) -> Result<Vec<BlockScores>> {
+    let one_pass: Vec<FrontierMethod> = [FrontierMethod::BlockInfluence, FrontierMethod::Angular]
+        .into_iter()
+        .filter(|m| methods.contains(m))
+        .collect();
+    if one_pass.is_empty() {
+        return Ok(Vec::new());
+    }
     let model_id = game.evaluator().model().model_id().to_string();
     let table = block_stats_table(game.evaluator(), 1, &model_id, &tokens.dataset_id)?;
-    Ok(vec![
-        block_influence_scores(&table)?,
-        angular_distance_scores(&table)?,
-    ])
+    one_pass
+        .into_iter()
+        .map(|method| {
+            Ok(match method {
+                FrontierMethod::BlockInfluence => block_influence_scores(&table)?,
+                _ => angular_distance_scores(&table)?,
+            })
+        })
+        .collect()
 }
 
 /// `method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,<heldout>_ppl…,recommended,budget`.
@@ -413,6 +440,7 @@ mod tests {
             heldout,
             ks: vec![1],
             fixed: vec![],
+            methods: FrontierMethod::ALL.to_vec(),
             budgets: vec![Budget::Least],
             shapley_masks: 0,
             seed: 0,

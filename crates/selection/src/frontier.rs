@@ -74,18 +74,78 @@ impl std::str::FromStr for Budget {
     }
 }
 
+/// A method the frontier can play; [`FrontierMethod::name`] is its `method` in the points
+/// (and in frontier.csv).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FrontierMethod {
+    /// ShortGPT's block influence, from one pass of the full model.
+    BlockInfluence,
+    /// The angular distance, from the same pass.
+    Angular,
+    Reverse,
+    LeaveOneOut,
+    Sleb,
+    /// The quadratic-surrogate Shapley method ([`FrontierConfig::shapley_masks`]).
+    Shapley,
+    /// Adaptive removal, once per budget.
+    Adaptive,
+}
+
+impl FrontierMethod {
+    /// Every method, in the order the frontier plays them.
+    pub const ALL: [FrontierMethod; 7] = [
+        FrontierMethod::BlockInfluence,
+        FrontierMethod::Angular,
+        FrontierMethod::Reverse,
+        FrontierMethod::LeaveOneOut,
+        FrontierMethod::Sleb,
+        FrontierMethod::Shapley,
+        FrontierMethod::Adaptive,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FrontierMethod::BlockInfluence => crate::baselines::BLOCK_INFLUENCE,
+            FrontierMethod::Angular => crate::baselines::ANGULAR,
+            FrontierMethod::Reverse => crate::baselines::REVERSE,
+            FrontierMethod::LeaveOneOut => crate::baselines::LEAVE_ONE_OUT,
+            FrontierMethod::Sleb => "sleb",
+            FrontierMethod::Shapley => "shapley",
+            FrontierMethod::Adaptive => RECOMMENDED,
+        }
+    }
+}
+
+impl std::str::FromStr for FrontierMethod {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        FrontierMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FrontierMethod::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown method {text:?} (one of {})", names.join(", "))
+            })
+    }
+}
+
 /// What the frontier runs.
 #[derive(Clone, Debug)]
 pub struct FrontierConfig {
     pub ks: Vec<usize>,
     pub fixed: Vec<usize>,
-    /// One adaptive run per (k, budget).
+    /// One adaptive run per (k, budget); empty: adaptive removal is not run.
     pub adaptive_budgets: Vec<Budget>,
     /// One-shot baselines from scores (e.g. ShortGPT's block influence, angular distance),
     /// charged their `llm_evaluations` plus one to measure each plan.
     pub one_pass: Vec<BlockScores>,
-    /// Also run leave-one-out, SLEB and reverse order.
-    pub baselines: bool,
+    /// Run reverse order.
+    pub reverse: bool,
+    /// Run leave-one-out (every single removal, then the plan they imply).
+    pub leave_one_out: bool,
+    /// Run SLEB.
+    pub sleb: bool,
     /// The Shapley method of this project before adaptive removal: this many masks from the
     /// published strata (scaled to the players) plus the full model and every single removal,
     /// a quadratic surrogate of −NLL fitted on them (ridge 0.01, as `make demo`), its exact
@@ -152,8 +212,10 @@ pub fn frontier(
     for scores in &config.one_pass {
         one_shot_points(&mut all, scores)?;
     }
-    if config.baselines {
+    if config.reverse {
         one_shot_points(&mut all, &reverse_order_scores(num_blocks))?;
+    }
+    if config.leave_one_out {
         // Leave-one-out: every single removal (the first step of SLEB and adaptive alike).
         let singles: Vec<Mask> = players
             .iter()
@@ -181,6 +243,8 @@ pub fn frontier(
                 value,
             });
         }
+    }
+    if config.sleb {
         let result = sleb(&mut all, k_max, &config.fixed)?;
         for &k in &config.ks {
             points.push(FrontierPoint {

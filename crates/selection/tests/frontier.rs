@@ -16,7 +16,9 @@ fn config() -> FrontierConfig {
             scores: (0..12).map(|i| ((i * 7) % 5) as f64).collect(),
             llm_evaluations: 1,
         }],
-        baselines: true,
+        reverse: true,
+        leave_one_out: true,
+        sleb: true,
         shapley_masks: Some(60),
         seed: 0,
     }

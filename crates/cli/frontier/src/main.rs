@@ -18,7 +18,7 @@ use layerprune_cli_common::{
 };
 use layerprune_evaluation::frontier::FrontierRun;
 use layerprune_runtime::RuntimeOptions;
-use layerprune_selection::frontier::Budget;
+use layerprune_selection::frontier::{Budget, FrontierMethod};
 use layerprune_tables::Provenance;
 
 #[derive(Parser, Debug)]
@@ -43,6 +43,14 @@ struct Args {
     /// Blocks never removed.
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
+    /// The methods to play: block-influence, angular, reverse, leave-one-out, sleb, shapley,
+    /// adaptive (default: all).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "block-influence,angular,reverse,leave-one-out,sleb,shapley,adaptive"
+    )]
+    methods: Vec<FrontierMethod>,
     /// Budgets of the adaptive method: `least`, `sleb` (SLEB's cost at the same k), `0.5sleb`,
     /// or a number of LLM evaluations.
     #[arg(long, value_delimiter = ',', default_value = "least,0.5sleb,sleb,2000")]
@@ -98,6 +106,7 @@ fn main_body(args: Args) -> Result<()> {
             .collect::<Result<_>>()?,
         ks: args.k.clone(),
         fixed: args.fixed.clone(),
+        methods: args.methods.clone(),
         budgets: args.budgets.clone(),
         shapley_masks: args.shapley_masks,
         seed: args.seed,

@@ -150,6 +150,61 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
 }
 
 #[test]
+fn plays_only_the_methods_asked_for_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let c0 = write(dir.path(), "c0.parquet", windows(1, 3));
+    let out = dir.path().join("run");
+    let model = fixture().to_str().unwrap().to_string();
+    let run = |methods: &str, out: &Path| {
+        frontier(&[
+            "--model",
+            &model,
+            "--calibration",
+            &format!("c0={c0}"),
+            "--k",
+            "2",
+            "--methods",
+            methods,
+            "--budgets",
+            "least",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ])
+    };
+    let output = run("leave-one-out,adaptive", &out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let csv = std::fs::read_to_string(out.join("frontier.csv")).unwrap();
+    let mut methods: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    methods.sort_unstable();
+    assert_eq!(methods, ["adaptive", "best-known", "full", "leave-one-out"]);
+    // Only what they asked for ran: the full model, the 6 singles, leave-one-out's plan and
+    // adaptive's one greedy step beyond it (least budget: 6 + 2), no SLEB path, no Shapley masks.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let ran: usize = stderr
+        .split("masks run now")
+        .next()
+        .and_then(|head| head.rsplit("; ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stderr}"));
+    assert!(ran <= 1 + 6 + 2, "{ran} masks ran: {stderr}");
+
+    let other = dir.path().join("other");
+    let refused = run("sleb,shortgpt", &other);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("unknown method \"shortgpt\""), "{stderr}");
+    assert!(!other.exists());
+}
+
+#[test]
 fn a_path_that_is_not_utf8_is_used_and_recorded_lossily() {
     use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().unwrap();
