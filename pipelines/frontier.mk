@@ -11,9 +11,9 @@ FRONTIER_SEEDS ?= 0 1 2
 FRONTIER_KS ?= 3,6,9
 FRONTIER_BUDGETS ?= least,0.25sleb,0.5sleb,sleb,2000
 FRONTIER_HELDOUT_WINDOWS ?= 40
-# The methods played (frontier --methods; default: every one) and the quadratic-surrogate
-# Shapley method's stratified masks (0: not run).
-FRONTIER_METHODS ?= block-influence,angular,reverse,leave-one-out,sleb,shapley,adaptive
+# The methods played (frontier --methods, e.g. leave-one-out,adaptive; empty: every one) and
+# the quadratic-surrogate Shapley method's stratified masks (0: not run).
+FRONTIER_METHODS ?=
 FRONTIER_SHAPLEY_MASKS ?= 200
 FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parquet)
 FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitext2.parquet) \
@@ -37,14 +37,15 @@ $(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/p
 frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \
 	  $(foreach h,$(FRONTIER_HELDOUT),--heldout $(patsubst heldout-%.parquet,%,$(notdir $(h)))=$(h)) \
-	  --k $(FRONTIER_KS) --budgets $(FRONTIER_BUDGETS) --methods $(FRONTIER_METHODS) --shapley-masks $(FRONTIER_SHAPLEY_MASKS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
+	  --k $(FRONTIER_KS) --budgets $(FRONTIER_BUDGETS) $(if $(FRONTIER_METHODS),--methods $(FRONTIER_METHODS)) --shapley-masks $(FRONTIER_SHAPLEY_MASKS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
 	$(VENV_REPORT)/bin/python tools/report/frontier.py $(FRONTIER_RUN)/frontier.csv --out $(FRONTIER_RUN)/frontier.md \
 	  --plot $(FRONTIER_RUN)/frontier.svg
 
 # The project's copy of the numbers (docs/results.md quotes it), refreshed on purpose.
 # The default model's copies are docs/results/frontier.*; another model's carry its name
 # (docs/results/frontier-gemma3-270m.md), so one never overwrites the other.
-FRONTIER_DOCS_NAME = frontier$(if $(filter smollm2-135m,$(MODEL_NAME)),,-$(MODEL_NAME))
+FRONTIER_DOCS_SUFFIX = $(if $(filter smollm2-135m,$(MODEL_NAME)),,-$(MODEL_NAME))
+FRONTIER_DOCS_NAME = frontier$(FRONTIER_DOCS_SUFFIX)
 frontier-docs: $(FRONTIER_RUN)/frontier.csv
 	mkdir -p docs/results docs/img
 	cp $(FRONTIER_RUN)/frontier.csv docs/results/$(FRONTIER_DOCS_NAME).csv
@@ -69,8 +70,8 @@ frontier-windows: ort venv-report
 
 frontier-windows-docs: $(FRONTIER_WINDOWS_TABLE)
 	mkdir -p docs/results
-	cp $(FRONTIER_WINDOWS_TABLE) docs/results/calibration-windows$(if $(filter smollm2-135m,$(MODEL_NAME)),,-$(MODEL_NAME)).md
-	cp $(FRONTIER_RUN)-w20/frontier.csv docs/results/frontier-w20$(if $(filter smollm2-135m,$(MODEL_NAME)),,-$(MODEL_NAME)).csv
-	cp $(FRONTIER_RUN)-w40/frontier.csv docs/results/frontier-w40$(if $(filter smollm2-135m,$(MODEL_NAME)),,-$(MODEL_NAME)).csv
+	cp $(FRONTIER_WINDOWS_TABLE) docs/results/calibration-windows$(FRONTIER_DOCS_SUFFIX).md
+	cp $(FRONTIER_RUN)-w20/frontier.csv docs/results/frontier-w20$(FRONTIER_DOCS_SUFFIX).csv
+	cp $(FRONTIER_RUN)-w40/frontier.csv docs/results/frontier-w40$(FRONTIER_DOCS_SUFFIX).csv
 
 .PHONY: frontier frontier-docs frontier-windows frontier-windows-docs

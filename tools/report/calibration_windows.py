@@ -28,7 +28,7 @@ def run_argument(text):
 
 
 def rows_by_k(runs, methods):
-    """{k: [(window-evaluations, windows, label, group)]} over every run."""
+    """{k: [(window-evaluations, windows, evaluations, label, group)]} over every run."""
     out = defaultdict(list)
     heldout_columns = None
     for windows, path in runs:
@@ -47,7 +47,7 @@ def rows_by_k(runs, methods):
                 continue
             group = groups[(k, name)]
             evaluations = sum(group["llm_evaluations"]) / len(group["llm_evaluations"])
-            out[k].append((evaluations * windows, windows, name, group))
+            out[k].append((evaluations * windows, windows, evaluations, name, group))
     return out, heldout_columns
 
 
@@ -59,8 +59,7 @@ def table(by_k, heldout):
                      "distinct plans over the sets | "
                      + " | ".join(f"{h[:-4]} PPL" for h in heldout) + " |")
         lines.append("|---:|---|---:|---:|---:|" + "---:|" * len(heldout))
-        for compute, windows, name, group in sorted(by_k[k], key=lambda r: (r[0], r[1])):
-            evaluations = sum(group["llm_evaluations"]) / len(group["llm_evaluations"])
+        for compute, windows, evaluations, name, group in sorted(by_k[k], key=lambda r: r[:2]):
             plans = len(set(group["removed"]))
             lines.append(f"| {windows} | {name} | {evaluations:,.0f} | {compute:,.0f} | "
                          f"{plans} of {len(group['removed'])} | "

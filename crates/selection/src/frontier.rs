@@ -116,6 +116,12 @@ impl FrontierMethod {
     }
 }
 
+impl std::fmt::Display for FrontierMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for FrontierMethod {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {

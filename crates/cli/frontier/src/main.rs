@@ -45,11 +45,7 @@ struct Args {
     fixed: Vec<usize>,
     /// The methods to play: block-influence, angular, reverse, leave-one-out, sleb, shapley,
     /// adaptive (default: all).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "block-influence,angular,reverse,leave-one-out,sleb,shapley,adaptive"
-    )]
+    #[arg(long, value_delimiter = ',', default_values_t = FrontierMethod::ALL)]
     methods: Vec<FrontierMethod>,
     /// Budgets of the adaptive method: `least`, `sleb` (SLEB's cost at the same k), `0.5sleb`,
     /// or a number of LLM evaluations.
