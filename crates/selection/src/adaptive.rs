@@ -10,17 +10,27 @@
 //!
 //! 1. **Singles**: every removable block removed alone (the leave-one-out game, L evaluations),
 //!    and the leave-one-out plan they imply (one more), so the result is never worse than it.
-//! 2. **Screened greedy**: k steps of SLEB's rule — remove the block whose removal, on top of
-//!    those already removed, hurts least — but each step measures only the candidates near a
-//!    block removed since they were last measured, the few best predicted, and then candidates
-//!    in the surrogate's order until it rules every unmeasured one out (its prediction plus an
-//!    allowance for the surrogate's own errors is below the best value measured at this step).
+//! 2. **Screened greedy** (when the budget affords it, see below): k steps of SLEB's rule —
+//!    remove the block whose removal, on top of those already removed, hurts least — but each
+//!    step measures only the candidates near a block removed since they were last measured,
+//!    the few best predicted, and then candidates in the surrogate's order until it rules every
+//!    unmeasured one out (its prediction plus an allowance for the surrogate's own errors is
+//!    below the best value measured at this step).
 //!    The allowance is learned from the errors the surrogate made on the candidates it screened,
 //!    so it widens by itself where the game is hard to predict.
 //! 3. **Swap refinement**: with the budget left, best-first swaps (one removed block put back,
 //!    another removed) around the best plan measured, in the surrogate's order, moving as soon
 //!    as a measured swap is better, until the budget is spent or the `local_optima` best plans
 //!    measured are one-swap local optima (every neighbour measured, none better).
+//!
+//! The greedy is a path to a plan: its sets with fewer than k removed are not plans, and a step
+//! that cannot measure the candidates its screen needs (the `min_checked` best predicted and the
+//! neighbours of the block just removed) follows the surrogate's guess rather than SLEB's rule.
+//! So below [`adaptive_greedy_budget`] (every step affording those candidates) the spare
+//! evaluations go straight to the swap refinement around the leave-one-out plan, where every mask
+//! measured is a plan with k removed. Measured on synthetic games and on the real models'
+//! calibration tokens (docs/selection.md): below that budget the swaps choose better plans than
+//! the starved greedy, above it the greedy's start is better.
 //!
 //! The surrogate is the pairwise (quadratic) game in the *removed* blocks, refitted by ridge
 //! regression after every batch on every mask measured (from sufficient statistics): a value per
@@ -69,6 +79,20 @@ pub struct AdaptiveOptions {
     /// Refinement stops early once this many of the best measured plans are local optima
     /// (every one-swap neighbour measured, none better).
     pub local_optima: usize,
+    /// Where the refinement starts: the greedy's plan, or the leave-one-out plan directly.
+    pub start: AdaptiveStart,
+}
+
+/// Where [`adaptive_removal`]'s swap refinement starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdaptiveStart {
+    /// The screened greedy when the budget reaches [`adaptive_greedy_budget`], else the
+    /// leave-one-out plan (the default).
+    Auto,
+    /// Always the screened greedy first.
+    Greedy,
+    /// Always straight from the leave-one-out plan (no greedy).
+    LeaveOneOut,
 }
 
 impl AdaptiveOptions {
@@ -84,6 +108,7 @@ impl AdaptiveOptions {
             explore_distance: 2,
             allowance_factor: 1.5,
             local_optima: 3,
+            start: AdaptiveStart::Auto,
         }
     }
 }
@@ -98,6 +123,16 @@ pub fn sleb_cost(players: usize, k: usize) -> usize {
 /// then one candidate per further greedy step.
 pub fn adaptive_min_budget(players: usize, k: usize) -> usize {
     players + k
+}
+
+/// The least budget at which [`AdaptiveStart::Auto`] runs the screened greedy: the singles, the
+/// leave-one-out plan, then for each of the k − 1 steps after the first (which the singles
+/// decide) the candidates its screen measures before the surrogate may rule any out — the
+/// `min_checked` best predicted and the neighbours within `explore_distance` on both sides of
+/// the block just removed.
+pub fn adaptive_greedy_budget(players: usize, k: usize, options: &AdaptiveOptions) -> usize {
+    let per_step = options.min_checked + 2 * options.explore_distance;
+    players + 1 + k.saturating_sub(1) * per_step
 }
 
 /// Why the refinement stopped.
@@ -119,10 +154,13 @@ pub struct AdaptiveResult {
     pub value: f64,
     /// Distinct masks asked of the game.
     pub llm_evaluations: usize,
-    /// The screened greedy's set, ascending (before the refinement).
-    pub greedy_removed: Vec<usize>,
-    /// Distinct masks the singles and the greedy used.
-    pub greedy_evaluations: usize,
+    /// The set the refinement started from, ascending: the screened greedy's, or the
+    /// leave-one-out plan when the greedy did not run.
+    pub start_removed: Vec<usize>,
+    /// Whether the screened greedy ran (see [`AdaptiveStart`]).
+    pub greedy: bool,
+    /// Distinct masks used before the refinement (singles, leave-one-out plan, greedy).
+    pub start_evaluations: usize,
     /// Swaps that improved the plan.
     pub swaps_accepted: usize,
     pub stop: AdaptiveStop,
@@ -162,20 +200,35 @@ pub fn adaptive_removal(
     });
     let mut leave_one_out: Vec<usize> = by_single[..k].iter().map(|&i| players[i]).collect();
     leave_one_out.sort_unstable();
-    play.measure(&[leave_one_out])?;
+    play.measure(std::slice::from_ref(&leave_one_out))?;
+    let greedy = match options.start {
+        AdaptiveStart::Auto => options.budget >= adaptive_greedy_budget(players.len(), k, options),
+        AdaptiveStart::Greedy => true,
+        AdaptiveStart::LeaveOneOut => false,
+    };
     tracing::info!(
-        "adaptive: k={k}, singles and leave-one-out measured, {} of {} evaluations",
+        "adaptive: k={k}, singles and leave-one-out measured, {} of {} evaluations; {}",
         play.evaluations(),
-        options.budget
+        options.budget,
+        if greedy {
+            "screened greedy next"
+        } else {
+            "swaps around the leave-one-out plan next (the budget is below the greedy's)"
+        }
     );
 
-    // 2. Screened greedy. `removal_order[s]` is the block removed at step s; `measured_at[b]`
+    // 2. Screened greedy (no step when it does not run: the refinement then starts from the
+    // leave-one-out plan). `removal_order[s]` is the block removed at step s; `measured_at[b]`
     // the last step at which block b's candidate (the set then, plus b) was measured.
-    let mut current: Vec<usize> = Vec::new();
+    let (mut current, greedy_steps) = if greedy {
+        (Vec::new(), k)
+    } else {
+        (leave_one_out, 0)
+    };
     let mut removal_order: Vec<usize> = Vec::new();
     let mut measured_at: HashMap<usize, usize> = players.iter().map(|&b| (b, 0)).collect();
     let mut current_value = f64::NAN;
-    for step in 0..k {
+    for step in 0..greedy_steps {
         let candidates: Vec<Vec<usize>> = players
             .iter()
             .filter(|b| !current.contains(b))
@@ -223,8 +276,8 @@ pub fn adaptive_removal(
             options.budget
         );
     }
-    let greedy_removed = current.clone();
-    let greedy_evaluations = play.evaluations();
+    let start_removed = current;
+    let start_evaluations = play.evaluations();
 
     // 3. Swap refinement: best-first expansion of the best measured plans' one-swap
     // neighbourhoods, in the surrogate's order.
@@ -266,8 +319,9 @@ pub fn adaptive_removal(
         removed_blocks,
         value,
         llm_evaluations: play.evaluations(),
-        greedy_removed,
-        greedy_evaluations,
+        start_removed,
+        greedy,
+        start_evaluations,
         swaps_accepted,
         stop,
     })

@@ -14,7 +14,8 @@
 //! - [`sleb`]: SLEB's greedy removal against any [`layerprune_core::Game`] (the LLM).
 //! - [`adaptive`]: budget-aware adaptive removal against any `Game`: SLEB's rule with the
 //!   candidates screened by a surrogate refitted on every measurement, then swap refinement
-//!   with the budget left; the plan is the best measured.
+//!   with the budget left (below the greedy's budget, swaps around the leave-one-out plan
+//!   directly); the plan is the best measured.
 //!
 //! - [`plans`]: the composition `apply-prune` runs: one plan per k by any method, measured
 //!   through the LLM as a `Game`.
@@ -36,7 +37,8 @@ pub mod select;
 pub mod sleb;
 
 pub use adaptive::{
-    adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions, AdaptiveResult, AdaptiveStop,
+    adaptive_greedy_budget, adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions,
+    AdaptiveResult, AdaptiveStart, AdaptiveStop,
 };
 pub use baselines::{
     angular_distance_scores, best_angular_run, block_influence_scores, leave_one_out_scores,
