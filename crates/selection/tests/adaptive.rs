@@ -37,6 +37,22 @@ fn brute_force(game: &mut dyn Game, players: &[usize], k: usize) -> (Vec<usize>,
     best
 }
 
+/// The 48 games of the budget tests (16 and 22 blocks, two k each, 12 seeds), each with
+/// (game, blocks, k, the optimum by brute force).
+fn budget_games() -> impl Iterator<Item = (TripleGame, usize, usize, f64)> {
+    [(16, [3, 5]), (22, [4, 6])]
+        .into_iter()
+        .flat_map(|(n, ks)| ks.into_iter().map(move |k| (n, k)))
+        .flat_map(|(n, k)| {
+            (0..12).map(move |seed| {
+                let mut game = TripleGame::layer_pruning_like(n, seed);
+                let players: Vec<usize> = (0..n).collect();
+                let (_, optimum) = brute_force(&mut game, &players, k);
+                (game, n, k, optimum)
+            })
+        })
+}
+
 fn value_of(game: &mut dyn Game, removed: &[usize]) -> f64 {
     let mask = Mask::from_removed(game.num_players(), removed).unwrap();
     game.value(&mask).unwrap()
@@ -141,25 +157,17 @@ fn at_half_sleb_cost_it_matches_sleb_at_its_full_cost() {
     let (mut adaptive_gap, mut sleb_gap) = (0.0, 0.0);
     let (mut adaptive_optimal, mut sleb_optimal) = (0, 0);
     let mut cases = 0;
-    for (n, ks) in [(16, [3, 5]), (22, [4, 6])] {
-        let players: Vec<usize> = (0..n).collect();
-        for k in ks {
-            for seed in 0..12 {
-                let mut game = TripleGame::layer_pruning_like(n, seed);
-                let (_, optimum) = brute_force(&mut game, &players, k);
-                let budget = sleb_cost(n, k) / 2;
-                let result =
-                    adaptive_removal(&mut game, k, &[], &AdaptiveOptions::with_budget(budget))
-                        .unwrap();
-                assert!(result.llm_evaluations <= budget);
-                let sleb_value = sleb(&mut game, k, &[]).unwrap().values_after[k - 1];
-                adaptive_gap += optimum - result.value;
-                sleb_gap += optimum - sleb_value;
-                adaptive_optimal += usize::from(result.value >= optimum - 1e-12);
-                sleb_optimal += usize::from(sleb_value >= optimum - 1e-12);
-                cases += 1;
-            }
-        }
+    for (mut game, n, k, optimum) in budget_games() {
+        let budget = sleb_cost(n, k) / 2;
+        let result =
+            adaptive_removal(&mut game, k, &[], &AdaptiveOptions::with_budget(budget)).unwrap();
+        assert!(result.llm_evaluations <= budget);
+        let sleb_value = sleb(&mut game, k, &[]).unwrap().values_after[k - 1];
+        adaptive_gap += optimum - result.value;
+        sleb_gap += optimum - sleb_value;
+        adaptive_optimal += usize::from(result.value >= optimum - 1e-12);
+        sleb_optimal += usize::from(sleb_value >= optimum - 1e-12);
+        cases += 1;
     }
     eprintln!(
         "{cases} cases: adaptive at half SLEB's cost optimal {adaptive_optimal}, mean gap {:.5}; \
@@ -183,35 +191,28 @@ fn the_default_start_is_the_better_one_below_and_above_the_greedys_budget() {
     for (fraction, greedy_expected) in [(0.25, false), (1.0, true)] {
         let mut gaps = [0.0; 3];
         let mut cases = 0;
-        for (n, ks) in [(16, [3, 5]), (22, [4, 6])] {
-            let players: Vec<usize> = (0..n).collect();
-            for k in ks {
-                for seed in 0..12 {
-                    let mut game = TripleGame::layer_pruning_like(n, seed);
-                    let (_, optimum) = brute_force(&mut game, &players, k);
-                    let budget = ((sleb_cost(n, k) as f64 * fraction) as usize)
-                        .max(adaptive_min_budget(n, k));
-                    let starts = [
-                        AdaptiveStart::Greedy,
-                        AdaptiveStart::LeaveOneOut,
-                        AdaptiveStart::Auto,
-                    ];
-                    for (gap, start) in gaps.iter_mut().zip(starts) {
-                        let options = AdaptiveOptions {
-                            start,
-                            ..AdaptiveOptions::with_budget(budget)
-                        };
-                        let result = adaptive_removal(&mut game, k, &[], &options).unwrap();
-                        assert!(result.llm_evaluations <= budget);
-                        if start == AdaptiveStart::Auto {
-                            let above = budget >= adaptive_greedy_budget(n, k, &options);
-                            assert_eq!(result.greedy, above, "n={n} k={k} budget={budget}");
-                        }
-                        *gap += optimum - result.value;
-                    }
-                    cases += 1;
+        for (mut game, n, k, optimum) in budget_games() {
+            let budget =
+                ((sleb_cost(n, k) as f64 * fraction) as usize).max(adaptive_min_budget(n, k));
+            let starts = [
+                AdaptiveStart::Greedy,
+                AdaptiveStart::LeaveOneOut,
+                AdaptiveStart::Auto,
+            ];
+            for (gap, start) in gaps.iter_mut().zip(starts) {
+                let options = AdaptiveOptions {
+                    start,
+                    ..AdaptiveOptions::with_budget(budget)
+                };
+                let result = adaptive_removal(&mut game, k, &[], &options).unwrap();
+                assert!(result.llm_evaluations <= budget);
+                if start == AdaptiveStart::Auto {
+                    let above = budget >= adaptive_greedy_budget(n, k, &options);
+                    assert_eq!(result.greedy, above, "n={n} k={k} budget={budget}");
                 }
+                *gap += optimum - result.value;
             }
+            cases += 1;
         }
         let [greedy, leave_one_out, auto] = gaps.map(|g| g / cases as f64);
         eprintln!(
