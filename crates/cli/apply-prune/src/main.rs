@@ -86,7 +86,8 @@ struct Args {
     #[arg(long, default_value_t = 512, value_parser = count(1, 100_000_000))]
     permutation_pairs: usize,
     /// Adaptive: LLM evaluations per k, at most: `sleb` (SLEB's cost at that k, the default),
-    /// a fraction of it (`0.5sleb`), `least`, or a number.
+    /// a fraction of it (`0.5sleb`), `least`, or a number. Below P + 1 + 7 (k − 1) for P
+    /// removable blocks the greedy is skipped and the swaps start from the leave-one-out plan.
     #[arg(long, default_value = "sleb")]
     budget: Budget,
     /// Seeds the search's random starts and the permutation sampling.
