@@ -28,9 +28,10 @@
 //! neighbours of the block just removed) follows the surrogate's guess rather than SLEB's rule.
 //! So below [`adaptive_greedy_budget`] (every step affording those candidates) the spare
 //! evaluations go straight to the swap refinement around the leave-one-out plan, where every mask
-//! measured is a plan with k removed. Measured on synthetic games and on the real models'
-//! calibration tokens (docs/selection.md): below that budget the swaps choose better plans than
-//! the starved greedy, above it the greedy's start is better.
+//! measured is a plan with k removed. On synthetic games and on SmolLM2's calibration tokens the
+//! swaps choose better plans than the starved greedy below that budget, and above it the greedy's
+//! start is better; on Gemma 3 270M the swaps were better at k = 6 and worse at k = 4
+//! (docs/results.md, "Where the refinement starts").
 //!
 //! The surrogate is the pairwise (quadratic) game in the *removed* blocks, refitted by ridge
 //! regression after every batch on every mask measured (from sufficient statistics): a value per
