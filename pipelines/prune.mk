@@ -1,5 +1,6 @@
 # make prune MODEL=<Hugging Face folder or .gguf file> K=<blocks to remove>: your own model,
-# pruned by the recommended method in one command (docs/your-model.md). Included by the
+# pruned by the recommended method in one command (docs/your-model.md). MAX_PPL_RATIO=<R> instead
+# of K removes as many blocks as keep the calibration perplexity within R times the full model's. Included by the
 # top-level Makefile after pipelines/layerprune.mk, whose text sources (CALIB_*, EVAL_*, SEQ_LEN,
 # SEED: the demo's defaults, LAMBADA passages unless CALIB_TEXT / EVAL_TEXT), EVALUATE_FLAGS
 # (DEVICE, THREADS) and method row (PLAN_ARGS_adaptive, with ADAPTIVE_BUDGET) it uses.
@@ -8,7 +9,8 @@
 #   model/                        the full model as a layered ONNX folder (export_layered.py)
 #   tokens-calib.parquet          calibration tokens; the plan is chosen on them only
 #   tokens-eval.parquet           held-out tokens; full-eval.parquet: the full model on them
-#   k<K>/plan-calibration.parquet the adaptive plan, measured on the calibration tokens
+#   k<K>/plan-calibration.parquet the adaptive plan, measured on the calibration tokens (with
+#                                 MAX_PPL_RATIO=R the folder is ratio<R>/, here and below)
 #   k<K>/plan.parquet             the same plan, measured on the held-out tokens
 #   k<K>/pruned/                  the pruned layered ONNX folder; pruned-eval.parquet: its evaluation
 #   k<K>/pruned-hf/               the pruned Hugging Face checkpoint (tools/export/prune_hf.py)
@@ -21,6 +23,7 @@
 
 MODEL ?=
 K ?=
+MAX_PPL_RATIO ?=
 # The run's name and folder; PRUNE_EXPORT_FLAGS are added to export_layered.py (e.g. --dtype bf16),
 # PRUNE_GENERATOR_FLAGS to export_generator.py (e.g. --dtype fp16; its default is fp32).
 PRUNE_NAME ?= $(patsubst %.gguf,%,$(notdir $(patsubst %/,%,$(MODEL))))
@@ -38,7 +41,10 @@ PRUNE_MODEL_TYPE := $(if $(filter %.gguf,$(MODEL)),gguf,$(if $(wildcard $(patsub
 PRUNE_GENERATOR ?= $(if $(filter gguf $(PRUNE_GENERATOR_TYPES),$(PRUNE_MODEL_TYPE)),1,0)
 
 PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
-PRUNE_K = $(PRUNE_OUT)/k$(K)
+# What chooses how many blocks go (K, or the most within MAX_PPL_RATIO), and the plan's folder.
+PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(MAX_PPL_RATIO),k$(K))
+PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),--max-ppl-ratio $(MAX_PPL_RATIO),--k $(K))
+PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 PRUNE_SOURCE = $(if $(PRUNE_IS_GGUF),--gguf,--model) $(MODEL)
 PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(patsubst %/,%,$(MODEL))/,\
@@ -47,7 +53,7 @@ PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(pats
 # Refuse a missing or wrong MODEL or K before anything runs (also for `make -n prune`).
 ifneq ($(filter prune,$(MAKECMDGOALS)),)
 ifeq ($(strip $(MODEL)),)
-$(error make prune: set MODEL=path/to/hf-folder or MODEL=path/to/model.gguf, and K=number of blocks to remove)
+$(error make prune: set MODEL=path/to/hf-folder or MODEL=path/to/model.gguf, and K=number of blocks to remove or MAX_PPL_RATIO=ratio)
 endif
 ifneq ($(words $(MODEL)),1)
 $(error make prune: MODEL='$(MODEL)': a path with spaces is not supported)
@@ -60,11 +66,20 @@ ifeq ($(wildcard $(patsubst %/,%,$(MODEL))/config.json),)
 $(error make prune: MODEL=$(MODEL) is neither a .gguf file nor a Hugging Face model folder (no config.json))
 endif
 endif
+ifneq ($(strip $(MAX_PPL_RATIO)),)
+ifneq ($(strip $(K)),)
+$(error make prune: set K=number of blocks to remove or MAX_PPL_RATIO=ratio, not both)
+endif
+ifneq ($(shell printf '%s' '$(MAX_PPL_RATIO)' | grep -Ex '[0-9]+(\.[0-9]+)?' | awk '$$1 > 1'),$(MAX_PPL_RATIO))
+$(error make prune: MAX_PPL_RATIO='$(MAX_PPL_RATIO)' must be a number above 1: the calibration perplexity allowed, as a multiple of the full model's (1.5 = 50 % higher))
+endif
+else
 ifeq ($(strip $(K)),)
-$(error make prune: set K=number of blocks to remove)
+$(error make prune: set K=number of blocks to remove, or MAX_PPL_RATIO=ratio to remove as many as keep the calibration perplexity within that multiple of the full model's)
 endif
 ifneq ($(shell printf '%s' '$(K)' | grep -Ex '[1-9][0-9]*'),$(K))
 $(error make prune: K='$(K)' must be the number of blocks to remove, a positive integer)
+endif
 endif
 endif
 
@@ -78,9 +93,9 @@ endef
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_FLAGS))))
 $(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED)))
 $(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
-$(eval $(call prune_stamp,plan-k$(K),$(PLAN_ARGS_adaptive)))
-$(eval $(call prune_stamp,hf-k$(K),$(PRUNE_SOURCE)))
-$(eval $(call prune_stamp,generator-k$(K),$(PRUNE_GENERATOR_FLAGS)))
+$(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PLAN_ARGS_adaptive)))
+$(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
+$(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
 
 # The full model as a layered ONNX folder, checked against transformers by the exporter.
 $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB)
@@ -100,45 +115,47 @@ $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evalua
 
 # The recommended method (adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations) chooses on
 # the calibration tokens; the chosen plan is then measured on the held-out tokens and written
-# as the pruned layered folder.
-$(PRUNE_K)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-k$(K) | $(BIN)/apply-prune $(ORT_LIB)
+# as the pruned layered folder. With MAX_PPL_RATIO the plan table holds the one plan chosen,
+# so the later steps take it without a k.
+$(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_LIB)
 	@mkdir -p $(dir $@)
-	$(BIN)/apply-prune $(PLAN_ARGS_adaptive) --k $(K) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
+	$(BIN)/apply-prune $(PLAN_ARGS_adaptive) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
 	  --tokens $< --plan $@
 
-$(PRUNE_K)/pruned/manifest.json: $(PRUNE_K)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)
-	$(BIN)/apply-prune --method from-plan --plans $< --plan-method adaptive --k $(K) \
+$(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)
+	$(BIN)/apply-prune --method from-plan --plans $< --plan-method adaptive $(if $(K),--k $(K)) \
 	  --model $(PRUNE_MODEL_DIR) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --plan $(PRUNE_K)/plan.parquet --pruned-out $(dir $@) --overwrite
+	  --plan $(PRUNE_PLAN_DIR)/plan.parquet --pruned-out $(dir $@) --overwrite
 
 # The written folder itself, run on the held-out tokens.
-$(PRUNE_K)/pruned-eval.parquet: $(PRUNE_K)/pruned/manifest.json | $(BIN)/evaluate $(ORT_LIB)
+$(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | $(BIN)/evaluate $(ORT_LIB)
 	$(BIN)/evaluate --model $(dir $<) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --out $@ --overwrite --quiet
 
 # The same blocks deleted from the source model: a Hugging Face checkpoint that transformers
 # (and lm-eval, vLLM, ...) loads as an ordinary model.
-$(PRUNE_K)/pruned-hf/config.json: $(PRUNE_K)/pruned/manifest.json tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-k$(K) | $(VENV_EXPORT)/.complete
-	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plan $(PRUNE_K)/plan.parquet \
-	  --method adaptive --k $(K) --out $(dir $@) --force
+$(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/pruned/manifest.json tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
+	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plan $(PRUNE_PLAN_DIR)/plan.parquet \
+	  --method adaptive $(if $(K),--k $(K)) --out $(dir $@) --force
 
 # The pruned checkpoint as one ONNX decoder with a KV cache (the onnxruntime-genai / optimum
 # layout): the layered folder and its merged file have no cache, so no runtime generates text
 # with them. The tool checks its greedy generation against transformers' before writing it.
-$(PRUNE_K)/pruned-generator.onnx: $(PRUNE_K)/pruned-hf/config.json tools/export/export_generator.py $(PRUNE_OUT)/.settings/generator-k$(K) | $(VENV_EXPORT)/.complete
+$(PRUNE_PLAN_DIR)/pruned-generator.onnx: $(PRUNE_PLAN_DIR)/pruned-hf/config.json tools/export/export_generator.py $(PRUNE_OUT)/.settings/generator-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ \
 	  $(PRUNE_GENERATOR_FLAGS) --force
 
 # For llama.cpp: the removed blocks, 0-based, comma-separated (`llama-quantize --prune-layers`).
-$(PRUNE_K)/llama-cpp-prune-layers.txt: $(PRUNE_K)/pruned/manifest.json tools/prune/report.py
+$(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt: $(PRUNE_PLAN_DIR)/pruned/manifest.json tools/prune/report.py
 	$(PYTHON) tools/prune/report.py llama-cpp --model $(PRUNE_MODEL_DIR) --pruned $(dir $<) --out $@
 
-PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_K)/pruned-generator.onnx)
+PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_PLAN_DIR)/pruned-generator.onnx)
 PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $(PRUNE_GENERATOR_OUT), one decoder with a KV cache (docs/your-model.md)
 
-prune: ort $(PRUNE_OUT)/full-eval.parquet $(PRUNE_K)/pruned-eval.parquet $(PRUNE_K)/pruned-hf/config.json \
-       $(PRUNE_GENERATOR_OUT) $(PRUNE_K)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
-	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --k $(K) --source $(MODEL)
+prune: ort $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
+       $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
+	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
+	  --source $(MODEL) $(if $(MAX_PPL_RATIO),--max-ppl-ratio $(MAX_PPL_RATIO))
 	$(if $(PRUNE_GENERATOR_OUT),@echo "  $(PRUNE_GENERATOR_NOTE)")
 
 .PHONY: prune

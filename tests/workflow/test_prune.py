@@ -51,7 +51,7 @@ elif name in ("prepare-tokens", "evaluate"):
 elif name == "apply-prune":
     touch(value("--plan"))
     if value("--pruned-out"):
-        k = int(value("--k"))
+        k = int(value("--k") or 2)  # without --k (MAX_PPL_RATIO), the plan the stand-in "chose"
         kept = [i for i in range(blocks) if i not in range(1, 1 + 2 * k, 2)]
         out = Path(value("--pruned-out"))
         out.mkdir(parents=True, exist_ok=True)
@@ -109,8 +109,9 @@ def setup(tmp_path):
 
 
 def make_env():
-    """No variables of an enclosing make (`make test-workflow` passes its own) and no MODEL or K."""
-    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MODEL", "K"}
+    """No variables of an enclosing make (`make test-workflow` passes its own) and no MODEL, K or
+    MAX_PPL_RATIO."""
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MODEL", "K", "MAX_PPL_RATIO"}
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
@@ -161,6 +162,30 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     assert f"{out}/k2/pruned-generator.onnx, one decoder with a KV cache" in result.stdout
 
 
+def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "MAX_PPL_RATIO=1.5", f"PRUNE_OUT={out}"]
+    result, lines = setup["make"](*base)
+    (choose,) = calls(lines, "apply-prune", "adaptive", "--budget")
+    assert arg(choose, "--max-ppl-ratio") == "1.5" and "--k" not in choose
+    assert arg(choose, "--plan") == f"{out}/ratio1.5/plan-calibration.parquet"
+    # The later steps take the table's one plan, whatever k it has.
+    (write,) = calls(lines, "apply-prune", "from-plan")
+    assert "--k" not in write and arg(write, "--pruned-out").rstrip("/") == f"{out}/ratio1.5/pruned"
+    (hf,) = calls(lines, "prune_hf.py")
+    assert "--k" not in hf and arg(hf, "--plan") == f"{out}/ratio1.5/plan.parquet"
+    (summary,) = calls(lines, "report.py")
+    assert arg(summary, "--plan-dir") == f"{out}/ratio1.5" and arg(summary, "--max-ppl-ratio") == "1.5"
+    assert (out / "ratio1.5" / "llama-cpp-prune-layers.txt").read_text() == "1,3\n"
+    _, again = setup["make"](*base)
+    assert [line[0] for line in again] == ["report.py"], again
+    # Another ratio: a plan of its own; the export, tokens and full model's evaluation are shared.
+    _, lines = setup["make"](base[0], "MAX_PPL_RATIO=2", base[2])
+    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
+                                           "export_generator.py", "report.py"]
+    assert arg(lines[0], "--max-ppl-ratio") == "2"
+
+
 def test_changed_settings_redo_what_they_affect(setup):
     out = setup["tmp"] / "run"
     base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
@@ -205,7 +230,7 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     assert f"export_generator.py --model {run}/k4/pruned-hf/ --out {run}/k4/pruned-generator.onnx" in text
     assert "apply-prune --method adaptive --budget 0.5sleb --k 4" in text
     assert text.count("--device cuda:1") == 4  # full model, plan, pruned folder, its evaluation
-    assert f"report.py summary --run {run} --k 4" in text
+    assert f"report.py summary --run {run} --plan-dir {run}/k4" in text
 
 
 @pytest.mark.parametrize("model_type, setting, made", [
@@ -235,6 +260,9 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
     (["MODEL={hf}", "K=two"], "must be the number of blocks"),
     (["MODEL={tmp}/missing", "K=2"], "does not exist"),
     (["MODEL={tmp}", "K=2"], "no config.json"),
+    (["MODEL={hf}", "K=2", "MAX_PPL_RATIO=1.5"], "not both"),
+    (["MODEL={hf}", "MAX_PPL_RATIO=1"], "must be a number above 1"),
+    (["MODEL={hf}", "MAX_PPL_RATIO=1.5x"], "must be a number above 1"),
 ])
 def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
     args = [a.format(hf=setup["hf"], tmp=setup["tmp"]) for a in args]

@@ -30,14 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
 
 
-def removed_from_plan(plan: Path, method: str, k: int):
+def removed_from_plan(plan: Path, method: str, k):
+    """The removed blocks of the plan of `method` with k removed; with k None, of the table's one
+    plan of `method` (as `apply-prune --max-ppl-ratio` writes)."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(plan).to_pylist()
-    matches = [r for r in rows if r["method"] == method and r["k"] == k]
+    matches = [r for r in rows if r["method"] == method and (k is None or r["k"] == k)]
+    available = sorted({(r["method"], r["k"]) for r in rows})
     if not matches:
-        available = sorted({(r["method"], r["k"]) for r in rows})
-        sys.exit(f"prune_hf: error: {plan} has no plan for method {method!r} with k={k} (has {available})")
+        with_k = "" if k is None else f" with k={k}"
+        sys.exit(f"prune_hf: error: {plan} has no plan for method {method!r}{with_k} (has {available})")
+    if len(matches) > 1:
+        sys.exit(f"prune_hf: error: {plan} has {len(matches)} plans for method {method!r}; choose one with --k "
+                 f"(has {available})")
     return sorted(matches[0]["removed_blocks"])
 
 
@@ -92,15 +98,16 @@ def main(argv=None):
     which.add_argument("--remove", help="comma-separated block indices to delete")
     which.add_argument("--plan", type=Path, help="plan table written by apply-prune")
     parser.add_argument("--method", help="with --plan: the plan's method")
-    parser.add_argument("--k", type=int, help="with --plan: the plan's number of removed blocks")
+    parser.add_argument("--k", type=int, help="with --plan: the plan's number of removed blocks (needed when the "
+                                              "table has several plans of --method)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     if args.out.exists() and not args.force:
         sys.exit(f"prune_hf: error: {args.out} exists; pass --force to replace it")
     if args.plan is not None:
-        if args.method is None or args.k is None:
-            sys.exit("prune_hf: error: --plan needs --method and --k")
+        if args.method is None:
+            sys.exit("prune_hf: error: --plan needs --method")
         removed = removed_from_plan(args.plan, args.method, args.k)
     else:
         try:

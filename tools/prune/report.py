@@ -8,9 +8,10 @@ closing summary.
       the two manifests: the full model's block count and the pruned one's `original_index`es.
       Standard library only.
 
-  report.py summary --run RUN --k K --source MODEL
+  report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--max-ppl-ratio R]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
-      exporter's environment).
+      exporter's environment). The plan folder holds one adaptive plan: K blocks asked for
+      (`kK/`), or as many as the calibration perplexity ratio R allowed (`ratioR/`).
 """
 
 import argparse
@@ -68,15 +69,15 @@ def file_size(path: Path):
 
 
 def summary(args):
-    run, k = args.run, args.k
-    folder = run / f"k{k}"
+    run, folder = args.run, args.plan_dir
     full = read_manifest(run / "model")
     pruned = read_manifest(folder / "pruned")
     removed = removed_blocks(full, pruned)
-    plan = [r for r in read_rows(folder / "plan.parquet") if r["method"] == "adaptive" and r["k"] == k]
+    plan = [r for r in read_rows(folder / "plan.parquet") if r["method"] == "adaptive"]
     if len(plan) != 1:
-        fail(f"{folder / 'plan.parquet'} has {len(plan)} adaptive plans with k={k}")
+        fail(f"{folder / 'plan.parquet'} has {len(plan)} adaptive plans, not one")
     plan = plan[0]
+    k = plan["k"]
     if sorted(plan["removed_blocks"]) != removed:
         fail(f"the plan removes {sorted(plan['removed_blocks'])} but the pruned folder {removed}")
     calibration = [r for r in read_rows(folder / "plan-calibration.parquet") if r["k"] == k][0]
@@ -92,6 +93,9 @@ def summary(args):
     print()
     print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by adaptive removal "
           f"({calibration['llm_evaluations']} LLM evaluations on the calibration text to choose them)")
+    if args.max_ppl_ratio is not None:
+        print(f"  the most blocks whose plan keeps the calibration perplexity within {args.max_ppl_ratio}x the "
+              "full model's (MAX_PPL_RATIO)")
     print(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
     print(f"  perplexity on the held-out text: {before['ppl']:.3f} before, {after['ppl']:.3f} after "
           f"({after['ppl'] / before['ppl']:.3f}x); on the calibration text after: "
@@ -126,7 +130,8 @@ def main(argv=None):
     cpp.add_argument("--out", type=Path, required=True)
     report = commands.add_parser("summary")
     report.add_argument("--run", type=Path, required=True)
-    report.add_argument("--k", type=int, required=True)
+    report.add_argument("--plan-dir", type=Path, required=True, help="the run's k<K>/ or ratio<R>/ folder")
+    report.add_argument("--max-ppl-ratio", help="the ratio the plan was chosen within, if it was")
     report.add_argument("--source", required=True)
     args = parser.parse_args(argv)
     {"llama-cpp": llama_cpp, "summary": summary}[args.command](args)

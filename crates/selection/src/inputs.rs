@@ -59,6 +59,8 @@ pub struct PlanSettings {
     pub random_starts: usize,
     pub permutation_pairs: usize,
     pub budget: Budget,
+    /// Instead of `ks`: the most blocks removed within this calibration perplexity ratio.
+    pub max_ppl_ratio: Option<f64>,
     pub seed: u64,
 }
 
@@ -300,6 +302,7 @@ impl LoadedPlanInputs {
             random_starts: settings.random_starts,
             permutation_pairs: settings.permutation_pairs,
             budget: settings.budget,
+            max_ppl_ratio: settings.max_ppl_ratio,
             seed: settings.seed,
         };
         let mut inputs = PlanInputs {
@@ -384,6 +387,7 @@ mod tests {
             random_starts: 16,
             permutation_pairs: 512,
             budget: Budget::OfSleb(1.0),
+            max_ppl_ratio: None,
             seed: 0,
         }
     }

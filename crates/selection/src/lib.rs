@@ -16,6 +16,9 @@
 //!   candidates screened by a surrogate refitted on every measurement, then swap refinement
 //!   with the budget left (below the greedy's budget, swaps around the leave-one-out plan
 //!   directly); the plan is the best measured.
+//! - [`target`]: the largest k whose plan (by adaptive removal or SLEB) keeps the calibration
+//!   perplexity within a ratio of the full model's, for users who know the quality they can
+//!   give away rather than k.
 //!
 //! - [`plans`]: the composition `apply-prune` runs: one plan per k by any method, measured
 //!   through the LLM as a `Game`.
@@ -35,6 +38,7 @@ pub mod inputs;
 pub mod plans;
 pub mod select;
 pub mod sleb;
+pub mod target;
 
 pub use adaptive::{
     adaptive_greedy_budget, adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions,
@@ -50,6 +54,7 @@ pub use select::{
     SurrogateShapley,
 };
 pub use sleb::{sleb, SlebResult};
+pub use target::{largest_within, TargetProbe, TargetSearch};
 
 use layerprune_core::GameError;
 

@@ -14,9 +14,9 @@ use layerprune_tables::{BlockStatsTable, PlanRow, PlanTable};
 
 use crate::frontier::{Budget, RECOMMENDED};
 use crate::{
-    adaptive_removal, best_angular_run, iterative_removal, one_shot, removable_blocks, sleb,
-    surrogate_search, AdaptiveOptions, BlockScores, SearchOptions, SelectionError,
-    SurrogateShapley,
+    adaptive_removal, best_angular_run, iterative_removal, largest_within, one_shot,
+    removable_blocks, sleb, surrogate_search, AdaptiveOptions, BlockScores, SearchOptions,
+    SelectionError, SurrogateShapley,
 };
 
 /// How the blocks to delete are chosen.
@@ -48,6 +48,12 @@ impl PlanMethod {
         PlanMethod::AngularRun,
         PlanMethod::FromPlan,
     ];
+
+    /// Whether the method chooses by measuring masks on the LLM (SLEB, adaptive), so it can
+    /// search for the most blocks within a perplexity ratio.
+    pub fn measures_while_choosing(self) -> bool {
+        matches!(self, PlanMethod::Sleb | PlanMethod::Adaptive)
+    }
 
     /// The command-line name (`--method`).
     pub fn name(self) -> &'static str {
@@ -172,28 +178,117 @@ pub struct PlanOptions {
     /// Antithetic permutation pairs per Shapley computation of a surrogate without a closed
     /// form.
     pub permutation_pairs: usize,
-    /// Adaptive: LLM evaluations per k, at most.
+    /// Adaptive: LLM evaluations per k, at most (with `max_ppl_ratio`: per k probed).
     pub budget: Budget,
+    /// Instead of `ks`: the most blocks removed whose calibration perplexity stays within this
+    /// many times the full model's (SLEB and adaptive only).
+    pub max_ppl_ratio: Option<f64>,
     pub seed: u64,
+}
+
+/// `--max-ppl-ratio` with a method that does not measure while choosing.
+pub fn ratio_needs_measuring(method: PlanMethod) -> SelectionError {
+    SelectionError::BadOption(format!(
+        "--max-ppl-ratio needs a method that measures its plans on the model while choosing \
+         (adaptive or sleb), not {method}"
+    ))
 }
 
 fn needs(method: PlanMethod, what: &str) -> SelectionError {
     SelectionError::BadOption(format!("--method {method} needs {what}"))
 }
 
-/// One plan per k of `options.ks` by `method`; plans that ran on the model come back measured.
-/// With a surrogate, every plan also gets its predicted value.
+/// One plan per k of `options.ks` by `method`, or with `options.max_ppl_ratio` the one plan
+/// with the most blocks removed within that ratio ([`largest_within`]); plans that ran on the
+/// model come back measured. With a surrogate, every plan also gets its predicted value.
 pub fn choose_plans(
     method: PlanMethod,
     inputs: &mut PlanInputs<'_>,
     options: &PlanOptions,
 ) -> Result<Vec<Plan>, SelectionError> {
-    let (num_blocks, fixed) = (options.num_blocks, &options.fixed);
-    if options.ks.is_empty() {
-        return Err(SelectionError::BadOption(
-            "--k needs at least one number of blocks to remove".into(),
-        ));
+    let bad = |text: &str| Err(SelectionError::BadOption(text.into()));
+    let mut plans = match (options.max_ppl_ratio, options.ks.is_empty()) {
+        (Some(ratio), true) => vec![plan_within(method, inputs, options, ratio)?],
+        (Some(_), false) => {
+            return bad(
+                "give the numbers of blocks to remove (--k) or a perplexity ratio to stay \
+                        within (--max-ppl-ratio), not both",
+            )
+        }
+        (None, true) if method == PlanMethod::FromPlan => every_earlier_plan(inputs, options)?,
+        (None, true) => return bad("--k needs at least one number of blocks to remove"),
+        (None, false) => plans_for_ks(method, inputs, options)?,
+    };
+    if let Some(on) = inputs.surrogate {
+        for plan in &mut plans {
+            let mask = Mask::from_removed(options.num_blocks, &plan.removed)
+                .map_err(|e| SelectionError::BadOption(e.to_string()))?;
+            plan.predicted = on.surrogate.predict(&[mask]).first().copied();
+        }
     }
+    Ok(plans)
+}
+
+/// The plan with the most blocks removed whose calibration perplexity stays within
+/// `max_ppl_ratio` times the full model's, by SLEB or adaptive removal (each k it probes with
+/// `options.budget`); it costs every distinct mask the search asked for. No block that can go
+/// within the ratio is an error that says what the least harmful single removal gives.
+fn plan_within(
+    method: PlanMethod,
+    inputs: &mut PlanInputs<'_>,
+    options: &PlanOptions,
+    max_ppl_ratio: f64,
+) -> Result<Plan, SelectionError> {
+    if !method.measures_while_choosing() {
+        return Err(ratio_needs_measuring(method));
+    }
+    let game = inputs
+        .game
+        .as_deref_mut()
+        .ok_or_else(|| needs(method, "--model and --tokens"))?;
+    let fixed = &options.fixed;
+    let players = removable_blocks(options.num_blocks, fixed, 0)?.len();
+    let mut plan_for = |game: &mut dyn Game, k: usize| {
+        if method == PlanMethod::Sleb {
+            let result = sleb(game, k, fixed)?;
+            Ok((result.removed_blocks(k), result.values_after[k - 1]))
+        } else {
+            let budget = options.budget.resolve(players, k);
+            let result = adaptive_removal(game, k, fixed, &AdaptiveOptions::with_budget(budget))?;
+            Ok((result.removed_blocks, result.value))
+        }
+    };
+    let search = largest_within(game, fixed, max_ppl_ratio, &mut plan_for)?;
+    let Some(chosen) = search.chosen() else {
+        let least = &search.probes[0];
+        return Err(SelectionError::BadOption(format!(
+            "no block can be removed within a perplexity ratio of {max_ppl_ratio}: removing the \
+             least harmful block alone (block {}) multiplies the calibration perplexity by {:.4}",
+            least.removed_blocks[0], least.ppl_ratio
+        )));
+    };
+    let name = if method == PlanMethod::Sleb {
+        "sleb"
+    } else {
+        RECOMMENDED
+    };
+    let mut plan = Plan::new(
+        name,
+        chosen.removed_blocks.clone(),
+        search.llm_evaluations as u64,
+    );
+    // The plan is a measured mask: its value is −NLL.
+    plan.measured_nll = Some(-chosen.value);
+    Ok(plan)
+}
+
+/// One plan per k of `options.ks` by `method` (see [`choose_plans`]).
+fn plans_for_ks(
+    method: PlanMethod,
+    inputs: &mut PlanInputs<'_>,
+    options: &PlanOptions,
+) -> Result<Vec<Plan>, SelectionError> {
+    let (num_blocks, fixed) = (options.num_blocks, &options.fixed);
     for &k in &options.ks {
         removable_blocks(num_blocks, fixed, k)?;
     }
@@ -314,14 +409,38 @@ pub fn choose_plans(
             }
         }
     }
-    if let Some(on) = inputs.surrogate {
-        for plan in &mut plans {
-            let mask = Mask::from_removed(num_blocks, &plan.removed)
-                .map_err(|e| SelectionError::BadOption(e.to_string()))?;
-            plan.predicted = on.surrogate.predict(&[mask]).first().copied();
-        }
-    }
     Ok(plans)
+}
+
+/// From-plan without `ks`: every plan of the earlier table (of `inputs.plan_method` where
+/// given), in ascending k.
+fn every_earlier_plan(
+    inputs: &PlanInputs<'_>,
+    options: &PlanOptions,
+) -> Result<Vec<Plan>, SelectionError> {
+    let table = inputs
+        .earlier_plans
+        .ok_or_else(|| needs(PlanMethod::FromPlan, "--plans"))?;
+    let mut ks: Vec<usize> = table
+        .rows
+        .iter()
+        .filter(|row| inputs.plan_method.is_none_or(|m| row.method == m))
+        .map(|row| row.k as usize)
+        .collect();
+    ks.sort_unstable();
+    ks.dedup();
+    if ks.is_empty() {
+        return Err(SelectionError::BadOption(format!(
+            "the plan table holds no plan{}",
+            inputs
+                .plan_method
+                .map(|m| format!(" with method {m}"))
+                .unwrap_or_default()
+        )));
+    }
+    ks.into_iter()
+        .map(|k| earlier_plan(table, k, inputs.plan_method, &options.fixed))
+        .collect()
 }
 
 /// The one plan of an earlier plan table that removes `k` blocks (by `method` where several do).

@@ -1,5 +1,6 @@
-//! `apply-prune`: chooses the blocks to delete and writes the plans (one per `--k`), optionally
-//! measuring each on the LLM and writing the pruned model folder.
+//! `apply-prune`: chooses the blocks to delete and writes the plans (one per `--k`, or the one
+//! with the most blocks removed within `--max-ppl-ratio`), optionally measuring each on the LLM
+//! and writing the pruned model folder.
 //!
 //! Selection: one-shot on a score table (`--scores --estimator`), iterative removal or search
 //! through a surrogate (`--method iterative|search --surrogate`), SLEB on the model
@@ -19,6 +20,7 @@ use layerprune_core::Game;
 use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, PlanFiles, PlanSettings};
+use layerprune_selection::plans::ratio_needs_measuring;
 use layerprune_selection::PlanMethod;
 use layerprune_tables::{write_plans, Provenance};
 
@@ -29,6 +31,8 @@ use layerprune_tables::{write_plans, Provenance};
     after_help = "Examples:\n  \
         apply-prune --scores scores.parquet --estimator stratified-semivalue --k 3,6 --plan plans.parquet\n  \
         apply-prune --method adaptive --budget sleb --model model/ --tokens tokens.parquet --k 6 \\\n    \
+        --plan plans.parquet --pruned-out pruned/\n  \
+        apply-prune --method adaptive --max-ppl-ratio 1.5 --model model/ --tokens tokens.parquet \\\n    \
         --plan plans.parquet --pruned-out pruned/"
 )]
 struct Args {
@@ -61,9 +65,17 @@ struct Args {
     /// With from-plan: the method of the plans to take (needed when a k has several).
     #[arg(long)]
     plan_method: Option<String>,
-    /// Numbers of blocks to remove, one plan each (e.g. 3,6,9).
-    #[arg(long, value_delimiter = ',', required = true, value_parser = count(0, 4096))]
+    /// Numbers of blocks to remove, one plan each (e.g. 3,6,9); with from-plan, every plan of
+    /// --plans when not given.
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["max_ppl_ratio", "plans"],
+          conflicts_with = "max_ppl_ratio", value_parser = count(0, 4096))]
     k: Vec<usize>,
+    /// Instead of --k: remove as many blocks as possible while the calibration perplexity stays
+    /// within this many times the full model's (e.g. 1.5: at most 50 % higher). With --method
+    /// adaptive or sleb; each k tried gets --budget, and the plan is charged for every distinct
+    /// mask the search measured.
+    #[arg(long, value_parser = parse_ppl_ratio)]
+    max_ppl_ratio: Option<f64>,
     /// Blocks never removed (e.g. 0), besides the fixed blocks recorded in --scores and
     /// --surrogate.
     #[arg(long, value_delimiter = ',')]
@@ -120,6 +132,17 @@ fn main() -> ExitCode {
     run(|| apply_prune(Args::parse()))
 }
 
+/// A perplexity ratio: a finite number above 1 (the full model's own ratio).
+fn parse_ppl_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ratio) if ratio.is_finite() && ratio > 1.0 => Ok(ratio),
+        _ => Err(format!(
+            "{text:?} is not a perplexity ratio: a number above 1 (1.5 = at most 50 % above the \
+             full model's perplexity)"
+        )),
+    }
+}
+
 /// An estimator name as written in score tables; an old spelling of the shapley stage's is
 /// translated, with a note.
 fn parse_estimator(text: &str) -> Result<String, String> {
@@ -155,7 +178,10 @@ fn config(args: &Args) -> Result<Config> {
         allow_mixed_inputs: args.allow_mixed_inputs,
     };
     let method = files.method(args.method)?;
-    if args.pruned_out.is_some() && args.k.len() != 1 {
+    if args.max_ppl_ratio.is_some() && !method.measures_while_choosing() {
+        return Err(ratio_needs_measuring(method).into());
+    }
+    if args.pruned_out.is_some() && args.k.len() > 1 {
         bail!(
             "--pruned-out writes one model, so it needs exactly one --k (got {})",
             args.k.len()
@@ -182,6 +208,7 @@ fn config(args: &Args) -> Result<Config> {
         random_starts: args.random_starts,
         permutation_pairs: args.permutation_pairs,
         budget: args.budget,
+        max_ppl_ratio: args.max_ppl_ratio,
         seed: args.seed,
     };
     Ok(Config {
@@ -248,6 +275,17 @@ fn apply_prune(args: Args) -> Result<()> {
     };
 
     let plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
+    if args.pruned_out.is_some() && plans.len() != 1 {
+        bail!(
+            "--pruned-out writes one model, but {} plans were chosen (k = {}); choose one with --k",
+            plans.len(),
+            plans
+                .iter()
+                .map(|plan| plan.removed.len().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(args.seed);
     if let (Some(game), Some(dataset_id)) = (game.as_mut(), &dataset_id) {

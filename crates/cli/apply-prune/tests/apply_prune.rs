@@ -318,6 +318,45 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
         plans.rows[1].removed_blocks
     );
     assert_eq!(replayed.rows[0].method, "sleb");
+
+    // Without --k, from-plan takes every plan of the table; one model cannot hold two plans.
+    let every = dir.path().join("every.parquet");
+    succeed(&[
+        "--method",
+        "from-plan",
+        "--plans",
+        &plan_s,
+        "--plan",
+        &s(&every),
+    ]);
+    assert_eq!(read_plans(&every).unwrap().rows, {
+        let mut rows = plans.rows.clone();
+        rows.iter_mut().for_each(|row| {
+            (row.measured_nll, row.measured_ppl) = (None, None);
+        });
+        rows
+    });
+    let refused = dir.path().join("refused.parquet");
+    let folder = dir.path().join("refused-model");
+    fail(
+        &[
+            "--method",
+            "from-plan",
+            "--plans",
+            &plan_s,
+            "--model",
+            &model_s,
+            "--tokens",
+            &tokens_s,
+            "--plan",
+            &s(&refused),
+            "--pruned-out",
+            &s(&folder),
+        ],
+        "2 plans were chosen (k = 1, 2); choose one with --k",
+        &refused,
+        Some(&folder),
+    );
 }
 
 #[test]
@@ -384,6 +423,141 @@ fn adaptive_stays_within_its_budget_and_is_at_least_as_good_as_sleb() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 9"));
+}
+
+#[test]
+fn a_perplexity_ratio_chooses_k_and_writes_that_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s) = (s(&fixture()), s(&tokens));
+    let full_nll = nll_of(&fixture(), &Mask::full(6));
+    let ratio_of = |removed: &[u32]| {
+        let removed: Vec<usize> = removed.iter().map(|&b| b as usize).collect();
+        (nll_of(&fixture(), &Mask::from_removed(6, &removed).unwrap()) - full_nll).exp()
+    };
+    let sleb_plans = dir.path().join("sleb.parquet");
+    succeed(&[
+        "--method",
+        "sleb",
+        "--k",
+        "1,2,3,4",
+        "--fixed",
+        "0",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--plan",
+        &s(&sleb_plans),
+    ]);
+    let sleb_plans = read_plans(&sleb_plans).unwrap();
+
+    // Any loss allowed: SLEB's plan at the most blocks that may go (4 of the 5 removable), for
+    // SLEB's cost plus the full model.
+    let plan = dir.path().join("any.parquet");
+    succeed(&[
+        "--method",
+        "sleb",
+        "--max-ppl-ratio",
+        "1e6",
+        "--fixed",
+        "0",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--plan",
+        &s(&plan),
+    ]);
+    let any = read_plans(&plan).unwrap();
+    assert_eq!(any.rows.len(), 1);
+    assert_eq!(
+        any.rows[0].removed_blocks,
+        sleb_plans.rows[3].removed_blocks
+    );
+    assert_eq!(any.rows[0].llm_evaluations, 5 + 4 + 3 + 2 + 1);
+
+    // The fixture's weights are random: removing most of its blocks lowers its perplexity, so
+    // any ratio above 1 lets the most blocks go, and both methods must say so correctly. With
+    // blocks 0, 1, 2 and 5 fixed, only block 3 (ratio ~1.10) and block 4 (~1.001) may go, one
+    // at a time.
+    for method in ["sleb", "adaptive"] {
+        for (fixed, ratio, k) in [("0", "1.05", 4), ("0,1,2,5", "1.05", 1)] {
+            let plan = dir.path().join(format!("{method}-{k}.parquet"));
+            let pruned = dir.path().join(format!("{method}-{k}-pruned"));
+            succeed(&[
+                "--method",
+                method,
+                "--max-ppl-ratio",
+                ratio,
+                "--fixed",
+                fixed,
+                "--model",
+                &model_s,
+                "--tokens",
+                &tokens_s,
+                "--plan",
+                &s(&plan),
+                "--pruned-out",
+                &s(&pruned),
+            ]);
+            let row = &read_plans(&plan).unwrap().rows[0];
+            assert_eq!(
+                (row.method.as_str(), row.k as usize),
+                (method, k),
+                "{row:?}"
+            );
+            let within = ratio_of(&row.removed_blocks);
+            assert!(within <= 1.05, "{method}: {within}");
+            assert!((row.measured_nll.unwrap() - full_nll - within.ln()).abs() < 1e-9);
+            assert_eq!(Manifest::load(&pruned).unwrap().num_blocks, 6 - k);
+        }
+    }
+    let single = ratio_of(&[4]);
+    assert!(single > 1.0001 && single < 1.05, "block 4 alone: {single}");
+
+    // Refused, with nothing written: --k and a ratio together, a ratio of 1 or below, a method
+    // that does not measure its plans, and a ratio no single removal meets.
+    let plan = dir.path().join("refused.parquet");
+    let plan_s = s(&plan);
+    let with = |extra: &[&str]| {
+        let mut args = vec![
+            "--model", &model_s, "--tokens", &tokens_s, "--plan", &plan_s,
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--method", "sleb", "--k", "2", "--max-ppl-ratio", "2"],
+            "cannot be used with",
+        ),
+        (
+            &["--method", "sleb", "--max-ppl-ratio", "1"],
+            "not a perplexity ratio",
+        ),
+        (
+            &["--method", "angular-run", "--max-ppl-ratio", "2"],
+            "adaptive or sleb",
+        ),
+        (
+            &[
+                "--method",
+                "adaptive",
+                "--max-ppl-ratio",
+                "1.0001",
+                "--fixed",
+                "0,1,2,5",
+            ],
+            "no block can be removed within",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let args = with(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fail(&args, expected, &plan, None);
+    }
 }
 
 #[test]
