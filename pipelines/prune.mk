@@ -45,6 +45,10 @@ PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
 PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(MAX_PPL_RATIO),k$(K))
 PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),--max-ppl-ratio $(MAX_PPL_RATIO),--k $(K))
 PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
+# The recommended method's arguments. With MAX_PPL_RATIO and no ADAPTIVE_BUDGET of the user's,
+# apply-prune's own default for that search (half of SLEB's cost for each k tried) rather than
+# settings.mk's SLEB's cost per k: the search tries two k or more.
+PRUNE_PLAN_ARGS = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),--method adaptive,$(PLAN_ARGS_adaptive))
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 PRUNE_SOURCE = $(if $(PRUNE_IS_GGUF),--gguf,--model) $(MODEL)
 PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(patsubst %/,%,$(MODEL))/,\
@@ -93,7 +97,7 @@ endef
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_FLAGS))))
 $(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED)))
 $(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
-$(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PLAN_ARGS_adaptive)))
+$(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
 
@@ -119,7 +123,7 @@ $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evalua
 # so the later steps take it without a k.
 $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_LIB)
 	@mkdir -p $(dir $@)
-	$(BIN)/apply-prune $(PLAN_ARGS_adaptive) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
+	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
 	  --tokens $< --plan $@
 
 $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)

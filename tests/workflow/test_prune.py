@@ -166,8 +166,9 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     out = setup["tmp"] / "run"
     base = [f"MODEL={setup['hf']}", "MAX_PPL_RATIO=1.5", f"PRUNE_OUT={out}"]
     result, lines = setup["make"](*base)
-    (choose,) = calls(lines, "apply-prune", "adaptive", "--budget")
-    assert arg(choose, "--max-ppl-ratio") == "1.5" and "--k" not in choose
+    (choose,) = calls(lines, "apply-prune", "adaptive", "--max-ppl-ratio")
+    # apply-prune's own budget for the search (half SLEB's cost for each k tried) unless set.
+    assert arg(choose, "--max-ppl-ratio") == "1.5" and "--k" not in choose and "--budget" not in choose
     assert arg(choose, "--plan") == f"{out}/ratio1.5/plan-calibration.parquet"
     # The later steps take the table's one plan, whatever k it has.
     (write,) = calls(lines, "apply-prune", "from-plan")
@@ -184,6 +185,10 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
     assert arg(lines[0], "--max-ppl-ratio") == "2"
+    # A budget of the user's is passed, and redoes the plan.
+    _, lines = setup["make"](base[0], "MAX_PPL_RATIO=2", base[2], "ADAPTIVE_BUDGET=sleb")
+    assert [line[0] for line in lines][:2] == ["apply-prune", "apply-prune"]
+    assert arg(lines[0], "--budget") == "sleb" and arg(lines[0], "--max-ppl-ratio") == "2"
 
 
 def test_changed_settings_redo_what_they_affect(setup):

@@ -32,6 +32,15 @@ pub enum Budget {
 }
 
 impl Budget {
+    /// The budget per k when none is given: SLEB's cost at that k, so adaptive removal never
+    /// costs more than SLEB; in a search for the most blocks within a perplexity ratio
+    /// ([`crate::target`]), which tries two k or more through one cache, half of it for each k
+    /// tried, so the search costs less than SLEB's own (docs/results.md, "Choosing k by a
+    /// perplexity ratio").
+    pub fn default_per_k(ratio_search: bool) -> Budget {
+        Budget::OfSleb(if ratio_search { 0.5 } else { 1.0 })
+    }
+
     /// The number of evaluations for `k` of `players` removable blocks. A fraction of SLEB's
     /// cost is raised to the least budget the method accepts; a number is taken as it is (the
     /// method refuses one that is too small).

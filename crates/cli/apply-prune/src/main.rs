@@ -97,11 +97,12 @@ struct Args {
     /// form (MLP, forest).
     #[arg(long, default_value_t = 512, value_parser = count(1, 100_000_000))]
     permutation_pairs: usize,
-    /// Adaptive: LLM evaluations per k, at most: `sleb` (SLEB's cost at that k, the default),
-    /// a fraction of it (`0.5sleb`), `least`, or a number. Below P + 1 + 7 (k − 1) for P
-    /// removable blocks the greedy is skipped and the swaps start from the leave-one-out plan.
-    #[arg(long, default_value = "sleb")]
-    budget: Budget,
+    /// Adaptive: LLM evaluations per k, at most: `sleb` (SLEB's cost at that k), a fraction of
+    /// it (`0.5sleb`), `least`, or a number. Below P + 1 + 7 (k − 1) for P removable blocks the
+    /// greedy is skipped and the swaps start from the leave-one-out plan. [default: sleb; with
+    /// --max-ppl-ratio, 0.5sleb for each k tried]
+    #[arg(long)]
+    budget: Option<Budget>,
     /// Seeds the search's random starts and the permutation sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -207,7 +208,9 @@ fn config(args: &Args) -> Result<Config> {
         candidates: args.candidates,
         random_starts: args.random_starts,
         permutation_pairs: args.permutation_pairs,
-        budget: args.budget,
+        budget: args
+            .budget
+            .unwrap_or_else(|| Budget::default_per_k(args.max_ppl_ratio.is_some())),
         max_ppl_ratio: args.max_ppl_ratio,
         seed: args.seed,
     };
