@@ -209,12 +209,7 @@ pub fn choose_plans(
     let bad = |text: &str| Err(SelectionError::BadOption(text.into()));
     let mut plans = match (options.max_ppl_ratio, options.ks.is_empty()) {
         (Some(ratio), true) => vec![plan_within(method, inputs, options, ratio)?],
-        (Some(_), false) => {
-            return bad(
-                "give the numbers of blocks to remove (--k) or a perplexity ratio to stay \
-                        within (--max-ppl-ratio), not both",
-            )
-        }
+        (Some(_), false) => return bad("give --k or --max-ppl-ratio, not both"),
         (None, true) if method == PlanMethod::FromPlan => every_earlier_plan(inputs, options)?,
         (None, true) => return bad("--k needs at least one number of blocks to remove"),
         (None, false) => plans_for_ks(method, inputs, options)?,

@@ -2,9 +2,10 @@
 //! with SLEB at SLEB's own cost.
 
 use layerprune_core::{CountingGame, Game, Mask};
+use layerprune_selection::frontier::Budget;
 use layerprune_selection::{
-    adaptive_greedy_budget, adaptive_min_budget, adaptive_removal, sleb, sleb_cost,
-    AdaptiveOptions, AdaptiveStart, AdaptiveStop, SelectionError,
+    adaptive_greedy_budget, adaptive_min_budget, adaptive_removal, largest_within, sleb, sleb_cost,
+    AdaptiveOptions, AdaptiveStart, AdaptiveStop, SelectionError, TargetSearch,
 };
 use layerprune_shapley::synthetic::TripleGame;
 
@@ -227,4 +228,48 @@ fn the_default_start_is_the_better_one_below_and_above_the_greedys_budget() {
             assert_eq!(auto, leave_one_out);
         }
     }
+}
+
+/// The most blocks within a ratio (`largest_within`): with the ratio set so that the best plan
+/// at k is just within, SLEB's search finds k only where SLEB's plan is the best, and adaptive
+/// removal's, with half SLEB's cost for each k tried (the default there), must find at least as
+/// many blocks as often, for fewer evaluations in all.
+#[test]
+fn the_ratio_search_at_half_sleb_cost_per_k_removes_as_many_blocks_as_slebs_for_less() {
+    let (mut adaptive_found, mut sleb_found) = (0, 0);
+    let (mut adaptive_blocks, mut sleb_blocks) = (0, 0);
+    let (mut adaptive_cost, mut sleb_cost_total) = (0, 0);
+    let mut cases = 0;
+    for (mut game, n, k, optimum) in budget_games() {
+        let full = value_of(&mut game, &[]);
+        let ratio = (full - optimum).exp() * (1.0 + 1e-9);
+        let mut sleb_plan = |game: &mut dyn Game, k: usize| {
+            let result = sleb(game, k, &[])?;
+            Ok((result.removed_blocks(k), result.values_after[k - 1]))
+        };
+        let mut adaptive_plan = |game: &mut dyn Game, k: usize| {
+            let budget = Budget::default_per_k(true).resolve(n, k);
+            let result = adaptive_removal(game, k, &[], &AdaptiveOptions::with_budget(budget))?;
+            Ok((result.removed_blocks, result.value))
+        };
+        let found = |search: &TargetSearch| search.chosen().map_or(0, |p| p.k);
+        let by_sleb = largest_within(&mut game, &[], ratio, &mut sleb_plan).unwrap();
+        let by_adaptive = largest_within(&mut game, &[], ratio, &mut adaptive_plan).unwrap();
+        // Nothing beats the optimum at k: more blocks within would need a better plan.
+        assert!(found(&by_sleb) <= k && found(&by_adaptive) <= k);
+        sleb_found += usize::from(found(&by_sleb) == k);
+        adaptive_found += usize::from(found(&by_adaptive) == k);
+        sleb_blocks += found(&by_sleb);
+        adaptive_blocks += found(&by_adaptive);
+        sleb_cost_total += by_sleb.llm_evaluations;
+        adaptive_cost += by_adaptive.llm_evaluations;
+        cases += 1;
+    }
+    eprintln!(
+        "{cases} cases: k found by adaptive (half SLEB's cost per k) {adaptive_found}, blocks \
+         {adaptive_blocks}, {adaptive_cost} evaluations; by SLEB {sleb_found}, blocks \
+         {sleb_blocks}, {sleb_cost_total} evaluations"
+    );
+    assert!(adaptive_found >= sleb_found && adaptive_blocks >= sleb_blocks);
+    assert!(adaptive_cost < sleb_cost_total);
 }
