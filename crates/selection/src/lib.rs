@@ -54,7 +54,9 @@ pub use select::{
     SurrogateShapley,
 };
 pub use sleb::{sleb, SlebResult};
-pub use target::{largest_within, TargetProbe, TargetSearch};
+pub use target::{
+    adaptive_chooser, largest_within, sleb_chooser, PlanFor, PlanOf, TargetProbe, TargetSearch,
+};
 
 use layerprune_core::GameError;
 

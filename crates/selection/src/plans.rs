@@ -13,6 +13,7 @@ use layerprune_surrogate::{FittedSurrogate, Surrogate};
 use layerprune_tables::{BlockStatsTable, PlanRow, PlanTable};
 
 use crate::frontier::{Budget, RECOMMENDED};
+use crate::target::{adaptive_chooser, sleb_chooser};
 use crate::{
     adaptive_removal, best_angular_run, iterative_removal, largest_within, one_shot,
     removable_blocks, sleb, surrogate_search, AdaptiveOptions, BlockScores, SearchOptions,
@@ -242,18 +243,12 @@ fn plan_within(
         .as_deref_mut()
         .ok_or_else(|| needs(method, "--model and --tokens"))?;
     let fixed = &options.fixed;
-    let players = removable_blocks(options.num_blocks, fixed, 0)?.len();
-    let mut plan_for = |game: &mut dyn Game, k: usize| {
-        if method == PlanMethod::Sleb {
-            let result = sleb(game, k, fixed)?;
-            Ok((result.removed_blocks(k), result.values_after[k - 1]))
-        } else {
-            let budget = options.budget.resolve(players, k);
-            let result = adaptive_removal(game, k, fixed, &AdaptiveOptions::with_budget(budget))?;
-            Ok((result.removed_blocks, result.value))
-        }
+    let search = if method == PlanMethod::Sleb {
+        largest_within(game, fixed, max_ppl_ratio, &mut sleb_chooser(fixed))?
+    } else {
+        let mut chooser = adaptive_chooser(fixed, options.budget);
+        largest_within(game, fixed, max_ppl_ratio, &mut chooser)?
     };
-    let search = largest_within(game, fixed, max_ppl_ratio, &mut plan_for)?;
     let Some(chosen) = search.chosen() else {
         let least = &search.probes[0];
         return Err(SelectionError::BadOption(format!(

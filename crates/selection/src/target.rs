@@ -22,7 +22,8 @@
 
 use layerprune_core::{CachedGame, Game, Mask};
 
-use crate::{removable_blocks, SelectionError};
+use crate::frontier::Budget;
+use crate::{adaptive_removal, removable_blocks, sleb, AdaptiveOptions, SelectionError};
 
 /// One k tried: the plan the method chose there, and whether it met the target.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,10 +62,33 @@ impl TargetSearch {
     }
 }
 
-/// A plan-choosing method for [`largest_within`]: `(game, k)` to the plan's removed blocks,
-/// ascending, and its measured value.
-pub type PlanFor<'a> =
-    dyn FnMut(&mut dyn Game, usize) -> Result<(Vec<usize>, f64), SelectionError> + 'a;
+/// A plan chooser's answer: the removed blocks, ascending, and the plan's measured value.
+pub type PlanOf = Result<(Vec<usize>, f64), SelectionError>;
+
+/// A plan-choosing method for [`largest_within`] (e.g. [`sleb_chooser`], [`adaptive_chooser`]):
+/// `(game, k)` to its plan with k removed.
+pub type PlanFor<'a> = dyn FnMut(&mut dyn Game, usize) -> PlanOf + 'a;
+
+/// SLEB as [`largest_within`]'s plan chooser: its plan for k, and the value it measured there.
+pub fn sleb_chooser(fixed: &[usize]) -> impl FnMut(&mut dyn Game, usize) -> PlanOf + '_ {
+    move |game, k| {
+        let result = sleb(game, k, fixed)?;
+        Ok((result.removed_blocks(k), result.values_after[k - 1]))
+    }
+}
+
+/// Adaptive removal as [`largest_within`]'s plan chooser, with `budget` for each k tried.
+pub fn adaptive_chooser(
+    fixed: &[usize],
+    budget: Budget,
+) -> impl FnMut(&mut dyn Game, usize) -> PlanOf + '_ {
+    move |game, k| {
+        let players = removable_blocks(game.num_players(), fixed, k)?.len();
+        let options = AdaptiveOptions::with_budget(budget.resolve(players, k));
+        let result = adaptive_removal(game, k, fixed, &options)?;
+        Ok((result.removed_blocks, result.value))
+    }
+}
 
 /// The largest k among the removable blocks (not the `fixed` ones) whose plan by `plan_for`
 /// keeps the game's value within ln(`max_ppl_ratio`) of the full model's; see the module
@@ -144,7 +168,7 @@ pub fn largest_within(
         .clamp(1, k_max.max(1));
 
     let mut probes: Vec<TargetProbe> = Vec::new();
-    let mut probe = |k: usize, probes: &mut Vec<TargetProbe>| -> Result<bool, SelectionError> {
+    let mut probe = |k: usize| -> Result<bool, SelectionError> {
         let (removed, value) = plan_for(&mut cached, k)?;
         let probe = probe_of(k, removed, value, cached.len());
         tracing::info!(
@@ -158,10 +182,10 @@ pub fn largest_within(
         probes.push(probe);
         Ok(within)
     };
-    let chosen_k = if probe(guess, &mut probes)? {
+    let chosen_k = if probe(guess)? {
         // Up while the next k is within.
         let mut k = guess;
-        while k < k_max && probe(k + 1, &mut probes)? {
+        while k < k_max && probe(k + 1)? {
             k += 1;
         }
         Some(k)
@@ -173,25 +197,23 @@ pub fn largest_within(
                 break None;
             }
             k -= 1;
-            if probe(k, &mut probes)? {
+            if probe(k)? {
                 break Some(k);
             }
         }
     };
     let chosen = chosen_k.and_then(|k| probes.iter().position(|p| p.k == k && p.within));
-    let llm_evaluations = probes.last().map_or(cached.len(), |p| p.llm_evaluations);
     Ok(TargetSearch {
         full_value,
         probes,
         chosen,
-        llm_evaluations,
+        llm_evaluations: cached.len(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{adaptive_removal, sleb, AdaptiveOptions};
     use layerprune_core::CountingGame;
 
     /// −(sum of the removed blocks' losses) − `pair` for every pair of removed blocks: the
@@ -216,11 +238,6 @@ mod tests {
                 })
                 .collect())
         }
-    }
-
-    fn sleb_plan(game: &mut dyn Game, k: usize) -> Result<(Vec<usize>, f64), SelectionError> {
-        let result = sleb(game, k, &[])?;
-        Ok((result.removed_blocks(k), result.values_after[k - 1]))
     }
 
     fn game() -> PairGame {
@@ -250,7 +267,7 @@ mod tests {
             let mut truth = game();
             let expected = largest_k(&truth, ratio);
             let mut counting = CountingGame::new(&mut truth as &mut dyn Game);
-            let search = largest_within(&mut counting, &[], ratio, &mut sleb_plan).unwrap();
+            let search = largest_within(&mut counting, &[], ratio, &mut sleb_chooser(&[])).unwrap();
             let chosen = search.chosen().expect("the best single is within");
             assert_eq!(chosen.k, expected, "ratio {ratio}: {search:?}");
             assert!(chosen.within && chosen.ppl_ratio <= ratio);
@@ -273,7 +290,7 @@ mod tests {
         };
         let ratio = 0.2f64.exp();
         assert_eq!(largest_k(&truth, ratio), 2);
-        let search = largest_within(&mut truth, &[], ratio, &mut sleb_plan).unwrap();
+        let search = largest_within(&mut truth, &[], ratio, &mut sleb_chooser(&[])).unwrap();
         let ks: Vec<usize> = search.probes.iter().map(|p| p.k).collect();
         assert_eq!(ks, vec![5, 4, 3, 2]);
         assert_eq!(search.chosen().unwrap().removed_blocks, vec![0, 1]);
@@ -285,7 +302,7 @@ mod tests {
     #[test]
     fn no_block_within_the_target_is_a_result_not_an_error() {
         let mut truth = game();
-        let search = largest_within(&mut truth, &[], 1.01, &mut sleb_plan).unwrap();
+        let search = largest_within(&mut truth, &[], 1.01, &mut sleb_chooser(&[])).unwrap();
         assert_eq!(search.chosen, None);
         assert_eq!(search.probes.len(), 1);
         // The least harmful single removal, block 3, and its ratio.
@@ -297,17 +314,14 @@ mod tests {
     #[test]
     fn fixed_blocks_are_never_removed_and_bad_ratios_are_refused() {
         let mut truth = game();
-        let mut adaptive = |game: &mut dyn Game, k: usize| {
-            let result = adaptive_removal(game, k, &[3], &AdaptiveOptions::with_budget(200))?;
-            Ok((result.removed_blocks, result.value))
-        };
+        let mut adaptive = adaptive_chooser(&[3], Budget::Evaluations(200));
         let search = largest_within(&mut truth, &[3], 1.5, &mut adaptive).unwrap();
         assert!(search.probes.iter().all(|p| !p.removed_blocks.contains(&3)));
         let chosen = search.chosen().unwrap();
         // Without block 3 the smallest losses are 0.04, 0.05, 0.1: k = 3 costs 0.19 + 3 × 0.03.
         assert_eq!(chosen.removed_blocks, vec![1, 2, 6]);
         for ratio in [1.0, 0.5, f64::NAN, f64::INFINITY] {
-            let err = largest_within(&mut truth, &[], ratio, &mut sleb_plan).unwrap_err();
+            let err = largest_within(&mut truth, &[], ratio, &mut sleb_chooser(&[])).unwrap_err();
             assert!(err.to_string().contains("above 1"), "{err}");
         }
     }

@@ -4,8 +4,9 @@
 use layerprune_core::{CountingGame, Game, Mask};
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::{
-    adaptive_greedy_budget, adaptive_min_budget, adaptive_removal, largest_within, sleb, sleb_cost,
-    AdaptiveOptions, AdaptiveStart, AdaptiveStop, SelectionError, TargetSearch,
+    adaptive_chooser, adaptive_greedy_budget, adaptive_min_budget, adaptive_removal,
+    largest_within, sleb, sleb_chooser, sleb_cost, AdaptiveOptions, AdaptiveStart, AdaptiveStop,
+    SelectionError, TargetSearch,
 };
 use layerprune_shapley::synthetic::TripleGame;
 
@@ -240,21 +241,13 @@ fn the_ratio_search_at_half_sleb_cost_per_k_removes_as_many_blocks_as_slebs_for_
     let (mut adaptive_blocks, mut sleb_blocks) = (0, 0);
     let (mut adaptive_cost, mut sleb_cost_total) = (0, 0);
     let mut cases = 0;
-    for (mut game, n, k, optimum) in budget_games() {
+    for (mut game, _, k, optimum) in budget_games() {
         let full = value_of(&mut game, &[]);
         let ratio = (full - optimum).exp() * (1.0 + 1e-9);
-        let mut sleb_plan = |game: &mut dyn Game, k: usize| {
-            let result = sleb(game, k, &[])?;
-            Ok((result.removed_blocks(k), result.values_after[k - 1]))
-        };
-        let mut adaptive_plan = |game: &mut dyn Game, k: usize| {
-            let budget = Budget::default_per_k(true).resolve(n, k);
-            let result = adaptive_removal(game, k, &[], &AdaptiveOptions::with_budget(budget))?;
-            Ok((result.removed_blocks, result.value))
-        };
+        let mut by_adaptive = adaptive_chooser(&[], Budget::default_per_k(true));
         let found = |search: &TargetSearch| search.chosen().map_or(0, |p| p.k);
-        let by_sleb = largest_within(&mut game, &[], ratio, &mut sleb_plan).unwrap();
-        let by_adaptive = largest_within(&mut game, &[], ratio, &mut adaptive_plan).unwrap();
+        let by_sleb = largest_within(&mut game, &[], ratio, &mut sleb_chooser(&[])).unwrap();
+        let by_adaptive = largest_within(&mut game, &[], ratio, &mut by_adaptive).unwrap();
         // Nothing beats the optimum at k: more blocks within would need a better plan.
         assert!(found(&by_sleb) <= k && found(&by_adaptive) <= k);
         sleb_found += usize::from(found(&by_sleb) == k);
