@@ -104,6 +104,9 @@ TABLES = {
             "measured_nll": pa.float64(),
             "measured_ppl": pa.float64(),
             "llm_evaluations": pa.uint64(),
+            "runner_up_removed_blocks": pa.list_(pa.uint32()),
+            "runner_up_nll": pa.float64(),
+            "runner_up_margin_se": pa.float64(),
         },
         2,
         ["num_blocks"],
@@ -244,6 +247,11 @@ def test_scores_and_plans_values():
     assert [list(r) for r in plans["removed_blocks"]] == [[2], [1, 3]]
     assert list(plans["k"]) == [1, 2]
     assert pd.isna(plans["measured_nll"][1])
+    # The runner-up: a list where one was measured, null where none was.
+    assert list(plans["runner_up_removed_blocks"][0]) == [1]
+    assert plans["runner_up_nll"][0] - plans["measured_nll"][0] == pytest.approx(0.2)
+    assert plans["runner_up_margin_se"][0] == 0.05
+    assert plans["runner_up_removed_blocks"][1] is None and pd.isna(plans["runner_up_nll"][1])
 
 
 def test_plans_join_their_evaluation_rows_on_mask_id():

@@ -68,6 +68,30 @@ def file_size(path: Path):
         size /= 1024
 
 
+def rival_lines(plan: dict):
+    """How far the calibration text separates the plan from its runner-up (the best other set of
+    as many blocks the search measured), or nothing when no rival was measured."""
+    rival, rival_nll = plan.get("runner_up_removed_blocks"), plan.get("runner_up_nll")
+    if rival is None or rival_nll is None or plan.get("measured_nll") is None:
+        return []
+    import math
+
+    margin = rival_nll - plan["measured_nll"]
+    se = plan.get("runner_up_margin_se")
+    spread = f" ± {se:.4f}" if se else ""
+    standard_errors = f", {margin / se:.1f} standard errors over the windows" if se else ""
+    lines = [f"  closest rival measured: blocks {' '.join(map(str, rival))}, calibration perplexity "
+             f"{math.exp(rival_nll):.3f} ({100 * math.expm1(margin):+.1f} %; margin {margin:.4f}{spread} nats a "
+             f"token{standard_errors})"]
+    if se and margin < se:
+        lines.append("  the calibration text does not tell the two apart: either is as defensible, and other text may")
+        lines.append("  rank them either way (on SmolLM2 the held-out winner of such pairs was a coin toss, up to 9 %")
+        lines.append("  apart: docs/results.md); calibrating on text like what the model will serve (CALIB_TEXT) matters more")
+    elif se and margin < 2 * se:
+        lines.append("  the calibration text favours the plan, but by under two standard errors: not conclusively")
+    return lines
+
+
 def summary(args):
     run, folder = args.run, args.plan_dir
     full = read_manifest(run / "model")
@@ -100,6 +124,8 @@ def summary(args):
     print(f"  perplexity on the held-out text: {before['ppl']:.3f} before, {after['ppl']:.3f} after "
           f"({after['ppl'] / before['ppl']:.3f}x); on the calibration text after: "
           f"{calibration['measured_ppl']:.3f}")
+    for line in rival_lines(calibration):
+        print(line)
     print()
     rows = [
         (run / "model", f"the full model, layered ONNX ({num_blocks} blocks, {file_size(run / 'model')})"),

@@ -45,6 +45,21 @@ pub fn llm_game(
     Ok((game, tokens.dataset_id))
 }
 
+/// Gives each measured plan its runner-up and margin
+/// ([`layerprune_selection::margin`]) among the masks `game` evaluated since
+/// [`layerprune_runtime::OnnxGame::record_windows`]: no evaluation is added.
+pub fn attach_runner_ups(
+    game: &layerprune_runtime::OnnxGame,
+    plans: &mut [layerprune_selection::Plan],
+) {
+    let measured: Vec<layerprune_selection::WindowNlls> = game
+        .window_nlls()
+        .iter()
+        .map(|(mask, windows)| (mask.removed_blocks(), windows.clone()))
+        .collect();
+    layerprune_selection::attach_runner_ups(plans, &measured);
+}
+
 /// What a run reports while it works, for a progress bar or log lines.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Progress {

@@ -67,6 +67,9 @@ pub fn windows_per_batch(windows: usize, seq_len: usize, vocab_size: usize) -> u
 pub struct MaskEvaluation {
     pub nll_sum: f64,
     pub tokens_scored: u64,
+    /// The summed NLL of each window, in the token table's order (each window scores the same
+    /// number of tokens): what a paired comparison of two masks over windows needs.
+    pub window_nll_sums: Vec<f64>,
     /// Compute time attributed to this mask (the blocks it did not share, and its head).
     pub seconds: f64,
 }
@@ -193,6 +196,11 @@ impl Evaluator {
         self.tokens_scored
     }
 
+    /// Token windows each mask is judged on.
+    pub fn num_windows(&self) -> usize {
+        self.batches.iter().map(|(inputs, _)| inputs.nrows()).sum()
+    }
+
     /// Blocks run so far (a measure of the work prefix reuse saved).
     pub fn blocks_run(&self) -> u64 {
         self.blocks_run
@@ -290,6 +298,7 @@ impl Evaluator {
             MaskEvaluation {
                 nll_sum: 0.0,
                 tokens_scored: self.tokens_scored,
+                window_nll_sums: Vec::with_capacity(self.num_windows()),
                 seconds: 0.0,
             };
             masks.len()
@@ -309,7 +318,7 @@ impl Evaluator {
             // One mask's NLL rows [batch_size, seq_len] → its sum, timing and progress.
             let mut record = |index: usize, nll: ndarray::ArrayView2<'_, f32>, seconds: f64| {
                 let mask = &masks[index];
-                let nll_sum: f64 = nll
+                let window_sums: Vec<f64> = nll
                     .rows()
                     .into_iter()
                     .map(|row| {
@@ -318,7 +327,8 @@ impl Evaluator {
                             .map(|&x| f64::from(x))
                             .sum::<f64>()
                     })
-                    .sum();
+                    .collect();
+                let nll_sum: f64 = window_sums.iter().sum();
                 if !nll_sum.is_finite() {
                     return Err(non_finite_loss(
                         dtype,
@@ -326,6 +336,7 @@ impl Evaluator {
                     ));
                 }
                 results[index].nll_sum += nll_sum;
+                results[index].window_nll_sums.extend(window_sums);
                 results[index].seconds += seconds + shared_seconds;
                 done_units += 1;
                 progress(done_units / num_batches, masks.len());
@@ -546,6 +557,8 @@ pub struct OnnxGame {
     evaluator: Evaluator,
     objective: Objective,
     full_model_nll: f64,
+    /// Each mask's mean NLL per window, once [`OnnxGame::record_windows`] asked for them.
+    window_nlls: Option<Vec<(Mask, Vec<f64>)>>,
 }
 
 impl OnnxGame {
@@ -557,7 +570,20 @@ impl OnnxGame {
             evaluator,
             objective,
             full_model_nll,
+            window_nlls: None,
         })
+    }
+
+    /// From now on, keeps every evaluated mask's mean NLL per window (a few bytes a window and
+    /// mask; off by default), for [`OnnxGame::window_nlls`].
+    pub fn record_windows(&mut self) {
+        self.window_nlls.get_or_insert_with(Vec::new);
+    }
+
+    /// Every mask evaluated since [`OnnxGame::record_windows`], in the order evaluated, with
+    /// its mean NLL on each window (nats per token, the token table's order).
+    pub fn window_nlls(&self) -> &[(Mask, Vec<f64>)] {
+        self.window_nlls.as_deref().unwrap_or(&[])
     }
 
     pub fn full_model_nll(&self) -> f64 {
@@ -576,6 +602,15 @@ impl Game for OnnxGame {
 
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
         let results = self.evaluator.evaluate(masks, &mut |_, _| {})?;
+        if let Some(recorded) = &mut self.window_nlls {
+            let per_window = (self.evaluator.tokens_scored()
+                / self.evaluator.num_windows().max(1) as u64)
+                .max(1) as f64;
+            for (mask, result) in masks.iter().zip(&results) {
+                let means = result.window_nll_sums.iter().map(|s| s / per_window);
+                recorded.push((mask.clone(), means.collect()));
+            }
+        }
         Ok(results
             .iter()
             .map(|r| self.objective.value(r.nll(), self.full_model_nll))

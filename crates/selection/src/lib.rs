@@ -22,6 +22,8 @@
 //!
 //! - [`plans`]: the composition `apply-prune` runs: one plan per k by any method, measured
 //!   through the LLM as a `Game`.
+//! - [`margin`]: each measured plan's runner-up (the best other set of k its method measured)
+//!   and the margin's standard error over the calibration windows: how defensible the choice is.
 //! - [`frontier`]: every method against one game, each charged for the masks it asked for:
 //!   the quality-vs-budget frontier.
 //!
@@ -35,6 +37,7 @@ pub mod adaptive;
 pub mod baselines;
 pub mod frontier;
 pub mod inputs;
+pub mod margin;
 pub mod plans;
 pub mod select;
 pub mod sleb;
@@ -48,6 +51,7 @@ pub use baselines::{
     angular_distance_scores, best_angular_run, block_influence_scores, leave_one_out_scores,
     random_scores, reverse_order_scores, scores_from_table, AngularRun, BlockScores,
 };
+pub use margin::{attach_runner_ups, runner_up, WindowNlls};
 pub use plans::{choose_plans, measure_plans, FittedOn, Plan, PlanInputs, PlanMethod, PlanOptions};
 pub use select::{
     iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,

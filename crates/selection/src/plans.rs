@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use layerprune_core::{values_checked, CachedGame, Game, Mask};
 use layerprune_surrogate::{FittedSurrogate, Surrogate};
-use layerprune_tables::{BlockStatsTable, PlanRow, PlanTable};
+use layerprune_tables::{BlockStatsTable, PlanRow, PlanTable, RunnerUp};
 
 use crate::frontier::{Budget, RECOMMENDED};
 use crate::target::{adaptive_chooser, sleb_chooser};
@@ -99,6 +99,9 @@ pub struct Plan {
     pub llm_evaluations: u64,
     /// Search: the best candidates by prediction, to be measured; the best measured wins.
     pub candidates: Vec<Vec<usize>>,
+    /// The best other set of k removed blocks measured while choosing
+    /// ([`crate::margin::attach_runner_ups`]).
+    pub runner_up: Option<RunnerUp>,
 }
 
 impl Plan {
@@ -110,6 +113,7 @@ impl Plan {
             measured_nll: None,
             llm_evaluations,
             candidates: Vec::new(),
+            runner_up: None,
         }
     }
 
@@ -140,6 +144,7 @@ impl Plan {
             measured_nll: self.measured_nll,
             measured_ppl: self.measured_nll.map(f64::exp),
             llm_evaluations: self.llm_evaluations,
+            runner_up: self.runner_up.clone(),
         })
     }
 }

@@ -196,6 +196,11 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 measured_nll: Some(2.1),
                 measured_ppl: Some(2.1_f64.exp()),
                 llm_evaluations: 3,
+                runner_up: Some(RunnerUp {
+                    removed_blocks: vec![1],
+                    nll: 2.3,
+                    margin_se: Some(0.05),
+                }),
             },
             PlanRow {
                 method: "one-shot:permutation".into(),
@@ -205,6 +210,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 measured_nll: None,
                 measured_ppl: None,
                 llm_evaluations: 3,
+                runner_up: None,
             },
         ],
     };

@@ -543,6 +543,20 @@ pub(crate) fn u32_list_column<'r>(rows: impl Iterator<Item = &'r [u32]>) -> Arra
     Arc::new(builder.finish())
 }
 
+/// A nullable list-of-UInt32 column: `None` rows are null.
+pub(crate) fn u32_list_column_opt<'r>(rows: impl Iterator<Item = Option<&'r [u32]>>) -> ArrayRef {
+    let mut builder =
+        arrow_array::builder::ListBuilder::new(arrow_array::builder::UInt32Builder::new())
+            .with_field(Arc::new(Field::new("item", DataType::UInt32, false)));
+    for row in rows {
+        if let Some(values) = row {
+            builder.values().append_slice(values);
+        }
+        builder.append(row.is_some());
+    }
+    Arc::new(builder.finish())
+}
+
 /// Converts a count to the u32 stored in a column, or says which value does not fit.
 pub(crate) fn to_u32(path: &Path, what: &str, value: usize) -> Result<u32, TableError> {
     u32::try_from(value)

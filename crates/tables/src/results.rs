@@ -3,11 +3,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, ListArray, StringArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field};
 use layerprune_core::Mask;
 
-use crate::io::{list_of, read_table, to_u32, u32_list_column, write_table, Chunk, TableKind};
+use crate::io::{
+    list_of, read_table, to_u32, u32_list_column, u32_list_column_opt, write_table, Chunk,
+    TableKind,
+};
 use crate::masks::{check_fixed_blocks, encode_fixed_blocks, read_fixed_blocks};
 use crate::{Provenance, TableError};
 
@@ -203,6 +208,22 @@ pub struct PlanRow {
     pub measured_ppl: Option<f64>,
     /// Distinct masks the method had evaluated on the LLM to reach this plan.
     pub llm_evaluations: u64,
+    /// The best other plan with k removed the method measured, when it measured one.
+    pub runner_up: Option<RunnerUp>,
+}
+
+/// The best other set of k removed blocks a plan's method measured on the same tokens: how far
+/// the calibration text separates the plan from its closest rival.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunnerUp {
+    /// Its removed blocks, ascending (k of them, not the plan's).
+    pub removed_blocks: Vec<u32>,
+    /// Its measured mean NLL (nats per token). Minus the plan's: the plan's margin.
+    pub nll: f64,
+    /// The margin's standard error over the calibration windows (the paired differences'
+    /// standard deviation over √windows); `None` with one window, or when the windows' NLLs
+    /// were not kept.
+    pub margin_se: Option<f64>,
 }
 
 impl PlanRow {
@@ -232,26 +253,40 @@ impl std::fmt::Display for PlanTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8}  removed blocks",
-            "method", "k", "predicted", "nll", "ppl", "llm-evals"
+            "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8} {:>17}  removed blocks (runner-up)",
+            "method", "k", "predicted", "nll", "ppl", "llm-evals", "margin ± se"
         )?;
         let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.4}"));
         for row in &self.rows {
-            let removed: Vec<String> = row.removed_blocks.iter().map(u32::to_string).collect();
+            let list = |blocks: &[u32]| {
+                let names: Vec<String> = blocks.iter().map(u32::to_string).collect();
+                if names.is_empty() {
+                    "-".to_string()
+                } else {
+                    names.join(",")
+                }
+            };
+            let (margin, rival) = match (&row.runner_up, row.measured_nll) {
+                (Some(up), Some(nll)) => (
+                    match up.margin_se {
+                        Some(se) => format!("{:.4} ± {se:.4}", up.nll - nll),
+                        None => format!("{:.4}", up.nll - nll),
+                    },
+                    format!(" ({})", list(&up.removed_blocks)),
+                ),
+                _ => ("-".to_string(), String::new()),
+            };
             writeln!(
                 f,
-                "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8}  {}",
+                "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8} {:>17}  {}{rival}",
                 row.method,
                 row.k,
                 show(row.predicted_utility),
                 show(row.measured_nll),
                 show(row.measured_ppl),
                 row.llm_evaluations,
-                if removed.is_empty() {
-                    "-".to_string()
-                } else {
-                    removed.join(",")
-                }
+                margin,
+                list(&row.removed_blocks),
             )?;
         }
         Ok(())
@@ -294,6 +329,12 @@ fn plan_fields() -> Vec<Field> {
 /// stays 1).
 const PLAN_MASK_ID: &str = "mask_id";
 
+/// The runner-up's columns, added after `mask_id` (compatibly, as it was): files without them
+/// read with no runner-up.
+const PLAN_RUNNER_UP_BLOCKS: &str = "runner_up_removed_blocks";
+const PLAN_RUNNER_UP_NLL: &str = "runner_up_nll";
+const PLAN_RUNNER_UP_SE: &str = "runner_up_margin_se";
+
 fn check_plans(path: &Path, num_blocks: usize, rows: &[PlanRow]) -> Result<(), TableError> {
     for (index, row) in rows.iter().enumerate() {
         let k = to_u32(path, "number of removed blocks", row.removed_blocks.len())?;
@@ -316,6 +357,47 @@ fn check_plans(path: &Path, num_blocks: usize, rows: &[PlanRow]) -> Result<(), T
                 ),
             ));
         }
+        if let Some(up) = &row.runner_up {
+            check_runner_up(path, num_blocks, index, row, up)?;
+        }
+    }
+    Ok(())
+}
+
+/// A runner-up is another ascending set of k blocks in range, with a finite NLL and a
+/// non-negative standard error.
+fn check_runner_up(
+    path: &Path,
+    num_blocks: usize,
+    index: usize,
+    row: &PlanRow,
+    up: &RunnerUp,
+) -> Result<(), TableError> {
+    let bad = |message: String| Err(TableError::bad(path, format!("row {index}: {message}")));
+    if up.removed_blocks.len() != row.removed_blocks.len() {
+        return bad(format!(
+            "runner_up_removed_blocks has {} blocks, the plan {}",
+            up.removed_blocks.len(),
+            row.removed_blocks.len()
+        ));
+    }
+    check_blocks(path, num_blocks, up.removed_blocks.iter()).map_err(|e| {
+        TableError::bad(
+            path,
+            format!("row {index}: runner_up_removed_blocks: {}", e.message),
+        )
+    })?;
+    if up.removed_blocks.windows(2).any(|p| p[0] >= p[1]) {
+        return bad("runner_up_removed_blocks must be ascending without repeats".into());
+    }
+    if up.removed_blocks == row.removed_blocks {
+        return bad("runner_up_removed_blocks is the plan itself".into());
+    }
+    if !up.nll.is_finite() {
+        return bad(format!("runner_up_nll is {}", up.nll));
+    }
+    if let Some(se) = up.margin_se.filter(|se| !(se.is_finite() && *se >= 0.0)) {
+        return bad(format!("runner_up_margin_se is {se}"));
     }
     Ok(())
 }
@@ -336,6 +418,27 @@ pub fn write_plans(
     // After removed_blocks, the mask it stands for.
     fields.insert(3, Field::new(PLAN_MASK_ID, DataType::Utf8, false));
     columns.insert(3, Arc::new(StringArray::from_iter_values(mask_ids)));
+    // Last, the runner-up (null where the method measured none).
+    fn up(row: &PlanRow) -> Option<&RunnerUp> {
+        row.runner_up.as_ref()
+    }
+    fields.push(Field::new(
+        PLAN_RUNNER_UP_BLOCKS,
+        list_of(DataType::UInt32),
+        true,
+    ));
+    columns.push(u32_list_column_opt(
+        rows.iter()
+            .map(|r| up(r).map(|u| u.removed_blocks.as_slice())),
+    ));
+    fields.push(Field::new(PLAN_RUNNER_UP_NLL, DataType::Float64, true));
+    columns.push(Arc::new(Float64Array::from_iter(
+        rows.iter().map(|r| up(r).map(|u| u.nll)),
+    )));
+    fields.push(Field::new(PLAN_RUNNER_UP_SE, DataType::Float64, true));
+    columns.push(Arc::new(Float64Array::from_iter(
+        rows.iter().map(|r| up(r).and_then(|u| u.margin_se)),
+    )));
     let table_fields = vec![("num_blocks", table.num_blocks.to_string())];
     write_table(
         path,
@@ -392,7 +495,25 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
         let measured_nll = chunk.nullable::<Float64Array>("measured_nll")?;
         let measured_ppl = chunk.nullable::<Float64Array>("measured_ppl")?;
         let llm_evaluations = chunk.required::<UInt64Array>("llm_evaluations")?;
+        let runner_up = match chunk.batch.column_by_name(PLAN_RUNNER_UP_BLOCKS) {
+            Some(_) => Some((
+                chunk.nullable::<ListArray>(PLAN_RUNNER_UP_BLOCKS)?,
+                chunk.nullable::<Float64Array>(PLAN_RUNNER_UP_NLL)?,
+                chunk.nullable::<Float64Array>(PLAN_RUNNER_UP_SE)?,
+            )),
+            None => None,
+        };
         for row in 0..chunk.num_rows() {
+            let runner_up = match runner_up {
+                Some((blocks, nll, se)) if !blocks.is_null(row) => Some(RunnerUp {
+                    removed_blocks: chunk.u32s(blocks, PLAN_RUNNER_UP_BLOCKS, row)?,
+                    nll: Chunk::opt(nll, row, Float64Array::value).ok_or_else(|| {
+                        chunk.row_error(row, "runner_up_removed_blocks without runner_up_nll")
+                    })?,
+                    margin_se: Chunk::opt(se, row, Float64Array::value),
+                }),
+                _ => None,
+            };
             rows.push(PlanRow {
                 method: method.value(row).to_string(),
                 k: k.value(row),
@@ -401,6 +522,7 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
                 measured_nll: Chunk::opt(measured_nll, row, Float64Array::value),
                 measured_ppl: Chunk::opt(measured_ppl, row, Float64Array::value),
                 llm_evaluations: llm_evaluations.value(row),
+                runner_up,
             });
             let plan = rows.last().expect("just pushed");
             if let Some(ids) = mask_ids {
@@ -429,6 +551,7 @@ mod tests {
             measured_nll: Some(2.0),
             measured_ppl: Some(2f64.exp()),
             llm_evaluations: 7,
+            runner_up: None,
         }
     }
 
@@ -453,6 +576,42 @@ mod tests {
             columns,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_runner_up_round_trips_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.parquet");
+        let with = |removed: Vec<u32>, se: Option<f64>| PlanRow {
+            runner_up: Some(RunnerUp {
+                removed_blocks: removed,
+                nll: 2.5,
+                margin_se: se,
+            }),
+            ..plan(vec![0, 3])
+        };
+        let plans = PlanTable {
+            num_blocks: 4,
+            rows: vec![with(vec![1, 3], Some(0.02)), plan(vec![1])],
+        };
+        write_plans(&path, &plans, &provenance()).unwrap();
+        assert_eq!(read_plans(&path).unwrap(), plans);
+        for (bad, says) in [
+            (with(vec![0, 3], None), "is the plan itself"),
+            (with(vec![3], None), "has 1 blocks, the plan 2"),
+            (with(vec![3, 1], None), "ascending"),
+            (with(vec![1, 4], None), "runner_up_removed_blocks"),
+            (with(vec![1, 3], Some(-1.0)), "runner_up_margin_se is -1"),
+        ] {
+            let table = PlanTable {
+                num_blocks: 4,
+                rows: vec![bad],
+            };
+            let other = dir.path().join("bad.parquet");
+            let error = write_plans(&other, &table, &provenance()).unwrap_err();
+            assert!(error.to_string().contains(says), "{error}");
+            assert!(!other.exists());
+        }
     }
 
     #[test]

@@ -154,6 +154,11 @@ fn write_valid(kind: Kind, path: &Path) {
                         measured_nll: Some(2.5),
                         measured_ppl: Some(2.5_f64.exp()),
                         llm_evaluations: 12,
+                        runner_up: Some(RunnerUp {
+                            removed_blocks: vec![1, 5],
+                            nll: 2.6,
+                            margin_se: Some(0.01),
+                        }),
                     },
                     PlanRow {
                         method: "sleb".into(),
@@ -163,6 +168,7 @@ fn write_valid(kind: Kind, path: &Path) {
                         measured_nll: None,
                         measured_ppl: None,
                         llm_evaluations: 3,
+                        runner_up: None,
                     },
                 ],
             };

@@ -177,6 +177,11 @@ fn every_table_round_trips_with_provenance() {
                 measured_nll: None,
                 measured_ppl: Some(12.0),
                 llm_evaluations: 40,
+                runner_up: Some(RunnerUp {
+                    removed_blocks: vec![1, 2],
+                    nll: 2.6,
+                    margin_se: None,
+                }),
             },
             PlanRow {
                 method: "none".into(),
@@ -186,6 +191,7 @@ fn every_table_round_trips_with_provenance() {
                 measured_nll: Some(1.5),
                 measured_ppl: None,
                 llm_evaluations: 0,
+                runner_up: None,
             },
         ],
     };
@@ -226,6 +232,7 @@ fn a_plan_with_a_repeated_or_unsorted_block_is_refused() {
                 measured_nll: None,
                 measured_ppl: None,
                 llm_evaluations: 0,
+                runner_up: None,
             }],
         };
         let err = write_plans(&file, &plans, &Provenance::new("t", "1", vec![])).unwrap_err();

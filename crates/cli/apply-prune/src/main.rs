@@ -271,13 +271,18 @@ fn apply_prune(args: Args) -> Result<()> {
                 batch_windows: args.batch_windows,
                 ..EvalOptions::default()
             };
-            let (game, dataset_id) = layerprune_evaluation::llm_game(model, path, options)?;
+            let (mut game, dataset_id) = layerprune_evaluation::llm_game(model, path, options)?;
+            // Each plan's runner-up and margin come from the windows' NLLs of what was measured.
+            game.record_windows();
             (Some(game), Some(dataset_id))
         }
         _ => (None, None),
     };
 
-    let plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
+    let mut plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
+    if let Some(game) = &game {
+        layerprune_evaluation::attach_runner_ups(game, &mut plans);
+    }
     if args.pruned_out.is_some() && plans.len() != 1 {
         bail!(
             "--pruned-out writes one model, but {} plans were chosen (k = {}); choose one with --k",

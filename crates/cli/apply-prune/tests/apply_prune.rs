@@ -81,12 +81,26 @@ fn write_score_table(path: &Path, scores: &[f64]) {
 }
 
 fn nll_of(model_dir: &Path, mask: &Mask) -> f64 {
+    window_nlls(model_dir, mask).iter().sum::<f64>() / windows().len() as f64
+}
+
+/// The mask's mean NLL on each window, straight from the evaluator.
+fn window_nlls(model_dir: &Path, mask: &Mask) -> Vec<f64> {
     let model = LayeredModel::open(model_dir, &RuntimeOptions::default()).unwrap();
     let mut evaluator = Evaluator::new(model, &windows(), EvalOptions::default()).unwrap();
-    evaluator
+    let result = evaluator
         .evaluate(std::slice::from_ref(mask), &mut |_, _| {})
-        .unwrap()[0]
-        .nll()
+        .unwrap()
+        .remove(0);
+    assert_eq!(result.window_nll_sums.len(), windows().len());
+    let per_window = result.tokens_scored as f64 / windows().len() as f64;
+    let means: Vec<f64> = result
+        .window_nll_sums
+        .iter()
+        .map(|s| s / per_window)
+        .collect();
+    assert!((means.iter().sum::<f64>() / means.len() as f64 - result.nll()).abs() < 1e-12);
+    means
 }
 
 #[test]
@@ -125,6 +139,8 @@ fn one_shot_plans_are_measured_and_the_pruned_model_runs() {
     assert_eq!(row.method, "one-shot:test");
     assert_eq!(row.removed_blocks, vec![2, 4]);
     assert_eq!(row.llm_evaluations, 17 + 1);
+    // Only the plan itself was measured: no rival to compare it with.
+    assert_eq!(row.runner_up, None);
     let mask = Mask::from_removed(6, &[2, 4]).unwrap();
     let masked_nll = nll_of(&model, &mask);
     let measured = row.measured_nll.unwrap();
@@ -291,15 +307,36 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
         assert!((row.measured_nll.unwrap() - nll).abs() < 1e-9);
         assert!(!removed.contains(&0));
     }
-    // The best single removal by hand.
-    let best = (1..6)
-        .min_by(|&a, &b| {
-            let na = nll_of(&fixture(), &Mask::from_removed(6, &[a]).unwrap());
-            let nb = nll_of(&fixture(), &Mask::from_removed(6, &[b]).unwrap());
-            na.total_cmp(&nb)
-        })
-        .unwrap();
-    assert_eq!(first as usize, best);
+    // The best single removal by hand, and the runner-up of the k = 1 plan: the second best,
+    // with the paired standard error of the margin over the three windows.
+    let single = |b: usize| window_nlls(&fixture(), &Mask::from_removed(6, &[b]).unwrap());
+    let mean = |w: &[f64]| w.iter().sum::<f64>() / w.len() as f64;
+    let mut by_nll: Vec<usize> = (1..6).collect();
+    by_nll.sort_by(|&a, &b| mean(&single(a)).total_cmp(&mean(&single(b))));
+    assert_eq!(first as usize, by_nll[0]);
+    let up = plans.rows[0]
+        .runner_up
+        .as_ref()
+        .expect("SLEB measured every single");
+    assert_eq!(up.removed_blocks, vec![by_nll[1] as u32]);
+    assert!((up.nll - mean(&single(by_nll[1]))).abs() < 1e-9);
+    let differences: Vec<f64> = single(by_nll[1])
+        .iter()
+        .zip(single(by_nll[0]))
+        .map(|(a, b)| a - b)
+        .collect();
+    let d = mean(&differences);
+    let variance = differences.iter().map(|x| (x - d).powi(2)).sum::<f64>() / 2.0;
+    let se = up.margin_se.expect("three windows");
+    assert!((se - (variance / 3.0).sqrt()).abs() < 1e-9, "{se}");
+    assert!(up.nll >= plans.rows[0].measured_nll.unwrap());
+    // The k = 2 plan's runner-up is another set of two SLEB's last step measured.
+    let up = plans.rows[1].runner_up.as_ref().unwrap();
+    assert_eq!(up.removed_blocks.len(), 2);
+    assert!(
+        up.removed_blocks.contains(&first) && up.removed_blocks != plans.rows[1].removed_blocks
+    );
+    assert!(up.nll >= plans.rows[1].measured_nll.unwrap());
 
     let again = dir.path().join("again.parquet");
     succeed(&[
@@ -332,7 +369,7 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
     assert_eq!(read_plans(&every).unwrap().rows, {
         let mut rows = plans.rows.clone();
         rows.iter_mut().for_each(|row| {
-            (row.measured_nll, row.measured_ppl) = (None, None);
+            (row.measured_nll, row.measured_ppl, row.runner_up) = (None, None, None);
         });
         rows
     });
@@ -405,6 +442,14 @@ fn adaptive_stays_within_its_budget_and_is_at_least_as_good_as_sleb() {
         let removed: Vec<usize> = a.removed_blocks.iter().map(|&b| b as usize).collect();
         let nll = nll_of(&fixture(), &Mask::from_removed(6, &removed).unwrap());
         assert!((a.measured_nll.unwrap() - nll).abs() < 1e-9);
+        // Its runner-up is a measured set of as many blocks, its NLL the measured one.
+        let up = a.runner_up.as_ref().expect("adaptive measures rivals");
+        assert_eq!(up.removed_blocks.len(), removed.len());
+        assert_ne!(up.removed_blocks, a.removed_blocks);
+        let rival: Vec<usize> = up.removed_blocks.iter().map(|&b| b as usize).collect();
+        let rival_nll = nll_of(&fixture(), &Mask::from_removed(6, &rival).unwrap());
+        assert!((up.nll - rival_nll).abs() < 1e-9);
+        assert!(up.margin_se.is_some_and(|se| se > 0.0));
     }
     // Too small a budget is refused with the least one named.
     let out = apply_prune(&[

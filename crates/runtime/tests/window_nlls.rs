@@ -1,0 +1,84 @@
+//! Each mask's NLL per window (`MaskEvaluation::window_nll_sums`, what a plan's margin over its
+//! runner-up is computed from): in the token table's order, whichever way the windows are
+//! batched and the masks grouped, each window's value its NLL evaluated alone, and kept by the
+//! game (`OnnxGame::record_windows`) as means per token.
+
+use layerprune_core::{Game, Mask, Objective};
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, OnnxGame, RuntimeOptions};
+use layerprune_tests::{every_mask, fixture_windows, tiny_model_dir};
+
+fn evaluator(windows: &[Vec<u32>], options: EvalOptions) -> Evaluator {
+    let model = LayeredModel::open(&tiny_model_dir(), &RuntimeOptions::default()).unwrap();
+    Evaluator::new(model, windows, options).unwrap()
+}
+
+#[test]
+fn each_window_is_its_own_nll_in_order_however_the_work_is_batched() {
+    let windows = fixture_windows(11, 3, 20);
+    let masks = every_mask(6);
+    // Each window alone: the reference.
+    let alone: Vec<Vec<f64>> = windows
+        .iter()
+        .map(|window| {
+            evaluator(std::slice::from_ref(window), EvalOptions::default())
+                .evaluate(&masks, &mut |_, _| {})
+                .unwrap()
+                .into_iter()
+                .map(|r| r.nll_sum)
+                .collect()
+        })
+        .collect();
+    for options in [
+        EvalOptions::default(),
+        EvalOptions {
+            batch_windows: 2,
+            ..EvalOptions::default()
+        },
+        EvalOptions {
+            mask_batch: 5,
+            head_batch: 4,
+            ..EvalOptions::default()
+        },
+    ] {
+        let results = evaluator(&windows, options.clone())
+            .evaluate(&masks, &mut |_, _| {})
+            .unwrap();
+        for (index, (mask, result)) in masks.iter().zip(&results).enumerate() {
+            assert_eq!(
+                result.window_nll_sums.len(),
+                windows.len(),
+                "{mask} {options:?}"
+            );
+            let total: f64 = result.window_nll_sums.iter().sum();
+            assert!((total - result.nll_sum).abs() < 1e-9, "{mask} {options:?}");
+            for (w, sum) in result.window_nll_sums.iter().enumerate() {
+                let reference = alone[w][index];
+                assert!(
+                    (sum - reference).abs() < 1e-4 * reference.abs().max(1.0),
+                    "{mask} {options:?}: window {w} {sum} vs alone {reference}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_game_keeps_means_per_window_only_when_asked() {
+    let windows = fixture_windows(11, 3, 20);
+    let ev = evaluator(&windows, EvalOptions::default());
+    let mut game = OnnxGame::new(ev, Objective::NegNll).unwrap();
+    let masks = [Mask::full(6), Mask::from_removed(6, &[2, 4]).unwrap()];
+    game.values(&masks[..1]).unwrap();
+    assert!(game.window_nlls().is_empty());
+    game.record_windows();
+    let values = game.values(&masks).unwrap();
+    let kept = game.window_nlls();
+    assert_eq!(kept.len(), 2);
+    for ((mask, means), value) in kept.iter().zip(&values) {
+        assert_eq!(means.len(), 3);
+        // Each window scores 19 tokens: the mean of the means is the mask's NLL (value = −NLL).
+        let mean = means.iter().sum::<f64>() / 3.0;
+        assert!((mean + value).abs() < 1e-9, "{mask}: {mean} vs {value}");
+    }
+    assert_eq!(kept[1].0, masks[1]);
+}

@@ -1,0 +1,103 @@
+//! How far the calibration text separates a plan from its closest rival: the **runner-up**, the
+//! best other set of k removed blocks the plan's method measured on the same tokens, and the
+//! margin between them (runner-up's mean NLL minus the plan's) with its standard error over the
+//! calibration windows.
+//!
+//! Why: a method chooses the best of the sets it measured, on a few thousand calibration tokens.
+//! Where the runner-up is within a standard error or two, the calibration text does not really
+//! tell the two apart, and on other text either may win (docs/results.md: plans 0.2 % apart on
+//! calibration swapped places by 5 % on WikiText-2). The margin says how defensible the choice
+//! is and whether more calibration windows would be the next thing to buy. The two sets are
+//! scored on the same windows, so the standard error is the paired one: the windows'
+//! differences' standard deviation over √windows (each window scores the same number of
+//! tokens). It costs no evaluation: both sets were measured while choosing. The plan is the
+//! best of many, so the margin is optimistic; a small one is the signal that matters.
+
+use layerprune_tables::RunnerUp;
+
+use crate::Plan;
+
+/// A measured set of removed blocks (ascending) and its mean NLL on each calibration window.
+pub type WindowNlls = (Vec<usize>, Vec<f64>);
+
+/// The runner-up of the plan that removes `plan` among `measured` (every set the method
+/// measured, with its NLL per window): the other set of as many blocks with the lowest mean
+/// NLL, ties to the smaller set. `None` when the plan itself or any rival was not measured.
+pub fn runner_up(plan: &[usize], measured: &[WindowNlls]) -> Option<RunnerUp> {
+    let (_, plan_windows) = measured.iter().find(|(set, _)| set == plan)?;
+    let mean = |windows: &[f64]| windows.iter().sum::<f64>() / windows.len().max(1) as f64;
+    let (set, windows) = measured
+        .iter()
+        .filter(|(set, windows)| {
+            set.len() == plan.len()
+                && set != plan
+                && !windows.is_empty()
+                && mean(windows).is_finite()
+        })
+        .min_by(|a, b| {
+            mean(&a.1)
+                .total_cmp(&mean(&b.1))
+                .then_with(|| a.0.cmp(&b.0))
+        })?;
+    Some(RunnerUp {
+        removed_blocks: set.iter().map(|&b| b as u32).collect(),
+        nll: mean(windows),
+        margin_se: paired_standard_error(windows, plan_windows),
+    })
+}
+
+/// Gives every measured plan its runner-up among `measured` (see [`runner_up`]).
+pub fn attach_runner_ups(plans: &mut [Plan], measured: &[WindowNlls]) {
+    for plan in plans.iter_mut().filter(|p| p.measured_nll.is_some()) {
+        plan.runner_up = runner_up(&plan.removed, measured);
+    }
+}
+
+/// The standard error of the mean of `a − b` over paired windows; `None` with fewer than two
+/// windows or unequal counts.
+pub fn paired_standard_error(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len();
+    if n < 2 || b.len() != n {
+        return None;
+    }
+    let differences: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let mean = differences.iter().sum::<f64>() / n as f64;
+    let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    Some((variance / n as f64).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runner_up_is_the_best_other_set_of_the_same_size() {
+        let measured: Vec<WindowNlls> = vec![
+            (vec![], vec![1.0, 1.0]),
+            (vec![3], vec![1.1, 1.3]),
+            (vec![1, 3], vec![2.0, 2.2]),
+            (vec![0, 3], vec![2.5, 2.1]),
+            (vec![2, 3], vec![2.4, 2.6]),
+            (vec![1, 2, 3], vec![1.0, 1.0]),
+        ];
+        let up = runner_up(&[1, 3], &measured).unwrap();
+        // {0, 3} (mean 2.3) beats {2, 3} (2.5); the set of three and the single do not count.
+        assert_eq!(up.removed_blocks, vec![0, 3]);
+        assert!((up.nll - 2.3).abs() < 1e-12);
+        // Paired differences 0.5 and −0.1: variance 0.18, standard error √(0.18 / 2) = 0.3.
+        assert!((up.margin_se.unwrap() - 0.3).abs() < 1e-12);
+        // No rival of the plan's size, or the plan not measured: no runner-up.
+        assert_eq!(runner_up(&[3], &measured[..3]), None);
+        assert_eq!(runner_up(&[0, 1], &measured), None);
+    }
+
+    #[test]
+    fn the_standard_error_is_the_paired_one() {
+        // The same offset on every window: no doubt at all, however noisy the windows.
+        let plan = [2.0, 5.0, 3.0, 9.0];
+        let rival = [2.1, 5.1, 3.1, 9.1];
+        assert!(paired_standard_error(&rival, &plan).unwrap() < 1e-12);
+        assert_eq!(paired_standard_error(&[1.0], &[0.5]), None);
+        assert_eq!(paired_standard_error(&[1.0, 2.0], &[0.5]), None);
+    }
+}
