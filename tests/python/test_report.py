@@ -104,6 +104,34 @@ def test_summarize_writes_the_table_and_every_figure_into_the_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_the_written_model_comes_with_its_runner_up_on_the_calibration_text(tmp_path):
+    run = tmp_path / "run"
+    make_run(run)
+    plan_table(run / "pruned-k2-plan.parquet", [("adaptive", [3, 4], 3.5)])
+    write(run / "pruned-k2-eval.parquet",
+          {"mask_id": [mask_id([3, 4])], "nll": [3.5], "ppl": [2.718281828 ** 3.5]},
+          {"table": "evaluations", "format_version": 1})
+    calibration = run / "plans" / "adaptive-calibration.parquet"
+    plan_table(calibration, [("adaptive", [4], 3.1), ("adaptive", [3, 4], 3.4)])
+    table = pq.read_table(calibration)
+    table = (table.append_column("runner_up_removed_blocks", pa.array([None, [2, 4]], pa.list_(pa.uint32())))
+             .append_column("runner_up_nll", pa.array([None, 3.405], pa.float64()))
+             .append_column("runner_up_margin_se", pa.array([None, 0.01], pa.float64())))
+    pq.write_table(table, calibration)
+    out = subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
+                          "--methods", "sleb", "--k-pruned", "2", "--out", str(run / "results.md")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "blocks [3, 4] removed (adaptive)" in out
+    assert "closest rival on the calibration text: blocks [2, 4], margin 0.0050 ± 0.0100 nats (0.5 standard" in out
+    assert "does not tell them apart" in out
+    # A plan table written before the runner-up columns: no such line.
+    plan_table(calibration, [("adaptive", [3, 4], 3.4)])
+    out = subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
+                          "--methods", "sleb", "--k-pruned", "2", "--out", str(run / "results.md")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "blocks [3, 4] removed" in out and "closest rival" not in out
+
+
 def write_frontier(path: Path, rows):
     fields = ["method", "k", "calibration_set", "llm_evaluations", "removed_blocks",
               "calibration_ppl", "lambada_ppl", "recommended", "budget"]

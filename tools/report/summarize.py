@@ -44,6 +44,25 @@ def write_plots(plot_dir: Path, run: Path, methods, ks, plans, full_ppl):
     return written
 
 
+def rival_lines(calibration_plans: Path, plan: dict):
+    """The written plan's runner-up on the calibration text (the best other set of as many blocks
+    its method measured) and the margin, when the plan table records one."""
+    if not calibration_plans.exists():
+        return []
+    rows = [r for r in pq.read_table(calibration_plans).to_pylist()
+            if r["k"] == plan["k"] and sorted(r["removed_blocks"]) == sorted(plan["removed_blocks"])]
+    if not rows or rows[0].get("runner_up_removed_blocks") is None or rows[0].get("measured_nll") is None:
+        return []
+    row = rows[0]
+    margin = row["runner_up_nll"] - row["measured_nll"]
+    se = row.get("runner_up_margin_se")
+    within = f" ± {se:.4f} nats ({margin / se:.1f} standard errors)" if se else " nats"
+    verdict = (" — the calibration text does not tell them apart; either is as defensible"
+               if se and margin < se else "")
+    return [f"Its closest rival on the calibration text: blocks {sorted(row['runner_up_removed_blocks'])}, "
+            f"margin {margin:.4f}{within}{verdict} (docs/results.md, \"How far the runner-up is\")."]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, required=True)
@@ -100,6 +119,7 @@ def main():
                   f"blocks {sorted(plan['removed_blocks'])} removed ({plan['method']}); "
                   f"perplexity {full['ppl']:.2f} before, {after['ppl']:.2f} after "
                   f"(the pruned folder evaluated on its own)."]
+        lines += rival_lines(args.run / "plans" / f"{plan['method']}-calibration.parquet", plan)
     text = "\n".join(lines) + "\n"
     out = args.out or args.run / "results.md"
     out.parent.mkdir(parents=True, exist_ok=True)
