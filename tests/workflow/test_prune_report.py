@@ -30,7 +30,7 @@ def test_a_clear_margin_names_the_rival_and_its_standard_errors():
 def test_a_margin_within_one_standard_error_says_the_text_does_not_decide():
     lines = report.rival_lines(plan(runner_up_removed_blocks=[3, 7], runner_up_nll=4.005,
                                     runner_up_margin_se=0.01))
-    assert len(lines) == 4 and "does not tell the two apart" in lines[1] and "CALIB_TEXT" in lines[3]
+    assert len(lines) == 5 and "does not tell the two apart" in lines[1] and "CALIB_TEXT" in lines[3]
     # Between one and two standard errors: favoured, not conclusively.
     lines = report.rival_lines(plan(runner_up_removed_blocks=[3, 7], runner_up_nll=4.015,
                                     runner_up_margin_se=0.01))
