@@ -68,27 +68,44 @@ def file_size(path: Path):
         size /= 1024
 
 
-def rival_lines(plan: dict):
-    """How far the calibration text separates the plan from its runner-up (the best other set of
-    as many blocks the search measured), or nothing when no rival was measured."""
+def rival_margin(plan: dict):
+    """A plan row's runner-up (the best other set of as many blocks the search measured):
+    (its blocks, its NLL, the margin, the margin's standard error or None), or None when no rival
+    was measured. Shared with tools/report/summarize.py."""
     rival, rival_nll = plan.get("runner_up_removed_blocks"), plan.get("runner_up_nll")
     if rival is None or rival_nll is None or plan.get("measured_nll") is None:
+        return None
+    return rival, rival_nll, rival_nll - plan["measured_nll"], plan.get("runner_up_margin_se")
+
+
+def separation(margin: float, se):
+    """How the calibration text separates the plan from its runner-up: "none" (under one standard
+    error), "weak" (under two), "clear", or None without a standard error."""
+    if not se:
+        return None
+    return "none" if margin < se else "weak" if margin < 2 * se else "clear"
+
+
+def rival_lines(plan: dict):
+    """How far the calibration text separates the plan from its runner-up, or nothing when no
+    rival was measured."""
+    found = rival_margin(plan)
+    if found is None:
         return []
     import math
 
-    margin = rival_nll - plan["measured_nll"]
-    se = plan.get("runner_up_margin_se")
+    rival, rival_nll, margin, se = found
     spread = f" ± {se:.4f}" if se else ""
     standard_errors = f", {margin / se:.1f} standard errors over the windows" if se else ""
     lines = [f"  closest rival measured: blocks {' '.join(map(str, rival))}, calibration perplexity "
              f"{math.exp(rival_nll):.3f} ({100 * math.expm1(margin):+.1f} %; margin {margin:.4f}{spread} nats a "
              f"token{standard_errors})"]
-    if se and margin < se:
+    if separation(margin, se) == "none":
         lines.append("  the calibration text does not tell the two apart: either is as defensible, and other text may")
         lines.append("  rank them either way (on SmolLM2 and Gemma 3 the held-out winner of such pairs was a coin toss,")
         lines.append("  up to 23 % apart: docs/results.md); calibrating on text like what the model will serve (CALIB_TEXT)")
         lines.append("  matters more")
-    elif se and margin < 2 * se:
+    elif separation(margin, se) == "weak":
         lines.append("  the calibration text favours the plan, but by under two standard errors: not conclusively")
     return lines
 

@@ -12,9 +12,14 @@ needed.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+# The runner-up's margin and how clearly it separates, as `make prune`'s summary reads them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
+import report as prune_report  # noqa: E402
 
 
 def source_of(run: Path) -> str:
@@ -51,15 +56,14 @@ def rival_lines(calibration_plans: Path, plan: dict):
         return []
     rows = [r for r in pq.read_table(calibration_plans).to_pylist()
             if r["k"] == plan["k"] and sorted(r["removed_blocks"]) == sorted(plan["removed_blocks"])]
-    if not rows or rows[0].get("runner_up_removed_blocks") is None or rows[0].get("measured_nll") is None:
+    found = prune_report.rival_margin(rows[0]) if rows else None
+    if found is None:
         return []
-    row = rows[0]
-    margin = row["runner_up_nll"] - row["measured_nll"]
-    se = row.get("runner_up_margin_se")
+    rival, _, margin, se = found
     within = f" ± {se:.4f} nats ({margin / se:.1f} standard errors)" if se else " nats"
     verdict = (" — the calibration text does not tell them apart; either is as defensible"
-               if se and margin < se else "")
-    return [f"Its closest rival on the calibration text: blocks {sorted(row['runner_up_removed_blocks'])}, "
+               if prune_report.separation(margin, se) == "none" else "")
+    return [f"Its closest rival on the calibration text: blocks {sorted(rival)}, "
             f"margin {margin:.4f}{within}{verdict} (docs/results.md, \"How far the runner-up is\")."]
 
 

@@ -25,23 +25,19 @@ pub type WindowNlls = (Vec<usize>, Vec<f64>);
 /// NLL, ties to the smaller set. `None` when the plan itself or any rival was not measured.
 pub fn runner_up(plan: &[usize], measured: &[WindowNlls]) -> Option<RunnerUp> {
     let (_, plan_windows) = measured.iter().find(|(set, _)| set == plan)?;
-    let mean = |windows: &[f64]| windows.iter().sum::<f64>() / windows.len().max(1) as f64;
-    let (set, windows) = measured
+    // Each rival's mean NLL once (equal tokens per window: the mean of the windows' means).
+    let (set, windows, nll) = measured
         .iter()
-        .filter(|(set, windows)| {
-            set.len() == plan.len()
-                && set != plan
-                && !windows.is_empty()
-                && mean(windows).is_finite()
+        .filter(|(set, windows)| set.len() == plan.len() && set != plan && !windows.is_empty())
+        .map(|(set, windows)| {
+            let nll = windows.iter().sum::<f64>() / windows.len() as f64;
+            (set, windows, nll)
         })
-        .min_by(|a, b| {
-            mean(&a.1)
-                .total_cmp(&mean(&b.1))
-                .then_with(|| a.0.cmp(&b.0))
-        })?;
+        .filter(|(_, _, nll)| nll.is_finite())
+        .min_by(|a, b| a.2.total_cmp(&b.2).then_with(|| a.0.cmp(b.0)))?;
     Some(RunnerUp {
         removed_blocks: set.iter().map(|&b| b as u32).collect(),
-        nll: mean(windows),
+        nll,
         margin_se: paired_standard_error(windows, plan_windows),
     })
 }

@@ -257,15 +257,15 @@ impl std::fmt::Display for PlanTable {
             "method", "k", "predicted", "nll", "ppl", "llm-evals", "margin ± se"
         )?;
         let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let list = |blocks: &[u32]| {
+            let names: Vec<String> = blocks.iter().map(u32::to_string).collect();
+            if names.is_empty() {
+                "-".to_string()
+            } else {
+                names.join(",")
+            }
+        };
         for row in &self.rows {
-            let list = |blocks: &[u32]| {
-                let names: Vec<String> = blocks.iter().map(u32::to_string).collect();
-                if names.is_empty() {
-                    "-".to_string()
-                } else {
-                    names.join(",")
-                }
-            };
             let (margin, rival) = match (&row.runner_up, row.measured_nll) {
                 (Some(up), Some(nll)) => (
                     match up.margin_se {
@@ -344,22 +344,39 @@ fn check_plans(path: &Path, num_blocks: usize, rows: &[PlanRow]) -> Result<(), T
                 format!("row {index}: k = {} but {k} blocks are removed", row.k),
             ));
         }
-        check_blocks(path, num_blocks, row.removed_blocks.iter()).map_err(|e| {
-            TableError::bad(path, format!("row {index}: removed_blocks: {}", e.message))
-        })?;
-        // Ascending without repeats: a repeated block would make a plan for k remove fewer.
-        if let Some(pair) = row.removed_blocks.windows(2).find(|p| p[0] >= p[1]) {
-            return Err(TableError::bad(
-                path,
-                format!(
-                    "row {index}: removed_blocks must be ascending without repeats, found {} then {}",
-                    pair[0], pair[1]
-                ),
-            ));
-        }
+        check_removed_set(
+            path,
+            num_blocks,
+            index,
+            "removed_blocks",
+            &row.removed_blocks,
+        )?;
         if let Some(up) = &row.runner_up {
             check_runner_up(path, num_blocks, index, row, up)?;
         }
+    }
+    Ok(())
+}
+
+/// A set of removed blocks (`column` of row `index`): in range, ascending without repeats (a
+/// repeated block would make a plan for k remove fewer).
+fn check_removed_set(
+    path: &Path,
+    num_blocks: usize,
+    index: usize,
+    column: &str,
+    blocks: &[u32],
+) -> Result<(), TableError> {
+    check_blocks(path, num_blocks, blocks.iter())
+        .map_err(|e| TableError::bad(path, format!("row {index}: {column}: {}", e.message)))?;
+    if let Some(pair) = blocks.windows(2).find(|p| p[0] >= p[1]) {
+        return Err(TableError::bad(
+            path,
+            format!(
+                "row {index}: {column} must be ascending without repeats, found {} then {}",
+                pair[0], pair[1]
+            ),
+        ));
     }
     Ok(())
 }
@@ -381,15 +398,13 @@ fn check_runner_up(
             row.removed_blocks.len()
         ));
     }
-    check_blocks(path, num_blocks, up.removed_blocks.iter()).map_err(|e| {
-        TableError::bad(
-            path,
-            format!("row {index}: runner_up_removed_blocks: {}", e.message),
-        )
-    })?;
-    if up.removed_blocks.windows(2).any(|p| p[0] >= p[1]) {
-        return bad("runner_up_removed_blocks must be ascending without repeats".into());
-    }
+    check_removed_set(
+        path,
+        num_blocks,
+        index,
+        "runner_up_removed_blocks",
+        &up.removed_blocks,
+    )?;
     if up.removed_blocks == row.removed_blocks {
         return bad("runner_up_removed_blocks is the plan itself".into());
     }
