@@ -8,6 +8,7 @@
 # The run folder PRUNE_OUT (default build/runs/prune-<name of MODEL>):
 #   model/                        the full model as a layered ONNX folder (export_layered.py)
 #   tokens-calib.parquet          calibration tokens; the plan is chosen on them only
+#   evaluations-calib.parquet     every mask measured on them, kept for the next K or ratio
 #   tokens-eval.parquet           held-out tokens; full-eval.parquet: the full model on them
 #   k<K>/plan-calibration.parquet the adaptive plan, measured on the calibration tokens (with
 #                                 MAX_PPL_RATIO=R the folder is ratio<R>/, here and below)
@@ -41,6 +42,10 @@ PRUNE_MODEL_TYPE := $(if $(filter %.gguf,$(MODEL)),gguf,$(if $(wildcard $(patsub
 PRUNE_GENERATOR ?= $(if $(filter gguf $(PRUNE_GENERATOR_TYPES),$(PRUNE_MODEL_TYPE)),1,0)
 
 PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
+# Every mask measured on the calibration tokens, kept across runs (apply-prune --cache): another K,
+# MAX_PPL_RATIO or ADAPTIVE_BUDGET, or a run killed part-way, re-runs none of them. Removed
+# whenever the calibration tokens are made again (they, or the model, changed).
+PRUNE_CACHE = $(PRUNE_OUT)/evaluations-calib.parquet
 # What chooses how many blocks go (K, or the most within MAX_PPL_RATIO), and the plan's folder.
 PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(MAX_PPL_RATIO),k$(K))
 PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),--max-ppl-ratio $(MAX_PPL_RATIO),--k $(K))
@@ -107,6 +112,7 @@ $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layer
 	  $(PRUNE_EXPORT_FLAGS) --force
 
 $(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens
+	rm -f $(PRUNE_CACHE)
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(CALIB_SOURCE) \
 	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
 
@@ -124,7 +130,7 @@ $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evalua
 $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_LIB)
 	@mkdir -p $(dir $@)
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
-	  --tokens $< --plan $@
+	  --tokens $< --cache $(PRUNE_CACHE) --plan $@
 
 $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)
 	$(BIN)/apply-prune --method from-plan --plans $< --plan-method adaptive $(if $(K),--k $(K)) \

@@ -53,6 +53,7 @@ TABLES = {
             "utility": pa.float64(),
             "tokens_scored": pa.uint64(),
             "seconds": pa.float64(),
+            "window_nll": pa.list_(pa.float64()),
         },
         3,
         ["num_blocks", "model_id", "dataset_id", "full_model_nll", "complete"],
@@ -210,6 +211,10 @@ def test_evaluations_values():
     full = frame[frame["mask_id"] == "1111"].iloc[0]
     assert full["nll"] == 2.0 and math.isclose(full["utility"], 1.0)
     assert frame["ppl"].apply(math.log).round(12).tolist() == frame["nll"].round(12).tolist()
+    # Each window's mean NLL, in the token table's order; the windows score as many tokens
+    # each, so their mean is the mask's NLL.
+    for windows, nll in zip(frame["window_nll"], frame["nll"]):
+        assert len(windows) == 2 and math.isclose(sum(windows) / 2, nll)
     meta = footer_metadata("evaluations")
     assert meta["layerprune.complete"] == "true"
     assert float(meta["layerprune.full_model_nll"]) == 2.0

@@ -79,6 +79,7 @@ pub fn write_every_player_mask(
             utility: v,
             tokens_scored,
             seconds: 0.0,
+            window_nlls: None,
         }))
         .unwrap();
     let provenance = Provenance::new("test", "0", vec![]);

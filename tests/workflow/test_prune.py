@@ -50,6 +50,9 @@ elif name in ("prepare-tokens", "evaluate"):
     touch(value("--out"))
 elif name == "apply-prune":
     touch(value("--plan"))
+    if value("--cache"):  # one line per run that kept its evaluations there
+        with open(value("--cache"), "a") as cache:
+            cache.write("run\n")
     if value("--pruned-out"):
         k = int(value("--k") or 2)  # without --k (MAX_PPL_RATIO), the plan the stand-in "chose"
         kept = [i for i in range(blocks) if i not in range(1, 1 + 2 * k, 2)]
@@ -139,6 +142,7 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     assert arg(choose, "--budget") == "sleb" and arg(choose, "--k") == "2"
     assert arg(choose, "--tokens") == f"{out}/tokens-calib.parquet"
     assert arg(choose, "--plan") == f"{out}/k2/plan-calibration.parquet"
+    assert arg(choose, "--cache") == f"{out}/evaluations-calib.parquet"
     (write,) = calls(lines, "apply-prune", "from-plan")
     assert arg(write, "--tokens") == f"{out}/tokens-eval.parquet"
     assert arg(write, "--plan-method") == "adaptive" and arg(write, "--k") == "2"
@@ -213,12 +217,18 @@ def test_changed_settings_redo_what_they_affect(setup):
                                            "export_generator.py", "report.py"]
     assert arg(lines[-2], "--out") == f"{out}/k3/pruned-generator.onnx"
     assert (out / "k3" / "llama-cpp-prune-layers.txt").read_text() == "1,3,5\n"
+    # Every plan so far chose through the one cache of calibration evaluations, kept across runs.
+    cache = out / "evaluations-calib.parquet"
+    assert cache.read_text().count("run") == 3
+    assert arg(lines[0], "--cache") == str(cache)
     # A changed model (its weights) is exported again, and everything after.
     os.utime(setup["hf"] / "model.safetensors")
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
     assert [line[0] for line in lines] == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens",
                                            "apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
+    # New calibration tokens (here: of a new export) start the cache afresh.
+    assert cache.read_text().count("run") == 1
 
 
 def test_a_gguf_file_and_the_default_run_folder(setup):

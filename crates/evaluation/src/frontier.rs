@@ -9,21 +9,17 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::{Game, GameError, Mask};
-use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
+use layerprune_core::{Game, Mask};
+use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint, RECOMMENDED,
 };
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores};
-use layerprune_tables::{
-    read_tokens, resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, Provenance,
-    TokenTable,
-};
+use layerprune_tables::{read_tokens, Provenance, TokenTable};
 
-use crate::block_stats_table;
+use crate::{block_stats_table, CachedLlm};
 
 /// What a frontier run reads, plays and writes.
 #[derive(Clone, Debug)]
@@ -133,7 +129,13 @@ impl PreparedFrontier {
         let mut heldout_nll: Vec<HashMap<Mask, f64>> = vec![HashMap::new(); heldout.len()];
         for (name, tokens) in &calibration {
             let path = cache_path(&run.out_dir, "calibration", name, &inputs)?;
-            let mut game = CachedLlm::open(model, tokens, &path, run.provenance.clone())?;
+            let mut game = CachedLlm::open(
+                model,
+                tokens,
+                EvalOptions::default(),
+                Some(&path),
+                run.provenance.clone(),
+            )?;
             let runs = |method| run.methods.contains(&method);
             let config = FrontierConfig {
                 ks: run.ks.clone(),
@@ -174,7 +176,13 @@ impl PreparedFrontier {
             masks.dedup();
             for ((held_name, held_tokens), nll_of) in heldout.iter().zip(&mut heldout_nll) {
                 let path = cache_path(&run.out_dir, "heldout", held_name, &inputs)?;
-                let mut game = CachedLlm::open(model, held_tokens, &path, run.provenance.clone())?;
+                let mut game = CachedLlm::open(
+                    model,
+                    held_tokens,
+                    EvalOptions::default(),
+                    Some(&path),
+                    run.provenance.clone(),
+                )?;
                 Game::values(&mut game, &masks).map_err(anyhow::Error::msg)?;
                 report(&format!(
                     "frontier: {name}'s {} plans on held-out {held_name}: {} masks run now ({:.0} s)",
@@ -302,120 +310,6 @@ fn frontier_csv(
         )?;
     }
     Ok(out)
-}
-
-/// The model on one token table, with its evaluation table as the cache. Values are −NLL.
-pub struct CachedLlm {
-    evaluator: Evaluator,
-    table: EvaluationTable,
-    index: HashMap<Mask, usize>,
-    path: PathBuf,
-    provenance: Provenance,
-    /// Masks actually run on the model by this process.
-    pub ran: usize,
-    /// Seconds spent running them.
-    pub seconds: f64,
-}
-
-impl CachedLlm {
-    /// Opens (or resumes) the cache at `path` for `model` on `tokens`; measures the full model
-    /// if the cache does not have it.
-    pub fn open(
-        model: LayeredModel,
-        tokens: &TokenTable,
-        path: &Path,
-        provenance: Provenance,
-    ) -> Result<Self> {
-        let num_blocks = model.num_blocks();
-        let model_id = model.model_id().to_string();
-        let table = resume_evaluations(path, num_blocks, &model_id, &tokens.dataset_id)?;
-        let evaluator = Evaluator::new(model, &tokens.windows, EvalOptions::default())
-            .with_context(|| format!("{} with the model", tokens.source))?;
-        let index = table
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| (row.mask.clone(), i))
-            .collect();
-        let mut cache = CachedLlm {
-            evaluator,
-            table,
-            index,
-            path: path.to_path_buf(),
-            provenance: provenance
-                .with_input("model", &model_id)
-                .with_input("dataset", &tokens.dataset_id),
-            ran: 0,
-            seconds: 0.0,
-        };
-        let full = Mask::full(num_blocks);
-        let nll = -cache
-            .values(std::slice::from_ref(&full))
-            .map_err(anyhow::Error::msg)?[0];
-        cache.table.full_model_nll = Some(nll);
-        Ok(cache)
-    }
-
-    pub fn evaluator(&mut self) -> &mut Evaluator {
-        &mut self.evaluator
-    }
-
-    pub fn into_model(self) -> LayeredModel {
-        self.evaluator.into_model()
-    }
-
-    /// The NLL of a mask measured earlier.
-    pub fn nll(&self, mask: &Mask) -> Option<f64> {
-        self.index.get(mask).map(|&i| self.table.rows[i].nll)
-    }
-
-    fn save(&mut self) -> Result<()> {
-        write_evaluations(&self.path, &self.table, &self.provenance)?;
-        Ok(())
-    }
-}
-
-impl Game for CachedLlm {
-    fn num_players(&self) -> usize {
-        self.evaluator.num_blocks()
-    }
-
-    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
-        let pending = self.table.pending(masks);
-        if !pending.is_empty() {
-            let started = Instant::now();
-            let results = self.evaluator.evaluate(&pending, &mut |_, _| {})?;
-            let full_nll = self.table.full_model_nll;
-            let rows: Vec<EvaluationRow> = pending
-                .iter()
-                .zip(&results)
-                .map(|(mask, result)| {
-                    let nll = result.nll();
-                    EvaluationRow {
-                        mask: mask.clone(),
-                        nll,
-                        ppl: nll.exp(),
-                        // Before the full model is known (its own row) the utility is 1.
-                        utility: full_nll.map_or(1.0, |full| (full - nll).exp()),
-                        tokens_scored: result.tokens_scored,
-                        seconds: result.seconds,
-                    }
-                })
-                .collect();
-            let first = self.table.rows.len();
-            self.table.append(rows)?;
-            for (i, mask) in pending.iter().enumerate() {
-                self.index.insert(mask.clone(), first + i);
-            }
-            self.ran += pending.len();
-            self.seconds += started.elapsed().as_secs_f64();
-            self.save()?;
-        }
-        Ok(masks
-            .iter()
-            .map(|mask| -self.table.rows[self.index[mask]].nll)
-            .collect())
-    }
 }
 
 #[cfg(test)]

@@ -11,15 +11,19 @@
 //! ([`Progress`]) and each call returns what it did. Error messages name the `evaluate`
 //! flags a setting comes from.
 //!
-//! [`frontier`] is the `frontier` stage's run: every selection method on the LLM through a
-//! cache of evaluations per token table, its plans measured on held-out text.
+//! [`CachedLlm`] is the LLM as a game whose answers are kept in an evaluation table (a file
+//! when asked: `apply-prune --cache`), and [`frontier`] the `frontier` stage's run: every
+//! selection method on the LLM through such a cache per token table, its plans measured on
+//! held-out text.
 
+mod cached;
 pub mod frontier;
 mod masks;
 mod perplexity;
 mod shard;
 mod tasks;
 
+pub use cached::CachedLlm;
 pub use layerprune_data::Bos;
 pub use masks::{load_masks, ordered_rows, MaskList, MaskSource};
 pub use perplexity::{
@@ -29,33 +33,29 @@ pub use perplexity::{
 pub use shard::Shard;
 pub use tasks::{run_tasks, TaskConfig, TaskOutcome};
 
-/// The LLM judged on a token table as a game (each mask's value: minus its mean NLL), and the
-/// table's dataset id: what plans are chosen or measured with.
+/// The LLM judged on a token table as a game (each mask's value: minus its mean NLL), every
+/// answer kept in an evaluation table — the file `cache` when given, resumed if it exists —
+/// and the table's dataset id: what plans are chosen or measured with.
 pub fn llm_game(
     model: layerprune_runtime::LayeredModel,
     tokens_path: &std::path::Path,
     options: layerprune_runtime::EvalOptions,
-) -> anyhow::Result<(layerprune_runtime::OnnxGame, String)> {
-    use anyhow::Context;
+    cache: Option<&std::path::Path>,
+    provenance: layerprune_tables::Provenance,
+) -> anyhow::Result<(CachedLlm, String)> {
     let tokens = layerprune_tables::read_tokens(tokens_path)?;
-    let model_dir = model.dir().to_path_buf();
-    let evaluator = layerprune_runtime::Evaluator::new(model, &tokens.windows, options)
-        .with_context(|| format!("{} with {}", tokens_path.display(), model_dir.display()))?;
-    let game = layerprune_runtime::OnnxGame::new(evaluator, layerprune_core::Objective::NegNll)?;
+    let game = CachedLlm::open(model, &tokens, options, cache, provenance)?;
     Ok((game, tokens.dataset_id))
 }
 
 /// Gives each measured plan its runner-up and margin
-/// ([`layerprune_selection::margin`]) among the masks `game` evaluated since
-/// [`layerprune_runtime::OnnxGame::record_windows`]: no evaluation is added.
-pub fn attach_runner_ups(
-    game: &layerprune_runtime::OnnxGame,
-    plans: &mut [layerprune_selection::Plan],
-) {
+/// ([`layerprune_selection::margin`]) among the masks asked of `game` since it was opened
+/// (whether measured now or read from its cache): no evaluation is added.
+pub fn attach_runner_ups(game: &CachedLlm, plans: &mut [layerprune_selection::Plan]) {
     let measured: Vec<layerprune_selection::WindowNlls> = game
-        .window_nlls()
-        .iter()
-        .map(|(mask, windows)| (mask.removed_blocks(), windows.clone()))
+        .asked_window_nlls()
+        .into_iter()
+        .map(|(mask, windows)| (mask.removed_blocks(), windows))
         .collect();
     layerprune_selection::attach_runner_ups(plans, &measured);
 }

@@ -199,7 +199,12 @@ pub fn run_evaluation(
             });
         })?;
         for (mask, result) in chunk.iter().zip(results) {
-            rows.push(row_for(mask.clone(), &result, full_model_nll));
+            rows.push(evaluation_row(
+                &evaluator,
+                mask.clone(),
+                &result,
+                Some(full_model_nll),
+            ));
         }
         table.rows = ordered_rows(&rows, &masks);
         write_evaluations(&config.out, &table, &provenance)?;
@@ -286,15 +291,25 @@ fn resume_rows(
     }
 }
 
-fn row_for(mask: Mask, result: &MaskEvaluation, full_model_nll: f64) -> EvaluationRow {
+/// A mask's row of an evaluation table from its result on `evaluator`, its windows' NLLs
+/// included. Before the full model is known (its own row) the utility is 1.
+pub(crate) fn evaluation_row(
+    evaluator: &Evaluator,
+    mask: Mask,
+    result: &MaskEvaluation,
+    full_model_nll: Option<f64>,
+) -> EvaluationRow {
     let nll = result.nll();
     EvaluationRow {
         mask,
         nll,
         ppl: nll.exp(),
-        utility: layerprune_core::Objective::Utility.value(nll, full_model_nll),
+        utility: full_model_nll.map_or(1.0, |full| {
+            layerprune_core::Objective::Utility.value(nll, full)
+        }),
         tokens_scored: result.tokens_scored,
         seconds: result.seconds,
+        window_nlls: Some(evaluator.window_nlls(result)),
     }
 }
 

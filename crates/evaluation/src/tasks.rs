@@ -535,6 +535,7 @@ impl Outputs<'_> {
                 utility: full_value.map_or(f64::NAN, |v| metric.mean(s).estimate / v),
                 tokens_scored: s.iter().map(|s| s.gold_tokens).sum(),
                 seconds: seconds.get(mask).copied().unwrap_or(0.0),
+                window_nlls: None,
             });
             accuracy_rows.extend(accuracy_table_rows(mask, &tasks, s));
         }

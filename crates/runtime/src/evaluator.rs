@@ -201,6 +201,18 @@ impl Evaluator {
         self.batches.iter().map(|(inputs, _)| inputs.nrows()).sum()
     }
 
+    /// A result's mean NLL on each window (nats per token, the token table's order): what a
+    /// paired comparison of two masks over the windows needs. Every window scores the same
+    /// number of tokens.
+    pub fn window_nlls(&self, result: &MaskEvaluation) -> Vec<f64> {
+        let per_window = (self.tokens_scored / self.num_windows().max(1) as u64).max(1) as f64;
+        result
+            .window_nll_sums
+            .iter()
+            .map(|sum| sum / per_window)
+            .collect()
+    }
+
     /// Blocks run so far (a measure of the work prefix reuse saved).
     pub fn blocks_run(&self) -> u64 {
         self.blocks_run
@@ -557,8 +569,6 @@ pub struct OnnxGame {
     evaluator: Evaluator,
     objective: Objective,
     full_model_nll: f64,
-    /// Each mask's mean NLL per window, once [`OnnxGame::record_windows`] asked for them.
-    window_nlls: Option<Vec<(Mask, Vec<f64>)>>,
 }
 
 impl OnnxGame {
@@ -570,20 +580,7 @@ impl OnnxGame {
             evaluator,
             objective,
             full_model_nll,
-            window_nlls: None,
         })
-    }
-
-    /// From now on, keeps every evaluated mask's mean NLL per window (a few bytes a window and
-    /// mask; off by default), for [`OnnxGame::window_nlls`].
-    pub fn record_windows(&mut self) {
-        self.window_nlls.get_or_insert_with(Vec::new);
-    }
-
-    /// Every mask evaluated since [`OnnxGame::record_windows`], in the order evaluated, with
-    /// its mean NLL on each window (nats per token, the token table's order).
-    pub fn window_nlls(&self) -> &[(Mask, Vec<f64>)] {
-        self.window_nlls.as_deref().unwrap_or(&[])
     }
 
     pub fn full_model_nll(&self) -> f64 {
@@ -602,15 +599,6 @@ impl Game for OnnxGame {
 
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
         let results = self.evaluator.evaluate(masks, &mut |_, _| {})?;
-        if let Some(recorded) = &mut self.window_nlls {
-            let per_window = (self.evaluator.tokens_scored()
-                / self.evaluator.num_windows().max(1) as u64)
-                .max(1) as f64;
-            for (mask, result) in masks.iter().zip(&results) {
-                let means = result.window_nll_sums.iter().map(|s| s / per_window);
-                recorded.push((mask.clone(), means.collect()));
-            }
-        }
         Ok(results
             .iter()
             .map(|r| self.objective.value(r.nll(), self.full_model_nll))

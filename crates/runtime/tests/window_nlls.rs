@@ -1,10 +1,10 @@
 //! Each mask's NLL per window (`MaskEvaluation::window_nll_sums`, what a plan's margin over its
 //! runner-up is computed from): in the token table's order, whichever way the windows are
-//! batched and the masks grouped, each window's value its NLL evaluated alone, and kept by the
-//! game (`OnnxGame::record_windows`) as means per token.
+//! batched and the masks grouped, each window's value its NLL evaluated alone, and as means per
+//! token (`Evaluator::window_nlls`, what evaluation tables store).
 
-use layerprune_core::{Game, Mask, Objective};
-use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, OnnxGame, RuntimeOptions};
+use layerprune_core::Mask;
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
 use layerprune_tests::{every_mask, fixture_windows, tiny_model_dir};
 
 fn evaluator(windows: &[Vec<u32>], options: EvalOptions) -> Evaluator {
@@ -63,22 +63,24 @@ fn each_window_is_its_own_nll_in_order_however_the_work_is_batched() {
 }
 
 #[test]
-fn the_game_keeps_means_per_window_only_when_asked() {
+fn means_per_window_average_to_the_masks_nll() {
     let windows = fixture_windows(11, 3, 20);
-    let ev = evaluator(&windows, EvalOptions::default());
-    let mut game = OnnxGame::new(ev, Objective::NegNll).unwrap();
+    let mut ev = evaluator(&windows, EvalOptions::default());
     let masks = [Mask::full(6), Mask::from_removed(6, &[2, 4]).unwrap()];
-    game.values(&masks[..1]).unwrap();
-    assert!(game.window_nlls().is_empty());
-    game.record_windows();
-    let values = game.values(&masks).unwrap();
-    let kept = game.window_nlls();
-    assert_eq!(kept.len(), 2);
-    for ((mask, means), value) in kept.iter().zip(&values) {
+    let results = ev.evaluate(&masks, &mut |_, _| {}).unwrap();
+    for (mask, result) in masks.iter().zip(&results) {
+        let means = ev.window_nlls(result);
         assert_eq!(means.len(), 3);
-        // Each window scores 19 tokens: the mean of the means is the mask's NLL (value = −NLL).
+        // Each window scores 19 tokens: the mean of the means is the mask's NLL.
         let mean = means.iter().sum::<f64>() / 3.0;
-        assert!((mean + value).abs() < 1e-9, "{mask}: {mean} vs {value}");
+        assert!(
+            (mean - result.nll()).abs() < 1e-9,
+            "{mask}: {mean} vs {}",
+            result.nll()
+        );
+        assert!(
+            (means[1] - result.window_nll_sums[1] / 19.0).abs() < 1e-12,
+            "{mask}"
+        );
     }
-    assert_eq!(kept[1].0, masks[1]);
 }

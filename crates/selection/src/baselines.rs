@@ -355,6 +355,7 @@ mod tests {
             utility: 0.0,
             tokens_scored: 10,
             seconds: 0.0,
+            window_nlls: None,
         };
         let mut table = EvaluationTable {
             num_blocks: 3,

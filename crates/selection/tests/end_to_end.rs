@@ -94,6 +94,7 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
                     utility: value,
                     tokens_scored: 1,
                     seconds: 0.0,
+                    window_nlls: None,
                 }),
         )
         .unwrap();

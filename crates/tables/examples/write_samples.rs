@@ -93,6 +93,8 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
             utility: full_nll.exp() / nll.exp(),
             tokens_scored: 6,
             seconds: 0.25,
+            // The two windows of the token table, 3 scored tokens each: their mean is `nll`.
+            window_nlls: Some(vec![nll - 0.5, nll + 0.5]),
         })
     };
     let mut evaluations = EvaluationTable::new(num_blocks, &model_id, &tokens.dataset_id);

@@ -13,11 +13,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, UInt64Array};
+use arrow_array::types::Float64Type;
+use arrow_array::{Array, ArrayRef, Float64Array, ListArray, UInt64Array};
 use arrow_schema::{DataType, Field};
 use layerprune_core::{Mask, MaskError, RecordedGame};
 
-use crate::io::{read_table, write_table, TableKind};
+use crate::io::{list_column_opt, list_of, read_table, write_table, TableKind};
 use crate::masks::{
     check_fixed_blocks, encode_fixed_blocks, mask_columns, mask_fields, read_fixed_blocks,
     read_mask_column,
@@ -38,6 +39,10 @@ pub struct EvaluationRow {
     pub tokens_scored: u64,
     /// Wall-clock seconds spent evaluating this mask.
     pub seconds: f64,
+    /// Mean NLL per scored token of each window, in the token table's order (what a paired
+    /// comparison of two masks over the windows needs); `None` where the writer did not keep
+    /// them (task runs, files written before the column was added).
+    pub window_nlls: Option<Vec<f64>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -203,7 +208,8 @@ const PPL_TOLERANCE: f64 = 1e-9;
 /// What every evaluation row promises beyond its types (docs/formats.md, "evaluations"):
 /// `nll` is a number or +inf (a collapsed model), never NaN or -inf; `ppl` is `exp(nll)`
 /// within 1e-9 relative; `utility` is not negative (NaN or +inf record a collapsed model);
-/// `seconds` is finite and not negative. A present `full_model_nll` is finite. Checked on
+/// `seconds` is finite and not negative; a present `window_nll` list is not empty, as long as
+/// every other row's, and holds numbers ≥ 0 or +inf. A present `full_model_nll` is finite. Checked on
 /// writing and on reading, so a bad table is refused at its source, naming row and column.
 fn check_values(
     path: &Path,
@@ -216,6 +222,8 @@ fn check_values(
             format!("metadata entry layerprune.full_model_nll = {nll}: must be a finite number"),
         ));
     }
+    // Every row's windows are the same token table's.
+    let mut window_count: Option<usize> = None;
     for (index, row) in rows.iter().enumerate() {
         let bad = |column: &str, message: String| {
             Err(TableError::bad(
@@ -265,9 +273,37 @@ fn check_values(
                 format!("{} is not a finite, non-negative duration", row.seconds),
             );
         }
+        if let Some(windows) = &row.window_nlls {
+            if windows.is_empty() {
+                return bad(
+                    WINDOW_NLL,
+                    "0 windows: an empty list (null when unknown)".into(),
+                );
+            }
+            let length = *window_count.get_or_insert(windows.len());
+            if windows.len() != length {
+                return bad(
+                    WINDOW_NLL,
+                    format!(
+                        "{} windows, where an earlier row has {length} (every mask of a table is \
+                         judged on the same windows)",
+                        windows.len()
+                    ),
+                );
+            }
+            if let Some(value) = windows.iter().find(|v| v.is_nan() || **v < 0.0) {
+                return bad(
+                    WINDOW_NLL,
+                    format!("{value} is not a window's mean NLL (a number ≥ 0, or +inf)"),
+                );
+            }
+        }
     }
     Ok(())
 }
+
+/// The optional per-window column (read when present: files written before it have none).
+const WINDOW_NLL: &str = "window_nll";
 
 fn fields() -> Vec<Field> {
     let mut fields = mask_fields();
@@ -302,6 +338,13 @@ pub fn write_evaluations(
         rows.iter().map(|r| r.tokens_scored),
     )));
     columns.push(floats(|r| r.seconds));
+    let window_nlls = rows.iter().map(|r| r.window_nlls.as_deref());
+    let mut fields = fields();
+    // Written only when some row has them, so a table without (a task run's) reads as before.
+    if rows.iter().any(|r| r.window_nlls.is_some()) {
+        columns.push(list_column_opt::<Float64Type>(window_nlls));
+        fields.push(Field::new(WINDOW_NLL, list_of(DataType::Float64), true));
+    }
     let full_model_nll = match table.full_model_nll {
         Some(nll) => nll.to_string(),
         None => "null".to_string(),
@@ -322,7 +365,7 @@ pub fn write_evaluations(
         TableKind::Evaluations,
         provenance,
         table_fields,
-        fields(),
+        fields,
         columns,
     )
 }
@@ -342,7 +385,17 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
         let utility = chunk.required::<Float64Array>("utility")?;
         let tokens_scored = chunk.required::<UInt64Array>("tokens_scored")?;
         let seconds = chunk.required::<Float64Array>("seconds")?;
+        let window_nlls = match chunk.batch.column_by_name(WINDOW_NLL) {
+            Some(_) => Some(chunk.nullable::<ListArray>(WINDOW_NLL)?),
+            None => None,
+        };
         for (row, mask) in masks.into_iter().enumerate() {
+            let window_nlls = match window_nlls {
+                Some(column) if !column.is_null(row) => {
+                    Some(chunk.primitives::<Float64Type>(column, WINDOW_NLL, row)?)
+                }
+                _ => None,
+            };
             rows.push(EvaluationRow {
                 mask,
                 nll: nll.value(row),
@@ -350,6 +403,7 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
                 utility: utility.value(row),
                 tokens_scored: tokens_scored.value(row),
                 seconds: seconds.value(row),
+                window_nlls,
             });
         }
     }

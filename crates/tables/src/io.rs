@@ -7,7 +7,10 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, RecordBatch, UInt32Array};
+use arrow_array::types::UInt32Type;
+use arrow_array::{
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, ListArray, PrimitiveArray, RecordBatch,
+};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -489,20 +492,34 @@ impl<'a> Chunk<'a> {
         Ok(values.iter().map(|v| v.unwrap_or(false)).collect())
     }
 
-    /// Row `row` of a list-of-u32 column.
-    pub fn u32s(&self, column: &ListArray, name: &str, row: usize) -> Result<Vec<u32>, TableError> {
+    /// Row `row` of a list column of primitive `T` (`UInt32Type`, `Float64Type`, …); a null
+    /// item is refused.
+    pub fn primitives<T: ArrowPrimitiveType>(
+        &self,
+        column: &ListArray,
+        name: &str,
+        row: usize,
+    ) -> Result<Vec<T::Native>, TableError> {
         let values = column.value(row);
         let values = values
             .as_any()
-            .downcast_ref::<UInt32Array>()
+            .downcast_ref::<PrimitiveArray<T>>()
             .ok_or_else(|| {
                 TableError::new(
                     self.path,
                     TableErrorKind::WrongType,
-                    format!("column {name:?} does not hold UInt32 values"),
+                    format!("column {name:?} does not hold {} values", T::DATA_TYPE),
                 )
             })?;
+        if values.null_count() > 0 {
+            return Err(self.row_error(row, format!("column {name:?} holds a null item")));
+        }
         Ok(values.values().to_vec())
+    }
+
+    /// Row `row` of a list-of-u32 column.
+    pub fn u32s(&self, column: &ListArray, name: &str, row: usize) -> Result<Vec<u32>, TableError> {
+        self.primitives::<UInt32Type>(column, name, row)
     }
 
     /// A value of a nullable column as an Option.
@@ -533,21 +550,16 @@ pub(crate) fn bool_list_column<'r>(rows: impl Iterator<Item = &'r [bool]>) -> Ar
 
 /// A list-of-u32 column with non-null items.
 pub(crate) fn u32_list_column<'r>(rows: impl Iterator<Item = &'r [u32]>) -> ArrayRef {
-    let mut builder =
-        arrow_array::builder::ListBuilder::new(arrow_array::builder::UInt32Builder::new())
-            .with_field(Arc::new(Field::new("item", DataType::UInt32, false)));
-    for row in rows {
-        builder.values().append_slice(row);
-        builder.append(true);
-    }
-    Arc::new(builder.finish())
+    list_column_opt::<UInt32Type>(rows.map(Some))
 }
 
-/// A nullable list-of-UInt32 column: `None` rows are null.
-pub(crate) fn u32_list_column_opt<'r>(rows: impl Iterator<Item = Option<&'r [u32]>>) -> ArrayRef {
+/// A nullable list column of primitive `T` with non-null items: `None` rows are null.
+pub(crate) fn list_column_opt<'r, T: ArrowPrimitiveType>(
+    rows: impl Iterator<Item = Option<&'r [T::Native]>>,
+) -> ArrayRef {
     let mut builder =
-        arrow_array::builder::ListBuilder::new(arrow_array::builder::UInt32Builder::new())
-            .with_field(Arc::new(Field::new("item", DataType::UInt32, false)));
+        arrow_array::builder::ListBuilder::new(arrow_array::builder::PrimitiveBuilder::<T>::new())
+            .with_field(Arc::new(Field::new("item", T::DATA_TYPE, false)));
     for row in rows {
         if let Some(values) = row {
             builder.values().append_slice(values);

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow_array::types::UInt32Type;
 use arrow_array::{
     Array, ArrayRef, Float64Array, ListArray, StringArray, UInt32Array, UInt64Array,
 };
@@ -10,8 +11,7 @@ use arrow_schema::{DataType, Field};
 use layerprune_core::Mask;
 
 use crate::io::{
-    list_of, read_table, to_u32, u32_list_column, u32_list_column_opt, write_table, Chunk,
-    TableKind,
+    list_column_opt, list_of, read_table, to_u32, u32_list_column, write_table, Chunk, TableKind,
 };
 use crate::masks::{check_fixed_blocks, encode_fixed_blocks, read_fixed_blocks};
 use crate::{Provenance, TableError};
@@ -442,7 +442,7 @@ pub fn write_plans(
         list_of(DataType::UInt32),
         true,
     ));
-    columns.push(u32_list_column_opt(
+    columns.push(list_column_opt::<UInt32Type>(
         rows.iter()
             .map(|r| up(r).map(|u| u.removed_blocks.as_slice())),
     ));
@@ -665,6 +665,7 @@ mod tests {
                     utility: 1.0,
                     tokens_scored: 10,
                     seconds: 0.1,
+                    window_nlls: None,
                 })
                 .collect(),
         };

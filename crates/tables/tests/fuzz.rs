@@ -116,6 +116,7 @@ fn write_valid(kind: Kind, path: &Path) {
                             utility: (full - nll).exp(),
                             tokens_scored: 64,
                             seconds: 0.25,
+                            window_nlls: None,
                         },
                     ),
                 )

@@ -21,6 +21,7 @@ fn row(id: &str, nll: f64) -> EvaluationRow {
         utility: (FULL_NLL - nll).exp(),
         tokens_scored: 100,
         seconds: 0.5,
+        window_nlls: None,
     }
 }
 
@@ -195,5 +196,42 @@ fn a_non_finite_full_model_nll_is_refused() {
         let error = write_evaluations(&path, &bad, &provenance()).unwrap_err();
         assert_eq!(error.path, path);
         assert!(error.message.contains("full_model_nll"), "{error}");
+    }
+}
+
+#[test]
+fn windows_nlls_round_trip_and_broken_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rows with and without windows (a cache resumed from an older table) round-trip as such.
+    let mut with = valid();
+    with.rows[0].window_nlls = Some(vec![1.5, 2.5]);
+    with.rows[2].window_nlls = Some(vec![3.0, f64::INFINITY]);
+    let path = dir.path().join("windows.parquet");
+    write_evaluations(&path, &with, &provenance()).unwrap();
+    assert_eq!(read_evaluations(&path).unwrap(), with);
+    // A table without any has no column at all, and reads back the same.
+    let plain = dir.path().join("plain.parquet");
+    write_evaluations(&plain, &valid(), &provenance()).unwrap();
+    assert!(!read_metadata(&plain).unwrap().is_empty());
+    let schema = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&plain).unwrap())
+        .unwrap()
+        .schema()
+        .clone();
+    assert!(schema.field_with_name("window_nll").is_err());
+    assert_eq!(read_evaluations(&plain).unwrap(), valid());
+
+    for (windows, says) in [
+        (vec![1.0, f64::NAN], "not a window's mean NLL"),
+        (vec![-0.5, 1.0], "not a window's mean NLL"),
+        (vec![1.0, 2.0, 3.0], "3 windows"),
+        (vec![], "0 windows"),
+    ] {
+        let mut bad = with.clone();
+        bad.rows[1].window_nlls = Some(windows.clone());
+        let path = dir.path().join(format!("bad-{}.parquet", windows.len()));
+        let error = write_evaluations(&path, &bad, &provenance()).unwrap_err();
+        assert_names(&error, &path, 1, "window_nll");
+        assert!(error.message.contains(says), "{error}");
+        assert!(!path.exists(), "a refused table must not be written");
     }
 }

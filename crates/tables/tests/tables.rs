@@ -30,6 +30,7 @@ fn evaluation(id: &str, nll: f64) -> EvaluationRow {
         utility: 1.5_f64.exp() / nll.exp(),
         tokens_scored: 1000,
         seconds: 0.5,
+        window_nlls: None,
     }
 }
 

@@ -117,6 +117,13 @@ struct Args {
     overwrite: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    /// Evaluation table kept of every mask measured on --model with --tokens: read first (only
+    /// the masks it lacks are run) and rewritten after every batch, so a run killed part-way, or
+    /// a later one with another --k, --budget or --max-ppl-ratio on the same model and tokens,
+    /// re-runs nothing already measured. Created when missing; refused when it was made for
+    /// another model or token table.
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     batch_windows: usize,
@@ -199,6 +206,9 @@ fn config(args: &Args) -> Result<Config> {
     if args.model.is_some() != args.tokens.is_some() {
         bail!("measuring needs both --model and --tokens");
     }
+    if args.cache.is_some() && args.model.is_none() {
+        bail!("--cache keeps the evaluations of --model on --tokens; it needs both");
+    }
     if args.pruned_out.is_some() && args.model.is_none() {
         bail!("--pruned-out needs --model (the folder to prune) and --tokens");
     }
@@ -233,6 +243,7 @@ fn apply_prune(args: Args) -> Result<()> {
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
         .output("--plan", &args.plan)
+        .output_opt("--cache", args.cache.as_deref())
         .output_folder_opt("--pruned-out", args.pruned_out.as_deref())
         .check()?;
 
@@ -265,15 +276,21 @@ fn apply_prune(args: Args) -> Result<()> {
         &[args.permutation_pairs, num_blocks + 1],
         32,
     )?;
+    let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
+        .with_seed(args.seed);
     let (mut game, dataset_id) = match (model, &args.tokens) {
         (Some(model), Some(path)) => {
             let options = EvalOptions {
                 batch_windows: args.batch_windows,
                 ..EvalOptions::default()
             };
-            let (mut game, dataset_id) = layerprune_evaluation::llm_game(model, path, options)?;
-            // Each plan's runner-up and margin come from the windows' NLLs of what was measured.
-            game.record_windows();
+            let (game, dataset_id) = layerprune_evaluation::llm_game(
+                model,
+                path,
+                options,
+                args.cache.as_deref(),
+                provenance.clone(),
+            )?;
             (Some(game), Some(dataset_id))
         }
         _ => (None, None),
@@ -281,7 +298,18 @@ fn apply_prune(args: Args) -> Result<()> {
 
     let mut plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
     if let Some(game) = &game {
+        // Each plan's runner-up and margin come from the windows' NLLs of what was asked for.
         layerprune_evaluation::attach_runner_ups(game, &mut plans);
+        if let Some(cache) = &args.cache {
+            tracing::info!(
+                "{}: {} of the {} masks asked for were read from it, {} run now ({} masks kept)",
+                cache.display(),
+                game.answered_from_cache(),
+                game.answered_from_cache() + game.ran,
+                game.ran,
+                game.cached_masks()
+            );
+        }
     }
     if args.pruned_out.is_some() && plans.len() != 1 {
         bail!(
@@ -294,8 +322,6 @@ fn apply_prune(args: Args) -> Result<()> {
                 .join(", ")
         );
     }
-    let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
-        .with_seed(args.seed);
     if let (Some(game), Some(dataset_id)) = (game.as_mut(), &dataset_id) {
         provenance = provenance
             .with_input("model", game.evaluator().model().model_id())

@@ -802,3 +802,160 @@ fn scores_of_another_model_are_refused() {
     succeed(&args);
     assert_eq!(read_plans(&plan).unwrap().rows[0].removed_blocks.len(), 2);
 }
+
+#[test]
+fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s) = (s(&fixture()), s(&tokens));
+    let cache = dir.path().join("cache.parquet");
+    let run =
+        |k: &str, name: &str, cache: Option<&Path>| -> (layerprune_tables::PlanTable, String) {
+            let plan = dir.path().join(name);
+            let mut args = vec![
+                "--method".to_string(),
+                "adaptive".into(),
+                "--k".into(),
+                k.into(),
+                "--model".into(),
+                model_s.clone(),
+                "--tokens".into(),
+                tokens_s.clone(),
+                "--plan".into(),
+                s(&plan),
+            ];
+            if let Some(cache) = cache {
+                args.extend(["--cache".to_string(), s(cache)]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = apply_prune(&args);
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(output.status.success(), "{args:?}: {stderr}");
+            (read_plans(&plan).unwrap(), stderr)
+        };
+
+    // A cached run chooses and reports exactly what an uncached one does, and keeps every mask
+    // it asked for with its windows.
+    let (uncached, _) = run("2", "uncached-2.parquet", None);
+    let (cached, _) = run("2", "cached-2.parquet", Some(&cache));
+    assert_eq!(cached.rows, uncached.rows);
+    assert!(cached.rows[0].runner_up.is_some());
+    let kept = layerprune_tables::read_evaluations(&cache).unwrap();
+    assert!(kept.rows.len() as u64 >= cached.rows[0].llm_evaluations);
+    for row in &kept.rows {
+        let windows = row
+            .window_nlls
+            .as_ref()
+            .expect("the cache keeps each window's NLL");
+        assert_eq!(windows.len(), 3);
+        let mean = windows.iter().sum::<f64>() / 3.0;
+        assert!((mean - row.nll).abs() < 1e-9, "{}", row.mask);
+    }
+
+    // Again: nothing is run and the cache is not rewritten.
+    let bytes = std::fs::read(&cache).unwrap();
+    let (again, log) = run("2", "again-2.parquet", Some(&cache));
+    assert_eq!(again.rows, uncached.rows);
+    assert!(log.contains(", 0 run now"), "{log}");
+    assert_eq!(std::fs::read(&cache).unwrap(), bytes);
+
+    // Another k reuses what k = 2 measured (the singles at least) and adds the rest.
+    let (uncached3, _) = run("3", "uncached-3.parquet", None);
+    let (cached3, log) = run("3", "cached-3.parquet", Some(&cache));
+    assert_eq!(cached3.rows, uncached3.rows);
+    let singles_and_full = 7;
+    let from_cache: usize = log
+        .split(" of the ")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no cache count in {log}"));
+    assert!(from_cache >= singles_and_full, "{log}");
+    let grown = layerprune_tables::read_evaluations(&cache).unwrap();
+    assert!(grown.rows.len() > kept.rows.len());
+    assert_eq!(grown.rows[..kept.rows.len()], kept.rows[..]);
+
+    // A run killed part-way left a shorter cache: the next run completes it to the same plan.
+    let mut partial = grown.clone();
+    partial.rows.truncate(5);
+    let provenance = Provenance::new("test", "0", Vec::new());
+    layerprune_tables::write_evaluations(&cache, &partial, &provenance).unwrap();
+    let (resumed, _) = run("3", "resumed-3.parquet", Some(&cache));
+    assert_eq!(resumed.rows, uncached3.rows);
+
+    // A cache of another token table is refused, naming it, and left as it was.
+    let other_tokens = dir.path().join("other-tokens.parquet");
+    write_tokens(
+        &other_tokens,
+        &TokenTable::new(
+            16,
+            layerprune_tests::fixture_windows(7, 3, 16),
+            "none",
+            "other",
+        ),
+        &provenance,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&cache).unwrap();
+    let refused = dir.path().join("refused.parquet");
+    let out = apply_prune(&[
+        "--method",
+        "adaptive",
+        "--k",
+        "2",
+        "--model",
+        &model_s,
+        "--tokens",
+        &s(&other_tokens),
+        "--cache",
+        &s(&cache),
+        "--plan",
+        &s(&refused),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&s(&cache)) && stderr.contains("dataset"),
+        "{stderr}"
+    );
+    assert!(!refused.exists());
+    assert_eq!(std::fs::read(&cache).unwrap(), bytes);
+
+    // The cache is never one of the inputs, and needs the model it keeps evaluations of.
+    fail(
+        &[
+            "--method",
+            "adaptive",
+            "--k",
+            "2",
+            "--model",
+            &model_s,
+            "--tokens",
+            &tokens_s,
+            "--cache",
+            &tokens_s,
+            "--plan",
+            &s(&refused),
+        ],
+        "--cache",
+        &refused,
+        None,
+    );
+    let scores = dir.path().join("scores.parquet");
+    fail(
+        &[
+            "--scores",
+            &s(&scores),
+            "--k",
+            "2",
+            "--cache",
+            &s(&cache),
+            "--plan",
+            &s(&refused),
+        ],
+        "--cache",
+        &refused,
+        None,
+    );
+}

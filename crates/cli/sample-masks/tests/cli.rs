@@ -247,6 +247,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
             utility: 1.0 / (1.0 + block as f64),
             tokens_scored: 128,
             seconds: 0.1,
+            window_nlls: None,
         })
         .collect();
     let evaluations = EvaluationTable {

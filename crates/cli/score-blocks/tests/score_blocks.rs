@@ -48,6 +48,7 @@ fn write_single_removals(path: &Path, num_blocks: usize) {
                 utility: (3.0 - nll).exp(),
                 tokens_scored: 10,
                 seconds: 0.0,
+                window_nlls: None,
             }
         })
         .collect();

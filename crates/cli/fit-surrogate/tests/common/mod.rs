@@ -30,6 +30,7 @@ pub fn write_every_mask_table(
                 utility,
                 tokens_scored,
                 seconds: 0.1,
+                window_nlls: None,
             }
         })
         .collect();

@@ -1,0 +1,176 @@
+//! The LLM on one token table as a game whose every answer is kept in an evaluation table: what
+//! `apply-prune` (with `--cache`) and `frontier` play selection methods against.
+//!
+//! Why: a selection method asks for masks one small batch at a time, and on a large model each
+//! is expensive. Kept in memory, the table lets a method (or several, or one k after another)
+//! ask for a mask twice and pay once; written to a file after every batch that ran something,
+//! it lets a run killed part-way, or a later run with another k or budget on the same model and
+//! tokens, re-run nothing already measured. The file is an ordinary evaluation table
+//! (docs/formats.md), checked on opening to be for the same model and token table, rewritten
+//! atomically, with each mask's NLL per window, so a plan's margin over its runner-up
+//! ([`crate::attach_runner_ups`]) is the same whether a mask was measured now or read back.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use layerprune_core::{Game, GameError, Mask};
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel};
+use layerprune_tables::{
+    resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, Provenance, TokenTable,
+};
+
+use crate::perplexity::evaluation_row;
+
+/// The model on one token table, with its evaluation table as the cache. Values are −NLL.
+pub struct CachedLlm {
+    evaluator: Evaluator,
+    table: EvaluationTable,
+    index: HashMap<Mask, usize>,
+    /// Where the table is kept; `None`: in memory only.
+    path: Option<PathBuf>,
+    provenance: Provenance,
+    /// The distinct masks asked for since opening, in the order first asked.
+    asked: Vec<Mask>,
+    asked_set: HashSet<Mask>,
+    /// Masks actually run on the model by this process.
+    pub ran: usize,
+    /// Seconds spent running them.
+    pub seconds: f64,
+}
+
+impl CachedLlm {
+    /// Opens the game of `model` on `tokens`, resuming the evaluation table at `cache` when
+    /// given (refused if it was made for another model or token table; created when missing),
+    /// and measures the full model unless the table has it.
+    pub fn open(
+        model: LayeredModel,
+        tokens: &TokenTable,
+        options: EvalOptions,
+        cache: Option<&Path>,
+        provenance: Provenance,
+    ) -> Result<Self> {
+        let num_blocks = model.num_blocks();
+        let model_id = model.model_id().to_string();
+        let table = match cache {
+            Some(path) => resume_evaluations(path, num_blocks, &model_id, &tokens.dataset_id)
+                .context("the evaluation cache must be for the same model and token table")?,
+            None => EvaluationTable::new(num_blocks, &model_id, &tokens.dataset_id),
+        };
+        let model_dir = model.dir().to_path_buf();
+        let evaluator = Evaluator::new(model, &tokens.windows, options)
+            .with_context(|| format!("{} with {}", tokens.source, model_dir.display()))?;
+        let index = table
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| (row.mask.clone(), i))
+            .collect();
+        let mut game = CachedLlm {
+            evaluator,
+            table,
+            index,
+            path: cache.map(Path::to_path_buf),
+            provenance: provenance
+                .with_input("model", &model_id)
+                .with_input("dataset", &tokens.dataset_id),
+            asked: Vec::new(),
+            asked_set: HashSet::new(),
+            ran: 0,
+            seconds: 0.0,
+        };
+        let full = Mask::full(num_blocks);
+        let nll = -game
+            .values(std::slice::from_ref(&full))
+            .map_err(anyhow::Error::msg)?[0];
+        game.table.full_model_nll = Some(nll);
+        Ok(game)
+    }
+
+    pub fn evaluator(&mut self) -> &mut Evaluator {
+        &mut self.evaluator
+    }
+
+    pub fn into_model(self) -> LayeredModel {
+        self.evaluator.into_model()
+    }
+
+    /// The NLL of a mask measured earlier (now or in the cache).
+    pub fn nll(&self, mask: &Mask) -> Option<f64> {
+        self.row(mask).map(|row| row.nll)
+    }
+
+    /// The distinct masks asked for since opening (the full model first) that have their
+    /// windows' NLLs, in the order first asked: what a plan's runner-up is chosen among.
+    /// Rows of a cache written before tables kept windows have none and are left out.
+    pub fn asked_window_nlls(&self) -> Vec<(Mask, Vec<f64>)> {
+        self.asked
+            .iter()
+            .filter_map(|mask| {
+                let windows = self.row(mask)?.window_nlls.clone()?;
+                Some((mask.clone(), windows))
+            })
+            .collect()
+    }
+
+    /// Distinct masks asked for since opening that the cache already had.
+    pub fn answered_from_cache(&self) -> usize {
+        self.asked.len().saturating_sub(self.ran)
+    }
+
+    /// Rows in the evaluation table (the cache's and this process's).
+    pub fn cached_masks(&self) -> usize {
+        self.table.rows.len()
+    }
+
+    fn row(&self, mask: &Mask) -> Option<&EvaluationRow> {
+        self.index.get(mask).map(|&i| &self.table.rows[i])
+    }
+
+    fn save(&mut self) -> Result<()> {
+        if let Some(path) = &self.path {
+            write_evaluations(path, &self.table, &self.provenance)?;
+        }
+        Ok(())
+    }
+}
+
+impl Game for CachedLlm {
+    fn num_players(&self) -> usize {
+        self.evaluator.num_blocks()
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        for mask in masks {
+            if self.asked_set.insert(mask.clone()) {
+                self.asked.push(mask.clone());
+            }
+        }
+        let pending = self.table.pending(masks);
+        if !pending.is_empty() {
+            let started = Instant::now();
+            let results = self.evaluator.evaluate(&pending, &mut |_, _| {})?;
+            let full_nll = self.table.full_model_nll;
+            let rows: Vec<EvaluationRow> = pending
+                .iter()
+                .zip(&results)
+                .map(|(mask, result)| {
+                    evaluation_row(&self.evaluator, mask.clone(), result, full_nll)
+                })
+                .collect();
+            let first = self.table.rows.len();
+            self.table.append(rows)?;
+            for (i, mask) in pending.iter().enumerate() {
+                self.index.insert(mask.clone(), first + i);
+            }
+            self.ran += pending.len();
+            self.seconds += started.elapsed().as_secs_f64();
+            self.save()?;
+        }
+        Ok(masks
+            .iter()
+            .map(|mask| -self.table.rows[self.index[mask]].nll)
+            .collect())
+    }
+}
