@@ -121,7 +121,8 @@ struct Args {
     /// the masks it lacks are run) and rewritten after every batch, so a run killed part-way, or
     /// a later one with another --k, --budget or --max-ppl-ratio on the same model and tokens,
     /// re-runs nothing already measured. Created when missing; refused when it was made for
-    /// another model or token table.
+    /// another model or token table. One run at a time per file: of two runs writing one cache,
+    /// the rows of the last to write are kept.
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
