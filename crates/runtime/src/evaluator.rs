@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use layerprune_core::{Device, Game, GameError, Mask, Objective};
+use layerprune_core::{Device, Mask};
 use ndarray::Array2;
 
 use crate::batching::run_masks_batched;
@@ -562,48 +562,6 @@ pub fn block_statistics(
             },
         )
         .collect())
-}
-
-/// The real LLM as a game: the value of a mask is computed by running it.
-pub struct OnnxGame {
-    evaluator: Evaluator,
-    objective: Objective,
-    full_model_nll: f64,
-}
-
-impl OnnxGame {
-    /// Evaluates the full model once for the utility's reference.
-    pub fn new(mut evaluator: Evaluator, objective: Objective) -> Result<Self, RuntimeError> {
-        let full = Mask::full(evaluator.num_blocks());
-        let full_model_nll = evaluator.evaluate(&[full], &mut |_, _| {})?[0].nll();
-        Ok(OnnxGame {
-            evaluator,
-            objective,
-            full_model_nll,
-        })
-    }
-
-    pub fn full_model_nll(&self) -> f64 {
-        self.full_model_nll
-    }
-
-    pub fn evaluator(&mut self) -> &mut Evaluator {
-        &mut self.evaluator
-    }
-}
-
-impl Game for OnnxGame {
-    fn num_players(&self) -> usize {
-        self.evaluator.num_blocks()
-    }
-
-    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
-        let results = self.evaluator.evaluate(masks, &mut |_, _| {})?;
-        Ok(results
-            .iter()
-            .map(|r| self.objective.value(r.nll(), self.full_model_nll))
-            .collect())
-    }
 }
 
 #[cfg(test)]

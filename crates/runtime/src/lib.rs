@@ -1,5 +1,7 @@
 //! Runs layered ONNX models (one graph per block, written by `tools/export`) through ONNX
-//! Runtime, and values masks on real text: the real LLM as a [`layerprune_core::Game`].
+//! Runtime, and values masks on real text (the `Evaluator`; `layerprune-evaluation`'s
+//! `CachedLlm` makes it the real LLM as a `layerprune_core::Game`, its answers kept in an
+//! evaluation table).
 //!
 //! Removing a block of a pre-norm residual network is the identity map on the hidden states,
 //! so the evaluator simply does not run removed blocks: a mask with r blocks removed costs r
@@ -21,9 +23,7 @@ mod stitch;
 pub use arena::{Arena, ArenaUse};
 pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring};
 pub use cuda::{device_memory, DeviceMemory};
-pub use evaluator::{
-    block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation, OnnxGame,
-};
+pub use evaluator::{block_statistics, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation};
 pub use manifest::{
     model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,
 };
