@@ -114,7 +114,12 @@ impl CachedLlm {
             .collect()
     }
 
-    /// Distinct masks asked for since opening that the cache already had.
+    /// Distinct masks asked for since opening (the full model included).
+    pub fn asked_masks(&self) -> usize {
+        self.asked.len()
+    }
+
+    /// Of those, the ones the cache already had.
     pub fn answered_from_cache(&self) -> usize {
         self.asked.len().saturating_sub(self.ran)
     }

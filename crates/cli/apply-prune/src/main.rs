@@ -306,7 +306,7 @@ fn apply_prune(args: Args) -> Result<()> {
                 "{}: {} of the {} masks asked for were read from it, {} run now ({} masks kept)",
                 cache.display(),
                 game.answered_from_cache(),
-                game.answered_from_cache() + game.ran,
+                game.asked_masks(),
                 game.ran,
                 game.cached_masks()
             );

@@ -93,12 +93,7 @@ fn window_nlls(model_dir: &Path, mask: &Mask) -> Vec<f64> {
         .unwrap()
         .remove(0);
     assert_eq!(result.window_nll_sums.len(), windows().len());
-    let per_window = result.tokens_scored as f64 / windows().len() as f64;
-    let means: Vec<f64> = result
-        .window_nll_sums
-        .iter()
-        .map(|s| s / per_window)
-        .collect();
+    let means = evaluator.window_nlls(&result);
     assert!((means.iter().sum::<f64>() / means.len() as f64 - result.nll()).abs() < 1e-12);
     means
 }
