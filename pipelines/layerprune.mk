@@ -75,6 +75,7 @@ $(eval $(call settings_stamp,plans,$(KS) $(ADAPTIVE_BUDGET) $(SEED)))
 
 $(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens
 	@mkdir -p $(RUN)
+	rm -f $(PLAN_CACHE)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(CALIB_SOURCE) \
 	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
 
@@ -123,13 +124,16 @@ $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-block
 
 # Plans for every method, with the apply-prune arguments of the method table
 # (PLAN_ARGS_<method>, pipelines/settings.mk). Each method chooses on the calibration tokens
-# only (SLEB's greedy steps and the search's pick among candidates run there); the chosen plans
-# are then measured on the evaluation text, which no method sees.
+# only (SLEB's greedy steps and the search's pick among candidates run there; SLEB and adaptive
+# removal through one cache, CACHED_METHODS); the chosen plans are then measured on the
+# evaluation text, which no method sees.
 APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS)
+# $(call plan_args,METHOD): its row of the method table, and the shared cache if it has one.
+plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE)))
 $(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parquet $(RUN)/scores-shapley.parquet \
                        $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json $(RUN)/.settings/plans | $(BIN)/apply-prune
 	@mkdir -p $(dir $@)
-	$(APPLY_PRUNE) $(PLAN_ARGS_$*) --tokens $(RUN)/tokens-calib.parquet --plan $(RUN)/plans/$*-calibration.parquet
+	$(APPLY_PRUNE) $(call plan_args,$*) --tokens $(RUN)/tokens-calib.parquet --plan $(RUN)/plans/$*-calibration.parquet
 	$(APPLY_PRUNE) --method from-plan --plans $(RUN)/plans/$*-calibration.parquet \
 	  --tokens $(RUN)/tokens-eval.parquet --plan $@
 

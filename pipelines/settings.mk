@@ -84,3 +84,10 @@ PLAN_ARGS_random = --scores $(RUN)/scores-baselines.parquet --estimator random
 PLAN_ARGS_sleb := --method sleb
 # The recommended method: adaptive removal on the model, at most SLEB's cost at each k.
 PLAN_ARGS_adaptive = --method adaptive --budget $(ADAPTIVE_BUDGET)
+# The methods that measure masks on the model while choosing. They share one cache of evaluations
+# on the calibration tokens (apply-prune --cache PLAN_CACHE): what one measured (the full model,
+# the singles, SLEB's greedy path) the other reads, each still charged for every mask it asked
+# for; under make -j or Snakemake the second waits for the first. Removed whenever the
+# calibration tokens are made again.
+CACHED_METHODS = sleb adaptive
+PLAN_CACHE = $(RUN)/plans/evaluations-calib.parquet

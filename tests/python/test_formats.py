@@ -108,6 +108,8 @@ TABLES = {
             "runner_up_removed_blocks": pa.list_(pa.uint32()),
             "runner_up_nll": pa.float64(),
             "runner_up_margin_se": pa.float64(),
+            "full_model_nll": pa.float64(),
+            "nll_increase_se": pa.float64(),
         },
         2,
         ["num_blocks"],
@@ -257,6 +259,10 @@ def test_scores_and_plans_values():
     assert plans["runner_up_nll"][0] - plans["measured_nll"][0] == pytest.approx(0.2)
     assert plans["runner_up_margin_se"][0] == 0.05
     assert plans["runner_up_removed_blocks"][1] is None and pd.isna(plans["runner_up_nll"][1])
+    # What the plan gives away against the full model on the same tokens: its NLL increase.
+    assert plans["measured_nll"][0] - plans["full_model_nll"][0] == pytest.approx(0.2)
+    assert plans["nll_increase_se"][0] == 0.04
+    assert pd.isna(plans["full_model_nll"][1]) and pd.isna(plans["nll_increase_se"][1])
 
 
 def test_plans_join_their_evaluation_rows_on_mask_id():

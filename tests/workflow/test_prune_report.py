@@ -1,4 +1,5 @@
-"""tools/prune/report.py's account of the plan's closest rival (the summary `make prune` prints)."""
+"""tools/prune/report.py's account of the plan's closest rival and of what it gives away against the
+full model (the summary `make prune` prints)."""
 
 import importlib.util
 import math
@@ -38,3 +39,27 @@ def test_a_margin_within_one_standard_error_says_the_text_does_not_decide():
     # Without a standard error (one window) the margin alone is given, with no verdict.
     (line,) = report.rival_lines(plan(runner_up_removed_blocks=[3, 7], runner_up_nll=4.015))
     assert "margin 0.0150 nats" in line and "+1.5 %" in line
+
+
+def test_the_ratio_to_the_full_model_comes_with_its_interval():
+    row = {"measured_nll": 4.0, "full_model_nll": 3.6, "nll_increase_se": 0.02}
+    ratio, low, high = report.ratio_interval(row)
+    assert math.isclose(ratio, math.exp(0.4)) and math.isclose(low, math.exp(0.36))
+    assert math.isclose(high, math.exp(0.44))
+    assert report.ratio_text(row) == f"{math.exp(0.4):.3f}x; {math.exp(0.36):.3f}-{math.exp(0.44):.3f}x at two " \
+                                     "standard errors over its windows"
+    # One window: the ratio alone; a table written before the columns: nothing.
+    assert report.ratio_text({**row, "nll_increase_se": None}) == f"{math.exp(0.4):.3f}x"
+    assert report.ratio_interval({"measured_nll": 4.0}) is None
+
+
+def test_the_target_ratio_is_settled_only_beyond_two_standard_errors():
+    row = {"measured_nll": 4.0, "full_model_nll": 3.6, "nll_increase_se": 0.02}
+    # exp(0.44) = 1.553: within 1.6 by more than two standard errors, within 1.5 but not by two.
+    (line,) = report.target_lines(row, 1.6)
+    assert "within 1.6x" in line and "more than two standard errors" in line
+    lines = report.target_lines(row, 1.5)
+    assert len(lines) == 2 and "under two standard errors" in lines[0] and "CALIB_WINDOWS" in lines[1]
+    assert "over 1.4x" in report.target_lines(row, 1.4)[0]
+    # Nothing to say without a standard error.
+    assert report.target_lines({**row, "nll_increase_se": None}, 1.5) == []

@@ -426,8 +426,14 @@ def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, ove
     make_table, snake_table = plan_table(made), plan_table(dry["cpu"])
     assert list(make_table) == make_methods.split(), (list(make_table), make_methods)
     assert make_table == snake_table
+    # SLEB and adaptive removal choose through one cache, removed with the calibration tokens.
+    cache = f"--cache {run}/plans/evaluations-calib.parquet"
+    for method, (_, args) in make_table.items():
+        assert args.endswith(cache) == (method in {"sleb", "adaptive"}), (method, args)
+    for output in [made, dry["cpu"]]:
+        assert f"rm -f {run}/plans/evaluations-calib.parquet" in output
     if "ADAPTIVE_BUDGET" in overrides:
-        assert make_table["adaptive"][1] == "--method adaptive --budget 2000"
+        assert make_table["adaptive"][1] == f"--method adaptive --budget 2000 {cache}"
     assert job_counts(dry["cpu"])["plan"] == len(make_methods.split())
 
     # ONNX Runtime: the library Make fetches is the one Snakemake expects (CPU and CUDA builds).

@@ -110,6 +110,43 @@ def rival_lines(plan: dict):
     return lines
 
 
+def ratio_interval(plan: dict):
+    """The plan's perplexity over the full model's on the tokens it was measured on, and the
+    range two standard errors of its NLL increase over the windows allow: (ratio, low, high),
+    low and high None without a standard error; None when the full model was not measured
+    beside it (tables written before the plan table had full_model_nll)."""
+    import math
+
+    full, nll = plan.get("full_model_nll"), plan.get("measured_nll")
+    if full is None or nll is None:
+        return None
+    increase, se = nll - full, plan.get("nll_increase_se")
+    if se is None:
+        return math.exp(increase), None, None
+    return math.exp(increase), math.exp(increase - 2 * se), math.exp(increase + 2 * se)
+
+
+def ratio_text(plan: dict):
+    """'1.491x; 1.430-1.555x at two standard errors over its windows', or '1.491x'."""
+    ratio, low, high = ratio_interval(plan)
+    spread = f"; {low:.3f}-{high:.3f}x at two standard errors over its windows" if low else ""
+    return f"{ratio:.3f}x{spread}"
+
+
+def target_lines(calibration: dict, max_ratio: float):
+    """Whether the calibration windows settle that the plan is within the ratio asked for."""
+    found = ratio_interval(calibration)
+    if found is None or found[2] is None:
+        return []
+    ratio, _, high = found
+    if ratio > max_ratio:
+        return [f"  over {max_ratio}x on the calibration text: the search found no plan within it"]
+    if high <= max_ratio:
+        return [f"  within {max_ratio}x on the calibration text by more than two standard errors of its windows"]
+    return [f"  within {max_ratio}x on the calibration text, but by under two standard errors of its windows:",
+            "  another draw of calibration text of this kind could put it over (CALIB_WINDOWS buys precision)"]
+
+
 def summary(args):
     run, folder = args.run, args.plan_dir
     full = read_manifest(run / "model")
@@ -139,9 +176,20 @@ def summary(args):
         print(f"  the most blocks whose plan keeps the calibration perplexity within {args.max_ppl_ratio}x the "
               "full model's (MAX_PPL_RATIO)")
     print(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
+    heldout_ratio = (ratio_text(plan) if ratio_interval(plan)
+                     else f"{after['ppl'] / before['ppl']:.3f}x")
     print(f"  perplexity on the held-out text: {before['ppl']:.3f} before, {after['ppl']:.3f} after "
-          f"({after['ppl'] / before['ppl']:.3f}x); on the calibration text after: "
-          f"{calibration['measured_ppl']:.3f}")
+          f"({heldout_ratio})")
+    if ratio_interval(calibration):
+        import math
+
+        print(f"  on the calibration text: {math.exp(calibration['full_model_nll']):.3f} before, "
+              f"{calibration['measured_ppl']:.3f} after ({ratio_text(calibration)})")
+    else:
+        print(f"  on the calibration text after: {calibration['measured_ppl']:.3f}")
+    if args.max_ppl_ratio is not None:
+        for line in target_lines(calibration, float(args.max_ppl_ratio)):
+            print(line)
     for line in rival_lines(calibration):
         print(line)
     print()

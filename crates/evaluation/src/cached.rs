@@ -8,14 +8,17 @@
 //! tokens, re-run nothing already measured. The file is an ordinary evaluation table
 //! (docs/formats.md), checked on opening to be for the same model and token table, rewritten
 //! atomically, with each mask's NLL per window, so a plan's margin over its runner-up
-//! ([`crate::attach_runner_ups`]) is the same whether a mask was measured now or read back.
+//! ([`crate::attach_comparisons`]) is the same whether a mask was measured now or read back.
+//! One run at a time uses a file: a second one (`make -j` choosing two plans through one cache)
+//! waits for the first to finish and then reads what it measured
+//! ([`layerprune_core::FileLock`]), instead of rewriting the file without its rows.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use layerprune_core::{Game, GameError, Mask};
+use layerprune_core::{FileLock, Game, GameError, Mask};
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel};
 use layerprune_tables::{
     resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, Provenance, TokenTable,
@@ -38,12 +41,15 @@ pub struct CachedLlm {
     pub ran: usize,
     /// Seconds spent running them.
     pub seconds: f64,
+    /// Held while the table is in use (only with a file).
+    _lock: Option<FileLock>,
 }
 
 impl CachedLlm {
     /// Opens the game of `model` on `tokens`, resuming the evaluation table at `cache` when
-    /// given (refused if it was made for another model or token table; created when missing),
-    /// and measures the full model unless the table has it.
+    /// given (refused if it was made for another model or token table; created when missing;
+    /// waited for while another run uses it), and measures the full model unless the table has
+    /// it.
     pub fn open(
         model: LayeredModel,
         tokens: &TokenTable,
@@ -53,6 +59,15 @@ impl CachedLlm {
     ) -> Result<Self> {
         let num_blocks = model.num_blocks();
         let model_id = model.model_id().to_string();
+        let lock = match cache {
+            Some(path) => Some(FileLock::acquire_waiting(path, &mut || {
+                tracing::warn!(
+                    "{}: another run is using this cache; waiting for it to finish",
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
         let table = match cache {
             Some(path) => resume_evaluations(path, num_blocks, &model_id, &tokens.dataset_id)
                 .context("the evaluation cache must be for the same model and token table")?,
@@ -79,6 +94,7 @@ impl CachedLlm {
             asked_set: HashSet::new(),
             ran: 0,
             seconds: 0.0,
+            _lock: lock,
         };
         let full = Mask::full(num_blocks);
         let nll = -game

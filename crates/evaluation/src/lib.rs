@@ -48,16 +48,17 @@ pub fn llm_game(
     Ok((game, tokens.dataset_id))
 }
 
-/// Gives each measured plan its runner-up and margin
-/// ([`layerprune_selection::margin`]) among the masks asked of `game` since it was opened
-/// (whether measured now or read from its cache): no evaluation is added.
-pub fn attach_runner_ups(game: &CachedLlm, plans: &mut [layerprune_selection::Plan]) {
+/// Gives each measured plan its runner-up and margin, and the full model beside it
+/// ([`layerprune_selection::margin`]), among the masks asked of `game` since it was opened
+/// (whether measured now or read from its cache; the full model is asked first): no evaluation
+/// is added.
+pub fn attach_comparisons(game: &CachedLlm, plans: &mut [layerprune_selection::Plan]) {
     let measured: Vec<layerprune_selection::WindowNlls> = game
         .asked_window_nlls()
         .into_iter()
         .map(|(mask, windows)| (mask.removed_blocks(), windows))
         .collect();
-    layerprune_selection::attach_runner_ups(plans, &measured);
+    layerprune_selection::attach_comparisons(plans, &measured);
 }
 
 /// What a run reports while it works, for a progress bar or log lines.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::{Device, Mask};
+use layerprune_core::{Device, FileLock, Mask};
 use layerprune_runtime::{
     ArenaUse, DeviceMemory, EvalOptions, Evaluator, LayeredModel, MaskEvaluation, RuntimeOptions,
 };
@@ -144,6 +144,8 @@ pub fn run_evaluation(
     if let Some(shard) = config.shard {
         masks = shard.select(masks);
     }
+    // Held until the run ends: a second run on this output would rewrite it without our rows.
+    let _lock = FileLock::try_acquire(&config.out)?;
     let mut rows = resume_rows(config, &model_id, &tokens.dataset_id, num_blocks)?;
     let mut evaluator = Evaluator::new(model, &tokens.windows, config.options.clone())
         .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::Mask;
+use layerprune_core::{FileLock, Mask};
 use layerprune_data::{Bos, TokenizerFile};
 use layerprune_runtime::{
     ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, Manifest, RuntimeOptions, Scoring,
@@ -140,6 +140,8 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
         choices_per_task,
     };
 
+    // Held until the run ends: a second run on this choice log would rewrite it without ours.
+    let _lock = FileLock::try_acquire(&config.choices_out)?;
     let mut rows: Vec<TaskChoiceRow> = if config.merge.is_empty() {
         resumable_rows(config, &identity)?
     } else {

@@ -51,7 +51,7 @@ pub use baselines::{
     angular_distance_scores, best_angular_run, block_influence_scores, leave_one_out_scores,
     random_scores, reverse_order_scores, scores_from_table, AngularRun, BlockScores,
 };
-pub use margin::{attach_runner_ups, runner_up, WindowNlls};
+pub use margin::{attach_comparisons, full_model, runner_up, WindowNlls};
 pub use plans::{choose_plans, measure_plans, FittedOn, Plan, PlanInputs, PlanMethod, PlanOptions};
 pub use select::{
     iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,

@@ -12,8 +12,12 @@
 //! differences' standard deviation over √windows (each window scores the same number of
 //! tokens). It costs no evaluation: both sets were measured while choosing. The plan is the
 //! best of many, so the margin is optimistic; a small one is the signal that matters.
+//!
+//! The same paired comparison with the full model, measured first on the same windows, says
+//! what the plan gives away and how precisely: its NLL increase with a standard error, so a
+//! perplexity ratio (`--max-ppl-ratio`) comes with the interval the calibration windows allow.
 
-use layerprune_tables::RunnerUp;
+use layerprune_tables::{FullModel, RunnerUp};
 
 use crate::Plan;
 
@@ -42,10 +46,29 @@ pub fn runner_up(plan: &[usize], measured: &[WindowNlls]) -> Option<RunnerUp> {
     })
 }
 
-/// Gives every measured plan its runner-up among `measured` (see [`runner_up`]).
-pub fn attach_runner_ups(plans: &mut [Plan], measured: &[WindowNlls]) {
+/// The full model (the empty set of removed blocks) among `measured`, beside the plan that
+/// removes `plan`: its mean NLL and the standard error of the plan's increase over it, paired
+/// over the windows. `None` when either was not measured.
+pub fn full_model(plan: &[usize], measured: &[WindowNlls]) -> Option<FullModel> {
+    let windows_of = |set: &[usize]| {
+        measured
+            .iter()
+            .find(|(measured_set, windows)| measured_set == set && !windows.is_empty())
+            .map(|(_, windows)| windows)
+    };
+    let (plan_windows, full_windows) = (windows_of(plan)?, windows_of(&[])?);
+    Some(FullModel {
+        nll: full_windows.iter().sum::<f64>() / full_windows.len() as f64,
+        nll_increase_se: paired_standard_error(plan_windows, full_windows),
+    })
+}
+
+/// Gives every measured plan its runner-up ([`runner_up`]) and the full model beside it
+/// ([`full_model`]), both among `measured`.
+pub fn attach_comparisons(plans: &mut [Plan], measured: &[WindowNlls]) {
     for plan in plans.iter_mut().filter(|p| p.measured_nll.is_some()) {
         plan.runner_up = runner_up(&plan.removed, measured);
+        plan.full_model = full_model(&plan.removed, measured);
     }
 }
 
@@ -85,6 +108,26 @@ mod tests {
         // No rival of the plan's size, or the plan not measured: no runner-up.
         assert_eq!(runner_up(&[3], &measured[..3]), None);
         assert_eq!(runner_up(&[0, 1], &measured), None);
+    }
+
+    #[test]
+    fn the_full_model_beside_a_plan_is_its_paired_increase() {
+        let measured: Vec<WindowNlls> = vec![
+            (vec![], vec![1.0, 2.0, 3.0]),
+            (vec![2], vec![1.5, 2.4, 3.8]),
+            (vec![1, 2], vec![2.0, 3.0, 4.0]),
+        ];
+        let full = full_model(&[2], &measured).unwrap();
+        assert!((full.nll - 2.0).abs() < 1e-12);
+        // Increases 0.5, 0.4, 0.8: mean 17/30, variance 13/300, standard error √(13/900).
+        let se = full.nll_increase_se.unwrap();
+        assert!((se - (13.0f64 / 900.0).sqrt()).abs() < 1e-12, "{se}");
+        // The same increase on every window: exact however different the windows are.
+        let exact = full_model(&[1, 2], &measured).unwrap();
+        assert!(exact.nll_increase_se.unwrap() < 1e-12);
+        // The plan or the full model not measured: nothing.
+        assert_eq!(full_model(&[0], &measured), None);
+        assert_eq!(full_model(&[2], &measured[1..]), None);
     }
 
     #[test]

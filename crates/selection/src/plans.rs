@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use layerprune_core::{values_checked, CachedGame, Game, Mask};
 use layerprune_surrogate::{FittedSurrogate, Surrogate};
-use layerprune_tables::{BlockStatsTable, PlanRow, PlanTable, RunnerUp};
+use layerprune_tables::{BlockStatsTable, FullModel, PlanRow, PlanTable, RunnerUp};
 
 use crate::frontier::{Budget, RECOMMENDED};
 use crate::target::{adaptive_chooser, sleb_chooser};
@@ -100,8 +100,10 @@ pub struct Plan {
     /// Search: the best candidates by prediction, to be measured; the best measured wins.
     pub candidates: Vec<Vec<usize>>,
     /// The best other set of k removed blocks measured while choosing
-    /// ([`crate::margin::attach_runner_ups`]).
+    /// ([`crate::margin::attach_comparisons`]).
     pub runner_up: Option<RunnerUp>,
+    /// The full model on the same tokens, when measured ([`crate::margin::attach_comparisons`]).
+    pub full_model: Option<FullModel>,
 }
 
 impl Plan {
@@ -114,6 +116,7 @@ impl Plan {
             llm_evaluations,
             candidates: Vec::new(),
             runner_up: None,
+            full_model: None,
         }
     }
 
@@ -145,6 +148,7 @@ impl Plan {
             measured_ppl: self.measured_nll.map(f64::exp),
             llm_evaluations: self.llm_evaluations,
             runner_up: self.runner_up.clone(),
+            full_model: self.full_model.clone(),
         })
     }
 }

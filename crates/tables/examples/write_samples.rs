@@ -203,6 +203,10 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                     nll: 2.3,
                     margin_se: Some(0.05),
                 }),
+                full_model: Some(FullModel {
+                    nll: 1.9,
+                    nll_increase_se: Some(0.04),
+                }),
             },
             PlanRow {
                 method: "one-shot:permutation".into(),
@@ -213,6 +217,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 measured_ppl: None,
                 llm_evaluations: 3,
                 runner_up: None,
+                full_model: None,
             },
         ],
     };

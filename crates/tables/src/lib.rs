@@ -37,8 +37,8 @@ pub use io::{
 pub use masks::{read_masks, write_masks, MaskRow, MaskTable};
 pub use provenance::Provenance;
 pub use results::{
-    read_plans, read_scores, write_plans, write_scores, PlanRow, PlanTable, RunnerUp, ScoreRow,
-    ScoreTable,
+    read_plans, read_scores, write_plans, write_scores, FullModel, PlanRow, PlanTable, RunnerUp,
+    ScoreRow, ScoreTable,
 };
 pub use stats::{
     read_block_stats, read_surrogate_metrics, write_block_stats, write_surrogate_metrics,

@@ -210,6 +210,21 @@ pub struct PlanRow {
     pub llm_evaluations: u64,
     /// The best other plan with k removed the method measured, when it measured one.
     pub runner_up: Option<RunnerUp>,
+    /// The full model measured on the same tokens, when it was: what the plan gives away.
+    pub full_model: Option<FullModel>,
+}
+
+/// The full model on the tokens a plan was measured on: the plan's NLL increase over it
+/// (`measured_nll − nll`; its perplexity ratio is the exponential) and how precisely the windows
+/// pin that increase down.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FullModel {
+    /// The full model's mean NLL (nats per token).
+    pub nll: f64,
+    /// The standard error of the plan's NLL increase over the windows (paired: the windows'
+    /// increases' standard deviation over √windows); `None` with one window, or when the
+    /// windows' NLLs were not kept.
+    pub nll_increase_se: Option<f64>,
 }
 
 /// The best other set of k removed blocks a plan's method measured on the same tokens: how far
@@ -253,8 +268,8 @@ impl std::fmt::Display for PlanTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8} {:>17}  removed blocks (runner-up)",
-            "method", "k", "predicted", "nll", "ppl", "llm-evals", "margin ± se"
+            "{:<24} {:>3} {:>10} {:>10} {:>10} {:>17} {:>8} {:>17}  removed blocks (runner-up)",
+            "method", "k", "predicted", "nll", "ppl", "vs full ± se", "llm-evals", "margin ± se"
         )?;
         let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.4}"));
         let list = |blocks: &[u32]| {
@@ -276,14 +291,23 @@ impl std::fmt::Display for PlanTable {
                 ),
                 _ => ("-".to_string(), String::new()),
             };
+            // The NLL the plan adds to the full model's on the same tokens.
+            let increase = match (&row.full_model, row.measured_nll) {
+                (Some(full), Some(nll)) => match full.nll_increase_se {
+                    Some(se) => format!("{:.4} ± {se:.4}", nll - full.nll),
+                    None => format!("{:.4}", nll - full.nll),
+                },
+                _ => "-".to_string(),
+            };
             writeln!(
                 f,
-                "{:<24} {:>3} {:>10} {:>10} {:>10} {:>8} {:>17}  {}{rival}",
+                "{:<24} {:>3} {:>10} {:>10} {:>10} {:>17} {:>8} {:>17}  {}{rival}",
                 row.method,
                 row.k,
                 show(row.predicted_utility),
                 show(row.measured_nll),
                 show(row.measured_ppl),
+                increase,
                 row.llm_evaluations,
                 margin,
                 list(&row.removed_blocks),
@@ -335,6 +359,11 @@ const PLAN_RUNNER_UP_BLOCKS: &str = "runner_up_removed_blocks";
 const PLAN_RUNNER_UP_NLL: &str = "runner_up_nll";
 const PLAN_RUNNER_UP_SE: &str = "runner_up_margin_se";
 
+/// The full model's columns, added after the runner-up's (compatibly): files without them read
+/// with no full model.
+const PLAN_FULL_MODEL_NLL: &str = "full_model_nll";
+const PLAN_NLL_INCREASE_SE: &str = "nll_increase_se";
+
 fn check_plans(path: &Path, num_blocks: usize, rows: &[PlanRow]) -> Result<(), TableError> {
     for (index, row) in rows.iter().enumerate() {
         let k = to_u32(path, "number of removed blocks", row.removed_blocks.len())?;
@@ -353,6 +382,9 @@ fn check_plans(path: &Path, num_blocks: usize, rows: &[PlanRow]) -> Result<(), T
         )?;
         if let Some(up) = &row.runner_up {
             check_runner_up(path, num_blocks, index, row, up)?;
+        }
+        if let Some(full) = &row.full_model {
+            check_full_model(path, index, full)?;
         }
     }
     Ok(())
@@ -417,6 +449,21 @@ fn check_runner_up(
     Ok(())
 }
 
+/// A full model's NLL is finite and its increase's standard error non-negative.
+fn check_full_model(path: &Path, index: usize, full: &FullModel) -> Result<(), TableError> {
+    let bad = |message: String| Err(TableError::bad(path, format!("row {index}: {message}")));
+    if !full.nll.is_finite() {
+        return bad(format!("full_model_nll is {}", full.nll));
+    }
+    if let Some(se) = full
+        .nll_increase_se
+        .filter(|se| !(se.is_finite() && *se >= 0.0))
+    {
+        return bad(format!("nll_increase_se is {se}"));
+    }
+    Ok(())
+}
+
 pub fn write_plans(
     path: &Path,
     table: &PlanTable,
@@ -454,6 +501,16 @@ pub fn write_plans(
     columns.push(Arc::new(Float64Array::from_iter(
         rows.iter().map(|r| up(r).and_then(|u| u.margin_se)),
     )));
+    // Then the full model on the same tokens (null where it was not measured).
+    fields.push(Field::new(PLAN_FULL_MODEL_NLL, DataType::Float64, true));
+    columns.push(Arc::new(Float64Array::from_iter(
+        rows.iter().map(|r| r.full_model.as_ref().map(|f| f.nll)),
+    )));
+    fields.push(Field::new(PLAN_NLL_INCREASE_SE, DataType::Float64, true));
+    columns
+        .push(Arc::new(Float64Array::from_iter(rows.iter().map(|r| {
+            r.full_model.as_ref().and_then(|f| f.nll_increase_se)
+        }))));
     let table_fields = vec![("num_blocks", table.num_blocks.to_string())];
     write_table(
         path,
@@ -518,6 +575,13 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
             )),
             None => None,
         };
+        let full_model = match chunk.batch.column_by_name(PLAN_FULL_MODEL_NLL) {
+            Some(_) => Some((
+                chunk.nullable::<Float64Array>(PLAN_FULL_MODEL_NLL)?,
+                chunk.nullable::<Float64Array>(PLAN_NLL_INCREASE_SE)?,
+            )),
+            None => None,
+        };
         for row in 0..chunk.num_rows() {
             let runner_up = match runner_up {
                 Some((blocks, nll, se)) if !blocks.is_null(row) => Some(RunnerUp {
@@ -529,6 +593,19 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
                 }),
                 _ => None,
             };
+            let full_model = match full_model {
+                Some((nll, se)) => match Chunk::opt(nll, row, Float64Array::value) {
+                    Some(nll) => Some(FullModel {
+                        nll,
+                        nll_increase_se: Chunk::opt(se, row, Float64Array::value),
+                    }),
+                    None if Chunk::opt(se, row, Float64Array::value).is_some() => {
+                        return Err(chunk.row_error(row, "nll_increase_se without full_model_nll"));
+                    }
+                    None => None,
+                },
+                None => None,
+            };
             rows.push(PlanRow {
                 method: method.value(row).to_string(),
                 k: k.value(row),
@@ -538,6 +615,7 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
                 measured_ppl: Chunk::opt(measured_ppl, row, Float64Array::value),
                 llm_evaluations: llm_evaluations.value(row),
                 runner_up,
+                full_model,
             });
             let plan = rows.last().expect("just pushed");
             if let Some(ids) = mask_ids {
@@ -567,6 +645,7 @@ mod tests {
             measured_ppl: Some(2f64.exp()),
             llm_evaluations: 7,
             runner_up: None,
+            full_model: None,
         }
     }
 
@@ -627,6 +706,49 @@ mod tests {
             assert!(error.to_string().contains(says), "{error}");
             assert!(!other.exists());
         }
+    }
+
+    #[test]
+    fn the_full_model_round_trips_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.parquet");
+        let with = |nll: f64, se: Option<f64>| PlanRow {
+            full_model: Some(FullModel {
+                nll,
+                nll_increase_se: se,
+            }),
+            ..plan(vec![0, 3])
+        };
+        let plans = PlanTable {
+            num_blocks: 4,
+            rows: vec![with(1.5, Some(0.03)), with(1.6, None), plan(vec![1])],
+        };
+        write_plans(&path, &plans, &provenance()).unwrap();
+        assert_eq!(read_plans(&path).unwrap(), plans);
+        // Printed as the plan's increase over it, with its standard error.
+        assert!(plans.to_string().contains("0.5000 ± 0.0300"), "{plans}");
+        for (bad, says) in [
+            (with(f64::NAN, None), "full_model_nll is NaN"),
+            (with(1.5, Some(-0.1)), "nll_increase_se is -0.1"),
+            (with(1.5, Some(f64::INFINITY)), "nll_increase_se is inf"),
+        ] {
+            let table = PlanTable {
+                num_blocks: 4,
+                rows: vec![bad],
+            };
+            let other = dir.path().join("bad.parquet");
+            let error = write_plans(&other, &table, &provenance()).unwrap_err();
+            assert!(error.to_string().contains(says), "{error}");
+            assert!(!other.exists());
+        }
+        // Files written before the columns were added read with no full model.
+        let old = dir.path().join("old.parquet");
+        write_raw(&old, &plans.rows, None);
+        assert!(read_plans(&old)
+            .unwrap()
+            .rows
+            .iter()
+            .all(|r| r.full_model.is_none()));
     }
 
     #[test]

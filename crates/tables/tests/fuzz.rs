@@ -160,6 +160,10 @@ fn write_valid(kind: Kind, path: &Path) {
                             nll: 2.6,
                             margin_se: Some(0.01),
                         }),
+                        full_model: Some(FullModel {
+                            nll: 2.2,
+                            nll_increase_se: Some(0.03),
+                        }),
                     },
                     PlanRow {
                         method: "sleb".into(),
@@ -170,6 +174,7 @@ fn write_valid(kind: Kind, path: &Path) {
                         measured_ppl: None,
                         llm_evaluations: 3,
                         runner_up: None,
+                        full_model: None,
                     },
                 ],
             };

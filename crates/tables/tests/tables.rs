@@ -183,6 +183,10 @@ fn every_table_round_trips_with_provenance() {
                     nll: 2.6,
                     margin_se: None,
                 }),
+                full_model: Some(FullModel {
+                    nll: 2.0,
+                    nll_increase_se: None,
+                }),
             },
             PlanRow {
                 method: "none".into(),
@@ -193,6 +197,7 @@ fn every_table_round_trips_with_provenance() {
                 measured_ppl: None,
                 llm_evaluations: 0,
                 runner_up: None,
+                full_model: None,
             },
         ],
     };
@@ -234,6 +239,7 @@ fn a_plan_with_a_repeated_or_unsorted_block_is_refused() {
                 measured_ppl: None,
                 llm_evaluations: 0,
                 runner_up: None,
+                full_model: None,
             }],
         };
         let err = write_plans(&file, &plans, &Provenance::new("t", "1", vec![])).unwrap_err();

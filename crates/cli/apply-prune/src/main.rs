@@ -121,8 +121,8 @@ struct Args {
     /// the masks it lacks are run) and rewritten after every batch, so a run killed part-way, or
     /// a later one with another --k, --budget or --max-ppl-ratio on the same model and tokens,
     /// re-runs nothing already measured. Created when missing; refused when it was made for
-    /// another model or token table. One run at a time per file: of two runs writing one cache,
-    /// the rows of the last to write are kept.
+    /// another model or token table. One run at a time uses a file: a second run waits (saying
+    /// so) until the first ends, then reads what it measured.
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
@@ -299,8 +299,9 @@ fn apply_prune(args: Args) -> Result<()> {
 
     let mut plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
     if let Some(game) = &game {
-        // Each plan's runner-up and margin come from the windows' NLLs of what was asked for.
-        layerprune_evaluation::attach_runner_ups(game, &mut plans);
+        // Each plan's runner-up and margin, and its increase over the full model, come from the
+        // windows' NLLs of what was asked for.
+        layerprune_evaluation::attach_comparisons(game, &mut plans);
         if let Some(cache) = &args.cache {
             tracing::info!(
                 "{}: {} of the {} masks asked for were read from it, {} run now ({} masks kept)",

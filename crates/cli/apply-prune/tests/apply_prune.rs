@@ -365,6 +365,7 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
         let mut rows = plans.rows.clone();
         rows.iter_mut().for_each(|row| {
             (row.measured_nll, row.measured_ppl, row.runner_up) = (None, None, None);
+            row.full_model = None;
         });
         rows
     });
@@ -837,6 +838,20 @@ fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() 
     assert_eq!(cached.rows, uncached.rows);
     assert!(cached.rows[0].runner_up.is_some());
     let kept = layerprune_tables::read_evaluations(&cache).unwrap();
+    // Beside the plan, the full model on the same windows: the cache's own row of it.
+    let full = cached.rows[0]
+        .full_model
+        .as_ref()
+        .expect("the full model is measured first");
+    let full_row = kept
+        .rows
+        .iter()
+        .find(|row| row.mask == Mask::full(6))
+        .unwrap();
+    assert!((full.nll - full_row.nll).abs() < 1e-9);
+    // Removing blocks of a random-weight model may lower the NLL as well as raise it: the
+    // windows disagree, so the increase has a standard error.
+    assert!(full.nll_increase_se.unwrap() > 0.0);
     assert!(kept.rows.len() as u64 >= cached.rows[0].llm_evaluations);
     for row in &kept.rows {
         let windows = row
@@ -952,5 +967,83 @@ fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() 
         "--cache",
         &refused,
         None,
+    );
+}
+
+/// Two runs through one cache (`make -j` choosing two plans): the second waits while the first
+/// holds it, says so, and then reads what the first measured instead of rewriting the file
+/// without it.
+#[test]
+fn a_run_waits_for_another_using_its_cache_then_reads_what_it_measured() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = |plan: &Path, cache: &Path| {
+        vec![
+            "--method".to_string(),
+            "sleb".into(),
+            "--k".into(),
+            "2".into(),
+            "--model".into(),
+            s(&fixture()),
+            "--tokens".into(),
+            s(&tokens),
+            "--plan".into(),
+            s(plan),
+            "--cache".into(),
+            s(cache),
+        ]
+    };
+    // The first run's cache, complete.
+    let measured = dir.path().join("measured.parquet");
+    let first_plan = dir.path().join("first.parquet");
+    let first: Vec<String> = args(&first_plan, &measured);
+    succeed(&first.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // The first run is still going: it holds the cache while the second starts.
+    let cache = dir.path().join("cache.parquet");
+    let running = layerprune_core::FileLock::try_acquire(&cache).unwrap();
+    let second_plan = dir.path().join("second.parquet");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apply-prune"))
+        .args(args(&second_plan, &cache))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            lines_tx.send(line.unwrap()).unwrap();
+        }
+    });
+    let mut log = Vec::new();
+    loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no word of waiting: {log:?}"));
+        let waiting = line.contains("another run is using this cache");
+        log.push(line);
+        if waiting {
+            break;
+        }
+    }
+    assert!(child.try_wait().unwrap().is_none(), "it did not wait");
+    // The first run's last write, then its end.
+    std::fs::copy(&measured, &cache).unwrap();
+    drop(running);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    log.extend(lines_rx.try_iter());
+    assert!(status.success(), "{log:?}");
+    let log = log.join("\n");
+    assert!(log.contains(", 0 run now"), "{log}");
+    assert_eq!(
+        read_plans(&second_plan).unwrap().rows,
+        read_plans(&first_plan).unwrap().rows
     );
 }

@@ -369,3 +369,46 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
     assert_refused(&duplicated, &["more than one shard"]);
     assert!(!refused.exists());
 }
+
+/// A second run on an output another run is writing is refused at once (it would rewrite the
+/// file without the other run's rows), the file untouched; once that run ends, it proceeds.
+#[test]
+fn an_output_another_run_is_writing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), None);
+    let out_file = dir.path().join("out.parquet");
+    let args = [
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--out",
+        path(&out_file),
+        "--max-new-masks",
+        "5",
+    ];
+    let first = evaluate(&args);
+    assert!(first.status.success());
+    let before = std::fs::read(&out_file).unwrap();
+
+    // What a run in progress holds (as another process would).
+    let running = layerprune_core::FileLock::try_acquire(&out_file).unwrap();
+    let refused = evaluate(&args);
+    assert_refused(&refused, &["out.parquet", "in use by another run"]);
+    assert_eq!(std::fs::read(&out_file).unwrap(), before);
+
+    drop(running);
+    let resumed = evaluate(&args);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(read_evaluations(&out_file).unwrap().rows.len(), 10);
+    // No lock file is left beside the output.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".lock")), "{names:?}");
+}

@@ -441,3 +441,22 @@ fn a_killed_run_keeps_the_tasks_it_finished() {
     got.sort();
     assert_eq!(got, expected);
 }
+
+/// A task run whose choice log another run is writing is refused at once, writing nothing.
+#[test]
+fn a_choice_log_another_run_is_writing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_task_files(&data, &[0, 1, 1, 0]);
+    let choices = dir.path().join("busy-choices.parquet");
+    let running = layerprune_core::FileLock::try_acquire(&choices).unwrap();
+    let out = run_tasks(dir.path(), &data, "busy", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("busy-choices.parquet") && stderr.contains("in use by another run"));
+    for kind in ["evaluations", "choices", "accuracy"] {
+        assert!(!dir.path().join(format!("busy-{kind}.parquet")).exists());
+    }
+    drop(running);
+    succeeded(run_tasks(dir.path(), &data, "busy", &[]));
+}

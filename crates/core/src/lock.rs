@@ -1,0 +1,205 @@
+//! One run at a time per resumable file: an exclusive lock held while a run reads, extends and
+//! rewrites a table it resumes (`evaluate --out`, `apply-prune --cache`, `frontier`'s caches).
+//!
+//! Why: such a run reads the file once, keeps the rows in memory and rewrites the whole file
+//! after every batch. Two runs on one file (`make -j` building two plans that share a cache, or a
+//! run started twice by hand) would each rewrite it without the other's rows, and the slower
+//! one's last write would drop what the other measured. The lock makes the second run wait for
+//! the first (a cache, where waiting is what a parallel build wants and the wait costs nothing it
+//! would not re-run) or refuse at once (an output, where a second writer is a mistake).
+//!
+//! The lock is an advisory `flock` on a hidden file beside the locked one, `.NAME.lock`, never on
+//! the file itself: the atomic writer replaces that file by a rename, so a lock on it would lock
+//! the inode that is about to be replaced. The lock file is removed when the lock is released;
+//! one left by a killed run holds no lock (the kernel releases it with the process) and is
+//! taken over by the next run. Taking the lock checks that the lock file it locked is still the
+//! one at its path, so a run that was waiting while the holder removed it never shares the lock
+//! with a run that created a new one.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// An exclusive lock on a file (see the module documentation), released when dropped.
+#[derive(Debug)]
+pub struct FileLock {
+    lock_path: PathBuf,
+    /// Holds the lock; closing it releases the lock.
+    file: File,
+}
+
+/// Why a lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process (or another handle in this one) holds it.
+    #[error("{} is in use by another run (it holds {}); wait for that run to finish, or choose another file", .path.display(), .lock_path.display())]
+    Busy { path: PathBuf, lock_path: PathBuf },
+    #[error("{}: cannot lock {}: {source}", .path.display(), .lock_path.display())]
+    Io {
+        path: PathBuf,
+        lock_path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl FileLock {
+    /// The hidden lock file of `path`: `.NAME.lock` in the same folder.
+    pub fn lock_path(path: &Path) -> PathBuf {
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        path.with_file_name(format!(".{name}.lock"))
+    }
+
+    /// Takes the lock of `path` or fails at once with [`LockError::Busy`].
+    pub fn try_acquire(path: &Path) -> Result<FileLock, LockError> {
+        Self::acquire_with(path, None)
+    }
+
+    /// Takes the lock of `path`, waiting as long as another run holds it; `on_wait` is called
+    /// once, before waiting, when it is held (to say what the run is waiting for).
+    pub fn acquire_waiting(path: &Path, on_wait: &mut dyn FnMut()) -> Result<FileLock, LockError> {
+        Self::acquire_with(path, Some(on_wait))
+    }
+
+    fn acquire_with(
+        path: &Path,
+        mut on_wait: Option<&mut dyn FnMut()>,
+    ) -> Result<FileLock, LockError> {
+        let lock_path = Self::lock_path(path);
+        let io_error = |source| LockError::Io {
+            path: path.to_path_buf(),
+            lock_path: lock_path.clone(),
+            source,
+        };
+        let mut told = false;
+        loop {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock_path)
+                .map_err(io_error)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => match on_wait.as_mut() {
+                    None => {
+                        return Err(LockError::Busy {
+                            path: path.to_path_buf(),
+                            lock_path,
+                        })
+                    }
+                    Some(on_wait) => {
+                        if !told {
+                            on_wait();
+                            told = true;
+                        }
+                        file.lock().map_err(io_error)?;
+                    }
+                },
+                Err(TryLockError::Error(error)) => return Err(io_error(error)),
+            }
+            // The holder we waited for may have removed the file it locked (on release): then
+            // this lock is on a file no other run will find, and the lock is taken again.
+            if still_at_path(&file, &lock_path) {
+                return Ok(FileLock { lock_path, file });
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Removed while still held, so no run can lock this file after it is gone and believe
+        // it holds the lock; a run waiting on it sees it gone and locks a new one.
+        let _ = fs::remove_file(&self.lock_path);
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(unix)]
+fn still_at_path(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(held), Ok(at_path)) => held.dev() == at_path.dev() && held.ino() == at_path.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn still_at_path(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_held_lock_refuses_a_second_taker_until_it_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evaluations.parquet");
+        let held = FileLock::try_acquire(&path).unwrap();
+        assert!(dir.path().join(".evaluations.parquet.lock").exists());
+        match FileLock::try_acquire(&path) {
+            Err(LockError::Busy { path: busy, .. }) => assert_eq!(busy, path),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        // Another file's lock is independent.
+        let other = FileLock::try_acquire(&dir.path().join("other.parquet")).unwrap();
+        drop(held);
+        // Released: the lock file is gone and the lock can be taken again.
+        assert!(!dir.path().join(".evaluations.parquet.lock").exists());
+        drop(FileLock::try_acquire(&path).unwrap());
+        drop(other);
+        // Nothing is left beside the files.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_killed_run_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.parquet");
+        // What a killed holder leaves: the file, with no lock on it.
+        fs::write(FileLock::lock_path(&path), b"").unwrap();
+        let lock = FileLock::try_acquire(&path).unwrap();
+        drop(lock);
+        assert!(!FileLock::lock_path(&path).exists());
+    }
+
+    #[test]
+    fn a_waiting_taker_gets_the_lock_when_the_holder_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.parquet");
+        let held = FileLock::try_acquire(&path).unwrap();
+        let (waiting_tx, waiting_rx) = mpsc::channel();
+        let (taken_tx, taken_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let waiter_path = path.clone();
+        let waiter = std::thread::spawn(move || {
+            let lock = FileLock::acquire_waiting(&waiter_path, &mut || {
+                waiting_tx.send(()).unwrap();
+            })
+            .unwrap();
+            taken_tx.send(()).unwrap();
+            // Held until the main thread has checked that nobody else can take it.
+            release_rx.recv().unwrap();
+            drop(lock);
+        });
+        // It says it waits, and does not get the lock while it is held.
+        waiting_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(taken_rx.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(held);
+        taken_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        // The waiter holds the lock (on a new lock file, since the holder removed its own).
+        assert!(matches!(
+            FileLock::try_acquire(&path),
+            Err(LockError::Busy { .. })
+        ));
+        release_tx.send(()).unwrap();
+        waiter.join().unwrap();
+        drop(FileLock::try_acquire(&path).unwrap());
+    }
+}
