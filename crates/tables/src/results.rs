@@ -653,6 +653,19 @@ mod tests {
         Provenance::new("test", "1", vec![])
     }
 
+    /// A table of the one plan `bad` is refused on writing with a message holding `says`, and
+    /// nothing is written.
+    fn assert_refused(dir: &Path, bad: PlanRow, says: &str) {
+        let table = PlanTable {
+            num_blocks: 4,
+            rows: vec![bad],
+        };
+        let path = dir.join("bad.parquet");
+        let error = write_plans(&path, &table, &provenance()).unwrap_err();
+        assert!(error.to_string().contains(says), "{error}");
+        assert!(!path.exists());
+    }
+
     /// The plan columns as a writer before `mask_id` wrote them, or with a `mask_id` of choice.
     fn write_raw(path: &Path, rows: &[PlanRow], mask_ids: Option<Vec<&str>>) {
         let mut fields = plan_fields();
@@ -697,14 +710,7 @@ mod tests {
             (with(vec![1, 4], None), "runner_up_removed_blocks"),
             (with(vec![1, 3], Some(-1.0)), "runner_up_margin_se is -1"),
         ] {
-            let table = PlanTable {
-                num_blocks: 4,
-                rows: vec![bad],
-            };
-            let other = dir.path().join("bad.parquet");
-            let error = write_plans(&other, &table, &provenance()).unwrap_err();
-            assert!(error.to_string().contains(says), "{error}");
-            assert!(!other.exists());
+            assert_refused(dir.path(), bad, says);
         }
     }
 
@@ -732,14 +738,7 @@ mod tests {
             (with(1.5, Some(-0.1)), "nll_increase_se is -0.1"),
             (with(1.5, Some(f64::INFINITY)), "nll_increase_se is inf"),
         ] {
-            let table = PlanTable {
-                num_blocks: 4,
-                rows: vec![bad],
-            };
-            let other = dir.path().join("bad.parquet");
-            let error = write_plans(&other, &table, &provenance()).unwrap_err();
-            assert!(error.to_string().contains(says), "{error}");
-            assert!(!other.exists());
+            assert_refused(dir.path(), bad, says);
         }
         // Files written before the columns were added read with no full model.
         let old = dir.path().join("old.parquet");
