@@ -122,6 +122,8 @@ def test_the_written_model_comes_with_its_runner_up_on_the_calibration_text(tmp_
                           "--methods", "sleb", "--k-pruned", "2", "--out", str(run / "results.md")],
                          check=True, capture_output=True, text=True).stdout
     assert "blocks [3, 4] removed (adaptive)" in out
+    # A plan table written before the full-model columns: no ratio range.
+    assert "standard errors over its windows" not in out
     assert "closest rival on the calibration text: blocks [2, 4], margin 0.0050 ± 0.0100 nats (0.5 standard" in out
     assert "does not tell them apart" in out
     # A plan table written before the runner-up columns: no such line.
@@ -204,3 +206,23 @@ def test_task_labels_use_the_plans_mask_id(tmp_path):
                          check=True, capture_output=True, text=True).stdout
     assert out.split("\n") == ["111101 sleb 1", "111001 sleb 2",
                                "111110 shapley 1", "111100 shapley 2", ""]
+
+
+def test_the_written_model_comes_with_its_ratio_to_the_full_model(tmp_path):
+    run = tmp_path / "run"
+    make_run(run)
+    plan_path = run / "pruned-k2-plan.parquet"
+    plan_table(plan_path, [("adaptive", [3, 4], 3.5)])
+    table = pq.read_table(plan_path)
+    table = (table.append_column("full_model_nll", pa.array([3.1], pa.float64()))
+             .append_column("nll_increase_se", pa.array([0.05], pa.float64())))
+    pq.write_table(table, plan_path)
+    write(run / "pruned-k2-eval.parquet",
+          {"mask_id": [mask_id([3, 4])], "nll": [3.5], "ppl": [2.718281828 ** 3.5]},
+          {"table": "evaluations", "format_version": 1})
+    plan_table(run / "plans" / "adaptive-calibration.parquet", [("adaptive", [3, 4], 3.4)])
+    out = subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
+                          "--methods", "sleb", "--k-pruned", "2", "--out", str(run / "results.md")],
+                         check=True, capture_output=True, text=True).stdout
+    # exp(0.4) = 1.492, exp(0.3) = 1.350, exp(0.5) = 1.649.
+    assert "evaluated on its own; 1.492x; 1.350-1.649x at two standard errors over its windows)" in out

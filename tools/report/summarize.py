@@ -49,6 +49,12 @@ def write_plots(plot_dir: Path, run: Path, methods, ks, plans, full_ppl):
     return written
 
 
+def ratio_clause(plan: dict):
+    """The plan's perplexity ratio to the full model on the evaluation text, with its range at
+    two standard errors over the windows, when the plan table has the full model beside it."""
+    return f"; {prune_report.ratio_text(plan)}" if prune_report.ratio_interval(plan) else ""
+
+
 def rival_lines(calibration_plans: Path, plan: dict):
     """The written plan's runner-up on the calibration text (the best other set of as many blocks
     its method measured) and the margin, when the plan table records one."""
@@ -122,7 +128,7 @@ def main():
         lines += ["", f"Pruned model written to {args.run / f'pruned-k{args.k_pruned}'}: "
                   f"blocks {sorted(plan['removed_blocks'])} removed ({plan['method']}); "
                   f"perplexity {full['ppl']:.2f} before, {after['ppl']:.2f} after "
-                  f"(the pruned folder evaluated on its own)."]
+                  f"(the pruned folder evaluated on its own{ratio_clause(plan)})."]
         lines += rival_lines(args.run / "plans" / f"{plan['method']}-calibration.parquet", plan)
     text = "\n".join(lines) + "\n"
     out = args.out or args.run / "results.md"
