@@ -59,19 +59,23 @@ impl CachedLlm {
     ) -> Result<Self> {
         let num_blocks = model.num_blocks();
         let model_id = model.model_id().to_string();
-        let lock = match cache {
-            Some(path) => Some(FileLock::acquire_waiting(path, &mut || {
-                tracing::warn!(
-                    "{}: another run is using this cache; waiting for it to finish",
-                    path.display()
-                )
-            })?),
-            None => None,
-        };
-        let table = match cache {
-            Some(path) => resume_evaluations(path, num_blocks, &model_id, &tokens.dataset_id)
-                .context("the evaluation cache must be for the same model and token table")?,
-            None => EvaluationTable::new(num_blocks, &model_id, &tokens.dataset_id),
+        let (lock, table) = match cache {
+            Some(path) => {
+                // Taken before reading, so what another run is still measuring is read too.
+                let lock = FileLock::acquire_waiting(path, &mut || {
+                    tracing::warn!(
+                        "{}: another run is using this cache; waiting for it to finish",
+                        path.display()
+                    )
+                })?;
+                let table = resume_evaluations(path, num_blocks, &model_id, &tokens.dataset_id)
+                    .context("the evaluation cache must be for the same model and token table")?;
+                (Some(lock), table)
+            }
+            None => (
+                None,
+                EvaluationTable::new(num_blocks, &model_id, &tokens.dataset_id),
+            ),
         };
         let model_dir = model.dir().to_path_buf();
         let evaluator = Evaluator::new(model, &tokens.windows, options)

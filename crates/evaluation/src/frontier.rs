@@ -127,15 +127,25 @@ impl PreparedFrontier {
         let mut full_rows: Vec<(String, f64)> = Vec::new();
         // Held-out NLL of every mask measured so far, per held-out table.
         let mut heldout_nll: Vec<HashMap<Mask, f64>> = vec![HashMap::new(); heldout.len()];
-        for (name, tokens) in &calibration {
-            let path = cache_path(&run.out_dir, "calibration", name, &inputs)?;
-            let mut game = CachedLlm::open(
+        // The LLM on a token table through its cache in the output folder (`kind`: calibration
+        // or heldout), and the cache's path.
+        let open_cache = |model: LayeredModel,
+                          tokens: &TokenTable,
+                          kind: &str,
+                          name: &str|
+         -> Result<(CachedLlm, PathBuf)> {
+            let path = cache_path(&run.out_dir, kind, name, &inputs)?;
+            let game = CachedLlm::open(
                 model,
                 tokens,
                 EvalOptions::default(),
                 Some(&path),
                 run.provenance.clone(),
             )?;
+            Ok((game, path))
+        };
+        for (name, tokens) in &calibration {
+            let (mut game, path) = open_cache(model, tokens, "calibration", name)?;
             let runs = |method| run.methods.contains(&method);
             let config = FrontierConfig {
                 ks: run.ks.clone(),
@@ -175,14 +185,7 @@ impl PreparedFrontier {
             masks.sort();
             masks.dedup();
             for ((held_name, held_tokens), nll_of) in heldout.iter().zip(&mut heldout_nll) {
-                let path = cache_path(&run.out_dir, "heldout", held_name, &inputs)?;
-                let mut game = CachedLlm::open(
-                    model,
-                    held_tokens,
-                    EvalOptions::default(),
-                    Some(&path),
-                    run.provenance.clone(),
-                )?;
+                let (mut game, _) = open_cache(model, held_tokens, "heldout", held_name)?;
                 Game::values(&mut game, &masks).map_err(anyhow::Error::msg)?;
                 report(&format!(
                     "frontier: {name}'s {} plans on held-out {held_name}: {} masks run now ({:.0} s)",

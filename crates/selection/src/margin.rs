@@ -28,15 +28,12 @@ pub type WindowNlls = (Vec<usize>, Vec<f64>);
 /// measured, with its NLL per window): the other set of as many blocks with the lowest mean
 /// NLL, ties to the smaller set. `None` when the plan itself or any rival was not measured.
 pub fn runner_up(plan: &[usize], measured: &[WindowNlls]) -> Option<RunnerUp> {
-    let (_, plan_windows) = measured.iter().find(|(set, _)| set == plan)?;
-    // Each rival's mean NLL once (equal tokens per window: the mean of the windows' means).
+    let plan_windows = windows_of(measured, plan)?;
+    // Each rival's mean NLL once.
     let (set, windows, nll) = measured
         .iter()
         .filter(|(set, windows)| set.len() == plan.len() && set != plan && !windows.is_empty())
-        .map(|(set, windows)| {
-            let nll = windows.iter().sum::<f64>() / windows.len() as f64;
-            (set, windows, nll)
-        })
+        .map(|(set, windows)| (set, windows, mean(windows)))
         .filter(|(_, _, nll)| nll.is_finite())
         .min_by(|a, b| a.2.total_cmp(&b.2).then_with(|| a.0.cmp(b.0)))?;
     Some(RunnerUp {
@@ -50,17 +47,27 @@ pub fn runner_up(plan: &[usize], measured: &[WindowNlls]) -> Option<RunnerUp> {
 /// removes `plan`: its mean NLL and the standard error of the plan's increase over it, paired
 /// over the windows. `None` when either was not measured.
 pub fn full_model(plan: &[usize], measured: &[WindowNlls]) -> Option<FullModel> {
-    let windows_of = |set: &[usize]| {
-        measured
-            .iter()
-            .find(|(measured_set, windows)| measured_set == set && !windows.is_empty())
-            .map(|(_, windows)| windows)
-    };
-    let (plan_windows, full_windows) = (windows_of(plan)?, windows_of(&[])?);
+    let measured_windows =
+        |set: &[usize]| windows_of(measured, set).filter(|windows| !windows.is_empty());
+    let (plan_windows, full_windows) = (measured_windows(plan)?, measured_windows(&[])?);
     Some(FullModel {
-        nll: full_windows.iter().sum::<f64>() / full_windows.len() as f64,
+        nll: mean(full_windows),
         nll_increase_se: paired_standard_error(plan_windows, full_windows),
     })
+}
+
+/// The windows' NLLs of the set `set` among `measured`.
+fn windows_of<'a>(measured: &'a [WindowNlls], set: &[usize]) -> Option<&'a [f64]> {
+    measured
+        .iter()
+        .find(|(measured_set, _)| measured_set == set)
+        .map(|(_, windows)| windows.as_slice())
+}
+
+/// A set's mean NLL from its windows' (every window scores as many tokens, so the mean of their
+/// means is the set's).
+fn mean(windows: &[f64]) -> f64 {
+    windows.iter().sum::<f64>() / windows.len() as f64
 }
 
 /// Gives every measured plan its runner-up ([`runner_up`]) and the full model beside it

@@ -272,6 +272,11 @@ impl std::fmt::Display for PlanTable {
             "method", "k", "predicted", "nll", "ppl", "vs full ± se", "llm-evals", "margin ± se"
         )?;
         let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.4}"));
+        // A difference of NLLs, with its standard error when there is one.
+        let with_se = |difference: f64, se: Option<f64>| match se {
+            Some(se) => format!("{difference:.4} ± {se:.4}"),
+            None => format!("{difference:.4}"),
+        };
         let list = |blocks: &[u32]| {
             let names: Vec<String> = blocks.iter().map(u32::to_string).collect();
             if names.is_empty() {
@@ -283,20 +288,14 @@ impl std::fmt::Display for PlanTable {
         for row in &self.rows {
             let (margin, rival) = match (&row.runner_up, row.measured_nll) {
                 (Some(up), Some(nll)) => (
-                    match up.margin_se {
-                        Some(se) => format!("{:.4} ± {se:.4}", up.nll - nll),
-                        None => format!("{:.4}", up.nll - nll),
-                    },
+                    with_se(up.nll - nll, up.margin_se),
                     format!(" ({})", list(&up.removed_blocks)),
                 ),
                 _ => ("-".to_string(), String::new()),
             };
             // The NLL the plan adds to the full model's on the same tokens.
             let increase = match (&row.full_model, row.measured_nll) {
-                (Some(full), Some(nll)) => match full.nll_increase_se {
-                    Some(se) => format!("{:.4} ± {se:.4}", nll - full.nll),
-                    None => format!("{:.4}", nll - full.nll),
-                },
+                (Some(full), Some(nll)) => with_se(nll - full.nll, full.nll_increase_se),
                 _ => "-".to_string(),
             };
             writeln!(

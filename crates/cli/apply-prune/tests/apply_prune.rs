@@ -46,6 +46,34 @@ fn fail(args: &[&str], expected: &str, plan: &Path, folder: Option<&Path>) {
     }
 }
 
+/// The arguments of a run of `method` (one that measures while choosing) on the tiny model and
+/// `tokens`, writing `plan`, through `cache` when given.
+fn measuring_args(
+    method: &str,
+    k: &str,
+    tokens: &Path,
+    plan: &Path,
+    cache: Option<&Path>,
+) -> Vec<String> {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mut args = vec![
+        "--method".to_string(),
+        method.into(),
+        "--k".into(),
+        k.into(),
+        "--model".into(),
+        s(&fixture()),
+        "--tokens".into(),
+        s(tokens),
+        "--plan".into(),
+        s(plan),
+    ];
+    if let Some(cache) = cache {
+        args.extend(["--cache".to_string(), s(cache)]);
+    }
+    args
+}
+
 /// Deterministic token windows inside the fixture's vocabulary of 320.
 fn windows() -> Vec<Vec<u32>> {
     layerprune_tests::fixture_windows(12345, 3, 16)
@@ -803,27 +831,11 @@ fn scores_of_another_model_are_refused() {
 fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() {
     let dir = tempfile::tempdir().unwrap();
     let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let (model_s, tokens_s) = (s(&fixture()), s(&tokens));
     let cache = dir.path().join("cache.parquet");
     let run =
         |k: &str, name: &str, cache: Option<&Path>| -> (layerprune_tables::PlanTable, String) {
             let plan = dir.path().join(name);
-            let mut args = vec![
-                "--method".to_string(),
-                "adaptive".into(),
-                "--k".into(),
-                k.into(),
-                "--model".into(),
-                model_s.clone(),
-                "--tokens".into(),
-                tokens_s.clone(),
-                "--plan".into(),
-                s(&plan),
-            ];
-            if let Some(cache) = cache {
-                args.extend(["--cache".to_string(), s(cache)]);
-            }
+            let args = measuring_args("adaptive", k, &tokens, &plan, cache);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let output = apply_prune(&args);
             let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -909,20 +921,9 @@ fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() 
     .unwrap();
     let bytes = std::fs::read(&cache).unwrap();
     let refused = dir.path().join("refused.parquet");
-    let out = apply_prune(&[
-        "--method",
-        "adaptive",
-        "--k",
-        "2",
-        "--model",
-        &model_s,
-        "--tokens",
-        &s(&other_tokens),
-        "--cache",
-        &s(&cache),
-        "--plan",
-        &s(&refused),
-    ]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = measuring_args("adaptive", "2", &other_tokens, &refused, Some(&cache));
+    let out = apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -933,21 +934,9 @@ fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() 
     assert_eq!(std::fs::read(&cache).unwrap(), bytes);
 
     // The cache is never one of the inputs, and needs the model it keeps evaluations of.
+    let args = measuring_args("adaptive", "2", &tokens, &refused, Some(&tokens));
     fail(
-        &[
-            "--method",
-            "adaptive",
-            "--k",
-            "2",
-            "--model",
-            &model_s,
-            "--tokens",
-            &tokens_s,
-            "--cache",
-            &tokens_s,
-            "--plan",
-            &s(&refused),
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         "--cache",
         &refused,
         None,
@@ -982,27 +971,10 @@ fn a_run_waits_for_another_using_its_cache_then_reads_what_it_measured() {
 
     let dir = tempfile::tempdir().unwrap();
     let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let args = |plan: &Path, cache: &Path| {
-        vec![
-            "--method".to_string(),
-            "sleb".into(),
-            "--k".into(),
-            "2".into(),
-            "--model".into(),
-            s(&fixture()),
-            "--tokens".into(),
-            s(&tokens),
-            "--plan".into(),
-            s(plan),
-            "--cache".into(),
-            s(cache),
-        ]
-    };
     // The first run's cache, complete.
     let measured = dir.path().join("measured.parquet");
     let first_plan = dir.path().join("first.parquet");
-    let first: Vec<String> = args(&first_plan, &measured);
+    let first = measuring_args("sleb", "2", &tokens, &first_plan, Some(&measured));
     succeed(&first.iter().map(String::as_str).collect::<Vec<_>>());
 
     // The first run is still going: it holds the cache while the second starts.
@@ -1010,7 +982,13 @@ fn a_run_waits_for_another_using_its_cache_then_reads_what_it_measured() {
     let running = layerprune_core::FileLock::try_acquire(&cache).unwrap();
     let second_plan = dir.path().join("second.parquet");
     let mut child = Command::new(env!("CARGO_BIN_EXE_apply-prune"))
-        .args(args(&second_plan, &cache))
+        .args(measuring_args(
+            "sleb",
+            "2",
+            &tokens,
+            &second_plan,
+            Some(&cache),
+        ))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
