@@ -1,6 +1,7 @@
 # make prune MODEL=<Hugging Face folder or .gguf file> K=<blocks to remove>: your own model,
 # pruned by the recommended method in one command (docs/your-model.md). MAX_PPL_RATIO=<R> instead
-# of K removes as many blocks as keep the calibration perplexity within R times the full model's. Included by the
+# of K removes as many blocks as keep the calibration perplexity within R times the full model's
+# (MAX_PPL_RATIO_SE=<Z>: by Z standard errors of the calibration windows). Included by the
 # top-level Makefile after pipelines/layerprune.mk, whose text sources (CALIB_*, EVAL_*, SEQ_LEN,
 # SEED: the demo's defaults, LAMBADA passages unless CALIB_TEXT / EVAL_TEXT), EVALUATE_FLAGS
 # (DEVICE, THREADS) and method row (PLAN_ARGS_adaptive, with ADAPTIVE_BUDGET) it uses.
@@ -11,7 +12,8 @@
 #   evaluations-calib.parquet     every mask measured on them, kept for the next K or ratio
 #   tokens-eval.parquet           held-out tokens; full-eval.parquet: the full model on them
 #   k<K>/plan-calibration.parquet the adaptive plan, measured on the calibration tokens (with
-#                                 MAX_PPL_RATIO=R the folder is ratio<R>/, here and below)
+#                                 MAX_PPL_RATIO=R the folder is ratio<R>/, with
+#                                 MAX_PPL_RATIO_SE=Z ratio<R>-se<Z>/, here and below)
 #   k<K>/plan.parquet             the same plan, measured on the held-out tokens
 #   k<K>/pruned/                  the pruned layered ONNX folder; pruned-eval.parquet: its evaluation
 #   k<K>/pruned-hf/               the pruned Hugging Face checkpoint (tools/export/prune_hf.py)
@@ -25,6 +27,7 @@
 MODEL ?=
 K ?=
 MAX_PPL_RATIO ?=
+MAX_PPL_RATIO_SE ?=
 # The run's name and folder; PRUNE_EXPORT_FLAGS are added to export_layered.py (e.g. --dtype bf16),
 # PRUNE_GENERATOR_FLAGS to export_generator.py (e.g. --dtype fp16; its default is fp32).
 PRUNE_NAME ?= $(patsubst %.gguf,%,$(notdir $(patsubst %/,%,$(MODEL))))
@@ -47,8 +50,9 @@ PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
 # whenever the calibration tokens are made again (they, or the model, changed).
 PRUNE_CACHE = $(PRUNE_OUT)/evaluations-calib.parquet
 # What chooses how many blocks go (K, or the most within MAX_PPL_RATIO), and the plan's folder.
-PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(MAX_PPL_RATIO),k$(K))
-PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),--max-ppl-ratio $(MAX_PPL_RATIO),--k $(K))
+PRUNE_RATIO_FLAGS = --max-ppl-ratio $(MAX_PPL_RATIO)$(if $(MAX_PPL_RATIO_SE), --max-ppl-ratio-se $(MAX_PPL_RATIO_SE))
+PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(MAX_PPL_RATIO)$(if $(MAX_PPL_RATIO_SE),-se$(MAX_PPL_RATIO_SE)),k$(K))
+PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS),--k $(K))
 PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 # The recommended method's arguments. With MAX_PPL_RATIO and no ADAPTIVE_BUDGET of the user's,
 # apply-prune's own default for that search (half of SLEB's cost for each k tried) rather than
@@ -82,7 +86,13 @@ endif
 ifneq ($(shell printf '%s' '$(MAX_PPL_RATIO)' | grep -Ex '[0-9]+(\.[0-9]+)?' | awk '$$1 > 1'),$(MAX_PPL_RATIO))
 $(error make prune: MAX_PPL_RATIO='$(MAX_PPL_RATIO)' must be a number above 1: the calibration perplexity allowed, as a multiple of the full model's (1.5 = 50 % higher))
 endif
+ifneq ($(shell printf '%s' '$(MAX_PPL_RATIO_SE)' | grep -Ex '[0-9]+(\.[0-9]+)?'),$(MAX_PPL_RATIO_SE))
+$(error make prune: MAX_PPL_RATIO_SE='$(MAX_PPL_RATIO_SE)' must be a number of standard errors, 0 or more (2: the ratio met by two standard errors of the calibration windows))
+endif
 else
+ifneq ($(strip $(MAX_PPL_RATIO_SE)),)
+$(error make prune: MAX_PPL_RATIO_SE is a margin on MAX_PPL_RATIO; set MAX_PPL_RATIO=ratio too)
+endif
 ifeq ($(strip $(K)),)
 $(error make prune: set K=number of blocks to remove, or MAX_PPL_RATIO=ratio to remove as many as keep the calibration perplexity within that multiple of the full model's)
 endif
@@ -165,7 +175,7 @@ PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $
 prune: ort $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
-	  --source $(MODEL) $(if $(MAX_PPL_RATIO),--max-ppl-ratio $(MAX_PPL_RATIO))
+	  --source $(MODEL) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS))
 	$(if $(PRUNE_GENERATOR_OUT),@echo "  $(PRUNE_GENERATOR_NOTE)")
 
 .PHONY: prune

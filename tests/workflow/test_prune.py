@@ -114,7 +114,7 @@ def setup(tmp_path):
 def make_env():
     """No variables of an enclosing make (`make test-workflow` passes its own) and no MODEL, K or
     MAX_PPL_RATIO."""
-    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MODEL", "K", "MAX_PPL_RATIO"}
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MODEL", "K", "MAX_PPL_RATIO", "MAX_PPL_RATIO_SE"}
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
@@ -193,6 +193,16 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     _, lines = setup["make"](base[0], "MAX_PPL_RATIO=2", base[2], "ADAPTIVE_BUDGET=sleb")
     assert [line[0] for line in lines][:2] == ["apply-prune", "apply-prune"]
     assert arg(lines[0], "--budget") == "sleb" and arg(lines[0], "--max-ppl-ratio") == "2"
+    # A margin of standard errors: passed to the search and the summary, in a folder of its own.
+    _, lines = setup["make"](*base, "MAX_PPL_RATIO_SE=2")
+    (choose,) = calls(lines, "apply-prune", "adaptive", "--max-ppl-ratio")
+    assert arg(choose, "--max-ppl-ratio") == "1.5" and arg(choose, "--max-ppl-ratio-se") == "2"
+    assert arg(choose, "--plan") == f"{out}/ratio1.5-se2/plan-calibration.parquet"
+    (summary,) = calls(lines, "report.py")
+    assert arg(summary, "--plan-dir") == f"{out}/ratio1.5-se2" and arg(summary, "--max-ppl-ratio-se") == "2"
+    # Without it the ratio's own folder is still done.
+    _, again = setup["make"](*base)
+    assert [line[0] for line in again] == ["report.py"], again
 
 
 def test_changed_settings_redo_what_they_affect(setup):
@@ -278,6 +288,9 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
     (["MODEL={hf}", "K=2", "MAX_PPL_RATIO=1.5"], "not both"),
     (["MODEL={hf}", "MAX_PPL_RATIO=1"], "must be a number above 1"),
     (["MODEL={hf}", "MAX_PPL_RATIO=1.5x"], "must be a number above 1"),
+    (["MODEL={hf}", "K=2", "MAX_PPL_RATIO_SE=2"], "set MAX_PPL_RATIO=ratio too"),
+    (["MODEL={hf}", "MAX_PPL_RATIO=1.5", "MAX_PPL_RATIO_SE=-1"], "must be a number of standard errors"),
+    (["MODEL={hf}", "MAX_PPL_RATIO=1.5", "MAX_PPL_RATIO_SE=two"], "must be a number of standard errors"),
 ])
 def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
     args = [a.format(hf=setup["hf"], tmp=setup["tmp"]) for a in args]

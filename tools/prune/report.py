@@ -8,7 +8,7 @@ closing summary.
       the two manifests: the full model's block count and the pruned one's `original_index`es.
       Standard library only.
 
-  report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--max-ppl-ratio R]
+  report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
       exporter's environment). The plan folder holds one adaptive plan: K blocks asked for
       (`kK/`), or as many as the calibration perplexity ratio R allowed (`ratioR/`).
@@ -173,8 +173,10 @@ def summary(args):
     print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by adaptive removal "
           f"({calibration['llm_evaluations']} LLM evaluations on the calibration text to choose them)")
     if args.max_ppl_ratio is not None:
+        margin = (f" by {args.max_ppl_ratio_se} standard errors of its windows (MAX_PPL_RATIO_SE)"
+                  if args.max_ppl_ratio_se is not None else "")
         print(f"  the most blocks whose plan keeps the calibration perplexity within {args.max_ppl_ratio}x the "
-              "full model's (MAX_PPL_RATIO)")
+              f"full model's (MAX_PPL_RATIO){margin}")
     print(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
     heldout_ratio = (ratio_text(plan) if ratio_interval(plan)
                      else f"{after['ppl'] / before['ppl']:.3f}x")
@@ -224,6 +226,7 @@ def main(argv=None):
     report.add_argument("--run", type=Path, required=True)
     report.add_argument("--plan-dir", type=Path, required=True, help="the run's k<K>/ or ratio<R>/ folder")
     report.add_argument("--max-ppl-ratio", help="the ratio the plan was chosen within, if it was")
+    report.add_argument("--max-ppl-ratio-se", help="the margin in standard errors it was chosen with, if any")
     report.add_argument("--source", required=True)
     args = parser.parse_args(argv)
     {"llama-cpp": llama_cpp, "summary": summary}[args.command](args)

@@ -24,6 +24,14 @@ pub trait Game {
     /// The value of each mask, in the order given.
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError>;
 
+    /// The value of a mask this game has already valued, on each of the equal parts its value
+    /// is the mean of — for the LLM, minus the mean NLL of each calibration window — or `None`
+    /// where the game has no such parts or has not valued the mask. What the precision of a
+    /// value (a standard error over the windows) is computed from, at no evaluation.
+    fn window_values(&self, _mask: &Mask) -> Option<Vec<f64>> {
+        None
+    }
+
     /// The value of one mask.
     fn value(&mut self, mask: &Mask) -> Result<f64, GameError> {
         let values = self.values(std::slice::from_ref(mask))?;
@@ -59,6 +67,9 @@ impl<G: Game + ?Sized> Game for &mut G {
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
         (**self).values(masks)
     }
+    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+        (**self).window_values(mask)
+    }
 }
 
 impl<G: Game + ?Sized> Game for Box<G> {
@@ -67,6 +78,9 @@ impl<G: Game + ?Sized> Game for Box<G> {
     }
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
         (**self).values(masks)
+    }
+    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+        (**self).window_values(mask)
     }
 }
 
@@ -166,6 +180,10 @@ impl<G: Game> Game for CountingGame<G> {
         self.seen.extend(masks.iter().cloned());
         Ok(values)
     }
+
+    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+        self.inner.window_values(mask)
+    }
 }
 
 /// Wraps a game and remembers every value it returned, so a mask asked for again (by another
@@ -226,12 +244,64 @@ impl<G: Game> Game for CachedGame<G> {
         }
         Ok(masks.iter().map(|m| self.values[m]).collect())
     }
+
+    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+        self.inner.window_values(mask)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::synthetic::AdditiveGame;
+
+    /// An additive game measured on two windows, one a unit below the value, one above.
+    struct Windowed(AdditiveGame);
+
+    impl Game for Windowed {
+        fn num_players(&self) -> usize {
+            self.0.num_players()
+        }
+        fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+            self.0.values(masks)
+        }
+        fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+            let value = AdditiveGame::new(vec![1.0, 2.0, 4.0], 0.0)
+                .value(mask)
+                .ok()?;
+            Some(vec![value - 1.0, value + 1.0])
+        }
+    }
+
+    #[test]
+    fn every_wrapper_passes_the_windows_through() {
+        let mask: Mask = "101".parse().unwrap();
+        let expected = Some(vec![4.0, 6.0]);
+        let windowed = || Windowed(AdditiveGame::new(vec![1.0, 2.0, 4.0], 0.0));
+        fn through<G: Game>(game: G, mask: &Mask) -> Option<Vec<f64>> {
+            game.window_values(mask)
+        }
+        let mut plain = windowed();
+        assert_eq!(through(&mut plain, &mask), expected);
+        assert_eq!(through(Box::new(windowed()), &mask), expected);
+        assert_eq!(CountingGame::new(windowed()).window_values(&mask), expected);
+        let mut cached = CachedGame::new(CountingGame::new(windowed()));
+        cached.value(&mask).unwrap();
+        assert_eq!(cached.window_values(&mask), expected);
+        // The players' game lifts its mask onto the blocks first: player 1 is block 2.
+        let players = crate::Players::new(3, &[1]).unwrap();
+        let on_players = crate::PlayerGame::new(windowed(), players).unwrap();
+        assert_eq!(
+            on_players.window_values(&"11".parse().unwrap()),
+            Some(vec![6.0, 8.0])
+        );
+        assert_eq!(on_players.window_values(&"111".parse().unwrap()), None);
+        // A game without windows has none.
+        assert_eq!(
+            AdditiveGame::new(vec![1.0], 0.0).window_values(&"1".parse().unwrap()),
+            None
+        );
+    }
 
     #[test]
     fn recorded_game_replays_and_refuses_unknown_masks() {

@@ -273,6 +273,12 @@ impl<G: Game> Game for PlayerGame<G> {
             .collect::<Result<Vec<_>, GameError>>()?;
         self.inner.values(&block_masks)
     }
+
+    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+        mask.check_len(self.players.len()).ok()?;
+        self.inner
+            .window_values(&self.players.lift_onto(&self.base, mask))
+    }
 }
 
 #[cfg(test)]

@@ -198,4 +198,11 @@ impl Game for CachedLlm {
             .map(|mask| -self.table.rows[self.index[mask]].nll)
             .collect())
     }
+
+    /// Minus each calibration window's mean NLL, as the value is minus their mean; `None` for a
+    /// mask not measured, or read from a cache written before tables kept windows.
+    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+        let windows = self.row(mask)?.window_nlls.as_ref()?;
+        Some(windows.iter().map(|nll| -nll).collect())
+    }
 }

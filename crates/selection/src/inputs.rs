@@ -18,7 +18,7 @@ use layerprune_tables::{
 use crate::frontier::Budget;
 use crate::{
     choose_plans, measure_plans, scores_from_table, BlockScores, FittedOn, Plan, PlanInputs,
-    PlanMethod, PlanOptions,
+    PlanMethod, PlanOptions, RatioTarget,
 };
 
 /// The files a plan is chosen from, and what to take from them.
@@ -60,7 +60,7 @@ pub struct PlanSettings {
     pub permutation_pairs: usize,
     pub budget: Budget,
     /// Instead of `ks`: the most blocks removed within this calibration perplexity ratio.
-    pub max_ppl_ratio: Option<f64>,
+    pub ratio_target: Option<RatioTarget>,
     pub seed: u64,
 }
 
@@ -302,7 +302,7 @@ impl LoadedPlanInputs {
             random_starts: settings.random_starts,
             permutation_pairs: settings.permutation_pairs,
             budget: settings.budget,
-            max_ppl_ratio: settings.max_ppl_ratio,
+            ratio_target: settings.ratio_target,
             seed: settings.seed,
         };
         let mut inputs = PlanInputs {
@@ -387,7 +387,7 @@ mod tests {
             random_starts: 16,
             permutation_pairs: 512,
             budget: Budget::OfSleb(1.0),
-            max_ppl_ratio: None,
+            ratio_target: None,
             seed: 0,
         }
     }

@@ -59,7 +59,8 @@ pub use select::{
 };
 pub use sleb::{sleb, SlebResult};
 pub use target::{
-    adaptive_chooser, largest_within, sleb_chooser, PlanFor, PlanOf, TargetProbe, TargetSearch,
+    adaptive_chooser, largest_within, sleb_chooser, PlanFor, PlanOf, RatioTarget, TargetProbe,
+    TargetSearch,
 };
 
 use layerprune_core::GameError;

@@ -16,8 +16,8 @@ use crate::frontier::{Budget, RECOMMENDED};
 use crate::target::{adaptive_chooser, sleb_chooser};
 use crate::{
     adaptive_removal, best_angular_run, iterative_removal, largest_within, one_shot,
-    removable_blocks, sleb, surrogate_search, AdaptiveOptions, BlockScores, SearchOptions,
-    SelectionError, SurrogateShapley,
+    removable_blocks, sleb, surrogate_search, AdaptiveOptions, BlockScores, RatioTarget,
+    SearchOptions, SelectionError, SurrogateShapley,
 };
 
 /// How the blocks to delete are chosen.
@@ -188,11 +188,11 @@ pub struct PlanOptions {
     /// Antithetic permutation pairs per Shapley computation of a surrogate without a closed
     /// form.
     pub permutation_pairs: usize,
-    /// Adaptive: LLM evaluations per k, at most (with `max_ppl_ratio`: per k probed).
+    /// Adaptive: LLM evaluations per k, at most (with `ratio_target`: per k probed).
     pub budget: Budget,
-    /// Instead of `ks`: the most blocks removed whose calibration perplexity stays within this
-    /// many times the full model's (SLEB and adaptive only).
-    pub max_ppl_ratio: Option<f64>,
+    /// Instead of `ks`: the most blocks removed whose calibration perplexity stays within a
+    /// multiple of the full model's (SLEB and adaptive only).
+    pub ratio_target: Option<RatioTarget>,
     pub seed: u64,
 }
 
@@ -208,7 +208,7 @@ fn needs(method: PlanMethod, what: &str) -> SelectionError {
     SelectionError::BadOption(format!("--method {method} needs {what}"))
 }
 
-/// One plan per k of `options.ks` by `method`, or with `options.max_ppl_ratio` the one plan
+/// One plan per k of `options.ks` by `method`, or with `options.ratio_target` the one plan
 /// with the most blocks removed within that ratio ([`largest_within`]); plans that ran on the
 /// model come back measured. With a surrogate, every plan also gets its predicted value.
 pub fn choose_plans(
@@ -217,8 +217,8 @@ pub fn choose_plans(
     options: &PlanOptions,
 ) -> Result<Vec<Plan>, SelectionError> {
     let bad = |text: &str| Err(SelectionError::BadOption(text.into()));
-    let mut plans = match (options.max_ppl_ratio, options.ks.is_empty()) {
-        (Some(ratio), true) => vec![plan_within(method, inputs, options, ratio)?],
+    let mut plans = match (&options.ratio_target, options.ks.is_empty()) {
+        (Some(target), true) => vec![plan_within(method, inputs, options, target)?],
         (Some(_), false) => return bad("give --k or --max-ppl-ratio, not both"),
         (None, true) if method == PlanMethod::FromPlan => every_earlier_plan(inputs, options)?,
         (None, true) => return bad("--k needs at least one number of blocks to remove"),
@@ -235,14 +235,14 @@ pub fn choose_plans(
 }
 
 /// The plan with the most blocks removed whose calibration perplexity stays within
-/// `max_ppl_ratio` times the full model's, by SLEB or adaptive removal (each k it probes with
+/// the target's ratio times the full model's (by its margin), by SLEB or adaptive removal (each k it probes with
 /// `options.budget`); it costs every distinct mask the search asked for. No block that can go
 /// within the ratio is an error that says what the least harmful single removal gives.
 fn plan_within(
     method: PlanMethod,
     inputs: &mut PlanInputs<'_>,
     options: &PlanOptions,
-    max_ppl_ratio: f64,
+    target: &RatioTarget,
 ) -> Result<Plan, SelectionError> {
     if !method.measures_while_choosing() {
         return Err(ratio_needs_measuring(method));
@@ -253,17 +253,23 @@ fn plan_within(
         .ok_or_else(|| needs(method, "--model and --tokens"))?;
     let fixed = &options.fixed;
     let search = if method == PlanMethod::Sleb {
-        largest_within(game, fixed, max_ppl_ratio, &mut sleb_chooser(fixed))?
+        largest_within(game, fixed, target, &mut sleb_chooser(fixed))?
     } else {
         let mut chooser = adaptive_chooser(fixed, options.budget);
-        largest_within(game, fixed, max_ppl_ratio, &mut chooser)?
+        largest_within(game, fixed, target, &mut chooser)?
     };
     let Some(chosen) = search.chosen() else {
         let least = &search.probes[0];
         return Err(SelectionError::BadOption(format!(
-            "no block can be removed within a perplexity ratio of {max_ppl_ratio}: removing the \
-             least harmful block alone (block {}) multiplies the calibration perplexity by {:.4}",
-            least.removed_blocks[0], least.ppl_ratio
+            "no block can be removed within {target}: removing the least harmful block alone \
+             (block {}) multiplies the calibration perplexity by {:.4}{}",
+            least.removed_blocks[0],
+            least.ppl_ratio,
+            least
+                .nll_increase_se
+                .filter(|_| target.standard_errors > 0.0)
+                .map(|se| format!(" (standard error of the NLL increase {se:.4})"))
+                .unwrap_or_default()
         )));
     };
     let name = if method == PlanMethod::Sleb {

@@ -6,7 +6,7 @@ use layerprune_selection::frontier::Budget;
 use layerprune_selection::{
     adaptive_chooser, adaptive_greedy_budget, adaptive_min_budget, adaptive_removal,
     largest_within, sleb, sleb_chooser, sleb_cost, AdaptiveOptions, AdaptiveStart, AdaptiveStop,
-    SelectionError, TargetSearch,
+    RatioTarget, SelectionError, TargetSearch,
 };
 use layerprune_shapley::synthetic::TripleGame;
 
@@ -246,8 +246,15 @@ fn the_ratio_search_at_half_sleb_cost_per_k_removes_as_many_blocks_as_slebs_for_
         let ratio = (full - optimum).exp() * (1.0 + 1e-9);
         let mut by_adaptive = adaptive_chooser(&[], Budget::default_per_k(true));
         let found = |search: &TargetSearch| search.chosen().map_or(0, |p| p.k);
-        let by_sleb = largest_within(&mut game, &[], ratio, &mut sleb_chooser(&[])).unwrap();
-        let by_adaptive = largest_within(&mut game, &[], ratio, &mut by_adaptive).unwrap();
+        let by_sleb = largest_within(
+            &mut game,
+            &[],
+            &RatioTarget::new(ratio),
+            &mut sleb_chooser(&[]),
+        )
+        .unwrap();
+        let by_adaptive =
+            largest_within(&mut game, &[], &RatioTarget::new(ratio), &mut by_adaptive).unwrap();
         // Nothing beats the optimum at k: more blocks within would need a better plan.
         assert!(found(&by_sleb) <= k && found(&by_adaptive) <= k);
         sleb_found += usize::from(found(&by_sleb) == k);

@@ -197,7 +197,7 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
         random_starts: 0,
         permutation_pairs: 64,
         budget: Budget::OfSleb(1.0),
-        max_ppl_ratio: None,
+        ratio_target: None,
         seed: 0,
     };
     let mut plans = choose_plans(PlanMethod::OneShot, &mut inputs, &options).unwrap();

@@ -21,7 +21,7 @@ use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, PlanFiles, PlanSettings};
 use layerprune_selection::plans::ratio_needs_measuring;
-use layerprune_selection::PlanMethod;
+use layerprune_selection::{PlanMethod, RatioTarget};
 use layerprune_tables::{write_plans, Provenance};
 
 #[derive(Parser, Debug)]
@@ -76,6 +76,13 @@ struct Args {
     /// mask the search measured.
     #[arg(long, value_parser = parse_ppl_ratio)]
     max_ppl_ratio: Option<f64>,
+    /// With --max-ppl-ratio: the ratio must be met by this many standard errors of the NLL
+    /// increase over the calibration windows (e.g. 2), not only as measured on this draw of the
+    /// calibration text; 0, the default, takes the measured ratio.
+    // Checked in `config`: clap's `requires` lets it through with --k, which conflicts with
+    // --max-ppl-ratio.
+    #[arg(long, value_parser = parse_standard_errors)]
+    max_ppl_ratio_se: Option<f64>,
     /// Blocks never removed (e.g. 0), besides the fixed blocks recorded in --scores and
     /// --surrogate.
     #[arg(long, value_delimiter = ',')]
@@ -152,6 +159,16 @@ fn parse_ppl_ratio(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_standard_errors(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(z) if z.is_finite() && z >= 0.0 => Ok(z),
+        _ => Err(format!(
+            "{text:?} is not a number of standard errors: a number, 0 or more (2: the ratio met \
+             by two standard errors of the calibration windows)"
+        )),
+    }
+}
+
 /// An estimator name as written in score tables; an old spelling of the shapley stage's is
 /// translated, with a note.
 fn parse_estimator(text: &str) -> Result<String, String> {
@@ -187,6 +204,9 @@ fn config(args: &Args) -> Result<Config> {
         allow_mixed_inputs: args.allow_mixed_inputs,
     };
     let method = files.method(args.method)?;
+    if args.max_ppl_ratio_se.is_some() && args.max_ppl_ratio.is_none() {
+        bail!("--max-ppl-ratio-se is a margin on --max-ppl-ratio; it needs --max-ppl-ratio");
+    }
     if args.max_ppl_ratio.is_some() && !method.measures_while_choosing() {
         return Err(ratio_needs_measuring(method).into());
     }
@@ -222,7 +242,10 @@ fn config(args: &Args) -> Result<Config> {
         budget: args
             .budget
             .unwrap_or_else(|| Budget::default_per_k(args.max_ppl_ratio.is_some())),
-        max_ppl_ratio: args.max_ppl_ratio,
+        ratio_target: args.max_ppl_ratio.map(|max_ppl_ratio| RatioTarget {
+            max_ppl_ratio,
+            standard_errors: args.max_ppl_ratio_se.unwrap_or(0.0),
+        }),
         seed: args.seed,
     };
     Ok(Config {

@@ -629,6 +629,99 @@ fn a_perplexity_ratio_chooses_k_and_writes_that_plan() {
     }
 }
 
+/// `--max-ppl-ratio-se z`: the plan's NLL increase plus z standard errors (paired over the
+/// calibration windows) must be within the ratio. On the tiny model with blocks 0, 1, 2 and 5
+/// fixed only block 4 can go within 1.05; a margin below its slack keeps it, one above removes
+/// it, and the plan table's standard error is the one the windows give.
+#[test]
+fn a_ratio_with_a_margin_of_standard_errors_is_met_beyond_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s) = (s(&fixture()), s(&tokens));
+    let full = window_nlls(&fixture(), &Mask::full(6));
+    let alone = window_nlls(&fixture(), &Mask::from_removed(6, &[4]).unwrap());
+    let increases: Vec<f64> = alone.iter().zip(&full).map(|(a, f)| a - f).collect();
+    let n = increases.len() as f64;
+    let loss = increases.iter().sum::<f64>() / n;
+    let se = (increases.iter().map(|d| (d - loss).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+    let slack = (1.05f64.ln() - loss) / se;
+    assert!(loss > 0.0 && se > 0.0 && slack > 0.0, "{loss} {se}");
+
+    let plan = dir.path().join("plan.parquet");
+    let run = |method: &str, z: f64| {
+        let z = format!("{z}");
+        vec![
+            "--method",
+            method,
+            "--max-ppl-ratio",
+            "1.05",
+            "--max-ppl-ratio-se",
+            &z,
+            "--fixed",
+            "0,1,2,5",
+            "--model",
+            &model_s,
+            "--tokens",
+            &tokens_s,
+            "--plan",
+            &s(&plan),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    for method in ["sleb", "adaptive"] {
+        let args = run(method, slack / 2.0);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        succeed(&args);
+        let row = read_plans(&plan).unwrap().rows.remove(0);
+        assert_eq!(row.removed_blocks, vec![4], "{row:?}");
+        let recorded = row.full_model.as_ref().unwrap().nll_increase_se.unwrap();
+        assert!((recorded - se).abs() < 1e-9, "{recorded} against {se}");
+        std::fs::remove_file(&plan).unwrap();
+
+        let args = run(method, slack * 2.0);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fail(
+            &args,
+            "no block can be removed within a perplexity ratio of 1.05 by",
+            &plan,
+            None,
+        );
+    }
+
+    // A margin without a ratio, or not a number of standard errors: refused, nothing written.
+    let base = [
+        "--method",
+        "sleb",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--plan",
+        &s(&plan),
+    ];
+    for (extra, expected) in [
+        (
+            vec!["--k", "1", "--max-ppl-ratio-se", "2"],
+            "--max-ppl-ratio",
+        ),
+        (
+            vec!["--max-ppl-ratio", "1.5", "--max-ppl-ratio-se=-1"],
+            "not a number of standard errors",
+        ),
+        (
+            vec!["--max-ppl-ratio", "1.5", "--max-ppl-ratio-se", "NaN"],
+            "not a number of standard errors",
+        ),
+    ] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(extra);
+        fail(&args, expected, &plan, None);
+    }
+}
+
 #[test]
 fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
