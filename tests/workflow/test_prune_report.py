@@ -63,3 +63,9 @@ def test_the_target_ratio_is_settled_only_beyond_two_standard_errors():
     assert "over 1.4x" in report.target_lines(row, 1.4)[0]
     # Nothing to say without a standard error.
     assert report.target_lines({**row, "nll_increase_se": None}, 1.5) == []
+
+
+def test_the_heading_names_the_margin_only_when_one_was_asked():
+    assert report.target_heading("1.5").endswith("within 1.5x the full model's (MAX_PPL_RATIO)")
+    line = report.target_heading("1.5", "2")
+    assert line.endswith("(MAX_PPL_RATIO) by 2 standard errors of its windows (MAX_PPL_RATIO_SE)")

@@ -133,6 +133,14 @@ def ratio_text(plan: dict):
     return f"{ratio:.3f}x{spread}"
 
 
+def target_heading(max_ratio, standard_errors=None):
+    """What the plan was chosen for: the ratio, and the margin of standard errors if one was asked."""
+    margin = (f" by {standard_errors} standard errors of its windows (MAX_PPL_RATIO_SE)"
+              if standard_errors is not None else "")
+    return (f"  the most blocks whose plan keeps the calibration perplexity within {max_ratio}x the full "
+            f"model's (MAX_PPL_RATIO){margin}")
+
+
 def target_lines(calibration: dict, max_ratio: float):
     """Whether the calibration windows settle that the plan is within the ratio asked for."""
     found = ratio_interval(calibration)
@@ -173,10 +181,7 @@ def summary(args):
     print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by adaptive removal "
           f"({calibration['llm_evaluations']} LLM evaluations on the calibration text to choose them)")
     if args.max_ppl_ratio is not None:
-        margin = (f" by {args.max_ppl_ratio_se} standard errors of its windows (MAX_PPL_RATIO_SE)"
-                  if args.max_ppl_ratio_se is not None else "")
-        print(f"  the most blocks whose plan keeps the calibration perplexity within {args.max_ppl_ratio}x the "
-              f"full model's (MAX_PPL_RATIO){margin}")
+        print(target_heading(args.max_ppl_ratio, args.max_ppl_ratio_se))
     print(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
     heldout_ratio = (ratio_text(plan) if ratio_interval(plan)
                      else f"{after['ppl'] / before['ppl']:.3f}x")
