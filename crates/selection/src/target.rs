@@ -82,9 +82,13 @@ impl RatioTarget {
     }
 
     /// Whether an NLL increase `loss` with standard error `se` meets the target (a NaN loss, a
-    /// diverged model, never does).
+    /// diverged model, never does; without a margin the standard error plays no part).
     fn met(&self, loss: f64, se: Option<f64>) -> bool {
-        loss + self.standard_errors * se.unwrap_or(0.0) <= self.max_ppl_ratio.ln()
+        let margin = match se {
+            Some(se) if self.standard_errors > 0.0 => self.standard_errors * se,
+            _ => 0.0,
+        };
+        loss + margin <= self.max_ppl_ratio.ln()
     }
 }
 
@@ -204,9 +208,9 @@ pub fn largest_within(
         if se.is_none() && target.standard_errors > 0.0 {
             return Err(SelectionError::BadOption(format!(
                 "a perplexity ratio with a margin of standard errors needs each calibration \
-                 window's value of every plan probed, and the game has none for the plan \
-                 removing blocks {removed:?} (an evaluation cache written before tables kept \
-                 windows has none: remove it)"
+                 window's value of every plan probed, at least two windows, and the game has \
+                 none (or one) for the plan removing blocks {removed:?} (an evaluation cache \
+                 written before tables kept windows has none: remove it)"
             )));
         }
         Ok(se)
