@@ -74,4 +74,29 @@ frontier-windows-docs: $(FRONTIER_WINDOWS_TABLE)
 	cp $(FRONTIER_RUN)-w20/frontier.csv docs/results/frontier-w20$(FRONTIER_DOCS_SUFFIX).csv
 	cp $(FRONTIER_RUN)-w40/frontier.csv docs/results/frontier-w40$(FRONTIER_DOCS_SUFFIX).csv
 
-.PHONY: frontier frontier-docs frontier-windows frontier-windows-docs
+# make frontier-pairs (after make frontier): whether the frontier's held-out differences between
+# methods are more than the held-out windows' noise. Every plan of FRONTIER_PAIRS_CSV is evaluated
+# on each held-out text with each window's NLL, then each method's plans are paired with SLEB's
+# window by window (tools/report/frontier_pairs.py; docs/results.md). FRONTIER_PAIRS_CSV may be
+# the committed docs/results/frontier.csv, whose held-out token tables `make frontier` made.
+FRONTIER_PAIRS_CSV ?= $(FRONTIER_RUN)/frontier.csv
+FRONTIER_PAIRS_TABLE = $(FRONTIER_RUN)/frontier-pairs.md
+FRONTIER_PAIRS_TEXTS = $(patsubst heldout-%.parquet,%,$(notdir $(FRONTIER_HELDOUT)))
+
+$(FRONTIER_RUN)/pairs-%.parquet: $(FRONTIER_PAIRS_CSV) $(FRONTIER_RUN)/heldout-%.parquet \
+  | $(BIN)/evaluate $(ORT_LIB) $(VENV_REPORT)/.complete
+	$(VENV_REPORT)/bin/python tools/report/frontier_pairs.py masks $(FRONTIER_PAIRS_CSV) \
+	  --manifest $(MODEL_DIR)/manifest.json > $@.masks
+	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(FRONTIER_RUN)/heldout-$*.parquet $(EVALUATE_FLAGS) \
+	  $$(cat $@.masks) --out $@ --overwrite --quiet
+	rm -f $@.masks
+
+frontier-pairs: $(foreach t,$(FRONTIER_PAIRS_TEXTS),$(FRONTIER_RUN)/pairs-$(t).parquet) | $(VENV_REPORT)/.complete
+	$(VENV_REPORT)/bin/python tools/report/frontier_pairs.py table $(FRONTIER_PAIRS_CSV) \
+	  $(foreach t,$(FRONTIER_PAIRS_TEXTS),--heldout $(t)=$(FRONTIER_RUN)/pairs-$(t).parquet) --out $(FRONTIER_PAIRS_TABLE)
+
+frontier-pairs-docs: $(FRONTIER_PAIRS_TABLE)
+	mkdir -p docs/results
+	cp $(FRONTIER_PAIRS_TABLE) docs/results/$(FRONTIER_DOCS_NAME)-pairs.md
+
+.PHONY: frontier frontier-docs frontier-windows frontier-windows-docs frontier-pairs frontier-pairs-docs

@@ -226,3 +226,66 @@ def test_the_written_model_comes_with_its_ratio_to_the_full_model(tmp_path):
                          check=True, capture_output=True, text=True).stdout
     # exp(0.4) = 1.492, exp(0.3) = 1.350, exp(0.5) = 1.649.
     assert "evaluated on its own; 1.492x; 1.350-1.649x at two standard errors over its windows)" in out
+
+
+def write_windows(path: Path, plans):
+    """An evaluation table of (removed blocks, NLL of each window) rows, as evaluate writes it."""
+    columns = {
+        "kept": pa.array([[b not in removed for b in range(NUM_BLOCKS)] for removed, _ in plans],
+                         pa.list_(pa.bool_())),
+        "nll": [sum(w) / len(w) for _, w in plans],
+        "window_nll": pa.array([w for _, w in plans], pa.list_(pa.float64())),
+    }
+    pq.write_table(pa.table(columns), path)
+
+
+def test_frontier_pairs_tells_a_difference_from_the_windows_noise(tmp_path):
+    import math
+
+    base = [2.0, 3.0, 2.5, 3.5]
+    windows = {
+        (4, 5): base,                                   # SLEB's plan on both sets
+        (3, 5): [w - 0.1 for w in base],                # better on every window: beyond 2 se
+        (2, 5): [w + d for w, d in zip(base, [0.3, -0.3, 0.3, -0.29])],  # a tie
+        (0, 1): [w + 1.0 for w in base],                # e times the perplexity
+    }
+    ppl = {removed: math.exp(sum(w) / len(w)) for removed, w in windows.items()}
+    rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "")]
+    for s, adaptive, loo in [("c0", (3, 5), (2, 5)), ("c1", (4, 5), (2, 5))]:
+        rows += [("sleb", 2, s, 10, "4 5", 25.0, ppl[(4, 5)], "false", ""),
+                 ("adaptive", 2, s, 6, " ".join(map(str, adaptive)), 25.0, ppl[adaptive], "true", 6),
+                 ("leave-one-out", 2, s, 7, " ".join(map(str, loo)), 26.0, ppl[loo], "false", ""),
+                 ("reverse", 2, s, 1, "0 1", 90.0, ppl[(0, 1)], "false", "")]
+    write_frontier(tmp_path / "frontier.csv", rows)
+    (tmp_path / "manifest.json").write_text('{"num_blocks": 6}')
+    masks = subprocess.run([sys.executable, str(REPORT / "frontier_pairs.py"), "masks", str(tmp_path / "frontier.csv"),
+                            "--manifest", str(tmp_path / "manifest.json")],
+                           check=True, capture_output=True, text=True).stdout.split("\n")
+    assert masks[:4] == ["--mask 111100", "--mask 111010", "--mask 110110", "--mask 001111"]
+    write_windows(tmp_path / "pairs.parquet", list(windows.items()))
+
+    def table(*extra, check=True):
+        return subprocess.run([sys.executable, str(REPORT / "frontier_pairs.py"), "table", str(tmp_path / "frontier.csv"),
+                               "--out", str(tmp_path / "pairs.md"), *extra], check=check, capture_output=True, text=True)
+
+    out = table("--heldout", f"lambada={tmp_path / 'pairs.parquet'}").stdout
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    # Adaptive: better on c0 by 0.1 nats on every window, SLEB's plan on c1: −4.9 % over the sets.
+    assert "-4.9 % (-4.9 % to -4.9 %)" in lines["adaptive, budget 6"], out
+    assert "1 same plan, 1 better" in lines["adaptive, budget 6"]
+    # Leave-one-out: ±0.3 on alternate windows, within two standard errors on both sets.
+    assert "2 within 2 se" in lines["leave-one-out"], out
+    # From doubling on, a factor.
+    assert "×2.72 (×2.72 to ×2.72) | 2 worse" in lines["reverse"], out
+    assert (tmp_path / "pairs.md").read_text().strip() == out.strip()
+
+    # Refused: evaluations of another text (a perplexity that does not match), or without windows.
+    write_windows(tmp_path / "other.parquet", [(r, [w + 0.5 for w in ws]) for r, ws in windows.items()])
+    result = table("--heldout", f"lambada={tmp_path / 'other.parquet'}", check=False)
+    assert result.returncode == 1 and "not the same held-out text" in result.stderr
+    pq.write_table(pa.table({"kept": pa.array([[True] * NUM_BLOCKS], pa.list_(pa.bool_())), "nll": [1.0]}),
+                   tmp_path / "old.parquet")
+    result = table("--heldout", f"lambada={tmp_path / 'old.parquet'}", check=False)
+    assert result.returncode == 1 and "no window_nll column" in result.stderr
+    result = table("--heldout", f"nosuchtext={tmp_path / 'pairs.parquet'}", check=False)
+    assert result.returncode == 1 and "NAME must be one of lambada" in result.stderr

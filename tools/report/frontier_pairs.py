@@ -1,0 +1,228 @@
+"""Whether the frontier's held-out differences between methods are more than the held-out text's
+own noise: each method's plan against a reference method's (SLEB by default) on the same held-out
+windows, paired window by window.
+
+Why: the frontier (frontier.py) gives each method's held-out perplexity as a mean over calibration
+sets; two plans a few per cent apart may differ by no more than the 40 held-out windows' scatter
+allows. Both plans are scored on the same windows, so the paired difference is precise: for each
+window, the plan's mean NLL minus the reference plan's, averaged over the calibration sets (each
+set chose its own plans); its mean over the windows is the difference in held-out log-perplexity,
+its standard error the windows' standard deviation over the square root of their count. What
+this does not measure is the calibration side: another draw of calibration text chooses other
+plans (the spread between sets, which frontier.py gives).
+
+Usage:
+  frontier_pairs.py masks FRONTIER_CSV --manifest MODEL/manifest.json
+      one `--mask 1101...` per distinct plan of the CSV, for `evaluate --tokens HELDOUT ...`
+  frontier_pairs.py table FRONTIER_CSV --heldout NAME=EVALUATIONS ... [--against sleb] [--out MD]
+      NAME is a held-out column of the CSV (wikitext2 for wikitext2_ppl); EVALUATIONS an
+      evaluation table (evaluate --out) of every plan on that text, with each window's NLL
+
+Only the standard library and pyarrow (the report environment, `make venv-report`).
+"""
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from frontier import label, read  # noqa: E402  (this folder's frontier.py)
+
+# Rows that are not a method's choice: the full model, and the best plan any method measured.
+NOT_METHODS = {"full", "best-known"}
+
+
+def fail(message):
+    print(f"frontier_pairs.py: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def removed_of(row):
+    return tuple(int(b) for b in row["removed_blocks"].split())
+
+
+def mask_of(removed, num_blocks):
+    return "".join("0" if b in removed else "1" for b in range(num_blocks))
+
+
+def plans(rows):
+    """Every distinct set of removed blocks a method chose, in the CSV's order."""
+    seen = []
+    for row in rows:
+        removed = removed_of(row)
+        if removed and removed not in seen:
+            seen.append(removed)
+    return seen
+
+
+def labelled(rows):
+    """{(k, label): {calibration set: removed blocks}}, the labels as frontier.py writes them."""
+    per_set = defaultdict(list)
+    for row in rows:
+        if row["method"] == "adaptive":
+            per_set[(row["k"], row["calibration_set"])].append(row)
+    rank = {}
+    for runs in per_set.values():
+        for index, row in enumerate(sorted(runs, key=lambda r: r["llm_evaluations"])):
+            rank[id(row)] = index + 1
+    out = defaultdict(dict)
+    for row in rows:
+        if row["k"] > 0:
+            out[(row["k"], label(row, rank.get(id(row))))][row["calibration_set"]] = removed_of(row)
+    return out
+
+
+def read_windows(path: Path, num_blocks=None):
+    """{removed blocks: (mean NLL, [NLL of each window])} of an evaluation table."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path).to_pydict()
+    except Exception as error:  # noqa: BLE001 — any unreadable file is the user's to fix
+        fail(f"{path}: not a readable evaluation table ({error})")
+    if "window_nll" not in table:
+        fail(f"{path}: no window_nll column (an evaluation table written before tables kept each "
+             "window's NLL): evaluate the plans again")
+    out = {}
+    for kept, nll, windows in zip(table["kept"], table["nll"], table["window_nll"]):
+        if windows is None or len(windows) < 2:
+            fail(f"{path}: a mask without two or more windows' NLLs")
+        out[tuple(b for b, k in enumerate(kept) if not k)] = (nll, list(windows))
+    return out
+
+
+def paired(differences_by_window):
+    """Mean and standard error over windows of per-window differences."""
+    n = len(differences_by_window)
+    mean = sum(differences_by_window) / n
+    variance = sum((d - mean) ** 2 for d in differences_by_window) / (n - 1)
+    return mean, math.sqrt(variance / n)
+
+
+def change(log_ratio):
+    """A change in perplexity: '+2.0 %', or '×149' from doubling on."""
+    if log_ratio >= math.log(2):
+        return f"×{math.exp(log_ratio):,.3g}"
+    return f"{100 * math.expm1(log_ratio):+.1f} %"
+
+
+def compare(choices, reference, windows):
+    """One method's plans against the reference's on one held-out text: (mean log-ratio over
+    sets, its standard error, per-set verdicts), None where a set lacks either."""
+    sets = sorted(set(choices) & set(reference))
+    if not sets:
+        return None
+    per_set, verdicts = [], []
+    for s in sets:
+        mine, theirs = windows[choices[s]][1], windows[reference[s]][1]
+        if len(mine) != len(theirs):
+            fail("two plans were measured on different numbers of windows")
+        differences = [a - b for a, b in zip(mine, theirs)]
+        per_set.append(differences)
+        if choices[s] == reference[s]:
+            verdicts.append("same")
+            continue
+        mean, se = paired(differences)
+        verdicts.append("better" if mean + 2 * se < 0 else "worse" if mean - 2 * se > 0 else "tie")
+    averaged = [sum(column) / len(column) for column in zip(*per_set)]
+    if all(v == "same" for v in verdicts):
+        return 0.0, 0.0, verdicts
+    mean, se = paired(averaged)
+    return mean, se, verdicts
+
+
+def verdict_text(verdicts):
+    counts = {v: verdicts.count(v) for v in ("better", "worse", "tie", "same")}
+    parts = [f"{counts['same']} same plan" if counts["same"] else "",
+             f"{counts['better']} better" if counts["better"] else "",
+             f"{counts['worse']} worse" if counts["worse"] else "",
+             f"{counts['tie']} within 2 se" if counts["tie"] else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def table(rows, heldout, windows_by_text, against):
+    groups = labelled(rows)
+    texts = list(windows_by_text)
+    lines = [f"Each method's plans against {against}'s on the same held-out windows: the change in "
+             "held-out perplexity averaged over the calibration sets, with its range at two standard "
+             "errors of the paired windows, and per set whether the plan is better or worse beyond "
+             "two standard errors, within them, or the same plan.\n"]
+    for k in sorted({k for k, _ in groups}):
+        reference = groups.get((k, against))
+        if not reference:
+            continue
+        lines.append(f"\n### k = {k}\n")
+        lines.append("| method | " + " | ".join(f"{t}: vs {against} (2 se) | {t}: per set" for t in texts) + " |")
+        lines.append("|---|" + "---:|---|" * len(texts))
+        for (kk, name), choices in groups.items():
+            if kk != k or name == against or name in NOT_METHODS:
+                continue
+            cells = []
+            for text in texts:
+                found = compare(choices, reference, windows_by_text[text])
+                if found is None:
+                    cells += ["–", "–"]
+                    continue
+                mean, se, verdicts = found
+                cells.append(f"{change(mean)} ({change(mean - 2 * se)} to {change(mean + 2 * se)})")
+                cells.append(verdict_text(verdicts))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def check(rows, text, windows):
+    """Every plan of the CSV measured, on the held-out text the frontier measured it on."""
+    column = f"{text}_ppl"
+    for row in rows:
+        removed = removed_of(row)
+        if not removed:
+            continue
+        if removed not in windows:
+            fail(f"the {text} evaluations lack the plan removing blocks {list(removed)}: evaluate "
+                 "every plan (frontier_pairs.py masks)")
+        ppl = math.exp(windows[removed][0])
+        if abs(ppl / row[column] - 1) > 1e-3:
+            fail(f"the plan removing blocks {list(removed)} has {text} perplexity {ppl:.4f} in the "
+                 f"evaluations but {row[column]:.4f} in the frontier: not the same held-out text or model")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    masks = commands.add_parser("masks")
+    masks.add_argument("csv", type=Path)
+    masks.add_argument("--manifest", type=Path, required=True)
+    tab = commands.add_parser("table")
+    tab.add_argument("csv", type=Path)
+    tab.add_argument("--heldout", action="append", required=True, metavar="NAME=EVALUATIONS")
+    tab.add_argument("--against", default="sleb")
+    tab.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    rows, heldout = read(args.csv)
+    if args.command == "masks":
+        num_blocks = json.loads(args.manifest.read_text())["num_blocks"]
+        for removed in plans(rows):
+            if max(removed) >= num_blocks:
+                fail(f"{args.csv}: a plan removes block {max(removed)} of a {num_blocks}-block model")
+            print(f"--mask {mask_of(removed, num_blocks)}")
+        return
+    windows_by_text = {}
+    for item in args.heldout:
+        name, _, path = item.partition("=")
+        if f"{name}_ppl" not in heldout or not path:
+            fail(f"--heldout {item}: NAME must be one of {', '.join(h[:-4] for h in heldout)}, then =FILE")
+        windows_by_text[name] = read_windows(Path(path))
+        check(rows, name, windows_by_text[name])
+    text = table(rows, heldout, windows_by_text, args.against)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
