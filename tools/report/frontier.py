@@ -35,10 +35,9 @@ def label(row, budget_index):
     return row["method"]
 
 
-def summarise(rows, heldout):
-    """{(k, label): {column: [values over calibration sets]}} plus the labels in order."""
-    groups = defaultdict(lambda: defaultdict(list))
-    order = []
+def labels(rows):
+    """Each row's label (`label`), in the rows' order: adaptive runs ranked by their evaluations
+    within (k, calibration set) where the CSV has no budget column."""
     per_set = defaultdict(list)
     for row in rows:
         if row["method"] == "adaptive":
@@ -47,8 +46,14 @@ def summarise(rows, heldout):
     for runs in per_set.values():
         for index, row in enumerate(sorted(runs, key=lambda r: r["llm_evaluations"])):
             rank[id(row)] = index + 1
-    for row in rows:
-        name = label(row, rank.get(id(row)))
+    return [label(row, rank.get(id(row))) for row in rows]
+
+
+def summarise(rows, heldout):
+    """{(k, label): {column: [values over calibration sets]}} plus the labels in order."""
+    groups = defaultdict(lambda: defaultdict(list))
+    order = []
+    for row, name in zip(rows, labels(rows)):
         key = (row["k"], name)
         if key not in groups:
             order.append(key)

@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from frontier import label, read  # noqa: E402  (this folder's frontier.py)
+from frontier import labels, read  # noqa: E402  (this folder's frontier.py)
 
 # Rows that are not a method's choice: the full model, and the best plan any method measured.
 NOT_METHODS = {"full", "best-known"}
@@ -60,18 +60,10 @@ def plans(rows):
 
 def labelled(rows):
     """{(k, label): {calibration set: removed blocks}}, the labels as frontier.py writes them."""
-    per_set = defaultdict(list)
-    for row in rows:
-        if row["method"] == "adaptive":
-            per_set[(row["k"], row["calibration_set"])].append(row)
-    rank = {}
-    for runs in per_set.values():
-        for index, row in enumerate(sorted(runs, key=lambda r: r["llm_evaluations"])):
-            rank[id(row)] = index + 1
     out = defaultdict(dict)
-    for row in rows:
+    for row, name in zip(rows, labels(rows)):
         if row["k"] > 0:
-            out[(row["k"], label(row, rank.get(id(row))))][row["calibration_set"]] = removed_of(row)
+            out[(row["k"], name)][row["calibration_set"]] = removed_of(row)
     return out
 
 
