@@ -11,7 +11,8 @@ closing summary.
   report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
       exporter's environment). The plan folder holds one adaptive plan: K blocks asked for
-      (`kK/`), or as many as the calibration perplexity ratio R allowed (`ratioR/`).
+      (`kK/`), or as many as the calibration perplexity ratio R allowed (`ratioR/`; by Z
+      standard errors, `ratioR-seZ/`).
 """
 
 import argparse

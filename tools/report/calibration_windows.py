@@ -17,7 +17,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from frontier import fmt, read, summarise
+from frontier import emit, fmt, read, summarise
 
 
 def run_argument(text):
@@ -79,10 +79,7 @@ def main():
     text = ("Compute: LLM evaluations × calibration windows (128 tokens each). Perplexities are "
             "geometric means over the calibration sets (lowest–highest set in brackets).\n")
     text += table(by_k, heldout)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,14 @@ def plot(path: Path, groups, order, heldout):
     return plots.frontier(path, panels, column[:-4], methods)
 
 
+def emit(text: str, out):
+    """Prints a report's text and, given a path, writes it there too (its folder made)."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("csv", type=Path)
@@ -136,10 +144,7 @@ def main():
             f"sets (lowest–highest set in brackets); evaluations are the distinct masks each "
             f"method asked for on the calibration tokens, its plan's measurement included.\n")
     text += table(groups, order, heldout)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(text, args.out)
     if args.plot:
         plot(args.plot, groups, order, heldout)
 

@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from frontier import labels, read  # noqa: E402  (this folder's frontier.py)
+from frontier import emit, labels, read  # noqa: E402  (this folder's frontier.py)
 
 # Rows that are not a method's choice: the full model, and the best plan any method measured.
 NOT_METHODS = {"full", "best-known"}
@@ -67,7 +67,7 @@ def labelled(rows):
     return out
 
 
-def read_windows(path: Path, num_blocks=None):
+def read_windows(path: Path):
     """{removed blocks: (mean NLL, [NLL of each window])} of an evaluation table."""
     import pyarrow.parquet as pq
 
@@ -135,7 +135,7 @@ def verdict_text(verdicts):
     return ", ".join(p for p in parts if p)
 
 
-def table(rows, heldout, windows_by_text, against):
+def table(rows, windows_by_text, against):
     groups = labelled(rows)
     texts = list(windows_by_text)
     lines = [f"Each method's plans against {against}'s on the same held-out windows: the change in "
@@ -209,11 +209,7 @@ def main(argv=None):
             fail(f"--heldout {item}: NAME must be one of {', '.join(h[:-4] for h in heldout)}, then =FILE")
         windows_by_text[name] = read_windows(Path(path))
         check(rows, name, windows_by_text[name])
-    text = table(rows, heldout, windows_by_text, args.against)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(table(rows, windows_by_text, args.against), args.out)
 
 
 if __name__ == "__main__":

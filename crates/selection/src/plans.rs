@@ -234,10 +234,10 @@ pub fn choose_plans(
     Ok(plans)
 }
 
-/// The plan with the most blocks removed whose calibration perplexity stays within
-/// the target's ratio times the full model's (by its margin), by SLEB or adaptive removal (each k it probes with
-/// `options.budget`); it costs every distinct mask the search asked for. No block that can go
-/// within the ratio is an error that says what the least harmful single removal gives.
+/// The plan with the most blocks removed whose calibration perplexity stays within the target's
+/// ratio times the full model's (by its margin), by SLEB or adaptive removal (each k it probes
+/// with `options.budget`); it costs every distinct mask the search asked for. No block that can
+/// go within the ratio is an error that says what the least harmful single removal gives.
 fn plan_within(
     method: PlanMethod,
     inputs: &mut PlanInputs<'_>,

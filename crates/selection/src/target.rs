@@ -173,12 +173,11 @@ pub fn largest_within(
     plan_for: &mut PlanFor<'_>,
 ) -> Result<TargetSearch, SelectionError> {
     target.check()?;
-    let max_ppl_ratio = target.max_ppl_ratio;
     let num_blocks = game.num_players();
     let players = removable_blocks(num_blocks, fixed, 1)?;
     // Every k below the number of removable blocks may be asked for (removable_blocks' rule).
     let k_max = players.len() - 1;
-    let allowed_loss = max_ppl_ratio.ln();
+    let allowed_loss = target.max_ppl_ratio.ln();
     let mut cached = CachedGame::new(game);
 
     let mut masks = vec![Mask::full(num_blocks)];
@@ -195,16 +194,16 @@ pub fn largest_within(
         .map(|(&block, &value)| (full_value - value, block))
         .collect();
     single_losses.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    // The standard error of a measured plan's NLL increase, paired over the windows; required
-    // when the target has a margin.
-    let full_mask = &masks[0];
+    // The standard error of a measured plan's NLL increase, paired over the windows (the full
+    // model's read once); required when the target has a margin.
+    let full_windows = cached.window_values(&masks[0]);
     let increase_se = |game: &dyn Game, removed: &[usize]| -> Result<Option<f64>, SelectionError> {
         let mask =
             Mask::from_removed(num_blocks, removed).map_err(|e| SelectionError::Game(e.into()))?;
-        let se = game
-            .window_values(full_mask)
+        let se = full_windows
+            .as_deref()
             .zip(game.window_values(&mask))
-            .and_then(|(full, plan)| paired_standard_error(&full, &plan));
+            .and_then(|(full, plan)| paired_standard_error(full, &plan));
         if se.is_none() && target.standard_errors > 0.0 {
             return Err(SelectionError::BadOption(format!(
                 "a perplexity ratio with a margin of standard errors needs each calibration \
