@@ -186,7 +186,7 @@ demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
 # `make results-docs` copies the table and the perplexity plot into docs/ on purpose.
 RESULTS_RUN ?= $(BUILD)/runs/results
 RESULTS_METHODS := reverse random-1 random-2 random-3 random-4 random-5 block-influence angular \
-  leave-one-out sleb adaptive published shapley iterative search
+  leave-one-out sleb sleb-raced adaptive published shapley iterative search
 RESULTS_PLANS := $(foreach m,$(RESULTS_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
 RANDOM_SEEDS := 1 2 3 4 5
 # Make's own rows of the method table: the random order of each seed.

@@ -1,17 +1,18 @@
 # make prune MODEL=<Hugging Face folder or .gguf file> K=<blocks to remove>: your own model,
 # pruned by the recommended method in one command (docs/your-model.md). MAX_PPL_RATIO=<R> instead
 # of K removes as many blocks as keep the calibration perplexity within R times the full model's
-# (MAX_PPL_RATIO_SE=<Z>: by Z standard errors of the calibration windows). Included by the
+# (MAX_PPL_RATIO_SE=<Z>: by Z standard errors of the calibration windows), chosen by SLEB raced
+# over the calibration windows (PRUNE_METHOD below). Included by the
 # top-level Makefile after pipelines/layerprune.mk, whose text sources (CALIB_*, EVAL_*, SEQ_LEN,
 # SEED: the demo's defaults, LAMBADA passages unless CALIB_TEXT / EVAL_TEXT), EVALUATE_FLAGS
-# (DEVICE, THREADS) and method row (PLAN_ARGS_adaptive, with ADAPTIVE_BUDGET) it uses.
+# (DEVICE, THREADS) and method rows (PLAN_ARGS_adaptive with ADAPTIVE_BUDGET, PLAN_ARGS_sleb-raced) it uses.
 #
 # The run folder PRUNE_OUT (default build/runs/prune-<name of MODEL>):
 #   model/                        the full model as a layered ONNX folder (export_layered.py)
 #   tokens-calib.parquet          calibration tokens; the plan is chosen on them only
 #   evaluations-calib.parquet     every mask measured on them, kept for the next K or ratio
 #   tokens-eval.parquet           held-out tokens; full-eval.parquet: the full model on them
-#   k<K>/plan-calibration.parquet the adaptive plan, measured on the calibration tokens (with
+#   k<K>/plan-calibration.parquet the chosen plan, measured on the calibration tokens (with
 #                                 MAX_PPL_RATIO=R the folder is ratio<R>/, with
 #                                 MAX_PPL_RATIO_SE=Z ratio<R>-se<Z>/, here and below)
 #   k<K>/plan.parquet             the same plan, measured on the held-out tokens
@@ -54,10 +55,14 @@ PRUNE_RATIO_FLAGS = --max-ppl-ratio $(MAX_PPL_RATIO)$(if $(MAX_PPL_RATIO_SE), --
 PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(MAX_PPL_RATIO)$(if $(MAX_PPL_RATIO_SE),-se$(MAX_PPL_RATIO_SE)),k$(K))
 PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS),--k $(K))
 PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
-# The recommended method's arguments. With MAX_PPL_RATIO and no ADAPTIVE_BUDGET of the user's,
-# apply-prune's own default for that search (half of SLEB's cost for each k tried) rather than
-# settings.mk's SLEB's cost per k: the search tries two k or more.
-PRUNE_PLAN_ARGS = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),--method adaptive,$(PLAN_ARGS_adaptive))
+# The method that chooses, by its name in the plan table, and its arguments (settings.mk's method
+# table). For K blocks the recommended method, adaptive removal (ADAPTIVE_BUDGET, SLEB's cost by
+# default). For MAX_PPL_RATIO, which tries two k or more, SLEB raced over the calibration windows:
+# on SmolLM2-135M and Gemma 3 270M it found SLEB's plans for fewer evaluations than adaptive
+# removal's search at half SLEB's cost per k (docs/results.md, "Racing SLEB"); with an
+# ADAPTIVE_BUDGET of the user's, adaptive removal at that budget for each k tried.
+PRUNE_METHOD = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,adaptive)
+PRUNE_PLAN_ARGS = $(PLAN_ARGS_$(PRUNE_METHOD))
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 PRUNE_SOURCE = $(if $(PRUNE_IS_GGUF),--gguf,--model) $(MODEL)
 PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(patsubst %/,%,$(MODEL))/,\
@@ -133,17 +138,17 @@ $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_d
 $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(ORT_LIB)
 	$(BIN)/evaluate --model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
 
-# The recommended method (adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations) chooses on
-# the calibration tokens; the chosen plan is then measured on the held-out tokens and written
-# as the pruned layered folder. With MAX_PPL_RATIO the plan table holds the one plan chosen,
-# so the later steps take it without a k.
+# PRUNE_METHOD (adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
+# ratio) chooses on the calibration tokens; the chosen plan is then measured on the held-out
+# tokens and written as the pruned layered folder. With MAX_PPL_RATIO the plan table holds the
+# one plan chosen, so the later steps take it without a k.
 $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_LIB)
 	@mkdir -p $(dir $@)
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
 	  --tokens $< --cache $(PRUNE_CACHE) --plan $@
 
 $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)
-	$(BIN)/apply-prune --method from-plan --plans $< --plan-method adaptive $(if $(K),--k $(K)) \
+	$(BIN)/apply-prune --method from-plan --plans $< --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) \
 	  --model $(PRUNE_MODEL_DIR) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --plan $(PRUNE_PLAN_DIR)/plan.parquet --pruned-out $(dir $@) --overwrite
 
@@ -156,7 +161,7 @@ $(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | 
 # (and lm-eval, vLLM, ...) loads as an ordinary model.
 $(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/pruned/manifest.json tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plan $(PRUNE_PLAN_DIR)/plan.parquet \
-	  --method adaptive $(if $(K),--k $(K)) --out $(dir $@) --force
+	  --method $(PRUNE_METHOD) $(if $(K),--k $(K)) --out $(dir $@) --force
 
 # The pruned checkpoint as one ONNX decoder with a KV cache (the onnxruntime-genai / optimum
 # layout): the layered folder and its merged file have no cache, so no runtime generates text
@@ -175,7 +180,7 @@ PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $
 prune: ort $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
-	  --source $(MODEL) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS))
+	  --source $(MODEL) --method $(PRUNE_METHOD) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS))
 	$(if $(PRUNE_GENERATOR_OUT),@echo "  $(PRUNE_GENERATOR_NOTE)")
 
 .PHONY: prune

@@ -60,7 +60,7 @@ SURROGATE_RIDGE ?= 0.01
 # The evaluation budget of adaptive removal at each k (`apply-prune --budget`).
 ADAPTIVE_BUDGET ?= sleb
 # The plan methods the demo (Make's DEMO_METHODS) and the workflow's `all` run and summarize.
-METHODS ?= adaptive sleb published shapley iterative search block-influence angular \
+METHODS ?= adaptive sleb sleb-raced published shapley iterative search block-influence angular \
   leave-one-out reverse random
 
 # --- Devices -----------------------------------------------------------------------------------
@@ -82,12 +82,15 @@ PLAN_ARGS_leave-one-out = --scores $(RUN)/scores-baselines.parquet --estimator l
 PLAN_ARGS_reverse = --scores $(RUN)/scores-baselines.parquet --estimator reverse
 PLAN_ARGS_random = --scores $(RUN)/scores-baselines.parquet --estimator random
 PLAN_ARGS_sleb := --method sleb
+# SLEB with each step's candidates raced over the calibration windows: a candidate three standard
+# errors behind the best is not measured on the remaining windows (docs/selection.md, "Racing").
+PLAN_ARGS_sleb-raced := --method sleb --race-se 3
 # The recommended method: adaptive removal on the model, at most SLEB's cost at each k.
 PLAN_ARGS_adaptive = --method adaptive --budget $(ADAPTIVE_BUDGET)
 # The methods that measure masks on the model while choosing. They share one cache of evaluations
 # on the calibration tokens (apply-prune --cache PLAN_CACHE): what one measured (the full model,
-# the singles, SLEB's greedy path) the other reads, each still charged for every mask it asked
-# for; under make -j or Snakemake the second waits for the first. Removed whenever the
-# calibration tokens are made again.
-CACHED_METHODS = sleb adaptive
+# the singles, SLEB's greedy path) the others read, each still charged for every mask (or share
+# of a mask's windows) it asked for; under make -j or Snakemake one waits for another. Removed
+# whenever the calibration tokens are made again.
+CACHED_METHODS = sleb sleb-raced adaptive
 PLAN_CACHE = $(RUN)/plans/evaluations-calib.parquet

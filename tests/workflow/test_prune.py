@@ -170,17 +170,21 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     out = setup["tmp"] / "run"
     base = [f"MODEL={setup['hf']}", "MAX_PPL_RATIO=1.5", f"PRUNE_OUT={out}"]
     result, lines = setup["make"](*base)
-    (choose,) = calls(lines, "apply-prune", "adaptive", "--max-ppl-ratio")
-    # apply-prune's own budget for the search (half SLEB's cost for each k tried) unless set.
+    (choose,) = calls(lines, "apply-prune", "--max-ppl-ratio")
+    # SLEB raced over the calibration windows chooses, unless an ADAPTIVE_BUDGET is set.
+    assert arg(choose, "--method") == "sleb" and arg(choose, "--race-se") == "3"
     assert arg(choose, "--max-ppl-ratio") == "1.5" and "--k" not in choose and "--budget" not in choose
     assert arg(choose, "--plan") == f"{out}/ratio1.5/plan-calibration.parquet"
-    # The later steps take the table's one plan, whatever k it has.
+    # The later steps take the table's one plan of that method, whatever k it has.
     (write,) = calls(lines, "apply-prune", "from-plan")
     assert "--k" not in write and arg(write, "--pruned-out").rstrip("/") == f"{out}/ratio1.5/pruned"
+    assert arg(write, "--plan-method") == "sleb-raced"
     (hf,) = calls(lines, "prune_hf.py")
     assert "--k" not in hf and arg(hf, "--plan") == f"{out}/ratio1.5/plan.parquet"
+    assert arg(hf, "--method") == "sleb-raced"
     (summary,) = calls(lines, "report.py")
     assert arg(summary, "--plan-dir") == f"{out}/ratio1.5" and arg(summary, "--max-ppl-ratio") == "1.5"
+    assert arg(summary, "--method") == "sleb-raced"
     assert (out / "ratio1.5" / "llama-cpp-prune-layers.txt").read_text() == "1,3\n"
     _, again = setup["make"](*base)
     assert [line[0] for line in again] == ["report.py"], again
@@ -189,13 +193,17 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
     assert arg(lines[0], "--max-ppl-ratio") == "2"
-    # A budget of the user's is passed, and redoes the plan.
+    # A budget of the user's is adaptive removal's, at that budget for each k tried; it redoes
+    # the plan, and every later step takes the adaptive plan.
     _, lines = setup["make"](base[0], "MAX_PPL_RATIO=2", base[2], "ADAPTIVE_BUDGET=sleb")
     assert [line[0] for line in lines][:2] == ["apply-prune", "apply-prune"]
+    assert arg(lines[0], "--method") == "adaptive" and "--race-se" not in lines[0]
     assert arg(lines[0], "--budget") == "sleb" and arg(lines[0], "--max-ppl-ratio") == "2"
+    assert arg(lines[1], "--plan-method") == "adaptive"
+    assert arg(calls(lines, "report.py")[0], "--method") == "adaptive"
     # A margin of standard errors: passed to the search and the summary, in a folder of its own.
     _, lines = setup["make"](*base, "MAX_PPL_RATIO_SE=2")
-    (choose,) = calls(lines, "apply-prune", "adaptive", "--max-ppl-ratio")
+    (choose,) = calls(lines, "apply-prune", "--race-se", "--max-ppl-ratio")
     assert arg(choose, "--max-ppl-ratio") == "1.5" and arg(choose, "--max-ppl-ratio-se") == "2"
     assert arg(choose, "--plan") == f"{out}/ratio1.5-se2/plan-calibration.parquet"
     (summary,) = calls(lines, "report.py")

@@ -234,7 +234,7 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
                  "scores-baselines.parquet", "full-eval.parquet", "pruned-k2/manifest.json",
                  "pruned-k2-eval.parquet", "results.md"]:
         assert (run / name).is_file(), name
-    methods = ["adaptive", "sleb", "published", "shapley", "iterative", "search",
+    methods = ["adaptive", "sleb", "sleb-raced", "published", "shapley", "iterative", "search",
                "block-influence", "angular", "leave-one-out", "reverse", "random"]
     for method in methods:
         plan = pq.read_table(run / "plans" / f"{method}.parquet").to_pydict()
@@ -426,10 +426,11 @@ def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, ove
     make_table, snake_table = plan_table(made), plan_table(dry["cpu"])
     assert list(make_table) == make_methods.split(), (list(make_table), make_methods)
     assert make_table == snake_table
-    # SLEB and adaptive removal choose through one cache, removed with the calibration tokens.
+    # SLEB (raced or not) and adaptive removal choose through one cache, removed with the
+    # calibration tokens.
     cache = f"--cache {run}/plans/evaluations-calib.parquet"
     for method, (_, args) in make_table.items():
-        assert args.endswith(cache) == (method in {"sleb", "adaptive"}), (method, args)
+        assert args.endswith(cache) == (method in {"sleb", "sleb-raced", "adaptive"}), (method, args)
     for output in [made, dry["cpu"]]:
         assert f"rm -f {run}/plans/evaluations-calib.parquet" in output
     if "ADAPTIVE_BUDGET" in overrides:

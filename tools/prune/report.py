@@ -8,11 +8,12 @@ closing summary.
       the two manifests: the full model's block count and the pruned one's `original_index`es.
       Standard library only.
 
-  report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
+  report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--method M]
+                    [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
-      exporter's environment). The plan folder holds one adaptive plan: K blocks asked for
-      (`kK/`), or as many as the calibration perplexity ratio R allowed (`ratioR/`; by Z
-      standard errors, `ratioR-seZ/`).
+      exporter's environment). The plan folder holds one plan of method M (default adaptive;
+      sleb-raced for a ratio): K blocks asked for (`kK/`), or as many as the calibration
+      perplexity ratio R allowed (`ratioR/`; by Z standard errors, `ratioR-seZ/`).
 """
 
 import argparse
@@ -156,14 +157,18 @@ def target_lines(calibration: dict, max_ratio: float):
             "  another draw of calibration text of this kind could put it over (CALIB_WINDOWS buys precision)"]
 
 
+# How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD).
+METHOD_NAMES = {"adaptive": "adaptive removal", "sleb-raced": "SLEB raced over the calibration windows"}
+
+
 def summary(args):
     run, folder = args.run, args.plan_dir
     full = read_manifest(run / "model")
     pruned = read_manifest(folder / "pruned")
     removed = removed_blocks(full, pruned)
-    plan = [r for r in read_rows(folder / "plan.parquet") if r["method"] == "adaptive"]
+    plan = [r for r in read_rows(folder / "plan.parquet") if r["method"] == args.method]
     if len(plan) != 1:
-        fail(f"{folder / 'plan.parquet'} has {len(plan)} adaptive plans, not one")
+        fail(f"{folder / 'plan.parquet'} has {len(plan)} plans by {args.method}, not one")
     plan = plan[0]
     k = plan["k"]
     if sorted(plan["removed_blocks"]) != removed:
@@ -179,7 +184,7 @@ def summary(args):
     num_blocks = full["num_blocks"]
 
     print()
-    print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by adaptive removal "
+    print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by {METHOD_NAMES.get(args.method, args.method)} "
           f"({calibration['llm_evaluations']} LLM evaluations on the calibration text to choose them)")
     if args.max_ppl_ratio is not None:
         print(target_heading(args.max_ppl_ratio, args.max_ppl_ratio_se))
@@ -234,6 +239,7 @@ def main(argv=None):
     report.add_argument("--max-ppl-ratio", help="the ratio the plan was chosen within, if it was")
     report.add_argument("--max-ppl-ratio-se", help="the margin in standard errors it was chosen with, if any")
     report.add_argument("--source", required=True)
+    report.add_argument("--method", default="adaptive", help="the plan table's method that chose the plan")
     args = parser.parse_args(argv)
     {"llama-cpp": llama_cpp, "summary": summary}[args.command](args)
 

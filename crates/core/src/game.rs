@@ -1,6 +1,7 @@
 //! The contract between value sources and everything that consumes values.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
 
 use crate::Mask;
 
@@ -30,6 +31,25 @@ pub trait Game {
     /// value (a standard error over the windows) is computed from, at no evaluation.
     fn window_values(&self, _mask: &Mask) -> Option<Vec<f64>> {
         None
+    }
+
+    /// How many equal parts the value is the mean of, where the game can value masks on some
+    /// of them at a time ([`Game::values_on_windows`]): the LLM's calibration windows. `None`
+    /// (the default): the game gives whole values only.
+    fn num_windows(&self) -> Option<usize> {
+        None
+    }
+
+    /// Each mask's value on the windows `windows` only: per mask, one value per window, in
+    /// window order; the mean over every window is the mask's [`Game::values`] (to float
+    /// rounding). What racing ([`num_windows`](Game::num_windows) windows at a time) measures
+    /// first, to drop clearly worse masks before paying for all the windows.
+    fn values_on_windows(
+        &mut self,
+        _masks: &[Mask],
+        _windows: Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        Err("this game gives whole values only, not values window by window".into())
     }
 
     /// The value of one mask.
@@ -70,6 +90,16 @@ impl<G: Game + ?Sized> Game for &mut G {
     fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
         (**self).window_values(mask)
     }
+    fn num_windows(&self) -> Option<usize> {
+        (**self).num_windows()
+    }
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        (**self).values_on_windows(masks, windows)
+    }
 }
 
 impl<G: Game + ?Sized> Game for Box<G> {
@@ -81,6 +111,16 @@ impl<G: Game + ?Sized> Game for Box<G> {
     }
     fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
         (**self).window_values(mask)
+    }
+    fn num_windows(&self) -> Option<usize> {
+        (**self).num_windows()
+    }
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        (**self).values_on_windows(masks, windows)
     }
 }
 
@@ -146,10 +186,13 @@ impl Game for RecordedGame {
 }
 
 /// Wraps a game and counts the distinct masks it was asked for: the "number of LLM
-/// evaluations" an estimator used, since a mask asked for twice costs one evaluation.
+/// evaluations" an estimator used, since a mask asked for twice costs one evaluation. A mask
+/// valued on some windows only ([`Game::values_on_windows`]) costs its share of the windows.
 pub struct CountingGame<G> {
     inner: G,
     seen: HashSet<Mask>,
+    /// The windows each mask not (yet) valued whole was valued on.
+    windows_seen: HashMap<Mask, BTreeSet<usize>>,
 }
 
 impl<G: Game> CountingGame<G> {
@@ -157,12 +200,21 @@ impl<G: Game> CountingGame<G> {
         CountingGame {
             inner,
             seen: HashSet::new(),
+            windows_seen: HashMap::new(),
         }
     }
 
-    /// Distinct masks valued so far.
+    /// LLM evaluations used so far: distinct masks valued whole, plus the windows masks were
+    /// valued on without being valued whole, as a share of all windows, rounded up.
     pub fn evaluations(&self) -> usize {
-        self.seen.len()
+        let windows = self.inner.num_windows().unwrap_or(1).max(1);
+        let partial: usize = self
+            .windows_seen
+            .iter()
+            .filter(|(mask, _)| !self.seen.contains(*mask))
+            .map(|(_, seen)| seen.len())
+            .sum();
+        self.seen.len() + partial.div_ceil(windows)
     }
 
     pub fn into_inner(self) -> G {
@@ -183,6 +235,25 @@ impl<G: Game> Game for CountingGame<G> {
 
     fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
         self.inner.window_values(mask)
+    }
+
+    fn num_windows(&self) -> Option<usize> {
+        self.inner.num_windows()
+    }
+
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        let values = self.inner.values_on_windows(masks, windows.clone())?;
+        for mask in masks {
+            self.windows_seen
+                .entry(mask.clone())
+                .or_default()
+                .extend(windows.clone());
+        }
+        Ok(values)
     }
 }
 
@@ -247,6 +318,20 @@ impl<G: Game> Game for CachedGame<G> {
 
     fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
         self.inner.window_values(mask)
+    }
+
+    fn num_windows(&self) -> Option<usize> {
+        self.inner.num_windows()
+    }
+
+    /// Passed through: values on some windows are the inner game's to keep (the LLM's
+    /// evaluation cache keeps them), and a whole value asked later comes through `values`.
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        self.inner.values_on_windows(masks, windows)
     }
 }
 
@@ -331,6 +416,53 @@ mod tests {
         assert_eq!(cached.values(&[b, a]).unwrap(), vec![2.0, 1.0]);
         assert_eq!(cached.len(), 2);
         assert_eq!(cached.into_inner().evaluations(), 2);
+    }
+
+    #[test]
+    fn a_mask_valued_on_some_windows_costs_its_share() {
+        use crate::synthetic::WindowedGame;
+        let windowed = WindowedGame {
+            inner: AdditiveGame::new(vec![1.0, 2.0, 4.0], 0.0),
+            windows: 4,
+            window_spread: 1.0,
+            mask_spread: 0.1,
+            seed: 1,
+        };
+        let mut game = CountingGame::new(CachedGame::new(windowed));
+        let masks: Vec<Mask> = ["011", "101", "110"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        // 3 masks × 1 window of 4: ¾ of an evaluation, rounded up.
+        game.values_on_windows(&masks, 0..1).unwrap();
+        assert_eq!(game.evaluations(), 1);
+        // A window already seen costs nothing again; 3 × 2 windows: 1½ → 2.
+        game.values_on_windows(&masks, 0..2).unwrap();
+        assert_eq!(game.evaluations(), 2);
+        // Valued whole, a mask costs one evaluation, whatever its windows cost before.
+        game.values(&masks[..1]).unwrap();
+        assert_eq!(game.evaluations(), 1 + 1);
+        game.values(&masks).unwrap();
+        assert_eq!(game.evaluations(), 3);
+        // Every wrapper passes the windows through.
+        assert_eq!(game.num_windows(), Some(4));
+        let mut boxed: Box<dyn Game> = Box::new(game);
+        assert_eq!(boxed.values_on_windows(&masks, 3..4).unwrap().len(), 3);
+        let players = crate::Players::new(3, &[1]).unwrap();
+        let mut on_players = crate::PlayerGame::new(&mut boxed, players).unwrap();
+        assert_eq!(on_players.num_windows(), Some(4));
+        // Player mask "10" is blocks "110".
+        assert_eq!(
+            on_players
+                .values_on_windows(&["10".parse().unwrap()], 0..4)
+                .unwrap(),
+            boxed.values_on_windows(&masks[2..], 0..4).unwrap()
+        );
+        // A game without windows refuses, saying so.
+        let err = AdditiveGame::new(vec![1.0], 0.0)
+            .values_on_windows(&["1".parse().unwrap()], 0..1)
+            .unwrap_err();
+        assert!(err.to_string().contains("window by window"), "{err}");
     }
 
     #[test]

@@ -256,6 +256,17 @@ impl<G: Game> PlayerGame<G> {
         game.base = base;
         Ok(game)
     }
+
+    /// Each player mask as the inner game's block mask.
+    fn lift_all(&self, masks: &[Mask]) -> Result<Vec<Mask>, GameError> {
+        masks
+            .iter()
+            .map(|m| {
+                m.check_len(self.players.len())?;
+                Ok(self.players.lift_onto(&self.base, m))
+            })
+            .collect()
+    }
 }
 
 impl<G: Game> Game for PlayerGame<G> {
@@ -264,13 +275,7 @@ impl<G: Game> Game for PlayerGame<G> {
     }
 
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
-        let block_masks = masks
-            .iter()
-            .map(|m| {
-                m.check_len(self.players.len())?;
-                Ok(self.players.lift_onto(&self.base, m))
-            })
-            .collect::<Result<Vec<_>, GameError>>()?;
+        let block_masks = self.lift_all(masks)?;
         self.inner.values(&block_masks)
     }
 
@@ -278,6 +283,19 @@ impl<G: Game> Game for PlayerGame<G> {
         mask.check_len(self.players.len()).ok()?;
         self.inner
             .window_values(&self.players.lift_onto(&self.base, mask))
+    }
+
+    fn num_windows(&self) -> Option<usize> {
+        self.inner.num_windows()
+    }
+
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: std::ops::Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        let block_masks = self.lift_all(masks)?;
+        self.inner.values_on_windows(&block_masks, windows)
     }
 }
 

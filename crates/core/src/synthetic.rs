@@ -127,11 +127,124 @@ impl Game for VetoGame {
     }
 }
 
+/// A game measured on `windows` equal parts, like the LLM on its calibration windows: on
+/// window w a mask is worth `inner`'s value plus a difficulty shared by every mask on that
+/// window (`window_spread`) plus its own deviation there (`mask_spread`); both have mean zero
+/// over the windows, so the mean over every window is exactly `inner`'s value. The deviations
+/// are a seeded hash of the mask and the window: the same on every call.
+#[derive(Clone, Debug)]
+pub struct WindowedGame<G> {
+    pub inner: G,
+    pub windows: usize,
+    pub window_spread: f64,
+    pub mask_spread: f64,
+    pub seed: u64,
+}
+
+impl<G: Game> WindowedGame<G> {
+    /// Uniform on [−1, 1), from the seed, a salt and the window.
+    fn unit(&self, salt: u64, window: usize) -> f64 {
+        // splitmix64's finaliser: a cheap, well-mixed, portable hash.
+        let mut z = self
+            .seed
+            .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .wrapping_add((window as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+
+    /// `spread` × a deviation per window for `salt`, centred to mean zero over the windows.
+    fn deviations(&self, salt: u64, spread: f64) -> Vec<f64> {
+        let raw: Vec<f64> = (0..self.windows).map(|w| self.unit(salt, w)).collect();
+        let mean = raw.iter().sum::<f64>() / self.windows as f64;
+        raw.iter().map(|x| spread * (x - mean)).collect()
+    }
+
+    fn mask_salt(mask: &Mask) -> u64 {
+        mask.kept_blocks()
+            .iter()
+            .fold(0x51_7CC1_B727_220A, |h, &b| {
+                (h ^ (b as u64 + 1)).wrapping_mul(0x100_0000_01B3)
+            })
+            .wrapping_add(mask.num_blocks() as u64)
+    }
+}
+
+impl<G: Game> Game for WindowedGame<G> {
+    fn num_players(&self) -> usize {
+        self.inner.num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        self.inner.values(masks)
+    }
+    fn num_windows(&self) -> Option<usize> {
+        Some(self.windows)
+    }
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: std::ops::Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        if windows.end > self.windows {
+            return Err(format!("windows {windows:?} of {}", self.windows).into());
+        }
+        let values = self.inner.values(masks)?;
+        let shared = self.deviations(0, self.window_spread);
+        Ok(masks
+            .iter()
+            .zip(values)
+            .map(|(mask, value)| {
+                let own = self.deviations(Self::mask_salt(mask), self.mask_spread);
+                windows
+                    .clone()
+                    .map(|w| value + shared[w] + own[w])
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 pub use crate::exact::exact_shapley;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_windowed_game_averages_to_its_inner_value() {
+        let mut game = WindowedGame {
+            inner: AdditiveGame::new(vec![1.0, 2.0, 4.0], 0.5),
+            windows: 6,
+            window_spread: 3.0,
+            mask_spread: 0.5,
+            seed: 7,
+        };
+        let masks: Vec<Mask> = ["101", "011"].iter().map(|s| s.parse().unwrap()).collect();
+        let whole = game.values(&masks).unwrap();
+        let parts = game.values_on_windows(&masks, 0..6).unwrap();
+        for (value, parts) in whole.iter().zip(&parts) {
+            let mean = parts.iter().sum::<f64>() / 6.0;
+            assert!((mean - value).abs() < 1e-12, "{mean} against {value}");
+            // Spread out: the windows are not all the value.
+            assert!(parts.iter().any(|p| (p - value).abs() > 0.1), "{parts:?}");
+        }
+        // The same every time, and a range is a slice of the whole.
+        assert_eq!(
+            game.values_on_windows(&masks, 2..4).unwrap()[1],
+            parts[1][2..4]
+        );
+        // Two masks differ on a window by their own deviations only: the shared difficulty
+        // (spread 3) cancels.
+        let own_spread = parts[0]
+            .iter()
+            .zip(&parts[1])
+            .map(|(a, b)| a - b - (whole[0] - whole[1]))
+            .fold(0.0f64, |m, d| m.max(d.abs()));
+        assert!(own_spread <= 4.0 * 0.5 + 1e-12, "{own_spread}");
+        assert!(game.values_on_windows(&masks, 5..7).is_err());
+    }
 
     #[test]
     fn exact_shapley_matches_closed_forms() {

@@ -12,14 +12,21 @@
 //! One run at a time uses a file: a second one (`make -j` choosing two plans through one cache)
 //! waits for the first to finish and then reads what it measured
 //! ([`layerprune_core::FileLock`]), instead of rewriting the file without its rows.
+//!
+//! A mask can also be measured on some windows only ([`Game::values_on_windows`], what racing
+//! asks for): those windows' NLLs are kept in memory, only the windows not yet measured are
+//! run when more are asked for, and a mask whose every window has been measured becomes a row
+//! of the table like any other. A mask dropped after a few windows never becomes a row: a
+//! later run measures those windows again (a fraction of an evaluation each).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use layerprune_core::{FileLock, Game, GameError, Mask};
-use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel};
+use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, MaskEvaluation};
 use layerprune_tables::{
     resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, Provenance, TokenTable,
 };
@@ -37,6 +44,8 @@ pub struct CachedLlm {
     /// The distinct masks asked for since opening, in the order first asked.
     asked: Vec<Mask>,
     asked_set: HashSet<Mask>,
+    /// Masks measured on some windows only (no row yet): each window's NLL where measured.
+    partial: HashMap<Mask, PartialMeasurement>,
     /// Masks actually run on the model by this process.
     pub ran: usize,
     /// Seconds spent running them.
@@ -96,6 +105,7 @@ impl CachedLlm {
                 .with_input("dataset", &tokens.dataset_id),
             asked: Vec::new(),
             asked_set: HashSet::new(),
+            partial: HashMap::new(),
             ran: 0,
             seconds: 0.0,
             _lock: lock,
@@ -161,18 +171,134 @@ impl CachedLlm {
     }
 }
 
+/// A mask's windows measured so far, before it has a row.
+#[derive(Clone, Debug)]
+struct PartialMeasurement {
+    /// Each window's summed NLL, where measured.
+    window_nll_sums: Vec<Option<f64>>,
+    seconds: f64,
+}
+
+impl CachedLlm {
+    fn note_asked(&mut self, masks: &[Mask]) {
+        for mask in masks {
+            if self.asked_set.insert(mask.clone()) {
+                self.asked.push(mask.clone());
+            }
+        }
+    }
+
+    /// Appends rows for masks run by this process and saves the table.
+    fn add_rows(&mut self, rows: Vec<EvaluationRow>, seconds: f64) -> Result<(), GameError> {
+        let first = self.table.rows.len();
+        let masks: Vec<Mask> = rows.iter().map(|row| row.mask.clone()).collect();
+        self.table.append(rows)?;
+        for (i, mask) in masks.into_iter().enumerate() {
+            self.index.insert(mask, first + i);
+        }
+        self.ran += self.table.rows.len() - first;
+        self.seconds += seconds;
+        self.save()?;
+        Ok(())
+    }
+
+    /// Runs the windows of `windows` that `masks` (none with a row that has windows) have not
+    /// been measured on yet, keeping them in `partial`; then every mask whose windows are all
+    /// measured becomes a row.
+    fn measure_windows(&mut self, masks: &[Mask], windows: Range<usize>) -> Result<(), GameError> {
+        let num_windows = self.evaluator.num_windows();
+        // Masks grouped by the run of windows each still lacks, so each group is one call.
+        let mut lacking: BTreeMap<(usize, usize), Vec<Mask>> = BTreeMap::new();
+        for mask in masks {
+            let measured = self
+                .partial
+                .entry(mask.clone())
+                .or_insert_with(|| PartialMeasurement {
+                    window_nll_sums: vec![None; num_windows],
+                    seconds: 0.0,
+                });
+            let mut w = windows.start;
+            while w < windows.end {
+                if measured.window_nll_sums[w].is_some() {
+                    w += 1;
+                    continue;
+                }
+                let start = w;
+                while w < windows.end && measured.window_nll_sums[w].is_none() {
+                    w += 1;
+                }
+                lacking.entry((start, w)).or_default().push(mask.clone());
+            }
+        }
+        let started = Instant::now();
+        for ((start, end), group) in lacking {
+            let results = self
+                .evaluator
+                .evaluate_windows(&group, start..end, &mut |_, _| {})?;
+            for (mask, result) in group.iter().zip(results) {
+                let measured = self.partial.get_mut(mask).expect("entered above");
+                for (w, sum) in (start..end).zip(result.window_nll_sums) {
+                    measured.window_nll_sums[w] = Some(sum);
+                }
+                measured.seconds += result.seconds;
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let full_nll = self.table.full_model_nll;
+        let tokens_scored = self.evaluator.tokens_scored();
+        let mut rows = Vec::new();
+        for mask in masks {
+            let complete = self.partial[mask]
+                .window_nll_sums
+                .iter()
+                .all(Option::is_some);
+            // A row from a cache written before tables kept windows stays as it is.
+            if complete && !self.index.contains_key(mask) {
+                let measured = self.partial.remove(mask).expect("entered above");
+                let window_nll_sums: Vec<f64> =
+                    measured.window_nll_sums.into_iter().flatten().collect();
+                let result = MaskEvaluation {
+                    nll_sum: window_nll_sums.iter().sum(),
+                    tokens_scored,
+                    window_nll_sums,
+                    seconds: measured.seconds,
+                };
+                rows.push(evaluation_row(
+                    &self.evaluator,
+                    mask.clone(),
+                    &result,
+                    full_nll,
+                ));
+            }
+        }
+        if !rows.is_empty() {
+            let promoted: Vec<Mask> = rows.iter().map(|row| row.mask.clone()).collect();
+            self.note_asked(&promoted);
+            self.add_rows(rows, seconds)?;
+        } else {
+            self.seconds += seconds;
+        }
+        Ok(())
+    }
+}
+
 impl Game for CachedLlm {
     fn num_players(&self) -> usize {
         self.evaluator.num_blocks()
     }
 
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
-        for mask in masks {
-            if self.asked_set.insert(mask.clone()) {
-                self.asked.push(mask.clone());
-            }
+        self.note_asked(masks);
+        // Masks measured on some windows already need only the others.
+        let (started_on, pending): (Vec<Mask>, Vec<Mask>) = self
+            .table
+            .pending(masks)
+            .into_iter()
+            .partition(|mask| self.partial.contains_key(mask));
+        if !started_on.is_empty() {
+            let all = 0..self.evaluator.num_windows();
+            self.measure_windows(&started_on, all)?;
         }
-        let pending = self.table.pending(masks);
         if !pending.is_empty() {
             let started = Instant::now();
             let results = self.evaluator.evaluate(&pending, &mut |_, _| {})?;
@@ -184,18 +310,53 @@ impl Game for CachedLlm {
                     evaluation_row(&self.evaluator, mask.clone(), result, full_nll)
                 })
                 .collect();
-            let first = self.table.rows.len();
-            self.table.append(rows)?;
-            for (i, mask) in pending.iter().enumerate() {
-                self.index.insert(mask.clone(), first + i);
-            }
-            self.ran += pending.len();
-            self.seconds += started.elapsed().as_secs_f64();
-            self.save()?;
+            self.add_rows(rows, started.elapsed().as_secs_f64())?;
         }
         Ok(masks
             .iter()
             .map(|mask| -self.table.rows[self.index[mask]].nll)
+            .collect())
+    }
+
+    fn num_windows(&self) -> Option<usize> {
+        Some(self.evaluator.num_windows())
+    }
+
+    /// Minus each window's mean NLL, from the table where the mask has a row with windows,
+    /// else measured (only the windows not measured before).
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        let num_windows = self.evaluator.num_windows();
+        if windows.is_empty() || windows.end > num_windows {
+            return Err(format!(
+                "windows {}..{} of a token table of {num_windows} windows",
+                windows.start, windows.end
+            )
+            .into());
+        }
+        let mut lacking: Vec<Mask> = masks
+            .iter()
+            .filter(|mask| self.window_values(mask).is_none())
+            .cloned()
+            .collect();
+        lacking.sort();
+        lacking.dedup();
+        if !lacking.is_empty() {
+            self.measure_windows(&lacking, windows.clone())?;
+        }
+        let per_window = self.evaluator.tokens_scored() as f64 / num_windows as f64;
+        Ok(masks
+            .iter()
+            .map(|mask| match self.window_values(mask) {
+                Some(values) => values[windows.clone()].to_vec(),
+                None => self.partial[mask].window_nll_sums[windows.clone()]
+                    .iter()
+                    .map(|sum| -sum.expect("measured above") / per_window)
+                    .collect(),
+            })
             .collect())
     }
 

@@ -16,7 +16,7 @@ use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint, RECOMMENDED,
 };
-use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores};
+use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
 use layerprune_tables::{read_tokens, Provenance, TokenTable};
 
 use crate::{block_stats_table, CachedLlm};
@@ -159,6 +159,7 @@ impl PreparedFrontier {
                 reverse: runs(FrontierMethod::Reverse),
                 leave_one_out: runs(FrontierMethod::LeaveOneOut),
                 sleb: runs(FrontierMethod::Sleb),
+                sleb_race: runs(FrontierMethod::SlebRaced).then(Race::default),
                 shapley_masks: (runs(FrontierMethod::Shapley) && run.shapley_masks > 0)
                     .then_some(run.shapley_masks),
                 seed: run.seed,

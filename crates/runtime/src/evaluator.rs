@@ -86,6 +86,10 @@ pub struct Evaluator {
     model: LayeredModel,
     /// Each batch: (input ids [b, s], next-token targets [b, s]; the last target is padding).
     batches: Vec<(Array2<i64>, Array2<i64>)>,
+    /// The windows, kept to batch a range of them ([`Evaluator::evaluate_windows`]).
+    windows: Vec<Vec<u32>>,
+    /// Windows per batch.
+    per_batch: usize,
     options: EvalOptions,
     tokens_scored: u64,
     blocks_run: u64,
@@ -152,17 +156,7 @@ impl Evaluator {
         } else {
             options.batch_windows
         };
-        let batches = windows
-            .chunks(per_batch)
-            .map(|chunk| {
-                let inputs =
-                    Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| i64::from(chunk[b][t]));
-                let targets = Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| {
-                    i64::from(chunk[b][(t + 1) % seq_len])
-                });
-                (inputs, targets)
-            })
-            .collect();
+        let batches = batch_windows(windows, per_batch);
         let mut model = model;
         if options.mask_batch > 1 && options.reuse_prefixes {
             // Larger joins (rare: as many masks must share a block) are opened when met.
@@ -177,6 +171,8 @@ impl Evaluator {
         Ok(Evaluator {
             model,
             batches,
+            windows: windows.to_vec(),
+            per_batch,
             options,
             tokens_scored: (windows.len() * (seq_len - 1)) as u64,
             blocks_run: 0,
@@ -305,27 +301,64 @@ impl Evaluator {
         masks: &[Mask],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
+        let batches = self.batches.clone();
+        self.evaluate_batches(masks, &batches, progress)
+    }
+
+    /// Evaluates `masks` on the windows `windows` only (a range of the token table's windows,
+    /// batched as the whole table is): each result scores those windows' tokens and has their
+    /// NLLs, in order. What racing measures first: a mask clearly worse than another on a few
+    /// windows need not be run on the rest. A window's NLL is the same whatever else shares
+    /// its batch, to float rounding.
+    pub fn evaluate_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: std::ops::Range<usize>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
+        if windows.is_empty() || windows.end > self.windows.len() {
+            return Err(RuntimeError::BadInput(format!(
+                "windows {}..{} of a token table of {} windows",
+                windows.start,
+                windows.end,
+                self.windows.len()
+            )));
+        }
+        if windows == (0..self.windows.len()) {
+            return self.evaluate(masks, progress);
+        }
+        let batches = batch_windows(&self.windows[windows], self.per_batch);
+        self.evaluate_batches(masks, &batches, progress)
+    }
+
+    fn evaluate_batches(
+        &mut self,
+        masks: &[Mask],
+        batches: &[(Array2<i64>, Array2<i64>)],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
         let order = prefix_order(masks, self.num_blocks())?;
+        let windows: usize = batches.iter().map(|(inputs, _)| inputs.nrows()).sum();
+        let scored_per_window = self.tokens_scored / self.num_windows().max(1) as u64;
         let mut results = vec![
             MaskEvaluation {
                 nll_sum: 0.0,
-                tokens_scored: self.tokens_scored,
-                window_nll_sums: Vec::with_capacity(self.num_windows()),
+                tokens_scored: windows as u64 * scored_per_window,
+                window_nll_sums: Vec::with_capacity(windows),
                 seconds: 0.0,
             };
             masks.len()
         ];
         let mut done_units = 0;
         let dtype = self.model.manifest().dtype.clone();
-        for batch in 0..self.batches.len() {
+        for (batch, (inputs, targets)) in batches.iter().enumerate() {
             let started = Instant::now();
-            let (inputs, targets) = self.batches[batch].clone();
             let batch_size = inputs.nrows();
             let seq_len = inputs.ncols();
-            let embedded = self.model.embed(&inputs)?;
+            let embedded = self.model.embed(inputs)?;
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
             let mut last = Instant::now();
-            let num_batches = self.batches.len();
+            let num_batches = batches.len();
             let dtype = &dtype;
             // One mask's NLL rows [batch_size, seq_len] → its sum, timing and progress.
             let mut record = |index: usize, nll: ndarray::ArrayView2<'_, f32>, seconds: f64| {
@@ -361,7 +394,7 @@ impl Evaluator {
                 let mut finish = |model: &mut LayeredModel, finished: &[(usize, &HiddenState)]| {
                     for chunk in finished.chunks(head_batch.max(1)) {
                         let nll = if let [(_, state)] = chunk {
-                            model.token_nll(state, &targets)?
+                            model.token_nll(state, targets)?
                         } else {
                             let states: Vec<&HiddenState> = chunk.iter().map(|(_, s)| *s).collect();
                             let views = vec![targets.view(); chunk.len()];
@@ -391,7 +424,7 @@ impl Evaluator {
             } else {
                 let mut finish =
                     |model: &mut LayeredModel, index: usize, final_state: &HiddenState| {
-                        let nll = model.token_nll(final_state, &targets)?;
+                        let nll = model.token_nll(final_state, targets)?;
                         let seconds = last.elapsed().as_secs_f64();
                         last = Instant::now();
                         record(index, nll.view(), seconds)
@@ -431,6 +464,23 @@ impl Evaluator {
     pub fn into_model(self) -> LayeredModel {
         self.model
     }
+}
+
+/// `windows` in batches of `per_batch`: (input ids [b, s], next-token targets [b, s]; the last
+/// target is padding).
+fn batch_windows(windows: &[Vec<u32>], per_batch: usize) -> Vec<(Array2<i64>, Array2<i64>)> {
+    windows
+        .chunks(per_batch)
+        .map(|chunk| {
+            let seq_len = chunk[0].len();
+            let inputs =
+                Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| i64::from(chunk[b][t]));
+            let targets = Array2::from_shape_fn((chunk.len(), seq_len), |(b, t)| {
+                i64::from(chunk[b][(t + 1) % seq_len])
+            });
+            (inputs, targets)
+        })
+        .collect()
 }
 
 /// The order to run `masks` in, after checking each has `num_blocks` blocks: sorted, so that

@@ -84,3 +84,50 @@ fn means_per_window_average_to_the_masks_nll() {
         );
     }
 }
+
+#[test]
+fn a_range_of_windows_gives_those_windows_nlls() {
+    let windows = fixture_windows(13, 5, 20);
+    let masks = every_mask(6);
+    for options in [
+        EvalOptions::default(),
+        EvalOptions {
+            batch_windows: 2,
+            ..EvalOptions::default()
+        },
+        EvalOptions {
+            mask_batch: 5,
+            ..EvalOptions::default()
+        },
+    ] {
+        let mut ev = evaluator(&windows, options.clone());
+        let whole = ev.evaluate(&masks, &mut |_, _| {}).unwrap();
+        for range in [0..1, 0..2, 1..4, 3..5, 0..5] {
+            let part = ev
+                .evaluate_windows(&masks, range.clone(), &mut |_, _| {})
+                .unwrap();
+            for (mask, (whole, part)) in masks.iter().zip(whole.iter().zip(&part)) {
+                assert_eq!(part.tokens_scored, 19 * range.len() as u64, "{mask}");
+                assert_eq!(part.window_nll_sums.len(), range.len(), "{mask}");
+                let total: f64 = part.window_nll_sums.iter().sum();
+                assert!((total - part.nll_sum).abs() < 1e-9, "{mask} {range:?}");
+                for (sum, reference) in part
+                    .window_nll_sums
+                    .iter()
+                    .zip(&whole.window_nll_sums[range.clone()])
+                {
+                    assert!(
+                        (sum - reference).abs() < 1e-4 * reference.abs().max(1.0),
+                        "{mask} {options:?} {range:?}: {sum} vs {reference}"
+                    );
+                }
+            }
+        }
+        for bad in [0..0, 4..6, 5..6] {
+            let err = ev
+                .evaluate_windows(&masks[..1], bad.clone(), &mut |_, _| {})
+                .unwrap_err();
+            assert!(err.to_string().contains("of 5 windows"), "{bad:?}: {err}");
+        }
+    }
+}

@@ -11,6 +11,7 @@ use layerprune_core::{CachedGame, CountingGame, Game, Mask};
 
 use crate::adaptive::{adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions};
 use crate::baselines::{reverse_order_scores, BlockScores};
+use crate::race::Race;
 use crate::select::one_shot;
 use crate::sleb::sleb;
 use crate::{removable_blocks, SelectionError};
@@ -19,6 +20,8 @@ use crate::{removable_blocks, SelectionError};
 pub const RECOMMENDED: &str = "adaptive";
 /// The best measured plan with k removed among every mask any method asked for.
 pub const BEST_KNOWN: &str = "best-known";
+/// SLEB raced over the calibration windows ([`crate::race`]), as a plan's method.
+pub const SLEB_RACED: &str = "sleb-raced";
 
 /// A budget of the adaptive method, absolute or relative to SLEB's cost at the same k.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -94,6 +97,8 @@ pub enum FrontierMethod {
     Reverse,
     LeaveOneOut,
     Sleb,
+    /// SLEB with each step's candidates raced over the calibration windows.
+    SlebRaced,
     /// The quadratic-surrogate Shapley method ([`FrontierConfig::shapley_masks`]).
     Shapley,
     /// Adaptive removal, once per budget.
@@ -102,12 +107,13 @@ pub enum FrontierMethod {
 
 impl FrontierMethod {
     /// Every method, in the order the frontier plays them.
-    pub const ALL: [FrontierMethod; 7] = [
+    pub const ALL: [FrontierMethod; 8] = [
         FrontierMethod::BlockInfluence,
         FrontierMethod::Angular,
         FrontierMethod::Reverse,
         FrontierMethod::LeaveOneOut,
         FrontierMethod::Sleb,
+        FrontierMethod::SlebRaced,
         FrontierMethod::Shapley,
         FrontierMethod::Adaptive,
     ];
@@ -119,6 +125,7 @@ impl FrontierMethod {
             FrontierMethod::Reverse => crate::baselines::REVERSE,
             FrontierMethod::LeaveOneOut => crate::baselines::LEAVE_ONE_OUT,
             FrontierMethod::Sleb => "sleb",
+            FrontierMethod::SlebRaced => SLEB_RACED,
             FrontierMethod::Shapley => "shapley",
             FrontierMethod::Adaptive => RECOMMENDED,
         }
@@ -161,6 +168,8 @@ pub struct FrontierConfig {
     pub leave_one_out: bool,
     /// Run SLEB.
     pub sleb: bool,
+    /// Run SLEB raced over the calibration windows this way (`None`: not run).
+    pub sleb_race: Option<Race>,
     /// The Shapley method of this project before adaptive removal: this many masks from the
     /// published strata (scaled to the players) plus the full model and every single removal,
     /// a quadratic surrogate of −NLL fitted on them (ridge 0.01, as `make demo`), its exact
@@ -259,11 +268,18 @@ pub fn frontier(
             });
         }
     }
-    if config.sleb {
-        let result = sleb(&mut all, k_max, &config.fixed)?;
+    let races = [
+        (config.sleb, None, "sleb"),
+        (config.sleb_race.is_some(), config.sleb_race, SLEB_RACED),
+    ];
+    for (runs, race, method) in races {
+        if !runs {
+            continue;
+        }
+        let result = sleb(&mut all, k_max, &config.fixed, race.as_ref())?;
         for &k in &config.ks {
             points.push(FrontierPoint {
-                method: "sleb".into(),
+                method: method.into(),
                 k,
                 llm_evaluations: result.evaluations_after[k - 1],
                 budget: None,

@@ -18,7 +18,7 @@ use layerprune_tables::{
 use crate::frontier::Budget;
 use crate::{
     choose_plans, measure_plans, scores_from_table, BlockScores, FittedOn, Plan, PlanInputs,
-    PlanMethod, PlanOptions, RatioTarget,
+    PlanMethod, PlanOptions, Race, RatioTarget,
 };
 
 /// The files a plan is chosen from, and what to take from them.
@@ -61,6 +61,8 @@ pub struct PlanSettings {
     pub budget: Budget,
     /// Instead of `ks`: the most blocks removed within this calibration perplexity ratio.
     pub ratio_target: Option<RatioTarget>,
+    /// SLEB: race each step's candidates over the calibration windows.
+    pub race: Option<Race>,
     pub seed: u64,
 }
 
@@ -303,6 +305,7 @@ impl LoadedPlanInputs {
             permutation_pairs: settings.permutation_pairs,
             budget: settings.budget,
             ratio_target: settings.ratio_target,
+            race: settings.race,
             seed: settings.seed,
         };
         let mut inputs = PlanInputs {
@@ -388,6 +391,7 @@ mod tests {
             permutation_pairs: 512,
             budget: Budget::OfSleb(1.0),
             ratio_target: None,
+            race: None,
             seed: 0,
         }
     }

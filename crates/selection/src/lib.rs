@@ -11,7 +11,9 @@
 //! - [`select`]: one-shot removal of the k lowest scores; iterative removal through a
 //!   surrogate (re-estimating the Shapley values of the remaining blocks after each removal);
 //!   surrogate-guided search over masks with exactly k removed.
-//! - [`sleb`]: SLEB's greedy removal against any [`layerprune_core::Game`] (the LLM).
+//! - [`sleb`]: SLEB's greedy removal against any [`layerprune_core::Game`] (the LLM);
+//!   [`race`]: each of its steps' candidates raced over the calibration windows, the clearly
+//!   worse dropped after a few.
 //! - [`adaptive`]: budget-aware adaptive removal against any `Game`: SLEB's rule with the
 //!   candidates screened by a surrogate refitted on every measurement, then swap refinement
 //!   with the budget left (below the greedy's budget, swaps around the leave-one-out plan
@@ -39,6 +41,7 @@ pub mod frontier;
 pub mod inputs;
 pub mod margin;
 pub mod plans;
+pub mod race;
 pub mod select;
 pub mod sleb;
 pub mod target;
@@ -53,6 +56,7 @@ pub use baselines::{
 };
 pub use margin::{attach_comparisons, full_model, runner_up, WindowNlls};
 pub use plans::{choose_plans, measure_plans, FittedOn, Plan, PlanInputs, PlanMethod, PlanOptions};
+pub use race::{race_values, Race};
 pub use select::{
     iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,
     SurrogateShapley,

@@ -12,11 +12,11 @@ use layerprune_core::{values_checked, CachedGame, Game, Mask};
 use layerprune_surrogate::{FittedSurrogate, Surrogate};
 use layerprune_tables::{BlockStatsTable, FullModel, PlanRow, PlanTable, RunnerUp};
 
-use crate::frontier::{Budget, RECOMMENDED};
+use crate::frontier::{Budget, RECOMMENDED, SLEB_RACED};
 use crate::target::{adaptive_chooser, sleb_chooser};
 use crate::{
     adaptive_removal, best_angular_run, iterative_removal, largest_within, one_shot,
-    removable_blocks, sleb, surrogate_search, AdaptiveOptions, BlockScores, RatioTarget,
+    removable_blocks, sleb, surrogate_search, AdaptiveOptions, BlockScores, Race, RatioTarget,
     SearchOptions, SelectionError, SurrogateShapley,
 };
 
@@ -193,6 +193,8 @@ pub struct PlanOptions {
     /// Instead of `ks`: the most blocks removed whose calibration perplexity stays within a
     /// multiple of the full model's (SLEB and adaptive only).
     pub ratio_target: Option<RatioTarget>,
+    /// SLEB: race each step's candidates over the calibration windows ([`crate::race`]).
+    pub race: Option<Race>,
     pub seed: u64,
 }
 
@@ -202,6 +204,15 @@ pub fn ratio_needs_measuring(method: PlanMethod) -> SelectionError {
         "--max-ppl-ratio needs a method that measures its plans on the model while choosing \
          (adaptive or sleb), not {method}"
     ))
+}
+
+/// SLEB's plans are named for whether they were raced.
+fn sleb_name(options: &PlanOptions) -> &'static str {
+    if options.race.is_some() {
+        SLEB_RACED
+    } else {
+        "sleb"
+    }
 }
 
 fn needs(method: PlanMethod, what: &str) -> SelectionError {
@@ -253,7 +264,12 @@ fn plan_within(
         .ok_or_else(|| needs(method, "--model and --tokens"))?;
     let fixed = &options.fixed;
     let search = if method == PlanMethod::Sleb {
-        largest_within(game, fixed, target, &mut sleb_chooser(fixed))?
+        largest_within(
+            game,
+            fixed,
+            target,
+            &mut sleb_chooser(fixed, options.race.as_ref()),
+        )?
     } else {
         let mut chooser = adaptive_chooser(fixed, options.budget);
         largest_within(game, fixed, target, &mut chooser)?
@@ -273,7 +289,7 @@ fn plan_within(
         )));
     };
     let name = if method == PlanMethod::Sleb {
-        "sleb"
+        sleb_name(options)
     } else {
         RECOMMENDED
     };
@@ -364,9 +380,9 @@ fn plans_for_ks(
                 .game
                 .as_deref_mut()
                 .ok_or_else(|| needs(method, "--model and --tokens"))?;
-            let result = sleb(game, k_max, fixed)?;
+            let result = sleb(game, k_max, fixed, options.race.as_ref())?;
             for &k in &options.ks {
-                let mut plan = Plan::new("sleb", result.removed_blocks(k), 0);
+                let mut plan = Plan::new(sleb_name(options), result.removed_blocks(k), 0);
                 // SLEB ran the plan's mask in its last step, and its value there is −NLL.
                 if k > 0 {
                     plan.llm_evaluations = result.evaluations_after[k - 1] as u64;

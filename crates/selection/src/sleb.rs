@@ -1,7 +1,8 @@
 //! SLEB (Song et al., 2024): greedy block removal measured on the LLM itself.
 
-use layerprune_core::{values_checked, CountingGame, Game, Mask};
+use layerprune_core::{CountingGame, Game, Mask};
 
+use crate::race::{race_values, Race};
 use crate::{removable_blocks, SelectionError};
 
 /// The result of [`sleb`].
@@ -34,8 +35,15 @@ impl SlebResult {
 /// tentatively (on top of those already removed), the game values all those masks in one
 /// batch, and the block whose removal leaves the highest value (hurts least) is removed for
 /// good. Ties go to the lower block index. `game` is the LLM in practice (e.g. minus the NLL),
-/// so this costs Σ_{t<k} (P − t) evaluations for P removable blocks.
-pub fn sleb(game: &mut dyn Game, k: usize, fixed: &[usize]) -> Result<SlebResult, SelectionError> {
+/// so this costs Σ_{t<k} (P − t) evaluations for P removable blocks. With a `race`, each step's
+/// candidates are raced over the calibration windows ([`crate::race`]): the clearly worse are
+/// dropped after a few windows, and the block is chosen among the rest by the same rule.
+pub fn sleb(
+    game: &mut dyn Game,
+    k: usize,
+    fixed: &[usize],
+    race: Option<&Race>,
+) -> Result<SlebResult, SelectionError> {
     let num_blocks = game.num_players();
     let mut remaining = removable_blocks(num_blocks, fixed, k)?;
     let mut game = CountingGame::new(game);
@@ -50,8 +58,10 @@ pub fn sleb(game: &mut dyn Game, k: usize, fixed: &[usize]) -> Result<SlebResult
             .iter()
             .map(|&block| current.with(block, false))
             .collect();
-        let values = values_checked(&mut game, &masks)?;
-        // A NaN value (a diverged model) never wins; among equals the lower block goes first.
+        let values = race_values(&mut game, &masks, race)?;
+        // A NaN value (a diverged model) or a candidate dropped by the race never wins; among
+        // equals the lower block goes first.
+        let values: Vec<f64> = values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect();
         let best = (0..remaining.len())
             .filter(|&i| !values[i].is_nan())
             .max_by(|&a, &b| values[a].total_cmp(&values[b]).then(b.cmp(&a)))

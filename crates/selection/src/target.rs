@@ -33,7 +33,7 @@ use layerprune_core::{CachedGame, Game, Mask};
 
 use crate::frontier::Budget;
 use crate::margin::paired_standard_error;
-use crate::{adaptive_removal, removable_blocks, sleb, AdaptiveOptions, SelectionError};
+use crate::{adaptive_removal, removable_blocks, sleb, AdaptiveOptions, Race, SelectionError};
 
 /// What `--max-ppl-ratio` asks of a plan: a calibration perplexity within `max_ppl_ratio` times
 /// the full model's, by `standard_errors` standard errors of its NLL increase over the
@@ -139,10 +139,14 @@ pub type PlanOf = Result<(Vec<usize>, f64), SelectionError>;
 /// `(game, k)` to its plan with k removed.
 pub type PlanFor<'a> = dyn FnMut(&mut dyn Game, usize) -> PlanOf + 'a;
 
-/// SLEB as [`largest_within`]'s plan chooser: its plan for k, and the value it measured there.
-pub fn sleb_chooser(fixed: &[usize]) -> impl FnMut(&mut dyn Game, usize) -> PlanOf + '_ {
+/// SLEB as [`largest_within`]'s plan chooser (raced with `race`): its plan for k, and the
+/// value it measured there.
+pub fn sleb_chooser<'a>(
+    fixed: &'a [usize],
+    race: Option<&'a Race>,
+) -> impl FnMut(&mut dyn Game, usize) -> PlanOf + 'a {
     move |game, k| {
-        let result = sleb(game, k, fixed)?;
+        let result = sleb(game, k, fixed, race)?;
         Ok((result.removed_blocks(k), result.values_after[k - 1]))
     }
 }
@@ -371,7 +375,7 @@ mod tests {
 
     /// [`largest_within`] with SLEB choosing the plans, no fixed block.
     fn by_sleb(game: &mut dyn Game, target: &RatioTarget) -> Result<TargetSearch, SelectionError> {
-        largest_within(game, &[], target, &mut sleb_chooser(&[]))
+        largest_within(game, &[], target, &mut sleb_chooser(&[], None))
     }
 
     fn game() -> PairGame {

@@ -80,7 +80,7 @@ fn at_sleb_cost_it_is_never_worse_on_average_and_finds_the_optimum_at_least_as_o
             // The plan's value is a measurement, not a prediction.
             let measured = value_of(&mut game, &result.removed_blocks);
             assert_eq!(result.value, measured);
-            let greedy = sleb(&mut game, k, &[]).unwrap();
+            let greedy = sleb(&mut game, k, &[], None).unwrap();
             let sleb_value = greedy.values_after[k - 1];
             adaptive_gap += optimum - result.value;
             sleb_gap += optimum - sleb_value;
@@ -164,7 +164,7 @@ fn at_half_sleb_cost_it_matches_sleb_at_its_full_cost() {
         let result =
             adaptive_removal(&mut game, k, &[], &AdaptiveOptions::with_budget(budget)).unwrap();
         assert!(result.llm_evaluations <= budget);
-        let sleb_value = sleb(&mut game, k, &[]).unwrap().values_after[k - 1];
+        let sleb_value = sleb(&mut game, k, &[], None).unwrap().values_after[k - 1];
         adaptive_gap += optimum - result.value;
         sleb_gap += optimum - sleb_value;
         adaptive_optimal += usize::from(result.value >= optimum - 1e-12);
@@ -250,7 +250,7 @@ fn the_ratio_search_at_half_sleb_cost_per_k_removes_as_many_blocks_as_slebs_for_
             &mut game,
             &[],
             &RatioTarget::new(ratio),
-            &mut sleb_chooser(&[]),
+            &mut sleb_chooser(&[], None),
         )
         .unwrap();
         let by_adaptive =

@@ -198,6 +198,7 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
         permutation_pairs: 64,
         budget: Budget::OfSleb(1.0),
         ratio_target: None,
+        race: None,
         seed: 0,
     };
     let mut plans = choose_plans(PlanMethod::OneShot, &mut inputs, &options).unwrap();

@@ -19,6 +19,7 @@ fn config() -> FrontierConfig {
         reverse: true,
         leave_one_out: true,
         sleb: true,
+        sleb_race: None,
         shapley_masks: Some(60),
         seed: 0,
     }

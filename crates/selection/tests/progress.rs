@@ -14,7 +14,7 @@ fn sleb_logs_each_removal_with_its_evaluations() {
     let (n, k) = (8, 3);
     let mut game = TripleGame::layer_pruning_like(n, 1);
     let text = logged(|| {
-        sleb(&mut game, k, &[]).unwrap();
+        sleb(&mut game, k, &[], None).unwrap();
     });
     let steps: Vec<&str> = text.lines().filter(|l| l.contains("sleb: k=3")).collect();
     assert_eq!(steps.len(), k, "{text}");

@@ -1,9 +1,9 @@
 //! The selection rules on synthetic games whose answers are known or can be brute-forced.
 
-use layerprune_core::synthetic::{AdditiveGame, PairwiseGame};
-use layerprune_core::{Game, Mask};
+use layerprune_core::synthetic::{AdditiveGame, PairwiseGame, WindowedGame};
+use layerprune_core::{CountingGame, Game, Mask};
 use layerprune_selection::{
-    iterative_removal, one_shot, sleb, surrogate_search, SearchOptions, SelectionError,
+    iterative_removal, one_shot, sleb, surrogate_search, Race, SearchOptions, SelectionError,
     SurrogateShapley,
 };
 use layerprune_shapley::synthetic::TripleGame;
@@ -247,7 +247,7 @@ fn sleb_matches_the_greedy_by_hand_and_counts_its_evaluations() {
         let mut game = TripleGame::layer_pruning_like(10, seed);
         let fixed = [0];
         let k = 4;
-        let result = sleb(&mut game, k, &fixed).unwrap();
+        let result = sleb(&mut game, k, &fixed, None).unwrap();
         assert_eq!(result.removal_order, greedy_by_hand(&mut game, k, &fixed));
         // 9 removable blocks: 9 + 8 + 7 + 6 distinct masks.
         assert_eq!(result.evaluations_after, vec![9, 17, 24, 30]);
@@ -258,6 +258,41 @@ fn sleb_matches_the_greedy_by_hand_and_counts_its_evaluations() {
         }
         assert!(!result.removal_order.contains(&0));
     }
+}
+
+#[test]
+fn raced_sleb_chooses_sleb_s_plans_for_fewer_evaluations() {
+    // The layer-pruning-like game measured on 10 windows: a difficulty shared by every mask
+    // (±0.5, far more than any removal's cost) and each mask's own deviation (±0.0005).
+    let mut share = Vec::new();
+    for seed in 0..8 {
+        let windowed = || WindowedGame {
+            inner: TripleGame::layer_pruning_like(16, seed),
+            windows: 10,
+            window_spread: 0.5,
+            mask_spread: 0.0005,
+            seed,
+        };
+        let k = 6;
+        let plain = sleb(&mut windowed(), k, &[0], None).unwrap();
+        let mut counted = CountingGame::new(windowed());
+        let raced = sleb(&mut counted, k, &[0], Some(&Race::default())).unwrap();
+        assert_eq!(raced.removal_order, plain.removal_order, "seed {seed}");
+        assert_eq!(raced.values_after, plain.values_after, "seed {seed}");
+        // Charged the windows it measured: fewer evaluations, counted as the game counts.
+        assert_eq!(raced.llm_evaluations(), counted.evaluations());
+        assert!(raced.evaluations_after.windows(2).all(|w| w[0] < w[1]));
+        share.push(raced.llm_evaluations() as f64 / plain.llm_evaluations() as f64);
+    }
+    let mean = share.iter().sum::<f64>() / share.len() as f64;
+    assert!(
+        mean < 0.75,
+        "raced SLEB cost {mean} of SLEB's evaluations: {share:?}"
+    );
+    // On a game of whole values only, the race has nothing to measure: SLEB itself.
+    let mut whole = TripleGame::layer_pruning_like(12, 1);
+    let raced = sleb(&mut whole, 3, &[], Some(&Race::default())).unwrap();
+    assert_eq!(raced, sleb(&mut whole, 3, &[], None).unwrap());
 }
 
 #[test]
@@ -279,7 +314,7 @@ fn fixed_blocks_are_never_removed_and_k_must_leave_a_player() {
             iterative_removal(&SurrogateShapley::quadratic(&cheap_quadratic), k, &fixed).unwrap();
         let searched =
             surrogate_search(&cheap_quadratic, k, &fixed, &[], &SearchOptions::default()).unwrap();
-        let greedy = sleb(&mut cheap.clone(), k, &fixed).unwrap();
+        let greedy = sleb(&mut cheap.clone(), k, &fixed, None).unwrap();
         for plan in [
             removed,
             iterative.removed_blocks(k),
@@ -306,7 +341,7 @@ fn fixed_blocks_are_never_removed_and_k_must_leave_a_player() {
     too_many(one_shot(&scores, 5, &fixed).map(drop));
     too_many(iterative_removal(&SurrogateShapley::quadratic(&quadratic), 5, &fixed).map(drop));
     too_many(surrogate_search(&quadratic, 5, &fixed, &[], &SearchOptions::default()).map(drop));
-    too_many(sleb(&mut game.clone(), 5, &fixed).map(drop));
+    too_many(sleb(&mut game.clone(), 5, &fixed, None).map(drop));
     assert!(matches!(
         one_shot(&scores, 7, &[]),
         Err(SelectionError::TooManyRemoved { players: 7, .. })

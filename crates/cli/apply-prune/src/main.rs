@@ -21,7 +21,7 @@ use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, PlanFiles, PlanSettings};
 use layerprune_selection::plans::ratio_needs_measuring;
-use layerprune_selection::{PlanMethod, RatioTarget};
+use layerprune_selection::{PlanMethod, Race, RatioTarget};
 use layerprune_tables::{write_plans, Provenance};
 
 #[derive(Parser, Debug)]
@@ -83,6 +83,16 @@ struct Args {
     // --max-ppl-ratio.
     #[arg(long, value_parser = parse_standard_errors)]
     max_ppl_ratio_se: Option<f64>,
+    /// SLEB: race each step's candidates over the calibration windows, dropping a candidate
+    /// once its NLL is more than this many standard errors (paired over the windows measured)
+    /// behind the best one's, so that clearly worse removals are not measured on every window
+    /// (e.g. 3; docs/selection.md, "Racing"). The block is chosen among the rest as without it.
+    #[arg(long, value_parser = parse_race_se)]
+    race_se: Option<f64>,
+    /// With --race-se: the windows every candidate is measured on before any is dropped
+    /// (doubled each round after).
+    #[arg(long, value_parser = count(2, 1_000_000))]
+    race_windows: Option<usize>,
     /// Blocks never removed (e.g. 0), besides the fixed blocks recorded in --scores and
     /// --surrogate.
     #[arg(long, value_delimiter = ',')]
@@ -169,6 +179,16 @@ fn parse_standard_errors(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_race_se(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(z) if z.is_finite() && z > 0.0 => Ok(z),
+        _ => Err(format!(
+            "{text:?} is not a number of standard errors: a positive number (3: a candidate is \
+             dropped once it is three standard errors behind the best)"
+        )),
+    }
+}
+
 /// An estimator name as written in score tables; an old spelling of the shapley stage's is
 /// translated, with a note.
 fn parse_estimator(text: &str) -> Result<String, String> {
@@ -210,6 +230,12 @@ fn config(args: &Args) -> Result<Config> {
     if args.max_ppl_ratio.is_some() && !method.measures_while_choosing() {
         return Err(ratio_needs_measuring(method).into());
     }
+    if args.race_windows.is_some() && args.race_se.is_none() {
+        bail!("--race-windows sets up a race; it needs --race-se");
+    }
+    if args.race_se.is_some() && method != PlanMethod::Sleb {
+        bail!("--race-se races SLEB's candidates; it needs --method sleb, not {method}");
+    }
     if args.pruned_out.is_some() && args.k.len() > 1 {
         bail!(
             "--pruned-out writes one model, so it needs exactly one --k (got {})",
@@ -245,6 +271,10 @@ fn config(args: &Args) -> Result<Config> {
         ratio_target: args.max_ppl_ratio.map(|max_ppl_ratio| RatioTarget {
             max_ppl_ratio,
             standard_errors: args.max_ppl_ratio_se.unwrap_or(0.0),
+        }),
+        race: args.race_se.map(|standard_errors| Race {
+            first_windows: args.race_windows.unwrap_or(Race::default().first_windows),
+            standard_errors,
         }),
         seed: args.seed,
     };

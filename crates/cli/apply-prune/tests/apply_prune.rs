@@ -1118,3 +1118,70 @@ fn a_run_waits_for_another_using_its_cache_then_reads_what_it_measured() {
         read_plans(&first_plan).unwrap().rows
     );
 }
+
+#[test]
+fn raced_sleb_drops_clear_losers_and_keeps_sleb_s_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let provenance = Provenance::new("test", "0", Vec::new());
+    // Eight windows: a race has rounds of 3, 6 and 8 windows.
+    let tokens = dir.path().join("tokens.parquet");
+    let windows = layerprune_tests::fixture_windows(777, 8, 16);
+    write_tokens(
+        &tokens,
+        &TokenTable::new(16, windows, "none", "test"),
+        &provenance,
+    )
+    .unwrap();
+    let run = |name: &str, extra: &[&str]| -> layerprune_tables::PlanTable {
+        let plan = dir.path().join(format!("{name}.parquet"));
+        let cache = dir.path().join(format!("{name}-cache.parquet"));
+        let mut args = measuring_args("sleb", "1,2,3", &tokens, &plan, Some(&cache));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        succeed(&args);
+        read_plans(&plan).unwrap()
+    };
+    let plain = run("plain", &[]);
+    let raced = run("raced", &["--race-se", "3"]);
+    let mut cheaper = false;
+    for (p, r) in plain.rows.iter().zip(&raced.rows) {
+        assert_eq!(r.method, "sleb-raced");
+        assert_eq!(p.method, "sleb");
+        assert_eq!(r.removed_blocks, p.removed_blocks, "k = {}", r.k);
+        assert!((r.measured_nll.unwrap() - p.measured_nll.unwrap()).abs() < 1e-6);
+        assert!(r.llm_evaluations <= p.llm_evaluations, "{r:?} {p:?}");
+        cheaper |= r.llm_evaluations < p.llm_evaluations;
+    }
+    assert!(cheaper, "the race dropped nothing: {:?}", raced.rows);
+    // Only the masks measured on every window are rows of the cache: fewer than SLEB's.
+    let rows = |name: &str| {
+        layerprune_tables::read_evaluations(&dir.path().join(format!("{name}-cache.parquet")))
+            .unwrap()
+            .rows
+    };
+    assert!(rows("raced").len() < rows("plain").len());
+    assert!(rows("raced")
+        .iter()
+        .all(|row| row.window_nlls.as_ref().is_some_and(|w| w.len() == 8)));
+
+    // Refusals, naming the flag; nothing written.
+    let plan = dir.path().join("refused.parquet");
+    for (extra, expected) in [
+        (&["--race-se", "0"][..], "positive number"),
+        (&["--race-se=-1"][..], "positive number"),
+        (&["--race-windows", "2"][..], "needs --race-se"),
+        (
+            &["--race-se", "3", "--race-windows", "1"][..],
+            "--race-windows",
+        ),
+    ] {
+        let mut args = measuring_args("sleb", "2", &tokens, &plan, None);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fail(&args, expected, &plan, None);
+    }
+    let mut args = measuring_args("adaptive", "2", &tokens, &plan, None);
+    args.extend(["--race-se".to_string(), "3".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fail(&args, "needs --method sleb", &plan, None);
+}

@@ -43,8 +43,9 @@ struct Args {
     /// Blocks never removed.
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
-    /// The methods to play: block-influence, angular, reverse, leave-one-out, sleb, shapley,
-    /// adaptive (default: all).
+    /// The methods to play: block-influence, angular, reverse, leave-one-out, sleb, sleb-raced
+    /// (SLEB raced over the calibration windows, `apply-prune --race-se 3`), shapley, adaptive
+    /// (default: all).
     #[arg(long, value_delimiter = ',', default_values_t = FrontierMethod::ALL)]
     methods: Vec<FrontierMethod>,
     /// Budgets of the adaptive method: `least`, `sleb` (SLEB's cost at the same k), `0.5sleb`,

@@ -1,0 +1,102 @@
+//! The LLM's evaluation cache valued window by window (`CachedLlm::values_on_windows`, what
+//! racing asks for), on the committed tiny model: each window's value is the one the whole
+//! measurement gives, a window is never run twice, a mask whose every window was measured
+//! becomes an ordinary row (in the file too), and a later whole value of a mask started on
+//! some windows runs only the others.
+
+use layerprune_core::{Game, Mask};
+use layerprune_evaluation::CachedLlm;
+use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
+use layerprune_tables::{read_evaluations, Provenance, TokenTable};
+use layerprune_tests::{every_mask, fixture_windows, tiny_model_dir};
+
+fn open(tokens: &TokenTable, cache: Option<&std::path::Path>) -> CachedLlm {
+    let model = LayeredModel::open(&tiny_model_dir(), &RuntimeOptions::default()).unwrap();
+    // One window a batch, so that blocks run count the windows run.
+    let options = EvalOptions {
+        batch_windows: 1,
+        reuse_prefixes: false,
+        ..EvalOptions::default()
+    };
+    let provenance = Provenance::new("test", "0.1.0", vec!["test".into()]);
+    CachedLlm::open(model, tokens, options, cache, provenance).unwrap()
+}
+
+#[test]
+fn windows_measured_in_parts_are_the_whole_measurement() {
+    let tokens = TokenTable::new(16, fixture_windows(5, 4, 16), "test", "synthetic ids");
+    let masks: Vec<Mask> = every_mask(6).into_iter().skip(40).take(5).collect();
+    // The reference: every window at once, in another game.
+    let mut whole = open(&tokens, None);
+    let values = whole.values(&masks).unwrap();
+    let windows: Vec<Vec<f64>> = masks
+        .iter()
+        .map(|m| whole.window_values(m).unwrap())
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.parquet");
+    let mut game = open(&tokens, Some(&cache));
+    assert_eq!(game.num_windows(), Some(4));
+    let blocks_before = game.evaluator().blocks_run();
+    let first = game.values_on_windows(&masks, 0..2).unwrap();
+    // 5 masks × 2 windows × (their kept blocks) blocks: each window run once.
+    let kept: u64 = masks.iter().map(|m| m.num_kept() as u64).sum();
+    assert_eq!(game.evaluator().blocks_run() - blocks_before, 2 * kept);
+    for (got, expected) in first.iter().zip(&windows) {
+        for (a, b) in got.iter().zip(&expected[0..2]) {
+            assert!((a - b).abs() < 1e-5, "{got:?} vs {expected:?}");
+        }
+    }
+    // Asked again with one more window: only window 2 runs; no row yet.
+    let blocks_before = game.evaluator().blocks_run();
+    let second = game.values_on_windows(&masks[..2], 0..3).unwrap();
+    assert_eq!(second[0].len(), 3);
+    assert_eq!(second[0][..2], first[0][..]);
+    let kept2: u64 = masks[..2].iter().map(|m| m.num_kept() as u64).sum();
+    assert_eq!(game.evaluator().blocks_run() - blocks_before, kept2);
+    assert_eq!(game.cached_masks(), 1, "only the full model has a row");
+    assert_eq!(game.window_values(&masks[0]), None);
+    // The last window makes the first mask a row, from its windows alone.
+    let blocks_before = game.evaluator().blocks_run();
+    game.values_on_windows(&masks[..1], 3..4).unwrap();
+    assert_eq!(
+        game.evaluator().blocks_run() - blocks_before,
+        masks[0].num_kept() as u64
+    );
+    assert_eq!(game.cached_masks(), 2);
+    let row_windows = game.window_values(&masks[0]).unwrap();
+    for (a, b) in row_windows.iter().zip(&windows[0]) {
+        assert!((a - b).abs() < 1e-5);
+    }
+    // Whole values: the first mask from its row, the next two run windows 2–3 or 3 only,
+    // the others all four; every value the whole measurement's.
+    let blocks_before = game.evaluator().blocks_run();
+    let got = game.values(&masks).unwrap();
+    let expected_blocks: u64 = masks[1].num_kept() as u64
+        + 2 * masks[2..].iter().map(|m| m.num_kept() as u64).sum::<u64>();
+    assert_eq!(
+        game.evaluator().blocks_run() - blocks_before,
+        expected_blocks
+    );
+    for (a, b) in got.iter().zip(&values) {
+        assert!((a - b).abs() < 1e-6, "{got:?} vs {values:?}");
+    }
+    assert_eq!(game.cached_masks(), 6);
+    drop(game);
+    // The file has every row, with its windows.
+    let table = read_evaluations(&cache).unwrap();
+    assert_eq!(table.rows.len(), 6);
+    for mask in &masks {
+        let row = table.rows.iter().find(|r| &r.mask == mask).unwrap();
+        assert_eq!(row.window_nlls.as_ref().unwrap().len(), 4);
+    }
+    // Out of range: refused, saying why.
+    let mut game = open(&tokens, Some(&cache));
+    let err = game.values_on_windows(&masks, 2..5).unwrap_err();
+    assert!(err.to_string().contains("of 4 windows"), "{err}");
+    // From the file: nothing runs.
+    let blocks_before = game.evaluator().blocks_run();
+    game.values_on_windows(&masks, 1..3).unwrap();
+    assert_eq!(game.evaluator().blocks_run(), blocks_before);
+}
