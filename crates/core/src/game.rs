@@ -80,49 +80,36 @@ pub fn values_checked<G: Game + ?Sized>(
     Ok(values)
 }
 
-impl<G: Game + ?Sized> Game for &mut G {
-    fn num_players(&self) -> usize {
-        (**self).num_players()
-    }
-    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
-        (**self).values(masks)
-    }
-    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
-        (**self).window_values(mask)
-    }
-    fn num_windows(&self) -> Option<usize> {
-        (**self).num_windows()
-    }
-    fn values_on_windows(
-        &mut self,
-        masks: &[Mask],
-        windows: Range<usize>,
-    ) -> Result<Vec<Vec<f64>>, GameError> {
-        (**self).values_on_windows(masks, windows)
-    }
+/// A game behind a pointer (`&mut G`, `Box<G>`) is the game itself: every method passed on,
+/// so a default of the trait never hides the pointee's own answer.
+macro_rules! game_through_pointer {
+    ($pointer:ty) => {
+        impl<G: Game + ?Sized> Game for $pointer {
+            fn num_players(&self) -> usize {
+                (**self).num_players()
+            }
+            fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+                (**self).values(masks)
+            }
+            fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+                (**self).window_values(mask)
+            }
+            fn num_windows(&self) -> Option<usize> {
+                (**self).num_windows()
+            }
+            fn values_on_windows(
+                &mut self,
+                masks: &[Mask],
+                windows: Range<usize>,
+            ) -> Result<Vec<Vec<f64>>, GameError> {
+                (**self).values_on_windows(masks, windows)
+            }
+        }
+    };
 }
 
-impl<G: Game + ?Sized> Game for Box<G> {
-    fn num_players(&self) -> usize {
-        (**self).num_players()
-    }
-    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
-        (**self).values(masks)
-    }
-    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
-        (**self).window_values(mask)
-    }
-    fn num_windows(&self) -> Option<usize> {
-        (**self).num_windows()
-    }
-    fn values_on_windows(
-        &mut self,
-        masks: &[Mask],
-        windows: Range<usize>,
-    ) -> Result<Vec<Vec<f64>>, GameError> {
-        (**self).values_on_windows(masks, windows)
-    }
-}
+game_through_pointer!(&mut G);
+game_through_pointer!(Box<G>);
 
 /// Values recorded earlier (an evaluation table), replayed as a game. Asking for a mask that
 /// was never evaluated is an error, never a guess.

@@ -154,6 +154,14 @@ impl CachedLlm {
         self.asked.len().saturating_sub(self.ran)
     }
 
+    /// Masks measured on some windows only (dropped by a race), which have no row.
+    pub fn partly_measured(&self) -> usize {
+        self.partial
+            .keys()
+            .filter(|mask| !self.index.contains_key(*mask))
+            .count()
+    }
+
     /// Rows in the evaluation table (the cache's and this process's).
     pub fn cached_masks(&self) -> usize {
         self.table.rows.len()

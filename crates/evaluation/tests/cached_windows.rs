@@ -56,6 +56,7 @@ fn windows_measured_in_parts_are_the_whole_measurement() {
     let kept2: u64 = masks[..2].iter().map(|m| m.num_kept() as u64).sum();
     assert_eq!(game.evaluator().blocks_run() - blocks_before, kept2);
     assert_eq!(game.cached_masks(), 1, "only the full model has a row");
+    assert_eq!(game.partly_measured(), 5);
     assert_eq!(game.window_values(&masks[0]), None);
     // The last window makes the first mask a row, from its windows alone.
     let blocks_before = game.evaluator().blocks_run();
@@ -83,6 +84,7 @@ fn windows_measured_in_parts_are_the_whole_measurement() {
         assert!((a - b).abs() < 1e-6, "{got:?} vs {values:?}");
     }
     assert_eq!(game.cached_masks(), 6);
+    assert_eq!(game.partly_measured(), 0);
     drop(game);
     // The file has every row, with its windows.
     let table = read_evaluations(&cache).unwrap();

@@ -356,13 +356,22 @@ fn apply_prune(args: Args) -> Result<()> {
         // windows' NLLs of what was asked for.
         layerprune_evaluation::attach_comparisons(game, &mut plans);
         if let Some(cache) = &args.cache {
+            let partly = game.partly_measured();
             tracing::info!(
-                "{}: {} of the {} masks asked for were read from it, {} run now ({} masks kept)",
+                "{}: {} of the {} masks asked for were read from it, {} run now ({} masks kept){}",
                 cache.display(),
                 game.answered_from_cache(),
                 game.asked_masks(),
                 game.ran,
-                game.cached_masks()
+                game.cached_masks(),
+                if partly > 0 {
+                    format!(
+                        "; {partly} more measured on some windows only (a race dropped them; \
+                         not kept)"
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
     }
