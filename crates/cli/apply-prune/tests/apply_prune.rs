@@ -108,6 +108,17 @@ fn write_score_table(path: &Path, scores: &[f64]) {
     write_scores(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
 }
 
+/// The mask's NLL on `fixture_windows(777, count, 16)`, straight from the evaluator.
+fn nll_of_windows(model_dir: &Path, mask: &Mask, count: usize) -> f64 {
+    let model = LayeredModel::open(model_dir, &RuntimeOptions::default()).unwrap();
+    let windows = layerprune_tests::fixture_windows(777, count, 16);
+    let mut evaluator = Evaluator::new(model, &windows, EvalOptions::default()).unwrap();
+    evaluator
+        .evaluate(std::slice::from_ref(mask), &mut |_, _| {})
+        .unwrap()[0]
+        .nll()
+}
+
 fn nll_of(model_dir: &Path, mask: &Mask) -> f64 {
     window_nlls(model_dir, mask).iter().sum::<f64>() / windows().len() as f64
 }
@@ -1120,7 +1131,7 @@ fn a_run_waits_for_another_using_its_cache_then_reads_what_it_measured() {
 }
 
 #[test]
-fn raced_sleb_drops_clear_losers_and_keeps_sleb_s_choice() {
+fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
     let dir = tempfile::tempdir().unwrap();
     let provenance = Provenance::new("test", "0", Vec::new());
     // Eight windows: a race has rounds of 3, 6 and 8 windows.
@@ -1141,26 +1152,40 @@ fn raced_sleb_drops_clear_losers_and_keeps_sleb_s_choice() {
         succeed(&args);
         read_plans(&plan).unwrap()
     };
-    let plain = run("plain", &[]);
-    let raced = run("raced", &["--race-se", "3"]);
-    let mut cheaper = false;
-    for (p, r) in plain.rows.iter().zip(&raced.rows) {
-        assert_eq!(r.method, "sleb-raced");
-        assert_eq!(p.method, "sleb");
-        assert_eq!(r.removed_blocks, p.removed_blocks, "k = {}", r.k);
-        assert!((r.measured_nll.unwrap() - p.measured_nll.unwrap()).abs() < 1e-6);
-        assert!(r.llm_evaluations <= p.llm_evaluations, "{r:?} {p:?}");
-        cheaper |= r.llm_evaluations < p.llm_evaluations;
-    }
-    assert!(cheaper, "the race dropped nothing: {:?}", raced.rows);
-    // Only the masks measured on every window are rows of the cache: fewer than SLEB's.
     let rows = |name: &str| {
         layerprune_tables::read_evaluations(&dir.path().join(format!("{name}-cache.parquet")))
             .unwrap()
             .rows
     };
-    assert!(rows("raced").len() < rows("plain").len());
-    assert!(rows("raced")
+    let plain = run("plain", &[]);
+    // The tiny random model's removals nearly all lie within its windows' spread: at the
+    // default three standard errors the race drops little and keeps SLEB's plans.
+    let patient = run("patient", &["--race-se", "3"]);
+    for (p, r) in plain.rows.iter().zip(&patient.rows) {
+        assert_eq!(
+            (r.method.as_str(), p.method.as_str()),
+            ("sleb-raced", "sleb")
+        );
+        assert_eq!(r.removed_blocks, p.removed_blocks, "k = {}", r.k);
+        assert!((r.measured_nll.unwrap() - p.measured_nll.unwrap()).abs() < 1e-6);
+        assert!(r.llm_evaluations <= p.llm_evaluations, "{r:?} {p:?}");
+    }
+    assert!(rows("patient").len() <= rows("plain").len());
+    // A quarter of a standard error drops candidates: charged less, fewer rows kept, each with
+    // every window; every plan is a measured mask whose NLL is the model's.
+    let hasty = run("hasty", &["--race-se", "0.25", "--race-windows", "2"]);
+    let mut cheaper = false;
+    for (p, r) in plain.rows.iter().zip(&hasty.rows) {
+        assert_eq!(r.method, "sleb-raced");
+        assert!(r.llm_evaluations <= p.llm_evaluations, "{r:?} {p:?}");
+        cheaper |= r.llm_evaluations < p.llm_evaluations;
+        let removed: Vec<usize> = r.removed_blocks.iter().map(|&b| b as usize).collect();
+        let nll = nll_of_windows(&fixture(), &Mask::from_removed(6, &removed).unwrap(), 8);
+        assert!((r.measured_nll.unwrap() - nll).abs() < 1e-6, "{r:?}: {nll}");
+    }
+    assert!(cheaper, "the race dropped nothing: {:?}", hasty.rows);
+    assert!(rows("hasty").len() < rows("plain").len());
+    assert!(rows("hasty")
         .iter()
         .all(|row| row.window_nlls.as_ref().is_some_and(|w| w.len() == 8)));
 
