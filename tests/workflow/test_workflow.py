@@ -261,8 +261,9 @@ def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
     assert counts["evaluate_shard"] == 12
     assert counts["merge_shards"] == 3
     assert counts["sample_more"] == 2 and counts["fit_round"] == 2
-    # Every method of config.yaml: adaptive (the recommended one), SLEB and the nine others.
-    assert counts["plan"] == 11
+    # Every method of config.yaml: adaptive (the recommended one), SLEB, raced SLEB and the nine
+    # others.
+    assert counts["plan"] == 12
 
 
 def test_slurm_profile_dry_run(tmp_path, text):
