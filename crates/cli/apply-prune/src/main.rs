@@ -86,11 +86,12 @@ struct Args {
     /// SLEB: race each step's candidates over the calibration windows, dropping a candidate
     /// once its NLL is more than this many standard errors (paired over the windows measured)
     /// behind the best one's, so that clearly worse removals are not measured on every window
-    /// (e.g. 3; docs/selection.md, "Racing"). The block is chosen among the rest as without it.
+    /// (e.g. 3; docs/selection.md, "Racing SLEB"). The block is chosen among the rest as without
+    /// it.
     #[arg(long, value_parser = parse_race_se)]
     race_se: Option<f64>,
     /// With --race-se: the windows every candidate is measured on before any is dropped
-    /// (doubled each round after).
+    /// (doubled each round after; default 3).
     #[arg(long, value_parser = count(2, 1_000_000))]
     race_windows: Option<usize>,
     /// Blocks never removed (e.g. 0), besides the fixed blocks recorded in --scores and
