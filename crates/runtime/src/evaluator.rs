@@ -194,7 +194,7 @@ impl Evaluator {
 
     /// Token windows each mask is judged on.
     pub fn num_windows(&self) -> usize {
-        self.batches.iter().map(|(inputs, _)| inputs.nrows()).sum()
+        self.windows.len()
     }
 
     /// A result's mean NLL on each window (nats per token, the token table's order): what a
@@ -301,8 +301,11 @@ impl Evaluator {
         masks: &[Mask],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
-        let batches = self.batches.clone();
-        self.evaluate_batches(masks, &batches, progress)
+        // Taken out for the call (`evaluate_batches` needs the evaluator mutably) and put back.
+        let batches = std::mem::take(&mut self.batches);
+        let results = self.evaluate_batches(masks, &batches, progress);
+        self.batches = batches;
+        results
     }
 
     /// Evaluates `masks` on the windows `windows` only (a range of the token table's windows,

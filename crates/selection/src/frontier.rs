@@ -13,7 +13,7 @@ use crate::adaptive::{adaptive_min_budget, adaptive_removal, sleb_cost, Adaptive
 use crate::baselines::{reverse_order_scores, BlockScores};
 use crate::race::Race;
 use crate::select::one_shot;
-use crate::sleb::sleb;
+use crate::sleb::{sleb, sleb_method};
 use crate::{removable_blocks, SelectionError};
 
 /// The method this project recommends (what `make demo` writes as the pruned model).
@@ -124,7 +124,7 @@ impl FrontierMethod {
             FrontierMethod::Angular => crate::baselines::ANGULAR,
             FrontierMethod::Reverse => crate::baselines::REVERSE,
             FrontierMethod::LeaveOneOut => crate::baselines::LEAVE_ONE_OUT,
-            FrontierMethod::Sleb => "sleb",
+            FrontierMethod::Sleb => sleb_method(None),
             FrontierMethod::SlebRaced => SLEB_RACED,
             FrontierMethod::Shapley => "shapley",
             FrontierMethod::Adaptive => RECOMMENDED,
@@ -269,17 +269,17 @@ pub fn frontier(
         }
     }
     let races = [
-        (config.sleb, None, "sleb"),
-        (config.sleb_race.is_some(), config.sleb_race, SLEB_RACED),
+        (config.sleb, None),
+        (config.sleb_race.is_some(), config.sleb_race),
     ];
-    for (runs, race, method) in races {
+    for (runs, race) in races {
         if !runs {
             continue;
         }
         let result = sleb(&mut all, k_max, &config.fixed, race.as_ref())?;
         for &k in &config.ks {
             points.push(FrontierPoint {
-                method: method.into(),
+                method: sleb_method(race.as_ref()).into(),
                 k,
                 llm_evaluations: result.evaluations_after[k - 1],
                 budget: None,

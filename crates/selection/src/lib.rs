@@ -61,7 +61,7 @@ pub use select::{
     iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,
     SurrogateShapley,
 };
-pub use sleb::{sleb, SlebResult};
+pub use sleb::{sleb, sleb_method, SlebResult};
 pub use target::{
     adaptive_chooser, largest_within, sleb_chooser, PlanFor, PlanOf, RatioTarget, TargetProbe,
     TargetSearch,

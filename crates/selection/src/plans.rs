@@ -12,7 +12,8 @@ use layerprune_core::{values_checked, CachedGame, Game, Mask};
 use layerprune_surrogate::{FittedSurrogate, Surrogate};
 use layerprune_tables::{BlockStatsTable, FullModel, PlanRow, PlanTable, RunnerUp};
 
-use crate::frontier::{Budget, RECOMMENDED, SLEB_RACED};
+use crate::frontier::{Budget, RECOMMENDED};
+use crate::sleb::sleb_method;
 use crate::target::{adaptive_chooser, sleb_chooser};
 use crate::{
     adaptive_removal, best_angular_run, iterative_removal, largest_within, one_shot,
@@ -206,15 +207,6 @@ pub fn ratio_needs_measuring(method: PlanMethod) -> SelectionError {
     ))
 }
 
-/// SLEB's plans are named for whether they were raced.
-fn sleb_name(options: &PlanOptions) -> &'static str {
-    if options.race.is_some() {
-        SLEB_RACED
-    } else {
-        "sleb"
-    }
-}
-
 fn needs(method: PlanMethod, what: &str) -> SelectionError {
     SelectionError::BadOption(format!("--method {method} needs {what}"))
 }
@@ -289,7 +281,7 @@ fn plan_within(
         )));
     };
     let name = if method == PlanMethod::Sleb {
-        sleb_name(options)
+        sleb_method(options.race.as_ref())
     } else {
         RECOMMENDED
     };
@@ -382,7 +374,11 @@ fn plans_for_ks(
                 .ok_or_else(|| needs(method, "--model and --tokens"))?;
             let result = sleb(game, k_max, fixed, options.race.as_ref())?;
             for &k in &options.ks {
-                let mut plan = Plan::new(sleb_name(options), result.removed_blocks(k), 0);
+                let mut plan = Plan::new(
+                    sleb_method(options.race.as_ref()),
+                    result.removed_blocks(k),
+                    0,
+                );
                 // SLEB ran the plan's mask in its last step, and its value there is −NLL.
                 if k > 0 {
                     plan.llm_evaluations = result.evaluations_after[k - 1] as u64;

@@ -108,30 +108,24 @@ fn write_score_table(path: &Path, scores: &[f64]) {
     write_scores(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
 }
 
-/// The mask's NLL on `fixture_windows(777, count, 16)`, straight from the evaluator.
-fn nll_of_windows(model_dir: &Path, mask: &Mask, count: usize) -> f64 {
-    let model = LayeredModel::open(model_dir, &RuntimeOptions::default()).unwrap();
-    let windows = layerprune_tests::fixture_windows(777, count, 16);
-    let mut evaluator = Evaluator::new(model, &windows, EvalOptions::default()).unwrap();
-    evaluator
-        .evaluate(std::slice::from_ref(mask), &mut |_, _| {})
-        .unwrap()[0]
-        .nll()
-}
-
 fn nll_of(model_dir: &Path, mask: &Mask) -> f64 {
     window_nlls(model_dir, mask).iter().sum::<f64>() / windows().len() as f64
 }
 
 /// The mask's mean NLL on each window, straight from the evaluator.
 fn window_nlls(model_dir: &Path, mask: &Mask) -> Vec<f64> {
+    window_nlls_on(model_dir, mask, &windows())
+}
+
+/// The mask's mean NLL on each of `windows`, straight from the evaluator.
+fn window_nlls_on(model_dir: &Path, mask: &Mask, windows: &[Vec<u32>]) -> Vec<f64> {
     let model = LayeredModel::open(model_dir, &RuntimeOptions::default()).unwrap();
-    let mut evaluator = Evaluator::new(model, &windows(), EvalOptions::default()).unwrap();
+    let mut evaluator = Evaluator::new(model, windows, EvalOptions::default()).unwrap();
     let result = evaluator
         .evaluate(std::slice::from_ref(mask), &mut |_, _| {})
         .unwrap()
         .remove(0);
-    assert_eq!(result.window_nll_sums.len(), windows().len());
+    assert_eq!(result.window_nll_sums.len(), windows.len());
     let means = evaluator.window_nlls(&result);
     assert!((means.iter().sum::<f64>() / means.len() as f64 - result.nll()).abs() < 1e-12);
     means
@@ -1139,7 +1133,7 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
     let windows = layerprune_tests::fixture_windows(777, 8, 16);
     write_tokens(
         &tokens,
-        &TokenTable::new(16, windows, "none", "test"),
+        &TokenTable::new(16, windows.clone(), "none", "test"),
         &provenance,
     )
     .unwrap();
@@ -1180,7 +1174,11 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
         assert!(r.llm_evaluations <= p.llm_evaluations, "{r:?} {p:?}");
         cheaper |= r.llm_evaluations < p.llm_evaluations;
         let removed: Vec<usize> = r.removed_blocks.iter().map(|&b| b as usize).collect();
-        let nll = nll_of_windows(&fixture(), &Mask::from_removed(6, &removed).unwrap(), 8);
+        let mask = Mask::from_removed(6, &removed).unwrap();
+        let nll = window_nlls_on(&fixture(), &mask, &windows)
+            .iter()
+            .sum::<f64>()
+            / 8.0;
         assert!((r.measured_nll.unwrap() - nll).abs() < 1e-6, "{r:?}: {nll}");
     }
     assert!(cheaper, "the race dropped nothing: {:?}", hasty.rows);
