@@ -141,10 +141,11 @@ $(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parqu
 DEMO_METHODS ?= $(METHODS)
 DEMO_PLANS := $(foreach m,$(DEMO_METHODS),$(RUN)/plans/$(m).parquet)
 
-# The pruned model of the recommended (adaptive) plan with K_PRUNED blocks removed, chosen on
-# the calibration tokens, and its perplexity on the evaluation text.
-$(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/plans/adaptive.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
-	$(BIN)/apply-prune --method from-plan --plans $(RUN)/plans/adaptive-calibration.parquet --plan-method adaptive \
+# The pruned model of the recommended method's plan (RECOMMENDED_METHOD, settings.mk) with
+# K_PRUNED blocks removed, chosen on the calibration tokens, and its perplexity on the evaluation
+# text.
+$(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD).parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
+	$(BIN)/apply-prune --method from-plan --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet --plan-method $(RECOMMENDED_METHOD) \
 	  --k $(K_PRUNED) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
 
@@ -160,7 +161,7 @@ $(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
 # MODEL_NAME in pipelines/models.mk), so for the models the project fetches itself.
 $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
-	  --method adaptive --k $(K_PRUNED) --out $(dir $@) --force
+	  --method $(RECOMMENDED_METHOD) --k $(K_PRUNED) --out $(dir $@) --force
 
 # The same checkpoint as one ONNX decoder with a KV cache, for generating text (the layered
 # folder and the merged file have no cache); checked against transformers' greedy generation.
@@ -186,7 +187,7 @@ demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
 # `make results-docs` copies the table and the perplexity plot into docs/ on purpose.
 RESULTS_RUN ?= $(BUILD)/runs/results
 RESULTS_METHODS := reverse random-1 random-2 random-3 random-4 random-5 block-influence angular \
-  leave-one-out sleb sleb-raced adaptive published shapley iterative search
+  leave-one-out sleb sleb-raced adaptive adaptive-raced published shapley iterative search
 RESULTS_PLANS := $(foreach m,$(RESULTS_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
 RANDOM_SEEDS := 1 2 3 4 5
 # Make's own rows of the method table: the random order of each seed.

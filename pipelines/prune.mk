@@ -5,7 +5,7 @@
 # over the calibration windows (PRUNE_METHOD below). Included by the
 # top-level Makefile after pipelines/layerprune.mk, whose text sources (CALIB_*, EVAL_*, SEQ_LEN,
 # SEED: the demo's defaults, LAMBADA passages unless CALIB_TEXT / EVAL_TEXT), EVALUATE_FLAGS
-# (DEVICE, THREADS) and method rows (PLAN_ARGS_adaptive with ADAPTIVE_BUDGET, PLAN_ARGS_sleb-raced) it uses.
+# (DEVICE, THREADS) and method rows (RECOMMENDED_METHOD's with ADAPTIVE_BUDGET, PLAN_ARGS_sleb-raced) it uses.
 #
 # The run folder PRUNE_OUT (default build/runs/prune-<name of MODEL>):
 #   model/                        the full model as a layered ONNX folder (export_layered.py)
@@ -56,12 +56,13 @@ PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(MAX_PPL_RATIO)$(if $(MAX_PPL_RATIO_S
 PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS),--k $(K))
 PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 # The method that chooses, by its name in the plan table, and its arguments (settings.mk's method
-# table). For K blocks the recommended method, adaptive removal (ADAPTIVE_BUDGET, SLEB's cost by
-# default). For MAX_PPL_RATIO, which tries two k or more, SLEB raced over the calibration windows:
-# on SmolLM2-135M and Gemma 3 270M it found SLEB's plans for fewer evaluations than adaptive
+# table). For K blocks the recommended method (RECOMMENDED_METHOD: adaptive removal raced over the
+# calibration windows, at most ADAPTIVE_BUDGET evaluations, SLEB's cost by default). For
+# MAX_PPL_RATIO, which tries two k or more, SLEB raced over the calibration windows: on
+# SmolLM2-135M and Gemma 3 270M it found SLEB's plans for fewer evaluations than adaptive
 # removal's search at half SLEB's cost per k (docs/results.md, "Racing SLEB"); with an
-# ADAPTIVE_BUDGET of the user's, adaptive removal at that budget for each k tried.
-PRUNE_METHOD = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,adaptive)
+# ADAPTIVE_BUDGET of the user's, the recommended method at that budget for each k tried.
+PRUNE_METHOD = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,$(RECOMMENDED_METHOD))
 PRUNE_PLAN_ARGS = $(PLAN_ARGS_$(PRUNE_METHOD))
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 PRUNE_SOURCE = $(if $(PRUNE_IS_GGUF),--gguf,--model) $(MODEL)
@@ -138,7 +139,7 @@ $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_d
 $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(ORT_LIB)
 	$(BIN)/evaluate --model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
 
-# PRUNE_METHOD (adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
+# PRUNE_METHOD (raced adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
 # ratio) chooses on the calibration tokens; the chosen plan is then measured on the held-out
 # tokens and written as the pruned layered folder. With MAX_PPL_RATIO the plan table holds the
 # one plan chosen, so the later steps take it without a k.

@@ -131,7 +131,7 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     out = setup["tmp"] / "run"
     _, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
     # Export of the folder, held-out tokens, the full model on them, calibration tokens, the
-    # adaptive plan on them, the pruned folder measured on the held-out tokens, its evaluation,
+    # raced adaptive plan on them, the pruned folder measured on the held-out tokens, its evaluation,
     # the HF checkpoint, the KV-cache decoder made from it, the summary: each once, in this order.
     names = [line[0] for line in lines]
     assert names == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens", "apply-prune",
@@ -140,17 +140,18 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     assert arg(export, "--model") == str(setup["hf"]) and arg(export, "--out") == f"{out}/model"
     (choose,) = calls(lines, "apply-prune", "adaptive", "--budget")
     assert arg(choose, "--budget") == "sleb" and arg(choose, "--k") == "2"
+    assert arg(choose, "--race-se") == "3"
     assert arg(choose, "--tokens") == f"{out}/tokens-calib.parquet"
     assert arg(choose, "--plan") == f"{out}/k2/plan-calibration.parquet"
     assert arg(choose, "--cache") == f"{out}/evaluations-calib.parquet"
     (write,) = calls(lines, "apply-prune", "from-plan")
     assert arg(write, "--tokens") == f"{out}/tokens-eval.parquet"
-    assert arg(write, "--plan-method") == "adaptive" and arg(write, "--k") == "2"
+    assert arg(write, "--plan-method") == "adaptive-raced" and arg(write, "--k") == "2"
     assert arg(write, "--plan") == f"{out}/k2/plan.parquet"
     assert arg(write, "--pruned-out").rstrip("/") == f"{out}/k2/pruned"
     (hf,) = calls(lines, "prune_hf.py")
     assert arg(hf, "--model") == str(setup["hf"]) and arg(hf, "--plan") == f"{out}/k2/plan.parquet"
-    assert arg(hf, "--method") == "adaptive" and arg(hf, "--k") == "2"
+    assert arg(hf, "--method") == "adaptive-raced" and arg(hf, "--k") == "2"
     assert arg(hf, "--out").rstrip("/") == f"{out}/k2/pruned-hf"
     (generator,) = calls(lines, "export_generator.py")
     assert arg(generator, "--model").rstrip("/") == f"{out}/k2/pruned-hf"
@@ -193,14 +194,14 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
     assert arg(lines[0], "--max-ppl-ratio") == "2"
-    # A budget of the user's is adaptive removal's, at that budget for each k tried; it redoes
-    # the plan, and every later step takes the adaptive plan.
+    # A budget of the user's is the recommended method's (raced adaptive removal), at that budget
+    # for each k tried; it redoes the plan, and every later step takes that plan.
     _, lines = setup["make"](base[0], "MAX_PPL_RATIO=2", base[2], "ADAPTIVE_BUDGET=sleb")
     assert [line[0] for line in lines][:2] == ["apply-prune", "apply-prune"]
-    assert arg(lines[0], "--method") == "adaptive" and "--race-se" not in lines[0]
+    assert arg(lines[0], "--method") == "adaptive" and arg(lines[0], "--race-se") == "3"
     assert arg(lines[0], "--budget") == "sleb" and arg(lines[0], "--max-ppl-ratio") == "2"
-    assert arg(lines[1], "--plan-method") == "adaptive"
-    assert arg(calls(lines, "report.py")[0], "--method") == "adaptive"
+    assert arg(lines[1], "--plan-method") == "adaptive-raced"
+    assert arg(calls(lines, "report.py")[0], "--method") == "adaptive-raced"
     # A margin of standard errors: passed to the search and the summary, in a folder of its own.
     _, lines = setup["make"](*base, "MAX_PPL_RATIO_SE=2")
     (choose,) = calls(lines, "apply-prune", "--race-se", "--max-ppl-ratio")
@@ -261,7 +262,7 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     assert f"prune_hf.py --gguf {setup['gguf']} --plan {run}/k4/plan.parquet" in text
     # The decoder is made from the pruned checkpoint (a GGUF's architecture is known once loaded).
     assert f"export_generator.py --model {run}/k4/pruned-hf/ --out {run}/k4/pruned-generator.onnx" in text
-    assert "apply-prune --method adaptive --budget 0.5sleb --k 4" in text
+    assert "apply-prune --method adaptive --budget 0.5sleb --race-se 3 --k 4" in text
     assert text.count("--device cuda:1") == 4  # full model, plan, pruned folder, its evaluation
     assert f"report.py summary --run {run} --plan-dir {run}/k4" in text
 

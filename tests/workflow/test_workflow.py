@@ -234,7 +234,8 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
                  "scores-baselines.parquet", "full-eval.parquet", "pruned-k2/manifest.json",
                  "pruned-k2-eval.parquet", "results.md"]:
         assert (run / name).is_file(), name
-    methods = ["adaptive", "sleb", "sleb-raced", "published", "shapley", "iterative", "search",
+    methods = ["adaptive-raced", "adaptive", "sleb", "sleb-raced", "published", "shapley",
+               "iterative", "search",
                "block-influence", "angular", "leave-one-out", "reverse", "random"]
     for method in methods:
         plan = pq.read_table(run / "plans" / f"{method}.parquet").to_pydict()
@@ -242,9 +243,9 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
         assert all(p is not None and p > 0 for p in plan["measured_ppl"]), method
     assert job_counts(result.stdout + result.stderr)["plan"] == len(methods)
     assert "| shapley |" in (run / "results.md").read_text()
-    # The pruned model is the recommended (adaptive) plan.
+    # The pruned model is the recommended (raced adaptive) plan.
     pruned_plan = pq.read_table(run / "pruned-k2-plan.parquet").to_pydict()
-    assert pruned_plan["method"] == ["adaptive"]
+    assert pruned_plan["method"] == ["adaptive-raced"]
 
 
 def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
@@ -261,9 +262,9 @@ def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
     assert counts["evaluate_shard"] == 12
     assert counts["merge_shards"] == 3
     assert counts["sample_more"] == 2 and counts["fit_round"] == 2
-    # Every method of config.yaml: adaptive (the recommended one), SLEB, raced SLEB and the nine
-    # others.
-    assert counts["plan"] == 12
+    # Every method of settings.mk's METHODS: adaptive removal raced (the recommended one) and
+    # not, SLEB raced and not, and the nine others.
+    assert counts["plan"] == 13
 
 
 def test_slurm_profile_dry_run(tmp_path, text):
@@ -425,18 +426,24 @@ def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, ove
     if "METHODS" in overrides:
         assert make_methods == overrides["METHODS"]
     make_table, snake_table = plan_table(made), plan_table(dry["cpu"])
-    assert list(make_table) == make_methods.split(), (list(make_table), make_methods)
+    # Besides METHODS, the recommended method's plan: the demo's pruned model is made from it.
+    recommended = shared_settings().Settings(SETTINGS_MK).variables["RECOMMENDED_METHOD"][1]
+    planned = make_methods.split() + [recommended] * (recommended not in make_methods.split())
+    assert list(make_table) == planned, (list(make_table), make_methods)
     assert make_table == snake_table
-    # SLEB (raced or not) and adaptive removal choose through one cache, removed with the
+    # SLEB and adaptive removal (raced or not) choose through one cache, removed with the
     # calibration tokens.
     cache = f"--cache {run}/plans/evaluations-calib.parquet"
+    cached = {"sleb", "sleb-raced", "adaptive", "adaptive-raced"}
     for method, (_, args) in make_table.items():
-        assert args.endswith(cache) == (method in {"sleb", "sleb-raced", "adaptive"}), (method, args)
+        assert args.endswith(cache) == (method in cached), (method, args)
     for output in [made, dry["cpu"]]:
         assert f"rm -f {run}/plans/evaluations-calib.parquet" in output
     if "ADAPTIVE_BUDGET" in overrides:
         assert make_table["adaptive"][1] == f"--method adaptive --budget 2000 {cache}"
-    assert job_counts(dry["cpu"])["plan"] == len(make_methods.split())
+        assert make_table["adaptive-raced"][1] == (
+            f"--method adaptive --budget 2000 --race-se 3 {cache}")
+    assert job_counts(dry["cpu"])["plan"] == len(planned)
 
     # ONNX Runtime: the library Make fetches is the one Snakemake expects (CPU and CUDA builds).
     make_ort = re.search(r"fetch_wheel\.py onnxruntime==(\S+) .*\ntest -f (\S+)", made)

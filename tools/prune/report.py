@@ -11,7 +11,7 @@ closing summary.
   report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--method M]
                     [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
-      exporter's environment). The plan folder holds one plan of method M (default adaptive;
+      exporter's environment). The plan folder holds one plan of method M (default adaptive-raced;
       sleb-raced for a ratio): K blocks asked for (`kK/`), or as many as the calibration
       perplexity ratio R allowed (`ratioR/`; by Z standard errors, `ratioR-seZ/`).
 """
@@ -158,7 +158,9 @@ def target_lines(calibration: dict, max_ratio: float):
 
 
 # How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD).
-METHOD_NAMES = {"adaptive": "adaptive removal", "sleb-raced": "SLEB raced over the calibration windows"}
+METHOD_NAMES = {"adaptive": "adaptive removal",
+                "adaptive-raced": "adaptive removal raced over the calibration windows",
+                "sleb-raced": "SLEB raced over the calibration windows"}
 
 
 def summary(args):
@@ -239,7 +241,7 @@ def main(argv=None):
     report.add_argument("--max-ppl-ratio", help="the ratio the plan was chosen within, if it was")
     report.add_argument("--max-ppl-ratio-se", help="the margin in standard errors it was chosen with, if any")
     report.add_argument("--source", required=True)
-    report.add_argument("--method", default="adaptive", help="the plan table's method that chose the plan")
+    report.add_argument("--method", default="adaptive-raced", help="the plan table's method that chose the plan")
     args = parser.parse_args(argv)
     {"llama-cpp": llama_cpp, "summary": summary}[args.command](args)
 

@@ -25,23 +25,28 @@ def read(path: Path):
     return rows, heldout
 
 
+# The methods run once per budget (adaptive removal, raced or not).
+BUDGETED = ("adaptive", "adaptive-raced")
+
+
 def label(row, budget_index):
-    """Adaptive runs are told apart by their budget (or, in a CSV without the budget column,
-    by its rank within (k, calibration set))."""
-    if row["method"] == "adaptive":
+    """Runs of a budgeted method are told apart by their budget (or, in a CSV without the
+    budget column, by its rank within (k, calibration set))."""
+    method = row["method"]
+    if method in BUDGETED:
         if row.get("budget"):
-            return f"adaptive, budget {int(row['budget']):,}"
-        return f"adaptive #{budget_index}"
-    return row["method"]
+            return f"{method}, budget {int(row['budget']):,}"
+        return f"{method} #{budget_index}"
+    return method
 
 
 def labels(rows):
-    """Each row's label (`label`), in the rows' order: adaptive runs ranked by their evaluations
-    within (k, calibration set) where the CSV has no budget column."""
+    """Each row's label (`label`), in the rows' order: a budgeted method's runs ranked by their
+    evaluations within (k, method, calibration set) where the CSV has no budget column."""
     per_set = defaultdict(list)
     for row in rows:
-        if row["method"] == "adaptive":
-            per_set[(row["k"], row["calibration_set"])].append(row)
+        if row["method"] in BUDGETED:
+            per_set[(row["k"], row["method"], row["calibration_set"])].append(row)
     rank = {}
     for runs in per_set.values():
         for index, row in enumerate(sorted(runs, key=lambda r: r["llm_evaluations"])):
@@ -120,7 +125,7 @@ def plot(path: Path, groups, order, heldout):
         if (0, "full") in groups:
             full = groups[(0, "full")]
             panels[k].append((gmean(full["llm_evaluations"]), gmean(full[column]), "full", "full"))
-    return plots.frontier(path, panels, column[:-4], methods)
+    return plots.frontier(path, panels, column[:-4], methods, BUDGETED)
 
 
 def emit(text: str, out):

@@ -149,10 +149,11 @@ def surrogate_fit(path, metrics):
     return _save(fig, path)
 
 
-def frontier(path, panels, column, methods):
+def frontier(path, panels, column, methods, budgeted):
     """panels: {k: [(llm_evaluations, ppl, method label, base method)]}, the full model as base
-    method "full"; column: the held-out text's name. Adaptive runs at several budgets are
-    joined by a line. Plans over 4x the best plan's perplexity sit on the top edge as ▲."""
+    method "full"; column: the held-out text's name; budgeted: the methods run at several
+    budgets, whose runs are joined by a line. Plans over 4x the best plan's perplexity sit on
+    the top edge as ▲."""
     ks = sorted(panels)
     fig, axes = plt.subplots(1, len(ks), figsize=(3.6 * len(ks) + 1.8, 3.6), squeeze=False)
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -165,14 +166,15 @@ def frontier(path, panels, column, methods):
             if ppl > top:
                 ax.scatter([evaluations], [top], marker="^", color=color[base], clip_on=False,
                            zorder=3)
-            elif base == "adaptive":
+            elif base in budgeted:
                 ax.scatter([evaluations], [ppl], s=14, color=color[base], zorder=3)
             else:
                 ax.scatter([evaluations], [ppl], s=40, facecolors="none",
                            edgecolors=color[base], linewidths=1.5, zorder=3)
-        adaptive = sorted((p for p in points if p[3] == "adaptive" and p[1] <= top))
-        if adaptive:
-            ax.plot([p[0] for p in adaptive], [p[1] for p in adaptive], color=color["adaptive"])
+        for method in budgeted:
+            runs = sorted((p for p in points if p[3] == method and p[1] <= top))
+            if runs:
+                ax.plot([p[0] for p in runs], [p[1] for p in runs], color=color[method])
         for evaluations, ppl, _, base in panels[k]:
             if base == "full":
                 ax.axhline(ppl, color="black", linestyle="--", linewidth=1)

@@ -49,7 +49,7 @@ def masks(paths):
 
 
 METHOD_ORDER = ["reverse", "random", "block-influence", "angular", "leave-one-out", "sleb",
-                "adaptive", "published", "shapley", "iterative", "search"]
+                "adaptive", "adaptive-raced", "published", "shapley", "iterative", "search"]
 
 
 def method_key(method):

@@ -150,11 +150,9 @@ impl PreparedFrontier {
             let config = FrontierConfig {
                 ks: run.ks.clone(),
                 fixed: run.fixed.clone(),
-                adaptive_budgets: if runs(FrontierMethod::Adaptive) {
-                    run.budgets.clone()
-                } else {
-                    Vec::new()
-                },
+                adaptive_budgets: run.budgets.clone(),
+                adaptive: runs(FrontierMethod::Adaptive),
+                adaptive_race: runs(FrontierMethod::AdaptiveRaced).then(Race::default),
                 one_pass: one_pass_scores(&mut game, tokens, &run.methods)?,
                 reverse: runs(FrontierMethod::Reverse),
                 leave_one_out: runs(FrontierMethod::LeaveOneOut),

@@ -45,16 +45,27 @@
 //! Predictions are anchored: the surrogate predicts the *difference* between a mask and a
 //! measured mask next to it, so its global misfit cancels.
 //!
+//! **Raced** ([`AdaptiveOptions::race`], on a game valued window by window such as the LLM's
+//! calibration windows): every batch measured together is a race ([`crate::race`]) — the
+//! singles for the k best, a greedy step's candidates against the best measured so far, a swap
+//! batch against its centre — so a mask clearly worse than those after a few windows costs only
+//! the windows it ran, and the budget saved buys more swaps. A dropped mask is never a plan and
+//! never asked again; its paired estimate (the best survivor's value plus their mean difference
+//! over the windows measured) goes into the surrogate's fit, weighted by its share of the
+//! windows. On the synthetic games (`raced_it_chooses_better_plans_for_the_same_budget`) it
+//! chooses better plans than unraced at the same budget.
+//!
 //! The plan returned is always the best *measured* mask with k removed, never a prediction, and
-//! the cost is every distinct mask asked of the game. Everything runs against [`Game`], so it is
-//! tested on synthetic games whose optimum is known by brute force and replayed on recorded
-//! tables.
+//! the cost is every distinct mask asked of the game (one measured on w of W windows: w / W).
+//! Everything runs against [`Game`], so it is tested on synthetic games whose optimum is known
+//! by brute force and replayed on recorded tables.
 
 use std::collections::HashMap;
 
 use layerprune_core::linalg::Cholesky;
 use layerprune_core::{values_checked, CountingGame, Game, Mask};
 
+use crate::race::{race_masks, Race, Raced};
 use crate::{removable_blocks, SelectionError};
 
 /// Settings of [`adaptive_removal`].
@@ -82,6 +93,9 @@ pub struct AdaptiveOptions {
     pub local_optima: usize,
     /// Where the refinement starts: the greedy's plan, or the leave-one-out plan directly.
     pub start: AdaptiveStart,
+    /// Race the masks measured together over the calibration windows (see the module
+    /// documentation): `None` measures every mask whole.
+    pub race: Option<Race>,
 }
 
 /// Where [`adaptive_removal`]'s swap refinement starts.
@@ -110,6 +124,7 @@ impl AdaptiveOptions {
             allowance_factor: 1.5,
             local_optima: 3,
             start: AdaptiveStart::Auto,
+            race: None,
         }
     }
 }
@@ -192,7 +207,13 @@ pub fn adaptive_removal(
     // 1. Singles, and the leave-one-out plan they imply (the k cheapest single removals): one
     // evaluation that guarantees a plan at least as good as leave-one-out's at any budget.
     let singles: Vec<Vec<usize>> = players.iter().map(|&b| vec![b]).collect();
-    let single_values = play.measure(&singles)?;
+    // Raced for the k best (the leave-one-out plan): a single clearly behind the k-th best is
+    // dropped with its paired estimate, which is all the surrogate needs of a bad removal.
+    let single_values: Vec<f64> = play
+        .measure_raced(&singles, None, k)?
+        .into_iter()
+        .map(Raced::value_or_estimate)
+        .collect();
     let mut by_single: Vec<usize> = (0..players.len()).collect();
     by_single.sort_by(|&a, &b| {
         single_values[b]
@@ -258,7 +279,7 @@ pub fn adaptive_removal(
             play.screened_best(&candidates, &explore, &current, current_value, cap)?
         };
         for &b in players.iter().filter(|b| !current.contains(b)) {
-            if play.is_measured(&sorted_with(&current, b)) {
+            if play.is_known(&sorted_with(&current, b)) {
                 measured_at.insert(b, step);
             }
         }
@@ -288,19 +309,25 @@ pub fn adaptive_removal(
             break AdaptiveStop::Budget;
         }
         let ranked = play.ranked_of_size(k);
-        let (best_value, mut batch) = (ranked[0].1, Vec::new());
-        for (center, center_value) in ranked.iter().take(options.local_optima) {
-            let swaps = swap_neighbours(center, &players);
-            batch = play.next_swaps(&swaps, center, *center_value, options.swap_batch);
-            if !batch.is_empty() {
-                break;
-            }
-        }
-        if batch.is_empty() {
+        let best_value = ranked[0].1;
+        let next = ranked
+            .iter()
+            .take(options.local_optima)
+            .find_map(|(center, center_value)| {
+                let swaps = swap_neighbours(center, &players);
+                let batch = play.next_swaps(&swaps, center, *center_value, options.swap_batch);
+                (!batch.is_empty()).then(|| (center.clone(), batch))
+            });
+        let Some((center, batch)) = next else {
             break AdaptiveStop::LocalOptima;
-        }
-        let values = play.measure(&batch)?;
-        if values.iter().any(|&v| v > best_value) {
+        };
+        // Raced against the centre (measured, so free in the race): a swap clearly worse than
+        // it after a few windows is dropped.
+        let raced = play.measure_raced(&batch, Some(&center), 1)?;
+        if raced
+            .iter()
+            .any(|r| r.whole().is_some_and(|v| v > best_value))
+        {
             swaps_accepted += 1;
         }
         tracing::debug!(
@@ -360,6 +387,9 @@ struct Play<'g, 'o> {
     measured: HashMap<Vec<usize>, f64>,
     /// Measured sets in the order measured (for a deterministic fit).
     order: Vec<Vec<usize>>,
+    /// Sets a race dropped, with their paired estimates: looked at (never asked again), never
+    /// a plan, in the surrogate's fit with the weight of the windows they were measured on.
+    estimated: HashMap<Vec<usize>, f64>,
     /// Predictions the screen relied on: made for greedy candidates far from every block removed
     /// since they were last measured, before they were measured.
     predicted: HashMap<Vec<usize>, f64>,
@@ -377,14 +407,16 @@ impl<'g, 'o> Play<'g, 'o> {
             options,
             measured: HashMap::new(),
             order: Vec::new(),
+            estimated: HashMap::new(),
             predicted: HashMap::new(),
             errors: Vec::new(),
             surrogate: RemovalSurrogate::new(num_blocks, options.distance_features),
         }
     }
 
-    fn is_measured(&self, set: &[usize]) -> bool {
-        self.measured.contains_key(set)
+    /// Measured whole, or dropped by a race: either way not asked for again.
+    fn is_known(&self, set: &[usize]) -> bool {
+        self.measured.contains_key(set) || self.estimated.contains_key(set)
     }
 
     fn evaluations(&self) -> usize {
@@ -395,51 +427,122 @@ impl<'g, 'o> Play<'g, 'o> {
         self.options.budget.saturating_sub(self.evaluations())
     }
 
-    /// Measures the sets (those not measured yet in one batch), records the surrogate's errors
-    /// and refits it. Returns every set's value.
+    /// Measures the sets whole (those not known yet, in one batch), records the surrogate's
+    /// errors and refits it. Returns every set's value.
     fn measure(&mut self, sets: &[Vec<usize>]) -> Result<Vec<f64>, SelectionError> {
-        let mut new: Vec<&Vec<usize>> = sets
-            .iter()
-            .filter(|s| !self.measured.contains_key(*s))
-            .collect();
-        new.sort();
-        new.dedup();
+        let new = self.unknown(sets)?;
         if !new.is_empty() {
-            if new.len() > self.remaining() {
-                return Err(SelectionError::BadOption(format!(
-                    "internal: {} masks asked with {} evaluations left",
-                    new.len(),
-                    self.remaining()
-                )));
-            }
-            let masks = new
-                .iter()
-                .map(|s| Mask::from_removed(self.num_blocks, s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| SelectionError::Game(e.into()))?;
+            let masks = self.masks(&new)?;
             let values = values_checked(&mut self.game, &masks)?;
             for (set, value) in new.into_iter().zip(values) {
+                self.record(set, Raced::Whole(value));
+            }
+            self.refit();
+        }
+        Ok(sets
+            .iter()
+            .map(|s| self.measured.get(s).unwrap_or_else(|| &self.estimated[s]))
+            .copied()
+            .collect())
+    }
+
+    /// Measures the sets not known yet in a race for the `keep` best (whole, without
+    /// `options.race`), with `reference` (a measured set, free to race) as one more to beat.
+    /// Returns what was learned of each set: measured earlier, whole; dropped, its estimate.
+    fn measure_raced(
+        &mut self,
+        sets: &[Vec<usize>],
+        reference: Option<&[usize]>,
+        keep: usize,
+    ) -> Result<Vec<Raced>, SelectionError> {
+        let new = self.unknown(sets)?;
+        if !new.is_empty() {
+            let mut raced_sets = new.clone();
+            if let Some(reference) = reference.filter(|r| self.measured.contains_key(*r)) {
+                raced_sets.push(reference.to_vec());
+            }
+            let masks = self.masks(&raced_sets)?;
+            let outcomes = race_masks(&mut self.game, &masks, self.options.race.as_ref(), keep)?;
+            for (set, outcome) in new.into_iter().zip(outcomes) {
+                self.record(set, outcome);
+            }
+            self.refit();
+        }
+        Ok(sets
+            .iter()
+            .map(|s| match self.measured.get(s) {
+                Some(&value) => Raced::Whole(value),
+                None => Raced::Dropped {
+                    estimate: self.estimated[s],
+                    windows: 0,
+                },
+            })
+            .collect())
+    }
+
+    /// The sets of `sets` not known yet, sorted and deduplicated; an error when they are more
+    /// than the budget left (callers size their batches to it).
+    fn unknown(&self, sets: &[Vec<usize>]) -> Result<Vec<Vec<usize>>, SelectionError> {
+        let mut new: Vec<Vec<usize>> = sets.iter().filter(|s| !self.is_known(s)).cloned().collect();
+        new.sort();
+        new.dedup();
+        if new.len() > self.remaining() {
+            return Err(SelectionError::BadOption(format!(
+                "internal: {} masks asked with {} evaluations left",
+                new.len(),
+                self.remaining()
+            )));
+        }
+        Ok(new)
+    }
+
+    fn masks(&self, sets: &[Vec<usize>]) -> Result<Vec<Mask>, SelectionError> {
+        sets.iter()
+            .map(|s| Mask::from_removed(self.num_blocks, s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SelectionError::Game(e.into()))
+    }
+
+    /// Keeps what was learned of `set`: a whole value (the surrogate's error on it where it
+    /// was predicted) or a race's estimate, weighted in the fit by its share of the windows.
+    fn record(&mut self, set: Vec<usize>, outcome: Raced) {
+        match outcome {
+            Raced::Whole(value) => {
                 // A diverged model is the worst plan, never a winner.
                 let value = if value.is_nan() {
                     f64::NEG_INFINITY
                 } else {
                     value
                 };
-                if let Some(prediction) = self.predicted.get(set) {
+                if let Some(prediction) = self.predicted.get(&set) {
                     if value.is_finite() {
                         self.errors.push(value - prediction);
                     }
                 }
                 if value.is_finite() {
-                    self.surrogate.add(set, value);
+                    self.surrogate.add(&set, value, 1.0);
                 }
                 self.measured.insert(set.clone(), value);
-                self.order.push(set.clone());
+                self.order.push(set);
             }
-            self.surrogate
-                .solve(self.options.ridge_alpha, self.options.pair_ridge_alpha);
+            Raced::Dropped { estimate, windows } => {
+                let share = windows as f64 / self.game.num_windows().unwrap_or(1).max(1) as f64;
+                if estimate.is_finite() {
+                    self.surrogate.add(&set, estimate, share);
+                }
+                let estimate = if estimate.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    estimate
+                };
+                self.estimated.insert(set, estimate);
+            }
         }
-        Ok(sets.iter().map(|s| self.measured[s]).collect())
+    }
+
+    fn refit(&mut self) {
+        self.surrogate
+            .solve(self.options.ridge_alpha, self.options.pair_ridge_alpha);
     }
 
     /// How much better than predicted a mask may turn out: the largest under-prediction seen
@@ -461,10 +564,11 @@ impl<'g, 'o> Play<'g, 'o> {
         anchor_value - self.surrogate.predict(anchor)
     }
 
-    /// The best measured set of `sets` (all measured): ties to the smaller set.
+    /// The best set of `sets` measured whole (a race's dropped sets are behind one that was):
+    /// ties to the smaller set.
     fn best_of(&self, sets: &[Vec<usize>]) -> (Vec<usize>, f64) {
         sets.iter()
-            .map(|s| (s, self.measured[s]))
+            .filter_map(|s| self.measured.get(s).map(|&v| (s, v)))
             .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))
             .map(|(s, v)| (s.clone(), v))
             .expect("at least one candidate")
@@ -492,15 +596,15 @@ impl<'g, 'o> Play<'g, 'o> {
                 .map(|c| (c.clone(), self.predict_from(c, offset)))
                 .collect();
             open.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            // Candidates already measured (e.g. by an earlier step's sets) cost nothing.
-            let (free, costly): (Vec<_>, Vec<_>) = open
-                .into_iter()
-                .partition(|(c, _)| self.measured.contains_key(c));
+            // Candidates already known (e.g. by an earlier step's sets) cost nothing.
+            let (free, costly): (Vec<_>, Vec<_>) =
+                open.into_iter().partition(|(c, _)| self.is_known(c));
             checked.extend(free.into_iter().map(|(c, _)| c));
-            let best_so_far = checked
+            let leader = checked
                 .iter()
-                .map(|c| self.measured[c])
-                .fold(f64::NEG_INFINITY, f64::max);
+                .filter_map(|c| self.measured.get(c).map(|&v| (c.clone(), v)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            let best_so_far = leader.as_ref().map_or(f64::NEG_INFINITY, |(_, v)| *v);
             let allowance = self.allowance();
             // First the candidates to explore and the best predicted few, best predicted first
             // (so a tight budget keeps the most promising); then one at a time while the
@@ -538,8 +642,11 @@ impl<'g, 'o> Play<'g, 'o> {
                 }
                 break;
             }
-            spent += batch.len();
-            self.measure(&batch)?;
+            // Raced against the best measured so far: a candidate clearly behind it after a few
+            // windows is dropped (it cannot be this step's choice).
+            let before = self.evaluations();
+            self.measure_raced(&batch, leader.as_ref().map(|(c, _)| c.as_slice()), 1)?;
+            spent += (self.evaluations() - before).max(1);
             checked.extend(batch);
         }
         if checked.is_empty() {
@@ -558,10 +665,7 @@ impl<'g, 'o> Play<'g, 'o> {
         center_value: f64,
         batch: usize,
     ) -> Vec<Vec<usize>> {
-        let unmeasured: Vec<&Vec<usize>> = swaps
-            .iter()
-            .filter(|s| !self.measured.contains_key(*s))
-            .collect();
+        let unmeasured: Vec<&Vec<usize>> = swaps.iter().filter(|s| !self.is_known(s)).collect();
         let offset = self.anchor_offset(center, center_value);
         let mut open: Vec<(Vec<usize>, f64)> = unmeasured
             .into_iter()
@@ -598,7 +702,8 @@ struct RemovalSurrogate {
     distance_features: usize,
     /// Feature index of each pair seen removed together, after the linear and distance ones.
     pair_index: HashMap<(usize, usize), usize>,
-    rows: usize,
+    /// Σ of the rows' weights (a whole measurement weighs 1).
+    rows: f64,
     /// Σ x xᵀ (full, symmetric), Σ x, Σ x y, Σ y.
     gram: Vec<Vec<f64>>,
     sums: Vec<f64>,
@@ -616,7 +721,7 @@ impl RemovalSurrogate {
             num_blocks,
             distance_features,
             pair_index: HashMap::new(),
-            rows: 0,
+            rows: 0.0,
             gram: vec![vec![0.0; p]; p],
             sums: vec![0.0; p],
             cross: vec![0.0; p],
@@ -684,16 +789,17 @@ impl RemovalSurrogate {
         out
     }
 
-    fn add(&mut self, set: &[usize], target: f64) {
+    /// Adds a measured set with its weight in the fit (1 for a whole measurement).
+    fn add(&mut self, set: &[usize], target: f64, weight: f64) {
         self.register_pairs(set);
         let features = self.features(set);
-        self.rows += 1;
-        self.target_sum += target;
+        self.rows += weight;
+        self.target_sum += weight * target;
         for &(a, x_a) in &features {
-            self.sums[a] += x_a;
-            self.cross[a] += x_a * target;
+            self.sums[a] += weight * x_a;
+            self.cross[a] += weight * x_a * target;
             for &(b, x_b) in &features {
-                self.gram[a][b] += x_a * x_b;
+                self.gram[a][b] += weight * x_a * x_b;
             }
         }
     }
@@ -703,8 +809,8 @@ impl RemovalSurrogate {
     /// (it cannot be with both penalties > 0, but a NaN target could make it so).
     fn solve(&mut self, alpha: f64, pair_alpha: f64) {
         let p = self.num_features();
-        let n = self.rows as f64;
-        if self.rows == 0 {
+        let n = self.rows;
+        if n <= 0.0 {
             return;
         }
         let mean = self.target_sum / n;
@@ -766,12 +872,12 @@ mod tests {
         let mut surrogate = RemovalSurrogate::new(16, options.distance_features);
         let single = |b: usize| -0.01 * (1 + b % 3) as f64;
         for b in 0..16 {
-            surrogate.add(&[b], single(b));
+            surrogate.add(&[b], single(b), 1.0);
         }
         let plan = [2, 9, 14];
         let excess = -0.2;
         let measured = plan.iter().map(|&b| single(b)).sum::<f64>() + excess;
-        surrogate.add(&plan, measured);
+        surrogate.add(&plan, measured, 1.0);
         surrogate.solve(options.ridge_alpha, options.pair_ridge_alpha);
         assert_eq!(single(9), single(12));
         let (seen, unseen) = (surrogate.predict(&[2, 9]), surrogate.predict(&[2, 12]));

@@ -16,12 +16,29 @@ use crate::select::one_shot;
 use crate::sleb::{sleb, sleb_method};
 use crate::{removable_blocks, SelectionError};
 
-/// The method this project recommends (what `make demo` writes as the pruned model).
-pub const RECOMMENDED: &str = "adaptive";
+/// Adaptive removal ([`crate::adaptive_removal`]), as a plan's method.
+pub const ADAPTIVE: &str = "adaptive";
+/// Adaptive removal with the masks it measures together raced over the calibration windows, as
+/// a plan's method.
+pub const ADAPTIVE_RACED: &str = "adaptive-raced";
+/// The method this project recommends (what `make demo` writes as the pruned model and
+/// `make prune K=` uses; pipelines/settings.mk's RECOMMENDED_METHOD): raced adaptive removal,
+/// at least as good as unraced on the calibration tokens at every budget measured
+/// (docs/results.md, "Racing adaptive removal").
+pub const RECOMMENDED: &str = ADAPTIVE_RACED;
 /// The best measured plan with k removed among every mask any method asked for.
 pub const BEST_KNOWN: &str = "best-known";
 /// SLEB raced over the calibration windows ([`crate::race`]), as a plan's method.
 pub const SLEB_RACED: &str = "sleb-raced";
+
+/// The name of adaptive removal's plans, raced or not.
+pub fn adaptive_method(race: Option<&Race>) -> &'static str {
+    if race.is_some() {
+        ADAPTIVE_RACED
+    } else {
+        ADAPTIVE
+    }
+}
 
 /// A budget of the adaptive method, absolute or relative to SLEB's cost at the same k.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,11 +120,13 @@ pub enum FrontierMethod {
     Shapley,
     /// Adaptive removal, once per budget.
     Adaptive,
+    /// Adaptive removal raced over the calibration windows, once per budget.
+    AdaptiveRaced,
 }
 
 impl FrontierMethod {
     /// Every method, in the order the frontier plays them.
-    pub const ALL: [FrontierMethod; 8] = [
+    pub const ALL: [FrontierMethod; 9] = [
         FrontierMethod::BlockInfluence,
         FrontierMethod::Angular,
         FrontierMethod::Reverse,
@@ -116,6 +135,7 @@ impl FrontierMethod {
         FrontierMethod::SlebRaced,
         FrontierMethod::Shapley,
         FrontierMethod::Adaptive,
+        FrontierMethod::AdaptiveRaced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,7 +147,8 @@ impl FrontierMethod {
             FrontierMethod::Sleb => sleb_method(None),
             FrontierMethod::SlebRaced => SLEB_RACED,
             FrontierMethod::Shapley => "shapley",
-            FrontierMethod::Adaptive => RECOMMENDED,
+            FrontierMethod::Adaptive => ADAPTIVE,
+            FrontierMethod::AdaptiveRaced => ADAPTIVE_RACED,
         }
     }
 }
@@ -157,8 +178,12 @@ impl std::str::FromStr for FrontierMethod {
 pub struct FrontierConfig {
     pub ks: Vec<usize>,
     pub fixed: Vec<usize>,
-    /// One adaptive run per (k, budget); empty: adaptive removal is not run.
+    /// One adaptive run per (k, budget), unraced and raced as below.
     pub adaptive_budgets: Vec<Budget>,
+    /// Run adaptive removal unraced at every budget.
+    pub adaptive: bool,
+    /// Run adaptive removal raced this way at every budget (`None`: not run).
+    pub adaptive_race: Option<Race>,
     /// One-shot baselines from scores (e.g. ShortGPT's block influence, angular distance),
     /// charged their `llm_evaluations` plus one to measure each plan.
     pub one_pass: Vec<BlockScores>,
@@ -299,16 +324,23 @@ pub fn frontier(
             .collect();
         budgets.sort_unstable();
         budgets.dedup();
-        for budget in budgets {
+        let races = [
+            (config.adaptive, None),
+            (config.adaptive_race.is_some(), config.adaptive_race),
+        ];
+        for (race, budget) in races
+            .into_iter()
+            .filter(|(runs, _)| *runs)
+            .flat_map(|(_, race)| budgets.iter().map(move |&budget| (race, budget)))
+        {
             let mut counted = CountingGame::new(&mut all);
-            let result = adaptive_removal(
-                &mut counted,
-                k,
-                &config.fixed,
-                &AdaptiveOptions::with_budget(budget),
-            )?;
+            let options = AdaptiveOptions {
+                race,
+                ..AdaptiveOptions::with_budget(budget)
+            };
+            let result = adaptive_removal(&mut counted, k, &config.fixed, &options)?;
             points.push(FrontierPoint {
-                method: RECOMMENDED.into(),
+                method: adaptive_method(race.as_ref()).into(),
                 k,
                 llm_evaluations: result.llm_evaluations,
                 budget: Some(budget),

@@ -56,7 +56,7 @@ pub use baselines::{
 };
 pub use margin::{attach_comparisons, full_model, runner_up, WindowNlls};
 pub use plans::{choose_plans, measure_plans, FittedOn, Plan, PlanInputs, PlanMethod, PlanOptions};
-pub use race::{race_values, Race};
+pub use race::{race_masks, race_values, Race, Raced};
 pub use select::{
     iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,
     SurrogateShapley,

@@ -12,7 +12,7 @@ use layerprune_core::{values_checked, CachedGame, Game, Mask};
 use layerprune_surrogate::{FittedSurrogate, Surrogate};
 use layerprune_tables::{BlockStatsTable, FullModel, PlanRow, PlanTable, RunnerUp};
 
-use crate::frontier::{Budget, RECOMMENDED};
+use crate::frontier::{adaptive_method, Budget};
 use crate::sleb::sleb_method;
 use crate::target::{adaptive_chooser, sleb_chooser};
 use crate::{
@@ -32,7 +32,7 @@ pub enum PlanMethod {
     Search,
     /// SLEB: greedy removal measured on the model.
     Sleb,
-    /// Budget-aware adaptive removal on the model (the recommended method).
+    /// Budget-aware adaptive removal on the model (raced with `--race-se`: the recommended method).
     Adaptive,
     /// The run of k consecutive blocks with the smallest angular distance.
     AngularRun,
@@ -194,7 +194,8 @@ pub struct PlanOptions {
     /// Instead of `ks`: the most blocks removed whose calibration perplexity stays within a
     /// multiple of the full model's (SLEB and adaptive only).
     pub ratio_target: Option<RatioTarget>,
-    /// SLEB: race each step's candidates over the calibration windows ([`crate::race`]).
+    /// SLEB and adaptive: race the masks measured together over the calibration windows
+    /// ([`crate::race`]).
     pub race: Option<Race>,
     pub seed: u64,
 }
@@ -263,7 +264,7 @@ fn plan_within(
             &mut sleb_chooser(fixed, options.race.as_ref()),
         )?
     } else {
-        let mut chooser = adaptive_chooser(fixed, options.budget);
+        let mut chooser = adaptive_chooser(fixed, options.budget, options.race.as_ref());
         largest_within(game, fixed, target, &mut chooser)?
     };
     let Some(chosen) = search.chosen() else {
@@ -283,7 +284,7 @@ fn plan_within(
     let name = if method == PlanMethod::Sleb {
         sleb_method(options.race.as_ref())
     } else {
-        RECOMMENDED
+        adaptive_method(options.race.as_ref())
     };
     let mut plan = Plan::new(
         name,
@@ -396,10 +397,13 @@ fn plans_for_ks(
             let mut cached = CachedGame::new(game);
             let players = removable_blocks(num_blocks, fixed, k_max)?.len();
             for &k in &options.ks {
-                let adaptive = AdaptiveOptions::with_budget(options.budget.resolve(players, k));
+                let adaptive = AdaptiveOptions {
+                    race: options.race,
+                    ..AdaptiveOptions::with_budget(options.budget.resolve(players, k))
+                };
                 let result = adaptive_removal(&mut cached, k, fixed, &adaptive)?;
                 let mut plan = Plan::new(
-                    RECOMMENDED,
+                    adaptive_method(options.race.as_ref()),
                     result.removed_blocks,
                     result.llm_evaluations as u64,
                 );

@@ -63,65 +63,142 @@ impl Race {
     }
 }
 
-/// The whole value of each of `masks` that survived the race (`None`: dropped). Without a race,
-/// or on a game that gives whole values only, or with no more windows than the first round,
-/// every mask is valued whole. The leader of every round survives, so at least one does.
+/// What a race learned about one mask.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Raced {
+    /// Measured on every window: its value.
+    Whole(f64),
+    /// Dropped after the first `windows` windows. `estimate` is its paired estimate of the
+    /// whole value: the best survivor's whole value plus the mask's mean difference from that
+    /// survivor over those windows (the windows' shared difficulty cancels in the difference).
+    Dropped { estimate: f64, windows: usize },
+}
+
+impl Raced {
+    /// The whole value, or the estimate of a dropped mask.
+    pub fn value_or_estimate(self) -> f64 {
+        match self {
+            Raced::Whole(value) => value,
+            Raced::Dropped { estimate, .. } => estimate,
+        }
+    }
+
+    /// The whole value, `None` when dropped.
+    pub fn whole(self) -> Option<f64> {
+        match self {
+            Raced::Whole(value) => Some(value),
+            Raced::Dropped { .. } => None,
+        }
+    }
+}
+
+/// The whole value of each of `masks` that survived the race (`None`: dropped); the race of
+/// [`race_masks`] for the single best.
 pub fn race_values(
     game: &mut dyn Game,
     masks: &[Mask],
     race: Option<&Race>,
 ) -> Result<Vec<Option<f64>>, SelectionError> {
+    Ok(race_masks(game, masks, race, 1)?
+        .into_iter()
+        .map(Raced::whole)
+        .collect())
+}
+
+/// Races `masks` for the `keep` best: a mask is dropped only when it is clearly behind the
+/// `keep`-th best mean of the round (for `keep` = 1, the leader). Without a race, or on a game
+/// that gives whole values only, or with no more windows than the first round, or with no more
+/// masks than `keep`, every mask is valued whole. The `keep` best of every round survive it, so
+/// at least `min(keep, masks)` do. A mask the game has already valued whole costs nothing to
+/// race (its windows are kept), so a measured mask can stand in a race as the one to beat.
+pub fn race_masks(
+    game: &mut dyn Game,
+    masks: &[Mask],
+    race: Option<&Race>,
+    keep: usize,
+) -> Result<Vec<Raced>, SelectionError> {
+    let keep = keep.max(1);
     let windows = game.num_windows().unwrap_or(0);
-    let Some(race) = race.filter(|race| windows > race.first_windows && masks.len() > 1) else {
+    let Some(race) = race.filter(|race| windows > race.first_windows && masks.len() > keep) else {
         let values = layerprune_core::values_checked(game, masks)?;
-        return Ok(values.into_iter().map(Some).collect());
+        return Ok(values.into_iter().map(Raced::Whole).collect());
     };
     race.check()?;
     let mut alive: Vec<usize> = (0..masks.len()).collect();
+    // Each mask's values on the windows of the last round it was in.
+    let mut measured: Vec<Vec<f64>> = vec![Vec::new(); masks.len()];
     let mut seen = race.first_windows;
-    while seen < windows && alive.len() > 1 {
+    while seen < windows && alive.len() > keep {
         let asked: Vec<Mask> = alive.iter().map(|&i| masks[i].clone()).collect();
-        let measured = game.values_on_windows(&asked, 0..seen)?;
-        if measured.len() != asked.len() || measured.iter().any(|v| v.len() != seen) {
+        let round = game.values_on_windows(&asked, 0..seen)?;
+        if round.len() != asked.len() || round.iter().any(|v| v.len() != seen) {
             return Err(SelectionError::Game(
                 format!("the game returned the wrong number of values on windows 0..{seen}").into(),
             ));
         }
-        let survivors = survivors(&measured, race.standard_errors);
+        let survivors = survivors(&round, race.standard_errors, keep);
+        for (&i, values) in alive.iter().zip(round) {
+            measured[i] = values;
+        }
         alive = survivors.into_iter().map(|j| alive[j]).collect();
         seen = (2 * seen).min(windows);
     }
     let asked: Vec<Mask> = alive.iter().map(|&i| masks[i].clone()).collect();
     let values = layerprune_core::values_checked(game, &asked)?;
-    let mut out = vec![None; masks.len()];
+    let mut whole: Vec<Option<f64>> = vec![None; masks.len()];
     for (&i, value) in alive.iter().zip(values) {
-        out[i] = Some(value);
+        whole[i] = Some(value);
     }
-    Ok(out)
+    // The dropped are estimated against the best survivor, which was in every round, so its
+    // windows cover every dropped mask's (windows are always a prefix 0..seen).
+    let best = alive
+        .iter()
+        .copied()
+        .filter(|&i| whole[i].is_some_and(|v| !v.is_nan()))
+        .max_by(|&a, &b| whole[a].unwrap().total_cmp(&whole[b].unwrap()));
+    Ok((0..masks.len())
+        .map(|i| match whole[i] {
+            Some(value) => Raced::Whole(value),
+            None => {
+                let windows = measured[i].len();
+                let estimate = best.map_or(f64::NAN, |b| {
+                    let difference: f64 = measured[i]
+                        .iter()
+                        .zip(&measured[b])
+                        .map(|(x, y)| x - y)
+                        .sum::<f64>()
+                        / windows as f64;
+                    whole[b].unwrap() + difference
+                });
+                Raced::Dropped { estimate, windows }
+            }
+        })
+        .collect())
 }
 
-/// The indices of the candidates (their values on the same windows) not dropped: the leader
-/// (highest mean; ties to the first) and each one whose mean is behind it by at most `z`
-/// standard errors of the paired difference. A candidate's standard error is its own or, where
-/// larger, the median of every candidate's: on two or three windows a candidate's own estimate
-/// has one or two degrees of freedom and is often far too small by chance, while the median
-/// rests on every candidate's windows (on SmolLM2-135M's calibration sets the own estimate alone
-/// dropped SLEB's choice at one step of 27, the median never; docs/selection.md, "Racing"). A
-/// candidate with a NaN value is dropped unless every one has one.
-fn survivors(measured: &[Vec<f64>], z: f64) -> Vec<usize> {
+/// The indices of the candidates (their values on the same windows) not dropped: the `keep`
+/// best by mean (ties to the first) and each one whose mean is behind the `keep`-th best, the
+/// reference, by at most `z` standard errors of their paired difference. A candidate's
+/// standard error is its own or, where larger, the median of every candidate's: on two or
+/// three windows a candidate's own estimate has one or two degrees of freedom and is often far
+/// too small by chance, while the median rests on every candidate's windows (on SmolLM2-135M's
+/// calibration sets the own estimate alone dropped SLEB's choice at one step of 27, the median
+/// never; docs/selection.md, "Racing"). A candidate with a NaN value is dropped unless every
+/// one has one.
+fn survivors(measured: &[Vec<f64>], z: f64, keep: usize) -> Vec<usize> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let means: Vec<f64> = measured.iter().map(|v| mean(v)).collect();
-    let Some(leader) = (0..means.len())
-        .filter(|&i| !means[i].is_nan())
-        .max_by(|&a, &b| means[a].total_cmp(&means[b]).then(b.cmp(&a)))
-    else {
+    let mut ranked: Vec<usize> = (0..means.len()).filter(|&i| !means[i].is_nan()).collect();
+    ranked.sort_by(|&a, &b| means[b].total_cmp(&means[a]).then(a.cmp(&b)));
+    let Some(&reference) = ranked.get(keep.max(1) - 1).or(ranked.last()) else {
         return (0..measured.len()).collect();
     };
-    // Each candidate's standard error of its paired difference from the leader.
+    let top = &ranked[..keep.max(1).min(ranked.len())];
+    // Each candidate's standard error of its paired difference from the reference.
     let standard_errors: Vec<f64> = measured
         .iter()
         .map(|values| {
-            let differences: Vec<f64> = measured[leader]
+            let differences: Vec<f64> = measured[reference]
                 .iter()
                 .zip(values)
                 .map(|(l, x)| l - x)
@@ -134,7 +211,7 @@ fn survivors(measured: &[Vec<f64>], z: f64) -> Vec<usize> {
         })
         .collect();
     let mut others: Vec<f64> = (0..measured.len())
-        .filter(|&i| i != leader && !standard_errors[i].is_nan())
+        .filter(|&i| i != reference && !standard_errors[i].is_nan())
         .map(|i| standard_errors[i])
         .collect();
     others.sort_by(f64::total_cmp);
@@ -145,9 +222,9 @@ fn survivors(measured: &[Vec<f64>], z: f64) -> Vec<usize> {
     };
     (0..measured.len())
         .filter(|&i| {
-            i == leader
+            top.contains(&i)
                 || (!means[i].is_nan()
-                    && means[leader] - means[i] <= z * standard_errors[i].max(median))
+                    && means[reference] - means[i] <= z * standard_errors[i].max(median))
         })
         .collect()
 }
@@ -193,6 +270,43 @@ mod tests {
     }
 
     #[test]
+    fn a_race_for_the_best_few_keeps_them_and_estimates_the_dropped() {
+        // Without a spread of its own per mask, a mask's windows differ from another's by a
+        // constant: the paired estimate of a dropped mask is its whole value exactly.
+        let weights = vec![0.01, 0.02, 0.03, 1.0, 2.0, 3.0, 4.0, 5.0];
+        let masks = singles(weights.len());
+        let mut game = CountingGame::new(windowed(weights.clone(), 0.0, 5));
+        let raced = race_masks(&mut game, &masks, Some(&Race::default()), 3).unwrap();
+        let whole = game.values(&masks).unwrap();
+        for (i, outcome) in raced.iter().enumerate() {
+            match *outcome {
+                Raced::Whole(value) => {
+                    assert!(i < 3, "mask {i} survived: {raced:?}");
+                    assert_eq!(value, whole[i]);
+                }
+                Raced::Dropped { estimate, windows } => {
+                    assert!(i >= 3, "mask {i} dropped: {raced:?}");
+                    assert_eq!(windows, 3);
+                    assert!(
+                        (estimate - whole[i]).abs() < 1e-9,
+                        "{estimate} vs {}",
+                        whole[i]
+                    );
+                }
+            }
+        }
+        // For the single best, the third is dropped too.
+        let mut game = CountingGame::new(windowed(weights, 0.0, 5));
+        let best = race_masks(&mut game, &masks, Some(&Race::default()), 1).unwrap();
+        assert_eq!(best[0], Raced::Whole(whole[0]));
+        assert!(best[3..].iter().all(|r| r.whole().is_none()), "{best:?}");
+        // No more masks than the few wanted: every one whole.
+        let mut game = windowed(vec![1.0, 2.0], 0.0, 5);
+        let all = race_masks(&mut game, &singles(2), Some(&Race::default()), 2).unwrap();
+        assert!(all.iter().all(|r| r.whole().is_some()));
+    }
+
+    #[test]
     fn without_a_race_or_windows_every_mask_is_valued_whole() {
         let weights = vec![0.5, 1.0, 2.0];
         let masks = singles(3);
@@ -219,17 +333,17 @@ mod tests {
             vec![0.0, 1.0, 0.8],
             vec![0.9, 0.1, 0.9],
         ];
-        assert_eq!(survivors(&measured, 3.0), vec![0, 1, 2]);
+        assert_eq!(survivors(&measured, 3.0, 1), vec![0, 1, 2]);
         // Behind by more than three standard errors: dropped; by less: kept.
         let measured = vec![
             vec![1.0, 1.1, 0.9],
             vec![0.0, 0.3, -0.2],
             vec![0.8, 1.0, 0.9],
         ];
-        assert_eq!(survivors(&measured, 3.0), vec![0, 2]);
+        assert_eq!(survivors(&measured, 3.0, 1), vec![0, 2]);
         // Behind by the same amount on every window: no spread at all, dropped.
         let measured = vec![vec![1.0, 2.0, 3.0], vec![0.9, 1.9, 2.9]];
-        assert_eq!(survivors(&measured, 3.0), vec![0]);
+        assert_eq!(survivors(&measured, 3.0, 1), vec![0]);
         // ... unless the other candidates say the windows spread more than that: candidate 1's
         // own standard error is 0, the median of the three is candidate 2's.
         let measured = vec![
@@ -238,7 +352,7 @@ mod tests {
             vec![0.0, 1.0, 0.4],
             vec![0.1, 0.9, 0.3],
         ];
-        assert_eq!(survivors(&measured, 3.0), vec![0, 1, 2, 3]);
+        assert_eq!(survivors(&measured, 3.0, 1), vec![0, 1, 2, 3]);
     }
 
     #[test]
@@ -305,10 +419,10 @@ mod tests {
     #[test]
     fn nan_candidates_never_lead() {
         let measured = vec![vec![f64::NAN, 1.0], vec![0.5, 0.4], vec![0.6, 0.1]];
-        assert_eq!(survivors(&measured, 3.0), vec![1, 2]);
+        assert_eq!(survivors(&measured, 3.0, 1), vec![1, 2]);
         // Every candidate NaN: none is dropped (the whole values decide).
         assert_eq!(
-            survivors(&[vec![f64::NAN, 1.0], vec![0.0, f64::NAN]], 3.0),
+            survivors(&[vec![f64::NAN, 1.0], vec![0.0, f64::NAN]], 3.0, 1),
             vec![0, 1]
         );
     }

@@ -151,14 +151,19 @@ pub fn sleb_chooser<'a>(
     }
 }
 
-/// Adaptive removal as [`largest_within`]'s plan chooser, with `budget` for each k tried.
-pub fn adaptive_chooser(
-    fixed: &[usize],
+/// Adaptive removal as [`largest_within`]'s plan chooser, with `budget` for each k tried
+/// (raced with `race`).
+pub fn adaptive_chooser<'a>(
+    fixed: &'a [usize],
     budget: Budget,
-) -> impl FnMut(&mut dyn Game, usize) -> PlanOf + '_ {
+    race: Option<&'a Race>,
+) -> impl FnMut(&mut dyn Game, usize) -> PlanOf + 'a {
     move |game, k| {
         let players = removable_blocks(game.num_players(), fixed, k)?.len();
-        let options = AdaptiveOptions::with_budget(budget.resolve(players, k));
+        let options = AdaptiveOptions {
+            race: race.copied(),
+            ..AdaptiveOptions::with_budget(budget.resolve(players, k))
+        };
         let result = adaptive_removal(game, k, fixed, &options)?;
         Ok((result.removed_blocks, result.value))
     }
@@ -535,7 +540,7 @@ mod tests {
     #[test]
     fn fixed_blocks_are_never_removed_and_bad_ratios_are_refused() {
         let mut truth = game();
-        let mut adaptive = adaptive_chooser(&[3], Budget::Evaluations(200));
+        let mut adaptive = adaptive_chooser(&[3], Budget::Evaluations(200), None);
         let search =
             largest_within(&mut truth, &[3], &RatioTarget::new(1.5), &mut adaptive).unwrap();
         assert!(search.probes.iter().all(|p| !p.removed_blocks.contains(&3)));

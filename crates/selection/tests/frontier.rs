@@ -1,9 +1,12 @@
 //! The frontier on a synthetic game: every method charged for what it asked, the best-known
 //! plan no worse than any method's, and the recorded game replaying it exactly.
 
+use layerprune_core::synthetic::WindowedGame;
 use layerprune_core::{CachedGame, CountingGame, Game, Mask, RecordedGame};
-use layerprune_selection::frontier::{frontier, Budget, FrontierConfig, BEST_KNOWN, RECOMMENDED};
-use layerprune_selection::{sleb_cost, BlockScores};
+use layerprune_selection::frontier::{
+    frontier, Budget, FrontierConfig, ADAPTIVE, ADAPTIVE_RACED, BEST_KNOWN,
+};
+use layerprune_selection::{sleb_cost, BlockScores, Race};
 use layerprune_shapley::synthetic::TripleGame;
 
 fn config() -> FrontierConfig {
@@ -11,6 +14,8 @@ fn config() -> FrontierConfig {
         ks: vec![2, 4],
         fixed: vec![0],
         adaptive_budgets: vec![Budget::Least, Budget::OfSleb(1.0), Budget::Evaluations(300)],
+        adaptive: true,
+        adaptive_race: None,
         one_pass: vec![BlockScores {
             method: "block-influence".into(),
             scores: (0..12).map(|i| ((i * 7) % 5) as f64).collect(),
@@ -43,7 +48,7 @@ fn every_method_is_charged_and_the_best_known_is_best() {
         }
         let sleb = at_k.iter().find(|p| p.method == "sleb").unwrap();
         assert_eq!(sleb.llm_evaluations, sleb_cost(players, k));
-        let adaptive: Vec<_> = at_k.iter().filter(|p| p.method == RECOMMENDED).collect();
+        let adaptive: Vec<_> = at_k.iter().filter(|p| p.method == ADAPTIVE).collect();
         assert_eq!(adaptive.len(), 3);
         assert!(adaptive[0].llm_evaluations <= players + k);
         assert!(adaptive[1].llm_evaluations <= sleb_cost(players, k));
@@ -78,6 +83,45 @@ fn the_frontier_replays_exactly_from_a_recorded_table() {
     let mut recorded = RecordedGame::new(12, recorder.rows).unwrap();
     let replayed = frontier(&mut recorded, &config()).unwrap();
     assert_eq!(live, replayed);
+}
+
+/// On a game measured window by window, raced adaptive removal runs at every budget beside the
+/// unraced, each run within its budget and its plan a whole measurement; the best-known plan
+/// comes from whole measurements only.
+#[test]
+fn raced_adaptive_runs_at_every_budget_within_it() {
+    let windowed = || WindowedGame {
+        inner: TripleGame::layer_pruning_like(12, 3),
+        windows: 10,
+        window_spread: 0.5,
+        mask_spread: 0.01,
+        seed: 3,
+    };
+    let mut game = CachedGame::new(windowed());
+    let config = FrontierConfig {
+        adaptive_race: Some(Race::default()),
+        one_pass: Vec::new(),
+        shapley_masks: None,
+        ..config()
+    };
+    let points = frontier(&mut game, &config).unwrap();
+    let mut whole = windowed();
+    for k in [2, 4] {
+        let at_k: Vec<_> = points.iter().filter(|p| p.k == k).collect();
+        let best = at_k.iter().find(|p| p.method == BEST_KNOWN).unwrap();
+        let budgets = [11 + k, sleb_cost(11, k), 300];
+        for method in [ADAPTIVE, ADAPTIVE_RACED] {
+            let runs: Vec<_> = at_k.iter().filter(|p| p.method == method).collect();
+            assert_eq!(runs.len(), 3, "{method}");
+            for (run, budget) in runs.iter().zip(budgets) {
+                assert_eq!(run.budget, Some(budget));
+                assert!(run.llm_evaluations <= budget, "{run:?}");
+                let mask = Mask::from_removed(12, &run.removed_blocks).unwrap();
+                assert_eq!(run.value, whole.value(&mask).unwrap());
+                assert!(run.value <= best.value);
+            }
+        }
+    }
 }
 
 #[test]

@@ -83,11 +83,11 @@ struct Args {
     // --max-ppl-ratio.
     #[arg(long, value_parser = parse_standard_errors)]
     max_ppl_ratio_se: Option<f64>,
-    /// SLEB: race each step's candidates over the calibration windows, dropping a candidate
-    /// once its NLL is more than this many standard errors (paired over the windows measured)
-    /// behind the best one's, so that clearly worse removals are not measured on every window
-    /// (e.g. 3; docs/selection.md, "Racing SLEB"). The block is chosen among the rest as without
-    /// it.
+    /// SLEB and adaptive: race the masks measured together over the calibration windows,
+    /// dropping a mask once its NLL is more than this many standard errors (paired over the
+    /// windows measured) behind the best one's, so that clearly worse removals are not measured
+    /// on every window (e.g. 3; docs/selection.md, "Racing"). SLEB chooses among the rest as
+    /// without it; adaptive removal spends what it saves on more swaps.
     #[arg(long, value_parser = parse_race_se)]
     race_se: Option<f64>,
     /// With --race-se: the windows every candidate is measured on before any is dropped
@@ -234,8 +234,11 @@ fn config(args: &Args) -> Result<Config> {
     if args.race_windows.is_some() && args.race_se.is_none() {
         bail!("--race-windows sets up a race; it needs --race-se");
     }
-    if args.race_se.is_some() && method != PlanMethod::Sleb {
-        bail!("--race-se races SLEB's candidates; it needs --method sleb, not {method}");
+    if args.race_se.is_some() && !method.measures_while_choosing() {
+        bail!(
+            "--race-se races the masks a method measures while choosing; it needs --method sleb \
+             or adaptive, not {method}"
+        );
     }
     if args.pruned_out.is_some() && args.k.len() > 1 {
         bail!(

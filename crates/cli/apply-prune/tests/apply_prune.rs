@@ -1137,14 +1137,31 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
         &provenance,
     )
     .unwrap();
-    let run = |name: &str, extra: &[&str]| -> layerprune_tables::PlanTable {
+    // A method's plans for k = 1, 2, 3 and what it said on stderr.
+    let run_method = |method: &str, name: &str, extra: &[&str]| {
         let plan = dir.path().join(format!("{name}.parquet"));
         let cache = dir.path().join(format!("{name}-cache.parquet"));
-        let mut args = measuring_args("sleb", "1,2,3", &tokens, &plan, Some(&cache));
+        let mut args = measuring_args(method, "1,2,3", &tokens, &plan, Some(&cache));
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        succeed(&args);
-        read_plans(&plan).unwrap()
+        let output = apply_prune(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        (read_plans(&plan).unwrap(), stderr)
+    };
+    let run = |name: &str, extra: &[&str]| run_method("sleb", name, extra).0;
+    // A plan's NLL is the model's on its mask over the 8 windows.
+    let assert_measured = |row: &layerprune_tables::PlanRow| {
+        let removed: Vec<usize> = row.removed_blocks.iter().map(|&b| b as usize).collect();
+        let mask = Mask::from_removed(6, &removed).unwrap();
+        let nll = window_nlls_on(&fixture(), &mask, &windows)
+            .iter()
+            .sum::<f64>()
+            / 8.0;
+        assert!(
+            (row.measured_nll.unwrap() - nll).abs() < 1e-6,
+            "{row:?}: {nll}"
+        );
     };
     let rows = |name: &str| {
         layerprune_tables::read_evaluations(&dir.path().join(format!("{name}-cache.parquet")))
@@ -1173,17 +1190,37 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
         assert_eq!(r.method, "sleb-raced");
         assert!(r.llm_evaluations <= p.llm_evaluations, "{r:?} {p:?}");
         cheaper |= r.llm_evaluations < p.llm_evaluations;
-        let removed: Vec<usize> = r.removed_blocks.iter().map(|&b| b as usize).collect();
-        let mask = Mask::from_removed(6, &removed).unwrap();
-        let nll = window_nlls_on(&fixture(), &mask, &windows)
-            .iter()
-            .sum::<f64>()
-            / 8.0;
-        assert!((r.measured_nll.unwrap() - nll).abs() < 1e-6, "{r:?}: {nll}");
+        assert_measured(r);
     }
     assert!(cheaper, "the race dropped nothing: {:?}", hasty.rows);
     assert!(rows("hasty").len() < rows("plain").len());
     assert!(rows("hasty")
+        .iter()
+        .all(|row| row.window_nlls.as_ref().is_some_and(|w| w.len() == 8)));
+    // Adaptive removal raced the same way: its own plan name, within its budget, each plan a
+    // measured mask (the model's NLL), some masks measured on a few windows only and only whole
+    // rows in the cache.
+    let budget = ["--budget", "12"];
+    let (adaptive, _) = run_method("adaptive", "adaptive", &budget);
+    let hasty_race = ["--race-se", "0.25", "--race-windows", "2"];
+    let (raced, stderr) = run_method(
+        "adaptive",
+        "adaptive-raced",
+        &[&budget[..], &hasty_race].concat(),
+    );
+    assert!(
+        stderr.contains("measured on some windows only"),
+        "the race dropped nothing: {stderr}"
+    );
+    for (a, r) in adaptive.rows.iter().zip(&raced.rows) {
+        assert_eq!(
+            (a.method.as_str(), r.method.as_str()),
+            ("adaptive", "adaptive-raced")
+        );
+        assert!(r.llm_evaluations <= 12, "{r:?}");
+        assert_measured(r);
+    }
+    assert!(rows("adaptive-raced")
         .iter()
         .all(|row| row.window_nlls.as_ref().is_some_and(|w| w.len() == 8)));
 
@@ -1203,8 +1240,8 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         fail(&args, expected, &plan, None);
     }
-    let mut args = measuring_args("adaptive", "2", &tokens, &plan, None);
+    let mut args = measuring_args("iterative", "2", &tokens, &plan, None);
     args.extend(["--race-se".to_string(), "3".to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    fail(&args, "needs --method sleb", &plan, None);
+    fail(&args, "needs --method sleb or adaptive", &plan, None);
 }

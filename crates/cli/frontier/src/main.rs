@@ -44,12 +44,13 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
     /// The methods to play: block-influence, angular, reverse, leave-one-out, sleb, sleb-raced
-    /// (SLEB raced over the calibration windows, `apply-prune --race-se 3`), shapley, adaptive
-    /// (default: all).
+    /// (SLEB raced over the calibration windows, `apply-prune --race-se 3`), shapley, adaptive,
+    /// adaptive-raced (`apply-prune --method adaptive --race-se 3`, at every budget) (default:
+    /// all).
     #[arg(long, value_delimiter = ',', default_values_t = FrontierMethod::ALL)]
     methods: Vec<FrontierMethod>,
-    /// Budgets of the adaptive method: `least`, `sleb` (SLEB's cost at the same k), `0.5sleb`,
-    /// or a number of LLM evaluations.
+    /// Budgets of adaptive removal (raced or not): `least`, `sleb` (SLEB's cost at the same k),
+    /// `0.5sleb`, or a number of LLM evaluations.
     #[arg(long, value_delimiter = ',', default_value = "least,0.5sleb,sleb,2000")]
     budgets: Vec<Budget>,
     /// The quadratic-surrogate Shapley method on this many stratified masks (plus the full

@@ -93,6 +93,7 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
             "reverse",
             "leave-one-out",
             "sleb",
+            "sleb-raced",
             "shapley",
             "best-known",
         ] {
@@ -101,16 +102,20 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
                 "no {method} row for {set}"
             );
         }
-        // One row per distinct budget: at k = 1 `least` and `sleb` are both 6 evaluations.
-        let adaptive = rows
-            .iter()
-            .filter(|r| r[0] == "adaptive" && r[2] == set)
-            .count();
-        assert_eq!(adaptive, 5);
+        // One row per distinct budget, raced and not: at k = 1 `least` and `sleb` are both 6
+        // evaluations.
+        for method in ["adaptive", "adaptive-raced"] {
+            let runs = rows
+                .iter()
+                .filter(|r| r[0] == method && r[2] == set)
+                .count();
+            assert_eq!(runs, 5, "{method}");
+        }
     }
+    // The recommended method's rows, and only those, say so.
     assert!(rows
         .iter()
-        .all(|r| (r[7] == "true") == (r[0] == "adaptive")));
+        .all(|r| (r[7] == "true") == (r[0] == "adaptive-raced")));
     // A held-out perplexity is the model's own on the held-out windows.
     let sleb = rows.iter().find(|r| r[0] == "sleb" && r[1] == "2").unwrap();
     let removed: Vec<usize> = sleb[4].split(' ').map(|b| b.parse().unwrap()).collect();
