@@ -387,9 +387,10 @@ struct Play<'g, 'o> {
     measured: HashMap<Vec<usize>, f64>,
     /// Measured sets in the order measured (for a deterministic fit).
     order: Vec<Vec<usize>>,
-    /// Sets a race dropped, with their paired estimates: looked at (never asked again), never
-    /// a plan, in the surrogate's fit with the weight of the windows they were measured on.
-    estimated: HashMap<Vec<usize>, f64>,
+    /// Sets a race dropped, as it dropped them (`Raced::Dropped`: the paired estimate and the
+    /// windows measured): looked at (never asked again), never a plan, in the surrogate's fit
+    /// with the weight of those windows.
+    estimated: HashMap<Vec<usize>, Raced>,
     /// Predictions the screen relied on: made for greedy candidates far from every block removed
     /// since they were last measured, before they were measured.
     predicted: HashMap<Vec<usize>, f64>,
@@ -441,8 +442,10 @@ impl<'g, 'o> Play<'g, 'o> {
         }
         Ok(sets
             .iter()
-            .map(|s| self.measured.get(s).unwrap_or_else(|| &self.estimated[s]))
-            .copied()
+            .map(|s| match self.measured.get(s) {
+                Some(&value) => value,
+                None => self.estimated[s].value_or_estimate(),
+            })
             .collect())
     }
 
@@ -472,10 +475,7 @@ impl<'g, 'o> Play<'g, 'o> {
             .iter()
             .map(|s| match self.measured.get(s) {
                 Some(&value) => Raced::Whole(value),
-                None => Raced::Dropped {
-                    estimate: self.estimated[s],
-                    windows: 0,
-                },
+                None => self.estimated[s],
             })
             .collect())
     }
@@ -535,7 +535,8 @@ impl<'g, 'o> Play<'g, 'o> {
                 } else {
                     estimate
                 };
-                self.estimated.insert(set, estimate);
+                self.estimated
+                    .insert(set, Raced::Dropped { estimate, windows });
             }
         }
     }
