@@ -12,6 +12,23 @@ fn evaluator(windows: &[Vec<u32>], options: EvalOptions) -> Evaluator {
     Evaluator::new(model, windows, options).unwrap()
 }
 
+/// The ways the work is batched: one window and one mask at a time, windows two at a time, masks
+/// five at a time through shared blocks with the head four at a time.
+fn batchings() -> [EvalOptions; 3] {
+    [
+        EvalOptions::default(),
+        EvalOptions {
+            batch_windows: 2,
+            ..EvalOptions::default()
+        },
+        EvalOptions {
+            mask_batch: 5,
+            head_batch: 4,
+            ..EvalOptions::default()
+        },
+    ]
+}
+
 #[test]
 fn each_window_is_its_own_nll_in_order_however_the_work_is_batched() {
     let windows = fixture_windows(11, 3, 20);
@@ -28,18 +45,7 @@ fn each_window_is_its_own_nll_in_order_however_the_work_is_batched() {
                 .collect()
         })
         .collect();
-    for options in [
-        EvalOptions::default(),
-        EvalOptions {
-            batch_windows: 2,
-            ..EvalOptions::default()
-        },
-        EvalOptions {
-            mask_batch: 5,
-            head_batch: 4,
-            ..EvalOptions::default()
-        },
-    ] {
+    for options in batchings() {
         let results = evaluator(&windows, options.clone())
             .evaluate(&masks, &mut |_, _| {})
             .unwrap();
@@ -89,17 +95,7 @@ fn means_per_window_average_to_the_masks_nll() {
 fn a_range_of_windows_gives_those_windows_nlls() {
     let windows = fixture_windows(13, 5, 20);
     let masks = every_mask(6);
-    for options in [
-        EvalOptions::default(),
-        EvalOptions {
-            batch_windows: 2,
-            ..EvalOptions::default()
-        },
-        EvalOptions {
-            mask_batch: 5,
-            ..EvalOptions::default()
-        },
-    ] {
+    for options in batchings() {
         let mut ev = evaluator(&windows, options.clone());
         let whole = ev.evaluate(&masks, &mut |_, _| {}).unwrap();
         for range in [0..1, 0..2, 1..4, 3..5, 0..5] {

@@ -63,7 +63,7 @@
 use std::collections::HashMap;
 
 use layerprune_core::linalg::Cholesky;
-use layerprune_core::{values_checked, CountingGame, Game, Mask};
+use layerprune_core::{CountingGame, Game, Mask};
 
 use crate::race::{race_masks, Race, Raced};
 use crate::{removable_blocks, SelectionError};
@@ -210,7 +210,7 @@ pub fn adaptive_removal(
     // Raced for the k best (the leave-one-out plan): a single clearly behind the k-th best is
     // dropped with its paired estimate, which is all the surrogate needs of a bad removal.
     let single_values: Vec<f64> = play
-        .measure_raced(&singles, None, k)?
+        .measure(&singles, None, k)?
         .into_iter()
         .map(Raced::value_or_estimate)
         .collect();
@@ -222,7 +222,7 @@ pub fn adaptive_removal(
     });
     let mut leave_one_out: Vec<usize> = by_single[..k].iter().map(|&i| players[i]).collect();
     leave_one_out.sort_unstable();
-    play.measure(std::slice::from_ref(&leave_one_out))?;
+    play.measure(std::slice::from_ref(&leave_one_out), None, 1)?;
     let greedy = match options.start {
         AdaptiveStart::Auto => options.budget >= adaptive_greedy_budget(players.len(), k, options),
         AdaptiveStart::Greedy => true,
@@ -323,7 +323,7 @@ pub fn adaptive_removal(
         };
         // Raced against the centre (measured, so free in the race): a swap clearly worse than
         // it after a few windows is dropped.
-        let raced = play.measure_raced(&batch, Some(&center), 1)?;
+        let raced = play.measure(&batch, Some(&center), 1)?;
         if raced
             .iter()
             .any(|r| r.whole().is_some_and(|v| v > best_value))
@@ -428,31 +428,11 @@ impl<'g, 'o> Play<'g, 'o> {
         self.options.budget.saturating_sub(self.evaluations())
     }
 
-    /// Measures the sets whole (those not known yet, in one batch), records the surrogate's
-    /// errors and refits it. Returns every set's value.
-    fn measure(&mut self, sets: &[Vec<usize>]) -> Result<Vec<f64>, SelectionError> {
-        let new = self.unknown(sets)?;
-        if !new.is_empty() {
-            let masks = self.masks(&new)?;
-            let values = values_checked(&mut self.game, &masks)?;
-            for (set, value) in new.into_iter().zip(values) {
-                self.record(set, Raced::Whole(value));
-            }
-            self.refit();
-        }
-        Ok(sets
-            .iter()
-            .map(|s| match self.measured.get(s) {
-                Some(&value) => value,
-                None => self.estimated[s].value_or_estimate(),
-            })
-            .collect())
-    }
-
-    /// Measures the sets not known yet in a race for the `keep` best (whole, without
-    /// `options.race`), with `reference` (a measured set, free to race) as one more to beat.
-    /// Returns what was learned of each set: measured earlier, whole; dropped, its estimate.
-    fn measure_raced(
+    /// Measures the sets not known yet, in one batch: a race for the `keep` best (whole, without
+    /// `options.race` or with no more sets than `keep`), with `reference` (a measured set, free
+    /// to race) as one more to beat; records the surrogate's errors and refits it. Returns what
+    /// was learned of each set: measured, whole; dropped, its estimate.
+    fn measure(
         &mut self,
         sets: &[Vec<usize>],
         reference: Option<&[usize]>,
@@ -646,7 +626,7 @@ impl<'g, 'o> Play<'g, 'o> {
             // Raced against the best measured so far: a candidate clearly behind it after a few
             // windows is dropped (it cannot be this step's choice).
             let before = self.evaluations();
-            self.measure_raced(&batch, leader.as_ref().map(|(c, _)| c.as_slice()), 1)?;
+            self.measure(&batch, leader.as_ref().map(|(c, _)| c.as_slice()), 1)?;
             spent += (self.evaluations() - before).max(1);
             checked.extend(batch);
         }
