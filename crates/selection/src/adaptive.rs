@@ -31,7 +31,9 @@
 //! measured is a plan with k removed. On synthetic games and on SmolLM2's calibration tokens the
 //! swaps choose better plans than the starved greedy below that budget, and above it the greedy's
 //! start is better; on Gemma 3 270M the swaps were better at k = 6 and worse at k = 4
-//! (docs/results.md, "Where the refinement starts").
+//! (docs/results.md, "Where the refinement starts"). Raced, a candidate clearly behind after a
+//! few windows costs only those, so the rule costs each of the screen's candidates at what a
+//! single cost in the singles' race, and the greedy also runs at smaller budgets.
 //!
 //! The surrogate is the pairwise (quadratic) game in the *removed* blocks, refitted by ridge
 //! regression after every batch on every mask measured (from sufficient statistics): a value per
@@ -101,8 +103,9 @@ pub struct AdaptiveOptions {
 /// Where [`adaptive_removal`]'s swap refinement starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdaptiveStart {
-    /// The screened greedy when the budget reaches [`adaptive_greedy_budget`], else the
-    /// leave-one-out plan (the default).
+    /// The screened greedy when the budget affords its screen (unraced: it reaches
+    /// [`adaptive_greedy_budget`]; raced, at the singles' cost per mask), else the leave-one-out
+    /// plan (the default).
     Auto,
     /// Always the screened greedy first.
     Greedy,
@@ -141,14 +144,33 @@ pub fn adaptive_min_budget(players: usize, k: usize) -> usize {
     players + k
 }
 
-/// The least budget at which [`AdaptiveStart::Auto`] runs the screened greedy: the singles, the
-/// leave-one-out plan, then for each of the k − 1 steps after the first (which the singles
-/// decide) the candidates its screen measures before the surrogate may rule any out — the
+/// The least budget at which [`AdaptiveStart::Auto`] runs the screened greedy unraced: the
+/// singles, the leave-one-out plan, then for each of the k − 1 steps after the first (which the
+/// singles decide) the candidates its screen measures before the surrogate may rule any out — the
 /// `min_checked` best predicted and the neighbours within `explore_distance` on both sides of
-/// the block just removed.
+/// the block just removed. Raced, each of those candidates is costed at what a single cost in
+/// the singles' race, so the greedy also runs below this budget.
 pub fn adaptive_greedy_budget(players: usize, k: usize, options: &AdaptiveOptions) -> usize {
     let per_step = options.min_checked + 2 * options.explore_distance;
     players + 1 + k.saturating_sub(1) * per_step
+}
+
+/// Whether [`AdaptiveStart::Auto`] runs the screened greedy, `spent` evaluations after the
+/// singles and the leave-one-out plan: when the budget left affords, for each of the k − 1 steps
+/// after the first, the candidates its screen measures (as in [`adaptive_greedy_budget`]), each
+/// costed at `share_per_mask`, what a single cost. Unraced that is 1 and this is
+/// `budget >= adaptive_greedy_budget(..)`; raced, a candidate clearly behind after a few windows
+/// costs only those, so the greedy also runs at smaller budgets where the race affords its
+/// screen (docs/selection.md, "Where the refinement starts").
+fn greedy_affordable(
+    spent: usize,
+    share_per_mask: f64,
+    k: usize,
+    options: &AdaptiveOptions,
+) -> bool {
+    let per_step = (options.min_checked + 2 * options.explore_distance) as f64;
+    spent as f64 + k.saturating_sub(1) as f64 * per_step * share_per_mask.min(1.0)
+        <= options.budget as f64
 }
 
 /// Why the refinement stopped.
@@ -214,6 +236,8 @@ pub fn adaptive_removal(
         .into_iter()
         .map(Raced::value_or_estimate)
         .collect();
+    // What a mask of a batch costs with the race (1 unraced): what the greedy's steps will cost.
+    let share_per_mask = play.evaluations() as f64 / players.len() as f64;
     let mut by_single: Vec<usize> = (0..players.len()).collect();
     by_single.sort_by(|&a, &b| {
         single_values[b]
@@ -224,7 +248,7 @@ pub fn adaptive_removal(
     leave_one_out.sort_unstable();
     play.measure(std::slice::from_ref(&leave_one_out), None, 1)?;
     let greedy = match options.start {
-        AdaptiveStart::Auto => options.budget >= adaptive_greedy_budget(players.len(), k, options),
+        AdaptiveStart::Auto => greedy_affordable(play.evaluations(), share_per_mask, k, options),
         AdaptiveStart::Greedy => true,
         AdaptiveStart::LeaveOneOut => false,
     };
