@@ -14,10 +14,12 @@
 //! ([`layerprune_core::FileLock`]), instead of rewriting the file without its rows.
 //!
 //! A mask can also be measured on some windows only ([`Game::values_on_windows`], what racing
-//! asks for): those windows' NLLs are kept in memory, only the windows not yet measured are
-//! run when more are asked for, and a mask whose every window has been measured becomes a row
-//! of the table like any other. A mask dropped after a few windows never becomes a row: a
-//! later run measures those windows again (a fraction of an evaluation each).
+//! asks for): only the windows not yet measured are run when more are asked for, and a mask
+//! whose every window has been measured becomes a row of the table like any other. Until then
+//! its windows are kept with the table (`EvaluationTable::partial_windows`, written with it),
+//! so a mask a race dropped after a few windows costs nothing when a later run through the
+//! same cache asks for those windows again — a replayed raced method runs nothing — and a run
+//! killed part-way loses none of them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -28,7 +30,8 @@ use anyhow::{Context, Result};
 use layerprune_core::{FileLock, Game, GameError, Mask};
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, MaskEvaluation};
 use layerprune_tables::{
-    resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, Provenance, TokenTable,
+    resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, PartialWindows,
+    Provenance, TokenTable,
 };
 
 use crate::perplexity::evaluation_row;
@@ -44,8 +47,9 @@ pub struct CachedLlm {
     /// The distinct masks asked for since opening, in the order first asked.
     asked: Vec<Mask>,
     asked_set: HashSet<Mask>,
-    /// Masks measured on some windows only (no row yet): each window's NLL where measured.
-    partial: HashMap<Mask, PartialMeasurement>,
+    /// Masks measured on some windows only (no row yet): each window's NLL sum where measured.
+    /// Written with the table (its `partial_windows`) whenever it is saved.
+    partial: HashMap<Mask, PartialWindows>,
     /// Masks actually run on the model by this process.
     pub ran: usize,
     /// Seconds spent running them.
@@ -68,7 +72,7 @@ impl CachedLlm {
     ) -> Result<Self> {
         let num_blocks = model.num_blocks();
         let model_id = model.model_id().to_string();
-        let (lock, table) = match cache {
+        let (lock, mut table) = match cache {
             Some(path) => {
                 // Taken before reading, so what another run is still measuring is read too.
                 let lock = FileLock::acquire_waiting(path, &mut || {
@@ -95,6 +99,26 @@ impl CachedLlm {
             .enumerate()
             .map(|(i, row)| (row.mask.clone(), i))
             .collect();
+        let num_windows = evaluator.num_windows();
+        if let Some(entry) = table
+            .partial_windows
+            .iter()
+            .find(|p| p.window_nll_sums.len() != num_windows)
+        {
+            // Only a file has partial windows; its dataset id names the token table, so this
+            // is a file edited by hand.
+            anyhow::bail!(
+                "{}: mask {} was measured on {} windows, but {} has {num_windows}",
+                cache.unwrap_or(Path::new("the cache")).display(),
+                entry.mask,
+                entry.window_nll_sums.len(),
+                tokens.source
+            );
+        }
+        let partial = std::mem::take(&mut table.partial_windows)
+            .into_iter()
+            .map(|p| (p.mask.clone(), p))
+            .collect();
         let mut game = CachedLlm {
             evaluator,
             table,
@@ -105,7 +129,7 @@ impl CachedLlm {
                 .with_input("dataset", &tokens.dataset_id),
             asked: Vec::new(),
             asked_set: HashSet::new(),
-            partial: HashMap::new(),
+            partial,
             ran: 0,
             seconds: 0.0,
             _lock: lock,
@@ -171,20 +195,27 @@ impl CachedLlm {
         self.index.get(mask).map(|&i| &self.table.rows[i])
     }
 
+    /// Writes the table with the masks measured in part (in mask order, so the file does not
+    /// depend on a hash map's), atomically.
     fn save(&mut self) -> Result<()> {
         if let Some(path) = &self.path {
-            write_evaluations(path, &self.table, &self.provenance)?;
+            let mut partial: Vec<PartialWindows> = self
+                .partial
+                .values()
+                // A mask with a row (from a cache written before tables kept windows) has all
+                // it needs; so has one whose windows are all measured.
+                .filter(|p| !self.index.contains_key(&p.mask))
+                .filter(|p| p.window_nll_sums.iter().any(Option::is_none))
+                .cloned()
+                .collect();
+            partial.sort_by(|a, b| a.mask.cmp(&b.mask));
+            self.table.partial_windows = partial;
+            let written = write_evaluations(path, &self.table, &self.provenance);
+            self.table.partial_windows = Vec::new();
+            written?;
         }
         Ok(())
     }
-}
-
-/// A mask's windows measured so far, before it has a row.
-#[derive(Clone, Debug)]
-struct PartialMeasurement {
-    /// Each window's summed NLL, where measured.
-    window_nll_sums: Vec<Option<f64>>,
-    seconds: f64,
 }
 
 impl CachedLlm {
@@ -221,7 +252,8 @@ impl CachedLlm {
             let measured = self
                 .partial
                 .entry(mask.clone())
-                .or_insert_with(|| PartialMeasurement {
+                .or_insert_with(|| PartialWindows {
+                    mask: mask.clone(),
                     window_nll_sums: vec![None; num_windows],
                     seconds: 0.0,
                 });
@@ -238,6 +270,7 @@ impl CachedLlm {
                 lacking.entry((start, w)).or_default().push(mask.clone());
             }
         }
+        let ran_windows = !lacking.is_empty();
         let started = Instant::now();
         for ((start, end), group) in lacking {
             let results = self
@@ -283,8 +316,9 @@ impl CachedLlm {
             let promoted: Vec<Mask> = rows.iter().map(|row| row.mask.clone()).collect();
             self.note_asked(&promoted);
             self.add_rows(rows, seconds)?;
-        } else {
+        } else if ran_windows {
             self.seconds += seconds;
+            self.save()?;
         }
         Ok(())
     }

@@ -168,6 +168,8 @@ pub fn run_evaluation(
         full_model_nll: Some(full_model_nll),
         complete: false,
         rows: Vec::new(),
+        // Windows a race measured (a selection cache) are not `evaluate`'s: its rows are whole.
+        partial_windows: Vec::new(),
     };
 
     let done: HashSet<Mask> = rows.iter().map(|r| r.mask.clone()).collect();

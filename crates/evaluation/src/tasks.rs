@@ -558,6 +558,7 @@ impl Outputs<'_> {
             full_model_nll: full_nll,
             complete,
             rows: ordered_rows(&evaluation_rows, self.masks),
+            partial_windows: Vec::new(),
         };
         write_evaluations(&self.config.out, &evaluation, self.provenance)?;
         let accuracies = TaskAccuracyTable {

@@ -1,8 +1,9 @@
 //! The LLM's evaluation cache valued window by window (`CachedLlm::values_on_windows`, what
 //! racing asks for), on the committed tiny model: each window's value is the one the whole
 //! measurement gives, a window is never run twice, a mask whose every window was measured
-//! becomes an ordinary row (in the file too), and a later whole value of a mask started on
-//! some windows runs only the others.
+//! becomes an ordinary row (in the file too), a later whole value of a mask started on some
+//! windows runs only the others, and windows measured in part are kept with the cache file, so
+//! a later run (a replayed race, a run killed part-way) does not run them again.
 
 use layerprune_core::{Game, Mask};
 use layerprune_evaluation::CachedLlm;
@@ -101,4 +102,63 @@ fn windows_measured_in_parts_are_the_whole_measurement() {
     let blocks_before = game.evaluator().blocks_run();
     game.values_on_windows(&masks, 1..3).unwrap();
     assert_eq!(game.evaluator().blocks_run(), blocks_before);
+}
+
+#[test]
+fn windows_measured_in_part_are_kept_with_the_cache() {
+    let tokens = TokenTable::new(16, fixture_windows(5, 4, 16), "test", "synthetic ids");
+    let masks: Vec<Mask> = every_mask(6).into_iter().skip(40).take(3).collect();
+    let dir = tempfile::tempdir().unwrap();
+    // The reference: the same questions asked of one game, in one process.
+    let ask = |game: &mut CachedLlm| {
+        game.values_on_windows(&masks, 0..2).unwrap();
+        game.values_on_windows(&masks[..1], 0..3).unwrap();
+    };
+    let mut once = open(&tokens, Some(&dir.path().join("once.parquet")));
+    ask(&mut once);
+    let whole_once = once.values(&masks).unwrap();
+
+    let cache = dir.path().join("cache.parquet");
+    let mut game = open(&tokens, Some(&cache));
+    ask(&mut game);
+    drop(game);
+    let table = read_evaluations(&cache).unwrap();
+    assert_eq!(table.rows.len(), 1, "only the full model has a row");
+    // Each mask with the windows it was measured on: masks[0] on 3, the others on 2.
+    assert_eq!(table.partial_windows.len(), 3);
+    for (mask, windows) in masks.iter().zip([3, 2, 2]) {
+        let entry = table
+            .partial_windows
+            .iter()
+            .find(|p| &p.mask == mask)
+            .unwrap();
+        let measured: Vec<bool> = entry.window_nll_sums.iter().map(Option::is_some).collect();
+        assert_eq!(measured, (0..4).map(|w| w < windows).collect::<Vec<_>>());
+    }
+
+    // Reopened: the same questions run nothing, and the file is not rewritten.
+    let before = std::fs::read(&cache).unwrap();
+    let mut game = open(&tokens, Some(&cache));
+    assert_eq!(game.partly_measured(), 3);
+    let blocks_before = game.evaluator().blocks_run();
+    ask(&mut game);
+    assert_eq!(game.evaluator().blocks_run(), blocks_before);
+    assert_eq!(std::fs::read(&cache).unwrap(), before);
+    // Whole values run only the windows each mask lacks, and are bit for bit those of the
+    // game that asked everything in one process.
+    let whole = game.values(&masks).unwrap();
+    let expected_blocks: u64 = masks[0].num_kept() as u64
+        + 2 * masks[1..].iter().map(|m| m.num_kept() as u64).sum::<u64>();
+    assert_eq!(
+        game.evaluator().blocks_run() - blocks_before,
+        expected_blocks
+    );
+    assert_eq!(
+        whole.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        whole_once.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    drop(game);
+    let table = read_evaluations(&cache).unwrap();
+    assert_eq!(table.rows.len(), 4);
+    assert!(table.partial_windows.is_empty());
 }

@@ -370,6 +370,7 @@ mod tests {
                 row("101", 2.5),
                 row("001", 9.0),
             ],
+            partial_windows: Vec::new(),
         };
         let err = leave_one_out_scores(&table).unwrap_err();
         assert!(

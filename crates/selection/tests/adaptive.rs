@@ -56,6 +56,28 @@ fn budget_games() -> impl Iterator<Item = (TripleGame, usize, usize, f64)> {
         })
 }
 
+/// The budget games measured on 10 windows (each mask with a spread of its own per window, as on
+/// the LLM), each with (game, k, optimum, budget at `fraction` of SLEB's cost, at least the
+/// least adaptive removal accepts).
+fn windowed_budget_games(
+    fraction: f64,
+) -> impl Iterator<Item = (WindowedGame<TripleGame>, usize, f64, usize)> {
+    budget_games()
+        .zip(0..)
+        .map(move |((inner, n, k, optimum), seed)| {
+            let game = WindowedGame {
+                inner,
+                windows: 10,
+                window_spread: 0.5,
+                mask_spread: 0.01,
+                seed,
+            };
+            let budget =
+                ((sleb_cost(n, k) as f64 * fraction) as usize).max(adaptive_min_budget(n, k));
+            (game, k, optimum, budget)
+        })
+}
+
 fn value_of(game: &mut dyn Game, removed: &[usize]) -> f64 {
     let mask = Mask::from_removed(game.num_players(), removed).unwrap();
     game.value(&mask).unwrap()
@@ -244,16 +266,7 @@ fn the_default_start_is_the_better_one_below_and_above_the_greedys_budget() {
 fn raced_it_chooses_better_plans_for_the_same_budget() {
     for fraction in [0.25, 0.5] {
         let (mut gaps, mut optimal, mut cases) = ([0.0; 2], [0; 2], 0);
-        for (inner, n, k, optimum) in budget_games() {
-            let mut game = WindowedGame {
-                inner,
-                windows: 10,
-                window_spread: 0.5,
-                mask_spread: 0.01,
-                seed: cases,
-            };
-            let budget =
-                ((sleb_cost(n, k) as f64 * fraction) as usize).max(adaptive_min_budget(n, k));
+        for (mut game, k, optimum, budget) in windowed_budget_games(fraction) {
             for (i, race) in [None, Some(Race::default())].into_iter().enumerate() {
                 let options = AdaptiveOptions {
                     race,
@@ -347,16 +360,8 @@ fn the_ratio_search_at_half_sleb_cost_per_k_removes_as_many_blocks_as_slebs_for_
 fn raced_the_start_is_costed_by_the_race() {
     for fraction in [0.25, 0.5, 0.75] {
         let (mut gaps, mut greedy_runs, mut cases) = ([0.0; 2], [0; 2], 0);
-        for (inner, n, k, optimum) in budget_games() {
-            let mut game = WindowedGame {
-                inner,
-                windows: 10,
-                window_spread: 0.5,
-                mask_spread: 0.01,
-                seed: cases,
-            };
-            let budget =
-                ((sleb_cost(n, k) as f64 * fraction) as usize).max(adaptive_min_budget(n, k));
+        for (mut game, k, optimum, budget) in windowed_budget_games(fraction) {
+            let n = game.num_players();
             let options = AdaptiveOptions {
                 race: Some(Race::default()),
                 ..AdaptiveOptions::with_budget(budget)

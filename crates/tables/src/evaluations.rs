@@ -60,6 +60,22 @@ pub struct EvaluationTable {
     /// False while the run that writes this table is still going (a checkpoint).
     pub complete: bool,
     pub rows: Vec<EvaluationRow>,
+    /// Masks measured on some windows only (a race dropped them), which have no row: kept so a
+    /// later run through the same cache runs only the windows they lack. Empty but for caches
+    /// (`evaluation::CachedLlm`).
+    pub partial_windows: Vec<PartialWindows>,
+}
+
+/// A mask measured on some of the token table's windows only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartialWindows {
+    pub mask: Mask,
+    /// Each window's NLL summed over its scored tokens (its mean NLL × the tokens it scores),
+    /// `None` where not measured: sums, so a mask completed later gets exactly the row it
+    /// would have had measured in one go.
+    pub window_nll_sums: Vec<Option<f64>>,
+    /// Seconds spent on the windows measured.
+    pub seconds: f64,
 }
 
 /// Which value of an evaluation table's rows is the game's value: the project's one
@@ -91,6 +107,7 @@ impl EvaluationTable {
             full_model_nll: None,
             complete: false,
             rows: Vec::new(),
+            partial_windows: Vec::new(),
         }
     }
 
@@ -305,6 +322,142 @@ fn check_values(
 /// The optional per-window column (read when present: files written before it have none).
 const WINDOW_NLL: &str = "window_nll";
 
+/// The optional metadata entry of the masks measured on some windows only (`partial_windows`):
+/// one line per mask, `mask_id seconds s_0 … s_(W−1)`, each window's NLL sum in Rust's shortest
+/// round-trip decimal form (`inf` for a collapsed window) or `-` where not measured.
+const PARTIAL_WINDOWS: &str = "partial_window_nll_sums";
+
+fn encode_partial_windows(partial: &[PartialWindows]) -> String {
+    let lines: Vec<String> = partial
+        .iter()
+        .map(|p| {
+            let sums = p.window_nll_sums.iter().map(|sum| match sum {
+                Some(sum) => sum.to_string(),
+                None => "-".to_string(),
+            });
+            std::iter::once(p.mask.id())
+                .chain(std::iter::once(p.seconds.to_string()))
+                .chain(sums)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    lines.join("\n")
+}
+
+fn decode_partial_windows(
+    path: &Path,
+    text: &str,
+    num_blocks: usize,
+) -> Result<Vec<PartialWindows>, TableError> {
+    text.lines()
+        .enumerate()
+        .map(|(index, line)| {
+            let bad = |message: String| {
+                TableError::bad(
+                    path,
+                    format!(
+                        "metadata entry layerprune.{PARTIAL_WINDOWS}, line {}: {message}",
+                        index + 1
+                    ),
+                )
+            };
+            let mut fields = line.split(' ');
+            let mask: Mask = fields
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| bad(format!("mask_id: {e}")))?;
+            mask.check_len(num_blocks)
+                .map_err(|e| bad(format!("mask_id: {e}")))?;
+            let seconds = fields
+                .next()
+                .ok_or_else(|| bad("no seconds and no windows after the mask".into()))?;
+            let seconds: f64 = seconds
+                .parse()
+                .map_err(|e| bad(format!("seconds {seconds:?}: {e}")))?;
+            let window_nll_sums = fields
+                .map(|field| match field {
+                    "-" => Ok(None),
+                    sum => sum
+                        .parse()
+                        .map(Some)
+                        .map_err(|e| bad(format!("window NLL sum {sum:?}: {e}"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(PartialWindows {
+                mask,
+                window_nll_sums,
+                seconds,
+            })
+        })
+        .collect()
+}
+
+/// What a partly measured mask promises (docs/formats.md, "evaluations"): measured on some
+/// windows but not all (else it would be a row), as many windows as every other entry and row,
+/// sums ≥ 0 or +inf, seconds finite and not negative, no mask twice or also a row.
+fn check_partial_windows(
+    path: &Path,
+    rows: &[EvaluationRow],
+    partial: &[PartialWindows],
+) -> Result<(), TableError> {
+    let with_rows: HashSet<&Mask> = rows.iter().map(|row| &row.mask).collect();
+    let mut seen = HashSet::with_capacity(partial.len());
+    let mut window_count = rows
+        .iter()
+        .find_map(|row| row.window_nlls.as_ref().map(Vec::len));
+    for entry in partial {
+        let bad = |message: String| {
+            Err(TableError::bad(
+                path,
+                format!(
+                    "metadata entry layerprune.{PARTIAL_WINDOWS}, mask {}: {message}",
+                    entry.mask
+                ),
+            ))
+        };
+        if with_rows.contains(&entry.mask) {
+            return bad("also has a row (a mask measured on every window is a row only)".into());
+        }
+        if !seen.insert(&entry.mask) {
+            return bad("appears more than once".into());
+        }
+        let measured = entry.window_nll_sums.iter().flatten().count();
+        if measured == 0 || measured == entry.window_nll_sums.len() {
+            return bad(format!(
+                "{measured} of {} windows measured (an entry is for a mask measured on some \
+                 windows, not none or all)",
+                entry.window_nll_sums.len()
+            ));
+        }
+        let length = *window_count.get_or_insert(entry.window_nll_sums.len());
+        if entry.window_nll_sums.len() != length {
+            return bad(format!(
+                "{} windows, where the table's other masks have {length}",
+                entry.window_nll_sums.len()
+            ));
+        }
+        if let Some(sum) = entry
+            .window_nll_sums
+            .iter()
+            .flatten()
+            .find(|sum| sum.is_nan() || **sum < 0.0)
+        {
+            return bad(format!(
+                "{sum} is not a window's NLL sum (a number ≥ 0, or +inf)"
+            ));
+        }
+        if !(entry.seconds.is_finite() && entry.seconds >= 0.0) {
+            return bad(format!(
+                "seconds {} is not a finite, non-negative duration",
+                entry.seconds
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn fields() -> Vec<Field> {
     let mut fields = mask_fields();
     fields.extend([
@@ -326,6 +479,7 @@ pub fn write_evaluations(
     check_no_duplicates(path, &table.rows)?;
     check_fixed_blocks(path, table.num_blocks, &table.fixed_blocks)?;
     check_values(path, table.full_model_nll, &table.rows)?;
+    check_partial_windows(path, &table.rows, &table.partial_windows)?;
     let rows = &table.rows;
     let mut columns = mask_columns(path, table.num_blocks, rows.iter().map(|r| &r.mask))?;
     let floats = |get: fn(&EvaluationRow) -> f64| -> ArrayRef {
@@ -349,7 +503,7 @@ pub fn write_evaluations(
         Some(nll) => nll.to_string(),
         None => "null".to_string(),
     };
-    let table_fields = vec![
+    let mut table_fields = vec![
         ("num_blocks", table.num_blocks.to_string()),
         ("model_id", table.model_id.clone()),
         ("dataset_id", table.dataset_id.clone()),
@@ -360,6 +514,13 @@ pub fn write_evaluations(
         ("full_model_nll", full_model_nll),
         ("complete", table.complete.to_string()),
     ];
+    // Written only when some mask was measured in part, so other tables read as before.
+    if !table.partial_windows.is_empty() {
+        table_fields.push((
+            PARTIAL_WINDOWS,
+            encode_partial_windows(&table.partial_windows),
+        ));
+    }
     write_table(
         path,
         TableKind::Evaluations,
@@ -409,6 +570,11 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
     }
     check_no_duplicates(path, &rows)?;
     check_values(path, full_model_nll, &rows)?;
+    let partial_windows = match raw.meta_optional(PARTIAL_WINDOWS) {
+        Some(text) => decode_partial_windows(path, text, num_blocks)?,
+        None => Vec::new(),
+    };
+    check_partial_windows(path, &rows, &partial_windows)?;
     Ok(EvaluationTable {
         num_blocks,
         model_id: raw.meta("model_id")?.to_string(),
@@ -417,6 +583,7 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
         full_model_nll,
         complete: raw.meta_parse("complete")?,
         rows,
+        partial_windows,
     })
 }
 

@@ -29,7 +29,7 @@ pub use atomic::atomic_write;
 pub use error::{TableError, TableErrorKind};
 pub use evaluations::{
     read_evaluations, resume_evaluations, write_evaluations, AppendError, EvaluationRow,
-    EvaluationTable, ValueColumn,
+    EvaluationTable, PartialWindows, ValueColumn,
 };
 pub use io::{
     read_head, read_metadata, read_table_kind, TableHead, TableKind, FORMAT_VERSION, KEY_PREFIX,

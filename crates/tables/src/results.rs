@@ -788,6 +788,7 @@ mod tests {
                     window_nlls: None,
                 })
                 .collect(),
+            partial_windows: Vec::new(),
         };
         let eval_path = dir.path().join("evaluations.parquet");
         write_evaluations(&eval_path, &evaluations, &provenance()).unwrap();

@@ -235,3 +235,126 @@ fn windows_nlls_round_trip_and_broken_ones_are_refused() {
         assert!(!path.exists(), "a refused table must not be written");
     }
 }
+
+/// Copies the table in `from` to `to` with the footer's metadata entry `key` set to `value`.
+fn with_metadata(from: &Path, to: &Path, key: &str, value: &str) {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(from).unwrap()).unwrap();
+    let mut metadata = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap();
+    for entry in &mut metadata {
+        if entry.key == key {
+            entry.value = Some(value.to_string());
+        }
+    }
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
+    let properties = WriterProperties::builder()
+        .set_key_value_metadata(Some(metadata))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        fs::File::create(to).unwrap(),
+        batches[0].schema(),
+        Some(properties),
+    )
+    .unwrap();
+    for batch in &batches {
+        writer.write(batch).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+/// Masks a race measured on some windows only (a selection cache's `partial_windows`): their
+/// window NLL sums round-trip bit for bit (so a mask completed later gets exactly its row),
+/// a table without any reads as before, and a broken entry is refused naming the file, the
+/// entry and the mask — on writing, and in a file edited by hand, on reading.
+#[test]
+fn partial_windows_round_trip_exactly_and_broken_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut with = valid();
+    with.rows[0].window_nlls = Some(vec![1.5, 2.5, 2.0]);
+    let awkward = 0.1 + 0.2;
+    with.partial_windows = vec![
+        PartialWindows {
+            mask: "011".parse().unwrap(),
+            window_nll_sums: vec![Some(awkward), None, Some(1e-300)],
+            seconds: 0.25,
+        },
+        PartialWindows {
+            mask: "110".parse().unwrap(),
+            window_nll_sums: vec![None, Some(f64::INFINITY), None],
+            seconds: 0.0,
+        },
+    ];
+    let path = dir.path().join("partial.parquet");
+    write_evaluations(&path, &with, &provenance()).unwrap();
+    let read = read_evaluations(&path).unwrap();
+    assert_eq!(read, with);
+    assert_eq!(
+        read.partial_windows[0].window_nll_sums[0]
+            .unwrap()
+            .to_bits(),
+        awkward.to_bits()
+    );
+    let entry = "layerprune.partial_window_nll_sums";
+    assert!(read_metadata(&path).unwrap().contains_key(entry));
+    // None: no entry, as before.
+    let plain = dir.path().join("plain.parquet");
+    write_evaluations(&plain, &valid(), &provenance()).unwrap();
+    assert!(!read_metadata(&plain).unwrap().contains_key(entry));
+
+    type Break = fn(&mut PartialWindows);
+    let cases: [(Break, &str); 7] = [
+        (
+            |p| p.window_nll_sums[0] = Some(f64::NAN),
+            "not a window's NLL sum",
+        ),
+        (
+            |p| p.window_nll_sums[0] = Some(-1.0),
+            "not a window's NLL sum",
+        ),
+        (
+            |p| p.window_nll_sums[1] = Some(2.0),
+            "3 of 3 windows measured",
+        ),
+        (
+            |p| p.window_nll_sums = vec![None; 3],
+            "0 of 3 windows measured",
+        ),
+        (|p| p.window_nll_sums.push(None), "4 windows"),
+        (|p| p.mask = "111".parse().unwrap(), "also has a row"),
+        (|p| p.seconds = f64::NAN, "seconds"),
+    ];
+    for (i, (damage, says)) in cases.into_iter().enumerate() {
+        let mut bad = with.clone();
+        damage(&mut bad.partial_windows[0]);
+        let path = dir.path().join(format!("bad-{i}.parquet"));
+        let error = write_evaluations(&path, &bad, &provenance()).unwrap_err();
+        assert_eq!(error.path, path);
+        assert!(error.message.contains(entry), "{error}");
+        assert!(error.message.contains(says), "{says}: {error}");
+        assert!(!path.exists(), "a refused table must not be written");
+    }
+    let mut twice = with.clone();
+    twice.partial_windows[1].mask = twice.partial_windows[0].mask.clone();
+    let error =
+        write_evaluations(&dir.path().join("twice.parquet"), &twice, &provenance()).unwrap_err();
+    assert!(error.message.contains("more than once"), "{error}");
+
+    // Edited by hand: refused on reading, naming the file, the entry and the line.
+    for (value, says) in [
+        ("011 0.25 1.0 - x", "line 1: window NLL sum \"x\""),
+        ("011 0.25 1.0 - 2.0\n01 0 1.0 - -", "line 2: mask_id"),
+        ("011", "line 1: no seconds"),
+        ("011 0.25 1.0 - NaN", "not a window's NLL sum"),
+    ] {
+        let edited = dir.path().join("edited.parquet");
+        with_metadata(&path, &edited, entry, value);
+        let error = read_evaluations(&edited).unwrap_err();
+        assert_eq!(error.path, edited);
+        assert!(error.message.contains(entry), "{error}");
+        assert!(error.message.contains(says), "{says}: {error}");
+    }
+}

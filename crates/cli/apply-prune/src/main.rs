@@ -371,7 +371,7 @@ fn apply_prune(args: Args) -> Result<()> {
                 if partly > 0 {
                     format!(
                         "; {partly} more measured on some windows only (a race dropped them; \
-                         not kept)"
+                         kept with their windows)"
                     )
                 } else {
                     String::new()

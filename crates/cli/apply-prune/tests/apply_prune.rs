@@ -1223,6 +1223,27 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
     assert!(rows("adaptive-raced")
         .iter()
         .all(|row| row.window_nlls.as_ref().is_some_and(|w| w.len() == 8)));
+    // The windows of the masks it dropped are kept with the cache: run again through it, the
+    // same plans, nothing run, the cache not rewritten.
+    let cache = dir.path().join("adaptive-raced-cache.parquet");
+    let partial = layerprune_tables::read_evaluations(&cache)
+        .unwrap()
+        .partial_windows;
+    assert!(!partial.is_empty());
+    let before = std::fs::read(&cache).unwrap();
+    let (again, stderr) = run_method(
+        "adaptive",
+        "adaptive-raced",
+        &[&budget[..], &hasty_race].concat(),
+    );
+    assert!(stderr.contains(", 0 run now"), "{stderr}");
+    assert_eq!(std::fs::read(&cache).unwrap(), before);
+    for (a, r) in again.rows.iter().zip(&raced.rows) {
+        assert_eq!(
+            (&a.removed_blocks, a.llm_evaluations, a.measured_nll),
+            (&r.removed_blocks, r.llm_evaluations, r.measured_nll)
+        );
+    }
 
     // Refusals, naming the flag; nothing written.
     let plan = dir.path().join("refused.parquet");

@@ -164,6 +164,7 @@ fn errors_name_the_problem() {
         full_model_nll: None,
         complete: true,
         rows: vec![],
+        partial_windows: Vec::new(),
     };
     write_evaluations(&empty, &table, &Provenance::new("test", "0", vec![])).unwrap();
     let output = fit_surrogate(&["--evaluations", empty.to_str().unwrap()]);

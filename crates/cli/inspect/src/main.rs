@@ -178,6 +178,12 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
 
 fn show_value(value: &serde_json::Value) -> String {
     match value {
+        // A list of lines (a cache's partly measured masks): how many, and the first; `--json`
+        // has them all.
+        serde_json::Value::String(text) if text.contains('\n') => {
+            let first = text.lines().next().unwrap_or_default();
+            format!("{} lines; the first: {first}", text.lines().count())
+        }
         serde_json::Value::String(text) => text.clone(),
         other => other.to_string(),
     }

@@ -258,6 +258,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         full_model_nll: Some(2.0),
         complete: true,
         rows,
+        partial_windows: Vec::new(),
     };
     let provenance = Provenance::new("test", "0", vec![]);
     write_evaluations(&pilot, &evaluations, &provenance).unwrap();

@@ -60,6 +60,7 @@ fn write_single_removals(path: &Path, num_blocks: usize) {
         full_model_nll: Some(3.0),
         complete: true,
         rows,
+        partial_windows: Vec::new(),
     };
     write_evaluations(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
 }

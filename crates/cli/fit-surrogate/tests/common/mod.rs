@@ -42,6 +42,7 @@ pub fn write_every_mask_table(
         full_model_nll: Some(full_nll),
         complete: true,
         rows,
+        partial_windows: Vec::new(),
     };
     write_evaluations(path, &table, &Provenance::new("test", "0", vec![])).unwrap();
 }
