@@ -50,8 +50,10 @@ pub struct CachedLlm {
     /// Masks measured on some windows only (no row yet): each window's NLL sum where measured.
     /// Written with the table (its `partial_windows`) whenever it is saved.
     partial: HashMap<Mask, PartialWindows>,
-    /// Masks actually run on the model by this process.
+    /// Masks actually run on the model by this process (whole, or their last windows).
     pub ran: usize,
+    /// Windows run by this process for masks measured a few windows at a time (a race's).
+    pub windows_ran: usize,
     /// Seconds spent running them.
     pub seconds: f64,
     /// Held while the table is in use (only with a file).
@@ -131,6 +133,7 @@ impl CachedLlm {
             asked_set: HashSet::new(),
             partial,
             ran: 0,
+            windows_ran: 0,
             seconds: 0.0,
             _lock: lock,
         };
@@ -166,6 +169,16 @@ impl CachedLlm {
                 Some((mask.clone(), windows))
             })
             .collect()
+    }
+
+    /// ", plus W windows of masks measured in part" when this process ran any such windows,
+    /// else nothing: what the stages add to their count of masks run, so a run that measured
+    /// only windows of raced masks does not read as one that ran nothing.
+    pub fn windows_ran_note(&self) -> String {
+        match self.windows_ran {
+            0 => String::new(),
+            windows => format!(", plus {windows} windows of masks measured in part"),
+        }
     }
 
     /// Distinct masks asked for since opening (the full model included).
@@ -273,6 +286,7 @@ impl CachedLlm {
         let ran_windows = !lacking.is_empty();
         let started = Instant::now();
         for ((start, end), group) in lacking {
+            self.windows_ran += group.len() * (end - start);
             let results = self
                 .evaluator
                 .evaluate_windows(&group, start..end, &mut |_, _| {})?;

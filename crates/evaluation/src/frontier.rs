@@ -167,9 +167,10 @@ impl PreparedFrontier {
                 .nll(&Mask::full(num_blocks))
                 .context("full model not measured")?;
             report(&format!(
-                "frontier: calibration set {name}: {} points; {} masks run now ({:.0} s), cache {}",
+                "frontier: calibration set {name}: {} points; {} masks run now{} ({:.0} s), cache {}",
                 points.len(),
                 game.ran,
+                game.windows_ran_note(),
                 game.seconds,
                 path.display()
             ));

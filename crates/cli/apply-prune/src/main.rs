@@ -362,11 +362,12 @@ fn apply_prune(args: Args) -> Result<()> {
         if let Some(cache) = &args.cache {
             let partly = game.partly_measured();
             tracing::info!(
-                "{}: {} of the {} masks asked for were read from it, {} run now ({} masks kept){}",
+                "{}: {} of the {} masks asked for were read from it, {} run now{} ({} masks kept){}",
                 cache.display(),
                 game.answered_from_cache(),
                 game.asked_masks(),
                 game.ran,
+                game.windows_ran_note(),
                 game.cached_masks(),
                 if partly > 0 {
                     format!(

@@ -1212,6 +1212,10 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
         stderr.contains("measured on some windows only"),
         "the race dropped nothing: {stderr}"
     );
+    assert!(
+        stderr.contains("windows of masks measured in part"),
+        "{stderr}"
+    );
     for (a, r) in adaptive.rows.iter().zip(&raced.rows) {
         assert_eq!(
             (a.method.as_str(), r.method.as_str()),
