@@ -215,10 +215,9 @@ impl CachedLlm {
             let mut partial: Vec<PartialWindows> = self
                 .partial
                 .values()
-                // A mask with a row (from a cache written before tables kept windows) has all
-                // it needs; so has one whose windows are all measured.
+                // A mask whose windows are all measured became a row; one with a row from a
+                // cache written before tables kept windows has what it needs there.
                 .filter(|p| !self.index.contains_key(&p.mask))
-                .filter(|p| p.window_nll_sums.iter().any(Option::is_none))
                 .cloned()
                 .collect();
             partial.sort_by(|a, b| a.mask.cmp(&b.mask));

@@ -169,8 +169,7 @@ fn greedy_affordable(
     options: &AdaptiveOptions,
 ) -> bool {
     let per_step = (options.min_checked + 2 * options.explore_distance) as f64;
-    spent as f64 + k.saturating_sub(1) as f64 * per_step * share_per_mask.min(1.0)
-        <= options.budget as f64
+    spent as f64 + k.saturating_sub(1) as f64 * per_step * share_per_mask <= options.budget as f64
 }
 
 /// Why the refinement stopped.
