@@ -21,7 +21,8 @@
 //! 3. **Swap refinement**: with the budget left, best-first swaps (one removed block put back,
 //!    another removed) around the best plan measured, in the surrogate's order, moving as soon
 //!    as a measured swap is better, until the budget is spent or the `local_optima` best plans
-//!    measured are one-swap local optima (every neighbour measured, none better).
+//!    measured are one-swap local optima (every neighbour measured, none better) and, raced, no
+//!    plan a race dropped is estimated above the worst of them (see **Raced** below).
 //!
 //! The greedy is a path to a plan: its sets with fewer than k removed are not plans, and a step
 //! that cannot measure the candidates its screen needs (the `min_checked` best predicted and the
@@ -55,7 +56,13 @@
 //! never asked again; its paired estimate (the best survivor's value plus their mean difference
 //! over the windows measured) goes into the surrogate's fit, weighted by its share of the
 //! windows. On the synthetic games (`raced_it_chooses_better_plans_for_the_same_budget`) it
-//! chooses better plans than unraced at the same budget.
+//! chooses better plans than unraced at the same budget. A swap is dropped when it is clearly
+//! behind the best of its batch, not necessarily behind its centre, so a plan better than its
+//! centre may never be a centre: when the best plans measured whole are local optima with budget
+//! left, the dropped plans estimated above the worst of them (unraced, such a plan would have
+//! been a centre) are measured on their remaining windows and the refinement goes on from them
+//! (`raced_past_its_local_optima_it_explores_the_plans_it_dropped`); what was measured before is
+//! unchanged, so the plan is never worse than stopping there.
 //!
 //! The plan returned is always the best *measured* mask with k removed, never a prediction, and
 //! the cost is every distinct mask asked of the game (one measured on w of W windows: w / W).
@@ -178,7 +185,8 @@ pub enum AdaptiveStop {
     /// The budget was spent.
     Budget,
     /// The best `local_optima` measured plans are local optima: every one-swap neighbour of
-    /// each was measured and none is better.
+    /// each was measured and none is better (raced: and no plan a race dropped is estimated
+    /// above the worst of them).
     LocalOptima,
 }
 
@@ -342,6 +350,14 @@ pub fn adaptive_removal(
                 (!batch.is_empty()).then(|| (center.clone(), batch))
             });
         let Some((center, batch)) = next else {
+            // Unraced, the centres are the `local_optima` best plans measured; a dropped plan
+            // estimated above the worst of them might have been one.
+            let worst_center = ranked
+                .get(options.local_optima.max(1) - 1)
+                .map_or(f64::NEG_INFINITY, |(_, value)| *value);
+            if play.complete_best_dropped(k, worst_center, options.swap_batch)? {
+                continue;
+            }
             break AdaptiveStop::LocalOptima;
         };
         // Raced against the centre (measured, so free in the race): a swap clearly worse than
@@ -680,6 +696,47 @@ impl<'g, 'o> Play<'g, 'o> {
             .take(batch.min(self.remaining()))
             .map(|(s, _)| s)
             .collect()
+    }
+
+    /// Raced, the best plans measured whole can be local optima while plans a race dropped
+    /// (behind a better swap, not necessarily behind their centre) were never centres: measures
+    /// the `count` best-estimated dropped sets of `size` estimated `above` (the worst centre's
+    /// value) on their remaining windows, so they can be. False when there is none (or nothing
+    /// left to spend).
+    fn complete_best_dropped(
+        &mut self,
+        size: usize,
+        above: f64,
+        count: usize,
+    ) -> Result<bool, SelectionError> {
+        let mut dropped: Vec<(Vec<usize>, f64, usize)> = self
+            .estimated
+            .iter()
+            .filter(|(set, _)| set.len() == size)
+            .filter_map(|(set, raced)| match *raced {
+                Raced::Dropped { estimate, windows }
+                    if estimate.is_finite() && estimate > above =>
+                {
+                    Some((set.clone(), estimate, windows))
+                }
+                _ => None,
+            })
+            .collect();
+        dropped.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        dropped.truncate(count.min(self.remaining()));
+        if dropped.is_empty() {
+            return Ok(false);
+        }
+        let num_windows = self.game.num_windows().unwrap_or(1).max(1) as f64;
+        for (set, estimate, windows) in &dropped {
+            // Its estimate leaves the fit; the whole value replaces it.
+            self.surrogate
+                .add(set, *estimate, -(*windows as f64) / num_windows);
+            self.estimated.remove(set);
+        }
+        let sets: Vec<Vec<usize>> = dropped.into_iter().map(|(set, _, _)| set).collect();
+        self.measure(&sets, None, sets.len())?;
+        Ok(true)
     }
 
     /// The measured sets with `size` removed blocks, best first (ties to the smaller set).
