@@ -6,8 +6,8 @@ use layerprune_core::{CountingGame, Game, Mask};
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::{
     adaptive_chooser, adaptive_greedy_budget, adaptive_min_budget, adaptive_removal,
-    largest_within, sleb, sleb_chooser, sleb_cost, AdaptiveOptions, AdaptiveStart, AdaptiveStop,
-    Race, RatioTarget, SelectionError, TargetSearch,
+    largest_within, sleb, sleb_chooser, sleb_cost, AdaptiveOptions, AdaptiveResult, AdaptiveStart,
+    AdaptiveStop, Race, RatioTarget, SelectionError, TargetSearch,
 };
 use layerprune_shapley::synthetic::TripleGame;
 
@@ -76,6 +76,21 @@ fn windowed_budget_games(
                 ((sleb_cost(n, k) as f64 * fraction) as usize).max(adaptive_min_budget(n, k));
             (game, k, optimum, budget)
         })
+}
+
+/// Adaptive removal of `k` within `budget`, unraced and raced over the game's windows; each
+/// within its budget, its plan measured whole (never an estimate).
+fn unraced_and_raced(game: &mut dyn Game, k: usize, budget: usize) -> [AdaptiveResult; 2] {
+    [None, Some(Race::default())].map(|race| {
+        let options = AdaptiveOptions {
+            race,
+            ..AdaptiveOptions::with_budget(budget)
+        };
+        let result = adaptive_removal(game, k, &[], &options).unwrap();
+        assert!(result.llm_evaluations <= budget, "{result:?}");
+        assert_eq!(result.value, value_of(game, &result.removed_blocks));
+        result
+    })
 }
 
 fn value_of(game: &mut dyn Game, removed: &[usize]) -> f64 {
@@ -267,15 +282,7 @@ fn raced_it_chooses_better_plans_for_the_same_budget() {
     for fraction in [0.25, 0.5] {
         let (mut gaps, mut optimal, mut cases) = ([0.0; 2], [0; 2], 0);
         for (mut game, k, optimum, budget) in windowed_budget_games(fraction) {
-            for (i, race) in [None, Some(Race::default())].into_iter().enumerate() {
-                let options = AdaptiveOptions {
-                    race,
-                    ..AdaptiveOptions::with_budget(budget)
-                };
-                let result = adaptive_removal(&mut game, k, &[], &options).unwrap();
-                assert!(result.llm_evaluations <= budget, "{result:?}");
-                // The plan is measured whole, never an estimate.
-                assert_eq!(result.value, value_of(&mut game, &result.removed_blocks));
+            for (i, result) in unraced_and_raced(&mut game, k, budget).iter().enumerate() {
                 gaps[i] += optimum - result.value;
                 optimal[i] += usize::from(result.value >= optimum - 1e-12);
             }
@@ -421,20 +428,12 @@ fn raced_past_its_local_optima_it_explores_the_plans_it_dropped() {
     let mut raced_gaps = Vec::new();
     for fraction in [1.0, 2.0] {
         let (mut gaps, mut optimal, mut costs, mut cases) = ([0.0; 2], [0; 2], [0.0; 2], 0);
-        for (mut game, k, optimum, _) in windowed_budget_games(1.0) {
-            let n = game.num_players();
-            let budget = (sleb_cost(n, k) as f64 * fraction) as usize;
-            for (i, race) in [None, Some(Race::default())].into_iter().enumerate() {
-                let options = AdaptiveOptions {
-                    race,
-                    ..AdaptiveOptions::with_budget(budget)
-                };
-                let result = adaptive_removal(&mut game, k, &[], &options).unwrap();
-                assert!(result.llm_evaluations <= budget, "{result:?}");
-                assert_eq!(result.value, value_of(&mut game, &result.removed_blocks));
+        for (mut game, k, optimum, budget) in windowed_budget_games(fraction) {
+            let sleb = sleb_cost(game.num_players(), k) as f64;
+            for (i, result) in unraced_and_raced(&mut game, k, budget).iter().enumerate() {
                 gaps[i] += optimum - result.value;
                 optimal[i] += usize::from(result.value >= optimum - 1e-12);
-                costs[i] += result.llm_evaluations as f64 / sleb_cost(n, k) as f64;
+                costs[i] += result.llm_evaluations as f64 / sleb;
             }
             cases += 1;
         }
