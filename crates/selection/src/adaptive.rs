@@ -545,9 +545,9 @@ impl<'g, 'o> Play<'g, 'o> {
                 self.order.push(set);
             }
             Raced::Dropped { estimate, windows } => {
-                let share = windows as f64 / self.game.num_windows().unwrap_or(1).max(1) as f64;
                 if estimate.is_finite() {
-                    self.surrogate.add(&set, estimate, share);
+                    self.surrogate
+                        .add(&set, estimate, self.window_share(windows));
                 }
                 let estimate = if estimate.is_nan() {
                     f64::NEG_INFINITY
@@ -558,6 +558,11 @@ impl<'g, 'o> Play<'g, 'o> {
                     .insert(set, Raced::Dropped { estimate, windows });
             }
         }
+    }
+
+    /// The weight in the surrogate's fit of a mask measured on `windows` of the game's windows.
+    fn window_share(&self, windows: usize) -> f64 {
+        windows as f64 / self.game.num_windows().unwrap_or(1).max(1) as f64
     }
 
     fn refit(&mut self) {
@@ -727,11 +732,11 @@ impl<'g, 'o> Play<'g, 'o> {
         if dropped.is_empty() {
             return Ok(false);
         }
-        let num_windows = self.game.num_windows().unwrap_or(1).max(1) as f64;
         for (set, estimate, windows) in &dropped {
-            // Its estimate leaves the fit; the whole value replaces it.
-            self.surrogate
-                .add(set, *estimate, -(*windows as f64) / num_windows);
+            // Its estimate leaves the fit with the weight it entered with (`record`); the whole
+            // value replaces it.
+            let share = self.window_share(*windows);
+            self.surrogate.add(set, *estimate, -share);
             self.estimated.remove(set);
         }
         let sets: Vec<Vec<usize>> = dropped.into_iter().map(|(set, _, _)| set).collect();
