@@ -24,8 +24,9 @@ ORT = os.environ.get("ORT_DYLIB_PATH", str(ROOT / "build" / "ort-cpu" / "onnxrun
                                            / "libonnxruntime.so.1.31.1"))
 COLUMNS = ["shape", "dtype", "contender", "masks_per_second", "useful_tflops", "gemm_tflops", "max_nll_diff",
            "date"]
+RACE_ROUND = "evaluate, a race's round (3 of the windows; masks/s per whole mask)"
 CONTENDERS = {"pytorch zero-and-restore", "pytorch blocks deleted", "evaluate", "evaluate --io-binding on",
-              "evaluate --mask-batch 8"}
+              "evaluate --mask-batch 8", RACE_ROUND}
 ATTENTION_IN_DTYPE = "evaluate, attention in the model's dtype (export --attention-precision model)"
 FUSED_ATTENTION = "evaluate, fused attention (export --attention-kernel fused)"
 # An earlier run's row of another shape, which a run of the tiny shape must keep.
@@ -108,6 +109,25 @@ def test_the_markdown_and_json_describe_the_same_run(bench):
     assert shape["io_binding_on_vs_off_max_nll_diff"] == 0
 
 
+def test_a_race_round_runs_the_first_windows_and_is_rated_per_whole_mask(bench):
+    """A race's round: `evaluate` on the first 3 of the 10 windows, its rate given per whole mask
+    (3 / 10 of its masks per second, as a race counts it) and its NLLs against PyTorch on those
+    windows (the CSV's max_nll_diff, checked with every row above)."""
+    work, csv_path, _ = bench
+    shape = json.loads((work / "gpu-bench.json").read_text())["shapes"][0]
+    run = shape["runs"][RACE_ROUND]
+    assert run["windows"] == 3 and shape["runs"]["evaluate"]["windows"] == 10
+    assert run["summary"]["tokens_per_mask"] * 10 == shape["runs"]["evaluate"]["summary"]["tokens_per_mask"] * 3
+    _, rows = read_csv(csv_path)
+    (row,) = [r for r in rows if r["contender"] == RACE_ROUND]
+    assert float(row["masks_per_second"]) == pytest.approx(run["summary"]["masks_per_second"] * 0.3, rel=1e-5)
+    windows = subprocess.run([sys.executable, "-c", "import sys, pyarrow.parquet as pq; "
+                              "print([len(pq.read_table(p).column('tokens')) for p in sys.argv[1:]])",
+                              str(work / "tiny" / "tokens-first-3.parquet"), str(work / "tiny" / "tokens.parquet")],
+                             capture_output=True, text=True, check=True).stdout
+    assert windows.strip() == "[3, 10]"
+
+
 def test_one_block_replicated_exports_one_graph_for_every_block(bench, tmp_path):
     _, csv_path, _ = bench
     run_bench(tmp_path, csv_path, "--replicate-blocks", "all")
@@ -160,8 +180,8 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     # A few fp16 steps of rounding in a tiny model's mean NLL (~6), not more; not 0 either,
     # which would mean the reference was not computed in float32 at all.
     assert 0 < shape["pytorch_max_nll_diff_vs_float32"] < 5e-2
-    bounds = {c: run["max_nll_diff_vs_float32"] for c, run in shape["runs"].items()}
-    assert set(bounds) == contenders - {"pytorch zero-and-restore", "pytorch blocks deleted"}
+    bounds = {c: run["max_nll_diff_vs_float32"] for c, run in shape["runs"].items() if c != RACE_ROUND}
+    assert set(bounds) == contenders - {"pytorch zero-and-restore", "pytorch blocks deleted", RACE_ROUND}
     assert all(0 <= bound < 5e-2 for bound in bounds.values()), bounds
     # Three exports: the default computes attention in float32, one in fp16, one in ONNX Runtime's
     # GroupQueryAttention (the graphs differ, so do the NLLs, a little).
@@ -209,7 +229,8 @@ def test_contenders_can_be_picked_and_a_slow_stage_counts_as_failed(tmp_path):
 
 def test_a_run_killed_midway_has_written_what_it_measured(tmp_path):
     """The outputs are rewritten after every contender: a run killed while its second `evaluate`
-    runs (as a device call cut short is) has the rows of the PyTorch loops and the first one."""
+    runs (as a device call cut short is) has the rows of the PyTorch loops and the first one
+    (the second: the only other picked, the one the slow `evaluate` sleeps in)."""
     import time
 
     slow = slow_evaluate(tmp_path / "slow", 300)
@@ -217,7 +238,7 @@ def test_a_run_killed_midway_has_written_what_it_measured(tmp_path):
     bench = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--shapes", "tiny", "--bin", str(slow), "--work",
          str(tmp_path / "work"), "--csv", str(csv_path), "--gemm-seconds", "0.1", "--torch-threads", "1",
-         "--masks", "20"],
+         "--masks", "20", "--contenders", "^evaluate --mask-batch 8$"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "ORT_DYLIB_PATH": ORT},
         start_new_session=True)
     try:
@@ -255,6 +276,11 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
     assert contenders[gpu_bench.ATTENTION_IN_DTYPE] == []
     assert contenders[gpu_bench.FUSED_ATTENTION] == []
     assert contenders[gpu_bench.FUSED_ATTENTION_CUDA_GRAPHS] == ["--cuda-graphs", "on"]
+    # A race's round plain, with CUDA graphs and with four masks a call, on the first 3 windows.
+    rounds = {c.name: (c.flags, c.windows) for c in gpu_bench.evaluate_contenders("cuda:0", "fp16") if c.windows}
+    assert rounds == {RACE_ROUND: ([], 3),
+                      RACE_ROUND.replace("evaluate,", "evaluate --cuda-graphs on,"): (["--cuda-graphs", "on"], 3),
+                      RACE_ROUND.replace("evaluate,", "evaluate --mask-batch 4,"): (["--mask-batch", "4"], 3)}
     # fp32 has neither: its attention is float32 already, and ONNX Runtime's CUDA provider
     # has GroupQueryAttention for fp16 / bf16 only.
     fp32 = {c.name for c in gpu_bench.evaluate_contenders("cuda:0", "fp32")}
