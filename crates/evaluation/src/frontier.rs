@@ -44,6 +44,8 @@ pub struct FrontierRun {
     /// Folder of the caches and frontier.csv.
     pub out_dir: PathBuf,
     pub runtime: RuntimeOptions,
+    /// How the model is evaluated (windows a pass, the prefix cache, masks a block call).
+    pub evaluation: EvalOptions,
     /// Provenance of the caches (the model and token table are added).
     pub provenance: Provenance,
 }
@@ -138,7 +140,7 @@ impl PreparedFrontier {
             let game = CachedLlm::open(
                 model,
                 tokens,
-                EvalOptions::default(),
+                run.evaluation.clone(),
                 Some(&path),
                 run.provenance.clone(),
             )?;
@@ -343,6 +345,7 @@ mod tests {
             seed: 0,
             out_dir: dir.join("out"),
             runtime: RuntimeOptions::default(),
+            evaluation: EvalOptions::default(),
             provenance: Provenance::new("frontier", "0", vec![]),
         }
     }

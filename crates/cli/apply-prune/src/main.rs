@@ -15,9 +15,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, Io};
+use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, Io, RuntimeArgs};
 use layerprune_core::Game;
-use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
+use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, PlanFiles, PlanSettings};
 use layerprune_selection::plans::ratio_needs_measuring;
@@ -135,6 +135,8 @@ struct Args {
     overwrite: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// Evaluation table kept of every mask measured on --model with --tokens: read first (only
     /// the masks it lacks are run) and rewritten after every batch, so a run killed part-way, or
     /// a later one with another --k, --budget or --max-ppl-ratio on the same model and tokens,
@@ -143,9 +145,6 @@ struct Args {
     /// so) until the first ends, then reads what it measured.
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
-    #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
-    batch_windows: usize,
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
     no_verify: bool,
@@ -295,6 +294,7 @@ fn apply_prune(args: Args) -> Result<()> {
         files,
         settings,
     } = config(&args)?;
+    args.runtime.check(args.device.device)?;
     // Before any work: the plan table and the pruned folder may not replace (or hold) an input.
     Io::new()
         .inputs(files.paths())
@@ -308,12 +308,7 @@ fn apply_prune(args: Args) -> Result<()> {
     let model = match &args.model {
         Some(dir) => Some(LayeredModel::open(
             dir,
-            &RuntimeOptions {
-                device: args.device.device,
-                threads: args.device.threads,
-                verify_hashes: !args.no_verify,
-                ..RuntimeOptions::default()
-            },
+            &args.runtime.runtime_options(&args.device, !args.no_verify),
         )?),
         None => None,
     };
@@ -338,14 +333,10 @@ fn apply_prune(args: Args) -> Result<()> {
         .with_seed(args.seed);
     let (mut game, dataset_id) = match (model, &args.tokens) {
         (Some(model), Some(path)) => {
-            let options = EvalOptions {
-                batch_windows: args.batch_windows,
-                ..EvalOptions::default()
-            };
             let (game, dataset_id) = layerprune_evaluation::llm_game(
                 model,
                 path,
-                options,
+                args.runtime.eval_options()?,
                 args.cache.as_deref(),
                 provenance.clone(),
             )?;

@@ -1248,10 +1248,39 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
             (&r.removed_blocks, r.llm_evaluations, r.measured_nll)
         );
     }
+    // `evaluate`'s runtime flags, the same here: a race's rounds with four masks a block call
+    // and the states bound through ONNX Runtime's IoBinding are the same arithmetic on the CPU
+    // (bit for bit), so the same race, plans and charges.
+    let (batched, _) = run_method(
+        "adaptive",
+        "adaptive-raced-batched",
+        &[
+            &budget[..],
+            &hasty_race,
+            &["--mask-batch", "4", "--io-binding", "on"],
+        ]
+        .concat(),
+    );
+    assert_eq!(batched.rows.len(), raced.rows.len());
+    for (b, r) in batched.rows.iter().zip(&raced.rows) {
+        assert_eq!(
+            (&b.removed_blocks, b.llm_evaluations, b.measured_nll),
+            (&r.removed_blocks, r.llm_evaluations, r.measured_nll)
+        );
+    }
 
     // Refusals, naming the flag; nothing written.
     let plan = dir.path().join("refused.parquet");
     for (extra, expected) in [
+        (
+            &["--cuda-graphs", "on"][..],
+            "--cuda-graphs on: CUDA graphs are a setting",
+        ),
+        (
+            &["--overlap", "on"][..],
+            "--overlap on: overlapping the host",
+        ),
+        (&["--tf32", "on"][..], "--tf32 on: TF32 is a setting"),
         (&["--race-se", "0"][..], "positive number"),
         (&["--race-se=-1"][..], "positive number"),
         (&["--race-windows", "2"][..], "needs --race-se"),

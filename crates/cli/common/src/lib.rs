@@ -1,6 +1,7 @@
 //! What every stage binary shares, so each binary stays a thin `clap` front over library
 //! crates: how a stage reports failure (one message naming the file and the problem, exit
-//! status 1), the `--device`/`--threads` flags, the argument list recorded as provenance
+//! status 1), the `--device`/`--threads` flags (and, with the `runtime` feature, the flags of
+//! every stage that runs the model: [`RuntimeArgs`]), the argument list recorded as provenance
 //! in every file a stage writes, the check of a stage's outputs against its inputs before any
 //! work ([`Io`]), and the bounds of counts and memory ([`count`], [`check_memory`]).
 //!
@@ -98,16 +99,6 @@ pub struct DeviceArgs {
     pub threads: usize,
 }
 
-/// `--tf32 on|off`, flattened beside [`DeviceArgs`] into the stages that pass it to the runtime
-/// (`RuntimeOptions::tf32`); a stage that does not pass it on does not take the flag.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct Tf32Args {
-    /// TensorFloat-32 matrix products on the CUDA provider (float32 models; absent: ONNX
-    /// Runtime's default, on). A CUDA setting: `on` with --device cpu is an error.
-    #[arg(long, value_enum)]
-    pub tf32: Option<Switch>,
-}
-
 /// An explicit on or off.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Switch {
@@ -115,29 +106,14 @@ pub enum Switch {
     Off,
 }
 
-impl Tf32Args {
-    /// The runtime's `tf32` setting for `device` (`None`: the provider's default). `on` for the
-    /// CPU is refused, naming the flag.
-    pub fn for_device(&self, device: Device) -> anyhow::Result<Option<bool>> {
-        if self.tf32 == Some(Switch::On) && matches!(device, Device::Cpu) {
-            anyhow::bail!(
-                "--tf32 on: TF32 is a setting of the CUDA execution provider, and --device is \
-                 cpu (use --device cuda, or leave --tf32 out)"
-            );
-        }
-        Ok(self.setting())
-    }
-
-    /// The runtime's `tf32` setting as given (`None`: the provider's default).
-    pub fn setting(&self) -> Option<bool> {
-        self.tf32.map(|switch| switch == Switch::On)
-    }
-}
-
 mod bounds;
 mod outputs;
+#[cfg(feature = "runtime")]
+mod runtime;
 
 pub use bounds::{
     cache_bytes, check_memory, count, parse_threads, MEMORY_LIMIT_BYTES, MEMORY_LIMIT_TEXT,
 };
 pub use outputs::{check_folder_outside_inputs, check_outputs, Io};
+#[cfg(feature = "runtime")]
+pub use runtime::{ArenaArg, AutoSwitch, RuntimeArgs};

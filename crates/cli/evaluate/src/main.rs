@@ -13,15 +13,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
-use layerprune_cli_common::{
-    cache_bytes, command_line, count, run, DeviceArgs, Io, Switch, Tf32Args,
-};
-use layerprune_core::{Device, Mask};
+use layerprune_cli_common::{command_line, count, run, DeviceArgs, Io, RuntimeArgs};
+use layerprune_core::Mask;
 use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
     MergeConfig, Shard,
 };
-use layerprune_runtime::{Arena, EvalOptions, RuntimeOptions};
 use layerprune_tables::Provenance;
 
 mod report;
@@ -110,45 +107,7 @@ struct Args {
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
-    tf32: Tf32Args,
-    /// Keep hidden states in the device's memory between block graphs (ONNX Runtime's
-    /// IoBinding): auto = on for CUDA, off for the CPU (where they are in host memory anyway).
-    /// Bit-identical results either way.
-    #[arg(long, value_enum, default_value = "auto")]
-    io_binding: AutoSwitch,
-    /// On CUDA, queue every graph on one stream and let the host prepare the next block while
-    /// the GPU runs this one, waiting only for the NLL (needs --io-binding on or auto): auto =
-    /// on for CUDA with bound states, off otherwise. Same arithmetic, same order.
-    #[arg(long, value_enum, default_value = "auto")]
-    overlap: AutoSwitch,
-    /// On CUDA, capture each block's kernels as a CUDA graph on its third run of a shape and
-    /// replay it after, instead of launching them one by one from the host (needs --overlap
-    /// on or auto). Same kernels; off by default until measured on a GPU.
-    #[arg(long, value_enum, default_value = "off")]
-    cuda_graphs: Switch,
-    /// What each graph's memory arena does with the buffers a run freed: keep (for the next
-    /// run; memory grows with graphs x the largest call), shrink (give them back after every
-    /// run: memory is the running graph's call plus the kept states, its buffers allocated
-    /// again each call), off (no arena; the CPU only). auto = keep with one mask at a time;
-    /// with --mask-batch over 1, off on the CPU and keep on CUDA. Same results.
-    #[arg(long, value_enum, default_value = "auto")]
-    arena: ArenaArg,
-    /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
-    #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
-    batch_windows: usize,
-    /// Memory for cached prefix hidden states, in MiB.
-    #[arg(long, default_value_t = 1024)]
-    cache_mb: usize,
-    /// Run every mask from the embedding (for measuring what prefix reuse saves).
-    #[arg(long)]
-    no_prefix_reuse: bool,
-    /// Masks whose hidden states go through a block in one call (1 = one mask at a time).
-    /// On a GPU a block of one mask is too small a matrix product to fill the device; with
-    /// more, masks advance together and share each block call (bit-identical results on the
-    /// CPU provider; on a CPU it is no faster). The states of the masks in flight count
-    /// against --cache-mb.
-    #[arg(long, default_value_t = 1, value_parser = count(1, 65_536), conflicts_with = "no_prefix_reuse")]
-    mask_batch: usize,
+    runtime: RuntimeArgs,
     /// Masks per checkpoint of the output file.
     #[arg(long, default_value_t = 32, value_parser = count(1, 100_000_000))]
     chunk: usize,
@@ -177,45 +136,6 @@ struct Args {
     summary: Option<PathBuf>,
 }
 
-/// `--arena`: auto (the runtime's default for the device and --mask-batch) or a setting.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum ArenaArg {
-    Auto,
-    Keep,
-    Shrink,
-    Off,
-}
-
-impl ArenaArg {
-    fn setting(self, device: Device, mask_batch: usize) -> Arena {
-        match self {
-            ArenaArg::Auto => Arena::default_for(device, mask_batch),
-            ArenaArg::Keep => Arena::Keep,
-            ArenaArg::Shrink => Arena::Shrink,
-            ArenaArg::Off => Arena::Off,
-        }
-    }
-}
-
-/// `--io-binding`, `--overlap`: auto (the runtime decides for the device), on or off.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum AutoSwitch {
-    Auto,
-    On,
-    Off,
-}
-
-impl AutoSwitch {
-    /// The runtime's setting (`None`: its default for the device).
-    fn setting(self) -> Option<bool> {
-        match self {
-            AutoSwitch::Auto => None,
-            AutoSwitch::On => Some(true),
-            AutoSwitch::Off => Some(false),
-        }
-    }
-}
-
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
@@ -235,48 +155,7 @@ fn main() -> ExitCode {
 /// is missing or cannot be written; a --cache-mb that does not convert to bytes; and
 /// --tf32 on for the CPU.
 fn check_io(args: &Args) -> Result<()> {
-    cache_bytes(args.cache_mb)?;
-    args.tf32.for_device(args.device.device)?;
-    if args.overlap == AutoSwitch::On {
-        if !matches!(args.device.device, Device::Cuda(_)) {
-            bail!(
-                "--overlap on: overlapping the host with the GPU is a setting of the CUDA \
-                 execution provider, and --device is cpu (use --device cuda, or leave --overlap out)"
-            );
-        }
-        if args.io_binding == AutoSwitch::Off {
-            bail!(
-                "--overlap on needs the hidden states bound to the device: --io-binding off \
-                 returns them to the host after every block"
-            );
-        }
-    }
-    if args.cuda_graphs == Switch::On {
-        if !matches!(args.device.device, Device::Cuda(_)) {
-            bail!(
-                "--cuda-graphs on: CUDA graphs are a setting of the CUDA execution provider, and \
-                 --device is cpu (use --device cuda, or leave --cuda-graphs out)"
-            );
-        }
-        if args.overlap == AutoSwitch::Off || args.io_binding == AutoSwitch::Off {
-            bail!(
-                "--cuda-graphs on needs the host overlapped with the GPU: --overlap off or \
-                 --io-binding off leaves no shared stream to order the captured buffers' copies"
-            );
-        }
-    }
-    if args.arena == ArenaArg::Off && matches!(args.device.device, Device::Cuda(_)) {
-        bail!(
-            "--arena off: the CUDA provider always allocates device memory through its arena \
-             (use --arena shrink to give it back after every run)"
-        );
-    }
-    if args.arena == ArenaArg::Shrink && args.cuda_graphs == Switch::On {
-        bail!(
-            "--arena shrink with --cuda-graphs on: CUDA graphs replay the addresses their \
-             buffers had when captured, which a shrinking arena gives back after every run"
-        );
-    }
+    args.runtime.check(args.device.device)?;
     let mut io = Io::new()
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
@@ -320,20 +199,6 @@ fn mask_source(args: &Args) -> Result<MaskSource> {
     })
 }
 
-fn runtime_options(args: &Args) -> RuntimeOptions {
-    RuntimeOptions {
-        device: args.device.device,
-        threads: args.device.threads,
-        verify_hashes: !args.no_verify,
-        arena: args.arena.setting(args.device.device, args.mask_batch),
-        io_binding: args.io_binding.setting(),
-        overlap: args.overlap.setting(),
-        cuda_graphs: args.cuda_graphs == Switch::On,
-        // Checked against the device by `check_io` before any work.
-        tf32: args.tf32.setting(),
-    }
-}
-
 fn evaluate(args: &Args) -> Result<()> {
     let checkpoint_every = checkpoint_every(args)?;
     let (Some(model), Some(tokens)) = (&args.model, &args.tokens) else {
@@ -345,14 +210,8 @@ fn evaluate(args: &Args) -> Result<()> {
         masks: mask_source(args)?,
         shard: args.shard,
         out: args.out.clone(),
-        runtime: runtime_options(args),
-        options: EvalOptions {
-            batch_windows: args.batch_windows,
-            cache_bytes: cache_bytes(args.cache_mb)?,
-            reuse_prefixes: !args.no_prefix_reuse,
-            mask_batch: args.mask_batch,
-            ..EvalOptions::default()
-        },
+        runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
+        options: args.runtime.eval_options()?,
         checkpoint_every,
         max_new_masks: args.max_new_masks,
         overwrite: args.overwrite,

@@ -10,7 +10,7 @@ use layerprune_runtime::ChoiceOptions;
 use layerprune_tasks::{parse_task_list, TaskMetric};
 
 use crate::report::{print_accuracies, Reporter};
-use crate::{checkpoint_every, mask_source, provenance, runtime_options, Args};
+use crate::{checkpoint_every, mask_source, provenance, Args};
 
 /// Which accuracy is the mask's value in the evaluation table's `utility`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,12 +51,12 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         out: args.out.clone(),
         choices_out: choices_out.clone(),
         accuracy_out: accuracy_out.clone(),
-        runtime: runtime_options(args),
+        runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
         options: ChoiceOptions {
             batch_tokens: args.batch_tokens,
             max_length: args.max_length,
-            cache_bytes: layerprune_cli_common::cache_bytes(args.cache_mb)?,
-            reuse_prefixes: !args.no_prefix_reuse,
+            cache_bytes: layerprune_cli_common::cache_bytes(args.runtime.cache_mb)?,
+            reuse_prefixes: !args.runtime.no_prefix_reuse,
         },
         checkpoint_every,
         max_new_masks: args.max_new_masks,

@@ -14,10 +14,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{
-    check_folder_outside_inputs, command_line, count, run, DeviceArgs, Io,
+    check_folder_outside_inputs, command_line, count, run, DeviceArgs, Io, RuntimeArgs,
 };
 use layerprune_evaluation::frontier::FrontierRun;
-use layerprune_runtime::RuntimeOptions;
 use layerprune_selection::frontier::{Budget, FrontierMethod};
 use layerprune_tables::Provenance;
 
@@ -65,6 +64,8 @@ struct Args {
     out_dir: PathBuf,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
     no_verify: bool,
@@ -90,6 +91,7 @@ fn named(text: &str, flag: &str) -> Result<(String, PathBuf)> {
 }
 
 fn main_body(args: Args) -> Result<()> {
+    args.runtime.check(args.device.device)?;
     let run = FrontierRun {
         model: args.model.clone(),
         calibration: args
@@ -109,12 +111,8 @@ fn main_body(args: Args) -> Result<()> {
         shapley_masks: args.shapley_masks,
         seed: args.seed,
         out_dir: args.out_dir.clone(),
-        runtime: RuntimeOptions {
-            device: args.device.device,
-            threads: args.device.threads,
-            verify_hashes: !args.no_verify,
-            ..RuntimeOptions::default()
-        },
+        runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
+        evaluation: args.runtime.eval_options()?,
         provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line()),
     };
     let prepared = run.prepare()?;

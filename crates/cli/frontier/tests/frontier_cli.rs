@@ -137,6 +137,35 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
         csv
     );
 
+    // `evaluate`'s runtime flags, the same here: from empty caches with four masks a block
+    // call (a race's rounds batched) and the states bound through IoBinding, the same CSV (the
+    // same arithmetic on the CPU, bit for bit).
+    let batched_out = dir.path().join("batched");
+    let mut batched_args = args.to_vec();
+    let batched_dir = batched_out.to_str().unwrap();
+    *batched_args.last_mut().unwrap() = batched_dir;
+    batched_args.extend(["--mask-batch", "4", "--io-binding", "on"]);
+    let batched = frontier(&batched_args);
+    assert!(
+        batched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&batched.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(batched_out.join("frontier.csv")).unwrap(),
+        csv
+    );
+    // A CUDA setting on the CPU is refused before any work, naming the flag.
+    let cuda_out = dir.path().join("cuda");
+    let mut cuda_args = args.to_vec();
+    let cuda_dir = cuda_out.to_str().unwrap();
+    *cuda_args.last_mut().unwrap() = cuda_dir;
+    cuda_args.extend(["--cuda-graphs", "on"]);
+    let refused = frontier(&cuda_args);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--cuda-graphs on: CUDA graphs"));
+    assert!(!cuda_out.exists());
+
     // A held-out table that shares a window with a calibration set is refused.
     let overlap = write(dir.path(), "overlap.parquet", windows(1, 2));
     let refused = frontier(&[

@@ -1,0 +1,294 @@
+//! The flags of every stage that runs the model (`evaluate`, `apply-prune`, `frontier`), with
+//! one spelling and one meaning: the device's runtime settings (ONNX Runtime's, the GPU's) and
+//! the evaluator's (windows a pass, the prefix cache, masks a block call).
+//!
+//! Why here: the methods that choose blocks (`apply-prune`, `frontier`) run the LLM as much as
+//! `evaluate` does, and on a GPU they need the same levers (`--cuda-graphs`, `--mask-batch`,
+//! ...); a pipeline passes one `EVALUATE_FLAGS` to all three, so a flag one of them lacked broke
+//! the others. The checks that refuse a setting the device cannot have live here too, so each
+//! stage refuses it in the same words before any work.
+
+use anyhow::{bail, Result};
+use layerprune_runtime::{Arena, EvalOptions, RuntimeOptions};
+
+use crate::{cache_bytes, count, Device, DeviceArgs, Switch};
+
+/// The runtime and evaluator flags, flattened beside [`DeviceArgs`] into every stage that runs
+/// the model. Validate with [`RuntimeArgs::check`] before any work.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RuntimeArgs {
+    /// TensorFloat-32 matrix products on the CUDA provider (float32 models; absent: ONNX
+    /// Runtime's default, on). A CUDA setting: `on` with --device cpu is an error.
+    #[arg(long, value_enum)]
+    pub tf32: Option<Switch>,
+    /// Keep hidden states in the device's memory between block graphs (ONNX Runtime's
+    /// IoBinding): auto = on for CUDA, off for the CPU (where they are in host memory anyway).
+    /// Bit-identical results either way.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io_binding: AutoSwitch,
+    /// On CUDA, queue every graph on one stream and let the host prepare the next block while
+    /// the GPU runs this one, waiting only for the NLL (needs --io-binding on or auto): auto =
+    /// on for CUDA with bound states, off otherwise. Same arithmetic, same order.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub overlap: AutoSwitch,
+    /// On CUDA, capture each block's kernels as a CUDA graph on its third run of a shape and
+    /// replay it after, instead of launching them one by one from the host (needs --overlap
+    /// on or auto). Same kernels; off by default until measured on a GPU.
+    #[arg(long, value_enum, default_value = "off")]
+    pub cuda_graphs: Switch,
+    /// What each graph's memory arena does with the buffers a run freed: keep (for the next
+    /// run; memory grows with graphs x the largest call), shrink (give them back after every
+    /// run: memory is the running graph's call plus the kept states, its buffers allocated
+    /// again each call), off (no arena; the CPU only). auto = keep with one mask at a time;
+    /// with --mask-batch over 1, off on the CPU and keep on CUDA. Same results.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub arena: ArenaArg,
+    /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
+    #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
+    pub batch_windows: usize,
+    /// Memory for cached prefix hidden states, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub cache_mb: usize,
+    /// Run every mask from the embedding (for measuring what prefix reuse saves).
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
+    /// Masks whose hidden states go through a block in one call (1 = one mask at a time).
+    /// On a GPU a block of one mask is too small a matrix product to fill the device; with
+    /// more, masks advance together and share each block call (bit-identical results on the
+    /// CPU provider; on a CPU it is no faster). The states of the masks in flight count
+    /// against --cache-mb. Racing methods measure their candidates a few windows at a time:
+    /// this batches a round's candidates.
+    #[arg(long, default_value_t = 1, value_parser = count(1, 65_536), conflicts_with = "no_prefix_reuse")]
+    pub mask_batch: usize,
+}
+
+/// `--arena`: auto (the runtime's default for the device and --mask-batch) or a setting.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArenaArg {
+    Auto,
+    Keep,
+    Shrink,
+    Off,
+}
+
+impl ArenaArg {
+    fn setting(self, device: Device, mask_batch: usize) -> Arena {
+        match self {
+            ArenaArg::Auto => Arena::default_for(device, mask_batch),
+            ArenaArg::Keep => Arena::Keep,
+            ArenaArg::Shrink => Arena::Shrink,
+            ArenaArg::Off => Arena::Off,
+        }
+    }
+}
+
+/// `--io-binding`, `--overlap`: auto (the runtime decides for the device), on or off.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoSwitch {
+    Auto,
+    On,
+    Off,
+}
+
+impl AutoSwitch {
+    /// The runtime's setting (`None`: its default for the device).
+    fn setting(self) -> Option<bool> {
+        match self {
+            AutoSwitch::Auto => None,
+            AutoSwitch::On => Some(true),
+            AutoSwitch::Off => Some(false),
+        }
+    }
+}
+
+impl RuntimeArgs {
+    /// Refuses, naming the flag, what `device` cannot have: a --cache-mb that does not convert
+    /// to bytes, CUDA settings on the CPU, --overlap or --cuda-graphs without what they need,
+    /// no arena on CUDA, a shrinking arena under CUDA graphs.
+    pub fn check(&self, device: Device) -> Result<()> {
+        cache_bytes(self.cache_mb)?;
+        let cuda = matches!(device, Device::Cuda(_));
+        if self.tf32 == Some(Switch::On) && !cuda {
+            bail!(
+                "--tf32 on: TF32 is a setting of the CUDA execution provider, and --device is \
+                 cpu (use --device cuda, or leave --tf32 out)"
+            );
+        }
+        if self.overlap == AutoSwitch::On {
+            if !cuda {
+                bail!(
+                    "--overlap on: overlapping the host with the GPU is a setting of the CUDA \
+                     execution provider, and --device is cpu (use --device cuda, or leave \
+                     --overlap out)"
+                );
+            }
+            if self.io_binding == AutoSwitch::Off {
+                bail!(
+                    "--overlap on needs the hidden states bound to the device: --io-binding off \
+                     returns them to the host after every block"
+                );
+            }
+        }
+        if self.cuda_graphs == Switch::On {
+            if !cuda {
+                bail!(
+                    "--cuda-graphs on: CUDA graphs are a setting of the CUDA execution provider, \
+                     and --device is cpu (use --device cuda, or leave --cuda-graphs out)"
+                );
+            }
+            if self.overlap == AutoSwitch::Off || self.io_binding == AutoSwitch::Off {
+                bail!(
+                    "--cuda-graphs on needs the host overlapped with the GPU: --overlap off or \
+                     --io-binding off leaves no shared stream to order the captured buffers' \
+                     copies"
+                );
+            }
+        }
+        if self.arena == ArenaArg::Off && cuda {
+            bail!(
+                "--arena off: the CUDA provider always allocates device memory through its arena \
+                 (use --arena shrink to give it back after every run)"
+            );
+        }
+        if self.arena == ArenaArg::Shrink && self.cuda_graphs == Switch::On {
+            bail!(
+                "--arena shrink with --cuda-graphs on: CUDA graphs replay the addresses their \
+                 buffers had when captured, which a shrinking arena gives back after every run"
+            );
+        }
+        Ok(())
+    }
+
+    /// The runtime's settings for opening the model on `device` (checked by
+    /// [`RuntimeArgs::check`] before any work).
+    pub fn runtime_options(&self, device: &DeviceArgs, verify_hashes: bool) -> RuntimeOptions {
+        RuntimeOptions {
+            device: device.device,
+            threads: device.threads,
+            verify_hashes,
+            arena: self.arena.setting(device.device, self.mask_batch),
+            io_binding: self.io_binding.setting(),
+            overlap: self.overlap.setting(),
+            cuda_graphs: self.cuda_graphs == Switch::On,
+            tf32: self.tf32.map(|switch| switch == Switch::On),
+        }
+    }
+
+    /// The evaluator's settings: windows a pass, the prefix cache, masks a block call.
+    pub fn eval_options(&self) -> Result<EvalOptions> {
+        Ok(EvalOptions {
+            batch_windows: self.batch_windows,
+            cache_bytes: cache_bytes(self.cache_mb)?,
+            reuse_prefixes: !self.no_prefix_reuse,
+            mask_batch: self.mask_batch,
+            ..EvalOptions::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Stage {
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    fn parse(flags: &str) -> Stage {
+        Stage::try_parse_from(std::iter::once("stage").chain(flags.split_whitespace()))
+            .expect("flags parse")
+    }
+
+    fn refusal(flags: &str) -> String {
+        let stage = parse(flags);
+        stage
+            .runtime
+            .check(stage.device.device)
+            .expect_err(flags)
+            .to_string()
+    }
+
+    #[test]
+    fn cuda_settings_are_refused_on_the_cpu_naming_the_flag() {
+        for flag in ["--tf32 on", "--overlap on", "--cuda-graphs on"] {
+            let message = refusal(flag);
+            assert!(message.starts_with(flag), "{flag}: {message}");
+            assert!(message.contains("--device is cpu"), "{flag}: {message}");
+        }
+        assert!(refusal("--device cuda --arena off").starts_with("--arena off"));
+        assert!(refusal("--device cuda --cuda-graphs on --overlap off").contains("--overlap off"));
+        assert!(refusal("--device cuda --overlap on --io-binding off").contains("--io-binding off"));
+        assert!(refusal("--device cuda --cuda-graphs on --arena shrink").contains("--arena shrink"));
+        let stage = parse("--tf32 off --io-binding on --arena shrink --mask-batch 4");
+        stage
+            .runtime
+            .check(stage.device.device)
+            .expect("CPU settings");
+    }
+
+    #[test]
+    fn the_flags_become_the_runtime_and_evaluator_settings() {
+        let stage = parse(
+            "--threads 1 --io-binding on --mask-batch 4 --cache-mb 8 --batch-windows 2 --tf32 off",
+        );
+        let runtime = stage.runtime.runtime_options(&stage.device, false);
+        assert_eq!(runtime.threads, 1);
+        assert!(!runtime.verify_hashes);
+        assert_eq!(runtime.io_binding, Some(true));
+        assert_eq!(runtime.overlap, None);
+        assert_eq!(runtime.tf32, Some(false));
+        // Batched masks on the CPU: no arena (the runtime's default for the device).
+        assert_eq!(runtime.arena, Arena::Off);
+        let eval = stage.runtime.eval_options().expect("options");
+        assert_eq!(
+            (eval.mask_batch, eval.cache_bytes, eval.batch_windows),
+            (4, 8 << 20, 2)
+        );
+        assert!(eval.reuse_prefixes);
+        // The defaults are the runtime's and the evaluator's own.
+        let stage = parse("");
+        let runtime = stage.runtime.runtime_options(&stage.device, true);
+        let default = RuntimeOptions::default();
+        assert_eq!(
+            (
+                runtime.arena,
+                runtime.io_binding,
+                runtime.overlap,
+                runtime.cuda_graphs,
+                runtime.tf32
+            ),
+            (
+                default.arena,
+                default.io_binding,
+                default.overlap,
+                default.cuda_graphs,
+                default.tf32
+            )
+        );
+        let eval = stage.runtime.eval_options().expect("options");
+        let default = EvalOptions::default();
+        assert_eq!(
+            (
+                eval.mask_batch,
+                eval.cache_bytes,
+                eval.batch_windows,
+                eval.reuse_prefixes
+            ),
+            (
+                default.mask_batch,
+                default.cache_bytes,
+                default.batch_windows,
+                default.reuse_prefixes
+            )
+        );
+        assert!(
+            Stage::try_parse_from(["stage", "--mask-batch", "2", "--no-prefix-reuse"]).is_err(),
+            "batched masks need prefix reuse"
+        );
+    }
+}
