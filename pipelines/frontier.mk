@@ -53,18 +53,19 @@ frontier-docs: $(FRONTIER_RUN)/frontier.csv
 	cp $(FRONTIER_RUN)/frontier.svg docs/img/$(FRONTIER_DOCS_NAME).svg
 
 # make frontier-windows (after make frontier): calibration tokens or LLM evaluations. The same
-# frontier with calibration sets of 20 windows (every method but the Shapley one; adaptive at
-# ¼, ½ and 1 × SLEB's cost) and of 40 (leave-one-out and adaptive at ¼ of SLEB's cost, k = 6, 9:
-# SLEB's path alone would cost four times the 10-window run), then the three side by side at
+# frontier with calibration sets of 20 windows (every method but the Shapley one; adaptive, raced
+# and not, at ¼, ½ and 1 × SLEB's cost) and of 40 (leave-one-out and adaptive, raced and not, at
+# ¼ of SLEB's cost, k = 6, 9: SLEB's path alone would cost four times the 10-window run), then
+# the three side by side at
 # their compute, LLM evaluations × windows (tools/report/calibration_windows.py; docs/results.md,
 # "Calibration tokens or LLM evaluations"). FRONTIER_WINDOWS_BASE is the CALIB_WINDOWS run.
 FRONTIER_WINDOWS_BASE ?= $(FRONTIER_RUN)/frontier.csv
 FRONTIER_WINDOWS_TABLE = $(FRONTIER_RUN)-windows.md
 frontier-windows: ort venv-report
 	$(MAKE) frontier FRONTIER_RUN=$(FRONTIER_RUN)-w20 CALIB_WINDOWS=20 FRONTIER_BUDGETS=0.25sleb,0.5sleb,sleb \
-	  FRONTIER_METHODS=block-influence,angular,reverse,leave-one-out,sleb,adaptive
+	  FRONTIER_METHODS=block-influence,angular,reverse,leave-one-out,sleb,adaptive,adaptive-raced
 	$(MAKE) frontier FRONTIER_RUN=$(FRONTIER_RUN)-w40 CALIB_WINDOWS=40 FRONTIER_BUDGETS=0.25sleb FRONTIER_KS=6,9 \
-	  FRONTIER_METHODS=leave-one-out,adaptive
+	  FRONTIER_METHODS=leave-one-out,adaptive,adaptive-raced
 	$(VENV_REPORT)/bin/python tools/report/calibration_windows.py $(CALIB_WINDOWS)=$(FRONTIER_WINDOWS_BASE) \
 	  20=$(FRONTIER_RUN)-w20/frontier.csv 40=$(FRONTIER_RUN)-w40/frontier.csv --out $(FRONTIER_WINDOWS_TABLE)
 

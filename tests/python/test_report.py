@@ -169,15 +169,18 @@ def test_calibration_windows_puts_runs_side_by_side_at_their_compute(tmp_path):
     write_frontier(tmp_path / "w20.csv", [
         ("adaptive", 2, "c0", 6, "4 5", 25.0, 27.0, "true", 6),
         ("adaptive", 2, "c1", 6, "3 5", 25.0, 27.0, "true", 6),
+        ("adaptive-raced", 2, "c0", 8, "4 6", 24.0, 26.0, "true", 8),
         ("reverse", 2, "c0", 1, "6 7", 500.0, 900.0, "false", "")])
     out = tmp_path / "windows.md"
     subprocess.run([sys.executable, str(REPORT / "calibration_windows.py"),
                     f"10={tmp_path / 'w10.csv'}", f"20={tmp_path / 'w20.csv'}", "--out", str(out)],
                    check=True, capture_output=True)
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 10 ") or line.startswith("| 20 ")]
-    # Sorted by evaluations × windows (100 before 120); methods not asked for (reverse) left out.
+    # Sorted by evaluations × windows (100 before 120); the recommended method shown by default;
+    # methods not asked for (reverse) left out.
     assert rows == ["| 10 | sleb | 10 | 100 | 1 of 2 | 30.0 (30.0–30.0) |",
-                    "| 20 | adaptive, budget 6 | 6 | 120 | 2 of 2 | 27.0 (27.0–27.0) |"]
+                    "| 20 | adaptive, budget 6 | 6 | 120 | 2 of 2 | 27.0 (27.0–27.0) |",
+                    "| 20 | adaptive-raced, budget 8 | 8 | 160 | 1 of 1 | 26.0 |"]
     bad = subprocess.run([sys.executable, str(REPORT / "calibration_windows.py"), "ten=x.csv"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "WINDOWS=CSV" in bad.stderr

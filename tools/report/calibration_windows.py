@@ -9,7 +9,7 @@ depends on the calibration draw that needs no held-out text) and the held-out pe
 (geometric mean over the sets, lowest–highest set in brackets), sorted by compute.
 
 Usage: python3 calibration_windows.py 10=frontier-w10.csv 20=frontier-w20.csv ... [--out table.md]
-       [--methods sleb,adaptive,leave-one-out,block-influence]
+       [--methods sleb,adaptive,adaptive-raced,leave-one-out,block-influence]
 Standard library only.
 """
 
@@ -71,7 +71,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=run_argument, nargs="+", metavar="WINDOWS=CSV")
-    parser.add_argument("--methods", default="sleb,adaptive,leave-one-out,block-influence",
+    parser.add_argument("--methods", default="sleb,adaptive,adaptive-raced,leave-one-out,block-influence",
                         help="comma-separated methods to show (default: %(default)s)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
