@@ -302,6 +302,33 @@ def test_slurm_profile_dry_run(tmp_path, text):
         assert f"--device cuda:{shard} " in job, job
 
 
+def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one_shard):
+    """`runtime_flags` and `cache_mb` go to every `evaluate` and `apply-prune` job (the flags they
+    share, layerprune_cli_common::RuntimeArgs), and change no value on the CPU: masks batched
+    two at a time, states bound through IoBinding, the same table as the one-shard reference."""
+    flags = "--mask-batch 2 --io-binding on"
+    config = write_config(tmp_path, text, shards=2, runtime_flags=flags, cache_mb=64)
+    dry = snakemake(tmp_path / "dry", "--configfile", str(config), "--cores", "2", "-n", "-p")
+    commands = [line for line in (dry.stdout + dry.stderr).splitlines()
+                if re.search(r"/(evaluate|apply-prune) ", line) and "--merge" not in line]
+    # The shards, block statistics, both runs of every plan, the pruned model and its
+    # evaluation, the full model's.
+    assert len(commands) >= 6, dry.stdout[-3000:]
+    for command in commands:
+        assert f"--cache-mb 64 {flags}" in command or f"--threads 1 {flags}" in command, command
+        assert "--cache-mb 64" in command, command
+    result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2", "evaluations")
+    assert job_counts(result.stdout + result.stderr)["evaluate_shard"] == 4
+    assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
+    for bad, message in [("--device cuda", "--device is the setting 'device'"),
+                         ("--chunk 3", "--chunk is not a runtime flag"),
+                         ("--mask-batch $(rm)", "is not a flag or a plain value")]:
+        config = write_config(tmp_path, text, runtime_flags=bad)
+        refused = snakemake(tmp_path / "bad", "--configfile", str(config), "--cores", "1", "-n", check=False)
+        assert refused.returncode != 0
+        assert message in refused.stdout + refused.stderr, refused.stderr[-2000:]
+
+
 def test_bad_settings_are_refused_clearly(tmp_path, text):
     config = write_config(tmp_path, text, shards=0)
     result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config),
