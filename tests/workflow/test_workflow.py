@@ -409,7 +409,8 @@ def test_the_settings_reader_refuses_what_make_would_read_differently(tmp_path):
                                                                    "D": "d", "RUN": "/r"}
 
 
-PLAN_COMMAND = re.compile(r"apply-prune --k (\S+) --model \S+ --device \S+ --threads \S+ (.*?) "
+# (Snakemake passes its cache_mb setting too, a runtime flag, not part of the method's row.)
+PLAN_COMMAND = re.compile(r"apply-prune --k (\S+) --model \S+ --device \S+ --threads \S+(?: --cache-mb \d+)? (.*?) "
                           r"--tokens \S+/tokens-calib\.parquet --plan \S+/plans/(\S+)-calibration\.parquet")
 
 
