@@ -22,6 +22,22 @@ fn frontier(args: &[&str]) -> Output {
         .expect("the frontier binary runs")
 }
 
+/// A run that succeeds (its stderr shown otherwise), and what it said on stderr.
+fn succeed(args: &[&str]) -> String {
+    let output = frontier(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "frontier {args:?}: {stderr}");
+    stderr
+}
+
+/// `args` with the last one (the --out-dir) replaced by `out`, then `extra`.
+fn with_out_dir<'a>(args: &[&'a str], out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    *args.last_mut().unwrap() = out;
+    args.extend(extra);
+    args
+}
+
 fn windows(seed: u64, count: usize) -> Vec<Vec<u32>> {
     layerprune_tests::fixture_windows(seed, count, 16)
 }
@@ -72,12 +88,7 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
         "--out-dir",
         out.to_str().unwrap(),
     ];
-    let first = frontier(&args);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    succeed(&args);
     let csv = std::fs::read_to_string(out.join("frontier.csv")).unwrap();
     let mut lines = csv.lines();
     assert_eq!(
@@ -127,9 +138,7 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
     );
 
     // Again: nothing runs, the same CSV.
-    let second = frontier(&args);
-    assert!(second.status.success());
-    let stderr = String::from_utf8_lossy(&second.stderr);
+    let stderr = succeed(&args);
     assert!(stderr.contains("0 masks run now"), "{stderr}");
     assert!(!stderr.contains(" 1 masks run now"), "{stderr}");
     assert_eq!(
@@ -141,27 +150,17 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
     // call (a race's rounds batched) and the states bound through IoBinding, the same CSV (the
     // same arithmetic on the CPU, bit for bit).
     let batched_out = dir.path().join("batched");
-    let mut batched_args = args.to_vec();
     let batched_dir = batched_out.to_str().unwrap();
-    *batched_args.last_mut().unwrap() = batched_dir;
-    batched_args.extend(["--mask-batch", "4", "--io-binding", "on"]);
-    let batched = frontier(&batched_args);
-    assert!(
-        batched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&batched.stderr)
-    );
+    let flags = ["--mask-batch", "4", "--io-binding", "on"];
+    succeed(&with_out_dir(&args, batched_dir, &flags));
     assert_eq!(
         std::fs::read_to_string(batched_out.join("frontier.csv")).unwrap(),
         csv
     );
     // A CUDA setting on the CPU is refused before any work, naming the flag.
     let cuda_out = dir.path().join("cuda");
-    let mut cuda_args = args.to_vec();
     let cuda_dir = cuda_out.to_str().unwrap();
-    *cuda_args.last_mut().unwrap() = cuda_dir;
-    cuda_args.extend(["--cuda-graphs", "on"]);
-    let refused = frontier(&cuda_args);
+    let refused = frontier(&with_out_dir(&args, cuda_dir, &["--cuda-graphs", "on"]));
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--cuda-graphs on: CUDA graphs"));
     assert!(!cuda_out.exists());
