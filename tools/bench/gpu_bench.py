@@ -482,8 +482,8 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
     nlls = {}
     model_dirs = {"float32": model_dir}
     # Each contender's tokens and the PyTorch NLLs its own are compared with, by the windows it
-    # runs (0: all; a race's round: the first few, made when a contender first needs them).
-    inputs = {0: (tokens, reference)}
+    # runs (all of them; a race's round: the first few, made when a contender first needs them).
+    inputs = {len(windows): (tokens, reference)}
 
     def first_windows(count: int):
         if count not in inputs:
@@ -516,6 +516,7 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
                 log(f"{key}: {contender}: FAILED: {details['failures'][contender]}")
                 continue
         try:
+            window_count = window_count or len(windows)
             contender_tokens, contender_reference = first_windows(window_count)
             summary, nll, wall, printed = run_evaluate(args, model_dirs[attention], contender_tokens, masks_path,
                                                        work / f"eval-{index}.parquet", flags, verify=index == 0)
@@ -527,11 +528,11 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
             continue
         diff = max(abs(nll[mask] - value) for mask, value in contender_reference.items() if mask in nll)
         # A race's round counts w / W of an LLM evaluation a mask: its rate per whole mask.
-        per_whole_mask = window_count / len(windows) if window_count else 1.0
+        per_whole_mask = window_count / len(windows)
         rows.append(row(contender, summary["masks_per_second"] * per_whole_mask, precision, diff))
-        details["runs"][contender] = {"summary": summary, "wall_seconds": wall, "windows": window_count or len(windows),
+        details["runs"][contender] = {"summary": summary, "wall_seconds": wall, "windows": window_count,
                                       "load_and_full_model_seconds": wall - summary["seconds"], "log": printed}
-        if window_count:
+        if window_count < len(windows):
             log(f"{key}: {contender}: {summary['masks_per_second']:.2f} masks/s on {window_count} windows "
                 f"({summary['blocks_run']} blocks run), {summary['masks_per_second'] * per_whole_mask:.2f} "
                 f"per whole mask; max |NLL diff| {diff:.2e} on those windows")

@@ -152,8 +152,8 @@ fn main() -> ExitCode {
 
 /// Refuses, before any work, outputs that would replace an input (the model's files, the
 /// token, mask and shard tables, the task files), that are not regular files, or whose folder
-/// is missing or cannot be written; a --cache-mb that does not convert to bytes; and
-/// --tf32 on for the CPU.
+/// is missing or cannot be written; and runtime flags the device cannot have
+/// (`RuntimeArgs::check`).
 fn check_io(args: &Args) -> Result<()> {
     args.runtime.check(args.device.device)?;
     let mut io = Io::new()

@@ -37,6 +37,8 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
     };
     let checkpoint_every = checkpoint_every(args)?;
     let tasks = parse_task_list(task_list)?;
+    // The prefix cache's settings as evaluate's mask path reads them (one conversion of the flags).
+    let evaluation = args.runtime.eval_options()?;
     let config = TaskConfig {
         model: model.clone(),
         task_data: task_data.clone(),
@@ -55,8 +57,8 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         options: ChoiceOptions {
             batch_tokens: args.batch_tokens,
             max_length: args.max_length,
-            cache_bytes: layerprune_cli_common::cache_bytes(args.runtime.cache_mb)?,
-            reuse_prefixes: !args.runtime.no_prefix_reuse,
+            cache_bytes: evaluation.cache_bytes,
+            reuse_prefixes: evaluation.reuse_prefixes,
         },
         checkpoint_every,
         max_new_masks: args.max_new_masks,
