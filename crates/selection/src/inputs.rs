@@ -15,10 +15,9 @@ use layerprune_tables::{
     read_block_stats, read_plans, read_scores, BlockStatsTable, PlanTable, ScoreTable,
 };
 
-use crate::frontier::Budget;
 use crate::{
     choose_plans, measure_plans, scores_from_table, BlockScores, FittedOn, Plan, PlanInputs,
-    PlanMethod, PlanOptions, Race, RatioTarget,
+    PlanMethod, PlanOptions, PlanSettings,
 };
 
 /// The files a plan is chosen from, and what to take from them.
@@ -48,22 +47,6 @@ pub struct ModelFacts<'a> {
     pub dir: &'a Path,
     pub model_id: &'a str,
     pub num_blocks: usize,
-}
-
-/// The settings of the methods that are not read from a file.
-#[derive(Clone, Debug)]
-pub struct PlanSettings {
-    /// Numbers of blocks to remove, one plan each.
-    pub ks: Vec<usize>,
-    pub candidates: usize,
-    pub random_starts: usize,
-    pub permutation_pairs: usize,
-    pub budget: Budget,
-    /// Instead of `ks`: the most blocks removed within this calibration perplexity ratio.
-    pub ratio_target: Option<RatioTarget>,
-    /// SLEB: race each step's candidates over the calibration windows.
-    pub race: Option<Race>,
-    pub seed: u64,
 }
 
 impl PlanFiles {
@@ -298,15 +281,8 @@ impl LoadedPlanInputs {
         let method = self.method;
         let options = PlanOptions {
             num_blocks: self.num_blocks,
-            ks: settings.ks.clone(),
             fixed: self.fixed.clone(),
-            candidates: settings.candidates,
-            random_starts: settings.random_starts,
-            permutation_pairs: settings.permutation_pairs,
-            budget: settings.budget,
-            ratio_target: settings.ratio_target,
-            race: settings.race,
-            seed: settings.seed,
+            settings: settings.clone(),
         };
         let mut inputs = PlanInputs {
             scores: self.scores.as_ref(),
@@ -346,6 +322,7 @@ impl LoadedPlanInputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frontier::Budget;
     use layerprune_tables::{write_scores, Provenance, ScoreRow};
 
     /// A score table of 6 blocks for estimator `e` (block b scores b, so the lowest are

@@ -55,7 +55,9 @@ pub use baselines::{
     random_scores, reverse_order_scores, scores_from_table, AngularRun, BlockScores,
 };
 pub use margin::{attach_comparisons, full_model, runner_up, WindowNlls};
-pub use plans::{choose_plans, measure_plans, FittedOn, Plan, PlanInputs, PlanMethod, PlanOptions};
+pub use plans::{
+    choose_plans, measure_plans, FittedOn, Plan, PlanInputs, PlanMethod, PlanOptions, PlanSettings,
+};
 pub use race::{race_masks, race_values, Race, Raced};
 pub use select::{
     iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,

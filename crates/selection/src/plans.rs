@@ -174,14 +174,11 @@ pub struct PlanInputs<'a> {
     pub game: Option<&'a mut dyn Game>,
 }
 
-/// The settings of the methods.
+/// The settings of the methods: what `apply-prune`'s flags say, the same for every model.
 #[derive(Clone, Debug)]
-pub struct PlanOptions {
-    pub num_blocks: usize,
+pub struct PlanSettings {
     /// Numbers of blocks to remove, one plan each.
     pub ks: Vec<usize>,
-    /// Blocks never removed.
-    pub fixed: Vec<usize>,
     /// Search: candidates measured on the LLM (the best measured is kept).
     pub candidates: usize,
     /// Search: random starting sets besides the one-shot and iterative solutions.
@@ -200,6 +197,15 @@ pub struct PlanOptions {
     pub seed: u64,
 }
 
+/// What the methods choose for: the model's blocks, those never removed, and the settings.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    pub num_blocks: usize,
+    /// Blocks never removed.
+    pub fixed: Vec<usize>,
+    pub settings: PlanSettings,
+}
+
 /// `--max-ppl-ratio` with a method that does not measure while choosing.
 pub fn ratio_needs_measuring(method: PlanMethod) -> SelectionError {
     SelectionError::BadOption(format!(
@@ -212,7 +218,7 @@ fn needs(method: PlanMethod, what: &str) -> SelectionError {
     SelectionError::BadOption(format!("--method {method} needs {what}"))
 }
 
-/// One plan per k of `options.ks` by `method`, or with `options.ratio_target` the one plan
+/// One plan per k of the settings' `ks` by `method`, or with their `ratio_target` the one plan
 /// with the most blocks removed within that ratio ([`largest_within`]); plans that ran on the
 /// model come back measured. With a surrogate, every plan also gets its predicted value.
 pub fn choose_plans(
@@ -221,7 +227,8 @@ pub fn choose_plans(
     options: &PlanOptions,
 ) -> Result<Vec<Plan>, SelectionError> {
     let bad = |text: &str| Err(SelectionError::BadOption(text.into()));
-    let mut plans = match (&options.ratio_target, options.ks.is_empty()) {
+    let settings = &options.settings;
+    let mut plans = match (&settings.ratio_target, settings.ks.is_empty()) {
         (Some(target), true) => vec![plan_within(method, inputs, options, target)?],
         (Some(_), false) => return bad("give --k or --max-ppl-ratio, not both"),
         (None, true) if method == PlanMethod::FromPlan => every_earlier_plan(inputs, options)?,
@@ -240,8 +247,9 @@ pub fn choose_plans(
 
 /// The plan with the most blocks removed whose calibration perplexity stays within the target's
 /// ratio times the full model's (by its margin), by SLEB or adaptive removal (each k it probes
-/// with `options.budget`); it costs every distinct mask the search asked for. No block that can
-/// go within the ratio is an error that says what the least harmful single removal gives.
+/// with the settings' `budget`); it costs every distinct mask the search asked for. No block
+/// that can go within the ratio is an error that says what the least harmful single removal
+/// gives.
 fn plan_within(
     method: PlanMethod,
     inputs: &mut PlanInputs<'_>,
@@ -255,16 +263,11 @@ fn plan_within(
         .game
         .as_deref_mut()
         .ok_or_else(|| needs(method, "--model and --tokens"))?;
-    let fixed = &options.fixed;
+    let (fixed, race) = (&options.fixed, options.settings.race.as_ref());
     let search = if method == PlanMethod::Sleb {
-        largest_within(
-            game,
-            fixed,
-            target,
-            &mut sleb_chooser(fixed, options.race.as_ref()),
-        )?
+        largest_within(game, fixed, target, &mut sleb_chooser(fixed, race))?
     } else {
-        let mut chooser = adaptive_chooser(fixed, options.budget, options.race.as_ref());
+        let mut chooser = adaptive_chooser(fixed, options.settings.budget, race);
         largest_within(game, fixed, target, &mut chooser)?
     };
     let Some(chosen) = search.chosen() else {
@@ -282,9 +285,9 @@ fn plan_within(
         )));
     };
     let name = if method == PlanMethod::Sleb {
-        sleb_method(options.race.as_ref())
+        sleb_method(race)
     } else {
-        adaptive_method(options.race.as_ref())
+        adaptive_method(race)
     };
     let mut plan = Plan::new(
         name,
@@ -296,24 +299,25 @@ fn plan_within(
     Ok(plan)
 }
 
-/// One plan per k of `options.ks` by `method` (see [`choose_plans`]).
+/// One plan per k of the settings' `ks` by `method` (see [`choose_plans`]).
 fn plans_for_ks(
     method: PlanMethod,
     inputs: &mut PlanInputs<'_>,
     options: &PlanOptions,
 ) -> Result<Vec<Plan>, SelectionError> {
     let (num_blocks, fixed) = (options.num_blocks, &options.fixed);
-    for &k in &options.ks {
+    let settings = &options.settings;
+    for &k in &settings.ks {
         removable_blocks(num_blocks, fixed, k)?;
     }
-    let k_max = options.ks.iter().copied().max().unwrap_or(0);
+    let k_max = settings.ks.iter().copied().max().unwrap_or(0);
     let surrogate_cost = |on: FittedOn| on.llm_evaluations;
     let mut plans = Vec::new();
     match method {
         PlanMethod::OneShot => {
             let scores = inputs.scores.ok_or_else(|| needs(method, "--scores"))?;
             let name = format!("one-shot:{}", scores.method);
-            for &k in &options.ks {
+            for &k in &settings.ks {
                 let removed = one_shot(&scores.scores, k, fixed)?;
                 plans.push(Plan::new(&name, removed, scores.llm_evaluations));
             }
@@ -322,11 +326,14 @@ fn plans_for_ks(
             let on = inputs
                 .surrogate
                 .ok_or_else(|| needs(method, "--surrogate"))?;
-            let shapley =
-                SurrogateShapley::for_fitted(on.surrogate, options.permutation_pairs, options.seed);
+            let shapley = SurrogateShapley::for_fitted(
+                on.surrogate,
+                settings.permutation_pairs,
+                settings.seed,
+            );
             let removal = iterative_removal(&shapley, k_max, fixed)?;
             if method == PlanMethod::Iterative {
-                for &k in &options.ks {
+                for &k in &settings.ks {
                     plans.push(Plan::new(
                         "iterative-surrogate",
                         removal.removed_blocks(k),
@@ -334,7 +341,7 @@ fn plans_for_ks(
                     ));
                 }
             } else {
-                if options.candidates == 0 {
+                if settings.candidates == 0 {
                     return Err(SelectionError::BadOption(
                         "--candidates must be at least 1".into(),
                     ));
@@ -347,12 +354,12 @@ fn plans_for_ks(
                     }
                 };
                 let search = SearchOptions {
-                    random_starts: options.random_starts,
-                    top_n: options.candidates,
-                    seed: options.seed,
+                    random_starts: settings.random_starts,
+                    top_n: settings.candidates,
+                    seed: settings.seed,
                     ..SearchOptions::default()
                 };
-                for &k in &options.ks {
+                for &k in &settings.ks {
                     let starts = vec![
                         one_shot(&full_game_shapley, k, fixed)?,
                         removal.removed_blocks(k),
@@ -373,10 +380,10 @@ fn plans_for_ks(
                 .game
                 .as_deref_mut()
                 .ok_or_else(|| needs(method, "--model and --tokens"))?;
-            let result = sleb(game, k_max, fixed, options.race.as_ref())?;
-            for &k in &options.ks {
+            let result = sleb(game, k_max, fixed, settings.race.as_ref())?;
+            for &k in &settings.ks {
                 let mut plan = Plan::new(
-                    sleb_method(options.race.as_ref()),
+                    sleb_method(settings.race.as_ref()),
                     result.removed_blocks(k),
                     0,
                 );
@@ -396,14 +403,14 @@ fn plans_for_ks(
             // One cache for every k: the singles and the greedy's first steps are shared.
             let mut cached = CachedGame::new(game);
             let players = removable_blocks(num_blocks, fixed, k_max)?.len();
-            for &k in &options.ks {
+            for &k in &settings.ks {
                 let adaptive = AdaptiveOptions {
-                    race: options.race,
-                    ..AdaptiveOptions::with_budget(options.budget.resolve(players, k))
+                    race: settings.race,
+                    ..AdaptiveOptions::with_budget(settings.budget.resolve(players, k))
                 };
                 let result = adaptive_removal(&mut cached, k, fixed, &adaptive)?;
                 let mut plan = Plan::new(
-                    adaptive_method(options.race.as_ref()),
+                    adaptive_method(settings.race.as_ref()),
                     result.removed_blocks,
                     result.llm_evaluations as u64,
                 );
@@ -416,7 +423,7 @@ fn plans_for_ks(
             let stats = inputs
                 .block_stats
                 .ok_or_else(|| needs(method, "--block-stats"))?;
-            for &k in &options.ks {
+            for &k in &settings.ks {
                 let run = best_angular_run(stats, k, fixed)?;
                 plans.push(Plan::new("angular-run", run.removed_blocks, 1));
             }
@@ -425,7 +432,7 @@ fn plans_for_ks(
             let table = inputs
                 .earlier_plans
                 .ok_or_else(|| needs(method, "--plans"))?;
-            for &k in &options.ks {
+            for &k in &settings.ks {
                 plans.push(earlier_plan(table, k, inputs.plan_method, fixed)?);
             }
         }

@@ -11,6 +11,7 @@ use layerprune_sampling::{
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::{
     choose_plans, measure_plans, scores_from_table, PlanInputs, PlanMethod, PlanOptions,
+    PlanSettings,
 };
 use layerprune_shapley::{
     estimate, DesignRow, Estimator, EstimatorInputs, EstimatorOptions, RecordedDesign,
@@ -191,15 +192,17 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
     };
     let options = PlanOptions {
         num_blocks: BLOCKS,
-        ks: vec![2, 6],
         fixed: table.fixed_blocks.clone(),
-        candidates: 1,
-        random_starts: 0,
-        permutation_pairs: 64,
-        budget: Budget::OfSleb(1.0),
-        ratio_target: None,
-        race: None,
-        seed: 0,
+        settings: PlanSettings {
+            ks: vec![2, 6],
+            candidates: 1,
+            random_starts: 0,
+            permutation_pairs: 64,
+            budget: Budget::OfSleb(1.0),
+            ratio_target: None,
+            race: None,
+            seed: 0,
+        },
     };
     let mut plans = choose_plans(PlanMethod::OneShot, &mut inputs, &options).unwrap();
     // The k players of lowest true Shapley value, never the fixed block (the most valuable

@@ -19,9 +19,9 @@ use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, 
 use layerprune_core::Game;
 use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
-use layerprune_selection::inputs::{ModelFacts, PlanFiles, PlanSettings};
+use layerprune_selection::inputs::{ModelFacts, PlanFiles};
 use layerprune_selection::plans::ratio_needs_measuring;
-use layerprune_selection::{PlanMethod, Race, RatioTarget};
+use layerprune_selection::{PlanMethod, PlanSettings, Race, RatioTarget};
 use layerprune_tables::{write_plans, Provenance};
 
 #[derive(Parser, Debug)]
