@@ -22,7 +22,12 @@
 //!    another removed) around the best plan measured, in the surrogate's order, moving as soon
 //!    as a measured swap is better, until the budget is spent or the `local_optima` best plans
 //!    measured are one-swap local optima (every neighbour measured, none better) and, raced, no
-//!    plan a race dropped is estimated above the worst of them (see **Raced** below).
+//!    plan a race dropped is estimated above the worst of them (see **Raced** below). After the
+//!    greedy, budget left at that point buys a second descent from the leave-one-out plan (its
+//!    best one-swap neighbour measured whole becomes the next centre, until it is a local optimum
+//!    too or among the best plans): the three cheapest single removals can clash with each other
+//!    and still hold the better basin (on Gemma 3's set c1 at k = 6 the greedy ends in SLEB's
+//!    plan, and plans two swaps from it, one from the leave-one-out plan's descent, are better).
 //!
 //! The greedy is a path to a plan: its sets with fewer than k removed are not plans, and a step
 //! that cannot measure the candidates its screen needs (the `min_checked` best predicted and the
@@ -102,6 +107,9 @@ pub struct AdaptiveOptions {
     pub local_optima: usize,
     /// Where the refinement starts: the greedy's plan, or the leave-one-out plan directly.
     pub start: AdaptiveStart,
+    /// After the greedy, once its best plans are local optima with budget left, descend from
+    /// the leave-one-out plan too (see the module documentation).
+    pub leave_one_out_descent: bool,
     /// Race the masks measured together over the calibration windows (see the module
     /// documentation): `None` measures every mask whole.
     pub race: Option<Race>,
@@ -134,6 +142,7 @@ impl AdaptiveOptions {
             allowance_factor: 1.5,
             local_optima: 3,
             start: AdaptiveStart::Auto,
+            leave_one_out_descent: true,
             race: None,
         }
     }
@@ -206,6 +215,9 @@ pub struct AdaptiveResult {
     pub greedy: bool,
     /// Distinct masks used before the refinement (singles, leave-one-out plan, greedy).
     pub start_evaluations: usize,
+    /// Whether the swaps also descended from the leave-one-out plan: after the greedy, when its
+    /// best plans were local optima with budget left.
+    pub leave_one_out_descent: bool,
     /// Swaps that improved the plan.
     pub swaps_accepted: usize,
     pub stop: AdaptiveStop,
@@ -276,7 +288,7 @@ pub fn adaptive_removal(
     let (mut current, greedy_steps) = if greedy {
         (Vec::new(), k)
     } else {
-        (leave_one_out, 0)
+        (leave_one_out.clone(), 0)
     };
     let mut removal_order: Vec<usize> = Vec::new();
     let mut measured_at: HashMap<usize, usize> = players.iter().map(|&b| (b, 0)).collect();
@@ -333,8 +345,10 @@ pub fn adaptive_removal(
     let start_evaluations = play.evaluations();
 
     // 3. Swap refinement: best-first expansion of the best measured plans' one-swap
-    // neighbourhoods, in the surrogate's order.
+    // neighbourhoods, in the surrogate's order. `descent` is the leave-one-out plan's own
+    // descent (its current centre and value), once the greedy's neighbourhood is exhausted.
     let mut swaps_accepted = 0;
+    let mut descent: Option<(Vec<usize>, f64)> = None;
     let stop = loop {
         if play.remaining() == 0 {
             break AdaptiveStop::Budget;
@@ -344,18 +358,33 @@ pub fn adaptive_removal(
         let next = ranked
             .iter()
             .take(options.local_optima)
+            .chain(descent.as_ref())
             .find_map(|(center, center_value)| {
                 let swaps = swap_neighbours(center, &players);
                 let batch = play.next_swaps(&swaps, center, *center_value, options.swap_batch);
-                (!batch.is_empty()).then(|| (center.clone(), batch))
+                (!batch.is_empty()).then(|| (center.clone(), *center_value, batch))
             });
-        let Some((center, batch)) = next else {
+        let Some((center, center_value, batch)) = next else {
             // Unraced, the centres are the `local_optima` best plans measured; a dropped plan
             // estimated above the worst of them might have been one.
             let worst_center = ranked
                 .get(options.local_optima.max(1) - 1)
                 .map_or(f64::NEG_INFINITY, |(_, value)| *value);
             if play.complete_best_dropped(k, worst_center, options.swap_batch)? {
+                continue;
+            }
+            // The greedy's plans are local optima and budget is left: the leave-one-out plan's
+            // basin is the other place a good plan was seen to lie (Gemma 3's set c1 at k = 6,
+            // docs/results.md), so the swaps descend from it too.
+            if greedy && options.leave_one_out_descent && descent.is_none() {
+                let value = play.measured[&leave_one_out];
+                tracing::info!(
+                    "adaptive: k={k}, the best plans are local optima with {} of {} evaluations \
+                     spent; swaps around the leave-one-out plan next",
+                    play.evaluations(),
+                    options.budget
+                );
+                descent = Some((leave_one_out.clone(), value));
                 continue;
             }
             break AdaptiveStop::LocalOptima;
@@ -368,6 +397,18 @@ pub fn adaptive_removal(
             .any(|r| r.whole().is_some_and(|v| v > best_value))
         {
             swaps_accepted += 1;
+        }
+        // The descent moves to the best swap measured whole that beats its centre.
+        if let Some(descent) = descent.as_mut().filter(|(c, _)| *c == center) {
+            if let Some((set, value)) = batch
+                .iter()
+                .zip(&raced)
+                .filter_map(|(set, r)| r.whole().map(|value| (set, value)))
+                .filter(|(_, value)| *value > center_value)
+                .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+            {
+                *descent = (set.clone(), value);
+            }
         }
         tracing::debug!(
             "adaptive: k={k}, swaps: {} measured, {swaps_accepted} accepted, {} of {} evaluations",
@@ -389,6 +430,7 @@ pub fn adaptive_removal(
         start_removed,
         greedy,
         start_evaluations,
+        leave_one_out_descent: descent.is_some(),
         swaps_accepted,
         stop,
     })

@@ -459,3 +459,100 @@ fn raced_past_its_local_optima_it_explores_the_plans_it_dropped() {
     // More budget helps: it does not stop where the race's local optima are.
     assert!(raced_gaps[1] < 0.8 * raced_gaps[0], "{raced_gaps:?}");
 }
+
+/// A removal game with two basins (value = −cost of the removed set): the three cheapest single
+/// removals (blocks 3, 4, 5) clash (3 with 4 and 5), so the greedy takes block 3 and goes on
+/// with the next cheapest (6, 7, …), where every one-swap neighbour is worse; the best plan,
+/// {4, 5, 6}, is two swaps from the greedy's and one from the leave-one-out plan {3, 4, 5}
+/// (blocks 4 and 5 go well together and with 6 only).
+struct TwoBasins;
+
+impl TwoBasins {
+    const SINGLE: [f64; 12] = [3.0, 3.1, 3.2, 1.0, 1.1, 1.2, 2.0, 2.1, 2.2, 2.3, 2.4, 2.5];
+
+    fn cost(removed: &[usize]) -> f64 {
+        let pair = |i: usize, j: usize| match (i.min(j), i.max(j)) {
+            (3, 4) | (3, 5) => 5.0,
+            (4, 5) | (4, 6) | (5, 6) => 0.0,
+            (4, _) | (5, _) | (_, 4) | (_, 5) => 3.0,
+            _ => 0.0,
+        };
+        let singles: f64 = removed.iter().map(|&b| Self::SINGLE[b]).sum();
+        let pairs: f64 = removed
+            .iter()
+            .enumerate()
+            .flat_map(|(a, &i)| removed[a + 1..].iter().map(move |&j| pair(i, j)))
+            .sum();
+        singles + pairs
+    }
+}
+
+impl Game for TwoBasins {
+    fn num_players(&self) -> usize {
+        Self::SINGLE.len()
+    }
+
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, layerprune_core::GameError> {
+        Ok(masks
+            .iter()
+            .map(|m| -Self::cost(&m.removed_blocks()))
+            .collect())
+    }
+}
+
+/// With budget left once the greedy's best plans are local optima, the swaps descend from the
+/// leave-one-out plan too and find the other basin's better plan; without that descent (or
+/// without the budget) the run stops in the greedy's basin. Raced or not.
+#[test]
+fn with_budget_left_it_also_descends_from_the_leave_one_out_plan() {
+    let (players, k) = ((0..12).collect::<Vec<usize>>(), 3);
+    let (optimum, best) = brute_force(&mut TwoBasins, &players, k);
+    assert_eq!((optimum, best), (vec![4, 5, 6], -4.3));
+    let windowed = || WindowedGame {
+        inner: TwoBasins,
+        windows: 10,
+        window_spread: 0.5,
+        mask_spread: 0.01,
+        seed: 0,
+    };
+    for race in [None, Some(Race::default())] {
+        let run = |descent: bool, budget: usize| {
+            let options = AdaptiveOptions {
+                race,
+                leave_one_out_descent: descent,
+                ..AdaptiveOptions::with_budget(budget)
+            };
+            let result = if race.is_some() {
+                adaptive_removal(&mut windowed(), k, &[], &options)
+            } else {
+                adaptive_removal(&mut TwoBasins, k, &[], &options)
+            };
+            let result = result.unwrap();
+            assert!(
+                result.greedy && result.llm_evaluations <= budget,
+                "{result:?}"
+            );
+            result
+        };
+        let without = run(false, 500);
+        assert_eq!(without.removed_blocks, vec![3, 6, 7], "{without:?}");
+        assert_eq!(without.stop, AdaptiveStop::LocalOptima);
+        assert!(!without.leave_one_out_descent);
+        let with = run(true, 500);
+        assert_eq!(with.removed_blocks, vec![4, 5, 6], "{with:?}");
+        assert_eq!(with.value, value_of(&mut TwoBasins, &[4, 5, 6]));
+        assert!(with.leave_one_out_descent && with.llm_evaluations > without.llm_evaluations);
+        // Everything before the descent is the same run: at the budget the greedy's basin ran
+        // out at, the descent has nothing to spend and the plan is unchanged.
+        let capped = run(true, without.llm_evaluations);
+        assert_eq!(capped.removed_blocks, without.removed_blocks, "{capped:?}");
+        eprintln!(
+            "{}: the greedy's basin {:?} after {} evaluations, the descent {:?} after {}",
+            if race.is_some() { "raced" } else { "unraced" },
+            without.removed_blocks,
+            without.llm_evaluations,
+            with.removed_blocks,
+            with.llm_evaluations
+        );
+    }
+}
