@@ -345,20 +345,21 @@ pub fn adaptive_removal(
     let start_evaluations = play.evaluations();
 
     // 3. Swap refinement: best-first expansion of the best measured plans' one-swap
-    // neighbourhoods, in the surrogate's order. `descent` is the leave-one-out plan's own
-    // descent (its current centre and value), once the greedy's neighbourhood is exhausted.
+    // neighbourhoods, in the surrogate's order. `descent` is the centre of the leave-one-out
+    // plan's own descent, once the greedy's neighbourhood is exhausted.
     let mut swaps_accepted = 0;
-    let mut descent: Option<(Vec<usize>, f64)> = None;
+    let mut descent: Option<Vec<usize>> = None;
     let stop = loop {
         if play.remaining() == 0 {
             break AdaptiveStop::Budget;
         }
         let ranked = play.ranked_of_size(k);
         let best_value = ranked[0].1;
+        let descent_center = descent.as_ref().map(|c| (c.clone(), play.measured[c]));
         let next = ranked
             .iter()
             .take(options.local_optima)
-            .chain(descent.as_ref())
+            .chain(descent_center.as_ref())
             .find_map(|(center, center_value)| {
                 let swaps = swap_neighbours(center, &players);
                 let batch = play.next_swaps(&swaps, center, *center_value, options.swap_batch);
@@ -377,14 +378,13 @@ pub fn adaptive_removal(
             // basin is the other place a good plan was seen to lie (Gemma 3's set c1 at k = 6,
             // docs/results.md), so the swaps descend from it too.
             if greedy && options.leave_one_out_descent && descent.is_none() {
-                let value = play.measured[&leave_one_out];
                 tracing::info!(
                     "adaptive: k={k}, the best plans are local optima with {} of {} evaluations \
                      spent; swaps around the leave-one-out plan next",
                     play.evaluations(),
                     options.budget
                 );
-                descent = Some((leave_one_out.clone(), value));
+                descent = Some(leave_one_out.clone());
                 continue;
             }
             break AdaptiveStop::LocalOptima;
@@ -399,15 +399,15 @@ pub fn adaptive_removal(
             swaps_accepted += 1;
         }
         // The descent moves to the best swap measured whole that beats its centre.
-        if let Some(descent) = descent.as_mut().filter(|(c, _)| *c == center) {
-            if let Some((set, value)) = batch
+        if let Some(descent) = descent.as_mut().filter(|c| **c == center) {
+            if let Some((set, _)) = batch
                 .iter()
                 .zip(&raced)
                 .filter_map(|(set, r)| r.whole().map(|value| (set, value)))
                 .filter(|(_, value)| *value > center_value)
                 .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))
             {
-                *descent = (set.clone(), value);
+                *descent = set.clone();
             }
         }
         tracing::debug!(
