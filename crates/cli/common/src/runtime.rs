@@ -291,4 +291,44 @@ mod tests {
             "batched masks need prefix reuse"
         );
     }
+
+    /// The quoted `--flags` in the Python literal that follows `name = ` in the Snakefile.
+    fn snakefile_flags(snakefile: &str, name: &str) -> Vec<String> {
+        let start = snakefile
+            .find(&format!("{name} = {{"))
+            .unwrap_or_else(|| panic!("pipelines/Snakefile has no {name}"));
+        let literal =
+            &snakefile[start..start + snakefile[start..].find('}').expect("closing brace")];
+        literal
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|word| word.starts_with("--"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The workflow refuses, before any job, a runtime flag it does not know; its list is
+    /// written by hand in Python, so a flag added here must be added there too: this test says
+    /// which one when it is not.
+    #[test]
+    fn the_workflow_knows_every_runtime_flag() {
+        use clap::CommandFactory;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../pipelines/Snakefile");
+        let snakefile = std::fs::read_to_string(path).expect("pipelines/Snakefile");
+        let mut known = snakefile_flags(&snakefile, "RUNTIME_FLAG_NAMES");
+        let own_settings = snakefile_flags(&snakefile, "OWN_SETTINGS");
+        assert_eq!(own_settings, ["--device", "--threads", "--cache-mb"]);
+        known.extend(own_settings);
+        known.sort();
+        let mut flags: Vec<String> = Stage::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+            .collect();
+        flags.sort();
+        assert_eq!(
+            known, flags,
+            "pipelines/Snakefile's RUNTIME_FLAG_NAMES and OWN_SETTINGS against DeviceArgs and RuntimeArgs"
+        );
+    }
 }
