@@ -100,4 +100,73 @@ frontier-pairs-docs: $(FRONTIER_PAIRS_TABLE)
 	mkdir -p docs/results
 	cp $(FRONTIER_PAIRS_TABLE) docs/results/$(FRONTIER_DOCS_NAME)-pairs.md
 
-.PHONY: frontier frontier-docs frontier-windows frontier-windows-docs frontier-pairs frontier-pairs-docs
+# make exact-frontier: every selection method against the exact optimum of a real game. The game
+# is `make exact-game`'s 12 players (EXACT_FIXED: blocks 16–27 of SmolLM2's 30, the others kept)
+# on the frontier's calibration set c0 (CALIB_WINDOWS windows; EXACT_FRONTIER_SET picks the set), all
+# 4,096 masks measured once (~25 minutes on 2 cores; Gemma 3 270M: `make exact-frontier
+# MODEL_NAME=gemma3-270m EXACT_FIXED=0,1,2,3,4,5 EXACT_FRONTIER_SET=1`, its set c1, where the
+# frontier found SLEB's path missing the best plan); the frontier then plays every method at every k through that
+# table as its cache, measuring nothing again, and the exact Shapley and Banzhaf values (of −NLL
+# and of the published utility) give one-shot plans. tools/report/exact_frontier.py finds the optimum at
+# each k and every plan's gap to it (docs/results.md, "Against the exact optimum").
+EXACT_FRONTIER_RUN ?= $(BUILD)/runs/exact-frontier-$(MODEL_NAME)
+EXACT_FRONTIER_KS ?= 1,2,3,4,5,6,7,8,9,10,11
+EXACT_FRONTIER_SET ?= 0
+EXACT_FRONTIER_TOKENS = $(EXACT_FRONTIER_RUN)/calib-$(EXACT_FRONTIER_SET).parquet
+EXACT_FRONTIER_BUDGETS ?= $(FRONTIER_BUDGETS)
+EXACT_FRONTIER_GAME = $(EXACT_FRONTIER_RUN)/evaluations.parquet
+EXACT_FRONTIER_VALUES = neg-nll utility
+
+$(EXACT_FRONTIER_TOKENS): $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+	@mkdir -p $(EXACT_FRONTIER_RUN)
+	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) \
+	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(EXACT_FRONTIER_SET) --out $@
+
+$(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
+	@mkdir -p $(EXACT_FRONTIER_RUN)
+	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
+
+$(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOKENS) | $(BIN)/evaluate $(ORT_LIB)
+	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(EXACT_FRONTIER_TOKENS) --masks $< \
+	  --chunk 256 $(EVALUATE_FLAGS) --out $@ --summary $(EXACT_FRONTIER_RUN)/summary.json
+
+# The frontier's cache starts as the enumerated table, so every mask any method asks for is read.
+$(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) | $(BIN)/frontier $(ORT_LIB)
+	@mkdir -p $(EXACT_FRONTIER_RUN)/run
+	cp $< $(EXACT_FRONTIER_RUN)/run/cache-calibration-c$(EXACT_FRONTIER_SET).parquet
+	$(BIN)/frontier --model $(MODEL_DIR) --calibration c$(EXACT_FRONTIER_SET)=$(EXACT_FRONTIER_TOKENS) \
+	  --fixed $(EXACT_FIXED) --k $(EXACT_FRONTIER_KS) --budgets $(EXACT_FRONTIER_BUDGETS) \
+	  --shapley-masks $(FRONTIER_SHAPLEY_MASKS) $(EVALUATE_FLAGS) --out-dir $(EXACT_FRONTIER_RUN)/run
+	cp $(EXACT_FRONTIER_RUN)/run/frontier.csv $@
+
+# The exact Shapley and Banzhaf values of the game, with value −NLL or the published utility,
+# and the one-shot plans they imply (the k lowest removed).
+$(EXACT_FRONTIER_RUN)/scores-%.parquet: $(EXACT_FRONTIER_GAME) | $(BIN)/shapley
+	$(BIN)/shapley --evaluations $< --estimator exact-shapley --value $* --out $@
+
+$(EXACT_FRONTIER_RUN)/plans-exact-shapley-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet | $(BIN)/apply-prune
+	$(BIN)/apply-prune --scores $< --estimator exact-shapley --k $(EXACT_FRONTIER_KS) --plan $@
+
+$(EXACT_FRONTIER_RUN)/plans-exact-banzhaf-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet | $(BIN)/apply-prune
+	$(BIN)/apply-prune --scores $< --estimator exact-banzhaf --k $(EXACT_FRONTIER_KS) --plan $@
+
+EXACT_FRONTIER_INDICES = $(foreach i,shapley banzhaf,$(foreach v,$(EXACT_FRONTIER_VALUES),$(i)-$(v)))
+.SECONDARY: $(foreach v,$(EXACT_FRONTIER_VALUES),$(EXACT_FRONTIER_RUN)/scores-$(v).parquet)
+EXACT_FRONTIER_TABLE = $(EXACT_FRONTIER_RUN)/exact-frontier.md
+$(EXACT_FRONTIER_TABLE): $(EXACT_FRONTIER_RUN)/frontier.csv \
+  $(foreach i,$(EXACT_FRONTIER_INDICES),$(EXACT_FRONTIER_RUN)/plans-exact-$(i).parquet) | $(VENV_REPORT)/.complete
+	$(VENV_REPORT)/bin/python tools/report/exact_frontier.py --game $(EXACT_FRONTIER_GAME) \
+	  --frontier $< --budgets $(EXACT_FRONTIER_BUDGETS) \
+	  $(foreach i,shapley banzhaf,$(foreach v,$(EXACT_FRONTIER_VALUES),\
+	    --plans "exact $(i), value $(v)=$(EXACT_FRONTIER_RUN)/plans-exact-$(i)-$(v).parquet")) \
+	  --out $@ --csv $(EXACT_FRONTIER_RUN)/exact-frontier.csv
+
+exact-frontier: ort venv-report $(EXACT_FRONTIER_TABLE)
+
+exact-frontier-docs: $(EXACT_FRONTIER_TABLE)
+	mkdir -p docs/results
+	cp $(EXACT_FRONTIER_TABLE) docs/results/exact-frontier$(FRONTIER_DOCS_SUFFIX).md
+	cp $(EXACT_FRONTIER_RUN)/exact-frontier.csv docs/results/exact-frontier$(FRONTIER_DOCS_SUFFIX).csv
+
+.PHONY: frontier frontier-docs frontier-windows frontier-windows-docs frontier-pairs frontier-pairs-docs \
+  exact-frontier exact-frontier-docs

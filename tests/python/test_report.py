@@ -292,3 +292,50 @@ def test_frontier_pairs_tells_a_difference_from_the_windows_noise(tmp_path):
     assert result.returncode == 1 and "no window_nll column" in result.stderr
     result = table("--heldout", f"nosuchtext={tmp_path / 'pairs.parquet'}", check=False)
     assert result.returncode == 1 and "NAME must be one of lambada" in result.stderr
+
+
+def test_exact_frontier_finds_the_optimum_and_every_plan_s_gap(tmp_path):
+    # Blocks 0 and 5 fixed, players 1-4: every one of the 16 masks, NLL = 3 + the removed
+    # blocks' costs, with one pair (2, 3) cheaper together, so the optimum at k = 2 is {2, 3}.
+    cost = {1: 0.5, 2: 0.2, 3: 0.3, 4: 0.1}
+    kept, nll = [], []
+    for bits in range(16):
+        removed = [p for i, p in enumerate([1, 2, 3, 4]) if bits >> i & 1]
+        kept.append([b not in removed for b in range(NUM_BLOCKS)])
+        nll.append(3.0 + sum(cost[b] for b in removed) - (0.25 if {2, 3} <= set(removed) else 0))
+    write(tmp_path / "game.parquet", {"kept": kept, "nll": nll},
+          {"table": "evaluations", "format_version": 1, "num_blocks": NUM_BLOCKS,
+           "fixed_blocks": "[0,5]"})
+    rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "")]
+    # SLEB's cost at k = 1, 2 of 4 players: 4, 7; least budget P + k: 5, 6.
+    rows += [("sleb", 1, "c0", 4, "4", 0, 0, "false", ""),
+             ("sleb", 2, "c0", 7, "2 4", 0, 0, "false", ""),
+             ("adaptive-raced", 1, "c0", 3, "4", 0, 0, "true", 5),
+             ("adaptive-raced", 2, "c0", 6, "2 3", 0, 0, "true", 6),
+             ("adaptive-raced", 2, "c0", 7, "2 3", 0, 0, "true", 7)]
+    write_frontier(tmp_path / "frontier.csv", rows)
+    plan_table(tmp_path / "plans.parquet", [("one-shot", [1], 3.5), ("one-shot", [1, 3], 3.8)])
+    subprocess.run([sys.executable, str(REPORT / "exact_frontier.py"),
+                    "--game", str(tmp_path / "game.parquet"),
+                    "--frontier", str(tmp_path / "frontier.csv"), "--budgets", "least,sleb",
+                    "--plans", f"worst={tmp_path / 'plans.parquet'}",
+                    "--out", str(tmp_path / "exact.md"), "--csv", str(tmp_path / "exact.csv")],
+                   check=True, capture_output=True, cwd=REPORT)
+    table = (tmp_path / "exact.md").read_text()
+    assert "| 2 | 6 | 2 3 |" in table, table
+    assert "| sleb | opt | +5.1 % | 1 of 2 |" in table, table
+    # At k = 1 least and SLEB's cost coincide (5 > 4): one run, on both budgets' rows.
+    assert "| adaptive-raced, budget least | opt | opt | 2 of 2 |" in table, table
+    assert "| adaptive-raced, budget sleb | opt | opt | 2 of 2 |" in table, table
+    with (tmp_path / "exact.csv").open() as f:
+        worst = [r for r in csv.DictReader(f) if r["method"] == "worst"]
+    assert [int(r["rank"]) for r in worst] == [4, 6]
+    # A table that is not a whole game is refused, by name.
+    write(tmp_path / "part.parquet", {"kept": kept[:5], "nll": nll[:5]},
+          {"table": "evaluations", "format_version": 1, "num_blocks": NUM_BLOCKS,
+           "fixed_blocks": "[0,5]"})
+    failed = subprocess.run([sys.executable, str(REPORT / "exact_frontier.py"),
+                             "--game", str(tmp_path / "part.parquet"),
+                             "--frontier", str(tmp_path / "frontier.csv")],
+                            capture_output=True, text=True, cwd=REPORT)
+    assert failed.returncode != 0 and "part.parquet" in failed.stderr

@@ -1,12 +1,31 @@
 //! End-to-end tests over the committed tiny model fixture (`data/fixtures/tiny-llama`, made
 //! by `tools/export/make_fixture.py`). The tests live in `tests/*.rs`; this file locates the
-//! fixture and makes token windows for it, for these tests and the stages' own CLI tests.
+//! fixture and makes token windows for it, for these tests and the stages' own CLI tests, and
+//! loads the committed game of a real model (`data/games`), on which the selection methods are
+//! tested without the model.
 
 use std::path::PathBuf;
 
 /// The fixture model folder.
 pub fn tiny_model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/tiny-llama")
+}
+
+/// The committed evaluation table of a real model's whole game: SmolLM2-135M-Instruct's blocks
+/// 16–27 as the players (every other block kept), on the demo's calibration set c0 (10 random
+/// windows of 128 tokens of LAMBADA passages, seed 0), all 4,096 masks measured by `evaluate`
+/// with each window's NLL (`make exact-frontier`).
+pub fn smollm2_game_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/games/smollm2-135m-blocks-16-27-c0.parquet")
+}
+
+/// That game, replayed window by window (value −NLL, as the selection methods play the LLM),
+/// with its fixed blocks.
+pub fn smollm2_game() -> (layerprune_core::RecordedGame, Vec<usize>) {
+    let table = layerprune_tables::read_evaluations(&smollm2_game_path()).unwrap();
+    let game = table.to_game_with_windows().unwrap();
+    (game, table.fixed_blocks)
 }
 
 /// `count` deterministic windows of `len` token ids inside the fixture's vocabulary of 320,

@@ -112,11 +112,16 @@ game_through_pointer!(&mut G);
 game_through_pointer!(Box<G>);
 
 /// Values recorded earlier (an evaluation table), replayed as a game. Asking for a mask that
-/// was never evaluated is an error, never a guess.
+/// was never evaluated is an error, never a guess. Recorded with each mask's value on every
+/// window ([`RecordedGame::with_windows`]), it replays a race too: a real model's game, kept in
+/// a file, on which every method runs without the model.
 #[derive(Clone, Debug)]
 pub struct RecordedGame {
     num_players: usize,
     values: HashMap<Mask, f64>,
+    /// Every mask's value on each window, when recorded (then for every mask, all the same
+    /// length).
+    windows: Option<HashMap<Mask, Vec<f64>>>,
 }
 
 impl RecordedGame {
@@ -133,6 +138,44 @@ impl RecordedGame {
         Ok(RecordedGame {
             num_players,
             values,
+            windows: None,
+        })
+    }
+
+    /// Builds the game from (mask, value, value on each window) rows: every mask with
+    /// `num_players` entries and values on the same number of windows (at least one), whose
+    /// mean is its value to float rounding (the value is kept as recorded).
+    pub fn with_windows(
+        num_players: usize,
+        rows: impl IntoIterator<Item = (Mask, f64, Vec<f64>)>,
+    ) -> Result<Self, GameError> {
+        let mut values = HashMap::new();
+        let mut windows = HashMap::new();
+        let mut num_windows = None;
+        for (mask, value, on_windows) in rows {
+            mask.check_len(num_players)?;
+            let count = *num_windows.get_or_insert(on_windows.len());
+            if on_windows.is_empty() || on_windows.len() != count {
+                return Err(format!(
+                    "mask {mask} has values on {} windows, the others on {count}",
+                    on_windows.len()
+                )
+                .into());
+            }
+            let mean = on_windows.iter().sum::<f64>() / count as f64;
+            if (mean - value).abs() > 1e-9 * value.abs().max(1.0) {
+                return Err(format!(
+                    "mask {mask}: value {value} is not the mean of its windows' ({mean})"
+                )
+                .into());
+            }
+            values.insert(mask.clone(), value);
+            windows.insert(mask, on_windows);
+        }
+        Ok(RecordedGame {
+            num_players,
+            values,
+            windows: Some(windows),
         })
     }
 
@@ -167,6 +210,36 @@ impl Game for RecordedGame {
                     format!("mask {mask} was not evaluated (it is not in the recorded table)")
                         .into()
                 })
+            })
+            .collect()
+    }
+
+    fn window_values(&self, mask: &Mask) -> Option<Vec<f64>> {
+        self.windows.as_ref()?.get(mask).cloned()
+    }
+
+    fn num_windows(&self) -> Option<usize> {
+        Some(self.windows.as_ref()?.values().next()?.len())
+    }
+
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, GameError> {
+        let recorded = self
+            .windows
+            .as_ref()
+            .ok_or("this recorded game has whole values only, not values window by window")?;
+        masks
+            .iter()
+            .map(|mask| {
+                let all = recorded.get(mask).ok_or_else(|| {
+                    format!("mask {mask} was not evaluated (it is not in the recorded table)")
+                })?;
+                all.get(windows.clone())
+                    .map(<[f64]>::to_vec)
+                    .ok_or_else(|| format!("windows {windows:?} of {}", all.len()).into())
             })
             .collect()
     }
@@ -389,6 +462,46 @@ mod tests {
         let err = recorded.value(&"101".parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("101"), "{err}");
         assert!(RecordedGame::new(4, [(masks[0].clone(), 1.0)]).is_err());
+        assert_eq!(recorded.num_windows(), None);
+        assert!(recorded.values_on_windows(&masks, 0..1).is_err());
+    }
+
+    #[test]
+    fn recorded_game_with_windows_replays_a_race() {
+        let a: Mask = "10".parse().unwrap();
+        let b: Mask = "01".parse().unwrap();
+        let mut recorded = RecordedGame::with_windows(
+            2,
+            [
+                (a.clone(), 2.0, vec![1.0, 2.0, 3.0]),
+                (b.clone(), -1.0, vec![0.0, -1.0, -2.0]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(recorded.num_windows(), Some(3));
+        assert_eq!(recorded.window_values(&b), Some(vec![0.0, -1.0, -2.0]));
+        assert_eq!(
+            recorded
+                .values_on_windows(&[b.clone(), a.clone()], 1..3)
+                .unwrap(),
+            vec![vec![-1.0, -2.0], vec![2.0, 3.0]]
+        );
+        assert_eq!(
+            recorded.values(std::slice::from_ref(&a)).unwrap(),
+            vec![2.0]
+        );
+        let unknown = recorded.values_on_windows(&["11".parse().unwrap()], 0..1);
+        assert!(unknown.unwrap_err().to_string().contains("11"));
+        assert!(recorded
+            .values_on_windows(std::slice::from_ref(&a), 2..4)
+            .is_err());
+        // Rows that disagree are refused: other window counts, a value not their mean.
+        let uneven = [
+            (a.clone(), 1.0, vec![1.0]),
+            (b.clone(), 1.0, vec![1.0, 1.0]),
+        ];
+        assert!(RecordedGame::with_windows(2, uneven).is_err());
+        assert!(RecordedGame::with_windows(2, [(a, 1.5, vec![1.0, 1.0])]).is_err());
     }
 
     #[test]

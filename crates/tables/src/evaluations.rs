@@ -199,6 +199,37 @@ impl EvaluationTable {
         RecordedGame::new(self.num_blocks, rows).map_err(|e| TableError::bad(path, e.to_string()))
     }
 
+    /// The rows as the LLM's own game, window by window: value −NLL, and on each window −that
+    /// window's NLL (what a raced method measures first), so every selection method replays
+    /// on it as on the model. Every row must have finite window NLLs.
+    pub fn to_game_with_windows(&self) -> Result<RecordedGame, TableError> {
+        let path = Path::new(IN_MEMORY);
+        check_no_duplicates(path, &self.rows)?;
+        let rows = self
+            .rows
+            .iter()
+            .map(|row| {
+                let windows = row
+                    .window_nlls
+                    .as_ref()
+                    .filter(|w| row.nll.is_finite() && w.iter().all(|x| x.is_finite()))
+                    .ok_or_else(|| {
+                        TableError::bad(
+                            path,
+                            format!("mask {} has no finite NLL on every window", row.mask),
+                        )
+                    })?;
+                Ok((
+                    row.mask.clone(),
+                    -row.nll,
+                    windows.iter().map(|x| -x).collect(),
+                ))
+            })
+            .collect::<Result<Vec<_>, TableError>>()?;
+        RecordedGame::with_windows(self.num_blocks, rows)
+            .map_err(|e| TableError::bad(path, e.to_string()))
+    }
+
     /// The value of the full mask, if it was evaluated.
     pub fn full_model_row(&self) -> Option<&EvaluationRow> {
         let full = Mask::full(self.num_blocks);

@@ -613,6 +613,33 @@ fn evaluations_become_a_game_without_non_finite_values() {
 }
 
 #[test]
+fn evaluations_with_window_nlls_become_the_llm_s_game_window_by_window() {
+    let mut table = EvaluationTable::new(3, "model-sha", "dataset-sha");
+    let windowed = |id: &str, windows: Vec<f64>| EvaluationRow {
+        window_nlls: Some(windows.clone()),
+        ..evaluation(id, windows.iter().sum::<f64>() / windows.len() as f64)
+    };
+    table
+        .append([
+            windowed("111", vec![1.0, 2.0]),
+            windowed("101", vec![2.5, 3.0]),
+        ])
+        .unwrap();
+    let mut game = table.to_game_with_windows().unwrap();
+    assert_eq!(game.num_windows(), Some(2));
+    assert_eq!(game.value(&mask("101")).unwrap(), -2.75);
+    assert_eq!(
+        game.values_on_windows(&[mask("111")], 1..2).unwrap(),
+        vec![vec![-2.0]]
+    );
+    // A row without its windows (or with a non-finite one) cannot be raced: refused.
+    table.append([evaluation("011", 2.0)]).unwrap();
+    let error = table.to_game_with_windows().unwrap_err();
+    assert!(error.to_string().contains("011"), "{error}");
+    assert!(evaluation_table().to_game_with_windows().is_err());
+}
+
+#[test]
 fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("evaluations.parquet");

@@ -1,0 +1,202 @@
+"""Every selection method against the exact optimum of a real model's game.
+
+Reads an evaluation table holding every mask of a game small enough to enumerate (`make
+exact-frontier`: 12 of SmolLM2's blocks, the others kept, on the demo's calibration tokens), the
+frontier.csv of every method played on that game through it (nothing measured again), and plan
+tables of other methods (the exact Shapley values' plans). For each k it finds the best plan of
+all C(P, k), and for each method its plan's gap to that optimum (calibration perplexity over
+the optimum's, minus one), its rank among the C(P, k) plans, and the LLM evaluations it used
+against SLEB's. Writes a Markdown table (--out) and the rows (--csv).
+
+Usage: python3 exact_frontier.py --game evaluations.parquet --frontier frontier.csv
+         [--plans NAME=plans.parquet ...] [--budgets least,0.25sleb,0.5sleb,sleb,2000]
+         [--out exact-frontier.md] [--csv exact-frontier.csv]
+Needs pyarrow (the report environment, `make venv-report`).
+"""
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from frontier import BUDGETED, emit
+
+
+def read_game(path: Path):
+    """{frozenset of removed blocks: NLL} over every mask, the fixed blocks and the players."""
+    table = pq.read_table(path)
+    fields = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if fields.get("layerprune.table") != "evaluations":
+        raise SystemExit(f"{path}: not an evaluation table")
+    fixed = set(json.loads(fields.get("layerprune.fixed_blocks", "[]")))
+    num_blocks = int(fields["layerprune.num_blocks"])
+    players = [b for b in range(num_blocks) if b not in fixed]
+    nll = {}
+    for kept, value in zip(table.column("kept").to_pylist(), table.column("nll").to_pylist()):
+        removed = frozenset(b for b, keep in enumerate(kept) if not keep)
+        if removed & fixed:
+            raise SystemExit(f"{path}: a mask removes a fixed block: {sorted(removed & fixed)}")
+        nll[removed] = value
+    expected = 2 ** len(players)
+    if len(nll) != expected:
+        raise SystemExit(f"{path}: {len(nll)} masks, but the game of {len(players)} players has "
+                         f"{expected}: not an enumerated game")
+    return nll, players
+
+
+def budget_specs(specs, players, k, sleb_cost):
+    """{budget: [the specs that resolve to it at k]}, resolved as the frontier stage does (a
+    fraction of SLEB's cost raised to the least budget, P + k; budgets that coincide are run
+    once), so each spec gets a row of its own over every k."""
+    least = players + k
+    names = defaultdict(list)
+    for spec in specs:
+        if spec == "least":
+            budget = least
+        elif spec.endswith("sleb"):
+            fraction = float(spec[:-4] or 1)
+            budget = max(math.floor(fraction * sleb_cost + 0.5), least)
+        else:
+            budget = int(spec)
+        names[budget].append(spec)
+    return names
+
+
+def read_runs(frontier: Path, plan_tables, specs, num_players):
+    """[(label, k, removed frozenset, llm evaluations)] from frontier.csv and plan tables."""
+    with frontier.open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["k"]) > 0]
+    sleb = {int(r["k"]): int(r["llm_evaluations"]) for r in rows if r["method"] == "sleb"}
+    runs = []
+    for r in rows:
+        k = int(r["k"])
+        labels = [r["method"]]
+        if r["method"] in BUDGETED and r.get("budget"):
+            budget = int(r["budget"])
+            names = budget_specs(specs, num_players, k, sleb[k]) if k in sleb else {}
+            labels = [f"{r['method']}, budget {name}" for name in names.get(budget, [budget])]
+        removed = frozenset(int(b) for b in r["removed_blocks"].split())
+        runs.extend((label, k, removed, int(r["llm_evaluations"])) for label in labels)
+    for name, path in plan_tables:
+        table = pq.read_table(path)
+        for k, removed, evaluations in zip(table.column("k").to_pylist(),
+                                           table.column("removed_blocks").to_pylist(),
+                                           table.column("llm_evaluations").to_pylist()):
+            runs.append((name, k, frozenset(removed), evaluations))
+    return runs, sleb
+
+
+def analyse(nll, players, runs, sleb):
+    by_k = defaultdict(list)
+    for removed, value in nll.items():
+        by_k[len(removed)].append((value, sorted(removed)))
+    for plans in by_k.values():
+        plans.sort()
+    played = {k for _, k, _, _ in runs}
+    ks = sorted(k for k in by_k if 0 < k < len(players) and k in played)
+    optimum = {k: by_k[k][0] for k in ks}
+    results = []
+    for label, k, removed, evaluations in runs:
+        if k not in optimum:
+            continue
+        value = nll[removed]
+        rank = 1 + sum(1 for other, _ in by_k[k] if other < value)
+        results.append({
+            "method": label, "k": k, "llm_evaluations": evaluations,
+            "sleb_evaluations": sleb.get(k, ""),
+            "removed_blocks": " ".join(map(str, sorted(removed))),
+            "calibration_ppl": math.exp(value), "optimum_ppl": math.exp(optimum[k][0]),
+            "gap": math.exp(value - optimum[k][0]) - 1, "rank": rank, "plans": len(by_k[k]),
+        })
+    return ks, optimum, by_k, results
+
+
+def gap_text(gap, digits=1):
+    """+x.x % below doubling, ×N from there (a plan 5,000 times the optimum's perplexity reads
+    as such, not as +499,900 %)."""
+    if gap < 1:
+        return f"+{100 * gap:.{digits}f} %"
+    return f"×{1 + gap:,.{1 if gap < 9 else 0}f}"
+
+
+def markdown(nll, players, ks, optimum, by_k, results):
+    full = math.exp(nll[frozenset()])
+    lines = [
+        f"The game: {len(players)} players (blocks {players[0]}–{players[-1]}), every other block "
+        f"kept; all {len(nll):,} masks measured. Full model: calibration perplexity {full:.2f}.",
+        "",
+        "| k | plans | the optimum (removed blocks) | its calibration PPL | SLEB's rank |",
+        "|---:|---:|---|---:|---:|",
+    ]
+    ranks = {(r["method"], r["k"]): r["rank"] for r in results}
+    for k in ks:
+        value, removed = optimum[k]
+        lines.append(f"| {k} | {len(by_k[k]):,} | {' '.join(map(str, removed))} | "
+                     f"{math.exp(value):.2f} | {ranks.get(('sleb', k), '')} |")
+    lines += [
+        "",
+        "Gap to the optimum: the plan's calibration perplexity over the optimum's, minus one "
+        "(×N: N times the optimum's; `opt`: the optimum); then at how many k it found the "
+        "optimum, the geometric mean gap over k, and its LLM evaluations over SLEB's (mean "
+        "over k):",
+        "",
+        "| method | " + " | ".join(f"k = {k}" for k in ks) + " | optimal | mean gap | evaluations / SLEB's |",
+        "|---|" + "---:|" * (len(ks) + 3),
+    ]
+    methods = []
+    for r in results:
+        if r["method"] not in methods:
+            methods.append(r["method"])
+    for method in methods:
+        mine = {r["k"]: r for r in results if r["method"] == method}
+        cells = []
+        for k in ks:
+            r = mine.get(k)
+            cells.append("" if r is None else "opt" if r["rank"] == 1 else gap_text(r["gap"]))
+        done = [mine[k] for k in ks if k in mine]
+        optimal = sum(1 for r in done if r["rank"] == 1)
+        mean_gap = math.exp(sum(math.log1p(r["gap"]) for r in done) / len(done)) - 1
+        ratios = [r["llm_evaluations"] / r["sleb_evaluations"] for r in done if r["sleb_evaluations"]]
+        ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else ""
+        lines.append(f"| {method} | " + " | ".join(cells)
+                     + f" | {optimal} of {len(done)} | {gap_text(mean_gap, 2)} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--game", type=Path, required=True)
+    parser.add_argument("--frontier", type=Path, required=True)
+    parser.add_argument("--plans", action="append", default=[],
+                        help="NAME=plans.parquet: another method's plans (repeatable)")
+    parser.add_argument("--budgets", default="least,0.25sleb,0.5sleb,sleb,2000")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--csv", type=Path)
+    args = parser.parse_args()
+    plan_tables = []
+    for item in args.plans:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--plans {item!r}: expected NAME=PATH")
+        plan_tables.append((name, Path(path)))
+    nll, players = read_game(args.game)
+    runs, sleb = read_runs(args.frontier, plan_tables, args.budgets.split(","), len(players))
+    ks, optimum, by_k, results = analyse(nll, players, runs, sleb)
+    emit(markdown(nll, players, ks, optimum, by_k, results), args.out)
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with args.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(results[0].keys()))
+            writer.writeheader()
+            for r in results:
+                writer.writerow({**r, "calibration_ppl": f"{r['calibration_ppl']:.4f}",
+                                 "optimum_ppl": f"{r['optimum_ppl']:.4f}", "gap": f"{r['gap']:.6f}"})
+
+
+if __name__ == "__main__":
+    main()
