@@ -126,9 +126,12 @@ $(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-
 	@mkdir -p $(EXACT_FRONTIER_RUN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
+# Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `checkpoint`).
 $(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOKENS) | $(BIN)/evaluate $(ORT_LIB)
+	@$(call drop_stale_checkpoint,$@,$^)
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(EXACT_FRONTIER_TOKENS) --masks $< \
-	  --chunk 256 $(EVALUATE_FLAGS) --out $@ --summary $(EXACT_FRONTIER_RUN)/summary.json
+	  --chunk 256 $(EVALUATE_FLAGS) --out $(call checkpoint,$@) --summary $(EXACT_FRONTIER_RUN)/summary.json
+	mv $(call checkpoint,$@) $@
 
 # The frontier's cache starts as the enumerated table, so every mask any method asks for is read.
 $(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) | $(BIN)/frontier $(ORT_LIB)

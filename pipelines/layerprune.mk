@@ -61,6 +61,17 @@ $(RUN)/.settings/$(1): FORCE
 	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
 endef
 
+# A long `evaluate --masks` run checkpoints into $(call checkpoint,TABLE) (TABLE.partial.parquet),
+# renamed to TABLE once whole. Make runs the recipe while TABLE is missing, and evaluate resumes
+# the checkpoint: a run stopped by Ctrl-C (make deletes the target it interrupts, never the
+# checkpoint) or by a kill (which leaves the file as it was) loses no measured row, and a part of
+# a table is never taken for the whole (a checkpoint written to TABLE itself would be newer than
+# its inputs, so up to date to make). A checkpoint older than one of its inputs (the masks or
+# tokens) was measured on others: removed, not resumed ($(call drop_stale_checkpoint,TABLE,INPUTS)).
+checkpoint = $(1:.parquet=.partial.parquet)
+drop_stale_checkpoint = for input in $(2); do \
+  if [ $$input -nt $(call checkpoint,$(1)) ]; then rm -f $(call checkpoint,$(1)); fi; done
+
 # A text file, or the LAMBADA passages of the given range.
 text_source = $(if $(1),--text $(1),--lambada $(LAMBADA) --documents $(2))
 text_deps = $(if $(1),$(1),$(LAMBADA))
@@ -89,12 +100,11 @@ $(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--removed $(STRATA)) --masks $(MASKS) \
 	  --anchors --seed $(SEED) --out $@
 
-# A table of other masks or tokens is not resumed but replaced (a table newer than both is a
-# checkpoint of this run, and evaluate resumes it).
 $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet | $(BIN)/evaluate
-	$(if $(filter $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet,$?),rm -f $@)
+	@$(call drop_stale_checkpoint,$@,$^)
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
-	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS) --out $@
+	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS) --out $(call checkpoint,$@)
+	mv $(call checkpoint,$@) $@
 
 $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --model mlp --model quadratic --keep mlp --folds 5 --seed $(SEED) \

@@ -1,0 +1,123 @@
+"""Make and `evaluate`'s checkpoints (pipelines/layerprune.mk, `checkpoint`): the demo's
+evaluation table is checkpointed into evaluations.partial.parquet and renamed when whole, so a
+crashed, killed or interrupted (Ctrl-C) run is resumed by the next `make`, never taken for the
+whole table, and a checkpoint of other masks is replaced.
+
+The stage binaries are stand-ins (seconds in all): `evaluate` appends one line per run to its
+--out file (a resumed run keeps what was there), and can fail or hang after its checkpoint.
+"""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from test_prune import make_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+STAND_IN = r'''#!PYTHON
+import os, sys, time
+from pathlib import Path
+
+name = Path(sys.argv[0]).name
+args = sys.argv[1:]
+out = Path(args[args.index("--out") + 1])
+with open(os.environ["CHECKPOINT_TEST_LOG"], "a") as log:
+    log.write(f"{name} {out.name}\n")
+if name != "evaluate":
+    out.write_text(f"{name} {os.environ.get('CHECKPOINT_TEST_RUN', '')}\n")
+    sys.exit(0)
+before = out.read_text() if out.exists() else ""
+out.write_text(before + "chunk of run " + os.environ.get("CHECKPOINT_TEST_RUN", "") + "\n")
+if os.environ.get("CHECKPOINT_TEST_FAIL"):
+    sys.exit(1)  # a crash after a checkpoint
+if os.environ.get("CHECKPOINT_TEST_HANG"):
+    time.sleep(60)  # interrupted here
+out.write_text(out.read_text() + "complete\n")
+'''
+
+
+def setup(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = STAND_IN.replace("#!PYTHON", f"#!{sys.executable}")
+    for name in ("prepare-tokens", "sample-masks", "evaluate"):
+        path = bin_dir / name
+        path.write_text(script)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text("{}\n")
+    (tmp_path / "calib.txt").write_text("text\n")
+    run = tmp_path / "run"
+    log = tmp_path / "log.txt"
+    command = ["make", "--no-print-directory", str(run / "evaluations.parquet"), f"RUN={run}",
+               f"BIN={bin_dir}", "CARGO=true", f"MODEL_DIR={model}",
+               f"CALIB_TEXT={tmp_path / 'calib.txt'}"]
+
+    def env(run_name, **extra):
+        values = make_env()
+        values["CHECKPOINT_TEST_LOG"] = str(log)
+        values["CHECKPOINT_TEST_RUN"] = run_name
+        values.update(extra)
+        return values
+
+    def make(run_name, *args, **extra):
+        log.write_text("")
+        result = subprocess.run(command + list(args), cwd=ROOT, capture_output=True, text=True,
+                                env=env(run_name, **extra))
+        return result, log.read_text().split()
+
+    return run, make, command, env
+
+
+def test_a_crashed_evaluation_is_resumed_never_taken_for_the_table(tmp_path):
+    run, make, _, _ = setup(tmp_path)
+    table, checkpoint = run / "evaluations.parquet", run / "evaluations.partial.parquet"
+
+    crashed, _ = make("1", CHECKPOINT_TEST_FAIL="1")
+    assert crashed.returncode != 0
+    assert not table.exists(), "a crashed run left a table make would take as done"
+    assert checkpoint.read_text() == "chunk of run 1\n"
+
+    resumed, ran = make("2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "evaluate" in ran
+    assert table.read_text() == "chunk of run 1\nchunk of run 2\ncomplete\n"
+    assert not checkpoint.exists()
+
+    again, ran = make("3")
+    assert again.returncode == 0 and "evaluate" not in ran, ran
+
+    # Other masks (MASKS changed): the table is remade, and a checkpoint older than the new
+    # masks is not resumed.
+    checkpoint.write_text("chunk of old masks\n")
+    os.utime(checkpoint, (time.time() - 60, time.time() - 60))
+    remade, ran = make("4", "MASKS=7")
+    assert remade.returncode == 0, remade.stderr
+    assert "sample-masks" in ran and "evaluate" in ran, ran
+    assert table.read_text() == "chunk of run 4\ncomplete\n"
+
+
+def test_an_interrupted_evaluation_keeps_its_checkpoint(tmp_path):
+    run, _, command, env = setup(tmp_path)
+    table, checkpoint = run / "evaluations.parquet", run / "evaluations.partial.parquet"
+    # Ctrl-C: SIGINT to make and its children, once the checkpoint is written.
+    make = subprocess.Popen(command, cwd=ROOT, env=env("1", CHECKPOINT_TEST_HANG="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 30
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert checkpoint.exists()
+    os.killpg(make.pid, signal.SIGINT)
+    make.wait(timeout=30)
+    assert make.returncode != 0
+    assert checkpoint.read_text() == "chunk of run 1\n", "make deleted the checkpoint"
+    assert not table.exists()
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env("2"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert table.read_text() == "chunk of run 1\nchunk of run 2\ncomplete\n"
