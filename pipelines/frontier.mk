@@ -100,15 +100,18 @@ frontier-pairs-docs: $(FRONTIER_PAIRS_TABLE)
 	mkdir -p docs/results
 	cp $(FRONTIER_PAIRS_TABLE) docs/results/$(FRONTIER_DOCS_NAME)-pairs.md
 
-# make exact-frontier: every selection method against the exact optimum of a real game. The game
-# is `make exact-game`'s 12 players (EXACT_FIXED: blocks 16–27 of SmolLM2's 30, the others kept)
-# on the frontier's calibration set c0 (CALIB_WINDOWS windows; EXACT_FRONTIER_SET picks the set), all
-# 4,096 masks measured once (~25 minutes on 2 cores; Gemma 3 270M: `make exact-frontier
-# MODEL_NAME=gemma3-270m EXACT_FIXED=0,1,2,3,4,5 EXACT_FRONTIER_SET=1`, its set c1, where the
-# frontier found SLEB's path missing the best plan); the frontier then plays every method at every k through that
-# table as its cache, measuring nothing again, and the exact Shapley and Banzhaf values (of −NLL
-# and of the published utility) give one-shot plans. tools/report/exact_frontier.py finds the optimum at
-# each k and every plan's gap to it (docs/results.md, "Against the exact optimum").
+# make exact-frontier: every selection method against the exact optimum of a real game. The
+# game is `make exact-game`'s 12 players (EXACT_FIXED: blocks 16–27 of SmolLM2's 30, the others
+# kept) on the frontier's calibration set c0 (CALIB_WINDOWS windows; EXACT_FRONTIER_SET picks
+# the set), all 4,096 masks measured once (~25 minutes on 2 cores). The frontier then plays
+# every method at every k through that table as its cache, measuring nothing again, and the
+# exact Shapley and Banzhaf values (of −NLL and of the published utility) give one-shot plans.
+# tools/report/exact_frontier.py finds the optimum at each k and every plan's gap to it
+# (docs/results.md, "Against the exact optimum"). Gemma 3 270M's game, blocks 6–16 on its set
+# c1, where the frontier found SLEB's path missing the best plan (2,048 masks, ~50 minutes: its
+# 262k-token head runs for every mask):
+#   make exact-frontier MODEL_NAME=gemma3-270m EXACT_FIXED=0,1,2,3,4,5,17 EXACT_FRONTIER_SET=1 \
+#     EXACT_FRONTIER_KS=1,2,3,4,5,6,7,8,9,10
 EXACT_FRONTIER_RUN ?= $(BUILD)/runs/exact-frontier-$(MODEL_NAME)
 EXACT_FRONTIER_KS ?= 1,2,3,4,5,6,7,8,9,10,11
 EXACT_FRONTIER_SET ?= 0

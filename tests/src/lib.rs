@@ -11,19 +11,25 @@ pub fn tiny_model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/tiny-llama")
 }
 
-/// The committed evaluation table of a real model's whole game: SmolLM2-135M-Instruct's blocks
-/// 16–27 as the players (every other block kept), on the demo's calibration set c0 (10 random
-/// windows of 128 tokens of LAMBADA passages, seed 0), all 4,096 masks measured by `evaluate`
-/// with each window's NLL (`make exact-frontier`).
-pub fn smollm2_game_path() -> PathBuf {
+/// The committed whole games of real models (`data/games/NAME.parquet`, `make exact-frontier`):
+/// every mask of the players measured by `evaluate` with each window's NLL, on 10 random windows
+/// of 128 tokens of LAMBADA passages. SmolLM2-135M-Instruct's blocks 16–27 (the others kept) on
+/// the demo's calibration set c0 (seed 0).
+pub const SMOLLM2_GAME: &str = "smollm2-135m-blocks-16-27-c0";
+/// Gemma 3 270M's blocks 6–16 (the others kept) on the frontier's calibration set c1 (seed 1).
+pub const GEMMA3_GAME: &str = "gemma3-270m-blocks-6-16-c1";
+
+/// The evaluation table of the committed game `name`.
+pub fn real_game_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/games/smollm2-135m-blocks-16-27-c0.parquet")
+        .join("../data/games")
+        .join(format!("{name}.parquet"))
 }
 
-/// That game, replayed window by window (value −NLL, as the selection methods play the LLM),
-/// with its fixed blocks.
-pub fn smollm2_game() -> (layerprune_core::RecordedGame, Vec<usize>) {
-    let table = layerprune_tables::read_evaluations(&smollm2_game_path()).unwrap();
+/// The committed game `name`, replayed window by window (value −NLL, as the selection methods
+/// play the LLM), with its fixed blocks.
+pub fn real_game(name: &str) -> (layerprune_core::RecordedGame, Vec<usize>) {
+    let table = layerprune_tables::read_evaluations(&real_game_path(name)).unwrap();
     let game = table.to_game_with_windows().unwrap();
     (game, table.fixed_blocks)
 }

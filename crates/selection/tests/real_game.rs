@@ -1,14 +1,14 @@
-//! The selection methods on a real model's game whose optimum is known: SmolLM2-135M's blocks
-//! 16–27, all 4,096 masks measured window by window and committed (`data/games`, `make
-//! exact-frontier`). The synthetic games elsewhere are built to have the structure the methods
-//! assume; this one has whatever the model has.
+//! The selection methods on real models' games whose optimum is known: SmolLM2-135M's blocks
+//! 16–27 and Gemma 3 270M's blocks 6–16, every mask measured window by window and committed
+//! (`data/games`, `make exact-frontier`). The synthetic games elsewhere are built to have the
+//! structure the methods assume; these have whatever the models have.
 
 use layerprune_core::{CachedGame, Game, Mask};
 use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierPoint, ADAPTIVE_RACED,
 };
 use layerprune_selection::Race;
-use layerprune_tests::smollm2_game;
+use layerprune_tests::{real_game, GEMMA3_GAME, SMOLLM2_GAME};
 
 /// The best value at each k (index k) over every mask of the game, by brute force.
 fn optimum_by_k(game: &mut dyn Game, fixed: &[usize]) -> Vec<f64> {
@@ -31,13 +31,18 @@ fn optimum_by_k(game: &mut dyn Game, fixed: &[usize]) -> Vec<f64> {
     best
 }
 
-/// Raced adaptive removal (the recommended method) at the least budget, half SLEB's cost and
-/// SLEB's cost, with SLEB and leave-one-out, at every k of the game.
-fn play(game: &mut dyn Game, fixed: &[usize], ks: &[usize]) -> Vec<FrontierPoint> {
+/// Raced adaptive removal (the recommended method) at `budgets`, with SLEB and leave-one-out,
+/// at every k of the game.
+fn play(
+    game: &mut dyn Game,
+    fixed: &[usize],
+    ks: &[usize],
+    budgets: &[Budget],
+) -> Vec<FrontierPoint> {
     let config = FrontierConfig {
         ks: ks.to_vec(),
         fixed: fixed.to_vec(),
-        adaptive_budgets: vec![Budget::Least, Budget::OfSleb(0.5), Budget::OfSleb(1.0)],
+        adaptive_budgets: budgets.to_vec(),
         adaptive: false,
         adaptive_race: Some(Race::default()),
         one_pass: Vec::new(),
@@ -57,11 +62,12 @@ fn play(game: &mut dyn Game, fixed: &[usize], ks: &[usize]) -> Vec<FrontierPoint
 /// for about a third of SLEB's evaluations.
 #[test]
 fn on_a_real_model_s_game_the_recommended_method_finds_the_optimum_at_every_k() {
-    let (recorded, fixed) = smollm2_game();
+    let (recorded, fixed) = real_game(SMOLLM2_GAME);
     let mut game = CachedGame::new(recorded);
     let optimum = optimum_by_k(&mut game, &fixed);
     let ks: Vec<usize> = (1..=11).collect();
-    let points = play(&mut game, &fixed, &ks);
+    let budgets = [Budget::Least, Budget::OfSleb(0.5), Budget::OfSleb(1.0)];
+    let points = play(&mut game, &fixed, &ks, &budgets);
     let at = |method: &str, k: usize| -> Vec<&FrontierPoint> {
         points
             .iter()
@@ -94,4 +100,47 @@ fn on_a_real_model_s_game_the_recommended_method_finds_the_optimum_at_every_k() 
         3 * least_evaluations <= sleb_evaluations + sleb_evaluations / 10,
         "{least_evaluations} evaluations at the least budget, SLEB {sleb_evaluations}"
     );
+}
+
+/// On Gemma 3's blocks 6–16 (calibration set c1) SLEB's path misses the optimum at 5 of the 10
+/// k (by up to ×2.9, at k = 10). At SLEB's cost the recommended method is never worse than SLEB
+/// and finds the optimum at 8; with a budget of 2,000 (used: about 1.2 × SLEB's) at every k.
+/// (Below SLEB's cost it is worse than SLEB at some k here: docs/results.md.)
+#[test]
+fn on_gemma_s_game_the_recommended_method_at_sleb_s_cost_is_never_worse_than_sleb() {
+    let (recorded, fixed) = real_game(GEMMA3_GAME);
+    let mut game = CachedGame::new(recorded);
+    let optimum = optimum_by_k(&mut game, &fixed);
+    let ks: Vec<usize> = (1..=10).collect();
+    let points = play(
+        &mut game,
+        &fixed,
+        &ks,
+        &[Budget::OfSleb(1.0), Budget::Evaluations(2000)],
+    );
+    let (mut sleb_optimal, mut raced_optimal) = (0, 0);
+    for &k in &ks {
+        let sleb = points
+            .iter()
+            .find(|p| p.method == "sleb" && p.k == k)
+            .unwrap();
+        let raced: Vec<_> = points
+            .iter()
+            .filter(|p| p.method == ADAPTIVE_RACED && p.k == k)
+            .collect();
+        let (at_sleb_cost, at_2000) = (raced[0], raced[1]);
+        // SLEB's cost, raised to the least budget (P + k) at k = 1.
+        let budget = sleb.llm_evaluations.max(11 + k);
+        assert_eq!(at_sleb_cost.budget, Some(budget));
+        assert!(at_sleb_cost.llm_evaluations <= budget, "{at_sleb_cost:?}");
+        assert!(
+            at_sleb_cost.value >= sleb.value,
+            "k = {k}: {at_sleb_cost:?} {sleb:?}"
+        );
+        assert_eq!(at_2000.value, optimum[k], "k = {k}: {at_2000:?}");
+        sleb_optimal += usize::from(sleb.value == optimum[k]);
+        raced_optimal += usize::from(at_sleb_cost.value == optimum[k]);
+    }
+    assert_eq!(sleb_optimal, 5);
+    assert!(raced_optimal >= 8, "{raced_optimal} of 10");
 }
