@@ -120,12 +120,18 @@ EXACT_FRONTIER_BUDGETS ?= $(FRONTIER_BUDGETS)
 EXACT_FRONTIER_GAME = $(EXACT_FRONTIER_RUN)/evaluations.parquet
 EXACT_FRONTIER_VALUES = neg-nll utility
 
-$(EXACT_FRONTIER_TOKENS): $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+# Settings stamps (pipelines/layerprune.mk): the game (players, tokens) and what is played on it.
+$(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/game,$(MODEL_DIR) $(EXACT_FIXED) \
+  $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(EXACT_FRONTIER_SET)))
+$(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/plans,$(EXACT_FRONTIER_KS) \
+  $(EXACT_FRONTIER_BUDGETS) $(FRONTIER_SHAPLEY_MASKS)))
+
+$(EXACT_FRONTIER_TOKENS): $(MODEL_DIR)/manifest.json $(LAMBADA) $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/prepare-tokens
 	@mkdir -p $(EXACT_FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) \
 	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(EXACT_FRONTIER_SET) --out $@
 
-$(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
+$(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/sample-masks
 	@mkdir -p $(EXACT_FRONTIER_RUN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
@@ -137,7 +143,7 @@ $(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOK
 	mv $(call checkpoint,$@) $@
 
 # The frontier's cache starts as the enumerated table, so every mask any method asks for is read.
-$(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) | $(BIN)/frontier $(ORT_LIB)
+$(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/frontier $(ORT_LIB)
 	@mkdir -p $(EXACT_FRONTIER_RUN)/run
 	cp $< $(EXACT_FRONTIER_RUN)/run/cache-calibration-c$(EXACT_FRONTIER_SET).parquet
 	$(BIN)/frontier --model $(MODEL_DIR) --calibration c$(EXACT_FRONTIER_SET)=$(EXACT_FRONTIER_TOKENS) \
@@ -150,10 +156,10 @@ $(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) | $(BIN)/frontier $(O
 $(EXACT_FRONTIER_RUN)/scores-%.parquet: $(EXACT_FRONTIER_GAME) | $(BIN)/shapley
 	$(BIN)/shapley --evaluations $< --estimator exact-shapley --value $* --out $@
 
-$(EXACT_FRONTIER_RUN)/plans-exact-shapley-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet | $(BIN)/apply-prune
+$(EXACT_FRONTIER_RUN)/plans-exact-shapley-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/apply-prune
 	$(BIN)/apply-prune --scores $< --estimator exact-shapley --k $(EXACT_FRONTIER_KS) --plan $@
 
-$(EXACT_FRONTIER_RUN)/plans-exact-banzhaf-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet | $(BIN)/apply-prune
+$(EXACT_FRONTIER_RUN)/plans-exact-banzhaf-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/apply-prune
 	$(BIN)/apply-prune --scores $< --estimator exact-banzhaf --k $(EXACT_FRONTIER_KS) --plan $@
 
 EXACT_FRONTIER_INDICES = $(foreach i,shapley banzhaf,$(foreach v,$(EXACT_FRONTIER_VALUES),$(i)-$(v)))

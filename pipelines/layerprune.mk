@@ -54,12 +54,14 @@ $(STAGES) &:
 # run remakes what those settings affect and nothing else.
 .PHONY: FORCE
 FORCE:
-# $(call settings_stamp,NAME,VALUES)
-define settings_stamp
-$(RUN)/.settings/$(1): FORCE
+# $(call settings_stamp_at,PATH,VALUES); $(call settings_stamp,NAME,VALUES) is the demo's
+# $(RUN)/.settings/NAME.
+define settings_stamp_at
+$(1): FORCE
 	@mkdir -p $$(dir $$@)
 	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
 endef
+settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2))
 
 # A long `evaluate --masks` run checkpoints into $(call checkpoint,TABLE) (TABLE.partial.parquet),
 # renamed to TABLE once whole. Make runs the recipe while TABLE is missing, and evaluate resumes
