@@ -31,17 +31,15 @@ fn optimum_by_k(game: &mut dyn Game, fixed: &[usize]) -> Vec<f64> {
     best
 }
 
-/// Raced adaptive removal (the recommended method) at `budgets`, with SLEB and leave-one-out,
-/// at every k of the game.
-fn play(
-    game: &mut dyn Game,
-    fixed: &[usize],
-    ks: &[usize],
-    budgets: &[Budget],
-) -> Vec<FrontierPoint> {
+/// The committed game `name` played at every k of `ks`: raced adaptive removal (the
+/// recommended method) at `budgets`, SLEB and leave-one-out; with the optimum at each k.
+fn play(name: &str, ks: &[usize], budgets: &[Budget]) -> (Vec<FrontierPoint>, Vec<f64>) {
+    let (recorded, fixed) = real_game(name);
+    let mut game = CachedGame::new(recorded);
+    let optimum = optimum_by_k(&mut game, &fixed);
     let config = FrontierConfig {
         ks: ks.to_vec(),
-        fixed: fixed.to_vec(),
+        fixed,
         adaptive_budgets: budgets.to_vec(),
         adaptive: false,
         adaptive_race: Some(Race::default()),
@@ -53,7 +51,7 @@ fn play(
         shapley_masks: None,
         seed: 0,
     };
-    frontier(game, &config).unwrap()
+    (frontier(&mut game, &config).unwrap(), optimum)
 }
 
 /// On SmolLM2's blocks 16–27 (measured: docs/results.md, "Against the exact optimum") SLEB's
@@ -62,12 +60,9 @@ fn play(
 /// for about a third of SLEB's evaluations.
 #[test]
 fn on_a_real_model_s_game_the_recommended_method_finds_the_optimum_at_every_k() {
-    let (recorded, fixed) = real_game(SMOLLM2_GAME);
-    let mut game = CachedGame::new(recorded);
-    let optimum = optimum_by_k(&mut game, &fixed);
     let ks: Vec<usize> = (1..=11).collect();
     let budgets = [Budget::Least, Budget::OfSleb(0.5), Budget::OfSleb(1.0)];
-    let points = play(&mut game, &fixed, &ks, &budgets);
+    let (points, optimum) = play(SMOLLM2_GAME, &ks, &budgets);
     let at = |method: &str, k: usize| -> Vec<&FrontierPoint> {
         points
             .iter()
@@ -108,16 +103,9 @@ fn on_a_real_model_s_game_the_recommended_method_finds_the_optimum_at_every_k() 
 /// (Below SLEB's cost it is worse than SLEB at some k here: docs/results.md.)
 #[test]
 fn on_gemma_s_game_the_recommended_method_at_sleb_s_cost_is_never_worse_than_sleb() {
-    let (recorded, fixed) = real_game(GEMMA3_GAME);
-    let mut game = CachedGame::new(recorded);
-    let optimum = optimum_by_k(&mut game, &fixed);
     let ks: Vec<usize> = (1..=10).collect();
-    let points = play(
-        &mut game,
-        &fixed,
-        &ks,
-        &[Budget::OfSleb(1.0), Budget::Evaluations(2000)],
-    );
+    let budgets = [Budget::OfSleb(1.0), Budget::Evaluations(2000)];
+    let (points, optimum) = play(GEMMA3_GAME, &ks, &budgets);
     let (mut sleb_optimal, mut raced_optimal) = (0, 0);
     for &k in &ks {
         let sleb = points
