@@ -188,7 +188,7 @@ def main():
     runs, sleb = read_runs(args.frontier, plan_tables, args.budgets.split(","), len(players))
     ks, optimum, by_k, results = analyse(nll, players, runs, sleb)
     emit(markdown(nll, players, ks, optimum, by_k, results), args.out)
-    if args.csv:
+    if args.csv and results:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(results[0].keys()))
