@@ -106,15 +106,22 @@ def test_a_crashed_evaluation_is_resumed_never_taken_for_the_table(tmp_path):
 def test_an_interrupted_evaluation_keeps_its_checkpoint(tmp_path):
     run, _, command, env = setup(tmp_path)
     table, checkpoint = run / "evaluations.parquet", run / "evaluations.partial.parquet"
-    # Ctrl-C: SIGINT to make and its children, once the checkpoint is written.
+    # Ctrl-C: SIGINT to make and its children, once the checkpoint is written. Started with
+    # SIGINT's default action: a test run in the background (`cmd &`) inherits it ignored, and
+    # make and Python then keep ignoring it.
     make = subprocess.Popen(command, cwd=ROOT, env=env("1", CHECKPOINT_TEST_HANG="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 30
-    while not checkpoint.exists() and time.time() < deadline:
-        time.sleep(0.1)
-    assert checkpoint.exists()
-    os.killpg(make.pid, signal.SIGINT)
-    make.wait(timeout=30)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 30
+        while not checkpoint.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert checkpoint.exists()
+        os.killpg(make.pid, signal.SIGINT)
+        make.wait(timeout=30)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
     assert make.returncode != 0
     assert checkpoint.read_text() == "chunk of run 1\n", "make deleted the checkpoint"
     assert not table.exists()
