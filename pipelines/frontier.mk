@@ -19,10 +19,14 @@ FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parqu
 FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitext2.parquet) \
   $(FRONTIER_RUN)/heldout-lambada_heldout.parquet
 
+# $(call calibration_set,SEED,OUT): the calibration windows of one set, as the frontier draws them.
+calibration_set = $(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) \
+  --documents $(CALIB_DOCUMENTS) --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) \
+  --mode random --seed $(1) --out $(2)
+
 $(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
-	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) \
-	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $* --out $@
+	$(call calibration_set,$*,$@)
 
 $(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
@@ -128,8 +132,7 @@ $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/plans,$(EXACT_FR
 
 $(EXACT_FRONTIER_TOKENS): $(MODEL_DIR)/manifest.json $(LAMBADA) $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/prepare-tokens
 	@mkdir -p $(EXACT_FRONTIER_RUN)
-	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) \
-	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(EXACT_FRONTIER_SET) --out $@
+	$(call calibration_set,$(EXACT_FRONTIER_SET),$@)
 
 $(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/sample-masks
 	@mkdir -p $(EXACT_FRONTIER_RUN)

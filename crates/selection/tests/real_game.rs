@@ -3,29 +3,20 @@
 //! (`data/games`, `make exact-frontier`). The synthetic games elsewhere are built to have the
 //! structure the methods assume; these have whatever the models have.
 
-use layerprune_core::{CachedGame, Game, Mask};
+use layerprune_core::{CachedGame, Game, Players};
 use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierPoint, ADAPTIVE_RACED,
 };
 use layerprune_selection::Race;
-use layerprune_tests::{real_game, GEMMA3_GAME, SMOLLM2_GAME};
+use layerprune_tests::{every_mask, real_game, GEMMA3_GAME, SMOLLM2_GAME};
 
 /// The best value at each k (index k) over every mask of the game, by brute force.
 fn optimum_by_k(game: &mut dyn Game, fixed: &[usize]) -> Vec<f64> {
-    let players: Vec<usize> = (0..game.num_players())
-        .filter(|b| !fixed.contains(b))
-        .collect();
+    let players = Players::new(game.num_players(), fixed).unwrap();
     let mut best = vec![f64::NEG_INFINITY; players.len() + 1];
-    for bits in 0..1u32 << players.len() {
-        let removed: Vec<usize> = players
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| bits >> i & 1 == 1)
-            .map(|(_, &b)| b)
-            .collect();
-        let mask = Mask::from_removed(game.num_players(), &removed).unwrap();
-        let value = game.value(&mask).unwrap();
-        let k = removed.len();
+    for mask in every_mask(players.len()) {
+        let value = game.value(&players.lift(&mask)).unwrap();
+        let k = mask.num_removed();
         best[k] = best[k].max(value);
     }
     best
