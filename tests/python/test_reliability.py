@@ -111,6 +111,11 @@ def files(tmp_path_factory):
     f["scores"] = d / "scores.parquet"
     run("shapley", "--evaluations", f["evals"], "--estimator", "exact-shapley",
         "--out", f["scores"])
+    # The same table marked as a checkpoint of a run that stopped (complete = false).
+    f["incomplete_evals"] = d / "incomplete-evals.parquet"
+    table = pq.read_table(f["evals"])
+    metadata = {**table.schema.metadata, b"layerprune.complete": b"false"}
+    pq.write_table(table.replace_schema_metadata(metadata), f["incomplete_evals"])
     f["plans"] = d / "plans.parquet"
     run("apply-prune", "--scores", f["scores"], "--estimator", "exact-shapley", "--k", "2",
         "--plan", f["plans"])
@@ -236,6 +241,10 @@ def cases(f):
         ("sm-pilot-truncated", "sample-masks",
          ["--num-blocks", "6", "--masks", "5", "--allocation", "neyman", "--pilot",
           f["truncated"], "--out", O(f)], ["truncated.parquet"]),
+        ("sm-pilot-incomplete", "sample-masks",
+         ["--num-blocks", "6", "--masks", "5", "--allocation", "neyman", "--pilot",
+          f["incomplete_evals"], "--out", O(f)],
+         ["incomplete-evals.parquet: the evaluation table is incomplete"]),
         ("sm-out-is-pilot", "sample-masks",
          ["--num-blocks", "6", "--masks", "5", "--allocation", "neyman", "--pilot", ev,
           "--out", ev], ["evals.parquet"]),
@@ -297,7 +306,13 @@ def cases(f):
          ["--evaluations", t, "--out", O(f, "s.json")], ["tokens.parquet"]),
         ("fs-corrupt", "fit-surrogate",
          ["--evaluations", f["corrupt"], "--out", O(f, "s.json")], ["corrupt.parquet"]),
+        ("fs-incomplete", "fit-surrogate",
+         ["--evaluations", f["incomplete_evals"], "--out", O(f, "s.json")],
+         ["incomplete-evals.parquet: the evaluation table is incomplete"]),
         # shapley
+        ("sh-incomplete", "shapley",
+         ["--evaluations", f["incomplete_evals"], "--estimator", "exact-shapley",
+          "--out", O(f)], ["incomplete-evals.parquet: the evaluation table is incomplete"]),
         ("sh-out-is-input-via-symlink", "shapley",
          ["--evaluations", f["link_evals"], "--estimator", "exact-shapley", "--out", ev],
          ["same file"]),
@@ -317,6 +332,9 @@ def cases(f):
          ["--evaluations", ev, "--masks", f["masks8"], "--estimator", "exact-shapley",
           "--out", O(f)], ["blocks"]),
         # score-blocks
+        ("sb-incomplete", "score-blocks",
+         ["--evaluations", f["incomplete_evals"], "--method", "leave-one-out", "--out", O(f)],
+         ["incomplete-evals.parquet: the evaluation table is incomplete"]),
         ("sb-out-is-input", "score-blocks",
          ["--block-stats", f["stats"], "--method", "angular", "--out", f["stats"]],
          ["stats.parquet"]),
@@ -425,7 +443,7 @@ CASE_IDS = [c[0] for c in cases({k: Path("/x") for k in
                                    "masks8", "broken_model", "hard_masks", "link_evals", "link_masks", "stats",
                                    "empty", "surrogate", "bad_json", "scores", "model", "onnx",
                                    "corrupt_onnx", "future_model", "escaping_model",
-                                   "other_surrogate", "hanging"]})]
+                                   "other_surrogate", "hanging", "incomplete_evals"]})]
 
 
 def test_the_matrix_has_at_least_40_cases_over_every_stage():

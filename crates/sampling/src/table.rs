@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerprune_core::{sha256_hex, Mask, Players};
-use layerprune_tables::{read_evaluations, read_masks, MaskRow, MaskTable, Provenance};
+use layerprune_tables::{
+    read_complete_evaluations, read_masks, Incomplete, MaskRow, MaskTable, Provenance,
+};
 
 use crate::{
     pilot_from_values, sample, Allocation, Existing, SampleOutcome, SamplingPlan, StrataSpec,
@@ -21,8 +23,12 @@ pub enum AllocationSource {
     /// Proportional to the number of masks in each stratum.
     Proportional,
     /// Proportional to stratum size times the standard deviation of the utilities of this
-    /// pilot evaluation table in the stratum.
-    Neyman { pilot: PathBuf },
+    /// pilot evaluation table in the stratum (refused while it is not complete, unless
+    /// `incomplete` allows it).
+    Neyman {
+        pilot: PathBuf,
+        incomplete: Incomplete,
+    },
 }
 
 /// Which masks to draw, over which players, and the table to add them to.
@@ -65,8 +71,8 @@ pub fn sample_mask_table(
 ) -> Result<SampledMasks> {
     let num_blocks = players.num_blocks();
     let allocation = match &request.allocation {
-        AllocationSource::Neyman { pilot } => {
-            let table = read_evaluations(pilot)
+        AllocationSource::Neyman { pilot, incomplete } => {
+            let table = read_complete_evaluations(pilot, *incomplete)
                 .with_context(|| format!("reading the pilot table {}", pilot.display()))?;
             if table.num_blocks != num_blocks {
                 bail!(
@@ -222,10 +228,13 @@ mod tests {
     fn a_pilot_of_another_model_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let pilot = dir.path().join("pilot.parquet");
-        write_evaluations(&pilot, &EvaluationTable::new(6, "m", "d"), &provenance()).unwrap();
+        let mut table = EvaluationTable::new(6, "m", "d");
+        table.complete = true;
+        write_evaluations(&pilot, &table, &provenance()).unwrap();
         let mut neyman = request(6, None);
         neyman.allocation = AllocationSource::Neyman {
             pilot: pilot.clone(),
+            incomplete: Incomplete::Refuse,
         };
         let players = Players::new(8, &[]).unwrap();
         let message = sample_mask_table(&players, &neyman, provenance())

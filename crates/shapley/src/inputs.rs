@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use layerprune_core::{Mask, Objective, Players};
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
-use layerprune_tables::{read_evaluations, read_masks, Provenance, ScoreRow, ScoreTable};
+use layerprune_tables::{
+    read_complete_evaluations, read_masks, Incomplete, Provenance, ScoreRow, ScoreTable,
+};
 
 use crate::{
     estimate, DesignRow, Estimates, Estimator, EstimatorInputs, EstimatorOptions, RecordedDesign,
@@ -32,6 +34,8 @@ pub struct ScoreFiles {
     /// Use a surrogate fitted on another model's or token table's evaluations with these
     /// evaluations, with a warning, instead of refusing.
     pub allow_mixed_inputs: bool,
+    /// Whether an evaluation table that is not complete may be used.
+    pub incomplete: Incomplete,
 }
 
 /// The inputs, read and checked to describe one model and one player set.
@@ -74,7 +78,7 @@ impl ScoreFiles {
         let evaluations = self
             .evaluations
             .as_deref()
-            .map(read_evaluations)
+            .map(|path| read_complete_evaluations(path, self.incomplete))
             .transpose()?;
         let surrogate = self
             .surrogate
@@ -327,6 +331,7 @@ mod tests {
             value: Objective::Utility,
             fixed_blocks: None,
             allow_mixed_inputs: false,
+            incomplete: Incomplete::Refuse,
         }
     }
 

@@ -19,6 +19,9 @@ pub enum TableErrorKind {
     /// A value breaks the contract: a null where none is allowed, a mask of the wrong length,
     /// a duplicate mask id, an unparsable metadata entry, ...
     BadValue,
+    /// The table is a checkpoint of a run that has not finished (`complete = false`), read by a
+    /// stage that draws conclusions from it.
+    Incomplete,
 }
 
 /// Reading or writing a table failed. The message always names the file (`path`).

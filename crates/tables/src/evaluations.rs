@@ -618,6 +618,50 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
     })
 }
 
+/// Whether a stage that draws conclusions from an evaluation table (a surrogate, scores, a
+/// pilot) may use one whose writer has not finished.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Incomplete {
+    /// Refuse it: its rows are whichever masks the run reached before it stopped, so a result
+    /// drawn from them would look like one drawn from the whole design.
+    #[default]
+    Refuse,
+    /// Use its rows, with a warning (`--allow-incomplete`).
+    Allow,
+}
+
+/// Reads an evaluation table as the input of a later stage: [`read_evaluations`], then a
+/// checkpoint (`complete = false`) is refused unless `incomplete` allows it.
+pub fn read_complete_evaluations(
+    path: &Path,
+    incomplete: Incomplete,
+) -> Result<EvaluationTable, TableError> {
+    let table = read_evaluations(path)?;
+    if table.complete {
+        return Ok(table);
+    }
+    let rows = table.rows.len();
+    match incomplete {
+        Incomplete::Refuse => Err(TableError::new(
+            path,
+            TableErrorKind::Incomplete,
+            format!(
+                "the evaluation table is incomplete (complete = false, {rows} rows: a checkpoint \
+                 of a run that stopped or is still going, or a cache of the masks some method \
+                 measured); finish the run that writes it (the same command again resumes it), \
+                 or pass --allow-incomplete to use the {rows} rows it has"
+            ),
+        )),
+        Incomplete::Allow => {
+            tracing::warn!(
+                "{}: using an incomplete evaluation table ({rows} rows; --allow-incomplete)",
+                path.display()
+            );
+            Ok(table)
+        }
+    }
+}
+
 /// The table an evaluation run writing `path` continues from: the rows already in `path` if it
 /// exists (checked to be for the same model, dataset and number of blocks), else an empty one.
 pub fn resume_evaluations(

@@ -28,8 +28,8 @@ use std::path::Path;
 pub use atomic::atomic_write;
 pub use error::{TableError, TableErrorKind};
 pub use evaluations::{
-    read_evaluations, resume_evaluations, write_evaluations, AppendError, EvaluationRow,
-    EvaluationTable, PartialWindows, ValueColumn,
+    read_complete_evaluations, read_evaluations, resume_evaluations, write_evaluations,
+    AppendError, EvaluationRow, EvaluationTable, Incomplete, PartialWindows, ValueColumn,
 };
 pub use io::{
     read_head, read_metadata, read_table_kind, TableHead, TableKind, FORMAT_VERSION, KEY_PREFIX,

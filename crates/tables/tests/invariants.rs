@@ -358,3 +358,32 @@ fn partial_windows_round_trip_exactly_and_broken_ones_are_refused() {
         assert!(error.message.contains(says), "{says}: {error}");
     }
 }
+
+/// A stage that draws conclusions from an evaluation table refuses a checkpoint (complete =
+/// false), naming the file and its rows, unless told it may use one; a complete table reads as
+/// `read_evaluations` reads it either way.
+#[test]
+fn an_incomplete_table_is_refused_where_conclusions_are_drawn_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.parquet");
+    write_evaluations(&whole, &valid(), &provenance()).unwrap();
+    for incomplete in [Incomplete::Refuse, Incomplete::Allow] {
+        assert_eq!(
+            read_complete_evaluations(&whole, incomplete).unwrap(),
+            valid()
+        );
+    }
+
+    let mut checkpoint = valid();
+    checkpoint.complete = false;
+    let path = dir.path().join("checkpoint.parquet");
+    write_evaluations(&path, &checkpoint, &provenance()).unwrap();
+    let error = read_complete_evaluations(&path, Incomplete::Refuse).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::Incomplete);
+    assert_eq!(error.path, path);
+    assert!(error.message.contains("3 rows"), "{error}");
+    assert_eq!(
+        read_complete_evaluations(&path, Incomplete::Allow).unwrap(),
+        checkpoint
+    );
+}

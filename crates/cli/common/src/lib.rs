@@ -99,6 +99,26 @@ pub struct DeviceArgs {
     pub threads: usize,
 }
 
+/// `--allow-incomplete`, flattened into every stage that draws conclusions from an evaluation
+/// table (a surrogate, block scores, a pilot).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct IncompleteArgs {
+    /// Use an evaluation table that is not complete (a checkpoint of an `evaluate` run that
+    /// stopped, or a cache), with a warning; refused by default.
+    #[arg(long)]
+    pub allow_incomplete: bool,
+}
+
+impl IncompleteArgs {
+    pub fn incomplete(self) -> layerprune_tables::Incomplete {
+        if self.allow_incomplete {
+            layerprune_tables::Incomplete::Allow
+        } else {
+            layerprune_tables::Incomplete::Refuse
+        }
+    }
+}
+
 /// An explicit on or off.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Switch {

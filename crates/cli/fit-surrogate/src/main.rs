@@ -11,8 +11,8 @@ use layerprune_surrogate::{
     cross_validate, fit, mean_over_folds, FitOptions, FoldMetrics, SavedSurrogate, SurrogateKind,
 };
 use layerprune_tables::{
-    read_evaluations, write_surrogate_metrics, EvaluationTable, Provenance, SurrogateMetricRow,
-    SurrogateMetricsTable,
+    read_complete_evaluations, write_surrogate_metrics, EvaluationTable, Provenance,
+    SurrogateMetricRow, SurrogateMetricsTable,
 };
 
 /// What the surrogate predicts. Both are "higher is better", as every game value is.
@@ -62,6 +62,8 @@ struct Args {
     /// Trees in the forest.
     #[arg(long, value_parser = layerprune_cli_common::count(1, 100_000))]
     trees: Option<usize>,
+    #[command(flatten)]
+    incomplete: layerprune_cli_common::IncompleteArgs,
 }
 
 fn main() -> ExitCode {
@@ -173,7 +175,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         .output_opt("--out", args.out.as_deref())
         .output_opt("--metrics", args.metrics.as_deref())
         .check()?;
-    let table = read_evaluations(&args.evaluations)
+    let table = read_complete_evaluations(&args.evaluations, args.incomplete.incomplete())
         .with_context(|| format!("reading evaluations {}", args.evaluations.display()))?;
     let rows = training_rows(&table, args.target, &args.evaluations)?;
     if rows.dropped > 0 {

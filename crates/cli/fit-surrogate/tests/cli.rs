@@ -175,3 +175,54 @@ fn errors_name_the_problem() {
     assert!(!bad_model.status.success());
     assert!(String::from_utf8_lossy(&bad_model.stderr).contains("mlp, quadratic, forest"));
 }
+
+/// A checkpoint of an `evaluate` run that stopped (complete = false) holds whichever masks the
+/// run reached: fitting on it is refused, naming the file and the way out, with nothing
+/// written; `--allow-incomplete` fits on its rows with a warning.
+#[test]
+fn an_incomplete_table_is_refused_unless_allowed() {
+    let folder = tempfile::tempdir().unwrap();
+    let whole = folder.path().join("evals.parquet");
+    write_table(&whole);
+    let mut table = layerprune_tables::read_evaluations(&whole).unwrap();
+    table.rows.truncate(40);
+    table.complete = false;
+    let checkpoint = folder.path().join("checkpoint.parquet");
+    write_evaluations(&checkpoint, &table, &Provenance::new("test", "0", vec![])).unwrap();
+    let out = folder.path().join("s.json");
+    let args = |extra: &[&'static str]| {
+        let mut args = vec![
+            "--evaluations",
+            checkpoint.to_str().unwrap(),
+            "--model",
+            "quadratic",
+            "--folds",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        fit_surrogate(&args)
+    };
+
+    let refused = args(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(checkpoint.to_str().unwrap())
+            && stderr.contains("incomplete")
+            && stderr.contains("40 rows")
+            && stderr.contains("--allow-incomplete"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    let allowed = args(&["--allow-incomplete"]);
+    let stderr = String::from_utf8_lossy(&allowed.stderr);
+    assert!(allowed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("incomplete evaluation table (40 rows"),
+        "{stderr}"
+    );
+    assert!(SavedSurrogate::load(&out).is_ok());
+}

@@ -60,6 +60,8 @@ struct Args {
     /// Evaluation table whose utilities give each stratum's standard deviation (Neyman).
     #[arg(long)]
     pilot: Option<PathBuf>,
+    #[command(flatten)]
+    incomplete: layerprune_cli_common::IncompleteArgs,
     /// Blocks always kept (not players of the game), e.g. 0,1.
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
@@ -123,6 +125,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     let allocation = match (args.allocation, &args.pilot) {
         (AllocationKind::Neyman, Some(pilot)) => AllocationSource::Neyman {
             pilot: pilot.clone(),
+            incomplete: args.incomplete.incomplete(),
         },
         (AllocationKind::Neyman, None) => {
             bail!("--allocation neyman needs a pilot evaluation table: give --pilot")

@@ -14,8 +14,8 @@ use layerprune_selection::{
     reverse_order_scores, BlockScores,
 };
 use layerprune_tables::{
-    read_block_stats, read_evaluations, write_scores, BlockStatsTable, EvaluationTable, Provenance,
-    ScoreRow, ScoreTable,
+    read_block_stats, read_complete_evaluations, write_scores, BlockStatsTable, EvaluationTable,
+    Provenance, ScoreRow, ScoreTable,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -57,6 +57,8 @@ struct Args {
     /// Seed of the random scores.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    incomplete: layerprune_cli_common::IncompleteArgs,
     /// Score table to write.
     #[arg(long)]
     out: PathBuf,
@@ -80,7 +82,7 @@ fn score_blocks(args: Args) -> Result<()> {
     let evaluations: Option<EvaluationTable> = args
         .evaluations
         .as_deref()
-        .map(read_evaluations)
+        .map(|path| read_complete_evaluations(path, args.incomplete.incomplete()))
         .transpose()?;
     let mut num_blocks = args.num_blocks;
     let mut agree = |count: usize, source: String| -> Result<()> {

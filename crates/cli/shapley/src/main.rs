@@ -66,6 +66,8 @@ struct Args {
     /// --evaluations, with a warning (refused by default).
     #[arg(long)]
     allow_mixed_inputs: bool,
+    #[command(flatten)]
+    incomplete: layerprune_cli_common::IncompleteArgs,
     /// Score table to write.
     #[arg(long)]
     out: PathBuf,
@@ -91,6 +93,7 @@ fn body(args: Args) -> Result<()> {
         value: args.value,
         fixed_blocks: args.fixed_blocks.clone(),
         allow_mixed_inputs: args.allow_mixed_inputs,
+        incomplete: args.incomplete.incomplete(),
     };
     let options = EstimatorOptions {
         samples: args.samples,
