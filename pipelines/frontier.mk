@@ -171,7 +171,7 @@ EXACT_FRONTIER_TABLE = $(EXACT_FRONTIER_RUN)/exact-frontier.md
 $(EXACT_FRONTIER_TABLE): $(EXACT_FRONTIER_RUN)/frontier.csv \
   $(foreach i,$(EXACT_FRONTIER_INDICES),$(EXACT_FRONTIER_RUN)/plans-exact-$(i).parquet) | $(VENV_REPORT)/.complete
 	$(VENV_REPORT)/bin/python tools/report/exact_frontier.py --game $(EXACT_FRONTIER_GAME) \
-	  --frontier $< --budgets $(EXACT_FRONTIER_BUDGETS) \
+	  --frontier $< \
 	  $(foreach i,shapley banzhaf,$(foreach v,$(EXACT_FRONTIER_VALUES),\
 	    --plans "exact $(i), value $(v)=$(EXACT_FRONTIER_RUN)/plans-exact-$(i)-$(v).parquet")) \
 	  --out $@ --csv $(EXACT_FRONTIER_RUN)/exact-frontier.csv

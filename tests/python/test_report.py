@@ -134,9 +134,10 @@ def test_the_written_model_comes_with_its_runner_up_on_the_calibration_text(tmp_
     assert "blocks [3, 4] removed" in out and "closest rival" not in out
 
 
-def write_frontier(path: Path, rows):
+def write_frontier(path: Path, rows, budget_spec=False):
     fields = ["method", "k", "calibration_set", "llm_evaluations", "removed_blocks",
               "calibration_ppl", "lambada_ppl", "recommended", "budget"]
+    fields += ["budget_spec"] if budget_spec else []
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(fields)
@@ -145,18 +146,23 @@ def write_frontier(path: Path, rows):
 
 def test_frontier_table_and_plot(tmp_path):
     path = tmp_path / "frontier.csv"
-    rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "")]
+    rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "", "")]
     for k in (1, 2):
-        rows += [("sleb", k, "c0", 10 * k, "4", 25.0 * k, 26.0 * k, "false", ""),
-                 ("adaptive", k, "c0", 5 * k, "4", 25.0 * k, 26.5 * k, "true", 8 * k),
-                 ("adaptive", k, "c0", 9 * k, "4", 24.0 * k, 25.5 * k, "true", 16 * k),
-                 ("reverse", k, "c0", 1, "5", 500.0, 900.0, "false", ""),
-                 ("best-known", k, "c0", 30, "4", 24.0 * k, 25.5 * k, "false", "")]
-    write_frontier(path, rows)
+        rows += [("sleb", k, "c0", 10 * k, "4", 25.0 * k, 26.0 * k, "false", "", ""),
+                 ("adaptive", k, "c0", 5 * k, "4", 25.0 * k, 26.5 * k, "true", 8 * k,
+                  "least 0.25sleb"),
+                 ("adaptive", k, "c0", 9 * k, "4", 24.0 * k, 25.5 * k, "true", 16 * k, "sleb"),
+                 ("reverse", k, "c0", 1, "5", 500.0, 900.0, "false", "", ""),
+                 ("best-known", k, "c0", 30, "4", 24.0 * k, 25.5 * k, "false", "", "")]
+    write_frontier(path, rows, budget_spec=True)
     subprocess.run([sys.executable, str(REPORT / "frontier.py"), str(path),
                     "--out", str(tmp_path / "frontier.md"), "--plot", str(tmp_path / "frontier.svg")],
                    check=True, capture_output=True)
-    assert "### k = 2" in (tmp_path / "frontier.md").read_text()
+    table = (tmp_path / "frontier.md").read_text()
+    assert "### k = 2" in table
+    # A budgeted run is named by its budget and the budgets asked for that came to it.
+    assert "adaptive, budget 16 (least, 0.25sleb)" in table, table
+    assert "adaptive, budget 32 (sleb)" in table, table
     is_svg(tmp_path / "frontier.svg")
 
 
@@ -306,18 +312,18 @@ def test_exact_frontier_finds_the_optimum_and_every_plan_s_gap(tmp_path):
     write(tmp_path / "game.parquet", {"kept": kept, "nll": nll},
           {"table": "evaluations", "format_version": 1, "num_blocks": NUM_BLOCKS,
            "fixed_blocks": "[0,5]"})
-    rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "")]
+    rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "", "")]
     # SLEB's cost at k = 1, 2 of 4 players: 4, 7; least budget P + k: 5, 6.
-    rows += [("sleb", 1, "c0", 4, "4", 0, 0, "false", ""),
-             ("sleb", 2, "c0", 7, "2 4", 0, 0, "false", ""),
-             ("adaptive-raced", 1, "c0", 3, "4", 0, 0, "true", 5),
-             ("adaptive-raced", 2, "c0", 6, "2 3", 0, 0, "true", 6),
-             ("adaptive-raced", 2, "c0", 7, "2 3", 0, 0, "true", 7)]
-    write_frontier(tmp_path / "frontier.csv", rows)
+    rows += [("sleb", 1, "c0", 4, "4", 0, 0, "false", "", ""),
+             ("sleb", 2, "c0", 7, "2 4", 0, 0, "false", "", ""),
+             ("adaptive-raced", 1, "c0", 3, "4", 0, 0, "true", 5, "least sleb"),
+             ("adaptive-raced", 2, "c0", 6, "2 3", 0, 0, "true", 6, "least"),
+             ("adaptive-raced", 2, "c0", 7, "2 3", 0, 0, "true", 7, "sleb")]
+    write_frontier(tmp_path / "frontier.csv", rows, budget_spec=True)
     plan_table(tmp_path / "plans.parquet", [("one-shot", [1], 3.5), ("one-shot", [1, 3], 3.8)])
     subprocess.run([sys.executable, str(REPORT / "exact_frontier.py"),
                     "--game", str(tmp_path / "game.parquet"),
-                    "--frontier", str(tmp_path / "frontier.csv"), "--budgets", "least,sleb",
+                    "--frontier", str(tmp_path / "frontier.csv"),
                     "--plans", f"worst={tmp_path / 'plans.parquet'}",
                     "--out", str(tmp_path / "exact.md"), "--csv", str(tmp_path / "exact.csv")],
                    check=True, capture_output=True, cwd=REPORT)

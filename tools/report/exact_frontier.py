@@ -8,9 +8,12 @@ all C(P, k), and for each method its plan's gap to that optimum (calibration per
 the optimum's, minus one), its rank among the C(P, k) plans, and the LLM evaluations it used
 against SLEB's. Writes a Markdown table (--out) and the rows (--csv).
 
+A budgeted method's rows are named by the budgets asked for (frontier.csv's `budget_spec`: a run
+whose budgets coincide at a k, e.g. `least` and `0.25sleb`, gets a row under each), so each
+budget gets a row over every k.
+
 Usage: python3 exact_frontier.py --game evaluations.parquet --frontier frontier.csv
-         [--plans NAME=plans.parquet ...] [--budgets least,0.25sleb,0.5sleb,sleb,2000]
-         [--out exact-frontier.md] [--csv exact-frontier.csv]
+         [--plans NAME=plans.parquet ...] [--out exact-frontier.md] [--csv exact-frontier.csv]
 Needs pyarrow (the report environment, `make venv-report`).
 """
 
@@ -48,25 +51,7 @@ def read_game(path: Path):
     return nll, players
 
 
-def budget_specs(specs, players, k, sleb_cost):
-    """{budget: [the specs that resolve to it at k]}, resolved as the frontier stage does (a
-    fraction of SLEB's cost raised to the least budget, P + k; budgets that coincide are run
-    once), so each spec gets a row of its own over every k."""
-    least = players + k
-    names = defaultdict(list)
-    for spec in specs:
-        if spec == "least":
-            budget = least
-        elif spec.endswith("sleb"):
-            fraction = float(spec[:-4] or 1)
-            budget = max(math.floor(fraction * sleb_cost + 0.5), least)
-        else:
-            budget = int(spec)
-        names[budget].append(spec)
-    return names
-
-
-def read_runs(frontier: Path, plan_tables, specs, num_players):
+def read_runs(frontier: Path, plan_tables):
     """[(label, k, removed frozenset, llm evaluations)] from frontier.csv and plan tables."""
     with frontier.open() as f:
         rows = [r for r in csv.DictReader(f) if int(r["k"]) > 0]
@@ -76,9 +61,9 @@ def read_runs(frontier: Path, plan_tables, specs, num_players):
         k = int(r["k"])
         labels = [r["method"]]
         if r["method"] in BUDGETED and r.get("budget"):
-            budget = int(r["budget"])
-            names = budget_specs(specs, num_players, k, sleb[k]) if k in sleb else {}
-            labels = [f"{r['method']}, budget {name}" for name in names.get(budget, [budget])]
+            # A frontier.csv written before the budget_spec column: the budget's number.
+            names = (r.get("budget_spec") or r["budget"]).split()
+            labels = [f"{r['method']}, budget {name}" for name in names]
         removed = frozenset(int(b) for b in r["removed_blocks"].split())
         runs.extend((label, k, removed, int(r["llm_evaluations"])) for label in labels)
     for name, path in plan_tables:
@@ -174,7 +159,6 @@ def main():
     parser.add_argument("--frontier", type=Path, required=True)
     parser.add_argument("--plans", action="append", default=[],
                         help="NAME=plans.parquet: another method's plans (repeatable)")
-    parser.add_argument("--budgets", default="least,0.25sleb,0.5sleb,sleb,2000")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args()
@@ -185,7 +169,7 @@ def main():
             raise SystemExit(f"--plans {item!r}: expected NAME=PATH")
         plan_tables.append((name, Path(path)))
     nll, players = read_game(args.game)
-    runs, sleb = read_runs(args.frontier, plan_tables, args.budgets.split(","), len(players))
+    runs, sleb = read_runs(args.frontier, plan_tables)
     ks, optimum, by_k, results = analyse(nll, players, runs, sleb)
     emit(markdown(nll, players, ks, optimum, by_k, results), args.out)
     if args.csv and results:

@@ -30,12 +30,14 @@ BUDGETED = ("adaptive", "adaptive-raced")
 
 
 def label(row, budget_index):
-    """Runs of a budgeted method are told apart by their budget (or, in a CSV without the
-    budget column, by its rank within (k, calibration set))."""
+    """Runs of a budgeted method are told apart by their budget, with the budgets asked for that
+    came to it (`budget_spec`, where the CSV has it), or, in a CSV without the budget column, by
+    its rank within (k, calibration set)."""
     method = row["method"]
     if method in BUDGETED:
         if row.get("budget"):
-            return f"{method}, budget {int(row['budget']):,}"
+            spec = f" ({', '.join(row['budget_spec'].split())})" if row.get("budget_spec") else ""
+            return f"{method}, budget {int(row['budget']):,}{spec}"
         return f"{method} #{budget_index}"
     return method
 

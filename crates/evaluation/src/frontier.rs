@@ -268,7 +268,8 @@ fn one_pass_scores(
         .collect()
 }
 
-/// `method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,<heldout>_ppl…,recommended,budget`.
+/// `method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,<heldout>_ppl…,recommended,budget,budget_spec`
+/// (`budget_spec`: the `--budgets` entries that came to `budget` at that k, space separated).
 fn frontier_csv(
     rows: &[(String, FrontierPoint)],
     full_rows: &[(String, f64)],
@@ -281,7 +282,7 @@ fn frontier_csv(
     for (name, _) in heldout {
         write!(out, ",{name}_ppl")?;
     }
-    out.push_str(",recommended,budget\n");
+    out.push_str(",recommended,budget,budget_spec\n");
     let heldout_ppl = |mask: &Mask| -> String {
         heldout_nll
             .iter()
@@ -292,7 +293,7 @@ fn frontier_csv(
         let mask = Mask::full(num_blocks);
         writeln!(
             out,
-            "full,0,{name},1,,{:.4}{},false",
+            "full,0,{name},1,,{:.4}{},false,,",
             full_nll.exp(),
             heldout_ppl(&mask)
         )?;
@@ -300,9 +301,10 @@ fn frontier_csv(
     for (name, point) in rows {
         let mask = Mask::from_removed(num_blocks, &point.removed_blocks)?;
         let removed: Vec<String> = point.removed_blocks.iter().map(usize::to_string).collect();
+        let specs: Vec<String> = point.budget_specs.iter().map(Budget::to_string).collect();
         writeln!(
             out,
-            "{},{},{},{},{},{:.4}{},{},{}",
+            "{},{},{},{},{},{:.4}{},{},{},{}",
             point.method,
             point.k,
             name,
@@ -311,7 +313,8 @@ fn frontier_csv(
             (-point.value).exp(),
             heldout_ppl(&mask),
             point.method == RECOMMENDED,
-            point.budget.map(|b| b.to_string()).unwrap_or_default()
+            point.budget.map(|b| b.to_string()).unwrap_or_default(),
+            specs.join(" ")
         )?;
     }
     Ok(out)
@@ -403,6 +406,7 @@ mod tests {
             k: 1,
             llm_evaluations: 4,
             budget: Some(4),
+            budget_specs: vec![Budget::Least, Budget::OfSleb(0.25)],
             removed_blocks: vec![2],
             value: -1.0,
         };
@@ -422,12 +426,12 @@ mod tests {
         )
         .unwrap();
         let lines: Vec<&str> = csv.lines().collect();
-        let recommended = format!("{RECOMMENDED},1,c0,4,2,2.7183,2.0000,true,4");
+        let recommended = format!("{RECOMMENDED},1,c0,4,2,2.7183,2.0000,true,4,least 0.25sleb");
         assert_eq!(
             lines,
             vec![
-                "method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,wt_ppl,recommended,budget",
-                "full,0,c0,1,,1.0000,1.0000,false",
+                "method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,wt_ppl,recommended,budget,budget_spec",
+                "full,0,c0,1,,1.0000,1.0000,false,,",
                 recommended.as_str(),
             ]
         );

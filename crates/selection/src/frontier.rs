@@ -7,6 +7,8 @@
 //! for it (a [`CountingGame`] per method run). The held-out measurement of the plans is the
 //! caller's: this module never sees an evaluation text.
 
+use std::collections::BTreeMap;
+
 use layerprune_core::{CachedGame, CountingGame, Game, Mask};
 
 use crate::adaptive::{adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions};
@@ -100,6 +102,19 @@ impl std::str::FromStr for Budget {
         text.parse::<usize>().map(Budget::Evaluations).map_err(|_| {
             format!("budget {text:?} is not a number of evaluations, `least`, `sleb` or `0.5sleb`")
         })
+    }
+}
+
+impl std::fmt::Display for Budget {
+    /// As it is written on the command line (`least`, `sleb`, `0.5sleb`, `2000`), so
+    /// `text.parse::<Budget>()` gives it back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Evaluations(n) => write!(f, "{n}"),
+            Budget::OfSleb(fraction) if *fraction == 1.0 => f.write_str("sleb"),
+            Budget::OfSleb(fraction) => write!(f, "{fraction}sleb"),
+            Budget::Least => f.write_str("least"),
+        }
     }
 }
 
@@ -213,6 +228,9 @@ pub struct FrontierPoint {
     pub llm_evaluations: usize,
     /// The budget it was given (adaptive only; it may stop below it).
     pub budget: Option<usize>,
+    /// The budgets asked for that came to `budget` at this k, in the order given (several
+    /// where they coincide: they are run once); empty where `budget` is `None`.
+    pub budget_specs: Vec<Budget>,
     /// Ascending.
     pub removed_blocks: Vec<usize>,
     /// The game's value of the plan (−NLL on the calibration tokens for the LLM).
@@ -252,6 +270,7 @@ pub fn frontier(
                 k,
                 llm_evaluations: scores.llm_evaluations as usize + 1,
                 budget: None,
+                budget_specs: Vec::new(),
                 removed_blocks: removed,
                 value,
             });
@@ -288,6 +307,7 @@ pub fn frontier(
                 k,
                 llm_evaluations: singles.len() + extra,
                 budget: None,
+                budget_specs: Vec::new(),
                 removed_blocks: removed,
                 value,
             });
@@ -308,6 +328,7 @@ pub fn frontier(
                 k,
                 llm_evaluations: result.evaluations_after[k - 1],
                 budget: None,
+                budget_specs: Vec::new(),
                 removed_blocks: result.removed_blocks(k),
                 value: result.values_after[k - 1],
             });
@@ -317,21 +338,27 @@ pub fn frontier(
         points.extend(quadratic_shapley_points(&mut all, config, masks)?);
     }
     for &k in &config.ks {
-        let mut budgets: Vec<usize> = config
-            .adaptive_budgets
-            .iter()
-            .map(|b| b.resolve(players.len(), k))
-            .collect();
-        budgets.sort_unstable();
-        budgets.dedup();
+        // Each budget once, with the specs that came to it.
+        let mut budgets: BTreeMap<usize, Vec<Budget>> = BTreeMap::new();
+        for spec in &config.adaptive_budgets {
+            budgets
+                .entry(spec.resolve(players.len(), k))
+                .or_default()
+                .push(*spec);
+        }
         let races = [
             (config.adaptive, None),
             (config.adaptive_race.is_some(), config.adaptive_race),
         ];
-        for (race, budget) in races
-            .into_iter()
-            .filter(|(runs, _)| *runs)
-            .flat_map(|(_, race)| budgets.iter().map(move |&budget| (race, budget)))
+        for (race, budget, specs) in
+            races
+                .into_iter()
+                .filter(|(runs, _)| *runs)
+                .flat_map(|(_, race)| {
+                    budgets
+                        .iter()
+                        .map(move |(&budget, specs)| (race, budget, specs))
+                })
         {
             let mut counted = CountingGame::new(&mut all);
             let options = AdaptiveOptions {
@@ -344,6 +371,7 @@ pub fn frontier(
                 k,
                 llm_evaluations: result.llm_evaluations,
                 budget: Some(budget),
+                budget_specs: specs.clone(),
                 removed_blocks: result.removed_blocks,
                 value: result.value,
             });
@@ -358,6 +386,7 @@ pub fn frontier(
                 k,
                 llm_evaluations: asked,
                 budget: None,
+                budget_specs: Vec::new(),
                 removed_blocks: removed,
                 value,
             });
@@ -426,6 +455,7 @@ fn quadratic_shapley_points(
             k,
             llm_evaluations: sampled_cost + usize::from(measured),
             budget: None,
+            budget_specs: Vec::new(),
             removed_blocks: removed,
             value,
         });

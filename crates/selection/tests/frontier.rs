@@ -87,7 +87,8 @@ fn the_frontier_replays_exactly_from_a_recorded_table() {
 
 /// On a game measured window by window, raced adaptive removal runs at every budget beside the
 /// unraced, each run within its budget and its plan a whole measurement; the best-known plan
-/// comes from whole measurements only.
+/// comes from whole measurements only. Budgets asked for that coincide at a k are run once, the
+/// run naming each of them.
 #[test]
 fn raced_adaptive_runs_at_every_budget_within_it() {
     let windowed = || WindowedGame {
@@ -102,6 +103,13 @@ fn raced_adaptive_runs_at_every_budget_within_it() {
         adaptive_race: Some(Race::default()),
         one_pass: Vec::new(),
         shapley_masks: None,
+        adaptive_budgets: vec![
+            Budget::Least,
+            Budget::OfSleb(1.0),
+            Budget::Evaluations(300),
+            // Below the least budget at every k: raised to it, so the same run as `least`.
+            Budget::OfSleb(0.01),
+        ],
         ..config()
     };
     let points = frontier(&mut game, &config).unwrap();
@@ -110,11 +118,17 @@ fn raced_adaptive_runs_at_every_budget_within_it() {
         let at_k: Vec<_> = points.iter().filter(|p| p.k == k).collect();
         let best = at_k.iter().find(|p| p.method == BEST_KNOWN).unwrap();
         let budgets = [11 + k, sleb_cost(11, k), 300];
+        let specs = [
+            vec![Budget::Least, Budget::OfSleb(0.01)],
+            vec![Budget::OfSleb(1.0)],
+            vec![Budget::Evaluations(300)],
+        ];
         for method in [ADAPTIVE, ADAPTIVE_RACED] {
             let runs: Vec<_> = at_k.iter().filter(|p| p.method == method).collect();
             assert_eq!(runs.len(), 3, "{method}");
-            for (run, budget) in runs.iter().zip(budgets) {
+            for ((run, budget), specs) in runs.iter().zip(budgets).zip(&specs) {
                 assert_eq!(run.budget, Some(budget));
+                assert_eq!(&run.budget_specs, specs);
                 assert!(run.llm_evaluations <= budget, "{run:?}");
                 let mask = Mask::from_removed(12, &run.removed_blocks).unwrap();
                 assert_eq!(run.value, whole.value(&mask).unwrap());
@@ -136,6 +150,16 @@ fn budgets_parse_and_resolve() {
     // A fraction never goes below the least budget; a number is taken as given.
     assert_eq!(Budget::OfSleb(0.01).resolve(30, 6), 36);
     assert_eq!(Budget::Evaluations(10).resolve(30, 6), 10);
+    // Written as given, and read back the same.
+    for (budget, text) in [
+        (Budget::Least, "least"),
+        (Budget::OfSleb(1.0), "sleb"),
+        (Budget::OfSleb(0.25), "0.25sleb"),
+        (Budget::Evaluations(2000), "2000"),
+    ] {
+        assert_eq!(budget.to_string(), text);
+        assert_eq!(text.parse::<Budget>().unwrap(), budget);
+    }
 }
 
 /// Records every value asked of the inner game.
