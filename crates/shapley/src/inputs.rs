@@ -1,7 +1,7 @@
 //! The files the `shapley` stage scores from, read and checked to describe one game: the same
 //! number of blocks, the same model and token table where both the evaluation table and the
 //! surrogate record them, and one player set (the fixed blocks each file records, and
-//! `--fixed-blocks` if given, must agree). [`ScoreFiles::load`] reads them;
+//! `--fixed` if given, must agree). [`ScoreFiles::load`] reads them;
 //! [`ScoreInputs::estimate`] runs estimators of the registry on them and
 //! [`ScoreInputs::table`] makes the score table.
 
@@ -141,7 +141,7 @@ impl ScoreFiles {
             let mut fixed = fixed.clone();
             fixed.sort_unstable();
             fixed.dedup();
-            recorded.push(("--fixed-blocks".into(), fixed));
+            recorded.push(("--fixed".into(), fixed));
         }
         let fixed = match recorded.split_first() {
             None => Vec::new(),
@@ -391,7 +391,7 @@ mod tests {
             ..write_inputs(dir.path(), &[0], &[0])
         };
         let message = files.load().err().unwrap().to_string();
-        assert!(message.contains("--fixed-blocks fixes [2]"), "{message}");
+        assert!(message.contains("--fixed fixes [2]"), "{message}");
         let none = ScoreFiles {
             evaluations: None,
             masks: None,

@@ -60,8 +60,9 @@ struct Args {
     value: ValueColumn,
     /// Blocks that are not players (always kept), comma separated. Default: the fixed blocks
     /// recorded in the input files (which must agree with this list when given).
-    #[arg(long, value_delimiter = ',')]
-    fixed_blocks: Option<Vec<usize>>,
+    // `--fixed` as in every other stage; `--fixed-blocks`, its old name, still works.
+    #[arg(long, value_delimiter = ',', alias = "fixed-blocks")]
+    fixed: Option<Vec<usize>>,
     /// Use a surrogate fitted on another model's or token table's evaluations with
     /// --evaluations, with a warning (refused by default).
     #[arg(long)]
@@ -91,7 +92,7 @@ fn body(args: Args) -> Result<()> {
         surrogate: args.surrogate.clone(),
         masks: args.masks.clone(),
         value: args.value,
-        fixed_blocks: args.fixed_blocks.clone(),
+        fixed_blocks: args.fixed.clone(),
         allow_mixed_inputs: args.allow_mixed_inputs,
         incomplete: args.incomplete.incomplete(),
     };

@@ -227,6 +227,7 @@ fn inputs_of_different_games_are_refused() {
     let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
         .current_dir(dir.path())
         .args(["--evaluations", "evals.parquet", "--masks", "masks.parquet"])
+        // The flag's old name, still accepted; the message names it as it is now.
         .args(["--fixed-blocks", "1", "--estimator", "stratified-shapley"])
         .args(["--out", "scores.parquet"])
         .output()
@@ -234,7 +235,7 @@ fn inputs_of_different_games_are_refused() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("masks.parquet fixes blocks [0] but --fixed-blocks fixes [1]"),
+        stderr.contains("masks.parquet fixes blocks [0] but --fixed fixes [1]"),
         "{stderr}"
     );
     assert!(!dir.path().join("scores.parquet").exists());
