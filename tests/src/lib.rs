@@ -18,6 +18,8 @@ pub fn tiny_model_dir() -> PathBuf {
 pub const SMOLLM2_GAME: &str = "smollm2-135m-blocks-16-27-c0";
 /// Gemma 3 270M's blocks 6–16 (the others kept) on the frontier's calibration set c1 (seed 1).
 pub const GEMMA3_GAME: &str = "gemma3-270m-blocks-6-16-c1";
+/// SmolLM2-135M-Instruct's early blocks 3–13 (the others kept) on calibration set c1 (seed 1).
+pub const SMOLLM2_EARLY_GAME: &str = "smollm2-135m-blocks-3-13-c1";
 
 /// The evaluation table of the committed game `name`.
 pub fn real_game_path(name: &str) -> PathBuf {

@@ -1,5 +1,5 @@
 //! The selection methods on real models' games whose optimum is known: SmolLM2-135M's blocks
-//! 16–27 and Gemma 3 270M's blocks 6–16, every mask measured window by window and committed
+//! 16–27 and 3–13 and Gemma 3 270M's blocks 6–16, every mask measured window by window and committed
 //! (`data/games`, `make exact-frontier`). The synthetic games elsewhere are built to have the
 //! structure the methods assume; these have whatever the models have.
 
@@ -8,7 +8,7 @@ use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierPoint, ADAPTIVE_RACED,
 };
 use layerprune_selection::Race;
-use layerprune_tests::{every_mask, real_game, GEMMA3_GAME, SMOLLM2_GAME};
+use layerprune_tests::{every_mask, real_game, GEMMA3_GAME, SMOLLM2_EARLY_GAME, SMOLLM2_GAME};
 
 /// The best value at each k (index k) over every mask of the game, by brute force.
 fn optimum_by_k(game: &mut dyn Game, fixed: &[usize]) -> Vec<f64> {
@@ -122,4 +122,37 @@ fn on_gemma_s_game_the_recommended_method_at_sleb_s_cost_is_never_worse_than_sle
     }
     assert_eq!(sleb_optimal, 5);
     assert!(raced_optimal >= 8, "{raced_optimal} of 10");
+}
+
+/// On SmolLM2's early blocks 3–13 (calibration set c1) SLEB's path misses the optimum at k = 6
+/// only (+5.7 %: the k = 6 optimum, 4 5 6 7 12 13, leaves block 3, which the k = 5 one
+/// removes). At SLEB's cost the recommended method finds the optimum at every k, for fewer
+/// evaluations than SLEB in all.
+#[test]
+fn on_smollm2_s_early_blocks_the_recommended_method_at_sleb_s_cost_finds_every_optimum() {
+    let ks: Vec<usize> = (1..=10).collect();
+    let (points, optimum) = play(SMOLLM2_EARLY_GAME, &ks, &[Budget::OfSleb(1.0)]);
+    let (mut raced_evaluations, mut sleb_evaluations) = (0, 0);
+    for &k in &ks {
+        let find = |method: &str| {
+            points
+                .iter()
+                .find(|p| p.method == method && p.k == k)
+                .unwrap()
+        };
+        let (sleb, raced) = (find("sleb"), find(ADAPTIVE_RACED));
+        assert_eq!(
+            sleb.value == optimum[k],
+            k != 6,
+            "SLEB at k = {k}: {sleb:?}"
+        );
+        assert_eq!(raced.value, optimum[k], "k = {k}: {raced:?}");
+        assert!(raced.llm_evaluations <= raced.budget.unwrap(), "{raced:?}");
+        raced_evaluations += raced.llm_evaluations;
+        sleb_evaluations += sleb.llm_evaluations;
+    }
+    assert!(
+        raced_evaluations < sleb_evaluations,
+        "{raced_evaluations} evaluations, SLEB {sleb_evaluations}"
+    );
 }
