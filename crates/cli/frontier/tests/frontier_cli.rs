@@ -93,7 +93,7 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,held_ppl,recommended,budget"
+        "method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl,held_ppl,recommended,budget,budget_spec"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     for set in ["c0", "c1"] {
@@ -113,14 +113,18 @@ fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
                 "no {method} row for {set}"
             );
         }
-        // One row per distinct budget, raced and not: at k = 1 `least` and `sleb` are both 6
-        // evaluations.
+        // One row per distinct budget, raced and not: at k = 1 `least` and `sleb` are both 7
+        // evaluations, one run named by both.
         for method in ["adaptive", "adaptive-raced"] {
-            let runs = rows
+            let runs: Vec<(&str, &str, &str)> = rows
                 .iter()
                 .filter(|r| r[0] == method && r[2] == set)
-                .count();
-            assert_eq!(runs, 5, "{method}");
+                .map(|r| (r[1], r[8], r[9]))
+                .collect();
+            assert_eq!(runs.len(), 5, "{method}");
+            assert!(runs.contains(&("1", "7", "least sleb")), "{runs:?}");
+            assert!(runs.contains(&("1", "40", "40")), "{runs:?}");
+            assert_eq!(runs.iter().filter(|r| r.0 == "2").count(), 3, "{runs:?}");
         }
     }
     // The recommended method's rows, and only those, say so.
