@@ -299,6 +299,19 @@ def test_frontier_pairs_tells_a_difference_from_the_windows_noise(tmp_path):
     result = table("--heldout", f"nosuchtext={tmp_path / 'pairs.parquet'}", check=False)
     assert result.returncode == 1 and "NAME must be one of lambada" in result.stderr
 
+    # A frontier run without held-out texts (`make exact-frontier`): its plans are paired on
+    # held-out evaluations made afterwards, under the name given.
+    with (tmp_path / "frontier.csv").open() as f:
+        bare = [{k: v for k, v in r.items() if k != "lambada_ppl"} for r in csv.DictReader(f)]
+    with (tmp_path / "bare.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(bare[0].keys()))
+        writer.writeheader()
+        writer.writerows(bare)
+    out = subprocess.run([sys.executable, str(REPORT / "frontier_pairs.py"), "table", str(tmp_path / "bare.csv"),
+                          "--heldout", f"wikitext2={tmp_path / 'other.parquet'}"],
+                         check=True, capture_output=True, text=True).stdout
+    assert "wikitext2: vs sleb" in out and "-4.9 % (-4.9 % to -4.9 %)" in out, out
+
 
 def test_exact_frontier_finds_the_optimum_and_every_plan_s_gap(tmp_path):
     # Blocks 0 and 5 fixed, players 1-4: every one of the 16 masks, NLL = 3 + the removed
