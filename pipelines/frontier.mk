@@ -116,6 +116,10 @@ frontier-pairs-docs: $(FRONTIER_PAIRS_TABLE)
 # 262k-token head runs for every mask):
 #   make exact-frontier MODEL_NAME=gemma3-270m EXACT_FIXED=0,1,2,3,4,5,17 EXACT_FRONTIER_SET=1 \
 #     EXACT_FRONTIER_KS=1,2,3,4,5,6,7,8,9,10
+# The plans on held-out text, paired with SLEB's window by window (as make frontier-pairs; the
+# held-out token tables and evaluations go to the folder given as FRONTIER_RUN):
+#   make frontier-pairs FRONTIER_RUN=$(EXACT_FRONTIER_RUN)/heldout \
+#     FRONTIER_PAIRS_CSV=$(EXACT_FRONTIER_RUN)/frontier.csv
 # SmolLM2's early blocks 3–13 on set c1 (2,048 masks, ~26 minutes):
 #   make exact-frontier EXACT_FRONTIER_RUN=build/runs/exact-frontier-smollm2-135m-blocks-3-13 \
 #     EXACT_FIXED=0,1,2,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29 EXACT_FRONTIER_SET=1 \
