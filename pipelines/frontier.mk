@@ -116,10 +116,8 @@ frontier-pairs-docs: $(FRONTIER_PAIRS_TABLE)
 # 262k-token head runs for every mask):
 #   make exact-frontier MODEL_NAME=gemma3-270m EXACT_FIXED=0,1,2,3,4,5,17 EXACT_FRONTIER_SET=1 \
 #     EXACT_FRONTIER_KS=1,2,3,4,5,6,7,8,9,10
-# The plans on held-out text, paired with SLEB's window by window (as make frontier-pairs; the
-# held-out token tables and evaluations go to the folder given as FRONTIER_RUN):
-#   make frontier-pairs FRONTIER_RUN=$(EXACT_FRONTIER_RUN)/heldout \
-#     FRONTIER_PAIRS_CSV=$(EXACT_FRONTIER_RUN)/frontier.csv
+# `make exact-frontier-pairs` (with the same variables) then measures every plan on held-out
+# text and pairs it with SLEB's window by window (make frontier-pairs, in $(EXACT_FRONTIER_RUN)/heldout).
 # SmolLM2's early blocks 3–13 on set c1 (2,048 masks, ~26 minutes):
 #   make exact-frontier EXACT_FRONTIER_RUN=build/runs/exact-frontier-smollm2-135m-blocks-3-13 \
 #     EXACT_FIXED=0,1,2,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29 EXACT_FRONTIER_SET=1 \
@@ -191,5 +189,16 @@ exact-frontier-docs: $(EXACT_FRONTIER_TABLE)
 	cp $(EXACT_FRONTIER_TABLE) docs/results/exact-frontier$(FRONTIER_DOCS_SUFFIX).md
 	cp $(EXACT_FRONTIER_RUN)/exact-frontier.csv docs/results/exact-frontier$(FRONTIER_DOCS_SUFFIX).csv
 
+# The plans of the exact frontier on the frontier's held-out texts, each paired with SLEB's
+# window by window: make frontier-pairs on this run's frontier.csv, its held-out token tables and
+# evaluations in $(EXACT_FRONTIER_RUN)/heldout. A sub-make, so the game's variables given here
+# (EXACT_FIXED, EXACT_FRONTIER_SET, …) are the ones its frontier.csv is checked against.
+exact-frontier-pairs: $(EXACT_FRONTIER_RUN)/frontier.csv
+	$(MAKE) frontier-pairs FRONTIER_RUN=$(EXACT_FRONTIER_RUN)/heldout FRONTIER_PAIRS_CSV=$<
+
+exact-frontier-pairs-docs: exact-frontier-pairs
+	mkdir -p docs/results
+	cp $(EXACT_FRONTIER_RUN)/heldout/frontier-pairs.md docs/results/exact-frontier$(FRONTIER_DOCS_SUFFIX)-pairs.md
+
 .PHONY: frontier frontier-docs frontier-windows frontier-windows-docs frontier-pairs frontier-pairs-docs \
-  exact-frontier exact-frontier-docs
+  exact-frontier exact-frontier-docs exact-frontier-pairs exact-frontier-pairs-docs
