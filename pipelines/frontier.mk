@@ -121,7 +121,8 @@ frontier-pairs-docs: $(FRONTIER_PAIRS_TABLE)
 # SmolLM2's early blocks 3–13 on set c1 (2,048 masks, ~26 minutes):
 #   make exact-frontier EXACT_FRONTIER_RUN=build/runs/exact-frontier-smollm2-135m-blocks-3-13 \
 #     EXACT_FIXED=0,1,2,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29 EXACT_FRONTIER_SET=1 \
-#     EXACT_FRONTIER_KS=1,2,3,4,5,6,7,8,9,10
+#     EXACT_FRONTIER_KS=1,2,3,4,5,6,7,8,9,10 \
+#     EXACT_FRONTIER_DOCS_NAME=exact-frontier-smollm2-135m-blocks-3-13
 EXACT_FRONTIER_RUN ?= $(BUILD)/runs/exact-frontier-$(MODEL_NAME)
 EXACT_FRONTIER_KS ?= 1,2,3,4,5,6,7,8,9,10,11
 EXACT_FRONTIER_SET ?= 0
@@ -129,6 +130,8 @@ EXACT_FRONTIER_TOKENS = $(EXACT_FRONTIER_RUN)/calib-$(EXACT_FRONTIER_SET).parque
 EXACT_FRONTIER_BUDGETS ?= $(FRONTIER_BUDGETS)
 EXACT_FRONTIER_GAME = $(EXACT_FRONTIER_RUN)/evaluations.parquet
 EXACT_FRONTIER_VALUES = neg-nll utility
+# The name of the run's copies in docs/results (another game of the same model needs its own).
+EXACT_FRONTIER_DOCS_NAME ?= exact-frontier$(FRONTIER_DOCS_SUFFIX)
 
 # Settings stamps (pipelines/layerprune.mk): the game (players, tokens) and what is played on it.
 $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/game,$(MODEL_DIR) $(EXACT_FIXED) \
@@ -186,8 +189,8 @@ exact-frontier: ort venv-report $(EXACT_FRONTIER_TABLE)
 
 exact-frontier-docs: $(EXACT_FRONTIER_TABLE)
 	mkdir -p docs/results
-	cp $(EXACT_FRONTIER_TABLE) docs/results/exact-frontier$(FRONTIER_DOCS_SUFFIX).md
-	cp $(EXACT_FRONTIER_RUN)/exact-frontier.csv docs/results/exact-frontier$(FRONTIER_DOCS_SUFFIX).csv
+	cp $(EXACT_FRONTIER_TABLE) docs/results/$(EXACT_FRONTIER_DOCS_NAME).md
+	cp $(EXACT_FRONTIER_RUN)/exact-frontier.csv docs/results/$(EXACT_FRONTIER_DOCS_NAME).csv
 
 # The plans of the exact frontier on the frontier's held-out texts, each paired with SLEB's
 # window by window: make frontier-pairs on this run's frontier.csv, its held-out token tables and
@@ -198,7 +201,7 @@ exact-frontier-pairs: $(EXACT_FRONTIER_RUN)/frontier.csv
 
 exact-frontier-pairs-docs: exact-frontier-pairs
 	mkdir -p docs/results
-	cp $(EXACT_FRONTIER_RUN)/heldout/frontier-pairs.md docs/results/exact-frontier$(FRONTIER_DOCS_SUFFIX)-pairs.md
+	cp $(EXACT_FRONTIER_RUN)/heldout/frontier-pairs.md docs/results/$(EXACT_FRONTIER_DOCS_NAME)-pairs.md
 
 .PHONY: frontier frontier-docs frontier-windows frontier-windows-docs frontier-pairs frontier-pairs-docs \
   exact-frontier exact-frontier-docs exact-frontier-pairs exact-frontier-pairs-docs
