@@ -73,12 +73,10 @@ $(EXACT)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
 	@mkdir -p $(EXACT)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
-# Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `checkpoint`).
+# Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `evaluate_checkpointed`).
 $(EXACT)/evaluations.parquet: $(EXACT)/masks.parquet $(EXACT)/tokens.parquet | $(BIN)/evaluate
-	@$(call drop_stale_checkpoint,$@,$^)
-	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(EXACT)/tokens.parquet --masks $< --chunk 256 \
-	  $(EVALUATE_FLAGS) --out $(call checkpoint,$@) --summary $(EXACT)/summary.json
-	mv $(call checkpoint,$@) $@
+	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT)/tokens.parquet --masks $< --chunk 256 \
+	  $(EVALUATE_FLAGS) --summary $(EXACT)/summary.json)
 
 $(EXACT)/accuracy/summary.md: $(EXACT)/evaluations.parquet
 	$(CARGO) build $(CARGO_FLAGS) --workspace --examples

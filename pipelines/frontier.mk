@@ -147,12 +147,10 @@ $(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT_FRONTIER
 	@mkdir -p $(EXACT_FRONTIER_RUN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
-# Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `checkpoint`).
+# Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `evaluate_checkpointed`).
 $(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOKENS) | $(BIN)/evaluate $(ORT_LIB)
-	@$(call drop_stale_checkpoint,$@,$^)
-	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(EXACT_FRONTIER_TOKENS) --masks $< \
-	  --chunk 256 $(EVALUATE_FLAGS) --out $(call checkpoint,$@) --summary $(EXACT_FRONTIER_RUN)/summary.json
-	mv $(call checkpoint,$@) $@
+	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT_FRONTIER_TOKENS) --masks $< \
+	  --chunk 256 $(EVALUATE_FLAGS) --summary $(EXACT_FRONTIER_RUN)/summary.json)
 
 # The frontier's cache starts as the enumerated table, so every mask any method asks for is read.
 $(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/frontier $(ORT_LIB)

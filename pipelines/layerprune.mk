@@ -73,6 +73,14 @@ settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2))
 checkpoint = $(1:.parquet=.partial.parquet)
 drop_stale_checkpoint = for input in $(2); do \
   if [ $$input -nt $(call checkpoint,$(1)) ]; then rm -f $(call checkpoint,$(1)); fi; done
+# $(call evaluate_checkpointed,ARGS): the recipe of a rule whose target is an evaluation table and
+# whose prerequisites are what it is measured from: `evaluate ARGS` into the checkpoint (a stale
+# one dropped first), renamed to the target when whole.
+define evaluate_checkpointed
+@$(call drop_stale_checkpoint,$@,$^)
+$(BIN)/evaluate $(1) --out $(call checkpoint,$@)
+mv $(call checkpoint,$@) $@
+endef
 
 # A text file, or the LAMBADA passages of the given range.
 text_source = $(if $(1),--text $(1),--lambada $(LAMBADA) --documents $(2))
@@ -103,10 +111,8 @@ $(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)
 	  --anchors --seed $(SEED) --out $@
 
 $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet | $(BIN)/evaluate
-	@$(call drop_stale_checkpoint,$@,$^)
-	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
-	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS) --out $(call checkpoint,$@)
-	mv $(call checkpoint,$@) $@
+	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
+	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS))
 
 $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --model mlp --model quadratic --keep mlp --folds 5 --seed $(SEED) \

@@ -45,6 +45,14 @@ fn play(name: &str, ks: &[usize], budgets: &[Budget]) -> (Vec<FrontierPoint>, Ve
     (frontier(&mut game, &config).unwrap(), optimum)
 }
 
+/// The points of `method` at `k`, in the frontier's order (budgets ascending).
+fn runs<'a>(points: &'a [FrontierPoint], method: &str, k: usize) -> Vec<&'a FrontierPoint> {
+    points
+        .iter()
+        .filter(|p| p.method == method && p.k == k)
+        .collect()
+}
+
 /// On SmolLM2's blocks 16–27 (measured: docs/results.md, "Against the exact optimum") SLEB's
 /// path holds the optimum at k = 1–10 and misses it at 11; leave-one-out finds it at 4 of
 /// the 11. The recommended method finds it at every k and every budget, at the least budget
@@ -54,12 +62,7 @@ fn on_a_real_model_s_game_the_recommended_method_finds_the_optimum_at_every_k() 
     let ks: Vec<usize> = (1..=11).collect();
     let budgets = [Budget::Least, Budget::OfSleb(0.5), Budget::OfSleb(1.0)];
     let (points, optimum) = play(SMOLLM2_GAME, &ks, &budgets);
-    let at = |method: &str, k: usize| -> Vec<&FrontierPoint> {
-        points
-            .iter()
-            .filter(|p| p.method == method && p.k == k)
-            .collect()
-    };
+    let at = |method: &str, k: usize| runs(&points, method, k);
     let (mut least_evaluations, mut sleb_evaluations) = (0, 0);
     for &k in &ks {
         let sleb = at("sleb", k)[0];
@@ -99,14 +102,8 @@ fn on_gemma_s_game_the_recommended_method_at_sleb_s_cost_is_never_worse_than_sle
     let (points, optimum) = play(GEMMA3_GAME, &ks, &budgets);
     let (mut sleb_optimal, mut raced_optimal) = (0, 0);
     for &k in &ks {
-        let sleb = points
-            .iter()
-            .find(|p| p.method == "sleb" && p.k == k)
-            .unwrap();
-        let raced: Vec<_> = points
-            .iter()
-            .filter(|p| p.method == ADAPTIVE_RACED && p.k == k)
-            .collect();
+        let sleb = runs(&points, "sleb", k)[0];
+        let raced = runs(&points, ADAPTIVE_RACED, k);
         let (at_sleb_cost, at_2000) = (raced[0], raced[1]);
         // SLEB's cost, raised to the least budget (P + k) at k = 1.
         let budget = sleb.llm_evaluations.max(11 + k);
@@ -134,13 +131,10 @@ fn on_smollm2_s_early_blocks_the_recommended_method_at_sleb_s_cost_finds_every_o
     let (points, optimum) = play(SMOLLM2_EARLY_GAME, &ks, &[Budget::OfSleb(1.0)]);
     let (mut raced_evaluations, mut sleb_evaluations) = (0, 0);
     for &k in &ks {
-        let find = |method: &str| {
-            points
-                .iter()
-                .find(|p| p.method == method && p.k == k)
-                .unwrap()
-        };
-        let (sleb, raced) = (find("sleb"), find(ADAPTIVE_RACED));
+        let (sleb, raced) = (
+            runs(&points, "sleb", k)[0],
+            runs(&points, ADAPTIVE_RACED, k)[0],
+        );
         assert_eq!(
             sleb.value == optimum[k],
             k != 6,
