@@ -69,3 +69,32 @@ def test_the_heading_names_the_margin_only_when_one_was_asked():
     assert report.target_heading("1.5").endswith("within 1.5x the full model's (MAX_PPL_RATIO)")
     line = report.target_heading("1.5", "2")
     assert line.endswith("(MAX_PPL_RATIO) by 2 standard errors of its windows (MAX_PPL_RATIO_SE)")
+
+
+def test_a_plan_past_the_unreliable_ratio_is_warned_of():
+    full = 3.85  # SmolLM2's calibration perplexity, about 47
+    at = lambda ratio: {"measured_nll": full + math.log(ratio), "full_model_nll": full, "nll_increase_se": 0.05}
+    # 12.4x carried over to held-out text (docs/results.md); 240x did not.
+    assert report.depth_lines(at(12.4)) == []
+    lines = report.depth_lines(at(240.0))
+    assert lines[0].startswith("  warning: the pruned model's calibration perplexity is 240x the full model's")
+    assert "remove fewer blocks" in lines[-1]
+    assert report.depth_lines({**at(240.0), "measured_nll": math.nan})  # diverged
+    assert report.depth_lines({"measured_nll": 9.0}) == []  # no full model beside the plan
+
+
+def test_the_threshold_is_the_selection_crate_s():
+    source = (ROOT / "crates" / "selection" / "src" / "margin.rs").read_text()
+    (line,) = [line for line in source.splitlines() if line.startswith("pub const UNRELIABLE_PPL_RATIO")]
+    assert float(line.split("=")[1].strip(" ;")) == report.UNRELIABLE_PPL_RATIO
+
+
+def test_a_held_out_loss_beyond_the_calibration_range_is_noted():
+    calibration = {"measured_nll": 4.0, "full_model_nll": 3.6, "nll_increase_se": 0.02}  # 1.49x, up to 1.55x
+    heldout = {"measured_nll": 4.6, "full_model_nll": 4.0, "nll_increase_se": 0.05}  # 1.82x, from 1.65x
+    lines = report.transfer_lines(heldout, calibration)
+    assert len(lines) == 3 and "(1.822x against 1.492x" in lines[0] and "CALIB_TEXT" in lines[2]
+    # Overlapping ranges, or no range on either side: nothing to say.
+    assert report.transfer_lines({**heldout, "nll_increase_se": 0.1}, calibration) == []
+    assert report.transfer_lines({**heldout, "nll_increase_se": None}, calibration) == []
+    assert report.transfer_lines(heldout, {"measured_nll": 4.0}) == []

@@ -18,6 +18,7 @@ closing summary.
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -94,7 +95,6 @@ def rival_lines(plan: dict):
     found = rival_margin(plan)
     if found is None:
         return []
-    import math
 
     rival, rival_nll, margin, se = found
     spread = f" ± {se:.4f}" if se else ""
@@ -117,7 +117,6 @@ def ratio_interval(plan: dict):
     range two standard errors of its NLL increase over the windows allow: (ratio, low, high),
     low and high None without a standard error; None when the full model was not measured
     beside it (tables written before the plan table had full_model_nll)."""
-    import math
 
     full, nll = plan.get("full_model_nll"), plan.get("measured_nll")
     if full is None or nll is None:
@@ -155,6 +154,38 @@ def target_lines(calibration: dict, max_ratio: float):
         return [f"  within {max_ratio}x on the calibration text by more than two standard errors of its windows"]
     return [f"  within {max_ratio}x on the calibration text, but by under two standard errors of its windows:",
             "  another draw of calibration text of this kind could put it over (CALIB_WINDOWS buys precision)"]
+
+
+# Past this perplexity ratio to the full model on the calibration text, which plan is best there
+# says little about other text: layerprune_selection::margin::UNRELIABLE_PPL_RATIO, whose
+# documentation gives the measurements (tests/workflow/test_prune_report.py keeps the two equal).
+UNRELIABLE_PPL_RATIO = 20.0
+
+
+def depth_lines(calibration: dict):
+    """A warning when the plan's calibration perplexity is past UNRELIABLE_PPL_RATIO times the full
+    model's (or diverged); nothing within it or without the full model beside the plan."""
+    found = ratio_interval(calibration)
+    if found is None or not (math.isnan(found[0]) or found[0] > UNRELIABLE_PPL_RATIO):
+        return []
+    return [f"  warning: the pruned model's calibration perplexity is {found[0]:.0f}x the full model's. Past "
+            f"{UNRELIABLE_PPL_RATIO:.0f}x, which plan",
+            "  is best on the calibration text says little about other text (the calibration optimum of 11 of",
+            "  SmolLM2's blocks 16-27, 240x, had 7.2x SLEB's plan's perplexity on WikiText-2: docs/results.md,",
+            "  \"On held-out text\"); remove fewer blocks (K, MAX_PPL_RATIO)"]
+
+
+def transfer_lines(heldout: dict, calibration: dict):
+    """A note when the held-out text lost more than the calibration text allows: the low end of the
+    held-out ratio's range at two standard errors above the high end of the calibration ratio's.
+    Nothing without both ranges."""
+    held, calib = ratio_interval(heldout), ratio_interval(calibration)
+    if held is None or calib is None or held[1] is None or calib[2] is None or not held[1] > calib[2]:
+        return []
+    return [f"  the held-out text lost more than the calibration text ({held[0]:.3f}x against {calib[0]:.3f}x, "
+            "beyond two standard errors",
+            "  of either): it differs from the calibration text, and a plan chosen on text like what the model",
+            "  will serve (CALIB_TEXT) may lose less there"]
 
 
 # How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD).
@@ -196,8 +227,6 @@ def summary(args):
     print(f"  perplexity on the held-out text: {before['ppl']:.3f} before, {after['ppl']:.3f} after "
           f"({heldout_ratio})")
     if ratio_interval(calibration):
-        import math
-
         print(f"  on the calibration text: {math.exp(calibration['full_model_nll']):.3f} before, "
               f"{calibration['measured_ppl']:.3f} after ({ratio_text(calibration)})")
     else:
@@ -205,7 +234,7 @@ def summary(args):
     if args.max_ppl_ratio is not None:
         for line in target_lines(calibration, float(args.max_ppl_ratio)):
             print(line)
-    for line in rival_lines(calibration):
+    for line in rival_lines(calibration) + depth_lines(calibration) + transfer_lines(plan, calibration):
         print(line)
     print()
     rows = [

@@ -17,7 +17,7 @@
 //! what the plan gives away and how precisely: its NLL increase with a standard error, so a
 //! perplexity ratio (`--max-ppl-ratio`) comes with the interval the calibration windows allow.
 
-use layerprune_tables::{FullModel, RunnerUp};
+use layerprune_tables::{FullModel, PlanRow, RunnerUp};
 
 use crate::Plan;
 
@@ -54,6 +54,31 @@ pub fn full_model(plan: &[usize], measured: &[WindowNlls]) -> Option<FullModel> 
         nll: mean(full_windows),
         nll_increase_se: paired_standard_error(plan_windows, full_windows),
     })
+}
+
+/// Past this perplexity ratio to the full model on the calibration tokens, which plan is best
+/// there says little about other text. Measured on the committed exact games (docs/results.md,
+/// "On held-out text"): the calibration optimum carried over to held-out text up to 12.4 × the
+/// full model's perplexity (Gemma 3, 7 of blocks 6–16: 43 % better than SLEB's plan on
+/// WikiText-2), and at 240 × it did not (SmolLM2, 11 of blocks 16–27: 7.2 × SLEB's plan's
+/// perplexity on WikiText-2).
+pub const UNRELIABLE_PPL_RATIO: f64 = 20.0;
+
+/// A warning for a plan measured past [`UNRELIABLE_PPL_RATIO`], naming its method, k and
+/// ratio; `None` within it or when the plan or the full model was not measured.
+pub fn depth_warning(plan: &PlanRow) -> Option<String> {
+    // A diverged model (NaN) is past any ratio.
+    let ratio = plan
+        .ppl_ratio()
+        .filter(|r| r.is_nan() || *r > UNRELIABLE_PPL_RATIO)?;
+    Some(format!(
+        "{} at k = {}: the pruned model's perplexity is {ratio:.0} x the full model's on these \
+         tokens. Past {UNRELIABLE_PPL_RATIO:.0} x, which plan is best on the calibration text says \
+         little about other text (the calibration optimum of 11 of SmolLM2's blocks 16-27, 240 x, \
+         was 7.2 x SLEB's plan's perplexity on WikiText-2; docs/results.md, \"On held-out \
+         text\"): remove fewer blocks, or judge the plan on held-out text",
+        plan.method, plan.k
+    ))
 }
 
 /// The windows' NLLs of the set `set` among `measured`.
@@ -135,6 +160,41 @@ mod tests {
         // The plan or the full model not measured: nothing.
         assert_eq!(full_model(&[0], &measured), None);
         assert_eq!(full_model(&[2], &measured[1..]), None);
+    }
+
+    #[test]
+    fn a_plan_past_the_unreliable_ratio_is_warned_of() {
+        let plan = |nll: Option<f64>, full: Option<f64>| PlanRow {
+            method: "adaptive-raced".into(),
+            k: 11,
+            removed_blocks: (16..27).collect(),
+            predicted_utility: None,
+            measured_nll: nll,
+            measured_ppl: nll.map(f64::exp),
+            llm_evaluations: 100,
+            runner_up: None,
+            full_model: full.map(|nll| FullModel {
+                nll,
+                nll_increase_se: None,
+            }),
+        };
+        let full = 3.85_f64; // SmolLM2's calibration perplexity, about 47
+        let at = |ratio: f64| plan(Some(full + ratio.ln()), Some(full));
+        // 12.4 x carried over to held-out text; 240 x did not.
+        assert_eq!(depth_warning(&at(12.4)), None);
+        assert_eq!(depth_warning(&at(UNRELIABLE_PPL_RATIO * 0.999)), None);
+        let warning = depth_warning(&at(240.0)).unwrap();
+        assert!(
+            warning.starts_with("adaptive-raced at k = 11:"),
+            "{warning}"
+        );
+        assert!(warning.contains("240 x the full model's"), "{warning}");
+        // A diverged model is past any ratio.
+        assert!(depth_warning(&plan(Some(f64::NAN), Some(full))).is_some());
+        assert!(depth_warning(&plan(Some(f64::INFINITY), Some(full))).is_some());
+        // Without the plan's or the full model's measurement there is no ratio to judge.
+        assert_eq!(depth_warning(&plan(None, Some(full))), None);
+        assert_eq!(depth_warning(&plan(Some(9.0), None)), None);
     }
 
     #[test]

@@ -255,6 +255,12 @@ impl PlanRow {
     pub fn mask_id(&self, num_blocks: usize) -> Option<String> {
         self.mask(num_blocks).map(|mask| mask.id())
     }
+
+    /// The pruned model's perplexity over the full model's on the tokens both were measured on
+    /// (exp of the NLL increase); `None` when either was not measured.
+    pub fn ppl_ratio(&self) -> Option<f64> {
+        Some((self.measured_nll? - self.full_model.as_ref()?.nll).exp())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -20,6 +20,7 @@ use layerprune_core::Game;
 use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, PlanFiles};
+use layerprune_selection::margin::depth_warning;
 use layerprune_selection::plans::ratio_needs_measuring;
 use layerprune_selection::{PlanMethod, PlanSettings, Race, RatioTarget};
 use layerprune_tables::{write_plans, Provenance};
@@ -388,6 +389,9 @@ fn apply_prune(args: Args) -> Result<()> {
             .with_input("dataset", dataset_id);
     }
     let table = inputs.table(&plans)?;
+    for warning in table.rows.iter().filter_map(depth_warning) {
+        tracing::warn!("{warning}");
+    }
 
     // The pruned folder is planned (and checked) before anything is written.
     let layout = match (&args.pruned_out, &args.model) {
