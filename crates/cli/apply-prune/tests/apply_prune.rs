@@ -1299,3 +1299,47 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     fail(&args, "needs --method sleb or adaptive", &plan, None);
 }
+
+/// A plan is reproducible: the same command gives the same plan table, bit for bit (blocks,
+/// NLLs, evaluations charged, runner-up, full model), whatever the number of threads ONNX
+/// Runtime runs on and however many masks go through a block together; so does a race, whose
+/// drops follow from the NLLs (a quarter of a standard error here, so it drops some).
+#[test]
+fn the_same_run_chooses_the_same_plans_on_any_number_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.parquet");
+    write_tokens(
+        &tokens,
+        &TokenTable::new(
+            16,
+            layerprune_tests::fixture_windows(777, 8, 16),
+            "none",
+            "test",
+        ),
+        &Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let plan = dir.path().join(format!("{name}.parquet"));
+        let mut args = measuring_args("adaptive", "1,2,3", &tokens, &plan, None);
+        args.extend(
+            ["--budget", "12", "--race-se", "0.25", "--race-windows", "2"]
+                .iter()
+                .chain(extra)
+                .map(|a| a.to_string()),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        succeed(&args);
+        read_plans(&plan).unwrap()
+    };
+    let one = run("one-thread", &["--threads", "1"]);
+    assert_eq!(one.rows.len(), 3);
+    assert!(one.rows.iter().all(|row| row.runner_up.is_some()));
+    for (name, extra) in [
+        ("two-threads", &["--threads", "2"][..]),
+        ("batched", &["--threads", "2", "--mask-batch", "4"][..]),
+        ("again", &["--threads", "1"][..]),
+    ] {
+        assert_eq!(run(name, extra), one, "{name}");
+    }
+}
