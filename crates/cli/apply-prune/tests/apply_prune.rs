@@ -79,15 +79,15 @@ fn windows() -> Vec<Vec<u32>> {
     layerprune_tests::fixture_windows(12345, 3, 16)
 }
 
+/// A token table of `windows` (16 tokens each) at `path`, with dataset `source`.
+fn write_windows(path: &Path, windows: Vec<Vec<u32>>, source: &str) {
+    let table = TokenTable::new(16, windows, "none", source);
+    write_tokens(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+}
+
 fn write_inputs(dir: &Path, scores: &[f64]) -> (PathBuf, PathBuf) {
-    let provenance = Provenance::new("test", "0", Vec::new());
     let tokens = dir.join("tokens.parquet");
-    write_tokens(
-        &tokens,
-        &TokenTable::new(16, windows(), "none", "test"),
-        &provenance,
-    )
-    .unwrap();
+    write_windows(&tokens, windows(), "test");
     let scores_path = dir.join("scores.parquet");
     write_score_table(&scores_path, scores);
     (tokens, scores_path)
@@ -1006,17 +1006,11 @@ fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() 
 
     // A cache of another token table is refused, naming it, and left as it was.
     let other_tokens = dir.path().join("other-tokens.parquet");
-    write_tokens(
+    write_windows(
         &other_tokens,
-        &TokenTable::new(
-            16,
-            layerprune_tests::fixture_windows(7, 3, 16),
-            "none",
-            "other",
-        ),
-        &provenance,
-    )
-    .unwrap();
+        layerprune_tests::fixture_windows(7, 3, 16),
+        "other",
+    );
     let bytes = std::fs::read(&cache).unwrap();
     let refused = dir.path().join("refused.parquet");
     let s = |p: &Path| p.to_str().unwrap().to_string();
@@ -1127,16 +1121,10 @@ fn a_run_waits_for_another_using_its_cache_then_reads_what_it_measured() {
 #[test]
 fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
     let dir = tempfile::tempdir().unwrap();
-    let provenance = Provenance::new("test", "0", Vec::new());
     // Eight windows: a race has rounds of 3, 6 and 8 windows.
     let tokens = dir.path().join("tokens.parquet");
     let windows = layerprune_tests::fixture_windows(777, 8, 16);
-    write_tokens(
-        &tokens,
-        &TokenTable::new(16, windows.clone(), "none", "test"),
-        &provenance,
-    )
-    .unwrap();
+    write_windows(&tokens, windows.clone(), "test");
     // A method's plans for k = 1, 2, 3 and what it said on stderr.
     let run_method = |method: &str, name: &str, extra: &[&str]| {
         let plan = dir.path().join(format!("{name}.parquet"));
@@ -1308,17 +1296,11 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
 fn the_same_run_chooses_the_same_plans_on_any_number_of_threads() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.parquet");
-    write_tokens(
+    write_windows(
         &tokens,
-        &TokenTable::new(
-            16,
-            layerprune_tests::fixture_windows(777, 8, 16),
-            "none",
-            "test",
-        ),
-        &Provenance::new("test", "0", Vec::new()),
-    )
-    .unwrap();
+        layerprune_tests::fixture_windows(777, 8, 16),
+        "test",
+    );
     let run = |name: &str, extra: &[&str]| {
         let plan = dir.path().join(format!("{name}.parquet"));
         let mut args = measuring_args("adaptive", "1,2,3", &tokens, &plan, None);
