@@ -62,6 +62,11 @@ def tiny_config(arch: str, vocab_size: int):
     rms = dict(intermediate_size=128, num_key_value_heads=2, rms_norm_eps=1e-5, initializer_range=0.08)
     if arch == "llama":
         return tf.LlamaConfig(num_hidden_layers=4, tie_word_embeddings=True, **common, **rms)
+    if arch == "llama3":  # Llama 3.1's rope: theta 500k, frequencies rescaled past 8 positions; untied head
+        rope = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                    original_max_position_embeddings=8)
+        return tf.LlamaConfig(num_hidden_layers=4, tie_word_embeddings=False, rope_theta=500000.0,
+                              rope_scaling=rope, **common, **rms)
     if arch == "mistral":  # sliding window 4 on every block, untied head
         return tf.MistralConfig(num_hidden_layers=4, sliding_window=4, tie_word_embeddings=False, **common, **rms)
     if arch == "qwen2":  # q/k/v biases; sliding window 4 from block 2 on (max_window_layers)
