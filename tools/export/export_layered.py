@@ -16,7 +16,7 @@ fp32, an fp16 / bf16 export against the float32 computation of its own weights, 
 off by the tolerance or by twice transformers' own error in that dtype.
 
 Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma3_text, gpt2,
-gpt_neox, mamba (block graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported architectures", says what each block graph holds and
+gpt_neox, mamba, mamba2 (block graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported architectures", says what each block graph holds and
 what is tested.
 
 Usage:
@@ -49,9 +49,9 @@ from torch import nn
 FORMAT = "layerprune-layered-onnx"
 FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
-SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2", "gpt_neox", "mamba"}
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2", "gpt_neox", "mamba", "mamba2"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
-FIXED_LENGTH_MODEL_TYPES = {"mamba"}
+FIXED_LENGTH_MODEL_TYPES = {"mamba", "mamba2"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXTERNAL_THRESHOLD_BYTES = 1024
@@ -115,7 +115,7 @@ class Architecture:
         elif self.model_type == "gpt_neox":
             self.base = model.gpt_neox
             self.layers_attr, self.norm = "layers", model.gpt_neox.final_layer_norm
-        elif self.model_type == "mamba":
+        elif self.model_type in ("mamba", "mamba2"):
             self.base = model.backbone
             self.layers_attr, self.norm = "layers", model.backbone.norm_f
         else:
@@ -165,7 +165,7 @@ class Embedding(nn.Module):
             self.embed_tokens, self.embed_positions = model.transformer.wte, model.transformer.wpe
         elif arch.model_type == "gpt_neox":
             self.embed_tokens, self.embed_positions = model.gpt_neox.embed_in, None
-        elif arch.model_type == "mamba":
+        elif arch.model_type in ("mamba", "mamba2"):
             self.embed_tokens, self.embed_positions = model.backbone.embeddings, None
         else:
             self.embed_tokens, self.embed_positions = model.model.embed_tokens, None
@@ -192,7 +192,7 @@ class Block(nn.Module):
         self.layer_type, self.window = arch.block_attention(index)
         self.per_type_rope = arch.model_type == "gemma3_text"
         self.plain_call = arch.model_type == "gpt2"
-        self.recurrent = arch.model_type == "mamba"
+        self.recurrent = arch.model_type in ("mamba", "mamba2")
 
     def forward(self, hidden_states):
         if self.recurrent:  # Mamba: the block is norm + mixer + residual; no positions, no mask
@@ -541,7 +541,28 @@ def export_graph(module, args, input_names, output_names, dynamic_axes, opset, e
                 opset_version=opset,
             )
             program.save(buffer)
-    return onnx.load_from_string(buffer.getvalue())
+    graph = onnx.load_from_string(buffer.getvalue())
+    normalize_transpose_perms(graph)
+    return graph
+
+
+def normalize_transpose_perms(graph: onnx.ModelProto) -> int:
+    """Writes every Transpose's `perm` with non-negative axes. The legacy exporter copies
+    `permute(0, -2, -1, 1)` (Mamba-2's scan) into `perm` as it is, which ONNX does not allow and
+    ONNX Runtime refuses to load; the permutation has one entry per axis, so each negative axis
+    is the rank plus it. Returns the number of nodes changed."""
+    changed = 0
+    for node in graph.graph.node:
+        if node.op_type != "Transpose":
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "perm" and any(axis < 0 for axis in attribute.ints):
+                rank = len(attribute.ints)
+                normalized = [axis % rank for axis in attribute.ints]
+                del attribute.ints[:]
+                attribute.ints.extend(normalized)
+                changed += 1
+    return changed
 
 
 def _dynamic_shapes(args, dynamic_axes, input_names, dims):
@@ -793,9 +814,12 @@ def per_layer_lists(config) -> dict:
 
 
 def intermediate_size(config):
+    """The width of a block's inner projection (the MLP's, a Mamba mixer's expanded state)."""
     size = getattr(config, "intermediate_size", None)
     if size is None and config.model_type == "gpt2":
         size = config.n_inner or 4 * config.hidden_size
+    if size is None and config.model_type == "mamba2":  # its config has no intermediate_size
+        size = int(config.expand * config.hidden_size)
     return size
 
 

@@ -89,6 +89,11 @@ def tiny_config(arch: str, vocab_size: int):
         return tf.MambaConfig(vocab_size=vocab_size, hidden_size=64, state_size=8, num_hidden_layers=4, expand=2,
                               conv_kernel=4, initializer_range=0.08, eos_token_id=0, bos_token_id=0,
                               pad_token_id=0, tie_word_embeddings=True)
+    if arch == "mamba2":  # mixer: conv, chunked scan (16 tokens: a chunk and a padded one), gated norm
+        return tf.Mamba2Config(vocab_size=vocab_size, hidden_size=64, state_size=8, num_hidden_layers=4, expand=2,
+                               head_dim=16, num_heads=8, n_groups=2, conv_kernel=4, chunk_size=12,
+                               initializer_range=0.08, eos_token_id=0, bos_token_id=0, pad_token_id=0,
+                               tie_word_embeddings=True)
     raise ValueError(f"no tiny config for {arch!r}")
 
 

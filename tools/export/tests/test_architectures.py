@@ -25,7 +25,8 @@ import prune_hf  # noqa: E402
 
 # The supported model types, and "llama3": a llama with Llama 3.1's rescaled rope frequencies
 # (make_fixture.tiny_config), the rope most Llama checkpoints in use have.
-ARCHITECTURES = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2", "gpt_neox", "mamba"]
+ARCHITECTURES = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2", "gpt_neox", "mamba",
+                 "mamba2"]
 MODEL_TYPE = {"llama3": "llama"}
 FP32_TOLERANCE = 1e-4
 # Sequences longer than every sliding window (4), so windows and local/global rope matter; also
@@ -124,7 +125,9 @@ def test_pruned_checkpoint_matches_chain_with_blocks_skipped(exported, tmp_path)
 
 def test_manifest_records_each_blocks_attention(exported):
     arch, _, model, manifest, _ = exported
-    if arch == "mamba":
+    # Every folder names the width of its blocks' inner projection (evaluate refuses a null).
+    assert manifest["intermediate_size"] == (128 if arch != "gpt2" else 256)
+    if arch in ("mamba", "mamba2"):
         assert "attention" not in manifest and manifest["fixed_seq_len"] == SEQ_LEN
         return
     assert "fixed_seq_len" not in manifest
@@ -198,9 +201,9 @@ def test_prune_refuses_gpt2_per_index_attention_scale(tmp_path_factory, tmp_path
     assert not (tmp_path / "p").exists()
 
 
-@pytest.fixture(scope="module")
-def mamba(tmp_path_factory):
-    return export_fp32("mamba", tmp_path_factory)
+@pytest.fixture(scope="module", params=["mamba", "mamba2"])
+def mamba(request, tmp_path_factory):
+    return export_fp32(request.param, tmp_path_factory)
 
 
 def test_mamba_blocks_run_their_fixed_length_only(mamba):
@@ -247,10 +250,12 @@ def ops_reading(folder: Path, elem_type: int) -> set:
     return export_layered.operators_reading(folder.glob("*.onnx"), elem_type)
 
 
-def test_a_bf16_mamba_block_computes_its_conv_and_softplus_in_float32(tmp_path):
-    """Mamba's mixer runs a Conv and a Softplus on bf16 tensors in transformers; ONNX Runtime's
-    CUDA provider has no bf16 kernel for either, so the exported graph computes them in float32."""
-    make_fixture.build_arch_folder(tmp_path / "hf", "mamba", seed=31)
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+def test_a_bf16_mamba_block_computes_its_conv_and_softplus_in_float32(arch, tmp_path):
+    """Mamba's mixer (and Mamba-2's) runs a Conv and a Softplus on bf16 tensors in transformers;
+    ONNX Runtime's CUDA provider has no bf16 kernel for either, so the exported graph computes
+    them in float32."""
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=31)
     export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"), "--dtype", "bf16",
                          "--no-check", *FIXED])
     block = onnx.load(str(tmp_path / "onnx" / "block_000.onnx"), load_external_data=False)
@@ -494,7 +499,7 @@ def test_the_numpy_form_of_the_fused_node_is_what_onnx_runtime_computes(window):
     assert np.abs(ours - expected).max() < 1e-5
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "mamba"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "mamba", "mamba2"])
 def test_fused_attention_is_refused_where_there_is_none_to_fuse(arch, tmp_path):
     make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=5)
     with pytest.raises(SystemExit, match=f"--attention-kernel fused: {arch} blocks .*fused attention is for gemma3_text, llama"):
@@ -517,3 +522,25 @@ def test_attention_precision_is_refused_with_fused_attention(tmp_path, capsys):
                              "--attention-kernel", "fused", "--attention-precision", "model"])
     assert error.value.code == 2
     assert "--attention-precision is for standard attention" in capsys.readouterr().err
+
+
+def test_negative_transpose_axes_are_written_as_non_negative():
+    """The legacy exporter writes Mamba-2's `permute(0, -2, -1, 1)` as a Transpose with negative
+    axes, which ONNX Runtime refuses to load; the exporter rewrites them (rank + axis)."""
+    from onnx import helper
+
+    node = helper.make_node("Transpose", ["x"], ["y"], perm=[0, -2, -1, 1])
+    other = helper.make_node("Transpose", ["y"], ["z"], perm=[1, 0, 2, 3])
+    graph = helper.make_graph([node, other], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 3, 4])],
+                              [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 17)])
+    assert export_layered.normalize_transpose_perms(model) == 1
+    assert list(model.graph.node[0].attribute[0].ints) == [0, 2, 3, 1]
+    assert list(model.graph.node[1].attribute[0].ints) == [1, 0, 2, 3]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    (z,) = session.run(None, {"x": x})
+    assert np.array_equal(z, x.transpose(0, 2, 3, 1).transpose(1, 0, 2, 3))
