@@ -15,8 +15,8 @@ and fails when they differ by more than the tolerance: an fp32 export against tr
 fp32, an fp16 / bf16 export against the float32 computation of its own weights, where it may be
 off by the tolerance or by twice transformers' own error in that dtype.
 
-Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma3_text, gpt2,
-gpt_neox, mamba, mamba2 (block graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported architectures", says what each block graph holds and
+Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text,
+phi3, olmo2, gpt2, gpt_neox, mamba, mamba2 (block graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported architectures", says what each block graph holds and
 what is tested.
 
 Usage:
@@ -49,7 +49,8 @@ from torch import nn
 FORMAT = "layerprune-layered-onnx"
 FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
-SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2", "gpt_neox", "mamba", "mamba2"}
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2", "gpt2",
+                         "gpt_neox", "mamba", "mamba2"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
 FIXED_LENGTH_MODEL_TYPES = {"mamba", "mamba2"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -137,10 +138,10 @@ class Architecture:
     def block_attention(self, index):
         config = self.config
         window = getattr(config, "sliding_window", None)
-        if self.model_type == "mistral":
-            return ("sliding_attention", window) if window is not None else ("full_attention", None)
+        if self.model_type in ("mistral", "phi3"):  # one window on every block, if any
+            return ("sliding_attention", int(window)) if window is not None else ("full_attention", None)
         layer_types = getattr(config, "layer_types", None)
-        if layer_types is not None and self.model_type in ("qwen2", "qwen3", "gemma3_text"):
+        if layer_types is not None and self.model_type in ("qwen2", "qwen3", "gemma2", "gemma3_text"):
             kind = layer_types[index]
             if kind == "sliding_attention" and window is not None:
                 return kind, int(window)

@@ -74,6 +74,16 @@ def tiny_config(arch: str, vocab_size: int):
                               tie_word_embeddings=True, **common, **rms)
     if arch == "qwen3":  # q/k norms, head_dim 32 ≠ hidden / heads
         return tf.Qwen3Config(num_hidden_layers=4, head_dim=32, tie_word_embeddings=True, **common, **rms)
+    if arch == "gemma":  # Gemma 1: (1 + w) norms, scaled embedding, GeGLU, tied head
+        return tf.GemmaConfig(num_hidden_layers=4, head_dim=16, tie_word_embeddings=True, **common, **rms)
+    if arch == "gemma2":  # sliding window 4 on every other block, attention and final logit softcapping
+        return tf.Gemma2Config(num_hidden_layers=4, head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
+                               attn_logit_softcapping=5.0, final_logit_softcapping=5.0, tie_word_embeddings=True,
+                               **common, **rms)
+    if arch == "phi3":  # fused qkv and gate-up projections, sliding window 4 on every block, untied head
+        return tf.Phi3Config(num_hidden_layers=4, sliding_window=4, tie_word_embeddings=False, **common, **rms)
+    if arch == "olmo2":  # norms after attention and MLP (not before), q/k RMSNorm over all heads
+        return tf.Olmo2Config(num_hidden_layers=4, tie_word_embeddings=False, **common, **rms)
     if arch == "gemma3_text":  # 5 local (window 4, rope 10k) then 1 global (rope 1M) per 6 blocks
         return tf.Gemma3TextConfig(num_hidden_layers=8, head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
                                    final_logit_softcapping=5.0, tie_word_embeddings=True, **common, **rms)

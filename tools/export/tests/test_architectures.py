@@ -25,8 +25,8 @@ import prune_hf  # noqa: E402
 
 # The supported model types, and "llama3": a llama with Llama 3.1's rescaled rope frequencies
 # (make_fixture.tiny_config), the rope most Llama checkpoints in use have.
-ARCHITECTURES = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2", "gpt_neox", "mamba",
-                 "mamba2"]
+ARCHITECTURES = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2",
+                 "gpt2", "gpt_neox", "mamba", "mamba2"]
 MODEL_TYPE = {"llama3": "llama"}
 FP32_TOLERANCE = 1e-4
 # Sequences longer than every sliding window (4), so windows and local/global rope matter; also
@@ -135,6 +135,8 @@ def test_manifest_records_each_blocks_attention(exported):
     n = manifest["num_blocks"]
     expected = {
         "mistral": [("sliding_attention", 4)] * n,
+        "phi3": [("sliding_attention", 4)] * n,
+        "gemma2": [("sliding_attention", 4), ("full_attention", None)] * (n // 2),
         "qwen2": [("full_attention", None)] * 2 + [("sliding_attention", 4)] * (n - 2),
         "gemma3_text": [("sliding_attention", 4)] * 5 + [("full_attention", None)] + [("sliding_attention", 4)] * 2,
     }.get(arch, [("full_attention", None)] * n)
@@ -386,7 +388,7 @@ def test_unsupported_architecture_is_named_with_the_supported_list(tmp_path, mod
             assert architectures[0] in message
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gemma3_text", "phi3", "gpt2"])
 def test_reduced_precision_attention_is_computed_in_float32_unless_asked_otherwise(arch, tmp_path,
                                                                                    tmp_path_factory):
     """--attention-precision float32 (the default for fp16 / bf16): the scores' MatMul reads
