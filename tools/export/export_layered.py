@@ -16,7 +16,7 @@ fp32, an fp16 / bf16 export against the float32 computation of its own weights, 
 off by the tolerance or by twice transformers' own error in that dtype.
 
 Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text,
-phi3, olmo2, gpt2, gpt_neox, mamba, mamba2 (block graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported architectures", says what each block graph holds and
+phi, phi3, olmo2, granite, stablelm, starcoder2, gpt2, gpt_neox, mamba, mamba2 (block graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported architectures", says what each block graph holds and
 what is tested.
 
 Usage:
@@ -49,8 +49,8 @@ from torch import nn
 FORMAT = "layerprune-layered-onnx"
 FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
-SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2", "gpt2",
-                         "gpt_neox", "mamba", "mamba2"}
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
+                         "granite", "stablelm", "starcoder2", "gpt2", "gpt_neox", "mamba", "mamba2"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
 FIXED_LENGTH_MODEL_TYPES = {"mamba", "mamba2"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -119,6 +119,9 @@ class Architecture:
         elif self.model_type in ("mamba", "mamba2"):
             self.base = model.backbone
             self.layers_attr, self.norm = "layers", model.backbone.norm_f
+        elif self.model_type == "phi":
+            self.base = model.model
+            self.layers_attr, self.norm = "layers", model.model.final_layernorm
         else:
             self.base = model.model
             self.layers_attr, self.norm = "layers", model.model.norm
@@ -138,7 +141,7 @@ class Architecture:
     def block_attention(self, index):
         config = self.config
         window = getattr(config, "sliding_window", None)
-        if self.model_type in ("mistral", "phi3"):  # one window on every block, if any
+        if self.model_type in ("mistral", "phi3", "starcoder2"):  # one window on every block, if any
             return ("sliding_attention", int(window)) if window is not None else ("full_attention", None)
         layer_types = getattr(config, "layer_types", None)
         if layer_types is not None and self.model_type in ("qwen2", "qwen3", "gemma2", "gemma3_text"):
@@ -153,6 +156,14 @@ class Architecture:
 
     def final_logit_softcapping(self):
         return getattr(self.config, "final_logit_softcapping", None)
+
+    def embedding_multiplier(self):
+        """Granite scales the token embeddings (in its decoder's forward, not in a module)."""
+        return self.config.embedding_multiplier if self.model_type == "granite" else None
+
+    def logits_scaling(self):
+        """Granite divides the logits (in its causal-LM forward, not in a module)."""
+        return self.config.logits_scaling if self.model_type == "granite" else None
 
 
 class Embedding(nn.Module):
@@ -170,9 +181,12 @@ class Embedding(nn.Module):
             self.embed_tokens, self.embed_positions = model.backbone.embeddings, None
         else:
             self.embed_tokens, self.embed_positions = model.model.embed_tokens, None
+        self.multiplier = arch.embedding_multiplier()
 
     def forward(self, input_ids):
         hidden = self.embed_tokens(input_ids)
+        if self.multiplier is not None:
+            hidden = hidden * self.multiplier
         if self.embed_positions is not None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
             hidden = hidden + self.embed_positions(position_ids)
@@ -236,6 +250,7 @@ class Head(nn.Module):
         self.norm = arch.norm
         self.lm_head = arch.lm_head
         self.softcap = arch.final_logit_softcapping()
+        self.logits_scaling = arch.logits_scaling()
         self.nll = nll
 
     def logits(self, hidden_states):
@@ -249,6 +264,8 @@ class Head(nn.Module):
         logits = flat.reshape(batch, seq_len, -1)
         if self.softcap is not None:  # Gemma: logits = cap * tanh(logits / cap), in the model's dtype
             logits = torch.tanh(logits / self.softcap) * self.softcap
+        if self.logits_scaling is not None:  # Granite
+            logits = logits / self.logits_scaling
         return logits.float()
 
     def forward(self, hidden_states, target_ids=None):

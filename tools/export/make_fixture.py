@@ -82,6 +82,17 @@ def tiny_config(arch: str, vocab_size: int):
                                **common, **rms)
     if arch == "phi3":  # fused qkv and gate-up projections, sliding window 4 on every block, untied head
         return tf.Phi3Config(num_hidden_layers=4, sliding_window=4, tie_word_embeddings=False, **common, **rms)
+    if arch == "phi":  # Phi-2: parallel attention and MLP under one LayerNorm, rotary on half of each head
+        return tf.PhiConfig(num_hidden_layers=4, partial_rotary_factor=0.5, intermediate_size=128,
+                            num_key_value_heads=4, tie_word_embeddings=False, initializer_range=0.08, **common)
+    if arch == "granite":  # embedding, residual, attention and logit multipliers
+        return tf.GraniteConfig(num_hidden_layers=4, embedding_multiplier=2.0, residual_multiplier=0.5,
+                                attention_multiplier=0.2, logits_scaling=4.0, tie_word_embeddings=True, **common, **rms)
+    if arch == "stablelm":  # LayerNorm, rotary on a quarter of each head, q/k/v biases
+        return tf.StableLmConfig(num_hidden_layers=4, partial_rotary_factor=0.25, use_qkv_bias=True,
+                                 tie_word_embeddings=False, **common, **rms)
+    if arch == "starcoder2":  # LayerNorm, biases, GELU MLP, sliding window 4 on every block
+        return tf.Starcoder2Config(num_hidden_layers=4, sliding_window=4, tie_word_embeddings=True, **common, **rms)
     if arch == "olmo2":  # norms after attention and MLP (not before), q/k RMSNorm over all heads
         return tf.Olmo2Config(num_hidden_layers=4, tie_word_embeddings=False, **common, **rms)
     if arch == "gemma3_text":  # 5 local (window 4, rope 10k) then 1 global (rope 1M) per 6 blocks

@@ -25,8 +25,8 @@ import prune_hf  # noqa: E402
 
 # The supported model types, and "llama3": a llama with Llama 3.1's rescaled rope frequencies
 # (make_fixture.tiny_config), the rope most Llama checkpoints in use have.
-ARCHITECTURES = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2",
-                 "gpt2", "gpt_neox", "mamba", "mamba2"]
+ARCHITECTURES = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3",
+                 "olmo2", "granite", "stablelm", "starcoder2", "gpt2", "gpt_neox", "mamba", "mamba2"]
 MODEL_TYPE = {"llama3": "llama"}
 FP32_TOLERANCE = 1e-4
 # Sequences longer than every sliding window (4), so windows and local/global rope matter; also
@@ -136,6 +136,7 @@ def test_manifest_records_each_blocks_attention(exported):
     expected = {
         "mistral": [("sliding_attention", 4)] * n,
         "phi3": [("sliding_attention", 4)] * n,
+        "starcoder2": [("sliding_attention", 4)] * n,
         "gemma2": [("sliding_attention", 4), ("full_attention", None)] * (n // 2),
         "qwen2": [("full_attention", None)] * 2 + [("sliding_attention", 4)] * (n - 2),
         "gemma3_text": [("sliding_attention", 4)] * 5 + [("full_attention", None)] + [("sliding_attention", 4)] * 2,
