@@ -16,8 +16,9 @@ fp32, an fp16 / bf16 export against the float32 computation of its own weights, 
 off by the tolerance or by twice transformers' own error in that dtype.
 
 Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text,
-phi, phi3, olmo2, granite, stablelm, starcoder2, gpt2, gpt_neox, mamba, mamba2 (block graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported architectures", says what each block graph holds and
-what is tested.
+phi, phi3, olmo2, granite, stablelm, starcoder2, gpt2, gpt_neox, mamba, mamba2 (the last two: block
+graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported
+architectures", says what each block graph holds and what is tested.
 
 Usage:
   python export_layered.py --model HF_DIR --out OUT
@@ -97,8 +98,9 @@ def unsupported_message(model_type, architectures=None) -> str:
 class Architecture:
     """Where a supported model keeps its parts and how one of its blocks is called.
 
-    - `base`: the decoder (`model.model`, `model.transformer` for GPT-2, `model.gpt_neox`);
-      `layers`: its list of residual blocks; `norm`: the final norm; `lm_head`.
+    - `base`: the decoder (`model.model`, `model.transformer` for GPT-2, `model.gpt_neox`,
+      `model.backbone` for Mamba and Mamba-2); `layers`: its list of residual blocks; `norm`: the
+      final norm; `lm_head`.
     - `block_attention(index)`: the block's attention type (`full_attention` or
       `sliding_attention`) and its window (None for full attention), fixed by the block's
       index in the ORIGINAL model: it is baked into the block's graph, so removing other
@@ -210,7 +212,7 @@ class Block(nn.Module):
         self.recurrent = arch.model_type in ("mamba", "mamba2")
 
     def forward(self, hidden_states):
-        if self.recurrent:  # Mamba: the block is norm + mixer + residual; no positions, no mask
+        if self.recurrent:  # Mamba, Mamba-2: the block is norm + mixer + residual; no positions, no mask
             # Its scan runs in float32 and so does the residual it returns, also in fp16 / bf16:
             # cast back, the hidden states between graphs are in the folder's dtype.
             return self.layer(hidden_states).to(hidden_states.dtype)
