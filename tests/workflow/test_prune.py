@@ -272,6 +272,8 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     ("gpt_neox", None, False),
     ("qwen2", None, True),
     ("gemma3_text", None, True),
+    ("phi3", None, True),
+    ("mamba2", None, False),
     ("llama", "PRUNE_GENERATOR=0", False),  # skipped on request
     ("gpt2", "PRUNE_GENERATOR=1", True),    # asked for whatever the architecture (the tool decides)
 ])
@@ -306,3 +308,17 @@ def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
     result, lines = setup["make"](*args, check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert lines == []
+
+
+def test_the_make_list_of_generator_architectures_is_the_tool_s():
+    """pipelines/prune.mk's PRUNE_GENERATOR_TYPES names exactly export_generator.py's
+    SUPPORTED_MODEL_TYPES (read from its source: the tool needs torch to import)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    (make_line,) = [line for line in (root / "pipelines" / "prune.mk").read_text().splitlines()
+                    if line.startswith("PRUNE_GENERATOR_TYPES =")]
+    tree = ast.parse((root / "tools" / "export" / "export_generator.py").read_text())
+    (value,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
+                and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["SUPPORTED_MODEL_TYPES"]]
+    assert set(make_line.split("=", 1)[1].split()) == ast.literal_eval(value)

@@ -30,8 +30,9 @@ with the presents fed back) must choose the same tokens as transformers'
 `model.generate(do_sample=False)`, with the logits of every step within the tolerance
 (docs/model-format.md, "The generator file").
 
-Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma3_text. Any other
-is refused by name before the weights are loaded.
+Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text,
+phi, phi3, olmo2, granite, stablelm, starcoder2: the layered exporter's with attention and a rotary
+embedding. Any other is refused by name before the weights are loaded.
 
 Usage:
   python export_generator.py --model PRUNED_HF_DIR --out pruned.onnx
@@ -57,7 +58,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
 
-SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
+                         "granite", "stablelm", "starcoder2"}
 DTYPES = dict(export_layered.DTYPES)
 # The same tolerances as the layered export check (docs/model-format.md): max |logit diff| against
 # transformers (fp16 / bf16: against float32, or twice transformers' own error if larger), scaled
@@ -117,9 +119,10 @@ class Generator(nn.Module):
         super().__init__()
         arch = export_layered.Architecture(model)
         self.embed_tokens = arch.base.embed_tokens  # Gemma's scales by sqrt(hidden) inside
+        self.embedding_multiplier = arch.embedding_multiplier()  # Granite's, outside the module
         self.layers = arch.layers
         self.rotary_emb = arch.base.rotary_emb
-        self.head = export_layered.Head(model, nll=False)  # final norm, LM head, Gemma's softcap
+        self.head = export_layered.Head(model, nll=False)  # final norm, LM head, softcap, Granite's scaling
         self.attention = [arch.block_attention(i) for i in range(len(self.layers))]
         self.per_type_rope = arch.model_type == "gemma3_text"
 
@@ -127,6 +130,8 @@ class Generator(nn.Module):
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
         hidden = self.embed_tokens(input_ids)
+        if self.embedding_multiplier is not None:
+            hidden = hidden * self.embedding_multiplier
         cache = DynamicCache()
         for i in range(len(self.layers)):
             # Filled directly rather than by `update`, whose first call concatenates onto an

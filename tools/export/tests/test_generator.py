@@ -32,7 +32,8 @@ import prune_hf  # noqa: E402
 # Blocks removed per architecture: kept blocks change index, and where the attention types are
 # mixed (Qwen2: full on blocks 0-1, sliding from 2 on; Gemma 3: global on block 5 of 8) the kept
 # ones keep their original types at new indices.
-REMOVED = {"llama": "1", "llama3": "2", "mistral": "0,2", "qwen2": "1,3", "qwen3": "2", "gemma3_text": "0,2"}
+REMOVED = {"llama": "1", "llama3": "2", "gemma": "1", "gemma2": "0,1", "phi": "2", "phi3": "1", "olmo2": "3",
+           "granite": "1,2", "stablelm": "0", "starcoder2": "2", "mistral": "0,2", "qwen2": "1,3", "qwen3": "2", "gemma3_text": "0,2"}
 FP32_TOLERANCE = 1e-4
 
 _PRUNED = {}
@@ -290,8 +291,10 @@ def test_unsupported_architecture_is_refused_by_name(tmp_path):
     result = subprocess.run([sys.executable, str(TOOLS / "export_generator.py"), "--model", str(tmp_path / "gpt2"),
                              "--out", str(tmp_path / "g.onnx")], capture_output=True, text=True)
     assert result.returncode != 0
+    supported = ", ".join(sorted(export_generator.SUPPORTED_MODEL_TYPES))
     assert ("model type 'gpt2' (GPT2LMHeadModel) is not supported by the KV-cache exporter; supported model "
-            "types: gemma3_text, llama, mistral, qwen2, qwen3") in result.stderr
+            f"types: {supported}") in result.stderr
+    assert "gpt2" not in export_generator.SUPPORTED_MODEL_TYPES and "llama" in supported
     assert not (tmp_path / "g.onnx").exists()
 
 
