@@ -98,3 +98,9 @@ def test_a_held_out_loss_beyond_the_calibration_range_is_noted():
     assert report.transfer_lines({**heldout, "nll_increase_se": 0.1}, calibration) == []
     assert report.transfer_lines({**heldout, "nll_increase_se": None}, calibration) == []
     assert report.transfer_lines(heldout, {"measured_nll": 4.0}) == []
+
+
+def test_the_layers_of_a_multimodal_checkpoint_are_its_language_model_s():
+    assert report.checkpoint_layers({"num_hidden_layers": 24}) == 24
+    assert report.checkpoint_layers({"model_type": "gemma3", "text_config": {"num_hidden_layers": 28}}) == 28
+    assert report.checkpoint_layers({"model_type": "gemma3"}) is None

@@ -52,6 +52,9 @@ FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
                          "granite", "stablelm", "starcoder2", "gpt2", "gpt_neox", "mamba", "mamba2"}
+# Multimodal checkpoints whose language model is exported and pruned (its vision tower is kept
+# as it is in a pruned checkpoint): their `model_type` → the language model's.
+MULTIMODAL_MODEL_TYPES = {"gemma3": "gemma3_text"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
 FIXED_LENGTH_MODEL_TYPES = {"mamba", "mamba2"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -689,12 +692,46 @@ def check_supported_config(folder: Path) -> None:
     except (OSError, ValueError) as error:
         sys.exit(f"export: error: cannot read {folder / 'config.json'}: {error}")
     model_type = config.get("model_type")
+    if model_type in MULTIMODAL_MODEL_TYPES:
+        model_type = (config.get("text_config") or {}).get("model_type", MULTIMODAL_MODEL_TYPES[model_type])
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures")))
 
 
+def language_model(model):
+    """The causal LM that a multimodal checkpoint (MULTIMODAL_MODEL_TYPES) holds, as a model of its
+    own that computes what the checkpoint computes from text alone: its language model's modules
+    and its text config, shared, not copied (deleting a block or cutting a per-layer list in one
+    does it in the other). Gemma3ForConditionalGeneration does not apply the text config's final
+    logit softcapping, so it is set to None here (prune_hf.py puts the checkpoint's value back
+    before writing it). Any other model as it is."""
+    if model.config.model_type not in MULTIMODAL_MODEL_TYPES:
+        return model
+    from transformers import AutoModelForCausalLM
+
+    text_config = model.config.text_config
+    text_config.final_logit_softcapping = None
+    text_config._attn_implementation = "eager"
+    with torch.device("meta"):  # no weights allocated: the modules are the checkpoint's
+        text = AutoModelForCausalLM.from_config(text_config)
+    text.model, text.lm_head = model.model.language_model, model.lm_head
+    text.eval()
+    return text
+
+
 def load_model(args):
-    """Loads the model in `args.dtype` (a DTYPES key, or "auto": the checkpoint's own dtype)."""
+    """Loads the model in `args.dtype` (a DTYPES key, or "auto": the checkpoint's own dtype); of a
+    multimodal checkpoint, its language model (`language_model`)."""
+    model, tokenizer, source = load_checkpoint(args)
+    text = language_model(model)
+    if text is not model:
+        source["language_model_of"] = type(model).__name__
+    Architecture(text)  # refuses an unsupported model type, naming it and the supported list
+    return text, tokenizer, source
+
+
+def load_checkpoint(args):
+    """The checkpoint as transformers loads it (a multimodal one whole), in `args.dtype`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
@@ -717,7 +754,6 @@ def load_model(args):
         source = {"kind": "huggingface", "path": str(folder)}
     model.config._attn_implementation = "eager"
     model.eval()
-    Architecture(model)  # refuses an unsupported model type, naming it and the supported list
     return model, tokenizer, source
 
 

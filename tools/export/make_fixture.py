@@ -118,6 +118,29 @@ def tiny_config(arch: str, vocab_size: int):
     raise ValueError(f"no tiny config for {arch!r}")
 
 
+def build_gemma3_multimodal_folder(folder: Path, seed: int):
+    """A tiny random-weight multimodal Gemma 3 (Gemma3ForConditionalGeneration, model type
+    `gemma3`): the tiny `gemma3_text` language model (its final logit softcapping set, which the
+    multimodal forward does not apply) and a one-layer SigLIP vision tower."""
+    import transformers as tf
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    text = tiny_config("gemma3_text", len(tokenizer))
+    vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                   image_size=28, patch_size=14)
+    config = tf.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
+                             image_token_index=5, boi_token_index=6, eoi_token_index=7)
+    model = tf.AutoModelForImageTextToText.from_config(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 1:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def build_arch_folder(folder: Path, arch: str, seed: int, dtype=torch.float32):
     """A tiny random-weight checkpoint of `arch` saved in `dtype`. Every 1-D parameter (norm
     weights, biases) is perturbed too, so that none is left at its identity initialisation."""

@@ -9,7 +9,8 @@ recorded in the config as `layerprune_kept_blocks`. The checkpoint is written in
 dtype (a bfloat16 model stays bfloat16; a GGUF is dequantized to float32), then reloaded and
 checked against the in-memory pruned model before the output folder is put in place.
 
-Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES).
+Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES), and multimodal Gemma 3
+(`gemma3`), whose language model is pruned and which is written whole, vision tower included.
 
 Usage:
   python prune_hf.py --model HF_DIR --remove 3,7,9 --out OUT
@@ -115,10 +116,19 @@ def main(argv=None):
         except ValueError:
             sys.exit(f"prune_hf: error: --remove {args.remove!r} is not a list of block indices")
     load_args = argparse.Namespace(model=args.model, gguf=args.gguf, dtype="auto")
-    model, tokenizer, _ = export_layered.load_model(load_args)
+    # A multimodal checkpoint is pruned in its language model and written whole (vision tower
+    # included): `text` shares the checkpoint's blocks and text config.
+    model, tokenizer, _ = export_layered.load_checkpoint(load_args)
+    text_config = getattr(model.config, "text_config", None)
+    softcapping = getattr(text_config, "final_logit_softcapping", None)
+    text = export_layered.language_model(model)
     dtype = next(model.parameters()).dtype
     source_dtypes = {p.dtype for p in model.parameters()}
-    kept = prune(model, removed)
+    kept = prune(text, removed)
+    if text is not model:  # the multimodal checkpoint's own value, which its forward ignores
+        text_config.final_logit_softcapping = softcapping
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     from transformers import AutoModelForCausalLM
 
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
@@ -131,7 +141,7 @@ def main(argv=None):
         if reloaded_dtypes != source_dtypes:
             raise SystemExit(f"prune_hf: error: the checkpoint reloads as {sorted(map(str, reloaded_dtypes))}, "
                              f"not the source's {dtype}")
-        ids = torch.randint(0, model.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
+        ids = torch.randint(0, text.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             expected = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
             actual = reloaded(input_ids=ids, labels=ids, use_cache=False).loss.item()

@@ -188,6 +188,12 @@ def transfer_lines(heldout: dict, calibration: dict):
             "  will serve (CALIB_TEXT) may lose less there"]
 
 
+def checkpoint_layers(config: dict):
+    """A Hugging Face config's number of layers; a multimodal checkpoint's (Gemma 3 4B and up) is
+    its language model's, in text_config."""
+    return config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
+
+
 # How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD).
 METHOD_NAMES = {"adaptive": "adaptive removal",
                 "adaptive-raced": "adaptive removal raced over the calibration windows",
@@ -212,6 +218,7 @@ def summary(args):
     hf = folder / "pruned-hf"
     with open(hf / "config.json") as handle:
         config = json.load(handle)
+    kept_layers = checkpoint_layers(config)
     dtype = config.get("dtype", config.get("torch_dtype", "?"))
     layers = (folder / "llama-cpp-prune-layers.txt").read_text().strip()
     num_blocks = full["num_blocks"]
@@ -243,7 +250,7 @@ def summary(args):
                                   "the calibration text)"),
         (folder / "pruned", f"the pruned model, layered ONNX ({len(pruned['blocks'])} blocks, "
                             f"{file_size(folder / 'pruned')})"),
-        (hf, f"the pruned Hugging Face checkpoint ({config.get('num_hidden_layers')} layers, {dtype}, "
+        (hf, f"the pruned Hugging Face checkpoint ({kept_layers} layers, {dtype}, "
              f"{file_size(hf)})"),
         (folder / "llama-cpp-prune-layers.txt", f"for llama.cpp: llama-quantize --prune-layers {layers} "
                                                  "model.gguf pruned.gguf TYPE"),

@@ -547,3 +547,39 @@ def test_negative_transpose_axes_are_written_as_non_negative():
     x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
     (z,) = session.run(None, {"x": x})
     assert np.array_equal(z, x.transpose(0, 2, 3, 1).transpose(1, 0, 2, 3))
+
+
+def test_a_multimodal_gemma3_is_pruned_in_its_language_model_and_written_whole(tmp_path):
+    """Gemma 3 4B and up are multimodal checkpoints (`gemma3`): the exporter writes their language
+    model, computing what the multimodal model computes from text (which does not apply the text
+    config's final logit softcapping, set in this fixture); prune_hf.py writes the checkpoint
+    whole, the vision tower unchanged, and its text logits are the chain's with those blocks
+    skipped."""
+    from transformers import AutoModelForCausalLM
+
+    make_fixture.build_gemma3_multimodal_folder(tmp_path / "hf", seed=17)
+    _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx")])
+    assert manifest["architecture"] == "gemma3_text"
+    assert manifest["source"]["language_model_of"] == "Gemma3ForConditionalGeneration"
+    source = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(source).__name__ == "Gemma3ForConditionalGeneration"
+    assert source.config.text_config.final_logit_softcapping == 5.0
+    ids = ids_for(manifest, 3)
+    with torch.no_grad():
+        expected = source(input_ids=torch.from_numpy(ids)).logits.float().numpy()
+    logits, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids)
+    assert np.abs(logits - expected).max() < FP32_TOLERANCE
+
+    prune_hf.main(["--model", str(tmp_path / "hf"), "--remove", "1,5", "--out", str(tmp_path / "pruned")])
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
+    assert type(pruned).__name__ == "Gemma3ForConditionalGeneration"
+    text = pruned.config.text_config
+    assert text.num_hidden_layers == 6 and text.layerprune_kept_blocks == [0, 2, 3, 4, 6, 7]
+    assert text.layer_types == [source.config.text_config.layer_types[i] for i in [0, 2, 3, 4, 6, 7]]
+    assert text.final_logit_softcapping == 5.0  # the checkpoint's own value, written back
+    vision = dict(source.model.vision_tower.named_parameters())
+    assert vision and all(torch.equal(p, vision[name]) for name, p in pruned.model.vision_tower.named_parameters())
+    with torch.no_grad():
+        pruned_logits = pruned(input_ids=torch.from_numpy(ids)).logits.float().numpy()
+    skipped, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids, drop=(1, 5))
+    assert np.abs(pruned_logits - skipped).max() < FP32_TOLERANCE
