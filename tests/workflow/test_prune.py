@@ -274,6 +274,7 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     ("gemma3_text", None, True),
     ("phi3", None, True),
     ("mamba2", None, False),
+    ("gemma3", None, False),         # multimodal: the pruned checkpoint, no decoder
     ("llama", "PRUNE_GENERATOR=0", False),  # skipped on request
     ("gpt2", "PRUNE_GENERATOR=1", True),    # asked for whatever the architecture (the tool decides)
 ])

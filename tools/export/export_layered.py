@@ -52,9 +52,11 @@ FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
                          "granite", "stablelm", "starcoder2", "gpt2", "gpt_neox", "mamba", "mamba2"}
-# Multimodal checkpoints whose language model is exported and pruned (its vision tower is kept
-# as it is in a pruned checkpoint): their `model_type` → the language model's.
-MULTIMODAL_MODEL_TYPES = {"gemma3": "gemma3_text"}
+# Multimodal checkpoints (image + text → text) whose language model is exported and pruned, the
+# vision tower kept as it is in a pruned checkpoint: multimodal Gemma 3 (4B and up), LLaVA
+# (whichever language model its text_config names) and Mistral 3 (Mistral Small 3.1). The
+# language model's `model_type` is its text_config's, and must be supported.
+MULTIMODAL_MODEL_TYPES = {"gemma3", "llava", "mistral3"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
 FIXED_LENGTH_MODEL_TYPES = {"mamba", "mamba2"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -693,7 +695,7 @@ def check_supported_config(folder: Path) -> None:
         sys.exit(f"export: error: cannot read {folder / 'config.json'}: {error}")
     model_type = config.get("model_type")
     if model_type in MULTIMODAL_MODEL_TYPES:
-        model_type = (config.get("text_config") or {}).get("model_type", MULTIMODAL_MODEL_TYPES[model_type])
+        model_type = (config.get("text_config") or {}).get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures")))
 
@@ -704,13 +706,15 @@ def language_model(model):
     and its text config, shared, not copied (deleting a block or cutting a per-layer list in one
     does it in the other). Gemma3ForConditionalGeneration does not apply the text config's final
     logit softcapping, so it is set to None here (prune_hf.py puts the checkpoint's value back
-    before writing it). Any other model as it is."""
+    before writing it); LLaVA's and Mistral 3's forward is their language model's. Any other model
+    as it is."""
     if model.config.model_type not in MULTIMODAL_MODEL_TYPES:
         return model
     from transformers import AutoModelForCausalLM
 
     text_config = model.config.text_config
-    text_config.final_logit_softcapping = None
+    if getattr(text_config, "final_logit_softcapping", None) is not None:
+        text_config.final_logit_softcapping = None
     text_config._attn_implementation = "eager"
     with torch.device("meta"):  # no weights allocated: the modules are the checkpoint's
         text = AutoModelForCausalLM.from_config(text_config)
@@ -730,9 +734,18 @@ def load_model(args):
     return text, tokenizer, source
 
 
+def model_class(folder: Path):
+    """The transformers auto class that loads the checkpoint in `folder`: a multimodal one
+    (MULTIMODAL_MODEL_TYPES) whole, as image-text-to-text, any other as a causal LM."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    return AutoModelForImageTextToText if model_type in MULTIMODAL_MODEL_TYPES else AutoModelForCausalLM
+
+
 def load_checkpoint(args):
     """The checkpoint as transformers loads it (a multimodal one whole), in `args.dtype`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
     if args.gguf:
@@ -741,6 +754,8 @@ def load_checkpoint(args):
             sys.exit(f"export: error: GGUF file {gguf} does not exist")
         if dtype == "auto":
             dtype = torch.float32  # transformers dequantizes GGUF to float32
+        from transformers import AutoModelForCausalLM
+
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         source = {"kind": "gguf", "path": str(gguf), "sha256": sha256_file(gguf)}
@@ -749,7 +764,7 @@ def load_checkpoint(args):
         if not (folder / "config.json").is_file():
             sys.exit(f"export: error: {folder} is not a Hugging Face model folder (no config.json)")
         check_supported_config(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        model = model_class(folder).from_pretrained(folder, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         source = {"kind": "huggingface", "path": str(folder)}
     model.config._attn_implementation = "eager"

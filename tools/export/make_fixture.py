@@ -118,20 +118,36 @@ def tiny_config(arch: str, vocab_size: int):
     raise ValueError(f"no tiny config for {arch!r}")
 
 
-def build_gemma3_multimodal_folder(folder: Path, seed: int):
-    """A tiny random-weight multimodal Gemma 3 (Gemma3ForConditionalGeneration, model type
-    `gemma3`): the tiny `gemma3_text` language model (its final logit softcapping set, which the
-    multimodal forward does not apply) and a one-layer SigLIP vision tower."""
+# Multimodal fixtures: model type → (the tiny language model's arch, a one-layer vision tower).
+MULTIMODAL = {"gemma3": "gemma3_text", "llava": "llama", "mistral3": "mistral"}
+
+
+def multimodal_config(model_type: str, vocab_size: int):
+    import transformers as tf
+
+    text = tiny_config(MULTIMODAL[model_type], vocab_size).to_dict()
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                 patch_size=14)
+    if model_type == "gemma3":  # SigLIP tower; the text config's final logit softcapping is set
+        return tf.Gemma3Config(text_config=text, vision_config=tf.SiglipVisionConfig(**tower).to_dict(),
+                               mm_tokens_per_image=4, image_token_index=5, boi_token_index=6, eoi_token_index=7)
+    if model_type == "llava":  # CLIP tower, a llama language model
+        return tf.LlavaConfig(text_config=text, vision_config=tf.CLIPVisionConfig(**tower).to_dict(),
+                              image_token_index=5)
+    if model_type == "mistral3":  # Pixtral tower, a mistral language model (sliding window 4)
+        return tf.Mistral3Config(text_config=text, vision_config=tf.PixtralVisionConfig(**tower, head_dim=16).to_dict(),
+                                 image_token_index=5)
+    raise ValueError(f"no tiny multimodal config for {model_type!r}")
+
+
+def build_multimodal_folder(folder: Path, model_type: str, seed: int):
+    """A tiny random-weight multimodal checkpoint of `model_type` (MULTIMODAL): a tiny language
+    model of the architectures above and a one-layer vision tower."""
     import transformers as tf
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
-    text = tiny_config("gemma3_text", len(tokenizer))
-    vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                   image_size=28, patch_size=14)
-    config = tf.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
-                             image_token_index=5, boi_token_index=6, eoi_token_index=7)
-    model = tf.AutoModelForImageTextToText.from_config(config)
+    model = tf.AutoModelForImageTextToText.from_config(multimodal_config(model_type, len(tokenizer)))
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.dim() == 1:

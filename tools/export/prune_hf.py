@@ -9,8 +9,9 @@ recorded in the config as `layerprune_kept_blocks`. The checkpoint is written in
 dtype (a bfloat16 model stays bfloat16; a GGUF is dequantized to float32), then reloaded and
 checked against the in-memory pruned model before the output folder is put in place.
 
-Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES), and multimodal Gemma 3
-(`gemma3`), whose language model is pruned and which is written whole, vision tower included.
+Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES), and the multimodal ones
+(MULTIMODAL_MODEL_TYPES: Gemma 3 4B and up, LLaVA, Mistral 3), whose language model is pruned and
+which are written whole, vision tower included.
 
 Usage:
   python prune_hf.py --model HF_DIR --remove 3,7,9 --out OUT
@@ -125,16 +126,15 @@ def main(argv=None):
     dtype = next(model.parameters()).dtype
     source_dtypes = {p.dtype for p in model.parameters()}
     kept = prune(text, removed)
-    if text is not model:  # the multimodal checkpoint's own value, which its forward ignores
-        text_config.final_logit_softcapping = softcapping
+    if text is not model:
+        if softcapping is not None:  # the multimodal checkpoint's own value, which its forward ignores
+            text_config.final_logit_softcapping = softcapping
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-    from transformers import AutoModelForCausalLM
-
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
     try:
         save(model, tokenizer, staging)
-        reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype="auto")
+        reloaded = export_layered.model_class(staging).from_pretrained(staging, dtype="auto")
         reloaded.config._attn_implementation = "eager"
         reloaded.eval()
         reloaded_dtypes = {p.dtype for p in reloaded.parameters()}

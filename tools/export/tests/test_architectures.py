@@ -549,37 +549,40 @@ def test_negative_transpose_axes_are_written_as_non_negative():
     assert np.array_equal(z, x.transpose(0, 2, 3, 1).transpose(1, 0, 2, 3))
 
 
-def test_a_multimodal_gemma3_is_pruned_in_its_language_model_and_written_whole(tmp_path):
-    """Gemma 3 4B and up are multimodal checkpoints (`gemma3`): the exporter writes their language
-    model, computing what the multimodal model computes from text (which does not apply the text
-    config's final logit softcapping, set in this fixture); prune_hf.py writes the checkpoint
-    whole, the vision tower unchanged, and its text logits are the chain's with those blocks
-    skipped."""
-    from transformers import AutoModelForCausalLM
+@pytest.mark.parametrize("model_type", sorted(make_fixture.MULTIMODAL))
+def test_a_multimodal_checkpoint_is_pruned_in_its_language_model_and_written_whole(model_type, tmp_path):
+    """Gemma 3 4B and up, LLaVA and Mistral 3 are multimodal checkpoints: the exporter writes their
+    language model, computing what the multimodal model computes from text (Gemma 3's does not
+    apply its text config's final logit softcapping, set in its fixture); prune_hf.py writes the
+    checkpoint whole, the vision tower unchanged, and its text logits are the chain's with those
+    blocks skipped."""
+    from transformers import AutoModelForImageTextToText
 
-    make_fixture.build_gemma3_multimodal_folder(tmp_path / "hf", seed=17)
+    make_fixture.build_multimodal_folder(tmp_path / "hf", model_type, seed=17)
     _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx")])
-    assert manifest["architecture"] == "gemma3_text"
-    assert manifest["source"]["language_model_of"] == "Gemma3ForConditionalGeneration"
-    source = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
-    assert type(source).__name__ == "Gemma3ForConditionalGeneration"
-    assert source.config.text_config.final_logit_softcapping == 5.0
+    source = AutoModelForImageTextToText.from_pretrained(tmp_path / "hf").eval()
+    assert manifest["architecture"] == make_fixture.MULTIMODAL[model_type]
+    assert manifest["source"]["language_model_of"] == type(source).__name__
     ids = ids_for(manifest, 3)
     with torch.no_grad():
         expected = source(input_ids=torch.from_numpy(ids)).logits.float().numpy()
     logits, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids)
     assert np.abs(logits - expected).max() < FP32_TOLERANCE
 
-    prune_hf.main(["--model", str(tmp_path / "hf"), "--remove", "1,5", "--out", str(tmp_path / "pruned")])
-    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
-    assert type(pruned).__name__ == "Gemma3ForConditionalGeneration"
-    text = pruned.config.text_config
-    assert text.num_hidden_layers == 6 and text.layerprune_kept_blocks == [0, 2, 3, 4, 6, 7]
-    assert text.layer_types == [source.config.text_config.layer_types[i] for i in [0, 2, 3, 4, 6, 7]]
-    assert text.final_logit_softcapping == 5.0  # the checkpoint's own value, written back
+    prune_hf.main(["--model", str(tmp_path / "hf"), "--remove", "1,2", "--out", str(tmp_path / "pruned")])
+    pruned = AutoModelForImageTextToText.from_pretrained(tmp_path / "pruned").eval()
+    assert type(pruned) is type(source)
+    before, after = source.config.text_config, pruned.config.text_config
+    kept = [0] + list(range(3, before.num_hidden_layers))
+    assert after.num_hidden_layers == len(kept) and after.layerprune_kept_blocks == kept
+    for key, value in export_layered.per_layer_lists(before).items():  # e.g. layer_types, cut
+        assert getattr(after, key) == [value[i] for i in kept], key
+    # The checkpoint's own softcapping value is written back (Gemma 3's fixture sets it).
+    assert getattr(after, "final_logit_softcapping", None) == getattr(before, "final_logit_softcapping", None)
+    assert (model_type == "gemma3") == (getattr(after, "final_logit_softcapping", None) is not None)
     vision = dict(source.model.vision_tower.named_parameters())
     assert vision and all(torch.equal(p, vision[name]) for name, p in pruned.model.vision_tower.named_parameters())
     with torch.no_grad():
         pruned_logits = pruned(input_ids=torch.from_numpy(ids)).logits.float().numpy()
-    skipped, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids, drop=(1, 5))
+    skipped, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids, drop=(1, 2))
     assert np.abs(pruned_logits - skipped).max() < FP32_TOLERANCE
