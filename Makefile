@@ -77,10 +77,6 @@ test-python: venv-test
 	$(BIN)/examples/write_samples $(BUILD)/samples
 	LAYERPRUNE_SAMPLES=$(abspath $(BUILD)/samples) $(VENV_TEST)/bin/python -m pytest -q tests/python
 
-# The exporter's own tests (need torch: run after `make venv-export`).
-test-export: venv-export ort
-	$(VENV_EXPORT)/bin/python -m pytest -q tools/export/tests
-
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
@@ -97,6 +93,11 @@ include pipelines/tasks.mk
 include pipelines/frontier.mk
 include pipelines/fuzz.mk
 include pipelines/prune.mk
+
+# The exporter's own tests (need torch: the exporter's environment), with the stages that run
+# what it exports (after the includes: $(STAGES) is defined there).
+test-export: venv-export ort $(STAGES)
+	LAYERPRUNE_BIN=$(abspath $(BIN)) $(VENV_EXPORT)/bin/python -m pytest -q tools/export/tests
 
 # --- The same pipeline on Snakemake (pipelines/Snakefile; docs/pipeline.md, docs/scaling.md) ---
 # The workflow's tests on the tiny fixture: shards, sampling rounds, a killed shard, dry runs.

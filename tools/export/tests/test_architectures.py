@@ -9,6 +9,8 @@ Then the reduced-precision exports (fp16, bf16) against transformers in the same
 """
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -121,6 +123,37 @@ def test_pruned_checkpoint_matches_chain_with_blocks_skipped(exported, tmp_path)
     diff = float(np.abs(logits - expected).max())
     print(f"{arch}: pruned checkpoint vs chain max |logit diff| {diff:.2e}")
     assert diff < FP32_TOLERANCE
+
+
+# The project's own stages (`make test-export` passes them): the evaluator these folders are for.
+STAGES = os.environ.get("LAYERPRUNE_BIN")
+
+
+@pytest.mark.skipif(not STAGES, reason="needs the Rust stages: LAYERPRUNE_BIN (make test-export sets it)")
+def test_the_rust_evaluator_gives_transformers_nll(exported, tmp_path):
+    """`evaluate` (Rust, ONNX Runtime) on the exported folder, the full model and block 1 skipped,
+    against transformers' NLL on the same windows: what a user's `make prune` computes, on every
+    architecture (a manifest the evaluator refuses, e.g. a null size, fails here)."""
+    import pyarrow.parquet as pq
+
+    arch, _, model, manifest, out = exported
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog, and the dog sleeps on. " * 20)
+    tokens = tmp_path / "tokens.parquet"
+    stage = lambda name, *args: subprocess.run([str(Path(STAGES) / name), *map(str, args)],
+                                               capture_output=True, text=True, check=True)
+    stage("prepare-tokens", "--model", out, "--text", text, "--windows", 3, "--length", SEQ_LEN, "--bos", "off",
+          "--out", tokens)
+    ids = np.array(pq.read_table(tokens).column("tokens").to_pylist(), dtype=np.int64)
+    num_blocks = manifest["num_blocks"]
+    skip_one = "".join("0" if i == 1 else "1" for i in range(num_blocks))
+    evaluations = tmp_path / "evaluations.parquet"
+    stage("evaluate", "--model", out, "--tokens", tokens, "--mask", "1" * num_blocks, "--mask", skip_one,
+          "--threads", 1, "--out", evaluations)
+    measured = {row["mask_id"]: row["nll"] for row in pq.read_table(evaluations).to_pylist()}
+    for mask, drop in (("1" * num_blocks, ()), (skip_one, (1,))):
+        _, expected = export_layered.reference(model, ids, drop=drop)
+        assert abs(measured[mask] - float(expected.mean())) < FP32_TOLERANCE, (arch, mask)
 
 
 def test_manifest_records_each_blocks_attention(exported):
