@@ -95,7 +95,6 @@ def rival_lines(plan: dict):
     found = rival_margin(plan)
     if found is None:
         return []
-
     rival, rival_nll, margin, se = found
     spread = f" ± {se:.4f}" if se else ""
     standard_errors = f", {margin / se:.1f} standard errors over the windows" if se else ""
@@ -117,7 +116,6 @@ def ratio_interval(plan: dict):
     range two standard errors of its NLL increase over the windows allow: (ratio, low, high),
     low and high None without a standard error; None when the full model was not measured
     beside it (tables written before the plan table had full_model_nll)."""
-
     full, nll = plan.get("full_model_nll"), plan.get("measured_nll")
     if full is None or nll is None:
         return None
