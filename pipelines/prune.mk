@@ -40,7 +40,7 @@ PRUNE_GENERATOR_FLAGS ?=
 # config.json names one of them (the others, GPT-2, GPT-NeoX, Mamba and Mamba-2, are pruned without it) and
 # for a GGUF file (its architecture is known only once loaded; the tool refuses others by name).
 # PRUNE_GENERATOR=0 skips it, PRUNE_GENERATOR=1 asks for it whatever the architecture.
-PRUNE_GENERATOR_TYPES = llama mistral qwen2 qwen3 gemma gemma2 gemma3_text phi phi3 olmo2 granite stablelm starcoder2
+PRUNE_GENERATOR_TYPES = llama mistral qwen2 qwen3 gemma gemma2 gemma3_text phi phi3 olmo2 granite stablelm starcoder2 cohere
 PRUNE_MODEL_TYPE := $(if $(filter %.gguf,$(MODEL)),gguf,$(if $(wildcard $(patsubst %/,%,$(MODEL))/config.json),$(shell \
   grep -o '"model_type" *: *"[^"]*"' $(patsubst %/,%,$(MODEL))/config.json | head -n 1 | sed 's/.*"\([^"]*\)"$$/\1/')))
 PRUNE_GENERATOR ?= $(if $(filter gguf $(PRUNE_GENERATOR_TYPES),$(PRUNE_MODEL_TYPE)),1,0)

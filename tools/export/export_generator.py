@@ -31,8 +31,8 @@ with the presents fed back) must choose the same tokens as transformers'
 (docs/model-format.md, "The generator file").
 
 Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text,
-phi, phi3, olmo2, granite, stablelm, starcoder2: the layered exporter's with attention and a rotary
-embedding. Any other is refused by name before the weights are loaded.
+phi, phi3, olmo2, granite, stablelm, starcoder2, cohere: the layered exporter's with attention and a
+rotary embedding. Any other is refused by name before the weights are loaded.
 
 Usage:
   python export_generator.py --model PRUNED_HF_DIR --out pruned.onnx
@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
 
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
-                         "granite", "stablelm", "starcoder2"}
+                         "granite", "stablelm", "starcoder2", "cohere"}
 DTYPES = dict(export_layered.DTYPES)
 # The same tolerances as the layered export check (docs/model-format.md): max |logit diff| against
 # transformers (fp16 / bf16: against float32, or twice transformers' own error if larger), scaled
@@ -125,6 +125,7 @@ class Generator(nn.Module):
         self.head = export_layered.Head(model, nll=False)  # final norm, LM head, softcap, Granite's scaling
         self.attention = [arch.block_attention(i) for i in range(len(self.layers))]
         self.per_type_rope = arch.model_type == "gemma3_text"
+        self.interleaved_rope = arch.model_type == "cohere"
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
         from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -150,7 +151,8 @@ class Generator(nn.Module):
             table = kind if self.per_type_rope else None
             if table not in rotary:
                 rotary[table] = (self.rotary_emb(hidden, position_ids, kind) if self.per_type_rope
-                                 else self.rotary_emb(hidden, position_ids))
+                                 else export_layered.interleaved_rotary(self.rotary_emb, hidden, position_ids)
+                                 if self.interleaved_rope else self.rotary_emb(hidden, position_ids))
             output = layer(hidden, attention_mask=masks[window], position_ids=position_ids,
                            position_embeddings=rotary[table], past_key_values=cache, use_cache=True)
             hidden = output[0] if isinstance(output, tuple) else output

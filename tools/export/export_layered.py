@@ -16,7 +16,7 @@ fp32, an fp16 / bf16 export against the float32 computation of its own weights, 
 off by the tolerance or by twice transformers' own error in that dtype.
 
 Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text,
-phi, phi3, olmo2, granite, stablelm, starcoder2, gpt2, gpt_neox, mamba, mamba2 (the last two: block
+phi, phi3, olmo2, granite, stablelm, starcoder2, cohere, gpt2, gpt_neox, mamba, mamba2 (the last two: block
 graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported
 architectures", says what each block graph holds and what is tested.
 
@@ -51,7 +51,7 @@ FORMAT = "layerprune-layered-onnx"
 FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
-                         "granite", "stablelm", "starcoder2", "gpt2", "gpt_neox", "mamba", "mamba2"}
+                         "granite", "stablelm", "starcoder2", "cohere", "gpt2", "gpt_neox", "mamba", "mamba2"}
 # Multimodal checkpoints (image + text → text) whose language model is exported and pruned, the
 # vision tower kept as it is in a pruned checkpoint: multimodal Gemma 3 (4B and up), LLaVA
 # (whichever language model its text_config names) and Mistral 3 (Mistral Small 3.1). The
@@ -172,6 +172,10 @@ class Architecture:
         """Granite divides the logits (in its causal-LM forward, not in a module)."""
         return self.config.logits_scaling if self.model_type == "granite" else None
 
+    def logit_scale(self):
+        """Cohere multiplies the logits (in its causal-LM forward, not in a module)."""
+        return self.config.logit_scale if self.model_type == "cohere" else None
+
 
 class Embedding(nn.Module):
     """Token embedding (Gemma's scaled by sqrt(hidden) inside its module), plus GPT-2's learned
@@ -213,6 +217,7 @@ class Block(nn.Module):
         self.rotary_emb = getattr(arch.base, "rotary_emb", None)
         self.layer_type, self.window = arch.block_attention(index)
         self.per_type_rope = arch.model_type == "gemma3_text"
+        self.interleaved_rope = arch.model_type == "cohere"
         self.plain_call = arch.model_type == "gpt2"
         self.recurrent = arch.model_type in ("mamba", "mamba2")
 
@@ -236,6 +241,8 @@ class Block(nn.Module):
         else:
             if self.per_type_rope:
                 position_embeddings = self.rotary_emb(hidden_states, position_ids, self.layer_type)
+            elif self.interleaved_rope:
+                position_embeddings = interleaved_rotary(self.rotary_emb, hidden_states, position_ids)
             else:
                 position_embeddings = self.rotary_emb(hidden_states, position_ids)
             output = self.layer(
@@ -245,6 +252,17 @@ class Block(nn.Module):
                 position_embeddings=position_embeddings,
             )
         return output[0] if isinstance(output, tuple) else output
+
+
+def interleaved_rotary(rotary, x, position_ids):
+    """Cohere's rotary table, each frequency twice in a row, from its rotary module's `inv_freq` and
+    `attention_scaling` as the module's forward computes it, but interleaved with stack + flatten
+    instead of its `repeat_interleave`, whose legacy ONNX export fails in ONNX Runtime at other
+    shapes than the example's."""
+    freqs = position_ids[..., None].float() * rotary.inv_freq.to(device=x.device, dtype=torch.float)
+    emb = torch.stack([freqs, freqs], dim=-1).flatten(-2)
+    scaling = rotary.attention_scaling
+    return (emb.cos() * scaling).to(dtype=x.dtype), (emb.sin() * scaling).to(dtype=x.dtype)
 
 
 class Head(nn.Module):
@@ -258,6 +276,7 @@ class Head(nn.Module):
         self.lm_head = arch.lm_head
         self.softcap = arch.final_logit_softcapping()
         self.logits_scaling = arch.logits_scaling()
+        self.logit_scale = arch.logit_scale()
         self.nll = nll
 
     def logits(self, hidden_states):
@@ -273,6 +292,8 @@ class Head(nn.Module):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         if self.logits_scaling is not None:  # Granite
             logits = logits / self.logits_scaling
+        if self.logit_scale is not None:  # Cohere
+            logits = logits * self.logit_scale
         return logits.float()
 
     def forward(self, hidden_states, target_ids=None):

@@ -93,6 +93,8 @@ def tiny_config(arch: str, vocab_size: int):
                                  tie_word_embeddings=False, **common, **rms)
     if arch == "starcoder2":  # LayerNorm, biases, GELU MLP, sliding window 4 on every block
         return tf.Starcoder2Config(num_hidden_layers=4, sliding_window=4, tie_word_embeddings=True, **common, **rms)
+    if arch == "cohere":  # parallel attention and MLP under one LayerNorm, interleaved rotary, logit scale
+        return tf.CohereConfig(num_hidden_layers=4, logit_scale=0.5, tie_word_embeddings=True, **common, **rms)
     if arch == "olmo2":  # norms after attention and MLP (not before), q/k RMSNorm over all heads
         return tf.Olmo2Config(num_hidden_layers=4, tie_word_embeddings=False, **common, **rms)
     if arch == "gemma3_text":  # 5 local (window 4, rope 10k) then 1 global (rope 1M) per 6 blocks

@@ -28,7 +28,7 @@ import prune_hf  # noqa: E402
 # The supported model types, and "llama3": a llama with Llama 3.1's rescaled rope frequencies
 # (make_fixture.tiny_config), the rope most Llama checkpoints in use have.
 ARCHITECTURES = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3",
-                 "olmo2", "granite", "stablelm", "starcoder2", "gpt2", "gpt_neox", "mamba", "mamba2"]
+                 "olmo2", "granite", "stablelm", "starcoder2", "cohere", "gpt2", "gpt_neox", "mamba", "mamba2"]
 MODEL_TYPE = {"llama3": "llama"}
 FP32_TOLERANCE = 1e-4
 # Sequences longer than every sliding window (4), so windows and local/global rope matter; also

@@ -33,7 +33,7 @@ import prune_hf  # noqa: E402
 # mixed (Qwen2: full on blocks 0-1, sliding from 2 on; Gemma 3: global on block 5 of 8) the kept
 # ones keep their original types at new indices.
 REMOVED = {"llama": "1", "llama3": "2", "gemma": "1", "gemma2": "0,1", "phi": "2", "phi3": "1", "olmo2": "3",
-           "granite": "1,2", "stablelm": "0", "starcoder2": "2", "mistral": "0,2", "qwen2": "1,3", "qwen3": "2", "gemma3_text": "0,2"}
+           "granite": "1,2", "stablelm": "0", "starcoder2": "2", "cohere": "1", "mistral": "0,2", "qwen2": "1,3", "qwen3": "2", "gemma3_text": "0,2"}
 FP32_TOLERANCE = 1e-4
 
 _PRUNED = {}
