@@ -16,7 +16,7 @@ fp32, an fp16 / bf16 export against the float32 computation of its own weights, 
 off by the tolerance or by twice transformers' own error in that dtype.
 
 Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text,
-phi, phi3, olmo2, granite, stablelm, starcoder2, cohere, gpt2, gpt_neox, mamba, mamba2 (the last two: block
+phi, phi3, olmo2, granite, stablelm, starcoder2, cohere, qwen2_5_vl_text, gpt2, gpt_neox, mamba, mamba2 (the last two: block
 graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported
 architectures", says what each block graph holds and what is tested.
 
@@ -51,12 +51,16 @@ FORMAT = "layerprune-layered-onnx"
 FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
-                         "granite", "stablelm", "starcoder2", "cohere", "gpt2", "gpt_neox", "mamba", "mamba2"}
+                         "granite", "stablelm", "starcoder2", "cohere", "gpt2", "gpt_neox", "mamba", "mamba2",
+                         "qwen2_5_vl_text"}
 # Multimodal checkpoints (image + text → text) whose language model is exported and pruned, the
 # vision tower kept as it is in a pruned checkpoint: multimodal Gemma 3 (4B and up), LLaVA
-# (whichever language model its text_config names) and Mistral 3 (Mistral Small 3.1). The
-# language model's `model_type` is its text_config's, and must be supported.
-MULTIMODAL_MODEL_TYPES = {"gemma3", "llava", "mistral3"}
+# (whichever language model its text_config names), Mistral 3 (Mistral Small 3.1) and Qwen2.5-VL.
+# The language model's `model_type` is its text_config's, and must be supported.
+MULTIMODAL_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_5_vl"}
+# Language models whose rotary embedding takes multimodal (3-D) positions: for text every section
+# of it has the same position, so the blocks get the 1-D positions repeated.
+MROPE_MODEL_TYPES = {"qwen2_5_vl_text"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
 FIXED_LENGTH_MODEL_TYPES = {"mamba", "mamba2"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -134,6 +138,9 @@ class Architecture:
             self.layers_attr, self.norm = "layers", model.model.norm
         self.lm_head = model.lm_head
         self.config = config
+        # A multimodal checkpoint's forward applies no final logit softcapping (LanguageModel).
+        self.softcapping = (None if isinstance(model, LanguageModel)
+                            else getattr(config, "final_logit_softcapping", None))
         if getattr(config, "use_bidirectional_attention", False):
             raise UnsupportedArchitecture(f"error: {self.model_type} with use_bidirectional_attention "
                                           "is not a causal LM; not supported")
@@ -151,7 +158,7 @@ class Architecture:
         if self.model_type in ("mistral", "phi3", "starcoder2"):  # one window on every block, if any
             return ("sliding_attention", int(window)) if window is not None else ("full_attention", None)
         layer_types = getattr(config, "layer_types", None)
-        if layer_types is not None and self.model_type in ("qwen2", "qwen3", "gemma2", "gemma3_text"):
+        if layer_types is not None and self.model_type in ("qwen2", "qwen3", "qwen2_5_vl_text", "gemma2", "gemma3_text"):
             kind = layer_types[index]
             if kind == "sliding_attention" and window is not None:
                 return kind, int(window)
@@ -162,7 +169,7 @@ class Architecture:
         return "full_attention", None
 
     def final_logit_softcapping(self):
-        return getattr(self.config, "final_logit_softcapping", None)
+        return self.softcapping
 
     def embedding_multiplier(self):
         """Granite scales the token embeddings (in its decoder's forward, not in a module)."""
@@ -218,6 +225,7 @@ class Block(nn.Module):
         self.layer_type, self.window = arch.block_attention(index)
         self.per_type_rope = arch.model_type == "gemma3_text"
         self.interleaved_rope = arch.model_type == "cohere"
+        self.mrope = arch.model_type in MROPE_MODEL_TYPES
         self.plain_call = arch.model_type == "gpt2"
         self.recurrent = arch.model_type in ("mamba", "mamba2")
 
@@ -243,6 +251,8 @@ class Block(nn.Module):
                 position_embeddings = self.rotary_emb(hidden_states, position_ids, self.layer_type)
             elif self.interleaved_rope:
                 position_embeddings = interleaved_rotary(self.rotary_emb, hidden_states, position_ids)
+            elif self.mrope:
+                position_embeddings = self.rotary_emb(hidden_states, position_ids.expand(3, -1, -1))
             else:
                 position_embeddings = self.rotary_emb(hidden_states, position_ids)
             output = self.layer(
@@ -721,27 +731,33 @@ def check_supported_config(folder: Path) -> None:
         raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures")))
 
 
+class LanguageModel(nn.Module):
+    """A multimodal checkpoint's language model as a causal LM of its own: the checkpoint's
+    decoder, LM head and text config, shared, not copied (deleting a block or cutting a per-layer
+    list in one does it in the other). It computes what the multimodal forward computes from text:
+    the LM head on the decoder's output, without the text config's final logit softcapping, which
+    Gemma3ForConditionalGeneration does not apply (neither then do the head graphs: Architecture)."""
+
+    def __init__(self, checkpoint):
+        super().__init__()
+        self.config = checkpoint.config.text_config
+        self.config._attn_implementation = "eager"
+        self.model = checkpoint.model.language_model
+        self.lm_head = checkpoint.lm_head
+
+    def forward(self, input_ids, use_cache=False, **_):
+        from transformers.modeling_outputs import CausalLMOutput
+
+        hidden = self.model(input_ids=input_ids, use_cache=use_cache).last_hidden_state
+        return CausalLMOutput(logits=self.lm_head(hidden))
+
+
 def language_model(model):
-    """The causal LM that a multimodal checkpoint (MULTIMODAL_MODEL_TYPES) holds, as a model of its
-    own that computes what the checkpoint computes from text alone: its language model's modules
-    and its text config, shared, not copied (deleting a block or cutting a per-layer list in one
-    does it in the other). Gemma3ForConditionalGeneration does not apply the text config's final
-    logit softcapping, so it is set to None here (prune_hf.py puts the checkpoint's value back
-    before writing it); LLaVA's and Mistral 3's forward is their language model's. Any other model
-    as it is."""
+    """The language model of a multimodal checkpoint (MULTIMODAL_MODEL_TYPES) as a causal LM of
+    its own (LanguageModel); any other model as it is."""
     if model.config.model_type not in MULTIMODAL_MODEL_TYPES:
         return model
-    from transformers import AutoModelForCausalLM
-
-    text_config = model.config.text_config
-    if getattr(text_config, "final_logit_softcapping", None) is not None:
-        text_config.final_logit_softcapping = None
-    text_config._attn_implementation = "eager"
-    with torch.device("meta"):  # no weights allocated: the modules are the checkpoint's
-        text = AutoModelForCausalLM.from_config(text_config)
-    text.model, text.lm_head = model.model.language_model, model.lm_head
-    text.eval()
-    return text
+    return LanguageModel(model).eval()
 
 
 def load_model(args):

@@ -10,7 +10,7 @@ dtype (a bfloat16 model stays bfloat16; a GGUF is dequantized to float32), then 
 checked against the in-memory pruned model before the output folder is put in place.
 
 Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES), and the multimodal ones
-(MULTIMODAL_MODEL_TYPES: Gemma 3 4B and up, LLaVA, Mistral 3), whose language model is pruned and
+(MULTIMODAL_MODEL_TYPES: Gemma 3 4B and up, LLaVA, Mistral 3, Qwen2.5-VL), whose language model is pruned and
 which are written whole, vision tower included.
 
 Usage:
@@ -120,17 +120,12 @@ def main(argv=None):
     # A multimodal checkpoint is pruned in its language model and written whole (vision tower
     # included): `text` shares the checkpoint's blocks and text config.
     model, tokenizer, _ = export_layered.load_checkpoint(load_args)
-    text_config = getattr(model.config, "text_config", None)
-    softcapping = getattr(text_config, "final_logit_softcapping", None)
     text = export_layered.language_model(model)
     dtype = next(model.parameters()).dtype
     source_dtypes = {p.dtype for p in model.parameters()}
     kept = prune(text, removed)
-    if text is not model:
-        if softcapping is not None:  # the multimodal checkpoint's own value, which its forward ignores
-            text_config.final_logit_softcapping = softcapping
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+    if text is not model and hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
     try:
         save(model, tokenizer, staging)

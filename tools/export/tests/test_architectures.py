@@ -584,7 +584,8 @@ def test_negative_transpose_axes_are_written_as_non_negative():
 
 @pytest.mark.parametrize("model_type", sorted(make_fixture.MULTIMODAL))
 def test_a_multimodal_checkpoint_is_pruned_in_its_language_model_and_written_whole(model_type, tmp_path):
-    """Gemma 3 4B and up, LLaVA and Mistral 3 are multimodal checkpoints: the exporter writes their
+    """Gemma 3 4B and up, LLaVA, Mistral 3 and Qwen2.5-VL are multimodal checkpoints (Qwen2.5-VL's
+    language model with a multimodal rotary embedding, fed text positions): the exporter writes their
     language model, computing what the multimodal model computes from text (Gemma 3's does not
     apply its text config's final logit softcapping, set in its fixture); prune_hf.py writes the
     checkpoint whole, the vision tower unchanged, and its text logits are the chain's with those
@@ -613,8 +614,12 @@ def test_a_multimodal_checkpoint_is_pruned_in_its_language_model_and_written_who
     # The checkpoint's own softcapping value is written back (Gemma 3's fixture sets it).
     assert getattr(after, "final_logit_softcapping", None) == getattr(before, "final_logit_softcapping", None)
     assert (model_type == "gemma3") == (getattr(after, "final_logit_softcapping", None) is not None)
-    vision = dict(source.model.vision_tower.named_parameters())
-    assert vision and all(torch.equal(p, vision[name]) for name, p in pruned.model.vision_tower.named_parameters())
+    # Everything but the language model and its head (the vision tower, the projector) is unchanged.
+    def vision(model):
+        return {name: p for name, p in model.named_parameters()
+                if "language_model" not in name and not name.startswith("lm_head")}
+    assert vision(source) and vision(pruned).keys() == vision(source).keys()
+    assert all(torch.equal(p, vision(source)[name]) for name, p in vision(pruned).items())
     with torch.no_grad():
         pruned_logits = pruned(input_ids=torch.from_numpy(ids)).logits.float().numpy()
     skipped, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids, drop=(1, 2))
