@@ -16,7 +16,8 @@ fp32, an fp16 / bf16 export against the float32 computation of its own weights, 
 off by the tolerance or by twice transformers' own error in that dtype.
 
 Architectures (transformers `model_type`): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text,
-phi, phi3, olmo2, granite, stablelm, starcoder2, cohere, qwen2_5_vl_text, gpt2, gpt_neox, mamba, mamba2 (the last two: block
+phi, phi3, olmo2, granite, stablelm, starcoder2, cohere, qwen2_vl_text, qwen2_5_vl_text, qwen3_vl_text (the
+language models of Qwen2-VL, Qwen2.5-VL and Qwen3-VL), gpt2, gpt_neox, mamba, mamba2 (the last two: block
 graphs for one sequence length, --fixed-seq-len); docs/model-format.md, "Supported
 architectures", says what each block graph holds and what is tested.
 
@@ -52,15 +53,16 @@ FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
                          "granite", "stablelm", "starcoder2", "cohere", "gpt2", "gpt_neox", "mamba", "mamba2",
-                         "qwen2_5_vl_text"}
+                         "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text"}
 # Multimodal checkpoints (image + text → text) whose language model is exported and pruned, the
 # vision tower kept as it is in a pruned checkpoint: multimodal Gemma 3 (4B and up), LLaVA
-# (whichever language model its text_config names), Mistral 3 (Mistral Small 3.1) and Qwen2.5-VL.
-# The language model's `model_type` is its text_config's, and must be supported.
-MULTIMODAL_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_5_vl"}
+# (whichever language model its text_config names), Mistral 3 (Mistral Small 3.1) and Qwen2-VL,
+# Qwen2.5-VL and Qwen3-VL. The language model's `model_type` is its text_config's, and must be
+# supported.
+MULTIMODAL_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
 # Language models whose rotary embedding takes multimodal (3-D) positions: for text every section
 # of it has the same position, so the blocks get the 1-D positions repeated.
-MROPE_MODEL_TYPES = {"qwen2_5_vl_text"}
+MROPE_MODEL_TYPES = {"qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
 FIXED_LENGTH_MODEL_TYPES = {"mamba", "mamba2"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -158,7 +160,8 @@ class Architecture:
         if self.model_type in ("mistral", "phi3", "starcoder2"):  # one window on every block, if any
             return ("sliding_attention", int(window)) if window is not None else ("full_attention", None)
         layer_types = getattr(config, "layer_types", None)
-        if layer_types is not None and self.model_type in ("qwen2", "qwen3", "qwen2_5_vl_text", "gemma2", "gemma3_text"):
+        if layer_types is not None and self.model_type in ("qwen2", "qwen3", "qwen2_vl_text", "qwen2_5_vl_text",
+                                                           "gemma2", "gemma3_text"):
             kind = layer_types[index]
             if kind == "sliding_attention" and window is not None:
                 return kind, int(window)

@@ -121,20 +121,32 @@ def tiny_config(arch: str, vocab_size: int):
 
 
 # Multimodal fixtures: model type → (the tiny language model's arch, a one-layer vision tower).
-MULTIMODAL = {"gemma3": "gemma3_text", "llava": "llama", "mistral3": "mistral", "qwen2_5_vl": "qwen2_5_vl_text"}
+MULTIMODAL = {"gemma3": "gemma3_text", "llava": "llama", "mistral3": "mistral", "qwen2_vl": "qwen2_vl_text",
+              "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text"}
 
 
 def multimodal_config(model_type: str, vocab_size: int):
     import transformers as tf
 
-    if model_type == "qwen2_5_vl":  # multimodal rotary (sections 2, 3, 3 of each head's 8 pairs)
-        text = dict(vocab_size=vocab_size, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-                    intermediate_size=128, num_hidden_layers=4, max_position_embeddings=128, initializer_range=0.08,
-                    rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+    text = dict(vocab_size=vocab_size, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=128, num_hidden_layers=4, max_position_embeddings=128, initializer_range=0.08,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})  # Qwen: sections of 8 pairs
+    qwen_tokens = dict(image_token_id=5, video_token_id=6, vision_start_token_id=7)
+    if model_type == "qwen2_vl":
+        vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2)
+        return tf.Qwen2VLConfig(text_config=text, vision_config=vision, **qwen_tokens)
+    if model_type == "qwen3_vl":  # q/k norms; interleaved sections
+        text.update(head_dim=16, rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3],
+                                               "mrope_interleaved": True})
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, deepstack_visual_indexes=[0],
+                      num_position_embeddings=16)
+        return tf.Qwen3VLConfig(text_config=text, vision_config=vision, **qwen_tokens)
+    if model_type == "qwen2_5_vl":
         vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
                       spatial_merge_size=2, temporal_patch_size=2, window_size=28, fullatt_block_indexes=[0])
-        return tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=5, video_token_id=6,
-                                   vision_start_token_id=7)
+        return tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **qwen_tokens)
     text = tiny_config(MULTIMODAL[model_type], vocab_size).to_dict()
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                  patch_size=14)

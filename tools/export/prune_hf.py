@@ -10,7 +10,7 @@ dtype (a bfloat16 model stays bfloat16; a GGUF is dequantized to float32), then 
 checked against the in-memory pruned model before the output folder is put in place.
 
 Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES), and the multimodal ones
-(MULTIMODAL_MODEL_TYPES: Gemma 3 4B and up, LLaVA, Mistral 3, Qwen2.5-VL), whose language model is pruned and
+(MULTIMODAL_MODEL_TYPES: Gemma 3 4B and up, LLaVA, Mistral 3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL), whose language model is pruned and
 which are written whole, vision tower included.
 
 Usage:

@@ -584,8 +584,8 @@ def test_negative_transpose_axes_are_written_as_non_negative():
 
 @pytest.mark.parametrize("model_type", sorted(make_fixture.MULTIMODAL))
 def test_a_multimodal_checkpoint_is_pruned_in_its_language_model_and_written_whole(model_type, tmp_path):
-    """Gemma 3 4B and up, LLaVA, Mistral 3 and Qwen2.5-VL are multimodal checkpoints (Qwen2.5-VL's
-    language model with a multimodal rotary embedding, fed text positions): the exporter writes their
+    """Gemma 3 4B and up, LLaVA, Mistral 3 and the Qwen VL models are multimodal checkpoints (the Qwen
+    ones' language model with a multimodal rotary embedding, fed text positions): the exporter writes their
     language model, computing what the multimodal model computes from text (Gemma 3's does not
     apply its text config's final logit softcapping, set in its fixture); prune_hf.py writes the
     checkpoint whole, the vision tower unchanged, and its text logits are the chain's with those
