@@ -118,14 +118,15 @@ class Generator(nn.Module):
     def __init__(self, model):
         super().__init__()
         arch = export_layered.Architecture(model)
+        # Held directly, so its weight keeps the name `embed_tokens.weight` in the file.
         self.embed_tokens = arch.base.embed_tokens  # Gemma's scales by sqrt(hidden) inside
         self.embedding_multiplier = arch.embedding_multiplier()  # Granite's, outside the module
+        self.model_type = arch.model_type
         self.layers = arch.layers
         self.rotary_emb = arch.base.rotary_emb
         self.head = export_layered.Head(model, nll=False)  # final norm, LM head, softcap, Granite's scaling
         self.attention = [arch.block_attention(i) for i in range(len(self.layers))]
         self.per_type_rope = arch.model_type == "gemma3_text"
-        self.interleaved_rope = arch.model_type == "cohere"
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
         from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -150,9 +151,8 @@ class Generator(nn.Module):
             # One rotary table per attention type for Gemma 3 (local and global), one in all otherwise.
             table = kind if self.per_type_rope else None
             if table not in rotary:
-                rotary[table] = (self.rotary_emb(hidden, position_ids, kind) if self.per_type_rope
-                                 else export_layered.interleaved_rotary(self.rotary_emb, hidden, position_ids)
-                                 if self.interleaved_rope else self.rotary_emb(hidden, position_ids))
+                rotary[table] = export_layered.block_rotary(self.model_type, self.rotary_emb, hidden, position_ids,
+                                                            kind)
             output = layer(hidden, attention_mask=masks[window], position_ids=position_ids,
                            position_embeddings=rotary[table], past_key_values=cache, use_cache=True)
             hidden = output[0] if isinstance(output, tuple) else output

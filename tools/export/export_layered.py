@@ -63,8 +63,10 @@ MULTIMODAL_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_vl", "qwen2_5_vl
 # Language models whose rotary embedding takes multimodal (3-D) positions: for text every section
 # of it has the same position, so the blocks get the 1-D positions repeated.
 MROPE_MODEL_TYPES = {"qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text"}
+# State-space models: a `backbone` of residual mixers, no attention, no positions.
+MAMBA_MODEL_TYPES = {"mamba", "mamba2"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
-FIXED_LENGTH_MODEL_TYPES = {"mamba", "mamba2"}
+FIXED_LENGTH_MODEL_TYPES = MAMBA_MODEL_TYPES
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXTERNAL_THRESHOLD_BYTES = 1024
@@ -129,7 +131,7 @@ class Architecture:
         elif self.model_type == "gpt_neox":
             self.base = model.gpt_neox
             self.layers_attr, self.norm = "layers", model.gpt_neox.final_layer_norm
-        elif self.model_type in ("mamba", "mamba2"):
+        elif self.model_type in MAMBA_MODEL_TYPES:
             self.base = model.backbone
             self.layers_attr, self.norm = "layers", model.backbone.norm_f
         elif self.model_type == "phi":
@@ -198,7 +200,7 @@ class Embedding(nn.Module):
             self.embed_tokens, self.embed_positions = model.transformer.wte, model.transformer.wpe
         elif arch.model_type == "gpt_neox":
             self.embed_tokens, self.embed_positions = model.gpt_neox.embed_in, None
-        elif arch.model_type in ("mamba", "mamba2"):
+        elif arch.model_type in MAMBA_MODEL_TYPES:
             self.embed_tokens, self.embed_positions = model.backbone.embeddings, None
         else:
             self.embed_tokens, self.embed_positions = model.model.embed_tokens, None
@@ -226,11 +228,9 @@ class Block(nn.Module):
         self.layer = arch.layers[index]
         self.rotary_emb = getattr(arch.base, "rotary_emb", None)
         self.layer_type, self.window = arch.block_attention(index)
-        self.per_type_rope = arch.model_type == "gemma3_text"
-        self.interleaved_rope = arch.model_type == "cohere"
-        self.mrope = arch.model_type in MROPE_MODEL_TYPES
+        self.model_type = arch.model_type
         self.plain_call = arch.model_type == "gpt2"
-        self.recurrent = arch.model_type in ("mamba", "mamba2")
+        self.recurrent = arch.model_type in MAMBA_MODEL_TYPES
 
     def forward(self, hidden_states):
         if self.recurrent:  # Mamba, Mamba-2: the block is norm + mixer + residual; no positions, no mask
@@ -250,14 +250,8 @@ class Block(nn.Module):
         if self.plain_call:
             output = self.layer(hidden_states, attention_mask=causal)
         else:
-            if self.per_type_rope:
-                position_embeddings = self.rotary_emb(hidden_states, position_ids, self.layer_type)
-            elif self.interleaved_rope:
-                position_embeddings = interleaved_rotary(self.rotary_emb, hidden_states, position_ids)
-            elif self.mrope:
-                position_embeddings = self.rotary_emb(hidden_states, position_ids.expand(3, -1, -1))
-            else:
-                position_embeddings = self.rotary_emb(hidden_states, position_ids)
+            position_embeddings = block_rotary(self.model_type, self.rotary_emb, hidden_states, position_ids,
+                                               self.layer_type)
             output = self.layer(
                 hidden_states,
                 attention_mask=causal,
@@ -265,6 +259,21 @@ class Block(nn.Module):
                 position_embeddings=position_embeddings,
             )
         return output[0] if isinstance(output, tuple) else output
+
+
+def block_rotary(model_type, rotary, x, position_ids, layer_type):
+    """The (cos, sin) tables a block of `model_type` is called with, from its decoder's rotary
+    module: Gemma 3's of the block's attention type (local or global), Cohere's interleaved, the
+    Qwen VL models' multimodal ones with every section at the text positions, the others' as the
+    module computes them. Shared by the block graphs, the fused attention's caches and the
+    KV-cache generator."""
+    if model_type == "gemma3_text":
+        return rotary(x, position_ids, layer_type)
+    if model_type == "cohere":
+        return interleaved_rotary(rotary, x, position_ids)
+    if model_type in MROPE_MODEL_TYPES:
+        return rotary(x, position_ids.expand(3, -1, -1))
+    return rotary(x, position_ids)
 
 
 def interleaved_rotary(rotary, x, position_ids):
@@ -518,10 +527,7 @@ def rotary_tables(block: "Block", head: int, dtype):
     the first half of each row, as transformers' rotate-half tables repeat it."""
     positions = torch.arange(rotary_positions(block.layer.self_attn.config)).unsqueeze(0)
     probe = torch.zeros(1, dtype=dtype)
-    if block.per_type_rope:
-        cos, sin = block.rotary_emb(probe, positions, block.layer_type)
-    else:
-        cos, sin = block.rotary_emb(probe, positions)
+    cos, sin = block_rotary(block.model_type, block.rotary_emb, probe, positions, block.layer_type)
     cos, sin = cos[0], sin[0]
     if cos.shape[-1] != head:
         raise UnsupportedArchitecture(f"error: a rotary embedding over {cos.shape[-1]} of the head's {head} "
