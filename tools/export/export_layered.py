@@ -367,6 +367,11 @@ def fused_attention_applies(config, exporter: str, attention_kernel: str) -> boo
         raise ValueError(f"attention_kernel {attention_kernel!r}: one of {', '.join(ATTENTION_KERNELS)}")
     if attention_kernel == "standard":
         return False
+    if config.model_type in MROPE_MODEL_TYPES:
+        raise UnsupportedArchitecture(
+            f"error: --attention-kernel fused: {config.model_type} blocks' multimodal rotary embedding (a table a "
+            "section of the head, from 3-D positions) is not in ONNX Runtime's GroupQueryAttention; "
+            "export with --attention-kernel standard")
     if config.model_type not in FUSED_MODEL_TYPES:
         raise UnsupportedArchitecture(
             f"error: --attention-kernel fused: {config.model_type} blocks have no rotary causal attention to fuse; "
@@ -394,11 +399,13 @@ def float32_attention_applies(config, dtype_name: str, attention_precision: str)
 # a full sequence), with the rotary tables as the node's cos / sin caches: one kernel (flash
 # attention on CUDA in fp16 / bf16, its softmax in float32), ONNX Runtime only. Why: on an H200 a
 # TinyLlama-1.1B block call took 0.57 ms where its products need 0.22 ms (docs/benchmarks.md §5):
-# the host's launches set the pace. For the architectures whose attention is rotary over the whole
-# head, causal, optionally sliding-window (FUSED_MODEL_TYPES).
+# the host's launches set the pace. For the architectures whose attention is rotary (over the whole
+# head or a multiple of 16 of its dimensions; rotate-half or, Cohere's, interleaved) and causal,
+# optionally sliding-window or soft-capped (Gemma 2) (FUSED_MODEL_TYPES).
 ATTENTION_KERNELS = ("standard", "fused")
 FUSED_ATTENTION = "layerprune_fused_attention"
-FUSED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
+FUSED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2", "granite",
+                     "starcoder2", "phi3", "phi", "stablelm", "gpt_neox", "cohere"}
 # The rotary tables' length in a fused block (the longest window its graph runs; manifest
 # `rotary_positions`): every block session holds its own copy, so a model's whole context (128k
 # positions for Llama 3.1: 64 MB a block in float32) would cost gigabytes for windows of hundreds
@@ -408,16 +415,19 @@ ONNX_INT32 = 6  # onnx.TensorProto.INT32
 
 
 def group_query_attention(query, key, value, cos, sin, num_heads: int, kv_num_heads: int, scale: float,
-                          window: int):
+                          window: int, softcap: float = 0.0, interleaved: bool = False):
     """What one GroupQueryAttention node of a fused block computes, in NumPy (float32) on
-    [batch, seq, heads × head] arrays: the rotary embedding (transformers' rotate-half form, its
-    tables `cos` / `sin` [positions, head / 2] from position 0), causal attention over grouped
-    heads with `scale`, keys more than `window - 1` back masked (0: no window); returns
-    [batch, seq, num_heads × head] in float32. The export traces through it and the NumPy
-    runner of the export check (bf16 folders) runs it."""
-    batch, seq, _ = query.shape
+    [batch, seq, heads × head] arrays: the rotary embedding over the first 2 × `cos.shape[1]`
+    dimensions of each head (the rest pass unrotated: partial rotary), in transformers'
+    rotate-half form or, `interleaved`, on pairs of neighbouring dimensions (its tables `cos` /
+    `sin` [positions, rotary / 2] from position 0), causal attention over grouped heads with
+    `scale`, the scores soft-capped (`softcap` · tanh(score / `softcap`); 0: none), keys more
+    than `window - 1` back masked (0: no window); returns [batch, seq, num_heads × head] in
+    float32. The export traces through it and the NumPy runner of the export check (bf16
+    folders) runs it."""
+    batch, seq, width = query.shape
+    head = width // num_heads
     half = cos.shape[1]
-    head = 2 * half
 
     def heads(x, count):
         return np.asarray(x, dtype=np.float32).reshape(batch, seq, count, head).transpose(0, 2, 1, 3)
@@ -425,14 +435,22 @@ def group_query_attention(query, key, value, cos, sin, num_heads: int, kv_num_he
     def rotate(x):
         c = np.asarray(cos[:seq], dtype=np.float32)
         s = np.asarray(sin[:seq], dtype=np.float32)
-        first, second = x[..., :half], x[..., half:]
-        return np.concatenate([first * c - second * s, second * c + first * s], axis=-1)
+        rotated, passed = x[..., :2 * half], x[..., 2 * half:]
+        if interleaved:
+            first, second = rotated[..., 0::2], rotated[..., 1::2]
+            rotated = np.stack([first * c - second * s, second * c + first * s], axis=-1).reshape(rotated.shape)
+        else:
+            first, second = rotated[..., :half], rotated[..., half:]
+            rotated = np.concatenate([first * c - second * s, second * c + first * s], axis=-1)
+        return np.concatenate([rotated, passed], axis=-1)
 
     groups = num_heads // kv_num_heads
     q = rotate(heads(query, num_heads))
     k = np.repeat(rotate(heads(key, kv_num_heads)), groups, axis=1)
     v = np.repeat(heads(value, kv_num_heads), groups, axis=1)
     scores = (q @ k.transpose(0, 1, 3, 2)) * scale
+    if softcap:
+        scores = softcap * np.tanh(scores / softcap)
     position = np.arange(seq)
     allowed = position[None, :] <= position[:, None]
     if window:
@@ -448,18 +466,18 @@ class GroupQueryAttention(torch.autograd.Function):
     `symbolic`); run in PyTorch, `group_query_attention`."""
 
     @staticmethod
-    def forward(ctx, query, key, value, cos, sin, num_heads, kv_num_heads, scale, window):
+    def forward(ctx, query, key, value, cos, sin, num_heads, kv_num_heads, scale, window, softcap, interleaved):
         """`query` / `key` / `value` [batch, seq, heads, head]; returns [batch, seq, num_heads, head]."""
         with warnings.catch_warnings():
             # The tracer warns that NumPy values are constants to it; `symbolic` is what the graph holds.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             as_numpy = [t.detach().float().flatten(2).numpy() for t in (query, key, value)]
             as_numpy += [t.detach().float().numpy() for t in (cos, sin)]
-            output = group_query_attention(*as_numpy, num_heads, kv_num_heads, scale, window)
+            output = group_query_attention(*as_numpy, num_heads, kv_num_heads, scale, window, softcap, interleaved)
             return torch.from_numpy(output).to(query.dtype).unflatten(2, (num_heads, -1))
 
     @staticmethod
-    def symbolic(g, query, key, value, cos, sin, num_heads, kv_num_heads, scale, window):
+    def symbolic(g, query, key, value, cos, sin, num_heads, kv_num_heads, scale, window, softcap, interleaved):
         def constant(values, dtype=torch.int64):
             return g.op("Constant", value_t=torch.tensor(values, dtype=dtype))
 
@@ -482,9 +500,13 @@ class GroupQueryAttention(torch.autograd.Function):
         # local_window_size counts the keys a query sees, itself included, as transformers'
         # sliding_window does (measured on the CPU provider; CUDA's flash attention is given
         # local_window_size - 1 keys to the left).
+        # softcap 0 and rotary_interleaved 0 are the node's defaults: written only where set.
+        extra = {"softcap_f": softcap} if softcap else {}
+        if interleaved:
+            extra["rotary_interleaved_i"] = 1
         output, _, _ = g.op("com.microsoft::GroupQueryAttention", query, key, value, missing, missing, seqlens,
                             total, cos, sin, num_heads_i=num_heads, kv_num_heads_i=kv_num_heads, do_rotary_i=1,
-                            scale_f=scale, local_window_size_i=window if window else -1, outputs=3)
+                            scale_f=scale, local_window_size_i=window if window else -1, outputs=3, **extra)
         output = g.op("Reshape", output, constant([0, 0, num_heads, -1]))
         output.setType(output_type)
         return output
@@ -493,26 +515,26 @@ class GroupQueryAttention(torch.autograd.Function):
 def fused_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """The attention interface transformers calls a block with when FUSED_ATTENTION is set:
     `query` / `key` / `value` [batch, heads, seq, head] without their rotary embedding (the
-    export's `fused_attention_for` leaves it to the node), one GroupQueryAttention over them.
-    The block's own tables and window are on `module` (`FusedSettings`); its mask argument is
-    not read: the node masks by position."""
+    export's `fused_attention_for` leaves it to the node), one GroupQueryAttention over them,
+    with the block's soft-capping (Gemma 2) when it has one. The block's own tables and window
+    are on `module` (`FusedSettings`); its mask argument is not read: the node masks by position."""
     settings = module.layerprune_fused
-    if kwargs.get("softcap") is not None:
-        raise UnsupportedArchitecture("error: attention logit soft-capping is not in the fused attention; "
-                                      "export with --attention-kernel standard")
-    # Head counts from the config, not the traced shapes (graph values): they are the node's attributes.
+    # Head counts from the config, not the traced shapes (graph values): they are the node's
+    # attributes. GPT-NeoX's config has no key-value head count: its heads are all query heads.
     config = module.config
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     output = GroupQueryAttention.apply(*(x.transpose(1, 2) for x in (query, key, value)), settings.cos, settings.sin,
-                                       config.num_attention_heads, config.num_key_value_heads, float(scaling),
-                                       settings.window or 0)
+                                       config.num_attention_heads, kv_heads, float(scaling), settings.window or 0,
+                                       float(kwargs.get("softcap") or 0.0), settings.interleaved)
     return output, None
 
 
 class FusedSettings:
-    """One block's rotary tables ([positions, head / 2], in the model's dtype) and window."""
+    """One block's rotary tables ([positions, rotary / 2], in the model's dtype), whether they
+    rotate neighbouring pairs (`interleaved`, Cohere's) and its window."""
 
-    def __init__(self, cos, sin, window):
-        self.cos, self.sin, self.window = cos, sin, window
+    def __init__(self, cos, sin, interleaved, window):
+        self.cos, self.sin, self.interleaved, self.window = cos, sin, interleaved, window
 
 
 def rotary_positions(config) -> int:
@@ -523,24 +545,37 @@ def rotary_positions(config) -> int:
 
 def rotary_tables(block: "Block", head: int, dtype):
     """The block's rotary cos / sin for positions 0 .. rotary_positions - 1, from its own
-    rotary module (so any rope scaling the model has is in them), as GroupQueryAttention's caches:
-    the first half of each row, as transformers' rotate-half tables repeat it."""
-    positions = torch.arange(rotary_positions(block.layer.self_attn.config)).unsqueeze(0)
+    rotary module (so any rope scaling the model has is in them), as GroupQueryAttention's caches
+    (one entry a rotated pair: the first half of each row of transformers' rotate-half tables,
+    which repeat it; every other entry of Cohere's interleaved ones), and whether they are
+    interleaved. The tables may cover part of the head (partial rotary: Phi-2, StableLM,
+    GPT-NeoX), the rest passing unrotated, as in the models."""
+    positions = torch.arange(rotary_positions(self_attention(block.layer).config)).unsqueeze(0)
     probe = torch.zeros(1, dtype=dtype)
     cos, sin = block_rotary(block.model_type, block.rotary_emb, probe, positions, block.layer_type)
     cos, sin = cos[0], sin[0]
-    if cos.shape[-1] != head:
-        raise UnsupportedArchitecture(f"error: a rotary embedding over {cos.shape[-1]} of the head's {head} "
-                                      "dimensions is not in the fused attention; export with "
-                                      "--attention-kernel standard")
-    if head % 16:
-        raise UnsupportedArchitecture(f"error: head size {head}: ONNX Runtime's GroupQueryAttention rotates heads of a "
-                                      "multiple of 16 only; export with --attention-kernel standard")
-    half = head // 2
+    rotary = cos.shape[-1]
+    # ONNX Runtime's node takes tables of a multiple of 8 pairs, at most half a head (measured on
+    # its CPU provider: "cos_cache dimension 1 must be <= head_size / 2 and a multiple of 8").
+    if rotary > head or rotary % 16:
+        raise UnsupportedArchitecture(f"error: a rotary embedding over {rotary} of the head's {head} dimensions: "
+                                      "ONNX Runtime's GroupQueryAttention rotates a multiple of 16 dimensions of "
+                                      "a head only; export with --attention-kernel standard")
+    half = rotary // 2
+    if block.model_type == "cohere":
+        if not (torch.equal(cos[:, 0::2], cos[:, 1::2]) and torch.equal(sin[:, 0::2], sin[:, 1::2])):
+            raise UnsupportedArchitecture("error: Cohere's rotary tables are not interleaved; "
+                                          "export with --attention-kernel standard")
+        return cos[:, 0::2].contiguous(), sin[:, 0::2].contiguous(), True
     if not (torch.equal(cos[:, :half], cos[:, half:]) and torch.equal(sin[:, :half], sin[:, half:])):
         raise UnsupportedArchitecture("error: the rotary tables are not in transformers' rotate-half form; "
                                       "export with --attention-kernel standard")
-    return cos[:, :half].contiguous(), sin[:, :half].contiguous()
+    return cos[:, :half].contiguous(), sin[:, :half].contiguous(), False
+
+
+def self_attention(layer):
+    """A decoder layer's attention module: `self_attn`, or GPT-NeoX's `attention`."""
+    return layer.self_attn if hasattr(layer, "self_attn") else layer.attention
 
 
 @contextlib.contextmanager
@@ -549,11 +584,13 @@ def fused_attention_for(block: "Block", dtype):
     tables and window, and its modeling module's `apply_rotary_pos_emb` returns q and k as they
     are, since the node rotates them (the block still computes cos / sin, which nothing then
     reads, so the trace drops them)."""
-    attention = block.layer.self_attn
+    attention = self_attention(block.layer)
     modeling = sys.modules[type(attention).__module__]
-    cos, sin = rotary_tables(block, attention.head_dim, dtype)
+    # GPT-NeoX names the head's size head_size, the others head_dim.
+    head = getattr(attention, "head_dim", None) or attention.head_size
+    cos, sin, interleaved = rotary_tables(block, head, dtype)
     original = modeling.apply_rotary_pos_emb
-    attention.layerprune_fused = FusedSettings(cos, sin, block.window)
+    attention.layerprune_fused = FusedSettings(cos, sin, interleaved, block.window)
     modeling.apply_rotary_pos_emb = lambda q, k, *args, **kwargs: (q, k)
     try:
         yield

@@ -82,6 +82,20 @@ def tiny_config(arch: str, vocab_size: int):
                                **common, **rms)
     if arch == "phi3":  # fused qkv and gate-up projections, sliding window 4 on every block, untied head
         return tf.Phi3Config(num_hidden_layers=4, sliding_window=4, tie_word_embeddings=False, **common, **rms)
+    # The partial-rotary architectures with 2 heads of 32 and rotary over 16 of their dimensions:
+    # fused attention's node rotates a multiple of 16 (the fixtures above rotate 8 and 4).
+    wide = dict(common, num_attention_heads=2)
+    if arch == "phi_wide":
+        return tf.PhiConfig(num_hidden_layers=4, partial_rotary_factor=0.5, intermediate_size=128,
+                            num_key_value_heads=2, tie_word_embeddings=False, initializer_range=0.08, **wide)
+    if arch == "stablelm_wide":
+        return tf.StableLmConfig(num_hidden_layers=4, partial_rotary_factor=0.5, use_qkv_bias=True,
+                                 tie_word_embeddings=False, **wide, **rms)
+    if arch == "gpt_neox_wide":
+        return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
+                                intermediate_size=128, max_position_embeddings=128, rotary_pct=0.5,
+                                use_parallel_residual=True, tie_word_embeddings=False, initializer_range=0.08,
+                                eos_token_id=0, bos_token_id=0)
     if arch == "phi":  # Phi-2: parallel attention and MLP under one LayerNorm, rotary on half of each head
         return tf.PhiConfig(num_hidden_layers=4, partial_rotary_factor=0.5, intermediate_size=128,
                             num_key_value_heads=4, tie_word_embeddings=False, initializer_range=0.08, **common)

@@ -129,14 +129,11 @@ def test_pruned_checkpoint_matches_chain_with_blocks_skipped(exported, tmp_path)
 STAGES = os.environ.get("LAYERPRUNE_BIN")
 
 
-@pytest.mark.skipif(not STAGES, reason="needs the Rust stages: LAYERPRUNE_BIN (make test-export sets it)")
-def test_the_rust_evaluator_gives_transformers_nll(exported, tmp_path):
-    """`evaluate` (Rust, ONNX Runtime) on the exported folder, the full model and block 1 skipped,
-    against transformers' NLL on the same windows: what a user's `make prune` computes, on every
-    architecture (a manifest the evaluator refuses, e.g. a null size, fails here)."""
+def assert_the_rust_evaluator_gives_transformers_nll(arch, model, manifest, out, tmp_path):
+    """`evaluate` (Rust, ONNX Runtime) on an exported folder, the full model and block 1 skipped,
+    against transformers' NLL on the same windows: what a user's `make prune` computes."""
     import pyarrow.parquet as pq
 
-    arch, _, model, manifest, out = exported
     text = tmp_path / "text.txt"
     text.write_text("The quick brown fox jumps over the lazy dog, and the dog sleeps on. " * 20)
     tokens = tmp_path / "tokens.parquet"
@@ -154,6 +151,13 @@ def test_the_rust_evaluator_gives_transformers_nll(exported, tmp_path):
     for mask, drop in (("1" * num_blocks, ()), (skip_one, (1,))):
         _, expected = export_layered.reference(model, ids, drop=drop)
         assert abs(measured[mask] - float(expected.mean())) < FP32_TOLERANCE, (arch, mask)
+
+
+@pytest.mark.skipif(not STAGES, reason="needs the Rust stages: LAYERPRUNE_BIN (make test-export sets it)")
+def test_the_rust_evaluator_gives_transformers_nll(exported, tmp_path):
+    """On every architecture (a manifest the evaluator refuses, e.g. a null size, fails here)."""
+    arch, _, model, manifest, out = exported
+    assert_the_rust_evaluator_gives_transformers_nll(arch, model, manifest, out, tmp_path)
 
 
 def test_manifest_records_each_blocks_attention(exported):
@@ -443,7 +447,11 @@ def test_reduced_precision_attention_is_computed_in_float32_unless_asked_otherwi
     assert "attention_precision" not in manifest
 
 
-FUSED = sorted(export_layered.FUSED_MODEL_TYPES) + ["llama3"]
+# The partial-rotary architectures by their fixtures with rotary over 16 dimensions of a head
+# (make_fixture's `_wide` ones); their own fixtures rotate fewer, which the node cannot.
+PARTIAL_ROTARY = {"phi", "stablelm", "gpt_neox"}
+FUSED = (sorted(export_layered.FUSED_MODEL_TYPES - PARTIAL_ROTARY) + ["llama3"]
+         + [f"{arch}_wide" for arch in sorted(PARTIAL_ROTARY)])
 
 
 def constant_reshapes_around_the_node(graph):
@@ -483,12 +491,15 @@ def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory, 
     for drop in [(), (1,)]:
         logit_diff, nll_diff = max_diffs(tmp_path / "onnx", manifest, model, ids_for(manifest, 3), drop=drop)
         assert logit_diff < FP32_TOLERANCE and nll_diff < FP32_TOLERANCE, (drop, logit_diff, nll_diff)
+    if STAGES:  # the evaluator these folders are for runs the node on the CPU provider
+        assert_the_rust_evaluator_gives_transformers_nll(arch, model, manifest, tmp_path / "onnx", tmp_path)
     # The standard export of the same architecture says nothing of a kernel.
     _, _, _, standard, _ = export_fp32(arch, tmp_path_factory)
     assert "attention_kernel" not in standard
 
 
-@pytest.mark.parametrize("arch,dtype", [("llama", "fp16"), ("gemma3_text", "bf16")])
+@pytest.mark.parametrize("arch,dtype", [("llama", "fp16"), ("gemma3_text", "bf16"), ("gemma2", "bf16"),
+                                        ("cohere", "fp16"), ("phi_wide", "bf16")])
 def test_fused_attention_in_reduced_precision_passes_the_export_check(arch, dtype, tmp_path, capsys):
     """fp16 runs in ONNX Runtime's CPU provider; bf16 in onnx.reference, with the node's NumPy
     form (`group_query_attention`)."""
@@ -501,25 +512,31 @@ def test_fused_attention_in_reduced_precision_passes_the_export_check(arch, dtyp
     assert manifest["attention_kernel"] == "fused"
 
 
-@pytest.mark.parametrize("window", [0, 3])
-def test_the_numpy_form_of_the_fused_node_is_what_onnx_runtime_computes(window):
+@pytest.mark.parametrize("window,softcap,interleaved,head,rotary",
+                         [(0, 0.0, False, 16, 16), (3, 0.0, False, 16, 16), (3, 5.0, False, 16, 16),
+                          (0, 0.0, True, 16, 16), (3, 0.0, False, 32, 16), (0, 2.0, True, 64, 32)])
+def test_the_numpy_form_of_the_fused_node_is_what_onnx_runtime_computes(window, softcap, interleaved, head, rotary):
     """`group_query_attention` (what the bf16 check runs and the export traces through) against
-    ONNX Runtime's own GroupQueryAttention: grouped heads, rotary embedding, causal mask with and
-    without a sliding window."""
+    ONNX Runtime's own GroupQueryAttention: grouped heads, rotary embedding (rotate-half or
+    interleaved, over the whole head or its first `rotary` dimensions), causal mask with and
+    without a sliding window, with and without soft-capping."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    batch, seq, heads, kv_heads, head = 2, 12, 4, 2, 16
+    batch, seq, heads, kv_heads = 2, 12, 4, 2
     rng = np.random.default_rng(window)
     query, key, value = (rng.standard_normal((batch, seq, n * head)).astype(np.float32)
                          for n in (heads, kv_heads, kv_heads))
-    angles = np.arange(32)[:, None] * 10000.0 ** (-np.arange(head // 2) / (head // 2))
+    angles = np.arange(32)[:, None] * 10000.0 ** (-np.arange(rotary // 2) / (rotary // 2))
     cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
     scale = 0.3
+    optional = dict(softcap=softcap) if softcap else {}
+    if interleaved:
+        optional["rotary_interleaved"] = 1
     node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "", "", "seqlens", "total", "cos", "sin"],
                             ["out", "present_key", "present_value"], domain="com.microsoft", num_heads=heads,
                             kv_num_heads=kv_heads, do_rotary=1, scale=scale,
-                            local_window_size=window if window else -1)
+                            local_window_size=window if window else -1, **optional)
     constants = [numpy_helper.from_array(np.full(batch, seq - 1, np.int32), "seqlens"),
                  numpy_helper.from_array(np.array([seq], np.int32), "total"),
                  numpy_helper.from_array(cos, "cos"), numpy_helper.from_array(sin, "sin")]
@@ -531,14 +548,26 @@ def test_the_numpy_form_of_the_fused_node_is_what_onnx_runtime_computes(window):
                               ir_version=8)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (expected,) = session.run(["out"], {"q": query, "k": key, "v": value})
-    ours = export_layered.group_query_attention(query, key, value, cos, sin, heads, kv_heads, scale, window)
+    ours = export_layered.group_query_attention(query, key, value, cos, sin, heads, kv_heads, scale, window,
+                                                softcap, interleaved)
     assert np.abs(ours - expected).max() < 1e-5
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "mamba", "mamba2"])
+@pytest.mark.parametrize("arch", ["gpt2", "mamba", "mamba2"])
 def test_fused_attention_is_refused_where_there_is_none_to_fuse(arch, tmp_path):
     make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=5)
-    with pytest.raises(SystemExit, match=f"--attention-kernel fused: {arch} blocks .*fused attention is for gemma3_text, llama"):
+    with pytest.raises(SystemExit, match=f"--attention-kernel fused: {arch} blocks .*fused attention is for cohere, gemma"):
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                             "--attention-kernel", "fused", *FIXED])
+    assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize("arch,rotary,head", [("phi", 8, 16), ("stablelm", 4, 16), ("gpt_neox", 4, 16)])
+def test_fused_attention_is_refused_for_a_rotary_the_node_cannot_rotate(arch, rotary, head, tmp_path):
+    """ONNX Runtime's node rotates a multiple of 16 of a head's dimensions: the tiny fixtures'
+    partial rotary (8 or 4 of 16) is refused, naming the sizes, before any graph is written."""
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=5)
+    with pytest.raises(SystemExit, match=f"rotary embedding over {rotary} of the head's {head} dimensions"):
         export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
                              "--attention-kernel", "fused", *FIXED])
     assert not (tmp_path / "onnx").exists()
@@ -580,6 +609,37 @@ def test_negative_transpose_axes_are_written_as_non_negative():
     x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
     (z,) = session.run(None, {"x": x})
     assert np.array_equal(z, x.transpose(0, 2, 3, 1).transpose(1, 0, 2, 3))
+
+
+@pytest.mark.parametrize("model_type", sorted(make_fixture.MULTIMODAL))
+def test_a_multimodal_language_model_gets_fused_attention_where_its_rotary_is_one_table(model_type, tmp_path):
+    """Gemma 3's, LLaVA's and Mistral 3's language models are fused as their own architectures
+    (the chain against the multimodal model's logits, and with a block skipped against the
+    standard export's chain); the Qwen VL ones' multimodal rotary is refused, naming it, before
+    any graph is written."""
+    from transformers import AutoModelForImageTextToText
+
+    make_fixture.build_multimodal_folder(tmp_path / "hf", model_type, seed=19)
+    arguments = ["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"), "--attention-kernel", "fused",
+                 "--check-length", str(SEQ_LEN)]
+    if make_fixture.MULTIMODAL[model_type] in export_layered.MROPE_MODEL_TYPES:
+        with pytest.raises(SystemExit, match="multimodal rotary embedding .* is not in ONNX Runtime's"):
+            export_layered.main(arguments)
+        assert not (tmp_path / "onnx").exists()
+        return
+    _, manifest = export_layered.main(arguments)
+    assert manifest["attention_kernel"] == "fused"
+    source = AutoModelForImageTextToText.from_pretrained(tmp_path / "hf").eval()
+    ids = ids_for(manifest, 3)
+    with torch.no_grad():
+        expected = source(input_ids=torch.from_numpy(ids)).logits.float().numpy()
+    logits, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids)
+    assert np.abs(logits - expected).max() < FP32_TOLERANCE
+    _, standard = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "standard"),
+                                       "--check-length", str(SEQ_LEN)])
+    skipped, _ = export_layered.run_chain(tmp_path / "onnx", manifest, ids, drop=(1,))
+    expected, _ = export_layered.run_chain(tmp_path / "standard", standard, ids, drop=(1,))
+    assert np.abs(skipped - expected).max() < FP32_TOLERANCE
 
 
 @pytest.mark.parametrize("model_type", sorted(make_fixture.MULTIMODAL))
