@@ -39,6 +39,8 @@ bench: ort venv-export $(BENCH)/tokens.parquet $(BENCH)/masks.parquet | $(BIN)/e
 # BENCH_GPU_BIN: on a host without cargo, binaries built elsewhere (BENCH_GPU_BIN=their folder);
 # when it is this workspace's own target folder they are built first. `make bench-gpu
 # BENCH_GPU_DEVICE=cpu BENCH_GPU_SHAPES=tiny` runs it anywhere in seconds (as make test-bench does).
+# Then tools/bench/gpu_families.py: fused attention on the device for every architecture that has
+# it (tiny models in bf16, fp16 on the CPU, against float32; $(BENCH_GPU)/families.md).
 BENCH_GPU := $(BUILD)/bench-gpu
 BENCH_GPU_BIN ?= $(BIN)
 BENCH_GPU_PYTHON ?= $(if $(wildcard $(VENV_EXPORT)/bin/python),$(VENV_EXPORT)/bin/python,python3)
@@ -51,8 +53,12 @@ bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate)
 	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_bench.py --device $(BENCH_GPU_DEVICE) \
 	  --shapes $(BENCH_GPU_SHAPES) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU) --csv $(BENCH_GPU_CSV) \
 	  --markdown $(BENCH_GPU)/gpu-bench.md --json $(BENCH_GPU)/gpu-bench.json $(BENCH_GPU_FLAGS)
+	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_families.py --device $(BENCH_GPU_DEVICE) \
+	  --dtype $(if $(filter cpu,$(BENCH_GPU_DEVICE)),fp16,bf16) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU)/families \
+	  --json $(BENCH_GPU)/families.json --markdown $(BENCH_GPU)/families.md
 
-# The benchmark scripts' tests: gpu_bench.py end to end on the CPU with the tiny shape.
+# The benchmark scripts' tests: gpu_bench.py end to end on the CPU with the tiny shape, and
+# gpu_families.py on a few fixtures.
 test-bench: venv-export ort $(STAGES)
 	LAYERPRUNE_BIN=$(abspath $(BIN)) $(VENV_EXPORT)/bin/python -m pytest -q tools/bench/tests
 

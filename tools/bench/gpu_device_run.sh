@@ -5,7 +5,8 @@
 # straight into $OUT after every contender, so a call cut short still brings back what it
 # measured. Settings by environment: T hard limit of the benchmark (s), B last shape start (s),
 # D last contender start (s), ST limit of one stage (s), C the contenders to run besides the
-# default (a regular expression; empty: all), SHAPES (gpu_bench.py --shapes), MASKS (--masks).
+# default (a regular expression; empty: all), SHAPES (gpu_bench.py --shapes), MASKS (--masks);
+# then tools/bench/gpu_families.py within F seconds (0: not run).
 set -uo pipefail
 mkdir -p /tmp/ortparts && cp build/gpu/ortgpu.part-* /tmp/ortparts/ && ls -la /tmp/ortparts > "$OUT/parts.txt"
 eval "$(bash build/gpu/unpack.sh)" || { echo "unpacking onnxruntime-gpu failed"; exit 3; }
@@ -20,3 +21,11 @@ timeout "${T:-480}" python3 tools/bench/gpu_bench.py --bin build/gpu/bin \
   --budget-seconds "${B:-290}" --deadline-seconds "${D:-420}" --stage-timeout "${ST:-120}" --masks "${MASKS:-50}" \
   --contenders "${C:-}" 2>&1 | tee "$OUT/bench-gpu.log"
 echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench-gpu.log"
+# Then fused attention on CUDA for every architecture that has it (tiny models, bf16, against
+# float32 on the CPU; about 5 s each): F bounds it (s), 0 skips it.
+if [ "${F:-150}" != 0 ]; then
+  timeout "${F:-150}" python3 tools/bench/gpu_families.py --bin build/gpu/bin --device cuda --dtype bf16 \
+    --work /tmp/families --json "$OUT/families.json" --markdown "$OUT/families.md" \
+    --deadline-seconds "$(( ${F:-150} - 20 ))" 2>&1 | tee "$OUT/families.log"
+  echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/families.log"
+fi

@@ -566,11 +566,15 @@ def rotary_tables(block: "Block", head: int, dtype):
         if not (torch.equal(cos[:, 0::2], cos[:, 1::2]) and torch.equal(sin[:, 0::2], sin[:, 1::2])):
             raise UnsupportedArchitecture("error: Cohere's rotary tables are not interleaved; "
                                           "export with --attention-kernel standard")
-        return cos[:, 0::2].contiguous(), sin[:, 0::2].contiguous(), True
-    if not (torch.equal(cos[:, :half], cos[:, half:]) and torch.equal(sin[:, :half], sin[:, half:])):
-        raise UnsupportedArchitecture("error: the rotary tables are not in transformers' rotate-half form; "
-                                      "export with --attention-kernel standard")
-    return cos[:, :half].contiguous(), sin[:, :half].contiguous(), False
+        cos, sin, interleaved = cos[:, 0::2], sin[:, 0::2], True
+    else:
+        if not (torch.equal(cos[:, :half], cos[:, half:]) and torch.equal(sin[:, :half], sin[:, half:])):
+            raise UnsupportedArchitecture("error: the rotary tables are not in transformers' rotate-half form; "
+                                          "export with --attention-kernel standard")
+        cos, sin, interleaved = cos[:, :half], sin[:, :half], False
+    # In the node's dtype, which is the query's: OLMo 2's rotary module gives float32 tables
+    # whatever the model's dtype (its rotation computes in float32 and casts back).
+    return cos.to(dtype).contiguous(), sin.to(dtype).contiguous(), interleaved
 
 
 def self_attention(layer):

@@ -134,6 +134,19 @@ def tiny_config(arch: str, vocab_size: int):
     raise ValueError(f"no tiny config for {arch!r}")
 
 
+# The partial-rotary architectures, whose fused attention is tested on their `_wide` fixtures:
+# the node rotates a multiple of 16 of a head's dimensions, and their own fixtures rotate fewer.
+PARTIAL_ROTARY = {"phi", "stablelm", "gpt_neox"}
+
+
+def fused_fixtures(fused_model_types) -> list:
+    """The fixtures that exercise fused attention on each of `fused_model_types` (the exporter's
+    FUSED_MODEL_TYPES): each architecture's own, the partial-rotary ones' `_wide` variants, and
+    Llama 3.1's rope."""
+    return (sorted(set(fused_model_types) - PARTIAL_ROTARY) + ["llama3"]
+            + [f"{arch}_wide" for arch in sorted(PARTIAL_ROTARY)])
+
+
 # Multimodal fixtures: model type → (the tiny language model's arch, a one-layer vision tower).
 MULTIMODAL = {"gemma3": "gemma3_text", "llava": "llama", "mistral3": "mistral", "qwen2_vl": "qwen2_vl_text",
               "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text"}

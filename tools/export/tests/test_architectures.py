@@ -113,6 +113,13 @@ def test_pruned_checkpoint_matches_chain_with_blocks_skipped(exported, tmp_path)
     assert pruned.config.num_hidden_layers == len(kept)
     assert pruned.config.layerprune_kept_blocks == kept
     assert next(pruned.parameters()).dtype == torch.float32
+    # Its parameters before and after, as transformers counts them (a tied head once): what the
+    # blocks removed held, and nothing else, is gone.
+    source = AutoModelForCausalLM.from_pretrained(hf)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    per_block = count(export_layered.Architecture(source).layers[0])
+    assert pruned.config.layerprune_parameters == {"source": count(source), "pruned": count(pruned)}
+    assert count(source) - count(pruned) == len(removed) * per_block
     original = json.loads((hf / "config.json").read_text())
     if "layer_types" in original:
         assert pruned.config.layer_types == [original["layer_types"][i] for i in kept]
@@ -447,11 +454,7 @@ def test_reduced_precision_attention_is_computed_in_float32_unless_asked_otherwi
     assert "attention_precision" not in manifest
 
 
-# The partial-rotary architectures by their fixtures with rotary over 16 dimensions of a head
-# (make_fixture's `_wide` ones); their own fixtures rotate fewer, which the node cannot.
-PARTIAL_ROTARY = {"phi", "stablelm", "gpt_neox"}
-FUSED = (sorted(export_layered.FUSED_MODEL_TYPES - PARTIAL_ROTARY) + ["llama3"]
-         + [f"{arch}_wide" for arch in sorted(PARTIAL_ROTARY)])
+FUSED = make_fixture.fused_fixtures(export_layered.FUSED_MODEL_TYPES)
 
 
 def constant_reshapes_around_the_node(graph):
@@ -498,11 +501,12 @@ def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory, 
     assert "attention_kernel" not in standard
 
 
-@pytest.mark.parametrize("arch,dtype", [("llama", "fp16"), ("gemma3_text", "bf16"), ("gemma2", "bf16"),
-                                        ("cohere", "fp16"), ("phi_wide", "bf16")])
+@pytest.mark.parametrize("arch,dtype", [(arch, "fp16") for arch in FUSED]
+                         + [("gemma3_text", "bf16"), ("gemma2", "bf16"), ("phi_wide", "bf16")])
 def test_fused_attention_in_reduced_precision_passes_the_export_check(arch, dtype, tmp_path, capsys):
-    """fp16 runs in ONNX Runtime's CPU provider; bf16 in onnx.reference, with the node's NumPy
-    form (`group_query_attention`)."""
+    """fp16 runs in ONNX Runtime's CPU provider (every fixture: OLMo 2's float32 rotary tables
+    given to an fp16 node, before they were cast, made ONNX Runtime refuse the graph); bf16 in
+    onnx.reference, with the node's NumPy form (`group_query_attention`)."""
     make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=23)
     _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
                                        "--dtype", dtype, "--attention-kernel", "fused", "--check-sequences", "2",

@@ -1,0 +1,145 @@
+"""Fused attention on the device for every architecture that has it, in one short run.
+
+The exporter writes fused attention (`--attention-kernel fused`: one ONNX Runtime
+GroupQueryAttention node a block) for fifteen architectures, with the node's soft-capping
+(Gemma 2), interleaved rotary (Cohere) and partial rotary (Phi-2, StableLM, GPT-NeoX); its tests
+run the node on ONNX Runtime's CPU provider only, and the CUDA provider, the one the fused kernel
+is for, has its own code for each of those attributes. So for each architecture's tiny
+random-weight fixture (tools/export/make_fixture.py, `fused_fixtures`):
+
+1. export it standard in float32 and fused in `--dtype` (bf16 for a GPU; fp16 on the CPU, whose
+   provider has no bf16 node), each with the exporter's own check;
+2. make 4 x 16 tokens (`prepare-tokens`) and run `evaluate` on the full model and with block 1
+   skipped: the standard float32 folder on the CPU, the fused folder on `--device`;
+3. record the largest |mean NLL difference| of the two masks, and whether it is within the
+   export check's tolerance for the dtype (export_layered.DEFAULT_TOLERANCE), or the error.
+
+Writes a JSON (one row a fixture) and a Markdown table after every fixture, so a run cut short
+keeps what it measured; exits 1 when a fixture failed or disagreed. The GPU recipe's last call
+(tools/bench/gpu_device_run.sh) runs it after the benchmark; `make test-bench` runs it on the CPU.
+
+Usage: python tools/bench/gpu_families.py --bin target/debug --device cuda --dtype bf16 \\
+         --work /tmp/families --json families.json --markdown families.md
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tools" / "export"))
+
+import export_layered  # noqa: E402
+import make_fixture  # noqa: E402
+
+LENGTH = 16
+TEXT = "The quick brown fox jumps over the lazy dog, and the dog sleeps on in the sun. " * 20
+
+
+def stage(bin_dir: Path, name: str, *args) -> None:
+    done = subprocess.run([str(bin_dir / name), *map(str, args)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} exited {done.returncode}: {done.stderr.strip()[-600:]}")
+
+
+def nll_by_mask(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    return {row["mask_id"]: row["nll"] for row in pq.read_table(path).to_pylist()}
+
+
+def check_fixture(args, arch: str) -> dict:
+    """One fixture: both exports, both evaluations, the difference."""
+    work = Path(args.work) / arch
+    hf = make_fixture.build_arch_folder(work / "hf", arch, seed=args.seed)
+    check = ["--check-length", str(LENGTH), "--check-sequences", "2"]
+    export_layered.main(["--model", str(hf), "--out", str(work / "standard"), *check])
+    _, manifest = export_layered.main(["--model", str(hf), "--out", str(work / "fused"), "--dtype", args.dtype,
+                                       "--attention-kernel", "fused", *check])
+    (work / "text.txt").write_text(TEXT)
+    tokens = work / "tokens.parquet"
+    stage(args.bin, "prepare-tokens", "--model", work / "standard", "--text", work / "text.txt", "--windows", 4,
+          "--length", LENGTH, "--bos", "off", "--out", tokens)
+    blocks = manifest["num_blocks"]
+    masks = ["1" * blocks, "".join("0" if i == 1 else "1" for i in range(blocks))]
+    mask_args = [a for mask in masks for a in ("--mask", mask)]
+    stage(args.bin, "evaluate", "--model", work / "standard", "--tokens", tokens, *mask_args, "--device", "cpu",
+          "--out", work / "standard.parquet")
+    started = time.monotonic()
+    stage(args.bin, "evaluate", "--model", work / "fused", "--tokens", tokens, *mask_args, "--device", args.device,
+          "--out", work / "fused.parquet")
+    seconds = time.monotonic() - started
+    expected, measured = nll_by_mask(work / "standard.parquet"), nll_by_mask(work / "fused.parquet")
+    diff = max(abs(measured[mask] - expected[mask]) for mask in masks)
+    tolerance = export_layered.DEFAULT_TOLERANCE[args.dtype]
+    return {"fixture": arch, "model_type": manifest["architecture"], "dtype": args.dtype, "device": args.device,
+            "max_nll_diff": diff, "tolerance": tolerance, "agrees": diff < tolerance,
+            "evaluate_seconds": round(seconds, 3), "error": None}
+
+
+def markdown(rows: list, args) -> str:
+    lines = [f"Fused attention (`--attention-kernel fused`, {args.dtype}) on `{args.device}` against the "
+             "standard float32 export on the CPU: `evaluate`'s mean NLL, full model and block 1 skipped, "
+             f"4 x {LENGTH} tokens of a tiny random-weight fixture (tools/bench/gpu_families.py).", "",
+             "| fixture | model_type | max NLL diff | within the export check's tolerance | error |",
+             "|---|---|---:|---|---|"]
+    for row in rows:
+        diff = "" if row["max_nll_diff"] is None else f"{row['max_nll_diff']:.2e}"
+        verdict = "" if row["error"] else ("yes" if row["agrees"] else f"no (> {row['tolerance']:g})")
+        lines.append(f"| {row['fixture']} | {row['model_type'] or ''} | {diff} | {verdict} | {row['error'] or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(args, rows: list) -> None:
+    for path, text in ((args.json, json.dumps(rows, indent=1)), (args.markdown, markdown(rows, args))):
+        if path:
+            partial = Path(f"{path}.partial")
+            partial.write_text(text)
+            partial.replace(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", type=Path, default=ROOT / "target" / "debug",
+                        help="the folder with prepare-tokens and evaluate")
+    parser.add_argument("--device", default="cuda", help="where evaluate runs the fused folders (cuda, cpu)")
+    parser.add_argument("--dtype", choices=["fp16", "bf16"], default="bf16",
+                        help="the fused exports' dtype (the CPU provider runs fp16 only)")
+    parser.add_argument("--fixtures", default="",
+                        help="comma-separated fixtures (default: every one with fused attention)")
+    parser.add_argument("--work", default=str(ROOT / "build" / "gpu-families"))
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--markdown", default=None)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--deadline-seconds", type=float, default=0.0,
+                        help="start no fixture after this many seconds (0: no limit)")
+    args = parser.parse_args(argv)
+    if args.device == "cpu" and args.dtype == "bf16":
+        parser.error("the CPU provider has no bf16 GroupQueryAttention: --dtype fp16 on the CPU")
+    fixtures = ([name for name in args.fixtures.split(",") if name] if args.fixtures
+                else make_fixture.fused_fixtures(export_layered.FUSED_MODEL_TYPES))
+    started, rows = time.monotonic(), []
+    for arch in fixtures:
+        if args.deadline_seconds and time.monotonic() - started > args.deadline_seconds:
+            print(f"gpu_families: deadline reached, {arch} and later fixtures not run", flush=True)
+            break
+        try:
+            row = check_fixture(args, arch)
+        except (Exception, SystemExit) as error:  # the exporter exits with its message on a refusal
+            row = {"fixture": arch, "model_type": None, "dtype": args.dtype, "device": args.device,
+                   "max_nll_diff": None, "tolerance": None, "agrees": False, "evaluate_seconds": None,
+                   "error": " ".join(str(error).split())[:300] or type(error).__name__}
+        rows.append(row)
+        print(f"gpu_families: {arch}: " + (f"error {row['error']}" if row["error"]
+                                            else f"max NLL diff {row['max_nll_diff']:.2e}"), flush=True)
+        write(args, rows)
+    return 0 if rows and all(row["agrees"] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
