@@ -104,3 +104,19 @@ def test_the_layers_of_a_multimodal_checkpoint_are_its_language_model_s():
     assert report.checkpoint_layers({"num_hidden_layers": 24}) == 24
     assert report.checkpoint_layers({"model_type": "gemma3", "text_config": {"num_hidden_layers": 28}}) == 28
     assert report.checkpoint_layers({"model_type": "gemma3"}) is None
+
+
+def test_what_the_pruning_saves_is_the_parameters_and_the_evaluation_time():
+    config = {"layerprune_parameters": {"source": 134_515_008, "pruned": 85_000_000}}
+    args = ["evaluate", "--model", "m", "--device", "cuda", "--out", "x.parquet"]
+    parameters, time = report.size_lines(config, {"seconds": 16.32}, {"seconds": 4.76}, args)
+    assert parameters == "  parameters: 134.5M before, 85.0M after (-36.8 %)"
+    assert time == "  evaluating the held-out text took 16.3 s before, 4.76 s after on cuda (3.43x as fast; one run each)"
+    # Billions and thousands; the CPU when the command line names no device.
+    (line, _) = report.size_lines({"layerprune_parameters": {"source": 6_738_415_616, "pruned": 5_100_000_000}},
+                                  {"seconds": 2.0}, {"seconds": 1.0}, ["evaluate"])
+    assert line == "  parameters: 6.74B before, 5.10B after (-24.3 %)"
+    assert report.size_lines({}, {"seconds": 2.0}, {"seconds": 1.0}, ["evaluate"])[0].endswith("on cpu (2.00x as fast; one run each)")
+    assert report.count_text(169_024) == "169.0k"
+    # A checkpoint written before the count, or tables without times: nothing to say.
+    assert report.size_lines({}, {}, {}, []) == []

@@ -5,7 +5,9 @@ Blocks are deleted (not zeroed); `num_hidden_layers` and every module's `layer_i
 renumbered, and every per-layer list in the config (e.g. `layer_types`, which holds Gemma 3's
 and Qwen's sliding/global pattern) keeps only the kept blocks' entries, so each kept block
 keeps the attention type of its original index. The original indices of the kept blocks are
-recorded in the config as `layerprune_kept_blocks`. The checkpoint is written in the source's
+recorded in the config as `layerprune_kept_blocks`, and the checkpoint's parameter count before
+and after as `layerprune_parameters` ({"source": N, "pruned": M}; every tensor once, as
+transformers counts them, vision tower included). The checkpoint is written in the source's
 dtype (a bfloat16 model stays bfloat16; a GGUF is dequantized to float32), then reloaded and
 checked against the in-memory pruned model before the output folder is put in place.
 
@@ -80,6 +82,11 @@ def prune(model, removed):
     return kept
 
 
+def parameter_count(model) -> int:
+    """The model's parameters, a tied weight once (`parameters()` yields each tensor once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def save(model, tokenizer, folder: Path):
     try:
         model.save_pretrained(folder)
@@ -123,7 +130,9 @@ def main(argv=None):
     text = export_layered.language_model(model)
     dtype = next(model.parameters()).dtype
     source_dtypes = {p.dtype for p in model.parameters()}
+    source_parameters = parameter_count(model)
     kept = prune(text, removed)
+    model.config.layerprune_parameters = {"source": source_parameters, "pruned": parameter_count(model)}
     if text is not model and hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
@@ -149,8 +158,9 @@ def main(argv=None):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    counts = model.config.layerprune_parameters
     print(f"wrote {args.out}: {len(kept)} blocks kept (original indices {kept}), removed {removed}; "
-          f"reload check loss {actual:.6f}")
+          f"{counts['source']:,} parameters before, {counts['pruned']:,} after; reload check loss {actual:.6f}")
 
 
 if __name__ == "__main__":

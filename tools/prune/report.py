@@ -62,6 +62,14 @@ def read_rows(path: Path):
     return pq.read_table(path).to_pylist()
 
 
+def evaluate_args(path: Path) -> list:
+    """The command line an evaluation table was written by (its `layerprune.args` provenance)."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata.get(b"layerprune.args", b"[]"))
+
+
 def file_size(path: Path):
     paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in paths)
@@ -192,6 +200,31 @@ def checkpoint_layers(config: dict):
     return config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
 
 
+def count_text(count: int) -> str:
+    """169.0k, 134.5M, 6.74B."""
+    return (f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M" if count >= 1e6
+            else f"{count / 1e3:.1f}k")
+
+
+def size_lines(config: dict, before: dict, after: dict, evaluate_args: list):
+    """What the pruning saves: the checkpoint's parameters before and after (prune_hf.py's
+    `layerprune_parameters`; nothing for a checkpoint written before it), and how long `evaluate`
+    took on the held-out text with the full and the pruned model (their tables' `seconds`: one
+    run each, on this machine, with its load at the time)."""
+    lines = []
+    counts = config.get("layerprune_parameters")
+    if counts and counts.get("source"):
+        source, pruned = counts["source"], counts["pruned"]
+        lines.append(f"  parameters: {count_text(source)} before, {count_text(pruned)} after "
+                     f"({100 * (pruned - source) / source:+.1f} %)")
+    if before.get("seconds") and after.get("seconds"):
+        device = (evaluate_args[evaluate_args.index("--device") + 1]
+                  if "--device" in evaluate_args[:-1] else "cpu")
+        lines.append(f"  evaluating the held-out text took {before['seconds']:.3g} s before, {after['seconds']:.3g} s "
+                     f"after on {device} ({before['seconds'] / after['seconds']:.2f}x as fast; one run each)")
+    return lines
+
+
 # How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD).
 METHOD_NAMES = {"adaptive": "adaptive removal",
                 "adaptive-raced": "adaptive removal raced over the calibration windows",
@@ -240,6 +273,8 @@ def summary(args):
         for line in target_lines(calibration, float(args.max_ppl_ratio)):
             print(line)
     for line in rival_lines(calibration) + depth_lines(calibration) + transfer_lines(plan, calibration):
+        print(line)
+    for line in size_lines(config, before, after, evaluate_args(run / "full-eval.parquet")):
         print(line)
     print()
     rows = [
