@@ -62,13 +62,6 @@ def read_rows(path: Path):
     return pq.read_table(path).to_pylist()
 
 
-def evaluate_args(path: Path) -> list:
-    """The command line an evaluation table was written by (its `layerprune.args` provenance)."""
-    import pyarrow.parquet as pq
-
-    metadata = pq.read_schema(path).metadata or {}
-    return json.loads(metadata.get(b"layerprune.args", b"[]"))
-
 
 def file_size(path: Path):
     paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
@@ -206,23 +199,17 @@ def count_text(count: int) -> str:
             else f"{count / 1e3:.1f}k")
 
 
-def size_lines(config: dict, before: dict, after: dict, evaluate_args: list):
+def size_lines(config: dict, kept: int, num_blocks: int):
     """What the pruning saves: the checkpoint's parameters before and after (prune_hf.py's
-    `layerprune_parameters`; nothing for a checkpoint written before it), and how long `evaluate`
-    took on the held-out text with the full and the pruned model (their tables' `seconds`: one
-    run each, on this machine, with its load at the time)."""
-    lines = []
+    `layerprune_parameters`; nothing for a checkpoint written before it). Not a time: the full
+    model's evaluation is kept from the run's first K, so two timings could be of different
+    loads of the machine (one such pair read 0.54x as fast for a pruned model)."""
     counts = config.get("layerprune_parameters")
-    if counts and counts.get("source"):
-        source, pruned = counts["source"], counts["pruned"]
-        lines.append(f"  parameters: {count_text(source)} before, {count_text(pruned)} after "
-                     f"({100 * (pruned - source) / source:+.1f} %)")
-    if before.get("seconds") and after.get("seconds"):
-        device = (evaluate_args[evaluate_args.index("--device") + 1]
-                  if "--device" in evaluate_args[:-1] else "cpu")
-        lines.append(f"  evaluating the held-out text took {before['seconds']:.3g} s before, {after['seconds']:.3g} s "
-                     f"after on {device} ({before['seconds'] / after['seconds']:.2f}x as fast; one run each)")
-    return lines
+    if not counts or not counts.get("source"):
+        return []
+    source, pruned = counts["source"], counts["pruned"]
+    return [f"  parameters: {count_text(source)} before, {count_text(pruned)} after "
+            f"({100 * (pruned - source) / source:+.1f} %; {kept} of {num_blocks} blocks, the embedding and head kept)"]
 
 
 # How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD).
@@ -274,7 +261,7 @@ def summary(args):
             print(line)
     for line in rival_lines(calibration) + depth_lines(calibration) + transfer_lines(plan, calibration):
         print(line)
-    for line in size_lines(config, before, after, evaluate_args(run / "full-eval.parquet")):
+    for line in size_lines(config, len(pruned["blocks"]), num_blocks):
         print(line)
     print()
     rows = [
