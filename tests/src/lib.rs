@@ -65,6 +65,26 @@ pub fn every_mask(num_blocks: usize) -> Vec<layerprune_core::Mask> {
         .collect()
 }
 
+/// The blocks a run of `masks` in chunks of `chunk` (each chunk one evaluator call, in prefix
+/// order within it, every state kept) has to run: a chunk's distinct kept-block prefixes.
+pub fn blocks_needed(masks: &[layerprune_core::Mask], chunk: usize) -> u64 {
+    masks
+        .chunks(chunk)
+        .map(|part| {
+            let prefixes: std::collections::HashSet<Vec<bool>> = part
+                .iter()
+                .flat_map(|mask| {
+                    let kept = mask.kept().to_vec();
+                    (0..kept.len())
+                        .filter(move |&b| kept[b])
+                        .map(move |b| mask.kept()[..=b].to_vec())
+                })
+                .collect();
+            prefixes.len() as u64
+        })
+        .sum()
+}
+
 /// A game of 6 blocks with pairwise interactions (one involving block 0, which tests often
 /// fix): the estimators' and the shapley stage's test game.
 pub fn six_block_pairwise_game() -> layerprune_core::synthetic::PairwiseGame {

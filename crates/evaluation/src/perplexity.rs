@@ -9,7 +9,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use layerprune_core::{Device, FileLock, Mask};
 use layerprune_runtime::{
-    ArenaUse, DeviceMemory, EvalOptions, Evaluator, LayeredModel, MaskEvaluation, RuntimeOptions,
+    sort_for_prefix_reuse, ArenaUse, DeviceMemory, EvalOptions, Evaluator, LayeredModel,
+    MaskEvaluation, RuntimeOptions,
 };
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
@@ -182,6 +183,9 @@ pub fn run_evaluation(
     if let Some(limit) = config.max_new_masks {
         todo.truncate(limit);
     }
+    // Checkpointed every few masks, each chunk one evaluator call: in prefix order the masks
+    // of a chunk share prefixes (the table keeps its own order).
+    sort_for_prefix_reuse(&mut todo);
     if resumed > 0 {
         progress(Progress::Resumed {
             resumed,

@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 use layerprune_core::{FileLock, Mask};
 use layerprune_data::{Bos, TokenizerFile};
 use layerprune_runtime::{
-    ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, Manifest, RuntimeOptions, Scoring,
+    sort_for_prefix_reuse, ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, Manifest,
+    RuntimeOptions, Scoring,
 };
 use layerprune_tables::{
     read_task_choices, write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow,
@@ -176,6 +177,10 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     if let Some(limit) = config.max_new_masks {
         todo.truncate(limit.max(usize::from(!done.contains(&full))));
     }
+    // Scored a checkpoint's masks at a time: in prefix order the masks of a checkpoint share
+    // prefixes; the full model stays first.
+    let first_to_sort = usize::from(todo.first() == Some(&full));
+    sort_for_prefix_reuse(&mut todo[first_to_sort..]);
     if !rows.is_empty() && config.merge.is_empty() {
         progress(Progress::TasksResumed {
             finished: done.len(),

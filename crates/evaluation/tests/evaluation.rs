@@ -15,7 +15,7 @@ use layerprune_tables::{
     read_block_stats, read_evaluations, read_provenance, write_evaluations, write_masks,
     write_tokens, EvaluationRow, EvaluationTable, MaskRow, MaskTable, Provenance, TokenTable,
 };
-use layerprune_tests::{every_mask, fixture_windows, tiny_model_dir};
+use layerprune_tests::{blocks_needed, every_mask, fixture_windows, tiny_model_dir};
 
 fn provenance() -> Provenance {
     Provenance::new(
@@ -338,5 +338,33 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
     refused(
         &[&unfinished, &shards[1], &shards[2]],
         "shard is incomplete",
+    );
+}
+
+/// The 64 masks in the table's order (block 0 alternating: neighbours share no prefix) are
+/// checkpointed 8 at a time; each checkpoint's masks are the next 8 in prefix order, so they
+/// share prefixes, and the rows, in the table's order, are those of one call for all 64.
+#[test]
+fn a_checkpointed_run_takes_its_masks_in_prefix_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), 2);
+    let table_order = every_mask(6);
+    let mut prefix_order = table_order.clone();
+    prefix_order.sort();
+    let chunked = config(&tokens, &masks, &dir.path().join("chunked.parquet"));
+    let (outcome, _) = run(&chunked);
+    assert_eq!(outcome.blocks_run, blocks_needed(&prefix_order, 8));
+    // In the table's order the same checkpoints would run more than half as many again.
+    assert!(blocks_needed(&table_order, 8) * 2 > outcome.blocks_run * 3);
+    let mut whole = config(&tokens, &masks, &dir.path().join("whole.parquet"));
+    whole.checkpoint_every = NonZeroUsize::new(64).unwrap();
+    let (one_call, _) = run(&whole);
+    assert_eq!(one_call.blocks_run, blocks_needed(&prefix_order, 64));
+    assert_eq!(values(&outcome.table.rows), values(&one_call.table.rows));
+    let listed: Vec<String> = table_order.iter().map(Mask::id).collect();
+    assert_eq!(
+        ids(&outcome.table.rows),
+        listed,
+        "rows in the mask table's order"
     );
 }

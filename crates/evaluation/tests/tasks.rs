@@ -11,9 +11,11 @@ use layerprune_tables::{
     read_evaluations, read_task_accuracies, read_task_choices, Provenance, TaskChoiceRow,
 };
 use layerprune_tasks::{Task, TaskMetric};
-use layerprune_tests::{tiny_model_dir, write_task_files};
+use layerprune_tests::{blocks_needed, tiny_model_dir, write_task_files};
 
-const MASKS: [&str; 6] = ["110111", "101101", "111110", "011111", "111011", "100001"];
+// In an order whose checkpoints of 2 (after the full model) share fewer prefixes than the
+// same masks' in prefix order do.
+const MASKS: [&str; 6] = ["101101", "110111", "011111", "111110", "100001", "111011"];
 
 /// A run of every mask of [`MASKS`] writing `<name>-{evaluations,choices,accuracy}`.
 fn config(dir: &Path, name: &str) -> TaskConfig {
@@ -110,6 +112,25 @@ fn a_resumed_and_a_merged_task_run_equal_an_uninterrupted_one() {
         _ => None,
     });
     assert_eq!(work, Some((7, 14, "logits-f64-log-softmax", 7)));
+    // Checkpointed 2 masks at a time: the full model first, then the masks in prefix order, so
+    // that a checkpoint's masks share prefixes; every request batch runs each checkpoint's masks.
+    let batches = reported
+        .iter()
+        .find_map(|p| match p {
+            Progress::TaskWork { batches, .. } => Some(*batches as u64),
+            _ => None,
+        })
+        .unwrap();
+    let parse = |ids: &[&str]| -> Vec<Mask> { ids.iter().map(|m| m.parse().unwrap()).collect() };
+    let mut sorted = MASKS.to_vec();
+    sorted.sort();
+    let in_prefix_order = parse(&[&["111111"], sorted.as_slice()].concat());
+    let in_table_order = parse(&[&["111111"], MASKS.as_slice()].concat());
+    assert_eq!(
+        outcome.blocks_run,
+        batches * blocks_needed(&in_prefix_order, 2)
+    );
+    assert!(blocks_needed(&in_table_order, 2) > blocks_needed(&in_prefix_order, 2));
     let expected = tables(&whole);
     assert_eq!(expected.0.len(), 7 * 14);
     assert_eq!(expected.1.len(), 6);
