@@ -206,14 +206,22 @@ def build_multimodal_folder(folder: Path, model_type: str, seed: int):
     return folder
 
 
-def build_arch_folder(folder: Path, arch: str, seed: int, dtype=torch.float32):
+def build_arch_folder(folder: Path, arch: str, seed: int, dtype=torch.float32, head_size=None):
     """A tiny random-weight checkpoint of `arch` saved in `dtype`. Every 1-D parameter (norm
-    weights, biases) is perturbed too, so that none is left at its identity initialisation."""
+    weights, biases) is perturbed too, so that none is left at its identity initialisation.
+    With `head_size`, 2 query heads and 1 key-value head of that size (hidden 2 × head_size)
+    instead of the fixture's small heads: a size GPU attention kernels have (flash attention
+    takes 32, 64, … 256; the fixtures' 16 is not one)."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     config = tiny_config(arch, len(tokenizer))
+    if head_size is not None:
+        config.hidden_size, config.num_attention_heads = 2 * head_size, 2
+        for name, value in (("num_key_value_heads", 1), ("head_dim", head_size)):
+            if hasattr(config, name):
+                setattr(config, name, value)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for parameter in model.parameters():
