@@ -22,10 +22,10 @@ timeout "${T:-480}" python3 tools/bench/gpu_bench.py --bin build/gpu/bin \
   --contenders "${C:-}" 2>&1 | tee "$OUT/bench-gpu.log"
 echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench-gpu.log"
 # Then fused attention on CUDA for every architecture that has it (tiny models, bf16, against
-# float32 on the CPU; about 5 s each): F bounds it (s), 0 skips it.
-if [ "${F:-150}" != 0 ]; then
-  timeout "${F:-150}" python3 tools/bench/gpu_families.py --bin build/gpu/bin --device cuda --dtype bf16 \
+# float32 on the CPU; about 5 s each): F bounds it (s, 200), 0 skips it.
+if [ "${F:-200}" != 0 ]; then
+  timeout "${F:-200}" python3 tools/bench/gpu_families.py --bin build/gpu/bin --device cuda --dtype bf16 \
     --work /tmp/families --json "$OUT/families.json" --markdown "$OUT/families.md" \
-    --deadline-seconds "$(( ${F:-150} - 20 ))" 2>&1 | tee "$OUT/families.log"
+    --deadline-seconds "$(( ${F:-200} - 25 ))" 2>&1 | tee "$OUT/families.log"
   echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/families.log"
 fi
