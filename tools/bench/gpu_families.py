@@ -5,9 +5,9 @@ GroupQueryAttention node a block) for fifteen architectures, with the node's sof
 (Gemma 2), interleaved rotary (Cohere) and partial rotary (Phi-2, StableLM, GPT-NeoX); its tests
 run the node on ONNX Runtime's CPU provider only, and the CUDA provider, the one the fused kernel
 is for, has its own code for each of those attributes. So for each architecture's tiny
-random-weight fixture (tools/export/make_fixture.py), with heads of a size GPU kernels have (2
-query heads and 1 key-value head of `--head-size`, 64: flash attention takes 32 to 256, not the
-fixtures' 16; the partial-rotary ones then rotate 16 or 32 of the 64):
+random-weight fixture (tools/export/make_fixture.py, `fused_fixtures`), with the heads the
+exporter's fused tests use (2 query heads and 1 key-value head of FUSED_HEAD_SIZE, 64: a size
+flash attention takes, which the fixtures' 16 is not; the partial-rotary ones rotate 16 or 32):
 
 1. export it standard in float32 and fused in `--dtype` (bf16 for a GPU; fp16 on the CPU, whose
    provider has no bf16 node), each with the exporter's own check;
@@ -57,7 +57,7 @@ def nll_by_mask(path: Path) -> dict:
 def check_fixture(args, arch: str) -> dict:
     """One fixture: both exports, both evaluations, the difference."""
     work = Path(args.work) / arch
-    hf = make_fixture.build_arch_folder(work / "hf", arch, seed=args.seed, head_size=args.head_size)
+    hf = make_fixture.build_arch_folder(work / "hf", arch, seed=args.seed, head_size=make_fixture.FUSED_HEAD_SIZE)
     check = ["--check-length", str(LENGTH), "--check-sequences", "2"]
     export_layered.main(["--model", str(hf), "--out", str(work / "standard"), *check])
     _, manifest = export_layered.main(["--model", str(hf), "--out", str(work / "fused"), "--dtype", args.dtype,
@@ -86,7 +86,7 @@ def check_fixture(args, arch: str) -> dict:
 def markdown(rows: list, args) -> str:
     lines = [f"Fused attention (`--attention-kernel fused`, {args.dtype}) on `{args.device}` against the "
              "standard float32 export on the CPU: `evaluate`'s mean NLL, full model and block 1 skipped, "
-             f"4 x {LENGTH} tokens of a tiny random-weight fixture with heads of {args.head_size} "
+             f"4 x {LENGTH} tokens of a tiny random-weight fixture with heads of {make_fixture.FUSED_HEAD_SIZE} "
              "(tools/bench/gpu_families.py).", "",
              "| fixture | model_type | max NLL diff | within the export check's tolerance | error |",
              "|---|---|---:|---|---|"]
@@ -120,15 +120,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--head-size", type=int, default=64,
-                        help="the fixtures' head size (2 query heads, 1 key-value head)")
     parser.add_argument("--deadline-seconds", type=float, default=0.0,
                         help="start no fixture after this many seconds (0: no limit)")
     args = parser.parse_args(argv)
     if args.device == "cpu" and args.dtype == "bf16":
         parser.error("the CPU provider has no bf16 GroupQueryAttention: --dtype fp16 on the CPU")
     fixtures = ([name for name in args.fixtures.split(",") if name] if args.fixtures
-                else sorted(export_layered.FUSED_MODEL_TYPES) + ["llama3"])
+                else make_fixture.fused_fixtures())
     started, rows = time.monotonic(), []
     for arch in fixtures:
         if args.deadline_seconds and time.monotonic() - started > args.deadline_seconds:

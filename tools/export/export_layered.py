@@ -1012,10 +1012,10 @@ def run_chain(out_dir: Path, manifest: dict, input_ids: np.ndarray, drop=(), run
 
             def _run(self, query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache,
                      sin_cache, num_heads=None, kv_num_heads=None, do_rotary=None, scale=None,
-                     local_window_size=None, **unused):
+                     local_window_size=None, softcap=None, rotary_interleaved=None, **unused):
                 window = local_window_size if local_window_size is not None and local_window_size > 0 else 0
                 output = group_query_attention(query, key, value, cos_cache, sin_cache, num_heads, kv_num_heads,
-                                               scale, window)
+                                               scale, window, softcap or 0.0, bool(rotary_interleaved))
                 unused_cache = np.zeros((0,), dtype=query.dtype)  # present_key / present_value: not read
                 return output.astype(query.dtype), unused_cache, unused_cache
 

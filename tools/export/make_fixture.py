@@ -82,20 +82,6 @@ def tiny_config(arch: str, vocab_size: int):
                                **common, **rms)
     if arch == "phi3":  # fused qkv and gate-up projections, sliding window 4 on every block, untied head
         return tf.Phi3Config(num_hidden_layers=4, sliding_window=4, tie_word_embeddings=False, **common, **rms)
-    # The partial-rotary architectures with 2 heads of 32 and rotary over 16 of their dimensions:
-    # fused attention's node rotates a multiple of 16 (the fixtures above rotate 8 and 4).
-    wide = dict(common, num_attention_heads=2)
-    if arch == "phi_wide":
-        return tf.PhiConfig(num_hidden_layers=4, partial_rotary_factor=0.5, intermediate_size=128,
-                            num_key_value_heads=2, tie_word_embeddings=False, initializer_range=0.08, **wide)
-    if arch == "stablelm_wide":
-        return tf.StableLmConfig(num_hidden_layers=4, partial_rotary_factor=0.5, use_qkv_bias=True,
-                                 tie_word_embeddings=False, **wide, **rms)
-    if arch == "gpt_neox_wide":
-        return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
-                                intermediate_size=128, max_position_embeddings=128, rotary_pct=0.5,
-                                use_parallel_residual=True, tie_word_embeddings=False, initializer_range=0.08,
-                                eos_token_id=0, bos_token_id=0)
     if arch == "phi":  # Phi-2: parallel attention and MLP under one LayerNorm, rotary on half of each head
         return tf.PhiConfig(num_hidden_layers=4, partial_rotary_factor=0.5, intermediate_size=128,
                             num_key_value_heads=4, tie_word_embeddings=False, initializer_range=0.08, **common)
@@ -134,17 +120,17 @@ def tiny_config(arch: str, vocab_size: int):
     raise ValueError(f"no tiny config for {arch!r}")
 
 
-# The partial-rotary architectures, whose fused attention is tested on their `_wide` fixtures:
-# the node rotates a multiple of 16 of a head's dimensions, and their own fixtures rotate fewer.
-PARTIAL_ROTARY = {"phi", "stablelm", "gpt_neox"}
+# Fused attention's fixtures (the exporter's FUSED_MODEL_TYPES and Llama 3.1's rope) are built
+# with heads of this size (`build_arch_folder(head_size=)`): ONNX Runtime's node rotates a multiple
+# of 16 of a head's dimensions, which the small heads' partial rotary (Phi-2's, StableLM's,
+# GPT-NeoX's: 8 or 4 of 16) is not, and GPU flash attention takes heads of 32 to 256.
+FUSED_HEAD_SIZE = 64
 
 
-def fused_fixtures(fused_model_types) -> list:
-    """The fixtures that exercise fused attention on each of `fused_model_types` (the exporter's
-    FUSED_MODEL_TYPES): each architecture's own, the partial-rotary ones' `_wide` variants, and
+def fused_fixtures() -> list:
+    """The fixtures fused attention is checked on: every architecture it is written for, and
     Llama 3.1's rope."""
-    return (sorted(set(fused_model_types) - PARTIAL_ROTARY) + ["llama3"]
-            + [f"{arch}_wide" for arch in sorted(PARTIAL_ROTARY)])
+    return sorted(export_layered.FUSED_MODEL_TYPES) + ["llama3"]
 
 
 # Multimodal fixtures: model type → (the tiny language model's arch, a one-layer vision tower).

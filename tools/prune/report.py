@@ -62,7 +62,6 @@ def read_rows(path: Path):
     return pq.read_table(path).to_pylist()
 
 
-
 def file_size(path: Path):
     paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in paths)

@@ -454,7 +454,7 @@ def test_reduced_precision_attention_is_computed_in_float32_unless_asked_otherwi
     assert "attention_precision" not in manifest
 
 
-FUSED = make_fixture.fused_fixtures(export_layered.FUSED_MODEL_TYPES)
+FUSED = make_fixture.fused_fixtures()
 
 
 def constant_reshapes_around_the_node(graph):
@@ -477,9 +477,10 @@ def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory, 
     """--attention-kernel fused: one GroupQueryAttention node a block in place of the rotary
     embedding, mask, grouped heads and softmax of the standard graphs, with the same results
     (sliding windows of 4 over 16 tokens, Gemma 3's local and global rotary tables, its
-    query scale and q / k norms), also with a block skipped. In fp32 the exporter says the
-    folder is for the CPU (ONNX Runtime's CUDA node is fp16 / bf16 only)."""
-    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=11)
+    query scale and q / k norms, soft-capping, interleaved and partial rotary), also with a
+    block skipped, on fixtures with heads of make_fixture.FUSED_HEAD_SIZE. In fp32 the exporter
+    says the folder is for the CPU (ONNX Runtime's CUDA node is fp16 / bf16 only)."""
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=11, head_size=make_fixture.FUSED_HEAD_SIZE)
     model, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
                                            "--attention-kernel", "fused", "--check-length", str(SEQ_LEN)])
     assert "this fp32 folder is for the CPU provider" in capsys.readouterr().err
@@ -502,12 +503,12 @@ def test_fused_attention_matches_transformers(arch, tmp_path, tmp_path_factory, 
 
 
 @pytest.mark.parametrize("arch,dtype", [(arch, "fp16") for arch in FUSED]
-                         + [("gemma3_text", "bf16"), ("gemma2", "bf16"), ("phi_wide", "bf16")])
+                         + [("gemma3_text", "bf16"), ("gemma2", "bf16"), ("cohere", "bf16"), ("phi", "bf16")])
 def test_fused_attention_in_reduced_precision_passes_the_export_check(arch, dtype, tmp_path, capsys):
     """fp16 runs in ONNX Runtime's CPU provider (every fixture: OLMo 2's float32 rotary tables
     given to an fp16 node, before they were cast, made ONNX Runtime refuse the graph); bf16 in
     onnx.reference, with the node's NumPy form (`group_query_attention`)."""
-    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=23)
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=23, head_size=make_fixture.FUSED_HEAD_SIZE)
     _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
                                        "--dtype", dtype, "--attention-kernel", "fused", "--check-sequences", "2",
                                        "--check-length", str(SEQ_LEN)])
