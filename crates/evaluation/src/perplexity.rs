@@ -35,7 +35,7 @@ pub struct EvaluationConfig {
     pub out: PathBuf,
     pub runtime: RuntimeOptions,
     pub options: EvalOptions,
-    /// Masks per checkpoint of `out`.
+    /// Masks per checkpoint of `out` (each one evaluator call, the masks in prefix order).
     pub checkpoint_every: NonZeroUsize,
     /// Evaluate at most this many new masks, then stop with a partial table.
     pub max_new_masks: Option<usize>,
