@@ -126,7 +126,7 @@ class Generator(nn.Module):
         self.rotary_emb = arch.base.rotary_emb
         self.head = export_layered.Head(model, nll=False)  # final norm, LM head, softcap, Granite's scaling
         self.attention = [arch.block_attention(i) for i in range(len(self.layers))]
-        self.per_type_rope = arch.model_type == "gemma3_text"
+        self.per_type_rope = arch.model_type in export_layered.PER_TYPE_ROTARY_MODEL_TYPES
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
         from transformers.cache_utils import DynamicCache, DynamicLayer

@@ -65,6 +65,12 @@ MULTIMODAL_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_vl", "qwen2_5_vl
 MROPE_MODEL_TYPES = {"qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text"}
 # State-space models: a `backbone` of residual mixers, no attention, no positions.
 MAMBA_MODEL_TYPES = {"mamba", "mamba2"}
+# Attention with a rotary embedding: all but GPT-2 (learned positions) and the state-space models.
+ROTARY_ATTENTION_MODEL_TYPES = SUPPORTED_MODEL_TYPES - {"gpt2"} - MAMBA_MODEL_TYPES
+# Rotary tables per attention type (Gemma 3: local and global), called with the block's type.
+PER_TYPE_ROTARY_MODEL_TYPES = {"gemma3_text"}
+# Rotary tables that rotate neighbouring pairs of dimensions (Cohere), not the two halves.
+INTERLEAVED_ROTARY_MODEL_TYPES = {"cohere"}
 # Architectures whose block graphs hold a sequential scan unrolled for one sequence length.
 FIXED_LENGTH_MODEL_TYPES = MAMBA_MODEL_TYPES
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -267,9 +273,9 @@ def block_rotary(model_type, rotary, x, position_ids, layer_type):
     Qwen VL models' multimodal ones with every section at the text positions, the others' as the
     module computes them. Shared by the block graphs, the fused attention's caches and the
     KV-cache generator."""
-    if model_type == "gemma3_text":
+    if model_type in PER_TYPE_ROTARY_MODEL_TYPES:
         return rotary(x, position_ids, layer_type)
-    if model_type == "cohere":
+    if model_type in INTERLEAVED_ROTARY_MODEL_TYPES:
         return interleaved_rotary(rotary, x, position_ids)
     if model_type in MROPE_MODEL_TYPES:
         return rotary(x, position_ids.expand(3, -1, -1))
@@ -404,8 +410,7 @@ def float32_attention_applies(config, dtype_name: str, attention_precision: str)
 # optionally sliding-window or soft-capped (Gemma 2) (FUSED_MODEL_TYPES).
 ATTENTION_KERNELS = ("standard", "fused")
 FUSED_ATTENTION = "layerprune_fused_attention"
-FUSED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2", "granite",
-                     "starcoder2", "phi3", "phi", "stablelm", "gpt_neox", "cohere"}
+FUSED_MODEL_TYPES = ROTARY_ATTENTION_MODEL_TYPES - MROPE_MODEL_TYPES
 # The rotary tables' length in a fused block (the longest window its graph runs; manifest
 # `rotary_positions`): every block session holds its own copy, so a model's whole context (128k
 # positions for Llama 3.1: 64 MB a block in float32) would cost gigabytes for windows of hundreds
@@ -562,7 +567,7 @@ def rotary_tables(block: "Block", head: int, dtype):
                                       "ONNX Runtime's GroupQueryAttention rotates a multiple of 16 dimensions of "
                                       "a head only; export with --attention-kernel standard")
     half = rotary // 2
-    if block.model_type == "cohere":
+    if block.model_type in INTERLEAVED_ROTARY_MODEL_TYPES:
         if not (torch.equal(cos[:, 0::2], cos[:, 1::2]) and torch.equal(sin[:, 0::2], sin[:, 1::2])):
             raise UnsupportedArchitecture("error: Cohere's rotary tables are not interleaved; "
                                           "export with --attention-kernel standard")
