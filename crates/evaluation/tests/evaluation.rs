@@ -343,7 +343,8 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
 
 /// The 64 masks in the table's order (block 0 alternating: neighbours share no prefix) are
 /// checkpointed 8 at a time; each checkpoint's masks are the next 8 in prefix order, so they
-/// share prefixes, and the rows, in the table's order, are those of one call for all 64.
+/// share prefixes, and each checkpoint starts from the prefix the last one left: the blocks run
+/// and the rows, in the table's order, are those of one call for all 64.
 #[test]
 fn a_checkpointed_run_takes_its_masks_in_prefix_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -353,8 +354,10 @@ fn a_checkpointed_run_takes_its_masks_in_prefix_order() {
     prefix_order.sort();
     let chunked = config(&tokens, &masks, &dir.path().join("chunked.parquet"));
     let (outcome, _) = run(&chunked);
-    assert_eq!(outcome.blocks_run, blocks_needed(&prefix_order, 8));
-    // In the table's order the same checkpoints would run more than half as many again.
+    assert_eq!(outcome.blocks_run, blocks_needed(&prefix_order, 64));
+    // Each checkpoint from the embedding would run more; in the table's order more than half
+    // as many again.
+    assert!(blocks_needed(&prefix_order, 8) > outcome.blocks_run);
     assert!(blocks_needed(&table_order, 8) * 2 > outcome.blocks_run * 3);
     let mut whole = config(&tokens, &masks, &dir.path().join("whole.parquet"));
     whole.checkpoint_every = NonZeroUsize::new(64).unwrap();

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use layerprune_core::Mask;
 use ndarray::{Array2, Array3};
 
-use crate::evaluator::{prefix_order, run_masks};
+use crate::evaluator::{prefix_order, run_masks, PrefixStack};
 use crate::manifest::Manifest;
 use crate::model::{non_finite_loss, on_host, HiddenState, LayeredModel};
 use crate::RuntimeError;
@@ -414,15 +414,16 @@ impl ChoiceScorer {
         let num_batches = self.batches.len();
         for (done, batch) in self.batches.iter().enumerate() {
             let embedded = self.model.embed(&batch.inputs)?;
-            self.blocks_run += run_masks(
+            let (rows, seq_len) = batch.inputs.dim();
+            let state_bytes = self.model.state_bytes(rows, seq_len);
+            let (blocks_run, _) = run_masks(
                 &mut self.model,
-                embedded,
-                batch.inputs.dim(),
+                PrefixStack::embedded(embedded),
                 masks,
                 &order,
                 self.options
                     .reuse_prefixes
-                    .then_some(self.options.cache_bytes),
+                    .then(|| (self.options.cache_bytes / state_bytes).max(1)),
                 &mut |model, index, final_state| {
                     for (request, nll_sum) in span_nlls(model, batch, final_state, self.scoring)? {
                         if !nll_sum.is_finite() {
@@ -439,6 +440,7 @@ impl ChoiceScorer {
                     Ok(())
                 },
             )?;
+            self.blocks_run += blocks_run;
             progress(done + 1, num_batches);
         }
         Ok(results)

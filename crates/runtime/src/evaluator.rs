@@ -1,5 +1,6 @@
 //! Values masks on token windows with the real model.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use layerprune_core::{Device, Mask};
@@ -16,7 +17,8 @@ pub struct EvalOptions {
     /// Windows run together in one batch (0 = automatic: all windows in one batch unless the
     /// head's logits would pass [`HEAD_LOGITS_BYTES_PER_BATCH`]).
     pub batch_windows: usize,
-    /// Memory for hidden states kept for reuse by later masks, in bytes.
+    /// Memory for hidden states kept for reuse by later masks, in bytes: within a call and,
+    /// one mask at a time, from one call to the next ([`Evaluator::evaluate`]).
     pub cache_bytes: usize,
     /// Reuse hidden states of shared prefixes (off: every mask from the embedding).
     pub reuse_prefixes: bool,
@@ -93,6 +95,43 @@ pub struct Evaluator {
     options: EvalOptions,
     tokens_scored: u64,
     blocks_run: u64,
+    /// Prefix stacks kept from one call to the next, one per run of windows (a race measures a
+    /// few windows at a time), the most recently used last.
+    carried: Vec<CarriedPrefix>,
+}
+
+/// The states of one mask's prefix on one run of windows, left by the last call that ran masks
+/// on those windows, for the next call's masks to start from.
+struct CarriedPrefix {
+    windows: Range<usize>,
+    stack: PrefixStack,
+    /// Bytes of one of its states.
+    state_bytes: usize,
+}
+
+impl CarriedPrefix {
+    fn bytes(&self) -> usize {
+        self.stack.states.len() * self.state_bytes
+    }
+}
+
+/// The states after the kept blocks of a prefix of `mask` (the embedding at depth 0): where a
+/// run of masks in prefix order starts, each mask from the deepest state it shares with the
+/// one before.
+pub(crate) struct PrefixStack {
+    /// (depth d, the state after blocks 0..d).
+    states: Vec<(usize, HiddenState)>,
+    /// The mask whose prefix the states are; `None`: only the embedding, shared by every mask.
+    mask: Option<Mask>,
+}
+
+impl PrefixStack {
+    pub(crate) fn embedded(state: HiddenState) -> Self {
+        PrefixStack {
+            states: vec![(0, state)],
+            mask: None,
+        }
+    }
 }
 
 impl Evaluator {
@@ -176,6 +215,7 @@ impl Evaluator {
             options,
             tokens_scored: (windows.len() * (seq_len - 1)) as u64,
             blocks_run: 0,
+            carried: Vec::new(),
         })
     }
 
@@ -303,7 +343,8 @@ impl Evaluator {
     ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
         // Taken out for the call (`evaluate_batches` needs the evaluator mutably) and put back.
         let batches = std::mem::take(&mut self.batches);
-        let results = self.evaluate_batches(masks, &batches, progress);
+        let all = 0..self.windows.len();
+        let results = self.evaluate_batches(masks, all, &batches, progress);
         self.batches = batches;
         results
     }
@@ -330,35 +371,51 @@ impl Evaluator {
         if windows == (0..self.windows.len()) {
             return self.evaluate(masks, progress);
         }
-        let batches = batch_windows(&self.windows[windows], self.per_batch);
-        self.evaluate_batches(masks, &batches, progress)
+        let batches = batch_windows(&self.windows[windows.clone()], self.per_batch);
+        self.evaluate_batches(masks, windows, &batches, progress)
     }
 
+    /// Evaluates `masks` on `batches`, the windows `windows` batched.
     fn evaluate_batches(
         &mut self,
         masks: &[Mask],
+        windows: Range<usize>,
         batches: &[(Array2<i64>, Array2<i64>)],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
         let order = prefix_order(masks, self.num_blocks())?;
-        let windows: usize = batches.iter().map(|(inputs, _)| inputs.nrows()).sum();
+        let num_windows = windows.len();
         let scored_per_window = self.tokens_scored / self.num_windows().max(1) as u64;
         let mut results = vec![
             MaskEvaluation {
                 nll_sum: 0.0,
-                tokens_scored: windows as u64 * scored_per_window,
-                window_nll_sums: Vec::with_capacity(windows),
+                tokens_scored: num_windows as u64 * scored_per_window,
+                window_nll_sums: Vec::with_capacity(num_windows),
                 seconds: 0.0,
             };
             masks.len()
         ];
         let mut done_units = 0;
         let dtype = self.model.manifest().dtype.clone();
+        let one_at_a_time = self.options.mask_batch <= 1 || !self.options.reuse_prefixes;
+        // One mask at a time on one window batch, the states of the last mask's prefix are
+        // kept for the next call on these windows: consecutive calls (a run checkpointed every
+        // few masks, the steps of a selection method) ask for neighbouring masks.
+        let carry = one_at_a_time && self.options.reuse_prefixes && batches.len() == 1;
         for (batch, (inputs, targets)) in batches.iter().enumerate() {
             let started = Instant::now();
             let batch_size = inputs.nrows();
             let seq_len = inputs.ncols();
-            let embedded = self.model.embed(inputs)?;
+            let state_bytes = self.model.state_bytes(batch_size, seq_len);
+            let carried = if carry {
+                self.take_carried(&windows, state_bytes)
+            } else {
+                None
+            };
+            let stack = match carried {
+                Some(stack) => stack,
+                None => PrefixStack::embedded(self.model.embed(inputs)?),
+            };
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
             let mut last = Instant::now();
             let num_batches = batches.len();
@@ -390,9 +447,10 @@ impl Evaluator {
                 progress(done_units / num_batches, masks.len());
                 Ok(())
             };
-            self.blocks_run += if self.options.mask_batch > 1 && self.options.reuse_prefixes {
-                let max_live_states =
-                    self.options.cache_bytes / self.model.state_bytes(batch_size, seq_len);
+            self.blocks_run += if !one_at_a_time {
+                let max_live_states = self.options.cache_bytes / state_bytes;
+                // Masks batched carry nothing: the stack is the embedding.
+                let embedded = stack.states.into_iter().next().expect("the embedding").1;
                 let head_batch = self.head_batch(batch_size, seq_len);
                 let mut finish = |model: &mut LayeredModel, finished: &[(usize, &HiddenState)]| {
                     for chunk in finished.chunks(head_batch.max(1)) {
@@ -432,20 +490,50 @@ impl Evaluator {
                         last = Instant::now();
                         record(index, nll.view(), seconds)
                     };
-                run_masks(
+                // What the prefixes carried on other windows leave of the budget.
+                let carried_bytes: usize = self.carried.iter().map(CarriedPrefix::bytes).sum();
+                let max_cached = self.options.reuse_prefixes.then(|| {
+                    (self.options.cache_bytes.saturating_sub(carried_bytes) / state_bytes).max(1)
+                });
+                let (blocks_run, stack) = run_masks(
                     &mut self.model,
-                    embedded,
-                    (batch_size, seq_len),
+                    stack,
                     masks,
                     &order,
-                    self.options
-                        .reuse_prefixes
-                        .then_some(self.options.cache_bytes),
+                    max_cached,
                     &mut finish,
-                )?
+                )?;
+                if carry {
+                    self.carried.push(CarriedPrefix {
+                        windows: windows.clone(),
+                        stack,
+                        state_bytes,
+                    });
+                }
+                blocks_run
             };
         }
         Ok(results)
+    }
+
+    /// The prefix stack carried on `windows` (states of `state_bytes`) from an earlier call,
+    /// if any, after making room for this call's states: the stacks carried on other windows,
+    /// the least recently used first, are dropped until this call can keep a state after each
+    /// of its blocks within [`EvalOptions::cache_bytes`] (or until none is left).
+    fn take_carried(&mut self, windows: &Range<usize>, state_bytes: usize) -> Option<PrefixStack> {
+        let taken = self
+            .carried
+            .iter()
+            .position(|c| c.windows == *windows)
+            .map(|i| self.carried.remove(i).stack);
+        let cache = self.options.cache_bytes;
+        let wanted = ((self.num_blocks() + 1) * state_bytes).min(cache);
+        while !self.carried.is_empty()
+            && self.carried.iter().map(CarriedPrefix::bytes).sum::<usize>() + wanted > cache
+        {
+            self.carried.remove(0);
+        }
+        taken
     }
 
     /// Hidden states after every block of the full model for one window batch, as f32.
@@ -508,31 +596,34 @@ pub fn sort_for_prefix_reuse(masks: &mut [Mask]) {
 }
 
 /// Runs every mask (in `order`, which should be sorted so that neighbours share prefixes) on
-/// one embedded batch of (rows, tokens) = `batch_shape` and hands each mask's final hidden
-/// state to `finish(model, index, state)`. With a `prefix_cache` of some bytes, the states
-/// after the current mask's kept blocks are kept on a stack (as many as fit, at least one) and
-/// the next mask starts from the deepest one it shares; with `None` every mask starts from the
-/// embedding. Returns the number of blocks run.
+/// one window batch from `start` (its embedding, or the states of an earlier mask's prefix) and
+/// hands each mask's final hidden state to `finish(model, index, state)`. With `max_cached`
+/// states, those after the current mask's kept blocks are kept on a stack (at most that many,
+/// the embedding included) and the next mask starts from the deepest one it shares; with `None`
+/// every mask starts from the embedding. Returns the number of blocks run and the stack of the
+/// last mask's prefix.
 pub(crate) fn run_masks(
     model: &mut LayeredModel,
-    embedded: HiddenState,
-    (rows, seq_len): (usize, usize),
+    start: PrefixStack,
     masks: &[Mask],
     order: &[usize],
-    prefix_cache: Option<usize>,
+    max_cached: Option<usize>,
     finish: &mut dyn FnMut(&mut LayeredModel, usize, &HiddenState) -> Result<(), RuntimeError>,
-) -> Result<u64, RuntimeError> {
-    let reuse = prefix_cache.is_some();
-    let max_cached = (prefix_cache.unwrap_or(0) / model.state_bytes(rows, seq_len)).max(1);
+) -> Result<(u64, PrefixStack), RuntimeError> {
+    let reuse = max_cached.is_some();
+    let max_cached = max_cached.unwrap_or(1).max(1);
     let num_blocks = model.num_blocks();
     let mut blocks_run = 0;
-    // stack[k] = (depth d, state after blocks 0..d of the current mask's prefix).
-    let mut stack: Vec<(usize, HiddenState)> = vec![(0, embedded)];
-    let mut previous: Option<&Mask> = None;
+    let PrefixStack {
+        states: mut stack,
+        mask: mut previous,
+    } = start;
+    // A carried stack longer than this call may keep loses its deepest states.
+    stack.truncate(max_cached);
     for &index in order {
         let mask = &masks[index];
         let shared = if reuse {
-            previous.map_or(0, |p| p.common_prefix_len(mask))
+            previous.as_ref().map_or(0, |p| p.common_prefix_len(mask))
         } else {
             0
         };
@@ -557,9 +648,15 @@ pub(crate) fn run_masks(
         }
         let final_state = current.as_ref().unwrap_or(&stack[stack.len() - 1].1);
         finish(model, index, final_state)?;
-        previous = Some(mask);
+        previous = Some(mask.clone());
     }
-    Ok(blocks_run)
+    Ok((
+        blocks_run,
+        PrefixStack {
+            states: stack,
+            mask: previous,
+        },
+    ))
 }
 
 /// Similarity between the hidden states entering block `start_block` and leaving block

@@ -46,7 +46,8 @@ pub struct RuntimeArgs {
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     pub batch_windows: usize,
-    /// Memory for cached prefix hidden states, in MiB.
+    /// Memory for cached prefix hidden states, in MiB (those a call keeps for its own masks and
+    /// those kept for the next call's).
     #[arg(long, default_value_t = 1024)]
     pub cache_mb: usize,
     /// Run every mask from the embedding (for measuring what prefix reuse saves).
