@@ -12,15 +12,22 @@
 //! Memory: every group holds a state, and there are at most as many groups as masks, so the
 //! masks are taken in slices of the sorted order that fit the cache budget.
 //!
+//! A slice starts from the states of the previous slice's last mask's prefix (the first slice
+//! from what the last call on these windows left, or the embedding): each mask joins the
+//! wavefront at the deepest of those states it shares, so a block runs once per distinct
+//! prefix whatever the slices and calls, as one mask at a time.
+//!
 //! Concatenating and splitting happen where the states are ([`crate::stitch`]): with
 //! [`crate::RuntimeOptions::io_binding`] (on by default for CUDA) by a Concat and a Split graph
 //! on the device, so a batched state never visits host memory; otherwise by copying slices in
 //! host memory.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use layerprune_core::Mask;
 
+use crate::evaluator::PrefixStack;
 use crate::model::{HiddenState, LayeredModel};
 use crate::RuntimeError;
 
@@ -35,70 +42,197 @@ struct Group {
 pub(crate) type FinishMany<'f> =
     dyn FnMut(&mut LayeredModel, &[(usize, &HiddenState)]) -> Result<(), RuntimeError> + 'f;
 
-/// Runs the masks at `order` (sorted, so that groups are neighbours) from one embedded batch
-/// of `rows` windows, `mask_batch` groups' states per block call, and hands the masks' final
-/// states to `finish`, a slice's at a time. `max_live_states` bounds the states held at once.
-/// Returns the number of blocks run, counted per group (one state's worth of work each).
+/// Runs the masks at `order` (sorted, so that groups are neighbours) on one window batch from
+/// `start` (its embedding, or the states of an earlier mask's prefix: a mask starts from the
+/// deepest of them it shares), `mask_batch` groups' states per block call, and hands the masks'
+/// final states to `finish`, a slice's at a time. `max_live_states` bounds the states held at
+/// once. Returns the number of blocks run, counted per group (one state's worth of work each),
+/// and the states of the last mask's prefix, where the next slice (and the next call) starts.
 pub(crate) fn run_masks_batched(
     model: &mut LayeredModel,
-    embedded: HiddenState,
+    start: PrefixStack,
     masks: &[Mask],
     order: &[usize],
     mask_batch: usize,
     max_live_states: usize,
     finish: &mut FinishMany<'_>,
-) -> Result<u64, RuntimeError> {
-    let embedded = Rc::new(embedded);
+) -> Result<(u64, PrefixStack), RuntimeError> {
     let mut blocks_run = 0;
-    for slice in order.chunks(max_live_states.max(mask_batch).max(1)) {
-        let mut groups = vec![Group {
-            members: slice.to_vec(),
-            state: Rc::clone(&embedded),
-        }];
-        for block in 0..model.num_blocks() {
-            let mut next: Vec<Group> = Vec::with_capacity(groups.len() + 1);
-            // Positions in `next` of the groups that run this block, with their input state.
-            let mut runs: Vec<(usize, Rc<HiddenState>)> = Vec::new();
-            for group in groups {
-                let (keep, skip): (Vec<usize>, Vec<usize>) = group
-                    .members
-                    .into_iter()
-                    .partition(|&index| masks[index].is_kept(block));
-                if !skip.is_empty() {
-                    next.push(Group {
-                        members: skip,
-                        state: Rc::clone(&group.state),
-                    });
-                }
-                if !keep.is_empty() {
-                    runs.push((next.len(), Rc::clone(&group.state)));
-                    next.push(Group {
-                        members: keep,
-                        state: group.state,
-                    });
-                }
-            }
-            for chunk in runs.chunks(mask_batch.max(1)) {
-                let outputs = if chunk.len() == 1 {
-                    vec![model.run_block(block, &chunk[0].1)?]
-                } else {
-                    let inputs: Vec<&HiddenState> = chunk.iter().map(|(_, s)| s.as_ref()).collect();
-                    let input = model.concat_states(&inputs)?;
-                    let output = model.run_block(block, &input)?;
-                    model.split_state(&output, chunk.len())?
-                };
-                for ((position, _), output) in chunk.iter().zip(outputs) {
-                    next[*position].state = Rc::new(output);
-                }
-                blocks_run += chunk.len() as u64;
-            }
-            groups = next;
-        }
-        let finished: Vec<(usize, &HiddenState)> = groups
-            .iter()
-            .flat_map(|group| group.members.iter().map(|&index| (index, &*group.state)))
-            .collect();
-        finish(model, &finished)?;
+    let mut stack = SharedStack::from(start);
+    // The carried prefix's states count against the bound too (at most one per block and the
+    // embedding).
+    let slice_len = max_live_states
+        .saturating_sub(model.num_blocks() + 1)
+        .max(mask_batch)
+        .max(1);
+    for slice in order.chunks(slice_len) {
+        let (slice_blocks, next) = run_slice(model, stack, masks, slice, mask_batch, finish)?;
+        blocks_run += slice_blocks;
+        stack = next;
     }
-    Ok(blocks_run)
+    Ok((blocks_run, stack.into_stack()))
+}
+
+/// One slice of [`run_masks_batched`]: its masks from the deepest state of `start` each shares,
+/// advanced together block by block. Returns the blocks run and the last mask's prefix states.
+fn run_slice(
+    model: &mut LayeredModel,
+    start: SharedStack,
+    masks: &[Mask],
+    slice: &[usize],
+    mask_batch: usize,
+    finish: &mut FinishMany<'_>,
+) -> Result<(u64, SharedStack), RuntimeError> {
+    let mut blocks_run = 0;
+    let last = *slice.last().expect("slices are not empty");
+    // Each mask joins the wavefront at the deepest carried state it shares; the masks that join
+    // at one depth share that state (they agree with the carried mask, so with each other, on
+    // every block before it).
+    let mut joining: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &index in slice {
+        joining
+            .entry(start.depth_shared_with(&masks[index]))
+            .or_default()
+            .push(index);
+    }
+    // The last mask's prefix states: the carried ones it shares, then those it runs.
+    let last_depth = start.depth_shared_with(&masks[last]);
+    let mut last_states: Vec<(usize, Rc<HiddenState>)> = start
+        .states
+        .iter()
+        .filter(|(depth, _)| *depth <= last_depth)
+        .cloned()
+        .collect();
+    let mut groups: Vec<Group> = Vec::new();
+    for block in 0..model.num_blocks() {
+        if let Some(members) = joining.remove(&block) {
+            groups.push(Group {
+                members,
+                state: start.state_at(block),
+            });
+        }
+        let mut next: Vec<Group> = Vec::with_capacity(groups.len() + 1);
+        // Positions in `next` of the groups that run this block, with their input state.
+        let mut runs: Vec<(usize, Rc<HiddenState>)> = Vec::new();
+        for group in groups {
+            let (keep, skip): (Vec<usize>, Vec<usize>) = group
+                .members
+                .into_iter()
+                .partition(|&index| masks[index].is_kept(block));
+            if !skip.is_empty() {
+                next.push(Group {
+                    members: skip,
+                    state: Rc::clone(&group.state),
+                });
+            }
+            if !keep.is_empty() {
+                runs.push((next.len(), Rc::clone(&group.state)));
+                next.push(Group {
+                    members: keep,
+                    state: group.state,
+                });
+            }
+        }
+        for chunk in runs.chunks(mask_batch.max(1)) {
+            let outputs = if chunk.len() == 1 {
+                vec![model.run_block(block, &chunk[0].1)?]
+            } else {
+                let inputs: Vec<&HiddenState> = chunk.iter().map(|(_, s)| s.as_ref()).collect();
+                let input = model.concat_states(&inputs)?;
+                let output = model.run_block(block, &input)?;
+                model.split_state(&output, chunk.len())?
+            };
+            for ((position, _), output) in chunk.iter().zip(outputs) {
+                let output = Rc::new(output);
+                if block >= last_depth && next[*position].members.contains(&last) {
+                    last_states.push((block + 1, Rc::clone(&output)));
+                }
+                next[*position].state = output;
+            }
+            blocks_run += chunk.len() as u64;
+        }
+        groups = next;
+    }
+    // A mask that shares every block with the carried one (asked again) joins after the last.
+    if let Some(members) = joining.remove(&model.num_blocks()) {
+        groups.push(Group {
+            members,
+            state: start.state_at(model.num_blocks()),
+        });
+    }
+    debug_assert!(joining.is_empty(), "every mask joined the wavefront");
+    let finished: Vec<(usize, &HiddenState)> = groups
+        .iter()
+        .flat_map(|group| group.members.iter().map(|&index| (index, &*group.state)))
+        .collect();
+    finish(model, &finished)?;
+    drop(groups);
+    Ok((
+        blocks_run,
+        SharedStack {
+            states: last_states,
+            mask: Some(masks[last].clone()),
+        },
+    ))
+}
+
+/// A [`PrefixStack`] whose states the groups of a slice share.
+struct SharedStack {
+    states: Vec<(usize, Rc<HiddenState>)>,
+    mask: Option<Mask>,
+}
+
+impl From<PrefixStack> for SharedStack {
+    fn from(stack: PrefixStack) -> Self {
+        SharedStack {
+            states: stack
+                .states
+                .into_iter()
+                .map(|(depth, state)| (depth, Rc::new(state)))
+                .collect(),
+            mask: stack.mask,
+        }
+    }
+}
+
+impl SharedStack {
+    /// The depth of the deepest state `mask` can start from: at most the blocks it shares with
+    /// the stack's mask.
+    fn depth_shared_with(&self, mask: &Mask) -> usize {
+        let shared = self
+            .mask
+            .as_ref()
+            .map_or(0, |carried| carried.common_prefix_len(mask));
+        self.states
+            .iter()
+            .map(|(depth, _)| *depth)
+            .filter(|&depth| depth <= shared)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn state_at(&self, depth: usize) -> Rc<HiddenState> {
+        let (_, state) = self
+            .states
+            .iter()
+            .find(|(d, _)| *d == depth)
+            .expect("a depth of the stack");
+        Rc::clone(state)
+    }
+
+    fn into_stack(self) -> PrefixStack {
+        let states = self
+            .states
+            .into_iter()
+            .map(|(depth, state)| {
+                let state = Rc::try_unwrap(state)
+                    .unwrap_or_else(|_| unreachable!("the slice's groups are gone"));
+                (depth, state)
+            })
+            .collect();
+        PrefixStack {
+            states,
+            mask: self.mask,
+        }
+    }
 }

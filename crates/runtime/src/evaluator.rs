@@ -17,8 +17,8 @@ pub struct EvalOptions {
     /// Windows run together in one batch (0 = automatic: all windows in one batch unless the
     /// head's logits would pass [`HEAD_LOGITS_BYTES_PER_BATCH`]).
     pub batch_windows: usize,
-    /// Memory for hidden states kept for reuse by later masks, in bytes: within a call and,
-    /// one mask at a time, from one call to the next ([`Evaluator::evaluate`]).
+    /// Memory for hidden states kept for reuse by later masks, in bytes: within a call and from
+    /// one call to the next ([`Evaluator::evaluate`]).
     pub cache_bytes: usize,
     /// Reuse hidden states of shared prefixes (off: every mask from the embedding).
     pub reuse_prefixes: bool,
@@ -119,10 +119,10 @@ impl CarriedPrefix {
 /// run of masks in prefix order starts, each mask from the deepest state it shares with the
 /// one before.
 pub(crate) struct PrefixStack {
-    /// (depth d, the state after blocks 0..d).
-    states: Vec<(usize, HiddenState)>,
+    /// (depth d, the state after blocks 0..d), by depth.
+    pub(crate) states: Vec<(usize, HiddenState)>,
     /// The mask whose prefix the states are; `None`: only the embedding, shared by every mask.
-    mask: Option<Mask>,
+    pub(crate) mask: Option<Mask>,
 }
 
 impl PrefixStack {
@@ -398,10 +398,10 @@ impl Evaluator {
         let mut done_units = 0;
         let dtype = self.model.manifest().dtype.clone();
         let one_at_a_time = self.options.mask_batch <= 1 || !self.options.reuse_prefixes;
-        // One mask at a time on one window batch, the states of the last mask's prefix are
-        // kept for the next call on these windows: consecutive calls (a run checkpointed every
-        // few masks, the steps of a selection method) ask for neighbouring masks.
-        let carry = one_at_a_time && self.options.reuse_prefixes && batches.len() == 1;
+        // On one window batch the states of the last mask's prefix are kept for the next call
+        // on these windows: consecutive calls (a run checkpointed every few masks, the steps of
+        // a selection method) ask for neighbouring masks.
+        let carry = self.options.reuse_prefixes && batches.len() == 1;
         for (batch, (inputs, targets)) in batches.iter().enumerate() {
             let started = Instant::now();
             let batch_size = inputs.nrows();
@@ -447,10 +447,12 @@ impl Evaluator {
                 progress(done_units / num_batches, masks.len());
                 Ok(())
             };
-            self.blocks_run += if !one_at_a_time {
-                let max_live_states = self.options.cache_bytes / state_bytes;
-                // Masks batched carry nothing: the stack is the embedding.
-                let embedded = stack.states.into_iter().next().expect("the embedding").1;
+            // States this call may keep: what the prefixes carried on other windows leave of
+            // the budget.
+            let carried_bytes: usize = self.carried.iter().map(CarriedPrefix::bytes).sum();
+            let max_states =
+                (self.options.cache_bytes.saturating_sub(carried_bytes) / state_bytes).max(1);
+            let (blocks_run, stack) = if !one_at_a_time {
                 let head_batch = self.head_batch(batch_size, seq_len);
                 let mut finish = |model: &mut LayeredModel, finished: &[(usize, &HiddenState)]| {
                     for chunk in finished.chunks(head_batch.max(1)) {
@@ -475,11 +477,11 @@ impl Evaluator {
                 };
                 run_masks_batched(
                     &mut self.model,
-                    embedded,
+                    stack,
                     masks,
                     &order,
                     self.options.mask_batch,
-                    max_live_states,
+                    max_states,
                     &mut finish,
                 )?
             } else {
@@ -490,28 +492,23 @@ impl Evaluator {
                         last = Instant::now();
                         record(index, nll.view(), seconds)
                     };
-                // What the prefixes carried on other windows leave of the budget.
-                let carried_bytes: usize = self.carried.iter().map(CarriedPrefix::bytes).sum();
-                let max_cached = self.options.reuse_prefixes.then(|| {
-                    (self.options.cache_bytes.saturating_sub(carried_bytes) / state_bytes).max(1)
-                });
-                let (blocks_run, stack) = run_masks(
+                run_masks(
                     &mut self.model,
                     stack,
                     masks,
                     &order,
-                    max_cached,
+                    self.options.reuse_prefixes.then_some(max_states),
                     &mut finish,
-                )?;
-                if carry {
-                    self.carried.push(CarriedPrefix {
-                        windows: windows.clone(),
-                        stack,
-                        state_bytes,
-                    });
-                }
-                blocks_run
+                )?
             };
+            self.blocks_run += blocks_run;
+            if carry {
+                self.carried.push(CarriedPrefix {
+                    windows: windows.clone(),
+                    stack,
+                    state_bytes,
+                });
+            }
         }
         Ok(results)
     }

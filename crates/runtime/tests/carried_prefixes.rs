@@ -1,7 +1,8 @@
 //! Prefix states carried from one evaluator call to the next: a run checkpointed every few
 //! masks, or a selection method asking for a few masks at a time (a race a few windows at a
 //! time), starts each call from the states the last call on the same windows left, within the
-//! cache's budget, and gets the same values as one call for every mask.
+//! cache's budget, and gets the same values as one call for every mask — one mask at a time or
+//! masks batched through shared blocks.
 
 use layerprune_core::Mask;
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
@@ -25,39 +26,80 @@ fn nll_sums(results: &[layerprune_runtime::MaskEvaluation]) -> Vec<f64> {
     results.iter().map(|r| r.nll_sum).collect()
 }
 
+/// One mask at a time; masks batched 4 states a block call (slices of the sorted masks cut by
+/// the cache below), the head one mask or 4 at a time.
+fn ways(cache_bytes: usize) -> [EvalOptions; 3] {
+    let one = EvalOptions {
+        cache_bytes,
+        ..EvalOptions::default()
+    };
+    [
+        one.clone(),
+        EvalOptions {
+            mask_batch: 4,
+            ..one.clone()
+        },
+        EvalOptions {
+            mask_batch: 4,
+            head_batch: 4,
+            ..one
+        },
+    ]
+}
+
 #[test]
 fn a_call_starts_from_where_the_last_call_on_the_same_windows_left_off() {
     let windows = fixture_windows(11, 2, SEQ_LEN);
     let masks = sorted_masks();
-    let mut whole = evaluator(&windows, EvalOptions::default());
-    let one_call = whole.evaluate(&masks, &mut |_, _| {}).unwrap();
-    assert_eq!(whole.blocks_run(), blocks_needed(&masks, masks.len()));
-
-    let mut chunked = evaluator(&windows, EvalOptions::default());
-    let mut results = Vec::new();
-    for chunk in masks.chunks(5) {
-        results.extend(chunked.evaluate(chunk, &mut |_, _| {}).unwrap());
-    }
-    // Bit for bit the same values, for the blocks of one call: each chunk's first mask starts
-    // from the prefix it shares with the last chunk's last mask.
-    assert_eq!(nll_sums(&results), nll_sums(&one_call));
-    assert_eq!(chunked.blocks_run(), whole.blocks_run());
+    let one_call = nll_sums(
+        &evaluator(&windows, EvalOptions::default())
+            .evaluate(&masks, &mut |_, _| {})
+            .unwrap(),
+    );
+    let one_call_blocks = blocks_needed(&masks, masks.len());
     // Each chunk from the embedding would run more.
-    assert!(blocks_needed(&masks, 5) > whole.blocks_run() + 20);
+    assert!(blocks_needed(&masks, 5) > one_call_blocks + 20);
+    // A cache of 9 states of the two windows: the batched masks in slices of 4 (a block call's
+    // worth; 9 less the carried prefix's 7 would be 2), which start from the last slice's last
+    // mask's prefix too.
+    let state_bytes = evaluator(&windows, EvalOptions::default())
+        .model()
+        .state_bytes(2, SEQ_LEN);
+    for cache_bytes in [EvalOptions::default().cache_bytes, 9 * state_bytes] {
+        for options in ways(cache_bytes) {
+            let mut whole = evaluator(&windows, options.clone());
+            let results = whole.evaluate(&masks, &mut |_, _| {}).unwrap();
+            assert_eq!(nll_sums(&results), one_call, "{options:?}");
+            assert_eq!(whole.blocks_run(), one_call_blocks, "{options:?}");
+
+            let mut chunked = evaluator(&windows, options.clone());
+            let mut results = Vec::new();
+            for chunk in masks.chunks(5) {
+                results.extend(chunked.evaluate(chunk, &mut |_, _| {}).unwrap());
+            }
+            // Bit for bit the same values, for the blocks of one call: each chunk's first
+            // masks start from the prefix they share with the last chunk's last mask.
+            assert_eq!(nll_sums(&results), one_call, "{options:?}");
+            assert_eq!(chunked.blocks_run(), one_call_blocks, "{options:?}");
+            // The last mask asked again runs no block: its final state was carried.
+            let last = &masks[masks.len() - 1..];
+            let again = chunked.evaluate(last, &mut |_, _| {}).unwrap();
+            assert_eq!(
+                nll_sums(&again)[..],
+                one_call[masks.len() - 1..],
+                "{options:?}"
+            );
+            assert_eq!(chunked.blocks_run(), one_call_blocks, "{options:?}");
+        }
+    }
 }
 
 /// Chunks of 5 masks measured on window 0, then on window 1, chunk after chunk (as a race asks
 /// for a few windows at a time): each window's values and the blocks run.
-fn alternating_windows(cache_bytes: usize) -> (Vec<Vec<f64>>, u64) {
+fn alternating_windows(options: EvalOptions) -> (Vec<Vec<f64>>, u64) {
     let windows = fixture_windows(11, 2, SEQ_LEN);
     let masks = sorted_masks();
-    let mut ev = evaluator(
-        &windows,
-        EvalOptions {
-            cache_bytes,
-            ..EvalOptions::default()
-        },
-    );
+    let mut ev = evaluator(&windows, options);
     let mut values = vec![Vec::new(), Vec::new()];
     for chunk in masks.chunks(5) {
         for (w, values) in values.iter_mut().enumerate() {
@@ -91,17 +133,19 @@ fn each_run_of_windows_carries_its_own_prefix_within_the_cache() {
     let one_call = blocks_needed(&masks, masks.len());
     let from_the_embedding = blocks_needed(&masks, 5);
 
-    // The default cache keeps both windows' prefixes: the blocks of one call on each window.
-    let (values, blocks) = alternating_windows(EvalOptions::default().cache_bytes);
-    assert_eq!(values, alone);
-    assert_eq!(blocks, 2 * one_call);
-    // Room for one window's prefix and a call's states (7 with the embedding) beside it.
-    let (values, blocks) = alternating_windows(14 * state_bytes);
-    assert_eq!(values, alone);
-    assert_eq!(blocks, 2 * one_call);
-    // Room for one call's states only: the other window's prefix is dropped before each call,
-    // which starts from the embedding.
-    let (values, blocks) = alternating_windows(7 * state_bytes);
-    assert_eq!(values, alone);
-    assert_eq!(blocks, 2 * from_the_embedding);
+    // The default cache keeps both windows' prefixes: the blocks of one call on each window;
+    // so does room for one window's prefix and a call's states (7 with the embedding) beside
+    // it. With room for one call's states only, the other window's prefix is dropped before
+    // each call, which starts from the embedding.
+    for (cache_bytes, expected_blocks) in [
+        (EvalOptions::default().cache_bytes, 2 * one_call),
+        (14 * state_bytes, 2 * one_call),
+        (7 * state_bytes, 2 * from_the_embedding),
+    ] {
+        for options in ways(cache_bytes) {
+            let (values, blocks) = alternating_windows(options.clone());
+            assert_eq!(values, alone, "{options:?}");
+            assert_eq!(blocks, expected_blocks, "{options:?}");
+        }
+    }
 }

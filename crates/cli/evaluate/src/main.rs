@@ -110,7 +110,7 @@ struct Args {
     runtime: RuntimeArgs,
     /// Masks per checkpoint of the output file (taken in prefix order, so that the masks of a
     /// checkpoint share their prefixes' hidden states, and each checkpoint starts from the
-    /// prefix the last one left: one mask at a time, the size does not change the blocks run).
+    /// prefix the last one left: the size does not change the blocks run).
     #[arg(long, default_value_t = 32, value_parser = count(1, 100_000_000))]
     chunk: usize,
     /// Evaluate at most this many new masks in this run, then stop with a partial table
