@@ -95,12 +95,13 @@ pub struct Evaluator {
     options: EvalOptions,
     tokens_scored: u64,
     blocks_run: u64,
-    /// Prefix stacks kept from one call to the next, one per run of windows (a race measures a
-    /// few windows at a time), the most recently used last.
+    /// Prefix stacks kept from one call to the next, one per window batch (the windows of a
+    /// call are batched alike; a race measures a few windows at a time), the most recently used
+    /// last.
     carried: Vec<CarriedPrefix>,
 }
 
-/// The states of one mask's prefix on one run of windows, left by the last call that ran masks
+/// The states of one mask's prefix on one window batch, left by the last call that ran masks
 /// on those windows, for the next call's masks to start from.
 struct CarriedPrefix {
     windows: Range<usize>,
@@ -398,17 +399,21 @@ impl Evaluator {
         let mut done_units = 0;
         let dtype = self.model.manifest().dtype.clone();
         let one_at_a_time = self.options.mask_batch <= 1 || !self.options.reuse_prefixes;
-        // On one window batch the states of the last mask's prefix are kept for the next call
-        // on these windows: consecutive calls (a run checkpointed every few masks, the steps of
-        // a selection method) ask for neighbouring masks.
-        let carry = self.options.reuse_prefixes && batches.len() == 1;
+        // The states of the last mask's prefix on each window batch are kept for the next call
+        // on the same windows: consecutive calls (a run checkpointed every few masks, the steps
+        // of a selection method) ask for neighbouring masks.
+        let carry = self.options.reuse_prefixes;
+        let mut first_window = windows.start;
         for (batch, (inputs, targets)) in batches.iter().enumerate() {
             let started = Instant::now();
             let batch_size = inputs.nrows();
             let seq_len = inputs.ncols();
+            // A batch is its windows: its states are those of any call that batched them alike.
+            let batch_windows = first_window..first_window + batch_size;
+            first_window += batch_size;
             let state_bytes = self.model.state_bytes(batch_size, seq_len);
             let carried = if carry {
-                self.take_carried(&windows, state_bytes)
+                self.take_carried(&batch_windows, state_bytes)
             } else {
                 None
             };
@@ -504,7 +509,7 @@ impl Evaluator {
             self.blocks_run += blocks_run;
             if carry {
                 self.carried.push(CarriedPrefix {
-                    windows: windows.clone(),
+                    windows: batch_windows,
                     stack,
                     state_bytes,
                 });
@@ -513,10 +518,11 @@ impl Evaluator {
         Ok(results)
     }
 
-    /// The prefix stack carried on `windows` (states of `state_bytes`) from an earlier call,
-    /// if any, after making room for this call's states: the stacks carried on other windows,
-    /// the least recently used first, are dropped until this call can keep a state after each
-    /// of its blocks within [`EvalOptions::cache_bytes`] (or until none is left).
+    /// The prefix stack carried on the window batch `windows` (states of `state_bytes`) from an
+    /// earlier call, if any, after making room for this batch's states: the stacks carried on
+    /// other batches, the least recently used first, are dropped until this batch can keep a
+    /// state after each of its blocks within [`EvalOptions::cache_bytes`] (or until none is
+    /// left).
     fn take_carried(&mut self, windows: &Range<usize>, state_bytes: usize) -> Option<PrefixStack> {
         let taken = self
             .carried

@@ -27,8 +27,9 @@ fn nll_sums(results: &[layerprune_runtime::MaskEvaluation]) -> Vec<f64> {
 }
 
 /// One mask at a time; masks batched 4 states a block call (slices of the sorted masks cut by
-/// the cache below), the head one mask or 4 at a time.
-fn ways(cache_bytes: usize) -> [EvalOptions; 3] {
+/// the cache below), the head one mask or 4 at a time; one window per batch (each batch its
+/// own carried prefix).
+fn ways(cache_bytes: usize) -> [EvalOptions; 4] {
     let one = EvalOptions {
         cache_bytes,
         ..EvalOptions::default()
@@ -42,9 +43,22 @@ fn ways(cache_bytes: usize) -> [EvalOptions; 3] {
         EvalOptions {
             mask_batch: 4,
             head_batch: 4,
+            ..one.clone()
+        },
+        EvalOptions {
+            batch_windows: 1,
             ..one
         },
     ]
+}
+
+/// Window batches of `options` on the two windows of these tests: each runs every block.
+fn batches(options: &EvalOptions) -> u64 {
+    if options.batch_windows == 1 {
+        2
+    } else {
+        1
+    }
 }
 
 #[test]
@@ -70,6 +84,7 @@ fn a_call_starts_from_where_the_last_call_on_the_same_windows_left_off() {
             let mut whole = evaluator(&windows, options.clone());
             let results = whole.evaluate(&masks, &mut |_, _| {}).unwrap();
             assert_eq!(nll_sums(&results), one_call, "{options:?}");
+            let one_call_blocks = batches(&options) * one_call_blocks;
             assert_eq!(whole.blocks_run(), one_call_blocks, "{options:?}");
 
             let mut chunked = evaluator(&windows, options.clone());
