@@ -104,12 +104,17 @@ fn run_slice(
         .cloned()
         .collect();
     let mut groups: Vec<Group> = Vec::new();
-    for block in 0..model.num_blocks() {
+    // Up to the depth after the last block: a mask that shares every block with the carried one
+    // (asked again) joins there.
+    for block in 0..=model.num_blocks() {
         if let Some(members) = joining.remove(&block) {
             groups.push(Group {
                 members,
                 state: start.state_at(block),
             });
+        }
+        if block == model.num_blocks() {
+            break;
         }
         let mut next: Vec<Group> = Vec::with_capacity(groups.len() + 1);
         // Positions in `next` of the groups that run this block, with their input state.
@@ -144,7 +149,8 @@ fn run_slice(
             };
             for ((position, _), output) in chunk.iter().zip(outputs) {
                 let output = Rc::new(output);
-                if block >= last_depth && next[*position].members.contains(&last) {
+                // Members stay in the slice's order, so the last mask is its group's last.
+                if next[*position].members.last() == Some(&last) {
                     last_states.push((block + 1, Rc::clone(&output)));
                 }
                 next[*position].state = output;
@@ -153,20 +159,12 @@ fn run_slice(
         }
         groups = next;
     }
-    // A mask that shares every block with the carried one (asked again) joins after the last.
-    if let Some(members) = joining.remove(&model.num_blocks()) {
-        groups.push(Group {
-            members,
-            state: start.state_at(model.num_blocks()),
-        });
-    }
     debug_assert!(joining.is_empty(), "every mask joined the wavefront");
     let finished: Vec<(usize, &HiddenState)> = groups
         .iter()
         .flat_map(|group| group.members.iter().map(|&index| (index, &*group.state)))
         .collect();
     finish(model, &finished)?;
-    drop(groups);
     Ok((
         blocks_run,
         SharedStack {
