@@ -550,7 +550,7 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
                             f"largest one-graph peak {arenas['largest_peak_mib'] / 1024:.2f} GiB")
         log(f"{key}: {contender}: {summary['masks_per_second']:.2f} masks/s "
             f"({summary['blocks_run']} blocks run; {wall:.1f} s with loading){memory_text}; "
-            f"max |NLL diff| {diff:.2e}")
+            f"max |NLL diff| {diff:.2e}; host time: {host_time(summary)}")
         publish()
     # States bound to the device's memory or returned to the host: the same arithmetic.
     io_binding = [c.name for c in contenders if c.name == "evaluate" or c.name.startswith("evaluate --io-binding")]
@@ -573,6 +573,21 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
     gc.collect()
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
+
+
+def host_time(summary: dict) -> str:
+    """Where `evaluate`'s timed seconds went, from its summary's `graph_runs`: each kind of graph's runs,
+    milliseconds of host time a run and share of the seconds. On CUDA with `--overlap` a block's run returns once
+    queued (its time is the launches) and the head's waits for the device, so blocks near 100 % say the host
+    sets the pace, a head far above its arithmetic says the device does. Empty for a summary without it."""
+    runs = summary.get("graph_runs")
+    if not runs or not summary.get("seconds"):
+        return ""
+    parts = [f"{kind} {runs[kind]['runs']} x {runs[kind]['ms_per_run']:.3g} ms "
+             f"({100 * runs[kind]['host_seconds'] / summary['seconds']:.0f} %)"
+             for kind in ("embedding", "blocks", "stitching", "head") if runs.get(kind, {}).get("runs")]
+    parts.append(f"outside runs {100 * runs.get('outside_runs_seconds', 0.0) / summary['seconds']:.0f} %")
+    return ", ".join(parts)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -631,6 +646,13 @@ def markdown(rows: list, machine: str, args, failures: list, details: list, skip
                       "weights, each graph's arena, kept states):", ""]
         lines += [f"- {shape} {dtype} `{c}`: {m['taken_mib'] / 1024:.1f} GiB of {m['total_mib'] / 1024:.0f}"
                   for shape, dtype, c, m in taken]
+    timed = [(d["shape"], d["dtype"], c, host_time(r["summary"])) for d in details
+             for c, r in d.get("runs", {}).items() if host_time(r.get("summary", {}))]
+    if timed:
+        lines += ["", "Where `evaluate`'s seconds went (host time inside each kind of graph's runs: runs x ms a run "
+                      "(share of the timed seconds); on CUDA with `--overlap` block runs return once queued and the "
+                      "head waits for the device):", ""]
+        lines += [f"- {shape} {dtype} `{c}`: {text}" for shape, dtype, c, text in timed]
     skipped = skipped + [f"{d['key']}: {c}" for d in details for c in d.get("skipped", [])]
     if skipped:
         lines += ["", "Skipped for time (no row): " + ", ".join(skipped)]

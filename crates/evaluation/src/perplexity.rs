@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use layerprune_core::{Device, FileLock, Mask};
 use layerprune_runtime::{
     sort_for_prefix_reuse, ArenaUse, DeviceMemory, EvalOptions, Evaluator, LayeredModel,
-    MaskEvaluation, RuntimeOptions,
+    MaskEvaluation, RunTally, RuntimeOptions,
 };
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
@@ -75,6 +75,9 @@ pub struct EvaluationOutcome {
     pub block_stats_rows: Option<usize>,
     /// On CUDA, the GPU memory the run took.
     pub device_memory: Option<MemoryTaken>,
+    /// The graphs' runs while evaluating them, and the host's time inside them: where the
+    /// seconds went.
+    pub graph_runs: RunTally,
 }
 
 /// GPU memory in use (by every process) before the model was opened and after the masks ran:
@@ -199,6 +202,7 @@ pub fn run_evaluation(
     progress(Progress::Started { masks: todo.len() });
     let started = Instant::now();
     let blocks_before = evaluator.blocks_run();
+    let tally_before = evaluator.model().run_tally();
     let mut done_before = 0;
     for chunk in todo.chunks(config.checkpoint_every.get()) {
         let results = evaluator.evaluate(chunk, &mut |done, _| {
@@ -225,6 +229,7 @@ pub fn run_evaluation(
     table.complete = masks.iter().all(|m| rows.iter().any(|r| &r.mask == m));
     write_evaluations(&config.out, &table, &provenance)?;
     let blocks_run = evaluator.blocks_run() - blocks_before;
+    let graph_runs = evaluator.model().run_tally().since(&tally_before);
     let memory_taken = memory_before
         .zip(device_memory(config.runtime.device))
         .map(|(before, after)| MemoryTaken { before, after });
@@ -254,6 +259,7 @@ pub fn run_evaluation(
             "device_memory": memory_taken.map(MemoryTaken::to_json),
             "arena": format!("{:?}", config.runtime.arena).to_lowercase(),
             "arena_use": evaluator.model().arena_use().map(arena_json),
+            "graph_runs": graph_runs_json(&graph_runs, seconds),
         });
         layerprune_tables::atomic_write(path, |file| {
             serde_json::to_writer_pretty(&mut *file, &summary).map_err(Into::into)
@@ -281,7 +287,29 @@ pub fn run_evaluation(
         tokens_per_mask: evaluator.tokens_scored(),
         block_stats_rows,
         device_memory: memory_taken,
+        graph_runs,
     })
+}
+
+/// Each kind of graph's runs, host seconds and milliseconds a run, and the host's seconds
+/// outside any run (tables, checkpoints, the evaluator's own work) of the `seconds` timed.
+fn graph_runs_json(tally: &RunTally, seconds: f64) -> serde_json::Value {
+    let mut kinds = serde_json::Map::new();
+    for (kind, runs) in tally.by_kind() {
+        kinds.insert(
+            kind.to_string(),
+            serde_json::json!({
+                "runs": runs.runs,
+                "host_seconds": runs.host_seconds,
+                "ms_per_run": runs.ms_per_run(),
+            }),
+        );
+    }
+    kinds.insert(
+        "outside_runs_seconds".to_string(),
+        serde_json::json!((seconds - tally.host_seconds()).max(0.0)),
+    );
+    serde_json::Value::Object(kinds)
 }
 
 /// The rows already in the output from an earlier run of the same model and dataset. A table

@@ -371,3 +371,40 @@ fn a_checkpointed_run_takes_its_masks_in_prefix_order() {
         "rows in the mask table's order"
     );
 }
+
+/// The summary says how many runs each kind of graph made while the masks were timed, and the
+/// host's time inside them: one block run per block run counted and one head run per mask one
+/// at a time; masks batched through shared blocks make fewer, larger block runs and join and
+/// split their states.
+#[test]
+fn the_summary_counts_each_kind_of_graph_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), 3);
+    let read = |path: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut one_at_a_time = config(&tokens, &masks, &dir.path().join("one.parquet"));
+    one_at_a_time.summary = Some(dir.path().join("one.json"));
+    let (outcome, _) = run(&one_at_a_time);
+    let runs = outcome.graph_runs;
+    assert_eq!(runs.blocks.runs, outcome.blocks_run);
+    assert_eq!(runs.head.runs, 64, "one window batch: a head run per mask");
+    assert_eq!(runs.stitching.runs, 0);
+    assert!(runs.host_seconds() <= outcome.seconds);
+    let summary = read(&dir.path().join("one.json"))["graph_runs"].clone();
+    assert_eq!(summary["blocks"]["runs"], outcome.blocks_run);
+    assert_eq!(summary["head"]["runs"], 64);
+    assert!(summary["outside_runs_seconds"].as_f64().unwrap() >= 0.0);
+
+    let mut batched = config(&tokens, &masks, &dir.path().join("batched.parquet"));
+    batched.options.mask_batch = 4;
+    let (outcome, _) = run(&batched);
+    let runs = outcome.graph_runs;
+    assert!(
+        runs.blocks.runs < outcome.blocks_run,
+        "{} block runs for {} blocks' work",
+        runs.blocks.runs,
+        outcome.blocks_run
+    );
+    assert!(runs.stitching.runs > 0);
+}

@@ -19,6 +19,7 @@ mod evaluator;
 mod manifest;
 mod model;
 mod stitch;
+mod tally;
 
 pub use arena::{Arena, ArenaUse};
 pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring};
@@ -33,6 +34,7 @@ pub use model::{
     environment, on_host, runtime_library_path, session_builder, HiddenState, LayeredModel, OnHost,
     RuntimeOptions, DEFAULT_LIBRARY,
 };
+pub use tally::{GraphRuns, RunTally};
 
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use layerprune_core::Device;
 use ndarray::{Array2, Array3};
@@ -19,6 +20,7 @@ use crate::arena::{Arena, ArenaUse};
 use crate::captured::{CapturedBlocks, Copies, CAPTURED_SHAPES};
 use crate::manifest::{model_id, Manifest};
 use crate::stitch::Stitcher;
+use crate::tally::RunTally;
 use crate::RuntimeError;
 use layerprune_model::confined;
 
@@ -708,6 +710,8 @@ pub struct LayeredModel {
     head_logits: Option<Session>,
     /// Concat and Split along the batch axis, for masks batched through shared blocks.
     stitcher: Stitcher,
+    /// Runs of each kind of graph so far and the host's time inside them.
+    tally: RunTally,
 }
 
 impl LayeredModel {
@@ -744,7 +748,7 @@ impl LayeredModel {
         let mut graphs = vec![paths.embed.clone()];
         graphs.extend(paths.blocks.iter().cloned());
         graphs.push(paths.head.clone());
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         // The blocks, not the embedding (first) or the head (last).
         let last = graphs.len() - 1;
         let mut sessions = open_sessions(&graphs, options, |i| i > 0 && i < last)?.into_iter();
@@ -814,6 +818,7 @@ impl LayeredModel {
             head,
             head_logits: None,
             stitcher: Stitcher::default(),
+            tally: RunTally::default(),
         })
     }
 
@@ -863,6 +868,11 @@ impl LayeredModel {
             .map_or(0, CapturedBlocks::captured_shapes)
     }
 
+    /// Runs of each kind of graph since the model was opened, and the host's time inside them.
+    pub fn run_tally(&self) -> RunTally {
+        self.tally
+    }
+
     /// The device the graphs run on.
     pub fn device(&self) -> Device {
         self.options.device
@@ -892,6 +902,13 @@ impl LayeredModel {
 
     /// Token ids [batch, seq] → hidden states.
     pub fn embed(&mut self, input_ids: &Array2<i64>) -> Result<HiddenState, RuntimeError> {
+        let started = Instant::now();
+        let state = self.embed_untimed(input_ids);
+        self.tally.embedding.record(started);
+        state
+    }
+
+    fn embed_untimed(&mut self, input_ids: &Array2<i64>) -> Result<HiddenState, RuntimeError> {
         let path = self.paths.embed.clone();
         if let Some(memory) = &self.bound_memory {
             // Owned, so the binding holds it rather than copying a borrowed view.
@@ -916,6 +933,17 @@ impl LayeredModel {
 
     /// Runs block `index` (0-based position in this model).
     pub fn run_block(
+        &mut self,
+        index: usize,
+        hidden: &HiddenState,
+    ) -> Result<HiddenState, RuntimeError> {
+        let started = Instant::now();
+        let state = self.run_block_untimed(index, hidden);
+        self.tally.blocks.record(started);
+        state
+    }
+
+    fn run_block_untimed(
         &mut self,
         index: usize,
         hidden: &HiddenState,
@@ -958,12 +986,15 @@ impl LayeredModel {
         &mut self,
         states: &[&HiddenState],
     ) -> Result<HiddenState, RuntimeError> {
-        self.stitcher.concat(
+        let started = Instant::now();
+        let joined = self.stitcher.concat(
             states,
             self.bound_memory.as_ref(),
             self.block_runs.as_ref(),
             &self.options,
-        )
+        );
+        self.tally.stitching.record(started);
+        joined
     }
 
     /// Opens now the graphs that join and split the states of up to `max_parts` masks on the
@@ -983,13 +1014,16 @@ impl LayeredModel {
         state: &HiddenState,
         parts: usize,
     ) -> Result<Vec<HiddenState>, RuntimeError> {
-        self.stitcher.split(
+        let started = Instant::now();
+        let split = self.stitcher.split(
             state,
             parts,
             self.bound_memory.as_ref(),
             self.block_runs.as_ref(),
             &self.options,
-        )
+        );
+        self.tally.stitching.record(started);
+        split
     }
 
     /// −log p(target_ids[b, t] | tokens ≤ t) for every position: [batch, seq]. `hidden` may
@@ -1000,6 +1034,7 @@ impl LayeredModel {
         hidden: &HiddenState,
         target_ids: &Array2<i64>,
     ) -> Result<Array2<f32>, RuntimeError> {
+        let started = Instant::now();
         let path = self.paths.head.clone();
         let targets = TensorRef::from_array_view(target_ids).map_err(onnx_error(&path))?;
         let outputs = run_to_host(
@@ -1008,7 +1043,9 @@ impl LayeredModel {
             self.head_runs.as_ref(),
         )
         .map_err(onnx_error(&path))?;
-        nll_matrix(outputs, path)
+        let nll = nll_matrix(outputs, path);
+        self.tally.head.record(started);
+        nll
     }
 
     /// [`Self::token_nll`] on hidden states held as an f32 array (e.g. only the positions
@@ -1018,6 +1055,7 @@ impl LayeredModel {
         hidden: &Array3<f32>,
         target_ids: &Array2<i64>,
     ) -> Result<Array2<f32>, RuntimeError> {
+        let started = Instant::now();
         let path = self.paths.head.clone();
         let state = TensorRef::from_array_view(hidden).map_err(onnx_error(&path))?;
         let targets = TensorRef::from_array_view(target_ids).map_err(onnx_error(&path))?;
@@ -1027,24 +1065,34 @@ impl LayeredModel {
             self.head_runs.as_ref(),
         )
         .map_err(onnx_error(&path))?;
-        nll_matrix(outputs, path)
+        let nll = nll_matrix(outputs, path);
+        self.tally.head.record(started);
+        nll
     }
 
     /// Logits [batch, seq, vocab] through the `head_logits` graph (loaded on first use).
     pub fn logits(&mut self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
+        // Opening the session on first use is not a run.
         let (session, run_options, path) = self.logits_session()?;
+        let started = Instant::now();
         let outputs =
             run_to_host(session, ort::inputs![hidden], run_options).map_err(onnx_error(&path))?;
-        logits_array(outputs, path)
+        let logits = logits_array(outputs, path);
+        self.tally.head.record(started);
+        logits
     }
 
     /// [`Self::logits`] of hidden states held as an f32 array (fp32 models).
     pub fn logits_of_array(&mut self, hidden: &Array3<f32>) -> Result<Array3<f32>, RuntimeError> {
+        // Opening the session on first use is not a run.
         let (session, run_options, path) = self.logits_session()?;
+        let started = Instant::now();
         let state = TensorRef::from_array_view(hidden).map_err(onnx_error(&path))?;
         let outputs =
             run_to_host(session, ort::inputs![state], run_options).map_err(onnx_error(&path))?;
-        logits_array(outputs, path)
+        let logits = logits_array(outputs, path);
+        self.tally.head.record(started);
+        logits
     }
 
     /// The `head_logits` session (opened on first use), its run options and its path.

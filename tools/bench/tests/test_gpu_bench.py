@@ -312,3 +312,14 @@ def test_the_markdown_lists_the_gpu_memory_each_contender_took():
     assert "- Llama-2-7B bf16 `evaluate`: 14.0 GiB of 140" in text, text
     assert "--io-binding off`:" not in text, text
     assert "GPU memory" not in gpu_bench.markdown([], "CPU", args, [], [{"runs": {}}], [])
+
+
+def test_the_markdown_says_where_each_contenders_seconds_went(bench):
+    """`evaluate --summary`'s graph_runs (runs and host time of each kind of graph) reach the Markdown: on the
+    tiny shape one at a time, block runs and head runs and no stitching; with --mask-batch 8, stitching too."""
+    work, _, _ = bench
+    text = (work / "gpu-bench.md").read_text()
+    lines = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("- tiny") and " x " in line}
+    assert "blocks " in lines["evaluate"] and "head 20 x " in lines["evaluate"], text
+    assert "stitching" not in lines["evaluate"], lines["evaluate"]
+    assert "stitching" in lines["evaluate --mask-batch 8"], lines["evaluate --mask-batch 8"]

@@ -133,7 +133,8 @@ struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Write this run's timing (masks, seconds, blocks run, tokens) as JSON, for benchmarks.
+    /// Write this run's timing (masks, seconds, blocks run, tokens; each kind of graph's runs and
+    /// the host's time inside them) as JSON, for benchmarks.
     #[arg(long)]
     summary: Option<PathBuf>,
 }

@@ -115,6 +115,27 @@ pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Op
             outcome.blocks_run,
             outcome.tokens_per_mask
         );
+        // Where the seconds went: on a GPU with --overlap, block runs return once queued, so
+        // their host time is launching, and the device's backlog shows in the head's.
+        let runs: Vec<String> = outcome
+            .graph_runs
+            .by_kind()
+            .iter()
+            .filter(|(_, runs)| runs.runs > 0)
+            .map(|(kind, runs)| {
+                format!(
+                    "{kind} {} runs, {:.2} s ({:.3} ms each)",
+                    runs.runs,
+                    runs.host_seconds,
+                    runs.ms_per_run()
+                )
+            })
+            .collect();
+        tracing::info!(
+            "host time inside graph runs: {}; outside them {:.2} s",
+            runs.join(", "),
+            (seconds - outcome.graph_runs.host_seconds()).max(0.0)
+        );
     }
     if !outcome.table.complete {
         tracing::warn!(
