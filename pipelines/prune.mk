@@ -19,8 +19,8 @@
 #   k<K>/pruned/                  the pruned layered ONNX folder; pruned-eval.parquet: its evaluation
 #   k<K>/pruned-hf/               the pruned Hugging Face checkpoint (tools/export/prune_hf.py)
 #   k<K>/pruned-generator.onnx    one ONNX decoder with a KV cache, made from pruned-hf/ for
-#                                 generating text (tools/export/export_generator.py; llama,
-#                                 mistral, qwen2, qwen3 and gemma3_text only)
+#                                 generating text (tools/export/export_generator.py; the
+#                                 architectures of PRUNE_GENERATOR_TYPES below)
 #   k<K>/llama-cpp-prune-layers.txt   the removed blocks for `llama-quantize --prune-layers`
 # Every step depends on a settings stamp (PRUNE_OUT/.settings/<step>), as in layerprune.mk, so
 # changed settings redo what they affect and nothing else.

@@ -1212,7 +1212,8 @@ def main(argv=None):
                         help="the blocks' attention as ONNX standard operators (default; any ONNX runtime) or "
                              "fused: one ONNX Runtime GroupQueryAttention node a block, rotary embedding "
                              "included (fewer kernels on a GPU, where ONNX Runtime runs it in fp16 / bf16 "
-                             "only; llama, mistral, qwen2, qwen3, gemma3_text)")
+                             "only; the architectures with rotary causal attention, but the multimodal rotary of "
+                             "Qwen2-VL / Qwen2.5-VL / Qwen3-VL: docs/model-format.md)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
                         help="torch.onnx exporter (legacy is ~30x faster and gives the same graphs' results)")

@@ -55,7 +55,7 @@ struct Args {
     strata: Option<Vec<usize>>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Value column of the evaluation table: utility or neg-nll.
+    /// Value of a mask: utility, neg-nll or nll-increase (docs/estimators.md).
     #[arg(long, default_value = "utility")]
     value: ValueColumn,
     /// Blocks that are not players (always kept), comma separated. Default: the fixed blocks
