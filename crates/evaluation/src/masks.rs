@@ -45,6 +45,15 @@ pub fn load_masks(source: &MaskSource, model_dir: &Path, num_blocks: usize) -> R
     for mask in &source.inline {
         mask.check_len(num_blocks)
             .with_context(|| format!("--mask {mask} for {}", model_dir.display()))?;
+        // The table records its fixed blocks as never removed: a row removing one would make
+        // it contradict itself (and the players of every later stage).
+        if let Some(&block) = fixed_blocks.iter().find(|&&b| !mask.is_kept(b)) {
+            bail!(
+                "--mask {mask} removes block {block}, which the mask table {} fixes (its \
+                 fixed_blocks {fixed_blocks:?}); evaluate such masks into another --out",
+                source.table.as_deref().unwrap_or(Path::new("")).display()
+            );
+        }
         masks.push(mask.clone());
     }
     if masks.is_empty() {

@@ -15,7 +15,7 @@ use layerprune_runtime::{
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
     write_block_stats, write_evaluations, BlockStatsTable, EvaluationRow, EvaluationTable,
-    Provenance,
+    Provenance, TableError, TableErrorKind,
 };
 
 use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
@@ -150,7 +150,13 @@ pub fn run_evaluation(
     }
     // Held until the run ends: a second run on this output would rewrite it without our rows.
     let _lock = FileLock::try_acquire(&config.out)?;
-    let mut rows = resume_rows(config, &model_id, &tokens.dataset_id, num_blocks)?;
+    let mut rows = resume_rows(
+        config,
+        &model_id,
+        &tokens.dataset_id,
+        num_blocks,
+        &fixed_blocks,
+    )?;
     let mut evaluator = Evaluator::new(model, &tokens.windows, config.options.clone())
         .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
 
@@ -312,15 +318,36 @@ fn graph_runs_json(tally: &RunTally, seconds: f64) -> serde_json::Value {
     serde_json::Value::Object(kinds)
 }
 
-/// The rows already in the output from an earlier run of the same model and dataset. A table
-/// of another model or dataset is refused, or with `overwrite` replaced.
+/// The rows already in the output from an earlier run of the same model and dataset, which
+/// this run extends with the masks it lacks. A table of another model or dataset, or whose
+/// rows were evaluated with other blocks fixed than this run's masks fix, is refused, or with
+/// `overwrite` replaced.
 fn resume_rows(
     config: &EvaluationConfig,
     model_id: &str,
     dataset_id: &str,
     num_blocks: usize,
+    fixed_blocks: &[usize],
 ) -> Result<Vec<EvaluationRow>> {
-    match resume_evaluations(&config.out, num_blocks, model_id, dataset_id) {
+    let resumed = resume_evaluations(&config.out, num_blocks, model_id, dataset_id).and_then(
+        |table| {
+            // The table records one set of fixed blocks for all its rows (the blocks that are
+            // not players later): rows of two mask tables that fix different blocks do not mix.
+            if !table.rows.is_empty() && table.fixed_blocks != fixed_blocks {
+                return Err(TableError::new(
+                    &config.out,
+                    TableErrorKind::BadValue,
+                    format!(
+                        "cannot resume: its rows were evaluated with blocks {:?} fixed, this \
+                         run's masks fix {fixed_blocks:?}",
+                        table.fixed_blocks
+                    ),
+                ));
+            }
+            Ok(table)
+        },
+    );
+    match resumed {
         Ok(table) => Ok(table.rows),
         Err(_) if config.overwrite => Ok(Vec::new()),
         Err(error) => Err(error).context("pass --overwrite to replace it, or choose another --out"),

@@ -408,3 +408,63 @@ fn the_summary_counts_each_kind_of_graph_run() {
     );
     assert!(runs.stitching.runs > 0);
 }
+
+/// An evaluation table records one set of fixed blocks (never removed; not players later) for
+/// all its rows: a run whose masks fix other blocks does not extend it, and a mask given with
+/// `--mask` may not remove a block its mask table fixes.
+#[test]
+fn rows_of_masks_that_fix_other_blocks_do_not_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, all_masks) = write_inputs(dir.path(), 4);
+    let fixed_masks = dir.path().join("fixed0.parquet");
+    let rows = every_mask(6)
+        .into_iter()
+        .filter(|mask| mask.is_kept(0))
+        .take(5)
+        .map(|mask| MaskRow {
+            mask,
+            design: Design::Enumeration,
+            group_id: None,
+            position: None,
+        })
+        .collect();
+    let table = MaskTable {
+        num_blocks: 6,
+        fixed_blocks: vec![0],
+        rows,
+    };
+    write_masks(&fixed_masks, &table, &provenance()).unwrap();
+    let out = dir.path().join("out.parquet");
+    let mut first = config(&tokens, &all_masks, &out);
+    first.max_new_masks = Some(3);
+    run(&first);
+    let before = std::fs::read(&out).unwrap();
+
+    let second = config(&tokens, &fixed_masks, &out);
+    let error = format!(
+        "{:#}",
+        run_evaluation(&second, &mut |_| {}).map(|_| ()).unwrap_err()
+    );
+    assert!(
+        error.contains("blocks [] fixed") && error.contains("fix [0]"),
+        "{error}"
+    );
+    assert!(error.contains(&out.display().to_string()), "{error}");
+    assert_eq!(std::fs::read(&out).unwrap(), before, "the table is untouched");
+    let mut replaced = config(&tokens, &fixed_masks, &out);
+    replaced.overwrite = true;
+    let (outcome, _) = run(&replaced);
+    assert_eq!(outcome.table.fixed_blocks, vec![0]);
+    assert!(outcome.table.rows.iter().all(|r| r.mask.is_kept(0)));
+
+    let mut removing = config(&tokens, &fixed_masks, &dir.path().join("other.parquet"));
+    removing.masks.inline = vec!["011111".parse().unwrap()];
+    let error = format!(
+        "{:#}",
+        run_evaluation(&removing, &mut |_| {}).map(|_| ()).unwrap_err()
+    );
+    assert!(
+        error.contains("--mask 011111 removes block 0") && error.contains("fixed0.parquet"),
+        "{error}"
+    );
+}

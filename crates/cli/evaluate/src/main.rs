@@ -101,7 +101,8 @@ struct Args {
     /// A mask given inline as '1'/'0' per block (block 0 first); repeatable.
     #[arg(long = "mask")]
     inline_masks: Vec<String>,
-    /// Evaluation table to write (resumed if it exists and is incomplete).
+    /// Evaluation table to write. If it exists (same model, tokens and fixed blocks), its rows
+    /// are kept and only the masks it lacks are evaluated: a killed run resumes, a table grows.
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
