@@ -329,8 +329,8 @@ fn resume_rows(
     num_blocks: usize,
     fixed_blocks: &[usize],
 ) -> Result<Vec<EvaluationRow>> {
-    let resumed = resume_evaluations(&config.out, num_blocks, model_id, dataset_id).and_then(
-        |table| {
+    let resumed =
+        resume_evaluations(&config.out, num_blocks, model_id, dataset_id).and_then(|table| {
             // The table records one set of fixed blocks for all its rows (the blocks that are
             // not players later): rows of two mask tables that fix different blocks do not mix.
             if !table.rows.is_empty() && table.fixed_blocks != fixed_blocks {
@@ -345,8 +345,7 @@ fn resume_rows(
                 ));
             }
             Ok(table)
-        },
-    );
+        });
     match resumed {
         Ok(table) => Ok(table.rows),
         Err(_) if config.overwrite => Ok(Vec::new()),

@@ -443,14 +443,20 @@ fn rows_of_masks_that_fix_other_blocks_do_not_mix() {
     let second = config(&tokens, &fixed_masks, &out);
     let error = format!(
         "{:#}",
-        run_evaluation(&second, &mut |_| {}).map(|_| ()).unwrap_err()
+        run_evaluation(&second, &mut |_| {})
+            .map(|_| ())
+            .unwrap_err()
     );
     assert!(
         error.contains("blocks [] fixed") && error.contains("fix [0]"),
         "{error}"
     );
     assert!(error.contains(&out.display().to_string()), "{error}");
-    assert_eq!(std::fs::read(&out).unwrap(), before, "the table is untouched");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "the table is untouched"
+    );
     let mut replaced = config(&tokens, &fixed_masks, &out);
     replaced.overwrite = true;
     let (outcome, _) = run(&replaced);
@@ -461,7 +467,9 @@ fn rows_of_masks_that_fix_other_blocks_do_not_mix() {
     removing.masks.inline = vec!["011111".parse().unwrap()];
     let error = format!(
         "{:#}",
-        run_evaluation(&removing, &mut |_| {}).map(|_| ()).unwrap_err()
+        run_evaluation(&removing, &mut |_| {})
+            .map(|_| ())
+            .unwrap_err()
     );
     assert!(
         error.contains("--mask 011111 removes block 0") && error.contains("fixed0.parquet"),

@@ -17,8 +17,8 @@ use crate::sleb::sleb_method;
 use crate::target::{adaptive_chooser, sleb_chooser};
 use crate::{
     adaptive_removal, best_angular_run, iterative_removal, largest_within, one_shot,
-    removable_blocks, sleb, surrogate_search, AdaptiveOptions, BlockScores, Race, RatioTarget,
-    SearchOptions, SelectionError, SurrogateShapley,
+    removable_blocks, sleb, surrogate_search, AdaptiveOptions, BlockScores, Candidate, Race,
+    RatioTarget, SearchOptions, SelectionError, SurrogateShapley,
 };
 
 /// How the blocks to delete are chosen.
@@ -98,8 +98,9 @@ pub struct Plan {
     pub predicted: Option<f64>,
     pub measured_nll: Option<f64>,
     pub llm_evaluations: u64,
-    /// Search: the best candidates by prediction, to be measured; the best measured wins.
-    pub candidates: Vec<Vec<usize>>,
+    /// Search: the best candidates by prediction, to be measured; the best measured wins, with
+    /// its own prediction.
+    pub candidates: Vec<Candidate>,
     /// The best other set of k removed blocks measured while choosing
     /// ([`crate::margin::attach_comparisons`]).
     pub runner_up: Option<RunnerUp>,
@@ -370,7 +371,7 @@ fn plans_for_ks(
                         found[0].removed_blocks.clone(),
                         surrogate_cost(on),
                     );
-                    plan.candidates = found.into_iter().map(|c| c.removed_blocks).collect();
+                    plan.candidates = found;
                     plans.push(plan);
                 }
             }
@@ -534,7 +535,7 @@ pub fn measure_plans(
             masks.push(mask_of(&plan.removed)?);
         } else {
             for candidate in &plan.candidates {
-                masks.push(mask_of(candidate)?);
+                masks.push(mask_of(&candidate.removed_blocks)?);
             }
         }
     }
@@ -558,13 +559,16 @@ pub fn measure_plans(
         } else {
             let mut best: Option<(f64, usize)> = None;
             for (index, candidate) in plan.candidates.iter().enumerate() {
-                let nll = nll_of(candidate)?;
+                let nll = nll_of(&candidate.removed_blocks)?;
                 if best.is_none_or(|(b, _)| nll < b) {
                     best = Some((nll, index));
                 }
             }
             if let Some((nll, index)) = best {
-                plan.removed = plan.candidates[index].clone();
+                // The plan's prediction was the best predicted candidate's: the winner has its own.
+                let winner = &plan.candidates[index];
+                plan.removed = winner.removed_blocks.clone();
+                plan.predicted = Some(winner.predicted);
                 plan.measured_nll = Some(nll);
             }
             plan.llm_evaluations += plan.candidates.len() as u64;

@@ -225,3 +225,32 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
         assert_eq!(plan.llm_evaluations, 1);
     }
 }
+
+/// A search plan keeps its best measured candidate, and with it that candidate's prediction,
+/// not the prediction of the surrogate's favourite it replaced.
+#[test]
+fn a_search_plan_keeps_the_prediction_of_the_candidate_it_keeps() {
+    use layerprune_core::synthetic::AdditiveGame;
+    use layerprune_selection::{Candidate, Plan};
+    // Blocks 3 and 4 cost least on the LLM; the surrogate favoured 1 and 2.
+    let mut game = AdditiveGame::new(vec![1.0, 0.5, 0.5, 0.1, 0.1, 1.0], 0.0);
+    let candidate = |removed: Vec<usize>, predicted: f64| Candidate {
+        removed_blocks: removed,
+        predicted,
+    };
+    let mut plans = vec![Plan {
+        method: "surrogate-search".into(),
+        removed: vec![1, 2],
+        predicted: Some(-1.0),
+        measured_nll: None,
+        llm_evaluations: 0,
+        candidates: vec![candidate(vec![1, 2], -1.0), candidate(vec![3, 4], -2.0)],
+        runner_up: None,
+        full_model: None,
+    }];
+    measure_plans(&mut game, &mut plans, 6).unwrap();
+    assert_eq!(plans[0].removed, vec![3, 4]);
+    assert_eq!(plans[0].predicted, Some(-2.0));
+    assert_eq!(plans[0].measured_nll, Some(-(1.0 + 0.5 + 0.5 + 1.0)));
+    assert_eq!(plans[0].llm_evaluations, 2);
+}
