@@ -229,13 +229,25 @@ impl ScoreInputs {
             .unwrap_or(0)
     }
 
-    /// Runs each estimator in turn; `note` gets each one's notes as it finishes.
+    /// Runs each estimator in turn, once however often it is listed (a score table holds one
+    /// score per block per estimator); `note` gets each one's notes as it finishes.
     pub fn estimate(
         &self,
         estimators: &[Estimator],
         options: &EstimatorOptions,
         note: &mut dyn FnMut(&str),
     ) -> Result<Vec<Estimates>> {
+        let mut unique: Vec<Estimator> = Vec::with_capacity(estimators.len());
+        for &which in estimators {
+            if unique.contains(&which) {
+                note(&format!(
+                    "{which} is listed more than once (perhaps under an old name); it runs once"
+                ));
+            } else {
+                unique.push(which);
+            }
+        }
+        let estimators = &unique[..];
         let mut inputs = EstimatorInputs {
             evaluations: self.evaluations.as_deref(),
             design: self.design.as_ref(),

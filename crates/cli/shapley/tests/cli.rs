@@ -103,8 +103,9 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
         .args(["--estimator", "regression-adjusted"])
         .args(["--estimator", "regression-adjusted-exp"])
         .args(["--estimator", "regression-adjusted-exp-chains"])
-        // An old spelling still works, with a note.
+        // An old spelling still works, with a note; the same estimator again runs once.
         .args(["--estimator", "semivalue"])
+        .args(["--estimator", "stratified-semivalue"])
         .args(["--estimator", "surrogate-shapley"])
         .args(["--estimator", "stratified-shapley"])
         .args(["--estimator", "regression-adjusted-stratified"])
@@ -123,6 +124,10 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(
         stderr.contains(r#"estimator "semivalue" is now called "stratified-semivalue""#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stratified-semivalue is listed more than once"),
         "{stderr}"
     );
 
