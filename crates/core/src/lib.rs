@@ -56,3 +56,25 @@ pub fn binomial(n: usize, k: usize) -> u128 {
     }
     result
 }
+
+/// `values` with each value once, where it was first listed: a k, budget, method or estimator
+/// asked for twice on a command line is one plan, one run, one column (not two rows that later
+/// stages cannot tell apart).
+pub fn distinct<T: PartialEq + Clone>(values: &[T]) -> Vec<T> {
+    let mut kept: Vec<T> = Vec::with_capacity(values.len());
+    for value in values {
+        if !kept.contains(value) {
+            kept.push(value.clone());
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod distinct_tests {
+    #[test]
+    fn each_value_is_kept_once_where_it_was_first_listed() {
+        assert_eq!(super::distinct(&[3, 6, 3, 9, 6]), vec![3, 6, 9]);
+        assert!(super::distinct::<u8>(&[]).is_empty());
+    }
+}

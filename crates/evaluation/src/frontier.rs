@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerprune_core::{Game, Mask};
-use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
+use layerprune_runtime::{EvalOptions, LayeredModel, Manifest, RuntimeOptions};
 use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint, RECOMMENDED,
 };
@@ -64,7 +64,31 @@ pub type Report<'a> = &'a mut dyn FnMut(&str);
 
 impl FrontierRun {
     /// Reads the token tables and refuses held-out text that shares a window with calibration.
-    pub fn prepare(self) -> Result<PreparedFrontier> {
+    pub fn prepare(mut self) -> Result<PreparedFrontier> {
+        // A k, method or budget listed twice is played once: frontier.csv has one row per
+        // (method, k, set, budget).
+        self.ks = layerprune_core::distinct(&self.ks);
+        self.methods = layerprune_core::distinct(&self.methods);
+        self.budgets = layerprune_core::distinct(&self.budgets);
+        for (flag, sets) in [
+            ("--calibration", &self.calibration),
+            ("--heldout", &self.heldout),
+        ] {
+            for (i, (name, _)) in sets.iter().enumerate() {
+                if sets[..i].iter().any(|(earlier, _)| earlier == name) {
+                    bail!(
+                        "{flag}: the name {name} is given to two token tables; each needs its \
+                         own (it names the set's cache and its rows)"
+                    );
+                }
+            }
+        }
+        // Every k against the model's blocks before any work (the manifest alone is read).
+        let num_blocks = Manifest::load(&self.model)?.num_blocks;
+        for &k in &self.ks {
+            layerprune_selection::removable_blocks(num_blocks, &self.fixed, k)
+                .with_context(|| format!("--k {k} for {}", self.model.display()))?;
+        }
         let inputs: Vec<PathBuf> = self
             .calibration
             .iter()

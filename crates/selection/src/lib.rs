@@ -75,7 +75,7 @@ use layerprune_core::GameError;
 /// count so a stage can print them as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectionError {
-    #[error("cannot remove {k} blocks: only {players} blocks may be removed ({num_blocks} blocks, {fixed} fixed); k must be smaller than the number of removable blocks")]
+    #[error("cannot remove {k} blocks: {players} of the {num_blocks} blocks are removable ({fixed} fixed) and one must stay, so at most {most} may be removed", most = .players.saturating_sub(1))]
     TooManyRemoved {
         k: usize,
         players: usize,
@@ -184,6 +184,10 @@ mod tests {
             }
         ));
         assert!(err.to_string().contains("2 fixed"), "{err}");
+        assert!(
+            err.to_string().contains("at most 2 may be removed"),
+            "{err}"
+        );
         assert!(matches!(
             removable_blocks(5, &[5], 1),
             Err(SelectionError::FixedOutOfRange { block: 5, .. })

@@ -240,10 +240,12 @@ fn config(args: &Args) -> Result<Config> {
              or adaptive, not {method}"
         );
     }
-    if args.pruned_out.is_some() && args.k.len() > 1 {
+    // A k listed twice is one plan (a plan table has one plan per method and k).
+    let ks = layerprune_core::distinct(&args.k);
+    if args.pruned_out.is_some() && ks.len() > 1 {
         bail!(
             "--pruned-out writes one model, so it needs exactly one --k (got {})",
-            args.k.len()
+            ks.len()
         );
     }
     if let Some(dest) = &args.pruned_out {
@@ -265,7 +267,7 @@ fn config(args: &Args) -> Result<Config> {
     }
     files.check(method, args.model.is_some())?;
     let settings = PlanSettings {
-        ks: args.k.clone(),
+        ks,
         candidates: args.candidates,
         random_starts: args.random_starts,
         permutation_pairs: args.permutation_pairs,

@@ -257,7 +257,7 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     };
     run_fail(
         with("6", &scores_s, &[]),
-        "only 6 blocks may be removed",
+        "6 of the 6 blocks are removable (0 fixed) and one must stay, so at most 5 may be removed",
         None,
     );
     run_fail(with("5", &scores_s, &["--fixed", "0"]), "1 fixed", None);
@@ -1324,4 +1324,31 @@ fn the_same_run_chooses_the_same_plans_on_any_number_of_threads() {
     ] {
         assert_eq!(run(name, extra), one, "{name}");
     }
+}
+
+/// A k listed twice is one plan: a plan table has one plan per method and k, so that
+/// `--method from-plan` can take it.
+#[test]
+fn a_k_listed_twice_is_one_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    let (scores_s, plan_s) = (scores.to_str().unwrap(), plan.to_str().unwrap());
+    succeed(&[
+        "--scores",
+        scores_s,
+        "--estimator",
+        "test",
+        "--k",
+        "2,3,2",
+        "--plan",
+        plan_s,
+    ]);
+    let ks: Vec<usize> = read_plans(&plan)
+        .unwrap()
+        .rows
+        .iter()
+        .map(|r| r.removed_blocks.len())
+        .collect();
+    assert_eq!(ks, vec![2, 3]);
 }

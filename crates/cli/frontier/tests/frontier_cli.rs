@@ -276,3 +276,65 @@ fn a_path_that_is_not_utf8_is_used_and_recorded_lossily() {
         provenance.args
     );
 }
+
+/// A k, method or budget listed twice is played once (one row each in frontier.csv); a set
+/// name given to two token tables, or a k the model cannot lose, is refused before any work.
+#[test]
+fn repeated_values_are_played_once_and_impossible_ones_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let c0 = write(dir.path(), "c0.parquet", windows(1, 3));
+    let c1 = write(dir.path(), "c1.parquet", windows(2, 3));
+    let model = fixture().to_str().unwrap().to_string();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap().to_string();
+    let calibration = format!("c0={c0}");
+    let args = [
+        "--model",
+        &model,
+        "--calibration",
+        &calibration,
+        "--k",
+        "2,2",
+        "--methods",
+        "leave-one-out,adaptive,leave-one-out",
+        "--budgets",
+        "least,least",
+        "--out-dir",
+        &out_s,
+    ];
+    succeed(&args);
+    let csv = std::fs::read_to_string(out.join("frontier.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    for method in ["leave-one-out", "adaptive"] {
+        let of_method: Vec<&&str> = rows
+            .iter()
+            .filter(|l| l.starts_with(&format!("{method},")))
+            .collect();
+        assert_eq!(of_method.len(), 1, "{csv}");
+        assert!(!of_method[0].contains("least least"), "{csv}");
+    }
+
+    let other = dir.path().join("other");
+    let other_s = other.to_str().unwrap();
+    let same_name = format!("c0={c1}");
+    for (extra, expected) in [
+        (
+            vec!["--calibration", same_name.as_str()],
+            "the name c0 is given to two token tables",
+        ),
+        (vec!["--k", "6"], "at most 5 may be removed"),
+    ] {
+        let mut refused = with_out_dir(&args, other_s, &extra);
+        if extra[0] == "--k" {
+            // The last --k wins in clap: replace 2,2 by the one given.
+            let at = refused.iter().position(|a| *a == "2,2").unwrap();
+            refused[at] = extra[1];
+            refused.truncate(refused.len() - 2);
+        }
+        let output = frontier(&refused);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!other.exists(), "nothing written before the refusal");
+    }
+}

@@ -116,12 +116,7 @@ fn score_blocks(args: Args) -> Result<()> {
     };
 
     // A method asked for twice is scored once.
-    let mut methods: Vec<Method> = Vec::new();
-    for &method in &args.methods {
-        if !methods.contains(&method) {
-            methods.push(method);
-        }
-    }
+    let methods = layerprune_core::distinct(&args.methods);
     let mut rows = Vec::new();
     for method in methods {
         let scores: BlockScores = match method {
