@@ -79,7 +79,26 @@ impl PlanFiles {
             PlanMethod::Sleb | PlanMethod::Adaptive => need(measured, "--model and --tokens"),
             PlanMethod::AngularRun => need(self.block_stats.is_some(), "--block-stats"),
             PlanMethod::FromPlan => need(self.plans.is_some(), "--plans"),
-        }
+        }?;
+        // A file only another method reads would be ignored, its fixed blocks with it: a user
+        // who passed it expects it to count.
+        let only_for = |given: bool, flag: &str, reader: PlanMethod| {
+            if given && method != reader {
+                Err(anyhow!(
+                    "{flag} is read only by --method {reader}; --method {method} would ignore it \
+                     (leave it out, or pass its fixed blocks with --fixed)"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        only_for(self.scores.is_some(), "--scores", PlanMethod::OneShot)?;
+        only_for(self.estimator.is_some(), "--estimator", PlanMethod::OneShot)?;
+        only_for(
+            self.block_stats.is_some(),
+            "--block-stats",
+            PlanMethod::AngularRun,
+        )
     }
 
     /// Every file given, for the check that no output replaces one.

@@ -262,6 +262,11 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     );
     run_fail(with("5", &scores_s, &["--fixed", "0"]), "1 fixed", None);
     run_fail(
+        with("2", &scores_s, &["--method", "sleb"]),
+        "--scores is read only by --method one-shot; --method sleb would ignore it",
+        None,
+    );
+    run_fail(
         with("1,2", &scores_s, &["--pruned-out", &pruned_s]),
         "exactly one --k",
         Some(&pruned),
