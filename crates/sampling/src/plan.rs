@@ -177,6 +177,20 @@ pub fn sample(
         }
     }
 
+    if plan.complement_pairs {
+        // The paired estimators (KernelSHAP, regression-adjusted) fit under the constraint
+        // v(N) − v(∅): the extremes go with every complement-pair design, as anchors.
+        let extremes = [
+            players.mask_keeping(std::iter::empty()),
+            Mask::full(players.num_blocks()),
+        ];
+        for mask in extremes {
+            if seen.insert(mask.clone()) {
+                rows.push(SampledMask::plain(mask, Design::Anchor));
+            }
+        }
+    }
+
     if plan.anchors {
         for mask in anchors(players) {
             if seen.insert(mask.clone()) {

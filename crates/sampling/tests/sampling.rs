@@ -218,8 +218,19 @@ fn complement_pairs_share_a_group_and_flip_every_player() {
         ..stratified(StrataSpec::Removed(vec![2, 3]), 20)
     };
     let outcome = run(&players, &plan, 5);
-    assert_eq!(outcome.rows.len(), 40);
-    for (pair, expected_group) in outcome.rows.chunks(2).zip(0..) {
+    // 20 pairs, then the empty and the full coalition that the paired estimators' fit needs
+    // (block 4, fixed, kept in both).
+    assert_eq!(outcome.rows.len(), 42);
+    let (pairs, extremes) = outcome.rows.split_at(40);
+    let extremes: Vec<(&Mask, Design)> = extremes.iter().map(|r| (&r.mask, r.design)).collect();
+    assert_eq!(
+        extremes,
+        [
+            (&players.mask_keeping(std::iter::empty()), Design::Anchor),
+            (&Mask::full(9), Design::Anchor)
+        ]
+    );
+    for (pair, expected_group) in pairs.chunks(2).zip(0..) {
         let (mask, complement) = (&pair[0], &pair[1]);
         assert_eq!(mask.design, Design::Stratum);
         assert_eq!(complement.design, Design::Complement);

@@ -68,7 +68,8 @@ struct Args {
     /// Every mask of the game (at most 20 players).
     #[arg(long, conflicts_with_all = ["masks", "removed", "ratios"])]
     enumerate: bool,
-    /// Follow every stratified mask by its complement, sharing a group id.
+    /// Follow every stratified mask by its complement, sharing a group id; the empty and the full
+    /// coalition are added too (as anchors), which the paired estimators' fit needs.
     #[arg(long, requires = "masks")]
     complement_pairs: bool,
     /// Number of random player orders, each giving a permutation chain and its reverse.

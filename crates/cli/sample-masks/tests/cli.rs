@@ -168,14 +168,15 @@ fn appending_adds_only_masks_not_yet_in_the_table() {
     };
     round("20", "1");
     let first = read_masks(&out).unwrap();
-    assert_eq!(first.rows.len(), 40);
+    // 20 pairs and the empty and full coalitions (the second round has them already).
+    assert_eq!(first.rows.len(), 42);
     round("30", "1");
     let second = read_masks(&out).unwrap();
-    assert_eq!(second.rows.len(), 100);
-    assert_eq!(second.rows[..40], first.rows[..]);
+    assert_eq!(second.rows.len(), 102);
+    assert_eq!(second.rows[..42], first.rows[..]);
     let distinct: HashSet<&Mask> = second.rows.iter().map(|row| &row.mask).collect();
-    assert_eq!(distinct.len(), 100);
-    let new_groups: HashSet<i64> = second.rows[40..]
+    assert_eq!(distinct.len(), 102);
+    let new_groups: HashSet<i64> = second.rows[42..]
         .iter()
         .filter_map(|r| r.group_id)
         .collect();
