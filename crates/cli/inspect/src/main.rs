@@ -225,7 +225,9 @@ fn cell(column: &dyn Array, row: usize) -> String {
                 }
             }
         }
-        other => format!("<{other}>"),
+        // Any other type (a table of another tool, a column added later): as arrow prints it.
+        other => arrow::util::display::array_value_to_string(column, row)
+            .unwrap_or_else(|_| format!("<{other}>")),
     }
 }
 
@@ -234,9 +236,15 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: neither a Parquet table nor JSON", path.display()))?;
-    let serde_json::Value::Object(fields) = value else {
+    let serde_json::Value::Object(mut fields) = value else {
         bail!("{}: JSON, but not an object", path.display());
     };
+    // A model folder's id, as every table evaluated on it records it (`model_id`): the sha256
+    // of its manifest, which holds every file's hash.
+    if fields.get("format").and_then(|v| v.as_str()) == Some("layerprune-layered-onnx") {
+        let id = layerprune_core::sha256_hex(text.as_bytes());
+        fields.insert("model_id".into(), serde_json::Value::String(id));
+    }
     // Parameters and per-file lists can be megabytes; they are summarised by size.
     const BULKY: [&str; 4] = ["parameters", "files", "blocks", "graphs"];
     if args.json {

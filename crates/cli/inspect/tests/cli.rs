@@ -109,3 +109,52 @@ fn damaged_tables_are_errors_not_hangs_or_panics() {
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
 }
+
+/// Every column type prints as its values: the surrogate metrics' Int32 `fold` (−1 for the
+/// mean over folds) was shown as `<Int32>`.
+#[test]
+fn every_column_type_prints_its_values() {
+    use layerprune_tables::{write_surrogate_metrics, SurrogateMetricRow, SurrogateMetricsTable};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.parquet");
+    let row = |fold: i32| SurrogateMetricRow {
+        surrogate: "quadratic".into(),
+        target: "utility".into(),
+        fold,
+        r2: 0.5,
+        spearman: 0.25,
+        mae: 0.125,
+        n_train: 10,
+        n_test: 5,
+    };
+    let table = SurrogateMetricsTable {
+        rows: vec![row(0), row(-1)],
+    };
+    write_surrogate_metrics(&path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+    let output = inspect(&[path.as_os_str()]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(!text.contains("<Int32>"), "{text}");
+    assert!(
+        text.contains("quadratic\tutility\t-1\t0.5\t0.25\t0.125\t10\t5"),
+        "{text}"
+    );
+}
+
+/// A model folder shows its id, the `model_id` every table evaluated on it records.
+#[test]
+fn a_model_folder_shows_the_id_its_tables_record() {
+    let folder =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama");
+    let id = layerprune_core::sha256_hex(&std::fs::read(folder.join("manifest.json")).unwrap());
+    let output = inspect(&[folder.as_os_str()]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains(&format!("model_id                 {id}")),
+        "{text}"
+    );
+    let output = inspect(&[folder.as_os_str(), "--json".as_ref()]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["model_id"], serde_json::json!(id));
+}
