@@ -32,6 +32,13 @@ enum Method {
     Random,
 }
 
+/// A method as the command line spells it.
+fn method_name(method: Method) -> String {
+    method
+        .to_possible_value()
+        .map_or_else(|| format!("{method:?}"), |v| v.get_name().to_string())
+}
+
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -110,6 +117,15 @@ fn score_blocks(args: Args) -> Result<()> {
                 e.model_id
             );
         }
+        // The score table records one token table for all its scores.
+        if s.dataset_id != e.dataset_id {
+            bail!(
+                "--block-stats was measured on token table {} but --evaluations on {}: score \
+                 them into separate tables",
+                s.dataset_id,
+                e.dataset_id
+            );
+        }
     }
     let Some(num_blocks) = num_blocks else {
         bail!("no input says how many blocks the model has; give --block-stats, --evaluations or --num-blocks");
@@ -127,7 +143,8 @@ fn score_blocks(args: Args) -> Result<()> {
                         .zip(args.block_stats.as_ref())
                         .with_context(|| {
                             format!(
-                                "--method {method:?} needs --block-stats (evaluate --block-stats)"
+                                "--method {} needs --block-stats (evaluate --block-stats)",
+                                method_name(method)
                             )
                         })?;
                 let scores = if method == Method::Angular {

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use layerprune_tables::{
-    read_scores, write_block_stats, write_evaluations, BlockStatRow, BlockStatsTable,
-    EvaluationRow, EvaluationTable, Provenance,
+    read_evaluations, read_scores, write_block_stats, write_evaluations, BlockStatRow,
+    BlockStatsTable, EvaluationRow, EvaluationTable, Provenance,
 };
 
 fn score_blocks(args: &[&str]) -> Output {
@@ -174,5 +174,40 @@ fn incomplete_or_mismatched_inputs_are_refused() {
             out_s,
         ],
         "--evaluations",
+    );
+    run(
+        &["--method", "block-influence", "--num-blocks", "5", "--out", out_s],
+        "--method block-influence needs --block-stats",
+    );
+    // One model, but statistics and evaluations of two token tables.
+    let other_text = dir.path().join("other-text.parquet");
+    let mut table = read_evaluations(&evals).unwrap();
+    table.num_blocks = 5;
+    table.rows.truncate(5);
+    for (b, row) in table.rows.iter_mut().enumerate() {
+        row.mask = layerprune_core_mask(5, b);
+    }
+    table.dataset_id = "other text".into();
+    write_evaluations(
+        &other_text,
+        &table,
+        &Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    write_stats(&stats, 5, None);
+    run(
+        &[
+            "--method",
+            "angular",
+            "--method",
+            "leave-one-out",
+            "--block-stats",
+            stats.to_str().unwrap(),
+            "--evaluations",
+            other_text.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        "--block-stats was measured on token table data but --evaluations on other text",
     );
 }
