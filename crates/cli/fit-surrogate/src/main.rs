@@ -161,14 +161,26 @@ fn metric_row(kind: SurrogateKind, target: Objective, fold: &FoldMetrics) -> Sur
 }
 
 fn fit_surrogate(args: Args) -> anyhow::Result<()> {
-    let mut models: Vec<SurrogateKind> = Vec::new();
-    for kind in &args.models {
-        if !models.contains(kind) {
-            models.push(*kind);
-        }
-    }
+    let models = layerprune_core::distinct(&args.models);
     if args.metrics.is_some() && args.folds == 0 {
         bail!("--metrics needs cross-validation; give --folds 2 or more");
+    }
+    if args.folds == 0 && args.out.is_none() {
+        bail!(
+            "nothing to do: give --out to save a surrogate, or --folds 2 or more to cross-validate"
+        );
+    }
+    if let Some(keep) = args.keep {
+        if args.out.is_none() {
+            bail!("--keep {keep} names the surrogate --out saves; give --out");
+        }
+        if !models.contains(&keep) {
+            let names: Vec<String> = models.iter().map(ToString::to_string).collect();
+            bail!(
+                "--keep {keep} is not among the surrogates fitted (--model {}); add --model {keep}",
+                names.join(", --model ")
+            );
+        }
     }
     layerprune_cli_common::Io::new()
         .input(&args.evaluations)

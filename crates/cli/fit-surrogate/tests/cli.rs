@@ -174,6 +174,33 @@ fn errors_name_the_problem() {
     let bad_model = fit_surrogate(&["--evaluations", path, "--model", "svm"]);
     assert!(!bad_model.status.success());
     assert!(String::from_utf8_lossy(&bad_model.stderr).contains("mlp, quadratic, forest"));
+
+    // A surrogate --keep names must be one of those fitted (and cross-validated); a run that
+    // would neither save nor cross-validate anything is refused.
+    let out = folder.path().join("kept.json");
+    let out_s = out.to_str().unwrap();
+    for (args, expected) in [
+        (
+            vec!["--model", "quadratic", "--keep", "mlp", "--out", out_s],
+            "--keep mlp is not among the surrogates fitted (--model quadratic); add --model mlp",
+        ),
+        (
+            vec!["--model", "quadratic", "--keep", "quadratic"],
+            "--keep quadratic names the surrogate --out saves; give --out",
+        ),
+        (
+            vec!["--model", "quadratic", "--folds", "0"],
+            "nothing to do",
+        ),
+    ] {
+        let mut all = vec!["--evaluations", path];
+        all.extend(args);
+        let output = fit_surrogate(&all);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!out.exists());
+    }
 }
 
 /// A checkpoint of an `evaluate` run that stopped (complete = false) holds whichever masks the

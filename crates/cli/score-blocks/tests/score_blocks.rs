@@ -176,7 +176,14 @@ fn incomplete_or_mismatched_inputs_are_refused() {
         "--evaluations",
     );
     run(
-        &["--method", "block-influence", "--num-blocks", "5", "--out", out_s],
+        &[
+            "--method",
+            "block-influence",
+            "--num-blocks",
+            "5",
+            "--out",
+            out_s,
+        ],
         "--method block-influence needs --block-stats",
     );
     // One model, but statistics and evaluations of two token tables.
