@@ -107,7 +107,7 @@ struct Args {
     tokens: Option<PathBuf>,
     /// Search: candidates measured on the LLM (the best measured is kept); without a model the
     /// best predicted is kept.
-    #[arg(long, default_value_t = 8, value_parser = count(0, 1_000_000))]
+    #[arg(long, default_value_t = 8, value_parser = count(1, 1_000_000))]
     candidates: usize,
     /// Search: random starting sets besides the one-shot and iterative solutions.
     #[arg(long, default_value_t = 16, value_parser = count(0, 1_000_000))]

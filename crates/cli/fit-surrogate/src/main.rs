@@ -53,8 +53,8 @@ struct Args {
     /// Where to write the cross-validation scores (Parquet; fold -1 = mean over folds).
     #[arg(long)]
     metrics: Option<PathBuf>,
-    /// Ridge strength of the quadratic model.
-    #[arg(long)]
+    /// Ridge strength of the quadratic model (0 or more).
+    #[arg(long, value_parser = parse_ridge_alpha)]
     ridge_alpha: Option<f64>,
     /// MLP training epochs (published: 300).
     #[arg(long, value_parser = layerprune_cli_common::count(1, 1_000_000))]
@@ -157,6 +157,17 @@ fn metric_row(kind: SurrogateKind, target: Objective, fold: &FoldMetrics) -> Sur
         mae: fold.mae,
         n_train: u32::try_from(fold.n_train).unwrap_or(u32::MAX),
         n_test: u32::try_from(fold.n_test).unwrap_or(u32::MAX),
+    }
+}
+
+/// A ridge strength: a finite number, 0 or more (refused as a usage error, before any input is
+/// read).
+fn parse_ridge_alpha(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(alpha) if alpha.is_finite() && alpha >= 0.0 => Ok(alpha),
+        _ => Err(format!(
+            "{text:?} is not a ridge strength: a number, 0 or more"
+        )),
     }
 }
 

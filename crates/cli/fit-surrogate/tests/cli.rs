@@ -201,6 +201,10 @@ fn errors_name_the_problem() {
         assert!(stderr.contains(expected), "{stderr}");
         assert!(!out.exists());
     }
+    // A value out of its bounds is a usage error (status 2), before any input is read.
+    let negative = fit_surrogate(&["--evaluations", path, "--ridge-alpha=-1", "--out", out_s]);
+    assert_eq!(negative.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&negative.stderr).contains("not a ridge strength"));
 }
 
 /// A checkpoint of an `evaluate` run that stopped (complete = false) holds whichever masks the
