@@ -128,7 +128,8 @@ struct Args {
     /// Plan table to write.
     #[arg(long)]
     plan: PathBuf,
-    /// Also write the pruned model folder here (exactly one --k).
+    /// Also write the pruned model folder here (exactly one --k; needs --model, the folder to
+    /// prune, and --tokens, on which the plan is measured).
     #[arg(long)]
     pruned_out: Option<PathBuf>,
     /// Replace an existing --pruned-out folder.

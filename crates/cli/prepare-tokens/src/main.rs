@@ -72,8 +72,9 @@ struct Args {
     /// Number of windows.
     #[arg(long, default_value_t = 10, value_parser = layerprune_cli_common::count(1, 100_000_000))]
     windows: usize,
-    /// Tokens per window.
-    #[arg(long, default_value_t = 128, value_parser = layerprune_cli_common::count(1, 1 << 24))]
+    /// Tokens per window (at least 2: each token is scored on the ones before it, so a window's
+    /// first is context only).
+    #[arg(long, default_value_t = 128, value_parser = layerprune_cli_common::count(2, 1 << 24))]
     length: usize,
     #[arg(long, value_enum, default_value = "consecutive")]
     mode: Mode,

@@ -150,12 +150,18 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         append_to: (args.append && args.out.exists()).then(|| args.out.clone()),
         seed: args.seed,
     };
-    let provenance = Provenance::new(
+    let mut provenance = Provenance::new(
         "sample-masks",
         env!("CARGO_PKG_VERSION"),
         layerprune_cli_common::command_line(),
     )
     .with_seed(args.seed);
+    if let Some(model) = &args.model {
+        // The model the masks were drawn for, by the id its evaluation tables record.
+        let id = layerprune_model::model_id(model)
+            .with_context(|| format!("reading the model manifest of {}", model.display()))?;
+        provenance = provenance.with_input("model", &id);
+    }
 
     let sampled = sample_mask_table(&players, &request, provenance)?;
     // write_masks writes atomically: a failed write leaves the table appended to as it was.

@@ -87,6 +87,13 @@ fn writes_the_published_design_scaled_to_the_model() {
     let table = read_masks(&out).unwrap();
     assert_eq!(table.num_blocks, 16);
     assert_eq!(table.fixed_blocks, vec![0]);
+    // The model is recorded by the id its evaluation tables carry (its manifest's sha256).
+    let manifest_id =
+        layerprune_core::sha256_hex(&std::fs::read(model.join("manifest.json")).unwrap());
+    assert_eq!(
+        read_provenance(&out).unwrap().inputs.get("model"),
+        Some(&manifest_id)
+    );
     let mut strata: BTreeMap<usize, usize> = BTreeMap::new();
     for row in table
         .rows
