@@ -115,7 +115,7 @@ $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet | $
 	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS))
 
 $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
-	$(BIN)/fit-surrogate --evaluations $< --model mlp --model quadratic --keep mlp --folds 5 --seed $(SEED) \
+	$(BIN)/fit-surrogate --evaluations $< --kind mlp --kind quadratic --keep mlp --folds 5 --seed $(SEED) \
 	  --metrics $(RUN)/surrogate-metrics.parquet --out $@
 
 # The quadratic surrogate of the log-likelihood game (value = −(NLL increase)): closer to
@@ -123,7 +123,7 @@ $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate
 # it fits a few hundred masks (cross-validated R² ≈ 0.9 on the demo's 231) where the published
 # MLP on the utility needs thousands (ridge penalty: SURROGATE_RIDGE).
 $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
-	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --model quadratic --model forest \
+	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --kind quadratic --kind forest \
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
 	  --metrics $(RUN)/surrogate-quadratic-metrics.parquet --out $@
 

@@ -39,7 +39,7 @@ $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(RUN)/m
 	  $(EVALUATE_FLAGS) --out $@
 
 $(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet | $(BIN)/fit-surrogate
-	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --model quadratic \
+	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --kind quadratic \
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
 	  --metrics $(QRUN)/surrogate-quadratic-metrics.parquet --out $@
 

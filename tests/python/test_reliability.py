@@ -106,7 +106,7 @@ def files(tmp_path_factory):
     run("evaluate", "--model", MODEL, "--tokens", f["tokens"], "--masks", f["masks"],
         "--out", f["evals"], "--block-stats", f["stats"], "--quiet")
     f["surrogate"] = d / "surrogate.json"
-    run("fit-surrogate", "--evaluations", f["evals"], "--model", "quadratic", "--folds", "0",
+    run("fit-surrogate", "--evaluations", f["evals"], "--kind", "quadratic", "--folds", "0",
         "--out", f["surrogate"])
     f["scores"] = d / "scores.parquet"
     run("shapley", "--evaluations", f["evals"], "--estimator", "exact-shapley",

@@ -22,9 +22,9 @@ use layerprune_tables::{
     about = "Fit surrogate models (mlp, quadratic, forest) of mask value on evaluated masks, \
              cross-validate them, and save one fitted on all rows",
     after_help = "Examples:\n  \
-        fit-surrogate --evaluations evaluations.parquet --model mlp --model quadratic --keep mlp \\\n    \
+        fit-surrogate --evaluations evaluations.parquet --kind mlp --kind quadratic --keep mlp \\\n    \
         --folds 5 --metrics surrogate-metrics.parquet --out surrogate-mlp.json\n  \
-        fit-surrogate --evaluations evaluations.parquet --target nll-increase --model quadratic \\\n    \
+        fit-surrogate --evaluations evaluations.parquet --target nll-increase --kind quadratic \\\n    \
         --ridge-alpha 0.01 --out surrogate-quadratic.json"
 )]
 struct Args {
@@ -35,9 +35,11 @@ struct Args {
     /// utility (the published target), nll-increase or neg-nll.
     #[arg(long, default_value = "utility")]
     target: Objective,
-    /// Surrogate to fit: mlp, quadratic or forest. Repeat to compare several.
-    #[arg(long = "model", default_value = "mlp")]
-    models: Vec<SurrogateKind>,
+    /// Kind of surrogate to fit: mlp, quadratic or forest. Repeat to compare several. (Called
+    /// --model until 2026-12-03, which every other stage uses for the model folder; still
+    /// accepted.)
+    #[arg(long = "kind", alias = "model", default_value = "mlp")]
+    kinds: Vec<SurrogateKind>,
     /// Cross-validation folds (0 = no cross-validation).
     #[arg(long, default_value_t = 5, value_parser = layerprune_cli_common::count(0, 100_000))]
     folds: usize,
@@ -47,7 +49,7 @@ struct Args {
     /// Where to save the surrogate fitted on all rows (JSON).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Which surrogate to save with --out (default: the first --model).
+    /// Which surrogate to save with --out (default: the first --kind).
     #[arg(long)]
     keep: Option<SurrogateKind>,
     /// Where to write the cross-validation scores (Parquet; fold -1 = mean over folds).
@@ -172,7 +174,7 @@ fn parse_ridge_alpha(text: &str) -> Result<f64, String> {
 }
 
 fn fit_surrogate(args: Args) -> anyhow::Result<()> {
-    let models = layerprune_core::distinct(&args.models);
+    let models = layerprune_core::distinct(&args.kinds);
     if args.metrics.is_some() && args.folds == 0 {
         bail!("--metrics needs cross-validation; give --folds 2 or more");
     }
@@ -188,8 +190,8 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         if !models.contains(&keep) {
             let names: Vec<String> = models.iter().map(ToString::to_string).collect();
             bail!(
-                "--keep {keep} is not among the surrogates fitted (--model {}); add --model {keep}",
-                names.join(", --model ")
+                "--keep {keep} is not among the surrogates fitted (--kind {}); add --kind {keep}",
+                names.join(", --kind ")
             );
         }
     }

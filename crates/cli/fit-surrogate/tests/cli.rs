@@ -46,9 +46,9 @@ fn compares_models_writes_metrics_and_saves_the_kept_one() {
     let output = fit_surrogate(&[
         "--evaluations",
         evaluations.to_str().unwrap(),
-        "--model",
+        "--kind",
         "quadratic",
-        "--model",
+        "--kind",
         "forest",
         "--trees",
         "10",
@@ -111,9 +111,9 @@ fn drops_non_finite_rows_with_a_warning_and_keeps_the_chosen_model() {
     let output = fit_surrogate(&[
         "--evaluations",
         evaluations.to_str().unwrap(),
-        "--model",
+        "--kind",
         "mlp",
-        "--model",
+        "--kind",
         "quadratic",
         "--keep",
         "quadratic",
@@ -142,7 +142,7 @@ fn errors_name_the_problem() {
     let too_many_folds = fit_surrogate(&[
         "--evaluations",
         path,
-        "--model",
+        "--kind",
         "quadratic",
         "--folds",
         "40",
@@ -171,7 +171,7 @@ fn errors_name_the_problem() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no rows"));
 
-    let bad_model = fit_surrogate(&["--evaluations", path, "--model", "svm"]);
+    let bad_model = fit_surrogate(&["--evaluations", path, "--kind", "svm"]);
     assert!(!bad_model.status.success());
     assert!(String::from_utf8_lossy(&bad_model.stderr).contains("mlp, quadratic, forest"));
 
@@ -181,17 +181,14 @@ fn errors_name_the_problem() {
     let out_s = out.to_str().unwrap();
     for (args, expected) in [
         (
-            vec!["--model", "quadratic", "--keep", "mlp", "--out", out_s],
-            "--keep mlp is not among the surrogates fitted (--model quadratic); add --model mlp",
+            vec!["--kind", "quadratic", "--keep", "mlp", "--out", out_s],
+            "--keep mlp is not among the surrogates fitted (--kind quadratic); add --kind mlp",
         ),
         (
-            vec!["--model", "quadratic", "--keep", "quadratic"],
+            vec!["--kind", "quadratic", "--keep", "quadratic"],
             "--keep quadratic names the surrogate --out saves; give --out",
         ),
-        (
-            vec!["--model", "quadratic", "--folds", "0"],
-            "nothing to do",
-        ),
+        (vec!["--kind", "quadratic", "--folds", "0"], "nothing to do"),
     ] {
         let mut all = vec!["--evaluations", path];
         all.extend(args);
@@ -225,6 +222,7 @@ fn an_incomplete_table_is_refused_unless_allowed() {
         let mut args = vec![
             "--evaluations",
             checkpoint.to_str().unwrap(),
+            // The flag's old name, still accepted.
             "--model",
             "quadratic",
             "--folds",
