@@ -83,12 +83,6 @@ impl FrontierRun {
                 }
             }
         }
-        // Every k against the model's blocks before any work (the manifest alone is read).
-        let num_blocks = Manifest::load(&self.model)?.num_blocks;
-        for &k in &self.ks {
-            layerprune_selection::removable_blocks(num_blocks, &self.fixed, k)
-                .with_context(|| format!("--k {k} for {}", self.model.display()))?;
-        }
         let inputs: Vec<PathBuf> = self
             .calibration
             .iter()
@@ -121,6 +115,18 @@ impl FrontierRun {
 }
 
 impl PreparedFrontier {
+    /// Refuses a k the model cannot lose (with the fixed blocks kept), from its manifest
+    /// alone: before any folder, cache or session is made.
+    pub fn check_ks(&self) -> Result<()> {
+        let run = &self.run;
+        let num_blocks = Manifest::load(&run.model)?.num_blocks;
+        for &k in &run.ks {
+            layerprune_selection::removable_blocks(num_blocks, &run.fixed, k)
+                .with_context(|| format!("--k {k} for {}", run.model.display()))?;
+        }
+        Ok(())
+    }
+
     /// The files the run writes: frontier.csv and a cache per token table (refused where a
     /// cache would replace an input).
     pub fn outputs(&self) -> Result<Vec<PathBuf>> {
@@ -140,6 +146,7 @@ impl PreparedFrontier {
     /// Plays every method on each calibration set and measures the plans on every held-out
     /// table; frontier.csv is rewritten after each calibration set. Returns its path.
     pub fn run(self, report: Report<'_>) -> Result<PathBuf> {
+        self.check_ks()?;
         let PreparedFrontier {
             run,
             calibration,

@@ -23,7 +23,7 @@ use layerprune_selection::inputs::{ModelFacts, PlanFiles};
 use layerprune_selection::margin::depth_warning;
 use layerprune_selection::plans::ratio_needs_measuring;
 use layerprune_selection::{PlanMethod, PlanSettings, Race, RatioTarget};
-use layerprune_tables::{write_plans, Provenance};
+use layerprune_tables::{write_plans, Provenance, TableKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -304,8 +304,8 @@ fn apply_prune(args: Args) -> Result<()> {
         .inputs(files.paths())
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
-        .output("--plan", &args.plan)
-        .output_opt("--cache", args.cache.as_deref())
+        .output_table("--plan", &args.plan, TableKind::Plans)
+        .output_table_opt("--cache", args.cache.as_deref(), TableKind::Evaluations)
         .output_folder_opt("--pruned-out", args.pruned_out.as_deref())
         .check()?;
 

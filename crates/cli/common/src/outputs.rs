@@ -1,7 +1,9 @@
 //! The check every stage runs on its outputs before doing any work: an output never replaces
 //! an input (by file identity, through symbolic and hard links), never replaces something that
 //! is not a regular file (a device, FIFO, socket or symbolic link), and its folder exists and
-//! can be written. Each refusal names the flag, the path and the problem.
+//! can be written; a table output never replaces a table of another kind (a tokens table
+//! written over the evaluations of hours of GPU time by a slip of the path). Each refusal names
+//! the flag, the path and the problem.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
+use layerprune_tables::TableKind;
 
 /// Distinguishes probe files of one process.
 static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
@@ -29,6 +32,9 @@ pub struct Io {
     inputs: Vec<PathBuf>,
     files: Vec<(String, PathBuf)>,
     folders: Vec<(String, PathBuf)>,
+    /// File outputs that are tables of a known kind: an existing file there is replaced only
+    /// if it is such a table (a rerun) or not a layerprune table at all.
+    tables: Vec<(String, PathBuf, TableKind)>,
 }
 
 impl Io {
@@ -66,6 +72,27 @@ impl Io {
     pub fn output_opt(self, flag: &str, path: Option<impl AsRef<Path>>) -> Self {
         match path {
             Some(path) => self.output(flag, path),
+            None => self,
+        }
+    }
+
+    /// An [`Io::output`] that is a table of `kind`: besides the checks of a file, an existing
+    /// layerprune table of another kind at `path` is refused.
+    pub fn output_table(mut self, flag: &str, path: impl AsRef<Path>, kind: TableKind) -> Self {
+        self.tables
+            .push((flag.to_string(), path.as_ref().to_path_buf(), kind));
+        self.output(flag, path)
+    }
+
+    /// [`Io::output_table`] of an optional flag.
+    pub fn output_table_opt(
+        self,
+        flag: &str,
+        path: Option<impl AsRef<Path>>,
+        kind: TableKind,
+    ) -> Self {
+        match path {
+            Some(path) => self.output_table(flag, path, kind),
             None => self,
         }
     }
@@ -128,6 +155,22 @@ impl Io {
                             outer.display()
                         );
                     }
+                }
+            }
+        }
+        for (flag, path, kind) in &self.tables {
+            // Only a file that reads as a layerprune table of another kind is refused; anything
+            // else at the path (nothing, a rerun's table, a file of another tool) is replaced.
+            if !path.is_file() {
+                continue;
+            }
+            if let Ok(found) = layerprune_tables::read_table_kind(path) {
+                if found != *kind {
+                    bail!(
+                        "{flag} {}: holds a table of kind {found}, and this writes one of kind \
+                         {kind} over it; choose another path (or remove the file)",
+                        path.display()
+                    );
                 }
             }
         }
@@ -366,6 +409,36 @@ mod tests {
 
     fn refused(io: Io) -> String {
         format!("{:#}", io.check().unwrap_err())
+    }
+
+    /// A table output replaces a table of its own kind (a rerun) or a file that is no
+    /// layerprune table, never a table of another kind.
+    #[test]
+    fn a_table_output_never_replaces_a_table_of_another_kind() {
+        use layerprune_tables::{write_tokens, Provenance, TokenTable};
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("evaluations.parquet");
+        let table = TokenTable::new(2, vec![vec![1, 2]], "test", "ids");
+        write_tokens(&tokens, &table, &Provenance::new("test", "0", vec![])).unwrap();
+        let message = refused(Io::new().output_table("--out", &tokens, TableKind::Scores));
+        assert!(
+            message.contains("--out")
+                && message.contains("evaluations.parquet")
+                && message
+                    .contains("holds a table of kind tokens, and this writes one of kind scores"),
+            "{message}"
+        );
+        Io::new()
+            .output_table("--out", &tokens, TableKind::Tokens)
+            .check()
+            .unwrap();
+        let other_tool = dir.path().join("notes.parquet");
+        fs::write(&other_tool, b"not a table").unwrap();
+        Io::new()
+            .output_table_opt("--out", Some(&other_tool), TableKind::Scores)
+            .output_table("--plan", dir.path().join("new.parquet"), TableKind::Plans)
+            .check()
+            .unwrap();
     }
 
     #[test]

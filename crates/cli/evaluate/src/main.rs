@@ -19,7 +19,7 @@ use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
     MergeConfig, Shard,
 };
-use layerprune_tables::Provenance;
+use layerprune_tables::{Provenance, TableKind};
 
 mod report;
 mod tasks;
@@ -166,14 +166,26 @@ fn check_io(args: &Args) -> Result<()> {
         .input_opt(args.masks.as_deref())
         .input_opt(args.task_data.as_deref())
         .inputs(&args.merge)
-        .output("--out", &args.out);
+        .output_table("--out", &args.out, TableKind::Evaluations);
     if args.tasks.is_some() {
         io = io
-            .output_opt("--choices-out", args.choices_out.as_deref())
-            .output_opt("--accuracy-out", args.accuracy_out.as_deref());
+            .output_table_opt(
+                "--choices-out",
+                args.choices_out.as_deref(),
+                TableKind::TaskChoices,
+            )
+            .output_table_opt(
+                "--accuracy-out",
+                args.accuracy_out.as_deref(),
+                TableKind::TaskAccuracies,
+            );
     } else if args.merge.is_empty() {
         io = io
-            .output_opt("--block-stats", args.block_stats.as_deref())
+            .output_table_opt(
+                "--block-stats",
+                args.block_stats.as_deref(),
+                TableKind::BlockStats,
+            )
             .output_opt("--summary", args.summary.as_deref());
     }
     io.check()

@@ -12,7 +12,7 @@ use layerprune_surrogate::{
 };
 use layerprune_tables::{
     read_complete_evaluations, write_surrogate_metrics, EvaluationTable, Provenance,
-    SurrogateMetricRow, SurrogateMetricsTable,
+    SurrogateMetricRow, SurrogateMetricsTable, TableKind,
 };
 
 /// What the surrogate predicts. Both are "higher is better", as every game value is.
@@ -198,7 +198,11 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
     layerprune_cli_common::Io::new()
         .input(&args.evaluations)
         .output_opt("--out", args.out.as_deref())
-        .output_opt("--metrics", args.metrics.as_deref())
+        .output_table_opt(
+            "--metrics",
+            args.metrics.as_deref(),
+            TableKind::SurrogateMetrics,
+        )
         .check()?;
     let table = read_complete_evaluations(&args.evaluations, args.incomplete.incomplete())
         .with_context(|| format!("reading evaluations {}", args.evaluations.display()))?;

@@ -120,6 +120,7 @@ fn main_body(args: Args) -> Result<()> {
     // can be written, and neither frontier.csv nor a cache replaces an input or a special file.
     let input_paths: Vec<&Path> = prepared.inputs.iter().map(PathBuf::as_path).collect();
     check_folder_outside_inputs("--out-dir", &args.out_dir, &input_paths)?;
+    prepared.check_ks()?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("--out-dir {}: cannot create it", args.out_dir.display()))?;
     prepared

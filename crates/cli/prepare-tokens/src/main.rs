@@ -12,7 +12,7 @@ use layerprune_data::{
     prepare_tokens, Bos, DocumentRange, TextSource, TokenRequest, TokenizerFile, WindowMode,
     WindowSpec,
 };
-use layerprune_tables::{write_tokens, Provenance};
+use layerprune_tables::{write_tokens, Provenance, TableKind};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -112,7 +112,7 @@ fn body(args: Args) -> anyhow::Result<()> {
         .input_opt(args.jsonl.as_deref())
         .input_opt(args.lambada.as_deref())
         .input_opt(args.boolq_passages.as_deref())
-        .output("--out", &args.out)
+        .output_table("--out", &args.out, TableKind::Tokens)
         .check()?;
     // The windows' token ids (4 bytes each), held twice while the table is built and written.
     layerprune_cli_common::check_memory("--windows x --length", &[args.windows, args.length], 8)?;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use layerprune_sampling::table::{sample_mask_table, AllocationSource, MaskRequest};
 use layerprune_sampling::{Players, SampleOutcome, StrataSpec};
-use layerprune_tables::{write_masks, Provenance};
+use layerprune_tables::{write_masks, Provenance, TableKind};
 
 /// Choose the masks (coalitions of kept blocks) to evaluate on the real model: stratified
 /// random masks (the published design: 2, 5, 8, 11, 14 of 32 blocks removed, equal numbers),
@@ -110,7 +110,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     layerprune_cli_common::Io::new()
         .input_opt(args.model.as_deref())
         .input_opt(args.pilot.as_deref())
-        .output("--out", &args.out)
+        .output_table("--out", &args.out, TableKind::Masks)
         .check()?;
     let num_blocks = match (&args.model, args.num_blocks) {
         (Some(model), _) => layerprune_model::read_num_blocks(model)

@@ -15,7 +15,7 @@ use layerprune_selection::{
 };
 use layerprune_tables::{
     read_block_stats, read_complete_evaluations, write_scores, BlockStatsTable, EvaluationTable,
-    Provenance, ScoreRow, ScoreTable,
+    Provenance, ScoreRow, ScoreTable, TableKind,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -79,7 +79,7 @@ fn score_blocks(args: Args) -> Result<()> {
     Io::new()
         .input_opt(args.block_stats.as_deref())
         .input_opt(args.evaluations.as_deref())
-        .output("--out", &args.out)
+        .output_table("--out", &args.out, TableKind::Scores)
         .check()?;
     let stats: Option<BlockStatsTable> = args
         .block_stats

@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::Parser;
 use layerprune_shapley::inputs::ScoreFiles;
 use layerprune_shapley::{Estimates, Estimator, EstimatorOptions};
-use layerprune_tables::{write_scores, Provenance, ValueColumn};
+use layerprune_tables::{write_scores, Provenance, TableKind, ValueColumn};
 
 /// Per-block contribution scores.
 #[derive(Parser, Debug)]
@@ -103,7 +103,7 @@ fn body(args: Args) -> Result<()> {
     };
     layerprune_cli_common::Io::new()
         .inputs(files.paths())
-        .output("--out", &args.out)
+        .output_table("--out", &args.out, TableKind::Scores)
         .check()?;
     let inputs = files.load()?;
     // The sampled coalitions (a flag per player and some bookkeeping each) and their values.
