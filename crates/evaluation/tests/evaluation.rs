@@ -32,7 +32,13 @@ fn write_inputs(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
     let table = TokenTable::new(12, fixture_windows(seed, 3, 12), "test", "synthetic ids");
     write_tokens(&tokens, &table, &provenance()).unwrap();
     let masks = dir.join("masks.parquet");
-    let rows = every_mask(6)
+    write_mask_table(&masks, every_mask(6), vec![]);
+    (tokens, masks)
+}
+
+/// A mask table of the fixture's 6 blocks: `masks`, fixing `fixed_blocks`.
+fn write_mask_table(path: &Path, masks: Vec<Mask>, fixed_blocks: Vec<usize>) {
+    let rows = masks
         .into_iter()
         .map(|mask| MaskRow {
             mask,
@@ -43,11 +49,10 @@ fn write_inputs(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
         .collect();
     let table = MaskTable {
         num_blocks: 6,
-        fixed_blocks: vec![],
+        fixed_blocks,
         rows,
     };
-    write_masks(&masks, &table, &provenance()).unwrap();
-    (tokens, masks)
+    write_masks(path, &table, &provenance()).unwrap();
 }
 
 fn config(tokens: &Path, masks: &Path, out: &Path) -> EvaluationConfig {
@@ -417,23 +422,12 @@ fn rows_of_masks_that_fix_other_blocks_do_not_mix() {
     let dir = tempfile::tempdir().unwrap();
     let (tokens, all_masks) = write_inputs(dir.path(), 4);
     let fixed_masks = dir.path().join("fixed0.parquet");
-    let rows = every_mask(6)
+    let keeping_0: Vec<Mask> = every_mask(6)
         .into_iter()
         .filter(|mask| mask.is_kept(0))
         .take(5)
-        .map(|mask| MaskRow {
-            mask,
-            design: Design::Enumeration,
-            group_id: None,
-            position: None,
-        })
         .collect();
-    let table = MaskTable {
-        num_blocks: 6,
-        fixed_blocks: vec![0],
-        rows,
-    };
-    write_masks(&fixed_masks, &table, &provenance()).unwrap();
+    write_mask_table(&fixed_masks, keeping_0, vec![0]);
     let out = dir.path().join("out.parquet");
     let mut first = config(&tokens, &all_masks, &out);
     first.max_new_masks = Some(3);
