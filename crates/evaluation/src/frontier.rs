@@ -70,6 +70,9 @@ impl FrontierRun {
         self.ks = layerprune_core::distinct(&self.ks);
         self.methods = layerprune_core::distinct(&self.methods);
         self.budgets = layerprune_core::distinct(&self.budgets);
+        if self.ks.contains(&0) {
+            bail!("--k 0 removes no block: give numbers of blocks to remove, 1 or more");
+        }
         for (flag, sets) in [
             ("--calibration", &self.calibration),
             ("--heldout", &self.heldout),

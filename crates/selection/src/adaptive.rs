@@ -233,6 +233,12 @@ pub fn adaptive_removal(
     options: &AdaptiveOptions,
 ) -> Result<AdaptiveResult, SelectionError> {
     let num_blocks = game.num_players();
+    if k == 0 {
+        return Err(SelectionError::BadOption(
+            "adaptive removal of 0 blocks: the plan would be the full model; give k of 1 or more"
+                .into(),
+        ));
+    }
     let players = removable_blocks(num_blocks, fixed, k)?;
     let least = adaptive_min_budget(players.len(), k);
     if options.budget < least {

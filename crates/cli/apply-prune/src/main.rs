@@ -69,7 +69,7 @@ struct Args {
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9); with from-plan, every plan of
     /// --plans when not given.
     #[arg(long, value_delimiter = ',', required_unless_present_any = ["max_ppl_ratio", "plans"],
-          conflicts_with = "max_ppl_ratio", value_parser = count(0, 4096))]
+          conflicts_with = "max_ppl_ratio", value_parser = count(1, 4096))]
     k: Vec<usize>,
     /// Instead of --k: remove as many blocks as possible while the calibration perplexity stays
     /// within this many times the full model's (e.g. 1.5: at most 50 % higher). With --method

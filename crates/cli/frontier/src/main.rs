@@ -36,8 +36,8 @@ struct Args {
     /// A held-out token table, NAME=PATH (repeat); the CSV gets a NAME_ppl column for each.
     #[arg(long)]
     heldout: Vec<String>,
-    /// Numbers of blocks to remove.
-    #[arg(long, value_delimiter = ',', default_value = "3,6,9", value_parser = count(0, 4096))]
+    /// Numbers of blocks to remove (1 or more).
+    #[arg(long, value_delimiter = ',', default_value = "3,6,9", value_parser = count(1, 4096))]
     k: Vec<usize>,
     /// Blocks never removed.
     #[arg(long, value_delimiter = ',')]

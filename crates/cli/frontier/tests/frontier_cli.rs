@@ -323,6 +323,7 @@ fn repeated_values_are_played_once_and_impossible_ones_refused_first() {
             "the name c0 is given to two token tables",
         ),
         (vec!["--k", "6"], "at most 5 may be removed"),
+        (vec!["--k", "0,2"], "0 is not in 1..=4096"),
     ] {
         let mut refused = with_out_dir(&args, other_s, &extra);
         if extra[0] == "--k" {
@@ -333,7 +334,9 @@ fn repeated_values_are_played_once_and_impossible_ones_refused_first() {
         }
         let output = frontier(&refused);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        // A value out of its bounds is a usage error (2), the others are refusals (1).
+        let status = if extra[1] == "0,2" { 2 } else { 1 };
+        assert_eq!(output.status.code(), Some(status), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
         assert!(!other.exists(), "nothing written before the refusal");
     }
