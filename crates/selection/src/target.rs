@@ -29,7 +29,7 @@
 //! per-window values at no evaluation ([`Game::window_values`]). It is not a guarantee on other
 //! kinds of text: a domain the calibration windows do not sample can move the ratio either way.
 
-use layerprune_core::{CachedGame, Game, Mask};
+use layerprune_core::{CachedGame, CountingGame, Game, Mask};
 
 use crate::frontier::Budget;
 use crate::margin::paired_standard_error;
@@ -187,7 +187,9 @@ pub fn largest_within(
     // Every k below the number of removable blocks may be asked for (removable_blocks' rule).
     let k_max = players.len() - 1;
     let allowed_loss = target.max_ppl_ratio.ln();
-    let mut cached = CachedGame::new(game);
+    // Counted in front of the cache, as every method is: a mask measured on some windows only
+    // (a race dropped it) costs its share of the windows.
+    let mut cached = CountingGame::new(CachedGame::new(game));
 
     let mut masks = vec![Mask::full(num_blocks)];
     for &block in &players {
@@ -249,7 +251,7 @@ pub fn largest_within(
             vec![least_block],
             full_value - least_loss,
             least_se,
-            cached.len(),
+            cached.evaluations(),
         );
         tracing::info!(
             "target: no block can go within {target}: the least harmful single removal (block \
@@ -260,7 +262,7 @@ pub fn largest_within(
             full_value,
             probes: vec![probe],
             chosen: None,
-            llm_evaluations: cached.len(),
+            llm_evaluations: cached.evaluations(),
         });
     }
 
@@ -281,7 +283,7 @@ pub fn largest_within(
     let mut probe = |k: usize| -> Result<bool, SelectionError> {
         let (removed, value) = plan_for(&mut cached, k)?;
         let se = increase_se(&cached, &removed)?;
-        let probe = probe_of(k, removed, value, se, cached.len());
+        let probe = probe_of(k, removed, value, se, cached.evaluations());
         tracing::info!(
             "target: k={k}: blocks {:?}, perplexity ratio {:.4}{} ({}), {} evaluations so far",
             probe.removed_blocks,
@@ -317,12 +319,25 @@ pub fn largest_within(
             }
         }
     };
-    let chosen = chosen_k.and_then(|k| probes.iter().position(|p| p.k == k && p.within));
+    let evaluations = cached.evaluations();
+    let chosen_k = chosen_k.or_else(|| {
+        // The method's one-block plan is over the target, but the least harmful single, measured
+        // above, is within it (a race can drop it on its first windows): that is the plan.
+        probes.push(probe_of(
+            1,
+            vec![least_block],
+            full_value - least_loss,
+            least_se,
+            evaluations,
+        ));
+        Some(1)
+    });
+    let chosen = chosen_k.and_then(|k| probes.iter().rposition(|p| p.k == k && p.within));
     Ok(TargetSearch {
         full_value,
         probes,
         chosen,
-        llm_evaluations: cached.len(),
+        llm_evaluations: cached.evaluations(),
     })
 }
 
@@ -402,6 +417,34 @@ mod tests {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// A method whose plans are all over the target (as a race can make one miss the best single
+    /// on its first windows) still gets the least harmful single, which the search measured and
+    /// found within, as the one-block plan; and its cost counts every mask asked for.
+    #[test]
+    fn a_method_that_misses_the_best_single_falls_back_to_it() {
+        let mut truth = game();
+        let mut counting = CountingGame::new(&mut truth as &mut dyn Game);
+        // The worst blocks first: block 7 alone loses 1.2 nats.
+        let mut worst_first = |game: &mut dyn Game, k: usize| -> PlanOf {
+            let removed: Vec<usize> = [7, 0, 5, 4, 2, 1, 6][..k].to_vec();
+            let mut sorted = removed.clone();
+            sorted.sort_unstable();
+            let mask = Mask::from_removed(8, &sorted).unwrap();
+            Ok((sorted, game.values(&[mask])?[0]))
+        };
+        let search = largest_within(
+            &mut counting,
+            &[],
+            &RatioTarget::new(1.05),
+            &mut worst_first,
+        )
+        .unwrap();
+        let chosen = search.chosen().expect("the least harmful single is within");
+        assert_eq!((chosen.k, chosen.removed_blocks.clone()), (1, vec![3]));
+        assert!(chosen.within && chosen.ppl_ratio <= 1.05);
+        assert_eq!(search.llm_evaluations, counting.evaluations());
     }
 
     #[test]
