@@ -65,9 +65,22 @@ PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 PRUNE_METHOD = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,$(RECOMMENDED_METHOD))
 PRUNE_PLAN_ARGS = $(PLAN_ARGS_$(PRUNE_METHOD))
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
-PRUNE_SOURCE = $(if $(PRUNE_IS_GGUF),--gguf,--model) $(MODEL)
+# MODEL as one absolute path (`dir/`, `./dir` and `/abs/dir` are one model: the stamps below
+# compare it as text).
+PRUNE_MODEL_PATH = $(abspath $(patsubst %/,%,$(MODEL)))
+PRUNE_SOURCE = $(if $(PRUNE_IS_GGUF),--gguf,--model) $(PRUNE_MODEL_PATH)
 PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(patsubst %/,%,$(MODEL))/,\
   config.json *.safetensors *.bin tokenizer.json tokenizer_config.json)))
+# The source files' sizes, times and inodes, in the export's stamp: weights replaced by older
+# files (mv, cp -p, rsync -a, tar x keep their times, which Make alone compares) are a new
+# model. Read only when MODEL is set (a stat per file, not a hash of gigabytes).
+PRUNE_SOURCE_STAT = $(if $(PRUNE_SOURCE_DEPS),$(shell stat -L -c '%n %s %Y %i' $(PRUNE_SOURCE_DEPS) 2>/dev/null))
+# The blocks of a Hugging Face model, from its config.json (a multimodal model's text_config),
+# to refuse a K it cannot lose before anything runs; empty for a GGUF file (apply-prune refuses it
+# there, after the export).
+PRUNE_NUM_BLOCKS = $(if $(PRUNE_IS_GGUF),,$(shell python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); \
+  c = c.get("text_config") or c; print(c.get("num_hidden_layers") or c.get("n_layer") or "")' \
+  $(patsubst %/,%,$(MODEL))/config.json 2>/dev/null))
 
 # Refuse a missing or wrong MODEL or K before anything runs (also for `make -n prune`).
 ifneq ($(filter prune,$(MAKECMDGOALS)),)
@@ -105,6 +118,11 @@ endif
 ifneq ($(shell printf '%s' '$(K)' | grep -Ex '[1-9][0-9]*'),$(K))
 $(error make prune: K='$(K)' must be the number of blocks to remove, a positive integer)
 endif
+ifneq ($(strip $(PRUNE_NUM_BLOCKS)),)
+ifeq ($(shell [ $(K) -lt $(PRUNE_NUM_BLOCKS) ] && echo ok),)
+$(error make prune: K=$(K), but MODEL=$(MODEL) has $(PRUNE_NUM_BLOCKS) blocks (num_hidden_layers in its config.json) and one must stay: K is at most $(shell echo $$(($(PRUNE_NUM_BLOCKS) - 1))))
+endif
+endif
 endif
 endif
 
@@ -115,7 +133,7 @@ $(PRUNE_OUT)/.settings/$(1): FORCE
 	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
 endef
 
-$(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_FLAGS))))
+$(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_FLAGS) $(PRUNE_SOURCE_STAT))))
 $(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED)))
 $(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
@@ -145,8 +163,9 @@ $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evalua
 # one plan chosen, so the later steps take it without a k.
 $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_LIB)
 	@mkdir -p $(dir $@)
+	@# A refused or failed choice leaves no empty plan folder behind.
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
-	  --tokens $< --cache $(PRUNE_CACHE) --plan $@
+	  --tokens $< --cache $(PRUNE_CACHE) --plan $@ || { rmdir $(dir $@) 2>/dev/null; exit 1; }
 
 $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)
 	$(BIN)/apply-prune --method from-plan --plans $< --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) \

@@ -250,6 +250,40 @@ def test_changed_settings_redo_what_they_affect(setup):
     assert cache.read_text().count("run") == 1
 
 
+def test_weights_replaced_by_older_files_are_a_new_model_and_a_path_is_one_model(setup):
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    setup["make"](*base)
+    # The same folder spelled otherwise (a trailing slash, as tab completion writes it): nothing
+    # to redo.
+    _, lines = setup["make"](f"MODEL={setup['hf']}/", *base[1:])
+    assert [line[0] for line in lines] == ["report.py"]
+    # Other weights moved in with an older time than the export (as mv, cp -p, rsync -a keep):
+    # Make's times alone would call the export current.
+    weights = setup["hf"] / "model.safetensors"
+    weights.write_text("other weights")
+    os.utime(weights, (1_000_000_000, 1_000_000_000))
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines][:2] == ["export_layered.py", "prepare-tokens"]
+
+
+def test_a_k_the_model_cannot_lose_is_refused_before_anything_runs(setup):
+    config = json.loads((setup["hf"] / "config.json").read_text())
+    (setup["hf"] / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))
+    out = setup["tmp"] / "run"
+    result, lines = setup["make"](f"MODEL={setup['hf']}", "K=4", f"PRUNE_OUT={out}", check=False)
+    assert result.returncode != 0 and "has 4 blocks" in result.stderr and "K is at most 3" in result.stderr, \
+        result.stderr
+    assert lines == [] and not out.exists()
+    # A multimodal model's blocks are its text model's.
+    (setup["hf"] / "config.json").write_text(json.dumps(
+        {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text", "num_hidden_layers": 3},
+         "vision_config": {"num_hidden_layers": 27}}))
+    result, _ = setup["make"](f"MODEL={setup['hf']}", "K=3", f"PRUNE_OUT={out}", check=False)
+    assert "has 3 blocks" in result.stderr, result.stderr
+    setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
+
+
 def test_a_gguf_file_and_the_default_run_folder(setup):
     # The default run folder is build/runs/prune-<name>; -n only prints the commands.
     result = subprocess.run(["make", "--no-print-directory", "-n", "prune", f"MODEL={setup['gguf']}", "K=4",
