@@ -332,6 +332,18 @@ class Head(nn.Module):
         return -torch.gather(log_probs, -1, target_ids.unsqueeze(-1)).squeeze(-1)
 
 
+def permit_as_umask(folder: Path):
+    """Gives `folder` and everything in it the permissions the user's umask gives new files:
+    a staging folder from `tempfile.mkdtemp` is private (0700), and transformers writes
+    weights 0600, so a published model would be unreadable to the user's group and containers."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -835,6 +847,25 @@ def model_class(folder: Path):
     return AutoModelForImageTextToText if model_type in MULTIMODAL_MODEL_TYPES else AutoModelForCausalLM
 
 
+# What a Hugging Face folder needs besides config.json: weights, and a tokenizer the layered
+# folder's tokenizer.json is made from (a fast tokenizer's file, a SentencePiece model, or a BPE
+# vocabulary).
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_source_files(folder: Path):
+    """Refuses, naming what is missing, a folder without weights or tokenizer files, which
+    transformers reports only after loading the rest, with a traceback (and, for a missing
+    tokenizer, a misleading hint about sentencepiece)."""
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        sys.exit(f"export: error: {folder} has a config.json but no weights ({', '.join(WEIGHT_PATTERNS)}): "
+                 "copy the model's weight files into it")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        sys.exit(f"export: error: {folder} has no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the model's "
+                 "tokenizer files into it")
+
+
 def load_checkpoint(args):
     """The checkpoint as transformers loads it (a multimodal one whole), in `args.dtype`."""
     from transformers import AutoTokenizer
@@ -856,6 +887,7 @@ def load_checkpoint(args):
         if not (folder / "config.json").is_file():
             sys.exit(f"export: error: {folder} is not a Hugging Face model folder (no config.json)")
         check_supported_config(folder)
+        check_source_files(folder)
         model = model_class(folder).from_pretrained(folder, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         source = {"kind": "huggingface", "path": str(folder)}
@@ -1283,6 +1315,7 @@ def main(argv=None):
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        permit_as_umask(staging)
         os.rename(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -154,6 +154,7 @@ def main(argv=None):
                              f"the pruned model's {expected}")
         if args.out.exists():
             shutil.rmtree(args.out)
+        export_layered.permit_as_umask(staging)
         os.rename(staging, args.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -136,8 +136,10 @@ def target_heading(max_ratio, standard_errors=None):
     """What the plan was chosen for: the ratio, and the margin of standard errors if one was asked."""
     margin = (f" by {standard_errors} standard errors of its windows (MAX_PPL_RATIO_SE)"
               if standard_errors is not None else "")
-    return (f"  the most blocks whose plan keeps the calibration perplexity within {max_ratio}x the full "
-            f"model's (MAX_PPL_RATIO){margin}")
+    # "found": the search probes one plan per k (its method's), so a plan of more blocks that
+    # another method would find within the ratio may exist (it is not an exhaustive search).
+    return (f"  the most blocks the search found whose plan keeps the calibration perplexity within "
+            f"{max_ratio}x the full model's (MAX_PPL_RATIO){margin}")
 
 
 def target_lines(calibration: dict, max_ratio: float):

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def test_chain_matches_transformers_with_blocks_deleted(exported):
         assert np.abs(nll - expected_nll).max() < 1e-5
 
 
+def test_the_folder_is_readable_as_the_umask_allows(exported):
+    """mkdtemp's staging folder is private (0700): the published folder is not."""
+    _, _, out = exported
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in out.rglob("*") if p.is_file())
+
+
 def test_existing_output_is_refused(exported, hf_folder):
     _, _, out = exported
     with pytest.raises(SystemExit, match="exists"):
@@ -65,6 +75,24 @@ def test_existing_output_is_refused(exported, hf_folder):
 def test_not_a_model_folder_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="config.json"):
         export_layered.main(["--model", str(tmp_path), "--out", str(tmp_path / "x")])
+
+
+def test_a_folder_without_weights_or_tokenizer_is_refused_naming_what_is_missing(hf_folder, tmp_path):
+    import shutil
+
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(hf_folder, no_weights)
+    for weights in [*no_weights.glob("*.safetensors"), *no_weights.glob("*.bin")]:
+        weights.unlink()
+    with pytest.raises(SystemExit, match="has a config.json but no weights"):
+        export_layered.main(["--model", str(no_weights), "--out", str(tmp_path / "x")])
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(hf_folder, no_tokenizer)
+    for name in export_layered.TOKENIZER_FILES:
+        (no_tokenizer / name).unlink(missing_ok=True)
+    with pytest.raises(SystemExit, match="has no tokenizer"):
+        export_layered.main(["--model", str(no_tokenizer), "--out", str(tmp_path / "y")])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_pruned_checkpoint_matches_skipping_blocks(exported, hf_folder, tmp_path):
