@@ -33,7 +33,10 @@ use layerprune_core::{CachedGame, CountingGame, Game, Mask};
 
 use crate::frontier::Budget;
 use crate::margin::paired_standard_error;
-use crate::{adaptive_removal, removable_blocks, sleb, AdaptiveOptions, Race, SelectionError};
+use crate::{
+    adaptive_min_budget, adaptive_removal, removable_blocks, sleb, AdaptiveOptions, Race,
+    SelectionError,
+};
 
 /// What `--max-ppl-ratio` asks of a plan: a calibration perplexity within `max_ppl_ratio` times
 /// the full model's, by `standard_errors` standard errors of its NLL increase over the
@@ -160,9 +163,19 @@ pub fn adaptive_chooser<'a>(
 ) -> impl FnMut(&mut dyn Game, usize) -> PlanOf + 'a {
     move |game, k| {
         let players = removable_blocks(game.num_players(), fixed, k)?.len();
+        // A number of evaluations fixed by the user may be below what a larger k the search
+        // probes needs at least: that probe gets the least, rather than ending the search.
+        let asked = budget.resolve(players, k);
+        let least = adaptive_min_budget(players, k);
+        if asked < least {
+            tracing::info!(
+                "target: k={k}: the budget of {asked} evaluations is below the least adaptive \
+                 removal takes at this k; {least} used"
+            );
+        }
         let options = AdaptiveOptions {
             race: race.copied(),
-            ..AdaptiveOptions::with_budget(budget.resolve(players, k))
+            ..AdaptiveOptions::with_budget(asked.max(least))
         };
         let result = adaptive_removal(game, k, fixed, &options)?;
         Ok((result.removed_blocks, result.value))
@@ -445,6 +458,19 @@ mod tests {
         assert_eq!((chosen.k, chosen.removed_blocks.clone()), (1, vec![3]));
         assert!(chosen.within && chosen.ppl_ratio <= 1.05);
         assert_eq!(search.llm_evaluations, counting.evaluations());
+    }
+
+    /// A number of evaluations too small for the larger k the search probes: those probes get
+    /// the least adaptive removal takes there, and the search goes on (it ended with an error).
+    #[test]
+    fn a_fixed_budget_below_a_probe_s_least_is_raised_for_that_probe() {
+        use crate::frontier::Budget;
+        let mut truth = game();
+        let mut chooser = adaptive_chooser(&[], Budget::Evaluations(9), None);
+        let search = largest_within(&mut truth, &[], &RatioTarget::new(3.0), &mut chooser).unwrap();
+        let chosen = search.chosen().expect("within at some k");
+        assert!(chosen.k > 1, "{search:?}");
+        assert!(chosen.within);
     }
 
     #[test]
