@@ -350,7 +350,7 @@ fn apply_prune(args: Args) -> Result<()> {
     };
     if let (Some(race), Some(windows)) = (
         &settings.race,
-        game.as_ref().and_then(|g| Game::num_windows(g)),
+        game.as_ref().and_then(Game::num_windows),
     ) {
         // A race drops candidates only after its first windows: with as many as the tokens
         // have, every candidate is measured whole, as without --race-se.
