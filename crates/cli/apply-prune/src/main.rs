@@ -348,10 +348,8 @@ fn apply_prune(args: Args) -> Result<()> {
         }
         _ => (None, None),
     };
-    if let (Some(race), Some(windows)) = (
-        &settings.race,
-        game.as_ref().and_then(Game::num_windows),
-    ) {
+    if let (Some(race), Some(windows)) = (&settings.race, game.as_ref().and_then(Game::num_windows))
+    {
         // A race drops candidates only after its first windows: with as many as the tokens
         // have, every candidate is measured whole, as without --race-se.
         if race.first_windows >= windows {
