@@ -298,6 +298,20 @@ impl LoadedPlanInputs {
         mut game: Option<&mut dyn Game>,
     ) -> Result<Vec<Plan>> {
         let method = self.method;
+        if let (Some(race), Some(windows)) = (
+            &settings.race,
+            game.as_deref().and_then(|g| g.num_windows()),
+        ) {
+            // A race drops candidates only after its first windows: with as many as the tokens
+            // have, every candidate is measured whole, as without a race.
+            if race.first_windows >= windows {
+                tracing::warn!(
+                    "--race-windows {} is not below the calibration tokens' {windows} windows: \
+                     nothing is raced; the plan costs what the unraced method does",
+                    race.first_windows
+                );
+            }
+        }
         let options = PlanOptions {
             num_blocks: self.num_blocks,
             fixed: self.fixed.clone(),

@@ -332,20 +332,23 @@ pub fn largest_within(
             }
         }
     };
-    let evaluations = cached.evaluations();
-    let chosen_k = chosen_k.or_else(|| {
-        // The method's one-block plan is over the target, but the least harmful single, measured
-        // above, is within it (a race can drop it on its first windows): that is the plan.
-        probes.push(probe_of(
-            1,
-            vec![least_block],
-            full_value - least_loss,
-            least_se,
-            evaluations,
-        ));
-        Some(1)
-    });
-    let chosen = chosen_k.and_then(|k| probes.iter().rposition(|p| p.k == k && p.within));
+    let chosen_k = match chosen_k {
+        Some(k) => k,
+        None => {
+            // The method's one-block plan is over the target, but the least harmful single,
+            // measured above, is within it (a race can drop it on its first windows): that is
+            // the plan.
+            probes.push(probe_of(
+                1,
+                vec![least_block],
+                full_value - least_loss,
+                least_se,
+                cached.evaluations(),
+            ));
+            1
+        }
+    };
+    let chosen = probes.iter().rposition(|p| p.k == chosen_k && p.within);
     Ok(TargetSearch {
         full_value,
         probes,

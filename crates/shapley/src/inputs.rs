@@ -237,14 +237,12 @@ impl ScoreInputs {
         options: &EstimatorOptions,
         note: &mut dyn FnMut(&str),
     ) -> Result<Vec<Estimates>> {
-        let mut unique: Vec<Estimator> = Vec::with_capacity(estimators.len());
-        for &which in estimators {
-            if unique.contains(&which) {
+        let unique = layerprune_core::distinct(estimators);
+        for which in &unique {
+            if estimators.iter().filter(|e| *e == which).count() > 1 {
                 note(&format!(
                     "{which} is listed more than once (perhaps under an old name); it runs once"
                 ));
-            } else {
-                unique.push(which);
             }
         }
         let estimators = &unique[..];

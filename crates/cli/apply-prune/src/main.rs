@@ -348,22 +348,6 @@ fn apply_prune(args: Args) -> Result<()> {
         }
         _ => (None, None),
     };
-    if let (Some(race), Some(windows)) = (&settings.race, game.as_ref().and_then(Game::num_windows))
-    {
-        // A race drops candidates only after its first windows: with as many as the tokens
-        // have, every candidate is measured whole, as without --race-se.
-        if race.first_windows >= windows {
-            tracing::warn!(
-                "--race-windows {} is not below the {windows} windows of {}: nothing is raced; \
-                 the plan costs what the unraced method does",
-                race.first_windows,
-                args.tokens
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new(""))
-                    .display()
-            );
-        }
-    }
 
     let mut plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
     if let Some(game) = &game {

@@ -30,11 +30,10 @@ static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone, Debug, Default)]
 pub struct Io {
     inputs: Vec<PathBuf>,
-    files: Vec<(String, PathBuf)>,
+    /// File outputs, with the kind of table for those that are tables: an existing file there
+    /// is replaced only if it is such a table (a rerun) or not a layerprune table at all.
+    files: Vec<(String, PathBuf, Option<TableKind>)>,
     folders: Vec<(String, PathBuf)>,
-    /// File outputs that are tables of a known kind: an existing file there is replaced only
-    /// if it is such a table (a rerun) or not a layerprune table at all.
-    tables: Vec<(String, PathBuf, TableKind)>,
 }
 
 impl Io {
@@ -64,7 +63,7 @@ impl Io {
     /// A file the stage writes, given by `flag`.
     pub fn output(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
         self.files
-            .push((flag.to_string(), path.as_ref().to_path_buf()));
+            .push((flag.to_string(), path.as_ref().to_path_buf(), None));
         self
     }
 
@@ -79,9 +78,9 @@ impl Io {
     /// An [`Io::output`] that is a table of `kind`: besides the checks of a file, an existing
     /// layerprune table of another kind at `path` is refused.
     pub fn output_table(mut self, flag: &str, path: impl AsRef<Path>, kind: TableKind) -> Self {
-        self.tables
-            .push((flag.to_string(), path.as_ref().to_path_buf(), kind));
-        self.output(flag, path)
+        self.files
+            .push((flag.to_string(), path.as_ref().to_path_buf(), Some(kind)));
+        self
     }
 
     /// [`Io::output_table`] of an optional flag.
@@ -128,7 +127,7 @@ impl Io {
         for (flag, path, is_folder) in self
             .files
             .iter()
-            .map(|(f, p)| (f, p, false))
+            .map(|(f, p, _)| (f, p, false))
             .chain(self.folders.iter().map(|(f, p)| (f, p, true)))
         {
             let place = check_one(flag, path, is_folder, &inputs)?;
@@ -158,9 +157,10 @@ impl Io {
                 }
             }
         }
-        for (flag, path, kind) in &self.tables {
+        for (flag, path, kind) in &self.files {
             // Only a file that reads as a layerprune table of another kind is refused; anything
             // else at the path (nothing, a rerun's table, a file of another tool) is replaced.
+            let Some(kind) = kind else { continue };
             if !path.is_file() {
                 continue;
             }
