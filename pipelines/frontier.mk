@@ -167,10 +167,10 @@ $(EXACT_FRONTIER_RUN)/scores-%.parquet: $(EXACT_FRONTIER_GAME) | $(BIN)/shapley
 	$(BIN)/shapley --evaluations $< --estimator exact-shapley --value $* --out $@
 
 $(EXACT_FRONTIER_RUN)/plans-exact-shapley-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/apply-prune
-	$(BIN)/apply-prune --scores $< --estimator exact-shapley --k $(EXACT_FRONTIER_KS) --plan $@
+	$(BIN)/apply-prune --scores $< --estimator exact-shapley --k $(EXACT_FRONTIER_KS) --out $@
 
 $(EXACT_FRONTIER_RUN)/plans-exact-banzhaf-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/apply-prune
-	$(BIN)/apply-prune --scores $< --estimator exact-banzhaf --k $(EXACT_FRONTIER_KS) --plan $@
+	$(BIN)/apply-prune --scores $< --estimator exact-banzhaf --k $(EXACT_FRONTIER_KS) --out $@
 
 EXACT_FRONTIER_INDICES = $(foreach i,shapley banzhaf,$(foreach v,$(EXACT_FRONTIER_VALUES),$(i)-$(v)))
 .SECONDARY: $(foreach v,$(EXACT_FRONTIER_VALUES),$(EXACT_FRONTIER_RUN)/scores-$(v).parquet)

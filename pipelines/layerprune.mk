@@ -151,9 +151,9 @@ plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--ca
 $(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parquet $(RUN)/scores-shapley.parquet \
                        $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json $(RUN)/.settings/plans | $(BIN)/apply-prune
 	@mkdir -p $(dir $@)
-	$(APPLY_PRUNE) $(call plan_args,$*) --tokens $(RUN)/tokens-calib.parquet --plan $(RUN)/plans/$*-calibration.parquet
+	$(APPLY_PRUNE) $(call plan_args,$*) --tokens $(RUN)/tokens-calib.parquet --out $(RUN)/plans/$*-calibration.parquet
 	$(APPLY_PRUNE) --method from-plan --plans $(RUN)/plans/$*-calibration.parquet \
-	  --tokens $(RUN)/tokens-eval.parquet --plan $@
+	  --tokens $(RUN)/tokens-eval.parquet --out $@
 
 # The methods of the demo: by default the shared list (METHODS).
 DEMO_METHODS ?= $(METHODS)
@@ -165,7 +165,7 @@ DEMO_PLANS := $(foreach m,$(DEMO_METHODS),$(RUN)/plans/$(m).parquet)
 $(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD).parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
 	$(BIN)/apply-prune --method from-plan --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet --plan-method $(RECOMMENDED_METHOD) \
 	  --k $(K_PRUNED) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
+	  --out $(RUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
 
 $(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/evaluate
 	$(BIN)/evaluate --model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
@@ -178,8 +178,8 @@ $(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
 # The checkpoint is written from the GGUF the model was exported from (MODEL_GGUF, by
 # MODEL_NAME in pipelines/models.mk), so for the models the project fetches itself.
 $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
-	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plan $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
-	  --method $(RECOMMENDED_METHOD) --k $(K_PRUNED) --out $(dir $@) --force
+	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plans $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
+	  --plan-method $(RECOMMENDED_METHOD) --k $(K_PRUNED) --out $(dir $@) --force
 
 # The same checkpoint as one ONNX decoder with a KV cache, for generating text (the layered
 # folder and the merged file have no cache); checked against transformers' greedy generation.

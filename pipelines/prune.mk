@@ -165,12 +165,12 @@ $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(
 	@mkdir -p $(dir $@)
 	@# A refused or failed choice leaves no empty plan folder behind.
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
-	  --tokens $< --cache $(PRUNE_CACHE) --plan $@ || { rmdir $(dir $@) 2>/dev/null; exit 1; }
+	  --tokens $< --cache $(PRUNE_CACHE) --out $@ || { rmdir $(dir $@) 2>/dev/null; exit 1; }
 
 $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)
 	$(BIN)/apply-prune --method from-plan --plans $< --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) \
 	  --model $(PRUNE_MODEL_DIR) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --plan $(PRUNE_PLAN_DIR)/plan.parquet --pruned-out $(dir $@) --overwrite
+	  --out $(PRUNE_PLAN_DIR)/plan.parquet --pruned-out $(dir $@) --overwrite
 
 # The written folder itself, run on the held-out tokens.
 $(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | $(BIN)/evaluate $(ORT_LIB)
@@ -180,8 +180,8 @@ $(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | 
 # The same blocks deleted from the source model: a Hugging Face checkpoint that transformers
 # (and lm-eval, vLLM, ...) loads as an ordinary model.
 $(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/pruned/manifest.json tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
-	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plan $(PRUNE_PLAN_DIR)/plan.parquet \
-	  --method $(PRUNE_METHOD) $(if $(K),--k $(K)) --out $(dir $@) --force
+	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plans $(PRUNE_PLAN_DIR)/plan.parquet \
+	  --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) --out $(dir $@) --force
 
 # The pruned checkpoint as one ONNX decoder with a KV cache (the onnxruntime-genai / optimum
 # layout): the layered folder and its merged file have no cache, so no runtime generates text
@@ -200,7 +200,7 @@ PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $
 prune: ort $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
-	  --source $(MODEL) --method $(PRUNE_METHOD) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS))
+	  --source $(MODEL) --plan-method $(PRUNE_METHOD) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS))
 	$(if $(PRUNE_GENERATOR_OUT),@echo "  $(PRUNE_GENERATOR_NOTE)")
 
 .PHONY: prune

@@ -50,7 +50,7 @@ $(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json | $(BIN)/shaple
 $(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
 	$(BIN)/apply-prune --scores $< --estimator surrogate-shapley --k $(K_PRUNED) \
 	  --model $(QUANT)/full-$(QUANT_FIRST) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --plan $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
+	  --out $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
 
 # Perplexity on the bench tokens (WikiText-2 when present) and masks/s on the bench masks.
 QUANT_MODELS := $(foreach s,$(QUANT_SCHEMES),full-$(s) pruned-k$(K_PRUNED)-$(s))

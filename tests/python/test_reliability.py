@@ -118,7 +118,7 @@ def files(tmp_path_factory):
     pq.write_table(table.replace_schema_metadata(metadata), f["incomplete_evals"])
     f["plans"] = d / "plans.parquet"
     run("apply-prune", "--scores", f["scores"], "--estimator", "exact-shapley", "--k", "2",
-        "--plan", f["plans"])
+        "--out", f["plans"])
     # A copy of the model to offer as an output, and one with a broken manifest.
     f["model"] = d / "model"
     shutil.copytree(MODEL, f["model"])
@@ -345,24 +345,24 @@ def cases(f):
         # apply-prune
         ("ap-plan-is-scores", "apply-prune",
          ["--scores", f["scores"], "--estimator", "exact-shapley", "--k", "2",
-          "--plan", f["scores"]], ["--plan"]),
+          "--out", f["scores"]], ["--out"]),
         ("ap-pruned-out-is-model", "apply-prune",
          ["--method", "sleb", "--model", f["model"], "--tokens", t, "--k", "1",
-          "--plan", O(f), "--pruned-out", f["model"], "--overwrite"], ["--pruned-out"]),
+          "--out", O(f), "--pruned-out", f["model"], "--overwrite"], ["--pruned-out"]),
         ("ap-pruned-out-in-model", "apply-prune",
          ["--method", "sleb", "--model", f["model"], "--tokens", t, "--k", "1",
-          "--plan", O(f), "--pruned-out", f["model"] / "pruned"], ["--pruned-out"]),
+          "--out", O(f), "--pruned-out", f["model"] / "pruned"], ["--pruned-out"]),
         ("ap-pairs-huge", "apply-prune",
          ["--method", "iterative", "--surrogate", f["surrogate"], "--k", "2",
-          "--permutation-pairs", str(10**18), "--plan", O(f)], ["--permutation-pairs"]),
+          "--permutation-pairs", str(10**18), "--out", O(f)], ["--permutation-pairs"]),
         ("ap-scores-corrupt", "apply-prune",
-         ["--scores", f["corrupt"], "--estimator", "exact-shapley", "--k", "2", "--plan", O(f)],
+         ["--scores", f["corrupt"], "--estimator", "exact-shapley", "--k", "2", "--out", O(f)],
          ["corrupt.parquet"]),
         ("ap-plans-wrong-kind", "apply-prune",
-         ["--method", "from-plan", "--plans", t, "--k", "2", "--plan", O(f)],
+         ["--method", "from-plan", "--plans", t, "--k", "2", "--out", O(f)],
          ["tokens.parquet"]),
         ("ap-threads-huge", "apply-prune",
-         ["--method", "sleb", "--model", m, "--tokens", t, "--k", "1", "--plan", O(f),
+         ["--method", "sleb", "--model", m, "--tokens", t, "--k", "1", "--out", O(f),
           "--threads", "100000"], ["--threads"]),
         # quantize
         ("qu-out-is-model-file", "quantize",
@@ -392,7 +392,7 @@ def cases(f):
          ["format_version"]),
         ("ap-model-entry-leads-out", "apply-prune",
          ["--method", "sleb", "--model", f["escaping_model"], "--tokens", t, "--k", "1",
-          "--plan", O(f)], ["../text.txt"]),
+          "--out", O(f)], ["../text.txt"]),
         ("qu-model-entry-leads-out", "quantize",
          ["--model", f["escaping_model"], "--scheme", "int8", "--out", f["out"] / "q"],
          ["../text.txt"]),
@@ -402,7 +402,7 @@ def cases(f):
           "surrogate-shapley", "--out", O(f)], ["another model (another-model)"]),
         ("ap-surrogate-of-another-model", "apply-prune",
          ["--method", "iterative", "--surrogate", f["other_surrogate"], "--model", m,
-          "--tokens", t, "--k", "1", "--plan", O(f)], ["another model (another-model)"]),
+          "--tokens", t, "--k", "1", "--out", O(f)], ["another model (another-model)"]),
         # a table that hung the Parquet reader, read by every kind of reader
         ("ev-masks-hanging", "evaluate",
          ["--model", m, "--tokens", t, "--masks", f["hanging"], "--out", O(f), "--quiet"],
@@ -427,7 +427,7 @@ def cases(f):
         ("sb-block-stats-nonutf8", "score-blocks",
          ["--block-stats", nonutf8, "--method", "angular", "--out", O(f)], ["text-"]),
         ("ap-scores-nonutf8", "apply-prune",
-         ["--scores", nonutf8, "--estimator", "exact-shapley", "--k", "1", "--plan", O(f)],
+         ["--scores", nonutf8, "--estimator", "exact-shapley", "--k", "1", "--out", O(f)],
          ["text-"]),
         ("qu-model-nonutf8", "quantize",
          ["--model", nonutf8, "--scheme", "int8", "--out", O(f, "q.onnx")], ["text-"]),

@@ -49,7 +49,7 @@ if name == "export_layered.py":
 elif name in ("prepare-tokens", "evaluate"):
     touch(value("--out"))
 elif name == "apply-prune":
-    touch(value("--plan"))
+    touch(value("--out"))
     if value("--cache"):  # one line per run that kept its evaluations there
         with open(value("--cache"), "a") as cache:
             cache.write("run\n")
@@ -142,16 +142,16 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     assert arg(choose, "--budget") == "sleb" and arg(choose, "--k") == "2"
     assert arg(choose, "--race-se") == "3"
     assert arg(choose, "--tokens") == f"{out}/tokens-calib.parquet"
-    assert arg(choose, "--plan") == f"{out}/k2/plan-calibration.parquet"
+    assert arg(choose, "--out") == f"{out}/k2/plan-calibration.parquet"
     assert arg(choose, "--cache") == f"{out}/evaluations-calib.parquet"
     (write,) = calls(lines, "apply-prune", "from-plan")
     assert arg(write, "--tokens") == f"{out}/tokens-eval.parquet"
     assert arg(write, "--plan-method") == "adaptive-raced" and arg(write, "--k") == "2"
-    assert arg(write, "--plan") == f"{out}/k2/plan.parquet"
+    assert arg(write, "--out") == f"{out}/k2/plan.parquet"
     assert arg(write, "--pruned-out").rstrip("/") == f"{out}/k2/pruned"
     (hf,) = calls(lines, "prune_hf.py")
-    assert arg(hf, "--model") == str(setup["hf"]) and arg(hf, "--plan") == f"{out}/k2/plan.parquet"
-    assert arg(hf, "--method") == "adaptive-raced" and arg(hf, "--k") == "2"
+    assert arg(hf, "--model") == str(setup["hf"]) and arg(hf, "--plans") == f"{out}/k2/plan.parquet"
+    assert arg(hf, "--plan-method") == "adaptive-raced" and arg(hf, "--k") == "2"
     assert arg(hf, "--out").rstrip("/") == f"{out}/k2/pruned-hf"
     (generator,) = calls(lines, "export_generator.py")
     assert arg(generator, "--model").rstrip("/") == f"{out}/k2/pruned-hf"
@@ -175,17 +175,17 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     # SLEB raced over the calibration windows chooses, unless an ADAPTIVE_BUDGET is set.
     assert arg(choose, "--method") == "sleb" and arg(choose, "--race-se") == "3"
     assert arg(choose, "--max-ppl-ratio") == "1.5" and "--k" not in choose and "--budget" not in choose
-    assert arg(choose, "--plan") == f"{out}/ratio1.5/plan-calibration.parquet"
+    assert arg(choose, "--out") == f"{out}/ratio1.5/plan-calibration.parquet"
     # The later steps take the table's one plan of that method, whatever k it has.
     (write,) = calls(lines, "apply-prune", "from-plan")
     assert "--k" not in write and arg(write, "--pruned-out").rstrip("/") == f"{out}/ratio1.5/pruned"
     assert arg(write, "--plan-method") == "sleb-raced"
     (hf,) = calls(lines, "prune_hf.py")
-    assert "--k" not in hf and arg(hf, "--plan") == f"{out}/ratio1.5/plan.parquet"
-    assert arg(hf, "--method") == "sleb-raced"
+    assert "--k" not in hf and arg(hf, "--plans") == f"{out}/ratio1.5/plan.parquet"
+    assert arg(hf, "--plan-method") == "sleb-raced"
     (summary,) = calls(lines, "report.py")
     assert arg(summary, "--plan-dir") == f"{out}/ratio1.5" and arg(summary, "--max-ppl-ratio") == "1.5"
-    assert arg(summary, "--method") == "sleb-raced"
+    assert arg(summary, "--plan-method") == "sleb-raced"
     assert (out / "ratio1.5" / "llama-cpp-prune-layers.txt").read_text() == "1,3\n"
     _, again = setup["make"](*base)
     assert [line[0] for line in again] == ["report.py"], again
@@ -201,12 +201,12 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     assert arg(lines[0], "--method") == "adaptive" and arg(lines[0], "--race-se") == "3"
     assert arg(lines[0], "--budget") == "sleb" and arg(lines[0], "--max-ppl-ratio") == "2"
     assert arg(lines[1], "--plan-method") == "adaptive-raced"
-    assert arg(calls(lines, "report.py")[0], "--method") == "adaptive-raced"
+    assert arg(calls(lines, "report.py")[0], "--plan-method") == "adaptive-raced"
     # A margin of standard errors: passed to the search and the summary, in a folder of its own.
     _, lines = setup["make"](*base, "MAX_PPL_RATIO_SE=2")
     (choose,) = calls(lines, "apply-prune", "--race-se", "--max-ppl-ratio")
     assert arg(choose, "--max-ppl-ratio") == "1.5" and arg(choose, "--max-ppl-ratio-se") == "2"
-    assert arg(choose, "--plan") == f"{out}/ratio1.5-se2/plan-calibration.parquet"
+    assert arg(choose, "--out") == f"{out}/ratio1.5-se2/plan-calibration.parquet"
     (summary,) = calls(lines, "report.py")
     assert arg(summary, "--plan-dir") == f"{out}/ratio1.5-se2" and arg(summary, "--max-ppl-ratio-se") == "2"
     # Without it the ratio's own folder is still done.
@@ -293,7 +293,7 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     text = result.stdout
     run = "build/runs/prune-other.Q8_0"
     assert f"export_layered.py --gguf {setup['gguf']} --out {run}/model" in text
-    assert f"prune_hf.py --gguf {setup['gguf']} --plan {run}/k4/plan.parquet" in text
+    assert f"prune_hf.py --gguf {setup['gguf']} --plans {run}/k4/plan.parquet" in text
     # The decoder is made from the pruned checkpoint (a GGUF's architecture is known once loaded).
     assert f"export_generator.py --model {run}/k4/pruned-hf/ --out {run}/k4/pruned-generator.onnx" in text
     assert "apply-prune --method adaptive --budget 0.5sleb --race-se 3 --k 4" in text

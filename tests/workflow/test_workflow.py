@@ -411,7 +411,7 @@ def test_the_settings_reader_refuses_what_make_would_read_differently(tmp_path):
 
 # (Snakemake passes its cache_mb setting too, a runtime flag, not part of the method's row.)
 PLAN_COMMAND = re.compile(r"apply-prune --k (\S+) --model \S+ --device \S+ --threads \S+(?: --cache-mb \d+)? (.*?) "
-                          r"--tokens \S+/tokens-calib\.parquet --plan \S+/plans/(\S+)-calibration\.parquet")
+                          r"--tokens \S+/tokens-calib\.parquet --out \S+/plans/(\S+)-calibration\.parquet")
 
 
 def plan_table(output):

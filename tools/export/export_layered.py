@@ -108,10 +108,20 @@ class UnsupportedArchitecture(SystemExit):
     pass
 
 
-def unsupported_message(model_type, architectures=None) -> str:
+def supported_config_model_types() -> list:
+    """The `model_type`s a checkpoint's config.json may name, as a user reads them: the language
+    models, and the multimodal checkpoints whose language model is exported. The Qwen-VL
+    language models' own types (`qwen2_vl_text`, ...) are left out: they only occur inside
+    their multimodal checkpoint's text_config."""
+    return sorted((SUPPORTED_MODEL_TYPES - MROPE_MODEL_TYPES) | MULTIMODAL_MODEL_TYPES)
+
+
+def unsupported_message(model_type, architectures=None, multimodal=None) -> str:
     named = f" ({', '.join(architectures)})" if architectures else ""
-    return (f"error: model type {model_type!r}{named} is not supported by the layered exporter; supported model types: "
-            f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}")
+    inside = f" (the language model, text_config, of a {multimodal!r} checkpoint)" if multimodal else ""
+    listed = ", ".join(t + (" (multimodal)" if t in MULTIMODAL_MODEL_TYPES else "") for t in supported_config_model_types())
+    return (f"error: model type {model_type!r}{inside}{named} is not supported by the layered exporter; "
+            f"supported model types: {listed}")
 
 
 class Architecture:
@@ -791,11 +801,11 @@ def check_supported_config(folder: Path) -> None:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as error:
         sys.exit(f"export: error: cannot read {folder / 'config.json'}: {error}")
-    model_type = config.get("model_type")
+    model_type, multimodal = config.get("model_type"), None
     if model_type in MULTIMODAL_MODEL_TYPES:
-        model_type = (config.get("text_config") or {}).get("model_type")
+        multimodal, model_type = model_type, (config.get("text_config") or {}).get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures")))
+        raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures"), multimodal))
 
 
 class LanguageModel(nn.Module):

@@ -17,7 +17,7 @@ which are written whole, vision tower included.
 
 Usage:
   python prune_hf.py --model HF_DIR --remove 3,7,9 --out OUT
-  python prune_hf.py --gguf FILE.gguf --plan plan.parquet --method NAME --k 6 --out OUT
+  python prune_hf.py --gguf FILE.gguf --plans plan.parquet --plan-method NAME --k 6 --out OUT
 """
 
 import argparse
@@ -105,19 +105,22 @@ def main(argv=None):
     source.add_argument("--gguf")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--remove", help="comma-separated block indices to delete")
-    which.add_argument("--plan", type=Path, help="plan table written by apply-prune")
-    parser.add_argument("--method", help="with --plan: the plan's method")
-    parser.add_argument("--k", type=int, help="with --plan: the plan's number of removed blocks (needed when the "
-                                              "table has several plans of --method)")
+    # The names apply-prune --method from-plan gives the same inputs; --plan and --method, the
+    # names before 2026-12-04, are still accepted.
+    which.add_argument("--plans", "--plan", dest="plans", type=Path, help="plan table written by apply-prune")
+    parser.add_argument("--plan-method", "--method", dest="plan_method",
+                        help="with --plans: the method of the plan to take")
+    parser.add_argument("--k", type=int, help="with --plans: the plan's number of removed blocks (needed when the "
+                                              "table has several plans of --plan-method)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     if args.out.exists() and not args.force:
         sys.exit(f"prune_hf: error: {args.out} exists; pass --force to replace it")
-    if args.plan is not None:
-        if args.method is None:
-            sys.exit("prune_hf: error: --plan needs --method")
-        removed = removed_from_plan(args.plan, args.method, args.k)
+    if args.plans is not None:
+        if args.plan_method is None:
+            sys.exit("prune_hf: error: --plans needs --plan-method")
+        removed = removed_from_plan(args.plans, args.plan_method, args.k)
     else:
         try:
             removed = sorted({int(b) for b in args.remove.split(",") if b.strip()})

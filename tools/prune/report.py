@@ -8,7 +8,7 @@ closing summary.
       the two manifests: the full model's block count and the pruned one's `original_index`es.
       Standard library only.
 
-  report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--method M]
+  report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--plan-method M]
                     [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
       exporter's environment). The plan folder holds one plan of method M (default adaptive-raced;
@@ -224,9 +224,9 @@ def summary(args):
     full = read_manifest(run / "model")
     pruned = read_manifest(folder / "pruned")
     removed = removed_blocks(full, pruned)
-    plan = [r for r in read_rows(folder / "plan.parquet") if r["method"] == args.method]
+    plan = [r for r in read_rows(folder / "plan.parquet") if r["method"] == args.plan_method]
     if len(plan) != 1:
-        fail(f"{folder / 'plan.parquet'} has {len(plan)} plans by {args.method}, not one")
+        fail(f"{folder / 'plan.parquet'} has {len(plan)} plans by {args.plan_method}, not one")
     plan = plan[0]
     k = plan["k"]
     if sorted(plan["removed_blocks"]) != removed:
@@ -243,7 +243,7 @@ def summary(args):
     num_blocks = full["num_blocks"]
 
     print()
-    print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by {METHOD_NAMES.get(args.method, args.method)} "
+    print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by {METHOD_NAMES.get(args.plan_method, args.plan_method)} "
           f"({calibration['llm_evaluations']} LLM evaluations on the calibration text to choose them)")
     if args.max_ppl_ratio is not None:
         print(target_heading(args.max_ppl_ratio, args.max_ppl_ratio_se))
@@ -298,7 +298,7 @@ def main(argv=None):
     report.add_argument("--max-ppl-ratio", help="the ratio the plan was chosen within, if it was")
     report.add_argument("--max-ppl-ratio-se", help="the margin in standard errors it was chosen with, if any")
     report.add_argument("--source", required=True)
-    report.add_argument("--method", default="adaptive-raced", help="the plan table's method that chose the plan")
+    report.add_argument("--plan-method", default="adaptive-raced", help="the plan table's method that chose the plan")
     args = parser.parse_args(argv)
     {"llama-cpp": llama_cpp, "summary": summary}[args.command](args)
 

@@ -422,15 +422,30 @@ def test_unsupported_architecture_is_named_with_the_supported_list(tmp_path, mod
         config["architectures"] = architectures
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
-    supported = ", ".join(sorted(export_layered.SUPPORTED_MODEL_TYPES))
+    # As a config.json names them: no internal `*_vl_text` names; the multimodal ones marked.
+    supported = export_layered.supported_config_model_types()
+    assert "qwen2_vl_text" not in supported and {"gemma3_text", "llama", "llava", "qwen2_vl"} <= set(supported)
     for tool, args in ((export_layered.main, ["--out", str(tmp_path / "x")]),
                        (prune_hf.main, ["--remove", "0", "--out", str(tmp_path / "y")])):
         with pytest.raises(SystemExit) as error:
             tool(["--model", str(tmp_path / "hf"), *args])
         message = str(error.value)
-        assert f"model type {model_type!r}" in message and f"supported model types: {supported}" in message
+        assert f"model type {model_type!r}" in message
+        listed = message.split("supported model types: ")[1].split(", ")
+        assert [name.removesuffix(" (multimodal)") for name in listed] == supported
+        assert "llava (multimodal)" in listed and "llama" in listed and "qwen2_vl_text" not in message
         if architectures:
             assert architectures[0] in message
+
+
+def test_a_multimodal_checkpoint_with_an_unsupported_language_model_says_which_part_is_refused(tmp_path):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(
+        {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "text_config": {"model_type": "mpt"}}))
+    with pytest.raises(SystemExit, match=r"model type 'mpt' \(the language model, text_config, of a 'llava' "
+                                         r"checkpoint\).*supported model types: .*llava \(multimodal\)"):
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "gemma3_text", "phi3", "gpt2"])

@@ -114,6 +114,31 @@ def test_pruned_checkpoint_matches_skipping_blocks(exported, hf_folder, tmp_path
     assert abs(np.exp(onnx_nll.mean()) - np.exp(loss)) < 1e-3
 
 
+def test_pruned_checkpoint_takes_its_blocks_from_a_plan_table(hf_folder, tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import prune_hf
+
+    plans = tmp_path / "plans.parquet"
+    pq.write_table(pa.table({"method": ["sleb", "sleb", "adaptive"], "k": [1, 2, 2],
+                             "removed_blocks": [[3], [1, 3], [2, 4]]}), plans)
+    prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb", "--k", "2",
+                   "--out", str(tmp_path / "p")])
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 2, 4, 5]
+    # The names before 2026-12-04 (--plan, --method) still work.
+    prune_hf.main(["--model", str(hf_folder), "--plan", str(plans), "--method", "adaptive",
+                   "--out", str(tmp_path / "q")])
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 1, 3, 5]
+    with pytest.raises(SystemExit, match="has 2 plans for method 'sleb'; choose one with --k"):
+        prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb",
+                       "--out", str(tmp_path / "r")])
+    with pytest.raises(SystemExit, match="--plans needs --plan-method"):
+        prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--out", str(tmp_path / "s")])
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
 def test_prune_refuses_out_of_range_blocks(hf_folder, tmp_path):
     import prune_hf
 

@@ -30,11 +30,11 @@ use layerprune_tables::{write_plans, Provenance, TableKind};
     version,
     about = "Choose the blocks to delete, measure the plans and write the pruned model",
     after_help = "Examples:\n  \
-        apply-prune --scores scores.parquet --estimator stratified-semivalue --k 3,6 --plan plans.parquet\n  \
+        apply-prune --scores scores.parquet --estimator stratified-semivalue --k 3,6 --out plans.parquet\n  \
         apply-prune --method adaptive --budget sleb --model model/ --tokens tokens.parquet --k 6 \\\n    \
-        --plan plans.parquet --pruned-out pruned/\n  \
+        --out plans.parquet --pruned-out pruned/\n  \
         apply-prune --method adaptive --max-ppl-ratio 1.5 --model model/ --tokens tokens.parquet \\\n    \
-        --plan plans.parquet --pruned-out pruned/"
+        --out plans.parquet --pruned-out pruned/"
 )]
 struct Args {
     /// Selection method: one-shot (the k lowest scores of --estimator in --scores; the default
@@ -125,9 +125,9 @@ struct Args {
     /// Seeds the search's random starts and the permutation sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Plan table to write.
-    #[arg(long)]
-    plan: PathBuf,
+    /// Plan table to write (`--plan`, its name before 2026-12-04, is still accepted).
+    #[arg(long, alias = "plan")]
+    out: PathBuf,
     /// Also write the pruned model folder here (exactly one --k; needs --model, the folder to
     /// prune, and --tokens, on which the plan is measured).
     #[arg(long)]
@@ -304,7 +304,7 @@ fn apply_prune(args: Args) -> Result<()> {
         .inputs(files.paths())
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
-        .output_table("--plan", &args.plan, TableKind::Plans)
+        .output_table("--out", &args.out, TableKind::Plans)
         .output_table_opt("--cache", args.cache.as_deref(), TableKind::Evaluations)
         .output_folder_opt("--pruned-out", args.pruned_out.as_deref())
         .check()?;
@@ -405,7 +405,7 @@ fn apply_prune(args: Args) -> Result<()> {
         )?),
         _ => None,
     };
-    write_plans(&args.plan, &table, &provenance)?;
+    write_plans(&args.out, &table, &provenance)?;
     print!("{table}");
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;

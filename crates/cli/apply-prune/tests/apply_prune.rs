@@ -65,7 +65,7 @@ fn measuring_args(
         s(&fixture()),
         "--tokens".into(),
         s(tokens),
-        "--plan".into(),
+        "--out".into(),
         s(plan),
     ];
     if let Some(cache) = cache {
@@ -154,7 +154,7 @@ fn one_shot_plans_are_measured_and_the_pruned_model_runs() {
         &model_s,
         "--tokens",
         &tokens_s,
-        "--plan",
+        "--out",
         &plan_s,
         "--pruned-out",
         &pruned_s,
@@ -242,7 +242,7 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
             &model_s,
             "--tokens",
             &tokens_s,
-            "--plan",
+            "--out",
             &plan_s,
         ]
         .iter()
@@ -325,7 +325,7 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
     let (model_s, tokens_s, plan_s) = (s(&fixture()), s(&tokens), s(&plan));
     succeed(&[
         "--method", "sleb", "--k", "1,2", "--fixed", "0", "--model", &model_s, "--tokens",
-        &tokens_s, "--plan", &plan_s,
+        &tokens_s, "--out", &plan_s,
     ]);
     let plans = read_plans(&plan).unwrap();
     assert_eq!(plans.rows.len(), 2);
@@ -379,7 +379,7 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
         &plan_s,
         "--k",
         "2",
-        "--plan",
+        "--out",
         &s(&again),
     ]);
     let replayed = read_plans(&again).unwrap();
@@ -388,6 +388,19 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
         plans.rows[1].removed_blocks
     );
     assert_eq!(replayed.rows[0].method, "sleb");
+    // `--plan`, the output's name before every stage's table output became `--out`, still works.
+    let old_name = dir.path().join("old-name.parquet");
+    succeed(&[
+        "--method",
+        "from-plan",
+        "--plans",
+        &plan_s,
+        "--k",
+        "2",
+        "--plan",
+        &s(&old_name),
+    ]);
+    assert_eq!(read_plans(&old_name).unwrap().rows, replayed.rows);
 
     // Without --k, from-plan takes every plan of the table; one model cannot hold two plans.
     let every = dir.path().join("every.parquet");
@@ -396,7 +409,7 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
         "from-plan",
         "--plans",
         &plan_s,
-        "--plan",
+        "--out",
         &s(&every),
     ]);
     assert_eq!(read_plans(&every).unwrap().rows, {
@@ -419,7 +432,7 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
             &model_s,
             "--tokens",
             &tokens_s,
-            "--plan",
+            "--out",
             &s(&refused),
             "--pruned-out",
             &s(&folder),
@@ -447,7 +460,7 @@ fn adaptive_stays_within_its_budget_and_is_at_least_as_good_as_sleb() {
         &model_s,
         "--tokens",
         &tokens_s,
-        "--plan",
+        "--out",
         &s(&adaptive),
     ]);
     succeed(&[
@@ -459,7 +472,7 @@ fn adaptive_stays_within_its_budget_and_is_at_least_as_good_as_sleb() {
         &model_s,
         "--tokens",
         &tokens_s,
-        "--plan",
+        "--out",
         &s(&sleb),
     ]);
     let adaptive = read_plans(&adaptive).unwrap();
@@ -497,7 +510,7 @@ fn adaptive_stays_within_its_budget_and_is_at_least_as_good_as_sleb() {
         &model_s,
         "--tokens",
         &tokens_s,
-        "--plan",
+        "--out",
         &s(&dir.path().join("small.parquet")),
     ]);
     assert_eq!(out.status.code(), Some(1));
@@ -527,7 +540,7 @@ fn a_perplexity_ratio_chooses_k_and_writes_that_plan() {
         &model_s,
         "--tokens",
         &tokens_s,
-        "--plan",
+        "--out",
         &s(&sleb_plans),
     ]);
     let sleb_plans = read_plans(&sleb_plans).unwrap();
@@ -546,7 +559,7 @@ fn a_perplexity_ratio_chooses_k_and_writes_that_plan() {
         &model_s,
         "--tokens",
         &tokens_s,
-        "--plan",
+        "--out",
         &s(&plan),
     ]);
     let any = read_plans(&plan).unwrap();
@@ -576,7 +589,7 @@ fn a_perplexity_ratio_chooses_k_and_writes_that_plan() {
                 &model_s,
                 "--tokens",
                 &tokens_s,
-                "--plan",
+                "--out",
                 &s(&plan),
                 "--pruned-out",
                 &s(&pruned),
@@ -601,9 +614,7 @@ fn a_perplexity_ratio_chooses_k_and_writes_that_plan() {
     let plan = dir.path().join("refused.parquet");
     let plan_s = s(&plan);
     let with = |extra: &[&str]| {
-        let mut args = vec![
-            "--model", &model_s, "--tokens", &tokens_s, "--plan", &plan_s,
-        ];
+        let mut args = vec!["--model", &model_s, "--tokens", &tokens_s, "--out", &plan_s];
         args.extend_from_slice(extra);
         args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
     };
@@ -674,7 +685,7 @@ fn a_ratio_with_a_margin_of_standard_errors_is_met_beyond_it() {
             &model_s,
             "--tokens",
             &tokens_s,
-            "--plan",
+            "--out",
             &s(&plan),
         ]
         .into_iter()
@@ -709,7 +720,7 @@ fn a_ratio_with_a_margin_of_standard_errors_is_met_beyond_it() {
         &model_s,
         "--tokens",
         &tokens_s,
-        "--plan",
+        "--out",
         &s(&plan),
     ];
     for (extra, expected) in [
@@ -775,7 +786,7 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
         &model_s,
         "--tokens",
         &tokens_s,
-        "--plan",
+        "--out",
         &plan_s,
     ];
     let mut iterative = vec!["--method", "iterative", "--k", "1,3"];
@@ -844,7 +855,7 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
         &s(&stats),
         "--k",
         "2",
-        "--plan",
+        "--out",
         &plan_s,
     ]);
     let row = read_plans(&plan).unwrap().rows.remove(0);
@@ -877,7 +888,7 @@ fn scores_of_a_game_with_fixed_blocks_plan_without_repeating_them() {
         "test",
         "--k",
         "2,5",
-        "--plan",
+        "--out",
         plan.to_str().unwrap(),
     ];
     // k = 5 would remove the fixed block: refused, naming the player count.
@@ -915,7 +926,7 @@ fn scores_of_another_model_are_refused() {
         model.to_str().unwrap(),
         "--tokens",
         tokens.to_str().unwrap(),
-        "--plan",
+        "--out",
         plan.to_str().unwrap(),
     ];
     fail(
@@ -1047,7 +1058,7 @@ fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() 
             "2",
             "--cache",
             &s(&cache),
-            "--plan",
+            "--out",
             &s(&refused),
         ],
         "--cache",
@@ -1346,7 +1357,7 @@ fn a_k_listed_twice_is_one_plan() {
         "test",
         "--k",
         "2,3,2",
-        "--plan",
+        "--out",
         plan_s,
     ]);
     let ks: Vec<usize> = read_plans(&plan)

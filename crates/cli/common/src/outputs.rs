@@ -436,7 +436,7 @@ mod tests {
         fs::write(&other_tool, b"not a table").unwrap();
         Io::new()
             .output_table_opt("--out", Some(&other_tool), TableKind::Scores)
-            .output_table("--plan", dir.path().join("new.parquet"), TableKind::Plans)
+            .output_table("--out", dir.path().join("new.parquet"), TableKind::Plans)
             .check()
             .unwrap();
     }
@@ -515,7 +515,7 @@ mod tests {
         let message = refused(
             Io::new()
                 .output_folder("--pruned-out", dir.path().join("p"))
-                .output("--plan", dir.path().join("p").join("plans.parquet")),
+                .output("--out", dir.path().join("p").join("plans.parquet")),
         );
         assert!(message.contains("inside the output folder"), "{message}");
         let message = refused(
