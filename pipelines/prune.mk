@@ -60,7 +60,7 @@ PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 # calibration windows, at most ADAPTIVE_BUDGET evaluations, SLEB's cost by default). For
 # MAX_PPL_RATIO, which tries two k or more, SLEB raced over the calibration windows: on
 # SmolLM2-135M and Gemma 3 270M it found SLEB's plans in every search, for 63-72 % of SLEB's
-# evaluations on SmolLM2 (docs/results.md, "Choosing k by a perplexity ratio"); with an
+# evaluations (docs/results.md, "Choosing k by a perplexity ratio"); with an
 # ADAPTIVE_BUDGET of the user's, the recommended method at that budget for each k tried.
 PRUNE_METHOD = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,$(RECOMMENDED_METHOD))
 PRUNE_PLAN_ARGS = $(PLAN_ARGS_$(PRUNE_METHOD))
