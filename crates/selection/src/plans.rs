@@ -106,6 +106,10 @@ pub struct Plan {
     pub runner_up: Option<RunnerUp>,
     /// The full model on the same tokens, when measured ([`crate::margin::attach_comparisons`]).
     pub full_model: Option<FullModel>,
+    /// `llm_evaluations` is an earlier plan table's record of what choosing the plan cost
+    /// (`from-plan`): measuring it again, on held-out text or any other, is not part of that
+    /// cost, so the count is kept as recorded rather than charged one more evaluation.
+    pub cost_is_recorded: bool,
 }
 
 impl Plan {
@@ -119,6 +123,7 @@ impl Plan {
             candidates: Vec::new(),
             runner_up: None,
             full_model: None,
+            cost_is_recorded: false,
         }
     }
 
@@ -515,6 +520,7 @@ fn earlier_plan(
     }
     let mut plan = Plan::new(&row.method, removed, row.llm_evaluations);
     plan.predicted = row.predicted_utility;
+    plan.cost_is_recorded = true;
     Ok(plan)
 }
 
@@ -555,7 +561,9 @@ pub fn measure_plans(
     for plan in plans.iter_mut().filter(|p| p.measured_nll.is_none()) {
         if plan.candidates.is_empty() {
             plan.measured_nll = Some(nll_of(&plan.removed)?);
-            plan.llm_evaluations += 1;
+            if !plan.cost_is_recorded {
+                plan.llm_evaluations += 1;
+            }
         } else {
             let mut best: Option<(f64, usize)> = None;
             for (index, candidate) in plan.candidates.iter().enumerate() {

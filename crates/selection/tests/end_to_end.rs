@@ -247,10 +247,29 @@ fn a_search_plan_keeps_the_prediction_of_the_candidate_it_keeps() {
         candidates: vec![candidate(vec![1, 2], -1.0), candidate(vec![3, 4], -2.0)],
         runner_up: None,
         full_model: None,
+        cost_is_recorded: false,
     }];
+    // A plan of an earlier table (from-plan) is measured, its recorded cost kept; a plan not
+    // measured while choosing is charged the one evaluation that measures it.
+    let plain = |removed: Vec<usize>, llm_evaluations: u64, cost_is_recorded: bool| Plan {
+        method: "sleb".into(),
+        removed,
+        predicted: None,
+        measured_nll: None,
+        llm_evaluations,
+        candidates: Vec::new(),
+        runner_up: None,
+        full_model: None,
+        cost_is_recorded,
+    };
+    plans.push(plain(vec![0, 5], 9, true));
+    plans.push(plain(vec![0, 1], 9, false));
     measure_plans(&mut game, &mut plans, 6).unwrap();
     assert_eq!(plans[0].removed, vec![3, 4]);
     assert_eq!(plans[0].predicted, Some(-2.0));
     assert_eq!(plans[0].measured_nll, Some(-(1.0 + 0.5 + 0.5 + 1.0)));
     assert_eq!(plans[0].llm_evaluations, 2);
+    assert_eq!(plans[1].measured_nll, Some(-(0.5 + 0.5 + 0.1 + 0.1)));
+    assert_eq!(plans[1].llm_evaluations, 9);
+    assert_eq!(plans[2].llm_evaluations, 10);
 }

@@ -388,6 +388,26 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
         plans.rows[1].removed_blocks
     );
     assert_eq!(replayed.rows[0].method, "sleb");
+    // Measuring the plan again (held-out text in practice; here the same tokens, so the same
+    // NLL) is not a cost of choosing it: the recorded count is kept.
+    let remeasured = dir.path().join("remeasured.parquet");
+    succeed(&[
+        "--method",
+        "from-plan",
+        "--plans",
+        &plan_s,
+        "--k",
+        "2",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--out",
+        &s(&remeasured),
+    ]);
+    let remeasured = &read_plans(&remeasured).unwrap().rows[0];
+    assert_eq!(remeasured.llm_evaluations, plans.rows[1].llm_evaluations);
+    assert!((remeasured.measured_nll.unwrap() - plans.rows[1].measured_nll.unwrap()).abs() < 1e-9);
     // `--plan`, the output's name before every stage's table output became `--out`, still works.
     let old_name = dir.path().join("old-name.parquet");
     succeed(&[
