@@ -114,6 +114,32 @@ TABLES = {
         2,
         ["num_blocks"],
     ),
+    "task_choices": (
+        {
+            **MASK_COLUMNS,
+            "task": pa.string(),
+            "question": pa.uint32(),
+            "choice": pa.uint32(),
+            "gold": pa.uint32(),
+            "loglik": pa.float64(),
+            "continuation_tokens": pa.uint32(),
+            "norm_bytes": pa.uint32(),
+        },
+        4,
+        ["num_blocks", "model_id", "dataset_id", "scoring", "complete"],
+    ),
+    "task_accuracies": (
+        {
+            **MASK_COLUMNS,
+            "task": pa.string(),
+            "questions": pa.uint32(),
+            **{name: pa.float64() for name in ("acc", "acc_low", "acc_high", "acc_norm", "acc_norm_low",
+                                               "acc_norm_high", "gold_nll")},
+            "gold_tokens": pa.uint64(),
+        },
+        2,
+        ["num_blocks", "model_id", "dataset_id"],
+    ),
 }
 
 
@@ -306,3 +332,19 @@ def test_block_stats_and_surrogate_metrics_values():
     metrics = pd.read_parquet(sample("surrogate_metrics"))
     assert list(metrics["fold"]) == [0, -1]
     assert metrics["r2"][0] == 0.8
+
+
+def test_task_accuracies_follow_from_the_task_choices():
+    """A question is right under a mask when its gold choice has the largest log-likelihood:
+    what `evaluate --tasks` derives, recomputed from the sample with DuckDB."""
+    con = duckdb.connect()
+    right = dict(con.execute(f"""
+        SELECT mask_id, bool_and(gold_loglik >= loglik) FROM (
+            SELECT mask_id, question, loglik,
+                   max(CASE WHEN choice = gold THEN loglik END) OVER (PARTITION BY mask_id, question)
+                       AS gold_loglik
+            FROM read_parquet('{sample("task_choices")}'))
+        GROUP BY mask_id, question""").fetchall())
+    accuracies = pd.read_parquet(sample("task_accuracies"))
+    assert {m: bool(a) for m, a in zip(accuracies["mask_id"], accuracies["acc"])} == right
+    assert footer_metadata("task_choices")["layerprune.complete"] == "true"

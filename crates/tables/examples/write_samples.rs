@@ -226,5 +226,68 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
         &plans,
         &provenance("apply-prune"),
     )?;
+
+    // A zero-shot task run (evaluate --tasks): one two-choice question under two masks, and
+    // the accuracies derived from it.
+    let choice =
+        |id: &str, choice: u32, loglik: f64| -> Result<TaskChoiceRow, Box<dyn std::error::Error>> {
+            Ok(TaskChoiceRow {
+                mask: mask(id)?,
+                task: "boolq".into(),
+                question: 5,
+                choice,
+                gold: 1,
+                loglik,
+                continuation_tokens: 2,
+                norm_bytes: 3,
+            })
+        };
+    let choices = TaskChoiceTable {
+        num_blocks,
+        model_id: model_id.clone(),
+        dataset_id: "sample questions".into(),
+        scoring: LEGACY_SCORING.into(),
+        complete: true,
+        rows: vec![
+            choice("1111", 0, -2.5)?,
+            choice("1111", 1, -1.5)?,
+            choice("1010", 0, -1.0)?,
+            choice("1010", 1, -3.0)?,
+        ],
+    };
+    write_task_choices(
+        &folder.join("task_choices.parquet"),
+        &choices,
+        &provenance("evaluate"),
+    )?;
+    let accuracy = |id: &str,
+                    acc: f64,
+                    gold_nll: f64|
+     -> Result<TaskAccuracyRow, Box<dyn std::error::Error>> {
+        Ok(TaskAccuracyRow {
+            mask: mask(id)?,
+            task: "boolq".into(),
+            questions: 1,
+            acc,
+            acc_low: 0.0,
+            acc_high: 1.0,
+            acc_norm: acc,
+            acc_norm_low: 0.0,
+            acc_norm_high: 1.0,
+            gold_nll,
+            gold_tokens: 2,
+        })
+    };
+    let accuracies = TaskAccuracyTable {
+        num_blocks,
+        model_id,
+        dataset_id: "sample questions".into(),
+        rows: vec![accuracy("1111", 1.0, 0.75)?, accuracy("1010", 0.0, 1.5)?],
+    };
+    write_task_accuracies(
+        &folder.join("task_accuracies.parquet"),
+        &accuracies,
+        &provenance("evaluate"),
+    )?;
     Ok(())
 }

@@ -113,7 +113,8 @@ fn main_body(args: Args) -> Result<()> {
         out_dir: args.out_dir.clone(),
         runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
         evaluation: args.runtime.eval_options()?,
-        provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line()),
+        provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line())
+            .with_seed(args.seed),
     };
     let prepared = run.prepare()?;
     // Before any work (only the token tables are read): the folder exists (made here) and

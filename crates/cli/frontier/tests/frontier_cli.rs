@@ -257,6 +257,8 @@ fn a_path_that_is_not_utf8_is_used_and_recorded_lossily() {
             "least",
             "--shapley-masks",
             "0",
+            "--seed",
+            "7",
             "--out-dir",
         ])
         .arg(&out)
@@ -275,6 +277,8 @@ fn a_path_that_is_not_utf8_is_used_and_recorded_lossily() {
         "{:?}",
         provenance.args
     );
+    // The seed of the Shapley method's masks is recorded, as every seeded stage's is.
+    assert_eq!(provenance.seed, Some(7));
 }
 
 /// A k, method or budget listed twice is played once (one row each in frontier.csv); a set
