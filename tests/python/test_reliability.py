@@ -480,6 +480,20 @@ def test_non_utf8_paths_work_and_are_recorded_lossily(files, tmp_path):
     assert b"masks table, 7 rows" in shown.stdout, shown.stdout
 
 
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_a_table_of_no_rows_written_by_pyarrow_is_read(files, tmp_path, dictionary):
+    """pyarrow writes a table of no rows with column chunks that have no data page (their data
+    page offset 0): a valid file, which the structural check before decoding must accept."""
+    masks = tmp_path / "masks.parquet"
+    run("sample-masks", "--num-blocks", "6", "--anchors", "--out", masks)
+    table = pq.read_table(masks)
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(table.slice(0, 0).replace_schema_metadata(table.schema.metadata), empty,
+                   use_dictionary=dictionary)
+    shown = run("inspect", empty)
+    assert b"masks table, 0 rows" in shown.stdout, shown.stdout
+
+
 def rows(path):
     table = pq.read_table(path).to_pydict()
     return [(tuple(k), n) for k, n in zip(table["kept"], table["nll"])]

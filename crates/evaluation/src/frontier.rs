@@ -17,7 +17,7 @@ use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint, RECOMMENDED,
 };
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
-use layerprune_tables::{read_tokens, Provenance, TokenTable};
+use layerprune_tables::{read_tokens, Provenance, TableKind, TokenTable};
 
 use crate::{block_stats_table, CachedLlm};
 
@@ -73,6 +73,18 @@ impl FrontierRun {
         if self.ks.contains(&0) {
             bail!("--k 0 removes no block: give numbers of blocks to remove, 1 or more");
         }
+        if self.methods == [FrontierMethod::Shapley] && self.shapley_masks == 0 {
+            bail!(
+                "--methods shapley with --shapley-masks 0 plays nothing: give the Shapley method \
+                 1 or more masks"
+            );
+        }
+        if let Some((name, _)) = self.heldout.iter().find(|(name, _)| name == "calibration") {
+            bail!(
+                "--heldout: the name {name} would make its column, {name}_ppl, the calibration \
+                 perplexity's in frontier.csv; choose another"
+            );
+        }
         for (flag, sets) in [
             ("--calibration", &self.calibration),
             ("--heldout", &self.heldout),
@@ -118,29 +130,71 @@ impl FrontierRun {
 }
 
 impl PreparedFrontier {
-    /// Refuses a k the model cannot lose (with the fixed blocks kept), from its manifest
-    /// alone: before any folder, cache or session is made.
-    pub fn check_ks(&self) -> Result<()> {
+    /// Refuses, from the model's manifest alone (before any folder, cache or session is
+    /// made): a k the model cannot lose (with the fixed blocks kept), a `--budgets` number
+    /// below what adaptive removal needs at one of the k, and a token table the model cannot
+    /// run (an id outside its vocabulary: tokenized for another model).
+    pub fn check_against_model(&self) -> Result<()> {
         let run = &self.run;
-        let num_blocks = Manifest::load(&run.model)?.num_blocks;
+        let manifest = Manifest::load(&run.model)?;
+        let adaptive = run
+            .methods
+            .iter()
+            .any(|m| matches!(m, FrontierMethod::Adaptive | FrontierMethod::AdaptiveRaced));
         for &k in &run.ks {
-            layerprune_selection::removable_blocks(num_blocks, &run.fixed, k)
-                .with_context(|| format!("--k {k} for {}", run.model.display()))?;
+            let players =
+                layerprune_selection::removable_blocks(manifest.num_blocks, &run.fixed, k)
+                    .with_context(|| format!("--k {k} for {}", run.model.display()))?
+                    .len();
+            let least = layerprune_selection::adaptive_min_budget(players, k);
+            for budget in run.budgets.iter().filter(|_| adaptive) {
+                if let Budget::Evaluations(n) = budget {
+                    if *n < least {
+                        bail!(
+                            "--budgets {n}: adaptive removal of {k} of {players} removable blocks \
+                             needs at least {least} LLM evaluations (give {least} or more, a \
+                             fraction of SLEB's cost such as 0.5sleb, or least)"
+                        );
+                    }
+                }
+            }
+        }
+        for ((flag, sets), tables) in [
+            ("--calibration", &run.calibration),
+            ("--heldout", &run.heldout),
+        ]
+        .into_iter()
+        .zip([&self.calibration, &self.heldout])
+        {
+            for ((name, path), (_, table)) in sets.iter().zip(tables) {
+                layerprune_runtime::check_token_windows(&table.windows, manifest.vocab_size)
+                    .with_context(|| {
+                        format!(
+                            "{flag} {name}={} with {}",
+                            path.display(),
+                            run.model.display()
+                        )
+                    })?;
+            }
         }
         Ok(())
     }
 
-    /// The files the run writes: frontier.csv and a cache per token table (refused where a
-    /// cache would replace an input).
-    pub fn outputs(&self) -> Result<Vec<PathBuf>> {
+    /// The files the run writes, each with its table kind if it is a table: frontier.csv and
+    /// an evaluation table (the cache) per token table (refused where a cache would replace
+    /// an input).
+    pub fn outputs(&self) -> Result<Vec<(PathBuf, Option<TableKind>)>> {
         let out_dir = &self.run.out_dir;
-        let mut outputs = vec![out_dir.join("frontier.csv")];
+        let mut outputs = vec![(out_dir.join("frontier.csv"), None)];
         for (kind, sets) in [
             ("calibration", &self.calibration),
             ("heldout", &self.heldout),
         ] {
             for (name, _) in sets {
-                outputs.push(cache_path(out_dir, kind, name, &self.inputs)?);
+                outputs.push((
+                    cache_path(out_dir, kind, name, &self.inputs)?,
+                    Some(TableKind::Evaluations),
+                ));
             }
         }
         Ok(outputs)
@@ -149,7 +203,7 @@ impl PreparedFrontier {
     /// Plays every method on each calibration set and measures the plans on every held-out
     /// table; frontier.csv is rewritten after each calibration set. Returns its path.
     pub fn run(self, report: Report<'_>) -> Result<PathBuf> {
-        self.check_ks()?;
+        self.check_against_model()?;
         let PreparedFrontier {
             run,
             calibration,
@@ -413,9 +467,15 @@ mod tests {
         assert_eq!(
             prepared.outputs().unwrap(),
             vec![
-                out.join("frontier.csv"),
-                out.join("cache-calibration-c0.parquet"),
-                out.join("cache-heldout-wt.parquet"),
+                (out.join("frontier.csv"), None),
+                (
+                    out.join("cache-calibration-c0.parquet"),
+                    Some(TableKind::Evaluations)
+                ),
+                (
+                    out.join("cache-heldout-wt.parquet"),
+                    Some(TableKind::Evaluations)
+                ),
             ]
         );
     }

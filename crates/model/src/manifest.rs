@@ -73,6 +73,19 @@ impl Manifest {
     /// sizes, that every graph it names is listed with a hash, and that every path it names
     /// stays inside `dir` ([`confined`]).
     pub fn load(dir: &Path) -> Result<Manifest, ModelError> {
+        if dir.is_file() {
+            let hint = if dir.file_name() == Some(MANIFEST_FILE.as_ref()) {
+                "; give the folder that holds it"
+            } else {
+                ""
+            };
+            return Err(ModelError::BadManifest {
+                path: dir.to_path_buf(),
+                problem: format!(
+                    "a file, not a layered model folder (a folder holding {MANIFEST_FILE}){hint}"
+                ),
+            });
+        }
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
             path: path.clone(),

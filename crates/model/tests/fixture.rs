@@ -86,3 +86,22 @@ fn a_pruned_fixture_verifies_and_keeps_the_other_blocks_weights() {
     }
     assert!(!dest.join("reference.json").exists());
 }
+
+/// A file given where a model folder is expected (a merged .onnx, the manifest itself) is
+/// refused saying so, not with "Not a directory" from the file system.
+#[test]
+fn a_file_given_as_the_model_folder_is_refused_saying_what_it_is() {
+    let manifest = fixture().join("manifest.json");
+    let message = Manifest::load(&manifest).unwrap_err().to_string();
+    assert!(
+        message.contains("a file, not a layered model folder")
+            && message.contains("give the folder that holds it"),
+        "{message}"
+    );
+    let graph = fixture().join("embed.onnx");
+    let message = Manifest::load(&graph).unwrap_err().to_string();
+    assert!(
+        message.contains("embed.onnx: a file, not a layered model folder"),
+        "{message}"
+    );
+}

@@ -351,6 +351,24 @@ fn initializer_names(model: &ModelProto) -> BTreeSet<String> {
         .collect()
 }
 
+/// Refuses calibration `windows` (read from the token table `table`, named in the message)
+/// that the layered model in `source` cannot run (ids outside its vocabulary, unequal
+/// lengths): checked before any work, where GPTQ's first pass would fail.
+pub fn check_calibration(
+    source: &Path,
+    windows: &[Vec<u32>],
+    table: &Path,
+) -> Result<(), QuantizeError> {
+    let manifest = Manifest::load(source)?;
+    layerprune_runtime::check_token_windows(windows, manifest.vocab_size).map_err(|e| {
+        QuantizeError::Unsupported(format!(
+            "calibration tokens {} with {}: {e}",
+            table.display(),
+            source.display()
+        ))
+    })
+}
+
 /// Quantizes the layered model in `source` (nothing is written; see [`write_folder`]).
 pub fn quantize_folder(
     source: &Path,

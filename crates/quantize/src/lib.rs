@@ -21,8 +21,8 @@ pub mod quant;
 use std::path::PathBuf;
 
 pub use folder::{
-    quantize_folder, quantize_single_file, write_folder, write_single_file, Calibration,
-    CalibrationRecord, FolderOptions, QuantizedFile, QuantizedFolder, Record,
+    check_calibration, quantize_folder, quantize_single_file, write_folder, write_single_file,
+    Calibration, CalibrationRecord, FolderOptions, QuantizedFile, QuantizedFolder, Record,
 };
 pub use graph::{quantize_model, GraphReport, Nearest, QuantizedMatMul, Rounding, TensorLoader};
 

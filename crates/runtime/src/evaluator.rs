@@ -135,6 +135,28 @@ impl PrefixStack {
     }
 }
 
+/// Refuses token windows a model with a vocabulary of `vocab_size` cannot run: windows of
+/// unequal lengths, or an id outside the vocabulary (tokenized for another model). Every
+/// stage that runs a model on a token table checks it before any work.
+pub fn check_token_windows(windows: &[Vec<u32>], vocab_size: usize) -> Result<(), RuntimeError> {
+    let seq_len = windows.first().map_or(0, Vec::len);
+    for (index, window) in windows.iter().enumerate() {
+        if window.len() != seq_len {
+            return Err(RuntimeError::BadInput(format!(
+                "window {index} has {} tokens, window 0 has {seq_len}",
+                window.len()
+            )));
+        }
+        if let Some(&bad) = window.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(RuntimeError::BadInput(format!(
+                "window {index} has token id {bad}, outside the model's vocabulary of \
+                 {vocab_size} (was it tokenized for another model?)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Evaluator {
     /// Checks the windows against the model (non-empty, equal lengths ≥ 2, ids inside the
     /// vocabulary) and batches them.
@@ -177,20 +199,7 @@ impl Evaluator {
             }
         }
         let vocab_size = model.manifest().vocab_size;
-        for (index, window) in windows.iter().enumerate() {
-            if window.len() != seq_len {
-                return Err(RuntimeError::BadInput(format!(
-                    "window {index} has {} tokens, window 0 has {seq_len}",
-                    window.len()
-                )));
-            }
-            if let Some(&bad) = window.iter().find(|&&id| id as usize >= vocab_size) {
-                return Err(RuntimeError::BadInput(format!(
-                    "window {index} has token id {bad}, outside the model's vocabulary of \
-                     {vocab_size} (was it tokenized for another model?)"
-                )));
-            }
-        }
+        check_token_windows(windows, vocab_size)?;
         let per_batch = if options.batch_windows == 0 {
             windows_per_batch(windows.len(), seq_len, vocab_size)
         } else {

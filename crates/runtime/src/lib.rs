@@ -25,7 +25,8 @@ pub use arena::{Arena, ArenaUse};
 pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring};
 pub use cuda::{device_memory, DeviceMemory};
 pub use evaluator::{
-    block_statistics, sort_for_prefix_reuse, BlockStatistic, EvalOptions, Evaluator, MaskEvaluation,
+    block_statistics, check_token_windows, sort_for_prefix_reuse, BlockStatistic, EvalOptions,
+    Evaluator, MaskEvaluation,
 };
 pub use manifest::{
     model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,

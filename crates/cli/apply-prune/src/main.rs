@@ -249,14 +249,6 @@ fn config(args: &Args) -> Result<Config> {
             ks.len()
         );
     }
-    if let Some(dest) = &args.pruned_out {
-        if dest.exists() && !args.overwrite {
-            bail!(
-                "{} already exists; pass --overwrite to replace it",
-                dest.display()
-            );
-        }
-    }
     if args.model.is_some() != args.tokens.is_some() {
         bail!("measuring needs both --model and --tokens");
     }
@@ -307,6 +299,7 @@ fn apply_prune(args: Args) -> Result<()> {
         .output_table("--out", &args.out, TableKind::Plans)
         .output_table_opt("--cache", args.cache.as_deref(), TableKind::Evaluations)
         .output_folder_opt("--pruned-out", args.pruned_out.as_deref())
+        .existing_refused_unless_opt(args.overwrite, "--pruned-out", args.pruned_out.as_deref())
         .check()?;
 
     let model = match &args.model {

@@ -34,6 +34,9 @@ pub struct Io {
     /// is replaced only if it is such a table (a rerun) or not a layerprune table at all.
     files: Vec<(String, PathBuf, Option<TableKind>)>,
     folders: Vec<(String, PathBuf)>,
+    /// Outputs an existing file or folder at which is refused (the stage has `--overwrite`
+    /// and it was not given), before the work rather than after it.
+    kept: Vec<(String, PathBuf)>,
 }
 
 impl Io {
@@ -112,6 +115,34 @@ impl Io {
         }
     }
 
+    /// The output `flag` (declared as a file or folder too) is refused when something exists
+    /// at `path`, unless `overwrite` (the stage's `--overwrite`).
+    pub fn existing_refused_unless(
+        mut self,
+        overwrite: bool,
+        flag: &str,
+        path: impl AsRef<Path>,
+    ) -> Self {
+        if !overwrite {
+            self.kept
+                .push((flag.to_string(), path.as_ref().to_path_buf()));
+        }
+        self
+    }
+
+    /// [`Io::existing_refused_unless`] of an optional flag.
+    pub fn existing_refused_unless_opt(
+        self,
+        overwrite: bool,
+        flag: &str,
+        path: Option<impl AsRef<Path>>,
+    ) -> Self {
+        match path {
+            Some(path) => self.existing_refused_unless(overwrite, flag, path),
+            None => self,
+        }
+    }
+
     /// Refuses, with a message naming the flag, the path and the problem:
     /// - an output that is the same file as an input (same device and inode, so also through a
     ///   symbolic or hard link), or lies inside an input folder;
@@ -119,6 +150,9 @@ impl Io {
     /// - an existing output that is a symbolic link, a device, a FIFO, a socket, or (for a
     ///   file output) a folder;
     /// - two outputs at the same place, or a file output inside a folder output;
+    /// - a table output over a layerprune table of another kind, and a file output that is
+    ///   not a table over any layerprune table;
+    /// - an existing output declared with [`Io::existing_refused_unless`] without overwrite;
     /// - an output whose folder is missing or cannot be written (a probe file is created in it
     ///   and removed).
     pub fn check(&self) -> Result<()> {
@@ -158,20 +192,31 @@ impl Io {
             }
         }
         for (flag, path, kind) in &self.files {
-            // Only a file that reads as a layerprune table of another kind is refused; anything
-            // else at the path (nothing, a rerun's table, a file of another tool) is replaced.
-            let Some(kind) = kind else { continue };
+            // Only a file that reads as a layerprune table of another kind (or any table, for
+            // an output that is not one) is refused; anything else at the path (nothing, a
+            // rerun's table, a file of another tool) is replaced.
             if !path.is_file() {
                 continue;
             }
             if let Ok(found) = layerprune_tables::read_table_kind(path) {
-                if found != *kind {
-                    bail!(
-                        "{flag} {}: holds a table of kind {found}, and this writes one of kind \
-                         {kind} over it; choose another path (or remove the file)",
-                        path.display()
-                    );
-                }
+                let written = match kind {
+                    Some(kind) if found == *kind => continue,
+                    Some(kind) => format!("one of kind {kind}"),
+                    None => "a file that is not a table".to_string(),
+                };
+                bail!(
+                    "{flag} {}: holds a table of kind {found}, and this writes {written} over \
+                     it; choose another path (or remove the file)",
+                    path.display()
+                );
+            }
+        }
+        for (flag, path) in &self.kept {
+            if path.symlink_metadata().is_ok() {
+                bail!(
+                    "{flag} {} already exists; pass --overwrite to replace it",
+                    path.display()
+                );
             }
         }
         for (flag, path, _, _) in &places {
@@ -297,6 +342,9 @@ fn check_one(flag: &str, path: &Path, is_folder: bool, inputs: &[Input]) -> Resu
     let Some(name) = path.file_name() else {
         bail!("{flag} {shown}: not a file name");
     };
+    if !is_folder && path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        bail!("{flag} {shown}: ends with '/', which names a folder, and this writes a file");
+    }
     let existing = match fs::symlink_metadata(path) {
         Ok(meta) => Some(meta),
         Err(error) if error.kind() == ErrorKind::NotFound => None,
@@ -439,6 +487,39 @@ mod tests {
             .output_table("--out", dir.path().join("new.parquet"), TableKind::Plans)
             .check()
             .unwrap();
+        // A file that is not a table (a quantized ONNX model, a surrogate) is not written over
+        // any table; over another tool's file it is.
+        let message = refused(Io::new().output("--out", &tokens));
+        assert!(
+            message.contains(
+                "holds a table of kind tokens, and this writes a file that is not a table"
+            ),
+            "{message}"
+        );
+        Io::new().output("--out", &other_tool).check().unwrap();
+    }
+
+    /// With `existing_refused_unless(false, ...)` an existing output is refused before any
+    /// work (a stage's --overwrite not given); with true, or nothing there, it passes.
+    #[test]
+    fn an_existing_output_is_refused_up_front_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("quantized");
+        let io = |overwrite: bool| {
+            Io::new()
+                .output_folder("--out", &folder)
+                .existing_refused_unless(overwrite, "--out", &folder)
+        };
+        io(false).check().unwrap();
+        fs::create_dir(&folder).unwrap();
+        let message = refused(io(false));
+        assert!(
+            message.contains("--out") && message.contains("already exists; pass --overwrite"),
+            "{message}"
+        );
+        io(true).check().unwrap();
+        let message = refused(Io::new().output("--out", dir.path().join("model.onnx/")));
+        assert!(message.contains("names a folder"), "{message}");
     }
 
     #[test]

@@ -345,3 +345,96 @@ fn repeated_values_are_played_once_and_impossible_ones_refused_first() {
         assert!(!other.exists(), "nothing written before the refusal");
     }
 }
+
+/// Refused before any folder is made, naming the flag: a held-out set whose column would be
+/// the calibration perplexity's, only the Shapley method with no masks, a budget below what
+/// adaptive removal needs, a token table of another model's vocabulary; and a model that fails
+/// its hash check leaves no empty folder.
+#[test]
+fn what_cannot_run_is_refused_before_the_folder_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let c0 = format!("c0={}", write(dir.path(), "c0.parquet", windows(1, 3)));
+    let held = format!(
+        "calibration={}",
+        write(dir.path(), "h.parquet", windows(2, 3))
+    );
+    let mut foreign_windows = windows(3, 3);
+    foreign_windows[1][4] = 4000;
+    let foreign = format!(
+        "wt={}",
+        write(dir.path(), "foreign.parquet", foreign_windows)
+    );
+    let model = fixture().to_str().unwrap().to_string();
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
+        } else {
+            let sub = broken.join(entry.file_name());
+            std::fs::create_dir(&sub).unwrap();
+            for file in std::fs::read_dir(entry.path()).unwrap() {
+                let file = file.unwrap();
+                std::fs::copy(file.path(), sub.join(file.file_name())).unwrap();
+            }
+        }
+    }
+    let graph = broken.join("block_002.onnx");
+    let mut bytes = std::fs::read(&graph).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&graph, bytes).unwrap();
+    let broken_s = broken.to_str().unwrap().to_string();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let base = |model: &str| -> Vec<String> {
+        [
+            "--model",
+            model,
+            "--calibration",
+            &c0,
+            "--k",
+            "1,2",
+            "--out-dir",
+            out_s,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    for (model, extra, expected) in [
+        (
+            &model,
+            vec!["--heldout", &held, "--methods", "reverse"],
+            "would make its column",
+        ),
+        (
+            &model,
+            vec!["--methods", "shapley", "--shapley-masks", "0"],
+            "plays nothing",
+        ),
+        (
+            &model,
+            vec!["--methods", "adaptive", "--budgets", "7"],
+            "--budgets 7: adaptive removal of 2 of 6 removable blocks needs at least 8",
+        ),
+        (
+            &model,
+            vec!["--heldout", &foreign, "--methods", "reverse"],
+            "token id 4000, outside the model's vocabulary of 320",
+        ),
+        (&broken_s, vec!["--methods", "reverse"], "block_002.onnx"),
+    ] {
+        let mut args = base(model);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = frontier(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        if expected.starts_with("token id") {
+            assert!(stderr.contains("--heldout wt="), "{stderr}");
+        }
+        assert!(!out.exists(), "{args:?} left {out_s}");
+    }
+}

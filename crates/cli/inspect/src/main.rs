@@ -89,8 +89,12 @@ fn table_metadata(entries: &BTreeMap<String, String>) -> serde_json::Value {
         let Some(key) = key.strip_prefix(layerprune_tables::KEY_PREFIX) else {
             continue;
         };
+        // JSON where the entry is JSON (lists, provenance, `seed`, numbers, booleans), read back
+        // to exactly its text; anything else (ids, names, a hex digest of digits only that a
+        // number would round) stays the string it is.
         let value = match serde_json::from_str::<serde_json::Value>(text) {
             Ok(value @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => value,
+            Ok(value) if value.to_string().as_str() == text.as_str() => value,
             _ => serde_json::Value::String(text.clone()),
         };
         fields.insert(key.to_string(), value);
@@ -113,7 +117,13 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
             schema
                 .fields()
                 .iter()
-                .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+                .map(|f| {
+                    serde_json::json!({
+                        "name": f.name(),
+                        "type": f.data_type().to_string(),
+                        "nullable": f.is_nullable(),
+                    })
+                })
                 .collect(),
         );
         object.insert("metadata".into(), metadata);
@@ -233,7 +243,13 @@ fn cell(column: &dyn Array, row: usize) -> String {
 
 /// A surrogate file or a manifest: every top-level field but the bulky ones.
 fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        bail!(
+            "{}: neither a Parquet table nor JSON (a binary file that is not Parquet)",
+            path.display()
+        );
+    };
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: neither a Parquet table nor JSON", path.display()))?;
     let serde_json::Value::Object(mut fields) = value else {

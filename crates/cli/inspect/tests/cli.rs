@@ -58,13 +58,20 @@ fn shows_kind_provenance_fields_schema_and_rows() {
     assert_eq!(json["rows"], 3);
     assert_eq!(json["metadata"]["table"], "masks");
     assert_eq!(json["metadata"]["fixed_blocks"], serde_json::json!([0]));
+    // JSON entries as JSON (formats.md), numbers as numbers; ids stay strings.
+    assert_eq!(json["metadata"]["seed"], serde_json::json!(7));
+    assert_eq!(json["metadata"]["num_blocks"], serde_json::json!(4));
+    assert_eq!(json["columns"][0]["nullable"], serde_json::json!(false));
 
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"\x00\x01 not a table").unwrap();
     let output = inspect(&[junk.as_os_str()]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("junk.bin"), "{stderr}");
+    assert!(
+        stderr.contains("junk.bin: neither a Parquet table nor JSON"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // A usage error (a value out of its bounds) is told apart from a bad file by its status.

@@ -13,8 +13,8 @@ use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use layerprune_cli_common::{run, Device, DeviceArgs, Io};
 use layerprune_quantize::{
-    quantize_folder, quantize_single_file, write_folder, write_single_file, Calibration,
-    FolderOptions, GraphReport, Scheme,
+    check_calibration, quantize_folder, quantize_single_file, write_folder, write_single_file,
+    Calibration, FolderOptions, GraphReport, Scheme, INT4_BLOCK_SIZES,
 };
 use layerprune_tables::read_tokens;
 
@@ -60,12 +60,12 @@ struct Args {
     out: PathBuf,
     #[arg(long, value_enum)]
     scheme: SchemeArg,
-    /// int4: inputs per scale and zero point (16, 32, 64, 128 or 256).
-    #[arg(long, default_value_t = 32)]
-    block_size: usize,
+    /// int4: inputs per scale and zero point (16, 32, 64, 128 or 256) [default: 32].
+    #[arg(long, value_parser = parse_block_size)]
+    block_size: Option<usize>,
     /// int4: MatMulNBits' accuracy_level (0 = compute in float; 4 = int8 activations on CPU).
-    #[arg(long, default_value_t = 0)]
-    accuracy_level: i64,
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..=4))]
+    accuracy_level: Option<i64>,
     /// How the codes are chosen.
     #[arg(long, value_enum, default_value = "rtn")]
     method: MethodArg,
@@ -73,9 +73,10 @@ struct Args {
     /// tokens-calib.parquet.
     #[arg(long)]
     calibration: Option<PathBuf>,
-    /// GPTQ: fraction of the mean diagonal added to the inputs' second-moment matrix.
-    #[arg(long, default_value_t = 0.01)]
-    damp: f64,
+    /// GPTQ: fraction of the mean diagonal added to the inputs' second-moment matrix
+    /// [default: 0.01].
+    #[arg(long, value_parser = parse_damp)]
+    damp: Option<f64>,
     // GPTQ: where the calibration passes run, and ONNX Runtime's CPU threads (the flags of
     // every stage that runs the model).
     #[command(flatten)]
@@ -98,17 +99,42 @@ fn main() -> ExitCode {
     run(|| quantize(Args::parse()))
 }
 
+/// An int4 block size MatMulNBits takes.
+fn parse_block_size(text: &str) -> Result<usize, String> {
+    let size: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if INT4_BLOCK_SIZES.contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!("MatMulNBits takes one of {INT4_BLOCK_SIZES:?}"))
+    }
+}
+
+/// GPTQ's damping: a finite number above 0.
+fn parse_damp(text: &str) -> Result<f64, String> {
+    let damp: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if damp > 0.0 && damp.is_finite() {
+        Ok(damp)
+    } else {
+        Err("a finite number above 0".into())
+    }
+}
+
 fn scheme(args: &Args) -> Result<Scheme> {
     let scheme = match args.scheme {
         SchemeArg::Int8 => {
-            if args.accuracy_level != 0 {
-                bail!("--accuracy-level applies to --scheme int4 only");
+            for (flag, given) in [
+                ("--accuracy-level", args.accuracy_level.is_some()),
+                ("--block-size", args.block_size.is_some()),
+            ] {
+                if given {
+                    bail!("{flag} applies to --scheme int4 only (int8 has one scale per output channel)");
+                }
             }
             Scheme::Int8
         }
         SchemeArg::Int4 => Scheme::Int4 {
-            block_size: args.block_size,
-            accuracy_level: args.accuracy_level,
+            block_size: args.block_size.unwrap_or(32),
+            accuracy_level: args.accuracy_level.unwrap_or(0),
         },
     };
     scheme.validate()?;
@@ -133,10 +159,17 @@ fn quantize(args: Args) -> Result<()> {
     if !args.model.exists() {
         bail!("{}: no such folder or file", args.model.display());
     }
+    if args.model.is_file() && args.model.file_name() == Some("manifest.json".as_ref()) {
+        bail!(
+            "{}: the manifest of a layered model folder; give the folder itself (or one .onnx file)",
+            args.model.display()
+        );
+    }
     // Before any work: --out may not replace, hold or lie in the model or the calibration table.
     let io = Io::new()
         .input(&args.model)
-        .input_opt(args.calibration.as_deref());
+        .input_opt(args.calibration.as_deref())
+        .existing_refused_unless(args.overwrite, "--out", &args.out);
     if args.model.is_dir() {
         io.output_folder("--out", &args.out)
     } else {
@@ -149,6 +182,9 @@ fn quantize(args: Args) -> Result<()> {
             args.device.device
         );
     }
+    if args.method == MethodArg::Rtn && args.damp.is_some() {
+        bail!("--damp is for --method gptq");
+    }
     let calibration = match (args.method, &args.calibration) {
         (MethodArg::Rtn, None) => None,
         (MethodArg::Rtn, Some(_)) => bail!("--calibration is for --method gptq"),
@@ -157,14 +193,12 @@ fn quantize(args: Args) -> Result<()> {
             if !args.model.is_dir() {
                 bail!("--method gptq needs a layered model folder");
             }
-            if !(args.damp > 0.0 && args.damp.is_finite()) {
-                bail!("--damp must be positive (got {})", args.damp);
-            }
             let tokens = read_tokens(path)?;
+            check_calibration(&args.model, &tokens.windows, path)?;
             Some(Calibration {
                 windows: tokens.windows,
                 dataset_id: tokens.dataset_id,
-                damp: args.damp,
+                damp: args.damp.unwrap_or(0.01),
                 threads: args.device.threads,
                 device: args.device.device,
             })

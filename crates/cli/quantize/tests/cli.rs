@@ -82,13 +82,30 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         "--block-size",
         "48",
     ]);
-    assert_eq!(result.status.code(), Some(1));
+    // Out of its bounds: a usage error (status 2), as every stage's bounded flags.
+    assert_eq!(result.status.code(), Some(2));
     assert!(
-        stderr(&result).contains("int4 block size 48 is not supported"),
+        stderr(&result).contains("--block-size")
+            && stderr(&result).contains("MatMulNBits takes one of"),
         "{}",
         stderr(&result)
     );
     assert!(!temp.path().join("q").exists());
+    for (flag, value) in [
+        ("--accuracy-level", "7"),
+        ("--damp", "0"),
+        ("--damp", "inf"),
+    ] {
+        let result = quantize(&[
+            "--model", model, "--out", out, "--scheme", "int4", flag, value,
+        ]);
+        assert_eq!(
+            result.status.code(),
+            Some(2),
+            "{flag} {value}: {}",
+            stderr(&result)
+        );
+    }
 
     // The embedding graph has a Gather and no MatMul.
     let embed = fixture().join("embed.onnx");
@@ -131,4 +148,66 @@ fn bad_input_exits_with_status_2_and_the_reason() {
     ]);
     assert_eq!(result.status.code(), Some(1));
     assert!(stderr(&result).contains("--accuracy-level applies to --scheme int4 only"));
+    // Flags of another scheme or method are refused, not ignored.
+    let result = quantize(&[
+        "--model",
+        model,
+        "--out",
+        out,
+        "--scheme",
+        "int8",
+        "--block-size",
+        "64",
+    ]);
+    assert!(stderr(&result).contains("--block-size applies to --scheme int4 only"));
+    let result = quantize(&[
+        "--model", model, "--out", out, "--scheme", "int8", "--damp", "0.1",
+    ]);
+    assert!(stderr(&result).contains("--damp is for --method gptq"));
+
+    // An existing --out is refused before any work (GPTQ takes minutes on a real model), and
+    // left as it was.
+    std::fs::create_dir(out).unwrap();
+    std::fs::write(temp.path().join("q").join("mine.txt"), "kept").unwrap();
+    let result = quantize(&["--model", model, "--out", out, "--scheme", "int8"]);
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr(&result).contains("already exists; pass --overwrite"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!stderr(&result).contains("quantized"));
+    assert!(temp.path().join("q").join("mine.txt").is_file());
+
+    // GPTQ's calibration tokens of another model (an id past the fixture's vocabulary of 320)
+    // are refused naming the table, before any pass runs.
+    let tokens = temp.path().join("other-model-tokens.parquet");
+    let table = layerprune_tables::TokenTable::new(4, vec![vec![1, 2, 400, 3]], "other", "text");
+    layerprune_tables::write_tokens(
+        &tokens,
+        &table,
+        &layerprune_tables::Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    let fresh = temp.path().join("gptq");
+    let result = quantize(&[
+        "--model",
+        model,
+        "--out",
+        fresh.to_str().unwrap(),
+        "--scheme",
+        "int4",
+        "--method",
+        "gptq",
+        "--calibration",
+        tokens.to_str().unwrap(),
+    ]);
+    assert_eq!(result.status.code(), Some(1));
+    let message = stderr(&result);
+    assert!(
+        message.contains("other-model-tokens.parquet")
+            && message.contains("token id 400, outside the model's vocabulary of 320"),
+        "{message}"
+    );
+    assert!(!fresh.exists());
 }
