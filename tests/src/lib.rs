@@ -11,6 +11,23 @@ pub fn tiny_model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/tiny-llama")
 }
 
+/// A copy of the fixture model folder at `dest` (its files and its weights folder), for tests
+/// that damage one of its files.
+pub fn copy_tiny_model(dest: &std::path::Path) {
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    copy_tree(&tiny_model_dir(), dest);
+}
+
 /// The committed whole games of real models (`data/games/NAME.parquet`, `make exact-frontier`):
 /// every mask of the players measured by `evaluate` with each window's NLL, on 10 random windows
 /// of 128 tokens of LAMBADA passages. SmolLM2-135M-Instruct's blocks 16–27 (the others kept) on

@@ -199,18 +199,7 @@ fn bad_requests_are_refused_with_the_reason() {
 
     // A corrupt graph names the file.
     let broken = temp.path().join("broken");
-    std::fs::create_dir(&broken).unwrap();
-    for entry in std::fs::read_dir(fixture()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
-        }
-    }
-    std::fs::create_dir(broken.join("weights")).unwrap();
-    for entry in std::fs::read_dir(fixture().join("weights")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), broken.join("weights").join(entry.file_name())).unwrap();
-    }
+    layerprune_tests::copy_tiny_model(&broken);
     std::fs::write(broken.join("block_003.onnx"), b"\xff\xff not protobuf").unwrap();
     let mut opts = options(Scheme::Int8);
     opts.verify = false;

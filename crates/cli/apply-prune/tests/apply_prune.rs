@@ -371,56 +371,30 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
     );
     assert!(up.nll >= plans.rows[1].measured_nll.unwrap());
 
-    let again = dir.path().join("again.parquet");
-    succeed(&[
-        "--method",
-        "from-plan",
-        "--plans",
-        &plan_s,
-        "--k",
-        "2",
-        "--out",
-        &s(&again),
-    ]);
-    let replayed = read_plans(&again).unwrap();
-    assert_eq!(
-        replayed.rows[0].removed_blocks,
-        plans.rows[1].removed_blocks
-    );
-    assert_eq!(replayed.rows[0].method, "sleb");
+    // from-plan of the k = 2 plan, with `extra` arguments, written through `out_flag` to a new
+    // file named `name`: its rows.
+    let from_plan = |name: &str, out_flag: &str, extra: &[&str]| {
+        let out = s(&dir.path().join(name));
+        let mut args = vec!["--method", "from-plan", "--plans", &plan_s, "--k", "2"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[out_flag, &out]);
+        succeed(&args);
+        read_plans(Path::new(&out)).unwrap().rows
+    };
+    let replayed = from_plan("again.parquet", "--out", &[]);
+    assert_eq!(replayed[0].removed_blocks, plans.rows[1].removed_blocks);
+    assert_eq!(replayed[0].method, "sleb");
     // Measuring the plan again (held-out text in practice; here the same tokens, so the same
     // NLL) is not a cost of choosing it: the recorded count is kept.
-    let remeasured = dir.path().join("remeasured.parquet");
-    succeed(&[
-        "--method",
-        "from-plan",
-        "--plans",
-        &plan_s,
-        "--k",
-        "2",
-        "--model",
-        &model_s,
-        "--tokens",
-        &tokens_s,
+    let remeasured = &from_plan(
+        "remeasured.parquet",
         "--out",
-        &s(&remeasured),
-    ]);
-    let remeasured = &read_plans(&remeasured).unwrap().rows[0];
+        &["--model", &model_s, "--tokens", &tokens_s],
+    )[0];
     assert_eq!(remeasured.llm_evaluations, plans.rows[1].llm_evaluations);
     assert!((remeasured.measured_nll.unwrap() - plans.rows[1].measured_nll.unwrap()).abs() < 1e-9);
     // `--plan`, the output's name before every stage's table output became `--out`, still works.
-    let old_name = dir.path().join("old-name.parquet");
-    succeed(&[
-        "--method",
-        "from-plan",
-        "--plans",
-        &plan_s,
-        "--k",
-        "2",
-        "--plan",
-        &s(&old_name),
-    ]);
-    assert_eq!(read_plans(&old_name).unwrap().rows, replayed.rows);
+    assert_eq!(from_plan("old-name.parquet", "--plan", &[]), replayed);
 
     // Without --k, from-plan takes every plan of the table; one model cannot hold two plans.
     let every = dir.path().join("every.parquet");

@@ -366,20 +366,7 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
     );
     let model = fixture().to_str().unwrap().to_string();
     let broken = dir.path().join("broken");
-    std::fs::create_dir(&broken).unwrap();
-    for entry in std::fs::read_dir(fixture()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
-        } else {
-            let sub = broken.join(entry.file_name());
-            std::fs::create_dir(&sub).unwrap();
-            for file in std::fs::read_dir(entry.path()).unwrap() {
-                let file = file.unwrap();
-                std::fs::copy(file.path(), sub.join(file.file_name())).unwrap();
-            }
-        }
-    }
+    layerprune_tests::copy_tiny_model(&broken);
     let graph = broken.join("block_002.onnx");
     let mut bytes = std::fs::read(&graph).unwrap();
     let last = bytes.len() - 1;
