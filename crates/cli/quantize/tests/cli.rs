@@ -136,34 +136,26 @@ fn bad_input_exits_with_status_2_and_the_reason() {
     assert_eq!(result.status.code(), Some(1));
     assert!(stderr(&result).contains("missing: no such folder or file"));
 
-    let result = quantize(&[
-        "--model",
-        model,
-        "--out",
-        out,
-        "--scheme",
-        "int8",
-        "--accuracy-level",
-        "4",
-    ]);
-    assert_eq!(result.status.code(), Some(1));
-    assert!(stderr(&result).contains("--accuracy-level applies to --scheme int4 only"));
     // Flags of another scheme or method are refused, not ignored.
-    let result = quantize(&[
-        "--model",
-        model,
-        "--out",
-        out,
-        "--scheme",
-        "int8",
-        "--block-size",
-        "64",
-    ]);
-    assert!(stderr(&result).contains("--block-size applies to --scheme int4 only"));
-    let result = quantize(&[
-        "--model", model, "--out", out, "--scheme", "int8", "--damp", "0.1",
-    ]);
-    assert!(stderr(&result).contains("--damp is for --method gptq"));
+    for (flag, value, expected) in [
+        (
+            "--accuracy-level",
+            "4",
+            "--accuracy-level applies to --scheme int4 only",
+        ),
+        (
+            "--block-size",
+            "64",
+            "--block-size applies to --scheme int4 only",
+        ),
+        ("--damp", "0.1", "--damp is for --method gptq"),
+    ] {
+        let result = quantize(&[
+            "--model", model, "--out", out, "--scheme", "int8", flag, value,
+        ]);
+        assert_eq!(result.status.code(), Some(1));
+        assert!(stderr(&result).contains(expected), "{}", stderr(&result));
+    }
 
     // An existing --out is refused before any work (GPTQ takes minutes on a real model), and
     // left as it was.
