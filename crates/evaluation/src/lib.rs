@@ -16,6 +16,8 @@
 //! selection method on the LLM through such a cache per token table, its plans measured on
 //! held-out text.
 
+use anyhow::Context as _;
+
 mod cached;
 pub mod frontier;
 mod masks;
@@ -44,6 +46,15 @@ pub fn llm_game(
     provenance: layerprune_tables::Provenance,
 ) -> anyhow::Result<(CachedLlm, String)> {
     let tokens = layerprune_tables::read_tokens(tokens_path)?;
+    // Named by its file here: CachedLlm only sees the table (and names the text it was made of).
+    layerprune_runtime::check_token_windows(&tokens.windows, model.manifest().vocab_size)
+        .with_context(|| {
+            format!(
+                "--tokens {} with {}",
+                tokens_path.display(),
+                model.dir().display()
+            )
+        })?;
     let game = CachedLlm::open(model, &tokens, options, cache, provenance)?;
     Ok((game, tokens.dataset_id))
 }

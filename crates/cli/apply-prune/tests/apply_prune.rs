@@ -899,6 +899,26 @@ fn scores_of_a_game_with_fixed_blocks_plan_without_repeating_them() {
     assert_eq!(plans.rows[0].removed_blocks, vec![1, 2]);
 }
 
+/// Tokens of another model's vocabulary are refused before anything runs, naming the file.
+#[test]
+fn tokens_of_another_vocabulary_are_refused_naming_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("foreign.parquet");
+    let mut foreign = windows();
+    foreign[2][7] = 5000;
+    write_windows(&tokens, foreign, "test");
+    let plan = dir.path().join("plan.parquet");
+    let args = measuring_args("sleb", "1", &tokens, &plan, None);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fail(&args, "foreign.parquet with", &plan, None);
+    fail(
+        &args,
+        "token id 5000, outside the model's vocabulary of 320",
+        &plan,
+        None,
+    );
+}
+
 /// Scores measured on another model are refused before anything runs.
 #[test]
 fn scores_of_another_model_are_refused() {
