@@ -2,8 +2,9 @@
 //! an input (by file identity, through symbolic and hard links), never replaces something that
 //! is not a regular file (a device, FIFO, socket or symbolic link), and its folder exists and
 //! can be written; a table output never replaces a table of another kind (a tokens table
-//! written over the evaluations of hours of GPU time by a slip of the path). Each refusal names
-//! the flag, the path and the problem.
+//! written over the evaluations of hours of GPU time by a slip of the path), nor any other
+//! output a table; and an output the stage only replaces with `--overwrite` is refused before
+//! the work, not after it. Each refusal names the flag, the path and the problem.
 
 use std::fs;
 use std::io::ErrorKind;
