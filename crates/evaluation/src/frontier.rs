@@ -134,7 +134,7 @@ impl PreparedFrontier {
     /// made): a k the model cannot lose (with the fixed blocks kept), a `--budgets` number
     /// below what adaptive removal needs at one of the k, and a token table the model cannot
     /// run (an id outside its vocabulary: tokenized for another model).
-    pub fn check_against_model(&self) -> Result<()> {
+    fn check_against_model(&self) -> Result<()> {
         let run = &self.run;
         let manifest = Manifest::load(&run.model)?;
         let adaptive = run

@@ -113,7 +113,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn new(method: &str, removed: Vec<usize>, llm_evaluations: u64) -> Self {
+    /// A plan of `method` removing `removed`, chosen for `llm_evaluations`, not yet measured.
+    pub fn new(method: &str, removed: Vec<usize>, llm_evaluations: u64) -> Self {
         Plan {
             method: method.to_string(),
             removed,

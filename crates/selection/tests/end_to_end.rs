@@ -252,15 +252,8 @@ fn a_search_plan_keeps_the_prediction_of_the_candidate_it_keeps() {
     // A plan of an earlier table (from-plan) is measured, its recorded cost kept; a plan not
     // measured while choosing is charged the one evaluation that measures it.
     let plain = |removed: Vec<usize>, llm_evaluations: u64, cost_is_recorded: bool| Plan {
-        method: "sleb".into(),
-        removed,
-        predicted: None,
-        measured_nll: None,
-        llm_evaluations,
-        candidates: Vec::new(),
-        runner_up: None,
-        full_model: None,
         cost_is_recorded,
+        ..Plan::new("sleb", removed, llm_evaluations)
     };
     plans.push(plain(vec![0, 5], 9, true));
     plans.push(plain(vec![0, 1], 9, false));

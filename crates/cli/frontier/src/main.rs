@@ -121,7 +121,6 @@ fn main_body(args: Args) -> Result<()> {
     // can be written, and neither frontier.csv nor a cache replaces an input or a special file.
     let input_paths: Vec<&Path> = prepared.inputs.iter().map(PathBuf::as_path).collect();
     check_folder_outside_inputs("--out-dir", &args.out_dir, &input_paths)?;
-    prepared.check_against_model()?;
     let created = !args.out_dir.exists();
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("--out-dir {}: cannot create it", args.out_dir.display()))?;
@@ -138,8 +137,9 @@ fn main_body(args: Args) -> Result<()> {
         .check()
         .and_then(|()| prepared.run(&mut |line| tracing::info!("{line}")));
     if result.is_err() && created {
-        // A run refused before it wrote anything (a model that fails its hash check, CUDA
-        // asked for and missing) leaves no empty folder behind; remove_dir keeps a non-empty one.
+        // A run refused before it wrote anything (what `run` checks against the model first,
+        // a model that fails its hash check, CUDA asked for and missing) leaves no empty folder
+        // behind; remove_dir keeps a non-empty one.
         let _ = std::fs::remove_dir(&args.out_dir);
     }
     result.map(|_| ())
