@@ -49,7 +49,7 @@ enum MethodArg {
         --device and --threads apply to --method gptq, whose calibration passes run the float\n\
         blocks through ONNX Runtime: on the CPU, or on a CUDA GPU with the onnxruntime-gpu\n\
         library in ORT_DYLIB_PATH (a CUDA request that cannot be met is an error, never a CPU\n\
-        fall-back). Rounding to nearest runs no model."
+        fall-back). Rounding to nearest runs no model and refuses both."
 )]
 struct Args {
     /// Layered model folder (with manifest.json) or one .onnx file.
@@ -181,6 +181,10 @@ fn quantize(args: Args) -> Result<()> {
             "--device {} is for --method gptq (rounding to nearest runs no model)",
             args.device.device
         );
+    }
+    // 0 is the default; any other count was asked for, and would change nothing.
+    if args.method == MethodArg::Rtn && args.device.threads != 0 {
+        bail!("--threads is for --method gptq (rounding to nearest runs no model)");
     }
     if args.method == MethodArg::Rtn && args.damp.is_some() {
         bail!("--damp is for --method gptq");

@@ -149,6 +149,7 @@ fn bad_input_exits_with_status_2_and_the_reason() {
             "--block-size applies to --scheme int4 only",
         ),
         ("--damp", "0.1", "--damp is for --method gptq"),
+        ("--threads", "2", "--threads is for --method gptq"),
     ] {
         let result = quantize(&[
             "--model", model, "--out", out, "--scheme", "int8", flag, value,
