@@ -738,6 +738,17 @@ impl LayeredModel {
                 dir.display()
             )));
         }
+        if manifest.dtype == "bfloat16" && matches!(options.device, Device::Cpu) {
+            // The CPU provider has no bfloat16 kernels at all (the causal mask's Trilu is the
+            // first node it fails on, with ONNX Runtime's bare "could not find an
+            // implementation"): say so, with the ways out, before any graph opens.
+            return Err(RuntimeError::BadInput(format!(
+                "{} holds bfloat16 weights (dtype in its manifest.json), which ONNX Runtime's CPU \
+                 provider cannot run: evaluate it with --device cuda, or export the model again \
+                 with --dtype fp16 or fp32 (the default) for the CPU",
+                dir.display()
+            )));
+        }
         if manifest.dtype != "float32" && matches!(options.device, Device::Cpu) {
             tracing::warn!(
                 "{} holds {} weights; the CPU provider runs them slowly",
