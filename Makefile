@@ -12,6 +12,23 @@ BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 # The settings, pinned versions (ORT_VERSION, ...) and plan methods Make and Snakemake share.
 include pipelines/settings.mk
 
+# A model folder given without a name (make demo MODEL_DIR=models/mine) is named after its
+# folder, so its run (build/runs/mine) does not replace the default model's.
+ifneq ($(filter command line environment,$(origin MODEL_DIR)),)
+ifeq ($(origin MODEL_NAME),file)
+MODEL_NAME := $(notdir $(patsubst %/,%,$(MODEL_DIR)))
+endif
+endif
+
+# The pruned model is the recommended plan at K_PRUNED blocks, one of the KS the plans are
+# made for: refused before anything runs rather than after every plan.
+comma := ,
+ifneq ($(filter demo quantize quantize-bench,$(MAKECMDGOALS)),)
+ifeq ($(filter $(K_PRUNED),$(subst $(comma), ,$(KS))),)
+$(error K_PRUNED=$(K_PRUNED) is not one of KS=$(KS): the pruned model is the recommended plan at one of the KS)
+endif
+endif
+
 ORT_LIB := $(BUILD)/ort-cpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
 ORT_GPU_LIB := $(BUILD)/ort-gpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
 export ORT_DYLIB_PATH ?= $(abspath $(ORT_LIB))

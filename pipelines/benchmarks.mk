@@ -8,13 +8,18 @@ WIKITEXT := ../shared/data/wikitext-2-raw/test.txt
 BENCH_SOURCE := $(if $(wildcard $(WIKITEXT)),--text $(WIKITEXT),--lambada $(LAMBADA) --documents 2500:)
 BENCH_MASKS ?= 50
 
-$(BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+# Settings stamps (layerprune.mk): the bench folder serves whichever model MODEL_DIR names
+# (make quantize-bench measures the quantized models on its tokens and masks).
+$(eval $(call settings_stamp_at,$(BENCH)/.settings/tokens,$(MODEL_DIR) $(BENCH_SOURCE) $(BOS)))
+$(eval $(call settings_stamp_at,$(BENCH)/.settings/masks,$(MODEL_DIR) $(BENCH_MASKS)))
+
+$(BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(BENCH)/.settings/tokens | $(BIN)/prepare-tokens
 	@mkdir -p $(BENCH)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(BENCH_SOURCE) --windows 10 --length 128 \
 	  --bos $(BOS) --mode consecutive --out $@
 
 # The same 50 random masks with 2–9 of the 30 blocks removed for every contender.
-$(BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
+$(BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json $(BENCH)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(BENCH)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --removed 2,3,4,5,6,7,8,9 --masks $(BENCH_MASKS) \
 	  --seed 1 --out $@

@@ -24,21 +24,30 @@ calibration_set = $(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA
   --documents $(CALIB_DOCUMENTS) --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) \
   --mode random --seed $(1) --out $(2)
 
-$(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+# Settings stamps (layerprune.mk): what the calibration sets and the held-out windows are drawn
+# with (each set's seed is in its name), and the kind of device. When they change, the caches
+# measured with the old ones go too (frontier refuses a cache of other tokens or another model,
+# and would read one of another device as this one's).
+FRONTIER_CACHES = $(FRONTIER_RUN)/cache-$(1)-*.parquet
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/calib,$(MODEL_DIR) $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,calibration);))
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/heldout,$(MODEL_DIR) $(EVAL_DOCUMENTS) $(FRONTIER_HELDOUT_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,heldout);))
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/device,$(DEVICE_KIND),rm -f $(call FRONTIER_CACHES,*);))
+
+$(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(FRONTIER_RUN)/.settings/calib | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(call calibration_set,$*,$@)
 
-$(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+$(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(EVAL_DOCUMENTS) \
 	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
-$(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/prepare-tokens
+$(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --text $(WIKITEXT) \
 	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
-frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) | $(BIN)/frontier
+frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) $(FRONTIER_RUN)/.settings/device | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \
 	  $(foreach h,$(FRONTIER_HELDOUT),--heldout $(patsubst heldout-%.parquet,%,$(notdir $(h)))=$(h)) \
 	  --k $(FRONTIER_KS) --budgets $(FRONTIER_BUDGETS) $(if $(FRONTIER_METHODS),--methods $(FRONTIER_METHODS)) --shapley-masks $(FRONTIER_SHAPLEY_MASKS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)

@@ -54,14 +54,16 @@ $(STAGES) &:
 # run remakes what those settings affect and nothing else.
 .PHONY: FORCE
 FORCE:
-# $(call settings_stamp_at,PATH,VALUES); $(call settings_stamp,NAME,VALUES) is the demo's
-# $(RUN)/.settings/NAME.
+# $(call settings_stamp_at,PATH,VALUES[,ON_CHANGE]); $(call settings_stamp,NAME,VALUES[,ON_CHANGE])
+# is the demo's $(RUN)/.settings/NAME. ON_CHANGE: shell commands, each ending in `;`, run when
+# the values change (not when the stamp is first written), e.g. dropping a cache measured with
+# the old ones.
 define settings_stamp_at
 $(1): FORCE
 	@mkdir -p $$(dir $$@)
-	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
+	@printf '%s\n' '$(2)' | cmp -s - $$@ || { if [ -e $$@ ]; then $(3) :; fi; printf '%s\n' '$(2)' > $$@; }
 endef
-settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2))
+settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3))
 
 # A long `evaluate --masks` run checkpoints into $(call checkpoint,TABLE) (TABLE.partial.parquet),
 # renamed to TABLE once whole. Make runs the recipe while TABLE is missing, and evaluate resumes
@@ -93,6 +95,12 @@ $(eval $(call settings_stamp,tokens-eval,$(MODEL_DIR) $(EVAL_SOURCE) $(EVAL_WIND
 $(eval $(call settings_stamp,masks,$(MODEL_DIR) $(STRATA) $(MASKS) $(SEED)))
 $(eval $(call settings_stamp,surrogates,$(SEED) $(SURROGATE_RIDGE)))
 $(eval $(call settings_stamp,plans,$(KS) $(ADAPTIVE_BUDGET) $(SEED)))
+# The kind of device the model runs on (cpu or cuda; not which GPU), a setting of every table
+# measured on the model: the providers' kernels round differently (NLL within ~1e-4), so a table
+# measured on one is not reported as the other's, and a CUDA request that cannot be met fails
+# as on a fresh run instead of printing the CPU's tables. The plan cache was measured there too.
+DEVICE_KIND = $(firstword $(subst :, ,$(DEVICE)))
+$(eval $(call settings_stamp,device,$(DEVICE_KIND),rm -f $(PLAN_CACHE);))
 
 $(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens
 	@mkdir -p $(RUN)
@@ -110,7 +118,7 @@ $(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--removed $(STRATA)) --masks $(MASKS) \
 	  --anchors --seed $(SEED) --out $@
 
-$(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet | $(BIN)/evaluate
+$(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet $(RUN)/.settings/device | $(BIN)/evaluate
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
 	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS))
 
@@ -149,15 +157,22 @@ APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS
 # $(call plan_args,METHOD): its row of the method table, and the shared cache if it has one.
 plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE)))
 $(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parquet $(RUN)/scores-shapley.parquet \
-                       $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json $(RUN)/.settings/plans | $(BIN)/apply-prune
+                       $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json $(RUN)/.settings/plans \
+                       $(RUN)/.settings/device | $(BIN)/apply-prune
 	@mkdir -p $(dir $@)
 	$(APPLY_PRUNE) $(call plan_args,$*) --tokens $(RUN)/tokens-calib.parquet --out $(RUN)/plans/$*-calibration.parquet
 	$(APPLY_PRUNE) --method from-plan --plans $(RUN)/plans/$*-calibration.parquet \
 	  --tokens $(RUN)/tokens-eval.parquet --out $@
 
+# $(call method_list,METHODS,VARIABLE): a list of methods as given (spaces or commas), each
+# checked against the method table before anything runs (a name without a row would reach
+# apply-prune with no arguments).
+method_list = $(foreach m,$(subst $(comma), ,$(1)),$(if $(PLAN_ARGS_$(m)),$(m),$(error $(2): no method "$(m)" \
+  in the method table (pipelines/settings.mk, PLAN_ARGS_<method>): $(sort $(patsubst PLAN_ARGS_%,%,$(filter PLAN_ARGS_%,$(.VARIABLES)))))))
+
 # The methods of the demo: by default the shared list (METHODS).
 DEMO_METHODS ?= $(METHODS)
-DEMO_PLANS := $(foreach m,$(DEMO_METHODS),$(RUN)/plans/$(m).parquet)
+DEMO_PLANS = $(foreach m,$(call method_list,$(DEMO_METHODS),DEMO_METHODS),$(RUN)/plans/$(m).parquet)
 
 # The pruned model of the recommended method's plan (RECOMMENDED_METHOD, settings.mk) with
 # K_PRUNED blocks removed, chosen on the calibration tokens, and its perplexity on the evaluation
@@ -186,7 +201,7 @@ $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.j
 $(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json tools/export/export_generator.py
 	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ --force
 
-$(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet | $(BIN)/evaluate
+$(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/evaluate
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
 
 # --- The demo ----------------------------------------------------------------------------------
@@ -194,7 +209,7 @@ DEMO_PRUNED := $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED
   $(if $(and $(filter $(MODEL_DIR),$(BUILD)/models/$(MODEL_NAME)),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json \
     $(RUN)/pruned-k$(K_PRUNED)-generator.onnx)
 demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
-	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(DEMO_METHODS) --k-pruned $(K_PRUNED)
+	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(call method_list,$(DEMO_METHODS),DEMO_METHODS) --k-pruned $(K_PRUNED)
 
 # --- make results: every method at k = 3, 6, 9, written into the run folder ---------------------
 # Same calibration run as the demo (its masks and evaluations are reused when present). The
@@ -223,12 +238,18 @@ $(VENV_REPORT)/.complete: tools/report/requirements.txt
 	touch $@
 
 # Plans are made in RESULTS_RUN by a run of this Makefile with RUN=RESULTS_RUN, so the settings
-# stamps remake what changed; the calibration run is first copied from the demo's when there.
-# `make tasks` makes its plans the same way.
+# stamps remake what changed; a results run without calibration tokens first starts from a copy
+# of the demo's calibration run when there: its tables, the plan cache and the settings stamps
+# they were made with (times kept), so what the same settings made is reused, not remade, and
+# what other settings made is remade. `make tasks` makes its plans the same way.
+CALIBRATION_RUN_FILES := tokens-calib.parquet masks.parquet evaluations.parquet block-stats.parquet \
+  $(patsubst $(RUN)/%,%,$(PLAN_CACHE)) .settings/tokens-calib .settings/masks .settings/device
 define copy_calibration_run
 @mkdir -p $(RESULTS_RUN)
-for f in tokens-calib.parquet masks.parquet evaluations.parquet block-stats.parquet; do \
-  if [ -f $(RUN)/$$f ] && [ ! -f $(RESULTS_RUN)/$$f ]; then cp -p $(RUN)/$$f $(RESULTS_RUN)/$$f; fi; done
+if [ -f $(RUN)/tokens-calib.parquet ] && [ ! -e $(RESULTS_RUN)/tokens-calib.parquet ]; then \
+  for f in $(CALIBRATION_RUN_FILES); do \
+    if [ -f $(RUN)/$$f ]; then mkdir -p $$(dirname $(RESULTS_RUN)/$$f) && cp -p $(RUN)/$$f $(RESULTS_RUN)/$$f; fi; \
+  done; fi
 endef
 
 results-plans: ort

