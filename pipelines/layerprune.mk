@@ -94,7 +94,6 @@ $(eval $(call settings_stamp,tokens-calib,$(MODEL_DIR) $(CALIB_SOURCE) $(CALIB_W
 $(eval $(call settings_stamp,tokens-eval,$(MODEL_DIR) $(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
 $(eval $(call settings_stamp,masks,$(MODEL_DIR) $(STRATA) $(MASKS) $(SEED)))
 $(eval $(call settings_stamp,surrogates,$(SEED) $(SURROGATE_RIDGE)))
-$(eval $(call settings_stamp,plans,$(KS) $(ADAPTIVE_BUDGET) $(SEED)))
 # The kind of device the model runs on (cpu or cuda; not which GPU), a setting of every table
 # measured on the model: the providers' kernels round differently (NLL within ~1e-4), so a table
 # measured on one is not reported as the other's, and a CUDA request that cannot be met fails
@@ -151,24 +150,42 @@ $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-block
 # Plans for every method, with the apply-prune arguments of the method table
 # (PLAN_ARGS_<method>, pipelines/settings.mk). Each method chooses on the calibration tokens
 # only (SLEB's greedy steps and the search's pick among candidates run there; SLEB and adaptive
-# removal through one cache, CACHED_METHODS); the chosen plans are then measured on the
-# evaluation text, which no method sees.
+# removal through one cache, CACHED_METHODS): plans/METHOD-calibration.parquet; the chosen
+# plans are then measured on the evaluation text, which no method sees: plans/METHOD.parquet.
+# Each method's choice depends on what its row names (its score table or surrogate), the
+# calibration tokens and a stamp of its own row, so a new ADAPTIVE_BUDGET re-plans adaptive
+# removal alone, and a new evaluation text re-measures the plans without choosing them again.
 APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS)
 # $(call plan_args,METHOD): its row of the method table, and the shared cache if it has one.
 plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE)))
-$(RUN)/plans/%.parquet: $(RUN)/tokens-eval.parquet $(RUN)/scores-published.parquet $(RUN)/scores-shapley.parquet \
-                       $(RUN)/scores-baselines.parquet $(RUN)/surrogate-quadratic.json $(RUN)/.settings/plans \
-                       $(RUN)/.settings/device | $(BIN)/apply-prune
-	@mkdir -p $(dir $@)
-	$(APPLY_PRUNE) $(call plan_args,$*) --tokens $(RUN)/tokens-calib.parquet --out $(RUN)/plans/$*-calibration.parquet
-	$(APPLY_PRUNE) --method from-plan --plans $(RUN)/plans/$*-calibration.parquet \
-	  --tokens $(RUN)/tokens-eval.parquet --out $@
+# $(call plan_inputs,METHOD): the files of the run its row names.
+plan_inputs = $(filter $(RUN)/%,$(PLAN_ARGS_$(1)))
+
+# Make's own rows of the method table: the random order of each seed (make results).
+RANDOM_SEEDS := 1 2 3 4 5
+$(foreach s,$(RANDOM_SEEDS),$(eval PLAN_ARGS_random-$(s) := --scores $(RUN)/scores-random-$(s).parquet --estimator random))
+$(RUN)/scores-random-%.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
+	$(BIN)/score-blocks --evaluations $< --method random --seed $* --out $@
+
+# Every method of the table, and its two rules (explicit, so neither table is a temporary
+# file of make's).
+PLAN_METHODS := $(sort $(patsubst PLAN_ARGS_%,%,$(filter PLAN_ARGS_%,$(.VARIABLES))))
+define plan_rules
+$(eval $(call settings_stamp,plan-$(1),$(KS) $(call plan_args,$(1))))
+$(RUN)/plans/$(1)-calibration.parquet: $(call plan_inputs,$(1)) $(RUN)/tokens-calib.parquet $(MODEL_DIR)/manifest.json \
+    $(RUN)/.settings/plan-$(1) $(RUN)/.settings/device | $(BIN)/apply-prune
+	@mkdir -p $$(dir $$@)
+	$$(APPLY_PRUNE) $$(call plan_args,$(1)) --tokens $(RUN)/tokens-calib.parquet --out $$@
+$(RUN)/plans/$(1).parquet: $(RUN)/plans/$(1)-calibration.parquet $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/apply-prune
+	$$(APPLY_PRUNE) --method from-plan --plans $$< --tokens $(RUN)/tokens-eval.parquet --out $$@
+endef
+$(foreach m,$(PLAN_METHODS),$(eval $(call plan_rules,$(m))))
 
 # $(call method_list,METHODS,VARIABLE): a list of methods as given (spaces or commas), each
 # checked against the method table before anything runs (a name without a row would reach
 # apply-prune with no arguments).
 method_list = $(foreach m,$(subst $(comma), ,$(1)),$(if $(PLAN_ARGS_$(m)),$(m),$(error $(2): no method "$(m)" \
-  in the method table (pipelines/settings.mk, PLAN_ARGS_<method>): $(sort $(patsubst PLAN_ARGS_%,%,$(filter PLAN_ARGS_%,$(.VARIABLES)))))))
+  in the method table (pipelines/settings.mk, PLAN_ARGS_<method>): $(PLAN_METHODS))))
 
 # The methods of the demo: by default the shared list (METHODS).
 DEMO_METHODS ?= $(METHODS)
@@ -177,7 +194,8 @@ DEMO_PLANS = $(foreach m,$(call method_list,$(DEMO_METHODS),DEMO_METHODS),$(RUN)
 # The pruned model of the recommended method's plan (RECOMMENDED_METHOD, settings.mk) with
 # K_PRUNED blocks removed, chosen on the calibration tokens, and its perplexity on the evaluation
 # text.
-$(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD).parquet $(RUN)/tokens-eval.parquet | $(BIN)/apply-prune
+$(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet $(RUN)/tokens-eval.parquet \
+                                          $(RUN)/.settings/device | $(BIN)/apply-prune
 	$(BIN)/apply-prune --method from-plan --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet --plan-method $(RECOMMENDED_METHOD) \
 	  --k $(K_PRUNED) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --out $(RUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
@@ -222,12 +240,6 @@ RESULTS_RUN ?= $(BUILD)/runs/results
 RESULTS_METHODS := reverse random-1 random-2 random-3 random-4 random-5 block-influence angular \
   leave-one-out sleb sleb-raced adaptive adaptive-raced published shapley iterative search
 RESULTS_PLANS := $(foreach m,$(RESULTS_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
-RANDOM_SEEDS := 1 2 3 4 5
-# Make's own rows of the method table: the random order of each seed.
-$(foreach s,$(RANDOM_SEEDS),$(eval PLAN_ARGS_random-$(s) := --scores $(RUN)/scores-random-$(s).parquet --estimator random))
-$(RUN)/scores-random-%.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
-	$(BIN)/score-blocks --evaluations $< --method random --seed $* --out $@
-$(foreach s,$(RANDOM_SEEDS),$(eval $(RUN)/plans/random-$(s).parquet: $(RUN)/scores-random-$(s).parquet))
 
 # The report tools' environment (matplotlib and pyarrow, no torch): tools/report, tools/tasks.
 VENV_REPORT := $(BUILD)/venv-report

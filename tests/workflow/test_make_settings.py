@@ -46,6 +46,35 @@ def make(tmp_path):
     return run
 
 
+def test_a_new_budget_or_evaluation_text_redoes_only_what_it_affects(make, tmp_path):
+    run = tmp_path / "run"
+    plans = [str(run / "plans" / f"{m}.parquet") for m in ("sleb", "adaptive", "leave-one-out", "search")]
+    status, output, _ = make(*plans)
+    assert status == 0, output
+
+    def chosen(ran):
+        """The methods that chose a plan (apply-prune's --method or --estimator), and how many
+        plans were measured on the evaluation text."""
+        methods, measured = set(), 0
+        for name, line in ran:
+            words = line.split()
+            if name == "apply-prune" and "from-plan" in words:
+                measured += 1
+            elif name == "apply-prune":
+                flag = "--method" if "--method" in words else "--estimator"
+                methods.add(words[words.index(flag) + 1])
+        return methods, measured
+
+    status, output, ran = make(*plans, "ADAPTIVE_BUDGET=0.5sleb")
+    assert status == 0, output
+    assert chosen(ran) == ({"adaptive"}, 1), ran
+    # The evaluation text is no method's input: the plans are measured again, not chosen again.
+    other = text(tmp_path / "other.txt", 3)
+    status, output, ran = make(*plans, "ADAPTIVE_BUDGET=0.5sleb", f"EVAL_TEXT={other}")
+    assert status == 0, output
+    assert chosen(ran) == (set(), 4), ran
+
+
 def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp_path):
     run = tmp_path / "run"
     targets = [str(run / "plans" / "sleb.parquet"), str(run / "full-eval.parquet")]
@@ -60,7 +89,7 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
     status, output, ran = make(*targets, "DEVICE=cuda")
     assert status != 0
     assert "cuda:0 requested but unavailable" in output, output
-    assert "evaluate" in [name for name, _ in ran]
+    assert {name for name, _ in ran} & {"evaluate", "apply-prune"}, ran
     # The plan cache measured on the CPU went with the change.
     assert not (run / "plans" / "evaluations-calib.parquet").exists()
 
