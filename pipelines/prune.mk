@@ -29,7 +29,8 @@ MODEL ?=
 K ?=
 MAX_PPL_RATIO ?=
 MAX_PPL_RATIO_SE ?=
-# The run's name and folder; PRUNE_EXPORT_FLAGS are added to export_layered.py (e.g. --dtype bf16),
+# The run's name and folder; PRUNE_EXPORT_FLAGS are added to export_layered.py (e.g. --dtype bf16
+# with DEVICE=cuda),
 # PRUNE_GENERATOR_FLAGS to export_generator.py (e.g. --dtype fp16; its default is fp32).
 PRUNE_NAME ?= $(patsubst %.gguf,%,$(notdir $(patsubst %/,%,$(MODEL))))
 PRUNE_OUT ?= $(BUILD)/runs/prune-$(PRUNE_NAME)
@@ -77,10 +78,29 @@ PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(pats
 PRUNE_SOURCE_STAT = $(if $(PRUNE_SOURCE_DEPS),$(shell stat -L -c '%n %s %Y %i' $(PRUNE_SOURCE_DEPS) 2>/dev/null))
 # The blocks of a Hugging Face model, from its config.json (a multimodal model's text_config),
 # to refuse a K it cannot lose before anything runs; empty for a GGUF file (apply-prune refuses it
-# there, after the export).
-PRUNE_NUM_BLOCKS = $(if $(PRUNE_IS_GGUF),,$(shell python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); \
-  c = c.get("text_config") or c; print(c.get("num_hidden_layers") or c.get("n_layer") or "")' \
-  $(patsubst %/,%,$(MODEL))/config.json 2>/dev/null))
+# there, after the export). report.py reads them under the key transformers does (GPT-2's
+# n_layer) and gives that key too, PRUNE_NUM_BLOCKS_KEY, for the refusal to name.
+PRUNE_NUM_BLOCKS_FOUND = $(if $(PRUNE_IS_GGUF),,$(shell $(PYTHON) tools/prune/report.py layers \
+  --config $(patsubst %/,%,$(MODEL))/config.json 2>/dev/null))
+PRUNE_NUM_BLOCKS = $(word 1,$(PRUNE_NUM_BLOCKS_FOUND))
+PRUNE_NUM_BLOCKS_KEY = $(word 2,$(PRUNE_NUM_BLOCKS_FOUND))
+
+# $(call prune_flag_value,FLAG,WORDS): the value the last FLAG in WORDS gives (`FLAG VALUE` or
+# `FLAG=VALUE`), as argparse reads it; empty without one.
+prune_flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag='$(1)' \
+  'take { value = $$0; take = 0; next } $$0 == flag { take = 1 } index($$0, flag "=") == 1 { value = substr($$0, length(flag) + 2) } \
+   END { print value }')
+# The device the stages run the model on (EVALUATE_FLAGS' --device; the stages' default is the CPU).
+PRUNE_DEVICE = $(or $(call prune_flag_value,--device,$(EVALUATE_FLAGS)),cpu)
+PRUNE_EXPORT_DTYPE = $(call prune_flag_value,--dtype,$(PRUNE_EXPORT_FLAGS))
+# Mamba's block graphs hold its scan unrolled for one window length (export_layered.py's
+# FIXED_LENGTH_MODEL_TYPES, --fixed-seq-len, default 128), which the windows must have: the export
+# is given SEQ_LEN, unless PRUNE_EXPORT_FLAGS sets a length (which must then be SEQ_LEN). A GGUF
+# file's architecture is known only once loaded: a Mamba GGUF needs PRUNE_EXPORT_FLAGS to say it.
+PRUNE_FIXED_LENGTH_TYPES = mamba mamba2
+PRUNE_FIXED_SEQ_LEN = $(call prune_flag_value,--fixed-seq-len,$(PRUNE_EXPORT_FLAGS))
+PRUNE_EXPORT_ARGS = $(strip $(PRUNE_EXPORT_FLAGS) $(if $(filter $(PRUNE_FIXED_LENGTH_TYPES),$(PRUNE_MODEL_TYPE)),\
+  $(if $(PRUNE_FIXED_SEQ_LEN),,--fixed-seq-len $(SEQ_LEN))))
 
 # Refuse a missing or wrong MODEL or K before anything runs (also for `make -n prune`).
 ifneq ($(filter prune,$(MAKECMDGOALS)),)
@@ -120,8 +140,25 @@ $(error make prune: K='$(K)' must be the number of blocks to remove, a positive 
 endif
 ifneq ($(strip $(PRUNE_NUM_BLOCKS)),)
 ifeq ($(shell [ $(K) -lt $(PRUNE_NUM_BLOCKS) ] && echo ok),)
-$(error make prune: K=$(K), but MODEL=$(MODEL) has $(PRUNE_NUM_BLOCKS) blocks (num_hidden_layers in its config.json) and one must stay: K is at most $(shell echo $$(($(PRUNE_NUM_BLOCKS) - 1))))
+$(error make prune: K=$(K), but MODEL=$(MODEL) has $(PRUNE_NUM_BLOCKS) blocks ($(PRUNE_NUM_BLOCKS_KEY) in its config.json) and one must stay: K is at most $(shell echo $$(($(PRUNE_NUM_BLOCKS) - 1))))
 endif
+endif
+endif
+# ONNX Runtime's CPU provider has no bfloat16 kernels (Trilu, among others): a bf16 folder would be
+# exported, then refused by the first evaluation.
+ifeq ($(PRUNE_EXPORT_DTYPE)/$(PRUNE_DEVICE),bf16/cpu)
+$(error make prune: PRUNE_EXPORT_FLAGS asks for --dtype bf16, but the model would run on the CPU (DEVICE=cpu), whose ONNX Runtime has no bfloat16 kernels: run it on a GPU (DEVICE=cuda), or on the CPU leave --dtype out (fp32) or use --dtype fp16)
+endif
+ifneq ($(and $(filter $(PRUNE_FIXED_LENGTH_TYPES),$(PRUNE_MODEL_TYPE)),$(PRUNE_FIXED_SEQ_LEN)),)
+ifneq ($(PRUNE_FIXED_SEQ_LEN),$(SEQ_LEN))
+$(error make prune: PRUNE_EXPORT_FLAGS exports MODEL=$(MODEL) ($(PRUNE_MODEL_TYPE)) for windows of exactly $(PRUNE_FIXED_SEQ_LEN) tokens (--fixed-seq-len), but SEQ_LEN=$(SEQ_LEN): set SEQ_LEN=$(PRUNE_FIXED_SEQ_LEN), or leave --fixed-seq-len out (make prune then exports for SEQ_LEN))
+endif
+endif
+# GPT-2 with scale_attn_by_inverse_layer_idx scales each block's attention by its index, which a
+# pruned checkpoint renumbers: prune_hf.py refuses it, and would only after the export and the plan.
+ifeq ($(PRUNE_IS_GGUF),)
+ifneq ($(shell grep -Eq '"scale_attn_by_inverse_layer_idx" *: *true' $(patsubst %/,%,$(MODEL))/config.json 2>/dev/null && echo yes),)
+$(error make prune: MODEL=$(MODEL) sets scale_attn_by_inverse_layer_idx in its config.json: each block's attention is scaled by 1 / (its index + 1), which deleting blocks renumbers, so no pruned Hugging Face checkpoint can keep it (tools/export/prune_hf.py refuses it))
 endif
 endif
 endif
@@ -133,7 +170,7 @@ $(PRUNE_OUT)/.settings/$(1): FORCE
 	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
 endef
 
-$(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_FLAGS) $(PRUNE_SOURCE_STAT))))
+$(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(PRUNE_SOURCE_STAT))))
 $(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED)))
 $(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
@@ -143,7 +180,7 @@ $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
 # The full model as a layered ONNX folder, checked against transformers by the exporter.
 $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py $(PRUNE_SOURCE) --out $(PRUNE_MODEL_DIR) \
-	  $(PRUNE_EXPORT_FLAGS) --force
+	  $(PRUNE_EXPORT_ARGS) --force
 
 $(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens
 	rm -f $(PRUNE_CACHE)
@@ -178,9 +215,12 @@ $(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | 
 	  --out $@ --overwrite --quiet
 
 # The same blocks deleted from the source model: a Hugging Face checkpoint that transformers
-# (and lm-eval, vLLM, ...) loads as an ordinary model.
-$(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/pruned/manifest.json tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
-	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plans $(PRUNE_PLAN_DIR)/plan.parquet \
+# (and lm-eval, vLLM, ...) loads as an ordinary model. Made from the plan as chosen
+# (plan-calibration.parquet, taken as apply-prune --method from-plan takes it above): plan.parquet
+# holds the same blocks measured on the held-out tokens, and new held-out settings (EVAL_*)
+# change nothing in the checkpoint, nor then in the generator made from it.
+$(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
+	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plans $< \
 	  --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) --out $(dir $@) --force
 
 # The pruned checkpoint as one ONNX decoder with a KV cache (the onnxruntime-genai / optimum

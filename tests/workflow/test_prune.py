@@ -150,7 +150,8 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     assert arg(write, "--out") == f"{out}/k2/plan.parquet"
     assert arg(write, "--pruned-out").rstrip("/") == f"{out}/k2/pruned"
     (hf,) = calls(lines, "prune_hf.py")
-    assert arg(hf, "--model") == str(setup["hf"]) and arg(hf, "--plans") == f"{out}/k2/plan.parquet"
+    # The checkpoint is made from the plan as chosen, not its held-out measurement (plan.parquet).
+    assert arg(hf, "--model") == str(setup["hf"]) and arg(hf, "--plans") == f"{out}/k2/plan-calibration.parquet"
     assert arg(hf, "--plan-method") == "adaptive-raced" and arg(hf, "--k") == "2"
     assert arg(hf, "--out").rstrip("/") == f"{out}/k2/pruned-hf"
     (generator,) = calls(lines, "export_generator.py")
@@ -181,7 +182,7 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     assert "--k" not in write and arg(write, "--pruned-out").rstrip("/") == f"{out}/ratio1.5/pruned"
     assert arg(write, "--plan-method") == "sleb-raced"
     (hf,) = calls(lines, "prune_hf.py")
-    assert "--k" not in hf and arg(hf, "--plans") == f"{out}/ratio1.5/plan.parquet"
+    assert "--k" not in hf and arg(hf, "--plans") == f"{out}/ratio1.5/plan-calibration.parquet"
     assert arg(hf, "--plan-method") == "sleb-raced"
     (summary,) = calls(lines, "report.py")
     assert arg(summary, "--plan-dir") == f"{out}/ratio1.5" and arg(summary, "--max-ppl-ratio") == "1.5"
@@ -222,9 +223,10 @@ def test_changed_settings_redo_what_they_affect(setup):
     assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
     assert arg(calls(lines, "apply-prune", "adaptive")[0], "--budget") == "least"
+    # New held-out windows: the held-out tokens and every measurement on them, not the plan, nor
+    # the checkpoint and the decoder, which the held-out tokens do not change.
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
-    assert [line[0] for line in lines] == ["prepare-tokens", "evaluate", "apply-prune", "evaluate",
-                                           "prune_hf.py", "export_generator.py", "report.py"]
+    assert [line[0] for line in lines] == ["prepare-tokens", "evaluate", "apply-prune", "evaluate", "report.py"]
     assert arg(lines[0], "--windows") == "7" and "--mode" in lines[0] and arg(lines[0], "--mode") == "consecutive"
     # The decoder's flags redo the decoder only.
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7", "PRUNE_GENERATOR_FLAGS=--dtype fp16")
@@ -280,8 +282,78 @@ def test_a_k_the_model_cannot_lose_is_refused_before_anything_runs(setup):
         {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text", "num_hidden_layers": 3},
          "vision_config": {"num_hidden_layers": 27}}))
     result, _ = setup["make"](f"MODEL={setup['hf']}", "K=3", f"PRUNE_OUT={out}", check=False)
-    assert "has 3 blocks" in result.stderr, result.stderr
+    assert "has 3 blocks (text_config.num_hidden_layers in its config.json)" in result.stderr, result.stderr
     setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
+    # GPT-2's config gives them as n_layer, and the refusal names that key.
+    (setup["hf"] / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 4}))
+    result, lines = setup["make"](f"MODEL={setup['hf']}", "K=4", f"PRUNE_OUT={out}-gpt2", check=False)
+    assert "has 4 blocks (n_layer in its config.json)" in result.stderr and "K is at most 3" in result.stderr, \
+        result.stderr
+    assert lines == []
+
+
+def test_mamba_is_exported_for_the_windows_length(setup):
+    """Mamba's block graphs run windows of exactly one length (--fixed-seq-len): make prune gives
+    the exporter SEQ_LEN, and refuses a length of the user's that is not SEQ_LEN before the export."""
+    (setup["hf"] / "config.json").write_text(json.dumps({"model_type": "mamba2", "num_hidden_layers": 4}))
+    out = setup["tmp"] / "run"
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}", "SEQ_LEN=32")
+    (export,) = calls(lines, "export_layered.py")
+    assert arg(export, "--fixed-seq-len") == "32"
+    assert all(arg(line, "--length") == "32" for line in calls(lines, "prepare-tokens"))
+    # Another SEQ_LEN is another export (its graphs are for the old length).
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}", "SEQ_LEN=64")
+    assert arg(calls(lines, "export_layered.py")[0], "--fixed-seq-len") == "64"
+    # A length of the user's is passed as given when it is SEQ_LEN, refused otherwise.
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}", "SEQ_LEN=64",
+                             "PRUNE_EXPORT_FLAGS=--fixed-seq-len=64")
+    (export,) = calls(lines, "export_layered.py")
+    assert "--fixed-seq-len=64" in export and "--fixed-seq-len" not in export
+    for flags in ("--fixed-seq-len 128", "--fixed-seq-len=128"):
+        result, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}", "SEQ_LEN=64",
+                                      f"PRUNE_EXPORT_FLAGS={flags}", check=False)
+        assert result.returncode != 0 and "set SEQ_LEN=128" in result.stderr, result.stderr
+        assert lines == []
+    # Other architectures' exports are not given a length (nor re-done for a new SEQ_LEN).
+    (setup["hf"] / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 4}))
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}-llama", "SEQ_LEN=32")
+    assert "--fixed-seq-len" not in calls(lines, "export_layered.py")[0]
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}-llama", "SEQ_LEN=64")
+    assert calls(lines, "export_layered.py") == [] and calls(lines, "prepare-tokens")
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["PRUNE_EXPORT_FLAGS=--dtype bf16"], True),
+    (["PRUNE_EXPORT_FLAGS=--dtype=bf16 --no-check"], True),
+    (["PRUNE_EXPORT_FLAGS=--dtype bf16", "DEVICE=cpu"], True),
+    (["PRUNE_EXPORT_FLAGS=--dtype bf16", "DEVICE=cuda"], False),
+    (["PRUNE_EXPORT_FLAGS=--dtype bf16", "DEVICE=cuda:1"], False),
+    (["PRUNE_EXPORT_FLAGS=--dtype bf16", "EVALUATE_FLAGS=--device cuda --threads 0"], False),
+    (["PRUNE_EXPORT_FLAGS=--dtype bf16 --dtype fp16"], False),  # the last one counts, as for argparse
+    (["PRUNE_EXPORT_FLAGS=--dtype fp16"], False),
+])
+def test_a_bf16_export_is_refused_for_the_cpu_before_it_runs(setup, args, refused):
+    """ONNX Runtime's CPU provider runs no bfloat16 graph: the export would be wasted."""
+    out = setup["tmp"] / "run"
+    result = subprocess.run(["make", "--no-print-directory", "-n", "prune", f"MODEL={setup['hf']}", "K=2",
+                             f"PRUNE_OUT={out}", *args], cwd=ROOT, capture_output=True, text=True, env=make_env())
+    if refused:
+        assert result.returncode != 0 and "DEVICE=cuda" in result.stderr and "fp16" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert "export_layered.py" in result.stdout
+
+
+def test_gpt2_with_a_per_index_attention_scale_is_refused_before_anything_runs(setup):
+    """prune_hf.py cannot write such a checkpoint, and would say so only after the plan."""
+    (setup["hf"] / "config.json").write_text(json.dumps(
+        {"model_type": "gpt2", "n_layer": 4, "scale_attn_by_inverse_layer_idx": True}, indent=2))
+    result, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={setup['tmp'] / 'run'}", check=False)
+    assert result.returncode != 0 and "scale_attn_by_inverse_layer_idx" in result.stderr, result.stderr
+    assert lines == []
+    (setup["hf"] / "config.json").write_text(json.dumps(
+        {"model_type": "gpt2", "n_layer": 4, "scale_attn_by_inverse_layer_idx": False}, indent=2))
+    setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={setup['tmp'] / 'run'}")
 
 
 def test_a_gguf_file_and_the_default_run_folder(setup):
@@ -293,7 +365,7 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     text = result.stdout
     run = "build/runs/prune-other.Q8_0"
     assert f"export_layered.py --gguf {setup['gguf']} --out {run}/model" in text
-    assert f"prune_hf.py --gguf {setup['gguf']} --plans {run}/k4/plan.parquet" in text
+    assert f"prune_hf.py --gguf {setup['gguf']} --plans {run}/k4/plan-calibration.parquet" in text
     # The decoder is made from the pruned checkpoint (a GGUF's architecture is known once loaded).
     assert f"export_generator.py --model {run}/k4/pruned-hf/ --out {run}/k4/pruned-generator.onnx" in text
     assert "apply-prune --method adaptive --budget 0.5sleb --race-se 3 --k 4" in text
@@ -343,6 +415,21 @@ def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
     result, lines = setup["make"](*args, check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert lines == []
+
+
+def test_the_make_list_of_fixed_length_architectures_is_the_exporter_s():
+    """pipelines/prune.mk's PRUNE_FIXED_LENGTH_TYPES names export_layered.py's MAMBA_MODEL_TYPES
+    (its FIXED_LENGTH_MODEL_TYPES), read from its source."""
+    import ast
+
+    (make_line,) = [line for line in (ROOT / "pipelines" / "prune.mk").read_text().splitlines()
+                    if line.startswith("PRUNE_FIXED_LENGTH_TYPES =")]
+    tree = ast.parse((ROOT / "tools" / "export" / "export_layered.py").read_text())
+    values = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+              for t in node.targets if isinstance(t, ast.Name)}
+    assert isinstance(values["FIXED_LENGTH_MODEL_TYPES"], ast.Name)
+    assert values["FIXED_LENGTH_MODEL_TYPES"].id == "MAMBA_MODEL_TYPES"
+    assert set(make_line.split("=", 1)[1].split()) == ast.literal_eval(values["MAMBA_MODEL_TYPES"])
 
 
 def test_the_make_list_of_generator_architectures_is_the_tool_s():

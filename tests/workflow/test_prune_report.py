@@ -5,6 +5,8 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("prune_report", ROOT / "tools" / "prune" / "report.py")
 report = importlib.util.module_from_spec(spec)
@@ -100,10 +102,57 @@ def test_a_held_out_loss_beyond_the_calibration_range_is_noted():
     assert report.transfer_lines(heldout, {"measured_nll": 4.0}) == []
 
 
-def test_the_layers_of_a_multimodal_checkpoint_are_its_language_model_s():
-    assert report.checkpoint_layers({"num_hidden_layers": 24}) == 24
-    assert report.checkpoint_layers({"model_type": "gemma3", "text_config": {"num_hidden_layers": 28}}) == 28
-    assert report.checkpoint_layers({"model_type": "gemma3"}) is None
+def test_the_layers_of_a_checkpoint_and_the_key_they_are_under():
+    assert report.layer_count({"num_hidden_layers": 24}) == (24, "num_hidden_layers")
+    # GPT-2's config names them n_layer (the summary printed "None layers" for it).
+    assert report.layer_count({"model_type": "gpt2", "n_layer": 12}) == (12, "n_layer")
+    # A multimodal checkpoint's are its language model's.
+    assert report.layer_count({"model_type": "gemma3", "text_config": {"num_hidden_layers": 28},
+                               "vision_config": {"num_hidden_layers": 27}}) == (28, "text_config.num_hidden_layers")
+    assert report.layer_count({"model_type": "gemma3"}) == (None, None)
+
+
+def test_the_layers_command_prints_the_count_and_its_key(tmp_path, capsys):
+    import json
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "gpt2", "n_layer": 6}))
+    report.main(["layers", "--config", str(config)])
+    assert capsys.readouterr().out == "6 n_layer\n"
+    config.write_text("{}")
+    with pytest.raises(SystemExit, match="no number of layers"):
+        report.main(["layers", "--config", str(config)])
+
+
+def gemma3_manifests(num_blocks, removed, architecture="gemma3_text"):
+    """Full and pruned layered manifests of a Gemma 3 model: every 6th block global."""
+    types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(num_blocks)]
+    full = {"architecture": architecture, "num_blocks": num_blocks,
+            "attention": [{"type": t, "window": None if t == "full_attention" else 512} for t in types]}
+    kept = [i for i in range(num_blocks) if i not in removed]
+    pruned = {"blocks": [{"index": j, "original_index": i} for j, i in enumerate(kept)]}
+    return full, pruned
+
+
+def test_llama_cpp_s_positional_pattern_is_warned_of_where_it_changes_a_block():
+    # Gemma 3 270M with blocks 7 and 11 removed (a make prune K=2 of the audit): llama.cpp puts
+    # original block 13 at position 11 (global there) and 17 at position 15 (local).
+    full, pruned = gemma3_manifests(18, {7, 11})
+    assert report.llama_cpp_retyped_blocks(full, pruned) == [13, 17]
+    lines = report.llama_cpp_lines(full, pruned)
+    assert "blocks 13 (local -> global), 17 (global -> local)." in lines[2]
+    assert "convert_hf_to_gguf.py" in lines[3] and "not run" in lines[4]
+    # Gemma 2 alternates: removing one block swaps every later one.
+    types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(6)]
+    full2 = {"architecture": "gemma2", "attention": [{"type": t} for t in types]}
+    pruned2 = {"blocks": [{"original_index": i} for i in (0, 2, 3, 4, 5)]}
+    assert report.llama_cpp_retyped_blocks(full2, pruned2) == [2, 3, 4, 5]
+    # Removals that keep every kept block's type (here a whole period), other architectures with a
+    # pattern (Qwen2's first blocks full) and folders without one: nothing to say.
+    assert report.llama_cpp_lines(*gemma3_manifests(18, set(range(6, 12)))) == []
+    full, pruned = gemma3_manifests(18, {7, 11}, architecture="qwen2")
+    assert report.llama_cpp_lines(full, pruned) == []
+    assert report.llama_cpp_lines({"architecture": "gemma3_text"}, pruned) == []
 
 
 

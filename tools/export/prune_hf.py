@@ -4,7 +4,8 @@ transformers as an ordinary model.
 Blocks are deleted (not zeroed); `num_hidden_layers` and every module's `layer_idx` are
 renumbered, and every per-layer list in the config (e.g. `layer_types`, which holds Gemma 3's
 and Qwen's sliding/global pattern) keeps only the kept blocks' entries, so each kept block
-keeps the attention type of its original index. The original indices of the kept blocks are
+keeps the attention type of its original index; Qwen's `max_window_layers` (its full-attention
+blocks come first) becomes the number of kept blocks below it, which states the same pattern. The original indices of the kept blocks are
 recorded in the config as `layerprune_kept_blocks`, and the checkpoint's parameter count before
 and after as `layerprune_parameters` ({"source": N, "pruned": M}; every tensor once, as
 transformers counts them, vision tower included). The checkpoint is written in the source's
@@ -74,6 +75,13 @@ def prune(model, removed):
                 module.layer_idx = new_index
     for key, value in per_layer.items():
         setattr(config, key, [value[i] for i in kept])
+    max_window_layers = getattr(config, "max_window_layers", None)
+    if isinstance(max_window_layers, int):
+        # Qwen2's, Qwen3's and the Qwen VL language models' pattern: the blocks below
+        # max_window_layers have full attention, the others the sliding window. The kept blocks
+        # below it stay first, so the count of them states the pruned pattern exactly, as
+        # layer_types does (a config rebuilt without layer_types derives it from this).
+        config.max_window_layers = sum(1 for i in kept if i < max_window_layers)
     previous = getattr(config, "layerprune_kept_blocks", list(range(num_blocks)))
     config.layerprune_kept_blocks = [previous[i] for i in kept]
     config.num_hidden_layers = len(kept)

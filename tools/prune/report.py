@@ -8,6 +8,10 @@ closing summary.
       the two manifests: the full model's block count and the pruned one's `original_index`es.
       Standard library only.
 
+  report.py layers --config HF_DIR/config.json
+      Prints a Hugging Face model's number of layers and the config key it is under, e.g.
+      `12 n_layer` (a multimodal model's: its language model's). Standard library only.
+
   report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--plan-method M]
                     [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
@@ -188,10 +192,71 @@ def transfer_lines(heldout: dict, calibration: dict):
             "  will serve (CALIB_TEXT) may lose less there"]
 
 
-def checkpoint_layers(config: dict):
-    """A Hugging Face config's number of layers; a multimodal checkpoint's (Gemma 3 4B and up) is
-    its language model's, in text_config."""
-    return config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
+# The config.json keys a language model's number of layers is under, as transformers' config
+# classes read `num_hidden_layers` for the exporter's architectures (which export_layered.py and
+# prune_hf.py use): the key itself, or GPT-2's n_layer (GPT2Config.attribute_map). No other
+# supported architecture renames it: tools/export/tests/test_prune_hf.py checks this against
+# transformers for every one.
+LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer")
+
+
+def layer_count(config: dict):
+    """A Hugging Face config's number of layers and the key it is under, e.g. (12, "n_layer"); a
+    multimodal checkpoint's (Gemma 3 4B and up) is its language model's, in text_config
+    ("text_config.num_hidden_layers"). (None, None) when the config has none."""
+    text, prefix = (config["text_config"], "text_config.") if config.get("text_config") else (config, "")
+    for key in LAYER_COUNT_KEYS:
+        if isinstance(text.get(key), int):
+            return text[key], prefix + key
+    return None, None
+
+
+def layers(args):
+    try:
+        with open(args.config) as handle:
+            count, key = layer_count(json.load(handle))
+    except (OSError, ValueError) as error:
+        fail(f"cannot read {args.config}: {error}")
+    if count is None:
+        fail(f"{args.config} gives no number of layers ({' or '.join(LAYER_COUNT_KEYS)})")
+    print(count, key)
+
+
+# llama.cpp sets these architectures' local (sliding-window) and global attention by a block's
+# position, not from the GGUF: loading their hyperparameters (src/llama-model.cpp) it calls
+# hparams.set_swa_pattern(2) for Gemma 2 and set_swa_pattern(6) for Gemma 3 (whose local blocks
+# also get RoPE base 10000). `--prune-layers` renumbers the kept blocks, so each takes the type of
+# its new position; and convert_hf_to_gguf.py writes their sliding window but not a checkpoint's
+# layer_types, so a GGUF converted from pruned-hf/ gets the same. Read in llama.cpp's source, not
+# run. The exporter's other architectures with a per-block
+# pattern, Qwen2/3's max_window_layers, have no sliding window in llama.cpp, pruned or not.
+LLAMA_CPP_POSITIONAL_PATTERN = {"gemma2", "gemma3_text"}
+
+
+def llama_cpp_retyped_blocks(full: dict, pruned: dict):
+    """The kept blocks (original indices) whose attention type llama.cpp would change: at its new
+    position j the type the full model has at block j (llama.cpp's pattern by position is the
+    model's own), not that of its original index. Empty for other architectures."""
+    if full.get("architecture") not in LLAMA_CPP_POSITIONAL_PATTERN or not full.get("attention"):
+        return []
+    types = [entry["type"] for entry in full["attention"]]
+    kept = [block["original_index"] for block in pruned["blocks"]]
+    return [index for position, index in enumerate(kept) if types[index] != types[position]]
+
+
+def llama_cpp_lines(full: dict, pruned: dict):
+    """A caveat under the llama.cpp command when llama.cpp would run other attention than the plan's."""
+    retyped = llama_cpp_retyped_blocks(full, pruned)
+    if not retyped:
+        return []
+    types = [entry["type"] for entry in full["attention"]]
+    changes = ", ".join(f"{index} ({'local' if types[index] == 'sliding_attention' else 'global'} -> "
+                        f"{'global' if types[index] == 'sliding_attention' else 'local'})" for index in retyped)
+    return [f"  caveat for llama.cpp: it sets {full['architecture']}'s local/global attention by a block's position, and",
+            "  --prune-layers renumbers the kept blocks, so there these change type:",
+            f"  blocks {changes}. That is a model other than the plan's, not measured",
+            "  here; a GGUF converted from pruned-hf/ (convert_hf_to_gguf.py) gets the same, its layer_types not being",
+            "  written. The plan's model is pruned/ and pruned-hf/ (read in llama.cpp's source, not run: docs/your-model.md)"]
 
 
 def count_text(count: int) -> str:
@@ -237,7 +302,7 @@ def summary(args):
     hf = folder / "pruned-hf"
     with open(hf / "config.json") as handle:
         config = json.load(handle)
-    kept_layers = checkpoint_layers(config)
+    kept_layers, _ = layer_count(config)
     dtype = config.get("dtype", config.get("torch_dtype", "?"))
     layers = (folder / "llama-cpp-prune-layers.txt").read_text().strip()
     num_blocks = full["num_blocks"]
@@ -280,6 +345,8 @@ def summary(args):
     width = max(len(str(path)) for path, _ in rows)
     for path, what in rows:
         print(f"  {str(path):<{width}}  {what}")
+    for line in llama_cpp_lines(full, pruned):
+        print(line)
     print()
     print(f"  lm-evaluation-harness: lm_eval --model hf --model_args pretrained={hf},dtype={dtype} "
           "--tasks ... (docs/your-model.md)")
@@ -299,8 +366,10 @@ def main(argv=None):
     report.add_argument("--max-ppl-ratio-se", help="the margin in standard errors it was chosen with, if any")
     report.add_argument("--source", required=True)
     report.add_argument("--plan-method", default="adaptive-raced", help="the plan table's method that chose the plan")
+    count = commands.add_parser("layers")
+    count.add_argument("--config", type=Path, required=True, help="a Hugging Face config.json")
     args = parser.parse_args(argv)
-    {"llama-cpp": llama_cpp, "summary": summary}[args.command](args)
+    {"llama-cpp": llama_cpp, "summary": summary, "layers": layers}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""prune_hf.py's config of the pruned checkpoint, as other tools read it: Qwen's max_window_layers,
+and the number of layers tools/prune/report.py (the `make prune` summary and its refusal of a K
+too large) reads under the key transformers reads it from."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import export_layered  # noqa: E402
+import make_fixture  # noqa: E402
+import prune_hf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+spec = importlib.util.spec_from_file_location("prune_report", ROOT / "tools" / "prune" / "report.py")
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+
+@pytest.fixture(scope="module")
+def qwen2(tmp_path_factory):
+    """The tiny Qwen2 of the fixture: 5 blocks, full attention below max_window_layers = 2, a
+    sliding window of 4 from block 2 on."""
+    return make_fixture.build_arch_folder(tmp_path_factory.mktemp("qwen2") / "hf", "qwen2", seed=5)
+
+
+@pytest.mark.parametrize("removed, max_window_layers", [("1", 1), ("0,1", 0), ("3", 2), ("2,4", 2)])
+def test_qwen2_s_max_window_layers_counts_the_kept_full_attention_blocks(qwen2, tmp_path, removed,
+                                                                         max_window_layers):
+    """The pruned config states its pattern twice, in layer_types and in max_window_layers (the
+    first max_window_layers blocks full): both must say the kept blocks' types, so that a tool that
+    derives the pattern from max_window_layers (transformers, for a config without layer_types)
+    computes the same model."""
+    from transformers import Qwen2Config
+
+    source = json.loads((qwen2 / "config.json").read_text())
+    assert source["max_window_layers"] == 2 and source["use_sliding_window"]
+    prune_hf.main(["--model", str(qwen2), "--remove", removed, "--out", str(tmp_path / "p")])
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    kept = [i for i in range(source["num_hidden_layers"]) if str(i) not in removed.split(",")]
+    assert config["layer_types"] == [source["layer_types"][i] for i in kept]
+    assert config["max_window_layers"] == max_window_layers
+    without_types = {key: value for key, value in config.items() if key != "layer_types"}
+    assert Qwen2Config(**without_types).layer_types == config["layer_types"]
+
+
+def test_a_gpt2_checkpoint_s_layers_are_read_under_n_layer(tmp_path):
+    make_fixture.build_arch_folder(tmp_path / "hf", "gpt2", seed=5)
+    prune_hf.main(["--model", str(tmp_path / "hf"), "--remove", "1,2", "--out", str(tmp_path / "p")])
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert report.layer_count(config) == (2, "n_layer")
+    assert report.layer_count(json.loads((tmp_path / "hf" / "config.json").read_text())) == (4, "n_layer")
+
+
+@pytest.mark.parametrize("model_type", sorted(export_layered.SUPPORTED_MODEL_TYPES | export_layered.MULTIMODAL_MODEL_TYPES))
+def test_report_reads_the_layers_where_transformers_does(model_type):
+    """report.LAYER_COUNT_KEYS holds the key transformers' config class reads num_hidden_layers from
+    (the exporter's and prune_hf.py's config.num_hidden_layers) for every supported architecture,
+    the language model's for a multimodal one."""
+    from transformers import AutoConfig
+
+    checkpoint = AutoConfig.for_model(model_type)
+    config = checkpoint.get_text_config()
+    key = config.attribute_map.get("num_hidden_layers", "num_hidden_layers")
+    assert key in report.LAYER_COUNT_KEYS
+    prefix = "text_config." if config is not checkpoint else ""
+    written = json.loads(checkpoint.to_json_string())
+    assert report.layer_count(written) == (config.num_hidden_layers, prefix + key)
