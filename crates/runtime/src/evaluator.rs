@@ -180,7 +180,8 @@ impl Evaluator {
             if seq_len != fixed {
                 return Err(RuntimeError::BadInput(format!(
                     "{} was exported for windows of exactly {fixed} tokens ({}), but the \
-                     windows have {seq_len}: prepare the tokens with `prepare-tokens --length {fixed}`",
+                     windows have {seq_len}: prepare the tokens with `prepare-tokens --length {fixed}` \
+                     (make: SEQ_LEN={fixed}), or export the model again with --fixed-seq-len {seq_len}",
                     model.dir().display(),
                     model.manifest().architecture
                 )));

@@ -109,8 +109,8 @@ pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Op
             )
         });
         tracing::info!(
-            "evaluated {n} masks in {seconds:.2} s ({:.3} masks/s, {} blocks run, {} tokens \
-             each){memory}",
+            "evaluated {n} masks in {seconds:.2} s ({:.3} masks/s, {} blocks run after the full \
+             model's reference pass, {} tokens each){memory}",
             n as f64 / seconds,
             outcome.blocks_run,
             outcome.tokens_per_mask
