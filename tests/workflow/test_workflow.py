@@ -254,10 +254,11 @@ def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
     result = snakemake(tmp_path / "wd", "-n", "--cores", "2", "--config", f"build={tmp_path}/build",
                        "shards=4", "rounds=3")
     counts = job_counts(result.stdout + result.stderr)
-    for rule in ["fetch_lambada", "fetch_smollm2", "venv_export", "export_smollm2", "tokens_calib",
+    for rule in ["fetch_lambada", "fetch_smollm2", "venv_export", "export_model", "tokens_calib",
                  "tokens_eval", "sample_masks", "block_stats", "surrogate_mlp",
                  "surrogate_quadratic", "scores_published", "scores_shapley", "scores_baselines",
-                 "pruned_model", "pruned_eval", "pruned_onnx", "pruned_hf", "full_eval", "summary"]:
+                 "pruned_model", "pruned_eval", "pruned_onnx", "pruned_hf", "pruned_generator",
+                 "full_eval", "summary"]:
         assert counts.get(rule) == 1, (rule, counts)
     assert counts["evaluate_shard"] == 12
     assert counts["merge_shards"] == 3
@@ -265,6 +266,19 @@ def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
     # Every method of settings.mk's METHODS: adaptive removal raced (the recommended one) and
     # not, SLEB raced and not, and the nine others.
     assert counts["plan"] == 13
+    out = result.stdout + result.stderr
+    # Its own run folder, not Make's build/runs/<model_name>.
+    assert f"{tmp_path}/build/runs/smollm2-135m-workflow/tokens-calib.parquet" in out
+    assert f"{tmp_path}/build/runs/smollm2-135m/" not in out
+
+    # Gemma 3 270M as Make has it: fetched, exported, and its checkpoint and generator written.
+    result = snakemake(tmp_path / "wd", "-n", "-p", "--cores", "2", "--config",
+                       f"build={tmp_path}/build", "model_name=gemma3-270m")
+    counts = job_counts(result.stdout + result.stderr)
+    for rule in ["fetch_gemma3", "export_model", "pruned_hf", "pruned_generator"]:
+        assert counts.get(rule) == 1, (rule, counts)
+    assert "fetch_smollm2" not in counts
+    assert "--sha256 " in result.stdout + result.stderr
 
 
 def test_slurm_profile_dry_run(tmp_path, text):
@@ -291,15 +305,27 @@ def test_slurm_profile_dry_run(tmp_path, text):
     small = out.split("rule sample_masks:")[1].split("\n[")[0]
     assert "slurm_partition=cpu" in small and "gpu=1" not in small, small
 
-    # One machine with several GPUs: shard I on GPU I.
+    # One machine with several GPUs (the local profile's recipe): shard I on GPU I, holding one;
+    # every other job that runs the model is on GPU 0 and holds all three, so it runs alone.
     result = snakemake(tmp_path / "wd", "-n", "--profile",
-                       str(ROOT / "pipelines" / "profiles" / "local"), "--cores", "2", "--config",
+                       str(ROOT / "pipelines" / "profiles" / "local"), "--cores", "2",
+                       "--resources", "gpu=3", "--config",
                        *[f"{k}={v}" for k, v in settings.items()], "device=cuda:{shard}")
     out = result.stdout + result.stderr
     for shard in range(3):
         assert f"--shard {shard}/3 " in out
         job = out.split(f"--shard {shard}/3 ")[1].split("\n[")[0]
         assert f"--device cuda:{shard} " in job, job
+    jobs = re.findall(r"\n(?:local)?rule (\w+):\n(.*?)(?=\n\[|\Z)", out, re.S)
+    model_jobs = [(rule, job) for rule, job in jobs if "--device" in job]
+    assert {rule for rule, _ in model_jobs} == {"evaluate_shard", "block_stats", "plan",
+                                                "pruned_model", "pruned_eval", "full_eval"}
+    for rule, job in model_jobs:
+        gpus = re.search(r"resources: .*\bgpu=(\d+)", job).group(1)
+        if rule == "evaluate_shard":
+            assert gpus == "1", job
+        else:
+            assert gpus == "3" and "--device cuda:0 " in job, job
 
 
 def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one_shard):
@@ -329,17 +355,106 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
         assert message in refused.stdout + refused.stderr, refused.stderr[-2000:]
 
 
-def test_bad_settings_are_refused_clearly(tmp_path, text):
-    config = write_config(tmp_path, text, shards=0)
+@pytest.mark.parametrize("overrides, config_args, message", [
+    ({"shards": 0}, [], "shards=0: must be a whole number, at least 1"),
+    ({}, ["round_masks=-3"], "round_masks=-3: must be a whole number, at least 1"),
+    ({}, ["masks=0"], "masks=0: must be a whole number, at least 1"),
+    ({}, ["evaluate_chunk=0"], "evaluate_chunk=0: must be a whole number"),
+    ({"methods": ["shapley", "nonsense"]}, [], "methods=['shapley', 'nonsense']: unknown methods ['nonsense']"),
+    ({}, ["methods="], "methods=None: no plan method"),
+    ({}, ["shard=3"], "shard=3: not a setting"),
+    ({}, ["mask=24"], "mask=24: not a setting"),
+    ({"ks": [1, 3]}, [], "k_pruned=2: must be one of ks (1,3)"),
+    ({}, ["k_pruned=4"], "k_pruned=4: must be one of ks (1,2)"),
+    ({}, ["ks=0,1"], "ks='0,1': must be numbers of blocks to remove"),
+    ({}, ["device=gpu"], "device='gpu': must be cpu, cuda, cuda:N or cuda:{shard}"),
+    ({}, ["bos=maybe"], "bos='maybe': must be auto or off"),
+    ({}, ["adaptive_budget=lots"], "adaptive_budget='lots': must be least, sleb"),
+    ({}, ["adaptive_budget=0sleb"], "adaptive_budget='0sleb': must be least, sleb"),
+    ({}, ["pruned_formats=gguf"], "pruned_formats='gguf': known: onnx, hf, generator"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_bad_settings_are_refused_clearly(tmp_path, text, overrides, config_args, message):
+    # Refused when the Snakefile loads, naming the key and its value, before any job.
+    config = write_config(tmp_path, text, **overrides)
     result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config),
-                       check=False)
+                       *(["--config", *config_args] if config_args else []), check=False)
     assert result.returncode != 0
-    assert "shards (0)" in result.stdout + result.stderr
-    config = write_config(tmp_path, text, methods=["shapley", "nonsense"])
-    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config),
-                       check=False)
-    assert result.returncode != 0
-    assert "unknown methods ['nonsense']" in result.stdout + result.stderr
+    assert f"pipelines/Snakefile: {message}" in result.stdout + result.stderr, result.stderr[-2000:]
+
+
+def test_list_settings_and_what_make_accepts_pass(tmp_path, text):
+    # ks as a YAML list (as methods), an empty pruned_formats, YAML's `bos: off` (read as false),
+    # every spelling of apply-prune's --budget.
+    config = write_config(tmp_path, text, ks=[1, 2], bos=False, pruned_formats=None)
+    for budget in ["sleb", "0.5sleb", "least", "2000"]:
+        result = snakemake(tmp_path / "wd", "-n", "-p", "--cores", "1", "--configfile",
+                           str(config), "--config", f"adaptive_budget={budget}")
+        out = result.stdout + result.stderr
+        assert "apply-prune --k 1,2 " in out and "--bos off " in out
+        assert f"--budget {budget} " in out
+
+
+def test_a_bin_other_than_cargos_is_never_built(tmp_path, text):
+    # cargo writes into target/debug (or $CARGO_TARGET_DIR/debug): any other bin must hold the
+    # stages, or the workflow refuses to start, naming the first missing one.
+    empty = tmp_path / "x"
+    empty.mkdir()
+    config = write_config(tmp_path, text, bin=str(empty))
+    refused = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config), check=False)
+    assert refused.returncode != 0
+    assert f"bin='{empty}': {empty}/prepare-tokens is missing" in refused.stdout + refused.stderr
+    # Cargo's own folder, moved by CARGO_TARGET_DIR as in the Makefile: built when missing.
+    config = write_config(tmp_path, text, bin="")
+    env = {**os.environ, "CARGO_TARGET_DIR": str(tmp_path / "cargo")}
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory",
+               str(tmp_path / "wd"), "-n", "-p", "--cores", "1", "--configfile", str(config)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert job_counts(out)["stage_binaries"] == 1
+    assert f"{tmp_path}/cargo/debug/evaluate" in out and "cargo build" in out
+
+
+def test_what_a_changed_setting_reruns(tmp_path, text):
+    """A setting that can change the NLLs reruns the shards; the chunk (how often a shard is
+    checkpointed) and the threads rerun nothing; a new ridge refits the round's surrogate but
+    neither samples nor evaluates the next round's masks again."""
+    config = write_config(tmp_path, text, shards=2)
+    workdir = tmp_path / "wd"
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
+
+    def dry(*settings):
+        result = snakemake(workdir, "evaluations", "-n", "--cores", "2", "--configfile",
+                           str(config), "--config", *settings)
+        out = result.stdout + result.stderr
+        return {} if "Nothing to be done" in out else job_counts(out)
+
+    ort = os.environ["ORT_DYLIB_PATH"]  # the same library, so only the device differs
+    for settings in [["device=cuda", f"ort_dylib={ort}"], ["device=cuda:{shard}", f"ort_dylib={ort}"],
+                     ["runtime_flags=--mask-batch 2"], ["cache_mb=64"]]:
+        counts = dry(*settings)
+        assert counts.get("evaluate_shard") == 4 and counts.get("block_stats") == 1, (settings, counts)
+    for settings in [["evaluate_chunk=4"], ["threads=2"]]:
+        assert dry(*settings) == {}, settings
+
+    run = tmp_path / "run"
+    masks = (run / "rounds" / "masks-r1.parquet").read_bytes()
+    shards = {p: p.stat().st_mtime_ns for p in (run / "shards").glob("*.parquet")}
+    result = snakemake(workdir, "evaluations", "--configfile", str(config), "--cores", "2",
+                       "--config", "surrogate_ridge=0.1")
+    assert job_counts(result.stdout + result.stderr) == {"fit_round": 1, "evaluations": 1, "total": 2}
+    assert (run / "rounds" / "masks-r1.parquet").read_bytes() == masks
+    assert {p: p.stat().st_mtime_ns for p in (run / "shards").glob("*.parquet")} == shards
+    assert dry("surrogate_ridge=0.1") == {}
+
+
+def test_the_documented_dry_runs_use_the_profile():
+    # Without the profile Snakemake keeps its records in <repo>/.snakemake, not the profile's
+    # build/snakemake, and cannot see the runs it made.
+    for doc in ["docs/pipeline.md", "docs/scaling.md", "README.md"]:
+        for line in (ROOT / doc).read_text().splitlines():
+            if re.search(r"snakemake|make workflow", line) and re.search(r"\s-n\b", line):
+                assert "--profile" in line or "make workflow" in line, (doc, line)
 
 
 # --- Make and Snakemake share one settings file (pipelines/settings.mk) ----------------------
@@ -424,7 +539,8 @@ def plan_table(output):
 
 @pytest.mark.parametrize("overrides", [
     {},
-    {"METHODS": "sleb adaptive shapley random", "ADAPTIVE_BUDGET": "2000", "KS": "1,2"},
+    {"METHODS": "sleb adaptive shapley random", "ADAPTIVE_BUDGET": "2000", "KS": "1,2",
+     "K_PRUNED": "2"},
 ], ids=["defaults", "overridden"])
 def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, overrides):
     # The commands each engine would run from a fresh clone: `make -n demo` and a Snakemake dry
