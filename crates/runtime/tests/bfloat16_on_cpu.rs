@@ -4,17 +4,14 @@
 //! manifest says bfloat16 (its graphs are float32: what is checked is that none is opened).
 
 use layerprune_runtime::{LayeredModel, RuntimeError, RuntimeOptions};
-use layerprune_tests::{copy_dir, tiny_model_dir};
+use layerprune_tests::{copy_tiny_model_with_manifest, tiny_model_dir};
 
 #[test]
 fn a_bfloat16_folder_is_refused_on_the_cpu_before_any_session_opens() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&tiny_model_dir(), dir.path());
-    let path = dir.path().join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    manifest["dtype"] = "bfloat16".into();
-    std::fs::write(&path, manifest.to_string()).unwrap();
+    copy_tiny_model_with_manifest(dir.path(), |manifest| {
+        manifest["dtype"] = "bfloat16".into();
+    });
 
     let Err(error) = LayeredModel::open(dir.path(), &RuntimeOptions::default()) else {
         panic!("a bfloat16 folder was opened on the CPU provider")

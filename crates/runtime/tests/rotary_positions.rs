@@ -10,18 +10,15 @@ use layerprune_runtime::{
     ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator, LayeredModel, LoglikRequest, RuntimeError,
     RuntimeOptions,
 };
-use layerprune_tests::{copy_dir, fixture_windows, tiny_model_dir};
+use layerprune_tests::{copy_tiny_model_with_manifest, fixture_windows, tiny_model_dir};
 
 /// The fixture with `rotary_positions` in its manifest, in a temporary folder.
 fn fixture_with_rotary_positions(positions: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&tiny_model_dir(), dir.path());
-    let path = dir.path().join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    manifest["attention_kernel"] = "fused".into();
-    manifest["rotary_positions"] = positions.into();
-    std::fs::write(&path, manifest.to_string()).unwrap();
+    copy_tiny_model_with_manifest(dir.path(), |manifest| {
+        manifest["attention_kernel"] = "fused".into();
+        manifest["rotary_positions"] = positions.into();
+    });
     dir
 }
 

@@ -212,13 +212,10 @@ fn bad_input_is_refused_and_nothing_written() {
     // Windows longer than a fused-attention export's rotary tables (its manifest says how
     // long: 12-token windows, tables for 8 positions).
     let fused = dir.path().join("fused");
-    layerprune_tests::copy_dir(&fixture(), &fused);
-    let manifest_path = fused.join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    manifest["attention_kernel"] = "fused".into();
-    manifest["rotary_positions"] = 8.into();
-    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    layerprune_tests::copy_tiny_model_with_manifest(&fused, |manifest| {
+        manifest["attention_kernel"] = "fused".into();
+        manifest["rotary_positions"] = 8.into();
+    });
     let out = evaluate_model(
         &fused,
         &["--tokens", path(&tokens), "--out", path(&out_file)],
