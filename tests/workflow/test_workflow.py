@@ -318,8 +318,8 @@ def test_slurm_profile_dry_run(tmp_path, text):
         assert f"--device cuda:{shard} " in job, job
     jobs = re.findall(r"\n(?:local)?rule (\w+):\n(.*?)(?=\n\[|\Z)", out, re.S)
     model_jobs = [(rule, job) for rule, job in jobs if "--device" in job]
-    assert {rule for rule, _ in model_jobs} == {"evaluate_shard", "block_stats", "plan",
-                                                "pruned_model", "pruned_eval", "full_eval"}
+    assert {rule for rule, _ in model_jobs} == {"evaluate_shard", "block_stats", "plan_calibration",
+                                                "plan", "pruned_model", "pruned_eval", "full_eval"}
     for rule, job in model_jobs:
         gpus = re.search(r"resources: .*\bgpu=(\d+)", job).group(1)
         if rule == "evaluate_shard":
@@ -446,6 +446,29 @@ def test_what_a_changed_setting_reruns(tmp_path, text):
     assert (run / "rounds" / "masks-r1.parquet").read_bytes() == masks
     assert {p: p.stat().st_mtime_ns for p in (run / "shards").glob("*.parquet")} == shards
     assert dry("surrogate_ridge=0.1") == {}
+
+
+def test_a_plan_is_chosen_again_only_when_its_own_inputs_change(tmp_path, text):
+    """Each method chooses from what its row names and the calibration tokens, and its choice
+    is measured on the evaluation text by a job of its own: a new budget re-plans adaptive
+    removal alone, and a new evaluation text re-measures every plan without choosing it again."""
+    config = write_config(tmp_path, text, shards=1, rounds=1)
+    workdir = tmp_path / "wd"
+    plans = [str(tmp_path / "run" / "plans" / f"{m}.parquet") for m in ("sleb", "adaptive", "leave-one-out")]
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", *plans)
+
+    def dry(*settings):
+        result = snakemake(workdir, *plans, "-n", "--cores", "2", "--configfile", str(config),
+                           "--config", *settings)
+        out = result.stdout + result.stderr
+        return {} if "Nothing to be done" in out else job_counts(out)
+
+    counts = dry("adaptive_budget=0.5sleb")
+    assert (counts.get("plan_calibration"), counts.get("plan")) == (1, 1), counts
+    other = tmp_path / "other.txt"
+    other.write_text(text.read_text()[::-1])
+    counts = dry(f"eval_text={other}")
+    assert counts.get("plan_calibration") is None and counts.get("plan") == 3, counts
 
 
 def test_the_documented_dry_runs_use_the_profile():
@@ -587,7 +610,10 @@ def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, ove
         assert make_table["adaptive"][1] == f"--method adaptive --budget 2000 {cache}"
         assert make_table["adaptive-raced"][1] == (
             f"--method adaptive --budget 2000 --race-se 3 {cache}")
-    assert job_counts(dry["cpu"])["plan"] == len(planned)
+    # Every method chooses; the recommended one's choice, when not among METHODS, is measured
+    # only as the pruned model.
+    assert job_counts(dry["cpu"])["plan_calibration"] == len(planned)
+    assert job_counts(dry["cpu"])["plan"] == len(make_methods.split())
 
     # ONNX Runtime: the library Make fetches is the one Snakemake expects (CPU and CUDA builds).
     make_ort = re.search(r"fetch_wheel\.py onnxruntime==(\S+) .*\ntest -f (\S+)", made)
