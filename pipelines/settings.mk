@@ -71,7 +71,8 @@ THREADS ?= 0
 
 # --- The method table: plan method -> its apply-prune arguments ---------------------------------
 # One row PLAN_ARGS_<method> per method. The estimator names are the ones the score tables
-# record. Make: the rule for $(RUN)/plans/<method>.parquet; Snakemake: rule plan.
+# record. Make: the rule for $(RUN)/plans/<method>-calibration.parquet (the choice, which
+# $(RUN)/plans/<method>.parquet measures on the evaluation text); Snakemake: rule plan_calibration.
 PLAN_ARGS_published = --scores $(RUN)/scores-published.parquet --estimator stratified-semivalue
 PLAN_ARGS_shapley = --scores $(RUN)/scores-shapley.parquet --estimator surrogate-shapley
 PLAN_ARGS_iterative = --method iterative --surrogate $(RUN)/surrogate-quadratic.json

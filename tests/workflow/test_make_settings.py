@@ -98,6 +98,10 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
     assert status == 0, output
     assert {name for name, _ in ran} >= {"evaluate", "apply-prune"}
     assert (run / "plans" / "evaluations-calib.parquet").exists()
+    # The device as EVALUATE_FLAGS gives it (the stages' flags given whole) counts the same.
+    status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cuda --threads 1")
+    assert status != 0 and "cuda:0 requested but unavailable" in output, output
+    assert (run / ".settings" / "device").read_text() == "cuda\n"
 
 
 def test_the_results_run_reuses_the_demos_calibration_run(make, tmp_path):
@@ -113,8 +117,10 @@ def test_the_results_run_reuses_the_demos_calibration_run(make, tmp_path):
     prepared = [line for name, line in ran if name == "prepare-tokens"]
     assert len(prepared) == 1 and prepared[0].split("--text ")[1].startswith(str(tmp_path / "eval.txt")), prepared
     assert (results / "plans" / "sleb.parquet").exists()
-    # SLEB read the demo's cache: its plan costs no new evaluation of the masks the demo measured.
-    assert (results / "plans" / "evaluations-calib.parquet").exists()
+    # SLEB read the demo's cache and measured nothing new: the cache is the demo's, byte for byte
+    # (one SLEB made afresh would hold the same masks, written by another run).
+    cache = Path("plans") / "evaluations-calib.parquet"
+    assert (results / cache).read_bytes() == (run / cache).read_bytes()
 
     # Other masks are drawn and measured there, not taken from the copy.
     status, output, ran = make("results-plans", "RESULTS_METHODS=sleb leave-one-out", "MASKS=24")
@@ -167,3 +173,13 @@ def test_a_model_folder_given_alone_gets_a_run_of_its_own():
                             "MODEL_NAME=mine", "build/runs/mine/masks.parquet"],
                            cwd=ROOT, capture_output=True, text=True, env=env)
     assert named.returncode == 0, named.stderr
+
+
+def test_a_method_list_is_checked_only_for_the_goals_that_plan(make):
+    for variable in ("DEMO_METHODS", "RESULTS_METHODS", "TASK_METHODS"):
+        status, output, _ = make("-n", "lint", f"{variable}=sleb,nope")
+        assert status == 0, (variable, output)
+    status, output, _ = make("-n", "results", "RESULTS_METHODS=sleb,nope")
+    assert status != 0 and 'RESULTS_METHODS: no method "nope"' in output, output
+    status, output, _ = make("-n", "tasks", "TASK_METHODS=nope")
+    assert status != 0 and 'TASK_METHODS: no method "nope"' in output, output
