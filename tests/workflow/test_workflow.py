@@ -469,6 +469,15 @@ def test_a_plan_is_chosen_again_only_when_its_own_inputs_change(tmp_path, text):
     other.write_text(text.read_text()[::-1])
     counts = dry(f"eval_text={other}")
     assert counts.get("plan_calibration") is None and counts.get("plan") == 3, counts
+    # A new runtime setting re-plans every method, and drops the cache SLEB and adaptive removal
+    # share first (its values were measured with the old settings).
+    counts = dry("runtime_flags=--mask-batch 2")
+    assert (counts.get("plan_cache_settings"), counts.get("plan_calibration")) == (1, 3), counts
+
+    # A model folder of your own, given without a name, gets a run folder named after it.
+    result = snakemake(tmp_path / "wd2", "-n", "-p", "--cores", "2", "--config", f"build={tmp_path}/build",
+                       f"model_dir={FIXTURE}", f"calib_text={text}", f"eval_text={text}", "ks=1,2", "k_pruned=2")
+    assert f"{tmp_path}/build/runs/{FIXTURE.name}-workflow/" in result.stdout + result.stderr
 
 
 def test_the_documented_dry_runs_use_the_profile():
