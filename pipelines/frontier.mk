@@ -97,7 +97,7 @@ FRONTIER_PAIRS_CSV ?= $(FRONTIER_RUN)/frontier.csv
 FRONTIER_PAIRS_TABLE = $(FRONTIER_RUN)/frontier-pairs.md
 FRONTIER_PAIRS_TEXTS = $(patsubst heldout-%.parquet,%,$(notdir $(FRONTIER_HELDOUT)))
 
-$(FRONTIER_RUN)/pairs-%.parquet: $(FRONTIER_PAIRS_CSV) $(FRONTIER_RUN)/heldout-%.parquet \
+$(FRONTIER_RUN)/pairs-%.parquet: $(FRONTIER_PAIRS_CSV) $(FRONTIER_RUN)/heldout-%.parquet $(FRONTIER_RUN)/.settings/device \
   | $(BIN)/evaluate $(ORT_LIB) $(VENV_REPORT)/.complete
 	$(VENV_REPORT)/bin/python tools/report/frontier_pairs.py masks $(FRONTIER_PAIRS_CSV) \
 	  --manifest $(MODEL_DIR)/manifest.json > $@.masks
@@ -147,6 +147,7 @@ $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/game,$(MODEL_DIR
   $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(EXACT_FRONTIER_SET)))
 $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/plans,$(EXACT_FRONTIER_KS) \
   $(EXACT_FRONTIER_BUDGETS) $(FRONTIER_SHAPLEY_MASKS)))
+$(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/device,$(DEVICE_KIND)))
 
 $(EXACT_FRONTIER_TOKENS): $(MODEL_DIR)/manifest.json $(LAMBADA) $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/prepare-tokens
 	@mkdir -p $(EXACT_FRONTIER_RUN)
@@ -157,7 +158,8 @@ $(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT_FRONTIER
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
 # Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `evaluate_checkpointed`).
-$(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOKENS) | $(BIN)/evaluate $(ORT_LIB)
+$(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOKENS) $(EXACT_FRONTIER_RUN)/.settings/device \
+                        | $(BIN)/evaluate $(ORT_LIB)
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT_FRONTIER_TOKENS) --masks $< \
 	  --chunk 256 $(EVALUATE_FLAGS) --summary $(EXACT_FRONTIER_RUN)/summary.json)
 

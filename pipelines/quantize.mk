@@ -24,6 +24,7 @@ $(BIN)/quantize:
 # Settings stamps (layerprune.mk): the model folder the full model's quantizations are made
 # from (QUANT is named after MODEL_NAME alone), and the quantized run's own.
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/model,$(MODEL_DIR)))
+$(eval $(call settings_stamp_at,$(QUANT)/.settings/device,$(DEVICE_KIND)))
 
 # The full model, quantized.
 $(QUANT)/full-%/manifest.json: $(MODEL_DIR)/manifest.json $(QUANT)/.settings/model | $(BIN)/quantize
@@ -64,12 +65,13 @@ $(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)
 
 # Perplexity on the bench tokens (WikiText-2 when present) and masks/s on the bench masks.
 QUANT_MODELS := $(foreach s,$(QUANT_SCHEMES),full-$(s) pruned-k$(K_PRUNED)-$(s))
-$(QUANT)/bench/%-full.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet | $(BIN)/evaluate
+$(QUANT)/bench/%-full.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet $(QUANT)/.settings/device | $(BIN)/evaluate
 	@mkdir -p $(dir $@)
 	$(BIN)/evaluate --model $(dir $<) --tokens $(BENCH)/tokens.parquet $(EVALUATE_FLAGS) \
 	  --out $(QUANT)/bench/$*-full.parquet --summary $@ --overwrite --quiet
 
-$(QUANT)/bench/%-masks.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet $(BENCH)/masks.parquet | $(BIN)/evaluate
+$(QUANT)/bench/%-masks.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet $(BENCH)/masks.parquet \
+                            $(QUANT)/.settings/device | $(BIN)/evaluate
 	@mkdir -p $(dir $@)
 	$(BIN)/evaluate --model $(dir $<) --tokens $(BENCH)/tokens.parquet --masks $(BENCH)/masks.parquet \
 	  $(EVALUATE_FLAGS) --out $(QUANT)/bench/$*-masks.parquet --summary $@ --overwrite --quiet
