@@ -4,6 +4,7 @@ and nowhere else, the frontier table and plot, and the masks of plan tables with
 their mask_id column. Needs pyarrow and matplotlib, not torch."""
 
 import csv
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -15,6 +16,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "tools" / "report"
 NUM_BLOCKS = 6
+# The evaluation text's dataset id, which the run's plans and evaluations record.
+EVAL = "eval-tokens"
+FINISHED = {"table": "evaluations", "format_version": 1, "complete": "true", "dataset_id": EVAL}
 
 
 def write(path: Path, columns: dict, metadata: dict):
@@ -28,7 +32,7 @@ def mask_id(removed):
     return "".join("0" if b in removed else "1" for b in range(NUM_BLOCKS))
 
 
-def plan_table(path: Path, plans, with_mask_id=True):
+def plan_table(path: Path, plans, with_mask_id=True, dataset=EVAL):
     columns = {
         "method": [p[0] for p in plans],
         "k": pa.array([len(p[1]) for p in plans], pa.uint32()),
@@ -40,7 +44,8 @@ def plan_table(path: Path, plans, with_mask_id=True):
     }
     if with_mask_id:
         columns["mask_id"] = [mask_id(p[1]) for p in plans]
-    write(path, columns, {"table": "plans", "format_version": 1, "num_blocks": NUM_BLOCKS})
+    write(path, columns, {"table": "plans", "format_version": 1, "num_blocks": NUM_BLOCKS,
+                          "inputs": json.dumps({"dataset": dataset})})
 
 
 def make_run(run: Path):
@@ -51,9 +56,9 @@ def make_run(run: Path):
     write(run / "full-eval.parquet",
           {"mask_id": ["1" * NUM_BLOCKS], "nll": [3.0], "ppl": [2.718281828 ** 3],
            "tokens_scored": pa.array([124], pa.uint64())},
-          {"table": "evaluations", "format_version": 1})
+          FINISHED)
     write(run / "tokens-eval.parquet", {"window_index": pa.array([0], pa.uint32())},
-          {"table": "tokens", "format_version": 1, "source": "held-out passages"})
+          {"table": "tokens", "format_version": 1, "source": "held-out passages", "dataset_id": EVAL})
     blocks = list(range(NUM_BLOCKS))
     write(run / "scores-published.parquet",
           {"block": pa.array(blocks, pa.uint32()), "estimate": [0.1 * b for b in blocks],
@@ -104,13 +109,44 @@ def test_summarize_writes_the_table_and_every_figure_into_the_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_summarize_refuses_tables_that_are_not_what_their_heading_says(tmp_path):
+    def summarize():
+        return subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
+                               "--methods", "sleb", "--out", str(run / "results.md")],
+                              capture_output=True, text=True)
+
+    run = tmp_path / "run"
+    make_run(run)
+    assert summarize().returncode == 0
+    # The calibration plans in place of the evaluation text's.
+    plan_table(run / "plans" / "sleb.parquet", [("sleb", [4], 3.1)], dataset="calibration-tokens")
+    result = summarize()
+    assert result.returncode == 1 and "measured on other tokens than the evaluation text" in result.stderr
+    make_run(run)
+    # A checkpoint (or a cache) in place of the full model's finished evaluation.
+    write(run / "full-eval.parquet", {"mask_id": ["1" * NUM_BLOCKS], "nll": [3.0], "ppl": [20.1],
+                                      "tokens_scored": pa.array([124], pa.uint64())},
+          {**FINISHED, "complete": "false"})
+    result = summarize()
+    assert result.returncode == 1 and "an incomplete evaluation table" in result.stderr
+    # Another kind of table, and a missing one: the reason, not a traceback.
+    make_run(run)
+    (run / "plans" / "sleb.parquet").write_bytes((run / "full-eval.parquet").read_bytes())
+    result = summarize()
+    assert result.returncode == 1 and "a table of kind 'evaluations', where a plans table was expected" in result.stderr
+    (run / "plans" / "sleb.parquet").unlink()
+    result = summarize()
+    assert result.returncode == 1 and "sleb.parquet: missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_the_written_model_comes_with_its_runner_up_on_the_calibration_text(tmp_path):
     run = tmp_path / "run"
     make_run(run)
     plan_table(run / "pruned-k2-plan.parquet", [("adaptive", [3, 4], 3.5)])
     write(run / "pruned-k2-eval.parquet",
           {"mask_id": [mask_id([3, 4])], "nll": [3.5], "ppl": [2.718281828 ** 3.5]},
-          {"table": "evaluations", "format_version": 1})
+          FINISHED)
     calibration = run / "plans" / "adaptive-calibration.parquet"
     plan_table(calibration, [("adaptive", [4], 3.1), ("adaptive", [3, 4], 3.4)])
     table = pq.read_table(calibration)
@@ -228,7 +264,7 @@ def test_the_written_model_comes_with_its_ratio_to_the_full_model(tmp_path):
     pq.write_table(table, plan_path)
     write(run / "pruned-k2-eval.parquet",
           {"mask_id": [mask_id([3, 4])], "nll": [3.5], "ppl": [2.718281828 ** 3.5]},
-          {"table": "evaluations", "format_version": 1})
+          FINISHED)
     plan_table(run / "plans" / "adaptive-calibration.parquet", [("adaptive", [3, 4], 3.4)])
     out = subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
                           "--methods", "sleb", "--k-pruned", "2", "--out", str(run / "results.md")],

@@ -12,6 +12,8 @@ needed.
 """
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -20,6 +22,45 @@ import pyarrow.parquet as pq
 # The runner-up's margin and how clearly it separates, as `make prune`'s summary reads them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
 import report as prune_report  # noqa: E402
+
+
+def fail(message):
+    sys.exit(f"summarize: {message}")
+
+
+def read_rows(path: Path, kind: str, dataset: str | None = None):
+    """The rows of one of the run's tables, refused with the reason when it is missing, of another
+    kind, an evaluation table not complete, or measured on other tokens than `dataset` (the
+    evaluation text's): the numbers printed are then not what their heading says."""
+    if not path.exists():
+        fail(f"{path}: missing (make it first: make demo, or make results)")
+    try:
+        metadata = {k.decode(): v.decode() for k, v in (pq.read_metadata(path).metadata or {}).items()}
+        rows = pq.read_table(path).to_pylist()
+    except Exception as error:  # pyarrow's errors for a file that is not Parquet
+        fail(f"{path}: not a readable Parquet table ({error})")
+    found = metadata.get("layerprune.table")
+    if found != kind:
+        fail(f"{path}: {'a table of kind ' + repr(found) if found else 'not a layerprune table'}, "
+             f"where a {kind} table was expected")
+    if kind == "evaluations" and metadata.get("layerprune.complete") != "true":
+        fail(f"{path}: an incomplete evaluation table (a checkpoint or a cache), not a finished run")
+    measured_on = metadata.get("layerprune.dataset_id") or json.loads(
+        metadata.get("layerprune.inputs", "{}")).get("dataset")
+    if dataset and measured_on != dataset:
+        fail(f"{path}: measured on other tokens than the evaluation text's (tokens-eval.parquet): "
+             "a plan table of the calibration tokens, or of an older run")
+    if not rows:
+        fail(f"{path}: no rows")
+    return rows
+
+
+def ppl_text(ppl) -> str:
+    """A perplexity as the tables print it: two decimals, or three significant digits past a
+    million (a random plan's can reach 1e15), 'nan' where the loss was not finite."""
+    if ppl is None or not math.isfinite(ppl):
+        return "nan" if ppl is not None else "-"
+    return f"{ppl:.2f}" if ppl < 1e6 else f"{ppl:.3g}"
 
 
 def source_of(run: Path) -> str:
@@ -83,10 +124,13 @@ def main():
                         help="folder for the figures (ppl-vs-k.svg, contributions.svg, surrogate-fit.svg)")
     args = parser.parse_args()
 
-    full = pq.read_table(args.run / "full-eval.parquet").to_pylist()[0]
+    tokens = args.run / "tokens-eval.parquet"
+    dataset = (pq.read_metadata(tokens).metadata or {}).get(b"layerprune.dataset_id", b"").decode() \
+        if tokens.exists() else None
+    full = read_rows(args.run / "full-eval.parquet", "evaluations", dataset)[0]
     plans = {}
     for method in args.methods:
-        for row in pq.read_table(args.run / "plans" / f"{method}.parquet").to_pylist():
+        for row in read_rows(args.run / "plans" / f"{method}.parquet", "plans", dataset):
             plans[(method, row["k"])] = row
     ks = sorted({k for _, k in plans})
     # Methods named random-1, random-2, ... are seeds of one method: report their mean.
@@ -103,7 +147,7 @@ def main():
         args.methods.insert(first, f"random (mean of {len(seeds)})")
     lines = [f"Perplexity on the evaluation text ({full['tokens_scored']} tokens of "
              f"{source_of(args.run)}); full model: "
-             f"{full['ppl']:.2f}. Cell: PPL (LLM evaluations used).", "",
+             f"{ppl_text(full['ppl'])}. Cell: PPL (LLM evaluations used).", "",
              "| method | " + " | ".join(f"k = {k}" for k in ks) + " |",
              "|---|" + "---:|" * len(ks)]
     for method in args.methods:
@@ -111,7 +155,7 @@ def main():
         for k in ks:
             row = plans.get((method, k))
             cells.append("-" if row is None or row["measured_ppl"] is None
-                         else f"{row['measured_ppl']:.2f} ({row['llm_evaluations']})")
+                         else f"{ppl_text(row['measured_ppl'])} ({row['llm_evaluations']})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Blocks removed:")
@@ -123,11 +167,11 @@ def main():
         lines.append(f"- {method}: {removed}")
     if args.k_pruned is not None:
         pruned_eval = args.run / f"pruned-k{args.k_pruned}-eval.parquet"
-        plan = pq.read_table(args.run / f"pruned-k{args.k_pruned}-plan.parquet").to_pylist()[0]
-        after = pq.read_table(pruned_eval).to_pylist()[0]
+        plan = read_rows(args.run / f"pruned-k{args.k_pruned}-plan.parquet", "plans", dataset)[0]
+        after = read_rows(pruned_eval, "evaluations", dataset)[0]
         lines += ["", f"Pruned model written to {args.run / f'pruned-k{args.k_pruned}'}: "
                   f"blocks {sorted(plan['removed_blocks'])} removed ({plan['method']}); "
-                  f"perplexity {full['ppl']:.2f} before, {after['ppl']:.2f} after "
+                  f"perplexity {ppl_text(full['ppl'])} before, {ppl_text(after['ppl'])} after "
                   f"(the pruned folder evaluated on its own{ratio_clause(plan)})."]
         lines += rival_lines(args.run / "plans" / f"{plan['method']}-calibration.parquet", plan)
     text = "\n".join(lines) + "\n"
