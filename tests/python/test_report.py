@@ -5,6 +5,7 @@ their mask_id column. Needs pyarrow and matplotlib, not torch."""
 
 import csv
 import json
+import math
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -361,13 +362,17 @@ def test_exact_frontier_finds_the_optimum_and_every_plan_s_gap(tmp_path):
     write(tmp_path / "game.parquet", {"kept": kept, "nll": nll},
           {"table": "evaluations", "format_version": 1, "num_blocks": NUM_BLOCKS,
            "fixed_blocks": "[0,5]"})
+    def ppl(removed):
+        """The game's calibration perplexity of a plan, as frontier.csv records it."""
+        return round(math.exp(nll[sum(1 << [1, 2, 3, 4].index(b) for b in removed)]), 4)
+
     rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "", "")]
     # SLEB's cost at k = 1, 2 of 4 players: 4, 7; least budget P + k: 5, 6.
-    rows += [("sleb", 1, "c0", 4, "4", 0, 0, "false", "", ""),
-             ("sleb", 2, "c0", 7, "2 4", 0, 0, "false", "", ""),
-             ("adaptive-raced", 1, "c0", 3, "4", 0, 0, "true", 5, "least sleb"),
-             ("adaptive-raced", 2, "c0", 6, "2 3", 0, 0, "true", 6, "least"),
-             ("adaptive-raced", 2, "c0", 7, "2 3", 0, 0, "true", 7, "sleb")]
+    rows += [("sleb", 1, "c0", 4, "4", ppl([4]), 0, "false", "", ""),
+             ("sleb", 2, "c0", 7, "2 4", ppl([2, 4]), 0, "false", "", ""),
+             ("adaptive-raced", 1, "c0", 3, "4", ppl([4]), 0, "true", 5, "least sleb"),
+             ("adaptive-raced", 2, "c0", 6, "2 3", ppl([2, 3]), 0, "true", 6, "least"),
+             ("adaptive-raced", 2, "c0", 7, "2 3", ppl([2, 3]), 0, "true", 7, "sleb")]
     write_frontier(tmp_path / "frontier.csv", rows, budget_spec=True)
     plan_table(tmp_path / "plans.parquet", [("one-shot", [1], 3.5), ("one-shot", [1, 3], 3.8)])
     subprocess.run([sys.executable, str(REPORT / "exact_frontier.py"),
@@ -394,3 +399,20 @@ def test_exact_frontier_finds_the_optimum_and_every_plan_s_gap(tmp_path):
                              "--frontier", str(tmp_path / "frontier.csv")],
                             capture_output=True, text=True, cwd=REPORT)
     assert failed.returncode != 0 and "part.parquet" in failed.stderr
+    # A frontier of other calibration tokens (SLEB's k = 1 plan at another perplexity), and a
+    # plan removing a fixed block, are refused: the gaps would be against another game.
+    def refused(frontier_rows, plans=()):
+        write_frontier(tmp_path / "other.csv", frontier_rows, budget_spec=True)
+        plan_table(tmp_path / "other.parquet", list(plans) or [("one-shot", [1], 3.5)])
+        result = subprocess.run([sys.executable, str(REPORT / "exact_frontier.py"),
+                                 "--game", str(tmp_path / "game.parquet"),
+                                 "--frontier", str(tmp_path / "other.csv"),
+                                 "--plans", f"other={tmp_path / 'other.parquet'}"],
+                                capture_output=True, text=True, cwd=REPORT)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        return result.stderr
+
+    assert "measured on other calibration tokens" in refused(
+        [("sleb", 1, "c0", 4, "4", 1.5 * ppl([4]), 0, "false", "", "")])
+    assert "no mask of the game" in refused(rows, [("one-shot", [0], 3.5)])
+    assert "no plans" in refused(rows[:1])

@@ -51,10 +51,26 @@ def read_game(path: Path):
     return nll, players
 
 
-def read_runs(frontier: Path, plan_tables):
-    """[(label, k, removed frozenset, llm evaluations)] from frontier.csv and plan tables."""
+def read_runs(frontier: Path, plan_tables, nll):
+    """[(label, k, removed frozenset, llm evaluations)] from frontier.csv and plan tables, each
+    plan checked against the game: a mask of it (the same fixed blocks) and, for frontier.csv's
+    rows, the calibration perplexity the game gives it (the same tokens), so that gaps are never
+    computed against another game."""
     with frontier.open() as f:
-        rows = [r for r in csv.DictReader(f) if int(r["k"]) > 0]
+        rows = [r for r in csv.DictReader(f) if r.get("k") and int(r["k"]) > 0]
+    if not rows:
+        raise SystemExit(f"{frontier}: no plans (an empty frontier.csv, or not one)")
+
+    def check(source, removed, ppl=None):
+        if removed not in nll:
+            raise SystemExit(f"{source}: the plan removing {sorted(removed)} is no mask of the game "
+                             "(it removes a fixed block, or its blocks are not the game's players): "
+                             "a frontier or plans of another game")
+        if ppl is not None and abs(math.exp(nll[removed]) / ppl - 1) > 1e-3:
+            raise SystemExit(f"{source}: the plan removing {sorted(removed)} has calibration "
+                             f"perplexity {ppl:.4f} there but {math.exp(nll[removed]):.4f} in the game: "
+                             "measured on other calibration tokens than the game's")
+
     sleb = {int(r["k"]): int(r["llm_evaluations"]) for r in rows if r["method"] == "sleb"}
     runs = []
     for r in rows:
@@ -65,12 +81,15 @@ def read_runs(frontier: Path, plan_tables):
             names = (r.get("budget_spec") or r["budget"]).split()
             labels = [f"{r['method']}, budget {name}" for name in names]
         removed = frozenset(int(b) for b in r["removed_blocks"].split())
+        check(f"{frontier} ({r['method']}, k = {k}, set {r.get('calibration_set', '?')})", removed,
+              float(r["calibration_ppl"]) if r.get("calibration_ppl") else None)
         runs.extend((label, k, removed, int(r["llm_evaluations"])) for label in labels)
     for name, path in plan_tables:
         table = pq.read_table(path)
         for k, removed, evaluations in zip(table.column("k").to_pylist(),
                                            table.column("removed_blocks").to_pylist(),
                                            table.column("llm_evaluations").to_pylist()):
+            check(f"{path} ({name}, k = {k})", frozenset(removed))
             runs.append((name, k, frozenset(removed), evaluations))
     return runs, sleb
 
@@ -169,7 +188,7 @@ def main():
             raise SystemExit(f"--plans {item!r}: expected NAME=PATH")
         plan_tables.append((name, Path(path)))
     nll, players = read_game(args.game)
-    runs, sleb = read_runs(args.frontier, plan_tables)
+    runs, sleb = read_runs(args.frontier, plan_tables, nll)
     ks, optimum, by_k, results = analyse(nll, players, runs, sleb)
     emit(markdown(nll, players, ks, optimum, by_k, results), args.out)
     if args.csv and results:
