@@ -200,7 +200,28 @@ def test_frontier_table_and_plot(tmp_path):
     # A budgeted run is named by its budget and the budgets asked for that came to it.
     assert "adaptive, budget 16 (least, 0.25sleb)" in table, table
     assert "adaptive, budget 32 (sleb)" in table, table
+    # A plan 35 times the best one's perplexity reads as such, not as +3,429.4 %.
+    assert "| reverse | 1 | 500.00 | 900.0 | ×35 |" in table, table
     is_svg(tmp_path / "frontier.svg")
+
+
+def test_frontier_says_what_its_means_are_over_and_refuses_what_it_cannot_read(tmp_path):
+    def frontier(rows):
+        write_frontier(tmp_path / "frontier.csv", rows, budget_spec=True)
+        return subprocess.run([sys.executable, str(REPORT / "frontier.py"), str(tmp_path / "frontier.csv")],
+                              capture_output=True, text=True)
+
+    rows = [(m, 1, s, 10, "4", 25.0 + i, 26.0 + i, "false", "", "")
+            for m in ("sleb", "best-known") for i, s in enumerate(("c0", "c1"))]
+    # SLEB's row of set c1 missing: its mean is over c0 alone, and the table says so.
+    out = frontier(rows[1:]).stdout
+    assert "| sleb (sets c1 only) |" in out and "| best-known |" in out, out
+    for broken, expected in [([], "no rows"),
+                             ([rows[0][:5] + (0.0,) + rows[0][6:]], "a perplexity is above 0"),
+                             ([rows[0][:5] + ("",) + rows[0][6:]], "line 2 (sleb)")]:
+        result = frontier(broken)
+        assert result.returncode != 0 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_calibration_windows_puts_runs_side_by_side_at_their_compute(tmp_path):
@@ -282,7 +303,7 @@ def write_windows(path: Path, plans):
         "nll": [sum(w) / len(w) for _, w in plans],
         "window_nll": pa.array([w for _, w in plans], pa.list_(pa.float64())),
     }
-    pq.write_table(pa.table(columns), path)
+    write(path, columns, {"table": "evaluations", "format_version": 1})
 
 
 def test_frontier_pairs_tells_a_difference_from_the_windows_noise(tmp_path):
@@ -329,10 +350,16 @@ def test_frontier_pairs_tells_a_difference_from_the_windows_noise(tmp_path):
     write_windows(tmp_path / "other.parquet", [(r, [w + 0.5 for w in ws]) for r, ws in windows.items()])
     result = table("--heldout", f"lambada={tmp_path / 'other.parquet'}", check=False)
     assert result.returncode == 1 and "not the same held-out text" in result.stderr
-    pq.write_table(pa.table({"kept": pa.array([[True] * NUM_BLOCKS], pa.list_(pa.bool_())), "nll": [1.0]}),
-                   tmp_path / "old.parquet")
+    write(tmp_path / "old.parquet", {"kept": pa.array([[True] * NUM_BLOCKS], pa.list_(pa.bool_())), "nll": [1.0]},
+          {"table": "evaluations", "format_version": 1})
     result = table("--heldout", f"lambada={tmp_path / 'old.parquet'}", check=False)
     assert result.returncode == 1 and "no window_nll column" in result.stderr
+    # A table of another kind is named as such; so is a reference method the frontier lacks.
+    plan_table(tmp_path / "plans.parquet", [("sleb", [4], 3.1)])
+    result = table("--heldout", f"lambada={tmp_path / 'plans.parquet'}", check=False)
+    assert result.returncode == 1 and "a table of kind 'plans'" in result.stderr
+    result = table("--heldout", f"lambada={tmp_path / 'pairs.parquet'}", "--against", "nosuch", check=False)
+    assert result.returncode == 1 and "--against nosuch: no plans of that method" in result.stderr
     result = table("--heldout", f"nosuchtext={tmp_path / 'pairs.parquet'}", check=False)
     assert result.returncode == 1 and "NAME must be one of lambada" in result.stderr
 

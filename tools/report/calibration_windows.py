@@ -76,7 +76,8 @@ def main():
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     by_k, heldout = rows_by_k(args.runs, set(args.methods.split(",")))
-    text = ("Compute: LLM evaluations × calibration windows (128 tokens each). Perplexities are "
+    # frontier.csv does not record the windows' length: the runs compared share one (SEQ_LEN).
+    text = ("Compute: LLM evaluations × calibration windows (of one length in every run). Perplexities are "
             "geometric means over the calibration sets (lowest–highest set in brackets).\n")
     text += table(by_k, heldout)
     emit(text, args.out)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from frontier import BUDGETED, emit
+from frontier import BUDGETED, emit, gap_text
 
 
 def read_game(path: Path):
@@ -117,14 +117,6 @@ def analyse(nll, players, runs, sleb):
             "gap": math.exp(value - optimum[k][0]) - 1, "rank": rank, "plans": len(by_k[k]),
         })
     return ks, optimum, by_k, results
-
-
-def gap_text(gap, digits=1):
-    """+x.x % below doubling, ×N from there (a plan 5,000 times the optimum's perplexity reads
-    as such, not as +499,900 %)."""
-    if gap < 1:
-        return f"+{100 * gap:.{digits}f} %"
-    return f"×{1 + gap:,.{1 if gap < 9 else 0}f}"
 
 
 def markdown(nll, players, ks, optimum, by_k, results):

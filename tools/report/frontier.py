@@ -14,14 +14,31 @@ from collections import defaultdict
 from pathlib import Path
 
 def read(path: Path):
+    """frontier.csv's rows, numbers parsed, and its held-out columns; refused, naming the row,
+    when it is empty or a cell is not what the frontier stage writes."""
     with path.open() as f:
         rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"{path}: no rows (an empty frontier.csv, or not one)")
+    for line, row in enumerate(rows, start=2):
+        if None in row:
+            raise SystemExit(f"{path}, line {line}: more cells than the header has columns")
+        # Cells missing at the end of a row are empty (older frontier.csv files end a row
+        # without a budget so).
+        row.update({column: "" for column, value in row.items() if value is None})
     heldout = [c for c in rows[0].keys() if c.endswith("_ppl") and c != "calibration_ppl"]
-    for row in rows:
-        row["k"] = int(row["k"])
-        row["llm_evaluations"] = int(row["llm_evaluations"])
-        for column in ["calibration_ppl"] + heldout:
-            row[column] = float(row[column])
+    if "calibration_ppl" not in rows[0]:
+        raise SystemExit(f"{path}: no calibration_ppl column: not a frontier.csv")
+    for line, row in enumerate(rows, start=2):
+        try:
+            row["k"] = int(row["k"])
+            row["llm_evaluations"] = int(row["llm_evaluations"])
+            for column in ["calibration_ppl"] + heldout:
+                row[column] = float(row[column])
+                if not row[column] > 0:
+                    raise ValueError(f"{column} = {row[column]}: a perplexity is above 0")
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"{path}, line {line} ({row.get('method')}): {error}")
     return rows, heldout
 
 
@@ -67,6 +84,7 @@ def summarise(rows, heldout):
         for column in ["llm_evaluations", "calibration_ppl"] + heldout:
             groups[key][column].append(row[column])
         groups[key]["removed"].append(row["removed_blocks"])
+        groups[key]["sets"].append(row["calibration_set"])
     return groups, order
 
 
@@ -78,6 +96,14 @@ def gmean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def gap_text(gap, digits=1):
+    """+x.x % below doubling, ×N from there (a plan 5,000 times the best one's perplexity reads
+    as such, not as +499,900 %)."""
+    if gap < 1:
+        return f"{100 * gap:+.{digits}f} %"
+    return f"×{1 + gap:,.{1 if gap < 9 else 0}f}"
+
+
 def fmt(values, digits=1):
     mean = gmean(values)
     if len(values) == 1:
@@ -85,7 +111,7 @@ def fmt(values, digits=1):
     return f"{mean:,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
 
 
-def table(groups, order, heldout):
+def table(groups, order, heldout, sets):
     lines = []
     ks = sorted({k for k, _ in order if k > 0})
     for k in ks:
@@ -99,11 +125,13 @@ def table(groups, order, heldout):
             g = groups[key]
             evals = g["llm_evaluations"]
             evals_text = f"{sum(evals) / len(evals):,.0f}" + (
-                f" ({min(evals)}–{max(evals)})" if min(evals) != max(evals) else "")
+                f" ({min(evals):,}–{max(evals):,})" if min(evals) != max(evals) else "")
             gap = ""
             if best:
-                gap = f"{100 * (gmean(g[heldout[0]]) / gmean(best[heldout[0]]) - 1):+.1f} %"
-            lines.append(f"| {key[1]} | {evals_text} | {fmt(g['calibration_ppl'], 2)} | "
+                gap = gap_text(gmean(g[heldout[0]]) / gmean(best[heldout[0]]) - 1)
+            # A row of fewer sets than the others is a mean over those alone: said, not hidden.
+            name = key[1] if sorted(g["sets"]) == sets else f"{key[1]} (sets {', '.join(sorted(g['sets']))} only)"
+            lines.append(f"| {name} | {evals_text} | {fmt(g['calibration_ppl'], 2)} | "
                          + " | ".join(fmt(g[h]) for h in heldout) + f" | {gap} |")
     return "\n".join(lines) + "\n"
 
@@ -145,12 +173,15 @@ def main():
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     rows, heldout = read(args.csv)
+    if not heldout:
+        raise SystemExit(f"{args.csv}: no held-out *_ppl column (a frontier run without held-out "
+                         "text: its plans are measured on one by make frontier-pairs)")
     groups, order = summarise(rows, heldout)
     sets = sorted({r["calibration_set"] for r in rows})
     text = (f"Calibration sets: {', '.join(sets)}. Perplexities are geometric means over the "
             f"sets (lowest–highest set in brackets); evaluations are the distinct masks each "
             f"method asked for on the calibration tokens, its plan's measurement included.\n")
-    text += table(groups, order, heldout)
+    text += table(groups, order, heldout, sets)
     emit(text, args.out)
     if args.plot:
         plot(args.plot, groups, order, heldout)

@@ -73,9 +73,14 @@ def read_windows(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path).to_pydict()
+        parquet = pq.read_table(path)
     except Exception as error:  # noqa: BLE001 — any unreadable file is the user's to fix
         fail(f"{path}: not a readable evaluation table ({error})")
+    kind = (parquet.schema.metadata or {}).get(b"layerprune.table", b"").decode()
+    if kind != "evaluations":
+        fail(f"{path}: {'a table of kind ' + repr(kind) if kind else 'not a layerprune table'}, "
+             "where an evaluation table of the plans on held-out text was expected")
+    table = parquet.to_pydict()
     if "window_nll" not in table:
         fail(f"{path}: no window_nll column (an evaluation table written before tables kept each "
              "window's NLL): evaluate the plans again")
@@ -138,6 +143,9 @@ def verdict_text(verdicts):
 
 def table(rows, windows_by_text, against):
     groups = labelled(rows)
+    if not any(name == against for _, name in groups):
+        fail(f"--against {against}: no plans of that method in the frontier.csv "
+             f"(its methods: {', '.join(sorted({name for _, name in groups}))})")
     texts = list(windows_by_text)
     lines = [f"Each method's plans against {against}'s on the same held-out windows: the change in "
              "held-out perplexity averaged over the calibration sets, with its range at two standard "
