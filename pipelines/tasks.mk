@@ -29,9 +29,12 @@ task-plans: ort
 
 # What the questions and their log-likelihoods depend on (a settings stamp, layerprune.mk): when
 # it changes, the run's tables, which evaluate would refuse to resume (another model, other
-# questions), start afresh. Other plans only add masks to them.
+# questions), start afresh; the old ones are moved to $(TASK_RUN)/previous/, not deleted (hours
+# of scoring on the full splits, and a misspelt task name is refused only after this).
+# Other plans only add masks to them.
 TASK_RUN_TABLES = $(addprefix $(TASK_RUN)/,evaluations.parquet choices.parquet accuracies.parquet)
-$(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_DIR) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(DEVICE_KIND),rm -f $(TASK_RUN_TABLES);))
+$(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_DIR) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(DEVICE_KIND),\
+  mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;))
 
 # labels.txt: one line per mask to score, "mask method k" (the full model first).
 tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_RUN)/.settings/questions | $(BIN)/evaluate

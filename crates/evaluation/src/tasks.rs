@@ -116,6 +116,16 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
         )?;
         encoded.push((task, questions));
     }
+    // The id names the tokens the model is given: contexts cut, from the left, to the longest
+    // input (the scorer's `max_length`, or a fused-attention export's rotary positions), as the
+    // scorer cuts them. So tables scored with another --max-length that cut something are never
+    // resumed or merged as these, and cutting nothing leaves the id as it was.
+    let longest = manifest
+        .rotary_positions()
+        .map_or(config.options.max_length, |positions| {
+            config.options.max_length.min(positions)
+        });
+    cut_contexts(&mut encoded, longest);
     let dataset_id = requests_id(&encoded);
 
     let MaskList {
@@ -228,6 +238,22 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
         masks_finished: masks.iter().filter(|m| all_done.contains(m)).count(),
         complete,
     })
+}
+
+/// Drops each choice's oldest context tokens until context and continuation fit the longest
+/// input plus the one token scored past it, as `layerprune_runtime`'s choice scorer does (it then
+/// finds nothing more to cut). A continuation longer than the input is left for the scorer to
+/// refuse.
+fn cut_contexts(encoded: &mut [(Task, Vec<EncodedQuestion>)], longest: usize) {
+    for (_, questions) in encoded.iter_mut() {
+        for choice in questions.iter_mut().flat_map(|q| q.choices.iter_mut()) {
+            let whole = choice.context.len() + choice.continuation.len();
+            if whole > longest + 1 && choice.continuation.len() <= longest {
+                let excess = (whole - (longest + 1)).min(choice.context.len());
+                choice.context.drain(..excess);
+            }
+        }
+    }
 }
 
 /// What a task run is computed for; rows computed for another are never mixed in.

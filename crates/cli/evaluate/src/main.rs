@@ -26,6 +26,10 @@ mod tasks;
 
 use report::{print_evaluation, Reporter};
 
+/// --tasks' defaults: padded tokens per forward pass, and the longest model input.
+const TASK_BATCH_TOKENS: usize = 2048;
+const TASK_MAX_LENGTH: usize = 2048;
+
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -79,11 +83,11 @@ struct Args {
     #[arg(long, requires = "tasks")]
     accuracy_out: Option<PathBuf>,
     /// With --tasks: padded tokens per forward pass (rows × longest row).
-    #[arg(long, default_value_t = 2048, value_parser = count(1, 1 << 32))]
+    #[arg(long, default_value_t = TASK_BATCH_TOKENS, value_parser = count(1, 1 << 32))]
     batch_tokens: usize,
     /// With --tasks: longest model input (for a fused-attention export, at most its manifest's
     /// rotary_positions); longer contexts are cut from the left.
-    #[arg(long, default_value_t = 2048, value_parser = count(1, 1 << 24))]
+    #[arg(long, default_value_t = TASK_MAX_LENGTH, value_parser = count(1, 1 << 24))]
     max_length: usize,
     /// Evaluate only shard I of N (0 ≤ I < N) of the masks: a mask's shard is a fixed function
     /// of the mask, so N runs cover every mask exactly once; join them with --merge.
@@ -160,6 +164,32 @@ fn main() -> ExitCode {
 /// (`RuntimeArgs::check`).
 fn check_io(args: &Args) -> Result<()> {
     args.runtime.check(args.device.device)?;
+    // A flag of the other kind of run is refused, not ignored. (clap's `requires = "tasks"`
+    // is not enforced once --tokens, which conflicts with --tasks, is given.)
+    if args.tasks.is_none() {
+        for (flag, given) in [
+            ("--task-data", args.task_data.is_some()),
+            ("--choices-out", args.choices_out.is_some()),
+            ("--accuracy-out", args.accuracy_out.is_some()),
+            ("--task-subsample", args.task_subsample != 0),
+            ("--max-length", args.max_length != TASK_MAX_LENGTH),
+            ("--batch-tokens", args.batch_tokens != TASK_BATCH_TOKENS),
+        ] {
+            if given {
+                bail!("{flag} is for a run over zero-shot tasks (--tasks)");
+            }
+        }
+    }
+    if args.tasks.is_some() || !args.merge.is_empty() {
+        for (flag, given) in [
+            ("--block-stats", args.block_stats.is_some()),
+            ("--summary", args.summary.is_some()),
+        ] {
+            if given {
+                bail!("{flag} is for a run over token windows (not --tasks or --merge)");
+            }
+        }
+    }
     let mut io = Io::new()
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())

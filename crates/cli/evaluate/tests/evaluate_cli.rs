@@ -188,6 +188,40 @@ fn bad_input_is_refused_and_nothing_written() {
     assert_refused(&out, &["5 entries"]);
     assert!(!out_file.exists());
 
+    // A flag of a zero-shot task run on a run over token windows, and the reverse: refused, not
+    // ignored (the choices table asked for would never be written).
+    let choices = dir.path().join("choices.parquet");
+    for (flags, refused) in [
+        (
+            vec!["--choices-out", path(&choices)],
+            "--choices-out is for a run over zero-shot tasks",
+        ),
+        (
+            vec!["--max-length", "64"],
+            "--max-length is for a run over zero-shot tasks",
+        ),
+        (
+            vec!["--task-subsample", "3"],
+            "--task-subsample is for a run over zero-shot tasks",
+        ),
+    ] {
+        let mut args = vec!["--tokens", path(&tokens), "--out", path(&out_file)];
+        args.extend(flags);
+        assert_refused(&evaluate(&args), &[refused]);
+    }
+    let out = evaluate(&[
+        "--tasks",
+        "piqa",
+        "--task-data",
+        path(dir.path()),
+        "--block-stats",
+        path(&choices),
+        "--out",
+        path(&out_file),
+    ]);
+    assert_refused(&out, &["--block-stats is for a run over token windows"]);
+    assert!(!out_file.exists() && !choices.exists());
+
     // Token ids outside the vocabulary.
     let big = dir.path().join("big");
     std::fs::create_dir(&big).unwrap();

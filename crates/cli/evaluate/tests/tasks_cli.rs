@@ -191,6 +191,24 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot resume"));
 
+    // Contexts cut to a shorter longest input are other questions to the model: a run with
+    // --max-length 16 is not resumed by one without (the rows would mix two truncations), while
+    // a longest input that cuts nothing names the same questions.
+    succeeded(run_tasks(dir.path(), &data, "cut", &["--max-length", "16"]));
+    let cut = read_task_accuracies(&dir.path().join("cut-accuracy.parquet")).unwrap();
+    assert_ne!(cut.dataset_id, accuracy.dataset_id);
+    let out = run_tasks(dir.path(), &data, "cut", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot resume"));
+    succeeded(run_tasks(
+        dir.path(),
+        &data,
+        "uncut",
+        &["--max-length", "100000"],
+    ));
+    let uncut = read_task_accuracies(&dir.path().join("uncut-accuracy.parquet")).unwrap();
+    assert_eq!(uncut.dataset_id, accuracy.dataset_id);
+
     // Log-likelihoods computed another way (a checkpoint from before the float64
     // log-softmax) are not mixed with new ones.
     assert_eq!(resumed.scoring, "logits-f64-log-softmax");
