@@ -133,7 +133,8 @@ def main():
         for row in read_rows(args.run / "plans" / f"{method}.parquet", "plans", dataset):
             plans[(method, row["k"])] = row
     ks = sorted({k for _, k in plans})
-    # Methods named random-1, random-2, ... are seeds of one method: report their mean.
+    # Methods named random-1, random-2, ... are seeds of one method: report their arithmetic
+    # mean (docs/results.md says so: one bad draw dominates it).
     seeds = [m for m in args.methods if m.startswith("random-")]
     if seeds:
         for k in ks:
