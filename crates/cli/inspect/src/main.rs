@@ -134,7 +134,18 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         .get("table")
         .and_then(|v| v.as_str())
         .unwrap_or("(not a layerprune table)");
-    outln!(out, "{}: {kind} table, {num_rows} rows", path.display());
+    // An evaluation table that is a checkpoint or a cache says so first: its rows are not a
+    // finished run's, and the stages that draw conclusions refuse it.
+    let incomplete = if metadata.get("complete") == Some(&serde_json::Value::Bool(false)) {
+        " (incomplete: a checkpoint or a cache, not a finished run)"
+    } else {
+        ""
+    };
+    outln!(
+        out,
+        "{}: {kind} table, {num_rows} rows{incomplete}",
+        path.display()
+    );
     if let serde_json::Value::Object(fields) = &metadata {
         let provenance = [
             "tool", "version", "created", "args", "seed", "inputs", "table",

@@ -4,13 +4,40 @@ use layerprune_core::Design;
 use std::process::Command;
 
 use layerprune_core::Mask;
-use layerprune_tables::{write_masks, MaskRow, MaskTable, Provenance};
+use layerprune_tables::{
+    write_evaluations, write_masks, EvaluationTable, MaskRow, MaskTable, Provenance,
+};
 
 fn inspect(args: &[&std::ffi::OsStr]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_inspect"))
         .args(args)
         .output()
         .unwrap()
+}
+
+#[test]
+fn an_incomplete_evaluation_table_says_so_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let provenance = Provenance::new("evaluate", "0.1.0", vec!["evaluate".into()]);
+    for complete in [false, true] {
+        let path = dir.path().join(format!("evaluations-{complete}.parquet"));
+        let table = EvaluationTable {
+            complete,
+            ..EvaluationTable::new(4, "model", "dataset")
+        };
+        write_evaluations(&path, &table, &provenance).unwrap();
+        let output = inspect(&[path.as_os_str()]);
+        let text = String::from_utf8(output.stdout).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.ends_with("evaluations table, 0 rows") == complete,
+            "{first}"
+        );
+        assert!(
+            first.contains("(incomplete: a checkpoint or a cache") != complete,
+            "{first}"
+        );
+    }
 }
 
 #[test]
