@@ -157,12 +157,8 @@ endif
 endif
 endif
 
-# $(call prune_stamp,NAME,VALUES): layerprune.mk's settings_stamp, in the run folder PRUNE_OUT.
-define prune_stamp
-$(PRUNE_OUT)/.settings/$(1): FORCE
-	@mkdir -p $$(dir $$@)
-	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
-endef
+# $(call prune_stamp,NAME,VALUES): layerprune.mk's settings stamp, in the run folder PRUNE_OUT.
+prune_stamp = $(call settings_stamp_at,$(PRUNE_OUT)/.settings/$(1),$(2))
 
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(PRUNE_SOURCE_STAT))))
 # The kind of device (DEVICE_KIND, layerprune.mk) is in the token stamps although the tokens do

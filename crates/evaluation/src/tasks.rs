@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use layerprune_core::{FileLock, Mask};
 use layerprune_data::{Bos, TokenizerFile};
 use layerprune_runtime::{
-    sort_for_prefix_reuse, ChoiceOptions, ChoiceScorer, LayeredModel, LoglikRequest, Manifest,
-    RuntimeOptions, Scoring,
+    context_tokens_cut, sort_for_prefix_reuse, ChoiceOptions, ChoiceScorer, LayeredModel,
+    LoglikRequest, Manifest, RuntimeOptions, Scoring,
 };
 use layerprune_tables::{
     read_task_choices, write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow,
@@ -120,12 +120,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     // input (the scorer's `max_length`, or a fused-attention export's rotary positions), as the
     // scorer cuts them. So tables scored with another --max-length that cut something are never
     // resumed or merged as these, and cutting nothing leaves the id as it was.
-    let longest = manifest
-        .rotary_positions()
-        .map_or(config.options.max_length, |positions| {
-            config.options.max_length.min(positions)
-        });
-    cut_contexts(&mut encoded, longest);
+    cut_contexts(&mut encoded, config.options.longest_input(&manifest));
     let dataset_id = requests_id(&encoded);
 
     let MaskList {
@@ -240,17 +235,16 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     })
 }
 
-/// Drops each choice's oldest context tokens until context and continuation fit the longest
-/// input plus the one token scored past it, as `layerprune_runtime`'s choice scorer does (it then
-/// finds nothing more to cut). A continuation longer than the input is left for the scorer to
-/// refuse.
+/// Drops each choice's oldest context tokens as the choice scorer would
+/// (`layerprune_runtime::context_tokens_cut`; it then finds nothing more to cut). A continuation
+/// longer than the input is left for the scorer to refuse.
 fn cut_contexts(encoded: &mut [(Task, Vec<EncodedQuestion>)], longest: usize) {
     for (_, questions) in encoded.iter_mut() {
         for choice in questions.iter_mut().flat_map(|q| q.choices.iter_mut()) {
-            let whole = choice.context.len() + choice.continuation.len();
-            if whole > longest + 1 && choice.continuation.len() <= longest {
-                let excess = (whole - (longest + 1)).min(choice.context.len());
-                choice.context.drain(..excess);
+            if choice.continuation.len() <= longest {
+                let cut =
+                    context_tokens_cut(choice.context.len(), choice.continuation.len(), longest);
+                choice.context.drain(..cut);
             }
         }
     }

@@ -57,6 +57,22 @@ impl Default for ChoiceOptions {
     }
 }
 
+impl ChoiceOptions {
+    /// The longest input `manifest`'s model is given: `max_length`, or fewer for a
+    /// fused-attention export, which runs at most its rotary tables' positions.
+    pub fn longest_input(&self, manifest: &Manifest) -> usize {
+        manifest
+            .rotary_positions()
+            .map_or(self.max_length, |positions| self.max_length.min(positions))
+    }
+}
+
+/// How many of its oldest context tokens a request of these lengths loses so that it fits
+/// `longest` inputs plus the one token scored past them (lm-eval's truncation).
+pub fn context_tokens_cut(context: usize, continuation: usize, longest: usize) -> usize {
+    (context + continuation).saturating_sub(longest + 1)
+}
+
 /// How a token's log-probability is computed from the final hidden state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scoring {
@@ -186,9 +202,13 @@ fn request_input(
             "token id {id} is outside the model's vocabulary of {vocab_size}"
         )));
     }
-    if whole.len() > max_length + 1 {
-        whole.drain(..whole.len() - (max_length + 1));
-    }
+    whole.drain(
+        ..context_tokens_cut(
+            request.context.len(),
+            request.continuation.len(),
+            max_length,
+        ),
+    );
     let targets = whole[1..].to_vec();
     whole.pop();
     let start = whole.len() - request.continuation.len();
@@ -216,14 +236,8 @@ impl ChoiceScorer {
             )));
         }
         let vocab_size = model.manifest().vocab_size;
-        // A fused-attention export runs at most its rotary tables' positions: longer inputs
-        // lose their oldest context tokens, as inputs past `max_length` do.
-        let max_length = model
-            .manifest()
-            .rotary_positions()
-            .map_or(options.max_length, |positions| {
-                options.max_length.min(positions)
-            });
+        // Longer inputs lose their oldest context tokens.
+        let max_length = options.longest_input(model.manifest());
         // Groups in order of first appearance.
         let mut group_index: HashMap<usize, usize> = HashMap::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();

@@ -22,7 +22,9 @@ mod stitch;
 mod tally;
 
 pub use arena::{Arena, ArenaUse};
-pub use choices::{log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring};
+pub use choices::{
+    context_tokens_cut, log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring,
+};
 pub use cuda::{device_memory, DeviceMemory};
 pub use evaluator::{
     block_statistics, check_token_windows, sort_for_prefix_reuse, BlockStatistic, EvalOptions,
