@@ -544,6 +544,17 @@ impl Outputs<'_> {
         let reference = scores.get(&full);
         let full_value = reference.map(|s| metric.mean(s).estimate);
         let full_nll = reference.map(|s| mean_gold_nll(s));
+        // A utility is a ratio to the full model's accuracy: where that is 0 every utility is
+        // NaN or infinite, and fit-surrogate will refuse the table; said once, at the end.
+        if complete && full_value == Some(0.0) {
+            tracing::warn!(
+                "the full model answers none of these questions right ({} = 0): every utility \
+                 (a mask's mean {} over the full model's) is NaN or infinite; score more \
+                 questions (--task-subsample) or another --task-metric",
+                metric.name(),
+                metric.name()
+            );
+        }
 
         let mut evaluation_rows = Vec::new();
         let mut accuracy_rows = Vec::new();

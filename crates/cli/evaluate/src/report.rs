@@ -158,12 +158,6 @@ fn print_table(table: &EvaluationTable) {
         "#", "removed", "nll", "ppl", "utility"
     );
     for (i, row) in table.rows.iter().take(SHOWN).enumerate() {
-        let removed: Vec<String> = row
-            .mask
-            .removed_blocks()
-            .iter()
-            .map(|b| b.to_string())
-            .collect();
         println!(
             "{:<4} {:>7} {:>9.5} {:>10.3} {:>8.4}  {}",
             i,
@@ -171,11 +165,7 @@ fn print_table(table: &EvaluationTable) {
             row.nll,
             row.ppl,
             row.utility,
-            if removed.is_empty() {
-                "-".to_string()
-            } else {
-                removed.join(",")
-            }
+            removed_text(&row.mask)
         );
     }
     if table.rows.len() > SHOWN {
@@ -192,7 +182,7 @@ pub fn print_accuracies(tasks: &[Task], table: &TaskAccuracyTable) {
     for name in &names {
         print!(" {:>13}", name);
     }
-    println!("  (acc / acc_norm, %)");
+    println!("  removed blocks  (acc / acc_norm, %)");
     let mut masks: Vec<&Mask> = Vec::new();
     for row in &table.rows {
         if !masks.contains(&&row.mask) {
@@ -211,9 +201,22 @@ pub fn print_accuracies(tasks: &[Task], table: &TaskAccuracyTable) {
                 None => print!(" {:>13}", "-"),
             }
         }
-        println!();
+        println!("  {}", removed_text(mask));
     }
     if masks.len() > SHOWN {
         println!("... {} more masks", masks.len() - SHOWN);
     }
+}
+
+/// A mask's removed blocks as the printed tables name it: `5,14,15`, `-` for the full model.
+fn removed_text(mask: &Mask) -> String {
+    let removed = mask.removed_blocks();
+    if removed.is_empty() {
+        return "-".to_string();
+    }
+    removed
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

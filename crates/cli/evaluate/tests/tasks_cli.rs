@@ -230,6 +230,89 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
 }
 
 #[test]
+fn the_printed_accuracy_table_names_each_masks_removed_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_task_files(&data, &[0, 1, 1, 0]);
+    let out = succeeded(run_tasks(dir.path(), &data, "printed", &[]));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.contains("(acc / acc_norm, %)"))
+        .unwrap_or_else(|| panic!("no accuracy table in:\n{stdout}"));
+    assert!(
+        lines[header].contains("removed blocks"),
+        "{}",
+        lines[header]
+    );
+    // The full model (the reference) first, then the masks in their order: 110111, 101101,
+    // 111110 remove blocks 2; 1 and 4; 5.
+    let removed: Vec<&str> = lines[header + 1..header + 5]
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(removed, ["-", "2", "1,4", "5"], "{stdout}");
+}
+
+/// The utility is a ratio to the full model's accuracy: a run where the full model gets every
+/// question wrong says that its utilities are undefined.
+#[test]
+fn a_full_model_with_no_right_answer_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    let piqa_run = |labels: &[i64], name: &str| {
+        write_task_files(&data, labels);
+        let file = |kind: &str| dir.path().join(format!("{name}-{kind}.parquet"));
+        let (out, choices, accuracy) = (file("evaluations"), file("choices"), file("accuracy"));
+        let mut args = vec![
+            "--tasks",
+            "piqa",
+            "--task-data",
+            p(&data),
+            "--out",
+            p(&out),
+            "--choices-out",
+            p(&choices),
+            "--accuracy-out",
+            p(&accuracy),
+        ];
+        args.extend_from_slice(&MASKS);
+        let out = succeeded(evaluate(&args));
+        (
+            read_task_choices(&choices).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (choices, _) = piqa_run(&[0, 0, 0, 0], "first");
+    // The full model's pick for each question (ties to the first choice, as acc breaks them).
+    let full: Vec<_> = choices
+        .rows
+        .iter()
+        .filter(|r| r.mask.num_removed() == 0)
+        .collect();
+    let picks: Vec<i64> = (0..4)
+        .map(|q| {
+            let ll = |c: u32| {
+                full.iter()
+                    .find(|r| r.question == q && r.choice == c)
+                    .unwrap()
+                    .loglik
+            };
+            i64::from(ll(1) > ll(0))
+        })
+        .collect();
+    let wrong: Vec<i64> = picks.iter().map(|pick| 1 - pick).collect();
+    let (_, right_stderr) = piqa_run(&picks, "right");
+    let (_, wrong_stderr) = piqa_run(&wrong, "wrong");
+    let warning = "answers none of these questions right";
+    assert!(!right_stderr.contains(warning), "{right_stderr}");
+    assert!(wrong_stderr.contains(warning), "{wrong_stderr}");
+    let utilities = read_evaluations(&dir.path().join("wrong-evaluations.parquet")).unwrap();
+    assert!(utilities.rows.iter().all(|r| !r.utility.is_finite()));
+}
+
+#[test]
 fn bad_task_files_are_refused_naming_task_file_and_row() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("wheel");

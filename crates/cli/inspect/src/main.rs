@@ -2,7 +2,8 @@
 //! (Parquet): its kind, format version, provenance (tool, version, command line, input ids,
 //! seed), the table-level fields (number of blocks, fixed blocks, model and dataset ids, ...),
 //! the schema, the row count and the first rows. For a surrogate file or a model folder's
-//! manifest (JSON): its self-description, without the parameters.
+//! manifest (JSON): its self-description, the parameters and per-file lists by their number of
+//! entries.
 //!
 //! Reading stops after the rows shown, so inspecting a large evaluation table is instant. Any
 //! Parquet file is read through the table readers' structural checks
@@ -274,12 +275,26 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     }
     // Parameters and per-file lists can be megabytes; they are summarised by size.
     const BULKY: [&str; 4] = ["parameters", "files", "blocks", "graphs"];
+    let entries = |value: &serde_json::Value| match value {
+        serde_json::Value::Array(items) => Some(items.len()),
+        serde_json::Value::Object(items) => Some(items.len()),
+        _ => None,
+    };
     if args.json {
-        let shown: serde_json::Map<_, _> = fields
-            .iter()
-            .filter(|(k, _)| !BULKY.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // The bulky fields by their number of entries, under `summarized`, so a script sees
+        // that they exist (and how many blocks or files) without a field changing its type.
+        let mut shown = serde_json::Map::new();
+        let mut summarized = serde_json::Map::new();
+        for (key, value) in &fields {
+            if BULKY.contains(&key.as_str()) {
+                summarized.insert(key.clone(), entries(value).into());
+            } else {
+                shown.insert(key.clone(), value.clone());
+            }
+        }
+        if !summarized.is_empty() {
+            shown.insert("summarized".into(), summarized.into());
+        }
         outln!(out, "{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
@@ -290,11 +305,7 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     outln!(out, "{}: {kind}", path.display());
     for (key, value) in &fields {
         if BULKY.contains(&key.as_str()) {
-            let size = match value {
-                serde_json::Value::Array(items) => format!("{} entries", items.len()),
-                serde_json::Value::Object(items) => format!("{} entries", items.len()),
-                _ => "present".to_string(),
-            };
+            let size = entries(value).map_or("present".to_string(), |n| format!("{n} entries"));
             outln!(out, "  {key:<24} ({size})");
         } else {
             outln!(out, "  {key:<24} {}", show_value(value));

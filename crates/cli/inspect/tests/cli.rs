@@ -191,4 +191,12 @@ fn a_model_folder_shows_the_id_its_tables_record() {
     let output = inspect(&[folder.as_os_str(), "--json".as_ref()]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["model_id"], serde_json::json!(id));
+    // The bulky lists are there by their size, as the text shows them.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    let files = manifest["files"].as_object().unwrap().len();
+    assert_eq!(json["summarized"]["blocks"], serde_json::json!(6));
+    assert_eq!(json["summarized"]["files"], serde_json::json!(files));
+    assert!(json.get("files").is_none() && json.get("blocks").is_none());
+    assert!(text.contains(&format!("files                    ({files} entries)")));
 }
