@@ -11,11 +11,20 @@ Methods named `random-<seed>` are one row, "random (mean of N seeds)": per task 
 accuracy over the seeds, with the lowest and highest seed in brackets. The last column is the
 negative log-likelihood per token of the right answers, pooled over the tasks: unlike
 accuracy near chance, it still separates a damaged model from a guessing one.
+
+Refused (exit status 1, naming the file): a CHOICES or --questions-from file that is missing,
+not Parquet or not a `task_choices` table; tables of different models (`model_id`) or, among
+the CHOICES tables, of different scorings; a --labels line that is not `mask method k`.
+A question counts for a mask only with all its choices (as many as any mask has of it). A cell
+computed over fewer questions than the common set (a checkpoint, `complete` = false, or a mask
+lacking questions or choices) is marked †, with a footnote saying over how many and a warning
+on stderr naming the table; a label whose mask is in no table is warned of (its row shows –).
 """
 
 import argparse
 import math
-from collections import defaultdict
+import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,6 +33,19 @@ TASKS = ["piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "boolq"
 NAMES = {"piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
          "arc_easy": "ARC-e", "arc_challenge": "ARC-c", "boolq": "BoolQ", "openbookqa": "OBQA"}
 Z = 1.959963984540054
+# The columns read from a task_choices table, and the scoring of tables written before the
+# `scoring` entry existed (docs/formats.md).
+COLUMNS = ["mask_id", "task", "question", "choice", "gold", "loglik", "norm_bytes",
+           "continuation_tokens"]
+LEGACY_SCORING = "head-graph-nll"
+
+
+def fail(message):
+    sys.exit(f"summarize: {message}")
+
+
+def warn(message):
+    print(f"summarize: warning: {message}", file=sys.stderr)
 
 
 def wilson(k, n):
@@ -68,37 +90,141 @@ def accuracy(choices_by_question, metric):
     return right, len(choices_by_question)
 
 
+def read_choices(path):
+    """The metadata and rows of a task_choices table, refused with the reason when it is
+    missing, not Parquet, of another kind, without the columns read here, or empty."""
+    if not Path(path).exists():
+        fail(f"{path}: missing (evaluate --tasks --choices-out writes it)")
+    try:
+        metadata = {k.decode(): v.decode()
+                    for k, v in (pq.read_metadata(path).metadata or {}).items()}
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow's errors for a file that is not Parquet
+        fail(f"{path}: not a readable Parquet table ({error})")
+    found = metadata.get("layerprune.table")
+    if found != "task_choices":
+        fail(f"{path}: {'a table of kind ' + repr(found) if found else 'not a layerprune table'}, "
+             "where a task_choices table was expected")
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        fail(f"{path}: a task_choices table without the column(s) {', '.join(missing)}")
+    if table.num_rows == 0:
+        fail(f"{path}: no rows")
+    return metadata, table.select(COLUMNS).to_pylist()
+
+
+def same_across(tables, key, default, what):
+    """Refuse tables whose metadata entry `key` differs (absent = `default`), naming the first
+    table and one that disagrees with it: their numbers are not comparable."""
+    first, first_metadata, _ = tables[0]
+    want = first_metadata.get(key, default)
+    for path, metadata, _ in tables[1:]:
+        got = metadata.get(key, default)
+        if got != want:
+            fail(f"{path} has {key} {got or 'unrecorded'}, {first} has {want or 'unrecorded'}: "
+                 f"{what}, not comparable")
+
+
+def read_labels(path):
+    """(method, k) -> masks (several for random seeds), from the lines `mask method k`."""
+    if not Path(path).exists():
+        fail(f"{path}: missing (summarize.py masks writes its lines)")
+    labels = defaultdict(list)
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3:
+                fail(f"{path} line {number}: {len(fields)} fields where 'mask method k' was "
+                     f"expected: {line.strip()!r}")
+            mask, method, k = fields
+            try:
+                labels[(method, int(k))].append(mask)
+            except ValueError:
+                fail(f"{path} line {number}: k is {k!r}, not an integer")
+    return labels
+
+
 def table(args):
-    labels = defaultdict(list)  # (method, k) -> masks (several for random seeds)
-    for line in open(args.labels):
-        mask, method, k = line.split()
-        labels[(method, int(k))].append(mask)
+    labels = read_labels(args.labels)
+    tables = [(path, *read_choices(path)) for path in args.choices]
+    extra = []  # --questions-from: a table only its questions are taken from
+    if args.questions_from:
+        extra.append((args.questions_from, *read_choices(args.questions_from)))
+    same_across(tables + extra, "layerprune.model_id", None, "tables of different models")
+    same_across(tables, "layerprune.scoring", LEGACY_SCORING, "log-likelihoods scored differently")
+    for path, metadata, _ in tables + extra:
+        if metadata.get("layerprune.complete") != "true":
+            warn(f"{path}: a checkpoint (layerprune.complete is not true), not a finished run: "
+                 "what it has not scored yet is missing from the table")
     # (mask, task) -> question -> {choice: (loglik, gold, norm_bytes, tokens)}
     data = defaultdict(lambda: defaultdict(dict))
+    sources = defaultdict(list)  # mask -> the tables it has rows in
+    # (task, question) -> its number of choices: the most any mask has of it (choices are
+    # numbered from 0, so a gap shows as well as a missing last choice).
+    num_choices = defaultdict(int)
     question_sets = []
-    for path in args.choices:
-        rows = pq.read_table(path).to_pylist()
+    for path, _, rows in tables:
         question_sets.append({(r["task"], r["question"]) for r in rows})
         for r in rows:
             data[(r["mask_id"], r["task"])][r["question"]][r["choice"]] = (
                 r["loglik"], r["gold"], r["norm_bytes"], r["continuation_tokens"])
+            if path not in sources[r["mask_id"]]:
+                sources[r["mask_id"]].append(path)
+            key = (r["task"], r["question"])
+            num_choices[key] = max(num_choices[key], r["choice"] + 1)
     common = set.intersection(*question_sets)
-    if args.questions_from:
-        common &= {(r["task"], r["question"]) for r in pq.read_table(args.questions_from).to_pylist()}
+    if extra:
+        common &= {(r["task"], r["question"]) for r in extra[0][2]}
+    if not common:
+        fail("no question is in every table given" + (" and --questions-from" if extra else ""))
+    common_per_task = Counter(task for task, _ in common)
+
+    whole = {}  # (mask, task) -> the questions of the common set the mask has every choice of
+
+    def questions(mask, task):
+        if (mask, task) not in whole:
+            whole[(mask, task)] = {q: c for q, c in data[(mask, task)].items()
+                                   if (task, q) in common and len(c) == num_choices[(task, q)]}
+        return whole[(mask, task)]
+
+    def short(mask):
+        """task -> number of questions, for the tasks where the mask has fewer than the common
+        set (an unfinished mask of a checkpoint, or rows missing)."""
+        return {t: len(questions(mask, t)) for t in TASKS
+                if len(questions(mask, t)) < common_per_task[t]}
 
     def task_counts(mask, task):
-        questions = {q: c for q, c in data[(mask, task)].items() if (task, q) in common}
-        return accuracy(questions, args.metric) if questions else None
+        found = questions(mask, task)
+        return accuracy(found, args.metric) if found else None
 
     def gold_nll(mask):
         nll, tokens = 0.0, 0
         for task in TASKS:
-            for q, choices in data[(mask, task)].items():
-                if (task, q) in common:
-                    gold = choices[0][1]
-                    nll -= choices[gold][0]
-                    tokens += choices[gold][3]
+            for choices in questions(mask, task).values():
+                gold = choices[0][1]
+                nll -= choices[gold][0]
+                tokens += choices[gold][3]
         return nll / tokens if tokens else None
+
+    for (method, k), masks in labels.items():
+        for mask in masks:
+            if mask not in sources:
+                warn(f"{args.labels}: mask {mask} ({method}, k = {k}) is in no table given: "
+                     "its row shows –")
+    for mask in dict.fromkeys(m for masks in labels.values() for m in masks):
+        lacking = short(mask)
+        if mask in sources and lacking:
+            named = "; ".join(f"{method}, k = {k}"
+                              for (method, k), masks in labels.items() if mask in masks)
+            warn(f"mask {mask} ({named}) in {', '.join(map(str, sources[mask]))}: "
+                 + ", ".join(f"{NAMES[t]} {n} of {common_per_task[t]} questions"
+                             for t, n in lacking.items())
+                 + " with all their choices; its cells are marked † (or – where none)")
+
+    def mark(flagged):
+        return " †" if flagged else ""
 
     rows = defaultdict(list)  # (method, k) -> masks; random seeds merged into one row
     for (method, k), masks in labels.items():
@@ -106,9 +232,13 @@ def table(args):
         rows[(name, k)].extend(masks)
     header = ["model", "k"] + [NAMES[t] for t in TASKS] + ["mean", "gold NLL/token"]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(TASKS) + 2)]
+    notes = []  # the footnote's lines, one per mask of a row with a cell marked †
     order = sorted(rows, key=lambda key: (key[0] != "full", key[1], method_key(key[0])))
     for method, k in order:
         masks = rows[(method, k)]
+        # A cell over fewer questions than the common set is marked; none is when inputs are
+        # complete, so their table is as before.
+        partial = {t for mask in masks for t, n in short(mask).items() if n > 0}
         cells = []
         if len(masks) == 1:
             props = []
@@ -119,11 +249,12 @@ def table(args):
                     continue
                 p, low, high = wilson(*counts)
                 props.append(counts)
-                cells.append(f"{100 * p:.1f} ({100 * low:.0f}–{100 * high:.0f})")
+                cells.append(f"{100 * p:.1f} ({100 * low:.0f}–{100 * high:.0f})"
+                             + mark(task in partial))
             if len(props) == len(TASKS):
                 mean = sum(r / n for r, n in props) / len(props)
                 half = Z * math.sqrt(sum((r / n) * (1 - r / n) / n for r, n in props)) / len(props)
-                cells.append(f"**{100 * mean:.1f}** ± {100 * half:.1f}")
+                cells.append(f"**{100 * mean:.1f}** ± {100 * half:.1f}{mark(partial)}")
             else:
                 cells.append("–")
             label = method
@@ -136,24 +267,35 @@ def table(args):
                     continue
                 values = [100 * r / n for r, n in seeds]
                 means.append(sum(values) / len(values))
-                cells.append(f"{means[-1]:.1f} ({min(values):.0f}–{max(values):.0f})")
+                cells.append(f"{means[-1]:.1f} ({min(values):.0f}–{max(values):.0f})"
+                             + mark(task in partial))
             if len(means) == len(TASKS):
                 seed_means = [
                     sum(100 * r / n for r, n in (task_counts(mask, t) for t in TASKS)) / len(TASKS)
                     for mask in masks
                 ]
                 cells.append(f"**{sum(means) / len(means):.1f}** "
-                             f"({min(seed_means):.1f}–{max(seed_means):.1f})")
+                             f"({min(seed_means):.1f}–{max(seed_means):.1f}){mark(partial)}")
             else:
                 cells.append("–")
             label = f"{method} (mean of {len(masks)} seeds)"
         nlls = [gold_nll(mask) for mask in masks]
-        cells.append("–" if None in nlls else f"{sum(nlls) / len(nlls):.2f}")
+        # The gold NLL is pooled over whatever tasks a mask has, so it is marked when a whole
+        # task is missing too (its accuracy cell then shows –).
+        lacking = any(short(mask) for mask in masks)
+        cells.append("–" if None in nlls else f"{sum(nlls) / len(nlls):.2f}{mark(lacking)}")
         out.append(f"| {label} | {k if k else '–'} | " + " | ".join(cells) + " |")
-    counts = defaultdict(int)
-    for task, _ in common:
-        counts[task] += 1
-    out += ["", "questions per task: " + ", ".join(f"{NAMES[t]} {counts[t]}" for t in TASKS)]
+        if any(cell.endswith(" †") for cell in cells):
+            for mask in masks:
+                if short(mask):
+                    notes.append(f"- {label}, k = {k} (mask {mask}): " + ", ".join(
+                        f"{NAMES[t]} over {n or 'none'} of {common_per_task[t]}"
+                        for t, n in short(mask).items()))
+    out += ["", "questions per task: "
+            + ", ".join(f"{NAMES[t]} {common_per_task[t]}" for t in TASKS)]
+    if notes:
+        out += ["", "† over fewer questions than the common set (a checkpoint, or a mask lacking "
+                "questions or some of their choices):", *notes]
     text = "\n".join(out) + "\n"
     print(text, end="")
     if args.out:
