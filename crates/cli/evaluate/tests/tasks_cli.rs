@@ -40,11 +40,23 @@ fn run_named(
     selection: &[&str],
     extra: &[&str],
 ) -> std::process::Output {
+    run_on_tasks(dir, data, name, "piqa,boolq,winogrande", selection, extra)
+}
+
+/// `run_named` on the tasks `tasks`.
+fn run_on_tasks(
+    dir: &Path,
+    data: &Path,
+    name: &str,
+    tasks: &str,
+    selection: &[&str],
+    extra: &[&str],
+) -> std::process::Output {
     let file = |kind: &str| dir.join(format!("{name}-{kind}.parquet"));
     let (out, choices, accuracy) = (file("evaluations"), file("choices"), file("accuracy"));
     let mut args = vec![
         "--tasks",
-        "piqa,boolq,winogrande",
+        tasks,
         "--task-data",
         p(data),
         "--out",
@@ -263,22 +275,8 @@ fn a_full_model_with_no_right_answer_is_warned_about() {
     let data = dir.path().join("wheel");
     let piqa_run = |labels: &[i64], name: &str| {
         write_task_files(&data, labels);
-        let file = |kind: &str| dir.path().join(format!("{name}-{kind}.parquet"));
-        let (out, choices, accuracy) = (file("evaluations"), file("choices"), file("accuracy"));
-        let mut args = vec![
-            "--tasks",
-            "piqa",
-            "--task-data",
-            p(&data),
-            "--out",
-            p(&out),
-            "--choices-out",
-            p(&choices),
-            "--accuracy-out",
-            p(&accuracy),
-        ];
-        args.extend_from_slice(&MASKS);
-        let out = succeeded(evaluate(&args));
+        let out = succeeded(run_on_tasks(dir.path(), &data, name, "piqa", &MASKS, &[]));
+        let choices = dir.path().join(format!("{name}-choices.parquet"));
         (
             read_task_choices(&choices).unwrap(),
             String::from_utf8(out.stderr).unwrap(),
