@@ -13,10 +13,13 @@ BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 include pipelines/settings.mk
 
 # A model folder given without a name (make demo MODEL_DIR=models/mine) is named after its
-# folder, so its run (build/runs/mine) does not replace the default model's.
+# folder, so its run (build/runs/mine) does not replace the default model's. A name that would
+# meet another target's run folder, or a run another model folder made, is refused before
+# anything runs (pipelines/runs.mk).
 ifneq ($(filter command line environment,$(origin MODEL_DIR)),)
 ifeq ($(origin MODEL_NAME),file)
-MODEL_NAME := $(notdir $(patsubst %/,%,$(MODEL_DIR)))
+MODEL_NAME := $(notdir $(abspath $(MODEL_DIR)))
+MODEL_NAMED_AFTER_FOLDER := 1
 endif
 endif
 
@@ -110,6 +113,8 @@ include pipelines/tasks.mk
 include pipelines/frontier.mk
 include pipelines/fuzz.mk
 include pipelines/prune.mk
+# Last: it checks the run folders all the others name.
+include pipelines/runs.mk
 
 # The exporter's own tests (need torch: the exporter's environment), with the stages that run
 # what it exports (after the includes: $(STAGES) is defined there).

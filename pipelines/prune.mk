@@ -7,7 +7,8 @@
 # SEED: the demo's defaults, LAMBADA passages unless CALIB_TEXT / EVAL_TEXT), EVALUATE_FLAGS
 # (DEVICE, THREADS) and method rows (RECOMMENDED_METHOD's with ADAPTIVE_BUDGET, PLAN_ARGS_sleb-raced) it uses.
 #
-# The run folder PRUNE_OUT (default build/runs/prune-<name of MODEL>):
+# The run folder PRUNE_OUT (default build/runs/prune-<name of MODEL>; a name taken from MODEL whose
+# run another model made is refused, pipelines/runs.mk):
 #   model/                        the full model as a layered ONNX folder (export_layered.py)
 #   tokens-calib.parquet          calibration tokens; the plan is chosen on them only
 #   evaluations-calib.parquet     every mask measured on them, kept for the next K or ratio

@@ -6,6 +6,7 @@ binaries (LAYERPRUNE_BIN, default target/debug) and ONNX Runtime's CPU build: se
 
 import os
 import random
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -173,6 +174,133 @@ def test_a_model_folder_given_alone_gets_a_run_of_its_own():
                             "MODEL_NAME=mine", "build/runs/mine/masks.parquet"],
                            cwd=ROOT, capture_output=True, text=True, env=env)
     assert named.returncode == 0, named.stderr
+
+
+def make_named(tmp_path, *args):
+    """`make ARGS` on the tiny settings with no run folder given: the runs are named after the
+    model (build/runs/<MODEL_NAME>, ...) in a build folder of tmp_path's. Returns (exit status,
+    output, the stage binaries it ran)."""
+    env = make_env()
+    for name in ("MODEL_NAME", "RUN", "MODEL_DIR", "PRUNE_NAME", "PRUNE_OUT"):
+        env.pop(name, None)
+    settings = [f"BIN={BIN}", "CARGO=true", f"BUILD={tmp_path / 'build'}",
+                f"CALIB_TEXT={text(tmp_path / 'calib.txt', 1)}", f"EVAL_TEXT={text(tmp_path / 'eval.txt', 2)}",
+                "MASKS=20", "KS=2,3", "K_PRUNED=2", "SEQ_LEN=32", "CALIB_WINDOWS=4", "EVAL_WINDOWS=4",
+                "THREADS=1"]
+    result = subprocess.run(["make", "--no-print-directory", *settings, *args], cwd=ROOT,
+                            capture_output=True, text=True, env=env)
+    output = result.stdout + result.stderr
+    ran = [Path(line.split()[0]).name for line in output.splitlines() if line.startswith(str(BIN) + "/")]
+    return result.returncode, output, ran
+
+
+@pytest.mark.parametrize("folder, whose", [
+    ("results", "make results' run folder (RESULTS_RUN)"),
+    ("tasks", "make tasks' run folder (TASK_RUN)"),
+    ("frontier-tiny", "named as make frontier's run folders are"),
+    ("exact-frontier-tiny", "named as make exact-frontier's run folders are"),
+    ("prune-tiny", "named as make prune's run folders are"),
+    ("tiny-workflow", "named as the Snakemake workflow's run folders are"),
+])
+def test_a_model_named_as_another_targets_run_is_refused(tmp_path, folder, whose):
+    """A model folder given alone is named after its folder, and so is its run: never one that
+    another target writes (they share masks.parquet, evaluations.parquet, .settings/device:
+    `make exact-frontier`'s game table was a demo's mask evaluations, fitted without a word)."""
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / folder
+    model.symlink_to(TINY)
+    run = tmp_path / "build" / "runs" / folder
+    status, output, ran = make_named(tmp_path, "-n", "demo", f"MODEL_DIR={model}")
+    assert status != 0, output
+    assert (f'MODEL_DIR={model} is named after its folder, "{folder}" (no MODEL_NAME given), so its '
+            f"run folder would be {run}: {whose}") in output, output
+    assert f"Name the model: MODEL_NAME=models-{folder}" in output, output
+    assert ran == [] and not run.exists()
+    # The same name given, or a file of that run asked for.
+    status, output, _ = make_named(tmp_path, "-n", "demo", f"MODEL_DIR={TINY}", f"MODEL_NAME={folder}")
+    assert status != 0 and f"MODEL_NAME={folder}: its run folder {run} is {whose}" in output, output
+    status, output, _ = make_named(tmp_path, "-n", str(run / "masks.parquet"), f"MODEL_DIR={model}")
+    assert status != 0 and whose in output, output
+    # A run folder given by hand, the name given another run, or a goal that writes no run: as before.
+    for args in ([f"RUN={tmp_path / 'mine'}"], [f"MODEL_NAME=my-{folder}-model"]):
+        status, output, _ = make_named(tmp_path, "-n", "demo", f"MODEL_DIR={model}", *args)
+        assert status == 0, (args, output)
+    status, output, _ = make_named(tmp_path, "-n", "lint", f"MODEL_DIR={model}")
+    assert status == 0, output
+
+
+def test_a_model_folder_named_as_another_models_run_is_refused(tmp_path):
+    """/a/model and /b/model are both named `model`: the second is refused the first's runs
+    (which its settings stamps would silently remake) until it is given a name."""
+    first, second = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    for model in (first, second):
+        shutil.copytree(TINY, model)
+    masks = tmp_path / "build" / "runs" / "model" / "masks.parquet"
+    status, output, ran = make_named(tmp_path, str(masks), f"MODEL_DIR={first}")
+    assert status == 0 and ran == ["sample-masks"], output
+    made = masks.read_bytes(), masks.stat().st_mtime_ns
+
+    for goal in (str(masks), "demo", "quantize"):
+        status, output, ran = make_named(tmp_path, "-n", goal, f"MODEL_DIR={second}/")
+        assert status != 0, (goal, output)
+        assert (f'MODEL_DIR={second}/ is named after its folder, "model" (no MODEL_NAME given), but '
+                f"{masks.parent} (RUN) was made from another model folder, {first} (its settings stamps, "
+                f"{masks.parent}/.settings/): run this one under a name of its own, MODEL_NAME=b-model, "
+                "or give MODEL_NAME=model to remake that run for this model folder") in output, output
+    assert (masks.read_bytes(), masks.stat().st_mtime_ns) == made
+    # The same folder however spelt is the run's own (the stamps, which compare the text, remake
+    # its tables); the name given remakes the run for the model given; then the first is the
+    # other model.
+    status, output, _ = make_named(tmp_path, str(masks), f"MODEL_DIR={tmp_path}/./a/model/")
+    assert status == 0, output
+    status, output, ran = make_named(tmp_path, str(masks), f"MODEL_DIR={second}", "MODEL_NAME=model")
+    assert status == 0 and ran == ["sample-masks"], output
+    status, output, _ = make_named(tmp_path, "-n", str(masks), f"MODEL_DIR={first}")
+    assert status != 0 and f"was made from another model folder, {second}" in output, output
+
+    # The other runs named after the model: the frontier's, the exact frontier's, the quantized
+    # models', each by its own settings stamp.
+    build = tmp_path / "build"
+    for folder, stamp, goal in [("runs/frontier-model", "calib", "frontier"),
+                                ("runs/exact-frontier-model", "game", "exact-frontier"),
+                                ("quant/model", "model", "quantize-then-prune")]:
+        (build / folder / ".settings").mkdir(parents=True)
+        (build / folder / ".settings" / stamp).write_text(f"{first} 0:2500 4 32 auto\n")
+        status, output, _ = make_named(tmp_path, "-n", goal, f"MODEL_DIR={second}", f"RUN={tmp_path / 'run'}")
+        assert status != 0 and (f"but {build / folder} (" in output and
+                                f"was made from another model folder, {first}") in output, (goal, output)
+
+    # A model the project fetches has its own folder and name (build/models/<name>).
+    mine = tmp_path / "mine" / "smollm2-135m"
+    mine.parent.mkdir()
+    mine.symlink_to(TINY)
+    status, output, _ = make_named(tmp_path, "-n", "demo", f"MODEL_DIR={mine}")
+    assert status != 0, output
+    assert ("the name of a model the project fetches and exports into "
+            f"{build}/models/smollm2-135m") in output and "MODEL_NAME=mine-smollm2-135m" in output, output
+
+
+def test_make_prune_refuses_another_models_run(tmp_path):
+    """make prune names its run after MODEL (build/runs/prune-<name>): two folders of one name
+    are refused one run, as the demo's are."""
+    models = []
+    for parent in ("a", "b"):
+        model = tmp_path / parent / "model"
+        model.mkdir(parents=True)
+        (model / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": 6}')
+        models.append(model)
+    stamp = tmp_path / "build" / "runs" / "prune-model" / ".settings" / "export"
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(f"--model {models[0]} {models[0]}/config.json 48 1 2\n")
+    status, output, _ = make_named(tmp_path, "-n", "prune", f"MODEL={models[1]}", "K=2")
+    assert status != 0, output
+    assert (f'make prune: MODEL={models[1]} is named after it, "model" (no PRUNE_NAME given), but '
+            f"{stamp.parent.parent} was made from another model, {models[0]}") in output, output
+    assert "PRUNE_NAME=b-model" in output, output
+    for args in ([f"MODEL={models[0]}/"], [f"MODEL={models[1]}", "PRUNE_NAME=model"],
+                 [f"MODEL={models[1]}", "PRUNE_NAME=b-model"]):
+        status, output, _ = make_named(tmp_path, "-n", "prune", "K=2", *args)
+        assert status == 0, (args, output)
 
 
 def test_a_method_list_is_checked_only_for_the_goals_that_plan(make):

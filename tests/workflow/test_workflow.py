@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,14 @@ def text(tmp_path_factory):
     path.write_text("\n\n".join(" ".join(rng.choice(words) for _ in range(80)) + "."
                                 for _ in range(60)) + "\n")
     return path
+
+
+def ort_library():
+    """ONNX Runtime as the jobs load it: $ORT_DYLIB_PATH (the Makefile exports it), else the
+    library `make ort` fetches into this checkout's build folder."""
+    version = shared_settings().Settings(ROOT / "pipelines" / "settings.mk").variables["ORT_VERSION"][1]
+    return os.environ.get("ORT_DYLIB_PATH") or str(
+        ROOT / "build" / "ort-cpu" / "onnxruntime" / "capi" / f"libonnxruntime.so.{version}")
 
 
 def write_config(directory, text, **overrides):
@@ -478,6 +487,96 @@ def test_a_plan_is_chosen_again_only_when_its_own_inputs_change(tmp_path, text):
     result = snakemake(tmp_path / "wd2", "-n", "-p", "--cores", "2", "--config", f"build={tmp_path}/build",
                        f"model_dir={FIXTURE}", f"calib_text={text}", f"eval_text={text}", "ks=1,2", "k_pruned=2")
     assert f"{tmp_path}/build/runs/{FIXTURE.name}-workflow/" in result.stdout + result.stderr
+
+
+def test_a_run_folder_is_refused_to_another_model_folder(tmp_path, text):
+    """Two model folders of one name (/a/model, /b/model) would share a run folder,
+    build/runs/model-workflow: the run records the model folder it was made from, and any other
+    is refused it when the Snakefile loads, named or not, with or without Snakemake's records
+    of past runs (which alone would rerun every job, and without them take the first model's
+    tables for the second's)."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copytree(FIXTURE, tmp_path / folder / "model")
+    first, second = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    build = tmp_path / "build"
+    # No model folder, name or run folder of the test's own: the defaults, in a build of its own.
+    config = write_config(tmp_path, text, rounds=1, shards=1, build=str(build), ort_dylib=ort_library())
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({k: v for k, v in settings.items()
+                                  if k not in ("model_dir", "model_name", "run")}))
+    run = build / "runs" / "model-workflow"
+    tokens = str(run / "tokens-calib.parquet")
+    snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "1", tokens, "--config",
+              f"model_dir={first}")
+    made = (run / "tokens-calib.parquet").stat().st_mtime_ns
+
+    for workdir in ("wd", "wd-other"):  # Snakemake's records of the first run, and none
+        for extra in ([], ["model_name=model"]):
+            refused = snakemake(tmp_path / workdir, "-n", "--configfile", str(config), "--cores", "1",
+                                tokens, "--config", f"model_dir={second}", *extra, check=False)
+            out = refused.stdout + refused.stderr
+            assert refused.returncode != 0, out[-3000:]
+            assert (f"pipelines/Snakefile: the run folder {run} holds the run of the model folder "
+                    f"{first} ({run}/.model_dir), not of {second}") in out, out[-3000:]
+            assert ("--config model_name=b-model" in out) and ("named after its folder" in out) == (not extra), out[-3000:]
+    assert (run / ".model_dir").read_text() == f"{first}\n"
+    # The same model folder, however spelt, is the run's own.
+    same = snakemake(tmp_path / "wd-other", "-n", "--configfile", str(config), "--cores", "1", tokens,
+                     "--config", f"model_dir={tmp_path}/./a/model/")
+    assert "Nothing to be done" in same.stdout + same.stderr
+    # A name of its own is a run of its own.
+    snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "1",
+              str(build / "runs" / "b-model-workflow" / "tokens-calib.parquet"), "--config",
+              f"model_dir={second}", "model_name=b-model")
+    assert (build / "runs" / "b-model-workflow" / ".model_dir").read_text() == f"{second}\n"
+    assert (run / "tokens-calib.parquet").stat().st_mtime_ns == made
+
+
+def test_building_a_tool_never_hides_a_changed_setting(tmp_path, text):
+    """The stage binaries (like ONNX Runtime and the exporter's environment) are ancient() inputs.
+    When Snakemake must run the job that makes one although it exists (here: the project changed
+    the rule's command since it built them), it skipped its checks of every later job, so a run
+    rebuilt the stages and left every table of the old settings. The rule is defined only while
+    a binary is missing."""
+    root = tmp_path / "checkout"
+    shutil.copytree(ROOT / "pipelines", root / "pipelines")
+    snakefile = root / "pipelines" / "Snakefile"
+    # `cargo build` (of the copy's stage_binaries): the stages as wrappers of LAYERPRUNE_BIN's.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    cargo = tools / "cargo"
+    cargo.write_text(f"""#!{sys.executable}
+import os, pathlib
+debug = pathlib.Path(os.environ["CARGO_TARGET_DIR"]) / "debug"
+debug.mkdir(parents=True, exist_ok=True)
+for stage in {STAGES!r}:
+    (debug / stage).write_text(f'#!/bin/sh\\nexec {BIN}/{{stage}} "$@"\\n')
+    (debug / stage).chmod(0o755)
+""")
+    cargo.chmod(0o755)
+    env = {**os.environ, "CARGO_TARGET_DIR": str(tmp_path / "cargo"),
+           "PATH": f"{tools}:{os.environ['PATH']}"}
+    config = write_config(tmp_path, text, bin="", rounds=1, shards=1, build=str(tmp_path / "build"),
+                          ort_dylib=ort_library())
+
+    def run(*args):
+        command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory",
+                   str(tmp_path / "wd"), "--configfile", str(config), "--cores", "2", *args]
+        result = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        out = result.stdout + result.stderr
+        return {} if "Nothing to be done" in out else job_counts(out)
+
+    assert run("evaluations")["stage_binaries"] == 1
+    assert all((tmp_path / "cargo" / "debug" / stage).is_file() for stage in STAGES)
+    assert run("evaluations", "-n") == {}
+    # A new version of the rule (as a pull may bring), and a changed setting.
+    snakefile.write_text(snakefile.read_text().replace("&& cargo build ", "&& cargo build --locked "))
+    counts = run("evaluations", "-n", "--config", "calib_windows=5")
+    assert "stage_binaries" not in counts, counts
+    for rule in ("tokens_calib", "block_stats", "evaluate_shard", "merge_shards"):
+        assert counts.get(rule) == 1, (rule, counts)
 
 
 def test_the_documented_dry_runs_use_the_profile():
