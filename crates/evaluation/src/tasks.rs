@@ -8,7 +8,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use layerprune_core::{FileLock, Mask};
 use layerprune_data::{Bos, TokenizerFile};
 use layerprune_runtime::{
@@ -16,9 +16,9 @@ use layerprune_runtime::{
     LoglikRequest, Manifest, RuntimeOptions, Scoring,
 };
 use layerprune_tables::{
-    read_task_choices, write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow,
-    EvaluationTable, Provenance, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow,
-    TaskChoiceTable,
+    read_metadata, read_task_choices, write_evaluations, write_task_accuracies, write_task_choices,
+    EvaluationRow, EvaluationTable, Provenance, TableKind, TaskAccuracyRow, TaskAccuracyTable,
+    TaskChoiceRow, TaskChoiceTable, KEY_PREFIX,
 };
 use layerprune_tasks::{
     accuracy_lines, load_encoded, mean_gold_nll, requests_id, scores_by_mask, AccuracyLine,
@@ -62,7 +62,8 @@ pub struct TaskConfig {
     pub checkpoint_every: NonZeroUsize,
     /// Score at most this many new masks (the full model counts, and is always scored).
     pub max_new_masks: Option<usize>,
-    /// Replace a choice log of another model or questions instead of refusing.
+    /// Replace outputs of another model or questions (the choice log, the evaluation and
+    /// accuracy tables) instead of refusing.
     pub overwrite: bool,
     /// Tool, version and command line recorded in the outputs; the run adds its inputs and
     /// seed.
@@ -153,6 +154,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     } else {
         merged_rows(&config.merge, &identity)?
     };
+    check_derived_outputs(config, &identity)?;
     let done: HashSet<Mask> = identity.finished_masks(&rows);
     let partly_done = rows
         .iter()
@@ -304,6 +306,57 @@ impl RunIdentity<'_> {
             .map(|(mask, _)| mask.clone())
             .collect()
     }
+}
+
+/// The evaluation and accuracy tables are rewritten whole from the choice log at every
+/// checkpoint: one already there is replaced only when an earlier run of these questions on
+/// this model wrote it, or with --overwrite, never a table of another run silently (a
+/// perplexity table given as --out by mistake).
+fn check_derived_outputs(config: &TaskConfig, identity: &RunIdentity<'_>) -> Result<()> {
+    if config.overwrite {
+        return Ok(());
+    }
+    for (path, flag, kind) in [
+        (&config.out, "--out", TableKind::Evaluations),
+        (
+            &config.accuracy_out,
+            "--accuracy-out",
+            TableKind::TaskAccuracies,
+        ),
+    ] {
+        if !path.exists() {
+            continue;
+        }
+        let refuse = |what: String| {
+            anyhow!(
+                "{} ({flag}): {what}, not an output of this run (for {}); pass --overwrite to \
+                 replace it, or choose another {flag}",
+                path.display(),
+                identity.describe()
+            )
+        };
+        let metadata = read_metadata(path).map_err(|e| refuse(format!("unreadable ({e})")))?;
+        let entry = |name: &str| {
+            metadata
+                .get(&format!("{KEY_PREFIX}{name}"))
+                .map(String::as_str)
+        };
+        let (table, model, dataset) = (entry("table"), entry("model_id"), entry("dataset_id"));
+        if table != Some(kind.as_str()) {
+            return Err(refuse(format!(
+                "a {} table",
+                table.unwrap_or("non-layerprune")
+            )));
+        }
+        if model != Some(identity.model_id) || dataset != Some(identity.dataset_id) {
+            return Err(refuse(format!(
+                "a {kind} table of model {} and data {}",
+                model.unwrap_or("-"),
+                dataset.unwrap_or("-")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Rows already computed for masks complete in an earlier run of the same questions.
@@ -601,6 +654,7 @@ impl Outputs<'_> {
             num_blocks: self.num_blocks,
             model_id: self.model_id.to_string(),
             dataset_id: self.dataset_id.to_string(),
+            complete,
             rows: accuracy_rows,
         };
         write_task_accuracies(&self.config.accuracy_out, &accuracies, self.provenance)?;

@@ -282,6 +282,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
         num_blocks,
         model_id,
         dataset_id: "sample questions".into(),
+        complete: true,
         rows: vec![accuracy("1111", 1.0, 0.75)?, accuracy("1010", 0.0, 1.5)?],
     };
     write_task_accuracies(

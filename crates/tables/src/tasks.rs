@@ -160,6 +160,9 @@ pub struct TaskAccuracyTable {
     pub num_blocks: usize,
     pub model_id: String,
     pub dataset_id: String,
+    /// False while the run writing it is still going: its masks are those finished so far.
+    /// Tables written before the field existed read as complete.
+    pub complete: bool,
     pub rows: Vec<TaskAccuracyRow>,
 }
 
@@ -212,6 +215,7 @@ pub fn write_task_accuracies(
         ("num_blocks", table.num_blocks.to_string()),
         ("model_id", table.model_id.clone()),
         ("dataset_id", table.dataset_id.clone()),
+        ("complete", table.complete.to_string()),
     ];
     write_table(
         path,
@@ -260,6 +264,10 @@ pub fn read_task_accuracies(path: &Path) -> Result<TaskAccuracyTable, TableError
         num_blocks,
         model_id: raw.meta("model_id")?.to_string(),
         dataset_id: raw.meta("dataset_id")?.to_string(),
+        complete: match raw.meta_optional("complete") {
+            Some(_) => raw.meta_parse("complete")?,
+            None => true,
+        },
         rows,
     })
 }

@@ -51,6 +51,7 @@ fn task_tables_round_trip() {
         num_blocks: 4,
         model_id: "m".into(),
         dataset_id: "d".into(),
+        complete: false,
         rows: vec![TaskAccuracyRow {
             mask: masks[1].clone(),
             task: "mean".into(),

@@ -162,6 +162,9 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
     let partial = read_task_choices(&dir.path().join("parts-choices.parquet")).unwrap();
     assert!(!partial.complete);
     assert_eq!(partial.rows.len(), 2 * 18);
+    // The accuracy table of an unfinished run says so, as the choice log does.
+    let parts_accuracy = dir.path().join("parts-accuracy.parquet");
+    assert!(!read_task_accuracies(&parts_accuracy).unwrap().complete);
     let out = succeeded(run_tasks(dir.path(), &data, "parts", &[]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 masks already scored"));
     let resumed = read_task_choices(&dir.path().join("parts-choices.parquet")).unwrap();
@@ -171,13 +174,9 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
     a.sort();
     b.sort();
     assert_eq!(a, b);
-    assert_eq!(
-        read_task_accuracies(&dir.path().join("parts-accuracy.parquet"))
-            .unwrap()
-            .rows
-            .len(),
-        accuracy.rows.len()
-    );
+    let resumed_accuracy = read_task_accuracies(&parts_accuracy).unwrap();
+    assert!(resumed_accuracy.complete);
+    assert_eq!(resumed_accuracy.rows.len(), accuracy.rows.len());
 
     // A subsample of 2 questions per task, and another subsample is another dataset.
     let out = run_tasks(
@@ -308,6 +307,68 @@ fn a_full_model_with_no_right_answer_is_warned_about() {
     assert!(wrong_stderr.contains(warning), "{wrong_stderr}");
     let utilities = read_evaluations(&dir.path().join("wrong-evaluations.parquet")).unwrap();
     assert!(utilities.rows.iter().all(|r| !r.utility.is_finite()));
+}
+
+/// The evaluation and accuracy tables are rewritten from the choice log: a table another run
+/// wrote there (other questions) is refused, left as it was, unless --overwrite.
+#[test]
+fn another_runs_tables_are_not_replaced_without_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_task_files(&data, &[0, 1, 1, 0]);
+    succeeded(run_on_tasks(dir.path(), &data, "piqa", "piqa", &MASKS, &[]));
+    let evaluations = dir.path().join("piqa-evaluations.parquet");
+    let accuracy = dir.path().join("piqa-accuracy.parquet");
+    let before = (
+        std::fs::read(&evaluations).unwrap(),
+        std::fs::read(&accuracy).unwrap(),
+    );
+    // Another run (other questions) told to write its tables over these.
+    let boolq = |out: &Path, accuracy_out: &Path, extra: &[&str]| {
+        let choices = dir.path().join("boolq-choices.parquet");
+        let mut args = vec![
+            "--tasks",
+            "boolq",
+            "--task-data",
+            p(&data),
+            "--out",
+            p(out),
+            "--choices-out",
+            p(&choices),
+            "--accuracy-out",
+            p(accuracy_out),
+        ];
+        args.extend_from_slice(extra);
+        evaluate(&args)
+    };
+    let elsewhere = dir.path().join("boolq-accuracy.parquet");
+    let refused = boolq(&evaluations, &elsewhere, &[]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("piqa-evaluations.parquet (--out)") && message.contains("--overwrite"),
+        "{message}"
+    );
+    let refused = boolq(
+        &dir.path().join("boolq-evaluations.parquet"),
+        &accuracy,
+        &[],
+    );
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("(--accuracy-out)"), "{message}");
+    assert_eq!(
+        (
+            std::fs::read(&evaluations).unwrap(),
+            std::fs::read(&accuracy).unwrap()
+        ),
+        before
+    );
+    // The same run again resumes into its own tables; --overwrite replaces another's.
+    succeeded(run_on_tasks(dir.path(), &data, "piqa", "piqa", &MASKS, &[]));
+    succeeded(boolq(&evaluations, &accuracy, &["--overwrite"]));
+    let replaced = read_task_accuracies(&accuracy).unwrap();
+    assert!(replaced.complete);
+    assert!(replaced.rows.iter().any(|r| r.task == "boolq"));
 }
 
 #[test]
