@@ -3,7 +3,8 @@
 //!
 //! Why: a selection method asks for masks one small batch at a time, and on a large model each
 //! is expensive. Kept in memory, the table lets a method (or several, or one k after another)
-//! ask for a mask twice and pay once; written to a file after every batch that ran something,
+//! ask for a mask twice and pay once; written to a file after every batch that ran something
+//! (and every few seconds within a long one),
 //! it lets a run killed part-way, or a later run with another k or budget on the same model and
 //! tokens, re-run nothing already measured. The file is an ordinary evaluation table
 //! (docs/formats.md), checked on opening to be for the same model and token table, rewritten
@@ -24,11 +25,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use layerprune_core::{FileLock, Game, GameError, Mask};
-use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, MaskEvaluation};
+use layerprune_runtime::{
+    sort_for_prefix_reuse, EvalOptions, Evaluator, LayeredModel, MaskEvaluation,
+};
 use layerprune_tables::{
     resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, PartialWindows,
     Provenance, TokenTable,
@@ -56,9 +59,21 @@ pub struct CachedLlm {
     pub windows_ran: usize,
     /// Seconds spent running them.
     pub seconds: f64,
+    /// Masks per evaluator call when many are asked at once (search's candidates, the Shapley
+    /// masks, plans measured held out), so the table can be saved between calls.
+    chunk_masks: usize,
+    /// Least time between two saves while a long batch runs (it is always saved at its end).
+    save_interval: Duration,
     /// Held while the table is in use (only with a file).
     _lock: Option<FileLock>,
 }
+
+/// Masks per evaluator call of a long batch (at least `--mask-batch`, so batching is whole).
+const CHUNK_MASKS: usize = 8;
+/// A long batch's table is saved at most this often: at ~1 s a mask on a small model's CPU run
+/// a kill loses a few seconds of work, and on a GPU saving a large table after every few
+/// masks would cost more than measuring them.
+const SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl CachedLlm {
     /// Opens the game of `model` on `tokens`, resuming the evaluation table at `cache` when
@@ -93,6 +108,7 @@ impl CachedLlm {
             ),
         };
         let model_dir = model.dir().to_path_buf();
+        let chunk_masks = CHUNK_MASKS.max(options.mask_batch);
         let evaluator = Evaluator::new(model, &tokens.windows, options)
             .with_context(|| format!("{} with {}", tokens.source, model_dir.display()))?;
         let index = table
@@ -135,14 +151,36 @@ impl CachedLlm {
             ran: 0,
             windows_ran: 0,
             seconds: 0.0,
+            chunk_masks,
+            save_interval: SAVE_INTERVAL,
             _lock: lock,
         };
+        if let (Some(path), false) = (cache, game.table.rows.is_empty()) {
+            // Said before anything runs, so a rerun after a kill shows it is resuming.
+            tracing::info!(
+                "{}: resuming: {} masks measured by earlier runs{}",
+                path.display(),
+                game.table.rows.len(),
+                match game.partly_measured() {
+                    0 => String::new(),
+                    n => format!(", {n} more on some windows"),
+                }
+            );
+        }
         let full = Mask::full(num_blocks);
         let nll = -game
             .values(std::slice::from_ref(&full))
             .map_err(anyhow::Error::msg)?[0];
         game.table.full_model_nll = Some(nll);
         Ok(game)
+    }
+
+    /// Saves a long batch's table every `interval` (at most), measuring `masks` a call: for
+    /// tests, which need saves between calls without waiting seconds.
+    pub fn with_checkpoints(mut self, masks: usize, interval: Duration) -> Self {
+        self.chunk_masks = masks.max(1);
+        self.save_interval = interval;
+        self
     }
 
     pub fn evaluator(&mut self) -> &mut Evaluator {
@@ -241,6 +279,13 @@ impl CachedLlm {
 
     /// Appends rows for masks run by this process and saves the table.
     fn add_rows(&mut self, rows: Vec<EvaluationRow>, seconds: f64) -> Result<(), GameError> {
+        self.append_rows(rows, seconds)?;
+        self.save()?;
+        Ok(())
+    }
+
+    /// Appends rows for masks run by this process (the table not saved).
+    fn append_rows(&mut self, rows: Vec<EvaluationRow>, seconds: f64) -> Result<(), GameError> {
         let first = self.table.rows.len();
         let masks: Vec<Mask> = rows.iter().map(|row| row.mask.clone()).collect();
         self.table.append(rows)?;
@@ -249,7 +294,6 @@ impl CachedLlm {
         }
         self.ran += self.table.rows.len() - first;
         self.seconds += seconds;
-        self.save()?;
         Ok(())
     }
 
@@ -355,17 +399,31 @@ impl Game for CachedLlm {
             self.measure_windows(&started_on, all)?;
         }
         if !pending.is_empty() {
-            let started = Instant::now();
-            let results = self.evaluator.evaluate(&pending, &mut |_, _| {})?;
+            // A chunk at a time, in prefix order: the evaluator carries the last mask's prefix
+            // into the next call, so the chunks run the blocks one call would, and the table
+            // is saved between them (every `save_interval`, and at the end): a run killed in
+            // a long batch keeps what it measured.
+            let mut pending = pending;
+            sort_for_prefix_reuse(&mut pending);
             let full_nll = self.table.full_model_nll;
-            let rows: Vec<EvaluationRow> = pending
-                .iter()
-                .zip(&results)
-                .map(|(mask, result)| {
-                    evaluation_row(&self.evaluator, mask.clone(), result, full_nll)
-                })
-                .collect();
-            self.add_rows(rows, started.elapsed().as_secs_f64())?;
+            let mut saved = Instant::now();
+            let chunks = pending.len().div_ceil(self.chunk_masks);
+            for (i, chunk) in pending.chunks(self.chunk_masks).enumerate() {
+                let started = Instant::now();
+                let results = self.evaluator.evaluate(chunk, &mut |_, _| {})?;
+                let rows: Vec<EvaluationRow> = chunk
+                    .iter()
+                    .zip(&results)
+                    .map(|(mask, result)| {
+                        evaluation_row(&self.evaluator, mask.clone(), result, full_nll)
+                    })
+                    .collect();
+                self.append_rows(rows, started.elapsed().as_secs_f64())?;
+                if i + 1 == chunks || saved.elapsed() >= self.save_interval {
+                    self.save()?;
+                    saved = Instant::now();
+                }
+            }
         }
         Ok(masks
             .iter()

@@ -17,7 +17,7 @@ use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint, RECOMMENDED,
 };
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
-use layerprune_tables::{read_tokens, Provenance, TableKind, TokenTable};
+use layerprune_tables::{read_tokens, resume_evaluations, Provenance, TableKind, TokenTable};
 
 use crate::{block_stats_table, CachedLlm};
 
@@ -159,12 +159,16 @@ impl PreparedFrontier {
                 }
             }
         }
-        for ((flag, sets), tables) in [
+        // A cache left by a run of another model or token table is refused now, not after the
+        // sets before it have run (and rewritten the frontier's table without it).
+        let model_id = layerprune_runtime::model_id(&run.model)?;
+        for (((flag, sets), tables), kind) in [
             ("--calibration", &run.calibration),
             ("--heldout", &run.heldout),
         ]
         .into_iter()
         .zip([&self.calibration, &self.heldout])
+        .zip(["calibration", "heldout"])
         {
             for ((name, path), (_, table)) in sets.iter().zip(tables) {
                 layerprune_runtime::check_token_windows(&table.windows, manifest.vocab_size)
@@ -173,6 +177,15 @@ impl PreparedFrontier {
                             "{flag} {name}={} with {}",
                             path.display(),
                             run.model.display()
+                        )
+                    })?;
+                let cache = cache_path(&run.out_dir, kind, name, &self.inputs)?;
+                resume_evaluations(&cache, manifest.num_blocks, &model_id, &table.dataset_id)
+                    .with_context(|| {
+                        format!(
+                            "the cache of {flag} {name}={} (remove it, or choose another \
+                             --out-dir)",
+                            path.display()
                         )
                     })?;
             }
@@ -185,7 +198,10 @@ impl PreparedFrontier {
     /// an input).
     pub fn outputs(&self) -> Result<Vec<(PathBuf, Option<TableKind>)>> {
         let out_dir = &self.run.out_dir;
-        let mut outputs = vec![(out_dir.join("frontier.csv"), None)];
+        let mut outputs = vec![
+            (out_dir.join(FRONTIER_CSV), None),
+            (out_dir.join(PARTIAL_CSV), None),
+        ];
         for (kind, sets) in [
             ("calibration", &self.calibration),
             ("heldout", &self.heldout),
@@ -201,7 +217,9 @@ impl PreparedFrontier {
     }
 
     /// Plays every method on each calibration set and measures the plans on every held-out
-    /// table; frontier.csv is rewritten after each calibration set. Returns its path.
+    /// table; writes frontier.csv when every set is done (until then the sets done so far are
+    /// in frontier.partial.csv, so a run killed part-way leaves no frontier.csv that reads as
+    /// finished). Returns its path.
     pub fn run(self, report: Report<'_>) -> Result<PathBuf> {
         self.check_against_model()?;
         let PreparedFrontier {
@@ -212,7 +230,8 @@ impl PreparedFrontier {
         } = self;
         let mut model = LayeredModel::open(&run.model, &run.runtime)?;
         let num_blocks = model.num_blocks();
-        let out = run.out_dir.join("frontier.csv");
+        let out = run.out_dir.join(FRONTIER_CSV);
+        let partial = run.out_dir.join(PARTIAL_CSV);
         let mut rows: Vec<(String, FrontierPoint)> = Vec::new();
         let mut full_rows: Vec<(String, f64)> = Vec::new();
         // Held-out NLL of every mask measured so far, per held-out table.
@@ -234,7 +253,7 @@ impl PreparedFrontier {
             )?;
             Ok((game, path))
         };
-        for (name, tokens) in &calibration {
+        for (set, (name, tokens)) in calibration.iter().enumerate() {
             let (mut game, path) = open_cache(model, tokens, "calibration", name)?;
             let runs = |method| run.methods.contains(&method);
             let config = FrontierConfig {
@@ -290,23 +309,38 @@ impl PreparedFrontier {
             }
             full_rows.push((name.clone(), full_nll));
             rows.extend(points.into_iter().map(|p| (name.clone(), p)));
-            // Written after every calibration set, so a long run's finished sets are readable.
+            // Written after every calibration set, so a long run's finished sets are readable:
+            // under another name until the last, so that only a finished run has frontier.csv.
+            let last = set + 1 == calibration.len();
             let csv = frontier_csv(&rows, &full_rows, &heldout, &heldout_nll, num_blocks)?;
-            layerprune_tables::atomic_write(&out, |file| {
+            let written = if last { &out } else { &partial };
+            layerprune_tables::atomic_write(written, |file| {
                 use std::io::Write;
                 file.write_all(csv.as_bytes())?;
                 Ok(())
             })
-            .with_context(|| format!("writing {}", out.display()))?;
+            .with_context(|| format!("writing {}", written.display()))?;
             report(&format!(
-                "wrote {} ({} rows)",
-                out.display(),
-                rows.len() + full_rows.len()
+                "wrote {} ({} rows{})",
+                written.display(),
+                rows.len() + full_rows.len(),
+                if last { "" } else { "; the sets done so far" }
             ));
+        }
+        match std::fs::remove_file(&partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", partial.display()))?
+            }
+            _ => {}
         }
         Ok(out)
     }
 }
+
+/// The frontier's table, written when every calibration set is done.
+const FRONTIER_CSV: &str = "frontier.csv";
+/// The calibration sets done so far, while the run goes (removed when frontier.csv is written).
+const PARTIAL_CSV: &str = "frontier.partial.csv";
 
 /// The cache of one token table in the output folder: `cache-KIND-NAME.parquet`, never one of
 /// the inputs (a cache is rewritten as the run goes).
@@ -468,6 +502,7 @@ mod tests {
             prepared.outputs().unwrap(),
             vec![
                 (out.join("frontier.csv"), None),
+                (out.join("frontier.partial.csv"), None),
                 (
                     out.join("cache-calibration-c0.parquet"),
                     Some(TableKind::Evaluations)

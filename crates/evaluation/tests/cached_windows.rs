@@ -162,3 +162,32 @@ fn windows_measured_in_part_are_kept_with_the_cache() {
     assert_eq!(table.rows.len(), 4);
     assert!(table.partial_windows.is_empty());
 }
+
+/// A long batch is measured a chunk at a time and saved between chunks: a batch that stops
+/// part-way (a kill; here a mask the model cannot run, last in prefix order) leaves the masks
+/// of the chunks before it in the file, which a rerun reads instead of running them again.
+#[test]
+fn a_long_batch_stopped_part_way_keeps_its_finished_chunks() {
+    let tokens = TokenTable::new(16, fixture_windows(5, 2, 16), "test", "synthetic ids");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.parquet");
+    let masks: Vec<Mask> = every_mask(6).into_iter().skip(10).take(9).collect();
+    let mut asked = masks.clone();
+    // Seven blocks on a six-block model: refused by the evaluator, after the other chunks.
+    asked.push(Mask::from_kept(vec![true; 7]));
+    let mut game = open(&tokens, Some(&cache)).with_checkpoints(4, std::time::Duration::ZERO);
+    assert!(game.values(&asked).is_err());
+    drop(game);
+    let saved = read_evaluations(&cache).unwrap();
+    // In prefix order the bad mask is last: chunks of 4, 4 and 2 (the ninth mask and it); the
+    // full model and the first two chunks' masks were saved.
+    assert_eq!(saved.rows.len(), 1 + 8, "{:?}", saved.rows.len());
+    let mut game = open(&tokens, Some(&cache));
+    let ran_before = game.ran;
+    game.values(&masks).unwrap();
+    assert_eq!(
+        game.ran - ran_before,
+        1,
+        "only the mask of the failed chunk runs again"
+    );
+}

@@ -425,3 +425,56 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
         assert!(!out.exists(), "{args:?} left {out_s}");
     }
 }
+
+/// Only a finished run has frontier.csv (the sets done so far go to frontier.partial.csv, removed
+/// at the end), and a cache left by another token table under a set's name is refused before any
+/// set runs: the finished table of the earlier run stays as it was.
+#[test]
+fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let c0 = format!("c0={}", write(dir.path(), "c0.parquet", windows(1, 3)));
+    let c1 = format!("c1={}", write(dir.path(), "c1.parquet", windows(2, 3)));
+    let other = format!("c1={}", write(dir.path(), "other.parquet", windows(3, 3)));
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let args = |second: &str| -> Vec<String> {
+        [
+            "--model",
+            fixture().to_str().unwrap(),
+            "--calibration",
+            &c0,
+            "--calibration",
+            second,
+            "--k",
+            "1",
+            "--methods",
+            "reverse,leave-one-out",
+            "--out-dir",
+            out_s,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let first = args(&c1);
+    succeed(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let csv = out.join("frontier.csv");
+    assert!(!out.join("frontier.partial.csv").exists());
+    let finished = std::fs::read(&csv).unwrap();
+    let cache_c0 = std::fs::read(out.join("cache-calibration-c0.parquet")).unwrap();
+
+    let second = args(&other);
+    let output = frontier(&second.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cache-calibration-c1.parquet") && stderr.contains("--calibration c1="),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&csv).unwrap(), finished);
+    assert_eq!(
+        std::fs::read(out.join("cache-calibration-c0.parquet")).unwrap(),
+        cache_c0,
+        "set c0 did not run"
+    );
+    assert!(!out.join("frontier.partial.csv").exists());
+}
