@@ -1,7 +1,7 @@
 //! Masks valued by the perplexity of token windows: the resumable run, the merge of shard
 //! tables and the full model's block statistics.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -165,11 +165,15 @@ pub fn run_evaluation(
         Some(row) => row.nll,
         None => evaluator.evaluate(std::slice::from_ref(&full), &mut |_, _| {})?[0].nll(),
     };
-    let provenance = config
+    let mut provenance = config
         .provenance
         .clone()
         .with_input("model", &model_id)
         .with_input("dataset", &tokens.dataset_id);
+    if let Some(shard) = config.shard {
+        // Which shard the rows are (a checkpoint is resumed only by the same shard).
+        provenance = provenance.with_input(SHARD_INPUT, &shard.to_string());
+    }
     let mut table = EvaluationTable {
         num_blocks,
         model_id: model_id.clone(),
@@ -346,12 +350,36 @@ fn resume_rows(
             }
             Ok(table)
         });
+    let resumed = resumed.and_then(|table| {
+        // A checkpoint of another shard holds masks this one does not own (a run with another
+        // shard count, or a shard's --out given to another): resumed, they would be written as
+        // this shard's, complete. Tables written before the shard was recorded are not checked.
+        if table.rows.is_empty() {
+            return Ok(table);
+        }
+        let recorded = read_provenance(&config.out)?.inputs.remove(SHARD_INPUT);
+        let this = config.shard.map(|shard| shard.to_string());
+        match (recorded, this) {
+            (Some(recorded), this) if Some(&recorded) != this.as_ref() => Err(TableError::new(
+                &config.out,
+                TableErrorKind::BadValue,
+                format!(
+                    "cannot resume: its rows are shard {recorded}'s, this run is {}",
+                    this.map_or("not sharded".to_string(), |s| format!("shard {s}"))
+                ),
+            )),
+            _ => Ok(table),
+        }
+    });
     match resumed {
         Ok(table) => Ok(table.rows),
         Err(_) if config.overwrite => Ok(Vec::new()),
         Err(error) => Err(error).context("pass --overwrite to replace it, or choose another --out"),
     }
 }
+
+/// The provenance input naming a sharded run's shard, `I/N`.
+const SHARD_INPUT: &str = "shard";
 
 /// A mask's row of an evaluation table from its result on `evaluator`, its windows' NLLs
 /// included. Before the full model is known (its own row) the utility is 1.
@@ -423,7 +451,9 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     let mut merged: Option<EvaluationTable> = None;
     let mut version: Option<String> = None;
     let mut rows: Vec<EvaluationRow> = Vec::new();
-    for path in &config.shards {
+    // Which shard each row came from, to name both files of a mask in two shards.
+    let mut row_shard: Vec<usize> = Vec::new();
+    for (index, path) in config.shards.iter().enumerate() {
         let shard = read_evaluations(path)?;
         let shard_version = read_provenance(path)?.version;
         if !shard.complete {
@@ -467,6 +497,7 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
                 ..shard.clone()
             });
         }
+        row_shard.extend(std::iter::repeat_n(index, shard.rows.len()));
         rows.extend(shard.rows);
     }
     let Some(mut table) = merged else {
@@ -480,14 +511,19 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
             table.num_blocks
         );
     }
-    let mut seen = HashSet::new();
-    for row in &rows {
-        if !seen.insert(row.mask.clone()) {
-            bail!("mask {} is in more than one shard", row.mask);
+    let mut seen: HashMap<Mask, usize> = HashMap::new();
+    for (row, &shard) in rows.iter().zip(&row_shard) {
+        if let Some(first) = seen.insert(row.mask.clone(), shard) {
+            bail!(
+                "mask {} is in more than one shard: {} and {}",
+                row.mask,
+                config.shards[first].display(),
+                config.shards[shard].display()
+            );
         }
     }
     let masks: Vec<Mask> = wanted.rows.into_iter().map(|r| r.mask).collect();
-    if let Some(missing) = masks.iter().find(|m| !seen.contains(*m)) {
+    if let Some(missing) = masks.iter().find(|m| !seen.contains_key(*m)) {
         bail!(
             "mask {missing} of {} is in no shard (is a shard missing?)",
             masks_path.display()

@@ -397,8 +397,37 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
     let missing = merge(&[&shards[0], &shards[2]], &refused);
     assert_refused(&missing, &["is in no shard"]);
     let duplicated = merge(&[&shards[0], &shards[1], &shards[2], &shards[1]], &refused);
-    assert_refused(&duplicated, &["more than one shard"]);
+    assert_refused(&duplicated, &["more than one shard", "shard1.parquet and"]);
     assert!(!refused.exists());
+
+    // A shard's table is resumed only by that shard: another shard count, or an unsharded run,
+    // would keep rows of masks it does not own and call them its own.
+    let before = std::fs::read(&shards[0]).unwrap();
+    for other in [vec!["--shard", "0/2"], vec![]] {
+        let mut args = vec![
+            "--tokens",
+            path(&tokens),
+            "--masks",
+            path(&masks),
+            "--out",
+            path(&shards[0]),
+        ];
+        args.extend(other);
+        let out = evaluate(&args);
+        assert_refused(&out, &["cannot resume: its rows are shard 0/3's"]);
+    }
+    assert_eq!(std::fs::read(&shards[0]).unwrap(), before);
+    let again = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--shard",
+        "0/3",
+        "--out",
+        path(&shards[0]),
+    ]);
+    assert!(again.status.success());
 }
 
 /// A second run on an output another run is writing is refused at once (it would rewrite the
