@@ -115,19 +115,34 @@ pub fn atomic_write<T>(
 /// Best effort: a file that cannot be removed is left in place. Returns the files removed.
 pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
+    for entry in dead_writers_siblings(path, "tmp") {
+        // Only plain files: a temporary file is never anything else.
+        if entry.is_file() && fs::remove_file(&entry).is_ok() {
+            removed.push(entry);
+        }
+    }
+    removed
+}
+
+/// The siblings `.NAME.TAG-PID-N` of `path` (NAME its file name) whose process `PID` is no
+/// longer alive: what a writer killed part-way left beside `path` (a temporary file or folder,
+/// or the old folder it had moved aside). A live process's (this one's included) are never
+/// listed. Only where a process can be looked up (`/proc` on Linux); elsewhere none.
+pub fn dead_writers_siblings(path: &Path, tag: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
     if !Path::new("/proc/self").exists() {
-        return removed;
+        return found;
     }
     let Some(name) = path.file_name() else {
-        return removed;
+        return found;
     };
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let prefix = format!(".{}.{tag}-", name.to_string_lossy());
     let folder = match path.parent() {
         Some(folder) if !folder.as_os_str().is_empty() => folder,
         _ => Path::new("."),
     };
     let Ok(entries) = fs::read_dir(folder) else {
-        return removed;
+        return found;
     };
     let own = std::process::id();
     for entry in entries.flatten() {
@@ -142,12 +157,10 @@ pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
         if pid == own || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        // Only plain files: a temporary file is never anything else.
-        if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
-            removed.push(entry.path());
-        }
+        found.push(entry.path());
     }
-    removed
+    found.sort();
+    found
 }
 
 /// The process id in the `PID-N` tail of a temporary file's name, when it is exactly that.

@@ -55,6 +55,7 @@ pub fn write_folder<T, E: From<ModelError>>(
     overwrite: bool,
     fill: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E> {
+    recover_from_dead_writers(dest);
     if dest.exists() && !overwrite {
         return Err(ModelError::Destination {
             path: dest.to_path_buf(),
@@ -92,6 +93,28 @@ pub fn write_folder_from<T, E: From<ModelError>>(
 ) -> Result<T, E> {
     crate::refuse_overlap(source, dest)?;
     write_folder(dest, overwrite, fill)
+}
+
+/// Undoes what writers of `dest` killed part-way left beside it: their temporary folders are
+/// removed, and an old folder one had moved aside is put back where `dest` is missing (killed
+/// between its two renames: `dest` is then as before that run, as after any failed write) or
+/// removed where `dest` is there (killed before deleting it). Best effort, like the writes'
+/// own clean-up: what cannot be moved or removed stays.
+fn recover_from_dead_writers(dest: &Path) {
+    for old in layerprune_core::dead_writers_siblings(dest, "old") {
+        if !dest.exists() && fs::rename(&old, dest).is_ok() {
+            tracing::warn!(
+                "{}: put back from {}, where a run killed while replacing it had left it",
+                dest.display(),
+                old.display()
+            );
+        } else {
+            let _ = remove_any(&old);
+        }
+    }
+    for temp in layerprune_core::dead_writers_siblings(dest, "tmp") {
+        let _ = remove_any(&temp);
+    }
 }
 
 fn move_into_place(temp: &Path, dest: &Path) -> Result<(), ModelError> {
@@ -230,6 +253,39 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(names(parent.path()), vec!["model"]);
         assert_eq!(names(&dest), vec!["old.bin"]);
+    }
+
+    /// What a writer killed part-way left (its id a finished process's): its temporary folder
+    /// is removed, and the old folder it had moved aside is put back where `dest` is missing,
+    /// or removed where a later run had written `dest`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_killed_writers_folders_are_cleaned_up_and_the_old_one_put_back() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        let left = |tag: &str, file: &str| {
+            let folder = parent.path().join(format!(".model.{tag}-{dead}-0"));
+            fs::create_dir(&folder).unwrap();
+            fs::write(folder.join(file), file).unwrap();
+        };
+        // Killed between its two renames: the old model aside, the new one complete in temp.
+        left("old", "old.bin");
+        left("tmp", "new.bin");
+        let refused = write_folder(&dest, false, |_| -> Result<(), ModelError> {
+            panic!("the old folder is back: not refilled without overwrite")
+        })
+        .unwrap_err();
+        assert!(refused.to_string().contains("already exists"), "{refused}");
+        assert_eq!(names(parent.path()), vec!["model"]);
+        assert_eq!(names(&dest), vec!["old.bin"]);
+        // Killed after the new folder was in place, before deleting the old one.
+        left("old", "older.bin");
+        write_folder(&dest, true, |temp| write_file(&temp.join("b.bin"), b"b")).unwrap();
+        assert_eq!(names(parent.path()), vec!["model"]);
+        assert_eq!(names(&dest), vec!["b.bin"]);
     }
 
     #[cfg(unix)]

@@ -398,8 +398,9 @@ fn apply_prune(args: Args) -> Result<()> {
         )?),
         _ => None,
     };
-    write_plans(&args.out, &table, &provenance)?;
-    print!("{table}");
+    // The pruned folder (its files copied: the slow write) first, then the plan (one small
+    // atomic write): a run killed in between leaves a new model beside the old plan only for
+    // that instant, not for the whole copy.
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;
         tracing::info!(
@@ -409,5 +410,7 @@ fn apply_prune(args: Args) -> Result<()> {
             layout.dropped.join(", ")
         );
     }
+    write_plans(&args.out, &table, &provenance)?;
+    print!("{table}");
     Ok(())
 }
