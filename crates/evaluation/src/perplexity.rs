@@ -15,7 +15,7 @@ use layerprune_runtime::{
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
     write_block_stats, write_evaluations, BlockStatsTable, EvaluationRow, EvaluationTable,
-    Provenance, TableError, TableErrorKind,
+    Provenance, TableError, TableErrorKind, SHARD_INPUT,
 };
 
 use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
@@ -377,9 +377,6 @@ fn resume_rows(
         Err(error) => Err(error).context("pass --overwrite to replace it, or choose another --out"),
     }
 }
-
-/// The provenance input naming a sharded run's shard, `I/N`.
-const SHARD_INPUT: &str = "shard";
 
 /// A mask's row of an evaluation table from its result on `evaluator`, its windows' NLLs
 /// included. Before the full model is known (its own row) the utility is 1.

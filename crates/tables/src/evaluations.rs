@@ -630,6 +630,10 @@ pub enum Incomplete {
     Allow,
 }
 
+/// The provenance input of an evaluation table written by `evaluate --shard I/N`: `I/N`, so
+/// that only that shard resumes it, and a stage reading it knows it holds part of the masks.
+pub const SHARD_INPUT: &str = "shard";
+
 /// Reads an evaluation table as the input of a later stage: [`read_evaluations`], then a
 /// checkpoint (`complete = false`) is refused unless `incomplete` allows it.
 pub fn read_complete_evaluations(
@@ -638,6 +642,19 @@ pub fn read_complete_evaluations(
 ) -> Result<EvaluationTable, TableError> {
     let table = read_evaluations(path)?;
     if table.complete {
+        // A finished shard is complete, but only its share of the masks (`evaluate --merge`
+        // joins the shards): said, since conclusions drawn from it see part of the game.
+        if let Some(shard) = crate::read_provenance(path)
+            .ok()
+            .and_then(|p| p.inputs.get(SHARD_INPUT).cloned())
+        {
+            tracing::warn!(
+                "{}: the masks of shard {shard} only ({} rows); evaluate --merge joins the \
+                 shards into the whole table",
+                path.display(),
+                table.rows.len()
+            );
+        }
         return Ok(table);
     }
     let rows = table.rows.len();

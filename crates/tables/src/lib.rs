@@ -30,6 +30,7 @@ pub use error::{TableError, TableErrorKind};
 pub use evaluations::{
     read_complete_evaluations, read_evaluations, resume_evaluations, write_evaluations,
     AppendError, EvaluationRow, EvaluationTable, Incomplete, PartialWindows, ValueColumn,
+    SHARD_INPUT,
 };
 pub use io::{
     read_head, read_metadata, read_table_kind, TableHead, TableKind, FORMAT_VERSION, KEY_PREFIX,
