@@ -31,9 +31,16 @@ recorded_models = $(sort $(foreach stamp,$(wildcard $(1)),$(call model_path,$(wo
 # $(call goal_uses,FOLDER,GOALS): non-empty when a goal of the command line is one of GOALS or a
 # file under FOLDER (a relative or an absolute path).
 goal_uses = $(or $(filter $(2),$(MAKECMDGOALS)),$(filter $(abspath $(1))/%,$(abspath $(MAKECMDGOALS))))
+# $(call own_folder_used,VARIABLE,GOALS): goal_uses of the folder VARIABLE names when the
+# model's name named it (not given: a sub-make of make results or make tasks gets RUN=... and
+# writes there, not in the model's own run folder).
+own_folder_used = $(if $(filter file,$(origin $(1))),$(call goal_uses,$($(1)),$(2)))
 # $(call suggested_name,PATH): a name for the model at PATH (absolute, as given): its parent
 # folder's name and its own (not ending in -workflow, as the Snakemake workflow's run folders do).
-suggested_name = $(patsubst %-workflow,%-workflow-model,$(or $(notdir $(patsubst %/,%,$(dir $(1)))),mine)-$(notdir $(1)))
+suggested_name = $(call unreserved_name,$(patsubst %-workflow,%-workflow-model,$(or $(notdir $(patsubst %/,%,$(dir $(1)))),mine)-$(notdir $(1))))
+# $(call unreserved_name,NAME): NAME, or my-NAME where NAME's run folder is another target's
+# (check 1 below would refuse the suggestion itself: build/runs/prune-a/model gives prune-a-model).
+unreserved_name = $(if $(call other_target_run,$(RUNS_PATH)/$(1)),my-$(1),$(1))
 
 # The goals that write each folder (besides a file in it).
 RUN_GOALS := demo quantize quantize-then-prune quantize-bench
@@ -89,7 +96,7 @@ $(eval $(call check_named_run,QUANT,model,$(QUANT_GOALS)))
 # The models the project fetches and exports itself have their folder, build/models/<name>.
 ifneq ($(MODEL_GGUF_$(MODEL_NAME)),)
 ifneq ($(MODEL_PATH),$(call model_path,$(BUILD)/models/$(MODEL_NAME)))
-ifneq ($(call goal_uses,$(RUN),$(RUN_GOALS))$(call goal_uses,$(FRONTIER_RUN),$(FRONTIER_GOALS))$(call goal_uses,$(EXACT_FRONTIER_RUN),$(EXACT_FRONTIER_GOALS))$(call goal_uses,$(QUANT),$(QUANT_GOALS)),)
+ifneq ($(call own_folder_used,RUN,$(RUN_GOALS))$(call own_folder_used,FRONTIER_RUN,$(FRONTIER_GOALS))$(call own_folder_used,EXACT_FRONTIER_RUN,$(EXACT_FRONTIER_GOALS))$(call own_folder_used,QUANT,$(QUANT_GOALS)),)
 $(error MODEL_DIR=$(MODEL_DIR) is named after its folder, "$(MODEL_NAME)" (no MODEL_NAME given): the name of a model the project fetches and exports into $(BUILD)/models/$(MODEL_NAME), whose runs `make demo` and the others would replace. Run this one under a name of its own: MODEL_NAME=$(call suggested_name,$(abspath $(MODEL_DIR))))
 endif
 endif

@@ -229,6 +229,19 @@ def test_a_model_named_as_another_targets_run_is_refused(tmp_path, folder, whose
     assert status == 0, output
 
 
+def test_the_name_suggested_is_never_refused_itself(tmp_path):
+    """A folder results/ under prune-a/ would be prune-a-results: make prune's kind of run
+    folder, so the name suggested is my-prune-a-results."""
+    model = tmp_path / "prune-a" / "results"
+    model.parent.mkdir()
+    model.symlink_to(TINY)
+    status, output, _ = make_named(tmp_path, "-n", "demo", f"MODEL_DIR={model}")
+    assert status != 0 and "Name the model: MODEL_NAME=my-prune-a-results" in output, output
+    status, output, _ = make_named(tmp_path, "-n", "demo", f"MODEL_DIR={model}",
+                                   "MODEL_NAME=my-prune-a-results")
+    assert status == 0, output
+
+
 def test_a_model_folder_named_as_another_models_run_is_refused(tmp_path):
     """/a/model and /b/model are both named `model`: the second is refused the first's runs
     (which its settings stamps would silently remake) until it is given a name."""

@@ -116,8 +116,9 @@ pub fn atomic_write<T>(
 pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for entry in dead_writers_siblings(path, "tmp") {
-        // Only plain files: a temporary file is never anything else.
-        if entry.is_file() && fs::remove_file(&entry).is_ok() {
+        // Only plain files (a link is not followed): a temporary file is never anything else.
+        let plain = fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_file());
+        if plain && fs::remove_file(&entry).is_ok() {
             removed.push(entry);
         }
     }

@@ -68,7 +68,9 @@ pub struct CachedLlm {
     _lock: Option<FileLock>,
 }
 
-/// Masks per evaluator call of a long batch (at least `--mask-batch`, so batching is whole).
+/// Masks per evaluator call of a long batch, per mask `--mask-batch` joins: masks are batched
+/// by the prefix they share, so a call needs many more masks than one batch for its batches to
+/// be full.
 const CHUNK_MASKS: usize = 8;
 /// A long batch's table is saved at most this often: at ~1 s a mask on a small model's CPU run
 /// a kill loses a few seconds of work, and on a GPU saving a large table after every few
@@ -108,7 +110,7 @@ impl CachedLlm {
             ),
         };
         let model_dir = model.dir().to_path_buf();
-        let chunk_masks = CHUNK_MASKS.max(options.mask_batch);
+        let chunk_masks = CHUNK_MASKS * options.mask_batch.max(1);
         let evaluator = Evaluator::new(model, &tokens.windows, options)
             .with_context(|| format!("{} with {}", tokens.source, model_dir.display()))?;
         let index = table
@@ -400,9 +402,10 @@ impl Game for CachedLlm {
         }
         if !pending.is_empty() {
             // A chunk at a time, in prefix order: the evaluator carries the last mask's prefix
-            // into the next call, so the chunks run the blocks one call would, and the table
-            // is saved between them (every `save_interval`, and at the end): a run killed in
-            // a long batch keeps what it measured.
+            // into the next call (within --cache-mb), so the chunks run about the blocks one
+            // call would, and the table is saved between them (every `save_interval`, at the
+            // end, and before an error is returned): a run killed or failing in a long batch
+            // keeps what it measured.
             let mut pending = pending;
             sort_for_prefix_reuse(&mut pending);
             let full_nll = self.table.full_model_nll;
@@ -410,7 +413,13 @@ impl Game for CachedLlm {
             let chunks = pending.len().div_ceil(self.chunk_masks);
             for (i, chunk) in pending.chunks(self.chunk_masks).enumerate() {
                 let started = Instant::now();
-                let results = self.evaluator.evaluate(chunk, &mut |_, _| {})?;
+                let results = match self.evaluator.evaluate(chunk, &mut |_, _| {}) {
+                    Ok(results) => results,
+                    Err(error) => {
+                        let _ = self.save();
+                        return Err(error.into());
+                    }
+                };
                 let rows: Vec<EvaluationRow> = chunk
                     .iter()
                     .zip(&results)

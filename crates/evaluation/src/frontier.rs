@@ -232,6 +232,9 @@ impl PreparedFrontier {
         let num_blocks = model.num_blocks();
         let out = run.out_dir.join(FRONTIER_CSV);
         let partial = run.out_dir.join(PARTIAL_CSV);
+        // An earlier run's table is replaced at the end; removed now (the checks passed), so
+        // a run killed part-way does not leave it looking like this run's.
+        remove_if_there(&out)?;
         let mut rows: Vec<(String, FrontierPoint)> = Vec::new();
         let mut full_rows: Vec<(String, f64)> = Vec::new();
         // Held-out NLL of every mask measured so far, per held-out table.
@@ -327,13 +330,17 @@ impl PreparedFrontier {
                 if last { "" } else { "; the sets done so far" }
             ));
         }
-        match std::fs::remove_file(&partial) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {}", partial.display()))?
-            }
-            _ => {}
-        }
+        remove_if_there(&partial)?;
         Ok(out)
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -351,24 +351,25 @@ fn resume_rows(
             Ok(table)
         });
     let resumed = resumed.and_then(|table| {
-        // A checkpoint of another shard holds masks this one does not own (a run with another
-        // shard count, or a shard's --out given to another): resumed, they would be written as
-        // this shard's, complete. Tables written before the shard was recorded are not checked.
-        if table.rows.is_empty() {
+        // A shard resumes only rows of masks it owns: those of another shard (a run with another
+        // shard count, an unsharded run's table) would be written as this shard's, complete.
+        let Some(shard) = config.shard else {
             return Ok(table);
-        }
-        let recorded = read_provenance(&config.out)?.inputs.remove(SHARD_INPUT);
-        let this = config.shard.map(|shard| shard.to_string());
-        match (recorded, this) {
-            (Some(recorded), this) if Some(&recorded) != this.as_ref() => Err(TableError::new(
-                &config.out,
-                TableErrorKind::BadValue,
-                format!(
-                    "cannot resume: its rows are shard {recorded}'s, this run is {}",
-                    this.map_or("not sharded".to_string(), |s| format!("shard {s}"))
-                ),
-            )),
-            _ => Ok(table),
+        };
+        match table.rows.iter().find(|row| !shard.owns(&row.mask)) {
+            Some(row) => {
+                let recorded = read_provenance(&config.out)?.inputs.remove(SHARD_INPUT);
+                Err(TableError::new(
+                    &config.out,
+                    TableErrorKind::BadValue,
+                    format!(
+                        "cannot resume: mask {} is not shard {shard}'s (the table is {})",
+                        row.mask,
+                        recorded.map_or("not a shard's".to_string(), |r| format!("shard {r}'s"))
+                    ),
+                ))
+            }
+            None => Ok(table),
         }
     });
     match resumed {

@@ -18,7 +18,7 @@ use layerprune_runtime::{
 use layerprune_tables::{
     read_metadata, read_task_choices, write_evaluations, write_task_accuracies, write_task_choices,
     EvaluationRow, EvaluationTable, Provenance, TableKind, TaskAccuracyRow, TaskAccuracyTable,
-    TaskChoiceRow, TaskChoiceTable, KEY_PREFIX,
+    TaskChoiceRow, TaskChoiceTable, KEY_PREFIX, SHARD_INPUT,
 };
 use layerprune_tasks::{
     accuracy_lines, load_encoded, mean_gold_nll, requests_id, scores_by_mask, AccuracyLine,
@@ -201,6 +201,10 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
         .with_input("model", &model_id)
         .with_input("dataset", &dataset_id);
     provenance.seed = Some(config.seed);
+    if let Some(shard) = config.shard {
+        // As a perplexity shard's: a stage reading the table knows it holds part of the masks.
+        provenance = provenance.with_input(SHARD_INPUT, &shard.to_string());
+    }
     for (i, path) in config.merge.iter().enumerate() {
         provenance = provenance.with_input(&format!("shard{i}"), &path.display().to_string());
     }

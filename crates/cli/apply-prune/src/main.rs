@@ -398,9 +398,10 @@ fn apply_prune(args: Args) -> Result<()> {
         )?),
         _ => None,
     };
-    // The pruned folder (its files copied: the slow write) first, then the plan (one small
-    // atomic write): a run killed in between leaves a new model beside the old plan only for
-    // that instant, not for the whole copy.
+    // The plan first, the pruned folder last: Make tracks the folder's manifest, so a run
+    // killed between the two leaves that target stale and the next make writes both again.
+    write_plans(&args.out, &table, &provenance)?;
+    print!("{table}");
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;
         tracing::info!(
@@ -410,7 +411,5 @@ fn apply_prune(args: Args) -> Result<()> {
             layout.dropped.join(", ")
         );
     }
-    write_plans(&args.out, &table, &provenance)?;
-    print!("{table}");
     Ok(())
 }

@@ -400,23 +400,54 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
     assert_refused(&duplicated, &["more than one shard", "shard1.parquet and"]);
     assert!(!refused.exists());
 
-    // A shard's table is resumed only by that shard: another shard count, or an unsharded run,
-    // would keep rows of masks it does not own and call them its own.
+    // A shard resumes only rows of masks it owns: another shard count's table, or an
+    // unsharded run's, would be written as this shard's; an unsharded run may resume a shard.
     let before = std::fs::read(&shards[0]).unwrap();
-    for other in [vec!["--shard", "0/2"], vec![]] {
-        let mut args = vec![
-            "--tokens",
-            path(&tokens),
-            "--masks",
-            path(&masks),
-            "--out",
-            path(&shards[0]),
-        ];
-        args.extend(other);
-        let out = evaluate(&args);
-        assert_refused(&out, &["cannot resume: its rows are shard 0/3's"]);
-    }
+    let out = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--shard",
+        "0/2",
+        "--out",
+        path(&shards[0]),
+    ]);
+    assert_refused(
+        &out,
+        &[
+            "cannot resume: mask",
+            "not shard 0/2's (the table is shard 0/3's)",
+        ],
+    );
     assert_eq!(std::fs::read(&shards[0]).unwrap(), before);
+    let grown = dir.path().join("grown.parquet");
+    std::fs::copy(&shards[0], &grown).unwrap();
+    let out = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--out",
+        path(&grown),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_evaluations(&grown).unwrap().rows.len(), 64);
+    let out = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--shard",
+        "1/3",
+        "--out",
+        path(&grown),
+    ]);
+    assert_refused(&out, &["not shard 1/3's (the table is not a shard's)"]);
     let again = evaluate(&[
         "--tokens",
         path(&tokens),

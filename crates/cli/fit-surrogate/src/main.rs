@@ -247,6 +247,19 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
     .with_input("model", &table.model_id)
     .with_input("dataset", &table.dataset_id);
 
+    // The metrics before the surrogate: Make tracks the surrogate file, written last, so a run
+    // killed between the two leaves that target stale and the next make writes both again.
+    if let Some(path) = &args.metrics {
+        write_surrogate_metrics(
+            path,
+            &SurrogateMetricsTable {
+                rows: metric_rows.clone(),
+            },
+            &provenance,
+        )
+        .with_context(|| format!("writing metrics {}", path.display()))?;
+    }
+
     if let Some(path) = &args.out {
         let kind = args.keep.unwrap_or(models[0]);
         let model = fit(kind, &rows.masks, &rows.targets, &options).with_context(|| {
@@ -267,19 +280,6 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
             rows.masks.len(),
             path.display()
         );
-    }
-    // Written after the surrogate is fitted and saved, so the two are written back to back,
-    // after all the work: a run killed while fitting leaves the earlier metrics beside the
-    // earlier surrogate, never new metrics beside an old surrogate.
-    if let Some(path) = &args.metrics {
-        write_surrogate_metrics(
-            path,
-            &SurrogateMetricsTable {
-                rows: metric_rows.clone(),
-            },
-            &provenance,
-        )
-        .with_context(|| format!("writing metrics {}", path.display()))?;
     }
     Ok(())
 }
