@@ -325,42 +325,35 @@ fn an_output_of_another_dataset_is_refused_unless_overwritten() {
 fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (tokens, masks) = write_inputs(dir.path(), None);
+    // `evaluate` of every mask, or of one shard's, into `out`.
+    let run = |shard: Option<&str>, out: &Path| {
+        let mut args = vec![
+            "--tokens",
+            path(&tokens),
+            "--masks",
+            path(&masks),
+            "--out",
+            path(out),
+        ];
+        args.extend(shard.iter().flat_map(|shard| ["--shard", shard]));
+        evaluate(&args)
+    };
+    let succeeded = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     let whole = dir.path().join("whole.parquet");
-    let out = evaluate(&[
-        "--tokens",
-        path(&tokens),
-        "--masks",
-        path(&masks),
-        "--out",
-        path(&whole),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(run(None, &whole));
 
     let shards: Vec<PathBuf> = (0..3)
         .map(|i| dir.path().join(format!("shard{i}.parquet")))
         .collect();
     let mut sizes = Vec::new();
     for (i, shard) in shards.iter().enumerate() {
-        let spec = format!("{i}/3");
-        let out = evaluate(&[
-            "--tokens",
-            path(&tokens),
-            "--masks",
-            path(&masks),
-            "--shard",
-            &spec,
-            "--out",
-            path(shard),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(run(Some(&format!("{i}/3")), shard));
         sizes.push(read_evaluations(shard).unwrap().rows.len());
     }
     assert_eq!(
@@ -377,12 +370,7 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
         command.args(inputs.iter().map(|p| path(p)));
         command.output().unwrap()
     };
-    let out = merge(&[&shards[0], &shards[1], &shards[2]], &merged);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(merge(&[&shards[0], &shards[1], &shards[2]], &merged));
     let whole = read_evaluations(&whole).unwrap();
     let merged_table = read_evaluations(&merged).unwrap();
     assert!(merged_table.complete);
@@ -403,18 +391,8 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
     // A shard resumes only rows of masks it owns: another shard count's table, or an
     // unsharded run's, would be written as this shard's; an unsharded run may resume a shard.
     let before = std::fs::read(&shards[0]).unwrap();
-    let out = evaluate(&[
-        "--tokens",
-        path(&tokens),
-        "--masks",
-        path(&masks),
-        "--shard",
-        "0/2",
-        "--out",
-        path(&shards[0]),
-    ]);
     assert_refused(
-        &out,
+        &run(Some("0/2"), &shards[0]),
         &[
             "cannot resume: mask",
             "not shard 0/2's (the table is shard 0/3's)",
@@ -423,42 +401,13 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
     assert_eq!(std::fs::read(&shards[0]).unwrap(), before);
     let grown = dir.path().join("grown.parquet");
     std::fs::copy(&shards[0], &grown).unwrap();
-    let out = evaluate(&[
-        "--tokens",
-        path(&tokens),
-        "--masks",
-        path(&masks),
-        "--out",
-        path(&grown),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(run(None, &grown));
     assert_eq!(read_evaluations(&grown).unwrap().rows.len(), 64);
-    let out = evaluate(&[
-        "--tokens",
-        path(&tokens),
-        "--masks",
-        path(&masks),
-        "--shard",
-        "1/3",
-        "--out",
-        path(&grown),
-    ]);
-    assert_refused(&out, &["not shard 1/3's (the table is not a shard's)"]);
-    let again = evaluate(&[
-        "--tokens",
-        path(&tokens),
-        "--masks",
-        path(&masks),
-        "--shard",
-        "0/3",
-        "--out",
-        path(&shards[0]),
-    ]);
-    assert!(again.status.success());
+    assert_refused(
+        &run(Some("1/3"), &grown),
+        &["not shard 1/3's (the table is not a shard's)"],
+    );
+    succeeded(run(Some("0/3"), &shards[0]));
 }
 
 /// A second run on an output another run is writing is refused at once (it would rewrite the
