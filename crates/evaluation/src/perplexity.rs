@@ -527,6 +527,21 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
             masks_path.display()
         );
     }
+    // A row of a mask the table lacks: the shards were made from another mask table, and the
+    // merge would write rows the table does not ask for.
+    let wanted_masks: HashSet<&Mask> = masks.iter().collect();
+    if let Some((row, &shard)) = rows
+        .iter()
+        .zip(&row_shard)
+        .find(|(row, _)| !wanted_masks.contains(&row.mask))
+    {
+        bail!(
+            "mask {} of {} is not in {} (shards of another mask table?)",
+            row.mask,
+            config.shards[shard].display(),
+            masks_path.display()
+        );
+    }
     table.rows = ordered_rows(&rows, &masks);
     table.fixed_blocks = wanted.fixed_blocks;
     table.complete = true;

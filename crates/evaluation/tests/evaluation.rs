@@ -12,8 +12,9 @@ use layerprune_evaluation::{
 };
 use layerprune_runtime::{EvalOptions, RuntimeOptions};
 use layerprune_tables::{
-    read_block_stats, read_evaluations, read_provenance, write_evaluations, write_masks,
-    write_tokens, EvaluationRow, EvaluationTable, MaskRow, MaskTable, Provenance, TokenTable,
+    read_block_stats, read_evaluations, read_masks, read_provenance, write_evaluations,
+    write_masks, write_tokens, EvaluationRow, EvaluationTable, MaskRow, MaskTable, Provenance,
+    TokenTable,
 };
 use layerprune_tests::{blocks_needed, every_mask, fixture_windows, tiny_model_dir};
 
@@ -317,6 +318,23 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
         "more than one shard",
     );
     refused(&[&whole_path, &shards[1]], "more than one shard");
+    // Shards of more masks than the table given: not merged into it.
+    let subset = dir.path().join("subset.parquet");
+    let mut table = read_masks(&masks).unwrap();
+    table.rows.truncate(7);
+    write_masks(&subset, &table, &provenance()).unwrap();
+    let error = merge_evaluations(&MergeConfig {
+        masks: subset,
+        shards: shards.clone(),
+        out: refused_path.clone(),
+        provenance: provenance(),
+    })
+    .unwrap_err();
+    assert!(
+        format!("{error:#}").contains("(shards of another mask table?)"),
+        "{error:#}"
+    );
+    assert!(!refused_path.exists());
 
     // A shard of another dataset, another evaluate version, or an unfinished one.
     let (other_tokens, _) = write_inputs(dir.path(), 2);
