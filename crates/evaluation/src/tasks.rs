@@ -16,9 +16,9 @@ use layerprune_runtime::{
     LoglikRequest, Manifest, RuntimeOptions, Scoring,
 };
 use layerprune_tables::{
-    read_metadata, read_task_choices, write_evaluations, write_task_accuracies, write_task_choices,
-    EvaluationRow, EvaluationTable, Provenance, TableKind, TaskAccuracyRow, TaskAccuracyTable,
-    TaskChoiceRow, TaskChoiceTable, KEY_PREFIX, SHARD_INPUT,
+    kind_of, metadata_key, read_metadata, read_task_choices, write_evaluations,
+    write_task_accuracies, write_task_choices, EvaluationRow, EvaluationTable, Provenance,
+    TableKind, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable, SHARD_INPUT,
 };
 use layerprune_tasks::{
     accuracy_lines, load_encoded, mean_gold_nll, requests_id, scores_by_mask, AccuracyLine,
@@ -340,18 +340,12 @@ fn check_derived_outputs(config: &TaskConfig, identity: &RunIdentity<'_>) -> Res
             )
         };
         let metadata = read_metadata(path).map_err(|e| refuse(format!("unreadable ({e})")))?;
-        let entry = |name: &str| {
-            metadata
-                .get(&format!("{KEY_PREFIX}{name}"))
-                .map(String::as_str)
-        };
-        let (table, model, dataset) = (entry("table"), entry("model_id"), entry("dataset_id"));
-        if table != Some(kind.as_str()) {
-            return Err(refuse(format!(
-                "a {} table",
-                table.unwrap_or("non-layerprune")
-            )));
+        let found = kind_of(path, &metadata).map_err(|e| refuse(e.to_string()))?;
+        if found != kind {
+            return Err(refuse(format!("a {found} table")));
         }
+        let entry = |name: &str| metadata.get(&metadata_key(name)).map(String::as_str);
+        let (model, dataset) = (entry("model_id"), entry("dataset_id"));
         if model != Some(identity.model_id) || dataset != Some(identity.dataset_id) {
             return Err(refuse(format!(
                 "a {kind} table of model {} and data {}",

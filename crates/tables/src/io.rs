@@ -82,7 +82,8 @@ impl std::fmt::Display for TableKind {
 }
 
 /// The full metadata key for a short name (`"table"` -> `"layerprune.table"`).
-pub(crate) fn key(name: &str) -> String {
+/// The full metadata key of a short entry name (`model_id` → `layerprune.model_id`).
+pub fn key(name: &str) -> String {
     format!("{KEY_PREFIX}{name}")
 }
 
@@ -265,7 +266,9 @@ pub fn read_table_kind(path: &Path) -> Result<TableKind, TableError> {
     kind_of(path, &metadata)
 }
 
-fn kind_of(path: &Path, metadata: &BTreeMap<String, String>) -> Result<TableKind, TableError> {
+/// The table kind a file's metadata (as [`read_metadata`] gives it) names, refused unless it is a
+/// layerprune table of a known kind.
+pub fn kind_of(path: &Path, metadata: &BTreeMap<String, String>) -> Result<TableKind, TableError> {
     let name = metadata.get(&key("table")).ok_or_else(|| {
         TableError::new(
             path,

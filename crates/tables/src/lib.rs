@@ -33,7 +33,8 @@ pub use evaluations::{
     SHARD_INPUT,
 };
 pub use io::{
-    read_head, read_metadata, read_table_kind, TableHead, TableKind, FORMAT_VERSION, KEY_PREFIX,
+    key as metadata_key, kind_of, read_head, read_metadata, read_table_kind, TableHead, TableKind,
+    FORMAT_VERSION, KEY_PREFIX,
 };
 pub use masks::{read_masks, write_masks, MaskRow, MaskTable};
 pub use provenance::Provenance;
