@@ -174,6 +174,16 @@ fn temp_pid(tail: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// Removes the file `path` if it is there (a missing file is not an error). For a stage that
+/// writes two files: removing the earlier run's last file before writing the first means that
+/// a run stopped between the two leaves one file missing, never two that disagree.
+pub fn remove_file_if_there(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// [`atomic_write`] of a byte string.
 pub fn atomic_write_bytes(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
     atomic_write(path, |file| {
@@ -222,6 +232,22 @@ fn write_then_rename<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_removed_if_there_and_a_missing_one_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        remove_file_if_there(&path).expect("a missing file is not an error");
+        fs::write(&path, b"{}").unwrap();
+        remove_file_if_there(&path).unwrap();
+        assert!(!path.exists());
+        fs::create_dir(&path).unwrap();
+        assert!(
+            remove_file_if_there(&path).is_err(),
+            "a folder is not removed"
+        );
+        assert!(path.is_dir());
+    }
 
     #[test]
     fn only_pid_dash_serial_tails_name_a_process() {

@@ -22,7 +22,9 @@ pub mod players;
 pub mod progress;
 pub mod synthetic;
 
-pub use atomic::{atomic_write, atomic_write_bytes, dead_writers_siblings, AtomicWriteError};
+pub use atomic::{
+    atomic_write, atomic_write_bytes, dead_writers_siblings, remove_file_if_there, AtomicWriteError,
+};
 pub use contained::contain_panic;
 pub use design::Design;
 pub use device::Device;

@@ -336,12 +336,8 @@ impl PreparedFrontier {
 }
 
 fn remove_if_there(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
-    }
+    layerprune_core::remove_file_if_there(path)
+        .with_context(|| format!("removing {}", path.display()))
 }
 
 /// The frontier's table, written when every calibration set is done.

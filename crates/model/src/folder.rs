@@ -95,6 +95,27 @@ pub fn write_folder_from<T, E: From<ModelError>>(
     write_folder(dest, overwrite, fill)
 }
 
+/// Removes the folder `dest` (one about to be written again), after clearing what killed
+/// writers left beside it; a missing `dest` is not an error. `dest` is renamed to a temporary
+/// sibling and deleted there, so it is either the old folder or absent, never half-deleted; a
+/// kill during the deletion leaves that sibling, which the next write of `dest` removes.
+///
+/// For a stage that writes a file and then this folder: removing the earlier run's folder
+/// before the file means a run stopped between the two leaves the folder missing rather than
+/// one that disagrees with the new file.
+pub fn remove_folder(dest: &Path) -> Result<(), ModelError> {
+    recover_from_dead_writers(dest);
+    if fs::symlink_metadata(dest).is_err() {
+        return Ok(());
+    }
+    let doomed = sibling(dest, "tmp")?;
+    fs::rename(dest, &doomed).map_err(ModelError::io(dest))?;
+    sync_folder(dest.parent());
+    // `dest` is gone; failing to delete its contents loses nothing the next write needs.
+    let _ = remove_any(&doomed);
+    Ok(())
+}
+
 /// Undoes what writers of `dest` killed part-way left beside it: their temporary folders are
 /// removed, and an old folder one had moved aside is put back where `dest` is missing (killed
 /// between its two renames: `dest` is then as before that run, as after any failed write) or
@@ -289,6 +310,19 @@ mod tests {
     }
 
     #[cfg(unix)]
+    #[test]
+    fn a_removed_folder_is_gone_with_nothing_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("model");
+        remove_folder(&dest).expect("a missing folder is not an error");
+        fs::create_dir_all(dest.join("weights")).unwrap();
+        fs::write(dest.join("weights/a.bin"), b"a").unwrap();
+        fs::write(dest.join("manifest.json"), b"{}").unwrap();
+        remove_folder(&dest).unwrap();
+        assert!(!dest.exists());
+        assert!(names(dir.path()).is_empty(), "left {:?}", names(dir.path()));
+    }
+
     #[test]
     fn written_files_are_not_private() {
         use std::os::unix::fs::PermissionsExt;

@@ -400,6 +400,12 @@ fn apply_prune(args: Args) -> Result<()> {
     };
     // The plan first, the pruned folder last: Make tracks the folder's manifest, so a run
     // killed between the two leaves that target stale and the next make writes both again.
+    // An earlier run's folder (replaced under --overwrite, checked above) goes before the
+    // plan, so such a run leaves no folder rather than one that disagrees with the new plan.
+    if let (Some(dest), Some(source)) = (&args.pruned_out, &args.model) {
+        layerprune_model::refuse_overlap(source, dest)?;
+        layerprune_model::remove_folder(dest)?;
+    }
     write_plans(&args.out, &table, &provenance)?;
     print!("{table}");
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {

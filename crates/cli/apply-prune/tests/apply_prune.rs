@@ -316,6 +316,56 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     assert_eq!(std::fs::read_dir(&pruned).unwrap().count(), 0);
 }
 
+/// A run replacing a pruned folder that fails after writing its plan (here: a kept file of the
+/// model is gone) leaves no pruned folder, never the earlier run's, which would disagree with
+/// the plan now in --out.
+#[test]
+fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let model = dir.path().join("model");
+    layerprune_tests::copy_dir(&fixture(), &model);
+    let plan = dir.path().join("plan.parquet");
+    let pruned = dir.path().join("pruned");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |k: &str| {
+        apply_prune(&[
+            "--scores",
+            &s(&scores),
+            "--estimator",
+            "test",
+            "--k",
+            k,
+            "--model",
+            &s(&model),
+            "--tokens",
+            &s(&tokens),
+            "--no-verify",
+            "--out",
+            &s(&plan),
+            "--pruned-out",
+            &s(&pruned),
+            "--overwrite",
+        ])
+    };
+    assert!(run("2").status.success());
+    assert!(pruned.join("manifest.json").exists());
+
+    std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    let output = run("1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "succeeded without tokenizer.json");
+    assert!(stderr.contains("tokenizer.json"), "stderr is {stderr}");
+    assert_eq!(read_plans(&plan).unwrap().rows[0].removed_blocks.len(), 1);
+    assert!(!pruned.exists(), "the k = 2 folder outlived the k = 1 plan");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "left {left:?}");
+}
+
 #[test]
 fn sleb_and_from_plan_work_on_the_tiny_model() {
     let dir = tempfile::tempdir().unwrap();

@@ -247,8 +247,27 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
     .with_input("model", &table.model_id)
     .with_input("dataset", &table.dataset_id);
 
+    // Fitted before anything is written, so a failed fit replaces neither file.
+    let surrogate = match &args.out {
+        Some(path) => {
+            let kind = args.keep.unwrap_or(models[0]);
+            let model = fit(kind, &rows.masks, &rows.targets, &options).with_context(|| {
+                format!(
+                    "fitting the {kind} surrogate on all {} rows of {}",
+                    rows.masks.len(),
+                    args.evaluations.display()
+                )
+            })?;
+            // An earlier run's surrogate goes first: a run stopped between the two writes
+            // then leaves no surrogate rather than one that disagrees with the new metrics.
+            layerprune_core::remove_file_if_there(path)
+                .with_context(|| format!("removing the earlier surrogate {}", path.display()))?;
+            Some((path, kind, model))
+        }
+        None => None,
+    };
     // The metrics before the surrogate: Make tracks the surrogate file, written last, so a run
-    // killed between the two leaves that target stale and the next make writes both again.
+    // killed between the two leaves that target missing and the next make writes both again.
     if let Some(path) = &args.metrics {
         write_surrogate_metrics(
             path,
@@ -259,16 +278,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         )
         .with_context(|| format!("writing metrics {}", path.display()))?;
     }
-
-    if let Some(path) = &args.out {
-        let kind = args.keep.unwrap_or(models[0]);
-        let model = fit(kind, &rows.masks, &rows.targets, &options).with_context(|| {
-            format!(
-                "fitting the {kind} surrogate on all {} rows of {}",
-                rows.masks.len(),
-                args.evaluations.display()
-            )
-        })?;
+    if let Some((path, kind, model)) = surrogate {
         SavedSurrogate::new(model, args.target.name(), args.target.description())
             .with_fitted_on_evaluations(rows.masks.len() as u64)
             .with_game(&table.fixed_blocks, &table.model_id, &table.dataset_id)
