@@ -26,9 +26,15 @@ def scored(masks, questions, seed=0):
     """Rows of every choice of `questions` of every task under each mask, with made-up
     log-likelihoods (seeded, so the table below is fixed)."""
     rng = random.Random(seed)
-    return [{"mask_id": mask, "task": task, "question": q, "choice": c, "gold": q % n,
-             "loglik": round(-rng.uniform(1, 10), 3), "continuation_tokens": rng.randint(1, 5),
-             "norm_bytes": rng.randint(3, 30)}
+
+    def row(mask, task, q, c, n):
+        loglik, tokens = round(-rng.uniform(1, 10), 3), rng.randint(1, 5)
+        rng.randint(3, 30)  # the draw the byte length once took: the pinned table stays as it was
+        # A choice's length in bytes is the question's, the same under every mask and run.
+        return {"mask_id": mask, "task": task, "question": q, "choice": c, "gold": q % n,
+                "loglik": loglik, "continuation_tokens": tokens, "norm_bytes": 3 + (7 * q + c) % 28}
+
+    return [row(mask, task, q, c, n)
             for mask in masks for task, n in CHOICES.items() for q in questions for c in range(n)]
 
 
@@ -131,6 +137,26 @@ def test_tables_of_different_models_or_scorings_are_refused(tmp_path):
     refused(summarize(tmp_path, first, second),
             "b.parquet has layerprune.scoring head-graph-nll",
             "a.parquet has logits-f64-log-softmax", "scored differently")
+
+
+def test_tables_whose_question_numbers_mean_other_questions_are_refused(tmp_path):
+    first = write_choices(tmp_path / "a.parquet", scored([FULL, SLEB], range(3)))
+    other_gold = [dict(r, gold=(r["gold"] + 1) % CHOICES[r["task"]]) if r["question"] == 2 else r
+                  for r in scored([SEED1, SEED2], range(3))]
+    second = write_choices(tmp_path / "b.parquet", other_gold, dataset_id="other-questions")
+    refused(summarize(tmp_path, first, second),
+            "b.parquet and", "a.parquet disagree on piqa question 2 choice 0 (gold 0 vs 1",
+            "different task data")
+    refused(summarize(tmp_path, first, extra=["--questions-from", str(second)]),
+            "disagree on piqa question 2")
+    longer = [dict(r, norm_bytes=r["norm_bytes"] + 1) if r["mask_id"] == SLEB else r
+              for r in scored([FULL, SLEB], range(3))]
+    one = write_choices(tmp_path / "one.parquet", longer)
+    refused(summarize(tmp_path, one), "one.parquet: two rows disagree on piqa question 0 choice 0")
+    # Another subsample of the same questions (another dataset_id) is comparable.
+    write_choices(second, scored([SEED1, SEED2], range(1, 3)), dataset_id="other-questions")
+    result = summarize(tmp_path, first, second)
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_mask_missing_questions_or_choices_is_flagged_not_averaged_silently(tmp_path):
