@@ -3,8 +3,9 @@
 //! and writing the pruned model folder.
 //!
 //! Selection: one-shot on a score table (`--scores --estimator`), iterative removal or search
-//! through a surrogate (`--method iterative|search --surrogate`), SLEB on the model
-//! (`--method sleb`), the best contiguous run by angular distance (`--method angular-run
+//! through a surrogate (`--method iterative|search --surrogate`), SLEB or adaptive removal on
+//! the model (`--method sleb|adaptive --model --tokens`, raced over the calibration windows with
+//! `--race-se`), the best contiguous run by angular distance (`--method angular-run
 //! --block-stats`), or plans chosen earlier (`--method from-plan --plans`). Reading the inputs
 //! and checking they describe one model, choosing and measuring the plans live in
 //! `layerprune-selection` ([`PlanFiles`]); this binary opens the model where asked, and writes

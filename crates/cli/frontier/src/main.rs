@@ -1,12 +1,12 @@
 //! `frontier`: the quality-vs-budget frontier of every selection method.
 //!
 //! For each calibration set, every method (`layerprune_selection::frontier`) plays the model on
-//! those tokens through one cache of evaluations (`--out-dir`/calibration-NAME.parquet), each
-//! charged for the distinct masks it asked for; then every distinct plan is measured on each
-//! held-out token table (its own cache), which no method saw. Writes `frontier.csv`, one row
-//! per (method, k, calibration set, budget). Killed and restarted with the same arguments, it
-//! runs only the masks its caches do not have. The run is `layerprune_evaluation::frontier`;
-//! this binary checks its outputs and prints its report.
+//! those tokens through one cache of evaluations (`cache-calibration-NAME.parquet` in
+//! `--out-dir`), each charged for the distinct masks it asked for; then every distinct plan is
+//! measured on each held-out token table (its own cache), which no method saw. Writes
+//! `frontier.csv`, one row per (method, k, calibration set, budget). Killed and restarted with
+//! the same arguments, it runs only the masks its caches do not have. The run is
+//! `layerprune_evaluation::frontier`; this binary checks its outputs and prints its report.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,5 +1,7 @@
 //! `prepare-tokens`: text (a file, a JSONL field, LAMBADA or BoolQ passages) to a Parquet table
-//! of `count × length` token windows, tokenized with a model's `tokenizer.json` and no BOS.
+//! of `count × length` token windows, tokenized with a model's `tokenizer.json`; each window
+//! starts with the special tokens the tokenizer puts before a text (`--bos auto`, the default)
+//! or with text tokens only (`--bos off`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
