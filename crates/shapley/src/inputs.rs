@@ -241,7 +241,8 @@ impl ScoreInputs {
         for which in &unique {
             if estimators.iter().filter(|e| *e == which).count() > 1 {
                 note(&format!(
-                    "{which} is listed more than once (perhaps under an old name); it runs once"
+                    "warning: {which} is listed more than once (perhaps under an old name); it \
+                     runs once"
                 ));
             }
         }

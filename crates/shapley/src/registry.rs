@@ -266,7 +266,8 @@ pub struct EstimatorOptions {
 }
 
 /// The estimates of one estimator (two for `exact`: Shapley and Banzhaf), block-labelled, and
-/// notes for the user (missing sizes, held-out fits, timings).
+/// notes for the user (missing sizes, held-out fits, timings; a note that is a warning begins
+/// `warning: `, the others are information).
 pub struct Estimated {
     pub estimates: Vec<Estimates>,
     pub notes: Vec<String>,

@@ -298,7 +298,7 @@ pub(crate) fn read_table<'p>(
         return Err(TableError::new(
             path,
             TableErrorKind::WrongTable,
-            format!("holds a {found} table, but a {kind} table was expected"),
+            format!("holds a table of kind {found}, where one of kind {kind} was expected"),
         ));
     }
     let version = metadata.get(&key("format_version"));

@@ -259,6 +259,25 @@ fn config(args: &Args) -> Result<Config> {
     if args.pruned_out.is_some() && args.model.is_none() {
         bail!("--pruned-out needs --model (the folder to prune) and --tokens");
     }
+    if let (PlanMethod::OneShot, None, Some(path)) = (method, &args.estimator, &args.scores) {
+        // Name the estimators the table holds: the one to give is among them. (A table that
+        // cannot be read fails below, by the check or the read, with its own message.)
+        if let Ok(table) = layerprune_tables::read_scores(path) {
+            let names = layerprune_core::distinct(
+                &table
+                    .rows
+                    .iter()
+                    .map(|row| row.estimator.as_str())
+                    .collect::<Vec<_>>(),
+            );
+            bail!(
+                "--method one-shot needs --estimator: which of the estimators in --scores {} to \
+                 rank the blocks by ({})",
+                path.display(),
+                names.join(", ")
+            );
+        }
+    }
     files.check(method, args.model.is_some())?;
     let settings = PlanSettings {
         ks,
@@ -411,11 +430,22 @@ fn apply_prune(args: Args) -> Result<()> {
     print!("{table}");
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;
+        // The graphs by name; the weight files (content-hashed names, one per tensor: dozens
+        // a block on a real model) by their count.
+        let (weights, graphs): (Vec<&str>, Vec<&str>) = layout
+            .dropped
+            .iter()
+            .map(String::as_str)
+            .partition(|file| file.starts_with("weights/"));
+        let weights = match weights.len() {
+            0 => String::new(),
+            count => format!(" and {count} weight files"),
+        };
         tracing::info!(
-            "wrote {} ({} blocks; left out {})",
+            "wrote {} ({} blocks; left out {}{weights})",
             dest.display(),
             layout.manifest.num_blocks,
-            layout.dropped.join(", ")
+            graphs.join(", ")
         );
     }
     Ok(())

@@ -1432,3 +1432,36 @@ fn a_k_listed_twice_is_one_plan() {
         .collect();
     assert_eq!(ks, vec![2, 3]);
 }
+
+/// `--scores` without `--estimator` (the one-shot default method): the message lists the
+/// estimators the table holds, one of which is the value to give (it said only "needs
+/// --estimator").
+#[test]
+fn a_score_table_without_estimator_names_its_estimators() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    fail(
+        &[
+            "--scores",
+            scores.to_str().unwrap(),
+            "--k",
+            "2",
+            "--out",
+            plan.to_str().unwrap(),
+        ],
+        "--method one-shot needs --estimator: which of the estimators in --scores",
+        &plan,
+        None,
+    );
+    let output = apply_prune(&[
+        "--scores",
+        scores.to_str().unwrap(),
+        "--k",
+        "2",
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("rank the blocks by (test)"), "{stderr}");
+}

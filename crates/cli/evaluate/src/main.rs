@@ -37,7 +37,7 @@ const TASK_MAX_LENGTH: usize = 2048;
     after_help = "Examples:\n  \
         evaluate --model model/ --tokens tokens.parquet --masks masks.parquet \\\n    \
         --block-stats block-stats.parquet --out evaluations.parquet\n  \
-        evaluate --model model/ --tokens tokens.parquet --out full-eval.parquet   (the full model)\n  \
+        evaluate --model model/ --tokens tokens.parquet --out full-eval.parquet   # the full model\n  \
         evaluate --model model/ --tokens tokens.parquet --masks masks.parquet --shard 0/2 --out shard-0.parquet\n  \
         evaluate --masks masks.parquet --merge shard-0.parquet shard-1.parquet --out evaluations.parquet\n  \
         evaluate --model model/ --tasks piqa,boolq --task-data tasks/ --task-subsample 100 \\\n    \

@@ -55,13 +55,13 @@ struct Args {
     /// Where to write the cross-validation scores (Parquet; fold -1 = mean over folds).
     #[arg(long)]
     metrics: Option<PathBuf>,
-    /// Ridge strength of the quadratic model (0 or more).
+    /// Ridge strength of the quadratic model (0 or more; default 1e-4).
     #[arg(long, value_parser = parse_ridge_alpha)]
     ridge_alpha: Option<f64>,
-    /// MLP training epochs (published: 300).
+    /// MLP training epochs (default 300, the published number).
     #[arg(long, value_parser = layerprune_cli_common::count(1, 1_000_000))]
     epochs: Option<usize>,
-    /// Trees in the forest.
+    /// Trees in the forest (default 100).
     #[arg(long, value_parser = layerprune_cli_common::count(1, 100_000))]
     trees: Option<usize>,
     #[command(flatten)]

@@ -24,13 +24,14 @@ use layerprune_tables::Provenance;
 #[command(
     version,
     about = "Every selection method's plan against the LLM evaluations it used, measured on held-out text",
-    after_help = "EXAMPLES:\n  frontier --model M --calibration c0=calib-0.parquet --calibration c1=calib-1.parquet \\\n    --heldout wikitext2=wt2.parquet --k 3,6,9 --budgets least,0.5sleb,sleb,2000 --out-dir runs/frontier"
+    after_help = "Examples:\n  frontier --model model/ --calibration c0=calib-0.parquet --calibration c1=calib-1.parquet \\\n    --heldout wikitext2=wt2.parquet --k 3,6,9 --budgets least,0.5sleb,sleb,2000 --out-dir runs/frontier"
 )]
 struct Args {
     /// Layered model folder.
     #[arg(long)]
     model: PathBuf,
-    /// A calibration token table, NAME=PATH (repeat for several sets).
+    /// A calibration token table (prepare-tokens; what evaluate and apply-prune call --tokens),
+    /// NAME=PATH (repeat for several sets).
     #[arg(long, required = true)]
     calibration: Vec<String>,
     /// A held-out token table, NAME=PATH (repeat); the CSV gets a NAME_ppl column for each.
@@ -77,9 +78,13 @@ fn main() -> ExitCode {
 
 /// NAME=PATH.
 fn named(text: &str, flag: &str) -> Result<(String, PathBuf)> {
-    let (name, path) = text
-        .split_once('=')
-        .with_context(|| format!("{flag} {text:?}: expected NAME=PATH"))?;
+    let (name, path) = text.split_once('=').with_context(|| {
+        format!(
+            "{flag} {text:?}: expected NAME=PATH, a name for the set and its token table \
+                 (e.g. {flag} c0=tokens-calib.parquet; the name labels its rows or column in \
+                 frontier.csv)"
+        )
+    })?;
     if name.is_empty()
         || !name
             .chars()

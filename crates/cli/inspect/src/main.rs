@@ -27,8 +27,8 @@ use std::fmt::Write as _;
 #[command(
     version,
     after_help = "Examples:\n  inspect build/runs/smollm2-135m/evaluations.parquet\n  \
-                  inspect --rows 0 plans.parquet          (metadata and schema only)\n  \
-                  inspect --json scores.parquet           (metadata as one JSON object)\n  \
+                  inspect --rows 0 plans.parquet          # metadata and schema only\n  \
+                  inspect --json scores.parquet           # metadata as one JSON object\n  \
                   inspect surrogate-quadratic.json\n  inspect build/models/smollm2-135m"
 )]
 struct Args {
@@ -166,10 +166,18 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         }
     }
     outln!(out, "\nschema:");
+    // Names longer than the usual column (runner_up_removed_blocks) widen it for every row.
+    let width = schema
+        .fields()
+        .iter()
+        .map(|field| field.name().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     for field in schema.fields() {
         outln!(
             out,
-            "  {:<16} {}{}",
+            "  {:<width$} {}{}",
             field.name(),
             field.data_type(),
             if field.is_nullable() {

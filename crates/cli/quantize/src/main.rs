@@ -44,7 +44,7 @@ enum MethodArg {
         quantize --model model/ --scheme int4 --block-size 32 --out model-int4/\n  \
         quantize --model model/ --scheme int4 --method gptq --calibration tokens-calib.parquet --out model-gptq/\n  \
         quantize --model model/ --scheme int4 --method gptq --calibration tokens-calib.parquet \\\n    \
-        --device cuda:0 --out model-gptq/   (GPTQ's calibration passes on GPU 0)\n  \
+        --device cuda:0 --out model-gptq/   # GPTQ's calibration passes on GPU 0\n  \
         quantize --model pruned.onnx --scheme int8 --out pruned-int8.onnx\n\n\
         --device and --threads apply to --method gptq, whose calibration passes run the float\n\
         blocks through ONNX Runtime: on the CPU, or on a CUDA GPU with the onnxruntime-gpu\n\

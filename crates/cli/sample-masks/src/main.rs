@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, Parser, ValueEnum};
 use layerprune_sampling::table::{sample_mask_table, AllocationSource, MaskRequest};
 use layerprune_sampling::{Players, SampleOutcome, StrataSpec};
 use layerprune_tables::{write_masks, Provenance, TableKind};
@@ -24,10 +24,11 @@ use layerprune_tables::{write_masks, Provenance, TableKind};
         sample-masks --num-blocks 30 --permutation-chains 20 --fixed 0,29 --out chains.parquet\n  \
         sample-masks --num-blocks 12 --enumerate --out all-masks.parquet"
 )]
+// One of the two gives the block count; a run without either is told both.
+#[command(group(ArgGroup::new("block_count").required(true).args(["num_blocks", "model"])))]
 struct Args {
     /// Number of blocks of the model.
-    #[arg(long, required_unless_present = "model", conflicts_with = "model",
-          value_parser = layerprune_cli_common::count(1, MAX_BLOCKS as u64))]
+    #[arg(long, value_parser = layerprune_cli_common::count(1, MAX_BLOCKS as u64))]
     num_blocks: Option<usize>,
     /// Model folder; its manifest.json gives the number of blocks.
     #[arg(long)]

@@ -223,6 +223,16 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         "ratio 1.5",
     );
     run(&["--num-blocks", "8"], "nothing to sample");
+    // Neither block count: the message offers both ways to give one (it named only
+    // --num-blocks, not the --model of the first example).
+    run(
+        &["--masks", "10"],
+        "<--num-blocks <NUM_BLOCKS>|--model <MODEL>>",
+    );
+    run(
+        &["--num-blocks", "6", "--model", "model/", "--masks", "10"],
+        "cannot be used with",
+    );
     run(
         &[
             "--num-blocks",

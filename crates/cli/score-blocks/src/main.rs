@@ -127,12 +127,27 @@ fn score_blocks(args: Args) -> Result<()> {
             );
         }
     }
+    // A method asked for twice is scored once.
+    let methods = layerprune_core::distinct(&args.methods);
+    // Each method's own input first: a missing one is what the user has to add (the block
+    // count below would otherwise ask for --num-blocks, which these methods cannot use).
+    for &method in &methods {
+        match method {
+            Method::BlockInfluence | Method::Angular if stats.is_none() => bail!(
+                "--method {} needs --block-stats (evaluate --block-stats)",
+                method_name(method)
+            ),
+            Method::LeaveOneOut if evaluations.is_none() => bail!(
+                "--method leave-one-out needs --evaluations with every single-block removal \
+                 (sample-masks --anchors)"
+            ),
+            _ => {}
+        }
+    }
     let Some(num_blocks) = num_blocks else {
         bail!("no input says how many blocks the model has; give --block-stats, --evaluations or --num-blocks");
     };
 
-    // A method asked for twice is scored once.
-    let methods = layerprune_core::distinct(&args.methods);
     let mut rows = Vec::new();
     for method in methods {
         let scores: BlockScores = match method {
@@ -161,7 +176,13 @@ fn score_blocks(args: Args) -> Result<()> {
                     .context(
                     "--method leave-one-out needs --evaluations with every single-block removal",
                 )?;
-                leave_one_out_scores(table).with_context(|| path.display().to_string())?
+                leave_one_out_scores(table).with_context(|| {
+                    format!(
+                        "--evaluations {}: leave-one-out needs the evaluation of every \
+                         single-block removal (sample-masks --anchors, then evaluate)",
+                        path.display()
+                    )
+                })?
             }
             Method::Reverse => reverse_order_scores(num_blocks),
             Method::Random => random_scores(num_blocks, args.seed),

@@ -218,3 +218,66 @@ fn incomplete_or_mismatched_inputs_are_refused() {
         "--block-stats was measured on token table data but --evaluations on other text",
     );
 }
+
+/// A user's likely slips get a message that says what to give: a method's own table (not the
+/// --num-blocks that no table-less run could use instead), the single removals leave-one-out
+/// needs, and the kind of table a flag reads.
+#[test]
+fn slips_are_told_what_to_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.parquet");
+    let evals = dir.path().join("evals.parquet");
+    let out = dir.path().join("scores.parquet");
+    let out_s = out.to_str().unwrap();
+    write_stats(&stats, 4, None);
+    let fails = |args: &[&str], expected: &str, unexpected: Option<&str>| {
+        let output = score_blocks(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        if let Some(unexpected) = unexpected {
+            assert!(!stderr.contains(unexpected), "{stderr}");
+        }
+        assert!(!out.exists());
+    };
+    fails(
+        &["--method", "angular", "--out", out_s],
+        "--method angular needs --block-stats",
+        Some("--num-blocks"),
+    );
+    fails(
+        &["--method", "leave-one-out", "--out", out_s],
+        "--method leave-one-out needs --evaluations",
+        Some("--num-blocks"),
+    );
+    // Block 2's single removal missing (an evaluation table of other masks).
+    write_single_removals(&evals, 4);
+    let mut table = read_evaluations(&evals).unwrap();
+    table.rows.remove(2);
+    write_evaluations(&evals, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+    fails(
+        &[
+            "--method",
+            "leave-one-out",
+            "--evaluations",
+            evals.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        "leave-one-out needs the evaluation of every single-block removal (sample-masks --anchors",
+        None,
+    );
+    // Tables given to each other's flags: the message names both kinds, in plain words.
+    fails(
+        &[
+            "--method",
+            "angular",
+            "--block-stats",
+            evals.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        "holds a table of kind evaluations, where one of kind block_stats was expected",
+        None,
+    );
+}

@@ -53,9 +53,13 @@ struct Args {
     /// published 2,5,8,11,14 of 32 scaled to the number of players).
     #[arg(long, value_delimiter = ',')]
     strata: Option<Vec<usize>>,
+    /// Seeds the estimates that draw at random (the masks through the surrogate, the folds of
+    /// the regression-adjusted estimators).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Value of a mask: utility, neg-nll or nll-increase (docs/estimators.md).
+    /// Value of a mask of --evaluations: utility, neg-nll or nll-increase (docs/estimators.md).
+    /// The estimators through --surrogate value masks by what it was fitted to predict
+    /// (fit-surrogate --target).
     #[arg(long, default_value = "utility")]
     value: ValueColumn,
     /// Blocks that are not players (always kept), comma separated. Default: the fixed blocks
@@ -112,8 +116,13 @@ fn body(args: Args) -> Result<()> {
         &[args.samples, inputs.players.len() + 64],
         2,
     )?;
-    let all = inputs.estimate(&args.estimators, &options, &mut |note| {
-        tracing::warn!("{note}")
+    // The estimators' notes are timings and fit diagnostics (information), and now and then a
+    // warning, which says so.
+    let all = inputs.estimate(&args.estimators, &options, &mut |note| match note
+        .strip_prefix("warning: ")
+    {
+        Some(warning) => tracing::warn!("{warning}"),
+        None => tracing::info!("{note}"),
     })?;
     let provenance = files.provenance(
         Provenance::new(

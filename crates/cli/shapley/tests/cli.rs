@@ -130,6 +130,27 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
         stderr.contains("stratified-semivalue is listed more than once"),
         "{stderr}"
     );
+    // Timings and fit diagnostics are information, not warnings (they were logged as WARN on
+    // every run of the published estimate); the duplicate is a warning, without a second label.
+    let line = |text: &str| {
+        stderr
+            .lines()
+            .find(|line| line.contains(text))
+            .unwrap_or_else(|| panic!("no line with {text:?} in {stderr}"))
+            .to_string()
+    };
+    for info in [
+        "base masks through the surrogate in",
+        "held-out R² of the fold surrogates",
+    ] {
+        let line = line(info);
+        assert!(line.contains("INFO") && !line.contains("WARN"), "{line}");
+    }
+    let duplicate = line("is listed more than once");
+    assert!(
+        duplicate.contains("WARN") && !duplicate.contains("warning:"),
+        "{duplicate}"
+    );
 
     let scores = read_scores(&out).unwrap();
     // The player set travels with the scores: block 0 is fixed and has no rows.
