@@ -210,7 +210,9 @@ pub fn stratified_estimate(
     let strata = Strata::new(n, rows)?;
     if let Some(size) = (0..=n).find(|&s| strata.by_size[s].is_empty()) {
         return Err(ShapleyError::Design(format!(
-            "{STRATIFIED_SHAPLEY} needs evaluated masks of every size; none keeps {size} of the {n} players"
+            "{STRATIFIED_SHAPLEY} needs evaluated masks of every size; none keeps {size} of the {n} \
+             players (sample-masks --removed 0,1,...,{n} samples every size; --enumerate gives \
+             every mask of a small game)"
         )));
     }
     let mut phi = vec![0.0; n];

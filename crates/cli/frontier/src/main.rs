@@ -47,7 +47,7 @@ struct Args {
     /// (SLEB raced over the calibration windows, `apply-prune --race-se 3`), shapley, adaptive,
     /// adaptive-raced (`apply-prune --method adaptive --race-se 3`, at every budget) (default:
     /// all).
-    #[arg(long, value_delimiter = ',', default_values_t = FrontierMethod::ALL)]
+    #[arg(long, value_delimiter = ',', default_values_t = FrontierMethod::ALL, hide_default_value = true)]
     methods: Vec<FrontierMethod>,
     /// Budgets of adaptive removal (raced or not): `least`, `sleb` (SLEB's cost at the same k),
     /// `0.5sleb`, or a number of LLM evaluations.

@@ -311,10 +311,24 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         .and_then(|v| v.as_str())
         .unwrap_or("JSON file");
     outln!(out, "{}: {kind}", path.display());
+    // Pruning and quantizing keep the exporter's `check`, which describes the model as
+    // exported (docs/model-format.md): said beside it, so it does not read as a check of this one.
+    let rewritten_by: Vec<&str> = [("pruned_from", "pruning"), ("quantization", "quantization")]
+        .into_iter()
+        .filter(|(field, _)| fields.contains_key(*field))
+        .map(|(_, what)| what)
+        .collect();
     for (key, value) in &fields {
         if BULKY.contains(&key.as_str()) {
             let size = entries(value).map_or("present".to_string(), |n| format!("{n} entries"));
             outln!(out, "  {key:<24} ({size})");
+        } else if key == "check" && !rewritten_by.is_empty() {
+            outln!(
+                out,
+                "  {key:<24} {} (the export's, before {})",
+                show_value(value),
+                rewritten_by.join(" and ")
+            );
         } else {
             outln!(out, "  {key:<24} {}", show_value(value));
         }

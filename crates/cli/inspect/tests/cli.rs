@@ -200,3 +200,30 @@ fn a_model_folder_shows_the_id_its_tables_record() {
     assert!(json.get("files").is_none() && json.get("blocks").is_none());
     assert!(text.contains(&format!("files                    ({files} entries)")));
 }
+
+/// A pruned or quantized folder keeps the exporter's `check` of the model as exported; the
+/// text says so beside it, so it does not read as a check of the folder shown.
+#[test]
+fn the_exporters_check_of_a_pruned_or_quantized_folder_is_labelled_as_the_exports() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("manifest.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.json");
+    let check_line = |manifest: &serde_json::Value| {
+        std::fs::write(&path, serde_json::to_vec(manifest).unwrap()).unwrap();
+        let output = inspect(&[path.as_os_str()]);
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        text.lines()
+            .find(|line| line.trim_start().starts_with("check "))
+            .unwrap_or_else(|| panic!("no check line in {text}"))
+            .to_string()
+    };
+    assert!(!check_line(&manifest).contains("the export's"));
+    manifest["pruned_from"] = serde_json::json!({"removed_blocks": [2, 4]});
+    assert!(check_line(&manifest).ends_with("(the export's, before pruning)"));
+    manifest["quantization"] = serde_json::json!({"scheme": "int8"});
+    assert!(check_line(&manifest).ends_with("(the export's, before pruning and quantization)"));
+}

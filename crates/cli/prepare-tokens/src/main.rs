@@ -80,12 +80,12 @@ struct Args {
     length: usize,
     #[arg(long, value_enum, default_value = "consecutive")]
     mode: Mode,
-    /// With --mode consecutive: the token the first window starts at.
-    #[arg(long, default_value_t = 0)]
-    offset: usize,
-    /// With --mode random: the seed of the window positions.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// With --mode consecutive: the token the first window starts at [default: 0].
+    #[arg(long)]
+    offset: Option<usize>,
+    /// With --mode random: the seed of the window positions [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
     /// What each window starts with. auto: the special tokens the tokenizer puts before a text
     /// (BOS for Gemma, Llama, Mistral; nothing for SmolLM2, Qwen, GPT-2), then text tokens up to
     /// --length; off: text tokens only.
@@ -135,11 +135,20 @@ fn body(args: Args) -> anyhow::Result<()> {
     } else {
         bail!("give one source: --text, --jsonl with --field, --lambada or --boolq-passages");
     };
-    let mode = match args.mode {
-        Mode::Consecutive => WindowMode::Consecutive {
-            offset: args.offset,
+    // A setting of the other mode would change nothing: refused rather than ignored.
+    let mode = match (args.mode, args.offset, args.seed) {
+        (Mode::Consecutive, _, Some(_)) => {
+            bail!("--seed is for --mode random (consecutive windows start at --offset)")
+        }
+        (Mode::Random, Some(_), _) => {
+            bail!("--offset is for --mode consecutive (random windows are placed by --seed)")
+        }
+        (Mode::Consecutive, offset, None) => WindowMode::Consecutive {
+            offset: offset.unwrap_or(0),
         },
-        Mode::Random => WindowMode::Random { seed: args.seed },
+        (Mode::Random, None, seed) => WindowMode::Random {
+            seed: seed.unwrap_or(0),
+        },
     };
     let request = TokenRequest {
         source,

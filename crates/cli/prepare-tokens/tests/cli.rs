@@ -111,3 +111,59 @@ fn a_short_stream_fails_with_status_2_and_writes_nothing() {
     );
     assert!(!out.exists());
 }
+
+/// A setting of the other window mode is refused, not ignored: `--seed` places random windows
+/// only, `--offset` starts consecutive ones only.
+#[test]
+fn a_setting_of_the_other_mode_is_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    let tokenizer = write_tokenizer(folder.path());
+    let text = folder.path().join("text.txt");
+    std::fs::write(&text, "w1 w2 w3 w4 w5 w6 w7 w8").unwrap();
+    let out = folder.path().join("tokens.parquet");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--text",
+            text.to_str().unwrap(),
+            "--windows",
+            "2",
+            "--length",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        prepare_tokens(&args)
+    };
+    for (extra, expected) in [
+        (&["--seed", "3"][..], "--seed is for --mode random"),
+        (
+            &["--mode", "consecutive", "--seed", "0"][..],
+            "--seed is for --mode random",
+        ),
+        (
+            &["--mode", "random", "--offset", "2"][..],
+            "--offset is for --mode consecutive",
+        ),
+    ] {
+        let output = run(extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert!(!out.exists());
+    }
+    for extra in [
+        &["--offset", "2"][..],
+        &["--mode", "random", "--seed", "3"][..],
+    ] {
+        let output = run(extra);
+        assert!(
+            output.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::remove_file(&out).unwrap();
+    }
+}

@@ -30,7 +30,7 @@ enum SchemeArg {
 enum MethodArg {
     /// Round to nearest.
     Rtn,
-    /// GPTQ on the blocks, calibrated on --calibration tokens (layered folders only); the
+    /// GPTQ on the blocks, calibrated on the --tokens table (layered folders only); the
     /// embedding and head are rounded to nearest.
     Gptq,
 }
@@ -42,8 +42,8 @@ enum MethodArg {
     after_help = "Examples:\n  \
         quantize --model model/ --scheme int8 --out model-int8/\n  \
         quantize --model model/ --scheme int4 --block-size 32 --out model-int4/\n  \
-        quantize --model model/ --scheme int4 --method gptq --calibration tokens-calib.parquet --out model-gptq/\n  \
-        quantize --model model/ --scheme int4 --method gptq --calibration tokens-calib.parquet \\\n    \
+        quantize --model model/ --scheme int4 --method gptq --tokens tokens-calib.parquet --out model-gptq/\n  \
+        quantize --model model/ --scheme int4 --method gptq --tokens tokens-calib.parquet \\\n    \
         --device cuda:0 --out model-gptq/   # GPTQ's calibration passes on GPU 0\n  \
         quantize --model pruned.onnx --scheme int8 --out pruned-int8.onnx\n\n\
         --device and --threads apply to --method gptq, whose calibration passes run the float\n\
@@ -69,10 +69,11 @@ struct Args {
     /// How the codes are chosen.
     #[arg(long, value_enum, default_value = "rtn")]
     method: MethodArg,
-    /// GPTQ: the calibration token table (prepare-tokens), e.g. the pipeline's
-    /// tokens-calib.parquet.
-    #[arg(long)]
-    calibration: Option<PathBuf>,
+    /// GPTQ: the calibration token table (prepare-tokens; the --tokens of evaluate and
+    /// apply-prune), e.g. the pipeline's tokens-calib.parquet. `--calibration`, its name
+    /// before 2026-12-04, is still accepted.
+    #[arg(long, alias = "calibration")]
+    tokens: Option<PathBuf>,
     /// GPTQ: fraction of the mean diagonal added to the inputs' second-moment matrix
     /// [default: 0.01].
     #[arg(long, value_parser = parse_damp)]
@@ -168,7 +169,7 @@ fn quantize(args: Args) -> Result<()> {
     // Before any work: --out may not replace, hold or lie in the model or the calibration table.
     let io = Io::new()
         .input(&args.model)
-        .input_opt(args.calibration.as_deref())
+        .input_opt(args.tokens.as_deref())
         .existing_refused_unless(args.overwrite, "--out", &args.out);
     if args.model.is_dir() {
         io.output_folder("--out", &args.out)
@@ -189,10 +190,12 @@ fn quantize(args: Args) -> Result<()> {
     if args.method == MethodArg::Rtn && args.damp.is_some() {
         bail!("--damp is for --method gptq");
     }
-    let calibration = match (args.method, &args.calibration) {
+    let calibration = match (args.method, &args.tokens) {
         (MethodArg::Rtn, None) => None,
-        (MethodArg::Rtn, Some(_)) => bail!("--calibration is for --method gptq"),
-        (MethodArg::Gptq, None) => bail!("--method gptq needs --calibration TOKENS.parquet"),
+        (MethodArg::Rtn, Some(_)) => bail!("--tokens is for --method gptq"),
+        (MethodArg::Gptq, None) => {
+            bail!("--method gptq needs --tokens TOKENS.parquet (prepare-tokens)")
+        }
         (MethodArg::Gptq, Some(path)) => {
             if !args.model.is_dir() {
                 bail!("--method gptq needs a layered model folder");

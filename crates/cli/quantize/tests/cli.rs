@@ -192,7 +192,7 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         "int4",
         "--method",
         "gptq",
-        "--calibration",
+        "--tokens",
         tokens.to_str().unwrap(),
     ]);
     assert_eq!(result.status.code(), Some(1));

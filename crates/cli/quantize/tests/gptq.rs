@@ -93,7 +93,7 @@ fn gptq_moves_the_calibration_loss_less_than_round_to_nearest() {
             gptq.to_str().unwrap(),
             "--method",
             "gptq",
-            "--calibration",
+            "--tokens",
             tokens.to_str().unwrap(),
             "--device",
             "cpu",
@@ -144,7 +144,7 @@ fn gptq_needs_calibration_tokens() {
         "gptq",
     ]);
     assert_eq!(result.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&result.stderr).contains("--method gptq needs --calibration"));
+    assert!(String::from_utf8_lossy(&result.stderr).contains("--method gptq needs --tokens"));
     let missing = temp.path().join("none.parquet");
     let result = quantize(&[
         "--model",
@@ -155,6 +155,7 @@ fn gptq_needs_calibration_tokens() {
         "int4",
         "--method",
         "gptq",
+        // Its name before 2026-12-04, still accepted.
         "--calibration",
         missing.to_str().unwrap(),
     ]);
@@ -183,7 +184,7 @@ fn cuda_requested_without_it_is_an_error_not_a_fallback() {
             device,
         ];
         if method == "gptq" {
-            args.extend(["--calibration", tokens.to_str().unwrap()]);
+            args.extend(["--tokens", tokens.to_str().unwrap()]);
         }
         quantize(&args)
     };
