@@ -28,6 +28,29 @@ fn prepare_tokens(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// prepare-tokens of 2 windows of 2 tokens of `text` into `out`, with `extra` arguments.
+fn two_windows_of_two(
+    tokenizer: &Path,
+    text: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--windows",
+        "2",
+        "--length",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    prepare_tokens(&args)
+}
+
 #[test]
 fn writes_the_table_and_reports_it() {
     let folder = tempfile::tempdir().unwrap();
@@ -91,18 +114,7 @@ fn a_short_stream_fails_with_status_2_and_writes_nothing() {
     let text = folder.path().join("short.txt");
     std::fs::write(&text, "w1 w2 w3").unwrap();
     let out = folder.path().join("tokens.parquet");
-    let output = prepare_tokens(&[
-        "--tokenizer",
-        tokenizer.to_str().unwrap(),
-        "--text",
-        text.to_str().unwrap(),
-        "--windows",
-        "2",
-        "--length",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = two_windows_of_two(&tokenizer, &text, &out, &[]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -121,22 +133,7 @@ fn a_setting_of_the_other_mode_is_refused() {
     let text = folder.path().join("text.txt");
     std::fs::write(&text, "w1 w2 w3 w4 w5 w6 w7 w8").unwrap();
     let out = folder.path().join("tokens.parquet");
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "--tokenizer",
-            tokenizer.to_str().unwrap(),
-            "--text",
-            text.to_str().unwrap(),
-            "--windows",
-            "2",
-            "--length",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        prepare_tokens(&args)
-    };
+    let run = |extra: &[&str]| two_windows_of_two(&tokenizer, &text, &out, extra);
     for (extra, expected) in [
         (&["--seed", "3"][..], "--seed is for --mode random"),
         (
