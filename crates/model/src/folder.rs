@@ -100,13 +100,24 @@ pub fn write_folder_from<T, E: From<ModelError>>(
 /// sibling and deleted there, so it is either the old folder or absent, never half-deleted; a
 /// kill during the deletion leaves that sibling, which the next write of `dest` removes.
 ///
+/// An existing `dest` is refused as [`write_folder`] refuses it ("already exists; pass
+/// --overwrite to replace it") unless `overwrite`: checked here, after the clean-up, because
+/// that may put back a folder a killed writer had moved aside, and something may have appeared
+/// at `dest` since the stage's checks of its outputs.
+///
 /// For a stage that writes a file and then this folder: removing the earlier run's folder
 /// before the file means a run stopped between the two leaves the folder missing rather than
 /// one that disagrees with the new file.
-pub fn remove_folder(dest: &Path) -> Result<(), ModelError> {
+pub fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
     recover_from_dead_writers(dest);
     if fs::symlink_metadata(dest).is_err() {
         return Ok(());
+    }
+    if !overwrite {
+        return Err(ModelError::Destination {
+            path: dest.to_path_buf(),
+            problem: "already exists; pass --overwrite to replace it".into(),
+        });
     }
     let doomed = sibling(dest, "tmp")?;
     fs::rename(dest, &doomed).map_err(ModelError::io(dest))?;
@@ -309,20 +320,52 @@ mod tests {
         assert_eq!(names(&dest), vec!["b.bin"]);
     }
 
-    #[cfg(unix)]
     #[test]
     fn a_removed_folder_is_gone_with_nothing_left_beside_it() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("model");
-        remove_folder(&dest).expect("a missing folder is not an error");
+        remove_folder(&dest, false).expect("a missing folder is not an error");
         fs::create_dir_all(dest.join("weights")).unwrap();
         fs::write(dest.join("weights/a.bin"), b"a").unwrap();
         fs::write(dest.join("manifest.json"), b"{}").unwrap();
-        remove_folder(&dest).unwrap();
+        let refused = remove_folder(&dest, false).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("already exists; pass --overwrite"),
+            "{refused}"
+        );
+        assert_eq!(names(&dest), vec!["manifest.json", "weights"]);
+        remove_folder(&dest, true).unwrap();
         assert!(!dest.exists());
         assert!(names(dir.path()).is_empty(), "left {:?}", names(dir.path()));
     }
 
+    /// A folder a killed writer had moved aside is put back, and then, without overwrite,
+    /// refused like any existing folder: never deleted by a run not asked to replace it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_folder_put_back_is_not_removed_without_overwrite() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        let aside = parent.path().join(format!(".model.old-{dead}-0"));
+        fs::create_dir(&aside).unwrap();
+        fs::write(aside.join("old.bin"), b"old").unwrap();
+        let refused = remove_folder(&dest, false).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("already exists; pass --overwrite"),
+            "{refused}"
+        );
+        assert_eq!(names(&dest), vec!["old.bin"]);
+        assert_eq!(names(parent.path()), vec!["model"]);
+    }
+
+    #[cfg(unix)]
     #[test]
     fn written_files_are_not_private() {
         use std::os::unix::fs::PermissionsExt;

@@ -420,11 +420,13 @@ fn apply_prune(args: Args) -> Result<()> {
     };
     // The plan first, the pruned folder last: Make tracks the folder's manifest, so a run
     // killed between the two leaves that target stale and the next make writes both again.
-    // An earlier run's folder (replaced under --overwrite, checked above) goes before the
-    // plan, so such a run leaves no folder rather than one that disagrees with the new plan.
+    // An earlier run's folder (replaced under --overwrite only: checked above, and again here,
+    // where a killed writer's folder may have been put back or another run may have written
+    // one) goes before the plan, so such a run leaves no folder rather than one that disagrees
+    // with the new plan.
     if let (Some(dest), Some(source)) = (&args.pruned_out, &args.model) {
         layerprune_model::refuse_overlap(source, dest)?;
-        layerprune_model::remove_folder(dest)?;
+        layerprune_model::remove_folder(dest, args.overwrite)?;
     }
     write_plans(&args.out, &table, &provenance)?;
     print!("{table}");

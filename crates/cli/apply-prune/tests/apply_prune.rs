@@ -366,6 +366,55 @@ fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
     assert!(left.is_empty(), "left {left:?}");
 }
 
+/// Without --overwrite an existing --pruned-out is never removed, not even one that appears
+/// only after the checks of the outputs: here the folder a replacement killed between its two
+/// renames had moved aside (under a finished process's id), which the write puts back. The run
+/// is refused before it writes the plan, and the folder is there, as it was.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_folder_put_back_is_not_replaced_without_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    let pruned = dir.path().join("pruned");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |k: &str, out: &Path| {
+        apply_prune(&[
+            "--scores",
+            &s(&scores),
+            "--estimator",
+            "test",
+            "--k",
+            k,
+            "--model",
+            &s(&fixture()),
+            "--tokens",
+            &s(&tokens),
+            "--no-verify",
+            "--out",
+            &s(out),
+            "--pruned-out",
+            &s(&pruned),
+        ])
+    };
+    assert!(run("2", &dir.path().join("first.parquet")).status.success());
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::rename(&pruned, dir.path().join(format!(".pruned.old-{dead}-0"))).unwrap();
+
+    let output = run("1", &plan);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "replaced without --overwrite");
+    assert!(
+        stderr.contains("already exists; pass --overwrite"),
+        "stderr is {stderr}"
+    );
+    assert!(!plan.exists(), "the plan was written before the refusal");
+    let manifest = Manifest::load(&pruned).unwrap();
+    assert_eq!(manifest.num_blocks, 4, "not the k = 2 folder");
+}
+
 #[test]
 fn sleb_and_from_plan_work_on_the_tiny_model() {
     let dir = tempfile::tempdir().unwrap();

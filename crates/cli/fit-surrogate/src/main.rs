@@ -260,8 +260,13 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
             })?;
             // An earlier run's surrogate goes first: a run stopped between the two writes
             // then leaves no surrogate rather than one that disagrees with the new metrics.
-            layerprune_core::remove_file_if_there(path)
-                .with_context(|| format!("removing the earlier surrogate {}", path.display()))?;
+            // (Without --metrics there is one write, and the save replaces the old file
+            // atomically: a failed save then leaves it as it was.)
+            if args.metrics.is_some() {
+                layerprune_core::remove_file_if_there(path).with_context(|| {
+                    format!("removing the earlier surrogate {}", path.display())
+                })?;
+            }
             Some((path, kind, model))
         }
         None => None,

@@ -79,10 +79,16 @@ fn main() -> ExitCode {
 /// NAME=PATH.
 fn named(text: &str, flag: &str) -> Result<(String, PathBuf)> {
     let (name, path) = text.split_once('=').with_context(|| {
+        // The example of the flag's own kind of table (the help's): a held-out text is not a
+        // calibration set.
+        let example = if flag == "--heldout" {
+            "wikitext2=wt2.parquet"
+        } else {
+            "c0=tokens-calib.parquet"
+        };
         format!(
             "{flag} {text:?}: expected NAME=PATH, a name for the set and its token table \
-                 (e.g. {flag} c0=tokens-calib.parquet; the name labels its rows or column in \
-                 frontier.csv)"
+                 (e.g. {flag} {example}; the name labels its rows or column in frontier.csv)"
         )
     })?;
     if name.is_empty()
@@ -148,4 +154,31 @@ fn main_body(args: Args) -> Result<()> {
         let _ = std::fs::remove_dir(&args.out_dir);
     }
     result.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named;
+
+    #[test]
+    fn a_missing_name_is_shown_an_example_of_the_flags_own_table() {
+        let calibration = named("calib-0.parquet", "--calibration").unwrap_err();
+        assert!(
+            calibration
+                .to_string()
+                .contains("e.g. --calibration c0=tokens-calib.parquet;"),
+            "{calibration}"
+        );
+        let heldout = named("wt2.parquet", "--heldout").unwrap_err();
+        assert!(
+            heldout
+                .to_string()
+                .contains("e.g. --heldout wikitext2=wt2.parquet;"),
+            "{heldout}"
+        );
+        assert_eq!(
+            named("c0=a=b.parquet", "--calibration").unwrap(),
+            ("c0".to_string(), std::path::PathBuf::from("a=b.parquet"))
+        );
+    }
 }
