@@ -57,11 +57,7 @@ pub fn write_folder<T, E: From<ModelError>>(
 ) -> Result<T, E> {
     recover_from_dead_writers(dest);
     if dest.exists() && !overwrite {
-        return Err(ModelError::Destination {
-            path: dest.to_path_buf(),
-            problem: "already exists; pass --overwrite to replace it".into(),
-        }
-        .into());
+        return Err(already_exists(dest).into());
     }
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
@@ -114,10 +110,7 @@ pub fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
         return Ok(());
     }
     if !overwrite {
-        return Err(ModelError::Destination {
-            path: dest.to_path_buf(),
-            problem: "already exists; pass --overwrite to replace it".into(),
-        });
+        return Err(already_exists(dest));
     }
     let doomed = sibling(dest, "tmp")?;
     fs::rename(dest, &doomed).map_err(ModelError::io(dest))?;
@@ -125,6 +118,15 @@ pub fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
     // `dest` is gone; failing to delete its contents loses nothing the next write needs.
     let _ = remove_any(&doomed);
     Ok(())
+}
+
+/// The refusal of an existing `dest` without `overwrite`, by every write or removal of a
+/// model folder.
+fn already_exists(dest: &Path) -> ModelError {
+    ModelError::Destination {
+        path: dest.to_path_buf(),
+        problem: "already exists; pass --overwrite to replace it".into(),
+    }
 }
 
 /// Undoes what writers of `dest` killed part-way left beside it: their temporary folders are
@@ -223,6 +225,26 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), ModelError> {
 mod tests {
     use super::*;
 
+    /// The id of a process that has finished: what a killed writer's leftovers are named by.
+    #[cfg(target_os = "linux")]
+    fn finished_process_id() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = child.id();
+        child.wait().unwrap();
+        id
+    }
+
+    /// `remove_folder` without overwrite refuses the existing `dest`.
+    fn assert_removal_refused(dest: &Path) {
+        let refused = remove_folder(dest, false).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("already exists; pass --overwrite"),
+            "{refused}"
+        );
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -293,9 +315,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_killed_writers_folders_are_cleaned_up_and_the_old_one_put_back() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
+        let dead = finished_process_id();
         let parent = tempfile::tempdir().unwrap();
         let dest = parent.path().join("model");
         let left = |tag: &str, file: &str| {
@@ -328,13 +348,7 @@ mod tests {
         fs::create_dir_all(dest.join("weights")).unwrap();
         fs::write(dest.join("weights/a.bin"), b"a").unwrap();
         fs::write(dest.join("manifest.json"), b"{}").unwrap();
-        let refused = remove_folder(&dest, false).unwrap_err();
-        assert!(
-            refused
-                .to_string()
-                .contains("already exists; pass --overwrite"),
-            "{refused}"
-        );
+        assert_removal_refused(&dest);
         assert_eq!(names(&dest), vec!["manifest.json", "weights"]);
         remove_folder(&dest, true).unwrap();
         assert!(!dest.exists());
@@ -346,21 +360,13 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_folder_put_back_is_not_removed_without_overwrite() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
+        let dead = finished_process_id();
         let parent = tempfile::tempdir().unwrap();
         let dest = parent.path().join("model");
         let aside = parent.path().join(format!(".model.old-{dead}-0"));
         fs::create_dir(&aside).unwrap();
         fs::write(aside.join("old.bin"), b"old").unwrap();
-        let refused = remove_folder(&dest, false).unwrap_err();
-        assert!(
-            refused
-                .to_string()
-                .contains("already exists; pass --overwrite"),
-            "{refused}"
-        );
+        assert_removal_refused(&dest);
         assert_eq!(names(&dest), vec!["old.bin"]);
         assert_eq!(names(parent.path()), vec!["model"]);
     }

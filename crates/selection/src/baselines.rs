@@ -226,6 +226,17 @@ pub fn random_scores(num_blocks: usize, seed: u64) -> BlockScores {
     }
 }
 
+/// The estimators a score table has rows of, sorted and comma separated ("no rows at all"
+/// for an empty table): what `--estimator` may name.
+pub fn estimator_names(table: &ScoreTable) -> String {
+    let names: BTreeSet<&str> = table.rows.iter().map(|r| r.estimator.as_str()).collect();
+    if names.is_empty() {
+        "no rows at all".to_string()
+    } else {
+        names.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// The scores of one estimator in a score table (the `shapley` or `score-blocks` stage's
 /// output), checked to cover every player of a `num_blocks` model exactly once. The table's
 /// fixed blocks have no rows and score +∞ here (never removed; selection also keeps them by
@@ -249,14 +260,9 @@ pub fn scores_from_table(
         .filter(|row| row.estimator == estimator)
         .collect();
     if rows.is_empty() {
-        let names: BTreeSet<&str> = table.rows.iter().map(|r| r.estimator.as_str()).collect();
         return Err(SelectionError::UnknownEstimator {
             estimator: estimator.to_string(),
-            available: if names.is_empty() {
-                "no rows at all".to_string()
-            } else {
-                names.into_iter().collect::<Vec<_>>().join(", ")
-            },
+            available: estimator_names(table),
         });
     }
     // Fixed blocks enter the check as placeholders (a finite score) and then score +∞.

@@ -16,8 +16,8 @@ use layerprune_tables::{
 };
 
 use crate::{
-    choose_plans, measure_plans, scores_from_table, BlockScores, FittedOn, Plan, PlanInputs,
-    PlanMethod, PlanOptions, PlanSettings,
+    choose_plans, estimator_names, measure_plans, scores_from_table, BlockScores, FittedOn, Plan,
+    PlanInputs, PlanMethod, PlanOptions, PlanSettings,
 };
 
 /// The files a plan is chosen from, and what to take from them.
@@ -71,7 +71,20 @@ impl PlanFiles {
         match method {
             PlanMethod::OneShot => {
                 need(self.scores.is_some(), "--scores")?;
-                need(self.estimator.is_some(), "--estimator")
+                match (&self.estimator, &self.scores) {
+                    // Name the estimators the table holds: the one to give is among them. (A
+                    // table that cannot be read fails when it is read, with its own message.)
+                    (None, Some(path)) => match read_scores(path) {
+                        Ok(table) => Err(anyhow!(
+                            "--method {method} needs --estimator: which of the estimators in \
+                             --scores {} to rank the blocks by ({})",
+                            path.display(),
+                            estimator_names(&table)
+                        )),
+                        Err(_) => need(false, "--estimator"),
+                    },
+                    _ => Ok(()),
+                }
             }
             PlanMethod::Iterative | PlanMethod::Search => {
                 need(self.surrogate.is_some(), "--surrogate")

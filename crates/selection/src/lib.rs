@@ -51,8 +51,9 @@ pub use adaptive::{
     AdaptiveResult, AdaptiveStart, AdaptiveStop,
 };
 pub use baselines::{
-    angular_distance_scores, best_angular_run, block_influence_scores, leave_one_out_scores,
-    random_scores, reverse_order_scores, scores_from_table, AngularRun, BlockScores,
+    angular_distance_scores, best_angular_run, block_influence_scores, estimator_names,
+    leave_one_out_scores, random_scores, reverse_order_scores, scores_from_table, AngularRun,
+    BlockScores,
 };
 pub use margin::{attach_comparisons, full_model, runner_up, WindowNlls};
 pub use plans::{

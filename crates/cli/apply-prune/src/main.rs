@@ -259,25 +259,6 @@ fn config(args: &Args) -> Result<Config> {
     if args.pruned_out.is_some() && args.model.is_none() {
         bail!("--pruned-out needs --model (the folder to prune) and --tokens");
     }
-    if let (PlanMethod::OneShot, None, Some(path)) = (method, &args.estimator, &args.scores) {
-        // Name the estimators the table holds: the one to give is among them. (A table that
-        // cannot be read fails below, by the check or the read, with its own message.)
-        if let Ok(table) = layerprune_tables::read_scores(path) {
-            let names = layerprune_core::distinct(
-                &table
-                    .rows
-                    .iter()
-                    .map(|row| row.estimator.as_str())
-                    .collect::<Vec<_>>(),
-            );
-            bail!(
-                "--method one-shot needs --estimator: which of the estimators in --scores {} to \
-                 rank the blocks by ({})",
-                path.display(),
-                names.join(", ")
-            );
-        }
-    }
     files.check(method, args.model.is_some())?;
     let settings = PlanSettings {
         ks,

@@ -316,6 +316,39 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     assert_eq!(std::fs::read_dir(&pruned).unwrap().count(), 0);
 }
 
+/// apply-prune of `k` blocks by the `test` estimator of `scores` on `model` (unverified: the
+/// tests below damage its copies), writing the plan `out` and the folder `pruned`.
+fn pruning_by_scores(
+    scores: &Path,
+    tokens: &Path,
+    model: &Path,
+    k: &str,
+    out: &Path,
+    pruned: &Path,
+    extra: &[&str],
+) -> Output {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mut args = vec![
+        "--scores".to_string(),
+        s(scores),
+        "--estimator".into(),
+        "test".into(),
+        "--k".into(),
+        k.into(),
+        "--model".into(),
+        s(model),
+        "--tokens".into(),
+        s(tokens),
+        "--no-verify".into(),
+        "--out".into(),
+        s(out),
+        "--pruned-out".into(),
+        s(pruned),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// A run replacing a pruned folder that fails after writing its plan (here: a kept file of the
 /// model is gone) leaves no pruned folder, never the earlier run's, which would disagree with
 /// the plan now in --out.
@@ -327,26 +360,16 @@ fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
     layerprune_tests::copy_dir(&fixture(), &model);
     let plan = dir.path().join("plan.parquet");
     let pruned = dir.path().join("pruned");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
     let run = |k: &str| {
-        apply_prune(&[
-            "--scores",
-            &s(&scores),
-            "--estimator",
-            "test",
-            "--k",
+        pruning_by_scores(
+            &scores,
+            &tokens,
+            &model,
             k,
-            "--model",
-            &s(&model),
-            "--tokens",
-            &s(&tokens),
-            "--no-verify",
-            "--out",
-            &s(&plan),
-            "--pruned-out",
-            &s(&pruned),
-            "--overwrite",
-        ])
+            &plan,
+            &pruned,
+            &["--overwrite"],
+        )
     };
     assert!(run("2").status.success());
     assert!(pruned.join("manifest.json").exists());
@@ -377,26 +400,8 @@ fn a_folder_put_back_is_not_replaced_without_overwrite() {
     let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
     let plan = dir.path().join("plan.parquet");
     let pruned = dir.path().join("pruned");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let run = |k: &str, out: &Path| {
-        apply_prune(&[
-            "--scores",
-            &s(&scores),
-            "--estimator",
-            "test",
-            "--k",
-            k,
-            "--model",
-            &s(&fixture()),
-            "--tokens",
-            &s(&tokens),
-            "--no-verify",
-            "--out",
-            &s(out),
-            "--pruned-out",
-            &s(&pruned),
-        ])
-    };
+    let run =
+        |k: &str, out: &Path| pruning_by_scores(&scores, &tokens, &fixture(), k, out, &pruned, &[]);
     assert!(run("2", &dir.path().join("first.parquet")).status.success());
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
