@@ -139,7 +139,7 @@ $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate
 # it fits a few hundred masks (cross-validated R² ≈ 0.9 on the demo's 231) where the published
 # MLP on the utility needs thousands (ridge penalty: SURROGATE_RIDGE).
 $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
-	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --kind quadratic --kind forest \
+	$(BIN)/fit-surrogate --evaluations $< --value nll-increase --kind quadratic --kind forest \
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
 	  --metrics $(RUN)/surrogate-quadratic-metrics.parquet --out $@
 

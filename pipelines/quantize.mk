@@ -49,7 +49,7 @@ $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(RUN)/m
 	  --masks $(RUN)/masks.parquet $(EVALUATE_FLAGS))
 
 $(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet $(QRUN)/.settings/surrogates | $(BIN)/fit-surrogate
-	$(BIN)/fit-surrogate --evaluations $< --target nll-increase --kind quadratic \
+	$(BIN)/fit-surrogate --evaluations $< --value nll-increase --kind quadratic \
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
 	  --metrics $(QRUN)/surrogate-quadratic-metrics.parquet --out $@
 

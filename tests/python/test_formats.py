@@ -71,7 +71,7 @@ TABLES = {
     "surrogate_metrics": (
         {
             "surrogate": pa.string(),
-            "target": pa.string(),
+            "value": pa.string(),
             "fold": pa.int32(),
             "r2": pa.float64(),
             "spearman": pa.float64(),
@@ -101,7 +101,7 @@ TABLES = {
             "k": pa.uint32(),
             "removed_blocks": pa.list_(pa.uint32()),
             "mask_id": pa.string(),
-            "predicted_utility": pa.float64(),
+            "predicted_value": pa.float64(),
             "measured_nll": pa.float64(),
             "measured_ppl": pa.float64(),
             "llm_evaluations": pa.uint64(),

@@ -38,7 +38,7 @@ def plan_table(path: Path, plans, with_mask_id=True, dataset=EVAL):
         "method": [p[0] for p in plans],
         "k": pa.array([len(p[1]) for p in plans], pa.uint32()),
         "removed_blocks": pa.array([p[1] for p in plans], pa.list_(pa.uint32())),
-        "predicted_utility": pa.array([None] * len(plans), pa.float64()),
+        "predicted_value": pa.array([None] * len(plans), pa.float64()),
         "measured_nll": [p[2] for p in plans],
         "measured_ppl": [2.718281828 ** p[2] for p in plans],
         "llm_evaluations": pa.array([5] * len(plans), pa.uint64()),
@@ -75,9 +75,15 @@ def make_run(run: Path):
            "estimator": ["block-influence"] * NUM_BLOCKS + ["angular"] * NUM_BLOCKS},
           {"table": "scores", "format_version": 1})
     write(run / "surrogate-metrics.parquet",
-          {"surrogate": ["mlp"] * 3, "target": ["utility"] * 3,
+          {"surrogate": ["mlp"] * 3, "value": ["utility"] * 3,
            "fold": pa.array([0, 1, -1], pa.int32()), "r2": [0.5, 0.7, 0.6],
            "spearman": [0.8, 0.9, 0.85]},
+          {"table": "surrogate_metrics", "format_version": 1})
+    # As fit-surrogate wrote it before 2026-12-04, the value's column named `target`.
+    write(run / "surrogate-quadratic-metrics.parquet",
+          {"surrogate": ["quadratic"] * 2, "target": ["nll-increase"] * 2,
+           "fold": pa.array([0, -1], pa.int32()), "r2": [0.9, 0.9],
+           "spearman": [0.95, 0.95]},
           {"table": "surrogate_metrics", "format_version": 1})
 
 

@@ -5,7 +5,7 @@ Each function writes one SVG (or PNG, by the file's suffix) and returns its path
   ppl_vs_k        perplexity (log scale) against blocks removed, one line per method
   contributions   per-block contribution scores of each score table, with their intervals
                   (ci_low/ci_high, else ±1.96 standard errors) where the table has them
-  surrogate_fit   cross-validated R² and Spearman per surrogate and target (fit-surrogate's
+  surrogate_fit   cross-validated R² and Spearman per surrogate and value (fit-surrogate's
                   metrics tables): one dot per fold, a bar for the mean over folds
   frontier        held-out perplexity against the LLM evaluations each method used, per k
   estimator_rmse  mean RMSE against exact Shapley values by budget, one line per estimator
@@ -121,10 +121,16 @@ def contributions(path, tables):
     return _save(fig, path)
 
 
+def _fitted_to(row):
+    """(surrogate, the game value it predicts) of a metrics row; tables written before
+    2026-12-04 name the value's column `target`."""
+    return row["surrogate"], row["value"] if "value" in row else row["target"]
+
+
 def surrogate_fit(path, metrics):
-    """metrics: fit-surrogate metrics rows (surrogate, target, fold, r2, spearman); fold -1 is
+    """metrics: fit-surrogate metrics rows (surrogate, value, fold, r2, spearman); fold -1 is
     the mean over folds."""
-    keys = list(dict.fromkeys((r["surrogate"], r["target"]) for r in metrics))
+    keys = list(dict.fromkeys(_fitted_to(r) for r in metrics))
     if not keys:
         raise ValueError("no surrogate metrics to plot")
     fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(keys) + 3), 3.4))
@@ -132,10 +138,10 @@ def surrogate_fit(path, metrics):
                               (axes[1], "spearman", "cross-validated Spearman")]:
         for index, key in enumerate(keys):
             folds = [r[column] for r in metrics
-                     if (r["surrogate"], r["target"]) == key and r["fold"] >= 0
+                     if _fitted_to(r) == key and r["fold"] >= 0
                      and r[column] is not None and math.isfinite(r[column])]
             means = [r[column] for r in metrics
-                     if (r["surrogate"], r["target"]) == key and r["fold"] < 0]
+                     if _fitted_to(r) == key and r["fold"] < 0]
             mean = means[0] if means else (sum(folds) / len(folds) if folds else float("nan"))
             ax.bar(index, mean, color="#9ecae1", width=0.6)
             ax.scatter([index] * len(folds), folds, color="#08519c", s=10, zorder=3)

@@ -393,7 +393,7 @@ pub(crate) fn evaluation_row(
         nll,
         ppl: nll.exp(),
         utility: full_model_nll.map_or(1.0, |full| {
-            layerprune_core::Objective::Utility.value(nll, full)
+            layerprune_core::GameValue::Utility.value(nll, full)
         }),
         tokens_scored: result.tokens_scored,
         seconds: result.seconds,

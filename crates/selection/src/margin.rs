@@ -168,7 +168,7 @@ mod tests {
             method: "adaptive-raced".into(),
             k: 11,
             removed_blocks: (16..27).collect(),
-            predicted_utility: None,
+            predicted_value: None,
             measured_nll: nll,
             measured_ppl: nll.map(f64::exp),
             llm_evaluations: 100,

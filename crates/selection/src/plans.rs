@@ -2,7 +2,7 @@
 //! [`Game`]) to one plan per k, and the plans measured on the LLM: the composition the
 //! `apply-prune` stage runs, as one library call so it is tested without spawning a binary.
 //!
-//! A measuring game values a mask as −NLL (`Objective::NegNll`); every plan measured through
+//! A measuring game values a mask as −NLL (`GameValue::NegNll`); every plan measured through
 //! it records its NLL and the distinct masks it cost.
 
 use std::fmt;
@@ -151,7 +151,7 @@ impl Plan {
                 .iter()
                 .map(|&b| to_u32(b))
                 .collect::<Result<_, _>>()?,
-            predicted_utility: self.predicted,
+            predicted_value: self.predicted,
             measured_nll: self.measured_nll,
             measured_ppl: self.measured_nll.map(f64::exp),
             llm_evaluations: self.llm_evaluations,
@@ -520,7 +520,7 @@ fn earlier_plan(
         )));
     }
     let mut plan = Plan::new(&row.method, removed, row.llm_evaluations);
-    plan.predicted = row.predicted_utility;
+    plan.predicted = row.predicted_value;
     plan.cost_is_recorded = true;
     Ok(plan)
 }

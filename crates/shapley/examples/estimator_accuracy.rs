@@ -22,7 +22,7 @@ use layerprune_shapley::semivalue::{exact_semivalue, published_strata};
 use layerprune_shapley::synthetic::TripleGame;
 use layerprune_shapley::{run_estimator_with_fit, EstimatorKind, Players};
 use layerprune_surrogate::spearman;
-use layerprune_tables::{read_evaluations, ValueColumn};
+use layerprune_tables::{read_evaluations, GameValue};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -41,7 +41,7 @@ struct Args {
     players: usize,
     /// Value column of the evaluation table: utility or neg-nll.
     #[arg(long, default_value = "utility")]
-    value: ValueColumn,
+    value: GameValue,
     #[arg(
         long,
         value_delimiter = ',',

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::{Mask, Objective, Players};
+use layerprune_core::{GameValue, Mask, Players};
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
 use layerprune_tables::{
     read_complete_evaluations, read_masks, Incomplete, Provenance, ScoreRow, ScoreTable,
@@ -28,7 +28,7 @@ pub struct ScoreFiles {
     /// Mask table: the design (permutation chains, complement pairs) and the fixed blocks.
     pub masks: Option<PathBuf>,
     /// The evaluation table's value column the estimators read.
-    pub value: Objective,
+    pub value: GameValue,
     /// The player set's fixed blocks, when given: must repeat what the files record.
     pub fixed_blocks: Option<Vec<usize>>,
     /// Use a surrogate fitted on another model's or token table's evaluations with these
@@ -339,7 +339,7 @@ mod tests {
             evaluations: Some(evaluations),
             surrogate: None,
             masks: Some(masks),
-            value: Objective::Utility,
+            value: GameValue::Utility,
             fixed_blocks: None,
             allow_mixed_inputs: false,
             incomplete: Incomplete::Refuse,

@@ -1,5 +1,6 @@
 //! A fitted surrogate on disk: one JSON object naming its format, kind, number of players and
-//! target (with the target's sign and units spelled out), followed by the model's parameters.
+//! the game value it predicts (with the value's sign and units spelled out), followed by the
+//! model's parameters.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,11 +17,14 @@ pub const FORMAT_VERSION: u32 = 1;
 /// A fitted surrogate with what it predicts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SavedSurrogate {
-    /// Short name of the predicted value, e.g. "utility" or "nll-increase".
-    pub target: String,
+    /// Short name of the predicted game value (`fit-surrogate --value`), e.g. "utility" or
+    /// "nll-increase". Read from `target` in files written before 2026-12-04.
+    #[serde(alias = "target")]
+    pub value: String,
     /// What the predicted value means, with its sign (higher must be better, as for every
     /// game) and units, e.g. "−(NLL(mask) − NLL(full model)), nats per token; 0 = no loss".
-    pub target_description: String,
+    #[serde(alias = "target_description")]
+    pub value_description: String,
     /// Evaluated masks (LLM evaluations) the surrogate was fitted on: the cost of every
     /// estimate or plan read off it. 0 when unknown (files written before it was recorded).
     #[serde(default)]
@@ -66,12 +70,12 @@ fn file_error(path: &Path, problem: impl Into<String>) -> SurrogateError {
 impl SavedSurrogate {
     pub fn new(
         surrogate: FittedSurrogate,
-        target: impl Into<String>,
-        target_description: impl Into<String>,
+        value: impl Into<String>,
+        value_description: impl Into<String>,
     ) -> Self {
         SavedSurrogate {
-            target: target.into(),
-            target_description: target_description.into(),
+            value: value.into(),
+            value_description: value_description.into(),
             fitted_on_evaluations: 0,
             fixed_blocks: Vec::new(),
             model_id: String::new(),

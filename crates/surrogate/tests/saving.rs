@@ -38,8 +38,8 @@ fn round_trip_gives_identical_predictions() {
         saved.save(&path).unwrap();
         let loaded = SavedSurrogate::load(&path).unwrap();
         assert_eq!(loaded.kind(), kind);
-        assert_eq!(loaded.target, "utility");
-        assert_eq!(loaded.target_description, saved.target_description);
+        assert_eq!(loaded.value, "utility");
+        assert_eq!(loaded.value_description, saved.value_description);
         assert_eq!(loaded.surrogate.num_players(), 6);
         assert_eq!(
             loaded.surrogate.predict(&probes),
@@ -56,6 +56,26 @@ fn round_trip_gives_identical_predictions() {
         assert_eq!(json["kind"], kind.name());
         assert_eq!(json["num_players"], 6);
     }
+}
+
+#[test]
+fn a_file_naming_its_value_target_as_before_2026_12_04_is_read() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("old.json");
+    let saved = fitted(SurrogateKind::Quadratic);
+    saved.save(&path).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(json["value"], "utility");
+    let object = json.as_object_mut().unwrap();
+    let value = object.remove("value").unwrap();
+    let description = object.remove("value_description").unwrap();
+    object.insert("target".into(), value);
+    object.insert("target_description".into(), description);
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let loaded = SavedSurrogate::load(&path).unwrap();
+    assert_eq!(loaded.value, "utility");
+    assert_eq!(loaded.value_description, saved.value_description);
 }
 
 #[test]

@@ -137,7 +137,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
         rows: vec![
             SurrogateMetricRow {
                 surrogate: "linear".into(),
-                target: "utility".into(),
+                value: "utility".into(),
                 fold: 0,
                 r2: 0.8,
                 spearman: 0.9,
@@ -147,7 +147,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
             },
             SurrogateMetricRow {
                 surrogate: "linear".into(),
-                target: "utility".into(),
+                value: "utility".into(),
                 fold: -1,
                 r2: 0.75,
                 spearman: 0.85,
@@ -194,7 +194,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 method: "one-shot:permutation".into(),
                 k: 1,
                 removed_blocks: vec![2],
-                predicted_utility: Some(0.9),
+                predicted_value: Some(0.9),
                 measured_nll: Some(2.1),
                 measured_ppl: Some(2.1_f64.exp()),
                 llm_evaluations: 3,
@@ -212,7 +212,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 method: "one-shot:permutation".into(),
                 k: 2,
                 removed_blocks: vec![1, 3],
-                predicted_utility: None,
+                predicted_value: None,
                 measured_nll: None,
                 measured_ppl: None,
                 llm_evaluations: 3,

@@ -79,10 +79,9 @@ pub struct PartialWindows {
 }
 
 /// Which value of an evaluation table's rows is the game's value: the project's one
-/// [`Objective`](layerprune_core::Objective) (utility = the stored `utility` column, which a
-/// task run fills with the accuracy ratio; neg-nll = −`nll`; nll-increase = −(`nll` − the full
-/// model's)).
-pub use layerprune_core::Objective as ValueColumn;
+/// [`GameValue`] (utility = the stored `utility` column, which a task run fills with the
+/// accuracy ratio; neg-nll = −`nll`; nll-increase = −(`nll` − the full model's)).
+pub use layerprune_core::GameValue;
 
 /// Why rows could not be appended to an evaluation table.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -156,19 +155,19 @@ impl EvaluationTable {
             .or_else(|| self.full_model_row().map(|row| row.nll))
     }
 
-    /// Each row's value under `objective`, in row order. Fails when the objective needs the
+    /// Each row's value under `value`, in row order. Fails when that value needs the
     /// full model's NLL and the table has neither `full_model_nll` nor a row for the full mask.
-    pub fn values(&self, objective: ValueColumn) -> Result<Vec<f64>, TableError> {
-        let reference = match objective {
+    pub fn values(&self, value: GameValue) -> Result<Vec<f64>, TableError> {
+        let reference = match value {
             // Utility is the stored column; −nll needs no reference.
-            ValueColumn::Utility | ValueColumn::NegNll => 0.0,
-            ValueColumn::NllIncrease => self.reference_nll().ok_or_else(|| {
+            GameValue::Utility | GameValue::NegNll => 0.0,
+            GameValue::NllIncrease => self.reference_nll().ok_or_else(|| {
                 TableError::bad(
                     Path::new(IN_MEMORY),
                     format!(
                         "the value {} needs the full model's NLL, but the table has neither \
                          full_model_nll nor a row for the full mask",
-                        objective.name()
+                        value.name()
                     ),
                 )
             })?,
@@ -176,9 +175,9 @@ impl EvaluationTable {
         Ok(self
             .rows
             .iter()
-            .map(|row| match objective {
+            .map(|row| match value {
                 // The stored column: a task run stores its accuracy ratio there.
-                ValueColumn::Utility => row.utility,
+                GameValue::Utility => row.utility,
                 other => other.value(row.nll, reference),
             })
             .collect())
@@ -186,7 +185,7 @@ impl EvaluationTable {
 
     /// The rows as a game valued by `value`. Rows whose value is NaN or infinite (a collapsed
     /// model) are left out, as in the method, so asking for them is an error, not a guess.
-    pub fn to_game(&self, value: ValueColumn) -> Result<RecordedGame, TableError> {
+    pub fn to_game(&self, value: GameValue) -> Result<RecordedGame, TableError> {
         let path = Path::new(IN_MEMORY);
         check_no_duplicates(path, &self.rows)?;
         let values = self.values(value)?;

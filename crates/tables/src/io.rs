@@ -285,8 +285,35 @@ pub fn kind_of(path: &Path, metadata: &BTreeMap<String, String>) -> Result<Table
     })
 }
 
+/// Columns renamed within this format version, as (table, current name, former name): a file
+/// written before the rename is read with its former column under the current name, so runs
+/// made by earlier builds stay readable. Writers use the current names only.
+const RENAMED_COLUMNS: &[(TableKind, &str, &str)] = &[
+    // 2026-12-04: one name, "value", for which function of the NLL values a mask.
+    (TableKind::SurrogateMetrics, "value", "target"),
+    (TableKind::Plans, "predicted_value", "predicted_utility"),
+];
+
+/// `schema` with the former names of `kind`'s renamed columns replaced by their current ones,
+/// where the file has the former and not the current; `None` when nothing is renamed.
+fn current_names(kind: TableKind, schema: &Schema) -> Option<Schema> {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut renamed = false;
+    for &(_, current, former) in RENAMED_COLUMNS.iter().filter(|(k, ..)| *k == kind) {
+        if schema.field_with_name(current).is_ok() {
+            continue;
+        }
+        if let Ok(index) = schema.index_of(former) {
+            fields[index] = fields[index].clone().with_name(current);
+            renamed = true;
+        }
+    }
+    renamed.then(|| Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// Reads a whole table, checking its kind, format version and that every column of `expected`
 /// is present with its type. Extra columns are allowed (added by other tools) and ignored.
+/// Columns under a former name ([`RENAMED_COLUMNS`]) are read under their current one.
 pub(crate) fn read_table<'p>(
     path: &'p Path,
     kind: TableKind,
@@ -309,7 +336,8 @@ pub(crate) fn read_table<'p>(
             format!("format version {version:?}, this build reads version {FORMAT_VERSION:?} only"),
         ));
     }
-    let schema = builder.schema().clone();
+    let renamed = current_names(kind, builder.schema()).map(Arc::new);
+    let schema = renamed.clone().unwrap_or_else(|| builder.schema().clone());
     for field in expected {
         let Ok(actual) = schema.field_with_name(field.name()) else {
             return Err(TableError::new(
@@ -331,8 +359,16 @@ pub(crate) fn read_table<'p>(
             ));
         }
     }
-    let batches = unpanicked(path, || builder.build()?.collect::<Result<Vec<_>, _>>())?
+    let mut batches = unpanicked(path, || builder.build()?.collect::<Result<Vec<_>, _>>())?
         .map_err(|e| TableError::new(path, TableErrorKind::NotParquet, e.to_string()))?;
+    if let Some(schema) = renamed {
+        // The same columns in the same order: only their names change.
+        batches = batches
+            .into_iter()
+            .map(|batch| RecordBatch::try_new(schema.clone(), batch.columns().to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| TableError::new(path, TableErrorKind::NotParquet, e.to_string()))?;
+    }
     Ok(RawTable {
         path,
         metadata,

@@ -29,7 +29,7 @@ pub use atomic::atomic_write;
 pub use error::{TableError, TableErrorKind};
 pub use evaluations::{
     read_complete_evaluations, read_evaluations, resume_evaluations, write_evaluations,
-    AppendError, EvaluationRow, EvaluationTable, Incomplete, PartialWindows, ValueColumn,
+    AppendError, EvaluationRow, EvaluationTable, GameValue, Incomplete, PartialWindows,
     SHARD_INPUT,
 };
 pub use io::{

@@ -200,8 +200,9 @@ pub struct PlanRow {
     pub k: u32,
     /// Removed blocks, ascending.
     pub removed_blocks: Vec<u32>,
-    /// Utility the method predicted for the pruned model, if it predicts one.
-    pub predicted_utility: Option<f64>,
+    /// The game value a surrogate predicted for the pruned model, in the units of the value it
+    /// was fitted to (its file's `value`); `None` where no surrogate predicted one.
+    pub predicted_value: Option<f64>,
     /// Mean NLL of the pruned model (nats per token), if it was measured.
     pub measured_nll: Option<f64>,
     /// Perplexity of the pruned model, if it was measured.
@@ -309,7 +310,7 @@ impl std::fmt::Display for PlanTable {
                 "{:<24} {:>3} {:>10} {:>10} {:>10} {:>17} {:>8} {:>17}  {}{rival}",
                 row.method,
                 row.k,
-                show(row.predicted_utility),
+                show(row.predicted_value),
                 show(row.measured_nll),
                 show(row.measured_ppl),
                 increase,
@@ -331,7 +332,7 @@ fn plan_columns(rows: &[PlanRow]) -> Vec<ArrayRef> {
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.k))),
         u32_list_column(rows.iter().map(|r| r.removed_blocks.as_slice())),
         Arc::new(Float64Array::from_iter(
-            rows.iter().map(|r| r.predicted_utility),
+            rows.iter().map(|r| r.predicted_value),
         )),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_nll))),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.measured_ppl))),
@@ -346,7 +347,7 @@ fn plan_fields() -> Vec<Field> {
         Field::new("method", DataType::Utf8, false),
         Field::new("k", DataType::UInt32, false),
         Field::new("removed_blocks", list_of(DataType::UInt32), false),
-        Field::new("predicted_utility", DataType::Float64, true),
+        Field::new("predicted_value", DataType::Float64, true),
         Field::new("measured_nll", DataType::Float64, true),
         Field::new("measured_ppl", DataType::Float64, true),
         Field::new("llm_evaluations", DataType::UInt64, false),
@@ -568,7 +569,7 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
         let method = chunk.required::<StringArray>("method")?;
         let k = chunk.required::<UInt32Array>("k")?;
         let removed_blocks = chunk.required_list("removed_blocks")?;
-        let predicted_utility = chunk.nullable::<Float64Array>("predicted_utility")?;
+        let predicted_value = chunk.nullable::<Float64Array>("predicted_value")?;
         let measured_nll = chunk.nullable::<Float64Array>("measured_nll")?;
         let measured_ppl = chunk.nullable::<Float64Array>("measured_ppl")?;
         let llm_evaluations = chunk.required::<UInt64Array>("llm_evaluations")?;
@@ -615,7 +616,7 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
                 method: method.value(row).to_string(),
                 k: k.value(row),
                 removed_blocks: chunk.u32s(removed_blocks, "removed_blocks", row)?,
-                predicted_utility: Chunk::opt(predicted_utility, row, Float64Array::value),
+                predicted_value: Chunk::opt(predicted_value, row, Float64Array::value),
                 measured_nll: Chunk::opt(measured_nll, row, Float64Array::value),
                 measured_ppl: Chunk::opt(measured_ppl, row, Float64Array::value),
                 llm_evaluations: llm_evaluations.value(row),
@@ -645,7 +646,7 @@ mod tests {
             method: "sleb".into(),
             k: removed.len() as u32,
             removed_blocks: removed,
-            predicted_utility: None,
+            predicted_value: None,
             measured_nll: Some(2.0),
             measured_ppl: Some(2f64.exp()),
             llm_evaluations: 7,

@@ -120,20 +120,20 @@ pub fn read_block_stats(path: &Path) -> Result<BlockStatsTable, TableError> {
     Ok(table)
 }
 
-/// How well one surrogate predicts one target on one cross-validation fold.
+/// How well one surrogate predicts one game value on one cross-validation fold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SurrogateMetricRow {
     /// Surrogate name (e.g. `linear`, `mlp`).
     pub surrogate: String,
-    /// What it predicts (e.g. `utility`, `neg-nll`).
-    pub target: String,
+    /// The game value it predicts (`fit-surrogate --value`: `utility`, `neg-nll`, ...).
+    pub value: String,
     /// Fold index, or -1 for the mean over all folds.
     pub fold: i32,
     /// Coefficient of determination on the held-out fold.
     pub r2: f64,
     /// Spearman rank correlation on the held-out fold.
     pub spearman: f64,
-    /// Mean absolute error, in the target's units.
+    /// Mean absolute error, in the value's units.
     pub mae: f64,
     pub n_train: u32,
     pub n_test: u32,
@@ -147,7 +147,7 @@ pub struct SurrogateMetricsTable {
 fn surrogate_metric_fields() -> Vec<Field> {
     vec![
         Field::new("surrogate", DataType::Utf8, false),
-        Field::new("target", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
         Field::new("fold", DataType::Int32, false),
         Field::new("r2", DataType::Float64, false),
         Field::new("spearman", DataType::Float64, false),
@@ -168,7 +168,7 @@ pub fn write_surrogate_metrics(
             rows.iter().map(|r| r.surrogate.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.target.as_str()),
+            rows.iter().map(|r| r.value.as_str()),
         )),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.fold))),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.r2))),
@@ -200,7 +200,7 @@ pub fn read_surrogate_metrics(path: &Path) -> Result<SurrogateMetricsTable, Tabl
     let mut rows = Vec::with_capacity(raw.num_rows());
     for chunk in raw.chunks() {
         let surrogate = chunk.required::<StringArray>("surrogate")?;
-        let target = chunk.required::<StringArray>("target")?;
+        let value = chunk.required::<StringArray>("value")?;
         let fold = chunk.required::<Int32Array>("fold")?;
         let r2 = chunk.required::<Float64Array>("r2")?;
         let spearman = chunk.required::<Float64Array>("spearman")?;
@@ -210,7 +210,7 @@ pub fn read_surrogate_metrics(path: &Path) -> Result<SurrogateMetricsTable, Tabl
         for row in 0..chunk.num_rows() {
             rows.push(SurrogateMetricRow {
                 surrogate: surrogate.value(row).to_string(),
-                target: target.value(row).to_string(),
+                value: value.value(row).to_string(),
                 fold: fold.value(row),
                 r2: r2.value(row),
                 spearman: spearman.value(row),

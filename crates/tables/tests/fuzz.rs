@@ -151,7 +151,7 @@ fn write_valid(kind: Kind, path: &Path) {
                         method: "adaptive".into(),
                         k: 2,
                         removed_blocks: vec![1, 4],
-                        predicted_utility: Some(0.9),
+                        predicted_value: Some(0.9),
                         measured_nll: Some(2.5),
                         measured_ppl: Some(2.5_f64.exp()),
                         llm_evaluations: 12,
@@ -169,7 +169,7 @@ fn write_valid(kind: Kind, path: &Path) {
                         method: "sleb".into(),
                         k: 3,
                         removed_blocks: vec![0, 2, 5],
-                        predicted_utility: None,
+                        predicted_value: None,
                         measured_nll: None,
                         measured_ppl: None,
                         llm_evaluations: 3,
@@ -212,7 +212,7 @@ fn write_valid(kind: Kind, path: &Path) {
             let table = SurrogateMetricsTable {
                 rows: vec![SurrogateMetricRow {
                     surrogate: "mlp".into(),
-                    target: "utility".into(),
+                    value: "utility".into(),
                     fold: -1,
                     r2: 0.9,
                     spearman: 0.95,

@@ -126,7 +126,7 @@ fn every_table_round_trips_with_provenance() {
     let metrics = SurrogateMetricsTable {
         rows: vec![SurrogateMetricRow {
             surrogate: "mlp".into(),
-            target: "neg-nll".into(),
+            value: "neg-nll".into(),
             fold: -1,
             r2: 0.93,
             spearman: 0.97,
@@ -174,7 +174,7 @@ fn every_table_round_trips_with_provenance() {
                 method: "search".into(),
                 k: 2,
                 removed_blocks: vec![0, 2],
-                predicted_utility: Some(0.5),
+                predicted_value: Some(0.5),
                 measured_nll: None,
                 measured_ppl: Some(12.0),
                 llm_evaluations: 40,
@@ -192,7 +192,7 @@ fn every_table_round_trips_with_provenance() {
                 method: "none".into(),
                 k: 0,
                 removed_blocks: vec![],
-                predicted_utility: None,
+                predicted_value: None,
                 measured_nll: Some(1.5),
                 measured_ppl: None,
                 llm_evaluations: 0,
@@ -234,7 +234,7 @@ fn a_plan_with_a_repeated_or_unsorted_block_is_refused() {
                 method: "m".into(),
                 k: 2,
                 removed_blocks: removed.clone(),
-                predicted_utility: None,
+                predicted_value: None,
                 measured_nll: None,
                 measured_ppl: None,
                 llm_evaluations: 0,
@@ -339,6 +339,90 @@ fn write_raw(path: &Path, metadata: &[(&str, &str)], batch: arrow_array::RecordB
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties)).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
+}
+
+/// Rewrites a table with one column renamed, keeping its rows and layerprune metadata: a file
+/// as a build from before the column's rename wrote it.
+fn rename_column(path: &Path, from: &str, to: &str) {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let metadata = read_metadata(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    assert_eq!(batches.len(), 1);
+    let batch = &batches[0];
+    let fields: Vec<arrow_schema::Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let f = f.as_ref().clone();
+            if f.name() == from {
+                f.with_name(to)
+            } else {
+                f
+            }
+        })
+        .collect();
+    let renamed = arrow_array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+        batch.columns().to_vec(),
+    )
+    .unwrap();
+    let entries: Vec<(&str, &str)> = metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with(KEY_PREFIX))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    write_raw(path, &entries, renamed);
+}
+
+#[test]
+fn columns_written_under_their_former_names_are_read_under_the_current_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_path = dir.path().join("metrics.parquet");
+    let metrics = SurrogateMetricsTable {
+        rows: vec![SurrogateMetricRow {
+            surrogate: "quadratic".into(),
+            value: "nll-increase".into(),
+            fold: 0,
+            r2: 0.9,
+            spearman: 0.95,
+            mae: 0.01,
+            n_train: 160,
+            n_test: 40,
+        }],
+    };
+    write_surrogate_metrics(&metrics_path, &metrics, &provenance()).unwrap();
+    rename_column(&metrics_path, "value", "target");
+    assert_eq!(read_surrogate_metrics(&metrics_path).unwrap(), metrics);
+
+    let plans_path = dir.path().join("plans.parquet");
+    let plans = PlanTable {
+        num_blocks: 4,
+        rows: vec![PlanRow {
+            method: "iterative".into(),
+            k: 1,
+            removed_blocks: vec![2],
+            predicted_value: Some(-0.25),
+            measured_nll: Some(2.5),
+            measured_ppl: None,
+            llm_evaluations: 12,
+            runner_up: None,
+            full_model: None,
+        }],
+    };
+    write_plans(&plans_path, &plans, &provenance()).unwrap();
+    rename_column(&plans_path, "predicted_value", "predicted_utility");
+    assert_eq!(read_plans(&plans_path).unwrap(), plans);
+
+    // Without either name the column is missing, under its current name.
+    rename_column(&metrics_path, "target", "objective");
+    let error = read_surrogate_metrics(&metrics_path).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::Missing);
+    assert!(error.message.contains("\"value\""), "{error}");
 }
 
 fn mask_batch(ids: &[&str], with_num_removed: bool) -> arrow_array::RecordBatch {
@@ -600,7 +684,7 @@ fn writing_into_a_missing_folder_fails_cleanly() {
 #[test]
 fn evaluations_become_a_game_without_non_finite_values() {
     let table = evaluation_table();
-    let mut utility = table.to_game(ValueColumn::Utility).unwrap();
+    let mut utility = table.to_game(GameValue::Utility).unwrap();
     assert_eq!(utility.num_players(), 3);
     assert_eq!(utility.len(), 3);
     assert!((utility.value(&mask("111")).unwrap() - 1.0).abs() < 1e-12);
@@ -609,7 +693,7 @@ fn evaluations_become_a_game_without_non_finite_values() {
     assert_eq!(neg_nll.len(), 2, "the infinite NLL row is left out");
     assert_eq!(neg_nll.value(&mask("101")).unwrap(), -2.75);
     assert!(neg_nll.value(&mask("000")).is_err());
-    assert!("ppl".parse::<ValueColumn>().is_err());
+    assert!("ppl".parse::<GameValue>().is_err());
 }
 
 #[test]
@@ -699,21 +783,21 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
 }
 
 #[test]
-fn every_objective_is_read_from_one_definition() {
+fn every_game_value_is_read_from_one_definition() {
     let mut table = evaluation_table();
-    let increase = table.values(ValueColumn::NllIncrease).unwrap();
+    let increase = table.values(GameValue::NllIncrease).unwrap();
     assert_eq!(&increase[..2], &[0.0, -(2.75 - 1.5)]);
-    assert_eq!(table.values(ValueColumn::NegNll).unwrap()[1], -2.75);
+    assert_eq!(table.values(GameValue::NegNll).unwrap()[1], -2.75);
     // The stored utility column (a task run stores its accuracy ratio there).
     assert_eq!(
-        table.values(ValueColumn::Utility).unwrap()[1],
+        table.values(GameValue::Utility).unwrap()[1],
         table.rows[1].utility
     );
     // Without full_model_nll the full mask's row is the reference; without either, an error.
     table.full_model_nll = None;
-    assert_eq!(table.values(ValueColumn::NllIncrease).unwrap(), increase);
+    assert_eq!(table.values(GameValue::NllIncrease).unwrap(), increase);
     table.rows.retain(|row| row.mask.num_removed() > 0);
-    let error = table.values(ValueColumn::NllIncrease).unwrap_err();
+    let error = table.values(GameValue::NllIncrease).unwrap_err();
     assert!(error.message.contains("full model's NLL"), "{error}");
-    assert!(table.values(ValueColumn::NegNll).is_ok());
+    assert!(table.values(GameValue::NegNll).is_ok());
 }

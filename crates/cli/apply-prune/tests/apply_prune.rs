@@ -899,7 +899,7 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     for row in &plans.rows {
         assert_eq!(row.method, "iterative-surrogate");
         assert_eq!(row.llm_evaluations, 64 + 1);
-        let predicted = row.predicted_utility.unwrap();
+        let predicted = row.predicted_value.unwrap();
         // The surrogate interpolates 64 points with 22 parameters: close, not exact.
         assert!(
             (predicted + row.measured_nll.unwrap()).abs() < 0.5,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use layerprune_core::{Mask, Objective};
+use layerprune_core::{GameValue, Mask};
 use layerprune_surrogate::{
     cross_validate, fit, mean_over_folds, FitOptions, FoldMetrics, SavedSurrogate, SurrogateKind,
 };
@@ -15,7 +15,6 @@ use layerprune_tables::{
     SurrogateMetricRow, SurrogateMetricsTable, TableKind,
 };
 
-/// What the surrogate predicts. Both are "higher is better", as every game value is.
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -24,17 +23,18 @@ use layerprune_tables::{
     after_help = "Examples:\n  \
         fit-surrogate --evaluations evaluations.parquet --kind mlp --kind quadratic --keep mlp \\\n    \
         --folds 5 --metrics surrogate-metrics.parquet --out surrogate-mlp.json\n  \
-        fit-surrogate --evaluations evaluations.parquet --target nll-increase --kind quadratic \\\n    \
+        fit-surrogate --evaluations evaluations.parquet --value nll-increase --kind quadratic \\\n    \
         --ridge-alpha 0.01 --out surrogate-quadratic.json"
 )]
 struct Args {
     /// Evaluation table written by `evaluate`.
     #[arg(long)]
     evaluations: PathBuf,
-    /// What to predict.
-    /// utility (the published target), nll-increase or neg-nll.
-    #[arg(long, default_value = "utility")]
-    target: Objective,
+    /// The game's value to predict: utility (the published one), nll-increase or neg-nll;
+    /// each is higher for better masks. The same values as `shapley --value`. (Called
+    /// --target until 2026-12-04; still accepted.)
+    #[arg(long, alias = "target", default_value = "utility")]
+    value: GameValue,
     /// Kind of surrogate to fit: mlp, quadratic or forest. Repeat to compare several. (Called
     /// --model until 2026-12-03, which every other stage uses for the model folder; still
     /// accepted.)
@@ -72,39 +72,39 @@ fn main() -> ExitCode {
     layerprune_cli_common::run(|| fit_surrogate(Args::parse()))
 }
 
-/// The training rows: masks and finite target values, and how many rows were dropped because
+/// The training rows: masks and their finite values, and how many rows were dropped because
 /// their value was NaN or infinite (as the published pipeline does).
 struct TrainingRows {
     masks: Vec<Mask>,
-    targets: Vec<f64>,
+    values: Vec<f64>,
     dropped: usize,
 }
 
 fn training_rows(
     table: &EvaluationTable,
-    target: Objective,
+    value: GameValue,
     path: &Path,
 ) -> anyhow::Result<TrainingRows> {
     if table.rows.is_empty() {
         bail!("{}: the evaluation table has no rows", path.display());
     }
-    let values = table.values(target).map_err(|e| {
+    let values = table.values(value).map_err(|e| {
         anyhow::anyhow!(
-            "{}: --target {}: {}",
+            "{}: --value {}: {}",
             path.display(),
-            target.name(),
+            value.name(),
             e.message
         )
     })?;
     let mut rows = TrainingRows {
         masks: Vec::with_capacity(table.rows.len()),
-        targets: Vec::with_capacity(table.rows.len()),
+        values: Vec::with_capacity(table.rows.len()),
         dropped: 0,
     };
-    for (row, value) in table.rows.iter().zip(values) {
-        if value.is_finite() {
+    for (row, row_value) in table.rows.iter().zip(values) {
+        if row_value.is_finite() {
             rows.masks.push(row.mask.clone());
-            rows.targets.push(value);
+            rows.values.push(row_value);
         } else {
             rows.dropped += 1;
         }
@@ -114,7 +114,7 @@ fn training_rows(
             "{}: all {} rows have a NaN or infinite {}",
             path.display(),
             table.rows.len(),
-            target.name()
+            value.name()
         );
     }
     Ok(rows)
@@ -134,7 +134,7 @@ fn fit_options(args: &Args) -> FitOptions {
 fn print_metrics(rows: &[SurrogateMetricRow]) {
     println!(
         "{:<10} {:<13} {:>5} {:>9} {:>9} {:>11} {:>8} {:>7}",
-        "surrogate", "target", "fold", "r2", "spearman", "mae", "n_train", "n_test"
+        "surrogate", "value", "fold", "r2", "spearman", "mae", "n_train", "n_test"
     );
     for row in rows {
         let fold = if row.fold < 0 {
@@ -144,15 +144,15 @@ fn print_metrics(rows: &[SurrogateMetricRow]) {
         };
         println!(
             "{:<10} {:<13} {:>5} {:>9.4} {:>9.4} {:>11.4e} {:>8} {:>7}",
-            row.surrogate, row.target, fold, row.r2, row.spearman, row.mae, row.n_train, row.n_test
+            row.surrogate, row.value, fold, row.r2, row.spearman, row.mae, row.n_train, row.n_test
         );
     }
 }
 
-fn metric_row(kind: SurrogateKind, target: Objective, fold: &FoldMetrics) -> SurrogateMetricRow {
+fn metric_row(kind: SurrogateKind, value: GameValue, fold: &FoldMetrics) -> SurrogateMetricRow {
     SurrogateMetricRow {
         surrogate: kind.name().to_string(),
-        target: target.name().to_string(),
+        value: value.name().to_string(),
         fold: fold.fold,
         r2: fold.r2,
         spearman: fold.spearman,
@@ -206,14 +206,14 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         .check()?;
     let table = read_complete_evaluations(&args.evaluations, args.incomplete.incomplete())
         .with_context(|| format!("reading evaluations {}", args.evaluations.display()))?;
-    let rows = training_rows(&table, args.target, &args.evaluations)?;
+    let rows = training_rows(&table, args.value, &args.evaluations)?;
     if rows.dropped > 0 {
         tracing::warn!(
             "dropped {} of {} rows of {} whose {} is NaN or infinite",
             rows.dropped,
             table.rows.len(),
             args.evaluations.display(),
-            args.target.name()
+            args.value.name()
         );
     }
     let options = fit_options(&args);
@@ -221,7 +221,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
     let mut metric_rows = Vec::new();
     if args.folds > 0 {
         for &kind in &models {
-            let folds = cross_validate(kind, &rows.masks, &rows.targets, args.folds, &options)
+            let folds = cross_validate(kind, &rows.masks, &rows.values, args.folds, &options)
                 .with_context(|| {
                     format!(
                         "{}-fold cross-validation of the {kind} surrogate on {} rows of {}",
@@ -230,9 +230,9 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
                         args.evaluations.display()
                     )
                 })?;
-            metric_rows.extend(folds.iter().map(|f| metric_row(kind, args.target, f)));
+            metric_rows.extend(folds.iter().map(|f| metric_row(kind, args.value, f)));
             if let Some(mean) = mean_over_folds(&folds) {
-                metric_rows.push(metric_row(kind, args.target, &mean));
+                metric_rows.push(metric_row(kind, args.value, &mean));
             }
         }
         print_metrics(&metric_rows);
@@ -251,7 +251,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
     let surrogate = match &args.out {
         Some(path) => {
             let kind = args.keep.unwrap_or(models[0]);
-            let model = fit(kind, &rows.masks, &rows.targets, &options).with_context(|| {
+            let model = fit(kind, &rows.masks, &rows.values, &options).with_context(|| {
                 format!(
                     "fitting the {kind} surrogate on all {} rows of {}",
                     rows.masks.len(),
@@ -284,14 +284,14 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("writing metrics {}", path.display()))?;
     }
     if let Some((path, kind, model)) = surrogate {
-        SavedSurrogate::new(model, args.target.name(), args.target.description())
+        SavedSurrogate::new(model, args.value.name(), args.value.description())
             .with_fitted_on_evaluations(rows.masks.len() as u64)
             .with_game(&table.fixed_blocks, &table.model_id, &table.dataset_id)
             .save(path)
             .with_context(|| format!("saving the {kind} surrogate"))?;
         tracing::info!(
             "saved the {kind} surrogate ({}, fitted on {} rows) to {}",
-            args.target.name(),
+            args.value.name(),
             rows.masks.len(),
             path.display()
         );

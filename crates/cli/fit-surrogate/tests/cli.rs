@@ -58,7 +58,7 @@ fn compares_models_writes_metrics_and_saves_the_kept_one() {
         "4",
         "--seed",
         "3",
-        "--target",
+        "--value",
         "nll-increase",
         "--metrics",
         metrics.to_str().unwrap(),
@@ -74,7 +74,7 @@ fn compares_models_writes_metrics_and_saves_the_kept_one() {
 
     let table = read_surrogate_metrics(&metrics).unwrap();
     assert_eq!(table.rows.len(), 2 * (4 + 1));
-    assert!(table.rows.iter().all(|r| r.target == "nll-increase"));
+    assert!(table.rows.iter().all(|r| r.value == "nll-increase"));
     let quadratic_mean = table
         .rows
         .iter()
@@ -86,8 +86,8 @@ fn compares_models_writes_metrics_and_saves_the_kept_one() {
 
     let saved = SavedSurrogate::load(&out).unwrap();
     assert_eq!(saved.kind(), SurrogateKind::Quadratic);
-    assert_eq!(saved.target, "nll-increase");
-    assert!(saved.target_description.contains("higher is better"));
+    assert_eq!(saved.value, "nll-increase");
+    assert!(saved.value_description.contains("higher is better"));
     let values = saved.surrogate.predict(&[
         Mask::full(NUM_BLOCKS),
         Mask::from_removed(NUM_BLOCKS, &[0]).unwrap(),
@@ -117,6 +117,9 @@ fn drops_non_finite_rows_with_a_warning_and_keeps_the_chosen_model() {
         "quadratic",
         "--keep",
         "quadratic",
+        // The flag's spelling until 2026-12-04, still accepted.
+        "--target",
+        "utility",
         "--epochs",
         "5",
         "--folds",
@@ -129,7 +132,7 @@ fn drops_non_finite_rows_with_a_warning_and_keeps_the_chosen_model() {
     assert!(stderr.contains("dropped 1 of 64 rows"), "{stderr}");
     let saved = SavedSurrogate::load(&out).unwrap();
     assert_eq!(saved.kind(), SurrogateKind::Quadratic);
-    assert_eq!(saved.target, "utility");
+    assert_eq!(saved.value, "utility");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::Parser;
 use layerprune_shapley::inputs::ScoreFiles;
 use layerprune_shapley::{Estimates, Estimator, EstimatorOptions};
-use layerprune_tables::{write_scores, Provenance, TableKind, ValueColumn};
+use layerprune_tables::{write_scores, GameValue, Provenance, TableKind};
 
 /// Per-block contribution scores.
 #[derive(Parser, Debug)]
@@ -58,10 +58,10 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Value of a mask of --evaluations: utility, neg-nll or nll-increase (docs/estimators.md).
-    /// The estimators through --surrogate value masks by what it was fitted to predict
-    /// (fit-surrogate --target).
+    /// The estimators through --surrogate value masks by the value it was fitted to predict
+    /// (fit-surrogate --value).
     #[arg(long, default_value = "utility")]
-    value: ValueColumn,
+    value: GameValue,
     /// Blocks that are not players (always kept), comma separated. Default: the fixed blocks
     /// recorded in the input files (which must agree with this list when given).
     // `--fixed` as in every other stage; `--fixed-blocks`, its old name, still works.

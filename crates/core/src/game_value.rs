@@ -1,12 +1,13 @@
 //! Which number measures a mask's quality: the one definition of a mask's value, used by the
-//! LLM as a game, by the evaluation table read as a game, by the surrogates' targets and by
-//! the evaluation run's `utility` column.
+//! LLM as a game, by the evaluation table read as a game (`shapley --value`), by what a
+//! surrogate is fitted to predict (`fit-surrogate --value`, the surrogate file's `value`) and
+//! by the evaluation run's `utility` column. One name, "value", in every flag, field and column.
 
 use std::str::FromStr;
 
 /// How a mask's mean token NLL becomes the value of its coalition (higher is better).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Objective {
+pub enum GameValue {
     /// PPL(full model) / PPL(mask) = exp(nll_full − nll_mask), in (0, 1] for masks worse than
     /// the full model: the published utility.
     Utility,
@@ -17,23 +18,23 @@ pub enum Objective {
     NllIncrease,
 }
 
-impl Objective {
+impl GameValue {
     pub fn value(self, nll: f64, full_model_nll: f64) -> f64 {
         match self {
-            Objective::Utility => (full_model_nll - nll).exp(),
-            Objective::NegNll => -nll,
-            Objective::NllIncrease => -(nll - full_model_nll),
+            GameValue::Utility => (full_model_nll - nll).exp(),
+            GameValue::NegNll => -nll,
+            GameValue::NllIncrease => -(nll - full_model_nll),
         }
     }
 
     /// What the value means, with its sign and units (recorded in surrogate files).
     pub fn description(self) -> &'static str {
         match self {
-            Objective::Utility => {
+            GameValue::Utility => {
                 "utility = PPL(full model) / PPL(mask), in (0, 1]; higher is better, 1 = no loss"
             }
-            Objective::NegNll => "value = -NLL(mask), mean NLL per token in nats; higher is better",
-            Objective::NllIncrease => {
+            GameValue::NegNll => "value = -NLL(mask), mean NLL per token in nats; higher is better",
+            GameValue::NllIncrease => {
                 "value = -(NLL(mask) - NLL(full model)), mean NLL per token in nats: the NEGATED \
                  loss increase, so higher is better and 0 = no loss; negative for worse masks"
             }
@@ -42,22 +43,22 @@ impl Objective {
 
     pub fn name(self) -> &'static str {
         match self {
-            Objective::Utility => "utility",
-            Objective::NegNll => "neg-nll",
-            Objective::NllIncrease => "nll-increase",
+            GameValue::Utility => "utility",
+            GameValue::NegNll => "neg-nll",
+            GameValue::NllIncrease => "nll-increase",
         }
     }
 }
 
-impl FromStr for Objective {
+impl FromStr for GameValue {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
-            "utility" => Ok(Objective::Utility),
-            "neg-nll" | "neg_nll" => Ok(Objective::NegNll),
-            "nll-increase" => Ok(Objective::NllIncrease),
+            "utility" => Ok(GameValue::Utility),
+            "neg-nll" | "neg_nll" => Ok(GameValue::NegNll),
+            "nll-increase" => Ok(GameValue::NllIncrease),
             _ => Err(format!(
-                "objective {text:?} is not one of utility, neg-nll, nll-increase"
+                "value {text:?} is not one of utility, neg-nll, nll-increase"
             )),
         }
     }
