@@ -168,6 +168,11 @@ def files(tmp_path_factory):
     os.link(f["masks"], f["hard_masks"])
     f["hard_text"] = d / "hard-text.txt"
     os.link(text, f["hard_text"])
+    # A model folder whose first block graph is a FIFO that no process writes.
+    f["fifo_model"] = d / "fifo-model"
+    shutil.copytree(MODEL, f["fifo_model"])
+    (f["fifo_model"] / "block_000.onnx").unlink()
+    os.mkfifo(f["fifo_model"] / "block_000.onnx")
     # Where outputs go: a FIFO, a symbolic link to a new file, a read-only folder.
     out = tmp_path_factory.mktemp("out")
     f["out"] = out
@@ -414,6 +419,40 @@ def cases(f):
         ("in-corrupt", "inspect", [f["corrupt"]], ["corrupt.parquet"]),
         ("in-bad-json", "inspect", [f["bad_json"]], ["bad.json"]),
         ("in-missing-nonutf8", "inspect", [nonutf8], ["text-"]),
+        # a FIFO that no process writes, or a device, given as an input: refused at once (every
+        # stage waited for a writer for ever, and read /dev/zero until the memory ran out)
+        # (text may come through a pipe, `--text <(zcat corpus.gz)`: one without a writer ends
+        # at once, and holds no text)
+        ("pt-text-fifo", "prepare-tokens", pt_args[:2] + ["--text", f["fifo"], "--out", O(f)],
+         ["fifo.parquet holds no text"]),
+        ("pt-text-device", "prepare-tokens",
+         pt_args[:2] + ["--text", "/dev/zero", "--out", O(f)],
+         ["/dev/zero: is a device, not a regular file"]),
+        ("sm-pilot-fifo", "sample-masks",
+         ["--num-blocks", "6", "--masks", "5", "--allocation", "neyman", "--pilot", f["fifo"],
+          "--out", O(f, "m.parquet")], ["fifo.parquet: cannot open: is a named pipe"]),
+        ("ev-tokens-fifo", "evaluate",
+         ["--model", m, "--tokens", f["fifo"], "--out", O(f), "--quiet"],
+         ["fifo.parquet: cannot open: is a named pipe"]),
+        ("ev-model-graph-fifo", "evaluate",
+         ["--model", f["fifo_model"], "--tokens", t, "--out", O(f), "--quiet", "--no-verify"],
+         ["\"block_000.onnx\" is a named pipe"]),
+        ("fs-evaluations-fifo", "fit-surrogate",
+         ["--evaluations", f["fifo"], "--out", O(f, "s.json")], ["fifo.parquet"]),
+        ("sh-surrogate-fifo", "shapley",
+         ["--surrogate", f["fifo"], "--estimator", "stratified-semivalue", "--out", O(f)],
+         ["fifo.parquet: cannot read: is a named pipe"]),
+        ("sb-block-stats-fifo", "score-blocks",
+         ["--block-stats", f["fifo"], "--method", "angular", "--out", O(f)], ["fifo.parquet"]),
+        ("ap-scores-fifo", "apply-prune",
+         ["--scores", f["fifo"], "--estimator", "exact-shapley", "--k", "1", "--out", O(f)],
+         ["fifo.parquet"]),
+        ("qu-model-fifo", "quantize",
+         ["--model", f["fifo"], "--scheme", "int8", "--out", O(f, "q.onnx")], ["fifo.parquet"]),
+        ("fr-calibration-fifo", "frontier",
+         ["--model", m, "--calibration", f"c0={f['fifo']}", "--out-dir", f["out"] / "fr"],
+         ["fifo.parquet"]),
+        ("in-fifo", "inspect", [f["fifo"]], ["is a named pipe (FIFO), not a regular file"]),
         # a non-UTF-8 path in every other stage (recorded lossily, never a panic)
         ("sm-out-nonutf8-missing-folder", "sample-masks",
          ["--num-blocks", "6", "--anchors", "--out", os.fsencode(missing.parent) + b"/\xff.parquet"],
@@ -443,7 +482,8 @@ CASE_IDS = [c[0] for c in cases({k: Path("/x") for k in
                                    "masks8", "broken_model", "hard_masks", "link_evals", "link_masks", "stats",
                                    "empty", "surrogate", "bad_json", "scores", "model", "onnx",
                                    "corrupt_onnx", "future_model", "escaping_model",
-                                   "other_surrogate", "hanging", "incomplete_evals"]})]
+                                   "other_surrogate", "hanging", "incomplete_evals",
+                                   "fifo_model"]})]
 
 
 def test_the_matrix_has_at_least_40_cases_over_every_stage():

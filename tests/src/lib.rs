@@ -151,8 +151,9 @@ pub fn write_every_player_mask(
     masks
 }
 
-/// Every file under `dir` with its bytes (a symbolic link as its target's name, not followed):
-/// compared before and after a refused run to show nothing under `dir` changed.
+/// Every file under `dir` with its bytes (a symbolic link as its target's name, not followed;
+/// a FIFO, device or socket as a marker, never opened): compared before and after a refused run
+/// to show nothing under `dir` changed.
 pub fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     fn visit(dir: &std::path::Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -163,14 +164,40 @@ pub fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Ve
                 out.insert(path, target.to_string_lossy().as_bytes().to_vec());
             } else if kind.is_dir() {
                 visit(&path, out);
-            } else {
+            } else if kind.is_file() {
                 out.insert(path.clone(), std::fs::read(&path).unwrap());
+            } else {
+                out.insert(path, b"(not a regular file)".to_vec());
             }
         }
     }
     let mut out = std::collections::BTreeMap::new();
     visit(dir, &mut out);
     out
+}
+
+/// Makes a named pipe (FIFO) at `path` (with the system's `mkfifo`), which no process writes:
+/// opening it for reading the ordinary way waits for a writer forever.
+pub fn make_fifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// `run`'s result, or a failed test when it takes more than `limit` (a read that waits on a
+/// FIFO or reads a device without end): run on a thread that is left behind if it hangs.
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    what: &str,
+    run: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(run()));
+    receive
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
 }
 
 /// Rewrites the ONNX graph at `graph` so its first tensor stored as external data reads from

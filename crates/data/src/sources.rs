@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -101,7 +100,10 @@ pub fn read_text_documents(
     path: &Path,
     split_on_blank_lines: bool,
 ) -> Result<Vec<String>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let mut text = String::new();
+    layerprune_core::open_stream_input(path)
+        .and_then(|mut file| file.read_to_string(&mut text))
+        .map_err(io_error(path))?;
     if text.trim().is_empty() {
         return Err(DataError::NoText {
             source_name: format!("text file {}", path.display()),
@@ -128,9 +130,11 @@ pub fn read_text_documents(
     Ok(documents)
 }
 
-/// Opens a file, transparently inflating it when it starts with the gzip magic bytes.
+/// Opens a file or pipe, transparently inflating it when it starts with the gzip magic bytes.
+/// The bytes read to tell are put back in front, so the file is opened once: a pipe cannot be
+/// opened again.
 fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
-    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut file = layerprune_core::open_stream_input(path).map_err(io_error(path))?;
     let mut magic = [0u8; 2];
     let mut filled = 0;
     while filled < magic.len() {
@@ -140,12 +144,12 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
         }
         filled += read;
     }
-    let file = File::open(path).map_err(io_error(path))?;
+    let whole = std::io::Cursor::new(magic[..filled].to_vec()).chain(file);
     if filled == 2 && magic == [0x1f, 0x8b] {
-        let decoder = flate2::read::MultiGzDecoder::new(BufReader::new(file));
+        let decoder = flate2::read::MultiGzDecoder::new(BufReader::new(whole));
         Ok((Box::new(BufReader::new(decoder)), true))
     } else {
-        Ok((Box::new(BufReader::new(file)), false))
+        Ok((Box::new(BufReader::new(whole)), false))
     }
 }
 
@@ -280,7 +284,8 @@ pub fn read_lambada_passages(path: &Path) -> Result<Vec<String>, DataError> {
 
 /// Every value of a string column of an Arrow IPC *stream* file, in order.
 pub fn read_arrow_stream_strings(path: &Path, column: &str) -> Result<Vec<String>, DataError> {
-    let file = File::open(path).map_err(io_error(path))?;
+    // A stream is read front to back, so it may come through a pipe.
+    let file = layerprune_core::open_stream_input(path).map_err(io_error(path))?;
     let arrow_error = |source| DataError::Arrow {
         path: path.to_path_buf(),
         source,

@@ -66,7 +66,7 @@ impl TokenizerFile {
     /// token stream is cut into windows here, and a tokenizer.json that truncates at, say, 512
     /// tokens would otherwise silently shorten it.
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        let bytes = layerprune_core::read_input(path).map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
         })?;

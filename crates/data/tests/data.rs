@@ -247,6 +247,33 @@ fn gzip_jsonl_and_lambada_passages_are_read_and_corruption_is_reported() {
     assert!(error.to_string().contains("corrupt.jsonl.gz"), "{error}");
 }
 
+/// Text through a pipe, as `--text <(zcat corpus.jsonl.gz)` gives it: the pipe's `/dev/fd`
+/// path, its writer gone once the bytes are in, so the reader sees them and then the end.
+#[cfg(target_os = "linux")]
+#[test]
+fn text_and_gzip_jsonl_are_read_through_a_pipe() {
+    use std::os::fd::AsRawFd;
+    let through_a_pipe = |bytes: &[u8], read: &dyn Fn(&Path) -> Vec<String>| {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(bytes).unwrap();
+        drop(writer);
+        read(&PathBuf::from(format!("/dev/fd/{}", reader.as_raw_fd())))
+    };
+    let lines = "{\"text\": \"first\"}\n{\"text\": \"second\"}\n";
+    assert_eq!(
+        through_a_pipe(&gzip(lines.as_bytes()), &|path| read_jsonl_field(
+            path, "text"
+        )
+        .unwrap()),
+        vec!["first".to_string(), "second".to_string()]
+    );
+    assert_eq!(
+        through_a_pipe(b"one\n\ntwo\n", &|path| read_text_documents(path, true)
+            .unwrap()),
+        vec!["one".to_string(), "two".to_string()]
+    );
+}
+
 fn write_arrow_stream(path: &Path, batches: &[(&[&str], &[&str])]) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("question", DataType::Utf8, false),

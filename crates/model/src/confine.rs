@@ -86,16 +86,32 @@ fn problem(folder: &Path, entry: &str) -> Option<String> {
     lexical_problem(entry).or_else(|| disk_problem(folder, entry))
 }
 
+/// Why `folder/entry`, inside the folder, cannot be read as a file: it is a named pipe, a
+/// device or a socket (symlinks followed), which would block or never end when read (ONNX
+/// Runtime opens graphs and their external data by path). Folders and missing paths pass:
+/// reading them fails on its own.
+fn special_problem(path: &Path) -> Option<String> {
+    layerprune_core::refuse_special(path)
+        .err()
+        .map(|error| error.to_string())
+}
+
 /// `folder/entry`, for a path `entry` read from `folder`'s manifest, once it is known to stay
 /// inside `folder`: relative, no `..` component, not empty, and no symlink on the way leading
-/// out of the folder. Otherwise [`ModelError::BadManifest`] naming the manifest and the entry.
+/// out of the folder; and, if it exists, a regular file or folder, not a FIFO, device or socket.
+/// Otherwise [`ModelError::BadManifest`] naming the manifest and the entry.
 pub fn confined(folder: &Path, entry: &str) -> Result<PathBuf, ModelError> {
-    match problem(folder, entry) {
-        None => Ok(folder.join(entry)),
-        Some(problem) => Err(ModelError::BadManifest {
-            path: folder.join(MANIFEST_FILE),
-            problem: format!("entry {entry:?} {problem}; {RULE}"),
-        }),
+    let bad = |problem: String| ModelError::BadManifest {
+        path: folder.join(MANIFEST_FILE),
+        problem: format!("entry {entry:?} {problem}"),
+    };
+    if let Some(problem) = problem(folder, entry) {
+        return Err(bad(format!("{problem}; {RULE}")));
+    }
+    let path = folder.join(entry);
+    match special_problem(&path) {
+        None => Ok(path),
+        Some(problem) => Err(bad(problem)),
     }
 }
 
@@ -110,10 +126,10 @@ pub fn confined_reference(
 ) -> Result<(String, PathBuf), ModelError> {
     let bad = |problem: String| ModelError::BadGraph {
         path: folder.join(graph),
-        problem: format!("external data location {location:?} {problem}; {RULE}"),
+        problem: format!("external data location {location:?} {problem}"),
     };
     if let Some(problem) = lexical_problem(location) {
-        return Err(bad(problem));
+        return Err(bad(format!("{problem}; {RULE}")));
     }
     let relative = match Path::new(graph).parent() {
         Some(parent) if !parent.as_os_str().is_empty() => {
@@ -121,11 +137,12 @@ pub fn confined_reference(
         }
         _ => location.to_string(),
     };
-    match problem(folder, &relative) {
-        None => {
-            let path = folder.join(&relative);
-            Ok((relative, path))
-        }
+    if let Some(problem) = problem(folder, &relative) {
+        return Err(bad(format!("{problem}; {RULE}")));
+    }
+    let path = folder.join(&relative);
+    match special_problem(&path) {
+        None => Ok((relative, path)),
         Some(problem) => Err(bad(problem)),
     }
 }

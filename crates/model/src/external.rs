@@ -44,7 +44,7 @@ pub fn external_data_locations(model: &ModelProto) -> BTreeSet<String> {
 
 /// [`external_data_locations`] of the ONNX file at `path`.
 pub fn graph_external_data(path: &Path) -> Result<BTreeSet<String>, ModelError> {
-    let bytes = std::fs::read(path).map_err(ModelError::io(path))?;
+    let bytes = layerprune_core::read_input(path).map_err(ModelError::io(path))?;
     let model = ModelProto::parse_from_bytes(&bytes).map_err(|error| ModelError::BadGraph {
         path: path.to_path_buf(),
         problem: format!("not an ONNX model: {error}"),

@@ -87,7 +87,7 @@ impl Manifest {
             });
         }
         let path = dir.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
+        let bytes = layerprune_core::read_input(&path).map_err(|source| ModelError::Io {
             path: path.clone(),
             source,
         })?;
@@ -344,7 +344,7 @@ impl Manifest {
 /// for a model (`sample-masks`) without checking, or even having, the rest of its folder.
 pub fn read_num_blocks(dir: &Path) -> Result<usize, ModelError> {
     let path = dir.join(MANIFEST_FILE);
-    let bytes = std::fs::read(&path).map_err(ModelError::io(&path))?;
+    let bytes = layerprune_core::read_input(&path).map_err(ModelError::io(&path))?;
     let bad = |problem: String| ModelError::BadManifest {
         path: path.clone(),
         problem,
@@ -371,7 +371,7 @@ pub fn model_id(dir: &Path) -> Result<String, ModelError> {
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     use sha2::Digest;
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+    let mut file = layerprune_core::open_input(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -214,6 +214,53 @@ fn a_graph_reading_outside_the_folder_is_refused_even_without_verification() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_the_folder_is_refused_not_waited_on() {
+    // A graph, a weight file or the manifest replaced by a FIFO that no process writes: before,
+    // hashing or reading it waited for a writer for ever, and with --no-verify ONNX Runtime
+    // was handed the path.
+    let weight = {
+        let scene = Scene::new();
+        let name = fs::read_dir(scene.model().join("weights"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name();
+        format!("weights/{}", name.to_string_lossy())
+    };
+    for entry in ["block_000.onnx", weight.as_str(), MANIFEST_FILE] {
+        let scene = Scene::new();
+        let path = scene.model().join(entry);
+        fs::remove_file(&path).unwrap();
+        layerprune_tests::make_fifo(&path);
+        let entry = entry.to_string();
+        layerprune_tests::within(
+            std::time::Duration::from_secs(60),
+            &format!("a model folder whose {entry} is a FIFO"),
+            move || {
+                scene.assert_refused(&["is a named pipe (FIFO), not a regular file"]);
+                if entry != MANIFEST_FILE {
+                    let manifest = Manifest::load(&scene.model());
+                    let error = manifest
+                        .and_then(|m| m.check_folder(&scene.model(), false))
+                        .unwrap_err()
+                        .to_string();
+                    assert!(
+                        error.contains(&format!("{entry:?} is a named pipe")),
+                        "{error}"
+                    );
+                }
+                let error = read_num_blocks(&scene.model());
+                if entry == MANIFEST_FILE {
+                    assert!(error.unwrap_err().to_string().contains("named pipe"));
+                }
+            },
+        );
+    }
+}
+
 #[test]
 fn a_newer_format_version_is_refused() {
     let scene = Scene::new();

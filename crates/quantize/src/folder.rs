@@ -203,7 +203,7 @@ impl FileLoader {
                 .transpose()
         };
         let offset = number("offset")?.unwrap_or(0);
-        let mut file = fs::File::open(&path).map_err(io_error(&path))?;
+        let mut file = layerprune_core::open_input(&path).map_err(io_error(&path))?;
         let size = file.metadata().map_err(io_error(&path))?.len();
         let length = number("length")?.unwrap_or(size.saturating_sub(offset));
         if offset.checked_add(length).is_none_or(|end| end > size) {
@@ -271,7 +271,7 @@ fn element_count(dims: &[i64]) -> Option<usize> {
 }
 
 fn parse_model(path: &Path) -> Result<ModelProto, QuantizeError> {
-    let bytes = fs::read(path).map_err(io_error(path))?;
+    let bytes = layerprune_core::read_input(path).map_err(io_error(path))?;
     ModelProto::parse_from_bytes(&bytes).map_err(|error| QuantizeError::BadModel {
         path: path.to_path_buf(),
         problem: format!("not an ONNX model: {error}"),
@@ -636,7 +636,7 @@ pub fn quantize_single_file(
             }
         }
     }
-    let source_id = sha256_hex(&fs::read(source).map_err(io_error(source))?);
+    let source_id = sha256_hex(&layerprune_core::read_input(source).map_err(io_error(source))?);
     let record = Record::new(scheme, report.quantized.len(), Vec::new(), source_id);
     let text = serde_json::to_string(&record).map_err(|error| QuantizeError::BadModel {
         path: source.to_path_buf(),

@@ -59,7 +59,8 @@ pub struct SampledMasks {
 
 /// Id of an input file for provenance: the sha256 of its bytes.
 fn file_id(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes =
+        layerprune_core::read_input(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(sha256_hex(&bytes))
 }
 

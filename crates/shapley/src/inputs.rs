@@ -208,8 +208,8 @@ impl ScoreFiles {
             ("masks", &self.masks),
         ] {
             if let Some(path) = path {
-                let bytes =
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let bytes = layerprune_core::read_input(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 provenance = provenance.with_input(role, &layerprune_core::sha256_hex(&bytes));
             }
         }

@@ -124,8 +124,8 @@ impl SavedSurrogate {
     /// Reads a file written by [`SavedSurrogate::save`], checking its format, version and the
     /// consistency of the parameters; every error names the file.
     pub fn load(path: &Path) -> Result<Self, SurrogateError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+        let bytes = layerprune_core::read_input(path)
+            .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| file_error(path, format!("not a surrogate file (not valid JSON: {e})")))?;
         match value.get("format").and_then(serde_json::Value::as_str) {

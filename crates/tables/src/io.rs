@@ -196,7 +196,8 @@ fn open(
             format!("not a readable Parquet file: {message}"),
         )
     };
-    let mut file = File::open(path).map_err(|e| TableError::io(path, "cannot open", e))?;
+    let mut file =
+        layerprune_core::open_input(path).map_err(|e| TableError::io(path, "cannot open", e))?;
     // Checked and decoded from the same bytes: read once, through the open file.
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)

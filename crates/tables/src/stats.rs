@@ -41,7 +41,17 @@ fn block_stat_fields() -> Vec<Field> {
     ]
 }
 
-fn check_runs(path: &Path, num_blocks: usize, rows: &[BlockStatRow]) -> Result<(), TableError> {
+/// How far a mean of clamped values may lie outside their range by rounding.
+const RANGE_TOLERANCE: f64 = 1e-9;
+
+/// What every block-statistics row promises beyond its types (docs/formats.md,
+/// "block_stats"): its run fits the model; `mean_cosine` is in [-1, 1] and
+/// `angular_distance` in [0, 1] (`evaluate` clamps each token's cosine), or NaN (the
+/// statistics of a model whose hidden states are not numbers, refused where a score is drawn
+/// from them); and no run is measured twice (two rows for one run would let the baselines
+/// pick either). Checked on writing and on reading, naming row and column.
+fn check_rows(path: &Path, num_blocks: usize, rows: &[BlockStatRow]) -> Result<(), TableError> {
+    let mut seen = std::collections::HashMap::with_capacity(rows.len());
     for (index, row) in rows.iter().enumerate() {
         let end = row.start_block as usize + row.run_length as usize;
         if row.run_length == 0 || end > num_blocks {
@@ -49,6 +59,32 @@ fn check_runs(path: &Path, num_blocks: usize, rows: &[BlockStatRow]) -> Result<(
                 path,
                 format!(
                     "row {index}: run of {} blocks from block {} does not fit in {num_blocks} blocks",
+                    row.run_length, row.start_block
+                ),
+            ));
+        }
+        for (column, value, low, high) in [
+            ("mean_cosine", row.mean_cosine, -1.0, 1.0),
+            ("angular_distance", row.angular_distance, 0.0, 1.0),
+        ] {
+            if !value.is_nan() && !(low - RANGE_TOLERANCE..=high + RANGE_TOLERANCE).contains(&value)
+            {
+                return Err(TableError::bad(
+                    path,
+                    format!(
+                        "row {index}, column {column:?}: {value} is outside [{low}, {high}] \
+                         (run of {} blocks from block {})",
+                        row.run_length, row.start_block
+                    ),
+                ));
+            }
+        }
+        if let Some(first) = seen.insert((row.start_block, row.run_length), index) {
+            return Err(TableError::bad(
+                path,
+                format!(
+                    "row {index}: the run of {} blocks from block {} is also row {first}; \
+                     each run is measured once",
                     row.run_length, row.start_block
                 ),
             ));
@@ -62,7 +98,7 @@ pub fn write_block_stats(
     table: &BlockStatsTable,
     provenance: &Provenance,
 ) -> Result<(), TableError> {
-    check_runs(path, table.num_blocks, &table.rows)?;
+    check_rows(path, table.num_blocks, &table.rows)?;
     let rows = &table.rows;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(
@@ -116,7 +152,7 @@ pub fn read_block_stats(path: &Path) -> Result<BlockStatsTable, TableError> {
         dataset_id: raw.meta("dataset_id")?.to_string(),
         rows,
     };
-    check_runs(path, table.num_blocks, &table.rows)?;
+    check_rows(path, table.num_blocks, &table.rows)?;
     Ok(table)
 }
 

@@ -1,11 +1,12 @@
-//! The value invariants of the evaluation table (docs/formats.md): refused on writing, and in a
-//! file some other tool wrote, refused on reading, naming the file, the row and the column.
+//! The value invariants of the evaluation and block-statistics tables (docs/formats.md):
+//! refused on writing, and in a file some other tool wrote, refused on reading, naming the file,
+//! the row and the column.
 
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
 use layerprune_tables::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -48,6 +49,11 @@ fn provenance() -> Provenance {
 /// Copies the table in `from` to `to` with column `name` of its one batch replaced by `values`,
 /// keeping the footer metadata: a file as another tool could write it.
 fn with_column(from: &Path, to: &Path, name: &str, values: Vec<f64>) {
+    with_array(from, to, name, Arc::new(Float64Array::from(values)));
+}
+
+/// [`with_column`] with a column of any type.
+fn with_array(from: &Path, to: &Path, name: &str, values: ArrayRef) {
     let builder = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(from).unwrap()).unwrap();
     let metadata = builder
         .metadata()
@@ -59,7 +65,7 @@ fn with_column(from: &Path, to: &Path, name: &str, values: Vec<f64>) {
     let batch = &batches[0];
     let index = batch.schema().index_of(name).unwrap();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns[index] = Arc::new(Float64Array::from(values));
+    columns[index] = values;
     let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
     let properties = WriterProperties::builder()
         .set_key_value_metadata(metadata)
@@ -386,4 +392,101 @@ fn an_incomplete_table_is_refused_where_conclusions_are_drawn_unless_allowed() {
         read_complete_evaluations(&path, Incomplete::Allow).unwrap(),
         checkpoint
     );
+}
+
+fn stat(start_block: u32, run_length: u32, mean_cosine: f64) -> BlockStatRow {
+    BlockStatRow {
+        start_block,
+        run_length,
+        mean_cosine,
+        angular_distance: mean_cosine.acos() / std::f64::consts::PI,
+    }
+}
+
+fn block_stats(rows: Vec<BlockStatRow>) -> BlockStatsTable {
+    BlockStatsTable {
+        num_blocks: 3,
+        model_id: "model".into(),
+        dataset_id: "data".into(),
+        rows,
+    }
+}
+
+#[test]
+fn block_statistics_out_of_range_or_measured_twice_are_refused_on_writing_and_reading() {
+    // Before, a cosine of 5 or an angular distance of -1 became block scores and plans, and a
+    // run measured twice with two values was taken by `apply-prune --method angular-run`.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("stats.parquet");
+    let valid = block_stats(vec![stat(0, 1, 0.9), stat(1, 1, 0.5), stat(0, 2, -0.2)]);
+    write_block_stats(&good, &valid, &provenance()).unwrap();
+    assert_eq!(read_block_stats(&good).unwrap(), valid);
+
+    let cases: [(&str, f64); 6] = [
+        ("mean_cosine", 5.0),
+        ("mean_cosine", -1.5),
+        ("mean_cosine", f64::INFINITY),
+        ("angular_distance", -1.0),
+        ("angular_distance", 1.25),
+        ("angular_distance", f64::NEG_INFINITY),
+    ];
+    for (column, value) in cases {
+        let mut broken = valid.clone();
+        match column {
+            "mean_cosine" => broken.rows[1].mean_cosine = value,
+            _ => broken.rows[1].angular_distance = value,
+        }
+        let path = dir.path().join("written.parquet");
+        let error = write_block_stats(&path, &broken, &provenance()).unwrap_err();
+        assert_names(&error, &path, 1, column);
+        assert!(!path.exists(), "a refused table was written");
+
+        let path = dir.path().join(format!("read-{column}-{value}.parquet"));
+        let mut values: Vec<f64> = valid
+            .rows
+            .iter()
+            .map(|r| match column {
+                "mean_cosine" => r.mean_cosine,
+                _ => r.angular_distance,
+            })
+            .collect();
+        values[1] = value;
+        with_column(&good, &path, column, values);
+        assert_names(&read_block_stats(&path).unwrap_err(), &path, 1, column);
+    }
+
+    // A run measured twice, with two values.
+    let mut twice = valid.clone();
+    twice.rows[2] = stat(0, 1, 0.1);
+    let path = dir.path().join("twice.parquet");
+    let error = write_block_stats(&path, &twice, &provenance()).unwrap_err();
+    assert!(error
+        .to_string()
+        .contains("row 2: the run of 1 blocks from block 0 is also row 0"));
+    with_array(
+        &good,
+        &path,
+        "run_length",
+        Arc::new(UInt32Array::from(vec![1, 1, 1])),
+    );
+    let error = read_block_stats(&path).unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::BadValue);
+    assert!(
+        error
+            .to_string()
+            .contains("row 2: the run of 1 blocks from block 0 is also row 0"),
+        "{error}"
+    );
+
+    // NaN is kept (a model whose hidden states are not numbers; the baselines refuse it when
+    // they score), and rounding just past the ends of the ranges is accepted.
+    let mut edge = valid.clone();
+    edge.rows[0].mean_cosine = f64::NAN;
+    edge.rows[0].angular_distance = f64::NAN;
+    edge.rows[1].mean_cosine = 1.0 + 1e-12;
+    edge.rows[1].angular_distance = -1e-12;
+    write_block_stats(&good, &edge, &provenance()).unwrap();
+    assert!(read_block_stats(&good).unwrap().rows[0]
+        .mean_cosine
+        .is_nan());
 }

@@ -308,6 +308,27 @@ fn a_file_that_is_not_parquet_is_refused() {
     names_file(&error, &missing);
 }
 
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_a_device_given_as_a_table_is_refused_at_once() {
+    // Before, a FIFO that no process writes blocked the open for ever (every stage hung), and
+    // /dev/zero was read until the memory ran out.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("tokens.parquet");
+    layerprune_tests::make_fifo(&fifo);
+    for path in [fifo, Path::new("/dev/zero").to_path_buf()] {
+        let shown = path.clone();
+        let error = layerprune_tests::within(
+            std::time::Duration::from_secs(20),
+            &format!("reading {}", shown.display()),
+            move || read_tokens(&path).unwrap_err(),
+        );
+        assert_eq!(error.kind, TableErrorKind::Io);
+        names_file(&error, &shown);
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+    }
+}
+
 #[test]
 fn reading_one_table_as_another_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,6 @@
 //! lists).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
@@ -47,7 +46,7 @@ pub type Row = BTreeMap<String, Cell>;
 
 /// Every row of an Arrow IPC stream file, in order.
 pub fn read_rows(task: &str, path: &Path) -> Result<Vec<Row>, TaskError> {
-    let file = File::open(path).map_err(|source| TaskError::Io {
+    let file = layerprune_core::open_input(path).map_err(|source| TaskError::Io {
         task: task.to_string(),
         path: path.to_path_buf(),
         source,

@@ -300,35 +300,6 @@ fn identity(_meta: &fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
-/// What a file type is called in a refusal.
-fn kind(meta: &fs::Metadata) -> &'static str {
-    let file_type = meta.file_type();
-    if file_type.is_symlink() {
-        return "a symbolic link";
-    }
-    if file_type.is_dir() {
-        return "a folder";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if file_type.is_fifo() {
-            return "a named pipe (FIFO)";
-        }
-        if file_type.is_socket() {
-            return "a socket";
-        }
-        if file_type.is_char_device() || file_type.is_block_device() {
-            return "a device";
-        }
-    }
-    if file_type.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// The folder an output is written in.
 fn folder_of(path: &Path) -> &Path {
     match path.parent() {
@@ -363,7 +334,7 @@ fn check_one(flag: &str, path: &Path, is_folder: bool, inputs: &[Input]) -> Resu
             let wanted = if is_folder { "folder" } else { "regular file" };
             bail!(
                 "{flag} {shown}: exists and is {}, not a {wanted}; refusing to replace it",
-                kind(meta)
+                layerprune_core::file_kind(meta)
             );
         }
     }

@@ -10,7 +10,6 @@
 //! (`layerprune_tables::read_head`): a damaged one is an error naming it, never a hang.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -72,7 +71,8 @@ fn inspect(args: &Args, out: &mut String) -> Result<()> {
     let mut head = [0u8; 4];
     let read = {
         use std::io::Read;
-        let mut file = File::open(&path).with_context(|| format!("{}", path.display()))?;
+        let mut file =
+            layerprune_core::open_input(&path).with_context(|| format!("{}", path.display()))?;
         file.read(&mut head)
             .with_context(|| format!("{}", path.display()))?
     };
@@ -263,7 +263,7 @@ fn cell(column: &dyn Array, row: usize) -> String {
 
 /// A surrogate file or a manifest: every top-level field but the bulky ones.
 fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let bytes = layerprune_core::read_input(path).with_context(|| format!("{}", path.display()))?;
     let Ok(text) = String::from_utf8(bytes) else {
         bail!(
             "{}: neither a Parquet table nor JSON (a binary file that is not Parquet)",

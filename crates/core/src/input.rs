@@ -1,0 +1,250 @@
+//! Opening a file a stage reads. Every input path comes from a command line or a manifest, so
+//! it may name something that is not a regular file: a named pipe (FIFO) that no process
+//! writes blocks `open` forever, and a device such as `/dev/zero` never reaches its end, so a
+//! stage given either would hang (or fill the memory) instead of failing. [`open_input`] opens
+//! without waiting for a writer and refuses anything but a regular file; [`read_input`] and
+//! [`read_input_to_string`] read one whole. Text, read once from start to end, may also come
+//! from a pipe ([`open_stream_input`]). The refusal is an [`io::Error`] of kind
+//! `InvalidInput` whose text says what the path is (`is a named pipe (FIFO), not a regular
+//! file`), so a caller that names the path in its error keeps doing so.
+
+use std::fs::{File, FileType, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::path::Path;
+
+/// What a file type is called in a refusal: "a named pipe (FIFO)", "a folder", ….
+pub fn file_kind(meta: &Metadata) -> &'static str {
+    type_name(meta.file_type())
+}
+
+fn type_name(file_type: FileType) -> &'static str {
+    if file_type.is_symlink() {
+        return "a symbolic link";
+    }
+    if file_type.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_char_device() || file_type.is_block_device() {
+            return "a device";
+        }
+    }
+    if file_type.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The refusal of an input that is `meta`'s kind of file, not a regular one.
+fn not_regular(meta: &Metadata) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("is {}, not a regular file", file_kind(meta)),
+    )
+}
+
+/// Opens `path` (symbolic links followed) for reading if it is a regular file; anything else
+/// (a FIFO, a device, a socket, a folder) is refused without blocking. On Unix the file is
+/// opened with `O_NONBLOCK`, so that a FIFO without a writer is opened at once and then refused
+/// by the type of the open file, not of a path another process could swap in between; the flag
+/// changes nothing for a regular file.
+pub fn open_input(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    #[cfg(not(unix))]
+    {
+        let meta = std::fs::metadata(path)?;
+        if !meta.is_file() {
+            return Err(not_regular(&meta));
+        }
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    Ok(file)
+}
+
+/// Opens `path` (symbolic links followed) for reading once from start to end, as text is read:
+/// a regular file, or a pipe, so that `--text <(zcat corpus.gz)` works. A pipe without a writer
+/// then reads as empty at once (its end), never blocks; a device, socket or folder is refused
+/// as by [`open_input`]. Not for tables, which are read whole as regular files.
+pub fn open_stream_input(path: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        use std::os::unix::io::AsRawFd;
+        // O_NONBLOCK so that opening a FIFO does not wait for a writer.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_file() {
+            return Ok(file);
+        }
+        if !meta.file_type().is_fifo() {
+            return Err(not_regular(&meta));
+        }
+        // Blocking reads from here on: a writer's data is waited for, and with no writer left
+        // a read returns 0, the end.
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this function owns, reading and setting status flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    {
+        open_input(path)
+    }
+}
+
+/// The whole of the regular file at `path` ([`open_input`]).
+pub fn read_input(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = open_input(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The whole of the regular file at `path` as UTF-8 text ([`open_input`]).
+pub fn read_input_to_string(path: &Path) -> io::Result<String> {
+    let mut file = open_input(path)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Refuses a path that exists and is not a regular file (symbolic links followed), without
+/// opening it; a missing path passes (reading it fails on its own). For files another library
+/// opens by path (ONNX Runtime's graphs).
+pub fn refuse_special(path: &Path) -> io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => Err(not_regular(&meta)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_regular_file_is_read_and_a_folder_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        std::fs::write(&path, "text").unwrap();
+        assert_eq!(read_input(&path).unwrap(), b"text");
+        assert_eq!(read_input_to_string(&path).unwrap(), "text");
+        let error = read_input(dir.path()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(error.to_string(), "is a folder, not a regular file");
+        let missing = read_input(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[cfg(unix)]
+    fn make_fifo(path: &Path) {
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and a mode; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stream_is_a_regular_file_or_a_pipe_read_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        std::fs::write(&path, "text").unwrap();
+        let mut text = String::new();
+        open_stream_input(&path)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "text");
+
+        let fifo = dir.path().join("fifo");
+        make_fifo(&fifo);
+        // A pipe with a writer (as `<(command)` gives): its data, then its end once the writer
+        // closes. Opened read-write, the writer's end does not wait for a reader.
+        let mut writer = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        std::io::Write::write_all(&mut writer, b"piped text").unwrap();
+        let mut reader = open_stream_input(&fifo).unwrap();
+        drop(writer);
+        let mut text = String::new();
+        reader.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "piped text");
+
+        // Without a writer: empty at once, on a thread so that a blocking open fails the test.
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let read = open_stream_input(&fifo).and_then(|mut f| f.read_to_end(&mut bytes));
+            send.send(read.map(|_| bytes))
+        });
+        let bytes = receive
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reading a FIFO without a writer blocked")
+            .unwrap();
+        assert!(bytes.is_empty());
+
+        let error = open_stream_input(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(error.to_string(), "is a device, not a regular file");
+        let error = open_stream_input(dir.path()).unwrap_err();
+        assert_eq!(error.to_string(), "is a folder, not a regular file");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_without_a_writer_and_a_device_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        make_fifo(&fifo);
+        // Run on a thread, so that a regression (a blocking open) fails the test, not hangs it.
+        let (send, receive) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        std::thread::spawn(move || send.send(read_input(&fifo).map(drop)));
+        let error = receive
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reading a FIFO without a writer blocked")
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            error.to_string(),
+            "is a named pipe (FIFO), not a regular file"
+        );
+        let device = read_input(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(device.to_string(), "is a device, not a regular file");
+        assert_eq!(
+            refuse_special(Path::new("/dev/zero"))
+                .unwrap_err()
+                .to_string(),
+            "is a device, not a regular file"
+        );
+        assert!(refuse_special(dir.path()).is_ok());
+        assert!(refuse_special(&dir.path().join("missing")).is_ok());
+    }
+}
