@@ -1,7 +1,9 @@
 //! Which number measures a mask's quality: the one definition of a mask's value, used by the
 //! LLM as a game, by the evaluation table read as a game (`shapley --value`), by what a
 //! surrogate is fitted to predict (`fit-surrogate --value`, the surrogate file's `value`) and
-//! by the evaluation run's `utility` column. One name, "value", in every flag, field and column.
+//! by the evaluation run's `utility` column. One name, "value", for the choice in every flag,
+//! field and column (`--value`, a surrogate's `value`, the metrics' `value`, a plan's
+//! `predicted_value`); `utility` names one of the choices.
 
 use std::str::FromStr;
 

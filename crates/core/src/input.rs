@@ -56,8 +56,34 @@ fn not_regular(meta: &Metadata) -> io::Error {
 /// (a FIFO, a device, a socket, a folder) is refused without blocking. On Unix the file is
 /// opened with `O_NONBLOCK`, so that a FIFO without a writer is opened at once and then refused
 /// by the type of the open file, not of a path another process could swap in between; the flag
-/// changes nothing for a regular file.
+/// is cleared again before the file is returned, so its reads block as usual (a FUSE or
+/// network file system may otherwise answer a read with "try again").
 pub fn open_input(path: &Path) -> io::Result<File> {
+    let (file, meta) = open_without_waiting(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    blocking(file)
+}
+
+/// Opens `path` (symbolic links followed) for reading once from start to end, as text is read:
+/// a regular file, or a pipe, so that `--text <(zcat corpus.gz)` works. A pipe without a writer
+/// then reads as empty at once (its end), never blocks; a device, socket or folder is refused
+/// as by [`open_input`]. Not for tables, which are read whole as regular files.
+pub fn open_stream_input(path: &Path) -> io::Result<File> {
+    let (file, meta) = open_without_waiting(path)?;
+    if !(meta.is_file() || is_fifo(&meta)) {
+        return Err(not_regular(&meta));
+    }
+    // Blocking reads from here on: a writer's data is waited for, and with no writer left a
+    // read returns 0, the end.
+    blocking(file)
+}
+
+/// `path` opened for reading without waiting for a FIFO's writer, with its metadata. A path
+/// that cannot be opened because of what it is (a socket: "no such device or address") is
+/// refused as not a regular file, naming what it is, rather than with the system's words.
+fn open_without_waiting(path: &Path) -> io::Result<(File, Metadata)> {
     let mut options = OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -67,54 +93,50 @@ pub fn open_input(path: &Path) -> io::Result<File> {
     }
     #[cfg(not(unix))]
     {
+        // No FIFOs to wait on; folders and devices are refused by their metadata before opening.
         let meta = std::fs::metadata(path)?;
         if !meta.is_file() {
             return Err(not_regular(&meta));
         }
     }
-    let file = options.open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(not_regular(&meta));
+    match options.open(path) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            Ok((file, meta))
+        }
+        Err(error) => match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() && !is_fifo(&meta) => Err(not_regular(&meta)),
+            _ => Err(error),
+        },
     }
-    Ok(file)
 }
 
-/// Opens `path` (symbolic links followed) for reading once from start to end, as text is read:
-/// a regular file, or a pipe, so that `--text <(zcat corpus.gz)` works. A pipe without a writer
-/// then reads as empty at once (its end), never blocks; a device, socket or folder is refused
-/// as by [`open_input`]. Not for tables, which are read whole as regular files.
-pub fn open_stream_input(path: &Path) -> io::Result<File> {
+fn is_fifo(meta: &Metadata) -> bool {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        use std::os::unix::fs::FileTypeExt;
+        meta.file_type().is_fifo()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
+    }
+}
+
+/// `file` with `O_NONBLOCK` cleared (it was set only so that opening could not wait).
+fn blocking(file: File) -> io::Result<File> {
+    #[cfg(unix)]
+    {
         use std::os::unix::io::AsRawFd;
-        // O_NONBLOCK so that opening a FIFO does not wait for a writer.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)?;
-        let meta = file.metadata()?;
-        if meta.is_file() {
-            return Ok(file);
-        }
-        if !meta.file_type().is_fifo() {
-            return Err(not_regular(&meta));
-        }
-        // Blocking reads from here on: a writer's data is waited for, and with no writer left
-        // a read returns 0, the end.
         let fd = file.as_raw_fd();
-        // SAFETY: fcntl on a descriptor this function owns, reading and setting status flags.
+        // SAFETY: fcntl on a descriptor `file` owns, reading and setting its status flags.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(file)
     }
-    #[cfg(not(unix))]
-    {
-        open_input(path)
-    }
+    Ok(file)
 }
 
 /// The whole of the regular file at `path` ([`open_input`]).
@@ -153,6 +175,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.txt");
         std::fs::write(&path, "text").unwrap();
+        #[cfg(unix)]
+        {
+            // Opened without waiting, but handed back with blocking reads.
+            use std::os::unix::io::AsRawFd;
+            for file in [
+                open_input(&path).unwrap(),
+                open_stream_input(&path).unwrap(),
+            ] {
+                // SAFETY: reading the status flags of an open descriptor.
+                let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+                assert_eq!(flags & libc::O_NONBLOCK, 0);
+            }
+        }
         assert_eq!(read_input(&path).unwrap(), b"text");
         assert_eq!(read_input_to_string(&path).unwrap(), "text");
         let error = read_input(dir.path()).unwrap_err();
@@ -213,6 +248,15 @@ mod tests {
 
         let error = open_stream_input(Path::new("/dev/zero")).unwrap_err();
         assert_eq!(error.to_string(), "is a device, not a regular file");
+        // A socket cannot even be opened: refused as what it is, not "no such device".
+        let socket = dir.path().join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        for error in [
+            open_stream_input(&socket).unwrap_err(),
+            read_input(&socket).unwrap_err(),
+        ] {
+            assert_eq!(error.to_string(), "is a socket, not a regular file");
+        }
         let error = open_stream_input(dir.path()).unwrap_err();
         assert_eq!(error.to_string(), "is a folder, not a regular file");
     }

@@ -27,8 +27,10 @@ pub struct ScoreFiles {
     pub surrogate: Option<PathBuf>,
     /// Mask table: the design (permutation chains, complement pairs) and the fixed blocks.
     pub masks: Option<PathBuf>,
-    /// The evaluation table's value column the estimators read.
-    pub value: GameValue,
+    /// The game value of the evaluation table's masks (`--value`); `None`: the one the
+    /// surrogate predicts, else utility. One that differs from the surrogate's is refused: the
+    /// estimates of one run are of one game.
+    pub value: Option<GameValue>,
     /// The player set's fixed blocks, when given: must repeat what the files record.
     pub fixed_blocks: Option<Vec<usize>>,
     /// Use a surrogate fitted on another model's or token table's evaluations with these
@@ -73,6 +75,29 @@ impl ScoreFiles {
             .collect()
     }
 
+    /// The game value the evaluation table's masks are read as: `--value`, which must be the
+    /// one the surrogate predicts when both are given; else the surrogate's; else utility.
+    fn game_value(&self, surrogate: Option<&SavedSurrogate>) -> Result<GameValue> {
+        let predicted = surrogate
+            .map(|saved| {
+                saved.value.parse::<GameValue>().map_err(|e| {
+                    anyhow::anyhow!("{}: the value it predicts: {e}", shown(&self.surrogate))
+                })
+            })
+            .transpose()?;
+        match (self.value, predicted) {
+            (Some(asked), Some(predicted)) if asked != predicted => bail!(
+                "--value {} but {} predicts {}: the estimates of one run are of one game; give \
+                 --value {} or leave it out",
+                asked.name(),
+                shown(&self.surrogate),
+                predicted.name(),
+                predicted.name()
+            ),
+            (asked, predicted) => Ok(asked.or(predicted).unwrap_or(GameValue::Utility)),
+        }
+    }
+
     /// Reads the files and checks they describe one game.
     pub fn load(&self) -> Result<ScoreInputs> {
         let evaluations = self
@@ -87,6 +112,7 @@ impl ScoreFiles {
                 SavedSurrogate::load(path).with_context(|| format!("loading {}", path.display()))
             })
             .transpose()?;
+        let value = self.game_value(surrogate.as_ref())?;
         let masks = self.masks.as_deref().map(read_masks).transpose()?;
         let sizes: Vec<(&str, usize)> = [
             evaluations.as_ref().map(|t| ("evaluations", t.num_blocks)),
@@ -181,7 +207,7 @@ impl ScoreFiles {
         let evaluations = evaluations
             .map(|table| -> Result<Vec<(Mask, f64)>> {
                 let values = table
-                    .values(self.value)
+                    .values(value)
                     .with_context(|| format!("{}", shown(&self.evaluations)))?;
                 Ok(table
                     .rows
@@ -339,7 +365,7 @@ mod tests {
             evaluations: Some(evaluations),
             surrogate: None,
             masks: Some(masks),
-            value: GameValue::Utility,
+            value: Some(GameValue::Utility),
             fixed_blocks: None,
             allow_mixed_inputs: false,
             incomplete: Incomplete::Refuse,
@@ -385,6 +411,57 @@ mod tests {
             .provenance(Provenance::new("shapley", "0", vec![]))
             .unwrap();
         assert_eq!(provenance.inputs.len(), 2);
+    }
+
+    #[test]
+    fn the_value_is_the_surrogates_and_another_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_inputs(dir.path(), &[0], &[0]);
+        let inputs = files.load().unwrap();
+        let masks: Vec<Mask> = inputs
+            .evaluations
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(mask, _)| mask.clone())
+            .collect();
+        let values: Vec<f64> = masks.iter().map(|m| m.num_kept() as f64).collect();
+        let fitted = layerprune_surrogate::fit(
+            layerprune_surrogate::SurrogateKind::Quadratic,
+            &masks,
+            &values,
+            &layerprune_surrogate::FitOptions::default(),
+        )
+        .unwrap();
+        let surrogate = dir.path().join("surrogate.json");
+        SavedSurrogate::new(fitted, "nll-increase", "-(NLL - NLL full)")
+            .with_game(&[0], "model", "data")
+            .save(&surrogate)
+            .unwrap();
+        let with = |value: Option<GameValue>| ScoreFiles {
+            surrogate: Some(surrogate.clone()),
+            value,
+            ..write_inputs(dir.path(), &[0], &[0])
+        };
+        let message = with(Some(GameValue::Utility))
+            .load()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("--value utility but")
+                && message.contains("surrogate.json predicts nll-increase"),
+            "{message}"
+        );
+        // Left out, the table is read as the surrogate's game: −(NLL increase), not the utility.
+        let table =
+            read_complete_evaluations(&files.evaluations.clone().unwrap(), Incomplete::Refuse)
+                .unwrap();
+        let read = with(None).load().unwrap().evaluations.unwrap();
+        let expected = table.values(GameValue::NllIncrease).unwrap();
+        assert_eq!(read.iter().map(|(_, v)| *v).collect::<Vec<_>>(), expected);
+        assert_ne!(expected, table.values(GameValue::Utility).unwrap());
+        assert!(with(Some(GameValue::NllIncrease)).load().is_ok());
     }
 
     #[test]

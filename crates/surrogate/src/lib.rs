@@ -40,7 +40,7 @@ pub use saved::{SavedSurrogate, FORMAT_NAME, FORMAT_VERSION};
 pub enum SurrogateError {
     #[error("no training rows: a surrogate needs at least one (mask, value) pair")]
     NoRows,
-    #[error("{masks} masks but {targets} target values; they must pair up one to one")]
+    #[error("{masks} masks but {targets} values; they must pair up one to one")]
     LengthMismatch { masks: usize, targets: usize },
     #[error(
         "mask {row} has {got} blocks but mask 0 has {expected}; all masks must be the same length"
@@ -50,7 +50,7 @@ pub enum SurrogateError {
         got: usize,
         expected: usize,
     },
-    #[error("target value {value} of row {row} is not finite; drop NaN/inf rows before fitting")]
+    #[error("the value {value} of row {row} is not finite; drop NaN/inf rows before fitting")]
     NonFiniteTarget { row: usize, value: f64 },
     #[error("the masks have no blocks; a surrogate needs at least one player")]
     NoPlayers,

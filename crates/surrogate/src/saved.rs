@@ -14,16 +14,23 @@ pub const FORMAT_NAME: &str = "layerprune-surrogate";
 /// The layout version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Fields renamed within this format version, as (current name, former name): a file written
+/// before the rename is read with the former field under the current name.
+const RENAMED_FIELDS: [(&str, &str); 2] = [
+    // 2026-12-04: one name, "value", for which function of the NLL values a mask.
+    ("value", "target"),
+    ("value_description", "target_description"),
+];
+
 /// A fitted surrogate with what it predicts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SavedSurrogate {
     /// Short name of the predicted game value (`fit-surrogate --value`), e.g. "utility" or
-    /// "nll-increase". Read from `target` in files written before 2026-12-04.
-    #[serde(alias = "target")]
+    /// "nll-increase". Read from `target` in files written before 2026-12-04
+    /// ([`RENAMED_FIELDS`]).
     pub value: String,
     /// What the predicted value means, with its sign (higher must be better, as for every
     /// game) and units, e.g. "−(NLL(mask) − NLL(full model)), nats per token; 0 = no loss".
-    #[serde(alias = "target_description")]
     pub value_description: String,
     /// Evaluated masks (LLM evaluations) the surrogate was fitted on: the cost of every
     /// estimate or plan read off it. 0 when unknown (files written before it was recorded).
@@ -126,7 +133,7 @@ impl SavedSurrogate {
     pub fn load(path: &Path) -> Result<Self, SurrogateError> {
         let bytes = layerprune_core::read_input(path)
             .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| file_error(path, format!("not a surrogate file (not valid JSON: {e})")))?;
         match value.get("format").and_then(serde_json::Value::as_str) {
             Some(FORMAT_NAME) => {}
@@ -158,6 +165,14 @@ impl SavedSurrogate {
                 crate::forest::check_tree_links(parameters).map_err(|problem| {
                     file_error(path, format!("damaged surrogate file: {problem}"))
                 })?;
+            }
+        }
+        if let Some(fields) = value.as_object_mut() {
+            for (current, former) in RENAMED_FIELDS {
+                // A file that has both (no build wrote one) is read by its current name.
+                if let Some(old) = fields.remove(former) {
+                    fields.entry(current).or_insert(old);
+                }
             }
         }
         let file: FileIn = serde_json::from_value(value)

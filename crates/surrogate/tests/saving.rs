@@ -76,6 +76,11 @@ fn a_file_naming_its_value_target_as_before_2026_12_04_is_read() {
     let loaded = SavedSurrogate::load(&path).unwrap();
     assert_eq!(loaded.value, "utility");
     assert_eq!(loaded.value_description, saved.value_description);
+
+    // Both names (no build wrote such a file): the current one is read.
+    json["value"] = "nll-increase".into();
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert_eq!(SavedSurrogate::load(&path).unwrap().value, "nll-increase");
 }
 
 #[test]

@@ -362,9 +362,12 @@ fn write_raw(path: &Path, metadata: &[(&str, &str)], batch: arrow_array::RecordB
     writer.close().unwrap();
 }
 
-/// Rewrites a table with one column renamed, keeping its rows and layerprune metadata: a file
-/// as a build from before the column's rename wrote it.
-fn rename_column(path: &Path, from: &str, to: &str) {
+/// Rewrites a table's one record batch through `change`, keeping its layerprune metadata: a
+/// file as another build (or tool) wrote it.
+fn rewrite_batch(
+    path: &Path,
+    change: impl Fn(&arrow_array::RecordBatch) -> (Vec<arrow_schema::Field>, Vec<arrow_array::ArrayRef>),
+) {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let metadata = read_metadata(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path).unwrap())
@@ -373,23 +376,10 @@ fn rename_column(path: &Path, from: &str, to: &str) {
         .unwrap();
     let batches: Vec<_> = reader.map(Result::unwrap).collect();
     assert_eq!(batches.len(), 1);
-    let batch = &batches[0];
-    let fields: Vec<arrow_schema::Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let f = f.as_ref().clone();
-            if f.name() == from {
-                f.with_name(to)
-            } else {
-                f
-            }
-        })
-        .collect();
-    let renamed = arrow_array::RecordBatch::try_new(
+    let (fields, columns) = change(&batches[0]);
+    let batch = arrow_array::RecordBatch::try_new(
         std::sync::Arc::new(arrow_schema::Schema::new(fields)),
-        batch.columns().to_vec(),
+        columns,
     )
     .unwrap();
     let entries: Vec<(&str, &str)> = metadata
@@ -397,7 +387,28 @@ fn rename_column(path: &Path, from: &str, to: &str) {
         .filter(|(k, _)| k.starts_with(KEY_PREFIX))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    write_raw(path, &entries, renamed);
+    write_raw(path, &entries, batch);
+}
+
+/// Rewrites a table with one column renamed: a file as a build from before the column's rename
+/// wrote it.
+fn rename_column(path: &Path, from: &str, to: &str) {
+    rewrite_batch(path, |batch| {
+        let fields = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let f = f.as_ref().clone();
+                if f.name() == from {
+                    f.with_name(to)
+                } else {
+                    f
+                }
+            })
+            .collect();
+        (fields, batch.columns().to_vec())
+    });
 }
 
 #[test]
@@ -438,6 +449,29 @@ fn columns_written_under_their_former_names_are_read_under_the_current_ones() {
     write_plans(&plans_path, &plans, &provenance()).unwrap();
     rename_column(&plans_path, "predicted_value", "predicted_utility");
     assert_eq!(read_plans(&plans_path).unwrap(), plans);
+
+    // With both names (another tool added the former), the current one is read.
+    write_surrogate_metrics(&metrics_path, &metrics, &provenance()).unwrap();
+    rewrite_batch(&metrics_path, |batch| {
+        let mut fields: Vec<arrow_schema::Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        fields.push(arrow_schema::Field::new(
+            "target",
+            arrow_schema::DataType::Utf8,
+            false,
+        ));
+        columns.push(std::sync::Arc::new(arrow_array::StringArray::from(vec![
+            "utility",
+        ])));
+        (fields, columns)
+    });
+    assert_eq!(read_surrogate_metrics(&metrics_path).unwrap(), metrics);
+    rename_column(&metrics_path, "value", "unrelated");
 
     // Without either name the column is missing, under its current name.
     rename_column(&metrics_path, "target", "objective");

@@ -45,7 +45,9 @@ struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
 
-    /// A plain text file: the whole file is one document (see --paragraphs).
+    /// A plain text file: the whole file is one document (see --paragraphs). A pipe works too
+    /// (`--text <(zcat corpus.txt.gz)`); the table's `source` then names the pipe, not the
+    /// corpus.
     #[arg(long)]
     text: Option<PathBuf>,
     /// With --text: one document per blank-line-separated paragraph.

@@ -58,10 +58,11 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Value of a mask of --evaluations: utility, neg-nll or nll-increase (docs/estimators.md).
-    /// The estimators through --surrogate value masks by the value it was fitted to predict
-    /// (fit-surrogate --value).
-    #[arg(long, default_value = "utility")]
-    value: GameValue,
+    /// Default: the value --surrogate was fitted to predict (fit-surrogate --value), which
+    /// the estimators through it use; without one, utility. A --value other than the
+    /// surrogate's is refused: the estimates of one run are of one game.
+    #[arg(long)]
+    value: Option<GameValue>,
     /// Blocks that are not players (always kept), comma separated. Default: the fixed blocks
     /// recorded in the input files (which must agree with this list when given).
     // `--fixed` as in every other stage; `--fixed-blocks`, its old name, still works.
