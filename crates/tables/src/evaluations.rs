@@ -254,7 +254,7 @@ const PPL_TOLERANCE: f64 = 1e-9;
 
 /// What every evaluation row promises beyond its types (docs/formats.md, "evaluations"):
 /// `nll` is a number or +inf (a collapsed model), never NaN or -inf; `ppl` is `exp(nll)`
-/// within 1e-9 relative; `utility` is not negative (NaN or +inf record a collapsed model);
+/// within 1e-9 relative; `tokens_scored` is at least 1; `utility` is not negative (NaN or +inf record a collapsed model);
 /// `seconds` is finite and not negative; a present `window_nll` list is not empty, as long as
 /// every other row's, and holds numbers ≥ 0 or +inf. A present `full_model_nll` is finite. Checked on
 /// writing and on reading, so a bad table is refused at its source, naming row and column.
@@ -303,6 +303,12 @@ fn check_values(
                     "{} is not exp(nll) = exp({}) = {expected} (relative tolerance {PPL_TOLERANCE:e})",
                     row.ppl, row.nll
                 ),
+            );
+        }
+        if row.tokens_scored == 0 {
+            return bad(
+                "tokens_scored",
+                "0: a mean NLL over no tokens (every window scores at least one)".into(),
             );
         }
         if row.utility < 0.0 {

@@ -170,6 +170,18 @@ fn each_broken_value_in_a_file_is_refused_on_reading_naming_row_and_column() {
 }
 
 #[test]
+fn a_row_that_scored_no_tokens_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-tokens.parquet");
+    let mut bad = valid();
+    bad.rows[1].tokens_scored = 0;
+    let error = write_evaluations(&path, &bad, &provenance()).unwrap_err();
+    assert_names(&error, &path, 1, "tokens_scored");
+    assert!(error.message.contains("no tokens"), "{error}");
+    assert!(!path.exists());
+}
+
+#[test]
 fn a_collapsed_model_and_rounding_are_still_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("collapsed.parquet");
