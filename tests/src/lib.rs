@@ -195,9 +195,14 @@ pub fn within<T: Send + 'static>(
 ) -> T {
     let (send, receive) = std::sync::mpsc::channel();
     std::thread::spawn(move || send.send(run()));
-    receive
-        .recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+    match receive.recv_timeout(limit) {
+        Ok(value) => value,
+        // The thread dropped its sender without sending: `run` panicked (its message is above).
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: failed"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not return within {limit:?}")
+        }
+    }
 }
 
 /// Rewrites the ONNX graph at `graph` so its first tensor stored as external data reads from
