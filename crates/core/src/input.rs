@@ -2,9 +2,9 @@
 //! it may name something that is not a regular file: a named pipe (FIFO) that no process
 //! writes blocks `open` forever, and a device such as `/dev/zero` never reaches its end, so a
 //! stage given either would hang (or fill the memory) instead of failing. [`open_input`] opens
-//! without waiting for a writer and refuses anything but a regular file; [`read_input`] and
-//! [`read_input_to_string`] read one whole. Text, read once from start to end, may also come
-//! from a pipe ([`open_stream_input`]). The refusal is an [`io::Error`] of kind
+//! without waiting for a writer and refuses anything but a regular file; [`read_input`] reads
+//! one whole. Text, read once from start to end, may also come from a pipe
+//! ([`open_stream_input`]). The refusal is an [`io::Error`] of kind
 //! `InvalidInput` whose text says what the path is (`is a named pipe (FIFO), not a regular
 //! file`), so a caller that names the path in its error keeps doing so.
 
@@ -147,14 +147,6 @@ pub fn read_input(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The whole of the regular file at `path` as UTF-8 text ([`open_input`]).
-pub fn read_input_to_string(path: &Path) -> io::Result<String> {
-    let mut file = open_input(path)?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(text)
-}
-
 /// Refuses a path that exists and is not a regular file (symbolic links followed), without
 /// opening it; a missing path passes (reading it fails on its own). For files another library
 /// opens by path (ONNX Runtime's graphs).
@@ -189,7 +181,6 @@ mod tests {
             }
         }
         assert_eq!(read_input(&path).unwrap(), b"text");
-        assert_eq!(read_input_to_string(&path).unwrap(), "text");
         let error = read_input(dir.path()).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(error.to_string(), "is a folder, not a regular file");

@@ -31,9 +31,7 @@ pub use design::Design;
 pub use device::Device;
 pub use game::{values_checked, CachedGame, CountingGame, Game, GameError, RecordedGame};
 pub use game_value::GameValue;
-pub use input::{
-    file_kind, open_input, open_stream_input, read_input, read_input_to_string, refuse_special,
-};
+pub use input::{file_kind, open_input, open_stream_input, read_input, refuse_special};
 pub use lock::{FileLock, LockError};
 pub use mask::{Mask, MaskError};
 pub use players::{PlayerGame, Players, PlayersError};

@@ -152,16 +152,9 @@ fn score_blocks(args: Args) -> Result<()> {
     for method in methods {
         let scores: BlockScores = match method {
             Method::BlockInfluence | Method::Angular => {
-                let (table, path) =
-                    stats
-                        .as_ref()
-                        .zip(args.block_stats.as_ref())
-                        .with_context(|| {
-                            format!(
-                                "--method {} needs --block-stats (evaluate --block-stats)",
-                                method_name(method)
-                            )
-                        })?;
+                let Some((table, path)) = stats.as_ref().zip(args.block_stats.as_ref()) else {
+                    unreachable!("each method's input is checked before the block count")
+                };
                 let scores = if method == Method::Angular {
                     angular_distance_scores(table)
                 } else {
@@ -170,12 +163,10 @@ fn score_blocks(args: Args) -> Result<()> {
                 scores.with_context(|| path.display().to_string())?
             }
             Method::LeaveOneOut => {
-                let (table, path) = evaluations
-                    .as_ref()
-                    .zip(args.evaluations.as_ref())
-                    .context(
-                    "--method leave-one-out needs --evaluations with every single-block removal",
-                )?;
+                let Some((table, path)) = evaluations.as_ref().zip(args.evaluations.as_ref())
+                else {
+                    unreachable!("each method's input is checked before the block count")
+                };
                 leave_one_out_scores(table).with_context(|| {
                     format!(
                         "--evaluations {}: leave-one-out needs the evaluation of every \
