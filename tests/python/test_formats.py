@@ -112,7 +112,7 @@ TABLES = {
             "nll_increase_se": pa.float64(),
         },
         2,
-        ["num_blocks"],
+        ["num_blocks", "value"],
     ),
     "task_choices": (
         {

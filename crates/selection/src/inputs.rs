@@ -353,10 +353,23 @@ impl LoadedPlanInputs {
         Ok(plans)
     }
 
-    /// The plans as a plan table.
+    /// The plans as a plan table, recording which game value their predictions are in: the
+    /// surrogate's, which predicts every plan when given, else the earlier plans' they were
+    /// copied from.
     pub fn table(&self, plans: &[Plan]) -> Result<PlanTable> {
+        let value = match (&self.surrogate, &self.earlier_plans) {
+            _ if plans.iter().all(|plan| plan.predicted.is_none()) => None,
+            (Some(saved), _) => Some(
+                saved
+                    .game_value()
+                    .map_err(|e| anyhow!("the surrogate: {e}"))?,
+            ),
+            (None, Some(earlier)) => earlier.value,
+            (None, None) => None,
+        };
         Ok(PlanTable {
             num_blocks: self.num_blocks,
+            value,
             rows: plans
                 .iter()
                 .map(|plan| plan.to_row())

@@ -80,9 +80,9 @@ impl ScoreFiles {
     fn game_value(&self, surrogate: Option<&SavedSurrogate>) -> Result<GameValue> {
         let predicted = surrogate
             .map(|saved| {
-                saved.value.parse::<GameValue>().map_err(|e| {
-                    anyhow::anyhow!("{}: the value it predicts: {e}", shown(&self.surrogate))
-                })
+                saved
+                    .game_value()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", shown(&self.surrogate)))
             })
             .transpose()?;
         match (self.value, predicted) {

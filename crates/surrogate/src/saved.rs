@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use layerprune_core::GameValue;
 use serde::{Deserialize, Serialize};
 
 use crate::{FittedSurrogate, Surrogate, SurrogateError, SurrogateKind};
@@ -109,6 +110,14 @@ impl SavedSurrogate {
         self.surrogate.kind()
     }
 
+    /// The game value the surrogate predicts, by the name recorded in `value` (checked when the
+    /// file is read).
+    pub fn game_value(&self) -> Result<GameValue, String> {
+        self.value
+            .parse()
+            .map_err(|e| format!("the value it predicts: {e}"))
+    }
+
     /// Writes the file atomically (`layerprune_core::atomic_write`: a temporary file in the same
     /// folder, renamed into place; mode 0644).
     pub fn save(&self, path: &Path) -> Result<(), SurrogateError> {
@@ -192,6 +201,9 @@ impl SavedSurrogate {
         saved
             .surrogate
             .validate()
+            .map_err(|problem| file_error(path, format!("damaged surrogate file: {problem}")))?;
+        saved
+            .game_value()
             .map_err(|problem| file_error(path, format!("damaged surrogate file: {problem}")))?;
         Ok(saved)
     }

@@ -120,6 +120,15 @@ fn damaged_files_are_refused_with_the_file_named() {
     let error = load_error(&path);
     assert!(error.contains("version 99"), "{error}");
 
+    let mut unknown_value = json.clone();
+    unknown_value["value"] = "accuracy".into();
+    std::fs::write(&path, unknown_value.to_string()).unwrap();
+    let error = load_error(&path);
+    assert!(
+        error.contains(&shown) && error.contains("\"accuracy\" is not one of utility"),
+        "{error}"
+    );
+
     let mut wrong_count = json.clone();
     wrong_count["num_players"] = 7.into();
     std::fs::write(&path, wrong_count.to_string()).unwrap();

@@ -8,7 +8,7 @@ use layerprune_core::Design;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use layerprune_core::Mask;
+use layerprune_core::{GameValue, Mask};
 use layerprune_tables::*;
 
 fn main() -> ExitCode {
@@ -188,6 +188,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
 
     let plans = PlanTable {
         num_blocks,
+        value: Some(GameValue::Utility),
         rows: vec![
             // The masks of two evaluated rows ("1101", "1010"): the plans join them on mask_id.
             PlanRow {

@@ -8,7 +8,7 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, ListArray, StringArray, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field};
-use layerprune_core::Mask;
+use layerprune_core::{GameValue, Mask};
 
 use crate::io::{
     list_column_opt, list_of, read_table, to_u32, u32_list_column, write_table, Chunk, TableKind,
@@ -267,6 +267,9 @@ impl PlanRow {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlanTable {
     pub num_blocks: usize,
+    /// The game value the rows' `predicted_value` is in (the surrogate's `value`); `None` when
+    /// no row has a prediction, or in files written before 2026-12-04, which did not record it.
+    pub value: Option<GameValue>,
     pub rows: Vec<PlanRow>,
 }
 
@@ -517,7 +520,10 @@ pub fn write_plans(
         .push(Arc::new(Float64Array::from_iter(rows.iter().map(|r| {
             r.full_model.as_ref().and_then(|f| f.nll_increase_se)
         }))));
-    let table_fields = vec![("num_blocks", table.num_blocks.to_string())];
+    let mut table_fields = vec![("num_blocks", table.num_blocks.to_string())];
+    if let Some(value) = table.value {
+        table_fields.push(("value", value.name().to_string()));
+    }
     write_table(
         path,
         TableKind::Plans,
@@ -559,6 +565,11 @@ fn check_plan_mask_id(
 pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
     let raw = read_table(path, TableKind::Plans, &plan_fields())?;
     let num_blocks: usize = raw.meta_parse("num_blocks")?;
+    // Files written before 2026-12-04 do not say which value their predictions are in.
+    let value = match raw.meta_optional("value") {
+        Some(_) => Some(raw.meta_parse::<GameValue>("value")?),
+        None => None,
+    };
     let mut rows = Vec::with_capacity(raw.num_rows());
     for chunk in raw.chunks() {
         // Files written before the column was added have none: their ids are derived.
@@ -629,7 +640,11 @@ pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
             }
         }
     }
-    let table = PlanTable { num_blocks, rows };
+    let table = PlanTable {
+        num_blocks,
+        value,
+        rows,
+    };
     check_plans(path, table.num_blocks, &table.rows)?;
     Ok(table)
 }
@@ -664,6 +679,7 @@ mod tests {
     fn assert_refused(dir: &Path, bad: PlanRow, says: &str) {
         let table = PlanTable {
             num_blocks: 4,
+            value: None,
             rows: vec![bad],
         };
         let path = dir.join("bad.parquet");
@@ -705,6 +721,7 @@ mod tests {
         };
         let plans = PlanTable {
             num_blocks: 4,
+            value: None,
             rows: vec![with(vec![1, 3], Some(0.02)), plan(vec![1])],
         };
         write_plans(&path, &plans, &provenance()).unwrap();
@@ -733,6 +750,7 @@ mod tests {
         };
         let plans = PlanTable {
             num_blocks: 4,
+            value: None,
             rows: vec![with(1.5, Some(0.03)), with(1.6, None), plan(vec![1])],
         };
         write_plans(&path, &plans, &provenance()).unwrap();
@@ -757,10 +775,55 @@ mod tests {
     }
 
     #[test]
+    fn the_value_of_the_predictions_round_trips_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.parquet");
+        let predicted = PlanRow {
+            predicted_value: Some(-0.04),
+            ..plan(vec![1])
+        };
+        let plans = PlanTable {
+            num_blocks: 4,
+            value: Some(GameValue::NllIncrease),
+            rows: vec![predicted.clone()],
+        };
+        write_plans(&path, &plans, &provenance()).unwrap();
+        let read = read_plans(&path).unwrap();
+        assert_eq!(read.value, Some(GameValue::NllIncrease));
+        assert_eq!(read, plans);
+
+        // A file written before the entry existed reads with the value unknown.
+        let old = dir.path().join("old.parquet");
+        write_raw(&old, std::slice::from_ref(&predicted), None);
+        assert_eq!(read_plans(&old).unwrap().value, None);
+
+        // An entry naming no game value is refused, naming it.
+        let unknown = dir.path().join("unknown.parquet");
+        write_table(
+            &unknown,
+            TableKind::Plans,
+            &provenance(),
+            vec![
+                ("num_blocks", "4".to_string()),
+                ("value", "accuracy".to_string()),
+            ],
+            plan_fields(),
+            plan_columns(&[predicted]),
+        )
+        .unwrap();
+        let error = read_plans(&unknown).unwrap_err().to_string();
+        assert!(
+            error.contains("layerprune.value") && error.contains("accuracy"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_plan_carries_the_mask_id_of_its_evaluation_row() {
         let dir = tempfile::tempdir().unwrap();
         let plans = PlanTable {
             num_blocks: 4,
+            value: None,
             rows: vec![plan(vec![1]), plan(vec![0, 3]), plan(vec![])],
         };
         let path = dir.path().join("plans.parquet");

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use layerprune_core::Mask;
+use layerprune_core::{GameValue, Mask};
 use layerprune_tables::*;
 use layerprune_tests::{fuzz_seed, mutate, FuzzBudget, FuzzRng};
 
@@ -146,6 +146,7 @@ fn write_valid(kind: Kind, path: &Path) {
         Kind::Plans => {
             let table = PlanTable {
                 num_blocks: 6,
+                value: Some(GameValue::Utility),
                 rows: vec![
                     PlanRow {
                         method: "adaptive".into(),

@@ -4,7 +4,7 @@ use layerprune_core::Design;
 use std::fs;
 use std::path::Path;
 
-use layerprune_core::{Game, Mask};
+use layerprune_core::{Game, GameValue, Mask};
 use layerprune_tables::*;
 
 fn mask(id: &str) -> Mask {
@@ -169,6 +169,7 @@ fn every_table_round_trips_with_provenance() {
 
     let plans = PlanTable {
         num_blocks: 3,
+        value: Some(GameValue::NllIncrease),
         rows: vec![
             PlanRow {
                 method: "search".into(),
@@ -230,6 +231,7 @@ fn a_plan_with_a_repeated_or_unsorted_block_is_refused() {
         let file = dir.path().join("p.parquet");
         let plans = PlanTable {
             num_blocks: 3,
+            value: None,
             rows: vec![PlanRow {
                 method: "m".into(),
                 k: 2,
@@ -434,6 +436,7 @@ fn columns_written_under_their_former_names_are_read_under_the_current_ones() {
     let plans_path = dir.path().join("plans.parquet");
     let plans = PlanTable {
         num_blocks: 4,
+        value: None,
         rows: vec![PlanRow {
             method: "iterative".into(),
             k: 1,

@@ -892,6 +892,25 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     succeed(&iterative);
     let plans = read_plans(&plan).unwrap();
     assert_eq!(plans.rows.len(), 2);
+    // The table says which value the predictions are in, and a copy of its plans keeps it.
+    assert_eq!(plans.value, Some(layerprune_core::GameValue::NegNll));
+    let copied = dir.path().join("copied.parquet");
+    succeed(&[
+        "--method",
+        "from-plan",
+        "--plans",
+        &plan_s,
+        "--k",
+        "1",
+        "--out",
+        &s(&copied),
+    ]);
+    let copied = read_plans(&copied).unwrap();
+    assert_eq!(copied.value, plans.value);
+    assert_eq!(
+        copied.rows[0].predicted_value,
+        plans.rows[0].predicted_value
+    );
     assert!(plans.rows[1]
         .removed_blocks
         .iter()
@@ -956,7 +975,9 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
         "--out",
         &plan_s,
     ]);
-    let row = read_plans(&plan).unwrap().rows.remove(0);
+    let angular = read_plans(&plan).unwrap();
+    assert_eq!(angular.value, None, "nothing predicted");
+    let row = &angular.rows[0];
     assert_eq!(row.removed_blocks, vec![3, 4]);
     assert_eq!(row.measured_nll, None);
     assert_eq!(row.llm_evaluations, 1);
