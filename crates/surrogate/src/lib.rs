@@ -38,8 +38,11 @@ pub use saved::{SavedSurrogate, FORMAT_NAME, FORMAT_VERSION};
 /// Why a surrogate could not be fitted, evaluated, saved or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SurrogateError {
-    #[error("no training rows: a surrogate needs at least one (mask, value) pair")]
-    NoRows,
+    #[error(
+        "a surrogate needs at least two (mask, value) pairs, and {rows} were given (from one \
+         it could only predict that value for every mask)"
+    )]
+    TooFewRows { rows: usize },
     #[error("{masks} masks but {targets} values; they must pair up one to one")]
     LengthMismatch { masks: usize, targets: usize },
     #[error(
@@ -324,8 +327,10 @@ fn check_training_data(masks: &[Mask], targets: &[f64]) -> Result<usize, Surroga
             targets: targets.len(),
         });
     }
-    let first = masks.first().ok_or(SurrogateError::NoRows)?;
-    let num_players = first.num_blocks();
+    if masks.len() < 2 {
+        return Err(SurrogateError::TooFewRows { rows: masks.len() });
+    }
+    let num_players = masks[0].num_blocks();
     if num_players == 0 {
         return Err(SurrogateError::NoPlayers);
     }
@@ -342,6 +347,32 @@ fn check_training_data(masks: &[Mask], targets: &[f64]) -> Result<usize, Surroga
         return Err(SurrogateError::NonFiniteTarget { row, value });
     }
     Ok(num_players)
+}
+
+/// What rows [`fit`] accepts may still not tell, said before fitting: fewer rows than the
+/// players plus one (too few for even an additive model to tell every block's contribution
+/// apart: the fit is shaped by its regularisation as much as by the game), or a single value in
+/// every row (a constant game: every contribution 0). The caller names the input.
+pub fn training_data_warnings(masks: &[Mask], values: &[f64]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let num_players = masks.first().map_or(0, Mask::num_blocks);
+    if masks.len() <= num_players {
+        warnings.push(format!(
+            "{} rows for {num_players} players: fewer than the {} an additive model needs to \
+             tell every block's contribution apart, so the surrogate is shaped by its \
+             regularisation as much as by the measurements; evaluate more masks",
+            masks.len(),
+            num_players + 1
+        ));
+    }
+    if values.len() > 1 && values.iter().all(|v| v == &values[0]) {
+        warnings.push(format!(
+            "every row has the same value ({}): the surrogate is a constant, every block's \
+             contribution 0",
+            values[0]
+        ));
+    }
+    warnings
 }
 
 /// Fits a surrogate of `kind` on all the given (mask, target) pairs.
@@ -384,6 +415,23 @@ mod tests {
     }
 
     #[test]
+    fn rows_too_few_to_tell_the_blocks_apart_or_all_alike_are_warned_of() {
+        let masks: Vec<Mask> = (0..4)
+            .map(|b| Mask::from_removed(4, &[b]).unwrap())
+            .collect();
+        let distinct = [0.1, 0.2, 0.3, 0.4];
+        let few = training_data_warnings(&masks, &distinct);
+        assert_eq!(few.len(), 1, "{few:?}");
+        assert!(few[0].starts_with("4 rows for 4 players"), "{few:?}");
+        let mut enough = masks.clone();
+        enough.push(Mask::full(4));
+        assert!(training_data_warnings(&enough, &[0.1, 0.2, 0.3, 0.4, 0.5]).is_empty());
+        let alike = training_data_warnings(&enough, &[0.7; 5]);
+        assert_eq!(alike.len(), 1, "{alike:?}");
+        assert!(alike[0].contains("same value (0.7)"), "{alike:?}");
+    }
+
+    #[test]
     fn bad_training_data_is_refused() {
         let masks = vec![Mask::full(3), Mask::empty(3)];
         let opts = FitOptions::default();
@@ -394,7 +442,11 @@ mod tests {
         ));
         assert!(matches!(
             fit(kind, &[], &[], &opts),
-            Err(SurrogateError::NoRows)
+            Err(SurrogateError::TooFewRows { rows: 0 })
+        ));
+        assert!(matches!(
+            fit(kind, &masks[..1], &[1.0], &opts),
+            Err(SurrogateError::TooFewRows { rows: 1 })
         ));
         assert!(matches!(
             fit(kind, &masks, &[1.0, f64::NAN], &opts),

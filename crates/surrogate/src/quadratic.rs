@@ -256,7 +256,9 @@ pub fn ridge_solve(
             targets: targets.len(),
         });
     }
-    let first = features.first().ok_or(SurrogateError::NoRows)?;
+    let first = features
+        .first()
+        .ok_or(SurrogateError::TooFewRows { rows: 0 })?;
     let mut equations = NormalEquations::new(first.len());
     for (row, (x, &y)) in features.iter().zip(targets).enumerate() {
         if x.len() != first.len() {

@@ -8,7 +8,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use layerprune_core::{GameValue, Mask};
 use layerprune_surrogate::{
-    cross_validate, fit, mean_over_folds, FitOptions, FoldMetrics, SavedSurrogate, SurrogateKind,
+    cross_validate, fit, mean_over_folds, training_data_warnings, FitOptions, FoldMetrics,
+    SavedSurrogate, SurrogateKind,
 };
 use layerprune_tables::{
     read_complete_evaluations, write_surrogate_metrics, EvaluationTable, Provenance,
@@ -215,6 +216,9 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
             args.evaluations.display(),
             args.value.name()
         );
+    }
+    for warning in training_data_warnings(&rows.masks, &rows.values) {
+        tracing::warn!("{}: {warning}", args.evaluations.display());
     }
     let options = fit_options(&args);
 

@@ -8,7 +8,9 @@ mod common;
 use layerprune_core::Mask;
 
 use layerprune_surrogate::{SavedSurrogate, Surrogate, SurrogateKind};
-use layerprune_tables::{read_surrogate_metrics, write_evaluations, EvaluationTable, Provenance};
+use layerprune_tables::{
+    read_surrogate_metrics, write_evaluations, EvaluationRow, EvaluationTable, Provenance,
+};
 
 const NUM_BLOCKS: usize = 6;
 const FULL_NLL: f64 = 2.0;
@@ -205,6 +207,80 @@ fn errors_name_the_problem() {
     let negative = fit_surrogate(&["--evaluations", path, "--ridge-alpha=-1", "--out", out_s]);
     assert_eq!(negative.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&negative.stderr).contains("not a ridge strength"));
+}
+
+/// A table of one row cannot be fitted; one of fewer rows than blocks plus one, or of one
+/// value throughout, is fitted with a warning naming the file.
+#[test]
+fn too_few_or_alike_rows_are_refused_or_warned_of() {
+    let folder = tempfile::tempdir().unwrap();
+    let write = |name: &str, nlls: &[f64]| {
+        let path = folder.path().join(name);
+        let rows = nlls
+            .iter()
+            .enumerate()
+            .map(|(b, &nll)| EvaluationRow {
+                mask: Mask::from_removed(NUM_BLOCKS, &[b]).unwrap(),
+                nll,
+                ppl: nll.exp(),
+                utility: (FULL_NLL - nll).exp(),
+                tokens_scored: 100,
+                seconds: 0.1,
+                window_nlls: None,
+            })
+            .collect();
+        let table = EvaluationTable {
+            num_blocks: NUM_BLOCKS,
+            model_id: "m".into(),
+            dataset_id: "d".into(),
+            fixed_blocks: Vec::new(),
+            full_model_nll: Some(FULL_NLL),
+            complete: true,
+            rows,
+            partial_windows: Vec::new(),
+        };
+        write_evaluations(&path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+        path
+    };
+    let out = folder.path().join("s.json");
+    let fit = |table: &Path| {
+        fit_surrogate(&[
+            "--evaluations",
+            table.to_str().unwrap(),
+            "--kind",
+            "quadratic",
+            "--folds",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+
+    let one = write("one.parquet", &[2.5]);
+    let output = fit(&one);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("at least two (mask, value) pairs, and 1 were given"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    let few = write("few.parquet", &[2.5, 2.6, 2.7, 2.8]);
+    let output = fit(&few);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: 4 rows for 6 players", few.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("same value"), "{stderr}");
+    assert!(out.exists());
+
+    let alike = write("alike.parquet", &[2.5; 6]);
+    let stderr = String::from_utf8_lossy(&fit(&alike).stderr).to_string();
+    assert!(stderr.contains("6 rows for 6 players"), "{stderr}");
+    assert!(stderr.contains("every row has the same value"), "{stderr}");
 }
 
 /// A checkpoint of an `evaluate` run that stopped (complete = false) holds whichever masks the
