@@ -123,7 +123,7 @@ $(RUN)/tokens-eval.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_T
 
 $(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(RUN)
-	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--removed $(STRATA)) --masks $(MASKS) \
+	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--removed $(STRATA)) --stratified-masks $(MASKS) \
 	  --anchors --seed $(SEED) --out $@
 
 $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet $(RUN)/.settings/device | $(BIN)/evaluate

@@ -36,7 +36,7 @@ pub enum AllocationSource {
 pub struct MaskRequest {
     /// Stratified masks: the strata and their total number (`None`: none).
     pub strata: StrataSpec,
-    pub masks: Option<usize>,
+    pub stratified_masks: Option<usize>,
     pub allocation: AllocationSource,
     pub complement_pairs: bool,
     pub enumerate: bool,
@@ -94,11 +94,13 @@ pub fn sample_mask_table(
         AllocationSource::Proportional => Allocation::Proportional,
     };
     let plan = SamplingPlan {
-        stratified: request.masks.map(|total_masks| StratifiedDesign {
-            strata: request.strata.clone(),
-            total_masks,
-            allocation,
-        }),
+        stratified: request
+            .stratified_masks
+            .map(|total_masks| StratifiedDesign {
+                strata: request.strata.clone(),
+                total_masks,
+                allocation,
+            }),
         complement_pairs: request.complement_pairs,
         enumerate: request.enumerate,
         anchors: request.anchors,
@@ -169,7 +171,7 @@ mod tests {
     fn request(masks: usize, append_to: Option<PathBuf>) -> MaskRequest {
         MaskRequest {
             strata: StrataSpec::Removed(vec![1, 2]),
-            masks: Some(masks),
+            stratified_masks: Some(masks),
             allocation: AllocationSource::Equal,
             complement_pairs: true,
             enumerate: false,

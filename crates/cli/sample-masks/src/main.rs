@@ -19,8 +19,8 @@ use layerprune_tables::{write_masks, Provenance, TableKind};
     name = "sample-masks",
     version,
     after_help = "Examples:\n  \
-        sample-masks --model model/ --masks 200 --anchors --seed 0 --out masks.parquet\n  \
-        sample-masks --num-blocks 30 --removed 2,5,8 --masks 300 --complement-pairs --out masks.parquet\n  \
+        sample-masks --model model/ --stratified-masks 200 --anchors --seed 0 --out masks.parquet\n  \
+        sample-masks --num-blocks 30 --removed 2,5,8 --stratified-masks 300 --complement-pairs --out masks.parquet\n  \
         sample-masks --num-blocks 30 --permutation-chains 20 --fixed 0,29 --out chains.parquet\n  \
         sample-masks --num-blocks 12 --enumerate --out all-masks.parquet"
 )]
@@ -38,7 +38,7 @@ struct Args {
         long,
         value_delimiter = ',',
         allow_negative_numbers = true,
-        requires = "masks",
+        requires = "stratified_masks",
         conflicts_with = "ratios"
     )]
     removed: Option<Vec<i64>>,
@@ -48,15 +48,21 @@ struct Args {
         long,
         value_delimiter = ',',
         allow_negative_numbers = true,
-        requires = "masks"
+        requires = "stratified_masks"
     )]
     ratios: Option<Vec<f64>>,
     /// Total number of stratified masks (strata from --removed, --ratios, or by default the
-    /// published 2, 5, 8, 11, 14 of 32 scaled to the number of players).
-    #[arg(long, value_parser = layerprune_cli_common::count(0, 100_000_000))]
-    masks: Option<usize>,
+    /// published 2, 5, 8, 11, 14 of 32 scaled to the number of players). (Called --masks until
+    /// 2026-12-04, which every other stage uses for a mask table's path; still accepted.)
+    #[arg(
+        long,
+        alias = "masks",
+        value_name = "N",
+        value_parser = layerprune_cli_common::count(0, 100_000_000)
+    )]
+    stratified_masks: Option<usize>,
     /// How the stratified masks are shared by the strata.
-    #[arg(long, value_enum, default_value_t = AllocationKind::Equal, requires = "masks")]
+    #[arg(long, value_enum, default_value_t = AllocationKind::Equal, requires = "stratified_masks")]
     allocation: AllocationKind,
     /// Evaluation table whose utilities give each stratum's standard deviation (Neyman).
     #[arg(long)]
@@ -67,11 +73,11 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
     /// Every mask of the game (at most 20 players).
-    #[arg(long, conflicts_with_all = ["masks", "removed", "ratios"])]
+    #[arg(long, conflicts_with_all = ["stratified_masks", "removed", "ratios"])]
     enumerate: bool,
     /// Follow every stratified mask by its complement, sharing a group id; the empty and the full
     /// coalition are added too (as anchors), which the paired estimators' fit needs.
-    #[arg(long, requires = "masks")]
+    #[arg(long, requires = "stratified_masks")]
     complement_pairs: bool,
     /// Number of random player orders, each giving a permutation chain and its reverse.
     #[arg(long, value_parser = layerprune_cli_common::count(0, 10_000_000))]
@@ -142,7 +148,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
             (None, Some(ratios)) => StrataSpec::Ratios(ratios.clone()),
             (None, None) => StrataSpec::PublishedDefault,
         },
-        masks: args.masks,
+        stratified_masks: args.stratified_masks,
         allocation,
         complement_pairs: args.complement_pairs,
         enumerate: args.enumerate,
@@ -183,7 +189,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
 fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Result<()> {
     let pairs = if args.complement_pairs { 2 } else { 1 };
     let rows = [
-        args.masks.unwrap_or(0).saturating_mul(pairs),
+        args.stratified_masks.unwrap_or(0).saturating_mul(pairs),
         args.permutation_chains
             .unwrap_or(0)
             .saturating_mul(2 * (players + 1)),
@@ -192,7 +198,7 @@ fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Resul
     .iter()
     .fold(0usize, |total, &n| total.saturating_add(n));
     layerprune_cli_common::check_memory(
-        "the rows of --masks and --permutation-chains",
+        "the rows of --stratified-masks and --permutation-chains",
         &[rows, num_blocks + 96],
         1,
     )
@@ -243,7 +249,7 @@ mod tests {
             "32",
             "--removed",
             "2,-5",
-            "--masks",
+            "--stratified-masks",
             "10",
             "--fixed",
             "0,1",
@@ -252,6 +258,16 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.removed, Some(vec![2, -5]));
+        assert_eq!(args.stratified_masks, Some(10));
+        // The flag's name until 2026-12-04 is still accepted.
+        let old = Args::try_parse_from(["sample-masks", "--num-blocks", "8"].into_iter().chain([
+            "--masks",
+            "7",
+            "--out",
+            "m.parquet",
+        ]))
+        .unwrap();
+        assert_eq!(old.stratified_masks, Some(7));
         assert_eq!(args.fixed, vec![0, 1]);
         assert!(Args::try_parse_from([
             "sample-masks",

@@ -69,7 +69,7 @@ fn writes_the_published_design_scaled_to_the_model() {
     let stdout = succeed(&[
         "--model",
         path_str(&model),
-        "--masks",
+        "--stratified-masks",
         "100",
         "--fixed",
         "0",
@@ -132,7 +132,7 @@ fn the_same_seed_gives_the_same_bytes() {
             "24",
             "--removed",
             "3,6,9",
-            "--masks",
+            "--stratified-masks",
             "300",
             "--complement-pairs",
             "--permutation-chains",
@@ -163,7 +163,7 @@ fn appending_adds_only_masks_not_yet_in_the_table() {
             "10",
             "--removed",
             "2,3",
-            "--masks",
+            "--stratified-masks",
             masks,
             "--complement-pairs",
             "--append",
@@ -205,39 +205,77 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         fail_naming(&args, problem, folder.path());
     };
     run(
-        &["--num-blocks", "8", "--removed", "2,9", "--masks", "10"],
+        &[
+            "--num-blocks",
+            "8",
+            "--removed",
+            "2,9",
+            "--stratified-masks",
+            "10",
+        ],
         "stratum 9",
     );
     run(
-        &["--num-blocks", "8", "--removed", "-1", "--masks", "10"],
+        &[
+            "--num-blocks",
+            "8",
+            "--removed",
+            "-1",
+            "--stratified-masks",
+            "10",
+        ],
         "stratum -1",
     );
-    run(&["--num-blocks", "8", "--masks", "0"], "zero masks");
     run(
-        &["--num-blocks", "8", "--masks", "5", "--fixed", "1,8"],
+        &["--num-blocks", "8", "--stratified-masks", "0"],
+        "zero masks",
+    );
+    run(
+        &[
+            "--num-blocks",
+            "8",
+            "--stratified-masks",
+            "5",
+            "--fixed",
+            "1,8",
+        ],
         "fixed block 8",
     );
     run(&["--num-blocks", "24", "--enumerate"], "enumeration");
     run(
-        &["--num-blocks", "8", "--ratios", "0.2,1.5", "--masks", "5"],
+        &[
+            "--num-blocks",
+            "8",
+            "--ratios",
+            "0.2,1.5",
+            "--stratified-masks",
+            "5",
+        ],
         "ratio 1.5",
     );
     run(&["--num-blocks", "8"], "nothing to sample");
     // Neither block count: the message offers both ways to give one (it named only
     // --num-blocks, not the --model of the first example).
     run(
-        &["--masks", "10"],
+        &["--stratified-masks", "10"],
         "<--num-blocks <NUM_BLOCKS>|--model <MODEL>>",
     );
     run(
-        &["--num-blocks", "6", "--model", "model/", "--masks", "10"],
+        &[
+            "--num-blocks",
+            "6",
+            "--model",
+            "model/",
+            "--stratified-masks",
+            "10",
+        ],
         "cannot be used with",
     );
     run(
         &[
             "--num-blocks",
             "8",
-            "--masks",
+            "--stratified-masks",
             "5",
             "--allocation",
             "neyman",
@@ -287,7 +325,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
             "8",
             "--removed",
             "1,2",
-            "--masks",
+            "--stratified-masks",
             "10",
             "--allocation",
             "neyman",
@@ -303,7 +341,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         "8",
         "--removed",
         "1",
-        "--masks",
+        "--stratified-masks",
         "3",
         "--allocation",
         "neyman",
