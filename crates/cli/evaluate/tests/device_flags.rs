@@ -287,3 +287,17 @@ fn arena_settings_the_device_cannot_have_are_refused_by_name() {
         )],
     );
 }
+
+/// The task subsample's settings mean nothing to a perplexity run: given without --tasks they
+/// are refused by name, not silently dropped.
+#[test]
+fn task_settings_without_tasks_are_refused() {
+    assert_refused(
+        "--seed",
+        &[(&["--seed", "3"], "is for a run over zero-shot tasks (--tasks)")],
+    );
+    assert_refused(
+        "--task-subsample",
+        &[(&["--task-subsample", "10"], "zero-shot tasks")],
+    );
+}
