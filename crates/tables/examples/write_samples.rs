@@ -136,7 +136,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = SurrogateMetricsTable {
         rows: vec![
             SurrogateMetricRow {
-                surrogate: "linear".into(),
+                surrogate: "quadratic".into(),
                 value: "utility".into(),
                 fold: 0,
                 r2: 0.8,
@@ -146,7 +146,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 n_test: 2,
             },
             SurrogateMetricRow {
-                surrogate: "linear".into(),
+                surrogate: "quadratic".into(),
                 value: "utility".into(),
                 fold: -1,
                 r2: 0.75,
@@ -175,7 +175,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 std_error: (block > 0).then_some(0.01),
                 ci_low: (block > 0).then_some(0.1 * f64::from(block + 1) - 0.02),
                 ci_high: (block > 0).then_some(0.1 * f64::from(block + 1) + 0.02),
-                estimator: "permutation".into(),
+                estimator: "permutation-shapley".into(),
                 llm_evaluations: 3,
             })
             .collect(),
@@ -192,7 +192,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
         rows: vec![
             // The masks of two evaluated rows ("1101", "1010"): the plans join them on mask_id.
             PlanRow {
-                method: "one-shot:permutation".into(),
+                method: "one-shot:permutation-shapley".into(),
                 k: 1,
                 removed_blocks: vec![2],
                 predicted_value: Some(0.9),
@@ -210,7 +210,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 }),
             },
             PlanRow {
-                method: "one-shot:permutation".into(),
+                method: "one-shot:permutation-shapley".into(),
                 k: 2,
                 removed_blocks: vec![1, 3],
                 predicted_value: None,
