@@ -15,7 +15,7 @@ $(eval $(call settings_stamp_at,$(BENCH)/.settings/masks,$(MODEL_DIR) $(BENCH_MA
 
 $(BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(BENCH)/.settings/tokens | $(BIN)/prepare-tokens
 	@mkdir -p $(BENCH)
-	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(BENCH_SOURCE) --windows 10 --length 128 \
+	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(BENCH_SOURCE) --windows 10 --seq-len 128 \
 	  --bos $(BOS) --mode consecutive --out $@
 
 # The same 50 random masks with 2–9 of the 30 blocks removed for every contender.
@@ -78,7 +78,7 @@ EXACT_WINDOWS ?= 2
 $(EXACT)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
 	@mkdir -p $(EXACT)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents 0:2500 \
-	  --windows $(EXACT_WINDOWS) --length 128 --bos $(BOS) --mode random --seed 0 --out $@
+	  --windows $(EXACT_WINDOWS) --seq-len 128 --bos $(BOS) --mode random --seed 0 --out $@
 
 $(EXACT)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
 	@mkdir -p $(EXACT)

@@ -21,7 +21,7 @@ FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitex
 
 # $(call calibration_set,SEED,OUT): the calibration windows of one set, as the frontier draws them.
 calibration_set = $(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) \
-  --documents $(CALIB_DOCUMENTS) --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) \
+  --documents $(CALIB_DOCUMENTS) --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) \
   --mode random --seed $(1) --out $(2)
 
 # Settings stamps (layerprune.mk): what the calibration sets and the held-out windows are drawn
@@ -40,12 +40,12 @@ $(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(FRONTIE
 $(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(EVAL_DOCUMENTS) \
-	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
+	  --windows $(FRONTIER_HELDOUT_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 $(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --text $(WIKITEXT) \
-	  --windows $(FRONTIER_HELDOUT_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
+	  --windows $(FRONTIER_HELDOUT_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) $(FRONTIER_RUN)/.settings/device | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \

@@ -114,12 +114,12 @@ $(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(CALIB
 	@mkdir -p $(RUN)
 	rm -f $(PLAN_CACHE)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(CALIB_SOURCE) \
-	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
+	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
 
 $(RUN)/tokens-eval.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_TEXT)) $(RUN)/.settings/tokens-eval | $(BIN)/prepare-tokens
 	@mkdir -p $(RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(EVAL_SOURCE) \
-	  --windows $(EVAL_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
+	  --windows $(EVAL_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 $(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(RUN)
@@ -153,8 +153,8 @@ $(RUN)/scores-shapley.parquet: $(RUN)/surrogate-quadratic.json $(RUN)/evaluation
 	  --estimator surrogate-shapley --seed $(SEED) --out $@
 
 $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
-	$(BIN)/score-blocks --block-stats $(RUN)/block-stats.parquet --evaluations $< --method block-influence \
-	  --method angular --method leave-one-out --method reverse --method random --seed $(SEED) --out $@
+	$(BIN)/score-blocks --block-stats $(RUN)/block-stats.parquet --evaluations $< --estimator block-influence \
+	  --estimator angular --estimator leave-one-out --estimator reverse --estimator random --seed $(SEED) --out $@
 
 # Plans for every method, with the apply-prune arguments of the method table
 # (PLAN_ARGS_<method>, pipelines/settings.mk). Each method chooses on the calibration tokens
@@ -174,7 +174,7 @@ plan_inputs = $(filter $(RUN)/%,$(PLAN_ARGS_$(1)))
 RANDOM_SEEDS := 1 2 3 4 5
 $(foreach s,$(RANDOM_SEEDS),$(eval PLAN_ARGS_random-$(s) := --scores $(RUN)/scores-random-$(s).parquet --estimator random))
 $(RUN)/scores-random-%.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
-	$(BIN)/score-blocks --evaluations $< --method random --seed $* --out $@
+	$(BIN)/score-blocks --evaluations $< --estimator random --seed $* --out $@
 
 # Every method of the table, and its two rules (explicit, so neither table is a temporary
 # file of make's).

@@ -32,7 +32,7 @@ MODEL_BENCH_MASKS ?= 10
 $(MODEL_BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
 	@mkdir -p $(dir $@)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) --windows 10 \
-	  --length 128 --bos $(BOS) --mode random --seed 0 --out $@
+	  --seq-len 128 --bos $(BOS) --mode random --seed 0 --out $@
 
 $(MODEL_BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
 	@mkdir -p $(dir $@)

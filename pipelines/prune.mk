@@ -179,11 +179,11 @@ $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layer
 $(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens
 	rm -f $(PRUNE_CACHE)
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(CALIB_SOURCE) \
-	  --windows $(CALIB_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
+	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
 
 $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_TEXT)) $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/prepare-tokens
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(EVAL_SOURCE) \
-	  --windows $(EVAL_WINDOWS) --length $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
+	  --windows $(EVAL_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(ORT_LIB)
 	$(BIN)/evaluate --model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet

@@ -96,7 +96,7 @@ def files(tmp_path_factory):
     f = {"dir": d, "text": text}
     f["tokens"] = d / "tokens.parquet"
     run("prepare-tokens", "--model", MODEL, "--text", text, "--windows", "4",
-        "--length", "16", "--out", f["tokens"])
+        "--seq-len", "16", "--out", f["tokens"])
     f["masks"] = d / "masks.parquet"
     run("sample-masks", "--num-blocks", "6", "--enumerate", "--out", f["masks"])
     f["masks8"] = d / "masks8.parquet"
@@ -218,8 +218,8 @@ def cases(f):
         ("pt-windows-huge", "prepare-tokens",
          pt_args + ["--windows", str(10**18), "--out", O(f)], ["--windows"]),
         ("pt-memory", "prepare-tokens",
-         pt_args + ["--windows", "100000000", "--length", "16000000", "--out", O(f)],
-         ["--windows x --length"]),
+         pt_args + ["--windows", "100000000", "--seq-len", "16000000", "--out", O(f)],
+         ["--windows x --seq-len"]),
         ("pt-text-missing-nonutf8", "prepare-tokens",
          ["--model", m, "--text", nonutf8, "--out", O(f)], ["text-"]),
         ("pt-tokenizer-corrupt", "prepare-tokens",
@@ -338,15 +338,15 @@ def cases(f):
           "--out", O(f)], ["blocks"]),
         # score-blocks
         ("sb-incomplete", "score-blocks",
-         ["--evaluations", f["incomplete_evals"], "--method", "leave-one-out", "--out", O(f)],
+         ["--evaluations", f["incomplete_evals"], "--estimator", "leave-one-out", "--out", O(f)],
          ["incomplete-evals.parquet: the evaluation table is incomplete"]),
         ("sb-out-is-input", "score-blocks",
-         ["--block-stats", f["stats"], "--method", "angular", "--out", f["stats"]],
+         ["--block-stats", f["stats"], "--estimator", "angular", "--out", f["stats"]],
          ["stats.parquet"]),
         ("sb-blocks-zero", "score-blocks",
-         ["--num-blocks", "0", "--method", "reverse", "--out", O(f)], ["--num-blocks"]),
+         ["--num-blocks", "0", "--estimator", "reverse", "--out", O(f)], ["--num-blocks"]),
         ("sb-wrong-kind", "score-blocks",
-         ["--block-stats", ev, "--method", "angular", "--out", O(f)], ["evals.parquet"]),
+         ["--block-stats", ev, "--estimator", "angular", "--out", O(f)], ["evals.parquet"]),
         # apply-prune
         ("ap-plan-is-scores", "apply-prune",
          ["--scores", f["scores"], "--estimator", "exact-shapley", "--k", "2",
@@ -443,7 +443,7 @@ def cases(f):
          ["--surrogate", f["fifo"], "--estimator", "stratified-semivalue", "--out", O(f)],
          ["fifo.parquet: cannot read: is a named pipe"]),
         ("sb-block-stats-fifo", "score-blocks",
-         ["--block-stats", f["fifo"], "--method", "angular", "--out", O(f)], ["fifo.parquet"]),
+         ["--block-stats", f["fifo"], "--estimator", "angular", "--out", O(f)], ["fifo.parquet"]),
         ("ap-scores-fifo", "apply-prune",
          ["--scores", f["fifo"], "--estimator", "exact-shapley", "--k", "1", "--out", O(f)],
          ["fifo.parquet"]),
@@ -464,7 +464,7 @@ def cases(f):
         ("sh-evaluations-nonutf8", "shapley",
          ["--evaluations", nonutf8, "--estimator", "exact-shapley", "--out", O(f)], ["text-"]),
         ("sb-block-stats-nonutf8", "score-blocks",
-         ["--block-stats", nonutf8, "--method", "angular", "--out", O(f)], ["text-"]),
+         ["--block-stats", nonutf8, "--estimator", "angular", "--out", O(f)], ["text-"]),
         ("ap-scores-nonutf8", "apply-prune",
          ["--scores", nonutf8, "--estimator", "exact-shapley", "--k", "1", "--out", O(f)],
          ["text-"]),
@@ -544,7 +544,7 @@ def test_evaluate_killed_at_any_point_resumes_to_the_uninterrupted_table(tmp_pat
     text = tmp_path / "text.txt"
     text.write_text(" ".join(words[(i * i + 3 * i) % len(words)] for i in range(20000)))
     tokens, masks = tmp_path / "tokens.parquet", tmp_path / "masks.parquet"
-    run("prepare-tokens", "--model", MODEL, "--text", text, "--windows", "12", "--length",
+    run("prepare-tokens", "--model", MODEL, "--text", text, "--windows", "12", "--seq-len",
         "128", "--out", tokens)
     run("sample-masks", "--num-blocks", "6", "--enumerate", "--out", masks)
     common = ["--model", MODEL, "--tokens", tokens, "--masks", masks, "--chunk", "2",

@@ -300,7 +300,7 @@ def test_mamba_is_exported_for_the_windows_length(setup):
     _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}", "SEQ_LEN=32")
     (export,) = calls(lines, "export_layered.py")
     assert arg(export, "--fixed-seq-len") == "32"
-    assert all(arg(line, "--length") == "32" for line in calls(lines, "prepare-tokens"))
+    assert all(arg(line, "--seq-len") == "32" for line in calls(lines, "prepare-tokens"))
     # Another SEQ_LEN is another export (its graphs are for the old length).
     _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}", "SEQ_LEN=64")
     assert arg(calls(lines, "export_layered.py")[0], "--fixed-seq-len") == "64"

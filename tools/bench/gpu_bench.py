@@ -245,7 +245,7 @@ def prepare_tokens(args, model_dir: Path, work: Path, windows: int, out: Path) -
     """The first `windows` consecutive windows of WORK/words.txt (make_inputs writes it)."""
     out.unlink(missing_ok=True)
     run_stage(args, "prepare-tokens", ["--model", model_dir, "--text", work / "words.txt", "--windows", windows,
-                                       "--length", args.length, "--mode", "consecutive", "--bos", "off",
+                                       "--seq-len", args.length, "--mode", "consecutive", "--bos", "off",
                                        "--out", out])
 
 

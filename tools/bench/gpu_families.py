@@ -65,7 +65,7 @@ def check_fixture(args, arch: str) -> dict:
     (work / "text.txt").write_text(TEXT)
     tokens = work / "tokens.parquet"
     stage(args.bin, "prepare-tokens", "--model", work / "standard", "--text", work / "text.txt", "--windows", 4,
-          "--length", LENGTH, "--bos", "off", "--out", tokens)
+          "--seq-len", LENGTH, "--bos", "off", "--out", tokens)
     blocks = manifest["num_blocks"]
     masks = ["1" * blocks, "".join("0" if i == 1 else "1" for i in range(blocks))]
     mask_args = [a for mask in masks for a in ("--mask", mask)]

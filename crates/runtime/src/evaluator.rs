@@ -180,7 +180,7 @@ impl Evaluator {
             if seq_len != fixed {
                 return Err(RuntimeError::BadInput(format!(
                     "{} was exported for windows of exactly {fixed} tokens ({}), but the \
-                     windows have {seq_len}: prepare the tokens with `prepare-tokens --length {fixed}` \
+                     windows have {seq_len}: prepare the tokens with `prepare-tokens --seq-len {fixed}` \
                      (make: SEQ_LEN={fixed}), or export the model again with --fixed-seq-len {seq_len}",
                     model.dir().display(),
                     model.manifest().architecture
@@ -193,7 +193,7 @@ impl Evaluator {
                     "{} runs windows of at most {positions} tokens (its blocks' fused attention \
                      holds rotary tables for {positions} positions: rotary_positions in its \
                      manifest.json), but the windows have {seq_len}: prepare the tokens with \
-                     `prepare-tokens --length {positions}` or less, or export the model with \
+                     `prepare-tokens --seq-len {positions}` or less, or export the model with \
                      --attention-kernel standard",
                     model.dir().display()
                 )));

@@ -146,7 +146,7 @@ def assert_the_rust_evaluator_gives_transformers_nll(arch, model, manifest, out,
     tokens = tmp_path / "tokens.parquet"
     stage = lambda name, *args: subprocess.run([str(Path(STAGES) / name), *map(str, args)],
                                                capture_output=True, text=True, check=True)
-    stage("prepare-tokens", "--model", out, "--text", text, "--windows", 3, "--length", SEQ_LEN, "--bos", "off",
+    stage("prepare-tokens", "--model", out, "--text", text, "--windows", 3, "--seq-len", SEQ_LEN, "--bos", "off",
           "--out", tokens)
     ids = np.array(pq.read_table(tokens).column("tokens").to_pylist(), dtype=np.int64)
     num_blocks = manifest["num_blocks"]

@@ -1,5 +1,5 @@
 //! `prepare-tokens`: text (a file, a JSONL field, LAMBADA or BoolQ passages) to a Parquet table
-//! of `count × length` token windows, tokenized with a model's `tokenizer.json`; each window
+//! of `--windows × --seq-len` token windows, tokenized with a model's `tokenizer.json`; each window
 //! starts with the special tokens the tokenizer puts before a text (`--bos auto`, the default)
 //! or with text tokens only (`--bos off`).
 
@@ -18,7 +18,7 @@ use layerprune_tables::{write_tokens, Provenance, TableKind};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
-    /// The first count × length tokens from --offset.
+    /// The first --windows × --seq-len tokens from --offset.
     Consecutive,
     /// Non-overlapping windows at random positions (--seed).
     Random,
@@ -29,9 +29,9 @@ enum Mode {
     version,
     about,
     after_help = "Examples:\n  \
-        prepare-tokens --model model/ --text test.txt --windows 40 --length 128 --out tokens-eval.parquet\n  \
+        prepare-tokens --model model/ --text test.txt --windows 40 --seq-len 128 --out tokens-eval.parquet\n  \
         prepare-tokens --model model/ --lambada requests.jsonl.gz --documents 0:2500 \\\n    \
-        --windows 10 --length 128 --mode random --seed 0 --out tokens-calib.parquet\n  \
+        --windows 10 --seq-len 128 --mode random --seed 0 --out tokens-calib.parquet\n  \
         prepare-tokens --tokenizer tokenizer.json --jsonl docs.jsonl --field text --out tokens.parquet"
 )]
 #[command(group(ArgGroup::new("tokenizer_file").required(true).args(["tokenizer", "model"])))]
@@ -77,9 +77,15 @@ struct Args {
     #[arg(long, default_value_t = 10, value_parser = layerprune_cli_common::count(1, 100_000_000))]
     windows: usize,
     /// Tokens per window (at least 2: each token is scored on the ones before it, so a window's
-    /// first is context only).
-    #[arg(long, default_value_t = 128, value_parser = layerprune_cli_common::count(2, 1 << 24))]
-    length: usize,
+    /// first is context only); the token table's `seq_len`. (Called --length until 2026-12-04;
+    /// still accepted.)
+    #[arg(
+        long,
+        alias = "length",
+        default_value_t = 128,
+        value_parser = layerprune_cli_common::count(2, 1 << 24)
+    )]
+    seq_len: usize,
     #[arg(long, value_enum, default_value = "consecutive")]
     mode: Mode,
     /// With --mode consecutive: the token the first window starts at [default: 0].
@@ -90,7 +96,7 @@ struct Args {
     seed: Option<u64>,
     /// What each window starts with. auto: the special tokens the tokenizer puts before a text
     /// (BOS for Gemma, Llama, Mistral; nothing for SmolLM2, Qwen, GPT-2), then text tokens up to
-    /// --length; off: text tokens only.
+    /// --seq-len; off: text tokens only.
     #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(Bos::NAMES).map(|name| name.parse::<Bos>().expect("a listed name")))]
     bos: Bos,
 
@@ -119,7 +125,7 @@ fn body(args: Args) -> anyhow::Result<()> {
         .output_table("--out", &args.out, TableKind::Tokens)
         .check()?;
     // The windows' token ids (4 bytes each), held twice while the table is built and written.
-    layerprune_cli_common::check_memory("--windows x --length", &[args.windows, args.length], 8)?;
+    layerprune_cli_common::check_memory("--windows x --seq-len", &[args.windows, args.seq_len], 8)?;
     let source = if let Some(path) = &args.text {
         TextSource::Text {
             path: path.clone(),
@@ -158,7 +164,7 @@ fn body(args: Args) -> anyhow::Result<()> {
         separator: unescape(&args.separator),
         windows: WindowSpec {
             count: args.windows,
-            length: args.length,
+            length: args.seq_len,
             mode,
         },
         bos: args.bos,

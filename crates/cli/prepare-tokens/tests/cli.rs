@@ -42,7 +42,7 @@ fn two_windows_of_two(
         text.to_str().unwrap(),
         "--windows",
         "2",
-        "--length",
+        "--seq-len",
         "2",
         "--out",
         out.to_str().unwrap(),
@@ -73,6 +73,7 @@ fn writes_the_table_and_reports_it() {
         "10:50",
         "--windows",
         "4",
+        // The flag's name until 2026-12-04, still accepted.
         "--length",
         "5",
         "--mode",

@@ -1,7 +1,7 @@
 //! `score-blocks`: the baseline block scores (ShortGPT block influence, angular distance,
-//! leave-one-out perplexity, reverse order, random) as one score table, one estimator per
-//! method, each with its cost in LLM evaluations. `apply-prune --scores --estimator METHOD`
-//! turns any of them into a plan. The scorers live in `layerprune-selection`.
+//! leave-one-out perplexity, reverse order, random) as one score table, each as an estimator
+//! (the table's `estimator` column, as `shapley` writes its own), with its cost in LLM
+//! evaluations. `apply-prune --scores --estimator NAME` turns any of them into a plan. The scorers live in `layerprune-selection`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +19,7 @@ use layerprune_tables::{
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Method {
+enum Estimator {
     /// ShortGPT: 1 − mean cosine(input, output) of each block (--block-stats; 1 pass).
     BlockInfluence,
     /// Gromov et al.: arccos(cosine)/π of each block (--block-stats; 1 pass).
@@ -32,11 +32,11 @@ enum Method {
     Random,
 }
 
-/// A method as the command line spells it.
-fn method_name(method: Method) -> String {
-    method
+/// An estimator as the command line spells it.
+fn estimator_name(estimator: Estimator) -> String {
+    estimator
         .to_possible_value()
-        .map_or_else(|| format!("{method:?}"), |v| v.get_name().to_string())
+        .map_or_else(|| format!("{estimator:?}"), |v| v.get_name().to_string())
 }
 
 #[derive(Parser, Debug)]
@@ -45,13 +45,15 @@ fn method_name(method: Method) -> String {
     about = "Baseline per-block scores (higher = more important) as a score table",
     after_help = "Examples:\n  \
         score-blocks --block-stats block-stats.parquet --evaluations evaluations.parquet \\\n    \
-        --method block-influence --method angular --method leave-one-out --out scores-baselines.parquet\n  \
-        score-blocks --num-blocks 30 --method random --seed 1 --out scores-random.parquet"
+        --estimator block-influence --estimator angular --estimator leave-one-out --out scores-baselines.parquet\n  \
+        score-blocks --num-blocks 30 --estimator random --seed 1 --out scores-random.parquet"
 )]
 struct Args {
-    /// Scoring method; repeat for several (each becomes one estimator in the table).
-    #[arg(long = "method", value_enum, required = true)]
-    methods: Vec<Method>,
+    /// Estimator to score the blocks by, the name the score table's `estimator` column gets
+    /// (as `shapley --estimator`); repeat for several. (Called --method until 2026-12-04,
+    /// which apply-prune uses for the selection method; still accepted.)
+    #[arg(long = "estimator", alias = "method", value_enum, required = true)]
+    estimators: Vec<Estimator>,
     /// Block statistics of the full model (evaluate --block-stats).
     #[arg(long)]
     block_stats: Option<PathBuf>,
@@ -127,18 +129,18 @@ fn score_blocks(args: Args) -> Result<()> {
             );
         }
     }
-    // A method asked for twice is scored once.
-    let methods = layerprune_core::distinct(&args.methods);
-    // Each method's own input first: a missing one is what the user has to add (the block
-    // count below would otherwise ask for --num-blocks, which these methods cannot use).
-    for &method in &methods {
-        match method {
-            Method::BlockInfluence | Method::Angular if stats.is_none() => bail!(
-                "--method {} needs --block-stats (evaluate --block-stats)",
-                method_name(method)
+    // An estimator asked for twice is scored once.
+    let estimators = layerprune_core::distinct(&args.estimators);
+    // Each estimator's own input first: a missing one is what the user has to add (the block
+    // count below would otherwise ask for --num-blocks, which these estimators cannot use).
+    for &estimator in &estimators {
+        match estimator {
+            Estimator::BlockInfluence | Estimator::Angular if stats.is_none() => bail!(
+                "--estimator {} needs --block-stats (evaluate --block-stats)",
+                estimator_name(estimator)
             ),
-            Method::LeaveOneOut if evaluations.is_none() => bail!(
-                "--method leave-one-out needs --evaluations with every single-block removal \
+            Estimator::LeaveOneOut if evaluations.is_none() => bail!(
+                "--estimator leave-one-out needs --evaluations with every single-block removal \
                  (sample-masks --anchors)"
             ),
             _ => {}
@@ -149,23 +151,23 @@ fn score_blocks(args: Args) -> Result<()> {
     };
 
     let mut rows = Vec::new();
-    for method in methods {
-        let scores: BlockScores = match method {
-            Method::BlockInfluence | Method::Angular => {
+    for estimator in estimators {
+        let scores: BlockScores = match estimator {
+            Estimator::BlockInfluence | Estimator::Angular => {
                 let Some((table, path)) = stats.as_ref().zip(args.block_stats.as_ref()) else {
-                    unreachable!("each method's input is checked before the block count")
+                    unreachable!("each estimator's input is checked before the block count")
                 };
-                let scores = if method == Method::Angular {
+                let scores = if estimator == Estimator::Angular {
                     angular_distance_scores(table)
                 } else {
                     block_influence_scores(table)
                 };
                 scores.with_context(|| path.display().to_string())?
             }
-            Method::LeaveOneOut => {
+            Estimator::LeaveOneOut => {
                 let Some((table, path)) = evaluations.as_ref().zip(args.evaluations.as_ref())
                 else {
-                    unreachable!("each method's input is checked before the block count")
+                    unreachable!("each estimator's input is checked before the block count")
                 };
                 leave_one_out_scores(table).with_context(|| {
                     format!(
@@ -175,8 +177,8 @@ fn score_blocks(args: Args) -> Result<()> {
                     )
                 })?
             }
-            Method::Reverse => reverse_order_scores(num_blocks),
-            Method::Random => random_scores(num_blocks, args.seed),
+            Estimator::Reverse => reverse_order_scores(num_blocks),
+            Estimator::Random => random_scores(num_blocks, args.seed),
         };
         scores.check(num_blocks)?;
         rows.extend(scores.scores.iter().enumerate().map(|(block, &estimate)| {

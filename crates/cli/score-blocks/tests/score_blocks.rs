@@ -78,14 +78,15 @@ fn every_method_writes_one_score_per_block() {
     write_stats(&stats, 5, None);
     write_single_removals(&evals, 5);
     let output = score_blocks(&[
-        "--method",
+        "--estimator",
         "block-influence",
-        "--method",
+        "--estimator",
         "angular",
-        "--method",
+        "--estimator",
         "leave-one-out",
-        "--method",
+        "--estimator",
         "reverse",
+        // The flag's name until 2026-12-04, still accepted.
         "--method",
         "random",
         "--block-stats",
@@ -141,7 +142,7 @@ fn incomplete_or_mismatched_inputs_are_refused() {
     let out_s = out.to_str().unwrap();
     run(
         &[
-            "--method",
+            "--estimator",
             "angular",
             "--block-stats",
             stats.to_str().unwrap(),
@@ -153,7 +154,7 @@ fn incomplete_or_mismatched_inputs_are_refused() {
     write_single_removals(&evals, 6);
     run(
         &[
-            "--method",
+            "--estimator",
             "reverse",
             "--block-stats",
             stats.to_str().unwrap(),
@@ -166,7 +167,7 @@ fn incomplete_or_mismatched_inputs_are_refused() {
     );
     run(
         &[
-            "--method",
+            "--estimator",
             "leave-one-out",
             "--num-blocks",
             "4",
@@ -177,14 +178,14 @@ fn incomplete_or_mismatched_inputs_are_refused() {
     );
     run(
         &[
-            "--method",
+            "--estimator",
             "block-influence",
             "--num-blocks",
             "5",
             "--out",
             out_s,
         ],
-        "--method block-influence needs --block-stats",
+        "--estimator block-influence needs --block-stats",
     );
     // One model, but statistics and evaluations of two token tables.
     let other_text = dir.path().join("other-text.parquet");
@@ -204,9 +205,9 @@ fn incomplete_or_mismatched_inputs_are_refused() {
     write_stats(&stats, 5, None);
     run(
         &[
-            "--method",
+            "--estimator",
             "angular",
-            "--method",
+            "--estimator",
             "leave-one-out",
             "--block-stats",
             stats.to_str().unwrap(),
@@ -241,13 +242,13 @@ fn slips_are_told_what_to_give() {
         assert!(!out.exists());
     };
     fails(
-        &["--method", "angular", "--out", out_s],
-        "--method angular needs --block-stats",
+        &["--estimator", "angular", "--out", out_s],
+        "--estimator angular needs --block-stats",
         Some("--num-blocks"),
     );
     fails(
-        &["--method", "leave-one-out", "--out", out_s],
-        "--method leave-one-out needs --evaluations",
+        &["--estimator", "leave-one-out", "--out", out_s],
+        "--estimator leave-one-out needs --evaluations",
         Some("--num-blocks"),
     );
     // Block 2's single removal missing (an evaluation table of other masks).
@@ -257,7 +258,7 @@ fn slips_are_told_what_to_give() {
     write_evaluations(&evals, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
     fails(
         &[
-            "--method",
+            "--estimator",
             "leave-one-out",
             "--evaluations",
             evals.to_str().unwrap(),
@@ -270,7 +271,7 @@ fn slips_are_told_what_to_give() {
     // Tables given to each other's flags: the message names both kinds, in plain words.
     fails(
         &[
-            "--method",
+            "--estimator",
             "angular",
             "--block-stats",
             evals.to_str().unwrap(),
