@@ -21,7 +21,7 @@ $(BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(BENCH)/.setting
 # The same 50 random masks with 2–9 of the 30 blocks removed for every contender.
 $(BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json $(BENCH)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(BENCH)
-	$(BIN)/sample-masks --model $(MODEL_DIR) --removed 2,3,4,5,6,7,8,9 --stratified-masks $(BENCH_MASKS) \
+	$(BIN)/sample-masks --model $(MODEL_DIR) --strata 2,3,4,5,6,7,8,9 --stratified-masks $(BENCH_MASKS) \
 	  --seed 1 --out $@
 
 bench: ort venv-export $(BENCH)/tokens.parquet $(BENCH)/masks.parquet | $(BIN)/evaluate

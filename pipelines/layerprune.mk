@@ -123,7 +123,7 @@ $(RUN)/tokens-eval.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_T
 
 $(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(RUN)
-	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--removed $(STRATA)) --stratified-masks $(MASKS) \
+	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--strata $(STRATA)) --stratified-masks $(MASKS) \
 	  --anchors --seed $(SEED) --out $@
 
 $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet $(RUN)/.settings/device | $(BIN)/evaluate
@@ -143,10 +143,10 @@ $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/sur
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
 	  --metrics $(RUN)/surrogate-quadratic-metrics.parquet --out $@
 
-# The published estimate (a semivalue over the sampled strata, through the MLP), and the true
-# Shapley value of the quadratic surrogate (closed form).
+# The published estimate (a semivalue over the sampled strata, STRATA when set, through the
+# MLP), and the true Shapley value of the quadratic surrogate (closed form).
 $(RUN)/scores-published.parquet: $(RUN)/surrogate-mlp.json | $(BIN)/shapley
-	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --estimator stratified-semivalue --seed $(SEED) --out $@
+	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet $(if $(STRATA),--strata $(STRATA)) --estimator stratified-semivalue --seed $(SEED) --out $@
 
 $(RUN)/scores-shapley.parquet: $(RUN)/surrogate-quadratic.json $(RUN)/evaluations.parquet | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --masks $(RUN)/masks.parquet \

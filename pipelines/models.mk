@@ -36,7 +36,7 @@ $(MODEL_BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/pr
 
 $(MODEL_BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
 	@mkdir -p $(dir $@)
-	$(BIN)/sample-masks --model $(MODEL_DIR) --removed 2,3,4 --stratified-masks $(MODEL_BENCH_MASKS) --seed 1 --out $@
+	$(BIN)/sample-masks --model $(MODEL_DIR) --strata 2,3,4 --stratified-masks $(MODEL_BENCH_MASKS) --seed 1 --out $@
 
 bench-model: ort venv-export $(MODEL_BENCH)/tokens.parquet $(MODEL_BENCH)/masks.parquet $(MODEL_GGUF) | $(BIN)/evaluate
 	$(if $(MODEL_GGUF),,$(error bench-model: no GGUF known for MODEL_NAME=$(MODEL_NAME) (MODEL_GGUF_<name> in pipelines/models.mk)))

@@ -48,8 +48,10 @@ EVAL_WINDOWS ?= 40
 SEED ?= 0
 
 # --- Masks, surrogates, selection ----------------------------------------------------------------
-# Masks: strata of removed blocks (empty = the published 2,5,8,11,14 of 32, scaled) and budget
-# (in Snakemake, the stratified masks of the first sampling round, plus the anchors).
+# Masks: strata of removed blocks (empty = the published 2,5,8,11,14 of 32, scaled; the
+# published estimate's semivalue is over the same strata: sample-masks and shapley --strata)
+# and the number of stratified masks (in Snakemake, of the first sampling round), plus the
+# anchors.
 STRATA ?=
 MASKS ?= 200
 # Numbers of blocks to remove, and the one the demo writes a pruned model for.

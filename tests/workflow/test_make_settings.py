@@ -324,3 +324,17 @@ def test_a_method_list_is_checked_only_for_the_goals_that_plan(make):
     assert status != 0 and 'RESULTS_METHODS: no method "nope"' in output, output
     status, output, _ = make("-n", "tasks", "TASK_METHODS=nope")
     assert status != 0 and 'TASK_METHODS: no method "nope"' in output, output
+
+
+def test_the_published_estimate_is_over_the_strata_the_masks_were_sampled_from(make, tmp_path):
+    scores = str(tmp_path / "run" / "scores-published.parquet")
+    status, output, ran = make(scores)
+    assert status == 0, output
+    [shapley] = [line for name, line in ran if name == "shapley"]
+    assert "--strata" not in shapley, shapley
+    status, output, ran = make(scores, "STRATA=2,3")
+    assert status == 0, output
+    sampled = [line for name, line in ran if name == "sample-masks"]
+    [shapley] = [line for name, line in ran if name == "shapley"]
+    assert sampled and "--strata 2,3" in sampled[0], sampled
+    assert "--strata 2,3" in shapley, shapley

@@ -6,7 +6,7 @@ device in the shape's dtype):
 1. export it with tools/export/export_layered.py's `export()` (the exporter's own code; its
    transformers check is replaced by the comparison of step 3, on every mask);
 2. make 10 x 128 tokens (`prepare-tokens`, from random words of the model's own word-level
-   tokenizer) and the 50 masks `make bench` uses (`sample-masks --removed 2,...,9 --stratified-masks 50
+   tokenizer) and the 50 masks `make bench` uses (`sample-masks --strata 2,...,9 --stratified-masks 50
    --seed 1`; fewer removed blocks for models of fewer than 11 blocks);
 3. time `evaluate --device DEVICE` (as it is by default, and with its other settings: on CUDA
    --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, --arena shrink alone and
@@ -259,7 +259,7 @@ def make_inputs(args, model_dir: Path, work: Path, vocab_size: int, num_blocks: 
     prepare_tokens(args, model_dir, work, args.windows, tokens)
     most_removed = min(9, num_blocks - 2)
     removed = ",".join(str(r) for r in range(2, most_removed + 1))
-    run_stage(args, "sample-masks", ["--model", model_dir, "--removed", removed, "--stratified-masks", args.masks,
+    run_stage(args, "sample-masks", ["--model", model_dir, "--strata", removed, "--stratified-masks", args.masks,
                                      "--seed", 1, "--out", masks])
     windows = pq.read_table(tokens).column("tokens").to_pylist()
     kept = pq.read_table(masks).column("kept").to_pylist()

@@ -211,7 +211,7 @@ pub fn stratified_estimate(
     if let Some(size) = (0..=n).find(|&s| strata.by_size[s].is_empty()) {
         return Err(ShapleyError::Design(format!(
             "{STRATIFIED_SHAPLEY} needs evaluated masks of every size; none keeps {size} of the {n} \
-             players (sample-masks --removed 0,1,...,{n} samples every size; --enumerate gives \
+             players (sample-masks --strata 0,1,...,{n} samples every size; --enumerate gives \
              every mask of a small game)"
         )));
     }

@@ -20,7 +20,7 @@ use layerprune_tables::{write_masks, Provenance, TableKind};
     version,
     after_help = "Examples:\n  \
         sample-masks --model model/ --stratified-masks 200 --anchors --seed 0 --out masks.parquet\n  \
-        sample-masks --num-blocks 30 --removed 2,5,8 --stratified-masks 300 --complement-pairs --out masks.parquet\n  \
+        sample-masks --num-blocks 30 --strata 2,5,8 --stratified-masks 300 --complement-pairs --out masks.parquet\n  \
         sample-masks --num-blocks 30 --permutation-chains 20 --fixed 0,29 --out chains.parquet\n  \
         sample-masks --num-blocks 12 --enumerate --out all-masks.parquet"
 )]
@@ -33,15 +33,17 @@ struct Args {
     /// Model folder; its manifest.json gives the number of blocks.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Strata: numbers of removed blocks (among the blocks not fixed), e.g. 2,5,8.
+    /// Strata: numbers of removed blocks (among the blocks not fixed), e.g. 2,5,8; the same as
+    /// `shapley --strata`. (Called --removed until 2026-12-04; still accepted.)
     #[arg(
         long,
+        alias = "removed",
         value_delimiter = ',',
         allow_negative_numbers = true,
         requires = "stratified_masks",
         conflicts_with = "ratios"
     )]
-    removed: Option<Vec<i64>>,
+    strata: Option<Vec<i64>>,
     /// Strata around target pruning ratios, e.g. 0.25,0.35: round(r * players) +- a spread
     /// of max(1, round(players / 32)).
     #[arg(
@@ -51,7 +53,7 @@ struct Args {
         requires = "stratified_masks"
     )]
     ratios: Option<Vec<f64>>,
-    /// Total number of stratified masks (strata from --removed, --ratios, or by default the
+    /// Total number of stratified masks (strata from --strata, --ratios, or by default the
     /// published 2, 5, 8, 11, 14 of 32 scaled to the number of players). (Called --masks until
     /// 2026-12-04, which every other stage uses for a mask table's path; still accepted.)
     #[arg(
@@ -73,7 +75,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
     /// Every mask of the game (at most 20 players).
-    #[arg(long, conflicts_with_all = ["stratified_masks", "removed", "ratios"])]
+    #[arg(long, conflicts_with_all = ["stratified_masks", "strata", "ratios"])]
     enumerate: bool,
     /// Follow every stratified mask by its complement, sharing a group id; the empty and the full
     /// coalition are added too (as anchors), which the paired estimators' fit needs.
@@ -143,7 +145,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         (AllocationKind::Proportional, None) => AllocationSource::Proportional,
     };
     let request = MaskRequest {
-        strata: match (&args.removed, &args.ratios) {
+        strata: match (&args.strata, &args.ratios) {
             (Some(removed), _) => StrataSpec::Removed(removed.clone()),
             (None, Some(ratios)) => StrataSpec::Ratios(ratios.clone()),
             (None, None) => StrataSpec::PublishedDefault,
@@ -247,7 +249,7 @@ mod tests {
             "sample-masks",
             "--num-blocks",
             "32",
-            "--removed",
+            "--strata",
             "2,-5",
             "--stratified-masks",
             "10",
@@ -257,10 +259,12 @@ mod tests {
             "m.parquet",
         ])
         .unwrap();
-        assert_eq!(args.removed, Some(vec![2, -5]));
+        assert_eq!(args.strata, Some(vec![2, -5]));
         assert_eq!(args.stratified_masks, Some(10));
-        // The flag's name until 2026-12-04 is still accepted.
+        // The flags' names until 2026-12-04 are still accepted.
         let old = Args::try_parse_from(["sample-masks", "--num-blocks", "8"].into_iter().chain([
+            "--removed",
+            "3",
             "--masks",
             "7",
             "--out",
@@ -268,6 +272,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(old.stratified_masks, Some(7));
+        assert_eq!(old.strata, Some(vec![3]));
         assert_eq!(args.fixed, vec![0, 1]);
         assert!(Args::try_parse_from([
             "sample-masks",
@@ -285,7 +290,7 @@ mod tests {
             "sample-masks",
             "--num-blocks",
             "8",
-            "--removed",
+            "--strata",
             "2",
             "--out",
             "m.parquet"

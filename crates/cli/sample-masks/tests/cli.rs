@@ -130,7 +130,7 @@ fn the_same_seed_gives_the_same_bytes() {
         vec![
             "--num-blocks",
             "24",
-            "--removed",
+            "--strata",
             "3,6,9",
             "--stratified-masks",
             "300",
@@ -161,7 +161,7 @@ fn appending_adds_only_masks_not_yet_in_the_table() {
         succeed(&[
             "--num-blocks",
             "10",
-            "--removed",
+            "--strata",
             "2,3",
             "--stratified-masks",
             masks,
@@ -208,7 +208,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         &[
             "--num-blocks",
             "8",
-            "--removed",
+            "--strata",
             "2,9",
             "--stratified-masks",
             "10",
@@ -219,7 +219,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         &[
             "--num-blocks",
             "8",
-            "--removed",
+            "--strata",
             "-1",
             "--stratified-masks",
             "10",
@@ -323,7 +323,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         &[
             "--num-blocks",
             "8",
-            "--removed",
+            "--strata",
             "1,2",
             "--stratified-masks",
             "10",
@@ -339,7 +339,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
     succeed(&[
         "--num-blocks",
         "8",
-        "--removed",
+        "--strata",
         "1",
         "--stratified-masks",
         "3",
