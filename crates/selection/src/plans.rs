@@ -342,7 +342,7 @@ fn plans_for_ks(
             if method == PlanMethod::Iterative {
                 for &k in &settings.ks {
                     plans.push(Plan::new(
-                        "iterative-surrogate",
+                        ITERATIVE_SURROGATE,
                         removal.removed_blocks(k),
                         surrogate_cost(on),
                     ));
@@ -373,7 +373,7 @@ fn plans_for_ks(
                     ];
                     let found = surrogate_search(on.surrogate, k, fixed, &starts, &search)?;
                     let mut plan = Plan::new(
-                        "surrogate-search",
+                        SURROGATE_SEARCH,
                         found[0].removed_blocks.clone(),
                         surrogate_cost(on),
                     );
@@ -447,6 +447,33 @@ fn plans_for_ks(
     Ok(plans)
 }
 
+/// The `method` a plan table records for `--method iterative` and `--method search`: what
+/// chose the plan, the surrogate, named as one-shot plans name their estimator.
+const ITERATIVE_SURROGATE: &str = "iterative-surrogate";
+const SURROGATE_SEARCH: &str = "surrogate-search";
+
+/// Whether a plan recorded with method `recorded` is one `--plan-method asked` names: by the
+/// recorded name, or by the `--method` that records it (`search` for `surrogate-search`).
+fn is_plan_method(recorded: &str, asked: &str) -> bool {
+    recorded == asked
+        || match asked {
+            "iterative" => recorded == ITERATIVE_SURROGATE,
+            "search" => recorded == SURROGATE_SEARCH,
+            _ => false,
+        }
+}
+
+/// The distinct methods of `rows`, in table order, for an error that says what to give.
+fn methods_of<'a>(rows: impl Iterator<Item = &'a PlanRow>) -> String {
+    let mut methods: Vec<&str> = Vec::new();
+    for row in rows {
+        if !methods.contains(&row.method.as_str()) {
+            methods.push(&row.method);
+        }
+    }
+    methods.join(", ")
+}
+
 /// From-plan without `ks`: every plan of the earlier table (of `inputs.plan_method` where
 /// given), in ascending k.
 fn every_earlier_plan(
@@ -459,19 +486,23 @@ fn every_earlier_plan(
     let mut ks: Vec<usize> = table
         .rows
         .iter()
-        .filter(|row| inputs.plan_method.is_none_or(|m| row.method == m))
+        .filter(|row| {
+            inputs
+                .plan_method
+                .is_none_or(|m| is_plan_method(&row.method, m))
+        })
         .map(|row| row.k as usize)
         .collect();
     ks.sort_unstable();
     ks.dedup();
     if ks.is_empty() {
-        return Err(SelectionError::BadOption(format!(
-            "the plan table holds no plan{}",
-            inputs
-                .plan_method
-                .map(|m| format!(" with method {m}"))
-                .unwrap_or_default()
-        )));
+        return Err(SelectionError::BadOption(match inputs.plan_method {
+            Some(m) if !table.rows.is_empty() => format!(
+                "the plan table holds no plan with method {m} (its methods: {})",
+                methods_of(table.rows.iter())
+            ),
+            _ => "the plan table holds no plan".into(),
+        }));
     }
     ks.into_iter()
         .map(|k| earlier_plan(table, k, inputs.plan_method, &options.fixed))
@@ -489,17 +520,21 @@ fn earlier_plan(
         .rows
         .iter()
         .filter(|row| row.k as usize == k)
-        .filter(|row| method.is_none_or(|m| row.method == m))
+        .filter(|row| method.is_none_or(|m| is_plan_method(&row.method, m)))
         .collect();
     let row = match rows.as_slice() {
         [row] => *row,
         [] => {
-            return Err(SelectionError::BadOption(format!(
-                "no plan removes {k} blocks{}",
-                method
-                    .map(|m| format!(" with method {m}"))
-                    .unwrap_or_default()
-            )))
+            let with_k = || table.rows.iter().filter(|row| row.k as usize == k);
+            return Err(SelectionError::BadOption(match method {
+                Some(m) if with_k().next().is_some() => format!(
+                    "no plan removes {k} blocks with method {m} (the methods of those that do: \
+                     {})",
+                    methods_of(with_k())
+                ),
+                Some(m) => format!("no plan removes {k} blocks with method {m}"),
+                None => format!("no plan removes {k} blocks"),
+            }));
         }
         _ => {
             return Err(SelectionError::BadOption(format!(

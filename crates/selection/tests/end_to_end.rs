@@ -266,3 +266,74 @@ fn a_search_plan_keeps_the_prediction_of_the_candidate_it_keeps() {
     assert_eq!(plans[1].llm_evaluations, 9);
     assert_eq!(plans[2].llm_evaluations, 10);
 }
+
+/// `--plan-method` names a plan by the method its table records or by the `--method` that
+/// records it (`search` for `surrogate-search`); one it does not find is refused with the
+/// methods there are.
+#[test]
+fn from_plan_takes_a_plan_by_either_name_and_says_which_there_are() {
+    let row = |method: &str, removed: Vec<u32>| layerprune_tables::PlanRow {
+        method: method.into(),
+        k: removed.len() as u32,
+        removed_blocks: removed,
+        predicted_value: None,
+        measured_nll: Some(2.0),
+        measured_ppl: Some(2f64.exp()),
+        llm_evaluations: 5,
+        runner_up: None,
+        full_model: None,
+    };
+    let table = layerprune_tables::PlanTable {
+        num_blocks: 6,
+        value: None,
+        rows: vec![
+            row("surrogate-search", vec![1, 2]),
+            row("sleb", vec![3, 4]),
+            row("iterative-surrogate", vec![1, 2, 3]),
+        ],
+    };
+    let options = |ks: Vec<usize>| PlanOptions {
+        num_blocks: 6,
+        fixed: vec![],
+        settings: PlanSettings {
+            ks,
+            candidates: 1,
+            random_starts: 0,
+            permutation_pairs: 64,
+            budget: Budget::OfSleb(1.0),
+            ratio_target: None,
+            race: None,
+            seed: 0,
+        },
+    };
+    let choose = |method: &str, ks: Vec<usize>| {
+        let mut inputs = PlanInputs {
+            earlier_plans: Some(&table),
+            plan_method: Some(method),
+            ..PlanInputs::default()
+        };
+        choose_plans(PlanMethod::FromPlan, &mut inputs, &options(ks))
+    };
+    for name in ["search", "surrogate-search"] {
+        let plans = choose(name, vec![2]).unwrap();
+        assert_eq!(plans[0].removed, vec![1, 2], "{name}");
+        assert_eq!(plans[0].method, "surrogate-search");
+    }
+    // Without ks, every plan of the method: k = 3 by its --method name.
+    let plans = choose("iterative", vec![]).unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].removed, vec![1, 2, 3]);
+
+    let error = choose("adaptive", vec![2]).unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "with method adaptive (the methods of those that do: surrogate-search, sleb)"
+        ),
+        "{error}"
+    );
+    let error = choose("adaptive", vec![]).unwrap_err().to_string();
+    assert!(
+        error.contains("(its methods: surrogate-search, sleb, iterative-surrogate)"),
+        "{error}"
+    );
+}

@@ -55,16 +55,20 @@ struct Args {
     #[arg(long)]
     surrogate: Option<PathBuf>,
     /// LLM evaluations the surrogate was fitted on, added to the cost of surrogate plans
-    /// (default: the count recorded in the surrogate file by fit-surrogate).
-    #[arg(long)]
-    surrogate_evaluations: Option<u64>,
+    /// (the plans' `llm_evaluations`; default: the count recorded in the surrogate file by
+    /// fit-surrogate). (Called --surrogate-evaluations until 2026-12-04, a count where every
+    /// stage's --evaluations is a table; still accepted.)
+    #[arg(long, alias = "surrogate-evaluations", value_name = "N")]
+    surrogate_llm_evaluations: Option<u64>,
     /// Block statistics table (evaluate --block-stats) for angular-run.
     #[arg(long)]
     block_stats: Option<PathBuf>,
     /// Plan table to take plans from (from-plan).
     #[arg(long)]
     plans: Option<PathBuf>,
-    /// With from-plan: the method of the plans to take (needed when a k has several).
+    /// With from-plan: the method of the plans to take (needed when a k has several), as the
+    /// table's `method` column records it or as --method names it (`search` for
+    /// `surrogate-search`, `iterative` for `iterative-surrogate`).
     #[arg(long)]
     plan_method: Option<String>,
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9); with from-plan, every plan of
@@ -219,7 +223,7 @@ fn config(args: &Args) -> Result<Config> {
         scores: args.scores.clone(),
         estimator: args.estimator.clone(),
         surrogate: args.surrogate.clone(),
-        surrogate_evaluations: args.surrogate_evaluations,
+        surrogate_evaluations: args.surrogate_llm_evaluations,
         block_stats: args.block_stats.clone(),
         plans: args.plans.clone(),
         plan_method: args.plan_method.clone(),
