@@ -34,6 +34,17 @@ flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag=
 # is given whole; the stages' default is the CPU), and its kind, cpu or cuda.
 MODEL_DEVICE := $(or $(call flag_value,--device,$(EVALUATE_FLAGS)),cpu)
 DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
+# EVALUATE_FLAGS given whole replaces DEVICE and THREADS: either given on the command line as
+# well, and not what EVALUATE_FLAGS says, would be dropped without a word (`make demo
+# DEVICE=cuda EVALUATE_FLAGS="--mask-batch 4"` would run on the CPU): such a command is refused.
+ifneq ($(filter command line environment,$(origin EVALUATE_FLAGS)),)
+# $(call dropped_setting,NAME,FLAG): refuses NAME given on the command line when EVALUATE_FLAGS'
+# FLAG (the last one, as the stages read it) is missing or another value.
+dropped_setting = $(if $(and $(filter command line,$(origin $(1))),$(filter-out $($(1)),$(or $(call flag_value,$(2),$(EVALUATE_FLAGS)),none))),\
+  $(error $(1)=$($(1)) would be ignored: EVALUATE_FLAGS, given whole, replaces it (its $(2): $(or $(call flag_value,$(2),$(EVALUATE_FLAGS)),none)); give $(2) $($(1)) in EVALUATE_FLAGS))
+$(call dropped_setting,DEVICE,--device)
+$(call dropped_setting,THREADS,--threads)
+endif
 
 STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate shapley score-blocks apply-prune frontier)
 

@@ -153,9 +153,16 @@ def test_quantize_then_prune_measures_the_masks_of_its_run_only(make, tmp_path):
 @pytest.mark.parametrize("setting, expected", [
     ("K_PRUNED=4", "K_PRUNED=4 is not one of KS=2,3"),
     ("DEMO_METHODS=sleb,bogus", 'DEMO_METHODS: no method "bogus" in the method table'),
+    # EVALUATE_FLAGS given whole replaces DEVICE and THREADS (the fixture gives THREADS=1).
+    ("EVALUATE_FLAGS=--mask-batch 2", "THREADS=1 would be ignored: EVALUATE_FLAGS, given whole, "
+                                      "replaces it (its --threads: none); give --threads 1"),
+    ("EVALUATE_FLAGS=--threads 2", "THREADS=1 would be ignored"),
+    ("EVALUATE_FLAGS=--threads 1 --device cpu\tDEVICE=cuda", "DEVICE=cuda would be ignored: "
+                                                          "EVALUATE_FLAGS, given whole, replaces it "
+                                                          "(its --device: cpu)"),
 ])
 def test_a_setting_that_cannot_work_is_refused_before_anything_runs(make, tmp_path, setting, expected):
-    status, output, ran = make("demo", setting)
+    status, output, ran = make("demo", *setting.split("\t"))
     assert status != 0
     assert expected in output, output
     assert ran == [] and not (tmp_path / "run").exists()
