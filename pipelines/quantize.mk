@@ -14,8 +14,8 @@ QUANT_SCHEMES ?= int8 int4-32 int4-128
 # The scheme the Shapley pipeline is rerun on for quantize-then-prune.
 QUANT_FIRST ?= int4-32
 QUANT_ARGS_int8 := --scheme int8
-QUANT_ARGS_int4-32 := --scheme int4 --block-size 32
-QUANT_ARGS_int4-128 := --scheme int4 --block-size 128
+QUANT_ARGS_int4-32 := --scheme int4 --group-size 32
+QUANT_ARGS_int4-128 := --scheme int4 --group-size 128
 
 $(BIN)/quantize:
 	$(CARGO) build $(CARGO_FLAGS) -p quantize

@@ -22,7 +22,7 @@ use layerprune_tables::read_tokens;
 enum SchemeArg {
     /// int8, symmetric, one scale per output channel (DequantizeLinear → MatMul).
     Int8,
-    /// int4, a scale and zero point per --block-size inputs (com.microsoft MatMulNBits).
+    /// int4, a scale and zero point per --group-size inputs (com.microsoft MatMulNBits).
     Int4,
 }
 
@@ -41,7 +41,7 @@ enum MethodArg {
     about = "Quantize the MatMul weights of a layered model folder or an ONNX file",
     after_help = "Examples:\n  \
         quantize --model model/ --scheme int8 --out model-int8/\n  \
-        quantize --model model/ --scheme int4 --block-size 32 --out model-int4/\n  \
+        quantize --model model/ --scheme int4 --group-size 32 --out model-int4/\n  \
         quantize --model model/ --scheme int4 --method gptq --tokens tokens-calib.parquet --out model-gptq/\n  \
         quantize --model model/ --scheme int4 --method gptq --tokens tokens-calib.parquet \\\n    \
         --device cuda:0 --out model-gptq/   # GPTQ's calibration passes on GPU 0\n  \
@@ -60,9 +60,11 @@ struct Args {
     out: PathBuf,
     #[arg(long, value_enum)]
     scheme: SchemeArg,
-    /// int4: inputs per scale and zero point (16, 32, 64, 128 or 256) [default: 32].
-    #[arg(long, value_parser = parse_block_size)]
-    block_size: Option<usize>,
+    /// int4: inputs per scale and zero point, the quantization group (MatMulNBits'
+    /// block_size: 16, 32, 64, 128 or 256) [default: 32]. (Called --block-size until
+    /// 2026-12-04, where a block is a transformer block everywhere else; still accepted.)
+    #[arg(long, alias = "block-size", value_parser = parse_group_size)]
+    group_size: Option<usize>,
     /// int4: MatMulNBits' accuracy_level (0 = compute in float; 4 = int8 activations on CPU).
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..=4))]
     accuracy_level: Option<i64>,
@@ -100,8 +102,8 @@ fn main() -> ExitCode {
     run(|| quantize(Args::parse()))
 }
 
-/// An int4 block size MatMulNBits takes.
-fn parse_block_size(text: &str) -> Result<usize, String> {
+/// An int4 group size MatMulNBits takes (its block_size).
+fn parse_group_size(text: &str) -> Result<usize, String> {
     let size: usize = text.parse().map_err(|e| format!("{e}"))?;
     if INT4_BLOCK_SIZES.contains(&size) {
         Ok(size)
@@ -125,7 +127,7 @@ fn scheme(args: &Args) -> Result<Scheme> {
         SchemeArg::Int8 => {
             for (flag, given) in [
                 ("--accuracy-level", args.accuracy_level.is_some()),
-                ("--block-size", args.block_size.is_some()),
+                ("--group-size", args.group_size.is_some()),
             ] {
                 if given {
                     bail!("{flag} applies to --scheme int4 only (int8 has one scale per output channel)");
@@ -134,7 +136,7 @@ fn scheme(args: &Args) -> Result<Scheme> {
             Scheme::Int8
         }
         SchemeArg::Int4 => Scheme::Int4 {
-            block_size: args.block_size.unwrap_or(32),
+            block_size: args.group_size.unwrap_or(32),
             accuracy_level: args.accuracy_level.unwrap_or(0),
         },
     };

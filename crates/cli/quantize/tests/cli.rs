@@ -31,6 +31,7 @@ fn quantizes_a_folder_and_a_single_file() {
         out.to_str().unwrap(),
         "--scheme",
         "int4",
+        // The flag's name until 2026-12-04, still accepted.
         "--block-size",
         "128",
     ]);
@@ -79,13 +80,13 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         out,
         "--scheme",
         "int4",
-        "--block-size",
+        "--group-size",
         "48",
     ]);
     // Out of its bounds: a usage error (status 2), as every stage's bounded flags.
     assert_eq!(result.status.code(), Some(2));
     assert!(
-        stderr(&result).contains("--block-size")
+        stderr(&result).contains("--group-size")
             && stderr(&result).contains("MatMulNBits takes one of"),
         "{}",
         stderr(&result)
@@ -144,9 +145,9 @@ fn bad_input_exits_with_status_2_and_the_reason() {
             "--accuracy-level applies to --scheme int4 only",
         ),
         (
-            "--block-size",
+            "--group-size",
             "64",
-            "--block-size applies to --scheme int4 only",
+            "--group-size applies to --scheme int4 only",
         ),
         ("--damp", "0.1", "--damp is for --method gptq"),
         ("--threads", "2", "--threads is for --method gptq"),

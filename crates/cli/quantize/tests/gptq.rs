@@ -76,7 +76,7 @@ fn gptq_moves_the_calibration_loss_less_than_round_to_nearest() {
     let float = mean_nll(&model, &windows);
     for scheme in [
         &["--scheme", "int8"][..],
-        &["--scheme", "int4", "--block-size", "32"],
+        &["--scheme", "int4", "--group-size", "32"],
     ] {
         let name = scheme[1];
         let rtn = temp.path().join(format!("rtn-{name}"));
