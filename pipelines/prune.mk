@@ -158,6 +158,21 @@ endif
 endif
 endif
 
+# MODEL and K are make prune's: the other goals that run a model would ignore them without a
+# word (they run MODEL_DIR, and the demo writes a pruned model for K_PRUNED), so they refuse them.
+MODEL_DIR_GOALS := demo results results-plans frontier frontier-windows exact-frontier tasks \
+  quantize quantize-then-prune bench bench-model model
+ifeq ($(filter prune,$(MAKECMDGOALS)),)
+ifneq ($(filter $(MODEL_DIR_GOALS),$(MAKECMDGOALS)),)
+ifeq ($(origin MODEL),command line)
+$(error make $(firstword $(filter $(MODEL_DIR_GOALS),$(MAKECMDGOALS))): MODEL=$(MODEL) is read by make prune only; this goal runs a layered model folder, MODEL_DIR=path (tools/export writes one), or a fetched one by MODEL_NAME)
+endif
+ifeq ($(origin K),command line)
+$(error make $(firstword $(filter $(MODEL_DIR_GOALS),$(MAKECMDGOALS))): K=$(K) is read by make prune only; the other goals take KS=$(KS) (the k of the plans) and K_PRUNED=$(K_PRUNED) (of the pruned model the demo writes))
+endif
+endif
+endif
+
 # $(call prune_stamp,NAME,VALUES): layerprune.mk's settings stamp, in the run folder PRUNE_OUT.
 prune_stamp = $(call settings_stamp_at,$(PRUNE_OUT)/.settings/$(1),$(2))
 

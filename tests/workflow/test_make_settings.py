@@ -153,6 +153,9 @@ def test_quantize_then_prune_measures_the_masks_of_its_run_only(make, tmp_path):
 @pytest.mark.parametrize("setting, expected", [
     ("K_PRUNED=4", "K_PRUNED=4 is not one of KS=2,3"),
     ("DEMO_METHODS=sleb,bogus", 'DEMO_METHODS: no method "bogus" in the method table'),
+    # make prune's settings, which the demo would ignore.
+    ("K=3", "make demo: K=3 is read by make prune only; the other goals take KS=2,3"),
+    (f"MODEL={TINY}", f"make demo: MODEL={TINY} is read by make prune only"),
     # EVALUATE_FLAGS given whole replaces DEVICE and THREADS (the fixture gives THREADS=1).
     ("EVALUATE_FLAGS=--mask-batch 2", "THREADS=1 would be ignored: EVALUATE_FLAGS, given whole, "
                                       "replaces it (its --threads: none); give --threads 1"),
