@@ -7,6 +7,7 @@
 # (`make frontier-docs` copies them into docs/).
 
 FRONTIER_RUN ?= $(BUILD)/runs/frontier-$(MODEL_NAME)
+# The calibration sets, by the seed each is drawn with (prepare-tokens --seed).
 FRONTIER_SEEDS ?= 0 1 2
 FRONTIER_KS ?= 3,6,9
 FRONTIER_BUDGETS ?= least,0.25sleb,0.5sleb,sleb,2000
@@ -18,6 +19,14 @@ FRONTIER_SHAPLEY_MASKS ?= 200
 FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parquet)
 FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitext2.parquet) \
   $(FRONTIER_RUN)/heldout-lambada_heldout.parquet
+
+# The frontier's texts are fixed, so that its tables compare: CALIB_TEXT or EVAL_TEXT given to it
+# would be ignored without a word, and are refused.
+FRONTIER_GOALS := frontier frontier-windows frontier-pairs exact-frontier exact-frontier-pairs
+ifneq ($(filter $(FRONTIER_GOALS),$(MAKECMDGOALS)),)
+$(foreach text,CALIB_TEXT EVAL_TEXT,$(if $(filter command line,$(origin $(text))),\
+  $(error make $(firstword $(filter $(FRONTIER_GOALS),$(MAKECMDGOALS))): $(text) is not read here: the frontier draws its calibration sets from the LAMBADA passages and measures plans on the held-out passages and WikiText-2 (docs/results.md); make demo or make prune take a text of your own)))
+endif
 
 # $(call calibration_set,SEED,OUT): the calibration windows of one set, as the frontier draws them.
 calibration_set = $(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) \

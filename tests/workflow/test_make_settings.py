@@ -186,15 +186,17 @@ def test_a_model_folder_given_alone_gets_a_run_of_its_own():
     assert named.returncode == 0, named.stderr
 
 
-def make_named(tmp_path, *args):
+def make_named(tmp_path, *args, texts=True):
     """`make ARGS` on the tiny settings with no run folder given: the runs are named after the
-    model (build/runs/<MODEL_NAME>, ...) in a build folder of tmp_path's. Returns (exit status,
-    output, the stage binaries it ran)."""
+    model (build/runs/<MODEL_NAME>, ...) in a build folder of tmp_path's; without `texts`, no
+    CALIB_TEXT or EVAL_TEXT (the frontier goals refuse them). Returns (exit status, output, the
+    stage binaries it ran)."""
     env = make_env()
     for name in ("MODEL_NAME", "RUN", "MODEL_DIR", "PRUNE_NAME", "PRUNE_OUT"):
         env.pop(name, None)
-    settings = [f"BIN={BIN}", "CARGO=true", f"BUILD={tmp_path / 'build'}",
-                f"CALIB_TEXT={text(tmp_path / 'calib.txt', 1)}", f"EVAL_TEXT={text(tmp_path / 'eval.txt', 2)}",
+    own_texts = [f"CALIB_TEXT={text(tmp_path / 'calib.txt', 1)}",
+                 f"EVAL_TEXT={text(tmp_path / 'eval.txt', 2)}"] if texts else []
+    settings = [f"BIN={BIN}", "CARGO=true", f"BUILD={tmp_path / 'build'}", *own_texts,
                 "MASKS=20", "KS=2,3", "K_PRUNED=2", "SEQ_LEN=32", "CALIB_WINDOWS=4", "EVAL_WINDOWS=4",
                 "THREADS=1"]
     result = subprocess.run(["make", "--no-print-directory", *settings, *args], cwd=ROOT,
@@ -289,7 +291,8 @@ def test_a_model_folder_named_as_another_models_run_is_refused(tmp_path):
                                 ("quant/model", "model", "quantize-then-prune")]:
         (build / folder / ".settings").mkdir(parents=True)
         (build / folder / ".settings" / stamp).write_text(f"{first} 0:2500 4 32 auto\n")
-        status, output, _ = make_named(tmp_path, "-n", goal, f"MODEL_DIR={second}", f"RUN={tmp_path / 'run'}")
+        status, output, _ = make_named(tmp_path, "-n", goal, f"MODEL_DIR={second}", f"RUN={tmp_path / 'run'}",
+                                       texts=goal == "quantize-then-prune")
         assert status != 0 and (f"but {build / folder} (" in output and
                                 f"was made from another model folder, {first}") in output, (goal, output)
 
@@ -348,3 +351,10 @@ def test_the_published_estimate_is_over_the_strata_the_masks_were_sampled_from(m
     [shapley] = [line for name, line in ran if name == "shapley"]
     assert sampled and "--strata 2,3" in sampled[0], sampled
     assert "--strata 2,3" in shapley, shapley
+
+
+def test_the_frontier_refuses_a_text_it_would_not_read(tmp_path):
+    """The frontier's calibration and held-out texts are fixed, so its tables compare."""
+    status, output, ran = make_named(tmp_path, "-n", "frontier", f"MODEL_DIR={TINY}", "MODEL_NAME=tiny")
+    assert status != 0 and "make frontier: CALIB_TEXT is not read here" in output, output
+    assert ran == []
