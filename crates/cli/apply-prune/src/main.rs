@@ -118,7 +118,8 @@ struct Args {
     #[arg(long, default_value_t = 16, value_parser = count(0, 1_000_000))]
     random_starts: usize,
     /// Antithetic permutation pairs per Shapley computation of a surrogate without a closed
-    /// form (MLP, forest).
+    /// form (MLP, forest): 2 (players + 1) surrogate queries each (shapley sizes the same
+    /// computation by its --samples, the queries).
     #[arg(long, default_value_t = 512, value_parser = count(1, 100_000_000))]
     permutation_pairs: usize,
     /// Adaptive: LLM evaluations per k, at most: `sleb` (SLEB's cost at that k), a fraction of

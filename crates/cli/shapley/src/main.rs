@@ -46,7 +46,9 @@ struct Args {
     #[arg(long = "estimator", required = true, value_parser = parse_estimator)]
     estimators: Vec<Estimator>,
     /// Base masks of the semivalue / Banzhaf estimate through the surrogate (published:
-    /// 80,000); surrogate queries of surrogate-shapley when it has no closed form.
+    /// 80,000); surrogate queries of surrogate-shapley when it has no closed form, which are
+    /// samples / (2 (players + 1)) antithetic permutation pairs (apply-prune sizes the same
+    /// computation by its --permutation-pairs).
     #[arg(long, default_value_t = 80_000, value_parser = layerprune_cli_common::count(1, 1_000_000_000))]
     samples: usize,
     /// Strata of the semivalue: numbers of removed players, comma separated (default: the
