@@ -929,7 +929,8 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     let mut search = vec!["--method", "search", "--k", "2", "--candidates", "3"];
     search.extend(common);
     // The flag's name until 2026-12-04, still accepted.
-    search[search.len() - common.len() + 2] = "--surrogate-evaluations";
+    let flag = search.len() - common.len() + 2;
+    search[flag] = "--surrogate-evaluations";
     succeed(&search);
     let row = read_plans(&plan).unwrap().rows.remove(0);
     assert_eq!(row.method, "surrogate-search");
