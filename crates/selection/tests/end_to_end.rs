@@ -25,6 +25,20 @@ use layerprune_tables::{
 const BLOCKS: usize = 8;
 
 /// A pairwise game in which block 0 matters most (as the first block of an LLM does).
+/// The methods' settings for plans at `ks`: one candidate, no random starts, seed 0.
+fn settings(ks: Vec<usize>) -> PlanSettings {
+    PlanSettings {
+        ks,
+        candidates: 1,
+        random_starts: 0,
+        permutation_pairs: 64,
+        budget: Budget::OfSleb(1.0),
+        ratio_target: None,
+        race: None,
+        seed: 0,
+    }
+}
+
 fn game() -> PairwiseGame {
     let mut pairs = vec![vec![0.0; BLOCKS]; BLOCKS];
     for (i, j, w) in [(1, 2, 0.04), (3, 4, -0.02), (5, 6, 0.03), (0, 7, 0.01)] {
@@ -193,16 +207,7 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
     let options = PlanOptions {
         num_blocks: BLOCKS,
         fixed: table.fixed_blocks.clone(),
-        settings: PlanSettings {
-            ks: vec![2, 6],
-            candidates: 1,
-            random_starts: 0,
-            permutation_pairs: 64,
-            budget: Budget::OfSleb(1.0),
-            ratio_target: None,
-            race: None,
-            seed: 0,
-        },
+        settings: settings(vec![2, 6]),
     };
     let mut plans = choose_plans(PlanMethod::OneShot, &mut inputs, &options).unwrap();
     // The k players of lowest true Shapley value, never the fixed block (the most valuable
@@ -295,16 +300,7 @@ fn from_plan_takes_a_plan_by_either_name_and_says_which_there_are() {
     let options = |ks: Vec<usize>| PlanOptions {
         num_blocks: 6,
         fixed: vec![],
-        settings: PlanSettings {
-            ks,
-            candidates: 1,
-            random_starts: 0,
-            permutation_pairs: 64,
-            budget: Budget::OfSleb(1.0),
-            ratio_target: None,
-            race: None,
-            seed: 0,
-        },
+        settings: settings(ks),
     };
     let choose = |method: &str, ks: Vec<usize>| {
         let mut inputs = PlanInputs {
