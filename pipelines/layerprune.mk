@@ -35,15 +35,23 @@ flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag=
 MODEL_DEVICE := $(or $(call flag_value,--device,$(EVALUATE_FLAGS)),cpu)
 DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
 # EVALUATE_FLAGS given whole replaces DEVICE and THREADS: either given on the command line as
-# well, and not what EVALUATE_FLAGS says, would be dropped without a word (`make demo
-# DEVICE=cuda EVALUATE_FLAGS="--mask-batch 4"` would run on the CPU): such a command is refused.
+# well, and not what EVALUATE_FLAGS gives (its flag, or the stages' default without one), would
+# be dropped without a word (`make demo DEVICE=cuda EVALUATE_FLAGS="--mask-batch 4"` would run on
+# the CPU): such a command is refused, unless no goal of it runs the stages on the model.
+GOALS_WITHOUT_EVALUATE_FLAGS := all build clean lint ort ort-gpu venv-export venv-test \
+  venv-workflow venv-report test test-rust test-python test-workflow test-export test-bench fuzz \
+  workflow bench-gpu
 ifneq ($(filter command line environment,$(origin EVALUATE_FLAGS)),)
-# $(call dropped_setting,NAME,FLAG): refuses NAME given on the command line when EVALUATE_FLAGS'
-# FLAG (the last one, as the stages read it) is missing or another value.
-dropped_setting = $(if $(and $(filter command line,$(origin $(1))),$(filter-out $($(1)),$(or $(call flag_value,$(2),$(EVALUATE_FLAGS)),none))),\
-  $(error $(1)=$($(1)) would be ignored: EVALUATE_FLAGS, given whole, replaces it (its $(2): $(or $(call flag_value,$(2),$(EVALUATE_FLAGS)),none)); give $(2) $($(1)) in EVALUATE_FLAGS))
-$(call dropped_setting,DEVICE,--device)
-$(call dropped_setting,THREADS,--threads)
+ifneq ($(filter-out $(GOALS_WITHOUT_EVALUATE_FLAGS),$(or $(MAKECMDGOALS),all)),)
+# $(call evaluate_flag,FLAG,DEFAULT): the value the stages take for FLAG from EVALUATE_FLAGS.
+evaluate_flag = $(or $(call flag_value,$(1),$(EVALUATE_FLAGS)),$(2))
+# $(call dropped_setting,NAME,FLAG,DEFAULT): refuses NAME given on the command line when the
+# stages would take another value for FLAG.
+dropped_setting = $(if $(and $(filter command line,$(origin $(1))),$(filter-out $($(1)),$(call evaluate_flag,$(2),$(3)))),\
+  $(error $(1)=$($(1)) would be ignored: EVALUATE_FLAGS, given whole, replaces it (the stages would take $(2) $(call evaluate_flag,$(2),$(3))); give $(2) $($(1)) in EVALUATE_FLAGS))
+$(call dropped_setting,DEVICE,--device,cpu)
+$(call dropped_setting,THREADS,--threads,0)
+endif
 endif
 
 STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate shapley score-blocks apply-prune frontier)

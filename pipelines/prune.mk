@@ -159,16 +159,26 @@ endif
 endif
 
 # MODEL and K are make prune's: the other goals that run a model would ignore them without a
-# word (they run MODEL_DIR, and the demo writes a pruned model for K_PRUNED), so they refuse them.
-MODEL_DIR_GOALS := demo results results-plans frontier frontier-windows exact-frontier tasks \
-  quantize quantize-then-prune bench bench-model model
+# word (they run MODEL_DIR, and take their k from settings of their own), so they refuse them.
+K_GOALS_KS := demo results results-plans tasks task-plans quantize-then-prune
+K_GOALS_FRONTIER := frontier frontier-windows frontier-pairs
+K_GOALS_EXACT := exact-frontier exact-frontier-pairs
+MODEL_DIR_GOALS := $(K_GOALS_KS) $(K_GOALS_FRONTIER) $(K_GOALS_EXACT) quantize quantize-bench \
+  exact-game bench bench-model model
+MODEL_DIR_GOAL = $(firstword $(filter $(MODEL_DIR_GOALS),$(MAKECMDGOALS)))
+# What the goal takes instead of K.
+K_INSTEAD = $(strip \
+  $(if $(filter $(K_GOALS_KS),$(MODEL_DIR_GOAL)),KS=$(KS) (the k of the plans) and K_PRUNED=$(K_PRUNED) (the k of the pruned model the demo writes),\
+  $(if $(filter $(K_GOALS_FRONTIER),$(MODEL_DIR_GOAL)),FRONTIER_KS=$(FRONTIER_KS),\
+  $(if $(filter $(K_GOALS_EXACT),$(MODEL_DIR_GOAL)),EXACT_FRONTIER_KS=$(EXACT_FRONTIER_KS),\
+  no k at all))))
 ifeq ($(filter prune,$(MAKECMDGOALS)),)
-ifneq ($(filter $(MODEL_DIR_GOALS),$(MAKECMDGOALS)),)
+ifneq ($(MODEL_DIR_GOAL),)
 ifeq ($(origin MODEL),command line)
-$(error make $(firstword $(filter $(MODEL_DIR_GOALS),$(MAKECMDGOALS))): MODEL=$(MODEL) is read by make prune only; this goal runs a layered model folder, MODEL_DIR=path (tools/export writes one), or a fetched one by MODEL_NAME)
+$(error make $(MODEL_DIR_GOAL): MODEL=$(MODEL) is read by make prune only; this goal runs a layered model folder, MODEL_DIR=path (tools/export writes one), or a fetched one by MODEL_NAME)
 endif
 ifeq ($(origin K),command line)
-$(error make $(firstword $(filter $(MODEL_DIR_GOALS),$(MAKECMDGOALS))): K=$(K) is read by make prune only; the other goals take KS=$(KS) (the k of the plans) and K_PRUNED=$(K_PRUNED) (of the pruned model the demo writes))
+$(error make $(MODEL_DIR_GOAL): K=$(K) is read by make prune only; this goal takes $(K_INSTEAD))
 endif
 endif
 endif

@@ -154,15 +154,17 @@ def test_quantize_then_prune_measures_the_masks_of_its_run_only(make, tmp_path):
     ("K_PRUNED=4", "K_PRUNED=4 is not one of KS=2,3"),
     ("DEMO_METHODS=sleb,bogus", 'DEMO_METHODS: no method "bogus" in the method table'),
     # make prune's settings, which the demo would ignore.
-    ("K=3", "make demo: K=3 is read by make prune only; the other goals take KS=2,3"),
+    ("K=3", "make demo: K=3 is read by make prune only; this goal takes KS=2,3"),
     (f"MODEL={TINY}", f"make demo: MODEL={TINY} is read by make prune only"),
     # EVALUATE_FLAGS given whole replaces DEVICE and THREADS (the fixture gives THREADS=1).
     ("EVALUATE_FLAGS=--mask-batch 2", "THREADS=1 would be ignored: EVALUATE_FLAGS, given whole, "
-                                      "replaces it (its --threads: none); give --threads 1"),
+                                      "replaces it (the stages would take --threads 0); give "
+                                      "--threads 1"),
     ("EVALUATE_FLAGS=--threads 2", "THREADS=1 would be ignored"),
     ("EVALUATE_FLAGS=--threads 1 --device cpu\tDEVICE=cuda", "DEVICE=cuda would be ignored: "
                                                           "EVALUATE_FLAGS, given whole, replaces it "
-                                                          "(its --device: cpu)"),
+                                                          "(the stages would take --device cpu)"),
+    ("EVALUATE_FLAGS=--threads 1\tDEVICE=cuda:1", "(the stages would take --device cpu)"),
 ])
 def test_a_setting_that_cannot_work_is_refused_before_anything_runs(make, tmp_path, setting, expected):
     status, output, ran = make("demo", *setting.split("\t"))
@@ -358,3 +360,26 @@ def test_the_frontier_refuses_a_text_it_would_not_read(tmp_path):
     status, output, ran = make_named(tmp_path, "-n", "frontier", f"MODEL_DIR={TINY}", "MODEL_NAME=tiny")
     assert status != 0 and "make frontier: CALIB_TEXT is not read here" in output, output
     assert ran == []
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["frontier", "K=3"], "make frontier: K=3 is read by make prune only; this goal takes FRONTIER_KS="),
+    (["quantize-bench", "MODEL=x.gguf"], "make quantize-bench: MODEL=x.gguf is read by make prune only"),
+    (["exact-frontier", "EVAL_TEXT=x.txt"], "make exact-frontier: EVAL_TEXT is not read here"),
+])
+def test_other_goals_refuse_settings_they_would_ignore(tmp_path, args, expected):
+    status, output, ran = make_named(tmp_path, "-n", *args, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny",
+                                     texts=False)
+    assert status != 0 and expected in output, output
+    assert ran == []
+
+
+def test_evaluate_flags_beside_a_setting_that_agrees_or_a_goal_without_the_model_run(make):
+    """The stages' defaults (cpu, 0 threads) count as what EVALUATE_FLAGS gives; goals that do
+    not run the model (make clean, the tests) do not check."""
+    for args in (["THREADS=0", "EVALUATE_FLAGS=--mask-batch 2"],
+                 ["THREADS=0", "DEVICE=cpu", "EVALUATE_FLAGS=--mask-batch 2"]):
+        status, output, _ = make("-n", "demo", *args)
+        assert status == 0, (args, output)
+    status, output, _ = make("-n", "lint", "DEVICE=cuda", "EVALUATE_FLAGS=--mask-batch 2")
+    assert status == 0, output
