@@ -245,14 +245,14 @@ def prepare_tokens(args, model_dir: Path, work: Path, windows: int, out: Path) -
     """The first `windows` consecutive windows of WORK/words.txt (make_inputs writes it)."""
     out.unlink(missing_ok=True)
     run_stage(args, "prepare-tokens", ["--model", model_dir, "--text", work / "words.txt", "--windows", windows,
-                                       "--seq-len", args.length, "--mode", "consecutive", "--bos", "off",
+                                       "--seq-len", args.seq_len, "--mode", "consecutive", "--bos", "off",
                                        "--out", out])
 
 
 def make_inputs(args, model_dir: Path, work: Path, vocab_size: int, num_blocks: int):
     """(token windows, masks as lists of bools): prepare-tokens on random words, sample-masks."""
     rng = random.Random(args.seed)
-    words = args.windows * args.length + 64
+    words = args.windows * args.seq_len + 64
     (work / "words.txt").write_text(" ".join(f"w{rng.randrange(1, vocab_size)}" for _ in range(words)) + "\n")
     tokens, masks = work / "tokens.parquet", work / "masks.parquet"
     masks.unlink(missing_ok=True)
@@ -420,8 +420,8 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
                                                      config_values["num_hidden_layers"])
     details["masks"] = len(masks)
 
-    block_flops, head_flops = report.flops_per_token({"seq_len": args.length}, manifest)
-    token_count = len(windows) * args.length
+    block_flops, head_flops = report.flops_per_token({"seq_len": args.seq_len}, manifest)
+    token_count = len(windows) * args.seq_len
     work_per_mask = sum((sum(kept) * block_flops + head_flops) * token_count for kept in masks) / len(masks)
 
     # PyTorch first: its loops are the reference of every NLL difference.
@@ -616,7 +616,7 @@ def write_csv(path: Path, rows: list) -> None:
 
 
 def markdown(rows: list, machine: str, args, failures: list, details: list, skipped: list) -> str:
-    lines = [f"{machine}; {args.windows} x {args.length} tokens, {args.masks} masks (2-9 blocks removed; "
+    lines = [f"{machine}; {args.windows} x {args.seq_len} tokens, {args.masks} masks (2-9 blocks removed; "
              f"fewer below 11 blocks), "
              f"random weights; {args.date}.", "",
              "| shape | dtype | contender | masks/s | useful TFLOP/s | GEMM TFLOP/s | useful / GEMM "
@@ -675,7 +675,8 @@ def main(argv=None):
     parser.add_argument("--markdown", default=None, help="default: WORK/gpu-bench.md")
     parser.add_argument("--json", default=None, help="default: WORK/gpu-bench.json")
     parser.add_argument("--windows", type=int, default=10)
-    parser.add_argument("--length", type=int, default=128)
+    # --seq-len as prepare-tokens names it (--length until 2026-12-04, still accepted).
+    parser.add_argument("--seq-len", "--length", dest="seq_len", type=int, default=128)
     parser.add_argument("--masks", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replicate-blocks", choices=["auto", "all", "none"], default="auto",

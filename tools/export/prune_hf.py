@@ -35,13 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
 
 
+# The `method` apply-prune records for the plans of `--method search` and `--method iterative`;
+# `--plan-method` takes either name, as apply-prune's does (layerprune_selection::plans).
+RECORDED_METHOD = {"search": "surrogate-search", "iterative": "iterative-surrogate"}
+
+
 def removed_from_plan(plan: Path, method: str, k):
-    """The removed blocks of the plan of `method` with k removed; with k None, of the table's one
-    plan of `method` (as `apply-prune --max-ppl-ratio` writes)."""
+    """The removed blocks of the plan of `method` (as recorded, or the `--method` that records it)
+    with k removed; with k None, of the table's one plan of `method` (as `apply-prune
+    --max-ppl-ratio` writes)."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(plan).to_pylist()
-    matches = [r for r in rows if r["method"] == method and (k is None or r["k"] == k)]
+    names = {method, RECORDED_METHOD.get(method, method)}
+    matches = [r for r in rows if r["method"] in names and (k is None or r["k"] == k)]
     available = sorted({(r["method"], r["k"]) for r in rows})
     if not matches:
         with_k = "" if k is None else f" with k={k}"
@@ -117,7 +124,8 @@ def main(argv=None):
     # names before 2026-12-04, are still accepted.
     which.add_argument("--plans", "--plan", dest="plans", type=Path, help="plan table written by apply-prune")
     parser.add_argument("--plan-method", "--method", dest="plan_method",
-                        help="with --plans: the method of the plan to take")
+                        help="with --plans: the method of the plan to take, as the table records it "
+                             "(or search / iterative for surrogate-search / iterative-surrogate)")
     parser.add_argument("--k", type=int, help="with --plans: the plan's number of removed blocks (needed when the "
                                               "table has several plans of --plan-method)")
     parser.add_argument("--out", required=True, type=Path)

@@ -54,8 +54,8 @@ impl Scheme {
             } => {
                 if !INT4_BLOCK_SIZES.contains(block_size) {
                     return Err(QuantizeError::Unsupported(format!(
-                        "int4 block size {block_size} is not supported; MatMulNBits takes one of \
-                         {INT4_BLOCK_SIZES:?}"
+                        "int4 group size {block_size} is not supported; MatMulNBits takes one of \
+                         {INT4_BLOCK_SIZES:?} (its block_size)"
                     )));
                 }
                 if !(0..=4).contains(accuracy_level) {

@@ -170,7 +170,7 @@ fn bad_requests_are_refused_with_the_reason() {
     let temp = tempfile::tempdir().unwrap();
     let error = quantize_folder(&fixture(), &options(int4(48))).unwrap_err();
     assert!(matches!(error, QuantizeError::Unsupported(_)));
-    assert!(error.to_string().contains("block size 48"), "{error}");
+    assert!(error.to_string().contains("group size 48"), "{error}");
 
     let dest = temp.path().join("q");
     quantize_to(&dest, Scheme::Int8);

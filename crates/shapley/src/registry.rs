@@ -265,6 +265,21 @@ pub struct EstimatorOptions {
     pub seed: u64,
 }
 
+/// The strata of the semivalue over `n` players: those given, ascending and each once (as
+/// `sample-masks` takes its own, so a stratum given twice is not weighted twice), or the
+/// published ones scaled.
+fn semivalue_strata(given: Option<&[usize]>, n: usize) -> Vec<usize> {
+    match given {
+        Some(given) => {
+            let mut strata = given.to_vec();
+            strata.sort_unstable();
+            strata.dedup();
+            strata
+        }
+        None => published_strata(n),
+    }
+}
+
 /// The estimates of one estimator (two for `exact`: Shapley and Banzhaf), block-labelled, and
 /// notes for the user (missing sizes, held-out fits, timings; a note that is a warning begins
 /// `warning: `, the others are information).
@@ -303,12 +318,7 @@ pub fn estimate(
                 let distribution = if which == Estimator::BanzhafMarginal {
                     MaskDistribution::Uniform
                 } else {
-                    MaskDistribution::Strata(
-                        options
-                            .strata
-                            .clone()
-                            .unwrap_or_else(|| published_strata(n)),
-                    )
+                    MaskDistribution::Strata(semivalue_strata(options.strata.as_deref(), n))
                 };
                 let start = std::time::Instant::now();
                 let estimates =
@@ -510,6 +520,13 @@ mod tests {
     /// A game of 6 blocks with interactions; block 0 is fixed.
     fn synthetic() -> PairwiseGame {
         layerprune_tests::six_block_pairwise_game()
+    }
+
+    #[test]
+    fn the_semivalue_strata_are_those_given_each_once_or_the_published_ones() {
+        assert_eq!(semivalue_strata(Some(&[5, 2, 2]), 8), vec![2, 5]);
+        assert_eq!(semivalue_strata(None, 32), published_strata(32));
+        assert_eq!(published_strata(32), vec![2, 5, 8, 11, 14]);
     }
 
     #[test]

@@ -349,19 +349,20 @@ fn check_training_data(masks: &[Mask], targets: &[f64]) -> Result<usize, Surroga
     Ok(num_players)
 }
 
-/// What rows [`fit`] accepts may still not tell, said before fitting: fewer rows than the
-/// players plus one (too few for even an additive model to tell every block's contribution
-/// apart: the fit is shaped by its regularisation as much as by the game), or a single value in
-/// every row (a constant game: every contribution 0). The caller names the input.
-pub fn training_data_warnings(masks: &[Mask], values: &[f64]) -> Vec<String> {
+/// What the rows [`fit`] accepts (their `values`, over a game of `num_players` players: the
+/// blocks that are not fixed) may still not tell, said before fitting: no more rows than
+/// players (too few for even an additive model, players + 1 coefficients, to tell every
+/// block's contribution apart: the fit is shaped by its regularisation as much as by the game),
+/// or a single value in every row (a constant game: every contribution 0). The caller names the
+/// input.
+pub fn training_data_warnings(num_players: usize, values: &[f64]) -> Vec<String> {
     let mut warnings = Vec::new();
-    let num_players = masks.first().map_or(0, Mask::num_blocks);
-    if masks.len() <= num_players {
+    if values.len() <= num_players {
         warnings.push(format!(
             "{} rows for {num_players} players: fewer than the {} an additive model needs to \
              tell every block's contribution apart, so the surrogate is shaped by its \
              regularisation as much as by the measurements; evaluate more masks",
-            masks.len(),
+            values.len(),
             num_players + 1
         ));
     }
@@ -416,17 +417,11 @@ mod tests {
 
     #[test]
     fn rows_too_few_to_tell_the_blocks_apart_or_all_alike_are_warned_of() {
-        let masks: Vec<Mask> = (0..4)
-            .map(|b| Mask::from_removed(4, &[b]).unwrap())
-            .collect();
-        let distinct = [0.1, 0.2, 0.3, 0.4];
-        let few = training_data_warnings(&masks, &distinct);
+        let few = training_data_warnings(4, &[0.1, 0.2, 0.3, 0.4]);
         assert_eq!(few.len(), 1, "{few:?}");
         assert!(few[0].starts_with("4 rows for 4 players"), "{few:?}");
-        let mut enough = masks.clone();
-        enough.push(Mask::full(4));
-        assert!(training_data_warnings(&enough, &[0.1, 0.2, 0.3, 0.4, 0.5]).is_empty());
-        let alike = training_data_warnings(&enough, &[0.7; 5]);
+        assert!(training_data_warnings(4, &[0.1, 0.2, 0.3, 0.4, 0.5]).is_empty());
+        let alike = training_data_warnings(4, &[0.7; 5]);
         assert_eq!(alike.len(), 1, "{alike:?}");
         assert!(alike[0].contains("same value (0.7)"), "{alike:?}");
     }

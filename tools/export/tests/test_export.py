@@ -122,8 +122,8 @@ def test_pruned_checkpoint_takes_its_blocks_from_a_plan_table(hf_folder, tmp_pat
     import prune_hf
 
     plans = tmp_path / "plans.parquet"
-    pq.write_table(pa.table({"method": ["sleb", "sleb", "adaptive"], "k": [1, 2, 2],
-                             "removed_blocks": [[3], [1, 3], [2, 4]]}), plans)
+    pq.write_table(pa.table({"method": ["sleb", "sleb", "adaptive", "surrogate-search"], "k": [1, 2, 2, 1],
+                             "removed_blocks": [[3], [1, 3], [2, 4], [2]]}), plans)
     prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb", "--k", "2",
                    "--out", str(tmp_path / "p")])
     assert json.loads((tmp_path / "p" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 2, 4, 5]
@@ -131,6 +131,10 @@ def test_pruned_checkpoint_takes_its_blocks_from_a_plan_table(hf_folder, tmp_pat
     prune_hf.main(["--model", str(hf_folder), "--plan", str(plans), "--method", "adaptive",
                    "--out", str(tmp_path / "q")])
     assert json.loads((tmp_path / "q" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 1, 3, 5]
+    # A plan by the apply-prune --method that records it.
+    prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "search",
+                   "--out", str(tmp_path / "t")])
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 1, 3, 4, 5]
     with pytest.raises(SystemExit, match="has 2 plans for method 'sleb'; choose one with --k"):
         prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb",
                        "--out", str(tmp_path / "r")])

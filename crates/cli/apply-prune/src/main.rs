@@ -67,8 +67,8 @@ struct Args {
     #[arg(long)]
     plans: Option<PathBuf>,
     /// With from-plan: the method of the plans to take (needed when a k has several), as the
-    /// table's `method` column records it or as --method names it (`search` for
-    /// `surrogate-search`, `iterative` for `iterative-surrogate`).
+    /// table's `method` column records it (`search` and `iterative` are taken for
+    /// `surrogate-search` and `iterative-surrogate` too).
     #[arg(long)]
     plan_method: Option<String>,
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9); with from-plan, every plan of

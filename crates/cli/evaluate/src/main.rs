@@ -63,9 +63,10 @@ struct Args {
     /// whole split.
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     task_subsample: usize,
-    /// Seed of the question subsample (with --tasks; a perplexity run draws nothing).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the question subsample (with --tasks; a perplexity run draws nothing)
+    /// [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
     /// The accuracy whose mean over the tasks, relative to the full model's, is a mask's
     /// `utility`.
     #[arg(long, value_enum, default_value = "acc")]
@@ -172,7 +173,7 @@ fn check_io(args: &Args) -> Result<()> {
             ("--choices-out", args.choices_out.is_some()),
             ("--accuracy-out", args.accuracy_out.is_some()),
             ("--task-subsample", args.task_subsample != 0),
-            ("--seed", args.seed != 0),
+            ("--seed", args.seed.is_some()),
             ("--max-length", args.max_length != TASK_MAX_LENGTH),
             ("--batch-tokens", args.batch_tokens != TASK_BATCH_TOKENS),
         ] {

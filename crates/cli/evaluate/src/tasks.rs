@@ -44,7 +44,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         task_data: task_data.clone(),
         tasks: tasks.clone(),
         subsample: args.task_subsample,
-        seed: args.seed,
+        seed: args.seed.unwrap_or(0),
         bos: args.bos,
         metric: args.task_metric.into(),
         masks: mask_source(args)?,

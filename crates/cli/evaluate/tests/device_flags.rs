@@ -294,10 +294,17 @@ fn arena_settings_the_device_cannot_have_are_refused_by_name() {
 fn task_settings_without_tasks_are_refused() {
     assert_refused(
         "--seed",
-        &[(
-            &["--seed", "3"],
-            "is for a run over zero-shot tasks (--tasks)",
-        )],
+        &[
+            (
+                &["--seed", "3"],
+                "is for a run over zero-shot tasks (--tasks)",
+            ),
+            // Given, even as the default.
+            (
+                &["--seed", "0"],
+                "is for a run over zero-shot tasks (--tasks)",
+            ),
+        ],
     );
     assert_refused(
         "--task-subsample",

@@ -217,7 +217,9 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
             args.value.name()
         );
     }
-    for warning in training_data_warnings(&rows.masks, &rows.values) {
+    // The players: the blocks that were not fixed in the game the table records.
+    let num_players = table.num_blocks - table.fixed_blocks.len();
+    for warning in training_data_warnings(num_players, &rows.values) {
         tracing::warn!("{}: {warning}", args.evaluations.display());
     }
     let options = fit_options(&args);

@@ -51,8 +51,9 @@ struct Args {
     /// computation by its --permutation-pairs).
     #[arg(long, default_value_t = 80_000, value_parser = layerprune_cli_common::count(1, 1_000_000_000))]
     samples: usize,
-    /// Strata of the semivalue: numbers of removed players, comma separated (default: the
-    /// published 2,5,8,11,14 of 32 scaled to the number of players).
+    /// Strata of the semivalue: numbers of removed players, comma separated, taken ascending
+    /// and each once as sample-masks --strata takes them (default: the published 2,5,8,11,14
+    /// of 32 scaled to the number of players).
     #[arg(long, value_delimiter = ',')]
     strata: Option<Vec<usize>>,
     /// Seeds the estimates that draw at random (the masks through the surrogate, the folds of
