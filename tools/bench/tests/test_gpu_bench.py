@@ -307,7 +307,7 @@ def test_the_markdown_lists_the_gpu_memory_each_contender_took():
     details = [{"key": "7b-bf16", "shape": "Llama-2-7B", "dtype": "bf16", "runs": {
         "evaluate": {"summary": {"device_memory": memory}},
         "evaluate --io-binding off": {"summary": {"device_memory": None}}}}]
-    args = argparse.Namespace(windows=10, length=128, masks=50, date="2026-11-30")
+    args = argparse.Namespace(windows=10, seq_len=128, masks=50, date="2026-11-30")
     text = gpu_bench.markdown([], "H200", args, [], details, [])
     assert "- Llama-2-7B bf16 `evaluate`: 14.0 GiB of 140" in text, text
     assert "--io-binding off`:" not in text, text
