@@ -8,16 +8,13 @@
 //! `InvalidInput` whose text says what the path is (`is a named pipe (FIFO), not a regular
 //! file`), so a caller that names the path in its error keeps doing so.
 
-use std::fs::{File, FileType, Metadata, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 
 /// What a file type is called in a refusal: "a named pipe (FIFO)", "a folder", ….
 pub fn file_kind(meta: &Metadata) -> &'static str {
-    type_name(meta.file_type())
-}
-
-fn type_name(file_type: FileType) -> &'static str {
+    let file_type = meta.file_type();
     if file_type.is_symlink() {
         return "a symbolic link";
     }

@@ -456,22 +456,17 @@ const SURROGATE_SEARCH: &str = "surrogate-search";
 /// recorded name, or by the `--method` that records it (`search` for `surrogate-search`).
 fn is_plan_method(recorded: &str, asked: &str) -> bool {
     recorded == asked
-        || match asked {
-            "iterative" => recorded == ITERATIVE_SURROGATE,
-            "search" => recorded == SURROGATE_SEARCH,
+        || match asked.parse::<PlanMethod>() {
+            Ok(PlanMethod::Iterative) => recorded == ITERATIVE_SURROGATE,
+            Ok(PlanMethod::Search) => recorded == SURROGATE_SEARCH,
             _ => false,
         }
 }
 
 /// The distinct methods of `rows`, in table order, for an error that says what to give.
 fn methods_of<'a>(rows: impl Iterator<Item = &'a PlanRow>) -> String {
-    let mut methods: Vec<&str> = Vec::new();
-    for row in rows {
-        if !methods.contains(&row.method.as_str()) {
-            methods.push(&row.method);
-        }
-    }
-    methods.join(", ")
+    let methods: Vec<&str> = rows.map(|row| row.method.as_str()).collect();
+    layerprune_core::distinct(&methods).join(", ")
 }
 
 /// From-plan without `ks`: every plan of the earlier table (of `inputs.plan_method` where
