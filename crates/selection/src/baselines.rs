@@ -27,8 +27,9 @@ pub struct BlockScores {
 }
 
 impl BlockScores {
-    /// Checks there is one finite score per block of a `num_blocks` model.
-    pub fn check(&self, num_blocks: usize) -> Result<(), SelectionError> {
+    /// Checks there is one score per block of a `num_blocks` model, finite for every block
+    /// but the `fixed` ones (which are never removed and score +∞ where a scorer knows them).
+    pub fn check(&self, num_blocks: usize, fixed: &[usize]) -> Result<(), SelectionError> {
         if self.scores.len() != num_blocks {
             return Err(SelectionError::WrongScoreCount {
                 method: self.method.clone(),
@@ -36,7 +37,11 @@ impl BlockScores {
                 num_blocks,
             });
         }
-        if let Some((block, &value)) = self.scores.iter().enumerate().find(|(_, v)| !v.is_finite())
+        if let Some((block, &value)) = self
+            .scores
+            .iter()
+            .enumerate()
+            .find(|(block, v)| !v.is_finite() && !fixed.contains(block))
         {
             return Err(SelectionError::NonFiniteScore {
                 method: self.method.clone(),
@@ -85,7 +90,7 @@ fn one_per_block(
         scores: values,
         llm_evaluations: 0,
     };
-    scores.check(num_blocks)?;
+    scores.check(num_blocks, &[])?;
     Ok(scores.scores)
 }
 
@@ -192,18 +197,30 @@ pub fn best_angular_run(
 
 /// Shortened-LLaMA's perplexity criterion: a block's score is the mean NLL of the model with
 /// only that block removed (a block whose removal raises the loss most is the most important).
-/// `evaluations` must hold every single-block removal (e.g. `sample-masks --anchors`); other
-/// rows are ignored. Cost: L forward passes.
+/// `evaluations` must hold the removal of every player alone (e.g. `sample-masks --anchors`);
+/// other rows are ignored. The game's fixed blocks (`evaluations.fixed_blocks`) are never
+/// removed, so they have no such row: they score +∞ (never chosen). Cost: one forward pass per
+/// player.
 pub fn leave_one_out_scores(evaluations: &EvaluationTable) -> Result<BlockScores, SelectionError> {
     let num_blocks = evaluations.num_blocks;
-    let pairs = evaluations.rows.iter().filter_map(|row| {
-        let removed = row.mask.removed_blocks();
-        (removed.len() == 1).then(|| (removed[0], row.nll))
-    });
+    let fixed = &evaluations.fixed_blocks;
+    let pairs = evaluations
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let removed = row.mask.removed_blocks();
+            (removed.len() == 1).then(|| (removed[0], row.nll))
+        })
+        // Fixed blocks enter the count as placeholders and then score +∞.
+        .chain(fixed.iter().map(|&block| (block, 0.0)));
+    let mut scores = one_per_block(LEAVE_ONE_OUT, num_blocks, pairs)?;
+    for &block in fixed {
+        scores[block] = f64::INFINITY;
+    }
     Ok(BlockScores {
         method: LEAVE_ONE_OUT.to_string(),
-        scores: one_per_block(LEAVE_ONE_OUT, num_blocks, pairs)?,
-        llm_evaluations: num_blocks as u64,
+        scores,
+        llm_evaluations: (num_blocks - fixed.len()) as u64,
     })
 }
 

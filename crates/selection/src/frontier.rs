@@ -258,7 +258,7 @@ pub fn frontier(
     let mut one_shot_points = |all: &mut CountingGame<CachedGame<&mut dyn Game>>,
                                scores: &BlockScores|
      -> Result<(), SelectionError> {
-        scores.check(num_blocks)?;
+        scores.check(num_blocks, &config.fixed)?;
         for &k in &config.ks {
             let removed = one_shot(&scores.scores, k, &config.fixed)?;
             let value = all.value(

@@ -63,6 +63,11 @@ struct Args {
     /// Number of blocks, when only reverse/random are asked for and no table says it.
     #[arg(long, value_parser = layerprune_cli_common::count(1, 4096))]
     num_blocks: Option<usize>,
+    /// Blocks never removed (e.g. 0), besides the fixed blocks of the game in --evaluations:
+    /// they get no score, and the score table records them as fixed, so `apply-prune` keeps
+    /// them.
+    #[arg(long, value_delimiter = ',')]
+    fixed: Vec<usize>,
     /// Seed of the random scores.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -149,6 +154,20 @@ fn score_blocks(args: Args) -> Result<()> {
     let Some(num_blocks) = num_blocks else {
         bail!("no input says how many blocks the model has; give --block-stats, --evaluations or --num-blocks");
     };
+    // The blocks that are not players: the game's (a leave-one-out score needs its single
+    // removals, which never remove them) and those given; none of them gets a score.
+    let mut fixed = args.fixed.clone();
+    if let Some(table) = &evaluations {
+        fixed.extend(&table.fixed_blocks);
+    }
+    fixed.sort_unstable();
+    fixed.dedup();
+    if let Some(&block) = fixed.iter().find(|&&b| b >= num_blocks) {
+        bail!("--fixed {block} is not a block of this {num_blocks}-block model (blocks 0..{num_blocks})");
+    }
+    if fixed.len() == num_blocks {
+        bail!("every block is fixed (--fixed and the fixed blocks of --evaluations): none is left to score");
+    }
 
     let mut rows = Vec::new();
     for estimator in estimators {
@@ -180,10 +199,17 @@ fn score_blocks(args: Args) -> Result<()> {
             Estimator::Reverse => reverse_order_scores(num_blocks),
             Estimator::Random => random_scores(num_blocks, args.seed),
         };
-        scores.check(num_blocks)?;
-        rows.extend(scores.scores.iter().enumerate().map(|(block, &estimate)| {
-            ScoreRow::point(block, estimate, &scores.method, scores.llm_evaluations)
-        }));
+        scores.check(num_blocks, &fixed)?;
+        rows.extend(
+            scores
+                .scores
+                .iter()
+                .enumerate()
+                .filter(|(block, _)| !fixed.contains(block))
+                .map(|(block, &estimate)| {
+                    ScoreRow::point(block, estimate, &scores.method, scores.llm_evaluations)
+                }),
+        );
     }
     let mut provenance = Provenance::new("score-blocks", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(args.seed);
@@ -207,7 +233,7 @@ fn score_blocks(args: Args) -> Result<()> {
         .unwrap_or_default();
     let table = ScoreTable {
         num_blocks,
-        fixed_blocks: Vec::new(),
+        fixed_blocks: fixed,
         model_id,
         dataset_id,
         rows,

@@ -38,7 +38,13 @@ fn write_stats(path: &Path, num_blocks: usize, skip: Option<usize>) {
 }
 
 fn write_single_removals(path: &Path, num_blocks: usize) {
+    write_game_single_removals(path, num_blocks, &[]);
+}
+
+/// The single removals of a game whose `fixed` blocks are never removed.
+fn write_game_single_removals(path: &Path, num_blocks: usize, fixed: &[usize]) {
     let rows = (0..num_blocks)
+        .filter(|b| !fixed.contains(b))
         .map(|b| {
             let nll = 3.0 + (b * 7 % num_blocks) as f64;
             EvaluationRow {
@@ -56,7 +62,7 @@ fn write_single_removals(path: &Path, num_blocks: usize) {
         num_blocks,
         model_id: "model".into(),
         dataset_id: "data".into(),
-        fixed_blocks: Vec::new(),
+        fixed_blocks: fixed.to_vec(),
         full_model_nll: Some(3.0),
         complete: true,
         rows,
@@ -123,6 +129,66 @@ fn every_method_writes_one_score_per_block() {
     assert_eq!(loo[0].2, 5);
     assert_eq!(of("reverse")[4].1, -4.0);
     assert_eq!(of("random").len(), 5);
+}
+
+#[test]
+fn fixed_blocks_get_no_score_and_are_recorded_so_selection_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.parquet");
+    let evals = dir.path().join("evals.parquet");
+    let out = dir.path().join("scores.parquet");
+    write_stats(&stats, 5, None);
+    // A game with block 0 fixed (sample-masks --fixed 0 --anchors): no row removes block 0.
+    write_game_single_removals(&evals, 5, &[0]);
+    let output = score_blocks(&[
+        "--estimator",
+        "leave-one-out",
+        "--estimator",
+        "block-influence",
+        "--block-stats",
+        stats.to_str().unwrap(),
+        "--evaluations",
+        evals.to_str().unwrap(),
+        "--fixed",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = read_scores(&out).unwrap();
+    // The game's fixed block and the one given, in the table, so apply-prune keeps both.
+    assert_eq!(table.fixed_blocks, vec![0, 4]);
+    for estimator in ["leave-one-out", "block-influence"] {
+        let blocks: Vec<u32> = table
+            .rows
+            .iter()
+            .filter(|r| r.estimator == estimator)
+            .map(|r| r.block)
+            .collect();
+        assert_eq!(blocks, vec![1, 2, 3], "{estimator}");
+    }
+    // Leave-one-out cost one pass per player of the game (4: block 0 is not one).
+    let loo = table.rows.iter().find(|r| r.estimator == "leave-one-out");
+    assert_eq!(loo.unwrap().llm_evaluations, 4);
+
+    // A fixed block outside the model is refused.
+    let output = score_blocks(&[
+        "--estimator",
+        "reverse",
+        "--num-blocks",
+        "5",
+        "--fixed",
+        "5",
+        "--out",
+        dir.path().join("bad.parquet").to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--fixed 5 is not a block"), "{stderr}");
 }
 
 #[test]
