@@ -5,6 +5,9 @@
 //! in every file a stage writes, the check of a stage's outputs against its inputs before any
 //! work ([`Io`]), and the bounds of counts and memory ([`count`], [`check_memory`]).
 //!
+//! A stage's summary goes to stdout through [`print_summary`], which takes a reader that
+//! stopped reading (`stage | head`) calmly instead of panicking as `println!` does.
+//!
 //! Exit status, as in most Unix tools: 0 on success; 2 for a usage error (an unknown flag, a
 //! value clap cannot parse or that is out of its bounds; reported by clap); 1 for an error
 //! found while running (a refused output, an unreadable input, a failed write), so a workflow
@@ -41,6 +44,24 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+/// Writes a stage's summary (the tables and lines it prints after its files are written) to
+/// standard output in one go. A reader that has stopped reading (`stage | head`) is not an
+/// error: the stage's files are written by then. (`println!` panics there, and a panicking
+/// stage exits 101, which `set -o pipefail` takes for a failed stage.)
+pub fn print_summary(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(error).context("writing the summary to standard output"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -272,8 +272,7 @@ fn evaluate(args: &Args) -> Result<()> {
     };
     let mut reporter = Reporter::new(args.quiet, &args.out, "");
     let outcome = run_evaluation(&config, &mut |p| reporter.report(p))?;
-    print_evaluation(&outcome, &args.out, args.block_stats.as_deref());
-    Ok(())
+    print_evaluation(&outcome, &args.out, args.block_stats.as_deref())
 }
 
 /// Joins shard outputs into one table in the mask table's order.

@@ -1,8 +1,12 @@
 //! What `evaluate` prints: progress on stderr (log lines, and a bar when stderr is a
 //! terminal) and the tables it wrote (on stdout).
 
+use std::fmt::Write;
 use std::io::IsTerminal;
 use std::path::Path;
+
+use anyhow::Result;
+use layerprune_cli_common::print_summary;
 
 use layerprune_core::{Mask, Tenths};
 use layerprune_evaluation::{EvaluationOutcome, Progress};
@@ -99,7 +103,11 @@ fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {
 }
 
 /// What a perplexity run did (on stderr) and its table (on stdout).
-pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Option<&Path>) {
+pub fn print_evaluation(
+    outcome: &EvaluationOutcome,
+    out: &Path,
+    block_stats: Option<&Path>,
+) -> Result<()> {
     let (n, seconds) = (outcome.evaluated, outcome.seconds);
     if n > 0 {
         let memory = outcome.device_memory.map_or(String::new(), |memory| {
@@ -145,20 +153,24 @@ pub fn print_evaluation(outcome: &EvaluationOutcome, out: &Path, block_stats: Op
             outcome.masks
         );
     }
-    print_table(&outcome.table);
     if let (Some(path), Some(rows)) = (block_stats, outcome.block_stats_rows) {
         tracing::info!("wrote {} ({rows} rows)", path.display());
     }
+    print_summary(&evaluation_table(&outcome.table)?)
 }
 
-fn print_table(table: &EvaluationTable) {
+/// The evaluation table as printed: a mask per line (the first 40).
+fn evaluation_table(table: &EvaluationTable) -> Result<String, std::fmt::Error> {
     const SHOWN: usize = 40;
-    println!(
+    let mut text = String::new();
+    writeln!(
+        text,
         "{:<4} {:>7} {:>9} {:>10} {:>8}  removed blocks",
         "#", "removed", "nll", "ppl", "utility"
-    );
+    )?;
     for (i, row) in table.rows.iter().take(SHOWN).enumerate() {
-        println!(
+        writeln!(
+            text,
             "{:<4} {:>7} {:>9.5} {:>10.3} {:>8.4}  {}",
             i,
             row.mask.num_removed(),
@@ -166,23 +178,30 @@ fn print_table(table: &EvaluationTable) {
             row.ppl,
             row.utility,
             removed_text(&row.mask)
-        );
+        )?;
     }
     if table.rows.len() > SHOWN {
-        println!("... {} more rows", table.rows.len() - SHOWN);
+        writeln!(text, "... {} more rows", table.rows.len() - SHOWN)?;
     }
+    Ok(text)
 }
 
-/// The accuracy table, a mask per line (the first 40): acc / acc_norm of each task, in %.
-pub fn print_accuracies(tasks: &[Task], table: &TaskAccuracyTable) {
+/// Prints the accuracy table, a mask per line (the first 40): acc / acc_norm of each task,
+/// in %.
+pub fn print_accuracies(tasks: &[Task], table: &TaskAccuracyTable) -> Result<()> {
+    print_summary(&accuracy_table(tasks, table)?)
+}
+
+fn accuracy_table(tasks: &[Task], table: &TaskAccuracyTable) -> Result<String, std::fmt::Error> {
     const SHOWN: usize = 40;
     let mut names: Vec<&str> = tasks.iter().map(|t| t.name()).collect();
     names.push("mean");
-    print!("{:<4} {:>7}", "#", "removed");
+    let mut text = String::new();
+    write!(text, "{:<4} {:>7}", "#", "removed")?;
     for name in &names {
-        print!(" {:>13}", name);
+        write!(text, " {:>13}", name)?;
     }
-    println!("  removed blocks  (acc / acc_norm, %)");
+    writeln!(text, "  removed blocks  (acc / acc_norm, %)")?;
     let mut masks: Vec<&Mask> = Vec::new();
     for row in &table.rows {
         if !masks.contains(&&row.mask) {
@@ -190,22 +209,23 @@ pub fn print_accuracies(tasks: &[Task], table: &TaskAccuracyTable) {
         }
     }
     for (i, mask) in masks.iter().take(SHOWN).enumerate() {
-        print!("{:<4} {:>7}", i, mask.num_removed());
+        write!(text, "{:<4} {:>7}", i, mask.num_removed())?;
         for name in &names {
             match table
                 .rows
                 .iter()
                 .find(|r| &r.mask == *mask && r.task == *name)
             {
-                Some(r) => print!(" {:>6.1}/{:>6.1}", 100.0 * r.acc, 100.0 * r.acc_norm),
-                None => print!(" {:>13}", "-"),
+                Some(r) => write!(text, " {:>6.1}/{:>6.1}", 100.0 * r.acc, 100.0 * r.acc_norm)?,
+                None => write!(text, " {:>13}", "-")?,
             }
         }
-        println!("  {}", removed_text(mask));
+        writeln!(text, "  {}", removed_text(mask))?;
     }
     if masks.len() > SHOWN {
-        println!("... {} more masks", masks.len() - SHOWN);
+        writeln!(text, "... {} more masks", masks.len() - SHOWN)?;
     }
+    Ok(text)
 }
 
 /// A mask's removed blocks as the printed tables name it: `5,14,15`, `-` for the full model.

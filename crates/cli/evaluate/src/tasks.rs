@@ -91,6 +91,5 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
             outcome.masks
         );
     }
-    print_accuracies(&tasks, &outcome.accuracies);
-    Ok(())
+    print_accuracies(&tasks, &outcome.accuracies)
 }

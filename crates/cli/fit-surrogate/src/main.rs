@@ -132,22 +132,28 @@ fn fit_options(args: &Args) -> FitOptions {
     }
 }
 
-fn print_metrics(rows: &[SurrogateMetricRow]) {
-    println!(
+/// The metrics table as printed: a row per fold and surrogate, and their mean.
+fn metrics_table(rows: &[SurrogateMetricRow]) -> Result<String, std::fmt::Error> {
+    use std::fmt::Write;
+    let mut text = String::new();
+    writeln!(
+        text,
         "{:<10} {:<13} {:>5} {:>9} {:>9} {:>11} {:>8} {:>7}",
         "surrogate", "value", "fold", "r2", "spearman", "mae", "n_train", "n_test"
-    );
+    )?;
     for row in rows {
         let fold = if row.fold < 0 {
             "mean".to_string()
         } else {
             row.fold.to_string()
         };
-        println!(
+        writeln!(
+            text,
             "{:<10} {:<13} {:>5} {:>9.4} {:>9.4} {:>11.4e} {:>8} {:>7}",
             row.surrogate, row.value, fold, row.r2, row.spearman, row.mae, row.n_train, row.n_test
-        );
+        )?;
     }
+    Ok(text)
 }
 
 fn metric_row(kind: SurrogateKind, value: GameValue, fold: &FoldMetrics) -> SurrogateMetricRow {
@@ -241,7 +247,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
                 metric_rows.push(metric_row(kind, args.value, &mean));
             }
         }
-        print_metrics(&metric_rows);
+        layerprune_cli_common::print_summary(&metrics_table(&metric_rows)?)?;
     }
 
     let provenance = Provenance::new(

@@ -54,11 +54,7 @@ fn main() -> ExitCode {
         let args = Args::parse();
         let mut out = String::new();
         inspect(&args, &mut out)?;
-        use std::io::Write;
-        match std::io::stdout().lock().write_all(out.as_bytes()) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(()),
-        }
+        layerprune_cli_common::print_summary(&out)
     })
 }
 

@@ -185,25 +185,28 @@ fn body(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("writing the token table {}", args.out.display()))?;
 
     let table = &prepared.table;
-    println!("wrote {}", args.out.display());
-    println!("dataset id: {}", table.dataset_id);
-    println!(
+    let mut summary = String::new();
+    use std::fmt::Write;
+    writeln!(summary, "wrote {}", args.out.display())?;
+    writeln!(summary, "dataset id: {}", table.dataset_id)?;
+    writeln!(
+        summary,
         "tokens: {} windows x {} = {} (from {} documents, {} tokens in the stream)",
         table.windows.len(),
         table.seq_len,
         table.windows.len() * table.seq_len,
         prepared.documents,
         prepared.stream_tokens
-    );
-    println!("source: {}", table.source);
+    )?;
+    writeln!(summary, "source: {}", table.source)?;
     if let Some(first) = table.windows.first() {
         let text = tokenizer.decode(first)?;
         let shown: String = text.chars().take(200).collect();
         let more = if shown.len() < text.len() { " ..." } else { "" };
-        println!("first window: {shown:?}{more}");
+        writeln!(summary, "first window: {shown:?}{more}")?;
     }
-    println!("took {:.2} s", started.elapsed().as_secs_f64());
-    Ok(())
+    writeln!(summary, "took {:.2} s", started.elapsed().as_secs_f64())?;
+    layerprune_cli_common::print_summary(&summary)
 }
 
 fn main() -> ExitCode {

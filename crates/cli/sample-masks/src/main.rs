@@ -176,14 +176,16 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     // write_masks writes atomically: a failed write leaves the table appended to as it was.
     write_masks(&args.out, &sampled.table, &sampled.provenance)
         .with_context(|| format!("writing the mask table {}", args.out.display()))?;
-    print_summary(&players, &sampled.outcome);
-    println!(
+    let mut summary = sampling_summary(&players, &sampled.outcome)?;
+    use std::fmt::Write;
+    writeln!(
+        summary,
         "wrote {} masks ({} new) to {}",
         sampled.table.rows.len(),
         sampled.new_rows,
         args.out.display()
-    );
-    Ok(())
+    )?;
+    layerprune_cli_common::print_summary(&summary)
 }
 
 /// Refuses a design whose rows would not fit in memory: each row holds a mask of
@@ -206,9 +208,13 @@ fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Resul
     )
 }
 
-fn print_summary(players: &Players, outcome: &SampleOutcome) {
+/// What was drawn: each stratum's masks, and the new rows by design.
+fn sampling_summary(players: &Players, outcome: &SampleOutcome) -> Result<String, std::fmt::Error> {
+    use std::fmt::Write;
+    let mut text = String::new();
     for stratum in &outcome.strata {
-        println!(
+        writeln!(
+            text,
             "stratum {:>3} of {} players removed: {} masks drawn ({} allocated, {} available of {})",
             stratum.removed,
             players.len(),
@@ -216,7 +222,7 @@ fn print_summary(players: &Players, outcome: &SampleOutcome) {
             stratum.allocated,
             stratum.available,
             stratum.possible
-        );
+        )?;
     }
     let mut by_design: Vec<(&str, usize)> = Vec::new();
     for row in &outcome.rows {
@@ -230,7 +236,8 @@ fn print_summary(players: &Players, outcome: &SampleOutcome) {
         .iter()
         .map(|(design, count)| format!("{design} {count}"))
         .collect();
-    println!("new rows by design: {}", counts.join(", "));
+    writeln!(text, "new rows by design: {}", counts.join(", "))?;
+    Ok(text)
 }
 
 #[cfg(test)]

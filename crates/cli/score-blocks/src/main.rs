@@ -239,12 +239,14 @@ fn score_blocks(args: Args) -> Result<()> {
         rows,
     };
     write_scores(&args.out, &table, &provenance)?;
-    println!("{:<16} {:>5} {:>12}", "estimator", "block", "score");
+    use std::fmt::Write;
+    let mut summary = format!("{:<16} {:>5} {:>12}\n", "estimator", "block", "estimate");
     for row in &table.rows {
-        println!(
+        writeln!(
+            summary,
             "{:<16} {:>5} {:>12.6}",
             row.estimator, row.block, row.estimate
-        );
+        )?;
     }
-    Ok(())
+    layerprune_cli_common::print_summary(&summary)
 }

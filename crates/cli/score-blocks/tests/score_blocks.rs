@@ -348,3 +348,31 @@ fn slips_are_told_what_to_give() {
         None,
     );
 }
+
+#[test]
+fn a_reader_that_stopped_reading_is_not_an_error() {
+    // `score-blocks … | head -0` under `set -o pipefail`: stdout is a pipe nobody reads. The
+    // table is written; the summary has nowhere to go, which is no failure (it was a panic,
+    // exit 101, with `println!`).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("scores.parquet");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_score-blocks"))
+        .args([
+            "--estimator",
+            "reverse",
+            "--num-blocks",
+            "400",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(read_scores(&out).unwrap().rows.len(), 400);
+}

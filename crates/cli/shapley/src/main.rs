@@ -138,11 +138,13 @@ fn body(args: Args) -> Result<()> {
     )?;
     let table = inputs.table(&all);
     write_scores(&args.out, &table, &provenance)?;
-    for estimates in &all {
-        print!("{}", ranked(estimates));
-    }
-    println!("wrote {} rows to {}", table.rows.len(), args.out.display());
-    Ok(())
+    let mut summary: String = all.iter().map(ranked).collect();
+    summary += &format!(
+        "wrote {} rows to {}\n",
+        table.rows.len(),
+        args.out.display()
+    );
+    layerprune_cli_common::print_summary(&summary)
 }
 
 /// The estimates ranked from most to least important (pruning removes from the bottom).
