@@ -404,7 +404,7 @@ fn quadratic_shapley_points(
     use layerprune_sampling::{
         sample, Allocation, Existing, Players, SamplingPlan, StrataSpec, StratifiedDesign,
     };
-    use layerprune_surrogate::{fit, FitOptions, Surrogate, SurrogateKind};
+    use layerprune_surrogate::{fit, FitOptions, SurrogateKind};
 
     let num_blocks = game.num_players();
     let bad = |e: &dyn std::fmt::Display| SelectionError::BadOption(format!("shapley: {e}"));
@@ -438,9 +438,10 @@ fn quadratic_shapley_points(
     };
     let surrogate =
         fit(SurrogateKind::Quadratic, &kept_masks, &targets, &options).map_err(|e| bad(&e))?;
-    let scores = surrogate
-        .exact_shapley()
-        .ok_or_else(|| bad(&"the quadratic surrogate has no closed form"))?;
+    // The players' game (the fixed blocks kept): the closed form over all blocks would misread
+    // a fit on masks that always keep them (`SurrogateShapley::player_scores`).
+    let scores = crate::SurrogateShapley::for_fitted(&surrogate, 0, config.seed)
+        .player_scores(&config.fixed)?;
     let sampled_cost = counted.evaluations();
     let mut points = Vec::new();
     for &k in &config.ks {

@@ -353,13 +353,8 @@ fn plans_for_ks(
                         "--candidates must be at least 1".into(),
                     ));
                 }
-                let full_game_shapley = match on.surrogate.exact_shapley() {
-                    Some(values) => values,
-                    None => {
-                        let everyone: Vec<usize> = (0..num_blocks).collect();
-                        shapley.restricted(&Mask::full(num_blocks), &everyone, 0)?
-                    }
-                };
+                // The one-shot start: the Shapley values of the players' game.
+                let player_shapley = shapley.player_scores(fixed)?;
                 let search = SearchOptions {
                     random_starts: settings.random_starts,
                     top_n: settings.candidates,
@@ -368,7 +363,7 @@ fn plans_for_ks(
                 };
                 for &k in &settings.ks {
                     let starts = vec![
-                        one_shot(&full_game_shapley, k, fixed)?,
+                        one_shot(&player_shapley, k, fixed)?,
                         removal.removed_blocks(k),
                     ];
                     let found = surrogate_search(on.surrogate, k, fixed, &starts, &search)?;

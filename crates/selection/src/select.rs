@@ -133,6 +133,24 @@ impl<'a> SurrogateShapley<'a> {
     }
 }
 
+impl SurrogateShapley<'_> {
+    /// Each block's Shapley value in the game of the players, every block but `fixed` (which
+    /// stay kept): one score per block, +∞ for a fixed one (never removed). Not the closed
+    /// form over all blocks: a surrogate fitted on masks that always keep the fixed blocks
+    /// cannot tell a player's own effect from its pairs' with them (x_i x_f = x_i there), so
+    /// that form would count only half of what the fit put into those pairs.
+    pub fn player_scores(&self, fixed: &[usize]) -> Result<Vec<f64>, SelectionError> {
+        let num_blocks = self.num_blocks();
+        let players: Vec<usize> = (0..num_blocks).filter(|b| !fixed.contains(b)).collect();
+        let values = self.restricted(&Mask::full(num_blocks), &players, 0)?;
+        let mut scores = vec![f64::INFINITY; num_blocks];
+        for (&block, value) in players.iter().zip(values) {
+            scores[block] = value;
+        }
+        Ok(scores)
+    }
+}
+
 /// The result of [`iterative_removal`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct IterativeRemoval {

@@ -347,3 +347,71 @@ fn fixed_blocks_are_never_removed_and_k_must_leave_a_player() {
         Err(SelectionError::TooManyRemoved { players: 7, .. })
     ));
 }
+
+/// With fixed blocks, a surrogate's block scores are the Shapley values of the players' game
+/// (the fixed blocks kept), not the closed form over all blocks: fitted on masks that always
+/// keep block 0, the quadratic cannot tell player 1's own effect from its pair with block 0,
+/// and the closed form over all blocks halves what went into that pair (and here reorders
+/// blocks 3 and 4).
+#[test]
+fn surrogate_scores_with_fixed_blocks_are_those_of_the_players_game() {
+    use layerprune_core::synthetic::exact_shapley;
+    use layerprune_core::{PlayerGame, Players};
+    use layerprune_surrogate::{fit, FitOptions, FittedSurrogate, SurrogateKind};
+
+    let n = 6;
+    let fixed = [0usize];
+    let players = Players::new(n, &fixed).unwrap();
+    let mut pairs = vec![vec![0.0; n]; n];
+    for (i, j, w) in [(0, 1, 0.6), (4, 5, 0.4)] {
+        pairs[i][j] = w;
+        pairs[j][i] = w;
+    }
+    let game = PairwiseGame {
+        linear: vec![0.5, 0.05, 0.2, 0.34, 0.1, 0.1],
+        pairs,
+        base: 0.0,
+    };
+    let truth =
+        exact_shapley(&mut PlayerGame::new(game.clone(), players.clone()).unwrap()).unwrap();
+    // Every coalition of the players, block 0 kept, as sample-masks --fixed 0 writes them.
+    let masks: Vec<Mask> = (0..1usize << players.len())
+        .map(|bits| players.mask_keeping((0..players.len()).filter(|p| bits >> p & 1 == 1)))
+        .collect();
+    let targets = game.clone().values(&masks).unwrap();
+    let options = FitOptions {
+        ridge_alpha: 0.01,
+        ..FitOptions::default()
+    };
+    let fitted = fit(SurrogateKind::Quadratic, &masks, &targets, &options).unwrap();
+    let FittedSurrogate::Quadratic(quadratic) = &fitted else {
+        panic!("a quadratic fit")
+    };
+    let scores = SurrogateShapley::quadratic(quadratic)
+        .player_scores(&fixed)
+        .unwrap();
+    assert_eq!(scores[0], f64::INFINITY, "a fixed block is never removed");
+    for (p, &block) in players.blocks().iter().enumerate() {
+        assert!(
+            (scores[block] - truth[p]).abs() < 0.02,
+            "{scores:?} vs {truth:?}"
+        );
+    }
+    // The closed form over all blocks is what went wrong: it misses block 1's pair with 0.
+    let over_all_blocks = quadratic.exact_shapley().unwrap();
+    assert!(
+        (over_all_blocks[1] - truth[0]).abs() > 0.1,
+        "{over_all_blocks:?}"
+    );
+    // And the sampled route (an MLP or forest surrogate) agrees on the same game.
+    let sampled = SurrogateShapley::sampled(&fitted, 2000, 1)
+        .player_scores(&fixed)
+        .unwrap();
+    for block in 1..n {
+        assert!(
+            (sampled[block] - scores[block]).abs() < 0.02,
+            "{sampled:?} vs {scores:?}"
+        );
+    }
+    assert_eq!(sampled[0], f64::INFINITY);
+}
