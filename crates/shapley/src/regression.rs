@@ -355,6 +355,13 @@ pub fn regression_adjusted_kernel_estimate(
                 let mut contribution = vec![anchor; n];
                 for coalition in [(*s).clone(), s.complement()] {
                     let size = coalition.num_kept();
+                    // The pair (∅, N) (a mask table may hold it, e.g. strata 0 and n with
+                    // --complement-pairs) is the anchor, counted above: it adds nothing here,
+                    // which keeps every unit's sum at the anchor's (efficiency) and the
+                    // estimate unbiased (p̄ cancels within each size 1..n−1).
+                    if size == 0 || size == n {
+                        continue;
+                    }
                     let r = residual(&coalition)? / 2.0;
                     let inside = r / (size as f64 * size_probability[size]);
                     let outside = r / ((n - size) as f64 * size_probability[size]);

@@ -455,6 +455,39 @@ fn paired_designs_with_other_size_distributions_are_reweighted() {
     assert_eq!(narrow.missing_sizes(), vec![2, 3, 4, 5]);
 }
 
+#[test]
+fn the_pair_of_the_empty_and_full_masks_adds_nothing_to_regression_adjustment() {
+    // A mask table may hold the pair (∅, N) among its complement pairs (strata 0 and n with
+    // --complement-pairs). It is the anchor, already counted: adding it (twice, to weigh) must
+    // keep the estimate efficient and change nothing but the sizes' weights.
+    let n = 6;
+    let mut veto = VetoGame {
+        num_players: n,
+        veto_block: 1,
+        quorum: 3,
+    };
+    let plain = paired_kernel_design(n, 122, 2, "test", &mut rng_from_seed(4)).unwrap();
+    let mut pairs: Vec<(Mask, Mask)> = plain
+        .coalitions
+        .iter()
+        .map(|s| (s.clone(), s.complement()))
+        .collect();
+    for _ in 0..2 {
+        pairs.insert(0, (Mask::empty(n), Mask::full(n)));
+    }
+    let with_ends = PairedDesign::from_pairs(n, &pairs).unwrap();
+    let (rows, _) = evaluate_masks(&mut veto, &Players::all(n), &with_ends.queries()).unwrap();
+    let without =
+        layerprune_shapley::regression::regression_adjusted_estimate(&plain, &rows).unwrap();
+    let with =
+        layerprune_shapley::regression::regression_adjusted_estimate(&with_ends, &rows).unwrap();
+    assert_efficient(&with, &mut veto);
+    assert_efficient(&without, &mut veto);
+    let truth = exact_shapley(&mut veto).unwrap();
+    assert_within_se(&with, &truth, 0.1);
+    assert_within_se(&without, &truth, 0.1);
+}
+
 /// exp of a pairwise game: the shape of the published utility exp(−Δnll).
 struct ExpPairwise(PairwiseGame);
 
