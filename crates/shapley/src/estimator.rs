@@ -136,15 +136,18 @@ pub fn run_estimator_with_fit(
     Ok(match kind {
         EstimatorKind::StratifiedSemivalue => {
             let bases = base_masks_for_budget(players.len(), budget);
-            if bases == 0 {
+            let published = published_strata(players.len());
+            // A base mask per stratum at least: a stratum without one would be left out of the
+            // average, and the estimate would be of another semivalue.
+            if bases < published.len().max(1) {
                 return Err(ShapleyError::BudgetTooSmall {
                     estimator: kind.name(),
                     players: players.len(),
                     budget,
-                    needed: players.len() + 1,
+                    needed: (players.len() + 1) * published.len().max(1),
                 });
             }
-            let strata = MaskDistribution::Strata(published_strata(players.len()));
+            let strata = MaskDistribution::Strata(published);
             (run_semivalue(game, players, &strata, bases, seed)?, None)
         }
         EstimatorKind::Permutation => (

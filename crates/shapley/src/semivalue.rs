@@ -97,6 +97,14 @@ pub fn semivalue_design(
                     "stratum {k} removes more players than the {num_players} there are"
                 )));
             }
+            // A stratum without a base mask would be left out of the average: the estimate
+            // would be of another semivalue.
+            if num_base_masks < strata.len() {
+                return Err(ShapleyError::Design(format!(
+                    "{num_base_masks} base masks for {} strata: each stratum needs one at least",
+                    strata.len()
+                )));
+            }
             let mut players: Vec<usize> = (0..num_players).collect();
             for (s, &removed) in strata.iter().enumerate() {
                 let count =

@@ -629,3 +629,36 @@ fn regression_adjusted_stratified_samples_the_surrogate_beyond_sixteen_players()
     .unwrap();
     assert_within_se(&estimates, &weights, 0.01);
 }
+
+#[test]
+fn the_stratified_semivalue_needs_a_base_mask_per_stratum() {
+    // 12 players: the published strata are 1..=5. A budget of 64 gives 4 base masks (each
+    // costs n + 1 evaluations), so stratum 5 would get none and the estimate would average
+    // four strata: another semivalue. It is refused, naming the budget that covers them all.
+    let n = 12;
+    let mut game = random_pairwise(n, 3);
+    let error = layerprune_shapley::run_estimator(
+        EstimatorKind::StratifiedSemivalue,
+        &mut game,
+        &Players::all(n),
+        64,
+        1,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("65"), "{error}");
+    let estimates = layerprune_shapley::run_estimator(
+        EstimatorKind::StratifiedSemivalue,
+        &mut game,
+        &Players::all(n),
+        65,
+        1,
+    )
+    .unwrap();
+    assert_eq!(estimates.values.len(), n);
+    // The design itself refuses fewer base masks than strata.
+    let strata = MaskDistribution::Strata(vec![1, 2, 3]);
+    let design =
+        layerprune_shapley::semivalue::semivalue_design(n, &strata, 2, &mut rng_from_seed(0));
+    assert!(design.is_err());
+}
