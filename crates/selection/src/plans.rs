@@ -588,13 +588,19 @@ pub fn measure_plans(
         if plan.candidates.is_empty() {
             plan.measured_nll = Some(nll_of(&plan.removed)?);
             if !plan.cost_is_recorded {
-                plan.llm_evaluations += 1;
+                plan.llm_evaluations = plan.llm_evaluations.saturating_add(1);
             }
         } else {
+            // The lowest NLL measured; a diverged candidate (NaN) is never the best, nor does
+            // it stop a later one from being (`x < NaN` is false).
             let mut best: Option<(f64, usize)> = None;
             for (index, candidate) in plan.candidates.iter().enumerate() {
                 let nll = nll_of(&candidate.removed_blocks)?;
-                if best.is_none_or(|(b, _)| nll < b) {
+                let better = match best {
+                    None => true,
+                    Some((b, _)) => nll < b || (b.is_nan() && !nll.is_nan()),
+                };
+                if better {
                     best = Some((nll, index));
                 }
             }
@@ -605,7 +611,9 @@ pub fn measure_plans(
                 plan.predicted = Some(winner.predicted);
                 plan.measured_nll = Some(nll);
             }
-            plan.llm_evaluations += plan.candidates.len() as u64;
+            plan.llm_evaluations = plan
+                .llm_evaluations
+                .saturating_add(plan.candidates.len() as u64);
         }
     }
     Ok(())

@@ -215,7 +215,12 @@ pub fn largest_within(
     let mut single_losses: Vec<(f64, usize)> = players
         .iter()
         .zip(&values[1..])
-        .map(|(&block, &value)| (full_value - value, block))
+        // A diverged single removal (NaN, of either sign) costs the most: it goes last, where
+        // `total_cmp` would put a negative NaN first.
+        .map(|(&block, &value)| {
+            let loss = full_value - value;
+            (if loss.is_nan() { f64::INFINITY } else { loss }, block)
+        })
         .collect();
     single_losses.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     // The standard error of a measured plan's NLL increase, paired over the windows (the full

@@ -415,3 +415,73 @@ fn surrogate_scores_with_fixed_blocks_are_those_of_the_players_game() {
     }
     assert_eq!(sampled[0], f64::INFINITY);
 }
+
+/// A game in which the masks `diverged` removes give NaN (a collapsed model's NLL can), with
+/// the sign bit set when `negative` (the value is −NLL: a NaN NLL negated).
+struct Diverges {
+    inner: AdditiveGame,
+    diverged: Vec<Mask>,
+    negative: bool,
+}
+
+impl Game for Diverges {
+    fn num_players(&self) -> usize {
+        self.inner.num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, layerprune_core::GameError> {
+        let mut values = self.inner.values(masks)?;
+        for (mask, value) in masks.iter().zip(values.iter_mut()) {
+            if self.diverged.contains(mask) {
+                *value = if self.negative { -f64::NAN } else { f64::NAN };
+            }
+        }
+        Ok(values)
+    }
+}
+
+#[test]
+fn a_diverged_mask_is_never_the_plan_nor_stops_the_search() {
+    use layerprune_selection::{
+        largest_within, measure_plans, sleb_chooser, Candidate, Plan, RatioTarget,
+    };
+    let n = 6;
+    let weights = vec![0.5, 0.05, 0.06, 0.07, 0.09, 0.08];
+    // Search: the best-predicted candidate diverged; the plan is the best finite one.
+    let mut game = Diverges {
+        inner: AdditiveGame::new(weights.clone(), 0.0),
+        diverged: vec![Mask::from_removed(n, &[1, 2]).unwrap()],
+        negative: false,
+    };
+    let mut plan = Plan::new("surrogate-search", vec![1, 2], 10);
+    plan.candidates = [vec![1, 2], vec![3, 4], vec![2, 5]]
+        .into_iter()
+        .enumerate()
+        .map(|(i, removed_blocks)| Candidate {
+            removed_blocks,
+            predicted: -1.0 - i as f64 / 10.0,
+        })
+        .collect();
+    let mut plans = vec![plan];
+    measure_plans(&mut game, &mut plans, n).unwrap();
+    assert_eq!(plans[0].removed, vec![2, 5], "the lowest finite NLL");
+    assert!(plans[0].measured_nll.unwrap().is_finite());
+    assert_eq!(plans[0].llm_evaluations, 13);
+
+    // --max-ppl-ratio: a single removal that diverged (−NaN, which `total_cmp` sorts first)
+    // does not end the search; the cheapest blocks still go.
+    let mut game = Diverges {
+        inner: AdditiveGame::new(weights, 0.0),
+        diverged: vec![Mask::from_removed(n, &[5]).unwrap()],
+        negative: true,
+    };
+    let search = largest_within(
+        &mut game,
+        &[],
+        &RatioTarget::new(1.2),
+        &mut sleb_chooser(&[], None),
+    )
+    .unwrap();
+    let chosen = &search.probes[search.chosen.expect("blocks within the ratio")];
+    assert!(!chosen.removed_blocks.contains(&5), "{:?}", search.probes);
+    assert!(!chosen.removed_blocks.is_empty());
+}
