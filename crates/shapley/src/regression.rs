@@ -124,11 +124,12 @@ impl HalfSurrogate {
         let order = order_for_rows(n, masks.len());
         let lowest = values.iter().copied().fold(f64::INFINITY, f64::min);
         let highest = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        // Below every value by a tenth of their spread, so ln stays finite.
+        // Below every value by a tenth of their spread, so ln stays finite; by a millionth of
+        // the values' size at least, or a constant −3 would shift to itself (ln 0).
         let shift = if lowest > 0.0 {
             0.0
         } else {
-            lowest - 0.1 * (highest - lowest).max(f64::MIN_POSITIVE.sqrt())
+            lowest - (0.1 * (highest - lowest)).max(1e-6 * lowest.abs().max(1.0))
         };
         let shifted: Vec<f64> = values.iter().map(|v| v - shift).collect();
         // Least squares in value space, Σ (u − e^p)², by Gauss–Newton: linearising e^p
@@ -409,12 +410,26 @@ pub fn regression_adjusted_chains_estimate(
     seed: u64,
 ) -> Result<RegressionAdjusted, ShapleyError> {
     let n = design.num_players;
+    let table = ValueTable::from_rows(rows);
+    // One player: its value is the whole gain, as in the kernel variant (its one chain is one
+    // unit, too few to cross-fit).
+    if n <= 1 {
+        let (empty, full) = (Mask::empty(n), Mask::full(n));
+        let total = table.get(&full)? - table.get(&empty)?;
+        return Ok(RegressionAdjusted {
+            estimates: Estimates::new(
+                REGRESSION_ADJUSTED_LOG_CHAINS,
+                vec![total; n],
+                Some(vec![0.0; n]),
+            ),
+            held_out_r2: f64::NAN,
+        });
+    }
     if design.units.len() < 2 {
         return Err(ShapleyError::Design(
             "cross-fitting needs at least two permutation units".into(),
         ));
     }
-    let table = ValueTable::from_rows(rows);
     let halves: [Vec<Vec<usize>>; 2] =
         split_halves(&design.units).map(|half| half.into_iter().cloned().collect());
     let half_masks = halves.clone().map(|units| {

@@ -662,3 +662,37 @@ fn the_stratified_semivalue_needs_a_base_mask_per_stratum() {
         layerprune_shapley::semivalue::semivalue_design(n, &strata, 2, &mut rng_from_seed(0));
     assert!(design.is_err());
 }
+
+#[test]
+fn every_estimator_runs_on_one_player_and_on_constant_games() {
+    // One player: every Shapley estimator gives the whole gain v(N) − v(∅).
+    for kind in EstimatorKind::ALL {
+        let mut game = PairwiseGame {
+            linear: vec![0.3],
+            pairs: vec![vec![0.0]],
+            base: 0.5,
+        };
+        let estimates = run_estimator(kind, &mut game, &Players::all(1), 50, 1)
+            .unwrap_or_else(|e| panic!("{kind} on one player: {e}"));
+        if kind.estimates_shapley() {
+            assert!(
+                (estimates.values[0] - 0.3).abs() < 1e-9,
+                "{kind}: {estimates:?}"
+            );
+        }
+    }
+    // A constant game (every mask alike, of any sign: nll-increase or neg-nll can be): every
+    // value is 0. The exp-polynomial surrogates shifted a constant −3 onto ln 0.
+    for constant in [0.5, 0.0, -3.0] {
+        for kind in EstimatorKind::ALL {
+            let mut game = AdditiveGame::new(vec![0.0; 6], constant);
+            let estimates = run_estimator(kind, &mut game, &Players::all(6), 200, 1)
+                .unwrap_or_else(|e| panic!("{kind} on v = {constant}: {e}"));
+            assert!(
+                estimates.values.iter().all(|v| v.abs() < 1e-9),
+                "{kind} on v = {constant}: {:?}",
+                estimates.values
+            );
+        }
+    }
+}
