@@ -116,7 +116,13 @@ fn body(args: Args) -> anyhow::Result<()> {
         (None, Some(model)) => model.join("tokenizer.json"),
         (None, None) => bail!("give --tokenizer FILE or --model DIR"),
     };
+    // clap's `requires` lets --field through beside another source (the sources' group).
+    if args.field.is_some() && args.jsonl.is_none() {
+        bail!("--field is for --jsonl (the field of each JSON line that holds the text); leave it out");
+    }
     layerprune_cli_common::Io::new()
+        // The model folder whole: --out inside it would change the model.
+        .input_opt(args.model.as_deref())
         .input(&tokenizer_path)
         .input_opt(args.text.as_deref())
         .input_opt(args.jsonl.as_deref())

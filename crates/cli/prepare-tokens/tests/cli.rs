@@ -54,14 +54,31 @@ fn two_windows_of_two(
 #[test]
 fn writes_the_table_and_reports_it() {
     let folder = tempfile::tempdir().unwrap();
-    write_tokenizer(folder.path());
+    let model_folder = folder.path().join("model");
+    std::fs::create_dir(&model_folder).unwrap();
+    write_tokenizer(&model_folder);
     let lines: Vec<String> = (0..100)
         .map(|id| format!("{{\"doc\": {{\"text\": \"w{id}\"}}}}"))
         .collect();
     let jsonl = folder.path().join("docs.jsonl");
     std::fs::write(&jsonl, lines.join("\n")).unwrap();
     let out = folder.path().join("tokens.parquet");
-    let model = folder.path().to_str().unwrap();
+    let model = model_folder.to_str().unwrap();
+    // Never into the model folder: a table there could replace the manifest or a graph.
+    let inside = model_folder.join("manifest.json");
+    let refused = prepare_tokens(&[
+        "--model",
+        model,
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+        "--field",
+        "doc.text",
+        "--out",
+        inside.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("inside the input folder"), "{stderr}");
+    assert!(!inside.exists());
     let output = prepare_tokens(&[
         "--model",
         model,
@@ -145,6 +162,8 @@ fn a_setting_of_the_other_mode_is_refused() {
             &["--mode", "random", "--offset", "2"][..],
             "--offset is for --mode consecutive",
         ),
+        // And a setting of another source: --field names the text of --jsonl's lines.
+        (&["--field", "text"][..], "--field is for --jsonl"),
     ] {
         let output = run(extra);
         let stderr = String::from_utf8_lossy(&output.stderr);

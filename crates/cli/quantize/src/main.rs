@@ -6,7 +6,7 @@
 //! `layerprune-quantize`, this binary reads the arguments and the tokens and reports what was
 //! done.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -169,8 +169,23 @@ fn quantize(args: Args) -> Result<()> {
         );
     }
     // Before any work: --out may not replace, hold or lie in the model or the calibration table.
+    // One graph's inputs are also the weight files it reads, and the layered folder it belongs
+    // to if any (its manifest and other graphs): --out may replace none of them.
+    let graph_inputs: Vec<PathBuf> = if args.model.is_file() {
+        let folder = args.model.parent().unwrap_or(Path::new("."));
+        let weights = layerprune_model::graph_external_data(&args.model).unwrap_or_default();
+        let layered = folder.join("manifest.json").is_file();
+        weights
+            .iter()
+            .map(|location| folder.join(location))
+            .chain(layered.then(|| folder.to_path_buf()))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let io = Io::new()
         .input(&args.model)
+        .inputs(&graph_inputs)
         .input_opt(args.tokens.as_deref())
         .existing_refused_unless(args.overwrite, "--out", &args.out);
     if args.model.is_dir() {

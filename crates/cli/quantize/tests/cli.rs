@@ -66,6 +66,33 @@ fn quantizes_a_folder_and_a_single_file() {
 }
 
 #[test]
+fn one_graph_is_never_written_over_its_weights_or_into_its_model_folder() {
+    let temp = tempfile::tempdir().unwrap();
+    let model = temp.path().join("model");
+    layerprune_tests::copy_tiny_model(&model);
+    let before = layerprune_tests::snapshot(&model);
+    let block = model.join("block_000.onnx");
+    let weights = layerprune_model::graph_external_data(&block).unwrap();
+    let first_weights = model.join(weights.iter().next().unwrap());
+    // The graph's own weight file (read while quantizing), and the folder's manifest: both are
+    // inputs, even with --overwrite.
+    for out in [first_weights, model.join("manifest.json")] {
+        let result = quantize(&[
+            "--model",
+            block.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--scheme",
+            "int8",
+            "--overwrite",
+        ]);
+        assert!(!result.status.success(), "{}", out.display());
+        assert!(stderr(&result).contains("input"), "{}", stderr(&result));
+    }
+    assert_eq!(layerprune_tests::snapshot(&model), before);
+}
+
+#[test]
 fn bad_input_exits_with_status_2_and_the_reason() {
     let temp = tempfile::tempdir().unwrap();
     let model = fixture();
