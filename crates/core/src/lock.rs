@@ -74,6 +74,7 @@ impl FileLock {
         };
         let mut told = false;
         loop {
+            refuse_foreign(&lock_path).map_err(io_error)?;
             let file = OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -111,9 +112,33 @@ impl FileLock {
 impl Drop for FileLock {
     fn drop(&mut self) {
         // Removed while still held, so no run can lock this file after it is gone and believe
-        // it holds the lock; a run waiting on it sees it gone and locks a new one.
-        let _ = fs::remove_file(&self.lock_path);
+        // it holds the lock; a run waiting on it sees it gone and locks a new one. Only if it
+        // is still the file locked: whatever replaced it at that path is not ours to remove.
+        if still_at_path(&self.file, &self.lock_path) {
+            let _ = fs::remove_file(&self.lock_path);
+        }
         let _ = self.file.unlock();
+    }
+}
+
+/// Refuses to take as a lock file something at `lock_path` that no run made: a lock file is
+/// an empty regular file (a run writes nothing into it), and the lock removes it when released.
+fn refuse_foreign(lock_path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(lock_path) {
+        Ok(meta) if !meta.is_file() || meta.len() > 0 => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is in the way: it is {}, where a lock file is empty; it is not removed (move \
+                 it, or write to another file)",
+                lock_path.display(),
+                if meta.is_file() {
+                    "a file with content".to_string()
+                } else {
+                    crate::file_kind(&meta).to_string()
+                }
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -167,6 +192,27 @@ mod tests {
         let lock = FileLock::try_acquire(&path).unwrap();
         drop(lock);
         assert!(!FileLock::lock_path(&path).exists());
+    }
+
+    #[test]
+    fn a_file_no_run_made_is_never_taken_for_a_lock_nor_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.parquet");
+        let lock_path = FileLock::lock_path(&path);
+        // A user's file at the lock's name: refused, kept.
+        fs::write(&lock_path, b"precious").unwrap();
+        let error = FileLock::try_acquire(&path).unwrap_err().to_string();
+        assert!(error.contains("is in the way"), "{error}");
+        assert_eq!(fs::read(&lock_path).unwrap(), b"precious");
+        fs::remove_file(&lock_path).unwrap();
+        // A file that replaced the lock file while it was held (a rename onto its path) is not
+        // removed with the lock.
+        let lock = FileLock::try_acquire(&path).unwrap();
+        let replacement = dir.path().join("written");
+        fs::write(&replacement, b"a table").unwrap();
+        fs::rename(&replacement, &lock_path).unwrap();
+        drop(lock);
+        assert_eq!(fs::read(&lock_path).unwrap(), b"a table");
     }
 
     #[test]

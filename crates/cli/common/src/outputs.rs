@@ -317,6 +317,18 @@ fn check_one(flag: &str, path: &Path, is_folder: bool, inputs: &[Input]) -> Resu
     if !is_folder && path.as_os_str().as_encoded_bytes().ends_with(b"/") {
         bail!("{flag} {shown}: ends with '/', which names a folder, and this writes a file");
     }
+    // `.NAME.lock` is where a run locks NAME (layerprune_core::FileLock): an output there would
+    // be taken for a lock, and removed with it.
+    let name_bytes = name.as_encoded_bytes();
+    if name_bytes.len() >= ".x.lock".len()
+        && name_bytes.starts_with(b".")
+        && name_bytes.ends_with(b".lock")
+    {
+        bail!(
+            "{flag} {shown}: a name of the form .NAME.lock is a run's lock file (of NAME beside \
+             it); choose another name"
+        );
+    }
     let existing = match fs::symlink_metadata(path) {
         Ok(meta) => Some(meta),
         Err(error) if error.kind() == ErrorKind::NotFound => None,
@@ -492,6 +504,22 @@ mod tests {
         io(true).check().unwrap();
         let message = refused(Io::new().output("--out", dir.path().join("model.onnx/")));
         assert!(message.contains("names a folder"), "{message}");
+    }
+
+    #[test]
+    fn an_output_at_a_lock_files_name_is_refused() {
+        // `.cache.parquet.lock` is where a run locks cache.parquet: a table written there would
+        // be taken for the lock and removed with it.
+        let dir = tempfile::tempdir().unwrap();
+        let message = refused(Io::new().output("--out", dir.path().join(".cache.parquet.lock")));
+        assert!(message.contains("lock file"), "{message}");
+        // Names merely like it are outputs like any other.
+        for name in ["cache.lock", ".lock", "lock.parquet", ".hidden.parquet"] {
+            Io::new()
+                .output("--out", dir.path().join(name))
+                .check()
+                .unwrap();
+        }
     }
 
     #[test]
