@@ -144,6 +144,9 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         (AllocationKind::Equal, None) => AllocationSource::Equal,
         (AllocationKind::Proportional, None) => AllocationSource::Proportional,
     };
+    // One run at a time on --out: two runs appending to one table would each rewrite it
+    // without the other's new rows.
+    let _lock = layerprune_core::FileLock::try_acquire(&args.out)?;
     let request = MaskRequest {
         strata: match (&args.strata, &args.ratios) {
             (Some(removed), _) => StrataSpec::Removed(removed.clone()),

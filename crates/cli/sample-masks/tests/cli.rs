@@ -192,6 +192,25 @@ fn appending_adds_only_masks_not_yet_in_the_table() {
         .unwrap()
         .inputs
         .contains_key("appended"));
+
+    // While another run holds the table, an append is refused (it would rewrite the table
+    // without the other run's new rows), and the table is left as it was.
+    let running = layerprune_core::FileLock::try_acquire(&out).unwrap();
+    let output = sample_masks(&[
+        "--num-blocks",
+        "10",
+        "--stratified-masks",
+        "5",
+        "--append",
+        "--seed",
+        "2",
+        "--out",
+        path_str(&out),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another run"), "{stderr}");
+    assert_eq!(read_masks(&out).unwrap().rows.len(), 102);
+    drop(running);
 }
 
 #[test]
