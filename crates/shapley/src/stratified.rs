@@ -121,6 +121,20 @@ impl Strata {
     fn is_complete(&self, size: usize) -> bool {
         self.by_size[size].len() as u128 == binomial(self.num_players, size)
     }
+
+    /// Fails when a size has no evaluated mask: it carries weight 1/n in every player's value
+    /// and nothing measured estimates it.
+    fn require_every_size(&self, estimator: &str) -> Result<(), ShapleyError> {
+        let n = self.num_players;
+        match (0..=n).find(|&s| self.by_size[s].is_empty()) {
+            Some(size) => Err(ShapleyError::Design(format!(
+                "{estimator} needs evaluated masks of every size; none keeps {size} of the {n} \
+                 players (sample-masks --strata 0,1,...,{n} samples every size; --enumerate \
+                 gives every mask of a small game)"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Number of coalitions of `size` players that contain a given player (`kept`) or not.
@@ -208,13 +222,7 @@ pub fn stratified_estimate(
 ) -> Result<Estimates, ShapleyError> {
     let n = num_players;
     let strata = Strata::new(n, rows)?;
-    if let Some(size) = (0..=n).find(|&s| strata.by_size[s].is_empty()) {
-        return Err(ShapleyError::Design(format!(
-            "{STRATIFIED_SHAPLEY} needs evaluated masks of every size; none keeps {size} of the {n} \
-             players (sample-masks --strata 0,1,...,{n} samples every size; --enumerate gives \
-             every mask of a small game)"
-        )));
-    }
+    strata.require_every_size(STRATIFIED_SHAPLEY)?;
     let mut phi = vec![0.0; n];
     let mut variance = vec![0.0; n];
     for (size, masks) in strata.by_size.iter().enumerate() {
@@ -329,6 +337,10 @@ pub fn regression_adjusted_stratified_estimate(
         add_stratum(&mut exact_part, size, &means);
     }
     if used_folds.is_empty() {
+        // No sampled mask: no surrogate can be fitted and checked on held-out masks to fill a
+        // size that has none (the fold path below fills such sizes from its surrogates), and
+        // leaving the size out would not be the Shapley value.
+        strata.require_every_size(REGRESSION_ADJUSTED_STRATIFIED)?;
         // Every size complete: the exact Shapley values.
         let estimates = Estimates::new(REGRESSION_ADJUSTED_STRATIFIED, exact_part, None);
         return Ok((estimates, f64::NAN));

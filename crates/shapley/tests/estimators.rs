@@ -567,8 +567,24 @@ fn stratified_estimators_are_exact_when_every_mask_is_evaluated() {
         .collect();
     let error = stratified_estimate(7, &rows).unwrap_err().to_string();
     assert!(error.contains("keeps 3 of the 7"), "{error}");
-    // The adjusted estimate fills a missing size from its surrogate instead.
-    let (estimates, _) = regression_adjusted_stratified_estimate(7, &rows, 0).unwrap();
+    // So does the adjusted one when every other size is complete: with no sampled mask there
+    // is nothing to fit a surrogate on and check it against (it returned the other sizes' sum
+    // as exact values).
+    let error = regression_adjusted_stratified_estimate(7, &rows, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("keeps 3 of the 7"), "{error}");
+    // With sampled masks (half of size 2's), it fills the missing size from its surrogates.
+    let mut dropped = 0;
+    let sampled: Vec<(Mask, f64)> = rows
+        .into_iter()
+        .filter(|(m, _)| {
+            let drop = m.num_kept() == 2 && dropped < 10;
+            dropped += usize::from(drop);
+            !drop
+        })
+        .collect();
+    let (estimates, _) = regression_adjusted_stratified_estimate(7, &sampled, 0).unwrap();
     assert_close(&estimates, &truth, 0.05);
 }
 
