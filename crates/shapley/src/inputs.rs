@@ -289,6 +289,19 @@ impl ScoreInputs {
             for text in &estimated.notes {
                 note(text);
             }
+            // A score table of NaN would only be refused later, by apply-prune.
+            for estimates in &estimated.estimates {
+                let not_finite = estimates.values.iter().position(|v| !v.is_finite());
+                if let Some(player) = not_finite {
+                    bail!(
+                        "{}: the estimate of block {} is {} (a surrogate's predictions or the \
+                         values it was given overflow?); nothing is written",
+                        estimates.estimator,
+                        estimates.blocks.get(player).copied().unwrap_or(player),
+                        estimates.values[player]
+                    );
+                }
+            }
             tracing::info!(
                 "{which}: done in {:.2} s ({} of {} estimators)",
                 start.elapsed().as_secs_f64(),
