@@ -135,11 +135,22 @@ impl PrefixStack {
     }
 }
 
-/// Refuses token windows a model with a vocabulary of `vocab_size` cannot run: windows of
-/// unequal lengths, or an id outside the vocabulary (tokenized for another model). Every
-/// stage that runs a model on a token table checks it before any work.
+/// Refuses token windows a model with a vocabulary of `vocab_size` cannot run: no window,
+/// windows of fewer than 2 tokens (nothing to score) or of unequal lengths, or an id outside
+/// the vocabulary (tokenized for another model). Every stage that runs a model on a token
+/// table checks it before any work, naming the table's file.
 pub fn check_token_windows(windows: &[Vec<u32>], vocab_size: usize) -> Result<(), RuntimeError> {
-    let seq_len = windows.first().map_or(0, Vec::len);
+    let Some(first) = windows.first() else {
+        return Err(RuntimeError::BadInput(
+            "the token table has no windows".into(),
+        ));
+    };
+    let seq_len = first.len();
+    if seq_len < 2 {
+        return Err(RuntimeError::BadInput(format!(
+            "windows have {seq_len} tokens; at least 2 are needed to score one"
+        )));
+    }
     for (index, window) in windows.iter().enumerate() {
         if window.len() != seq_len {
             return Err(RuntimeError::BadInput(format!(
@@ -165,17 +176,8 @@ impl Evaluator {
         windows: &[Vec<u32>],
         options: EvalOptions,
     ) -> Result<Self, RuntimeError> {
-        let Some(first) = windows.first() else {
-            return Err(RuntimeError::BadInput(
-                "the token table has no windows".into(),
-            ));
-        };
-        let seq_len = first.len();
-        if seq_len < 2 {
-            return Err(RuntimeError::BadInput(format!(
-                "windows have {seq_len} tokens; at least 2 are needed to score one"
-            )));
-        }
+        check_token_windows(windows, model.manifest().vocab_size)?;
+        let seq_len = windows[0].len();
         if let Some(fixed) = model.manifest().fixed_seq_len() {
             if seq_len != fixed {
                 return Err(RuntimeError::BadInput(format!(
@@ -200,7 +202,6 @@ impl Evaluator {
             }
         }
         let vocab_size = model.manifest().vocab_size;
-        check_token_windows(windows, vocab_size)?;
         let per_batch = if options.batch_windows == 0 {
             windows_per_batch(windows.len(), seq_len, vocab_size)
         } else {

@@ -364,6 +364,7 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
         "wt={}",
         write(dir.path(), "foreign.parquet", foreign_windows)
     );
+    let empty = format!("none={}", write(dir.path(), "empty.parquet", Vec::new()));
     let model = fixture().to_str().unwrap().to_string();
     let broken = dir.path().join("broken");
     layerprune_tests::copy_tiny_model(&broken);
@@ -411,6 +412,12 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
             "token id 4000, outside the model's vocabulary of 320",
         ),
         (&broken_s, vec!["--methods", "reverse"], "block_002.onnx"),
+        // A table of no windows: named, before the calibration set runs.
+        (
+            &model,
+            vec!["--heldout", &empty, "--methods", "reverse"],
+            "--heldout none=",
+        ),
     ] {
         let mut args = base(model);
         args.extend(extra.iter().map(|a| a.to_string()));
