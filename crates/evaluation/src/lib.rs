@@ -48,6 +48,9 @@ pub fn llm_game(
     let tokens = layerprune_tables::read_tokens(tokens_path)?;
     // Named by its file here: CachedLlm only sees the table (and names the text it was made of).
     layerprune_runtime::check_token_windows(&tokens.windows, model.manifest().vocab_size)
+        .and_then(|()| {
+            layerprune_runtime::check_tokenizer(model.manifest(), &tokens.tokenizer_sha256)
+        })
         .with_context(|| {
             format!(
                 "--tokens {} with {}",

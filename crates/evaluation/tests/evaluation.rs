@@ -30,7 +30,12 @@ fn provenance() -> Provenance {
 /// of the fixture's 6 blocks, in `dir`.
 fn write_inputs(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
     let tokens = dir.join(format!("tokens{seed}.parquet"));
-    let table = TokenTable::new(12, fixture_windows(seed, 3, 12), "test", "synthetic ids");
+    let table = TokenTable::new(
+        12,
+        fixture_windows(seed, 3, 12),
+        &layerprune_tests::tiny_tokenizer_sha256(),
+        "synthetic ids",
+    );
     write_tokens(&tokens, &table, &provenance()).unwrap();
     let masks = dir.join("masks.parquet");
     write_mask_table(&masks, every_mask(6), vec![]);

@@ -357,16 +357,19 @@ fn initializer_names(model: &ModelProto) -> BTreeSet<String> {
 pub fn check_calibration(
     source: &Path,
     windows: &[Vec<u32>],
+    tokenizer_sha256: &str,
     table: &Path,
 ) -> Result<(), QuantizeError> {
     let manifest = Manifest::load(source)?;
-    layerprune_runtime::check_token_windows(windows, manifest.vocab_size).map_err(|e| {
-        QuantizeError::Unsupported(format!(
-            "calibration tokens {} with {}: {e}",
-            table.display(),
-            source.display()
-        ))
-    })
+    layerprune_runtime::check_token_windows(windows, manifest.vocab_size)
+        .and_then(|()| layerprune_runtime::check_tokenizer(&manifest, tokenizer_sha256))
+        .map_err(|e| {
+            QuantizeError::Unsupported(format!(
+                "calibration tokens {} with {}: {e}",
+                table.display(),
+                source.display()
+            ))
+        })
 }
 
 /// Quantizes the layered model in `source` (nothing is written; see [`write_folder`]).

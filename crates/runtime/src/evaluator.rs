@@ -168,6 +168,28 @@ pub fn check_token_windows(windows: &[Vec<u32>], vocab_size: usize) -> Result<()
     Ok(())
 }
 
+/// Refuses token windows cut by another tokenizer than the model's: `tokenizer_sha256` (a
+/// token table's record of the `tokenizer.json` it was made with) against the sha256 the
+/// model's manifest lists for its own. Two models can share a vocabulary size and not their
+/// tokenizers (Llama 2 and Mistral 7B: 32,000 each), so the ids alone would pass and every NLL
+/// be wrong. Nothing to compare (no record, no listed hash) passes.
+pub fn check_tokenizer(
+    manifest: &layerprune_model::Manifest,
+    tokenizer_sha256: &str,
+) -> Result<(), RuntimeError> {
+    match manifest.files.get(&manifest.tokenizer) {
+        Some(model_sha256) if !tokenizer_sha256.is_empty() && model_sha256 != tokenizer_sha256 => {
+            Err(RuntimeError::BadInput(format!(
+                "the tokens were made with another tokenizer (sha256 {tokenizer_sha256}) than \
+                 the model's {} (sha256 {model_sha256}): prepare them again with \
+                 `prepare-tokens --model` of this model",
+                manifest.tokenizer
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Evaluator {
     /// Checks the windows against the model (non-empty, equal lengths ≥ 2, ids inside the
     /// vocabulary) and batches them.

@@ -16,7 +16,7 @@ fn tokens(dir: &Path, count: usize, seq_len: usize) -> PathBuf {
         &TokenTable::new(
             seq_len,
             layerprune_tests::fixture_windows(3, count, seq_len),
-            "test",
+            &layerprune_tests::tiny_tokenizer_sha256(),
             "synthetic ids",
         ),
         &Provenance::new("test", "0", vec![]),

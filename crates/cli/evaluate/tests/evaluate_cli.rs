@@ -29,7 +29,12 @@ fn write_inputs(dir: &Path, extra_id: Option<u32>) -> (PathBuf, PathBuf) {
     let tokens = dir.join("tokens.parquet");
     write_tokens(
         &tokens,
-        &TokenTable::new(12, windows, "test", "synthetic ids"),
+        &TokenTable::new(
+            12,
+            windows,
+            &layerprune_tests::tiny_tokenizer_sha256(),
+            "synthetic ids",
+        ),
         &provenance(),
     )
     .unwrap();
@@ -228,6 +233,18 @@ fn bad_input_is_refused_and_nothing_written() {
     let (big_tokens, _) = write_inputs(&big, Some(100_000));
     let out = evaluate(&["--tokens", path(&big_tokens), "--out", path(&out_file)]);
     assert_refused(&out, &["outside the model's vocabulary"]);
+    assert!(!out_file.exists());
+
+    // Ids inside the vocabulary, cut by another tokenizer (as its recorded hash says).
+    let mut table = layerprune_tables::read_tokens(&tokens).unwrap();
+    table.tokenizer_sha256 = "0".repeat(64);
+    let foreign = dir.path().join("foreign-tokens.parquet");
+    write_tokens(&foreign, &table, &provenance()).unwrap();
+    let out = evaluate(&["--tokens", path(&foreign), "--out", path(&out_file)]);
+    assert_refused(
+        &out,
+        &["foreign-tokens.parquet", "made with another tokenizer"],
+    );
     assert!(!out_file.exists());
 
     // A model whose part does not match its hash.

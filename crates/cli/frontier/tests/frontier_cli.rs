@@ -46,7 +46,12 @@ fn write(dir: &Path, name: &str, windows: Vec<Vec<u32>>) -> String {
     let path = dir.join(name);
     write_tokens(
         &path,
-        &TokenTable::new(16, windows, "none", name),
+        &TokenTable::new(
+            16,
+            windows,
+            &layerprune_tests::tiny_tokenizer_sha256(),
+            name,
+        ),
         &Provenance::new("test", "0", Vec::new()),
     )
     .unwrap();

@@ -218,7 +218,7 @@ fn quantize(args: Args) -> Result<()> {
                 bail!("--method gptq needs a layered model folder");
             }
             let tokens = read_tokens(path)?;
-            check_calibration(&args.model, &tokens.windows, path)?;
+            check_calibration(&args.model, &tokens.windows, &tokens.tokenizer_sha256, path)?;
             Some(Calibration {
                 windows: tokens.windows,
                 dataset_id: tokens.dataset_id,

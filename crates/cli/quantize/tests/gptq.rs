@@ -55,7 +55,7 @@ fn calibration_tokens(dir: &Path) -> (PathBuf, TokenTable) {
     let table = TokenTable::new(
         windows[0].len(),
         windows.clone(),
-        "fixture",
+        &layerprune_tests::tiny_tokenizer_sha256(),
         "reference.json",
     );
     let tokens = dir.join("tokens.parquet");
