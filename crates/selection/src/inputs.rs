@@ -111,7 +111,8 @@ impl PlanFiles {
             self.block_stats.is_some(),
             "--block-stats",
             PlanMethod::AngularRun,
-        )
+        )?;
+        only_for(self.plans.is_some(), "--plans", PlanMethod::FromPlan)
     }
 
     /// Every file given, for the check that no output replaces one.

@@ -204,6 +204,22 @@ pub struct PlanSettings {
     pub seed: u64,
 }
 
+impl Default for PlanSettings {
+    /// `apply-prune`'s defaults, and no k.
+    fn default() -> Self {
+        PlanSettings {
+            ks: Vec::new(),
+            candidates: 8,
+            random_starts: 16,
+            permutation_pairs: 512,
+            budget: Budget::default_per_k(false),
+            ratio_target: None,
+            race: None,
+            seed: 0,
+        }
+    }
+}
+
 /// What the methods choose for: the model's blocks, those never removed, and the settings.
 #[derive(Clone, Debug)]
 pub struct PlanOptions {

@@ -111,26 +111,27 @@ struct Args {
     #[arg(long)]
     tokens: Option<PathBuf>,
     /// Search: candidates measured on the LLM (the best measured is kept); without a model the
-    /// best predicted is kept.
-    #[arg(long, default_value_t = 8, value_parser = count(1, 1_000_000))]
-    candidates: usize,
-    /// Search: random starting sets besides the one-shot and iterative solutions.
-    #[arg(long, default_value_t = 16, value_parser = count(0, 1_000_000))]
-    random_starts: usize,
-    /// Antithetic permutation pairs per Shapley computation of a surrogate without a closed
-    /// form (MLP, forest): 2 (players + 1) surrogate queries each (shapley sizes the same
-    /// computation by its --samples, the queries).
-    #[arg(long, default_value_t = 512, value_parser = count(1, 100_000_000))]
-    permutation_pairs: usize,
+    /// best predicted is kept. [default: 8]
+    #[arg(long, value_parser = count(1, 1_000_000))]
+    candidates: Option<usize>,
+    /// Search: random starting sets besides the one-shot and iterative solutions. [default: 16]
+    #[arg(long, value_parser = count(0, 1_000_000))]
+    random_starts: Option<usize>,
+    /// Iterative and search: antithetic permutation pairs per Shapley computation of a
+    /// surrogate without a closed form (MLP, forest): 2 (players + 1) surrogate queries each
+    /// (shapley sizes the same computation by its --samples, the queries). [default: 512]
+    #[arg(long, value_parser = count(1, 100_000_000))]
+    permutation_pairs: Option<usize>,
     /// Adaptive: LLM evaluations per k, at most: `sleb` (SLEB's cost at that k), a fraction of
     /// it (`0.5sleb`), `least`, or a number. Below P + 1 + 7 (k − 1) for P removable blocks the
     /// greedy is skipped and the swaps start from the leave-one-out plan. [default: sleb; with
     /// --max-ppl-ratio, 0.5sleb for each k tried]
     #[arg(long)]
     budget: Option<Budget>,
-    /// Seeds the search's random starts and the permutation sampling.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Iterative and search: seeds the search's random starts and the permutation sampling.
+    /// [default: 0]
+    #[arg(long)]
+    seed: Option<u64>,
     /// Plan table to write (`--plan`, its name before 2026-12-04, is still accepted).
     #[arg(long, alias = "plan")]
     out: PathBuf,
@@ -265,11 +266,46 @@ fn config(args: &Args) -> Result<Config> {
         bail!("--pruned-out needs --model (the folder to prune) and --tokens");
     }
     files.check(method, args.model.is_some())?;
+    // A setting only other methods use would be ignored: refused, as their files are.
+    let only_for = |given: bool, flag: &str, users: &[PlanMethod]| -> Result<()> {
+        if given && !users.contains(&method) {
+            let names: Vec<String> = users.iter().map(|m| format!("--method {m}")).collect();
+            bail!(
+                "{flag} is for {}; --method {method} would ignore it (leave it out)",
+                names.join(" or ")
+            );
+        }
+        Ok(())
+    };
+    let surrogate_methods = [PlanMethod::Iterative, PlanMethod::Search];
+    only_for(args.budget.is_some(), "--budget", &[PlanMethod::Adaptive])?;
+    only_for(
+        args.candidates.is_some(),
+        "--candidates",
+        &[PlanMethod::Search],
+    )?;
+    only_for(
+        args.random_starts.is_some(),
+        "--random-starts",
+        &[PlanMethod::Search],
+    )?;
+    only_for(
+        args.permutation_pairs.is_some(),
+        "--permutation-pairs",
+        &surrogate_methods,
+    )?;
+    only_for(args.seed.is_some(), "--seed", &surrogate_methods)?;
+    only_for(
+        args.plan_method.is_some(),
+        "--plan-method",
+        &[PlanMethod::FromPlan],
+    )?;
+    let defaults = PlanSettings::default();
     let settings = PlanSettings {
         ks,
-        candidates: args.candidates,
-        random_starts: args.random_starts,
-        permutation_pairs: args.permutation_pairs,
+        candidates: args.candidates.unwrap_or(defaults.candidates),
+        random_starts: args.random_starts.unwrap_or(defaults.random_starts),
+        permutation_pairs: args.permutation_pairs.unwrap_or(defaults.permutation_pairs),
         budget: args
             .budget
             .unwrap_or_else(|| Budget::default_per_k(args.max_ppl_ratio.is_some())),
@@ -281,7 +317,7 @@ fn config(args: &Args) -> Result<Config> {
             first_windows: args.race_windows.unwrap_or(Race::default().first_windows),
             standard_errors,
         }),
-        seed: args.seed,
+        seed: args.seed.unwrap_or(defaults.seed),
     };
     Ok(Config {
         method,
@@ -329,11 +365,11 @@ fn apply_prune(args: Args) -> Result<()> {
     // orders and a marginal per player for each (about 32 bytes per pair and block).
     check_memory(
         "--permutation-pairs x the number of blocks",
-        &[args.permutation_pairs, num_blocks + 1],
+        &[settings.permutation_pairs, num_blocks + 1],
         32,
     )?;
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
-        .with_seed(args.seed);
+        .with_seed(settings.seed);
     let (mut game, dataset_id) = match (model, &args.tokens) {
         (Some(model), Some(path)) => {
             let (game, dataset_id) = layerprune_evaluation::llm_game(

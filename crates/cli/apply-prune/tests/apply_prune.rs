@@ -276,6 +276,40 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
         "exactly one --k",
         Some(&pruned),
     );
+    // Settings and files only another method reads would be ignored: refused, naming who reads
+    // them.
+    for (extra, expected) in [
+        (
+            &["--budget", "5"][..],
+            "--budget is for --method adaptive; --method one-shot",
+        ),
+        (
+            &["--candidates", "3"][..],
+            "--candidates is for --method search",
+        ),
+        (
+            &["--random-starts", "2"][..],
+            "--random-starts is for --method search",
+        ),
+        (
+            &["--permutation-pairs", "9"][..],
+            "--permutation-pairs is for --method iterative or --method search",
+        ),
+        (
+            &["--seed", "0"][..],
+            "--seed is for --method iterative or --method search",
+        ),
+        (
+            &["--plan-method", "sleb"][..],
+            "--plan-method is for --method from-plan",
+        ),
+        (
+            &["--plans", &plan_s][..],
+            "--plans is read only by --method from-plan",
+        ),
+    ] {
+        run_fail(with("2", &scores_s, extra), expected, None);
+    }
 
     let other = dir.path().join("other.parquet");
     write_score_table(&other, &[0.1, 0.2, 0.3, 0.4]);
