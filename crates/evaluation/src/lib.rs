@@ -78,8 +78,13 @@ pub fn attach_comparisons(game: &CachedLlm, plans: &mut [layerprune_selection::P
 /// What a run reports while it works, for a progress bar or log lines.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Progress {
-    /// A run found `resumed` of its `total` masks already in its output.
-    Resumed { resumed: usize, total: usize },
+    /// A run found `resumed` of its `total` masks already in its output, and `others` rows of
+    /// masks it was not given (an earlier run's design), which it keeps.
+    Resumed {
+        resumed: usize,
+        total: usize,
+        others: usize,
+    },
     /// A task run found `finished` masks already scored in its choice log, and `partly` more
     /// with some of their tasks.
     TasksResumed { finished: usize, partly: usize },

@@ -195,16 +195,19 @@ pub fn run_evaluation(
         .cloned()
         .collect();
     let resumed = masks.len() - todo.len();
+    let given: HashSet<&Mask> = masks.iter().collect();
+    let others = rows.iter().filter(|r| !given.contains(&r.mask)).count();
     if let Some(limit) = config.max_new_masks {
         todo.truncate(limit);
     }
     // Checkpointed every few masks, each chunk one evaluator call: in prefix order the masks
     // of a chunk share prefixes (the table keeps its own order).
     sort_for_prefix_reuse(&mut todo);
-    if resumed > 0 {
+    if resumed > 0 || others > 0 {
         progress(Progress::Resumed {
             resumed,
             total: masks.len(),
+            others,
         });
     }
     if !todo.is_empty() && !matches!(config.runtime.device, Device::Cpu) {

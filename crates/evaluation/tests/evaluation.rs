@@ -192,12 +192,29 @@ fn a_resumed_run_writes_the_rows_of_an_uninterrupted_one() {
     assert_eq!(outcome.evaluated, 19);
     assert!(reported.contains(&Progress::Resumed {
         resumed: 45,
-        total: 64
+        total: 64,
+        others: 0,
     }));
     let resumed = read_evaluations(&parts_path).unwrap();
     assert!(resumed.complete);
     assert_eq!(resumed.full_model_nll, whole.full_model_nll);
     assert_eq!(values(&resumed.rows), values(&whole.rows));
+
+    // Run again with a mask table of 10 of those masks: nothing to evaluate, and the 54 rows of
+    // masks it was not given are kept, and said to be (fit and estimate stages read them all).
+    let few = dir.path().join("few-masks.parquet");
+    write_mask_table(&few, every_mask(6).into_iter().take(10).collect(), vec![]);
+    let (outcome, reported) = run(&config(&tokens, &few, &parts_path));
+    assert_eq!(outcome.evaluated, 0);
+    assert!(
+        reported.contains(&Progress::Resumed {
+            resumed: 10,
+            total: 10,
+            others: 54,
+        }),
+        "{reported:?}"
+    );
+    assert_eq!(read_evaluations(&parts_path).unwrap().rows.len(), 64);
 
     // A checkpoint holding any subset of the rows, in any order, is continued into the same
     // table: no row lost, none repeated, the mask table's order.

@@ -43,8 +43,19 @@ impl<'a> Reporter<'a> {
     pub fn report(&mut self, progress: Progress) {
         let resumed = self.resumed.display();
         match progress {
-            Progress::Resumed { resumed: n, total } => {
-                tracing::info!("resuming {resumed}: {n} of {total} masks already evaluated")
+            Progress::Resumed {
+                resumed: n,
+                total,
+                others,
+            } => {
+                tracing::info!("resuming {resumed}: {n} of {total} masks already evaluated");
+                if others > 0 {
+                    // Fit and estimate stages read the whole table: say it holds more.
+                    tracing::info!(
+                        "{resumed}: keeps {others} rows of masks not in --masks (an earlier \
+                         run's); the table is the union"
+                    );
+                }
             }
             Progress::TasksResumed { finished, partly } => tracing::info!(
                 "resuming {resumed}: {finished} masks already scored, {partly} with some of \
