@@ -33,7 +33,8 @@ impl GameValue {
     pub fn description(self) -> &'static str {
         match self {
             GameValue::Utility => {
-                "utility = PPL(full model) / PPL(mask), in (0, 1]; higher is better, 1 = no loss"
+                "utility = PPL(full model) / PPL(mask), positive; higher is better, 1 = no loss \
+                 (above 1 where removing blocks lowers the perplexity)"
             }
             GameValue::NegNll => "value = -NLL(mask), mean NLL per token in nats; higher is better",
             GameValue::NllIncrease => {

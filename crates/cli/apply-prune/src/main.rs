@@ -107,7 +107,8 @@ struct Args {
     /// Layered model folder: with --tokens, every plan is measured on it.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Calibration token table for measuring (prepare-tokens).
+    /// Token table the plans are measured on (prepare-tokens): the calibration tokens when
+    /// choosing; held-out ones when `from-plan` measures plans chosen earlier.
     #[arg(long)]
     tokens: Option<PathBuf>,
     /// Search: candidates measured on the LLM (the best measured is kept); without a model the
@@ -465,10 +466,11 @@ fn apply_prune(args: Args) -> Result<()> {
             0 => String::new(),
             count => format!(" and {count} weight files"),
         };
+        let blocks = layout.manifest.num_blocks;
         tracing::info!(
-            "wrote {} ({} blocks; left out {}{weights})",
+            "wrote {} ({blocks} block{}; left out {}{weights})",
             dest.display(),
-            layout.manifest.num_blocks,
+            if blocks == 1 { "" } else { "s" },
             graphs.join(", ")
         );
     }

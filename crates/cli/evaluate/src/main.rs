@@ -51,8 +51,8 @@ struct Args {
     /// Token table (prepare-tokens).
     #[arg(long, required_unless_present_any = ["merge", "tasks"], conflicts_with = "tasks")]
     tokens: Option<PathBuf>,
-    /// Value masks by zero-shot accuracy on these tasks instead of token windows: a comma-
-    /// separated list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq,
+    /// Value masks by zero-shot accuracy on these tasks instead of token windows: a
+    /// comma-separated list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq,
     /// openbookqa, or `all` (docs/tasks.md).
     #[arg(long)]
     tasks: Option<String>,

@@ -1,4 +1,5 @@
-//! `frontier`: the quality-vs-budget frontier of every selection method.
+//! `frontier`: the quality-vs-budget frontier of the selection methods that measure on the LLM
+//! (and the one-pass baselines, and Shapley values through a quadratic surrogate).
 //!
 //! For each calibration set, every method (`layerprune_selection::frontier`) plays the model on
 //! those tokens through one cache of evaluations (`cache-calibration-NAME.parquet` in
@@ -23,7 +24,7 @@ use layerprune_tables::Provenance;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Every selection method's plan against the LLM evaluations it used, measured on held-out text",
+    about = "The selection methods' plans against the LLM evaluations they used, measured on held-out text (--methods lists them)",
     after_help = "Examples:\n  frontier --model model/ --calibration c0=calib-0.parquet --calibration c1=calib-1.parquet \\\n    --heldout wikitext2=wt2.parquet --k 3,6,9 --budgets least,0.5sleb,sleb,2000 --out-dir runs/frontier"
 )]
 struct Args {
