@@ -12,7 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use layerprune_core::Game;
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
 use layerprune_tables::{
-    read_block_stats, read_plans, read_scores, BlockStatsTable, PlanTable, ScoreTable,
+    read_block_stats, read_plans, read_provenance, read_scores, BlockStatsTable, PlanTable,
+    ScoreTable,
 };
 
 use crate::{
@@ -187,6 +188,14 @@ impl PlanFiles {
             Some(path) => {
                 let table = read_plans(path)?;
                 count.agree(table.num_blocks, path, "plan table")?;
+                // The model the plans were chosen on, as their provenance records it (tables
+                // written before 2026-12-04 without --model record none).
+                let chosen_on = read_provenance(path)?.inputs.remove("model");
+                one_model.agree(
+                    chosen_on.as_deref().unwrap_or_default(),
+                    path,
+                    ": the plans were chosen on another model",
+                )?;
                 Some(table)
             }
             None => None,
@@ -202,6 +211,7 @@ impl PlanFiles {
         });
         Ok(LoadedPlanInputs {
             method,
+            model_id: one_model.first.map(|(id, _)| id),
             num_blocks,
             fixed,
             scores,
@@ -289,6 +299,8 @@ impl OneModel {
 #[derive(Debug)]
 pub struct LoadedPlanInputs {
     pub method: PlanMethod,
+    /// The model the inputs are of (the opened model's, else the first id a file records).
+    pub model_id: Option<String>,
     /// The model's number of blocks, as every input says.
     pub num_blocks: usize,
     /// The blocks never removed: those asked for and those recorded in the files, ascending.

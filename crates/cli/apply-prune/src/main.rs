@@ -159,7 +159,8 @@ struct Args {
     #[arg(long)]
     no_verify: bool,
     /// Use a score table, surrogate or block statistics measured on another model than the
-    /// others (or than --model), with a warning (refused by default).
+    /// others (or than --model), or with from-plan plans chosen on another model (their
+    /// provenance's `model`), with a warning (refused by default).
     #[arg(long)]
     allow_mixed_inputs: bool,
 }
@@ -426,6 +427,10 @@ fn apply_prune(args: Args) -> Result<()> {
         provenance = provenance
             .with_input("model", game.evaluator().model().model_id())
             .with_input("dataset", dataset_id);
+    } else if let Some(model_id) = &inputs.model_id {
+        // Chosen without the model: the model its inputs were measured on (what from-plan
+        // checks a model against).
+        provenance = provenance.with_input("model", model_id);
     }
     let table = inputs.table(&plans)?;
     for warning in table.rows.iter().filter_map(depth_warning) {

@@ -1120,6 +1120,46 @@ fn scores_of_another_model_are_refused() {
     args.push("--allow-mixed-inputs");
     succeed(&args);
     assert_eq!(read_plans(&plan).unwrap().rows[0].removed_blocks.len(), 2);
+
+    // Chosen without a model, a plan table records the model its inputs are of, and
+    // from-plan refuses to apply it to another model unless told to.
+    let chosen = dir.path().join("chosen.parquet");
+    succeed(&[
+        "--scores",
+        scores.to_str().unwrap(),
+        "--estimator",
+        "test",
+        "--k",
+        "2",
+        "--out",
+        chosen.to_str().unwrap(),
+    ]);
+    let recorded = layerprune_tables::read_provenance(&chosen).unwrap().inputs;
+    assert_eq!(
+        recorded.get("model").map(String::as_str),
+        Some("another-model")
+    );
+    let measured = dir.path().join("measured.parquet");
+    let mut from_plan = vec![
+        "--method",
+        "from-plan",
+        "--plans",
+        chosen.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--out",
+        measured.to_str().unwrap(),
+    ];
+    fail(
+        &from_plan,
+        "the plans were chosen on another model (another-model)",
+        &measured,
+        None,
+    );
+    from_plan.push("--allow-mixed-inputs");
+    succeed(&from_plan);
 }
 
 #[test]
