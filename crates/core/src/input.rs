@@ -60,7 +60,37 @@ pub fn open_input(path: &Path) -> io::Result<File> {
     if !meta.is_file() {
         return Err(not_regular(&meta));
     }
+    refuse_kernel_files(&file)?;
     blocking(file)
+}
+
+/// Refuses a file of the kernel's /proc or /sys: they call themselves regular (and empty), but
+/// a read may block for ever (/proc/kmsg) or never end, and reading some consumes what they
+/// hold.
+#[cfg(target_os = "linux")]
+fn refuse_kernel_files(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    const SYSFS_MAGIC: i64 = 0x6265_6572;
+    // SAFETY: fstatfs writes only into the zeroed struct it is given, for a valid open fd.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) } != 0 {
+        return Ok(()); // nothing known against it: read as usual
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on some targets, i32/u32 on others
+    match stat.f_type as i64 {
+        PROC_SUPER_MAGIC | SYSFS_MAGIC => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is a file of the kernel's /proc or /sys, not a regular file (its reads may block \
+             or never end)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn refuse_kernel_files(_file: &File) -> io::Result<()> {
+    Ok(())
 }
 
 /// Opens `path` (symbolic links followed) for reading once from start to end, as text is read:
@@ -71,6 +101,9 @@ pub fn open_stream_input(path: &Path) -> io::Result<File> {
     let (file, meta) = open_without_waiting(path)?;
     if !(meta.is_file() || is_fifo(&meta)) {
         return Err(not_regular(&meta));
+    }
+    if meta.is_file() {
+        refuse_kernel_files(&file)?;
     }
     // Blocking reads from here on: a writer's data is waited for, and with no writer left a
     // read returns 0, the end.
@@ -183,6 +216,31 @@ mod tests {
         assert_eq!(error.to_string(), "is a folder, not a regular file");
         let missing = read_input(&dir.path().join("missing")).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_of_proc_or_sys_is_refused_though_it_calls_itself_regular() {
+        // /proc/self/status is "regular" and empty by its size, as /proc/kmsg is, whose read
+        // blocks for ever: refused by the file system it lies on, before any read.
+        for path in [
+            "/proc/self/status",
+            "/sys/kernel/mm/transparent_hugepage/enabled",
+        ] {
+            let path = Path::new(path);
+            if !path.is_file() {
+                continue;
+            }
+            let error = read_input(path).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::InvalidInput,
+                "{}",
+                path.display()
+            );
+            assert!(error.to_string().contains("/proc or /sys"), "{error}");
+            assert!(open_stream_input(path).is_err());
+        }
     }
 
     #[cfg(unix)]
