@@ -30,6 +30,46 @@ const MAX_DEPTH: u32 = 32;
 const MAGIC: &[u8; 4] = b"PAR1";
 
 /// Checks the magic bytes and the footer's Thrift encoding; returns where the footer starts.
+/// [`check_frame`] on an open file, reading its first 4 bytes and its footer only (the file is
+/// left at its start): a large file that is no Parquet (a 4 GB sparse file, a disk image) is
+/// refused before it is read into memory.
+pub(crate) fn check_ends(file: &mut (impl std::io::Read + std::io::Seek)) -> Result<(), String> {
+    use std::io::SeekFrom;
+    let io = |e: std::io::Error| format!("cannot read its ends: {e}");
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+    if len < 12 {
+        return Err(format!(
+            "the file has {len} bytes, too short for Parquet (at least 12)"
+        ));
+    }
+    let mut head = [0u8; 4];
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.read_exact(&mut head).map_err(io)?;
+    file.seek(SeekFrom::End(-8)).map_err(io)?;
+    file.read_exact(&mut tail).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    if &head != MAGIC || &tail[4..] != MAGIC {
+        return Err("the file does not start and end with the Parquet magic PAR1".into());
+    }
+    let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if footer_len > len - 12 {
+        return Err(format!(
+            "the footer claims {footer_len} bytes, the file has room for {}",
+            len - 12
+        ));
+    }
+    let mut footer = vec![0u8; footer_len as usize];
+    file.seek(SeekFrom::Start(len - 8 - footer_len))
+        .map_err(io)?;
+    file.read_exact(&mut footer).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    Cursor::new(&footer[..])
+        .read_struct(0)
+        .map_err(|e| format!("the footer is corrupted: {e}"))?;
+    Ok(())
+}
+
 pub(crate) fn check_frame(bytes: &[u8]) -> Result<usize, String> {
     let len = bytes.len();
     if len < 12 {

@@ -198,6 +198,7 @@ fn open(
     };
     let mut file =
         layerprune_core::open_input(path).map_err(|e| TableError::io(path, "cannot open", e))?;
+    guard::check_ends(&mut file).map_err(not_parquet)?;
     // Checked and decoded from the same bytes: read once, through the open file.
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)

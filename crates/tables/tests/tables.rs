@@ -296,6 +296,30 @@ fn token_tables_must_be_consistent() {
 }
 
 #[test]
+fn a_huge_file_that_is_not_parquet_is_refused_by_its_ends_not_read_whole() {
+    // A 64 GiB sparse file (no disk used) with the magic at both ends and no footer: read
+    // whole it would exhaust memory; its footer refuses it at once.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huge.parquet");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::File::create(&file).unwrap();
+        f.write_all(b"PAR1").unwrap();
+        f.set_len(64 << 30).unwrap();
+        f.seek(SeekFrom::End(-4)).unwrap();
+        f.write_all(b"PAR1").unwrap();
+    }
+    let path = file.clone();
+    let error = layerprune_tests::within(
+        std::time::Duration::from_secs(60),
+        "reading a 64 GiB file that is no Parquet",
+        move || read_masks(&path).unwrap_err(),
+    );
+    assert_eq!(error.kind, TableErrorKind::NotParquet);
+    assert!(error.message.contains("footer"), "{error}");
+}
+
+#[test]
 fn a_file_that_is_not_parquet_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("masks.parquet");

@@ -64,18 +64,32 @@ fn inspect(args: &Args, out: &mut String) -> Result<()> {
     } else {
         args.file.clone()
     };
-    let mut head = [0u8; 4];
-    let read = {
+    // The first bytes tell the kind, before anything is read whole: a large file of neither
+    // kind (a 4 GB image) is refused at once, not parsed as JSON from memory.
+    let mut head = Vec::with_capacity(512);
+    {
         use std::io::Read;
-        let mut file =
+        let file =
             layerprune_core::open_input(&path).with_context(|| format!("{}", path.display()))?;
-        file.read(&mut head)
-            .with_context(|| format!("{}", path.display()))?
-    };
-    if read == 4 && &head == b"PAR1" {
+        file.take(512)
+            .read_to_end(&mut head)
+            .with_context(|| format!("{}", path.display()))?;
+    }
+    let text_start = head
+        .strip_prefix("\u{feff}".as_bytes())
+        .unwrap_or(&head)
+        .iter()
+        .find(|b| !b.is_ascii_whitespace());
+    if head.starts_with(b"PAR1") {
         inspect_table(&path, args, out)
-    } else {
+    } else if text_start == Some(&b'{') {
         inspect_json(&path, args, out)
+    } else {
+        bail!(
+            "{}: neither a Parquet table nor JSON (inspect reads tables, and the JSON objects \
+             of surrogate files and model manifests)",
+            path.display()
+        )
     }
 }
 
