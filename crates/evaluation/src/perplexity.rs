@@ -380,7 +380,12 @@ fn resume_rows(
     match resumed {
         Ok(table) => Ok(table.rows),
         Err(_) if config.overwrite => Ok(Vec::new()),
-        Err(error) => Err(error).context("pass --overwrite to replace it, or choose another --out"),
+        Err(error) => Err(error).with_context(|| {
+            format!(
+                "--out {}: pass --overwrite to replace it, or choose another --out",
+                config.out.display()
+            )
+        }),
     }
 }
 

@@ -77,7 +77,7 @@ pub enum ShapleyError {
     Players(String),
     #[error(transparent)]
     PlayerSet(#[from] PlayersError),
-    #[error("design: {0}")]
+    #[error("{0}")]
     Design(String),
     #[error(
         "{0}: the linear system is singular (too few distinct masks for the number of players?)"

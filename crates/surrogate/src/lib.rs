@@ -57,7 +57,7 @@ pub enum SurrogateError {
     NonFiniteTarget { row: usize, value: f64 },
     #[error("the masks have no blocks; a surrogate needs at least one player")]
     NoPlayers,
-    #[error("{rows} rows are too few for {folds}-fold cross-validation (need at least 2 folds and 2 rows per fold)")]
+    #[error("{rows} rows are too few for {folds}-fold cross-validation (need at least 2 folds and 2 rows per fold: fewer folds, or --folds 0 to skip it)")]
     TooFewRowsForFolds { rows: usize, folds: usize },
     #[error("invalid fit option: {0}")]
     BadOption(String),

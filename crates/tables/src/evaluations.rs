@@ -300,7 +300,8 @@ fn check_values(
             return bad(
                 "ppl",
                 format!(
-                    "{} is not exp(nll) = exp({}) = {expected} (relative tolerance {PPL_TOLERANCE:e})",
+                    "{:.6e} is not exp(nll) = exp({}) = {expected:.6e} (relative tolerance \
+                     {PPL_TOLERANCE:e})",
                     row.ppl, row.nll
                 ),
             );
@@ -701,8 +702,7 @@ pub fn resume_evaluations(
             path,
             TableErrorKind::BadValue,
             format!(
-                "cannot resume: the file was written for {what} {found}, this run is for {wanted} \
-                 (remove the file or choose another output)"
+                "cannot resume: the file was written for {what} {found}, this run is for {wanted}"
             ),
         )
     };

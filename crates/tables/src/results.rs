@@ -276,9 +276,17 @@ pub struct PlanTable {
 /// The plans as a text table, one line each (what `apply-prune` prints).
 impl std::fmt::Display for PlanTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As wide as the longest method name ("one-shot:regression-adjusted-stratified").
+        let width = self
+            .rows
+            .iter()
+            .map(|row| row.method.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(24);
         writeln!(
             f,
-            "{:<24} {:>3} {:>10} {:>10} {:>10} {:>17} {:>8} {:>17}  removed blocks (runner-up)",
+            "{:<width$} {:>3} {:>10} {:>10} {:>10} {:>17} {:>8} {:>17}  removed blocks (runner-up)",
             "method", "k", "predicted", "nll", "ppl", "vs full ± se", "llm-evals", "margin ± se"
         )?;
         let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.4}"));
@@ -310,7 +318,7 @@ impl std::fmt::Display for PlanTable {
             };
             writeln!(
                 f,
-                "{:<24} {:>3} {:>10} {:>10} {:>10} {:>17} {:>8} {:>17}  {}{rival}",
+                "{:<width$} {:>3} {:>10} {:>10} {:>10} {:>17} {:>8} {:>17}  {}{rival}",
                 row.method,
                 row.k,
                 show(row.predicted_value),

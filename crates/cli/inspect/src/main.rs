@@ -60,7 +60,15 @@ fn main() -> ExitCode {
 
 fn inspect(args: &Args, out: &mut String) -> Result<()> {
     let path = if args.file.is_dir() {
-        args.file.join("manifest.json")
+        let manifest = args.file.join("manifest.json");
+        if !manifest.exists() {
+            bail!(
+                "{}: a folder without a manifest.json, so not a layered model folder (inspect \
+                 reads model folders, tables, and surrogate files)",
+                args.file.display()
+            );
+        }
+        manifest
     } else {
         args.file.clone()
     };
