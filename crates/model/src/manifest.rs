@@ -132,6 +132,21 @@ impl Manifest {
                 self.blocks.len()
             )));
         }
+        if self.num_blocks == 0 {
+            return Err(bad("num_blocks is 0: a model has one block at least".into()));
+        }
+        // Each block its own graph: one shared with another block, the embedding or the head
+        // would run that graph in the block's place.
+        let mut block_graphs = BTreeSet::new();
+        for (position, block) in self.blocks.iter().enumerate() {
+            let file = block.file.as_str();
+            if file == self.embedding.file || file == self.head.file || !block_graphs.insert(file) {
+                return Err(bad(format!(
+                    "block {position}'s graph {file} is also another part's (each block has \
+                     its own)"
+                )));
+            }
+        }
         let mut originals = BTreeSet::new();
         for (position, block) in self.blocks.iter().enumerate() {
             if block.index != position {

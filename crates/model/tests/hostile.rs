@@ -302,6 +302,28 @@ fn a_huge_block_count_is_refused() {
 }
 
 #[test]
+fn no_block_or_a_block_running_another_parts_graph_is_refused() {
+    let scene = Scene::new();
+    scene.edit(|m| {
+        m["num_blocks"] = 0.into();
+        m["blocks"] = serde_json::json!([]);
+    });
+    scene.assert_refused(&["num_blocks is 0"]);
+    for other in ["embed", "block_001"] {
+        let scene = Scene::new();
+        scene.edit(|m| {
+            let file = if other == "embed" {
+                m["embedding"]["file"].clone()
+            } else {
+                m["blocks"][1]["file"].clone()
+            };
+            m["blocks"][2]["file"] = file;
+        });
+        scene.assert_refused(&["block 2's graph", "also another part's"]);
+    }
+}
+
+#[test]
 fn a_destination_that_is_the_source_is_refused() {
     let scene = Scene::new();
     let model = scene.model();

@@ -176,6 +176,16 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     }
 
     let sampled = sample_mask_table(&players, &request, provenance)?;
+    // Fewer than asked is no error (a small game's strata run out), but it is said, not left
+    // to the per-stratum lines.
+    let drawn: usize = sampled.outcome.strata.iter().map(|s| s.drawn).sum();
+    if let Some(asked) = args.stratified_masks.filter(|&asked| drawn < asked) {
+        tracing::warn!(
+            "--stratified-masks {asked}: {drawn} drawn; the strata hold no more masks that are \
+             new (not in the table, not another stratified mask's complement), see the strata \
+             below"
+        );
+    }
     // write_masks writes atomically: a failed write leaves the table appended to as it was.
     write_masks(&args.out, &sampled.table, &sampled.provenance)
         .with_context(|| format!("writing the mask table {}", args.out.display()))?;
