@@ -19,6 +19,13 @@ pub enum DataError {
     },
     #[error("{}: line {line} is not UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf, line: usize },
+    #[error("{}: line {line} is longer than {limit} bytes: a JSON lines file holds a document a \
+             line (a file of no line breaks, or an inflated gzip bomb?)", path.display())]
+    LineTooLong {
+        path: PathBuf,
+        line: usize,
+        limit: u64,
+    },
     #[error("{}: line {line} is not valid JSON: {source}", path.display())]
     Json {
         path: PathBuf,

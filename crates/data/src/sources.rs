@@ -153,8 +153,20 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
     }
 }
 
+/// The longest line a JSON lines file may have: a document far longer than any corpus's, and
+/// short of what a line without breaks (or a gzip bomb inflating to one) would take in memory.
+const MAX_JSON_LINE_BYTES: u64 = 256 << 20;
+
 /// Each non-blank line of a JSON lines file (gzip'd or not) parsed, with its 1-based number.
 fn read_json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DataError> {
+    read_json_lines_of_at_most(path, MAX_JSON_LINE_BYTES)
+}
+
+/// [`read_json_lines`] with lines of at most `limit` bytes.
+fn read_json_lines_of_at_most(
+    path: &Path,
+    limit: u64,
+) -> Result<Vec<(usize, serde_json::Value)>, DataError> {
     let (mut reader, gzipped) = open_maybe_gzip(path)?;
     let mut records = Vec::new();
     let mut bytes = Vec::new();
@@ -162,22 +174,32 @@ fn read_json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DataE
     loop {
         bytes.clear();
         line += 1;
-        let read = reader.read_until(b'\n', &mut bytes).map_err(|source| {
-            if gzipped {
-                DataError::Gzip {
-                    path: path.to_path_buf(),
-                    line,
-                    source,
+        let read = (&mut reader)
+            .take(limit + 1)
+            .read_until(b'\n', &mut bytes)
+            .map_err(|source| {
+                if gzipped {
+                    DataError::Gzip {
+                        path: path.to_path_buf(),
+                        line,
+                        source,
+                    }
+                } else {
+                    DataError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    }
                 }
-            } else {
-                DataError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
+            })?;
         if read == 0 {
             break;
+        }
+        if read as u64 > limit {
+            return Err(DataError::LineTooLong {
+                path: path.to_path_buf(),
+                line,
+                limit,
+            });
         }
         let text = std::str::from_utf8(&bytes).map_err(|_| DataError::NotUtf8 {
             path: path.to_path_buf(),
@@ -437,5 +459,37 @@ impl fmt::Display for DocumentRange {
             Some(end) => write!(f, "{}:{end}", self.start),
             None => write!(f, "{}:", self.start),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_line_longer_than_the_limit_is_refused_before_it_is_read_whole() {
+        // A gzip'd stream that inflates to one line without a break: read up to the limit
+        // only, then refused naming the line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.jsonl.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut encoder, b"{\"text\": \"short\"}\n").unwrap();
+        std::io::Write::write_all(&mut encoder, &vec![b'x'; 100_000]).unwrap();
+        std::fs::write(&path, encoder.finish().unwrap()).unwrap();
+        let error = read_json_lines_of_at_most(&path, 1000).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                DataError::LineTooLong {
+                    line: 2,
+                    limit: 1000,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        // Within a larger limit the line is read, and found not to be JSON.
+        let error = read_json_lines_of_at_most(&path, 200_000).unwrap_err();
+        assert!(matches!(error, DataError::Json { line: 2, .. }), "{error}");
     }
 }
