@@ -160,7 +160,7 @@ impl CachedLlm {
         if let (Some(path), false) = (cache, game.table.rows.is_empty()) {
             // Said before anything runs, so a rerun after a kill shows it is resuming.
             tracing::info!(
-                "{}: resuming: {} masks measured by earlier runs{}",
+                "{}: resuming: {} masks already measured (by earlier runs, or earlier in this one){}",
                 path.display(),
                 game.table.rows.len(),
                 match game.partly_measured() {

@@ -228,7 +228,8 @@ pub fn leave_one_out_scores(evaluations: &EvaluationTable) -> Result<BlockScores
 pub fn reverse_order_scores(num_blocks: usize) -> BlockScores {
     BlockScores {
         method: REVERSE.to_string(),
-        scores: (0..num_blocks).map(|i| -(i as f64)).collect(),
+        // 0 − i, not −i: block 0 scores 0, not −0 (printed "-0").
+        scores: (0..num_blocks).map(|i| 0.0 - i as f64).collect(),
         llm_evaluations: 0,
     }
 }
