@@ -15,6 +15,16 @@ fn score_blocks(args: &[&str]) -> Output {
         .expect("the score-blocks binary runs")
 }
 
+/// Runs score-blocks, which must succeed.
+fn score_blocks_ok(args: &[&str]) {
+    let output = score_blocks(args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn write_stats(path: &Path, num_blocks: usize, skip: Option<usize>) {
     let rows = (0..num_blocks)
         .filter(|&b| Some(b) != skip)
@@ -83,7 +93,7 @@ fn every_method_writes_one_score_per_block() {
     let out = dir.path().join("scores.parquet");
     write_stats(&stats, 5, None);
     write_single_removals(&evals, 5);
-    let output = score_blocks(&[
+    score_blocks_ok(&[
         "--estimator",
         "block-influence",
         "--estimator",
@@ -104,11 +114,6 @@ fn every_method_writes_one_score_per_block() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let table = read_scores(&out).unwrap();
     assert_eq!(table.num_blocks, 5);
     assert_eq!(table.rows.len(), 25);
@@ -140,7 +145,7 @@ fn fixed_blocks_get_no_score_and_are_recorded_so_selection_keeps_them() {
     write_stats(&stats, 5, None);
     // A game with block 0 fixed (sample-masks --fixed 0 --anchors): no row removes block 0.
     write_game_single_removals(&evals, 5, &[0]);
-    let output = score_blocks(&[
+    score_blocks_ok(&[
         "--estimator",
         "leave-one-out",
         "--estimator",
@@ -154,11 +159,6 @@ fn fixed_blocks_get_no_score_and_are_recorded_so_selection_keeps_them() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let table = read_scores(&out).unwrap();
     // The game's fixed block and the one given, in the table, so apply-prune keeps both.
     assert_eq!(table.fixed_blocks, vec![0, 4]);
