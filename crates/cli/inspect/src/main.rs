@@ -348,7 +348,17 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
                 rewritten_by.join(" and ")
             );
         } else {
-            outln!(out, "  {key:<24} {}", show_value(value));
+            // Any other long list or object (an exporter's reference logits) by its size too:
+            // `--json` shows it whole.
+            let shown = show_value(value);
+            match entries(value) {
+                Some(n) if shown.len() > 200 => {
+                    outln!(out, "  {key:<24} ({n} entries; --json shows them)");
+                }
+                _ => {
+                    outln!(out, "  {key:<24} {shown}");
+                }
+            }
         }
     }
     Ok(())

@@ -188,6 +188,14 @@ fn a_model_folder_shows_the_id_its_tables_record() {
         text.contains(&format!("model_id                 {id}")),
         "{text}"
     );
+    // Any JSON file's long lists by their size (the exporter's reference logits: 200 kB).
+    let output = inspect(&[folder.join("reference.json").as_os_str()]);
+    let reference = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        reference.contains("logits                   (2 entries; --json shows them)"),
+        "{reference}"
+    );
+    assert!(reference.len() < 2000, "{} bytes", reference.len());
     let output = inspect(&[folder.as_os_str(), "--json".as_ref()]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["model_id"], serde_json::json!(id));
