@@ -43,6 +43,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// The id of a `tokenizer.json`, as token tables record it (`tokenizer_sha256`): hex sha256 of
+/// its JSON in one canonical form (keys sorted, no whitespace), so one tokenizer saved pretty
+/// or compact, by transformers or by tokenizers, has one id; the bytes' sha256 when they are not
+/// JSON.
+pub fn tokenizer_sha256(bytes: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        // serde_json's maps are sorted by key (no `preserve_order`), and it writes no spaces.
+        Ok(value) => sha256_hex(value.to_string().as_bytes()),
+        Err(_) => sha256_hex(bytes),
+    }
+}
+
 /// `C(n, k)`, saturating at `u128::MAX` (only reached far beyond any model's block count): the
 /// one binomial coefficient of the project.
 pub fn binomial(n: usize, k: usize) -> u128 {

@@ -53,8 +53,8 @@ impl std::fmt::Display for Bos {
     }
 }
 
-/// A loaded `tokenizer.json`, with the sha256 of its bytes (recorded in every token table, so
-/// windows are never scored by a model with a different vocabulary).
+/// A loaded `tokenizer.json`, with its id ([`layerprune_core::tokenizer_sha256`], recorded in
+/// every token table, so windows are never scored by a model with another tokenizer).
 pub struct TokenizerFile {
     path: PathBuf,
     sha256: String,
@@ -82,7 +82,7 @@ impl TokenizerFile {
         tokenizer.with_padding(None);
         Ok(TokenizerFile {
             path: path.to_path_buf(),
-            sha256: layerprune_core::sha256_hex(&bytes),
+            sha256: layerprune_core::tokenizer_sha256(&bytes),
             tokenizer,
         })
     }
@@ -91,7 +91,7 @@ impl TokenizerFile {
         &self.path
     }
 
-    /// Hex sha256 of the tokenizer.json bytes.
+    /// The tokenizer's id: [`layerprune_core::tokenizer_sha256`] of the file.
     pub fn sha256(&self) -> &str {
         &self.sha256
     }

@@ -173,7 +173,11 @@ impl PreparedFrontier {
             for ((name, path), (_, table)) in sets.iter().zip(tables) {
                 layerprune_runtime::check_token_windows(&table.windows, manifest.vocab_size)
                     .and_then(|()| {
-                        layerprune_runtime::check_tokenizer(&manifest, &table.tokenizer_sha256)
+                        layerprune_runtime::check_tokenizer(
+                            &manifest,
+                            &run.model,
+                            &table.tokenizer_sha256,
+                        )
                     })
                     .with_context(|| {
                         format!(

@@ -49,7 +49,11 @@ pub fn llm_game(
     // Named by its file here: CachedLlm only sees the table (and names the text it was made of).
     layerprune_runtime::check_token_windows(&tokens.windows, model.manifest().vocab_size)
         .and_then(|()| {
-            layerprune_runtime::check_tokenizer(model.manifest(), &tokens.tokenizer_sha256)
+            layerprune_runtime::check_tokenizer(
+                model.manifest(),
+                model.dir(),
+                &tokens.tokenizer_sha256,
+            )
         })
         .with_context(|| {
             format!(

@@ -141,7 +141,7 @@ pub fn run_evaluation(
     let num_blocks = model.num_blocks();
     let model_id = model.model_id().to_string();
     let tokens = read_tokens(&config.tokens)?;
-    layerprune_runtime::check_tokenizer(model.manifest(), &tokens.tokenizer_sha256)
+    layerprune_runtime::check_tokenizer(model.manifest(), model_dir, &tokens.tokenizer_sha256)
         .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
     let MaskList {
         mut masks,

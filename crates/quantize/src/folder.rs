@@ -362,7 +362,7 @@ pub fn check_calibration(
 ) -> Result<(), QuantizeError> {
     let manifest = Manifest::load(source)?;
     layerprune_runtime::check_token_windows(windows, manifest.vocab_size)
-        .and_then(|()| layerprune_runtime::check_tokenizer(&manifest, tokenizer_sha256))
+        .and_then(|()| layerprune_runtime::check_tokenizer(&manifest, source, tokenizer_sha256))
         .map_err(|e| {
             QuantizeError::Unsupported(format!(
                 "calibration tokens {} with {}: {e}",

@@ -168,26 +168,41 @@ pub fn check_token_windows(windows: &[Vec<u32>], vocab_size: usize) -> Result<()
     Ok(())
 }
 
-/// Refuses token windows cut by another tokenizer than the model's: `tokenizer_sha256` (a
-/// token table's record of the `tokenizer.json` it was made with) against the sha256 the
-/// model's manifest lists for its own. Two models can share a vocabulary size and not their
-/// tokenizers (Llama 2 and Mistral 7B: 32,000 each), so the ids alone would pass and every NLL
-/// be wrong. Nothing to compare (no record, no listed hash) passes.
+/// Refuses token windows cut by another tokenizer than the model's in `dir`:
+/// `tokenizer_sha256` (a token table's record of the `tokenizer.json` it was made with, see
+/// [`layerprune_core::tokenizer_sha256`]) against the model's own. Two models can share a
+/// vocabulary size and not their tokenizers (Llama 2 and Mistral 7B: 32,000 each), so the ids
+/// alone would pass and every NLL be wrong. A record equal to the sha256 the manifest lists for
+/// the file's bytes passes at once (tables written before 2026-12-04 recorded that); else the
+/// file is read and its canonical JSON's sha256 compared. Nothing to compare (no record, no
+/// listed file) passes.
 pub fn check_tokenizer(
     manifest: &layerprune_model::Manifest,
+    dir: &std::path::Path,
     tokenizer_sha256: &str,
 ) -> Result<(), RuntimeError> {
-    match manifest.files.get(&manifest.tokenizer) {
-        Some(model_sha256) if !tokenizer_sha256.is_empty() && model_sha256 != tokenizer_sha256 => {
-            Err(RuntimeError::BadInput(format!(
-                "the tokens were made with another tokenizer (sha256 {tokenizer_sha256}) than \
-                 the model's {} (sha256 {model_sha256}): prepare them again with \
-                 `prepare-tokens --model` of this model",
-                manifest.tokenizer
-            )))
-        }
-        _ => Ok(()),
+    let Some(listed) = manifest.files.get(&manifest.tokenizer) else {
+        return Ok(());
+    };
+    if tokenizer_sha256.is_empty() || listed == tokenizer_sha256 {
+        return Ok(());
     }
+    let path = manifest.tokenizer_path(dir)?;
+    let bytes = layerprune_core::read_input(&path).map_err(|e| {
+        RuntimeError::BadInput(format!(
+            "{}: cannot read the tokenizer: {e}",
+            path.display()
+        ))
+    })?;
+    let model_id = layerprune_core::tokenizer_sha256(&bytes);
+    if model_id == tokenizer_sha256 {
+        return Ok(());
+    }
+    Err(RuntimeError::BadInput(format!(
+        "the tokens were made with another tokenizer (id {tokenizer_sha256}) than the model's \
+         {} (id {model_id}): prepare them again with `prepare-tokens --model` of this model",
+        manifest.tokenizer
+    )))
 }
 
 impl Evaluator {

@@ -2,7 +2,7 @@
 //! count flag has a range (a clap value parser, so `--samples 0` or `--samples
 //! 1000000000000000000` is a usage error naming the flag), `--threads` is at most four per
 //! core, `--cache-mb` must convert to bytes, and where counts multiply into one allocation
-//! [`check_memory`] refuses an estimate above [`MEMORY_LIMIT_BYTES`].
+//! [`check_memory`] refuses an estimate above [`MEMORY_LIMIT_BYTES`] or this machine's memory.
 
 use anyhow::{bail, Result};
 use clap::builder::RangedU64ValueParser;
@@ -19,20 +19,49 @@ pub fn count(min: u64, max: u64) -> RangedU64ValueParser<usize> {
 }
 
 /// Refuses when `counts` multiplied together, times `bytes_each`, is more memory than
-/// [`MEMORY_LIMIT_BYTES`]: `what` names the flags the counts come from.
+/// [`MEMORY_LIMIT_BYTES`], or than this machine has (where it says): `what` names the flags the
+/// counts come from.
 pub fn check_memory(what: &str, counts: &[usize], bytes_each: usize) -> Result<()> {
     let bytes = counts
         .iter()
         .try_fold(bytes_each as u128, |total, &n| total.checked_mul(n as u128));
-    match bytes {
-        Some(bytes) if bytes <= MEMORY_LIMIT_BYTES as u128 => Ok(()),
-        Some(bytes) => bail!(
+    let gib = |bytes: u128| bytes as f64 / (1u64 << 30) as f64;
+    match (bytes, physical_memory()) {
+        (None, _) => {
+            bail!("{what} would need more memory than can be counted; give a smaller count")
+        }
+        (Some(bytes), _) if bytes > MEMORY_LIMIT_BYTES as u128 => bail!(
             "{what} would need about {:.1} GiB of memory, more than the limit of {MEMORY_LIMIT_TEXT}; \
              give a smaller count",
-            bytes as f64 / (1u64 << 30) as f64
+            gib(bytes)
         ),
-        None => bail!("{what} would need more memory than can be counted; give a smaller count"),
+        // Allocated, it would be killed by the kernel (or abort) part-way through the work.
+        (Some(bytes), Some(physical)) if bytes > physical as u128 => bail!(
+            "{what} would need about {:.1} GiB of memory, more than this machine's {:.1} GiB; \
+             give a smaller count",
+            gib(bytes),
+            gib(physical as u128)
+        ),
+        _ => Ok(()),
     }
+}
+
+/// This machine's physical memory in bytes, where the system says.
+fn physical_memory() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf reads a system constant; no memory is touched.
+        let (pages, page_size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && page_size > 0 {
+            return (pages as u64).checked_mul(page_size as u64);
+        }
+    }
+    None
 }
 
 /// `--cache-mb` in bytes, refused when it does not fit in a memory size.

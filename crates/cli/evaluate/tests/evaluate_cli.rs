@@ -246,6 +246,20 @@ fn bad_input_is_refused_and_nothing_written() {
         &["foreign-tokens.parquet", "made with another tokenizer"],
     );
     assert!(!out_file.exists());
+    // The same tokenizer saved in another layout (compact, as tokenizers' save(pretty=False)
+    // writes it) is the same tokenizer: its canonical JSON has the model's id.
+    let model_tokenizer = std::fs::read(fixture().join("tokenizer.json")).unwrap();
+    let compact: serde_json::Value = serde_json::from_slice(&model_tokenizer).unwrap();
+    table.tokenizer_sha256 = layerprune_core::tokenizer_sha256(compact.to_string().as_bytes());
+    assert_ne!(
+        table.tokenizer_sha256,
+        layerprune_core::sha256_hex(&model_tokenizer)
+    );
+    let same = dir.path().join("same-tokenizer.parquet");
+    write_tokens(&same, &table, &provenance()).unwrap();
+    let out = evaluate(&["--tokens", path(&same), "--out", path(&out_file)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(&out_file).unwrap();
 
     // A model whose part does not match its hash.
     let broken = dir.path().join("broken");
