@@ -107,6 +107,13 @@ mod tests {
         let error = check_memory("--samples x players", &[1 << 40, 32], 8).unwrap_err();
         assert!(error.to_string().contains("64 GiB"), "{error}");
         assert!(check_memory("--samples", &[usize::MAX, usize::MAX, 8], 8).is_err());
+        // Under the limit but over this machine's memory (where it has less than 64 GiB):
+        // refused by what the machine has, before anything is allocated.
+        if let Some(physical) = physical_memory().filter(|&p| p < MEMORY_LIMIT_BYTES) {
+            let count = (physical / 1024 + 1) as usize;
+            let error = check_memory("--chains", &[count], 1024).unwrap_err();
+            assert!(error.to_string().contains("this machine's"), "{error}");
+        }
     }
 
     #[test]

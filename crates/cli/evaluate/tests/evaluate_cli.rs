@@ -258,7 +258,11 @@ fn bad_input_is_refused_and_nothing_written() {
     let same = dir.path().join("same-tokenizer.parquet");
     write_tokens(&same, &table, &provenance()).unwrap();
     let out = evaluate(&["--tokens", path(&same), "--out", path(&out_file)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_file(&out_file).unwrap();
 
     // A model whose part does not match its hash.
