@@ -29,11 +29,22 @@ const MAX_DEPTH: u32 = 32;
 
 const MAGIC: &[u8; 4] = b"PAR1";
 
-/// Checks the magic bytes and the footer's Thrift encoding; returns where the footer starts.
+/// The longest footer read before the file is (64 MiB; a table's footer is kilobytes).
+const MAX_FOOTER_BYTES: u64 = 64 << 20;
+
+/// Bytes a file may hold that its footer does not account for (neither column chunks nor
+/// page indexes nor bloom filters) before it is refused unread.
+const MAX_UNACCOUNTED_BYTES: u64 = 64 << 20;
+
 /// [`check_frame`] on an open file, reading its first 4 bytes and its footer only (the file is
-/// left at its start): a large file that is no Parquet (a 4 GB sparse file, a disk image) is
-/// refused before it is read into memory.
-pub(crate) fn check_ends(file: &mut (impl std::io::Read + std::io::Seek)) -> Result<(), String> {
+/// left at its start), then the footer decoded: every column chunk, page index and bloom filter
+/// it places must lie in the file, and the file may hold little else. A large file that is no
+/// Parquet (a 4 GB sparse file, a disk image, one with a made-up footer) is refused before it is
+/// read into memory. `decode` decodes the footer (the caller contains its panics).
+pub(crate) fn check_ends(
+    file: &mut (impl std::io::Read + std::io::Seek),
+    decode: impl FnOnce(&[u8]) -> Result<ParquetMetaData, String>,
+) -> Result<(), String> {
     use std::io::SeekFrom;
     let io = |e: std::io::Error| format!("cannot read its ends: {e}");
     let len = file.seek(SeekFrom::End(0)).map_err(io)?;
@@ -59,6 +70,12 @@ pub(crate) fn check_ends(file: &mut (impl std::io::Read + std::io::Seek)) -> Res
             len - 12
         ));
     }
+    if footer_len > MAX_FOOTER_BYTES {
+        return Err(format!(
+            "the footer claims {footer_len} bytes, more than the {MAX_FOOTER_BYTES} a table's \
+             footer may have"
+        ));
+    }
     let mut footer = vec![0u8; footer_len as usize];
     file.seek(SeekFrom::Start(len - 8 - footer_len))
         .map_err(io)?;
@@ -67,9 +84,58 @@ pub(crate) fn check_ends(file: &mut (impl std::io::Read + std::io::Seek)) -> Res
     Cursor::new(&footer[..])
         .read_struct(0)
         .map_err(|e| format!("the footer is corrupted: {e}"))?;
+    let metadata = decode(&footer)?;
+    // Where the footer's parts end: nothing of the file past that but the footer itself.
+    let footer_start = len - 8 - footer_len;
+    let mut accounted = 4u64;
+    for group in metadata.row_groups() {
+        for chunk in group.columns() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or(chunk.data_page_offset());
+            let parts = [
+                (Some(start), Some(chunk.compressed_size())),
+                (
+                    chunk.column_index_offset(),
+                    chunk.column_index_length().map(i64::from),
+                ),
+                (
+                    chunk.offset_index_offset(),
+                    chunk.offset_index_length().map(i64::from),
+                ),
+                (
+                    chunk.bloom_filter_offset(),
+                    chunk.bloom_filter_length().map(i64::from),
+                ),
+            ];
+            for (offset, length) in parts {
+                if let (Some(offset), Some(length)) = (offset, length) {
+                    match offset.checked_add(length) {
+                        Some(end) if offset >= 0 && length >= 0 && end as u64 <= footer_start => {
+                            accounted = accounted.max(end as u64);
+                        }
+                        _ => {
+                            return Err(format!(
+                                "the footer places {length} bytes at offset {offset}, outside \
+                                 the file's {footer_start} bytes before the footer"
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let unaccounted = footer_start - accounted;
+    if unaccounted > MAX_UNACCOUNTED_BYTES {
+        return Err(format!(
+            "{unaccounted} bytes of the file are in no column chunk, page index or bloom filter \
+             of its footer"
+        ));
+    }
     Ok(())
 }
 
+/// Checks the magic bytes and the footer's Thrift encoding; returns where the footer starts.
 pub(crate) fn check_frame(bytes: &[u8]) -> Result<usize, String> {
     let len = bytes.len();
     if len < 12 {

@@ -15,7 +15,7 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 
 use crate::{atomic_write, guard, Provenance, TableError, TableErrorKind};
@@ -198,7 +198,14 @@ fn open(
     };
     let mut file =
         layerprune_core::open_input(path).map_err(|e| TableError::io(path, "cannot open", e))?;
-    guard::check_ends(&mut file).map_err(not_parquet)?;
+    guard::check_ends(&mut file, |footer| {
+        match unpanicked(path, || ParquetMetaDataReader::decode_metadata(footer)) {
+            Ok(Ok(metadata)) => Ok(metadata),
+            Ok(Err(error)) => Err(format!("the footer is not Parquet metadata: {error}")),
+            Err(error) => Err(error.message),
+        }
+    })
+    .map_err(not_parquet)?;
     // Checked and decoded from the same bytes: read once, through the open file.
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)

@@ -297,26 +297,35 @@ fn token_tables_must_be_consistent() {
 
 #[test]
 fn a_huge_file_that_is_not_parquet_is_refused_by_its_ends_not_read_whole() {
-    // A 64 GiB sparse file (no disk used) with the magic at both ends and no footer: read
-    // whole it would exhaust memory; its footer refuses it at once.
+    // 64 GiB sparse files (no disk used) with the magic at both ends: read whole they would
+    // exhaust memory; each is refused by its ends at once. The tails: no footer; a footer of one
+    // zero byte (an empty Thrift struct, so well-formed, but no file metadata); a footer length
+    // of almost 4 GiB.
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("huge.parquet");
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = fs::File::create(&file).unwrap();
-        f.write_all(b"PAR1").unwrap();
-        f.set_len(64 << 30).unwrap();
-        f.seek(SeekFrom::End(-4)).unwrap();
-        f.write_all(b"PAR1").unwrap();
+    for (tail, expected) in [
+        (&b"\x00\x00\x00\x00PAR1"[..], "footer"),
+        (&b"\x00\x01\x00\x00\x00PAR1"[..], "not Parquet metadata"),
+        (&b"\x00\xff\xff\xffPAR1"[..], "a table's footer may have"),
+    ] {
+        let file = dir.path().join("huge.parquet");
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = fs::File::create(&file).unwrap();
+            f.write_all(b"PAR1").unwrap();
+            f.set_len(64 << 30).unwrap();
+            f.seek(SeekFrom::End(-(tail.len() as i64))).unwrap();
+            f.write_all(tail).unwrap();
+        }
+        let path = file.clone();
+        let error = layerprune_tests::within(
+            std::time::Duration::from_secs(60),
+            "reading a 64 GiB file that is no Parquet",
+            move || read_masks(&path).unwrap_err(),
+        );
+        assert_eq!(error.kind, TableErrorKind::NotParquet);
+        assert!(error.message.contains(expected), "{expected}: {error}");
+        fs::remove_file(&file).unwrap();
     }
-    let path = file.clone();
-    let error = layerprune_tests::within(
-        std::time::Duration::from_secs(60),
-        "reading a 64 GiB file that is no Parquet",
-        move || read_masks(&path).unwrap_err(),
-    );
-    assert_eq!(error.kind, TableErrorKind::NotParquet);
-    assert!(error.message.contains("footer"), "{error}");
 }
 
 #[test]
