@@ -135,12 +135,25 @@ impl Manifest {
         if self.num_blocks == 0 {
             return Err(bad("num_blocks is 0: a model has one block at least".into()));
         }
-        // Each block its own graph: one shared with another block, the embedding or the head
-        // would run that graph in the block's place.
+        // Each block its own graph: one shared with another block, the embedding or a head
+        // would run that graph in the block's place. Compared as paths (`./block_000.onnx` is
+        // `block_000.onnx`).
+        let normal = |file: &str| -> PathBuf {
+            Path::new(file)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect()
+        };
+        let others: BTreeSet<PathBuf> = std::iter::once(self.embedding.file.as_str())
+            .chain(std::iter::once(self.head.file.as_str()))
+            .chain(self.head_logits.iter().map(|h| h.file.as_str()))
+            .map(normal)
+            .collect();
         let mut block_graphs = BTreeSet::new();
         for (position, block) in self.blocks.iter().enumerate() {
             let file = block.file.as_str();
-            if file == self.embedding.file || file == self.head.file || !block_graphs.insert(file) {
+            let path = normal(file);
+            if others.contains(&path) || !block_graphs.insert(path) {
                 return Err(bad(format!(
                     "block {position}'s graph {file} is also another part's (each block has \
                      its own)"

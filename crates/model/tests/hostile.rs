@@ -309,13 +309,14 @@ fn no_block_or_a_block_running_another_parts_graph_is_refused() {
         m["blocks"] = serde_json::json!([]);
     });
     scene.assert_refused(&["num_blocks is 0"]);
-    for other in ["embed", "block_001"] {
+    for other in ["embed", "block_001", "./block_001"] {
         let scene = Scene::new();
         scene.edit(|m| {
-            let file = if other == "embed" {
-                m["embedding"]["file"].clone()
-            } else {
-                m["blocks"][1]["file"].clone()
+            let file = match other {
+                "embed" => m["embedding"]["file"].clone(),
+                "block_001" => m["blocks"][1]["file"].clone(),
+                // The same file by another spelling.
+                _ => format!("./{}", m["blocks"][1]["file"].as_str().unwrap()).into(),
             };
             m["blocks"][2]["file"] = file;
         });

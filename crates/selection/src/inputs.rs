@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use layerprune_core::Game;
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
 use layerprune_tables::{
-    read_block_stats, read_plans, read_provenance, read_scores, BlockStatsTable, PlanTable,
+    read_block_stats, read_input_ids, read_plans, read_scores, BlockStatsTable, PlanTable,
     ScoreTable,
 };
 
@@ -96,24 +96,42 @@ impl PlanFiles {
         }?;
         // A file only another method reads would be ignored, its fixed blocks with it: a user
         // who passed it expects it to count.
-        let only_for = |given: bool, flag: &str, reader: PlanMethod| {
+        let only_for = |given: bool, flag: &str, reader: PlanMethod, hint: &str| {
             if given && method != reader {
                 Err(anyhow!(
                     "{flag} is read only by --method {reader}; --method {method} would ignore it \
-                     (leave it out, or pass its fixed blocks with --fixed)"
+                     ({hint})"
                 ))
             } else {
                 Ok(())
             }
         };
-        only_for(self.scores.is_some(), "--scores", PlanMethod::OneShot)?;
-        only_for(self.estimator.is_some(), "--estimator", PlanMethod::OneShot)?;
+        // A file with fixed blocks: those may be what the user wanted to count.
+        let fixed_hint = "leave it out, or pass its fixed blocks with --fixed";
+        only_for(
+            self.scores.is_some(),
+            "--scores",
+            PlanMethod::OneShot,
+            fixed_hint,
+        )?;
+        only_for(
+            self.estimator.is_some(),
+            "--estimator",
+            PlanMethod::OneShot,
+            "leave it out",
+        )?;
         only_for(
             self.block_stats.is_some(),
             "--block-stats",
             PlanMethod::AngularRun,
+            "leave it out",
         )?;
-        only_for(self.plans.is_some(), "--plans", PlanMethod::FromPlan)
+        only_for(
+            self.plans.is_some(),
+            "--plans",
+            PlanMethod::FromPlan,
+            "leave it out",
+        )
     }
 
     /// Every file given, for the check that no output replaces one.
@@ -190,7 +208,7 @@ impl PlanFiles {
                 count.agree(table.num_blocks, path, "plan table")?;
                 // The model the plans were chosen on, as their provenance records it (tables
                 // written before 2026-12-04 without --model record none).
-                let chosen_on = read_provenance(path)?.inputs.remove("model");
+                let chosen_on = read_input_ids(path)?.remove("model");
                 one_model.agree(
                     chosen_on.as_deref().unwrap_or_default(),
                     path,

@@ -53,6 +53,19 @@ pub use tasks::{
 pub use tokens::{dataset_id, read_tokens, write_tokens, TokenTable};
 
 /// The provenance recorded in any table file written by this crate.
+/// The provenance's `inputs` alone (role -> id), empty when the file records none: for a check
+/// of where a table came from that should not need the rest of its provenance.
+pub fn read_input_ids(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, String>, TableError> {
+    let metadata = read_metadata(path)?;
+    match metadata.get(&format!("{KEY_PREFIX}inputs")) {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| TableError::bad(path, format!("metadata entry {KEY_PREFIX}inputs: {e}"))),
+        None => Ok(std::collections::BTreeMap::new()),
+    }
+}
+
 pub fn read_provenance(path: &Path) -> Result<Provenance, TableError> {
     let metadata = read_metadata(path)?;
     let get = |name: &str| {

@@ -892,3 +892,29 @@ fn every_game_value_is_read_from_one_definition() {
     assert!(error.message.contains("full model's NLL"), "{error}");
     assert!(table.values(GameValue::NegNll).is_ok());
 }
+
+#[test]
+fn the_input_ids_read_alone_from_a_table_with_partial_provenance() {
+    // A table whose provenance has `inputs` but not the rest (written by another tool): its ids
+    // are read; one with no `inputs` has none.
+    let dir = tempfile::tempdir().unwrap();
+    let with = dir.path().join("with.parquet");
+    write_raw(
+        &with,
+        &[("layerprune.inputs", r#"{"model":"m1"}"#)],
+        mask_batch(&["111"], true),
+    );
+    let ids = read_input_ids(&with).unwrap();
+    assert_eq!(ids.get("model").map(String::as_str), Some("m1"));
+    assert!(read_provenance(&with).is_err(), "the rest is missing");
+    let without = dir.path().join("without.parquet");
+    write_raw(&without, &[], mask_batch(&["111"], true));
+    assert!(read_input_ids(&without).unwrap().is_empty());
+    let bad = dir.path().join("bad.parquet");
+    write_raw(
+        &bad,
+        &[("layerprune.inputs", "[1")],
+        mask_batch(&["111"], true),
+    );
+    assert!(read_input_ids(&bad).is_err());
+}

@@ -58,7 +58,12 @@ struct Args {
     /// (the plans' `llm_evaluations`; default: the count recorded in the surrogate file by
     /// fit-surrogate). (Called --surrogate-evaluations until 2026-12-04, a count where every
     /// stage's --evaluations is a table; still accepted.)
-    #[arg(long, alias = "surrogate-evaluations", value_name = "N")]
+    #[arg(
+        long,
+        alias = "surrogate-evaluations",
+        value_name = "N",
+        requires = "surrogate"
+    )]
     surrogate_llm_evaluations: Option<u64>,
     /// Block statistics table (evaluate --block-stats) for angular-run.
     #[arg(long)]

@@ -307,6 +307,11 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
             &["--plans", &plan_s][..],
             "--plans is read only by --method from-plan",
         ),
+        // A cost of the surrogate's, without a surrogate (clap's usage error).
+        (
+            &["--surrogate-llm-evaluations", "5"][..],
+            "--surrogate <SURROGATE>",
+        ),
     ] {
         run_fail(with("2", &scores_s, extra), expected, None);
     }
@@ -1084,6 +1089,14 @@ fn tokens_of_another_vocabulary_are_refused_naming_the_table() {
         &plan,
         None,
     );
+    // Ids inside the vocabulary, cut by another tokenizer (as the table records it).
+    let mut table = layerprune_tables::read_tokens(&tokens).unwrap();
+    table.windows = windows();
+    table.dataset_id = layerprune_tables::TokenTable::new(16, windows(), "", "").dataset_id;
+    table.tokenizer_sha256 = "1".repeat(64);
+    layerprune_tables::write_tokens(&tokens, &table, &Provenance::new("test", "0", Vec::new()))
+        .unwrap();
+    fail(&args, "made with another tokenizer", &plan, None);
 }
 
 /// Scores measured on another model are refused before anything runs.

@@ -52,8 +52,8 @@ impl<'a> Reporter<'a> {
                 if others > 0 {
                     // Fit and estimate stages read the whole table: say it holds more.
                     tracing::info!(
-                        "{resumed}: keeps {others} rows of masks not in --masks (an earlier \
-                         run's); the table is the union"
+                        "{resumed}: keeps {others} rows of masks not asked for now (an \
+                         earlier run's); the table is the union"
                     );
                 }
             }

@@ -1,7 +1,7 @@
 //! The `quantize` binary on the committed tiny model: a folder and a single file are written,
 //! and bad requests stop with exit status 1 and a message naming the file and the problem.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture() -> PathBuf {
@@ -74,9 +74,10 @@ fn one_graph_is_never_written_over_its_weights_or_into_its_model_folder() {
     let block = model.join("block_000.onnx");
     let weights = layerprune_model::graph_external_data(&block).unwrap();
     let first_weights = model.join(weights.iter().next().unwrap());
-    // The graph's own weight file (read while quantizing), and the folder's manifest: both are
-    // inputs, even with --overwrite.
-    for out in [first_weights, model.join("manifest.json")] {
+    // The graph's own weight file (read while quantizing), and the folder's manifest: inside
+    // the layered folder the graph belongs to, which is an input as a whole, even with
+    // --overwrite.
+    let refused = |block: &Path, out: &Path, expected: &str| {
         let result = quantize(&[
             "--model",
             block.to_str().unwrap(),
@@ -87,9 +88,28 @@ fn one_graph_is_never_written_over_its_weights_or_into_its_model_folder() {
             "--overwrite",
         ]);
         assert!(!result.status.success(), "{}", out.display());
-        assert!(stderr(&result).contains("input"), "{}", stderr(&result));
-    }
+        assert!(stderr(&result).contains(expected), "{}", stderr(&result));
+    };
+    refused(&block, &first_weights, "is the same file as the input");
+    refused(
+        &block,
+        &model.join("manifest.json"),
+        "lies inside the input folder",
+    );
     assert_eq!(layerprune_tests::snapshot(&model), before);
+    // A graph on its own (no manifest beside it): its weight files are inputs by themselves.
+    let alone = temp.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(&block, alone.join("block_000.onnx")).unwrap();
+    layerprune_tests::copy_dir(&model.join("weights"), &alone.join("weights"));
+    let weights_alone = alone.join(weights.iter().next().unwrap());
+    let before = std::fs::read(&weights_alone).unwrap();
+    refused(
+        &alone.join("block_000.onnx"),
+        &weights_alone,
+        "is the same file as the input",
+    );
+    assert_eq!(std::fs::read(&weights_alone).unwrap(), before);
 }
 
 #[test]
