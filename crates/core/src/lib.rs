@@ -44,9 +44,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The id of a `tokenizer.json`, as token tables record it (`tokenizer_sha256`): hex sha256 of
-/// its JSON in one canonical form (keys sorted, no whitespace), so one tokenizer saved pretty
-/// or compact, by transformers or by tokenizers, has one id; the bytes' sha256 when they are not
-/// JSON.
+/// its JSON in one canonical form (serde_json's: keys sorted, no whitespace, numbers in their
+/// shortest round-trip form), so the same contents in any layout (pretty or compact, keys in any
+/// order) have one id; the bytes' sha256 when they are not JSON. (A tokenizer that another
+/// version of `tokenizers` saved with other contents, e.g. merges as pairs, has another id.)
+/// Numbers are parsed exactly (serde_json's `float_roundtrip`, on here), so a Unigram score has
+/// one id whichever binary computes it.
 pub fn tokenizer_sha256(bytes: &[u8]) -> String {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         // serde_json's maps are sorted by key (no `preserve_order`), and it writes no spaces.
@@ -92,5 +95,28 @@ mod distinct_tests {
     fn each_value_is_kept_once_where_it_was_first_listed() {
         assert_eq!(super::distinct(&[3, 6, 3, 9, 6]), vec![3, 6, 9]);
         assert!(super::distinct::<u8>(&[]).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tokenizer_id_tests {
+    use super::{sha256_hex, tokenizer_sha256};
+
+    #[test]
+    fn a_tokenizer_has_one_id_in_any_layout_and_its_scores_are_kept_exactly() {
+        let pretty =
+            b"{\n  \"model\": {\"vocab\": [[\"a\", -15.275492379532281]]},\n  \"added\": []\n}";
+        let compact = br#"{"added":[],"model":{"vocab":[["a",-15.275492379532281]]}}"#;
+        assert_eq!(tokenizer_sha256(pretty), tokenizer_sha256(compact));
+        // The canonical form is the compact one with the score as written: parsed exactly (a
+        // parse that rounds would give -15.27549237953228, and another id).
+        assert_eq!(tokenizer_sha256(pretty), sha256_hex(compact));
+        let other = br#"{"added":[],"model":{"vocab":[["a",-15.27549237953228]]}}"#;
+        assert_ne!(tokenizer_sha256(compact), tokenizer_sha256(other));
+        // Not JSON: the bytes' hash.
+        assert_eq!(
+            tokenizer_sha256(b"\x00not json"),
+            sha256_hex(b"\x00not json")
+        );
     }
 }

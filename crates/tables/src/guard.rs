@@ -85,9 +85,13 @@ pub(crate) fn check_ends(
         .read_struct(0)
         .map_err(|e| format!("the footer is corrupted: {e}"))?;
     let metadata = decode(&footer)?;
-    // Where the footer's parts end: nothing of the file past that but the footer itself.
+    // The byte ranges the footer places (chunks, page indexes, bloom filters): each inside the
+    // file, and together covering all but a little of it.
     let footer_start = len - 8 - footer_len;
-    let mut accounted = 4u64;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    // Older writers (parquet-mr) give a bloom filter's offset but not its length: its bytes
+    // cannot be counted, so the file is not held to the bound.
+    let mut uncounted_parts = false;
     for group in metadata.row_groups() {
         for chunk in group.columns() {
             let start = chunk
@@ -108,11 +112,13 @@ pub(crate) fn check_ends(
                     chunk.bloom_filter_length().map(i64::from),
                 ),
             ];
+            uncounted_parts |=
+                chunk.bloom_filter_offset().is_some() && chunk.bloom_filter_length().is_none();
             for (offset, length) in parts {
                 if let (Some(offset), Some(length)) = (offset, length) {
                     match offset.checked_add(length) {
                         Some(end) if offset >= 0 && length >= 0 && end as u64 <= footer_start => {
-                            accounted = accounted.max(end as u64);
+                            ranges.push((offset as u64, end as u64));
                         }
                         _ => {
                             return Err(format!(
@@ -125,14 +131,29 @@ pub(crate) fn check_ends(
             }
         }
     }
-    let unaccounted = footer_start - accounted;
-    if unaccounted > MAX_UNACCOUNTED_BYTES {
+    let unaccounted = (footer_start - 4).saturating_sub(covered_bytes(ranges));
+    if !uncounted_parts && unaccounted > MAX_UNACCOUNTED_BYTES {
         return Err(format!(
             "{unaccounted} bytes of the file are in no column chunk, page index or bloom filter \
              of its footer"
         ));
     }
     Ok(())
+}
+
+/// The bytes after the leading magic that `ranges` (start, end) cover, counted once where they
+/// overlap.
+fn covered_bytes(mut ranges: Vec<(u64, u64)>) -> u64 {
+    ranges.sort_unstable();
+    let (mut covered, mut reach) = (0u64, 4u64);
+    for (start, end) in ranges {
+        let start = start.max(reach);
+        if end > start {
+            covered += end - start;
+            reach = end;
+        }
+    }
+    covered
 }
 
 /// Checks the magic bytes and the footer's Thrift encoding; returns where the footer starts.
@@ -519,5 +540,19 @@ impl<'a> Cursor<'a> {
             last_id = id;
             self.value(kind, depth, Some(&mut fields), id)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covered_bytes;
+
+    #[test]
+    fn covered_bytes_count_overlaps_once_and_gaps_not_at_all() {
+        // Chunks 4..100 and 90..200 overlap by 10; a page index 1000..1100 leaves a gap.
+        assert_eq!(covered_bytes(vec![(1000, 1100), (90, 200), (4, 100)]), 296);
+        // A range inside another adds nothing; none covers nothing.
+        assert_eq!(covered_bytes(vec![(4, 500), (10, 20)]), 496);
+        assert_eq!(covered_bytes(Vec::new()), 0);
     }
 }

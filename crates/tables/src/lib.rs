@@ -52,7 +52,6 @@ pub use tasks::{
 };
 pub use tokens::{dataset_id, read_tokens, write_tokens, TokenTable};
 
-/// The provenance recorded in any table file written by this crate.
 /// The provenance's `inputs` alone (role -> id), empty when the file records none: for a check
 /// of where a table came from that should not need the rest of its provenance.
 pub fn read_input_ids(
@@ -66,6 +65,7 @@ pub fn read_input_ids(
     }
 }
 
+/// The provenance recorded in any table file written by this crate.
 pub fn read_provenance(path: &Path) -> Result<Provenance, TableError> {
     let metadata = read_metadata(path)?;
     let get = |name: &str| {

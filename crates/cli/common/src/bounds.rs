@@ -37,8 +37,8 @@ pub fn check_memory(what: &str, counts: &[usize], bytes_each: usize) -> Result<(
         ),
         // Allocated, it would be killed by the kernel (or abort) part-way through the work.
         (Some(bytes), Some(physical)) if bytes > physical as u128 => bail!(
-            "{what} would need about {:.1} GiB of memory, more than this machine's {:.1} GiB; \
-             give a smaller count",
+            "{what} would need about {:.1} GiB of memory, more than this machine's {:.1} GiB \
+             (its memory, or its control group's limit); give a smaller count",
             gib(bytes),
             gib(physical as u128)
         ),
@@ -46,8 +46,11 @@ pub fn check_memory(what: &str, counts: &[usize], bytes_each: usize) -> Result<(
     }
 }
 
-/// This machine's physical memory in bytes, where the system says.
+/// The memory this process may use, in bytes, where the system says: the machine's physical
+/// memory, or less where a control group limits it (a container, a Slurm job): the limit the
+/// kernel kills at.
 fn physical_memory() -> Option<u64> {
+    let mut limit: Option<u64> = None;
     #[cfg(unix)]
     {
         // SAFETY: sysconf reads a system constant; no memory is touched.
@@ -58,10 +61,24 @@ fn physical_memory() -> Option<u64> {
             )
         };
         if pages > 0 && page_size > 0 {
-            return (pages as u64).checked_mul(page_size as u64);
+            limit = (pages as u64).checked_mul(page_size as u64);
         }
     }
-    None
+    // cgroup v2, then v1 ("max", or v1's huge number, when there is no limit). Read directly:
+    // these are the kernel's files, which `layerprune_core::open_input` refuses as inputs.
+    for file in [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ] {
+        let cgroup = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .filter(|&bytes| bytes > 0 && bytes < 1 << 60);
+        if let Some(bytes) = cgroup {
+            limit = Some(limit.map_or(bytes, |l| l.min(bytes)));
+        }
+    }
+    limit
 }
 
 /// `--cache-mb` in bytes, refused when it does not fit in a memory size.
