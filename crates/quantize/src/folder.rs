@@ -451,6 +451,18 @@ pub fn quantize_folder(
                 ),
                 _ => (Box::new(Nearest), "rtn"),
             };
+        // An empty (or cut-off) ONNX file parses as a model of no nodes: it would be copied as
+        // it is, into a folder that cannot run.
+        if model
+            .graph
+            .as_ref()
+            .is_none_or(|graph| graph.node.is_empty())
+        {
+            return Err(QuantizeError::BadModel {
+                path: path.clone(),
+                problem: "the graph has no nodes (an empty or cut-off ONNX file)".into(),
+            });
+        }
         let report = quantize_model(&mut model, &options.scheme, &mut loader, rounding.as_mut())?;
         if !report.quantized.is_empty() {
             let added: BTreeSet<String> = initializer_names(&model)

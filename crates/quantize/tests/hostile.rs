@@ -64,6 +64,26 @@ fn an_absolute_entry_with_its_true_hash_is_refused_and_truncates_nothing() {
 }
 
 #[test]
+fn an_empty_block_graph_is_refused_not_copied() {
+    // An empty ONNX file parses as a model of no nodes; its hash is listed, so only the
+    // quantizer can tell (without verification, or after the manifest was re-hashed).
+    let (root, model, _) = scene();
+    let graph = model.join("block_003.onnx");
+    fs::write(&graph, b"").unwrap();
+    let hash = sha256_file(&graph).unwrap();
+    edit(&model, |m| m["files"]["block_003.onnx"] = hash.into());
+    let before = snapshot(root.path());
+    let error = quantize_folder(&model, &options(true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("block_003.onnx") && error.contains("the graph has no nodes"),
+        "{error}"
+    );
+    assert_eq!(before, snapshot(root.path()));
+}
+
+#[test]
 fn external_data_outside_the_folder_is_refused_without_verification() {
     let (root, model, sentinel) = scene();
     let graph = model.join("block_002.onnx");
