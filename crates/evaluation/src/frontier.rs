@@ -162,6 +162,9 @@ impl PreparedFrontier {
         // A cache left by a run of another model or token table is refused now, not after the
         // sets before it have run (and rewritten the frontier's table without it).
         let model_id = layerprune_runtime::model_id(&run.model)?;
+        // The sets' tokenizers, each checked once: a check may read and parse the model's
+        // tokenizer, and the sets are usually all of one.
+        let mut tokenizers_checked: Vec<&str> = Vec::new();
         for (((flag, sets), tables), kind) in [
             ("--calibration", &run.calibration),
             ("--heldout", &run.heldout),
@@ -173,11 +176,13 @@ impl PreparedFrontier {
             for ((name, path), (_, table)) in sets.iter().zip(tables) {
                 layerprune_runtime::check_token_windows(&table.windows, manifest.vocab_size)
                     .and_then(|()| {
-                        layerprune_runtime::check_tokenizer(
-                            &manifest,
-                            &run.model,
-                            &table.tokenizer_sha256,
-                        )
+                        let id = table.tokenizer_sha256.as_str();
+                        if tokenizers_checked.contains(&id) {
+                            return Ok(());
+                        }
+                        layerprune_runtime::check_tokenizer(&manifest, &run.model, id)?;
+                        tokenizers_checked.push(id);
+                        Ok(())
                     })
                     .with_context(|| {
                         format!(

@@ -53,6 +53,23 @@ impl BlockScores {
     }
 }
 
+/// One score per block from `(block, score)` pairs of the players: every player exactly once,
+/// and +∞ for each `fixed` block (never removed), which has no pair.
+fn one_per_player(
+    method: &str,
+    num_blocks: usize,
+    pairs: impl IntoIterator<Item = (usize, f64)>,
+    fixed: &[usize],
+) -> Result<Vec<f64>, SelectionError> {
+    // Fixed blocks enter the check as placeholders (a finite score) and then score +∞.
+    let placeholders = fixed.iter().map(|&block| (block, 0.0));
+    let mut scores = one_per_block(method, num_blocks, pairs.into_iter().chain(placeholders))?;
+    for &block in fixed {
+        scores[block] = f64::INFINITY;
+    }
+    Ok(scores)
+}
+
 /// Collects one value per block from `(block, value)` pairs: every block exactly once.
 fn one_per_block(
     method: &str,
@@ -204,19 +221,11 @@ pub fn best_angular_run(
 pub fn leave_one_out_scores(evaluations: &EvaluationTable) -> Result<BlockScores, SelectionError> {
     let num_blocks = evaluations.num_blocks;
     let fixed = &evaluations.fixed_blocks;
-    let pairs = evaluations
-        .rows
-        .iter()
-        .filter_map(|row| {
-            let removed = row.mask.removed_blocks();
-            (removed.len() == 1).then(|| (removed[0], row.nll))
-        })
-        // Fixed blocks enter the count as placeholders and then score +∞.
-        .chain(fixed.iter().map(|&block| (block, 0.0)));
-    let mut scores = one_per_block(LEAVE_ONE_OUT, num_blocks, pairs)?;
-    for &block in fixed {
-        scores[block] = f64::INFINITY;
-    }
+    let pairs = evaluations.rows.iter().filter_map(|row| {
+        let removed = row.mask.removed_blocks();
+        (removed.len() == 1).then(|| (removed[0], row.nll))
+    });
+    let scores = one_per_player(LEAVE_ONE_OUT, num_blocks, pairs, fixed)?;
     Ok(BlockScores {
         method: LEAVE_ONE_OUT.to_string(),
         scores,
@@ -283,17 +292,12 @@ pub fn scores_from_table(
             available: estimator_names(table),
         });
     }
-    // Fixed blocks enter the check as placeholders (a finite score) and then score +∞.
-    let mut scores = one_per_block(
+    let scores = one_per_player(
         estimator,
         num_blocks,
-        rows.iter()
-            .map(|row| (row.block as usize, row.estimate))
-            .chain(table.fixed_blocks.iter().map(|&b| (b, 0.0))),
+        rows.iter().map(|row| (row.block as usize, row.estimate)),
+        &table.fixed_blocks,
     )?;
-    for &block in &table.fixed_blocks {
-        scores[block] = f64::INFINITY;
-    }
     Ok(BlockScores {
         method: estimator.to_string(),
         scores,

@@ -36,6 +36,35 @@ const MAX_FOOTER_BYTES: u64 = 64 << 20;
 /// page indexes nor bloom filters) before it is refused unread.
 const MAX_UNACCOUNTED_BYTES: u64 = 64 << 20;
 
+/// The footer's length from a file's first 4 bytes and last 8 (of `len`), checked: the magic at
+/// both ends, and a footer that fits. The one frame check of [`check_ends`] and [`check_frame`].
+fn footer_length(len: u64, head: &[u8], tail: &[u8]) -> Result<u64, String> {
+    if len < 12 {
+        return Err(format!(
+            "the file has {len} bytes, too short for Parquet (at least 12)"
+        ));
+    }
+    if head != MAGIC || &tail[4..] != MAGIC {
+        return Err("the file does not start and end with the Parquet magic PAR1".into());
+    }
+    let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if footer_len > len - 12 {
+        return Err(format!(
+            "the footer claims {footer_len} bytes, the file has room for {}",
+            len - 12
+        ));
+    }
+    Ok(footer_len)
+}
+
+/// Checks that the footer is well-formed compact Thrift (bounded: see the module documentation).
+fn check_footer_thrift(footer: &[u8]) -> Result<(), String> {
+    Cursor::new(footer)
+        .read_struct(0)
+        .map(|_| ())
+        .map_err(|e| format!("the footer is corrupted: {e}"))
+}
+
 /// [`check_frame`] on an open file, reading its first 4 bytes and its footer only (the file is
 /// left at its start), then the footer decoded: every column chunk, page index and bloom filter
 /// it places must lie in the file, and the file may hold little else. A large file that is no
@@ -48,28 +77,15 @@ pub(crate) fn check_ends(
     use std::io::SeekFrom;
     let io = |e: std::io::Error| format!("cannot read its ends: {e}");
     let len = file.seek(SeekFrom::End(0)).map_err(io)?;
-    if len < 12 {
-        return Err(format!(
-            "the file has {len} bytes, too short for Parquet (at least 12)"
-        ));
-    }
     let mut head = [0u8; 4];
     let mut tail = [0u8; 8];
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.read_exact(&mut head).map_err(io)?;
-    file.seek(SeekFrom::End(-8)).map_err(io)?;
-    file.read_exact(&mut tail).map_err(io)?;
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    if &head != MAGIC || &tail[4..] != MAGIC {
-        return Err("the file does not start and end with the Parquet magic PAR1".into());
+    if len >= 12 {
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.read_exact(&mut head).map_err(io)?;
+        file.seek(SeekFrom::End(-8)).map_err(io)?;
+        file.read_exact(&mut tail).map_err(io)?;
     }
-    let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-    if footer_len > len - 12 {
-        return Err(format!(
-            "the footer claims {footer_len} bytes, the file has room for {}",
-            len - 12
-        ));
-    }
+    let footer_len = footer_length(len, &head, &tail)?;
     if footer_len > MAX_FOOTER_BYTES {
         return Err(format!(
             "the footer claims {footer_len} bytes, more than the {MAX_FOOTER_BYTES} a table's \
@@ -81,9 +97,7 @@ pub(crate) fn check_ends(
         .map_err(io)?;
     file.read_exact(&mut footer).map_err(io)?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    Cursor::new(&footer[..])
-        .read_struct(0)
-        .map_err(|e| format!("the footer is corrupted: {e}"))?;
+    check_footer_thrift(&footer)?;
     let metadata = decode(&footer)?;
     // The byte ranges the footer places (chunks, page indexes, bloom filters): each inside the
     // file, and together covering all but a little of it.
@@ -159,31 +173,14 @@ fn covered_bytes(mut ranges: Vec<(u64, u64)>) -> u64 {
 /// Checks the magic bytes and the footer's Thrift encoding; returns where the footer starts.
 pub(crate) fn check_frame(bytes: &[u8]) -> Result<usize, String> {
     let len = bytes.len();
-    if len < 12 {
-        return Err(format!(
-            "the file has {len} bytes, too short for Parquet (at least 12)"
-        ));
-    }
-    if &bytes[..4] != MAGIC || &bytes[len - 4..] != MAGIC {
-        return Err("the file does not start and end with the Parquet magic PAR1".into());
-    }
-    let footer_len = u32::from_le_bytes([
-        bytes[len - 8],
-        bytes[len - 7],
-        bytes[len - 6],
-        bytes[len - 5],
-    ]) as usize;
-    if footer_len > len - 12 {
-        return Err(format!(
-            "the footer claims {footer_len} bytes, the file has room for {}",
-            len - 12
-        ));
-    }
+    let (head, tail) = if len >= 12 {
+        (&bytes[..4], &bytes[len - 8..])
+    } else {
+        (&[][..], &[0u8; 8][..])
+    };
+    let footer_len = footer_length(len as u64, head, tail)? as usize;
     let footer_start = len - 8 - footer_len;
-    let mut cursor = Cursor::new(&bytes[footer_start..len - 8]);
-    cursor
-        .read_struct(0)
-        .map_err(|e| format!("the footer is corrupted: {e}"))?;
+    check_footer_thrift(&bytes[footer_start..len - 8])?;
     Ok(footer_start)
 }
 
