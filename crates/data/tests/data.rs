@@ -419,6 +419,18 @@ fn prepare_tokens_builds_the_table_from_a_document_range() {
     let first_half =
         prepare_tokens(&tokenizer, &request("0:3", WindowMode::Random { seed: 0 })).unwrap();
     assert_eq!(first_half.documents, 3);
+    // What tokenizing is sized by before it starts: the joined text's bytes.
+    let loaded = request("0:3", WindowMode::Random { seed: 0 });
+    let documents = loaded.load_documents().unwrap();
+    assert_eq!(documents.len(), 3);
+    assert_eq!(
+        loaded.joined_bytes(&documents),
+        documents.join("\n\n").len()
+    );
+    assert_eq!(
+        tokens_of_documents(&tokenizer, &loaded, &documents).unwrap(),
+        first_half
+    );
     // Per paragraph: 40 × " the", then " " and the letter (" a" has no merge); between
     // paragraphs "\n\n" (followed by a space it is one pre-token, which merges).
     assert_eq!(first_half.stream_tokens, 3 * 42 + 2);

@@ -15,7 +15,7 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
+use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 
 use crate::{atomic_write, guard, Provenance, TableError, TableErrorKind};
@@ -214,6 +214,7 @@ fn open(
     let builder = unpanicked(path, || ParquetRecordBatchReaderBuilder::try_new(file))?
         .map_err(|e| not_parquet(e.to_string()))?;
     guard::check_chunks(&bytes, footer_start, builder.metadata()).map_err(not_parquet)?;
+    check_codecs(path, builder.metadata())?;
     let metadata = builder
         .metadata()
         .file_metadata()
@@ -226,6 +227,34 @@ fn open(
         })
         .unwrap_or_default();
     Ok((metadata, builder))
+}
+
+/// Refuses a file whose pages use a codec this build does not decode (Brotli, LZO), naming
+/// the codec and the ones read, before any page is: the decoder's own error says only "disabled
+/// feature".
+fn check_codecs(path: &Path, metadata: &ParquetMetaData) -> Result<(), TableError> {
+    let unread = metadata
+        .row_groups()
+        .iter()
+        .flat_map(|group| group.columns())
+        .map(|column| column.compression())
+        .find(|codec| matches!(codec, Compression::BROTLI(_) | Compression::LZO));
+    match unread {
+        Some(codec) => Err(TableError::new(
+            path,
+            TableErrorKind::NotParquet,
+            format!(
+                "its pages are compressed with {}, which layerprune does not read; write it with \
+                 Snappy, zstd, gzip, LZ4 or no compression (pyarrow: \
+                 write_table(..., compression=\"zstd\"))",
+                match codec {
+                    Compression::LZO => "LZO",
+                    _ => "Brotli",
+                }
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// All key-value metadata of a Parquet file, including entries other tools added.

@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use clap::builder::TypedValueParser as _;
 use clap::{ArgGroup, Parser, ValueEnum};
 use layerprune_data::{
-    prepare_tokens, Bos, DocumentRange, TextSource, TokenRequest, TokenizerFile, WindowMode,
-    WindowSpec,
+    tokens_of_documents, Bos, DocumentRange, TextSource, TokenRequest, TokenizerFile, WindowMode,
+    WindowSpec, TOKENIZING_BYTES_PER_TEXT_BYTE,
 };
 use layerprune_tables::{write_tokens, Provenance, TableKind};
 
@@ -177,7 +177,20 @@ fn body(args: Args) -> anyhow::Result<()> {
     };
 
     let tokenizer = TokenizerFile::load(&tokenizer_path)?;
-    let prepared = prepare_tokens(&tokenizer, &request)?;
+    let documents = request.load_documents()?;
+    // Tokenizing takes many times the text's size: refused before, not killed part-way.
+    let text_bytes = request.joined_bytes(&documents);
+    layerprune_cli_common::check_memory(
+        &format!(
+            "tokenizing the {:.1} MB of text of {} (documents {}; --documents takes fewer)",
+            text_bytes as f64 / 1e6,
+            request.source,
+            request.documents
+        ),
+        &[text_bytes],
+        TOKENIZING_BYTES_PER_TEXT_BYTE,
+    )?;
+    let prepared = tokens_of_documents(&tokenizer, &request, &documents)?;
     let mut provenance = Provenance::new(
         "prepare-tokens",
         env!("CARGO_PKG_VERSION"),
