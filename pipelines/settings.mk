@@ -94,9 +94,9 @@ PLAN_ARGS_adaptive = --method adaptive --budget $(ADAPTIVE_BUDGET)
 # mask saves buys more swaps (docs/selection.md, "Racing adaptive removal").
 PLAN_ARGS_adaptive-raced = --method adaptive --budget $(ADAPTIVE_BUDGET) --race-se 3
 # The recommended method, whose plan the demo writes as the pruned model and `make prune K=`
-# uses: on SmolLM2-135M and Gemma 3 270M raced adaptive removal chose plans at least as good on
-# the calibration tokens as unraced at every budget, and better in 21 of 57 cases
-# (docs/results.md, "Racing adaptive removal").
+# uses: on SmolLM2-135M and Gemma 3 270M raced adaptive removal chose plans better on the
+# calibration tokens than unraced at the same budget in 21 of 57 cases, the same in 34 and worse
+# in 2 (docs/results.md, "Racing adaptive removal").
 RECOMMENDED_METHOD = adaptive-raced
 # The methods that measure masks on the model while choosing. They share one cache of evaluations
 # on the calibration tokens (apply-prune --cache PLAN_CACHE): what one measured (the full model,
