@@ -43,7 +43,9 @@ fn mask_without(num_blocks: usize, removed: &[usize]) -> Mask {
 /// through the surrogate (free to query, batched).
 pub struct SurrogateShapley<'a> {
     surrogate: &'a dyn Surrogate,
-    quadratic: Option<&'a QuadraticSurrogate>,
+    /// Whether to take the surrogate's closed form where it has one
+    /// ([`Surrogate::exact_shapley_on`]); sampled otherwise.
+    closed_form: bool,
     /// Antithetic permutation pairs per Shapley computation when there is no closed form.
     pub permutation_pairs: usize,
     /// Seeds the permutations; round r of an iterative removal uses `seed + r`.
@@ -55,7 +57,7 @@ impl<'a> SurrogateShapley<'a> {
     pub fn sampled(surrogate: &'a dyn Surrogate, permutation_pairs: usize, seed: u64) -> Self {
         SurrogateShapley {
             surrogate,
-            quadratic: None,
+            closed_form: false,
             permutation_pairs,
             seed,
         }
@@ -65,7 +67,7 @@ impl<'a> SurrogateShapley<'a> {
     pub fn quadratic(surrogate: &'a QuadraticSurrogate) -> Self {
         SurrogateShapley {
             surrogate,
-            quadratic: Some(surrogate),
+            closed_form: true,
             permutation_pairs: 0,
             seed: 0,
         }
@@ -88,29 +90,18 @@ impl<'a> SurrogateShapley<'a> {
     }
 
     /// The Shapley value of each of `players` in the game whose other blocks are fixed as in
-    /// `base` (kept or removed). For the quadratic v(m) = b + Σ w_i m_i + Σ_{i<j} w_ij m_i m_j
-    /// that is φ_i = w_i + Σ_{f kept outside the players} w_if + ½ Σ_{j player, j≠i} w_ij.
+    /// `base` (kept or removed): the surrogate's closed form where it has one
+    /// ([`Surrogate::exact_shapley_on`]), else sampled.
     pub fn restricted(
         &self,
         base: &Mask,
         players: &[usize],
         round: u64,
     ) -> Result<Vec<f64>, SelectionError> {
-        if let Some(quadratic) = self.quadratic {
-            let kept_outside: Vec<usize> = base
-                .kept_blocks()
-                .into_iter()
-                .filter(|b| !players.contains(b))
-                .collect();
-            return Ok(players
-                .iter()
-                .map(|&i| {
-                    let row = &quadratic.pairs[i];
-                    quadratic.linear[i]
-                        + kept_outside.iter().map(|&f| row[f]).sum::<f64>()
-                        + 0.5 * players.iter().map(|&j| row[j]).sum::<f64>()
-                })
-                .collect());
+        if self.closed_form {
+            if let Some(values) = self.surrogate.exact_shapley_on(base, players) {
+                return Ok(values);
+            }
         }
         // The surrogate restricted to `players` (ascending, so player p is `players[p]`); the
         // other blocks as in `base`.

@@ -308,10 +308,10 @@ pub fn estimate(
                 .ok_or_else(|| missing(which, "--surrogate"))?;
             let mut game = PlayerGame::new(SurrogateGame(surrogate), players.clone())?;
             let estimates = if which == Estimator::SurrogateShapley {
-                // The closed form is over all blocks; with fixed blocks the subgame differs.
-                let closed_form = (n == players.num_blocks())
-                    .then(|| surrogate.exact_shapley())
-                    .flatten();
+                // The closed form of the players' game, the fixed blocks kept (as the
+                // selection methods take it: one formula, `Surrogate::exact_shapley_on`).
+                let closed_form =
+                    surrogate.exact_shapley_on(&Mask::full(players.num_blocks()), players.blocks());
                 let pairs = (options.samples / (2 * (n + 1))).max(1);
                 surrogate_shapley(&mut game, closed_form, pairs, options.seed)?
             } else {

@@ -83,6 +83,15 @@ pub trait Surrogate: Send + Sync {
     /// Exact Shapley values of the surrogate itself when it has a closed form (quadratic:
     /// φ_i = w_i + ½ Σ_j w_ij), else None.
     fn exact_shapley(&self) -> Option<Vec<f64>> {
+        let n = self.num_players();
+        self.exact_shapley_on(&Mask::full(n), &(0..n).collect::<Vec<_>>())
+    }
+
+    /// Exact Shapley values of `players` (ascending block indices) in the surrogate's game
+    /// whose other blocks stay as in `base`, kept or removed, when it has a closed form; else
+    /// None. The one place a closed form lives, for the `shapley` stage (fixed blocks kept)
+    /// and selection's restricted games (blocks already removed) alike.
+    fn exact_shapley_on(&self, _base: &Mask, _players: &[usize]) -> Option<Vec<f64>> {
         None
     }
 }
@@ -94,8 +103,8 @@ impl<S: Surrogate + ?Sized> Surrogate for &S {
     fn predict(&self, masks: &[Mask]) -> Vec<f64> {
         (**self).predict(masks)
     }
-    fn exact_shapley(&self) -> Option<Vec<f64>> {
-        (**self).exact_shapley()
+    fn exact_shapley_on(&self, base: &Mask, players: &[usize]) -> Option<Vec<f64>> {
+        (**self).exact_shapley_on(base, players)
     }
 }
 
@@ -106,8 +115,8 @@ impl<S: Surrogate + ?Sized> Surrogate for Box<S> {
     fn predict(&self, masks: &[Mask]) -> Vec<f64> {
         (**self).predict(masks)
     }
-    fn exact_shapley(&self) -> Option<Vec<f64>> {
-        (**self).exact_shapley()
+    fn exact_shapley_on(&self, base: &Mask, players: &[usize]) -> Option<Vec<f64>> {
+        (**self).exact_shapley_on(base, players)
     }
 }
 
@@ -314,8 +323,8 @@ impl Surrogate for FittedSurrogate {
     fn predict(&self, masks: &[Mask]) -> Vec<f64> {
         self.as_dyn().predict(masks)
     }
-    fn exact_shapley(&self) -> Option<Vec<f64>> {
-        self.as_dyn().exact_shapley()
+    fn exact_shapley_on(&self, base: &Mask, players: &[usize]) -> Option<Vec<f64>> {
+        self.as_dyn().exact_shapley_on(base, players)
     }
 }
 

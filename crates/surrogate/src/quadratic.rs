@@ -153,8 +153,26 @@ impl Surrogate for QuadraticSurrogate {
             .collect()
     }
 
-    fn exact_shapley(&self) -> Option<Vec<f64>> {
-        Some(self.shapley_values())
+    /// For v(m) = b + Σ w_i m_i + Σ_{i<j} w_ij m_i m_j restricted to `players` with the other
+    /// blocks as in `base`: φ_i = w_i + Σ_{f kept outside the players} w_if + ½ Σ_{j player}
+    /// w_ij. With every block a player that is [`QuadraticSurrogate::shapley_values`].
+    fn exact_shapley_on(&self, base: &Mask, players: &[usize]) -> Option<Vec<f64>> {
+        let kept_outside: Vec<usize> = base
+            .kept_blocks()
+            .into_iter()
+            .filter(|block| !players.contains(block))
+            .collect();
+        Some(
+            players
+                .iter()
+                .map(|&i| {
+                    let row = &self.pairs[i];
+                    self.linear[i]
+                        + kept_outside.iter().map(|&f| row[f]).sum::<f64>()
+                        + 0.5 * players.iter().map(|&j| row[j]).sum::<f64>()
+                })
+                .collect(),
+        )
     }
 }
 
