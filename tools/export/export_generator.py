@@ -24,7 +24,7 @@ gives (`layer_types`, which prune_hf.py cuts to the kept blocks), so a pruned bl
 type of its original index.
 
 Weights are stored inside the file when they are under 2 GB (protobuf's limit), otherwise in
-one external data file beside it (`<name>.data`). Before the file is put in place it is checked:
+one external data file beside it (`<name>.<token>.data`, tools/export/one_file.py). Before the file is put in place it is checked:
 greedy generation with ONNX Runtime through the cache (the prompt, then one token per step
 with the presents fed back) must choose the same tokens as transformers'
 `model.generate(do_sample=False)`, with the logits of every step within the tolerance
@@ -46,7 +46,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +56,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
+import one_file  # noqa: E402
 
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
                          "granite", "stablelm", "starcoder2", "cohere"}
@@ -232,8 +232,10 @@ def export_onnx(model, folder: Path, opset: int) -> Path:
 
 def save_one_file(exported: Path, out: Path, vocab_size: int):
     """Writes the exported graph as `out`, with its weights inside (under PROTOBUF_LIMIT) or in
-    one data file `<out name>.data` beside it. The exporter may have written a large model's
-    tensors as many files beside its graph; they are read from there one by one."""
+    one data file beside it, `<out name>.<token>.data` (one_file.data_name: the name the final
+    output's graph gives it). The exporter may have written a large model's tensors as many
+    files beside its graph; they are read from there one by one. Returns the graph and the data
+    file, or None."""
     model = onnx.load(str(exported), load_external_data=False)
     # The head's reshape leaves the vocabulary axis unnamed by the tracer; it is fixed.
     logits = next(o for o in model.graph.output if o.name == "logits")
@@ -266,8 +268,8 @@ def save_one_file(exported: Path, out: Path, vocab_size: int):
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 set_inline(tensor, tensor_bytes(tensor))
         onnx.save(model, str(out))
-        return [out]
-    data = out.parent / (out.name + ".data")
+        return out, None
+    data = out.parent / one_file.data_name(out)
     with open(data, "wb") as handle:
         for tensor in model.graph.initializer:
             raw = tensor_bytes(tensor)
@@ -287,7 +289,7 @@ def save_one_file(exported: Path, out: Path, vocab_size: int):
                 entry = tensor.external_data.add()
                 entry.key, entry.value = key, value
     onnx.save(model, str(out))
-    return [data, out]
+    return out, data
 
 
 class Runner:
@@ -523,7 +525,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the destination and renamed into place only after the check: never a
     # half-written or unchecked file at `out`.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging = one_file.staging_folder(out)
     try:
         started = time.time()
         (staging / "export").mkdir()
@@ -533,11 +535,11 @@ def main(argv=None):
         with export_layered.attention_implementation(
                 model.config, export_layered.FLOAT32_ATTENTION if float32_attention else None):
             exported = export_onnx(model, staging / "export", args.opset)
-        written = save_one_file(exported, staging / out.name, model.config.vocab_size)
+        staged, staged_data = save_one_file(exported, staging / out.name, model.config.vocab_size)
         shutil.rmtree(staging / "export")
-        size = sum(p.stat().st_size for p in written)
+        size = sum(p.stat().st_size for p in (staged, staged_data) if p is not None)
         print(f"exported in {time.time() - started:.1f} s: {size / 1e6:.1f} MB"
-              f"{' (weights in ' + written[0].name + ')' if len(written) > 1 else ''}")
+              f"{' (weights in ' + staged_data.name + ')' if staged_data is not None else ''}")
         result = None
         if args.no_check:
             print("check: skipped (--no-check)")
@@ -546,11 +548,8 @@ def main(argv=None):
             runner = "reference" if dtype == torch.bfloat16 else "ort"
             result = check(model, staging / out.name, runner, args.new_tokens, args.prompt_length, tolerance,
                            args.seed)
-        stale = out.parent / (out.name + ".data")
-        for produced in written:  # the data file first: the graph never names a missing file
-            os.replace(produced, out.parent / produced.name)
-        if len(written) == 1 and stale.exists():
-            stale.unlink()  # an earlier, larger export's weights
+        # The old graph or the new one whole at every moment, earlier exports' data files gone.
+        one_file.put_in_place(staged, staged_data, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     layers = model.config.num_hidden_layers

@@ -3,16 +3,16 @@ deployment: input_ids → logits, the embedding, every block of the folder and t
 single graph.
 
 Weights are stored inside the file when the model is under 2 GB (protobuf's limit), otherwise
-in one external data file beside it (`<name>.data`). The merged model is checked against the
-chained graphs on a random sequence before it is put in place.
+in one external data file beside it (`<name>.<token>.data`, the name the graph gives it). The
+merged model is checked against the chained graphs on a random sequence before it is put in
+place, so that a kill at any moment leaves the old model or the new one whole (one_file.py).
 
 Usage: python merge_layered.py MODEL_DIR OUT.onnx
 """
 
 import json
-import os
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,16 +73,22 @@ def main():
     merged, manifest, output_name = merge(folder)
     size = merged.ByteSize()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as staging:
-        staged = Path(staging) / out.name
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import one_file
+
+    staging = one_file.staging_folder(out)
+    try:
+        staged, staged_data = staging / out.name, None
         if size < PROTOBUF_LIMIT:
             onnx.save(merged, staged)
         else:
+            staged_data = staging / one_file.data_name(out)
             onnx.save(merged, staged, save_as_external_data=True, all_tensors_to_one_file=True,
-                      location=out.name + ".data")
+                      location=staged_data.name)
         check(folder, manifest, staged, output_name)
-        for produced in Path(staging).iterdir():
-            os.replace(produced, out.parent / produced.name)
+        one_file.put_in_place(staged, staged_data, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     kept = [b["original_index"] for b in manifest["blocks"]]
     print(f"wrote {out}: {len(kept)} blocks (original indices {kept}), input input_ids, output {output_name}")
 
