@@ -11,11 +11,12 @@ pub fn tiny_model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/tiny-llama")
 }
 
-/// The sha256 of the fixture's `tokenizer.json`: what a token table made for it records (the
-/// stages refuse tokens of another tokenizer).
+/// The id of the fixture's `tokenizer.json` (the sha256 of its canonical JSON,
+/// `layerprune_core::tokenizer_sha256`): what a token table made for it records (the stages
+/// refuse tokens of another tokenizer).
 pub fn tiny_tokenizer_sha256() -> String {
     let bytes = std::fs::read(tiny_model_dir().join("tokenizer.json")).unwrap();
-    layerprune_core::sha256_hex(&bytes)
+    layerprune_core::tokenizer_sha256(&bytes)
 }
 
 /// A copy of the fixture model folder at `dest` (its files and its weights folder), for tests

@@ -7,6 +7,12 @@
 //! recorded earlier ([`RecordedGame`]), a fitted surrogate, and the synthetic games used in
 //! tests ([`synthetic`]). Estimators, samplers and selection rules are written once against the
 //! trait and tested without a model.
+//!
+//! Beside them, what every crate above needs and none owns: the [`Device`] a game is played
+//! on, exact enumeration of small games ([`exact`]), the small dense linear algebra of the
+//! estimators ([`linalg`]), and the file protocols of every stage (atomic writes, the
+//! one-run-at-a-time [`FileLock`], inputs that refuse FIFOs and /proc, decoder panics contained,
+//! the tokenizer id a token table records).
 
 pub mod atomic;
 pub mod contained;

@@ -7,8 +7,9 @@
 //! for zero-shot multiple-choice tasks, whose per-choice log-likelihoods are the checkpoint
 //! ([`run_tasks`]). Models run through `layerprune-runtime`'s `Evaluator` and
 //! `ChoiceScorer`, tables are read and written with `layerprune-tables`, task scores come
-//! from `layerprune-tasks`. Nothing here prints: progress is reported through a callback
-//! ([`Progress`]) and each call returns what it did. Error messages name the `evaluate`
+//! from `layerprune-tasks`. Nothing here prints to stdout: progress is reported through a
+//! callback ([`Progress`]) and each call returns what it did; warnings (a cache in use, rows kept
+//! from another design) go to the `tracing` log. Error messages name the `evaluate`
 //! flags a setting comes from.
 //!
 //! [`CachedLlm`] is the LLM as a game whose answers are kept in an evaluation table (a file

@@ -1,5 +1,6 @@
-//! One entry point over every budgeted estimator, for the stage binary and the replay
-//! benchmark.
+//! One entry point over every budgeted estimator on a live game (its masks asked for as it
+//! samples), for the replay benchmark and the tests; the `shapley` stage, which estimates from
+//! recorded tables, goes through [`crate::registry`].
 
 use std::fmt;
 use std::str::FromStr;

@@ -485,7 +485,7 @@ pub fn run_regression_adjusted_kernel(
     Ok(result)
 }
 
-/// The published estimator in one call.
+/// The regression-adjusted estimator in one call.
 pub fn run_regression_adjusted(
     game: &mut dyn Game,
     players: &Players,

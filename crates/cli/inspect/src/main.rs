@@ -166,9 +166,7 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         path.display()
     );
     if let serde_json::Value::Object(fields) = &metadata {
-        let provenance = [
-            "tool", "version", "created", "args", "seed", "inputs", "table",
-        ];
+        let provenance = ["tool", "version", "args", "seed", "inputs", "table"];
         outln!(out, "\nprovenance:");
         for key in provenance.iter().filter(|k| **k != "table") {
             if let Some(value) = fields.get(*key) {

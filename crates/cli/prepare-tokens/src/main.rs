@@ -3,7 +3,7 @@
 //! starts with the special tokens the tokenizer puts before a text (`--bos auto`, the default)
 //! or with text tokens only (`--bos off`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -109,18 +109,29 @@ fn unescape(text: &str) -> String {
     text.replace("\\n", "\n").replace("\\t", "\t")
 }
 
+/// The tokenizer of a model folder: the file its manifest names (a layered folder, as
+/// `evaluate` reads it), else its tokenizer.json (a Hugging Face checkpoint's folder).
+fn model_tokenizer(model: &Path) -> anyhow::Result<PathBuf> {
+    if model.join("manifest.json").is_file() {
+        let manifest = layerprune_model::Manifest::load(model)?;
+        Ok(manifest.tokenizer_path(model)?)
+    } else {
+        Ok(model.join("tokenizer.json"))
+    }
+}
+
 fn body(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let tokenizer_path = match (&args.tokenizer, &args.model) {
         (Some(path), _) => path.clone(),
-        (None, Some(model)) => model.join("tokenizer.json"),
+        (None, Some(model)) => model_tokenizer(model)?,
         (None, None) => bail!("give --tokenizer FILE or --model DIR"),
     };
     // clap's `requires` lets --field through beside another source (the sources' group).
     if args.field.is_some() && args.jsonl.is_none() {
         bail!("--field is for --jsonl (the field of each JSON line that holds the text); leave it out");
     }
-    layerprune_cli_common::Io::new()
+    let _outputs = layerprune_cli_common::Io::new()
         // The model folder whole: --out inside it would change the model.
         .input_opt(args.model.as_deref())
         .input(&tokenizer_path)

@@ -184,3 +184,64 @@ fn a_setting_of_the_other_mode_is_refused() {
         std::fs::remove_file(&out).unwrap();
     }
 }
+
+/// `--model` reads the tokenizer the manifest names, as `evaluate` does (a layered folder need not
+/// call it tokenizer.json), so the table's tokens are checked against that same file.
+#[test]
+fn a_model_folder_s_tokenizer_is_the_one_its_manifest_names() {
+    let folder = tempfile::tempdir().unwrap();
+    let model = folder.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let fixture = layerprune_tests::tiny_model_dir();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::rename(
+        model.join("tokenizer.json"),
+        model.join("llama-tokenizer.json"),
+    )
+    .unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("manifest.json")).unwrap()).unwrap();
+    manifest["tokenizer"] = "llama-tokenizer.json".into();
+    let files = manifest["files"].as_object_mut().unwrap();
+    let hash = files.remove("tokenizer.json").unwrap();
+    files.insert("llama-tokenizer.json".into(), hash);
+    std::fs::write(
+        model.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let text = folder.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog ".repeat(20),
+    )
+    .unwrap();
+    let out = folder.path().join("tokens.parquet");
+    let output = prepare_tokens(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--windows",
+        "2",
+        "--seq-len",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = layerprune_tables::read_tokens(&out).unwrap();
+    assert_eq!(
+        table.tokenizer_sha256,
+        layerprune_tests::tiny_tokenizer_sha256()
+    );
+}
