@@ -100,13 +100,22 @@ impl CachedLlm {
                         path.display()
                     )
                 })?;
-                let table = resume_evaluations(path, num_blocks, &model_id, &tokens.dataset_id)
-                    .context("the evaluation cache must be for the same model and token table")?;
+                let table = resume_evaluations(
+                    path,
+                    num_blocks,
+                    &model_id,
+                    &tokens.dataset_id,
+                    &model.evaluated_on(),
+                )
+                .context("the evaluation cache must be for the same model and token table")?;
                 (Some(lock), table)
             }
             None => (
                 None,
-                EvaluationTable::new(num_blocks, &model_id, &tokens.dataset_id),
+                EvaluationTable {
+                    evaluated_on: Some(model.evaluated_on()),
+                    ..EvaluationTable::new(num_blocks, &model_id, &tokens.dataset_id)
+                },
             ),
         };
         let model_dir = model.dir().to_path_buf();

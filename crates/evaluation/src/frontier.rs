@@ -192,14 +192,20 @@ impl PreparedFrontier {
                         )
                     })?;
                 let cache = cache_path(&run.out_dir, kind, name, &self.inputs)?;
-                resume_evaluations(&cache, manifest.num_blocks, &model_id, &table.dataset_id)
-                    .with_context(|| {
-                        format!(
-                            "the cache of {flag} {name}={} (remove it, or choose another \
+                resume_evaluations(
+                    &cache,
+                    manifest.num_blocks,
+                    &model_id,
+                    &table.dataset_id,
+                    &run.runtime.evaluated_on(),
+                )
+                .with_context(|| {
+                    format!(
+                        "the cache of {flag} {name}={} (remove it, or choose another \
                              --out-dir)",
-                            path.display()
-                        )
-                    })?;
+                        path.display()
+                    )
+                })?;
             }
         }
         Ok(())

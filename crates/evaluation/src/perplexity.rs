@@ -140,6 +140,7 @@ pub fn run_evaluation(
     let model = LayeredModel::open(model_dir, &config.runtime)?;
     let num_blocks = model.num_blocks();
     let model_id = model.model_id().to_string();
+    let evaluated_on = model.evaluated_on();
     let tokens = read_tokens(&config.tokens)?;
     layerprune_runtime::check_tokenizer(model.manifest(), model_dir, &tokens.tokenizer_sha256)
         .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
@@ -156,6 +157,7 @@ pub fn run_evaluation(
         config,
         &model_id,
         &tokens.dataset_id,
+        &evaluated_on,
         num_blocks,
         &fixed_blocks,
     )?;
@@ -183,6 +185,7 @@ pub fn run_evaluation(
         fixed_blocks,
         full_model_nll: Some(full_model_nll),
         complete: false,
+        evaluated_on: Some(evaluated_on.clone()),
         rows: Vec::new(),
         // Windows a race measured (a selection cache) are not `evaluate`'s: its rows are whole.
         partial_windows: Vec::new(),
@@ -335,11 +338,12 @@ fn resume_rows(
     config: &EvaluationConfig,
     model_id: &str,
     dataset_id: &str,
+    evaluated_on: &str,
     num_blocks: usize,
     fixed_blocks: &[usize],
 ) -> Result<Vec<EvaluationRow>> {
-    let resumed =
-        resume_evaluations(&config.out, num_blocks, model_id, dataset_id).and_then(|table| {
+    let resumed = resume_evaluations(&config.out, num_blocks, model_id, dataset_id, evaluated_on)
+        .and_then(|table| {
             // The table records one set of fixed blocks for all its rows (the blocks that are
             // not players later): rows of two mask tables that fix different blocks do not mix.
             if !table.rows.is_empty() && table.fixed_blocks != fixed_blocks {
@@ -489,6 +493,16 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
                     first.model_id,
                     first.dataset_id
                 );
+            }
+            if let (Some(first_on), Some(shard_on)) = (&first.evaluated_on, &shard.evaluated_on) {
+                if first_on != shard_on {
+                    bail!(
+                        "{}: measured on {shard_on}, {} on {first_on}: their NLLs differ in the \
+                         last digits; measure every shard on one kind of device",
+                        path.display(),
+                        first_path(&config.shards)
+                    );
+                }
             }
             if version.as_deref() != Some(shard_version.as_str()) {
                 bail!(

@@ -644,6 +644,7 @@ impl Outputs<'_> {
             fixed_blocks: self.fixed_blocks.to_vec(),
             full_model_nll: full_nll,
             complete,
+            evaluated_on: None,
             rows: ordered_rows(&evaluation_rows, self.masks),
             partial_windows: Vec::new(),
         };

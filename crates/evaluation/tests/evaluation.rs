@@ -228,6 +228,7 @@ fn a_resumed_run_writes_the_rows_of_an_uninterrupted_one() {
         .collect();
     let checkpoint = EvaluationTable {
         complete: false,
+        evaluated_on: None,
         rows: subset,
         ..whole.clone()
     };
@@ -377,6 +378,7 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
     let unfinished = dir.path().join("unfinished.parquet");
     let table = EvaluationTable {
         complete: false,
+        evaluated_on: None,
         ..table
     };
     write_evaluations(&unfinished, &table, &provenance()).unwrap();

@@ -65,6 +65,26 @@ pub struct RuntimeOptions {
     pub cuda_graphs: bool,
 }
 
+impl RuntimeOptions {
+    /// The device with the settings that change its arithmetic, as evaluation tables record it
+    /// (`EvaluationTable::evaluated_on`): `cpu`, or `cuda, tf32 on` / `cuda, tf32 off`. Not the
+    /// device's index (two GPUs of one kind compute alike) nor settings that keep results bit
+    /// for bit (threads, arena, IoBinding, overlap).
+    pub fn evaluated_on(&self) -> String {
+        match self.device {
+            Device::Cpu => "cpu".to_string(),
+            Device::Cuda(_) => format!(
+                "cuda, tf32 {}",
+                if self.tf32.unwrap_or(true) {
+                    "on"
+                } else {
+                    "off"
+                }
+            ),
+        }
+    }
+}
+
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
@@ -887,6 +907,12 @@ impl LayeredModel {
     /// The device the graphs run on.
     pub fn device(&self) -> Device {
         self.options.device
+    }
+
+    /// What evaluation tables record the rows of this model as measured on
+    /// ([`RuntimeOptions::evaluated_on`]).
+    pub fn evaluated_on(&self) -> String {
+        self.options.evaluated_on()
     }
 
     /// Whether hidden states stay in the device's memory between graphs

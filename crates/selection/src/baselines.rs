@@ -392,6 +392,7 @@ mod tests {
             fixed_blocks: Vec::new(),
             full_model_nll: Some(2.0),
             complete: true,
+            evaluated_on: None,
             rows: vec![
                 row("111", 2.0),
                 row("011", 5.0),

@@ -59,6 +59,11 @@ pub struct EvaluationTable {
     pub full_model_nll: Option<f64>,
     /// False while the run that writes this table is still going (a checkpoint).
     pub complete: bool,
+    /// The device the rows were measured on, with the settings that change its arithmetic
+    /// (`cpu`; `cuda, tf32 on`): a CPU's and a GPU's NLLs differ in the last digits, enough to
+    /// change a close choice, so a run resumes (and a merge joins) only rows measured as it
+    /// measures. None: not recorded (tables written before 2026-12-05), taken as any.
+    pub evaluated_on: Option<String>,
     pub rows: Vec<EvaluationRow>,
     /// Masks measured on some windows only (a race dropped them), which have no row: kept so a
     /// later run through the same cache runs only the windows they lack. Empty but for caches
@@ -105,6 +110,7 @@ impl EvaluationTable {
             fixed_blocks: Vec::new(),
             full_model_nll: None,
             complete: false,
+            evaluated_on: None,
             rows: Vec::new(),
             partial_windows: Vec::new(),
         }
@@ -551,6 +557,9 @@ pub fn write_evaluations(
         ("full_model_nll", full_model_nll),
         ("complete", table.complete.to_string()),
     ];
+    if let Some(evaluated_on) = &table.evaluated_on {
+        table_fields.push((EVALUATED_ON, evaluated_on.clone()));
+    }
     // Written only when some mask was measured in part, so other tables read as before.
     if !table.partial_windows.is_empty() {
         table_fields.push((
@@ -619,10 +628,14 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
         fixed_blocks: read_fixed_blocks(&raw, path, num_blocks)?,
         full_model_nll,
         complete: raw.meta_parse("complete")?,
+        evaluated_on: raw.meta_optional(EVALUATED_ON).map(str::to_string),
         rows,
         partial_windows,
     })
 }
+
+/// The metadata entry of [`EvaluationTable::evaluated_on`].
+const EVALUATED_ON: &str = "evaluated_on";
 
 /// Whether a stage that draws conclusions from an evaluation table (a surrogate, scores, a
 /// pilot) may use one whose writer has not finished.
@@ -686,15 +699,21 @@ pub fn read_complete_evaluations(
 }
 
 /// The table an evaluation run writing `path` continues from: the rows already in `path` if it
-/// exists (checked to be for the same model, dataset and number of blocks), else an empty one.
+/// exists (checked to be for the same model, dataset and number of blocks, and measured on the
+/// same device and arithmetic, `evaluated_on`), else an empty one; either way recorded as
+/// measured on `evaluated_on`.
 pub fn resume_evaluations(
     path: &Path,
     num_blocks: usize,
     model_id: &str,
     dataset_id: &str,
+    evaluated_on: &str,
 ) -> Result<EvaluationTable, TableError> {
     if !path.exists() {
-        return Ok(EvaluationTable::new(num_blocks, model_id, dataset_id));
+        return Ok(EvaluationTable {
+            evaluated_on: Some(evaluated_on.to_string()),
+            ..EvaluationTable::new(num_blocks, model_id, dataset_id)
+        });
     }
     let table = read_evaluations(path)?;
     let mismatch = |what: &str, found: &str, wanted: &str| {
@@ -718,6 +737,21 @@ pub fn resume_evaluations(
     }
     if table.dataset_id != dataset_id {
         return Err(mismatch("dataset", &table.dataset_id, dataset_id));
+    }
+    let mut table = table;
+    match &table.evaluated_on {
+        Some(found) if found != evaluated_on && !table.rows.is_empty() => {
+            return Err(TableError::new(
+                path,
+                TableErrorKind::BadValue,
+                format!(
+                    "cannot resume: its rows were measured on {found}, this run measures on \
+                     {evaluated_on} (their NLLs differ in the last digits, enough to change a \
+                     close choice); give another file, or remove this one"
+                ),
+            ));
+        }
+        _ => table.evaluated_on = Some(evaluated_on.to_string()),
     }
     Ok(table)
 }

@@ -853,6 +853,7 @@ mod tests {
             fixed_blocks: vec![],
             full_model_nll: Some(2.0),
             complete: true,
+            evaluated_on: None,
             rows: plans
                 .rows
                 .iter()

@@ -493,7 +493,7 @@ fn tables_other_tools_compressed_with_any_common_codec_are_read() {
         assert_eq!(read, evaluation_table(), "{compression}");
     }
     // Brotli is not built in: refused by name before a page is decoded (pyarrow wrote the file).
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/brotli-pages.parquet");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codecs/brotli-pages.parquet");
     let error = read_evaluations(&path).unwrap_err();
     names_file(&error, &path);
     assert!(error.to_string().contains("Brotli"), "{error}");
@@ -879,7 +879,7 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
         mask("110"),
     ];
 
-    let mut table = resume_evaluations(&file, 3, "model", "data").unwrap();
+    let mut table = resume_evaluations(&file, 3, "model", "data", "cpu").unwrap();
     assert!(table.rows.is_empty() && !table.complete);
     assert_eq!(
         table.pending(&wanted),
@@ -890,7 +890,7 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
         .unwrap();
     write_evaluations(&file, &table, &provenance()).unwrap();
 
-    let mut resumed = resume_evaluations(&file, 3, "model", "data").unwrap();
+    let mut resumed = resume_evaluations(&file, 3, "model", "data", "cpu").unwrap();
     assert!(!resumed.complete);
     assert_eq!(
         resumed.done_mask_ids(),
@@ -920,10 +920,29 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
         (3, "other", "data", "model"),
         (3, "model", "other", "dataset"),
     ] {
-        let error = resume_evaluations(&file, blocks, model, data).unwrap_err();
+        let error = resume_evaluations(&file, blocks, model, data, "cpu").unwrap_err();
         assert!(error.message.contains(what), "{error}");
         names_file(&error, &file);
     }
+
+    // Rows measured on a CPU are not resumed on a GPU (or with other arithmetic there): their
+    // NLLs differ in the last digits.
+    assert_eq!(done.evaluated_on.as_deref(), Some("cpu"));
+    let error = resume_evaluations(&file, 3, "model", "data", "cuda, tf32 on").unwrap_err();
+    assert!(
+        error
+            .message
+            .contains("measured on cpu, this run measures on cuda, tf32 on"),
+        "{error}"
+    );
+    names_file(&error, &file);
+    // A table from before the entry (none recorded) is resumed, and records this run's.
+    let mut unrecorded = done.clone();
+    unrecorded.evaluated_on = None;
+    write_evaluations(&file, &unrecorded, &provenance()).unwrap();
+    assert_eq!(read_evaluations(&file).unwrap().evaluated_on, None);
+    let resumed = resume_evaluations(&file, 3, "model", "data", "cuda, tf32 off").unwrap();
+    assert_eq!(resumed.evaluated_on.as_deref(), Some("cuda, tf32 off"));
 }
 
 #[test]

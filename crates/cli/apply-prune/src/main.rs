@@ -340,8 +340,9 @@ fn apply_prune(args: Args) -> Result<()> {
         settings,
     } = config(&args)?;
     args.runtime.check(args.device.device)?;
-    // Before any work: the plan table and the pruned folder may not replace (or hold) an input.
-    Io::new()
+    // Before any work: the plan table and the pruned folder may not replace (or hold) an input,
+    // and stay locked while this run writes them.
+    let _outputs = Io::new()
         .inputs(files.paths())
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
@@ -349,6 +350,8 @@ fn apply_prune(args: Args) -> Result<()> {
         .output_table_opt("--cache", args.cache.as_deref(), TableKind::Evaluations)
         .output_folder_opt("--pruned-out", args.pruned_out.as_deref())
         .existing_refused_unless_opt(args.overwrite, "--pruned-out", args.pruned_out.as_deref())
+        // Runs sharing a cache wait for each other there (layerprune_evaluation's cache).
+        .locked_by_stage_opt(args.cache.as_deref())
         .check()?;
 
     let model = match &args.model {

@@ -351,6 +351,17 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     );
     run_fail(with("2", &scores_s, &["--estimator", "exact"]), "", None);
 
+    // A pruned folder another run is writing (it holds the folder's lock) is refused at once,
+    // so no plan table is paired with another run's folder.
+    let running = layerprune_core::FileLock::try_acquire(&pruned).unwrap();
+    run_fail(
+        with("2", &scores_s, &["--pruned-out", &pruned_s]),
+        "in use by another run",
+        None,
+    );
+    assert!(!pruned.exists());
+    drop(running);
+
     std::fs::create_dir(&pruned).unwrap();
     run_fail(
         with("2", &scores_s, &["--pruned-out", &pruned_s]),
@@ -400,6 +411,23 @@ fn pruning_by_scores(
 fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
     let dir = tempfile::tempdir().unwrap();
     let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    // Tokens that record the tokenizer file's byte hash (as tables from before 2026-12-04 do)
+    // pass the tokenizer check by the manifest's hash alone, so the run below gets past it and
+    // the plan without tokenizer.json and fails only where the folder needs the file.
+    let listed = layerprune_tables::read_tokens(&tokens).unwrap();
+    let bytes = std::fs::read(fixture().join("tokenizer.json")).unwrap();
+    let by_bytes = TokenTable::new(
+        16,
+        listed.windows,
+        &layerprune_core::sha256_hex(&bytes),
+        "test",
+    );
+    write_tokens(
+        &tokens,
+        &by_bytes,
+        &Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
     let model = dir.path().join("model");
     layerprune_tests::copy_dir(&fixture(), &model);
     let plan = dir.path().join("plan.parquet");

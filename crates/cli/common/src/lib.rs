@@ -155,6 +155,6 @@ mod runtime;
 pub use bounds::{
     cache_bytes, check_memory, count, parse_threads, MEMORY_LIMIT_BYTES, MEMORY_LIMIT_TEXT,
 };
-pub use outputs::{check_folder_outside_inputs, check_outputs, Io};
+pub use outputs::{check_folder_outside_inputs, Io, OutputLocks};
 #[cfg(feature = "runtime")]
 pub use runtime::{ArenaArg, AutoSwitch, RuntimeArgs};

@@ -4,7 +4,11 @@
 //! can be written; a table output never replaces a table of another kind (a tokens table
 //! written over the evaluations of hours of GPU time by a slip of the path), nor any other
 //! output a table; and an output the stage only replaces with `--overwrite` is refused before
-//! the work, not after it. Each refusal names the flag, the path and the problem.
+//! the work, not after it. Each refusal names the flag, the path and the problem. The check
+//! then locks every output ([`OutputLocks`]) for as long as the stage runs, so a second run
+//! writing one of them (`evaluate --merge` beside a running `evaluate`, two `apply-prune` runs
+//! on one plan table and pruned folder) is refused at once instead of replacing the first's
+//! work or pairing its table with the other's folder.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -38,7 +42,16 @@ pub struct Io {
     /// Outputs an existing file or folder at which is refused (the stage has `--overwrite`
     /// and it was not given), before the work rather than after it.
     kept: Vec<(String, PathBuf)>,
+    /// Outputs whose lock the stage's library takes itself (a table it resumes), which
+    /// [`Io::check`] leaves to it: one process cannot take one lock twice.
+    locked_by_stage: Vec<PathBuf>,
 }
+
+/// The locks of a stage's outputs ([`layerprune_core::FileLock`], `.NAME.lock` beside each),
+/// held until dropped: bind it for the whole run (`let _outputs = io.check()?;`).
+#[must_use = "the outputs are locked only while this is held: bind it for the whole run"]
+#[derive(Debug)]
+pub struct OutputLocks(#[allow(dead_code)] Vec<layerprune_core::FileLock>);
 
 impl Io {
     pub fn new() -> Self {
@@ -116,6 +129,21 @@ impl Io {
         }
     }
 
+    /// An output (declared as a file or folder too) whose lock the stage takes itself while it
+    /// resumes it ([`layerprune_core::FileLock`]): [`Io::check`] does not lock it.
+    pub fn locked_by_stage(mut self, path: impl AsRef<Path>) -> Self {
+        self.locked_by_stage.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// [`Io::locked_by_stage`] of an optional flag.
+    pub fn locked_by_stage_opt(self, path: Option<impl AsRef<Path>>) -> Self {
+        match path {
+            Some(path) => self.locked_by_stage(path),
+            None => self,
+        }
+    }
+
     /// The output `flag` (declared as a file or folder too) is refused when something exists
     /// at `path`, unless `overwrite` (the stage's `--overwrite`).
     pub fn existing_refused_unless(
@@ -155,8 +183,11 @@ impl Io {
     ///   not a table over any layerprune table;
     /// - an existing output declared with [`Io::existing_refused_unless`] without overwrite;
     /// - an output whose folder is missing or cannot be written (a probe file is created in it
-    ///   and removed).
-    pub fn check(&self) -> Result<()> {
+    ///   and removed);
+    /// - an output another run is writing (its lock is held).
+    ///
+    /// Returns the outputs' locks, held until dropped.
+    pub fn check(&self) -> Result<OutputLocks> {
         let inputs: Vec<Input> = self.inputs.iter().filter_map(|p| Input::new(p)).collect();
         let mut places: Vec<(&str, &Path, PathBuf, bool)> = Vec::new();
         for (flag, path, is_folder) in self
@@ -223,18 +254,18 @@ impl Io {
         for (flag, path, _, _) in &places {
             probe_folder(flag, path)?;
         }
-        Ok(())
+        let mut locks = Vec::new();
+        for (flag, path, _, _) in &places {
+            if self.locked_by_stage.iter().any(|p| p == path) {
+                continue;
+            }
+            locks.push(
+                layerprune_core::FileLock::try_acquire(path)
+                    .with_context(|| format!("{flag} {}", path.display()))?,
+            );
+        }
+        Ok(OutputLocks(locks))
     }
-}
-
-/// Checks file `outputs` against `inputs` (see [`Io::check`]); the flag in messages is
-/// `output`.
-pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
-    let io = inputs.iter().fold(Io::new(), |io, path| io.input(path));
-    outputs
-        .iter()
-        .fold(io, |io, path| io.output("output", path))
-        .check()
 }
 
 /// Refuses a folder the stage will create (if missing) and write files into when it is, or
@@ -460,13 +491,13 @@ mod tests {
                     .contains("holds a table of kind tokens, and this writes one of kind scores"),
             "{message}"
         );
-        Io::new()
+        let _ = Io::new()
             .output_table("--out", &tokens, TableKind::Tokens)
             .check()
             .unwrap();
         let other_tool = dir.path().join("notes.parquet");
         fs::write(&other_tool, b"not a table").unwrap();
-        Io::new()
+        let _ = Io::new()
             .output_table_opt("--out", Some(&other_tool), TableKind::Scores)
             .output_table("--out", dir.path().join("new.parquet"), TableKind::Plans)
             .check()
@@ -480,7 +511,7 @@ mod tests {
             ),
             "{message}"
         );
-        Io::new().output("--out", &other_tool).check().unwrap();
+        let _ = Io::new().output("--out", &other_tool).check().unwrap();
     }
 
     /// With `existing_refused_unless(false, ...)` an existing output is refused before any
@@ -494,16 +525,46 @@ mod tests {
                 .output_folder("--out", &folder)
                 .existing_refused_unless(overwrite, "--out", &folder)
         };
-        io(false).check().unwrap();
+        let _ = io(false).check().unwrap();
         fs::create_dir(&folder).unwrap();
         let message = refused(io(false));
         assert!(
             message.contains("--out") && message.contains("already exists; pass --overwrite"),
             "{message}"
         );
-        io(true).check().unwrap();
+        let _ = io(true).check().unwrap();
         let message = refused(Io::new().output("--out", dir.path().join("model.onnx/")));
         assert!(message.contains("names a folder"), "{message}");
+    }
+
+    #[test]
+    fn every_output_is_locked_while_the_run_holds_its_locks() {
+        // A second run writing any output of a running one (`evaluate --merge` beside a running
+        // `evaluate`, two `apply-prune` runs on one pruned folder) is refused at once.
+        let dir = tempfile::tempdir().unwrap();
+        let (table, folder) = (dir.path().join("plans.parquet"), dir.path().join("pruned"));
+        let io = || {
+            Io::new()
+                .output_table("--out", &table, TableKind::Plans)
+                .output_folder("--pruned-out", &folder)
+        };
+        let held = io().check().unwrap();
+        let message = refused(io());
+        assert!(
+            message.contains("--out") && message.contains("in use by another run"),
+            "{message}"
+        );
+        let message = refused(Io::new().output_folder("--pruned-out", &folder));
+        assert!(message.contains("--pruned-out"), "{message}");
+        // Released with the locks (and no lock file is left).
+        drop(held);
+        let again = io().check().unwrap();
+        drop(again);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        // An output the stage locks itself (a table it resumes) is left to it.
+        let stage = layerprune_core::FileLock::try_acquire(&table).unwrap();
+        let _outputs = io().locked_by_stage(&table).check().unwrap();
+        drop(stage);
     }
 
     #[test]
@@ -515,7 +576,7 @@ mod tests {
         assert!(message.contains("lock file"), "{message}");
         // Names merely like it are outputs like any other.
         for name in ["cache.lock", ".lock", "lock.parquet", ".hidden.parquet"] {
-            Io::new()
+            let _ = Io::new()
                 .output("--out", dir.path().join(name))
                 .check()
                 .unwrap();
@@ -562,8 +623,12 @@ mod tests {
         assert!(message.contains("does not exist"), "{message}");
         let message = refused(Io::new().output("--out", "/dev/null"));
         assert!(message.contains("a device"), "{message}");
-        assert!(check_outputs(&[&dir.path().join("new.parquet")], &[]).is_ok());
-        // No probe file is left behind.
+        let outputs = Io::new()
+            .output("--out", dir.path().join("new.parquet"))
+            .check()
+            .unwrap();
+        drop(outputs);
+        // No probe file (nor lock file) is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
@@ -605,7 +670,7 @@ mod tests {
                 .output("--summary", dir.path().join("a")),
         );
         assert!(message.contains("same output"), "{message}");
-        Io::new()
+        let _ = Io::new()
             .input(&model)
             .output_folder("--pruned-out", dir.path().join("pruned"))
             .check()

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
-use layerprune_cli_common::{command_line, count, run, DeviceArgs, Io, RuntimeArgs};
+use layerprune_cli_common::{command_line, count, run, DeviceArgs, Io, OutputLocks, RuntimeArgs};
 use layerprune_core::Mask;
 use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
@@ -148,7 +148,7 @@ struct Args {
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
-        check_io(&args)?;
+        let _outputs = check_io(&args)?;
         if let Some(task_list) = args.tasks.clone() {
             tasks::evaluate_tasks(&args, &task_list)
         } else if args.merge.is_empty() {
@@ -162,8 +162,9 @@ fn main() -> ExitCode {
 /// Refuses, before any work, outputs that would replace an input (the model's files, the
 /// token, mask and shard tables, the task files), that are not regular files, or whose folder
 /// is missing or cannot be written; and runtime flags the device cannot have
-/// (`RuntimeArgs::check`).
-fn check_io(args: &Args) -> Result<()> {
+/// (`RuntimeArgs::check`). The outputs stay locked while the returned locks are held; the
+/// table a run resumes (--out, or --choices-out with --tasks) is locked by the library.
+fn check_io(args: &Args) -> Result<OutputLocks> {
     args.runtime.check(args.device.device)?;
     // A flag of the other kind of run is refused, not ignored. (clap's `requires = "tasks"`
     // is not enforced once --tokens, which conflicts with --tasks, is given.)
@@ -210,7 +211,8 @@ fn check_io(args: &Args) -> Result<()> {
                 "--accuracy-out",
                 args.accuracy_out.as_deref(),
                 TableKind::TaskAccuracies,
-            );
+            )
+            .locked_by_stage_opt(args.choices_out.as_deref());
     } else if args.merge.is_empty() {
         io = io
             .output_table_opt(
@@ -218,7 +220,8 @@ fn check_io(args: &Args) -> Result<()> {
                 args.block_stats.as_deref(),
                 TableKind::BlockStats,
             )
-            .output_opt("--summary", args.summary.as_deref());
+            .output_opt("--summary", args.summary.as_deref())
+            .locked_by_stage(&args.out);
     }
     io.check()
 }

@@ -405,6 +405,13 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
         command.args(inputs.iter().map(|p| path(p)));
         command.output().unwrap()
     };
+    // A merge into the output of a run in progress (which holds its lock) is refused, not
+    // replaced by that run's next checkpoint.
+    let running = layerprune_core::FileLock::try_acquire(&merged).unwrap();
+    let busy = merge(&[&shards[0], &shards[1], &shards[2]], &merged);
+    assert_refused(&busy, &["merged.parquet", "in use by another run"]);
+    assert!(!merged.exists());
+    drop(running);
     succeeded(merge(&[&shards[0], &shards[1], &shards[2]], &merged));
     let whole = read_evaluations(&whole).unwrap();
     let merged_table = read_evaluations(&merged).unwrap();
@@ -473,6 +480,23 @@ fn an_output_another_run_is_writing_is_refused() {
     assert_eq!(std::fs::read(&out_file).unwrap(), before);
 
     drop(running);
+
+    // Rows another device measured (a GPU's differ in the last digits) are not resumed here.
+    let mut on_a_gpu = read_evaluations(&out_file).unwrap();
+    assert_eq!(on_a_gpu.evaluated_on.as_deref(), Some("cpu"));
+    on_a_gpu.evaluated_on = Some("cuda, tf32 on".into());
+    let provenance = layerprune_tables::read_provenance(&out_file).unwrap();
+    layerprune_tables::write_evaluations(&out_file, &on_a_gpu, &provenance).unwrap();
+    let measured_elsewhere = std::fs::read(&out_file).unwrap();
+    let refused = evaluate(&args);
+    assert_refused(
+        &refused,
+        &["out.parquet", "measured on cuda, tf32 on", "on cpu"],
+    );
+    assert_eq!(std::fs::read(&out_file).unwrap(), measured_elsewhere);
+    on_a_gpu.evaluated_on = Some("cpu".into());
+    layerprune_tables::write_evaluations(&out_file, &on_a_gpu, &provenance).unwrap();
+
     let resumed = evaluate(&args);
     assert!(
         resumed.status.success(),

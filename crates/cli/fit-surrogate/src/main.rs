@@ -202,7 +202,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    layerprune_cli_common::Io::new()
+    let _outputs = layerprune_cli_common::Io::new()
         .input(&args.evaluations)
         .output_opt("--out", args.out.as_deref())
         .output_table_opt(

@@ -168,6 +168,7 @@ fn errors_name_the_problem() {
         fixed_blocks: Vec::new(),
         full_model_nll: None,
         complete: true,
+        evaluated_on: None,
         rows: vec![],
         partial_windows: Vec::new(),
     };
@@ -236,6 +237,7 @@ fn too_few_or_alike_rows_are_refused_or_warned_of() {
             fixed_blocks: Vec::new(),
             full_model_nll: Some(FULL_NLL),
             complete: true,
+            evaluated_on: None,
             rows,
             partial_windows: Vec::new(),
         };

@@ -136,18 +136,22 @@ fn main_body(args: Args) -> Result<()> {
     let created = !args.out_dir.exists();
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("--out-dir {}: cannot create it", args.out_dir.display()))?;
+    // The caches (evaluation tables) are locked by the library, which waits where another
+    // run holds one; frontier.csv and its partial copy are locked here.
     let result = prepared
         .outputs()?
         .into_iter()
         .fold(
             Io::new().inputs(&prepared.inputs),
             |io, (path, kind)| match kind {
-                Some(kind) => io.output_table("--out-dir", path, kind),
+                Some(kind) => io
+                    .output_table("--out-dir", &path, kind)
+                    .locked_by_stage(path),
                 None => io.output("--out-dir", path),
             },
         )
         .check()
-        .and_then(|()| prepared.run(&mut |line| tracing::info!("{line}")));
+        .and_then(|_outputs| prepared.run(&mut |line| tracing::info!("{line}")));
     if result.is_err() && created {
         // A run refused before it wrote anything (what `run` checks against the model first,
         // a model that fails its hash check, CUDA asked for and missing) leaves no empty folder

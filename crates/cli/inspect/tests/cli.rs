@@ -23,6 +23,7 @@ fn an_incomplete_evaluation_table_says_so_first() {
         let path = dir.path().join(format!("evaluations-{complete}.parquet"));
         let table = EvaluationTable {
             complete,
+            evaluated_on: None,
             ..EvaluationTable::new(4, "model", "dataset")
         };
         write_evaluations(&path, &table, &provenance).unwrap();

@@ -188,7 +188,7 @@ fn quantize(args: Args) -> Result<()> {
         .inputs(&graph_inputs)
         .input_opt(args.tokens.as_deref())
         .existing_refused_unless(args.overwrite, "--out", &args.out);
-    if args.model.is_dir() {
+    let _outputs = if args.model.is_dir() {
         io.output_folder("--out", &args.out)
     } else {
         io.output("--out", &args.out)

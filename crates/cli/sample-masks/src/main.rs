@@ -116,7 +116,7 @@ fn main() -> ExitCode {
 }
 
 fn sample_masks(args: Args) -> anyhow::Result<()> {
-    layerprune_cli_common::Io::new()
+    let _outputs = layerprune_cli_common::Io::new()
         .input_opt(args.model.as_deref())
         .input_opt(args.pilot.as_deref())
         .output_table("--out", &args.out, TableKind::Masks)
@@ -144,9 +144,6 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         (AllocationKind::Equal, None) => AllocationSource::Equal,
         (AllocationKind::Proportional, None) => AllocationSource::Proportional,
     };
-    // One run at a time on --out: two runs appending to one table would each rewrite it
-    // without the other's new rows.
-    let _lock = layerprune_core::FileLock::try_acquire(&args.out)?;
     let request = MaskRequest {
         strata: match (&args.strata, &args.ratios) {
             (Some(removed), _) => StrataSpec::Removed(removed.clone()),

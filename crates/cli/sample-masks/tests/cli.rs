@@ -332,6 +332,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         fixed_blocks: Vec::new(),
         full_model_nll: Some(2.0),
         complete: true,
+        evaluated_on: None,
         rows,
         partial_windows: Vec::new(),
     };

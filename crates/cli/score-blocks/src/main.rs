@@ -83,7 +83,7 @@ fn main() -> ExitCode {
 }
 
 fn score_blocks(args: Args) -> Result<()> {
-    Io::new()
+    let _outputs = Io::new()
         .input_opt(args.block_stats.as_deref())
         .input_opt(args.evaluations.as_deref())
         .output_table("--out", &args.out, TableKind::Scores)

@@ -75,6 +75,7 @@ fn write_game_single_removals(path: &Path, num_blocks: usize, fixed: &[usize]) {
         fixed_blocks: fixed.to_vec(),
         full_model_nll: Some(3.0),
         complete: true,
+        evaluated_on: None,
         rows,
         partial_windows: Vec::new(),
     };

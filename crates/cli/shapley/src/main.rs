@@ -109,7 +109,7 @@ fn body(args: Args) -> Result<()> {
         strata: args.strata.clone(),
         seed: args.seed,
     };
-    layerprune_cli_common::Io::new()
+    let _outputs = layerprune_cli_common::Io::new()
         .inputs(files.paths())
         .output_table("--out", &args.out, TableKind::Scores)
         .check()?;

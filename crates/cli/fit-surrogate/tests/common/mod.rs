@@ -41,6 +41,7 @@ pub fn write_every_mask_table(
         fixed_blocks: Vec::new(),
         full_model_nll: Some(full_nll),
         complete: true,
+        evaluated_on: None,
         rows,
         partial_windows: Vec::new(),
     };
