@@ -10,10 +10,12 @@ BENCH_MASKS ?= 50
 
 # Settings stamps (layerprune.mk): the bench folder serves whichever model MODEL_DIR names
 # (make quantize-bench measures the quantized models on its tokens and masks).
-$(eval $(call settings_stamp_at,$(BENCH)/.settings/tokens,$(MODEL_DIR) $(BENCH_SOURCE) $(BOS)))
-$(eval $(call settings_stamp_at,$(BENCH)/.settings/masks,$(MODEL_DIR) $(BENCH_MASKS)))
+# The model folder and WikiText-2 (when present) by what they are (INPUTS of settings_stamp_at).
+BENCH_TEXT := $(wildcard $(WIKITEXT))
+$(eval $(call settings_stamp_at,$(BENCH)/.settings/tokens,$(MODEL_PATH_STAMPED) $(BENCH_SOURCE) $(BOS),,$(MODEL_INPUT) $(BENCH_TEXT)))
+$(eval $(call settings_stamp_at,$(BENCH)/.settings/masks,$(MODEL_PATH_STAMPED) $(BENCH_MASKS),,$(MODEL_INPUT)))
 
-$(BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(BENCH)/.settings/tokens | $(BIN)/prepare-tokens
+$(BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(BENCH_TEXT) $(BENCH)/.settings/tokens | $(BIN)/prepare-tokens
 	@mkdir -p $(BENCH)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(BENCH_SOURCE) --windows 10 --seq-len 128 \
 	  --bos $(BOS) --mode consecutive --out $@

@@ -38,8 +38,11 @@ calibration_set = $(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA
 # measured with the old ones go too (frontier refuses a cache of other tokens or another model,
 # and would read one of another device as this one's).
 FRONTIER_CACHES = $(FRONTIER_RUN)/cache-$(1)-*.parquet
-$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/calib,$(MODEL_DIR) $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,calibration);))
-$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/heldout,$(MODEL_DIR) $(EVAL_DOCUMENTS) $(FRONTIER_HELDOUT_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,heldout);))
+# The model folder and WikiText-2 (when present) are identified by what they are, not only their
+# path (INPUTS of settings_stamp_at).
+FRONTIER_WIKITEXT = $(wildcard $(WIKITEXT))
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/calib,$(MODEL_PATH_STAMPED) $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,calibration);,$(MODEL_INPUT)))
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/heldout,$(MODEL_PATH_STAMPED) $(EVAL_DOCUMENTS) $(FRONTIER_HELDOUT_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,heldout);,$(MODEL_INPUT) $(FRONTIER_WIKITEXT)))
 $(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/device,$(DEVICE_KIND),rm -f $(call FRONTIER_CACHES,*);))
 
 $(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(FRONTIER_RUN)/.settings/calib | $(BIN)/prepare-tokens
@@ -51,7 +54,7 @@ $(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(MODEL_DIR)/manifest.json $(LA
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(EVAL_DOCUMENTS) \
 	  --windows $(FRONTIER_HELDOUT_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
-$(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens
+$(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json $(WIKITEXT) $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --text $(WIKITEXT) \
 	  --windows $(FRONTIER_HELDOUT_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
@@ -152,8 +155,8 @@ EXACT_FRONTIER_VALUES = neg-nll utility
 EXACT_FRONTIER_DOCS_NAME ?= exact-frontier$(FRONTIER_DOCS_SUFFIX)
 
 # Settings stamps (pipelines/layerprune.mk): the game (players, tokens) and what is played on it.
-$(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/game,$(MODEL_DIR) $(EXACT_FIXED) \
-  $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(EXACT_FRONTIER_SET)))
+$(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/game,$(MODEL_PATH_STAMPED) $(EXACT_FIXED) \
+  $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(EXACT_FRONTIER_SET),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/plans,$(EXACT_FRONTIER_KS) \
   $(EXACT_FRONTIER_BUDGETS) $(FRONTIER_SHAPLEY_MASKS)))
 $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/device,$(DEVICE_KIND)))

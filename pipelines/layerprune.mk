@@ -82,16 +82,27 @@ $(STAGES) &:
 # run remakes what those settings affect and nothing else.
 .PHONY: FORCE
 FORCE:
-# $(call settings_stamp_at,PATH,VALUES[,ON_CHANGE]); $(call settings_stamp,NAME,VALUES[,ON_CHANGE])
+# $(call settings_stamp_at,PATH,VALUES[,ON_CHANGE[,INPUTS]]); $(call settings_stamp,NAME,VALUES[,ON_CHANGE[,INPUTS]])
 # is the demo's $(RUN)/.settings/NAME. ON_CHANGE: shell commands, each ending in `;`, run when
 # the values change (not when the stamp is first written), e.g. dropping a cache measured with
-# the old ones.
+# the old ones. INPUTS: the files read by path whose identity the stamp records besides
+# (pipelines/identity.py: a model folder's manifest.json by its hash and its files' sizes and
+# times, a text by its size, time and inode), computed when the stamp's rule runs, after they
+# are made (a model exported in the same run): an input replaced by an older copy (cp -p,
+# rsync -a, a restored backup), which Make's comparison of times misses, changes the stamp.
 define settings_stamp_at
-$(1): FORCE
+$(1): FORCE $(4)
 	@mkdir -p $$(dir $$@)
-	@printf '%s\n' '$(2)' | cmp -s - $$@ || { if [ -e $$@ ]; then $(3) :; fi; printf '%s\n' '$(2)' > $$@; }
+	@{ printf '%s\n' '$(2)'; $(if $(strip $(4)),$(PYTHON) pipelines/identity.py $(4);) } > $$@.new
+	@if cmp -s $$@.new $$@; then rm -f $$@.new; else if [ -e $$@ ]; then $(3) :; fi; mv -f $$@.new $$@; fi
 endef
-settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3))
+settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3),$(4))
+
+# The model folder and the text files as the stamps record them: as one absolute path (`dir/`,
+# `./dir` and `/abs/dir` are one folder; a stamp compares them as text), and their identity
+# (INPUTS above). MODEL_INPUT: the model folder's manifest, whose identity is the folder's.
+MODEL_PATH_STAMPED = $(abspath $(MODEL_DIR))
+MODEL_INPUT = $(MODEL_DIR)/manifest.json
 
 # A long `evaluate --masks` run checkpoints into $(call checkpoint,TABLE) (TABLE.partial.parquet),
 # renamed to TABLE once whole. Make runs the recipe while TABLE is missing, and evaluate resumes
@@ -117,10 +128,15 @@ text_source = $(if $(1),--text $(1),--lambada $(LAMBADA) --documents $(2))
 text_deps = $(if $(1),$(1),$(LAMBADA))
 CALIB_SOURCE := $(call text_source,$(CALIB_TEXT),$(CALIB_DOCUMENTS))
 EVAL_SOURCE := $(call text_source,$(EVAL_TEXT),$(EVAL_DOCUMENTS))
+# The same as the stamps record them (paths absolute), and the text files to identify.
+CALIB_SOURCE_STAMPED := $(call text_source,$(abspath $(CALIB_TEXT)),$(CALIB_DOCUMENTS))
+EVAL_SOURCE_STAMPED := $(call text_source,$(abspath $(EVAL_TEXT)),$(EVAL_DOCUMENTS))
+CALIB_INPUT := $(CALIB_TEXT)
+EVAL_INPUT := $(EVAL_TEXT)
 
-$(eval $(call settings_stamp,tokens-calib,$(MODEL_DIR) $(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED)))
-$(eval $(call settings_stamp,tokens-eval,$(MODEL_DIR) $(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS)))
-$(eval $(call settings_stamp,masks,$(MODEL_DIR) $(STRATA) $(MASKS) $(SEED)))
+$(eval $(call settings_stamp,tokens-calib,$(MODEL_PATH_STAMPED) $(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED),,$(MODEL_INPUT) $(CALIB_INPUT)))
+$(eval $(call settings_stamp,tokens-eval,$(MODEL_PATH_STAMPED) $(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS),,$(MODEL_INPUT) $(EVAL_INPUT)))
+$(eval $(call settings_stamp,masks,$(MODEL_PATH_STAMPED) $(STRATA) $(MASKS) $(SEED),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp,surrogates,$(SEED) $(SURROGATE_RIDGE)))
 # The kind of device the model runs on (DEVICE_KIND: cpu or cuda, not which GPU), a setting of
 # every table measured on the model: the providers' kernels round differently (NLL within

@@ -183,15 +183,16 @@ endif
 endif
 endif
 
-# $(call prune_stamp,NAME,VALUES): layerprune.mk's settings stamp, in the run folder PRUNE_OUT.
-prune_stamp = $(call settings_stamp_at,$(PRUNE_OUT)/.settings/$(1),$(2))
+# $(call prune_stamp,NAME,VALUES[,INPUTS]): layerprune.mk's settings stamp, in the run folder
+# PRUNE_OUT (INPUTS: the text files read, identified by what they are).
+prune_stamp = $(call settings_stamp_at,$(PRUNE_OUT)/.settings/$(1),$(2),,$(3))
 
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(PRUNE_SOURCE_STAT))))
 # The kind of device (DEVICE_KIND, layerprune.mk) is in the token stamps although the tokens do
 # not depend on it: everything measured on them depends on it, and the cache of evaluations goes
 # with the calibration tokens, so a new kind measures everything on it (the tokens come out the same).
-$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(DEVICE_KIND)))
-$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(DEVICE_KIND)))
+$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(DEVICE_KIND),$(CALIB_INPUT)))
+$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(DEVICE_KIND),$(EVAL_INPUT)))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))

@@ -23,7 +23,7 @@ $(BIN)/quantize:
 
 # Settings stamps (layerprune.mk): the model folder the full model's quantizations are made
 # from (QUANT is named after MODEL_NAME alone), and the quantized run's own.
-$(eval $(call settings_stamp_at,$(QUANT)/.settings/model,$(MODEL_DIR)))
+$(eval $(call settings_stamp_at,$(QUANT)/.settings/model,$(MODEL_PATH_STAMPED),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/device,$(DEVICE_KIND)))
 
 # The full model, quantized.

@@ -33,8 +33,8 @@ task-plans: ort
 # of scoring on the full splits, and a misspelt task name is refused only after this).
 # Other plans only add masks to them.
 TASK_RUN_TABLES = $(addprefix $(TASK_RUN)/,evaluations.parquet choices.parquet accuracies.parquet)
-$(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_DIR) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(DEVICE_KIND),\
-  mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;))
+$(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_PATH_STAMPED) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(DEVICE_KIND),\
+  mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;,$(MODEL_INPUT)))
 
 # labels.txt: one line per mask to score, "mask method k" (the full model first).
 tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_RUN)/.settings/questions | $(BIN)/evaluate

@@ -4,6 +4,7 @@ cannot work is refused before anything runs. On the committed tiny fixture with 
 binaries (LAYERPRUNE_BIN, default target/debug) and ONNX Runtime's CPU build: seconds a run.
 """
 
+import json
 import os
 import random
 import shutil
@@ -383,3 +384,62 @@ def test_evaluate_flags_beside_a_setting_that_agrees_or_a_goal_without_the_model
         assert status == 0, (args, output)
     status, output, _ = make("-n", "lint", "DEVICE=cuda", "EVALUATE_FLAGS=--mask-batch 2")
     assert status == 0, output
+
+
+OLD = 1577836800  # 2020-01-01: a copy made with its times kept (cp -p, rsync -a, a backup)
+
+
+def swapped_model(folder):
+    """The tiny fixture with blocks 1 and 2 swapped (files and manifest hashes): another model
+    of the same files, sizes and shape, every file dated 2020."""
+    shutil.copytree(TINY, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    files = manifest["files"]
+    files["block_001.onnx"], files["block_002.onnx"] = files["block_002.onnx"], files["block_001.onnx"]
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    one, two = folder / "block_001.onnx", folder / "block_002.onnx"
+    data = one.read_bytes()
+    one.write_bytes(two.read_bytes())
+    two.write_bytes(data)
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (OLD, OLD))
+    return folder
+
+
+def test_a_model_or_text_replaced_by_an_older_copy_is_remade(make, tmp_path):
+    """Make compares times only: a model folder or text replaced by an older copy used to leave
+    every table of the old one in place. The stamps record what the inputs are."""
+    run, model = tmp_path / "run", tmp_path / "m"
+    shutil.copytree(TINY, model)
+    targets = [str(run / "full-eval.parquet"), str(run / "evaluations.parquet")]
+    status, output, _ = make(*targets, f"MODEL_DIR={model}")
+    assert status == 0, output
+    before = pq.read_table(run / "full-eval.parquet").column("nll").to_pylist()
+    # The same folder spelled another way is the same model: nothing is remade.
+    for spelling in (f"{model}/", os.path.relpath(model, ROOT), f"./{os.path.relpath(model, ROOT)}/"):
+        status, output, ran = make(*targets, f"MODEL_DIR={spelling}")
+        assert (status, ran) == (0, []), (spelling, output)
+
+    other = swapped_model(tmp_path / "other")
+    subprocess.run(["cp", "-rp", f"{other}/.", str(model)], check=True)
+    status, output, ran = make(*targets, f"MODEL_DIR={model}")
+    assert status == 0, output
+    assert {"prepare-tokens", "evaluate"} <= {name for name, _ in ran}, ran
+    after = pq.read_table(run / "full-eval.parquet").column("nll").to_pylist()
+    assert after != before
+    status, output, ran = make(*targets, f"MODEL_DIR={model}")
+    assert (status, ran) == (0, []), output
+
+    # A text edited, then restored from a copy with its time kept: the tokens of the restored text.
+    calib, saved = tmp_path / "calib.txt", tmp_path / "calib-saved.txt"
+    shutil.copy2(calib, saved)
+    tokens = run / "tokens-calib.parquet"
+    first = pq.read_table(tokens).column("tokens").to_pylist()
+    text(calib, 7)
+    status, output, ran = make(str(tokens), f"MODEL_DIR={model}")
+    assert status == 0 and [name for name, _ in ran] == ["prepare-tokens"], output
+    assert pq.read_table(tokens).column("tokens").to_pylist() != first
+    subprocess.run(["cp", "-p", str(saved), str(calib)], check=True)
+    status, output, ran = make(str(tokens), f"MODEL_DIR={model}")
+    assert status == 0 and [name for name, _ in ran] == ["prepare-tokens"], output
+    assert pq.read_table(tokens).column("tokens").to_pylist() == first

