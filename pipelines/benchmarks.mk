@@ -73,21 +73,28 @@ test-bench: venv-export ort $(STAGES)
 # 12 players: blocks 16–27 of SmolLM2's 30. Blocks 0–2 and 28–29 are the ones whose single
 # removal is catastrophic (utility < 0.35), which no method removes; the deep middle is where
 # every method prunes. A contiguous range lets the 16 fixed blocks in front run once per batch.
-EXACT := $(BUILD)/exact-game
+# One folder per model (MODEL_NAME), as make bench-model's.
+EXACT ?= $(BUILD)/exact-game-$(MODEL_NAME)
 EXACT_FIXED ?= 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,28,29
 EXACT_WINDOWS ?= 2
 
-$(EXACT)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+# Settings stamps (layerprune.mk): the model folder (by what it is), the windows and BOS of the
+# tokens, the players, and the device the game is measured on.
+$(eval $(call settings_stamp_at,$(EXACT)/.settings/tokens,$(MODEL_PATH_STAMPED) $(EXACT_WINDOWS) $(BOS),,$(MODEL_INPUT)))
+$(eval $(call settings_stamp_at,$(EXACT)/.settings/masks,$(MODEL_PATH_STAMPED) $(EXACT_FIXED),,$(MODEL_INPUT)))
+$(eval $(call settings_stamp_at,$(EXACT)/.settings/device,$(DEVICE_KIND)))
+
+$(EXACT)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(EXACT)/.settings/tokens | $(BIN)/prepare-tokens
 	@mkdir -p $(EXACT)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents 0:2500 \
 	  --windows $(EXACT_WINDOWS) --seq-len 128 --bos $(BOS) --mode random --seed 0 --out $@
 
-$(EXACT)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
+$(EXACT)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(EXACT)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
 # Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `evaluate_checkpointed`).
-$(EXACT)/evaluations.parquet: $(EXACT)/masks.parquet $(EXACT)/tokens.parquet | $(BIN)/evaluate
+$(EXACT)/evaluations.parquet: $(EXACT)/masks.parquet $(EXACT)/tokens.parquet $(EXACT)/.settings/device | $(BIN)/evaluate
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT)/tokens.parquet --masks $< --chunk 256 \
 	  $(EVALUATE_FLAGS) --summary $(EXACT)/summary.json)
 

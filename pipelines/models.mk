@@ -26,15 +26,20 @@ model: $(MODEL_DIR)/manifest.json
 # 10 calibration-like windows × 128 tokens of LAMBADA (the demo's CALIB_DOCUMENTS, seed 0), and
 # MODEL_BENCH_MASKS random masks with 2–4 blocks removed, timed in evaluate and in the PyTorch
 # zero-and-restore baseline (tools/bench/torch_baseline.py) on the same tokens and masks.
-MODEL_BENCH = $(BUILD)/bench-$(MODEL_NAME)
+MODEL_BENCH ?= $(BUILD)/bench-$(MODEL_NAME)
 MODEL_BENCH_MASKS ?= 10
 
-$(MODEL_BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) | $(BIN)/prepare-tokens
+# Settings stamps (layerprune.mk): the model folder (by what it is) and what the tokens and masks
+# are drawn with.
+$(eval $(call settings_stamp_at,$(MODEL_BENCH)/.settings/tokens,$(MODEL_PATH_STAMPED) $(CALIB_DOCUMENTS) $(BOS),,$(MODEL_INPUT)))
+$(eval $(call settings_stamp_at,$(MODEL_BENCH)/.settings/masks,$(MODEL_PATH_STAMPED) $(MODEL_BENCH_MASKS),,$(MODEL_INPUT)))
+
+$(MODEL_BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(MODEL_BENCH)/.settings/tokens | $(BIN)/prepare-tokens
 	@mkdir -p $(dir $@)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) --windows 10 \
 	  --seq-len 128 --bos $(BOS) --mode random --seed 0 --out $@
 
-$(MODEL_BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json | $(BIN)/sample-masks
+$(MODEL_BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json $(MODEL_BENCH)/.settings/masks | $(BIN)/sample-masks
 	@mkdir -p $(dir $@)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --strata 2,3,4 --stratified-masks $(MODEL_BENCH_MASKS) --seed 1 --out $@
 

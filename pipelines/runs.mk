@@ -2,7 +2,7 @@
 #
 # A model folder given without a name (make demo MODEL_DIR=path/to/mine) is named after its folder
 # (the Makefile's top), and so are its runs: build/runs/mine (RUN), build/runs/frontier-mine,
-# build/runs/exact-frontier-mine, build/quant/mine; `make prune MODEL=path/to/mine` names
+# build/runs/exact-frontier-mine, build/quant/mine, build/exact-game-mine, build/bench-mine; `make prune MODEL=path/to/mine` names
 # build/runs/prune-mine the same way (PRUNE_NAME). Before anything runs (for `make -n` too), make
 # refuses, for the goals that write that folder (or a file in it):
 #
@@ -92,6 +92,8 @@ $(eval $(call check_named_run,RUN,tokens-calib tokens-eval masks,$(RUN_GOALS)))
 $(eval $(call check_named_run,FRONTIER_RUN,calib heldout,$(FRONTIER_GOALS)))
 $(eval $(call check_named_run,EXACT_FRONTIER_RUN,game,$(EXACT_FRONTIER_GOALS)))
 $(eval $(call check_named_run,QUANT,model,$(QUANT_GOALS)))
+$(eval $(call check_named_run,EXACT,tokens masks,exact-game))
+$(eval $(call check_named_run,MODEL_BENCH,tokens masks,bench-model))
 
 # The models the project fetches and exports itself have their folder, build/models/<name>.
 ifneq ($(MODEL_GGUF_$(MODEL_NAME)),)

@@ -443,3 +443,46 @@ def test_a_model_or_text_replaced_by_an_older_copy_is_remade(make, tmp_path):
     status, output, ran = make(str(tokens), f"MODEL_DIR={model}")
     assert status == 0 and [name for name, _ in ran] == ["prepare-tokens"], output
     assert pq.read_table(tokens).column("tokens").to_pylist() == first
+
+
+def test_exact_game_and_bench_model_remake_what_a_setting_changes(make, tmp_path):
+    """make exact-game and make bench-model had no settings stamps: another EXACT_FIXED or
+    MODEL_BENCH_MASKS left the first table "up to date"."""
+    exact, bench = tmp_path / "x", tmp_path / "y"
+    masks = exact / "masks.parquet"
+
+    def fixed():
+        meta = pq.read_metadata(masks).metadata
+        args = json.loads(meta[b"layerprune.args"])
+        return args[args.index("--fixed") + 1]
+
+    status, output, ran = make(f"EXACT={exact}", str(masks), "EXACT_FIXED=0,1")
+    assert status == 0 and fixed() == "0,1", output
+    status, output, ran = make(f"EXACT={exact}", str(masks), "EXACT_FIXED=0,1")
+    assert (status, ran) == (0, []), output
+    status, output, ran = make(f"EXACT={exact}", str(masks), "EXACT_FIXED=0,5")
+    assert status == 0 and [name for name, _ in ran] == ["sample-masks"] and fixed() == "0,5", output
+    # The tokens' and the game's settings are stamped too (the tokens are LAMBADA's: not made here).
+    for stamp, setting in [("tokens", "EXACT_WINDOWS=3"), ("tokens", "BOS=off"), ("device", "DEVICE=cuda")]:
+        path = exact / ".settings" / stamp
+        status, output, _ = make(f"EXACT={exact}", str(path))
+        assert status == 0, output
+        first = path.read_text()
+        status, output, _ = make(f"EXACT={exact}", str(path), setting)
+        assert status == 0 and path.read_text() != first, (setting, output)
+        make(f"EXACT={exact}", str(path))
+
+    bench_masks = bench / "masks.parquet"
+    for count in (3, 8):
+        status, output, ran = make(f"MODEL_BENCH={bench}", str(bench_masks), f"MODEL_BENCH_MASKS={count}")
+        assert status == 0 and [name for name, _ in ran] == ["sample-masks"], output
+        assert pq.read_metadata(bench_masks).num_rows == count
+
+    # Each model has its own game folder by default.
+    env = make_env()
+    for name in ("MODEL_NAME", "EXACT", "MODEL_DIR"):
+        env.pop(name, None)
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "CARGO=true", f"BIN={BIN}",
+                          f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "build/exact-game-tiny/masks.parquet"],
+                         cwd=ROOT, capture_output=True, text=True, env=env)
+    assert dry.returncode == 0 and "--out build/exact-game-tiny/masks.parquet" in dry.stdout, dry.stdout + dry.stderr
