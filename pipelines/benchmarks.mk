@@ -82,7 +82,7 @@ EXACT_WINDOWS ?= 2
 # tokens, the players, and the device the game is measured on.
 $(eval $(call settings_stamp_at,$(EXACT)/.settings/tokens,$(MODEL_PATH_STAMPED) $(EXACT_WINDOWS) $(BOS),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(EXACT)/.settings/masks,$(MODEL_PATH_STAMPED) $(EXACT_FIXED),,$(MODEL_INPUT)))
-$(eval $(call settings_stamp_at,$(EXACT)/.settings/device,$(DEVICE_KIND)))
+$(eval $(call settings_stamp_at,$(EXACT)/.settings/device,$(MODEL_RUNTIME)))
 
 $(EXACT)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(EXACT)/.settings/tokens | $(BIN)/prepare-tokens
 	@mkdir -p $(EXACT)

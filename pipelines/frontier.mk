@@ -43,7 +43,7 @@ FRONTIER_CACHES = $(FRONTIER_RUN)/cache-$(1)-*.parquet
 FRONTIER_WIKITEXT = $(wildcard $(WIKITEXT))
 $(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/calib,$(MODEL_PATH_STAMPED) $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,calibration);,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/heldout,$(MODEL_PATH_STAMPED) $(EVAL_DOCUMENTS) $(FRONTIER_HELDOUT_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,heldout);,$(MODEL_INPUT) $(FRONTIER_WIKITEXT)))
-$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/device,$(DEVICE_KIND),rm -f $(call FRONTIER_CACHES,*);))
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/device,$(MODEL_RUNTIME),rm -f $(call FRONTIER_CACHES,*);))
 
 $(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(FRONTIER_RUN)/.settings/calib | $(BIN)/prepare-tokens
 	@mkdir -p $(FRONTIER_RUN)
@@ -159,7 +159,7 @@ $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/game,$(MODEL_PAT
   $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(EXACT_FRONTIER_SET),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/plans,$(EXACT_FRONTIER_KS) \
   $(EXACT_FRONTIER_BUDGETS) $(FRONTIER_SHAPLEY_MASKS)))
-$(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/device,$(DEVICE_KIND)))
+$(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/device,$(MODEL_RUNTIME)))
 
 $(EXACT_FRONTIER_TOKENS): $(MODEL_DIR)/manifest.json $(LAMBADA) $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/prepare-tokens
 	@mkdir -p $(EXACT_FRONTIER_RUN)

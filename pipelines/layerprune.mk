@@ -34,6 +34,20 @@ flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag=
 # is given whole; the stages' default is the CPU), and its kind, cpu or cuda.
 MODEL_DEVICE := $(or $(call flag_value,--device,$(EVALUATE_FLAGS)),cpu)
 DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
+# What the stages that run the model are given that may change a value they measure: the kind of
+# device, and every other word of EVALUATE_FLAGS (--tf32, --mask-batch, --cache-mb, ...: on a GPU
+# numerics and batching; and a flag the device cannot have, --tf32 on on the CPU, must fail as on
+# a fresh run), not --threads (on the CPU the NLLs are the same on any number, docs/pipeline.md)
+# nor which GPU. Snakemake reruns its jobs on the same (runtime_flags, cache_mb). Nor evaluate's
+# --max-new-masks, --chunk and --quiet (how much a run measures before it stops, how often it
+# checkpoints, what it prints), so a run stopped by --max-new-masks resumes under plain make.
+UNSTAMPED_FLAGS := --threads --device --max-new-masks --chunk
+RUNTIME_FLAGS_STAMPED := $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(UNSTAMPED_FLAGS)' \
+  'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) valued[f[i]] = 1 } \
+   skip { skip = 0; next } $$0 in valued { skip = 1; next } $$0 == "--quiet" { next } \
+   { name = $$0; sub(/=.*/, "", name) } index($$0, "=") && name in valued { next } \
+   { printf "%s%s", sep, $$0; sep = " " }')
+MODEL_RUNTIME := $(strip $(DEVICE_KIND) $(RUNTIME_FLAGS_STAMPED))
 # EVALUATE_FLAGS given whole replaces DEVICE and THREADS: either given on the command line as
 # well, and not what EVALUATE_FLAGS gives (its flag, or the stages' default without one), would
 # be dropped without a word (`make demo DEVICE=cuda EVALUATE_FLAGS="--mask-batch 4"` would run on
@@ -138,12 +152,12 @@ $(eval $(call settings_stamp,tokens-calib,$(MODEL_PATH_STAMPED) $(CALIB_SOURCE_S
 $(eval $(call settings_stamp,tokens-eval,$(MODEL_PATH_STAMPED) $(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS),,$(MODEL_INPUT) $(EVAL_INPUT)))
 $(eval $(call settings_stamp,masks,$(MODEL_PATH_STAMPED) $(STRATA) $(MASKS) $(SEED),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp,surrogates,$(SEED) $(SURROGATE_RIDGE)))
-# The kind of device the model runs on (DEVICE_KIND: cpu or cuda, not which GPU), a setting of
-# every table measured on the model: the providers' kernels round differently (NLL within
-# ~1e-4), so a table measured on one is not reported as the other's, and a CUDA request that
-# cannot be met fails as on a fresh run instead of printing the CPU's tables. The plan cache was
-# measured there too.
-$(eval $(call settings_stamp,device,$(DEVICE_KIND),rm -f $(PLAN_CACHE);))
+# The kind of device the model runs on (DEVICE_KIND: cpu or cuda, not which GPU) and the runtime
+# flags (MODEL_RUNTIME), a setting of every table measured on the model: the providers' kernels
+# round differently (NLL within ~1e-4), so a table measured on one is not reported as the
+# other's, and a CUDA request (or a flag) that cannot be met fails as on a fresh run instead of
+# printing the CPU's tables. The plan cache was measured there too.
+$(eval $(call settings_stamp,device,$(MODEL_RUNTIME),rm -f $(PLAN_CACHE);))
 
 $(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens
 	@mkdir -p $(RUN)

@@ -188,11 +188,11 @@ endif
 prune_stamp = $(call settings_stamp_at,$(PRUNE_OUT)/.settings/$(1),$(2),,$(3))
 
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(PRUNE_SOURCE_STAT))))
-# The kind of device (DEVICE_KIND, layerprune.mk) is in the token stamps although the tokens do
+# The kind of device and the runtime flags (MODEL_RUNTIME, layerprune.mk) are in the token stamps although the tokens do
 # not depend on it: everything measured on them depends on it, and the cache of evaluations goes
 # with the calibration tokens, so a new kind measures everything on it (the tokens come out the same).
-$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(DEVICE_KIND),$(CALIB_INPUT)))
-$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(DEVICE_KIND),$(EVAL_INPUT)))
+$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(MODEL_RUNTIME),$(CALIB_INPUT)))
+$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(MODEL_RUNTIME),$(EVAL_INPUT)))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))

@@ -24,7 +24,7 @@ $(BIN)/quantize:
 # Settings stamps (layerprune.mk): the model folder the full model's quantizations are made
 # from (QUANT is named after MODEL_NAME alone), and the quantized run's own.
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/model,$(MODEL_PATH_STAMPED),,$(MODEL_INPUT)))
-$(eval $(call settings_stamp_at,$(QUANT)/.settings/device,$(DEVICE_KIND)))
+$(eval $(call settings_stamp_at,$(QUANT)/.settings/device,$(MODEL_RUNTIME)))
 
 # The full model, quantized.
 $(QUANT)/full-%/manifest.json: $(MODEL_DIR)/manifest.json $(QUANT)/.settings/model | $(BIN)/quantize
@@ -42,7 +42,7 @@ $(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(RUN)/pruned-k$(K_PRUNED)/manifes
 # (a table of other masks, or a killed run's part, is never taken for this one).
 QRUN := $(QUANT)/run-$(QUANT_FIRST)
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/surrogates,$(SEED) $(SURROGATE_RIDGE)))
-$(eval $(call settings_stamp_at,$(QRUN)/.settings/device,$(DEVICE_KIND)))
+$(eval $(call settings_stamp_at,$(QRUN)/.settings/device,$(MODEL_RUNTIME)))
 $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(RUN)/masks.parquet \
                              $(RUN)/tokens-calib.parquet $(QRUN)/.settings/device | $(BIN)/evaluate
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-calib.parquet \

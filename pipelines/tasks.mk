@@ -33,7 +33,7 @@ task-plans: ort
 # of scoring on the full splits, and a misspelt task name is refused only after this).
 # Other plans only add masks to them.
 TASK_RUN_TABLES = $(addprefix $(TASK_RUN)/,evaluations.parquet choices.parquet accuracies.parquet)
-$(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_PATH_STAMPED) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(DEVICE_KIND),\
+$(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_PATH_STAMPED) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(MODEL_RUNTIME),\
   mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;,$(MODEL_INPUT)))
 
 # labels.txt: one line per mask to score, "mask method k" (the full model first).

@@ -486,3 +486,26 @@ def test_exact_game_and_bench_model_remake_what_a_setting_changes(make, tmp_path
                           f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "build/exact-game-tiny/masks.parquet"],
                          cwd=ROOT, capture_output=True, text=True, env=env)
     assert dry.returncode == 0 and "--out build/exact-game-tiny/masks.parquet" in dry.stdout, dry.stdout + dry.stderr
+
+
+def test_runtime_flags_remeasure_and_threads_change_nothing(make, tmp_path):
+    """EVALUATE_FLAGS' runtime flags were not stamped (only the device's kind): after a run,
+    --tf32 on, which evaluate refuses on the CPU, ran nothing and exited 0. As Snakemake's
+    runtime_flags, they remeasure what runs the model; --threads and the GPU's index do not."""
+    run = tmp_path / "run"
+    targets = [str(run / "full-eval.parquet"), str(run / "plans" / "sleb.parquet")]
+    status, output, _ = make(*targets)
+    assert status == 0, output
+    for args in (["THREADS=2"], ["EVALUATE_FLAGS=--device cpu --threads 1"],
+                 ["THREADS=2", "EVALUATE_FLAGS=--threads=2 --device=cpu"]):
+        status, output, ran = make(*targets, *args)
+        assert (status, ran) == (0, []), (args, output)
+    status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --tf32 on")
+    assert status != 0 and "tf32" in output, output
+    assert {name for name, _ in ran} & {"evaluate", "apply-prune"}, ran
+    # Bit-identical on the CPU, but a runtime setting as on Snakemake: measured again with it.
+    status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --mask-batch 2")
+    assert status == 0 and {"evaluate", "apply-prune"} <= {name for name, _ in ran}, output
+    assert (run / ".settings" / "device").read_text() == "cpu --mask-batch 2\n"
+    status, output, ran = make(*targets, "THREADS=2", "EVALUATE_FLAGS=--threads 2 --mask-batch 2 --device cpu")
+    assert (status, ran) == (0, []), output
