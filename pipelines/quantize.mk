@@ -44,7 +44,7 @@ QRUN := $(QUANT)/run-$(QUANT_FIRST)
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/surrogates,$(SEED) $(SURROGATE_RIDGE)))
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/device,$(MODEL_RUNTIME)))
 $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(RUN)/masks.parquet \
-                             $(RUN)/tokens-calib.parquet $(QRUN)/.settings/device | $(BIN)/evaluate
+                             $(RUN)/tokens-calib.parquet $(QRUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-calib.parquet \
 	  --masks $(RUN)/masks.parquet $(EVALUATE_FLAGS))
 

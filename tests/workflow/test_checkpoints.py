@@ -20,11 +20,15 @@ from test_prune import make_env
 ROOT = Path(__file__).resolve().parents[2]
 
 STAND_IN = r'''#!PYTHON
-import os, sys, time
+import json, os, sys, time
 from pathlib import Path
 
 name = Path(sys.argv[0]).name
 args = sys.argv[1:]
+if name == "inspect":  # complete when the last run finished its table
+    text = Path(args[-1]).read_text()
+    print(json.dumps({"metadata": {"complete": text.endswith("complete\n")}}, indent=2))
+    sys.exit(0)
 out = Path(args[args.index("--out") + 1])
 with open(os.environ["CHECKPOINT_TEST_LOG"], "a") as log:
     log.write(f"{name} {out.name}\n")
@@ -37,6 +41,8 @@ if os.environ.get("CHECKPOINT_TEST_FAIL"):
     sys.exit(1)  # a crash after a checkpoint
 if os.environ.get("CHECKPOINT_TEST_HANG"):
     time.sleep(60)  # interrupted here
+if os.environ.get("CHECKPOINT_TEST_STOP"):
+    sys.exit(0)  # stopped by --max-new-masks: a part of the table, and exit status 0
 out.write_text(out.read_text() + "complete\n")
 '''
 
@@ -45,7 +51,7 @@ def setup(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = STAND_IN.replace("#!PYTHON", f"#!{sys.executable}")
-    for name in ("prepare-tokens", "sample-masks", "evaluate"):
+    for name in ("prepare-tokens", "sample-masks", "evaluate", "inspect"):
         path = bin_dir / name
         path.write_text(script)
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
@@ -101,6 +107,22 @@ def test_a_crashed_evaluation_is_resumed_never_taken_for_the_table(tmp_path):
     assert remade.returncode == 0, remade.stderr
     assert "sample-masks" in ran and "evaluate" in ran, ran
     assert table.read_text() == "chunk of run 4\ncomplete\n"
+
+
+def test_a_table_evaluate_left_incomplete_is_not_renamed(tmp_path):
+    """evaluate --max-new-masks stops with a part of the table and exits 0: the part was renamed
+    to the table, up to date to make, and every later make failed in fit-surrogate."""
+    run, make, _, _ = setup(tmp_path)
+    table, checkpoint = run / "evaluations.parquet", run / "evaluations.partial.parquet"
+    stopped, _ = make("1", CHECKPOINT_TEST_STOP="1")
+    assert stopped.returncode != 0
+    assert "is not complete" in stopped.stderr and "run make again to resume it" in stopped.stderr, stopped.stderr
+    assert not table.exists()
+    assert checkpoint.read_text() == "chunk of run 1\n"
+    resumed, ran = make("2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert table.read_text() == "chunk of run 1\nchunk of run 2\ncomplete\n"
+    assert not checkpoint.exists()
 
 
 def test_an_interrupted_evaluation_keeps_its_checkpoint(tmp_path):

@@ -509,3 +509,20 @@ def test_runtime_flags_remeasure_and_threads_change_nothing(make, tmp_path):
     assert (run / ".settings" / "device").read_text() == "cpu --mask-batch 2\n"
     status, output, ran = make(*targets, "THREADS=2", "EVALUATE_FLAGS=--threads 2 --mask-batch 2 --device cpu")
     assert (status, ran) == (0, []), output
+
+
+def test_an_evaluation_stopped_with_part_of_its_masks_is_resumed(make, tmp_path):
+    """With the real evaluate and inspect: --max-new-masks leaves a part of the table and exits
+    0; make refuses to take it for the table, and the next make resumes it."""
+    run = tmp_path / "run"
+    table = run / "evaluations.parquet"
+    status, output, _ = make(str(table), "MASKS=30", "EVALUATE_FLAGS=--device cpu --threads 1 --max-new-masks 5")
+    assert status != 0 and "is not complete" in output and "run make again to resume it" in output, output
+    assert not table.exists()
+    assert pq.read_metadata(run / "evaluations.partial.parquet").num_rows == 5
+    status, output, ran = make(str(table), "MASKS=30")
+    assert status == 0 and [name for name, _ in ran] == ["evaluate"], output
+    assert "resuming" in output, output
+    metadata = pq.read_metadata(table)
+    assert metadata.metadata[b"layerprune.complete"] == b"true"
+    assert metadata.num_rows == pq.read_metadata(run / "masks.parquet").num_rows
