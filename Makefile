@@ -5,6 +5,12 @@
 
 PYTHON ?= python3
 BUILD := build
+
+# A recipe that fails after writing its target (a stage that wrote its table and then failed, an
+# export that wrote its manifest and then failed its check) removes it: else the next make takes
+# it, newer than its inputs, for done. What must survive a failure is no target: evaluate's
+# checkpoints (*.partial.parquet), the plan and frontier caches, make tasks' tables.
+.DELETE_ON_ERROR:
 CARGO ?= cargo
 CARGO_FLAGS ?=
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug

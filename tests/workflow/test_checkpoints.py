@@ -34,7 +34,7 @@ with open(os.environ["CHECKPOINT_TEST_LOG"], "a") as log:
     log.write(f"{name} {out.name}\n")
 if name != "evaluate":
     out.write_text(f"{name} {os.environ.get('CHECKPOINT_TEST_RUN', '')}\n")
-    sys.exit(0)
+    sys.exit(1 if os.environ.get("CHECKPOINT_TEST_FAIL_AFTER") == name else 0)
 before = out.read_text() if out.exists() else ""
 out.write_text(before + "chunk of run " + os.environ.get("CHECKPOINT_TEST_RUN", "") + "\n")
 if os.environ.get("CHECKPOINT_TEST_FAIL"):
@@ -123,6 +123,23 @@ def test_a_table_evaluate_left_incomplete_is_not_renamed(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert table.read_text() == "chunk of run 1\nchunk of run 2\ncomplete\n"
     assert not checkpoint.exists()
+
+
+def test_a_target_a_failed_recipe_wrote_is_deleted_but_not_the_checkpoint(tmp_path):
+    """.DELETE_ON_ERROR: a stage that wrote its output and then failed left a file newer than its
+    inputs, which the next make took for done. The evaluation's checkpoint is no target: kept."""
+    run, make, _, _ = setup(tmp_path)
+    tokens = run / "tokens-calib.parquet"
+    failed, _ = make("1", CHECKPOINT_TEST_FAIL_AFTER="prepare-tokens")
+    assert failed.returncode != 0
+    assert not tokens.exists(), "a table its failed recipe wrote was kept"
+    again, ran = make("2", CHECKPOINT_TEST_FAIL="1")
+    assert again.returncode != 0 and "prepare-tokens" in ran
+    assert tokens.read_text() == "prepare-tokens 2\n"
+    assert (run / "evaluations.partial.parquet").read_text() == "chunk of run 2\n"
+    resumed, _ = make("3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run / "evaluations.parquet").read_text() == "chunk of run 2\nchunk of run 3\ncomplete\n"
 
 
 def test_an_interrupted_evaluation_keeps_its_checkpoint(tmp_path):
