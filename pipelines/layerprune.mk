@@ -156,7 +156,10 @@ EVAL_INPUT := $(EVAL_TEXT)
 $(eval $(call settings_stamp,tokens-calib,$(MODEL_PATH_STAMPED) $(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED),,$(MODEL_INPUT) $(CALIB_INPUT)))
 $(eval $(call settings_stamp,tokens-eval,$(MODEL_PATH_STAMPED) $(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS),,$(MODEL_INPUT) $(EVAL_INPUT)))
 $(eval $(call settings_stamp,masks,$(MODEL_PATH_STAMPED) $(STRATA) $(MASKS) $(SEED),,$(MODEL_INPUT)))
-$(eval $(call settings_stamp,surrogates,$(SEED) $(SURROGATE_RIDGE)))
+# One stamp per fit: the MLP takes no ridge penalty, so a new SURROGATE_RIDGE refits the
+# quadratic surrogate and what reads it, not the MLP and the published estimate (as Snakemake).
+$(eval $(call settings_stamp,surrogate-mlp,$(SEED)))
+$(eval $(call settings_stamp,surrogate-quadratic,$(SEED) $(SURROGATE_RIDGE)))
 # The kind of device the model runs on (DEVICE_KIND: cpu or cuda, not which GPU) and the runtime
 # flags (MODEL_RUNTIME), a setting of every table measured on the model: the providers' kernels
 # round differently (NLL within ~1e-4), so a table measured on one is not reported as the
@@ -184,7 +187,7 @@ $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet $(R
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
 	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS))
 
-$(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
+$(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate-mlp | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --kind mlp --kind quadratic --keep mlp --folds 5 --seed $(SEED) \
 	  --metrics $(RUN)/surrogate-metrics.parquet --out $@
 
@@ -192,7 +195,7 @@ $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate
 # pairwise than the utility exp(−ΔNLL), which saturates near 0 once a few blocks are gone, so
 # it fits a few hundred masks (cross-validated R² ≈ 0.9 on the demo's 231) where the published
 # MLP on the utility needs thousands (ridge penalty: SURROGATE_RIDGE).
-$(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogates | $(BIN)/fit-surrogate
+$(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate-quadratic | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --value nll-increase --kind quadratic --kind forest \
 	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
 	  --metrics $(RUN)/surrogate-quadratic-metrics.parquet --out $@

@@ -526,3 +526,18 @@ def test_an_evaluation_stopped_with_part_of_its_masks_is_resumed(make, tmp_path)
     metadata = pq.read_metadata(table)
     assert metadata.metadata[b"layerprune.complete"] == b"true"
     assert metadata.num_rows == pq.read_metadata(run / "masks.parquet").num_rows
+
+
+def test_a_new_ridge_refits_the_quadratic_surrogate_only(make, tmp_path):
+    """One stamp covered both fits: a new SURROGATE_RIDGE refitted the MLP, which takes none,
+    and remade the published estimate and its plan."""
+    run = tmp_path / "run"
+    plans = [str(run / "plans" / f"{m}.parquet") for m in ("published", "shapley")]
+    status, output, _ = make(*plans)
+    assert status == 0, output
+    status, output, ran = make(*plans, "SURROGATE_RIDGE=0.5")
+    assert status == 0, output
+    fits = [line for name, line in ran if name == "fit-surrogate"]
+    assert len(fits) == 1 and "--value nll-increase" in fits[0], fits  # the quadratic fit
+    assert [line for name, line in ran if name == "shapley"] != []
+    assert not any("stratified-semivalue" in line or "published" in line for _, line in ran), ran
