@@ -341,9 +341,21 @@ results-plans: ort
 	$(copy_calibration_run)
 	$(MAKE) RUN=$(RESULTS_RUN) $(RESULTS_PLANS) $(RESULTS_RUN)/full-eval.parquet
 
+# The figures are drawn from the score tables and surrogate fits the plans of RESULTS_METHODS were
+# made from (the files their rows of the method table name), not from every table in RESULTS_RUN:
+# a run with other settings (MASKS, say) or other methods leaves its tables there, and
+# contributions.svg was drawn from those. Surrogate fits: the quadratic one's metrics (read by the
+# Shapley scores, iterative removal and the search), the MLP's (the published estimate's).
+RESULTS_INPUTS = $(sort $(patsubst $(RUN)/%,%,$(foreach m,$(call method_list,$(RESULTS_METHODS)),$(call plan_inputs,$(m)))))
+RESULTS_SCORES = $(addprefix $(RESULTS_RUN)/,$(filter-out scores-random-%,$(filter scores-%.parquet,$(RESULTS_INPUTS))))
+RESULTS_METRICS = $(addprefix $(RESULTS_RUN)/,\
+  $(if $(filter scores-published.parquet,$(RESULTS_INPUTS)),surrogate-metrics.parquet) \
+  $(if $(filter scores-shapley.parquet surrogate-quadratic.json,$(RESULTS_INPUTS)),surrogate-quadratic-metrics.parquet))
+
 results: results-plans venv-report
 	$(VENV_REPORT)/bin/python tools/report/summarize.py --run $(RESULTS_RUN) --methods $(call method_list,$(RESULTS_METHODS)) \
-	  --out $(RESULTS_RUN)/results-table.md --plot-dir $(RESULTS_RUN)/plots
+	  --out $(RESULTS_RUN)/results-table.md --plot-dir $(RESULTS_RUN)/plots \
+	  --scores $(RESULTS_SCORES) --metrics $(RESULTS_METRICS)
 
 # The project's copy of the numbers (docs/results.md quotes it), refreshed on purpose from the
 # last `make results` (run it with the published EVAL_TEXT first).

@@ -116,6 +116,32 @@ def test_summarize_writes_the_table_and_every_figure_into_the_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_summarize_draws_only_the_tables_it_is_given(tmp_path):
+    """make results names the score and metrics tables its methods' plans were made from: the run
+    folder may hold others, left by a run with other settings, which the figures were drawn from.
+    A figure with no table left is removed, not kept from the earlier run."""
+    run, alone = tmp_path / "run", tmp_path / "alone"
+    make_run(run)
+    make_run(alone)
+    for name in ("scores-published.parquet", "surrogate-metrics.parquet", "surrogate-quadratic-metrics.parquet"):
+        (alone / name).unlink()
+
+    def summarize(folder, *extra):
+        subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(folder),
+                        "--methods", "sleb", "shapley", "--out", str(folder / "results-table.md"),
+                        "--plot-dir", str(folder / "plots"), *extra], check=True, capture_output=True)
+        return sorted(p.name for p in (folder / "plots").iterdir())
+
+    assert summarize(run) == ["contributions.svg", "ppl-vs-k.svg", "surrogate-fit.svg"]
+    every = (run / "plots" / "contributions.svg").read_bytes()
+    assert summarize(alone) == ["contributions.svg", "ppl-vs-k.svg"]
+    assert summarize(run, "--scores", str(run / "scores-baselines.parquet"), "--metrics") == [
+        "contributions.svg", "ppl-vs-k.svg"]
+    named = (run / "plots" / "contributions.svg").read_bytes()
+    assert named != every and named == (alone / "plots" / "contributions.svg").read_bytes()
+    assert summarize(run, "--scores", "--metrics") == ["ppl-vs-k.svg"]
+
+
 def test_summarize_refuses_tables_that_are_not_what_their_heading_says(tmp_path):
     def summarize():
         return subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),

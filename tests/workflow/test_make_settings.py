@@ -541,3 +541,28 @@ def test_a_new_ridge_refits_the_quadratic_surrogate_only(make, tmp_path):
     assert len(fits) == 1 and "--value nll-increase" in fits[0], fits  # the quadratic fit
     assert [line for name, line in ran if name == "shapley"] != []
     assert not any("stratified-semivalue" in line or "published" in line for _, line in ran), ran
+
+
+def test_make_results_plots_the_tables_of_its_methods_only(make, tmp_path):
+    """summarize.py drew contributions.svg from every scores-*.parquet in RESULTS_RUN, left there by
+    a run with other settings: make results names the tables its methods' plans were made from."""
+    results = tmp_path / "results"
+
+    def tables(*args):
+        status, output, _ = make("-n", "results", *args)
+        assert status == 0, output
+        [command] = [line for line in output.replace("\\\n", " ").splitlines() if "summarize.py" in line]
+        words = command.split()
+        found = {}
+        for flag in ("--scores", "--metrics"):
+            rest = words[words.index(flag) + 1:]
+            found[flag] = [w for w in rest[:next((i for i, w in enumerate(rest) if w.startswith("--")), len(rest))]]
+        return found
+
+    assert tables("RESULTS_METHODS=sleb") == {"--scores": [], "--metrics": []}
+    assert tables("RESULTS_METHODS=sleb shapley random-1 angular") == {
+        "--scores": [f"{results}/scores-baselines.parquet", f"{results}/scores-shapley.parquet"],
+        "--metrics": [f"{results}/surrogate-quadratic-metrics.parquet"]}
+    assert tables("RESULTS_METHODS=published search") == {
+        "--scores": [f"{results}/scores-published.parquet"],
+        "--metrics": [f"{results}/surrogate-metrics.parquet", f"{results}/surrogate-quadratic-metrics.parquet"]}

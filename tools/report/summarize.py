@@ -3,12 +3,15 @@ removed blocks, the perplexity of the pruned model on the evaluation text and th
 LLM evaluations the method used; then the pruned model the demo wrote.
 
 Usage: python summarize.py --run build/runs/smollm2-135m --methods published shapley ... [--k-pruned 6]
-                           [--out table.md] [--plot-dir DIR]
+                           [--out table.md] [--plot-dir DIR [--scores TABLE ...] [--metrics TABLE ...]]
 
 --plot-dir writes the run's figures with matplotlib (tools/report/plots.py; `make venv-report`):
-ppl-vs-k.svg, contributions.svg (the run's score tables, with intervals where they have them)
-and surrogate-fit.svg (fit-surrogate's cross-validation metrics). Without it only pyarrow is
-needed.
+ppl-vs-k.svg, contributions.svg (score tables, with intervals where they have them) and
+surrogate-fit.svg (fit-surrogate's cross-validation metrics). The score and metrics tables are
+those named by --scores and --metrics (`make results` names those its methods' plans were made
+from, as a run folder may hold tables other settings left); without either, every one in the run
+folder. A figure with no table to draw is removed from DIR, not left from an earlier run. Without
+--plot-dir only pyarrow is needed.
 """
 
 import argparse
@@ -72,21 +75,29 @@ def source_of(run: Path) -> str:
     return metadata.get(b"layerprune.source", b"unrecorded text").decode()
 
 
-def write_plots(plot_dir: Path, run: Path, methods, ks, plans, full_ppl):
+def write_plots(plot_dir: Path, run: Path, methods, ks, plans, full_ppl, score_tables=None,
+                metric_tables=None):
     """The run's figures (tools/report/plots.py): perplexity against k, the contribution scores
-    of every score table in the run, and the surrogates' cross-validated fit."""
+    of the score tables, and the surrogates' cross-validated fit. The tables are those given;
+    None: every one in the run folder. A figure with nothing to draw is removed, so one an earlier
+    run drew from other tables is not left beside the new ones."""
     import plots
 
+    if score_tables is None:
+        score_tables = [path for path in sorted(run.glob("scores-*.parquet"))
+                        if not path.stem.startswith("scores-random-")]
+    if metric_tables is None:
+        metric_tables = sorted(run.glob("surrogate*-metrics.parquet"))
     written = [plots.ppl_vs_k(plot_dir / "ppl-vs-k.svg", methods, ks, plans, full_ppl)]
-    scores = {path.stem.removeprefix("scores-"): pq.read_table(path).to_pylist()
-              for path in sorted(run.glob("scores-*.parquet"))
-              if not path.stem.startswith("scores-random-")}
-    if scores:
-        written.append(plots.contributions(plot_dir / "contributions.svg", scores))
-    metrics = [row for path in sorted(run.glob("surrogate*-metrics.parquet"))
-               for row in pq.read_table(path).to_pylist()]
-    if metrics:
-        written.append(plots.surrogate_fit(plot_dir / "surrogate-fit.svg", metrics))
+    scores = {Path(path).stem.removeprefix("scores-"): pq.read_table(path).to_pylist()
+              for path in score_tables}
+    metrics = [row for path in metric_tables for row in pq.read_table(path).to_pylist()]
+    for name, rows, draw in [("contributions.svg", scores, plots.contributions),
+                             ("surrogate-fit.svg", metrics, plots.surrogate_fit)]:
+        if rows:
+            written.append(draw(plot_dir / name, rows))
+        else:
+            (plot_dir / name).unlink(missing_ok=True)
     return written
 
 
@@ -122,6 +133,10 @@ def main():
     parser.add_argument("--out", type=Path, help="markdown file to write (default RUN/results.md)")
     parser.add_argument("--plot-dir", type=Path,
                         help="folder for the figures (ppl-vs-k.svg, contributions.svg, surrogate-fit.svg)")
+    parser.add_argument("--scores", type=Path, nargs="*",
+                        help="the score tables of contributions.svg (default: every one in the run)")
+    parser.add_argument("--metrics", type=Path, nargs="*",
+                        help="the surrogate metrics tables of surrogate-fit.svg (default: every one in the run)")
     args = parser.parse_args()
 
     tokens = args.run / "tokens-eval.parquet"
@@ -181,7 +196,8 @@ def main():
     out.write_text(text)
     print(text)
     if args.plot_dir:
-        for path in write_plots(args.plot_dir, args.run, args.methods, ks, plans, full["ppl"]):
+        for path in write_plots(args.plot_dir, args.run, args.methods, ks, plans, full["ppl"],
+                                args.scores, args.metrics):
             print(f"wrote {path}")
 
 
