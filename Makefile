@@ -47,7 +47,51 @@ VENV_TEST := $(BUILD)/venv-test
 VENV_WORKFLOW := $(BUILD)/venv-workflow
 
 .PHONY: all build test test-rust test-python test-workflow test-export lint demo bench results ort \
-        ort-gpu venv-export venv-test venv-workflow workflow clean
+        ort-gpu venv-export venv-test venv-workflow workflow clean help
+
+# make help: the main targets and the settings most used (README.md has the whole table; every
+# setting is in pipelines/settings.mk or the pipelines/*.mk that reads it).
+define HELP_TEXT
+Usage: make TARGET [SETTING=value ...]
+
+Main targets (README.md, docs/pipeline.md):
+  demo                  fetch, export SmolLM2-135M, run every method, print the results
+  test                  every test (test-rust, test-python, test-workflow); test-export,
+                        test-bench: the exporter's and the GPU benchmark's (need torch)
+  prune MODEL=... K=N   prune your Hugging Face folder or GGUF file (or MAX_PPL_RATIO=1.5)
+  results               every method at k = 3, 6, 9, table and figures (results-docs: into docs/)
+  tasks                 zero-shot accuracy of the full model and every plan (tasks-crosscheck)
+  frontier              quality against LLM evaluations (frontier-pairs, frontier-windows;
+                        frontier-docs: into docs/)
+  exact-frontier        every method against the exact optimum of a 12-block game
+                        (exact-frontier-pairs; exact-frontier-docs: into docs/)
+  exact-game            the exact 12-player game and every estimator's error against it
+  bench, bench-model    evaluate's speed against PyTorch (bench-gpu: on a GPU host)
+  quantize              int8 / int4 models (quantize-then-prune, quantize-bench)
+  model                 fetch and export MODEL_NAME (smollm2-135m, gemma3-270m)
+  workflow              the pipeline on Snakemake (SNAKEMAKE_ARGS="--config shards=4")
+  build, lint, fuzz     cargo build, fmt and clippy, the long fuzz run
+  ort, ort-gpu          ONNX Runtime (CPU, CUDA) from PyPI
+  clean                 remove build/ and target/
+  help                  this list
+
+Settings most used, with their values now (defaults: pipelines/settings.mk):
+  MODEL_NAME=$(MODEL_NAME)  MODEL_DIR=$(MODEL_DIR)  RUN=$(RUN)
+  CALIB_TEXT=$(CALIB_TEXT)  EVAL_TEXT=$(EVAL_TEXT)  (empty: the LAMBADA passages,
+    CALIB_DOCUMENTS=$(CALIB_DOCUMENTS) EVAL_DOCUMENTS=$(EVAL_DOCUMENTS))
+  CALIB_WINDOWS=$(CALIB_WINDOWS) EVAL_WINDOWS=$(EVAL_WINDOWS) SEQ_LEN=$(SEQ_LEN) BOS=$(BOS) SEED=$(SEED)
+  MASKS=$(MASKS) STRATA=$(STRATA) KS=$(KS) K_PRUNED=$(K_PRUNED) SURROGATE_RIDGE=$(SURROGATE_RIDGE) ADAPTIVE_BUDGET=$(ADAPTIVE_BUDGET)
+  METHODS=$(METHODS)
+  DEVICE=$(DEVICE) (cpu, cuda, cuda:N) THREADS=$(THREADS) (0: every core)
+  EVALUATE_FLAGS=$(EVALUATE_FLAGS) (given whole: the stages' --device, --threads, runtime flags)
+  make prune: MODEL=$(MODEL) K=$(K) MAX_PPL_RATIO=$(MAX_PPL_RATIO)
+  make results: RESULTS_METHODS=$(RESULTS_METHODS)
+  make frontier: FRONTIER_KS=$(FRONTIER_KS) FRONTIER_METHODS=$(FRONTIER_METHODS) FRONTIER_SEEDS=$(FRONTIER_SEEDS)
+  make exact-game: EXACT=$(EXACT) EXACT_FIXED=$(EXACT_FIXED) EXACT_WINDOWS=$(EXACT_WINDOWS)
+endef
+export HELP_TEXT
+help:
+	@printf '%s\n' "$$HELP_TEXT"
 
 all: build
 

@@ -7,6 +7,7 @@ binaries (LAYERPRUNE_BIN, default target/debug) and ONNX Runtime's CPU build: se
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -566,3 +567,18 @@ def test_make_results_plots_the_tables_of_its_methods_only(make, tmp_path):
     assert tables("RESULTS_METHODS=published search") == {
         "--scores": [f"{results}/scores-published.parquet"],
         "--metrics": [f"{results}/surrogate-metrics.parquet", f"{results}/surrogate-quadratic-metrics.parquet"]}
+
+
+def test_make_help_lists_the_readmes_targets_and_the_settings_in_force(make, tmp_path):
+    status, output, ran = make("help")
+    assert status == 0 and ran == [], output
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| command | what it does |")[1].split("\n\n")[0]
+    targets = set(re.findall(r"`make ([a-z0-9-]+)", table))
+    assert {"bench", "frontier", "results", "tasks", "exact-game", "workflow", "quantize"} <= targets
+    listed = set(re.findall(r"[a-z0-9-]+", output.split("Settings most used")[0]))
+    assert targets <= listed, sorted(targets - listed)
+    for word in ("demo", "prune", "MODEL_DIR=", "EVALUATE_FLAGS=", "SURROGATE_RIDGE="):
+        assert word in output, word
+    # The values in force: the fixture's, not the defaults.
+    assert "MASKS=20 " in output and f"RUN={tmp_path / 'run'}" in output, output
