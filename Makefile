@@ -163,8 +163,10 @@ include pipelines/tasks.mk
 include pipelines/frontier.mk
 include pipelines/fuzz.mk
 include pipelines/prune.mk
-# Last: it checks the run folders all the others name.
+# It checks the run folders all the others name.
 include pipelines/runs.mk
+# Last: it refuses the settings a goal would ignore.
+include pipelines/ignored.mk
 
 # The exporter's own tests (need torch: the exporter's environment), with the stages that run
 # what it exports (after the includes: $(STAGES) is defined there).

@@ -190,19 +190,20 @@ def test_a_model_folder_given_alone_gets_a_run_of_its_own():
     assert named.returncode == 0, named.stderr
 
 
-def make_named(tmp_path, *args, texts=True):
+def make_named(tmp_path, *args, texts=True, demo=True):
     """`make ARGS` on the tiny settings with no run folder given: the runs are named after the
     model (build/runs/<MODEL_NAME>, ...) in a build folder of tmp_path's; without `texts`, no
-    CALIB_TEXT or EVAL_TEXT (the frontier goals refuse them). Returns (exit status, output, the
-    stage binaries it ran)."""
+    CALIB_TEXT or EVAL_TEXT (the frontier goals refuse them); without `demo`, none of the demo's
+    masks, k and windows (make prune refuses those it does not read). Returns (exit status,
+    output, the stage binaries it ran)."""
     env = make_env()
     for name in ("MODEL_NAME", "RUN", "MODEL_DIR", "PRUNE_NAME", "PRUNE_OUT"):
         env.pop(name, None)
     own_texts = [f"CALIB_TEXT={text(tmp_path / 'calib.txt', 1)}",
                  f"EVAL_TEXT={text(tmp_path / 'eval.txt', 2)}"] if texts else []
-    settings = [f"BIN={BIN}", "CARGO=true", f"BUILD={tmp_path / 'build'}", *own_texts,
-                "MASKS=20", "KS=2,3", "K_PRUNED=2", "SEQ_LEN=32", "CALIB_WINDOWS=4", "EVAL_WINDOWS=4",
-                "THREADS=1"]
+    demo_settings = ["MASKS=20", "KS=2,3", "K_PRUNED=2"] if demo else []
+    settings = [f"BIN={BIN}", "CARGO=true", f"BUILD={tmp_path / 'build'}", *own_texts, *demo_settings,
+                "SEQ_LEN=32", "CALIB_WINDOWS=4", "EVAL_WINDOWS=4", "THREADS=1"]
     result = subprocess.run(["make", "--no-print-directory", *settings, *args], cwd=ROOT,
                             capture_output=True, text=True, env=env)
     output = result.stdout + result.stderr
@@ -322,14 +323,14 @@ def test_make_prune_refuses_another_models_run(tmp_path):
     stamp = tmp_path / "build" / "runs" / "prune-model" / ".settings" / "export"
     stamp.parent.mkdir(parents=True)
     stamp.write_text(f"--model {models[0]} {models[0]}/config.json 48 1 2\n")
-    status, output, _ = make_named(tmp_path, "-n", "prune", f"MODEL={models[1]}", "K=2")
+    status, output, _ = make_named(tmp_path, "-n", "prune", f"MODEL={models[1]}", "K=2", demo=False)
     assert status != 0, output
     assert (f'make prune: MODEL={models[1]} is named after it, "model" (no PRUNE_NAME given), but '
             f"{stamp.parent.parent} was made from another model, {models[0]}") in output, output
     assert "PRUNE_NAME=b-model" in output, output
     for args in ([f"MODEL={models[0]}/"], [f"MODEL={models[1]}", "PRUNE_NAME=model"],
                  [f"MODEL={models[1]}", "PRUNE_NAME=b-model"]):
-        status, output, _ = make_named(tmp_path, "-n", "prune", "K=2", *args)
+        status, output, _ = make_named(tmp_path, "-n", "prune", "K=2", *args, demo=False)
         assert status == 0, (args, output)
 
 
@@ -582,3 +583,64 @@ def test_make_help_lists_the_readmes_targets_and_the_settings_in_force(make, tmp
         assert word in output, word
     # The values in force: the fixture's, not the defaults.
     assert "MASKS=20 " in output and f"RUN={tmp_path / 'run'}" in output, output
+
+
+def make_bare(tmp_path, *args):
+    """`make -n ARGS` on the tiny fixture with no other setting given (the make fixture's KS,
+    MASKS, ... are what some goals refuse)."""
+    env = make_env()
+    for name in ("MODEL_NAME", "RUN", "MODEL_DIR", "PRUNE_NAME", "PRUNE_OUT"):
+        env.pop(name, None)
+    result = subprocess.run(["make", "-n", "--no-print-directory", f"BIN={BIN}", "CARGO=true",
+                             f"BUILD={tmp_path / 'build'}", *args], cwd=ROOT, capture_output=True,
+                            text=True, env=env)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["frontier", "KS=2,3"], "make frontier: KS=2,3 is not read here; this goal takes FRONTIER_KS=3,6,9"),
+    (["frontier", "SEED=3"], "make frontier: SEED=3 is not read here; this goal takes FRONTIER_SEEDS="),
+    (["frontier", "MASKS=10"], "make frontier: MASKS=10 is not read here; this goal takes FRONTIER_SHAPLEY_MASKS="),
+    (["frontier", "EVAL_WINDOWS=5"], "make frontier: EVAL_WINDOWS=5 is not read here; this goal takes "
+                                     "FRONTIER_HELDOUT_WINDOWS="),
+    (["exact-frontier", "STRATA=2"], "make exact-frontier: STRATA=2 is not read here"),
+    (["results", "METHODS=sleb"], "make results: METHODS=sleb is not read here; this goal takes RESULTS_METHODS="),
+    (["tasks", "METHODS=sleb"], "make tasks: METHODS=sleb is not read here; this goal takes TASK_METHODS="),
+    (["exact-game", "SEQ_LEN=32"], "make exact-game: SEQ_LEN=32 is not read here"),
+    (["exact-game", "CALIB_TEXT=calib.txt"], "make exact-game: CALIB_TEXT=calib.txt is not read here"),
+    (["exact-game", "CALIB_WINDOWS=3"], "this goal takes EXACT_WINDOWS=2"),
+    (["bench", "SEQ_LEN=32"], "make bench: SEQ_LEN=32 is not read here"),
+    (["bench", "EVAL_TEXT=eval.txt"], "make bench: EVAL_TEXT=eval.txt is not read here"),
+    (["bench-model", "MASKS=3"], "make bench-model: MASKS=3 is not read here; this goal takes MODEL_BENCH_MASKS="),
+    (["demo", "CALIB_TEXT=calib.txt", "CALIB_DOCUMENTS=0:10"],
+     "CALIB_DOCUMENTS=0:10 is not read: CALIB_TEXT=calib.txt is read whole"),
+    (["results-plans", "EVAL_TEXT=eval.txt", "EVAL_DOCUMENTS=5:"], "EVAL_DOCUMENTS=5: is not read: EVAL_TEXT=eval.txt"),
+])
+def test_a_setting_the_goal_does_not_read_is_refused(tmp_path, args, expected):
+    status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", *args)
+    assert status != 0 and expected in output, output
+
+
+@pytest.mark.parametrize("setting", ["KS=2,3", f"MODEL_DIR={TINY}", "MASKS=10", "METHODS=sleb", "K_PRUNED=2",
+                                     "STRATA=2", "SURROGATE_RIDGE=0.5", "RUN=/tmp/run", "MODEL_NAME=mine"])
+def test_make_prune_refuses_the_demos_settings(tmp_path, setting):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": 6}')
+    status, output = make_bare(tmp_path, "prune", f"MODEL={model}", "K=2", setting)
+    name = setting.split("=")[0]
+    assert status != 0 and f"make prune: {setting} is not read here" in output, output
+    status, output = make_bare(tmp_path, "prune", f"MODEL={model}", "K=2", "ADAPTIVE_BUDGET=least", "SEED=1")
+    assert status == 0, (name, output)
+
+
+def test_what_a_goal_reads_is_not_refused(tmp_path):
+    for args in (["frontier", "CALIB_WINDOWS=4", "FRONTIER_KS=1,2", "SEQ_LEN=32"],
+                 ["exact-game", "EXACT_WINDOWS=3", "EXACT_FIXED=0,1", "BOS=off"],
+                 ["bench-model", "CALIB_DOCUMENTS=0:100", "MODEL_BENCH_MASKS=3"],
+                 ["results", "RESULTS_METHODS=sleb", "MASKS=24", "EVAL_TEXT=eval.txt"],
+                 # A goal that reads the setting beside one that does not.
+                 ["demo", "frontier", "KS=2,3", "K_PRUNED=2"],
+                 ["lint", "KS=2,3", "CALIB_TEXT=calib.txt", "CALIB_DOCUMENTS=0:10"]):
+        status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", *args)
+        assert "is not read" not in output, (args, output)

@@ -384,6 +384,8 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     ({}, ["adaptive_budget=lots"], "adaptive_budget='lots': must be least, sleb"),
     ({}, ["adaptive_budget=0sleb"], "adaptive_budget='0sleb': must be least, sleb"),
     ({}, ["pruned_formats=gguf"], "pruned_formats='gguf': known: onnx, hf, generator"),
+    ({}, ["calib_documents=0:10"], "calib_documents='0:10': not read: calib_text="),
+    ({"eval_documents": "5:"}, [], "eval_documents='5:': not read: eval_text="),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_settings_are_refused_clearly(tmp_path, text, overrides, config_args, message):
     # Refused when the Snakefile loads, naming the key and its value, before any job.

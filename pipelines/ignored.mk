@@ -1,0 +1,74 @@
+# Settings a goal would ignore, refused before anything runs (also for `make -n`). Included by the
+# top-level Makefile after every other pipelines/*.mk (runs.mk's refusals come first), as the
+# refusals of K and MODEL (prune.mk) and of the frontier's texts (frontier.mk) are: a setting
+# given on the command line to a goal that does not read it (`make frontier KS=2,3`, `make
+# results METHODS=sleb`, `make bench SEQ_LEN=32`) ran with other values without a word.
+#
+# $(call refuse_unread,GOALS,VARIABLE[,WHY]): refuses VARIABLE given on the command line when
+# every goal of the command is one of GOALS (a command that also names a goal reading it is
+# left alone). WHY: what those goals take instead, a clause (no commas: use $(comma)).
+refuse_unread = $(if $(and $(filter command line,$(origin $(2))),$(filter $(1),$(MAKECMDGOALS)),$(if $(filter-out $(1),$(MAKECMDGOALS)),,yes)),\
+  $(error make $(firstword $(filter $(1),$(MAKECMDGOALS))): $(2)=$($(2)) is not read here$(if $(3),; $(3))))
+
+# The demo's settings that choose masks, surrogates and plans: read by the demo, results, tasks,
+# quantize (its run is the demo's) and file targets of a run, not by the goals below.
+DEMO_ONLY_SETTINGS := STRATA SURROGATE_RIDGE K_PRUNED
+
+# make frontier and make exact-frontier (and their -pairs, -windows, -docs): calibration sets drawn
+# with FRONTIER_SEEDS, held-out windows FRONTIER_HELDOUT_WINDOWS, their own k, methods and budgets.
+FRONTIER_ALL_GOALS := frontier frontier-docs frontier-windows frontier-windows-docs frontier-pairs \
+  frontier-pairs-docs exact-frontier exact-frontier-docs exact-frontier-pairs exact-frontier-pairs-docs
+ifneq ($(filter $(FRONTIER_ALL_GOALS),$(MAKECMDGOALS)),)
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),KS,this goal takes FRONTIER_KS=$(FRONTIER_KS) (make exact-frontier: EXACT_FRONTIER_KS=$(EXACT_FRONTIER_KS)))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),SEED,this goal takes FRONTIER_SEEDS=$(FRONTIER_SEEDS): a calibration set per seed)
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),MASKS,this goal takes FRONTIER_SHAPLEY_MASKS=$(FRONTIER_SHAPLEY_MASKS) (the Shapley method's masks))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),EVAL_WINDOWS,this goal takes FRONTIER_HELDOUT_WINDOWS=$(FRONTIER_HELDOUT_WINDOWS))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),METHODS,this goal takes FRONTIER_METHODS=$(FRONTIER_METHODS) (empty: every method))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),DEMO_METHODS,this goal takes FRONTIER_METHODS=$(FRONTIER_METHODS) (empty: every method))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),ADAPTIVE_BUDGET,this goal takes FRONTIER_BUDGETS=$(FRONTIER_BUDGETS))
+$(foreach v,$(DEMO_ONLY_SETTINGS),$(call refuse_unread,$(FRONTIER_ALL_GOALS),$(v),the frontier plays every method itself and writes no pruned model))
+endif
+
+# make results and make tasks plan the methods of their own lists.
+$(call refuse_unread,results results-plans results-docs,METHODS,this goal takes RESULTS_METHODS=$(RESULTS_METHODS))
+$(call refuse_unread,results results-plans results-docs,DEMO_METHODS,this goal takes RESULTS_METHODS=$(RESULTS_METHODS))
+$(call refuse_unread,tasks task-plans,METHODS,this goal takes TASK_METHODS=$(TASK_METHODS))
+$(call refuse_unread,tasks task-plans,DEMO_METHODS,this goal takes TASK_METHODS=$(TASK_METHODS))
+
+# make exact-game, make bench and make bench-model: fixed windows of 128 tokens of LAMBADA (bench:
+# WikiText-2 when present), their own masks; no plans.
+BENCH_UNREAD := SEQ_LEN CALIB_TEXT EVAL_TEXT CALIB_WINDOWS EVAL_WINDOWS EVAL_DOCUMENTS SEED STRATA KS \
+  K_PRUNED METHODS DEMO_METHODS SURROGATE_RIDGE ADAPTIVE_BUDGET
+ifneq ($(filter exact-game bench bench-model,$(MAKECMDGOALS)),)
+$(call refuse_unread,exact-game,CALIB_WINDOWS,this goal takes EXACT_WINDOWS=$(EXACT_WINDOWS))
+$(call refuse_unread,exact-game,MASKS,this goal takes EXACT_FIXED=$(EXACT_FIXED): every mask of the other blocks)
+$(call refuse_unread,exact-game,SEQ_LEN,this goal takes windows of 128 tokens of the LAMBADA passages 0:2500)
+$(call refuse_unread,bench,MASKS,this goal takes BENCH_MASKS=$(BENCH_MASKS))
+$(call refuse_unread,bench,SEQ_LEN,this goal takes windows of 128 tokens of WikiText-2 (when present) or the held-out LAMBADA passages)
+$(call refuse_unread,bench,CALIB_DOCUMENTS,this goal takes WikiText-2 (when present) or the held-out LAMBADA passages)
+$(call refuse_unread,bench-model,MASKS,this goal takes MODEL_BENCH_MASKS=$(MODEL_BENCH_MASKS))
+$(call refuse_unread,bench-model,SEQ_LEN,this goal takes 10 windows of 128 tokens of the LAMBADA passages CALIB_DOCUMENTS=$(CALIB_DOCUMENTS))
+$(call refuse_unread,exact-game,CALIB_DOCUMENTS,this goal takes the LAMBADA passages 0:2500)
+$(foreach v,$(BENCH_UNREAD),$(call refuse_unread,exact-game bench bench-model,$(v),this goal has tokens and masks of its own so that its numbers compare (docs/benchmarks.md)))
+endif
+
+# make prune: its model is MODEL, its run folder PRUNE_OUT (build/runs/prune-<PRUNE_NAME>), its k
+# K or MAX_PPL_RATIO, its method the recommended one; it samples no masks and fits no surrogate.
+ifneq ($(filter prune,$(MAKECMDGOALS)),)
+$(call refuse_unread,prune,MODEL_DIR,this goal takes MODEL=path (a Hugging Face folder or a GGUF file))
+$(call refuse_unread,prune,MODEL_NAME,this goal takes PRUNE_NAME=$(PRUNE_NAME))
+$(call refuse_unread,prune,RUN,this goal takes PRUNE_OUT=$(PRUNE_OUT))
+$(call refuse_unread,prune,KS,this goal takes K=number of blocks or MAX_PPL_RATIO=ratio)
+$(call refuse_unread,prune,K_PRUNED,this goal takes K=number of blocks or MAX_PPL_RATIO=ratio)
+$(call refuse_unread,prune,METHODS,make prune chooses with $(RECOMMENDED_METHOD) (SLEB raced for MAX_PPL_RATIO))
+$(call refuse_unread,prune,DEMO_METHODS,make prune chooses with $(RECOMMENDED_METHOD) (SLEB raced for MAX_PPL_RATIO))
+$(foreach v,MASKS STRATA SURROGATE_RIDGE,$(call refuse_unread,prune,$(v),make prune samples no masks and fits no surrogate: it measures the model itself))
+endif
+
+# A text file is read whole: CALIB_DOCUMENTS and EVAL_DOCUMENTS pick LAMBADA passages, and beside
+# CALIB_TEXT or EVAL_TEXT they would be ignored (Snakemake refuses calib_documents and
+# eval_documents beside calib_text and eval_text the same way).
+ifneq ($(filter-out $(GOALS_WITHOUT_EVALUATE_FLAGS) help,$(or $(MAKECMDGOALS),all)),)
+$(foreach text,CALIB EVAL,$(if $(and $(filter command line,$(origin $(text)_DOCUMENTS)),$(strip $($(text)_TEXT))),\
+  $(error $(text)_DOCUMENTS=$($(text)_DOCUMENTS) is not read: $(text)_TEXT=$($(text)_TEXT) is read whole ($(text)_DOCUMENTS picks passages of LAMBADA, the default text); give one or the other)))
+endif
