@@ -712,3 +712,60 @@ fn every_estimator_runs_on_one_player_and_on_constant_games() {
         }
     }
 }
+
+/// `shapley --estimator surrogate-shapley` on a game with fixed blocks takes the quadratic
+/// surrogate's closed form of the players' game (the fixed blocks kept), the one the selection
+/// methods use: exact, where it was sampled before.
+#[test]
+fn surrogate_shapley_with_fixed_blocks_is_the_closed_form_of_the_players_game() {
+    use layerprune_core::{PlayerGame, Players};
+    use layerprune_shapley::registry::{estimate, Estimator, EstimatorInputs, EstimatorOptions};
+    use layerprune_surrogate::{QuadraticSurrogate, SurrogateGame};
+    let n = 5;
+    let mut pairs = vec![vec![0.0; n]; n];
+    for (i, j, w) in [
+        (0, 1, 0.4),
+        (1, 3, -0.7),
+        (2, 4, 0.25),
+        (0, 4, 0.9),
+        (3, 4, 0.5),
+    ] {
+        pairs[i][j] = w;
+        pairs[j][i] = w;
+    }
+    let surrogate = QuadraticSurrogate {
+        num_players: n,
+        intercept: 0.3,
+        linear: vec![0.1, -0.2, 0.35, 0.05, 0.6],
+        pairs,
+    };
+    // Blocks 0 and 3 fixed (kept): their pairs with the players count in full.
+    let players = Players::from_blocks(n, vec![1, 2, 4]).unwrap();
+    let mut inputs = EstimatorInputs {
+        evaluations: None,
+        design: None,
+        surrogate: Some(&surrogate),
+        surrogate_evaluations: 10,
+    };
+    let options = EstimatorOptions {
+        samples: 1000,
+        strata: None,
+        seed: 0,
+    };
+    let estimated = estimate(Estimator::SurrogateShapley, &mut inputs, &players, &options).unwrap();
+    let estimates = &estimated.estimates[0];
+    assert_eq!(estimates.blocks, vec![1, 2, 4]);
+    assert!(
+        estimates.std_errors.is_none(),
+        "sampled, not the closed form"
+    );
+    let mut game = PlayerGame::new(SurrogateGame(&surrogate), players).unwrap();
+    let truth = exact_shapley(&mut game).unwrap();
+    for (value, exact) in estimates.values.iter().zip(&truth) {
+        assert!(
+            (value - exact).abs() < 1e-12,
+            "{:?} against {truth:?}",
+            estimates.values
+        );
+    }
+}
