@@ -2,48 +2,35 @@
 rules run `python3 pipelines/identity.py PATH...`) and into the params of the Snakemake jobs
 that read it (pipelines/Snakefile imports this file), so that an input replaced by an older copy
 (`cp -p`, `rsync -a`, `tar x`, a restored backup: times kept, which is all Make and Snakemake
-compare) is a new input. Standard library only; a stat per file, no hashing of weights.
+compare) is a new input, and one merely touched, copied or re-exported unchanged is not (a
+stamp that changes drops caches that took hours). Standard library only.
 
-    a model folder (a folder, or its manifest.json)   the sha256 of manifest.json (which holds
-        the sha256 of every file, checked by the stages when they load the model), and the size
-        and modification time of every file it lists, digested: a few dozen stats for a 7B
-        folder
-    any other file (a text)                            its size, modification time and inode
+    a model folder (a folder, or its manifest.json)   the sha256 of manifest.json, which holds
+        the sha256 of every file (checked by the stages when they load the model): the
+        weights are never hashed here
+    any other file (a text)                            the sha256 of its bytes
     a path that does not exist                         `missing`
 
     python3 pipelines/identity.py PATH...   # one identity per path, on one line
 """
 
 import hashlib
-import json
-import os
 import sys
 from pathlib import Path
 
 MANIFEST = "manifest.json"
 
 
-def _stat(path):
-    info = os.stat(path)
-    return f"{info.st_size}:{info.st_mtime_ns}"
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def model_identity(folder):
-    folder = Path(folder)
-    manifest = folder / MANIFEST
-    data = manifest.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        listed = sorted(json.loads(data).get("files", {}))
-    except (ValueError, AttributeError):
-        listed = []  # a manifest the stages will refuse: its hash alone identifies it
-    stats = hashlib.sha256()
-    for name in listed:
-        try:
-            stats.update(f"{name} {_stat(folder / name)}\n".encode())
-        except OSError:
-            stats.update(f"{name} missing\n".encode())
-    return f"model:{digest[:16]}:{len(listed)}:{stats.hexdigest()[:16]}"
+    return f"model:{_sha256(Path(folder) / MANIFEST)[:16]}"
 
 
 def identity(path):
@@ -54,8 +41,7 @@ def identity(path):
             return model_identity(path)
         if path.name == MANIFEST:
             return model_identity(path.parent)
-        info = os.stat(path)
-        return f"file:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+        return f"file:{_sha256(path)[:16]}"
     except OSError:
         return "missing"
 

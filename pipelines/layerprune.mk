@@ -34,19 +34,20 @@ flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag=
 # is given whole; the stages' default is the CPU), and its kind, cpu or cuda.
 MODEL_DEVICE := $(or $(call flag_value,--device,$(EVALUATE_FLAGS)),cpu)
 DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
-# What the stages that run the model are given that may change a value they measure: the kind of
-# device, and every other word of EVALUATE_FLAGS (--tf32, --mask-batch, --cache-mb, ...: on a GPU
-# numerics and batching; and a flag the device cannot have, --tf32 on on the CPU, must fail as on
-# a fresh run), not --threads (on the CPU the NLLs are the same on any number, docs/pipeline.md)
-# nor which GPU. Snakemake reruns its jobs on the same (runtime_flags, cache_mb). Nor evaluate's
-# --max-new-masks, --chunk and --quiet (how much a run measures before it stops, how often it
-# checkpoints, what it prints), so a run stopped by --max-new-masks resumes under plain make.
-UNSTAMPED_FLAGS := --threads --device --max-new-masks --chunk
-RUNTIME_FLAGS_STAMPED := $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(UNSTAMPED_FLAGS)' \
-  'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) valued[f[i]] = 1 } \
-   skip { skip = 0; next } $$0 in valued { skip = 1; next } $$0 == "--quiet" { next } \
-   { name = $$0; sub(/=.*/, "", name) } index($$0, "=") && name in valued { next } \
-   { printf "%s%s", sep, $$0; sep = " " }')
+# What the stages that run the model are given that may change a value they measure, as the
+# tables record it (`evaluated_on`, crates/runtime RuntimeOptions::evaluated_on): the kind of
+# device (not which GPU), --tf32 (on the CPU too, where it must fail as on a fresh run), and on
+# CUDA the shapes of its matrix products (--mask-batch, --batch-windows). Not the flags that give
+# the same NLLs bit for bit (--threads, --cache-mb, --arena, --io-binding, --overlap,
+# --cuda-graphs, --no-prefix-reuse): changing those drops no cache. Nor evaluate's
+# --max-new-masks, --chunk and --quiet, so a run stopped by --max-new-masks resumes.
+STAMPED_FLAGS := --tf32 $(if $(filter cuda,$(DEVICE_KIND)),--mask-batch --batch-windows)
+RUNTIME_FLAGS_STAMPED := $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(STAMPED_FLAGS)' \
+  'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) stamped[f[i]] = 1 } \
+   take { printf " %s", $$0; take = 0; next } \
+   { name = $$0; sub(/=.*/, "", name) } \
+   $$0 in stamped { printf " %s", $$0; take = 1; next } \
+   index($$0, "=") && name in stamped { printf " %s", $$0 }')
 MODEL_RUNTIME := $(strip $(DEVICE_KIND) $(RUNTIME_FLAGS_STAMPED))
 # EVALUATE_FLAGS given whole replaces DEVICE and THREADS: either given on the command line as
 # well, and not what EVALUATE_FLAGS gives (its flag, or the stages' default without one), would
@@ -101,22 +102,33 @@ FORCE:
 # is the demo's $(RUN)/.settings/NAME. ON_CHANGE: shell commands, each ending in `;`, run when
 # the values change (not when the stamp is first written), e.g. dropping a cache measured with
 # the old ones. INPUTS: the files read by path whose identity the stamp records besides
-# (pipelines/identity.py: a model folder's manifest.json by its hash and its files' sizes and
-# times, a text by its size, time and inode), computed when the stamp's rule runs, after they
-# are made (a model exported in the same run): an input replaced by an older copy (cp -p,
-# rsync -a, a restored backup), which Make's comparison of times misses, changes the stamp.
+# (pipelines/identity.py: a model folder by its manifest's hash, a text by its content's),
+# computed when the stamp's rule runs, after they are made (a model exported in the same run):
+# an input replaced by an older copy (cp -p, rsync -a, a restored backup), which Make's
+# comparison of times misses, changes the stamp; one touched or re-exported unchanged does not.
+# The last line is STAMP_FORMAT (last, so that the model folder stays the stamp's first word for
+# runs.mk). A stamp written before stamps ended with it (2026-12-05) is rewritten in the new
+# form with its old time and without ON_CHANGE, so that the upgrade itself remakes nothing and
+# drops no cache (the stages still refuse a table of another model, tokens or device); a setting
+# changed in the same command as the upgrade is then not seen: run make once before changing one.
+STAMP_FORMAT := layerprune-stamp 2
 define settings_stamp_at
 $(1): FORCE $(4)
 	@mkdir -p $$(dir $$@)
-	@{ printf '%s\n' '$(2)'; $(if $(strip $(4)),$(PYTHON) pipelines/identity.py $(4);) } > $$@.new
-	@if cmp -s $$@.new $$@; then rm -f $$@.new; else if [ -e $$@ ]; then $(3) :; fi; mv -f $$@.new $$@; fi
+	@{ printf '%s\n' '$(2)'; $(if $(strip $(4)),$(PYTHON) pipelines/identity.py $(4);) printf '%s\n' '$(STAMP_FORMAT)'; } > $$@.new
+	@if cmp -s $$@.new $$@; then rm -f $$@.new; \
+	elif [ -e $$@ ] && [ "$$$$(tail -n 1 $$@)" != '$(STAMP_FORMAT)' ]; then \
+	  touch -r $$@ $$@.new; mv -f $$@.new $$@; \
+	else if [ -e $$@ ]; then $(3) :; fi; mv -f $$@.new $$@; fi
 endef
 settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3),$(4))
 
-# The model folder and the text files as the stamps record them: as one absolute path (`dir/`,
-# `./dir` and `/abs/dir` are one folder; a stamp compares them as text), and their identity
-# (INPUTS above). MODEL_INPUT: the model folder's manifest, whose identity is the folder's.
-MODEL_PATH_STAMPED = $(abspath $(MODEL_DIR))
+# The model folder and the text files as the stamps record them: as one path (`dir/`, `./dir`
+# and `$(CURDIR)/dir` are one folder; a stamp compares them as text), relative to the checkout
+# when inside it (so a checkout moved elsewhere keeps its stamps), and their identity (INPUTS
+# above). MODEL_INPUT: the model folder's manifest, whose identity is the folder's.
+stamped_path = $(patsubst $(CURDIR)/%,%,$(abspath $(1)))
+MODEL_PATH_STAMPED = $(call stamped_path,$(MODEL_DIR))
 MODEL_INPUT = $(MODEL_DIR)/manifest.json
 
 # A long `evaluate --masks` run checkpoints into $(call checkpoint,TABLE) (TABLE.partial.parquet),
@@ -138,7 +150,8 @@ drop_stale_checkpoint = for input in $(2); do \
 define evaluate_checkpointed
 @$(call drop_stale_checkpoint,$@,$^)
 $(BIN)/evaluate $(1) --out $(call checkpoint,$@)
-@$(BIN)/inspect --json --rows 0 $(call checkpoint,$@) | grep -q '"complete": true' || { echo "make: $(call checkpoint,$@) is not complete: evaluate stopped before measuring every mask (--max-new-masks?); it is kept: run make again to resume it" >&2; exit 1; }
+@summary=$$($(BIN)/inspect --json --rows 0 $(call checkpoint,$@)) || exit 1; \
+  echo "$$summary" | grep -q '"complete": true' || { echo "make: $(call checkpoint,$@) is not complete: evaluate stopped before measuring every mask (--max-new-masks?); it is kept: run make again to resume it" >&2; exit 1; }
 mv $(call checkpoint,$@) $@
 endef
 
@@ -147,9 +160,9 @@ text_source = $(if $(1),--text $(1),--lambada $(LAMBADA) --documents $(2))
 text_deps = $(if $(1),$(1),$(LAMBADA))
 CALIB_SOURCE := $(call text_source,$(CALIB_TEXT),$(CALIB_DOCUMENTS))
 EVAL_SOURCE := $(call text_source,$(EVAL_TEXT),$(EVAL_DOCUMENTS))
-# The same as the stamps record them (paths absolute), and the text files to identify.
-CALIB_SOURCE_STAMPED := $(call text_source,$(abspath $(CALIB_TEXT)),$(CALIB_DOCUMENTS))
-EVAL_SOURCE_STAMPED := $(call text_source,$(abspath $(EVAL_TEXT)),$(EVAL_DOCUMENTS))
+# The same as the stamps record them (stamped_path), and the text files to identify.
+CALIB_SOURCE_STAMPED := $(call text_source,$(if $(CALIB_TEXT),$(call stamped_path,$(CALIB_TEXT))),$(CALIB_DOCUMENTS))
+EVAL_SOURCE_STAMPED := $(call text_source,$(if $(EVAL_TEXT),$(call stamped_path,$(EVAL_TEXT))),$(EVAL_DOCUMENTS))
 CALIB_INPUT := $(CALIB_TEXT)
 EVAL_INPUT := $(EVAL_TEXT)
 

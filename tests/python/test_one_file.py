@@ -2,6 +2,7 @@
 leaves the old pair or the new pair whole, never a graph beside another export's weights."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,7 @@ def test_a_graph_without_data_removes_earlier_data_files_and_keeps_others(tmp_pa
     graph = tmp_path / "staged.onnx"
     graph.write_text("graph with weights inside")
     one_file.put_in_place(graph, None, out)
+    assert [p.name for p in one_file.data_files_of(out)] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "model.onnx",
         "model.onnx.notes.data",
@@ -64,12 +66,16 @@ def test_a_graph_without_data_removes_earlier_data_files_and_keeps_others(tmp_pa
 def test_staging_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
     out = tmp_path / "model.onnx"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    killed = tmp_path / f".model.onnx.tmp-{dead.stdout.strip()}-abc"
+    host = socket.gethostname()
+    killed = tmp_path / f".model.onnx.tmp-{host}-{dead.stdout.strip()}-abc"
     killed.mkdir()
     (killed / "model.onnx").write_text("a killed run's half-written merge")
-    live = tmp_path / f".model.onnx.tmp-{os.getppid()}-def"
+    live = tmp_path / f".model.onnx.tmp-{host}-{os.getppid()}-def"
+    # Another machine's, whose process ids this one cannot judge.
+    elsewhere = tmp_path / f".model.onnx.tmp-another-host-{dead.stdout.strip()}-ghi"
+    elsewhere.mkdir()
     live.mkdir()
     staging = one_file.staging_folder(out)
-    assert staging.is_dir() and staging.name.startswith(f".model.onnx.tmp-{os.getpid()}-")
+    assert staging.is_dir() and staging.name.startswith(f".model.onnx.tmp-{host}-{os.getpid()}-")
     assert not killed.exists()
-    assert live.exists()
+    assert live.exists() and elsewhere.exists()

@@ -104,7 +104,7 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
     # The device as EVALUATE_FLAGS gives it (the stages' flags given whole) counts the same.
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cuda --threads 1")
     assert status != 0 and "cuda:0 requested but unavailable" in output, output
-    assert (run / ".settings" / "device").read_text() == "cuda\n"
+    assert (run / ".settings" / "device").read_text() == "cuda\nlayerprune-stamp 2\n"
 
 
 def test_the_results_run_reuses_the_demos_calibration_run(make, tmp_path):
@@ -505,12 +505,15 @@ def test_runtime_flags_remeasure_and_threads_change_nothing(make, tmp_path):
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --tf32 on")
     assert status != 0 and "tf32" in output, output
     assert {name for name, _ in ran} & {"evaluate", "apply-prune"}, ran
-    # Bit-identical on the CPU, but a runtime setting as on Snakemake: measured again with it.
-    status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --mask-batch 2")
+    # Back to the flags of the first run: measured again (the failed run's stamp said --tf32 on).
+    status, output, ran = make(*targets)
     assert status == 0 and {"evaluate", "apply-prune"} <= {name for name, _ in ran}, output
-    assert (run / ".settings" / "device").read_text() == "cpu --mask-batch 2\n"
-    status, output, ran = make(*targets, "THREADS=2", "EVALUATE_FLAGS=--threads 2 --mask-batch 2 --device cpu")
+    # Masks batched, or a cache of another size, give the same NLLs bit for bit on the CPU
+    # (`evaluated_on` records the batch on CUDA only): nothing is measured again, no cache dropped.
+    status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --mask-batch 2 --cache-mb 64")
     assert (status, ran) == (0, []), output
+    assert (run / ".settings" / "device").read_text() == "cpu\nlayerprune-stamp 2\n"
+    assert (run / "plans" / "evaluations-calib.parquet").exists()
 
 
 def test_an_evaluation_stopped_with_part_of_its_masks_is_resumed(make, tmp_path):
@@ -644,3 +647,27 @@ def test_what_a_goal_reads_is_not_refused(tmp_path):
                  ["lint", "KS=2,3", "CALIB_TEXT=calib.txt", "CALIB_DOCUMENTS=0:10"]):
         status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", *args)
         assert "is not read" not in output, (args, output)
+
+
+def test_stamps_from_before_their_format_line_are_taken_over_without_remaking(make, tmp_path):
+    """The stamps' content changed on 2026-12-05 (inputs' identity, paths relative to the
+    checkout, a format line): a run made before must not be remade, nor its plan cache dropped,
+    by the upgrade alone. An old stamp is rewritten in the new form with its old time."""
+    run = tmp_path / "run"
+    targets = [str(run / "plans" / "sleb.parquet")]
+    status, output, _ = make(*targets)
+    assert status == 0, output
+    cache = run / "plans" / "evaluations-calib.parquet"
+    assert cache.exists()
+    for stamp in (run / ".settings").iterdir():
+        times = stamp.stat()
+        stamp.write_text(stamp.read_text().splitlines()[0] + " as-an-older-build-spelled-it\n")
+        os.utime(stamp, ns=(times.st_atime_ns, times.st_mtime_ns))
+    status, output, ran = make(*targets)
+    assert (status, ran) == (0, []), output
+    assert cache.exists(), "the upgrade dropped the plan cache"
+    for stamp in (run / ".settings").iterdir():
+        assert stamp.read_text().endswith("layerprune-stamp 2\n"), stamp
+    # A setting changed after that is seen as ever.
+    status, output, ran = make(*targets, "SEED=5")
+    assert status == 0 and {"prepare-tokens", "apply-prune"} <= {name for name, _ in ran}, output

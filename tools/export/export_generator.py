@@ -451,7 +451,8 @@ def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: i
 def refuse_overlap(model_dir: Path, out: Path):
     """An output that is the model folder, or that would overwrite one of its files (also through
     another name: same device and inode), is refused."""
-    targets = [out, out.parent / (out.name + ".data")]
+    # The graph and every data file a write may replace or remove (one_file.put_in_place).
+    targets = [out, *one_file.data_files_of(out)]
     if out.resolve() == model_dir.resolve():
         fail(f"--out {out} is the model folder")
     for target in targets:

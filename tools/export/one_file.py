@@ -9,9 +9,9 @@ a name of its own, `<out name>.<token>.data`, which its graph names: the new dat
 in beside the old pair (replacing nothing), then the graph replaces the old graph in one
 rename, and only then are the data files no graph names any more removed.
 
-The staging folder each write builds in, `.<out name>.tmp-<pid>-…` beside the output, is
-removed when the write ends; one left by a killed run (its process gone) is removed by the next
-write of the same output.
+The staging folder each write builds in, `.<out name>.tmp-<host>-<pid>-…` beside the output, is
+removed when the write ends; one left by a killed run on this machine (its process gone) is
+removed by the next write of the same output.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -37,10 +38,19 @@ def _is_data_file_of(name: str, out: Path) -> bool:
     return len(token) == 12 and all(c in "0123456789abcdef" for c in token)
 
 
+def data_files_of(out: Path) -> list[Path]:
+    """The data files beside `out` that a write of `out` replaces or removes."""
+    if not out.parent.is_dir():
+        return []
+    return [path for path in out.parent.iterdir() if _is_data_file_of(path.name, out)]
+
+
 def staging_folder(out: Path) -> Path:
     """A new folder beside `out` to build it in (on the same file system, so the final renames
     are atomic), after removing those killed runs left."""
-    prefix = f".{out.name}.tmp-"
+    # The host is in the name: on a file system shared by machines, a process id says whether a
+    # run is alive only on the machine that started it.
+    prefix = f".{out.name}.tmp-{socket.gethostname()}-"
     for leftover in out.parent.glob(prefix + "*"):
         pid = leftover.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):

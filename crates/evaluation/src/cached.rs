@@ -105,7 +105,7 @@ impl CachedLlm {
                     num_blocks,
                     &model_id,
                     &tokens.dataset_id,
-                    &model.evaluated_on(),
+                    &model.evaluated_on(&options),
                 )
                 .context("the evaluation cache must be for the same model and token table")?;
                 (Some(lock), table)
@@ -113,7 +113,7 @@ impl CachedLlm {
             None => (
                 None,
                 EvaluationTable {
-                    evaluated_on: Some(model.evaluated_on()),
+                    evaluated_on: Some(model.evaluated_on(&options)),
                     ..EvaluationTable::new(num_blocks, &model_id, &tokens.dataset_id)
                 },
             ),

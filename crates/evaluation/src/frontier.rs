@@ -197,7 +197,7 @@ impl PreparedFrontier {
                     manifest.num_blocks,
                     &model_id,
                     &table.dataset_id,
-                    &run.runtime.evaluated_on(),
+                    &run.runtime.evaluated_on(&run.evaluation),
                 )
                 .with_context(|| {
                     format!(

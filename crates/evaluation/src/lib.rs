@@ -48,21 +48,19 @@ pub fn llm_game(
 ) -> anyhow::Result<(CachedLlm, String)> {
     let tokens = layerprune_tables::read_tokens(tokens_path)?;
     // Named by its file here: CachedLlm only sees the table (and names the text it was made of).
-    layerprune_runtime::check_token_windows(&tokens.windows, model.manifest().vocab_size)
-        .and_then(|()| {
-            layerprune_runtime::check_tokenizer(
-                model.manifest(),
-                model.dir(),
-                &tokens.tokenizer_sha256,
-            )
-        })
-        .with_context(|| {
-            format!(
-                "--tokens {} with {}",
-                tokens_path.display(),
-                model.dir().display()
-            )
-        })?;
+    layerprune_runtime::check_tokens(
+        model.manifest(),
+        model.dir(),
+        &tokens.windows,
+        &tokens.tokenizer_sha256,
+    )
+    .with_context(|| {
+        format!(
+            "--tokens {} with {}",
+            tokens_path.display(),
+            model.dir().display()
+        )
+    })?;
     let game = CachedLlm::open(model, &tokens, options, cache, provenance)?;
     Ok((game, tokens.dataset_id))
 }

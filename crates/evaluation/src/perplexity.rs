@@ -140,7 +140,7 @@ pub fn run_evaluation(
     let model = LayeredModel::open(model_dir, &config.runtime)?;
     let num_blocks = model.num_blocks();
     let model_id = model.model_id().to_string();
-    let evaluated_on = model.evaluated_on();
+    let evaluated_on = model.evaluated_on(&config.options);
     let tokens = read_tokens(&config.tokens)?;
     layerprune_runtime::check_tokenizer(model.manifest(), model_dir, &tokens.tokenizer_sha256)
         .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
@@ -462,6 +462,8 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     let wanted = read_masks(masks_path)?;
     let mut merged: Option<EvaluationTable> = None;
     let mut version: Option<String> = None;
+    // The device and arithmetic the shards were measured with, and the first shard recording it.
+    let mut evaluated_on: Option<(String, PathBuf)> = None;
     let mut rows: Vec<EvaluationRow> = Vec::new();
     // Which shard each row came from, to name both files of a mask in two shards.
     let mut row_shard: Vec<usize> = Vec::new();
@@ -473,6 +475,19 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
                 "{}: shard is incomplete; finish it (run it again) before merging",
                 path.display()
             );
+        }
+        // Every shard that records it measured alike (one from before the entry, none).
+        if let Some(shard_on) = &shard.evaluated_on {
+            match &evaluated_on {
+                Some((first_on, first_shard)) if first_on != shard_on => bail!(
+                    "{}: measured on {shard_on}, {} on {first_on}: their NLLs differ in the \
+                     last digits; measure every shard on one kind of device, alike",
+                    path.display(),
+                    first_shard.display()
+                ),
+                Some(_) => {}
+                None => evaluated_on = Some((shard_on.clone(), path.clone())),
+            }
         }
         if let Some(first) = &merged {
             if (
@@ -493,16 +508,6 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
                     first.model_id,
                     first.dataset_id
                 );
-            }
-            if let (Some(first_on), Some(shard_on)) = (&first.evaluated_on, &shard.evaluated_on) {
-                if first_on != shard_on {
-                    bail!(
-                        "{}: measured on {shard_on}, {} on {first_on}: their NLLs differ in the \
-                         last digits; measure every shard on one kind of device",
-                        path.display(),
-                        first_path(&config.shards)
-                    );
-                }
             }
             if version.as_deref() != Some(shard_version.as_str()) {
                 bail!(
@@ -525,6 +530,7 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     let Some(mut table) = merged else {
         bail!("--merge needs at least one shard");
     };
+    table.evaluated_on = evaluated_on.map(|(on, _)| on);
     if wanted.num_blocks != table.num_blocks {
         bail!(
             "{}: masks of {} blocks, shards of {}",

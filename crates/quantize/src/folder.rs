@@ -361,15 +361,13 @@ pub fn check_calibration(
     table: &Path,
 ) -> Result<(), QuantizeError> {
     let manifest = Manifest::load(source)?;
-    layerprune_runtime::check_token_windows(windows, manifest.vocab_size)
-        .and_then(|()| layerprune_runtime::check_tokenizer(&manifest, source, tokenizer_sha256))
-        .map_err(|e| {
-            QuantizeError::Unsupported(format!(
-                "calibration tokens {} with {}: {e}",
-                table.display(),
-                source.display()
-            ))
-        })
+    layerprune_runtime::check_tokens(&manifest, source, windows, tokenizer_sha256).map_err(|e| {
+        QuantizeError::Unsupported(format!(
+            "calibration tokens {} with {}: {e}",
+            table.display(),
+            source.display()
+        ))
+    })
 }
 
 /// Quantizes the layered model in `source` (nothing is written; see [`write_folder`]).

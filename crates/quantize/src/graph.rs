@@ -509,16 +509,6 @@ pub fn quantize_model(
     Ok(report)
 }
 
-/// Every external-data location the model's initializers name.
-pub fn external_locations(model: &ModelProto) -> Vec<String> {
-    model
-        .graph
-        .iter()
-        .flat_map(|g| g.initializer.iter())
-        .filter_map(external_location)
-        .collect()
-}
-
 /// The `location` entry of an external tensor.
 pub fn external_location(tensor: &TensorProto) -> Option<String> {
     if tensor.data_location.enum_value() != Ok(DataLocation::EXTERNAL) {

@@ -168,6 +168,19 @@ pub fn check_token_windows(windows: &[Vec<u32>], vocab_size: usize) -> Result<()
     Ok(())
 }
 
+/// A token table's windows and tokenizer id checked against the model: every id in its
+/// vocabulary and every window long enough ([`check_token_windows`]), made with its tokenizer
+/// ([`check_tokenizer`]). What a stage runs before it measures tokens on the model.
+pub fn check_tokens(
+    manifest: &layerprune_model::Manifest,
+    dir: &std::path::Path,
+    windows: &[Vec<u32>],
+    tokenizer_sha256: &str,
+) -> Result<(), RuntimeError> {
+    check_token_windows(windows, manifest.vocab_size)?;
+    check_tokenizer(manifest, dir, tokenizer_sha256)
+}
+
 /// Refuses token windows cut by another tokenizer than the model's in `dir`:
 /// `tokenizer_sha256` (a token table's record of the `tokenizer.json` it was made with, see
 /// [`layerprune_core::tokenizer_sha256`]) against the model's own. Two models can share a

@@ -27,8 +27,8 @@ pub use choices::{
 };
 pub use cuda::{device_memory, DeviceMemory};
 pub use evaluator::{
-    block_statistics, check_token_windows, check_tokenizer, sort_for_prefix_reuse, BlockStatistic,
-    EvalOptions, Evaluator, MaskEvaluation,
+    block_statistics, check_token_windows, check_tokenizer, check_tokens, sort_for_prefix_reuse,
+    BlockStatistic, EvalOptions, Evaluator, MaskEvaluation,
 };
 pub use manifest::{
     model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,

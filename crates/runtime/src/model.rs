@@ -67,19 +67,24 @@ pub struct RuntimeOptions {
 
 impl RuntimeOptions {
     /// The device with the settings that change its arithmetic, as evaluation tables record it
-    /// (`EvaluationTable::evaluated_on`): `cpu`, or `cuda, tf32 on` / `cuda, tf32 off`. Not the
-    /// device's index (two GPUs of one kind compute alike) nor settings that keep results bit
-    /// for bit (threads, arena, IoBinding, overlap).
-    pub fn evaluated_on(&self) -> String {
+    /// (`EvaluationTable::evaluated_on`): `cpu` (where every setting gives the same NLLs bit
+    /// for bit), or on CUDA its TF32 setting and the shapes of its matrix products, which may
+    /// pick other kernels there (`cuda, tf32 on, mask batch 8, windows a pass 0`; on the CPU
+    /// batching is bit-identical, on a GPU not yet measured apart). Not the device's index (two
+    /// GPUs of one kind compute alike) nor settings that keep results bit for bit (threads,
+    /// arena, IoBinding, overlap, CUDA graphs, the prefix cache).
+    pub fn evaluated_on(&self, evaluation: &crate::EvalOptions) -> String {
         match self.device {
             Device::Cpu => "cpu".to_string(),
             Device::Cuda(_) => format!(
-                "cuda, tf32 {}",
+                "cuda, tf32 {}, mask batch {}, windows a pass {}",
                 if self.tf32.unwrap_or(true) {
                     "on"
                 } else {
                     "off"
-                }
+                },
+                evaluation.mask_batch.max(1),
+                evaluation.batch_windows
             ),
         }
     }
@@ -909,10 +914,10 @@ impl LayeredModel {
         self.options.device
     }
 
-    /// What evaluation tables record the rows of this model as measured on
-    /// ([`RuntimeOptions::evaluated_on`]).
-    pub fn evaluated_on(&self) -> String {
-        self.options.evaluated_on()
+    /// What evaluation tables record the rows of this model, evaluated with `evaluation`, as
+    /// measured on ([`RuntimeOptions::evaluated_on`]).
+    pub fn evaluated_on(&self, evaluation: &crate::EvalOptions) -> String {
+        self.options.evaluated_on(evaluation)
     }
 
     /// Whether hidden states stay in the device's memory between graphs

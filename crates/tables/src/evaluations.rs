@@ -740,7 +740,10 @@ pub fn resume_evaluations(
     }
     let mut table = table;
     match &table.evaluated_on {
-        Some(found) if found != evaluated_on && !table.rows.is_empty() => {
+        Some(found)
+            if found != evaluated_on
+                && !(table.rows.is_empty() && table.partial_windows.is_empty()) =>
+        {
             return Err(TableError::new(
                 path,
                 TableErrorKind::BadValue,

@@ -943,6 +943,18 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
     assert_eq!(read_evaluations(&file).unwrap().evaluated_on, None);
     let resumed = resume_evaluations(&file, 3, "model", "data", "cuda, tf32 off").unwrap();
     assert_eq!(resumed.evaluated_on.as_deref(), Some("cuda, tf32 off"));
+
+    // A cache holding only windows a race measured (no row yet) is measured alike too.
+    let mut partial = EvaluationTable::new(3, "model", "data");
+    partial.evaluated_on = Some("cpu".into());
+    partial.partial_windows = vec![PartialWindows {
+        mask: mask("101"),
+        window_nll_sums: vec![Some(40.0), None],
+        seconds: 0.5,
+    }];
+    write_evaluations(&file, &partial, &provenance()).unwrap();
+    let error = resume_evaluations(&file, 3, "model", "data", "cuda, tf32 on").unwrap_err();
+    assert!(error.message.contains("measured on cpu"), "{error}");
 }
 
 #[test]

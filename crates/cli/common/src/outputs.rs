@@ -26,7 +26,8 @@ static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
 ///
 /// ```no_run
 /// # use std::path::Path;
-/// layerprune_cli_common::Io::new()
+/// // The outputs stay locked while `_outputs` lives: bind it for the whole run.
+/// let _outputs = layerprune_cli_common::Io::new()
 ///     .input(Path::new("evaluations.parquet"))
 ///     .output("--out", Path::new("scores.parquet"))
 ///     .check()?;
@@ -254,9 +255,16 @@ impl Io {
         for (flag, path, _, _) in &places {
             probe_folder(flag, path)?;
         }
+        // Matched by place, not spelling (`out.parquet` and `./out.parquet` are one file): a
+        // path locked here and by the stage would block the stage on its own lock.
+        let locked_by_stage: Vec<PathBuf> = self
+            .locked_by_stage
+            .iter()
+            .filter_map(|path| Some(folder_of(path).canonicalize().ok()?.join(path.file_name()?)))
+            .collect();
         let mut locks = Vec::new();
-        for (flag, path, _, _) in &places {
-            if self.locked_by_stage.iter().any(|p| p == path) {
+        for (flag, path, place, _) in &places {
+            if locked_by_stage.contains(place) {
                 continue;
             }
             locks.push(
@@ -561,9 +569,11 @@ mod tests {
         let again = io().check().unwrap();
         drop(again);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-        // An output the stage locks itself (a table it resumes) is left to it.
+        // An output the stage locks itself (a table it resumes) is left to it, however spelled.
         let stage = layerprune_core::FileLock::try_acquire(&table).unwrap();
-        let _outputs = io().locked_by_stage(&table).check().unwrap();
+        drop(io().locked_by_stage(&table).check().unwrap());
+        let respelled = dir.path().join(".").join("plans.parquet");
+        drop(io().locked_by_stage(&respelled).check().unwrap());
         drop(stage);
     }
 

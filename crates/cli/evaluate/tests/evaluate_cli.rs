@@ -428,6 +428,22 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
     assert_refused(&missing, &["is in no shard"]);
     let duplicated = merge(&[&shards[0], &shards[1], &shards[2], &shards[1]], &refused);
     assert_refused(&duplicated, &["more than one shard", "shard1.parquet and"]);
+    // Shards measured on other devices do not merge, whichever shard comes first (the first
+    // here records none, as a table from before the entry).
+    for (shard, evaluated_on) in [
+        (0, None),
+        (2, Some("cuda, tf32 on, mask batch 1, windows a pass 0")),
+    ] {
+        let mut table = read_evaluations(&shards[shard]).unwrap();
+        table.evaluated_on = evaluated_on.map(String::from);
+        let provenance = layerprune_tables::read_provenance(&shards[shard]).unwrap();
+        layerprune_tables::write_evaluations(&shards[shard], &table, &provenance).unwrap();
+    }
+    let elsewhere = merge(&[&shards[0], &shards[1], &shards[2]], &refused);
+    assert_refused(
+        &elsewhere,
+        &["shard2.parquet: measured on cuda", "shard1.parquet on cpu"],
+    );
     assert!(!refused.exists());
 
     // A shard resumes only rows of masks it owns: another shard count's table, or an

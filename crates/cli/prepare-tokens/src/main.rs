@@ -191,7 +191,7 @@ fn body(args: Args) -> anyhow::Result<()> {
     let documents = request.load_documents()?;
     // Tokenizing takes many times the text's size: refused before, not killed part-way.
     let text_bytes = request.joined_bytes(&documents);
-    layerprune_cli_common::check_memory(
+    layerprune_cli_common::check_machine_memory(
         &format!(
             "tokenizing the {:.1} MB of text of {} (documents {}; --documents takes fewer)",
             text_bytes as f64 / 1e6,
