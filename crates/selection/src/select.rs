@@ -73,11 +73,14 @@ impl<'a> SurrogateShapley<'a> {
         }
     }
 
-    /// Closed form when the fitted surrogate is quadratic, sampling otherwise.
+    /// The surrogate's closed form where it has one (a quadratic's,
+    /// [`Surrogate::exact_shapley_on`]), sampling otherwise.
     pub fn for_fitted(surrogate: &'a FittedSurrogate, permutation_pairs: usize, seed: u64) -> Self {
-        match surrogate {
-            FittedSurrogate::Quadratic(quadratic) => SurrogateShapley::quadratic(quadratic),
-            other => SurrogateShapley::sampled(other, permutation_pairs, seed),
+        SurrogateShapley {
+            surrogate,
+            closed_form: true,
+            permutation_pairs,
+            seed,
         }
     }
 

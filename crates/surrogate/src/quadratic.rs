@@ -83,13 +83,12 @@ impl QuadraticSurrogate {
         })
     }
 
-    /// The Shapley values in closed form, φ_i = w_i + ½ Σ_j w_ij.
+    /// The Shapley values in closed form, φ_i = w_i + ½ Σ_j w_ij: [`Surrogate::exact_shapley_on`]
+    /// with every block a player.
     pub fn shapley_values(&self) -> Vec<f64> {
-        self.linear
-            .iter()
-            .zip(&self.pairs)
-            .map(|(w, row)| w + 0.5 * row.iter().sum::<f64>())
-            .collect()
+        let players: Vec<usize> = (0..self.num_players).collect();
+        self.exact_shapley_on(&Mask::full(self.num_players), &players)
+            .expect("a quadratic surrogate has a closed form")
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
