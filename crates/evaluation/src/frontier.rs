@@ -14,8 +14,9 @@ use anyhow::{bail, Context, Result};
 use layerprune_core::{Game, Mask};
 use layerprune_runtime::{EvalOptions, LayeredModel, Manifest, RuntimeOptions};
 use layerprune_selection::frontier::{
-    frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint, RECOMMENDED,
+    frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint,
 };
+use layerprune_selection::method_names::RECOMMENDED;
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
 use layerprune_tables::{read_tokens, resume_evaluations, Provenance, TableKind, TokenTable};
 

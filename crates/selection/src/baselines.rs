@@ -3,17 +3,12 @@
 
 use std::collections::BTreeSet;
 
+use layerprune_core::{Game, Mask};
 use layerprune_tables::{BlockStatsTable, EvaluationTable, ScoreTable};
 use rand::Rng;
 
+use crate::method_names::{ANGULAR, BLOCK_INFLUENCE, LEAVE_ONE_OUT, RANDOM, REVERSE};
 use crate::{rng_from_seed, SelectionError};
-
-/// Method names as written in score tables (the `estimator` column) and plan tables.
-pub const BLOCK_INFLUENCE: &str = "block-influence";
-pub const ANGULAR: &str = "angular";
-pub const LEAVE_ONE_OUT: &str = "leave-one-out";
-pub const REVERSE: &str = "reverse";
-pub const RANDOM: &str = "random";
 
 /// One score per block (higher = more important) and what it cost.
 #[derive(Clone, Debug, PartialEq)]
@@ -219,13 +214,44 @@ pub fn best_angular_run(
 /// removed, so they have no such row: they score +∞ (never chosen). Cost: one forward pass per
 /// player.
 pub fn leave_one_out_scores(evaluations: &EvaluationTable) -> Result<BlockScores, SelectionError> {
-    let num_blocks = evaluations.num_blocks;
-    let fixed = &evaluations.fixed_blocks;
-    let pairs = evaluations.rows.iter().filter_map(|row| {
+    let nll_without = evaluations.rows.iter().filter_map(|row| {
         let removed = row.mask.removed_blocks();
         (removed.len() == 1).then(|| (removed[0], row.nll))
     });
-    let scores = one_per_player(LEAVE_ONE_OUT, num_blocks, pairs, fixed)?;
+    leave_one_out_of(
+        evaluations.num_blocks,
+        &evaluations.fixed_blocks,
+        nll_without,
+    )
+}
+
+/// Leave-one-out played on a game whose value is −NLL (the LLM, a recorded table): every
+/// player's single removal valued, then scored as [`leave_one_out_scores`] scores a table's
+/// rows. Also returns the masks it valued, so that measuring a plan that is one of them is
+/// not charged again.
+pub fn leave_one_out_on_game<G: Game + ?Sized>(
+    game: &mut G,
+    fixed: &[usize],
+) -> Result<(BlockScores, Vec<Mask>), SelectionError> {
+    let num_blocks = game.num_players();
+    let players: Vec<usize> = (0..num_blocks).filter(|b| !fixed.contains(b)).collect();
+    let singles: Vec<Mask> = players
+        .iter()
+        .map(|&block| Mask::full(num_blocks).with(block, false))
+        .collect();
+    let values = game.values(&singles)?;
+    let nll_without = players.into_iter().zip(values.into_iter().map(|v| -v));
+    Ok((leave_one_out_of(num_blocks, fixed, nll_without)?, singles))
+}
+
+/// A block's leave-one-out score is the NLL without it: the more its removal hurts, the more
+/// important it is. One pass per player.
+fn leave_one_out_of(
+    num_blocks: usize,
+    fixed: &[usize],
+    nll_without: impl IntoIterator<Item = (usize, f64)>,
+) -> Result<BlockScores, SelectionError> {
+    let scores = one_per_player(LEAVE_ONE_OUT, num_blocks, nll_without, fixed)?;
     Ok(BlockScores {
         method: LEAVE_ONE_OUT.to_string(),
         scores,
@@ -411,6 +437,23 @@ mod tests {
         assert_eq!(scores.scores, vec![5.0, 2.5, 3.0]);
         assert_eq!(scores.llm_evaluations, 3);
         assert_eq!(crate::one_shot(&scores.scores, 1, &[]).unwrap(), vec![1]);
+
+        // The same scores played on the game of the table's rows (value −NLL), with the masks
+        // it valued; a fixed block is never valued and scores +∞, as a table's.
+        let mut game = layerprune_core::RecordedGame::new(
+            3,
+            table.rows.iter().map(|r| (r.mask.clone(), -r.nll)),
+        )
+        .unwrap();
+        let (on_game, valued) = leave_one_out_on_game(&mut game, &[]).unwrap();
+        assert_eq!(on_game, scores);
+        assert_eq!(valued.len(), 3);
+        table.fixed_blocks = vec![0];
+        table.rows.retain(|r| r.mask.to_string() != "011");
+        let (on_game, valued) = leave_one_out_on_game(&mut game, &[0]).unwrap();
+        assert_eq!(on_game, leave_one_out_scores(&table).unwrap());
+        assert_eq!(on_game.scores, vec![f64::INFINITY, 2.5, 3.0]);
+        assert_eq!((on_game.llm_evaluations, valued.len()), (2, 2));
     }
 
     #[test]

@@ -12,35 +12,12 @@ use std::collections::BTreeMap;
 use layerprune_core::{CachedGame, CountingGame, Game, Mask};
 
 use crate::adaptive::{adaptive_min_budget, adaptive_removal, sleb_cost, AdaptiveOptions};
-use crate::baselines::{reverse_order_scores, BlockScores};
+use crate::baselines::{leave_one_out_on_game, reverse_order_scores, BlockScores};
+use crate::method_names;
 use crate::race::Race;
 use crate::select::one_shot;
-use crate::sleb::{sleb, sleb_method};
+use crate::sleb::sleb;
 use crate::{removable_blocks, SelectionError};
-
-/// Adaptive removal ([`crate::adaptive_removal`]), as a plan's method.
-pub const ADAPTIVE: &str = "adaptive";
-/// Adaptive removal with the masks it measures together raced over the calibration windows, as
-/// a plan's method.
-pub const ADAPTIVE_RACED: &str = "adaptive-raced";
-/// The method this project recommends (what `make demo` writes as the pruned model and
-/// `make prune K=` uses; pipelines/settings.mk's RECOMMENDED_METHOD): raced adaptive removal,
-/// at least as good as unraced on the calibration tokens at every budget measured
-/// (docs/results.md, "Racing adaptive removal").
-pub const RECOMMENDED: &str = ADAPTIVE_RACED;
-/// The best measured plan with k removed among every mask any method asked for.
-pub const BEST_KNOWN: &str = "best-known";
-/// SLEB raced over the calibration windows ([`crate::race`]), as a plan's method.
-pub const SLEB_RACED: &str = "sleb-raced";
-
-/// The name of adaptive removal's plans, raced or not.
-pub fn adaptive_method(race: Option<&Race>) -> &'static str {
-    if race.is_some() {
-        ADAPTIVE_RACED
-    } else {
-        ADAPTIVE
-    }
-}
 
 /// A budget of the adaptive method, absolute or relative to SLEB's cost at the same k.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,15 +132,15 @@ impl FrontierMethod {
 
     pub fn name(self) -> &'static str {
         match self {
-            FrontierMethod::BlockInfluence => crate::baselines::BLOCK_INFLUENCE,
-            FrontierMethod::Angular => crate::baselines::ANGULAR,
-            FrontierMethod::Reverse => crate::baselines::REVERSE,
-            FrontierMethod::LeaveOneOut => crate::baselines::LEAVE_ONE_OUT,
-            FrontierMethod::Sleb => sleb_method(None),
-            FrontierMethod::SlebRaced => SLEB_RACED,
-            FrontierMethod::Shapley => "shapley",
-            FrontierMethod::Adaptive => ADAPTIVE,
-            FrontierMethod::AdaptiveRaced => ADAPTIVE_RACED,
+            FrontierMethod::BlockInfluence => method_names::BLOCK_INFLUENCE,
+            FrontierMethod::Angular => method_names::ANGULAR,
+            FrontierMethod::Reverse => method_names::REVERSE,
+            FrontierMethod::LeaveOneOut => method_names::LEAVE_ONE_OUT,
+            FrontierMethod::Sleb => method_names::SLEB,
+            FrontierMethod::SlebRaced => method_names::SLEB_RACED,
+            FrontierMethod::Shapley => method_names::SHAPLEY,
+            FrontierMethod::Adaptive => method_names::ADAPTIVE,
+            FrontierMethod::AdaptiveRaced => method_names::ADAPTIVE_RACED,
         }
     }
 }
@@ -255,20 +232,23 @@ pub fn frontier(
     let mut all = CountingGame::new(CachedGame::new(game));
     let mut points = Vec::new();
 
+    // A one-shot method's plan at each k, charged for its scores and for measuring the plan
+    // unless it is one of the masks the scores were measured on.
     let mut one_shot_points = |all: &mut CountingGame<CachedGame<&mut dyn Game>>,
-                               scores: &BlockScores|
+                               scores: &BlockScores,
+                               measured: &[Mask]|
      -> Result<(), SelectionError> {
         scores.check(num_blocks, &config.fixed)?;
         for &k in &config.ks {
             let removed = one_shot(&scores.scores, k, &config.fixed)?;
-            let value = all.value(
-                &Mask::from_removed(num_blocks, &removed)
-                    .map_err(|e| SelectionError::Game(e.into()))?,
-            )?;
+            let plan = Mask::from_removed(num_blocks, &removed)
+                .map_err(|e| SelectionError::Game(e.into()))?;
+            let value = all.value(&plan)?;
             points.push(FrontierPoint {
                 method: scores.method.clone(),
                 k,
-                llm_evaluations: scores.llm_evaluations as usize + 1,
+                llm_evaluations: scores.llm_evaluations as usize
+                    + usize::from(!measured.contains(&plan)),
                 budget: None,
                 budget_specs: Vec::new(),
                 removed_blocks: removed,
@@ -278,40 +258,16 @@ pub fn frontier(
         Ok(())
     };
     for scores in &config.one_pass {
-        one_shot_points(&mut all, scores)?;
+        one_shot_points(&mut all, scores, &[])?;
     }
     if config.reverse {
-        one_shot_points(&mut all, &reverse_order_scores(num_blocks))?;
+        one_shot_points(&mut all, &reverse_order_scores(num_blocks), &[])?;
     }
     if config.leave_one_out {
-        // Leave-one-out: every single removal (the first step of SLEB and adaptive alike).
-        let singles: Vec<Mask> = players
-            .iter()
-            .map(|&b| Mask::full(num_blocks).with(b, false))
-            .collect();
-        let values = all.values(&singles)?;
-        // A block is as important as its removal hurts: score = −value (the NLL without it).
-        let mut scores = vec![f64::INFINITY; num_blocks];
-        for (&block, value) in players.iter().zip(&values) {
-            scores[block] = -*value;
-        }
-        for &k in &config.ks {
-            let removed = one_shot(&scores, k, &config.fixed)?;
-            let plan = Mask::from_removed(num_blocks, &removed)
-                .map_err(|e| SelectionError::Game(e.into()))?;
-            let value = all.value(&plan)?;
-            // k = 1's plan is one of the singles: no extra evaluation.
-            let extra = usize::from(!singles.contains(&plan));
-            points.push(FrontierPoint {
-                method: crate::baselines::LEAVE_ONE_OUT.into(),
-                k,
-                llm_evaluations: singles.len() + extra,
-                budget: None,
-                budget_specs: Vec::new(),
-                removed_blocks: removed,
-                value,
-            });
-        }
+        // Every single removal (the first step of SLEB and adaptive alike); k = 1's plan is one
+        // of them, so it costs no extra evaluation.
+        let (scores, singles) = leave_one_out_on_game(&mut all, &config.fixed)?;
+        one_shot_points(&mut all, &scores, &singles)?;
     }
     let races = [
         (config.sleb, None),
@@ -324,7 +280,7 @@ pub fn frontier(
         let result = sleb(&mut all, k_max, &config.fixed, race.as_ref())?;
         for &k in &config.ks {
             points.push(FrontierPoint {
-                method: sleb_method(race.as_ref()).into(),
+                method: method_names::sleb(race.as_ref()).into(),
                 k,
                 llm_evaluations: result.evaluations_after[k - 1],
                 budget: None,
@@ -367,7 +323,7 @@ pub fn frontier(
             };
             let result = adaptive_removal(&mut counted, k, &config.fixed, &options)?;
             points.push(FrontierPoint {
-                method: adaptive_method(race.as_ref()).into(),
+                method: method_names::adaptive(race.as_ref()).into(),
                 k,
                 llm_evaluations: result.llm_evaluations,
                 budget: Some(budget),
@@ -382,7 +338,7 @@ pub fn frontier(
     for &k in &config.ks {
         if let Some((removed, value)) = best_with_removed(&asked_for, k) {
             points.push(FrontierPoint {
-                method: BEST_KNOWN.into(),
+                method: method_names::BEST_KNOWN.into(),
                 k,
                 llm_evaluations: asked,
                 budget: None,
@@ -452,7 +408,7 @@ fn quadratic_shapley_points(
         let measured = !kept_masks.contains(&mask);
         let value = counted.value(&mask)?;
         points.push(FrontierPoint {
-            method: "shapley".into(),
+            method: method_names::SHAPLEY.into(),
             k,
             llm_evaluations: sampled_cost + usize::from(measured),
             budget: None,

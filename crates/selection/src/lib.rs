@@ -31,17 +31,23 @@
 //!
 //! - [`inputs`]: the files `apply-prune` plans from, read and checked to describe one model,
 //!   and the run: choose the plans, measure them.
+//! - [`score_blocks`]: the files `score-blocks` scores from, read and checked to describe one
+//!   model, and every baseline estimator asked for as one score table.
+//! - [`method_names`]: every name a plan's `method` can hold.
 //!
 //! Everything else here is a pure function over the core `Game` / surrogate `Surrogate` traits
-//! and the table row types; only [`inputs`] reads files, and nothing writes them.
+//! and the table row types; only [`inputs`] and [`score_blocks`] read files, and nothing
+//! writes them.
 
 pub mod adaptive;
 pub mod baselines;
 pub mod frontier;
 pub mod inputs;
 pub mod margin;
+pub mod method_names;
 pub mod plans;
 pub mod race;
+pub mod score_blocks;
 pub mod select;
 pub mod sleb;
 pub mod target;
@@ -64,7 +70,7 @@ pub use select::{
     iterative_removal, one_shot, surrogate_search, Candidate, IterativeRemoval, SearchOptions,
     SurrogateShapley,
 };
-pub use sleb::{sleb, sleb_method, SlebResult};
+pub use sleb::{sleb, SlebResult};
 pub use target::{
     adaptive_chooser, largest_within, sleb_chooser, PlanFor, PlanOf, RatioTarget, TargetProbe,
     TargetSearch,

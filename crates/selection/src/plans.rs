@@ -12,8 +12,8 @@ use layerprune_core::{values_checked, CachedGame, Game, Mask};
 use layerprune_surrogate::{FittedSurrogate, Surrogate};
 use layerprune_tables::{BlockStatsTable, FullModel, PlanRow, PlanTable, RunnerUp};
 
-use crate::frontier::{adaptive_method, Budget};
-use crate::sleb::sleb_method;
+use crate::frontier::Budget;
+use crate::method_names::{self, ITERATIVE_SURROGATE, SURROGATE_SEARCH};
 use crate::target::{adaptive_chooser, sleb_chooser};
 use crate::{
     adaptive_removal, best_angular_run, iterative_removal, largest_within, one_shot,
@@ -63,9 +63,9 @@ impl PlanMethod {
             PlanMethod::OneShot => "one-shot",
             PlanMethod::Iterative => "iterative",
             PlanMethod::Search => "search",
-            PlanMethod::Sleb => "sleb",
-            PlanMethod::Adaptive => "adaptive",
-            PlanMethod::AngularRun => "angular-run",
+            PlanMethod::Sleb => method_names::SLEB,
+            PlanMethod::Adaptive => method_names::ADAPTIVE,
+            PlanMethod::AngularRun => method_names::ANGULAR_RUN,
             PlanMethod::FromPlan => "from-plan",
         }
     }
@@ -308,9 +308,9 @@ fn plan_within(
         )));
     };
     let name = if method == PlanMethod::Sleb {
-        sleb_method(race)
+        method_names::sleb(race)
     } else {
-        adaptive_method(race)
+        method_names::adaptive(race)
     };
     let mut plan = Plan::new(
         name,
@@ -339,7 +339,7 @@ fn plans_for_ks(
     match method {
         PlanMethod::OneShot => {
             let scores = inputs.scores.ok_or_else(|| needs(method, "--scores"))?;
-            let name = format!("one-shot:{}", scores.method);
+            let name = method_names::one_shot(&scores.method);
             for &k in &settings.ks {
                 let removed = one_shot(&scores.scores, k, fixed)?;
                 plans.push(Plan::new(&name, removed, scores.llm_evaluations));
@@ -401,7 +401,7 @@ fn plans_for_ks(
             let result = sleb(game, k_max, fixed, settings.race.as_ref())?;
             for &k in &settings.ks {
                 let mut plan = Plan::new(
-                    sleb_method(settings.race.as_ref()),
+                    method_names::sleb(settings.race.as_ref()),
                     result.removed_blocks(k),
                     0,
                 );
@@ -428,7 +428,7 @@ fn plans_for_ks(
                 };
                 let result = adaptive_removal(&mut cached, k, fixed, &adaptive)?;
                 let mut plan = Plan::new(
-                    adaptive_method(settings.race.as_ref()),
+                    method_names::adaptive(settings.race.as_ref()),
                     result.removed_blocks,
                     result.llm_evaluations as u64,
                 );
@@ -443,7 +443,7 @@ fn plans_for_ks(
                 .ok_or_else(|| needs(method, "--block-stats"))?;
             for &k in &settings.ks {
                 let run = best_angular_run(stats, k, fixed)?;
-                plans.push(Plan::new("angular-run", run.removed_blocks, 1));
+                plans.push(Plan::new(method_names::ANGULAR_RUN, run.removed_blocks, 1));
             }
         }
         PlanMethod::FromPlan => {
@@ -457,11 +457,6 @@ fn plans_for_ks(
     }
     Ok(plans)
 }
-
-/// The `method` a plan table records for `--method iterative` and `--method search`: what
-/// chose the plan, the surrogate, named as one-shot plans name their estimator.
-const ITERATIVE_SURROGATE: &str = "iterative-surrogate";
-const SURROGATE_SEARCH: &str = "surrogate-search";
 
 /// Whether a plan recorded with method `recorded` is one `--plan-method asked` names: by the
 /// recorded name, or by the `--method` that records it (`search` for `surrogate-search`).

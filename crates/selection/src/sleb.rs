@@ -5,15 +5,6 @@ use layerprune_core::{CountingGame, Game, Mask};
 use crate::race::{race_values, Race};
 use crate::{removable_blocks, SelectionError};
 
-/// SLEB's name as a plan's method: `sleb`, or `sleb-raced` with a race.
-pub fn sleb_method(race: Option<&Race>) -> &'static str {
-    if race.is_some() {
-        crate::frontier::SLEB_RACED
-    } else {
-        "sleb"
-    }
-}
-
 /// The result of [`sleb`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlebResult {

@@ -3,9 +3,8 @@
 
 use layerprune_core::synthetic::WindowedGame;
 use layerprune_core::{CachedGame, CountingGame, Game, Mask, RecordedGame};
-use layerprune_selection::frontier::{
-    frontier, Budget, FrontierConfig, ADAPTIVE, ADAPTIVE_RACED, BEST_KNOWN,
-};
+use layerprune_selection::frontier::{frontier, Budget, FrontierConfig};
+use layerprune_selection::method_names::{ADAPTIVE, ADAPTIVE_RACED, BEST_KNOWN};
 use layerprune_selection::{sleb_cost, BlockScores, Race};
 use layerprune_shapley::synthetic::TripleGame;
 

@@ -4,9 +4,8 @@
 //! structure the methods assume; these have whatever the models have.
 
 use layerprune_core::{CachedGame, Game, Players};
-use layerprune_selection::frontier::{
-    frontier, Budget, FrontierConfig, FrontierPoint, ADAPTIVE_RACED,
-};
+use layerprune_selection::frontier::{frontier, Budget, FrontierConfig, FrontierPoint};
+use layerprune_selection::method_names::ADAPTIVE_RACED;
 use layerprune_selection::Race;
 use layerprune_tests::{every_mask, real_game, GEMMA3_GAME, SMOLLM2_EARLY_GAME, SMOLLM2_GAME};
 
