@@ -63,7 +63,8 @@ pub use baselines::{
 };
 pub use margin::{attach_comparisons, full_model, runner_up, WindowNlls};
 pub use plans::{
-    choose_plans, measure_plans, FittedOn, Plan, PlanInputs, PlanMethod, PlanOptions, PlanSettings,
+    choose_plans, measure_plans, AskedSettings, FittedOn, Plan, PlanInputs, PlanMethod,
+    PlanOptions, PlanSettings,
 };
 pub use race::{race_masks, race_values, Race, Raced};
 pub use select::{

@@ -182,7 +182,7 @@ pub struct PlanInputs<'a> {
 }
 
 /// The settings of the methods: what `apply-prune`'s flags say, the same for every model.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PlanSettings {
     /// Numbers of blocks to remove, one plan each.
     pub ks: Vec<usize>,
@@ -220,6 +220,101 @@ impl Default for PlanSettings {
     }
 }
 
+/// The settings a user gave, each `None` (or false) where left out: [`AskedSettings::resolve`]
+/// refuses one that the method would ignore or that needs another, and fills in the defaults
+/// ([`PlanSettings::default`]). The flags named in its messages are `apply-prune`'s.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AskedSettings {
+    /// A k listed twice is one plan (a plan table has one plan per method and k).
+    pub ks: Vec<usize>,
+    pub candidates: Option<usize>,
+    pub random_starts: Option<usize>,
+    pub permutation_pairs: Option<usize>,
+    pub budget: Option<Budget>,
+    pub max_ppl_ratio: Option<f64>,
+    pub max_ppl_ratio_se: Option<f64>,
+    pub race_se: Option<f64>,
+    pub race_windows: Option<usize>,
+    pub seed: Option<u64>,
+    /// Whether the method of the plans to take from an earlier table was named.
+    pub plan_method: bool,
+}
+
+impl AskedSettings {
+    /// The settings `method` runs with, or why they cannot be: a setting only other methods
+    /// use would be ignored, so it is refused, as a file they use is.
+    pub fn resolve(&self, method: PlanMethod) -> Result<PlanSettings, SelectionError> {
+        let refuse = |text: String| Err(SelectionError::BadOption(text));
+        if self.max_ppl_ratio_se.is_some() && self.max_ppl_ratio.is_none() {
+            return refuse(
+                "--max-ppl-ratio-se is a margin on --max-ppl-ratio; it needs --max-ppl-ratio"
+                    .into(),
+            );
+        }
+        if self.max_ppl_ratio.is_some() && !method.measures_while_choosing() {
+            return Err(ratio_needs_measuring(method));
+        }
+        if self.race_windows.is_some() && self.race_se.is_none() {
+            return refuse("--race-windows sets up a race; it needs --race-se".into());
+        }
+        if self.race_se.is_some() && !method.measures_while_choosing() {
+            return refuse(format!(
+                "--race-se races the masks a method measures while choosing; it needs --method \
+                 sleb or adaptive, not {method}"
+            ));
+        }
+        let surrogate_methods = [PlanMethod::Iterative, PlanMethod::Search];
+        let only_for: [(bool, &str, &[PlanMethod]); 6] = [
+            (self.budget.is_some(), "--budget", &[PlanMethod::Adaptive]),
+            (
+                self.candidates.is_some(),
+                "--candidates",
+                &[PlanMethod::Search],
+            ),
+            (
+                self.random_starts.is_some(),
+                "--random-starts",
+                &[PlanMethod::Search],
+            ),
+            (
+                self.permutation_pairs.is_some(),
+                "--permutation-pairs",
+                &surrogate_methods,
+            ),
+            (self.seed.is_some(), "--seed", &surrogate_methods),
+            (self.plan_method, "--plan-method", &[PlanMethod::FromPlan]),
+        ];
+        for (given, flag, users) in only_for {
+            if given && !users.contains(&method) {
+                let names: Vec<String> = users.iter().map(|m| format!("--method {m}")).collect();
+                return refuse(format!(
+                    "{flag} is for {}; --method {method} would ignore it (leave it out)",
+                    names.join(" or ")
+                ));
+            }
+        }
+        let defaults = PlanSettings::default();
+        Ok(PlanSettings {
+            ks: layerprune_core::distinct(&self.ks),
+            candidates: self.candidates.unwrap_or(defaults.candidates),
+            random_starts: self.random_starts.unwrap_or(defaults.random_starts),
+            permutation_pairs: self.permutation_pairs.unwrap_or(defaults.permutation_pairs),
+            budget: self
+                .budget
+                .unwrap_or_else(|| Budget::default_per_k(self.max_ppl_ratio.is_some())),
+            ratio_target: self.max_ppl_ratio.map(|max_ppl_ratio| RatioTarget {
+                max_ppl_ratio,
+                standard_errors: self.max_ppl_ratio_se.unwrap_or(0.0),
+            }),
+            race: self.race_se.map(|standard_errors| Race {
+                first_windows: self.race_windows.unwrap_or(Race::default().first_windows),
+                standard_errors,
+            }),
+            seed: self.seed.unwrap_or(defaults.seed),
+        })
+    }
+}
+
 /// What the methods choose for: the model's blocks, those never removed, and the settings.
 #[derive(Clone, Debug)]
 pub struct PlanOptions {
@@ -230,7 +325,7 @@ pub struct PlanOptions {
 }
 
 /// `--max-ppl-ratio` with a method that does not measure while choosing.
-pub fn ratio_needs_measuring(method: PlanMethod) -> SelectionError {
+fn ratio_needs_measuring(method: PlanMethod) -> SelectionError {
     SelectionError::BadOption(format!(
         "--max-ppl-ratio needs a method that measures its plans on the model while choosing \
          (adaptive or sleb), not {method}"
@@ -628,4 +723,84 @@ pub fn measure_plans(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_settings_get_the_defaults_and_a_setting_the_method_ignores_is_refused() {
+        let asked = AskedSettings {
+            ks: vec![3, 6, 3],
+            ..AskedSettings::default()
+        };
+        let settings = asked.resolve(PlanMethod::Adaptive).unwrap();
+        assert_eq!(
+            settings,
+            PlanSettings {
+                ks: vec![3, 6],
+                ..PlanSettings::default()
+            }
+        );
+        // A ratio search gives each k tried half of SLEB's cost, and races take their windows.
+        let ratio = AskedSettings {
+            max_ppl_ratio: Some(1.5),
+            race_se: Some(3.0),
+            ..AskedSettings::default()
+        }
+        .resolve(PlanMethod::Sleb)
+        .unwrap();
+        assert_eq!(ratio.budget, Budget::OfSleb(0.5));
+        assert_eq!(
+            ratio.race.unwrap().first_windows,
+            Race::default().first_windows
+        );
+        assert_eq!(ratio.ratio_target.unwrap().standard_errors, 0.0);
+
+        let refused = |asked: AskedSettings, method: PlanMethod, says: &str| {
+            let err = asked.resolve(method).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        };
+        let with = |f: fn(&mut AskedSettings)| {
+            let mut asked = AskedSettings::default();
+            f(&mut asked);
+            asked
+        };
+        refused(
+            with(|a| a.budget = Some(Budget::Least)),
+            PlanMethod::Sleb,
+            "--budget is for --method adaptive; --method sleb would ignore it",
+        );
+        refused(
+            with(|a| a.seed = Some(1)),
+            PlanMethod::OneShot,
+            "--seed is for --method iterative or --method search",
+        );
+        refused(
+            with(|a| a.plan_method = true),
+            PlanMethod::Adaptive,
+            "--plan-method is for --method from-plan",
+        );
+        refused(
+            with(|a| a.max_ppl_ratio = Some(1.5)),
+            PlanMethod::OneShot,
+            "measures its plans on the model",
+        );
+        refused(
+            with(|a| a.max_ppl_ratio_se = Some(2.0)),
+            PlanMethod::Adaptive,
+            "it needs --max-ppl-ratio",
+        );
+        refused(
+            with(|a| a.race_windows = Some(4)),
+            PlanMethod::Adaptive,
+            "it needs --race-se",
+        );
+        refused(
+            with(|a| a.race_se = Some(3.0)),
+            PlanMethod::Search,
+            "not search",
+        );
+    }
 }

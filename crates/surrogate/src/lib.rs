@@ -13,13 +13,15 @@
 //!
 //! [`fit`] fits any kind, [`cross_validate`] measures how well a kind predicts held-out masks
 //! (R², Spearman, MAE over seeded folds), and [`SavedSurrogate`] writes and reads a fitted
-//! surrogate as a self-describing JSON file.
+//! surrogate as a self-describing JSON file. [`training`] is the `fit-surrogate` stage: an
+//! evaluation table's rows as training data, the kinds cross-validated, one fitted and saved.
 
 mod forest;
 mod metrics;
 mod mlp;
 mod quadratic;
 mod saved;
+pub mod training;
 
 use std::fmt;
 use std::str::FromStr;

@@ -6,10 +6,10 @@
 //! through a surrogate (`--method iterative|search --surrogate`), SLEB or adaptive removal on
 //! the model (`--method sleb|adaptive --model --tokens`, raced over the calibration windows with
 //! `--race-se`), the best contiguous run by angular distance (`--method angular-run
-//! --block-stats`), or plans chosen earlier (`--method from-plan --plans`). Reading the inputs
-//! and checking they describe one model, choosing and measuring the plans live in
-//! `layerprune-selection` ([`PlanFiles`]); this binary opens the model where asked, and writes
-//! and prints the outputs.
+//! --block-stats`), or plans chosen earlier (`--method from-plan --plans`). Checking the
+//! settings against the method ([`AskedSettings`]), reading the inputs and checking they
+//! describe one model, choosing and measuring the plans live in `layerprune-selection`
+//! ([`PlanFiles`]); this binary opens the model where asked, and writes and prints the outputs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,8 +22,7 @@ use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, PlanFiles};
 use layerprune_selection::margin::depth_warning;
-use layerprune_selection::plans::ratio_needs_measuring;
-use layerprune_selection::{PlanMethod, PlanSettings, Race, RatioTarget};
+use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
 use layerprune_tables::{write_plans, Provenance, TableKind};
 
 #[derive(Parser, Debug)]
@@ -240,27 +239,24 @@ fn config(args: &Args) -> Result<Config> {
         allow_mixed_inputs: args.allow_mixed_inputs,
     };
     let method = files.method(args.method)?;
-    if args.max_ppl_ratio_se.is_some() && args.max_ppl_ratio.is_none() {
-        bail!("--max-ppl-ratio-se is a margin on --max-ppl-ratio; it needs --max-ppl-ratio");
+    let settings = AskedSettings {
+        ks: args.k.clone(),
+        candidates: args.candidates,
+        random_starts: args.random_starts,
+        permutation_pairs: args.permutation_pairs,
+        budget: args.budget,
+        max_ppl_ratio: args.max_ppl_ratio,
+        max_ppl_ratio_se: args.max_ppl_ratio_se,
+        race_se: args.race_se,
+        race_windows: args.race_windows,
+        seed: args.seed,
+        plan_method: args.plan_method.is_some(),
     }
-    if args.max_ppl_ratio.is_some() && !method.measures_while_choosing() {
-        return Err(ratio_needs_measuring(method).into());
-    }
-    if args.race_windows.is_some() && args.race_se.is_none() {
-        bail!("--race-windows sets up a race; it needs --race-se");
-    }
-    if args.race_se.is_some() && !method.measures_while_choosing() {
-        bail!(
-            "--race-se races the masks a method measures while choosing; it needs --method sleb \
-             or adaptive, not {method}"
-        );
-    }
-    // A k listed twice is one plan (a plan table has one plan per method and k).
-    let ks = layerprune_core::distinct(&args.k);
-    if args.pruned_out.is_some() && ks.len() > 1 {
+    .resolve(method)?;
+    if args.pruned_out.is_some() && settings.ks.len() > 1 {
         bail!(
             "--pruned-out writes one model, so it needs exactly one --k (got {})",
-            ks.len()
+            settings.ks.len()
         );
     }
     if args.model.is_some() != args.tokens.is_some() {
@@ -273,59 +269,6 @@ fn config(args: &Args) -> Result<Config> {
         bail!("--pruned-out needs --model (the folder to prune) and --tokens");
     }
     files.check(method, args.model.is_some())?;
-    // A setting only other methods use would be ignored: refused, as their files are.
-    let only_for = |given: bool, flag: &str, users: &[PlanMethod]| -> Result<()> {
-        if given && !users.contains(&method) {
-            let names: Vec<String> = users.iter().map(|m| format!("--method {m}")).collect();
-            bail!(
-                "{flag} is for {}; --method {method} would ignore it (leave it out)",
-                names.join(" or ")
-            );
-        }
-        Ok(())
-    };
-    let surrogate_methods = [PlanMethod::Iterative, PlanMethod::Search];
-    only_for(args.budget.is_some(), "--budget", &[PlanMethod::Adaptive])?;
-    only_for(
-        args.candidates.is_some(),
-        "--candidates",
-        &[PlanMethod::Search],
-    )?;
-    only_for(
-        args.random_starts.is_some(),
-        "--random-starts",
-        &[PlanMethod::Search],
-    )?;
-    only_for(
-        args.permutation_pairs.is_some(),
-        "--permutation-pairs",
-        &surrogate_methods,
-    )?;
-    only_for(args.seed.is_some(), "--seed", &surrogate_methods)?;
-    only_for(
-        args.plan_method.is_some(),
-        "--plan-method",
-        &[PlanMethod::FromPlan],
-    )?;
-    let defaults = PlanSettings::default();
-    let settings = PlanSettings {
-        ks,
-        candidates: args.candidates.unwrap_or(defaults.candidates),
-        random_starts: args.random_starts.unwrap_or(defaults.random_starts),
-        permutation_pairs: args.permutation_pairs.unwrap_or(defaults.permutation_pairs),
-        budget: args
-            .budget
-            .unwrap_or_else(|| Budget::default_per_k(args.max_ppl_ratio.is_some())),
-        ratio_target: args.max_ppl_ratio.map(|max_ppl_ratio| RatioTarget {
-            max_ppl_ratio,
-            standard_errors: args.max_ppl_ratio_se.unwrap_or(0.0),
-        }),
-        race: args.race_se.map(|standard_errors| Race {
-            first_windows: args.race_windows.unwrap_or(Race::default().first_windows),
-            standard_errors,
-        }),
-        seed: args.seed.unwrap_or(defaults.seed),
-    };
     Ok(Config {
         method,
         files,
