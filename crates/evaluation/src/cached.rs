@@ -153,9 +153,7 @@ impl CachedLlm {
             table,
             index,
             path: cache.map(Path::to_path_buf),
-            provenance: provenance
-                .with_input("model", &model_id)
-                .with_input("dataset", &tokens.dataset_id),
+            provenance: provenance.with_game(&model_id, &tokens.dataset_id),
             asked: Vec::new(),
             asked_set: HashSet::new(),
             partial,

@@ -12,10 +12,11 @@ use layerprune_runtime::{
     sort_for_prefix_reuse, ArenaUse, DeviceMemory, EvalOptions, Evaluator, LayeredModel,
     MaskEvaluation, RunTally, RuntimeOptions,
 };
+use layerprune_tables::input_role;
 use layerprune_tables::{
     read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
     write_block_stats, write_evaluations, BlockStatsTable, EvaluationRow, EvaluationTable,
-    Provenance, TableError, TableErrorKind, SHARD_INPUT,
+    Provenance, TableError, TableErrorKind,
 };
 
 use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
@@ -172,11 +173,10 @@ pub fn run_evaluation(
     let mut provenance = config
         .provenance
         .clone()
-        .with_input("model", &model_id)
-        .with_input("dataset", &tokens.dataset_id);
+        .with_game(&model_id, &tokens.dataset_id);
     if let Some(shard) = config.shard {
         // Which shard the rows are (a checkpoint is resumed only by the same shard).
-        provenance = provenance.with_input(SHARD_INPUT, &shard.to_string());
+        provenance = provenance.with_input(input_role::SHARD, &shard.to_string());
     }
     let mut table = EvaluationTable {
         num_blocks,
@@ -367,7 +367,9 @@ fn resume_rows(
         };
         match table.rows.iter().find(|row| !shard.owns(&row.mask)) {
             Some(row) => {
-                let recorded = read_provenance(&config.out)?.inputs.remove(SHARD_INPUT);
+                let recorded = read_provenance(&config.out)?
+                    .inputs
+                    .remove(input_role::SHARD);
                 Err(TableError::new(
                     &config.out,
                     TableErrorKind::BadValue,
@@ -578,10 +580,10 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     let mut provenance = config
         .provenance
         .clone()
-        .with_input("model", &table.model_id)
-        .with_input("dataset", &table.dataset_id);
+        .with_game(&table.model_id, &table.dataset_id);
     for (i, path) in config.shards.iter().enumerate() {
-        provenance = provenance.with_input(&format!("shard{i}"), &path.display().to_string());
+        provenance =
+            provenance.with_input(&input_role::merged_shard(i), &path.display().to_string());
     }
     write_evaluations(&config.out, &table, &provenance)?;
     Ok(table)

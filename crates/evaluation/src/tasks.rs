@@ -15,10 +15,11 @@ use layerprune_runtime::{
     context_tokens_cut, sort_for_prefix_reuse, ChoiceOptions, ChoiceScorer, LayeredModel,
     LoglikRequest, Manifest, RuntimeOptions, Scoring,
 };
+use layerprune_tables::input_role;
 use layerprune_tables::{
     kind_of, metadata_key, read_metadata, read_task_choices, write_evaluations,
     write_task_accuracies, write_task_choices, EvaluationRow, EvaluationTable, Provenance,
-    TableKind, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable, SHARD_INPUT,
+    TableKind, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable,
 };
 use layerprune_tasks::{
     accuracy_lines, load_encoded, mean_gold_nll, requests_id, scores_by_mask, AccuracyLine,
@@ -195,18 +196,15 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
         });
     }
 
-    let mut provenance = config
-        .provenance
-        .clone()
-        .with_input("model", &model_id)
-        .with_input("dataset", &dataset_id);
+    let mut provenance = config.provenance.clone().with_game(&model_id, &dataset_id);
     provenance.seed = Some(config.seed);
     if let Some(shard) = config.shard {
         // As a perplexity shard's: a stage reading the table knows it holds part of the masks.
-        provenance = provenance.with_input(SHARD_INPUT, &shard.to_string());
+        provenance = provenance.with_input(input_role::SHARD, &shard.to_string());
     }
     for (i, path) in config.merge.iter().enumerate() {
-        provenance = provenance.with_input(&format!("shard{i}"), &path.display().to_string());
+        provenance =
+            provenance.with_input(&input_role::merged_shard(i), &path.display().to_string());
     }
     let outputs = Outputs {
         config,

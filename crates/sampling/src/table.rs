@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerprune_core::{sha256_hex, Mask, Players};
+use layerprune_tables::input_role;
 use layerprune_tables::{
     read_complete_evaluations, read_masks, Incomplete, MaskRow, MaskTable, Provenance,
 };
@@ -87,7 +88,7 @@ pub fn sample_mask_table(
                 table.rows.iter().map(|row| (&row.mask, row.utility)),
             )
             .with_context(|| format!("pilot table {}", pilot.display()))?;
-            provenance = provenance.with_input("pilot", &file_id(pilot)?);
+            provenance = provenance.with_input(input_role::PILOT, &file_id(pilot)?);
             Allocation::Neyman(stats)
         }
         AllocationSource::Equal => Allocation::Equal,
@@ -127,7 +128,7 @@ pub fn sample_mask_table(
                     players.fixed_blocks()
                 );
             }
-            provenance = provenance.with_input("appended", &file_id(path)?);
+            provenance = provenance.with_input(input_role::APPENDED, &file_id(path)?);
             table.rows
         }
         None => Vec::new(),

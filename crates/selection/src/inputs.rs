@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use layerprune_core::Game;
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
+use layerprune_tables::input_role;
 use layerprune_tables::{
     read_block_stats, read_input_ids, read_plans, read_scores, BlockStatsTable, PlanTable,
     ScoreTable,
@@ -208,7 +209,7 @@ impl PlanFiles {
                 count.agree(table.num_blocks, path, "plan table")?;
                 // The model the plans were chosen on, as their provenance records it (tables
                 // written before 2026-12-04 without --model record none).
-                let chosen_on = read_input_ids(path)?.remove("model");
+                let chosen_on = read_input_ids(path)?.remove(input_role::MODEL);
                 one_model.agree(
                     chosen_on.as_deref().unwrap_or_default(),
                     path,

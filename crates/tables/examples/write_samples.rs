@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use layerprune_core::{GameValue, Mask};
+use layerprune_tables::input_role;
 use layerprune_tables::*;
 
 fn main() -> ExitCode {
@@ -46,7 +47,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
             vec![tool.to_string(), "--sample".to_string()],
         )
         .with_seed(7)
-        .with_input("dataset", &tokens.dataset_id)
+        .with_input(input_role::DATASET, &tokens.dataset_id)
     };
     write_tokens(
         &folder.join("tokens.parquet"),
@@ -108,7 +109,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
     write_evaluations(
         &folder.join("evaluations.parquet"),
         &evaluations,
-        &provenance("evaluate").with_input("model", &model_id),
+        &provenance("evaluate").with_input(input_role::MODEL, &model_id),
     )?;
 
     let block_stats = BlockStatsTable {

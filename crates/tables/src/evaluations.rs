@@ -649,10 +649,6 @@ pub enum Incomplete {
     Allow,
 }
 
-/// The provenance input of an evaluation table written by `evaluate --shard I/N`: `I/N`, so
-/// that only that shard resumes it, and a stage reading it knows it holds part of the masks.
-pub const SHARD_INPUT: &str = "shard";
-
 /// Reads an evaluation table as the input of a later stage: [`read_evaluations`], then a
 /// checkpoint (`complete = false`) is refused unless `incomplete` allows it.
 pub fn read_complete_evaluations(
@@ -665,7 +661,7 @@ pub fn read_complete_evaluations(
         // joins the shards): said, since conclusions drawn from it see part of the game.
         if let Some(shard) = crate::read_provenance(path)
             .ok()
-            .and_then(|p| p.inputs.get(SHARD_INPUT).cloned())
+            .and_then(|p| p.inputs.get(crate::input_role::SHARD).cloned())
         {
             tracing::warn!(
                 "{}: the masks of shard {shard} only ({} rows); evaluate --merge joins the \

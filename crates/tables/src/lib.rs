@@ -30,14 +30,13 @@ pub use error::{TableError, TableErrorKind};
 pub use evaluations::{
     read_complete_evaluations, read_evaluations, resume_evaluations, write_evaluations,
     AppendError, EvaluationRow, EvaluationTable, GameValue, Incomplete, PartialWindows,
-    SHARD_INPUT,
 };
 pub use io::{
     key as metadata_key, kind_of, read_head, read_metadata, read_table_kind, TableHead, TableKind,
     FORMAT_VERSION, KEY_PREFIX,
 };
 pub use masks::{read_masks, write_masks, MaskRow, MaskTable};
-pub use provenance::Provenance;
+pub use provenance::{input_role, Provenance};
 pub use results::{
     read_plans, read_scores, write_plans, write_scores, FullModel, PlanRow, PlanTable, RunnerUp,
     ScoreRow, ScoreTable,

@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use layerprune_core::{GameValue, Mask};
+use layerprune_tables::input_role;
 use layerprune_tables::*;
 use layerprune_tests::{fuzz_seed, mutate, FuzzBudget, FuzzRng};
 
@@ -51,7 +52,7 @@ fn mask(id: &str) -> Mask {
 fn provenance() -> Provenance {
     Provenance::new("fuzz", "0.1.0", vec!["fuzz".into()])
         .with_seed(7)
-        .with_input("dataset", "d")
+        .with_input(input_role::DATASET, "d")
 }
 
 /// The kinds fuzzed, each with a writer of one small valid table and its reader.

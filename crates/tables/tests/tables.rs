@@ -18,8 +18,7 @@ fn provenance() -> Provenance {
         vec!["test".into(), "--flag".into(), "a \"quoted\" arg".into()],
     )
     .with_seed(12345678901234)
-    .with_input("model", "m-id")
-    .with_input("dataset", "d-id")
+    .with_game("m-id", "d-id")
 }
 
 fn evaluation(id: &str, nll: f64) -> EvaluationRow {

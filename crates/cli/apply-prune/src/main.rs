@@ -23,6 +23,7 @@ use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, PlanFiles};
 use layerprune_selection::margin::depth_warning;
 use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
+use layerprune_tables::input_role;
 use layerprune_tables::{write_plans, Provenance, TableKind};
 
 #[derive(Parser, Debug)]
@@ -376,12 +377,12 @@ fn apply_prune(args: Args) -> Result<()> {
     }
     if let (Some(game), Some(dataset_id)) = (game.as_mut(), &dataset_id) {
         provenance = provenance
-            .with_input("model", game.evaluator().model().model_id())
-            .with_input("dataset", dataset_id);
+            .with_input(input_role::MODEL, game.evaluator().model().model_id())
+            .with_input(input_role::DATASET, dataset_id);
     } else if let Some(model_id) = &inputs.model_id {
         // Chosen without the model: the model its inputs were measured on (what from-plan
         // checks a model against).
-        provenance = provenance.with_input("model", model_id);
+        provenance = provenance.with_input(input_role::MODEL, model_id);
     }
     let table = inputs.table(&plans)?;
     for warning in table.rows.iter().filter_map(depth_warning) {

@@ -121,7 +121,6 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         layerprune_cli_common::command_line(),
     )
     .with_seed(args.seed)
-    .with_input("model", &fitted.model_id)
-    .with_input("dataset", &fitted.dataset_id);
+    .with_game(&fitted.model_id, &fitted.dataset_id);
     fitted.write(args.metrics.as_deref(), args.out.as_deref(), &provenance)
 }

@@ -125,13 +125,13 @@ fn errors_at_exit_are_plain_text_whatever_the_log_format() {
 /// A finished shard's table is complete but holds only its shard's masks: fitting on it says so.
 #[test]
 fn a_shards_table_is_named_as_part_of_the_masks() {
-    use layerprune_tables::{read_evaluations, write_evaluations, Provenance, SHARD_INPUT};
+    use layerprune_tables::{input_role, read_evaluations, write_evaluations, Provenance};
     let folder = tempfile::tempdir().unwrap();
     let whole = fit(folder.path(), "whole.json", &[]);
     assert!(!text(&whole.stderr).contains("the masks of shard"));
     let evaluations = folder.path().join("evals.parquet");
     let table = read_evaluations(&evaluations).unwrap();
-    let provenance = Provenance::new("evaluate", "0", vec![]).with_input(SHARD_INPUT, "1/2");
+    let provenance = Provenance::new("evaluate", "0", vec![]).with_input(input_role::SHARD, "1/2");
     write_evaluations(&evaluations, &table, &provenance).unwrap();
     let shard = fit(folder.path(), "shard.json", &[]);
     let stderr = text(&shard.stderr);

@@ -14,6 +14,7 @@ use layerprune_data::{
     tokens_of_documents, Bos, DocumentRange, TextSource, TokenRequest, TokenizerFile, WindowMode,
     WindowSpec, TOKENIZING_BYTES_PER_TEXT_BYTE,
 };
+use layerprune_tables::input_role;
 use layerprune_tables::{write_tokens, Provenance, TableKind};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -207,7 +208,7 @@ fn body(args: Args) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         layerprune_cli_common::command_line(),
     )
-    .with_input("tokenizer", tokenizer.sha256());
+    .with_input(input_role::TOKENIZER, tokenizer.sha256());
     if let WindowMode::Random { seed } = mode {
         provenance = provenance.with_seed(seed);
     }

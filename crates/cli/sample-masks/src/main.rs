@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser, ValueEnum};
 use layerprune_sampling::table::{sample_mask_table, AllocationSource, MaskRequest};
 use layerprune_sampling::{Players, SampleOutcome, StrataSpec};
+use layerprune_tables::input_role;
 use layerprune_tables::{write_masks, Provenance, TableKind};
 
 /// Choose the masks (coalitions of kept blocks) to evaluate on the real model: stratified
@@ -169,7 +170,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         // The model the masks were drawn for, by the id its evaluation tables record.
         let id = layerprune_model::model_id(model)
             .with_context(|| format!("reading the model manifest of {}", model.display()))?;
-        provenance = provenance.with_input("model", &id);
+        provenance = provenance.with_input(input_role::MODEL, &id);
     }
 
     let sampled = sample_mask_table(&players, &request, provenance)?;

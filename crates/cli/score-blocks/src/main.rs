@@ -102,9 +102,7 @@ fn score_blocks(args: Args) -> Result<()> {
         .with_seed(args.seed);
     // The model and token table the scores were measured on, where an input records them.
     if !table.model_id.is_empty() {
-        provenance = provenance
-            .with_input("model", &table.model_id)
-            .with_input("dataset", &table.dataset_id);
+        provenance = provenance.with_game(&table.model_id, &table.dataset_id);
     }
     write_scores(&args.out, &table, &provenance)?;
     use std::fmt::Write;
