@@ -20,7 +20,7 @@ use layerprune_core::{Game, Mask, RecordedGame};
 use layerprune_shapley::exact::exact_values;
 use layerprune_shapley::semivalue::{exact_semivalue, published_strata};
 use layerprune_shapley::synthetic::TripleGame;
-use layerprune_shapley::{run_estimator_with_fit, EstimatorKind, Players};
+use layerprune_shapley::{run_estimator_with_fit, Estimator, Players};
 use layerprune_surrogate::spearman;
 use layerprune_tables::{read_evaluations, GameValue};
 
@@ -129,7 +129,7 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for &budget in &args.budgets {
         for seed in 0..args.seeds {
-            for kind in EstimatorKind::ALL {
+            for kind in Estimator::BUDGETED {
                 let (estimates, surrogate_r2) =
                     match run_estimator_with_fit(kind, &mut game, &players, budget, seed) {
                         Ok(result) => result,
@@ -139,8 +139,8 @@ fn main() -> Result<()> {
                         }
                     };
                 let own = match kind {
-                    EstimatorKind::StratifiedSemivalue => &semivalue.values,
-                    EstimatorKind::BanzhafMsr => &banzhaf.values,
+                    Estimator::StratifiedSemivalue => &semivalue.values,
+                    Estimator::BanzhafMsr => &banzhaf.values,
                     _ => &shapley.values,
                 };
                 rows.push(Row {
@@ -222,10 +222,10 @@ fn main() -> Result<()> {
     ];
     for (title, cell) in tables {
         summary += &header(title);
-        for kind in EstimatorKind::ALL {
+        for kind in Estimator::BUDGETED {
             summary += &format!("| {} |", kind.name());
             for &b in &args.budgets {
-                let base = mean(EstimatorKind::Permutation.name(), b);
+                let base = mean(Estimator::Permutation.name(), b);
                 summary += &match mean(kind.name(), b) {
                     Some((rmse, rho, own)) => format!(" {} |", cell(rmse, rho, own, base)),
                     None => " – |".into(),
@@ -255,7 +255,7 @@ fn surrogate_fit_table(rows: &[Row], budgets: &[usize]) -> String {
     text += "\n|---|";
     text += &"---:|".repeat(budgets.len());
     text += "\n";
-    for kind in EstimatorKind::ALL {
+    for kind in Estimator::BUDGETED {
         if !rows
             .iter()
             .any(|r| r.estimator == kind.name() && r.surrogate_r2.is_some())

@@ -1,120 +1,62 @@
-//! One entry point over every budgeted estimator on a live game (its masks asked for as it
-//! samples), for the replay benchmark and the tests; the `shapley` stage, which estimates from
-//! recorded tables, goes through [`crate::registry`].
-
-use std::fmt;
-use std::str::FromStr;
+//! The estimators of the one registry ([`Estimator`]) that run on a live game, spending a
+//! budget of evaluations as they sample: the replay benchmark and the tests run them this way;
+//! the `shapley` stage runs the same estimators on recorded tables ([`crate::registry`]).
 
 use layerprune_core::Game;
 
+use crate::registry::Estimator;
 use crate::regression::SurrogateTarget;
 use crate::semivalue::{base_masks_for_budget, published_strata, run_semivalue, MaskDistribution};
 use crate::{
     banzhaf, kernelshap, permutation, regression, stratified, Estimates, Players, ShapleyError,
 };
 
-/// The estimators that spend a budget of game evaluations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EstimatorKind {
-    /// The published stratified semivalue with the published strata scaled to the players.
-    StratifiedSemivalue,
-    Permutation,
-    KernelShap,
-    RegressionAdjusted,
-    /// Regression adjustment with the exp-polynomial surrogate, residual over kernel pairs.
-    RegressionAdjustedLog,
-    /// Regression adjustment with the exp-polynomial surrogate, residual over antithetic
-    /// permutation chains.
-    RegressionAdjustedLogChains,
-    /// Masks stratified by size, small sizes enumerated; stratum means of the evaluations.
-    Stratified,
-    /// The same masks, stratum means completed by a cross-fitted exp-polynomial surrogate.
-    RegressionAdjustedStratified,
-    BanzhafMsr,
-}
-
-impl EstimatorKind {
-    pub const ALL: [EstimatorKind; 9] = [
-        EstimatorKind::StratifiedSemivalue,
-        EstimatorKind::Permutation,
-        EstimatorKind::KernelShap,
-        EstimatorKind::RegressionAdjusted,
-        EstimatorKind::RegressionAdjustedLog,
-        EstimatorKind::RegressionAdjustedLogChains,
-        EstimatorKind::Stratified,
-        EstimatorKind::RegressionAdjustedStratified,
-        EstimatorKind::BanzhafMsr,
+impl Estimator {
+    /// The estimators that run on a live game with a budget of evaluations ([`run_estimator`]):
+    /// every one but those that read only a surrogate's own values or need every mask.
+    pub const BUDGETED: [Estimator; 9] = [
+        Estimator::StratifiedSemivalue,
+        Estimator::Permutation,
+        Estimator::KernelShap,
+        Estimator::RegressionAdjusted,
+        Estimator::RegressionAdjustedExp,
+        Estimator::RegressionAdjustedExpChains,
+        Estimator::Stratified,
+        Estimator::RegressionAdjustedStratified,
+        Estimator::BanzhafMsr,
     ];
-
-    /// The estimator name written in score tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            EstimatorKind::StratifiedSemivalue => crate::semivalue::STRATIFIED_SEMIVALUE,
-            EstimatorKind::Permutation => permutation::PERMUTATION,
-            EstimatorKind::KernelShap => kernelshap::KERNELSHAP,
-            EstimatorKind::RegressionAdjusted => regression::REGRESSION_ADJUSTED,
-            EstimatorKind::RegressionAdjustedLog => regression::REGRESSION_ADJUSTED_LOG,
-            EstimatorKind::RegressionAdjustedLogChains => {
-                regression::REGRESSION_ADJUSTED_LOG_CHAINS
-            }
-            EstimatorKind::Stratified => stratified::STRATIFIED_SHAPLEY,
-            EstimatorKind::RegressionAdjustedStratified => {
-                stratified::REGRESSION_ADJUSTED_STRATIFIED
-            }
-            EstimatorKind::BanzhafMsr => banzhaf::BANZHAF_MSR,
-        }
-    }
 
     /// Whether the estimand is the Shapley value (the semivalue and Banzhaf are not).
     pub fn estimates_shapley(self) -> bool {
         matches!(
             self,
-            EstimatorKind::Permutation
-                | EstimatorKind::KernelShap
-                | EstimatorKind::RegressionAdjusted
-                | EstimatorKind::RegressionAdjustedLog
-                | EstimatorKind::RegressionAdjustedLogChains
-                | EstimatorKind::Stratified
-                | EstimatorKind::RegressionAdjustedStratified
+            Estimator::SurrogateShapley
+                | Estimator::Permutation
+                | Estimator::KernelShap
+                | Estimator::RegressionAdjusted
+                | Estimator::RegressionAdjustedExp
+                | Estimator::RegressionAdjustedExpChains
+                | Estimator::Stratified
+                | Estimator::RegressionAdjustedStratified
+                | Estimator::Exact
         )
     }
-}
 
-impl EstimatorKind {
     /// Whether Σ φ̂ = v(N) − v(∅) holds exactly for every sample (the stratified estimators
     /// estimate each size's means separately, so theirs holds only in expectation).
     pub fn is_efficient(self) -> bool {
         self.estimates_shapley()
             && !matches!(
                 self,
-                EstimatorKind::Stratified | EstimatorKind::RegressionAdjustedStratified
+                Estimator::Stratified | Estimator::RegressionAdjustedStratified
             )
     }
 }
 
-impl fmt::Display for EstimatorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for EstimatorKind {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        EstimatorKind::ALL
-            .into_iter()
-            .find(|k| k.name() == text)
-            .ok_or_else(|| {
-                let names: Vec<_> = EstimatorKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown estimator {text:?}; one of {}", names.join(", "))
-            })
-    }
-}
-
-/// Runs `kind` on `game` (a block game; fixed blocks kept) using at most `budget` distinct
-/// evaluations.
+/// Runs `kind` (one of [`Estimator::BUDGETED`]) on `game` (a block game; fixed blocks kept)
+/// using at most `budget` distinct evaluations.
 pub fn run_estimator(
-    kind: EstimatorKind,
+    kind: Estimator,
     game: &mut dyn Game,
     players: &Players,
     budget: usize,
@@ -126,7 +68,7 @@ pub fn run_estimator(
 /// [`run_estimator`], also returning the held-out R² of the surrogate for the
 /// regression-adjusted estimators (`None` for the others).
 pub fn run_estimator_with_fit(
-    kind: EstimatorKind,
+    kind: Estimator,
     game: &mut dyn Game,
     players: &Players,
     budget: usize,
@@ -135,7 +77,7 @@ pub fn run_estimator_with_fit(
     let adjusted =
         |result: regression::RegressionAdjusted| (result.estimates, Some(result.held_out_r2));
     Ok(match kind {
-        EstimatorKind::StratifiedSemivalue => {
+        Estimator::StratifiedSemivalue => {
             let bases = base_masks_for_budget(players.len(), budget);
             let published = published_strata(players.len());
             // A base mask per stratum at least: a stratum without one would be left out of the
@@ -151,39 +93,42 @@ pub fn run_estimator_with_fit(
             let strata = MaskDistribution::Strata(published);
             (run_semivalue(game, players, &strata, bases, seed)?, None)
         }
-        EstimatorKind::Permutation => (
+        Estimator::Permutation => (
             permutation::run_permutation(game, players, budget, seed)?,
             None,
         ),
-        EstimatorKind::KernelShap => (
+        Estimator::KernelShap => (
             kernelshap::run_kernelshap(game, players, budget, seed)?,
             None,
         ),
-        EstimatorKind::RegressionAdjusted => adjusted(regression::run_regression_adjusted_kernel(
+        Estimator::RegressionAdjusted => adjusted(regression::run_regression_adjusted_kernel(
             game,
             players,
             budget,
             seed,
             SurrogateTarget::Value,
         )?),
-        EstimatorKind::RegressionAdjustedLog => {
-            adjusted(regression::run_regression_adjusted_kernel(
-                game,
-                players,
-                budget,
-                seed,
-                SurrogateTarget::LogValue,
-            )?)
-        }
-        EstimatorKind::RegressionAdjustedLogChains => adjusted(
+        Estimator::RegressionAdjustedExp => adjusted(regression::run_regression_adjusted_kernel(
+            game,
+            players,
+            budget,
+            seed,
+            SurrogateTarget::LogValue,
+        )?),
+        Estimator::RegressionAdjustedExpChains => adjusted(
             regression::run_regression_adjusted_chains(game, players, budget, seed)?,
         ),
-        EstimatorKind::Stratified => {
-            stratified::run_stratified(game, players, budget, seed, false)?
-        }
-        EstimatorKind::RegressionAdjustedStratified => {
+        Estimator::Stratified => stratified::run_stratified(game, players, budget, seed, false)?,
+        Estimator::RegressionAdjustedStratified => {
             stratified::run_stratified(game, players, budget, seed, true)?
         }
-        EstimatorKind::BanzhafMsr => (banzhaf::run_banzhaf_msr(game, players, budget, seed)?, None),
+        Estimator::BanzhafMsr => (banzhaf::run_banzhaf_msr(game, players, budget, seed)?, None),
+        Estimator::BanzhafMarginal | Estimator::SurrogateShapley | Estimator::Exact => {
+            return Err(ShapleyError::Design(format!(
+                "{kind} does not spend a budget on a live game: it reads a surrogate or every \
+                 mask (one of {})",
+                Estimator::BUDGETED.map(Estimator::name).join(", ")
+            )))
+        }
     })
 }

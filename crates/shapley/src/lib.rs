@@ -46,7 +46,7 @@ pub mod surrogate;
 pub mod synthetic;
 mod values;
 
-pub use estimator::{run_estimator, run_estimator_with_fit, EstimatorKind};
+pub use estimator::{run_estimator, run_estimator_with_fit};
 pub use layerprune_core::{PlayerGame, Players, PlayersError};
 pub use registry::{
     estimate, estimate_recorded, Coalitions, DesignRow, Estimated, Estimator, EstimatorInputs,

@@ -5,8 +5,9 @@
 //! table), the design that drew its masks (permutation chains, complement pairs), and/or a
 //! fitted surrogate (a [`Game`] that is free to query).
 //!
-//! The budgeted estimators run on a live game are [`crate::EstimatorKind`] (the benchmark's
-//! registry); this one runs on the stages' files.
+//! The same estimators also run on a live game, spending a budget of evaluations as they
+//! sample ([`Estimator::BUDGETED`], [`crate::run_estimator`]): the replay benchmark and the
+//! tests use that entry point.
 
 use std::fmt;
 use std::str::FromStr;

@@ -28,7 +28,7 @@ use layerprune_shapley::semivalue::{
 use layerprune_shapley::surrogate::surrogate_shapley;
 use layerprune_shapley::synthetic::TripleGame;
 use layerprune_shapley::{
-    evaluate_masks, rng_from_seed, run_estimator, Estimates, EstimatorKind, Players,
+    evaluate_masks, rng_from_seed, run_estimator, Estimates, Estimator, Players,
 };
 use rand::Rng;
 
@@ -323,10 +323,7 @@ fn subsets_of_blocks_keep_the_fixed_blocks() {
         inner: blocks,
         fixed,
     };
-    for kind in [
-        EstimatorKind::Permutation,
-        EstimatorKind::RegressionAdjusted,
-    ] {
+    for kind in [Estimator::Permutation, Estimator::RegressionAdjusted] {
         let estimates = run_estimator(kind, &mut game, &players, 200, 4).unwrap();
         assert_eq!(estimates.blocks, vec![1, 3, 4, 6]);
         assert_close(&estimates, &truth, 1e-5);
@@ -334,7 +331,7 @@ fn subsets_of_blocks_keep_the_fixed_blocks() {
     let (shapley, _) = exact_values(&mut game, &players).unwrap();
     assert_close(&shapley, &truth, 1e-12);
     assert_eq!(shapley.llm_evaluations, 16);
-    for kind in EstimatorKind::ALL {
+    for kind in Estimator::BUDGETED {
         let estimates = run_estimator(kind, &mut game, &players, 200, 4).unwrap();
         assert_eq!(estimates.values.len(), 4, "{kind}");
         assert!(estimates.llm_evaluations <= 16, "{kind}");
@@ -342,10 +339,27 @@ fn subsets_of_blocks_keep_the_fixed_blocks() {
 }
 
 #[test]
+fn the_one_registry_runs_on_a_live_game_only_what_spends_a_budget() {
+    let mut game = TripleGame::layer_pruning_like(6, 2);
+    let players = Players::all(6);
+    for which in Estimator::ALL {
+        let result = run_estimator(which, &mut game, &players, 200, 4);
+        assert_eq!(
+            result.is_ok(),
+            Estimator::BUDGETED.contains(&which),
+            "{which}"
+        );
+        if let Err(e) = result {
+            assert!(e.to_string().contains("does not spend a budget"), "{e}");
+        }
+    }
+}
+
+#[test]
 fn every_estimator_is_deterministic_for_a_seed_and_within_budget() {
     let mut game = TripleGame::layer_pruning_like(12, 2);
     let players = Players::all(12);
-    for kind in EstimatorKind::ALL {
+    for kind in Estimator::BUDGETED {
         let a = run_estimator(kind, &mut game, &players, 256, 9).unwrap();
         let b = run_estimator(kind, &mut game, &players, 256, 9).unwrap();
         let c = run_estimator(kind, &mut game, &players, 256, 10).unwrap();
@@ -530,8 +544,8 @@ fn log_surrogate_estimators_recover_exp_pairwise_games_and_stay_unbiased() {
     let mut triple = TripleGame::layer_pruning_like(10, 3);
     let truth = triple.shapley_values();
     for kind in [
-        EstimatorKind::RegressionAdjustedLog,
-        EstimatorKind::RegressionAdjustedLogChains,
+        Estimator::RegressionAdjustedExp,
+        Estimator::RegressionAdjustedExpChains,
     ] {
         let estimates = run_estimator(kind, &mut triple, &Players::all(10), 600, 2).unwrap();
         assert_within_se(&estimates, &truth, 0.05);
@@ -549,8 +563,8 @@ fn stratified_estimators_are_exact_when_every_mask_is_evaluated() {
     let players = Players::all(7);
     // A budget of 2^7 enumerates every size.
     for kind in [
-        EstimatorKind::Stratified,
-        EstimatorKind::RegressionAdjustedStratified,
+        Estimator::Stratified,
+        Estimator::RegressionAdjustedStratified,
     ] {
         let estimates = run_estimator(kind, &mut game, &players, 128, 1).unwrap();
         assert_close(&estimates, &truth, 1e-12);
@@ -599,7 +613,7 @@ fn regression_adjusted_stratified_recovers_exp_pairwise_games_and_is_unbiased() 
     let truth = exact_shapley(&mut game).unwrap();
     // Every fold's surrogate sees > 74 masks (two per coefficient of the quadratic), so
     // exp(quadratic) is fitted exactly and only rounding is left.
-    let kind = EstimatorKind::RegressionAdjustedStratified;
+    let kind = Estimator::RegressionAdjustedStratified;
     let estimates = run_estimator(kind, &mut game, &players, 160, 1).unwrap();
     assert_close(&estimates, &truth, 1e-6);
 
@@ -636,7 +650,7 @@ fn regression_adjusted_stratified_samples_the_surrogate_beyond_sixteen_players()
     let weights: Vec<f64> = (0..20).map(|i| 0.01 + 0.004 * i as f64).collect();
     let mut game = AdditiveGame::new(weights.clone(), 0.05);
     let estimates = run_estimator(
-        EstimatorKind::RegressionAdjustedStratified,
+        Estimator::RegressionAdjustedStratified,
         &mut game,
         &Players::all(20),
         600,
@@ -654,7 +668,7 @@ fn the_stratified_semivalue_needs_a_base_mask_per_stratum() {
     let n = 12;
     let mut game = random_pairwise(n, 3);
     let error = layerprune_shapley::run_estimator(
-        EstimatorKind::StratifiedSemivalue,
+        Estimator::StratifiedSemivalue,
         &mut game,
         &Players::all(n),
         64,
@@ -664,7 +678,7 @@ fn the_stratified_semivalue_needs_a_base_mask_per_stratum() {
     .to_string();
     assert!(error.contains("65"), "{error}");
     let estimates = layerprune_shapley::run_estimator(
-        EstimatorKind::StratifiedSemivalue,
+        Estimator::StratifiedSemivalue,
         &mut game,
         &Players::all(n),
         65,
@@ -682,7 +696,7 @@ fn the_stratified_semivalue_needs_a_base_mask_per_stratum() {
 #[test]
 fn every_estimator_runs_on_one_player_and_on_constant_games() {
     // One player: every Shapley estimator gives the whole gain v(N) − v(∅).
-    for kind in EstimatorKind::ALL {
+    for kind in Estimator::BUDGETED {
         let mut game = PairwiseGame {
             linear: vec![0.3],
             pairs: vec![vec![0.0]],
@@ -700,7 +714,7 @@ fn every_estimator_runs_on_one_player_and_on_constant_games() {
     // A constant game (every mask alike, of any sign: nll-increase or neg-nll can be): every
     // value is 0. The exp-polynomial surrogates shifted a constant −3 onto ln 0.
     for constant in [0.5, 0.0, -3.0] {
-        for kind in EstimatorKind::ALL {
+        for kind in Estimator::BUDGETED {
             let mut game = AdditiveGame::new(vec![0.0; 6], constant);
             let estimates = run_estimator(kind, &mut game, &Players::all(6), 200, 1)
                 .unwrap_or_else(|e| panic!("{kind} on v = {constant}: {e}"));

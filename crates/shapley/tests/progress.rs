@@ -11,7 +11,7 @@ use layerprune_shapley::progress::LONG_LOOP_BATCHES;
 use layerprune_shapley::semivalue::{published_strata, semivalue_through, MaskDistribution};
 use layerprune_shapley::surrogate::surrogate_shapley;
 use layerprune_shapley::synthetic::TripleGame;
-use layerprune_shapley::{evaluate_masks, run_estimator, EstimatorKind, Players};
+use layerprune_shapley::{evaluate_masks, run_estimator, Estimator, Players};
 
 fn logged(run: impl FnOnce()) -> String {
     layerprune_tests::logged_at(tracing::Level::INFO, run)
@@ -135,7 +135,7 @@ fn the_cross_fitted_estimators_log_each_half_or_fold() {
     let mut game = TripleGame::layer_pruning_like(n, 3);
     let text = logged(|| {
         run_estimator(
-            EstimatorKind::RegressionAdjustedLog,
+            Estimator::RegressionAdjustedExp,
             &mut game,
             &players,
             600,
@@ -155,7 +155,7 @@ fn the_cross_fitted_estimators_log_each_half_or_fold() {
 
     let text = logged(|| {
         run_estimator(
-            EstimatorKind::RegressionAdjustedStratified,
+            Estimator::RegressionAdjustedStratified,
             &mut game,
             &players,
             300,
@@ -180,7 +180,7 @@ fn a_surrogate_sampled_inside_a_cross_fit_is_labelled_with_its_estimator() {
     let mut game = TripleGame::layer_pruning_like(n, 4);
     let text = layerprune_tests::logged_at(tracing::Level::DEBUG, || {
         run_estimator(
-            EstimatorKind::RegressionAdjustedLog,
+            Estimator::RegressionAdjustedExp,
             &mut game,
             &players,
             400,
