@@ -28,7 +28,8 @@ use std::rc::Rc;
 use layerprune_core::Mask;
 
 use crate::evaluator::PrefixStack;
-use crate::model::{HiddenState, LayeredModel};
+use crate::hidden::HiddenState;
+use crate::model::LayeredModel;
 use crate::RuntimeError;
 
 /// Masks (positions in the sorted order) that agree on every block so far, and their state.

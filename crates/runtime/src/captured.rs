@@ -33,10 +33,11 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, Shape, TensorElementType};
 
-use crate::model::{
-    fresh_state_like, onnx_error, queued_run_options, run_binding, run_into, state_binding,
-    BoundOutput, HiddenState,
+use crate::hidden::{
+    fresh_state_like, queued_run_options, run_binding, run_into, state_binding, BoundOutput,
+    HiddenState,
 };
+use crate::session::onnx_error;
 use crate::RuntimeError;
 
 /// Shapes captured per block session. One mask at a time has one shape per window batch (two

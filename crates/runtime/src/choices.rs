@@ -20,8 +20,9 @@ use layerprune_core::Mask;
 use ndarray::{Array2, Array3};
 
 use crate::evaluator::{prefix_order, run_masks, PrefixStack};
+use crate::hidden::{on_host, HiddenState};
 use crate::manifest::Manifest;
-use crate::model::{non_finite_loss, on_host, HiddenState, LayeredModel};
+use crate::model::{non_finite_loss, LayeredModel};
 use crate::RuntimeError;
 
 /// One scoring request: log p(continuation | context).

@@ -8,7 +8,8 @@ use ndarray::Array2;
 
 use crate::batching::run_masks_batched;
 use crate::captured::RUNS_BEFORE_CAPTURE;
-use crate::model::{non_finite_loss, HiddenState, LayeredModel};
+use crate::hidden::HiddenState;
+use crate::model::{non_finite_loss, LayeredModel};
 use crate::RuntimeError;
 
 /// How the evaluator trades memory for reuse.

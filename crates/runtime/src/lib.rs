@@ -16,8 +16,11 @@ mod captured;
 mod choices;
 mod cuda;
 mod evaluator;
+mod hidden;
 mod manifest;
 mod model;
+mod options;
+mod session;
 mod stitch;
 mod tally;
 
@@ -30,13 +33,13 @@ pub use evaluator::{
     block_statistics, check_token_windows, check_tokenizer, check_tokens, sort_for_prefix_reuse,
     BlockStatistic, EvalOptions, Evaluator, MaskEvaluation,
 };
+pub use hidden::{on_host, HiddenState, OnHost};
 pub use manifest::{
     model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,
 };
-pub use model::{
-    environment, on_host, runtime_library_path, session_builder, HiddenState, LayeredModel, OnHost,
-    RuntimeOptions, DEFAULT_LIBRARY,
-};
+pub use model::LayeredModel;
+pub use options::{environment, runtime_library_path, RuntimeOptions, DEFAULT_LIBRARY};
+pub use session::session_builder;
 pub use tally::{GraphRuns, RunTally};
 
 use std::path::PathBuf;

@@ -27,7 +27,8 @@ use ort::session::{RunOptions, Session};
 use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, ValueType};
 use protobuf::{Message, MessageField};
 
-use crate::model::{explained, on_host, run_binding, session_builder, HiddenState};
+use crate::hidden::{on_host, run_binding, HiddenState};
+use crate::session::{explained, session_builder};
 use crate::{RuntimeError, RuntimeOptions};
 
 /// The batch-axis graphs of one model, built as they are first needed.

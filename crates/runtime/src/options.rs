@@ -1,0 +1,233 @@
+//! How a model is loaded and run (the execution provider, threads, I/O binding, CUDA graphs,
+//! TF32, arenas), and the one ONNX Runtime environment every session of the process shares.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use layerprune_core::Device;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+
+use crate::arena::Arena;
+use crate::RuntimeError;
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    pub device: Device,
+    /// Intra-op threads of the one global pool (0 = ONNX Runtime's default, one per core).
+    pub threads: usize,
+    /// Check every file's sha256 against the manifest before loading (reads every byte once).
+    pub verify_hashes: bool,
+    /// What each session's memory arena does with the buffers a run has freed ([`Arena`]).
+    pub arena: Arena,
+    /// Bind the outputs of the embedding and of every block to the device's own memory
+    /// (ONNX Runtime's IoBinding), so hidden states go from block to block without leaving
+    /// the device; only the head's per-token NLL comes back to the host. `None`: on for
+    /// CUDA, off for the CPU (where every buffer is host memory already, and the plain path
+    /// is the measured default). The results are the same bit for bit (tested on the CPU).
+    pub io_binding: Option<bool>,
+    /// TensorFloat-32 matrix products on the CUDA provider (its `use_tf32` option). `None`:
+    /// the provider's default (on). `Some(true)` on the CPU is refused: the CPU provider
+    /// has no such setting.
+    pub tf32: Option<bool>,
+    /// Every session queues its kernels on one CUDA stream and the host does not wait for
+    /// each block to finish before queuing the next (`crate::cuda`): the host waits only
+    /// where it reads a result. `None`: on for CUDA with bound outputs (measured on an H200:
+    /// 1.18x on a TinyLlama-1.1B shape, 1.07x on a Llama-2-7B shape; docs/benchmarks.md §5),
+    /// off otherwise. Needs CUDA and bound outputs ([`Self::io_binding`]); `Some(true)`
+    /// otherwise is refused.
+    pub overlap: Option<bool>,
+    /// Capture each block's kernels as a CUDA graph and replay it, instead of launching them
+    /// one by one from the host (`crate::captured`): what a model whose blocks are small for
+    /// the GPU needs, as launches then set the pace. Needs CUDA with overlap
+    /// ([`Self::overlaps`]), whose stream orders the copies into and out of the captured
+    /// buffers. Off by default until measured on a GPU.
+    pub cuda_graphs: bool,
+}
+
+impl RuntimeOptions {
+    /// The device with the settings that change its arithmetic, as evaluation tables record it
+    /// (`EvaluationTable::evaluated_on`): `cpu` (where every setting gives the same NLLs bit
+    /// for bit), or on CUDA its TF32 setting and the shapes of its matrix products, which may
+    /// pick other kernels there (`cuda, tf32 on, mask batch 8, windows a pass 0`; on the CPU
+    /// batching is bit-identical, on a GPU not yet measured apart). Not the device's index (two
+    /// GPUs of one kind compute alike) nor settings that keep results bit for bit (threads,
+    /// arena, IoBinding, overlap, CUDA graphs, the prefix cache).
+    pub fn evaluated_on(&self, evaluation: &crate::EvalOptions) -> String {
+        match self.device {
+            Device::Cpu => "cpu".to_string(),
+            Device::Cuda(_) => format!(
+                "cuda, tf32 {}, mask batch {}, windows a pass {}",
+                if self.tf32.unwrap_or(true) {
+                    "on"
+                } else {
+                    "off"
+                },
+                evaluation.mask_batch.max(1),
+                evaluation.batch_windows
+            ),
+        }
+    }
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            device: Device::Cpu,
+            threads: 0,
+            verify_hashes: true,
+            arena: Arena::Keep,
+            io_binding: None,
+            tf32: None,
+            overlap: None,
+            cuda_graphs: false,
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// Whether block outputs are bound to the device's memory ([`Self::io_binding`] resolved
+    /// for [`Self::device`]).
+    pub fn binds_outputs(&self) -> bool {
+        self.io_binding
+            .unwrap_or(matches!(self.device, Device::Cuda(_)))
+    }
+
+    /// Whether the host queues block after block without waiting ([`Self::overlap`] resolved:
+    /// only on CUDA with bound outputs).
+    pub fn overlaps(&self) -> bool {
+        self.overlap.unwrap_or(true)
+            && matches!(self.device, Device::Cuda(_))
+            && self.binds_outputs()
+    }
+
+    /// Refuses settings the device does not have.
+    pub(crate) fn check(&self) -> Result<(), RuntimeError> {
+        if self.overlap == Some(true) && !matches!(self.device, Device::Cuda(_)) {
+            return Err(RuntimeError::BadInput(
+                "overlapping the host with the GPU is a setting of the CUDA execution provider; \
+                 on the CPU provider the host does the work itself"
+                    .into(),
+            ));
+        }
+        if self.overlap == Some(true) && !self.binds_outputs() {
+            return Err(RuntimeError::BadInput(
+                "overlapping the host with the GPU needs hidden states bound to the device \
+                 (IoBinding): states returned to the host make it wait after every block"
+                    .into(),
+            ));
+        }
+        if self.cuda_graphs && !matches!(self.device, Device::Cuda(_)) {
+            return Err(RuntimeError::BadInput(
+                "CUDA graphs are a setting of the CUDA execution provider; the CPU provider \
+                 runs each graph's kernels itself"
+                    .into(),
+            ));
+        }
+        if self.cuda_graphs && !self.overlaps() {
+            return Err(RuntimeError::BadInput(
+                "CUDA graphs need the host overlapped with the GPU (bound states on one shared \
+                 stream), which orders the copies into and out of the captured buffers"
+                    .into(),
+            ));
+        }
+        if self.arena == Arena::Off && !matches!(self.device, Device::Cpu) {
+            return Err(RuntimeError::BadInput(
+                "the CUDA provider always allocates device memory through its arena; to give \
+                 it back after every run, shrink the arena instead of turning it off"
+                    .into(),
+            ));
+        }
+        if self.arena == Arena::Shrink && self.cuda_graphs {
+            return Err(RuntimeError::BadInput(
+                "CUDA graphs replay the addresses their buffers had when captured, which a \
+                 shrinking arena gives back after every run: keep the arena with CUDA graphs"
+                    .into(),
+            ));
+        }
+        if self.tf32 == Some(true) && matches!(self.device, Device::Cpu) {
+            return Err(RuntimeError::BadInput(
+                "TF32 is a setting of the CUDA execution provider; the CPU provider computes \
+                 float32 products in float32"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where bound outputs go: the device's default memory.
+    pub(crate) fn output_memory(&self) -> Result<MemoryInfo<'static>, RuntimeError> {
+        let (device, index) = match self.device {
+            Device::Cpu => (AllocationDevice::CPU, 0),
+            Device::Cuda(index) => (AllocationDevice::CUDA, index as i32),
+        };
+        MemoryInfo::new(device, index, AllocatorType::Device, MemoryType::Default).map_err(
+            |error| RuntimeError::DeviceUnavailable {
+                device: self.device.to_string(),
+                problem: format!("no memory description for it: {}", error.message()),
+            },
+        )
+    }
+}
+
+/// Where `make ort` unpacks the library of the PyPI `onnxruntime==1.31.1` wheel.
+pub const DEFAULT_LIBRARY: &str = "build/ort-cpu/onnxruntime/capi/libonnxruntime.so.1.31.1";
+
+/// Where the ONNX Runtime shared library is: `ORT_DYLIB_PATH`, else [`DEFAULT_LIBRARY`]
+/// under the current folder.
+pub fn runtime_library_path() -> Result<PathBuf, RuntimeError> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(RuntimeError::Library(format!(
+                "ORT_DYLIB_PATH is {} but no such file exists",
+                path.display()
+            )))
+        };
+    }
+    let fallback = PathBuf::from(DEFAULT_LIBRARY);
+    if fallback.is_file() {
+        return Ok(fallback);
+    }
+    Err(RuntimeError::Library(
+        "set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1 (`make ort` fetches it from the PyPI \
+         onnxruntime wheel into build/ort-cpu/)"
+            .into(),
+    ))
+}
+
+static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// The process's one ONNX Runtime environment (ONNX Runtime allows one per process; the first
+/// call's `threads` sets its pool: 0 = one thread per core). Every session shares its global
+/// thread pool with spinning off: separate pools spinning against each other cost 20 % on 2
+/// cores.
+pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let library = runtime_library_path().map_err(|error| match error {
+                RuntimeError::Library(message) => message,
+                other => other.to_string(),
+            })?;
+            let builder = ort::init_from(&library)
+                .map_err(|e| format!("cannot load {}: {e}", library.display()))?;
+            let mut pool = GlobalThreadPoolOptions::default()
+                .with_spin_control(false)
+                .map_err(|e| e.to_string())?;
+            if threads > 0 {
+                pool = pool
+                    .with_intra_threads(threads)
+                    .map_err(|e| e.to_string())?;
+            }
+            builder
+                .with_name("layerprune")
+                .with_global_thread_pool(pool)
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", library.display()))
+        })
+        .as_ref()
+        .map_err(|message| RuntimeError::Library(message.clone()))
+}
