@@ -15,6 +15,11 @@
 //! taken over by the next run. Taking the lock checks that the lock file it locked is still the
 //! one at its path, so a run that was waiting while the holder removed it never shares the lock
 //! with a run that created a new one.
+//!
+//! A file system that takes no locks at all (NFS mounted without its lock daemon, some FUSE
+//! file systems: `flock` fails with ENOLCK or "not supported") does not stop the run: it goes on
+//! unguarded, with a warning that two runs on the file there must not overlap, as every run did
+//! before these locks existed. Refusing would make the tool unusable on such a mount.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
@@ -26,6 +31,8 @@ pub struct FileLock {
     lock_path: PathBuf,
     /// Holds the lock; closing it releases the lock.
     file: File,
+    /// False where the file system takes no locks: the run goes on unguarded.
+    held: bool,
 }
 
 /// Why a lock was not taken.
@@ -98,15 +105,49 @@ impl FileLock {
                         file.lock().map_err(io_error)?;
                     }
                 },
+                Err(TryLockError::Error(error)) if locks_unsupported(&error) => {
+                    tracing::warn!(
+                        "{}: the file system takes no locks ({error}); going on without one, so \
+                         two runs on this file must not overlap",
+                        path.display()
+                    );
+                    return Ok(FileLock {
+                        lock_path,
+                        file,
+                        held: false,
+                    });
+                }
                 Err(TryLockError::Error(error)) => return Err(io_error(error)),
             }
             // The holder we waited for may have removed the file it locked (on release): then
             // this lock is on a file no other run will find, and the lock is taken again.
             if still_at_path(&file, &lock_path) {
-                return Ok(FileLock { lock_path, file });
+                return Ok(FileLock {
+                    lock_path,
+                    file,
+                    held: true,
+                });
             }
         }
     }
+}
+
+impl FileLock {
+    /// Whether the lock is held; false where the file system takes no locks and the run goes
+    /// on unguarded.
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+}
+
+/// Whether `flock` failed because the file system takes no locks at all (as opposed to a lock
+/// that could not be taken): ENOLCK (NFS without its lock daemon) or "not supported".
+fn locks_unsupported(error: &io::Error) -> bool {
+    #[cfg(unix)]
+    if error.raw_os_error() == Some(libc::ENOLCK) {
+        return true;
+    }
+    error.kind() == io::ErrorKind::Unsupported
 }
 
 impl Drop for FileLock {
@@ -117,7 +158,9 @@ impl Drop for FileLock {
         if still_at_path(&self.file, &self.lock_path) {
             let _ = fs::remove_file(&self.lock_path);
         }
-        let _ = self.file.unlock();
+        if self.held {
+            let _ = self.file.unlock();
+        }
     }
 }
 
@@ -161,6 +204,31 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    #[test]
+    fn only_a_file_system_without_locks_lets_a_run_go_on_unguarded() {
+        // ENOLCK: NFS mounted without its lock daemon; "not supported": some FUSE file systems.
+        assert!(locks_unsupported(&io::Error::from_raw_os_error(
+            libc::ENOLCK
+        )));
+        assert!(locks_unsupported(&io::Error::from_raw_os_error(
+            libc::EOPNOTSUPP
+        )));
+        assert!(locks_unsupported(&io::Error::from(
+            io::ErrorKind::Unsupported
+        )));
+        // A lock that could not be taken for another reason still stops the run.
+        for errno in [libc::EACCES, libc::EBADF, libc::EINTR, libc::ENOSPC] {
+            assert!(
+                !locks_unsupported(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        // Where locks work, the lock is held.
+        let dir = tempfile::tempdir().unwrap();
+        let lock = FileLock::try_acquire(&dir.path().join("t.parquet")).unwrap();
+        assert!(lock.is_held());
+    }
 
     #[test]
     fn a_held_lock_refuses_a_second_taker_until_it_is_released() {
