@@ -63,6 +63,23 @@ pub struct RuntimeArgs {
     pub mask_batch: usize,
 }
 
+impl Default for RuntimeArgs {
+    /// The flags' defaults, as clap gives them when none is given.
+    fn default() -> Self {
+        RuntimeArgs {
+            tf32: None,
+            io_binding: AutoSwitch::Auto,
+            overlap: AutoSwitch::Auto,
+            cuda_graphs: Switch::Off,
+            arena: ArenaArg::Auto,
+            batch_windows: 0,
+            cache_mb: 1024,
+            no_prefix_reuse: false,
+            mask_batch: 1,
+        }
+    }
+}
+
 /// `--arena`: auto (the runtime's default for the device and --mask-batch) or a setting.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArenaArg {
@@ -160,6 +177,32 @@ impl RuntimeArgs {
         Ok(())
     }
 
+    /// The flags of these settings and of `device` given a value other than their default:
+    /// what a run that does not run the model (or runs it without some of them) must refuse
+    /// rather than ignore.
+    pub fn given(&self, device: &DeviceArgs) -> Vec<&'static str> {
+        let defaults = RuntimeArgs::default();
+        [
+            ("--device", device.device != Device::Cpu),
+            ("--threads", device.threads != 0),
+            ("--tf32", self.tf32 != defaults.tf32),
+            ("--io-binding", self.io_binding != defaults.io_binding),
+            ("--overlap", self.overlap != defaults.overlap),
+            ("--cuda-graphs", self.cuda_graphs != defaults.cuda_graphs),
+            ("--arena", self.arena != defaults.arena),
+            (
+                "--batch-windows",
+                self.batch_windows != defaults.batch_windows,
+            ),
+            ("--cache-mb", self.cache_mb != defaults.cache_mb),
+            ("--no-prefix-reuse", self.no_prefix_reuse),
+            ("--mask-batch", self.mask_batch != defaults.mask_batch),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
     /// The runtime's settings for opening the model on `device` (checked by
     /// [`RuntimeArgs::check`] before any work).
     pub fn runtime_options(&self, device: &DeviceArgs, verify_hashes: bool) -> RuntimeOptions {
@@ -230,6 +273,43 @@ mod tests {
             .runtime
             .check(stage.device.device)
             .expect("CPU settings");
+    }
+
+    #[test]
+    fn the_flags_given_are_those_away_from_their_defaults() {
+        // The defaults written out are clap's.
+        let none = parse("");
+        assert_eq!(
+            format!("{:?}", none.runtime),
+            format!("{:?}", RuntimeArgs::default())
+        );
+        assert!(none.runtime.given(&none.device).is_empty());
+        let some = parse("--device cuda --threads 2 --mask-batch 4 --cache-mb 8 --tf32 off");
+        assert_eq!(
+            some.runtime.given(&some.device),
+            [
+                "--device",
+                "--threads",
+                "--tf32",
+                "--cache-mb",
+                "--mask-batch"
+            ]
+        );
+        let rest = parse(
+            "--io-binding on --overlap off --cuda-graphs on --arena keep --batch-windows 2 \
+             --no-prefix-reuse",
+        );
+        assert_eq!(
+            rest.runtime.given(&rest.device),
+            [
+                "--io-binding",
+                "--overlap",
+                "--cuda-graphs",
+                "--arena",
+                "--batch-windows",
+                "--no-prefix-reuse"
+            ]
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ use report::{print_evaluation, Reporter};
 /// --tasks' defaults: padded tokens per forward pass, and the longest model input.
 const TASK_BATCH_TOKENS: usize = 2048;
 const TASK_MAX_LENGTH: usize = 2048;
+/// Defaults of --chunk and --max-run.
+const CHUNK: usize = 32;
+const MAX_RUN: usize = 8;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -117,18 +120,18 @@ struct Args {
     /// Masks per checkpoint of the output file (taken in prefix order, so that the masks of a
     /// checkpoint share their prefixes' hidden states, and each checkpoint starts from the
     /// prefix the last one left: the size does not change the blocks run).
-    #[arg(long, default_value_t = 32, value_parser = count(1, 100_000_000))]
+    #[arg(long, default_value_t = CHUNK, value_parser = count(1, 100_000_000))]
     chunk: usize,
     /// Evaluate at most this many new masks in this run, then stop with a partial table
     /// (a later run resumes it).
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, 100_000_000))]
     max_new_masks: Option<usize>,
     /// Also write the full model's block statistics (cosine / angular distance between each
     /// run of blocks' input and output) to this table.
     #[arg(long)]
     block_stats: Option<PathBuf>,
     /// Longest run of consecutive blocks in --block-stats.
-    #[arg(long, default_value_t = 8, value_parser = count(1, 4096))]
+    #[arg(long, default_value_t = MAX_RUN, value_parser = count(1, 4096))]
     max_run: usize,
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
@@ -183,14 +186,63 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
             }
         }
     }
+    if args.tasks.is_none() {
+        for (flag, given) in [
+            ("--bos", args.bos != Bos::Auto),
+            ("--task-metric", args.task_metric != tasks::MetricArg::Acc),
+        ] {
+            if given {
+                bail!(
+                    "{flag} is for a run over zero-shot tasks (--tasks); token windows get \
+                     theirs from prepare-tokens"
+                );
+            }
+        }
+    }
     if args.tasks.is_some() || !args.merge.is_empty() {
         for (flag, given) in [
             ("--block-stats", args.block_stats.is_some()),
+            ("--max-run", args.max_run != MAX_RUN),
             ("--summary", args.summary.is_some()),
         ] {
             if given {
                 bail!("{flag} is for a run over token windows (not --tasks or --merge)");
             }
+        }
+    } else if args.block_stats.is_none() && args.max_run != MAX_RUN {
+        bail!("--max-run is the longest run of blocks in --block-stats; it needs --block-stats");
+    }
+    if args.tasks.is_some() {
+        // The task run batches its questions by --batch-tokens, one mask at a time.
+        for flag in ["--batch-windows", "--mask-batch"] {
+            if args.runtime.given(&args.device).contains(&flag) {
+                bail!("{flag} is for a run over token windows; with --tasks use --batch-tokens");
+            }
+        }
+    }
+    if !args.merge.is_empty() {
+        // A merge joins tables: it runs no model (with --tasks it reads the model's files).
+        let mut ignored = args.runtime.given(&args.device);
+        for (flag, given) in [
+            ("--model", args.model.is_some() && args.tasks.is_none()),
+            ("--tokens", args.tokens.is_some()),
+            ("--mask", !args.inline_masks.is_empty()),
+            ("--max-new-masks", args.max_new_masks.is_some()),
+            ("--chunk", args.chunk != CHUNK),
+            ("--no-verify", args.no_verify),
+            ("--overwrite", args.overwrite),
+        ] {
+            if given {
+                ignored.push(flag);
+            }
+        }
+        if !ignored.is_empty() {
+            bail!(
+                "--merge joins the shards' tables and runs no model, so it would ignore {}; \
+                 leave {} out",
+                ignored.join(", "),
+                if ignored.len() == 1 { "it" } else { "them" }
+            );
         }
     }
     let mut io = Io::new()

@@ -209,6 +209,18 @@ fn bad_input_is_refused_and_nothing_written() {
             vec!["--task-subsample", "3"],
             "--task-subsample is for a run over zero-shot tasks",
         ),
+        (
+            vec!["--bos", "off"],
+            "--bos is for a run over zero-shot tasks",
+        ),
+        (
+            vec!["--task-metric", "acc-norm"],
+            "--task-metric is for a run over zero-shot tasks",
+        ),
+        (
+            vec!["--max-run", "3"],
+            "--max-run is the longest run of blocks in --block-stats",
+        ),
     ] {
         let mut args = vec!["--tokens", path(&tokens), "--out", path(&out_file)];
         args.extend(flags);
@@ -226,6 +238,31 @@ fn bad_input_is_refused_and_nothing_written() {
     ]);
     assert_refused(&out, &["--block-stats is for a run over token windows"]);
     assert!(!out_file.exists() && !choices.exists());
+    // The task run batches by --batch-tokens: the token windows' batching flags are refused.
+    for flag in ["--mask-batch", "--batch-windows"] {
+        let out = evaluate(&[
+            "--tasks",
+            "piqa",
+            "--task-data",
+            path(dir.path()),
+            flag,
+            "2",
+            "--out",
+            path(&out_file),
+        ]);
+        assert_refused(&out, &[flag, "--batch-tokens"]);
+    }
+    // At least one new mask, or the run does nothing (a usage error, exit 2).
+    let out = evaluate(&[
+        "--tokens",
+        path(&tokens),
+        "--max-new-masks",
+        "0",
+        "--out",
+        path(&out_file),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out_file.exists());
 
     // Token ids outside the vocabulary.
     let big = dir.path().join("big");
@@ -412,6 +449,30 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
     assert_refused(&busy, &["merged.parquet", "in use by another run"]);
     assert!(!merged.exists());
     drop(running);
+    // A merge runs no model: a flag of a run of the model would be ignored, so it is refused,
+    // every such flag named.
+    let mut ignoring = Command::new(env!("CARGO_BIN_EXE_evaluate"));
+    ignoring.args(["--masks", path(&masks), "--out", path(&merged)]);
+    ignoring.args(["--model", path(&fixture()), "--tokens", path(&tokens)]);
+    ignoring.args([
+        "--device",
+        "cuda",
+        "--mask",
+        "111111",
+        "--max-new-masks",
+        "1",
+    ]);
+    ignoring.args([
+        "--merge",
+        path(&shards[0]),
+        path(&shards[1]),
+        path(&shards[2]),
+    ]);
+    assert_refused(
+        &ignoring.output().unwrap(),
+        &["would ignore --device, --model, --tokens, --mask, --max-new-masks"],
+    );
+    assert!(!merged.exists());
     succeeded(merge(&[&shards[0], &shards[1], &shards[2]], &merged));
     let whole = read_evaluations(&whole).unwrap();
     let merged_table = read_evaluations(&merged).unwrap();

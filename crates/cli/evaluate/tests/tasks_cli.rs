@@ -65,9 +65,11 @@ fn run_on_tasks(
         p(&choices),
         "--accuracy-out",
         p(&accuracy),
-        "--chunk",
-        "1",
     ];
+    // A checkpoint a mask; a merge writes no checkpoints (and refuses --chunk).
+    if !selection.contains(&"--merge") && !extra.contains(&"--merge") {
+        args.extend(["--chunk", "1"]);
+    }
     args.extend_from_slice(selection);
     args.extend_from_slice(extra);
     evaluate(&args)
