@@ -66,6 +66,9 @@ pub struct CachedLlm {
     save_interval: Duration,
     /// Held while the table is in use (only with a file).
     _lock: Option<FileLock>,
+    /// The file held a finished table (an `evaluate` run's, complete): the first save makes it
+    /// a cache, which is never complete (see [`CachedLlm::open`]).
+    was_finished: bool,
 }
 
 /// Masks per evaluator call of a long batch, per mask `--mask-batch` joins: masks are batched
@@ -144,6 +147,11 @@ impl CachedLlm {
                 tokens.source
             );
         }
+        // A cache holds whatever masks were asked, never a finished sample: given an `evaluate`
+        // run's complete table, it adds this run's masks to it, and the table, saved, says it is
+        // not complete, so a surrogate or estimator does not take the added masks for part of
+        // its sample (it refuses the table without --allow-incomplete).
+        let was_finished = std::mem::replace(&mut table.complete, false) && cache.is_some();
         let partial = std::mem::take(&mut table.partial_windows)
             .into_iter()
             .map(|p| (p.mask.clone(), p))
@@ -163,6 +171,7 @@ impl CachedLlm {
             chunk_masks,
             save_interval: SAVE_INTERVAL,
             _lock: lock,
+            was_finished,
         };
         if let (Some(path), false) = (cache, game.table.rows.is_empty()) {
             // Said before anything runs, so a rerun after a kill shows it is resuming.
@@ -259,6 +268,15 @@ impl CachedLlm {
     /// depend on a hash map's), atomically.
     fn save(&mut self) -> Result<()> {
         if let Some(path) = &self.path {
+            if std::mem::take(&mut self.was_finished) {
+                tracing::warn!(
+                    "{}: the finished evaluation table of an `evaluate` run, given as a cache: \
+                     the masks this run measures are added to it, and it is a cache from now on \
+                     (not complete, so the stages that draw conclusions from a sample refuse it \
+                     without --allow-incomplete); give --cache a copy to keep a table as it is",
+                    path.display()
+                );
+            }
             let mut partial: Vec<PartialWindows> = self
                 .partial
                 .values()

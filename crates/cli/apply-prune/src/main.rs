@@ -269,6 +269,33 @@ fn config(args: &Args) -> Result<Config> {
     if args.pruned_out.is_some() && args.model.is_none() {
         bail!("--pruned-out needs --model (the folder to prune) and --tokens");
     }
+    if args.overwrite && args.pruned_out.is_none() {
+        bail!("--overwrite replaces an existing --pruned-out folder; it needs --pruned-out");
+    }
+    if args.model.is_none() {
+        // Chosen without the model: a setting of a run of the model would be ignored.
+        let mut ignored = args.runtime.given(&args.device);
+        if args.no_verify {
+            ignored.push("--no-verify");
+        }
+        if !ignored.is_empty() {
+            bail!(
+                "{} {} for running the model, and no --model is given (with --tokens it \
+                 measures every plan); leave {} out",
+                ignored.join(", "),
+                if ignored.len() == 1 { "is" } else { "are" },
+                if ignored.len() == 1 { "it" } else { "them" }
+            );
+        }
+    }
+    if args.surrogate_llm_evaluations.is_some()
+        && !matches!(method, PlanMethod::Iterative | PlanMethod::Search)
+    {
+        bail!(
+            "--surrogate-llm-evaluations is the cost of plans chosen through the surrogate \
+             (--method iterative or search); --method {method} does not charge it (leave it out)"
+        );
+    }
     files.check(method, args.model.is_some())?;
     Ok(Config {
         method,

@@ -312,9 +312,49 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
             &["--surrogate-llm-evaluations", "5"][..],
             "--surrogate <SURROGATE>",
         ),
+        (
+            &["--overwrite"][..],
+            "--overwrite replaces an existing --pruned-out folder; it needs --pruned-out",
+        ),
     ] {
         run_fail(with("2", &scores_s, extra), expected, None);
     }
+    // A surrogate's cost where no plan is chosen through it (the surrogate then only predicts).
+    let surrogate = dir.path().join("surrogate.json");
+    run_fail(
+        with(
+            "2",
+            &scores_s,
+            &[
+                "--surrogate",
+                &s(&surrogate),
+                "--surrogate-llm-evaluations",
+                "5",
+            ],
+        ),
+        "--method one-shot does not charge it",
+        None,
+    );
+    // Without the model, the flags of a run of the model would be ignored.
+    let unmeasured = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["--scores", &scores_s, "--estimator", "test", "--k", "2"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(["--out".to_string(), plan_s.clone()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    run_fail(
+        unmeasured(&["--device", "cuda", "--mask-batch", "4", "--no-verify"]),
+        "--device, --mask-batch, --no-verify are for running the model, and no --model is given",
+        None,
+    );
+    run_fail(
+        unmeasured(&["--threads", "2"]),
+        "--threads is for running the model",
+        None,
+    );
 
     let other = dir.path().join("other.parquet");
     write_score_table(&other, &[0.1, 0.2, 0.3, 0.4]);
@@ -1281,6 +1321,23 @@ fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() 
     layerprune_tables::write_evaluations(&cache, &partial, &provenance).unwrap();
     let (resumed, _) = run("3", "resumed-3.parquet", Some(&cache));
     assert_eq!(resumed.rows, uncached3.rows);
+
+    // An `evaluate` run's finished table given as the cache: what this run measures is added,
+    // and the table is a cache from then on (not complete, so a surrogate or an estimator does
+    // not take the added masks for its sample), with a warning that says so.
+    let finished_path = dir.path().join("finished.parquet");
+    let finished = layerprune_tables::EvaluationTable {
+        complete: true,
+        ..partial.clone()
+    };
+    let evaluate = Provenance::new("evaluate", "0", Vec::new());
+    layerprune_tables::write_evaluations(&finished_path, &finished, &evaluate).unwrap();
+    let (from_finished, log) = run("3", "finished-3.parquet", Some(&finished_path));
+    assert_eq!(from_finished.rows, uncached3.rows);
+    assert!(log.contains("finished evaluation table"), "{log}");
+    let after = layerprune_tables::read_evaluations(&finished_path).unwrap();
+    assert!(!after.complete);
+    assert!(after.rows.len() > finished.rows.len());
 
     // A cache of another token table is refused, naming it, and left as it was.
     let other_tokens = dir.path().join("other-tokens.parquet");
