@@ -141,6 +141,30 @@ impl Estimator {
         }
     }
 
+    /// Whether the estimator reads [`EstimatorOptions::samples`]: those through a surrogate.
+    pub fn reads_samples(self) -> bool {
+        self.needs() == Needs::Surrogate
+    }
+
+    /// Whether the estimator reads [`EstimatorOptions::strata`]: the published semivalue only.
+    pub fn reads_strata(self) -> bool {
+        self == Estimator::StratifiedSemivalue
+    }
+
+    /// Whether the estimator draws at random ([`EstimatorOptions::seed`]): the masks through a
+    /// surrogate, the folds of the regression-adjusted estimators that cross-fit.
+    pub fn draws(self) -> bool {
+        matches!(
+            self,
+            Estimator::StratifiedSemivalue
+                | Estimator::BanzhafMarginal
+                | Estimator::SurrogateShapley
+                | Estimator::RegressionAdjustedExp
+                | Estimator::RegressionAdjustedExpChains
+                | Estimator::RegressionAdjustedStratified
+        )
+    }
+
     /// Parses a name or an alias; with an alias, also the note to show the user.
     pub fn parse(text: &str) -> Result<(Estimator, Option<String>), String> {
         if let Some(&e) = Estimator::ALL.iter().find(|e| e.name() == text) {

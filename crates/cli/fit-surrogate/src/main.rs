@@ -67,15 +67,34 @@ fn main() -> ExitCode {
     layerprune_cli_common::run(|| fit_surrogate(Args::parse()))
 }
 
-fn fit_options(args: &Args) -> FitOptions {
+/// The fitting settings; one given for a kind that is not fitted would be ignored, so it is
+/// refused, naming the kind that reads it.
+fn fit_options(args: &Args) -> anyhow::Result<FitOptions> {
+    for (flag, given, kind) in [
+        (
+            "--ridge-alpha",
+            args.ridge_alpha.is_some(),
+            SurrogateKind::Quadratic,
+        ),
+        (
+            "--epochs",
+            args.epochs.is_some(),
+            SurrogateKind::PublishedMlp,
+        ),
+        ("--trees", args.trees.is_some(), SurrogateKind::Forest),
+    ] {
+        if given && !args.kinds.contains(&kind) {
+            anyhow::bail!("{flag} is a setting of the {kind} surrogate, which is not fitted (add --kind {kind}, or leave {flag} out)");
+        }
+    }
     let defaults = FitOptions::default();
-    FitOptions {
+    Ok(FitOptions {
         seed: args.seed,
         ridge_alpha: args.ridge_alpha.unwrap_or(defaults.ridge_alpha),
         epochs: args.epochs.unwrap_or(defaults.epochs),
         trees: args.trees.unwrap_or(defaults.trees),
         ..defaults
-    }
+    })
 }
 
 /// A ridge strength: a finite number, 0 or more (refused as a usage error, before any input is
@@ -99,7 +118,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         keep: args.keep,
         save: args.out.is_some(),
         metrics: args.metrics.is_some(),
-        options: fit_options(&args),
+        options: fit_options(&args)?,
     };
     request.check()?;
     let _outputs = layerprune_cli_common::Io::new()

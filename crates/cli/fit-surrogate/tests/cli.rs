@@ -195,6 +195,19 @@ fn errors_name_the_problem() {
             "--keep quadratic names the surrogate --out saves; give --out",
         ),
         (vec!["--kind", "quadratic", "--folds", "0"], "nothing to do"),
+        // A setting of a kind that is not fitted would be ignored.
+        (
+            vec!["--kind", "mlp", "--ridge-alpha", "0.5", "--out", out_s],
+            "--ridge-alpha is a setting of the quadratic surrogate, which is not fitted",
+        ),
+        (
+            vec!["--kind", "quadratic", "--epochs", "5", "--out", out_s],
+            "--epochs is a setting of the mlp surrogate",
+        ),
+        (
+            vec!["--kind", "quadratic", "--trees", "3", "--out", out_s],
+            "--trees is a setting of the forest surrogate",
+        ),
     ] {
         let mut all = vec!["--evaluations", path];
         all.extend(args);

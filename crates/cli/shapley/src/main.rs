@@ -10,11 +10,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Parser;
 use layerprune_shapley::inputs::ScoreFiles;
 use layerprune_shapley::{Estimates, Estimator, EstimatorOptions};
 use layerprune_tables::{write_scores, GameValue, Provenance, TableKind};
+
+/// `--samples` when not given: the published number of base masks.
+const DEFAULT_SAMPLES: usize = 80_000;
 
 /// Per-block contribution scores.
 #[derive(Parser, Debug)]
@@ -49,17 +52,18 @@ struct Args {
     /// 80,000); surrogate queries of surrogate-shapley when it has no closed form, which are
     /// samples / (2 (players + 1)) antithetic permutation pairs (apply-prune sizes the same
     /// computation by its --permutation-pairs).
-    #[arg(long, default_value_t = 80_000, value_parser = layerprune_cli_common::count(1, 1_000_000_000))]
-    samples: usize,
+    /// [default: 80000]
+    #[arg(long, value_parser = layerprune_cli_common::count(1, 1_000_000_000))]
+    samples: Option<usize>,
     /// Strata of the semivalue: numbers of removed players, comma separated, taken ascending
     /// and each once as sample-masks --strata takes them (default: the published 2,5,8,11,14
     /// of 32 scaled to the number of players).
     #[arg(long, value_delimiter = ',')]
     strata: Option<Vec<usize>>,
     /// Seeds the estimates that draw at random (the masks through the surrogate, the folds of
-    /// the regression-adjusted estimators).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// the regression-adjusted estimators) [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Value of a mask of --evaluations: utility, neg-nll or nll-increase (docs/estimators.md).
     /// Default: the value --surrogate was fitted to predict (fit-surrogate --value), which
     /// the estimators through it use; without one, utility. A --value other than the
@@ -104,10 +108,33 @@ fn body(args: Args) -> Result<()> {
         allow_mixed_inputs: args.allow_mixed_inputs,
         incomplete: args.incomplete.incomplete(),
     };
+    // A setting no estimator asked for reads would be ignored: refused, naming who reads it.
+    for (flag, given, reads) in [
+        (
+            "--samples",
+            args.samples.is_some(),
+            Estimator::reads_samples as fn(Estimator) -> bool,
+        ),
+        ("--strata", args.strata.is_some(), Estimator::reads_strata),
+        ("--seed", args.seed.is_some(), Estimator::draws),
+    ] {
+        if given && !args.estimators.iter().any(|&e| reads(e)) {
+            let readers: Vec<&str> = Estimator::ALL
+                .into_iter()
+                .filter(|&e| reads(e))
+                .map(Estimator::name)
+                .collect();
+            bail!(
+                "{flag} is read only by {}; the estimators asked for would ignore it (leave it \
+                 out)",
+                readers.join(", ")
+            );
+        }
+    }
     let options = EstimatorOptions {
-        samples: args.samples,
+        samples: args.samples.unwrap_or(DEFAULT_SAMPLES),
         strata: args.strata.clone(),
-        seed: args.seed,
+        seed: args.seed.unwrap_or(0),
     };
     let _outputs = layerprune_cli_common::Io::new()
         .inputs(files.paths())
@@ -117,7 +144,7 @@ fn body(args: Args) -> Result<()> {
     // The sampled coalitions (a flag per player and some bookkeeping each) and their values.
     layerprune_cli_common::check_memory(
         "--samples x the number of players",
-        &[args.samples, inputs.players.len() + 64],
+        &[options.samples, inputs.players.len() + 64],
         2,
     )?;
     // The estimators' notes are timings and fit diagnostics (information), and now and then a
@@ -134,7 +161,7 @@ fn body(args: Args) -> Result<()> {
             env!("CARGO_PKG_VERSION"),
             layerprune_cli_common::command_line(),
         )
-        .with_seed(args.seed),
+        .with_seed(options.seed),
     )?;
     let table = inputs.table(&all);
     write_scores(&args.out, &table, &provenance)?;

@@ -243,6 +243,32 @@ fn missing_inputs_are_named() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothere.parquet"));
     assert!(!dir.path().join("scores.parquet").exists());
+
+    // A setting no estimator asked for reads would be ignored: refused, naming who reads it.
+    for (flags, expected) in [
+        (
+            &["--seed", "9"][..],
+            "--seed is read only by stratified-semivalue",
+        ),
+        (&["--samples", "5"][..], "--samples is read only by"),
+        (
+            &["--strata", "1"][..],
+            "--strata is read only by stratified-semivalue",
+        ),
+    ] {
+        let mut args = vec![
+            "--evaluations",
+            "evals.parquet",
+            "--estimator",
+            "exact-shapley",
+        ];
+        args.extend(flags);
+        let output = run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!dir.path().join("scores.parquet").exists());
+    }
 }
 
 #[test]
