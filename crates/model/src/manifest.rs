@@ -87,10 +87,7 @@ impl Manifest {
             });
         }
         let path = dir.join(MANIFEST_FILE);
-        let bytes = layerprune_core::read_input(&path).map_err(|source| ModelError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = read_manifest(dir)?;
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|error| ModelError::BadManifest {
                 path: path.clone(),
@@ -372,7 +369,7 @@ impl Manifest {
 /// for a model (`sample-masks`) without checking, or even having, the rest of its folder.
 pub fn read_num_blocks(dir: &Path) -> Result<usize, ModelError> {
     let path = dir.join(MANIFEST_FILE);
-    let bytes = layerprune_core::read_input(&path).map_err(ModelError::io(&path))?;
+    let bytes = read_manifest(dir)?;
     let bad = |problem: String| ModelError::BadManifest {
         path: path.clone(),
         problem,
@@ -389,6 +386,30 @@ pub fn read_num_blocks(dir: &Path) -> Result<usize, ModelError> {
             "num_blocks {num_blocks} is more than the {MAX_BLOCKS} blocks a model may have"
         ))),
     }
+}
+
+/// The bytes of `dir/manifest.json`; a folder without one is named as not a layered model
+/// folder, and a folder that is not there as missing, rather than with the OS's "No such file"
+/// for a file the user never named.
+fn read_manifest(dir: &Path) -> Result<Vec<u8>, ModelError> {
+    let path = dir.join(MANIFEST_FILE);
+    layerprune_core::read_input(&path).map_err(|source| {
+        if source.kind() != std::io::ErrorKind::NotFound {
+            return ModelError::Io { path, source };
+        }
+        let problem = if dir.is_dir() {
+            format!(
+                "a folder without a {MANIFEST_FILE}, so not a layered model folder (tools/export \
+                 writes one from a Hugging Face model: docs/your-model.md)"
+            )
+        } else {
+            "no such model folder".to_string()
+        };
+        ModelError::BadManifest {
+            path: dir.to_path_buf(),
+            problem,
+        }
+    })
 }
 
 /// The model id: sha256 of the manifest's bytes, which include every part's hash.

@@ -380,3 +380,27 @@ fn the_fixture_still_loads_verifies_and_prunes() {
         .unwrap();
     assert_eq!(fs::read(scene.sentinel()).unwrap(), SENTINEL);
 }
+
+#[test]
+fn a_folder_without_a_manifest_is_named_as_not_a_model_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let empty = root.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    for (dir, says) in [
+        (
+            &empty,
+            "a folder without a manifest.json, so not a layered model folder",
+        ),
+        (&root.path().join("absent"), "no such model folder"),
+    ] {
+        for message in [
+            Manifest::load(dir).unwrap_err().to_string(),
+            layerprune_model::read_num_blocks(dir)
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(message.starts_with(&dir.display().to_string()), "{message}");
+            assert!(message.contains(says), "{message}");
+        }
+    }
+}

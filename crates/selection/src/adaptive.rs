@@ -244,7 +244,8 @@ pub fn adaptive_removal(
     if options.budget < least {
         return Err(SelectionError::BadOption(format!(
             "adaptive removal of {k} of {} removable blocks needs a budget of at least {least} \
-             LLM evaluations (every single removal, the leave-one-out plan, then one per step); got {}",
+             LLM evaluations (every single removal, the leave-one-out plan, then one per step); got {} \
+             (--budget least gives the least)",
             players.len(),
             options.budget
         )));

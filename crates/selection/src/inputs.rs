@@ -373,6 +373,11 @@ impl LoadedPlanInputs {
             plan_method: self.plan_method.as_deref(),
             game: game.as_mut().map(|g| &mut **g as &mut dyn Game),
         };
+        // A k the model cannot lose is the user's --k, named as such (not the method's error).
+        for &k in &settings.ks {
+            crate::removable_blocks(self.num_blocks, &self.fixed, k)
+                .with_context(|| format!("--k {k}"))?;
+        }
         let mut plans = choose_plans(method, &mut inputs, &options).with_context(|| {
             match (method, &self.plans_path) {
                 (PlanMethod::FromPlan, Some(path)) => path.display().to_string(),

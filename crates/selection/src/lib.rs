@@ -83,7 +83,7 @@ use layerprune_core::GameError;
 /// count so a stage can print them as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectionError {
-    #[error("cannot remove {k} blocks: {players} of the {num_blocks} blocks are removable ({fixed} fixed) and one must stay, so at most {most} may be removed", most = .players.saturating_sub(1))]
+    #[error("cannot remove {k} blocks: {players} of the {num_blocks} blocks are removable ({fixed} fixed) and one must stay, so at most {most} may be removed{why}", most = .players.saturating_sub(1), why = if *.fixed > 0 { " (with every removable block gone there would be nothing left to choose)" } else { "" })]
     TooManyRemoved {
         k: usize,
         players: usize,

@@ -265,6 +265,8 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
         "6 of the 6 blocks are removable (0 fixed) and one must stay, so at most 5 may be removed",
         None,
     );
+    // Named as the user's --k, not as the method's failure.
+    run_fail(with("6", &scores_s, &[]), "error: --k 6", None);
     run_fail(with("5", &scores_s, &["--fixed", "0"]), "1 fixed", None);
     run_fail(
         with("2", &scores_s, &["--method", "sleb"]),
