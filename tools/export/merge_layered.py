@@ -60,8 +60,31 @@ def merge(folder: Path):
     outputs = [o for o in merged.graph.output if o.name == current]
     del merged.graph.output[:]
     merged.graph.output.extend(outputs)
-    merged.graph.output[0].name = current
-    return merged, manifest, current
+    # The deployment contract (README, docs/model-format.md): input_ids → logits, not the
+    # prefixed names the parts were merged under (embed/input_ids, head/logits).
+    rename_value(merged.graph, merged.graph.input[0].name, INPUT_NAME)
+    rename_value(merged.graph, current, OUTPUT_NAME)
+    return merged, manifest, OUTPUT_NAME
+
+
+INPUT_NAME, OUTPUT_NAME = "input_ids", "logits"
+
+
+def rename_value(graph, old: str, new: str):
+    """Renames the value `old` of `graph` (its inputs, outputs, value infos and every node that
+    reads or writes it) to `new`, refusing a name the graph already uses."""
+    if old == new:
+        return
+    names = {n for node in graph.node for n in (*node.input, *node.output)}
+    names |= {v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
+    if new in names:
+        sys.exit(f"merge_layered: error: the merged graph already has a value named {new}")
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
 
 
 def main():
@@ -90,7 +113,7 @@ def main():
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     kept = [b["original_index"] for b in manifest["blocks"]]
-    print(f"wrote {out}: {len(kept)} blocks (original indices {kept}), input input_ids, output {output_name}")
+    print(f"wrote {out}: {len(kept)} blocks (original indices {kept}), input {INPUT_NAME}, output {output_name}")
 
 
 def check(folder: Path, manifest: dict, merged_path: Path, output_name: str):
@@ -102,7 +125,7 @@ def check(folder: Path, manifest: dict, merged_path: Path, output_name: str):
     ids = np.random.default_rng(0).integers(0, manifest["vocab_size"], size=(2, 16), dtype=np.int64)
     expected, _ = export_layered.run_chain(folder, manifest, ids)
     session = ort.InferenceSession(str(merged_path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run([output_name], {session.get_inputs()[0].name: ids})
+    (logits,) = session.run([output_name], {INPUT_NAME: ids})
     diff = float(np.abs(logits - expected).max())
     if diff > 1e-4 * max(1.0, float(np.abs(expected).max()) / 10):
         sys.exit(f"merge_layered: error: merged model differs from the chained graphs by {diff:.3e}")

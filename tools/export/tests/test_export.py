@@ -172,6 +172,9 @@ def test_merged_single_file_of_a_pruned_folder_matches_transformers(exported, tm
 
     ids = np.random.default_rng(3).integers(0, manifest["vocab_size"], size=(2, 10), dtype=np.int64)
     session = ort.InferenceSession(str(merged_path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"embed/input_ids": ids})
+    # The documented contract: one input, input_ids, and one output, logits.
+    assert [i.name for i in session.get_inputs()] == ["input_ids"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    (logits,) = session.run(None, {"input_ids": ids})
     expected, _ = export_layered.reference(model, ids, drop=(1, 4))
     assert np.abs(logits - expected).max() < 1e-4

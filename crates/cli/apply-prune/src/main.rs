@@ -141,8 +141,8 @@ struct Args {
     /// Plan table to write (`--plan`, its name before 2026-12-04, is still accepted).
     #[arg(long, alias = "plan")]
     out: PathBuf,
-    /// Also write the pruned model folder here (exactly one --k; needs --model, the folder to
-    /// prune, and --tokens, on which the plan is measured).
+    /// Also write the pruned model folder here (one plan: exactly one --k, or --max-ppl-ratio;
+    /// needs --model, the folder to prune, and --tokens, on which the plan is measured).
     #[arg(long)]
     pruned_out: Option<PathBuf>,
     /// Replace an existing --pruned-out folder.

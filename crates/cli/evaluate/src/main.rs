@@ -80,10 +80,11 @@ struct Args {
     /// prepare-tokens --bos.
     #[arg(long, requires = "tasks", default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(Bos::NAMES).map(|name| name.parse::<Bos>().expect("a listed name")))]
     bos: Bos,
-    /// Per-choice log-likelihoods of every scored mask (the checkpoint a run resumes from).
+    /// Per-choice log-likelihoods of every scored mask (the checkpoint a run resumes from);
+    /// needed with --tasks.
     #[arg(long, requires = "tasks")]
     choices_out: Option<PathBuf>,
-    /// Per-task accuracies with 95 % intervals of every scored mask.
+    /// Per-task accuracies with 95 % intervals of every scored mask; needed with --tasks.
     #[arg(long, requires = "tasks")]
     accuracy_out: Option<PathBuf>,
     /// With --tasks: padded tokens per forward pass (rows × longest row).
