@@ -97,6 +97,9 @@ fn physical_memory() -> Option<u64> {
 }
 
 /// `--cache-mb` in bytes, refused when it does not fit in a memory size.
+/// The largest `--cache-mb`: as many MiB as a memory size (`isize::MAX` bytes) holds.
+pub const MAX_CACHE_MB: u64 = (isize::MAX as u64) >> 20;
+
 pub fn cache_bytes(megabytes: usize) -> Result<usize> {
     match megabytes.checked_mul(1 << 20) {
         Some(bytes) if bytes <= isize::MAX as usize => Ok(bytes),

@@ -48,7 +48,7 @@ pub struct RuntimeArgs {
     pub batch_windows: usize,
     /// Memory for cached prefix hidden states, in MiB (those a call keeps for its own masks and
     /// those kept for the next call's).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = count(0, crate::bounds::MAX_CACHE_MB))]
     pub cache_mb: usize,
     /// Run every mask from the embedding (for measuring what prefix reuse saves).
     #[arg(long)]

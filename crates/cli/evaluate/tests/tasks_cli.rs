@@ -423,7 +423,8 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
         "--accuracy-out",
         "a.parquet",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    // An unknown task name is a value that does not parse: a usage error.
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task \"mmlu\""));
     let out = evaluate(&[
         "--tasks",

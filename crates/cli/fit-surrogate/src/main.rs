@@ -36,7 +36,7 @@ struct Args {
     #[arg(long = "kind", alias = "model", default_value = "mlp")]
     kinds: Vec<SurrogateKind>,
     /// Cross-validation folds (0 = no cross-validation).
-    #[arg(long, default_value_t = 5, value_parser = layerprune_cli_common::count(0, 100_000))]
+    #[arg(long, default_value_t = 5, value_parser = parse_folds)]
     folds: usize,
     /// Seeds the folds, the MLP's initialisation and shuffling, and the forest.
     #[arg(long, default_value_t = 0)]
@@ -95,6 +95,16 @@ fn fit_options(args: &Args) -> anyhow::Result<FitOptions> {
         trees: args.trees.unwrap_or(defaults.trees),
         ..defaults
     })
+}
+
+/// Cross-validation folds: 0 (none), or 2 to 100,000 (one fold has nothing to train on).
+fn parse_folds(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(folds) if folds == 0 || (2..=100_000).contains(&folds) => Ok(folds),
+        _ => Err(format!(
+            "{text:?} is not a number of folds: 0 (no cross-validation) or 2 to 100000"
+        )),
+    }
 }
 
 /// A ridge strength: a finite number, 0 or more (refused as a usage error, before any input is

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{
     check_folder_outside_inputs, command_line, count, run, DeviceArgs, Io, RuntimeArgs,
@@ -33,11 +33,11 @@ struct Args {
     model: PathBuf,
     /// A calibration token table (prepare-tokens; what evaluate and apply-prune call --tokens),
     /// NAME=PATH (repeat for several sets).
-    #[arg(long, required = true)]
-    calibration: Vec<String>,
+    #[arg(long, required = true, value_parser = |text: &str| named(text, "--calibration"))]
+    calibration: Vec<(String, PathBuf)>,
     /// A held-out token table, NAME=PATH (repeat); the CSV gets a NAME_ppl column for each.
-    #[arg(long)]
-    heldout: Vec<String>,
+    #[arg(long, value_parser = |text: &str| named(text, "--heldout"))]
+    heldout: Vec<(String, PathBuf)>,
     /// Numbers of blocks to remove (1 or more).
     #[arg(long, value_delimiter = ',', default_value = "3,6,9", value_parser = count(1, 4096))]
     k: Vec<usize>,
@@ -77,9 +77,9 @@ fn main() -> ExitCode {
     run(|| main_body(Args::parse()))
 }
 
-/// NAME=PATH.
-fn named(text: &str, flag: &str) -> Result<(String, PathBuf)> {
-    let (name, path) = text.split_once('=').with_context(|| {
+/// NAME=PATH, checked as the flag is parsed (a usage error, exit 2, as any malformed value).
+fn named(text: &str, flag: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = text.split_once('=').ok_or_else(|| {
         // The example of the flag's own kind of table (the help's): a held-out text is not a
         // calibration set.
         let example = if flag == "--heldout" {
@@ -97,7 +97,9 @@ fn named(text: &str, flag: &str) -> Result<(String, PathBuf)> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        bail!("{flag} {text:?}: the name must be letters, digits, '-' or '_'");
+        return Err(format!(
+            "{flag} {text:?}: the name must be letters, digits, '-' or '_'"
+        ));
     }
     Ok((name.to_string(), PathBuf::from(path)))
 }
@@ -106,16 +108,8 @@ fn main_body(args: Args) -> Result<()> {
     args.runtime.check(args.device.device)?;
     let run = FrontierRun {
         model: args.model.clone(),
-        calibration: args
-            .calibration
-            .iter()
-            .map(|c| named(c, "--calibration"))
-            .collect::<Result<_>>()?,
-        heldout: args
-            .heldout
-            .iter()
-            .map(|c| named(c, "--heldout"))
-            .collect::<Result<_>>()?,
+        calibration: args.calibration.clone(),
+        heldout: args.heldout.clone(),
         ks: args.k.clone(),
         fixed: args.fixed.clone(),
         methods: args.methods.clone(),

@@ -42,7 +42,8 @@ struct Args {
         value_delimiter = ',',
         allow_negative_numbers = true,
         requires = "stratified_masks",
-        conflicts_with = "ratios"
+        conflicts_with = "ratios",
+        value_parser = parse_stratum
     )]
     strata: Option<Vec<i64>>,
     /// Strata around target pruning ratios, e.g. 0.25,0.35: round(r * players) +- a spread
@@ -51,7 +52,8 @@ struct Args {
         long,
         value_delimiter = ',',
         allow_negative_numbers = true,
-        requires = "stratified_masks"
+        requires = "stratified_masks",
+        value_parser = parse_ratio
     )]
     ratios: Option<Vec<f64>>,
     /// Total number of stratified masks (strata from --strata, --ratios, or by default the
@@ -61,7 +63,7 @@ struct Args {
         long,
         alias = "masks",
         value_name = "N",
-        value_parser = layerprune_cli_common::count(0, 100_000_000)
+        value_parser = layerprune_cli_common::count(1, 100_000_000)
     )]
     stratified_masks: Option<usize>,
     /// How the stratified masks are shared by the strata.
@@ -83,7 +85,7 @@ struct Args {
     #[arg(long, requires = "stratified_masks")]
     complement_pairs: bool,
     /// Number of random player orders, each giving a permutation chain and its reverse.
-    #[arg(long, value_parser = layerprune_cli_common::count(0, 10_000_000))]
+    #[arg(long, value_parser = layerprune_cli_common::count(1, 10_000_000))]
     permutation_chains: Option<usize>,
     /// The full model and every single-block removal.
     #[arg(long)]
@@ -111,6 +113,28 @@ enum AllocationKind {
 
 /// The most blocks a model may have (the largest LLMs have a few hundred).
 const MAX_BLOCKS: usize = 4096;
+
+/// A stratum: a number of removed players, 1 or more (whether the game has that many players
+/// is checked against the model).
+fn parse_stratum(text: &str) -> Result<i64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(stratum) if stratum >= 1 => Ok(stratum),
+        _ => Err(format!(
+            "{text:?} is not a stratum: a number of removed blocks, 1 or more"
+        )),
+    }
+}
+
+/// A target pruning ratio, strictly between 0 and 1.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ratio) if ratio > 0.0 && ratio < 1.0 => Ok(ratio),
+        _ => Err(format!(
+            "{text:?} is not a pruning ratio: a number between 0 and 1 (0.25: a quarter of the \
+             blocks removed)"
+        )),
+    }
+}
 
 fn main() -> ExitCode {
     layerprune_cli_common::run(|| sample_masks(Args::parse()))
