@@ -16,6 +16,12 @@ FRONTIER_HELDOUT_WINDOWS ?= 40
 # the quadratic-surrogate Shapley method's stratified masks (0: not run).
 FRONTIER_METHODS ?=
 FRONTIER_SHAPLEY_MASKS ?= 200
+# Whether the frontier plays any of the methods $(1) (every method when FRONTIER_METHODS is
+# empty); a setting of a method it does not play is left out, as `frontier` refuses one.
+frontier_plays = $(or $(if $(FRONTIER_METHODS),,all),$(filter $(1),$(subst $(comma), ,$(FRONTIER_METHODS))))
+FRONTIER_METHOD_FLAGS = $(if $(FRONTIER_METHODS),--methods $(FRONTIER_METHODS)) \
+  $(if $(call frontier_plays,adaptive adaptive-raced),--budgets $(FRONTIER_BUDGETS)) \
+  $(if $(call frontier_plays,shapley),--shapley-masks $(FRONTIER_SHAPLEY_MASKS))
 FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parquet)
 FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitext2.parquet) \
   $(FRONTIER_RUN)/heldout-lambada_heldout.parquet
@@ -62,7 +68,7 @@ $(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json $(WIKITEXT
 frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) $(FRONTIER_RUN)/.settings/device | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \
 	  $(foreach h,$(FRONTIER_HELDOUT),--heldout $(patsubst heldout-%.parquet,%,$(notdir $(h)))=$(h)) \
-	  --k $(FRONTIER_KS) --budgets $(FRONTIER_BUDGETS) $(if $(FRONTIER_METHODS),--methods $(FRONTIER_METHODS)) --shapley-masks $(FRONTIER_SHAPLEY_MASKS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
+	  --k $(FRONTIER_KS) $(FRONTIER_METHOD_FLAGS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
 	$(VENV_REPORT)/bin/python tools/report/frontier.py $(FRONTIER_RUN)/frontier.csv --out $(FRONTIER_RUN)/frontier.md \
 	  --plot $(FRONTIER_RUN)/frontier.svg
 

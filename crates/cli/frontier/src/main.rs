@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{
     check_folder_outside_inputs, command_line, count, run, DeviceArgs, Io, RuntimeArgs,
@@ -52,15 +52,16 @@ struct Args {
     methods: Vec<FrontierMethod>,
     /// Budgets of adaptive removal (raced or not): `least`, `sleb` (SLEB's cost at the same k),
     /// `0.5sleb`, or a number of LLM evaluations.
-    #[arg(long, value_delimiter = ',', default_value = "least,0.5sleb,sleb,2000")]
-    budgets: Vec<Budget>,
+    /// [default: least,0.5sleb,sleb,2000]
+    #[arg(long, value_delimiter = ',')]
+    budgets: Option<Vec<Budget>>,
     /// The quadratic-surrogate Shapley method on this many stratified masks (plus the full
-    /// model and the single removals; 0 = not run). 200 is `make demo`'s budget.
-    #[arg(long, default_value_t = 200, value_parser = count(0, 1_000_000))]
-    shapley_masks: usize,
-    /// Seeds the Shapley method's masks.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// model and the single removals; 0 = not run). 200 is `make demo`'s budget. [default: 200]
+    #[arg(long, value_parser = count(0, 1_000_000))]
+    shapley_masks: Option<usize>,
+    /// Seeds the Shapley method's masks [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Folder for the caches and frontier.csv.
     #[arg(long)]
     out_dir: PathBuf,
@@ -104,8 +105,47 @@ fn named(text: &str, flag: &str) -> Result<(String, PathBuf), String> {
     Ok((name.to_string(), PathBuf::from(path)))
 }
 
+/// Budgets of adaptive removal, the Shapley method's masks and seed when not given.
+const DEFAULT_BUDGETS: &str = "least,0.5sleb,sleb,2000";
+const DEFAULT_SHAPLEY_MASKS: usize = 200;
+
 fn main_body(args: Args) -> Result<()> {
     args.runtime.check(args.device.device)?;
+    // A setting of a method that is not played would be ignored: refused, naming the method.
+    let plays = |method: FrontierMethod| args.methods.contains(&method);
+    let adaptive = plays(FrontierMethod::Adaptive) || plays(FrontierMethod::AdaptiveRaced);
+    for (flag, given, played, method) in [
+        (
+            "--budgets",
+            args.budgets.is_some(),
+            adaptive,
+            "adaptive or adaptive-raced",
+        ),
+        (
+            "--shapley-masks",
+            args.shapley_masks.is_some(),
+            plays(FrontierMethod::Shapley),
+            "shapley",
+        ),
+        (
+            "--seed",
+            args.seed.is_some(),
+            plays(FrontierMethod::Shapley),
+            "shapley",
+        ),
+    ] {
+        if given && !played {
+            bail!("{flag} is a setting of the {method} method, which --methods does not play (add it, or leave {flag} out)");
+        }
+    }
+    let budgets = match &args.budgets {
+        Some(budgets) => budgets.clone(),
+        None => DEFAULT_BUDGETS
+            .split(',')
+            .map(|b| b.parse::<Budget>().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?,
+    };
+    let seed = args.seed.unwrap_or(0);
     let run = FrontierRun {
         model: args.model.clone(),
         calibration: args.calibration.clone(),
@@ -113,14 +153,14 @@ fn main_body(args: Args) -> Result<()> {
         ks: args.k.clone(),
         fixed: args.fixed.clone(),
         methods: args.methods.clone(),
-        budgets: args.budgets.clone(),
-        shapley_masks: args.shapley_masks,
-        seed: args.seed,
+        budgets,
+        shapley_masks: args.shapley_masks.unwrap_or(DEFAULT_SHAPLEY_MASKS),
+        seed,
         out_dir: args.out_dir.clone(),
         runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
         evaluation: args.runtime.eval_options()?,
         provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line())
-            .with_seed(args.seed),
+            .with_seed(seed),
     };
     let prepared = run.prepare()?;
     // Before any work (only the token tables are read): the folder exists (made here) and

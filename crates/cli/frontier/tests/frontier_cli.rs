@@ -417,6 +417,22 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
             "token id 4000, outside the model's vocabulary of 320",
         ),
         (&broken_s, vec!["--methods", "reverse"], "block_002.onnx"),
+        // A setting of a method not played would be ignored.
+        (
+            &model,
+            vec!["--methods", "sleb", "--budgets", "least"],
+            "--budgets is a setting of the adaptive or adaptive-raced method",
+        ),
+        (
+            &model,
+            vec!["--methods", "reverse", "--shapley-masks", "10"],
+            "--shapley-masks is a setting of the shapley method",
+        ),
+        (
+            &model,
+            vec!["--methods", "reverse", "--seed", "3"],
+            "--seed is a setting of the shapley method",
+        ),
         // A table of no windows: named, before the calibration set runs.
         (
             &model,
