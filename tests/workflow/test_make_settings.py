@@ -607,6 +607,10 @@ def make_bare(tmp_path, *args):
     (["frontier", "EVAL_WINDOWS=5"], "make frontier: EVAL_WINDOWS=5 is not read here; this goal takes "
                                      "FRONTIER_HELDOUT_WINDOWS="),
     (["exact-frontier", "STRATA=2"], "make exact-frontier: STRATA=2 is not read here"),
+    (["frontier", "FRONTIER_METHODS=sleb", "FRONTIER_SHAPLEY_MASKS=5"],
+     "FRONTIER_SHAPLEY_MASKS=5 is a setting of a method FRONTIER_METHODS=sleb does not play"),
+    (["frontier", "FRONTIER_METHODS=sleb,shapley", "FRONTIER_BUDGETS=least"],
+     "FRONTIER_BUDGETS=least is a setting of a method FRONTIER_METHODS=sleb,shapley does not play"),
     (["results", "METHODS=sleb"], "make results: METHODS=sleb is not read here; this goal takes RESULTS_METHODS="),
     (["tasks", "METHODS=sleb"], "make tasks: METHODS=sleb is not read here; this goal takes TASK_METHODS="),
     (["exact-game", "SEQ_LEN=32"], "make exact-game: SEQ_LEN=32 is not read here"),
