@@ -71,7 +71,7 @@ struct Args {
     #[arg(long, default_value = ":")]
     documents: DocumentRange,
     /// Put between documents before tokenizing (escapes \n and \t are understood).
-    #[arg(long, default_value = "\\n\\n")]
+    #[arg(long, default_value = DEFAULT_SEPARATOR)]
     separator: String,
 
     /// Number of windows.
@@ -121,6 +121,9 @@ fn model_tokenizer(model: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// `--separator` when not given: a blank line, written with escapes.
+const DEFAULT_SEPARATOR: &str = "\\n\\n";
+
 fn body(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let tokenizer_path = match (&args.tokenizer, &args.model) {
@@ -131,6 +134,13 @@ fn body(args: Args) -> anyhow::Result<()> {
     // clap's `requires` lets --field through beside another source (the sources' group).
     if args.field.is_some() && args.jsonl.is_none() {
         bail!("--field is for --jsonl (the field of each JSON line that holds the text); leave it out");
+    }
+    // A whole text file is one document: nothing is put between documents.
+    if args.text.is_some() && !args.paragraphs && args.separator != DEFAULT_SEPARATOR {
+        bail!(
+            "--separator goes between documents, and --text without --paragraphs is one \
+             document; add --paragraphs, or leave --separator out"
+        );
     }
     let _outputs = layerprune_cli_common::Io::new()
         // The model folder whole: --out inside it would change the model.

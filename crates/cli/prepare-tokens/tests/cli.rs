@@ -164,6 +164,11 @@ fn a_setting_of_the_other_mode_is_refused() {
         ),
         // And a setting of another source: --field names the text of --jsonl's lines.
         (&["--field", "text"][..], "--field is for --jsonl"),
+        // A separator between the documents of a text that is one document.
+        (
+            &["--separator", "XYZ"][..],
+            "--separator goes between documents, and --text without --paragraphs is one document",
+        ),
     ] {
         let output = run(extra);
         let stderr = String::from_utf8_lossy(&output.stderr);

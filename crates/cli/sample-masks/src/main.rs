@@ -93,9 +93,10 @@ struct Args {
     /// Add to the table at --out if it exists, skipping the masks it already holds.
     #[arg(long)]
     append: bool,
-    /// Seed of the random draws; the same arguments and seed give the same file.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the random draws (stratified masks, permutation chains); the same arguments and
+    /// seed give the same file. [default: 0]
+    #[arg(long)]
+    seed: Option<u64>,
     /// Mask table to write (Parquet).
     #[arg(long)]
     out: PathBuf,
@@ -155,6 +156,14 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     if num_blocks > MAX_BLOCKS {
         bail!("a model of {num_blocks} blocks: at most {MAX_BLOCKS} are supported");
     }
+    // What only a draw or a pilot reads would be ignored: refused.
+    if args.seed.is_some() && args.stratified_masks.is_none() && args.permutation_chains.is_none() {
+        bail!("--seed seeds the stratified masks and the permutation chains, and neither is asked for (--enumerate and --anchors draw nothing); leave it out");
+    }
+    if args.incomplete.allow_incomplete && args.pilot.is_none() {
+        bail!("--allow-incomplete is for the --pilot table; leave it out");
+    }
+    let seed = args.seed.unwrap_or(0);
     let players = Players::new(num_blocks, &args.fixed)?;
     check_memory(&args, players.len(), num_blocks)?;
     let allocation = match (args.allocation, &args.pilot) {
@@ -182,14 +191,14 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         anchors: args.anchors,
         permutation_chains: args.permutation_chains,
         append_to: (args.append && args.out.exists()).then(|| args.out.clone()),
-        seed: args.seed,
+        seed,
     };
     let mut provenance = Provenance::new(
         "sample-masks",
         env!("CARGO_PKG_VERSION"),
         layerprune_cli_common::command_line(),
     )
-    .with_seed(args.seed);
+    .with_seed(seed);
     if let Some(model) = &args.model {
         // The model the masks were drawn for, by the id its evaluation tables record.
         let id = layerprune_model::model_id(model)
@@ -292,7 +301,7 @@ mod tests {
             "--num-blocks",
             "32",
             "--strata",
-            "2,-5",
+            "2,5",
             "--stratified-masks",
             "10",
             "--fixed",
@@ -301,7 +310,20 @@ mod tests {
             "m.parquet",
         ])
         .unwrap();
-        assert_eq!(args.strata, Some(vec![2, -5]));
+        assert_eq!(args.strata, Some(vec![2, 5]));
+        // A stratum below 1 is refused as the flag is parsed (a usage error).
+        let negative = ["sample-masks", "--num-blocks", "8", "--strata", "2,-5"];
+        let error = Args::try_parse_from(negative.into_iter().chain([
+            "--stratified-masks",
+            "3",
+            "--out",
+            "m.parquet",
+        ]))
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("\"-5\" is not a stratum"),
+            "{error}"
+        );
         assert_eq!(args.stratified_masks, Some(10));
         // The flags' names until 2026-12-04 are still accepted.
         let old = Args::try_parse_from(["sample-masks", "--num-blocks", "8"].into_iter().chain([

@@ -243,11 +243,20 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
             "--stratified-masks",
             "10",
         ],
-        "stratum -1",
+        "\"-1\" is not a stratum",
     );
     run(
         &["--num-blocks", "8", "--stratified-masks", "0"],
-        "zero masks",
+        "0 is not in 1..=100000000",
+    );
+    // What only a draw or a pilot reads would be ignored.
+    run(
+        &["--num-blocks", "8", "--anchors", "--seed", "3"],
+        "--seed seeds the stratified masks and the permutation chains",
+    );
+    run(
+        &["--num-blocks", "8", "--anchors", "--allow-incomplete"],
+        "--allow-incomplete is for the --pilot table",
     );
     run(
         &[
@@ -270,7 +279,7 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
             "--stratified-masks",
             "5",
         ],
-        "ratio 1.5",
+        "\"1.5\" is not a pruning ratio",
     );
     run(&["--num-blocks", "8"], "nothing to sample");
     // Neither block count: the message offers both ways to give one (it named only
@@ -303,12 +312,12 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
     );
     run(
         &["--num-blocks", "8", "--permutation-chains", "0"],
-        "zero permutation chains",
+        "0 is not in 1..=10000000",
     );
     let missing_model = folder.path().join("no-model");
     run(
         &["--model", path_str(&missing_model), "--anchors"],
-        "manifest.json",
+        "no-model: no such model folder",
     );
 
     // A pilot table that lacks a stratum the allocation needs.
