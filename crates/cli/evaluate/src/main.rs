@@ -348,11 +348,11 @@ fn merge(args: &Args) -> Result<()> {
         provenance: provenance(),
     };
     let table = merge_evaluations(&config)?;
-    tracing::info!(
-        "merged {} shards: {} rows into {}",
+    // The report on stdout, as every run of the stage gives one.
+    layerprune_cli_common::print_summary(&format!(
+        "merged {} shards: {} rows into {}\n",
         args.merge.len(),
         table.rows.len(),
         args.out.display()
-    );
-    Ok(())
+    ))
 }

@@ -473,7 +473,14 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
         &["would ignore --device, --model, --tokens, --mask, --max-new-masks"],
     );
     assert!(!merged.exists());
-    succeeded(merge(&[&shards[0], &shards[1], &shards[2]], &merged));
+    let merging = merge(&[&shards[0], &shards[1], &shards[2]], &merged);
+    // Its report on stdout, as every run of the stage.
+    assert!(
+        String::from_utf8_lossy(&merging.stdout).starts_with("merged 3 shards: 64 rows into "),
+        "{}",
+        String::from_utf8_lossy(&merging.stdout)
+    );
+    succeeded(merging);
     let whole = read_evaluations(&whole).unwrap();
     let merged_table = read_evaluations(&merged).unwrap();
     assert!(merged_table.complete);
