@@ -33,10 +33,11 @@ use std::fmt::Write as _;
 struct Args {
     /// A table (.parquet), a surrogate file (.json) or a model folder (or its manifest.json).
     file: PathBuf,
-    /// Rows to show.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16))]
-    rows: u16,
-    /// Print the metadata as one JSON object (for scripts) instead of text.
+    /// Rows to show [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u16))]
+    rows: Option<u16>,
+    /// Print the metadata as one JSON object (for scripts) instead of text: no rows (--rows
+    /// other than 0 is for the text).
     #[arg(long)]
     json: bool,
 }
@@ -59,6 +60,9 @@ fn main() -> ExitCode {
 }
 
 fn inspect(args: &Args, out: &mut String) -> Result<()> {
+    if args.json && args.rows.is_some_and(|rows| rows > 0) {
+        bail!("--rows shows rows in the text report; --json prints the metadata only (leave --rows out)");
+    }
     let path = if args.file.is_dir() {
         let manifest = args.file.join("manifest.json");
         if !manifest.exists() {
@@ -122,7 +126,11 @@ fn table_metadata(entries: &BTreeMap<String, String>) -> serde_json::Value {
 }
 
 fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
-    let wanted = if args.json { 0 } else { usize::from(args.rows) };
+    let wanted = if args.json {
+        0
+    } else {
+        usize::from(args.rows.unwrap_or(10))
+    };
     let head = layerprune_tables::read_head(path, wanted)?;
     let num_rows = head.num_rows;
     let metadata = table_metadata(&head.metadata);

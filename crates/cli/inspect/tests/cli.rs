@@ -166,6 +166,15 @@ fn every_column_type_prints_its_values() {
         rows: vec![row(0), row(-1)],
     };
     write_surrogate_metrics(&path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+    // --json prints no rows: rows asked for beside it are refused, not ignored.
+    let rows = inspect(&[
+        "--json".as_ref(),
+        "--rows".as_ref(),
+        "3".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert_eq!(rows.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&rows.stderr).contains("--json prints the metadata only"));
     let output = inspect(&[path.as_os_str()]);
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();

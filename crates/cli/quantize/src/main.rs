@@ -207,6 +207,9 @@ fn quantize(args: Args) -> Result<()> {
     if args.method == MethodArg::Rtn && args.damp.is_some() {
         bail!("--damp is for --method gptq");
     }
+    if args.no_verify && !args.model.is_dir() {
+        bail!("--no-verify skips a model folder's hash check, and a single .onnx file has no manifest to check against; leave it out");
+    }
     let calibration = match (args.method, &args.tokens) {
         (MethodArg::Rtn, None) => None,
         (MethodArg::Rtn, Some(_)) => bail!("--tokens is for --method gptq"),

@@ -205,6 +205,23 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         assert_eq!(result.status.code(), Some(1));
         assert!(stderr(&result).contains(expected), "{}", stderr(&result));
     }
+    // A single graph has no manifest whose hashes --no-verify would skip.
+    let graph = std::path::Path::new(model).join("block_000.onnx");
+    let result = quantize(&[
+        "--model",
+        graph.to_str().unwrap(),
+        "--out",
+        out,
+        "--scheme",
+        "int8",
+        "--no-verify",
+    ]);
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr(&result).contains("a single .onnx file has no manifest"),
+        "{}",
+        stderr(&result)
+    );
 
     // An existing --out is refused before any work (GPTQ takes minutes on a real model), and
     // left as it was.

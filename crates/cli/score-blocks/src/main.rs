@@ -68,9 +68,9 @@ struct Args {
     /// them.
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
-    /// Seed of the random scores.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the random scores [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
     #[command(flatten)]
     incomplete: layerprune_cli_common::IncompleteArgs,
     /// Score table to write.
@@ -88,18 +88,24 @@ fn score_blocks(args: Args) -> Result<()> {
         .input_opt(args.evaluations.as_deref())
         .output_table("--out", &args.out, TableKind::Scores)
         .check()?;
+    if args.seed.is_some() && !args.estimators.contains(&Estimator::Random) {
+        anyhow::bail!(
+            "--seed seeds the random scores, and --estimator random is not asked for; leave it out"
+        );
+    }
+    let seed = args.seed.unwrap_or(0);
     let files = BaselineFiles {
         block_stats: args.block_stats,
         evaluations: args.evaluations,
         incomplete: args.incomplete.incomplete(),
         num_blocks: args.num_blocks,
         fixed: args.fixed,
-        seed: args.seed,
+        seed,
     };
     let estimators: Vec<BaselineEstimator> = args.estimators.into_iter().map(Into::into).collect();
     let table = files.score(&estimators)?;
-    let mut provenance = Provenance::new("score-blocks", env!("CARGO_PKG_VERSION"), command_line())
-        .with_seed(args.seed);
+    let mut provenance =
+        Provenance::new("score-blocks", env!("CARGO_PKG_VERSION"), command_line()).with_seed(seed);
     // The model and token table the scores were measured on, where an input records them.
     if !table.model_id.is_empty() {
         provenance = provenance.with_game(&table.model_id, &table.dataset_id);

@@ -218,6 +218,20 @@ fn incomplete_or_mismatched_inputs_are_refused() {
         ],
         "block 3 has no score",
     );
+    // A seed without the random scores it seeds would be ignored.
+    run(
+        &[
+            "--estimator",
+            "reverse",
+            "--num-blocks",
+            "6",
+            "--seed",
+            "3",
+            "--out",
+            out_s,
+        ],
+        "--seed seeds the random scores, and --estimator random is not asked for",
+    );
     write_single_removals(&evals, 6);
     run(
         &[
