@@ -626,3 +626,34 @@ pub fn logged_at(level: tracing::Level, run: impl FnOnce()) -> String {
     let bytes = lines.0.lock().unwrap().clone();
     String::from_utf8(bytes).unwrap()
 }
+
+/// A complete evaluation table of `num_blocks` blocks (model `m`, dataset `d`, the full model's
+/// NLL 2) holding `rows`: (mask as '1'/'0' per block, mean NLL), for tests of what is read off
+/// such a table.
+pub fn evaluation_table(
+    num_blocks: usize,
+    rows: &[(&str, f64)],
+) -> layerprune_tables::EvaluationTable {
+    layerprune_tables::EvaluationTable {
+        num_blocks,
+        model_id: "m".into(),
+        dataset_id: "d".into(),
+        fixed_blocks: Vec::new(),
+        full_model_nll: Some(2.0),
+        complete: true,
+        evaluated_on: None,
+        rows: rows
+            .iter()
+            .map(|&(mask, nll)| layerprune_tables::EvaluationRow {
+                mask: mask.parse().expect("a mask of '1' and '0'"),
+                nll,
+                ppl: nll.exp(),
+                utility: 0.0,
+                tokens_scored: 10,
+                seconds: 0.0,
+                window_nlls: None,
+            })
+            .collect(),
+        partial_windows: Vec::new(),
+    }
+}

@@ -334,8 +334,7 @@ pub fn scores_from_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use layerprune_core::Mask;
-    use layerprune_tables::{BlockStatRow, EvaluationRow, ScoreRow};
+    use layerprune_tables::{BlockStatRow, ScoreRow};
 
     fn stats(rows: &[(u32, u32, f64)]) -> BlockStatsTable {
         BlockStatsTable {
@@ -402,37 +401,18 @@ mod tests {
 
     #[test]
     fn leave_one_out_uses_single_removals_and_needs_all_of_them() {
-        let row = |id: &str, nll: f64| EvaluationRow {
-            mask: id.parse::<Mask>().unwrap(),
-            nll,
-            ppl: nll.exp(),
-            utility: 0.0,
-            tokens_scored: 10,
-            seconds: 0.0,
-            window_nlls: None,
-        };
-        let mut table = EvaluationTable {
-            num_blocks: 3,
-            model_id: "m".into(),
-            dataset_id: "d".into(),
-            fixed_blocks: Vec::new(),
-            full_model_nll: Some(2.0),
-            complete: true,
-            evaluated_on: None,
-            rows: vec![
-                row("111", 2.0),
-                row("011", 5.0),
-                row("101", 2.5),
-                row("001", 9.0),
-            ],
-            partial_windows: Vec::new(),
-        };
+        let mut table = layerprune_tests::evaluation_table(
+            3,
+            &[("111", 2.0), ("011", 5.0), ("101", 2.5), ("001", 9.0)],
+        );
         let err = leave_one_out_scores(&table).unwrap_err();
         assert!(
             matches!(err, SelectionError::MissingBlock { block: 2, .. }),
             "{err}"
         );
-        table.rows.push(row("110", 3.0));
+        table
+            .rows
+            .extend(layerprune_tests::evaluation_table(3, &[("110", 3.0)]).rows);
         let scores = leave_one_out_scores(&table).unwrap();
         assert_eq!(scores.scores, vec![5.0, 2.5, 3.0]);
         assert_eq!(scores.llm_evaluations, 3);

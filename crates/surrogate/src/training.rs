@@ -283,33 +283,10 @@ fn metric_row(kind: SurrogateKind, value: GameValue, fold: &FoldMetrics) -> Surr
 
 #[cfg(test)]
 mod tests {
-    use layerprune_tables::EvaluationRow;
-
     use super::*;
 
     fn table(nlls: &[(&str, f64)]) -> EvaluationTable {
-        EvaluationTable {
-            num_blocks: 3,
-            model_id: "m".into(),
-            dataset_id: "d".into(),
-            fixed_blocks: Vec::new(),
-            full_model_nll: Some(2.0),
-            complete: true,
-            evaluated_on: None,
-            rows: nlls
-                .iter()
-                .map(|&(mask, nll)| EvaluationRow {
-                    mask: mask.parse().unwrap(),
-                    nll,
-                    ppl: nll.exp(),
-                    utility: 0.0,
-                    tokens_scored: 10,
-                    seconds: 0.0,
-                    window_nlls: None,
-                })
-                .collect(),
-            partial_windows: Vec::new(),
-        }
+        layerprune_tests::evaluation_table(3, nlls)
     }
 
     #[test]
