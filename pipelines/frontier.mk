@@ -33,9 +33,9 @@ ifneq ($(filter $(FRONTIER_GOALS),$(MAKECMDGOALS)),)
 $(foreach text,CALIB_TEXT EVAL_TEXT,$(if $(filter command line,$(origin $(text))),\
   $(error make $(firstword $(filter $(FRONTIER_GOALS),$(MAKECMDGOALS))): $(text) is not read here: the frontier draws its calibration sets from the LAMBADA passages and measures plans on the held-out passages and WikiText-2 (docs/results.md); make demo or make prune take a text of your own)))
 # A setting of a method FRONTIER_METHODS leaves out is not passed on, so giving one is refused.
-$(foreach setting,FRONTIER_BUDGETS:adaptive adaptive-raced FRONTIER_SHAPLEY_MASKS:shapley,\
+$(foreach setting,FRONTIER_BUDGETS:adaptive$(comma)adaptive-raced FRONTIER_SHAPLEY_MASKS:shapley,\
   $(eval frontier_setting := $(firstword $(subst :, ,$(setting))))\
-  $(if $(and $(filter command line,$(origin $(frontier_setting))),$(if $(call frontier_plays,$(wordlist 2,9,$(subst :, ,$(setting)))),,no)),\
+  $(if $(and $(filter command line,$(origin $(frontier_setting))),$(if $(call frontier_plays,$(subst $(comma), ,$(word 2,$(subst :, ,$(setting))))),,no)),\
     $(error make: $(frontier_setting)=$($(frontier_setting)) is a setting of a method FRONTIER_METHODS=$(FRONTIER_METHODS) does not play; leave it out)))
 endif
 

@@ -600,6 +600,18 @@ def make_bare(tmp_path, *args):
     return result.returncode, result.stdout + result.stderr
 
 
+def test_a_setting_of_a_method_played_is_passed_and_tasks_drop_the_window_batching(tmp_path):
+    """FRONTIER_BUDGETS with only adaptive-raced played reaches frontier; `make tasks` passes
+    EVALUATE_FLAGS without --mask-batch and --batch-windows, which a task run refuses."""
+    status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "frontier",
+                               "FRONTIER_METHODS=adaptive-raced", "FRONTIER_BUDGETS=least,sleb")
+    assert status == 0 and "--budgets least,sleb" in output and "--shapley-masks" not in output, output
+    status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "tasks",
+                               "EVALUATE_FLAGS=--device cpu --threads 1 --mask-batch 4 --batch-windows=2")
+    line = next(line for line in output.splitlines() if "evaluate --tasks" in line)
+    assert "--threads 1" in line and "--mask-batch" not in line and "--batch-windows" not in line, line
+
+
 @pytest.mark.parametrize("args, expected", [
     (["frontier", "KS=2,3"], "make frontier: KS=2,3 is not read here; this goal takes FRONTIER_KS=3,6,9"),
     (["frontier", "SEED=3"], "make frontier: SEED=3 is not read here; this goal takes FRONTIER_SEEDS="),

@@ -70,21 +70,33 @@ def merge(folder: Path):
 INPUT_NAME, OUTPUT_NAME = "input_ids", "logits"
 
 
+def graphs_within(graph):
+    """`graph` and every subgraph of its nodes (If / Loop / Scan bodies), which may read a value
+    of the graph around them by name."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                yield from graphs_within(sub)
+
+
 def rename_value(graph, old: str, new: str):
-    """Renames the value `old` of `graph` (its inputs, outputs, value infos and every node that
-    reads or writes it) to `new`, refusing a name the graph already uses."""
+    """Renames the value `old` of `graph` and of its subgraphs (inputs, outputs, value infos and
+    every node that reads or writes it) to `new`, refusing a name they already use."""
     if old == new:
         return
-    names = {n for node in graph.node for n in (*node.input, *node.output)}
-    names |= {v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
+    graphs = list(graphs_within(graph))
+    names = {n for g in graphs for node in g.node for n in (*node.input, *node.output)}
+    names |= {v.name for g in graphs for v in (*g.input, *g.output, *g.value_info, *g.initializer)}
     if new in names:
         sys.exit(f"merge_layered: error: the merged graph already has a value named {new}")
-    for node in graph.node:
-        node.input[:] = [new if n == old else n for n in node.input]
-        node.output[:] = [new if n == old else n for n in node.output]
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        if value.name == old:
-            value.name = new
+    for g in graphs:
+        for node in g.node:
+            node.input[:] = [new if n == old else n for n in node.input]
+            node.output[:] = [new if n == old else n for n in node.output]
+        for value in (*g.input, *g.output, *g.value_info):
+            if value.name == old:
+                value.name = new
 
 
 def main():

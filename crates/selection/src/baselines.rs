@@ -234,6 +234,11 @@ pub fn leave_one_out_on_game<G: Game + ?Sized>(
     fixed: &[usize],
 ) -> Result<(BlockScores, Vec<Mask>), SelectionError> {
     let num_blocks = game.num_players();
+    // Each fixed block once, however often it is listed.
+    let mut fixed = fixed.to_vec();
+    fixed.sort_unstable();
+    fixed.dedup();
+    let fixed = fixed.as_slice();
     let players: Vec<usize> = (0..num_blocks).filter(|b| !fixed.contains(b)).collect();
     let singles: Vec<Mask> = players
         .iter()
@@ -434,6 +439,11 @@ mod tests {
         assert_eq!(on_game, leave_one_out_scores(&table).unwrap());
         assert_eq!(on_game.scores, vec![f64::INFINITY, 2.5, 3.0]);
         assert_eq!((on_game.llm_evaluations, valued.len()), (2, 2));
+        // A fixed block listed twice is one fixed block.
+        assert_eq!(
+            leave_one_out_on_game(&mut game, &[0, 0]).unwrap().0,
+            on_game
+        );
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub struct FrontierPoint {
 }
 
 /// Plays every method of `config` against `game`; the points come in a fixed order (method,
-/// then k, then budget). A [`BEST_KNOWN`] point per k closes the list: the best measured plan
+/// then k, then budget). A [`method_names::BEST_KNOWN`] point per k closes the list: the best measured plan
 /// among every mask with k removed that any method asked for (its cost: every distinct mask
 /// asked by all methods together).
 pub fn frontier(

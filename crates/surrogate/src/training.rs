@@ -130,9 +130,13 @@ impl SurrogateFit {
         Ok(())
     }
 
-    /// Reads the table, cross-validates every kind (each once), and fits the kept kind on all
-    /// rows. Nothing is written: a failed fit replaces no file.
-    pub fn run(&self) -> Result<FittedSurrogates> {
+    /// Reads the table, cross-validates every kind (each once), hands the scores to
+    /// `on_scores` (to be shown before the longer fit on all rows, and even if it fails), and
+    /// fits the kept kind on all rows. Nothing is written: a failed fit replaces no file.
+    pub fn run(
+        &self,
+        on_scores: &mut dyn FnMut(&[SurrogateMetricRow]) -> Result<()>,
+    ) -> Result<FittedSurrogates> {
         self.check()?;
         let path = &self.evaluations;
         let table = read_complete_evaluations(path, self.incomplete)
@@ -171,6 +175,7 @@ impl SurrogateFit {
                 metric_rows.extend(folds.iter().map(row));
                 metric_rows.extend(mean_over_folds(&folds).as_ref().map(row));
             }
+            on_scores(&metric_rows)?;
         }
         let saved = if self.save {
             let kind = self.keep.unwrap_or(kinds[0]);
@@ -236,36 +241,29 @@ impl FittedSurrogates {
         }
         Ok(())
     }
+}
 
-    /// The cross-validation scores as printed: a row per fold and surrogate, and their mean.
-    pub fn metrics_text(&self) -> String {
-        use std::fmt::Write;
-        let mut text = format!(
-            "{:<10} {:<13} {:>5} {:>9} {:>9} {:>11} {:>8} {:>7}\n",
-            "surrogate", "value", "fold", "r2", "spearman", "mae", "n_train", "n_test"
+/// Cross-validation scores as printed: a row per fold and surrogate, and their mean.
+pub fn metrics_text(rows: &[SurrogateMetricRow]) -> String {
+    use std::fmt::Write;
+    let mut text = format!(
+        "{:<10} {:<13} {:>5} {:>9} {:>9} {:>11} {:>8} {:>7}\n",
+        "surrogate", "value", "fold", "r2", "spearman", "mae", "n_train", "n_test"
+    );
+    for row in rows {
+        let fold = if row.fold < 0 {
+            "mean".to_string()
+        } else {
+            row.fold.to_string()
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            text,
+            "{:<10} {:<13} {:>5} {:>9.4} {:>9.4} {:>11.4e} {:>8} {:>7}",
+            row.surrogate, row.value, fold, row.r2, row.spearman, row.mae, row.n_train, row.n_test
         );
-        for row in &self.metric_rows {
-            let fold = if row.fold < 0 {
-                "mean".to_string()
-            } else {
-                row.fold.to_string()
-            };
-            // Writing to a String cannot fail.
-            let _ = writeln!(
-                text,
-                "{:<10} {:<13} {:>5} {:>9.4} {:>9.4} {:>11.4e} {:>8} {:>7}",
-                row.surrogate,
-                row.value,
-                fold,
-                row.r2,
-                row.spearman,
-                row.mae,
-                row.n_train,
-                row.n_test
-            );
-        }
-        text
     }
+    text
 }
 
 fn metric_row(kind: SurrogateKind, value: GameValue, fold: &FoldMetrics) -> SurrogateMetricRow {

@@ -157,7 +157,9 @@ struct Args {
     /// a later one with another --k, --budget or --max-ppl-ratio on the same model and tokens,
     /// re-runs nothing already measured. Created when missing; refused when it was made for
     /// another model or token table. One run at a time uses a file: a second run waits (saying
-    /// so) until the first ends, then reads what it measured.
+    /// so) until the first ends, then reads what it measured. An `evaluate` run's finished table
+    /// given here is a cache once this run adds to it (saved as not complete; give a copy to
+    /// keep the table as it is).
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Skip checking the model files' sha256 against the manifest.

@@ -234,11 +234,16 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
         for (flag, given) in [
             ("--model", args.model.is_some() && args.tasks.is_none()),
             ("--tokens", args.tokens.is_some()),
-            ("--mask", !args.inline_masks.is_empty()),
+            // A task merge adds the inline masks to its mask list and replaces outputs of
+            // another model under --overwrite; a merge of token windows does neither.
+            (
+                "--mask",
+                !args.inline_masks.is_empty() && args.tasks.is_none(),
+            ),
             ("--max-new-masks", args.max_new_masks.is_some()),
             ("--chunk", args.chunk != CHUNK),
             ("--no-verify", args.no_verify),
-            ("--overwrite", args.overwrite),
+            ("--overwrite", args.overwrite && args.tasks.is_none()),
         ] {
             if given {
                 ignored.push(flag);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use layerprune_core::GameValue;
-use layerprune_surrogate::training::SurrogateFit;
+use layerprune_surrogate::training::{self, SurrogateFit};
 use layerprune_surrogate::{FitOptions, SurrogateKind};
 use layerprune_tables::{Provenance, TableKind};
 
@@ -140,10 +140,8 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
             TableKind::SurrogateMetrics,
         )
         .check()?;
-    let fitted = request.run()?;
-    if args.folds > 0 {
-        layerprune_cli_common::print_summary(&fitted.metrics_text())?;
-    }
+    let fitted = request
+        .run(&mut |scores| layerprune_cli_common::print_summary(&training::metrics_text(scores)))?;
     let provenance = Provenance::new(
         "fit-surrogate",
         env!("CARGO_PKG_VERSION"),

@@ -115,13 +115,13 @@ enum AllocationKind {
 /// The most blocks a model may have (the largest LLMs have a few hundred).
 const MAX_BLOCKS: usize = 4096;
 
-/// A stratum: a number of removed players, 1 or more (whether the game has that many players
-/// is checked against the model).
+/// A stratum: a number of removed players, 0 or more (0: the full model; whether the game has
+/// that many players is checked against the model).
 fn parse_stratum(text: &str) -> Result<i64, String> {
     match text.trim().parse::<i64>() {
-        Ok(stratum) if stratum >= 1 => Ok(stratum),
+        Ok(stratum) if stratum >= 0 => Ok(stratum),
         _ => Err(format!(
-            "{text:?} is not a stratum: a number of removed blocks, 1 or more"
+            "{text:?} is not a stratum: a number of removed blocks, 0 or more"
         )),
     }
 }
