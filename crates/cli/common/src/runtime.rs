@@ -64,19 +64,15 @@ pub struct RuntimeArgs {
 }
 
 impl Default for RuntimeArgs {
-    /// The flags' defaults, as clap gives them when none is given.
+    /// The flags as clap gives them when none is given: its attributes above are the one place
+    /// the defaults are written.
     fn default() -> Self {
-        RuntimeArgs {
-            tf32: None,
-            io_binding: AutoSwitch::Auto,
-            overlap: AutoSwitch::Auto,
-            cuda_graphs: Switch::Off,
-            arena: ArenaArg::Auto,
-            batch_windows: 0,
-            cache_mb: 1024,
-            no_prefix_reuse: false,
-            mask_batch: 1,
+        #[derive(clap::Parser)]
+        struct NoFlags {
+            #[command(flatten)]
+            runtime: RuntimeArgs,
         }
+        <NoFlags as clap::Parser>::parse_from(["layerprune"]).runtime
     }
 }
 
