@@ -57,7 +57,7 @@ MASKS ?= 200
 # Numbers of blocks to remove, and the one the demo writes a pruned model for.
 KS ?= 3,6,9
 K_PRUNED ?= 6
-# The ridge penalty of the quadratic surrogate (of the log-likelihood game).
+# The ridge penalty of the quadratic surrogate (of the log-likelihood game; fit-surrogate's default).
 SURROGATE_RIDGE ?= 0.01
 # The evaluation budget of adaptive removal at each k (`apply-prune --budget`).
 ADAPTIVE_BUDGET ?= sleb

@@ -606,6 +606,10 @@ def test_a_setting_of_a_method_played_is_passed_and_tasks_drop_the_window_batchi
     status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "frontier",
                                "FRONTIER_METHODS=adaptive-raced", "FRONTIER_BUDGETS=least,sleb")
     assert status == 0 and "--budgets least,sleb" in output and "--shapley-masks" not in output, output
+    # Spaces between the methods, as METHODS takes them: frontier gets them comma separated.
+    status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "frontier",
+                               "FRONTIER_METHODS=leave-one-out sleb")
+    assert status == 0 and "--methods leave-one-out,sleb " in output, output
     status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "tasks",
                                "EVALUATE_FLAGS=--device cpu --threads 1 --mask-batch 4 --batch-windows=2")
     line = next(line for line in output.splitlines() if "evaluate --tasks" in line)

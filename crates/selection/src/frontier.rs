@@ -388,7 +388,6 @@ fn quadratic_shapley_points(
         .filter(|(_, v)| v.is_finite())
         .unzip();
     let options = FitOptions {
-        ridge_alpha: 0.01,
         seed: config.seed,
         ..FitOptions::default()
     };

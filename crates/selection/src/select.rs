@@ -338,9 +338,12 @@ pub fn surrogate_search(
             }
         });
         seen.predict(&batch);
+        // Said, so that a --random-starts given here is not thought to have searched.
         tracing::info!(
-            "search: k={k}, every subset predicted ({} predictions)",
-            seen.values.len()
+            "search: k={k}, every subset predicted ({} predictions; no starts needed, {} \
+             random starts not drawn)",
+            seen.values.len(),
+            options.random_starts
         );
     } else {
         let mut all_starts = Vec::with_capacity(starts.len() + options.random_starts);

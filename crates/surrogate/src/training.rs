@@ -227,6 +227,7 @@ impl FittedSurrogates {
             };
             write_surrogate_metrics(path, &table, provenance)
                 .with_context(|| format!("writing metrics {}", path.display()))?;
+            tracing::info!("wrote {} ({} rows)", path.display(), self.metric_rows.len());
         }
         if let Some((path, (kind, saved))) = surrogate {
             saved

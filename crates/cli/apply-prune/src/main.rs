@@ -438,6 +438,7 @@ fn apply_prune(args: Args) -> Result<()> {
         layerprune_model::remove_folder(dest, args.overwrite)?;
     }
     write_plans(&args.out, &table, &provenance)?;
+    tracing::info!("wrote {} ({} plans)", args.out.display(), table.rows.len());
     layerprune_cli_common::print_summary(&table.to_string())?;
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;

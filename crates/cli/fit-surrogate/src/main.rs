@@ -50,7 +50,7 @@ struct Args {
     /// Where to write the cross-validation scores (Parquet; fold -1 = mean over folds).
     #[arg(long)]
     metrics: Option<PathBuf>,
-    /// Ridge strength of the quadratic model (0 or more; default 1e-4).
+    /// Ridge strength of the quadratic model (0 or more; default 0.01, `make demo`'s).
     #[arg(long, value_parser = parse_ridge_alpha)]
     ridge_alpha: Option<f64>,
     /// MLP training epochs (default 300, the published number).

@@ -111,6 +111,7 @@ fn score_blocks(args: Args) -> Result<()> {
         provenance = provenance.with_game(&table.model_id, &table.dataset_id);
     }
     write_scores(&args.out, &table, &provenance)?;
+    tracing::info!("wrote {} ({} rows)", args.out.display(), table.rows.len());
     use std::fmt::Write;
     let mut summary = format!("{:<16} {:>5} {:>12}\n", "estimator", "block", "estimate");
     for row in &table.rows {

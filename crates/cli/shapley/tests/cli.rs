@@ -78,7 +78,11 @@ fn write_inputs(dir: &Path, players: &Players) {
         SurrogateKind::Quadratic,
         &masks,
         &targets,
-        &FitOptions::default(),
+        // A light ridge, so that its bias stays inside the 1e-4 the estimates are held to.
+        &FitOptions {
+            ridge_alpha: 1e-4,
+            ..FitOptions::default()
+        },
     )
     .unwrap();
     SavedSurrogate::new(fitted, "utility", "PPL(full)/PPL(mask)")
