@@ -355,6 +355,13 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     for command in commands:
         assert f"--cache-mb 64 {flags}" in command or f"--threads 1 {flags}" in command, command
         assert "--cache-mb 64" in command, command
+    # What the cache of SLEB and adaptive removal is kept for: the flags that may change an
+    # NLL (on CUDA the batching; on the CPU none of these), not the others.
+    for device, recorded in [("cpu", "'cpu '"), ("cuda", "'cuda --mask-batch 2'")]:
+        dry = snakemake(tmp_path / "dry", "--configfile", str(config), "--cores", "2", "-n", "-p",
+                        "--config", f"device={device}", f"ort_dylib={os.environ['ORT_DYLIB_PATH']}")
+        settings = (dry.stdout + dry.stderr).split("rule plan_cache_settings:")[1].split("\n[")[0]
+        assert f"echo {recorded} >" in settings, settings
     result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2", "evaluations")
     assert job_counts(result.stdout + result.stderr)["evaluate_shard"] == 4
     assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
@@ -431,8 +438,9 @@ def test_a_bin_other_than_cargos_is_never_built(tmp_path, text):
 
 def test_what_a_changed_setting_reruns(tmp_path, text):
     """A setting that can change the NLLs reruns the shards; the chunk (how often a shard is
-    checkpointed) and the threads rerun nothing; a new ridge refits the round's surrogate but
-    neither samples nor evaluates the next round's masks again."""
+    checkpointed), the threads and the runtime settings that keep the NLLs bit for bit (on the
+    CPU the batching too, as Make's stamps) rerun nothing; a new ridge refits the round's
+    surrogate but neither samples nor evaluates the next round's masks again."""
     config = write_config(tmp_path, text, shards=2)
     workdir = tmp_path / "wd"
     snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
@@ -445,10 +453,11 @@ def test_what_a_changed_setting_reruns(tmp_path, text):
 
     ort = os.environ["ORT_DYLIB_PATH"]  # the same library, so only the device differs
     for settings in [["device=cuda", f"ort_dylib={ort}"], ["device=cuda:{shard}", f"ort_dylib={ort}"],
-                     ["runtime_flags=--mask-batch 2"], ["cache_mb=64"]]:
+                     ["runtime_flags=--tf32 off"]]:
         counts = dry(*settings)
         assert counts.get("evaluate_shard") == 4 and counts.get("block_stats") == 1, (settings, counts)
-    for settings in [["evaluate_chunk=4"], ["threads=2"]]:
+    for settings in [["evaluate_chunk=4"], ["threads=2"], ["cache_mb=64"],
+                     ["runtime_flags=--mask-batch 2 --io-binding on --arena off"]]:
         assert dry(*settings) == {}, settings
 
     run = tmp_path / "run"
@@ -483,10 +492,12 @@ def test_a_plan_is_chosen_again_only_when_its_own_inputs_change(tmp_path, text):
     other.write_text(text.read_text()[::-1])
     counts = dry(f"eval_text={other}")
     assert counts.get("plan_calibration") is None and counts.get("plan") == 3, counts
-    # A new runtime setting re-plans every method, and drops the cache SLEB and adaptive removal
-    # share first (its values were measured with the old settings).
-    counts = dry("runtime_flags=--mask-batch 2")
+    # A new runtime setting that may change an NLL re-plans every method, and drops the cache
+    # SLEB and adaptive removal share first (its values were measured with the old settings);
+    # one that keeps them bit for bit (on the CPU the batching too) re-plans nothing.
+    counts = dry("runtime_flags=--tf32 off")
     assert (counts.get("plan_cache_settings"), counts.get("plan_calibration")) == (1, 3), counts
+    assert dry("runtime_flags=--mask-batch 2 --cuda-graphs off", "cache_mb=64") == {}
 
     # A model folder of your own, given without a name, gets a run folder named after it.
     result = snakemake(tmp_path / "wd2", "-n", "-p", "--cores", "2", "--config", f"build={tmp_path}/build",
