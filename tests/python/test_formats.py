@@ -70,7 +70,7 @@ TABLES = {
     ),
     "surrogate_metrics": (
         {
-            "surrogate": pa.string(),
+            "kind": pa.string(),
             "value": pa.string(),
             "fold": pa.int32(),
             "r2": pa.float64(),

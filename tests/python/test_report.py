@@ -75,11 +75,12 @@ def make_run(run: Path):
            "estimator": ["block-influence"] * NUM_BLOCKS + ["angular"] * NUM_BLOCKS},
           {"table": "scores", "format_version": 1})
     write(run / "surrogate-metrics.parquet",
-          {"surrogate": ["mlp"] * 3, "value": ["utility"] * 3,
+          {"kind": ["mlp"] * 3, "value": ["utility"] * 3,
            "fold": pa.array([0, 1, -1], pa.int32()), "r2": [0.5, 0.7, 0.6],
            "spearman": [0.8, 0.9, 0.85]},
           {"table": "surrogate_metrics", "format_version": 1})
-    # As fit-surrogate wrote it before 2026-12-04, the value's column named `target`.
+    # As fit-surrogate wrote it before 2026-12-04, the value's column named `target` (and
+    # before 2026-12-05 the kind's `surrogate`).
     write(run / "surrogate-quadratic-metrics.parquet",
           {"surrogate": ["quadratic"] * 2, "target": ["nll-increase"] * 2,
            "fold": pa.array([0, -1], pa.int32()), "r2": [0.9, 0.9],

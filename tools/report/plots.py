@@ -122,9 +122,11 @@ def contributions(path, tables):
 
 
 def _fitted_to(row):
-    """(surrogate, the game value it predicts) of a metrics row; tables written before
-    2026-12-04 name the value's column `target`."""
-    return row["surrogate"], row["value"] if "value" in row else row["target"]
+    """(the surrogate's kind, the game value it predicts) of a metrics row; tables written
+    before 2026-12-04 name the value's column `target`, before 2026-12-05 the kind's
+    `surrogate`."""
+    return (row["kind"] if "kind" in row else row["surrogate"],
+            row["value"] if "value" in row else row["target"])
 
 
 def surrogate_fit(path, metrics):

@@ -249,7 +249,7 @@ pub fn metrics_text(rows: &[SurrogateMetricRow]) -> String {
     use std::fmt::Write;
     let mut text = format!(
         "{:<10} {:<13} {:>5} {:>9} {:>9} {:>11} {:>8} {:>7}\n",
-        "surrogate", "value", "fold", "r2", "spearman", "mae", "n_train", "n_test"
+        "kind", "value", "fold", "r2", "spearman", "mae", "n_train", "n_test"
     );
     for row in rows {
         let fold = if row.fold < 0 {
@@ -261,7 +261,7 @@ pub fn metrics_text(rows: &[SurrogateMetricRow]) -> String {
         let _ = writeln!(
             text,
             "{:<10} {:<13} {:>5} {:>9.4} {:>9.4} {:>11.4e} {:>8} {:>7}",
-            row.surrogate, row.value, fold, row.r2, row.spearman, row.mae, row.n_train, row.n_test
+            row.kind, row.value, fold, row.r2, row.spearman, row.mae, row.n_train, row.n_test
         );
     }
     text
@@ -269,7 +269,7 @@ pub fn metrics_text(rows: &[SurrogateMetricRow]) -> String {
 
 fn metric_row(kind: SurrogateKind, value: GameValue, fold: &FoldMetrics) -> SurrogateMetricRow {
     SurrogateMetricRow {
-        surrogate: kind.name().to_string(),
+        kind: kind.name().to_string(),
         value: value.name().to_string(),
         fold: fold.fold,
         r2: fold.r2,

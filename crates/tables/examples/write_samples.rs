@@ -137,7 +137,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = SurrogateMetricsTable {
         rows: vec![
             SurrogateMetricRow {
-                surrogate: "quadratic".into(),
+                kind: "quadratic".into(),
                 value: "utility".into(),
                 fold: 0,
                 r2: 0.8,
@@ -147,7 +147,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 n_test: 2,
             },
             SurrogateMetricRow {
-                surrogate: "quadratic".into(),
+                kind: "quadratic".into(),
                 value: "utility".into(),
                 fold: -1,
                 r2: 0.75,

@@ -330,6 +330,8 @@ const RENAMED_COLUMNS: &[(TableKind, &str, &str)] = &[
     // 2026-12-04: one name, "value", for which function of the NLL values a mask.
     (TableKind::SurrogateMetrics, "value", "target"),
     (TableKind::Plans, "predicted_value", "predicted_utility"),
+    // 2026-12-05: the surrogate's kind under the name `fit-surrogate --kind` and its files use.
+    (TableKind::SurrogateMetrics, "kind", "surrogate"),
 ];
 
 /// `schema` with the former names of `kind`'s renamed columns replaced by their current ones,

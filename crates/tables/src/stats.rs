@@ -159,8 +159,9 @@ pub fn read_block_stats(path: &Path) -> Result<BlockStatsTable, TableError> {
 /// How well one surrogate predicts one game value on one cross-validation fold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SurrogateMetricRow {
-    /// Surrogate name (e.g. `linear`, `mlp`).
-    pub surrogate: String,
+    /// The surrogate's kind, as `fit-surrogate --kind` and the surrogate's file name it: `mlp`,
+    /// `quadratic` or `forest` (the column was named `surrogate` before 2026-12-05).
+    pub kind: String,
     /// The game value it predicts (`fit-surrogate --value`: `utility`, `neg-nll`, ...).
     pub value: String,
     /// Fold index, or -1 for the mean over all folds.
@@ -182,7 +183,7 @@ pub struct SurrogateMetricsTable {
 
 fn surrogate_metric_fields() -> Vec<Field> {
     vec![
-        Field::new("surrogate", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
         Field::new("value", DataType::Utf8, false),
         Field::new("fold", DataType::Int32, false),
         Field::new("r2", DataType::Float64, false),
@@ -201,7 +202,7 @@ pub fn write_surrogate_metrics(
     let rows = &table.rows;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.surrogate.as_str()),
+            rows.iter().map(|r| r.kind.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.value.as_str()),
@@ -235,7 +236,7 @@ pub fn read_surrogate_metrics(path: &Path) -> Result<SurrogateMetricsTable, Tabl
     )?;
     let mut rows = Vec::with_capacity(raw.num_rows());
     for chunk in raw.chunks() {
-        let surrogate = chunk.required::<StringArray>("surrogate")?;
+        let kind = chunk.required::<StringArray>("kind")?;
         let value = chunk.required::<StringArray>("value")?;
         let fold = chunk.required::<Int32Array>("fold")?;
         let r2 = chunk.required::<Float64Array>("r2")?;
@@ -245,7 +246,7 @@ pub fn read_surrogate_metrics(path: &Path) -> Result<SurrogateMetricsTable, Tabl
         let n_test = chunk.required::<UInt32Array>("n_test")?;
         for row in 0..chunk.num_rows() {
             rows.push(SurrogateMetricRow {
-                surrogate: surrogate.value(row).to_string(),
+                kind: kind.value(row).to_string(),
                 value: value.value(row).to_string(),
                 fold: fold.value(row),
                 r2: r2.value(row),

@@ -213,7 +213,7 @@ fn write_valid(kind: Kind, path: &Path) {
         Kind::SurrogateMetrics => {
             let table = SurrogateMetricsTable {
                 rows: vec![SurrogateMetricRow {
-                    surrogate: "mlp".into(),
+                    kind: "mlp".into(),
                     value: "utility".into(),
                     fold: -1,
                     r2: 0.9,

@@ -124,7 +124,7 @@ fn every_table_round_trips_with_provenance() {
 
     let metrics = SurrogateMetricsTable {
         rows: vec![SurrogateMetricRow {
-            surrogate: "mlp".into(),
+            kind: "mlp".into(),
             value: "neg-nll".into(),
             fold: -1,
             r2: 0.93,
@@ -504,7 +504,7 @@ fn columns_written_under_their_former_names_are_read_under_the_current_ones() {
     let metrics_path = dir.path().join("metrics.parquet");
     let metrics = SurrogateMetricsTable {
         rows: vec![SurrogateMetricRow {
-            surrogate: "quadratic".into(),
+            kind: "quadratic".into(),
             value: "nll-increase".into(),
             fold: 0,
             r2: 0.9,
@@ -516,6 +516,7 @@ fn columns_written_under_their_former_names_are_read_under_the_current_ones() {
     };
     write_surrogate_metrics(&metrics_path, &metrics, &provenance()).unwrap();
     rename_column(&metrics_path, "value", "target");
+    rename_column(&metrics_path, "kind", "surrogate");
     assert_eq!(read_surrogate_metrics(&metrics_path).unwrap(), metrics);
 
     let plans_path = dir.path().join("plans.parquet");

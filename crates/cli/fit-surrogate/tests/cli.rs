@@ -80,7 +80,7 @@ fn compares_models_writes_metrics_and_saves_the_kept_one() {
     let quadratic_mean = table
         .rows
         .iter()
-        .find(|r| r.surrogate == "quadratic" && r.fold == -1)
+        .find(|r| r.kind == "quadratic" && r.fold == -1)
         .unwrap();
     // The NLL here is exactly quadratic in the mask.
     assert!(quadratic_mean.r2 > 0.999, "{quadratic_mean:?}");

@@ -153,7 +153,7 @@ fn every_column_type_prints_its_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metrics.parquet");
     let row = |fold: i32| SurrogateMetricRow {
-        surrogate: "quadratic".into(),
+        kind: "quadratic".into(),
         value: "utility".into(),
         fold,
         r2: 0.5,
