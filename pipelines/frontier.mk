@@ -123,11 +123,11 @@ FRONTIER_PAIRS_TABLE = $(FRONTIER_RUN)/frontier-pairs.md
 FRONTIER_PAIRS_TEXTS = $(patsubst heldout-%.parquet,%,$(notdir $(FRONTIER_HELDOUT)))
 
 $(FRONTIER_RUN)/pairs-%.parquet: $(FRONTIER_PAIRS_CSV) $(FRONTIER_RUN)/heldout-%.parquet $(FRONTIER_RUN)/.settings/device \
-  | $(BIN)/evaluate $(ORT_LIB) $(VENV_REPORT)/.complete
+  | $(BIN)/evaluate $(BIN)/inspect $(ORT_LIB) $(VENV_REPORT)/.complete
 	$(VENV_REPORT)/bin/python tools/report/frontier_pairs.py masks $(FRONTIER_PAIRS_CSV) \
 	  --manifest $(MODEL_DIR)/manifest.json > $@.masks
-	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(FRONTIER_RUN)/heldout-$*.parquet $(EVALUATE_FLAGS) \
-	  $$(cat $@.masks) --out $@ --overwrite --quiet
+	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(FRONTIER_RUN)/heldout-$*.parquet $(EVALUATE_FLAGS) \
+	  $$(cat $@.masks) --overwrite --quiet)
 	rm -f $@.masks
 
 frontier-pairs: $(foreach t,$(FRONTIER_PAIRS_TEXTS),$(FRONTIER_RUN)/pairs-$(t).parquet) | $(VENV_REPORT)/.complete

@@ -115,15 +115,18 @@ FORCE:
 # form with its old time and without ON_CHANGE, so that the upgrade itself remakes nothing and
 # drops no cache (the stages still refuse a table of another model, tokens or device); a setting
 # changed in the same command as the upgrade is then not seen: run make once before changing one.
+# The new content is written to a file of its own (mktemp), so two makes on one run folder (two
+# `make prune K=` at once) never rename each other's.
 STAMP_FORMAT := layerprune-stamp 2
 define settings_stamp_at
 $(1): FORCE $(4)
 	@mkdir -p $$(dir $$@)
-	@{ printf '%s\n' '$(2)'; $(if $(strip $(4)),$(PYTHON) pipelines/identity.py $(4);) printf '%s\n' '$(STAMP_FORMAT)'; } > $$@.new
-	@if cmp -s $$@.new $$@; then rm -f $$@.new; \
+	@new=$$$$(mktemp $$@.new.XXXXXX) && chmod 644 $$$$new && \
+	{ printf '%s\n' '$(2)' && $(if $(strip $(4)),$(PYTHON) pipelines/identity.py $(4) &&) printf '%s\n' '$(STAMP_FORMAT)'; } > $$$$new || { rm -f $$$$new; exit 1; }; \
+	if cmp -s $$$$new $$@; then rm -f $$$$new; \
 	elif [ -e $$@ ] && [ "$$$$(tail -n 1 $$@)" != '$(STAMP_FORMAT)' ]; then \
-	  touch -r $$@ $$@.new; mv -f $$@.new $$@; \
-	else if [ -e $$@ ]; then $(3) :; fi; mv -f $$@.new $$@; fi
+	  touch -r $$@ $$$$new; mv -f $$$$new $$@; \
+	else if [ -e $$@ ]; then $(3) :; fi; mv -f $$$$new $$@; fi
 endef
 settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3),$(4))
 
@@ -287,8 +290,8 @@ $(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD)-cal
 	  --k $(K_PRUNED) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --out $(RUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
 
-$(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/evaluate
-	$(BIN)/evaluate --model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
+$(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/evaluate $(BIN)/inspect
+	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --overwrite --quiet)
 
 # The same pruned network as one ONNX file (input_ids → logits) for deployment, and as a
 # Hugging Face checkpoint (blocks deleted, layers renumbered) that transformers loads.
@@ -306,8 +309,8 @@ $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.j
 $(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json tools/export/export_generator.py
 	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ --force
 
-$(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/evaluate
-	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
+$(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
+	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --overwrite --quiet)
 
 # --- The demo ----------------------------------------------------------------------------------
 DEMO_PRUNED := $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \

@@ -211,8 +211,8 @@ $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_d
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(EVAL_SOURCE) \
 	  --windows $(EVAL_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
-$(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(ORT_LIB)
-	$(BIN)/evaluate --model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --out $@ --overwrite --quiet
+$(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(BIN)/inspect $(ORT_LIB)
+	$(call evaluate_checkpointed,--model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --overwrite --quiet)
 
 # PRUNE_METHOD (raced adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
 # ratio) chooses on the calibration tokens; the chosen plan is then measured on the held-out
@@ -230,9 +230,9 @@ $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parqu
 	  --out $(PRUNE_PLAN_DIR)/plan.parquet --pruned-out $(dir $@) --overwrite
 
 # The written folder itself, run on the held-out tokens.
-$(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | $(BIN)/evaluate $(ORT_LIB)
-	$(BIN)/evaluate --model $(dir $<) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --out $@ --overwrite --quiet
+$(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | $(BIN)/evaluate $(BIN)/inspect $(ORT_LIB)
+	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
+	  --overwrite --quiet)
 
 # The same blocks deleted from the source model: a Hugging Face checkpoint that transformers
 # (and lm-eval, vLLM, ...) loads as an ordinary model. Made from the plan as chosen

@@ -109,6 +109,39 @@ def test_a_crashed_evaluation_is_resumed_never_taken_for_the_table(tmp_path):
     assert table.read_text() == "chunk of run 4\ncomplete\n"
 
 
+def test_the_full_models_evaluation_is_checkpointed_too(tmp_path):
+    """full-eval.parquet (and the pruned model's, the frontier's pairs, make prune's) were
+    written by `evaluate --out` itself: a kill between its checkpoint and its final write left
+    an incomplete table newer than its inputs, and every later make refused it in the report."""
+    run, make, command, _ = setup(tmp_path)
+    command[2] = str(run / "full-eval.parquet")
+    command.append(f"EVAL_TEXT={tmp_path / 'calib.txt'}")
+    table, checkpoint = run / "full-eval.parquet", run / "full-eval.partial.parquet"
+    crashed, _ = make("1", CHECKPOINT_TEST_FAIL="1")
+    assert crashed.returncode != 0
+    assert not table.exists(), "a crashed run left a table make would take as done"
+    assert checkpoint.read_text() == "chunk of run 1\n"
+    resumed, ran = make("2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert table.read_text() == "chunk of run 1\nchunk of run 2\ncomplete\n"
+    assert not checkpoint.exists()
+
+
+def test_two_makes_on_one_run_folder_read_the_same_stamps(tmp_path):
+    """The settings stamps were written through one fixed file (NAME.new) in the run folder: two
+    makes at once (two `make prune K=`) renamed each other's, and one failed (`mv: cannot stat`)."""
+    run, _, command, env = setup(tmp_path)
+    stamps = [str(run / ".settings" / name) for name in ("tokens-calib", "tokens-eval", "masks", "device")]
+    both = command[:2] + stamps + command[3:] + [f"EVAL_TEXT={tmp_path / 'calib.txt'}"]
+    for attempt in range(8):
+        runs = [subprocess.Popen(both, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=env(str(attempt))) for _ in range(2)]
+        for process in runs:
+            _, stderr = process.communicate()
+            assert process.returncode == 0, stderr
+    assert not list((run / ".settings").glob("*.new*")), "a stamp's new content was left behind"
+
+
 def test_a_table_evaluate_left_incomplete_is_not_renamed(tmp_path):
     """evaluate --max-new-masks stops with a part of the table and exits 0: the part was renamed
     to the table, up to date to make, and every later make failed in fit-surrogate."""
