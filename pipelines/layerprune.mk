@@ -38,9 +38,11 @@ DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
 # tables record it (`evaluated_on`, crates/runtime RuntimeOptions::evaluated_on): the kind of
 # device (not which GPU), --tf32 (on the CPU too, where it must fail as on a fresh run), and on
 # CUDA the shapes of its matrix products (--mask-batch, --batch-windows). Not the flags that give
-# the same NLLs bit for bit (--threads, --cache-mb, --arena, --io-binding, --overlap,
-# --cuda-graphs, --no-prefix-reuse): changing those drops no cache. Nor evaluate's
-# --max-new-masks, --chunk and --quiet, so a run stopped by --max-new-masks resumes.
+# the same NLLs bit for bit (--threads, --arena, --io-binding, --overlap, --cuda-graphs,
+# --no-prefix-reuse): changing those drops no cache. Nor evaluate's --max-new-masks, --chunk and
+# --quiet, so a run stopped by --max-new-masks resumes, nor --cache-mb, which like --chunk only
+# bounds which masks share a call (on CUDA with --mask-batch above 1 their grouping, which may
+# move an NLL's last digits; docs/pipeline.md).
 STAMPED_FLAGS := --tf32 $(if $(filter cuda,$(DEVICE_KIND)),--mask-batch --batch-windows)
 # $(call evaluate_flags_among,FLAGS,keep|drop): EVALUATE_FLAGS' flags FLAGS with their values
 # (keep), or every word but those (drop); a listed flag's value follows it or comes after '='.
@@ -121,7 +123,7 @@ STAMP_FORMAT := layerprune-stamp 2
 define settings_stamp_at
 $(1): FORCE $(4)
 	@mkdir -p $$(dir $$@)
-	@new=$$$$(mktemp $$@.new.XXXXXX) && chmod 644 $$$$new && \
+	@new=$$$$(mktemp $$@.new.XXXXXX) && trap 'rm -f "$$$$new"; exit 1' HUP INT TERM && chmod 644 $$$$new && \
 	{ printf '%s\n' '$(2)' && $(if $(strip $(4)),$(PYTHON) pipelines/identity.py $(4) &&) printf '%s\n' '$(STAMP_FORMAT)'; } > $$$$new || { rm -f $$$$new; exit 1; }; \
 	if cmp -s $$$$new $$@; then rm -f $$$$new; \
 	elif [ -e $$@ ] && [ "$$$$(tail -n 1 $$@)" != '$(STAMP_FORMAT)' ]; then \

@@ -130,7 +130,7 @@ def _fitted_to(row):
 
 
 def surrogate_fit(path, metrics):
-    """metrics: fit-surrogate metrics rows (surrogate, value, fold, r2, spearman); fold -1 is
+    """metrics: fit-surrogate metrics rows (kind, value, fold, r2, spearman); fold -1 is
     the mean over folds."""
     keys = list(dict.fromkeys(_fitted_to(r) for r in metrics))
     if not keys:

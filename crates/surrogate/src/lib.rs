@@ -185,13 +185,15 @@ impl FromStr for SurrogateKind {
     }
 }
 
-/// Settings of every kind of surrogate; each kind reads only its own. The defaults are the
-/// published MLP schedule, a light ridge and a 100-tree forest.
-/// The quadratic surrogate's default ridge strength: the one every documented result used
-/// (`make demo`'s `SURROGATE_RIDGE`, the frontier's Shapley method), so `fit-surrogate` alone
-/// fits what the pipeline fits.
+/// The quadratic surrogate's default ridge strength: the pipeline's (`make demo`'s and the
+/// workflow's `SURROGATE_RIDGE` for the quadratic surrogate of the log-likelihood game, the
+/// frontier's Shapley method), so `fit-surrogate` alone fits what the pipeline fits. Before
+/// 2026-12-05 it was 1e-4, which the quadratic fitted beside the MLP for comparison (the MLP
+/// rule's metrics rows) also used.
 pub const DEFAULT_RIDGE_ALPHA: f64 = 0.01;
 
+/// Settings of every kind of surrogate; each kind reads only its own. The defaults are the
+/// published MLP schedule, a light ridge ([`DEFAULT_RIDGE_ALPHA`]) and a 100-tree forest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FitOptions {
     /// Seeds the MLP's initialisation and shuffling, the forest's bootstrap and the CV folds.
