@@ -81,20 +81,26 @@ def setup(tmp_path):
     return run, make, command, env
 
 
-def test_a_crashed_evaluation_is_resumed_never_taken_for_the_table(tmp_path):
-    run, make, _, _ = setup(tmp_path)
-    table, checkpoint = run / "evaluations.parquet", run / "evaluations.partial.parquet"
-
-    crashed, _ = make("1", CHECKPOINT_TEST_FAIL="1")
-    assert crashed.returncode != 0
-    assert not table.exists(), "a crashed run left a table make would take as done"
+def crash_then_resume(make, table, **failure):
+    """A first make whose evaluate stops after its checkpoint (`failure`) leaves the checkpoint
+    and no table; the next resumes the checkpoint into the table and removes it."""
+    checkpoint = table.with_name(table.name.replace(".parquet", ".partial.parquet"))
+    stopped, _ = make("1", **failure)
+    assert stopped.returncode != 0
+    assert not table.exists(), "a stopped run left a table make would take as done"
     assert checkpoint.read_text() == "chunk of run 1\n"
-
     resumed, ran = make("2")
     assert resumed.returncode == 0, resumed.stderr
     assert "evaluate" in ran
     assert table.read_text() == "chunk of run 1\nchunk of run 2\ncomplete\n"
     assert not checkpoint.exists()
+    return stopped, checkpoint
+
+
+def test_a_crashed_evaluation_is_resumed_never_taken_for_the_table(tmp_path):
+    run, make, _, _ = setup(tmp_path)
+    table = run / "evaluations.parquet"
+    _, checkpoint = crash_then_resume(make, table, CHECKPOINT_TEST_FAIL="1")
 
     again, ran = make("3")
     assert again.returncode == 0 and "evaluate" not in ran, ran
@@ -116,15 +122,7 @@ def test_the_full_models_evaluation_is_checkpointed_too(tmp_path):
     run, make, command, _ = setup(tmp_path)
     command[2] = str(run / "full-eval.parquet")
     command.append(f"EVAL_TEXT={tmp_path / 'calib.txt'}")
-    table, checkpoint = run / "full-eval.parquet", run / "full-eval.partial.parquet"
-    crashed, _ = make("1", CHECKPOINT_TEST_FAIL="1")
-    assert crashed.returncode != 0
-    assert not table.exists(), "a crashed run left a table make would take as done"
-    assert checkpoint.read_text() == "chunk of run 1\n"
-    resumed, ran = make("2")
-    assert resumed.returncode == 0, resumed.stderr
-    assert table.read_text() == "chunk of run 1\nchunk of run 2\ncomplete\n"
-    assert not checkpoint.exists()
+    crash_then_resume(make, run / "full-eval.parquet", CHECKPOINT_TEST_FAIL="1")
 
 
 def test_two_makes_on_one_run_folder_read_the_same_stamps(tmp_path):
@@ -146,16 +144,8 @@ def test_a_table_evaluate_left_incomplete_is_not_renamed(tmp_path):
     """evaluate --max-new-masks stops with a part of the table and exits 0: the part was renamed
     to the table, up to date to make, and every later make failed in fit-surrogate."""
     run, make, _, _ = setup(tmp_path)
-    table, checkpoint = run / "evaluations.parquet", run / "evaluations.partial.parquet"
-    stopped, _ = make("1", CHECKPOINT_TEST_STOP="1")
-    assert stopped.returncode != 0
+    stopped, _ = crash_then_resume(make, run / "evaluations.parquet", CHECKPOINT_TEST_STOP="1")
     assert "is not complete" in stopped.stderr and "run make again to resume it" in stopped.stderr, stopped.stderr
-    assert not table.exists()
-    assert checkpoint.read_text() == "chunk of run 1\n"
-    resumed, ran = make("2")
-    assert resumed.returncode == 0, resumed.stderr
-    assert table.read_text() == "chunk of run 1\nchunk of run 2\ncomplete\n"
-    assert not checkpoint.exists()
 
 
 def test_a_target_a_failed_recipe_wrote_is_deleted_but_not_the_checkpoint(tmp_path):
