@@ -232,8 +232,11 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     layerprune_cli_common::print_summary(&summary)
 }
 
-/// Refuses a design whose rows would not fit in memory: each row holds a mask of
-/// `num_blocks` flags and about a hundred bytes besides.
+/// Refuses a design whose rows would not fit in memory. Measured peaks (2026-12-05, a million
+/// rows): 652 B a row at 32 blocks, 1,369 B at 80 (the drawn masks, the table's rows and the
+/// Arrow columns written from them), so about 16 B a block and 256 B besides; the estimate of
+/// a block's flag and a hundred bytes was 8 times too low and let a 137 GB design start on a
+/// 23 GB machine.
 fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Result<()> {
     let pairs = if args.complement_pairs { 2 } else { 1 };
     let rows = [
@@ -247,7 +250,7 @@ fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Resul
     .fold(0usize, |total, &n| total.saturating_add(n));
     layerprune_cli_common::check_memory(
         "the rows of --stratified-masks and --permutation-chains",
-        &[rows, num_blocks + 96],
+        &[rows, 16 * num_blocks + 256],
         1,
     )
 }

@@ -223,6 +223,12 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         args.extend_from_slice(extra);
         fail_naming(&args, problem, folder.path());
     };
+    // 10^8 masks of 80 blocks need about 137 GB: refused before any is drawn (the estimate of
+    // 176 B a row, 17.6 GB, let it start on a 23 GB machine and abort part-way).
+    run(
+        &["--num-blocks", "80", "--stratified-masks", "100000000"],
+        "would need about 143.1 GiB of memory",
+    );
     run(
         &[
             "--num-blocks",
