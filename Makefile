@@ -29,9 +29,12 @@ MODEL_NAMED_AFTER_FOLDER := 1
 endif
 endif
 
+# A comma and a space, for $(subst) on lists given either way.
+comma := ,
+empty :=
+space := $(empty) $(empty)
 # The pruned model is the recommended plan at K_PRUNED blocks, one of the KS the plans are
 # made for: refused before anything runs rather than after every plan.
-comma := ,
 ifneq ($(filter demo quantize quantize-bench,$(MAKECMDGOALS)),)
 ifeq ($(filter $(K_PRUNED),$(subst $(comma), ,$(KS))),)
 $(error K_PRUNED=$(K_PRUNED) is not one of KS=$(KS): the pruned model is the recommended plan at one of the KS)

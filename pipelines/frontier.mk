@@ -18,10 +18,10 @@ FRONTIER_METHODS ?=
 FRONTIER_SHAPLEY_MASKS ?= 200
 # Whether the frontier plays any of the methods $(1) (every method when FRONTIER_METHODS is
 # empty); a setting of a method it does not play is left out, as `frontier` refuses one.
-frontier_plays = $(or $(if $(strip $(call method_list,$(FRONTIER_METHODS))),,all),$(filter $(1),$(call method_list,$(FRONTIER_METHODS))))
 # Spaces or commas between the methods, as METHODS takes them; `frontier` takes commas.
-empty :=
-FRONTIER_METHOD_FLAGS = $(if $(strip $(call method_list,$(FRONTIER_METHODS))),--methods $(subst $(empty) $(empty),$(comma),$(strip $(call method_list,$(FRONTIER_METHODS))))) \
+FRONTIER_METHOD_LIST = $(strip $(call method_list,$(FRONTIER_METHODS)))
+frontier_plays = $(or $(if $(FRONTIER_METHOD_LIST),,all),$(filter $(1),$(FRONTIER_METHOD_LIST)))
+FRONTIER_METHOD_FLAGS = $(if $(FRONTIER_METHOD_LIST),--methods $(subst $(space),$(comma),$(FRONTIER_METHOD_LIST))) \
   $(if $(call frontier_plays,adaptive adaptive-raced),--budgets $(FRONTIER_BUDGETS)) \
   $(if $(call frontier_plays,shapley),--shapley-masks $(FRONTIER_SHAPLEY_MASKS))
 FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parquet)

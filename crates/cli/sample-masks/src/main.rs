@@ -314,7 +314,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.strata, Some(vec![2, 5]));
-        // A stratum below 1 is refused as the flag is parsed (a usage error).
+        // A negative stratum is refused as the flag is parsed (a usage error).
         let negative = ["sample-masks", "--num-blocks", "8", "--strata", "2,-5"];
         let error = Args::try_parse_from(negative.into_iter().chain([
             "--stratified-masks",
