@@ -6,7 +6,12 @@
 //! pairwise (a quadratic explains 98 % of its variance, a cubic 99.7 %), and the cubic's 299
 //! coefficients are affordable once a few hundred masks are evaluated. The order is chosen
 //! from the number of rows (at least two per coefficient), so small budgets fall back to the
-//! quadratic or the additive model instead of overfitting.
+//! quadratic or the additive model instead of overfitting, and from the number of terms: a
+//! fit costs about rows × terms² for its normal equations, terms³ / 6 for their solution and
+//! 16 × terms² bytes, so the cubic stops at [`MAX_CUBIC_TERMS`] (23 blocks: seconds a fit;
+//! at 32 blocks its 5,489 terms took 160 s a fit, 8 fits a half) and every order at
+//! [`MAX_TERMS`] (the quadratic up to 90 blocks; at 64 blocks the cubic's 43,745 terms would
+//! have needed 15.3 GB). Models with more blocks fall back to the additive model.
 //!
 //! Terms are laid out by size, then in colexicographic order inside a size, so the index of
 //! a subset {c₁ < … < c_k} is offset(k) + Σ_j C(c_j, j): no lookup table is needed.
@@ -21,6 +26,12 @@ pub const MAX_ORDER: usize = 3;
 
 /// Rows per coefficient below which an order is not used.
 const ROWS_PER_COEFFICIENT: usize = 2;
+
+/// Most terms of a third-order fit: C(23, ≤ 3) = 2,048, a 32 MiB system.
+pub const MAX_CUBIC_TERMS: usize = 2_048;
+
+/// Most terms of a fit of any order: a 128 MiB system (and as much again for its factor).
+pub const MAX_TERMS: usize = 4_096;
 
 /// A multilinear polynomial of order ≤ [`MAX_ORDER`] over `num_players` indicators.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,11 +53,19 @@ pub fn term_count(n: usize, order: usize) -> usize {
 }
 
 /// The highest order ≤ [`MAX_ORDER`] that `rows` rows can determine (at least two rows per
-/// coefficient); 1 (additive) at the least.
+/// coefficient) within [`MAX_CUBIC_TERMS`] and [`MAX_TERMS`]; 1 (additive) at the least.
 pub fn order_for_rows(n: usize, rows: usize) -> usize {
     (1..=MAX_ORDER)
         .rev()
-        .find(|&order| rows >= ROWS_PER_COEFFICIENT * term_count(n, order))
+        .find(|&order| {
+            let terms = term_count(n, order);
+            let most = if order >= 3 {
+                MAX_CUBIC_TERMS
+            } else {
+                MAX_TERMS
+            };
+            terms <= most && rows >= ROWS_PER_COEFFICIENT.saturating_mul(terms)
+        })
         .unwrap_or(1)
 }
 
@@ -99,15 +118,23 @@ impl Multilinear {
         for ((mask, &y), &w) in masks.iter().zip(targets).zip(weights) {
             let w = w / total_weight;
             active_terms(n, order, &mask.kept_blocks(), &mut active);
-            for &p in &active {
+            // The upper triangle only (`active` ascends), mirrored below: half the work of
+            // the fit's costliest loop.
+            for (position, &p) in active.iter().enumerate() {
                 rhs[p] += w * y;
-                for &q in &active {
-                    gram[p * size + q] += w;
+                let row = &mut gram[p * size..(p + 1) * size];
+                for &q in &active[position..] {
+                    row[q] += w;
                 }
             }
         }
-        for p in 1..size {
-            gram[p * size + p] += ridge_alpha;
+        for p in 0..size {
+            for q in p + 1..size {
+                gram[q * size + p] = gram[p * size + q];
+            }
+            if p > 0 {
+                gram[p * size + p] += ridge_alpha;
+            }
         }
         let coefficients = Cholesky::new(&gram, size)
             .ok_or(ShapleyError::Singular("the exp-polynomial surrogate"))?
@@ -191,5 +218,53 @@ mod tests {
         assert_eq!(order_for_rows(12, 598), 3);
         assert_eq!(order_for_rows(12, 597), 2);
         assert_eq!(order_for_rows(12, 20), 1);
+    }
+
+    #[test]
+    fn orders_stop_at_the_term_caps_whatever_the_rows() {
+        let plenty = usize::MAX / 4;
+        assert_eq!(term_count(23, 3), MAX_CUBIC_TERMS);
+        assert_eq!(order_for_rows(23, plenty), 3);
+        assert_eq!(order_for_rows(24, plenty), 2, "the cubic past its cap");
+        assert_eq!(term_count(90, 2), MAX_TERMS);
+        assert_eq!(order_for_rows(64, plenty), 2, "15.3 GB at order 3");
+        assert_eq!(order_for_rows(90, plenty), 2);
+        assert_eq!(order_for_rows(91, plenty), 1, "the quadratic past its cap");
+        assert_eq!(order_for_rows(32, 10_000), 2);
+    }
+
+    #[test]
+    fn the_mirrored_gram_fits_as_the_full_one_did() {
+        // Against a fit through dense normal equations built entry by entry.
+        let n = 5;
+        let masks = all_masks(n);
+        let targets: Vec<f64> = (0..masks.len()).map(|i| (i as f64 * 0.37).sin()).collect();
+        let weights: Vec<f64> = (0..masks.len()).map(|i| 1.0 + (i % 3) as f64).collect();
+        let fitted = Multilinear::fit_weighted(&masks, &targets, &weights, 2, 1e-3).unwrap();
+        let size = term_count(n, 2);
+        let total: f64 = weights.iter().sum();
+        let features = |m: &Mask| {
+            let mut active = Vec::new();
+            active_terms(n, 2, &m.kept_blocks(), &mut active);
+            let mut x = vec![0.0; size];
+            active.iter().for_each(|&t| x[t] = 1.0);
+            x
+        };
+        let mut gram = vec![0.0; size * size];
+        let mut rhs = vec![0.0; size];
+        for ((m, y), w) in masks.iter().zip(&targets).zip(&weights) {
+            let x = features(m);
+            for p in 0..size {
+                rhs[p] += w / total * y * x[p];
+                for q in 0..size {
+                    gram[p * size + q] += w / total * x[p] * x[q];
+                }
+            }
+        }
+        (1..size).for_each(|p| gram[p * size + p] += 1e-3);
+        let expected = Cholesky::new(&gram, size).unwrap().solve(&rhs);
+        for (a, b) in fitted.coefficients.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        }
     }
 }
