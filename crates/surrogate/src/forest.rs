@@ -98,38 +98,62 @@ impl ForestSurrogate {
 /// through the nodes' children until a leaf, so a damaged file in which a node points at itself
 /// or at an ancestor would make every prediction loop forever (the mutation fuzzer found one).
 /// smartcore appends a node's children after it, so each child must be a later node of the
-/// same tree.
-pub(crate) fn check_tree_links(parameters: &serde_json::Value) -> Result<(), String> {
-    let Some(trees) = parameters
-        .pointer("/forest/forest_regressor/trees")
-        .and_then(serde_json::Value::as_array)
-    else {
+/// same tree. Only the links are read ([`Links`]), a few bytes a node.
+pub(crate) fn check_tree_links(parameters: &str) -> Result<(), String> {
+    let Ok(links) = serde_json::from_str::<Links>(parameters) else {
         // Missing or malformed: the typed decoding that follows reports it.
         return Ok(());
     };
-    for (t, tree) in trees.iter().enumerate() {
-        let Some(nodes) = tree.get("nodes").and_then(serde_json::Value::as_array) else {
-            continue;
-        };
-        for (i, node) in nodes.iter().enumerate() {
-            for link in ["true_child", "false_child"] {
-                match node.get(link) {
-                    None | Some(serde_json::Value::Null) => {}
-                    Some(child) => match child.as_u64() {
-                        Some(c) if c as usize > i && (c as usize) < nodes.len() => {}
-                        _ => {
-                            return Err(format!(
-                                "tree {t}: node {i}'s {link} is {child}, not a later node of \
-                                 its tree (it has {} nodes)",
-                                nodes.len()
-                            ))
-                        }
-                    },
+    for (t, tree) in links.forest.forest_regressor.trees.iter().enumerate() {
+        for (i, node) in tree.nodes.iter().enumerate() {
+            for (link, child) in [
+                ("true_child", node.true_child),
+                ("false_child", node.false_child),
+            ] {
+                match child {
+                    None => {}
+                    Some(c) if c > i as u64 && c < tree.nodes.len() as u64 => {}
+                    Some(c) => {
+                        return Err(format!(
+                            "tree {t}: node {i}'s {link} is {c}, not a later node of its tree \
+                             (it has {} nodes)",
+                            tree.nodes.len()
+                        ))
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The links of a saved forest's nodes (smartcore's layout), every other field skipped.
+#[derive(Deserialize)]
+struct Links {
+    forest: LinksForest,
+}
+
+#[derive(Deserialize)]
+struct LinksForest {
+    forest_regressor: LinksRegressor,
+}
+
+#[derive(Deserialize)]
+struct LinksRegressor {
+    trees: Vec<LinksTree>,
+}
+
+#[derive(Deserialize)]
+struct LinksTree {
+    nodes: Vec<LinksNode>,
+}
+
+#[derive(Deserialize)]
+struct LinksNode {
+    #[serde(default)]
+    true_child: Option<u64>,
+    #[serde(default)]
+    false_child: Option<u64>,
 }
 
 impl Surrogate for ForestSurrogate {

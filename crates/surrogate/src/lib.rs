@@ -67,6 +67,17 @@ pub enum SurrogateError {
     SingularSystem,
     #[error("random forest failed: {0}")]
     Forest(String),
+    #[error(
+        "a quadratic surrogate of {players} players solves for {features} weights, about \
+         {gib:.1} GiB of memory; at most {most} players are fitted this way (fit --kind mlp or \
+         forest, or fix blocks)",
+        most = quadratic::MAX_PLAYERS
+    )]
+    TooManyPlayers {
+        players: usize,
+        features: usize,
+        gib: f64,
+    },
     #[error("{path}: {problem}")]
     File { path: String, problem: String },
 }
@@ -431,6 +442,23 @@ mod tests {
         }
         let err = "svm".parse::<SurrogateKind>().unwrap_err();
         assert!(err.contains("mlp, quadratic, forest"), "{err}");
+    }
+
+    #[test]
+    fn a_quadratic_beyond_its_players_is_refused_before_it_is_allocated() {
+        let masks = [Mask::full(129), Mask::empty(129)];
+        let error = fit(
+            SurrogateKind::Quadratic,
+            &masks,
+            &[1.0, 0.0],
+            &FitOptions::default(),
+        )
+        .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("129 players") && message.contains("8385 weights"),
+            "{message}"
+        );
     }
 
     #[test]

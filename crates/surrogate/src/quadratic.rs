@@ -34,6 +34,12 @@ pub struct QuadraticSurrogate {
     pub pairs: Vec<Vec<f64>>,
 }
 
+/// Most players of a quadratic fit: 8,256 features, whose three dense p × p matrices (the
+/// Gram matrix, the centred system, its factor) take 1.5 GiB and minutes to solve (a fit of
+/// two masks at 128 players took 174 s in a test build here).
+/// Every transformer released so far has fewer blocks (Llama 3.1 405B: 126).
+pub const MAX_PLAYERS: usize = 128;
+
 /// Number of quadratic features for `num_players` blocks: L linear plus L(L−1)/2 pairs.
 fn num_features(num_players: usize) -> usize {
     num_players + num_players * num_players.saturating_sub(1) / 2
@@ -52,6 +58,14 @@ impl QuadraticSurrogate {
         targets: &[f64],
         ridge_alpha: f64,
     ) -> Result<Self, SurrogateError> {
+        if num_players > MAX_PLAYERS {
+            let features = num_features(num_players);
+            return Err(SurrogateError::TooManyPlayers {
+                players: num_players,
+                features,
+                gib: 3.0 * 8.0 * (features as f64).powi(2) / f64::from(1u32 << 30),
+            });
+        }
         let mut equations = NormalEquations::new(num_features(num_players));
         let mut active = Vec::with_capacity(num_features(num_players));
         for (mask, &target) in masks.iter().zip(targets) {

@@ -15,37 +15,25 @@ pub const FORMAT_NAME: &str = "layerprune-surrogate";
 /// The layout version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Fields renamed within this format version, as (current name, former name): a file written
-/// before the rename is read with the former field under the current name.
-const RENAMED_FIELDS: [(&str, &str); 2] = [
-    // 2026-12-04: one name, "value", for which function of the NLL values a mask.
-    ("value", "target"),
-    ("value_description", "target_description"),
-];
-
-/// A fitted surrogate with what it predicts.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A fitted surrogate with what it predicts: written as it is ([`FileOut`]), read field by
+/// field ([`FileIn`]).
+#[derive(Clone, Debug, Serialize)]
 pub struct SavedSurrogate {
     /// Short name of the predicted game value (`fit-surrogate --value`), e.g. "utility" or
-    /// "nll-increase". Read from `target` in files written before 2026-12-04
-    /// ([`RENAMED_FIELDS`]).
+    /// "nll-increase". Read from `target` in files written before 2026-12-04.
     pub value: String,
     /// What the predicted value means, with its sign (higher must be better, as for every
     /// game) and units, e.g. "−(NLL(mask) − NLL(full model)), nats per token; 0 = no loss".
     pub value_description: String,
     /// Evaluated masks (LLM evaluations) the surrogate was fitted on: the cost of every
     /// estimate or plan read off it. 0 when unknown (files written before it was recorded).
-    #[serde(default)]
     pub fitted_on_evaluations: u64,
     /// Blocks that were not players of the game the evaluations came from (always kept);
     /// empty in files written before it was recorded.
-    #[serde(default)]
     pub fixed_blocks: Vec<usize>,
     /// The model and token table the evaluations were measured with (the evaluation table's
     /// ids); empty when unknown, so a surrogate is not used with another model's files.
-    #[serde(default)]
     pub model_id: String,
-    #[serde(default)]
     pub dataset_id: String,
     /// `kind` and `parameters`.
     #[serde(flatten)]
@@ -61,11 +49,59 @@ struct FileOut<'a> {
     saved: &'a SavedSurrogate,
 }
 
+/// What is read first, so that a file that is not a surrogate file (or of another version)
+/// is named as such rather than as a damaged one. The other fields are skipped unparsed.
 #[derive(Deserialize)]
-struct FileIn {
+struct Header {
+    format: Option<serde_json::Value>,
+    format_version: Option<serde_json::Value>,
+}
+
+/// The file's fields, read into their own types: a forest's parameters are hundreds of
+/// megabytes, and a JSON tree of them took ten times the file's size in memory (a 118 MB
+/// file, 1.26 GB; 2026-12-05). `parameters` stays text until `kind` says what it is (a
+/// `match` on [`SurrogateKind`], so a new kind cannot be forgotten here).
+#[derive(Deserialize)]
+struct FileIn<'a> {
     num_players: usize,
-    #[serde(flatten)]
-    saved: SavedSurrogate,
+    value: Option<String>,
+    value_description: Option<String>,
+    /// `value` and `value_description` in files written before 2026-12-04; a file with both
+    /// names (no build wrote one) is read by the current name.
+    target: Option<String>,
+    target_description: Option<String>,
+    #[serde(default)]
+    fitted_on_evaluations: u64,
+    #[serde(default)]
+    fixed_blocks: Vec<usize>,
+    #[serde(default)]
+    model_id: String,
+    #[serde(default)]
+    dataset_id: String,
+    kind: String,
+    #[serde(borrow)]
+    parameters: &'a serde_json::value::RawValue,
+}
+
+impl FileIn<'_> {
+    /// The surrogate of `kind`, its parameters decoded straight into their type.
+    fn surrogate(&self) -> Result<FittedSurrogate, String> {
+        let kind: SurrogateKind = self.kind.parse()?;
+        let parameters = self.parameters.get();
+        let problem = |e: serde_json::Error| format!("the {kind} surrogate's parameters: {e}");
+        Ok(match kind {
+            SurrogateKind::PublishedMlp => {
+                FittedSurrogate::Mlp(serde_json::from_str(parameters).map_err(problem)?)
+            }
+            SurrogateKind::Quadratic => {
+                FittedSurrogate::Quadratic(serde_json::from_str(parameters).map_err(problem)?)
+            }
+            SurrogateKind::Forest => {
+                crate::forest::check_tree_links(parameters)?;
+                FittedSurrogate::Forest(serde_json::from_str(parameters).map_err(problem)?)
+            }
+        })
+    }
 }
 
 fn file_error(path: &Path, problem: impl Into<String>) -> SurrogateError {
@@ -142,9 +178,16 @@ impl SavedSurrogate {
     pub fn load(path: &Path) -> Result<Self, SurrogateError> {
         let bytes = layerprune_core::read_input(path)
             .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-        let mut value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| file_error(path, format!("not a surrogate file (not valid JSON: {e})")))?;
-        match value.get("format").and_then(serde_json::Value::as_str) {
+        let header: Header = serde_json::from_slice(&bytes).map_err(|e| {
+            let problem = match e.classify() {
+                serde_json::error::Category::Data => {
+                    format!("no \"format\": {FORMAT_NAME:?} field")
+                }
+                _ => format!("not valid JSON: {e}"),
+            };
+            file_error(path, format!("not a surrogate file ({problem})"))
+        })?;
+        match header.format.as_ref().and_then(serde_json::Value::as_str) {
             Some(FORMAT_NAME) => {}
             Some(other) => {
                 return Err(file_error(
@@ -159,7 +202,7 @@ impl SavedSurrogate {
                 ))
             }
         }
-        match value.get("format_version").and_then(serde_json::Value::as_u64) {
+        match header.format_version.as_ref().and_then(serde_json::Value::as_u64) {
             Some(version) if version == u64::from(FORMAT_VERSION) => {}
             Some(version) => {
                 return Err(file_error(
@@ -169,24 +212,26 @@ impl SavedSurrogate {
             }
             None => return Err(file_error(path, "surrogate file has no format_version")),
         }
-        if value.get("kind").and_then(serde_json::Value::as_str) == Some("forest") {
-            if let Some(parameters) = value.get("parameters") {
-                crate::forest::check_tree_links(parameters).map_err(|problem| {
-                    file_error(path, format!("damaged surrogate file: {problem}"))
-                })?;
-            }
-        }
-        if let Some(fields) = value.as_object_mut() {
-            for (current, former) in RENAMED_FIELDS {
-                // A file that has both (no build wrote one) is read by its current name.
-                if let Some(old) = fields.remove(former) {
-                    fields.entry(current).or_insert(old);
-                }
-            }
-        }
-        let file: FileIn = serde_json::from_value(value)
-            .map_err(|e| file_error(path, format!("damaged surrogate file: {e}")))?;
-        let saved = file.saved;
+        let damaged =
+            |problem: String| file_error(path, format!("damaged surrogate file: {problem}"));
+        let file: FileIn = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+        let saved = SavedSurrogate {
+            value: file
+                .value
+                .clone()
+                .or(file.target.clone())
+                .ok_or_else(|| damaged("missing field `value`".into()))?,
+            value_description: file
+                .value_description
+                .clone()
+                .or(file.target_description.clone())
+                .ok_or_else(|| damaged("missing field `value_description`".into()))?,
+            fitted_on_evaluations: file.fitted_on_evaluations,
+            fixed_blocks: file.fixed_blocks.clone(),
+            model_id: file.model_id.clone(),
+            dataset_id: file.dataset_id.clone(),
+            surrogate: file.surrogate().map_err(damaged)?,
+        };
         if saved.surrogate.num_players() != file.num_players {
             return Err(file_error(
                 path,

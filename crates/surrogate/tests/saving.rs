@@ -83,6 +83,38 @@ fn a_file_naming_its_value_target_as_before_2026_12_04_is_read() {
     assert_eq!(SavedSurrogate::load(&path).unwrap().value, "nll-increase");
 }
 
+/// The fields are read by name, so a file whose keys were reordered (by a tool that sorts
+/// them, or by hand: `parameters` before `kind`) loads as written.
+#[test]
+fn a_file_with_its_keys_in_another_order_loads() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("reordered.json");
+    for kind in SurrogateKind::ALL {
+        let saved = fitted(kind);
+        saved.save(&path).unwrap();
+        let json: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let reversed: Vec<String> = json
+            .iter()
+            .rev()
+            .map(|(key, value)| format!("{}:{value}", serde_json::Value::from(key.as_str())))
+            .collect();
+        let text = format!("{{{}}}", reversed.join(","));
+        assert!(
+            text.find("\"parameters\"") < text.find("\"kind\""),
+            "{kind}"
+        );
+        std::fs::write(&path, text).unwrap();
+        let loaded = SavedSurrogate::load(&path).unwrap();
+        let masks = stratified_masks(6, &[1, 2, 3], 40, 3);
+        assert_eq!(
+            loaded.surrogate.predict(&masks),
+            saved.surrogate.predict(&masks),
+            "{kind}"
+        );
+    }
+}
+
 #[test]
 fn damaged_files_are_refused_with_the_file_named() {
     let folder = tempfile::tempdir().unwrap();
@@ -126,6 +158,24 @@ fn damaged_files_are_refused_with_the_file_named() {
     let error = load_error(&path);
     assert!(
         error.contains(&shown) && error.contains("\"accuracy\" is not one of utility"),
+        "{error}"
+    );
+
+    let mut unknown_kind = json.clone();
+    unknown_kind["kind"] = "svm".into();
+    std::fs::write(&path, unknown_kind.to_string()).unwrap();
+    let error = load_error(&path);
+    assert!(
+        error.contains(&shown) && error.contains("\"svm\" is not one of mlp, quadratic, forest"),
+        "{error}"
+    );
+
+    let mut mismatched = json.clone();
+    mismatched["kind"] = "forest".into();
+    std::fs::write(&path, mismatched.to_string()).unwrap();
+    let error = load_error(&path);
+    assert!(
+        error.contains("damaged") && error.contains("the forest surrogate's parameters"),
         "{error}"
     );
 
