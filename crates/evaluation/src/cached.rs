@@ -4,7 +4,9 @@
 //! Why: a selection method asks for masks one small batch at a time, and on a large model each
 //! is expensive. Kept in memory, the table lets a method (or several, or one k after another)
 //! ask for a mask twice and pay once; written to a file after every batch that ran something
-//! (and every few seconds within a long one),
+//! (and every few seconds within a long one; a large table less often, so that rewriting it
+//! stays under a tenth of the run: [`crate::pace`]; whatever is left is written when the game
+//! is dropped or its model taken back),
 //! it lets a run killed part-way, or a later run with another k or budget on the same model and
 //! tokens, re-run nothing already measured. The file is an ordinary evaluation table
 //! (docs/formats.md), checked on opening to be for the same model and token table, rewritten
@@ -37,11 +39,13 @@ use layerprune_tables::{
     Provenance, TokenTable,
 };
 
+use crate::pace::SavePace;
 use crate::perplexity::evaluation_row;
 
 /// The model on one token table, with its evaluation table as the cache. Values are −NLL.
 pub struct CachedLlm {
-    evaluator: Evaluator,
+    /// `None` only once [`CachedLlm::into_model`] took it back (the game is gone then).
+    evaluator: Option<Evaluator>,
     table: EvaluationTable,
     index: HashMap<Mask, usize>,
     /// Where the table is kept; `None`: in memory only.
@@ -62,8 +66,13 @@ pub struct CachedLlm {
     /// Masks per evaluator call when many are asked at once (search's candidates, the Shapley
     /// masks, plans measured held out), so the table can be saved between calls.
     chunk_masks: usize,
-    /// Least time between two saves while a long batch runs (it is always saved at its end).
+    /// Least time between two saves while a long batch runs.
     save_interval: Duration,
+    /// When the table was last saved and how long that took: a save is skipped while it would
+    /// make saving more than a tenth of the work.
+    pace: SavePace,
+    /// Rows or windows measured since the last save (written when the game is dropped).
+    unsaved: bool,
     /// Held while the table is in use (only with a file).
     _lock: Option<FileLock>,
     /// The file held a finished table (an `evaluate` run's, complete): the first save makes it
@@ -157,7 +166,7 @@ impl CachedLlm {
             .map(|p| (p.mask.clone(), p))
             .collect();
         let mut game = CachedLlm {
-            evaluator,
+            evaluator: Some(evaluator),
             table,
             index,
             path: cache.map(Path::to_path_buf),
@@ -170,6 +179,8 @@ impl CachedLlm {
             seconds: 0.0,
             chunk_masks,
             save_interval: SAVE_INTERVAL,
+            pace: SavePace::default(),
+            unsaved: false,
             _lock: lock,
             was_finished,
         };
@@ -193,20 +204,48 @@ impl CachedLlm {
         Ok(game)
     }
 
-    /// Saves a long batch's table every `interval` (at most), measuring `masks` a call: for
-    /// tests, which need saves between calls without waiting seconds.
-    pub fn with_checkpoints(mut self, masks: usize, interval: Duration) -> Self {
+    /// Saves a long batch's table every `interval` (at most), measuring `masks` a call, and
+    /// skips a save until `work_per_save` times the last one's time has passed: for tests,
+    /// which need saves between calls without waiting seconds, and no save skipped (0) or
+    /// every one after the next (`u32::MAX`) whatever the machine's speed.
+    pub fn with_checkpoints(
+        mut self,
+        masks: usize,
+        interval: Duration,
+        work_per_save: u32,
+    ) -> Self {
         self.chunk_masks = masks.max(1);
         self.save_interval = interval;
+        self.pace = SavePace::with_work_per_save(work_per_save);
         self
     }
 
     pub fn evaluator(&mut self) -> &mut Evaluator {
-        &mut self.evaluator
+        self.evaluator
+            .as_mut()
+            .expect("the evaluator until into_model")
     }
 
-    pub fn into_model(self) -> LayeredModel {
-        self.evaluator.into_model()
+    fn evaluator_ref(&self) -> &Evaluator {
+        self.evaluator
+            .as_ref()
+            .expect("the evaluator until into_model")
+    }
+
+    /// Saves what was measured since the last save, if anything: at the end of a stage's use
+    /// of the game, where a failed write should stop it (dropping the game saves too, but can
+    /// only warn).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.unsaved {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// The model back, the table saved ([`CachedLlm::flush`]).
+    pub fn into_model(mut self) -> Result<LayeredModel> {
+        self.flush()?;
+        Ok(self.evaluator.take().expect("taken once").into_model())
     }
 
     /// The NLL of a mask measured earlier (now or in the cache).
@@ -264,6 +303,17 @@ impl CachedLlm {
         self.index.get(mask).map(|&i| &self.table.rows[i])
     }
 
+    /// Saves the table if a save now keeps saving under a tenth of the time
+    /// ([`SavePace::due`]); otherwise it is left for a later save.
+    fn save_if_due(&mut self) -> Result<()> {
+        if self.pace.due() {
+            self.save()
+        } else {
+            self.unsaved = self.path.is_some();
+            Ok(())
+        }
+    }
+
     /// Writes the table with the masks measured in part (in mask order, so the file does not
     /// depend on a hash map's), atomically.
     fn save(&mut self) -> Result<()> {
@@ -287,9 +337,13 @@ impl CachedLlm {
                 .collect();
             partial.sort_by(|a, b| a.mask.cmp(&b.mask));
             self.table.partial_windows = partial;
-            let written = write_evaluations(path, &self.table, &self.provenance);
+            let (table, provenance) = (&self.table, &self.provenance);
+            let written = self
+                .pace
+                .save(|| write_evaluations(path, table, provenance));
             self.table.partial_windows = Vec::new();
             written?;
+            self.unsaved = false;
         }
         Ok(())
     }
@@ -304,10 +358,10 @@ impl CachedLlm {
         }
     }
 
-    /// Appends rows for masks run by this process and saves the table.
+    /// Appends rows for masks run by this process and saves the table when due.
     fn add_rows(&mut self, rows: Vec<EvaluationRow>, seconds: f64) -> Result<(), GameError> {
         self.append_rows(rows, seconds)?;
-        self.save()?;
+        self.save_if_due()?;
         Ok(())
     }
 
@@ -328,7 +382,7 @@ impl CachedLlm {
     /// been measured on yet, keeping them in `partial`; then every mask whose windows are all
     /// measured becomes a row.
     fn measure_windows(&mut self, masks: &[Mask], windows: Range<usize>) -> Result<(), GameError> {
-        let num_windows = self.evaluator.num_windows();
+        let num_windows = self.evaluator_ref().num_windows();
         // Masks grouped by the run of windows each still lacks, so each group is one call.
         let mut lacking: BTreeMap<(usize, usize), Vec<Mask>> = BTreeMap::new();
         for mask in masks {
@@ -358,7 +412,7 @@ impl CachedLlm {
         for ((start, end), group) in lacking {
             self.windows_ran += group.len() * (end - start);
             let results = self
-                .evaluator
+                .evaluator()
                 .evaluate_windows(&group, start..end, &mut |_, _| {})?;
             for (mask, result) in group.iter().zip(results) {
                 let measured = self.partial.get_mut(mask).expect("entered above");
@@ -370,7 +424,7 @@ impl CachedLlm {
         }
         let seconds = started.elapsed().as_secs_f64();
         let full_nll = self.table.full_model_nll;
-        let tokens_scored = self.evaluator.tokens_scored();
+        let tokens_scored = self.evaluator_ref().tokens_scored();
         let mut rows = Vec::new();
         for mask in masks {
             let complete = self.partial[mask]
@@ -389,7 +443,7 @@ impl CachedLlm {
                     seconds: measured.seconds,
                 };
                 rows.push(evaluation_row(
-                    &self.evaluator,
+                    self.evaluator_ref(),
                     mask.clone(),
                     &result,
                     full_nll,
@@ -402,15 +456,25 @@ impl CachedLlm {
             self.add_rows(rows, seconds)?;
         } else if ran_windows {
             self.seconds += seconds;
-            self.save()?;
+            self.save_if_due()?;
         }
         Ok(())
     }
 }
 
+impl Drop for CachedLlm {
+    /// Saves what a skipped save left ([`CachedLlm::flush`] where the error should stop a
+    /// stage); an unwinding panic keeps the measured masks too.
+    fn drop(&mut self) {
+        if let Err(error) = self.flush() {
+            tracing::warn!("the evaluation cache was not saved: {error:#}");
+        }
+    }
+}
+
 impl Game for CachedLlm {
     fn num_players(&self) -> usize {
-        self.evaluator.num_blocks()
+        self.evaluator_ref().num_blocks()
     }
 
     fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
@@ -422,23 +486,22 @@ impl Game for CachedLlm {
             .into_iter()
             .partition(|mask| self.partial.contains_key(mask));
         if !started_on.is_empty() {
-            let all = 0..self.evaluator.num_windows();
+            let all = 0..self.evaluator_ref().num_windows();
             self.measure_windows(&started_on, all)?;
         }
         if !pending.is_empty() {
             // A chunk at a time, in prefix order: the evaluator carries the last mask's prefix
             // into the next call (within --cache-mb), so the chunks run about the blocks one
             // call would, and the table is saved between them (every `save_interval`, at the
-            // end, and before an error is returned): a run killed or failing in a long batch
-            // keeps what it measured.
+            // end when due, and before an error is returned): a run killed or failing in a
+            // long batch keeps what it measured.
             let mut pending = pending;
             sort_for_prefix_reuse(&mut pending);
             let full_nll = self.table.full_model_nll;
-            let mut saved = Instant::now();
             let chunks = pending.len().div_ceil(self.chunk_masks);
             for (i, chunk) in pending.chunks(self.chunk_masks).enumerate() {
                 let started = Instant::now();
-                let results = match self.evaluator.evaluate(chunk, &mut |_, _| {}) {
+                let results = match self.evaluator().evaluate(chunk, &mut |_, _| {}) {
                     Ok(results) => results,
                     Err(error) => {
                         let _ = self.save();
@@ -449,13 +512,12 @@ impl Game for CachedLlm {
                     .iter()
                     .zip(&results)
                     .map(|(mask, result)| {
-                        evaluation_row(&self.evaluator, mask.clone(), result, full_nll)
+                        evaluation_row(self.evaluator_ref(), mask.clone(), result, full_nll)
                     })
                     .collect();
                 self.append_rows(rows, started.elapsed().as_secs_f64())?;
-                if i + 1 == chunks || saved.elapsed() >= self.save_interval {
-                    self.save()?;
-                    saved = Instant::now();
+                if i + 1 == chunks || self.pace.since_last() >= self.save_interval {
+                    self.save_if_due()?;
                 }
             }
         }
@@ -466,7 +528,7 @@ impl Game for CachedLlm {
     }
 
     fn num_windows(&self) -> Option<usize> {
-        Some(self.evaluator.num_windows())
+        Some(self.evaluator_ref().num_windows())
     }
 
     /// Minus each window's mean NLL, from the table where the mask has a row with windows,
@@ -476,7 +538,7 @@ impl Game for CachedLlm {
         masks: &[Mask],
         windows: Range<usize>,
     ) -> Result<Vec<Vec<f64>>, GameError> {
-        let num_windows = self.evaluator.num_windows();
+        let num_windows = self.evaluator_ref().num_windows();
         if windows.is_empty() || windows.end > num_windows {
             return Err(format!(
                 "windows {}..{} of a token table of {num_windows} windows",
@@ -494,7 +556,7 @@ impl Game for CachedLlm {
         if !lacking.is_empty() {
             self.measure_windows(&lacking, windows.clone())?;
         }
-        let per_window = self.evaluator.tokens_scored() as f64 / num_windows as f64;
+        let per_window = self.evaluator_ref().tokens_scored() as f64 / num_windows as f64;
         Ok(masks
             .iter()
             .map(|mask| match self.window_values(mask) {

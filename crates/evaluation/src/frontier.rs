@@ -305,7 +305,7 @@ impl PreparedFrontier {
                 game.seconds,
                 path.display()
             ));
-            model = game.into_model();
+            model = game.into_model()?;
 
             // This set's plans (and the full model) on every held-out table, which no method
             // saw.
@@ -327,7 +327,7 @@ impl PreparedFrontier {
                 for mask in &masks {
                     nll_of.insert(mask.clone(), game.nll(mask).unwrap_or(f64::NAN));
                 }
-                model = game.into_model();
+                model = game.into_model()?;
             }
             full_rows.push((name.clone(), full_nll));
             rows.extend(points.into_iter().map(|p| (name.clone(), p)));

@@ -19,6 +19,7 @@ use layerprune_tables::{
     Provenance, TableError, TableErrorKind,
 };
 
+use crate::pace::SavePace;
 use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
 
 /// Everything an evaluation run needs.
@@ -130,8 +131,9 @@ fn device_memory(device: Device) -> Option<DeviceMemory> {
 }
 
 /// Evaluates the masks of `config` into its output table, resuming a partial one: the
-/// output is rewritten every `checkpoint_every` masks, so a killed run started again loses
-/// at most one checkpoint's work, and its rows are always in the mask list's order.
+/// output is rewritten every `checkpoint_every` masks (once writing it takes long, only after
+/// ten times the last write's time: [`SavePace`]), so a killed run started again loses at
+/// most that work, and its rows are always in the mask list's order.
 pub fn run_evaluation(
     config: &EvaluationConfig,
     progress: &mut dyn FnMut(Progress),
@@ -222,12 +224,25 @@ pub fn run_evaluation(
     let blocks_before = evaluator.blocks_run();
     let tally_before = evaluator.model().run_tally();
     let mut done_before = 0;
+    let mut pace = SavePace::default();
+    let mut unsaved = false;
     for chunk in todo.chunks(config.checkpoint_every.get()) {
-        let results = evaluator.evaluate(chunk, &mut |done, _| {
+        let evaluated = evaluator.evaluate(chunk, &mut |done, _| {
             progress(Progress::Evaluated {
                 done: done_before + done,
             });
-        })?;
+        });
+        let results = match evaluated {
+            Ok(results) => results,
+            Err(error) => {
+                if unsaved {
+                    // What the skipped checkpoints held is kept; the run's error is the news.
+                    table.rows = ordered_rows(&rows, &masks);
+                    let _ = write_evaluations(&config.out, &table, &provenance);
+                }
+                return Err(error.into());
+            }
+        };
         for (mask, result) in chunk.iter().zip(results) {
             rows.push(evaluation_row(
                 &evaluator,
@@ -236,9 +251,12 @@ pub fn run_evaluation(
                 Some(full_model_nll),
             ));
         }
-        table.rows = ordered_rows(&rows, &masks);
-        write_evaluations(&config.out, &table, &provenance)?;
         done_before += chunk.len();
+        unsaved = !pace.due();
+        if !unsaved {
+            table.rows = ordered_rows(&rows, &masks);
+            pace.save(|| write_evaluations(&config.out, &table, &provenance))?;
+        }
     }
     progress(Progress::Finished);
     let seconds = started.elapsed().as_secs_f64();

@@ -175,7 +175,7 @@ fn a_long_batch_stopped_part_way_keeps_its_finished_chunks() {
     let mut asked = masks.clone();
     // Seven blocks on a six-block model: refused by the evaluator, after the other chunks.
     asked.push(Mask::from_kept(vec![true; 7]));
-    let mut game = open(&tokens, Some(&cache)).with_checkpoints(4, std::time::Duration::ZERO);
+    let mut game = open(&tokens, Some(&cache)).with_checkpoints(4, std::time::Duration::ZERO, 0);
     assert!(game.values(&asked).is_err());
     drop(game);
     let saved = read_evaluations(&cache).unwrap();
@@ -189,5 +189,48 @@ fn a_long_batch_stopped_part_way_keeps_its_finished_chunks() {
         game.ran - ran_before,
         1,
         "only the mask of the failed chunk runs again"
+    );
+}
+
+/// A save skipped because the table is slow to write (here: every save after the first) is
+/// made when the game's model is taken back, or when the game is dropped, so no measured mask
+/// is lost at the end of a stage.
+#[test]
+fn masks_a_skipped_save_left_are_written_at_the_end() {
+    let tokens = TokenTable::new(16, fixture_windows(5, 2, 16), "test", "synthetic ids");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.parquet");
+    let masks = every_mask(6);
+    let never_again = std::time::Duration::ZERO;
+    let mut game = open(&tokens, Some(&cache)).with_checkpoints(4, never_again, u32::MAX);
+    game.values(&masks[10..12]).unwrap();
+    assert_eq!(
+        read_evaluations(&cache).unwrap().rows.len(),
+        1 + 2,
+        "the first save"
+    );
+    game.values(&masks[12..15]).unwrap();
+    game.values(&masks[15..16]).unwrap();
+    assert_eq!(
+        read_evaluations(&cache).unwrap().rows.len(),
+        3,
+        "saves skipped"
+    );
+    drop(game);
+    assert_eq!(
+        read_evaluations(&cache).unwrap().rows.len(),
+        3 + 4,
+        "saved when dropped"
+    );
+
+    let mut game = open(&tokens, Some(&cache)).with_checkpoints(4, never_again, u32::MAX);
+    game.values(&masks[20..21]).unwrap();
+    game.values(&masks[21..23]).unwrap();
+    assert_eq!(read_evaluations(&cache).unwrap().rows.len(), 8);
+    let _model = game.into_model().unwrap();
+    assert_eq!(
+        read_evaluations(&cache).unwrap().rows.len(),
+        10,
+        "saved with the model back"
     );
 }

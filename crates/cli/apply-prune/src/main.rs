@@ -153,7 +153,8 @@ struct Args {
     #[command(flatten)]
     runtime: RuntimeArgs,
     /// Evaluation table kept of every mask measured on --model with --tokens: read first (only
-    /// the masks it lacks are run) and rewritten after every batch, so a run killed part-way, or
+    /// the masks it lacks are run) and rewritten after every batch (a large one only once the
+    /// work since the last write is ten times that write's time), so a run killed part-way, or
     /// a later one with another --k, --budget or --max-ppl-ratio on the same model and tokens,
     /// re-runs nothing already measured. Created when missing; refused when it was made for
     /// another model or token table. One run at a time uses a file: a second run waits (saying
@@ -368,7 +369,10 @@ fn apply_prune(args: Args) -> Result<()> {
     };
 
     let mut plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
-    if let Some(game) = &game {
+    if let Some(game) = game.as_mut() {
+        // What a skipped save left (a large cache is saved less often), before the plans are
+        // written: a cache that cannot be written stops the stage.
+        game.flush()?;
         // Each plan's runner-up and margin, and its increase over the full model, come from the
         // windows' NLLs of what was asked for.
         layerprune_evaluation::attach_comparisons(game, &mut plans);

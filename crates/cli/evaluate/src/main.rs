@@ -1,7 +1,8 @@
 //! `evaluate`: a layered model + a token table + a mask table → an evaluation table, one row
 //! per mask (mean NLL, perplexity, utility). Removed blocks are skipped; masks sharing a
-//! prefix share its hidden states. The output is checkpointed every `--chunk` masks, so a
-//! killed run resumes from its output without losing or repeating rows. With `--tasks` the
+//! prefix share its hidden states. The output is checkpointed every `--chunk` masks (a large
+//! one less often, so rewriting it stays under a tenth of the run), so a killed run resumes
+//! from its output without losing or repeating rows. With `--tasks` the
 //! quality of a mask is zero-shot multiple-choice accuracy instead (see the `tasks` module).
 //! The run itself (shards, resume, merge, block statistics) is `layerprune-evaluation`'s;
 //! this binary turns the flags into its config and prints what it did.
@@ -120,7 +121,8 @@ struct Args {
     runtime: RuntimeArgs,
     /// Masks per checkpoint of the output file (taken in prefix order, so that the masks of a
     /// checkpoint share their prefixes' hidden states, and each checkpoint starts from the
-    /// prefix the last one left: the size does not change the blocks run).
+    /// prefix the last one left: the size does not change the blocks run). A checkpoint is
+    /// skipped while the work since the last is under ten times that write's time.
     #[arg(long, default_value_t = CHUNK, value_parser = count(1, 100_000_000))]
     chunk: usize,
     /// Evaluate at most this many new masks in this run, then stop with a partial table
