@@ -37,8 +37,13 @@ impl SavePace {
 
     /// Whether a save now keeps saving under a tenth of the time: always before the first.
     pub fn due(&self) -> bool {
-        self.last
-            .is_none_or(|(ended, took)| ended.elapsed() >= took.saturating_mul(self.work_per_save))
+        self.due_at(Instant::now())
+    }
+
+    fn due_at(&self, now: Instant) -> bool {
+        self.last.is_none_or(|(ended, took)| {
+            now.saturating_duration_since(ended) >= took.saturating_mul(self.work_per_save)
+        })
     }
 
     /// Time since the last save ended (since never: the longest time there is).
@@ -64,17 +69,25 @@ mod tests {
     fn a_save_is_due_after_ten_times_its_own_time() {
         let mut pace = SavePace::default();
         assert!(pace.due(), "the first save is always due");
-        pace.save(|| {
-            std::thread::sleep(Duration::from_millis(30));
-            Ok::<_, ()>(())
-        })
-        .unwrap();
-        assert!(!pace.due(), "right after a 30 ms save");
-        assert!(pace.since_last() < Duration::from_millis(300));
-        std::thread::sleep(Duration::from_millis(320));
-        assert!(pace.due(), "300 ms of work after a 30 ms save");
-        // A failed save leaves the pace as it was.
+        assert_eq!(pace.since_last(), Duration::MAX);
+        // No clock is waited on: the last save is set, and the time asked about.
+        let start = Instant::now();
+        let later = |seconds: u64| start + Duration::from_secs(seconds);
+        pace.last = Some((start, Duration::from_secs(10)));
+        assert!(!pace.due_at(start), "right after a 10 s save");
+        assert!(!pace.due_at(later(99)), "99 s of work after a 10 s save");
+        assert!(pace.due_at(later(100)), "100 s of work after a 10 s save");
+        // A failed save leaves the pace as it was; one that works restarts it.
         assert!(pace.save(|| Err::<(), _>("disk full")).is_err());
-        assert!(pace.due());
+        assert_eq!(pace.last, Some((start, Duration::from_secs(10))));
+        pace.save(|| Ok::<_, ()>(())).unwrap();
+        assert!(pace.last.is_some_and(|(ended, _)| ended >= start));
+        // The tests' settings: every save due, or none after the first.
+        let mut every = SavePace::with_work_per_save(0);
+        every.last = Some((start, Duration::from_secs(10)));
+        assert!(every.due_at(start));
+        let mut none = SavePace::with_work_per_save(u32::MAX);
+        none.last = Some((start, Duration::from_secs(1)));
+        assert!(!none.due_at(later(1_000_000)), "no overflow, and never due");
     }
 }
