@@ -31,7 +31,7 @@ impl Cholesky {
         let mut lower = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..=i {
-                let dot = dot(&lower[i * n..i * n + j], &lower[j * n..j * n + j]);
+                let dot = dot::<f64, 4>(&lower[i * n..i * n + j], &lower[j * n..j * n + j]);
                 let entry = matrix[i * n + j] - dot;
                 if i == j {
                     if !entry.is_finite() || entry <= tolerance {
@@ -99,23 +99,27 @@ impl Cholesky {
     }
 }
 
-/// Σ aᵢ bᵢ in four interleaved partial sums, so the compiler can keep them in vector registers
-/// (one running sum is a chain of dependent additions it may not reorder).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut sums = [0.0; 4];
-    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = a4
+/// Σ aᵢ bᵢ over `LANES` running sums: one plain float sum is a chain of dependent additions
+/// the compiler may not reorder, so it would neither vectorise nor pipeline. The factorization
+/// uses four lanes of f64; the MLP surrogate eight of f32.
+pub fn dot<T, const LANES: usize>(a: &[T], b: &[T]) -> T
+where
+    T: Copy + Default + std::ops::Add<Output = T> + std::ops::Mul<Output = T> + std::iter::Sum,
+{
+    let mut lanes = [T::default(); LANES];
+    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: T = chunks_a
         .remainder()
         .iter()
-        .zip(b4.remainder())
-        .map(|(x, y)| x * y)
+        .zip(chunks_b.remainder())
+        .map(|(&x, &y)| x * y)
         .sum();
-    for (x, y) in a4.zip(b4) {
-        for k in 0..4 {
-            sums[k] += x[k] * y[k];
+    for (x, y) in chunks_a.zip(chunks_b) {
+        for k in 0..LANES {
+            lanes[k] = lanes[k] + x[k] * y[k];
         }
     }
-    (sums[0] + sums[1]) + (sums[2] + sums[3]) + tail
+    lanes.into_iter().sum::<T>() + tail
 }
 
 /// A matrix the factorization refused: pivot `pivot` came out as `value` (not finite, or not

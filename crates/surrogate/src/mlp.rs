@@ -378,23 +378,9 @@ impl MlpSurrogate {
     }
 }
 
-/// Dot product over eight running sums: a plain float sum is a sequential chain that the
-/// compiler may not reorder, so it would neither vectorise nor pipeline.
+/// Dot product over eight running sums (`layerprune_core::linalg::dot`).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (chunks_a, chunks_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for k in 0..8 {
-            lanes[k] += x[k] * y[k];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+    layerprune_core::linalg::dot::<f32, 8>(a, b)
 }
 
 fn add_into(target: &mut [f32], values: &[f32]) {

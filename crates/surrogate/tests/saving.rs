@@ -143,55 +143,45 @@ fn damaged_files_are_refused_with_the_file_named() {
     assert!(error.contains("something-else"), "{error}");
 
     fitted(SurrogateKind::Quadratic).save(&path).unwrap();
-    let mut json: serde_json::Value =
+    let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-
-    let mut newer = json.clone();
-    newer["format_version"] = 99.into();
-    std::fs::write(&path, newer.to_string()).unwrap();
-    let error = load_error(&path);
-    assert!(error.contains("version 99"), "{error}");
-
-    let mut unknown_value = json.clone();
-    unknown_value["value"] = "accuracy".into();
-    std::fs::write(&path, unknown_value.to_string()).unwrap();
-    let error = load_error(&path);
-    assert!(
-        error.contains(&shown) && error.contains("\"accuracy\" is not one of utility"),
-        "{error}"
-    );
-
-    let mut unknown_kind = json.clone();
-    unknown_kind["kind"] = "svm".into();
-    std::fs::write(&path, unknown_kind.to_string()).unwrap();
-    let error = load_error(&path);
-    assert!(
-        error.contains(&shown) && error.contains("\"svm\" is not one of mlp, quadratic, forest"),
-        "{error}"
-    );
-
-    let mut mismatched = json.clone();
-    mismatched["kind"] = "forest".into();
-    std::fs::write(&path, mismatched.to_string()).unwrap();
-    let error = load_error(&path);
-    assert!(
-        error.contains("damaged") && error.contains("the forest surrogate's parameters"),
-        "{error}"
-    );
-
-    let mut wrong_count = json.clone();
-    wrong_count["num_players"] = 7.into();
-    std::fs::write(&path, wrong_count.to_string()).unwrap();
-    let error = load_error(&path);
-    assert!(error.contains("num_players is 7"), "{error}");
-
-    json["parameters"]["linear"] = serde_json::json!([1.0, 2.0]);
-    std::fs::write(&path, json.to_string()).unwrap();
-    let error = load_error(&path);
-    assert!(
-        error.contains(&shown) && error.contains("linear weights"),
-        "{error}"
-    );
+    // The saved quadratic with one field set to `value`: what loading it says.
+    let refused_with = |pointer: &str, value: serde_json::Value| {
+        let mut damaged = json.clone();
+        *damaged.pointer_mut(pointer).unwrap() = value;
+        std::fs::write(&path, damaged.to_string()).unwrap();
+        load_error(&path)
+    };
+    for (pointer, value, expected) in [
+        ("/format_version", 99.into(), "version 99"),
+        (
+            "/value",
+            "accuracy".into(),
+            "\"accuracy\" is not one of utility",
+        ),
+        (
+            "/kind",
+            "svm".into(),
+            "\"svm\" is not one of mlp, quadratic, forest",
+        ),
+        (
+            "/kind",
+            "forest".into(),
+            "damaged surrogate file: the forest surrogate's parameters",
+        ),
+        ("/num_players", 7.into(), "num_players is 7"),
+        (
+            "/parameters/linear",
+            serde_json::json!([1.0, 2.0]),
+            "linear weights",
+        ),
+    ] {
+        let error = refused_with(pointer, value);
+        assert!(
+            error.contains(&shown) && error.contains(expected),
+            "{error}"
+        );
+    }
 
     fitted(SurrogateKind::PublishedMlp).save(&path).unwrap();
     let mut mlp: serde_json::Value =
