@@ -130,6 +130,18 @@ fn forest_predicts_held_out_masks() {
         again.predict(&held_out),
         "seeded forest"
     );
+    // A batch large enough to be split over the cores, against each mask alone.
+    let batch = stratified_masks(num_blocks, &[1, 2, 3, 4, 5, 6], 1200, 24);
+    assert!(batch.len() >= 512, "two threads' worth: {}", batch.len());
+    let one_by_one: Vec<f64> = batch
+        .iter()
+        .flat_map(|mask| model.predict(std::slice::from_ref(mask)))
+        .collect();
+    assert_eq!(
+        model.predict(&batch),
+        one_by_one,
+        "split over threads, in order"
+    );
 }
 
 #[test]
