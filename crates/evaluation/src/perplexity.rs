@@ -225,7 +225,11 @@ pub fn run_evaluation(
     let tally_before = evaluator.model().run_tally();
     let mut done_before = 0;
     let mut pace = SavePace::default();
-    let mut unsaved = false;
+    // The table with `rows` in the mask list's order, written (a checkpoint, or the last).
+    let checkpoint = |table: &mut EvaluationTable, rows: &[EvaluationRow]| {
+        table.rows = ordered_rows(rows, &masks);
+        write_evaluations(&config.out, table, &provenance)
+    };
     for chunk in todo.chunks(config.checkpoint_every.get()) {
         let evaluated = evaluator.evaluate(chunk, &mut |done, _| {
             progress(Progress::Evaluated {
@@ -235,11 +239,8 @@ pub fn run_evaluation(
         let results = match evaluated {
             Ok(results) => results,
             Err(error) => {
-                if unsaved {
-                    // What the skipped checkpoints held is kept; the run's error is the news.
-                    table.rows = ordered_rows(&rows, &masks);
-                    let _ = write_evaluations(&config.out, &table, &provenance);
-                }
+                // What a skipped checkpoint held is kept; the run's error is the news.
+                let _ = checkpoint(&mut table, &rows);
                 return Err(error.into());
             }
         };
@@ -252,18 +253,15 @@ pub fn run_evaluation(
             ));
         }
         done_before += chunk.len();
-        unsaved = !pace.due();
-        if !unsaved {
-            table.rows = ordered_rows(&rows, &masks);
-            pace.save(|| write_evaluations(&config.out, &table, &provenance))?;
+        if pace.due() {
+            pace.save(|| checkpoint(&mut table, &rows))?;
         }
     }
     progress(Progress::Finished);
     let seconds = started.elapsed().as_secs_f64();
 
-    table.rows = ordered_rows(&rows, &masks);
     table.complete = masks.iter().all(|m| rows.iter().any(|r| &r.mask == m));
-    write_evaluations(&config.out, &table, &provenance)?;
+    checkpoint(&mut table, &rows)?;
     let blocks_run = evaluator.blocks_run() - blocks_before;
     let graph_runs = evaluator.model().run_tally().since(&tally_before);
     let memory_taken = memory_before

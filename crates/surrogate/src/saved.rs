@@ -49,12 +49,42 @@ struct FileOut<'a> {
     saved: &'a SavedSurrogate,
 }
 
-/// What is read first, so that a file that is not a surrogate file (or of another version)
-/// is named as such rather than as a damaged one. The other fields are skipped unparsed.
+/// What is read of a file that does not read as a [`FileIn`], so that one that is not a
+/// surrogate file (or of another version) is named as such rather than as a damaged one. The
+/// other fields are skipped unparsed.
 #[derive(Deserialize)]
 struct Header {
     format: Option<serde_json::Value>,
     format_version: Option<serde_json::Value>,
+}
+
+impl Header {
+    /// Refuses another format or version, naming the file.
+    fn check(&self, path: &Path) -> Result<(), SurrogateError> {
+        match self.format.as_ref().and_then(serde_json::Value::as_str) {
+            Some(FORMAT_NAME) => {}
+            Some(other) => {
+                return Err(file_error(
+                    path,
+                    format!("not a surrogate file (format is {other:?}, expected {FORMAT_NAME:?})"),
+                ))
+            }
+            None => {
+                return Err(file_error(
+                    path,
+                    format!("not a surrogate file (no \"format\": {FORMAT_NAME:?} field)"),
+                ))
+            }
+        }
+        match self.format_version.as_ref().and_then(serde_json::Value::as_u64) {
+            Some(version) if version == u64::from(FORMAT_VERSION) => Ok(()),
+            Some(version) => Err(file_error(
+                path,
+                format!("surrogate format version {version} is not supported (this build reads version {FORMAT_VERSION})"),
+            )),
+            None => Err(file_error(path, "surrogate file has no format_version")),
+        }
+    }
 }
 
 /// The file's fields, read into their own types: a forest's parameters are hundreds of
@@ -63,6 +93,8 @@ struct Header {
 /// `match` on [`SurrogateKind`], so a new kind cannot be forgotten here).
 #[derive(Deserialize)]
 struct FileIn<'a> {
+    #[serde(flatten)]
+    header: Header,
     num_players: usize,
     value: Option<String>,
     value_description: Option<String>,
@@ -178,66 +210,58 @@ impl SavedSurrogate {
     pub fn load(path: &Path) -> Result<Self, SurrogateError> {
         let bytes = layerprune_core::read_input(path)
             .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-        let header: Header = serde_json::from_slice(&bytes).map_err(|e| {
-            let problem = match e.classify() {
-                serde_json::error::Category::Data => {
-                    format!("no \"format\": {FORMAT_NAME:?} field")
-                }
-                _ => format!("not valid JSON: {e}"),
-            };
-            file_error(path, format!("not a surrogate file ({problem})"))
-        })?;
-        match header.format.as_ref().and_then(serde_json::Value::as_str) {
-            Some(FORMAT_NAME) => {}
-            Some(other) => {
-                return Err(file_error(
-                    path,
-                    format!("not a surrogate file (format is {other:?}, expected {FORMAT_NAME:?})"),
-                ))
-            }
-            None => {
-                return Err(file_error(
-                    path,
-                    format!("not a surrogate file (no \"format\": {FORMAT_NAME:?} field)"),
-                ))
-            }
-        }
-        match header.format_version.as_ref().and_then(serde_json::Value::as_u64) {
-            Some(version) if version == u64::from(FORMAT_VERSION) => {}
-            Some(version) => {
-                return Err(file_error(
-                    path,
-                    format!("surrogate format version {version} is not supported (this build reads version {FORMAT_VERSION})"),
-                ))
-            }
-            None => return Err(file_error(path, "surrogate file has no format_version")),
-        }
         let damaged =
             |problem: String| file_error(path, format!("damaged surrogate file: {problem}"));
-        let file: FileIn = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-        let saved = SavedSurrogate {
-            value: file
-                .value
-                .clone()
-                .or(file.target.clone())
-                .ok_or_else(|| damaged("missing field `value`".into()))?,
-            value_description: file
-                .value_description
-                .clone()
-                .or(file.target_description.clone())
-                .ok_or_else(|| damaged("missing field `value_description`".into()))?,
-            fitted_on_evaluations: file.fitted_on_evaluations,
-            fixed_blocks: file.fixed_blocks.clone(),
-            model_id: file.model_id.clone(),
-            dataset_id: file.dataset_id.clone(),
-            surrogate: file.surrogate().map_err(damaged)?,
+        // One pass over the file; the header alone is read only to say why it did not read.
+        let file: FileIn = match serde_json::from_slice(&bytes) {
+            Ok(file) => file,
+            Err(error) => {
+                let header: Header = serde_json::from_slice(&bytes).map_err(|e| {
+                    let problem = match e.classify() {
+                        serde_json::error::Category::Data => {
+                            format!("no \"format\": {FORMAT_NAME:?} field")
+                        }
+                        _ => format!("not valid JSON: {e}"),
+                    };
+                    file_error(path, format!("not a surrogate file ({problem})"))
+                })?;
+                header.check(path)?;
+                return Err(damaged(error.to_string()));
+            }
         };
-        if saved.surrogate.num_players() != file.num_players {
+        file.header.check(path)?;
+        let surrogate = file.surrogate().map_err(damaged)?;
+        let FileIn {
+            num_players,
+            value,
+            value_description,
+            target,
+            target_description,
+            fitted_on_evaluations,
+            fixed_blocks,
+            model_id,
+            dataset_id,
+            ..
+        } = file;
+        let saved = SavedSurrogate {
+            value: value
+                .or(target)
+                .ok_or_else(|| damaged("missing field `value`".into()))?,
+            value_description: value_description
+                .or(target_description)
+                .ok_or_else(|| damaged("missing field `value_description`".into()))?,
+            fitted_on_evaluations,
+            fixed_blocks,
+            model_id,
+            dataset_id,
+            surrogate,
+        };
+        if saved.surrogate.num_players() != num_players {
             return Err(file_error(
                 path,
                 format!(
                     "damaged surrogate file: num_players is {} but the {} model has {}",
-                    file.num_players,
+                    num_players,
                     saved.kind(),
                     saved.surrogate.num_players()
                 ),
