@@ -1,9 +1,9 @@
 //! The one small dense solver of the workspace: a Cholesky factorization, used by the
 //! quadratic surrogate and the regression estimators (systems of at most a few thousand
 //! unknowns) and by GPTQ (the inverse of the calibration inputs' second-moment matrix: 4,096
-//! to 11,008 unknowns on a 7B model), so no crate carries a linear-algebra dependency and the
-//! factorization is written once. Both loops run over contiguous rows (at n = 4,096: 5.2 s to
-//! factor, 4.7 s to invert, in the dev profile, which builds this crate at opt-level 3).
+//! to 11,008 unknowns on a 7B model), so the factorization is written once. Below
+//! [`BLOCKED_FROM`] unknowns it runs row by row over contiguous rows; from there in panels whose
+//! bulk is `matrixmultiply`'s GEMM (the crate ndarray multiplies with), on every core.
 
 /// Cholesky factor of a symmetric positive definite matrix (row-major, `n × n`).
 pub struct Cholesky {
@@ -27,26 +27,72 @@ impl Cholesky {
         n: usize,
         tolerance: f64,
     ) -> Result<Self, NotPositiveDefinite> {
-        assert_eq!(matrix.len(), n * n, "a {n} x {n} matrix");
-        let mut lower = vec![0.0; n * n];
-        for i in 0..n {
-            for j in 0..=i {
-                let dot = dot::<f64, 4>(&lower[i * n..i * n + j], &lower[j * n..j * n + j]);
-                let entry = matrix[i * n + j] - dot;
-                if i == j {
-                    if !entry.is_finite() || entry <= tolerance {
-                        return Err(NotPositiveDefinite {
-                            pivot: i,
-                            value: entry,
-                        });
-                    }
-                    lower[i * n + i] = entry.sqrt();
-                } else {
-                    lower[i * n + j] = entry / lower[j * n + j];
-                }
+        Self::factor(matrix.to_vec(), n, tolerance, panel_for(n), parallelism())
+    }
+
+    /// [`Self::with_tolerance`], factoring `matrix` in its own storage (no copy: what a
+    /// matrix of 11,008 unknowns, 970 MB, needs).
+    pub fn with_tolerance_owned(
+        matrix: Vec<f64>,
+        n: usize,
+        tolerance: f64,
+    ) -> Result<Self, NotPositiveDefinite> {
+        Self::factor(matrix, n, tolerance, panel_for(n), parallelism())
+    }
+
+    /// With `panel >= n`, row by row (the loops the workspace's small systems have always run,
+    /// so their results do not change); otherwise in panels of `panel` columns: each
+    /// panel factored as a small matrix, the rows below it solved against it on `threads`
+    /// threads, and the rest of the matrix updated by one matrix product per panel of rows,
+    /// also on `threads` threads — `O(n³/3)` as before, but mostly in `matrixmultiply`'s GEMM.
+    fn factor(
+        mut a: Vec<f64>,
+        n: usize,
+        tolerance: f64,
+        panel: usize,
+        threads: usize,
+    ) -> Result<Self, NotPositiveDefinite> {
+        assert_eq!(a.len(), n * n, "a {n} x {n} matrix");
+        let panel = panel.max(1);
+        for j0 in (0..n).step_by(panel) {
+            let j1 = (j0 + panel).min(n);
+            factor_diagonal(&mut a, n, j0..j1, tolerance)?;
+            if j1 == n {
+                break;
             }
+            let (done, below) = a.split_at_mut(j1 * n);
+            let diagonal = &done[j0 * n..];
+            on_threads(row_blocks(below, n, j1, panel), threads, |_, rows| {
+                solve_against_diagonal(rows, diagonal, n, j0..j1);
+            });
+            // The panel's rows below the diagonal, contiguous: the GEMM's two operands.
+            let width = j1 - j0;
+            let solved: Vec<f64> = below
+                .chunks_exact(n)
+                .flat_map(|row| &row[j0..j1])
+                .copied()
+                .collect();
+            on_threads(row_blocks(below, n, j1, panel), threads, |r0, rows| {
+                let m = rows.len() / n;
+                // a[r0.., j1..r0 + m] -= solved[r0 - j1..][..m] · solved[..r0 + m - j1]ᵀ:
+                // the lower part of these rows (and the upper part of their diagonal square,
+                // cleared at the end).
+                gemm(
+                    m,
+                    width,
+                    r0 + m - j1,
+                    -1.0,
+                    (&solved[(r0 - j1) * width..], width, 1),
+                    (&solved, 1, width),
+                    1.0,
+                    (&mut rows[j1..], n),
+                );
+            });
         }
-        Ok(Cholesky { n, lower })
+        for i in 0..n {
+            a[i * n + i + 1..(i + 1) * n].fill(0.0);
+        }
+        Ok(Cholesky { n, lower: a })
     }
 
     /// The order of the matrix.
@@ -59,29 +105,85 @@ impl Cholesky {
         &self.lower
     }
 
-    /// `L⁻¹`, lower triangular, row-major: row by row, since row i of `X = L⁻¹` is
-    /// (eᵢ − Σ_{p<i} L[i,p] X[p,·]) / L[i,i], each term a contiguous row update (the column by
-    /// column substitution it replaced read the rows with stride n: 5.8 s at n = 2,048).
+    /// `L⁻¹`, lower triangular, row-major.
     pub fn lower_inverse(&self) -> Vec<f64> {
+        self.inverse(panel_for(self.n), parallelism())
+    }
+
+    /// With `panel >= n`, row by row, since row i of `X = L⁻¹` is
+    /// (eᵢ − Σ_{p<i} L[i,p] X[p,·]) / L[i,i], each term a contiguous row update (the column by
+    /// column substitution it replaced read the rows with stride n: 5.8 s at n = 2,048). From
+    /// there by panels of `panel` columns of `X`, which are independent (`L X[:, c] = e_c`),
+    /// on `threads` threads, largest first: a panel's rows are found a block of rows at a time,
+    /// the block's product with the rows found before it one GEMM, then a substitution against
+    /// the block's diagonal square.
+    fn inverse(&self, panel: usize, threads: usize) -> Vec<f64> {
         let n = self.n;
         let l = &self.lower;
-        let mut inv = vec![0.0; n * n];
-        for i in 0..n {
-            let (done, rest) = inv.split_at_mut(i * n);
-            let row = &mut rest[..=i];
-            row[i] = 1.0;
-            for p in 0..i {
-                let factor = l[i * n + p];
-                if factor != 0.0 {
-                    for (x, y) in row[..=p].iter_mut().zip(&done[p * n..=p * n + p]) {
-                        *x -= factor * y;
+        let panel = panel.max(1);
+        if panel >= n {
+            let mut inv = vec![0.0; n * n];
+            for i in 0..n {
+                let (done, rest) = inv.split_at_mut(i * n);
+                let row = &mut rest[..=i];
+                row[i] = 1.0;
+                for p in 0..i {
+                    let factor = l[i * n + p];
+                    if factor != 0.0 {
+                        for (x, y) in row[..=p].iter_mut().zip(&done[p * n..=p * n + p]) {
+                            *x -= factor * y;
+                        }
                     }
                 }
+                let pivot = l[i * n + i];
+                row.iter_mut().for_each(|x| *x /= pivot);
             }
-            let pivot = l[i * n + i];
-            row.iter_mut().for_each(|x| *x /= pivot);
+            return inv;
         }
-        inv
+        let inv = std::sync::Mutex::new(vec![0.0; n * n]);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let panels = n.div_ceil(panel);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.clamp(1, panels) {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if index >= panels {
+                        break;
+                    }
+                    let c0 = index * panel;
+                    let width = panel.min(n - c0);
+                    // Rows c0.. of the panel's columns; above row c0 they are zero.
+                    let mut x = vec![0.0; (n - c0) * width];
+                    for c in 0..width {
+                        x[c * width + c] = 1.0;
+                    }
+                    for r0 in (c0..n).step_by(panel) {
+                        let r1 = (r0 + panel).min(n);
+                        let (found, rows) = x.split_at_mut((r0 - c0) * width);
+                        if r0 > c0 {
+                            // rows = −L[r0..r1, c0..r0] · X[c0..r0, panel]
+                            gemm(
+                                r1 - r0,
+                                r0 - c0,
+                                width,
+                                -1.0,
+                                (&l[r0 * n + c0..], n, 1),
+                                (found, width, 1),
+                                0.0,
+                                (&mut rows[..(r1 - r0) * width], width),
+                            );
+                        }
+                        forward_substitute(&mut rows[..(r1 - r0) * width], width, l, n, r0..r1);
+                    }
+                    let mut inv = inv.lock().unwrap_or_else(|e| e.into_inner());
+                    for (r, row) in x.chunks_exact(width).enumerate() {
+                        let at = (c0 + r) * n + c0;
+                        inv[at..at + width].copy_from_slice(row);
+                    }
+                });
+            }
+        });
+        inv.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn solve(&self, rhs: &[f64]) -> Vec<f64> {
@@ -96,6 +198,194 @@ impl Cholesky {
             y[i] = (y[i] - dot) / self.lower[i * n + i];
         }
         y
+    }
+}
+
+/// Order from which the factorization and the inverse run in panels on every core: below it
+/// they take under a second row by row (the quadratic surrogate's systems up to 44 players),
+/// and their results stay what they were.
+pub const BLOCKED_FROM: usize = 1024;
+
+/// Columns a panel: wide enough for the GEMM to run near its peak, narrow enough that the
+/// row-by-row work inside a panel stays small.
+const PANEL: usize = 128;
+
+/// The panel width for order `n`: the whole matrix below [`BLOCKED_FROM`].
+fn panel_for(n: usize) -> usize {
+    if n < BLOCKED_FROM {
+        n
+    } else {
+        PANEL
+    }
+}
+
+/// Threads of the blocked factorization and inverse: one per core.
+fn parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The rows `first..` of a row-major matrix of `n` columns (`rows`), cut into blocks of
+/// `block` rows, each with the index of its first row.
+fn row_blocks(rows: &mut [f64], n: usize, first: usize, block: usize) -> Vec<(usize, &mut [f64])> {
+    rows.chunks_mut(block * n)
+        .enumerate()
+        .map(|(i, chunk)| (first + i * block, chunk))
+        .collect()
+}
+
+/// Runs `work` on every block of rows, on `threads` threads, dealt round-robin (a block's
+/// work grows with its row index, so neighbours go to different threads).
+fn on_threads(
+    blocks: Vec<(usize, &mut [f64])>,
+    threads: usize,
+    work: impl Fn(usize, &mut [f64]) + Sync,
+) {
+    let threads = threads.clamp(1, blocks.len().max(1));
+    if threads == 1 {
+        blocks
+            .into_iter()
+            .for_each(|(first, rows)| work(first, rows));
+        return;
+    }
+    let mut dealt: Vec<Vec<(usize, &mut [f64])>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, block) in blocks.into_iter().enumerate() {
+        dealt[i % threads].push(block);
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        for blocks in dealt {
+            scope.spawn(move || {
+                blocks
+                    .into_iter()
+                    .for_each(|(first, rows)| work(first, rows));
+            });
+        }
+    });
+}
+
+/// Factors the diagonal square `range × range` of `a` (row-major, `n` columns) in place,
+/// row by row, its entries already reduced by every earlier panel.
+fn factor_diagonal(
+    a: &mut [f64],
+    n: usize,
+    range: std::ops::Range<usize>,
+    tolerance: f64,
+) -> Result<(), NotPositiveDefinite> {
+    let j0 = range.start;
+    for i in range.clone() {
+        for j in j0..=i {
+            let (above, row) = a.split_at_mut(i * n);
+            let dot = if j == i {
+                dot::<f64, 4>(&row[j0..j], &row[j0..j])
+            } else {
+                dot::<f64, 4>(&row[j0..j], &above[j * n + j0..j * n + j])
+            };
+            let entry = row[j] - dot;
+            if i == j {
+                if !entry.is_finite() || entry <= tolerance {
+                    return Err(NotPositiveDefinite {
+                        pivot: i,
+                        value: entry,
+                    });
+                }
+                row[i] = entry.sqrt();
+            } else {
+                row[j] = entry / above[j * n + j];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Solves each row of `rows` (row-major, `n` columns) in the columns `range` against the
+/// factored diagonal square there (`diagonal`: the matrix from row `range.start` on):
+/// `x L[range, range]ᵀ = b`, by substitution.
+fn solve_against_diagonal(
+    rows: &mut [f64],
+    diagonal: &[f64],
+    n: usize,
+    range: std::ops::Range<usize>,
+) {
+    let j0 = range.start;
+    for row in rows.chunks_exact_mut(n) {
+        for j in range.clone() {
+            let l = &diagonal[(j - j0) * n..];
+            let dot = dot::<f64, 4>(&row[j0..j], &l[j0..j]);
+            row[j] = (row[j] - dot) / l[j];
+        }
+    }
+}
+
+/// Solves `L[range, range] Y = B` in place (`rows`: B's rows `range`, `width` columns each,
+/// row-major), by forward substitution with `L` (row-major, `n` columns).
+fn forward_substitute(
+    rows: &mut [f64],
+    width: usize,
+    l: &[f64],
+    n: usize,
+    range: std::ops::Range<usize>,
+) {
+    let r0 = range.start;
+    for i in range {
+        let (done, rest) = rows.split_at_mut((i - r0) * width);
+        let row = &mut rest[..width];
+        for p in r0..i {
+            let factor = l[i * n + p];
+            if factor != 0.0 {
+                for (x, y) in row
+                    .iter_mut()
+                    .zip(&done[(p - r0) * width..(p - r0 + 1) * width])
+                {
+                    *x -= factor * y;
+                }
+            }
+        }
+        let pivot = l[i * n + i];
+        row.iter_mut().for_each(|x| *x /= pivot);
+    }
+}
+
+/// `C = alpha · A B + beta · C` for row-major views: `a` is `m × k` with strides
+/// `(row, column)`, `b` `k × n` likewise, `c` `m × n` with row stride `c.1` (column stride 1).
+/// The slices must hold every element the strides reach (checked).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f64,
+    a: (&[f64], usize, usize),
+    b: (&[f64], usize, usize),
+    beta: f64,
+    c: (&mut [f64], usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if k > 0 {
+        assert!(a.0.len() > last(m, k, a.1, a.2) && b.0.len() > last(k, n, b.1, b.2));
+    }
+    assert!(c.0.len() > last(m, n, c.1, 1));
+    // SAFETY: the assertions above keep every element the strides reach inside the slices;
+    // `c` is borrowed mutably, so it overlaps neither `a` nor `b`.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.0.as_ptr(),
+            a.1 as isize,
+            a.2 as isize,
+            b.0.as_ptr(),
+            b.1 as isize,
+            b.2 as isize,
+            beta,
+            c.0.as_mut_ptr(),
+            c.1 as isize,
+            1,
+        );
     }
 }
 
@@ -195,6 +485,79 @@ mod tests {
                         assert_eq!((l[i * n + j], inv[i * n + j]), (0.0, 0.0));
                     }
                 }
+            }
+        }
+    }
+
+    /// A symmetric positive definite matrix of order `n`, full: a Gram matrix plus the identity.
+    fn spd(n: usize) -> Vec<f64> {
+        let x: Vec<f64> = (0..n * n)
+            .map(|i| ((i * 7 + 3) % 11) as f64 / 11.0 - 0.4)
+            .collect();
+        (0..n * n)
+            .map(|at| {
+                let (i, j) = (at / n, at % n);
+                dot::<f64, 4>(&x[i * n..(i + 1) * n], &x[j * n..(j + 1) * n])
+                    + f64::from(u8::from(i == j))
+            })
+            .collect()
+    }
+
+    /// Panels narrower than the matrix (several, the last one short), on one and on several
+    /// threads, give the row-by-row factor and inverse to rounding.
+    #[test]
+    fn panels_on_threads_equal_row_by_row() {
+        let n = 45;
+        let a = spd(n);
+        let rows = Cholesky::factor(a.clone(), n, 0.0, n, 1).unwrap();
+        let inverse = rows.inverse(n, 1);
+        for (panel, threads) in [(8, 1), (8, 3), (16, 4), (44, 2)] {
+            let blocked = Cholesky::factor(a.clone(), n, 0.0, panel, threads).unwrap();
+            for (x, y) in blocked.lower().iter().zip(rows.lower()) {
+                assert!((x - y).abs() < 1e-12, "factor, panel {panel}: {x} vs {y}");
+            }
+            for (x, y) in rows.inverse(panel, threads).iter().zip(&inverse) {
+                assert!((x - y).abs() < 1e-12, "inverse, panel {panel}: {x} vs {y}");
+            }
+        }
+        // A pivot refused in a later panel is the same pivot.
+        let mut singular = a.clone();
+        for j in 0..n {
+            singular[30 * n + j] = singular[29 * n + j];
+            singular[j * n + 30] = singular[j * n + 29];
+        }
+        let refused = |panel, threads| {
+            Cholesky::factor(singular.clone(), n, 1e-9, panel, threads)
+                .err()
+                .map(|e| e.pivot)
+        };
+        assert_eq!(refused(n, 1), Some(30));
+        assert_eq!(refused(8, 3), Some(30));
+    }
+
+    /// Past the order where the panels start, through the public calls: `L Lᵀ = A`,
+    /// `L · L⁻¹ = I` and zeros above the diagonal, on sampled entries.
+    #[test]
+    fn blocked_from_its_threshold() {
+        let n = BLOCKED_FROM + 37;
+        let a = spd(n);
+        let factor = Cholesky::new(&a, n).unwrap();
+        let (l, inv) = (factor.lower(), factor.lower_inverse());
+        for (i, j) in [
+            (0, 0),
+            (5, 3),
+            (700, 129),
+            (n - 1, 0),
+            (n - 1, n - 1),
+            (n - 2, 1000),
+        ] {
+            let llt = dot::<f64, 4>(&l[i * n..(i + 1) * n], &l[j * n..(j + 1) * n]);
+            assert!((llt - a[i * n + j]).abs() < 1e-8, "({i}, {j}): {llt}");
+            let identity: f64 = (0..n).map(|k| l[i * n + k] * inv[k * n + j]).sum();
+            let expected = f64::from(u8::from(i == j));
+            assert!((identity - expected).abs() < 1e-9, "({i}, {j}): {identity}");
+            if j < i {
+                assert_eq!((l[j * n + i], inv[j * n + i]), (0.0, 0.0), "({j}, {i})");
             }
         }
     }

@@ -16,16 +16,20 @@ use std::path::{Path, PathBuf};
 
 use layerprune_core::Device;
 use layerprune_runtime::{session_builder, RuntimeError, RuntimeOptions};
-use ndarray::{Array2, Array3, Ix2};
+use ndarray::{s, Array2, Array3, ArrayView3, Ix2, Ix3};
+use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::type_proto::{Tensor, Value};
-use onnx_protobuf::{Message, ModelProto, TypeProto, ValueInfoProto};
+use onnx_protobuf::{
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, TensorProto, TypeProto,
+    ValueInfoProto,
+};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use protobuf::EnumOrUnknown;
 
 use crate::folder::FileLoader;
-use crate::gptq::{gptq_int4, gptq_int8, Hessian};
+use crate::gptq::{gptq_int4, gptq_int8, Factor, Hessian};
 use crate::graph::{external_location, quantizable_inputs, Rounding};
 use crate::quant::{Int4Blockwise, Int8PerChannel};
 use crate::QuantizeError;
@@ -51,11 +55,24 @@ fn float_output(name: &str) -> ValueInfoProto {
     }
 }
 
+/// Calibration rows (window tokens) one run of a graph takes: what bounds the memory of the
+/// passes, since a block's run holds every MatMul input of its rows (at Llama-2-7B's widths,
+/// about 0.5 GB for 8,192 rows), while the hidden states of all windows are kept between
+/// blocks (`rows × width` floats: 4.3 GB for GPTQ's published 128 windows of 2,048 tokens
+/// at width 4,096).
+const ROWS_PER_RUN: usize = 8192;
+
+/// Prefix of the outputs the probe graph adds: one `K × K` second-moment matrix per MatMul
+/// input.
+const GRAM_PREFIX: &str = "layerprune_gptq_gram/";
+
 /// The float model's hidden states on the calibration windows, advanced block by block.
 pub struct Activations {
     /// Device and threads of every session (`layerprune_runtime::session_builder`).
     runtime: RuntimeOptions,
     hidden: Array3<f32>,
+    /// Windows a run takes (`ROWS_PER_RUN` rows, at least one window).
+    windows_per_run: usize,
 }
 
 impl Activations {
@@ -77,34 +94,48 @@ impl Activations {
         let runtime = RuntimeOptions {
             device,
             threads,
+            // The second moments are inverted: TF32's 10-bit mantissas would perturb them by
+            // about 1e-3; GPTQ's reference code accumulates them in float32 as well.
+            tf32: matches!(device, Device::Cuda(_)).then_some(false),
             ..RuntimeOptions::default()
         };
-        let ids = Array2::from_shape_fn((windows.len(), length), |(b, t)| i64::from(windows[b][t]));
+        let windows_per_run = (ROWS_PER_RUN / length).max(1);
         let mut session = session_builder(embed, &runtime)?
             .commit_from_file(embed)
             .map_err(|e| onnx_error(embed, e))?;
-        let input = TensorRef::from_array_view(&ids).map_err(|e| onnx_error(embed, e))?;
-        let outputs = session
-            .run(ort::inputs![input])
-            .map_err(|e| onnx_error(embed, e))?;
-        let name = outputs
-            .keys()
-            .next()
-            .map(str::to_string)
-            .ok_or_else(|| onnx_error(embed, "the embedding graph has no output"))?;
-        let hidden = outputs[name.as_str()]
-            .try_extract_array::<f32>()
-            .map_err(|e| onnx_error(embed, e))?
-            .into_dimensionality::<ndarray::Ix3>()
-            .map_err(|e| onnx_error(embed, format!("embedding output: {e}")))?
-            .to_owned();
-        drop(outputs);
-        Ok(Activations { runtime, hidden })
+        let mut hidden: Option<Array3<f32>> = None;
+        for (run, chunk) in windows.chunks(windows_per_run).enumerate() {
+            let ids = Array2::from_shape_fn((chunk.len(), length), |(b, t)| i64::from(chunk[b][t]));
+            let input = TensorRef::from_array_view(&ids).map_err(|e| onnx_error(embed, e))?;
+            let outputs = session
+                .run(ort::inputs![input])
+                .map_err(|e| onnx_error(embed, e))?;
+            let (_, value) = outputs
+                .iter()
+                .next()
+                .ok_or_else(|| onnx_error(embed, "the embedding graph has no output"))?;
+            let states = value
+                .try_extract_array::<f32>()
+                .map_err(|e| onnx_error(embed, e))?
+                .into_dimensionality::<Ix3>()
+                .map_err(|e| onnx_error(embed, format!("embedding output: {e}")))?;
+            let all = hidden
+                .get_or_insert_with(|| Array3::zeros((windows.len(), length, states.shape()[2])));
+            let first = run * windows_per_run;
+            copy_rows(all, first, states, embed, "embedding output")?;
+        }
+        Ok(Activations {
+            runtime,
+            hidden: hidden.expect("at least one window"),
+            windows_per_run,
+        })
     }
 
     /// Runs the block `model` (read from `path`) on the current hidden states: returns the
     /// second-moment matrix of each quantizable MatMul input, and moves on to the block's
-    /// output.
+    /// output. The matrices are products the graph itself computes (`Gemm` of each input's
+    /// rows with themselves, float32, on the session's device), summed over the runs in
+    /// float64; only they and the block's output leave the session.
     pub(crate) fn block(
         &mut self,
         model: &ModelProto,
@@ -121,10 +152,11 @@ impl Activations {
             .first()
             .map(|o| o.name.clone())
             .ok_or_else(|| onnx_error(path, "the block graph has no output"))?;
-        for (name, _) in &inputs {
-            if !graph.output.iter().any(|o| &o.name == name) {
-                graph.output.push(float_output(name));
-            }
+        let grams: Vec<String> = (0..inputs.len())
+            .map(|i| format!("{GRAM_PREFIX}{i}"))
+            .collect();
+        for ((name, k), gram) in inputs.iter().zip(&grams) {
+            add_gram(graph, name, *k, gram);
         }
         for tensor in graph.initializer.iter_mut() {
             if external_location(tensor).is_some() {
@@ -141,53 +173,144 @@ impl Activations {
             .map_err(|e| onnx_error(path, e))?
             .commit_from_memory(&bytes)
             .map_err(|e| onnx_error(path, e))?;
-        let input = TensorRef::from_array_view(&self.hidden).map_err(|e| onnx_error(path, e))?;
-        let outputs = session
-            .run(ort::inputs![input])
-            .map_err(|e| onnx_error(path, e))?;
-        let mut hessians = HashMap::new();
-        for (name, k) in inputs {
-            let x = outputs[name.as_str()]
-                .try_extract_array::<f32>()
+        let mut hessians: Vec<Hessian> = inputs.iter().map(|&(_, k)| Hessian::new(k)).collect();
+        let mut next = Array3::<f32>::zeros(self.hidden.dim());
+        let windows = self.hidden.shape()[0];
+        for first in (0..windows).step_by(self.windows_per_run) {
+            let last = (first + self.windows_per_run).min(windows);
+            let chunk = self.hidden.slice(s![first..last, .., ..]);
+            let rows = chunk.shape()[0] * chunk.shape()[1];
+            let input = TensorRef::from_array_view(chunk).map_err(|e| onnx_error(path, e))?;
+            let outputs = session
+                .run(ort::inputs![input])
                 .map_err(|e| onnx_error(path, e))?;
-            let rows = x.len() / k.max(1);
-            let x = x
-                .to_owned()
-                .into_shape_with_order((rows, k))
-                .map_err(|e| onnx_error(path, format!("input {name}: {e}")))?
-                .into_dimensionality::<Ix2>()
-                .map_err(|e| onnx_error(path, format!("input {name}: {e}")))?;
-            let mut h = Hessian::new(k);
-            h.add(x.view());
-            hessians.insert(name, h);
+            for ((hessian, gram), (name, _)) in hessians.iter_mut().zip(&grams).zip(&inputs) {
+                let product = outputs[gram.as_str()]
+                    .try_extract_array::<f32>()
+                    .map_err(|e| onnx_error(path, e))?
+                    .into_dimensionality::<Ix2>()
+                    .map_err(|e| onnx_error(path, format!("input {name}: {e}")))?;
+                if product.dim() != (hessian.k, hessian.k) {
+                    return Err(onnx_error(
+                        path,
+                        format!(
+                            "MatMul input {name}: second moments of shape {:?}, not {k} x {k}",
+                            product.shape(),
+                            k = hessian.k
+                        ),
+                    ));
+                }
+                hessian.add_gram(product, rows);
+            }
+            let states = outputs[output.as_str()]
+                .try_extract_array::<f32>()
+                .map_err(|e| onnx_error(path, e))?
+                .into_dimensionality::<Ix3>()
+                .map_err(|e| onnx_error(path, format!("block output: {e}")))?;
+            copy_rows(&mut next, first, states, path, "block output")?;
         }
-        let next = outputs[output.as_str()]
-            .try_extract_array::<f32>()
-            .map_err(|e| onnx_error(path, e))?
-            .into_dimensionality::<ndarray::Ix3>()
-            .map_err(|e| onnx_error(path, format!("block output: {e}")))?
-            .to_owned();
-        drop(outputs);
         self.hidden = next;
-        Ok(hessians)
+        Ok(inputs
+            .into_iter()
+            .map(|(name, _)| name)
+            .zip(hessians)
+            .collect())
     }
+}
+
+/// Copies one run's states (`[windows, tokens, width]`) into `all` from window `first` on.
+fn copy_rows(
+    all: &mut Array3<f32>,
+    first: usize,
+    states: ArrayView3<f32>,
+    path: &Path,
+    what: &str,
+) -> Result<(), QuantizeError> {
+    let (_, tokens, width) = all.dim();
+    let windows = states.shape()[0];
+    if states.shape()[1..] != [tokens, width] || first + windows > all.shape()[0] {
+        return Err(onnx_error(
+            path,
+            format!(
+                "{what} has shape {:?}, not [{windows}, {tokens}, {width}]",
+                states.shape()
+            ),
+        ));
+    }
+    all.slice_mut(s![first..first + windows, .., ..])
+        .assign(&states);
+    Ok(())
+}
+
+/// Adds to `graph` the output `gram`: `xᵀ x` of the MatMul input `x` with its rows flattened
+/// (`[rows, k]`), one `Gemm` with the first operand transposed.
+fn add_gram(graph: &mut GraphProto, x: &str, k: usize, gram: &str) {
+    let shape = format!("{gram}/shape");
+    let rows = format!("{gram}/rows");
+    graph.initializer.push(TensorProto {
+        name: shape.clone(),
+        dims: vec![2],
+        data_type: DataType::INT64 as i32,
+        int64_data: vec![-1, k as i64],
+        ..Default::default()
+    });
+    graph.node.push(NodeProto {
+        name: rows.clone(),
+        op_type: "Reshape".into(),
+        input: vec![x.into(), shape],
+        output: vec![rows.clone()],
+        ..Default::default()
+    });
+    graph.node.push(NodeProto {
+        name: gram.into(),
+        op_type: "Gemm".into(),
+        input: vec![rows.clone(), rows],
+        output: vec![gram.into()],
+        attribute: vec![AttributeProto {
+            name: "transA".into(),
+            type_: EnumOrUnknown::new(AttributeType::INT),
+            i: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    graph.output.push(float_output(gram));
 }
 
 /// GPTQ rounding with the second-moment matrices of one graph's MatMul inputs.
 pub struct Gptq {
-    pub hessians: HashMap<String, Hessian>,
-    pub damp: f64,
-    pub graph: PathBuf,
+    /// Inputs no weight has needed yet.
+    hessians: HashMap<String, Hessian>,
+    /// Inputs factored, kept for the other weights reading them.
+    factors: HashMap<String, Factor>,
+    damp: f64,
+    graph: PathBuf,
 }
 
 impl Gptq {
-    fn hessian(&self, input: &str) -> Result<&Hessian, QuantizeError> {
-        self.hessians.get(input).ok_or_else(|| {
-            onnx_error(
-                &self.graph,
-                format!("no calibration activations for MatMul input {input}"),
-            )
-        })
+    pub fn new(hessians: HashMap<String, Hessian>, damp: f64, graph: PathBuf) -> Self {
+        Gptq {
+            hessians,
+            factors: HashMap::new(),
+            damp,
+            graph,
+        }
+    }
+
+    /// The factor of `input`'s second moments, made when a weight first needs it (and its
+    /// matrix then dropped).
+    fn factor(&mut self, input: &str) -> Result<&Factor, QuantizeError> {
+        if !self.factors.contains_key(input) {
+            let hessian = self.hessians.remove(input).ok_or_else(|| {
+                onnx_error(
+                    &self.graph,
+                    format!("no calibration activations for MatMul input {input}"),
+                )
+            })?;
+            let factor = Factor::new(hessian, self.damp)?;
+            self.factors.insert(input.to_string(), factor);
+        }
+        Ok(&self.factors[input])
     }
 }
 
@@ -199,9 +322,8 @@ impl Rounding for Gptq {
         n: usize,
         k: usize,
     ) -> Result<Int8PerChannel, QuantizeError> {
-        let hessian = self.hessian(input)?;
         tracing::debug!("gptq int8: {}: {input} (N={n} K={k})", self.graph.display());
-        gptq_int8(w_nk, n, k, hessian, self.damp)
+        gptq_int8(w_nk, n, k, self.factor(input)?)
     }
 
     fn int4(
@@ -212,8 +334,86 @@ impl Rounding for Gptq {
         k: usize,
         block_size: usize,
     ) -> Result<Int4Blockwise, QuantizeError> {
-        let hessian = self.hessian(input)?;
         tracing::debug!("gptq int4: {}: {input} (N={n} K={k})", self.graph.display());
-        gptq_int4(w_nk, n, k, block_size, hessian, self.damp)
+        gptq_int4(w_nk, n, k, block_size, self.factor(input)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folder::parse_model;
+
+    /// The tiny model's reference windows (two of 16 tokens).
+    fn windows() -> Vec<Vec<u32>> {
+        let path = layerprune_tests::tiny_model_dir().join("reference.json");
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_json::from_value(reference["input_ids"].clone()).unwrap()
+    }
+
+    /// The matrices the graph computes, a window a run, equal `Σ x xᵀ` of the MatMul inputs
+    /// themselves (taken out of the block as outputs, summed in float64), and the states
+    /// passed on equal the block's output of one run of every window.
+    #[test]
+    fn second_moments_from_the_graph_equal_the_inputs_rows_summed_in_float64() {
+        let dir = layerprune_tests::tiny_model_dir();
+        let windows = windows();
+        let mut activations =
+            Activations::start(&dir.join("embed.onnx"), &windows, 1, Device::Cpu).unwrap();
+        activations.windows_per_run = 1;
+        let hidden = activations.hidden.clone();
+        let path = dir.join("block_000.onnx");
+        let model = parse_model(&path).unwrap();
+        let loader = FileLoader {
+            dir: dir.clone(),
+            graph: path.clone(),
+        };
+        let hessians = activations.block(&model, &path, &loader).unwrap();
+
+        // The oracle: the block with its MatMul inputs as extra outputs, all windows at once.
+        let inputs = quantizable_inputs(&model);
+        assert!(inputs.len() >= 4, "{inputs:?}");
+        let mut probe = model.clone();
+        let graph = probe.graph.as_mut().unwrap();
+        let output = graph.output[0].name.clone();
+        for (name, _) in &inputs {
+            graph.output.push(float_output(name));
+        }
+        for tensor in graph.initializer.iter_mut() {
+            if external_location(tensor).is_some() {
+                tensor.raw_data = loader.raw_bytes(tensor).unwrap();
+                tensor.external_data.clear();
+                tensor.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
+            }
+        }
+        let mut session = session_builder(&path, &activations.runtime)
+            .unwrap()
+            .commit_from_memory(&probe.write_to_bytes().unwrap())
+            .unwrap();
+        let outputs = session
+            .run(ort::inputs![TensorRef::from_array_view(&hidden).unwrap()])
+            .unwrap();
+        for (name, k) in &inputs {
+            let x = outputs[name.as_str()].try_extract_array::<f32>().unwrap();
+            let x = x.to_shape((x.len() / k, *k)).unwrap();
+            let mut expected = Hessian::new(*k);
+            expected.add(x.view());
+            let got = &hessians[name];
+            assert_eq!(got.rows, expected.rows);
+            assert_eq!(got.rows, 2 * 16);
+            let scale = expected.h.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for (a, b) in got.h.iter().zip(&expected.h) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{name}: {a} vs {b}");
+            }
+        }
+        let next = outputs[output.as_str()].try_extract_array::<f32>().unwrap();
+        let worst = next
+            .iter()
+            .zip(&activations.hidden)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert_eq!(next.shape(), activations.hidden.shape());
+        assert!(worst < 1e-5, "block output differs by {worst}");
     }
 }

@@ -270,7 +270,7 @@ fn element_count(dims: &[i64]) -> Option<usize> {
         .flatten()
 }
 
-fn parse_model(path: &Path) -> Result<ModelProto, QuantizeError> {
+pub(crate) fn parse_model(path: &Path) -> Result<ModelProto, QuantizeError> {
     let bytes = layerprune_core::read_input(path).map_err(io_error(path))?;
     ModelProto::parse_from_bytes(&bytes).map_err(|error| QuantizeError::BadModel {
         path: path.to_path_buf(),
@@ -440,11 +440,11 @@ pub fn quantize_folder(
         let (mut rounding, method): (Box<dyn Rounding>, &str) =
             match (&mut activations, &options.calibration) {
                 (Some(activations), Some(calibration)) if block_files.contains(file.as_str()) => (
-                    Box::new(Gptq {
-                        hessians: activations.block(&model, &path, &loader)?,
-                        damp: calibration.damp,
-                        graph: path.clone(),
-                    }),
+                    Box::new(Gptq::new(
+                        activations.block(&model, &path, &loader)?,
+                        calibration.damp,
+                        path.clone(),
+                    )),
                     "gptq",
                 ),
                 _ => (Box::new(Nearest), "rtn"),

@@ -12,7 +12,7 @@
 //! matrix product.
 
 use layerprune_core::linalg::Cholesky;
-use ndarray::{s, Array2, ArrayView2};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::quant::{block_grid, Int4Blockwise, Int8PerChannel};
 use crate::QuantizeError;
@@ -43,34 +43,41 @@ impl Hessian {
         self.h += &x.t().dot(&x);
         self.rows += x.nrows();
     }
+
+    /// Adds `xᵀ x` of `rows` rows computed elsewhere (`[K, K]`; the calibration graph's own
+    /// product, in float32).
+    pub fn add_gram(&mut self, gram: ArrayView2<f32>, rows: usize) {
+        self.h.zip_mut_with(&gram, |h, &g| *h += f64::from(g));
+        self.rows += rows;
+    }
 }
 
 /// The upper-triangular `U` with `H⁻¹ = Uᵀ U`, for `H` symmetric positive definite: one
 /// Cholesky factorization of `H` with rows and columns reversed (`J H J = L Lᵀ`) and the
 /// inverse of that triangle, since `H⁻¹ = (J L⁻¹ J)ᵀ (J L⁻¹ J)` and `J L⁻¹ J` is upper
-/// triangular.
-pub fn inverse_cholesky_upper(h: &Array2<f64>) -> Result<Array2<f64>, QuantizeError> {
+/// triangular. Reversing rows and columns of a row-major matrix reverses its storage, so
+/// both reversals happen in place: two `K × K` matrices at a time (1.9 GB at K = 11,008).
+pub fn inverse_cholesky_upper(h: Array2<f64>) -> Result<Array2<f64>, QuantizeError> {
     let k = h.nrows();
-    let reversed: Vec<f64> = (0..k * k)
-        .map(|at| h[(k - 1 - at / k, k - 1 - at % k)])
-        .collect();
-    let factor = Cholesky::with_tolerance(&reversed, k, 0.0).map_err(|refused| {
+    let mut reversed = h.into_raw_vec_and_offset().0;
+    reversed.reverse();
+    let factor = Cholesky::with_tolerance_owned(reversed, k, 0.0).map_err(|refused| {
         QuantizeError::Unsupported(format!(
             "GPTQ: the calibration inputs' second-moment matrix is not positive definite \
              (pivot {} is {}); more calibration tokens or a larger damping are needed",
             refused.pivot, refused.value
         ))
     })?;
-    let inv = factor.lower_inverse();
-    Ok(Array2::from_shape_fn((k, k), |(i, j)| {
-        inv[(k - 1 - i) * k + (k - 1 - j)]
-    }))
+    let mut inv = factor.lower_inverse();
+    drop(factor);
+    inv.reverse();
+    Ok(Array2::from_shape_vec((k, k), inv).expect("k × k values"))
 }
 
 /// `H` with dead inputs (never non-zero) made harmless and `damp × mean(diag H)` added to the
 /// diagonal, as GPTQ conditions it. Returns the matrix and which inputs were dead.
-fn conditioned(h: &Hessian, damp: f64) -> (Array2<f64>, Vec<bool>) {
-    let mut m = h.h.clone();
+fn conditioned(h: Hessian, damp: f64) -> (Array2<f64>, Vec<bool>) {
+    let mut m = h.h;
     let dead: Vec<bool> = (0..h.k).map(|i| m[(i, i)] == 0.0).collect();
     for (i, &d) in dead.iter().enumerate() {
         if d {
@@ -84,14 +91,15 @@ fn conditioned(h: &Hessian, damp: f64) -> (Array2<f64>, Vec<bool>) {
     (m, dead)
 }
 
-/// The sweep: `w` (`[N, K]`, updated in place) is quantized column by column. `start_block` is
-/// called when column `c` opens a block of `block` columns, with the current weights;
-/// `round(row, col, value)` returns the dequantized value the grid gives.
+/// The sweep over the rows of `w` (`[rows, K]`, updated in place). `start_block(row, col,
+/// values)` is called when column `col` opens a block of `block` columns, with the row's
+/// current weights in that block; `round(row, col, value)` returns the dequantized value the
+/// grid gives. Rows are numbered within `w`.
 fn sweep(
-    w: &mut Array2<f64>,
+    mut w: ArrayViewMut2<f64>,
     u: &Array2<f64>,
     block: usize,
-    mut start_block: impl FnMut(usize, &Array2<f64>),
+    mut start_block: impl FnMut(usize, usize, ArrayView1<f64>),
     mut round: impl FnMut(usize, usize, f64) -> f64,
 ) {
     let (n, k) = w.dim();
@@ -101,7 +109,10 @@ fn sweep(
         let mut errors = Array2::<f64>::zeros((n, end - start));
         for col in start..end {
             if col % block == 0 {
-                start_block(col, w);
+                let stop = (col + block).min(k);
+                for row in 0..n {
+                    start_block(row, col, w.slice(s![row, col..stop]));
+                }
             }
             let d = u[(col, col)];
             for row in 0..n {
@@ -121,28 +132,78 @@ fn sweep(
     }
 }
 
-fn prepare(
-    w_nk: &[f32],
-    n: usize,
-    k: usize,
-    h: &Hessian,
-    damp: f64,
-) -> Result<(Array2<f64>, Array2<f64>), QuantizeError> {
-    if h.k != k || w_nk.len() != n * k {
-        return Err(QuantizeError::Unsupported(format!(
-            "GPTQ: a {n}×{k} weight with a {0}×{0} input matrix",
-            h.k
-        )));
-    }
-    let (m, dead) = conditioned(h, damp);
-    let u = inverse_cholesky_upper(&m)?;
-    let mut w = Array2::from_shape_fn((n, k), |(r, c)| f64::from(w_nk[r * k + c]));
-    for (c, &d) in dead.iter().enumerate() {
-        if d {
-            w.column_mut(c).fill(0.0);
+/// Rows a thread sweeps at least: below this, starting a thread costs more than it saves.
+const MIN_ROWS_PER_THREAD: usize = 16;
+
+/// Sweeps `w` (`[N, K]`) on `threads` threads, each given a contiguous run of rows with its
+/// part of the codes (`per_row_codes` a row) and of the grid (`per_row_grid` a row). GPTQ's
+/// rows are independent — a row's rounding errors move only that row's later columns — so
+/// the result is the one-thread result bit for bit (a test).
+fn sweep_rows<C: Send, G: Send>(
+    w: &mut Array2<f64>,
+    factor: &Factor,
+    threads: usize,
+    (codes, per_row_codes): (&mut [C], usize),
+    (grid, per_row_grid): (&mut [G], usize),
+    sweep_part: impl Fn(ArrayViewMut2<f64>, &Array2<f64>, &mut [C], &mut [G]) + Sync,
+) {
+    let rows = w.nrows().div_ceil(threads.max(1)).max(MIN_ROWS_PER_THREAD);
+    let sweep_part = &sweep_part;
+    std::thread::scope(|scope| {
+        let parts = w
+            .axis_chunks_iter_mut(Axis(0), rows)
+            .zip(codes.chunks_mut(rows * per_row_codes.max(1)))
+            .zip(grid.chunks_mut(rows * per_row_grid.max(1)));
+        for ((part, codes), grid) in parts {
+            scope.spawn(move || sweep_part(part, &factor.u, codes, grid));
         }
+    });
+}
+
+/// What GPTQ needs of one MatMul input's second moments, for every weight that reads that
+/// input (q, k and v read the same one; so do an MLP's gate and up): the upper factor of the
+/// conditioned matrix's inverse, and which inputs were dead. Factoring is the `O(K³)` part, so
+/// it is done once per input.
+#[derive(Debug)]
+pub struct Factor {
+    u: Array2<f64>,
+    dead: Vec<bool>,
+}
+
+impl Factor {
+    /// Conditions `h` with `damp` (GPTQ's relative damping) and factors it, in its place.
+    pub fn new(h: Hessian, damp: f64) -> Result<Self, QuantizeError> {
+        let (m, dead) = conditioned(h, damp);
+        let u = inverse_cholesky_upper(m)?;
+        Ok(Factor { u, dead })
     }
-    Ok((w, u))
+
+    /// The input width `K`.
+    pub fn k(&self) -> usize {
+        self.dead.len()
+    }
+
+    /// The float64 copy of the weight the sweep updates, dead inputs' columns zeroed.
+    fn weight(&self, w_nk: &[f32], n: usize, k: usize) -> Result<Array2<f64>, QuantizeError> {
+        if self.k() != k || w_nk.len() != n * k {
+            return Err(QuantizeError::Unsupported(format!(
+                "GPTQ: a {n}×{k} weight with a {0}×{0} input matrix",
+                self.k()
+            )));
+        }
+        let mut w = Array2::from_shape_fn((n, k), |(r, c)| f64::from(w_nk[r * k + c]));
+        for (c, &d) in self.dead.iter().enumerate() {
+            if d {
+                w.column_mut(c).fill(0.0);
+            }
+        }
+        Ok(w)
+    }
+}
+
+/// Threads a sweep uses: one per core.
+fn sweep_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// GPTQ on int8 per output channel (`w_nk` is `[N, K]`); scales as round-to-nearest's.
@@ -150,10 +211,19 @@ pub fn gptq_int8(
     w_nk: &[f32],
     n: usize,
     k: usize,
-    h: &Hessian,
-    damp: f64,
+    factor: &Factor,
 ) -> Result<Int8PerChannel, QuantizeError> {
-    let scales: Vec<f32> = (0..n)
+    gptq_int8_on(w_nk, n, k, factor, sweep_threads())
+}
+
+fn gptq_int8_on(
+    w_nk: &[f32],
+    n: usize,
+    k: usize,
+    factor: &Factor,
+    threads: usize,
+) -> Result<Int8PerChannel, QuantizeError> {
+    let mut scales: Vec<f32> = (0..n)
         .map(|r| {
             let max = w_nk[r * k..(r + 1) * k]
                 .iter()
@@ -165,18 +235,27 @@ pub fn gptq_int8(
             }
         })
         .collect();
-    let (mut w, u) = prepare(w_nk, n, k, h, damp)?;
+    let mut w = factor.weight(w_nk, n, k)?;
     let mut codes = vec![0i8; n * k];
-    sweep(
+    sweep_rows(
         &mut w,
-        &u,
-        k.max(1),
-        |_, _| {},
-        |row, col, value| {
-            let s = f64::from(scales[row]);
-            let code = (value / s).round().clamp(-127.0, 127.0);
-            codes[row * k + col] = code as i8;
-            code * s
+        factor,
+        threads,
+        (&mut codes, k),
+        (&mut scales, 1),
+        |part, u, codes, scales| {
+            sweep(
+                part,
+                u,
+                k.max(1),
+                |_, _, _| {},
+                |row, col, value| {
+                    let s = f64::from(scales[row]);
+                    let code = (value / s).round().clamp(-127.0, 127.0);
+                    codes[row * k + col] = code as i8;
+                    code * s
+                },
+            );
         },
     );
     Ok(Int8PerChannel {
@@ -193,41 +272,49 @@ pub fn gptq_int4(
     n: usize,
     k: usize,
     block_size: usize,
-    h: &Hessian,
-    damp: f64,
+    factor: &Factor,
 ) -> Result<Int4Blockwise, QuantizeError> {
-    let (mut w, u) = prepare(w_nk, n, k, h, damp)?;
+    gptq_int4_on(w_nk, n, k, block_size, factor, sweep_threads())
+}
+
+fn gptq_int4_on(
+    w_nk: &[f32],
+    n: usize,
+    k: usize,
+    block_size: usize,
+    factor: &Factor,
+    threads: usize,
+) -> Result<Int4Blockwise, QuantizeError> {
+    let mut w = factor.weight(w_nk, n, k)?;
     let blocks = k.div_ceil(block_size);
     let mut grid = vec![(1f32, 8u8); n * blocks];
     let mut codes = vec![0u8; n * k];
-    {
-        let grid_cell = std::cell::RefCell::new(&mut grid);
-        sweep(
-            &mut w,
-            &u,
-            block_size,
-            |col, current| {
-                let block = col / block_size;
-                let end = (col + block_size).min(k);
-                let mut g = grid_cell.borrow_mut();
-                for row in 0..n {
-                    let values: Vec<f32> = current
-                        .slice(s![row, col..end])
-                        .iter()
-                        .map(|&v| v as f32)
-                        .collect();
-                    g[row * blocks + block] = block_grid(&values);
-                }
-            },
-            |row, col, value| {
-                let (scale, zero) = grid_cell.borrow()[row * blocks + col / block_size];
-                let s = f64::from(scale);
-                let code = ((value / s).round() + f64::from(zero)).clamp(0.0, 15.0);
-                codes[row * k + col] = code as u8;
-                (code - f64::from(zero)) * s
-            },
-        );
-    }
+    sweep_rows(
+        &mut w,
+        factor,
+        threads,
+        (&mut codes, k),
+        (&mut grid, blocks),
+        |part, u, codes, grid| {
+            let grid = std::cell::RefCell::new(grid);
+            sweep(
+                part,
+                u,
+                block_size,
+                |row, col, values| {
+                    let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+                    grid.borrow_mut()[row * blocks + col / block_size] = block_grid(&values);
+                },
+                |row, col, value| {
+                    let (scale, zero) = grid.borrow()[row * blocks + col / block_size];
+                    let s = f64::from(scale);
+                    let code = ((value / s).round() + f64::from(zero)).clamp(0.0, 15.0);
+                    codes[row * k + col] = code as u8;
+                    (code - f64::from(zero)) * s
+                },
+            );
+        },
+    );
     Ok(Int4Blockwise::from_codes(n, k, block_size, &codes, &grid))
 }
 
@@ -272,7 +359,7 @@ mod tests {
         )
         .unwrap();
         let h = a.t().dot(&a) + Array2::<f64>::eye(k) * 0.5;
-        let u = inverse_cholesky_upper(&h).unwrap();
+        let u = inverse_cholesky_upper(h.clone()).unwrap();
         for i in 0..k {
             for j in 0..i {
                 assert_eq!(u[(i, j)], 0.0);
@@ -286,7 +373,7 @@ mod tests {
         let mut singular = h.clone();
         singular.row_mut(0).fill(0.0);
         singular.column_mut(0).fill(0.0);
-        assert!(inverse_cholesky_upper(&singular).is_err());
+        assert!(inverse_cholesky_upper(singular).is_err());
     }
 
     #[test]
@@ -295,9 +382,10 @@ mod tests {
         let w = noise(n * k, 3);
         let mut h = Hessian::new(k);
         h.h = Array2::eye(k) * 10.0;
-        let q8 = gptq_int8(&w, n, k, &h, 0.01).unwrap();
+        let factor = Factor::new(h.clone(), 0.01).unwrap();
+        let q8 = gptq_int8(&w, n, k, &factor).unwrap();
         assert_eq!(q8, quantize_int8_per_channel(&w, n, k));
-        let q4 = gptq_int4(&w, n, k, 32, &h, 0.01).unwrap();
+        let q4 = gptq_int4(&w, n, k, 32, &factor).unwrap();
         assert_eq!(q4, quantize_int4_blockwise(&w, n, k, 32));
     }
 
@@ -309,6 +397,7 @@ mod tests {
         let mut h = Hessian::new(k);
         h.add(x.view());
         assert_eq!(h.rows, rows);
+        let factor = Factor::new(h.clone(), 0.01).unwrap();
         let rtn8 = output_error(
             &x,
             &w,
@@ -319,14 +408,14 @@ mod tests {
         let gptq8 = output_error(
             &x,
             &w,
-            &gptq_int8(&w, n, k, &h, 0.01).unwrap().dequantize(),
+            &gptq_int8(&w, n, k, &factor).unwrap().dequantize(),
             n,
             k,
         );
         assert!(gptq8 < 0.5 * rtn8, "int8: GPTQ {gptq8} vs RTN {rtn8}");
         for block in [32, 128] {
             let rtn = quantize_int4_blockwise(&w, n, k, block);
-            let gptq = gptq_int4(&w, n, k, block, &h, 0.01).unwrap();
+            let gptq = gptq_int4(&w, n, k, block, &factor).unwrap();
             let rtn_error = output_error(&x, &w, &rtn.dequantize(), n, k);
             let gptq_error = output_error(&x, &w, &gptq.dequantize(), n, k);
             assert!(
@@ -344,9 +433,28 @@ mod tests {
         x.column_mut(3).fill(0.0);
         let mut h = Hessian::new(k);
         h.add(x.view());
-        let q = gptq_int4(&w, n, k, 16, &h, 0.01).unwrap().dequantize();
+        let factor = Factor::new(h.clone(), 0.01).unwrap();
+        let q = gptq_int4(&w, n, k, 16, &factor).unwrap().dequantize();
         for r in 0..n {
             assert_eq!(q[r * k + 3], 0.0);
         }
+    }
+
+    #[test]
+    fn rows_swept_on_several_threads_equal_one_thread() {
+        // 70 rows: 16 a thread at most 5 parts, the last one short; K spans two lazy batches.
+        let (n, k, rows) = (70, 160, 300);
+        let w = noise(n * k, 6);
+        let x = correlated_inputs(rows, k);
+        let mut h = Hessian::new(k);
+        h.add(x.view());
+        let factor = Factor::new(h.clone(), 0.01).unwrap();
+        let one = gptq_int4_on(&w, n, k, 32, &factor, 1).unwrap();
+        assert_eq!(gptq_int4_on(&w, n, k, 32, &factor, 5).unwrap(), one);
+        assert_eq!(gptq_int4_on(&w, n, k, 32, &factor, 3).unwrap(), one);
+        let one = gptq_int8_on(&w, n, k, &factor, 1).unwrap();
+        assert_eq!(gptq_int8_on(&w, n, k, &factor, 4).unwrap(), one);
+        // And GPTQ moved something: the codes are not round-to-nearest's.
+        assert_ne!(one, quantize_int8_per_channel(&w, n, k));
     }
 }
