@@ -404,3 +404,28 @@ fn a_folder_without_a_manifest_is_named_as_not_a_model_folder() {
         }
     }
 }
+
+/// Several altered files, hashed on several threads: the file reported is the first the
+/// manifest lists, whichever thread finished first, and nothing is written.
+#[test]
+fn of_several_altered_files_the_first_listed_is_reported() {
+    let scene = Scene::new();
+    let manifest = Manifest::load(&scene.model()).unwrap();
+    let listed: Vec<&String> = manifest.files.keys().collect();
+    assert!(listed.len() > 3, "{listed:?}");
+    // The last, the third and the second listed, altered in that order.
+    for relative in [listed[listed.len() - 1], listed[2], listed[1]] {
+        let path = scene.model().join(relative);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.push(0);
+        fs::write(&path, bytes).unwrap();
+    }
+    let before = scene.snapshot();
+    for _ in 0..5 {
+        let error = manifest.verify_files(&scene.model()).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains(listed[1].as_str()), "{message}");
+        assert!(message.contains("sha256"), "{message}");
+    }
+    assert_eq!(before, scene.snapshot());
+}
