@@ -18,17 +18,9 @@ use ndarray::Array2;
 /// Calibration rows of the second moments here (fewer than the widths: the damping makes up).
 const ROWS: usize = 2048;
 
-fn noise(count: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    (0..count)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::noise;
 
 /// A second-moment matrix of `ROWS` correlated rows of width `k` (a few latent factors mixed
 /// in, as real activations are).

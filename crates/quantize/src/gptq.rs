@@ -319,21 +319,15 @@ fn gptq_int4_on(
 }
 
 #[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::{quantize_int4_blockwise, quantize_int8_per_channel};
 
-    fn noise(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        (0..count)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use super::test_common::noise;
 
     /// Inputs with strongly correlated features: a few latent factors mixed into K features.
     fn correlated_inputs(rows: usize, k: usize) -> Array2<f32> {
