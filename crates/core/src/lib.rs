@@ -25,6 +25,7 @@ pub mod input;
 pub mod linalg;
 pub mod lock;
 pub mod mask;
+pub mod parallel;
 pub mod players;
 pub mod progress;
 pub mod synthetic;

@@ -278,18 +278,22 @@ impl Manifest {
     /// one thread would report it.
     pub fn verify_files(&self, dir: &Path) -> Result<(), ModelError> {
         let files: Vec<(&String, &String)> = self.files.iter().collect();
-        let checked = on_threads(&files, VERIFY_THREADS, |(relative, expected)| {
-            let path = confined(dir, relative)?;
-            let actual = sha256_file(&path)?;
-            if &actual != *expected {
-                return Err(ModelError::HashMismatch {
-                    path,
-                    expected: (*expected).clone(),
-                    actual,
-                });
-            }
-            Ok(())
-        });
+        let checked = layerprune_core::parallel::map_in_order(
+            &files,
+            VERIFY_THREADS,
+            |_, (relative, expected)| {
+                let path = confined(dir, relative)?;
+                let actual = sha256_file(&path)?;
+                if &actual != *expected {
+                    return Err(ModelError::HashMismatch {
+                        path,
+                        expected: (*expected).clone(),
+                        actual,
+                    });
+                }
+                Ok(())
+            },
+        );
         checked.into_iter().collect::<Result<Vec<()>, _>>()?;
         // The graphs are the ones the manifest describes; now what they read.
         self.check_references(dir, true).map(drop)
@@ -426,47 +430,6 @@ pub fn model_id(dir: &Path) -> Result<String, ModelError> {
 /// Threads [`Manifest::verify_files`] hashes on at most: beyond this many, parallel reads
 /// from one disk compete more than they overlap.
 pub const VERIFY_THREADS: usize = 8;
-
-/// `work` on every item, on at most `threads` threads (and no more than the cores), each taking
-/// the next item not yet taken; the results in the items' order.
-fn on_threads<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    work: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = threads.min(cores).min(items.len()).max(1);
-    if threads == 1 {
-        return items.iter().map(work).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(item) = items.get(at) else {
-                            return done;
-                        };
-                        done.push((at, work(item)));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-            })
-            .collect()
-    });
-    results.sort_by_key(|(at, _)| *at);
-    results.into_iter().map(|(_, result)| result).collect()
-}
 
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     use sha2::Digest;

@@ -70,29 +70,11 @@ pub(crate) fn open_sessions(
     .max(1);
     // Started here, so the workers never race to start it.
     environment(options.threads)?;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut opened: Vec<(usize, Result<Session, RuntimeError>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(path) = paths.get(i) else {
-                            return mine;
-                        };
-                        mine.push((i, open_session(path, options, capture(i))));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| worker.join().expect("a session-opening thread panicked"))
-            .collect()
-    });
-    opened.sort_by_key(|(i, _)| *i);
-    opened.into_iter().map(|(_, session)| session).collect()
+    layerprune_core::parallel::map_in_order(paths, workers, |i, path| {
+        open_session(path, options, capture(i))
+    })
+    .into_iter()
+    .collect()
 }
 
 /// Sessions opened at once by [`open_sessions`]: enough to use a host's cores, few enough that

@@ -87,21 +87,11 @@ impl ForestSurrogate {
         if threads <= 1 {
             return predict_run(masks);
         }
-        let parts: Vec<Result<Vec<f64>, SurrogateError>> = std::thread::scope(|scope| {
-            let running: Vec<_> = masks
-                .chunks(masks.len().div_ceil(threads))
-                .map(|run| scope.spawn(move || predict_run(run)))
-                .collect();
-            running
-                .into_iter()
-                .map(|thread| match thread.join() {
-                    Ok(part) => part,
-                    // Re-raised here, so a forest that panics (a damaged file's, which
-                    // `validate` catches) does so on the calling thread as before.
-                    Err(panic) => std::panic::resume_unwind(panic),
-                })
-                .collect()
-        });
+        // A panic in a thread (a damaged file's forest, which `validate` catches) is raised
+        // again on the calling thread, as before the predictions were split.
+        let runs: Vec<&[Mask]> = masks.chunks(masks.len().div_ceil(threads)).collect();
+        let parts =
+            layerprune_core::parallel::map_in_order(&runs, threads, |_, run| predict_run(run));
         let mut values = Vec::with_capacity(masks.len());
         for part in parts {
             values.extend(part?);

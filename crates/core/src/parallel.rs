@@ -1,0 +1,83 @@
+//! Independent pieces of work spread over threads, their results in the work's order: what
+//! opening a model's graphs, hashing its files and predicting a forest's values do. The order
+//! of the results (and so which failure a caller reports first) never depends on which thread
+//! finished first.
+
+/// `work(index, item)` on every item, on at most `threads` threads (and no more than the cores
+/// or the items), each thread taking the next item no thread has taken; the results in the
+/// items' order. A panic in `work` is raised again on the calling thread.
+pub fn map_in_order<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(usize, &T) -> R + Sync,
+) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = threads.min(cores).min(items.len()).max(1);
+    if threads == 1 {
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| work(i, item))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let running: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, work(i, item)));
+                    }
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_in_the_items_order() {
+        let items: Vec<u64> = (0..100).collect();
+        // Uneven work, so threads finish out of order.
+        let squares = map_in_order(&items, 4, |i, &x| {
+            if x % 7 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            (i, x * x)
+        });
+        assert_eq!(
+            squares,
+            (0..100).map(|x| (x as usize, x * x)).collect::<Vec<_>>()
+        );
+        assert!(map_in_order(&[] as &[u8], 4, |_, _| 0).is_empty());
+    }
+
+    #[test]
+    fn a_panic_reaches_the_caller() {
+        let caught = std::panic::catch_unwind(|| {
+            map_in_order(&[1, 2, 3, 4], 2, |_, &x| {
+                assert!(x != 3, "item three");
+                x
+            })
+        });
+        assert!(caught.is_err());
+    }
+}
