@@ -6,7 +6,8 @@
 # measured. Settings by environment: T hard limit of the benchmark (s), B last shape start (s),
 # D last contender start (s), ST limit of one stage (s), C the contenders to run besides the
 # default (a regular expression; empty: all), SHAPES (gpu_bench.py --shapes), MASKS (--masks);
-# then tools/bench/gpu_families.py within F seconds (0: not run).
+# then tools/bench/gpu_families.py within F seconds (0: not run); then GPTQ with its calibration
+# passes on CUDA against the CPU within G seconds (0: not run).
 set -uo pipefail
 mkdir -p /tmp/ortparts && cp build/gpu/ortgpu.part-* /tmp/ortparts/ && ls -la /tmp/ortparts > "$OUT/parts.txt"
 eval "$(bash build/gpu/unpack.sh)" || { echo "unpacking onnxruntime-gpu failed"; exit 3; }
@@ -28,4 +29,22 @@ if [ "${F:-200}" != 0 ]; then
     --work /tmp/families --json "$OUT/families.json" --markdown "$OUT/families.md" \
     --deadline-seconds "$(( ${F:-200} - 25 ))" 2>&1 | tee "$OUT/families.log"
   echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/families.log"
+fi
+# Then `quantize --method gptq` on the 135M fp32 shape the bench exported, its calibration passes
+# (and the block graphs' own second-moment GEMMs, TF32 off) on CUDA and on the CPU: the times,
+# and each quantized model's NLL on the bench tokens through the CPU provider. G bounds it (s, 90).
+W=/tmp/bench-gpu/smollm2-135m-fp32
+if [ "${G:-90}" != 0 ] && [ -f "$W/model/manifest.json" ]; then
+  timeout "${G:-90}" bash -c '
+    W=$1
+    mask=$(python3 -c "import json,sys; print(\"1\" * json.load(open(sys.argv[1]))[\"num_blocks\"])" "$W/model/manifest.json")
+    for device in cuda cpu; do
+      start=$(date +%s%N)
+      build/gpu/bin/quantize --model "$W/model" --out "/tmp/gptq-$device" --scheme int4 --method gptq \
+        --tokens "$W/tokens.parquet" --device "$device" --overwrite || echo "quantize --device $device failed"
+      echo "gptq --device $device: $(( ($(date +%s%N) - start) / 1000000 )) ms"
+      build/gpu/bin/evaluate --model "/tmp/gptq-$device" --tokens "$W/tokens.parquet" --mask "$mask" \
+        --out "/tmp/gptq-$device.parquet" --overwrite --quiet
+    done' _ "$W" 2>&1 | tee "$OUT/gptq.log"
+  echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/gptq.log"
 fi
