@@ -26,6 +26,7 @@ use layerprune_tasks::{
     ChoiceLoglik, EncodedQuestion, Task, TaskMetric, TaskScore,
 };
 
+use crate::pace::SavePace;
 use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
 
 /// Everything a task run (or a merge of task-run shards) needs.
@@ -92,8 +93,8 @@ pub struct TaskOutcome {
 }
 
 /// Scores the masks of `config` on its tasks (the full model first, as the reference of the
-/// utility), checkpointing the choice log after each task of each `checkpoint_every` masks
-/// and resuming from it; or, with `merge`, joins finished shards' choice logs. Writes the
+/// utility), checkpointing the choice log after a task of `checkpoint_every` masks (at the
+/// pace of [`SavePace`]) and resuming from it; or, with `merge`, joins finished shards' choice logs. Writes the
 /// choice log, the evaluation table and the accuracy table.
 pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Result<TaskOutcome> {
     let model_dir = &config.model;
@@ -443,8 +444,9 @@ fn merged_rows(shards: &[PathBuf], identity: &RunIdentity<'_>) -> Result<Vec<Tas
     Ok(rows)
 }
 
-/// Scores `todo`, appending to `rows` and checkpointing every `checkpoint_every` masks;
-/// returns the number of blocks run.
+/// Scores `todo`, appending to `rows` and checkpointing after a task of `checkpoint_every`
+/// masks when [`SavePace`] says a save is due (and what it has when scoring fails); returns
+/// the number of blocks run.
 fn score_masks(
     outputs: &Outputs<'_>,
     todo: &[Mask],
@@ -509,6 +511,7 @@ fn score_masks(
         .collect();
     let mut blocks_run = 0;
     let mut done = 0;
+    let mut pace = SavePace::default();
     progress(Progress::Started { masks: todo.len() });
     for chunk in todo.chunks(config.checkpoint_every.get()) {
         for part in &parts {
@@ -523,7 +526,14 @@ fn score_masks(
             }
             let started = Instant::now();
             let mut scorer = ChoiceScorer::new(model, &part.requests, config.options.clone())?;
-            let results = scorer.score(&needed, &mut |_, _| {})?;
+            let results = match scorer.score(&needed, &mut |_, _| {}) {
+                Ok(results) => results,
+                Err(error) => {
+                    // What a skipped checkpoint held is kept; the run's error is the news.
+                    let _ = outputs.write(rows, seconds, false);
+                    return Err(error.into());
+                }
+            };
             blocks_run += scorer.blocks_run();
             model = scorer.into_model();
             for (mask, logliks) in needed.iter().zip(results) {
@@ -544,9 +554,12 @@ fn score_masks(
                     started.elapsed().as_secs_f64() / needed.len() as f64;
                 scored.insert((mask.clone(), name));
             }
-            // Checkpoints are written as incomplete; the caller's last write says whether
+            // Checkpoints are written as incomplete, at a pace that keeps writing the growing
+            // log under a tenth of the run (`SavePace`); the caller's last write says whether
             // every mask is done.
-            outputs.write(rows, seconds, false)?;
+            if pace.due() {
+                pace.save(|| outputs.write(rows, seconds, false))?;
+            }
         }
         done += chunk.len();
         progress(Progress::Evaluated { done });
