@@ -114,7 +114,8 @@ impl Cholesky {
     /// (eᵢ − Σ_{p<i} L[i,p] X[p,·]) / L[i,i], each term a contiguous row update (the column by
     /// column substitution it replaced read the rows with stride n: 5.8 s at n = 2,048). From
     /// there by panels of `panel` columns of `X`, which are independent (`L X[:, c] = e_c`),
-    /// on `threads` threads, largest first: a panel's rows are found a block of rows at a time,
+    /// on `threads` threads, largest first (for about half the matrix more memory while they
+    /// run): a panel's rows are found a block of rows at a time,
     /// the block's product with the rows found before it one GEMM, then a substitution against
     /// the block's diagonal square.
     fn inverse(&self, panel: usize, threads: usize) -> Vec<f64> {
@@ -140,50 +141,44 @@ impl Cholesky {
             }
             return inv;
         }
-        let inv = std::sync::Mutex::new(vec![0.0; n * n]);
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let panels = n.div_ceil(panel);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.clamp(1, panels) {
-                scope.spawn(|| loop {
-                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if index >= panels {
-                        break;
-                    }
-                    let c0 = index * panel;
-                    let width = panel.min(n - c0);
-                    // Rows c0.. of the panel's columns; above row c0 they are zero.
-                    let mut x = vec![0.0; (n - c0) * width];
-                    for c in 0..width {
-                        x[c * width + c] = 1.0;
-                    }
-                    for r0 in (c0..n).step_by(panel) {
-                        let r1 = (r0 + panel).min(n);
-                        let (found, rows) = x.split_at_mut((r0 - c0) * width);
-                        if r0 > c0 {
-                            // rows = −L[r0..r1, c0..r0] · X[c0..r0, panel]
-                            gemm(
-                                r1 - r0,
-                                r0 - c0,
-                                width,
-                                -1.0,
-                                (&l[r0 * n + c0..], n, 1),
-                                (found, width, 1),
-                                0.0,
-                                (&mut rows[..(r1 - r0) * width], width),
-                            );
-                        }
-                        forward_substitute(&mut rows[..(r1 - r0) * width], width, l, n, r0..r1);
-                    }
-                    let mut inv = inv.lock().unwrap_or_else(|e| e.into_inner());
-                    for (r, row) in x.chunks_exact(width).enumerate() {
-                        let at = (c0 + r) * n + c0;
-                        inv[at..at + width].copy_from_slice(row);
-                    }
-                });
+        let starts: Vec<usize> = (0..n).step_by(panel).collect();
+        // Each panel's rows from its first column down (above, they are zero).
+        let panels = crate::parallel::map_in_order(&starts, threads, |_, &c0| {
+            let width = panel.min(n - c0);
+            let mut x = vec![0.0; (n - c0) * width];
+            for c in 0..width {
+                x[c * width + c] = 1.0;
             }
+            for r0 in (c0..n).step_by(panel) {
+                let r1 = (r0 + panel).min(n);
+                let (found, rows) = x.split_at_mut((r0 - c0) * width);
+                let rows = &mut rows[..(r1 - r0) * width];
+                if r0 > c0 {
+                    // rows = −L[r0..r1, c0..r0] · X[c0..r0, panel]
+                    gemm(
+                        r1 - r0,
+                        r0 - c0,
+                        width,
+                        -1.0,
+                        (&l[r0 * n + c0..], n, 1),
+                        (found, width, 1),
+                        0.0,
+                        (rows, width),
+                    );
+                }
+                forward_substitute(rows, width, l, n, r0..r1);
+            }
+            x
         });
-        inv.into_inner().unwrap_or_else(|e| e.into_inner())
+        let mut inv = vec![0.0; n * n];
+        for (&c0, x) in starts.iter().zip(panels) {
+            let width = panel.min(n - c0);
+            for (r, row) in x.chunks_exact(width).enumerate() {
+                let at = (c0 + r) * n + c0;
+                inv[at..at + width].copy_from_slice(row);
+            }
+        }
+        inv
     }
 
     pub fn solve(&self, rhs: &[f64]) -> Vec<f64> {
