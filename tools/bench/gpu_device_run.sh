@@ -6,11 +6,14 @@
 # measured. Settings by environment: T hard limit of the benchmark (s), B last shape start (s),
 # D last contender start (s), ST limit of one stage (s), C the contenders to run besides the
 # default (a regular expression; empty: all), SHAPES (gpu_bench.py --shapes), MASKS (--masks);
-# then tools/bench/gpu_families.py within F seconds (0: not run); then GPTQ with its calibration
-# passes on CUDA against the CPU within G seconds (0: not run).
+# then GPTQ with its calibration passes on CUDA against the CPU within G seconds (0: not run);
+# then tools/bench/gpu_families.py within F seconds (0: not run). T + G + F must fit the call.
 set -uo pipefail
 mkdir -p /tmp/ortparts && cp build/gpu/ortgpu.part-* /tmp/ortparts/ && ls -la /tmp/ortparts > "$OUT/parts.txt"
 eval "$(bash build/gpu/unpack.sh)" || { echo "unpacking onnxruntime-gpu failed"; exit 3; }
+# The stage binaries gpu_prepare.sh packed (with Python's lzma, as unpack.sh: the host may lack xz).
+python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" \
+  build/gpu/bin.tar.xz build/gpu/bin || { echo "unpacking the stage binaries failed"; exit 3; }
 echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH" | tee -a "$OUT/parts.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >> "$OUT/parts.txt" 2>&1
 python3 -c "import torch, transformers, onnx; print(torch.__version__, transformers.__version__, onnx.__version__)" \
@@ -22,14 +25,6 @@ timeout "${T:-480}" python3 tools/bench/gpu_bench.py --bin build/gpu/bin \
   --budget-seconds "${B:-290}" --deadline-seconds "${D:-420}" --stage-timeout "${ST:-120}" --masks "${MASKS:-50}" \
   --contenders "${C:-}" 2>&1 | tee "$OUT/bench-gpu.log"
 echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench-gpu.log"
-# Then fused attention on CUDA for every architecture that has it (tiny models, bf16, against
-# float32 on the CPU; about 5 s each): F bounds it (s, 200), 0 skips it.
-if [ "${F:-200}" != 0 ]; then
-  timeout "${F:-200}" python3 tools/bench/gpu_families.py --bin build/gpu/bin --device cuda --dtype bf16 \
-    --work /tmp/families --json "$OUT/families.json" --markdown "$OUT/families.md" \
-    --deadline-seconds "$(( ${F:-200} - 25 ))" 2>&1 | tee "$OUT/families.log"
-  echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/families.log"
-fi
 # Then `quantize --method gptq` on the 135M fp32 shape the bench exported, its calibration passes
 # (and the block graphs' own second-moment GEMMs, TF32 off) on CUDA and on the CPU: the times,
 # and each quantized model's NLL on the bench tokens through the CPU provider. G bounds it (s, 90).
@@ -41,10 +36,21 @@ if [ "${G:-90}" != 0 ] && [ -f "$W/model/manifest.json" ]; then
     for device in cuda cpu; do
       start=$(date +%s%N)
       build/gpu/bin/quantize --model "$W/model" --out "/tmp/gptq-$device" --scheme int4 --method gptq \
-        --tokens "$W/tokens.parquet" --device "$device" --overwrite || echo "quantize --device $device failed"
+        --tokens "$W/tokens.parquet" --device "$device" --overwrite || { echo "quantize --device $device failed"; continue; }
       echo "gptq --device $device: $(( ($(date +%s%N) - start) / 1000000 )) ms"
       build/gpu/bin/evaluate --model "/tmp/gptq-$device" --tokens "$W/tokens.parquet" --mask "$mask" \
-        --out "/tmp/gptq-$device.parquet" --overwrite --quiet
+        --out "/tmp/gptq-$device.parquet" --overwrite --quiet || echo "evaluate of the --device $device model failed"
     done' _ "$W" 2>&1 | tee "$OUT/gptq.log"
   echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/gptq.log"
+elif [ "${G:-90}" != 0 ]; then
+  echo "no $W/model: the bench did not export the smollm2-135m-fp32 shape (SHAPES), GPTQ not run" | tee "$OUT/gptq.log"
+fi
+
+# Then fused attention on CUDA for every architecture that has it (tiny models, bf16, against
+# float32 on the CPU; about 5 s each): F bounds it (s, 200), 0 skips it.
+if [ "${F:-200}" != 0 ]; then
+  timeout "${F:-200}" python3 tools/bench/gpu_families.py --bin build/gpu/bin --device cuda --dtype bf16 \
+    --work /tmp/families --json "$OUT/families.json" --markdown "$OUT/families.md" \
+    --deadline-seconds "$(( ${F:-200} - 25 ))" 2>&1 | tee "$OUT/families.log"
+  echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/families.log"
 fi

@@ -94,8 +94,8 @@ pub struct TaskOutcome {
 
 /// Scores the masks of `config` on its tasks (the full model first, as the reference of the
 /// utility), checkpointing the choice log after a task of `checkpoint_every` masks (at the
-/// pace of [`SavePace`]) and resuming from it; or, with `merge`, joins finished shards' choice logs. Writes the
-/// choice log, the evaluation table and the accuracy table.
+/// pace of [`SavePace`]) and resuming from it; or, with `merge`, joins finished shards'
+/// choice logs. Writes the choice log, the evaluation table and the accuracy table.
 pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Result<TaskOutcome> {
     let model_dir = &config.model;
     // The manifest tells all but the scores; the model's sessions are opened only if there
@@ -445,8 +445,8 @@ fn merged_rows(shards: &[PathBuf], identity: &RunIdentity<'_>) -> Result<Vec<Tas
 }
 
 /// Scores `todo`, appending to `rows` and checkpointing after a task of `checkpoint_every`
-/// masks when [`SavePace`] says a save is due (and what it has when scoring fails); returns
-/// the number of blocks run.
+/// masks when [`SavePace`] says a save is due, and with what it has when the scoring fails;
+/// returns the number of blocks run.
 fn score_masks(
     outputs: &Outputs<'_>,
     todo: &[Mask],

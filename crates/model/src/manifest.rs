@@ -278,20 +278,21 @@ impl Manifest {
     /// one thread would report it.
     pub fn verify_files(&self, dir: &Path) -> Result<(), ModelError> {
         let files: Vec<(&String, &String)> = self.files.iter().collect();
+        // Once a file has failed, the files after it in the manifest's order are skipped
+        // (those before it are still checked: one of them would be the failure to report).
+        let first_failed = std::sync::atomic::AtomicUsize::new(usize::MAX);
         let checked = layerprune_core::parallel::map_in_order(
             &files,
             VERIFY_THREADS,
-            |_, (relative, expected)| {
-                let path = confined(dir, relative)?;
-                let actual = sha256_file(&path)?;
-                if &actual != *expected {
-                    return Err(ModelError::HashMismatch {
-                        path,
-                        expected: (*expected).clone(),
-                        actual,
-                    });
+            |at, (relative, expected)| {
+                if at > first_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(());
                 }
-                Ok(())
+                let checked = check_hash(dir, relative, expected);
+                if checked.is_err() {
+                    first_failed.fetch_min(at, std::sync::atomic::Ordering::Relaxed);
+                }
+                checked
             },
         );
         checked.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -425,6 +426,20 @@ fn read_manifest(dir: &Path) -> Result<Vec<u8>, ModelError> {
 /// The model id: sha256 of the manifest's bytes, which include every part's hash.
 pub fn model_id(dir: &Path) -> Result<String, ModelError> {
     sha256_file(&dir.join(MANIFEST_FILE))
+}
+
+/// Whether the file `relative` of `dir` (confined to it) has the sha256 `expected`.
+fn check_hash(dir: &Path, relative: &str, expected: &str) -> Result<(), ModelError> {
+    let path = confined(dir, relative)?;
+    let actual = sha256_file(&path)?;
+    if actual != expected {
+        return Err(ModelError::HashMismatch {
+            path,
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// Threads [`Manifest::verify_files`] hashes on at most: beyond this many, parallel reads

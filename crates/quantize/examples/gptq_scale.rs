@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use layerprune_quantize::gptq::{gptq_int4, Factor, Hessian};
+use layerprune_quantize::gptq::{gptq_int4, Hessian, InverseFactor};
 use ndarray::Array2;
 
 /// Calibration rows of the second moments here (fewer than the widths: the damping makes up).
@@ -54,7 +54,7 @@ fn main() {
         }
         let h = hessian(k);
         let start = Instant::now();
-        let factor = Factor::new(h, 0.01).expect("positive definite");
+        let factor = InverseFactor::new(h, 0.01).expect("positive definite");
         let factoring = start.elapsed().as_secs_f64();
         println!("K = {k}: factor {factoring:.2} s");
         block_seconds += factoring;

@@ -29,7 +29,7 @@ use ort::value::TensorRef;
 use protobuf::EnumOrUnknown;
 
 use crate::folder::FileLoader;
-use crate::gptq::{gptq_int4, gptq_int8, Factor, Hessian};
+use crate::gptq::{gptq_int4, gptq_int8, Hessian, InverseFactor};
 use crate::graph::{external_location, quantizable_inputs, Rounding};
 use crate::quant::{Int4Blockwise, Int8PerChannel};
 use crate::QuantizeError;
@@ -55,11 +55,13 @@ fn float_output(name: &str) -> ValueInfoProto {
     }
 }
 
-/// Calibration rows (window tokens) one run of a graph takes: what bounds the memory of the
-/// passes, since a block's run holds every MatMul input of its rows (at Llama-2-7B's widths,
-/// about 0.5 GB for 8,192 rows), while the hidden states of all windows are kept between
-/// blocks (`rows × width` floats: 4.3 GB for GPTQ's published 128 windows of 2,048 tokens
-/// at width 4,096).
+/// Calibration rows (window tokens) one run of a graph takes, or one window where a window is
+/// longer: what bounds the memory of a run, which holds the block's intermediates for its
+/// rows (at Llama-2-7B's widths about 0.5 GB of MatMul inputs for 8,192 rows, and the
+/// attention's scores, which grow with the square of the window: 4 windows of 2,048 tokens,
+/// 32 heads, about 2 GB). Besides, the hidden states of all windows are kept (`rows × width`
+/// floats: 4.3 GB for GPTQ's published 128 windows of 2,048 tokens at width 4,096), each run's
+/// output written over its own input.
 const ROWS_PER_RUN: usize = 8192;
 
 /// Prefix of the outputs the probe graph adds: one `K × K` second-moment matrix per MatMul
@@ -122,7 +124,13 @@ impl Activations {
             let all = hidden
                 .get_or_insert_with(|| Array3::zeros((windows.len(), length, states.shape()[2])));
             let first = run * windows_per_run;
-            copy_rows(all, first, states, embed, "embedding output")?;
+            copy_windows(
+                all,
+                first..first + chunk.len(),
+                states,
+                embed,
+                "embedding output",
+            )?;
         }
         Ok(Activations {
             runtime,
@@ -174,7 +182,6 @@ impl Activations {
             .commit_from_memory(&bytes)
             .map_err(|e| onnx_error(path, e))?;
         let mut hessians: Vec<Hessian> = inputs.iter().map(|&(_, k)| Hessian::new(k)).collect();
-        let mut next = Array3::<f32>::zeros(self.hidden.dim());
         let windows = self.hidden.shape()[0];
         for first in (0..windows).step_by(self.windows_per_run) {
             let last = (first + self.windows_per_run).min(windows);
@@ -207,9 +214,8 @@ impl Activations {
                 .map_err(|e| onnx_error(path, e))?
                 .into_dimensionality::<Ix3>()
                 .map_err(|e| onnx_error(path, format!("block output: {e}")))?;
-            copy_rows(&mut next, first, states, path, "block output")?;
+            copy_windows(&mut self.hidden, first..last, states, path, "block output")?;
         }
-        self.hidden = next;
         Ok(inputs
             .into_iter()
             .map(|(name, _)| name)
@@ -218,27 +224,23 @@ impl Activations {
     }
 }
 
-/// Copies one run's states (`[windows, tokens, width]`) into `all` from window `first` on.
-fn copy_rows(
+/// Copies one run's states (`[windows, tokens, width]`) into the windows `windows` of `all`.
+fn copy_windows(
     all: &mut Array3<f32>,
-    first: usize,
+    windows: std::ops::Range<usize>,
     states: ArrayView3<f32>,
     path: &Path,
     what: &str,
 ) -> Result<(), QuantizeError> {
     let (_, tokens, width) = all.dim();
-    let windows = states.shape()[0];
-    if states.shape()[1..] != [tokens, width] || first + windows > all.shape()[0] {
+    let expected = [windows.len(), tokens, width];
+    if states.shape() != expected {
         return Err(onnx_error(
             path,
-            format!(
-                "{what} has shape {:?}, not [{windows}, {tokens}, {width}]",
-                states.shape()
-            ),
+            format!("{what} has shape {:?}, not {expected:?}", states.shape()),
         ));
     }
-    all.slice_mut(s![first..first + windows, .., ..])
-        .assign(&states);
+    all.slice_mut(s![windows, .., ..]).assign(&states);
     Ok(())
 }
 
@@ -282,7 +284,7 @@ pub struct Gptq {
     /// Inputs no weight has needed yet.
     hessians: HashMap<String, Hessian>,
     /// Inputs factored, kept for the other weights reading them.
-    factors: HashMap<String, Factor>,
+    factors: HashMap<String, InverseFactor>,
     damp: f64,
     graph: PathBuf,
 }
@@ -299,7 +301,7 @@ impl Gptq {
 
     /// The factor of `input`'s second moments, made when a weight first needs it (and its
     /// matrix then dropped).
-    fn factor(&mut self, input: &str) -> Result<&Factor, QuantizeError> {
+    fn factor(&mut self, input: &str) -> Result<&InverseFactor, QuantizeError> {
         if !self.factors.contains_key(input) {
             let hessian = self.hessians.remove(input).ok_or_else(|| {
                 onnx_error(
@@ -307,7 +309,7 @@ impl Gptq {
                     format!("no calibration activations for MatMul input {input}"),
                 )
             })?;
-            let factor = Factor::new(hessian, self.damp)?;
+            let factor = InverseFactor::new(hessian, self.damp)?;
             self.factors.insert(input.to_string(), factor);
         }
         Ok(&self.factors[input])

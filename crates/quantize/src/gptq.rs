@@ -55,11 +55,18 @@ impl Hessian {
 /// The upper-triangular `U` with `H⁻¹ = Uᵀ U`, for `H` symmetric positive definite: one
 /// Cholesky factorization of `H` with rows and columns reversed (`J H J = L Lᵀ`) and the
 /// inverse of that triangle, since `H⁻¹ = (J L⁻¹ J)ᵀ (J L⁻¹ J)` and `J L⁻¹ J` is upper
-/// triangular. Reversing rows and columns of a row-major matrix reverses its storage, so
-/// both reversals happen in place: two `K × K` matrices at a time (1.9 GB at K = 11,008).
+/// triangular. Reversing rows and columns of a row-major matrix reverses its storage, so both
+/// reversals happen in place; at the peak, `L`, `L⁻¹` and the inverse's panels in flight are
+/// held (about 2.5 `K × K` matrices: 2.4 GB at K = 11,008).
 pub fn inverse_cholesky_upper(h: Array2<f64>) -> Result<Array2<f64>, QuantizeError> {
     let k = h.nrows();
-    let mut reversed = h.into_raw_vec_and_offset().0;
+    if h.ncols() != k {
+        return Err(QuantizeError::Unsupported(format!(
+            "GPTQ: a second-moment matrix of shape {:?}, not square",
+            h.shape()
+        )));
+    }
+    let mut reversed = row_major(h);
     reversed.reverse();
     let factor = Cholesky::with_tolerance_owned(reversed, k, 0.0).map_err(|refused| {
         QuantizeError::Unsupported(format!(
@@ -72,6 +79,22 @@ pub fn inverse_cholesky_upper(h: Array2<f64>) -> Result<Array2<f64>, QuantizeErr
     drop(factor);
     inv.reverse();
     Ok(Array2::from_shape_vec((k, k), inv).expect("k × k values"))
+}
+
+/// The elements of `a` in row-major order: its own storage when it is laid out so (no copy),
+/// else a copy.
+fn row_major(a: Array2<f64>) -> Vec<f64> {
+    if !a.is_standard_layout() {
+        return a.iter().copied().collect();
+    }
+    let len = a.len();
+    let (mut storage, first) = a.into_raw_vec_and_offset();
+    let first = first.unwrap_or(0);
+    if first != 0 || storage.len() != len {
+        // A view's owner: the elements are a contiguous run inside a larger allocation.
+        storage = storage[first..first + len].to_vec();
+    }
+    storage
 }
 
 /// `H` with dead inputs (never non-zero) made harmless and `damp × mean(diag H)` added to the
@@ -141,7 +164,7 @@ const MIN_ROWS_PER_THREAD: usize = 16;
 /// the result is the one-thread result bit for bit (a test).
 fn sweep_rows<C: Send, G: Send>(
     w: &mut Array2<f64>,
-    factor: &Factor,
+    factor: &InverseFactor,
     threads: usize,
     (codes, per_row_codes): (&mut [C], usize),
     (grid, per_row_grid): (&mut [G], usize),
@@ -161,21 +184,21 @@ fn sweep_rows<C: Send, G: Send>(
 }
 
 /// What GPTQ needs of one MatMul input's second moments, for every weight that reads that
-/// input (q, k and v read the same one; so do an MLP's gate and up): the upper factor of the
-/// conditioned matrix's inverse, and which inputs were dead. Factoring is the `O(K³)` part, so
-/// it is done once per input.
+/// input (q, k and v read the same one; so do an MLP's gate and up): the upper Cholesky factor
+/// of the conditioned matrix's inverse, and which inputs were dead. Factoring is the `O(K³)`
+/// part, so it is done once per input.
 #[derive(Debug)]
-pub struct Factor {
+pub struct InverseFactor {
     u: Array2<f64>,
     dead: Vec<bool>,
 }
 
-impl Factor {
+impl InverseFactor {
     /// Conditions `h` with `damp` (GPTQ's relative damping) and factors it, in its place.
     pub fn new(h: Hessian, damp: f64) -> Result<Self, QuantizeError> {
         let (m, dead) = conditioned(h, damp);
         let u = inverse_cholesky_upper(m)?;
-        Ok(Factor { u, dead })
+        Ok(InverseFactor { u, dead })
     }
 
     /// The input width `K`.
@@ -211,7 +234,7 @@ pub fn gptq_int8(
     w_nk: &[f32],
     n: usize,
     k: usize,
-    factor: &Factor,
+    factor: &InverseFactor,
 ) -> Result<Int8PerChannel, QuantizeError> {
     gptq_int8_on(w_nk, n, k, factor, sweep_threads())
 }
@@ -220,7 +243,7 @@ fn gptq_int8_on(
     w_nk: &[f32],
     n: usize,
     k: usize,
-    factor: &Factor,
+    factor: &InverseFactor,
     threads: usize,
 ) -> Result<Int8PerChannel, QuantizeError> {
     let mut scales: Vec<f32> = (0..n)
@@ -272,7 +295,7 @@ pub fn gptq_int4(
     n: usize,
     k: usize,
     block_size: usize,
-    factor: &Factor,
+    factor: &InverseFactor,
 ) -> Result<Int4Blockwise, QuantizeError> {
     gptq_int4_on(w_nk, n, k, block_size, factor, sweep_threads())
 }
@@ -282,7 +305,7 @@ fn gptq_int4_on(
     n: usize,
     k: usize,
     block_size: usize,
-    factor: &Factor,
+    factor: &InverseFactor,
     threads: usize,
 ) -> Result<Int4Blockwise, QuantizeError> {
     let mut w = factor.weight(w_nk, n, k)?;
@@ -326,6 +349,7 @@ mod test_common;
 mod tests {
     use super::*;
     use crate::quant::{quantize_int4_blockwise, quantize_int8_per_channel};
+    use ndarray::ShapeBuilder;
 
     use super::test_common::noise;
 
@@ -371,12 +395,26 @@ mod tests {
     }
 
     #[test]
+    fn row_major_storage_of_any_layout() {
+        let a = Array2::from_shape_fn((4, 3), |(i, j)| (i * 3 + j) as f64);
+        let expected: Vec<f64> = (0..12).map(f64::from).collect();
+        assert_eq!(row_major(a.clone()), expected);
+        let column_major = Array2::from_shape_fn((4, 3).f(), |(i, j)| (i * 3 + j) as f64);
+        assert!(!column_major.is_standard_layout());
+        assert_eq!(row_major(column_major), expected);
+        let mut sliced = Array2::from_shape_fn((6, 3), |(i, j)| (i * 3 + j) as f64 - 3.0);
+        sliced.slice_collapse(s![1..5, ..]);
+        assert!(sliced.is_standard_layout());
+        assert_eq!(row_major(sliced), expected);
+    }
+
+    #[test]
     fn uncorrelated_inputs_give_round_to_nearest() {
         let (n, k) = (12, 64);
         let w = noise(n * k, 3);
         let mut h = Hessian::new(k);
         h.h = Array2::eye(k) * 10.0;
-        let factor = Factor::new(h.clone(), 0.01).unwrap();
+        let factor = InverseFactor::new(h.clone(), 0.01).unwrap();
         let q8 = gptq_int8(&w, n, k, &factor).unwrap();
         assert_eq!(q8, quantize_int8_per_channel(&w, n, k));
         let q4 = gptq_int4(&w, n, k, 32, &factor).unwrap();
@@ -391,7 +429,7 @@ mod tests {
         let mut h = Hessian::new(k);
         h.add(x.view());
         assert_eq!(h.rows, rows);
-        let factor = Factor::new(h.clone(), 0.01).unwrap();
+        let factor = InverseFactor::new(h.clone(), 0.01).unwrap();
         let rtn8 = output_error(
             &x,
             &w,
@@ -427,7 +465,7 @@ mod tests {
         x.column_mut(3).fill(0.0);
         let mut h = Hessian::new(k);
         h.add(x.view());
-        let factor = Factor::new(h.clone(), 0.01).unwrap();
+        let factor = InverseFactor::new(h.clone(), 0.01).unwrap();
         let q = gptq_int4(&w, n, k, 16, &factor).unwrap().dequantize();
         for r in 0..n {
             assert_eq!(q[r * k + 3], 0.0);
@@ -442,7 +480,7 @@ mod tests {
         let x = correlated_inputs(rows, k);
         let mut h = Hessian::new(k);
         h.add(x.view());
-        let factor = Factor::new(h.clone(), 0.01).unwrap();
+        let factor = InverseFactor::new(h.clone(), 0.01).unwrap();
         let one = gptq_int4_on(&w, n, k, 32, &factor, 1).unwrap();
         assert_eq!(gptq_int4_on(&w, n, k, 32, &factor, 5).unwrap(), one);
         assert_eq!(gptq_int4_on(&w, n, k, 32, &factor, 3).unwrap(), one);
