@@ -59,6 +59,18 @@ impl SavePace {
         self.last = Some((Instant::now(), started.elapsed()));
         Ok(saved)
     }
+
+    /// Runs `save` if one is [`SavePace::due`]: `Ok(None)` when it was skipped.
+    pub fn save_when_due<T, E>(
+        &mut self,
+        save: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        if self.due() {
+            self.save(save).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(test)]

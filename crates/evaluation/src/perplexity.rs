@@ -253,9 +253,7 @@ pub fn run_evaluation(
             ));
         }
         done_before += chunk.len();
-        if pace.due() {
-            pace.save(|| checkpoint(&mut table, &rows))?;
-        }
+        pace.save_when_due(|| checkpoint(&mut table, &rows))?;
     }
     progress(Progress::Finished);
     let seconds = started.elapsed().as_secs_f64();

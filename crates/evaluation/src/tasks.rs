@@ -557,9 +557,7 @@ fn score_masks(
             // Checkpoints are written as incomplete, at a pace that keeps writing the growing
             // log under a tenth of the run (`SavePace`); the caller's last write says whether
             // every mask is done.
-            if pace.due() {
-                pace.save(|| outputs.write(rows, seconds, false))?;
-            }
+            pace.save_when_due(|| outputs.write(rows, seconds, false))?;
         }
         done += chunk.len();
         progress(Progress::Evaluated { done });

@@ -166,13 +166,7 @@ impl Activations {
         for ((name, k), gram) in inputs.iter().zip(&grams) {
             add_gram(graph, name, *k, gram);
         }
-        for tensor in graph.initializer.iter_mut() {
-            if external_location(tensor).is_some() {
-                tensor.raw_data = loader.raw_bytes(tensor)?;
-                tensor.external_data.clear();
-                tensor.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
-            }
-        }
+        inline_weights(graph, loader)?;
         let bytes = probe
             .write_to_bytes()
             .map_err(|e| onnx_error(path, format!("cannot encode the probe graph: {e}")))?;
@@ -222,6 +216,19 @@ impl Activations {
             .zip(hessians)
             .collect())
     }
+}
+
+/// Moves the weights `graph` reads from external files into the graph: a graph loaded from
+/// memory has no folder to resolve those files against.
+fn inline_weights(graph: &mut GraphProto, loader: &FileLoader) -> Result<(), QuantizeError> {
+    for tensor in graph.initializer.iter_mut() {
+        if external_location(tensor).is_some() {
+            tensor.raw_data = loader.raw_bytes(tensor)?;
+            tensor.external_data.clear();
+            tensor.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
+        }
+    }
+    Ok(())
 }
 
 /// Copies one run's states (`[windows, tokens, width]`) into the windows `windows` of `all`.
@@ -382,13 +389,7 @@ mod tests {
         for (name, _) in &inputs {
             graph.output.push(float_output(name));
         }
-        for tensor in graph.initializer.iter_mut() {
-            if external_location(tensor).is_some() {
-                tensor.raw_data = loader.raw_bytes(tensor).unwrap();
-                tensor.external_data.clear();
-                tensor.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
-            }
-        }
+        inline_weights(graph, &loader).unwrap();
         let mut session = session_builder(&path, &activations.runtime)
             .unwrap()
             .commit_from_memory(&probe.write_to_bytes().unwrap())

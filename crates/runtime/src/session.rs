@@ -61,13 +61,11 @@ pub(crate) fn open_sessions(
     options: &RuntimeOptions,
     capture: impl Fn(usize) -> bool + Sync,
 ) -> Result<Vec<Session>, RuntimeError> {
+    // map_in_order also stops at the cores and the paths.
     let workers = match options.device {
-        Device::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Device::Cpu => MAX_PARALLEL_OPENS,
         Device::Cuda(_) => 1,
-    }
-    .min(MAX_PARALLEL_OPENS)
-    .min(paths.len())
-    .max(1);
+    };
     // Started here, so the workers never race to start it.
     environment(options.threads)?;
     layerprune_core::parallel::map_in_order(paths, workers, |i, path| {
