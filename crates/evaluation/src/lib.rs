@@ -1,7 +1,7 @@
 //! The evaluation run of the `evaluate` stage, as library calls a binary (or a test) makes
 //! with a validated config: which masks a run evaluates ([`MaskSource`], a [`Shard`] of
 //! them), the resumable evaluation table (checkpointed every few masks, less often once the
-//! table is large enough that rewriting it would cost more than a tenth of the run: [`pace`];
+//! table is large enough that rewriting it would cost more than a tenth of the run: `pace`;
 //! a run started again on its partial output continues it without losing or repeating a row,
 //! and writes the rows in the order an uninterrupted run does), the merge of shard tables into one (refusing
 //! missing, duplicated or foreign shards), the full model's block statistics, and the same

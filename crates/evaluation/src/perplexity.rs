@@ -132,7 +132,7 @@ fn device_memory(device: Device) -> Option<DeviceMemory> {
 
 /// Evaluates the masks of `config` into its output table, resuming a partial one: the
 /// output is rewritten every `checkpoint_every` masks (once writing it takes long, only after
-/// ten times the last write's time: [`SavePace`]), so a killed run started again loses at
+/// ten times the last write's time: `pace::SavePace`), so a killed run started again loses at
 /// most that work, and its rows are always in the mask list's order.
 pub fn run_evaluation(
     config: &EvaluationConfig,

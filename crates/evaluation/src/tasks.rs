@@ -94,7 +94,7 @@ pub struct TaskOutcome {
 
 /// Scores the masks of `config` on its tasks (the full model first, as the reference of the
 /// utility), checkpointing the choice log after a task of `checkpoint_every` masks (at the
-/// pace of [`SavePace`]) and resuming from it; or, with `merge`, joins finished shards'
+/// pace of `pace::SavePace`) and resuming from it; or, with `merge`, joins finished shards'
 /// choice logs. Writes the choice log, the evaluation table and the accuracy table.
 pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Result<TaskOutcome> {
     let model_dir = &config.model;
