@@ -273,7 +273,7 @@ impl Manifest {
 
     /// Checks the folder: every listed file's sha256 matches the folder's contents, then every
     /// external-data file the graphs use is listed in `files` (and stays inside `dir`).
-    /// The files are hashed on up to [`VERIFY_THREADS`] threads (a 7B model's 13.5 GB took
+    /// The files are hashed on up to `VERIFY_THREADS` (8) threads (a 7B model's 13.5 GB took
     /// about 20 s on one core); a failure reported is the first in the manifest's order, as
     /// one thread would report it.
     pub fn verify_files(&self, dir: &Path) -> Result<(), ModelError> {
