@@ -15,8 +15,8 @@ pub const FORMAT_NAME: &str = "layerprune-surrogate";
 /// The layout version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// A fitted surrogate with what it predicts: written as it is ([`FileOut`]), read field by
-/// field ([`FileIn`]).
+/// A fitted surrogate with what it predicts: written as it is (`FileOut`), read field by
+/// field (`FileIn`).
 #[derive(Clone, Debug, Serialize)]
 pub struct SavedSurrogate {
     /// Short name of the predicted game value (`fit-surrogate --value`), e.g. "utility" or
