@@ -6,8 +6,8 @@
 //! uncentred 0/1 features the intercept is wrong unless the caller centres them, and (b) stops
 //! at a duality-gap tolerance after many sweeps over ~500 strongly correlated columns, so it is
 //! neither exact nor fast at L = 32. The normal equations here are exact, and building them
-//! exploits the 0/1 features: a mask contributes only to the entries of its kept blocks and
-//! kept pairs. `tests/ridge_against_linfa.rs` checks the solver against linfa on a small case.
+//! exploits the 0/1 features: each feature is a column of bits over the masks, and an entry
+//! of the Gram matrix is the count of bits two columns share. `tests/ridge_against_linfa.rs` checks the solver against linfa on a small case.
 //!
 //! Standardisation: features are centred (so that the intercept, which is not penalised, drops
 //! out of the system) but not scaled. Every feature is a 0/1 indicator already, so one α
@@ -35,9 +35,9 @@ pub struct QuadraticSurrogate {
 }
 
 /// Most players of a quadratic fit: 8,256 features, whose three dense p × p matrices (the
-/// Gram matrix, the centred system, its factor) take 1.5 GiB (a fit of 50 masks at 128
-/// players: 9.2 s and 1.4 GB on 2 cores, `fit-surrogate`; 174 s before the factorization ran
-/// in panels on every core, `layerprune_core::linalg`).
+/// Gram matrix, the centred system, its factor) take 1.5 GiB (a fit of 8,000 masks at 128
+/// players: 7 s and 1.4 GB on 2 cores, `fit-surrogate`, most of it the factorization; 174 s
+/// for 50 masks before it ran in panels on every core, `layerprune_core::linalg`).
 /// Every transformer released so far has fewer blocks (Llama 3.1 405B: 126).
 pub const MAX_PLAYERS: usize = 128;
 
@@ -67,19 +67,16 @@ impl QuadraticSurrogate {
                 gib: 3.0 * 8.0 * (features as f64).powi(2) / f64::from(1u32 << 30),
             });
         }
-        let mut equations = NormalEquations::new(num_features(num_players));
-        let mut active = Vec::with_capacity(num_features(num_players));
-        for (mask, &target) in masks.iter().zip(targets) {
-            active.clear();
-            let kept = mask.kept_blocks();
-            active.extend_from_slice(&kept);
-            for (a, &i) in kept.iter().enumerate() {
-                for &j in &kept[a + 1..] {
-                    active.push(pair_feature(num_players, i, j));
+        let equations =
+            NormalEquations::of_binary_rows(num_features(num_players), targets, |row, active| {
+                let kept = masks[row].kept_blocks();
+                active.extend_from_slice(&kept);
+                for (a, &i) in kept.iter().enumerate() {
+                    for &j in &kept[a + 1..] {
+                        active.push(pair_feature(num_players, i, j));
+                    }
                 }
-            }
-            equations.add_binary_row(&active, target);
-        }
+            });
         let (intercept, weights) = equations.solve(ridge_alpha)?;
         let linear = weights[..num_players].to_vec();
         let mut pairs = vec![vec![0.0; num_players]; num_players];
@@ -191,8 +188,8 @@ impl Surrogate for QuadraticSurrogate {
 }
 
 /// The sufficient statistics of a least-squares problem with an intercept: raw Σ x xᵀ, Σ x,
-/// Σ x y, Σ y and n. Centring happens in [`NormalEquations::solve`], which keeps accumulation
-/// sparse for 0/1 features.
+/// Σ x y, Σ y and n. Centring happens in [`NormalEquations::solve`], which keeps the
+/// statistics of 0/1 features counts.
 struct NormalEquations {
     num_features: usize,
     rows: usize,
@@ -215,17 +212,41 @@ impl NormalEquations {
         }
     }
 
-    /// Adds a row whose features are 1 at `active` (ascending) and 0 elsewhere.
-    fn add_binary_row(&mut self, active: &[usize], target: f64) {
-        self.rows += 1;
-        self.target_sum += target;
-        for (position, &a) in active.iter().enumerate() {
-            self.feature_sums[a] += 1.0;
-            self.cross[a] += target;
-            let gram_row = &mut self.gram[a * self.num_features..(a + 1) * self.num_features];
-            for &b in &active[position..] {
-                gram_row[b] += 1.0;
+    /// The statistics of one row per target whose features are 1 at the indices `active`
+    /// writes for it (given the row's index and an empty list) and 0 elsewhere. The features
+    /// go into bit columns and the Gram matrix is counted from them
+    /// ([`layerprune_core::linalg::binary_gram`]): adding each row's `active²/2` entries one
+    /// by one missed the cache on every entry once the matrix outgrew it (64 players, 8,000
+    /// masks, 5 folds: 30 s). The counts are exact, so the statistics are those of adding
+    /// the rows one by one.
+    fn of_binary_rows(
+        num_features: usize,
+        targets: &[f64],
+        mut active: impl FnMut(usize, &mut Vec<usize>),
+    ) -> Self {
+        let words = targets.len().div_ceil(64);
+        let mut columns = vec![0u64; num_features * words];
+        let mut feature_sums = vec![0.0; num_features];
+        let mut cross = vec![0.0; num_features];
+        let mut target_sum = 0.0;
+        let mut features = Vec::with_capacity(num_features);
+        for (row, &target) in targets.iter().enumerate() {
+            features.clear();
+            active(row, &mut features);
+            target_sum += target;
+            for &a in &features {
+                feature_sums[a] += 1.0;
+                cross[a] += target;
+                columns[a * words + row / 64] |= 1 << (row % 64);
             }
+        }
+        NormalEquations {
+            num_features,
+            rows: targets.len(),
+            gram: layerprune_core::linalg::binary_gram(&columns, words, num_features),
+            feature_sums,
+            cross,
+            target_sum,
         }
     }
 
@@ -324,14 +345,18 @@ mod tests {
 
     #[test]
     fn binary_accumulation_matches_dense_expansion() {
-        // The quadratic fit (sparse statistics) and ridge_solve on the expanded features
-        // (dense statistics) must agree coefficient for coefficient.
+        // The quadratic fit (statistics counted from bit columns) and ridge_solve on the
+        // expanded features (dense statistics) must agree coefficient for coefficient; 150
+        // rows fill two words of each bit column and part of a third.
         let l = 4;
-        let masks: Vec<Mask> = (0..16u32)
-            .map(|bits| Mask::from_kept((0..l).map(|i| bits >> i & 1 == 1).collect()))
+        let masks: Vec<Mask> = (0..150u32)
+            .map(|k| {
+                let bits = (k * 7 + k / 16) % 16;
+                Mask::from_kept((0..l).map(|i| bits >> i & 1 == 1).collect())
+            })
             .collect();
-        let targets: Vec<f64> = (0..16)
-            .map(|k| ((k * 7) % 5) as f64 - 0.3 * k as f64)
+        let targets: Vec<f64> = (0..150)
+            .map(|k| ((k * 7) % 5) as f64 - 0.03 * k as f64)
             .collect();
         let model = QuadraticSurrogate::fit(l, &masks, &targets, 0.01).unwrap();
         let expanded: Vec<Vec<f64>> = masks
