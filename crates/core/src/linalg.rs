@@ -421,6 +421,43 @@ pub fn binary_gram(columns: &[u64], words: usize, num_columns: usize) -> Vec<f64
     gram
 }
 
+/// Adds `Xᵀ diag(w) X` to the upper triangle (`a ≤ b`) of `gram` (row-major `p × p`, `p` the
+/// columns of `x`): `x` holds `weights.len()` rows of `p` features, row-major. The weighted
+/// Gram matrix of a least-squares fit, computed as one product `Xᵀ (W X)` per band of `gram`'s
+/// rows (the band's columns from its first row on, so the lower triangle is skipped but for
+/// the band's diagonal squares, which get their true symmetric entries), the bands dealt to
+/// every core: `matrixmultiply`'s GEMM where adding each row's products entry by entry
+/// missed the cache once the matrix outgrew it.
+pub fn add_weighted_gram(gram: &mut [f64], x: &[f64], weights: &[f64]) {
+    let rows = weights.len();
+    if rows == 0 {
+        return;
+    }
+    assert_eq!(x.len() % rows, 0, "x holds {rows} rows");
+    let p = x.len() / rows;
+    assert_eq!(gram.len(), p * p, "a {p} x {p} Gram matrix");
+    let weighted: Vec<f64> = x
+        .chunks_exact(p)
+        .zip(weights)
+        .flat_map(|(row, &w)| row.iter().map(move |&v| w * v))
+        .collect();
+    const BAND: usize = 64;
+    on_threads(row_blocks(gram, p, 0, BAND), parallelism(), |a0, band| {
+        let m = band.len() / p;
+        // band[.., a0..] += X[.., a0..a0 + m]ᵀ · (W X)[.., a0..]
+        gemm(
+            m,
+            rows,
+            p - a0,
+            1.0,
+            (&x[a0..], 1, p),
+            (&weighted[a0..], p, 1),
+            1.0,
+            (&mut band[a0..], p),
+        );
+    });
+}
+
 /// The number of bits set in both `a` and `b`, with the CPU's population count where it has
 /// one: x86-64's baseline lacks it, and counting bits without it takes about a dozen
 /// instructions a word.
@@ -513,6 +550,31 @@ mod tests {
                     0.0
                 };
                 assert_eq!(gram[a * n + b], expected, "entry ({a}, {b})");
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_gram_is_x_transposed_w_x_on_the_upper_triangle() {
+        // 70 columns (two bands, the second partial) over 9 rows.
+        let (rows, p) = (9usize, 70usize);
+        let x: Vec<f64> = (0..rows * p)
+            .map(|i| ((i * 13 + 5) % 7) as f64 / 7.0 - 0.3)
+            .collect();
+        let weights: Vec<f64> = (0..rows).map(|r| 0.5 + r as f64).collect();
+        let mut gram = vec![1.0; p * p];
+        add_weighted_gram(&mut gram, &x, &weights);
+        for a in 0..p {
+            for b in a..p {
+                let expected = 1.0
+                    + (0..rows)
+                        .map(|r| weights[r] * x[r * p + a] * x[r * p + b])
+                        .sum::<f64>();
+                let got = gram[a * p + b];
+                assert!(
+                    (got - expected).abs() < 1e-12,
+                    "({a}, {b}): {got} vs {expected}"
+                );
             }
         }
     }

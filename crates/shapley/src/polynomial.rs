@@ -33,6 +33,10 @@ pub const MAX_CUBIC_TERMS: usize = 2_048;
 /// Most terms of a fit of any order: a 128 MiB system (and as much again for its factor).
 pub const MAX_TERMS: usize = 4_096;
 
+/// Entries of the dense features a fit builds at a time (8 MiB): rows enough for the Gram
+/// matrix's products to run near the GEMM's peak.
+const CHUNK_ENTRIES: usize = 1 << 20;
+
 /// A multilinear polynomial of order ≤ [`MAX_ORDER`] over `num_players` indicators.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Multilinear {
@@ -115,18 +119,26 @@ impl Multilinear {
         let mut gram = vec![0.0; size * size];
         let mut rhs = vec![0.0; size];
         let mut active = Vec::with_capacity(size);
-        for ((mask, &y), &w) in masks.iter().zip(targets).zip(weights) {
-            let w = w / total_weight;
-            active_terms(n, order, &mask.kept_blocks(), &mut active);
-            // The upper triangle only (`active` ascends), mirrored below: half the work of
-            // the fit's costliest loop.
-            for (position, &p) in active.iter().enumerate() {
-                rhs[p] += w * y;
-                let row = &mut gram[p * size..(p + 1) * size];
-                for &q in &active[position..] {
-                    row[q] += w;
+        // The Gram matrix's upper triangle, a chunk of rows at a time as dense 0/1 features
+        // (`layerprune_core::linalg::add_weighted_gram`), mirrored below.
+        let rows_per_chunk = (CHUNK_ENTRIES / size).max(1);
+        let mut features = Vec::with_capacity(rows_per_chunk * size);
+        let mut chunk_weights = Vec::with_capacity(rows_per_chunk);
+        for (start, chunk) in masks.chunks(rows_per_chunk).enumerate() {
+            let start = start * rows_per_chunk;
+            features.clear();
+            features.resize(chunk.len() * size, 0.0);
+            chunk_weights.clear();
+            for (row, mask) in chunk.iter().enumerate() {
+                let (y, w) = (targets[start + row], weights[start + row] / total_weight);
+                chunk_weights.push(w);
+                active_terms(n, order, &mask.kept_blocks(), &mut active);
+                for &p in &active {
+                    rhs[p] += w * y;
+                    features[row * size + p] = 1.0;
                 }
             }
+            layerprune_core::linalg::add_weighted_gram(&mut gram, &features, &chunk_weights);
         }
         for p in 0..size {
             for q in p + 1..size {
