@@ -31,13 +31,15 @@ impl Cholesky {
     }
 
     /// [`Self::with_tolerance`], factoring `matrix` in its own storage (no copy: what a
-    /// matrix of 11,008 unknowns, 970 MB, needs).
+    /// matrix of 11,008 unknowns, 970 MB, needs), on `threads` threads (0: one per core).
     pub fn with_tolerance_owned(
         matrix: Vec<f64>,
         n: usize,
         tolerance: f64,
+        threads: usize,
     ) -> Result<Self, NotPositiveDefinite> {
-        Self::factor(matrix, n, tolerance, panel_for(n), parallelism())
+        let threads = crate::parallel::threads_or_cores(threads);
+        Self::factor(matrix, n, tolerance, panel_for(n), threads)
     }
 
     /// With `panel >= n`, row by row (the loops the workspace's small systems have always run,
@@ -105,9 +107,10 @@ impl Cholesky {
         &self.lower
     }
 
-    /// `L⁻¹`, lower triangular, row-major.
-    pub fn lower_inverse(&self) -> Vec<f64> {
-        self.inverse(panel_for(self.n), parallelism())
+    /// `L⁻¹`, lower triangular, row-major, on `threads` threads (0: one per core).
+    pub fn lower_inverse(&self, threads: usize) -> Vec<f64> {
+        let threads = crate::parallel::threads_or_cores(threads);
+        self.inverse(panel_for(self.n), threads)
     }
 
     /// With `panel >= n`, row by row, since row i of `X = L⁻¹` is
@@ -214,9 +217,9 @@ fn panel_for(n: usize) -> usize {
     }
 }
 
-/// Threads of the blocked factorization and inverse: one per core.
+/// Threads of the work that has no thread setting: one per core.
 fn parallelism() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    crate::parallel::cores()
 }
 
 /// The rows `first..` of a row-major matrix of `n` columns (`rows`), cut into blocks of
@@ -616,7 +619,7 @@ mod tests {
                 })
                 .collect();
             let factor = Cholesky::new(&a, n).unwrap();
-            let (l, inv) = (factor.lower(), factor.lower_inverse());
+            let (l, inv) = (factor.lower(), factor.lower_inverse(0));
             for i in 0..n {
                 for j in 0..n {
                     let llt: f64 = (0..n).map(|k| l[i * n + k] * l[j * n + k]).sum();
@@ -685,7 +688,7 @@ mod tests {
         let n = BLOCKED_FROM + 37;
         let a = spd(n);
         let factor = Cholesky::new(&a, n).unwrap();
-        let (l, inv) = (factor.lower(), factor.lower_inverse());
+        let (l, inv) = (factor.lower(), factor.lower_inverse(0));
         for (i, j) in [
             (0, 0),
             (5, 3),

@@ -3,6 +3,20 @@
 //! of the results (and so which failure a caller reports first) never depends on which thread
 //! finished first.
 
+/// The cores of this machine (1 where that cannot be told).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// A `--threads` setting as a number of threads: 0 is one per core.
+pub fn threads_or_cores(threads: usize) -> usize {
+    if threads == 0 {
+        cores()
+    } else {
+        threads
+    }
+}
+
 /// `work(index, item)` on every item, on at most `threads` threads (and no more than the cores
 /// or the items), each thread taking the next item no thread has taken; the results in the
 /// items' order. A panic in `work` is raised again on the calling thread.
@@ -11,8 +25,7 @@ pub fn map_in_order<T: Sync, R: Send>(
     threads: usize,
     work: impl Fn(usize, &T) -> R + Sync,
 ) -> Vec<R> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = threads.min(cores).min(items.len()).max(1);
+    let threads = threads.min(cores()).min(items.len()).max(1);
     if threads == 1 {
         return items
             .iter()

@@ -54,14 +54,14 @@ fn main() {
         }
         let h = hessian(k);
         let start = Instant::now();
-        let factor = InverseFactor::new(h, 0.01).expect("positive definite");
+        let factor = InverseFactor::new(h, 0.01, 0).expect("positive definite");
         let factoring = start.elapsed().as_secs_f64();
         println!("K = {k}: factor {factoring:.2} s");
         block_seconds += factoring;
         for &(name, n) in weights {
             let w = noise(n * k, 4);
             let start = Instant::now();
-            gptq_int4(&w, n, k, 32, &factor).expect("gptq");
+            gptq_int4(&w, n, k, 32, &factor, 0).expect("gptq");
             let seconds = start.elapsed().as_secs_f64();
             println!("  {name}: {n} x {k}, sweep {seconds:.2} s");
             block_seconds += seconds;

@@ -294,15 +294,23 @@ pub struct Gptq {
     factors: HashMap<String, InverseFactor>,
     damp: f64,
     graph: PathBuf,
+    /// Threads of the factoring and the sweeps (0: one per core).
+    threads: usize,
 }
 
 impl Gptq {
-    pub fn new(hessians: HashMap<String, Hessian>, damp: f64, graph: PathBuf) -> Self {
+    pub fn new(
+        hessians: HashMap<String, Hessian>,
+        damp: f64,
+        graph: PathBuf,
+        threads: usize,
+    ) -> Self {
         Gptq {
             hessians,
             factors: HashMap::new(),
             damp,
             graph,
+            threads,
         }
     }
 
@@ -316,7 +324,7 @@ impl Gptq {
                     format!("no calibration activations for MatMul input {input}"),
                 )
             })?;
-            let factor = InverseFactor::new(hessian, self.damp)?;
+            let factor = InverseFactor::new(hessian, self.damp, self.threads)?;
             self.factors.insert(input.to_string(), factor);
         }
         Ok(&self.factors[input])
@@ -332,7 +340,8 @@ impl Rounding for Gptq {
         k: usize,
     ) -> Result<Int8PerChannel, QuantizeError> {
         tracing::debug!("gptq int8: {}: {input} (N={n} K={k})", self.graph.display());
-        gptq_int8(w_nk, n, k, self.factor(input)?)
+        let threads = self.threads;
+        gptq_int8(w_nk, n, k, self.factor(input)?, threads)
     }
 
     fn int4(
@@ -344,7 +353,8 @@ impl Rounding for Gptq {
         block_size: usize,
     ) -> Result<Int4Blockwise, QuantizeError> {
         tracing::debug!("gptq int4: {}: {input} (N={n} K={k})", self.graph.display());
-        gptq_int4(w_nk, n, k, block_size, self.factor(input)?)
+        let threads = self.threads;
+        gptq_int4(w_nk, n, k, block_size, self.factor(input)?, threads)
     }
 }
 

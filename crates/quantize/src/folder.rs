@@ -91,7 +91,8 @@ pub struct Calibration {
     pub dataset_id: String,
     /// Fraction of the mean diagonal added to `Σ x xᵀ` (GPTQ's default is 0.01).
     pub damp: f64,
-    /// CPU threads of ONNX Runtime for the calibration passes (0 = one per core).
+    /// CPU threads of ONNX Runtime for the calibration passes, and of GPTQ's factoring and
+    /// sweeps (0 = one per core).
     pub threads: usize,
     /// Where the calibration passes run: the CPU, or a CUDA GPU (an error when the CUDA
     /// execution provider cannot be registered, never a fall-back to the CPU).
@@ -444,6 +445,7 @@ pub fn quantize_folder(
                         activations.block(&model, &path, &loader)?,
                         calibration.damp,
                         path.clone(),
+                        calibration.threads,
                     )),
                     "gptq",
                 ),

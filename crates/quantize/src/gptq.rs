@@ -57,8 +57,12 @@ impl Hessian {
 /// inverse of that triangle, since `H⁻¹ = (J L⁻¹ J)ᵀ (J L⁻¹ J)` and `J L⁻¹ J` is upper
 /// triangular. Reversing rows and columns of a row-major matrix reverses its storage, so both
 /// reversals happen in place; at the peak, `L`, `L⁻¹` and the inverse's panels in flight are
-/// held (about 2.5 `K × K` matrices: 2.4 GB at K = 11,008).
-pub fn inverse_cholesky_upper(h: Array2<f64>) -> Result<Array2<f64>, QuantizeError> {
+/// held (about 2.5 `K × K` matrices: 2.4 GB at K = 11,008). On `threads` threads (0: one per
+/// core).
+pub fn inverse_cholesky_upper(
+    h: Array2<f64>,
+    threads: usize,
+) -> Result<Array2<f64>, QuantizeError> {
     let k = h.nrows();
     if h.ncols() != k {
         return Err(QuantizeError::Unsupported(format!(
@@ -68,14 +72,14 @@ pub fn inverse_cholesky_upper(h: Array2<f64>) -> Result<Array2<f64>, QuantizeErr
     }
     let mut reversed = row_major(h);
     reversed.reverse();
-    let factor = Cholesky::with_tolerance_owned(reversed, k, 0.0).map_err(|refused| {
+    let factor = Cholesky::with_tolerance_owned(reversed, k, 0.0, threads).map_err(|refused| {
         QuantizeError::Unsupported(format!(
             "GPTQ: the calibration inputs' second-moment matrix is not positive definite \
              (pivot {} is {}); more calibration tokens or a larger damping are needed",
             refused.pivot, refused.value
         ))
     })?;
-    let mut inv = factor.lower_inverse();
+    let mut inv = factor.lower_inverse(threads);
     drop(factor);
     inv.reverse();
     Ok(Array2::from_shape_vec((k, k), inv).expect("k × k values"))
@@ -170,7 +174,8 @@ fn sweep_rows<C: Send, G: Send>(
     (grid, per_row_grid): (&mut [G], usize),
     sweep_part: impl Fn(ArrayViewMut2<f64>, &Array2<f64>, &mut [C], &mut [G]) + Sync,
 ) {
-    let rows = w.nrows().div_ceil(threads.max(1)).max(MIN_ROWS_PER_THREAD);
+    let threads = layerprune_core::parallel::threads_or_cores(threads);
+    let rows = w.nrows().div_ceil(threads).max(MIN_ROWS_PER_THREAD);
     let sweep_part = &sweep_part;
     std::thread::scope(|scope| {
         let parts = w
@@ -194,10 +199,11 @@ pub struct InverseFactor {
 }
 
 impl InverseFactor {
-    /// Conditions `h` with `damp` (GPTQ's relative damping) and factors it, in its place.
-    pub fn new(h: Hessian, damp: f64) -> Result<Self, QuantizeError> {
+    /// Conditions `h` with `damp` (GPTQ's relative damping) and factors it, in its place, on
+    /// `threads` threads (0: one per core).
+    pub fn new(h: Hessian, damp: f64, threads: usize) -> Result<Self, QuantizeError> {
         let (m, dead) = conditioned(h, damp);
-        let u = inverse_cholesky_upper(m)?;
+        let u = inverse_cholesky_upper(m, threads)?;
         Ok(InverseFactor { u, dead })
     }
 
@@ -224,22 +230,9 @@ impl InverseFactor {
     }
 }
 
-/// Threads a sweep uses: one per core.
-fn sweep_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-/// GPTQ on int8 per output channel (`w_nk` is `[N, K]`); scales as round-to-nearest's.
+/// GPTQ on int8 per output channel (`w_nk` is `[N, K]`); scales as round-to-nearest's. The
+/// rows are swept on `threads` threads (0: one per core).
 pub fn gptq_int8(
-    w_nk: &[f32],
-    n: usize,
-    k: usize,
-    factor: &InverseFactor,
-) -> Result<Int8PerChannel, QuantizeError> {
-    gptq_int8_on(w_nk, n, k, factor, sweep_threads())
-}
-
-fn gptq_int8_on(
     w_nk: &[f32],
     n: usize,
     k: usize,
@@ -290,17 +283,8 @@ fn gptq_int8_on(
 }
 
 /// GPTQ on int4 blocks of `block_size` inputs (`w_nk` is `[N, K]`), in `MatMulNBits`' layout.
+/// The rows are swept on `threads` threads (0: one per core).
 pub fn gptq_int4(
-    w_nk: &[f32],
-    n: usize,
-    k: usize,
-    block_size: usize,
-    factor: &InverseFactor,
-) -> Result<Int4Blockwise, QuantizeError> {
-    gptq_int4_on(w_nk, n, k, block_size, factor, sweep_threads())
-}
-
-fn gptq_int4_on(
     w_nk: &[f32],
     n: usize,
     k: usize,
@@ -377,7 +361,7 @@ mod tests {
         )
         .unwrap();
         let h = a.t().dot(&a) + Array2::<f64>::eye(k) * 0.5;
-        let u = inverse_cholesky_upper(h.clone()).unwrap();
+        let u = inverse_cholesky_upper(h.clone(), 0).unwrap();
         for i in 0..k {
             for j in 0..i {
                 assert_eq!(u[(i, j)], 0.0);
@@ -391,7 +375,7 @@ mod tests {
         let mut singular = h.clone();
         singular.row_mut(0).fill(0.0);
         singular.column_mut(0).fill(0.0);
-        assert!(inverse_cholesky_upper(singular).is_err());
+        assert!(inverse_cholesky_upper(singular, 0).is_err());
     }
 
     #[test]
@@ -414,10 +398,10 @@ mod tests {
         let w = noise(n * k, 3);
         let mut h = Hessian::new(k);
         h.h = Array2::eye(k) * 10.0;
-        let factor = InverseFactor::new(h.clone(), 0.01).unwrap();
-        let q8 = gptq_int8(&w, n, k, &factor).unwrap();
+        let factor = InverseFactor::new(h.clone(), 0.01, 0).unwrap();
+        let q8 = gptq_int8(&w, n, k, &factor, 0).unwrap();
         assert_eq!(q8, quantize_int8_per_channel(&w, n, k));
-        let q4 = gptq_int4(&w, n, k, 32, &factor).unwrap();
+        let q4 = gptq_int4(&w, n, k, 32, &factor, 0).unwrap();
         assert_eq!(q4, quantize_int4_blockwise(&w, n, k, 32));
     }
 
@@ -429,7 +413,7 @@ mod tests {
         let mut h = Hessian::new(k);
         h.add(x.view());
         assert_eq!(h.rows, rows);
-        let factor = InverseFactor::new(h.clone(), 0.01).unwrap();
+        let factor = InverseFactor::new(h.clone(), 0.01, 0).unwrap();
         let rtn8 = output_error(
             &x,
             &w,
@@ -440,14 +424,14 @@ mod tests {
         let gptq8 = output_error(
             &x,
             &w,
-            &gptq_int8(&w, n, k, &factor).unwrap().dequantize(),
+            &gptq_int8(&w, n, k, &factor, 0).unwrap().dequantize(),
             n,
             k,
         );
         assert!(gptq8 < 0.5 * rtn8, "int8: GPTQ {gptq8} vs RTN {rtn8}");
         for block in [32, 128] {
             let rtn = quantize_int4_blockwise(&w, n, k, block);
-            let gptq = gptq_int4(&w, n, k, block, &factor).unwrap();
+            let gptq = gptq_int4(&w, n, k, block, &factor, 0).unwrap();
             let rtn_error = output_error(&x, &w, &rtn.dequantize(), n, k);
             let gptq_error = output_error(&x, &w, &gptq.dequantize(), n, k);
             assert!(
@@ -465,8 +449,8 @@ mod tests {
         x.column_mut(3).fill(0.0);
         let mut h = Hessian::new(k);
         h.add(x.view());
-        let factor = InverseFactor::new(h.clone(), 0.01).unwrap();
-        let q = gptq_int4(&w, n, k, 16, &factor).unwrap().dequantize();
+        let factor = InverseFactor::new(h.clone(), 0.01, 0).unwrap();
+        let q = gptq_int4(&w, n, k, 16, &factor, 0).unwrap().dequantize();
         for r in 0..n {
             assert_eq!(q[r * k + 3], 0.0);
         }
@@ -480,12 +464,12 @@ mod tests {
         let x = correlated_inputs(rows, k);
         let mut h = Hessian::new(k);
         h.add(x.view());
-        let factor = InverseFactor::new(h.clone(), 0.01).unwrap();
-        let one = gptq_int4_on(&w, n, k, 32, &factor, 1).unwrap();
-        assert_eq!(gptq_int4_on(&w, n, k, 32, &factor, 5).unwrap(), one);
-        assert_eq!(gptq_int4_on(&w, n, k, 32, &factor, 3).unwrap(), one);
-        let one = gptq_int8_on(&w, n, k, &factor, 1).unwrap();
-        assert_eq!(gptq_int8_on(&w, n, k, &factor, 4).unwrap(), one);
+        let factor = InverseFactor::new(h.clone(), 0.01, 0).unwrap();
+        let one = gptq_int4(&w, n, k, 32, &factor, 1).unwrap();
+        assert_eq!(gptq_int4(&w, n, k, 32, &factor, 5).unwrap(), one);
+        assert_eq!(gptq_int4(&w, n, k, 32, &factor, 3).unwrap(), one);
+        let one = gptq_int8(&w, n, k, &factor, 1).unwrap();
+        assert_eq!(gptq_int8(&w, n, k, &factor, 4).unwrap(), one);
         // And GPTQ moved something: the codes are not round-to-nearest's.
         assert_ne!(one, quantize_int8_per_channel(&w, n, k));
     }

@@ -49,9 +49,9 @@ enum MethodArg {
         --device and --threads apply to --method gptq, whose calibration passes run the float\n\
         blocks through ONNX Runtime: on the CPU, or on a CUDA GPU with the onnxruntime-gpu\n\
         library in ORT_DYLIB_PATH (a CUDA request that cannot be met is an error, never a CPU\n\
-        fall-back); --threads is ONNX Runtime's CPU pool there. GPTQ's own work, factoring\n\
-        each input's second moments and sweeping each weight, runs on every core. Rounding to\n\
-        nearest runs no model and refuses both."
+        fall-back). --threads is ONNX Runtime's CPU pool there and the threads of GPTQ's own\n\
+        work, factoring each input's second moments and sweeping each weight (0: one per\n\
+        core). Rounding to nearest runs no model and refuses both."
 )]
 struct Args {
     /// Layered model folder (with manifest.json) or one .onnx file.
