@@ -81,9 +81,7 @@ impl ForestSurrogate {
             }
             Ok(values)
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(masks.len() / MASKS_PER_THREAD);
+        let threads = layerprune_core::parallel::cores().min(masks.len() / MASKS_PER_THREAD);
         if threads <= 1 {
             return predict_run(masks);
         }

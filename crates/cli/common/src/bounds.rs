@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Result};
 use clap::builder::RangedU64ValueParser;
+use layerprune_core::parallel::cores;
 
 /// The most memory a stage may plan to allocate for one table of counts: 64 GiB.
 pub const MEMORY_LIMIT_BYTES: u64 = 64 << 30;
@@ -109,11 +110,6 @@ pub fn cache_bytes(megabytes: usize) -> Result<usize> {
             (isize::MAX as usize) >> 20
         ),
     }
-}
-
-/// Cores of this machine (1 when unknown).
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `--threads`: 0 (one per core) up to four per core of this machine.
