@@ -15,10 +15,16 @@ impl Cholesky {
     /// `None` when the matrix is not numerically positive definite (a pivot not clearly
     /// positive: at most `1e-12` times the largest diagonal entry, or not finite).
     pub fn new(matrix: &[f64], n: usize) -> Option<Self> {
+        Self::new_owned(matrix.to_vec(), n)
+    }
+
+    /// [`Self::new`], factoring `matrix` in its own storage (no copy).
+    pub fn new_owned(matrix: Vec<f64>, n: usize) -> Option<Self> {
         let scale = (0..n)
             .map(|i| matrix[i * n + i].abs())
             .fold(0.0_f64, f64::max);
-        Self::with_tolerance(matrix, n, scale.max(f64::MIN_POSITIVE) * 1e-12).ok()
+        let tolerance = scale.max(f64::MIN_POSITIVE) * 1e-12;
+        Self::factor(matrix, n, tolerance, panel_for(n), parallelism()).ok()
     }
 
     /// The factor, or the first pivot that is not finite or is at most `tolerance`.

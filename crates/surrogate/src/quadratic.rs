@@ -34,10 +34,11 @@ pub struct QuadraticSurrogate {
     pub pairs: Vec<Vec<f64>>,
 }
 
-/// Most players of a quadratic fit: 8,256 features, whose three dense p × p matrices (the
-/// Gram matrix, the centred system, its factor) take 1.5 GiB (a fit of 8,000 masks at 128
-/// players: 7 s and 1.4 GB on 2 cores, `fit-surrogate`, most of it the factorization; 174 s
-/// for 50 masks before it ran in panels on every core, `layerprune_core::linalg`).
+/// Most players of a quadratic fit: 8,256 features, whose dense p × p matrix (the Gram
+/// matrix, turned into the centred system and then its factor in place) takes 0.5 GiB (a fit
+/// of 8,000 masks at 128 players: 7 s on 2 cores, `fit-surrogate`, most of it the
+/// factorization; 174 s for 50 masks before it ran in panels on every core,
+/// `layerprune_core::linalg`).
 /// Every transformer released so far has fewer blocks (Llama 3.1 405B: 126).
 pub const MAX_PLAYERS: usize = 128;
 
@@ -64,7 +65,7 @@ impl QuadraticSurrogate {
             return Err(SurrogateError::TooManyPlayers {
                 players: num_players,
                 features,
-                gib: 3.0 * 8.0 * (features as f64).powi(2) / f64::from(1u32 << 30),
+                gib: 8.0 * (features as f64).powi(2) / f64::from(1u32 << 30),
             });
         }
         let equations =
@@ -265,15 +266,18 @@ impl NormalEquations {
 
     /// Minimises (1/n)·Σ (y − c − wᵀx)² + α‖w‖² over c (unpenalised) and w: with centred
     /// features, (X_cᵀX_c + nαI) w = X_cᵀ y_c and c = ȳ − x̄ᵀw. Returns (c, w).
-    fn solve(&self, alpha: f64) -> Result<(f64, Vec<f64>), SurrogateError> {
+    /// The Gram matrix becomes the centred system and then its factor, in its own storage:
+    /// one `p × p` matrix at a time (545 MB at 128 players).
+    fn solve(self, alpha: f64) -> Result<(f64, Vec<f64>), SurrogateError> {
         let p = self.num_features;
         let n = self.rows as f64;
         let target_mean = self.target_sum / n;
-        let mut system = vec![0.0; p * p];
+        let mut system = self.gram;
         for a in 0..p {
+            // Row a's upper entries (b ≥ a), each written to its mirror below the diagonal
+            // too, which no later row reads.
             for b in a..p {
-                let centred =
-                    self.gram[a * p + b] - self.feature_sums[a] * self.feature_sums[b] / n;
+                let centred = system[a * p + b] - self.feature_sums[a] * self.feature_sums[b] / n;
                 system[a * p + b] = centred;
                 system[b * p + a] = centred;
             }
@@ -282,7 +286,7 @@ impl NormalEquations {
         let rhs: Vec<f64> = (0..p)
             .map(|a| self.cross[a] - self.feature_sums[a] * target_mean)
             .collect();
-        let weights = Cholesky::new(&system, p)
+        let weights = Cholesky::new_owned(system, p)
             .ok_or(SurrogateError::SingularSystem)?
             .solve(&rhs);
         let intercept = target_mean
