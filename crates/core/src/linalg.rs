@@ -393,41 +393,32 @@ fn gemm(
     }
 }
 
-/// The Gram matrix `Σ_r x_ra x_rb` of 0/1 columns stored as bits, in the upper triangle
-/// (`a ≤ b`) of a row-major `num_columns × num_columns` matrix whose lower triangle stays 0:
-/// what the quadratic surrogate's normal equations need. Column `a` is the `words` words
-/// from `a * words`; row `r` is bit `r % 64` of its word `r / 64`. An entry is the number of
-/// bits set in both columns, `words` word operations against the `64 · words` multiply-adds
-/// of dense columns, and exact (an integer), so it equals any other order of summation.
-/// Rows of the result are dealt to every core, round-robin in blocks (a row's work shrinks
-/// with its index).
-pub fn binary_gram(columns: &[u64], words: usize, num_columns: usize) -> Vec<f64> {
-    assert_eq!(
-        columns.len(),
-        words * num_columns,
-        "{num_columns} columns of {words} words"
-    );
+/// Adds the Gram matrix `Σ_r x_ra x_rb` of 0/1 columns stored as bits to the upper triangle
+/// (`a ≤ b`) of `gram`, a row-major `num_columns × num_columns` matrix whose lower triangle
+/// it leaves as it is: what the quadratic surrogate's normal equations need. Column `a` is
+/// the `words` words from `a * words`; row `r` is bit `r % 64` of its word `r / 64`. An
+/// entry is the number of bits set in both columns, `words` word operations against the
+/// `64 · words` multiply-adds of dense columns, and exact (an integer: sums of counts below
+/// 2⁵³ are exact too), so it equals any other order of summation. Rows of `gram` are dealt
+/// to every core, round-robin in blocks (a row's work shrinks with its index).
+pub fn add_binary_gram(gram: &mut [f64], columns: &[u64], words: usize, num_columns: usize) {
     let n = num_columns;
-    let mut gram = vec![0.0; n * n];
+    assert_eq!(columns.len(), words * n, "{n} columns of {words} words");
+    assert_eq!(gram.len(), n * n, "a {n} x {n} Gram matrix");
     if words == 0 || n == 0 {
-        return gram;
+        return;
     }
     const BLOCK: usize = 8;
-    on_threads(
-        row_blocks(&mut gram, n, 0, BLOCK),
-        parallelism(),
-        |a0, rows| {
-            for (i, row) in rows.chunks_exact_mut(n).enumerate() {
-                let a = a0 + i;
-                let column_a = &columns[a * words..(a + 1) * words];
-                for (b, entry) in row.iter_mut().enumerate().skip(a) {
-                    let column_b = &columns[b * words..(b + 1) * words];
-                    *entry = ones_in_both(column_a, column_b) as f64;
-                }
+    on_threads(row_blocks(gram, n, 0, BLOCK), parallelism(), |a0, rows| {
+        for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+            let a = a0 + i;
+            let column_a = &columns[a * words..(a + 1) * words];
+            for (b, entry) in row.iter_mut().enumerate().skip(a) {
+                let column_b = &columns[b * words..(b + 1) * words];
+                *entry += ones_in_both(column_a, column_b) as f64;
             }
-        },
-    );
-    gram
+        }
+    });
 }
 
 /// Adds `Xᵀ diag(w) X` to the upper triangle (`a ≤ b`) of `gram` (row-major `p × p`, `p` the
@@ -550,13 +541,16 @@ mod tests {
                 columns[a * words + r / 64] |= 1 << (r % 64);
             }
         }
-        let gram = binary_gram(&columns, words, n);
+        // Added to a matrix of 0.5s, twice: the lower triangle is left as it was.
+        let mut gram = vec![0.5; n * n];
+        add_binary_gram(&mut gram, &columns, words, n);
+        add_binary_gram(&mut gram, &columns, words, n);
         for a in 0..n {
             for b in 0..n {
                 let expected = if a <= b {
-                    (0..rows).filter(|&r| set(r, a) && set(r, b)).count() as f64
+                    0.5 + 2.0 * (0..rows).filter(|&r| set(r, a) && set(r, b)).count() as f64
                 } else {
-                    0.0
+                    0.5
                 };
                 assert_eq!(gram[a * n + b], expected, "entry ({a}, {b})");
             }

@@ -188,6 +188,10 @@ impl Surrogate for QuadraticSurrogate {
     }
 }
 
+/// Rows whose bit columns are held at a time: 8 KiB a feature, 68 MB at 128 players,
+/// whatever the number of masks.
+const BIT_COLUMN_ROWS: usize = 1 << 16;
+
 /// The sufficient statistics of a least-squares problem with an intercept: raw Σ x xᵀ, Σ x,
 /// Σ x y, Σ y and n. Centring happens in [`NormalEquations::solve`], which keeps the
 /// statistics of 0/1 features counts.
@@ -215,36 +219,43 @@ impl NormalEquations {
 
     /// The statistics of one row per target whose features are 1 at the indices `active`
     /// writes for it (given the row's index and an empty list) and 0 elsewhere. The features
-    /// go into bit columns and the Gram matrix is counted from them
-    /// ([`layerprune_core::linalg::binary_gram`]): adding each row's `active²/2` entries one
-    /// by one missed the cache on every entry once the matrix outgrew it (64 players, 8,000
-    /// masks, 5 folds: 30 s). The counts are exact, so the statistics are those of adding
-    /// the rows one by one.
+    /// go into bit columns, [`BIT_COLUMN_ROWS`] rows at a time, and the Gram matrix is counted
+    /// from them ([`layerprune_core::linalg::add_binary_gram`]): adding each row's
+    /// `active²/2` entries one by one missed the cache on every entry once the matrix outgrew
+    /// it (64 players, 8,000 masks, 5 folds: 27 s, now 1.5 s). The counts are exact, so the
+    /// statistics are those of adding the rows one by one.
     fn of_binary_rows(
         num_features: usize,
         targets: &[f64],
         mut active: impl FnMut(usize, &mut Vec<usize>),
     ) -> Self {
-        let words = targets.len().div_ceil(64);
-        let mut columns = vec![0u64; num_features * words];
+        let mut gram = vec![0.0; num_features * num_features];
         let mut feature_sums = vec![0.0; num_features];
         let mut cross = vec![0.0; num_features];
         let mut target_sum = 0.0;
         let mut features = Vec::with_capacity(num_features);
-        for (row, &target) in targets.iter().enumerate() {
-            features.clear();
-            active(row, &mut features);
-            target_sum += target;
-            for &a in &features {
-                feature_sums[a] += 1.0;
-                cross[a] += target;
-                columns[a * words + row / 64] |= 1 << (row % 64);
+        let mut columns = Vec::new();
+        for (chunk, chunk_targets) in targets.chunks(BIT_COLUMN_ROWS).enumerate() {
+            let first = chunk * BIT_COLUMN_ROWS;
+            let words = chunk_targets.len().div_ceil(64);
+            columns.clear();
+            columns.resize(num_features * words, 0u64);
+            for (row, &target) in chunk_targets.iter().enumerate() {
+                features.clear();
+                active(first + row, &mut features);
+                target_sum += target;
+                for &a in &features {
+                    feature_sums[a] += 1.0;
+                    cross[a] += target;
+                    columns[a * words + row / 64] |= 1 << (row % 64);
+                }
             }
+            layerprune_core::linalg::add_binary_gram(&mut gram, &columns, words, num_features);
         }
         NormalEquations {
             num_features,
             rows: targets.len(),
-            gram: layerprune_core::linalg::binary_gram(&columns, words, num_features),
+            gram,
             feature_sums,
             cross,
             target_sum,
@@ -384,6 +395,51 @@ mod tests {
                 assert!((weights[pair_feature(l, i, j)] - model.pairs[i][j]).abs() < 1e-10);
             }
         }
+    }
+
+    #[test]
+    fn rows_past_one_chunk_of_bit_columns_are_each_counted_once() {
+        // More rows than one chunk of bit columns holds: the statistics of the chunks add up
+        // to those of the dense rows.
+        let l = 3;
+        let rows = BIT_COLUMN_ROWS + 100;
+        let masks: Vec<Mask> = (0..rows)
+            .map(|r| Mask::from_kept((0..l).map(|i| (r * 5 + r / 7) >> i & 1 == 1).collect()))
+            .collect();
+        let targets: Vec<f64> = (0..rows).map(|r| ((r * 13) % 11) as f64 * 0.1).collect();
+        let statistics =
+            NormalEquations::of_binary_rows(num_features(l), &targets, |row, active| {
+                let kept = masks[row].kept_blocks();
+                active.extend_from_slice(&kept);
+                for (a, &i) in kept.iter().enumerate() {
+                    for &j in &kept[a + 1..] {
+                        active.push(pair_feature(l, i, j));
+                    }
+                }
+            });
+        let mut dense = NormalEquations::new(num_features(l));
+        for (mask, &y) in masks.iter().zip(&targets) {
+            let x = mask.to_features();
+            let mut row = x.clone();
+            for i in 0..l {
+                for j in i + 1..l {
+                    row.push(x[i] * x[j]);
+                }
+            }
+            dense.add_dense_row(&row, y);
+        }
+        let p = num_features(l);
+        for a in 0..p {
+            for b in a..p {
+                assert_eq!(
+                    statistics.gram[a * p + b],
+                    dense.gram[a * p + b],
+                    "({a}, {b})"
+                );
+            }
+        }
+        assert_eq!(statistics.feature_sums, dense.feature_sums);
+        assert_eq!(statistics.rows, dense.rows);
     }
 
     #[test]
