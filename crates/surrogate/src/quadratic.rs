@@ -36,7 +36,7 @@ pub struct QuadraticSurrogate {
 
 /// Most players of a quadratic fit: 8,256 features, whose dense p × p matrix (the Gram
 /// matrix, turned into the centred system and then its factor in place) takes 0.5 GiB (a fit
-/// of 8,000 masks at 128 players: 7 s on 2 cores, `fit-surrogate`, most of it the
+/// of 8,000 masks at 128 players: 6–8 s on 2 cores, `fit-surrogate`, most of it the
 /// factorization; 174 s for 50 masks before it ran in panels on every core,
 /// `layerprune_core::linalg`).
 /// Every transformer released so far has fewer blocks (Llama 3.1 405B: 126).
