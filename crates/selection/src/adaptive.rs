@@ -944,7 +944,7 @@ impl RemovalSurrogate {
         let rhs: Vec<f64> = (0..p)
             .map(|a| self.cross[a] - self.sums[a] * mean)
             .collect();
-        if let Some(factor) = Cholesky::new(&system, p) {
+        if let Some(factor) = Cholesky::new_owned(system, p) {
             self.weights = factor.solve(&rhs);
             self.intercept = mean
                 - self

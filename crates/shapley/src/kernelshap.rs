@@ -214,7 +214,7 @@ pub fn kernelshap_estimate(
             }
         }
     }
-    let cholesky = Cholesky::new(&a, n).ok_or(ShapleyError::Singular(KERNELSHAP))?;
+    let cholesky = Cholesky::new_owned(a, n).ok_or(ShapleyError::Singular(KERNELSHAP))?;
     let a_inv_ones = cholesky.solve(&vec![1.0; n]);
     let a_inv_b = cholesky.solve(&b);
     let ones_a_inv_ones: f64 = a_inv_ones.iter().sum();

@@ -30,7 +30,7 @@ const ROWS_PER_COEFFICIENT: usize = 2;
 /// Most terms of a third-order fit: C(23, ≤ 3) = 2,048, a 32 MiB system.
 pub const MAX_CUBIC_TERMS: usize = 2_048;
 
-/// Most terms of a fit of any order: a 128 MiB system (and as much again for its factor).
+/// Most terms of a fit of any order: a 128 MiB system, factored in its place.
 pub const MAX_TERMS: usize = 4_096;
 
 /// Entries of the dense features a fit builds at a time (8 MiB): rows enough for the Gram
@@ -109,6 +109,11 @@ impl Multilinear {
         order: usize,
         ridge_alpha: f64,
     ) -> Result<Multilinear, ShapleyError> {
+        assert!(
+            targets.len() == masks.len() && weights.len() == masks.len(),
+            "a target and a weight for each of the {} masks",
+            masks.len()
+        );
         let n = masks.first().map_or(0, Mask::num_blocks);
         let order = order.min(MAX_ORDER).min(n);
         let size = term_count(n, order);
@@ -124,13 +129,13 @@ impl Multilinear {
         let rows_per_chunk = (CHUNK_ENTRIES / size).max(1);
         let mut features = Vec::with_capacity(rows_per_chunk * size);
         let mut chunk_weights = Vec::with_capacity(rows_per_chunk);
-        for (start, chunk) in masks.chunks(rows_per_chunk).enumerate() {
-            let start = start * rows_per_chunk;
+        for (index, chunk) in masks.chunks(rows_per_chunk).enumerate() {
+            let first = index * rows_per_chunk;
             features.clear();
             features.resize(chunk.len() * size, 0.0);
             chunk_weights.clear();
             for (row, mask) in chunk.iter().enumerate() {
-                let (y, w) = (targets[start + row], weights[start + row] / total_weight);
+                let (y, w) = (targets[first + row], weights[first + row] / total_weight);
                 chunk_weights.push(w);
                 active_terms(n, order, &mask.kept_blocks(), &mut active);
                 for &p in &active {
@@ -148,7 +153,7 @@ impl Multilinear {
                 gram[p * size + p] += ridge_alpha;
             }
         }
-        let coefficients = Cholesky::new(&gram, size)
+        let coefficients = Cholesky::new_owned(gram, size)
             .ok_or(ShapleyError::Singular("the exp-polynomial surrogate"))?
             .solve(&rhs);
         Ok(Multilinear {

@@ -7,7 +7,8 @@
 //! at a duality-gap tolerance after many sweeps over ~500 strongly correlated columns, so it is
 //! neither exact nor fast at L = 32. The normal equations here are exact, and building them
 //! exploits the 0/1 features: each feature is a column of bits over the masks, and an entry
-//! of the Gram matrix is the count of bits two columns share. `tests/ridge_against_linfa.rs` checks the solver against linfa on a small case.
+//! of the Gram matrix is the count of bits two columns share. `tests/ridge_against_linfa.rs`
+//! checks the solver against linfa on a small case.
 //!
 //! Standardisation: features are centred (so that the intercept, which is not penalised, drops
 //! out of the system) but not scaled. Every feature is a 0/1 indicator already, so one α
