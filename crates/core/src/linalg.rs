@@ -228,6 +228,19 @@ fn parallelism() -> usize {
     crate::parallel::cores()
 }
 
+/// Threads for `operations` independent multiply-adds or word operations: every core, or the
+/// calling thread alone below a few milliseconds of work (the small fits of a sampling round
+/// or of a cross-fitted estimator's halves, which a workflow engine may run side by side, one
+/// core each). The result is the same either way.
+fn threads_for_work(operations: usize) -> usize {
+    const SERIAL_BELOW: usize = 1 << 22;
+    if operations < SERIAL_BELOW {
+        1
+    } else {
+        parallelism()
+    }
+}
+
 /// The rows `first..` of a row-major matrix of `n` columns (`rows`), cut into blocks of
 /// `block` rows, each with the index of its first row.
 fn row_blocks(rows: &mut [f64], n: usize, first: usize, block: usize) -> Vec<(usize, &mut [f64])> {
@@ -402,6 +415,17 @@ fn gemm(
 /// 2⁵³ are exact too), so it equals any other order of summation. Rows of `gram` are dealt
 /// to every core, round-robin in blocks (a row's work shrinks with its index).
 pub fn add_binary_gram(gram: &mut [f64], columns: &[u64], words: usize, num_columns: usize) {
+    let threads = threads_for_work(num_columns * num_columns / 2 * words);
+    add_binary_gram_on(gram, columns, words, num_columns, threads);
+}
+
+fn add_binary_gram_on(
+    gram: &mut [f64],
+    columns: &[u64],
+    words: usize,
+    num_columns: usize,
+    threads: usize,
+) {
     let n = num_columns;
     assert_eq!(columns.len(), words * n, "{n} columns of {words} words");
     assert_eq!(gram.len(), n * n, "a {n} x {n} Gram matrix");
@@ -409,7 +433,7 @@ pub fn add_binary_gram(gram: &mut [f64], columns: &[u64], words: usize, num_colu
         return;
     }
     const BLOCK: usize = 8;
-    on_threads(row_blocks(gram, n, 0, BLOCK), parallelism(), |a0, rows| {
+    on_threads(row_blocks(gram, n, 0, BLOCK), threads, |a0, rows| {
         for (i, row) in rows.chunks_exact_mut(n).enumerate() {
             let a = a0 + i;
             let column_a = &columns[a * words..(a + 1) * words];
@@ -429,6 +453,12 @@ pub fn add_binary_gram(gram: &mut [f64], columns: &[u64], words: usize, num_colu
 /// every core: `matrixmultiply`'s GEMM where adding each row's products entry by entry
 /// missed the cache once the matrix outgrew it.
 pub fn add_weighted_gram(gram: &mut [f64], x: &[f64], weights: &[f64]) {
+    let (rows, entries) = (weights.len().max(1), x.len());
+    let threads = threads_for_work(entries / rows * entries / 2);
+    add_weighted_gram_on(gram, x, weights, threads);
+}
+
+fn add_weighted_gram_on(gram: &mut [f64], x: &[f64], weights: &[f64], threads: usize) {
     let rows = weights.len();
     if rows == 0 {
         return;
@@ -442,7 +472,7 @@ pub fn add_weighted_gram(gram: &mut [f64], x: &[f64], weights: &[f64]) {
         .flat_map(|(row, &w)| row.iter().map(move |&v| w * v))
         .collect();
     const BAND: usize = 64;
-    on_threads(row_blocks(gram, p, 0, BAND), parallelism(), |a0, band| {
+    on_threads(row_blocks(gram, p, 0, BAND), threads, |a0, band| {
         let m = band.len() / p;
         // band[.., a0..] += X[.., a0..a0 + m]ᵀ · (W X)[.., a0..]
         gemm(
@@ -531,8 +561,9 @@ mod tests {
 
     #[test]
     fn binary_gram_counts_rows_where_both_columns_are_set() {
-        // 3 columns over 130 rows (three words, the last partly used).
-        let (rows, n): (usize, usize) = (130, 3);
+        // 20 columns (three blocks of rows of the result, so both threads work) over 130 rows
+        // (three words, the last partly used).
+        let (rows, n): (usize, usize) = (130, 20);
         let words = rows.div_ceil(64);
         let set = |r: usize, a: usize| (r * (a + 3) + a).is_multiple_of(a + 2);
         let mut columns = vec![0u64; n * words];
@@ -544,7 +575,7 @@ mod tests {
         // Added to a matrix of 0.5s, twice: the lower triangle is left as it was.
         let mut gram = vec![0.5; n * n];
         add_binary_gram(&mut gram, &columns, words, n);
-        add_binary_gram(&mut gram, &columns, words, n);
+        add_binary_gram_on(&mut gram, &columns, words, n, 2);
         for a in 0..n {
             for b in 0..n {
                 let expected = if a <= b {
@@ -566,7 +597,7 @@ mod tests {
             .collect();
         let weights: Vec<f64> = (0..rows).map(|r| 0.5 + r as f64).collect();
         let mut gram = vec![1.0; p * p];
-        add_weighted_gram(&mut gram, &x, &weights);
+        add_weighted_gram_on(&mut gram, &x, &weights, 2);
         for a in 0..p {
             for b in a..p {
                 let expected = 1.0
