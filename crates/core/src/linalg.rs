@@ -3,7 +3,11 @@
 //! unknowns) and by GPTQ (the inverse of the calibration inputs' second-moment matrix: 4,096
 //! to 11,008 unknowns on a 7B model), so the factorization is written once. Below
 //! [`BLOCKED_FROM`] unknowns it runs row by row over contiguous rows; from there in panels whose
-//! bulk is `matrixmultiply`'s GEMM (the crate ndarray multiplies with), on every core.
+//! bulk is `matrixmultiply`'s GEMM (the crate ndarray multiplies with), on every core (or the
+//! threads a caller gives). The normal equations those systems come from are built here too:
+//! [`add_binary_gram`] counts a Gram matrix of 0/1 features from bit columns (the quadratic
+//! surrogate), [`add_weighted_gram`] multiplies out a weighted one (the regression estimators'
+//! Gauss–Newton fits).
 
 /// Cholesky factor of a symmetric positive definite matrix (row-major, `n × n`).
 pub struct Cholesky {
