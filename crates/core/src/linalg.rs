@@ -31,17 +31,9 @@ impl Cholesky {
         Self::factor(matrix, n, tolerance, panel_for(n), parallelism()).ok()
     }
 
-    /// The factor, or the first pivot that is not finite or is at most `tolerance`.
-    pub fn with_tolerance(
-        matrix: &[f64],
-        n: usize,
-        tolerance: f64,
-    ) -> Result<Self, NotPositiveDefinite> {
-        Self::factor(matrix.to_vec(), n, tolerance, panel_for(n), parallelism())
-    }
-
-    /// [`Self::with_tolerance`], factoring `matrix` in its own storage (no copy: what a
-    /// matrix of 11,008 unknowns, 970 MB, needs), on `threads` threads (0: one per core).
+    /// The factor, or the first pivot that is not finite or is at most `tolerance`, factoring
+    /// `matrix` in its own storage (no copy: what a matrix of 11,008 unknowns, 970 MB, needs),
+    /// on `threads` threads (0: one per core).
     pub fn with_tolerance_owned(
         matrix: Vec<f64>,
         n: usize,
@@ -630,12 +622,12 @@ mod tests {
         }
         assert!(Cholesky::new(&[1.0, 1.0, 1.0, 1.0], 2).is_none());
         assert_eq!(
-            Cholesky::with_tolerance(&[1.0, 1.0, 1.0, 1.0], 2, 0.0)
+            Cholesky::with_tolerance_owned(vec![1.0, 1.0, 1.0, 1.0], 2, 0.0, 1)
                 .err()
                 .map(|e| e.pivot),
             Some(1)
         );
-        assert!(Cholesky::with_tolerance(&[f64::INFINITY], 1, 0.0).is_err());
+        assert!(Cholesky::with_tolerance_owned(vec![f64::INFINITY], 1, 0.0, 1).is_err());
     }
 
     #[test]
