@@ -28,13 +28,13 @@ impl Cholesky {
             .map(|i| matrix[i * n + i].abs())
             .fold(0.0_f64, f64::max);
         let tolerance = scale.max(f64::MIN_POSITIVE) * 1e-12;
-        Self::factor(matrix, n, tolerance, panel_for(n), parallelism()).ok()
+        Self::factor(matrix, n, tolerance, panel_for(n), crate::parallel::cores()).ok()
     }
 
     /// The factor, or the first pivot that is not finite or is at most `tolerance`, factoring
     /// `matrix` in its own storage (no copy: what a matrix of 11,008 unknowns, 970 MB, needs),
     /// on `threads` threads (0: one per core).
-    pub fn with_tolerance_owned(
+    pub fn with_tolerance(
         matrix: Vec<f64>,
         n: usize,
         tolerance: f64,
@@ -201,7 +201,8 @@ impl Cholesky {
     }
 }
 
-/// Order from which the factorization and the inverse run in panels on every core: below it
+/// Order from which the factorization and the inverse run in panels on every core (or the
+/// threads a caller gives): below it
 /// they take under a second row by row (the quadratic surrogate's systems up to 44 players),
 /// and their results stay what they were.
 pub const BLOCKED_FROM: usize = 1024;
@@ -219,11 +220,6 @@ fn panel_for(n: usize) -> usize {
     }
 }
 
-/// Threads of the work that has no thread setting: one per core.
-fn parallelism() -> usize {
-    crate::parallel::cores()
-}
-
 /// Threads for `operations` independent multiply-adds or word operations: every core, or the
 /// calling thread alone below a few milliseconds of work (the small fits of a sampling round
 /// or of a cross-fitted estimator's halves, which a workflow engine may run side by side, one
@@ -233,7 +229,7 @@ fn threads_for_work(operations: usize) -> usize {
     if operations < SERIAL_BELOW {
         1
     } else {
-        parallelism()
+        crate::parallel::cores()
     }
 }
 
@@ -405,14 +401,20 @@ fn gemm(
 /// Adds the Gram matrix `Σ_r x_ra x_rb` of 0/1 columns stored as bits to the upper triangle
 /// (`a ≤ b`) of `gram`, a row-major `num_columns × num_columns` matrix whose lower triangle
 /// it leaves as it is: what the quadratic surrogate's normal equations need. Column `a` is
-/// the `words` words from `a * words`; row `r` is bit `r % 64` of its word `r / 64`. An
-/// entry is the number of bits set in both columns, `words` word operations against the
-/// `64 · words` multiply-adds of dense columns, and exact (an integer: sums of counts below
-/// 2⁵³ are exact too), so it equals any other order of summation. Rows of `gram` are dealt
-/// to every core, round-robin in blocks (a row's work shrinks with its index).
-pub fn add_binary_gram(gram: &mut [f64], columns: &[u64], words: usize, num_columns: usize) {
-    let threads = threads_for_work(num_columns * num_columns / 2 * words);
-    add_binary_gram_on(gram, columns, words, num_columns, threads);
+/// the `words_per_column` words from `a * words_per_column`; row `r` is bit `r % 64` of its
+/// word `r / 64`. An entry is the number of bits set in both columns, one word operation per
+/// 64 rows against 64 multiply-adds for dense columns, and exact (an integer: sums of counts
+/// below 2⁵³ are exact too), so it equals any other order of summation. Rows of `gram` are
+/// dealt round-robin in blocks to every core ([`threads_for_work`]: small work stays on the
+/// calling thread); a block reads each column once for all its rows.
+pub fn add_binary_gram(
+    gram: &mut [f64],
+    columns: &[u64],
+    words_per_column: usize,
+    num_columns: usize,
+) {
+    let threads = threads_for_work(num_columns * num_columns / 2 * words_per_column);
+    add_binary_gram_on(gram, columns, words_per_column, num_columns, threads);
 }
 
 fn add_binary_gram_on(
@@ -428,26 +430,55 @@ fn add_binary_gram_on(
     if words == 0 || n == 0 {
         return;
     }
+    // Rows of `gram` a block: their 8 columns stay in the cache while every later column is
+    // read once against all of them.
     const BLOCK: usize = 8;
+    #[cfg(target_arch = "x86_64")]
+    let popcnt = std::arch::is_x86_feature_detected!("popcnt");
     on_threads(row_blocks(gram, n, 0, BLOCK), threads, |a0, rows| {
-        for (i, row) in rows.chunks_exact_mut(n).enumerate() {
-            let a = a0 + i;
-            let column_a = &columns[a * words..(a + 1) * words];
-            for (b, entry) in row.iter_mut().enumerate().skip(a) {
-                let column_b = &columns[b * words..(b + 1) * words];
-                *entry += ones_in_both(column_a, column_b) as f64;
-            }
+        #[cfg(target_arch = "x86_64")]
+        if popcnt {
+            // SAFETY: the CPU has the instruction the function was compiled to use.
+            return unsafe { count_block_with_popcnt(rows, a0, columns, words, n) };
         }
+        count_block(rows, a0, columns, words, n);
     });
 }
 
-/// Adds `Xᵀ diag(w) X` to the upper triangle (`a ≤ b`) of `gram` (row-major `p × p`, `p` the
-/// columns of `x`): `x` holds `weights.len()` rows of `p` features, row-major. The weighted
-/// Gram matrix of a least-squares fit, computed as one product `Xᵀ (W X)` per band of `gram`'s
-/// rows (the band's columns from its first row on, so the lower triangle is skipped but for
-/// the band's diagonal squares, which get their true symmetric entries), the bands dealt to
-/// every core: `matrixmultiply`'s GEMM where adding each row's products entry by entry
-/// missed the cache once the matrix outgrew it.
+/// Adds to `rows` (rows `a0..` of an `n`-column Gram matrix) the counts of their columns
+/// against every column from their own on: column `b` is read once for the whole block.
+#[inline(always)]
+fn count_block(rows: &mut [f64], a0: usize, columns: &[u64], words: usize, n: usize) {
+    let block = rows.len() / n;
+    let column = |c: usize| &columns[c * words..(c + 1) * words];
+    for b in a0..n {
+        let column_b = column(b);
+        for i in 0..block.min(b + 1 - a0) {
+            let both: u64 = column(a0 + i)
+                .iter()
+                .zip(column_b)
+                .map(|(x, y)| u64::from((x & y).count_ones()))
+                .sum();
+            rows[i * n + b] += both as f64;
+        }
+    }
+}
+
+/// [`count_block`] compiled with the population-count instruction: x86-64's baseline lacks
+/// it, and counting bits without it takes about a dozen instructions a word.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn count_block_with_popcnt(rows: &mut [f64], a0: usize, columns: &[u64], words: usize, n: usize) {
+    count_block(rows, a0, columns, words, n);
+}
+
+/// Adds `Xᵀ diag(w) X` to `gram` (row-major `p × p`, `p` the columns of `x`) on and above its
+/// diagonal, and below it within each band's diagonal square (there the true symmetric
+/// entries): `x` holds `weights.len()` rows of `p` features, row-major. The weighted Gram
+/// matrix of a least-squares fit, computed as one product `Xᵀ (W X)` per band of 64 of
+/// `gram`'s rows (the band's columns from its first row on), the bands dealt to every core
+/// ([`threads_for_work`]: small work stays on the calling thread): `matrixmultiply`'s GEMM,
+/// where adding each row's products entry by entry missed the cache once the matrix outgrew it.
 pub fn add_weighted_gram(gram: &mut [f64], x: &[f64], weights: &[f64]) {
     let (rows, entries) = (weights.len().max(1), x.len());
     let threads = threads_for_work(entries / rows * entries / 2);
@@ -457,11 +488,15 @@ pub fn add_weighted_gram(gram: &mut [f64], x: &[f64], weights: &[f64]) {
 fn add_weighted_gram_on(gram: &mut [f64], x: &[f64], weights: &[f64], threads: usize) {
     let rows = weights.len();
     if rows == 0 {
+        assert!(x.is_empty(), "features without weights");
         return;
     }
     assert_eq!(x.len() % rows, 0, "x holds {rows} rows");
     let p = x.len() / rows;
     assert_eq!(gram.len(), p * p, "a {p} x {p} Gram matrix");
+    if p == 0 {
+        return;
+    }
     let weighted: Vec<f64> = x
         .chunks_exact(p)
         .zip(weights)
@@ -482,30 +517,6 @@ fn add_weighted_gram_on(gram: &mut [f64], x: &[f64], weights: &[f64], threads: u
             (&mut band[a0..], p),
         );
     });
-}
-
-/// The number of bits set in both `a` and `b`, with the CPU's population count where it has
-/// one: x86-64's baseline lacks it, and counting bits without it takes about a dozen
-/// instructions a word.
-fn ones_in_both(a: &[u64], b: &[u64]) -> u64 {
-    fn count(a: &[u64], b: &[u64]) -> u64 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| u64::from((x & y).count_ones()))
-            .sum()
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "popcnt")]
-        fn count_with_popcnt(a: &[u64], b: &[u64]) -> u64 {
-            count(a, b)
-        }
-        if std::arch::is_x86_feature_detected!("popcnt") {
-            // SAFETY: the CPU has the instruction the function was compiled to use.
-            return unsafe { count_with_popcnt(a, b) };
-        }
-    }
-    count(a, b)
 }
 
 /// Σ aᵢ bᵢ over `LANES` running sums: one plain float sum is a chain of dependent additions
@@ -622,12 +633,12 @@ mod tests {
         }
         assert!(Cholesky::new(&[1.0, 1.0, 1.0, 1.0], 2).is_none());
         assert_eq!(
-            Cholesky::with_tolerance_owned(vec![1.0, 1.0, 1.0, 1.0], 2, 0.0, 1)
+            Cholesky::with_tolerance(vec![1.0, 1.0, 1.0, 1.0], 2, 0.0, 1)
                 .err()
                 .map(|e| e.pivot),
             Some(1)
         );
-        assert!(Cholesky::with_tolerance_owned(vec![f64::INFINITY], 1, 0.0, 1).is_err());
+        assert!(Cholesky::with_tolerance(vec![f64::INFINITY], 1, 0.0, 1).is_err());
     }
 
     #[test]
@@ -684,6 +695,11 @@ mod tests {
         let a = spd(n);
         let rows = Cholesky::factor(a.clone(), n, 0.0, n, 1).unwrap();
         let inverse = rows.inverse(n, 1);
+        // Threads only share the work out: every count gives the same bits.
+        let one_thread = Cholesky::factor(a.clone(), n, 0.0, 8, 1).unwrap();
+        let three = Cholesky::factor(a.clone(), n, 0.0, 8, 3).unwrap();
+        assert_eq!(one_thread.lower(), three.lower());
+        assert_eq!(one_thread.inverse(8, 1), one_thread.inverse(8, 3));
         for (panel, threads) in [(8, 1), (8, 3), (16, 4), (44, 2)] {
             let blocked = Cholesky::factor(a.clone(), n, 0.0, panel, threads).unwrap();
             for (x, y) in blocked.lower().iter().zip(rows.lower()) {

@@ -37,8 +37,8 @@ fn hessian(k: usize) -> Hessian {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    println!("GPTQ at Llama-2-7B widths, int4 blocks of 32; {threads} cores");
+    let cores = layerprune_core::parallel::cores();
+    println!("GPTQ at Llama-2-7B widths, int4 blocks of 32; {cores} cores");
     let mut block_seconds = 0.0;
     // (input width K, weights reading that input as (name, N))
     let inputs: &[(usize, &[(&str, usize)])] = &[

@@ -72,7 +72,7 @@ pub fn inverse_cholesky_upper(
     }
     let mut reversed = row_major(h);
     reversed.reverse();
-    let factor = Cholesky::with_tolerance_owned(reversed, k, 0.0, threads).map_err(|refused| {
+    let factor = Cholesky::with_tolerance(reversed, k, 0.0, threads).map_err(|refused| {
         QuantizeError::Unsupported(format!(
             "GPTQ: the calibration inputs' second-moment matrix is not positive definite \
              (pivot {} is {}); more calibration tokens or a larger damping are needed",

@@ -7,8 +7,8 @@
 //! coefficients are affordable once a few hundred masks are evaluated. The order is chosen
 //! from the number of rows (at least two per coefficient), so small budgets fall back to the
 //! quadratic or the additive model instead of overfitting, and from the number of terms: a
-//! fit costs about rows × terms² for its normal equations, terms³ / 6 for their solution and
-//! 16 × terms² bytes, so the cubic stops at [`MAX_CUBIC_TERMS`] (23 blocks: seconds a fit;
+//! fit costs about rows × terms² / 2 for its normal equations (one GEMM per band of rows),
+//! terms³ / 6 for their solution and 8 × terms² bytes (the system, factored in its place), so the cubic stops at [`MAX_CUBIC_TERMS`] (23 blocks: seconds a fit;
 //! at 32 blocks its 5,489 terms took 160 s a fit, 8 fits a half) and every order at
 //! [`MAX_TERMS`] (the quadratic up to 90 blocks; at 64 blocks the cubic's 43,745 terms would
 //! have needed 15.3 GB). Models with more blocks fall back to the additive model.
@@ -109,6 +109,19 @@ impl Multilinear {
         order: usize,
         ridge_alpha: f64,
     ) -> Result<Multilinear, ShapleyError> {
+        Self::fit_weighted_in_chunks(masks, targets, weights, order, ridge_alpha, CHUNK_ENTRIES)
+    }
+
+    /// [`Self::fit_weighted`] with the masks' dense features built `chunk_entries` entries
+    /// (whole rows, one at the least) at a time.
+    fn fit_weighted_in_chunks(
+        masks: &[Mask],
+        targets: &[f64],
+        weights: &[f64],
+        order: usize,
+        ridge_alpha: f64,
+        chunk_entries: usize,
+    ) -> Result<Multilinear, ShapleyError> {
         assert!(
             targets.len() == masks.len() && weights.len() == masks.len(),
             "a target and a weight for each of the {} masks",
@@ -126,7 +139,7 @@ impl Multilinear {
         let mut active = Vec::with_capacity(size);
         // The Gram matrix's upper triangle, a chunk of rows at a time as dense 0/1 features
         // (`layerprune_core::linalg::add_weighted_gram`), mirrored below.
-        let rows_per_chunk = (CHUNK_ENTRIES / size).max(1);
+        let rows_per_chunk = (chunk_entries / size).clamp(1, masks.len().max(1));
         let mut features = Vec::with_capacity(rows_per_chunk * size);
         let mut chunk_weights = Vec::with_capacity(rows_per_chunk);
         for (index, chunk) in masks.chunks(rows_per_chunk).enumerate() {
@@ -248,6 +261,25 @@ mod tests {
         assert_eq!(order_for_rows(90, plenty), 2);
         assert_eq!(order_for_rows(91, plenty), 1, "the quadratic past its cap");
         assert_eq!(order_for_rows(32, 10_000), 2);
+    }
+
+    #[test]
+    fn chunks_of_a_few_rows_fit_as_one_chunk_does() {
+        // 64 masks in chunks of 3 rows (the last one short) against all in one chunk.
+        let n = 6;
+        let masks = all_masks(n);
+        let targets: Vec<f64> = (0..masks.len()).map(|i| (i as f64 * 0.61).cos()).collect();
+        let weights: Vec<f64> = (0..masks.len()).map(|i| 0.5 + (i % 5) as f64).collect();
+        let size = term_count(n, 2);
+        let fit = |entries| {
+            Multilinear::fit_weighted_in_chunks(&masks, &targets, &weights, 2, 1e-3, entries)
+                .unwrap()
+                .coefficients
+        };
+        let (whole, chunked) = (fit(usize::MAX), fit(3 * size));
+        for (a, b) in whole.iter().zip(&chunked) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -82,8 +82,9 @@ struct Args {
     /// [default: 0.01].
     #[arg(long, value_parser = parse_damp)]
     damp: Option<f64>,
-    // GPTQ: where the calibration passes run, and ONNX Runtime's CPU threads (the flags of
-    // every stage that runs the model).
+    // GPTQ: where the calibration passes run, and the CPU threads of ONNX Runtime and of
+    // GPTQ's own factoring and sweeps (the flags of every stage that runs the model; the help
+    // after the options says what --threads covers here).
     #[command(flatten)]
     device: DeviceArgs,
     /// Leave the head graphs (head, head_logits) in float.
