@@ -8,14 +8,13 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// A `--threads` setting as a number of threads for the workspace's own work: 0 is one per
-/// core, and more than the cores is the cores (ONNX Runtime's pool may take up to four per
-/// core; a thread of dense arithmetic gains nothing from sharing a core).
+/// A `--threads` setting as a number of threads: 0 is one per core; any other number is
+/// taken as given (the stages' parser allows up to four per core).
 pub fn threads_or_cores(threads: usize) -> usize {
     if threads == 0 {
         cores()
     } else {
-        threads.min(cores())
+        threads
     }
 }
 
