@@ -3,10 +3,10 @@
 //! them), the resumable evaluation table (checkpointed every few masks, less often once the
 //! table is large enough that rewriting it would cost more than a tenth of the run: `pace`;
 //! a run started again on its partial output continues it without losing or repeating a row,
-//! and writes the rows in the order an uninterrupted run does), the merge of shard tables into one (refusing
-//! missing, duplicated or foreign shards), the full model's block statistics, and the same
-//! for zero-shot multiple-choice tasks, whose per-choice log-likelihoods are the checkpoint
-//! ([`run_tasks`]). Models run through `layerprune-runtime`'s `Evaluator` and
+//! and writes the rows in the order an uninterrupted run does), the merge of shard tables into
+//! one (refusing missing, duplicated or foreign shards), the full model's block statistics,
+//! and the same for zero-shot multiple-choice tasks, whose per-choice log-likelihoods are the
+//! checkpoint ([`run_tasks`]). Models run through `layerprune-runtime`'s `Evaluator` and
 //! `ChoiceScorer`, tables are read and written with `layerprune-tables`, task scores come
 //! from `layerprune-tasks`. Nothing here prints to stdout: progress is reported through a
 //! callback ([`Progress`]) and each call returns what it did; warnings (a cache in use, rows kept

@@ -18,7 +18,7 @@ use layerprune_core::Device;
 use layerprune_runtime::{session_builder, RuntimeError, RuntimeOptions};
 use ndarray::{s, Array2, Array3, ArrayView3, Ix2, Ix3};
 use onnx_protobuf::attribute_proto::AttributeType;
-use onnx_protobuf::tensor_proto::{DataLocation, DataType};
+use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::type_proto::{Tensor, Value};
 use onnx_protobuf::{
     AttributeProto, GraphProto, Message, ModelProto, NodeProto, TensorProto, TypeProto,
@@ -30,7 +30,7 @@ use protobuf::EnumOrUnknown;
 
 use crate::folder::FileLoader;
 use crate::gptq::{gptq_int4, gptq_int8, Hessian, InverseFactor};
-use crate::graph::{external_location, quantizable_inputs, Rounding};
+use crate::graph::{quantizable_inputs, Rounding};
 use crate::quant::{Int4Blockwise, Int8PerChannel};
 use crate::QuantizeError;
 
@@ -166,7 +166,8 @@ impl Activations {
         for ((name, k), gram) in inputs.iter().zip(&grams) {
             add_gram(graph, name, *k, gram);
         }
-        inline_weights(graph, loader)?;
+        // A graph loaded from memory has no folder to resolve external files against.
+        loader.inline_weights(graph)?;
         let bytes = probe
             .write_to_bytes()
             .map_err(|e| onnx_error(path, format!("cannot encode the probe graph: {e}")))?;
@@ -216,19 +217,6 @@ impl Activations {
             .zip(hessians)
             .collect())
     }
-}
-
-/// Moves the weights `graph` reads from external files into the graph: a graph loaded from
-/// memory has no folder to resolve those files against.
-fn inline_weights(graph: &mut GraphProto, loader: &FileLoader) -> Result<(), QuantizeError> {
-    for tensor in graph.initializer.iter_mut() {
-        if external_location(tensor).is_some() {
-            tensor.raw_data = loader.raw_bytes(tensor)?;
-            tensor.external_data.clear();
-            tensor.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
-        }
-    }
-    Ok(())
 }
 
 /// Copies one run's states (`[windows, tokens, width]`) into the windows `windows` of `all`.
@@ -399,7 +387,7 @@ mod tests {
         for (name, _) in &inputs {
             graph.output.push(float_output(name));
         }
-        inline_weights(graph, &loader).unwrap();
+        loader.inline_weights(graph).unwrap();
         let mut session = session_builder(&path, &activations.runtime)
             .unwrap()
             .commit_from_memory(&probe.write_to_bytes().unwrap())

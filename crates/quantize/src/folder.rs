@@ -23,7 +23,7 @@ use layerprune_model::{
     MANIFEST_FILE, MAX_TENSOR_ELEMENTS,
 };
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
-use onnx_protobuf::{ModelProto, StringStringEntryProto, TensorProto};
+use onnx_protobuf::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
 use protobuf::{EnumOrUnknown, Message};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -178,6 +178,18 @@ impl FileLoader {
             path: self.graph.clone(),
             problem: format!("tensor {}: {problem}", tensor.name),
         }
+    }
+
+    /// Moves the weights `graph` reads from external files into the graph itself.
+    pub(crate) fn inline_weights(&self, graph: &mut GraphProto) -> Result<(), QuantizeError> {
+        for tensor in graph.initializer.iter_mut() {
+            if external_location(tensor).is_some() {
+                tensor.raw_data = self.raw_bytes(tensor)?;
+                tensor.external_data.clear();
+                tensor.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
+            }
+        }
+        Ok(())
     }
 
     /// The tensor's bytes as stored: raw, or from its external file.
@@ -643,13 +655,7 @@ pub fn quantize_single_file(
         });
     }
     if let Some(graph) = model.graph.as_mut() {
-        for tensor in graph.initializer.iter_mut() {
-            if external_location(tensor).is_some() {
-                tensor.raw_data = loader.raw_bytes(tensor)?;
-                tensor.external_data.clear();
-                tensor.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
-            }
-        }
+        loader.inline_weights(graph)?;
     }
     let source_id = sha256_hex(&layerprune_core::read_input(source).map_err(io_error(source))?);
     let record = Record::new(scheme, report.quantized.len(), Vec::new(), source_id);
