@@ -200,7 +200,7 @@ $(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) $(EXACT_FRONTIER_RUN)
 # The exact Shapley and Banzhaf values of the game, with value −NLL or the published utility,
 # and the one-shot plans they imply (the k lowest removed).
 $(EXACT_FRONTIER_RUN)/scores-%.parquet: $(EXACT_FRONTIER_GAME) | $(BIN)/shapley
-	$(BIN)/shapley --evaluations $< --estimator exact-shapley --value $* --out $@
+	$(BIN)/shapley --evaluations $< --estimator exact-shapley --value $* --threads $(STAGE_THREADS) --out $@
 
 $(EXACT_FRONTIER_RUN)/plans-exact-shapley-%.parquet: $(EXACT_FRONTIER_RUN)/scores-%.parquet $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/apply-prune
 	$(BIN)/apply-prune --scores $< --estimator exact-shapley --k $(EXACT_FRONTIER_KS) --out $@

@@ -33,6 +33,10 @@ flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag=
 # The device the stages run the model on: EVALUATE_FLAGS' --device (DEVICE unless EVALUATE_FLAGS
 # is given whole; the stages' default is the CPU), and its kind, cpu or cuda.
 MODEL_DEVICE := $(or $(call flag_value,--device,$(EVALUATE_FLAGS)),cpu)
+# The threads the stages take: EVALUATE_FLAGS' --threads (THREADS unless EVALUATE_FLAGS is
+# given whole; the stages' default is one per core), given to fit-surrogate and shapley too, so
+# that THREADS=1 keeps every stage on one core.
+STAGE_THREADS := $(or $(call flag_value,--threads,$(EVALUATE_FLAGS)),0)
 DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
 # What the stages that run the model are given that may change a value they measure, as the
 # tables record it (`evaluated_on`, crates/runtime RuntimeOptions::evaluated_on): the kind of
@@ -211,7 +215,7 @@ $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet $(R
 
 $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate-mlp | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --kind mlp --kind quadratic --keep mlp --folds 5 --seed $(SEED) \
-	  --metrics $(RUN)/surrogate-metrics.parquet --out $@
+	  --threads $(STAGE_THREADS) --metrics $(RUN)/surrogate-metrics.parquet --out $@
 
 # The quadratic surrogate of the log-likelihood game (value = −(NLL increase)): closer to
 # pairwise than the utility exp(−ΔNLL), which saturates near 0 once a few blocks are gone, so
@@ -219,17 +223,18 @@ $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate
 # MLP on the utility needs thousands (ridge penalty: SURROGATE_RIDGE).
 $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate-quadratic | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --value nll-increase --kind quadratic --kind forest \
-	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
+	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) --threads $(STAGE_THREADS) \
 	  --metrics $(RUN)/surrogate-quadratic-metrics.parquet --out $@
 
 # The published estimate (a semivalue over the sampled strata, STRATA when set, through the
 # MLP), and the true Shapley value of the quadratic surrogate (closed form).
 $(RUN)/scores-published.parquet: $(RUN)/surrogate-mlp.json | $(BIN)/shapley
-	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet $(if $(STRATA),--strata $(STRATA)) --estimator stratified-semivalue --seed $(SEED) --out $@
+	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet $(if $(STRATA),--strata $(STRATA)) --estimator stratified-semivalue --seed $(SEED) \
+	  --threads $(STAGE_THREADS) --out $@
 
 $(RUN)/scores-shapley.parquet: $(RUN)/surrogate-quadratic.json $(RUN)/evaluations.parquet | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
-	  --estimator surrogate-shapley --seed $(SEED) --out $@
+	  --estimator surrogate-shapley --seed $(SEED) --threads $(STAGE_THREADS) --out $@
 
 $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
 	$(BIN)/score-blocks --block-stats $(RUN)/block-stats.parquet --evaluations $< --estimator block-influence \

@@ -50,12 +50,12 @@ $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(RUN)/m
 
 $(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet $(QRUN)/.settings/surrogates | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --value nll-increase --kind quadratic \
-	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) \
+	  --keep quadratic --ridge-alpha $(SURROGATE_RIDGE) --folds 5 --seed $(SEED) --threads $(STAGE_THREADS) \
 	  --metrics $(QRUN)/surrogate-quadratic-metrics.parquet --out $@
 
 $(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json $(QRUN)/.settings/surrogates | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(QRUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
-	  --estimator surrogate-shapley --seed $(SEED) --out $@
+	  --estimator surrogate-shapley --seed $(SEED) --threads $(STAGE_THREADS) --out $@
 
 $(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet \
                                            $(QRUN)/.settings/device | $(BIN)/apply-prune

@@ -68,7 +68,9 @@ METHODS ?= adaptive-raced adaptive sleb sleb-raced published shapley iterative s
 # --- Devices -----------------------------------------------------------------------------------
 # cpu, cuda or cuda:N (Snakemake also "cuda:{shard}": shard I on GPU I).
 DEVICE ?= cpu
-# CPU threads of a job that runs the model (0 = all cores; Snakemake: all the job is given).
+# CPU threads of a job (0 = all cores; Snakemake: all the job is given): ONNX Runtime's and the
+# stage's own work in those that run the model, the fits and estimators' in fit-surrogate and
+# shapley.
 THREADS ?= 0
 
 # --- The method table: plan method -> its apply-prune arguments ---------------------------------

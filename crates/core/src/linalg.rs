@@ -3,8 +3,8 @@
 //! unknowns) and by GPTQ (the inverse of the calibration inputs' second-moment matrix: 4,096
 //! to 11,008 unknowns on a 7B model), so the factorization is written once. Below
 //! [`BLOCKED_FROM`] unknowns it runs row by row over contiguous rows; from there in panels whose
-//! bulk is `matrixmultiply`'s GEMM (the crate ndarray multiplies with), on every core (or the
-//! threads a caller gives). The normal equations those systems come from are built here too:
+//! bulk is `matrixmultiply`'s GEMM (the crate ndarray multiplies with), on the process's
+//! [thread budget](crate::parallel::thread_budget) (or the threads a caller gives). The normal equations those systems come from are built here too:
 //! [`add_binary_gram`] counts a Gram matrix of 0/1 features from bit columns (the quadratic
 //! surrogate), [`add_weighted_gram`] multiplies out a weighted one (the regression estimators'
 //! Gauss–Newton fits).
@@ -28,12 +28,19 @@ impl Cholesky {
             .map(|i| matrix[i * n + i].abs())
             .fold(0.0_f64, f64::max);
         let tolerance = scale.max(f64::MIN_POSITIVE) * 1e-12;
-        Self::factor(matrix, n, tolerance, panel_for(n), crate::parallel::cores()).ok()
+        Self::factor(
+            matrix,
+            n,
+            tolerance,
+            panel_for(n),
+            crate::parallel::thread_budget(),
+        )
+        .ok()
     }
 
     /// The factor, or the first pivot that is not finite or is at most `tolerance`, factoring
     /// `matrix` in its own storage (no copy: what a matrix of 11,008 unknowns, 970 MB, needs),
-    /// on `threads` threads (0: one per core).
+    /// on `threads` threads (0: the process's thread budget, one per core unless set).
     pub fn with_tolerance(
         matrix: Vec<f64>,
         n: usize,
@@ -109,7 +116,7 @@ impl Cholesky {
         &self.lower
     }
 
-    /// `L⁻¹`, lower triangular, row-major, on `threads` threads (0: one per core).
+    /// `L⁻¹`, lower triangular, row-major, on `threads` threads (0: the thread budget).
     pub fn lower_inverse(&self, threads: usize) -> Vec<f64> {
         let threads = crate::parallel::threads_or_cores(threads);
         self.inverse(panel_for(self.n), threads)
@@ -201,8 +208,8 @@ impl Cholesky {
     }
 }
 
-/// Order from which the factorization and the inverse run in panels on every core (or the
-/// threads a caller gives): below it
+/// Order from which the factorization and the inverse run in panels on the thread budget (or
+/// the threads a caller gives): below it
 /// they take under a second row by row (the quadratic surrogate's systems up to 44 players),
 /// and their results stay what they were.
 pub const BLOCKED_FROM: usize = 1024;
@@ -220,7 +227,9 @@ fn panel_for(n: usize) -> usize {
     }
 }
 
-/// Threads for `operations` independent multiply-adds or word operations: every core, or the
+/// Threads for `operations` independent multiply-adds or word operations: the process's
+/// [`thread_budget`](crate::parallel::thread_budget) (every core unless the stage's `--threads`
+/// set it), or the
 /// calling thread alone below a few milliseconds of work (the small fits of a sampling round
 /// or of a cross-fitted estimator's halves, which a workflow engine may run side by side, one
 /// core each). The result is the same either way.
@@ -229,7 +238,7 @@ fn threads_for_work(operations: usize) -> usize {
     if operations < SERIAL_BELOW {
         1
     } else {
-        crate::parallel::cores()
+        crate::parallel::thread_budget()
     }
 }
 
@@ -405,7 +414,7 @@ fn gemm(
 /// word `r / 64`. An entry is the number of bits set in both columns, one word operation per
 /// 64 rows against 64 multiply-adds for dense columns, and exact (an integer: sums of counts
 /// below 2⁵³ are exact too), so it equals any other order of summation. Rows of `gram` are
-/// dealt round-robin in blocks to every core ([`threads_for_work`]: small work stays on the
+/// dealt round-robin in blocks to the thread budget's threads ([`threads_for_work`]: small work stays on the
 /// calling thread); a block reads each column once for all its rows.
 pub fn add_binary_gram(
     gram: &mut [f64],
@@ -476,8 +485,8 @@ fn count_block_with_popcnt(rows: &mut [f64], a0: usize, columns: &[u64], words: 
 /// diagonal, and below it within each band's diagonal square (there the true symmetric
 /// entries): `x` holds `weights.len()` rows of `p` features, row-major. The weighted Gram
 /// matrix of a least-squares fit, computed as one product `Xᵀ (W X)` per band of 64 of
-/// `gram`'s rows (the band's columns from its first row on), the bands dealt to every core
-/// ([`threads_for_work`]: small work stays on the calling thread): `matrixmultiply`'s GEMM,
+/// `gram`'s rows (the band's columns from its first row on), the bands dealt to the thread
+/// budget's threads ([`threads_for_work`]: small work stays on the calling thread): `matrixmultiply`'s GEMM,
 /// where adding each row's products entry by entry missed the cache once the matrix outgrew it.
 pub fn add_weighted_gram(gram: &mut [f64], x: &[f64], weights: &[f64]) {
     let (rows, entries) = (weights.len().max(1), x.len());

@@ -2,31 +2,61 @@
 //! opening a model's graphs, hashing its files and predicting a forest's values do. The order
 //! of the results (and so which failure a caller reports first) never depends on which thread
 //! finished first.
+//!
+//! How many threads the workspace's own work takes (the Gram matrices, factorizations, forests
+//! and hashing, as opposed to ONNX Runtime's pools) is one setting of the process, its thread
+//! budget: a stage's `--threads`, set once by its front before any work (a workflow engine that
+//! gives a job one core gets one thread's work, not every core's); unset, one per core.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The process's thread budget; 0 = not set (one per core).
+static THREAD_BUDGET: AtomicUsize = AtomicUsize::new(0);
 
 /// The cores of this machine (1 where that cannot be told).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// A `--threads` setting as a number of threads: 0 is one per core; any other number is
-/// taken as given (the stages' parser allows up to four per core).
+/// Sets the threads the workspace's own work may take in this process from a stage's
+/// `--threads` (0 = one per core); results never depend on it.
+pub fn set_thread_budget(threads: usize) {
+    THREAD_BUDGET.store(threads, Ordering::Relaxed);
+}
+
+/// The threads the workspace's own work may take: the budget set by the stage's `--threads`,
+/// or one per core.
+pub fn thread_budget() -> usize {
+    match THREAD_BUDGET.load(Ordering::Relaxed) {
+        0 => cores(),
+        threads => threads,
+    }
+}
+
+/// A `--threads` setting as a number of threads: 0 is the process's [`thread_budget`] (one per
+/// core unless the stage set it); any other number is taken as given (the stages' parser allows
+/// up to four per core).
 pub fn threads_or_cores(threads: usize) -> usize {
     if threads == 0 {
-        cores()
+        thread_budget()
     } else {
         threads
     }
 }
 
-/// `work(index, item)` on every item, on at most `threads` threads (and no more than the cores
-/// or the items), each thread taking the next item no thread has taken; the results in the
+/// `work(index, item)` on every item, on at most `threads` threads (and no more than the cores,
+/// the [`thread_budget`] or the items), each thread taking the next item no thread has taken; the results in the
 /// items' order. A panic in `work` is raised again on the calling thread.
 pub fn map_in_order<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
     work: impl Fn(usize, &T) -> R + Sync,
 ) -> Vec<R> {
-    let threads = threads.min(cores()).min(items.len()).max(1);
+    let threads = threads
+        .min(cores())
+        .min(thread_budget())
+        .min(items.len())
+        .max(1);
     if threads == 1 {
         return items
             .iter()

@@ -64,10 +64,11 @@ impl ForestSurrogate {
         })
     }
 
-    /// The masks are split over every core (each thread a run of consecutive masks, joined
-    /// in order, so the values do not depend on the number of cores): a forest walks a tree
-    /// per mask and tree, and the published 80,000 base masks through a 100-tree forest took
-    /// a minute on one core. Fewer than [`MASKS_PER_THREAD`] masks a thread stay on one.
+    /// The masks are split over the process's thread budget (every core unless the stage's
+    /// `--threads` set it; each thread a run of consecutive masks, joined in order, so the
+    /// values do not depend on the number of threads): a forest walks a tree per mask and tree,
+    /// and the published 80,000 base masks through a 100-tree forest took a minute on one
+    /// core. Fewer than [`MASKS_PER_THREAD`] masks a thread stay on one.
     fn try_predict(&self, masks: &[Mask]) -> Result<Vec<f64>, SurrogateError> {
         let predict_run = |run: &[Mask]| -> Result<Vec<f64>, SurrogateError> {
             let mut values = Vec::with_capacity(run.len());
@@ -81,7 +82,8 @@ impl ForestSurrogate {
             }
             Ok(values)
         };
-        let threads = layerprune_core::parallel::cores().min(masks.len() / MASKS_PER_THREAD);
+        let threads =
+            layerprune_core::parallel::thread_budget().min(masks.len() / MASKS_PER_THREAD);
         if threads <= 1 {
             return predict_run(masks);
         }

@@ -308,6 +308,7 @@ fn config(args: &Args) -> Result<Config> {
 }
 
 fn apply_prune(args: Args) -> Result<()> {
+    args.device.set_thread_budget();
     let Config {
         method,
         files,

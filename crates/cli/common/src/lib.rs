@@ -13,6 +13,7 @@
 //! found while running (a refused output, an unreadable input, a failed write), so a workflow
 //! engine can tell a typo in its rule from a bad file.
 
+use layerprune_core::parallel::set_thread_budget;
 pub use layerprune_core::Device;
 use std::process::ExitCode;
 
@@ -115,9 +116,38 @@ pub struct DeviceArgs {
     /// Where to run the model: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    /// CPU threads for ONNX Runtime (0 = one per core; at most 4 per core).
+    /// CPU threads for ONNX Runtime and for the stage's own work (hashing the model's files,
+    /// the fits and factorizations of a method that chooses blocks; 0 = one per core; at most 4
+    /// per core). Results do not depend on it.
     #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
+}
+
+impl DeviceArgs {
+    /// Bounds the stage's own threads by `--threads` ([`set_thread_budget`]): called by each
+    /// stage's front before any work.
+    pub fn set_thread_budget(&self) {
+        set_thread_budget(self.threads);
+    }
+}
+
+/// `--threads` of a stage that does not run the model (`fit-surrogate`, `shapley`): the
+/// threads of its own work, so that a workflow engine's job of one core takes one.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct ThreadsArgs {
+    /// Threads of this stage's work: the Gram matrices and factorizations of the quadratic
+    /// surrogate and the regression estimators, the forest's predictions (0 = one per core; at
+    /// most 4 per core). Results do not depend on it.
+    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
+    pub threads: usize,
+}
+
+impl ThreadsArgs {
+    /// Bounds the stage's threads by `--threads` ([`set_thread_budget`]): called by the
+    /// stage's front before any work.
+    pub fn set_thread_budget(self) {
+        set_thread_budget(self.threads);
+    }
 }
 
 /// `--allow-incomplete`, flattened into every stage that draws conclusions from an evaluation

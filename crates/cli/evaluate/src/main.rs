@@ -161,6 +161,7 @@ fn parse_tasks(text: &str) -> Result<String, String> {
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
+        args.device.set_thread_budget();
         let _outputs = check_io(&args)?;
         if let Some(task_list) = args.tasks.clone() {
             tasks::evaluate_tasks(&args, &task_list)

@@ -60,6 +60,8 @@ struct Args {
     #[arg(long, value_parser = layerprune_cli_common::count(1, 100_000))]
     trees: Option<usize>,
     #[command(flatten)]
+    threads: layerprune_cli_common::ThreadsArgs,
+    #[command(flatten)]
     incomplete: layerprune_cli_common::IncompleteArgs,
 }
 
@@ -119,6 +121,7 @@ fn parse_ridge_alpha(text: &str) -> Result<f64, String> {
 }
 
 fn fit_surrogate(args: Args) -> anyhow::Result<()> {
+    args.threads.set_thread_budget();
     let request = SurrogateFit {
         evaluations: args.evaluations.clone(),
         incomplete: args.incomplete.incomplete(),

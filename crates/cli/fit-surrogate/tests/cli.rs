@@ -349,3 +349,68 @@ fn an_incomplete_table_is_refused_unless_allowed() {
     );
     assert!(SavedSurrogate::load(&out).is_ok());
 }
+
+/// `--threads` bounds the fit's own threads and nothing else: a quadratic fitted on every mask
+/// of 16 blocks (a Gram matrix large enough to be counted on several threads) predicts the same
+/// values, bit for bit, and prints the same scores on one thread as on two; more than four
+/// threads per core is refused, naming the flag.
+#[test]
+fn the_same_fit_on_any_number_of_threads() {
+    let folder = tempfile::tempdir().unwrap();
+    let evaluations = folder.path().join("evals.parquet");
+    common::write_every_mask_table(&evaluations, 16, FULL_NLL, 1280, |mask| {
+        let removed = mask.removed_blocks();
+        let pairs = removed.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        FULL_NLL
+            + 0.07 * removed.len() as f64
+            + 0.3 * pairs as f64
+            + 0.01 * (removed.len() % 3) as f64
+    });
+    let fit_on = |threads: &str| {
+        let out = folder.path().join(format!("surrogate-{threads}.json"));
+        let output = fit_surrogate(&[
+            "--evaluations",
+            evaluations.to_str().unwrap(),
+            "--kind",
+            "quadratic",
+            "--value",
+            "nll-increase",
+            "--folds",
+            "2",
+            "--threads",
+            threads,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let saved = SavedSurrogate::load(&out).unwrap();
+        let masks: Vec<Mask> = (0..1u32 << 16)
+            .map(|bits| Mask::from_kept((0..16).map(|i| bits >> i & 1 == 1).collect()))
+            .collect();
+        (output.stdout, saved.surrogate.predict(&masks))
+    };
+    let (one_printed, one) = fit_on("1");
+    let (two_printed, two) = fit_on("2");
+    assert_eq!(one_printed, two_printed);
+    assert!(one
+        .iter()
+        .zip(&two)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+
+    let too_many = fit_surrogate(&[
+        "--evaluations",
+        evaluations.to_str().unwrap(),
+        "--threads",
+        "100000",
+    ]);
+    assert!(!too_many.status.success());
+    let stderr = String::from_utf8_lossy(&too_many.stderr);
+    assert!(
+        stderr.contains("--threads") && stderr.contains("4 per core"),
+        "{stderr}"
+    );
+}

@@ -110,6 +110,7 @@ const DEFAULT_BUDGETS: &str = "least,0.5sleb,sleb,2000";
 const DEFAULT_SHAPLEY_MASKS: usize = 200;
 
 fn main_body(args: Args) -> Result<()> {
+    args.device.set_thread_budget();
     args.runtime.check(args.device.device)?;
     // A setting of a method that is not played would be ignored: refused, naming the method.
     let plays = |method: FrontierMethod| args.methods.contains(&method);

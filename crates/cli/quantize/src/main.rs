@@ -161,6 +161,7 @@ fn print_report(file: &str, report: &GraphReport, verbose: bool) {
 }
 
 fn quantize(args: Args) -> Result<()> {
+    args.device.set_thread_budget();
     let scheme = scheme(&args)?;
     if !args.model.exists() {
         bail!("{}: no such folder or file", args.model.display());

@@ -80,6 +80,8 @@ struct Args {
     #[arg(long)]
     allow_mixed_inputs: bool,
     #[command(flatten)]
+    threads: layerprune_cli_common::ThreadsArgs,
+    #[command(flatten)]
     incomplete: layerprune_cli_common::IncompleteArgs,
     /// Score table to write.
     #[arg(long)]
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
 }
 
 fn body(args: Args) -> Result<()> {
+    args.threads.set_thread_budget();
     let files = ScoreFiles {
         evaluations: args.evaluations.clone(),
         surrogate: args.surrogate.clone(),

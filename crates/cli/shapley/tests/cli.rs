@@ -449,3 +449,79 @@ fn estimates_that_are_not_numbers_are_refused_not_written() {
     );
     assert!(!dir.path().join("scores.parquet").exists());
 }
+
+/// `--threads` bounds the estimators' own threads and nothing else: the regression-adjusted
+/// estimate from two thirds of the masks of 12 blocks (weighted Gram matrices large enough to
+/// be multiplied out on several threads) is the same, bit for bit, on one thread as on two.
+#[test]
+fn the_same_scores_on_any_number_of_threads() {
+    use layerprune_tables::{write_evaluations, EvaluationRow, EvaluationTable};
+    let dir = tempfile::tempdir().unwrap();
+    let n: usize = 12;
+    let pairs: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| match i.abs_diff(j) {
+                    0 => 0.0,
+                    1 => 0.3,
+                    d => 0.02 / d as f64,
+                })
+                .collect()
+        })
+        .collect();
+    let mut game = PairwiseGame {
+        linear: (0..n).map(|i| 0.1 + 0.05 * (i % 5) as f64).collect(),
+        pairs,
+        base: 0.5,
+    };
+    // Sizes 2 to 10 sampled (a third of their masks left out), so the surrogate is fitted.
+    let masks: Vec<_> = layerprune_tests::every_mask(n)
+        .into_iter()
+        .enumerate()
+        .filter(|(at, mask)| !(2..=10).contains(&mask.num_kept()) || at % 3 != 0)
+        .map(|(_, mask)| mask)
+        .collect();
+    let values = game.values(&masks).unwrap();
+    let mut table = EvaluationTable::new(n, "model", "data");
+    table.complete = true;
+    table
+        .append(masks.iter().zip(&values).map(|(mask, &v)| EvaluationRow {
+            mask: mask.clone(),
+            nll: -v,
+            ppl: (-v).exp(),
+            utility: v,
+            tokens_scored: 1280,
+            seconds: 0.0,
+            window_nlls: None,
+        }))
+        .unwrap();
+    let provenance = Provenance::new("test", "0", vec![]);
+    write_evaluations(&dir.path().join("evals.parquet"), &table, &provenance).unwrap();
+    let scores_on = |threads: &str| {
+        let out = dir.path().join(format!("scores-{threads}.parquet"));
+        let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .current_dir(dir.path())
+            .args(["--evaluations", "evals.parquet"])
+            .args(["--estimator", "regression-adjusted-stratified"])
+            .args(["--threads", threads, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        // The surrogate was fitted (every size complete would be the exact values).
+        assert!(
+            stderr.contains("held-out R²") && !stderr.contains("NaN"),
+            "{stderr}"
+        );
+        read_scores(&out)
+            .unwrap()
+            .rows
+            .iter()
+            .map(|row| (row.block, row.estimate.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    let one = scores_on("1");
+    assert_eq!(one.len(), n);
+    assert_eq!(one, scores_on("2"));
+}
