@@ -69,7 +69,8 @@ Main targets (README.md, docs/pipeline.md):
   exact-frontier        every method against the exact optimum of a 12-block game
                         (exact-frontier-pairs; exact-frontier-docs: into docs/)
   exact-game            the exact 12-player game and every estimator's error against it
-  bench, bench-model    evaluate's speed against PyTorch (bench-gpu: on a GPU host)
+  bench, bench-model    evaluate's speed against PyTorch (bench-gpu: on a GPU host; rehearse-gpu:
+                        the GPU recipe's device call, here on the CPU)
   quantize              int8 / int4 models (quantize-then-prune, quantize-bench)
   model                 fetch and export MODEL_NAME (smollm2-135m, gemma3-270m)
   workflow              the pipeline on Snakemake (SNAKEMAKE_ARGS="--config shards=4")

@@ -64,6 +64,20 @@ bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate)
 	  --dtype $(if $(filter cpu,$(BENCH_GPU_DEVICE)),fp16,bf16) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU)/families \
 	  --json $(BENCH_GPU)/families.json --markdown $(BENCH_GPU)/families.md
 
+# The GPU recipe's last device call (tools/bench/gpu_device_run.sh, docs/benchmarks.md §5)
+# rehearsed here on the CPU, from what tools/bench/gpu_prepare.sh packs (the stripped binaries,
+# onnxruntime-gpu's library in parts, whose CPU provider runs here): unpacking, the benchmark on the
+# tiny shape, GPTQ on it, fused attention in fp16; what the device call would bring back in
+# $(BUILD)/rehearse-gpu. Works in /tmp as the device call does (/tmp/ortparts, /tmp/ort,
+# /tmp/bench-gpu, /tmp/families). Needs ../shared (gpu-bundle) and the exporter's environment.
+rehearse-gpu: venv-export
+	bash tools/bench/gpu_prepare.sh
+	rm -rf /tmp/ortparts /tmp/ort /tmp/bench-gpu /tmp/families $(BUILD)/rehearse-gpu
+	mkdir -p $(BUILD)/rehearse-gpu
+	PATH=$(abspath $(VENV_EXPORT))/bin:$$PATH OUT=$(abspath $(BUILD))/rehearse-gpu DEV=cpu SHAPES=tiny \
+	  GPTQ_SHAPE=tiny MASKS=6 T=300 G=120 F=300 bash tools/bench/gpu_device_run.sh
+	@grep -h "^exit" $(BUILD)/rehearse-gpu/*.log
+
 # The benchmark scripts' tests: gpu_bench.py end to end on the CPU with the tiny shape, and
 # gpu_families.py on a few fixtures.
 test-bench: venv-export ort $(STAGES)
@@ -109,4 +123,4 @@ $(EXACT)/accuracy/rmse.svg: $(EXACT)/accuracy/summary.md | venv-report
 exact-game: ort $(EXACT)/accuracy/summary.md $(EXACT)/accuracy/rmse.svg
 	cat $(EXACT)/accuracy/summary.md
 
-.PHONY: bench bench-gpu test-bench exact-game
+.PHONY: bench bench-gpu rehearse-gpu test-bench exact-game

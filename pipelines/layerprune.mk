@@ -65,7 +65,7 @@ MODEL_RUNTIME := $(strip $(DEVICE_KIND) $(RUNTIME_FLAGS_STAMPED))
 # the CPU): such a command is refused, unless no goal of it runs the stages on the model.
 GOALS_WITHOUT_EVALUATE_FLAGS := all build clean lint ort ort-gpu venv-export venv-test \
   venv-workflow venv-report test test-rust test-python test-workflow test-export test-bench fuzz \
-  workflow bench-gpu help
+  workflow bench-gpu rehearse-gpu help
 ifneq ($(filter command line environment,$(origin EVALUATE_FLAGS)),)
 ifneq ($(filter-out $(GOALS_WITHOUT_EVALUATE_FLAGS),$(or $(MAKECMDGOALS),all)),)
 # $(call evaluate_flag,FLAG,DEFAULT): the value the stages take for FLAG from EVALUATE_FLAGS.

@@ -8,7 +8,11 @@
 # default (a regular expression; empty: all), SHAPES (gpu_bench.py --shapes), MASKS (--masks);
 # then GPTQ with its calibration passes on CUDA against the CPU within G seconds (0: not run);
 # then tools/bench/gpu_families.py within F seconds (0: not run). T + G + F must fit the call.
+# DEV (cuda) is the device of all three; `DEV=cpu SHAPES=tiny GPTQ_SHAPE=tiny` rehearses the
+# whole call on a machine without a GPU (onnxruntime-gpu's library runs the CPU provider too),
+# as `make rehearse-gpu` does, so that a bug here costs no device time.
 set -uo pipefail
+DEV=${DEV:-cuda}
 mkdir -p /tmp/ortparts && cp build/gpu/ortgpu.part-* /tmp/ortparts/ && ls -la /tmp/ortparts > "$OUT/parts.txt"
 eval "$(bash build/gpu/unpack.sh)" || { echo "unpacking onnxruntime-gpu failed"; exit 3; }
 # The stage binaries gpu_prepare.sh packed (with Python's lzma, as unpack.sh: the host may lack xz).
@@ -19,37 +23,45 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 python3 -c "import torch, transformers, onnx; print(torch.__version__, transformers.__version__, onnx.__version__)" \
   >> "$OUT/parts.txt" 2>&1
 export PYTHONUNBUFFERED=1
-timeout "${T:-480}" python3 tools/bench/gpu_bench.py --bin build/gpu/bin \
+timeout "${T:-480}" python3 tools/bench/gpu_bench.py --bin build/gpu/bin --device "$DEV" \
   --shapes "${SHAPES:-gpu}" --work /tmp/bench-gpu \
   --csv "$OUT/gpu-bench.csv" --markdown "$OUT/gpu-bench.md" --json "$OUT/gpu-bench.json" \
   --budget-seconds "${B:-290}" --deadline-seconds "${D:-420}" --stage-timeout "${ST:-120}" --masks "${MASKS:-50}" \
   --contenders "${C:-}" 2>&1 | tee "$OUT/bench-gpu.log"
 echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench-gpu.log"
-# Then `quantize --method gptq` on the 135M fp32 shape the bench exported, its calibration passes
-# (and the block graphs' own second-moment GEMMs, TF32 off) on CUDA and on the CPU: the times,
-# and each quantized model's NLL on the bench tokens through the CPU provider. G bounds it (s, 90).
-W=/tmp/bench-gpu/smollm2-135m-fp32
+# Then `quantize --method gptq` on the 135M fp32 shape the bench exported (GPTQ_SHAPE), its
+# calibration passes (and the block graphs' own second-moment GEMMs, TF32 off) on DEV and on the
+# CPU: the times, and each quantized model's NLL on the bench tokens through the CPU provider.
+# G bounds it (s, 90).
+W=/tmp/bench-gpu/${GPTQ_SHAPE:-smollm2-135m-fp32}
 if [ "${G:-90}" != 0 ] && [ -f "$W/model/manifest.json" ]; then
   timeout "${G:-90}" bash -c '
-    W=$1
+    W=$1 DEV=$2
     mask=$(python3 -c "import json,sys; print(\"1\" * json.load(open(sys.argv[1]))[\"num_blocks\"])" "$W/model/manifest.json")
-    for device in cuda cpu; do
+    # Each run its own folder and table (a rehearsal runs the CPU twice).
+    for run in "1 $DEV" "2 cpu"; do
+      set -- $run
+      device=$2 q=/tmp/gptq-$1
       start=$(date +%s%N)
-      build/gpu/bin/quantize --model "$W/model" --out "/tmp/gptq-$device" --scheme int4 --method gptq \
+      build/gpu/bin/quantize --model "$W/model" --out "$q" --scheme int4 --method gptq \
         --tokens "$W/tokens.parquet" --device "$device" --overwrite || { echo "quantize --device $device failed"; continue; }
       echo "gptq --device $device: $(( ($(date +%s%N) - start) / 1000000 )) ms"
-      build/gpu/bin/evaluate --model "/tmp/gptq-$device" --tokens "$W/tokens.parquet" --mask "$mask" \
-        --out "/tmp/gptq-$device.parquet" --overwrite --quiet || echo "evaluate of the --device $device model failed"
-    done' _ "$W" 2>&1 | tee "$OUT/gptq.log"
+      rm -f "$q.parquet"
+      build/gpu/bin/evaluate --model "$q" --tokens "$W/tokens.parquet" --mask "$mask" \
+        --out "$q.parquet" --quiet || echo "evaluate of the --device $device model failed"
+    done' _ "$W" "$DEV" 2>&1 | tee "$OUT/gptq.log"
   echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/gptq.log"
 elif [ "${G:-90}" != 0 ]; then
-  echo "no $W/model: the bench did not export the smollm2-135m-fp32 shape (SHAPES), GPTQ not run" | tee "$OUT/gptq.log"
+  echo "no $W/model: the bench did not export the ${GPTQ_SHAPE:-smollm2-135m-fp32} shape (SHAPES), GPTQ not run" | tee "$OUT/gptq.log"
 fi
 
-# Then fused attention on CUDA for every architecture that has it (tiny models, bf16, against
-# float32 on the CPU; about 5 s each): F bounds it (s, 200), 0 skips it.
+# Then fused attention on DEV for every architecture that has it (tiny models, bf16 — fp16 on the
+# CPU, whose provider has no bf16 node — against float32 on the CPU; about 5 s each): F bounds it
+# (s, 200), 0 skips it.
 if [ "${F:-200}" != 0 ]; then
-  timeout "${F:-200}" python3 tools/bench/gpu_families.py --bin build/gpu/bin --device cuda --dtype bf16 \
+  dtype=bf16
+  [ "$DEV" = cpu ] && dtype=fp16
+  timeout "${F:-200}" python3 tools/bench/gpu_families.py --bin build/gpu/bin --device "$DEV" --dtype "$dtype" \
     --work /tmp/families --json "$OUT/families.json" --markdown "$OUT/families.md" \
     --deadline-seconds "$(( ${F:-200} - 25 ))" 2>&1 | tee "$OUT/families.log"
   echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/families.log"
