@@ -134,11 +134,25 @@ pub fn write_every_player_mask(
     players: &layerprune_core::Players,
     tokens_scored: u64,
 ) -> Vec<layerprune_core::Mask> {
+    write_player_masks(
+        path,
+        game,
+        players,
+        &every_mask(players.len()),
+        tokens_scored,
+    )
+}
+
+/// [`write_every_player_mask`] for the given masks over `players` (player masks) only.
+pub fn write_player_masks(
+    path: &std::path::Path,
+    game: &mut dyn layerprune_core::Game,
+    players: &layerprune_core::Players,
+    player_masks: &[layerprune_core::Mask],
+    tokens_scored: u64,
+) -> Vec<layerprune_core::Mask> {
     use layerprune_tables::{EvaluationRow, EvaluationTable, Provenance};
-    let masks: Vec<_> = every_mask(players.len())
-        .iter()
-        .map(|mask| players.lift(mask))
-        .collect();
+    let masks: Vec<_> = player_masks.iter().map(|mask| players.lift(mask)).collect();
     let values = game.values(&masks).unwrap();
     let mut table = EvaluationTable::new(players.num_blocks(), "model", "data");
     table.complete = true;

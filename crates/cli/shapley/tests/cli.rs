@@ -455,7 +455,6 @@ fn estimates_that_are_not_numbers_are_refused_not_written() {
 /// be multiplied out on several threads) is the same, bit for bit, on one thread as on two.
 #[test]
 fn the_same_scores_on_any_number_of_threads() {
-    use layerprune_tables::{write_evaluations, EvaluationRow, EvaluationTable};
     let dir = tempfile::tempdir().unwrap();
     let n: usize = 12;
     let pairs: Vec<Vec<f64>> = (0..n)
@@ -481,22 +480,9 @@ fn the_same_scores_on_any_number_of_threads() {
         .filter(|(at, mask)| !(2..=10).contains(&mask.num_kept()) || at % 3 != 0)
         .map(|(_, mask)| mask)
         .collect();
-    let values = game.values(&masks).unwrap();
-    let mut table = EvaluationTable::new(n, "model", "data");
-    table.complete = true;
-    table
-        .append(masks.iter().zip(&values).map(|(mask, &v)| EvaluationRow {
-            mask: mask.clone(),
-            nll: -v,
-            ppl: (-v).exp(),
-            utility: v,
-            tokens_scored: 1280,
-            seconds: 0.0,
-            window_nlls: None,
-        }))
-        .unwrap();
-    let provenance = Provenance::new("test", "0", vec![]);
-    write_evaluations(&dir.path().join("evals.parquet"), &table, &provenance).unwrap();
+    let players = Players::from_blocks(n, (0..n).collect()).unwrap();
+    let evaluations = dir.path().join("evals.parquet");
+    layerprune_tests::write_player_masks(&evaluations, &mut game, &players, &masks, 1280);
     let scores_on = |threads: &str| {
         let out = dir.path().join(format!("scores-{threads}.parquet"));
         let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
