@@ -45,8 +45,8 @@ pub fn threads_or_cores(threads: usize) -> usize {
 }
 
 /// `work(index, item)` on every item, on at most `threads` threads (and no more than the cores,
-/// the [`thread_budget`] or the items), each thread taking the next item no thread has taken; the results in the
-/// items' order. A panic in `work` is raised again on the calling thread.
+/// the [`thread_budget`] or the items), each thread taking the next item no thread has taken;
+/// the results in the items' order. A panic in `work` is raised again on the calling thread.
 pub fn map_in_order<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
