@@ -414,7 +414,7 @@ fn gemm(
 /// word `r / 64`. An entry is the number of bits set in both columns, one word operation per
 /// 64 rows against 64 multiply-adds for dense columns, and exact (an integer: sums of counts
 /// below 2⁵³ are exact too), so it equals any other order of summation. Rows of `gram` are
-/// dealt round-robin in blocks to the thread budget's threads ([`threads_for_work`]: small
+/// dealt round-robin in blocks to the thread budget's threads (`threads_for_work`: small
 /// work stays on the calling thread); a block reads each column once for all its rows.
 pub fn add_binary_gram(
     gram: &mut [f64],
@@ -486,7 +486,7 @@ fn count_block_with_popcnt(rows: &mut [f64], a0: usize, columns: &[u64], words: 
 /// entries): `x` holds `weights.len()` rows of `p` features, row-major. The weighted Gram
 /// matrix of a least-squares fit, computed as one product `Xᵀ (W X)` per band of 64 of
 /// `gram`'s rows (the band's columns from its first row on), the bands dealt to the thread
-/// budget's threads ([`threads_for_work`]: small work stays on the calling thread):
+/// budget's threads (`threads_for_work`: small work stays on the calling thread):
 /// `matrixmultiply`'s GEMM, where adding each row's products entry by entry missed the cache
 /// once the matrix outgrew it.
 pub fn add_weighted_gram(gram: &mut [f64], x: &[f64], weights: &[f64]) {

@@ -106,7 +106,7 @@ impl Scoring {
 /// Positions whose logits are held at once (× vocabulary × 4 bytes: 100 MB for 49k).
 const LOGIT_POSITIONS: usize = 512;
 
-/// log Σ exp(logits) in float64 (see the module docs); −log p(target) = this − logits[target].
+/// log Σ exp(logits) in float64 (see the module docs); −log p(target) = this − `logits[target]`.
 pub fn log_sum_exp_f64(logits: ndarray::ArrayView1<f32>) -> f64 {
     let max = f64::from(logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)));
     let sum: f64 = logits.iter().map(|&x| (f64::from(x) - max).exp()).sum();

@@ -16,7 +16,7 @@ use crate::RuntimeError;
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
     /// Windows run together in one batch (0 = automatic: all windows in one batch unless the
-    /// head's logits would pass [`HEAD_LOGITS_BYTES_PER_BATCH`]).
+    /// head's logits would pass `HEAD_LOGITS_BYTES_PER_BATCH`, 2 GiB).
     pub batch_windows: usize,
     /// Memory for hidden states kept for reuse by later masks, in bytes: within a call and from
     /// one call to the next ([`Evaluator::evaluate`]).
@@ -32,7 +32,7 @@ pub struct EvalOptions {
     /// With `mask_batch` > 1, masks whose final states go through the head in one call
     /// (concatenated where they are, their NLL rows split on the host). 0 = automatic: 1 on
     /// the CPU provider, where larger calls only cost memory (the head's logits grow with
-    /// them), else `mask_batch`; either way within [`HEAD_LOGITS_BYTES_PER_BATCH`].
+    /// them), else `mask_batch`; either way within `HEAD_LOGITS_BYTES_PER_BATCH`.
     pub head_batch: usize,
 }
 
@@ -651,7 +651,7 @@ pub(crate) fn prefix_order(masks: &[Mask], num_blocks: usize) -> Result<Vec<usiz
     Ok(order)
 }
 
-/// Puts `masks` in the order prefix reuse runs them in ([`prefix_order`]'s). Each evaluator call
+/// Puts `masks` in the order prefix reuse runs them in (`prefix_order`'s). Each evaluator call
 /// orders its own masks; a caller that splits a list into several calls — a run checkpointed
 /// every few masks — orders the list first, so that each call's masks share prefixes with each
 /// other (in a table's order, the 32 masks of a checkpoint share few: 1,002 blocks run for 50

@@ -11,7 +11,7 @@
 //! - [`select`]: one-shot removal of the k lowest scores; iterative removal through a
 //!   surrogate (re-estimating the Shapley values of the remaining blocks after each removal);
 //!   surrogate-guided search over masks with exactly k removed.
-//! - [`sleb`]: SLEB's greedy removal against any [`layerprune_core::Game`] (the LLM);
+//! - [`sleb`](mod@sleb): SLEB's greedy removal against any [`layerprune_core::Game`] (the LLM);
 //!   [`race`]: each of its steps' candidates raced over the calibration windows, the clearly
 //!   worse dropped after a few.
 //! - [`adaptive`]: budget-aware adaptive removal against any `Game`: SLEB's rule with the

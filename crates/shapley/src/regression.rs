@@ -13,7 +13,7 @@
 //!
 //! The log surrogate: removing layers adds to the loss roughly additively with pairwise and
 //! third-order corrections, and the published utility is exp(−Δnll), so exp of a polynomial
-//! is the natural shape (see [`HalfSurrogate::fit`] for why it is fitted in value space, and
+//! is the natural shape (see `HalfSurrogate::fit` for why it is fitted in value space, and
 //! [`crate::polynomial`] for how its order follows the rows). The shift c is 0 for a
 //! positive game (the utility) and
 //! otherwise lies below every training value, so the estimator runs on any game. The

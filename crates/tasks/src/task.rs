@@ -303,7 +303,7 @@ pub fn capitalize(text: &str) -> String {
     }
 }
 
-/// lm-eval's HellaSwag `preprocess`: strip, " [title]" → ". ", drop every `[...]` (shortest
+/// lm-eval's HellaSwag `preprocess`: strip, `" [title]"` → `". "`, drop every `[...]` (shortest
 /// match, not across a line break, as `re.sub("\\[.*?\\]", "", text)`), then "  " → " ".
 pub fn hellaswag_preprocess(text: &str) -> String {
     let text = text.trim().replace(" [title]", ". ");
