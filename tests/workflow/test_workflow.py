@@ -316,6 +316,10 @@ def test_slurm_profile_dry_run(tmp_path, text):
         assert "--device cuda " in job and "--threads 8" in job and "--chunk 256" in job, job
     small = out.split("rule sample_masks:")[1].split("\n[")[0]
     assert "slurm_partition=cpu" in small and "gpu=1" not in small, small
+    # The surrogate fits and the scores are given the job's threads, and ask Slurm for them.
+    for rule in ("surrogate_mlp", "surrogate_quadratic", "scores_published", "scores_shapley"):
+        job = out.split(f"rule {rule}:")[1].split("\n[")[0]
+        assert "--threads 8 " in job and "threads: 8" in job, job
 
     # One machine with several GPUs (the local profile's recipe): shard I on GPU I, holding one;
     # every other job that runs the model is on GPU 0 and holds all three, so it runs alone.
