@@ -15,6 +15,7 @@ mod batching;
 mod captured;
 mod choices;
 mod cuda;
+mod device_fit;
 mod evaluator;
 mod hidden;
 mod manifest;

@@ -167,6 +167,19 @@ impl LayeredModel {
                 manifest.dtype
             );
         }
+        if let Device::Cuda(index) = options.device {
+            // A device that does not answer is refused by the opening below, in its own words.
+            if let Ok(memory) = crate::cuda::device_memory(index) {
+                let opened: Vec<&str> = std::iter::once(manifest.embedding.file.as_str())
+                    .chain(manifest.blocks.iter().map(|block| block.file.as_str()))
+                    .chain([manifest.head.file.as_str()])
+                    .collect();
+                let weights = crate::device_fit::weight_bytes(&manifest, dir, &opened)?;
+                if let Some(warning) = crate::device_fit::check_fits(weights, memory, index, dir)? {
+                    tracing::warn!("{warning}");
+                }
+            }
+        }
         let mut graphs = vec![paths.embed.clone()];
         graphs.extend(paths.blocks.iter().cloned());
         graphs.push(paths.head.clone());
