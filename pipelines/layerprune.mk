@@ -33,11 +33,11 @@ flag_value = $(shell printf '%s\n' $(foreach word,$(2),'$(word)') | awk -v flag=
 # The device the stages run the model on: EVALUATE_FLAGS' --device (DEVICE unless EVALUATE_FLAGS
 # is given whole; the stages' default is the CPU), and its kind, cpu or cuda.
 MODEL_DEVICE := $(or $(call flag_value,--device,$(EVALUATE_FLAGS)),cpu)
+DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
 # The threads the stages take: EVALUATE_FLAGS' --threads (THREADS unless EVALUATE_FLAGS is
 # given whole; the stages' default is one per core), given to fit-surrogate and shapley too, so
 # that THREADS=1 keeps every stage on one core.
 STAGE_THREADS := $(or $(call flag_value,--threads,$(EVALUATE_FLAGS)),0)
-DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
 # What the stages that run the model are given that may change a value they measure, as the
 # tables record it (`evaluated_on`, crates/runtime RuntimeOptions::evaluated_on): the kind of
 # device (not which GPU), --tf32 (on the CPU too, where it must fail as on a fresh run), and on
@@ -229,8 +229,8 @@ $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/sur
 # The published estimate (a semivalue over the sampled strata, STRATA when set, through the
 # MLP), and the true Shapley value of the quadratic surrogate (closed form).
 $(RUN)/scores-published.parquet: $(RUN)/surrogate-mlp.json | $(BIN)/shapley
-	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet $(if $(STRATA),--strata $(STRATA)) --estimator stratified-semivalue --seed $(SEED) \
-	  --threads $(STAGE_THREADS) --out $@
+	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet $(if $(STRATA),--strata $(STRATA)) \
+	  --estimator stratified-semivalue --seed $(SEED) --threads $(STAGE_THREADS) --out $@
 
 $(RUN)/scores-shapley.parquet: $(RUN)/surrogate-quadratic.json $(RUN)/evaluations.parquet | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
