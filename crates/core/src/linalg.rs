@@ -209,9 +209,8 @@ impl Cholesky {
 }
 
 /// Order from which the factorization and the inverse run in panels on the thread budget (or
-/// the threads a caller gives): below it
-/// they take under a second row by row (the quadratic surrogate's systems up to 44 players),
-/// and their results stay what they were.
+/// the threads a caller gives): below it they take under a second row by row (the quadratic
+/// surrogate's systems up to 44 players), and their results stay what they were.
 pub const BLOCKED_FROM: usize = 1024;
 
 /// Columns a panel: wide enough for the GEMM to run near its peak, narrow enough that the
