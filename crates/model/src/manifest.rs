@@ -39,6 +39,16 @@ pub struct BlockRef {
     pub file: String,
 }
 
+/// The bytes a set of graphs reads ([`Manifest::graph_bytes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GraphBytes {
+    /// Each file once: what a runtime holds at the least.
+    pub distinct: u64,
+    /// Summed over the graphs, a file counted for each graph that reads it: what ONNX
+    /// Runtime's sessions, each with its own copy, hold.
+    pub per_graph: u64,
+}
+
 /// `manifest.json`. Unknown fields are kept (`extra`) so a tool that rewrites the manifest
 /// (pruning, quantization) never drops what a newer exporter wrote.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -224,6 +234,38 @@ impl Manifest {
             .chain(self.blocks.iter().map(|b| b.file.as_str()))
             .chain(std::iter::once(self.head.file.as_str()))
             .chain(self.head_logits.iter().map(|h| h.file.as_str()))
+    }
+
+    /// The graphs opened to evaluate masks: the embedding, every block and the head (the
+    /// logits head opens only where logits are asked for).
+    pub fn evaluated_graphs(&self) -> Vec<&str> {
+        std::iter::once(self.embedding.file.as_str())
+            .chain(self.blocks.iter().map(|b| b.file.as_str()))
+            .chain(std::iter::once(self.head.file.as_str()))
+            .collect()
+    }
+
+    /// The bytes of `graphs` (folder-relative graph files) and of the external-data files each
+    /// reads: what a runtime that loads them holds. ONNX Runtime's sessions do not share
+    /// initializers, so a file two graphs read (tied embedding and head weights) is held twice.
+    pub fn graph_bytes(&self, dir: &Path, graphs: &[&str]) -> Result<GraphBytes, ModelError> {
+        let references = self.references(dir)?;
+        let mut seen = BTreeSet::new();
+        let mut bytes = GraphBytes::default();
+        for &graph in graphs {
+            let reads = references.get(graph).into_iter().flatten();
+            for file in std::iter::once(graph).chain(reads.map(String::as_str)) {
+                let path = confined(dir, file)?;
+                let size = std::fs::metadata(&path)
+                    .map_err(|source| ModelError::Io { path, source })?
+                    .len();
+                bytes.per_graph += size;
+                if seen.insert(file) {
+                    bytes.distinct += size;
+                }
+            }
+        }
+        Ok(bytes)
     }
 
     /// The external-data files each graph uses, by graph: folder-relative paths, each checked

@@ -105,3 +105,40 @@ fn a_file_given_as_the_model_folder_is_refused_saying_what_it_is() {
         "{message}"
     );
 }
+
+/// The fixture ties its embedding and head weights: embed.onnx and head.onnx read one file,
+/// which `graph_bytes` counts once in `distinct` and for each graph in `per_graph` (ONNX
+/// Runtime's sessions each hold their own copy).
+#[test]
+fn a_file_two_graphs_read_counts_once_and_for_each() {
+    let dir = fixture();
+    let manifest = Manifest::load(&dir).unwrap();
+    let references = manifest.references(&dir).unwrap();
+    let shared: Vec<&String> = references["embed.onnx"]
+        .intersection(&references["head.onnx"])
+        .collect();
+    assert_eq!(shared.len(), 1, "{references:?}");
+    let size = |file: &str| std::fs::metadata(dir.join(file)).unwrap().len();
+
+    let both = manifest
+        .graph_bytes(&dir, &["embed.onnx", "head.onnx"])
+        .unwrap();
+    assert_eq!(both.per_graph, both.distinct + size(shared[0]));
+    let embed = manifest.graph_bytes(&dir, &["embed.onnx"]).unwrap();
+    let head = manifest.graph_bytes(&dir, &["head.onnx"]).unwrap();
+    assert_eq!(both.per_graph, embed.per_graph + head.per_graph);
+    assert_eq!(embed.distinct, embed.per_graph);
+
+    // The graphs evaluation opens: every weight file once, and the graph files.
+    let graphs = manifest.evaluated_graphs();
+    assert_eq!(graphs.len(), manifest.num_blocks + 2);
+    let all = manifest.graph_bytes(&dir, &graphs).unwrap();
+    let weights: u64 = manifest
+        .files
+        .keys()
+        .filter(|f| f.starts_with("weights/"))
+        .map(|f| size(f))
+        .sum();
+    let graph_files: u64 = graphs.iter().map(|g| size(g)).sum();
+    assert_eq!(all.distinct, weights + graph_files, "{all:?}");
+}

@@ -2,5 +2,6 @@
 //! crate); its errors are [`RuntimeError::Model`](crate::RuntimeError::Model).
 
 pub use layerprune_model::{
-    model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,
+    model_id, sha256_file, BlockRef, GraphBytes, GraphRef, Manifest, ModelError, FORMAT,
+    MANIFEST_FILE,
 };

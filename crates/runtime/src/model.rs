@@ -170,11 +170,7 @@ impl LayeredModel {
         if let Device::Cuda(index) = options.device {
             // A device that does not answer is refused by the opening below, in its own words.
             if let Ok(memory) = crate::cuda::device_memory(index) {
-                let opened: Vec<&str> = std::iter::once(manifest.embedding.file.as_str())
-                    .chain(manifest.blocks.iter().map(|block| block.file.as_str()))
-                    .chain([manifest.head.file.as_str()])
-                    .collect();
-                let weights = crate::device_fit::weight_bytes(&manifest, dir, &opened)?;
+                let weights = manifest.graph_bytes(dir, &manifest.evaluated_graphs())?;
                 if let Some(warning) = crate::device_fit::check_fits(weights, memory, index, dir)? {
                     tracing::warn!("{warning}");
                 }

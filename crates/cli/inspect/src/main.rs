@@ -285,6 +285,22 @@ fn cell(column: &dyn Array, row: usize) -> String {
     }
 }
 
+/// A model folder's `graph_bytes` in words: what evaluating it holds in memory.
+fn describe_graph_bytes(value: &serde_json::Value) -> String {
+    let gib = |key: &str| {
+        value[key]
+            .as_u64()
+            .map(|bytes| bytes as f64 / (1u64 << 30) as f64)
+    };
+    match (gib("distinct"), gib("per_graph")) {
+        (Some(distinct), Some(per_graph)) => format!(
+            "{distinct:.3} GiB of graphs and weights evaluation opens, {per_graph:.3} GiB as \
+             ONNX Runtime holds them (a copy a graph: what a GPU needs free)"
+        ),
+        _ => format!("unknown: {}", value["unknown"].as_str().unwrap_or("?")),
+    }
+}
+
 /// A surrogate file or a manifest: every top-level field but the bulky ones.
 fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     let bytes = layerprune_core::read_input(path).with_context(|| format!("{}", path.display()))?;
@@ -304,6 +320,19 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     if fields.get("format").and_then(|v| v.as_str()) == Some("layerprune-layered-onnx") {
         let id = layerprune_core::sha256_hex(text.as_bytes());
         fields.insert("model_id".into(), serde_json::Value::String(id));
+        // What evaluating it puts in memory (a GPU's, on CUDA): its graphs and the weight
+        // files they read. A folder whose files do not add up says why instead.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let bytes = layerprune_model::Manifest::load(dir)
+            .and_then(|manifest| manifest.graph_bytes(dir, &manifest.evaluated_graphs()));
+        let shown = match bytes {
+            Ok(bytes) => serde_json::json!({
+                "distinct": bytes.distinct,
+                "per_graph": bytes.per_graph,
+            }),
+            Err(error) => serde_json::json!({ "unknown": error.to_string() }),
+        };
+        fields.insert("graph_bytes".into(), shown);
     }
     // Parameters and per-file lists can be megabytes; they are summarised by size.
     const BULKY: [&str; 4] = ["parameters", "files", "blocks", "graphs"];
@@ -346,6 +375,8 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         if BULKY.contains(&key.as_str()) {
             let size = entries(value).map_or("present".to_string(), |n| format!("{n} entries"));
             outln!(out, "  {key:<24} ({size})");
+        } else if key == "graph_bytes" {
+            outln!(out, "  {key:<24} {}", describe_graph_bytes(value));
         } else if key == "check" && !rewritten_by.is_empty() {
             outln!(
                 out,

@@ -217,6 +217,16 @@ fn a_model_folder_shows_the_id_its_tables_record() {
     assert_eq!(json["summarized"]["files"], serde_json::json!(files));
     assert!(json.get("files").is_none() && json.get("blocks").is_none());
     assert!(text.contains(&format!("files                    ({files} entries)")));
+    // What evaluating it holds in memory: its tied embedding and head weights twice.
+    let (distinct, per_graph) = (
+        json["graph_bytes"]["distinct"].as_u64().unwrap(),
+        json["graph_bytes"]["per_graph"].as_u64().unwrap(),
+    );
+    assert!(distinct > 1_000_000 && per_graph > distinct, "{json}");
+    assert!(
+        text.contains("graph_bytes              0.001 GiB of graphs and weights evaluation opens"),
+        "{text}"
+    );
 }
 
 /// A pruned or quantized folder keeps the exporter's `check` of the model as exported; the
