@@ -4,8 +4,8 @@
 //! to 11,008 unknowns on a 7B model), so the factorization is written once. Below
 //! [`BLOCKED_FROM`] unknowns it runs row by row over contiguous rows; from there in panels whose
 //! bulk is `matrixmultiply`'s GEMM (the crate ndarray multiplies with), on the process's
-//! [thread budget](crate::parallel::thread_budget) (or the threads a caller gives). The normal equations those systems come from are built here too:
-//! [`add_binary_gram`] counts a Gram matrix of 0/1 features from bit columns (the quadratic
+//! [thread budget](crate::parallel::thread_budget) (or the threads a caller gives). The normal
+//! equations those systems come from are built here too: [`add_binary_gram`] counts a Gram matrix of 0/1 features from bit columns (the quadratic
 //! surrogate), [`add_weighted_gram`] multiplies out a weighted one (the regression estimators'
 //! Gauss–Newton fits).
 
@@ -27,15 +27,7 @@ impl Cholesky {
         let scale = (0..n)
             .map(|i| matrix[i * n + i].abs())
             .fold(0.0_f64, f64::max);
-        let tolerance = scale.max(f64::MIN_POSITIVE) * 1e-12;
-        Self::factor(
-            matrix,
-            n,
-            tolerance,
-            panel_for(n),
-            crate::parallel::thread_budget(),
-        )
-        .ok()
+        Self::with_tolerance(matrix, n, scale.max(f64::MIN_POSITIVE) * 1e-12, 0).ok()
     }
 
     /// The factor, or the first pivot that is not finite or is at most `tolerance`, factoring
@@ -47,7 +39,7 @@ impl Cholesky {
         tolerance: f64,
         threads: usize,
     ) -> Result<Self, NotPositiveDefinite> {
-        let threads = crate::parallel::threads_or_cores(threads);
+        let threads = crate::parallel::threads_or_budget(threads);
         Self::factor(matrix, n, tolerance, panel_for(n), threads)
     }
 
@@ -118,7 +110,7 @@ impl Cholesky {
 
     /// `L⁻¹`, lower triangular, row-major, on `threads` threads (0: the thread budget).
     pub fn lower_inverse(&self, threads: usize) -> Vec<f64> {
-        let threads = crate::parallel::threads_or_cores(threads);
+        let threads = crate::parallel::threads_or_budget(threads);
         self.inverse(panel_for(self.n), threads)
     }
 
@@ -228,10 +220,9 @@ fn panel_for(n: usize) -> usize {
 
 /// Threads for `operations` independent multiply-adds or word operations: the process's
 /// [`thread_budget`](crate::parallel::thread_budget) (every core unless the stage's `--threads`
-/// set it), or the
-/// calling thread alone below a few milliseconds of work (the small fits of a sampling round
-/// or of a cross-fitted estimator's halves, which a workflow engine may run side by side, one
-/// core each). The result is the same either way.
+/// set it), or the calling thread alone below a few milliseconds of work (the small fits of a
+/// sampling round or of a cross-fitted estimator's halves, which a workflow engine may run
+/// side by side, one core each). The result is the same either way.
 fn threads_for_work(operations: usize) -> usize {
     const SERIAL_BELOW: usize = 1 << 22;
     if operations < SERIAL_BELOW {

@@ -36,7 +36,7 @@ pub fn thread_budget() -> usize {
 /// A `--threads` setting as a number of threads: 0 is the process's [`thread_budget`] (one per
 /// core unless the stage set it); any other number is taken as given (the stages' parser allows
 /// up to four per core).
-pub fn threads_or_cores(threads: usize) -> usize {
+pub fn threads_or_budget(threads: usize) -> usize {
     if threads == 0 {
         thread_budget()
     } else {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use layerprune_core::linalg::Cholesky;
 use layerprune_core::parallel::{
-    cores, map_in_order, set_thread_budget, thread_budget, threads_or_cores,
+    cores, map_in_order, set_thread_budget, thread_budget, threads_or_budget,
 };
 
 /// The threads `map_in_order` ran 64 items on, asked for `asked` threads.
@@ -25,13 +25,13 @@ fn threads_used(asked: usize) -> HashSet<std::thread::ThreadId> {
 fn the_budget_bounds_the_workspaces_threads() {
     // Unset: one per core.
     assert_eq!(thread_budget(), cores());
-    assert_eq!(threads_or_cores(0), cores());
+    assert_eq!(threads_or_budget(0), cores());
 
     set_thread_budget(1);
     assert_eq!(thread_budget(), 1);
-    assert_eq!(threads_or_cores(0), 1);
+    assert_eq!(threads_or_budget(0), 1);
     // A count given explicitly is the caller's (GPTQ's own --threads).
-    assert_eq!(threads_or_cores(3), 3);
+    assert_eq!(threads_or_budget(3), 3);
     assert_eq!(
         threads_used(8),
         HashSet::from([std::thread::current().id()])

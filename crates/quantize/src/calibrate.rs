@@ -282,7 +282,7 @@ pub struct Gptq {
     factors: HashMap<String, InverseFactor>,
     damp: f64,
     graph: PathBuf,
-    /// Threads of the factoring and the sweeps (0: one per core).
+    /// Threads of the factoring and the sweeps (0: the process's thread budget).
     threads: usize,
 }
 

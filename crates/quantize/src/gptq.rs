@@ -57,8 +57,8 @@ impl Hessian {
 /// inverse of that triangle, since `H⁻¹ = (J L⁻¹ J)ᵀ (J L⁻¹ J)` and `J L⁻¹ J` is upper
 /// triangular. Reversing rows and columns of a row-major matrix reverses its storage, so both
 /// reversals happen in place; at the peak, `L`, `L⁻¹` and the inverse's panels in flight are
-/// held (about 2.5 `K × K` matrices: 2.4 GB at K = 11,008). On `threads` threads (0: one per
-/// core).
+/// held (about 2.5 `K × K` matrices: 2.4 GB at K = 11,008). On `threads` threads (0: the
+/// process's thread budget).
 pub fn inverse_cholesky_upper(
     h: Array2<f64>,
     threads: usize,
@@ -174,7 +174,7 @@ fn sweep_rows<C: Send, G: Send>(
     (grid, per_row_grid): (&mut [G], usize),
     sweep_part: impl Fn(ArrayViewMut2<f64>, &Array2<f64>, &mut [C], &mut [G]) + Sync,
 ) {
-    let threads = layerprune_core::parallel::threads_or_cores(threads);
+    let threads = layerprune_core::parallel::threads_or_budget(threads);
     let rows = w.nrows().div_ceil(threads).max(MIN_ROWS_PER_THREAD);
     let sweep_part = &sweep_part;
     std::thread::scope(|scope| {
@@ -200,7 +200,7 @@ pub struct InverseFactor {
 
 impl InverseFactor {
     /// Conditions `h` with `damp` (GPTQ's relative damping) and factors it, in its place, on
-    /// `threads` threads (0: one per core).
+    /// `threads` threads (0: the process's thread budget).
     pub fn new(h: Hessian, damp: f64, threads: usize) -> Result<Self, QuantizeError> {
         let (m, dead) = conditioned(h, damp);
         let u = inverse_cholesky_upper(m, threads)?;
@@ -231,7 +231,7 @@ impl InverseFactor {
 }
 
 /// GPTQ on int8 per output channel (`w_nk` is `[N, K]`); scales as round-to-nearest's. The
-/// rows are swept on `threads` threads (0: one per core).
+/// rows are swept on `threads` threads (0: the process's thread budget).
 pub fn gptq_int8(
     w_nk: &[f32],
     n: usize,
@@ -283,7 +283,7 @@ pub fn gptq_int8(
 }
 
 /// GPTQ on int4 blocks of `block_size` inputs (`w_nk` is `[N, K]`), in `MatMulNBits`' layout.
-/// The rows are swept on `threads` threads (0: one per core).
+/// The rows are swept on `threads` threads (0: the process's thread budget).
 pub fn gptq_int4(
     w_nk: &[f32],
     n: usize,

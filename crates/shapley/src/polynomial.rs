@@ -8,8 +8,9 @@
 //! from the number of rows (at least two per coefficient), so small budgets fall back to the
 //! quadratic or the additive model instead of overfitting, and from the number of terms: a
 //! fit costs about rows × terms² / 2 for its normal equations (one GEMM per band of rows),
-//! terms³ / 6 for their solution and 8 × terms² bytes (the system, factored in its place), so the cubic stops at [`MAX_CUBIC_TERMS`] (23 blocks: seconds a fit;
-//! at 32 blocks its 5,489 terms took 160 s a fit, 8 fits a half) and every order at
+//! terms³ / 6 for their solution and 8 × terms² bytes (the system, factored in its place), so
+//! the cubic stops at [`MAX_CUBIC_TERMS`] (23 blocks: seconds a fit; at 32 blocks its 5,489
+//! terms took 160 s a fit, 8 fits a half) and every order at
 //! [`MAX_TERMS`] (the quadratic up to 90 blocks; at 64 blocks the cubic's 43,745 terms would
 //! have needed 15.3 GB). Models with more blocks fall back to the additive model.
 //!

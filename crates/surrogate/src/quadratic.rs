@@ -54,6 +54,18 @@ fn pair_feature(num_players: usize, i: usize, j: usize) -> usize {
     num_players + i * (2 * num_players - i - 1) / 2 + (j - i - 1)
 }
 
+/// Appends to `active` the features that are 1 for `mask` (ascending): its kept blocks, then
+/// the pairs of kept blocks.
+fn add_active_features(num_players: usize, mask: &Mask, active: &mut Vec<usize>) {
+    let kept = mask.kept_blocks();
+    active.extend_from_slice(&kept);
+    for (a, &i) in kept.iter().enumerate() {
+        for &j in &kept[a + 1..] {
+            active.push(pair_feature(num_players, i, j));
+        }
+    }
+}
+
 impl QuadraticSurrogate {
     pub(crate) fn fit(
         num_players: usize,
@@ -71,13 +83,7 @@ impl QuadraticSurrogate {
         }
         let equations =
             NormalEquations::of_binary_rows(num_features(num_players), targets, |row, active| {
-                let kept = masks[row].kept_blocks();
-                active.extend_from_slice(&kept);
-                for (a, &i) in kept.iter().enumerate() {
-                    for &j in &kept[a + 1..] {
-                        active.push(pair_feature(num_players, i, j));
-                    }
-                }
+                add_active_features(num_players, &masks[row], active)
             });
         let (intercept, weights) = equations.solve(ridge_alpha)?;
         let linear = weights[..num_players].to_vec();
@@ -407,13 +413,7 @@ mod tests {
         let targets: Vec<f64> = (0..rows).map(|r| ((r * 13) % 11) as f64 * 0.1).collect();
         let statistics =
             NormalEquations::of_binary_rows(num_features(l), &targets, |row, active| {
-                let kept = masks[row].kept_blocks();
-                active.extend_from_slice(&kept);
-                for (a, &i) in kept.iter().enumerate() {
-                    for &j in &kept[a + 1..] {
-                        active.push(pair_feature(l, i, j));
-                    }
-                }
+                add_active_features(l, &masks[row], active)
             });
         let mut dense = NormalEquations::new(num_features(l));
         for (mask, &y) in masks.iter().zip(&targets) {
