@@ -29,13 +29,13 @@ $(eval $(call settings_stamp_at,$(QUANT)/.settings/device,$(MODEL_RUNTIME)))
 # The full model, quantized.
 $(QUANT)/full-%/manifest.json: $(MODEL_DIR)/manifest.json $(QUANT)/.settings/model | $(BIN)/quantize
 	@mkdir -p $(QUANT)
-	$(BIN)/quantize --model $(MODEL_DIR) --out $(dir $@) $(QUANT_ARGS_$*) --overwrite
+	$(BIN)/quantize --model $(MODEL_DIR) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
 
 # prune → quantize: the demo's pruned model (the recommended method's plan, K_PRUNED blocks),
 # quantized.
 $(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/quantize
 	@mkdir -p $(QUANT)
-	$(BIN)/quantize --model $(dir $<) --out $(dir $@) $(QUANT_ARGS_$*) --overwrite
+	$(BIN)/quantize --model $(dir $<) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
 
 # quantize → evaluate → surrogate → Shapley → prune: the same masks and calibration tokens as
 # the float run, valued on the quantized model; checkpointed and stamped as the float run is

@@ -616,18 +616,20 @@ def test_a_setting_of_a_method_played_is_passed_and_tasks_drop_the_window_batchi
     assert "--threads 1" in line and "--mask-batch" not in line and "--batch-windows" not in line, line
 
 
-def test_the_surrogate_and_score_stages_get_the_stages_thread_count(tmp_path):
-    """fit-surrogate and shapley take the thread count the stages that run the model take:
-    THREADS, or the --threads of EVALUATE_FLAGS given whole (a one-core job takes one core)."""
+def test_the_surrogate_score_and_quantize_stages_get_the_stages_thread_count(tmp_path):
+    """fit-surrogate, shapley and quantize take the thread count the stages that run the model
+    take: THREADS, or the --threads of EVALUATE_FLAGS given whole (a one-core job takes one
+    core)."""
     for setting, threads in (("THREADS=2", "2"), ("EVALUATE_FLAGS=--device cpu --threads=3", "3")):
-        status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "demo", setting)
-        assert status == 0, output
-        # A recipe's continued lines joined: its whole command line.
-        lines = [line for line in output.replace("\\\n", " ").splitlines()
-                 if re.search(r"/(fit-surrogate|shapley) ", line)]
-        assert len(lines) >= 4, output
-        for line in lines:
-            assert f"--threads {threads} " in line, line
+        for goal, stages, least in (("demo", "fit-surrogate|shapley", 4), ("quantize", "quantize", 6)):
+            status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", goal, setting)
+            assert status == 0, output
+            # A recipe's continued lines joined: its whole command line.
+            lines = [line for line in output.replace("\\\n", " ").splitlines()
+                     if re.search(rf"/({stages}) --", line)]
+            assert len(lines) >= least, output
+            for line in lines:
+                assert f"--threads {threads} " in line, line
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use layerprune_core::parallel::map_in_order;
 use layerprune_core::Device;
 use layerprune_model::{
     confined, confined_reference, external_data_locations, link_or_copy, model_id, Manifest,
@@ -91,9 +93,6 @@ pub struct Calibration {
     pub dataset_id: String,
     /// Fraction of the mean diagonal added to `Σ x xᵀ` (GPTQ's default is 0.01).
     pub damp: f64,
-    /// CPU threads of ONNX Runtime for the calibration passes, and of GPTQ's factoring and
-    /// sweeps (0 = one per core).
-    pub threads: usize,
     /// Where the calibration passes run: the CPU, or a CUDA GPU (an error when the CUDA
     /// execution provider cannot be registered, never a fall-back to the CPU).
     pub device: Device,
@@ -141,6 +140,10 @@ pub struct FolderOptions {
     pub verify: bool,
     /// Round the blocks' weights with GPTQ on these tokens instead of to nearest.
     pub calibration: Option<Calibration>,
+    /// CPU threads (0: the process's thread budget). Rounding to nearest rounds this many
+    /// graph files at a time; GPTQ, whose blocks go one after another, runs ONNX Runtime's
+    /// calibration passes and its own factoring and sweeps on them.
+    pub threads: usize,
 }
 
 /// A quantized folder, held in memory until [`write_folder`].
@@ -383,6 +386,102 @@ pub fn check_calibration(
     })
 }
 
+/// Chooses a graph's rounding once its model is parsed: to nearest, or GPTQ on the
+/// activations reaching it (returned with the method's name for the log).
+type ChooseRounding<'a> =
+    &'a mut dyn FnMut(
+        &ModelProto,
+        &Path,
+        &FileLoader,
+    ) -> Result<(Box<dyn Rounding>, &'static str), QuantizeError>;
+
+/// What quantizing one graph file of a folder gave.
+#[derive(Default)]
+struct GraphOutcome {
+    /// The rewritten graph, if any MatMul was quantized.
+    encoded: Option<Vec<u8>>,
+    /// Its new content-addressed weight files.
+    new_weights: BTreeMap<String, Vec<u8>>,
+    /// The external-data files it reads.
+    references: BTreeSet<String>,
+    /// What was done; `None` for a graph left in float on request (`exclude_head`).
+    report: Option<GraphReport>,
+}
+
+/// Counts the graphs done for the log, in whatever order threads finish them.
+struct Progress {
+    done: AtomicUsize,
+    total: usize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Progress {
+            done: AtomicUsize::new(0),
+            total,
+        }
+    }
+
+    fn done(&self, file: &str, matmuls: usize, method: &str) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(
+            "quantize: {file}: {matmuls} MatMuls ({method}), {done}/{} graphs done",
+            self.total
+        );
+    }
+}
+
+/// Quantizes the graph `file` of the folder `source` (nothing is written).
+fn quantize_graph(
+    source: &Path,
+    file: &str,
+    options: &FolderOptions,
+    head_graphs: &BTreeSet<&str>,
+    progress: &Progress,
+    rounding: ChooseRounding<'_>,
+) -> Result<GraphOutcome, QuantizeError> {
+    let path = confined(source, file)?;
+    let mut model = parse_model(&path)?;
+    if options.exclude_head && head_graphs.contains(file) {
+        return Ok(GraphOutcome {
+            references: references(source, file, &model)?,
+            ..GraphOutcome::default()
+        });
+    }
+    let before = initializer_names(&model);
+    let mut loader = FileLoader {
+        dir: source.to_path_buf(),
+        graph: path.clone(),
+    };
+    let (mut rounding, method) = rounding(&model, &path, &loader)?;
+    // An empty (or cut-off) ONNX file parses as a model of no nodes: it would be copied as
+    // it is, into a folder that cannot run.
+    if model
+        .graph
+        .as_ref()
+        .is_none_or(|graph| graph.node.is_empty())
+    {
+        return Err(QuantizeError::BadModel {
+            path,
+            problem: "the graph has no nodes (an empty or cut-off ONNX file)".into(),
+        });
+    }
+    let report = quantize_model(&mut model, &options.scheme, &mut loader, rounding.as_mut())?;
+    let mut outcome = GraphOutcome::default();
+    if !report.quantized.is_empty() {
+        let added: BTreeSet<String> = initializer_names(&model)
+            .difference(&before)
+            .cloned()
+            .collect();
+        externalize(&mut model, &added, &mut outcome.new_weights);
+        outcome.encoded = Some(encode(&model, &path)?);
+    }
+    progress.done(file, report.quantized.len(), method);
+    outcome.references = references(source, file, &model)?;
+    outcome.report = Some(report);
+    Ok(outcome)
+}
+
 /// Quantizes the layered model in `source` (nothing is written; see [`write_folder`]).
 pub fn quantize_folder(
     source: &Path,
@@ -426,10 +525,62 @@ pub fn quantize_folder(
         Some(calibration) => Some(Activations::start(
             &confined(source, &manifest.embedding.file)?,
             &calibration.windows,
-            calibration.threads,
+            options.threads,
             calibration.device,
         )?),
         None => None,
+    };
+
+    let progress = Progress::new(graph_files.len());
+    let graph = |file: &String, rounding: ChooseRounding<'_>| {
+        quantize_graph(source, file, options, &head_graphs, &progress, rounding)
+    };
+    let outcomes: Vec<Result<GraphOutcome, QuantizeError>> = match &mut activations {
+        // Rounding to nearest reads nothing but the graph's own weights: the graphs are
+        // independent, and rounded `options.threads` at a time. A failure stops the graphs
+        // after it in the manifest's order from starting (those before it still run: one of
+        // them would be the failure to report, as one at a time).
+        None => {
+            let first_failed = AtomicUsize::new(usize::MAX);
+            map_in_order(&graph_files, options.threads, |at, file| {
+                if at > first_failed.load(Ordering::Relaxed) {
+                    return Ok(GraphOutcome::default());
+                }
+                let outcome = graph(file, &mut |_, _, _| Ok((Box::new(Nearest), "rtn")));
+                if outcome.is_err() {
+                    first_failed.fetch_min(at, Ordering::Relaxed);
+                }
+                outcome
+            })
+        }
+        // GPTQ's activations flow through the blocks in the manifest's order: one at a time.
+        Some(activations) => {
+            let mut outcomes = Vec::new();
+            for file in &graph_files {
+                let mut gptq = |model: &ModelProto, path: &Path, loader: &FileLoader| {
+                    if !block_files.contains(file.as_str()) {
+                        return Ok((Box::new(Nearest) as Box<dyn Rounding>, "rtn"));
+                    }
+                    let calibration = options.calibration.as_ref().expect("GPTQ has calibration");
+                    Ok((
+                        Box::new(Gptq::new(
+                            activations.block(model, path, loader)?,
+                            calibration.damp,
+                            path.to_path_buf(),
+                            options.threads,
+                        )) as Box<dyn Rounding>,
+                        "gptq",
+                    ))
+                };
+                let outcome = graph(file, &mut gptq);
+                let failed = outcome.is_err();
+                outcomes.push(outcome);
+                if failed {
+                    break;
+                }
+            }
+            outcomes
+        }
     };
 
     let mut graphs = BTreeMap::new();
@@ -437,61 +588,19 @@ pub fn quantize_folder(
     let mut reports = Vec::new();
     let mut referenced = BTreeSet::new();
     let mut excluded = Vec::new();
-    for (done, file) in graph_files.iter().enumerate() {
-        let path = confined(source, file)?;
-        let mut model = parse_model(&path)?;
-        if options.exclude_head && head_graphs.contains(file.as_str()) {
+    for (file, outcome) in graph_files.iter().zip(outcomes) {
+        let outcome = outcome?;
+        referenced.extend(outcome.references);
+        let Some(report) = outcome.report else {
             excluded.push(file.clone());
-            referenced.extend(references(source, file, &model)?);
             continue;
-        }
-        let before = initializer_names(&model);
-        let mut loader = FileLoader {
-            dir: source.to_path_buf(),
-            graph: path.clone(),
         };
-        let (mut rounding, method): (Box<dyn Rounding>, &str) =
-            match (&mut activations, &options.calibration) {
-                (Some(activations), Some(calibration)) if block_files.contains(file.as_str()) => (
-                    Box::new(Gptq::new(
-                        activations.block(&model, &path, &loader)?,
-                        calibration.damp,
-                        path.clone(),
-                        calibration.threads,
-                    )),
-                    "gptq",
-                ),
-                _ => (Box::new(Nearest), "rtn"),
-            };
-        // An empty (or cut-off) ONNX file parses as a model of no nodes: it would be copied as
-        // it is, into a folder that cannot run.
-        if model
-            .graph
-            .as_ref()
-            .is_none_or(|graph| graph.node.is_empty())
-        {
-            return Err(QuantizeError::BadModel {
-                path: path.clone(),
-                problem: "the graph has no nodes (an empty or cut-off ONNX file)".into(),
-            });
+        if let Some(encoded) = outcome.encoded {
+            graphs.insert(file.clone(), encoded);
         }
-        let report = quantize_model(&mut model, &options.scheme, &mut loader, rounding.as_mut())?;
-        if !report.quantized.is_empty() {
-            let added: BTreeSet<String> = initializer_names(&model)
-                .difference(&before)
-                .cloned()
-                .collect();
-            externalize(&mut model, &added, &mut new_weights);
-            graphs.insert(file.clone(), encode(&model, &path)?);
+        for (location, bytes) in outcome.new_weights {
+            new_weights.entry(location).or_insert(bytes);
         }
-        tracing::info!(
-            "quantize: {file}: {} MatMuls ({}), {}/{} graphs done",
-            report.quantized.len(),
-            method,
-            done + 1,
-            graph_files.len()
-        );
-        referenced.extend(references(source, file, &model)?);
         reports.push((file.clone(), report));
     }
     let quantized: usize = reports.iter().map(|(_, r)| r.quantized.len()).sum();

@@ -33,6 +33,7 @@ fn options(scheme: Scheme) -> FolderOptions {
         exclude_head: false,
         verify: true,
         calibration: None,
+        threads: 0,
     }
 }
 
@@ -237,7 +238,6 @@ fn gptq_refuses_ragged_calibration_windows() {
         windows: vec![vec![1, 2, 3], vec![4, 5]],
         dataset_id: "ragged".into(),
         damp: 0.01,
-        threads: 0,
         device: layerprune_core::Device::Cpu,
     });
     let error = quantize_folder(&fixture(), &opts).unwrap_err();
@@ -246,4 +246,45 @@ fn gptq_refuses_ragged_calibration_windows() {
         error.to_string().contains("same non-zero length"),
         "{error}"
     );
+}
+
+#[test]
+fn rounding_to_nearest_gives_the_same_folder_on_any_number_of_threads() {
+    // What a quantized folder is, in the manifest's order of graphs.
+    let summary = |q: &QuantizedFolder| {
+        let reports: Vec<(String, usize)> = q
+            .reports
+            .iter()
+            .map(|(file, r)| (file.clone(), r.quantized.len()))
+            .collect();
+        (
+            q.graphs.clone(),
+            q.new_weights.clone(),
+            q.unchanged.clone(),
+            q.dropped.clone(),
+            reports,
+            q.manifest.files.clone(),
+            q.record(),
+        )
+    };
+    for scheme in [Scheme::Int8, int4(32)] {
+        for exclude_head in [false, true] {
+            let quantized = |threads| {
+                let mut opts = options(scheme.clone());
+                opts.threads = threads;
+                opts.exclude_head = exclude_head;
+                summary(&quantize_folder(&fixture(), &opts).unwrap())
+            };
+            let one = quantized(1);
+            // The fixture's graphs: the embedding, 6 blocks and 2 heads.
+            assert_eq!(one.4.len(), if exclude_head { 7 } else { 9 });
+            for threads in [2, 3, 8] {
+                assert!(
+                    one == quantized(threads),
+                    "{} (exclude_head {exclude_head}) on {threads} threads",
+                    scheme.name()
+                );
+            }
+        }
+    }
 }

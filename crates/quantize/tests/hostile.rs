@@ -40,6 +40,7 @@ fn options(verify: bool) -> FolderOptions {
         exclude_head: false,
         verify,
         calibration: None,
+        threads: 0,
     }
 }
 
@@ -113,4 +114,26 @@ fn the_quantized_folder_is_never_written_over_or_inside_its_source() {
     }
     assert_eq!(before, snapshot(root.path()));
     write_folder(&model, &root.path().join("q"), &quantized, false).unwrap();
+}
+
+#[test]
+fn of_two_bad_graphs_the_first_in_the_manifest_is_reported_on_any_number_of_threads() {
+    let (root, model, _) = scene();
+    for block in ["block_001.onnx", "block_004.onnx"] {
+        let graph = model.join(block);
+        fs::write(&graph, b"").unwrap();
+        let hash = sha256_file(&graph).unwrap();
+        edit(&model, |m| m["files"][block] = hash.into());
+    }
+    let before = snapshot(root.path());
+    for threads in [1, 2, 8] {
+        let mut opts = options(true);
+        opts.threads = threads;
+        let error = quantize_folder(&model, &opts).unwrap_err().to_string();
+        assert!(
+            error.contains("block_001.onnx") && error.contains("the graph has no nodes"),
+            "on {threads} threads: {error}"
+        );
+    }
+    assert_eq!(before, snapshot(root.path()));
 }

@@ -46,12 +46,14 @@ enum MethodArg {
         quantize --model model/ --scheme int4 --method gptq --tokens tokens-calib.parquet \\\n    \
         --device cuda:0 --out model-gptq/   # GPTQ's calibration passes on GPU 0\n  \
         quantize --model pruned.onnx --scheme int8 --out pruned-int8.onnx\n\n\
-        --device and --threads apply to --method gptq, whose calibration passes run the float\n\
-        blocks through ONNX Runtime: on the CPU, or on a CUDA GPU with the onnxruntime-gpu\n\
-        library in ORT_DYLIB_PATH (a CUDA request that cannot be met is an error, never a CPU\n\
-        fall-back). --threads is ONNX Runtime's CPU pool there and the threads of GPTQ's own\n\
-        work, factoring each input's second moments and sweeping each weight (0: one per\n\
-        core). Rounding to nearest runs no model and refuses both."
+        --device applies to --method gptq, whose calibration passes run the float blocks\n\
+        through ONNX Runtime: on the CPU, or on a CUDA GPU with the onnxruntime-gpu library in\n\
+        ORT_DYLIB_PATH (a CUDA request that cannot be met is an error, never a CPU fall-back);\n\
+        rounding to nearest runs no model and refuses it. --threads (0: one per core) is, for\n\
+        GPTQ, ONNX Runtime's CPU pool and the threads of GPTQ's own work, factoring each\n\
+        input's second moments and sweeping each weight; rounding to nearest rounds that many\n\
+        of a folder's graph files at a time (the same folder on any count), each holding its\n\
+        graph's float weights and their codes: fewer threads, less memory."
 )]
 struct Args {
     /// Layered model folder (with manifest.json) or one .onnx file.
@@ -82,9 +84,8 @@ struct Args {
     /// [default: 0.01].
     #[arg(long, value_parser = parse_damp)]
     damp: Option<f64>,
-    // GPTQ: where the calibration passes run, and the CPU threads of ONNX Runtime and of
-    // GPTQ's own factoring and sweeps (the flags of every stage that runs the model; the help
-    // after the options says what --threads covers here).
+    // GPTQ: where the calibration passes run; the CPU threads (the flags of every stage that
+    // runs the model; the help after the options says what --threads covers here).
     #[command(flatten)]
     device: DeviceArgs,
     /// Leave the head graphs (head, head_logits) in float.
@@ -204,9 +205,9 @@ fn quantize(args: Args) -> Result<()> {
             args.device.device
         );
     }
-    // 0 is the default; any other count was asked for, and would change nothing.
-    if args.method == MethodArg::Rtn && args.device.threads != 0 {
-        bail!("--threads is for --method gptq (rounding to nearest runs no model)");
+    // 0 is the default; any other count was asked for, and would change nothing for one file.
+    if args.device.threads != 0 && !args.model.is_dir() {
+        bail!("--threads sets the graph files of a layered model folder rounded at a time, or GPTQ's threads; one .onnx file is one graph: leave it out");
     }
     if args.method == MethodArg::Rtn && args.damp.is_some() {
         bail!("--damp is for --method gptq");
@@ -230,7 +231,6 @@ fn quantize(args: Args) -> Result<()> {
                 windows: tokens.windows,
                 dataset_id: tokens.dataset_id,
                 damp: args.damp.unwrap_or(0.01),
-                threads: args.device.threads,
                 device: args.device.device,
             })
         }
@@ -241,6 +241,7 @@ fn quantize(args: Args) -> Result<()> {
             exclude_head: args.exclude_head,
             verify: !args.no_verify,
             calibration,
+            threads: args.device.threads,
         };
         let quantized = quantize_folder(&args.model, &options)?;
         for (file, report) in &quantized.reports {

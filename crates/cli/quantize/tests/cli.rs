@@ -44,6 +44,28 @@ fn quantizes_a_folder_and_a_single_file() {
         manifest["quantization"]["operator"],
         "com.microsoft.MatMulNBits"
     );
+    // Rounded three graph files at a time: the same folder, byte for byte.
+    let threaded = temp.path().join("int4-threads");
+    let result = quantize(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        threaded.to_str().unwrap(),
+        "--scheme",
+        "int4",
+        "--group-size",
+        "128",
+        "--threads",
+        "3",
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let files = |dir: &std::path::Path| {
+        layerprune_tests::snapshot(dir)
+            .into_iter()
+            .map(|(path, bytes)| (path.strip_prefix(dir).unwrap().to_path_buf(), bytes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(files(&out), files(&threaded));
 
     // One block graph as a single file: its external weights are read and the output inlines
     // everything.
@@ -197,7 +219,6 @@ fn bad_input_exits_with_status_2_and_the_reason() {
             "--group-size applies to --scheme int4 only",
         ),
         ("--damp", "0.1", "--damp is for --method gptq"),
-        ("--threads", "2", "--threads is for --method gptq"),
     ] {
         let result = quantize(&[
             "--model", model, "--out", out, "--scheme", "int8", flag, value,
@@ -219,6 +240,23 @@ fn bad_input_exits_with_status_2_and_the_reason() {
     assert_eq!(result.status.code(), Some(1));
     assert!(
         stderr(&result).contains("a single .onnx file has no manifest"),
+        "{}",
+        stderr(&result)
+    );
+    // Nor is one graph rounded on several threads.
+    let result = quantize(&[
+        "--model",
+        graph.to_str().unwrap(),
+        "--out",
+        out,
+        "--scheme",
+        "int8",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr(&result).contains("one .onnx file is one graph"),
         "{}",
         stderr(&result)
     );
