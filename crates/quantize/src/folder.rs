@@ -219,8 +219,15 @@ impl FileLoader {
                 .transpose()
         };
         let offset = number("offset")?.unwrap_or(0);
-        let mut file = layerprune_core::open_input(&path).map_err(io_error(&path))?;
-        let size = file.metadata().map_err(io_error(&path))?.len();
+        // Named with the graph and tensor that read it: a weight file alone says not whose.
+        let unreadable = |error: std::io::Error| {
+            self.bad(
+                tensor,
+                format!("external data {location} ({}): {error}", path.display()),
+            )
+        };
+        let mut file = layerprune_core::open_input(&path).map_err(unreadable)?;
+        let size = file.metadata().map_err(unreadable)?.len();
         let length = number("length")?.unwrap_or(size.saturating_sub(offset));
         if offset.checked_add(length).is_none_or(|end| end > size) {
             return Err(self.bad(
@@ -228,8 +235,7 @@ impl FileLoader {
                 format!("external data {location} is {size} bytes, shorter than offset {offset} + length {length}"),
             ));
         }
-        file.seek(SeekFrom::Start(offset))
-            .map_err(io_error(&path))?;
+        file.seek(SeekFrom::Start(offset)).map_err(unreadable)?;
         let length = usize::try_from(length).map_err(|_| {
             self.bad(
                 tensor,
@@ -237,7 +243,7 @@ impl FileLoader {
             )
         })?;
         let mut bytes = vec![0u8; length];
-        file.read_exact(&mut bytes).map_err(io_error(&path))?;
+        file.read_exact(&mut bytes).map_err(unreadable)?;
         Ok(bytes)
     }
 }
@@ -466,7 +472,8 @@ fn quantize_graph(
             problem: "the graph has no nodes (an empty or cut-off ONNX file)".into(),
         });
     }
-    let report = quantize_model(&mut model, &options.scheme, &mut loader, rounding.as_mut())?;
+    let report = quantize_model(&mut model, &options.scheme, &mut loader, rounding.as_mut())
+        .map_err(|error| error.in_graph(&path))?;
     let mut outcome = GraphOutcome::default();
     if !report.quantized.is_empty() {
         let added: BTreeSet<String> = initializer_names(&model)
@@ -757,7 +764,8 @@ pub fn quantize_single_file(
         dir,
         graph: source.to_path_buf(),
     };
-    let report = quantize_model(&mut model, scheme, &mut loader, &mut Nearest)?;
+    let report = quantize_model(&mut model, scheme, &mut loader, &mut Nearest)
+        .map_err(|error| error.in_graph(source))?;
     if report.quantized.is_empty() {
         return Err(QuantizeError::NothingToQuantize {
             path: source.to_path_buf(),

@@ -99,3 +99,21 @@ pub enum QuantizeError {
     #[error(transparent)]
     Runtime(#[from] layerprune_runtime::RuntimeError),
 }
+
+impl QuantizeError {
+    /// This error, of the graph file `path`: what [`quantize_model`] and its rounding report
+    /// knowing no file (a tensor's problem, an opset or a GPTQ input it cannot take) names the
+    /// file too.
+    pub fn in_graph(self, path: &std::path::Path) -> Self {
+        match self {
+            QuantizeError::BadTensor { name, problem } => QuantizeError::BadModel {
+                path: path.to_path_buf(),
+                problem: format!("tensor {name}: {problem}"),
+            },
+            QuantizeError::Unsupported(problem) => {
+                QuantizeError::Unsupported(format!("{}: {problem}", path.display()))
+            }
+            other => other,
+        }
+    }
+}

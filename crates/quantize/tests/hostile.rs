@@ -8,7 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use layerprune_model::{sha256_file, MANIFEST_FILE};
-use layerprune_quantize::{quantize_folder, write_folder, FolderOptions, Scheme};
+use layerprune_quantize::{
+    quantize_folder, quantize_single_file, write_folder, FolderOptions, Scheme,
+};
 
 const SENTINEL: &[u8] = b"must never change";
 
@@ -136,4 +138,40 @@ fn of_two_bad_graphs_the_first_in_the_manifest_is_reported_on_any_number_of_thre
         );
     }
     assert_eq!(before, snapshot(root.path()));
+}
+
+#[test]
+fn errors_found_inside_a_graph_name_the_graph() {
+    use onnx_protobuf::{Message, ModelProto};
+    // A weight file the graph reads that is not there: the graph and tensor reading it are
+    // named, not only the missing file (found by the graph fuzzer).
+    let (_root, model, _) = scene();
+    let graph = model.join("block_001.onnx");
+    layerprune_tests::relocate_first_external_tensor(&graph, "weights/missing.bin");
+    let error = quantize_single_file(&graph, &Scheme::Int8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("block_001.onnx")
+            && error.contains("tensor ")
+            && error.contains("weights/missing.bin"),
+        "{error}"
+    );
+    // An opset too old for per-channel DequantizeLinear: the graph is named.
+    let (_root, model, _) = scene();
+    let graph = model.join("block_002.onnx");
+    let mut proto = ModelProto::parse_from_bytes(&fs::read(&graph).unwrap()).unwrap();
+    for opset in &mut proto.opset_import {
+        if opset.domain.is_empty() {
+            opset.version = 11;
+        }
+    }
+    fs::write(&graph, proto.write_to_bytes().unwrap()).unwrap();
+    let error = quantize_single_file(&graph, &Scheme::Int8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("block_002.onnx") && error.contains("opset 13"),
+        "{error}"
+    );
 }
