@@ -1,7 +1,7 @@
 # make fuzz: the long run of the readers' mutation fuzzers (tables, manifests, the graphs a model
-# folder's check and quantize read, surrogate files) (crates/*/tests/fuzz.rs;
+# folder's check and quantize read, surrogate files, tokenizers) (crates/*/tests/fuzz.rs;
 # docs/reliability.md). `make test` already runs them with a few hundred mutations each; this
-# target gives each of the five readers FUZZ_SECONDS of wall clock (default 10 minutes; the table
+# target gives each of the six readers FUZZ_SECONDS of wall clock (default 10 minutes; the table
 # reader's time is shared by its seven table kinds; the readers of one crate run side by side),
 # or, when FUZZ_ITERATIONS is given, that many mutations per kind instead. FUZZ_SEED picks the
 # sequence of mutants; every mutant that hangs or panics a reader, or that reaches a decoder
@@ -20,5 +20,5 @@ fuzz:
 	LAYERPRUNE_FUZZ_SECONDS=$(FUZZ_SECONDS) LAYERPRUNE_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) \
 	LAYERPRUNE_FUZZ_SEED=$(FUZZ_SEED) LAYERPRUNE_FUZZ_KEEP=$(abspath $(FUZZ_KEEP)) \
 	  $(CARGO) test $(CARGO_FLAGS) -p layerprune-tables -p layerprune-model -p layerprune-surrogate \
-	  -p layerprune-quantize \
+	  -p layerprune-quantize -p layerprune-data \
 	  --test fuzz -- --nocapture

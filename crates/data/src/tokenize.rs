@@ -74,7 +74,10 @@ impl TokenizerFile {
             path: path.to_path_buf(),
             message,
         };
-        let mut tokenizer = Tokenizer::from_bytes(&bytes)
+        // The tokenizers library panics on some malformed files (found by crates/data/tests/
+        // fuzz.rs: a decoder of an unknown shape) rather than returning its error.
+        let mut tokenizer = layerprune_core::contain_panic(|| Tokenizer::from_bytes(&bytes))
+            .unwrap_or_else(|panic| Err(format!("the tokenizers library failed: {panic}").into()))
             .map_err(|error| tokenizer_error(format!("not a usable tokenizer.json: {error}")))?;
         tokenizer
             .with_truncation(None)
@@ -99,13 +102,29 @@ impl TokenizerFile {
     /// Token ids of `text`, with no special tokens (no BOS/EOS): the stream windows are cut
     /// from; a window's leading BOS, where the model wants one, is [`Bos`]'s.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
-        self.tokenizer
-            .encode_fast(text, false)
-            .map(|encoding| encoding.get_ids().to_vec())
-            .map_err(|error| DataError::Tokenizer {
-                path: self.path.clone(),
-                message: format!("cannot encode text: {error}"),
-            })
+        self.call("cannot encode text", |tokenizer| {
+            tokenizer
+                .encode_fast(text, false)
+                .map(|encoding| encoding.get_ids().to_vec())
+        })
+    }
+
+    /// `use_tokenizer` on the tokenizer, its error or panic (the library panics on some
+    /// configurations a file can hold) an error naming the file and `what` failed.
+    fn call<T>(
+        &self,
+        what: &str,
+        use_tokenizer: impl FnOnce(&Tokenizer) -> tokenizers::Result<T>,
+    ) -> Result<T, DataError> {
+        let message = match layerprune_core::contain_panic(|| use_tokenizer(&self.tokenizer)) {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => format!("{what}: {error}"),
+            Err(panic) => format!("{what}: the tokenizers library failed: {panic}"),
+        };
+        Err(DataError::Tokenizer {
+            path: self.path.clone(),
+            message,
+        })
     }
 
     /// The special tokens this tokenizer puts before a text when asked for special tokens: its
@@ -116,13 +135,11 @@ impl TokenizerFile {
     /// applies it.
     pub fn leading_special_ids(&self) -> Result<Vec<u32>, DataError> {
         let encode = |special: bool| {
-            self.tokenizer
-                .encode_fast("probe", special)
-                .map(|encoding| encoding.get_ids().to_vec())
-                .map_err(|error| DataError::Tokenizer {
-                    path: self.path.clone(),
-                    message: format!("cannot encode a probe text: {error}"),
-                })
+            self.call("cannot encode a probe text", |tokenizer| {
+                tokenizer
+                    .encode_fast("probe", special)
+                    .map(|encoding| encoding.get_ids().to_vec())
+            })
         };
         let (with, without) = (encode(true)?, encode(false)?);
         let start = (0..=with.len().saturating_sub(without.len()))
@@ -139,12 +156,9 @@ impl TokenizerFile {
 
     /// The text of some token ids (special tokens included), for showing a window to a person.
     pub fn decode(&self, ids: &[u32]) -> Result<String, DataError> {
-        self.tokenizer
-            .decode(ids, false)
-            .map_err(|error| DataError::Tokenizer {
-                path: self.path.clone(),
-                message: format!("cannot decode ids: {error}"),
-            })
+        self.call("cannot decode ids", |tokenizer| {
+            tokenizer.decode(ids, false)
+        })
     }
 }
 

@@ -138,6 +138,27 @@ fn a_broken_tokenizer_file_is_named_in_the_error() {
 }
 
 #[test]
+fn a_tokenizer_the_tokenizers_library_panics_on_is_refused_naming_it() {
+    // A decoder whose JSON breaks (a raw line break inside its type): tokenizers 0.22 panics
+    // reading it (an `expect` in the decoder's deserializer), found by crates/data/tests/fuzz.rs;
+    // the panic is contained and the file named.
+    let folder = tempfile::tempdir().unwrap();
+    let path = write_tokenizer(folder.path());
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["decoder"]["type"] = "DECODER TYPE".into();
+    let text = serde_json::to_string(&json)
+        .unwrap()
+        .replace("\"DECODER TYPE\"", "\"ByteLev\nel\"");
+    std::fs::write(&path, text).unwrap();
+    let error = TokenizerFile::load(&path).err().unwrap().to_string();
+    assert!(
+        error.contains("tokenizer.json") && error.contains("the tokenizers library failed"),
+        "{error}"
+    );
+}
+
+#[test]
 fn text_files_give_one_document_or_one_per_paragraph() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("text.txt");
