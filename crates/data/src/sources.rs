@@ -307,6 +307,23 @@ pub fn read_lambada_passages(path: &Path) -> Result<Vec<String>, DataError> {
 
 /// Every value of a string column of an Arrow IPC *stream* file, in order.
 pub fn read_arrow_stream_strings(path: &Path, column: &str) -> Result<Vec<String>, DataError> {
+    layerprune_core::contain_panic(|| arrow_stream_strings(path, column)).unwrap_or_else(|panic| {
+        Err(DataError::Arrow {
+            path: path.to_path_buf(),
+            source: arrow_reader_panicked(panic),
+        })
+    })
+}
+
+/// The error for an Arrow IPC stream the Arrow reader panicked on rather than refusing: arrow
+/// 60.1 does on some malformed streams (a buffer sliced past its end, found by
+/// crates/data/tests/fuzz.rs), so every stream reader here runs contained
+/// ([`layerprune_core::contain_panic`]) and reports this, naming the file, instead.
+pub fn arrow_reader_panicked(panic: String) -> arrow_schema::ArrowError {
+    arrow_schema::ArrowError::IpcError(format!("the Arrow reader failed on it: {panic}"))
+}
+
+fn arrow_stream_strings(path: &Path, column: &str) -> Result<Vec<String>, DataError> {
     // A stream is read front to back, so it may come through a pipe.
     let file = layerprune_core::open_stream_input(path).map_err(io_error(path))?;
     let arrow_error = |source| DataError::Arrow {

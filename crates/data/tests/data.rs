@@ -575,3 +575,17 @@ fn windows_start_with_the_tokens_the_tokenizer_puts_before_a_text() {
     let text = prepare_tokens(&plain, &request(Bos::Off, 16)).unwrap();
     assert_eq!(auto.table, text.table);
 }
+
+#[test]
+fn an_arrow_stream_the_arrow_reader_panics_on_is_refused_naming_it() {
+    // A mutant of a two-batch passages stream on which arrow 60.1 slices a buffer past its end
+    // (found by crates/data/tests/fuzz.rs); the panic is contained and the file named.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/arrow-reader-panic.arrow");
+    let error = read_arrow_stream_strings(&path, "question")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("arrow-reader-panic.arrow") && error.contains("the Arrow reader failed"),
+        "{error}"
+    );
+}

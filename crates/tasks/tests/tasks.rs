@@ -527,3 +527,44 @@ fn encoded_tasks_have_an_id_that_follows_the_tokens() {
         requests_id(&[(Task::Boolq, vec![with_bos])])
     );
 }
+
+#[test]
+fn a_batch_claiming_more_rows_than_its_file_holds_is_refused_before_they_are_built() {
+    // No columns and 2^50 rows: a few hundred bytes that, row by row, filled the memory (found
+    // by crates/tasks/tests/fuzz.rs).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("piqa.arrow");
+    let schema = Arc::new(arrow_schema::Schema::empty());
+    let batch = arrow_array::RecordBatch::try_new_with_options(
+        schema.clone(),
+        vec![],
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(1 << 50)),
+    )
+    .unwrap();
+    let mut writer =
+        arrow_ipc::writer::StreamWriter::try_new(std::fs::File::create(&path).unwrap(), &schema)
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    let error = layerprune_tasks::read_rows("piqa", &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("piqa.arrow") && error.contains("claim 1125899906842624 rows"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_task_file_the_arrow_reader_panics_on_is_refused_naming_it() {
+    // crates/data's regression file: arrow 60.1 panics reading it.
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/tests/data/arrow-reader-panic.arrow");
+    let error = layerprune_tasks::read_rows("boolq", &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("arrow-reader-panic.arrow") && error.contains("the Arrow reader failed"),
+        "{error}"
+    );
+}
