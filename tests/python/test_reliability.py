@@ -424,7 +424,7 @@ def cases(f):
         # (text may come through a pipe, `--text <(zcat corpus.gz)`: one without a writer ends
         # at once, and holds no text)
         ("pt-text-fifo", "prepare-tokens", pt_args[:2] + ["--text", f["fifo"], "--out", O(f)],
-         ["fifo.parquet holds no text"]),
+         ["fifo.parquet (whole file) holds no text"]),
         ("pt-text-device", "prepare-tokens",
          pt_args[:2] + ["--text", "/dev/zero", "--out", O(f)],
          ["/dev/zero: is a device, not a regular file"]),

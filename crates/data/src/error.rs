@@ -72,6 +72,18 @@ pub enum DataError {
         column: String,
         row: usize,
     },
+    #[error(
+        "{source_name}, documents {range}: the first {documents} documents kept hold {text_bytes} \
+         bytes of text, more than the {max_text_bytes} that tokenizing can take in this \
+         machine's memory (about 128 bytes a byte of text); --documents takes fewer"
+    )]
+    TextTooLarge {
+        source_name: String,
+        range: String,
+        documents: usize,
+        text_bytes: u64,
+        max_text_bytes: u64,
+    },
     #[error("{source_name} holds no text (no documents, or only empty ones)")]
     NoText { source_name: String },
     #[error("document range {text:?}: {reason}")]

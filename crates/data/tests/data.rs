@@ -440,14 +440,24 @@ fn prepare_tokens_builds_the_table_from_a_document_range() {
     let first_half =
         prepare_tokens(&tokenizer, &request("0:3", WindowMode::Random { seed: 0 })).unwrap();
     assert_eq!(first_half.documents, 3);
-    // What tokenizing is sized by before it starts: the joined text's bytes.
+    // What tokenizing is sized by, and refused by while the source is read: the joined
+    // text's bytes, separators included.
     let loaded = request("0:3", WindowMode::Random { seed: 0 });
     let documents = loaded.load_documents().unwrap();
     assert_eq!(documents.len(), 3);
+    let joined = documents.join("\n\n").len() as u64;
     assert_eq!(
-        loaded.joined_bytes(&documents),
-        documents.join("\n\n").len()
+        loaded.load_documents_within(Some(joined)).unwrap(),
+        documents
     );
+    match loaded.load_documents_within(Some(joined - 1)).unwrap_err() {
+        DataError::TextTooLarge {
+            documents,
+            text_bytes,
+            ..
+        } => assert_eq!((documents, text_bytes), (3, joined)),
+        other => panic!("{other}"),
+    }
     assert_eq!(
         tokens_of_documents(&tokenizer, &loaded, &documents).unwrap(),
         first_half
@@ -588,4 +598,98 @@ fn an_arrow_stream_the_arrow_reader_panics_on_is_refused_naming_it() {
         error.contains("arrow-reader-panic.arrow") && error.contains("the Arrow reader failed"),
         "{error}"
     );
+}
+
+#[test]
+fn a_source_is_read_no_further_than_the_documents_kept() {
+    let folder = tempfile::tempdir().unwrap();
+    // Past the second document the file is not JSON: a range ending there never reads it.
+    let path = folder.path().join("corpus.jsonl");
+    std::fs::write(
+        &path,
+        "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\nnot JSON\n{\"text\": \"four\"}\n",
+    )
+    .unwrap();
+    let source = TextSource::Jsonl {
+        path: path.clone(),
+        field: "text".into(),
+    };
+    let keep = |range: &str| Keep {
+        range: range.parse().unwrap(),
+        ..Keep::ALL
+    };
+    assert_eq!(source.load_kept(&keep("1:2")).unwrap(), ["two"]);
+    assert_eq!(source.load_kept(&keep(":2")).unwrap(), ["one", "two"]);
+    match source.load_kept(&keep(":")).unwrap_err() {
+        DataError::Json { line: 4, .. } => {}
+        other => panic!("{other}"),
+    }
+
+    // Paragraphs, kept by range and budget: the budget counts the separators between them.
+    let text = folder.path().join("text.txt");
+    std::fs::write(&text, "alpha\nbeta\n\n\ngamma\n\ndelta\n").unwrap();
+    let paragraphs = TextSource::Text {
+        path: text,
+        split_on_blank_lines: true,
+    };
+    assert_eq!(
+        paragraphs.load_kept(&keep("1:")).unwrap(),
+        ["gamma", "delta"]
+    );
+    let budget = |max| Keep {
+        separator_bytes: 2,
+        max_text_bytes: Some(max),
+        ..keep(":2")
+    };
+    // "alpha\nbeta" + 2 + "gamma" = 17 bytes.
+    assert_eq!(paragraphs.load_kept(&budget(17)).unwrap().len(), 2);
+    let error = paragraphs.load_kept(&budget(16)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            DataError::TextTooLarge {
+                documents: 2,
+                text_bytes: 17,
+                max_text_bytes: 16,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("--documents takes fewer"));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_text_over_the_budget_is_refused_while_it_streams_in() {
+    use std::os::fd::AsRawFd;
+    // 64 MiB of paragraphs through a pipe, against a budget of 1 KB: refused after reading a
+    // little, and the writer finds the pipe closed rather than the reader holding it all.
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let writing = std::thread::spawn(move || {
+        let chunk = "a paragraph of text\n\n".repeat(1 << 10);
+        let mut written = 0usize;
+        while written < 64 << 20 {
+            if writer.write_all(chunk.as_bytes()).is_err() {
+                return written;
+            }
+            written += chunk.len();
+        }
+        written
+    });
+    let path = PathBuf::from(format!("/dev/fd/{}", reader.as_raw_fd()));
+    for split_on_blank_lines in [true, false] {
+        let source = TextSource::Text {
+            path: path.clone(),
+            split_on_blank_lines,
+        };
+        let keep = Keep {
+            max_text_bytes: Some(1000),
+            ..Keep::ALL
+        };
+        let error = source.load_kept(&keep).unwrap_err();
+        assert!(matches!(error, DataError::TextTooLarge { .. }), "{error}");
+    }
+    drop(reader);
+    assert!(writing.join().unwrap() < 64 << 20);
 }

@@ -42,7 +42,7 @@ fn check_memory_within(
         .iter()
         .try_fold(bytes_each as u128, |total, &n| total.checked_mul(n as u128));
     let gib = |bytes: u128| bytes as f64 / (1u64 << 30) as f64;
-    match (bytes, physical_memory()) {
+    match (bytes, machine_memory()) {
         (None, _) => {
             bail!("{what} would need more memory than can be counted; give a smaller count")
         }
@@ -65,7 +65,7 @@ fn check_memory_within(
 /// The memory this process may use, in bytes, where the system says: the machine's physical
 /// memory, or less where a control group limits it (a container, a Slurm job): the limit the
 /// kernel kills at.
-fn physical_memory() -> Option<u64> {
+pub fn machine_memory() -> Option<u64> {
     let mut limit: Option<u64> = None;
     #[cfg(unix)]
     {
@@ -149,7 +149,7 @@ mod tests {
         }
         // Under the limit but over this machine's memory (where it has less than 64 GiB):
         // refused by what the machine has, before anything is allocated.
-        if let Some(physical) = physical_memory().filter(|&p| p < MEMORY_LIMIT_BYTES) {
+        if let Some(physical) = machine_memory().filter(|&p| p < MEMORY_LIMIT_BYTES) {
             let count = (physical / 1024 + 1) as usize;
             let error = check_memory("--chains", &[count], 1024).unwrap_err();
             assert!(error.to_string().contains("this machine's"), "{error}");

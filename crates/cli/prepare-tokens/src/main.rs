@@ -199,19 +199,11 @@ fn body(args: Args) -> anyhow::Result<()> {
     };
 
     let tokenizer = TokenizerFile::load(&tokenizer_path)?;
-    let documents = request.load_documents()?;
-    // Tokenizing takes many times the text's size: refused before, not killed part-way.
-    let text_bytes = request.joined_bytes(&documents);
-    layerprune_cli_common::check_machine_memory(
-        &format!(
-            "tokenizing the {:.1} MB of text of {} (documents {}; --documents takes fewer)",
-            text_bytes as f64 / 1e6,
-            request.source,
-            request.documents
-        ),
-        &[text_bytes],
-        TOKENIZING_BYTES_PER_TEXT_BYTE,
-    )?;
+    // Tokenizing takes many times the text's size: a text this machine cannot tokenize is
+    // refused while it is read, not killed part-way (or while it is read into memory).
+    let max_text_bytes = layerprune_cli_common::machine_memory()
+        .map(|bytes| bytes / TOKENIZING_BYTES_PER_TEXT_BYTE as u64);
+    let documents = request.load_documents_within(max_text_bytes)?;
     let prepared = tokens_of_documents(&tokenizer, &request, &documents)?;
     let mut provenance = Provenance::new(
         "prepare-tokens",
