@@ -93,9 +93,67 @@ pub fn map_in_order<T: Sync, R: Send>(
     done.into_iter().map(|(_, result)| result).collect()
 }
 
+/// [`map_in_order`] of work that can fail: the results in the items' order, or the error of
+/// the first item in that order that failed, as one thread going through them would report it.
+/// Once an item has failed, no item after it starts (those before it still run: one of them
+/// could be the failure to report).
+pub fn try_map_in_order<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(usize, &T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
+    let first_failed = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let outcomes = map_in_order(items, threads, |at, item| {
+        if at > first_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let outcome = work(at, item);
+        if outcome.is_err() {
+            first_failed.fetch_min(at, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(outcome)
+    });
+    // An item is skipped only after an earlier one failed, whose error comes first.
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("an item is skipped only after an earlier failure"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_failure_in_the_items_order_is_reported_and_later_items_do_not_start() {
+        let items: Vec<u64> = (0..64).collect();
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        for threads in [1, 2, 4] {
+            started.store(0, std::sync::atomic::Ordering::Relaxed);
+            let outcome = try_map_in_order(&items, threads, |_, &x| {
+                started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Item 40 fails fast, item 10 slowly: 10 is the one to report.
+                if x == 10 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    return Err(x);
+                }
+                if x == 40 {
+                    return Err(x);
+                }
+                Ok(x)
+            });
+            assert_eq!(outcome, Err(10), "{threads} threads");
+            // Items past the first failure started only while it was running.
+            assert!(
+                started.load(std::sync::atomic::Ordering::Relaxed) < items.len(),
+                "{threads} threads"
+            );
+        }
+        assert_eq!(
+            try_map_in_order(&items, 3, |_, &x| Ok::<_, ()>(x * 2)),
+            Ok((0..64).map(|x| x * 2).collect())
+        );
+    }
 
     #[test]
     fn results_come_in_the_items_order() {

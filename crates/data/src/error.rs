@@ -73,9 +73,11 @@ pub enum DataError {
         row: usize,
     },
     #[error(
-        "{source_name}, documents {range}: the first {documents} documents kept hold {text_bytes} \
-         bytes of text, more than the {max_text_bytes} that tokenizing can take in this \
-         machine's memory (about 128 bytes a byte of text); --documents takes fewer"
+        "{source_name} (documents {range}): the first {documents} documents kept hold at least \
+         {text_bytes} bytes of text, more than the {max_text_bytes} that tokenizing can take in \
+         this machine's memory (about {} bytes a byte of text); take fewer documents \
+         (prepare-tokens --documents; a text file's paragraphs with --paragraphs)",
+        crate::TOKENIZING_BYTES_PER_TEXT_BYTE
     )]
     TextTooLarge {
         source_name: String,

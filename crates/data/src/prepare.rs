@@ -81,8 +81,9 @@ pub fn prepare_tokens(
     tokens_of_documents(tokenizer, request, &documents)
 }
 
-/// [`prepare_tokens`] on documents already loaded by [`TokenRequest::load_documents`] (so that
-/// a caller can check the memory tokenizing them takes first).
+/// [`prepare_tokens`] on documents already loaded by [`TokenRequest::load_documents`] or
+/// [`TokenRequest::load_documents_within`] (the latter with the memory tokenizing them takes
+/// bounded while they are read).
 pub fn tokens_of_documents(
     tokenizer: &TokenizerFile,
     request: &TokenRequest,

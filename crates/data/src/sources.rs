@@ -117,36 +117,55 @@ impl Kept {
         self.keep.range.end.is_none_or(|end| self.offered < end)
     }
 
-    /// The next document of the source.
-    fn offer(&mut self, document: String) -> Result<(), DataError> {
+    /// Whether the document offered next is in the range (and would be kept).
+    fn keeps_next(&self) -> bool {
         let index = self.offered;
-        self.offered += 1;
-        if index < self.keep.range.start || self.keep.range.end.is_some_and(|end| index >= end) {
-            return Ok(());
-        }
+        index >= self.keep.range.start && self.keep.range.end.is_none_or(|end| index < end)
+    }
+
+    /// The kept text with a next document of `pending` bytes joined on.
+    fn joined_with(&self, pending: usize) -> u64 {
         let separator = if self.documents.is_empty() {
             0
         } else {
             self.keep.separator_bytes
         };
-        let text_bytes = self.text_bytes + (document.len() + separator) as u64;
-        if self.keep.max_text_bytes.is_some_and(|max| text_bytes > max) {
-            return Err(self.too_large(text_bytes));
-        }
-        self.text_bytes = text_bytes;
-        self.documents.push(document);
-        Ok(())
+        self.text_bytes + (separator + pending) as u64
     }
 
-    /// The error for kept text of `text_bytes`, over the budget.
-    fn too_large(&self, text_bytes: u64) -> DataError {
-        DataError::TextTooLarge {
-            source_name: self.source_name.clone(),
-            range: self.keep.range.to_string(),
-            documents: self.documents.len() + 1,
-            text_bytes,
-            max_text_bytes: self.keep.max_text_bytes.unwrap_or(0),
+    /// What the budget leaves a next document beyond its `pending` bytes; `None` without one.
+    fn room(&self, pending: usize) -> Option<u64> {
+        let joined = self.joined_with(pending);
+        self.keep
+            .max_text_bytes
+            .map(|max| max.saturating_sub(joined))
+    }
+
+    /// Refuses a next document of `pending` bytes that would take the kept text past the
+    /// budget.
+    fn check(&self, pending: usize) -> Result<(), DataError> {
+        let joined = self.joined_with(pending);
+        match self.keep.max_text_bytes {
+            Some(max) if joined > max => Err(DataError::TextTooLarge {
+                source_name: self.source_name.clone(),
+                range: self.keep.range.to_string(),
+                documents: self.documents.len() + 1,
+                text_bytes: joined,
+                max_text_bytes: max,
+            }),
+            _ => Ok(()),
         }
+    }
+
+    /// The next document of the source.
+    fn offer(&mut self, document: String) -> Result<(), DataError> {
+        if self.keeps_next() {
+            self.check(document.len())?;
+            self.text_bytes = self.joined_with(document.len());
+            self.documents.push(document);
+        }
+        self.offered += 1;
+        Ok(())
     }
 
     /// The kept documents; an error when the source had none with text, or fewer than the
@@ -164,9 +183,12 @@ impl Kept {
             .iter()
             .all(|document| document.trim().is_empty())
         {
-            return Err(DataError::NoText {
-                source_name: format!("{}, documents {}", self.source_name, self.keep.range),
-            });
+            let source_name = if self.keep.range == DocumentRange::ALL {
+                self.source_name
+            } else {
+                format!("{}, documents {}", self.source_name, self.keep.range)
+            };
+            return Err(DataError::NoText { source_name });
         }
         Ok(self.documents)
     }
@@ -228,54 +250,86 @@ fn text_documents(
     split_on_blank_lines: bool,
     kept: &mut Kept,
 ) -> Result<(), DataError> {
+    let not_utf8 = |error: std::str::Utf8Error| DataError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+    };
     let file = layerprune_core::open_stream_input(path).map_err(io_error(path))?;
     let mut reader = BufReader::new(file);
     if !split_on_blank_lines {
+        // The whole file is one document: a range without it is refused before any reading.
+        kept.keep.range.within(1, &kept.source_name)?;
         // One byte past the budget at most: a larger file is refused, not read whole.
-        let most = kept
-            .keep
-            .max_text_bytes
-            .map_or(u64::MAX, |max| max.saturating_add(1));
+        let most = kept.room(0).map_or(u64::MAX, |room| room.saturating_add(1));
         let mut bytes = Vec::new();
         (&mut reader)
             .take(most)
             .read_to_end(&mut bytes)
             .map_err(io_error(path))?;
-        if kept
-            .keep
-            .max_text_bytes
-            .is_some_and(|max| bytes.len() as u64 > max)
-        {
-            return Err(kept.too_large(bytes.len() as u64));
-        }
-        let text = String::from_utf8(bytes).map_err(|_| DataError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
-            ),
-        })?;
+        kept.check(bytes.len())?;
+        let text = std::str::from_utf8(&bytes).map_err(not_utf8)?;
         if !text.trim().is_empty() {
-            kept.offer(text)?;
+            kept.offer(text.to_string())?;
         }
         return Ok(());
     }
+    // Line by line, each line read to at most what the budget leaves a kept paragraph (one
+    // byte past it tells), or to `MAX_LINE_BYTES`: a text without line breaks is refused, not
+    // read whole. Paragraphs outside the range are counted, not kept.
+    let mut line = Vec::new();
+    let mut number = 0;
     let mut paragraph = String::new();
-    for line in reader.lines() {
-        let line = line.map_err(io_error(path))?;
-        if !line.trim().is_empty() {
-            if !paragraph.is_empty() {
-                paragraph.push('\n');
+    let mut in_paragraph = false;
+    loop {
+        line.clear();
+        number += 1;
+        let keeping = kept.keeps_next();
+        let pending = paragraph.len() + usize::from(in_paragraph);
+        let most = match kept.room(pending) {
+            // The line, its "\r\n", and one byte more.
+            Some(room) if keeping => room.saturating_add(3).min(MAX_LINE_BYTES + 1),
+            _ => MAX_LINE_BYTES + 1,
+        };
+        let read = (&mut reader)
+            .take(most)
+            .read_until(b'\n', &mut line)
+            .map_err(io_error(path))?;
+        if read == 0 {
+            break;
+        }
+        if line.ends_with(b"\n") {
+            line.pop();
+            if line.ends_with(b"\r") {
+                line.pop();
             }
-            paragraph.push_str(&line);
-        } else if !paragraph.is_empty() {
+        } else if read as u64 == most {
+            // Cut short by the limit: longer than it.
+            kept.check(pending + read)?;
+            return Err(DataError::LineTooLong {
+                path: path.to_path_buf(),
+                line: number,
+                limit: MAX_LINE_BYTES,
+            });
+        }
+        let text = std::str::from_utf8(&line).map_err(not_utf8)?;
+        if !text.trim().is_empty() {
+            if keeping {
+                if in_paragraph {
+                    paragraph.push('\n');
+                }
+                paragraph.push_str(text);
+                kept.check(paragraph.len())?;
+            }
+            in_paragraph = true;
+        } else if in_paragraph {
             kept.offer(std::mem::take(&mut paragraph))?;
+            in_paragraph = false;
             if !kept.wants_more() {
                 return Ok(());
             }
         }
     }
-    if !paragraph.is_empty() {
+    if in_paragraph {
         kept.offer(paragraph)?;
     }
     Ok(())
@@ -304,9 +358,10 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
     }
 }
 
-/// The longest line a JSON lines file may have: a document far longer than any corpus's, and
-/// short of what a line without breaks (or a gzip bomb inflating to one) would take in memory.
-const MAX_JSON_LINE_BYTES: u64 = 256 << 20;
+/// The longest line a JSON lines file, or a text file read by paragraphs, may have: a document
+/// far longer than any corpus's, and short of what a line without breaks (or a gzip bomb
+/// inflating to one) would take in memory.
+const MAX_LINE_BYTES: u64 = 256 << 20;
 
 /// The documents of a JSON lines file (gzip'd or not): `document` maps each non-blank line,
 /// parsed, and its 1-based number to its text. The file is streamed: only the documents stay in
@@ -326,7 +381,7 @@ fn json_lines(
     kept: &mut Kept,
     document: impl FnMut(&serde_json::Value, usize) -> Result<String, DataError>,
 ) -> Result<(), DataError> {
-    json_lines_of_at_most(path, MAX_JSON_LINE_BYTES, kept, document)
+    json_lines_of_at_most(path, MAX_LINE_BYTES, kept, document)
 }
 
 /// [`json_lines`] with lines of at most `limit` bytes.

@@ -656,18 +656,26 @@ fn a_source_is_read_no_further_than_the_documents_kept() {
         ),
         "{error}"
     );
-    assert!(error.to_string().contains("--documents takes fewer"));
+    assert!(error.to_string().contains("take fewer documents"));
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn a_text_over_the_budget_is_refused_while_it_streams_in() {
-    use std::os::fd::AsRawFd;
     // 64 MiB of paragraphs through a pipe, against a budget of 1 KB: refused after reading a
-    // little, and the writer finds the pipe closed rather than the reader holding it all.
+    // little, and the writer finds the pipe closed rather than the reader holding it all; then
+    // the same of one line without a break, read by paragraphs.
+    for unit in ["a paragraph of text\n\n", "one line without a break "] {
+        text_over_the_budget_through_a_pipe(unit);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn text_over_the_budget_through_a_pipe(unit: &str) {
+    use std::os::fd::AsRawFd;
     let (reader, mut writer) = std::io::pipe().unwrap();
+    let chunk = unit.repeat(1 << 10);
     let writing = std::thread::spawn(move || {
-        let chunk = "a paragraph of text\n\n".repeat(1 << 10);
         let mut written = 0usize;
         while written < 64 << 20 {
             if writer.write_all(chunk.as_bytes()).is_err() {

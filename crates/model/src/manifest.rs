@@ -320,24 +320,12 @@ impl Manifest {
     /// one thread would report it.
     pub fn verify_files(&self, dir: &Path) -> Result<(), ModelError> {
         let files: Vec<(&String, &String)> = self.files.iter().collect();
-        // Once a file has failed, the files after it in the manifest's order are skipped
-        // (those before it are still checked: one of them would be the failure to report).
-        let first_failed = std::sync::atomic::AtomicUsize::new(usize::MAX);
-        let checked = layerprune_core::parallel::map_in_order(
+        // The failure reported is the first in the manifest's order, as one thread's would be.
+        layerprune_core::parallel::try_map_in_order(
             &files,
             VERIFY_THREADS,
-            |at, (relative, expected)| {
-                if at > first_failed.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let checked = check_hash(dir, relative, expected);
-                if checked.is_err() {
-                    first_failed.fetch_min(at, std::sync::atomic::Ordering::Relaxed);
-                }
-                checked
-            },
-        );
-        checked.into_iter().collect::<Result<Vec<()>, _>>()?;
+            |_, (relative, expected)| check_hash(dir, relative, expected),
+        )?;
         // The graphs are the ones the manifest describes; now what they read.
         self.check_references(dir, true).map(drop)
     }

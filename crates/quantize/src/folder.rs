@@ -18,7 +18,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use layerprune_core::parallel::map_in_order;
+use layerprune_core::parallel::{threads_or_budget, try_map_in_order};
 use layerprune_core::Device;
 use layerprune_model::{
     confined, confined_reference, external_data_locations, link_or_copy, model_id, Manifest,
@@ -428,10 +428,11 @@ impl Progress {
         }
     }
 
-    fn done(&self, file: &str, matmuls: usize, method: &str) {
+    /// Logs the graph `file` done, and `what` was done to it.
+    fn done(&self, file: &str, what: &str) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(
-            "quantize: {file}: {matmuls} MatMuls ({method}), {done}/{} graphs done",
+            "quantize: {file}: {what}, {done}/{} graphs done",
             self.total
         );
     }
@@ -449,6 +450,7 @@ fn quantize_graph(
     let path = confined(source, file)?;
     let mut model = parse_model(&path)?;
     if options.exclude_head && head_graphs.contains(file) {
+        progress.done(file, "left in float (the head, excluded)");
         return Ok(GraphOutcome {
             references: references(source, file, &model)?,
             ..GraphOutcome::default()
@@ -483,7 +485,10 @@ fn quantize_graph(
         externalize(&mut model, &added, &mut outcome.new_weights);
         outcome.encoded = Some(encode(&model, &path)?);
     }
-    progress.done(file, report.quantized.len(), method);
+    progress.done(
+        file,
+        &format!("{} MatMuls ({method})", report.quantized.len()),
+    );
     outcome.references = references(source, file, &model)?;
     outcome.report = Some(report);
     Ok(outcome)
@@ -542,52 +547,39 @@ pub fn quantize_folder(
     let graph = |file: &String, rounding: ChooseRounding<'_>| {
         quantize_graph(source, file, options, &head_graphs, &progress, rounding)
     };
-    let outcomes: Vec<Result<GraphOutcome, QuantizeError>> = match &mut activations {
+    let outcomes: Vec<GraphOutcome> = match &mut activations {
         // Rounding to nearest reads nothing but the graph's own weights: the graphs are
-        // independent, and rounded `options.threads` at a time. A failure stops the graphs
-        // after it in the manifest's order from starting (those before it still run: one of
-        // them would be the failure to report, as one at a time).
-        None => {
-            let first_failed = AtomicUsize::new(usize::MAX);
-            map_in_order(&graph_files, options.threads, |at, file| {
-                if at > first_failed.load(Ordering::Relaxed) {
-                    return Ok(GraphOutcome::default());
-                }
-                let outcome = graph(file, &mut |_, _, _| Ok((Box::new(Nearest), "rtn")));
-                if outcome.is_err() {
-                    first_failed.fetch_min(at, Ordering::Relaxed);
-                }
-                outcome
-            })
-        }
+        // independent, and rounded `options.threads` at a time; the failure reported is the
+        // first bad graph in the manifest's order, as one at a time.
+        None => try_map_in_order(
+            &graph_files,
+            threads_or_budget(options.threads),
+            |_, file| graph(file, &mut |_, _, _| Ok((Box::new(Nearest), "rtn"))),
+        )?,
         // GPTQ's activations flow through the blocks in the manifest's order: one at a time.
-        Some(activations) => {
-            let mut outcomes = Vec::new();
-            for file in &graph_files {
-                let mut gptq = |model: &ModelProto, path: &Path, loader: &FileLoader| {
-                    if !block_files.contains(file.as_str()) {
-                        return Ok((Box::new(Nearest) as Box<dyn Rounding>, "rtn"));
-                    }
-                    let calibration = options.calibration.as_ref().expect("GPTQ has calibration");
+        Some(activations) => graph_files
+            .iter()
+            .map(|file| {
+                graph(file, &mut |model, path, loader| {
+                    let Some(calibration) = options
+                        .calibration
+                        .as_ref()
+                        .filter(|_| block_files.contains(file.as_str()))
+                    else {
+                        return Ok((Box::new(Nearest), "rtn"));
+                    };
                     Ok((
                         Box::new(Gptq::new(
                             activations.block(model, path, loader)?,
                             calibration.damp,
                             path.to_path_buf(),
                             options.threads,
-                        )) as Box<dyn Rounding>,
+                        )),
                         "gptq",
                     ))
-                };
-                let outcome = graph(file, &mut gptq);
-                let failed = outcome.is_err();
-                outcomes.push(outcome);
-                if failed {
-                    break;
-                }
-            }
-            outcomes
-        }
+                })
+            })
+            .collect::<Result<_, _>>()?,
     };
 
     let mut graphs = BTreeMap::new();
@@ -596,7 +588,6 @@ pub fn quantize_folder(
     let mut referenced = BTreeSet::new();
     let mut excluded = Vec::new();
     for (file, outcome) in graph_files.iter().zip(outcomes) {
-        let outcome = outcome?;
         referenced.extend(outcome.references);
         let Some(report) = outcome.report else {
             excluded.push(file.clone());

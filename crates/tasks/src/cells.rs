@@ -86,7 +86,8 @@ fn rows(task: &str, path: &Path) -> Result<Vec<Row>, TaskError> {
     for batch in reader {
         let batch = batch.map_err(arrow_error)?;
         let schema = batch.schema();
-        let claimed = (rows.len() + batch.num_rows()) as u64;
+        // Saturating: the reader takes a batch's length of -1 for usize::MAX rows.
+        let claimed = (rows.len() as u64).saturating_add(batch.num_rows() as u64);
         if claimed > most_rows {
             return Err(arrow_error(arrow_schema::ArrowError::IpcError(format!(
                 "its batches claim {claimed} rows, more than its {bytes} bytes can hold"

@@ -568,3 +568,38 @@ fn a_task_file_the_arrow_reader_panics_on_is_refused_naming_it() {
         "{error}"
     );
 }
+
+#[test]
+fn a_batch_of_minus_one_rows_after_a_row_is_refused_not_added_past_the_counts_end() {
+    // Arrow's reader takes a batch length of -1 for usize::MAX rows: added to the rows before
+    // it, the count must saturate (it overflowed: a panic in dev builds, in release a small
+    // number that let the rows be built until the memory ran out).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("piqa.arrow");
+    let schema = Arc::new(arrow_schema::Schema::empty());
+    const MARK: usize = 0x0123_4567_89ab_cdef;
+    let mut bytes = Vec::new();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut bytes, &schema).unwrap();
+    for rows in [1, MARK] {
+        let batch = arrow_array::RecordBatch::try_new_with_options(
+            schema.clone(),
+            vec![],
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+    }
+    writer.finish().unwrap();
+    drop(writer);
+    let mark = (MARK as u64).to_le_bytes();
+    let at = bytes.windows(8).position(|w| w == mark).unwrap();
+    bytes[at..at + 8].copy_from_slice(&(-1i64).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let error = layerprune_tasks::read_rows("piqa", &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("piqa.arrow") && error.contains(&format!("claim {} rows", u64::MAX)),
+        "{error}"
+    );
+}

@@ -23,21 +23,6 @@ pub fn count(min: u64, max: u64) -> RangedU64ValueParser<usize> {
 /// [`MEMORY_LIMIT_BYTES`], or than this machine has (where it says): `what` names the flags the
 /// counts come from.
 pub fn check_memory(what: &str, counts: &[usize], bytes_each: usize) -> Result<()> {
-    check_memory_within(what, counts, bytes_each, true)
-}
-
-/// [`check_memory`] against this machine's memory only, without the 64 GiB limit: for work
-/// that takes what it takes (tokenizing a large text) rather than a table a count sizes.
-pub fn check_machine_memory(what: &str, counts: &[usize], bytes_each: usize) -> Result<()> {
-    check_memory_within(what, counts, bytes_each, false)
-}
-
-fn check_memory_within(
-    what: &str,
-    counts: &[usize],
-    bytes_each: usize,
-    capped: bool,
-) -> Result<()> {
     let bytes = counts
         .iter()
         .try_fold(bytes_each as u128, |total, &n| total.checked_mul(n as u128));
@@ -46,7 +31,7 @@ fn check_memory_within(
         (None, _) => {
             bail!("{what} would need more memory than can be counted; give a smaller count")
         }
-        (Some(bytes), _) if capped && bytes > MEMORY_LIMIT_BYTES as u128 => bail!(
+        (Some(bytes), _) if bytes > MEMORY_LIMIT_BYTES as u128 => bail!(
             "{what} would need about {:.1} GiB of memory, more than the limit of {MEMORY_LIMIT_TEXT}; \
              give a smaller count",
             gib(bytes)
@@ -138,15 +123,10 @@ mod tests {
         let error = check_memory("--samples x players", &[1 << 40, 32], 8).unwrap_err();
         assert!(error.to_string().contains("64 GiB"), "{error}");
         assert!(check_memory("--samples", &[usize::MAX, usize::MAX, 8], 8).is_err());
-        // Without the 64 GiB limit, only the machine's memory bounds it (tokenizing a text).
-        let over_the_limit = [100usize << 30];
-        let error = check_memory("text", &over_the_limit, 1)
+        let error = check_memory("text", &[100usize << 30], 1)
             .unwrap_err()
             .to_string();
         assert!(error.contains("limit of 64 GiB"), "{error}");
-        if let Err(error) = check_machine_memory("text", &over_the_limit, 1) {
-            assert!(error.to_string().contains("this machine's"), "{error}");
-        }
         // Under the limit but over this machine's memory (where it has less than 64 GiB):
         // refused by what the machine has, before anything is allocated.
         if let Some(physical) = machine_memory().filter(|&p| p < MEMORY_LIMIT_BYTES) {

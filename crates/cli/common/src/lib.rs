@@ -183,8 +183,8 @@ mod outputs;
 mod runtime;
 
 pub use bounds::{
-    cache_bytes, check_machine_memory, check_memory, count, machine_memory, parse_threads,
-    MAX_CACHE_MB, MEMORY_LIMIT_BYTES, MEMORY_LIMIT_TEXT,
+    cache_bytes, check_memory, count, machine_memory, parse_threads, MAX_CACHE_MB,
+    MEMORY_LIMIT_BYTES, MEMORY_LIMIT_TEXT,
 };
 pub use outputs::{check_folder_outside_inputs, Io, OutputLocks};
 #[cfg(feature = "runtime")]
