@@ -528,24 +528,32 @@ fn encoded_tasks_have_an_id_that_follows_the_tokens() {
     );
 }
 
+/// An Arrow IPC stream of no columns whose batches claim `rows` rows each.
+fn column_less_stream(rows: &[usize]) -> Vec<u8> {
+    let schema = Arc::new(arrow_schema::Schema::empty());
+    let mut bytes = Vec::new();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut bytes, &schema).unwrap();
+    for &rows in rows {
+        let batch = arrow_array::RecordBatch::try_new_with_options(
+            schema.clone(),
+            vec![],
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+    }
+    writer.finish().unwrap();
+    drop(writer);
+    bytes
+}
+
 #[test]
 fn a_batch_claiming_more_rows_than_its_file_holds_is_refused_before_they_are_built() {
     // No columns and 2^50 rows: a few hundred bytes that, row by row, filled the memory (found
     // by crates/tasks/tests/fuzz.rs).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("piqa.arrow");
-    let schema = Arc::new(arrow_schema::Schema::empty());
-    let batch = arrow_array::RecordBatch::try_new_with_options(
-        schema.clone(),
-        vec![],
-        &arrow_array::RecordBatchOptions::new().with_row_count(Some(1 << 50)),
-    )
-    .unwrap();
-    let mut writer =
-        arrow_ipc::writer::StreamWriter::try_new(std::fs::File::create(&path).unwrap(), &schema)
-            .unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
+    std::fs::write(&path, column_less_stream(&[1 << 50])).unwrap();
     let error = layerprune_tasks::read_rows("piqa", &path)
         .unwrap_err()
         .to_string();
@@ -576,21 +584,8 @@ fn a_batch_of_minus_one_rows_after_a_row_is_refused_not_added_past_the_counts_en
     // number that let the rows be built until the memory ran out).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("piqa.arrow");
-    let schema = Arc::new(arrow_schema::Schema::empty());
     const MARK: usize = 0x0123_4567_89ab_cdef;
-    let mut bytes = Vec::new();
-    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut bytes, &schema).unwrap();
-    for rows in [1, MARK] {
-        let batch = arrow_array::RecordBatch::try_new_with_options(
-            schema.clone(),
-            vec![],
-            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
-        )
-        .unwrap();
-        writer.write(&batch).unwrap();
-    }
-    writer.finish().unwrap();
-    drop(writer);
+    let mut bytes = column_less_stream(&[1, MARK]);
     let mark = (MARK as u64).to_le_bytes();
     let at = bytes.windows(8).position(|w| w == mark).unwrap();
     bytes[at..at + 8].copy_from_slice(&(-1i64).to_le_bytes());

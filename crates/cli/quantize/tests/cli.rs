@@ -226,40 +226,26 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         assert_eq!(result.status.code(), Some(1));
         assert!(stderr(&result).contains(expected), "{}", stderr(&result));
     }
-    // A single graph has no manifest whose hashes --no-verify would skip.
+    // A single graph has no manifest whose hashes --no-verify would skip, nor is one graph
+    // rounded on several threads.
     let graph = std::path::Path::new(model).join("block_000.onnx");
-    let result = quantize(&[
-        "--model",
-        graph.to_str().unwrap(),
-        "--out",
-        out,
-        "--scheme",
-        "int8",
-        "--no-verify",
-    ]);
-    assert_eq!(result.status.code(), Some(1));
-    assert!(
-        stderr(&result).contains("a single .onnx file has no manifest"),
-        "{}",
-        stderr(&result)
-    );
-    // Nor is one graph rounded on several threads.
-    let result = quantize(&[
-        "--model",
-        graph.to_str().unwrap(),
-        "--out",
-        out,
-        "--scheme",
-        "int8",
-        "--threads",
-        "2",
-    ]);
-    assert_eq!(result.status.code(), Some(1));
-    assert!(
-        stderr(&result).contains("one .onnx file is one graph"),
-        "{}",
-        stderr(&result)
-    );
+    for (flags, expected) in [
+        (&["--no-verify"][..], "a single .onnx file has no manifest"),
+        (&["--threads", "2"][..], "one .onnx file is one graph"),
+    ] {
+        let mut args = vec![
+            "--model",
+            graph.to_str().unwrap(),
+            "--out",
+            out,
+            "--scheme",
+            "int8",
+        ];
+        args.extend(flags);
+        let result = quantize(&args);
+        assert_eq!(result.status.code(), Some(1));
+        assert!(stderr(&result).contains(expected), "{}", stderr(&result));
+    }
 
     // An existing --out is refused before any work (GPTQ takes minutes on a real model), and
     // left as it was.
