@@ -365,6 +365,15 @@ pub const JSON_DICTIONARY: [&[u8]; 12] = [
     b"0.0",
 ];
 
+/// Arrow IPC fragments for [`mutate`]: lengths and counts at their limits (a message or buffer
+/// length of -1 or i32::MAX, a zero), what an IPC reader of our streams is most likely to
+/// mishandle.
+pub const ARROW_DICTIONARY: [&[u8]; 3] = [
+    &[0xff, 0xff, 0xff, 0xff],
+    &[0xff, 0xff, 0xff, 0x7f],
+    &[0, 0, 0, 0],
+];
+
 /// How long a fuzzer runs on one reader: a number of mutations (the short runs of `make test`,
 /// or `LAYERPRUNE_FUZZ_ITERATIONS`) or a wall-clock budget (`LAYERPRUNE_FUZZ_SECONDS`, the long
 /// runs of `make fuzz`). Iterations are reproducible from the seed; a time budget runs the same

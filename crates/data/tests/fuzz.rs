@@ -4,7 +4,9 @@
 //! `layerprune-tests`, with a JSON dictionary, on the tiny fixture's byte-level BPE tokenizer).
 
 use layerprune_data::{read_arrow_stream_strings, read_jsonl_field, TokenizerFile};
-use layerprune_tests::{fuzz_reader, fuzz_seed, tiny_model_dir, FuzzBudget, JSON_DICTIONARY};
+use layerprune_tests::{
+    fuzz_reader, fuzz_seed, tiny_model_dir, FuzzBudget, ARROW_DICTIONARY, JSON_DICTIONARY,
+};
 
 fn use_tokenizer(path: &std::path::Path) -> Result<(), String> {
     let tokenizer = TokenizerFile::load(path).map_err(|e| e.to_string())?;
@@ -79,11 +81,7 @@ fn mutated_arrow_streams_are_read_or_refused_cleanly() {
     let (_, refused) = fuzz_reader(
         &path,
         &original,
-        &[
-            &[0xff, 0xff, 0xff, 0xff],
-            &[0xff, 0xff, 0xff, 0x7f],
-            &[0, 0, 0, 0],
-        ],
+        &ARROW_DICTIONARY,
         FuzzBudget::from_env(300),
         fuzz_seed(3),
         |path| {

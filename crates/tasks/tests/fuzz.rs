@@ -8,7 +8,7 @@ use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, StringArray, StructArray};
 use arrow_schema::{Field, Fields};
 use layerprune_tasks::{write_arrow_stream, Task};
-use layerprune_tests::{fuzz_reader, fuzz_seed, FuzzBudget};
+use layerprune_tests::{fuzz_reader, fuzz_seed, FuzzBudget, ARROW_DICTIONARY};
 
 fn string_lists(rows: &[&[&str]]) -> ArrayRef {
     let mut builder = ListBuilder::new(StringBuilder::new());
@@ -55,11 +55,7 @@ fn mutated_task_files_are_loaded_or_refused_cleanly() {
     let (_, refused) = fuzz_reader(
         &path,
         &original,
-        &[
-            &[0xff, 0xff, 0xff, 0xff],
-            &[0xff, 0xff, 0xff, 0x7f],
-            &[0, 0, 0, 0],
-        ],
+        &ARROW_DICTIONARY,
         FuzzBudget::from_env(300),
         fuzz_seed(2),
         load,
