@@ -19,8 +19,8 @@ pub enum DataError {
     },
     #[error("{}: line {line} is not UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf, line: usize },
-    #[error("{}: line {line} is longer than {limit} bytes: a JSON lines file holds a document a \
-             line (a file of no line breaks, or an inflated gzip bomb?)", path.display())]
+    #[error("{}: line {line} is longer than {limit} bytes, longer than any corpus's (a file of \
+             no line breaks, or an inflated gzip bomb?)", path.display())]
     LineTooLong {
         path: PathBuf,
         line: usize,

@@ -250,6 +250,16 @@ fn text_documents(
     split_on_blank_lines: bool,
     kept: &mut Kept,
 ) -> Result<(), DataError> {
+    text_documents_of_at_most(path, split_on_blank_lines, MAX_LINE_BYTES, kept)
+}
+
+/// [`text_documents`] with lines (read by paragraphs) of at most `limit` bytes.
+fn text_documents_of_at_most(
+    path: &Path,
+    split_on_blank_lines: bool,
+    limit: u64,
+    kept: &mut Kept,
+) -> Result<(), DataError> {
     let not_utf8 = |error: std::str::Utf8Error| DataError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
@@ -267,15 +277,16 @@ fn text_documents(
             .read_to_end(&mut bytes)
             .map_err(io_error(path))?;
         kept.check(bytes.len())?;
-        let text = std::str::from_utf8(&bytes).map_err(not_utf8)?;
+        let text = String::from_utf8(bytes).map_err(|error| not_utf8(error.utf8_error()))?;
         if !text.trim().is_empty() {
-            kept.offer(text.to_string())?;
+            kept.offer(text)?;
         }
         return Ok(());
     }
-    // Line by line, each line read to at most what the budget leaves a kept paragraph (one
-    // byte past it tells), or to `MAX_LINE_BYTES`: a text without line breaks is refused, not
-    // read whole. Paragraphs outside the range are counted, not kept.
+    // Line by line, each line at most `limit` bytes (a text without line breaks is refused
+    // after that much, not read whole), a kept paragraph checked against the budget as each
+    // line joins it; paragraphs outside the range are counted, not kept. (A line is read whole
+    // before it is judged: only then is a line of blanks known to be a separator.)
     let mut line = Vec::new();
     let mut number = 0;
     let mut paragraph = String::new();
@@ -284,14 +295,9 @@ fn text_documents(
         line.clear();
         number += 1;
         let keeping = kept.keeps_next();
-        let pending = paragraph.len() + usize::from(in_paragraph);
-        let most = match kept.room(pending) {
-            // The line, its "\r\n", and one byte more.
-            Some(room) if keeping => room.saturating_add(3).min(MAX_LINE_BYTES + 1),
-            _ => MAX_LINE_BYTES + 1,
-        };
+        // The line, its "\r\n", and one byte more.
         let read = (&mut reader)
-            .take(most)
+            .take(limit.saturating_add(3))
             .read_until(b'\n', &mut line)
             .map_err(io_error(path))?;
         if read == 0 {
@@ -302,13 +308,12 @@ fn text_documents(
             if line.ends_with(b"\r") {
                 line.pop();
             }
-        } else if read as u64 == most {
-            // Cut short by the limit: longer than it.
-            kept.check(pending + read)?;
+        }
+        if line.len() as u64 > limit {
             return Err(DataError::LineTooLong {
                 path: path.to_path_buf(),
                 line: number,
-                limit: MAX_LINE_BYTES,
+                limit,
             });
         }
         let text = std::str::from_utf8(&line).map_err(not_utf8)?;
@@ -358,9 +363,9 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
     }
 }
 
-/// The longest line a JSON lines file, or a text file read by paragraphs, may have: a document
-/// far longer than any corpus's, and short of what a line without breaks (or a gzip bomb
-/// inflating to one) would take in memory.
+/// The longest line a JSON lines file, or a text file read by paragraphs, may have (its line
+/// break aside): a document far longer than any corpus's, and short of what a line without
+/// breaks (or a gzip bomb inflating to one) would take in memory.
 const MAX_LINE_BYTES: u64 = 256 << 20;
 
 /// The documents of a JSON lines file (gzip'd or not): `document` maps each non-blank line,
@@ -743,5 +748,129 @@ mod tests {
         // Within a larger limit the line is read, and found not to be JSON.
         let error = read(200_000);
         assert!(matches!(error, DataError::Json { line: 2, .. }), "{error}");
+    }
+
+    /// The paragraphs of `text` as the reader made them before it streamed (the whole text
+    /// split by `str::lines`, runs of lines with text joined by "\n"), kept by `keep` as
+    /// `Kept` keeps them: the reference the streaming reader is compared with.
+    fn paragraphs_kept_the_old_way(text: &str, keep: &Keep) -> Result<Vec<String>, &'static str> {
+        let mut paragraphs = Vec::new();
+        let mut paragraph: Vec<&str> = Vec::new();
+        for line in text.lines() {
+            if line.trim().is_empty() {
+                if !paragraph.is_empty() {
+                    paragraphs.push(paragraph.join("\n"));
+                    paragraph.clear();
+                }
+            } else {
+                paragraph.push(line);
+            }
+        }
+        if !paragraph.is_empty() {
+            paragraphs.push(paragraph.join("\n"));
+        }
+        let end = keep
+            .range
+            .end
+            .unwrap_or(paragraphs.len())
+            .min(paragraphs.len());
+        let kept: Vec<String> = paragraphs
+            .get(keep.range.start.min(end)..end)
+            .unwrap_or_default()
+            .to_vec();
+        let joined = kept.iter().map(String::len).sum::<usize>()
+            + keep.separator_bytes * kept.len().saturating_sub(1);
+        if keep.max_text_bytes.is_some_and(|max| joined as u64 > max) {
+            return Err("too large");
+        }
+        if paragraphs.is_empty() {
+            return Err("no text");
+        }
+        if keep.range.within(paragraphs.len(), "").is_err() {
+            return Err("out of range");
+        }
+        Ok(kept)
+    }
+
+    #[test]
+    fn paragraphs_streamed_are_the_paragraphs_of_the_whole_text() {
+        // Random texts of letters, blanks, "\r", "\n" and a two-byte character, under random
+        // ranges and budgets (some exactly at the kept text's size): the same documents as
+        // splitting the whole text, the same refusals.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("text.txt");
+        let pieces = ["a", "bc", " ", "\t", "\r", "\n", "\n", "\r\n", "é", "   "];
+        let mut rng = layerprune_tests::FuzzRng(7);
+        for _ in 0..20_000 {
+            let text: String = (0..rng.below(30))
+                .map(|_| pieces[rng.below(pieces.len())])
+                .collect();
+            std::fs::write(&path, &text).unwrap();
+            let start = rng.below(3);
+            let range = DocumentRange {
+                start,
+                end: [None, Some(start + 1 + rng.below(3))][rng.below(2)],
+            };
+            let max_text_bytes = match rng.below(3) {
+                0 => None,
+                _ => Some(rng.below(14) as u64),
+            };
+            let keep = Keep {
+                range,
+                separator_bytes: rng.below(3),
+                max_text_bytes,
+            };
+            let mut kept = Kept::new(&keep, "text".into());
+            let streamed = text_documents_of_at_most(&path, true, 1 << 20, &mut kept)
+                .and_then(|()| kept.finish())
+                .map_err(|error| match error {
+                    DataError::TextTooLarge { .. } => "too large",
+                    DataError::NoText { .. } => "no text",
+                    DataError::RangeOutOfBounds { .. } => "out of range",
+                    other => panic!("{other}"),
+                });
+            assert_eq!(
+                streamed,
+                paragraphs_kept_the_old_way(&text, &keep),
+                "{text:?} {keep:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_text_line_longer_than_the_limit_is_refused_before_it_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("text.txt");
+        let read = |text: &[u8], range: &str| {
+            std::fs::write(&path, text).unwrap();
+            let keep = Keep {
+                range: range.parse().unwrap(),
+                separator_bytes: 2,
+                max_text_bytes: Some(50),
+            };
+            let mut kept = Kept::new(&keep, "text".into());
+            text_documents_of_at_most(&path, true, 1000, &mut kept).and_then(|()| kept.finish())
+        };
+        // A line of exactly the limit passes, with "\n" or "\r\n" (a blank one, so that the
+        // budget does not refuse it); one byte more is refused, in the range or not.
+        for ending in ["\n", "\r\n"] {
+            let mut text = b"first\n".to_vec();
+            text.extend(vec![b' '; 1000]);
+            text.extend(ending.as_bytes());
+            text.extend(b"second\n");
+            assert_eq!(read(&text, ":").unwrap(), ["first", "second"]);
+        }
+        let mut text = b"first\n".to_vec();
+        text.extend(vec![b'x'; 100_000]);
+        for range in [":", "1:"] {
+            match read(&text, range).unwrap_err() {
+                DataError::LineTooLong {
+                    line: 2,
+                    limit: 1000,
+                    ..
+                } => {}
+                other => panic!("{range}: {other}"),
+            }
+        }
     }
 }
