@@ -64,14 +64,14 @@ pub fn map_in_order<T: Sync, R: Send>(
             .map(|(i, item)| work(i, item))
             .collect();
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
     let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
         let running: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut mine = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(item) = items.get(i) else {
                             return mine;
                         };
@@ -102,14 +102,14 @@ pub fn try_map_in_order<T: Sync, R: Send, E: Send>(
     threads: usize,
     work: impl Fn(usize, &T) -> Result<R, E> + Sync,
 ) -> Result<Vec<R>, E> {
-    let first_failed = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let first_failed = AtomicUsize::new(usize::MAX);
     let outcomes = map_in_order(items, threads, |at, item| {
-        if at > first_failed.load(std::sync::atomic::Ordering::Relaxed) {
+        if at > first_failed.load(Ordering::Relaxed) {
             return None;
         }
         let outcome = work(at, item);
         if outcome.is_err() {
-            first_failed.fetch_min(at, std::sync::atomic::Ordering::Relaxed);
+            first_failed.fetch_min(at, Ordering::Relaxed);
         }
         Some(outcome)
     });
@@ -127,11 +127,11 @@ mod tests {
     #[test]
     fn the_first_failure_in_the_items_order_is_reported_and_later_items_do_not_start() {
         let items: Vec<u64> = (0..64).collect();
-        let started = std::sync::atomic::AtomicUsize::new(0);
+        let started = AtomicUsize::new(0);
         for threads in [1, 2, 4] {
-            started.store(0, std::sync::atomic::Ordering::Relaxed);
+            started.store(0, Ordering::Relaxed);
             let outcome = try_map_in_order(&items, threads, |_, &x| {
-                started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                started.fetch_add(1, Ordering::Relaxed);
                 // Item 40 fails fast, item 10 slowly: 10 is the one to report.
                 if x == 10 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -145,7 +145,7 @@ mod tests {
             assert_eq!(outcome, Err(10), "{threads} threads");
             // Items past the first failure started only while it was running: none on one
             // thread. (On a machine of one core every count runs on one thread.)
-            let started = started.load(std::sync::atomic::Ordering::Relaxed);
+            let started = started.load(Ordering::Relaxed);
             if threads == 1 {
                 assert_eq!(started, 11);
             } else {

@@ -52,9 +52,7 @@ impl TextSource {
                 path,
                 split_on_blank_lines,
             } => text_documents(path, *split_on_blank_lines, &mut kept)?,
-            TextSource::Jsonl { path, field } => json_lines(path, &mut kept, |record, line| {
-                string_at(record, field, path, line)
-            })?,
+            TextSource::Jsonl { path, field } => jsonl_field(path, field, &mut kept)?,
             TextSource::Lambada { path } => lambada_passages(path, &mut kept)?,
             TextSource::BoolqPassages { path } => {
                 for passage in read_boolq_passages(path)? {
@@ -368,19 +366,10 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
 /// breaks (or a gzip bomb inflating to one) would take in memory.
 const MAX_LINE_BYTES: u64 = 256 << 20;
 
-/// The documents of a JSON lines file (gzip'd or not): `document` maps each non-blank line,
-/// parsed, and its 1-based number to its text. The file is streamed: only the documents stay in
-/// memory, never the parsed records of the whole file.
-fn read_json_lines(
-    path: &Path,
-    document: impl FnMut(&serde_json::Value, usize) -> Result<String, DataError>,
-) -> Result<Vec<String>, DataError> {
-    let mut kept = Kept::new(&Keep::ALL, format!("JSON lines file {}", path.display()));
-    json_lines(path, &mut kept, document)?;
-    Ok(kept.documents)
-}
-
-/// [`read_json_lines`] into `kept`, reading no line past the range's end.
+/// The documents of a JSON lines file (gzip'd or not) into `kept`: `document` maps each
+/// non-blank line, parsed, and its 1-based number to its text. The file is streamed: only the
+/// kept documents stay in memory, never the parsed records of the whole file, and no line past
+/// the range's end is read.
 fn json_lines(
     path: &Path,
     kept: &mut Kept,
@@ -494,7 +483,16 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 
 /// One document per non-blank line: the string at `field` (dotted path allowed).
 pub fn read_jsonl_field(path: &Path, field: &str) -> Result<Vec<String>, DataError> {
-    read_json_lines(path, |record, line| string_at(record, field, path, line))
+    let mut kept = Kept::new(&Keep::ALL, format!("JSON lines file {}", path.display()));
+    jsonl_field(path, field, &mut kept)?;
+    Ok(kept.documents)
+}
+
+/// [`read_jsonl_field`] into `kept`.
+fn jsonl_field(path: &Path, field: &str, kept: &mut Kept) -> Result<(), DataError> {
+    json_lines(path, kept, |record, line| {
+        string_at(record, field, path, line)
+    })
 }
 
 /// `path` itself when it is a file, else `path/inside` (the unpacked wheel's layout).
