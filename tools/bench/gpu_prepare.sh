@@ -2,9 +2,11 @@
 # Everything the GPU recipe (docs/benchmarks.md §5) needs before its first device call, from the
 # project root: the four stage binaries it runs, stripped and packed into build/gpu/bin.tar.xz
 # (13 MB; 60 MB unpacked), and onnxruntime-gpu's libraries (../shared/tools/gpu-bundle) as
-# 58 MiB parts build/gpu/ortgpu.part-0 … part-3, so that three calls carry a part each and the
-# fourth the last part with the binaries, each under the device tool's 64 MiB with the 4 MB
-# working tree. gpu_device_run.sh unpacks the binaries into build/gpu/bin.
+# parts build/gpu/ortgpu.part-0, part-1, … as large as a device call can carry beside the
+# working tree (the device tool sends the tree with every call, 64 MiB in all; the tree grew
+# from 4 to 7 MB and a 58 MiB part no longer fitted, 2026-12-05), so that each call but the
+# last carries a part and the last one the last part with the binaries; it prints the calls.
+# gpu_device_run.sh unpacks the binaries into build/gpu/bin.
 set -euo pipefail
 stages="prepare-tokens sample-masks evaluate quantize"
 cargo build $(printf -- '-p %s ' $stages)
@@ -23,5 +25,27 @@ joined=$(mktemp)
 trap 'rm -rf "$staged" "$joined"' EXIT
 cat build/gpu/ortgpu.part-* > "$joined"
 rm -f build/gpu/ortgpu.part-*
-split -b 58m -d -a 1 "$joined" build/gpu/ortgpu.part-
+# What every call sends besides its carried files: tracked and untracked-not-ignored files.
+mib=$((1024 * 1024))
+tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null \
+  | awk '{s += $1} END {print s + 0}')
+part_mib=$(( (64 * mib - tree_bytes) / mib - 1 ))
+if [ "$part_mib" -lt 16 ]; then
+  echo "gpu_prepare: the working tree ($tree_bytes bytes) leaves under 16 MiB a device call" >&2
+  exit 1
+fi
+split -b "${part_mib}m" -d -a 1 "$joined" build/gpu/ortgpu.part-
 ls -la build/gpu
+parts=(build/gpu/ortgpu.part-*)
+last=${parts[${#parts[@]} - 1]}
+last_call=$(( $(stat -c %s "$last") + $(stat -c %s build/gpu/bin.tar.xz) + $(stat -c %s build/gpu/unpack.sh) ))
+echo "The device calls, back to back (working tree $((tree_bytes / 1024)) KiB, parts of $part_mib MiB):"
+for part in "${parts[@]}"; do
+  [ "$part" = "$last" ] && [ $((last_call + tree_bytes)) -le $((64 * mib)) ] && break
+  echo "  run carry=[$part]  command: mkdir -p /tmp/ortparts && cp $part /tmp/ortparts/"
+done
+if [ $((last_call + tree_bytes)) -le $((64 * mib)) ]; then
+  echo "  run carry=[$last, build/gpu/unpack.sh, build/gpu/bin.tar.xz]  command: … bash tools/bench/gpu_device_run.sh"
+else
+  echo "  run carry=[build/gpu/unpack.sh, build/gpu/bin.tar.xz]  command: … bash tools/bench/gpu_device_run.sh"
+fi

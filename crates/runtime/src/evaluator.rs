@@ -34,6 +34,18 @@ pub struct EvalOptions {
     /// the CPU provider, where larger calls only cost memory (the head's logits grow with
     /// them), else `mask_batch`; either way within `HEAD_LOGITS_BYTES_PER_BATCH`.
     pub head_batch: usize,
+    /// Whether a window batch smaller than the largest (a call on part of the windows, as a
+    /// race's rounds make, or the last batch of an uneven split) batches more masks a block
+    /// call, so that a call carries about as many windows as one mask's largest batch does
+    /// (never more: no call needs more device memory than a full one), where that is more
+    /// than `mask_batch`. Why: on CUDA a block call of a few windows costs about what a full
+    /// one does, as the host's launches set the pace; on an H100 (GPU run 3,
+    /// docs/benchmarks.md §5) a race's round of 3 of 10 windows measured 52 whole masks'
+    /// worth a second on a TinyLlama-1.1B shape against 163 for whole masks, and 150 with
+    /// four masks a call (7B: 28 and 41 against 41; 135M: 30 and 86 against 143). On the CPU
+    /// time follows the rows and batching does not pay. `None`: on for CUDA, off on the CPU.
+    /// Needs `reuse_prefixes`.
+    pub fill_small_batches: Option<bool>,
 }
 
 impl Default for EvalOptions {
@@ -44,6 +56,7 @@ impl Default for EvalOptions {
             reuse_prefixes: true,
             mask_batch: 1,
             head_batch: 0,
+            fill_small_batches: None,
         }
     }
 }
@@ -388,13 +401,30 @@ impl Evaluator {
     fn head_batch(&self, batch_size: usize, seq_len: usize) -> usize {
         match (self.options.head_batch, self.model.device()) {
             (0, Device::Cpu) => 1,
-            (0, _) => self.options.mask_batch,
+            (0, _) => self.mask_batch_for(batch_size),
             (n, _) => n,
         }
         .min(
             windows_per_batch(usize::MAX, seq_len, self.model.manifest().vocab_size)
                 / batch_size.max(1),
         )
+    }
+
+    /// Masks a block call on a window batch of `batch_size` windows
+    /// ([`EvalOptions::mask_batch`], or more on a batch smaller than the largest:
+    /// [`EvalOptions::fill_small_batches`]).
+    fn mask_batch_for(&self, batch_size: usize) -> usize {
+        let fill = self
+            .options
+            .fill_small_batches
+            .unwrap_or(matches!(self.model.device(), Device::Cuda(_)));
+        let largest = self.batches.iter().map(|(inputs, _)| inputs.nrows()).max();
+        match largest {
+            Some(largest) if fill && self.options.reuse_prefixes && batch_size < largest => {
+                self.options.mask_batch.max(largest / batch_size.max(1))
+            }
+            _ => self.options.mask_batch,
+        }
     }
 
     /// Evaluates `masks` (results in their order). `progress(done, total)` is called as masks
@@ -460,7 +490,6 @@ impl Evaluator {
         ];
         let mut done_units = 0;
         let dtype = self.model.manifest().dtype.clone();
-        let one_at_a_time = self.options.mask_batch <= 1 || !self.options.reuse_prefixes;
         // The states of the last mask's prefix on each window batch are kept for the next call
         // on the same windows: consecutive calls (a run checkpointed every few masks, the steps
         // of a selection method) ask for neighbouring masks.
@@ -470,6 +499,8 @@ impl Evaluator {
             let started = Instant::now();
             let batch_size = inputs.nrows();
             let seq_len = inputs.ncols();
+            let mask_batch = self.mask_batch_for(batch_size);
+            let one_at_a_time = mask_batch <= 1 || !self.options.reuse_prefixes;
             // A batch is its windows: its states are those of any call that batched them alike.
             let batch_windows = first_window..first_window + batch_size;
             first_window += batch_size;
@@ -547,7 +578,7 @@ impl Evaluator {
                     stack,
                     masks,
                     &order,
-                    self.options.mask_batch,
+                    mask_batch,
                     max_states,
                     &mut finish,
                 )?

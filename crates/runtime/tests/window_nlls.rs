@@ -127,3 +127,55 @@ fn a_range_of_windows_gives_those_windows_nlls() {
         }
     }
 }
+
+/// A call on part of the windows batches more masks a block call when
+/// `EvalOptions::fill_small_batches` is on (the default on CUDA, where such a call costs about
+/// what a full one does): as many masks as fit a full batch's windows, the same NLLs as one mask
+/// at a time, in fewer block runs; a full call is unchanged.
+#[test]
+fn calls_on_few_windows_batch_masks_to_a_full_calls_windows_with_the_same_nlls() {
+    let windows = fixture_windows(17, 10, 20);
+    let masks = every_mask(6);
+    let run = |fill: Option<bool>, range: std::ops::Range<usize>| {
+        let mut ev = evaluator(
+            &windows,
+            EvalOptions {
+                fill_small_batches: fill,
+                ..EvalOptions::default()
+            },
+        );
+        let before = ev.model().run_tally();
+        let results = ev.evaluate_windows(&masks, range, &mut |_, _| {}).unwrap();
+        let tally = ev.model().run_tally().since(&before);
+        (results, tally)
+    };
+    // The CPU's default is one mask at a time.
+    let (_, default_tally) = run(None, 0..3);
+    for range in [0..3, 3..6, 6..10] {
+        let (alone, alone_tally) = run(Some(false), range.clone());
+        let (filled, filled_tally) = run(Some(true), range.clone());
+        assert_eq!(alone.len(), filled.len());
+        for (mask, (a, f)) in masks.iter().zip(alone.iter().zip(&filled)) {
+            assert_eq!(a.window_nll_sums.len(), range.len(), "{mask}");
+            for (x, y) in a.window_nll_sums.iter().zip(&f.window_nll_sums) {
+                assert!(
+                    (x - y).abs() < 1e-4 * x.abs().max(1.0),
+                    "{mask} {range:?}: {x} filled, {y} alone"
+                );
+            }
+        }
+        // 10 / 3 = 3 (10 / 4 = 2) masks a block call: fewer block runs, and joins and splits.
+        assert!(
+            filled_tally.blocks.runs < alone_tally.blocks.runs,
+            "{range:?}: {} block runs filled, {} alone",
+            filled_tally.blocks.runs,
+            alone_tally.blocks.runs
+        );
+        assert!(filled_tally.stitching.runs > 0, "{range:?}");
+        assert_eq!(alone_tally.stitching.runs, 0, "{range:?}");
+    }
+    assert_eq!(default_tally.stitching.runs, 0, "on the CPU by default");
+    // All the windows: the largest batch, nothing to fill.
+    let (_, whole_tally) = run(Some(true), 0..10);
+    assert_eq!(whole_tally.stitching.runs, 0);
+}

@@ -58,7 +58,9 @@ pub struct RuntimeArgs {
     /// more, masks advance together and share each block call (bit-identical results on the
     /// CPU provider; on a CPU it is no faster). The states of the masks in flight count
     /// against --cache-mb. Racing methods measure their candidates a few windows at a time:
-    /// this batches a round's candidates.
+    /// on CUDA a call on part of the windows batches as many masks as fit one mask's full
+    /// window batch whatever this says (a call of few windows costs about what a full one
+    /// does there); more than that takes this.
     #[arg(long, default_value_t = 1, value_parser = count(1, 65_536), conflicts_with = "no_prefix_reuse")]
     pub mask_batch: usize,
 }
