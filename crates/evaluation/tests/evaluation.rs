@@ -442,6 +442,12 @@ fn the_summary_counts_each_kind_of_graph_run() {
     assert_eq!(summary["blocks"]["runs"], outcome.blocks_run);
     assert_eq!(summary["head"]["runs"], 64);
     assert!(summary["outside_runs_seconds"].as_f64().unwrap() >= 0.0);
+    // A CPU run's blocks hold most of its time, but nothing is launched: no advice.
+    assert!(!outcome.launches_set_the_pace);
+    assert_eq!(
+        read(&dir.path().join("one.json"))["launches_set_the_pace"],
+        false
+    );
 
     let mut batched = config(&tokens, &masks, &dir.path().join("batched.parquet"));
     batched.options.mask_batch = 4;

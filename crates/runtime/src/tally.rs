@@ -80,7 +80,19 @@ impl RunTally {
     pub fn host_seconds(&self) -> f64 {
         self.by_kind().iter().map(|(_, r)| r.host_seconds).sum()
     }
+
+    /// Whether, on CUDA with the host overlapped (block runs return once queued), this tally
+    /// of `seconds` says the host's launches set the pace: the blocks' runs hold at least
+    /// [`LAUNCH_BOUND_BLOCKS_SHARE`] of the time. What `--cuda-graphs on` is for.
+    pub fn launches_set_the_pace(&self, seconds: f64) -> bool {
+        seconds > 0.0 && self.blocks.host_seconds >= LAUNCH_BOUND_BLOCKS_SHARE * seconds
+    }
 }
+
+/// The blocks' share of an overlapped CUDA run's time at which the host's launches set its
+/// pace. GPU run 3 (H100, docs/benchmarks.md §5): the runs where the blocks held 69–87 % of the
+/// time gained from `--cuda-graphs on` (1.12–1.87×), those where they held 26–38 % lost 2–4 %.
+pub const LAUNCH_BOUND_BLOCKS_SHARE: f64 = 0.6;
 
 #[cfg(test)]
 mod tests {
@@ -101,5 +113,24 @@ mod tests {
         assert!(between.blocks.host_seconds >= 0.0);
         assert!(between.host_seconds() <= tally.host_seconds());
         assert_eq!(GraphRuns::default().ms_per_run(), 0.0);
+    }
+
+    #[test]
+    fn the_launches_set_the_pace_when_the_blocks_hold_most_of_the_time() {
+        let tally = |blocks: f64, head: f64| RunTally {
+            blocks: GraphRuns {
+                runs: 1000,
+                host_seconds: blocks,
+            },
+            head: GraphRuns {
+                runs: 100,
+                host_seconds: head,
+            },
+            ..RunTally::default()
+        };
+        // Run 3's 135M fp16 run (blocks 87 %) and its 7B bf16 one (36 %).
+        assert!(tally(0.607, 0.086).launches_set_the_pace(0.70));
+        assert!(!tally(0.882, 1.53).launches_set_the_pace(2.43));
+        assert!(!RunTally::default().launches_set_the_pace(0.0));
     }
 }
