@@ -11,7 +11,8 @@ device in the shape's dtype):
 3. time `evaluate --device DEVICE` (as it is by default, and with its other settings: on CUDA
    --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, --arena shrink alone and
    with --mask-batch 32, --mask-batch 32 with the arenas kept, for fp16 / bf16 an export
-   with fused attention (--attention-kernel fused) with and without --cuda-graphs on and one with
+   with fused attention (--attention-kernel fused) alone, with --cuda-graphs on, with
+   --mask-batch 4 and 8 and with both, and one with
    attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
    --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
    and --io-binding on; and a race's round, below; `--contenders` picks) and the two PyTorch
@@ -20,6 +21,10 @@ device in the shape's dtype):
    same tokens and masks in the same dtype, each after a warm-up;
 4. measure the device's GEMM rate (torch matmul) at the blocks' matrix shapes for the
    10 x 128 rows of one mask, in each contender's precision;
+
+The row named plain "evaluate" (and every row not naming fused attention or the attention's
+precision) runs the standard export (--attention-kernel standard, attention in float32), as in
+runs 1 and 2; since run 3 the exporter's default for fp16 / bf16 (auto) is the fused one.
 
 and write the CSV (columns `shape,dtype,contender,masks_per_second,useful_tflops,gemm_tflops,
 max_nll_diff,date`; rows of the shapes measured replace earlier rows of those shapes), a Markdown
@@ -38,8 +43,11 @@ table for docs/benchmarks.md, and a JSON of everything measured.
   evaluation. That count is a cost only where time goes with the tokens of a block call, as on
   the CPU; where the host's launches set the pace (the 1.1B shape on an H200) a call of 3 windows
   may cost as much as one of 10. So these contenders run `evaluate` on the first RACE_WINDOWS
-  windows only (plain, with --cuda-graphs on, and with --mask-batch 4: four masks' windows a
-  call, about one whole mask's rows), and their masks/s is given per whole mask, w / W of the
+  windows only (plain, with --cuda-graphs on, with --mask-batch 4: four masks' windows a
+  call, about one whole mask's rows, and with --mask-batch 3: the calls a race's round makes on
+  CUDA since run 3, which fills a call on part of the windows with as many masks as fit one
+  mask's full window batch, 10 // 3; on this 3-window table `evaluate` has nothing to fill by
+  itself), and their masks/s is given per whole mask, w / W of the
   masks per second, comparable with every other row: equal to the default row's when a race's
   savings in evaluations are savings in time. Their max_nll_diff is against PyTorch with the
   blocks deleted on those windows.
@@ -325,9 +333,11 @@ def evaluate_contenders(device: str, dtype_name: str):
                 contenders.append(Contender(f"evaluate {flags}, fused attention (export --attention-kernel fused)",
                                             flags.split(), precision, attention="fused"))
     # Whether a race's savings in LLM evaluations are savings in time: a round's calls carry
-    # 3 windows; with --mask-batch 4, about one whole mask's rows.
+    # 3 windows; with --mask-batch 4, about one whole mask's rows; with --mask-batch 3 what a
+    # round on CUDA runs since run 3 (EvalOptions::fill_small_batches).
     contenders.append(race_round("", precision))
     if cuda:
+        contenders.append(race_round("--mask-batch 3", precision))
         contenders.append(race_round("--cuda-graphs on", precision))
         contenders.append(race_round("--mask-batch 4", precision))
     if cuda:

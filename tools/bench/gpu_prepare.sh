@@ -21,31 +21,39 @@ tar -cJf build/gpu/bin.tar.xz -C "$staged" .
 if [ ! -f build/gpu/unpack.sh ] || ! ls build/gpu/ortgpu.part-* >/dev/null 2>&1; then
   ../shared/tools/gpu-bundle build/gpu
 fi
+# What every call sends besides its carried files: tracked and untracked-not-ignored files (a
+# tracked file deleted in the tree counts nothing). Sized before the parts are touched, so that a
+# refusal leaves them as they were.
+mib=$((1024 * 1024))
+call_bytes=$((64 * mib))
+tree_bytes=$(git ls-files -z --cached --others --exclude-standard \
+  | { xargs -0 stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')
+# A MiB to spare for the call's own framing; at most 10 parts (split's one-digit suffixes).
+part_mib=$(( (call_bytes - tree_bytes) / mib - 1 ))
+bundle_bytes=$(cat build/gpu/ortgpu.part-* | wc -c)
+if [ "$part_mib" -lt 1 ] || [ $(( (bundle_bytes + part_mib * mib - 1) / (part_mib * mib) )) -gt 10 ]; then
+  echo "gpu_prepare: the working tree ($tree_bytes bytes) leaves ${part_mib} MiB a device call: " \
+    "onnxruntime-gpu ($bundle_bytes bytes) would need more than 10 calls; make the tree smaller" >&2
+  exit 1
+fi
 joined=$(mktemp)
 trap 'rm -rf "$staged" "$joined"' EXIT
 cat build/gpu/ortgpu.part-* > "$joined"
 rm -f build/gpu/ortgpu.part-*
-# What every call sends besides its carried files: tracked and untracked-not-ignored files.
-mib=$((1024 * 1024))
-tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null \
-  | awk '{s += $1} END {print s + 0}')
-part_mib=$(( (64 * mib - tree_bytes) / mib - 1 ))
-if [ "$part_mib" -lt 16 ]; then
-  echo "gpu_prepare: the working tree ($tree_bytes bytes) leaves under 16 MiB a device call" >&2
-  exit 1
-fi
 split -b "${part_mib}m" -d -a 1 "$joined" build/gpu/ortgpu.part-
 ls -la build/gpu
 parts=(build/gpu/ortgpu.part-*)
 last=${parts[${#parts[@]} - 1]}
 last_call=$(( $(stat -c %s "$last") + $(stat -c %s build/gpu/bin.tar.xz) + $(stat -c %s build/gpu/unpack.sh) ))
+fits=$(( last_call + tree_bytes + mib <= call_bytes ))
 echo "The device calls, back to back (working tree $((tree_bytes / 1024)) KiB, parts of $part_mib MiB):"
 for part in "${parts[@]}"; do
-  [ "$part" = "$last" ] && [ $((last_call + tree_bytes)) -le $((64 * mib)) ] && break
+  [ "$part" = "$last" ] && [ "$fits" = 1 ] && break
   echo "  run carry=[$part]  command: mkdir -p /tmp/ortparts && cp $part /tmp/ortparts/"
 done
-if [ $((last_call + tree_bytes)) -le $((64 * mib)) ]; then
+if [ "$fits" = 1 ]; then
   echo "  run carry=[$last, build/gpu/unpack.sh, build/gpu/bin.tar.xz]  command: … bash tools/bench/gpu_device_run.sh"
 else
+  # gpu_device_run.sh copies the parts it finds in build/gpu; /tmp/ortparts has them all.
   echo "  run carry=[build/gpu/unpack.sh, build/gpu/bin.tar.xz]  command: … bash tools/bench/gpu_device_run.sh"
 fi

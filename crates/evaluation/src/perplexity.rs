@@ -80,10 +80,9 @@ pub struct EvaluationOutcome {
     /// The graphs' runs while evaluating them, and the host's time inside them: where the
     /// seconds went.
     pub graph_runs: RunTally,
-    /// On CUDA with the host overlapped and the blocks not captured, whether the host's
-    /// launches set the pace ([`RunTally::launches_set_the_pace`]): `--cuda-graphs on` would
-    /// pay.
-    pub launches_set_the_pace: bool,
+    /// Whether `--cuda-graphs on` would pay: the host's launches set the run's pace
+    /// ([`layerprune_runtime::RuntimeOptions::cuda_graphs_would_pay`]).
+    pub cuda_graphs_would_pay: bool,
 }
 
 /// GPU memory in use (by every process) before the model was opened and after the masks ran:
@@ -266,9 +265,7 @@ pub fn run_evaluation(
     checkpoint(&mut table, &rows)?;
     let blocks_run = evaluator.blocks_run() - blocks_before;
     let graph_runs = evaluator.model().run_tally().since(&tally_before);
-    let launches_set_the_pace = config.runtime.overlaps()
-        && !evaluator.model().captures_blocks()
-        && graph_runs.launches_set_the_pace(seconds);
+    let cuda_graphs_would_pay = config.runtime.cuda_graphs_would_pay(&graph_runs, seconds);
     let memory_taken = memory_before
         .zip(device_memory(config.runtime.device))
         .map(|(before, after)| MemoryTaken { before, after });
@@ -299,7 +296,7 @@ pub fn run_evaluation(
             "arena": format!("{:?}", config.runtime.arena).to_lowercase(),
             "arena_use": evaluator.model().arena_use().map(arena_json),
             "graph_runs": graph_runs_json(&graph_runs, seconds),
-            "launches_set_the_pace": launches_set_the_pace,
+            "cuda_graphs_would_pay": cuda_graphs_would_pay,
         });
         layerprune_tables::atomic_write(path, |file| {
             serde_json::to_writer_pretty(&mut *file, &summary).map_err(Into::into)
@@ -328,7 +325,7 @@ pub fn run_evaluation(
         block_stats_rows,
         device_memory: memory_taken,
         graph_runs,
-        launches_set_the_pace,
+        cuda_graphs_would_pay,
     })
 }
 

@@ -443,9 +443,9 @@ fn the_summary_counts_each_kind_of_graph_run() {
     assert_eq!(summary["head"]["runs"], 64);
     assert!(summary["outside_runs_seconds"].as_f64().unwrap() >= 0.0);
     // A CPU run's blocks hold most of its time, but nothing is launched: no advice.
-    assert!(!outcome.launches_set_the_pace);
+    assert!(!outcome.cuda_graphs_would_pay);
     assert_eq!(
-        read(&dir.path().join("one.json"))["launches_set_the_pace"],
+        read(&dir.path().join("one.json"))["cuda_graphs_would_pay"],
         false
     );
 

@@ -37,14 +37,19 @@ pub struct EvalOptions {
     /// Whether a window batch smaller than the largest (a call on part of the windows, as a
     /// race's rounds make, or the last batch of an uneven split) batches more masks a block
     /// call, so that a call carries about as many windows as one mask's largest batch does
-    /// (never more: no call needs more device memory than a full one), where that is more
-    /// than `mask_batch`. Why: on CUDA a block call of a few windows costs about what a full
-    /// one does, as the host's launches set the pace; on an H100 (GPU run 3,
-    /// docs/benchmarks.md §5) a race's round of 3 of 10 windows measured 52 whole masks'
-    /// worth a second on a TinyLlama-1.1B shape against 163 for whole masks, and 150 with
-    /// four masks a call (7B: 28 and 41 against 41; 135M: 30 and 86 against 143). On the CPU
-    /// time follows the rows and batching does not pay. `None`: on for CUDA, off on the CPU.
-    /// Needs `reuse_prefixes`.
+    /// (never more: no block call larger than a full one), where that is more than
+    /// `mask_batch`. Why: on CUDA a block call of a few windows costs about what a full one
+    /// does, as the host's launches set the pace; on an H100 (GPU run 3, docs/benchmarks.md
+    /// §5) a race's round of 3 of 10 windows measured 52 whole masks' worth a second on a
+    /// TinyLlama-1.1B shape against 163 for whole masks, and 150 with four masks a call (7B:
+    /// 28 and 42 against 41; 135M: 30 and 86 against 143). On the CPU time follows the rows
+    /// and batching does not pay. `None`: on for CUDA unless the blocks are captured as CUDA
+    /// graphs (which remove the launches' cost otherwise: 108 whole masks a second at 135M,
+    /// 107 at 1.1B; the two together are not measured, and batched shapes would outnumber
+    /// the captured ones), off on the CPU ([`RuntimeOptions::fills_small_batches`]). Needs
+    /// `reuse_prefixes`.
+    ///
+    /// [`RuntimeOptions::fills_small_batches`]: crate::RuntimeOptions::fills_small_batches
     pub fill_small_batches: Option<bool>,
 }
 
@@ -335,8 +340,8 @@ impl Evaluator {
     /// and discards the result, so that the device's memory for those shapes is allocated
     /// before masks are timed: each block's session has its own arena, which grows on its
     /// first batched calls. On an H200, 50 masks of a TinyLlama-1.1B shape took 0.83 s batched
-    /// by 8 against 0.41 s one at a time, without this; that growth is the suspected cause,
-    /// not yet measured. With masks one at a time there is nothing to do (the full model,
+    /// by 8 against 0.41 s one at a time, without this; with it (GPU run 3, an H100) batching
+    /// by 8 was 1.31x faster than one at a time there. With masks one at a time there is nothing to do (the full model,
     /// evaluated first, is their warm-up), unless the blocks are captured as CUDA graphs
     /// ([`LayeredModel::captures_blocks`]): then one mask's shape and the batched one are run
     /// until captured, so that timed runs are replays.
@@ -412,18 +417,14 @@ impl Evaluator {
 
     /// Masks a block call on a window batch of `batch_size` windows
     /// ([`EvalOptions::mask_batch`], or more on a batch smaller than the largest:
-    /// [`EvalOptions::fill_small_batches`]).
+    /// [`EvalOptions::fill_small_batches`]). The largest batch is the table's first (not
+    /// `self.batches`, which [`Evaluator::evaluate`] takes out for its call).
     fn mask_batch_for(&self, batch_size: usize) -> usize {
-        let fill = self
-            .options
-            .fill_small_batches
-            .unwrap_or(matches!(self.model.device(), Device::Cuda(_)));
-        let largest = self.batches.iter().map(|(inputs, _)| inputs.nrows()).max();
-        match largest {
-            Some(largest) if fill && self.options.reuse_prefixes && batch_size < largest => {
-                self.options.mask_batch.max(largest / batch_size.max(1))
-            }
-            _ => self.options.mask_batch,
+        let largest = self.per_batch.min(self.windows.len());
+        if self.model.fills_small_batches(&self.options) && batch_size < largest {
+            self.options.mask_batch.max(largest / batch_size.max(1))
+        } else {
+            self.options.mask_batch
         }
     }
 

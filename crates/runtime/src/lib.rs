@@ -41,7 +41,7 @@ pub use manifest::{
 pub use model::LayeredModel;
 pub use options::{environment, runtime_library_path, RuntimeOptions, DEFAULT_LIBRARY};
 pub use session::session_builder;
-pub use tally::{GraphRuns, RunTally, LAUNCH_BOUND_BLOCKS_SHARE};
+pub use tally::{GraphRuns, RunTally, LAUNCHES_SET_THE_PACE_SHARE};
 
 use std::path::PathBuf;
 

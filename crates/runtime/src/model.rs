@@ -309,6 +309,12 @@ impl LayeredModel {
         self.options.device
     }
 
+    /// Whether evaluating with `evaluation` batches more masks on small window batches
+    /// ([`RuntimeOptions::fills_small_batches`]).
+    pub fn fills_small_batches(&self, evaluation: &crate::EvalOptions) -> bool {
+        self.options.fills_small_batches(evaluation)
+    }
+
     /// What evaluation tables record the rows of this model, evaluated with `evaluation`, as
     /// measured on ([`RuntimeOptions::evaluated_on`]).
     pub fn evaluated_on(&self, evaluation: &crate::EvalOptions) -> String {

@@ -9,6 +9,7 @@ use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 
 use crate::arena::Arena;
+use crate::tally::RunTally;
 use crate::RuntimeError;
 
 /// How to load a model.
@@ -42,7 +43,8 @@ pub struct RuntimeOptions {
     /// one by one from the host (`crate::captured`): what a model whose blocks are small for
     /// the GPU needs, as launches then set the pace. Needs CUDA with overlap
     /// ([`Self::overlaps`]), whose stream orders the copies into and out of the captured
-    /// buffers. Off by default until measured on a GPU.
+    /// buffers. Off by default: on an H100 (GPU run 3, docs/benchmarks.md §5) 1.56–1.87x on a
+    /// 135M model, 0.96–1.12x at 1.1B and 7B.
     pub cuda_graphs: bool,
 }
 
@@ -51,7 +53,10 @@ impl RuntimeOptions {
     /// (`EvaluationTable::evaluated_on`): `cpu` (where every setting gives the same NLLs bit
     /// for bit), or on CUDA its TF32 setting and the shapes of its matrix products, which may
     /// pick other kernels there (`cuda, tf32 on, mask batch 8, windows a pass 0`; on the CPU
-    /// batching is bit-identical, on a GPU not yet measured apart). Not the device's index (two
+    /// batching is bit-identical; on a GPU run 3 found the same NLLs to the digits it reports).
+    /// Not how masks were grouped into calls (the prefix cache's bound, a small batch filled
+    /// with more masks: [`Self::fills_small_batches`]), which may move an NLL's last digits on
+    /// CUDA as the order of a run's masks may. Not the device's index (two
     /// GPUs of one kind compute alike) nor settings that keep results bit for bit (threads,
     /// arena, IoBinding, overlap, CUDA graphs, the prefix cache).
     pub fn evaluated_on(&self, evaluation: &crate::EvalOptions) -> String {
@@ -68,6 +73,16 @@ impl RuntimeOptions {
                 evaluation.batch_windows
             ),
         }
+    }
+
+    /// Whether the evaluator batches more masks a block call on a window batch smaller than
+    /// the largest ([`crate::EvalOptions::fill_small_batches`]; `None`: on CUDA without CUDA
+    /// graphs). Never without prefix reuse, which batching needs.
+    pub fn fills_small_batches(&self, evaluation: &crate::EvalOptions) -> bool {
+        evaluation.reuse_prefixes
+            && evaluation
+                .fill_small_batches
+                .unwrap_or(matches!(self.device, Device::Cuda(_)) && !self.cuda_graphs)
     }
 }
 
@@ -92,6 +107,18 @@ impl RuntimeOptions {
     pub fn binds_outputs(&self) -> bool {
         self.io_binding
             .unwrap_or(matches!(self.device, Device::Cuda(_)))
+    }
+
+    /// Whether `--cuda-graphs on` would pay for a run with these settings whose graphs ran as
+    /// `tally` says over `seconds`: on CUDA with the host overlapped, the blocks not captured
+    /// already, the arenas not shrunk (a shrink waits for the device after every run, and CUDA
+    /// graphs refuse it), and the host's launches setting the pace
+    /// ([`RunTally::launches_set_the_pace`]).
+    pub fn cuda_graphs_would_pay(&self, tally: &RunTally, seconds: f64) -> bool {
+        self.overlaps()
+            && !self.cuda_graphs
+            && self.arena != Arena::Shrink
+            && tally.launches_set_the_pace(seconds)
     }
 
     /// Whether the host queues block after block without waiting ([`Self::overlap`] resolved:
@@ -230,4 +257,85 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
         })
         .as_ref()
         .map_err(|message| RuntimeError::Library(message.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tally::GraphRuns;
+
+    #[test]
+    fn cuda_graphs_would_pay_where_the_launches_of_an_overlapped_cuda_run_set_its_pace() {
+        // GPU run 3's 135M fp16 run: the blocks' queued runs held 87 % of its 0.70 s.
+        let tally = RunTally {
+            blocks: GraphRuns {
+                runs: 1659,
+                host_seconds: 0.607,
+            },
+            ..RunTally::default()
+        };
+        let cuda = RuntimeOptions {
+            device: Device::Cuda(0),
+            ..RuntimeOptions::default()
+        };
+        assert!(cuda.cuda_graphs_would_pay(&tally, 0.70));
+        assert!(!cuda.cuda_graphs_would_pay(&tally, 2.0), "blocks at 30 %");
+        for (settings, why) in [
+            (
+                RuntimeOptions {
+                    cuda_graphs: true,
+                    ..cuda.clone()
+                },
+                "captured already",
+            ),
+            (
+                RuntimeOptions {
+                    arena: Arena::Shrink,
+                    ..cuda.clone()
+                },
+                "shrinking arenas wait for the device",
+            ),
+            (
+                RuntimeOptions {
+                    overlap: Some(false),
+                    ..cuda.clone()
+                },
+                "the host waits for every block",
+            ),
+            (RuntimeOptions::default(), "the CPU"),
+        ] {
+            assert!(!settings.cuda_graphs_would_pay(&tally, 0.70), "{why}");
+        }
+    }
+
+    #[test]
+    fn small_batches_are_filled_on_cuda_without_cuda_graphs_unless_told() {
+        let cuda = RuntimeOptions {
+            device: Device::Cuda(0),
+            ..RuntimeOptions::default()
+        };
+        let default = crate::EvalOptions::default();
+        assert!(cuda.fills_small_batches(&default));
+        // A grouping, not recorded as a setting of the arithmetic.
+        assert_eq!(
+            cuda.evaluated_on(&default),
+            "cuda, tf32 on, mask batch 1, windows a pass 0"
+        );
+        let captured = RuntimeOptions {
+            cuda_graphs: true,
+            ..cuda.clone()
+        };
+        assert!(!captured.fills_small_batches(&default));
+        assert!(!RuntimeOptions::default().fills_small_batches(&default));
+        let told = crate::EvalOptions {
+            fill_small_batches: Some(true),
+            ..default.clone()
+        };
+        assert!(RuntimeOptions::default().fills_small_batches(&told));
+        let no_reuse = crate::EvalOptions {
+            reuse_prefixes: false,
+            ..told
+        };
+        assert!(!cuda.fills_small_batches(&no_reuse));
+    }
 }

@@ -83,16 +83,16 @@ impl RunTally {
 
     /// Whether, on CUDA with the host overlapped (block runs return once queued), this tally
     /// of `seconds` says the host's launches set the pace: the blocks' runs hold at least
-    /// [`LAUNCH_BOUND_BLOCKS_SHARE`] of the time. What `--cuda-graphs on` is for.
+    /// [`LAUNCHES_SET_THE_PACE_SHARE`] of the time. What `--cuda-graphs on` is for.
     pub fn launches_set_the_pace(&self, seconds: f64) -> bool {
-        seconds > 0.0 && self.blocks.host_seconds >= LAUNCH_BOUND_BLOCKS_SHARE * seconds
+        seconds > 0.0 && self.blocks.host_seconds >= LAUNCHES_SET_THE_PACE_SHARE * seconds
     }
 }
 
 /// The blocks' share of an overlapped CUDA run's time at which the host's launches set its
 /// pace. GPU run 3 (H100, docs/benchmarks.md §5): the runs where the blocks held 69–87 % of the
-/// time gained from `--cuda-graphs on` (1.12–1.87×), those where they held 26–38 % lost 2–4 %.
-pub const LAUNCH_BOUND_BLOCKS_SHARE: f64 = 0.6;
+/// time gained from `--cuda-graphs on` (1.12–1.87×), those where they held 26–38 % lost 0.7–4 %.
+pub const LAUNCHES_SET_THE_PACE_SHARE: f64 = 0.6;
 
 #[cfg(test)]
 mod tests {

@@ -179,3 +179,40 @@ fn calls_on_few_windows_batch_masks_to_a_full_calls_windows_with_the_same_nlls()
     let (_, whole_tally) = run(Some(true), 0..10);
     assert_eq!(whole_tally.stitching.runs, 0);
 }
+
+/// The last batch of an uneven split (10 windows 4 at a time: 4, 4, 2) is filled in a whole
+/// evaluation too, two masks a call, with the same NLLs; the full batches are not.
+#[test]
+fn the_last_batch_of_an_uneven_split_is_filled_with_the_same_nlls() {
+    let windows = fixture_windows(19, 10, 20);
+    let masks = every_mask(6);
+    let run = |fill: bool| {
+        let mut ev = evaluator(
+            &windows,
+            EvalOptions {
+                batch_windows: 4,
+                fill_small_batches: Some(fill),
+                ..EvalOptions::default()
+            },
+        );
+        let before = ev.model().run_tally();
+        let results = ev.evaluate(&masks, &mut |_, _| {}).unwrap();
+        (results, ev.model().run_tally().since(&before))
+    };
+    let (alone, alone_tally) = run(false);
+    let (filled, filled_tally) = run(true);
+    for (mask, (a, f)) in masks.iter().zip(alone.iter().zip(&filled)) {
+        assert!(
+            (a.nll_sum - f.nll_sum).abs() < 1e-4 * a.nll_sum.abs().max(1.0),
+            "{mask}: {} alone, {} filled",
+            a.nll_sum,
+            f.nll_sum
+        );
+        assert_eq!(a.window_nll_sums.len(), f.window_nll_sums.len(), "{mask}");
+    }
+    assert_eq!(alone_tally.stitching.runs, 0);
+    assert!(filled_tally.stitching.runs > 0);
+    assert!(filled_tally.blocks.runs < alone_tally.blocks.runs);
+    // The head still one mask at a time (the CPU's automatic head batch).
+    assert_eq!(filled_tally.head.runs, alone_tally.head.runs);
+}

@@ -276,9 +276,16 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
     assert contenders[gpu_bench.ATTENTION_IN_DTYPE] == []
     assert contenders[gpu_bench.FUSED_ATTENTION] == []
     assert contenders[gpu_bench.FUSED_ATTENTION_CUDA_GRAPHS] == ["--cuda-graphs", "on"]
-    # A race's round plain, with CUDA graphs and with four masks a call, on the first 3 windows.
+    # Fused attention with masks batched through its blocks, and with CUDA graphs too.
+    for flags in ["--mask-batch 4", "--mask-batch 8", "--cuda-graphs on --mask-batch 8"]:
+        fused = next(c for c in gpu_bench.evaluate_contenders("cuda:0", "fp16")
+                     if c.name == f"evaluate {flags}, fused attention (export --attention-kernel fused)")
+        assert (fused.flags, fused.attention) == (flags.split(), "fused"), flags
+    # A race's round plain, with three masks a call (what a round on CUDA runs by itself), with
+    # CUDA graphs and with four masks a call, on the first 3 windows.
     rounds = {c.name: (c.flags, c.windows) for c in gpu_bench.evaluate_contenders("cuda:0", "fp16") if c.windows}
     assert rounds == {RACE_ROUND: ([], 3),
+                      RACE_ROUND.replace("evaluate,", "evaluate --mask-batch 3,"): (["--mask-batch", "3"], 3),
                       RACE_ROUND.replace("evaluate,", "evaluate --cuda-graphs on,"): (["--cuda-graphs", "on"], 3),
                       RACE_ROUND.replace("evaluate,", "evaluate --mask-batch 4,"): (["--mask-batch", "4"], 3)}
     # fp32 has neither: its attention is float32 already, and ONNX Runtime's CUDA provider

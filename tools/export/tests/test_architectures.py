@@ -639,6 +639,7 @@ def test_auto_attention_kernel_is_fused_in_fp16_and_standard_in_fp32_or_with_an_
 
 @pytest.mark.parametrize("arch,dtype,why", [
     ("gemma", "bf16", "gemma's fused bf16 blocks are known to fail on CUDA, measured 2026-12-05"),
+    ("olmo2", "fp16", "olmo2's fused fp16 blocks are not yet run on CUDA, where its fused bf16 ones failed"),
     ("phi", "fp16", "a rotary embedding over 8 of the head's 16 dimensions"),
     ("gpt2", "fp16", "gpt2 blocks have no rotary causal attention to fuse")])
 def test_auto_attention_kernel_is_standard_where_fused_is_known_to_fail_or_cannot_be_written(arch, dtype, why,

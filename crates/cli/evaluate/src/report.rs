@@ -155,7 +155,7 @@ pub fn print_evaluation(
             runs.join(", "),
             (seconds - outcome.graph_runs.host_seconds()).max(0.0)
         );
-        if outcome.launches_set_the_pace {
+        if outcome.cuda_graphs_would_pay {
             tracing::info!(
                 "the host's kernel launches set the pace (the blocks' runs, which return once \
                  queued, held {:.0} % of the time): --cuda-graphs on replays each block as one \
