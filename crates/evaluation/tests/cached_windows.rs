@@ -234,3 +234,38 @@ fn masks_a_skipped_save_left_are_written_at_the_end() {
         "saved with the model back"
     );
 }
+
+/// A race's rounds through the cache with small window batches filled (the default on CUDA;
+/// asked for here on the CPU): the same window values as one mask at a time, round after round,
+/// with masks joined in the rounds' block calls.
+#[test]
+fn a_races_rounds_filled_with_masks_give_the_same_window_values() {
+    let tokens = TokenTable::new(16, fixture_windows(7, 10, 16), "test", "synthetic ids");
+    let masks: Vec<Mask> = every_mask(6).into_iter().skip(20).take(12).collect();
+    let game = |fill: bool| {
+        let model = LayeredModel::open(&tiny_model_dir(), &RuntimeOptions::default()).unwrap();
+        let options = EvalOptions {
+            fill_small_batches: Some(fill),
+            ..EvalOptions::default()
+        };
+        let provenance = Provenance::new("test", "0.1.0", vec!["test".into()]);
+        CachedLlm::open(model, &tokens, options, None, provenance).unwrap()
+    };
+    let (mut alone, mut filled) = (game(false), game(true));
+    let stitched_before = filled.evaluator().model().run_tally().stitching.runs;
+    // The rounds of `Race::default()` over 10 windows: 3, then 6, then all 10.
+    for seen in [3, 6, 10] {
+        let a = alone.values_on_windows(&masks, 0..seen).unwrap();
+        let f = filled.values_on_windows(&masks, 0..seen).unwrap();
+        for (mask, (a, f)) in masks.iter().zip(a.iter().zip(&f)) {
+            for (x, y) in a.iter().zip(f) {
+                assert!(
+                    (x - y).abs() < 1e-6,
+                    "{mask} on 0..{seen}: {x} alone, {y} filled"
+                );
+            }
+        }
+    }
+    assert!(filled.evaluator().model().run_tally().stitching.runs > stitched_before);
+    assert_eq!(alone.evaluator().model().run_tally().stitching.runs, 0);
+}

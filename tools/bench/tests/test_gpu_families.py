@@ -49,3 +49,31 @@ def test_bf16_is_refused_on_the_cpu(tmp_path):
     done = run_families(tmp_path, "--device", "cpu", "--dtype", "bf16", "--fixtures", "llama")
     assert done.returncode == 2 and "no bf16 GroupQueryAttention" in done.stderr
     assert not (tmp_path / "families.json").exists()
+
+
+def test_a_long_onnx_runtime_error_keeps_the_line_naming_the_node_and_its_end():
+    """GPU run 3 kept only the last 600 characters of `evaluate`'s stderr, which lost the node
+    ONNX Runtime named; the excerpt keeps that line and the end, within about the limit."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_families
+
+    named = ("2026-12-05 19:36:33 [E:onnxruntime:, session_state.cc:1280] Could not find an implementation "
+             "for SimplifiedLayerNormalization(1) node with name 'LayerNorm_7'")
+    noise = "\n".join(f"[W:onnxruntime] padding line {i} " + "x" * 80 for i in range(40))
+    end = "evaluate: error: block_001.onnx: This op has been implemented only for the following types (tensor(float16),)"
+    excerpt = gpu_families.error_excerpt(f"{named}\n{noise}\n{end}")
+    assert "node with name 'LayerNorm_7'" in excerpt and excerpt.endswith("(tensor(float16),)")
+    assert "padding line 3 " not in excerpt and len(excerpt) < gpu_families.ERROR_CHARS + 200
+    assert gpu_families.error_excerpt("short\n  message ") == "short message"
+
+
+def test_a_fused_folder_failing_on_the_device_is_a_row_with_the_standard_export_tried_there(tmp_path):
+    """`--device cuda` on a machine without a GPU: the fused folder fails on the device, so the
+    fixture's standard export in the same dtype is tried there too, and fails alike; both errors
+    are in the row (on a GPU the second one tells whether the fused export is the cause)."""
+    done = run_families(tmp_path, "--device", "cuda", "--dtype", "fp16", "--fixtures", "llama")
+    assert done.returncode == 1, done.stdout + done.stderr
+    [row] = json.loads((tmp_path / "families.json").read_text())
+    assert row["fixture"] == "llama" and row["error"] and "cuda" in row["error"].lower(), row
+    assert row["standard_on_device"].startswith("error: "), row
+    assert "| llama | llama |" in (tmp_path / "families.md").read_text()
