@@ -391,8 +391,10 @@ fn json_lines_of_at_most(
     while kept.wants_more() {
         bytes.clear();
         line += 1;
+        // The line, its "\r\n", and one byte more: a line's limit counts its text, not its
+        // ending, as the text reader's does.
         let read = (&mut reader)
-            .take(limit + 1)
+            .take(limit.saturating_add(3))
             .read_until(b'\n', &mut bytes)
             .map_err(|source| {
                 if gzipped {
@@ -411,14 +413,16 @@ fn json_lines_of_at_most(
         if read == 0 {
             break;
         }
-        if read as u64 > limit {
+        let content = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.len() as u64 > limit {
             return Err(DataError::LineTooLong {
                 path: path.to_path_buf(),
                 line,
                 limit,
             });
         }
-        let text = std::str::from_utf8(&bytes).map_err(|_| DataError::NotUtf8 {
+        let text = std::str::from_utf8(content).map_err(|_| DataError::NotUtf8 {
             path: path.to_path_buf(),
             line,
         })?;
@@ -746,6 +750,37 @@ mod tests {
         // Within a larger limit the line is read, and found not to be JSON.
         let error = read(200_000);
         assert!(matches!(error, DataError::Json { line: 2, .. }), "{error}");
+    }
+
+    #[test]
+    fn a_json_lines_limit_counts_its_text_not_its_ending_as_the_text_reader_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.jsonl");
+        // `{"text": ""}` is 12 bytes.
+        let record = format!("{{\"text\": \"{}\"}}", "x".repeat(28)).into_bytes();
+        assert_eq!(record.len(), 40);
+        let read = |ending: &str, limit: u64| {
+            let mut file = record.to_vec();
+            file.extend(ending.as_bytes());
+            file.extend(b"{\"text\": \"next\"}\n");
+            std::fs::write(&path, file).unwrap();
+            let mut kept = Kept::new(&Keep::ALL, "lines".into());
+            let mut texts = Vec::new();
+            json_lines_of_at_most(&path, limit, &mut kept, |value, _| {
+                texts.push(value["text"].as_str().unwrap().to_string());
+                Ok(String::new())
+            })
+            .map(|()| texts)
+        };
+        for ending in ["\n", "\r\n"] {
+            assert_eq!(read(ending, 40).unwrap().len(), 2, "{ending:?}");
+            match read(ending, 39).unwrap_err() {
+                DataError::LineTooLong {
+                    line: 1, limit: 39, ..
+                } => {}
+                other => panic!("{ending:?}: {other}"),
+            }
+        }
     }
 
     /// The paragraphs of `text` as the reader made them before it streamed (the whole text
