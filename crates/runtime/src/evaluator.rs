@@ -83,6 +83,17 @@ pub fn windows_per_batch(windows: usize, seq_len: usize, vocab_size: usize) -> u
     windows.min(HEAD_LOGITS_BYTES_PER_BATCH / per_window).max(1)
 }
 
+/// Masks a block call carries on a window batch of `batch_size` windows: `mask_batch`, or,
+/// when small batches are filled ([`EvalOptions::fill_small_batches`]) and this one is smaller
+/// than the `largest`, as many as bring the call to about the largest batch's windows.
+fn masks_a_block_call(mask_batch: usize, fills: bool, largest: usize, batch_size: usize) -> usize {
+    if fills && batch_size < largest {
+        mask_batch.max(largest / batch_size.max(1))
+    } else {
+        mask_batch
+    }
+}
+
 /// One mask's result: the summed NLL over the scored tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskEvaluation {
@@ -278,10 +289,18 @@ impl Evaluator {
         };
         let batches = batch_windows(windows, per_batch);
         let mut model = model;
-        if options.mask_batch > 1 && options.reuse_prefixes {
+        // The most masks a block call can carry: a full batch's `mask_batch`, or, where small
+        // batches are filled, a call on one window (a race's round can be that small).
+        let most_masks = masks_a_block_call(
+            options.mask_batch,
+            model.fills_small_batches(&options),
+            per_batch.min(windows.len()),
+            1,
+        );
+        if most_masks > 1 && options.reuse_prefixes {
             // Larger joins (rare: as many masks must share a block) are opened when met.
             let started = std::time::Instant::now();
-            let prepared = options.mask_batch.min(PREPARED_MASK_BATCH);
+            let prepared = most_masks.min(PREPARED_MASK_BATCH);
             model.prepare_mask_batches(prepared)?;
             tracing::info!(
                 "opened the graphs joining and splitting up to {prepared} masks' states in {:.2} s",
@@ -420,12 +439,12 @@ impl Evaluator {
     /// [`EvalOptions::fill_small_batches`]). The largest batch is the table's first (not
     /// `self.batches`, which [`Evaluator::evaluate`] takes out for its call).
     fn mask_batch_for(&self, batch_size: usize) -> usize {
-        let largest = self.per_batch.min(self.windows.len());
-        if self.model.fills_small_batches(&self.options) && batch_size < largest {
-            self.options.mask_batch.max(largest / batch_size.max(1))
-        } else {
-            self.options.mask_batch
-        }
+        masks_a_block_call(
+            self.options.mask_batch,
+            self.model.fills_small_batches(&self.options),
+            self.per_batch.min(self.windows.len()),
+            batch_size,
+        )
     }
 
     /// Evaluates `masks` (results in their order). `progress(done, total)` is called as masks
@@ -822,7 +841,20 @@ pub fn block_statistics(
 
 #[cfg(test)]
 mod tests {
-    use super::windows_per_batch;
+    use super::{masks_a_block_call, windows_per_batch};
+
+    #[test]
+    fn small_batches_are_filled_up_to_the_largest_batchs_windows() {
+        // 10 windows a full batch: a round of 3 carries 3 masks a call, of 1 ten (the most,
+        // which the evaluator opens the joins for), a full batch `mask_batch`.
+        assert_eq!(masks_a_block_call(1, true, 10, 3), 3);
+        assert_eq!(masks_a_block_call(1, true, 10, 1), 10);
+        assert_eq!(masks_a_block_call(4, true, 10, 10), 4);
+        // Never fewer than `mask_batch`; nothing filled when filling is off.
+        assert_eq!(masks_a_block_call(8, true, 10, 3), 8);
+        assert_eq!(masks_a_block_call(1, false, 10, 1), 1);
+        assert_eq!(masks_a_block_call(1, true, 1, 1), 1);
+    }
 
     #[test]
     fn automatic_batches_bound_the_heads_logits() {
