@@ -40,14 +40,15 @@ DEVICE_KIND := $(firstword $(subst :, ,$(MODEL_DEVICE)))
 STAGE_THREADS := $(or $(call flag_value,--threads,$(EVALUATE_FLAGS)),0)
 # What the stages that run the model are given that may change a value they measure, as the
 # tables record it (`evaluated_on`, crates/runtime RuntimeOptions::evaluated_on): the kind of
-# device (not which GPU), --tf32 (on the CPU too, where it must fail as on a fresh run), and on
-# CUDA the shapes of its matrix products (--mask-batch, --batch-windows). Not the flags that give
+# device (not which GPU), --tf32 (on the CPU too, where it must fail as on a fresh run),
+# --graph-optimization (which of ONNX Runtime's kernels run), and on CUDA the shapes of its
+# matrix products (--mask-batch, --batch-windows). Not the flags that give
 # the same NLLs bit for bit (--threads, --arena, --io-binding, --overlap, --cuda-graphs,
 # --no-prefix-reuse): changing those drops no cache. Nor evaluate's --max-new-masks, --chunk and
 # --quiet, so a run stopped by --max-new-masks resumes, nor --cache-mb, which like --chunk only
 # bounds which masks share a call (on CUDA with --mask-batch above 1 their grouping, which may
 # move an NLL's last digits; docs/pipeline.md).
-STAMPED_FLAGS := --tf32 $(if $(filter cuda,$(DEVICE_KIND)),--mask-batch --batch-windows)
+STAMPED_FLAGS := --tf32 --graph-optimization $(if $(filter cuda,$(DEVICE_KIND)),--mask-batch --batch-windows)
 # $(call evaluate_flags_among,FLAGS,keep|drop): EVALUATE_FLAGS' flags FLAGS with their values
 # (keep), or every word but those (drop); a listed flag's value follows it or comes after '='.
 evaluate_flags_among = $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(1)' -v keep='$(2)' \

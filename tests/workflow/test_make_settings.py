@@ -514,6 +514,11 @@ def test_runtime_flags_remeasure_and_threads_change_nothing(make, tmp_path):
     assert (status, ran) == (0, []), output
     assert (run / ".settings" / "device").read_text() == "cpu\nlayerprune-stamp 2\n"
     assert (run / "plans" / "evaluations-calib.parquet").exists()
+    # Another graph optimization level runs other kernels (`evaluated_on` records it): measured
+    # again, the stamp saying so.
+    status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --graph-optimization basic")
+    assert status == 0 and {"evaluate", "apply-prune"} <= {name for name, _ in ran}, output
+    assert "--graph-optimization basic" in (run / ".settings" / "device").read_text()
 
 
 def test_an_evaluation_stopped_with_part_of_its_masks_is_resumed(make, tmp_path):

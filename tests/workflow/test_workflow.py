@@ -457,7 +457,7 @@ def test_what_a_changed_setting_reruns(tmp_path, text):
 
     ort = os.environ["ORT_DYLIB_PATH"]  # the same library, so only the device differs
     for settings in [["device=cuda", f"ort_dylib={ort}"], ["device=cuda:{shard}", f"ort_dylib={ort}"],
-                     ["runtime_flags=--tf32 off"]]:
+                     ["runtime_flags=--tf32 off"], ["runtime_flags=--graph-optimization basic"]]:
         counts = dry(*settings)
         assert counts.get("evaluate_shard") == 4 and counts.get("block_stats") == 1, (settings, counts)
     for settings in [["evaluate_chunk=4"], ["threads=2"], ["cache_mb=64"],

@@ -12,7 +12,7 @@ device in the shape's dtype):
    --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, --arena shrink alone and
    with --mask-batch 32, --mask-batch 32 with the arenas kept, for fp16 / bf16 an export
    with fused attention (--attention-kernel fused) alone, with --cuda-graphs on, with
-   --mask-batch 4 and 8 and with both, and one with
+   --mask-batch 4 and 8 and with both, --graph-optimization basic and all, and one with
    attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
    --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
    and --io-binding on; and a race's round, below; `--contenders` picks) and the two PyTorch
@@ -332,6 +332,12 @@ def evaluate_contenders(device: str, dtype_name: str):
             for flags in ["--mask-batch 4", "--mask-batch 8", "--cuda-graphs on --mask-batch 8"]:
                 contenders.append(Contender(f"evaluate {flags}, fused attention (export --attention-kernel fused)",
                                             flags.split(), precision, attention="fused"))
+    if dtype_name != "fp32":
+        # ONNX Runtime's fusions into its own kernels left out (basic), for the distance from
+        # float32 (bf16 at 7B is 24x PyTorch's, the suspects those kernels), and every level it
+        # has (all: whether any above the layouts, the default, pays).
+        for flags in ["--graph-optimization basic", "--graph-optimization all"]:
+            contenders.append(Contender(f"evaluate {flags}", flags.split(), precision))
     # Whether a race's savings in LLM evaluations are savings in time: a round's calls carry
     # 3 windows; with --mask-batch 4, about one whole mask's rows; with --mask-batch 3 what a
     # round on CUDA runs since run 3 (EvalOptions::fill_small_batches).

@@ -20,7 +20,10 @@ flash attention takes, which the fixtures' 16 is not; the partial-rotary ones ro
 4. where `evaluate` failed on the fused folder, export the fixture standard in `--dtype` too and
    evaluate it on `--device`, the same tokens and masks (`standard_on_device`: "agrees 1.2e-03",
    "disagrees ...", or the error; null where not tried): whether the failure is the fused
-   kernel's or the dtype's on that device.
+   kernel's or the dtype's on that device; and the fused folder again with
+   `--graph-optimization basic` (`fused_graph_optimization_basic`, the same verdicts): whether
+   one of ONNX Runtime's fusions into its own kernels, which that level leaves out, is what the
+   device refused (the suspect: export_layered.FUSED_KNOWN_FAILURES).
 
 An error keeps ONNX Runtime's lines that name the node and operator (their start) and the
 message's end, at most ERROR_CHARS characters. Writes a JSON (one row a fixture) and a Markdown
@@ -121,7 +124,7 @@ def check_fixture(args, arch: str) -> dict:
     row = {"fixture": arch, "model_type": manifest["architecture"], "dtype": args.dtype, "device": args.device,
            "max_nll_diff": None, "tolerance": tolerance, "agrees": False, "evaluate_seconds": None, "error": None,
            "known_failure": export_layered.fused_known_to_fail(manifest["architecture"], args.dtype),
-           "standard_on_device": None}
+           "standard_on_device": None, "fused_graph_optimization_basic": None}
     started = time.monotonic()
     try:
         stage(args.bin, "evaluate", "--model", work / "fused", "--tokens", tokens, *mask_args, "--device",
@@ -129,6 +132,8 @@ def check_fixture(args, arch: str) -> dict:
     except StageFailed as error:
         row["error"] = str(error)
         row["standard_on_device"] = standard_on_device(args, hf, work, check, tokens, mask_args, expected)
+        row["fused_graph_optimization_basic"] = on_device(
+            args, work / "fused", tokens, mask_args, expected, "fused-basic", ["--graph-optimization", "basic"])
         return row
     seconds = time.monotonic() - started
     diff = max_nll_diff(expected, nll_by_mask(work / "fused.parquet"))
@@ -145,14 +150,26 @@ def standard_on_device(args, hf: Path, work: Path, check: list, tokens: Path, ma
     """Whether the fixture's standard export in `--dtype` runs on the device (after its fused one
     failed there): "agrees <max NLL diff>", "disagrees <diff> (> tolerance)" against the standard
     float32 export on the CPU, or "error: ..." (the export's or evaluate's)."""
+    folder = work / f"standard-{args.dtype}"
     try:
-        export_layered.main(["--model", str(hf), "--out", str(work / f"standard-{args.dtype}"), "--dtype",
-                             args.dtype, "--attention-kernel", "standard", *check])
-        stage(args.bin, "evaluate", "--model", work / f"standard-{args.dtype}", "--tokens", tokens, *mask_args,
-              "--device", args.device, "--out", work / f"standard-{args.dtype}.parquet")
+        export_layered.main(["--model", str(hf), "--out", str(folder), "--dtype", args.dtype,
+                             "--attention-kernel", "standard", *check])
     except (Exception, SystemExit) as error:  # the exporter exits with its message on a refusal
         return "error: " + (error_excerpt(str(error)) or type(error).__name__)
-    diff = max_nll_diff(expected, nll_by_mask(work / f"standard-{args.dtype}.parquet"))
+    return on_device(args, folder, tokens, mask_args, expected, f"standard-{args.dtype}", [])
+
+
+def on_device(args, folder: Path, tokens: Path, mask_args: list, expected: dict, name: str, flags: list) -> str:
+    """`evaluate` of `folder` on the device with `flags`, into `name`.parquet beside it: "agrees <max
+    NLL diff>", "disagrees <diff> (> tolerance)" against the standard float32 export on the CPU
+    (`expected`), or "error: ..."."""
+    out = folder.parent / f"{name}.parquet"
+    try:
+        stage(args.bin, "evaluate", "--model", folder, "--tokens", tokens, *mask_args, "--device", args.device,
+              *flags, "--out", out)
+    except StageFailed as error:
+        return "error: " + (error_excerpt(str(error)) or type(error).__name__)
+    diff = max_nll_diff(expected, nll_by_mask(out))
     tolerance = export_layered.DEFAULT_TOLERANCE[args.dtype]
     return f"agrees {diff:.1e}" if diff < tolerance else f"disagrees {diff:.1e} (> {tolerance:g})"
 
@@ -164,17 +181,19 @@ def markdown(rows: list, args) -> str:
              "(tools/bench/gpu_families.py).", "",
              "Where the fused folder failed on the device, the fixture's standard export in the same dtype "
              "was run there too (its max NLL diff against the same float32 export). Known failure: listed in "
-             "export_layered.FUSED_KNOWN_FAILURES (the exporter refuses it unless asked, as here).", "",
+             "export_layered.FUSED_KNOWN_FAILURES (the exporter refuses it unless asked, as here). And the fused "
+             "folder again with `--graph-optimization basic` (none of ONNX Runtime's fusions into its own "
+             "kernels).", "",
              f"| fixture | model_type | max NLL diff | within the export check's tolerance | error "
-             f"| standard {args.dtype} export on `{args.device}` |",
-             "|---|---|---:|---|---|---|"]
+             f"| standard {args.dtype} export on `{args.device}` | fused, `--graph-optimization basic` |",
+             "|---|---|---:|---|---|---|---|"]
     for row in rows:
         diff = "" if row["max_nll_diff"] is None else f"{row['max_nll_diff']:.2e}"
         verdict = "" if row["error"] else ("yes" if row["agrees"] else f"no (> {row['tolerance']:g})")
         if row.get("known_failure"):
             verdict = f"{verdict} (known failure)".strip()
         lines.append(f"| {row['fixture']} | {row['model_type'] or ''} | {diff} | {verdict} | {cell(row['error'])} "
-                     f"| {cell(row.get('standard_on_device'))} |")
+                     f"| {cell(row.get('standard_on_device'))} | {cell(row.get('fused_graph_optimization_basic'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -224,11 +243,13 @@ def main(argv=None) -> int:
             row = {"fixture": arch, "model_type": None, "dtype": args.dtype, "device": args.device,
                    "max_nll_diff": None, "tolerance": None, "agrees": False, "evaluate_seconds": None,
                    "error": error_excerpt(str(error)) or type(error).__name__, "known_failure": None,
-                   "standard_on_device": None}
+                   "standard_on_device": None, "fused_graph_optimization_basic": None}
         rows.append(row)
         said = f"error {row['error']}" if row["error"] else f"max NLL diff {row['max_nll_diff']:.2e}"
         if row["standard_on_device"]:
             said += f"; standard {args.dtype} export on {args.device}: {row['standard_on_device']}"
+        if row["fused_graph_optimization_basic"]:
+            said += f"; fused with --graph-optimization basic: {row['fused_graph_optimization_basic']}"
         if row["known_failure"] and row["agrees"]:
             said += " (listed in export_layered.FUSED_KNOWN_FAILURES: it no longer fails here)"
         print(f"gpu_families: {arch}: {said}", flush=True)

@@ -290,6 +290,7 @@ pub fn run_evaluation(
             "overlap": config.runtime.overlaps(),
             "cuda_graphs": evaluator.model().captures_blocks(),
             "tf32": config.runtime.tf32,
+            "graph_optimization": config.runtime.graph_optimization.name(),
             "prefix_reuse": config.options.reuse_prefixes,
             "mask_batch": config.options.mask_batch,
             "device_memory": memory_taken.map(MemoryTaken::to_json),

@@ -39,7 +39,9 @@ pub use manifest::{
     model_id, sha256_file, BlockRef, GraphRef, Manifest, ModelError, FORMAT, MANIFEST_FILE,
 };
 pub use model::LayeredModel;
-pub use options::{environment, runtime_library_path, RuntimeOptions, DEFAULT_LIBRARY};
+pub use options::{
+    environment, runtime_library_path, GraphOptimization, RuntimeOptions, DEFAULT_LIBRARY,
+};
 pub use session::session_builder;
 pub use tally::{GraphRuns, RunTally, LAUNCHES_SET_THE_PACE_SHARE};
 

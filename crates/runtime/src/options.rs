@@ -46,6 +46,45 @@ pub struct RuntimeOptions {
     /// buffers. Off by default: on an H100 (GPU run 3, docs/benchmarks.md §5) 1.56–1.87x on a
     /// 135M model, 0.96–1.12x at 1.1B and 7B.
     pub cuda_graphs: bool,
+    /// Which of ONNX Runtime's rewrites of a graph run when its session opens. Why a setting:
+    /// the fusions into ONNX Runtime's own kernels (normalisation with the residual add,
+    /// attention, GELU) are where its arithmetic can part from the exported operators' (the
+    /// suspects for the bf16 distance at 7B and for fused bf16 blocks of some architectures
+    /// refused on CUDA, docs/benchmarks.md §5), so turning them off tells whether they are the
+    /// cause, and works around one. [`GraphOptimization::Layout`] by default.
+    pub graph_optimization: GraphOptimization,
+}
+
+/// ONNX Runtime's graph optimization levels, by what each adds to the one below.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GraphOptimization {
+    /// None: every node runs as exported.
+    Off,
+    /// Rewrites that leave standard ONNX operators: constants folded, redundant nodes removed,
+    /// nodes merged into others of the standard set.
+    Basic,
+    /// And the fusions into ONNX Runtime's own kernels for the CPU and CUDA providers
+    /// (`SimplifiedLayerNormalization`, `SkipSimplifiedLayerNormalization`, attention, GELU).
+    Extended,
+    /// And the memory layouts for the provider's kernels (`ORT_ENABLE_LAYOUT`): the level every
+    /// figure in docs/ was measured at, the default.
+    #[default]
+    Layout,
+    /// Every level ONNX Runtime has (`ORT_ENABLE_ALL`), any above the layouts included.
+    All,
+}
+
+impl GraphOptimization {
+    /// Its name as the flags and the tables write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphOptimization::Off => "off",
+            GraphOptimization::Basic => "basic",
+            GraphOptimization::Extended => "extended",
+            GraphOptimization::Layout => "layout",
+            GraphOptimization::All => "all",
+        }
+    }
 }
 
 impl RuntimeOptions {
@@ -53,13 +92,24 @@ impl RuntimeOptions {
     /// (`EvaluationTable::evaluated_on`): `cpu` (where every setting gives the same NLLs bit
     /// for bit), or on CUDA its TF32 setting and the shapes of its matrix products, which may
     /// pick other kernels there (`cuda, tf32 on, mask batch 8, windows a pass 0`; on the CPU
-    /// batching is bit-identical; on a GPU run 3 found the same NLLs to the digits it reports).
+    /// batching is bit-identical; on a GPU run 3 found the same NLLs to the digits it reports);
+    /// on either, graph optimizations other than the default [`GraphOptimization::Layout`],
+    /// which may run other kernels (`cpu, graph optimization basic`).
     /// Not how masks were grouped into calls (the prefix cache's bound, a small batch filled
     /// with more masks: [`Self::fills_small_batches`]), which may move an NLL's last digits on
     /// CUDA as the order of a run's masks may. Not the device's index (two
     /// GPUs of one kind compute alike) nor settings that keep results bit for bit (threads,
     /// arena, IoBinding, overlap, CUDA graphs, the prefix cache).
     pub fn evaluated_on(&self, evaluation: &crate::EvalOptions) -> String {
+        let device = self.device_arithmetic(evaluation);
+        match self.graph_optimization {
+            GraphOptimization::Layout => device,
+            other => format!("{device}, graph optimization {}", other.name()),
+        }
+    }
+
+    /// [`Self::evaluated_on`] without the graph optimizations.
+    fn device_arithmetic(&self, evaluation: &crate::EvalOptions) -> String {
         match self.device {
             Device::Cpu => "cpu".to_string(),
             Device::Cuda(_) => format!(
@@ -97,6 +147,7 @@ impl Default for RuntimeOptions {
             tf32: None,
             overlap: None,
             cuda_graphs: false,
+            graph_optimization: GraphOptimization::Layout,
         }
     }
 }
@@ -337,5 +388,30 @@ mod tests {
             ..told
         };
         assert!(!cuda.fills_small_batches(&no_reuse));
+    }
+
+    #[test]
+    fn graph_optimizations_away_from_the_default_are_recorded_on_every_device() {
+        let default = crate::EvalOptions::default();
+        let cpu = RuntimeOptions::default();
+        assert_eq!(cpu.graph_optimization, GraphOptimization::Layout);
+        assert_eq!(cpu.evaluated_on(&default), "cpu");
+        let basic = RuntimeOptions {
+            graph_optimization: GraphOptimization::Basic,
+            ..cpu
+        };
+        assert_eq!(
+            basic.evaluated_on(&default),
+            "cpu, graph optimization basic"
+        );
+        let cuda_off = RuntimeOptions {
+            device: Device::Cuda(0),
+            graph_optimization: GraphOptimization::Off,
+            ..basic
+        };
+        assert_eq!(
+            cuda_off.evaluated_on(&default),
+            "cuda, tf32 on, mask batch 1, windows a pass 0, graph optimization off"
+        );
     }
 }

@@ -9,7 +9,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
 use crate::arena::Arena;
-use crate::options::{environment, runtime_library_path, RuntimeOptions};
+use crate::options::{environment, runtime_library_path, GraphOptimization, RuntimeOptions};
 use crate::RuntimeError;
 
 pub(crate) fn onnx_error(path: &Path) -> impl Fn(ort::Error) -> RuntimeError + '_ {
@@ -104,7 +104,13 @@ pub(crate) fn builder(
         };
     let mut builder = Session::builder(environment)
         .map_err(onnx_error(path))?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(match options.graph_optimization {
+            GraphOptimization::Off => GraphOptimizationLevel::Disable,
+            GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+            GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+            GraphOptimization::Layout => GraphOptimizationLevel::Level3,
+            GraphOptimization::All => GraphOptimizationLevel::All,
+        })
         .map_err(builder_error)?;
     if matches!(options.device, Device::Cpu) && options.arena == Arena::Off {
         let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();

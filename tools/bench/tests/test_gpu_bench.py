@@ -171,8 +171,10 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     csv_path = tmp_path / "gpu-bench.csv"
     run_bench(tmp_path, csv_path, "--shapes", "tiny-fp16")
     _, rows = read_csv(csv_path)
-    # Besides the fp32 shape's contenders, the other exports (attention in fp16, fused attention).
-    contenders = CONTENDERS | {ATTENTION_IN_DTYPE, FUSED_ATTENTION}
+    # Besides the fp32 shape's contenders, the other exports (attention in fp16, fused attention)
+    # and ONNX Runtime's fusions left out and all its levels.
+    contenders = CONTENDERS | {ATTENTION_IN_DTYPE, FUSED_ATTENTION, "evaluate --graph-optimization basic",
+                               "evaluate --graph-optimization all"}
     assert {r["contender"] for r in rows} == contenders and {r["dtype"] for r in rows} == {"fp16"}
     record = json.loads((tmp_path / "gpu-bench.json").read_text())
     (shape,) = record["shapes"]
@@ -269,7 +271,8 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
     for name in ["evaluate --cuda-graphs on", "evaluate --cuda-graphs on --mask-batch 8",
                  "evaluate --overlap off", "evaluate --mask-batch 8", "evaluate --io-binding off",
                  "evaluate --arena shrink", "evaluate --mask-batch 32 --arena shrink",
-                 "evaluate --mask-batch 32"]:
+                 "evaluate --mask-batch 32", "evaluate --graph-optimization basic",
+                 "evaluate --graph-optimization all"]:
         assert name in contenders, sorted(contenders)
         assert contenders[name] == name.split()[1:], name
     # The other exports' contenders run evaluate as it is, or with CUDA graphs.

@@ -69,11 +69,15 @@ def test_a_long_onnx_runtime_error_keeps_the_line_naming_the_node_and_its_end():
 
 def test_a_fused_folder_failing_on_the_device_is_a_row_with_the_standard_export_tried_there(tmp_path):
     """`--device cuda` on a machine without a GPU: the fused folder fails on the device, so the
-    fixture's standard export in the same dtype is tried there too, and fails alike; both errors
-    are in the row (on a GPU the second one tells whether the fused export is the cause)."""
+    fixture's standard export in the same dtype is tried there too, and the fused folder with
+    `--graph-optimization basic`, and both fail alike; every error is in the row (on a GPU the
+    second tells whether the fused export is the cause, the third whether a fusion is)."""
     done = run_families(tmp_path, "--device", "cuda", "--dtype", "fp16", "--fixtures", "llama")
     assert done.returncode == 1, done.stdout + done.stderr
     [row] = json.loads((tmp_path / "families.json").read_text())
     assert row["fixture"] == "llama" and row["error"] and "cuda" in row["error"].lower(), row
     assert row["standard_on_device"].startswith("error: "), row
+    assert row["fused_graph_optimization_basic"].startswith("error: "), row
+    assert "cuda" in row["fused_graph_optimization_basic"].lower(), row
     assert "| llama | llama |" in (tmp_path / "families.md").read_text()
+    assert "--graph-optimization basic" in done.stdout, done.stdout

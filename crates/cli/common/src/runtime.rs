@@ -9,7 +9,7 @@
 //! stage refuses it in the same words before any work.
 
 use anyhow::{bail, Result};
-use layerprune_runtime::{Arena, EvalOptions, RuntimeOptions};
+use layerprune_runtime::{Arena, EvalOptions, GraphOptimization, RuntimeOptions};
 
 use crate::{cache_bytes, count, Device, DeviceArgs, Switch};
 
@@ -44,6 +44,14 @@ pub struct RuntimeArgs {
     /// with --mask-batch over 1, off on the CPU and keep on CUDA. Same results.
     #[arg(long, value_enum, default_value = "auto")]
     pub arena: ArenaArg,
+    /// Which of ONNX Runtime's rewrites of each graph run when it opens: layout (the default,
+    /// at which every figure in docs/ was measured), all (any level ONNX Runtime has above
+    /// it), extended (its fusions into its own kernels: normalisation, attention, GELU),
+    /// basic (standard operators only, no fusions), off (every node as exported). For telling
+    /// whether a fusion moves a result (an NLL, a node a provider refuses) and working around
+    /// one; a level other than layout is recorded in the table (evaluated_on).
+    #[arg(long, value_enum, default_value = "layout")]
+    pub graph_optimization: GraphOptimizationArg,
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     pub batch_windows: usize,
@@ -95,6 +103,28 @@ impl ArenaArg {
             ArenaArg::Keep => Arena::Keep,
             ArenaArg::Shrink => Arena::Shrink,
             ArenaArg::Off => Arena::Off,
+        }
+    }
+}
+
+/// `--graph-optimization`: ONNX Runtime's levels ([`GraphOptimization`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphOptimizationArg {
+    Off,
+    Basic,
+    Extended,
+    Layout,
+    All,
+}
+
+impl GraphOptimizationArg {
+    fn setting(self) -> GraphOptimization {
+        match self {
+            GraphOptimizationArg::Off => GraphOptimization::Off,
+            GraphOptimizationArg::Basic => GraphOptimization::Basic,
+            GraphOptimizationArg::Extended => GraphOptimization::Extended,
+            GraphOptimizationArg::Layout => GraphOptimization::Layout,
+            GraphOptimizationArg::All => GraphOptimization::All,
         }
     }
 }
@@ -190,6 +220,10 @@ impl RuntimeArgs {
             ("--cuda-graphs", self.cuda_graphs != defaults.cuda_graphs),
             ("--arena", self.arena != defaults.arena),
             (
+                "--graph-optimization",
+                self.graph_optimization != defaults.graph_optimization,
+            ),
+            (
                 "--batch-windows",
                 self.batch_windows != defaults.batch_windows,
             ),
@@ -214,6 +248,7 @@ impl RuntimeArgs {
             overlap: self.overlap.setting(),
             cuda_graphs: self.cuda_graphs == Switch::On,
             tf32: self.tf32.map(|switch| switch == Switch::On),
+            graph_optimization: self.graph_optimization.setting(),
         }
     }
 
@@ -295,8 +330,8 @@ mod tests {
             ]
         );
         let rest = parse(
-            "--io-binding on --overlap off --cuda-graphs on --arena keep --batch-windows 2 \
-             --no-prefix-reuse",
+            "--io-binding on --overlap off --cuda-graphs on --arena keep --graph-optimization off \
+             --batch-windows 2 --no-prefix-reuse",
         );
         assert_eq!(
             rest.runtime.given(&rest.device),
@@ -305,6 +340,7 @@ mod tests {
                 "--overlap",
                 "--cuda-graphs",
                 "--arena",
+                "--graph-optimization",
                 "--batch-windows",
                 "--no-prefix-reuse"
             ]
@@ -314,10 +350,12 @@ mod tests {
     #[test]
     fn the_flags_become_the_runtime_and_evaluator_settings() {
         let stage = parse(
-            "--threads 1 --io-binding on --mask-batch 4 --cache-mb 8 --batch-windows 2 --tf32 off",
+            "--threads 1 --io-binding on --mask-batch 4 --cache-mb 8 --batch-windows 2 --tf32 off \
+             --graph-optimization basic",
         );
         let runtime = stage.runtime.runtime_options(&stage.device, false);
         assert_eq!(runtime.threads, 1);
+        assert_eq!(runtime.graph_optimization, GraphOptimization::Basic);
         assert!(!runtime.verify_hashes);
         assert_eq!(runtime.io_binding, Some(true));
         assert_eq!(runtime.overlap, None);
@@ -340,14 +378,16 @@ mod tests {
                 runtime.io_binding,
                 runtime.overlap,
                 runtime.cuda_graphs,
-                runtime.tf32
+                runtime.tf32,
+                runtime.graph_optimization
             ),
             (
                 default.arena,
                 default.io_binding,
                 default.overlap,
                 default.cuda_graphs,
-                default.tf32
+                default.tf32,
+                default.graph_optimization
             )
         );
         let eval = stage.runtime.eval_options().expect("options");

@@ -311,3 +311,51 @@ fn task_settings_without_tasks_are_refused() {
         &[(&["--task-subsample", "10"], "zero-shot tasks")],
     );
 }
+
+#[test]
+fn every_graph_optimization_level_gives_the_same_nlls_and_the_table_records_a_level_not_the_default(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |level: &str| {
+        let out_file = dir.path().join(format!("{level}.parquet"));
+        let out = evaluate(dir.path(), &out_file, &["--graph-optimization", level]);
+        assert!(out.status.success(), "{level}: {}", stderr(&out));
+        let summary = std::fs::read_to_string(out_file.with_extension("json")).unwrap();
+        assert!(
+            summary.contains(&format!("\"graph_optimization\": \"{level}\"")),
+            "{summary}"
+        );
+        read_evaluations(&out_file).unwrap()
+    };
+    let layout = run("layout");
+    assert_eq!(layout.evaluated_on.as_deref(), Some("cpu"));
+    for level in ["off", "basic", "extended", "all"] {
+        let table = run(level);
+        assert_eq!(
+            table.evaluated_on.as_deref(),
+            Some(format!("cpu, graph optimization {level}").as_str())
+        );
+        for (a, b) in layout.rows.iter().zip(&table.rows) {
+            assert_eq!(a.mask, b.mask);
+            assert!(
+                (a.nll - b.nll).abs() < 1e-5 * a.nll.abs(),
+                "{level}, mask {}: {} against {} at layout",
+                a.mask,
+                b.nll,
+                a.nll
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = evaluate(
+        dir.path(),
+        &dir.path().join("out.parquet"),
+        &["--graph-optimization", "most"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--graph-optimization"),
+        "{}",
+        stderr(&out)
+    );
+}
