@@ -10,7 +10,8 @@ device in the shape's dtype):
    --seed 1`; fewer removed blocks for models of fewer than 11 blocks);
 3. time `evaluate --device DEVICE` (as it is by default, and with its other settings: on CUDA
    --cuda-graphs on, --overlap off, --mask-batch 8 with each and alone, --arena shrink alone and
-   with --mask-batch 32, --mask-batch 32 with the arenas kept, for fp16 / bf16 an export
+   with --mask-batch 32, --mask-batch 32 with the arenas kept, --arena keep-exact alone and with
+   --mask-batch 8, for fp16 / bf16 an export
    with fused attention (--attention-kernel fused) alone, with --cuda-graphs on, with
    --mask-batch 4 and 8 and with both, --graph-optimization basic and all, and one with
    attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
@@ -356,6 +357,11 @@ def evaluate_contenders(device: str, dtype_name: str):
         # mask at a time, and whether 32 masks a call then fit (they ran the 7B shape out of
         # memory with the arenas kept).
         for flags in ["--arena shrink", "--mask-batch 32 --arena shrink", "--mask-batch 32"]:
+            contenders.append(Contender(f"evaluate {flags}", flags.split(), precision))
+        # The arenas kept, each region the size asked rather than double the last: how much
+        # less they hold (run 3: 24 GiB of arenas for one mask at a time at 7B), at what cost,
+        # and whether 8 masks a call then fit the 7B shape.
+        for flags in ["--arena keep-exact", "--mask-batch 8 --arena keep-exact"]:
             contenders.append(Contender(f"evaluate {flags}", flags.split(), precision))
     if not cuda:
         contenders.append(Contender("evaluate --mask-batch 8", ["--mask-batch", "8"], precision))

@@ -294,7 +294,7 @@ pub fn run_evaluation(
             "prefix_reuse": config.options.reuse_prefixes,
             "mask_batch": config.options.mask_batch,
             "device_memory": memory_taken.map(MemoryTaken::to_json),
-            "arena": format!("{:?}", config.runtime.arena).to_lowercase(),
+            "arena": config.runtime.arena.name(),
             "arena_use": evaluator.model().arena_use().map(arena_json),
             "graph_runs": graph_runs_json(&graph_runs, seconds),
             "cuda_graphs_would_pay": cuda_graphs_would_pay,

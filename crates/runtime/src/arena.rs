@@ -30,6 +30,16 @@ pub enum Arena {
     /// (80 windows a call) SmolLM2's 30 arenas grew past 15 GB on the CPU, and 32 masks a call
     /// ran a Llama-2-7B shape out of an H200's memory.
     Keep,
+    /// Keeps them as [`Arena::Keep`] does, but on CUDA each region an arena adds is the size
+    /// the run asked for (ONNX Runtime's `kSameAsRequested`, as [`Arena::Shrink`] grows),
+    /// where by default each new region doubles the last. Why: in GPU run 3 (an H100,
+    /// docs/benchmarks.md §5) the kept arenas held far more than a call needs: 24 GiB for one
+    /// mask at a time on a Llama-2-7B shape (a block's call needs about 0.2 GiB of its 0.75),
+    /// 23.7 GiB more with 8 masks a call on a TinyLlama-1.1B shape; 32 masks a call ran the 7B
+    /// shape out of memory. Not yet measured: how much less it holds, and what the device's
+    /// allocations it may make during a run cost. The CUDA provider only (the CPU provider's
+    /// arena takes no such setting from a session).
+    KeepExact,
     /// Gives the regions a run left free back after every run of a block or the head (ONNX
     /// Runtime's `memory.enable_memory_arena_shrinkage` run option; on CUDA the arenas also
     /// grow by what is asked, not in powers of two), so memory is the running graph's call
@@ -49,6 +59,16 @@ pub enum Arena {
 }
 
 impl Arena {
+    /// Its name as the flag and `evaluate --summary` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arena::Keep => "keep",
+            Arena::KeepExact => "keep-exact",
+            Arena::Shrink => "shrink",
+            Arena::Off => "off",
+        }
+    }
+
     /// The default for `device` with `mask_batch` masks a block call: [`Arena::Keep`] for one
     /// mask at a time; batched, [`Arena::Off`] on the CPU (1.6 GB instead of more than 15 GB
     /// on SmolLM2, docs/benchmarks.md) and [`Arena::Keep`] on CUDA until [`Arena::Shrink`]'s

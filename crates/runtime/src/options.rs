@@ -217,6 +217,13 @@ impl RuntimeOptions {
                     .into(),
             ));
         }
+        if self.arena == Arena::KeepExact && matches!(self.device, Device::Cpu) {
+            return Err(RuntimeError::BadInput(
+                "an arena grown by exactly what is asked is a setting of the CUDA provider's \
+                 arena; the CPU provider's takes none from a session (keep, shrink or off)"
+                    .into(),
+            ));
+        }
         if self.arena == Arena::Shrink && self.cuda_graphs {
             return Err(RuntimeError::BadInput(
                 "CUDA graphs replay the addresses their buffers had when captured, which a \

@@ -125,10 +125,10 @@ pub(crate) fn builder(
         if let Some(tf32) = options.tf32 {
             cuda = cuda.with_tf32(tf32);
         }
-        if options.arena == Arena::Shrink {
+        if matches!(options.arena, Arena::Shrink | Arena::KeepExact) {
             // Regions the size of what was asked: a region is given back only when all of
             // it is free, and a power-of-two region would mostly hold freed buffers around a
-            // kept state.
+            // kept state; kept, doubling regions hold more than the calls need.
             cuda = cuda.with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
         }
         let unavailable = |problem: String| RuntimeError::DeviceUnavailable {

@@ -5,7 +5,9 @@
 //! io_binding.rs, beside the other device settings.)
 
 use layerprune_core::{Device, Mask};
-use layerprune_runtime::{Arena, ArenaUse, EvalOptions, Evaluator, LayeredModel, RuntimeOptions};
+use layerprune_runtime::{
+    Arena, ArenaUse, EvalOptions, Evaluator, LayeredModel, RuntimeError, RuntimeOptions,
+};
 use layerprune_tests::{every_mask, fixture_windows, tiny_model_dir};
 
 fn open(arena: Arena, io_binding: bool) -> LayeredModel {
@@ -82,6 +84,22 @@ fn every_arena_gives_the_same_nll_bit_for_bit_and_shrinking_holds_less() {
             }
         }
     }
+}
+
+/// An arena grown by exactly what is asked is the CUDA provider's setting: refused on the CPU
+/// by the runtime itself (not only by the flags), before any session opens.
+#[test]
+fn an_exact_arena_is_refused_on_the_cpu() {
+    let options = RuntimeOptions {
+        arena: Arena::KeepExact,
+        ..RuntimeOptions::default()
+    };
+    let Err(error) = LayeredModel::open(&tiny_model_dir(), &options) else {
+        panic!("an exact arena was opened on the CPU provider")
+    };
+    assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
+    assert!(error.to_string().contains("CUDA provider"), "{error}");
+    assert_eq!(Arena::KeepExact.name(), "keep-exact");
 }
 
 #[test]

@@ -271,7 +271,8 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
     for name in ["evaluate --cuda-graphs on", "evaluate --cuda-graphs on --mask-batch 8",
                  "evaluate --overlap off", "evaluate --mask-batch 8", "evaluate --io-binding off",
                  "evaluate --arena shrink", "evaluate --mask-batch 32 --arena shrink",
-                 "evaluate --mask-batch 32", "evaluate --graph-optimization basic",
+                 "evaluate --mask-batch 32", "evaluate --arena keep-exact",
+                 "evaluate --mask-batch 8 --arena keep-exact", "evaluate --graph-optimization basic",
                  "evaluate --graph-optimization all"]:
         assert name in contenders, sorted(contenders)
         assert contenders[name] == name.split()[1:], name

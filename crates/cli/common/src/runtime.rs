@@ -38,10 +38,12 @@ pub struct RuntimeArgs {
     #[arg(long, value_enum, default_value = "off")]
     pub cuda_graphs: Switch,
     /// What each graph's memory arena does with the buffers a run freed: keep (for the next
-    /// run; memory grows with graphs x the largest call), shrink (give them back after every
-    /// run: memory is the running graph's call plus the kept states, its buffers allocated
-    /// again each call), off (no arena; the CPU only). auto = keep with one mask at a time;
-    /// with --mask-batch over 1, off on the CPU and keep on CUDA. Same results.
+    /// run; memory grows with graphs x the largest call), keep-exact (keep, each region the
+    /// arena adds the size asked rather than double the last; CUDA only, not yet measured),
+    /// shrink (give them back after every run: memory is the running graph's call plus the
+    /// kept states, its buffers allocated again each call), off (no arena; the CPU only).
+    /// auto = keep with one mask at a time; with --mask-batch over 1, off on the CPU and keep
+    /// on CUDA. Same results.
     #[arg(long, value_enum, default_value = "auto")]
     pub arena: ArenaArg,
     /// Which of ONNX Runtime's rewrites of each graph run when it opens: layout (the default,
@@ -92,6 +94,7 @@ impl Default for RuntimeArgs {
 pub enum ArenaArg {
     Auto,
     Keep,
+    KeepExact,
     Shrink,
     Off,
 }
@@ -101,6 +104,7 @@ impl ArenaArg {
         match self {
             ArenaArg::Auto => Arena::default_for(device, mask_batch),
             ArenaArg::Keep => Arena::Keep,
+            ArenaArg::KeepExact => Arena::KeepExact,
             ArenaArg::Shrink => Arena::Shrink,
             ArenaArg::Off => Arena::Off,
         }
@@ -190,6 +194,13 @@ impl RuntimeArgs {
                      copies"
                 );
             }
+        }
+        if self.arena == ArenaArg::KeepExact && !cuda {
+            bail!(
+                "--arena keep-exact: growing the arena by exactly what is asked is a setting of \
+                 the CUDA execution provider, and --device is cpu (use --device cuda, or keep, \
+                 shrink or off)"
+            );
         }
         if self.arena == ArenaArg::Off && cuda {
             bail!(
@@ -302,6 +313,14 @@ mod tests {
         assert!(refusal("--device cuda --cuda-graphs on --overlap off").contains("--overlap off"));
         assert!(refusal("--device cuda --overlap on --io-binding off").contains("--io-binding off"));
         assert!(refusal("--device cuda --cuda-graphs on --arena shrink").contains("--arena shrink"));
+        let message = refusal("--arena keep-exact");
+        assert!(message.starts_with("--arena keep-exact"), "{message}");
+        assert!(message.contains("--device is cpu"), "{message}");
+        let stage = parse("--device cuda --arena keep-exact --cuda-graphs on --mask-batch 8");
+        stage
+            .runtime
+            .check(stage.device.device)
+            .expect("CUDA settings");
         let stage = parse("--tf32 off --io-binding on --arena shrink --mask-batch 4");
         stage
             .runtime

@@ -286,6 +286,14 @@ fn arena_settings_the_device_cannot_have_are_refused_by_name() {
             "--cuda-graphs on",
         )],
     );
+    assert_refused(
+        "--arena keep-exact",
+        &[
+            (&["--arena", "keep-exact"], "--device is cpu"),
+            (&["--mask-batch", "8", "--arena", "keep-exact"], "CUDA"),
+        ],
+    );
+    assert_accepted_for_cuda(&["--device", "cuda:0", "--arena", "keep-exact"]);
 }
 
 /// The task subsample's settings mean nothing to a perplexity run: given without --tasks they
