@@ -288,26 +288,8 @@ impl Evaluator {
             options.batch_windows
         };
         let batches = batch_windows(windows, per_batch);
-        let mut model = model;
-        // The most masks a block call can carry: a full batch's `mask_batch`, or, where small
-        // batches are filled, a call on one window (a race's round can be that small).
-        let most_masks = masks_a_block_call(
-            options.mask_batch,
-            model.fills_small_batches(&options),
-            per_batch.min(windows.len()),
-            1,
-        );
-        if most_masks > 1 && options.reuse_prefixes {
-            // Larger joins (rare: as many masks must share a block) are opened when met.
-            let started = std::time::Instant::now();
-            let prepared = most_masks.min(PREPARED_MASK_BATCH);
-            model.prepare_mask_batches(prepared)?;
-            tracing::info!(
-                "opened the graphs joining and splitting up to {prepared} masks' states in {:.2} s",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        Ok(Evaluator {
+        let sizes: Vec<usize> = batches.iter().map(|(ids, _)| ids.nrows()).collect();
+        let mut evaluator = Evaluator {
             model,
             batches,
             windows: windows.to_vec(),
@@ -316,7 +298,10 @@ impl Evaluator {
             tokens_scored: (windows.len() * (seq_len - 1)) as u64,
             blocks_run: 0,
             carried: Vec::new(),
-        })
+        };
+        // A whole evaluation's joins now, before any mask is timed.
+        evaluator.prepare_joins(&sizes)?;
+        Ok(evaluator)
     }
 
     pub fn model(&self) -> &LayeredModel {
@@ -419,6 +404,33 @@ impl Evaluator {
         Ok(())
     }
 
+    /// Opens the graphs that join and split the states of as many masks as a block call on
+    /// window batches of `sizes` can carry (2 up to that: a call joins those of its masks that
+    /// share a block), before the call's masks run: on CUDA each costs more than the batched
+    /// call it serves. Only those sizes' (a call on one window of ten, filled, joins up to ten
+    /// masks; a race's rounds of 3 and 4 windows, three), and each once.
+    fn prepare_joins(&mut self, sizes: &[usize]) -> Result<(), RuntimeError> {
+        let most = sizes
+            .iter()
+            .map(|&size| self.mask_batch_for(size))
+            .max()
+            .unwrap_or(1)
+            // Larger joins (rare: as many masks must share a block) are opened when met.
+            .min(PREPARED_MASK_BATCH);
+        if most < 2 || !self.options.reuse_prefixes {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let opened = self.model.prepare_mask_batches(most)?;
+        if opened > 0 {
+            tracing::info!(
+                "opened {opened} graphs joining and splitting up to {most} masks' states in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
     /// Masks whose final states go through the head in one call, for window batches of
     /// `batch_size` × `seq_len` ([`EvalOptions::head_batch`] resolved for the device, within
     /// [`HEAD_LOGITS_BYTES_PER_BATCH`]).
@@ -497,6 +509,8 @@ impl Evaluator {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
         let order = prefix_order(masks, self.num_blocks())?;
+        let sizes: Vec<usize> = batches.iter().map(|(ids, _)| ids.nrows()).collect();
+        self.prepare_joins(&sizes)?;
         let num_windows = windows.len();
         let scored_per_window = self.tokens_scored / self.num_windows().max(1) as u64;
         let mut results = vec![
@@ -841,7 +855,65 @@ pub fn block_statistics(
 
 #[cfg(test)]
 mod tests {
-    use super::{masks_a_block_call, windows_per_batch};
+    use super::{masks_a_block_call, windows_per_batch, EvalOptions, Evaluator};
+    use crate::{LayeredModel, RuntimeOptions};
+
+    /// The join and split graphs a call opens are those its window batches can use, opened
+    /// before its masks run, each once: none for a whole evaluation one mask at a time, up to
+    /// 3 masks' for a race's round of 3 of 10 windows (10 / 3, filled), up to 10 for a call
+    /// on one window. States bound to the memory the provider runs in (on the CPU as on CUDA),
+    /// so the joins are graphs.
+    #[test]
+    fn joins_are_opened_for_the_batches_a_call_has_before_its_masks_run() {
+        let options = RuntimeOptions {
+            io_binding: Some(true),
+            ..RuntimeOptions::default()
+        };
+        let model = LayeredModel::open(&layerprune_tests::tiny_model_dir(), &options).unwrap();
+        let windows = layerprune_tests::fixture_windows(9, 10, 12);
+        let mut evaluator = Evaluator::new(
+            model,
+            &windows,
+            EvalOptions {
+                fill_small_batches: Some(true),
+                ..EvalOptions::default()
+            },
+        )
+        .unwrap();
+        let masks = layerprune_tests::every_mask(6);
+        let open = |evaluator: &Evaluator| evaluator.model.open_stitching_graphs();
+        assert_eq!(open(&evaluator), 0);
+        evaluator.evaluate(&masks[..4], &mut |_, _| {}).unwrap();
+        assert_eq!(open(&evaluator), 0);
+        // Concat and Split of 2 and 3 states.
+        evaluator
+            .evaluate_windows(&masks, 0..3, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(open(&evaluator), 4);
+        evaluator
+            .evaluate_windows(&masks, 3..7, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(open(&evaluator), 4);
+        evaluator
+            .evaluate_windows(&masks, 9..10, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(open(&evaluator), 18);
+        // Not filled: nothing to join one mask at a time.
+        let model = LayeredModel::open(&layerprune_tests::tiny_model_dir(), &options).unwrap();
+        let mut plain = Evaluator::new(
+            model,
+            &windows,
+            EvalOptions {
+                fill_small_batches: Some(false),
+                ..EvalOptions::default()
+            },
+        )
+        .unwrap();
+        plain
+            .evaluate_windows(&masks, 9..10, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(open(&plain), 0);
+    }
 
     #[test]
     fn small_batches_are_filled_up_to_the_largest_batchs_windows() {

@@ -441,13 +441,20 @@ impl LayeredModel {
     }
 
     /// Opens now the graphs that join and split the states of up to `max_parts` masks on the
-    /// device (nothing to open when states are on the host).
-    pub(crate) fn prepare_mask_batches(&mut self, max_parts: usize) -> Result<(), RuntimeError> {
+    /// device (nothing to open when states are on the host); how many it opened (those open
+    /// already are not opened again).
+    pub(crate) fn prepare_mask_batches(&mut self, max_parts: usize) -> Result<usize, RuntimeError> {
         if self.bound_memory.is_none() {
-            return Ok(());
+            return Ok(0);
         }
         let ty = self.state_type();
         self.stitcher.prepare(ty, max_parts, &self.options)
+    }
+
+    /// How many join and split graphs are open (for tests).
+    #[cfg(test)]
+    pub(crate) fn open_stitching_graphs(&self) -> usize {
+        self.stitcher.open_graphs()
     }
 
     /// The inverse of [`LayeredModel::concat_states`]: `parts` equal slices along the batch

@@ -122,18 +122,25 @@ impl Stitcher {
 
     /// Opens the Concat and Split graphs of 2 to `max_parts` states of `ty` now, so that no
     /// session is built while masks are being evaluated: on CUDA each costs far more than
-    /// the batched block call it serves.
+    /// the batched block call it serves. Returns how many it opened (not those open already).
     pub(crate) fn prepare(
         &mut self,
         ty: TensorElementType,
         max_parts: usize,
         options: &RuntimeOptions,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<usize, RuntimeError> {
+        let before = self.sessions.len();
         for parts in 2..=max_parts {
             self.session(Operation::Concat, ty, parts, options)?;
             self.session(Operation::Split, ty, parts, options)?;
         }
-        Ok(())
+        Ok(self.sessions.len() - before)
+    }
+
+    /// How many graphs are open.
+    #[cfg(test)]
+    pub(crate) fn open_graphs(&self) -> usize {
+        self.sessions.len()
     }
 
     fn session(
@@ -365,11 +372,14 @@ mod tests {
         let options = RuntimeOptions::default();
         let memory = options.output_memory().unwrap();
         let mut stitcher = Stitcher::default();
-        stitcher
-            .prepare(TensorElementType::Float32, 4, &options)
-            .unwrap();
-        // Concat and Split of 2, 3 and 4 states.
-        assert_eq!(stitcher.sessions.len(), 6);
+        // Concat and Split of 2, 3 and 4 states; none again; then those of 5.
+        let opened = stitcher.prepare(TensorElementType::Float32, 4, &options);
+        assert_eq!(opened.unwrap(), 6);
+        let again = stitcher.prepare(TensorElementType::Float32, 4, &options);
+        assert_eq!(again.unwrap(), 0);
+        let more = stitcher.prepare(TensorElementType::Float32, 5, &options);
+        assert_eq!(more.unwrap(), 2);
+        assert_eq!(stitcher.sessions.len(), 8);
         let states = states(|x| x);
         let refs: Vec<&HiddenState> = states.iter().collect();
         let joined = stitcher
@@ -378,7 +388,7 @@ mod tests {
         stitcher
             .split(&joined, 3, Some(&memory), None, &options)
             .unwrap();
-        assert_eq!(stitcher.sessions.len(), 6);
+        assert_eq!(stitcher.sessions.len(), 8);
     }
 
     #[test]

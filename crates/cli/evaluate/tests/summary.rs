@@ -107,6 +107,8 @@ fn the_summary_has_exactly_the_documented_keys_and_says_how_the_run_went() {
     assert_eq!(summary["blocks_in_masks"], 15);
     let blocks_run = summary["blocks_run"].as_u64().unwrap();
     assert!((6..15).contains(&blocks_run), "{blocks_run}");
+    // One window batch, one mask a call: a block run on a prefix is one graph run.
+    assert_eq!(summary["graph_runs"]["blocks"]["runs"], blocks_run);
     assert_eq!(summary["graph_runs"]["head"]["runs"], 3);
     assert_eq!(summary["cuda_graphs_would_pay"], false);
 }
