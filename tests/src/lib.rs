@@ -64,6 +64,16 @@ pub fn real_game(name: &str) -> (layerprune_core::RecordedGame, Vec<usize>) {
 /// `count` deterministic windows of `len` token ids inside the fixture's vocabulary of 320,
 /// from a linear congruential generator seeded with `seed` (no dependency, the same on every
 /// platform).
+/// `windows` (equal lengths) written as a token table at `path`, tokenized (so the table says)
+/// with the tiny model's tokenizer, its source `source`.
+pub fn write_tiny_tokens(path: &std::path::Path, windows: Vec<Vec<u32>>, source: &str) {
+    let seq_len = windows.first().map_or(0, Vec::len);
+    let table =
+        layerprune_tables::TokenTable::new(seq_len, windows, &tiny_tokenizer_sha256(), source);
+    let provenance = layerprune_tables::Provenance::new("test", "0", Vec::new());
+    layerprune_tables::write_tokens(path, &table, &provenance).unwrap();
+}
+
 pub fn fixture_windows(seed: u64, count: usize, len: usize) -> Vec<Vec<u32>> {
     let mut state = seed;
     (0..count)

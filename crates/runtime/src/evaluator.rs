@@ -869,17 +869,16 @@ mod tests {
             io_binding: Some(true),
             ..RuntimeOptions::default()
         };
-        let model = LayeredModel::open(&layerprune_tests::tiny_model_dir(), &options).unwrap();
         let windows = layerprune_tests::fixture_windows(9, 10, 12);
-        let mut evaluator = Evaluator::new(
-            model,
-            &windows,
-            EvalOptions {
-                fill_small_batches: Some(true),
+        let evaluator_filling = |fill: bool| {
+            let model = LayeredModel::open(&layerprune_tests::tiny_model_dir(), &options);
+            let options = EvalOptions {
+                fill_small_batches: Some(fill),
                 ..EvalOptions::default()
-            },
-        )
-        .unwrap();
+            };
+            Evaluator::new(model.unwrap(), &windows, options).unwrap()
+        };
+        let mut evaluator = evaluator_filling(true);
         let masks = layerprune_tests::every_mask(6);
         let open = |evaluator: &Evaluator| evaluator.model.open_stitching_graphs();
         assert_eq!(open(&evaluator), 0);
@@ -899,16 +898,7 @@ mod tests {
             .unwrap();
         assert_eq!(open(&evaluator), 18);
         // Not filled: nothing to join one mask at a time.
-        let model = LayeredModel::open(&layerprune_tests::tiny_model_dir(), &options).unwrap();
-        let mut plain = Evaluator::new(
-            model,
-            &windows,
-            EvalOptions {
-                fill_small_batches: Some(false),
-                ..EvalOptions::default()
-            },
-        )
-        .unwrap();
+        let mut plain = evaluator_filling(false);
         plain
             .evaluate_windows(&masks, 9..10, &mut |_, _| {})
             .unwrap();

@@ -81,13 +81,7 @@ fn windows() -> Vec<Vec<u32>> {
 
 /// A token table of `windows` (16 tokens each) at `path`, with dataset `source`.
 fn write_windows(path: &Path, windows: Vec<Vec<u32>>, source: &str) {
-    let table = TokenTable::new(
-        16,
-        windows,
-        &layerprune_tests::tiny_tokenizer_sha256(),
-        source,
-    );
-    write_tokens(path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+    layerprune_tests::write_tiny_tokens(path, windows, source);
 }
 
 fn write_inputs(dir: &Path, scores: &[f64]) -> (PathBuf, PathBuf) {

@@ -5,8 +5,6 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use layerprune_tables::{write_tokens, Provenance, TokenTable};
-
 /// The names in backticks in the first column of the table under `## The run summary` in
 /// docs/formats.md.
 fn documented_keys() -> BTreeSet<String> {
@@ -38,17 +36,11 @@ fn documented_keys() -> BTreeSet<String> {
 fn the_summary_has_exactly_the_documented_keys_and_says_how_the_run_went() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.parquet");
-    write_tokens(
+    layerprune_tests::write_tiny_tokens(
         &tokens,
-        &TokenTable::new(
-            16,
-            layerprune_tests::fixture_windows(5, 3, 16),
-            &layerprune_tests::tiny_tokenizer_sha256(),
-            "synthetic ids",
-        ),
-        &Provenance::new("test", "0", vec![]),
-    )
-    .unwrap();
+        layerprune_tests::fixture_windows(5, 3, 16),
+        "synthetic ids",
+    );
     let out = dir.path().join("out.parquet");
     let summary_path = dir.path().join("summary.json");
     let done = Command::new(env!("CARGO_BIN_EXE_evaluate"))
