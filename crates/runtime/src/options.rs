@@ -75,6 +75,20 @@ pub enum GraphOptimization {
 }
 
 impl GraphOptimization {
+    /// Every level, from none to all.
+    pub const LEVELS: [GraphOptimization; 5] = [
+        GraphOptimization::Off,
+        GraphOptimization::Basic,
+        GraphOptimization::Extended,
+        GraphOptimization::Layout,
+        GraphOptimization::All,
+    ];
+
+    /// The level of that [`Self::name`].
+    pub fn from_name(name: &str) -> Option<GraphOptimization> {
+        Self::LEVELS.into_iter().find(|level| level.name() == name)
+    }
+
     /// Its name as the flags and the tables write it.
     pub fn name(self) -> &'static str {
         match self {

@@ -52,8 +52,8 @@ pub struct RuntimeArgs {
     /// basic (standard operators only, no fusions), off (every node as exported). For telling
     /// whether a fusion moves a result (an NLL, a node a provider refuses) and working around
     /// one; a level other than layout is recorded in the table (evaluated_on).
-    #[arg(long, value_enum, default_value = "layout")]
-    pub graph_optimization: GraphOptimizationArg,
+    #[arg(long, default_value = "layout", value_parser = graph_optimization_level())]
+    pub graph_optimization: GraphOptimization,
     /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     pub batch_windows: usize,
@@ -111,26 +111,13 @@ impl ArenaArg {
     }
 }
 
-/// `--graph-optimization`: ONNX Runtime's levels ([`GraphOptimization`]).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GraphOptimizationArg {
-    Off,
-    Basic,
-    Extended,
-    Layout,
-    All,
-}
-
-impl GraphOptimizationArg {
-    fn setting(self) -> GraphOptimization {
-        match self {
-            GraphOptimizationArg::Off => GraphOptimization::Off,
-            GraphOptimizationArg::Basic => GraphOptimization::Basic,
-            GraphOptimizationArg::Extended => GraphOptimization::Extended,
-            GraphOptimizationArg::Layout => GraphOptimization::Layout,
-            GraphOptimizationArg::All => GraphOptimization::All,
-        }
-    }
+/// `--graph-optimization`: the runtime's levels by their names ([`GraphOptimization::name`]),
+/// which clap lists and checks.
+fn graph_optimization_level() -> impl clap::builder::TypedValueParser<Value = GraphOptimization> {
+    use clap::builder::TypedValueParser;
+    let names = GraphOptimization::LEVELS.map(GraphOptimization::name);
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| GraphOptimization::from_name(&name).expect("one of the levels' names"))
 }
 
 /// `--io-binding`, `--overlap`: auto (the runtime decides for the device), on or off.
@@ -259,7 +246,7 @@ impl RuntimeArgs {
             overlap: self.overlap.setting(),
             cuda_graphs: self.cuda_graphs == Switch::On,
             tf32: self.tf32.map(|switch| switch == Switch::On),
-            graph_optimization: self.graph_optimization.setting(),
+            graph_optimization: self.graph_optimization,
         }
     }
 
