@@ -13,7 +13,8 @@ device in the shape's dtype):
    with --mask-batch 32, --mask-batch 32 with the arenas kept, --arena keep-exact alone and with
    --mask-batch 8, for fp16 / bf16 an export
    with fused attention (--attention-kernel fused) alone, with --cuda-graphs on, with
-   --mask-batch 4 and 8 and with both, --graph-optimization basic and all, and one with
+   --mask-batch 4 and 8 and with both, one with fused attention and the q/k/v projections packed
+   (--qkv-projection packed) alone and with --mask-batch 8, --graph-optimization basic and all, and one with
    attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
    --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
    and --io-binding on; and a race's round, below; `--contenders` picks) and the two PyTorch
@@ -278,7 +279,8 @@ def make_inputs(args, model_dir: Path, work: Path, vocab_size: int, num_blocks: 
 class Contender(NamedTuple):
     """One `evaluate` run of a shape: its name, its flags, the precision of its matrix products,
     the attention of the export it runs: "float32" or "model" (tools/export's
-    --attention-precision, standard operators) or "fused" (--attention-kernel fused), and the
+    --attention-precision, standard operators), "fused" (--attention-kernel fused) or
+    "fused-packed" (and --qkv-projection packed), and the
     windows it runs: the first `windows` of the tokens (a race's round), 0 for all of them."""
     name: str
     flags: list
@@ -292,6 +294,8 @@ def export_attention(attention: str) -> dict:
     always named, since export()'s default ("auto") fuses fp16 / bf16 llama shapes."""
     if attention == "fused":
         return {"attention_kernel": "fused"}
+    if attention == "fused-packed":
+        return {"attention_kernel": "fused", "qkv_projection": "packed"}
     return {"attention_kernel": "standard", "attention_precision": attention}
 
 
@@ -300,6 +304,9 @@ ATTENTION_IN_DTYPE = "evaluate, attention in the model's dtype (export --attenti
 # The export with one GroupQueryAttention node a block: some 20 kernels fewer a block call.
 FUSED_ATTENTION = "evaluate, fused attention (export --attention-kernel fused)"
 FUSED_ATTENTION_CUDA_GRAPHS = "evaluate --cuda-graphs on, fused attention (export --attention-kernel fused)"
+# And its query, key and value projections packed into one product (the node's packed query): two
+# products fewer a block, the key's and value's few columns no longer a kernel each.
+FUSED_PACKED = "evaluate, fused attention, q/k/v packed (export --attention-kernel fused --qkv-projection packed)"
 # A race's first round: `Race::default().first_windows` (crates/selection/src/race.rs); the later
 # rounds of a race over 10 windows add 3 and then 4.
 RACE_WINDOWS = 3
@@ -333,6 +340,10 @@ def evaluate_contenders(device: str, dtype_name: str):
             for flags in ["--mask-batch 4", "--mask-batch 8", "--cuda-graphs on --mask-batch 8"]:
                 contenders.append(Contender(f"evaluate {flags}, fused attention (export --attention-kernel fused)",
                                             flags.split(), precision, attention="fused"))
+        contenders.append(Contender(FUSED_PACKED, [], precision, attention="fused-packed"))
+        if cuda:
+            contenders.append(Contender(FUSED_PACKED.replace("evaluate,", "evaluate --mask-batch 8,"),
+                                        ["--mask-batch", "8"], precision, attention="fused-packed"))
     if dtype_name != "fp32":
         # ONNX Runtime's fusions into its own kernels left out (basic), for the distance from
         # float32 (bf16 at 7B is 24x PyTorch's, the suspects those kernels), and every level it

@@ -798,6 +798,165 @@ def normalize_transpose_perms(graph: onnx.ModelProto) -> int:
     return changed
 
 
+# The q, k and v projections of a fused block (`--qkv-projection`). "separate": three MatMuls, as
+# the model has them, each reshaped into the GroupQueryAttention node's query, key and value.
+# "packed": one MatMul on the three weights side by side ([hidden, (heads + 2 × kv heads) × head],
+# and their biases), its output the node's query with key and value left out — the node's packed
+# form, which ONNX Runtime's own model builders write. Why: at 10 × 128 rows a key or value
+# projection of a grouped-query model is a product of few columns (256 at TinyLlama-1.1B) that
+# fills a fraction of a GPU's multiprocessors for the time of a full wave, and each is a kernel
+# and a shape computation more; one product of all the columns takes about the query's wave.
+QKV_PROJECTIONS = ("separate", "packed")
+# The element types whose stored tensors pack_qkv_projections concatenates, as NumPy types of their
+# width (bfloat16 as its 16 bits: the concatenation only moves them).
+PACKABLE_TYPES = {onnx.TensorProto.FLOAT: np.uint32, onnx.TensorProto.FLOAT16: np.uint16,
+                  onnx.TensorProto.BFLOAT16: np.uint16}
+
+
+def pack_qkv_projections(graph: onnx.ModelProto) -> int:
+    """Rewrites each GroupQueryAttention node of `graph` whose query, key and value are three
+    MatMuls of one input by stored weights (each with a stored bias added, or none), followed by
+    nothing but Reshapes, into one MatMul of the weights concatenated (biases likewise) whose
+    output is the node's packed query; the node's key and value inputs are left empty. Anything
+    else between the products and the node (q / k normalisation: Qwen3, OLMo 2, Gemma 3; a
+    projection sliced from one already packed: Phi-3, GPT-NeoX; a partial rotary's split and
+    rejoin: Phi-2, StableLM) leaves that node as it is. The node's query
+    may also be read by Shapes whose batch and sequence entries alone are read (the sequence
+    lengths the export computes beside the node): they read the packed query instead, which has
+    the same. Nodes and stored tensors nothing reads any more are removed. Returns the number of
+    nodes packed."""
+    nodes = list(graph.graph.node)
+    producer = {output: node for node in nodes for output in node.output}
+    readers: dict = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for output in graph.graph.output:
+        readers.setdefault(output.name, []).append(None)
+    stored = {tensor.name: tensor for tensor in graph.graph.initializer}
+
+    def constant(name):
+        """The values of a stored tensor or a Constant node's, flattened, or None."""
+        if name in stored:
+            return onnx.numpy_helper.to_array(stored[name]).ravel().tolist()
+        node = producer.get(name)
+        value = next((a.t for a in node.attribute if a.name == "value"), None) \
+            if node is not None and node.op_type == "Constant" else None
+        return None if value is None else onnx.numpy_helper.to_array(value).ravel().tolist()
+
+    def reads_batch_and_sequence(node):
+        """Whether `node` is a Shape whose entries 0 and 1 alone are read (Gather, Slice)."""
+        if node is None or node.op_type != "Shape" or node.attribute:
+            return False
+        for reader in readers.get(node.output[0], [None]):
+            if reader is None or reader.input[0] != node.output[0]:
+                return False
+            if reader.op_type == "Gather" and all(a.name == "axis" and a.i == 0 for a in reader.attribute):
+                indices = constant(reader.input[1])
+                if indices is None or any(i not in (0, 1) for i in indices):
+                    return False
+            elif reader.op_type == "Slice" and len(reader.input) == 3:
+                starts, ends = constant(reader.input[1]), constant(reader.input[2])
+                if starts is None or ends is None or any(i < 0 for i in starts) or any(not 0 <= i <= 2 for i in ends):
+                    return False
+            else:
+                return False
+        return True
+
+    def only_read_once(name):
+        return len(readers.get(name, [])) == 1 and name in producer
+
+    def projection(name, other_readers_allowed):
+        """(input, weight, bias or None, the Shapes reading `name`) of the product that `name`
+        reshapes, or None."""
+        shapes = [r for r in readers.get(name, []) if reads_batch_and_sequence(r)] if other_readers_allowed else []
+        if name not in producer or len(readers.get(name, [])) != 1 + len(shapes):
+            return None
+        while producer[name].op_type == "Reshape":
+            name = producer[name].input[0]
+            if not only_read_once(name):
+                return None
+        node, bias = producer[name], None
+        if node.op_type == "Add":
+            # A bias: one stored vector; its length is checked against the product's below.
+            biases = [i for i in node.input if i in stored and len(stored[i].dims) == 1]
+            products = [i for i in node.input if i not in stored]
+            if len(biases) != 1 or len(products) != 1 or not only_read_once(products[0]):
+                return None
+            bias, node = stored[biases[0]], producer[products[0]]
+        if node.op_type != "MatMul" or node.input[1] not in stored or len(stored[node.input[1]].dims) != 2:
+            return None
+        return node.input[0], stored[node.input[1]], bias, shapes
+
+    def packed_tensor(name, tensors, axis):
+        array = np.concatenate([np.ascontiguousarray(onnx.numpy_helper.to_array(t)).view(PACKABLE_TYPES[t.data_type])
+                                for t in tensors], axis=axis)
+        tensor = onnx.TensorProto(name=name, data_type=tensors[0].data_type, dims=array.shape)
+        tensor.raw_data = array.tobytes()
+        return tensor
+
+    added = []
+    for index, node in enumerate(nodes):
+        if node.op_type != "GroupQueryAttention" or node.domain != "com.microsoft" or len(node.input) < 3 \
+                or not node.input[1] or not node.input[2]:
+            continue
+        found = [projection(name, position == 0) for position, name in enumerate(node.input[:3])]
+        if any(p is None for p in found) or len({p[0] for p in found}) != 1:
+            continue
+        weights, biases = [p[1] for p in found], [p[2] for p in found]
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        heads, kv_heads = attributes["num_heads"], attributes["kv_num_heads"]
+        columns = [w.dims[1] for w in weights]
+        if len({t.data_type for t in weights + biases if t is not None}) != 1 \
+                or weights[0].data_type not in PACKABLE_TYPES or len({w.dims[0] for w in weights}) != 1 \
+                or columns[0] % heads or columns[1] != columns[2] or columns[1] != kv_heads * columns[0] // heads \
+                or (None in biases and any(b is not None for b in biases)) \
+                or any(b is not None and list(b.dims) != [c] for b, c in zip(biases, columns)):
+            continue
+        prefix = f"{node.name or f'GroupQueryAttention_{index}'}/packed_qkv"
+        weight = packed_tensor(f"{prefix}/weight", weights, axis=1)
+        graph.graph.initializer.append(weight)
+        packed = f"{prefix}/MatMul_output_0"
+        new = [onnx.helper.make_node("MatMul", [found[0][0], weight.name], [packed], name=f"{prefix}/MatMul")]
+        if biases[0] is not None:
+            bias = packed_tensor(f"{prefix}/bias", biases, axis=0)
+            graph.graph.initializer.append(bias)
+            packed = f"{prefix}/Add_output_0"
+            new.append(onnx.helper.make_node("Add", [new[0].output[0], bias.name], [packed], name=f"{prefix}/Add"))
+        for shape in found[0][3]:
+            shape.input[0] = packed
+        node.input[0], node.input[1], node.input[2] = packed, "", ""
+        # Before the first node that reads it: its input is computed before the products it
+        # replaces, and they before every reader of theirs.
+        first = min(nodes.index(reader) for reader in [node, *found[0][3]])
+        added.append((first, new))
+    if not added:
+        return 0
+    ordered = []
+    for position, node in enumerate(nodes):
+        ordered += [n for first, new in added if first == position for n in new]
+        ordered.append(node)
+    # What nothing reads any more: the three products, their reshapes and shape computations.
+    outputs = {o.name for o in graph.graph.output}
+    while True:
+        read = {name for node in ordered for name in node.input} | outputs
+        alive = [node for node in ordered if any(o in read for o in node.output)]
+        if len(alive) == len(ordered):
+            break
+        ordered = alive
+    read = {name for node in ordered for name in node.input}
+    kept = [tensor for tensor in graph.graph.initializer if tensor.name in read]
+    del graph.graph.node[:]
+    graph.graph.node.extend(ordered)
+    del graph.graph.initializer[:]
+    graph.graph.initializer.extend(kept)
+    values = {o for node in ordered for o in node.output}
+    kept_info = [v for v in graph.graph.value_info if v.name in values]
+    del graph.graph.value_info[:]
+    graph.graph.value_info.extend(kept_info)
+    return len(added)
+
+
 def _dynamic_shapes(args, dynamic_axes, input_names, dims):
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("seq", min=2, max=131072)
@@ -1008,7 +1167,7 @@ def load_checkpoint(args):
 
 def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int, exporter: str,
            fixed_seq_len=None, attention_precision: str | None = None, attention_kernel: str = "auto",
-           allow_known_failures: bool = False):
+           allow_known_failures: bool = False, qkv_projection: str = "separate"):
     """`fixed_seq_len`: for FIXED_LENGTH_MODEL_TYPES, the one sequence length the block graphs
     run (their scan is unrolled for it); the embedding and head graphs stay dynamic.
     `attention_precision`: for fp16 / bf16 standard attention, "float32" computes attention in
@@ -1018,7 +1177,11 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
     `resolve_attention_kernel` says and prints which and why; the manifest has the one picked.
     `allow_known_failures`: write fused attention also where FUSED_KNOWN_FAILURES says ONNX
     Runtime's CUDA provider failed on it, which is otherwise refused: for diagnostics only
-    (tools/bench/gpu_families.py measures those exports again); not a command-line flag."""
+    (tools/bench/gpu_families.py measures those exports again); not a command-line flag.
+    `qkv_projection`: "separate" or "packed" (QKV_PROJECTIONS; `pack_qkv_projections`), which
+    needs fused attention and blocks whose projections it can pack (refused otherwise)."""
+    if qkv_projection not in QKV_PROJECTIONS:
+        raise ValueError(f"qkv_projection {qkv_projection!r}: one of {', '.join(QKV_PROJECTIONS)}")
     config = model.config
     # Before any graph is written: an explicit kernel's refusals, auto's choice.
     attention_kernel, why = resolve_attention_kernel(model, dtype_name, exporter, attention_kernel,
@@ -1026,6 +1189,10 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
     fused = fused_attention_applies(config, exporter, attention_kernel, dtype_name, allow_known_failures)
     if why is not None:
         print(f"attention: {why}")
+    if qkv_projection == "packed" and not fused:
+        raise UnsupportedArchitecture("error: --qkv-projection packed packs the projections into a fused block's "
+                                      "GroupQueryAttention node; the blocks' attention here is standard "
+                                      "(--attention-kernel fused, or an fp16 / bf16 export where auto picks it)")
     # Only where there is standard attention in a reduced precision; fp32 graphs are unchanged.
     float32_attention_blocks = (not fused and float32_attention_applies(config, dtype_name,
                                                                          attention_precision or "float32"))
@@ -1057,8 +1224,15 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
         implementation = FUSED_ATTENTION if fused else FLOAT32_ATTENTION if float32_attention_blocks else None
         with attention_implementation(config, implementation), \
                 (fused_attention_for(block, dtype) if fused else contextlib.nullcontext()):
-            save(name, export_graph(block, (block_hidden,), ["hidden_states"], ["output"],
-                                    {"hidden_states": block_axes, "output": block_axes}, opset, exporter))
+            graph = export_graph(block, (block_hidden,), ["hidden_states"], ["output"],
+                                 {"hidden_states": block_axes, "output": block_axes}, opset, exporter)
+        if qkv_projection == "packed" and not pack_qkv_projections(graph):
+            raise UnsupportedArchitecture(
+                f"error: --qkv-projection packed: block {index}'s query, key and value are not three products of "
+                f"one input followed by reshapes ({config.model_type}: q / k normalised, a packed product sliced, or a "
+                f"partial rotary's split after the products); "
+                "export with --qkv-projection separate")
+        save(name, graph)
         blocks.append({"index": index, "original_index": index, "file": name})
     save("head.onnx", export_graph(Head(model, nll=True), (example_hidden, example_ids),
                                    ["hidden_states", "target_ids"], ["nll"],
@@ -1084,6 +1258,8 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
         # rotary_positions tokens).
         extra["attention_kernel"] = "fused"
         extra["rotary_positions"] = rotary_positions(config)
+        if qkv_projection == "packed":
+            extra["qkv_projection"] = "packed"
     elif dtype_name != "fp32" and config.model_type not in FIXED_LENGTH_MODEL_TYPES:
         # Where the blocks' attention is computed (informational: the graphs hold it).
         extra["attention_precision"] = "float32" if float32_attention_blocks else DTYPE_NAMES[dtype_name]
@@ -1172,6 +1348,10 @@ def run_chain(out_dir: Path, manifest: dict, input_ids: np.ndarray, drop=(), run
                      sin_cache, num_heads=None, kv_num_heads=None, do_rotary=None, scale=None,
                      local_window_size=None, softcap=None, rotary_interleaved=None, **unused):
                 window = local_window_size if local_window_size is not None and local_window_size > 0 else 0
+                if key is None:  # packed (--qkv-projection packed): the query's columns, then the key's, the value's
+                    kv_width = query.shape[-1] * kv_num_heads // (num_heads + 2 * kv_num_heads)
+                    query, key, value = np.split(query, [query.shape[-1] - 2 * kv_width,
+                                                         query.shape[-1] - kv_width], axis=-1)
                 output = group_query_attention(query, key, value, cos_cache, sin_cache, num_heads, kv_num_heads,
                                                scale, window, softcap or 0.0, bool(rotary_interleaved))
                 unused_cache = np.zeros((0,), dtype=query.dtype)  # present_key / present_value: not read
@@ -1371,6 +1551,11 @@ def main(argv=None, allow_known_failures: bool = False):
                              "export where it applies and is not known to fail on CUDA (bf16 "
                              f"{', '.join(sorted(FUSED_KNOWN_FAILURES['bf16']))}), without "
                              "--attention-precision; standard otherwise (docs/model-format.md)")
+    parser.add_argument("--qkv-projection", choices=QKV_PROJECTIONS, default="separate",
+                        help="fused attention only: the query, key and value projections as the model has "
+                             "them (default) or packed into one product that feeds the GroupQueryAttention node "
+                             "(fewer, larger GPU kernels; refused where q / k are normalised after their "
+                             "products, as in Qwen3, OLMo 2, Gemma 3) (docs/model-format.md)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
                         help="torch.onnx exporter (legacy is ~30x faster and gives the same graphs' results)")
@@ -1422,7 +1607,7 @@ def main(argv=None, allow_known_failures: bool = False):
         manifest = export(model, tokenizer, source_info, staging, args.dtype, args.opset, args.exporter,
                           fixed_seq_len=args.fixed_seq_len if fixed else None,
                           attention_precision=args.attention_precision, attention_kernel=args.attention_kernel,
-                          allow_known_failures=allow_known_failures)
+                          allow_known_failures=allow_known_failures, qkv_projection=args.qkv_projection)
         if fixed:
             args.check_length = args.fixed_seq_len
         print(f"exported {len(manifest['blocks']) + 3} graphs in {time.time() - started:.1f} s")

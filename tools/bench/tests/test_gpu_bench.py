@@ -29,6 +29,7 @@ CONTENDERS = {"pytorch zero-and-restore", "pytorch blocks deleted", "evaluate", 
               "evaluate --mask-batch 8", RACE_ROUND}
 ATTENTION_IN_DTYPE = "evaluate, attention in the model's dtype (export --attention-precision model)"
 FUSED_ATTENTION = "evaluate, fused attention (export --attention-kernel fused)"
+FUSED_PACKED = "evaluate, fused attention, q/k/v packed (export --attention-kernel fused --qkv-projection packed)"
 # An earlier run's row of another shape, which a run of the tiny shape must keep.
 OTHER_ROW = ["Llama-2-7B", "bf16", "evaluate", "30", "400", "600", "0.01", "2026-01-01"]
 
@@ -173,8 +174,8 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     _, rows = read_csv(csv_path)
     # Besides the fp32 shape's contenders, the other exports (attention in fp16, fused attention)
     # and ONNX Runtime's fusions left out and all its levels.
-    contenders = CONTENDERS | {ATTENTION_IN_DTYPE, FUSED_ATTENTION, "evaluate --graph-optimization basic",
-                               "evaluate --graph-optimization all"}
+    contenders = CONTENDERS | {ATTENTION_IN_DTYPE, FUSED_ATTENTION, FUSED_PACKED,
+                               "evaluate --graph-optimization basic", "evaluate --graph-optimization all"}
     assert {r["contender"] for r in rows} == contenders and {r["dtype"] for r in rows} == {"fp16"}
     record = json.loads((tmp_path / "gpu-bench.json").read_text())
     (shape,) = record["shapes"]
@@ -193,6 +194,10 @@ def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     fused = json.loads((tmp_path / "tiny-fp16" / "model-attention-fused" / "manifest.json").read_text())
     assert fused["attention_kernel"] == "fused"
     assert bounds[FUSED_ATTENTION] != bounds["evaluate"]
+    # The fused export with its projections packed: the same products' columns, one node input.
+    packed = json.loads((tmp_path / "tiny-fp16" / "model-attention-fused-packed" / "manifest.json").read_text())
+    assert (packed["attention_kernel"], packed["qkv_projection"]) == ("fused", "packed")
+    assert bounds[FUSED_PACKED] < 5e-2
     table = (tmp_path / "gpu-bench.md").read_text()
     assert "- tiny-llama fp16, 10 masks: PyTorch in fp16" in table and "`evaluate`" in table
     # PyTorch with eager attention, which the graphs were traced from, is measured as well.
@@ -285,6 +290,13 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
         fused = next(c for c in gpu_bench.evaluate_contenders("cuda:0", "fp16")
                      if c.name == f"evaluate {flags}, fused attention (export --attention-kernel fused)")
         assert (fused.flags, fused.attention) == (flags.split(), "fused"), flags
+    # The fused export with q/k/v packed, alone and with 8 masks a call.
+    assert gpu_bench.FUSED_PACKED == FUSED_PACKED
+    packed = {c.name: (c.flags, c.attention) for c in gpu_bench.evaluate_contenders("cuda:0", "fp16")
+              if c.attention == "fused-packed"}
+    assert packed == {FUSED_PACKED: ([], "fused-packed"),
+                      FUSED_PACKED.replace("evaluate,", "evaluate --mask-batch 8,"): (["--mask-batch", "8"],
+                                                                                      "fused-packed")}
     # A race's round plain, with three masks a call (what a round on CUDA runs by itself), with
     # CUDA graphs and with four masks a call, on the first 3 windows.
     rounds = {c.name: (c.flags, c.windows) for c in gpu_bench.evaluate_contenders("cuda:0", "fp16") if c.windows}

@@ -579,6 +579,73 @@ def test_the_numpy_form_of_the_fused_node_is_what_onnx_runtime_computes(window, 
     assert np.abs(ours - expected).max() < 1e-5
 
 
+# The fused fixtures whose q, k and v reach the node through more than reshapes: q / k norms
+# (Gemma 3, OLMo 2, Qwen3), a packed projection sliced (Phi-3, GPT-NeoX), a partial rotary's split
+# and rejoin around the node's rotation (Phi-2, StableLM).
+NOT_PACKABLE = {"gemma3_text", "gpt_neox", "olmo2", "phi", "phi3", "qwen3", "stablelm"}
+
+
+def block_ops(folder, manifest):
+    return [[n.op_type for n in onnx.load(str(folder / b["file"]), load_external_data=False).graph.node]
+            for b in manifest["blocks"]]
+
+
+@pytest.mark.parametrize("arch", FUSED)
+def test_packed_qkv_projections_compute_what_the_separate_ones_do(arch, tmp_path):
+    """--qkv-projection packed: each fused block's query, key and value come from one MatMul (the
+    three weights side by side; Qwen2's and StarCoder2's biases too) into the node's packed
+    query, two MatMuls fewer a block, with the chain within the fp32 tolerance of transformers
+    (the export check) and equal to the separate export's to float32 rounding, also with a block
+    skipped. Where anything but reshapes stands between the products and the node, it is
+    refused, naming the block, and nothing is written."""
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=11, head_size=make_fixture.FUSED_HEAD_SIZE)
+    arguments = ["--model", str(tmp_path / "hf"), "--attention-kernel", "fused", "--check-length", str(SEQ_LEN)]
+    if arch in NOT_PACKABLE:
+        with pytest.raises(SystemExit, match="--qkv-projection packed: block 0's query, key and value are not"):
+            export_layered.main([*arguments, "--out", str(tmp_path / "packed"), "--qkv-projection", "packed"])
+        assert not (tmp_path / "packed").exists()
+        return
+    model, packed = export_layered.main([*arguments, "--out", str(tmp_path / "packed"), "--qkv-projection", "packed"])
+    _, separate = export_layered.main([*arguments, "--out", str(tmp_path / "separate")])
+    assert packed["qkv_projection"] == "packed" and "qkv_projection" not in separate
+    assert packed["check"]["max_abs_logit_diff"] < FP32_TOLERANCE
+    for ops, separate_ops in zip(block_ops(tmp_path / "packed", packed), block_ops(tmp_path / "separate", separate)):
+        assert ops.count("MatMul") == separate_ops.count("MatMul") - 2, (ops, separate_ops)
+        assert len(ops) < len(separate_ops)
+    for block in packed["blocks"]:
+        graph = onnx.load(str(tmp_path / "packed" / block["file"]), load_external_data=False).graph
+        (node,) = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+        assert list(node.input[1:3]) == ["", ""]
+        assert {n.op_type for n in graph.node if node.input[0] in n.output} == {"Add" if arch in ("qwen2", "starcoder2")
+                                                                                 else "MatMul"}
+    ids = ids_for(packed, 3)
+    for drop in [(), (1,)]:
+        ours, ours_nll = export_layered.run_chain(tmp_path / "packed", packed, ids, drop=drop)
+        theirs, theirs_nll = export_layered.run_chain(tmp_path / "separate", separate, ids, drop=drop)
+        assert np.abs(ours - theirs).max() < 1e-5 and np.abs(ours_nll - theirs_nll).max() < 1e-5, drop
+    if arch == "llama" and STAGES:  # the evaluator runs the packed node on the CPU provider
+        assert_the_rust_evaluator_gives_transformers_nll(arch, model, packed, tmp_path / "packed", tmp_path)
+
+
+def test_packed_qkv_projections_in_bf16_pass_the_export_check_in_numpy(tmp_path):
+    """bf16 blocks are checked in onnx.reference, whose NumPy form of the node splits a packed
+    query into its query, key and value (Qwen2: with the biases)."""
+    make_fixture.build_arch_folder(tmp_path / "hf", "qwen2", seed=23, head_size=make_fixture.FUSED_HEAD_SIZE)
+    _, manifest = export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                                       "--dtype", "bf16", "--qkv-projection", "packed", "--check-sequences", "2",
+                                       "--check-length", str(SEQ_LEN)])
+    assert manifest["attention_kernel"] == "fused" and manifest["qkv_projection"] == "packed"
+    assert manifest["check"]["runner"] == "reference"
+
+
+def test_packed_qkv_projections_are_refused_without_fused_attention(tmp_path):
+    make_fixture.build_arch_folder(tmp_path / "hf", "llama", seed=5)
+    with pytest.raises(SystemExit, match="--qkv-projection packed packs the projections into a fused block"):
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(tmp_path / "onnx"),
+                             "--qkv-projection", "packed"])
+    assert not (tmp_path / "onnx").exists()
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "mamba", "mamba2"])
 def test_fused_attention_is_refused_where_there_is_none_to_fuse(arch, tmp_path):
     make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=5)
