@@ -23,12 +23,18 @@ flash attention takes, which the fixtures' 16 is not; the partial-rotary ones ro
    kernel's or the dtype's on that device; and the fused folder again with
    `--graph-optimization basic` (`fused_graph_optimization_basic`, the same verdicts): whether
    one of ONNX Runtime's fusions into its own kernels, which that level leaves out, is what the
-   device refused (the suspect: export_layered.FUSED_KNOWN_FAILURES).
+   device refused (the suspect: export_layered.FUSED_KNOWN_FAILURES);
+5. where `evaluate` ran the fused folder, export it fused again with its query, key and value
+   projections packed (`--qkv-projection packed`: the node's packed query, which ONNX Runtime's
+   CUDA provider computes with its own code; without the export check, which this comparison
+   replaces) and evaluate that on the device too (`packed_on_device`: the same verdicts, "not
+   packed: ..." where the exporter refuses the architecture, null where not tried).
 
 An error keeps ONNX Runtime's lines that name the node and operator (their start) and the
 message's end, at most ERROR_CHARS characters. Writes a JSON (one row a fixture) and a Markdown
 table after every fixture, so a run cut short keeps what it measured; exits 1 when a fixture
-failed or disagreed (a known failure included: `known_failure` says it was listed). The GPU recipe's last call
+failed or disagreed (a known failure included: `known_failure` says it was listed), or its packed
+export did. The GPU recipe's last call
 (tools/bench/gpu_device_run.sh) runs it after the benchmark; `make test-bench` runs it on the CPU.
 
 Usage: python tools/bench/gpu_families.py --bin target/debug --device cuda --dtype bf16 \\
@@ -124,7 +130,7 @@ def check_fixture(args, arch: str) -> dict:
     row = {"fixture": arch, "model_type": manifest["architecture"], "dtype": args.dtype, "device": args.device,
            "max_nll_diff": None, "tolerance": tolerance, "agrees": False, "evaluate_seconds": None, "error": None,
            "known_failure": export_layered.fused_known_to_fail(manifest["architecture"], args.dtype),
-           "standard_on_device": None, "fused_graph_optimization_basic": None}
+           "standard_on_device": None, "fused_graph_optimization_basic": None, "packed_on_device": None}
     started = time.monotonic()
     try:
         stage(args.bin, "evaluate", "--model", work / "fused", "--tokens", tokens, *mask_args, "--device",
@@ -138,7 +144,21 @@ def check_fixture(args, arch: str) -> dict:
     seconds = time.monotonic() - started
     diff = max_nll_diff(expected, nll_by_mask(work / "fused.parquet"))
     row.update(max_nll_diff=diff, agrees=diff < tolerance, evaluate_seconds=round(seconds, 3))
+    row["packed_on_device"] = packed_on_device(args, hf, work, tokens, mask_args, expected)
     return row
+
+
+def packed_on_device(args, hf: Path, work: Path, tokens: Path, mask_args: list, expected: dict) -> str:
+    """Whether the fixture's fused export with q/k/v packed agrees on the device (`on_device`'s
+    verdicts), or "not packed: <the exporter's reason>" where it refuses the architecture."""
+    folder = work / "fused-packed"
+    try:
+        export_layered.main(["--model", str(hf), "--out", str(folder), "--dtype", args.dtype,
+                             "--attention-kernel", "fused", "--qkv-projection", "packed", "--no-check"],
+                            allow_known_failures=True)
+    except SystemExit as refusal:  # the exporter's refusal names why
+        return "not packed: " + error_excerpt(str(refusal).removeprefix("error: "), 300)
+    return on_device(args, folder, tokens, mask_args, expected, "fused-packed", [])
 
 
 def max_nll_diff(expected: dict, measured: dict) -> float:
@@ -183,17 +203,20 @@ def markdown(rows: list, args) -> str:
              "was run there too (its max NLL diff against the same float32 export). Known failure: listed in "
              "export_layered.FUSED_KNOWN_FAILURES (the exporter refuses it unless asked, as here). And the fused "
              "folder again with `--graph-optimization basic` (none of ONNX Runtime's fusions into its own "
-             "kernels).", "",
+             "kernels). Where the fused folder ran: the fused export with q/k/v packed "
+             "(`--qkv-projection packed`) on the device.", "",
              f"| fixture | model_type | max NLL diff | within the export check's tolerance | error "
-             f"| standard {args.dtype} export on `{args.device}` | fused, `--graph-optimization basic` |",
-             "|---|---|---:|---|---|---|---|"]
+             f"| standard {args.dtype} export on `{args.device}` | fused, `--graph-optimization basic` "
+             f"| fused, q/k/v packed |",
+             "|---|---|---:|---|---|---|---|---|"]
     for row in rows:
         diff = "" if row["max_nll_diff"] is None else f"{row['max_nll_diff']:.2e}"
         verdict = "" if row["error"] else ("yes" if row["agrees"] else f"no (> {row['tolerance']:g})")
         if row.get("known_failure"):
             verdict = f"{verdict} (known failure)".strip()
         lines.append(f"| {row['fixture']} | {row['model_type'] or ''} | {diff} | {verdict} | {cell(row['error'])} "
-                     f"| {cell(row.get('standard_on_device'))} | {cell(row.get('fused_graph_optimization_basic'))} |")
+                     f"| {cell(row.get('standard_on_device'))} | {cell(row.get('fused_graph_optimization_basic'))} "
+                     f"| {cell(row.get('packed_on_device'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -243,18 +266,21 @@ def main(argv=None) -> int:
             row = {"fixture": arch, "model_type": None, "dtype": args.dtype, "device": args.device,
                    "max_nll_diff": None, "tolerance": None, "agrees": False, "evaluate_seconds": None,
                    "error": error_excerpt(str(error)) or type(error).__name__, "known_failure": None,
-                   "standard_on_device": None, "fused_graph_optimization_basic": None}
+                   "standard_on_device": None, "fused_graph_optimization_basic": None, "packed_on_device": None}
         rows.append(row)
         said = f"error {row['error']}" if row["error"] else f"max NLL diff {row['max_nll_diff']:.2e}"
         if row["standard_on_device"]:
             said += f"; standard {args.dtype} export on {args.device}: {row['standard_on_device']}"
         if row["fused_graph_optimization_basic"]:
             said += f"; fused with --graph-optimization basic: {row['fused_graph_optimization_basic']}"
+        if row["packed_on_device"]:
+            said += f"; q/k/v packed: {row['packed_on_device']}"
         if row["known_failure"] and row["agrees"]:
             said += " (listed in export_layered.FUSED_KNOWN_FAILURES: it no longer fails here)"
         print(f"gpu_families: {arch}: {said}", flush=True)
         write(args, rows)
-    return 0 if rows and all(row["agrees"] for row in rows) else 1
+    packed_failed = any((row["packed_on_device"] or "").startswith(("error", "disagrees")) for row in rows)
+    return 0 if rows and all(row["agrees"] for row in rows) and not packed_failed else 1
 
 
 if __name__ == "__main__":

@@ -41,6 +41,15 @@ def test_each_fused_attribute_agrees_with_the_standard_float32_export_and_a_refu
         # fp16 against float32: not equal, and well within the export check's fp16 tolerance.
         assert 0 < row["max_nll_diff"] < 2e-3, row
     assert not rows["gpt2"]["agrees"] and "no rotary causal attention" in rows["gpt2"]["error"]
+    # The fused export with q/k/v packed, where the exporter packs them (Gemma 2's soft-capping and
+    # Cohere's interleaved rotary through the node's packed query): within the same tolerance; Phi-2's
+    # partial rotary and OLMo 2's q / k norms are refused by the exporter, saying so; GPT-2 not tried.
+    for name in ("gemma2", "cohere"):
+        verdict = rows[name]["packed_on_device"]
+        assert verdict.startswith("agrees ") and float(verdict.split()[1]) < 2e-3, rows[name]
+    for name in ("phi", "olmo2"):
+        assert rows[name]["packed_on_device"].startswith("not packed: --qkv-projection packed: block 0's"), rows[name]
+    assert rows["gpt2"]["packed_on_device"] is None
     table = (tmp_path / "families.md").read_text()
     assert table.count("\n| ") == 1 + 5 and "| gemma2 | gemma2 |" in table
 
@@ -78,6 +87,7 @@ def test_a_fused_folder_failing_on_the_device_is_a_row_with_the_standard_export_
     assert row["fixture"] == "llama" and row["error"] and "cuda" in row["error"].lower(), row
     assert row["standard_on_device"].startswith("error: "), row
     assert row["fused_graph_optimization_basic"].startswith("error: "), row
+    assert row["packed_on_device"] is None, row  # tried only where the fused folder ran
     assert "cuda" in row["fused_graph_optimization_basic"].lower(), row
     assert "| llama | llama |" in (tmp_path / "families.md").read_text()
     assert "--graph-optimization basic" in done.stdout, done.stdout
