@@ -7,8 +7,9 @@
 # D last contender start (s), ST limit of one stage (s), C the contenders to run besides the
 # default (a regular expression; empty: all), SHAPES (gpu_bench.py --shapes), MASKS (--masks);
 # then GPTQ with its calibration passes on CUDA against the CPU within G seconds (0: not run);
-# then tools/bench/gpu_families.py within F seconds (0: not run). T + G + F must fit the call.
-# DEV (cuda) is the device of all three; `DEV=cpu SHAPES=tiny GPTQ_SHAPE=tiny` rehearses the
+# then a race timed inside apply-prune (tools/bench/gpu_race.py) within R seconds (0: not run);
+# then tools/bench/gpu_families.py within F seconds (0: not run). T + G + R + F must fit the call.
+# DEV (cuda) is the device of all four; `DEV=cpu SHAPES=tiny GPTQ_SHAPE=tiny RACE_SHAPE=tiny` rehearses the
 # whole call on a machine without a GPU (onnxruntime-gpu's library runs the CPU provider too),
 # as `make rehearse-gpu` does, so that a bug here costs no device time.
 set -uo pipefail
@@ -55,6 +56,23 @@ if [ "${G:-90}" != 0 ] && [ -f "$W/model/manifest.json" ]; then
   echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/gptq.log"
 elif [ "${G:-90}" != 0 ]; then
   echo "no $W/model: the bench did not export the ${GPTQ_SHAPE:-smollm2-135m-fp32} shape (SHAPES), GPTQ not run" | tee "$OUT/gptq.log"
+fi
+
+# Then a race timed inside apply-prune (tools/bench/gpu_race.py): adaptive removal raced over the
+# calibration windows and not, k = RACE_K (6), on RACE_SHAPE's fused folder from the benchmark
+# (its standard one where there is none), seconds per counted LLM evaluation of each; R bounds it
+# (s, 40), 0 skips it.
+W=/tmp/bench-gpu/${RACE_SHAPE:-tinyllama-1.1b-fp16}
+folder=$W/model-attention-fused
+[ -f "$folder/manifest.json" ] || folder=$W/model
+if [ "${R:-40}" != 0 ] && [ -f "$folder/manifest.json" ]; then
+  timeout "${R:-40}" python3 tools/bench/gpu_race.py --bin build/gpu/bin --device "$DEV" --model "$folder" \
+    --tokens "$W/tokens.parquet" --k "${RACE_K:-6}" --work /tmp/race --json "$OUT/race.json" \
+    --markdown "$OUT/race.md" --timeout "${R:-40}" 2>&1 | tee "$OUT/race.log"
+  echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/race.log"
+elif [ "${R:-40}" != 0 ]; then
+  echo "no $W/model: the bench did not export the ${RACE_SHAPE:-tinyllama-1.1b-fp16} shape (SHAPES), race not run" \
+    | tee "$OUT/race.log"
 fi
 
 # Then fused attention on DEV for every architecture that has it (tiny models, bf16 — fp16 on the

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Everything the GPU recipe (docs/benchmarks.md §5) needs before its first device call, from the
-# project root: the four stage binaries it runs, stripped and packed into build/gpu/bin.tar.xz
-# (13 MB; 60 MB unpacked), and onnxruntime-gpu's libraries (../shared/tools/gpu-bundle) as
+# project root: the five stage binaries it runs, stripped and packed into build/gpu/bin.tar.xz
+# (about 17 MB; apply-prune joined the four of 13 MB for gpu_race.py), and onnxruntime-gpu's libraries (../shared/tools/gpu-bundle) as
 # parts build/gpu/ortgpu.part-0, part-1, … as large as a device call can carry beside the
 # working tree (the device tool sends the tree with every call, 64 MiB in all; the tree grew
 # from 4 to 7 MB and a 58 MiB part no longer fitted, 2026-12-05), so that each call but the
 # last carries a part and the last one the last part with the binaries; it prints the calls.
 # gpu_device_run.sh unpacks the binaries into build/gpu/bin.
 set -euo pipefail
-stages="prepare-tokens sample-masks evaluate quantize"
+stages="prepare-tokens sample-masks evaluate quantize apply-prune"
 cargo build $(printf -- '-p %s ' $stages)
 staged=$(mktemp -d)
 trap 'rm -rf "$staged"' EXIT
