@@ -48,9 +48,9 @@ bench: ort venv-export $(BENCH)/tokens.parquet $(BENCH)/masks.parquet | $(BIN)/e
 # BENCH_GPU_DEVICE=cpu BENCH_GPU_SHAPES=tiny` runs it anywhere in seconds (as make test-bench does).
 # Then tools/bench/gpu_families.py: fused attention on the device for every architecture that has
 # it (tiny models in bf16, fp16 on the CPU, against float32; $(BENCH_GPU)/families.md); and
-# tools/bench/gpu_race.py: adaptive removal raced and not inside apply-prune on the
-# BENCH_GPU_RACE_SHAPE the benchmark exported (its fused folder where there is one), seconds per
-# LLM evaluation of each ($(BENCH_GPU)/race.md).
+# tools/bench/gpu_race.py (first): adaptive removal raced and not inside apply-prune on the
+# BENCH_GPU_RACE_SHAPE the benchmark exported (its fused folder where there is one; a shape of
+# distinct blocks), seconds per LLM evaluation of each ($(BENCH_GPU)/race.md).
 BENCH_GPU := $(BUILD)/bench-gpu
 BENCH_GPU_BIN ?= $(BIN)
 BENCH_GPU_PYTHON ?= $(if $(wildcard $(VENV_EXPORT)/bin/python),$(VENV_EXPORT)/bin/python,python3)
@@ -58,15 +58,12 @@ BENCH_GPU_DEVICE ?= cuda
 BENCH_GPU_SHAPES ?= gpu
 BENCH_GPU_CSV ?= docs/results/gpu-bench.csv
 BENCH_GPU_FLAGS ?=
-BENCH_GPU_RACE_SHAPE ?= $(if $(filter tiny,$(BENCH_GPU_SHAPES)),tiny,tinyllama-1.1b-fp16)
+BENCH_GPU_RACE_SHAPE ?= $(if $(findstring tiny,$(BENCH_GPU_SHAPES)),tiny,smollm2-135m-fp32)
 
 bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate $(BIN)/apply-prune)
 	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_bench.py --device $(BENCH_GPU_DEVICE) \
 	  --shapes $(BENCH_GPU_SHAPES) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU) --csv $(BENCH_GPU_CSV) \
 	  --markdown $(BENCH_GPU)/gpu-bench.md --json $(BENCH_GPU)/gpu-bench.json $(BENCH_GPU_FLAGS)
-	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_families.py --device $(BENCH_GPU_DEVICE) \
-	  --dtype $(if $(filter cpu,$(BENCH_GPU_DEVICE)),fp16,bf16) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU)/families \
-	  --json $(BENCH_GPU)/families.json --markdown $(BENCH_GPU)/families.md
 	W=$(BENCH_GPU)/$(BENCH_GPU_RACE_SHAPE); folder=$$W/model-attention-fused; \
 	  [ -f $$folder/manifest.json ] || folder=$$W/model; \
 	  if [ -f $$folder/manifest.json ]; then \
@@ -74,6 +71,9 @@ bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate $(BIN)/apply-p
 	      --bin $(BENCH_GPU_BIN) --model $$folder --tokens $$W/tokens.parquet --work $(BENCH_GPU)/race \
 	      --json $(BENCH_GPU)/race.json --markdown $(BENCH_GPU)/race.md; \
 	  else echo "no $$W/model: the benchmark did not export $(BENCH_GPU_RACE_SHAPE); race not timed"; fi
+	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_families.py --device $(BENCH_GPU_DEVICE) \
+	  --dtype $(if $(filter cpu,$(BENCH_GPU_DEVICE)),fp16,bf16) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU)/families \
+	  --json $(BENCH_GPU)/families.json --markdown $(BENCH_GPU)/families.md
 
 # The GPU recipe's last device call (tools/bench/gpu_device_run.sh, docs/benchmarks.md §5)
 # rehearsed here on the CPU, from what tools/bench/gpu_prepare.sh packs (the stripped binaries,

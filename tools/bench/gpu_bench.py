@@ -553,7 +553,8 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
                 details[f"export_seconds_attention_{attention}"] = time.perf_counter() - started
                 log(f"{key}: exported with attention {attention} in "
                     f"{details[f'export_seconds_attention_{attention}']:.1f} s")
-            except Exception as error:  # noqa: BLE001 - the export's failure is this contender's
+            except (Exception, SystemExit) as error:  # noqa: BLE001 - the export's failure (the exporter's
+                # refusals are SystemExit) is this contender's
                 details["failures"][contender] = f"export with attention {attention}: {error}"
                 log(f"{key}: {contender}: FAILED: {details['failures'][contender]}")
                 continue

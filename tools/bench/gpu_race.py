@@ -11,16 +11,26 @@ such a call with as many masks as fit one mask's full window batch (`EvalOptions
 fill_small_batches`, CUDA only). gpu_bench.py measured rounds with `evaluate`; this runs the
 method itself:
 
-1. `apply-prune --method adaptive --race-se 3 --k K` and `apply-prune --method adaptive --k K`
-   (unraced: every candidate on every window) on the same model and tokens, on `--device`;
-2. for each, the wall time less the time its log says the model's graphs took to open, and the
-   LLM evaluations its plan table counts;
-3. writes a JSON and a Markdown table: seconds per counted LLM evaluation of each, and the ratio
-   raced / unraced (about 1: a race's evaluations cost what whole ones do, so its savings in
-   evaluations are savings in time; above 1: each costs more, by that factor).
+1. one `evaluate` of the full model first, discarded: the first process on a device pays for
+   loading its libraries;
+2. `apply-prune --method adaptive --k K` raced (`--race-se 3`) and unraced (every candidate on
+   every window), each with two budgets, in the order raced, unraced, unraced, raced (so that a
+   drift in the device's pace falls on both alike);
+3. each method's seconds per LLM evaluation as the slope between its two runs: the difference in
+   wall time (less the opening its log reports) over the difference in the evaluations its plan
+   table counts. A slope leaves out what a run costs whatever its budget (the process, the
+   tokens, the full model's and the chosen plan's measurements, the table), which at a GPU's
+   pace can be as long as the evaluations themselves;
+4. writes a JSON and a Markdown table after every run: the runs, each method's slope, and the
+   ratio raced / unraced (about 1: a race's evaluations cost what whole ones do, so its savings
+   in evaluations are savings in time; above 1: each costs more, by that factor).
+
+A model whose blocks are one block's weights repeated (gpu_bench.py's `--replicate-blocks`, for
+shapes above 2 GiB) is refused: removing any block gives the same model there, so a race has
+nothing to drop and would not time what it is for.
 
 The GPU recipe's last call (tools/bench/gpu_device_run.sh) runs it on a shape the benchmark
-exported (the fused folder where there is one); tools/bench/tests run it on the CPU.
+exported with distinct blocks; tools/bench/tests run it on the CPU.
 
 Usage: python tools/bench/gpu_race.py --bin build/gpu/bin --model M --tokens T --device cuda \\
          --k 6 --work /tmp/race --json race.json --markdown race.md
@@ -37,80 +47,134 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # What `apply-prune` logs once the model is open (crates/runtime/src/model.rs).
 OPENED = re.compile(r"opened the \d+ graphs of .* in ([0-9.]+) s")
-METHODS = (("adaptive, raced (--race-se 3)", ["--race-se", "3"]), ("adaptive, unraced", []))
+RACED, UNRACED = "adaptive, raced (--race-se 3)", "adaptive, unraced"
+FLAGS = {RACED: ["--race-se", "3"], UNRACED: []}
 
 
-def run_method(args, name: str, flags: list, out: Path) -> dict:
-    """One `apply-prune` run: its seconds (wall, opening, the rest), evaluations and plan."""
+class RunFailed(RuntimeError):
+    pass
+
+
+def budgets(args, num_blocks: int) -> list:
+    """The two budgets (LLM evaluations): --budgets, or 2 and 4 evaluations a block."""
+    if args.budgets:
+        values = [int(v) for v in args.budgets.split(",")]
+        if len(values) != 2 or values[0] >= values[1]:
+            raise SystemExit("gpu_race: --budgets takes two budgets, the smaller first (e.g. 60,120)")
+        return values
+    return [2 * num_blocks, 4 * num_blocks]
+
+
+def run_method(args, method: str, budget: int, out: Path) -> dict:
+    """One `apply-prune` run: its seconds (wall, opening, measuring) and the evaluations counted."""
     import pyarrow.parquet as pq
 
-    command = [str(args.bin / "apply-prune"), "--method", "adaptive", *flags, "--k", str(args.k), "--model",
-               str(args.model), "--tokens", str(args.tokens), "--device", args.device, "--out", str(out)]
+    command = [str(args.bin / "apply-prune"), "--method", "adaptive", *FLAGS[method], "--k", str(args.k),
+               "--budget", str(budget), "--model", str(args.model), "--tokens", str(args.tokens), "--device",
+               args.device, "--out", str(out)]
     out.unlink(missing_ok=True)
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        raise RunFailed(f"apply-prune took over {args.timeout:g} s") from None
     wall = time.perf_counter() - started
     if done.returncode != 0:
-        return {"method": name, "error": f"apply-prune exited {done.returncode}: {done.stderr.strip()[-1500:]}"}
+        raise RunFailed(f"apply-prune exited {done.returncode}: {' '.join(done.stderr.split())[-1500:]}")
     opened = [float(m.group(1)) for m in OPENED.finditer(done.stderr + done.stdout)]
-    (plan,) = [row for row in pq.read_table(out).to_pylist() if row["k"] == args.k]
-    evaluations = plan["llm_evaluations"]
-    measuring = wall - sum(opened)
-    return {"method": name, "error": None, "wall_seconds": round(wall, 3), "open_seconds": round(sum(opened), 3),
-            "llm_evaluations": evaluations, "seconds_per_evaluation": measuring / evaluations,
-            "removed_blocks": plan["removed_blocks"], "measured_nll": plan["measured_nll"]}
+    if not opened:
+        raise RunFailed("apply-prune's log did not say how long the model took to open ('opened the N graphs of "
+                        "... in S s'): the seconds measuring could not be told apart")
+    plans = [row for row in pq.read_table(out).to_pylist() if row["k"] == args.k]
+    if len(plans) != 1 or not plans[0]["llm_evaluations"]:
+        raise RunFailed(f"{out}: expected one plan of k = {args.k} with its LLM evaluations, found {plans}")
+    return {"method": method, "budget": budget, "error": None, "wall_seconds": round(wall, 3),
+            "open_seconds": round(sum(opened), 3), "measuring_seconds": wall - sum(opened),
+            "llm_evaluations": plans[0]["llm_evaluations"], "removed_blocks": plans[0]["removed_blocks"]}
 
 
-def markdown(rows: list, args, ratio) -> str:
-    lines = [f"`apply-prune --method adaptive --k {args.k}` raced over the calibration windows and not, on "
-             f"`{args.device}` ({args.model.name}, {args.tokens.name}); seconds per LLM evaluation as the plan "
-             "table counts them (a mask measured on w of W windows counts w / W), the model's opening left out "
-             "(tools/bench/gpu_race.py).", "",
-             "| method | LLM evaluations | seconds (less opening) | seconds per evaluation | removed blocks | error |",
+def slopes(runs: list) -> dict:
+    """Each method's seconds per evaluation between its two runs, where both ran and differ."""
+    found = {}
+    for method in (RACED, UNRACED):
+        done = sorted((r for r in runs if r["method"] == method and not r["error"]), key=lambda r: r["budget"])
+        if len(done) == 2 and done[1]["llm_evaluations"] > done[0]["llm_evaluations"]:
+            found[method] = ((done[1]["measuring_seconds"] - done[0]["measuring_seconds"])
+                             / (done[1]["llm_evaluations"] - done[0]["llm_evaluations"]))
+    return found
+
+
+def markdown(runs: list, per_evaluation: dict, ratio, args) -> str:
+    lines = [f"`apply-prune --method adaptive --k {args.k}` raced over the calibration windows and not, two "
+             f"budgets each, on `{args.device}` ({args.model.name}, {args.tokens.name}); LLM evaluations as the "
+             "plan table counts them (a mask measured on w of W windows counts w / W); seconds less the model's "
+             "opening (tools/bench/gpu_race.py).", "",
+             "| method | budget | LLM evaluations | seconds (less opening) | removed blocks | error |",
              "|---|---:|---:|---:|---|---|"]
-    for row in rows:
-        if row["error"]:
-            lines.append(f"| {row['method']} | | | | | {' '.join(row['error'].split())} |")
-            continue
-        lines.append(f"| {row['method']} | {row['llm_evaluations']} | "
-                     f"{row['wall_seconds'] - row['open_seconds']:.2f} | {row['seconds_per_evaluation']:.4f} | "
-                     f"{','.join(map(str, row['removed_blocks']))} | |")
+    for run in runs:
+        if run["error"]:
+            lines.append(f"| {run['method']} | {run['budget']} | | | | {' '.join(run['error'].split())} |")
+        else:
+            lines.append(f"| {run['method']} | {run['budget']} | {run['llm_evaluations']} | "
+                         f"{run['measuring_seconds']:.2f} | {','.join(map(str, run['removed_blocks']))} | |")
+    lines.append("")
+    for method, seconds in per_evaluation.items():
+        lines.append(f"- {method}: {seconds:.4f} s per evaluation (the slope between its two budgets)")
     if ratio is not None:
-        lines += ["", f"Raced / unraced seconds per evaluation: {ratio:.2f}."]
+        lines.append(f"- raced / unraced seconds per evaluation: {ratio:.2f}")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", type=Path, default=ROOT / "target" / "debug", help="the folder with apply-prune")
+    parser.add_argument("--bin", type=Path, default=ROOT / "target" / "debug",
+                        help="the folder with apply-prune and evaluate")
     parser.add_argument("--model", type=Path, required=True, help="layered model folder")
     parser.add_argument("--tokens", type=Path, required=True, help="calibration token table (prepare-tokens)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--k", type=int, default=6, help="blocks to remove")
+    parser.add_argument("--budgets", default="",
+                        help="the two budgets in LLM evaluations, e.g. 60,120 (default: 2 and 4 a block)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "gpu-race")
     parser.add_argument("--json", default=None)
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--timeout", type=float, default=300, help="seconds one apply-prune may take")
     args = parser.parse_args(argv)
+    manifest = json.loads((args.model / "manifest.json").read_text())
+    if (manifest.get("source") or {}).get("replicated_block"):
+        parser.error(f"{args.model}: its blocks are one block's weights repeated (source.replicated_block): "
+                     "removing any gives the same model, so a race has nothing to drop; give a model with "
+                     "distinct blocks")
+    low, high = budgets(args, manifest["num_blocks"])
     args.work.mkdir(parents=True, exist_ok=True)
-    rows, ratio = [], None
-    for index, (name, flags) in enumerate(METHODS):
+    full = "1" * manifest["num_blocks"]
+    warm = subprocess.run([str(args.bin / "evaluate"), "--model", str(args.model), "--tokens", str(args.tokens),
+                           "--mask", full, "--device", args.device, "--out", str(args.work / "warm-up.parquet"),
+                           "--quiet"], capture_output=True, text=True, timeout=args.timeout)
+    (args.work / "warm-up.parquet").unlink(missing_ok=True)
+    print(f"gpu_race: warm-up evaluate exited {warm.returncode}", flush=True)
+    runs, per_evaluation, ratio = [], {}, None
+    for index, (method, budget) in enumerate([(RACED, low), (UNRACED, low), (UNRACED, high), (RACED, high)]):
         try:
-            row = run_method(args, name, flags, args.work / f"plans-{index}.parquet")
-        except subprocess.TimeoutExpired:
-            row = {"method": name, "error": f"apply-prune took over {args.timeout:g} s"}
-        rows.append(row)
-        said = row["error"] or (f"{row['llm_evaluations']} evaluations, {row['seconds_per_evaluation']:.4f} s each "
-                                f"(opening {row['open_seconds']:.2f} s left out)")
-        print(f"gpu_race: {name}: {said}", flush=True)
-        if len(rows) == len(METHODS) and not any(row["error"] for row in rows):
-            ratio = rows[0]["seconds_per_evaluation"] / rows[1]["seconds_per_evaluation"]
+            run = run_method(args, method, budget, args.work / f"plans-{index}.parquet")
+            said = (f"{run['llm_evaluations']} evaluations in {run['measuring_seconds']:.2f} s "
+                    f"(opening {run['open_seconds']:.2f} s left out)")
+        except (RunFailed, OSError, KeyError, ValueError) as error:
+            run = {"method": method, "budget": budget, "error": str(error)}
+            said = str(error)
+        runs.append(run)
+        print(f"gpu_race: {method}, budget {budget}: {said}", flush=True)
+        per_evaluation = slopes(runs)
+        if len(per_evaluation) == 2:
+            ratio = per_evaluation[RACED] / per_evaluation[UNRACED]
             print(f"gpu_race: raced / unraced seconds per evaluation: {ratio:.2f}", flush=True)
-        # After every run: a call cut short keeps the first.
-        record = {"device": args.device, "model": str(args.model), "k": args.k, "rows": rows,
+        # After every run: a call cut short keeps the runs it made.
+        record = {"device": args.device, "model": str(args.model), "k": args.k, "budgets": [low, high],
+                  "warm_up_exit": warm.returncode, "runs": runs, "seconds_per_evaluation": per_evaluation,
                   "raced_over_unraced_seconds_per_evaluation": ratio}
-        for path, text in ((args.json, json.dumps(record, indent=1)), (args.markdown, markdown(rows, args, ratio))):
+        for path, text in ((args.json, json.dumps(record, indent=1)),
+                           (args.markdown, markdown(runs, per_evaluation, ratio, args))):
             if path:
                 Path(path).write_text(text)
     return 0 if ratio is not None else 1

@@ -820,7 +820,8 @@ def pack_qkv_projections(graph: onnx.ModelProto) -> int:
     output is the node's packed query; the node's key and value inputs are left empty. Anything
     else between the products and the node (q / k normalisation: Qwen3, OLMo 2, Gemma 3; a
     projection sliced from one already packed: Phi-3, GPT-NeoX; a partial rotary's split and
-    rejoin: Phi-2, StableLM) leaves that node as it is. The node's query
+    rejoin: Phi-2, StableLM), or a reshape that does not keep the batch and sequence dimensions,
+    leaves that node as it is. The node's query
     may also be read by Shapes whose batch and sequence entries alone are read (the sequence
     lengths the export computes beside the node): they read the packed query instead, which has
     the same. Nodes and stored tensors nothing reads any more are removed. Returns the number of
@@ -866,13 +867,40 @@ def pack_qkv_projections(graph: onnx.ModelProto) -> int:
     def only_read_once(name):
         return len(readers.get(name, [])) == 1 and name in producer
 
+    def entry_of_shape(name, axis):
+        """Whether `name` is entry `axis` of a Shape's value (Gather, possibly unsqueezed): the
+        tensor that Shape reads, or None."""
+        node = producer.get(name)
+        if node is not None and node.op_type == "Unsqueeze":
+            node = producer.get(node.input[0])
+        if node is None or node.op_type != "Gather" or constant(node.input[1]) != [axis] \
+                or not all(a.name == "axis" and a.i == 0 for a in node.attribute):
+            return None
+        shape = producer.get(node.input[0])
+        return shape.input[0] if shape is not None and shape.op_type == "Shape" and not shape.attribute else None
+
+    def keeps_batch_and_sequence(reshape, source):
+        """Whether `reshape` keeps its input's first two dimensions, which the packed query must
+        share with the query: its target shape starts 0, 0 (kept), or is a Concat whose first two
+        parts are those entries of the shape of `source` (the products' input) — the two forms
+        the exporter writes. A reshape folding the batch into the sequence would otherwise be
+        packed into a query of another shape."""
+        target = constant(reshape.input[1])
+        if target is not None:
+            return target[:2] == [0, 0] and not any(a.name == "allowzero" and a.i for a in reshape.attribute)
+        concat = producer.get(reshape.input[1])
+        return (concat is not None and concat.op_type == "Concat" and len(concat.input) >= 2
+                and all(entry_of_shape(concat.input[axis], axis) == source for axis in (0, 1)))
+
     def projection(name, other_readers_allowed):
         """(input, weight, bias or None, the Shapes reading `name`) of the product that `name`
         reshapes, or None."""
         shapes = [r for r in readers.get(name, []) if reads_batch_and_sequence(r)] if other_readers_allowed else []
         if name not in producer or len(readers.get(name, [])) != 1 + len(shapes):
             return None
+        reshapes = []
         while producer[name].op_type == "Reshape":
+            reshapes.append(producer[name])
             name = producer[name].input[0]
             if not only_read_once(name):
                 return None
@@ -884,7 +912,8 @@ def pack_qkv_projections(graph: onnx.ModelProto) -> int:
             if len(biases) != 1 or len(products) != 1 or not only_read_once(products[0]):
                 return None
             bias, node = stored[biases[0]], producer[products[0]]
-        if node.op_type != "MatMul" or node.input[1] not in stored or len(stored[node.input[1]].dims) != 2:
+        if node.op_type != "MatMul" or node.input[1] not in stored or len(stored[node.input[1]].dims) != 2 \
+                or not all(keeps_batch_and_sequence(reshape, node.input[0]) for reshape in reshapes):
             return None
         return node.input[0], stored[node.input[1]], bias, shapes
 

@@ -7,6 +7,7 @@ Needs the stage binaries (LAYERPRUNE_BIN, ORT_DYLIB_PATH), as test_gpu_bench.py.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ BIN = Path(os.environ.get("LAYERPRUNE_BIN", ROOT / "target" / "debug"))
 ORT = os.environ.get("ORT_DYLIB_PATH", str(ROOT / "build" / "ort-cpu" / "onnxruntime" / "capi"
                                            / "libonnxruntime.so.1.31.1"))
 MODEL = ROOT / "data" / "fixtures" / "tiny-llama"
+RACED, UNRACED = "adaptive, raced (--race-se 3)", "adaptive, unraced"
 
 
 def tokens(tmp_path: Path) -> Path:
@@ -36,26 +38,52 @@ def run_race(tmp_path: Path, device: str):
 
 
 def test_raced_and_unraced_adaptive_removal_are_timed_per_counted_evaluation(tmp_path):
-    """Both runs choose k = 2 blocks with the evaluations their plan tables count; each one's
-    seconds less the model's opening, per evaluation, and their ratio, in the JSON and the table."""
+    """Each method at two budgets (2 and 4 evaluations a block), raced, unraced, unraced, raced;
+    each run's evaluations as its plan table counts them and its seconds less the opening; each
+    method's seconds per evaluation as the slope between its two runs, and their ratio, in the JSON
+    and the table."""
     done = run_race(tmp_path, "cpu")
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads((tmp_path / "race.json").read_text())
-    raced, unraced = record["rows"]
-    for row in (raced, unraced):
-        assert row["error"] is None, row
-        assert row["llm_evaluations"] > 0 and len(row["removed_blocks"]) == 2, row
-        assert 0 < row["open_seconds"] < row["wall_seconds"] and row["seconds_per_evaluation"] > 0, row
-    assert record["raced_over_unraced_seconds_per_evaluation"] == (raced["seconds_per_evaluation"]
-                                                                   / unraced["seconds_per_evaluation"])
+    assert record["budgets"] == [12, 24] and record["warm_up_exit"] == 0
+    runs = record["runs"]
+    assert [(r["method"], r["budget"]) for r in runs] == [(RACED, 12), (UNRACED, 12), (UNRACED, 24), (RACED, 24)]
+    for run in runs:
+        assert run["error"] is None, run
+        assert 0 < run["llm_evaluations"] <= run["budget"] and len(run["removed_blocks"]) == 2, run
+        assert 0 < run["open_seconds"] < run["wall_seconds"], run
+    for method in (RACED, UNRACED):
+        low, high = sorted((r for r in runs if r["method"] == method), key=lambda r: r["budget"])
+        assert high["llm_evaluations"] > low["llm_evaluations"], (low, high)
+        slope = ((high["measuring_seconds"] - low["measuring_seconds"])
+                 / (high["llm_evaluations"] - low["llm_evaluations"]))
+        assert record["seconds_per_evaluation"][method] == slope
+    assert record["raced_over_unraced_seconds_per_evaluation"] == (record["seconds_per_evaluation"][RACED]
+                                                                   / record["seconds_per_evaluation"][UNRACED])
     table = (tmp_path / "race.md").read_text()
-    assert "| adaptive, raced (--race-se 3) |" in table and "Raced / unraced seconds per evaluation:" in table
+    assert f"| {RACED} | 24 |" in table and "- raced / unraced seconds per evaluation:" in table
 
 
 def test_a_device_that_cannot_run_is_a_row_with_its_error_and_exit_1(tmp_path):
-    """`--device cuda` on a machine without a GPU: both rows keep apply-prune's error, no ratio."""
+    """`--device cuda` on a machine without a GPU: every run keeps apply-prune's error, no ratio."""
     done = run_race(tmp_path, "cuda")
     assert done.returncode == 1, done.stdout + done.stderr
     record = json.loads((tmp_path / "race.json").read_text())
-    assert all(row["error"].startswith("apply-prune exited") for row in record["rows"]), record
+    assert len(record["runs"]) == 4 and record["warm_up_exit"] != 0
+    assert all(run["error"].startswith("apply-prune exited") for run in record["runs"]), record
     assert record["raced_over_unraced_seconds_per_evaluation"] is None
+
+
+def test_a_model_of_one_block_repeated_is_refused(tmp_path):
+    """gpu_bench.py's replicated shapes (every block one block's weights): removing any block gives
+    the same model, so a race would drop nothing; refused, naming the field, before any run."""
+    model = tmp_path / "replicated"
+    shutil.copytree(MODEL, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["source"] = {"kind": "random", "replicated_block": True}
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--bin", str(BIN), "--model", str(model), "--tokens",
+                           str(tmp_path / "none.parquet"), "--device", "cpu", "--work", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "replicated_block" in done.stderr, done.stderr
+    assert not (tmp_path / "work").exists()

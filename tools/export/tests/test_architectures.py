@@ -627,6 +627,46 @@ def test_packed_qkv_projections_compute_what_the_separate_ones_do(arch, tmp_path
         assert_the_rust_evaluator_gives_transformers_nll(arch, model, packed, tmp_path / "packed", tmp_path)
 
 
+def gqa_graph(query_shape):
+    """A hand-made block: x [batch, seq, 32] through three products reshaped by `query_shape` (the
+    query's) and [0, 0, -1] (key's, value's) into a GroupQueryAttention node of 2 heads of 16, 1
+    key-value head; its output is the graph's."""
+    helper, tensor = onnx.helper, onnx.TensorProto
+    rng = np.random.default_rng(0)
+    weights = [onnx.numpy_helper.from_array(rng.standard_normal((32, n)).astype(np.float32), f"w{i}")
+               for i, n in enumerate((32, 16, 16))]
+    shapes = [onnx.numpy_helper.from_array(np.array(shape, dtype=np.int64), f"shape{i}")
+              for i, shape in enumerate((query_shape, [0, 0, -1], [0, 0, -1]))]
+    nodes = []
+    for i in range(3):
+        nodes += [helper.make_node("MatMul", ["x", f"w{i}"], [f"p{i}"]),
+                  helper.make_node("Reshape", [f"p{i}", f"shape{i}"], [f"r{i}"])]
+    nodes.append(helper.make_node("GroupQueryAttention", ["r0", "r1", "r2", "", "", "seqlens", "total", "", ""],
+                                  ["out", "present_key", "present_value"], domain="com.microsoft",
+                                  num_heads=2, kv_num_heads=1))
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", tensor.FLOAT, ["b", "s", 32]),
+                                               helper.make_tensor_value_info("seqlens", tensor.INT32, ["b"]),
+                                               helper.make_tensor_value_info("total", tensor.INT32, [1])],
+                              [helper.make_tensor_value_info("out", tensor.FLOAT, None)], [*weights, *shapes])
+    return helper.make_model(graph)
+
+
+def test_projections_are_packed_only_where_the_reshapes_keep_batch_and_sequence():
+    """A query reshaped so that its batch folds into its sequence ([1, -1, 32]) would become a packed
+    query of another shape: that node is left as it is. With [0, 0, -1], as the exporter writes it,
+    the three products become one of 64 columns feeding the node, key and value empty."""
+    folded = gqa_graph([1, -1, 32])
+    assert export_layered.pack_qkv_projections(folded) == 0
+    assert [n.op_type for n in folded.graph.node].count("MatMul") == 3
+    kept = gqa_graph([0, 0, -1])
+    assert export_layered.pack_qkv_projections(kept) == 1
+    (product,) = [n for n in kept.graph.node if n.op_type == "MatMul"]
+    (node,) = [n for n in kept.graph.node if n.op_type == "GroupQueryAttention"]
+    assert list(node.input[:3]) == [product.output[0], "", ""]
+    (weight,) = [t for t in kept.graph.initializer if t.name == product.input[1]]
+    assert list(weight.dims) == [32, 64] and {t.name for t in kept.graph.initializer} == {weight.name}
+
+
 def test_packed_qkv_projections_in_bf16_pass_the_export_check_in_numpy(tmp_path):
     """bf16 blocks are checked in onnx.reference, whose NumPy form of the node splits a packed
     query into its query, key and value (Qwen2: with the biases)."""
