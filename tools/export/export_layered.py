@@ -804,8 +804,9 @@ def normalize_transpose_perms(graph: onnx.ModelProto) -> int:
 # and their biases), its output the node's query with key and value left out — the node's packed
 # form, which ONNX Runtime's own model builders write. Why: at 10 × 128 rows a key or value
 # projection of a grouped-query model is a product of few columns (256 at TinyLlama-1.1B) that
-# fills a fraction of a GPU's multiprocessors for the time of a full wave, and each is a kernel
-# and a shape computation more; one product of all the columns takes about the query's wave.
+# can fill only a fraction of a GPU's multiprocessors for the time of a full wave, and each is a
+# kernel and a shape computation more; one product of all the columns should take about the
+# query's wave (not yet measured on a GPU: docs/model-format.md; on the CPU the same speed).
 QKV_PROJECTIONS = ("separate", "packed")
 # The element types whose stored tensors pack_qkv_projections concatenates, as NumPy types of their
 # width (bfloat16 as its 16 bits: the concatenation only moves them).
