@@ -64,13 +64,9 @@ bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate $(BIN)/apply-p
 	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_bench.py --device $(BENCH_GPU_DEVICE) \
 	  --shapes $(BENCH_GPU_SHAPES) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU) --csv $(BENCH_GPU_CSV) \
 	  --markdown $(BENCH_GPU)/gpu-bench.md --json $(BENCH_GPU)/gpu-bench.json $(BENCH_GPU_FLAGS)
-	W=$(BENCH_GPU)/$(BENCH_GPU_RACE_SHAPE); folder=$$W/model-attention-fused; \
-	  [ -f $$folder/manifest.json ] || folder=$$W/model; \
-	  if [ -f $$folder/manifest.json ]; then \
-	    PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_race.py --device $(BENCH_GPU_DEVICE) \
-	      --bin $(BENCH_GPU_BIN) --model $$folder --tokens $$W/tokens.parquet --work $(BENCH_GPU)/race \
-	      --json $(BENCH_GPU)/race.json --markdown $(BENCH_GPU)/race.md; \
-	  else echo "no $$W/model: the benchmark did not export $(BENCH_GPU_RACE_SHAPE); race not timed"; fi
+	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_race.py --device $(BENCH_GPU_DEVICE) \
+	  --bin $(BENCH_GPU_BIN) --bench-shape $(BENCH_GPU)/$(BENCH_GPU_RACE_SHAPE) --work $(BENCH_GPU)/race \
+	  --json $(BENCH_GPU)/race.json --markdown $(BENCH_GPU)/race.md
 	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_families.py --device $(BENCH_GPU_DEVICE) \
 	  --dtype $(if $(filter cpu,$(BENCH_GPU_DEVICE)),fp16,bf16) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU)/families \
 	  --json $(BENCH_GPU)/families.json --markdown $(BENCH_GPU)/families.md

@@ -63,17 +63,11 @@ fi
 # benchmark (its fused one where there is one; a shape of distinct blocks: the 1.1B and 7B shapes
 # are one block repeated, where a race has nothing to drop), seconds per counted LLM evaluation of
 # each; R bounds it (s, 60; a fifth of it each apply-prune), 0 skips it.
-W=/tmp/bench-gpu/${RACE_SHAPE:-smollm2-135m-fp32}
-folder=$W/model-attention-fused
-[ -f "$folder/manifest.json" ] || folder=$W/model
-if [ "${R:-60}" != 0 ] && [ -f "$folder/manifest.json" ]; then
-  timeout "${R:-60}" python3 tools/bench/gpu_race.py --bin build/gpu/bin --device "$DEV" --model "$folder" \
-    --tokens "$W/tokens.parquet" --k "${RACE_K:-6}" --work /tmp/race --json "$OUT/race.json" \
-    --markdown "$OUT/race.md" --timeout "$(( ${R:-60} / 5 ))" 2>&1 | tee "$OUT/race.log"
+if [ "${R:-60}" != 0 ]; then
+  timeout "${R:-60}" python3 tools/bench/gpu_race.py --bin build/gpu/bin --device "$DEV" \
+    --bench-shape "/tmp/bench-gpu/${RACE_SHAPE:-smollm2-135m-fp32}" --k "${RACE_K:-6}" --work /tmp/race \
+    --json "$OUT/race.json" --markdown "$OUT/race.md" --timeout "$(( ${R:-60} / 5 ))" 2>&1 | tee "$OUT/race.log"
   echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/race.log"
-elif [ "${R:-60}" != 0 ]; then
-  echo "no $W/model: the bench did not export the ${RACE_SHAPE:-smollm2-135m-fp32} shape (SHAPES), race not run" \
-    | tee "$OUT/race.log"
 fi
 
 # Then fused attention on DEV for every architecture that has it (tiny models, bf16 — fp16 on the

@@ -34,6 +34,7 @@ exported with distinct blocks; tools/bench/tests run it on the CPU.
 
 Usage: python tools/bench/gpu_race.py --bin build/gpu/bin --model M --tokens T --device cuda \\
          --k 6 --work /tmp/race --json race.json --markdown race.md
+       python tools/bench/gpu_race.py --bench-shape /tmp/bench-gpu/smollm2-135m-fp32 ...  (a benchmarked shape)
 """
 
 import argparse
@@ -130,8 +131,13 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", type=Path, default=ROOT / "target" / "debug",
                         help="the folder with apply-prune and evaluate")
-    parser.add_argument("--model", type=Path, required=True, help="layered model folder")
-    parser.add_argument("--tokens", type=Path, required=True, help="calibration token table (prepare-tokens)")
+    parser.add_argument("--model", type=Path, help="layered model folder")
+    parser.add_argument("--tokens", type=Path, help="calibration token table (prepare-tokens)")
+    parser.add_argument("--bench-shape", type=Path,
+                        help="instead of --model and --tokens: a shape's folder of gpu_bench.py's --work, whose "
+                             "fused export (model-attention-fused) or else standard one (model) is timed on its "
+                             "tokens.parquet; where it has neither, says so and exits 0 (a run that did not reach "
+                             "the shape)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--k", type=int, default=6, help="blocks to remove")
     parser.add_argument("--budgets", default="",
@@ -141,6 +147,18 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--timeout", type=float, default=300, help="seconds one apply-prune may take")
     args = parser.parse_args(argv)
+    if args.bench_shape:
+        if args.model or args.tokens:
+            parser.error("--bench-shape names the model and tokens: not with --model or --tokens")
+        args.model = next((args.bench_shape / name for name in ("model-attention-fused", "model")
+                           if (args.bench_shape / name / "manifest.json").is_file()), None)
+        if args.model is None:
+            print(f"gpu_race: no {args.bench_shape}/model: the benchmark did not export {args.bench_shape.name}; "
+                  "race not timed", flush=True)
+            return 0
+        args.tokens = args.bench_shape / "tokens.parquet"
+    elif not (args.model and args.tokens):
+        parser.error("give --model and --tokens, or --bench-shape")
     manifest = json.loads((args.model / "manifest.json").read_text())
     if (manifest.get("source") or {}).get("replicated_block"):
         parser.error(f"{args.model}: its blocks are one block's weights repeated (source.replicated_block): "
