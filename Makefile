@@ -74,7 +74,7 @@ Main targets (README.md, docs/pipeline.md):
   quantize              int8 / int4 models (quantize-then-prune, quantize-bench)
   model                 fetch and export MODEL_NAME (smollm2-135m, gemma3-270m)
   workflow              the pipeline on Snakemake (SNAKEMAKE_ARGS="--config shards=4")
-  build, lint, fuzz     cargo build, fmt and clippy, the long fuzz run
+  build, lint, fuzz     cargo build; fmt, clippy and doc; the long fuzz run
   ort, ort-gpu          ONNX Runtime (CPU, CUDA) from PyPI
   clean                 remove build/ and target/
   help                  this list

@@ -258,7 +258,7 @@ pub fn relocate_first_external_tensor(graph: &std::path::Path, location: &str) {
     std::fs::write(graph, model.write_to_bytes().unwrap()).unwrap();
 }
 
-// --- Mutation fuzzing of readers (tables, manifests, surrogate files) ---------------------
+// --- Mutation fuzzing of readers (tables, model folders, surrogates, graphs, texts, tasks) ---
 
 /// SplitMix64: small, seeded and identical on every platform, so a seed names a run exactly.
 pub struct FuzzRng(pub u64);
