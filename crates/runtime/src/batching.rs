@@ -10,7 +10,13 @@
 //! but with many masks' tokens per call.
 //!
 //! Memory: every group holds a state, and there are at most as many groups as masks, so the
-//! masks are taken in slices of the sorted order that fit the cache budget.
+//! masks are taken in slices of the sorted order that fit the cache budget with the prefix
+//! states carried between slices (one a block at most, the embedding's included). A state is
+//! let go as soon as nothing ahead needs it: a block call's inputs once its outputs replace
+//! them, a carried state once the masks that join the wavefront there have joined. Beyond the
+//! budget only a block call's own tensors are held (its joined input and output, and the split
+//! outputs: about three times `mask_batch` states) and, where the budget is smaller than one
+//! block call's states, `mask_batch` groups (a slice is never smaller than one call).
 //!
 //! A slice starts from the states of the previous slice's last mask's prefix (the first slice
 //! from what the last call on these windows left, or the embedding): each mask joins the
@@ -67,7 +73,15 @@ pub(crate) fn run_masks_batched(
         .max(mask_batch)
         .max(1);
     for slice in order.chunks(slice_len) {
-        let (slice_blocks, next) = run_slice(model, stack, masks, slice, mask_batch, finish)?;
+        let (slice_blocks, next) = run_slice(
+            model,
+            stack,
+            masks,
+            slice,
+            mask_batch,
+            max_live_states,
+            finish,
+        )?;
         blocks_run += slice_blocks;
         stack = next;
     }
@@ -78,10 +92,11 @@ pub(crate) fn run_masks_batched(
 /// advanced together block by block. Returns the blocks run and the last mask's prefix states.
 fn run_slice(
     model: &mut LayeredModel,
-    start: SharedStack,
+    mut start: SharedStack,
     masks: &[Mask],
     slice: &[usize],
     mask_batch: usize,
+    max_live_states: usize,
     finish: &mut FinishMany<'_>,
 ) -> Result<(u64, SharedStack), RuntimeError> {
     let mut blocks_run = 0;
@@ -96,14 +111,24 @@ fn run_slice(
             .or_default()
             .push(index);
     }
-    // The last mask's prefix states: the carried ones it shares, then those it runs.
+    // The last mask's prefix states, where the next slice starts: the carried ones it shares,
+    // then those it runs, the shallowest first and no more than the budget (as one mask at a
+    // time keeps the shallowest of its stack; a slice of the budget's size leaves room for a
+    // whole prefix, a slice of one block call's size where the budget is smaller goes over it
+    // by its groups).
     let last_depth = start.depth_shared_with(&masks[last]);
+    let last_cap = max_live_states.max(1);
     let mut last_states: Vec<(usize, Rc<HiddenState>)> = start
         .states
         .iter()
         .filter(|(depth, _)| *depth <= last_depth)
+        .take(last_cap)
         .cloned()
         .collect();
+    #[cfg(debug_assertions)]
+    let mut live = LiveStates::default();
+    #[cfg(debug_assertions)]
+    start.states.iter().for_each(|(_, state)| live.track(state));
     let mut groups: Vec<Group> = Vec::new();
     // Up to the depth after the last block: a mask that shares every block with the carried one
     // (asked again) joins there.
@@ -114,6 +139,11 @@ fn run_slice(
                 state: start.state_at(block),
             });
         }
+        // Carried states no mask joins at any more are let go (those of the last mask's
+        // prefix stay in `last_states`).
+        start
+            .states
+            .retain(|(depth, _)| joining.contains_key(depth));
         if block == model.num_blocks() {
             break;
         }
@@ -139,9 +169,14 @@ fn run_slice(
                 });
             }
         }
-        for chunk in runs.chunks(mask_batch.max(1)) {
-            let outputs = if chunk.len() == 1 {
-                vec![model.run_block(block, &chunk[0].1)?]
+        // Each call's inputs are let go with its chunk, once their groups hold the outputs:
+        // a state only the groups that ran it held is not kept to the end of the block.
+        let mut pending = runs.into_iter().peekable();
+        while pending.peek().is_some() {
+            let chunk: Vec<(usize, Rc<HiddenState>)> =
+                pending.by_ref().take(mask_batch.max(1)).collect();
+            let outputs = if let [(_, input)] = &chunk[..] {
+                vec![model.run_block(block, input)?]
             } else {
                 let inputs: Vec<&HiddenState> = chunk.iter().map(|(_, s)| s.as_ref()).collect();
                 let input = model.concat_states(&inputs)?;
@@ -150,13 +185,27 @@ fn run_slice(
             };
             for ((position, _), output) in chunk.iter().zip(outputs) {
                 let output = Rc::new(output);
+                #[cfg(debug_assertions)]
+                live.track(&output);
                 // Members stay in the slice's order, so the last mask is its group's last.
-                if next[*position].members.last() == Some(&last) {
+                if next[*position].members.last() == Some(&last) && last_states.len() < last_cap {
                     last_states.push((block + 1, Rc::clone(&output)));
                 }
                 next[*position].state = output;
             }
             blocks_run += chunk.len() as u64;
+            drop(chunk);
+            // Beside the groups' states, only the carried and the last mask's prefixes: one
+            // state a depth, and one more where a new state of the last mask's prefix sits at
+            // the depth of a carried one still to be joined.
+            #[cfg(debug_assertions)]
+            {
+                let (alive, groups) = (live.count(), live.distinct(&next));
+                assert!(
+                    alive <= groups + model.num_blocks() + 2,
+                    "block {block}: {alive} states alive, {groups} of them the groups'"
+                );
+            }
         }
         groups = next;
     }
@@ -173,6 +222,37 @@ fn run_slice(
             mask: Some(masks[last].clone()),
         },
     ))
+}
+
+/// The states of a slice still alive (in debug builds): whoever holds them, the groups, the
+/// carried prefix, the last mask's prefix or anything else, so that a test of the batched path
+/// fails where a state outlives its use.
+#[cfg(debug_assertions)]
+#[derive(Default)]
+struct LiveStates(Vec<std::rc::Weak<HiddenState>>);
+
+#[cfg(debug_assertions)]
+impl LiveStates {
+    fn track(&mut self, state: &Rc<HiddenState>) {
+        self.0.push(Rc::downgrade(state));
+    }
+
+    fn count(&mut self) -> usize {
+        self.0.retain(|state| state.strong_count() > 0);
+        self.0.len()
+    }
+
+    /// The distinct states `groups` hold (a group that skipped a block shares its state with
+    /// the group that ran it).
+    fn distinct(&self, groups: &[Group]) -> usize {
+        let mut states: Vec<*const HiddenState> = groups
+            .iter()
+            .map(|group| Rc::as_ptr(&group.state))
+            .collect();
+        states.sort_unstable();
+        states.dedup();
+        states.len()
+    }
 }
 
 /// A [`PrefixStack`] whose states the groups of a slice share.

@@ -26,8 +26,11 @@ pub struct EvalOptions {
     /// Masks whose hidden states run through a block in one call (1 = one mask at a time).
     /// More than 1 advances the masks together block by block, concatenating the states of
     /// those that run the same block along the batch axis: larger matrix products, which is
-    /// what a GPU needs; the states of all masks in flight are held at once (bounded by
-    /// `cache_bytes`). Needs `reuse_prefixes`.
+    /// what a GPU needs; the states of all masks in flight are held at once, within
+    /// `cache_bytes` with the prefix carried between slices of the masks, beyond it only by a
+    /// block call's own tensors (its joined input and output and the split outputs, about three
+    /// times `mask_batch` states) and, where `cache_bytes` holds fewer than `mask_batch`
+    /// states beside a prefix, the `mask_batch` masks of one call. Needs `reuse_prefixes`.
     pub mask_batch: usize,
     /// With `mask_batch` > 1, masks whose final states go through the head in one call
     /// (concatenated where they are, their NLL rows split on the host). 0 = automatic: 1 on
@@ -529,7 +532,7 @@ impl Evaluator {
         // of a selection method) ask for neighbouring masks.
         let carry = self.options.reuse_prefixes;
         let mut first_window = windows.start;
-        for (batch, (inputs, targets)) in batches.iter().enumerate() {
+        for (inputs, targets) in batches.iter() {
             let started = Instant::now();
             let batch_size = inputs.nrows();
             let seq_len = inputs.ncols();
@@ -569,7 +572,11 @@ impl Evaluator {
                 if !nll_sum.is_finite() {
                     return Err(non_finite_loss(
                         dtype,
-                        format!("mask {mask}: the loss is {nll_sum} on window batch {batch}"),
+                        format!(
+                            "mask {mask}: the loss is {nll_sum} on windows {}..{} (counted \
+                             from 0)",
+                            batch_windows.start, batch_windows.end
+                        ),
                     ));
                 }
                 results[index].nll_sum += nll_sum;

@@ -164,3 +164,57 @@ fn each_run_of_windows_carries_its_own_prefix_within_the_cache() {
         }
     }
 }
+
+/// Masks batched through a block that every one of them runs (the 32 masks keeping block 5):
+/// each group's input is let go once the group holds its output, not kept to the end of the
+/// block; and masks that share nothing with the prefix carried from the last call (the 32
+/// removing block 0, or only the last of them, after the full model): its states are let go
+/// once no mask joins there.
+/// What is checked is the batched path's own count of the states still alive after each block
+/// call, a debug assertion (the slice's groups, one prefix a depth, one more); here the values
+/// are checked against one mask at a time, with a budget of every mask's states and with one
+/// that cuts slices.
+#[test]
+fn batched_masks_let_go_of_each_state_once_used() {
+    let windows = fixture_windows(5, 2, SEQ_LEN);
+    let full = Mask::from_kept(vec![true; 6]);
+    let keeping_5: Vec<Mask> = sorted_masks()
+        .into_iter()
+        .filter(|m| m.is_kept(5))
+        .collect();
+    let removing_0: Vec<Mask> = sorted_masks()
+        .into_iter()
+        .filter(|m| !m.is_kept(0))
+        .collect();
+    let state_bytes = evaluator(&windows, EvalOptions::default())
+        .model()
+        .state_bytes(2, SEQ_LEN);
+    let last_removing_0 = removing_0[removing_0.len() - 1..].to_vec();
+    for masks in [keeping_5, removing_0, last_removing_0] {
+        let one_at_a_time = nll_sums(
+            &evaluator(&windows, EvalOptions::default())
+                .evaluate(&masks, &mut |_, _| {})
+                .unwrap(),
+        );
+        for (cache_bytes, mask_batch) in [(64 * state_bytes, 2), (12 * state_bytes, 4)] {
+            let options = EvalOptions {
+                cache_bytes,
+                mask_batch,
+                ..EvalOptions::default()
+            };
+            let mut batched = evaluator(&windows, options.clone());
+            batched
+                .evaluate(std::slice::from_ref(&full), &mut |_, _| {})
+                .unwrap();
+            let results = batched.evaluate(&masks, &mut |_, _| {}).unwrap();
+            assert_eq!(nll_sums(&results), one_at_a_time, "{options:?}");
+            // Asked again, the last mask runs no block: its prefix was carried, within the
+            // budget.
+            let blocks = batched.blocks_run();
+            batched
+                .evaluate(&masks[masks.len() - 1..], &mut |_, _| {})
+                .unwrap();
+            assert_eq!(batched.blocks_run(), blocks, "{options:?}");
+        }
+    }
+}

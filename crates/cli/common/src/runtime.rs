@@ -68,7 +68,8 @@ pub struct RuntimeArgs {
     /// On a GPU a block of one mask is too small a matrix product to fill the device; with
     /// more, masks advance together and share each block call (bit-identical results on the
     /// CPU provider; on a CPU it is no faster). The states of the masks in flight count
-    /// against --cache-mb. Racing methods measure their candidates a few windows at a time:
+    /// against --cache-mb (beyond it: a block call's joined tensors, and at least one call's
+    /// masks). Racing methods measure their candidates a few windows at a time:
     /// on CUDA a call on part of the windows batches as many masks as fit one mask's full
     /// window batch whatever this says (a call of few windows costs about what a full one
     /// does there); more than that takes this.
