@@ -865,6 +865,14 @@ def pack_qkv_projections(graph: onnx.ModelProto) -> int:
                 return False
         return True
 
+    def stored_of(name):
+        """The stored tensor `name` is, directly or through Identities: torch's exporter stores
+        tensors of equal values once and names the others by an Identity of it (zero k and v
+        biases, a checkpoint whose k and v weights are equal)."""
+        while name not in stored and name in producer and producer[name].op_type == "Identity":
+            name = producer[name].input[0]
+        return stored.get(name)
+
     def only_read_once(name):
         return len(readers.get(name, [])) == 1 and name in producer
 
@@ -908,15 +916,16 @@ def pack_qkv_projections(graph: onnx.ModelProto) -> int:
         node, bias = producer[name], None
         if node.op_type == "Add":
             # A bias: one stored vector; its length is checked against the product's below.
-            biases = [i for i in node.input if i in stored and len(stored[i].dims) == 1]
-            products = [i for i in node.input if i not in stored]
+            biases = [stored_of(i) for i in node.input if stored_of(i) is not None and len(stored_of(i).dims) == 1]
+            products = [i for i in node.input if stored_of(i) is None]
             if len(biases) != 1 or len(products) != 1 or not only_read_once(products[0]):
                 return None
-            bias, node = stored[biases[0]], producer[products[0]]
-        if node.op_type != "MatMul" or node.input[1] not in stored or len(stored[node.input[1]].dims) != 2 \
+            bias, node = biases[0], producer[products[0]]
+        weight = stored_of(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2 \
                 or not all(keeps_batch_and_sequence(reshape, node.input[0]) for reshape in reshapes):
             return None
-        return node.input[0], stored[node.input[1]], bias, shapes
+        return node.input[0], weight, bias, shapes
 
     def packed_tensor(name, tensors, axis):
         array = np.concatenate([np.ascontiguousarray(onnx.numpy_helper.to_array(t)).view(PACKABLE_TYPES[t.data_type])
@@ -967,14 +976,22 @@ def pack_qkv_projections(graph: onnx.ModelProto) -> int:
         ordered += [n for first, new in added if first == position for n in new]
         ordered.append(node)
     # What nothing reads any more: the three products, their reshapes and shape computations.
+    # A subgraph's nodes (If, Loop, Scan) read names of the graph around them too.
+    def names_read(nodes):
+        for node in nodes:
+            yield from node.input
+            for attribute in node.attribute:
+                for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                    yield from names_read(subgraph.node)
+
     outputs = {o.name for o in graph.graph.output}
     while True:
-        read = {name for node in ordered for name in node.input} | outputs
+        read = set(names_read(ordered)) | outputs
         alive = [node for node in ordered if any(o in read for o in node.output)]
         if len(alive) == len(ordered):
             break
         ordered = alive
-    read = {name for node in ordered for name in node.input}
+    read = set(names_read(ordered))
     kept = [tensor for tensor in graph.graph.initializer if tensor.name in read]
     del graph.graph.node[:]
     graph.graph.node.extend(ordered)
@@ -1259,8 +1276,8 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
         if qkv_projection == "packed" and not pack_qkv_projections(graph):
             raise UnsupportedArchitecture(
                 f"error: --qkv-projection packed: block {index}'s query, key and value are not three products of "
-                f"one input followed by reshapes ({config.model_type}: q / k normalised, a packed product sliced, or a "
-                f"partial rotary's split after the products); "
+                f"one input by stored weights followed by reshapes ({config.model_type}: q / k normalised, a packed "
+                f"product sliced, or a partial rotary's split after the products?); "
                 "export with --qkv-projection separate")
         save(name, graph)
         blocks.append({"index": index, "original_index": index, "file": name})

@@ -667,6 +667,53 @@ def test_projections_are_packed_only_where_the_reshapes_keep_batch_and_sequence(
     assert list(weight.dims) == [32, 64] and {t.name for t in kept.graph.initializer} == {weight.name}
 
 
+def test_packing_keeps_what_a_subgraph_reads():
+    """The sweep of what nothing reads after packing counts the names a subgraph's nodes read (an
+    If reading the key's weight): that weight stays, the others' go."""
+    helper = onnx.helper
+    graph = gqa_graph([0, 0, -1])
+    branches = {f"{which}_branch": helper.make_graph([helper.make_node("Identity", ["w1"], [which])], which, [],
+                                                     [helper.make_tensor_value_info(which, onnx.TensorProto.FLOAT, None)])
+                for which in ("then", "else")}
+    graph.graph.input.append(helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, []))
+    graph.graph.node.append(helper.make_node("If", ["cond"], ["branch"], **branches))
+    graph.graph.output.append(helper.make_tensor_value_info("branch", onnx.TensorProto.FLOAT, None))
+    assert export_layered.pack_qkv_projections(graph) == 1
+    (product,) = [n for n in graph.graph.node if n.op_type == "MatMul"]
+    assert {t.name for t in graph.graph.initializer} == {product.input[1], "w1"}
+
+
+@pytest.mark.parametrize("arch, equal", [("qwen2", "k and v biases zero"), ("llama", "v weights k's")])
+def test_projections_stored_once_for_equal_values_are_packed(arch, equal, tmp_path):
+    """torch's exporter stores tensors of equal values once and names the copies by an Identity of
+    it (k and v biases both zero, a checkpoint whose value weights equal its key weights): those
+    blocks pack too, the same chain as the separate export (they were refused as unpackable)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    make_fixture.build_arch_folder(tmp_path / "hf", arch, seed=5, head_size=make_fixture.FUSED_HEAD_SIZE)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            attention = layer.self_attn
+            if arch == "qwen2":
+                attention.k_proj.bias.zero_()
+                attention.v_proj.bias.zero_()
+            else:
+                attention.v_proj.weight.copy_(attention.k_proj.weight)
+    model.save_pretrained(tmp_path / "hf")
+    arguments = ["--model", str(tmp_path / "hf"), "--attention-kernel", "fused", "--check-length", str(SEQ_LEN)]
+    _, separate = export_layered.main([*arguments, "--out", str(tmp_path / "separate")])
+    graph = onnx.load(str(tmp_path / "separate" / separate["blocks"][0]["file"]), load_external_data=False).graph
+    assert "Identity" in {n.op_type for n in graph.node}, "the exporter no longer aliases equal tensors"
+    _, packed = export_layered.main([*arguments, "--out", str(tmp_path / "packed"), "--qkv-projection", "packed"])
+    assert packed["qkv_projection"] == "packed"
+    ids = ids_for(packed, 3)
+    ours, ours_nll = export_layered.run_chain(tmp_path / "packed", packed, ids)
+    theirs, theirs_nll = export_layered.run_chain(tmp_path / "separate", separate, ids)
+    assert np.abs(ours - theirs).max() < 1e-5 and np.abs(ours_nll - theirs_nll).max() < 1e-5
+
+
 def test_packed_qkv_projections_in_bf16_pass_the_export_check_in_numpy(tmp_path):
     """bf16 blocks are checked in onnx.reference, whose NumPy form of the node splits a packed
     query into its query, key and value (Qwen2: with the biases)."""
