@@ -7,7 +7,7 @@
 //! Every base mask costs n + 1 queries (the mask and each single flip of it) and the same
 //! base masks serve every player (common random numbers), as in the published code path.
 
-use layerprune_core::{CountingGame, Game, Mask};
+use layerprune_core::{values_checked, CountingGame, Game, Mask};
 use rand::Rng;
 
 use crate::progress::Progress;
@@ -279,7 +279,7 @@ pub fn semivalue_through(
             .iter()
             .flat_map(|&b| flips(&design.base_masks[b]))
             .collect();
-        let values = player_game.values(&queries)?;
+        let values = values_checked(player_game, &queries)?;
         for (k, &b) in chunk.iter().enumerate() {
             accumulator.add(
                 design.stratum_of[b],
