@@ -227,6 +227,11 @@ pub fn frontier(
     if config.ks.is_empty() {
         return Err(SelectionError::BadOption("no k to plan for".into()));
     }
+    if config.ks.contains(&0) {
+        return Err(SelectionError::BadOption(
+            "k = 0 removes nothing: every k must be at least 1".into(),
+        ));
+    }
     let players = removable_blocks(num_blocks, &config.fixed, k_max)?;
     // Every mask any method asks for, with its value: the best-known plans come from here.
     let mut all = CountingGame::new(CachedGame::new(game));

@@ -409,11 +409,14 @@ fn local_search(seen: &mut Seen<'_>, players: &[usize], start: Vec<usize>, max_s
             }
         }
         let values = seen.predict(&neighbours);
-        let best = (0..neighbours.len()).max_by(|&a, &b| {
-            values[a]
-                .total_cmp(&values[b])
-                .then_with(|| neighbours[b].cmp(&neighbours[a]))
-        });
+        // A NaN prediction is no improvement (total_cmp would rank it above every number).
+        let best = (0..neighbours.len())
+            .filter(|&a| !values[a].is_nan())
+            .max_by(|&a, &b| {
+                values[a]
+                    .total_cmp(&values[b])
+                    .then_with(|| neighbours[b].cmp(&neighbours[a]))
+            });
         match best {
             Some(best) if values[best] > current_value => {
                 current = neighbours.swap_remove(best);

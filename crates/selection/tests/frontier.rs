@@ -178,3 +178,15 @@ impl Game for Recorder<'_> {
         Ok(values)
     }
 }
+
+#[test]
+fn a_k_of_zero_is_refused_before_any_evaluation() {
+    let mut game = CountingGame::new(TripleGame::layer_pruning_like(12, 5));
+    let config = FrontierConfig {
+        ks: vec![0, 3],
+        ..config()
+    };
+    let error = frontier(&mut game, &config).unwrap_err().to_string();
+    assert!(error.contains("every k must be at least 1"), "{error}");
+    assert_eq!(game.evaluations(), 0);
+}
