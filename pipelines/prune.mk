@@ -65,7 +65,7 @@ PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 # evaluations (docs/results.md, "Choosing k by a perplexity ratio"); with an
 # ADAPTIVE_BUDGET of the user's, the recommended method at that budget for each k tried.
 PRUNE_METHOD = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,$(RECOMMENDED_METHOD))
-PRUNE_PLAN_ARGS = $(PLAN_ARGS_$(PRUNE_METHOD))
+PRUNE_PLAN_ARGS = $(PLAN_ARGS_$(PRUNE_METHOD)) $(if $(PRUNE_POSITION_BOUND),--fixed $(PRUNE_POSITION_BOUND))
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 # MODEL as one absolute path (`dir/`, `./dir` and `/abs/dir` are one model: the stamps below
 # compare it as text).
@@ -85,6 +85,10 @@ PRUNE_NUM_BLOCKS_FOUND = $(if $(PRUNE_IS_GGUF),,$(shell $(PYTHON) tools/prune/re
   --config $(patsubst %/,%,$(MODEL))/config.json 2>/dev/null))
 PRUNE_NUM_BLOCKS = $(word 1,$(PRUNE_NUM_BLOCKS_FOUND))
 PRUNE_NUM_BLOCKS_KEY = $(word 2,$(PRUNE_NUM_BLOCKS_FOUND))
+# Blocks the checkpoint ties to their position (Qwen3-VL's first blocks, after which its vision
+# tower's deepstack features are added by position: report.py's position_bound_blocks): every
+# plan keeps them, or the pruned checkpoint would add an image's features after other blocks.
+PRUNE_POSITION_BOUND = $(filter-out -,$(word 3,$(PRUNE_NUM_BLOCKS_FOUND)))
 
 # The device the stages run the model on: MODEL_DEVICE (layerprune.mk, EVALUATE_FLAGS' --device).
 PRUNE_EXPORT_DTYPE = $(call flag_value,--dtype,$(PRUNE_EXPORT_FLAGS))

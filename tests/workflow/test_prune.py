@@ -296,6 +296,21 @@ def test_a_k_the_model_cannot_lose_is_refused_before_anything_runs(setup):
     assert lines == []
 
 
+def test_qwen3_vl_plans_keep_the_blocks_its_deepstack_features_follow(setup):
+    """Qwen3-VL adds its vision tower's deepstack features after its language model's first
+    blocks by position: the plan is chosen with them fixed (prune_hf.py refuses a plan removing
+    one); other models' plans have no fixed blocks."""
+    out = setup["tmp"] / "run"
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
+    assert all("--fixed" not in line for line in calls(lines, "apply-prune"))
+    (setup["hf"] / "config.json").write_text(json.dumps(
+        {"model_type": "qwen3_vl", "text_config": {"model_type": "qwen3_vl_text", "num_hidden_layers": 8},
+         "vision_config": {"deepstack_visual_indexes": [2, 4]}}))
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
+    (plan,) = [line for line in calls(lines, "apply-prune") if "--pruned-out" not in line]
+    assert arg(plan, "--fixed") == "0,1"
+
+
 def test_mamba_is_exported_for_the_windows_length(setup):
     """Mamba's block graphs run windows of exactly one length (--fixed-seq-len): make prune gives
     the exporter SEQ_LEN, and refuses a length of the user's that is not SEQ_LEN before the export."""

@@ -8,13 +8,18 @@ keeps the attention type of its original index; Qwen's `max_window_layers` (its 
 blocks come first) becomes the number of kept blocks below it, which states the same pattern. The original indices of the kept blocks are
 recorded in the config as `layerprune_kept_blocks`, and the checkpoint's parameter count before
 and after as `layerprune_parameters` ({"source": N, "pruned": M}; every tensor once, as
-transformers counts them, vision tower included). The checkpoint is written in the source's
-dtype (a bfloat16 model stays bfloat16; a GGUF is dequantized to float32), then reloaded and
-checked against the in-memory pruned model before the output folder is put in place.
+transformers counts them, vision tower included). The checkpoint is written in the type its
+weights are stored in (a bfloat16 model stays bfloat16 whatever its config says; a GGUF is
+dequantized to float32), then reloaded and
+checked against the in-memory pruned model before the output folder is put in place (an output
+replaced with --force goes only once the new one is in place).
 
 Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES), and the multimodal ones
 (MULTIMODAL_MODEL_TYPES: Gemma 3 4B and up, LLaVA, Mistral 3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL), whose language model is pruned and
-which are written whole, vision tower included.
+which are written whole, vision tower included, with their processor's files. Blocks a checkpoint
+ties to their position are not removed (Qwen3-VL's first blocks, after which its deepstack
+features are added: tools/prune/report.py's position_bound_blocks). A plan table for a model of
+another number of blocks is refused.
 
 Usage:
   python prune_hf.py --model HF_DIR --remove 3,7,9 --out OUT
@@ -32,7 +37,18 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
 import export_layered  # noqa: E402
+from report import position_bound_blocks  # noqa: E402
+
+# What a multimodal checkpoint's processor reads beside the model and tokenizer (image and video
+# preprocessing, the processor's own settings): copied as they are, so AutoProcessor loads the
+# pruned checkpoint as it loads the source.
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+                   "chat_template.json", "chat_template.jinja")
+
+# safetensors' names of the floating-point types a checkpoint stores.
+STORED_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 # The `method` apply-prune records for the plans of `--method search` and `--method iterative`;
@@ -46,7 +62,8 @@ def removed_from_plan(plan: Path, method: str, k):
     --max-ppl-ratio` writes)."""
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(plan).to_pylist()
+    table = pq.read_table(plan)
+    rows = table.to_pylist()
     names = {method, RECORDED_METHOD.get(method, method)}
     matches = [r for r in rows if r["method"] in names and (k is None or r["k"] == k)]
     available = sorted({(r["method"], r["k"]) for r in rows})
@@ -56,7 +73,24 @@ def removed_from_plan(plan: Path, method: str, k):
     if len(matches) > 1:
         sys.exit(f"prune_hf: error: {plan} has {len(matches)} plans for method {method!r}; choose one with --k "
                  f"(has {available})")
-    return sorted(matches[0]["removed_blocks"])
+    metadata = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
+    return sorted(matches[0]["removed_blocks"]), metadata.get("num_blocks")
+
+
+def stored_dtype(folder: Path):
+    """The one floating-point type a Hugging Face folder's safetensors hold, or "auto" (the
+    config's `dtype`) where they hold several or none: transformers' "auto" follows the config,
+    which can disagree with the weights (a bf16 checkpoint whose config says float32 would come
+    out twice the size)."""
+    from safetensors import safe_open
+
+    found = set()
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as handle:
+            found |= {handle.get_slice(key).get_dtype() for key in handle.keys()}
+    floating = {STORED_DTYPES[name] for name in found if name in STORED_DTYPES}
+    return floating.pop() if len(floating) == 1 and found <= set(STORED_DTYPES) | {"I64", "I32", "U8", "BOOL"} \
+        else "auto"
 
 
 def prune(model, removed):
@@ -102,15 +136,19 @@ def parameter_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save(model, tokenizer, folder: Path):
-    try:
-        model.save_pretrained(folder)
-    except Exception:  # a GGUF-loaded model refuses save_pretrained: save state dict + config
+def save(model, tokenizer, folder: Path, source: Path | None):
+    """The model and tokenizer, and from a Hugging Face `source` the processor's files."""
+    if source is None:  # a GGUF-loaded model refuses save_pretrained: save state dict + config
         from safetensors.torch import save_model
 
         model.config.save_pretrained(folder)
         save_model(model, str(folder / "model.safetensors"))
+    else:
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    for name in PROCESSOR_FILES:
+        if source is not None and (source / name).is_file() and not (folder / name).exists():
+            shutil.copyfile(source / name, folder / name)
 
 
 def main(argv=None):
@@ -136,17 +174,38 @@ def main(argv=None):
     if args.plans is not None:
         if args.plan_method is None:
             sys.exit("prune_hf: error: --plans needs --plan-method")
-        removed = removed_from_plan(args.plans, args.plan_method, args.k)
+        removed, plan_blocks = removed_from_plan(args.plans, args.plan_method, args.k)
     else:
+        plan_blocks = None
         try:
             removed = sorted({int(b) for b in args.remove.split(",") if b.strip()})
         except ValueError:
             sys.exit(f"prune_hf: error: --remove {args.remove!r} is not a list of block indices")
+    source = Path(args.model) if args.model else None
+    if source is not None and (source / "config.json").is_file():
+        import json
+
+        config = json.loads((source / "config.json").read_text())
+        bound = sorted(set(removed) & set(position_bound_blocks(config)))
+        if bound:
+            sys.exit(f"prune_hf: error: {source} adds its vision tower's deepstack features after blocks "
+                     f"{position_bound_blocks(config)} of its language model by position (Qwen3-VL): removing "
+                     f"{bound} would add an image's features after other blocks. Choose a plan that keeps "
+                     f"them (apply-prune --fixed {','.join(map(str, position_bound_blocks(config)))}; make prune "
+                     "does)")
     load_args = argparse.Namespace(model=args.model, gguf=args.gguf, dtype="auto")
+    if source is not None:
+        # In the weights' own type where they have one (transformers' "auto" is the config's).
+        stored = stored_dtype(source)
+        load_args.dtype = "auto" if stored == "auto" else {v: k for k, v in export_layered.DTYPES.items()}[stored]
     # A multimodal checkpoint is pruned in its language model and written whole (vision tower
     # included): `text` shares the checkpoint's blocks and text config.
     model, tokenizer, _ = export_layered.load_checkpoint(load_args)
     text = export_layered.language_model(model)
+    if plan_blocks is not None and int(plan_blocks) != text.config.num_hidden_layers:
+        sys.exit(f"prune_hf: error: {args.plans} holds plans for a model of {plan_blocks} blocks; "
+                 f"{args.model or args.gguf} has {text.config.num_hidden_layers} (a plan chosen on a pruned "
+                 "folder numbers that folder's blocks)")
     dtype = next(model.parameters()).dtype
     source_dtypes = {p.dtype for p in model.parameters()}
     source_parameters = parameter_count(model)
@@ -156,7 +215,7 @@ def main(argv=None):
         del model.config.quantization_config
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
     try:
-        save(model, tokenizer, staging)
+        save(model, tokenizer, staging, source)
         reloaded = export_layered.model_class(staging).from_pretrained(staging, dtype="auto")
         reloaded.config._attn_implementation = "eager"
         reloaded.eval()
@@ -171,10 +230,16 @@ def main(argv=None):
         if abs(expected - actual) > (1e-4 if dtype == torch.float32 else 1e-2):
             raise SystemExit(f"prune_hf: error: the reloaded checkpoint's loss {actual} differs from "
                              f"the pruned model's {expected}")
-        if args.out.exists():
-            shutil.rmtree(args.out)
         export_layered.permit_as_umask(staging)
+        # The old output goes only once the new one is in place: a crash between the two renames
+        # leaves the old one under its hidden name, never no output and no way back.
+        previous = None
+        if args.out.exists():
+            previous = args.out.parent / f".{args.out.name}.old-{os.getpid()}"
+            os.rename(args.out, previous)
         os.rename(staging, args.out)
+        if previous is not None:
+            shutil.rmtree(previous)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

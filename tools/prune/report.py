@@ -211,15 +211,29 @@ def layer_count(config: dict):
     return None, None
 
 
+def position_bound_blocks(config: dict):
+    """The blocks a checkpoint ties to their position, which a pruned checkpoint cannot keep in
+    place: Qwen3-VL adds its vision tower's deepstack features to the hidden states after its
+    language model's first len(deepstack_visual_indexes) blocks, by loop position (transformers'
+    Qwen3VLTextModel.forward), so deleting one of them moves the features of an image after
+    another block. Text alone is unaffected; the plan keeps them (apply-prune --fixed)."""
+    vision = config.get("vision_config") or {}
+    deepstack = vision.get("deepstack_visual_indexes") if isinstance(vision, dict) else None
+    return list(range(len(deepstack))) if isinstance(deepstack, list) else []
+
+
 def layers(args):
+    """Prints the number of layers, the key it is under and the position-bound blocks
+    (comma separated, or -)."""
     try:
         with open(args.config) as handle:
-            count, key = layer_count(json.load(handle))
+            config = json.load(handle)
+        count, key = layer_count(config)
     except (OSError, ValueError) as error:
         fail(f"cannot read {args.config}: {error}")
     if count is None:
         fail(f"{args.config} gives no number of layers ({' or '.join(LAYER_COUNT_KEYS)})")
-    print(count, key)
+    print(count, key, ",".join(map(str, position_bound_blocks(config))) or "-")
 
 
 # llama.cpp sets these architectures' local (sliding-window) and global attention by a block's

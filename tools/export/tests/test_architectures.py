@@ -875,6 +875,19 @@ def test_a_multimodal_language_model_gets_fused_attention_where_its_rotary_is_on
     assert np.abs(skipped - expected).max() < FP32_TOLERANCE
 
 
+def test_qwen3_vl_keeps_the_blocks_its_deepstack_features_follow_and_its_processor(tmp_path):
+    """Qwen3-VL adds its vision tower's deepstack features after its language model's first
+    blocks, by position (the fixture's one level: after block 0): removing block 0 is refused,
+    nothing written. The processor's files are written beside the checkpoint."""
+    make_fixture.build_multimodal_folder(tmp_path / "hf", "qwen3_vl", seed=3)
+    (tmp_path / "hf" / "preprocessor_config.json").write_text('{"image_processor_type": "x"}')
+    with pytest.raises(SystemExit, match=r"deepstack features after blocks \[0\] .* removing \[0\]"):
+        prune_hf.main(["--model", str(tmp_path / "hf"), "--remove", "0,2", "--out", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
+    prune_hf.main(["--model", str(tmp_path / "hf"), "--remove", "2", "--out", str(tmp_path / "p")])
+    assert (tmp_path / "p" / "preprocessor_config.json").read_text() == '{"image_processor_type": "x"}'
+
+
 @pytest.mark.parametrize("model_type", sorted(make_fixture.MULTIMODAL))
 def test_a_multimodal_checkpoint_is_pruned_in_its_language_model_and_written_whole(model_type, tmp_path):
     """Gemma 3 4B and up, LLaVA, Mistral 3 and the Qwen VL models are multimodal checkpoints (the Qwen

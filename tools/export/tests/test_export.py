@@ -143,6 +143,51 @@ def test_pruned_checkpoint_takes_its_blocks_from_a_plan_table(hf_folder, tmp_pat
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
 
 
+def test_a_plan_for_a_model_of_another_size_is_refused(hf_folder, tmp_path):
+    """A plan table records the blocks of the model it was chosen on: a plan chosen on a pruned
+    folder (its positions) is not applied to the original checkpoint."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import prune_hf
+
+    plans = tmp_path / "plans.parquet"
+    table = pa.table({"method": ["sleb"], "k": [1], "removed_blocks": [[2]]})
+    pq.write_table(table.replace_schema_metadata({"num_blocks": "4"}), plans)
+    with pytest.raises(SystemExit, match="plans for a model of 4 blocks; .* has 6"):
+        prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb",
+                       "--out", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
+    pq.write_table(table.replace_schema_metadata({"num_blocks": "6"}), plans)
+    prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb",
+                   "--out", str(tmp_path / "p")])
+
+
+def test_the_checkpoint_is_written_in_its_weights_type_not_its_configs(hf_folder, tmp_path):
+    """bf16 weights under a config that says float32 (transformers' "auto" would follow the
+    config: twice the size) come out bf16; replacing an output (--force) leaves the new one."""
+    import json
+    import shutil
+
+    import prune_hf
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    source = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(hf_folder).to(torch.bfloat16).save_pretrained(source)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (hf_folder / name).exists():
+            shutil.copyfile(hf_folder / name, source / name)
+    config = json.loads((source / "config.json").read_text())
+    config["dtype"] = config["torch_dtype"] = "float32"
+    (source / "config.json").write_text(json.dumps(config))
+    for attempt in range(2):
+        prune_hf.main(["--model", str(source), "--remove", "1", "--out", str(tmp_path / "p"),
+                       *(["--force"] if attempt else [])])
+        with safe_open(str(tmp_path / "p" / "model.safetensors"), "pt") as handle:
+            assert {handle.get_slice(key).get_dtype() for key in handle.keys()} == {"BF16"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_prune_refuses_out_of_range_blocks(hf_folder, tmp_path):
     import prune_hf
 
