@@ -601,6 +601,9 @@ pub fn quantize_folder(
         }
         reports.push((file.clone(), report));
     }
+    for (file, report) in &reports {
+        refuse_unsupported(&source.join(file), report)?;
+    }
     let quantized: usize = reports.iter().map(|(_, r)| r.quantized.len()).sum();
     if quantized == 0 {
         return Err(QuantizeError::NothingToQuantize {
@@ -757,6 +760,7 @@ pub fn quantize_single_file(
     };
     let report = quantize_model(&mut model, scheme, &mut loader, &mut Nearest)
         .map_err(|error| error.in_graph(source))?;
+    refuse_unsupported(source, &report)?;
     if report.quantized.is_empty() {
         return Err(QuantizeError::NothingToQuantize {
             path: source.to_path_buf(),
@@ -800,4 +804,19 @@ pub fn write_single_file(
     }
     layerprune_model::write_file(dest, bytes)?;
     Ok(())
+}
+
+/// A graph with a product by a stored weight this stage cannot rewrite is refused, naming it:
+/// written, the model would say it has a scheme its blocks do not have.
+fn refuse_unsupported(graph: &Path, report: &GraphReport) -> Result<(), QuantizeError> {
+    match report.unsupported.first() {
+        Some((node, why)) => Err(QuantizeError::BadModel {
+            path: graph.to_path_buf(),
+            problem: format!(
+                "node {node}: {why}: this architecture cannot be quantized ({} such node(s))",
+                report.unsupported.len()
+            ),
+        }),
+        None => Ok(()),
+    }
 }

@@ -65,6 +65,10 @@ pub struct GraphReport {
     pub quantized: Vec<QuantizedMatMul>,
     /// MatMuls with a constant weight left as they were, and why.
     pub skipped: Vec<(String, String)>,
+    /// Products by a stored weight that this stage cannot rewrite (a `Gemm`: GPT-2's Conv1D
+    /// projections export as one), with why: a model holding one is refused, not written with
+    /// a scheme its blocks do not have.
+    pub unsupported: Vec<(String, String)>,
 }
 
 /// Chooses the codes of one weight. `input` names the MatMul's activation input, so a
@@ -192,6 +196,21 @@ fn find_targets(graph: &GraphProto, report: &mut GraphReport) -> Vec<Target> {
     let single_reader = |name: &str| readers.get(name).copied() == Some(1);
     let mut targets = Vec::new();
     for (index, node) in graph.node.iter().enumerate() {
+        if node.op_type == "Gemm" && node.domain.is_empty() {
+            if let Some(weight) = node
+                .input
+                .get(1)
+                .filter(|w| initializers.contains_key(w.as_str()))
+            {
+                report.unsupported.push((
+                    node.name.clone(),
+                    format!(
+                        "a Gemm reads the stored weight {weight} (GPT-2's Conv1D projections \
+                         export as Gemm); quantize rewrites MatMuls only"
+                    ),
+                ));
+            }
+        }
         if node.op_type != "MatMul" || !node.domain.is_empty() || node.input.len() != 2 {
             continue;
         }
@@ -609,6 +628,22 @@ mod tests {
         let b = g.initializer.iter().find(|t| t.name == "w2_Q4").unwrap();
         assert_eq!(b.dims, [6, 1, 8]);
         assert!(m.opset_import.iter().any(|o| o.domain == MS_DOMAIN));
+    }
+
+    #[test]
+    fn a_gemm_by_a_stored_weight_is_reported_as_unsupported() {
+        let mut m = model();
+        let g = m.graph.as_mut().unwrap();
+        g.node.push(node("Gemm", &["out", "w4", "b4"], &["gemm"]));
+        g.initializer.push(weight("w4", 6, 3));
+        let report = quantize_model(&mut m, &Scheme::Int8, &mut Inline, &mut Nearest).unwrap();
+        assert_eq!(report.quantized.len(), 2);
+        assert_eq!(report.unsupported.len(), 1);
+        assert!(
+            report.unsupported[0].1.contains("w4"),
+            "{:?}",
+            report.unsupported
+        );
     }
 
     #[test]
