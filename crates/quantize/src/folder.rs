@@ -648,7 +648,11 @@ pub fn quantize_folder(
             windows: calibration.windows.len(),
             seq_len: calibration.windows.first().map_or(0, Vec::len),
             damp: calibration.damp,
-            graphs: "blocks (embedding and head rounded to nearest)".into(),
+            graphs: if options.exclude_head {
+                "blocks (embedding rounded to nearest, head left in float)".into()
+            } else {
+                "blocks (embedding and head rounded to nearest)".into()
+            },
         });
     }
     let mut new_manifest = manifest;
