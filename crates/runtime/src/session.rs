@@ -79,6 +79,10 @@ pub(crate) fn open_sessions(
 /// the weights being read at once stay a small part of memory.
 pub(crate) const MAX_PARALLEL_OPENS: usize = 8;
 
+/// ONNX Runtime's session setting for the accuracy level of the MatMulNBits it fuses from
+/// DequantizeLinear → MatMul.
+const QDQ_MATMULNBITS_ACCURACY_LEVEL: &str = "session.qdq_matmulnbits_accuracy_level";
+
 /// A session builder for the graph at `path` (named in errors) with `options`' device,
 /// threads, TF32 and CPU arena, in the process's one environment: every session of the
 /// project (the evaluator's, GPTQ calibration's) is configured here. A CUDA device that cannot
@@ -111,6 +115,13 @@ pub(crate) fn builder(
             GraphOptimization::Layout => GraphOptimizationLevel::Level3,
             GraphOptimization::All => GraphOptimizationLevel::All,
         })
+        .map_err(builder_error)?
+        // An int8 folder's DequantizeLinear → MatMul pairs are fused by ONNX Runtime into its
+        // 8-bit MatMulNBits with this accuracy level, 4 unless set: int8 activations on the
+        // CPU, a 1.1e-2 error on one block of the tiny fixture where the weights' own rounding
+        // bounds it at 4.8e-7 (docs/quantization.md). 0 computes in float, as the int4 nodes
+        // `quantize` writes do by default: an int8 folder is weight-only, as documented.
+        .with_config_entry(QDQ_MATMULNBITS_ACCURACY_LEVEL, "0")
         .map_err(builder_error)?;
     if matches!(options.device, Device::Cpu) && options.arena == Arena::Off {
         let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
