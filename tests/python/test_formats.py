@@ -123,7 +123,7 @@ TABLES = {
             "gold": pa.uint32(),
             "loglik": pa.float64(),
             "continuation_tokens": pa.uint32(),
-            "norm_bytes": pa.uint32(),
+            "norm_chars": pa.uint32(),
         },
         4,
         ["num_blocks", "model_id", "dataset_id", "scoring", "complete"],

@@ -32,7 +32,7 @@ def scored(masks, questions, seed=0):
         rng.randint(3, 30)  # the draw the byte length once took: the pinned table stays as it was
         # A choice's length in bytes is the question's, the same under every mask and run.
         return {"mask_id": mask, "task": task, "question": q, "choice": c, "gold": q % n,
-                "loglik": loglik, "continuation_tokens": tokens, "norm_bytes": 3 + (7 * q + c) % 28}
+                "loglik": loglik, "continuation_tokens": tokens, "norm_chars": 3 + (7 * q + c) % 28}
 
     return [row(mask, task, q, c, n)
             for mask in masks for task, n in CHOICES.items() for q in questions for c in range(n)]
@@ -54,7 +54,7 @@ def write_choices(path: Path, rows, **metadata):
            for name in ("question", "choice", "gold")},
         "loglik": pa.array([r["loglik"] for r in rows], pa.float64()),
         **{name: pa.array([r[name] for r in rows], u32)
-           for name in ("continuation_tokens", "norm_bytes")},
+           for name in ("continuation_tokens", "norm_chars")},
     }
     table = pa.table(columns).replace_schema_metadata(
         {f"layerprune.{k}": str(v) for k, v in entries.items() if v is not None})
@@ -149,7 +149,7 @@ def test_tables_whose_question_numbers_mean_other_questions_are_refused(tmp_path
             "different task data")
     refused(summarize(tmp_path, first, extra=["--questions-from", str(second)]),
             "disagree on piqa question 2")
-    longer = [dict(r, norm_bytes=r["norm_bytes"] + 1) if r["mask_id"] == SLEB else r
+    longer = [dict(r, norm_chars=r["norm_chars"] + 1) if r["mask_id"] == SLEB else r
               for r in scored([FULL, SLEB], range(3))]
     one = write_choices(tmp_path / "one.parquet", longer)
     refused(summarize(tmp_path, one), "one.parquet: two rows disagree on piqa question 0 choice 0")

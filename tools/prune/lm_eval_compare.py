@@ -30,12 +30,12 @@ def full_mask_rows(path: Path):
 
 
 def ours(path: Path):
-    """task -> question -> (gold, [loglik per choice], [norm_bytes per choice])"""
+    """task -> question -> (gold, [loglik per choice], [norm_chars per choice])"""
     table = defaultdict(dict)
     for r in full_mask_rows(path):
         gold, logliks, norms = table[r["task"]].setdefault(r["question"], (r["gold"], {}, {}))
         logliks[r["choice"]] = r["loglik"]
-        norms[r["choice"]] = r["norm_bytes"]
+        norms[r["choice"]] = r["norm_chars"]
     return {task: {q: (g, [l[c] for c in sorted(l)], [n[c] for c in sorted(n)]) for q, (g, l, n) in qs.items()}
             for task, qs in table.items()}
 

@@ -80,7 +80,7 @@ def requests(task, doc):
     else:
         pairs = [(c, " " + continuations[0]) for c in contexts]
         norm = contexts
-    return pairs, [len(s.encode("utf-8")) for s in norm], gold
+    return pairs, [len(s) for s in norm], gold
 
 
 def encode_pair(tokenizer, context, continuation):
@@ -169,7 +169,7 @@ def main():
             ours = logliks(model, encoded)
             theirs = [rows[c]["loglik"] for c in range(len(pairs))]
             for c, (_, k) in enumerate(encoded):
-                if len(k) != rows[c]["continuation_tokens"] or norm[c] != rows[c]["norm_bytes"]:
+                if len(k) != rows[c]["continuation_tokens"] or norm[c] != rows[c]["norm_chars"]:
                     token_mismatch += 1
                 if gold != rows[c]["gold"]:
                     token_mismatch += 1

@@ -37,7 +37,7 @@ NAMES = {"piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
 Z = 1.959963984540054
 # The columns read from a task_choices table, and the scoring of tables written before the
 # `scoring` entry existed (docs/formats.md).
-COLUMNS = ["mask_id", "task", "question", "choice", "gold", "loglik", "norm_bytes",
+COLUMNS = ["mask_id", "task", "question", "choice", "gold", "loglik", "norm_chars",
            "continuation_tokens"]
 LEGACY_SCORING = "head-graph-nll"
 
@@ -132,10 +132,10 @@ def same_questions(tables):
     lengths: both are facts of the question, the same under every mask and in every run on the
     same task data, so rows that differ are different questions under one number and comparing
     masks on them would compare answers to different questions."""
-    seen = {}  # (task, question, choice) -> ((gold, norm_bytes), the table it was first read in)
+    seen = {}  # (task, question, choice) -> ((gold, norm_chars), the table it was first read in)
     for path, metadata, rows in tables:
         for r in rows:
-            facts = (r["gold"], r["norm_bytes"])
+            facts = (r["gold"], r["norm_chars"])
             first, first_path = seen.setdefault((r["task"], r["question"], r["choice"]),
                                                 (facts, path))
             if facts != first:
@@ -179,7 +179,7 @@ def table(args):
         if metadata.get("layerprune.complete") != "true":
             warn(f"{path}: a checkpoint (layerprune.complete is not true), not a finished run: "
                  "what it has not scored yet is missing from the table")
-    # (mask, task) -> question -> {choice: (loglik, gold, norm_bytes, tokens)}
+    # (mask, task) -> question -> {choice: (loglik, gold, norm_chars, tokens)}
     data = defaultdict(lambda: defaultdict(dict))
     sources = defaultdict(list)  # mask -> the tables it has rows in
     # (task, question) -> its number of choices: the most any mask has of it (choices are
@@ -190,7 +190,7 @@ def table(args):
         question_sets.append({(r["task"], r["question"]) for r in rows})
         for r in rows:
             data[(r["mask_id"], r["task"])][r["question"]][r["choice"]] = (
-                r["loglik"], r["gold"], r["norm_bytes"], r["continuation_tokens"])
+                r["loglik"], r["gold"], r["norm_chars"], r["continuation_tokens"])
             if path not in sources[r["mask_id"]]:
                 sources[r["mask_id"]].append(path)
             key = (r["task"], r["question"])

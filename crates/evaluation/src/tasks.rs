@@ -547,7 +547,7 @@ fn score_masks(
                         gold: question.gold as u32,
                         loglik,
                         continuation_tokens: choice.continuation.len() as u32,
-                        norm_bytes: choice.norm_bytes as u32,
+                        norm_chars: choice.norm_chars as u32,
                     });
                 }
                 *seconds.entry(mask.clone()).or_default() +=

@@ -241,7 +241,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 gold: 1,
                 loglik,
                 continuation_tokens: 2,
-                norm_bytes: 3,
+                norm_chars: 3,
             })
         };
     let choices = TaskChoiceTable {

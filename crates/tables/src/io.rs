@@ -334,6 +334,16 @@ const RENAMED_COLUMNS: &[(TableKind, &str, &str)] = &[
     (TableKind::SurrogateMetrics, "kind", "surrogate"),
 ];
 
+/// Columns replaced by one of another meaning, as (table, current name, former name, what
+/// changed): a file with the former is refused with why, not read as if it held the current.
+const REPLACED_COLUMNS: &[(TableKind, &str, &str, &str)] = &[(
+    TableKind::TaskChoices,
+    "norm_chars",
+    "norm_bytes",
+    "written before 2026-12-06, when acc_norm divided by the choice's UTF-8 bytes where \
+     lm-eval divides by its characters; score the tasks again",
+)];
+
 /// `schema` with the former names of `kind`'s renamed columns replaced by their current ones,
 /// where the file has the former and not the current; `None` when nothing is renamed.
 fn current_names(kind: TableKind, schema: &Schema) -> Option<Schema> {
@@ -380,10 +390,18 @@ pub(crate) fn read_table<'p>(
     let schema = renamed.clone().unwrap_or_else(|| builder.schema().clone());
     for field in expected {
         let Ok(actual) = schema.field_with_name(field.name()) else {
+            let replaced = REPLACED_COLUMNS.iter().find(|(k, current, former, _)| {
+                *k == kind && *current == field.name() && schema.field_with_name(former).is_ok()
+            });
             return Err(TableError::new(
                 path,
                 TableErrorKind::Missing,
-                format!("column {:?} is missing", field.name()),
+                match replaced {
+                    Some((_, current, former, why)) => {
+                        format!("column {current:?} is missing: it has {former:?}, {why}")
+                    }
+                    None => format!("column {:?} is missing", field.name()),
+                },
             ));
         };
         if !same_type(field.data_type(), actual.data_type()) {

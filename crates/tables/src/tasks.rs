@@ -27,7 +27,7 @@ pub struct TaskChoiceRow {
     pub loglik: f64,
     pub continuation_tokens: u32,
     /// The length acc_norm divides by, in UTF-8 bytes.
-    pub norm_bytes: u32,
+    pub norm_chars: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -56,7 +56,7 @@ fn choice_fields() -> Vec<Field> {
         Field::new("gold", DataType::UInt32, false),
         Field::new("loglik", DataType::Float64, false),
         Field::new("continuation_tokens", DataType::UInt32, false),
-        Field::new("norm_bytes", DataType::UInt32, false),
+        Field::new("norm_chars", DataType::UInt32, false),
     ]);
     fields
 }
@@ -81,7 +81,7 @@ pub fn write_task_choices(
         rows.iter().map(|r| r.loglik),
     )));
     columns.push(u32s(|r| r.continuation_tokens));
-    columns.push(u32s(|r| r.norm_bytes));
+    columns.push(u32s(|r| r.norm_chars));
     let table_fields = vec![
         ("num_blocks", table.num_blocks.to_string()),
         ("model_id", table.model_id.clone()),
@@ -111,7 +111,7 @@ pub fn read_task_choices(path: &Path) -> Result<TaskChoiceTable, TableError> {
         let gold = chunk.required::<UInt32Array>("gold")?;
         let loglik = chunk.required::<Float64Array>("loglik")?;
         let tokens = chunk.required::<UInt32Array>("continuation_tokens")?;
-        let norm_bytes = chunk.required::<UInt32Array>("norm_bytes")?;
+        let norm_chars = chunk.required::<UInt32Array>("norm_chars")?;
         for (row, mask) in masks.into_iter().enumerate() {
             rows.push(TaskChoiceRow {
                 mask,
@@ -121,7 +121,7 @@ pub fn read_task_choices(path: &Path) -> Result<TaskChoiceTable, TableError> {
                 gold: gold.value(row),
                 loglik: loglik.value(row),
                 continuation_tokens: tokens.value(row),
-                norm_bytes: norm_bytes.value(row),
+                norm_chars: norm_chars.value(row),
             });
         }
     }

@@ -1002,3 +1002,37 @@ fn the_input_ids_read_alone_from_a_table_with_partial_provenance() {
     );
     assert!(read_input_ids(&bad).is_err());
 }
+
+/// A task choice table from before acc_norm counted characters (its `norm_bytes`, UTF-8 bytes)
+/// is refused saying why, not read as if its lengths were characters.
+#[test]
+fn a_task_choice_table_of_byte_lengths_is_refused_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("choices.parquet");
+    let table = TaskChoiceTable {
+        num_blocks: 2,
+        model_id: "m".into(),
+        dataset_id: "d".into(),
+        scoring: "logits-f64-log-softmax".into(),
+        complete: true,
+        rows: vec![TaskChoiceRow {
+            mask: Mask::full(2),
+            task: "piqa".into(),
+            question: 0,
+            choice: 0,
+            gold: 0,
+            loglik: -2.0,
+            continuation_tokens: 4,
+            norm_chars: 12,
+        }],
+    };
+    write_task_choices(&path, &table, &provenance()).unwrap();
+    assert_eq!(read_task_choices(&path).unwrap(), table);
+    rename_column(&path, "norm_chars", "norm_bytes");
+    let message = read_task_choices(&path).unwrap_err().to_string();
+    assert!(
+        message.contains("\"norm_chars\" is missing: it has \"norm_bytes\"")
+            && message.contains("score the tasks again"),
+        "{message}"
+    );
+}

@@ -35,7 +35,7 @@ fn task_tables_round_trip() {
                     gold: 2,
                     loglik: -1.5 - f64::from(c),
                     continuation_tokens: 3 + c,
-                    norm_bytes: 10 * c,
+                    norm_chars: 10 * c,
                 })
             })
             .collect(),

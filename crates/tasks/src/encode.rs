@@ -25,7 +25,7 @@ impl Encode for layerprune_data::TokenizerFile {
 pub struct EncodedChoice {
     pub context: Vec<u32>,
     pub continuation: Vec<u32>,
-    pub norm_bytes: usize,
+    pub norm_chars: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub fn encode_question(
             Ok(EncodedChoice {
                 context: prefix.iter().copied().chain(context).collect(),
                 continuation,
-                norm_bytes: choice.norm_bytes,
+                norm_chars: choice.norm_chars,
             })
         })
         .collect::<Result<Vec<_>, TaskError>>()?;
@@ -122,6 +122,9 @@ pub fn subsample(task: Task, total: usize, size: usize, seed: u64) -> Vec<usize>
 pub fn requests_id(tasks: &[(Task, Vec<EncodedQuestion>)]) -> String {
     let mut bytes = Vec::new();
     let mut put = |value: u64| bytes.extend_from_slice(&value.to_le_bytes());
+    // Since 2026-12-06 the normalisation length counts characters, as lm-eval does (UTF-8
+    // bytes before): a run scored before is not resumed as if it were the same requests.
+    b"norm_chars".iter().for_each(|&byte| put(u64::from(byte)));
     for (task, questions) in tasks {
         for byte in task.name().bytes() {
             put(u64::from(byte));
@@ -132,7 +135,7 @@ pub fn requests_id(tasks: &[(Task, Vec<EncodedQuestion>)]) -> String {
             put(question.gold as u64);
             put(question.choices.len() as u64);
             for choice in &question.choices {
-                put(choice.norm_bytes as u64);
+                put(choice.norm_chars as u64);
                 put(choice.context.len() as u64);
                 choice.context.iter().for_each(|&id| put(u64::from(id)));
                 put(choice.continuation.len() as u64);

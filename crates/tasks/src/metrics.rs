@@ -85,7 +85,7 @@ pub fn score_task(questions: &[EncodedQuestion], logliks: &[Vec<f64>]) -> TaskSc
         let normed: Vec<f64> = lls
             .iter()
             .zip(&question.choices)
-            .map(|(ll, choice)| ll / choice.norm_bytes.max(1) as f64)
+            .map(|(ll, choice)| ll / choice.norm_chars.max(1) as f64)
             .collect();
         if argmax_first(&normed) == question.gold {
             score.acc_norm_correct += 1;

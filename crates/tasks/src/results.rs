@@ -207,7 +207,7 @@ mod tests {
                 .map(|c| EncodedChoice {
                     context: vec![1],
                     continuation: vec![2; c + 1],
-                    norm_bytes: 4 * (c + 1),
+                    norm_chars: 4 * (c + 1),
                 })
                 .collect(),
         }

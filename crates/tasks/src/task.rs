@@ -235,9 +235,10 @@ pub struct Choice {
     /// What is scored: the target delimiter " " and the choice (for WinoGrande the sentence
     /// after the blank).
     pub continuation: String,
-    /// The UTF-8 bytes acc_norm divides the log-likelihood by: lm-eval's choice string, i.e.
-    /// the choice without the delimiter (for WinoGrande the option-substituted context).
-    pub norm_bytes: usize,
+    /// The characters acc_norm divides the log-likelihood by (Unicode scalar values, Python's
+    /// `len()`, as lm-eval counts them): lm-eval's choice string, i.e. the choice without the
+    /// delimiter (for WinoGrande the option-substituted context).
+    pub norm_chars: usize,
 }
 
 impl Question {
@@ -254,7 +255,7 @@ impl Question {
                 .into_iter()
                 .map(|choice| Choice {
                     context: contexts[0].clone(),
-                    norm_bytes: choice.len(),
+                    norm_chars: choice.chars().count(),
                     continuation: format!(" {choice}"),
                 })
                 .collect()
@@ -262,7 +263,7 @@ impl Question {
             contexts
                 .into_iter()
                 .map(|context| Choice {
-                    norm_bytes: context.len(),
+                    norm_chars: context.chars().count(),
                     continuation: format!(" {}", continuations[0]),
                     context,
                 })

@@ -140,7 +140,7 @@ fn every_task_is_read_in_lm_eval_format() {
     assert_eq!(piqa.len(), 2);
     assert_eq!(piqa[1].choices[0].context, "Question: Dry a shirt\nAnswer:");
     assert_eq!(piqa[1].choices[1].continuation, " Hang it in the sun.");
-    assert_eq!(piqa[1].choices[1].norm_bytes, "Hang it in the sun.".len());
+    assert_eq!(piqa[1].choices[1].norm_chars, "Hang it in the sun.".len());
     assert_eq!((piqa[0].gold, piqa[1].gold), (0, 1));
 
     let hellaswag = load(Task::Hellaswag);
@@ -161,7 +161,7 @@ fn every_task_is_read_in_lm_eval_format() {
     assert_eq!(q.choices[0].continuation, " got the easy cases.");
     assert_eq!(q.choices[1].continuation, q.choices[0].continuation);
     // acc_norm divides by lm-eval's choice string, here the option-substituted context.
-    assert_eq!(q.choices[1].norm_bytes, q.choices[1].context.len());
+    assert_eq!(q.choices[1].norm_chars, q.choices[1].context.len());
     assert_eq!(q.gold, 1);
 
     for task in [Task::ArcEasy, Task::ArcChallenge] {
@@ -442,7 +442,7 @@ fn question(gold: usize, norm: &[usize]) -> EncodedQuestion {
             .map(|&n| EncodedChoice {
                 context: vec![1],
                 continuation: vec![2; n],
-                norm_bytes: n,
+                norm_chars: n,
             })
             .collect(),
     }
