@@ -131,6 +131,19 @@ def prune(model, removed):
     return kept
 
 
+# What makes a block's attention what it is, set from the config when the model is built: a
+# per-layer list cut wrongly would change them in the reloaded checkpoint, where the reload
+# check's 32 tokens, shorter than any real sliding window, would not see it.
+ATTENTION_ATTRIBUTES = ("sliding_window", "is_sliding", "attention_type", "layer_type", "use_sliding_window")
+
+
+def attention_settings(text_model):
+    """Each block's attention settings (ATTENTION_ATTRIBUTES of its modules), block by block."""
+    return [{(name, key): repr(getattr(module, key)) for name, module in layer.named_modules()
+             for key in ATTENTION_ATTRIBUTES if hasattr(module, key)}
+            for layer in export_layered.Architecture(text_model).layers]
+
+
 def parameter_count(model) -> int:
     """The model's parameters, a tied weight once (`parameters()` yields each tensor once)."""
     return sum(p.numel() for p in model.parameters())
@@ -223,6 +236,13 @@ def main(argv=None):
         if reloaded_dtypes != source_dtypes:
             raise SystemExit(f"prune_hf: error: the checkpoint reloads as {sorted(map(str, reloaded_dtypes))}, "
                              f"not the source's {dtype}")
+        expected_settings = attention_settings(text)
+        reloaded_settings = attention_settings(export_layered.language_model(reloaded))
+        if reloaded_settings != expected_settings:
+            changed = next(i for i, (a, b) in enumerate(zip(expected_settings, reloaded_settings)) if a != b) \
+                if len(reloaded_settings) == len(expected_settings) else None
+            raise SystemExit(f"prune_hf: error: the reloaded checkpoint's block {changed} has other attention "
+                             f"settings than the pruned model's (its config's per-layer lists)")
         ids = torch.randint(0, text.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             expected = model(input_ids=ids, labels=ids, use_cache=False).loss.item()

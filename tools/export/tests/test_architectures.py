@@ -203,6 +203,19 @@ def _gemma_reference_with_shifted_pattern(model, ids, drop):
         model.model.layers, config.num_hidden_layers, config.layer_types = layers, saved_n, saved_types
 
 
+def test_a_pruned_checkpoint_whose_blocks_reload_with_other_attention_is_refused(gemma3, tmp_path, monkeypatch):
+    """The reload check compares every kept block's attention settings (sliding or global, the
+    window): per-layer lists cut wrongly (here rotated, as an off-by-one would) are refused,
+    nothing written, however long the windows are against the check's 32 tokens."""
+    _, hf, _, _, _ = gemma3
+    cut = export_layered.per_layer_lists
+    monkeypatch.setattr(export_layered, "per_layer_lists",
+                        lambda config: {k: v[1:] + v[:1] for k, v in cut(config).items()})
+    with pytest.raises(SystemExit, match="other attention settings than the pruned model's"):
+        prune_hf.main(["--model", str(hf), "--remove", "2", "--out", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
+
+
 def test_gemma3_removed_block_does_not_shift_the_global_local_pattern(gemma3, tmp_path):
     _, hf, model, manifest, out = gemma3
     from transformers import AutoModelForCausalLM
