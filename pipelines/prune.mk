@@ -65,7 +65,7 @@ PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 # evaluations (docs/results.md, "Choosing k by a perplexity ratio"); with an
 # ADAPTIVE_BUDGET of the user's, the recommended method at that budget for each k tried.
 PRUNE_METHOD = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,$(RECOMMENDED_METHOD))
-PRUNE_PLAN_ARGS = $(PLAN_ARGS_$(PRUNE_METHOD)) $(if $(PRUNE_POSITION_BOUND),--fixed $(PRUNE_POSITION_BOUND))
+PRUNE_PLAN_ARGS = $(strip $(PLAN_ARGS_$(PRUNE_METHOD)) $(if $(PRUNE_POSITION_BOUND),--fixed $(PRUNE_POSITION_BOUND)))
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 # MODEL as one absolute path (`dir/`, `./dir` and `/abs/dir` are one model: the stamps below
 # compare it as text).
