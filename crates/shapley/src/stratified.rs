@@ -33,9 +33,10 @@
 //! holding none cannot correct f_k there, and at small budgets many cannot (12 players at
 //! budget 160 deal about 3 masks of a size to a fold: at 2 kept blocks 58 % of the (fold,
 //! player) pairs have no held-out mask keeping the player). Only where no fold holds one does
-//! f_k alone fill P's unevaluated masks (averaged over the folds; biased there, logged). Σ_{S∈P} f_k(S) is found by enumerating the 2^n masks when
-//! n ≤ [`MAX_SURROGATE_ENUMERATED_PLAYERS`], else from [`SURROGATE_SAMPLES_PER_SIZE`] random masks per
-//! size through f_k (independent randomness: unbiased still).
+//! f_k alone fill P's unevaluated masks (averaged over the folds; biased there, logged).
+//! Σ_{S∈P} f_k(S) is found by enumerating the 2^n masks when n ≤
+//! [`MAX_SURROGATE_ENUMERATED_PLAYERS`], else from [`SURROGATE_SAMPLES_PER_SIZE`] random masks
+//! per size through f_k (independent randomness: unbiased still).
 //!
 //! Measured on the real 12-block game (docs/benchmarks.md): equal allocation and exact small
 //! strata alone match permutation sampling at 1,024 evaluations; the surrogate correction

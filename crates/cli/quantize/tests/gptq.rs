@@ -1,8 +1,9 @@
 //! `quantize --method gptq` on the tiny model, calibrated on the reference windows (written as
 //! a token table): the blocks are rounded with the activations' second moments, the manifest
 //! records it, and on those windows the tokens' NLLs move less from the float model's than
-//! with round-to-nearest (the mean absolute change, token by token). The quantizer runs as its own process: ONNX Runtime allows one
-//! environment per process, and this test opens the models through `layerprune-runtime`.
+//! with round-to-nearest (the mean absolute change, token by token). The quantizer runs as its
+//! own process: ONNX Runtime allows one environment per process, and this test opens the
+//! models through `layerprune-runtime`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
