@@ -480,6 +480,24 @@ fn score_masks(
                 keys.push((question, c));
             }
         }
+        // A continuation longer than the longest input cannot be scored (lm-eval would cut it
+        // from the left too): named by its question's row in the split, which the scorer's
+        // request number is not.
+        let max_length = config.options.max_length;
+        if let Some((index, request)) = requests
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.continuation.len() > max_length)
+        {
+            let (question, choice) = keys[index];
+            anyhow::bail!(
+                "task {}: row {} of the split, choice {choice}: the continuation has {} tokens, \
+                 more than --max-length {max_length}",
+                task.name(),
+                question.row,
+                request.continuation.len()
+            );
+        }
         // Laid out once here to check the requests and count the work.
         let scorer = ChoiceScorer::new(model, &requests, config.options.clone())
             .with_context(|| format!("task {} with {}", task.name(), model_dir.display()))?;

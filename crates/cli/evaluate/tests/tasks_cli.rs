@@ -221,6 +221,16 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
     ));
     let uncut = read_task_accuracies(&dir.path().join("uncut-accuracy.parquet")).unwrap();
     assert_eq!(uncut.dataset_id, accuracy.dataset_id);
+    // A continuation longer than the longest input is refused naming its task, its row in the
+    // split and its choice, before anything is written.
+    let out = run_tasks(dir.path(), &data, "short", &["--max-length", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("of the split, choice") && stderr.contains("more than --max-length 2"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("short-accuracy.parquet").exists());
 
     // Log-likelihoods computed another way (a checkpoint from before the float64
     // log-softmax) are not mixed with new ones.
