@@ -638,14 +638,6 @@ def host_time(summary: dict) -> str:
     return ", ".join(parts)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """`path` holds `text` or what it held before, never part of it (a run killed while writing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def write_csv(path: Path, rows: list) -> None:
     """`rows` replace the rows of the same (shape, dtype) already in `path`; the others stay."""
     measured = {(r["shape"], r["dtype"]) for r in rows}
@@ -660,7 +652,7 @@ def write_csv(path: Path, rows: list) -> None:
         writer.writerow({c: r.get(c, "") for c in COLUMNS})
     for r in rows:
         writer.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in COLUMNS})
-    write_atomically(path, text.getvalue())
+    report.write_atomically(path, text.getvalue())
 
 
 def markdown(rows: list, machine: str, args, failures: list, details: list, skipped: list) -> str:
@@ -769,13 +761,13 @@ def main(argv=None):
                      for contender, why in d.get("failures", {}).items()]
         write_csv(Path(args.csv), rows)
         table = markdown(rows, machine, args, failures, [d for d in details if "error" not in d], skipped)
-        write_atomically(Path(args.markdown) if args.markdown else work / "gpu-bench.md", table)
+        report.write_atomically(Path(args.markdown) if args.markdown else work / "gpu-bench.md", table)
         record = {"machine": machine, "torch": torch.__version__,
                   "transformers": __import__("transformers").__version__,
                   "ort_library": os.environ.get("ORT_DYLIB_PATH"), "device": args.device, "date": args.date,
                   "seconds": time.perf_counter() - STARTED, "skipped": skipped, "failures": failures,
                   "shapes": details, "rows": rows}
-        write_atomically(Path(args.json) if args.json else work / "gpu-bench.json", json.dumps(record, indent=2) + "\n")
+        report.write_atomically(Path(args.json) if args.json else work / "gpu-bench.json", json.dumps(record, indent=2) + "\n")
         return record, table
 
     for key in keys:

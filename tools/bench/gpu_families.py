@@ -52,8 +52,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "export"))
+sys.path.insert(0, str(HERE))
 
 import export_layered  # noqa: E402
+import report  # noqa: E402
 import make_fixture  # noqa: E402
 
 LENGTH = 16
@@ -237,9 +239,7 @@ def cell(text) -> str:
 def write(args, rows: list) -> None:
     for path, text in ((args.json, json.dumps(rows, indent=1)), (args.markdown, markdown(rows, args))):
         if path:
-            partial = Path(f"{path}.partial")
-            partial.write_text(text)
-            partial.replace(path)
+            report.write_atomically(path, text)
 
 
 def main(argv=None) -> int:

@@ -52,6 +52,10 @@ RACED, UNRACED = "adaptive, raced (--race-se 3)", "adaptive, unraced"
 FLAGS = {RACED: ["--race-se", "3"], UNRACED: []}
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402
+
+
 class RunFailed(RuntimeError):
     pass
 
@@ -194,7 +198,7 @@ def main(argv=None) -> int:
         for path, text in ((args.json, json.dumps(record, indent=1)),
                            (args.markdown, markdown(runs, per_evaluation, ratio, args))):
             if path:
-                Path(path).write_text(text)
+                report.write_atomically(path, text)
     return 0 if ratio is not None else 1
 
 

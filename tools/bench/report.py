@@ -17,6 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """`path` holds `text` or what it held before, never part of it (a run killed while writing):
+    the benchmark scripts write their results after every step of a run that may be cut short."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 def flops_per_token(summary, manifest):
     hidden = manifest["hidden_size"]
     ffn = manifest["intermediate_size"]

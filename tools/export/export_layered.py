@@ -916,7 +916,7 @@ def pack_qkv_projections(graph: onnx.ModelProto) -> int:
         node, bias = producer[name], None
         if node.op_type == "Add":
             # A bias: one stored vector; its length is checked against the product's below.
-            biases = [stored_of(i) for i in node.input if stored_of(i) is not None and len(stored_of(i).dims) == 1]
+            biases = [t for t in map(stored_of, node.input) if t is not None and len(t.dims) == 1]
             products = [i for i in node.input if stored_of(i) is None]
             if len(biases) != 1 or len(products) != 1 or not only_read_once(products[0]):
                 return None

@@ -37,9 +37,22 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
 import export_layered  # noqa: E402
-from report import position_bound_blocks  # noqa: E402
+
+
+def _prune_report():
+    """tools/prune/report.py (make prune's reader of a checkpoint's config), loaded by its path:
+    the benchmarks have a `report` module of their own, which a shared sys.path would mix up."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "layerprune_prune_report", Path(__file__).resolve().parents[1] / "prune" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+position_bound_blocks = _prune_report().position_bound_blocks
 
 # What a multimodal checkpoint's processor reads beside the model and tokenizer (image and video
 # preprocessing, the processor's own settings): copied as they are, so AutoProcessor loads the
@@ -198,14 +211,13 @@ def main(argv=None):
     if source is not None and (source / "config.json").is_file():
         import json
 
-        config = json.loads((source / "config.json").read_text())
-        bound = sorted(set(removed) & set(position_bound_blocks(config)))
-        if bound:
+        bound = position_bound_blocks(json.loads((source / "config.json").read_text()))
+        if set(removed) & set(bound):
             sys.exit(f"prune_hf: error: {source} adds its vision tower's deepstack features after blocks "
-                     f"{position_bound_blocks(config)} of its language model by position (Qwen3-VL): removing "
-                     f"{bound} would add an image's features after other blocks. Choose a plan that keeps "
-                     f"them (apply-prune --fixed {','.join(map(str, position_bound_blocks(config)))}; make prune "
-                     "does)")
+                     f"{bound} of its language model by position (Qwen3-VL): removing "
+                     f"{sorted(set(removed) & set(bound))} would add an image's features after other blocks. "
+                     f"Choose a plan that keeps them (apply-prune --fixed {','.join(map(str, bound))}; make "
+                     "prune does)")
     load_args = argparse.Namespace(model=args.model, gguf=args.gguf, dtype="auto")
     if source is not None:
         # In the weights' own type where they have one (transformers' "auto" is the config's).

@@ -13,7 +13,7 @@ use layerprune_core::{FileLock, Mask};
 use layerprune_data::{Bos, TokenizerFile};
 use layerprune_runtime::{
     context_tokens_cut, sort_for_prefix_reuse, ChoiceOptions, ChoiceScorer, LayeredModel,
-    LoglikRequest, Manifest, RuntimeOptions, Scoring,
+    LoglikRequest, Manifest, RuntimeError, RuntimeOptions, Scoring,
 };
 use layerprune_tables::input_role;
 use layerprune_tables::{
@@ -480,26 +480,20 @@ fn score_masks(
                 keys.push((question, c));
             }
         }
-        // A continuation longer than the longest input cannot be scored (lm-eval would cut it
-        // from the left too): named by its question's row in the split, which the scorer's
-        // request number is not.
-        let max_length = config.options.max_length;
-        if let Some((index, request)) = requests
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.continuation.len() > max_length)
-        {
-            let (question, choice) = keys[index];
-            anyhow::bail!(
-                "task {}: row {} of the split, choice {choice}: the continuation has {} tokens, \
-                 more than --max-length {max_length}",
-                task.name(),
-                question.row,
-                request.continuation.len()
-            );
-        }
         // Laid out once here to check the requests and count the work.
+        // A request that cannot be scored (a continuation longer than --max-length) is named
+        // by its question's row in the split, which the scorer's request number is not.
         let scorer = ChoiceScorer::new(model, &requests, config.options.clone())
+            .map_err(|error| match error {
+                RuntimeError::BadRequest { index, problem } => {
+                    let (question, choice) = keys[index];
+                    anyhow::anyhow!(
+                        "row {} of the split, choice {choice}: {problem}",
+                        question.row
+                    )
+                }
+                other => other.into(),
+            })
             .with_context(|| format!("task {} with {}", task.name(), model_dir.display()))?;
         batches += scorer.num_batches();
         padded_tokens += scorer.padded_tokens();

@@ -200,7 +200,7 @@ fn run_slice(
             // the depth of a carried one still to be joined.
             #[cfg(debug_assertions)]
             {
-                let (alive, groups) = (live.count(), live.distinct(&next));
+                let (alive, groups) = (live.count(), distinct_states(&next));
                 assert!(
                     alive <= groups + model.num_blocks() + 2,
                     "block {block}: {alive} states alive, {groups} of them the groups'"
@@ -241,18 +241,19 @@ impl LiveStates {
         self.0.retain(|state| state.strong_count() > 0);
         self.0.len()
     }
+}
 
-    /// The distinct states `groups` hold (a group that skipped a block shares its state with
-    /// the group that ran it).
-    fn distinct(&self, groups: &[Group]) -> usize {
-        let mut states: Vec<*const HiddenState> = groups
-            .iter()
-            .map(|group| Rc::as_ptr(&group.state))
-            .collect();
-        states.sort_unstable();
-        states.dedup();
-        states.len()
-    }
+/// The distinct states `groups` hold (a group that skipped a block shares its state with the
+/// group that ran it).
+#[cfg(debug_assertions)]
+fn distinct_states(groups: &[Group]) -> usize {
+    let mut states: Vec<*const HiddenState> = groups
+        .iter()
+        .map(|group| Rc::as_ptr(&group.state))
+        .collect();
+    states.sort_unstable();
+    states.dedup();
+    states.len()
 }
 
 /// A [`PrefixStack`] whose states the groups of a slice share.

@@ -177,9 +177,10 @@ fn request_input(
     index: usize,
     request: &LoglikRequest,
     max_length: usize,
+    longest_named: &str,
     vocab_size: usize,
 ) -> Result<(Vec<u32>, Vec<u32>, usize), RuntimeError> {
-    let bad = |problem: String| RuntimeError::BadInput(format!("request {index}: {problem}"));
+    let bad = |problem: String| RuntimeError::BadRequest { index, problem };
     if request.context.is_empty() {
         return Err(bad("empty context".into()));
     }
@@ -188,7 +189,7 @@ fn request_input(
     }
     if request.continuation.len() > max_length {
         return Err(bad(format!(
-            "the continuation has {} tokens, more than the longest input ({max_length})",
+            "the continuation has {} tokens, more than {longest_named}",
             request.continuation.len()
         )));
     }
@@ -239,6 +240,12 @@ impl ChoiceScorer {
         let vocab_size = model.manifest().vocab_size;
         // Longer inputs lose their oldest context tokens.
         let max_length = options.longest_input(model.manifest());
+        // What sets the longest input, for a request refused as longer.
+        let longest_named = if max_length < options.max_length {
+            format!("the {max_length} positions of the export's rotary tables")
+        } else {
+            format!("--max-length {max_length}")
+        };
         // Groups in order of first appearance.
         let mut group_index: HashMap<usize, usize> = HashMap::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -263,8 +270,13 @@ impl ChoiceScorer {
             let mut by_input: HashMap<Vec<u32>, usize> = HashMap::new();
             let mut placed = Vec::with_capacity(members.len());
             for &index in members {
-                let (input, targets, start) =
-                    request_input(index, &requests[index], max_length, vocab_size)?;
+                let (input, targets, start) = request_input(
+                    index,
+                    &requests[index],
+                    max_length,
+                    &longest_named,
+                    vocab_size,
+                )?;
                 let row = *by_input.entry(input.clone()).or_insert_with(|| {
                     rows.push(input);
                     variants.push(0);

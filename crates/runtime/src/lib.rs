@@ -61,4 +61,8 @@ pub enum RuntimeError {
     Onnx { path: PathBuf, message: String },
     #[error("{0}")]
     BadInput(String),
+    /// A scoring request that cannot be scored, by its position in the list given: the caller
+    /// knows what it stands for (a task's question and choice).
+    #[error("request {index}: {problem}")]
+    BadRequest { index: usize, problem: String },
 }
