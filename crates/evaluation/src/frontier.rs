@@ -142,24 +142,15 @@ impl PreparedFrontier {
             .methods
             .iter()
             .any(|m| matches!(m, FrontierMethod::Adaptive | FrontierMethod::AdaptiveRaced));
-        for &k in &run.ks {
-            let players =
-                layerprune_selection::removable_blocks(manifest.num_blocks, &run.fixed, k)
-                    .with_context(|| format!("--k {k} for {}", run.model.display()))?
-                    .len();
-            let least = layerprune_selection::adaptive_min_budget(players, k);
-            for budget in run.budgets.iter().filter(|_| adaptive) {
-                if let Budget::Evaluations(n) = budget {
-                    if *n < least {
-                        bail!(
-                            "--budgets {n}: adaptive removal of {k} of {players} removable blocks \
-                             needs at least {least} LLM evaluations (give {least} or more, a \
-                             fraction of SLEB's cost such as 0.5sleb, or least)"
-                        );
-                    }
-                }
-            }
-        }
+        let adaptive_budgets = if adaptive { &run.budgets[..] } else { &[] };
+        layerprune_selection::check_plan_request(
+            manifest.num_blocks,
+            &run.fixed,
+            &run.ks,
+            adaptive_budgets,
+            "--budgets",
+        )
+        .with_context(|| format!("{}", run.model.display()))?;
         // A cache left by a run of another model or token table is refused now, not after the
         // sets before it have run (and rewritten the frontier's table without it).
         let model_id = layerprune_runtime::model_id(&run.model)?;

@@ -38,18 +38,13 @@ pub use perplexity::{
 pub use shard::Shard;
 pub use tasks::{run_tasks, TaskConfig, TaskOutcome};
 
-/// The LLM judged on a token table as a game (each mask's value: minus its mean NLL), every
-/// answer kept in an evaluation table — the file `cache` when given, resumed if it exists —
-/// and the table's dataset id: what plans are chosen or measured with.
-pub fn llm_game(
-    model: layerprune_runtime::LayeredModel,
+/// The token table at `tokens_path`, checked against `model` (its vocabulary and tokenizer)
+/// and named by its file where it fails: what [`llm_game`] plays on.
+pub fn game_tokens(
+    model: &layerprune_runtime::LayeredModel,
     tokens_path: &std::path::Path,
-    options: layerprune_runtime::EvalOptions,
-    cache: Option<&std::path::Path>,
-    provenance: layerprune_tables::Provenance,
-) -> anyhow::Result<(CachedLlm, String)> {
+) -> anyhow::Result<layerprune_tables::TokenTable> {
     let tokens = layerprune_tables::read_tokens(tokens_path)?;
-    // Named by its file here: CachedLlm only sees the table (and names the text it was made of).
     layerprune_runtime::check_tokens(
         model.manifest(),
         model.dir(),
@@ -63,8 +58,20 @@ pub fn llm_game(
             model.dir().display()
         )
     })?;
-    let game = CachedLlm::open(model, &tokens, options, cache, provenance)?;
-    Ok((game, tokens.dataset_id))
+    Ok(tokens)
+}
+
+/// The LLM judged on a token table ([`game_tokens`]) as a game (each mask's value: minus its
+/// mean NLL), every answer kept in an evaluation table — the file `cache` when given, resumed
+/// if it exists: what plans are chosen or measured with.
+pub fn llm_game(
+    model: layerprune_runtime::LayeredModel,
+    tokens: &layerprune_tables::TokenTable,
+    options: layerprune_runtime::EvalOptions,
+    cache: Option<&std::path::Path>,
+    provenance: layerprune_tables::Provenance,
+) -> anyhow::Result<CachedLlm> {
+    CachedLlm::open(model, tokens, options, cache, provenance)
 }
 
 /// Gives each measured plan its runner-up and margin, and the full model beside it

@@ -59,6 +59,7 @@ pub fn write_folder<T, E: From<ModelError>>(
     if dest.exists() && !overwrite {
         return Err(already_exists(dest).into());
     }
+    refuse_foreign_folder(dest)?;
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
     }
@@ -112,12 +113,56 @@ pub fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
     if !overwrite {
         return Err(already_exists(dest));
     }
+    refuse_foreign_folder(dest)?;
     let doomed = sibling(dest, "tmp")?;
     fs::rename(dest, &doomed).map_err(ModelError::io(dest))?;
     sync_folder(dest.parent());
     // `dest` is gone; failing to delete its contents loses nothing the next write needs.
     let _ = remove_any(&doomed);
     Ok(())
+}
+
+/// Refuses an existing `dest` that is neither an empty folder nor a model folder (its
+/// `manifest.json` says this format): `--overwrite` replaces an earlier run's model, never a
+/// folder of something else that a slip of the path named, with its files. A missing `dest`
+/// passes. The writers check it themselves; a stage checks it before its work too.
+pub fn refuse_foreign_folder(dest: &Path) -> Result<(), ModelError> {
+    let refuse = |problem: String| ModelError::Destination {
+        path: dest.to_path_buf(),
+        problem: format!("{problem}; --overwrite replaces only a model folder (or an empty one)"),
+    };
+    let Ok(meta) = fs::symlink_metadata(dest) else {
+        return Ok(());
+    };
+    if !meta.is_dir() {
+        return Err(refuse(format!(
+            "exists and is {}, not a folder",
+            layerprune_core::file_kind(&meta)
+        )));
+    }
+    let mut entries = fs::read_dir(dest).map_err(ModelError::io(dest))?;
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let manifest = dest.join(crate::manifest::MANIFEST_FILE);
+    // Only the "format" field is read; a manifest is small, so a large file is no model's.
+    let format = match fs::symlink_metadata(&manifest) {
+        Ok(meta) if meta.is_file() && meta.len() <= 64 << 20 => fs::read(&manifest)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|value| value.get("format")?.as_str().map(str::to_string)),
+        _ => None,
+    };
+    match format.as_deref() {
+        Some(crate::manifest::FORMAT) => Ok(()),
+        Some(other) => Err(refuse(format!(
+            "holds a manifest.json of format {other:?}, not a model folder of this tool"
+        ))),
+        None => Err(refuse(format!(
+            "is a folder with files but no readable {} of a model folder",
+            crate::manifest::MANIFEST_FILE
+        ))),
+    }
 }
 
 /// The refusal of an existing `dest` without `overwrite`, by every write or removal of a
@@ -245,6 +290,9 @@ mod tests {
         );
     }
 
+    /// What marks a folder as a model's, to `--overwrite`: its manifest's format.
+    const MODEL_MANIFEST: &[u8] = br#"{"format": "layerprune-layered-onnx"}"#;
+
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -261,6 +309,7 @@ mod tests {
         write_folder(&dest, false, |temp| {
             assert_eq!(temp.parent(), dest.parent());
             assert!(!dest.exists());
+            write_file(&temp.join("manifest.json"), MODEL_MANIFEST)?;
             write_file(&temp.join("weights").join("a.bin"), b"a")
         })
         .unwrap();
@@ -292,6 +341,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let dest = parent.path().join("model");
         fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("manifest.json"), MODEL_MANIFEST).unwrap();
         fs::write(dest.join("old.bin"), b"old").unwrap();
         #[derive(Debug)]
         struct Failed;
@@ -306,7 +356,7 @@ mod tests {
         });
         assert!(result.is_err());
         assert_eq!(names(parent.path()), vec!["model"]);
-        assert_eq!(names(&dest), vec!["old.bin"]);
+        assert_eq!(names(&dest), vec!["manifest.json", "old.bin"]);
     }
 
     /// What a writer killed part-way left (its id a finished process's): its temporary folder
@@ -321,6 +371,7 @@ mod tests {
         let left = |tag: &str, file: &str| {
             let folder = parent.path().join(format!(".model.{tag}-{dead}-0"));
             fs::create_dir(&folder).unwrap();
+            fs::write(folder.join("manifest.json"), MODEL_MANIFEST).unwrap();
             fs::write(folder.join(file), file).unwrap();
         };
         // Killed between its two renames: the old model aside, the new one complete in temp.
@@ -332,7 +383,7 @@ mod tests {
         .unwrap_err();
         assert!(refused.to_string().contains("already exists"), "{refused}");
         assert_eq!(names(parent.path()), vec!["model"]);
-        assert_eq!(names(&dest), vec!["old.bin"]);
+        assert_eq!(names(&dest), vec!["manifest.json", "old.bin"]);
         // Killed after the new folder was in place, before deleting the old one.
         left("old", "older.bin");
         write_folder(&dest, true, |temp| write_file(&temp.join("b.bin"), b"b")).unwrap();
@@ -347,12 +398,60 @@ mod tests {
         remove_folder(&dest, false).expect("a missing folder is not an error");
         fs::create_dir_all(dest.join("weights")).unwrap();
         fs::write(dest.join("weights/a.bin"), b"a").unwrap();
-        fs::write(dest.join("manifest.json"), b"{}").unwrap();
+        fs::write(dest.join("manifest.json"), MODEL_MANIFEST).unwrap();
         assert_removal_refused(&dest);
         assert_eq!(names(&dest), vec!["manifest.json", "weights"]);
         remove_folder(&dest, true).unwrap();
         assert!(!dest.exists());
         assert!(names(dir.path()).is_empty(), "left {:?}", names(dir.path()));
+    }
+
+    /// `--overwrite` replaces a model folder or an empty one, never a folder of anything else
+    /// (a slip of the path): that is refused, naming it, and left as it was.
+    #[test]
+    fn overwrite_replaces_only_a_model_folder() {
+        let parent = tempfile::tempdir().unwrap();
+        let fill = |temp: &Path| write_file(&temp.join("manifest.json"), MODEL_MANIFEST);
+        let notes = parent.path().join("notes");
+        fs::create_dir(&notes).unwrap();
+        fs::write(notes.join("notes.txt"), b"important").unwrap();
+        let other = parent.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(
+            other.join("manifest.json"),
+            br#"{"format": "something-else"}"#,
+        )
+        .unwrap();
+        for (dest, problem) in [
+            (&notes, "no readable manifest.json"),
+            (&other, "\"something-else\""),
+        ] {
+            let before = names(dest);
+            for error in [
+                write_folder(dest, true, fill).unwrap_err(),
+                remove_folder(dest, true).unwrap_err(),
+                refuse_foreign_folder(dest).unwrap_err(),
+            ] {
+                let error = error.to_string();
+                assert!(error.contains(problem), "{error}");
+                assert!(error.contains("replaces only a model folder"), "{error}");
+                assert!(error.contains(&dest.display().to_string()), "{error}");
+            }
+            assert_eq!(names(dest), before);
+        }
+        assert_eq!(fs::read(notes.join("notes.txt")).unwrap(), b"important");
+        let empty = parent.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        write_folder(&empty, true, fill).unwrap();
+        write_folder(&empty, true, fill).expect("a model folder is replaced");
+        assert_eq!(names(&empty), vec!["manifest.json"]);
+        #[cfg(unix)]
+        {
+            let link = parent.path().join("link");
+            std::os::unix::fs::symlink(&empty, &link).unwrap();
+            let error = refuse_foreign_folder(&link).unwrap_err().to_string();
+            assert!(error.contains("symbolic link"), "{error}");
+        }
     }
 
     /// A folder a killed writer had moved aside is put back, and then, without overwrite,

@@ -31,7 +31,9 @@ mod prune;
 pub use confine::{confined, confined_reference, refuse_overlap, same_file};
 pub use error::ModelError;
 pub use external::{external_data_locations, external_location, graph_external_data};
-pub use folder::{link_or_copy, remove_folder, write_file, write_folder, write_folder_from};
+pub use folder::{
+    link_or_copy, refuse_foreign_folder, remove_folder, write_file, write_folder, write_folder_from,
+};
 pub use manifest::{
     model_id, read_num_blocks, sha256_file, BlockRef, GraphBytes, GraphRef, Manifest, FORMAT,
     FORMAT_VERSION, MANIFEST_FILE, MAX_BLOCKS, MAX_TENSOR_ELEMENTS,

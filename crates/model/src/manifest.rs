@@ -12,7 +12,7 @@ pub const FORMAT: &str = "layerprune-layered-onnx";
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The most blocks a manifest may list (`num_blocks`, and every `original_index` is below it).
-pub const MAX_BLOCKS: usize = 10_000;
+pub const MAX_BLOCKS: usize = layerprune_core::MAX_BLOCKS;
 /// The most elements one tensor the manifest's sizes imply may have (the embedding
 /// `vocab_size × hidden_size`, an MLP weight `hidden_size × intermediate_size`): 2^36, above
 /// any real model (a 256k vocabulary × 65,536) yet far below what overflows or exhausts memory

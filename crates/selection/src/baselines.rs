@@ -211,18 +211,25 @@ pub fn best_angular_run(
 /// only that block removed (a block whose removal raises the loss most is the most important).
 /// `evaluations` must hold the removal of every player alone (e.g. `sample-masks --anchors`);
 /// other rows are ignored. The game's fixed blocks (`evaluations.fixed_blocks`) are never
-/// removed, so they have no such row: they score +∞ (never chosen). Cost: one forward pass per
-/// player.
-pub fn leave_one_out_scores(evaluations: &EvaluationTable) -> Result<BlockScores, SelectionError> {
+/// removed, so they have no such row, and those of `fixed` are not players either (their rows
+/// are not needed): both score +∞ (never chosen). Cost: one forward pass per player.
+pub fn leave_one_out_scores(
+    evaluations: &EvaluationTable,
+    fixed: &[usize],
+) -> Result<BlockScores, SelectionError> {
+    let mut fixed: Vec<usize> = evaluations
+        .fixed_blocks
+        .iter()
+        .chain(fixed)
+        .copied()
+        .collect();
+    fixed.sort_unstable();
+    fixed.dedup();
     let nll_without = evaluations.rows.iter().filter_map(|row| {
         let removed = row.mask.removed_blocks();
-        (removed.len() == 1).then(|| (removed[0], row.nll))
+        (removed.len() == 1 && !fixed.contains(&removed[0])).then(|| (removed[0], row.nll))
     });
-    leave_one_out_of(
-        evaluations.num_blocks,
-        &evaluations.fixed_blocks,
-        nll_without,
-    )
+    leave_one_out_of(evaluations.num_blocks, &fixed, nll_without)
 }
 
 /// Leave-one-out played on a game whose value is −NLL (the LLM, a recorded table): every
@@ -413,7 +420,7 @@ mod tests {
             3,
             &[("111", 2.0), ("011", 5.0), ("101", 2.5), ("001", 9.0)],
         );
-        let err = leave_one_out_scores(&table).unwrap_err();
+        let err = leave_one_out_scores(&table, &[]).unwrap_err();
         assert!(
             matches!(err, SelectionError::MissingBlock { block: 2, .. }),
             "{err}"
@@ -421,7 +428,7 @@ mod tests {
         table
             .rows
             .extend(layerprune_tests::evaluation_table(3, &[("110", 3.0)]).rows);
-        let scores = leave_one_out_scores(&table).unwrap();
+        let scores = leave_one_out_scores(&table, &[]).unwrap();
         assert_eq!(scores.scores, vec![5.0, 2.5, 3.0]);
         assert_eq!(scores.llm_evaluations, 3);
         assert_eq!(crate::one_shot(&scores.scores, 1, &[]).unwrap(), vec![1]);
@@ -439,9 +446,26 @@ mod tests {
         table.fixed_blocks = vec![0];
         table.rows.retain(|r| r.mask.to_string() != "011");
         let (on_game, valued) = leave_one_out_on_game(&mut game, &[0]).unwrap();
-        assert_eq!(on_game, leave_one_out_scores(&table).unwrap());
+        assert_eq!(on_game, leave_one_out_scores(&table, &[]).unwrap());
         assert_eq!(on_game.scores, vec![f64::INFINITY, 2.5, 3.0]);
         assert_eq!((on_game.llm_evaluations, valued.len()), (2, 2));
+        // Blocks fixed by the caller need no single removal, and one that has a row is not
+        // scored from it.
+        let single_of_2: Vec<_> = table
+            .rows
+            .iter()
+            .filter(|r| r.mask.to_string() != "110")
+            .cloned()
+            .collect();
+        let without_2 = EvaluationTable {
+            rows: single_of_2,
+            ..table.clone()
+        };
+        let scores = leave_one_out_scores(&without_2, &[2]).unwrap();
+        assert_eq!(scores.scores, vec![f64::INFINITY, 2.5, f64::INFINITY]);
+        assert_eq!(scores.llm_evaluations, 1);
+        let scores = leave_one_out_scores(&table, &[1, 0]).unwrap();
+        assert_eq!(scores.scores, vec![f64::INFINITY, f64::INFINITY, 3.0]);
         // A fixed block listed twice is one fixed block.
         assert_eq!(
             leave_one_out_on_game(&mut game, &[0, 0]).unwrap().0,

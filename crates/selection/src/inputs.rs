@@ -343,24 +343,26 @@ impl LoadedPlanInputs {
         mut game: Option<&mut dyn Game>,
     ) -> Result<Vec<Plan>> {
         let method = self.method;
-        if let (Some(race), Some(windows)) = (
-            &settings.race,
-            game.as_deref().and_then(|g| g.num_windows()),
-        ) {
+        let windows = game.as_deref().and_then(|g| g.num_windows());
+        self.check(settings, windows, false)?;
+        let mut settings = settings.clone();
+        if let (Some(race), Some(windows)) = (&settings.race, windows) {
             // A race drops candidates only after its first windows: with as many as the tokens
-            // have, every candidate is measured whole, as without a race.
+            // have, every candidate is measured whole, as without a race, and the plan is named
+            // as that (not raced).
             if race.first_windows >= windows {
                 tracing::warn!(
                     "--race-windows {} is not below the calibration tokens' {windows} windows: \
-                     nothing is raced; the plan costs what the unraced method does",
+                     nothing is raced; the plan is the unraced method's, at its cost",
                     race.first_windows
                 );
+                settings.race = None;
             }
         }
         let options = PlanOptions {
             num_blocks: self.num_blocks,
             fixed: self.fixed.clone(),
-            settings: settings.clone(),
+            settings,
         };
         let mut inputs = PlanInputs {
             scores: self.scores.as_ref(),
@@ -373,11 +375,6 @@ impl LoadedPlanInputs {
             plan_method: self.plan_method.as_deref(),
             game: game.as_mut().map(|g| &mut **g as &mut dyn Game),
         };
-        // A k the model cannot lose is the user's --k, named as such (not the method's error).
-        for &k in &settings.ks {
-            crate::removable_blocks(self.num_blocks, &self.fixed, k)
-                .with_context(|| format!("--k {k}"))?;
-        }
         let mut plans = choose_plans(method, &mut inputs, &options).with_context(|| {
             match (method, &self.plans_path) {
                 (PlanMethod::FromPlan, Some(path)) => path.display().to_string(),
@@ -388,6 +385,91 @@ impl LoadedPlanInputs {
             measure_plans(game, &mut plans, self.num_blocks)?;
         }
         Ok(plans)
+    }
+
+    /// Refuses sampling settings the surrogate makes moot: with a closed form (quadratic) the
+    /// surrogate's Shapley values are exact, no permutation is sampled, so
+    /// `--permutation-pairs` (iterative, search) and `--seed` (iterative; search draws its
+    /// random starts with it) would be ignored.
+    pub fn refuse_moot_sampling(
+        &self,
+        permutation_pairs_given: bool,
+        seed_given: bool,
+    ) -> Result<()> {
+        let closed_form = self
+            .surrogate
+            .as_ref()
+            .is_some_and(|saved| saved.surrogate.exact_shapley().is_some());
+        if !closed_form {
+            return Ok(());
+        }
+        let moot = [
+            (permutation_pairs_given, "--permutation-pairs"),
+            (seed_given && self.method == PlanMethod::Iterative, "--seed"),
+        ];
+        if let Some((_, flag)) = moot.into_iter().find(|(given, _)| *given) {
+            bail!(
+                "{flag}: the surrogate has a closed form (quadratic), so --method {} computes its \
+                 Shapley values exactly and samples no permutation; leave {flag} out",
+                self.method
+            );
+        }
+        Ok(())
+    }
+
+    /// What [`LoadedPlanInputs::plans`] would refuse, checked before a model runs (the stage
+    /// calls this first, so a request it cannot meet costs no LLM evaluation and writes no
+    /// cache): the fixed blocks, each k and adaptive removal's budget
+    /// ([`crate::check_plan_request`]); a perplexity-ratio margin on fewer than two calibration
+    /// `windows` (where the tokens are read); and, with `one_plan` (a pruned model to write),
+    /// a request of more or fewer than one plan.
+    pub fn check(
+        &self,
+        settings: &PlanSettings,
+        windows: Option<usize>,
+        one_plan: bool,
+    ) -> Result<()> {
+        let adaptive = self.method == PlanMethod::Adaptive && settings.ratio_target.is_none();
+        crate::check_plan_request(
+            self.num_blocks,
+            &self.fixed,
+            &settings.ks,
+            if adaptive {
+                std::slice::from_ref(&settings.budget)
+            } else {
+                &[]
+            },
+            "--budget",
+        )?;
+        if let (Some(target), Some(windows)) = (&settings.ratio_target, windows) {
+            if target.standard_errors > 0.0 && windows < 2 {
+                bail!(
+                    "--max-ppl-ratio-se needs the standard error of a plan's NLL increase over \
+                     the calibration windows, so at least 2 windows; the tokens have {windows}"
+                );
+            }
+        }
+        if one_plan {
+            let ks = match (&settings.ratio_target, &self.earlier_plans) {
+                (Some(_), _) => None,
+                (None, Some(table)) if settings.ks.is_empty() => {
+                    Some(crate::plans::earlier_ks(table, self.plan_method.as_deref()))
+                }
+                (None, _) => Some(settings.ks.clone()),
+            };
+            if let Some(ks) = ks.filter(|ks| ks.len() > 1) {
+                bail!(
+                    "--pruned-out writes one model, but {} plans would be chosen (k = {}); \
+                     choose one with --k",
+                    ks.len(),
+                    ks.iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The plans as a plan table, recording which game value their predictions are in: the

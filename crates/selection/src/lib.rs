@@ -169,6 +169,46 @@ pub fn removable_blocks(
     Ok(players.blocks().to_vec())
 }
 
+/// What a run choosing plans checks before any model runs, so a request it cannot meet costs
+/// no LLM evaluation: every fixed block is one of the model's, every k of `ks` leaves a block
+/// to keep (named as `--k`), and each budget of adaptive removal given as a number of
+/// evaluations (`budget_flag`, with `adaptive_budgets` empty where adaptive removal is not
+/// played) is at least the least it accepts at that k ([`adaptive_min_budget`]).
+pub fn check_plan_request(
+    num_blocks: usize,
+    fixed: &[usize],
+    ks: &[usize],
+    adaptive_budgets: &[frontier::Budget],
+    budget_flag: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(&block) = fixed.iter().find(|&&block| block >= num_blocks) {
+        anyhow::bail!(
+            "fixed block {block} is not a block of this {num_blocks}-block model (its blocks are \
+             numbered from 0)"
+        );
+    }
+    for &k in ks {
+        let players = removable_blocks(num_blocks, fixed, k)
+            .with_context(|| format!("--k {k}"))?
+            .len();
+        let least = adaptive_min_budget(players, k);
+        for budget in adaptive_budgets {
+            if let frontier::Budget::Evaluations(n) = *budget {
+                if n < least {
+                    anyhow::bail!(
+                        "{budget_flag} {n}: adaptive removal of {k} of {players} removable blocks \
+                         needs at least {least} LLM evaluations (every single removal, the \
+                         leave-one-out plan, then one per step): give {least} or more, a \
+                         fraction of SLEB's cost such as 0.5sleb, or least"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The seeded generator of every random choice here: portable and the same on every platform.
 pub(crate) fn rng_from_seed(seed: u64) -> rand_chacha::ChaCha8Rng {
     use rand::SeedableRng;

@@ -579,18 +579,7 @@ fn every_earlier_plan(
     let table = inputs
         .earlier_plans
         .ok_or_else(|| needs(PlanMethod::FromPlan, "--plans"))?;
-    let mut ks: Vec<usize> = table
-        .rows
-        .iter()
-        .filter(|row| {
-            inputs
-                .plan_method
-                .is_none_or(|m| is_plan_method(&row.method, m))
-        })
-        .map(|row| row.k as usize)
-        .collect();
-    ks.sort_unstable();
-    ks.dedup();
+    let ks = earlier_ks(table, inputs.plan_method);
     if ks.is_empty() {
         return Err(SelectionError::BadOption(match inputs.plan_method {
             Some(m) if !table.rows.is_empty() => format!(
@@ -603,6 +592,20 @@ fn every_earlier_plan(
     ks.into_iter()
         .map(|k| earlier_plan(table, k, inputs.plan_method, &options.fixed))
         .collect()
+}
+
+/// The ks of an earlier plan table's plans (of `plan_method` where given), ascending, each
+/// once: what from-plan without `ks` takes.
+pub(crate) fn earlier_ks(table: &PlanTable, plan_method: Option<&str>) -> Vec<usize> {
+    let mut ks: Vec<usize> = table
+        .rows
+        .iter()
+        .filter(|row| plan_method.is_none_or(|m| is_plan_method(&row.method, m)))
+        .map(|row| row.k as usize)
+        .collect();
+    ks.sort_unstable();
+    ks.dedup();
+    ks
 }
 
 /// The one plan of an earlier plan table that removes `k` blocks (by `method` where several do).

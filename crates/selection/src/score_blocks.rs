@@ -161,7 +161,7 @@ impl BaselineFiles {
                     let (Some(table), Some(path)) = (&evaluations, &self.evaluations) else {
                         unreachable!("each estimator's input is checked first")
                     };
-                    leave_one_out_scores(table).with_context(|| {
+                    leave_one_out_scores(table, &fixed).with_context(|| {
                         format!(
                             "--evaluations {}: leave-one-out needs the evaluation of every \
                              single-block removal (sample-masks --anchors, then evaluate)",

@@ -362,8 +362,10 @@ mod tests {
         let mask_table = MaskTable {
             num_blocks: BLOCKS,
             fixed_blocks: masks_fixed.to_vec(),
+            // Only the masks that keep its fixed blocks (a table with others is refused).
             rows: masks
                 .iter()
+                .filter(|mask| masks_fixed.iter().all(|&block| mask.is_kept(block)))
                 .map(|mask| MaskRow {
                     mask: mask.clone(),
                     design: Design::Enumeration,

@@ -163,7 +163,9 @@ struct Args {
     /// keep the table as it is).
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Skip checking the model files' sha256 against the manifest.
+    /// Skip checking the model files' sha256 against the manifest (a --pruned-out folder then
+    /// carries the manifest's hashes of files nobody checked: `evaluate` checks them when it
+    /// opens the folder, and refuses one that a changed source file made wrong).
     #[arg(long)]
     no_verify: bool,
     /// Use a score table, surrogate or block statistics measured on another model than the
@@ -328,6 +330,9 @@ fn apply_prune(args: Args) -> Result<()> {
         // Runs sharing a cache wait for each other there (layerprune_evaluation's cache).
         .locked_by_stage_opt(args.cache.as_deref())
         .check()?;
+    if let Some(dest) = args.pruned_out.as_deref().filter(|_| args.overwrite) {
+        layerprune_model::refuse_foreign_folder(dest)?;
+    }
 
     let model = match &args.model {
         Some(dir) => Some(LayeredModel::open(
@@ -345,7 +350,18 @@ fn apply_prune(args: Args) -> Result<()> {
             num_blocks: model.num_blocks(),
         });
     let inputs = files.load(method, facts)?;
+    inputs.refuse_moot_sampling(args.permutation_pairs.is_some(), args.seed.is_some())?;
     let num_blocks = inputs.num_blocks;
+    let tokens = match (&model, &args.tokens) {
+        (Some(model), Some(path)) => Some(layerprune_evaluation::game_tokens(model, path)?),
+        _ => None,
+    };
+    // What the plans would refuse, before the model runs or the cache is written.
+    inputs.check(
+        &settings,
+        tokens.as_ref().map(|tokens| tokens.windows.len()),
+        args.pruned_out.is_some(),
+    )?;
     // One Shapley computation through a surrogate holds `--permutation-pairs` pairs of player
     // orders and a marginal per player for each (about 32 bytes per pair and block).
     check_memory(
@@ -355,16 +371,16 @@ fn apply_prune(args: Args) -> Result<()> {
     )?;
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(settings.seed);
-    let (mut game, dataset_id) = match (model, &args.tokens) {
-        (Some(model), Some(path)) => {
-            let (game, dataset_id) = layerprune_evaluation::llm_game(
+    let (mut game, dataset_id) = match (model, tokens) {
+        (Some(model), Some(tokens)) => {
+            let game = layerprune_evaluation::llm_game(
                 model,
-                path,
+                &tokens,
                 args.runtime.eval_options()?,
                 args.cache.as_deref(),
                 provenance.clone(),
             )?;
-            (Some(game), Some(dataset_id))
+            (Some(game), Some(tokens.dataset_id))
         }
         _ => (None, None),
     };
@@ -398,17 +414,8 @@ fn apply_prune(args: Args) -> Result<()> {
             );
         }
     }
-    if args.pruned_out.is_some() && plans.len() != 1 {
-        bail!(
-            "--pruned-out writes one model, but {} plans were chosen (k = {}); choose one with --k",
-            plans.len(),
-            plans
-                .iter()
-                .map(|plan| plan.removed.len().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    // Checked before the work too (LoadedPlanInputs::check): one plan to write as a model.
+    debug_assert!(args.pruned_out.is_none() || plans.len() == 1);
     if let (Some(game), Some(dataset_id)) = (game.as_mut(), &dataset_id) {
         provenance = provenance
             .with_input(input_role::MODEL, game.evaluator().model().model_id())
@@ -458,6 +465,14 @@ fn apply_prune(args: Args) -> Result<()> {
             0 => String::new(),
             count => format!(" and {count} weight files"),
         };
+        if args.no_verify {
+            tracing::warn!(
+                "{}: written from files not checked against {}'s manifest (--no-verify); \
+                 evaluate checks their sha256 when it opens the folder",
+                dest.display(),
+                source.display()
+            );
+        }
         let blocks = layout.manifest.num_blocks;
         tracing::info!(
             "wrote {} ({blocks} block{}; left out {}{weights})",

@@ -528,6 +528,111 @@ fn a_folder_put_back_is_not_replaced_without_overwrite() {
     assert_eq!(manifest.num_blocks, 4, "not the k = 2 folder");
 }
 
+/// A request the plans cannot meet is refused before the model runs: no cache written, no
+/// plan, no folder (a k too large, adaptive removal's budget too small, several plans for one
+/// pruned folder, a fixed block the model lacks: named as such, not as a k).
+#[test]
+fn requests_the_plans_cannot_meet_are_refused_before_the_model_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    let cache = dir.path().join("cache.parquet");
+    let folder = dir.path().join("pruned");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    for (method, k, extra, expected) in [
+        ("adaptive", "6", &[][..], "--k 6"),
+        (
+            "sleb",
+            "2",
+            &["--fixed", "9"][..],
+            "fixed block 9 is not a block of this 6-block model",
+        ),
+        (
+            "adaptive",
+            "2",
+            &["--budget", "3"][..],
+            "--budget 3: adaptive removal of 2 of 6",
+        ),
+        (
+            "sleb",
+            "1,2",
+            &["--pruned-out", &s(&folder)][..],
+            "it needs exactly one --k (got 2)",
+        ),
+    ] {
+        let mut args = measuring_args(method, k, &tokens, &plan, Some(&cache));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fail(&args, expected, &plan, Some(&folder));
+        let stderr = String::from_utf8_lossy(&apply_prune(&args).stderr).into_owned();
+        assert!(!stderr.contains("--k 2"), "{args:?}: {stderr}");
+        assert!(!cache.exists(), "{args:?} wrote the cache before refusing");
+    }
+}
+
+/// A race with no fewer first windows than the tokens have measures every candidate whole: the
+/// plan is the unraced method's and named so (a plan named raced would claim a race ran).
+#[test]
+fn a_race_that_cannot_drop_anything_names_its_plan_unraced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    let mut args = measuring_args("sleb", "2", &tokens, &plan, None);
+    args.extend(["--race-se", "3", "--race-windows", "3"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    succeed(&args);
+    let plans = read_plans(&plan).unwrap();
+    assert_eq!(plans.rows[0].method, "sleb");
+}
+
+/// `--overwrite` replaces an earlier pruned folder, never a folder of anything else: that is
+/// refused before any work, and left as it was.
+#[test]
+fn overwrite_never_replaces_a_folder_that_holds_no_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("notes.txt"), b"important").unwrap();
+    let output = pruning_by_scores(
+        &scores,
+        &tokens,
+        &fixture(),
+        "2",
+        &plan,
+        &victim,
+        &["--overwrite"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "replaced a folder of notes");
+    assert!(stderr.contains("replaces only a model folder"), "{stderr}");
+    assert!(!plan.exists(), "the plan was written before the refusal");
+    assert_eq!(
+        std::fs::read(victim.join("notes.txt")).unwrap(),
+        b"important"
+    );
+    // An earlier run's pruned folder is replaced.
+    let pruned = dir.path().join("pruned");
+    for k in ["2", "1"] {
+        let output = pruning_by_scores(
+            &scores,
+            &tokens,
+            &fixture(),
+            k,
+            &plan,
+            &pruned,
+            &["--overwrite"],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(Manifest::load(&pruned).unwrap().num_blocks, 5);
+}
+
 #[test]
 fn sleb_and_from_plan_work_on_the_tiny_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -643,7 +748,7 @@ fn sleb_and_from_plan_work_on_the_tiny_model() {
             "--pruned-out",
             &s(&folder),
         ],
-        "2 plans were chosen (k = 1, 2); choose one with --k",
+        "2 plans would be chosen (k = 1, 2); choose one with --k",
         &refused,
         Some(&folder),
     );
@@ -997,6 +1102,12 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     ];
     let mut iterative = vec!["--method", "iterative", "--k", "1,3"];
     iterative.extend(common);
+    // The quadratic surrogate's Shapley values are exact: sampling settings would be ignored.
+    for moot in [["--permutation-pairs", "4"], ["--seed", "9"]] {
+        let mut args = iterative.clone();
+        args.extend(moot);
+        fail(&args, "has a closed form (quadratic)", &plan, None);
+    }
     succeed(&iterative);
     let plans = read_plans(&plan).unwrap();
     assert_eq!(plans.rows.len(), 2);

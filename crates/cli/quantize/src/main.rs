@@ -199,6 +199,9 @@ fn quantize(args: Args) -> Result<()> {
         io.output("--out", &args.out)
     }
     .check()?;
+    if args.model.is_dir() && args.overwrite {
+        layerprune_model::refuse_foreign_folder(&args.out)?;
+    }
     if args.method == MethodArg::Rtn && args.device.device != Device::Cpu {
         bail!(
             "--device {} is for --method gptq (rounding to nearest runs no model)",

@@ -172,9 +172,35 @@ fn fixed_blocks_get_no_score_and_are_recorded_so_selection_keeps_them() {
             .collect();
         assert_eq!(blocks, vec![1, 2, 3], "{estimator}");
     }
-    // Leave-one-out cost one pass per player of the game (4: block 0 is not one).
+    // Leave-one-out costs one pass per block it scores (3: blocks 0 and 4 are not players).
     let loo = table.rows.iter().find(|r| r.estimator == "leave-one-out");
-    assert_eq!(loo.unwrap().llm_evaluations, 4);
+    assert_eq!(loo.unwrap().llm_evaluations, 3);
+    // A block fixed by --fixed needs no single removal: a table without block 4's scores the
+    // others the same.
+    let partial = dir.path().join("partial.parquet");
+    let mut game = layerprune_tables::read_evaluations(&evals).unwrap();
+    game.rows.retain(|row| row.mask.removed_blocks() != [4]);
+    write_evaluations(&partial, &game, &Provenance::new("test", "0", Vec::new())).unwrap();
+    let partly_out = dir.path().join("partly.parquet");
+    score_blocks_ok(&[
+        "--estimator",
+        "leave-one-out",
+        "--evaluations",
+        partial.to_str().unwrap(),
+        "--fixed",
+        "4",
+        "--out",
+        partly_out.to_str().unwrap(),
+    ]);
+    let partly = read_scores(&partly_out).unwrap();
+    let loo_rows = |t: &layerprune_tables::ScoreTable| -> Vec<(u32, f64)> {
+        t.rows
+            .iter()
+            .filter(|r| r.estimator == "leave-one-out")
+            .map(|r| (r.block, r.estimate))
+            .collect()
+    };
+    assert_eq!(loo_rows(&partly), loo_rows(&table));
 
     // A fixed block outside the model is refused.
     let output = score_blocks(&[

@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use layerprune_shapley::inputs::ScoreFiles;
 use layerprune_shapley::{Estimates, Estimator, EstimatorOptions};
+use layerprune_surrogate::Surrogate;
 use layerprune_tables::{write_scores, GameValue, Provenance, TableKind};
 
 /// `--samples` when not given: the published number of base masks.
@@ -144,6 +145,35 @@ fn body(args: Args) -> Result<()> {
         .output_table("--out", &args.out, TableKind::Scores)
         .check()?;
     let inputs = files.load()?;
+    // Through a surrogate with a closed form (quadratic) surrogate-shapley samples nothing: a
+    // --samples or --seed only it would read is ignored, so refused as the others are.
+    if inputs
+        .surrogate
+        .as_ref()
+        .is_some_and(|saved| saved.surrogate.exact_shapley().is_some())
+    {
+        for (flag, given, reads) in [
+            (
+                "--samples",
+                args.samples.is_some(),
+                Estimator::reads_samples as fn(Estimator) -> bool,
+            ),
+            ("--seed", args.seed.is_some(), Estimator::draws),
+        ] {
+            let readers: Vec<Estimator> = args
+                .estimators
+                .iter()
+                .copied()
+                .filter(|&e| reads(e))
+                .collect();
+            if given && readers.iter().all(|&e| e == Estimator::SurrogateShapley) {
+                bail!(
+                    "{flag}: the surrogate has a closed form (quadratic), so surrogate-shapley \
+                     computes its Shapley values exactly and samples nothing; leave {flag} out"
+                );
+            }
+        }
+    }
     // The sampled coalitions (a flag per player and some bookkeeping each) and their values.
     layerprune_cli_common::check_memory(
         "--samples x the number of players",

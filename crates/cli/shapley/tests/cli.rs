@@ -91,6 +91,45 @@ fn write_inputs(dir: &Path, players: &Players) {
         .unwrap();
 }
 
+/// A quadratic surrogate's Shapley values are exact: `--samples` and `--seed` given for
+/// surrogate-shapley alone would be ignored, so they are refused; with an estimator that
+/// samples through the surrogate they are read.
+#[test]
+fn sampling_settings_a_closed_form_ignores_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    write_inputs(dir.path(), &players);
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .current_dir(dir.path())
+            .args(["--surrogate", "surrogate.json", "--out", "scores.parquet"])
+            .args(["--estimator", "surrogate-shapley"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for flag in ["--samples", "--seed"] {
+        let output = run(&[flag, "7"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} accepted");
+        assert!(stderr.contains("has a closed form"), "{stderr}");
+        assert!(!dir.path().join("scores.parquet").exists());
+    }
+    let output = run(&[
+        "--estimator",
+        "banzhaf-marginal",
+        "--samples",
+        "200",
+        "--seed",
+        "7",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn scores_every_estimator_from_tables_and_a_surrogate() {
     let dir = tempfile::tempdir().unwrap();
