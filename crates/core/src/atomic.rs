@@ -98,14 +98,45 @@ pub fn atomic_write<T>(
     path: &Path,
     write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
 ) -> Result<T, AtomicWriteError> {
-    let temp = temp_path(path)?;
     remove_stale_temps(path);
-    let result = write_then_rename(path, &temp, write);
+    let (temp, file) = create_temp(path)?;
+    let result = write_then_rename(path, &temp, file, write);
     if result.is_err() {
-        // The temporary file may or may not exist, depending on where the failure happened.
+        // Ours (created new above), unless the rename already moved it onto `path`.
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// A new temporary file beside `path`, created exclusively: a name that exists — whatever it
+/// is, a symbolic link planted at a predictable name included — is never opened (which would
+/// truncate the file a link points to, outside the output), but skipped for the next serial.
+fn create_temp(path: &Path) -> Result<(PathBuf, File), AtomicWriteError> {
+    const TRIES: usize = 1000;
+    let mut last = None;
+    for _ in 0..TRIES {
+        let temp = temp_path(path)?;
+        match create(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((temp, e)),
+            Err(e) => {
+                return Err(AtomicWriteError::new(
+                    path,
+                    format!("cannot create {}", temp.display()),
+                    e,
+                ))
+            }
+        }
+    }
+    let (temp, e) = last.expect("TRIES > 0");
+    Err(AtomicWriteError::new(
+        path,
+        format!(
+            "cannot create a temporary file beside it ({TRIES} names taken, the last {})",
+            temp.display()
+        ),
+        e,
+    ))
 }
 
 /// Removes the temporary files of `path` left by writers that died before renaming them (a
@@ -194,7 +225,8 @@ pub fn atomic_write_bytes(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteEr
 
 fn create(temp: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    // O_CREAT | O_EXCL: fails on any existing name, and follows no symbolic link.
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
     options.open(temp)
@@ -203,10 +235,9 @@ fn create(temp: &Path) -> std::io::Result<File> {
 fn write_then_rename<T>(
     path: &Path,
     temp: &Path,
+    mut file: File,
     write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
 ) -> Result<T, AtomicWriteError> {
-    let mut file = create(temp)
-        .map_err(|e| AtomicWriteError::new(path, format!("cannot create {}", temp.display()), e))?;
     let value = write(&mut file).map_err(|e| AtomicWriteError::new(path, "writing failed", e))?;
     file.sync_all()
         .map_err(|e| AtomicWriteError::new(path, "cannot flush to disk", e))?;
@@ -256,6 +287,36 @@ mod tests {
         assert_eq!(temp_pid("x123-4"), None);
         assert_eq!(temp_pid("123-4.bak"), None);
         assert_eq!(temp_pid("99999999999-1"), None);
+    }
+
+    /// Links planted at the temporary names this process would take (a shared folder) are
+    /// never written through: the file they point to keeps its bytes, the links stay links,
+    /// and the output is a new regular file.
+    #[cfg(unix)]
+    #[test]
+    fn links_at_the_temporary_names_are_skipped_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("out.parquet");
+        let next = NEXT_TEMP.load(Ordering::Relaxed);
+        let planted: Vec<PathBuf> = (next..next + 20)
+            .map(|serial| {
+                let link = dir
+                    .path()
+                    .join(format!(".out.parquet.tmp-{}-{serial}", std::process::id()));
+                std::os::unix::fs::symlink(&victim, &link).unwrap();
+                link
+            })
+            .collect();
+        atomic_write_bytes(&path, b"PAR1").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file(), "{meta:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"PAR1");
+        for link in &planted {
+            assert!(fs::symlink_metadata(link).unwrap().file_type().is_symlink());
+        }
     }
 
     #[test]

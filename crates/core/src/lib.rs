@@ -34,6 +34,11 @@ pub use atomic::{
     atomic_write, atomic_write_bytes, dead_writers_siblings, remove_file_if_there, AtomicWriteError,
 };
 pub use contained::contain_panic;
+
+/// The most blocks a model may have, everywhere one is read (a model folder's manifest, a
+/// table's `num_blocks`): far above any real model (hundreds), yet far below what a count of
+/// players or masks of that size would exhaust memory with.
+pub const MAX_BLOCKS: usize = 10_000;
 pub use design::Design;
 pub use device::Device;
 pub use game::{values_checked, CachedGame, CountingGame, Game, GameError, RecordedGame};

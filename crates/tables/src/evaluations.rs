@@ -579,7 +579,7 @@ pub fn write_evaluations(
 
 pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
     let raw = read_table(path, TableKind::Evaluations, &fields())?;
-    let num_blocks: usize = raw.meta_parse("num_blocks")?;
+    let num_blocks: usize = raw.meta_num_blocks()?;
     let full_model_nll = match raw.meta("full_model_nll")? {
         "null" => None,
         _ => Some(raw.meta_parse::<f64>("full_model_nll")?),
@@ -621,11 +621,19 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
         None => Vec::new(),
     };
     check_partial_windows(path, &rows, &partial_windows)?;
+    let fixed_blocks = read_fixed_blocks(&raw, path, num_blocks)?;
+    crate::masks::check_rows_keep_fixed(
+        path,
+        &fixed_blocks,
+        rows.iter()
+            .map(|row| &row.mask)
+            .chain(partial_windows.iter().map(|p| &p.mask)),
+    )?;
     Ok(EvaluationTable {
         num_blocks,
         model_id: raw.meta("model_id")?.to_string(),
         dataset_id: raw.meta("dataset_id")?.to_string(),
-        fixed_blocks: read_fixed_blocks(&raw, path, num_blocks)?,
+        fixed_blocks,
         full_model_nll,
         complete: raw.meta_parse("complete")?,
         evaluated_on: raw.meta_optional(EVALUATED_ON).map(str::to_string),

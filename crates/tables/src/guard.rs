@@ -36,6 +36,15 @@ const MAX_FOOTER_BYTES: u64 = 64 << 20;
 /// page indexes nor bloom filters) before it is refused unread.
 const MAX_UNACCOUNTED_BYTES: u64 = 64 << 20;
 
+/// The values (over every column chunk) a file of `len` bytes may announce:
+/// `MIN_VALUES_ALLOWED + VALUES_PER_FILE_BYTE × len`. Run-length and dictionary encoding let a
+/// page of a few dozen bytes announce 2^31 values, which the reader would decode into memory
+/// (3 GB from a 5 KB file). A table's columns carry information (masks, NLLs, tokens), so a
+/// real one holds about a value per byte or fewer (a token table compressed: ~0.7; an
+/// evaluation table: ~0.1); the bound leaves room for long constant columns beside them.
+const MIN_VALUES_ALLOWED: u64 = 1 << 24;
+const VALUES_PER_FILE_BYTE: u64 = 64;
+
 /// The footer's length from a file's first 4 bytes and last 8 (of `len`), checked: the magic at
 /// both ends, and a footer that fits. The one frame check of [`check_ends`] and [`check_frame`].
 fn footer_length(len: u64, head: &[u8], tail: &[u8]) -> Result<u64, String> {
@@ -106,8 +115,19 @@ pub(crate) fn check_ends(
     // Older writers (parquet-mr) give a bloom filter's offset but not its length: its bytes
     // cannot be counted, so the file is not held to the bound.
     let mut uncounted_parts = false;
+    let values_allowed =
+        MIN_VALUES_ALLOWED.saturating_add(VALUES_PER_FILE_BYTE.saturating_mul(len));
+    let mut values: u64 = 0;
     for group in metadata.row_groups() {
         for chunk in group.columns() {
+            values = values.saturating_add(u64::try_from(chunk.num_values()).unwrap_or(u64::MAX));
+            if values > values_allowed {
+                return Err(format!(
+                    "the footer announces more than {values_allowed} values in a file of {len} \
+                     bytes (at most {MIN_VALUES_ALLOWED} + {VALUES_PER_FILE_BYTE} a byte): more \
+                     than a table of this size holds; refusing to decode it"
+                ));
+            }
             let start = chunk
                 .dictionary_page_offset()
                 .unwrap_or(chunk.data_page_offset());
@@ -503,8 +523,16 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// An element of a list, set or map: booleans take one byte there.
+    /// An element of a list, set or map: booleans take one byte there. Its depth is checked
+    /// here too, not only at structures: lists of lists nest without a structure between them
+    /// (100,000 levels in a 100 KB footer overflowed the stack).
     fn element(&mut self, kind: u8, depth: u32) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "nested deeper than {MAX_DEPTH} at byte {}",
+                self.position
+            ));
+        }
         match kind {
             1 | 2 => self.skip(1),
             _ => self.value(kind, depth, None, 0),
@@ -542,7 +570,23 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::covered_bytes;
+    use super::{check_footer_thrift, covered_bytes};
+
+    #[test]
+    fn lists_nested_past_the_depth_bound_are_refused_without_recursing_further() {
+        // A structure whose field 1 is a list of one list of one list ...: 0x19 is both the
+        // field header (delta 1, list) and the list header (one element, a list).
+        for levels in [40usize, 100_001] {
+            let mut footer = vec![0x19u8; levels];
+            footer.extend([0x09, 0x00]);
+            let error = check_footer_thrift(&footer).unwrap_err();
+            assert!(error.contains("nested deeper than 32"), "{error}");
+        }
+        // Ten levels are fine (the innermost list is empty).
+        let mut footer = vec![0x19u8; 10];
+        footer.extend([0x09, 0x00]);
+        let _ = check_footer_thrift(&footer);
+    }
 
     #[test]
     fn covered_bytes_count_overlaps_once_and_gaps_not_at_all() {

@@ -211,8 +211,15 @@ fn open(
     file.read_to_end(&mut bytes)
         .map_err(|e| TableError::io(path, "cannot read", e))?;
     let footer_start = guard::check_frame(&bytes).map_err(not_parquet)?;
-    let builder = unpanicked(path, || ParquetRecordBatchReaderBuilder::try_new(file))?
-        .map_err(|e| not_parquet(e.to_string()))?;
+    // The columns' types from the Parquet schema alone, not from the Arrow schema a writer
+    // may embed: the same column then reads as the same type from any writer (polars embeds
+    // LargeUtf8 and LargeList, pyarrow may embed dictionaries; both are Utf8 and List here).
+    let options =
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    let builder = unpanicked(path, || {
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+    })?
+    .map_err(|e| not_parquet(e.to_string()))?;
     guard::check_chunks(&bytes, footer_start, builder.metadata()).map_err(not_parquet)?;
     check_codecs(path, builder.metadata())?;
     let metadata = builder
@@ -480,6 +487,25 @@ impl<'p> RawTable<'p> {
                 format!("metadata entry {} = {text:?}: {e}", key(name)),
             )
         })
+    }
+
+    /// The table's `num_blocks` metadata entry: a number of blocks up to
+    /// [`layerprune_core::MAX_BLOCKS`] (what a model may have); a larger one would size every
+    /// count of players and masks made from the table.
+    pub fn meta_num_blocks(&self) -> Result<usize, TableError> {
+        let num_blocks: usize = self.meta_parse("num_blocks")?;
+        if num_blocks > layerprune_core::MAX_BLOCKS {
+            return Err(TableError::bad(
+                self.path,
+                format!(
+                    "metadata entry {} = {num_blocks}: more blocks than a model may have (at \
+                     most {})",
+                    key("num_blocks"),
+                    layerprune_core::MAX_BLOCKS
+                ),
+            ));
+        }
+        Ok(num_blocks)
     }
 
     /// A required metadata entry holding JSON.

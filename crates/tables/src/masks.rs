@@ -131,6 +131,28 @@ pub(crate) fn check_fixed_blocks(
     }
 }
 
+/// Refuses a row whose mask removes a block the table says is fixed (never removed): such a
+/// table contradicts itself, and the stages reading it would disagree on what it means (one
+/// drops those rows, another fits on them).
+pub(crate) fn check_rows_keep_fixed<'a>(
+    path: &Path,
+    fixed: &[usize],
+    masks: impl IntoIterator<Item = &'a layerprune_core::Mask>,
+) -> Result<(), TableError> {
+    for (row, mask) in masks.into_iter().enumerate() {
+        if let Some(block) = fixed.iter().find(|&&block| !mask.is_kept(block)) {
+            return Err(TableError::bad(
+                path,
+                format!(
+                    "row {row}: mask {mask} removes block {block}, which the table's \
+                     fixed_blocks say is never removed"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The `fixed_blocks` metadata value: a JSON list, ascending.
 pub(crate) fn encode_fixed_blocks(path: &Path, fixed: &[usize]) -> Result<String, TableError> {
     serde_json::to_string(fixed)
@@ -185,7 +207,7 @@ pub fn write_masks(
 
 pub fn read_masks(path: &Path) -> Result<MaskTable, TableError> {
     let raw = read_table(path, TableKind::Masks, &fields())?;
-    let num_blocks: usize = raw.meta_parse("num_blocks")?;
+    let num_blocks: usize = raw.meta_num_blocks()?;
     let fixed_blocks: Vec<usize> = raw.meta_json("fixed_blocks")?;
     check_fixed_blocks(path, num_blocks, &fixed_blocks)?;
     let mut rows = Vec::with_capacity(raw.num_rows());
@@ -214,6 +236,7 @@ pub fn read_masks(path: &Path) -> Result<MaskTable, TableError> {
             });
         }
     }
+    check_rows_keep_fixed(path, &fixed_blocks, rows.iter().map(|row| &row.mask))?;
     Ok(MaskTable {
         num_blocks,
         fixed_blocks,

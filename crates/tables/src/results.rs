@@ -171,7 +171,7 @@ pub fn read_scores(path: &Path) -> Result<ScoreTable, TableError> {
             });
         }
     }
-    let num_blocks = raw.meta_parse("num_blocks")?;
+    let num_blocks = raw.meta_num_blocks()?;
     let table = ScoreTable {
         num_blocks,
         fixed_blocks: read_fixed_blocks(&raw, path, num_blocks)?,
@@ -572,7 +572,7 @@ fn check_plan_mask_id(
 
 pub fn read_plans(path: &Path) -> Result<PlanTable, TableError> {
     let raw = read_table(path, TableKind::Plans, &plan_fields())?;
-    let num_blocks: usize = raw.meta_parse("num_blocks")?;
+    let num_blocks: usize = raw.meta_num_blocks()?;
     // Files written before 2026-12-04 do not say which value their predictions are in.
     let value = match raw.meta_optional("value") {
         Some(_) => Some(raw.meta_parse::<GameValue>("value")?),

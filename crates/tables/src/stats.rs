@@ -147,7 +147,7 @@ pub fn read_block_stats(path: &Path) -> Result<BlockStatsTable, TableError> {
         }
     }
     let table = BlockStatsTable {
-        num_blocks: raw.meta_parse("num_blocks")?,
+        num_blocks: raw.meta_num_blocks()?,
         model_id: raw.meta("model_id")?.to_string(),
         dataset_id: raw.meta("dataset_id")?.to_string(),
         rows,

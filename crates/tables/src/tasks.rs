@@ -101,7 +101,7 @@ pub fn write_task_choices(
 
 pub fn read_task_choices(path: &Path) -> Result<TaskChoiceTable, TableError> {
     let raw = read_table(path, TableKind::TaskChoices, &choice_fields())?;
-    let num_blocks: usize = raw.meta_parse("num_blocks")?;
+    let num_blocks: usize = raw.meta_num_blocks()?;
     let mut rows = Vec::with_capacity(raw.num_rows());
     for chunk in raw.chunks() {
         let masks = read_mask_column(&chunk, num_blocks)?;
@@ -229,7 +229,7 @@ pub fn write_task_accuracies(
 
 pub fn read_task_accuracies(path: &Path) -> Result<TaskAccuracyTable, TableError> {
     let raw = read_table(path, TableKind::TaskAccuracies, &accuracy_fields())?;
-    let num_blocks: usize = raw.meta_parse("num_blocks")?;
+    let num_blocks: usize = raw.meta_num_blocks()?;
     let mut rows = Vec::with_capacity(raw.num_rows());
     for chunk in raw.chunks() {
         let masks = read_mask_column(&chunk, num_blocks)?;

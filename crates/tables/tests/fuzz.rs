@@ -378,11 +378,16 @@ fn mutated_tables_are_refused_cleanly_and_never_hang() {
 /// The mutants the fuzzer found before the structural checks (tests/data): two masks tables
 /// whose first page header announces an unknown field holding a map of 2^31 doubles (parquet
 /// 60.1 then "skips" past the end of the file 2^31 times: hours at 100 % CPU) or a list of
-/// 2^31 booleans, and one whose footer gives a column chunk a negative offset (a panic).
-const STRUCTURAL: [&str; 3] = [
+/// 2^31 booleans, and one whose footer gives a column chunk a negative offset (a panic); and
+/// two a reviewer made: a 100 KB footer of 100,000 nested lists (a stack overflow, an abort)
+/// and a 5 KB token table whose dictionary-encoded pages announce 400 million tokens (3.3 GB
+/// decoded into memory).
+const STRUCTURAL: [&str; 5] = [
     "hang-masks-page-header-map-of-doubles.parquet",
     "hang-masks-page-header-list-of-bools.parquet",
     "panic-masks-negative-column-start.parquet",
+    "overflow-footer-nested-lists.parquet",
+    "bomb-tokens-dictionary-400m-values.parquet",
 ];
 
 /// Mutants that pass the structural checks and panic parquet 60.1's decoder inside a page

@@ -263,6 +263,69 @@ fn empty_tables_and_missing_seed_round_trip() {
     assert_eq!(read_provenance(&file).unwrap(), provenance);
 }
 
+/// A `num_blocks` beyond what a model may have is refused on reading, naming it: the count
+/// sizes every set of players and masks a stage makes from the table (2^62 made `shapley`
+/// allocate until the machine ran out of memory).
+#[test]
+fn a_table_of_more_blocks_than_a_model_may_have_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evaluations.parquet");
+    for (num_blocks, accepted) in [(layerprune_core::MAX_BLOCKS, true), (1usize << 62, false)] {
+        let table = EvaluationTable::new(num_blocks, "m", "d");
+        write_evaluations(&path, &table, &provenance()).unwrap();
+        match read_evaluations(&path) {
+            Ok(read) => assert!(accepted && read.num_blocks == num_blocks),
+            Err(error) => {
+                assert!(!accepted, "{error}");
+                names_file(&error, &path);
+                assert!(
+                    error
+                        .to_string()
+                        .contains("more blocks than a model may have"),
+                    "{error}"
+                );
+            }
+        }
+    }
+}
+
+/// A row that removes a block the table says is fixed makes the table contradict itself: a
+/// masks or evaluation table holding one is refused, naming the row and the block.
+#[test]
+fn a_row_removing_a_fixed_block_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks_path = dir.path().join("masks.parquet");
+    let row = |id: &str| MaskRow {
+        mask: mask(id),
+        design: Design::Anchor,
+        group_id: None,
+        position: None,
+    };
+    let masks = MaskTable {
+        num_blocks: 3,
+        fixed_blocks: vec![0],
+        rows: vec![row("111"), row("101"), row("011")],
+    };
+    write_masks(&masks_path, &masks, &provenance()).unwrap();
+    let error = read_masks(&masks_path).unwrap_err();
+    names_file(&error, &masks_path);
+    assert!(
+        error
+            .to_string()
+            .contains("row 2: mask 011 removes block 0"),
+        "{error}"
+    );
+    let evaluations_path = dir.path().join("evaluations.parquet");
+    let mut table = evaluation_table();
+    table.fixed_blocks = vec![1];
+    write_evaluations(&evaluations_path, &table, &provenance()).unwrap();
+    let error = read_evaluations(&evaluations_path).unwrap_err();
+    assert!(error.to_string().contains("removes block 1"), "{error}");
+    table.rows.retain(|r| r.mask.is_kept(1));
+    write_evaluations(&evaluations_path, &table, &provenance()).unwrap();
+    assert_eq!(read_evaluations(&evaluations_path).unwrap(), table);
+}
+
 #[test]
 fn dataset_id_depends_on_every_token_and_the_window_length() {
     let windows = vec![vec![1, 2], vec![3, 4]];
@@ -496,6 +559,20 @@ fn tables_other_tools_compressed_with_any_common_codec_are_read() {
     let error = read_evaluations(&path).unwrap_err();
     names_file(&error, &path);
     assert!(error.to_string().contains("Brotli"), "{error}");
+}
+
+/// Columns a writer declares with Arrow's 64-bit-offset types (polars: `large_string`,
+/// `large_list`) hold what the 32-bit ones do: the table reads the same. The file is one of
+/// this crate's evaluation tables (beside it) rewritten by pyarrow with those types.
+#[test]
+fn tables_with_large_string_and_list_columns_are_read() {
+    let codecs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codecs");
+    let large = read_evaluations(&codecs.join("evaluations-large-types.parquet"))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let ours = read_evaluations(&codecs.join("evaluations.parquet")).unwrap();
+    assert_eq!(large, ours);
+    assert_eq!(large.rows.len(), 64);
+    assert!(large.rows.iter().all(|row| row.window_nlls.is_some()));
 }
 
 #[test]
