@@ -63,6 +63,18 @@ pub(crate) fn allocate_within(
     allocation: &Allocation,
     capacities: &[u128],
 ) -> Result<Vec<usize>, SamplingError> {
+    let weights = stratum_weights(strata, players, total, allocation)?;
+    Ok(allocate_weighted(&weights, total, capacities))
+}
+
+/// The weight of each stratum under `allocation` (the share of the budget is proportional to
+/// it), after checking the request.
+pub(crate) fn stratum_weights(
+    strata: &[usize],
+    players: usize,
+    total: usize,
+    allocation: &Allocation,
+) -> Result<Vec<f64>, SamplingError> {
     if total == 0 {
         return Err(SamplingError::ZeroRequested { what: "masks" });
     }
@@ -75,7 +87,7 @@ pub(crate) fn allocate_within(
             players,
         });
     }
-    let weights: Vec<f64> = match allocation {
+    Ok(match allocation {
         Allocation::Equal => vec![1.0; strata.len()],
         Allocation::Proportional => strata.iter().map(|&k| binomial_f64(players, k)).collect(),
         Allocation::Neyman(pilot) => {
@@ -103,10 +115,14 @@ pub(crate) fn allocate_within(
             }
             weights
         }
-    };
+    })
+}
 
-    let mut counts = vec![0usize; strata.len()];
-    let mut open: Vec<usize> = (0..strata.len()).filter(|&i| capacities[i] > 0).collect();
+/// Splits `total` over units (strata, or classes of strata) in proportion to `weights`, each
+/// unit at most its capacity, the excess redistributed (see [`allocate`] for the rounding).
+pub(crate) fn allocate_weighted(weights: &[f64], total: usize, capacities: &[u128]) -> Vec<usize> {
+    let mut counts = vec![0usize; weights.len()];
+    let mut open: Vec<usize> = (0..weights.len()).filter(|&i| capacities[i] > 0).collect();
     let mut remaining = total;
     while remaining > 0 && !open.is_empty() {
         let weight_sum: f64 = open.iter().map(|&i| weights[i]).sum();
@@ -156,7 +172,7 @@ pub(crate) fn allocate_within(
         }
         remaining = 0;
     }
-    Ok(counts)
+    counts
 }
 
 /// Per-stratum count and standard deviation of recorded values, for the Neyman allocation.

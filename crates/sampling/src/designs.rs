@@ -77,6 +77,36 @@ impl<'p> Seen<'p> {
     pub(crate) fn in_stratum(&self, stratum: usize) -> usize {
         self.per_stratum.get(&stratum).copied().unwrap_or(0)
     }
+
+    /// Complement pairs {S, S^c} with S removing `stratum` players that can still be drawn
+    /// whole (neither member taken): the room of the class {`stratum`, n − `stratum`}. There
+    /// are C(n, k) such pairs, C(n, k) / 2 for the middle stratum (k = n − k), where each pair
+    /// lies inside the stratum.
+    pub(crate) fn free_pairs(&self, stratum: usize) -> u128 {
+        let player_count = self.players.len();
+        let other = player_count - stratum;
+        // Taken pairs, counted twice: a taken member whose complement is free counts 2, a pair
+        // with both members taken counts 1 per member.
+        let mut twice_taken: u128 = 0;
+        if self.in_stratum(stratum) + self.in_stratum(other) > 0 {
+            for mask in &self.masks {
+                if !self.players.keeps_fixed(mask) {
+                    continue;
+                }
+                let removed = self.players.num_removed_players(mask);
+                if removed == stratum || removed == other {
+                    let both = self.masks.contains(&self.players.complement(mask));
+                    twice_taken += if both { 1 } else { 2 };
+                }
+            }
+        }
+        let pairs = if stratum == other {
+            binomial(player_count, stratum) / 2
+        } else {
+            binomial(player_count, stratum)
+        };
+        pairs.saturating_sub(twice_taken / 2)
+    }
 }
 
 /// Draws up to `requested` masks removing exactly `stratum` players, uniformly among the masks

@@ -4,7 +4,7 @@ use layerprune_core::Mask;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::allocation::{allocate_within, binomial};
+use crate::allocation::{allocate_weighted, allocate_within, binomial, stratum_weights};
 use crate::designs::{draw_stratum, Seen};
 use crate::{
     anchors, complement_pairs, enumerate_all, permutation_chains, resolve_strata, Allocation,
@@ -49,11 +49,14 @@ pub struct StratumSummary {
     pub removed: usize,
     /// Masks in the stratum, `C(players, removed)`.
     pub possible: u128,
-    /// Masks not already taken when the stratum was allocated.
+    /// Masks not already taken when the stratum was allocated. With complement pairs: the
+    /// pairs of the class {k, n − k} with neither member taken, a room the two strata of the
+    /// class share when both are listed.
     pub available: u128,
-    /// Masks the allocation gave the stratum.
+    /// Masks (pairs, with complement pairs) the allocation gave the stratum.
     pub allocated: usize,
-    /// Masks actually drawn (fewer than allocated only when complement pairs use up the room).
+    /// Masks actually drawn; with complement pairs it includes what the other stratum of the
+    /// class could not draw of its share (not expected: the room is counted exactly).
     pub drawn: usize,
 }
 
@@ -125,36 +128,44 @@ pub fn sample(
         let player_count = players.len();
         let strata = resolve_strata(&design.strata, player_count)?;
         let possible: Vec<u128> = strata.iter().map(|&k| binomial(player_count, k)).collect();
-        let available: Vec<u128> = strata
-            .iter()
-            .zip(&possible)
-            .map(|(&k, &size)| {
-                let mut taken = seen.in_stratum(k) as u128;
-                if plan.complement_pairs && 2 * k != player_count {
-                    taken += seen.in_stratum(player_count - k) as u128;
-                }
-                size.saturating_sub(taken)
-            })
-            .collect();
-        let allocated = allocate_within(
-            &strata,
-            player_count,
-            design.total_masks,
-            &design.allocation,
-            &available,
-        )?;
+        let (available, allocated) = if plan.complement_pairs {
+            allocate_pairs(&strata, player_count, design, &seen)?
+        } else {
+            let available: Vec<u128> = strata
+                .iter()
+                .zip(&possible)
+                .map(|(&k, &size)| size.saturating_sub(seen.in_stratum(k) as u128))
+                .collect();
+            let allocated = allocate_within(
+                &strata,
+                player_count,
+                design.total_masks,
+                &design.allocation,
+                &available,
+            )?;
+            (available, allocated)
+        };
+        // With complement pairs, what a stratum could not draw of its share goes to the other
+        // stratum of its class (listed later), which draws from the same pairs.
+        let mut carried = vec![0usize; strata.len()];
         for (i, &stratum) in strata.iter().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             rng.set_stream(1 + stratum as u64);
+            let requested = allocated[i] + carried[i];
             let drawn = draw_stratum(
                 players,
                 stratum,
-                allocated[i],
+                requested,
                 plan.complement_pairs,
                 &mut seen,
                 &mut rng,
             );
             if plan.complement_pairs {
+                if let Some(j) = strata.iter().position(|&k| k + stratum == player_count) {
+                    if j > i {
+                        carried[j] += requested - drawn.len();
+                    }
+                }
                 if !drawn.is_empty() {
                     let first = first_id(next_group_id, drawn.len())?;
                     rows.extend(complement_pairs(players, &drawn, first)?);
@@ -210,4 +221,52 @@ pub fn sample(
         rows,
         strata: summaries,
     })
+}
+
+/// The stratified budget of a complement-pair design, counted in pairs. A pair drawn in
+/// stratum k has its complement in stratum n − k, so the strata k and n − k draw from the same
+/// room, the pairs of the class {k, n − k} neither of whose members is taken yet (the middle
+/// stratum, k = n − k, is a class of its own, with half as many pairs as masks). The budget is
+/// allocated over the classes, each weighing the sum of its listed strata's weights and holding
+/// at most its room, the excess going to the other classes; a class's pairs are then split
+/// between its listed strata, the first (the smaller k) taking the odd one. Returns, per
+/// stratum, the room of its class and its share.
+fn allocate_pairs(
+    strata: &[usize],
+    player_count: usize,
+    design: &StratifiedDesign,
+    seen: &Seen<'_>,
+) -> Result<(Vec<u128>, Vec<usize>), SamplingError> {
+    let weights = stratum_weights(strata, player_count, design.total_masks, &design.allocation)?;
+    // class of each stratum, keyed by its smaller member
+    let key = |k: usize| k.min(player_count - k);
+    let mut classes: Vec<usize> = strata.iter().map(|&k| key(k)).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let class_of = |k: usize| classes.binary_search(&key(k)).expect("listed class");
+    let mut class_weights = vec![0.0; classes.len()];
+    for (&k, &weight) in strata.iter().zip(&weights) {
+        class_weights[class_of(k)] += weight;
+    }
+    let rooms: Vec<u128> = classes.iter().map(|&k| seen.free_pairs(k)).collect();
+    let class_counts = allocate_weighted(&class_weights, design.total_masks, &rooms);
+    let mut available = Vec::with_capacity(strata.len());
+    let mut allocated = Vec::with_capacity(strata.len());
+    for (i, &k) in strata.iter().enumerate() {
+        let class = class_of(k);
+        let members: Vec<usize> = (0..strata.len())
+            .filter(|&j| class_of(strata[j]) == class)
+            .collect();
+        let count = class_counts[class];
+        let share = if members.len() == 1 {
+            count
+        } else if members[0] == i {
+            count.div_ceil(2)
+        } else {
+            count / 2
+        };
+        available.push(rooms[class]);
+        allocated.push(share);
+    }
+    Ok((available, allocated))
 }

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use layerprune_core::Mask;
 use layerprune_sampling::{
-    sample, Allocation, Design, Existing, PilotStratum, Players, SampleOutcome, SampledMask,
-    SamplingError, SamplingPlan, StrataSpec, StratifiedDesign,
+    binomial, sample, Allocation, Design, Existing, PilotStratum, Players, SampleOutcome,
+    SampledMask, SamplingError, SamplingPlan, StrataSpec, StratifiedDesign,
 };
 
 fn stratified(strata: StrataSpec, total_masks: usize) -> SamplingPlan {
@@ -208,6 +208,62 @@ fn appending_adds_only_new_masks_and_continues_group_ids() {
     )
     .unwrap();
     assert_eq!(third.rows.len(), 6);
+}
+
+/// Strata k and n − k draw complement pairs from the same room: the budget is allocated over
+/// the classes {k, n − k}, so a class is never promised its room twice and the pairs the small
+/// classes cannot take go to the others. (Until 2026-12-06 each stratum of a class was given
+/// the class's room: 12 players, strata 1..=11, 1,000 pairs delivered 901.)
+#[test]
+fn complement_pairs_deliver_the_budget_and_respect_each_class_room() {
+    let players = Players::new(30, &(0..16).chain([28, 29]).collect::<Vec<_>>()).unwrap();
+    let n = players.len();
+    assert_eq!(n, 12);
+    for (strata, total) in [
+        ((1..=11).collect::<Vec<i64>>(), 1000),
+        (vec![1, 6, 11], 500),
+    ] {
+        let plan = SamplingPlan {
+            complement_pairs: true,
+            ..stratified(StrataSpec::Removed(strata.clone()), total)
+        };
+        let outcome = run(&players, &plan, 4);
+        let pairs = outcome
+            .rows
+            .iter()
+            .filter(|row| row.design == Design::Stratum)
+            .count();
+        // strata 1, 6, 11: room 12 + 462 pairs < 500
+        let expected = if strata.len() == 3 { 12 + 462 } else { total };
+        assert_eq!(pairs, expected, "strata {strata:?}");
+        let distinct: HashSet<&Mask> = outcome.rows.iter().map(|row| &row.mask).collect();
+        assert_eq!(distinct.len(), outcome.rows.len());
+        // per class {k, n − k}: pairs drawn within its room, the shares as allocated
+        let mut by_class: BTreeMap<usize, usize> = BTreeMap::new();
+        for stratum in &outcome.strata {
+            assert_eq!(stratum.drawn, stratum.allocated, "{stratum:?}");
+            *by_class
+                .entry(stratum.removed.min(n - stratum.removed))
+                .or_default() += stratum.drawn;
+        }
+        for (&k, &drawn) in &by_class {
+            let room = if 2 * k == n {
+                binomial(n, k) / 2
+            } else {
+                binomial(n, k)
+            };
+            assert!(drawn as u128 <= room, "class {k}: {drawn} > {room}");
+            if strata.len() == 3 {
+                assert_eq!(drawn as u128, room, "class {k}");
+            }
+        }
+        // equal allocation: the two strata of a class share it evenly
+        if strata.len() == 11 {
+            assert_eq!(by_class[&1], 12);
+            assert_eq!(by_class[&2], 66);
+            assert!(outcome.strata.iter().all(|s| s.drawn >= 6));
+        }
+    }
 }
 
 #[test]

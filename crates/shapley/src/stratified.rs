@@ -53,6 +53,7 @@ use crate::exact::all_masks;
 use crate::regression::{
     held_out_r2, HalfSurrogate, SurrogateTarget, MAX_SURROGATE_ENUMERATED_PLAYERS,
 };
+use crate::values::{partly_known_mean, variance_of_mean};
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError};
 use layerprune_core::Game;
 
@@ -240,27 +241,17 @@ pub fn stratified_estimate(
         }
         for (i, v) in variance.iter_mut().enumerate() {
             for kept in [true, false] {
-                let values = masks
+                let values: Vec<f64> = masks
                     .iter()
                     .filter(|(m, _)| m.is_kept(i) == kept)
-                    .map(|(_, v)| *v);
-                *v += variance_of_mean(values) / (n * n) as f64;
+                    .map(|(_, v)| *v)
+                    .collect();
+                *v += variance_of_mean(&values) / (n * n) as f64;
             }
         }
     }
     let std_errors = variance.iter().map(|v| v.sqrt()).collect();
     Ok(Estimates::new(STRATIFIED_SHAPLEY, phi, Some(std_errors)))
-}
-
-/// Variance of the mean of a sample (0 below two values).
-fn variance_of_mean(values: impl Iterator<Item = f64>) -> f64 {
-    let values: Vec<f64> = values.collect();
-    let count = values.len() as f64;
-    if values.len() < 2 {
-        return 0.0;
-    }
-    let mean = values.iter().sum::<f64>() / count;
-    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0) / count
 }
 
 /// Σ f over each subpopulation (size s, player i kept or removed), by size: over `enumerated`
@@ -409,7 +400,6 @@ pub fn regression_adjusted_stratified_estimate(
                 let predictions = known_predictions.side(kept);
                 let residual = residuals.side(kept);
                 for i in 0..n {
-                    let unknown = population - values.counts[i] as f64;
                     // Known masks exactly, the others through f_k ...
                     let sum = values.sums[i] + surrogate_total[size][side][i] - predictions.sums[i];
                     let fold = &mut subpopulations[size][side][i];
@@ -419,13 +409,15 @@ pub fn regression_adjusted_stratified_estimate(
                         continue;
                     }
                     // ... plus f_k's mean error on the held-out ones.
-                    let held = rows
+                    let held: Vec<f64> = rows
                         .iter()
                         .filter(|r| r.3 && r.0.is_kept(i) == kept)
-                        .map(|r| r.1 - r.2);
+                        .map(|r| r.1 - r.2)
+                        .collect();
+                    let known = values.counts[i] as f64;
                     fold.add_corrected(
-                        (sum + unknown * residual.mean(i, 0.0)) / population,
-                        (unknown / population).powi(2) * variance_of_mean(held),
+                        partly_known_mean(population, known, sum, &held),
+                        ((population - known) / population).powi(2) * variance_of_mean(&held),
                     );
                 }
             }

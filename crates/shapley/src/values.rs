@@ -158,3 +158,24 @@ pub(crate) fn mean_and_se(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, Option<
     let se = var.iter().map(|v| (v / count).sqrt()).collect();
     (mean, Some(se))
 }
+
+/// The mean of a quantity over a finite population of `population` members, `known` of which
+/// enter exactly while the other `population − known` are represented by `held`, a uniform
+/// sample of them drawn without replacement: (`exact_sum` + (population − known) · mean(held))
+/// / population, `exact_sum` holding the known members' sum (and any baseline for the others
+/// that `held` is a residual about). Unbiased given which members are known. `held` must not
+/// be empty.
+pub(crate) fn partly_known_mean(population: f64, known: f64, exact_sum: f64, held: &[f64]) -> f64 {
+    let held_mean = held.iter().sum::<f64>() / held.len() as f64;
+    (exact_sum + (population - known) * held_mean) / population
+}
+
+/// Variance of the mean of a sample (0 below two values).
+pub(crate) fn variance_of_mean(values: &[f64]) -> f64 {
+    let count = values.len() as f64;
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let mean = values.iter().sum::<f64>() / count;
+    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0) / count
+}

@@ -15,6 +15,12 @@
 //! shrinks every coefficient in the units in which the Shapley closed form reads them; scaling
 //! by the standard deviation would penalise rare pairs less than common ones for no reason
 //! that the game gives.
+//!
+//! Blocks that do not vary over the training masks (the fixed blocks) are left out of the
+//! system, their coefficients 0 in the result (the saved format is unchanged): their features
+//! are constant and their pairs repeat the players' own features, which made a fit without a
+//! ridge singular and, with one, split a player's effect between w_j and w_fj (until
+//! 2026-12-06).
 
 use layerprune_core::Mask;
 use serde::{Deserialize, Serialize};
@@ -81,16 +87,33 @@ impl QuadraticSurrogate {
                 gib: 8.0 * (features as f64).powi(2) / f64::from(1u32 << 30),
             });
         }
+        // Blocks constant over the rows (the fixed blocks, kept in every mask) have constant
+        // features, and their pair with a block j repeats j's own feature: they leave the
+        // system singular without a ridge, and with one they split j's effect between w_j and
+        // w_fj, penalising the players unevenly. They are left out (coefficients 0; the
+        // intercept takes their constant part).
+        let varying: Vec<usize> = (0..num_players)
+            .filter(|&i| {
+                let first = masks.first().is_some_and(|m| m.is_kept(i));
+                masks.iter().any(|m| m.is_kept(i) != first)
+            })
+            .collect();
+        let fitted = varying.len();
+        let mut reduced = Mask::empty(fitted);
         let equations =
-            NormalEquations::of_binary_rows(num_features(num_players), targets, |row, active| {
-                add_active_features(num_players, &masks[row], active)
+            NormalEquations::of_binary_rows(num_features(fitted), targets, |row, active| {
+                for (a, &block) in varying.iter().enumerate() {
+                    reduced.set(a, masks[row].is_kept(block));
+                }
+                add_active_features(fitted, &reduced, active)
             });
         let (intercept, weights) = equations.solve(ridge_alpha)?;
-        let linear = weights[..num_players].to_vec();
+        let mut linear = vec![0.0; num_players];
         let mut pairs = vec![vec![0.0; num_players]; num_players];
-        for i in 0..num_players {
-            for j in i + 1..num_players {
-                let w = weights[pair_feature(num_players, i, j)];
+        for (a, &i) in varying.iter().enumerate() {
+            linear[i] = weights[a];
+            for (b, &j) in varying.iter().enumerate().skip(a + 1) {
+                let w = weights[pair_feature(fitted, a, b)];
                 pairs[i][j] = w;
                 pairs[j][i] = w;
             }
@@ -441,6 +464,61 @@ mod tests {
         // Added row by row in the same order, times 1.0: the same bits.
         assert_eq!(statistics.cross, dense.cross);
         assert_eq!(statistics.target_sum, dense.target_sum);
+    }
+
+    /// Fixed blocks (kept in every mask) have constant features, and their pairs repeat the
+    /// players' own features: kept in the system they made it singular without a ridge
+    /// (`--ridge-alpha 0` failed) and split each player's effect between w_j and w_fj under
+    /// one. Left out, an exactly quadratic game over the players is recovered with α = 0, and
+    /// every coefficient of a fixed block is 0.
+    #[test]
+    fn fixed_blocks_are_left_out_of_the_fit() {
+        let (blocks, fixed) = (6, [0usize, 4]);
+        let players: Vec<usize> = (0..blocks).filter(|b| !fixed.contains(b)).collect();
+        let masks: Vec<Mask> = (0..1u32 << players.len())
+            .map(|bits| {
+                let mut mask = Mask::full(blocks);
+                for (k, &b) in players.iter().enumerate() {
+                    mask.set(b, bits >> k & 1 == 1);
+                }
+                mask
+            })
+            .collect();
+        let value = |m: &Mask| {
+            let x = |b: usize| f64::from(u8::from(m.is_kept(b)));
+            0.3 + 0.5 * x(1) - 0.2 * x(2) + 0.1 * x(3) + 0.7 * x(5) + 0.25 * x(1) * x(3)
+                - 0.4 * x(2) * x(5)
+        };
+        let targets: Vec<f64> = masks.iter().map(value).collect();
+        let model = QuadraticSurrogate::fit(blocks, &masks, &targets, 0.0).unwrap();
+        for (m, t) in masks.iter().zip(&targets) {
+            assert!((model.predict(std::slice::from_ref(m))[0] - t).abs() < 1e-10);
+        }
+        assert!((model.linear[1] - 0.5).abs() < 1e-10 && (model.pairs[2][5] + 0.4).abs() < 1e-10);
+        for f in fixed {
+            assert_eq!(model.linear[f], 0.0);
+            assert!(model.pairs[f].iter().all(|&w| w == 0.0));
+            assert!((0..blocks).all(|j| model.pairs[j][f] == 0.0));
+        }
+        // With a ridge, the players' coefficients do not depend on whether the fixed blocks'
+        // columns exist: the same as the fit over the players alone.
+        let alone: Vec<Mask> = masks
+            .iter()
+            .map(|m| Mask::from_kept(players.iter().map(|&b| m.is_kept(b)).collect()))
+            .collect();
+        let ridge = QuadraticSurrogate::fit(blocks, &masks, &targets, 0.01).unwrap();
+        let reference = QuadraticSurrogate::fit(players.len(), &alone, &targets, 0.01).unwrap();
+        assert!((ridge.intercept - reference.intercept).abs() < 1e-12);
+        for (a, &i) in players.iter().enumerate() {
+            assert!((ridge.linear[i] - reference.linear[a]).abs() < 1e-12);
+            for (b, &j) in players.iter().enumerate() {
+                assert!((ridge.pairs[i][j] - reference.pairs[a][b]).abs() < 1e-12);
+            }
+        }
+        // Every row the same mask: nothing varies, the fit is the mean.
+        let same = vec![Mask::full(blocks); 3];
+        let flat = QuadraticSurrogate::fit(blocks, &same, &[1.0, 2.0, 3.0], 0.0).unwrap();
+        assert!((flat.intercept - 2.0).abs() < 1e-12 && flat.linear.iter().all(|&w| w == 0.0));
     }
 
     #[test]
