@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -57,6 +56,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
 import one_file  # noqa: E402
+import outputs  # noqa: E402
 
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "olmo2",
                          "granite", "stablelm", "starcoder2", "cohere"}
@@ -91,18 +91,6 @@ def check_supported_config(folder: Path) -> dict:
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise SystemExit(unsupported_message(model_type, config.get("architectures")))
     return config
-
-
-def check_rope(model):
-    """Refuses rotary variants whose tables depend on the sequence length at run time (dynamic
-    NTK, LongRoPE): tracing would bake the tables of the example length into the graph, and the
-    short check could not see it."""
-    rotary = getattr(export_layered.Architecture(model).base, "rotary_emb", None)
-    kinds = getattr(rotary, "rope_type", "default")
-    kinds = list(kinds.values()) if isinstance(kinds, dict) else [kinds]
-    bad = sorted({k for k in kinds if "dynamic" in str(k) or k == "longrope"})
-    if bad:
-        fail(f"rope type {', '.join(bad)} changes with the sequence length; not supported")
 
 
 class Generator(nn.Module):
@@ -449,18 +437,11 @@ def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: i
 
 
 def refuse_overlap(model_dir: Path, out: Path):
-    """An output that is the model folder, or that would overwrite one of its files (also through
-    another name: same device and inode), is refused."""
+    """An output that is the model folder, holds it or lies inside it, or that would overwrite one
+    of its files (also through another name: a hard link), is refused (outputs.refuse_overlap)."""
     # The graph and every data file a write may replace or remove (one_file.put_in_place).
-    targets = [out, *one_file.data_files_of(out)]
-    if out.resolve() == model_dir.resolve():
-        fail(f"--out {out} is the model folder")
-    for target in targets:
-        if not target.exists():
-            continue
-        for source in model_dir.rglob("*"):
-            if source.is_file() and os.path.samefile(source, target):
-                fail(f"--out {out} would overwrite the input file {source}")
+    outputs.refuse_overlap("export_generator", out, [("the model folder", model_dir)],
+                           replaced=[out, *one_file.data_files_of(out)])
 
 
 def main(argv=None):
@@ -497,20 +478,23 @@ def main(argv=None):
     refuse_overlap(args.model, out)
     if out.suffix != ".onnx":
         fail(f"--out {out}: the output is one .onnx file")
+    outputs.refuse_unwritable("export_generator", out, folder=False)
     if out.exists() and not args.force:
         fail(f"{out} exists; pass --force to replace it")
     if args.new_tokens < 1 or args.prompt_length < 2:
         fail("--new-tokens must be at least 1 and --prompt-length at least 2")
 
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
+    # The layered exporter's check, from the config alone: before the weights are loaded.
+    export_layered.refuse_length_dependent_rope(AutoConfig.from_pretrained(args.model), args.model / "config.json",
+                                                "export_generator")
     started = time.time()
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     model.config._attn_implementation = "eager"
     model.eval()
     export_layered.Architecture(model)  # use_bidirectional_attention, unknown attention types
-    check_rope(model)
     dtype = next(model.parameters()).dtype
     dtype_key = {v: k for k, v in DTYPES.items()}[dtype]
     kept = getattr(model.config, "layerprune_kept_blocks", None)

@@ -48,6 +48,10 @@ import onnx
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import one_file  # noqa: E402
+import outputs  # noqa: E402
+
 FORMAT = "layerprune-layered-onnx"
 FORMAT_VERSION = 1
 # transformers `model_type` → how its parts are laid out (see `Architecture`).
@@ -104,8 +108,52 @@ DEFAULT_FLOAT16_MARGIN = 2.0
 NOT_PER_LAYER_KEYS = {"architectures", "layerprune_kept_blocks"}
 
 
+# Rotary embeddings whose tables change with the sequence length at run time: dynamic NTK
+# scaling (rescaled once a sequence is longer than the trained context) and LongRoPE (Phi-3's
+# long-context checkpoints: short factors for sequences up to original_max_position_embeddings,
+# long ones past it; `su` is its name in the first of them). A graph traced at one example length
+# keeps that length's tables for every length, and a fused block's tables, computed for
+# rotary_positions positions at once, take the long factors for every window. No check of a few
+# short sequences would show it, so they are refused by name.
+LENGTH_DEPENDENT_ROPE_TYPES = {
+    "dynamic": "dynamic NTK scaling: rescaled once a sequence is longer than the trained context",
+    "longrope": "LongRoPE: short factors up to original_max_position_embeddings, long ones past it",
+    "su": "LongRoPE under its first name: short factors up to original_max_position_embeddings, long ones past it",
+}
+
+
 class UnsupportedArchitecture(SystemExit):
     pass
+
+
+def rope_types(config) -> list:
+    """The rope types a transformers config names, sorted: its `rope_parameters` (one entry per
+    attention type in Gemma 3's) or the older `rope_scaling`, under `rope_type` or `type`;
+    "default" where it names none."""
+    found = set()
+    for key in ("rope_parameters", "rope_scaling"):
+        value = getattr(config, key, None)
+        if not isinstance(value, dict):
+            continue
+        entries = value.values() if value and all(isinstance(v, dict) for v in value.values()) else [value]
+        found |= {str(entry.get("rope_type") or entry.get("type") or "default") for entry in entries}
+    return sorted(found or {"default"})
+
+
+def refuse_length_dependent_rope(config, source, program: str) -> None:
+    """Exits, naming `source` and the rope type, when the config's rotary embedding changes with
+    the sequence length (LENGTH_DEPENDENT_ROPE_TYPES); called before the weights are loaded.
+    `config`: a transformers config (a multimodal one's text config is read)."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    # A name with "dynamic" in it is taken for a variant of dynamic scaling: refused, not traced.
+    bad = [kind for kind in rope_types(text_config) if kind in LENGTH_DEPENDENT_ROPE_TYPES or "dynamic" in kind]
+    if bad:
+        why = "; ".join(f"{kind}: {LENGTH_DEPENDENT_ROPE_TYPES.get(kind, LENGTH_DEPENDENT_ROPE_TYPES['dynamic'])}"
+                        for kind in bad)
+        raise SystemExit(
+            f"{program}: error: {source}: rope type {', '.join(repr(k) for k in bad)} is not supported: its rotary "
+            f"tables change with the sequence length at run time ({why}), and a traced graph keeps the tables of "
+            "one length (docs/your-model.md)")
 
 
 def supported_config_model_types() -> list:
@@ -1146,7 +1194,7 @@ def language_model(model):
 def load_model(args):
     """Loads the model in `args.dtype` (a DTYPES key, or "auto": the checkpoint's own dtype); of a
     multimodal checkpoint, its language model (`language_model`)."""
-    model, tokenizer, source = load_checkpoint(args)
+    model, tokenizer, source = load_checkpoint(args, graphs_for="export")
     text = language_model(model)
     if text is not model:
         source["language_model_of"] = type(model).__name__
@@ -1182,28 +1230,46 @@ def check_source_files(folder: Path):
                  "tokenizer files into it")
 
 
-def load_checkpoint(args):
-    """The checkpoint as transformers loads it (a multimodal one whole), in `args.dtype`."""
+def check_source_exists(args):
+    """Refuses, naming it, a --gguf that is no file or a --model folder without config.json: the
+    first check, so that a wrong source is named as such before the output is checked against it."""
+    if args.gguf:
+        if not Path(args.gguf).is_file():
+            sys.exit(f"export: error: GGUF file {args.gguf} does not exist")
+    elif not (Path(args.model) / "config.json").is_file():
+        sys.exit(f"export: error: {args.model} is not a Hugging Face model folder (no config.json)")
+
+
+def load_checkpoint(args, graphs_for: str | None = None):
+    """The checkpoint as transformers loads it (a multimodal one whole), in `args.dtype`. With
+    `graphs_for` (the program, named in the message), a rotary embedding the traced graphs cannot
+    hold is refused first, before the weights are loaded (`refuse_length_dependent_rope`);
+    prune_hf.py, which writes a checkpoint that keeps any rotary, passes none."""
     from transformers import AutoTokenizer
 
+    check_source_exists(args)
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
     if args.gguf:
         gguf = Path(args.gguf)
-        if not gguf.is_file():
-            sys.exit(f"export: error: GGUF file {gguf} does not exist")
         if dtype == "auto":
             dtype = torch.float32  # transformers dequantizes GGUF to float32
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
 
+        # The config from the file's metadata alone, before its tensors are dequantized.
+        if graphs_for:
+            refuse_length_dependent_rope(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name), gguf,
+                                         graphs_for)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         source = {"kind": "gguf", "path": str(gguf), "sha256": sha256_file(gguf)}
     else:
         folder = Path(args.model)
-        if not (folder / "config.json").is_file():
-            sys.exit(f"export: error: {folder} is not a Hugging Face model folder (no config.json)")
         check_supported_config(folder)
         check_source_files(folder)
+        if graphs_for:
+            from transformers import AutoConfig
+
+            refuse_length_dependent_rope(AutoConfig.from_pretrained(folder), folder / "config.json", graphs_for)
         model = model_class(folder).from_pretrained(folder, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         source = {"kind": "huggingface", "path": str(folder)}
@@ -1362,52 +1428,86 @@ def intermediate_size(config):
     return size
 
 
-def run_chain(out_dir: Path, manifest: dict, input_ids: np.ndarray, drop=(), runner=None):
-    """Chained graphs: (logits, nll of next tokens). `runner`: "ort" (ONNX Runtime's CPU
-    provider) or "reference" (onnx.reference, NumPy); default ORT, except for bfloat16
-    folders, which ORT's CPU provider cannot run (it has no bfloat16 kernel for Trilu,
-    MatMul, ...)."""
-    if runner is None:
-        runner = "reference" if manifest["dtype"] == "bfloat16" else "ort"
-    if runner == "ort":
+def load_graph(path: Path, program: str = "export") -> onnx.ModelProto:
+    """An ONNX graph with its external data read in. Read here rather than by onnx.load, which
+    refuses a data file with several hard links, and apply-prune hard-links a pruned folder's
+    weights to the original's; a location outside the graph's folder is refused."""
+    model = onnx.load(path, load_external_data=False)
+    folder = path.parent.resolve()
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = (folder / info["location"]).resolve()
+        if folder not in location.parents:
+            raise SystemExit(f"{program}: error: {path}: external data {info['location']} leaves the folder")
+        with open(location, "rb") as handle:
+            handle.seek(int(info.get("offset", 0)))
+            raw = handle.read(int(info["length"])) if "length" in info else handle.read()
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = raw
+    return model
+
+
+def graph_runner(kind: str):
+    """A function (graph path, feeds) → the graph's first output: kind "ort" (ONNX Runtime's CPU
+    provider) or "reference" (onnx.reference, NumPy: for bfloat16 graphs, which ORT's CPU provider
+    cannot run, having no bfloat16 kernel for Trilu, MatMul, ...)."""
+    if kind == "ort":
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
 
-        def run(name, feeds):
-            session = ort.InferenceSession(str(out_dir / name), options, providers=["CPUExecutionProvider"])
+        def run(path, feeds):
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             return session.run(None, feeds)[0]
-    else:
-        from onnx.reference import ReferenceEvaluator
-        from onnx.reference.op_run import OpRun
+        return run
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
 
-        class GatherElements(OpRun):
-            # onnx.reference's own fails on a negative axis and on more than 64 classes.
-            def _run(self, data, indices, axis=None):
-                return (np.take_along_axis(data, indices.astype(np.int64), axis=axis),)
+    class GatherElements(OpRun):
+        # onnx.reference's own fails on a negative axis and on more than 64 classes.
+        def _run(self, data, indices, axis=None):
+            return (np.take_along_axis(data, indices.astype(np.int64), axis=axis),)
 
-        class GroupQueryAttention(OpRun):  # onnx.reference finds an operator by its class name
-            # A fused block's attention (--attention-kernel fused), which onnx.reference lacks.
-            op_domain = "com.microsoft"
+    class GroupQueryAttention(OpRun):  # onnx.reference finds an operator by its class name
+        # A fused block's attention (--attention-kernel fused), which onnx.reference lacks.
+        op_domain = "com.microsoft"
 
-            def _run(self, query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache,
-                     sin_cache, num_heads=None, kv_num_heads=None, do_rotary=None, scale=None,
-                     local_window_size=None, softcap=None, rotary_interleaved=None, **unused):
-                window = local_window_size if local_window_size is not None and local_window_size > 0 else 0
-                if key is None:  # packed (--qkv-projection packed): the query's columns, then the key's, the value's
-                    kv_width = query.shape[-1] * kv_num_heads // (num_heads + 2 * kv_num_heads)
-                    query, key, value = np.split(query, [query.shape[-1] - 2 * kv_width,
-                                                         query.shape[-1] - kv_width], axis=-1)
-                output = group_query_attention(query, key, value, cos_cache, sin_cache, num_heads, kv_num_heads,
-                                               scale, window, softcap or 0.0, bool(rotary_interleaved))
-                unused_cache = np.zeros((0,), dtype=query.dtype)  # present_key / present_value: not read
-                return output.astype(query.dtype), unused_cache, unused_cache
+        def _run(self, query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache,
+                 sin_cache, num_heads=None, kv_num_heads=None, do_rotary=None, scale=None,
+                 local_window_size=None, softcap=None, rotary_interleaved=None, **unused):
+            window = local_window_size if local_window_size is not None and local_window_size > 0 else 0
+            if key is None:  # packed (--qkv-projection packed): the query's columns, then the key's, the value's
+                kv_width = query.shape[-1] * kv_num_heads // (num_heads + 2 * kv_num_heads)
+                query, key, value = np.split(query, [query.shape[-1] - 2 * kv_width,
+                                                     query.shape[-1] - kv_width], axis=-1)
+            output = group_query_attention(query, key, value, cos_cache, sin_cache, num_heads, kv_num_heads,
+                                           scale, window, softcap or 0.0, bool(rotary_interleaved))
+            unused_cache = np.zeros((0,), dtype=query.dtype)  # present_key / present_value: not read
+            return output.astype(query.dtype), unused_cache, unused_cache
 
-        def run(name, feeds):
-            evaluator = ReferenceEvaluator(onnx.load(str(out_dir / name)),
-                                           new_ops=[GatherElements, GroupQueryAttention])
-            return evaluator.run(None, feeds)[0]
+    def run(path, feeds):
+        evaluator = ReferenceEvaluator(load_graph(Path(path)), new_ops=[GatherElements, GroupQueryAttention])
+        return evaluator.run(None, feeds)[0]
+    return run
+
+
+def default_runner(manifest: dict) -> str:
+    """The runner a folder's graphs are checked with: onnx.reference for bfloat16 (ORT's CPU
+    provider has no bfloat16 kernels), ONNX Runtime otherwise."""
+    return "reference" if manifest["dtype"] == "bfloat16" else "ort"
+
+
+def run_chain(out_dir: Path, manifest: dict, input_ids: np.ndarray, drop=(), runner=None):
+    """Chained graphs: (logits, nll of next tokens). `runner`: "ort" or "reference"
+    (`graph_runner`); default `default_runner(manifest)`."""
+    run_graph = graph_runner(runner or default_runner(manifest))
+
+    def run(name, feeds):
+        return run_graph(out_dir / name, feeds)
 
     hidden = run(manifest["embedding"]["file"], {"input_ids": input_ids})
     for block in manifest["blocks"]:
@@ -1541,7 +1641,7 @@ def check(model, out_dir: Path, manifest: dict, sequences: int, length: int, tol
     rng = np.random.default_rng(seed)
     input_ids = rng.integers(0, manifest["vocab_size"], size=(sequences, length), dtype=np.int64)
     expected_logits, expected_nll = reference(model, input_ids)
-    runner = "reference" if manifest["dtype"] == "bfloat16" else "ort"
+    runner = default_runner(manifest)
     logits, nll = run_chain(out_dir, manifest, input_ids, runner=runner)
     max_abs = float(np.abs(logits - expected_logits).max())
     max_rel = max_abs / float(np.abs(expected_logits).max())
@@ -1637,6 +1737,12 @@ def main(argv=None, allow_known_failures: bool = False):
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out_dir = Path(args.out)
+    check_source_exists(args)
+    # Before anything is loaded: an output that would replace or change the model, or that cannot
+    # be written, is refused in a second, not after the export.
+    outputs.refuse_overlap("export", out_dir, [("the model folder", Path(args.model))] if args.model
+                           else [("the GGUF file", Path(args.gguf))])
+    outputs.refuse_unwritable("export", out_dir, folder=True)
     if out_dir.exists() and not args.force:
         sys.exit(f"export: error: {out_dir} exists; pass --force to replace it")
     started = time.time()
@@ -1646,8 +1752,10 @@ def main(argv=None, allow_known_failures: bool = False):
     # Before any graph is written: a float16 export that would overflow fails in seconds.
     range_check = (float16_range_check(model, tokenizer, args.fp16_margin, args.seed)
                    if args.dtype == "fp16" and args.fp16_margin > 0 else None)
-    # Build next to the destination and rename at the end: no half-written model folder.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    # Built beside the destination (its parent made first), so the final rename stays on one
+    # file system, and renamed into place at the end: no half-written model folder.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = one_file.staging_folder(out_dir)
     try:
         started = time.time()
         fixed = model.config.model_type in FIXED_LENGTH_MODEL_TYPES
@@ -1669,11 +1777,9 @@ def main(argv=None, allow_known_failures: bool = False):
         with open(staging / "manifest.json", "w") as handle:
             json.dump(manifest, handle, indent=2)
             handle.write("\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
         permit_as_umask(staging)
-        os.rename(staging, out_dir)
+        # The old folder goes only once the new one is in place.
+        outputs.replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

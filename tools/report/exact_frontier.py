@@ -8,6 +8,9 @@ all C(P, k), and for each method its plan's gap to that optimum (calibration per
 the optimum's, minus one), its rank among the C(P, k) plans, and the LLM evaluations it used
 against SLEB's. Writes a Markdown table (--out) and the rows (--csv).
 
+The game is one calibration set's: frontier.csv must hold that set's plans alone (a frontier of
+several sets is refused), one a method and k.
+
 A budgeted method's rows are named by the budgets asked for (frontier.csv's `budget_spec`: a run
 whose budgets coincide at a k, e.g. `least` and `0.25sleb`, gets a row under each), so each
 budget gets a row over every k.
@@ -21,7 +24,7 @@ import argparse
 import csv
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -60,6 +63,20 @@ def read_runs(frontier: Path, plan_tables, nll):
         rows = [r for r in csv.DictReader(f) if r.get("k") and int(r["k"]) > 0]
     if not rows:
         raise SystemExit(f"{frontier}: no plans (an empty frontier.csv, or not one)")
+    # The game is measured on one calibration set's tokens, and a plan's gap to its optimum says
+    # something only of plans chosen on those tokens: a frontier of several sets is refused, not
+    # reported one row a method with the others dropped (nor averaged over sets the game is not).
+    sets = sorted({r.get("calibration_set") or "?" for r in rows})
+    if len(sets) > 1:
+        raise SystemExit(f"{frontier}: plans of {len(sets)} calibration sets ({', '.join(sets)}), but the game "
+                         "is measured on one set's tokens: run the frontier on the game's set alone "
+                         "(make exact-frontier does)")
+    # Runs of a budgeted method in a CSV without the budget column, told apart by their rank in
+    # evaluations at their k (frontier.py's labels).
+    rank = {}
+    for key in {(r["k"], r["method"]) for r in rows if r["method"] in BUDGETED and not r.get("budget")}:
+        runs_at_k = sorted((r for r in rows if (r["k"], r["method"]) == key), key=lambda r: int(r["llm_evaluations"]))
+        rank.update({id(r): index + 1 for index, r in enumerate(runs_at_k)})
 
     def check(source, removed, ppl=None):
         if removed not in nll:
@@ -72,10 +89,10 @@ def read_runs(frontier: Path, plan_tables, nll):
                              "measured on other calibration tokens than the game's")
 
     sleb = {int(r["k"]): int(r["llm_evaluations"]) for r in rows if r["method"] == "sleb"}
-    runs = []
+    runs, sources = [], []
     for r in rows:
         k = int(r["k"])
-        labels = [r["method"]]
+        labels = [f"{r['method']} #{rank[id(r)]}" if id(r) in rank else r["method"]]
         if r["method"] in BUDGETED and r.get("budget"):
             # A frontier.csv written before the budget_spec column: the budget's number.
             names = (r.get("budget_spec") or r["budget"]).split()
@@ -84,6 +101,7 @@ def read_runs(frontier: Path, plan_tables, nll):
         check(f"{frontier} ({r['method']}, k = {k}, set {r.get('calibration_set', '?')})", removed,
               float(r["calibration_ppl"]) if r.get("calibration_ppl") else None)
         runs.extend((label, k, removed, int(r["llm_evaluations"])) for label in labels)
+        sources.extend(str(frontier) for _ in labels)
     for name, path in plan_tables:
         table = pq.read_table(path)
         for k, removed, evaluations in zip(table.column("k").to_pylist(),
@@ -91,6 +109,14 @@ def read_runs(frontier: Path, plan_tables, nll):
                                            table.column("llm_evaluations").to_pylist()):
             check(f"{path} ({name}, k = {k})", frozenset(removed))
             runs.append((name, k, frozenset(removed), evaluations))
+            sources.append(f"{path} (--plans {name})")
+    # One plan a method and k: the table has one cell for it (a second would replace the first).
+    counts = Counter((label, k) for label, k, _, _ in runs)
+    for (label, k), count in sorted(counts.items()):
+        if count > 1:
+            named = sorted({source for run, source in zip(runs, sources) if run[:2] == (label, k)})
+            raise SystemExit(f"{' and '.join(named)}: {count} plans of {label} at k = {k}, where the table "
+                             "has one cell for a method and k")
     return runs, sleb
 
 

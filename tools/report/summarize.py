@@ -125,6 +125,25 @@ def rival_lines(calibration_plans: Path, plan: dict):
             f"margin {margin:.4f}{within}{verdict} (docs/results.md, \"How far the runner-up is\")."]
 
 
+def random_means(plans: dict, seeds, ks):
+    """The random seeds' row: its label and {k: the mean of the seeds' perplexities at k}. The
+    label says how many seeds each mean is over: "random (mean of N)" where every k's is over N,
+    and where some k have fewer (a seed without a plan or a perplexity there) the range in the
+    label and each cell's own count, so a mean is never said to be over seeds it left out."""
+    averaged, counts = {}, {}
+    for k in ks:
+        rows = [plans[(m, k)] for m in seeds if (m, k) in plans and plans[(m, k)]["measured_ppl"]]
+        if rows:
+            counts[k] = len(rows)
+            averaged[k] = {"measured_ppl": sum(r["measured_ppl"] for r in rows) / len(rows),
+                           "llm_evaluations": rows[0]["llm_evaluations"], "removed_blocks": []}
+    if len(set(counts.values())) <= 1:
+        return f"random (mean of {next(iter(counts.values()), 0)})", averaged
+    for k, row in averaged.items():
+        row["note"] = f"mean of {counts[k]}"
+    return f"random (mean of {min(counts.values())}–{max(counts.values())})", averaged
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, required=True)
@@ -152,15 +171,12 @@ def main():
     # mean (docs/results.md says so: one bad draw dominates it).
     seeds = [m for m in args.methods if m.startswith("random-")]
     if seeds:
-        for k in ks:
-            rows = [plans[(m, k)] for m in seeds if (m, k) in plans and plans[(m, k)]["measured_ppl"]]
-            if rows:
-                plans[(f"random (mean of {len(seeds)})", k)] = {
-                    "measured_ppl": sum(r["measured_ppl"] for r in rows) / len(rows),
-                    "llm_evaluations": rows[0]["llm_evaluations"], "removed_blocks": []}
+        label, averaged = random_means(plans, seeds, ks)
+        for k, row in averaged.items():
+            plans[(label, k)] = row
         first = args.methods.index(seeds[0])
         args.methods = [m for m in args.methods if m not in seeds]
-        args.methods.insert(first, f"random (mean of {len(seeds)})")
+        args.methods.insert(first, label)
     lines = [f"Perplexity on the evaluation text ({full['tokens_scored']} tokens of "
              f"{source_of(args.run)}); full model: "
              f"{ppl_text(full['ppl'])}. Cell: PPL (LLM evaluations used).", "",
@@ -170,8 +186,9 @@ def main():
         cells = []
         for k in ks:
             row = plans.get((method, k))
+            note = f"; {row['note']}" if row is not None and row.get("note") else ""
             cells.append("-" if row is None or row["measured_ppl"] is None
-                         else f"{ppl_text(row['measured_ppl'])} ({row['llm_evaluations']})")
+                         else f"{ppl_text(row['measured_ppl'])} ({row['llm_evaluations']}{note})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Blocks removed:")

@@ -223,3 +223,126 @@ def test_merged_single_file_of_a_pruned_folder_matches_transformers(exported, tm
     (logits,) = session.run(None, {"input_ids": ids})
     expected, _ = export_layered.reference(model, ids, drop=(1, 4))
     assert np.abs(logits - expected).max() < 1e-4
+
+
+def rope_checkpoint(folder: Path, rope_type: str) -> Path:
+    """A config of a rope variant whose tables change with the sequence length, beside stand-in
+    weights and tokenizer files that no loader could read: refused from the config, or the
+    weights were loaded first."""
+    from transformers import LlamaConfig, Phi3Config
+
+    common = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256)
+    if rope_type == "longrope":  # Phi-3's long-context checkpoints
+        factors = [1.0] * 16
+        config = Phi3Config(original_max_position_embeddings=64, **common,
+                            rope_scaling={"type": "longrope", "short_factor": factors,
+                                          "long_factor": [4.0] * 16})
+    else:
+        config = LlamaConfig(**common, rope_scaling={"rope_type": rope_type, "factor": 2.0})
+    config.save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize("rope_type", ["longrope", "dynamic"])
+@pytest.mark.parametrize("program", ["export", "export_generator"])
+def test_a_rope_that_changes_with_the_length_is_refused_before_the_weights_load(rope_type, program, tmp_path):
+    """LongRoPE picks short or long factors by the sequence length, dynamic scaling rescales past
+    the trained context: a traced graph keeps one length's tables (and the fused kernel's tables,
+    for rotary_positions positions, took the long factors for every window). Both exporters
+    refuse them by name from the config, before the weights are loaded."""
+    import export_generator
+
+    source = rope_checkpoint(tmp_path / "hf", rope_type)
+    out = tmp_path / ("out.onnx" if program == "export_generator" else "out")
+    main = export_generator.main if program == "export_generator" else export_layered.main
+    with pytest.raises(SystemExit, match=f"{program}: error: .*config.json: rope type '{rope_type}' is not supported"):
+        main(["--model", str(source), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_the_rope_types_of_a_config_are_read_from_either_key():
+    from types import SimpleNamespace
+
+    assert export_layered.rope_types(SimpleNamespace()) == ["default"]
+    assert export_layered.rope_types(SimpleNamespace(rope_scaling={"type": "su"})) == ["su"]
+    # Gemma 3's: one entry per attention type.
+    per_type = {"full_attention": {"rope_type": "linear"}, "sliding_attention": {"rope_type": "default"}}
+    assert export_layered.rope_types(SimpleNamespace(rope_parameters=per_type)) == ["default", "linear"]
+
+
+@pytest.fixture
+def loading_refused(monkeypatch):
+    """Loading the model fails the test: what is refused must be refused before it."""
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(export_layered, "load_checkpoint", load)
+
+
+def test_an_output_that_is_holds_or_lies_in_the_source_is_refused_before_loading(hf_folder, tmp_path,
+                                                                                   loading_refused):
+    """--force replaces the output: an output that is the model folder, holds it, or lies inside
+    it would delete or change the model; a GGUF file's too (its folder or the file itself)."""
+    import shutil
+
+    source = tmp_path / "models" / "hf"
+    shutil.copytree(hf_folder, source)
+    for out, problem in [(source, "is the model folder"), (source.parent, "contains the model folder"),
+                         (source / "layered", "lies inside the model folder")]:
+        with pytest.raises(SystemExit, match=f"export: error: --out {out} {problem}"):
+            export_layered.main(["--model", str(source), "--out", str(out), "--force"])
+    gguf = tmp_path / "models" / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    for out, problem in [(gguf, "is the GGUF file"), (gguf.parent, "contains the GGUF file")]:
+        with pytest.raises(SystemExit, match=f"export: error: --out {out} {problem}"):
+            export_layered.main(["--gguf", str(gguf), "--out", str(out), "--force"])
+    assert sorted(p.name for p in source.iterdir()) == sorted(p.name for p in hf_folder.iterdir())
+    # Beside the GGUF file, in its folder, is allowed: only the file is read.
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        export_layered.main(["--gguf", str(gguf), "--out", str(gguf.parent / "layered")])
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_loading(hf_folder, tmp_path, loading_refused):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit, match="a-file is a file, not a folder"):
+        export_layered.main(["--model", str(hf_folder), "--out", str(tmp_path / "a-file" / "sub" / "out")])
+    with pytest.raises(SystemExit, match="exists and is a file, not a folder"):
+        export_layered.main(["--model", str(hf_folder), "--out", str(tmp_path / "a-file"), "--force"])
+
+
+def test_an_output_is_staged_beside_it_and_replaced_only_once_the_new_one_is_in_place(hf_folder, tmp_path,
+                                                                                     monkeypatch):
+    """A missing parent is made and the output built beside it (a rename from $TMPDIR fails across
+    file systems, after the whole export); with --force the old folder is renamed aside before
+    the new one is renamed in, so a kill between the two leaves it whole."""
+    renames = []
+    rename = os.rename
+
+    def spy(source, destination):
+        renames.append((Path(source), Path(destination)))
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", spy)
+    out = tmp_path / "new" / "parent" / "model"
+    export_layered.main(["--model", str(hf_folder), "--out", str(out), "--no-check"])
+    assert (out / "manifest.json").is_file()
+    (staged, destination), = [r for r in renames if r[1] == out]
+    assert staged.parent == out.parent
+    first = json.loads((out / "manifest.json").read_text())
+
+    def killed_at_the_new_folder(source, destination):
+        if Path(destination) == out and Path(source).name.startswith(f".{out.name}.tmp-"):
+            raise KeyboardInterrupt  # the kill, between the two renames
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", killed_at_the_new_folder)
+    with pytest.raises(KeyboardInterrupt):
+        export_layered.main(["--model", str(hf_folder), "--out", str(out), "--no-check", "--force"])
+    kept = [p for p in out.parent.iterdir() if (p / "manifest.json").is_file()]
+    assert [json.loads((p / "manifest.json").read_text()) for p in kept] == [first]
+    assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name]  # the staging folder removed
+    monkeypatch.setattr(os, "rename", rename)
+    export_layered.main(["--model", str(hf_folder), "--out", str(out), "--no-check", "--force"])
+    assert (out / "manifest.json").is_file()

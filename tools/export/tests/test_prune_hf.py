@@ -71,3 +71,55 @@ def test_report_reads_the_layers_where_transformers_does(model_type):
     prefix = "text_config." if config is not checkpoint else ""
     written = json.loads(checkpoint.to_json_string())
     assert report.layer_count(written) == (config.num_hidden_layers, prefix + key)
+
+
+@pytest.fixture
+def loading_refused(monkeypatch):
+    """Loading the model fails the test: what is refused must be refused before it."""
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(export_layered, "load_checkpoint", load)
+
+
+def test_an_output_that_is_holds_or_lies_in_the_source_is_refused_before_loading(qwen2, tmp_path, loading_refused):
+    """--force replaces the output: the model folder, a folder holding it or one inside it as the
+    output would delete or change the model; a GGUF file's folder, or the file, too."""
+    import shutil
+
+    source = tmp_path / "models" / "hf"
+    shutil.copytree(qwen2, source)
+    for out, problem in [(source, "is the model folder"), (source.parent, "contains the model folder"),
+                         (source / "pruned", "lies inside the model folder")]:
+        with pytest.raises(SystemExit, match=f"prune_hf: error: --out {out} {problem}"):
+            prune_hf.main(["--model", str(source), "--remove", "1", "--out", str(out), "--force"])
+    gguf = tmp_path / "models" / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    for out, problem in [(gguf, "is the GGUF file"), (tmp_path, "contains the GGUF file")]:
+        with pytest.raises(SystemExit, match=f"prune_hf: error: --out {out} {problem}"):
+            prune_hf.main(["--gguf", str(gguf), "--remove", "1", "--out", str(out), "--force"])
+    assert sorted(p.name for p in source.iterdir()) == sorted(p.name for p in qwen2.iterdir())
+
+
+def test_a_plan_table_that_cannot_be_read_is_refused_naming_it_before_loading(qwen2, tmp_path, loading_refused):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "text.parquet").write_text("not Parquet")
+    pq.write_table(pa.table({"method": ["sleb"], "blocks": [[1]]}), tmp_path / "columns.parquet")
+    for plans, problem in [(tmp_path / "missing.parquet", "no such file"),
+                           (tmp_path / "text.parquet", "not a readable Parquet table"),
+                           (tmp_path / "columns.parquet", "no column k, removed_blocks: not a plan table")]:
+        with pytest.raises(SystemExit, match=f"prune_hf: error: --plans {plans}: {problem}"):
+            prune_hf.main(["--model", str(qwen2), "--plans", str(plans), "--plan-method", "sleb",
+                           "--out", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_output_whose_folder_is_missing_is_written_and_one_that_cannot_be_is_refused(qwen2, tmp_path):
+    out = tmp_path / "new" / "parent" / "pruned"
+    prune_hf.main(["--model", str(qwen2), "--remove", "1", "--out", str(out)])
+    assert json.loads((out / "config.json").read_text())["layerprune_kept_blocks"] == [0, 2, 3, 4]
+    assert [p.name for p in out.parent.iterdir()] == ["pruned"]  # no staging folder left
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit, match="a-file is a file, not a folder"):
+        prune_hf.main(["--model", str(qwen2), "--remove", "1", "--out", str(tmp_path / "a-file" / "pruned")])

@@ -1,0 +1,70 @@
+"""fetch_wheel.py without the network: `download` replaced by a wheel written here. A
+destination that records another requirement (a version bump) is fetched again, never left as
+it is; one that records this fetch is left alone; a folder it did not fill is never cleared."""
+
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fetch_wheel  # noqa: E402
+
+
+@pytest.fixture
+def wheels(monkeypatch):
+    """`download` gives a wheel holding pkg/VERSION (the requirement's version) and other/file;
+    the requirements it was asked for are recorded."""
+    asked = []
+
+    def download(requirement, folder):
+        asked.append(requirement)
+        version = requirement.split("==")[1]
+        wheel = folder / f"pkg-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr("pkg/VERSION", version)
+            archive.writestr("other/file", "other")
+        return wheel
+
+    monkeypatch.setattr(fetch_wheel, "download", download)
+    return asked
+
+
+def test_a_destination_of_another_version_is_fetched_again(wheels, tmp_path):
+    dest = tmp_path / "deps" / "pkg"
+    fetch_wheel.main(["pkg==1.0", str(dest), "pkg/"])
+    assert (dest / "pkg" / "VERSION").read_text() == "1.0" and not (dest / "other").exists()
+    fetch_wheel.main(["pkg==1.0", str(dest), "pkg/"])
+    assert wheels == ["pkg==1.0"]  # the same fetch again: nothing done
+    fetch_wheel.main(["pkg==2.0", str(dest), "pkg/"])
+    assert wheels == ["pkg==1.0", "pkg==2.0"]
+    assert (dest / "pkg" / "VERSION").read_text() == "2.0"
+    assert (dest / ".complete").read_text() == "pkg==2.0\npkg/\n"
+    # Other members asked for: fetched again too, the old ones gone with the old folder.
+    fetch_wheel.main(["pkg==2.0", str(dest), "other/"])
+    assert (dest / "other" / "file").is_file() and not (dest / "pkg").exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["pkg"]  # no staging or old folder left
+
+
+def test_a_folder_it_did_not_fill_is_refused_not_cleared(wheels, tmp_path):
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match=f"fetch_wheel: error: {dest} exists and is not a finished fetch"):
+        fetch_wheel.main(["pkg==1.0", str(dest)])
+    assert (dest / "notes.txt").read_text() == "keep me" and wheels == []
+
+
+def test_a_failed_fetch_leaves_the_old_destination_whole(wheels, tmp_path, monkeypatch):
+    dest = tmp_path / "pkg"
+    fetch_wheel.main(["pkg==1.0", str(dest)])
+
+    def unreachable(requirement, folder):
+        raise SystemExit("fetch_wheel: error: no network")
+
+    monkeypatch.setattr(fetch_wheel, "download", unreachable)
+    with pytest.raises(SystemExit, match="no network"):
+        fetch_wheel.main(["pkg==2.0", str(dest)])
+    assert (dest / "pkg" / "VERSION").read_text() == "1.0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]

@@ -1,0 +1,114 @@
+"""The report tables on small made-up inputs: summarize.py's random row says how many seeds each
+mean is over, calibration_windows.py keeps the adaptive runs of a frontier.csv without the budget
+column, and exact_frontier.py refuses a frontier of several calibration sets rather than keep one
+set's plan a method. Needs pyarrow only (no figures)."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPORT = Path(__file__).resolve().parents[1]
+NUM_BLOCKS = 6
+EVAL = "eval-tokens"
+
+
+def write(path: Path, columns: dict, metadata: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(columns).replace_schema_metadata({f"layerprune.{k}": str(v) for k, v in metadata.items()})
+    pq.write_table(table, path)
+
+
+def plan_table(path: Path, plans):
+    """(method, removed blocks, measured perplexity) rows, as apply-prune writes them."""
+    write(path, {
+        "method": [p[0] for p in plans],
+        "k": pa.array([len(p[1]) for p in plans], pa.uint32()),
+        "removed_blocks": pa.array([p[1] for p in plans], pa.list_(pa.uint32())),
+        "measured_ppl": [p[2] for p in plans],
+        "llm_evaluations": pa.array([1] * len(plans), pa.uint64()),
+    }, {"table": "plans", "format_version": 1, "num_blocks": NUM_BLOCKS, "inputs": json.dumps({"dataset": EVAL})})
+
+
+def summarize(run: Path, methods):
+    return subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run), "--methods", *methods],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def random_row(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("| random ("))
+
+
+def test_the_random_row_says_how_many_seeds_each_mean_is_over(tmp_path):
+    run = tmp_path / "run"
+    write(run / "full-eval.parquet", {"mask_id": ["1" * NUM_BLOCKS], "nll": [3.0], "ppl": [20.0],
+                                      "tokens_scored": pa.array([124], pa.uint64())},
+          {"table": "evaluations", "format_version": 1, "complete": "true", "dataset_id": EVAL})
+    write(run / "tokens-eval.parquet", {"x": [0]}, {"dataset_id": EVAL})
+    plan_table(run / "plans" / "random-1.parquet", [("random", [4], 100.0), ("random", [3, 4], 300.0)])
+    plan_table(run / "plans" / "random-2.parquet", [("random", [2], 200.0), ("random", [2, 5], 500.0)])
+    plan_table(run / "plans" / "random-3.parquet", [("random", [1], 300.0)])  # no plan at k = 2
+    # Every k over both seeds asked for: the label says 2.
+    assert random_row(summarize(run, ["random-1", "random-2"])) == "| random (mean of 2) | 150.00 (1) | 400.00 (1) |"
+    # k = 1 over three seeds, k = 2 over two: the label gives the range, each cell its own count.
+    assert random_row(summarize(run, ["random-1", "random-2", "random-3"])) == \
+        "| random (mean of 2–3) | 200.00 (1; mean of 3) | 400.00 (1; mean of 2) |"
+
+
+def write_frontier(path: Path, rows, fields=("method", "k", "calibration_set", "llm_evaluations",
+                                              "removed_blocks", "calibration_ppl", "lambada_ppl")):
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        writer.writerows(rows)
+
+
+def test_calibration_windows_keeps_adaptive_runs_labelled_by_rank(tmp_path):
+    """A frontier.csv without the budget column labels a budgeted method's runs "adaptive #1",
+    "adaptive #2" (frontier.py): still adaptive's, shown under --methods adaptive."""
+    write_frontier(tmp_path / "w10.csv", [
+        ("sleb", 2, "c0", 10, "4 5", 25.0, 30.0),
+        ("adaptive", 2, "c0", 6, "4 5", 25.0, 27.0),
+        ("adaptive", 2, "c0", 9, "3 5", 24.0, 26.0)])
+    out = subprocess.run([sys.executable, str(REPORT / "calibration_windows.py"), f"10={tmp_path / 'w10.csv'}",
+                          "--methods", "sleb,adaptive"], check=True, capture_output=True, text=True, cwd=REPORT).stdout
+    names = [line.split(" | ")[1] for line in out.splitlines() if line.startswith("| 10 ")]
+    assert names == ["adaptive #1", "adaptive #2", "sleb"], out
+
+
+def game(path: Path):
+    """Blocks 0 and 5 fixed, players 1-4: all 16 masks, NLL = 3 + 0.1 × the removed blocks."""
+    kept, nll = [], []
+    for bits in range(16):
+        removed = [p for i, p in enumerate([1, 2, 3, 4]) if bits >> i & 1]
+        kept.append([b not in removed for b in range(NUM_BLOCKS)])
+        nll.append(3.0 + 0.1 * sum(removed))
+    write(path, {"kept": kept, "nll": nll}, {"table": "evaluations", "format_version": 1,
+                                             "num_blocks": NUM_BLOCKS, "fixed_blocks": "[0,5]"})
+    return lambda removed: round(math.exp(3.0 + 0.1 * sum(removed)), 4)
+
+
+def test_exact_frontier_refuses_a_frontier_of_several_calibration_sets(tmp_path):
+    """The game is one set's: a frontier of two sets (here both read through the game's table, so
+    every calibration perplexity matches it) was reported with one set's plan a method, the
+    other's dropped without a word."""
+    ppl = game(tmp_path / "game.parquet")
+    rows = [("sleb", 1, s, 4, "1", ppl([1]), 0) for s in ("c0", "c1")]
+    write_frontier(tmp_path / "frontier.csv", rows)
+    result = subprocess.run([sys.executable, str(REPORT / "exact_frontier.py"), "--game", str(tmp_path / "game.parquet"),
+                             "--frontier", str(tmp_path / "frontier.csv")], capture_output=True, text=True, cwd=REPORT)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "plans of 2 calibration sets (c0, c1), but the game is measured on one set's tokens" in result.stderr
+    # Two runs of a budgeted method at one k, without the budget column: a row each, by rank.
+    write_frontier(tmp_path / "frontier.csv", [("sleb", 1, "c0", 4, "1", ppl([1]), 0),
+                                               ("adaptive", 1, "c0", 2, "4", ppl([4]), 0),
+                                               ("adaptive", 1, "c0", 3, "1", ppl([1]), 0)])
+    out = subprocess.run([sys.executable, str(REPORT / "exact_frontier.py"), "--game", str(tmp_path / "game.parquet"),
+                          "--frontier", str(tmp_path / "frontier.csv")], check=True, capture_output=True, text=True,
+                         cwd=REPORT).stdout
+    assert "| adaptive #1 | +35.0 % |" in out and "| adaptive #2 | opt |" in out, out
