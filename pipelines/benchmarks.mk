@@ -10,31 +10,34 @@ BENCH_MASKS ?= 50
 
 # Settings stamps (layerprune.mk): the bench folder serves whichever model MODEL_DIR names
 # (make quantize-bench measures the quantized models on its tokens and masks).
-# The model folder and WikiText-2 (when present) by what they are (INPUTS of settings_stamp_at).
-BENCH_TEXT := $(wildcard $(WIKITEXT))
+# The model folder and the text read (WikiText-2 when present, else the LAMBADA passages) by what
+# they are (INPUTS of settings_stamp_at): order-only prerequisites.
+BENCH_TEXT := $(or $(wildcard $(WIKITEXT)),$(LAMBADA))
 $(eval $(call settings_stamp_at,$(BENCH)/.settings/tokens,$(MODEL_PATH_STAMPED) $(BENCH_SOURCE) $(BOS),,$(MODEL_INPUT) $(BENCH_TEXT)))
 $(eval $(call settings_stamp_at,$(BENCH)/.settings/masks,$(MODEL_PATH_STAMPED) $(BENCH_MASKS),,$(MODEL_INPUT)))
 
-$(BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(BENCH_TEXT) $(BENCH)/.settings/tokens | $(BIN)/prepare-tokens
+$(BENCH)/tokens.parquet: $(BENCH)/.settings/tokens | $(BIN)/prepare-tokens $(MODEL_INPUT) $(BENCH_TEXT)
 	@mkdir -p $(BENCH)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(BENCH_SOURCE) --windows 10 --seq-len 128 \
 	  --bos $(BOS) --mode consecutive --out $@
 
 # The same 50 random masks with 2–9 of the 30 blocks removed for every contender.
-$(BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json $(BENCH)/.settings/masks | $(BIN)/sample-masks
+$(BENCH)/masks.parquet: $(BENCH)/.settings/masks | $(BIN)/sample-masks $(MODEL_INPUT)
 	@mkdir -p $(BENCH)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --strata 2,3,4,5,6,7,8,9 --stratified-masks $(BENCH_MASKS) \
 	  --seed 1 --out $@
 
-bench: ort venv-export $(BENCH)/tokens.parquet $(BENCH)/masks.parquet | $(BIN)/evaluate
+# PyTorch runs the GGUF the model was exported from (MODEL_GGUF, by MODEL_NAME: the models the
+# project fetches; another model is refused before anything runs, pipelines/models.mk).
+bench: $(ORT_STAGE_LIB) venv-export $(BENCH)/tokens.parquet $(BENCH)/masks.parquet $(MODEL_GGUF) | $(BIN)/evaluate
 	rm -f $(BENCH)/full.parquet $(BENCH)/masks-eval*.parquet
-	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(BENCH)/tokens.parquet --out $(BENCH)/full.parquet --quiet
+	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(BENCH)/tokens.parquet --out $(BENCH)/full.parquet --quiet $(EVALUATE_FLAGS)
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(BENCH)/tokens.parquet --masks $(BENCH)/masks.parquet \
 	  --out $(BENCH)/masks-eval.parquet --summary $(BENCH)/rust.json --quiet $(EVALUATE_FLAGS)
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(BENCH)/tokens.parquet --masks $(BENCH)/masks.parquet \
 	  --out $(BENCH)/masks-eval-noreuse.parquet --summary $(BENCH)/rust-noreuse.json --no-prefix-reuse \
 	  --quiet $(EVALUATE_FLAGS)
-	$(VENV_EXPORT)/bin/python tools/bench/torch_baseline.py --gguf $(SMOLLM2_GGUF) \
+	$(VENV_EXPORT)/bin/python tools/bench/torch_baseline.py --gguf $(MODEL_GGUF) \
 	  --tokens $(BENCH)/tokens.parquet --masks $(BENCH)/masks.parquet --out $(BENCH)/torch.json
 	$(VENV_EXPORT)/bin/python tools/bench/report.py $(BENCH) $(MODEL_DIR)
 
@@ -99,18 +102,19 @@ EXACT ?= $(BUILD)/exact-game-$(MODEL_NAME)
 EXACT_FIXED ?= 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,28,29
 EXACT_WINDOWS ?= 2
 
-# Settings stamps (layerprune.mk): the model folder (by what it is), the windows and BOS of the
-# tokens, the players, and the device the game is measured on.
-$(eval $(call settings_stamp_at,$(EXACT)/.settings/tokens,$(MODEL_PATH_STAMPED) $(EXACT_WINDOWS) $(BOS),,$(MODEL_INPUT)))
+# Settings stamps (layerprune.mk): the model folder and the LAMBADA passages (by what they are:
+# order-only prerequisites), the windows and BOS of the tokens, the players, and the device the
+# game is measured on.
+$(eval $(call settings_stamp_at,$(EXACT)/.settings/tokens,$(MODEL_PATH_STAMPED) $(EXACT_WINDOWS) $(BOS),,$(MODEL_INPUT) $(LAMBADA)))
 $(eval $(call settings_stamp_at,$(EXACT)/.settings/masks,$(MODEL_PATH_STAMPED) $(EXACT_FIXED),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(EXACT)/.settings/device,$(MODEL_RUNTIME)))
 
-$(EXACT)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(EXACT)/.settings/tokens | $(BIN)/prepare-tokens
+$(EXACT)/tokens.parquet: $(EXACT)/.settings/tokens | $(BIN)/prepare-tokens $(MODEL_INPUT) $(LAMBADA)
 	@mkdir -p $(EXACT)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents 0:2500 \
 	  --windows $(EXACT_WINDOWS) --seq-len 128 --bos $(BOS) --mode random --seed 0 --out $@
 
-$(EXACT)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT)/.settings/masks | $(BIN)/sample-masks
+$(EXACT)/masks.parquet: $(EXACT)/.settings/masks | $(BIN)/sample-masks $(MODEL_INPUT)
 	@mkdir -p $(EXACT)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
@@ -127,7 +131,7 @@ $(EXACT)/accuracy/summary.md: $(EXACT)/evaluations.parquet
 $(EXACT)/accuracy/rmse.svg: $(EXACT)/accuracy/summary.md | venv-report
 	$(VENV_REPORT)/bin/python tools/report/plots.py estimator-rmse $(EXACT)/accuracy/results.csv $@
 
-exact-game: ort $(EXACT)/accuracy/summary.md $(EXACT)/accuracy/rmse.svg
+exact-game: $(ORT_STAGE_LIB) $(EXACT)/accuracy/summary.md $(EXACT)/accuracy/rmse.svg
 	cat $(EXACT)/accuracy/summary.md
 
 .PHONY: bench bench-gpu rehearse-gpu test-bench exact-game

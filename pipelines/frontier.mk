@@ -51,28 +51,28 @@ calibration_set = $(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA
 # measured with the old ones go too (frontier refuses a cache of other tokens or another model,
 # and would read one of another device as this one's).
 FRONTIER_CACHES = $(FRONTIER_RUN)/cache-$(1)-*.parquet
-# The model folder and WikiText-2 (when present) are identified by what they are, not only their
-# path (INPUTS of settings_stamp_at).
+# The model folder, the LAMBADA passages and WikiText-2 (when present) are identified by what they
+# are, not only their path (INPUTS of settings_stamp_at): order-only prerequisites below.
 FRONTIER_WIKITEXT = $(wildcard $(WIKITEXT))
-$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/calib,$(MODEL_PATH_STAMPED) $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,calibration);,$(MODEL_INPUT)))
-$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/heldout,$(MODEL_PATH_STAMPED) $(EVAL_DOCUMENTS) $(FRONTIER_HELDOUT_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,heldout);,$(MODEL_INPUT) $(FRONTIER_WIKITEXT)))
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/calib,$(MODEL_PATH_STAMPED) $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,calibration);,$(MODEL_INPUT) $(LAMBADA)))
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/heldout,$(MODEL_PATH_STAMPED) $(EVAL_DOCUMENTS) $(FRONTIER_HELDOUT_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,heldout);,$(MODEL_INPUT) $(LAMBADA) $(FRONTIER_WIKITEXT)))
 $(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/device,$(MODEL_RUNTIME),rm -f $(call FRONTIER_CACHES,*);))
 
-$(FRONTIER_RUN)/calib-%.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(FRONTIER_RUN)/.settings/calib | $(BIN)/prepare-tokens
+$(FRONTIER_RUN)/calib-%.parquet: $(FRONTIER_RUN)/.settings/calib | $(BIN)/prepare-tokens $(MODEL_INPUT) $(LAMBADA)
 	@mkdir -p $(FRONTIER_RUN)
 	$(call calibration_set,$*,$@)
 
-$(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens
+$(FRONTIER_RUN)/heldout-lambada_heldout.parquet: $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens $(MODEL_INPUT) $(LAMBADA)
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(EVAL_DOCUMENTS) \
 	  --windows $(FRONTIER_HELDOUT_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
-$(FRONTIER_RUN)/heldout-wikitext2.parquet: $(MODEL_DIR)/manifest.json $(WIKITEXT) $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens
+$(FRONTIER_RUN)/heldout-wikitext2.parquet: $(FRONTIER_RUN)/.settings/heldout | $(BIN)/prepare-tokens $(MODEL_INPUT) $(WIKITEXT)
 	@mkdir -p $(FRONTIER_RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --text $(WIKITEXT) \
 	  --windows $(FRONTIER_HELDOUT_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
-frontier: ort venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) $(FRONTIER_RUN)/.settings/device | $(BIN)/frontier
+frontier: $(ORT_STAGE_LIB) venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) $(FRONTIER_RUN)/.settings/device | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \
 	  $(foreach h,$(FRONTIER_HELDOUT),--heldout $(patsubst heldout-%.parquet,%,$(notdir $(h)))=$(h)) \
 	  --k $(FRONTIER_KS) $(FRONTIER_METHOD_FLAGS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
@@ -99,7 +99,7 @@ frontier-docs: $(FRONTIER_RUN)/frontier.csv
 # "Calibration tokens or LLM evaluations"). FRONTIER_WINDOWS_BASE is the CALIB_WINDOWS run.
 FRONTIER_WINDOWS_BASE ?= $(FRONTIER_RUN)/frontier.csv
 FRONTIER_WINDOWS_TABLE = $(FRONTIER_RUN)-windows.md
-frontier-windows: ort venv-report
+frontier-windows: $(ORT_STAGE_LIB) venv-report
 	$(MAKE) frontier FRONTIER_RUN=$(FRONTIER_RUN)-w20 CALIB_WINDOWS=20 FRONTIER_BUDGETS=0.25sleb,0.5sleb,sleb \
 	  FRONTIER_METHODS=block-influence,angular,reverse,leave-one-out,sleb,adaptive,adaptive-raced
 	$(MAKE) frontier FRONTIER_RUN=$(FRONTIER_RUN)-w40 CALIB_WINDOWS=40 FRONTIER_BUDGETS=0.25sleb FRONTIER_KS=6,9 \
@@ -123,7 +123,7 @@ FRONTIER_PAIRS_TABLE = $(FRONTIER_RUN)/frontier-pairs.md
 FRONTIER_PAIRS_TEXTS = $(patsubst heldout-%.parquet,%,$(notdir $(FRONTIER_HELDOUT)))
 
 $(FRONTIER_RUN)/pairs-%.parquet: $(FRONTIER_PAIRS_CSV) $(FRONTIER_RUN)/heldout-%.parquet $(FRONTIER_RUN)/.settings/device \
-  | $(BIN)/evaluate $(BIN)/inspect $(ORT_LIB) $(VENV_REPORT)/.complete
+  | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB) $(VENV_REPORT)/.complete
 	$(VENV_REPORT)/bin/python tools/report/frontier_pairs.py masks $(FRONTIER_PAIRS_CSV) \
 	  --manifest $(MODEL_DIR)/manifest.json > $@.masks
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(FRONTIER_RUN)/heldout-$*.parquet $(EVALUATE_FLAGS) \
@@ -167,29 +167,30 @@ EXACT_FRONTIER_VALUES = neg-nll utility
 # The name of the run's copies in docs/results (another game of the same model needs its own).
 EXACT_FRONTIER_DOCS_NAME ?= exact-frontier$(FRONTIER_DOCS_SUFFIX)
 
-# Settings stamps (pipelines/layerprune.mk): the game (players, tokens) and what is played on it.
+# Settings stamps (pipelines/layerprune.mk): the game (players, tokens; the model folder and the
+# LAMBADA passages by what they are) and what is played on it.
 $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/game,$(MODEL_PATH_STAMPED) $(EXACT_FIXED) \
-  $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(EXACT_FRONTIER_SET),,$(MODEL_INPUT)))
+  $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(EXACT_FRONTIER_SET),,$(MODEL_INPUT) $(LAMBADA)))
 $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/plans,$(EXACT_FRONTIER_KS) \
   $(EXACT_FRONTIER_BUDGETS) $(FRONTIER_SHAPLEY_MASKS)))
 $(eval $(call settings_stamp_at,$(EXACT_FRONTIER_RUN)/.settings/device,$(MODEL_RUNTIME)))
 
-$(EXACT_FRONTIER_TOKENS): $(MODEL_DIR)/manifest.json $(LAMBADA) $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/prepare-tokens
+$(EXACT_FRONTIER_TOKENS): $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/prepare-tokens $(MODEL_INPUT) $(LAMBADA)
 	@mkdir -p $(EXACT_FRONTIER_RUN)
 	$(call calibration_set,$(EXACT_FRONTIER_SET),$@)
 
-$(EXACT_FRONTIER_RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/sample-masks
+$(EXACT_FRONTIER_RUN)/masks.parquet: $(EXACT_FRONTIER_RUN)/.settings/game | $(BIN)/sample-masks $(MODEL_INPUT)
 	@mkdir -p $(EXACT_FRONTIER_RUN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --enumerate --fixed $(EXACT_FIXED) --out $@
 
 # Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `evaluate_checkpointed`).
 $(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOKENS) $(EXACT_FRONTIER_RUN)/.settings/device \
-                        | $(BIN)/evaluate $(BIN)/inspect $(ORT_LIB)
+                        | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT_FRONTIER_TOKENS) --masks $< \
 	  --chunk 256 $(EVALUATE_FLAGS) --summary $(EXACT_FRONTIER_RUN)/summary.json)
 
 # The frontier's cache starts as the enumerated table, so every mask any method asks for is read.
-$(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/frontier $(ORT_LIB)
+$(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/frontier $(ORT_STAGE_LIB)
 	@mkdir -p $(EXACT_FRONTIER_RUN)/run
 	cp $< $(EXACT_FRONTIER_RUN)/run/cache-calibration-c$(EXACT_FRONTIER_SET).parquet
 	$(BIN)/frontier --model $(MODEL_DIR) --calibration c$(EXACT_FRONTIER_SET)=$(EXACT_FRONTIER_TOKENS) \
@@ -219,7 +220,7 @@ $(EXACT_FRONTIER_TABLE): $(EXACT_FRONTIER_RUN)/frontier.csv \
 	    --plans "exact $(i), value $(v)=$(EXACT_FRONTIER_RUN)/plans-exact-$(i)-$(v).parquet")) \
 	  --out $@ --csv $(EXACT_FRONTIER_RUN)/exact-frontier.csv
 
-exact-frontier: ort venv-report $(EXACT_FRONTIER_TABLE)
+exact-frontier: $(ORT_STAGE_LIB) venv-report $(EXACT_FRONTIER_TABLE)
 
 exact-frontier-docs: $(EXACT_FRONTIER_TABLE)
 	mkdir -p docs/results

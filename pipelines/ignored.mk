@@ -6,9 +6,11 @@
 #
 # $(call refuse_unread,GOALS,VARIABLE[,WHY]): refuses VARIABLE given on the command line when
 # every goal of the command is one of GOALS (a command that also names a goal reading it is
-# left alone). WHY: what those goals take instead, a clause (no commas: use $(comma)).
-refuse_unread = $(if $(and $(filter command line,$(origin $(2))),$(filter $(1),$(MAKECMDGOALS)),$(if $(filter-out $(1),$(MAKECMDGOALS)),,yes)),\
-  $(error make $(firstword $(filter $(1),$(MAKECMDGOALS))): $(2)=$($(2)) is not read here$(if $(3),; $(3))))
+# left alone). WHY: what those goals take instead, a clause (no commas: use $(comma)). A setting
+# the Makefile rewrote (MODEL_DIR, normalised) has its value and origin as given in GIVEN_<name> and
+# GIVEN_ORIGIN_<name>.
+refuse_unread = $(if $(and $(filter command line,$(or $(GIVEN_ORIGIN_$(2)),$(origin $(2)))),$(filter $(1),$(MAKECMDGOALS)),$(if $(filter-out $(1),$(MAKECMDGOALS)),,yes)),\
+  $(error make $(firstword $(filter $(1),$(MAKECMDGOALS))): $(2)=$(or $(GIVEN_$(2)),$($(2))) is not read here$(if $(3),; $(3))))
 
 # The demo's settings that choose masks, surrogates and plans: read by the demo, results, tasks,
 # quantize (its run is the demo's) and file targets of a run, not by the goals below.
@@ -71,4 +73,15 @@ endif
 ifneq ($(filter-out $(GOALS_WITHOUT_EVALUATE_FLAGS) help,$(or $(MAKECMDGOALS),all)),)
 $(foreach text,CALIB EVAL,$(if $(and $(filter command line,$(origin $(text)_DOCUMENTS)),$(strip $($(text)_TEXT))),\
   $(error $(text)_DOCUMENTS=$($(text)_DOCUMENTS) is not read: $(text)_TEXT=$($(text)_TEXT) is read whole ($(text)_DOCUMENTS picks passages of LAMBADA, the default text); give one or the other)))
+endif
+
+# After the settings above, a goal that cannot run on the model at all: make bench, make
+# bench-model and make tasks-crosscheck compare the model with PyTorch running the GGUF it was
+# exported from (MODEL_GGUF, by MODEL_NAME: pipelines/layerprune.mk), which only the models the
+# project fetches have (make bench ran SmolLM2's GGUF against any MODEL_NAME's folder).
+GGUF_GOALS := bench bench-model tasks-crosscheck
+ifneq ($(filter $(GGUF_GOALS),$(MAKECMDGOALS)),)
+ifeq ($(MODEL_GGUF),)
+$(error make $(firstword $(filter $(GGUF_GOALS),$(MAKECMDGOALS))): PyTorch runs the GGUF the model was exported from, and none is known for MODEL_NAME=$(MODEL_NAME) (MODEL_GGUF_<name> in pipelines/layerprune.mk: $(patsubst MODEL_GGUF_%,%,$(filter MODEL_GGUF_%,$(.VARIABLES)))))
+endif
 endif

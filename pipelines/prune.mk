@@ -188,15 +188,17 @@ endif
 endif
 
 # $(call prune_stamp,NAME,VALUES[,INPUTS]): layerprune.mk's settings stamp, in the run folder
-# PRUNE_OUT (INPUTS: the text files read, identified by what they are).
+# PRUNE_OUT (INPUTS: the files read, identified by what they are: the exported model folder and the
+# text, order-only prerequisites of the tokens, so a model exported again unchanged, after a new
+# export_layered.py or the source's weights touched, remakes nothing and keeps PRUNE_CACHE).
 prune_stamp = $(call settings_stamp_at,$(PRUNE_OUT)/.settings/$(1),$(2),,$(3))
 
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(PRUNE_SOURCE_STAT))))
 # The kind of device and the runtime flags (MODEL_RUNTIME, layerprune.mk) are in the token stamps although the tokens do
 # not depend on it: everything measured on them depends on it, and the cache of evaluations goes
 # with the calibration tokens, so a new kind measures everything on it (the tokens come out the same).
-$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(MODEL_RUNTIME),$(CALIB_INPUT)))
-$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(MODEL_RUNTIME),$(EVAL_INPUT)))
+$(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(MODEL_RUNTIME),$(PRUNE_MODEL_DIR)/manifest.json $(CALIB_INPUT)))
+$(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(MODEL_RUNTIME),$(PRUNE_MODEL_DIR)/manifest.json $(EVAL_INPUT)))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
@@ -206,35 +208,35 @@ $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layer
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py $(PRUNE_SOURCE) --out $(PRUNE_MODEL_DIR) \
 	  $(PRUNE_EXPORT_ARGS) --force
 
-$(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(CALIB_TEXT)) $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens
+$(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens $(PRUNE_MODEL_DIR)/manifest.json $(CALIB_INPUT)
 	rm -f $(PRUNE_CACHE)
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(CALIB_SOURCE) \
 	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
 
-$(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_MODEL_DIR)/manifest.json $(call text_deps,$(EVAL_TEXT)) $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/prepare-tokens
+$(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/prepare-tokens $(PRUNE_MODEL_DIR)/manifest.json $(EVAL_INPUT)
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(EVAL_SOURCE) \
 	  --windows $(EVAL_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
-$(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(BIN)/inspect $(ORT_LIB)
+$(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
 	$(call evaluate_checkpointed,--model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --overwrite --quiet)
 
 # PRUNE_METHOD (raced adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
 # ratio) chooses on the calibration tokens; the chosen plan is then measured on the held-out
 # tokens and written as the pruned layered folder. With MAX_PPL_RATIO the plan table holds the
 # one plan chosen, so the later steps take it without a k.
-$(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_LIB)
+$(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_STAGE_LIB)
 	@mkdir -p $(dir $@)
 	@# A refused or failed choice leaves no empty plan folder behind.
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
 	  --tokens $< --cache $(PRUNE_CACHE) --out $@ || { rmdir $(dir $@) 2>/dev/null; exit 1; }
 
-$(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_LIB)
+$(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_STAGE_LIB)
 	$(BIN)/apply-prune --method from-plan --plans $< --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) \
 	  --model $(PRUNE_MODEL_DIR) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --out $(PRUNE_PLAN_DIR)/plan.parquet --pruned-out $(dir $@) --overwrite
 
 # The written folder itself, run on the held-out tokens.
-$(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | $(BIN)/evaluate $(BIN)/inspect $(ORT_LIB)
+$(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --overwrite --quiet)
 
@@ -261,7 +263,7 @@ $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt: $(PRUNE_PLAN_DIR)/pruned/manifest.
 PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_PLAN_DIR)/pruned-generator.onnx)
 PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $(PRUNE_GENERATOR_OUT), one decoder with a KV cache (docs/your-model.md)
 
-prune: ort $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
+prune: $(ORT_STAGE_LIB) $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
 	  --source $(MODEL) --plan-method $(PRUNE_METHOD) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS))

@@ -26,8 +26,8 @@ $(BIN)/quantize:
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/model,$(MODEL_PATH_STAMPED),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/device,$(MODEL_RUNTIME)))
 
-# The full model, quantized.
-$(QUANT)/full-%/manifest.json: $(MODEL_DIR)/manifest.json $(QUANT)/.settings/model | $(BIN)/quantize
+# The full model, quantized (the model folder order-only: its stamp records what it is).
+$(QUANT)/full-%/manifest.json: $(QUANT)/.settings/model | $(BIN)/quantize $(MODEL_INPUT)
 	@mkdir -p $(QUANT)
 	$(BIN)/quantize --model $(MODEL_DIR) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
 
@@ -55,7 +55,7 @@ $(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet $(QRUN)/.settings/
 
 $(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json $(QRUN)/.settings/surrogates | $(BIN)/shapley
 	$(BIN)/shapley --surrogate $< --evaluations $(QRUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
-	  --estimator surrogate-shapley --seed $(SEED) --threads $(STAGE_THREADS) --out $@
+	  --estimator surrogate-shapley --threads $(STAGE_THREADS) --out $@
 
 $(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet \
                                            $(QRUN)/.settings/device | $(BIN)/apply-prune
@@ -76,9 +76,9 @@ $(QUANT)/bench/%-masks.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet $(
 	$(BIN)/evaluate --model $(dir $<) --tokens $(BENCH)/tokens.parquet --masks $(BENCH)/masks.parquet \
 	  $(EVALUATE_FLAGS) --out $(QUANT)/bench/$*-masks.parquet --summary $@ --overwrite --quiet
 
-quantize: ort $(foreach m,$(QUANT_MODELS),$(QUANT)/$(m)/manifest.json)
-quantize-then-prune: ort $(QRUN)/pruned-k$(K_PRUNED)/manifest.json
-quantize-bench: ort $(foreach m,$(QUANT_MODELS),$(QUANT)/bench/$(m)-full.json) \
+quantize: $(ORT_STAGE_LIB) $(foreach m,$(QUANT_MODELS),$(QUANT)/$(m)/manifest.json)
+quantize-then-prune: $(ORT_STAGE_LIB) $(QRUN)/pruned-k$(K_PRUNED)/manifest.json
+quantize-bench: $(ORT_STAGE_LIB) $(foreach m,$(QUANT_MODELS),$(QUANT)/bench/$(m)-full.json) \
                 $(foreach s,$(QUANT_SCHEMES),$(QUANT)/bench/full-$(s)-masks.json)
 
 .PHONY: quantize quantize-then-prune quantize-bench

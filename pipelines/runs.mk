@@ -64,7 +64,7 @@ ifneq ($(call goal_uses,$(RUN),$(RUN_GOALS)),)
 RUN_TAKEN_BY := $(call other_target_run,$(abspath $(RUN)))
 ifneq ($(RUN_TAKEN_BY),)
 ifeq ($(MODEL_NAMED_AFTER_FOLDER),1)
-$(error MODEL_DIR=$(MODEL_DIR) is named after its folder, "$(MODEL_NAME)" (no MODEL_NAME given), so its run folder would be $(RUN): $(RUN_TAKEN_BY). Name the model: MODEL_NAME=$(call suggested_name,$(abspath $(MODEL_DIR))))
+$(error MODEL_DIR=$(GIVEN_MODEL_DIR) is named after its folder, "$(MODEL_NAME)" (no MODEL_NAME given), so its run folder would be $(RUN): $(RUN_TAKEN_BY). Name the model: MODEL_NAME=$(call suggested_name,$(abspath $(MODEL_DIR))))
 else
 $(error MODEL_NAME=$(MODEL_NAME): its run folder $(RUN) is $(RUN_TAKEN_BY). Choose another MODEL_NAME (or a run folder: RUN=...))
 endif
@@ -83,7 +83,7 @@ ifeq ($$(origin $(1)),file)
 ifneq ($$(call goal_uses,$$($(1)),$(3)),)
 OTHER_MODEL := $$(firstword $$(filter-out $$(MODEL_PATH),$$(call recorded_models,$$(addprefix $$($(1))/.settings/,$(2)),1)))
 ifneq ($$(OTHER_MODEL),)
-$$(error MODEL_DIR=$$(MODEL_DIR) is named after its folder, "$$(MODEL_NAME)" (no MODEL_NAME given), but $$($(1)) ($(1)) was made from another model folder, $$(OTHER_MODEL) (its settings stamps, $$($(1))/.settings/): $$(MODEL_RENAME_HINT))
+$$(error MODEL_DIR=$$(GIVEN_MODEL_DIR) is named after its folder, "$$(MODEL_NAME)" (no MODEL_NAME given), but $$($(1)) ($(1)) was made from another model folder, $$(OTHER_MODEL) (its settings stamps, $$($(1))/.settings/): $$(MODEL_RENAME_HINT))
 endif
 endif
 endif
@@ -99,7 +99,7 @@ $(eval $(call check_named_run,MODEL_BENCH,tokens masks,bench-model))
 ifneq ($(MODEL_GGUF_$(MODEL_NAME)),)
 ifneq ($(MODEL_PATH),$(call model_path,$(BUILD)/models/$(MODEL_NAME)))
 ifneq ($(call own_folder_used,RUN,$(RUN_GOALS))$(call own_folder_used,FRONTIER_RUN,$(FRONTIER_GOALS))$(call own_folder_used,EXACT_FRONTIER_RUN,$(EXACT_FRONTIER_GOALS))$(call own_folder_used,QUANT,$(QUANT_GOALS)),)
-$(error MODEL_DIR=$(MODEL_DIR) is named after its folder, "$(MODEL_NAME)" (no MODEL_NAME given): the name of a model the project fetches and exports into $(BUILD)/models/$(MODEL_NAME), whose runs `make demo` and the others would replace. Run this one under a name of its own: MODEL_NAME=$(call suggested_name,$(abspath $(MODEL_DIR))))
+$(error MODEL_DIR=$(GIVEN_MODEL_DIR) is named after its folder, "$(MODEL_NAME)" (no MODEL_NAME given): the name of a model the project fetches and exports into $(BUILD)/models/$(MODEL_NAME), whose runs `make demo` and the others would replace. Run this one under a name of its own: MODEL_NAME=$(call suggested_name,$(abspath $(MODEL_DIR))))
 endif
 endif
 endif

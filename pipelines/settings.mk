@@ -79,9 +79,10 @@ THREADS ?= 0
 # $(RUN)/plans/<method>.parquet measures on the evaluation text); Snakemake: rule plan_calibration.
 PLAN_ARGS_published = --scores $(RUN)/scores-published.parquet --estimator stratified-semivalue
 PLAN_ARGS_shapley = --scores $(RUN)/scores-shapley.parquet --estimator surrogate-shapley
-# SEED seeds their Shapley sampling (a surrogate without a closed form) and the search's random
-# starts, as it seeds every other draw of the run.
-PLAN_ARGS_iterative = --method iterative --surrogate $(RUN)/surrogate-quadratic.json --seed $(SEED)
+# SEED seeds the search's random starts, as it seeds every other draw of the run. Iterative
+# removal draws nothing through the quadratic surrogate (its Shapley values have a closed form):
+# it is given no --seed, which apply-prune refuses there.
+PLAN_ARGS_iterative = --method iterative --surrogate $(RUN)/surrogate-quadratic.json
 PLAN_ARGS_search = --method search --surrogate $(RUN)/surrogate-quadratic.json --seed $(SEED)
 PLAN_ARGS_block-influence = --scores $(RUN)/scores-baselines.parquet --estimator block-influence
 PLAN_ARGS_angular = --scores $(RUN)/scores-baselines.parquet --estimator angular

