@@ -42,7 +42,7 @@ bench: $(ORT_STAGE_LIB) venv-export $(BENCH)/tokens.parquet $(BENCH)/masks.parqu
 	$(VENV_EXPORT)/bin/python tools/bench/report.py $(BENCH) $(MODEL_DIR)
 
 # --- make bench-gpu: evaluate on CUDA against the PyTorch loops, random weights of real shapes ---
-# One run of under 10 minutes on a GPU host (docs/benchmarks.md, "GPU run"): SmolLM2-135M fp32 and
+# One run of under 10 minutes on a GPU host (docs/benchmarks.md, §5 "On a GPU"): SmolLM2-135M fp32 and
 # fp16, TinyLlama-1.1B fp16, a Llama-2-7B shape in bf16; writes docs/results/gpu-bench.csv and
 # $(BENCH_GPU)/gpu-bench.md. Needs ORT_DYLIB_PATH = the onnxruntime-gpu library (and the CUDA
 # libraries on LD_LIBRARY_PATH), torch with CUDA, transformers and onnx, and the stage binaries in

@@ -91,7 +91,7 @@ PLAN_ARGS_reverse = --scores $(RUN)/scores-baselines.parquet --estimator reverse
 PLAN_ARGS_random = --scores $(RUN)/scores-baselines.parquet --estimator random
 PLAN_ARGS_sleb := --method sleb
 # SLEB with each step's candidates raced over the calibration windows: a candidate three standard
-# errors behind the best is not measured on the remaining windows (docs/selection.md, "Racing").
+# errors behind the best is not measured on the remaining windows (docs/selection.md, "Racing SLEB" and "Racing adaptive removal").
 PLAN_ARGS_sleb-raced := --method sleb --race-se 3
 # Adaptive removal on the model, at most SLEB's cost at each k.
 PLAN_ARGS_adaptive = --method adaptive --budget $(ADAPTIVE_BUDGET)

@@ -97,7 +97,7 @@ struct Args {
     /// SLEB and adaptive: race the masks measured together over the calibration windows,
     /// dropping a mask once its NLL is more than this many standard errors (paired over the
     /// windows measured) behind the best one's, so that clearly worse removals are not measured
-    /// on every window (e.g. 3; docs/selection.md, "Racing"). SLEB chooses among the rest as
+    /// on every window (e.g. 3; docs/selection.md, "Racing SLEB"). SLEB chooses among the rest as
     /// without it; adaptive removal spends what it saves on more swaps.
     #[arg(long, value_parser = parse_race_se)]
     race_se: Option<f64>,
