@@ -68,9 +68,13 @@ pub fn load_masks(source: &MaskSource, model_dir: &Path, num_blocks: usize) -> R
 }
 
 /// Rows in the order of `masks` (rows of masks not listed go last, in their order), so that
-/// a resumed run writes the same table as an uninterrupted one.
+/// a resumed run writes the same table as an uninterrupted one. A mask listed twice (the full
+/// and empty masks of permutation chains) takes its first place, as a run evaluates it there.
 pub fn ordered_rows(rows: &[EvaluationRow], masks: &[Mask]) -> Vec<EvaluationRow> {
-    let position: HashMap<&Mask, usize> = masks.iter().enumerate().map(|(i, m)| (m, i)).collect();
+    let mut position: HashMap<&Mask, usize> = HashMap::with_capacity(masks.len());
+    for (i, mask) in masks.iter().enumerate() {
+        position.entry(mask).or_insert(i);
+    }
     let mut sorted: Vec<(usize, usize, &EvaluationRow)> = rows
         .iter()
         .enumerate()
@@ -78,4 +82,29 @@ pub fn ordered_rows(rows: &[EvaluationRow], masks: &[Mask]) -> Vec<EvaluationRow
         .collect();
     sorted.sort_by_key(|&(p, i, _)| (p, i));
     sorted.into_iter().map(|(_, _, r)| r.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mask listed twice (permutation chains repeat the full and empty masks) takes its
+    /// first place: `evaluate --merge` wrote such rows at their last place, unlike a run.
+    #[test]
+    fn rows_follow_the_first_place_of_each_mask() {
+        let rows = layerprune_tests::evaluation_table(
+            3,
+            &[("000", 9.0), ("111", 1.0), ("101", 2.0), ("011", 3.0)],
+        )
+        .rows;
+        let masks: Vec<Mask> = ["111", "101", "000", "011", "111", "000"]
+            .iter()
+            .map(|id| id.parse().unwrap())
+            .collect();
+        let order: Vec<String> = ordered_rows(&rows, &masks)
+            .iter()
+            .map(|row| row.mask.to_string())
+            .collect();
+        assert_eq!(order, ["111", "101", "000", "011"]);
+    }
 }

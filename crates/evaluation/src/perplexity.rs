@@ -65,6 +65,9 @@ pub struct EvaluationOutcome {
     pub table: EvaluationTable,
     /// The masks of this run (of its shard).
     pub masks: usize,
+    /// How many of them the table holds (rows of masks of an earlier design it keeps are not
+    /// counted).
+    pub masks_in_table: usize,
     /// Masks evaluated by this call (not resumed).
     pub evaluated: usize,
     /// Seconds spent evaluating them.
@@ -316,7 +319,10 @@ pub fn run_evaluation(
         }
         None => None,
     };
+    let in_table: HashSet<&Mask> = table.rows.iter().map(|row| &row.mask).collect();
+    let masks_in_table = masks.iter().filter(|mask| in_table.contains(mask)).count();
     Ok(EvaluationOutcome {
+        masks_in_table,
         table,
         masks: masks.len(),
         evaluated: todo.len(),
@@ -472,6 +478,9 @@ pub struct MergeConfig {
     /// Finished shard tables.
     pub shards: Vec<PathBuf>,
     pub out: PathBuf,
+    /// Replace an evaluation table at `out` of another model, dataset or device (as a run
+    /// over the windows does); without it such a table is refused.
+    pub overwrite: bool,
     /// Tool, version and command line recorded in the output; the merge adds its inputs.
     pub provenance: Provenance,
 }
@@ -598,6 +607,7 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     table.rows = ordered_rows(&rows, &masks);
     table.fixed_blocks = wanted.fixed_blocks;
     table.complete = true;
+    refuse_another_game(config, &table)?;
     let mut provenance = config
         .provenance
         .clone()
@@ -608,6 +618,41 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     }
     write_evaluations(&config.out, &table, &provenance)?;
     Ok(table)
+}
+
+/// An evaluation table already at the merge's `--out` is replaced when it is of the same
+/// game (model, dataset, device: an earlier merge, or the shards' own run), and otherwise only
+/// with `--overwrite`, as a run over the windows refuses it: the hours of another model's
+/// evaluations are not replaced by a slip of the path.
+fn refuse_another_game(config: &MergeConfig, merged: &EvaluationTable) -> Result<()> {
+    if config.overwrite || !config.out.exists() {
+        return Ok(());
+    }
+    let problem =
+        match read_evaluations(&config.out) {
+            Ok(there)
+                if there.model_id == merged.model_id
+                    && there.dataset_id == merged.dataset_id
+                    && there.evaluated_on == merged.evaluated_on =>
+            {
+                return Ok(())
+            }
+            Ok(there) => format!(
+            "holds the evaluations of another game (model {}, dataset {}, {}) than the shards' \
+             (model {}, dataset {}, {})",
+            there.model_id,
+            there.dataset_id,
+            there.evaluated_on.as_deref().unwrap_or("device not recorded"),
+            merged.model_id,
+            merged.dataset_id,
+            merged.evaluated_on.as_deref().unwrap_or("device not recorded"),
+        ),
+            Err(error) => format!("cannot be read as an evaluation table ({error})"),
+        };
+    bail!(
+        "--out {}: {problem}; pass --overwrite to replace it, or choose another --out",
+        config.out.display()
+    )
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     let mut rows: Vec<TaskChoiceRow> = if config.merge.is_empty() {
         resumable_rows(config, &identity)?
     } else {
-        merged_rows(&config.merge, &identity)?
+        merged_rows(&config.merge, &identity, &masks)?
     };
     check_derived_outputs(config, &identity)?;
     let done: HashSet<Mask> = identity.finished_masks(&rows);
@@ -362,9 +362,30 @@ fn resumable_rows(config: &TaskConfig, identity: &RunIdentity<'_>) -> Result<Vec
     if !choices_out.exists() {
         return Ok(Vec::new());
     }
+    // A shard resumes only rows of masks it owns (and the full model, which every shard
+    // scores): another shard's, or an unsharded run's, would be written as this shard's.
+    let foreign = |table: &layerprune_tables::TaskChoiceTable| {
+        config.shard.and_then(|shard| {
+            table
+                .rows
+                .iter()
+                .find(|row| row.mask.num_removed() > 0 && !shard.owns(&row.mask))
+                .map(|row| (shard, row.mask.clone()))
+        })
+    };
     match read_task_choices(choices_out) {
-        Ok(table) if identity.matches(&table) => Ok(identity.complete_tasks(table.rows)),
+        Ok(table) if identity.matches(&table) && foreign(&table).is_none() => {
+            Ok(identity.complete_tasks(table.rows))
+        }
         Ok(_) | Err(_) if config.overwrite => Ok(Vec::new()),
+        Ok(table) if identity.matches(&table) => {
+            let (shard, mask) = foreign(&table).expect("checked above");
+            bail!(
+                "{}: cannot resume: mask {mask} is not shard {shard}'s (pass --overwrite to \
+                 replace it, or choose another --choices-out)",
+                choices_out.display()
+            )
+        }
         Ok(table) => bail!(
             "{}: cannot resume: written for model {} and questions {} with scoring {}, this run \
              is for {} (pass --overwrite to replace it, or choose another --choices-out)",
@@ -380,7 +401,14 @@ fn resumable_rows(config: &TaskConfig, identity: &RunIdentity<'_>) -> Result<Vec
 
 /// The union of finished shards' choice rows. Every shard holds the full model (the
 /// reference of the utility): its copies must agree; any other mask must be in one shard.
-fn merged_rows(shards: &[PathBuf], identity: &RunIdentity<'_>) -> Result<Vec<TaskChoiceRow>> {
+/// A mask of a shard that `masks` (the merge's mask list) lacks is refused: the shards were made
+/// from another mask table.
+fn merged_rows(
+    shards: &[PathBuf],
+    identity: &RunIdentity<'_>,
+    masks: &[Mask],
+) -> Result<Vec<TaskChoiceRow>> {
+    let wanted: HashSet<&Mask> = masks.iter().collect();
     // Shards run on different machines may differ in the last bits of a log-likelihood.
     const FULL_MODEL_AGREEMENT: f64 = 1e-3;
     let mut rows: Vec<TaskChoiceRow> = Vec::new();
@@ -410,6 +438,13 @@ fn merged_rows(shards: &[PathBuf], identity: &RunIdentity<'_>) -> Result<Vec<Tas
             .into_iter()
             .filter(|r| finished.contains(&r.mask))
         {
+            if row.mask.num_removed() > 0 && !wanted.contains(&row.mask) {
+                bail!(
+                    "{}: mask {} is not among the masks given (shards of another mask table?)",
+                    path.display(),
+                    row.mask
+                );
+            }
             if row.mask.num_removed() == 0 {
                 let key = (row.task.clone(), row.question, row.choice);
                 match full_rows.get(&key) {

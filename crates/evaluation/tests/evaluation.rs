@@ -311,6 +311,7 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
             masks: masks.clone(),
             shards: inputs.iter().map(|p| p.to_path_buf()).collect(),
             out: out.to_path_buf(),
+            overwrite: false,
             provenance: provenance(),
         })
     };
@@ -350,6 +351,7 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
         masks: subset,
         shards: shards.clone(),
         out: refused_path.clone(),
+        overwrite: false,
         provenance: provenance(),
     })
     .unwrap_err();

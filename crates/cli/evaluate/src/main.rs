@@ -237,8 +237,8 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
         for (flag, given) in [
             ("--model", args.model.is_some() && args.tasks.is_none()),
             ("--tokens", args.tokens.is_some()),
-            // A task merge adds the inline masks to its mask list and replaces outputs of
-            // another model under --overwrite; a merge of token windows does neither.
+            // A task merge adds the inline masks to its mask list; a merge of token windows
+            // does not. Both replace a table of another game under --overwrite.
             (
                 "--mask",
                 !args.inline_masks.is_empty() && args.tasks.is_none(),
@@ -246,7 +246,6 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
             ("--max-new-masks", args.max_new_masks.is_some()),
             ("--chunk", args.chunk != CHUNK),
             ("--no-verify", args.no_verify),
-            ("--overwrite", args.overwrite && args.tasks.is_none()),
         ] {
             if given {
                 ignored.push(flag);
@@ -353,6 +352,7 @@ fn merge(args: &Args) -> Result<()> {
         masks,
         shards: args.merge.clone(),
         out: args.out.clone(),
+        overwrite: args.overwrite,
         provenance: provenance(),
     };
     let table = merge_evaluations(&config)?;

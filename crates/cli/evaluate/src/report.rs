@@ -168,7 +168,7 @@ pub fn print_evaluation(
         tracing::warn!(
             "{}: {} of {} masks evaluated; run again to resume",
             out.display(),
-            outcome.table.rows.len(),
+            outcome.masks_in_table,
             outcome.masks
         );
     }

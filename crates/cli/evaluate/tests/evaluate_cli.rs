@@ -490,6 +490,38 @@ fn three_shards_merged_equal_one_run_and_bad_merges_are_refused() {
         assert_eq!(a.nll, b.nll, "mask {}", a.mask);
         assert_eq!(a.utility, b.utility, "mask {}", a.mask);
     }
+    // Merged again over its own output: the same game, replaced. Over the evaluations of
+    // another dataset: refused as a run over the windows refuses them, unless --overwrite.
+    succeeded(merge(&[&shards[0], &shards[1], &shards[2]], &merged));
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (other_tokens, _) = write_inputs(&other, Some(7));
+    let precious = dir.path().join("precious.parquet");
+    succeeded(evaluate(&[
+        "--tokens",
+        path(&other_tokens),
+        "--out",
+        path(&precious),
+    ]));
+    let before = std::fs::read(&precious).unwrap();
+    let all = [&shards[0], &shards[1], &shards[2]];
+    let over = merge(&all, &precious);
+    assert_refused(
+        &over,
+        &["holds the evaluations of another game", "--overwrite"],
+    );
+    assert_eq!(std::fs::read(&precious).unwrap(), before);
+    let mut replacing = Command::new(env!("CARGO_BIN_EXE_evaluate"));
+    replacing.args([
+        "--masks",
+        path(&masks),
+        "--out",
+        path(&precious),
+        "--overwrite",
+    ]);
+    replacing.arg("--merge").args(all.iter().map(|p| path(p)));
+    succeeded(replacing.output().unwrap());
+    assert_eq!(read_evaluations(&precious).unwrap().rows.len(), 64);
 
     let refused = dir.path().join("refused.parquet");
     let missing = merge(&[&shards[0], &shards[2]], &refused);

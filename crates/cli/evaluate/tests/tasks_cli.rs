@@ -552,6 +552,31 @@ fn sharded_task_runs_merge_into_the_unsharded_tables() {
     ));
     let other = dir.path().join("other-choices.parquet");
     refused(&[p(&other), all[1], all[2]], "computed for model");
+    // Shards of another mask table (here a longer one than the merge is given) are refused,
+    // not copied into the choice log beside a shorter evaluation table.
+    let fewer = dir.path().join("fewer-masks.parquet");
+    let first_two = MaskTable {
+        rows: table.rows[..2].to_vec(),
+        ..table.clone()
+    };
+    write_masks(&fewer, &first_two, &provenance).unwrap();
+    let mut selection = vec!["--masks", p(&fewer)];
+    selection.extend(merge_args(&all));
+    let out = run_named(dir.path(), &data, "bad", &selection, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not among the masks given"), "{stderr}");
+    assert!(!dir.path().join("bad-choices.parquet").exists());
+    // A shard does not resume another run's rows (an unsharded run's choice log): it would
+    // write them as its own, complete.
+    let foreign = dir.path().join("foreign-choices.parquet");
+    std::fs::copy(dir.path().join("whole-choices.parquet"), &foreign).unwrap();
+    let before = std::fs::read(&foreign).unwrap();
+    let out = run_table(dir.path(), &data, "foreign", &["--shard", "0/3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "resumed another run's rows");
+    assert!(stderr.contains("is not shard 0/3's"), "{stderr}");
+    assert_eq!(std::fs::read(&foreign).unwrap(), before);
 }
 
 #[test]
