@@ -20,9 +20,6 @@
 
 use anyhow::{bail, Context, Result};
 use layerprune_core::{Game, Mask, RecordedGame};
-use layerprune_sampling::{
-    sample, Allocation, Existing, SamplingPlan, StrataSpec, StratifiedDesign,
-};
 use layerprune_shapley::exact::exact_values;
 use layerprune_shapley::kernelshap::{kernelshap_estimate, PairedDesign};
 use layerprune_shapley::regression::{regression_adjusted_kernel_estimate, SurrogateTarget};
@@ -57,26 +54,6 @@ fn load(source: &str) -> Result<(RecordedGame, Players)> {
     Ok((table.to_game(GameValue::Utility)?, players))
 }
 
-/// The sampler's complement pairs over the players, read back as a table is.
-fn sampler_pairs(n: usize, pairs: usize, seed: u64) -> Result<PairedDesign> {
-    let plan = SamplingPlan {
-        stratified: Some(StratifiedDesign {
-            strata: StrataSpec::Removed((1..n as i64).collect()),
-            total_masks: pairs,
-            allocation: Allocation::Equal,
-        }),
-        complement_pairs: true,
-        ..SamplingPlan::default()
-    };
-    let rows = sample(&Players::all(n), &plan, Existing::default(), seed)?.rows;
-    let pairs: Vec<(Mask, Mask)> = rows
-        .chunks(2)
-        .filter(|two| two.len() == 2 && two[0].group_id.is_some())
-        .map(|two| (two[0].mask.clone(), two[1].mask.clone()))
-        .collect();
-    Ok(PairedDesign::from_pairs(n, &pairs)?)
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
@@ -97,7 +74,7 @@ fn main() -> Result<()> {
     let mut errors = vec![vec![Vec::<Vec<f64>>::new(); 2]; ESTIMATORS.len()];
     let mut z_scores = vec![vec![Vec::<f64>::new(); 2]; ESTIMATORS.len()];
     for seed in 0..seeds {
-        let design = sampler_pairs(n, pairs, seed)?;
+        let design = PairedDesign::sampled_complement_pairs(n, pairs, seed)?;
         let (rows, _) = evaluate_masks(&mut game, &players, &design.queries())?;
         for reading in 0..2 {
             let design = PairedDesign {

@@ -127,6 +127,39 @@ pub fn paired_kernel_design(
 }
 
 impl PairedDesign {
+    /// The pairs `sample-masks --strata 1,…,n−1 --stratified-masks PAIRS --complement-pairs
+    /// --seed SEED` draws over `num_players` players (equal allocation; without replacement, a
+    /// fixed number per class of sizes {s, n − s}, small classes whole), read back as from a
+    /// mask table: the designs the paired estimators meet in the pipeline, to calibrate them on.
+    pub fn sampled_complement_pairs(
+        num_players: usize,
+        pairs: usize,
+        seed: u64,
+    ) -> Result<Self, ShapleyError> {
+        use layerprune_sampling::{
+            sample, Allocation, Existing, SamplingPlan, StrataSpec, StratifiedDesign,
+        };
+        let plan = SamplingPlan {
+            stratified: Some(StratifiedDesign {
+                strata: StrataSpec::Removed((1..num_players as i64).collect()),
+                total_masks: pairs,
+                allocation: Allocation::Equal,
+            }),
+            complement_pairs: true,
+            ..SamplingPlan::default()
+        };
+        let players = layerprune_core::Players::all(num_players);
+        let rows = sample(&players, &plan, Existing::default(), seed)
+            .map_err(|e| ShapleyError::Design(e.to_string()))?
+            .rows;
+        let pairs: Vec<(Mask, Mask)> = rows
+            .chunks(2)
+            .filter(|two| two.len() == 2 && two[0].group_id.is_some())
+            .map(|two| (two[0].mask.clone(), two[1].mask.clone()))
+            .collect();
+        Self::from_pairs(num_players, &pairs)
+    }
+
     /// Rebuilds a design from pairs read back from a mask table; each pair must be a mask
     /// and its complement. A table in which no mask repeats is taken as drawn without
     /// replacement, class by class (what `sample-masks --complement-pairs` writes).

@@ -502,31 +502,10 @@ fn the_pair_of_the_empty_and_full_masks_adds_nothing_to_regression_adjustment() 
     assert_within_se(&without, &truth, 0.1);
 }
 
-/// The pairs `sample-masks --strata 1,…,n−1 --stratified-masks PAIRS --complement-pairs` draws
-/// (without replacement, a fixed number per class of sizes {s, n − s}, small classes whole),
-/// read back as a mask table is.
+/// The pairs the sampler draws ([`PairedDesign::sampled_complement_pairs`]), read as drawn
+/// without replacement.
 fn sampler_pairs(n: usize, pairs: usize, seed: u64) -> PairedDesign {
-    use layerprune_sampling::{
-        sample, Allocation, Existing, SamplingPlan, StrataSpec, StratifiedDesign,
-    };
-    let plan = SamplingPlan {
-        stratified: Some(StratifiedDesign {
-            strata: StrataSpec::Removed((1..n as i64).collect()),
-            total_masks: pairs,
-            allocation: Allocation::Equal,
-        }),
-        complement_pairs: true,
-        ..SamplingPlan::default()
-    };
-    let rows = sample(&Players::all(n), &plan, Existing::default(), seed)
-        .unwrap()
-        .rows;
-    let pairs: Vec<(Mask, Mask)> = rows
-        .chunks(2)
-        .filter(|two| two.len() == 2 && two[0].group_id.is_some())
-        .map(|two| (two[0].mask.clone(), two[1].mask.clone()))
-        .collect();
-    let design = PairedDesign::from_pairs(n, &pairs).unwrap();
+    let design = PairedDesign::sampled_complement_pairs(n, pairs, seed).unwrap();
     assert!(design.without_replacement);
     design
 }
