@@ -43,6 +43,14 @@ pub struct PlanFiles {
     pub allow_mixed_inputs: bool,
 }
 
+/// Which sampling settings a user gave ([`LoadedPlanInputs::refuse_moot_sampling`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MootSettings {
+    pub permutation_pairs: bool,
+    pub seed: bool,
+    pub random_starts: bool,
+}
+
 /// The model the plans are for, when one is opened: what the files are checked against.
 #[derive(Clone, Copy, Debug)]
 pub struct ModelFacts<'a> {
@@ -387,32 +395,46 @@ impl LoadedPlanInputs {
         Ok(plans)
     }
 
-    /// Refuses sampling settings the surrogate makes moot: with a closed form (quadratic) the
-    /// surrogate's Shapley values are exact, no permutation is sampled, so
-    /// `--permutation-pairs` (iterative, search) and `--seed` (iterative; search draws its
-    /// random starts with it) would be ignored.
-    pub fn refuse_moot_sampling(
-        &self,
-        permutation_pairs_given: bool,
-        seed_given: bool,
-    ) -> Result<()> {
+    /// Refuses sampling settings that would be ignored: with a surrogate of closed form
+    /// (quadratic) its Shapley values are exact, no permutation is sampled, so
+    /// `--permutation-pairs` (iterative, search) and `--seed` (iterative) play no part. A
+    /// search that predicts every subset at each k of `settings`
+    /// ([`crate::SearchOptions::is_exhaustive`]) draws no random start, so `--random-starts`
+    /// and `--seed` play none there either: that is said with a warning.
+    pub fn refuse_moot_sampling(&self, settings: &PlanSettings, given: MootSettings) -> Result<()> {
         let closed_form = self
             .surrogate
             .as_ref()
             .is_some_and(|saved| saved.surrogate.exact_shapley().is_some());
-        if !closed_form {
-            return Ok(());
+        let method = self.method;
+        if closed_form {
+            let moot = [
+                (given.permutation_pairs, "--permutation-pairs"),
+                (given.seed && method == PlanMethod::Iterative, "--seed"),
+            ];
+            if let Some((_, flag)) = moot.into_iter().find(|(given, _)| *given) {
+                bail!(
+                    "{flag}: the surrogate has a closed form (quadratic), so --method {method} \
+                     computes its Shapley values exactly and samples no permutation; leave \
+                     {flag} out"
+                );
+            }
         }
-        let moot = [
-            (permutation_pairs_given, "--permutation-pairs"),
-            (seed_given && self.method == PlanMethod::Iterative, "--seed"),
-        ];
-        if let Some((_, flag)) = moot.into_iter().find(|(given, _)| *given) {
-            bail!(
-                "{flag}: the surrogate has a closed form (quadratic), so --method {} computes its \
-                 Shapley values exactly and samples no permutation; leave {flag} out",
-                self.method
-            );
+        if method == PlanMethod::Search && (given.random_starts || given.seed) {
+            let search = crate::SearchOptions::default();
+            let exhaustive = settings.ks.iter().all(|&k| {
+                crate::removable_blocks(self.num_blocks, &self.fixed, k)
+                    .is_ok_and(|players| search.is_exhaustive(players.len(), k))
+            });
+            // Said, not refused: a pipeline passes its seed whatever the ks (Gemma 3's k = 2,
+            // 4, 6 are all small enough), and the plans are right either way.
+            if exhaustive && !settings.ks.is_empty() {
+                tracing::warn!(
+                    "--random-starts and --seed play no part: the search predicts every set of \
+                     k removable blocks at each --k (at most {} sets) and draws no random start",
+                    search.exhaustive_limit
+                );
+            }
         }
         Ok(())
     }

@@ -224,6 +224,14 @@ pub struct SearchOptions {
     pub max_steps: usize,
 }
 
+impl SearchOptions {
+    /// Whether a search for `k` of `players` removable blocks predicts every subset (then
+    /// it draws no random start: `random_starts` and `seed` play no part).
+    pub fn is_exhaustive(&self, players: usize, k: usize) -> bool {
+        binomial(players, k) <= self.exhaustive_limit
+    }
+}
+
 impl Default for SearchOptions {
     fn default() -> Self {
         SearchOptions {
@@ -328,7 +336,7 @@ pub fn surrogate_search(
         surrogate,
         values: HashMap::new(),
     };
-    if binomial(players.len(), k) <= options.exhaustive_limit {
+    if options.is_exhaustive(players.len(), k) {
         let mut batch = Vec::new();
         for_each_subset(&players, k, |subset| {
             batch.push(subset.to_vec());

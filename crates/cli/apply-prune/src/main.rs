@@ -20,7 +20,7 @@ use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, 
 use layerprune_core::Game;
 use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
-use layerprune_selection::inputs::{ModelFacts, PlanFiles};
+use layerprune_selection::inputs::{ModelFacts, MootSettings, PlanFiles};
 use layerprune_selection::margin::depth_warning;
 use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
 use layerprune_tables::input_role;
@@ -350,7 +350,14 @@ fn apply_prune(args: Args) -> Result<()> {
             num_blocks: model.num_blocks(),
         });
     let inputs = files.load(method, facts)?;
-    inputs.refuse_moot_sampling(args.permutation_pairs.is_some(), args.seed.is_some())?;
+    inputs.refuse_moot_sampling(
+        &settings,
+        MootSettings {
+            permutation_pairs: args.permutation_pairs.is_some(),
+            seed: args.seed.is_some(),
+            random_starts: args.random_starts.is_some(),
+        },
+    )?;
     let num_blocks = inputs.num_blocks;
     let tokens = match (&model, &args.tokens) {
         (Some(model), Some(path)) => Some(layerprune_evaluation::game_tokens(model, path)?),

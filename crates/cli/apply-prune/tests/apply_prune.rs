@@ -1150,8 +1150,18 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     // The flag's name until 2026-12-04, still accepted.
     let flag = search.len() - common.len() + 2;
     search[flag] = "--surrogate-evaluations";
+    // Six blocks: every pair is predicted, no random start is drawn; a seed is said to play
+    // no part (a pipeline passes one whatever the ks), and the plan is the same.
+    let mut seeded = search.clone();
+    seeded.extend(["--seed", "5"]);
+    let output = apply_prune(&seeded);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("play no part"), "{stderr}");
+    let seeded_row = read_plans(&plan).unwrap().rows.remove(0);
     succeed(&search);
     let row = read_plans(&plan).unwrap().rows.remove(0);
+    assert_eq!(row.removed_blocks, seeded_row.removed_blocks);
     assert_eq!(row.method, "surrogate-search");
     assert_eq!(row.llm_evaluations, 64 + 3);
     // The kept plan is no worse on the LLM than the surrogate's favourite.

@@ -93,6 +93,9 @@ fn score_blocks(args: Args) -> Result<()> {
             "--seed seeds the random scores, and --estimator random is not asked for; leave it out"
         );
     }
+    if args.incomplete.allow_incomplete && args.evaluations.is_none() {
+        anyhow::bail!("--allow-incomplete is for the --evaluations table; leave it out");
+    }
     let seed = args.seed.unwrap_or(0);
     let files = BaselineFiles {
         block_stats: args.block_stats,

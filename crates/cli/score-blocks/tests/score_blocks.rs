@@ -216,6 +216,22 @@ fn fixed_blocks_get_no_score_and_are_recorded_so_selection_keeps_them() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--fixed 5 is not a block"), "{stderr}");
+    // --allow-incomplete with no evaluation table to allow would be ignored: refused.
+    let output = score_blocks(&[
+        "--estimator",
+        "reverse",
+        "--num-blocks",
+        "5",
+        "--allow-incomplete",
+        "--out",
+        dir.path().join("bad.parquet").to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--allow-incomplete is for the --evaluations"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -135,6 +135,9 @@ fn body(args: Args) -> Result<()> {
             );
         }
     }
+    if args.incomplete.allow_incomplete && args.evaluations.is_none() {
+        bail!("--allow-incomplete is for the --evaluations table; leave it out");
+    }
     let options = EstimatorOptions {
         samples: args.samples.unwrap_or(DEFAULT_SAMPLES),
         strata: args.strata.clone(),

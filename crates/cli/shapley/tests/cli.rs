@@ -108,6 +108,12 @@ fn sampling_settings_a_closed_form_ignores_are_refused() {
             .output()
             .unwrap()
     };
+    let output = run(&["--allow-incomplete"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--allow-incomplete is for the --evaluations"),
+        "{stderr}"
+    );
     for flag in ["--samples", "--seed"] {
         let output = run(&[flag, "7"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
