@@ -54,6 +54,22 @@ endif
 comma := ,
 empty :=
 space := $(empty) $(empty)
+
+# Settings (pipelines/settings.mk) checked before anything runs.
+# A typo a stage's own parser refuses (CALIB_WINDOWS=1O) would be caught only after the settings
+# stamps had taken it in (and the calibration tokens' rule had given up the cache of LLM
+# evaluations), so that putting it right remade and re-measured everything: refused here first.
+# (The goals' own settings, K, KS, MAX_PPL_RATIO, are checked by their makefiles.)
+setting_matches = $(if $(shell printf '%s' '$($(1))' | grep -Ex '$(2)'),,$(error $(1)='$($(1))' $(3)))
+$(call setting_matches,CALIB_WINDOWS,[1-9][0-9]*,must be a number of windows (1 or more))
+$(call setting_matches,EVAL_WINDOWS,[1-9][0-9]*,must be a number of windows (1 or more))
+$(call setting_matches,SEQ_LEN,[1-9][0-9]*,must be a number of tokens per window (1 or more))
+$(call setting_matches,SEED,[0-9]+,must be a seed (a whole number: 0 or more))
+$(call setting_matches,THREADS,[0-9]+,must be a number of threads (0 = all cores))
+$(call setting_matches,BOS,auto|off,must be auto or off)
+$(call setting_matches,DEVICE,cpu|cuda|cuda:[0-9]+,must be cpu or cuda or cuda:N)
+$(call setting_matches,ADAPTIVE_BUDGET,least|sleb|[0-9]*\.?[0-9]+sleb|[1-9][0-9]*,must be sleb or a fraction of it (0.5sleb) or least or a number of LLM evaluations)
+
 # The pruned model is the recommended plan at K_PRUNED blocks, one of the KS the plans are
 # made for: refused before anything runs rather than after every plan.
 ifneq ($(filter demo quantize quantize-bench,$(MAKECMDGOALS)),)

@@ -85,3 +85,11 @@ ifeq ($(MODEL_GGUF),)
 $(error make $(firstword $(filter $(GGUF_GOALS),$(MAKECMDGOALS))): PyTorch runs the GGUF the model was exported from, and none is known for MODEL_NAME=$(MODEL_NAME) (MODEL_GGUF_<name> in pipelines/layerprune.mk: $(patsubst MODEL_GGUF_%,%,$(filter MODEL_GGUF_%,$(.VARIABLES)))))
 endif
 endif
+
+# A setting given on the command line that no makefile here names (outside comments) is warned
+# about: a misspelled one (the calibration windows without their S) ran with the default without
+# a word. Warned, not refused: a variable of the environment's tools (V=1 for a verbose build)
+# may be meant.
+UNKNOWN_SETTINGS := $(shell for name in $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))); do \
+  sed 's/\#.*//' Makefile pipelines/*.mk | grep -qw -- "$$name" || printf '%s ' "$$name"; done)
+$(foreach name,$(if $(filter 0,$(MAKELEVEL)),$(UNKNOWN_SETTINGS)),$(warning $(name)=$($(name)) is set on the command line, but no makefile here reads $(name): a misspelled setting? (make help lists them)))

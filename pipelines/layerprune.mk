@@ -200,12 +200,24 @@ $(eval $(call settings_stamp,surrogate-quadratic,$(SEED) $(SURROGATE_RIDGE)))
 # printing the CPU's tables. The plan cache was measured there too.
 $(eval $(call settings_stamp,device,$(MODEL_RUNTIME),rm -f $(PLAN_CACHE);))
 
+# The dataset id a token table records (none where there is no table): the calibration tokens'
+# rules give up the cache of LLM evaluations, which is for one token table, only when the
+# windows made differ from those before, so a failed run, or settings changed and put back,
+# keep hours of measurements.
+dataset_id_of = $(BIN)/inspect --json $(1) 2>/dev/null | grep -o '"dataset_id": *"[0-9a-f]*"'
+# $(call new_calibration_tokens,CACHE,PREPARE-TOKENS ARGUMENTS): the recipe of $@.
+define new_calibration_tokens
+@$(call dataset_id_of,$@) > $@.dataset-before || true
+$(BIN)/prepare-tokens $(2) --out $@
+@$(call dataset_id_of,$@) | cmp -s - $@.dataset-before && [ -s $@.dataset-before ] || rm -f $(1); \
+  rm -f $@.dataset-before
+endef
+
 # The model folder and the text are order-only: their stamps record what they are.
-$(RUN)/tokens-calib.parquet: $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens $(MODEL_INPUT) $(CALIB_INPUT)
+$(RUN)/tokens-calib.parquet: $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens $(BIN)/inspect $(MODEL_INPUT) $(CALIB_INPUT)
 	@mkdir -p $(RUN)
-	rm -f $(PLAN_CACHE)
-	$(BIN)/prepare-tokens --model $(MODEL_DIR) $(CALIB_SOURCE) \
-	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
+	$(call new_calibration_tokens,$(PLAN_CACHE),--model $(MODEL_DIR) $(CALIB_SOURCE) \
+	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED))
 
 $(RUN)/tokens-eval.parquet: $(RUN)/.settings/tokens-eval | $(BIN)/prepare-tokens $(MODEL_INPUT) $(EVAL_INPUT)
 	@mkdir -p $(RUN)

@@ -50,11 +50,15 @@ PRUNE_GENERATOR ?= $(if $(filter gguf $(PRUNE_GENERATOR_TYPES),$(PRUNE_MODEL_TYP
 PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
 # Every mask measured on the calibration tokens, kept across runs (apply-prune --cache): another K,
 # MAX_PPL_RATIO or ADAPTIVE_BUDGET, or a run killed part-way, re-runs none of them. Removed
-# whenever the calibration tokens are made again (they, or the model, changed).
+# when the calibration tokens are made again with other windows (they, or the model, changed).
 PRUNE_CACHE = $(PRUNE_OUT)/evaluations-calib.parquet
 # What chooses how many blocks go (K, or the most within MAX_PPL_RATIO), and the plan's folder.
-PRUNE_RATIO_FLAGS = --max-ppl-ratio $(MAX_PPL_RATIO)$(if $(MAX_PPL_RATIO_SE), --max-ppl-ratio-se $(MAX_PPL_RATIO_SE))
-PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(MAX_PPL_RATIO)$(if $(MAX_PPL_RATIO_SE),-se$(MAX_PPL_RATIO_SE)),k$(K))
+# The ratio and its margin as numbers (1.20 and 1.2 are one choice, one folder).
+number_text = $(if $(1),$(shell v=$$(LC_ALL=C printf '%.15g' '$(1)' 2>/dev/null) && printf '%s' "$$v" || printf '%s' '$(1)'))
+PRUNE_RATIO := $(call number_text,$(MAX_PPL_RATIO))
+PRUNE_RATIO_SE := $(call number_text,$(MAX_PPL_RATIO_SE))
+PRUNE_RATIO_FLAGS = --max-ppl-ratio $(PRUNE_RATIO)$(if $(PRUNE_RATIO_SE), --max-ppl-ratio-se $(PRUNE_RATIO_SE))
+PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(PRUNE_RATIO)$(if $(PRUNE_RATIO_SE),-se$(PRUNE_RATIO_SE)),k$(K))
 PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS),--k $(K))
 PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 # The method that chooses, by its name in the plan table, and its arguments (settings.mk's method
@@ -75,8 +79,10 @@ PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(pats
   config.json *.safetensors *.bin tokenizer.json tokenizer_config.json)))
 # The source files' sizes, times and inodes, in the export's stamp: weights replaced by older
 # files (mv, cp -p, rsync -a, tar x keep their times, which Make alone compares) are a new
-# model. Read only when MODEL is set (a stat per file, not a hash of gigabytes).
-PRUNE_SOURCE_STAT = $(if $(PRUNE_SOURCE_DEPS),$(shell stat -L -c '%n %s %Y %i' $(PRUNE_SOURCE_DEPS) 2>/dev/null))
+# model. Read only when MODEL is set (a stat per file, not a hash of gigabytes). Each file by its
+# name in the folder: MODEL spelled another way (../m, ./../m) is the same model.
+PRUNE_SOURCE_STAT = $(if $(PRUNE_SOURCE_DEPS),$(shell cd $(dir $(firstword $(PRUNE_SOURCE_DEPS))) && \
+  stat -L -c '%n %s %Y %i' $(notdir $(PRUNE_SOURCE_DEPS)) 2>/dev/null))
 # The blocks of a Hugging Face model, from its config.json (a multimodal model's text_config),
 # to refuse a K it cannot lose before anything runs; empty for a GGUF file (apply-prune refuses it
 # there, after the export). report.py reads them under the key transformers does (GPT-2's
@@ -208,10 +214,9 @@ $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layer
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py $(PRUNE_SOURCE) --out $(PRUNE_MODEL_DIR) \
 	  $(PRUNE_EXPORT_ARGS) --force
 
-$(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens $(PRUNE_MODEL_DIR)/manifest.json $(CALIB_INPUT)
-	rm -f $(PRUNE_CACHE)
-	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(CALIB_SOURCE) \
-	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED) --out $@
+$(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens $(BIN)/inspect $(PRUNE_MODEL_DIR)/manifest.json $(CALIB_INPUT)
+	$(call new_calibration_tokens,$(PRUNE_CACHE),--model $(PRUNE_MODEL_DIR) $(CALIB_SOURCE) \
+	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED))
 
 $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/prepare-tokens $(PRUNE_MODEL_DIR)/manifest.json $(EVAL_INPUT)
 	$(BIN)/prepare-tokens --model $(PRUNE_MODEL_DIR) $(EVAL_SOURCE) \

@@ -79,6 +79,36 @@ def test_a_new_budget_or_evaluation_text_redoes_only_what_it_affects(make, tmp_p
     assert chosen(ran) == (set(), 4), ran
 
 
+def test_calibration_tokens_made_again_alike_keep_the_cache_of_llm_evaluations(make, tmp_path):
+    # Another SEED draws other windows: the cache (for one token table) goes. Put back, the
+    # windows are made again as they were: the cache of the new ones went, but a failed or
+    # repeated make of the same windows keeps what it holds (it deleted it before 2026-12-06).
+    run = tmp_path / "run"
+    cache = run / "plans" / "evaluations-calib.parquet"
+    target = str(run / "plans" / "sleb-calibration.parquet")
+    status, output, ran = make(target)
+    assert status == 0, output
+    measured = pq.read_table(cache).num_rows
+    # The tokens' stamp rewritten with the same settings (as a changed and restored setting
+    # leaves it): the same windows, so the cache and its rows stay, and nothing is measured.
+    stamp = run / ".settings" / "tokens-calib"
+    stamp.write_text(stamp.read_text())
+    os.utime(stamp, None)
+    status, output, ran = make(target)
+    assert status == 0, output
+    assert any(name == "prepare-tokens" for name, _ in ran), ran
+    assert cache.exists() and pq.read_table(cache).num_rows == measured
+    assert "0 run now" in output, output
+    status, output, ran = make(target, "SEED=7")
+    assert status == 0, output
+    assert "0 run now" not in output, output
+    # A typo is refused before any stamp takes it in.
+    before = stamp.read_text()
+    status, output, ran = make(target, "CALIB_WINDOWS=1O")
+    assert status != 0 and "CALIB_WINDOWS='1O' must be a number of windows" in output, output
+    assert ran == [] and stamp.read_text() == before
+
+
 def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp_path):
     run = tmp_path / "run"
     targets = [str(run / "plans" / "sleb.parquet"), str(run / "full-eval.parquet")]
@@ -168,12 +198,25 @@ def test_quantize_then_prune_measures_the_masks_of_its_run_only(make, tmp_path):
                                                           "EVALUATE_FLAGS, given whole, replaces it "
                                                           "(the stages would take --device cpu)"),
     ("EVALUATE_FLAGS=--threads 1\tDEVICE=cuda:1", "(the stages would take --device cpu)"),
+    # Typos a stage's parser would catch only after the settings stamps took them in.
+    ("CALIB_WINDOWS=1O", "CALIB_WINDOWS='1O' must be a number of windows"),
+    ("DEVICE=gpu", "DEVICE='gpu' must be cpu or cuda or cuda:N"),
+    ("ADAPTIVE_BUDGET=half", "ADAPTIVE_BUDGET='half' must be sleb or a fraction of it"),
+    ("BOS=on", "BOS='on' must be auto or off"),
 ])
 def test_a_setting_that_cannot_work_is_refused_before_anything_runs(make, tmp_path, setting, expected):
     status, output, ran = make("demo", *setting.split("\t"))
     assert status != 0
     assert expected in output, output
     assert ran == [] and not (tmp_path / "run").exists()
+
+
+def test_a_setting_no_makefile_reads_is_warned_about(make):
+    status, output, ran = make("-n", "demo", "CALIB_WINDOW=4")
+    assert status == 0, output
+    assert "CALIB_WINDOW=4 is set on the command line, but no makefile here reads" in output
+    status, output, ran = make("-n", "demo", "CALIB_WINDOWS=4")
+    assert "no makefile here reads" not in output, output
 
 
 def test_a_model_folder_given_alone_gets_a_run_of_its_own():

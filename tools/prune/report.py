@@ -69,8 +69,10 @@ def read_rows(path: Path):
 def file_size(path: Path):
     paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in paths)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    # Binary units, named as such (542,710,095 bytes are 517.6 MiB, or 542.7 MB as
+    # docs/your-model.md counts them).
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
 
