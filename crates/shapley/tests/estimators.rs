@@ -543,11 +543,7 @@ fn paired_estimators_on_sampler_tables_are_unbiased_and_their_errors_calibrated(
             }
         }
     }
-    let rms = |terms: Vec<f64>| (terms.iter().sum::<f64>() / n as f64).sqrt();
-    let bias = rms((0..n).map(|i| (mean[i] - truth[i]).powi(2)).collect());
-    let noise = rms((0..n)
-        .map(|i| (square[i] - mean[i].powi(2)) / runs as f64)
-        .collect());
+    let (bias, noise) = bias_and_noise(&mean, &square, &truth, runs as f64);
     assert!(
         bias < 1.5 * noise,
         "regression-adjusted: the mean of {runs} runs is {bias:.3e} from the truth (rms), the \
@@ -729,11 +725,7 @@ fn regression_adjusted_stratified_is_unbiased_where_a_fold_holds_out_no_mask_of_
                 square[i] += e.values[i].powi(2) / runs as f64;
             }
         }
-        let rms = |terms: Vec<f64>| (terms.iter().sum::<f64>() / n as f64).sqrt();
-        let bias = rms((0..n).map(|i| (mean[i] - truth[i]).powi(2)).collect());
-        let noise = rms((0..n)
-            .map(|i| (square[i] - mean[i].powi(2)) / runs as f64)
-            .collect());
+        let (bias, noise) = bias_and_noise(&mean, &square, &truth, runs as f64);
         assert!(
             bias < 1.5 * noise,
             "{n} players, budget {budget}: the mean of {runs} runs is {bias:.5} from the truth \
@@ -909,4 +901,22 @@ fn a_game_answering_another_count_of_values_is_an_error_not_a_panic() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("values for"), "{error}");
+}
+
+/// Over `runs` estimates whose per-player means are `mean` and mean squares `square`: the bias
+/// (rms over players of the mean's distance from `truth`) and the noise of such a mean (rms of
+/// its standard deviation), which an unbiased estimator's bias stays within.
+fn bias_and_noise(mean: &[f64], square: &[f64], truth: &[f64], runs: f64) -> (f64, f64) {
+    let rms = |terms: Vec<f64>| (terms.iter().sum::<f64>() / mean.len() as f64).sqrt();
+    let bias = rms(mean
+        .iter()
+        .zip(truth)
+        .map(|(m, t)| (m - t).powi(2))
+        .collect());
+    let noise = rms(mean
+        .iter()
+        .zip(square)
+        .map(|(m, q)| (q - m.powi(2)) / runs)
+        .collect());
+    (bias, noise)
 }
