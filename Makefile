@@ -69,6 +69,12 @@ $(call setting_matches,THREADS,[0-9]+,must be a number of threads (0 = all cores
 $(call setting_matches,BOS,auto|off,must be auto or off)
 $(call setting_matches,DEVICE,cpu|cuda|cuda:[0-9]+,must be cpu or cuda or cuda:N)
 $(call setting_matches,ADAPTIVE_BUDGET,least|sleb|[0-9]*\.?[0-9]+sleb|[1-9][0-9]*,must be sleb or a fraction of it (0.5sleb) or least or a number of LLM evaluations)
+# One file as both texts: the "held-out" windows may overlap the calibration windows.
+ifneq ($(strip $(CALIB_TEXT)),)
+ifeq ($(realpath $(CALIB_TEXT)),$(realpath $(EVAL_TEXT)))
+$(warning CALIB_TEXT and EVAL_TEXT are one file ($(CALIB_TEXT)): the plans are chosen on windows of it and measured on windows of it, which may overlap; the held-out perplexity is not held out)
+endif
+endif
 
 # The pruned model is the recommended plan at K_PRUNED blocks, one of the KS the plans are
 # made for: refused before anything runs rather than after every plan.

@@ -219,6 +219,14 @@ def test_a_setting_no_makefile_reads_is_warned_about(make):
     assert "no makefile here reads" not in output, output
 
 
+def test_one_file_as_both_texts_is_warned_about(make, tmp_path):
+    status, output, ran = make("-n", "demo", f"EVAL_TEXT={tmp_path / 'calib.txt'}")
+    assert status == 0, output
+    assert "CALIB_TEXT and EVAL_TEXT are one file" in output, output
+    status, output, ran = make("-n", "demo")
+    assert "are one file" not in output, output
+
+
 def test_a_model_folder_given_alone_gets_a_run_of_its_own():
     env = make_env()
     for name in ("MODEL_NAME", "RUN", "MODEL_DIR"):
