@@ -384,8 +384,12 @@ impl LoadedPlanInputs {
             game: game.as_mut().map(|g| &mut **g as &mut dyn Game),
         };
         let mut plans = choose_plans(method, &mut inputs, &options).with_context(|| {
-            match (method, &self.plans_path) {
-                (PlanMethod::FromPlan, Some(path)) => path.display().to_string(),
+            match (method, &self.plans_path, &options.settings.ratio_target) {
+                (PlanMethod::FromPlan, Some(path), _) => path.display().to_string(),
+                (_, _, Some(target)) => format!(
+                    "--max-ppl-ratio {} (--method {method})",
+                    target.max_ppl_ratio
+                ),
                 _ => format!("--method {method}"),
             }
         })?;

@@ -132,6 +132,9 @@ pub enum SelectionError {
     Game(GameError),
     #[error("invalid option: {0}")]
     BadOption(String),
+    /// A perplexity ratio no plan meets: the settings are valid, the model cannot meet them.
+    #[error("{0}")]
+    NothingWithin(String),
 }
 
 impl From<GameError> for SelectionError {

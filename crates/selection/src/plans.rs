@@ -390,7 +390,7 @@ fn plan_within(
     };
     let Some(chosen) = search.chosen() else {
         let least = &search.probes[0];
-        return Err(SelectionError::BadOption(format!(
+        return Err(SelectionError::NothingWithin(format!(
             "no block can be removed within {target}: removing the least harmful block alone \
              (block {}) multiplies the calibration perplexity by {:.4}{}",
             least.removed_blocks[0],

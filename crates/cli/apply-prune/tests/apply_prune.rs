@@ -1021,6 +1021,10 @@ fn a_ratio_with_a_margin_of_standard_errors_is_met_beyond_it() {
             &plan,
             None,
         );
+        // Named by the setting the model cannot meet, not as a bad option of the method.
+        let stderr = String::from_utf8_lossy(&apply_prune(&args).stderr).into_owned();
+        assert!(stderr.contains("error: --max-ppl-ratio 1.05"), "{stderr}");
+        assert!(!stderr.contains("invalid option"), "{stderr}");
     }
 
     // A margin without a ratio, or not a number of standard errors: refused, nothing written.
