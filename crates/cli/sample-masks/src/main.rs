@@ -255,6 +255,16 @@ fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Resul
     )
 }
 
+/// A count of masks, which saturates at u128::MAX (C(200, 100) is about 9e58): said as such
+/// rather than printed as that number.
+fn count_text(count: u128) -> String {
+    if count == u128::MAX {
+        format!("more than {:.1e}", u128::MAX as f64)
+    } else {
+        count.to_string()
+    }
+}
+
 /// What was drawn: each stratum's masks, and the new rows by design.
 fn sampling_summary(players: &Players, outcome: &SampleOutcome) -> Result<String, std::fmt::Error> {
     use std::fmt::Write;
@@ -267,8 +277,8 @@ fn sampling_summary(players: &Players, outcome: &SampleOutcome) -> Result<String
             players.len(),
             stratum.drawn,
             stratum.allocated,
-            stratum.available,
-            stratum.possible
+            count_text(stratum.available),
+            count_text(stratum.possible)
         )?;
     }
     let mut by_design: Vec<(&str, usize)> = Vec::new();

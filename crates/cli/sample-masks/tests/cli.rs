@@ -414,3 +414,23 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("6 blocks"));
     assert_eq!(before, std::fs::read(&other).unwrap());
 }
+
+/// Counts of masks past u128 (a stratum of 200 blocks) are said to be that large, not printed
+/// as the saturated number (340282366920938463463374607431768211455).
+#[test]
+fn counts_past_u128_are_said_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("masks.parquet");
+    let summary = succeed(&[
+        "--num-blocks",
+        "200",
+        "--strata",
+        "100",
+        "--stratified-masks",
+        "3",
+        "--out",
+        path_str(&out),
+    ]);
+    assert!(summary.contains("more than 3.4e38 available"), "{summary}");
+    assert!(!summary.contains(&u128::MAX.to_string()), "{summary}");
+}
