@@ -354,8 +354,10 @@ def summary(args):
                             f"{file_size(folder / 'pruned')})"),
         (hf, f"the pruned Hugging Face checkpoint ({kept_layers} layers, {dtype}, "
              f"{file_size(hf)})"),
+        # The source itself where it is a GGUF file (else the GGUF a user converts it to).
         (folder / "llama-cpp-prune-layers.txt", f"for llama.cpp: llama-quantize --prune-layers {layers} "
-                                                 "model.gguf pruned.gguf TYPE"),
+                                                 f"{args.source if args.source.endswith('.gguf') else 'model.gguf'} "
+                                                 "pruned.gguf TYPE"),
         (run / "full-eval.parquet", "the full model's evaluation (pruned-eval.parquet: the pruned model's)"),
     ]
     width = max(len(str(path)) for path, _ in rows)
