@@ -14,13 +14,16 @@ this tool's) is refused, never cleared.
 """
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+# The one safe folder replace of the tools (standard library only, as this script is).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+from outputs import replace_folder  # noqa: E402
 
 MARKER = ".complete"
 
@@ -42,17 +45,6 @@ def download(requirement: str, folder: Path) -> Path:
     if len(wheels) != 1:
         fail(f"expected one wheel for {requirement}, got {wheels}")
     return wheels[0]
-
-
-def replace(staging: Path, dest: Path):
-    """`staging` renamed to `dest`; an old `dest` renamed aside first and removed only after."""
-    previous = None
-    if dest.exists():
-        previous = dest.parent / f".{dest.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        os.rename(dest, previous)
-    os.rename(staging, dest)
-    if previous is not None:
-        shutil.rmtree(previous)
 
 
 def main(argv=None):
@@ -90,7 +82,7 @@ def main(argv=None):
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)
-        replace(staging, dest)
+        replace_folder(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -39,7 +39,8 @@ pub use shard::Shard;
 pub use tasks::{run_tasks, TaskConfig, TaskOutcome};
 
 /// The token table at `tokens_path`, checked against `model` (its vocabulary and tokenizer)
-/// and named by its file where it fails: what [`llm_game`] plays on.
+/// and named by its file where it fails: what [`CachedLlm::open`] plays the LLM on as a game
+/// (each mask's value: minus its mean NLL).
 pub fn game_tokens(
     model: &layerprune_runtime::LayeredModel,
     tokens_path: &std::path::Path,
@@ -59,19 +60,6 @@ pub fn game_tokens(
         )
     })?;
     Ok(tokens)
-}
-
-/// The LLM judged on a token table ([`game_tokens`]) as a game (each mask's value: minus its
-/// mean NLL), every answer kept in an evaluation table — the file `cache` when given, resumed
-/// if it exists: what plans are chosen or measured with.
-pub fn llm_game(
-    model: layerprune_runtime::LayeredModel,
-    tokens: &layerprune_tables::TokenTable,
-    options: layerprune_runtime::EvalOptions,
-    cache: Option<&std::path::Path>,
-    provenance: layerprune_tables::Provenance,
-) -> anyhow::Result<CachedLlm> {
-    CachedLlm::open(model, tokens, options, cache, provenance)
 }
 
 /// Gives each measured plan its runner-up and margin, and the full model beside it

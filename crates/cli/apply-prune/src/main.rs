@@ -380,7 +380,7 @@ fn apply_prune(args: Args) -> Result<()> {
         .with_seed(settings.seed);
     let (mut game, dataset_id) = match (model, tokens) {
         (Some(model), Some(tokens)) => {
-            let game = layerprune_evaluation::llm_game(
+            let game = layerprune_evaluation::CachedLlm::open(
                 model,
                 &tokens,
                 args.runtime.eval_options()?,

@@ -112,8 +112,8 @@ fn body(args: Args) -> Result<()> {
         allow_mixed_inputs: args.allow_mixed_inputs,
         incomplete: args.incomplete.incomplete(),
     };
-    // A setting no estimator asked for reads would be ignored: refused, naming who reads it.
-    for (flag, given, reads) in [
+    // The estimators' settings: each flag, whether it was given, and which estimators read it.
+    let settings = [
         (
             "--samples",
             args.samples.is_some(),
@@ -121,7 +121,9 @@ fn body(args: Args) -> Result<()> {
         ),
         ("--strata", args.strata.is_some(), Estimator::reads_strata),
         ("--seed", args.seed.is_some(), Estimator::draws),
-    ] {
+    ];
+    // A setting no estimator asked for reads would be ignored: refused, naming who reads it.
+    for (flag, given, reads) in settings {
         if given && !args.estimators.iter().any(|&e| reads(e)) {
             let readers: Vec<&str> = Estimator::ALL
                 .into_iter()
@@ -155,21 +157,13 @@ fn body(args: Args) -> Result<()> {
         .as_ref()
         .is_some_and(|saved| saved.surrogate.exact_shapley().is_some())
     {
-        for (flag, given, reads) in [
-            (
-                "--samples",
-                args.samples.is_some(),
-                Estimator::reads_samples as fn(Estimator) -> bool,
-            ),
-            ("--seed", args.seed.is_some(), Estimator::draws),
-        ] {
-            let readers: Vec<Estimator> = args
+        for (flag, given, reads) in settings {
+            let only_surrogate_shapley = args
                 .estimators
                 .iter()
-                .copied()
-                .filter(|&e| reads(e))
-                .collect();
-            if given && readers.iter().all(|&e| e == Estimator::SurrogateShapley) {
+                .filter(|&&e| reads(e))
+                .all(|&e| e == Estimator::SurrogateShapley);
+            if given && only_surrogate_shapley {
                 bail!(
                     "{flag}: the surrogate has a closed form (quadratic), so surrogate-shapley \
                      computes its Shapley values exactly and samples nothing; leave {flag} out"
