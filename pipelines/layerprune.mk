@@ -200,23 +200,24 @@ $(eval $(call settings_stamp,surrogate-quadratic,$(SEED) $(SURROGATE_RIDGE)))
 # printing the CPU's tables. The plan cache was measured there too.
 $(eval $(call settings_stamp,device,$(MODEL_RUNTIME),rm -f $(PLAN_CACHE);))
 
-# The dataset id a token table records (none where there is no table): the calibration tokens'
-# rules give up the cache of LLM evaluations, which is for one token table, only when the
-# windows made differ from those before, so a failed run, or settings changed and put back,
-# keep hours of measurements.
-dataset_id_of = $(BIN)/inspect --json $(1) 2>/dev/null | grep -o '"dataset_id": *"[0-9a-f]*"'
-# $(call new_calibration_tokens,CACHE,PREPARE-TOKENS ARGUMENTS): the recipe of $@.
+# The game a cache of LLM evaluations is of (its model's id and its token table's dataset id, as
+# inspect --json gives them; nothing where there is no file): the calibration tokens' rules give
+# up the cache, which is for one model and one token table, only when the model or the windows
+# made differ from those it was measured with, so a failed run, settings changed and put back, or
+# a model exported again unchanged keep hours of measurements.
+game_ids_of = { $(foreach file,$(1),$(BIN)/inspect --json $(file) 2>/dev/null;) } | \
+  grep -oE '"(model|dataset)_id": *"[0-9a-f]+"' | tr -d ' ' | sort
+# $(call new_calibration_tokens,CACHE,MODEL FOLDER,PREPARE-TOKENS ARGUMENTS): the recipe of $@.
 define new_calibration_tokens
-@$(call dataset_id_of,$@) > $@.dataset-before || true
-$(BIN)/prepare-tokens $(2) --out $@
-@$(call dataset_id_of,$@) | cmp -s - $@.dataset-before && [ -s $@.dataset-before ] || rm -f $(1); \
-  rm -f $@.dataset-before
+$(BIN)/prepare-tokens --model $(2) $(3) --out $@
+@cache=$$($(call game_ids_of,$(1))) && [ -n "$$cache" ] && \
+  [ "$$cache" = "$$($(call game_ids_of,$(2) $@))" ] || rm -f $(1)
 endef
 
 # The model folder and the text are order-only: their stamps record what they are.
 $(RUN)/tokens-calib.parquet: $(RUN)/.settings/tokens-calib | $(BIN)/prepare-tokens $(BIN)/inspect $(MODEL_INPUT) $(CALIB_INPUT)
 	@mkdir -p $(RUN)
-	$(call new_calibration_tokens,$(PLAN_CACHE),--model $(MODEL_DIR) $(CALIB_SOURCE) \
+	$(call new_calibration_tokens,$(PLAN_CACHE),$(MODEL_DIR),$(CALIB_SOURCE) \
 	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED))
 
 $(RUN)/tokens-eval.parquet: $(RUN)/.settings/tokens-eval | $(BIN)/prepare-tokens $(MODEL_INPUT) $(EVAL_INPUT)

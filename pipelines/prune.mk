@@ -215,7 +215,7 @@ $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layer
 	  $(PRUNE_EXPORT_ARGS) --force
 
 $(PRUNE_OUT)/tokens-calib.parquet: $(PRUNE_OUT)/.settings/tokens-calib | $(BIN)/prepare-tokens $(BIN)/inspect $(PRUNE_MODEL_DIR)/manifest.json $(CALIB_INPUT)
-	$(call new_calibration_tokens,$(PRUNE_CACHE),--model $(PRUNE_MODEL_DIR) $(CALIB_SOURCE) \
+	$(call new_calibration_tokens,$(PRUNE_CACHE),$(PRUNE_MODEL_DIR),$(CALIB_SOURCE) \
 	  --windows $(CALIB_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode random --seed $(SEED))
 
 $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/prepare-tokens $(PRUNE_MODEL_DIR)/manifest.json $(EVAL_INPUT)

@@ -4,6 +4,7 @@ cannot work is refused before anything runs. On the committed tiny fixture with 
 binaries (LAYERPRUNE_BIN, default target/debug) and ONNX Runtime's CPU build: seconds a run.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -102,6 +103,19 @@ def test_calibration_tokens_made_again_alike_keep_the_cache_of_llm_evaluations(m
     status, output, ran = make(target, "SEED=7")
     assert status == 0, output
     assert "0 run now" not in output, output
+    # Another model with the same tokenizer (here the fixture's manifest written out again, which
+    # gives it another model id): the same windows, but the cache was measured on the model
+    # before, so it goes (kept, apply-prune refused it: "written for model ...").
+    other = tmp_path / "same-tokenizer"
+    shutil.copytree(TINY, other)
+    manifest = other / "manifest.json"
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()), indent=1) + "\n")
+    status, output, ran = make(target, "SEED=7", f"MODEL_DIR={other}")
+    assert status == 0, output
+    assert any(name == "prepare-tokens" for name, _ in ran), ran
+    assert "0 run now" not in output, output
+    model_id = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert pq.read_table(cache).schema.metadata[b"layerprune.model_id"].decode() == model_id
     # A typo is refused before any stamp takes it in.
     before = stamp.read_text()
     status, output, ran = make(target, "CALIB_WINDOWS=1O")

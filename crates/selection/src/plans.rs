@@ -554,9 +554,12 @@ fn plans_for_ks(
 }
 
 /// Whether a plan recorded with method `recorded` is one `--plan-method asked` names: by the
-/// recorded name, or by the `--method` that records it (`search` for `surrogate-search`).
+/// recorded name, by the `--method` that records it (`search` for `surrogate-search`), or, for
+/// a one-shot plan, by its estimator alone (`block-influence` for `one-shot:block-influence`:
+/// the name frontier.csv gives the same plan).
 fn is_plan_method(recorded: &str, asked: &str) -> bool {
     recorded == asked
+        || recorded == method_names::one_shot(asked)
         || match asked.parse::<PlanMethod>() {
             Ok(PlanMethod::Iterative) => recorded == ITERATIVE_SURROGATE,
             Ok(PlanMethod::Search) => recorded == SURROGATE_SEARCH,
@@ -731,6 +734,24 @@ pub fn measure_plans(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_method_is_named_as_recorded_as_its_method_flag_or_by_its_estimator() {
+        assert!(is_plan_method("sleb-raced", "sleb-raced"));
+        assert!(!is_plan_method("sleb-raced", "sleb"));
+        assert!(is_plan_method(SURROGATE_SEARCH, "search"));
+        assert!(is_plan_method(ITERATIVE_SURROGATE, "iterative"));
+        assert!(is_plan_method(
+            "one-shot:block-influence",
+            "block-influence"
+        ));
+        assert!(is_plan_method(
+            "one-shot:block-influence",
+            "one-shot:block-influence"
+        ));
+        assert!(!is_plan_method("one-shot:block-influence", "angular"));
+        assert!(!is_plan_method("one-shot:angular", "one-shot"));
+    }
 
     #[test]
     fn asked_settings_get_the_defaults_and_a_setting_the_method_ignores_is_refused() {

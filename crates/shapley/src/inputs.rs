@@ -173,6 +173,16 @@ impl ScoreFiles {
             None => Vec::new(),
             Some(((source, fixed), rest)) => {
                 if let Some((other, theirs)) = rest.iter().find(|(_, f)| f != fixed) {
+                    if other == "--fixed" {
+                        // Other stages add --fixed to what the files record; here the
+                        // players are those the tables measured, so say where to add one.
+                        bail!(
+                            "--fixed {theirs:?} is not the game's fixed blocks {fixed:?} (recorded \
+                             in {source}): shapley estimates the game that was sampled and \
+                             measured, whose players sample-masks --fixed sets; to keep a block \
+                             in the pruned model, give it to apply-prune --fixed instead"
+                        );
+                    }
                     bail!(
                         "{source} fixes blocks {fixed:?} but {other} fixes {theirs:?}: the inputs \
                          come from different games"
@@ -494,7 +504,11 @@ mod tests {
             ..write_inputs(dir.path(), &[0], &[0])
         };
         let message = files.load().err().unwrap().to_string();
-        assert!(message.contains("--fixed fixes [2]"), "{message}");
+        assert!(
+            message.contains("--fixed [2] is not the game's fixed blocks [0]")
+                && message.contains("apply-prune --fixed"),
+            "{message}"
+        );
         let none = ScoreFiles {
             evaluations: None,
             masks: None,

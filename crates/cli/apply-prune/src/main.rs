@@ -73,7 +73,8 @@ struct Args {
     plans: Option<PathBuf>,
     /// With from-plan: the method of the plans to take (needed when a k has several), as the
     /// table's `method` column records it (`search` and `iterative` are taken for
-    /// `surrogate-search` and `iterative-surrogate` too).
+    /// `surrogate-search` and `iterative-surrogate` too, an estimator such as `block-influence`
+    /// for its one-shot plan `one-shot:block-influence`).
     #[arg(long)]
     plan_method: Option<String>,
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9); with from-plan, every plan of

@@ -72,7 +72,9 @@ struct Args {
     #[arg(long)]
     value: Option<GameValue>,
     /// Blocks that are not players (always kept), comma separated. Default: the fixed blocks
-    /// recorded in the input files (which must agree with this list when given).
+    /// recorded in the input files, which this list may only repeat: unlike the selection
+    /// stages, where --fixed adds blocks to keep, the players here are those of the game
+    /// sample-masks sampled (keep more blocks in the plan with apply-prune --fixed).
     // `--fixed` as in every other stage; `--fixed-blocks`, its old name, still works.
     #[arg(long, value_delimiter = ',', alias = "fixed-blocks")]
     fixed: Option<Vec<usize>>,

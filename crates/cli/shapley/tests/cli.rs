@@ -336,7 +336,8 @@ fn inputs_of_different_games_are_refused() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("masks.parquet fixes blocks [0] but --fixed fixes [1]"),
+        stderr
+            .contains("--fixed [1] is not the game's fixed blocks [0] (recorded in masks.parquet)"),
         "{stderr}"
     );
     assert!(!dir.path().join("scores.parquet").exists());
