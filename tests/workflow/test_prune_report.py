@@ -170,3 +170,25 @@ def test_what_the_pruning_saves_is_the_checkpoint_s_parameters():
     assert report.count_text(169_024) == "169.0k"
     # A checkpoint written before the count: nothing to say.
     assert report.size_lines({}, 24, 30) == []
+
+
+def test_plan_folders_chosen_before_the_calibration_tokens_were_made_are_named(tmp_path):
+    import os
+    run = tmp_path / "run"
+    for name in ("k2", "k3", "ratio1.5", "model", "kept"):
+        (run / name).mkdir(parents=True)
+        (run / name / "plan-calibration.parquet").write_text("")
+    tokens = run / "tokens-calib.parquet"
+    tokens.write_text("")
+    # k3 (and model/, kept/: no plan folders) are older than the tokens, k2 (the plan just made)
+    # and ratio1.5 newer.
+    for name, when in (("k2", 300), ("k3", 100), ("ratio1.5", 300), ("model", 100), ("kept", 100)):
+        os.utime(run / name / "plan-calibration.parquet", (when, when))
+    os.utime(tokens, (200, 200))
+    (line,) = report.stale_plan_lines(run, run / "k2")
+    assert line.startswith("  older here: k3/: chosen before") and "ratio" not in line.split(":")[0]
+    # The plan asked for is never called stale; none older, nothing said.
+    os.utime(run / "k3" / "plan-calibration.parquet", (300, 300))
+    assert report.stale_plan_lines(run, run / "k2") == []
+    os.utime(run / "k2" / "plan-calibration.parquet", (100, 100))
+    assert report.stale_plan_lines(run, run / "k2") == []

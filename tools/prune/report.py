@@ -23,6 +23,7 @@ closing summary.
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -300,6 +301,27 @@ METHOD_NAMES = {"adaptive": "adaptive removal",
                 "sleb-raced": "SLEB raced over the calibration windows"}
 
 
+def stale_plan_lines(run: Path, folder: Path):
+    """The run's other plan folders (k<K>/, ratio<R>/) chosen before its calibration tokens were
+    last made: Make makes the tokens again for another model or other calibration settings, and
+    remakes only the plan asked for, so the others still hold what an earlier model or text gave."""
+    tokens = run / "tokens-calib.parquet"
+    if not tokens.exists():
+        return []
+    made = tokens.stat().st_mtime
+    stale = []
+    for other in sorted(run.iterdir()):
+        if other == folder or not other.is_dir() or not re.fullmatch(r"k\d+|ratio[\d.e+]+(-se[\d.e+]+)?", other.name):
+            continue
+        plan = other / "plan-calibration.parquet"
+        if plan.exists() and plan.stat().st_mtime < made:
+            stale.append(f"{other.name}/")
+    if not stale:
+        return []
+    return [f"  older here: {', '.join(stale)}: chosen before the calibration tokens were last made (another model "
+            "or calibration setting); make prune with their K or MAX_PPL_RATIO chooses them again"]
+
+
 def summary(args):
     run, folder = args.run, args.plan_dir
     full = read_manifest(run / "model")
@@ -363,7 +385,7 @@ def summary(args):
     width = max(len(str(path)) for path, _ in rows)
     for path, what in rows:
         print(f"  {str(path):<{width}}  {what}")
-    for line in llama_cpp_lines(full, pruned):
+    for line in llama_cpp_lines(full, pruned) + stale_plan_lines(run, folder):
         print(line)
     print()
     print(f"  lm-evaluation-harness: lm_eval --model hf --model_args pretrained={hf},dtype={dtype} "
