@@ -709,6 +709,17 @@ class FusedSettings:
         self.cos, self.sin, self.interleaved, self.window = cos, sin, interleaved, window
 
 
+def context_length(config):
+    """The longest sequence the checkpoint was made for (its position embeddings' or rotary
+    scaling's range: max_position_embeddings, GPT-2's n_positions); None for a model without
+    positions (Mamba). The manifest records it, and evaluate refuses longer windows."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def rotary_positions(config) -> int:
     """How many positions a fused block's rotary tables hold: the model's context, at most
     FUSED_MAX_POSITIONS."""
@@ -1363,6 +1374,8 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
 
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     extra = {}
+    if context_length(config) is not None:
+        extra["context_length"] = context_length(config)
     if config.model_type in FIXED_LENGTH_MODEL_TYPES:
         # Block graphs accept [batch, fixed_seq_len, hidden] only (ONNX Runtime refuses others).
         extra["fixed_seq_len"] = fixed_seq_len
@@ -1610,8 +1623,7 @@ def float16_range_check(model, tokenizer, margin: float, seed: int, program: str
     sequences = [np.random.default_rng(seed).integers(0, model.config.vocab_size, size=32).tolist()]
     if tokenizer is not None:
         # At most the model's positions (a tiny GPT-2 has fewer than the paragraph's ~100 tokens).
-        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-        sequences.append(tokenizer(RANGE_TEXT)["input_ids"][:positions])
+        sequences.append(tokenizer(RANGE_TEXT)["input_ids"][:context_length(model.config)])
     peak = activation_peak(model, sequences)
     limit = FLOAT16_MAX / margin
     print(f"range check: activations reach {peak:,.0f} in float32 (float16 holds {FLOAT16_MAX:,.0f}; "

@@ -263,7 +263,8 @@ impl PreparedFrontier {
                 run.evaluation.clone(),
                 Some(&path),
                 run.provenance.clone(),
-            )?;
+            )
+            .with_context(|| format!("--{kind} {name}"))?;
             Ok((game, path))
         };
         for (set, (name, tokens)) in calibration.iter().enumerate() {

@@ -39,6 +39,13 @@ pub fn load_masks(source: &MaskSource, model_dir: &Path, num_blocks: usize) -> R
                 model_dir.display()
             );
         }
+        if table.rows.is_empty() && source.inline.is_empty() {
+            // More likely a sampling run that wrote nothing than a request for the full model.
+            tracing::warn!(
+                "{}: the mask table holds no masks; only the full model is evaluated",
+                path.display()
+            );
+        }
         fixed_blocks = table.fixed_blocks;
         masks.extend(table.rows.into_iter().map(|row| row.mask));
     }

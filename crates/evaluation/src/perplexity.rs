@@ -361,6 +361,10 @@ fn graph_runs_json(tally: &RunTally, seconds: f64) -> serde_json::Value {
 /// this run extends with the masks it lacks. A table of another model or dataset, or whose
 /// rows were evaluated with other blocks fixed than this run's masks fix, is refused, or with
 /// `overwrite` replaced.
+/// The stages whose `--cache` is an evaluation table of a selection's masks
+/// ([`crate::CachedLlm`]), recorded as the table's tool.
+const SELECTION_STAGES: [&str; 2] = ["apply-prune", "frontier"];
+
 fn resume_rows(
     config: &EvaluationConfig,
     model_id: &str,
@@ -386,6 +390,27 @@ fn resume_rows(
             }
             Ok(table)
         });
+    let resumed = resumed.and_then(|table| {
+        // A selection's cache (apply-prune or frontier --cache) holds the masks a method asked
+        // for, some measured on part of the windows, and is marked incomplete so that no
+        // estimator takes it for a sample: evaluate would drop those windows and mark it
+        // complete.
+        if !table.rows.is_empty() || !table.partial_windows.is_empty() {
+            let tool = read_provenance(&config.out)?.tool;
+            if !table.partial_windows.is_empty() || SELECTION_STAGES.contains(&tool.as_str()) {
+                return Err(TableError::new(
+                    &config.out,
+                    TableErrorKind::BadValue,
+                    format!(
+                        "cannot resume: it is {tool}'s cache of LLM evaluations (the masks a \
+                         selection measured, some on part of the windows), not a table \
+                         evaluate writes"
+                    ),
+                ));
+            }
+        }
+        Ok(table)
+    });
     let resumed = resumed.and_then(|table| {
         // A shard resumes only rows of masks it owns: those of another shard (a run with another
         // shard count, an unsharded run's table) would be written as this shard's, complete.
@@ -486,8 +511,8 @@ pub struct MergeConfig {
 }
 
 /// Joins shard tables into one table in the mask table's order, refusing an unfinished
-/// shard, shards of another model, dataset or version, a mask in two shards and a mask in
-/// none. Writes nothing when refusing; returns the table written.
+/// shard, shards of another model, dataset, version or fixed blocks, a mask in two shards and
+/// a mask in none. Writes nothing when refusing; returns the table written.
 pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     let masks_path = &config.masks;
     let first_path = |shards: &[PathBuf]| shards[0].display().to_string();
@@ -502,6 +527,18 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     for (index, path) in config.shards.iter().enumerate() {
         let shard = read_evaluations(path)?;
         let shard_version = read_provenance(path)?.version;
+        // The players of the game: a shard's rows are of the mask table's fixed blocks (a
+        // resumed run refuses others alike).
+        if shard.fixed_blocks != wanted.fixed_blocks {
+            bail!(
+                "{}: its game fixes blocks {:?}, but {} fixes {:?} (shards of another mask \
+                 table?)",
+                path.display(),
+                shard.fixed_blocks,
+                masks_path.display(),
+                wanted.fixed_blocks
+            );
+        }
         if !shard.complete {
             bail!(
                 "{}: shard is incomplete; finish it (run it again) before merging",

@@ -275,6 +275,22 @@ fn an_output_of_another_dataset_is_refused_unless_overwritten() {
         TokenTable::new(12, fixture_windows(2, 3, 12), "test", "synthetic ids").dataset_id;
     assert_eq!(read_evaluations(&out).unwrap().dataset_id, other_id);
 
+    // A selection's cache of the same game (apply-prune --cache; marked incomplete so that no
+    // estimator takes its masks for a sample) is not resumed and marked complete.
+    let table = read_evaluations(&out).unwrap();
+    let selection = Provenance::new("apply-prune", "0.1.0", vec![]);
+    write_evaluations(&out, &table, &selection).unwrap();
+    let cached = std::fs::read(&out).unwrap();
+    second.overwrite = false;
+    second.masks.inline = vec!["111111".parse().unwrap()];
+    let error = run_evaluation(&second, &mut |_| {}).unwrap_err();
+    assert!(
+        format!("{error:#}").contains("it is apply-prune's cache of LLM evaluations"),
+        "{error:#}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), cached);
+    second.overwrite = true;
+
     // A mask of the wrong length names the model.
     second.masks.inline = vec!["11111".parse().unwrap()];
     let error = run_evaluation(&second, &mut |_| {}).unwrap_err();
@@ -376,6 +392,16 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
     refused(
         &[&shards[1], &newer, &shards[2]],
         "written by evaluate 9.9.9",
+    );
+    // A shard of a game with other fixed blocks (its rows all keep block 0).
+    let fixing = dir.path().join("fixing.parquet");
+    let mut fixed = read_evaluations(&shards[0]).unwrap();
+    fixed.rows.retain(|row| row.mask.is_kept(0));
+    fixed.fixed_blocks = vec![0];
+    write_evaluations(&fixing, &fixed, &provenance()).unwrap();
+    refused(
+        &[&shards[1], &fixing, &shards[2]],
+        "its game fixes blocks [0], but",
     );
     let unfinished = dir.path().join("unfinished.parquet");
     let table = EvaluationTable {

@@ -347,6 +347,13 @@ impl Manifest {
         self.extra_count("fixed_seq_len")
     }
 
+    /// The longest sequence the checkpoint was made for (`context_length`: its
+    /// `max_position_embeddings` or `n_positions`, recorded by tools/export since 2026-12-06);
+    /// `None` for a model without positions (Mamba) or a folder exported before.
+    pub fn context_length(&self) -> Option<usize> {
+        self.extra_count("context_length")
+    }
+
     /// The longest sequence the block graphs run, for exports whose attention is ONNX
     /// Runtime's fused GroupQueryAttention (`rotary_positions`: the length of the rotary tables
     /// its node holds; tools/export's `--attention-kernel fused`); `None` for any length.

@@ -59,12 +59,14 @@ impl Default for ChoiceOptions {
 }
 
 impl ChoiceOptions {
-    /// The longest input `manifest`'s model is given: `max_length`, or fewer for a
-    /// fused-attention export, which runs at most its rotary tables' positions.
+    /// The longest input `manifest`'s model is given: `max_length`, or fewer for a model made
+    /// for shorter sequences (`context_length`) or a fused-attention export, which runs at
+    /// most its rotary tables' positions.
     pub fn longest_input(&self, manifest: &Manifest) -> usize {
-        manifest
-            .rotary_positions()
-            .map_or(self.max_length, |positions| self.max_length.min(positions))
+        [manifest.context_length(), manifest.rotary_positions()]
+            .into_iter()
+            .flatten()
+            .fold(self.max_length, usize::min)
     }
 }
 

@@ -284,6 +284,17 @@ impl Evaluator {
                 )));
             }
         }
+        if let Some(context) = model.manifest().context_length() {
+            if seq_len > context {
+                return Err(RuntimeError::BadInput(format!(
+                    "{} was made for sequences of at most {context} tokens (context_length in \
+                     its manifest.json: the checkpoint's max_position_embeddings), but the \
+                     windows have {seq_len}: its positions past that are ones the model never \
+                     saw; prepare the tokens with `prepare-tokens --seq-len {context}` or less",
+                    model.dir().display()
+                )));
+            }
+        }
         let vocab_size = model.manifest().vocab_size;
         let per_batch = if options.batch_windows == 0 {
             windows_per_batch(windows.len(), seq_len, vocab_size)

@@ -580,19 +580,35 @@ impl LayeredModel {
         Ok((session, self.head_runs.as_ref(), path))
     }
 
-    /// Hidden states as f32 [batch, seq, hidden] (fp32 models only), copied from the device
-    /// when they are there.
+    /// Hidden states as f32 [batch, seq, hidden], copied from the device when they are there
+    /// (fp16 and bf16 states widened: block statistics of a reduced-precision export are of
+    /// its own states, accumulated in f64 as an fp32 export's are).
     pub fn hidden_to_array(&self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
         let hidden = on_host(hidden)?;
-        let view = hidden.try_extract_array::<f32>().map_err(|e| {
+        let not_read = |e: ort::Error| {
             RuntimeError::BadInput(format!(
-                "{}: hidden states are not float32 ({}); block statistics need an fp32 export",
+                "{}: hidden states of dtype {} cannot be read ({})",
                 self.dir.display(),
+                self.manifest.dtype,
                 e.message()
             ))
-        })?;
-        view.into_dimensionality::<ndarray::Ix3>()
-            .map(|v| v.to_owned())
+        };
+        let array = match self.state_type() {
+            TensorElementType::Float16 => hidden
+                .try_extract_array::<half::f16>()
+                .map_err(not_read)?
+                .mapv(f32::from),
+            TensorElementType::Bfloat16 => hidden
+                .try_extract_array::<half::bf16>()
+                .map_err(not_read)?
+                .mapv(f32::from),
+            _ => hidden
+                .try_extract_array::<f32>()
+                .map_err(not_read)?
+                .to_owned(),
+        };
+        array
+            .into_dimensionality::<ndarray::Ix3>()
             .map_err(|e| RuntimeError::BadInput(format!("hidden states have the wrong rank: {e}")))
     }
 

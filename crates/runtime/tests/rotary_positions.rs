@@ -4,6 +4,7 @@
 //! inputs past `ChoiceOptions::max_length` do. On a copy of the committed tiny fixture with the
 //! field added (its graphs run any length, so what is checked is the runtime's reading of it).
 //! And a float32 one is refused on CUDA, whose GroupQueryAttention is float16 / bfloat16 only.
+//! The checkpoint's own context (`context_length`, any export) bounds them alike.
 
 use layerprune_core::{Device, Mask};
 use layerprune_runtime::{
@@ -26,30 +27,53 @@ fn open(dir: &std::path::Path) -> LayeredModel {
     LayeredModel::open(dir, &RuntimeOptions::default()).expect("fixture loads")
 }
 
+/// The fixture with `context_length` in its manifest (tools/export records the checkpoint's
+/// max_position_embeddings there), in a temporary folder.
+fn fixture_with_context_length(positions: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tiny_model_with_manifest(dir.path(), |manifest| {
+        manifest["context_length"] = positions.into();
+    });
+    dir
+}
+
 #[test]
 fn longer_windows_are_refused_and_choice_inputs_cut_to_the_tables() {
     let fused = fixture_with_rotary_positions(8);
     assert_eq!(open(fused.path()).manifest().rotary_positions(), Some(8));
     assert_eq!(open(&tiny_model_dir()).manifest().rotary_positions(), None);
+    longer_windows_are_refused_and_choice_inputs_cut_to(fused.path(), "rotary_positions");
+}
 
-    let refused = Evaluator::new(
-        open(fused.path()),
-        &fixture_windows(5, 2, 9),
-        EvalOptions::default(),
-    );
+#[test]
+fn windows_past_the_checkpoint_s_context_are_refused_and_choice_inputs_cut_to_it() {
+    let short = fixture_with_context_length(8);
+    assert_eq!(open(short.path()).manifest().context_length(), Some(8));
+    assert_eq!(open(&tiny_model_dir()).manifest().context_length(), None);
+    longer_windows_are_refused_and_choice_inputs_cut_to(short.path(), "context_length");
+    // The shorter of the two bounds holds.
+    let both = tempfile::tempdir().unwrap();
+    copy_tiny_model_with_manifest(both.path(), |manifest| {
+        manifest["attention_kernel"] = "fused".into();
+        manifest["rotary_positions"] = 12.into();
+        manifest["context_length"] = 8.into();
+    });
+    longer_windows_are_refused_and_choice_inputs_cut_to(both.path(), "context_length");
+}
+
+/// A model at `dir` whose manifest bounds its sequences to 8 tokens by `field`: 9-token
+/// windows refused naming the field, 8 run, and zero-shot inputs cut to 8 as `max_length` 8
+/// cuts them.
+fn longer_windows_are_refused_and_choice_inputs_cut_to(dir: &std::path::Path, field: &str) {
+    let refused = Evaluator::new(open(dir), &fixture_windows(5, 2, 9), EvalOptions::default());
     let Err(error) = refused else {
         panic!("9-token windows were accepted by a model for 8")
     };
     assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
-    assert!(error.to_string().contains("rotary_positions"), "{error}");
-    assert!(Evaluator::new(
-        open(fused.path()),
-        &fixture_windows(5, 2, 8),
-        EvalOptions::default()
-    )
-    .is_ok());
+    assert!(error.to_string().contains(field), "{error}");
+    assert!(Evaluator::new(open(dir), &fixture_windows(5, 2, 8), EvalOptions::default()).is_ok());
 
-    // 14-token questions: 13 input tokens, more than the 8 the tables hold.
+    // 14-token questions: 13 input tokens, more than the 8 the model runs.
     let requests: Vec<LoglikRequest> = fixture_windows(11, 2, 14)
         .iter()
         .enumerate()
@@ -70,7 +94,7 @@ fn longer_windows_are_refused_and_choice_inputs_cut_to_the_tables() {
         let mut scorer = ChoiceScorer::new(model, &requests, options).unwrap();
         scorer.score(&masks, &mut |_, _| {}).unwrap()
     };
-    let cut = score(open(fused.path()), ChoiceOptions::default().max_length);
+    let cut = score(open(dir), ChoiceOptions::default().max_length);
     assert_eq!(cut, score(open(&tiny_model_dir()), 8));
     assert_ne!(
         cut,

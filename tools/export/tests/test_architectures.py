@@ -167,10 +167,41 @@ def test_the_rust_evaluator_gives_transformers_nll(exported, tmp_path):
     assert_the_rust_evaluator_gives_transformers_nll(arch, model, manifest, out, tmp_path)
 
 
+@pytest.mark.skipif(not STAGES, reason="needs the Rust stages: LAYERPRUNE_BIN (make test-export sets it)")
+def test_block_statistics_of_an_fp16_export_are_its_fp32_exports(tmp_path):
+    """`evaluate --block-stats` widens fp16 hidden states (it refused them, after every mask)."""
+    import pyarrow.parquet as pq
+
+    make_fixture.build_arch_folder(tmp_path / "hf", "llama", seed=43)
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog, and the dog sleeps on. " * 20)
+    stage = lambda name, *args: subprocess.run([str(Path(STAGES) / name), *map(str, args)],
+                                               capture_output=True, text=True, check=True)
+    stats = {}
+    for dtype in ("fp32", "fp16"):
+        out = tmp_path / dtype
+        export_layered.main(["--model", str(tmp_path / "hf"), "--out", str(out), "--dtype", dtype,
+                             "--attention-kernel", "standard", "--no-check", *FIXED])
+        tokens = tmp_path / f"tokens-{dtype}.parquet"
+        stage("prepare-tokens", "--model", out, "--text", text, "--windows", 2, "--seq-len", SEQ_LEN,
+              "--bos", "off", "--out", tokens)
+        stage("evaluate", "--model", out, "--tokens", tokens, "--threads", 1, "--out", tmp_path / f"e-{dtype}.parquet",
+              "--block-stats", tmp_path / f"s-{dtype}.parquet")
+        rows = pq.read_table(tmp_path / f"s-{dtype}.parquet").to_pylist()
+        stats[dtype] = {(r["start_block"], r["run_length"]): r["angular_distance"] for r in rows}
+    assert stats["fp16"].keys() == stats["fp32"].keys() and stats["fp32"]
+    diff = max(abs(stats["fp16"][key] - stats["fp32"][key]) for key in stats["fp32"])
+    print(f"fp16 vs fp32 block statistics: max |angular distance diff| {diff:.2e}")
+    assert 0 < max(stats["fp32"].values()) and diff < 1e-3, diff
+
+
 def test_manifest_records_each_blocks_attention(exported):
     arch, _, model, manifest, _ = exported
     # Every folder names the width of its blocks' inner projection (evaluate refuses a null).
     assert manifest["intermediate_size"] == (128 if arch != "gpt2" else 256)
+    # The checkpoint's context, which evaluate holds windows to (none for Mamba: no positions).
+    assert manifest.get("context_length") == export_layered.context_length(model.config)
+    assert (manifest.get("context_length") is None) == (arch in ("mamba", "mamba2"))
     if arch in ("mamba", "mamba2"):
         assert "attention" not in manifest and manifest["fixed_seq_len"] == SEQ_LEN
         return

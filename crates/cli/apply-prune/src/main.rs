@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, Io, RuntimeArgs};
 use layerprune_core::Game;
@@ -379,15 +379,16 @@ fn apply_prune(args: Args) -> Result<()> {
     )?;
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(settings.seed);
-    let (mut game, dataset_id) = match (model, tokens) {
-        (Some(model), Some(tokens)) => {
+    let (mut game, dataset_id) = match (model, tokens, &args.tokens) {
+        (Some(model), Some(tokens), Some(tokens_path)) => {
             let game = layerprune_evaluation::CachedLlm::open(
                 model,
                 &tokens,
                 args.runtime.eval_options()?,
                 args.cache.as_deref(),
                 provenance.clone(),
-            )?;
+            )
+            .with_context(|| format!("--tokens {}", tokens_path.display()))?;
             (Some(game), Some(tokens.dataset_id))
         }
         _ => (None, None),

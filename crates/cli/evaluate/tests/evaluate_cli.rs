@@ -221,6 +221,11 @@ fn bad_input_is_refused_and_nothing_written() {
             vec!["--max-run", "3"],
             "--max-run is the longest run of blocks in --block-stats",
         ),
+        // Shards of inline masks could never be merged (the merge checks the --masks table).
+        (
+            vec!["--mask", "1111", "--shard", "0/2"],
+            "an inline --mask is in no table",
+        ),
     ] {
         let mut args = vec!["--tokens", path(&tokens), "--out", path(&out_file)];
         args.extend(flags);
