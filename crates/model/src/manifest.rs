@@ -347,6 +347,48 @@ impl Manifest {
         self.extra_count("fixed_seq_len")
     }
 
+    /// Whether windows of `seq_len` tokens fit the model in `dir`: exactly its
+    /// [`Self::fixed_seq_len`], at most its [`Self::rotary_positions`] and at most its
+    /// [`Self::context_length`]. One check for every stage that runs windows on a model
+    /// (evaluate, apply-prune, frontier, quantize's GPTQ) and for prepare-tokens, which refuses
+    /// them before it tokenizes.
+    pub fn check_window_length(&self, dir: &Path, seq_len: usize) -> Result<(), ModelError> {
+        let dir = dir.display();
+        if let Some(fixed) = self.fixed_seq_len() {
+            if seq_len != fixed {
+                return Err(ModelError::BadRequest(format!(
+                    "{dir} was exported for windows of exactly {fixed} tokens ({}), but the \
+                     windows have {seq_len}: prepare the tokens with `prepare-tokens --seq-len \
+                     {fixed}` (make: SEQ_LEN={fixed}), or export the model again with \
+                     --fixed-seq-len {seq_len}",
+                    self.architecture
+                )));
+            }
+        }
+        if let Some(positions) = self.rotary_positions() {
+            if seq_len > positions {
+                return Err(ModelError::BadRequest(format!(
+                    "{dir} runs windows of at most {positions} tokens (its blocks' fused \
+                     attention holds rotary tables for {positions} positions: rotary_positions \
+                     in its manifest.json), but the windows have {seq_len}: prepare the tokens \
+                     with `prepare-tokens --seq-len {positions}` or less, or export the model \
+                     with --attention-kernel standard"
+                )));
+            }
+        }
+        if let Some(context) = self.context_length() {
+            if seq_len > context {
+                return Err(ModelError::BadRequest(format!(
+                    "{dir} was made for sequences of at most {context} tokens (context_length in \
+                     its manifest.json: the checkpoint's max_position_embeddings), but the \
+                     windows have {seq_len}: its positions past that are ones the model never \
+                     saw; prepare the tokens with `prepare-tokens --seq-len {context}` or less"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The longest sequence the checkpoint was made for (`context_length`: its
     /// `max_position_embeddings` or `n_positions`, recorded by tools/export since 2026-12-06);
     /// `None` for a model without positions (Mamba) or a folder exported before.

@@ -261,40 +261,10 @@ impl Evaluator {
     ) -> Result<Self, RuntimeError> {
         check_token_windows(windows, model.manifest().vocab_size)?;
         let seq_len = windows[0].len();
-        if let Some(fixed) = model.manifest().fixed_seq_len() {
-            if seq_len != fixed {
-                return Err(RuntimeError::BadInput(format!(
-                    "{} was exported for windows of exactly {fixed} tokens ({}), but the \
-                     windows have {seq_len}: prepare the tokens with `prepare-tokens --seq-len {fixed}` \
-                     (make: SEQ_LEN={fixed}), or export the model again with --fixed-seq-len {seq_len}",
-                    model.dir().display(),
-                    model.manifest().architecture
-                )));
-            }
-        }
-        if let Some(positions) = model.manifest().rotary_positions() {
-            if seq_len > positions {
-                return Err(RuntimeError::BadInput(format!(
-                    "{} runs windows of at most {positions} tokens (its blocks' fused attention \
-                     holds rotary tables for {positions} positions: rotary_positions in its \
-                     manifest.json), but the windows have {seq_len}: prepare the tokens with \
-                     `prepare-tokens --seq-len {positions}` or less, or export the model with \
-                     --attention-kernel standard",
-                    model.dir().display()
-                )));
-            }
-        }
-        if let Some(context) = model.manifest().context_length() {
-            if seq_len > context {
-                return Err(RuntimeError::BadInput(format!(
-                    "{} was made for sequences of at most {context} tokens (context_length in \
-                     its manifest.json: the checkpoint's max_position_embeddings), but the \
-                     windows have {seq_len}: its positions past that are ones the model never \
-                     saw; prepare the tokens with `prepare-tokens --seq-len {context}` or less",
-                    model.dir().display()
-                )));
-            }
-        }
+        model
+            .manifest()
+            .check_window_length(model.dir(), seq_len)
+            .map_err(|e| RuntimeError::BadInput(e.to_string()))?;
         let vocab_size = model.manifest().vocab_size;
         let per_batch = if options.batch_windows == 0 {
             windows_per_batch(windows.len(), seq_len, vocab_size)

@@ -115,9 +115,13 @@ fn unescape(text: &str) -> String {
 
 /// The tokenizer of a model folder: the file its manifest names (a layered folder, as
 /// `evaluate` reads it), else its tokenizer.json (a Hugging Face checkpoint's folder).
-fn model_tokenizer(model: &Path) -> anyhow::Result<PathBuf> {
+/// The tokenizer of the model folder `model`; for a layered folder (a manifest), windows of
+/// `seq_len` tokens are first checked against the lengths it runs, so that windows the stages
+/// would refuse are not made from a large corpus first.
+fn model_tokenizer(model: &Path, seq_len: usize) -> anyhow::Result<PathBuf> {
     if model.join("manifest.json").is_file() {
         let manifest = layerprune_model::Manifest::load(model)?;
+        manifest.check_window_length(model, seq_len)?;
         Ok(manifest.tokenizer_path(model)?)
     } else {
         Ok(model.join("tokenizer.json"))
@@ -131,7 +135,7 @@ fn body(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let tokenizer_path = match (&args.tokenizer, &args.model) {
         (Some(path), _) => path.clone(),
-        (None, Some(model)) => model_tokenizer(model)?,
+        (None, Some(model)) => model_tokenizer(model, args.seq_len)?,
         (None, None) => bail!("give --tokenizer FILE or --model DIR"),
     };
     // clap's `requires` lets --field through beside another source (the sources' group).

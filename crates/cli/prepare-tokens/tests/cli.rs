@@ -250,3 +250,47 @@ fn a_model_folder_s_tokenizer_is_the_one_its_manifest_names() {
         layerprune_tests::tiny_tokenizer_sha256()
     );
 }
+
+#[test]
+fn windows_longer_than_the_model_runs_are_refused_before_tokenizing() {
+    let folder = tempfile::tempdir().unwrap();
+    let model = folder.path().join("model");
+    layerprune_tests::copy_tiny_model_with_manifest(&model, |manifest| {
+        manifest["context_length"] = 8.into();
+    });
+    let text = folder.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog ".repeat(20),
+    )
+    .unwrap();
+    let out = folder.path().join("tokens.parquet");
+    let run = |seq_len: &str| {
+        prepare_tokens(&[
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            text.to_str().unwrap(),
+            "--windows",
+            "2",
+            "--seq-len",
+            seq_len,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let output = run("9");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("at most 8 tokens (context_length") && stderr.contains("--seq-len 8"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let output = run("8");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
