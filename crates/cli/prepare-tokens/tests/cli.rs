@@ -220,12 +220,7 @@ fn a_model_folder_s_tokenizer_is_the_one_its_manifest_names() {
         serde_json::to_vec_pretty(&manifest).unwrap(),
     )
     .unwrap();
-    let text = folder.path().join("text.txt");
-    std::fs::write(
-        &text,
-        "the quick brown fox jumps over the lazy dog ".repeat(20),
-    )
-    .unwrap();
+    let text = fox_text(folder.path());
     let out = folder.path().join("tokens.parquet");
     let output = prepare_tokens(&[
         "--model",
@@ -258,12 +253,7 @@ fn windows_longer_than_the_model_runs_are_refused_before_tokenizing() {
     layerprune_tests::copy_tiny_model_with_manifest(&model, |manifest| {
         manifest["context_length"] = 8.into();
     });
-    let text = folder.path().join("text.txt");
-    std::fs::write(
-        &text,
-        "the quick brown fox jumps over the lazy dog ".repeat(20),
-    )
-    .unwrap();
+    let text = fox_text(folder.path());
     let out = folder.path().join("tokens.parquet");
     let run = |seq_len: &str| {
         prepare_tokens(&[
@@ -293,4 +283,15 @@ fn windows_longer_than_the_model_runs_are_refused_before_tokenizing() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A text of a few fox sentences in `folder`, for the model-folder tests.
+fn fox_text(folder: &Path) -> std::path::PathBuf {
+    let text = folder.join("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog ".repeat(20),
+    )
+    .unwrap();
+    text
 }
