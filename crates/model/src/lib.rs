@@ -38,4 +38,6 @@ pub use manifest::{
     model_id, read_num_blocks, sha256_file, BlockRef, GraphBytes, GraphRef, Manifest, FORMAT,
     FORMAT_VERSION, MANIFEST_FILE, MAX_BLOCKS, MAX_TENSOR_ELEMENTS,
 };
-pub use prune::{prune_folder, pruned_layout, write_pruned_model, PrunedLayout};
+pub use prune::{
+    prune_folder, pruned_layout, write_pruned_model, PrunedLayout, INT4_OPERATOR, INT8_OPERATOR,
+};

@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use onnx_protobuf::{Message, ModelProto};
+
 use crate::{
     confined, link_or_copy, model_id, write_folder_from, BlockRef, Manifest, ModelError,
     MANIFEST_FILE,
@@ -29,7 +31,8 @@ pub struct PrunedLayout {
 /// Plans the pruned folder of the model in `source` with `removed` blocks (indices in the
 /// source model) deleted; `method` is recorded in the manifest's `pruned_from`. Nothing is
 /// written; the plan is checked (blocks in range, at least one left, every weight file a kept
-/// graph uses listed in the manifest).
+/// graph uses listed in the manifest). A quantized model keeps its `quantization` record, with
+/// `quantized_matmuls` counted again over the graphs kept.
 pub fn pruned_layout(
     source: &Path,
     removed: &[usize],
@@ -91,6 +94,9 @@ pub fn pruned_layout(
         })
         .collect();
     new_manifest.num_blocks = new_manifest.blocks.len();
+    if let Some(record) = new_manifest.quantization.as_mut() {
+        recount_quantized(source, &new_manifest.blocks, &manifest, record)?;
+    }
     new_manifest.files = manifest
         .files
         .iter()
@@ -118,6 +124,69 @@ pub fn pruned_layout(
         dropped: dropped.into_iter().collect(),
         manifest: new_manifest,
     })
+}
+
+/// The quantization record's `operator` of an int8 folder: a `DequantizeLinear` in front of
+/// each quantized MatMul (written by `layerprune_quantize`, read here).
+pub const INT8_OPERATOR: &str = "DequantizeLinear+MatMul";
+/// The quantization record's `operator` of an int4 folder: ONNX Runtime's `MatMulNBits` in
+/// place of each quantized MatMul.
+pub const INT4_OPERATOR: &str = "com.microsoft.MatMulNBits";
+
+/// The node `quantize` puts in a graph for each MatMul it quantized, by the record's
+/// `operator`: one `DequantizeLinear` in front of the MatMul (int8), or the `MatMulNBits` that
+/// replaced it (int4).
+fn quantized_node(operator: &str) -> Option<(&'static str, &'static [&'static str])> {
+    match operator {
+        INT8_OPERATOR => Some(("DequantizeLinear", &["", "ai.onnx"])),
+        INT4_OPERATOR => Some(("MatMulNBits", &["com.microsoft"])),
+        _ => None,
+    }
+}
+
+/// Sets the quantization `record`'s `quantized_matmuls` of a pruned folder to the MatMuls of
+/// its graphs (the source's embedding and heads, and the kept `blocks`), counted in the graph
+/// files of `source` as [`quantized_node`] says; the record holds no count per graph. A record
+/// whose operator this build does not know loses the count rather than keep a wrong one.
+fn recount_quantized(
+    source: &Path,
+    blocks: &[BlockRef],
+    manifest: &Manifest,
+    record: &mut serde_json::Value,
+) -> Result<(), ModelError> {
+    let Some(fields) = record.as_object_mut() else {
+        return Ok(());
+    };
+    let operator = fields
+        .get("operator")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let Some((op_type, domains)) = quantized_node(operator) else {
+        fields.remove("quantized_matmuls");
+        return Ok(());
+    };
+    let graphs: BTreeSet<&str> = std::iter::once(manifest.embedding.file.as_str())
+        .chain(blocks.iter().map(|b| b.file.as_str()))
+        .chain(std::iter::once(manifest.head.file.as_str()))
+        .chain(manifest.head_logits.iter().map(|h| h.file.as_str()))
+        .collect();
+    let mut count = 0usize;
+    for graph in graphs {
+        let path = confined(source, graph)?;
+        let bytes = layerprune_core::read_input(&path).map_err(ModelError::io(&path))?;
+        let model = ModelProto::parse_from_bytes(&bytes).map_err(|error| ModelError::BadGraph {
+            path: path.clone(),
+            problem: format!("not an ONNX model: {error}"),
+        })?;
+        count += model
+            .graph
+            .iter()
+            .flat_map(|g| &g.node)
+            .filter(|n| n.op_type == op_type && domains.contains(&n.domain.as_str()))
+            .count();
+    }
+    fields.insert("quantized_matmuls".into(), count.into());
+    Ok(())
 }
 
 /// Writes the folder `layout` plans ([`pruned_layout`] of `source`) at `dest` with
@@ -343,6 +412,102 @@ mod tests {
         assert!(dest.join("weights/shared12.bin").exists());
         assert!(!dest.join("weights/b2.bin").exists());
         assert_eq!(walk(dest.parent().unwrap()).len(), walk(&dest).len());
+    }
+
+    /// Gives the graph `file` of the folder `dir` the nodes `(op_type, domain)` (keeping its
+    /// weight files) and lists its new sha256.
+    fn set_nodes(dir: &Path, file: &str, weights: &[&str], nodes: &[(&str, &str)]) {
+        let mut model = ModelProto::parse_from_bytes(&graph_bytes(weights)).unwrap();
+        let graph = model.graph.as_mut().unwrap();
+        graph.node = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (op_type, domain))| onnx_protobuf::NodeProto {
+                name: format!("n{i}"),
+                op_type: op_type.to_string(),
+                domain: domain.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        fs::write(dir.join(file), model.write_to_bytes().unwrap()).unwrap();
+        let mut manifest = Manifest::load(dir).unwrap();
+        manifest
+            .files
+            .insert(file.into(), sha256_file(&dir.join(file)).unwrap());
+        manifest.write(dir).unwrap();
+    }
+
+    #[test]
+    fn pruning_a_quantized_folder_counts_the_kept_graphs_quantized_matmuls() {
+        for (operator, node, domain) in [
+            ("com.microsoft.MatMulNBits", "MatMulNBits", "com.microsoft"),
+            ("DequantizeLinear+MatMul", "DequantizeLinear", ""),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let source = root.path().join("model");
+            fixture(&source);
+            // Blocks 0, 1 and 2 hold 1, 2 and 3 quantized MatMuls, the head 1, the embedding
+            // none; a float MatMul and another domain's node of the same name do not count.
+            set_nodes(
+                &source,
+                "embed.onnx",
+                &["weights/tied.bin"],
+                &[("Gather", "")],
+            );
+            set_nodes(
+                &source,
+                "block_000.onnx",
+                &["weights/b0.bin"],
+                &[(node, domain), ("MatMul", ""), (node, "org.other")],
+            );
+            set_nodes(
+                &source,
+                "block_001.onnx",
+                &["weights/b1.bin", "weights/shared12.bin"],
+                &[(node, domain), (node, domain)],
+            );
+            set_nodes(
+                &source,
+                "block_002.onnx",
+                &["weights/b2.bin", "weights/shared12.bin"],
+                &[(node, domain), (node, domain), (node, domain)],
+            );
+            set_nodes(
+                &source,
+                "head.onnx",
+                &["weights/tied.bin"],
+                &[(node, domain)],
+            );
+            let mut manifest = Manifest::load(&source).unwrap();
+            manifest.quantization = Some(serde_json::json!({
+                "scheme": "int4",
+                "operator": operator,
+                "quantized_matmuls": 7,
+                "source_model_id": "float",
+            }));
+            manifest.write(&source).unwrap();
+
+            let dest = root.path().join("pruned");
+            let layout = prune_folder(&source, &dest, &[1], "test", false).unwrap();
+            let record = layout.manifest.quantization.as_ref().unwrap();
+            assert_eq!(record["quantized_matmuls"], 1 + 3 + 1, "{operator}");
+            assert_eq!(record["operator"], operator);
+            assert_eq!(record["source_model_id"], "float");
+            let written = Manifest::load(&dest).unwrap();
+            assert_eq!(written.quantization.as_ref(), Some(record));
+            // Nothing removed: the count stands.
+            let same = pruned_layout(&source, &[], "none").unwrap();
+            assert_eq!(same.manifest.quantization.unwrap()["quantized_matmuls"], 7);
+
+            // An operator this build does not know: no count rather than a wrong one.
+            let mut manifest = Manifest::load(&source).unwrap();
+            manifest.quantization.as_mut().unwrap()["operator"] = "future.Op".into();
+            manifest.write(&source).unwrap();
+            let layout = pruned_layout(&source, &[1], "test").unwrap();
+            let record = layout.manifest.quantization.unwrap();
+            assert!(record.get("quantized_matmuls").is_none(), "{record}");
+            assert_eq!(record["operator"], "future.Op");
+        }
     }
 
     #[test]

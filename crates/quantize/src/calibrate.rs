@@ -75,6 +75,8 @@ pub struct Activations {
     hidden: Array3<f32>,
     /// Windows a run takes (`ROWS_PER_RUN` rows, at least one window).
     windows_per_run: usize,
+    /// Input widths already warned of as wider than the calibration tokens.
+    warned_widths: std::collections::BTreeSet<usize>,
 }
 
 impl Activations {
@@ -136,6 +138,7 @@ impl Activations {
             runtime,
             hidden: hidden.expect("at least one window"),
             windows_per_run,
+            warned_widths: Default::default(),
         })
     }
 
@@ -210,6 +213,19 @@ impl Activations {
                 .into_dimensionality::<Ix3>()
                 .map_err(|e| onnx_error(path, format!("block output: {e}")))?;
             copy_windows(&mut self.hidden, first..last, states, path, "block output")?;
+        }
+        for ((name, k), hessian) in inputs.iter().zip(&hessians) {
+            if hessian.rows < *k && self.warned_widths.insert(*k) {
+                tracing::warn!(
+                    "{}: GPTQ: MatMul input {name} is {k} wide but the calibration gave {} \
+                     tokens: its second-moment matrix has rank at most {}, and only the damping \
+                     makes it invertible; give at least {k} calibration tokens (more windows or \
+                     longer ones); said once for all inputs this wide",
+                    path.display(),
+                    hessian.rows,
+                    hessian.rows,
+                );
+            }
         }
         Ok(inputs
             .into_iter()

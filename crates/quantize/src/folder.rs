@@ -1,12 +1,15 @@
 //! Quantizing a whole model: a layered model folder (docs/model-format.md) or one ONNX file.
 //!
 //! Folder: each graph is rewritten by [`quantize_model`]; the new tensors of at least 1 KiB go
-//! to content-addressed files `weights/<first 32 hex digits of sha256>.bin`, as the exporter
-//! writes them, so graphs stay small and a pruned or re-pruned folder can still find the files
-//! a graph uses. Float weight files no graph reads any more are left out, every other listed
-//! file is hard-linked (or copied), and the manifest gets the new hashes and a `quantization`
-//! [`Record`]. The folder is built beside the destination and renamed into place
-//! (`layerprune_model::write_folder`, the writer pruned folders use too).
+//! to content-addressed files `weights/<first 32 hex digits of sha256>.bin` beside the graph
+//! (ONNX resolves external data against the graph's own folder: `blocks/weights/…` for a graph
+//! `blocks/block_000.onnx`), as the exporter writes them, so graphs stay small and a pruned or
+//! re-pruned folder can still find the files a graph uses. Float weight files no graph reads
+//! any more are left out, every other listed file is hard-linked (or copied), and the manifest
+//! gets the new hashes and a `quantization` [`Record`]. The folder is built beside the
+//! destination and renamed into place (`layerprune_model::write_folder`, the writer pruned
+//! folders use too); [`quantize_folder_to`] writes each graph's files into it as soon as the
+//! graph is done, so memory holds the graphs in flight rather than the whole model.
 //!
 //! One file (e.g. `merge_layered.py`'s): every tensor is stored inline in the output, so it is
 //! self-contained (ONNX's protobuf limit of 2 GiB applies), and the record goes into the
@@ -17,6 +20,7 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use layerprune_core::parallel::{threads_or_budget, try_map_in_order};
 use layerprune_core::Device;
@@ -31,7 +35,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::calibrate::{Activations, Gptq};
-use crate::graph::{entry, external_location, quantize_model, GraphReport, Nearest, Rounding};
+use crate::graph::{
+    check_initializer_names, entry, external_location, quantize_model, GraphReport, Nearest,
+    Rounding,
+};
 use crate::{QuantizeError, Scheme};
 
 /// Tensors at least this large are written to their own weight file (the exporter's rule).
@@ -81,7 +88,10 @@ pub struct CalibrationRecord {
     pub seq_len: usize,
     /// Added to the diagonal of `Σ x xᵀ`, as a fraction of its mean.
     pub damp: f64,
-    /// Which graphs GPTQ rounded; the others were rounded to nearest.
+    /// Which graphs GPTQ rounded (the blocks), and what became of the others: rounded to
+    /// nearest, left in float on request, or float32 with no MatMul weight (the embedding's
+    /// Gather), e.g. `blocks; head, head_logits rounded to nearest; embedding float32 (no
+    /// MatMul weight)`.
     pub graphs: String,
 }
 
@@ -101,7 +111,7 @@ pub struct Calibration {
 impl Record {
     fn new(scheme: &Scheme, quantized: usize, excluded: Vec<String>, source_id: String) -> Self {
         let (bits, block_size, symmetric, operator, accuracy_level) = match scheme {
-            Scheme::Int8 => (8, None, true, "DequantizeLinear+MatMul", None),
+            Scheme::Int8 => (8, None, true, layerprune_model::INT8_OPERATOR, None),
             Scheme::Int4 {
                 block_size,
                 accuracy_level,
@@ -109,7 +119,7 @@ impl Record {
                 4,
                 Some(*block_size),
                 false,
-                "com.microsoft.MatMulNBits",
+                layerprune_model::INT4_OPERATOR,
                 Some(*accuracy_level),
             ),
         };
@@ -146,7 +156,8 @@ pub struct FolderOptions {
     pub threads: usize,
 }
 
-/// A quantized folder, held in memory until [`write_folder`].
+/// A quantized folder, held in memory until [`write_folder`] ([`quantize_folder_to`] writes
+/// each graph's files as it is done instead).
 #[derive(Debug)]
 pub struct QuantizedFolder {
     pub manifest: Manifest,
@@ -197,8 +208,22 @@ impl FileLoader {
 
     /// The tensor's bytes as stored: raw, or from its external file.
     pub(crate) fn raw_bytes(&self, tensor: &TensorProto) -> Result<Vec<u8>, QuantizeError> {
-        let Some(location) = external_location(tensor) else {
+        let Some(mut external) = self.open_external(tensor)? else {
             return Ok(tensor.raw_data.clone());
+        };
+        let mut bytes = vec![0u8; external.length];
+        external
+            .file
+            .read_exact(&mut bytes)
+            .map_err(|error| self.unreadable(tensor, &external, error))?;
+        Ok(bytes)
+    }
+
+    /// The external file of `tensor`, positioned at its data; `None` for a tensor stored in
+    /// the graph. The data's offset and length are checked against the file's size.
+    fn open_external(&self, tensor: &TensorProto) -> Result<Option<External>, QuantizeError> {
+        let Some(location) = external_location(tensor) else {
+            return Ok(None);
         };
         // Relative, no `..`, no symlink out of the folder (the graph lies in `dir`).
         let graph_name = self
@@ -242,10 +267,47 @@ impl FileLoader {
                 format!("external data length {length} is too large"),
             )
         })?;
-        let mut bytes = vec![0u8; length];
-        file.read_exact(&mut bytes).map_err(unreadable)?;
-        Ok(bytes)
+        Ok(Some(External {
+            file,
+            length,
+            location,
+            path,
+        }))
     }
+
+    fn unreadable(
+        &self,
+        tensor: &TensorProto,
+        external: &External,
+        error: std::io::Error,
+    ) -> QuantizeError {
+        self.bad(
+            tensor,
+            format!(
+                "external data {} ({}): {error}",
+                external.location,
+                external.path.display()
+            ),
+        )
+    }
+}
+
+/// A tensor's external data: its file, positioned at the data, and the data's length.
+struct External {
+    file: fs::File,
+    length: usize,
+    location: String,
+    path: PathBuf,
+}
+
+/// Bytes of external data converted to float32 at a time: a weight is read into its values
+/// directly, never held as bytes and values at once (the tied head of SmolLM2-135M is 113 MB).
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+fn f32_from_le(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 impl crate::TensorLoader for FileLoader {
@@ -262,22 +324,36 @@ impl crate::TensorLoader for FileLoader {
             }
             return Ok(tensor.float_data.clone());
         }
-        let bytes = self.raw_bytes(tensor)?;
-        if bytes.len() != count.saturating_mul(4) {
+        let external = self.open_external(tensor)?;
+        let length = external
+            .as_ref()
+            .map_or(tensor.raw_data.len(), |e| e.length);
+        if length != count.saturating_mul(4) {
             return Err(self.bad(
                 tensor,
                 format!(
-                    "holds {} bytes, its dims {:?} need {}",
-                    bytes.len(),
+                    "holds {length} bytes, its dims {:?} need {}",
                     tensor.dims,
                     count * 4
                 ),
             ));
         }
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        let Some(mut external) = external else {
+            return Ok(f32_from_le(&tensor.raw_data).collect());
+        };
+        let mut values = Vec::with_capacity(count);
+        let mut buffer = vec![0u8; READ_CHUNK_BYTES.min(length)];
+        let mut left = length;
+        while left > 0 {
+            let chunk = &mut buffer[..left.min(READ_CHUNK_BYTES)];
+            external
+                .file
+                .read_exact(chunk)
+                .map_err(|error| self.unreadable(tensor, &external, error))?;
+            values.extend(f32_from_le(chunk));
+            left -= chunk.len();
+        }
+        Ok(values)
     }
 }
 
@@ -321,35 +397,43 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Moves the tensors named in `names` of at least [`EXTERNAL_THRESHOLD_BYTES`] to
-/// content-addressed weight files (collected in `files`).
+/// Moves the tensors named in `names` of at least [`EXTERNAL_THRESHOLD_BYTES`] of the graph
+/// `file` (folder-relative) of the folder `source` to content-addressed weight files. The
+/// graph names each `weights/<hash>.bin`, which ONNX resolves against the graph's own folder;
+/// the files are returned by their folder-relative path (`blocks/weights/<hash>.bin` for a
+/// graph `blocks/block_000.onnx`) with their sha256 and bytes.
 fn externalize(
     model: &mut ModelProto,
     names: &BTreeSet<String>,
-    files: &mut BTreeMap<String, Vec<u8>>,
-) {
+    source: &Path,
+    file: &str,
+) -> Result<BTreeMap<String, (String, Vec<u8>)>, QuantizeError> {
+    let mut files = BTreeMap::new();
     let Some(graph) = model.graph.as_mut() else {
-        return;
+        return Ok(files);
     };
     for tensor in graph.initializer.iter_mut() {
         if !names.contains(&tensor.name) || tensor.raw_data.len() < EXTERNAL_THRESHOLD_BYTES {
             continue;
         }
         let raw = std::mem::take(&mut tensor.raw_data);
-        let location = format!("weights/{}.bin", &sha256_hex(&raw)[..32]);
+        let hash = sha256_hex(&raw);
+        let location = format!("weights/{}.bin", &hash[..32]);
+        let (relative, _) = confined_reference(source, file, &location)?;
         let entry = |key: &str, value: String| StringStringEntryProto {
             key: key.into(),
             value,
             ..Default::default()
         };
         tensor.external_data = vec![
-            entry("location", location.clone()),
+            entry("location", location),
             entry("offset", "0".into()),
             entry("length", raw.len().to_string()),
         ];
         tensor.data_location = EnumOrUnknown::new(DataLocation::EXTERNAL);
-        files.entry(location).or_insert(raw);
+        files.entry(relative).or_insert((hash, raw));
     }
+    Ok(files)
 }
 
 /// The folder-relative paths of the external data `model` (the graph `file` of the folder
@@ -375,7 +459,9 @@ fn initializer_names(model: &ModelProto) -> BTreeSet<String> {
 
 /// Refuses calibration `windows` (read from the token table `table`, named in the message)
 /// that the layered model in `source` cannot run (ids outside its vocabulary, unequal
-/// lengths): checked before any work, where GPTQ's first pass would fail.
+/// lengths, another tokenizer's, a length other than the one a fixed-length export such as
+/// Mamba's runs, or longer than a fused export's rotary tables): checked before any work,
+/// where GPTQ's first pass would fail — with `evaluate`'s words.
 pub fn check_calibration(
     source: &Path,
     windows: &[Vec<u32>],
@@ -383,13 +469,22 @@ pub fn check_calibration(
     table: &Path,
 ) -> Result<(), QuantizeError> {
     let manifest = Manifest::load(source)?;
-    layerprune_runtime::check_tokens(&manifest, source, windows, tokenizer_sha256).map_err(|e| {
+    let refuse = |problem: String| {
         QuantizeError::Unsupported(format!(
-            "calibration tokens {} with {}: {e}",
+            "calibration tokens {} with {}: {problem}",
             table.display(),
             source.display()
         ))
-    })
+    };
+    layerprune_runtime::check_tokens(&manifest, source, windows, tokenizer_sha256)
+        .map_err(|e| refuse(e.to_string()))?;
+    // `check_tokens` refuses empty tables and windows of unequal lengths.
+    let seq_len = windows.first().map_or(0, Vec::len);
+    // The window lengths the model runs, as every stage that runs windows checks them.
+    manifest
+        .check_window_length(source, seq_len)
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok(())
 }
 
 /// Chooses a graph's rounding once its model is parsed: to nearest, or GPTQ on the
@@ -401,15 +496,61 @@ type ChooseRounding<'a> =
         &FileLoader,
     ) -> Result<(Box<dyn Rounding>, &'static str), QuantizeError>;
 
-/// What quantizing one graph file of a folder gave.
+/// Where the files of the new folder go as each graph is done, so no more than the graphs in
+/// flight are held in memory: kept ([`quantize_folder`]) or written into the folder being
+/// built ([`quantize_folder_to`]). Called from the threads that round graphs.
+trait Sink: Sync {
+    /// Takes the file `relative` of the new folder (a rewritten graph or a new weight file).
+    /// A path given again — a weight file two graphs share by content — is taken once.
+    fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<(), QuantizeError>;
+}
+
+/// Keeps the files in memory.
+#[derive(Default)]
+struct MemorySink(Mutex<BTreeMap<String, Vec<u8>>>);
+
+impl Sink for MemorySink {
+    fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<(), QuantizeError> {
+        lock(&self.0).entry(relative.to_string()).or_insert(bytes);
+        Ok(())
+    }
+}
+
+/// Writes the files into `folder` (the temporary folder [`quantize_folder_to`] fills).
+struct FolderSink<'a> {
+    folder: &'a Path,
+    written: Mutex<BTreeSet<String>>,
+}
+
+impl Sink for FolderSink<'_> {
+    fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<(), QuantizeError> {
+        if !lock(&self.written).insert(relative.to_string()) {
+            return Ok(());
+        }
+        layerprune_model::write_file(&confined(self.folder, relative)?, &bytes)?;
+        Ok(())
+    }
+}
+
+/// A mutex's value, also after a thread panicked holding it (what it guards stays whole: one
+/// insertion at a time).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What quantizing one graph file of a folder gave (its files went to the [`Sink`]).
 #[derive(Default)]
 struct GraphOutcome {
-    /// The rewritten graph, if any MatMul was quantized.
-    encoded: Option<Vec<u8>>,
-    /// Its new content-addressed weight files.
-    new_weights: BTreeMap<String, Vec<u8>>,
+    /// The sha256 of the rewritten graph, if any MatMul was quantized.
+    encoded: Option<String>,
+    /// Its new content-addressed weight files (folder-relative) and their sha256.
+    new_weights: BTreeMap<String, String>,
     /// The external-data files it reads.
     references: BTreeSet<String>,
+    /// The external-data files it read before it was rewritten.
+    source_references: BTreeSet<String>,
     /// What was done; `None` for a graph left in float on request (`exclude_head`).
     report: Option<GraphReport>,
 }
@@ -438,24 +579,31 @@ impl Progress {
     }
 }
 
-/// Quantizes the graph `file` of the folder `source` (nothing is written).
+/// Quantizes the graph `file` of the folder `source`; its rewritten graph and new weight
+/// files go to `sink` as soon as it is done.
 fn quantize_graph(
     source: &Path,
     file: &str,
     options: &FolderOptions,
     head_graphs: &BTreeSet<&str>,
     progress: &Progress,
+    sink: &dyn Sink,
     rounding: ChooseRounding<'_>,
 ) -> Result<GraphOutcome, QuantizeError> {
     let path = confined(source, file)?;
     let mut model = parse_model(&path)?;
+    let source_references = references(source, file, &model)?;
     if options.exclude_head && head_graphs.contains(file) {
         progress.done(file, "left in float (the head, excluded)");
         return Ok(GraphOutcome {
-            references: references(source, file, &model)?,
+            references: source_references.clone(),
+            source_references,
             ..GraphOutcome::default()
         });
     }
+    // Before GPTQ runs the graph: which of two same-named initializers it would read is
+    // ONNX Runtime's choice.
+    check_initializer_names(&model).map_err(|error| error.in_graph(&path))?;
     let before = initializer_names(&model);
     let mut loader = FileLoader {
         dir: source.to_path_buf(),
@@ -476,30 +624,120 @@ fn quantize_graph(
     }
     let report = quantize_model(&mut model, &options.scheme, &mut loader, rounding.as_mut())
         .map_err(|error| error.in_graph(&path))?;
+    drop(rounding);
     let mut outcome = GraphOutcome::default();
     if !report.quantized.is_empty() {
         let added: BTreeSet<String> = initializer_names(&model)
             .difference(&before)
             .cloned()
             .collect();
-        externalize(&mut model, &added, &mut outcome.new_weights);
-        outcome.encoded = Some(encode(&model, &path)?);
+        for (relative, (hash, bytes)) in externalize(&mut model, &added, source, file)? {
+            sink.put(&relative, bytes)?;
+            outcome.new_weights.insert(relative, hash);
+        }
+        let encoded = encode(&model, &path)?;
+        outcome.encoded = Some(sha256_hex(&encoded));
+        sink.put(file, encoded)?;
     }
     progress.done(
         file,
         &format!("{} MatMuls ({method})", report.quantized.len()),
     );
     outcome.references = references(source, file, &model)?;
+    outcome.source_references = source_references;
     outcome.report = Some(report);
     Ok(outcome)
 }
 
-/// Quantizes the layered model in `source` (nothing is written; see [`write_folder`]).
-pub fn quantize_folder(
+/// A quantized folder as [`quantize_folder_to`] wrote it (or [`quantize_folder`] holds it):
+/// its manifest and what each of its files is, by relative path.
+#[derive(Debug)]
+pub struct WrittenFolder {
+    pub manifest: Manifest,
+    /// Rewritten graphs.
+    pub graphs: Vec<String>,
+    /// New weight files.
+    pub new_weights: Vec<String>,
+    /// Files taken unchanged from the source folder.
+    pub unchanged: Vec<String>,
+    /// Source files no longer needed (float weights that were quantized).
+    pub dropped: Vec<String>,
+    /// Per graph, what was done.
+    pub reports: Vec<(String, GraphReport)>,
+}
+
+impl WrittenFolder {
+    /// The quantization record written into the manifest.
+    pub fn record(&self) -> Option<Record> {
+        record_of(&self.manifest)
+    }
+}
+
+fn record_of(manifest: &Manifest) -> Option<Record> {
+    manifest
+        .quantization
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// The calibration record's `graphs`: GPTQ rounds the blocks; what became of each other graph
+/// (the embedding's Gather is no MatMul, so it has nothing to round).
+fn gptq_graphs(
+    manifest: &Manifest,
+    reports: &[(String, GraphReport)],
+    excluded: &[String],
+) -> String {
+    let roles = std::iter::once(("embedding", manifest.embedding.file.as_str()))
+        .chain(std::iter::once(("head", manifest.head.file.as_str())))
+        .chain(
+            manifest
+                .head_logits
+                .iter()
+                .map(|h| ("head_logits", h.file.as_str())),
+        );
+    let (mut rounded, mut excluded_roles, mut float) = (Vec::new(), Vec::new(), Vec::new());
+    for (role, file) in roles {
+        if excluded.iter().any(|f| f == file) {
+            excluded_roles.push(role);
+        } else if reports
+            .iter()
+            .any(|(f, r)| f == file && !r.quantized.is_empty())
+        {
+            rounded.push(role);
+        } else {
+            float.push(role);
+        }
+    }
+    let mut text = String::from("blocks");
+    for (roles, what) in [
+        (rounded, "rounded to nearest"),
+        (excluded_roles, "left in float on request"),
+        (float, "float32 (no MatMul weight)"),
+    ] {
+        if !roles.is_empty() {
+            text.push_str(&format!("; {} {what}", roles.join(", ")));
+        }
+    }
+    text
+}
+
+/// Quantizes the layered model in `source`, each graph's new files handed to `sink` as soon as
+/// the graph is done; returns what the new folder holds (its manifest not yet written).
+fn quantize_into(
     source: &Path,
     options: &FolderOptions,
-) -> Result<QuantizedFolder, QuantizeError> {
+    sink: &dyn Sink,
+) -> Result<WrittenFolder, QuantizeError> {
     options.scheme.validate()?;
+    if let Some(calibration) = &options.calibration {
+        if !(calibration.damp > 0.0 && calibration.damp <= 1.0) {
+            return Err(QuantizeError::Unsupported(format!(
+                "GPTQ: damping {} is not a fraction of the mean diagonal above 0 and at most 1 \
+                 (GPTQ's default is 0.01)",
+                calibration.damp
+            )));
+        }
+    }
     let manifest = Manifest::load(source)?;
     let manifest_path = source.join(MANIFEST_FILE);
     if let Some(record) = &manifest.quantization {
@@ -545,7 +783,15 @@ pub fn quantize_folder(
 
     let progress = Progress::new(graph_files.len());
     let graph = |file: &String, rounding: ChooseRounding<'_>| {
-        quantize_graph(source, file, options, &head_graphs, &progress, rounding)
+        quantize_graph(
+            source,
+            file,
+            options,
+            &head_graphs,
+            &progress,
+            sink,
+            rounding,
+        )
     };
     let outcomes: Vec<GraphOutcome> = match &mut activations {
         // Rounding to nearest reads nothing but the graph's own weights: the graphs are
@@ -581,23 +827,26 @@ pub fn quantize_folder(
             })
             .collect::<Result<_, _>>()?,
     };
+    drop(activations);
 
     let mut graphs = BTreeMap::new();
     let mut new_weights = BTreeMap::new();
     let mut reports = Vec::new();
     let mut referenced = BTreeSet::new();
+    let mut source_referenced = BTreeSet::new();
     let mut excluded = Vec::new();
     for (file, outcome) in graph_files.iter().zip(outcomes) {
         referenced.extend(outcome.references);
+        source_referenced.extend(outcome.source_references);
         let Some(report) = outcome.report else {
             excluded.push(file.clone());
             continue;
         };
-        if let Some(encoded) = outcome.encoded {
-            graphs.insert(file.clone(), encoded);
+        if let Some(hash) = outcome.encoded {
+            graphs.insert(file.clone(), hash);
         }
-        for (location, bytes) in outcome.new_weights {
-            new_weights.entry(location).or_insert(bytes);
+        for (location, hash) in outcome.new_weights {
+            new_weights.entry(location).or_insert(hash);
         }
         reports.push((file.clone(), report));
     }
@@ -619,28 +868,36 @@ pub fn quantize_folder(
         }
     }
 
+    // A listed file no graph reads any more is left out: a float weight file that a graph read
+    // before it was rewritten (in `weights/` or beside a graph in a subfolder), or any file in
+    // `weights/`.
     let mut files = BTreeMap::new();
     let mut unchanged = Vec::new();
     let mut dropped = Vec::new();
     for (relative, hash) in &manifest.files {
-        if let Some(bytes) = graphs.get(relative) {
-            files.insert(relative.clone(), sha256_hex(bytes));
-        } else if relative.starts_with("weights/") && !referenced.contains(relative) {
+        if let Some(new) = graphs.get(relative).or_else(|| new_weights.get(relative)) {
+            // A rewritten graph, or a new weight file identical to a listed one.
+            files.insert(relative.clone(), new.clone());
+        } else if !referenced.contains(relative)
+            && (relative.starts_with("weights/") || source_referenced.contains(relative))
+        {
             dropped.push(relative.clone());
         } else {
             files.insert(relative.clone(), hash.clone());
-            // A new weight file identical to a listed one is the same file.
-            if !new_weights.contains_key(relative) {
-                unchanged.push(relative.clone());
-            }
+            unchanged.push(relative.clone());
         }
     }
-    for (relative, bytes) in &new_weights {
+    for (relative, hash) in graphs.iter().chain(&new_weights) {
         files
             .entry(relative.clone())
-            .or_insert_with(|| sha256_hex(bytes));
+            .or_insert_with(|| hash.clone());
     }
-    let mut record = Record::new(&options.scheme, quantized, excluded, model_id(source)?);
+    let mut record = Record::new(
+        &options.scheme,
+        quantized,
+        excluded.clone(),
+        model_id(source)?,
+    );
     if let Some(calibration) = &options.calibration {
         record.method = "gptq".into();
         record.calibration = Some(CalibrationRecord {
@@ -648,11 +905,7 @@ pub fn quantize_folder(
             windows: calibration.windows.len(),
             seq_len: calibration.windows.first().map_or(0, Vec::len),
             damp: calibration.damp,
-            graphs: if options.exclude_head {
-                "blocks (embedding rounded to nearest, head left in float)".into()
-            } else {
-                "blocks (embedding and head rounded to nearest)".into()
-            },
+            graphs: gptq_graphs(&manifest, &reports, &excluded),
         });
     }
     let mut new_manifest = manifest;
@@ -664,23 +917,71 @@ pub fn quantize_folder(
                 problem: format!("cannot encode the quantization record: {error}"),
             })?,
         );
-    Ok(QuantizedFolder {
+    Ok(WrittenFolder {
         manifest: new_manifest,
-        graphs,
-        new_weights,
+        graphs: graphs.into_keys().collect(),
+        new_weights: new_weights.into_keys().collect(),
         unchanged,
         dropped,
         reports,
     })
 }
 
+/// Quantizes the layered model in `source` in memory (nothing is written; see
+/// [`write_folder`]). The whole quantized model is held until then: [`quantize_folder_to`]
+/// writes each graph's files as it is done instead.
+pub fn quantize_folder(
+    source: &Path,
+    options: &FolderOptions,
+) -> Result<QuantizedFolder, QuantizeError> {
+    let sink = MemorySink::default();
+    let written = quantize_into(source, options, &sink)?;
+    let mut bytes = sink.0.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut take = |names: &[String]| -> BTreeMap<String, Vec<u8>> {
+        names
+            .iter()
+            .filter_map(|name| Some((name.clone(), bytes.remove(name)?)))
+            .collect()
+    };
+    Ok(QuantizedFolder {
+        graphs: take(&written.graphs),
+        new_weights: take(&written.new_weights),
+        manifest: written.manifest,
+        unchanged: written.unchanged,
+        dropped: written.dropped,
+        reports: written.reports,
+    })
+}
+
+/// Quantizes the layered model in `source` into the folder `dest`, written as
+/// [`write_folder`] writes one (beside `dest`, then renamed into place; the same refusals),
+/// but each graph's rewritten graph and new weight files go into the folder being built as
+/// soon as the graph is done: memory holds the graphs in flight, not the whole model.
+pub fn quantize_folder_to(
+    source: &Path,
+    dest: &Path,
+    options: &FolderOptions,
+    overwrite: bool,
+) -> Result<WrittenFolder, QuantizeError> {
+    refuse_source(source, dest)?;
+    layerprune_model::write_folder_from(source, dest, overwrite, |folder| {
+        let sink = FolderSink {
+            folder,
+            written: Mutex::default(),
+        };
+        let written = quantize_into(source, options, &sink)?;
+        for relative in &written.unchanged {
+            link_or_copy(&confined(source, relative)?, &confined(folder, relative)?)?;
+        }
+        written.manifest.write(folder)?;
+        Ok(written)
+    })
+}
+
 impl QuantizedFolder {
     /// The quantization record written into the manifest.
     pub fn record(&self) -> Option<Record> {
-        self.manifest
-            .quantization
-            .clone()
-            .and_then(|v| serde_json::from_value(v).ok())
+        record_of(&self.manifest)
     }
 }
 
@@ -822,5 +1123,59 @@ fn refuse_unsupported(graph: &Path, report: &GraphReport) -> Result<(), Quantize
             ),
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that records what it was given and, once it has block 0's graph, empties block
+    /// 1's graph in the source folder: read after that, block 1 is refused.
+    struct EmptiesTheNextBlock {
+        source: PathBuf,
+        puts: Mutex<Vec<String>>,
+    }
+
+    impl Sink for EmptiesTheNextBlock {
+        fn put(&self, relative: &str, _: Vec<u8>) -> Result<(), QuantizeError> {
+            lock(&self.puts).push(relative.to_string());
+            if relative == "block_000.onnx" {
+                fs::write(self.source.join("block_001.onnx"), b"").unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    /// Each graph's files leave the quantizer when the graph is done, before the next graph
+    /// is read, so memory never holds the quantized model whole.
+    #[test]
+    fn each_graph_goes_to_the_sink_before_the_next_is_read() {
+        let temp = tempfile::tempdir().unwrap();
+        let source = temp.path().join("model");
+        layerprune_tests::copy_tiny_model(&source);
+        let sink = EmptiesTheNextBlock {
+            source: source.clone(),
+            puts: Mutex::default(),
+        };
+        let options = FolderOptions {
+            scheme: Scheme::Int8,
+            exclude_head: false,
+            verify: true,
+            calibration: None,
+            threads: 1,
+        };
+        let error = quantize_into(&source, &options, &sink)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("block_001.onnx") && error.contains("the graph has no nodes"),
+            "{error}"
+        );
+        let puts = lock(&sink.puts).clone();
+        // Block 0's 7 new weight files, then its graph; nothing of block 1.
+        assert_eq!(puts.len(), 8, "{puts:?}");
+        assert!(puts[..7].iter().all(|p| p.starts_with("weights/")));
+        assert_eq!(puts[7], "block_000.onnx");
     }
 }

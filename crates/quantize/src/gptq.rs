@@ -202,7 +202,26 @@ impl InverseFactor {
     /// Conditions `h` with `damp` (GPTQ's relative damping) and factors it, in its place, on
     /// `threads` threads (0: the process's thread budget).
     pub fn new(h: Hessian, damp: f64, threads: usize) -> Result<Self, QuantizeError> {
+        if !(damp.is_finite() && damp >= 0.0) {
+            return Err(QuantizeError::Unsupported(format!(
+                "GPTQ: damping {damp:?} is not a finite fraction ≥ 0 of the mean diagonal"
+            )));
+        }
+        if !h.h.iter().all(|v| v.is_finite()) {
+            return Err(QuantizeError::Unsupported(format!(
+                "GPTQ: the second moments of a {0}-wide MatMul input over {1} calibration \
+                 tokens are not finite (the float model's activations overflow or hold NaN)",
+                h.k, h.rows
+            )));
+        }
         let (m, dead) = conditioned(h, damp);
+        if !m.diag().iter().all(|v| v.is_finite()) {
+            return Err(QuantizeError::Unsupported(format!(
+                "GPTQ: damping {damp:?} is too large: {damp:?} × the mean diagonal of the inputs' \
+                 second moments overflows (the damping is a fraction of that mean; GPTQ's \
+                 default is 0.01, and 1 already weighs the diagonal as much as the data)"
+            )));
+        }
         let u = inverse_cholesky_upper(m, threads)?;
         Ok(InverseFactor { u, dead })
     }
@@ -454,6 +473,34 @@ mod tests {
         for r in 0..n {
             assert_eq!(q[r * k + 3], 0.0);
         }
+    }
+
+    #[test]
+    fn a_damping_that_overflows_the_diagonal_is_named_not_blamed_on_the_data() {
+        let (k, rows) = (32, 100);
+        let x = correlated_inputs(rows, k);
+        let mut h = Hessian::new(k);
+        h.add(x.view());
+        let error = InverseFactor::new(h.clone(), 1e308, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("damping 1e308 is too large") && !error.contains("positive definite"),
+            "{error}"
+        );
+        for bad in [f64::NAN, -0.5, f64::INFINITY] {
+            let error = InverseFactor::new(h.clone(), bad, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(&format!("damping {bad:?}")), "{error}");
+        }
+        // Activations that overflowed: the data is named, not the damping.
+        h.h[(3, 3)] = f64::INFINITY;
+        let error = InverseFactor::new(h, 0.01, 0).unwrap_err().to_string();
+        assert!(
+            error.contains("not finite") && error.contains("32-wide"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -271,6 +271,57 @@ fn find_targets(graph: &GraphProto, report: &mut GraphReport) -> Vec<Target> {
     targets
 }
 
+/// Refuses a graph that defines an initializer name twice: ONNX names every value once, and
+/// which of the two a reader takes is up to it (the rewrite would pick one and keep the
+/// other). The error names the initializer; [`QuantizeError::in_graph`] adds the graph.
+pub fn check_initializer_names(model: &ModelProto) -> Result<(), QuantizeError> {
+    let Some(graph) = model.graph.as_ref() else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    for tensor in &graph.initializer {
+        if !seen.insert(tensor.name.as_str()) {
+            return Err(QuantizeError::BadTensor {
+                name: tensor.name.clone(),
+                problem: "is defined more than once among the graph's initializers (ONNX \
+                          names every value once); export the graph again"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a weight holding NaN or ±infinity: no grid holds it, and rounding would replace it
+/// silently (the scale's max skips a NaN). Names the first such value by its `[K, N]` or
+/// `[N, K]` position as stored.
+fn refuse_non_finite(
+    name: &str,
+    values: &[f32],
+    k: usize,
+    n: usize,
+    layout: Layout,
+) -> Result<(), QuantizeError> {
+    let Some(index) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let count = values.iter().filter(|v| !v.is_finite()).count();
+    let cols = match layout {
+        Layout::Direct => n,
+        Layout::Transposed => k,
+    };
+    Err(QuantizeError::BadTensor {
+        name: name.to_string(),
+        problem: format!(
+            "holds {count} non-finite value(s), the first {} at [{}, {}]; a weight with NaN or \
+             infinity cannot be quantized (fix the float model first)",
+            values[index],
+            index / cols,
+            index % cols
+        ),
+    })
+}
+
 /// The `[N, K]` (output channel major) view of a target's weight.
 fn weight_nk(values: Vec<f32>, target: &Target) -> Vec<f32> {
     match target.layout {
@@ -347,6 +398,7 @@ pub fn quantize_model(
     rounding: &mut dyn Rounding,
 ) -> Result<GraphReport, QuantizeError> {
     scheme.validate()?;
+    check_initializer_names(model)?;
     let mut report = GraphReport::default();
     let Some(graph) = model.graph.as_mut() else {
         return Ok(report);
@@ -388,6 +440,7 @@ pub fn quantize_model(
                 ),
             });
         }
+        refuse_non_finite(&weight_name, &values, target.k, target.n, target.layout)?;
         let w = weight_nk(values, target);
         let matmul = &graph.node[target.matmul];
         let input = matmul.input[0].as_str();
@@ -410,7 +463,8 @@ pub fn quantize_model(
                     codes_name.clone(),
                     DataType::INT8,
                     &dims,
-                    codes.iter().map(|&c| c as u8).collect(),
+                    // In place: i8 and u8 share size and alignment.
+                    codes.into_iter().map(|c| c as u8).collect(),
                 ));
                 new_initializers.push(raw_tensor(
                     scale_name.clone(),
@@ -684,6 +738,56 @@ mod tests {
         let report = quantize_model(&mut m, &Scheme::Int8, &mut Inline, &mut Nearest).unwrap();
         assert!(report.quantized.is_empty());
         assert_eq!(m, before);
+    }
+
+    #[test]
+    fn a_non_finite_weight_is_refused_naming_it() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for scheme in [
+                Scheme::Int8,
+                Scheme::Int4 {
+                    block_size: 16,
+                    accuracy_level: 0,
+                },
+            ] {
+                let mut m = model();
+                let g = m.graph.as_mut().unwrap();
+                // w2 is [6, 4], read transposed: the value at row 1, column 2.
+                let w2 = g.initializer.iter_mut().find(|t| t.name == "w2").unwrap();
+                w2.raw_data[(4 + 2) * 4..][..4].copy_from_slice(&bad.to_le_bytes());
+                let before = m.clone();
+                let error = quantize_model(&mut m, &scheme, &mut Inline, &mut Nearest)
+                    .unwrap_err()
+                    .in_graph(std::path::Path::new("block_007.onnx"))
+                    .to_string();
+                assert!(
+                    error.contains("block_007.onnx")
+                        && error.contains("tensor w2")
+                        && error.contains("non-finite")
+                        && error.contains(&format!("{bad} at [1, 2]")),
+                    "{error}"
+                );
+                // Refused before anything of the graph changed.
+                assert_eq!(m.graph, before.graph);
+            }
+        }
+    }
+
+    #[test]
+    fn a_graph_defining_an_initializer_twice_is_refused_naming_it() {
+        let mut m = model();
+        let g = m.graph.as_mut().unwrap();
+        g.initializer.push(weight("w1", 8, 4));
+        let error = quantize_model(&mut m, &Scheme::Int8, &mut Inline, &mut Nearest)
+            .unwrap_err()
+            .in_graph(std::path::Path::new("block_001.onnx"))
+            .to_string();
+        assert!(
+            error.contains("block_001.onnx")
+                && error.contains("tensor w1")
+                && error.contains("defined more than once"),
+            "{error}"
+        );
     }
 
     #[test]

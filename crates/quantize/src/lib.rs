@@ -21,10 +21,14 @@ pub mod quant;
 use std::path::PathBuf;
 
 pub use folder::{
-    check_calibration, quantize_folder, quantize_single_file, write_folder, write_single_file,
-    Calibration, CalibrationRecord, FolderOptions, QuantizedFile, QuantizedFolder, Record,
+    check_calibration, quantize_folder, quantize_folder_to, quantize_single_file, write_folder,
+    write_single_file, Calibration, CalibrationRecord, FolderOptions, QuantizedFile,
+    QuantizedFolder, Record, WrittenFolder,
 };
-pub use graph::{quantize_model, GraphReport, Nearest, QuantizedMatMul, Rounding, TensorLoader};
+pub use graph::{
+    check_initializer_names, quantize_model, GraphReport, Nearest, QuantizedMatMul, Rounding,
+    TensorLoader,
+};
 
 /// Block sizes `MatMulNBits` accepts for 4-bit weights (a power of two, at least 16); 32 and
 /// 128 are the ones measured.

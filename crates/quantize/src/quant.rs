@@ -19,7 +19,8 @@ pub struct Int8PerChannel {
 
 /// Rounds each row of `w` (`[N, K]`, row-major) to `scale × code` with
 /// `scale = max|row| / 127`. A row of zeros gets scale 1 (any scale reproduces it exactly; 1
-/// keeps the dequantization free of a division by zero).
+/// keeps the dequantization free of a division by zero). `w` must be finite: `max` skips a
+/// NaN, so one would be rounded silently ([`crate::quantize_model`] refuses such weights).
 pub fn quantize_int8_per_channel(w: &[f32], n: usize, k: usize) -> Int8PerChannel {
     assert_eq!(
         w.len(),
@@ -146,7 +147,8 @@ pub fn block_grid(values: &[f32]) -> (f32, u8) {
 }
 
 /// Rounds `w` (`[N, K]`, row-major) block-wise to int4 with `block_size` inputs per block
-/// (a power of two ≥ 16, checked by the caller).
+/// (a power of two ≥ 16, checked by the caller). `w` must be finite, as for
+/// [`quantize_int8_per_channel`].
 pub fn quantize_int4_blockwise(w: &[f32], n: usize, k: usize, block_size: usize) -> Int4Blockwise {
     assert_eq!(
         w.len(),

@@ -290,3 +290,165 @@ fn rounding_to_nearest_gives_the_same_folder_on_any_number_of_threads() {
         }
     }
 }
+
+/// The fixture with block 0's graph in `blocks/` and its weight files beside it in
+/// `blocks/weights/` (ONNX resolves external data against the graph's own folder), the
+/// manifest's `files` listing every file with its sha256.
+fn fixture_with_a_block_in_a_subfolder(dest: &Path) {
+    layerprune_tests::copy_tiny_model(dest);
+    let graph = dest.join("block_000.onnx");
+    let locations = layerprune_model::graph_external_data(&graph).unwrap();
+    std::fs::create_dir_all(dest.join("blocks/weights")).unwrap();
+    for location in &locations {
+        std::fs::rename(dest.join(location), dest.join("blocks").join(location)).unwrap();
+    }
+    std::fs::rename(&graph, dest.join("blocks/block_000.onnx")).unwrap();
+    let path = dest.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["blocks"][0]["file"] = "blocks/block_000.onnx".into();
+    let files = manifest["files"].as_object_mut().unwrap();
+    for moved in locations
+        .iter()
+        .map(String::as_str)
+        .chain(["block_000.onnx"])
+    {
+        let hash = files.remove(moved).unwrap();
+        let relative = if moved == "block_000.onnx" {
+            "blocks/block_000.onnx".to_string()
+        } else {
+            format!("blocks/{moved}")
+        };
+        files.insert(relative, hash);
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    Manifest::load(dest).unwrap().verify_files(dest).unwrap();
+}
+
+#[test]
+fn a_graph_in_a_subfolder_gets_its_new_weights_beside_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("model");
+    fixture_with_a_block_in_a_subfolder(&source);
+    // The float model runs as the fixture does.
+    assert_eq!(
+        distance_to_reference(&source),
+        distance_to_reference(&fixture())
+    );
+    for (name, scheme) in [("int8", Scheme::Int8), ("int4", int4(32))] {
+        let flat = temp.path().join(format!("flat-{name}"));
+        quantize_to(&flat, scheme.clone());
+        let dest = temp.path().join(name);
+        let written =
+            layerprune_quantize::quantize_folder_to(&source, &dest, &options(scheme), false)
+                .unwrap();
+        // Block 0's new weights lie in blocks/weights/, where its graph reads them; its float
+        // weights are gone.
+        let graph = dest.join("blocks/block_000.onnx");
+        let locations = layerprune_model::graph_external_data(&graph).unwrap();
+        assert!(!locations.is_empty());
+        for location in &locations {
+            let relative = format!("blocks/{location}");
+            assert!(dest.join(&relative).is_file(), "{relative}");
+            assert!(written.new_weights.contains(&relative), "{relative}");
+        }
+        let float: Vec<String> = std::fs::read_dir(source.join("blocks/weights"))
+            .unwrap()
+            .map(|e| {
+                format!(
+                    "blocks/weights/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                )
+            })
+            .collect();
+        for file in &float {
+            assert!(written.dropped.contains(file), "{file}");
+            assert!(!dest.join(file).exists(), "{file}");
+        }
+        // The folder loads with its hashes verified and computes what the flat layout does.
+        Manifest::load(&dest).unwrap().verify_files(&dest).unwrap();
+        assert_eq!(
+            distance_to_reference(&dest),
+            distance_to_reference(&flat),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn writing_each_graph_as_it_is_done_gives_the_folder_written_from_memory() {
+    let temp = tempfile::tempdir().unwrap();
+    let files = |dir: &Path| {
+        layerprune_tests::snapshot(dir)
+            .into_iter()
+            .map(|(path, bytes)| (path.strip_prefix(dir).unwrap().to_path_buf(), bytes))
+            .collect::<Vec<_>>()
+    };
+    for (name, scheme, threads) in [("int8", Scheme::Int8, 2), ("int4", int4(32), 1)] {
+        let memory = temp.path().join(format!("memory-{name}"));
+        let held = quantize_to(&memory, scheme.clone());
+        let streamed = temp.path().join(format!("streamed-{name}"));
+        let mut opts = options(scheme);
+        opts.threads = threads;
+        let written =
+            layerprune_quantize::quantize_folder_to(&fixture(), &streamed, &opts, false).unwrap();
+        assert_eq!(files(&memory), files(&streamed), "{name}");
+        assert_eq!(written.record(), held.record());
+        assert_eq!(
+            written.graphs,
+            held.graphs.keys().cloned().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            written.new_weights,
+            held.new_weights.keys().cloned().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            (&written.unchanged, &written.dropped),
+            (&held.unchanged, &held.dropped)
+        );
+    }
+    // A failure half-way leaves no folder and nothing beside it.
+    let broken = temp.path().join("broken");
+    layerprune_tests::copy_tiny_model(&broken);
+    std::fs::write(broken.join("block_003.onnx"), b"\xff\xff not protobuf").unwrap();
+    let mut opts = options(Scheme::Int8);
+    opts.verify = false;
+    opts.threads = 1;
+    let dest = temp.path().join("out").join("q");
+    let error = layerprune_quantize::quantize_folder_to(&broken, &dest, &opts, false).unwrap_err();
+    assert!(error.to_string().contains("block_003.onnx"), "{error}");
+    assert!(!dest.exists());
+    assert_eq!(
+        std::fs::read_dir(temp.path().join("out")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn a_pruned_quantized_folder_counts_only_the_kept_blocks_matmuls() {
+    let temp = tempfile::tempdir().unwrap();
+    for (name, scheme, exclude_head) in [
+        ("int8", Scheme::Int8, false),
+        ("int4", int4(32), false),
+        ("int4-head-float", int4(32), true),
+    ] {
+        let dest = temp.path().join(name);
+        let mut opts = options(scheme);
+        opts.exclude_head = exclude_head;
+        let quantized = quantize_folder(&fixture(), &opts).unwrap();
+        write_folder(&fixture(), &dest, &quantized, false).unwrap();
+        let pruned = temp.path().join(format!("{name}-pruned"));
+        layerprune_model::prune_folder(&dest, &pruned, &[0, 3], "test", false).unwrap();
+        let record: Record =
+            serde_json::from_value(Manifest::load(&pruned).unwrap().quantization.unwrap()).unwrap();
+        let heads = if exclude_head { 0 } else { 2 };
+        assert_eq!(record.quantized_matmuls, 4 * 7 + heads, "{name}");
+        assert_eq!(
+            Some(Record {
+                quantized_matmuls: 6 * 7 + heads,
+                ..record
+            }),
+            quantized.record()
+        );
+    }
+}

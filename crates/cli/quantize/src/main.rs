@@ -13,8 +13,8 @@ use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use layerprune_cli_common::{run, Device, DeviceArgs, Io};
 use layerprune_quantize::{
-    check_calibration, quantize_folder, quantize_single_file, write_folder, write_single_file,
-    Calibration, FolderOptions, GraphReport, Scheme, INT4_BLOCK_SIZES,
+    check_calibration, quantize_folder_to, quantize_single_file, write_single_file, Calibration,
+    FolderOptions, GraphReport, Scheme, INT4_BLOCK_SIZES,
 };
 use layerprune_tables::read_tokens;
 
@@ -31,7 +31,8 @@ enum MethodArg {
     /// Round to nearest.
     Rtn,
     /// GPTQ on the blocks, calibrated on the --tokens table (layered folders only); the
-    /// embedding and head are rounded to nearest.
+    /// other graphs' MatMuls (the head's) are rounded to nearest, or left float with
+    /// --exclude-head; the embedding's Gather stays float32.
     Gptq,
 }
 
@@ -80,8 +81,8 @@ struct Args {
     /// before 2026-12-04, is still accepted.
     #[arg(long, alias = "calibration")]
     tokens: Option<PathBuf>,
-    /// GPTQ: fraction of the mean diagonal added to the inputs' second-moment matrix
-    /// [default: 0.01].
+    /// GPTQ: fraction of the mean diagonal added to the inputs' second-moment matrix, above 0
+    /// and at most 1 [default: 0.01].
     #[arg(long, value_parser = parse_damp)]
     damp: Option<f64>,
     // GPTQ: where the calibration passes run; the CPU threads (the flags of every stage that
@@ -116,13 +117,15 @@ fn parse_group_size(text: &str) -> Result<usize, String> {
     }
 }
 
-/// GPTQ's damping: a finite number above 0.
+/// GPTQ's damping: a fraction of the mean diagonal of the inputs' second moments, above 0 and
+/// at most 1 (GPTQ's reference code takes 0.01; at 1 the damping weighs as much as the
+/// calibration data's mean, and more only moves GPTQ towards rounding to nearest).
 fn parse_damp(text: &str) -> Result<f64, String> {
     let damp: f64 = text.parse().map_err(|e| format!("{e}"))?;
-    if damp > 0.0 && damp.is_finite() {
+    if damp > 0.0 && damp <= 1.0 {
         Ok(damp)
     } else {
-        Err("a finite number above 0".into())
+        Err("a fraction of the mean diagonal above 0 and at most 1 (GPTQ's default is 0.01)".into())
     }
 }
 
@@ -246,11 +249,11 @@ fn quantize(args: Args) -> Result<()> {
             calibration,
             threads: args.device.threads,
         };
-        let quantized = quantize_folder(&args.model, &options)?;
+        // Each graph's files go into the folder being built as soon as the graph is done.
+        let quantized = quantize_folder_to(&args.model, &args.out, &options, args.overwrite)?;
         for (file, report) in &quantized.reports {
             print_report(file, report, args.verbose);
         }
-        write_folder(&args.model, &args.out, &quantized, args.overwrite)?;
         let count: usize = quantized
             .reports
             .iter()

@@ -165,6 +165,10 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         ("--accuracy-level", "7"),
         ("--damp", "0"),
         ("--damp", "inf"),
+        // GPTQ's damping is a fraction of the mean diagonal: above 1 is refused, not left to
+        // overflow into "not positive definite".
+        ("--damp", "1.5"),
+        ("--damp", "1e308"),
     ] {
         let result = quantize(&[
             "--model", model, "--out", out, "--scheme", "int4", flag, value,
@@ -175,6 +179,13 @@ fn bad_input_exits_with_status_2_and_the_reason() {
             "{flag} {value}: {}",
             stderr(&result)
         );
+        if flag == "--damp" {
+            assert!(
+                stderr(&result).contains("above 0 and at most 1"),
+                "{}",
+                stderr(&result)
+            );
+        }
     }
 
     // The embedding graph has a Gather and no MatMul.
@@ -292,4 +303,40 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         "{message}"
     );
     assert!(!fresh.exists());
+}
+
+#[test]
+fn a_weight_holding_nan_or_infinity_is_refused_naming_the_graph_and_tensor() {
+    let temp = tempfile::tempdir().unwrap();
+    let block = fixture().join("block_000.onnx");
+    let weights = layerprune_model::graph_external_data(&block).unwrap();
+    for (name, bad) in [("nan", f32::NAN), ("inf", f32::INFINITY)] {
+        // One graph with its weight files, the first weight file's 4th value replaced.
+        let alone = temp.path().join(name);
+        std::fs::create_dir(&alone).unwrap();
+        std::fs::copy(&block, alone.join("block_000.onnx")).unwrap();
+        layerprune_tests::copy_dir(&fixture().join("weights"), &alone.join("weights"));
+        let first = alone.join(weights.iter().next().unwrap());
+        let mut bytes = std::fs::read(&first).unwrap();
+        bytes[12..16].copy_from_slice(&bad.to_le_bytes());
+        std::fs::write(&first, bytes).unwrap();
+        let out = temp.path().join(format!("{name}.onnx"));
+        let result = quantize(&[
+            "--model",
+            alone.join("block_000.onnx").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--scheme",
+            "int8",
+        ]);
+        let message = stderr(&result);
+        assert_eq!(result.status.code(), Some(1), "{message}");
+        assert!(
+            message.contains("block_000.onnx")
+                && message.contains("tensor ")
+                && message.contains(&format!("non-finite value(s), the first {bad}")),
+            "{message}"
+        );
+        assert!(!out.exists());
+    }
 }

@@ -115,6 +115,19 @@ fn gptq_moves_the_calibration_tokens_nlls_less_than_round_to_nearest() {
             table.dataset_id.as_str()
         );
         assert_eq!(record["calibration"]["windows"], windows.len());
+        // The embedding is a Gather: nothing of it is rounded.
+        assert_eq!(
+            record["calibration"]["graphs"],
+            "blocks; head, head_logits rounded to nearest; embedding float32 (no MatMul weight)"
+        );
+        // 2 windows of 16 tokens for inputs 64 and 128 wide: GPTQ says it has too few, once
+        // for each width (every block has them).
+        let log = String::from_utf8_lossy(&out.stderr);
+        for width in [64, 128] {
+            let warning = format!("is {width} wide but the calibration gave 32 tokens");
+            assert_eq!(log.matches(&warning).count(), 1, "{log}");
+        }
+        assert!(log.contains("block_000.onnx: GPTQ: MatMul input"), "{log}");
         assert_eq!(manifest(&rtn)["quantization"]["method"], "rtn");
         // The blocks' codes differ; the head is rounded to nearest by both.
         let read = |dir: &Path, file: &str| std::fs::read(dir.join(file)).unwrap();
@@ -232,4 +245,47 @@ fn cuda_requested_without_it_is_an_error_not_a_fallback() {
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("must be a number"), "{stderr}");
+}
+
+#[test]
+fn gptq_refuses_windows_of_another_length_than_a_fixed_length_export_runs() {
+    let temp = tempfile::tempdir().unwrap();
+    let (tokens, _) = calibration_tokens(temp.path());
+    // The reference windows have 16 tokens.
+    for (key, expected) in [
+        (
+            "fixed_seq_len",
+            "was exported for windows of exactly 8 tokens (llama), but the windows have 16: \
+             prepare the tokens with `prepare-tokens --seq-len 8`",
+        ),
+        (
+            "rotary_positions",
+            "runs windows of at most 8 tokens (its blocks' fused attention holds rotary tables \
+             for 8 positions",
+        ),
+    ] {
+        let model = temp.path().join(key);
+        layerprune_tests::copy_tiny_model_with_manifest(&model, |m| m[key] = 8.into());
+        let out = temp.path().join(format!("{key}-q"));
+        let result = quantize(&[
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--scheme",
+            "int8",
+            "--method",
+            "gptq",
+            "--tokens",
+            tokens.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.contains("tokens.parquet"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("graphs done"), "{stderr}");
+        assert!(!out.exists());
+    }
 }
