@@ -69,6 +69,7 @@ $(call setting_matches,THREADS,[0-9]+,must be a number of threads (0 = all cores
 $(call setting_matches,BOS,auto|off,must be auto or off)
 $(call setting_matches,DEVICE,cpu|cuda|cuda:[0-9]+,must be cpu or cuda or cuda:N)
 $(call setting_matches,ADAPTIVE_BUDGET,least|sleb|[0-9]*\.?[0-9]+sleb|[1-9][0-9]*,must be sleb or a fraction of it (0.5sleb) or least or a number of LLM evaluations)
+$(call setting_matches,SURROGATE_RIDGE,\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?,must be a ridge penalty: a number 0 or more (0.01 or 1e-3: fit-surrogate --ridge-alpha))
 # One file as both texts: the "held-out" windows may overlap the calibration windows.
 ifneq ($(strip $(CALIB_TEXT)),)
 ifeq ($(realpath $(CALIB_TEXT)),$(realpath $(EVAL_TEXT)))
@@ -270,6 +271,24 @@ include pipelines/prune.mk
 include pipelines/runs.mk
 # Last: it refuses the settings a goal would ignore.
 include pipelines/ignored.mk
+
+# KS the model cannot lose, refused before anything runs (rather than when the plans are made,
+# after the masks are evaluated) by the goals that make plans at KS, when the model folder is
+# there: apply-prune keeps one block, and the pipeline fixes none, so each k is at most the
+# manifest's num_blocks - 1. (A model the goal exports is checked by apply-prune.) After the
+# includes: MODEL_DIR's default is pipelines/layerprune.mk's, and a setting the goal does not
+# read is refused first.
+KS_GOALS := demo results results-plans tasks task-plans quantize quantize-bench
+ifneq ($(filter $(KS_GOALS),$(MAKECMDGOALS)),)
+KS_MANIFEST := $(MODEL_DIR)/manifest.json
+KS_NUM_BLOCKS := $(if $(wildcard $(KS_MANIFEST)),$(shell $(PYTHON) -c 'import json, sys; \
+  print(int(json.load(open(sys.argv[1]))["num_blocks"]))' $(KS_MANIFEST) 2>/dev/null))
+KS_TOO_MANY := $(if $(KS_NUM_BLOCKS),$(foreach k,$(subst $(comma), ,$(KS)),\
+  $(if $(shell [ '$(k)' -ge $(KS_NUM_BLOCKS) ] 2>/dev/null && echo no),$(k))))
+ifneq ($(strip $(KS_TOO_MANY)),)
+$(error KS=$(KS): $(KS_MANIFEST) has $(KS_NUM_BLOCKS) blocks (num_blocks) and one must stay: each k is at most $(shell echo $$(($(KS_NUM_BLOCKS) - 1))) (too many: $(strip $(KS_TOO_MANY))))
+endif
+endif
 
 # The exporter's own tests (need torch: the exporter's environment), with the stages that run
 # what it exports (after the includes: $(STAGES) is defined there).

