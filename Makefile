@@ -13,8 +13,8 @@ BUILD := build
 ifneq ($(words $(CURDIR)),1)
 $(error the checkout's path '$(CURDIR)' has a space, which Make cannot handle in targets and prerequisites: move or clone it to a path without spaces)
 endif
-$(foreach v,BUILD MODEL_DIR RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT ORT_DYLIB_PATH,$(if $(filter command line environment,$(origin $(v))),\
-  $(if $(word 2,$($(v))),$(error $(v)='$($(v))': a path with a space is not supported (Make splits paths at spaces): use a path without spaces, or a link to it))))
+$(foreach v,BUILD MODEL_DIR MODEL_NAME RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT PRUNE_NAME ORT_DYLIB_PATH,$(if $(filter command line environment,$(origin $(v))),\
+  $(if $(word 2,$($(v))),$(error $(v)='$($(v))': a path or name with a space is not supported (Make splits paths at spaces): use a path without spaces, or a link to it))))
 
 # A recipe that fails after writing its target (a stage that wrote its table and then failed, an
 # export that wrote its manifest and then failed its check) removes it: else the next make takes
