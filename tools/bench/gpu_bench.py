@@ -32,8 +32,8 @@ and write the CSV (columns `shape,dtype,contender,masks_per_second,useful_tflops
 max_nll_diff,date`; rows of the shapes measured replace earlier rows of those shapes), a Markdown
 table for docs/benchmarks.md, and a JSON of everything measured.
 
-- useful_tflops: the arithmetic of the kept blocks and the head for every mask (what an
-  evaluator without prefix reuse has to do; report.py's FLOP count) per second.
+- useful_tflops: the arithmetic of the kept blocks and the head for every mask the row ran (what
+  an evaluator without prefix reuse has to do; report.py's FLOP count) per second.
 - gemm_tflops: torch matmul at the block's shapes in the contender's precision (float32 with
   TF32 for `evaluate` on fp32 weights, ONNX Runtime's default; without for `--tf32 off` and for
   PyTorch, whose default it is).
@@ -90,8 +90,12 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-import pyarrow.parquet as pq
-import torch
+# The run's clock, started before torch and the exporter are imported (seconds, on a GPU host):
+# --budget-seconds and --deadline-seconds are then counted as the device call's `timeout T` counts.
+STARTED = time.perf_counter()
+
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -137,8 +141,6 @@ REPLICATE_ABOVE_BYTES = 2 << 30
 FLOAT32_MASKS = 10
 # Masks on which an fp32 shape is also evaluated on the GPU host's CPU provider.
 CPU_MASKS = 10
-
-STARTED = time.perf_counter()
 
 
 def log(message: str) -> None:
@@ -460,7 +462,12 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
 
     block_flops, head_flops = report.flops_per_token({"seq_len": args.seq_len}, manifest)
     token_count = len(windows) * args.seq_len
-    work_per_mask = sum((sum(kept) * block_flops + head_flops) * token_count for kept in masks) / len(masks)
+
+    def work_per_mask(evaluated) -> float:
+        """One mask's useful arithmetic (its kept blocks and the head), averaged over `evaluated`:
+        the masks a row ran (`evaluate --max-new-masks` runs the table's first, which keep the
+        most blocks)."""
+        return sum((sum(kept) * block_flops + head_flops) * token_count for kept in evaluated) / len(evaluated)
 
     # PyTorch first: its loops are the reference of every NLL difference.
     torch.backends.cuda.matmul.allow_tf32 = False  # torch's default, stated
@@ -506,9 +513,10 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
     log(f"{key}: GEMM TFLOP/s at the block shapes: "
         + ", ".join(f"{name} {rate:.3g}" for name, rate in rates.items()))
 
-    def row(contender, masks_per_second, precision, nll_diff):
+    def row(contender, masks_per_second, precision, nll_diff, evaluated=masks):
         return {"shape": shape, "dtype": dtype_name, "contender": contender,
-                "masks_per_second": masks_per_second, "useful_tflops": work_per_mask * masks_per_second / 1e12,
+                "masks_per_second": masks_per_second,
+                "useful_tflops": work_per_mask(evaluated) * masks_per_second / 1e12,
                 "gemm_tflops": rates[precision], "max_nll_diff": nll_diff, "date": args.date}
 
     rows += [
@@ -572,7 +580,7 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
         diff = max(abs(nll[mask] - value) for mask, value in contender_reference.items() if mask in nll)
         # A race's round counts w / W of an LLM evaluation a mask: its rate per whole mask.
         per_whole_mask = window_count / len(windows)
-        rows.append(row(contender, summary["masks_per_second"] * per_whole_mask, precision, diff))
+        rows.append(row(contender, summary["masks_per_second"] * per_whole_mask, precision, diff, evaluated=list(nll)))
         details["runs"][contender] = {"summary": summary, "wall_seconds": wall, "windows": window_count,
                                       "load_and_full_model_seconds": wall - summary["seconds"], "log": printed}
         if window_count < len(windows):
@@ -720,7 +728,8 @@ def main(argv=None):
     parser.add_argument("--masks", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replicate-blocks", choices=["auto", "all", "none"], default="auto",
-                        help="copy block 0's random weights into every block (auto: models above 4 GB)")
+                        help="copy block 0's random weights into every block (auto: models above 2 GiB of weights, "
+                             "REPLICATE_ABOVE_BYTES)")
     parser.add_argument("--gemm-seconds", type=float, default=1.0)
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0 = its default)")
     parser.add_argument("--budget-seconds", type=float, default=450.0,
@@ -781,7 +790,11 @@ def main(argv=None):
         except Exception as error:  # noqa: BLE001 - one shape failing must not cost the others
             log(f"{key}: FAILED: {type(error).__name__}: {error}")
             details[-1]["error"] = f"{type(error).__name__}: {error}"
-            release_cached_memory(args.device)
+        # After the `except` clause, whose exception's traceback holds the failed shape's frames and
+        # with them its model (a 7B shape's weights, and their float32 copy) until the clause ends:
+        # released inside it, that memory would stay with PyTorch's allocator beside the next
+        # shape's `evaluate`.
+        release_cached_memory(args.device)
         publish()
 
     record, table = publish()

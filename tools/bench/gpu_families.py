@@ -31,7 +31,8 @@ flash attention takes, which the fixtures' 16 is not; the partial-rotary ones ro
    packed: ..." where the exporter refuses the architecture, null where not tried).
 
 An error keeps ONNX Runtime's lines that name the node and operator (their start) and the
-message's end, at most ERROR_CHARS characters. Writes a JSON (one row a fixture) and a Markdown
+message's end, at most ERROR_CHARS characters; a stage running past --stage-timeout (60 s) is an
+error of its own row. Writes a JSON (one row a fixture) and a Markdown
 table after every fixture, so a run cut short keeps what it measured; exits 1 when a fixture
 failed or disagreed (a known failure included: `known_failure` says it was listed), or its packed
 export did. The GPU recipe's last call
@@ -99,8 +100,18 @@ def error_excerpt(text: str, limit: int = ERROR_CHARS) -> str:
     return " ... ".join(named + [" ".join(text[cut:].split())])
 
 
+# Seconds one stage may take (--stage-timeout): a tiny fixture's `evaluate` takes a second or two,
+# so one that hangs on the device (a kernel, a capture) fails its own row rather than holding the
+# rest of the call's F seconds.
+STAGE_TIMEOUT = 60.0
+
+
 def stage(bin_dir: Path, name: str, *args) -> None:
-    done = subprocess.run([str(bin_dir / name), *map(str, args)], capture_output=True, text=True)
+    try:
+        done = subprocess.run([str(bin_dir / name), *map(str, args)], capture_output=True, text=True,
+                              timeout=STAGE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise StageFailed(f"{name} took over {STAGE_TIMEOUT:g} s (--stage-timeout)") from None
     if done.returncode != 0:
         raise StageFailed(f"{name} exited {done.returncode}: {error_excerpt(done.stderr or done.stdout)}")
 
@@ -243,6 +254,7 @@ def write(args, rows: list) -> None:
 
 
 def main(argv=None) -> int:
+    global STAGE_TIMEOUT  # stage()'s limit, --stage-timeout
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", type=Path, default=ROOT / "target" / "debug",
@@ -259,7 +271,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--deadline-seconds", type=float, default=0.0,
                         help="start no fixture after this many seconds (0: no limit)")
+    parser.add_argument("--stage-timeout", type=float, default=STAGE_TIMEOUT,
+                        help="seconds one stage (prepare-tokens, evaluate) may take before it counts as failed")
     args = parser.parse_args(argv)
+    STAGE_TIMEOUT = args.stage_timeout
     if args.device == "cpu" and args.dtype == "bf16":
         parser.error("the CPU provider has no bf16 GroupQueryAttention: --dtype fp16 on the CPU")
     fixtures = ([name for name in args.fixtures.split(",") if name] if args.fixtures

@@ -171,11 +171,19 @@ def main(argv=None) -> int:
     low, high = budgets(args, manifest["num_blocks"])
     args.work.mkdir(parents=True, exist_ok=True)
     full = "1" * manifest["num_blocks"]
-    warm = subprocess.run([str(args.bin / "evaluate"), "--model", str(args.model), "--tokens", str(args.tokens),
-                           "--mask", full, "--device", args.device, "--out", str(args.work / "warm-up.parquet"),
-                           "--quiet"], capture_output=True, text=True, timeout=args.timeout)
+    # Its exit status, or what stopped it: a warm-up past --timeout is no reason to lose the runs.
+    try:
+        warm_up_exit = subprocess.run([str(args.bin / "evaluate"), "--model", str(args.model), "--tokens",
+                                       str(args.tokens), "--mask", full, "--device", args.device, "--out",
+                                       str(args.work / "warm-up.parquet"), "--quiet"],
+                                      capture_output=True, text=True, timeout=args.timeout).returncode
+    except subprocess.TimeoutExpired:
+        warm_up_exit = f"took over {args.timeout:g} s"
+    except OSError as error:
+        warm_up_exit = f"could not start: {error}"
     (args.work / "warm-up.parquet").unlink(missing_ok=True)
-    print(f"gpu_race: warm-up evaluate exited {warm.returncode}", flush=True)
+    said = warm_up_exit if isinstance(warm_up_exit, str) else f"exited {warm_up_exit}"
+    print(f"gpu_race: warm-up evaluate {said}", flush=True)
     runs, per_evaluation, ratio = [], {}, None
     for index, (method, budget) in enumerate([(RACED, low), (UNRACED, low), (UNRACED, high), (RACED, high)]):
         try:
@@ -193,7 +201,7 @@ def main(argv=None) -> int:
             print(f"gpu_race: raced / unraced seconds per evaluation: {ratio:.2f}", flush=True)
         # After every run: a call cut short keeps the runs it made.
         record = {"device": args.device, "model": str(args.model), "k": args.k, "budgets": [low, high],
-                  "warm_up_exit": warm.returncode, "runs": runs, "seconds_per_evaluation": per_evaluation,
+                  "warm_up_exit": warm_up_exit, "runs": runs, "seconds_per_evaluation": per_evaluation,
                   "raced_over_unraced_seconds_per_evaluation": ratio}
         for path, text in ((args.json, json.dumps(record, indent=1)),
                            (args.markdown, markdown(runs, per_evaluation, ratio, args))):

@@ -346,3 +346,69 @@ def test_the_markdown_says_where_each_contenders_seconds_went(bench):
     assert "blocks " in lines["evaluate"] and "head 20 x " in lines["evaluate"], text
     assert "stitching" not in lines["evaluate"], lines["evaluate"]
     assert "stitching" in lines["evaluate --mask-batch 8"], lines["evaluate --mask-batch 8"]
+
+
+def test_a_failed_shapes_model_is_freed_before_the_device_memory_is_given_back(tmp_path, monkeypatch):
+    """A shape failing midway (a 7B shape out of memory, say) holds its model in the exception's
+    traceback until the `except` clause ends; the cached device memory is given back after that,
+    or the failed shape's weights would stay with PyTorch's allocator beside the next shape's
+    `evaluate`. The failure is the shape's row in the record, and the run goes on."""
+    import weakref
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_bench
+
+    class Model:
+        pass
+
+    models, freed = [], []
+
+    def failing_shape(args, key, rows, details, publish):
+        model = Model()
+        models.append(weakref.ref(model))
+        raise RuntimeError("CUDA out of memory, say")
+
+    monkeypatch.setattr(gpu_bench, "run_shape", failing_shape)
+    monkeypatch.setattr(gpu_bench, "release_cached_memory", lambda device: freed.append(models[-1]() is None))
+    record = gpu_bench.main(["--device", "cpu", "--shapes", "tiny,tiny-fp16", "--bin", str(BIN), "--work",
+                             str(tmp_path), "--csv", str(tmp_path / "out.csv")])
+    assert freed == [True, True]
+    assert [list(failure) for failure in record["failures"]] == [
+        ["tiny", "RuntimeError: CUDA out of memory, say"], ["tiny-fp16", "RuntimeError: CUDA out of memory, say"]]
+
+
+def test_a_row_on_the_first_masks_counts_the_useful_work_of_those_masks(tmp_path, monkeypatch):
+    """`evaluate --max-new-masks N` (the CPU provider's row on a GPU host) runs the table's first
+    masks, which keep the most blocks: its useful TFLOP/s is their arithmetic per second, not the
+    average mask's (the table's order would understate it by some 12 % at 100 masks)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_bench
+    import report
+
+    first = "evaluate (first 2 masks)"
+    monkeypatch.setattr(gpu_bench, "evaluate_contenders", lambda device, dtype: [
+        gpu_bench.Contender("evaluate", [], "fp32"), gpu_bench.Contender(first, ["--max-new-masks", "2"], "fp32")])
+    monkeypatch.setenv("ORT_DYLIB_PATH", ORT)
+    record = gpu_bench.main(["--device", "cpu", "--shapes", "tiny", "--bin", str(BIN), "--work", str(tmp_path),
+                             "--csv", str(tmp_path / "out.csv"), "--masks", "6", "--gemm-seconds", "0.1"])
+    (shape,) = record["shapes"]
+    manifest = json.loads((tmp_path / "tiny" / "model" / "manifest.json").read_text())
+    block, head = report.flops_per_token({"seq_len": 128}, manifest)
+    for name in ("evaluate", first):
+        summary = shape["runs"][name]["summary"]
+        work = (summary["blocks_in_masks"] * block + summary["masks"] * head) * 10 * 128 / summary["masks"]
+        (row,) = [r for r in record["rows"] if r["contender"] == name]
+        assert row["useful_tflops"] == pytest.approx(work * summary["masks_per_second"] / 1e12, rel=1e-9), name
+    assert shape["runs"][first]["summary"]["masks"] == 2
+
+
+def test_the_runs_clock_starts_before_torch_is_imported():
+    """--budget-seconds and --deadline-seconds count from the process's start, as the device call's
+    `timeout T` does: a clock started after torch's import (seconds on a GPU host) would let the last
+    contender start that much closer to T, and be killed there."""
+    code = ("import sys, time; started = time.perf_counter(); sys.path.insert(0, sys.argv[1]); import gpu_bench; "
+            "print(gpu_bench.STARTED - started, time.perf_counter() - started)")
+    done = subprocess.run([sys.executable, "-c", code, str(SCRIPT.parent)], capture_output=True, text=True,
+                          check=True, timeout=120)
+    clock, imports = map(float, done.stdout.split())
+    assert clock < imports / 4, (clock, imports)

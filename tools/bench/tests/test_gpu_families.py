@@ -91,3 +91,30 @@ def test_a_fused_folder_failing_on_the_device_is_a_row_with_the_standard_export_
     assert "cuda" in row["fused_graph_optimization_basic"].lower(), row
     assert "| llama | llama |" in (tmp_path / "families.md").read_text()
     assert "--graph-optimization basic" in done.stdout, done.stdout
+
+
+def test_an_evaluate_that_hangs_fails_its_own_row_within_the_stage_timeout(tmp_path):
+    """An `evaluate` that never returns on the fused folder (a kernel or a capture hanging on the
+    device) fails that row after --stage-timeout, with the standard export still tried, instead of
+    holding the call's F seconds and losing every later fixture."""
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "prepare-tokens").symlink_to(BIN / "prepare-tokens")
+    (bin_dir / "evaluate").write_text(f"""#!/bin/sh
+case "$* " in *"/fused "*) exec sleep 120;; esac
+exec {BIN / "evaluate"} "$@"
+""")
+    (bin_dir / "evaluate").chmod(0o755)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(SCRIPT), "--bin", str(bin_dir), "--work", str(tmp_path / "work"),
+                           "--json", str(tmp_path / "families.json"), "--device", "cpu", "--dtype", "fp16",
+                           "--fixtures", "llama", "--stage-timeout", "5"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "ORT_DYLIB_PATH": ORT})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert time.monotonic() - started < 100
+    [row] = json.loads((tmp_path / "families.json").read_text())
+    assert row["error"] == "evaluate took over 5 s (--stage-timeout)", row
+    assert row["standard_on_device"].startswith("agrees "), row
+    assert row["fused_graph_optimization_basic"] == "error: evaluate took over 5 s (--stage-timeout)", row

@@ -87,3 +87,22 @@ def test_a_model_of_one_block_repeated_is_refused(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "replicated_block" in done.stderr, done.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_a_warm_up_past_the_timeout_is_recorded_and_the_runs_are_still_made(tmp_path):
+    """The warm-up `evaluate` (the device's first start) is bounded by --timeout as each run is;
+    one that takes longer is said in the record, not a crash that loses the four runs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apply-prune").symlink_to(BIN / "apply-prune")
+    (bin_dir / "evaluate").write_text("#!/bin/sh\nexec sleep 60\n")
+    (bin_dir / "evaluate").chmod(0o755)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--bin", str(bin_dir), "--model", str(MODEL), "--tokens",
+                           str(tokens(tmp_path)), "--device", "cpu", "--k", "2", "--work", str(tmp_path / "work"),
+                           "--json", str(tmp_path / "race.json"), "--timeout", "8"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "ORT_DYLIB_PATH": ORT})
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "race.json").read_text())
+    assert record["warm_up_exit"] == "took over 8 s", record
+    assert len(record["runs"]) == 4 and all(run["error"] is None for run in record["runs"]), record
+    assert record["raced_over_unraced_seconds_per_evaluation"] is not None

@@ -1,0 +1,158 @@
+"""tools/bench/gpu_device_run.sh, the GPU recipe's last device call, in a stand-in project root:
+stub Python tools and stage binaries that only say what they were given and write the files they
+are pointed at, a stand-in unpack.sh. What it checks is the call itself, which `make
+rehearse-gpu` cannot: what the device tool brings back (at most 8 files from $OUT), the settings
+that must fit a call of 600 s, and an unpacking that fails stopping the call rather than running
+on another library. Needs no stage binary and no GPU.
+"""
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "tools" / "bench" / "gpu_device_run.sh"
+# What the device tool brings back from $OUT: at most this many files.
+DEVICE_FILES = 8
+EXPECTED = {"device.log", "gpu-bench.csv", "gpu-bench.md", "gpu-bench.json", "race.json", "race.md",
+            "families.json", "families.md"}
+
+STUB_TOOL = '''import json, os, sys
+from pathlib import Path
+name, args = Path(sys.argv[0]).name, sys.argv[1:]
+print("stub", name, " ".join(args), flush=True)
+value = lambda flag: args[args.index(flag) + 1] if flag in args else None
+for flag in ("--csv", "--markdown", "--json"):
+    if value(flag):
+        Path(value(flag)).write_text(name + "\\n")
+if name == "gpu_bench.py":
+    model = Path(value("--work")) / "smollm2-135m-fp32" / "model"
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "manifest.json").write_text(json.dumps({"num_blocks": 3}))
+    if os.environ.get("STUB_EXTRA_OUT"):
+        Path(os.environ["OUT"], "extra.log").write_text("one file too many")
+'''
+
+
+def stand_in_root(tmp_path: Path, unpack_ok: bool = True, parts=("0",)) -> Path:
+    root = tmp_path / "root"
+    (root / "tools" / "bench").mkdir(parents=True)
+    for name in ("gpu_bench.py", "gpu_race.py", "gpu_families.py"):
+        (root / "tools" / "bench" / name).write_text(STUB_TOOL)
+    gpu = root / "build" / "gpu"
+    gpu.mkdir(parents=True)
+    for part in parts:
+        (gpu / f"ortgpu.part-{part}").write_text("part")
+    library = tmp_path / "libonnxruntime.so.stand-in"
+    library.write_text("")
+    (gpu / "unpack.sh").write_text(f'echo "export ORT_DYLIB_PATH={library}"\n' if unpack_ok
+                                   else 'echo "lzma: corrupt input" >&2; exit 1\n')
+    with tarfile.open(gpu / "bin.tar.xz", "w:xz") as tar:
+        for stage in ("quantize", "evaluate"):
+            script = f'#!/bin/sh\necho "stub {stage} $*"\n'.encode()
+            info = tarfile.TarInfo(f"./{stage}")
+            info.size, info.mode = len(script), 0o755
+            tar.addfile(info, io.BytesIO(script))
+    # `python3` is this interpreter (the stubs need nothing else).
+    (tmp_path / "path").mkdir()
+    (tmp_path / "path" / "python3").symlink_to(sys.executable)
+    return root
+
+
+def run_call(tmp_path: Path, root: Path, **settings):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if key not in ("T", "B", "D", "ST", "G", "R", "F")}
+    env.update(OUT=str(out), SCRATCH=str(tmp_path / "scratch"), ORTPARTS=str(tmp_path / "ortparts"),
+               PATH=f"{tmp_path / 'path'}:{env['PATH']}", DEV="cuda", **settings)
+    done = subprocess.run(["bash", str(SCRIPT)], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    log = (out / "device.log").read_text() if (out / "device.log").is_file() else ""
+    return done, out, log
+
+
+def test_the_call_writes_the_eight_files_the_device_tool_brings_back_and_its_defaults_fit_a_call(tmp_path):
+    """Every step's output in device.log, its results beside it: 8 files, as many as come back
+    (run 3's layout, a log a step, made 12). The defaults are the recipe's: T + G + R + F with the
+    unpacking within a call's 600 s, the race's warm-up and runs a fifth of R each, the families'
+    last start 25 s before F."""
+    root = stand_in_root(tmp_path)
+    done, out, log = run_call(tmp_path, root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {path.name for path in out.iterdir()} == EXPECTED and len(EXPECTED) <= DEVICE_FILES
+    assert "over a device call" not in log, log
+    for step in ("gpu_bench", "gptq", "gpu_race", "gpu_families"):
+        assert f"exit 0 ({step})" in log, log
+    bench = next(line for line in log.splitlines() if line.startswith("stub gpu_bench.py"))
+    assert "--budget-seconds 250 --deadline-seconds 310 --stage-timeout 120" in bench, bench
+    assert "--timeout 12" in next(line for line in log.splitlines() if line.startswith("stub gpu_race.py"))
+    families = next(line for line in log.splitlines() if line.startswith("stub gpu_families.py"))
+    assert "--dtype bf16" in families and "--deadline-seconds 85" in families, families
+    # GPTQ on the device and then on the CPU, each quantized model evaluated.
+    assert "gptq --device cuda: " in log and "gptq --device cpu: " in log, log
+    assert log.count("stub evaluate --model") == 2, log
+    assert (tmp_path / "ortparts" / "ortgpu.part-0").is_file()
+
+
+def test_settings_over_a_call_are_said_and_a_ninth_file_fails_the_call(tmp_path):
+    root = stand_in_root(tmp_path)
+    done, out, log = run_call(tmp_path, root, T="480", G="90", R="60", F="200", STUB_EXTRA_OUT="1")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "845 s, over a device call's 600 s" in log, log
+    assert "holds 9 files" in log and "at most 8" in log, log
+
+
+def test_a_failed_unpacking_stops_the_call_without_running_another_library(tmp_path):
+    """unpack.sh failing prints no variables; an ORT_DYLIB_PATH in the caller's environment (a
+    rehearsal's CPU library) must not stand in for onnxruntime-gpu: the call stops, saying so."""
+    root = stand_in_root(tmp_path, unpack_ok=False)
+    inherited = tmp_path / "libonnxruntime-cpu.so"
+    inherited.write_text("")
+    done, out, log = run_call(tmp_path, root, ORT_DYLIB_PATH=str(inherited))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "unpacking onnxruntime-gpu failed" in log and "lzma: corrupt input" in log, log
+    assert "stub gpu_bench.py" not in log and not (out / "gpu-bench.csv").exists(), log
+
+
+def test_parts_missing_from_earlier_calls_are_named(tmp_path):
+    """The machine given back between the calls keeps only what the last call carried: the call
+    stops naming the missing parts, before unpacking."""
+    root = stand_in_root(tmp_path, parts=("3",))
+    (tmp_path / "ortparts").mkdir()
+    (tmp_path / "ortparts" / "ortgpu.part-1").write_text("part")
+    done, out, log = run_call(tmp_path, root)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "missing: ortgpu.part-0 ortgpu.part-2" in log, log
+    assert "stub gpu_bench.py" not in log, log
+
+
+def test_the_recipes_command_fits_a_call_and_sets_only_what_the_script_reads():
+    """docs/benchmarks.md §5's last device call: every setting it makes is one gpu_device_run.sh
+    reads (a misspelt one would fall back to its default on the device), T + G + R + F with the
+    unpacking fit a call of 600 s, the benchmark's own limits lie inside T, its shapes and
+    contenders exist, and it benchmarks the shape GPTQ and the race work on."""
+    import re
+    import shlex
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_bench
+
+    docs = (ROOT / "docs" / "benchmarks.md").read_text()
+    (line,) = [line for line in docs.splitlines() if "command:" in line and "gpu_device_run.sh" in line]
+    words = shlex.split(line.split("command:", 1)[1])
+    settings = dict(word.split("=", 1) for word in words[:words.index("bash")])
+    script = SCRIPT.read_text()
+    read = set(re.findall(r"\$\{(\w+):-", script))
+    assert set(settings) <= read, set(settings) - read
+    limit = {name: int(settings.get(name, re.search(rf"\b{name}=\$\{{{name}:-(\d+)\}}", script).group(1)))
+             for name in ("T", "B", "D", "G", "R", "F")}
+    assert limit["T"] + limit["G"] + limit["R"] + limit["F"] + 15 <= 600, limit
+    assert limit["B"] < limit["D"] < limit["T"], limit
+    shapes = settings["SHAPES"].split(",")
+    assert set(shapes) <= set(gpu_bench.SHAPES) and "smollm2-135m-fp32" in shapes, shapes
+    picked = re.compile(settings["C"])
+    for key in shapes:
+        names = [c.name for c in gpu_bench.evaluate_contenders("cuda", gpu_bench.SHAPES[key][1])]
+        assert [name for name in names if name != "evaluate" and picked.search(name)], key
