@@ -70,8 +70,8 @@ pub fn tokenizer_sha256(bytes: &[u8]) -> String {
     }
 }
 
-/// `C(n, k)`, saturating at `u128::MAX` (only reached far beyond any model's block count): the
-/// one binomial coefficient of the project.
+/// `C(n, k)`, saturating at `u128::MAX` exactly when it does not fit (the middle ones from
+/// `n = 132` on): the one binomial coefficient of the project.
 pub fn binomial(n: usize, k: usize) -> u128 {
     if k > n {
         return 0;
@@ -79,13 +79,26 @@ pub fn binomial(n: usize, k: usize) -> u128 {
     let k = k.min(n - k);
     let mut result: u128 = 1;
     for i in 0..k {
-        // result * (n - i) / (i + 1) is exact at each step: it is C(n, i + 1).
-        match result.checked_mul((n - i) as u128) {
-            Some(product) => result = product / (i as u128 + 1),
+        // C(n, i + 1) = C(n, i) (n − i) / (i + 1), divided before it is multiplied: with
+        // g = gcd(C(n, i), i + 1), (i + 1) / g divides n − i, so each step's one product is
+        // C(n, i + 1) itself and overflows only when that does not fit. (Multiplying first
+        // overflowed up to i + 1 times earlier: C(130, 65), which fits, came out saturated.)
+        let divisor = (i + 1) as u128;
+        let common = gcd(result, divisor);
+        let factor = (n - i) as u128 / (divisor / common);
+        match (result / common).checked_mul(factor) {
+            Some(next) => result = next,
             None => return u128::MAX,
         }
     }
     result
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// `values` with each value once, where it was first listed: a k, budget, method or estimator
@@ -99,6 +112,41 @@ pub fn distinct<T: PartialEq + Clone>(values: &[T]) -> Vec<T> {
         }
     }
     kept
+}
+
+#[cfg(test)]
+mod binomial_tests {
+    use super::binomial;
+
+    #[test]
+    fn binomials_are_exact_up_to_the_largest_that_fits() {
+        assert_eq!(binomial(5, 2), 10);
+        assert_eq!(binomial(5, 6), 0);
+        assert_eq!(binomial(64, 32), 1_832_624_140_942_590_534);
+        // Fits in u128 (about 9.5e37); it came out as u128::MAX while the multiplication
+        // before the division overflowed.
+        assert_eq!(
+            binomial(130, 65),
+            95_067_625_827_960_698_145_584_333_020_095_113_100
+        );
+        assert_eq!(binomial(130, 64), binomial(130, 66));
+        // C(131, 65) (about 1.9e38) still fits, C(132, 66) (about 3.8e38) does not.
+        assert_eq!(
+            binomial(131, 65),
+            188_694_833_082_770_476_622_296_176_145_946_360_850
+        );
+        assert_eq!(binomial(132, 66), u128::MAX);
+        assert_eq!(binomial(200, 100), u128::MAX);
+        // Pascal's rule wherever the three fit.
+        for n in 1..=131 {
+            for k in 1..n {
+                let (a, b, c) = (binomial(n - 1, k - 1), binomial(n - 1, k), binomial(n, k));
+                if c != u128::MAX {
+                    assert_eq!(a + b, c, "C({n}, {k})");
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

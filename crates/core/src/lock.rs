@@ -52,10 +52,13 @@ pub enum LockError {
 impl FileLock {
     /// The hidden lock file of `path`: `.NAME.lock` in the same folder.
     pub fn lock_path(path: &Path) -> PathBuf {
-        let name = path
-            .file_name()
-            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-        path.with_file_name(format!(".{name}.lock"))
+        // The name's bytes as they are: a lossy conversion would give two names that are not
+        // UTF-8 (`a\xff`, `a\xfe`) one lock, so a run on one would refuse or wait for a run
+        // on the other.
+        let mut name = std::ffi::OsString::from(".");
+        name.push(path.file_name().unwrap_or("file".as_ref()));
+        name.push(".lock");
+        path.with_file_name(name)
     }
 
     /// Takes the lock of `path` or fails at once with [`LockError::Busy`].
@@ -248,6 +251,30 @@ mod tests {
         drop(FileLock::try_acquire(&path).unwrap());
         drop(other);
         // Nothing is left beside the files.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_whose_names_are_not_utf8_have_locks_of_their_own() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir
+            .path()
+            .join(OsStr::from_bytes(b"evaluations-\xff.parquet"));
+        let second = dir
+            .path()
+            .join(OsStr::from_bytes(b"evaluations-\xfe.parquet"));
+        assert_eq!(
+            FileLock::lock_path(&first),
+            dir.path()
+                .join(OsStr::from_bytes(b".evaluations-\xff.parquet.lock"))
+        );
+        let held = FileLock::try_acquire(&first).unwrap();
+        // Another file: not busy.
+        let other = FileLock::try_acquire(&second).unwrap();
+        drop((held, other));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

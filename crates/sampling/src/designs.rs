@@ -100,10 +100,12 @@ impl<'p> Seen<'p> {
                 }
             }
         }
-        let pairs = if stratum == other {
-            binomial(player_count, stratum) / 2
+        let masks = binomial(player_count, stratum);
+        // A count past u128 (saturated) stays "more than u128 holds", not half of that.
+        let pairs = if stratum == other && masks != u128::MAX {
+            masks / 2
         } else {
-            binomial(player_count, stratum)
+            masks
         };
         pairs.saturating_sub(twice_taken / 2)
     }
@@ -338,6 +340,17 @@ mod tests {
         let mut seen = Seen::new(&players);
         let drawn = draw_stratum(&players, 10, 50, false, &mut seen, &mut rng);
         assert_eq!(drawn.len(), 11);
+    }
+
+    #[test]
+    fn the_room_of_a_stratum_too_large_to_count_stays_uncounted() {
+        // C(200, 100) is about 9e58: past u128, which the summary says as such; half of the
+        // saturated count was printed as if it were the number of pairs.
+        let players = Players::new(200, &[]).unwrap();
+        let seen = Seen::new(&players);
+        assert_eq!(seen.free_pairs(100), u128::MAX);
+        let players = Players::new(6, &[]).unwrap();
+        assert_eq!(Seen::new(&players).free_pairs(3), 10);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!
 //! The same arguments and seed give the same masks in the same order: every design draws from
 //! its own ChaCha8 stream of the seed (one stream per stratum, one for the chains), so adding
-//! anchors or another stratum does not change the masks drawn for an unchanged stratum.
+//! anchors or another stratum does not change the masks drawn for an unchanged stratum. Chains
+//! appended to a table take a stream keyed by the table's largest group id, so appending with
+//! the seed of the first run draws new orders rather than copies of its chains.
 //!
 //! [`table`] is the `sample-masks` run over files: the Neyman pilot, the mask table appended
 //! to, the draw and the mask table to write.

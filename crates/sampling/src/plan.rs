@@ -68,9 +68,10 @@ pub struct SampleOutcome {
 }
 
 /// Carries out a plan for a game, leaving out the masks of `existing`. Deterministic in
-/// (`players`, `plan`, `existing`, `seed`). Stratum and chain masks never repeat a mask of
-/// `existing` or of another stratum, pair, anchor or enumerated row; chains are the exception
-/// (see [`permutation_chains`]).
+/// (`players`, `plan`, `existing`, `seed`). Stratum, pair, anchor and enumerated masks never
+/// repeat a mask of `existing` or of one another; chains are the exception (see
+/// [`permutation_chains`]), but chains appended to a table are drawn from a stream of their
+/// own, so the same seed does not repeat the table's orders.
 pub fn sample(
     players: &Players,
     plan: &SamplingPlan,
@@ -211,9 +212,9 @@ pub fn sample(
     }
 
     if let Some(orders) = plan.permutation_chains {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(0);
         let first = first_id(next_group_id, 2 * orders)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(chain_stream(existing.max_group_id));
         rows.extend(permutation_chains(players, orders, first, &mut rng)?);
     }
 
@@ -221,6 +222,21 @@ pub fn sample(
         rows,
         strata: summaries,
     })
+}
+
+/// The ChaCha8 stream of the permutation chains: stream 0 for a table of its own, and for
+/// chains appended to a table whose group ids go up to `appended_after`, a stream of their own
+/// keyed by that id (the top bit set, above every stratum's stream `1 + k`). Chains are never
+/// deduplicated, so appending with the seed of the first run must not replay its orders: the
+/// permutation estimator would read each chain twice, as two independent ones (until
+/// 2026-12-07 it did: `--permutation-chains 2 --append` twice with the same seed gave four
+/// chains, two copies of two). Keyed by the table appended to, not by the first id of this
+/// run's chains, so complement pairs drawn in the same run leave the chains as they were.
+fn chain_stream(appended_after: Option<i64>) -> u64 {
+    match appended_after {
+        None => 0,
+        Some(id) => (1 << 63) | (id as u64 & (u64::MAX >> 1)),
+    }
 }
 
 /// The stratified budget of a complement-pair design, counted in pairs. A pair drawn in

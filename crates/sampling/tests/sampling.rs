@@ -357,6 +357,62 @@ fn permutation_chains_are_nested_and_come_in_reversed_pairs() {
     assert_ne!(orders[&0], orders[&2]);
 }
 
+/// The chains of a run: each chain's masks in order, by group id.
+fn chains_of(rows: &[SampledMask]) -> BTreeMap<i64, Vec<Mask>> {
+    let mut chains: BTreeMap<i64, Vec<Mask>> = BTreeMap::new();
+    for row in rows.iter().filter(|row| row.design == Design::Permutation) {
+        chains
+            .entry(row.group_id.unwrap())
+            .or_default()
+            .push(row.mask.clone());
+    }
+    chains
+}
+
+#[test]
+fn chains_appended_with_the_same_seed_are_new_orders_not_copies() {
+    let players = Players::new(12, &[]).unwrap();
+    let plan = SamplingPlan {
+        permutation_chains: Some(2),
+        ..SamplingPlan::default()
+    };
+    let first = run(&players, &plan, 0);
+    let first_masks: Vec<Mask> = first.rows.iter().map(|row| row.mask.clone()).collect();
+    let appended = sample(
+        &players,
+        &plan,
+        Existing {
+            masks: &first_masks,
+            max_group_id: first.rows.iter().filter_map(|row| row.group_id).max(),
+        },
+        0,
+    )
+    .unwrap();
+    let old = chains_of(&first.rows);
+    let new = chains_of(&appended.rows);
+    assert_eq!(new.keys().copied().collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+    for chain in new.values() {
+        assert!(
+            !old.values().any(|seen| seen == chain),
+            "an appended chain repeats one of the table: {chain:?}"
+        );
+    }
+    // Deterministic still, and a table of its own keeps the chains it always had; complement
+    // pairs drawn in the same run do not move them.
+    assert_eq!(first, run(&players, &plan, 0));
+    let with_pairs = run(
+        &players,
+        &SamplingPlan {
+            complement_pairs: true,
+            permutation_chains: Some(2),
+            ..stratified(StrataSpec::Removed(vec![3]), 5)
+        },
+        0,
+    );
+    let paired_chains: Vec<Vec<Mask>> = chains_of(&with_pairs.rows).into_values().collect();
+    assert_eq!(paired_chains, old.into_values().collect::<Vec<_>>());
+}
+
 #[test]
 fn anchors_and_enumeration_cover_what_they_promise() {
     let players = Players::new(6, &[5]).unwrap();

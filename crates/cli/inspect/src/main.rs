@@ -94,7 +94,8 @@ fn inspect(args: &Args, out: &mut String) -> Result<()> {
         .find(|b| !b.is_ascii_whitespace());
     if head.starts_with(b"PAR1") {
         inspect_table(&path, args, out)
-    } else if text_start == Some(&b'{') {
+    } else if matches!(text_start, Some(b'{' | b'[')) {
+        // An array is JSON too: inspect_json says it is not an object, rather than "not JSON".
         inspect_json(&path, args, out)
     } else {
         bail!(
@@ -157,10 +158,11 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         outln!(out, "{}", serde_json::to_string_pretty(&object)?);
         return Ok(());
     }
-    let kind = metadata
-        .get("table")
-        .and_then(|v| v.as_str())
-        .unwrap_or("(not a layerprune table)");
+    // A Parquet file another tool wrote has no kind: said as such, not as a kind's name.
+    let kind = metadata.get("table").and_then(|v| v.as_str()).map_or_else(
+        || "Parquet file, not a layerprune table:".to_string(),
+        |kind| format!("{kind} table,"),
+    );
     // An evaluation table that is a checkpoint or a cache says so first: its rows are not a
     // finished run's, and the stages that draw conclusions refuse it.
     let incomplete = if metadata.get("complete") == Some(&serde_json::Value::Bool(false)) {
@@ -170,23 +172,34 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     };
     outln!(
         out,
-        "{}: {kind} table, {num_rows} rows{incomplete}",
+        "{}: {kind} {num_rows} rows{incomplete}",
         path.display()
     );
     if let serde_json::Value::Object(fields) = &metadata {
         let provenance = ["tool", "version", "args", "seed", "inputs", "table"];
-        outln!(out, "\nprovenance:");
-        for key in provenance.iter().filter(|k| **k != "table") {
-            if let Some(value) = fields.get(*key) {
+        let sections: [(&str, Vec<(&String, &serde_json::Value)>); 2] = [
+            (
+                "provenance",
+                provenance
+                    .iter()
+                    .filter(|k| **k != "table")
+                    .filter_map(|k| fields.get_key_value(*k))
+                    .collect(),
+            ),
+            (
+                "fields",
+                fields
+                    .iter()
+                    .filter(|(k, _)| !provenance.contains(&k.as_str()))
+                    .collect(),
+            ),
+        ];
+        // A section with nothing in it (a table of another tool has no provenance) is left out.
+        for (title, entries) in sections.iter().filter(|(_, e)| !e.is_empty()) {
+            outln!(out, "\n{title}:");
+            for (key, value) in entries {
                 outln!(out, "  {key:<16} {}", show_value(value));
             }
-        }
-        outln!(out, "\nfields:");
-        for (key, value) in fields
-            .iter()
-            .filter(|(k, _)| !provenance.contains(&k.as_str()))
-        {
-            outln!(out, "  {key:<16} {}", show_value(value));
         }
     }
     outln!(out, "\nschema:");
@@ -248,9 +261,27 @@ fn row_text(batch: &RecordBatch, row: usize) -> String {
     batch
         .columns()
         .iter()
-        .map(|column| cell(column.as_ref(), row))
+        .map(|column| escape_controls(cell(column.as_ref(), row)))
         .collect::<Vec<_>>()
         .join("\t")
+}
+
+/// A cell's text with its control characters escaped (`\t`, `\n`, `\r`, `\u{..}`): a tab or
+/// a line break inside a value (a task's passage, a string of another tool's table) would
+/// otherwise read as another column or another row.
+fn escape_controls(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn cell(column: &dyn Array, row: usize) -> String {
@@ -322,15 +353,28 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         fields.insert("model_id".into(), serde_json::Value::String(id));
         // What evaluating it puts in memory (a GPU's, on CUDA): its graphs and the weight
         // files they read. A folder whose files do not add up says why instead.
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let bytes = layerprune_model::Manifest::load(dir)
-            .and_then(|manifest| manifest.graph_bytes(dir, &manifest.evaluated_graphs()));
-        let shown = match bytes {
-            Ok(bytes) => serde_json::json!({
-                "distinct": bytes.distinct,
-                "per_graph": bytes.per_graph,
-            }),
-            Err(error) => serde_json::json!({ "unknown": error.to_string() }),
+        // Only for the folder's own manifest.json: the folder is read through that file, so a
+        // manifest under another name (a copy, a download) would be shown the sizes of the
+        // manifest.json beside it, or an error about a folder without a name (`inspect m.json`
+        // in the current folder: a parent of "").
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let shown = if path.file_name() != Some("manifest.json".as_ref()) {
+            serde_json::json!({
+                "unknown": "a manifest not named manifest.json, so not read as a model folder's"
+            })
+        } else {
+            let bytes = layerprune_model::Manifest::load(dir)
+                .and_then(|manifest| manifest.graph_bytes(dir, &manifest.evaluated_graphs()));
+            match bytes {
+                Ok(bytes) => serde_json::json!({
+                    "distinct": bytes.distinct,
+                    "per_graph": bytes.per_graph,
+                }),
+                Err(error) => serde_json::json!({ "unknown": error.to_string() }),
+            }
         };
         fields.insert("graph_bytes".into(), shown);
     }

@@ -255,3 +255,116 @@ fn the_exporters_check_of_a_pruned_or_quantized_folder_is_labelled_as_the_export
     manifest["quantization"] = serde_json::json!({"scheme": "int8"});
     assert!(check_line(&manifest).ends_with("(the export's, before pruning and quantization)"));
 }
+
+/// A tab or a line break inside a string is escaped, so a row stays one line of its columns.
+#[test]
+fn control_characters_in_a_value_do_not_break_the_rows() {
+    use layerprune_tables::{write_surrogate_metrics, SurrogateMetricRow, SurrogateMetricsTable};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.parquet");
+    let table = SurrogateMetricsTable {
+        rows: vec![SurrogateMetricRow {
+            kind: "two\tcolumns\nand a row".into(),
+            value: "utility".into(),
+            fold: 0,
+            r2: 0.5,
+            spearman: 0.25,
+            mae: 0.125,
+            n_train: 10,
+            n_test: 5,
+        }],
+    };
+    write_surrogate_metrics(&path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+    let output = inspect(&[path.as_os_str()]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|line| *line != "first rows:")
+        .skip(2)
+        .collect();
+    assert_eq!(
+        rows,
+        ["  two\\tcolumns\\nand a row\tutility\t0\t0.5\t0.25\t0.125\t10\t5"],
+        "{text}"
+    );
+}
+
+/// A Parquet file of another tool is said to be one, without empty provenance sections; JSON
+/// that is not an object is said to be JSON.
+#[test]
+fn files_of_other_tools_are_described_as_what_they_are() {
+    use arrow_array::{Int64Array, RecordBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.parquet");
+    let batch =
+        RecordBatch::try_from_iter([("x", std::sync::Arc::new(Int64Array::from(vec![1, 2])) as _)])
+            .unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let output = inspect(&[path.as_os_str()]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.ends_with("other.parquet: Parquet file, not a layerprune table: 2 rows"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("provenance:") && !text.contains("fields:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("schema:") && text.contains("  1\n  2\n"),
+        "{text}"
+    );
+
+    let array = dir.path().join("list.json");
+    std::fs::write(&array, "[1, 2]").unwrap();
+    let output = inspect(&[array.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("list.json: JSON, but not an object"),
+        "{error}"
+    );
+}
+
+/// A manifest is sized as a model folder's only when it is the folder's manifest.json: a copy
+/// under another name is not given the sizes of the manifest.json beside it (nor an error about
+/// a folder named "").
+#[test]
+fn only_a_folders_own_manifest_is_sized_as_the_folder() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.json");
+    std::fs::copy(fixture.join("manifest.json"), &copy).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_inspect"))
+        .arg("copy.json")
+        .arg("--json")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let unknown = json["graph_bytes"]["unknown"].as_str().unwrap();
+    assert!(unknown.contains("not named manifest.json"), "{unknown}");
+    // The folder's own, reached from inside it.
+    let output = Command::new(env!("CARGO_BIN_EXE_inspect"))
+        .args(["manifest.json", "--json"])
+        .current_dir(&fixture)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        json["graph_bytes"]["distinct"].as_u64().unwrap() > 0,
+        "{json}"
+    );
+}

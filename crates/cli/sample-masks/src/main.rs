@@ -90,7 +90,9 @@ struct Args {
     /// The full model and every single-block removal.
     #[arg(long)]
     anchors: bool,
-    /// Add to the table at --out if it exists, skipping the masks it already holds.
+    /// Add to the table at --out if it exists, skipping the masks it already holds (permutation
+    /// chains, which repeat masks, are drawn as new orders: the same --seed does not repeat the
+    /// table's chains).
     #[arg(long)]
     append: bool,
     /// Seed of the random draws (stratified masks, permutation chains); the same arguments and
