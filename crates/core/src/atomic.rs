@@ -7,6 +7,7 @@
 //! the umask), as `File::create` would give, never the 0600 of a `tempfile` temporary.
 
 use std::error::Error;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,12 +69,22 @@ fn temp_path(path: &Path) -> Result<PathBuf, AtomicWriteError> {
         .file_name()
         .ok_or_else(|| AtomicWriteError::new(path, "", "output path has no file name"))?;
     let serial = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
-    let temp_name = format!(
-        ".{}.tmp-{}-{serial}",
-        name.to_string_lossy(),
-        std::process::id()
-    );
-    Ok(path.with_file_name(temp_name))
+    Ok(path.with_file_name(sibling_name(
+        name,
+        "tmp",
+        &format!("{}-{serial}", std::process::id()),
+    )))
+}
+
+/// `.NAME.TAG-TAIL`: the hidden name of a file or folder written beside `name` (a temporary
+/// file, a folder set aside), with `name`'s bytes as they are, so that two names which differ
+/// only in bytes that are not UTF-8 get siblings of their own (a lossy conversion gave them one,
+/// and a run cleaning up after one could remove the other's).
+pub fn sibling_name(name: &OsStr, tag: &str, tail: &str) -> OsString {
+    let mut sibling = OsString::from(".");
+    sibling.push(name);
+    sibling.push(format!(".{tag}-{tail}"));
+    sibling
 }
 
 /// Writes `path` atomically: `write` fills a temporary file in the same folder (created with
@@ -168,7 +179,7 @@ pub fn dead_writers_siblings(path: &Path, tag: &str) -> Vec<PathBuf> {
     let Some(name) = path.file_name() else {
         return found;
     };
-    let prefix = format!(".{}.{tag}-", name.to_string_lossy());
+    let prefix = sibling_name(name, tag, "");
     let folder = match path.parent() {
         Some(folder) if !folder.as_os_str().is_empty() => folder,
         _ => Path::new("."),
@@ -179,11 +190,13 @@ pub fn dead_writers_siblings(path: &Path, tag: &str) -> Vec<PathBuf> {
     let own = std::process::id();
     for entry in entries.flatten() {
         let entry_name = entry.file_name();
-        let entry_name = entry_name.to_string_lossy();
-        let Some(rest) = entry_name.strip_prefix(&prefix) else {
+        let Some(rest) = entry_name
+            .as_encoded_bytes()
+            .strip_prefix(prefix.as_encoded_bytes())
+        else {
             continue;
         };
-        let Some(pid) = temp_pid(rest) else {
+        let Some(pid) = std::str::from_utf8(rest).ok().and_then(temp_pid) else {
             continue;
         };
         if pid == own || Path::new(&format!("/proc/{pid}")).exists() {

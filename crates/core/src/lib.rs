@@ -31,7 +31,8 @@ pub mod progress;
 pub mod synthetic;
 
 pub use atomic::{
-    atomic_write, atomic_write_bytes, dead_writers_siblings, remove_file_if_there, AtomicWriteError,
+    atomic_write, atomic_write_bytes, dead_writers_siblings, remove_file_if_there, sibling_name,
+    AtomicWriteError,
 };
 pub use contained::contain_panic;
 

@@ -149,3 +149,47 @@ fn remove_stale_temps_never_touches_a_folder_or_a_link() {
     assert!(folder.is_dir());
     assert_eq!(fs::read(&link).unwrap(), b"keep");
 }
+
+/// Two outputs whose names differ only in bytes that are not UTF-8 have temporary files of
+/// their own: a write of one never removes the other's dead writer's file (a lossy conversion
+/// of the names once made them one prefix).
+#[cfg(target_os = "linux")]
+#[test]
+fn names_that_are_not_utf8_keep_their_own_temporary_files() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dead_pid();
+    let ours = dir.path().join(OsStr::from_bytes(b"out\xff.json"));
+    let theirs_temp = dir.path().join(OsStr::from_bytes(
+        &[
+            b".out\xfe.json.tmp-".as_slice(),
+            dead.to_string().as_bytes(),
+            b"-0",
+        ]
+        .concat(),
+    ));
+    let ours_temp = dir.path().join(OsStr::from_bytes(
+        &[
+            b".out\xff.json.tmp-".as_slice(),
+            dead.to_string().as_bytes(),
+            b"-0",
+        ]
+        .concat(),
+    ));
+    fs::write(&theirs_temp, b"half").unwrap();
+    fs::write(&ours_temp, b"half").unwrap();
+    assert_eq!(
+        layerprune_core::dead_writers_siblings(&ours, "tmp"),
+        vec![ours_temp.clone()]
+    );
+    atomic_write(&ours, |file| Ok(file.write_all(b"new")?)).unwrap();
+    assert_eq!(fs::read(&ours).unwrap(), b"new");
+    assert!(!ours_temp.exists());
+    assert_eq!(fs::read(&theirs_temp).unwrap(), b"half");
+    // The sibling's name keeps the bytes.
+    assert_eq!(
+        layerprune_core::sibling_name(OsStr::from_bytes(b"m\xfe"), "old", "1-2").as_bytes(),
+        b".m\xfe.old-1-2"
+    );
+}

@@ -16,10 +16,10 @@ fn sibling(dest: &Path, tag: &str) -> Result<PathBuf, ModelError> {
         problem: "has no folder name".into(),
     })?;
     let serial = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
-    Ok(dest.with_file_name(format!(
-        ".{}.{tag}-{}-{serial}",
-        name.to_string_lossy(),
-        std::process::id()
+    Ok(dest.with_file_name(layerprune_core::sibling_name(
+        name,
+        tag,
+        &format!("{}-{serial}", std::process::id()),
     )))
 }
 
