@@ -57,6 +57,12 @@ pub enum SurrogateError {
     },
     #[error("the value {value} of row {row} is not finite; drop NaN/inf rows before fitting")]
     NonFiniteTarget { row: usize, value: f64 },
+    #[error(
+        "the value {value:e} of row {row} is beyond ±{max:e}, too large for a surrogate's \
+         arithmetic (sums of squares overflow to NaN); no game value of a model comes near it",
+        max = MAX_TARGET_MAGNITUDE
+    )]
+    TargetTooLarge { row: usize, value: f64 },
     #[error("the masks have no blocks; a surrogate needs at least one player")]
     NoPlayers,
     #[error("{rows} rows are too few for {folds}-fold cross-validation (need at least 2 folds and 2 rows per fold: fewer folds, or --folds 0 to skip it)")]
@@ -77,6 +83,11 @@ pub enum SurrogateError {
         players: usize,
         features: usize,
         gib: f64,
+    },
+    #[error("the fitted {kind} surrogate cannot be used: {problem}")]
+    UnusableFit {
+        kind: SurrogateKind,
+        problem: String,
     },
     #[error("{path}: {problem}")]
     File { path: String, problem: String },
@@ -195,6 +206,12 @@ impl FromStr for SurrogateKind {
             .ok_or_else(|| format!("surrogate {text:?} is not one of mlp, quadratic, forest"))
     }
 }
+
+/// Largest magnitude of a value a surrogate is fitted to. Finite values near ±1e308 overflowed
+/// the fits' sums (squares, ranges, leaf means) and gave NaN coefficients and predictions
+/// without an error (until 2026-12-06); the game values (utility in (0, 1], NLLs in nats per
+/// token) are nowhere near this.
+pub const MAX_TARGET_MAGNITUDE: f64 = 1e100;
 
 /// The quadratic surrogate's default ridge strength: the pipeline's (`make demo`'s and the
 /// workflow's `SURROGATE_RIDGE` for the quadratic surrogate of the log-likelihood game, the
@@ -375,6 +392,13 @@ fn check_training_data(masks: &[Mask], targets: &[f64]) -> Result<usize, Surroga
     if let Some((row, &value)) = targets.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(SurrogateError::NonFiniteTarget { row, value });
     }
+    if let Some((row, &value)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.abs() > MAX_TARGET_MAGNITUDE)
+    {
+        return Err(SurrogateError::TargetTooLarge { row, value });
+    }
     Ok(num_players)
 }
 
@@ -414,7 +438,7 @@ pub fn fit(
 ) -> Result<FittedSurrogate, SurrogateError> {
     options.check()?;
     let num_players = check_training_data(masks, targets)?;
-    Ok(match kind {
+    let fitted = match kind {
         SurrogateKind::PublishedMlp => {
             FittedSurrogate::Mlp(MlpSurrogate::fit(num_players, masks, targets, options))
         }
@@ -427,7 +451,14 @@ pub fn fit(
         SurrogateKind::Forest => {
             FittedSurrogate::Forest(ForestSurrogate::fit(num_players, masks, targets, options)?)
         }
-    })
+    };
+    // What loading checks, checked before the model is used: finite values can still be too
+    // large for a fit's arithmetic (values near ±1e308 gave NaN coefficients, predictions and
+    // scores, and a file that `save` wrote and `load` refused).
+    fitted
+        .validate()
+        .map_err(|problem| SurrogateError::UnusableFit { kind, problem })?;
+    Ok(fitted)
 }
 
 #[cfg(test)]
@@ -459,6 +490,40 @@ mod tests {
             message.contains("129 players") && message.contains("8385 weights"),
             "{message}"
         );
+    }
+
+    /// The refusal above says "or fix blocks", and fixed blocks are left out of the system; but
+    /// the limit counted the masks' length, so a model of more blocks than the limit was
+    /// refused however many were fixed. It counts the blocks that vary.
+    #[test]
+    fn a_quadratic_of_many_blocks_but_few_players_is_fitted() {
+        let blocks = 200;
+        let mask = |kept_0: bool, kept_1: bool| {
+            let mut mask = Mask::full(blocks);
+            mask.set(0, kept_0);
+            mask.set(1, kept_1);
+            mask
+        };
+        let masks = [
+            mask(true, true),
+            mask(false, true),
+            mask(true, false),
+            mask(false, false),
+        ];
+        let model = fit(
+            SurrogateKind::Quadratic,
+            &masks,
+            &[1.0, 0.6, 0.5, 0.0],
+            &FitOptions {
+                ridge_alpha: 0.0,
+                ..FitOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(model.num_players(), blocks);
+        for (got, want) in model.predict(&masks).iter().zip([1.0, 0.6, 0.5, 0.0]) {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
     }
 
     #[test]

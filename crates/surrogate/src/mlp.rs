@@ -352,7 +352,13 @@ impl MlpSurrogate {
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         let (l, h) = (self.num_players, self.hidden);
-        if self.input_weights.len() != l * h
+        if l == 0 || h == 0 {
+            return Err(format!(
+                "MLP has {l} players and {h} hidden units; it needs at least one of each"
+            ));
+        }
+        // `l * h` of a damaged file may overflow (a panic, where overflow is checked).
+        if l.checked_mul(h) != Some(self.input_weights.len())
             || self.hidden_bias.len() != h
             || self.output_weights.len() != h
         {
@@ -373,6 +379,35 @@ impl MlpSurrogate {
         let scaling = self.target_scaling;
         if !(scaling.offset.is_finite() && scaling.scale.is_finite() && scaling.scale > 0.0) {
             return Err("MLP target scaling must be finite with a positive scale".into());
+        }
+        // Finite weights may still overflow f32 on the way to the output, and inf − inf or
+        // inf · 0 is NaN. Bound every value the forward pass computes, in f64: a hidden unit's
+        // pre-activation (any subset of its input weights, plus its bias, whichever side the
+        // sum starts from) by B_h = |b_h| + Σ_i |W_ih|, so its CELU by max(B_h, 1), and the
+        // logit by |c| + Σ_h max(B_h, 1)·|v_h|. Each bound is kept well below f32::MAX for the
+        // rounding of f32 sums; then every prediction is finite.
+        let mut bounds: Vec<f64> = self
+            .hidden_bias
+            .iter()
+            .map(|b| f64::from(b.abs()))
+            .collect();
+        for row in self.input_weights.chunks_exact(h) {
+            for (bound, w) in bounds.iter_mut().zip(row) {
+                *bound += f64::from(w.abs());
+            }
+        }
+        let logit_bound = f64::from(self.output_bias.abs())
+            + bounds
+                .iter()
+                .zip(&self.output_weights)
+                .map(|(bound, v)| bound.max(1.0) * f64::from(v.abs()))
+                .sum::<f64>();
+        let f32_safe = f64::from(f32::MAX) / 4.0;
+        if !(bounds.iter().all(|b| *b < f32_safe) && logit_bound < f32_safe) {
+            return Err("MLP weights are too large for its arithmetic (f32) to stay finite".into());
+        }
+        if scaling.offset.abs() + scaling.scale >= f64::MAX / 4.0 {
+            return Err("MLP target scaling is too large for its predictions to be finite".into());
         }
         Ok(())
     }

@@ -41,7 +41,7 @@ pub struct QuadraticSurrogate {
     pub pairs: Vec<Vec<f64>>,
 }
 
-/// Most players of a quadratic fit: 8,256 features, whose dense p × p matrix (the Gram
+/// Most players (blocks that vary over the training masks) of a quadratic fit: 8,256 features, whose dense p × p matrix (the Gram
 /// matrix, turned into the centred system and then its factor in place) takes 0.5 GiB (a fit
 /// of 8,000 masks at 128 players: 6–8 s on 2 cores, `fit-surrogate`, most of it the
 /// factorization; 174 s for 50 masks before it ran in panels on every core,
@@ -79,14 +79,6 @@ impl QuadraticSurrogate {
         targets: &[f64],
         ridge_alpha: f64,
     ) -> Result<Self, SurrogateError> {
-        if num_players > MAX_PLAYERS {
-            let features = num_features(num_players);
-            return Err(SurrogateError::TooManyPlayers {
-                players: num_players,
-                features,
-                gib: 8.0 * (features as f64).powi(2) / f64::from(1u32 << 30),
-            });
-        }
         // Blocks constant over the rows (the fixed blocks, kept in every mask) have constant
         // features, and their pair with a block j repeats j's own feature: they leave the
         // system singular without a ridge, and with one they split j's effect between w_j and
@@ -99,6 +91,18 @@ impl QuadraticSurrogate {
             })
             .collect();
         let fitted = varying.len();
+        // The system's size is set by the blocks that vary (the players), not by the masks'
+        // length: counted over every block until 2026-12-06, a model of more than
+        // MAX_PLAYERS blocks was refused however many of them were fixed, which the refusal
+        // itself gave as a way out.
+        if fitted > MAX_PLAYERS {
+            let features = num_features(fitted);
+            return Err(SurrogateError::TooManyPlayers {
+                players: fitted,
+                features,
+                gib: 8.0 * (features as f64).powi(2) / f64::from(1u32 << 30),
+            });
+        }
         let mut reduced = Mask::empty(fitted);
         let equations =
             NormalEquations::of_binary_rows(num_features(fitted), targets, |row, active| {
@@ -136,6 +140,9 @@ impl QuadraticSurrogate {
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         let n = self.num_players;
+        if n == 0 {
+            return Err("quadratic surrogate has no players".into());
+        }
         if self.linear.len() != n {
             return Err(format!(
                 "quadratic surrogate has {} linear weights for {n} players",
@@ -166,6 +173,18 @@ impl QuadraticSurrogate {
             && self.pairs.iter().flatten().all(|w| w.is_finite());
         if !all_finite {
             return Err("quadratic surrogate has a non-finite coefficient".into());
+        }
+        // Every prediction is a sum of some of the coefficients, so it is finite when the sum of
+        // their magnitudes is (with room for rounding): finite coefficients near f64::MAX
+        // (a damaged file, or values too large to fit) would predict inf or NaN.
+        let magnitude = self.intercept.abs()
+            + self.linear.iter().map(|w| w.abs()).sum::<f64>()
+            + self.pairs.iter().flatten().map(|w| w.abs()).sum::<f64>() / 2.0;
+        if magnitude >= f64::MAX / 4.0 {
+            return Err(format!(
+                "quadratic surrogate's coefficients sum to {magnitude:e} in magnitude, too large \
+                 for its predictions to be finite"
+            ));
         }
         Ok(())
     }
@@ -310,6 +329,15 @@ impl NormalEquations {
         let p = self.num_features;
         let n = self.rows as f64;
         let target_mean = self.target_sum / n;
+        let shift = n * alpha;
+        if shift.is_infinite() {
+            // n·α beyond f64 (α near 1e308): its infinite diagonal read as a zero pivot, and
+            // the fit was refused as singular with advice to use a ridge_alpha > 0. The limit
+            // of the ridge as α grows, every weight 0 and the mean as intercept, is what the
+            // solve would give: each weight is at most √p·n·max|y − ȳ| / (nα), under 1e-290
+            // times the spread of the values for any table that fits in memory.
+            return Ok((target_mean, vec![0.0; p]));
+        }
         let mut system = self.gram;
         for a in 0..p {
             // Row a's upper entries (b ≥ a), each written to its mirror below the diagonal
@@ -319,7 +347,7 @@ impl NormalEquations {
                 system[a * p + b] = centred;
                 system[b * p + a] = centred;
             }
-            system[a * p + a] += n * alpha;
+            system[a * p + a] += shift;
         }
         let rhs: Vec<f64> = (0..p)
             .map(|a| self.cross[a] - self.feature_sums[a] * target_mean)

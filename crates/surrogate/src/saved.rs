@@ -189,6 +189,11 @@ impl SavedSurrogate {
     /// Writes the file atomically (`layerprune_core::atomic_write`: a temporary file in the same
     /// folder, renamed into place; mode 0644).
     pub fn save(&self, path: &Path) -> Result<(), SurrogateError> {
+        // A model that `load` would refuse (non-finite weights are even written as `null`) is
+        // not written; `fit` returns none, but a surrogate may be built by hand.
+        self.surrogate
+            .validate()
+            .map_err(|problem| file_error(path, format!("cannot save the surrogate: {problem}")))?;
         let file = FileOut {
             format: FORMAT_NAME,
             format_version: FORMAT_VERSION,
@@ -271,6 +276,15 @@ impl SavedSurrogate {
             .surrogate
             .validate()
             .map_err(|problem| file_error(path, format!("damaged surrogate file: {problem}")))?;
+        if let Some(block) = saved.fixed_blocks.iter().find(|&&b| b >= num_players) {
+            return Err(file_error(
+                path,
+                format!(
+                    "damaged surrogate file: fixed block {block} is out of range for \
+                     {num_players} blocks"
+                ),
+            ));
+        }
         saved
             .game_value()
             .map_err(|problem| file_error(path, format!("damaged surrogate file: {problem}")))?;

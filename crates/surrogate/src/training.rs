@@ -46,7 +46,17 @@ impl TrainingRows {
             values: Vec::with_capacity(table.rows.len()),
             dropped: 0,
         };
-        for (row, row_value) in table.rows.iter().zip(values) {
+        for (index, (row, row_value)) in table.rows.iter().zip(values).enumerate() {
+            if row_value.abs() > crate::MAX_TARGET_MAGNITUDE && row_value.is_finite() {
+                bail!(
+                    "{}: row {index} (mask {}) has the {} {row_value:e}, beyond ±{:e}: too large \
+                     for a surrogate's arithmetic, and for any game value of a model",
+                    path.display(),
+                    row.mask,
+                    value.name(),
+                    crate::MAX_TARGET_MAGNITUDE
+                );
+            }
             if row_value.is_finite() {
                 rows.masks.push(row.mask.clone());
                 rows.values.push(row_value);
@@ -310,6 +320,26 @@ mod tests {
         );
         let err = TrainingRows::of_table(&table(&[]), GameValue::NegNll, path).unwrap_err();
         assert!(err.to_string().contains("no rows"), "{err}");
+    }
+
+    /// A value too large for the fits (see [`crate::MAX_TARGET_MAGNITUDE`]) is refused with the
+    /// table's own row and mask, not the row number among the rows kept after dropping the
+    /// non-finite ones.
+    #[test]
+    fn a_value_too_large_to_fit_names_the_tables_row() {
+        let err = TrainingRows::of_table(
+            &table(&[("111", f64::NAN), ("011", 1e200), ("101", 2.5)]),
+            GameValue::NegNll,
+            Path::new("e.parquet"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("e.parquet")
+                && err.contains("row 1 (mask 011)")
+                && err.contains("neg-nll -1e200"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ use common::{game_values, random_pairwise_game, stratified_masks, SmoothUtility}
 use layerprune_core::synthetic::{exact_shapley, VetoGame};
 use layerprune_core::Game;
 use layerprune_surrogate::{
-    cross_validate, fit, r2_score, FitOptions, Surrogate, SurrogateGame, SurrogateKind,
+    cross_validate, fit, r2_score, FitOptions, FittedSurrogate, Surrogate, SurrogateError,
+    SurrogateGame, SurrogateKind,
 };
 
 #[test]
@@ -193,4 +194,75 @@ fn quadratic_cross_validation_scores_a_pairwise_game_as_perfect() {
         );
     }
     assert_eq!(game.num_players(), num_blocks);
+}
+
+/// A ridge strength whose n·α overflows f64 (any α from about 1.8e308 / rows) read as a zero
+/// pivot: the fit was refused as singular, advising "a ridge_alpha > 0" to a user who gave
+/// 1e308. It is the limit of the ridge instead: every weight 0, the mean as intercept, what
+/// α = 1e300 gives to the last digits.
+#[test]
+fn a_ridge_too_large_for_f64_fits_the_mean() {
+    let masks = stratified_masks(6, &[1, 2, 3], 60, 2);
+    let targets = SmoothUtility::new(6, 1).values(&masks);
+    let mean = targets.iter().sum::<f64>() / targets.len() as f64;
+    let large = FitOptions {
+        ridge_alpha: 1e300,
+        ..FitOptions::default()
+    };
+    let reference = fit(SurrogateKind::Quadratic, &masks, &targets, &large).unwrap();
+    for alpha in [1e308, f64::MAX] {
+        let options = FitOptions {
+            ridge_alpha: alpha,
+            ..FitOptions::default()
+        };
+        let model = fit(SurrogateKind::Quadratic, &masks, &targets, &options).unwrap();
+        let FittedSurrogate::Quadratic(quadratic) = &model else {
+            panic!("a quadratic")
+        };
+        assert!((quadratic.intercept - mean).abs() < 1e-12, "{alpha}");
+        assert!(quadratic.linear.iter().all(|&w| w == 0.0));
+        for (a, b) in model.predict(&masks).iter().zip(reference.predict(&masks)) {
+            assert!((a - b).abs() < 1e-12, "{alpha}: {a} vs {b}");
+        }
+        assert!(cross_validate(SurrogateKind::Quadratic, &masks, &targets, 3, &options).is_ok());
+    }
+}
+
+/// Finite values too large for the fits' arithmetic (±1e308: squares, ranges and leaf means
+/// overflow) gave every kind NaN coefficients and predictions, and NaN scores, without an
+/// error. They are refused, naming the row.
+#[test]
+fn values_too_large_for_the_arithmetic_are_refused() {
+    let masks = stratified_masks(6, &[1, 2, 3], 60, 2);
+    let mut targets = SmoothUtility::new(6, 1).values(&masks);
+    for (k, value) in targets.iter_mut().enumerate().skip(3) {
+        *value = if k % 2 == 0 { 1e308 } else { -1e308 };
+    }
+    let options = FitOptions {
+        epochs: 2,
+        trees: 3,
+        ..FitOptions::default()
+    };
+    for kind in SurrogateKind::ALL {
+        match fit(kind, &masks, &targets, &options) {
+            Err(error @ SurrogateError::TargetTooLarge { row: 3, .. }) => {
+                assert!(error.to_string().contains("row 3"), "{error}")
+            }
+            Err(other) => panic!("{kind}: {other}"),
+            Ok(model) => panic!(
+                "{kind}: fitted, predicting {:?}",
+                model.predict(&masks[..2])
+            ),
+        }
+        assert!(cross_validate(kind, &masks, &targets, 3, &options).is_err());
+    }
+    // Large values short of the bound fit as before.
+    let scaled: Vec<f64> = targets.iter().map(|v| v.clamp(-1e90, 1e90)).collect();
+    for kind in SurrogateKind::ALL {
+        let model = fit(kind, &masks, &scaled, &options).unwrap();
+        assert!(
+            model.predict(&masks).iter().all(|v| v.is_finite()),
+            "{kind}"
+        );
+    }
 }

@@ -5,8 +5,10 @@ mod common;
 use std::path::Path;
 
 use common::{stratified_masks, SmoothUtility};
+use layerprune_core::Mask;
 use layerprune_surrogate::{
-    fit, FitOptions, SavedSurrogate, Surrogate, SurrogateError, SurrogateKind, FORMAT_NAME,
+    fit, FitOptions, FittedSurrogate, QuadraticSurrogate, SavedSurrogate, Surrogate,
+    SurrogateError, SurrogateKind, FORMAT_NAME,
 };
 
 fn fitted(kind: SurrogateKind) -> SavedSurrogate {
@@ -262,4 +264,108 @@ fn a_forest_whose_tree_loops_is_refused_not_run() {
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
+}
+
+/// Hand-edited files whose every number is finite and whose shapes agree with themselves, but
+/// that no fit writes: loading them used to succeed, and then predicting panicked (an MLP of 0
+/// hidden units: `chunks_exact(0)`), loading itself panicked (shapes whose product overflows),
+/// or predictions were inf or NaN (finite weights whose sums overflow), or the game had no
+/// players, or fixed a block that does not exist. Each is refused, naming the file.
+#[test]
+fn hand_edited_files_that_would_panic_or_predict_nan_are_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("edited.json");
+    let head = r#""format":"layerprune-surrogate","format_version":1,"value":"utility","value_description":"d""#;
+    let scaling = r#""target_scaling":{"offset":0.0,"scale":1.0}"#;
+    let mlp = |players: &str, hidden: &str, input: &str, bias: &str, output: &str| {
+        format!(
+            r#"{{{head},"num_players":{players},"kind":"mlp","parameters":{{"num_players":{players},"hidden":{hidden},"input_weights":{input},"hidden_bias":{bias},"output_weights":{output},"output_bias":0.0,{scaling}}}}}"#
+        )
+    };
+    let quadratic = |players: usize, fixed: &str, intercept: &str, linear: &str, pairs: &str| {
+        format!(
+            r#"{{{head},"num_players":{players},"fixed_blocks":{fixed},"kind":"quadratic","parameters":{{"num_players":{players},"intercept":{intercept},"linear":{linear},"pairs":{pairs}}}}}"#
+        )
+    };
+    for (text, expected) in [
+        (mlp("2", "0", "[]", "[]", "[]"), "0 hidden units"),
+        (mlp("0", "0", "[]", "[]", "[]"), "0 players"),
+        (
+            mlp("8589934592", "2147483648", "[]", "[]", "[]"),
+            "shapes do not match",
+        ),
+        (
+            // Both hidden units overflow to inf on the full mask: inf − inf = NaN.
+            mlp("1", "2", "[3e38, 3e38]", "[3e38, 3e38]", "[1.0, -1.0]"),
+            "too large",
+        ),
+        (
+            // The hidden units are finite, their products with the output weights ±inf.
+            mlp("1", "2", "[1e30, 1e30]", "[0.0, 0.0]", "[1e30, -1e30]"),
+            "too large",
+        ),
+        (quadratic(0, "[]", "1.0", "[]", "[]"), "no players"),
+        (
+            quadratic(
+                2,
+                "[]",
+                "1e308",
+                "[1e308, 1e308]",
+                "[[0.0, 0.0], [0.0, 0.0]]",
+            ),
+            "too large",
+        ),
+        (
+            quadratic(2, "[5]", "0.5", "[0.1, 0.2]", "[[0.0, 0.3], [0.3, 0.0]]"),
+            "fixed block 5 is out of range for 2 blocks",
+        ),
+    ] {
+        std::fs::write(&path, &text).unwrap();
+        let outcome = std::panic::catch_unwind(|| SavedSurrogate::load(&path));
+        let error = match outcome {
+            Ok(Err(error @ SurrogateError::File { .. })) => error.to_string(),
+            Ok(other) => panic!("{text}: expected a file error, got {other:?}"),
+            Err(_) => panic!("{text}: loading panicked"),
+        };
+        assert!(
+            error.contains("edited.json") && error.contains(expected),
+            "{text}: {error}"
+        );
+    }
+    // The same files, undamaged, load and predict finite values.
+    std::fs::write(
+        &path,
+        mlp("1", "2", "[0.5, -0.5]", "[0.1, 0.0]", "[1.0, 2.0]"),
+    )
+    .unwrap();
+    let loaded = SavedSurrogate::load(&path).unwrap();
+    let values = loaded.surrogate.predict(&[Mask::full(1), Mask::empty(1)]);
+    assert!(values.iter().all(|v| v.is_finite()), "{values:?}");
+    std::fs::write(
+        &path,
+        quadratic(2, "[1]", "0.5", "[0.1, 0.2]", "[[0.0, 0.3], [0.3, 0.0]]"),
+    )
+    .unwrap();
+    assert_eq!(SavedSurrogate::load(&path).unwrap().fixed_blocks, vec![1]);
+}
+
+/// A surrogate built by hand with a NaN weight was saved with `null` in its place, a file that
+/// `load` then refused; `save` refuses it and writes nothing.
+#[test]
+fn a_model_that_loading_would_refuse_is_not_saved() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("nan.json");
+    let model = QuadraticSurrogate {
+        num_players: 2,
+        intercept: f64::NAN,
+        linear: vec![0.1, 0.2],
+        pairs: vec![vec![0.0, 0.3], vec![0.3, 0.0]],
+    };
+    let saved = SavedSurrogate::new(FittedSurrogate::Quadratic(model), "utility", "d");
+    let error = saved.save(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("nan.json") && error.contains("non-finite"),
+        "{error}"
+    );
+    assert!(!path.exists());
 }

@@ -414,3 +414,34 @@ fn the_same_fit_on_any_number_of_threads() {
         "{stderr}"
     );
 }
+
+/// `--ridge-alpha` takes any finite strength; one so large that n·α overflowed f64 was refused
+/// after the fit as "singular ... use a ridge_alpha > 0". It fits the mean, with every weight 0.
+#[test]
+fn the_largest_ridge_strength_fits_the_mean() {
+    let folder = tempfile::tempdir().unwrap();
+    let evaluations = folder.path().join("evals.parquet");
+    write_table(&evaluations);
+    let out = folder.path().join("q.json");
+    let output = fit_surrogate(&[
+        "--evaluations",
+        evaluations.to_str().unwrap(),
+        "--kind",
+        "quadratic",
+        "--value",
+        "nll-increase",
+        "--ridge-alpha",
+        "1e308",
+        "--folds",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let saved = SavedSurrogate::load(&out).unwrap();
+    let values = saved
+        .surrogate
+        .predict(&[Mask::full(NUM_BLOCKS), Mask::empty(NUM_BLOCKS)]);
+    assert_eq!(values[0], values[1], "a constant: {values:?}");
+}
