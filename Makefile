@@ -70,6 +70,17 @@ $(call setting_matches,BOS,auto|off,must be auto or off)
 $(call setting_matches,DEVICE,cpu|cuda|cuda:[0-9]+,must be cpu or cuda or cuda:N)
 $(call setting_matches,ADAPTIVE_BUDGET,least|sleb|[0-9]*\.?[0-9]+sleb|[1-9][0-9]*,must be sleb or a fraction of it (0.5sleb) or least or a number of LLM evaluations)
 $(call setting_matches,SURROGATE_RIDGE,\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?,must be a ridge penalty: a number 0 or more (0.01 or 1e-3: fit-surrogate --ridge-alpha))
+# Both texts the LAMBADA passages (neither CALIB_TEXT nor EVAL_TEXT): ranges of passages that
+# overlap share whole passages, and the held-out perplexity would not be held out.
+ifeq ($(strip $(CALIB_TEXT)$(EVAL_TEXT)),)
+$(call setting_matches,CALIB_DOCUMENTS,[0-9]*:[0-9]*,must be a range of LAMBADA passages start:end (half-open; either side optional: prepare-tokens --documents))
+$(call setting_matches,EVAL_DOCUMENTS,[0-9]*:[0-9]*,must be a range of LAMBADA passages start:end (half-open; either side optional: prepare-tokens --documents))
+ifneq ($(shell awk -v a='$(CALIB_DOCUMENTS)' -v b='$(EVAL_DOCUMENTS)' 'function lo(r, p) { split(r, p, ":"); return p[1] == "" ? 0 : p[1] + 0 } \
+  function hi(r, p) { split(r, p, ":"); return p[2] == "" ? 1e18 : p[2] + 0 } \
+  BEGIN { if (lo(a) < hi(b) && lo(b) < hi(a)) print "overlap" }'),)
+$(error CALIB_DOCUMENTS=$(CALIB_DOCUMENTS) and EVAL_DOCUMENTS=$(EVAL_DOCUMENTS) overlap: the plans would be chosen on LAMBADA passages that their held-out perplexity is then measured on; give ranges that share no passage (the defaults: 0:2500 and 2500:))
+endif
+endif
 # One file as both texts: the "held-out" windows may overlap the calibration windows.
 ifneq ($(strip $(CALIB_TEXT)),)
 ifeq ($(realpath $(CALIB_TEXT)),$(realpath $(EVAL_TEXT)))

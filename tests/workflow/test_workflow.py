@@ -867,6 +867,15 @@ def test_documents_and_strata_given_on_the_command_line_run_makes_commands(tmp_p
     result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--config", "eval_documents=a:b", check=False)
     assert result.returncode != 0
     assert "eval_documents='a:b': must be a range of LAMBADA passages" in result.stdout + result.stderr
+    # Ranges of the LAMBADA passages that overlap are refused by both: the held-out perplexity
+    # would be measured on passages the plans were chosen on.
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--config", "calib_documents=0:3000", check=False)
+    assert result.returncode != 0
+    assert "eval_documents='2500:': overlaps calib_documents='0:3000'" in result.stdout + result.stderr
+    result = subprocess.run(["make", "-n", "demo", f"BUILD={build}", f"RUN={run}", "CALIB_DOCUMENTS=0:3000"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "CALIB_DOCUMENTS=0:3000 and EVAL_DOCUMENTS=2500: overlap" in result.stderr, result.stderr
 
 
 def test_make_on_cuda_loads_and_fetches_the_library_snakemake_does(tmp_path):

@@ -230,8 +230,10 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
     }
 }
 
-/// A plain text file as documents. Whole-file mode keeps the text exactly; paragraph mode
-/// drops the blank lines between paragraphs (and empty paragraphs).
+/// A plain text file as documents. Whole-file mode keeps the text as it is but for a byte
+/// order mark at its start (dropped) and Windows line endings (read as "\n", as the paragraph
+/// mode reads them); paragraph mode drops the blank lines between paragraphs (and empty
+/// paragraphs). Bytes that are not UTF-8 are refused naming their line.
 pub fn read_text_documents(
     path: &Path,
     split_on_blank_lines: bool,
@@ -258,10 +260,6 @@ fn text_documents_of_at_most(
     limit: u64,
     kept: &mut Kept,
 ) -> Result<(), DataError> {
-    let not_utf8 = |error: std::str::Utf8Error| DataError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
-    };
     let file = layerprune_core::open_stream_input(path).map_err(io_error(path))?;
     let mut reader = BufReader::new(file);
     if !split_on_blank_lines {
@@ -275,7 +273,24 @@ fn text_documents_of_at_most(
             .read_to_end(&mut bytes)
             .map_err(io_error(path))?;
         kept.check(bytes.len())?;
-        let text = String::from_utf8(bytes).map_err(|error| not_utf8(error.utf8_error()))?;
+        let mut text = String::from_utf8(bytes).map_err(|error| {
+            // The line of the first bad byte, counted as the paragraph reader counts lines.
+            let good = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+            DataError::NotUtf8 {
+                path: path.to_path_buf(),
+                line: 1 + good.iter().filter(|&&byte| byte == b'\n').count(),
+            }
+        })?;
+        // Line endings as the paragraph and JSON lines readers read them: a file saved with
+        // Windows line endings (a checkout with git's autocrlf) gives the tokens of the same
+        // file saved with "\n", as Python's text mode reads it; and the byte order mark some
+        // editors put first is no text of the file.
+        if text.contains("\r\n") {
+            text = text.replace("\r\n", "\n");
+        }
+        if let Some(rest) = text.strip_prefix(BYTE_ORDER_MARK) {
+            text = rest.to_string();
+        }
         if !text.trim().is_empty() {
             kept.offer(text)?;
         }
@@ -314,7 +329,15 @@ fn text_documents_of_at_most(
                 limit,
             });
         }
-        let text = std::str::from_utf8(&line).map_err(not_utf8)?;
+        let text = std::str::from_utf8(&line).map_err(|_| DataError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: number,
+        })?;
+        let text = if number == 1 {
+            text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text)
+        } else {
+            text
+        };
         if !text.trim().is_empty() {
             if keeping {
                 if in_paragraph {
@@ -360,6 +383,10 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
         Ok((Box::new(BufReader::new(whole)), false))
     }
 }
+
+/// The byte order mark (U+FEFF) some editors put at the start of a UTF-8 file: an encoding
+/// mark, not text, so the readers drop it there (elsewhere it is kept, as text).
+const BYTE_ORDER_MARK: char = '\u{feff}';
 
 /// The longest line a JSON lines file, or a text file read by paragraphs, may have (its line
 /// break aside): a document far longer than any corpus's, and short of what a line without
@@ -426,6 +453,13 @@ fn json_lines_of_at_most(
             path: path.to_path_buf(),
             line,
         })?;
+        // A byte order mark before the first record is no part of it (JSON parsers refuse it:
+        // "expected value at line 1 column 1").
+        let text = if line == 1 {
+            text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text)
+        } else {
+            text
+        };
         if text.trim().is_empty() {
             continue;
         }

@@ -183,6 +183,67 @@ fn text_files_give_one_document_or_one_per_paragraph() {
     assert!(error.to_string().contains("nope.txt"), "{error}");
 }
 
+/// A file saved on Windows (a byte order mark, "\r\n" line endings) gives the documents of the
+/// same text saved with "\n" and no mark, in every reader: before 2026-12-06 the whole-file
+/// reader kept both (a window of "\u{feff}" and "\r\n" tokens), the paragraph reader the mark,
+/// and the JSON lines reader refused the first line as not JSON.
+#[test]
+fn a_byte_order_mark_and_windows_line_endings_read_as_the_plain_text() {
+    let folder = tempfile::tempdir().unwrap();
+    let unix = "first line\nsecond line\n\nnext paragraph\n";
+    let windows = format!("\u{feff}{}", unix.replace('\n', "\r\n"));
+    let (plain, marked) = (
+        folder.path().join("unix.txt"),
+        folder.path().join("dos.txt"),
+    );
+    std::fs::write(&plain, unix).unwrap();
+    std::fs::write(&marked, &windows).unwrap();
+    for paragraphs in [false, true] {
+        assert_eq!(
+            read_text_documents(&marked, paragraphs).unwrap(),
+            read_text_documents(&plain, paragraphs).unwrap(),
+            "paragraphs: {paragraphs}"
+        );
+    }
+    assert_eq!(read_text_documents(&marked, false).unwrap(), [unix]);
+    // A mark elsewhere is text, kept.
+    std::fs::write(&marked, "a\u{feff}b").unwrap();
+    assert_eq!(read_text_documents(&marked, false).unwrap(), ["a\u{feff}b"]);
+
+    let jsonl = folder.path().join("records.jsonl");
+    std::fs::write(
+        &jsonl,
+        "\u{feff}{\"text\": \"one\"}\r\n{\"text\": \"two\"}\r\n",
+    )
+    .unwrap();
+    assert_eq!(read_jsonl_field(&jsonl, "text").unwrap(), ["one", "two"]);
+    let gzipped = folder.path().join("records.jsonl.gz");
+    std::fs::write(&gzipped, gzip("\u{feff}{\"text\": \"one\"}\n".as_bytes())).unwrap();
+    assert_eq!(read_jsonl_field(&gzipped, "text").unwrap(), ["one"]);
+}
+
+/// Bytes that are not UTF-8 are refused naming the file and the line they are on, in both
+/// ways of reading a text (before 2026-12-06: "invalid utf-8 sequence of 1 bytes from index
+/// 4", a byte offset into the file or into an unnamed line).
+#[test]
+fn text_that_is_not_utf8_is_refused_naming_its_line() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("latin1.txt");
+    std::fs::write(&path, b"first\n\nthird caf\xe9\nfourth\n").unwrap();
+    for paragraphs in [false, true] {
+        let error = read_text_documents(&path, paragraphs).unwrap_err();
+        assert!(
+            matches!(error, DataError::NotUtf8 { line: 3, .. }),
+            "paragraphs {paragraphs}: {error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("latin1.txt") && message.contains("line 3"),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn jsonl_fields_are_read_by_dotted_path_and_bad_lines_are_numbered() {
     let folder = tempfile::tempdir().unwrap();

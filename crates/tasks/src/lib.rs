@@ -40,9 +40,22 @@ pub fn load_encoded(
     tokenizer: &dyn Encode,
     prefix: &[u32],
 ) -> Result<Vec<EncodedQuestion>, TaskError> {
-    let questions = task.load(&task.path_in(dir))?;
+    let path = task.path_in(dir);
+    let questions = task.load(&path)?;
     subsample(task, questions.len(), size, seed)
         .into_iter()
-        .map(|row| encode_question(task, &questions[row], tokenizer, prefix))
+        .map(|row| {
+            // A question that cannot be encoded (an empty context, a continuation of no
+            // tokens) is named by its file and row, as a bad row is.
+            encode_question(task, &questions[row], tokenizer, prefix).map_err(|error| match error {
+                TaskError::Tokenizer { task, row, message } => TaskError::BadRow {
+                    task,
+                    path: path.clone(),
+                    row,
+                    problem: format!("cannot tokenize: {message}"),
+                },
+                other => other,
+            })
+        })
         .collect()
 }

@@ -292,16 +292,66 @@ impl Question {
     }
 }
 
-/// Python's `str.capitalize`: the first character upper-cased, the rest lower-cased.
+/// Python's `str.capitalize` (3.8 and later): the first character in title case, the rest
+/// lower-cased, a capital sigma there lower-cased as Python does in the context of the whole
+/// text (final "ς" after the first letter too).
 pub fn capitalize(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        None => String::new(),
-        Some(first) => first
-            .to_uppercase()
-            .chain(chars.as_str().to_lowercase().chars())
-            .collect(),
-    }
+    let Some(first) = text.chars().next() else {
+        return String::new();
+    };
+    // The whole text lower-cased starts with the first character's own lower case (no rule
+    // of context applies to a first character), so what follows is the rest, lower-cased with
+    // the first character before it, as Python's `str.lower` sees it.
+    let lower = text.to_lowercase();
+    let first_lower = first.to_lowercase().map(char::len_utf8).sum::<usize>();
+    let mut out = title_case(first);
+    out.push_str(&lower[first_lower..]);
+    out
+}
+
+/// A character in title case as Python's `str.title` writes it: its upper case but for the
+/// characters whose title case differs (Unicode's data; 135 of them in Python 3.11's Unicode
+/// 14, all listed here): digraphs (ǆ → ǅ), ligatures (ß → Ss, ﬁ → Fi), Greek with ypogegrammeni
+/// (ᾳ → ᾼ), and Georgian Mkhedruli letters, which stay as they are.
+fn title_case(c: char) -> String {
+    let code = u32::from(c);
+    let special: &[char] = match c {
+        'ß' => &['S', 's'],
+        '\u{1c4}'..='\u{1c6}' => &['\u{1c5}'],
+        '\u{1c7}'..='\u{1c9}' => &['\u{1c8}'],
+        '\u{1ca}'..='\u{1cc}' => &['\u{1cb}'],
+        '\u{1f1}'..='\u{1f3}' => &['\u{1f2}'],
+        '\u{587}' => &['\u{535}', '\u{582}'],
+        '\u{10d0}'..='\u{10fa}' | '\u{10fd}'..='\u{10ff}' => return c.to_string(),
+        '\u{1f80}'..='\u{1faf}' => {
+            return char::from_u32(code | 0x8).map_or_else(|| c.to_string(), String::from)
+        }
+        '\u{1fb2}' => &['\u{1fba}', '\u{345}'],
+        '\u{1fb3}' | '\u{1fbc}' => &['\u{1fbc}'],
+        '\u{1fb4}' => &['\u{386}', '\u{345}'],
+        '\u{1fb7}' => &['\u{391}', '\u{342}', '\u{345}'],
+        '\u{1fc2}' => &['\u{1fca}', '\u{345}'],
+        '\u{1fc3}' | '\u{1fcc}' => &['\u{1fcc}'],
+        '\u{1fc4}' => &['\u{389}', '\u{345}'],
+        '\u{1fc7}' => &['\u{397}', '\u{342}', '\u{345}'],
+        '\u{1ff2}' => &['\u{1ffa}', '\u{345}'],
+        '\u{1ff3}' | '\u{1ffc}' => &['\u{1ffc}'],
+        '\u{1ff4}' => &['\u{38f}', '\u{345}'],
+        '\u{1ff7}' => &['\u{3a9}', '\u{342}', '\u{345}'],
+        '\u{fb00}' => &['F', 'f'],
+        '\u{fb01}' => &['F', 'i'],
+        '\u{fb02}' => &['F', 'l'],
+        '\u{fb03}' => &['F', 'f', 'i'],
+        '\u{fb04}' => &['F', 'f', 'l'],
+        '\u{fb05}' | '\u{fb06}' => &['S', 't'],
+        '\u{fb13}' => &['\u{544}', '\u{576}'],
+        '\u{fb14}' => &['\u{544}', '\u{565}'],
+        '\u{fb15}' => &['\u{544}', '\u{56b}'],
+        '\u{fb16}' => &['\u{54e}', '\u{576}'],
+        '\u{fb17}' => &['\u{544}', '\u{56d}'],
+        _ => return c.to_uppercase().collect(),
+    };
+    special.iter().collect()
 }
 
 /// lm-eval's HellaSwag `preprocess`: strip, `" [title]"` → `". "`, drop every `[...]` (shortest

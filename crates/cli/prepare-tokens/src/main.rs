@@ -46,7 +46,8 @@ struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
 
-    /// A plain text file: the whole file is one document (see --paragraphs). A pipe works too
+    /// A plain text file (UTF-8; a byte order mark at its start is dropped and "\r\n" read as
+    /// "\n"): the whole file is one document (see --paragraphs). A pipe works too
     /// (`--text <(zcat corpus.txt.gz)`); the table's `source` then names the pipe, not the
     /// corpus.
     #[arg(long)]

@@ -126,7 +126,7 @@ fn writes_the_table_and_reports_it() {
 }
 
 #[test]
-fn a_short_stream_fails_with_status_2_and_writes_nothing() {
+fn a_short_stream_fails_with_status_1_and_writes_nothing() {
     let folder = tempfile::tempdir().unwrap();
     let tokenizer = write_tokenizer(folder.path());
     let text = folder.path().join("short.txt");
