@@ -464,33 +464,51 @@ fn progress_comes_as_log_lines_on_stderr_in_json_when_asked() {
 
 #[test]
 fn estimates_that_are_not_numbers_are_refused_not_written() {
-    // A surrogate whose predictions overflow (coefficients of 1e308, finite each) gives NaN
-    // estimates: the stage fails, naming the estimator, and writes no score table (one of NaN
-    // would be refused only by apply-prune).
+    // A surrogate whose predictions are finite but whose estimates overflow (coefficients
+    // summing to 1e307, each prediction finite: the estimator's sums of 2000 samples are not)
+    // gives estimates that are not numbers: the stage fails, naming the estimator, and writes
+    // no score table (one of NaN would be refused only by apply-prune).
     let dir = tempfile::tempdir().unwrap();
     let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
     write_inputs(dir.path(), &players);
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("surrogate.json")).unwrap()).unwrap();
-    json["parameters"]["intercept"] = 1e308.into();
-    json["parameters"]["linear"] = serde_json::json!(vec![1e308; BLOCKS]);
-    std::fs::write(dir.path().join("huge.json"), json.to_string()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
-        .current_dir(dir.path())
-        .args(["--evaluations", "evals.parquet", "--masks", "masks.parquet"])
-        .args(["--surrogate", "huge.json", "--samples", "2000"])
-        .args([
-            "--estimator",
-            "stratified-semivalue",
-            "--out",
-            "scores.parquet",
-        ])
-        .output()
-        .unwrap();
+    let shapley = |surrogate: &str| {
+        Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .current_dir(dir.path())
+            .args(["--evaluations", "evals.parquet", "--masks", "masks.parquet"])
+            .args(["--surrogate", surrogate, "--samples", "2000"])
+            .args([
+                "--estimator",
+                "stratified-semivalue",
+                "--out",
+                "scores.parquet",
+            ])
+            .output()
+            .unwrap()
+    };
+    json["parameters"]["intercept"] = 0.0.into();
+    json["parameters"]["linear"] = serde_json::json!(vec![1e307 / BLOCKS as f64; BLOCKS]);
+    std::fs::write(dir.path().join("large.json"), json.to_string()).unwrap();
+    let output = shapley("large.json");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("stratified-semivalue: the estimate of block"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("scores.parquet").exists());
+
+    // Coefficients whose predictions themselves overflow (1e308 each) are refused as the file
+    // is loaded, before any estimate.
+    json["parameters"]["intercept"] = 1e308.into();
+    json["parameters"]["linear"] = serde_json::json!(vec![1e308; BLOCKS]);
+    std::fs::write(dir.path().join("huge.json"), json.to_string()).unwrap();
+    let output = shapley("huge.json");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("huge.json: damaged surrogate file"),
         "{stderr}"
     );
     assert!(!dir.path().join("scores.parquet").exists());
