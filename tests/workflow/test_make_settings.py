@@ -894,4 +894,8 @@ def test_a_checkout_path_with_a_space_and_a_drift_of_the_onnx_runtime_pins_are_r
     result = subprocess.run(["make", "help"], cwd=drifted, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     status, output = make_bare(tmp_path, "demo", "MODEL_DIR=/a b")
-    assert status != 0 and "MODEL_DIR='/a b': a path with a space is not supported" in output, output
+    assert status != 0 and "MODEL_DIR='/a b': a path or name with a space is not supported" in output, output
+    # The run folder is named after MODEL_NAME (make prune's after PRUNE_NAME): refused alike.
+    for name in ("MODEL_NAME", "PRUNE_NAME"):
+        status, output = make_bare(tmp_path, "demo", f"{name}=my model")
+        assert status != 0 and f"{name}='my model': a path or name with a space" in output, output
