@@ -200,18 +200,13 @@ $(eval $(call settings_stamp,surrogate-quadratic,$(SEED) $(SURROGATE_RIDGE)))
 # printing the CPU's tables. The plan cache was measured there too.
 $(eval $(call settings_stamp,device,$(MODEL_RUNTIME),rm -f $(PLAN_CACHE);))
 
-# The game a cache of LLM evaluations is of (its model's id and its token table's dataset id, as
-# inspect --json gives them; nothing where there is no file): the calibration tokens' rules give
-# up the cache, which is for one model and one token table, only when the model or the windows
-# made differ from those it was measured with, so a failed run, settings changed and put back, or
-# a model exported again unchanged keep hours of measurements.
-game_ids_of = { $(foreach file,$(1),$(BIN)/inspect --json $(file) 2>/dev/null;) } | \
-  grep -oE '"(model|dataset)_id": *"[0-9a-f]+"' | tr -d ' ' | sort
 # $(call new_calibration_tokens,CACHE,MODEL FOLDER,PREPARE-TOKENS ARGUMENTS): the recipe of $@.
+# The cache of LLM evaluations, for one model and one token table, is kept only when it is of
+# the model folder's game on the new tokens (pipelines/same_game.sh, which Snakemake's rule runs
+# too).
 define new_calibration_tokens
 $(BIN)/prepare-tokens --model $(2) $(3) --out $@
-@cache=$$($(call game_ids_of,$(1))) && [ -n "$$cache" ] && \
-  [ "$$cache" = "$$($(call game_ids_of,$(2) $@))" ] || rm -f $(1)
+@sh pipelines/same_game.sh $(BIN)/inspect $(1) $(2) $@ || rm -f $(1)
 endef
 
 # The model folder and the text are order-only: their stamps record what they are.

@@ -721,6 +721,21 @@ fn gptq_graphs(
     text
 }
 
+/// Refuses a GPTQ damping that is not a fraction of the mean diagonal of the inputs' second
+/// moments above 0 and at most 1 (GPTQ's reference code takes 0.01; at 1 the damping weighs as
+/// much as the calibration data's mean, and more only moves GPTQ towards rounding to nearest,
+/// or overflows). What `quantize --damp` and [`quantize_folder_to`] accept.
+pub fn check_damp(damp: f64) -> Result<(), QuantizeError> {
+    if damp > 0.0 && damp <= 1.0 {
+        Ok(())
+    } else {
+        Err(QuantizeError::Unsupported(format!(
+            "GPTQ: damping {damp} is not a fraction of the mean diagonal above 0 and at most 1 \
+             (GPTQ's default is 0.01)"
+        )))
+    }
+}
+
 /// Quantizes the layered model in `source`, each graph's new files handed to `sink` as soon as
 /// the graph is done; returns what the new folder holds (its manifest not yet written).
 fn quantize_into(
@@ -730,13 +745,7 @@ fn quantize_into(
 ) -> Result<WrittenFolder, QuantizeError> {
     options.scheme.validate()?;
     if let Some(calibration) = &options.calibration {
-        if !(calibration.damp > 0.0 && calibration.damp <= 1.0) {
-            return Err(QuantizeError::Unsupported(format!(
-                "GPTQ: damping {} is not a fraction of the mean diagonal above 0 and at most 1 \
-                 (GPTQ's default is 0.01)",
-                calibration.damp
-            )));
-        }
+        check_damp(calibration.damp)?;
     }
     let manifest = Manifest::load(source)?;
     let manifest_path = source.join(MANIFEST_FILE);

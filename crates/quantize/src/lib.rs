@@ -21,8 +21,8 @@ pub mod quant;
 use std::path::PathBuf;
 
 pub use folder::{
-    check_calibration, quantize_folder, quantize_folder_to, quantize_single_file, write_folder,
-    write_single_file, Calibration, CalibrationRecord, FolderOptions, QuantizedFile,
+    check_calibration, check_damp, quantize_folder, quantize_folder_to, quantize_single_file,
+    write_folder, write_single_file, Calibration, CalibrationRecord, FolderOptions, QuantizedFile,
     QuantizedFolder, Record, WrittenFolder,
 };
 pub use graph::{

@@ -117,16 +117,12 @@ fn parse_group_size(text: &str) -> Result<usize, String> {
     }
 }
 
-/// GPTQ's damping: a fraction of the mean diagonal of the inputs' second moments, above 0 and
-/// at most 1 (GPTQ's reference code takes 0.01; at 1 the damping weighs as much as the
-/// calibration data's mean, and more only moves GPTQ towards rounding to nearest).
+/// GPTQ's damping, as the library accepts it ([`layerprune_quantize::check_damp`]).
 fn parse_damp(text: &str) -> Result<f64, String> {
     let damp: f64 = text.parse().map_err(|e| format!("{e}"))?;
-    if damp > 0.0 && damp <= 1.0 {
-        Ok(damp)
-    } else {
-        Err("a fraction of the mean diagonal above 0 and at most 1 (GPTQ's default is 0.01)".into())
-    }
+    layerprune_quantize::check_damp(damp)
+        .map(|()| damp)
+        .map_err(|e| e.to_string())
 }
 
 fn scheme(args: &Args) -> Result<Scheme> {
