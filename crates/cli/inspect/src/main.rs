@@ -64,7 +64,7 @@ fn inspect(args: &Args, out: &mut String) -> Result<()> {
         bail!("--rows shows rows in the text report; --json prints the metadata only (leave --rows out)");
     }
     let path = if args.file.is_dir() {
-        let manifest = args.file.join("manifest.json");
+        let manifest = args.file.join(layerprune_model::MANIFEST_FILE);
         if !manifest.exists() {
             bail!(
                 "{}: a folder without a manifest.json, so not a layered model folder (inspect \
@@ -361,7 +361,7 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let shown = if path.file_name() != Some("manifest.json".as_ref()) {
+        let shown = if path.file_name() != Some(layerprune_model::MANIFEST_FILE.as_ref()) {
             serde_json::json!({
                 "unknown": "a manifest not named manifest.json, so not read as a model folder's"
             })
