@@ -103,6 +103,8 @@ impl CachedLlm {
     ) -> Result<Self> {
         let num_blocks = model.num_blocks();
         let model_id = model.model_id().to_string();
+        let evaluated_on =
+            model.evaluated_on(&options.for_windows(&tokens.windows, model.manifest().vocab_size));
         let (lock, mut table) = match cache {
             Some(path) => {
                 // Taken before reading, so what another run is still measuring is read too.
@@ -117,7 +119,7 @@ impl CachedLlm {
                     num_blocks,
                     &model_id,
                     &tokens.dataset_id,
-                    &model.evaluated_on(&options),
+                    &evaluated_on,
                 )
                 .context("the evaluation cache must be for the same model and token table")?;
                 (Some(lock), table)
@@ -125,7 +127,7 @@ impl CachedLlm {
             None => (
                 None,
                 EvaluationTable {
-                    evaluated_on: Some(model.evaluated_on(&options)),
+                    evaluated_on: Some(evaluated_on),
                     ..EvaluationTable::new(num_blocks, &model_id, &tokens.dataset_id)
                 },
             ),

@@ -189,7 +189,10 @@ impl PreparedFrontier {
                     manifest.num_blocks,
                     &model_id,
                     &table.dataset_id,
-                    &run.runtime.evaluated_on(&run.evaluation),
+                    &run.runtime.evaluated_on(
+                        &run.evaluation
+                            .for_windows(&table.windows, manifest.vocab_size),
+                    ),
                 )
                 .with_context(|| {
                     format!(

@@ -149,8 +149,12 @@ pub fn run_evaluation(
     let model = LayeredModel::open(model_dir, &config.runtime)?;
     let num_blocks = model.num_blocks();
     let model_id = model.model_id().to_string();
-    let evaluated_on = model.evaluated_on(&config.options);
     let tokens = read_tokens(&config.tokens)?;
+    let evaluated_on = model.evaluated_on(
+        &config
+            .options
+            .for_windows(&tokens.windows, model.manifest().vocab_size),
+    );
     layerprune_runtime::check_tokenizer(model.manifest(), model_dir, &tokens.tokenizer_sha256)
         .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
     let MaskList {

@@ -69,6 +69,26 @@ impl Default for EvalOptions {
     }
 }
 
+impl EvalOptions {
+    /// These options with `batch_windows` as the evaluator runs `windows` of a vocabulary of
+    /// `vocab_size`: automatic (0) resolved, and more than the windows cut to their number.
+    /// What evaluation tables record as evaluated on ([`crate::RuntimeOptions::evaluated_on`]):
+    /// two runs that batch the windows alike compute alike, whether the batch was asked for or
+    /// chosen.
+    pub fn for_windows(&self, windows: &[Vec<u32>], vocab_size: usize) -> EvalOptions {
+        let seq_len = windows.first().map_or(0, Vec::len);
+        let per_batch = if self.batch_windows == 0 {
+            windows_per_batch(windows.len(), seq_len, vocab_size)
+        } else {
+            self.batch_windows.min(windows.len())
+        };
+        EvalOptions {
+            batch_windows: per_batch.max(1),
+            ..self.clone()
+        }
+    }
+}
+
 /// Joins of up to this many masks' states are opened with the evaluator (above it, when first
 /// needed): enough for the mask batches that pay on a GPU, few enough to open in moments.
 const PREPARED_MASK_BATCH: usize = 64;
@@ -265,12 +285,8 @@ impl Evaluator {
             .manifest()
             .check_window_length(model.dir(), seq_len)
             .map_err(|e| RuntimeError::BadInput(e.to_string()))?;
-        let vocab_size = model.manifest().vocab_size;
-        let per_batch = if options.batch_windows == 0 {
-            windows_per_batch(windows.len(), seq_len, vocab_size)
-        } else {
-            options.batch_windows
-        };
+        let options = options.for_windows(windows, model.manifest().vocab_size);
+        let per_batch = options.batch_windows;
         let batches = batch_windows(windows, per_batch);
         let sizes: Vec<usize> = batches.iter().map(|(ids, _)| ids.nrows()).collect();
         let mut evaluator = Evaluator {
@@ -845,6 +861,42 @@ pub fn block_statistics(
 mod tests {
     use super::{masks_a_block_call, windows_per_batch, EvalOptions, Evaluator};
     use crate::{LayeredModel, RuntimeOptions};
+    use layerprune_core::Device;
+
+    /// A CUDA table records the windows a pass the evaluator runs, not how the flag was
+    /// spelled: automatic, the same number asked for, and more than the windows are one entry
+    /// (a run resumed or merged with either is the same arithmetic); a smaller batch is another.
+    #[test]
+    fn tables_record_the_windows_a_pass_that_run() {
+        let cuda = RuntimeOptions {
+            device: Device::Cuda(0),
+            ..RuntimeOptions::default()
+        };
+        let windows = vec![vec![1_u32; 16]; 10];
+        let recorded = |batch_windows| {
+            let options = EvalOptions {
+                batch_windows,
+                ..EvalOptions::default()
+            };
+            cuda.evaluated_on(&options.for_windows(&windows, 100))
+        };
+        assert_eq!(
+            recorded(0),
+            "cuda, tf32 on, mask batch 1, windows a pass 10"
+        );
+        assert_eq!(recorded(10), recorded(0));
+        assert_eq!(recorded(64), recorded(0));
+        assert_eq!(recorded(4), "cuda, tf32 on, mask batch 1, windows a pass 4");
+        // Automatic splits where the head's fp32 logits would pass their 2 GiB: a quarter of
+        // it a window here, so 4 a pass.
+        let big_vocabulary = (2 << 30) / (16 * 4) / 4;
+        let options = EvalOptions::default().for_windows(&windows, big_vocabulary);
+        assert_eq!(options.batch_windows, 4);
+        assert_eq!(
+            options.batch_windows,
+            windows_per_batch(windows.len(), 16, big_vocabulary)
+        );
+    }
 
     /// The join and split graphs a call opens are those its window batches can use, opened
     /// before its masks run, each once: none for a whole evaluation one mask at a time, up to

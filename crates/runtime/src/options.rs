@@ -105,8 +105,9 @@ impl RuntimeOptions {
     /// The device with the settings that change its arithmetic, as evaluation tables record it
     /// (`EvaluationTable::evaluated_on`): `cpu` (where the settings below give the same NLLs
     /// bit for bit), or on CUDA its TF32 setting and the shapes of its matrix products, which may
-    /// pick other kernels there (`cuda, tf32 on, mask batch 8, windows a pass 0`; on the CPU
-    /// batching is bit-identical; on a GPU run 3 found the same NLLs to the digits it reports);
+    /// pick other kernels there (`cuda, tf32 on, mask batch 8, windows a pass 10`: the windows
+    /// a pass as run, [`crate::EvalOptions::for_windows`]; on the CPU batching is
+    /// bit-identical; on a GPU run 3 found the same NLLs to the digits it reports);
     /// on either, graph optimizations other than the default [`GraphOptimization::Layout`],
     /// which may run other kernels (`cpu, graph optimization basic`).
     /// Not how masks were grouped into calls (the prefix cache's bound, a small batch filled
