@@ -22,7 +22,7 @@ FRONTIER_ALL_GOALS := frontier frontier-docs frontier-windows frontier-windows-d
   frontier-pairs-docs exact-frontier exact-frontier-docs exact-frontier-pairs exact-frontier-pairs-docs
 ifneq ($(filter $(FRONTIER_ALL_GOALS),$(MAKECMDGOALS)),)
 $(call refuse_unread,$(FRONTIER_ALL_GOALS),KS,this goal takes FRONTIER_KS=$(FRONTIER_KS) (make exact-frontier: EXACT_FRONTIER_KS=$(EXACT_FRONTIER_KS)))
-$(call refuse_unread,$(FRONTIER_ALL_GOALS),SEED,this goal takes FRONTIER_SEEDS=$(FRONTIER_SEEDS): a calibration set per seed)
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),SEED,this goal takes FRONTIER_SEEDS=$(FRONTIER_SEEDS): a calibration set per seed (make exact-frontier: EXACT_FRONTIER_SET=$(EXACT_FRONTIER_SET) names the set its game is played on))
 $(call refuse_unread,$(FRONTIER_ALL_GOALS),MASKS,this goal takes FRONTIER_SHAPLEY_MASKS=$(FRONTIER_SHAPLEY_MASKS) (the Shapley method's masks))
 $(call refuse_unread,$(FRONTIER_ALL_GOALS),EVAL_WINDOWS,this goal takes FRONTIER_HELDOUT_WINDOWS=$(FRONTIER_HELDOUT_WINDOWS))
 $(call refuse_unread,$(FRONTIER_ALL_GOALS),METHODS,this goal takes FRONTIER_METHODS=$(FRONTIER_METHODS) (empty: every method))

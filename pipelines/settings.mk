@@ -106,7 +106,8 @@ RECOMMENDED_METHOD = adaptive-raced
 # The methods that measure masks on the model while choosing. They share one cache of evaluations
 # on the calibration tokens (apply-prune --cache PLAN_CACHE): what one measured (the full model,
 # the singles, SLEB's greedy path) the others read, each still charged for every mask (or share
-# of a mask's windows) it asked for; under make -j or Snakemake one waits for another. Removed
-# whenever the calibration tokens are made again.
+# of a mask's windows) it asked for; under make -j or Snakemake one waits for another. When the
+# calibration tokens are made again it is kept only if it is still their game (the same model id
+# and dataset id: pipelines/same_game.sh), else removed.
 CACHED_METHODS = sleb sleb-raced adaptive adaptive-raced
 PLAN_CACHE = $(RUN)/plans/evaluations-calib.parquet

@@ -16,7 +16,7 @@ use layerprune_runtime::{EvalOptions, LayeredModel, Manifest, RuntimeOptions};
 use layerprune_selection::frontier::{
     frontier, Budget, FrontierConfig, FrontierMethod, FrontierPoint,
 };
-use layerprune_selection::method_names::RECOMMENDED;
+use layerprune_selection::method_names::{self, RECOMMENDED};
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
 use layerprune_tables::{read_tokens, resume_evaluations, Provenance, TableKind, TokenTable};
 
@@ -432,7 +432,8 @@ fn frontier_csv(
         let mask = Mask::full(num_blocks);
         writeln!(
             out,
-            "full,0,{name},1,,{:.4}{},false,,",
+            "{},0,{name},1,,{:.4}{},false,,",
+            method_names::FULL_MODEL,
             full_nll.exp(),
             heldout_ppl(&mask)
         )?;

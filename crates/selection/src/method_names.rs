@@ -7,6 +7,8 @@
 
 use crate::race::Race;
 
+/// No block removed: the full model's row of frontier.csv, the reference of every plan.
+pub const FULL_MODEL: &str = "full";
 /// ShortGPT's block influence, from one pass of the full model.
 pub const BLOCK_INFLUENCE: &str = "block-influence";
 /// The angular distance between a block's input and output, from the same pass.

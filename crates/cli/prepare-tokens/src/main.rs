@@ -91,6 +91,7 @@ struct Args {
         value_parser = layerprune_cli_common::count(2, 1 << 24)
     )]
     seq_len: usize,
+    /// Where the windows are cut from the tokenized text.
     #[arg(long, value_enum, default_value = "consecutive")]
     mode: Mode,
     /// With --mode consecutive: the token the first window starts at [default: 0].

@@ -63,6 +63,7 @@ struct Args {
     /// Where to write the quantized model: a folder for a folder, a file for a file.
     #[arg(long)]
     out: PathBuf,
+    /// The weights' number format.
     #[arg(long, value_enum)]
     scheme: SchemeArg,
     /// int4: inputs per scale and zero point, the quantization group (MatMulNBits'
