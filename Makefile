@@ -258,8 +258,9 @@ test-python: venv-test
 	$(CARGO) build $(CARGO_FLAGS) --workspace --examples
 	$(BIN)/examples/write_samples $(BUILD)/samples
 	LAYERPRUNE_SAMPLES=$(abspath $(BUILD)/samples) $(VENV_TEST)/bin/python -m pytest -q tests/python
-	# The tools' tests that need no torch (fetching, reports, lm-eval comparison).
-	$(VENV_TEST)/bin/python -m pytest -q tools/fetch/tests tools/report/tests tools/prune/tests
+	# The tools' tests that need no torch (fetching, reports, lm-eval comparison, task tables).
+	$(VENV_TEST)/bin/python -m pytest -q tools/fetch/tests tools/report/tests tools/prune/tests \
+	  tools/tasks/tests
 
 lint:
 	$(CARGO) fmt --all -- --check

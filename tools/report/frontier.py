@@ -104,6 +104,18 @@ def gap_text(gap, digits=1):
     return f"×{1 + gap:,.{1 if gap < 9 else 0}f}"
 
 
+def gap_to_best(group, best, column):
+    """The group's perplexity on `column` over the best-known plans' on the same calibration
+    sets, as gap_text writes it: a row of fewer sets than best-known's (labelled "sets ... only")
+    is compared with best-known on those sets, not with its mean over every set; "" where they
+    share none."""
+    best_of_set = dict(zip(best["sets"], best[column]))
+    pairs = [(value, best_of_set[s]) for value, s in zip(group[column], group["sets"]) if s in best_of_set]
+    if not pairs:
+        return ""
+    return gap_text(gmean([v for v, _ in pairs]) / gmean([b for _, b in pairs]) - 1)
+
+
 def fmt(values, digits=1):
     mean = gmean(values)
     if len(values) == 1:
@@ -128,7 +140,7 @@ def table(groups, order, heldout, sets):
                 f" ({min(evals):,}–{max(evals):,})" if min(evals) != max(evals) else "")
             gap = ""
             if best:
-                gap = gap_text(gmean(g[heldout[0]]) / gmean(best[heldout[0]]) - 1)
+                gap = gap_to_best(g, best, heldout[0])
             # A row of fewer sets than the others is a mean over those alone: said, not hidden.
             name = key[1] if sorted(g["sets"]) == sets else f"{key[1]} (sets {', '.join(sorted(g['sets']))} only)"
             lines.append(f"| {name} | {evals_text} | {fmt(g['calibration_ppl'], 2)} | "

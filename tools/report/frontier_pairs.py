@@ -187,7 +187,8 @@ def check(rows, text, windows):
             fail(f"the {text} evaluations lack the plan removing blocks {list(removed)}: evaluate "
                  "every plan (frontier_pairs.py masks)")
         ppl = math.exp(windows[removed][0])
-        if column in row and abs(ppl / row[column] - 1) > 1e-3:
+        # Written so that a NaN (a table of no finite loss) fails it too.
+        if column in row and not abs(ppl / row[column] - 1) <= 1e-3:
             fail(f"the plan removing blocks {list(removed)} has {text} perplexity {ppl:.4f} in the "
                  f"evaluations but {row[column]:.4f} in the frontier: not the same held-out text or model")
 
@@ -207,7 +208,10 @@ def main(argv=None):
 
     rows, heldout = read(args.csv)
     if args.command == "masks":
-        num_blocks = json.loads(args.manifest.read_text())["num_blocks"]
+        try:
+            num_blocks = int(json.loads(args.manifest.read_text())["num_blocks"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            fail(f"--manifest {args.manifest}: not a layered model's manifest.json ({error!r})")
         for removed in plans(rows):
             if max(removed) >= num_blocks:
                 fail(f"{args.csv}: a plan removes block {max(removed)} of a {num_blocks}-block model")

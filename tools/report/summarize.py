@@ -31,10 +31,18 @@ def fail(message):
     sys.exit(f"summarize: {message}")
 
 
-def read_rows(path: Path, kind: str, dataset: str | None = None):
+def model_in(metadata: dict) -> str | None:
+    """The model a table was measured with (its decoded metadata): `model_id`, or the model of
+    its `inputs`; None where it records neither."""
+    return metadata.get("layerprune.model_id") or json.loads(metadata.get("layerprune.inputs", "{}")).get("model")
+
+
+def read_rows(path: Path, kind: str, dataset: str | None = None, model: str | None = None):
     """The rows of one of the run's tables, refused with the reason when it is missing, of another
-    kind, an evaluation table not complete, or measured on other tokens than `dataset` (the
-    evaluation text's): the numbers printed are then not what their heading says."""
+    kind, an evaluation table not complete, measured on other tokens than `dataset` (the
+    evaluation text's), or with another model than `model` (the full model's evaluation's; a
+    model of the same tokenizer gives the same tokens): the numbers printed are then not what
+    their heading says."""
     if not path.exists():
         fail(f"{path}: missing (make it first: make demo, or make results)")
     try:
@@ -53,6 +61,10 @@ def read_rows(path: Path, kind: str, dataset: str | None = None):
     if dataset and measured_on != dataset:
         fail(f"{path}: measured on other tokens than the evaluation text's (tokens-eval.parquet): "
              "a plan table of the calibration tokens, or of an older run")
+    measured_with = model_in(metadata)
+    if model and measured_with and measured_with != model:
+        fail(f"{path}: measured with another model ({measured_with[:12]}…) than the full model's evaluation "
+             f"(full-eval.parquet, {model[:12]}…): a table of an older run or another model")
     if not rows:
         fail(f"{path}: no rows")
     return rows
@@ -161,10 +173,12 @@ def main():
     tokens = args.run / "tokens-eval.parquet"
     dataset = (pq.read_metadata(tokens).metadata or {}).get(b"layerprune.dataset_id", b"").decode() \
         if tokens.exists() else None
-    full = read_rows(args.run / "full-eval.parquet", "evaluations", dataset)[0]
+    full_eval = args.run / "full-eval.parquet"
+    full = read_rows(full_eval, "evaluations", dataset)[0]
+    model = model_in({k.decode(): v.decode() for k, v in (pq.read_metadata(full_eval).metadata or {}).items()})
     plans = {}
     for method in args.methods:
-        for row in read_rows(args.run / "plans" / f"{method}.parquet", "plans", dataset):
+        for row in read_rows(args.run / "plans" / f"{method}.parquet", "plans", dataset, model):
             plans[(method, row["k"])] = row
     ks = sorted({k for _, k in plans})
     # Methods named random-1, random-2, ... are seeds of one method: report their arithmetic
@@ -200,7 +214,8 @@ def main():
         lines.append(f"- {method}: {removed}")
     if args.k_pruned is not None:
         pruned_eval = args.run / f"pruned-k{args.k_pruned}-eval.parquet"
-        plan = read_rows(args.run / f"pruned-k{args.k_pruned}-plan.parquet", "plans", dataset)[0]
+        plan = read_rows(args.run / f"pruned-k{args.k_pruned}-plan.parquet", "plans", dataset, model)[0]
+        # The pruned folder is a model of its own (its model_id is not the full model's).
         after = read_rows(pruned_eval, "evaluations", dataset)[0]
         lines += ["", f"Pruned model written to {args.run / f'pruned-k{args.k_pruned}'}: "
                   f"blocks {sorted(plan['removed_blocks'])} removed ({plan['method']}); "

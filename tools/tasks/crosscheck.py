@@ -14,6 +14,7 @@ Needs torch and transformers (build/venv-export); not part of `make test`.
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 FILES = {
     "piqa": "piqa/plain_text",
@@ -93,9 +93,11 @@ def encode_pair(tokenizer, context, continuation):
     return ctx, whole[len(ctx):]
 
 
-@torch.no_grad()
 def logliks(model, encoded):
     """Σ log p(continuation | context) for each (context ids, continuation ids), one batch."""
+    # Imported here: the choices table is read, and refused, before torch is loaded.
+    import torch
+
     seqs = [(c + k)[:-1] for c, k in encoded]
     width = max(len(s) for s in seqs)
     ids = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -103,7 +105,8 @@ def logliks(model, encoded):
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
-    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), dim=-1)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), dim=-1)
     out = []
     for i, (c, k) in enumerate(encoded):
         start = len(c) + len(k) - 1 - len(k)
@@ -120,7 +123,41 @@ def argmax_first(values):
     return best
 
 
-def main():
+def task_entry(diffs, per_token, token_mismatch, acc, questions, tolerance):
+    """One task's entry of the report: the differences over its choices, and whether it agrees.
+    A difference that is not a number (a NaN log-likelihood on either side) fails it: NaN is
+    neither above the tolerance nor the max of a list it is not first in, so it passed."""
+    finite = [d for d in diffs if math.isfinite(d)]
+    entry = {
+        "questions": questions,
+        "choices": len(diffs),
+        "max_abs_loglik_diff": max(finite) if len(finite) == len(diffs) else float("nan"),
+        "mean_abs_loglik_diff": sum(diffs) / len(diffs),
+        "max_abs_diff_per_token": max(per_token) if all(map(math.isfinite, per_token)) else float("nan"),
+        "choices_above_tolerance": sum(not d <= tolerance for d in diffs),
+        "token_or_label_mismatches": token_mismatch,
+        "acc_rust": acc["rust"][0] / questions,
+        "acc_torch": acc["torch"][0] / questions,
+        "acc_norm_rust": acc["rust"][1] / questions,
+        "acc_norm_torch": acc["torch"][1] / questions,
+    }
+    entry["ok"] = (
+        entry["choices_above_tolerance"] == 0
+        and token_mismatch == 0
+        and acc["rust"] == acc["torch"]
+    )
+    return entry
+
+
+def verdict(entries):
+    """(the largest difference over the tasks, NaN where a task's is; whether every task agrees),
+    False where there is no task."""
+    maxima = [entry["max_abs_loglik_diff"] for entry in entries.values()]
+    worst = float("nan") if any(math.isnan(m) for m in maxima) else max(maxima, default=0.0)
+    return worst, bool(entries) and all(entry["ok"] for entry in entries.values())
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", required=True, type=Path)
     parser.add_argument("--model-dir", required=True, type=Path)
@@ -132,15 +169,7 @@ def main():
                         help="torch threads (more than the free cores makes OpenMP spin)")
     parser.add_argument("--tasks", default=",".join(FILES),
                         help="comma-separated, in the order to check them")
-    args = parser.parse_args()
-
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    torch.set_num_threads(args.threads)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(args.model_dir / "tokenizer.json"))
-    model = AutoModelForCausalLM.from_pretrained(
-        args.gguf.parent, gguf_file=args.gguf.name, dtype=torch.float32
-    ).eval()
+    args = parser.parse_args(argv)
 
     table = pq.read_table(args.choices).to_pylist()
     rust = defaultdict(dict)  # task -> question row -> {choice: row}
@@ -149,11 +178,31 @@ def main():
             continue  # the full model only
         rust[row["task"]].setdefault(row["question"], {})[row["choice"]] = row
 
-    report = {"tasks": {}, "tolerance": args.tolerance}
-    worst = 0.0
-    all_ok = True
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in tasks if t not in FILES]
+    if unknown:
+        sys.exit(f"crosscheck: error: --tasks {args.tasks}: unknown {', '.join(unknown)} (known: {', '.join(FILES)})")
+    # A task the choices table did not score (evaluate --tasks named fewer) is left out, and said
+    # so; none at all to compare is a failure, not an OK over nothing.
+    report = {"tasks": {}, "tolerance": args.tolerance,
+              "not_in_choices": [t for t in tasks if not rust.get(t)]}
+    if not any(rust.get(t) for t in tasks):
+        sys.exit(f"crosscheck: error: {args.choices}: no rows of the full model for {', '.join(tasks)}: "
+                 "nothing to compare")
+    if report["not_in_choices"]:
+        print(f"crosscheck: {args.choices} has no rows of {', '.join(report['not_in_choices'])}: not checked")
+
+    import torch
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    torch.set_num_threads(args.threads)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(args.model_dir / "tokenizer.json"))
+    model = AutoModelForCausalLM.from_pretrained(
+        args.gguf.parent, gguf_file=args.gguf.name, dtype=torch.float32
+    ).eval()
+
     started = time.time()
-    for task in args.tasks.split(","):
+    for task in tasks:
         questions = rust.get(task)
         if not questions:
             continue
@@ -178,30 +227,11 @@ def main():
             for name, lls in (("torch", ours), ("rust", theirs)):
                 acc[name][0] += argmax_first(lls) == gold
                 acc[name][1] += argmax_first([l / max(n, 1) for l, n in zip(lls, norm)]) == gold
-        n = len(questions)
-        entry = {
-            "questions": n,
-            "choices": len(diffs),
-            "max_abs_loglik_diff": max(diffs),
-            "mean_abs_loglik_diff": sum(diffs) / len(diffs),
-            "max_abs_diff_per_token": max(per_token),
-            "choices_above_tolerance": sum(d > args.tolerance for d in diffs),
-            "token_or_label_mismatches": token_mismatch,
-            "acc_rust": acc["rust"][0] / n,
-            "acc_torch": acc["torch"][0] / n,
-            "acc_norm_rust": acc["rust"][1] / n,
-            "acc_norm_torch": acc["torch"][1] / n,
-        }
-        entry["ok"] = (
-            entry["max_abs_loglik_diff"] <= args.tolerance
-            and token_mismatch == 0
-            and acc["rust"] == acc["torch"]
-        )
-        all_ok &= entry["ok"]
-        worst = max(worst, entry["max_abs_loglik_diff"])
+        entry = task_entry(diffs, per_token, token_mismatch, acc, len(questions), args.tolerance)
         report["tasks"][task] = entry
         print(task, json.dumps(entry), flush=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+    worst, all_ok = verdict(report["tasks"])
     report["max_abs_loglik_diff"] = worst
     report["ok"] = all_ok
     report["seconds"] = time.time() - started

@@ -15,8 +15,8 @@ accuracy near chance, it still separates a damaged model from a guessing one.
 Refused (exit status 1, naming the file): a CHOICES or --questions-from file that is missing,
 not Parquet or not a `task_choices` table; tables of different models (`model_id`) or, among
 the CHOICES tables, of different scorings; tables whose question numbers mean different
-questions (a choice whose gold answer or length in bytes differs between two rows: other task
-data); a --labels line that is not `mask method k`.
+questions (a choice whose gold answer or length in characters, `norm_chars`, differs between
+two rows: other task data); a --labels line that is not `mask method k`.
 A question counts for a mask only with all its choices (as many as any mask has of it). A cell
 computed over fewer questions than the common set (a checkpoint, `complete` = false, or a mask
 lacking questions or choices) is marked †, with a footnote saying over how many and a warning
@@ -128,10 +128,11 @@ def same_across(tables, key, default, what):
 
 
 def same_questions(tables):
-    """Refuse tables in which one (task, question, choice) has two gold answers or byte
-    lengths: both are facts of the question, the same under every mask and in every run on the
-    same task data, so rows that differ are different questions under one number and comparing
-    masks on them would compare answers to different questions."""
+    """Refuse tables in which one (task, question, choice) has two gold answers or lengths in
+    characters (`norm_chars`, what acc_norm divides by): both are facts of the question, the same
+    under every mask and in every run on the same task data, so rows that differ are different
+    questions under one number and comparing masks on them would compare answers to different
+    questions."""
     seen = {}  # (task, question, choice) -> ((gold, norm_chars), the table it was first read in)
     for path, metadata, rows in tables:
         for r in rows:
@@ -142,7 +143,7 @@ def same_questions(tables):
                 where = f"{path}: two rows" if path == first_path else f"{path} and {first_path}"
                 fail(f"{where} disagree on {r['task']} question {r['question']} choice "
                      f"{r['choice']} (gold {first[0]} vs {facts[0]}, {first[1]} vs {facts[1]} "
-                     "bytes): scored on different task data, not comparable")
+                     "characters): scored on different task data, not comparable")
 
 
 def read_labels(path):

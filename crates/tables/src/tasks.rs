@@ -26,7 +26,8 @@ pub struct TaskChoiceRow {
     /// Σ log p of the continuation's tokens, nats.
     pub loglik: f64,
     pub continuation_tokens: u32,
-    /// The length acc_norm divides by, in UTF-8 bytes.
+    /// The length acc_norm divides by: the continuation's characters (Unicode scalar values,
+    /// as lm-eval's `len(continuation)` counts them).
     pub norm_chars: u32,
 }
 

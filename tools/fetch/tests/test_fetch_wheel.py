@@ -1,7 +1,9 @@
 """fetch_wheel.py without the network: `download` replaced by a wheel written here. A
 destination that records another requirement (a version bump) is fetched again, never left as
-it is; one that records this fetch is left alone; a folder it did not fill is never cleared."""
+it is; one that records this fetch is left alone; a folder it did not fill is never cleared; a
+requirement without ==VERSION, a prefix the wheel lacks and a failed pip download are refused."""
 
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -68,3 +70,32 @@ def test_a_failed_fetch_leaves_the_old_destination_whole(wheels, tmp_path, monke
         fetch_wheel.main(["pkg==2.0", str(dest)])
     assert (dest / "pkg" / "VERSION").read_text() == "1.0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_a_prefix_the_wheel_does_not_have_is_refused_and_nothing_is_written(wheels, tmp_path):
+    """Another prefix matching something let one that matches nothing pass: the fetch recorded
+    itself complete without it (a wheel that dropped one of the task data sets), and the stage
+    that reads it failed later, far from the cause."""
+    dest = tmp_path / "pkg"
+    with pytest.raises(SystemExit, match=r"fetch_wheel: error: pkg-1\.0-py3-none-any\.whl has nothing under gone/"):
+        fetch_wheel.main(["pkg==1.0", str(dest), "pkg/", "gone/"])
+    assert not dest.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("requirement", ["pkg", "pkg>=1.0", "pkg==", "==1.0", "pkg==1.*", "pkg==1.0,<2"])
+def test_a_requirement_that_is_not_pinned_is_refused_before_any_download(wheels, tmp_path, requirement):
+    """Without ==VERSION pip fetches whatever is newest, and .complete recorded it as the pin."""
+    with pytest.raises(SystemExit, match=re.escape(f"fetch_wheel: error: {requirement!r} is not pinned: give PACKAGE==VERSION")):
+        fetch_wheel.main([requirement, str(tmp_path / "pkg")])
+    assert wheels == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_pip_download_is_an_error_naming_the_requirement(tmp_path, monkeypatch):
+    """pip's failure was a CalledProcessError traceback ending in pip's own command line."""
+    def pip(command, check):
+        raise fetch_wheel.subprocess.CalledProcessError(1, command)
+
+    monkeypatch.setattr(fetch_wheel.subprocess, "run", pip)
+    with pytest.raises(SystemExit, match=re.escape("fetch_wheel: error: pip download pkg==1.0 failed (exit status 1")):
+        fetch_wheel.main(["pkg==1.0", str(tmp_path / "pkg")])
+    assert list(tmp_path.iterdir()) == []

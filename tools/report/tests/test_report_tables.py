@@ -1,7 +1,9 @@
-"""The report tables on small made-up inputs: summarize.py's random row says how many seeds each
-mean is over, calibration_windows.py keeps the adaptive runs of a frontier.csv without the budget
-column, and exact_frontier.py refuses a frontier of several calibration sets rather than keep one
-set's plan a method. Needs pyarrow only (no figures)."""
+"""The report tools on small made-up inputs: summarize.py's random row says how many seeds each
+mean is over and plans of another model are refused; calibration_windows.py keeps the adaptive
+runs of a frontier.csv without the budget column; frontier.py compares a row of fewer sets with
+the best plans of those sets; exact_frontier.py refuses a frontier of several calibration sets
+rather than keep one set's plan a method, and a game with a NaN loss; frontier_pairs.py names a
+manifest it cannot read. Needs pyarrow only (no figures)."""
 
 import csv
 import json
@@ -112,3 +114,70 @@ def test_exact_frontier_refuses_a_frontier_of_several_calibration_sets(tmp_path)
                           "--frontier", str(tmp_path / "frontier.csv")], check=True, capture_output=True, text=True,
                          cwd=REPORT).stdout
     assert "| adaptive #1 | +35.0 % |" in out and "| adaptive #2 | opt |" in out, out
+
+
+def test_a_row_of_fewer_sets_is_compared_with_the_best_plans_of_those_sets(tmp_path):
+    """SLEB on set c1 alone found c1's best plan (gap 0), but was compared with best-known's mean
+    over c0 and c1 and read +1.9 %."""
+    fields = ("method", "k", "calibration_set", "llm_evaluations", "removed_blocks", "calibration_ppl",
+              "wikitext2_ppl")
+    write_frontier(tmp_path / "frontier.csv", [
+        ("sleb", 1, "c1", 10, "4", 26.0, 27.0),
+        ("best-known", 1, "c0", 10, "3", 25.0, 26.0),
+        ("best-known", 1, "c1", 10, "4", 26.0, 27.0)], fields)
+    out = subprocess.run([sys.executable, str(REPORT / "frontier.py"), str(tmp_path / "frontier.csv")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "| sleb (sets c1 only) | 10 | 26.00 | 27.0 | +0.0 % |" in out, out
+    assert "| best-known | 10 | 25.50 (25.00–26.00) | 26.5 (26.0–27.0) | +0.0 % |" in out, out
+
+
+def test_summarize_refuses_plans_of_another_model_on_the_same_tokens(tmp_path):
+    """A model of the same tokenizer (new weights, another export) gives the same evaluation
+    tokens: an older run's plan table passed the dataset check, and its perplexities were printed
+    beside this model's full-model perplexity."""
+    run = tmp_path / "run"
+    write(run / "full-eval.parquet", {"mask_id": ["1" * NUM_BLOCKS], "nll": [3.0], "ppl": [20.0],
+                                      "tokens_scored": pa.array([124], pa.uint64())},
+          {"table": "evaluations", "format_version": 1, "complete": "true", "dataset_id": EVAL,
+           "model_id": "new-model-0123456789"})
+    write(run / "tokens-eval.parquet", {"x": [0]}, {"dataset_id": EVAL})
+    plan_table(run / "plans" / "sleb.parquet", [("sleb", [4], 30.0)])
+    assert "| sleb | 30.00 (1) |" in summarize(run, ["sleb"])  # a table that records no model: as before
+    write(run / "plans" / "sleb.parquet", {
+        "method": ["sleb"], "k": pa.array([1], pa.uint32()), "removed_blocks": pa.array([[4]], pa.list_(pa.uint32())),
+        "measured_ppl": [30.0], "llm_evaluations": pa.array([1], pa.uint64())},
+        {"table": "plans", "format_version": 1, "num_blocks": NUM_BLOCKS,
+         "inputs": json.dumps({"dataset": EVAL, "model": "old-model-9876543210"})})
+    result = subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run), "--methods", "sleb"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"summarize: {run / 'plans' / 'sleb.parquet'}: measured with another model (old-model-98…) than the " \
+           "full model's evaluation (full-eval.parquet, new-model-01…)" in result.stderr, result.stderr
+
+
+def test_exact_frontier_refuses_a_game_with_a_loss_that_is_not_a_number(tmp_path):
+    """The plans sorted by NLL stay out of order around a NaN: the optimum reported at k = 1 was
+    whichever plan came first, not the best."""
+    ppl = game(tmp_path / "game.parquet")
+    table = pq.read_table(tmp_path / "game.parquet")
+    nll = table.column("nll").to_pylist()
+    kept = table.column("kept").to_pylist()
+    nll[kept.index([b != 2 for b in range(NUM_BLOCKS)])] = float("nan")  # removing block 2 alone
+    pq.write_table(table.set_column(table.schema.get_field_index("nll"), "nll", pa.array(nll)),
+                   tmp_path / "game.parquet")
+    write_frontier(tmp_path / "frontier.csv", [("sleb", 1, "c0", 4, "1", ppl([1]), 0)])
+    result = subprocess.run([sys.executable, str(REPORT / "exact_frontier.py"), "--game", str(tmp_path / "game.parquet"),
+                             "--frontier", str(tmp_path / "frontier.csv")], capture_output=True, text=True, cwd=REPORT)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"{tmp_path / 'game.parquet'}: the mask removing [2] has NLL nan: not a finite loss" in result.stderr
+
+
+def test_frontier_pairs_masks_names_a_manifest_it_cannot_read(tmp_path):
+    """A missing or foreign manifest was a FileNotFoundError or KeyError traceback."""
+    write_frontier(tmp_path / "frontier.csv", [("sleb", 1, "c0", 4, "1", 25.0, 30.0)])
+    (tmp_path / "manifest.json").write_text('{"blocks": []}')
+    for manifest in (tmp_path / "absent.json", tmp_path / "manifest.json"):
+        result = subprocess.run([sys.executable, str(REPORT / "frontier_pairs.py"), "masks", str(tmp_path / "frontier.csv"),
+                                 "--manifest", str(manifest)], capture_output=True, text=True)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"frontier_pairs.py: error: --manifest {manifest}: not a layered model's manifest.json" in result.stderr

@@ -1,0 +1,82 @@
+"""report.py summary (the end of `make prune`) on a run folder written here: the calibration
+numbers are those of the plan's own method, and a plan table without it is refused naming the
+file. Needs pyarrow."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCRIPT = Path(__file__).resolve().parents[1] / "report.py"
+NUM_BLOCKS = 6
+
+
+def plans(path: Path, rows):
+    """(method, removed blocks, measured NLL, LLM evaluations) rows of a plan table; the full
+    model's NLL 3.0 beside each."""
+    pq.write_table(pa.table({
+        "method": [r[0] for r in rows],
+        "k": pa.array([len(r[1]) for r in rows], pa.uint32()),
+        "removed_blocks": pa.array([r[1] for r in rows], pa.list_(pa.uint32())),
+        "measured_nll": [r[2] for r in rows],
+        "measured_ppl": [math.exp(r[2]) for r in rows],
+        "llm_evaluations": pa.array([r[3] for r in rows], pa.uint64()),
+        "full_model_nll": [3.0] * len(rows),
+    }), path)
+
+
+def run_folder(tmp_path: Path, calibration_rows):
+    run = tmp_path / "run"
+    plan_dir = run / "k2"
+    for folder, kept in ((run / "model", range(NUM_BLOCKS)), (plan_dir / "pruned", [0, 1, 2, 5])):
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({
+            "num_blocks": len(list(kept)), "blocks": [{"original_index": b} for b in kept]}))
+    (run / "model" / "manifest.json").write_text(json.dumps({"num_blocks": NUM_BLOCKS, "blocks": []}))
+    (plan_dir / "pruned-hf").mkdir()
+    (plan_dir / "pruned-hf" / "config.json").write_text(json.dumps({"num_hidden_layers": 4, "dtype": "float32"}))
+    (plan_dir / "llama-cpp-prune-layers.txt").write_text("3,4\n")
+    for path, ppl in ((run / "full-eval.parquet", 20.0), (plan_dir / "pruned-eval.parquet", 30.0)):
+        pq.write_table(pa.table({"ppl": [ppl]}), path)
+    plans(plan_dir / "plan.parquet", [("adaptive-raced", [3, 4], 3.4, 7)])
+    plans(plan_dir / "plan-calibration.parquet", calibration_rows)
+    return run, plan_dir
+
+
+def summary(run, plan_dir):
+    return subprocess.run([sys.executable, str(SCRIPT), "summary", "--run", str(run), "--plan-dir", str(plan_dir),
+                           "--source", "model.gguf", "--plan-method", "adaptive-raced"],
+                          capture_output=True, text=True)
+
+
+def test_the_calibration_numbers_are_the_plan_s_method_s(tmp_path):
+    """A table with another method's plan at the same k first: its evaluations and perplexity
+    were printed under the plan's method."""
+    run, plan_dir = run_folder(tmp_path, [("sleb", [2, 3], 3.9, 99), ("adaptive-raced", [3, 4], 3.2, 11)])
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert "(11 LLM evaluations on the calibration text to choose them)" in result.stdout, result.stdout
+    assert f"on the calibration text: {math.exp(3.0):.3f} before, {math.exp(3.2):.3f} after" in result.stdout
+
+
+def test_a_calibration_table_without_the_plan_is_refused_naming_it(tmp_path):
+    """No row at the plan's k was an IndexError traceback; one of other blocks (the plan chosen
+    again since the folder was written) was printed as the plan's."""
+    table = tmp_path / "run" / "k2" / "plan-calibration.parquet"
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3], 3.1, 5)])
+    result = summary(run, plan_dir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"report: error: {table} has 0 plans by adaptive-raced at k = 2, not one" in result.stderr
+
+
+def test_a_calibration_plan_of_other_blocks_is_refused(tmp_path):
+    table = tmp_path / "run" / "k2" / "plan-calibration.parquet"
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [2, 4], 3.1, 5)])
+    result = summary(run, plan_dir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert (f"report: error: {table}: the plan by adaptive-raced at k = 2 removes [2, 4] but the pruned folder "
+            "[3, 4]: chosen again since") in result.stderr
