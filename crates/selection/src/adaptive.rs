@@ -383,8 +383,15 @@ pub fn adaptive_removal(
             }
             // The greedy's plans are local optima and budget is left: the leave-one-out plan's
             // basin is the other place a good plan was seen to lie (Gemma 3's set c1 at k = 6,
-            // docs/results.md), so the swaps descend from it too.
-            if greedy && options.leave_one_out_descent && descent.is_none() {
+            // docs/results.md), so the swaps descend from it too. At k = 1 the plan is a single,
+            // which a race may have dropped (when every single diverged, a dropped one ties the
+            // survivor at −∞): a plan never measured whole is no basin, and has no value to
+            // centre on.
+            if greedy
+                && options.leave_one_out_descent
+                && descent.is_none()
+                && play.measured.contains_key(&leave_one_out)
+            {
                 tracing::info!(
                     "adaptive: k={k}, the best plans are local optima with {} of {} evaluations \
                      spent; swaps around the leave-one-out plan next",

@@ -22,8 +22,9 @@ pub struct BlockScores {
 }
 
 impl BlockScores {
-    /// Checks there is one score per block of a `num_blocks` model, finite for every block
-    /// but the `fixed` ones (which are never removed and score +∞ where a scorer knows them).
+    /// Checks there is one score per block of a `num_blocks` model, a number or +∞ (ranked
+    /// last) for every block but the `fixed` ones (which are never removed and score +∞ where a
+    /// scorer knows them): NaN or −∞ is refused.
     pub fn check(&self, num_blocks: usize, fixed: &[usize]) -> Result<(), SelectionError> {
         if self.scores.len() != num_blocks {
             return Err(SelectionError::WrongScoreCount {
@@ -36,7 +37,7 @@ impl BlockScores {
             .scores
             .iter()
             .enumerate()
-            .find(|(block, v)| !v.is_finite() && !fixed.contains(block))
+            .find(|(block, v)| !ranks(**v) && !fixed.contains(block))
         {
             return Err(SelectionError::NonFiniteScore {
                 method: self.method.clone(),
@@ -46,6 +47,14 @@ impl BlockScores {
         }
         Ok(())
     }
+}
+
+/// Whether `score` ranks a block: a number, or +∞ for a block removed only after every block
+/// with a finite score (a leave-one-out single removal that collapsed the model: NLL +∞, which
+/// an evaluation table records as such). NaN orders nothing and −∞ would say that removing
+/// the block gains without bound: both are refused.
+pub(crate) fn ranks(score: f64) -> bool {
+    !score.is_nan() && score != f64::NEG_INFINITY
 }
 
 /// One score per block from `(block, score)` pairs of the players: every player exactly once,
@@ -260,13 +269,19 @@ pub fn leave_one_out_on_game<G: Game + ?Sized>(
 }
 
 /// A block's leave-one-out score is the NLL without it: the more its removal hurts, the more
-/// important it is. One pass per player.
+/// important it is. A removal that collapsed the model (NLL +∞ in a table, NaN from a game that
+/// diverged) hurts the most: +∞, removed last, as SLEB and adaptive removal rank a diverged
+/// mask last (not an error that would stop a frontier at its first collapsed block). One pass
+/// per player.
 fn leave_one_out_of(
     num_blocks: usize,
     fixed: &[usize],
     nll_without: impl IntoIterator<Item = (usize, f64)>,
 ) -> Result<BlockScores, SelectionError> {
-    let scores = one_per_player(LEAVE_ONE_OUT, num_blocks, nll_without, fixed)?;
+    let collapsed_is_worst = nll_without
+        .into_iter()
+        .map(|(block, nll)| (block, if nll.is_nan() { f64::INFINITY } else { nll }));
+    let scores = one_per_player(LEAVE_ONE_OUT, num_blocks, collapsed_is_worst, fixed)?;
     Ok(BlockScores {
         method: LEAVE_ONE_OUT.to_string(),
         scores,
@@ -471,6 +486,39 @@ mod tests {
             leave_one_out_on_game(&mut game, &[0, 0]).unwrap().0,
             on_game
         );
+    }
+
+    /// A single removal that collapsed the model (NLL +∞ in a table, NaN from a diverged game)
+    /// is the most important block: +∞, removed last (it was refused as "not a finite number").
+    #[test]
+    fn a_collapsed_single_removal_scores_infinity() {
+        let table = layerprune_tests::evaluation_table(
+            3,
+            &[("011", f64::INFINITY), ("101", 2.5), ("110", 3.0)],
+        );
+        let scores = leave_one_out_scores(&table, &[]).unwrap();
+        assert_eq!(scores.scores, vec![f64::INFINITY, 2.5, 3.0]);
+        assert_eq!(crate::one_shot(&scores.scores, 2, &[]).unwrap(), vec![1, 2]);
+        let mut game = layerprune_core::RecordedGame::new(
+            3,
+            [("011", f64::NAN), ("101", -2.5), ("110", -3.0)]
+                .map(|(mask, value)| (mask.parse().unwrap(), value)),
+        )
+        .unwrap();
+        let (on_game, _) = leave_one_out_on_game(&mut game, &[]).unwrap();
+        assert_eq!(on_game.scores, scores.scores);
+        // What ranks nothing is still refused.
+        for value in [f64::NAN, f64::NEG_INFINITY] {
+            let bad = BlockScores {
+                method: "e".into(),
+                scores: vec![1.0, value],
+                llm_evaluations: 0,
+            };
+            assert!(matches!(
+                bad.check(2, &[]),
+                Err(SelectionError::NonFiniteScore { block: 1, .. })
+            ));
+        }
     }
 
     #[test]

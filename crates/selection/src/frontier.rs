@@ -387,8 +387,19 @@ fn quadratic_shapley_points(
         .collect();
     let mut counted = CountingGame::new(game);
     let values = counted.values(&sampled)?;
+    // A mask that collapsed the model (−∞, or NaN) has no value a quadratic can fit, so the fit
+    // leaves it out; but then a block whose removal alone collapsed it is never seen removed,
+    // its term is not identified, and its Shapley value would come out near the least. Its
+    // single removal (an anchor) says it is the most important block: it scores +∞.
+    let collapsed_alone: Vec<usize> = sampled
+        .iter()
+        .zip(&values)
+        .filter(|(mask, value)| mask.num_removed() == 1 && !value.is_finite())
+        .map(|(mask, _)| mask.removed_blocks()[0])
+        .collect();
     let (kept_masks, targets): (Vec<Mask>, Vec<f64>) = sampled
-        .into_iter()
+        .iter()
+        .cloned()
         .zip(values)
         .filter(|(_, v)| v.is_finite())
         .unzip();
@@ -400,16 +411,20 @@ fn quadratic_shapley_points(
         fit(SurrogateKind::Quadratic, &kept_masks, &targets, &options).map_err(|e| bad(&e))?;
     // The players' game (the fixed blocks kept): the closed form over all blocks would misread
     // a fit on masks that always keep them (`SurrogateShapley::player_scores`).
-    let scores = crate::SurrogateShapley::for_fitted(&surrogate, 0, config.seed)
+    let mut scores = crate::SurrogateShapley::for_fitted(&surrogate, 0, config.seed)
         .player_scores(&config.fixed)?;
+    for block in collapsed_alone {
+        scores[block] = f64::INFINITY;
+    }
     let sampled_cost = counted.evaluations();
     let mut points = Vec::new();
     for &k in &config.ks {
         let removed = one_shot(&scores, k, &config.fixed)?;
         let mask =
             Mask::from_removed(num_blocks, &removed).map_err(|e| SelectionError::Game(e.into()))?;
-        // Charged for its masks and the measurement of this plan (free if it was sampled).
-        let measured = !kept_masks.contains(&mask);
+        // Charged for its masks and the measurement of this plan (free if it was sampled, the
+        // fit's or not).
+        let measured = !sampled.contains(&mask);
         let value = counted.value(&mask)?;
         points.push(FrontierPoint {
             method: method_names::SHAPLEY.into(),

@@ -39,21 +39,31 @@ pub fn runner_up(plan: &[usize], measured: &[WindowNlls]) -> Option<RunnerUp> {
     Some(RunnerUp {
         removed_blocks: set.iter().map(|&b| b as u32).collect(),
         nll,
-        margin_se: paired_standard_error(windows, plan_windows),
+        margin_se: finite_standard_error(windows, plan_windows),
     })
 }
 
 /// The full model (the empty set of removed blocks) among `measured`, beside the plan that
 /// removes `plan`: its mean NLL and the standard error of the plan's increase over it, paired
-/// over the windows. `None` when either was not measured.
+/// over the windows. `None` when either was not measured, or when the full model collapsed
+/// (an NLL of +∞: there is nothing to compare with).
 pub fn full_model(plan: &[usize], measured: &[WindowNlls]) -> Option<FullModel> {
     let measured_windows =
         |set: &[usize]| windows_of(measured, set).filter(|windows| !windows.is_empty());
     let (plan_windows, full_windows) = (measured_windows(plan)?, measured_windows(&[])?);
-    Some(FullModel {
-        nll: mean(full_windows),
-        nll_increase_se: paired_standard_error(plan_windows, full_windows),
+    let nll = mean(full_windows);
+    nll.is_finite().then(|| FullModel {
+        nll,
+        nll_increase_se: finite_standard_error(plan_windows, full_windows),
     })
+}
+
+/// [`paired_standard_error`] where it is a number: a plan that collapsed on a window (an NLL of
+/// +∞ there, as evaluation tables record it) has no spread to measure, and its standard error
+/// would be NaN, which a plan table refuses (the run would fail writing its plans, after every
+/// evaluation). Its NLL, +∞, says what there is to say.
+fn finite_standard_error(a: &[f64], b: &[f64]) -> Option<f64> {
+    paired_standard_error(a, b).filter(|se| se.is_finite())
 }
 
 /// Past this perplexity ratio to the full model on the calibration tokens, which plan is best
@@ -195,6 +205,39 @@ mod tests {
         // Without the plan's or the full model's measurement there is no ratio to judge.
         assert_eq!(depth_warning(&plan(None, Some(full))), None);
         assert_eq!(depth_warning(&plan(Some(9.0), None)), None);
+    }
+
+    /// A plan that collapsed on a window (NLL +∞ there) gets no standard error rather than NaN,
+    /// and a full model that collapsed no comparison: the plan table refuses both, and
+    /// `apply-prune` failed writing its plans after every evaluation.
+    #[test]
+    fn a_collapsed_window_gives_no_standard_error_and_the_plans_can_be_written() {
+        let measured: Vec<WindowNlls> = vec![
+            (vec![], vec![1.0, 2.0, 3.0]),
+            (vec![0, 1], vec![f64::INFINITY, 9.0, 8.0]),
+            (vec![0, 2], vec![5.0, 6.0, 7.5]),
+        ];
+        let mut plans = vec![Plan::new("sleb", vec![0, 1], 5)];
+        plans[0].measured_nll = Some(f64::INFINITY);
+        attach_comparisons(&mut plans, &measured);
+        let full = plans[0].full_model.clone().unwrap();
+        assert_eq!((full.nll, full.nll_increase_se), (2.0, None));
+        let up = plans[0].runner_up.clone().unwrap();
+        assert_eq!((up.removed_blocks, up.margin_se), (vec![0, 2], None));
+        let dir = tempfile::tempdir().unwrap();
+        let table = layerprune_tables::PlanTable {
+            num_blocks: 3,
+            value: None,
+            rows: vec![plans[0].to_row().unwrap()],
+        };
+        let provenance = layerprune_tables::Provenance::new("test", "0", Vec::new());
+        layerprune_tables::write_plans(&dir.path().join("p.parquet"), &table, &provenance).unwrap();
+        // The full model collapsed: nothing to compare with.
+        let collapsed = [
+            (vec![], vec![f64::INFINITY, 2.0]),
+            (vec![1], vec![3.0, 4.0]),
+        ];
+        assert_eq!(full_model(&[1], &collapsed), None);
     }
 
     #[test]

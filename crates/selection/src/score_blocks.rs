@@ -208,22 +208,36 @@ impl BaselineFiles {
         stats: Option<&BlockStatsTable>,
         evaluations: Option<&EvaluationTable>,
     ) -> Result<usize> {
-        let mut num_blocks = self.num_blocks;
+        // The count so far and the input that gave it, named in a disagreement.
+        let mut num_blocks: Option<(usize, String)> = self
+            .num_blocks
+            .map(|count| (count, "--num-blocks".to_string()));
         let counts = [
-            stats.map(|t| t.num_blocks).zip(self.block_stats.as_ref()),
-            evaluations
-                .map(|t| t.num_blocks)
-                .zip(self.evaluations.as_ref()),
+            (
+                stats.map(|t| t.num_blocks),
+                "--block-stats",
+                &self.block_stats,
+            ),
+            (
+                evaluations.map(|t| t.num_blocks),
+                "--evaluations",
+                &self.evaluations,
+            ),
         ];
-        for (count, path) in counts.into_iter().flatten() {
-            match num_blocks {
-                Some(expected) if expected != count => bail!(
-                    "{} is for a model of {count} blocks, but another input says {expected}",
+        for (count, flag, path) in counts {
+            let (Some(count), Some(path)) = (count, path) else {
+                continue;
+            };
+            match &num_blocks {
+                Some((expected, source)) if *expected != count => bail!(
+                    "{flag} {} is for a model of {count} blocks, but {source} says {expected}",
                     path.display()
                 ),
-                _ => num_blocks = Some(count),
+                Some(_) => {}
+                None => num_blocks = Some((count, format!("{flag} {}", path.display()))),
             }
         }
+        let num_blocks = num_blocks.map(|(count, _)| count);
         num_blocks.with_context(|| {
             "no input says how many blocks the model has; give --block-stats, --evaluations or \
              --num-blocks"

@@ -13,10 +13,14 @@ use crate::{removable_blocks, rng_from_seed, SelectionError};
 
 /// The `k` blocks with the lowest scores, never a fixed block, ascending. Ties go to the lower
 /// block index (the earlier block is removed first), so the result is a pure function of the
-/// scores. Fails when a score is not finite or `k` is not below the number of removable blocks.
+/// scores; a score of +∞ goes last. Fails when a score is NaN or −∞ (they rank nothing) or `k`
+/// is not below the number of removable blocks.
 pub fn one_shot(scores: &[f64], k: usize, fixed: &[usize]) -> Result<Vec<usize>, SelectionError> {
     let mut players = removable_blocks(scores.len(), fixed, k)?;
-    if let Some(&block) = players.iter().find(|&&b| !scores[b].is_finite()) {
+    if let Some(&block) = players
+        .iter()
+        .find(|&&b| !crate::baselines::ranks(scores[b]))
+    {
         return Err(SelectionError::NonFiniteScore {
             method: "one-shot".into(),
             block,
@@ -471,6 +475,11 @@ mod tests {
         assert_eq!(one_shot(&[0.2, 0.2, 0.2], 1, &[]).unwrap(), vec![0]);
         assert_eq!(one_shot(&scores, 2, &[1]).unwrap(), vec![2, 3]);
         assert!(one_shot(&[0.1, f64::NAN], 1, &[]).is_err());
+        assert!(one_shot(&[0.1, f64::NEG_INFINITY], 1, &[]).is_err());
+        // +∞ (a leave-one-out removal that collapsed the model) goes last, ties to the lower.
+        let collapsed = [f64::INFINITY, 0.5, f64::INFINITY, 0.2];
+        assert_eq!(one_shot(&collapsed, 2, &[]).unwrap(), vec![1, 3]);
+        assert_eq!(one_shot(&collapsed, 3, &[]).unwrap(), vec![0, 1, 3]);
         assert!(matches!(
             one_shot(&scores, 5, &[]),
             Err(SelectionError::TooManyRemoved { .. })

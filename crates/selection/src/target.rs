@@ -212,6 +212,15 @@ pub fn largest_within(
     }
     let values = layerprune_core::values_checked(&mut cached, &masks)?;
     let full_value = values[0];
+    // Every ratio is to the full model's perplexity: with it infinite (an NLL of +∞, value −∞)
+    // every loss is −∞ and every plan would be "within", the most blocks removed chosen.
+    if !full_value.is_finite() {
+        return Err(SelectionError::NothingWithin(format!(
+            "the full model's calibration NLL is {} (it collapses with no block removed), so \
+             no perplexity ratio to it can be measured: check the model and the tokens",
+            -full_value
+        )));
+    }
     let mut single_losses: Vec<(f64, usize)> = players
         .iter()
         .zip(&values[1..])
@@ -600,6 +609,33 @@ mod tests {
         // SLEB's path to k = 5 holds every shorter plan: the full model and its 6 + 5 + 4 + 3 + 2
         // candidates, nothing more for the probes below it.
         assert_eq!(search.llm_evaluations, 1 + 6 + 5 + 4 + 3 + 2);
+    }
+
+    /// A full model that collapses (an NLL of +∞, or NaN) has no perplexity to take a ratio
+    /// to: refused (every loss was −∞, every plan "within", and the most blocks removed chosen).
+    #[test]
+    fn a_collapsed_full_model_is_refused() {
+        struct Collapsed(PairGame, f64);
+        impl Game for Collapsed {
+            fn num_players(&self) -> usize {
+                self.0.num_players()
+            }
+            fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, layerprune_core::GameError> {
+                let values = self.0.values(masks)?;
+                Ok(masks
+                    .iter()
+                    .zip(values)
+                    .map(|(m, v)| if m.num_removed() == 0 { self.1 } else { v })
+                    .collect())
+            }
+        }
+        for full in [f64::NEG_INFINITY, f64::NAN] {
+            let err = by_sleb(&mut Collapsed(game(), full), &RatioTarget::new(1.5)).unwrap_err();
+            assert!(
+                err.to_string().contains("collapses with no block removed"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

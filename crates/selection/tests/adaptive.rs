@@ -556,3 +556,58 @@ fn with_budget_left_it_also_descends_from_the_leave_one_out_plan() {
         );
     }
 }
+
+/// Four blocks measured on 10 windows, every removal collapsing the model: removing block 0
+/// gives NaN (a diverged model), any other removal −∞ (an NLL of +∞), on every window.
+struct EverythingCollapses;
+
+impl EverythingCollapses {
+    fn value(mask: &Mask) -> f64 {
+        match mask.removed_blocks().as_slice() {
+            [] => 0.0,
+            [0] => f64::NAN,
+            _ => f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Game for EverythingCollapses {
+    fn num_players(&self) -> usize {
+        4
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, layerprune_core::GameError> {
+        Ok(masks.iter().map(Self::value).collect())
+    }
+    fn num_windows(&self) -> Option<usize> {
+        Some(10)
+    }
+    fn values_on_windows(
+        &mut self,
+        masks: &[Mask],
+        windows: std::ops::Range<usize>,
+    ) -> Result<Vec<Vec<f64>>, layerprune_core::GameError> {
+        Ok(masks
+            .iter()
+            .map(|mask| windows.clone().map(|_| Self::value(mask)).collect())
+            .collect())
+    }
+}
+
+/// Raced at k = 1 with every single removal collapsed, the leave-one-out plan (block 0: every
+/// single ties at −∞, the lowest block first) is a single the race dropped: the refinement
+/// panicked looking up its measured value to descend from it. Now that descent is skipped, and
+/// the plan is the single measured whole.
+#[test]
+fn raced_at_k_1_with_every_single_collapsed_it_returns_a_measured_plan() {
+    for start in [AdaptiveStart::Auto, AdaptiveStart::Greedy] {
+        let options = AdaptiveOptions {
+            race: Some(Race::default()),
+            start,
+            ..AdaptiveOptions::with_budget(20)
+        };
+        let result = adaptive_removal(&mut EverythingCollapses, 1, &[], &options).unwrap();
+        assert_eq!(result.removed_blocks, vec![1], "{result:?}");
+        assert_eq!(result.value, f64::NEG_INFINITY);
+        assert!(!result.leave_one_out_descent, "{result:?}");
+    }
+}

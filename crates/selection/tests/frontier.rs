@@ -190,3 +190,56 @@ fn a_k_of_zero_is_refused_before_any_evaluation() {
     assert!(error.contains("every k must be at least 1"), "{error}");
     assert_eq!(game.evaluations(), 0);
 }
+
+/// A [`TripleGame`] in which removing block `collapsed` (alone or with others) collapses the
+/// model: −∞, the LLM's value of an NLL of +∞ (what an evaluation table records for it).
+struct Collapsing {
+    inner: TripleGame,
+    collapsed: usize,
+}
+
+impl Game for Collapsing {
+    fn num_players(&self) -> usize {
+        self.inner.num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, layerprune_core::GameError> {
+        let values = self.inner.values(masks)?;
+        Ok(masks
+            .iter()
+            .zip(values)
+            .map(|(mask, value)| {
+                if mask.is_kept(self.collapsed) {
+                    value
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect())
+    }
+}
+
+/// A block whose single removal collapses the model is the most important block, removed
+/// last: every method is played (the frontier stopped at leave-one-out with "the score of
+/// block 3 is not a finite number (inf)"), and no method that measured it removes it (the
+/// Shapley method's fit, which leaves collapsed masks out, never saw block 3 removed and
+/// removed it first).
+#[test]
+fn a_single_removal_that_collapses_the_model_is_the_last_removed() {
+    let mut game = Collapsing {
+        inner: TripleGame::layer_pruning_like(12, 5),
+        collapsed: 3,
+    };
+    let points = frontier(&mut game, &config()).unwrap();
+    for method in ["leave-one-out", "sleb", "shapley", ADAPTIVE, BEST_KNOWN] {
+        for k in [2, 4] {
+            let point = points
+                .iter()
+                .find(|p| p.method == method && p.k == k)
+                .unwrap();
+            assert!(
+                point.value.is_finite() && !point.removed_blocks.contains(&3),
+                "{point:?}"
+            );
+        }
+    }
+}

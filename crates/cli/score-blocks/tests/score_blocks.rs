@@ -234,6 +234,40 @@ fn fixed_blocks_get_no_score_and_are_recorded_so_selection_keeps_them() {
     );
 }
 
+/// A single removal that collapsed the model (NLL +∞, as an evaluation table records it) is
+/// the most important block by leave-one-out: it scores +∞ (it was refused as "not a finite
+/// number", under a message asking for every single removal).
+#[test]
+fn a_collapsed_single_removal_scores_infinity() {
+    let dir = tempfile::tempdir().unwrap();
+    let evals = dir.path().join("evals.parquet");
+    let out = dir.path().join("scores.parquet");
+    write_single_removals(&evals, 4);
+    let mut table = read_evaluations(&evals).unwrap();
+    let row = &mut table.rows[1];
+    assert_eq!(row.mask.removed_blocks(), vec![1]);
+    (row.nll, row.ppl, row.utility) = (f64::INFINITY, f64::INFINITY, 0.0);
+    write_evaluations(&evals, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+    score_blocks_ok(&[
+        "--estimator",
+        "leave-one-out",
+        "--evaluations",
+        evals.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let scores = read_scores(&out).unwrap();
+    let estimates: Vec<f64> = scores.rows.iter().map(|r| r.estimate).collect();
+    assert_eq!(estimates[1], f64::INFINITY, "{estimates:?}");
+    assert!(
+        estimates
+            .iter()
+            .enumerate()
+            .all(|(b, e)| b == 1 || e.is_finite()),
+        "{estimates:?}"
+    );
+}
+
 #[test]
 fn incomplete_or_mismatched_inputs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,6 +309,7 @@ fn incomplete_or_mismatched_inputs_are_refused() {
         "--seed seeds the random scores, and --estimator random is not asked for",
     );
     write_single_removals(&evals, 6);
+    // Both inputs that disagree are named (the first was "another input").
     run(
         &[
             "--estimator",
@@ -286,7 +321,24 @@ fn incomplete_or_mismatched_inputs_are_refused() {
             "--out",
             out_s,
         ],
-        "6 blocks",
+        &format!(
+            "--evaluations {} is for a model of 6 blocks, but --block-stats {} says 5",
+            evals.display(),
+            stats.display()
+        ),
+    );
+    run(
+        &[
+            "--estimator",
+            "reverse",
+            "--num-blocks",
+            "4",
+            "--block-stats",
+            stats.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        "is for a model of 5 blocks, but --num-blocks says 4",
     );
     run(
         &[
