@@ -455,16 +455,18 @@ def main(argv=None):
                         help="fp16 / bf16 only: compute attention in float32 (default) or in the dtype "
                              "(transformers' eager code); as export_layered.py")
     parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--new-tokens", type=int, default=8, help="tokens the check generates")
-    parser.add_argument("--prompt-length", type=int, default=6, help="the check's prompt length")
-    parser.add_argument("--tolerance", type=float, default=None,
+    parser.add_argument("--new-tokens", type=export_layered.at_least(1), default=8, help="tokens the check generates")
+    parser.add_argument("--prompt-length", type=export_layered.at_least(2), default=6,
+                        help="the check's prompt length")
+    parser.add_argument("--tolerance", type=export_layered.non_negative_number, default=None,
                         help="max |logit difference| per step against transformers (fp16 / bf16: against "
                              "float32, or twice transformers' own error if larger), scaled by max(1, |largest "
                              "logit| / 10); default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOLERANCE.items()))
     parser.add_argument("--no-check", action="store_true", help="skip the generation check")
     export_layered.add_fp16_margin_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--threads", type=export_layered.at_least(0), default=0,
+                        help="torch CPU threads (0 = default)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
 
@@ -481,17 +483,19 @@ def main(argv=None):
     outputs.refuse_unwritable("export_generator", out, folder=False)
     if out.exists() and not args.force:
         fail(f"{out} exists; pass --force to replace it")
-    if args.new_tokens < 1 or args.prompt_length < 2:
-        fail("--new-tokens must be at least 1 and --prompt-length at least 2")
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
     # The layered exporter's check, from the config alone: before the weights are loaded.
-    export_layered.refuse_length_dependent_rope(AutoConfig.from_pretrained(args.model), args.model / "config.json",
-                                                "export_generator")
+    with export_layered.reading("export_generator", f"the config {args.model / 'config.json'}"):
+        config = AutoConfig.from_pretrained(args.model)
+    export_layered.refuse_length_dependent_rope(config, args.model / "config.json", "export_generator")
+    # Weights only: the tokenizer is read for the fp16 range check alone, where there is one.
+    export_layered.check_source_files(args.model, "export_generator", tokenizer=False)
     started = time.time()
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    with export_layered.reading("export_generator", f"the model in {args.model} (its config.json and weight files)"):
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     model.config._attn_implementation = "eager"
     model.eval()
     export_layered.Architecture(model)  # use_bidirectional_attention, unknown attention types
@@ -504,7 +508,8 @@ def main(argv=None):
         from transformers import AutoTokenizer
 
         has_tokenizer = any((args.model / name).is_file() for name in ("tokenizer.json", "tokenizer.model"))
-        tokenizer = AutoTokenizer.from_pretrained(args.model) if has_tokenizer else None
+        with export_layered.reading("export_generator", f"the tokenizer in {args.model}"):
+            tokenizer = AutoTokenizer.from_pretrained(args.model) if has_tokenizer else None
         export_layered.float16_range_check(model, tokenizer, args.fp16_margin, args.seed, "export_generator")
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -104,7 +105,8 @@ RANGE_TEXT = (
     "text, fit a small model of the game, and remove the blocks that contribute least. The result is a "
     "smaller, faster model, chosen in a way that can be checked and repeated.")
 DEFAULT_FLOAT16_MARGIN = 2.0
-# Config lists of num_blocks entries that are NOT one value per block.
+# Config lists of num_blocks entries that are NOT one value per block; and any `*_token_id`
+# (a list of end-of-sequence tokens as long as the model has blocks is not cut with them).
 NOT_PER_LAYER_KEYS = {"architectures", "layerprune_kept_blocks"}
 
 
@@ -1160,12 +1162,14 @@ def source_dtype(config) -> str:
     return {"float16": "fp16", "bfloat16": "bf16"}.get(dtype, "fp32")
 
 
-def check_supported_config(folder: Path) -> None:
+def check_supported_config(folder: Path, program: str = "export") -> None:
     """Refuses an unsupported architecture from config.json alone, before loading weights."""
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as error:
-        sys.exit(f"export: error: cannot read {folder / 'config.json'}: {error}")
+        sys.exit(f"{program}: error: cannot read {folder / 'config.json'}: {error}")
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        sys.exit(f"{program}: error: {folder / 'config.json'} names no model_type: not a transformers config")
     model_type, multimodal = config.get("model_type"), None
     if model_type in MULTIMODAL_MODEL_TYPES:
         multimodal, model_type = model_type, (config.get("text_config") or {}).get("model_type")
@@ -1229,36 +1233,74 @@ WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.j
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
-def check_source_files(folder: Path):
-    """Refuses, naming what is missing, a folder without weights or tokenizer files, which
-    transformers reports only after loading the rest, with a traceback (and, for a missing
-    tokenizer, a misleading hint about sentencepiece)."""
+def check_source_files(folder: Path, program: str = "export", tokenizer: bool = True):
+    """Refuses, naming what is missing, a folder without weights or (with `tokenizer`) tokenizer
+    files, which transformers reports only after loading the rest, with a traceback (and, for a
+    missing tokenizer, a misleading hint about sentencepiece); then `check_weight_files`."""
     if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
-        sys.exit(f"export: error: {folder} has a config.json but no weights ({', '.join(WEIGHT_PATTERNS)}): "
+        sys.exit(f"{program}: error: {folder} has a config.json but no weights ({', '.join(WEIGHT_PATTERNS)}): "
                  "copy the model's weight files into it")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        sys.exit(f"export: error: {folder} has no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the model's "
+    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        sys.exit(f"{program}: error: {folder} has no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the model's "
                  "tokenizer files into it")
+    check_weight_files(folder, program)
 
 
-def check_source_exists(args):
+def check_weight_files(folder: Path, program: str = "export"):
+    """Refuses, naming the file, a sharded checkpoint whose index names a shard that is not there
+    and a safetensors file whose header does not cover the file (a partial download or copy):
+    transformers fails on either with a traceback, the second without naming the file. Only the
+    headers are read."""
+    from safetensors import safe_open
+
+    indexes = [path for pattern in WEIGHT_PATTERNS if pattern.endswith(".index.json") for path in folder.glob(pattern)]
+    for index in sorted(indexes):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            sys.exit(f"{program}: error: {index}: not a readable index of weight files (no weight_map: {error})")
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            sys.exit(f"{program}: error: {index} names weight files that are not in {folder}: {', '.join(missing)}")
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except Exception as error:  # safetensors' own error type, or OSError
+            sys.exit(f"{program}: error: {path}: not a readable safetensors file, truncated or damaged ({error})")
+
+
+@contextlib.contextmanager
+def reading(program: str, what):
+    """Any failure of transformers to read `what` (a tokenizer.json that is not JSON, weights of
+    the wrong shapes, a GGUF file of another version) exits naming it and the problem, instead of
+    a traceback: its loaders raise errors of many types for bad files."""
+    try:
+        yield
+    except Exception as error:
+        raise SystemExit(f"{program}: error: cannot load {what}: {type(error).__name__}: {error}") from error
+
+
+def check_source_exists(args, program: str = "export"):
     """Refuses, naming it, a --gguf that is no file or a --model folder without config.json: the
     first check, so that a wrong source is named as such before the output is checked against it."""
     if args.gguf:
         if not Path(args.gguf).is_file():
-            sys.exit(f"export: error: GGUF file {args.gguf} does not exist")
+            sys.exit(f"{program}: error: GGUF file {args.gguf} does not exist")
     elif not (Path(args.model) / "config.json").is_file():
-        sys.exit(f"export: error: {args.model} is not a Hugging Face model folder (no config.json)")
+        sys.exit(f"{program}: error: {args.model} is not a Hugging Face model folder (no config.json)")
 
 
-def load_checkpoint(args, graphs_for: str | None = None):
+def load_checkpoint(args, graphs_for: str | None = None, program: str = "export"):
     """The checkpoint as transformers loads it (a multimodal one whole), in `args.dtype`. With
     `graphs_for` (the program, named in the message), a rotary embedding the traced graphs cannot
     hold is refused first, before the weights are loaded (`refuse_length_dependent_rope`);
-    prune_hf.py, which writes a checkpoint that keeps any rotary, passes none."""
+    prune_hf.py, which writes a checkpoint that keeps any rotary, passes none. `program` names
+    the tool in the errors of a source that cannot be read."""
     from transformers import AutoTokenizer
 
-    check_source_exists(args)
+    program = graphs_for or program
+    check_source_exists(args, program)
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
     if args.gguf:
         gguf = Path(args.gguf)
@@ -1268,21 +1310,28 @@ def load_checkpoint(args, graphs_for: str | None = None):
 
         # The config from the file's metadata alone, before its tensors are dequantized.
         if graphs_for:
-            refuse_length_dependent_rope(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name), gguf,
-                                         graphs_for)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            with reading(program, f"the GGUF file {gguf}"):
+                config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            refuse_length_dependent_rope(config, gguf, graphs_for)
+        with reading(program, f"the GGUF file {gguf}"):
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         source = {"kind": "gguf", "path": str(gguf), "sha256": sha256_file(gguf)}
     else:
         folder = Path(args.model)
-        check_supported_config(folder)
-        check_source_files(folder)
-        if graphs_for:
+        check_supported_config(folder, program)
+        if graphs_for:  # from the config alone, the first of the model's problems named
             from transformers import AutoConfig
 
-            refuse_length_dependent_rope(AutoConfig.from_pretrained(folder), folder / "config.json", graphs_for)
-        model = model_class(folder).from_pretrained(folder, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+            with reading(program, f"the config {folder / 'config.json'}"):
+                config = AutoConfig.from_pretrained(folder)
+            refuse_length_dependent_rope(config, folder / "config.json", graphs_for)
+        check_source_files(folder, program)
+        with reading(program, f"the model in {folder} (its config.json and weight files)"):
+            model = model_class(folder).from_pretrained(folder, dtype=dtype)
+        tokenizer_files = ", ".join(sorted(p.name for p in folder.glob("*token*") if p.is_file()))
+        with reading(program, f"the tokenizer in {folder} ({tokenizer_files})"):
+            tokenizer = AutoTokenizer.from_pretrained(folder)
         source = {"kind": "huggingface", "path": str(folder)}
     model.config._attn_implementation = "eager"
     model.eval()
@@ -1425,10 +1474,11 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
 
 def per_layer_lists(config) -> dict:
     """The config's per-block lists (`layer_types`, ...): every list of num_hidden_layers
-    entries but NOT_PER_LAYER_KEYS."""
+    entries but NOT_PER_LAYER_KEYS and the token ids."""
     num_blocks = config.num_hidden_layers
     return {key: value for key, value in config.to_dict().items()
-            if isinstance(value, list) and len(value) == num_blocks and key not in NOT_PER_LAYER_KEYS}
+            if isinstance(value, list) and len(value) == num_blocks and key not in NOT_PER_LAYER_KEYS
+            and not key.endswith("_token_id")}
 
 
 def intermediate_size(config):
@@ -1608,9 +1658,34 @@ def activation_peak(model, sequences) -> float:
     return peak
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer of at least `minimum`; argparse names the flag when refused."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}, the least it can be")
+        return value
+    return parse
+
+
+def non_negative_number(text: str) -> float:
+    """An argparse type: a finite number, 0 or more. A NaN tolerance or margin would pass every
+    comparison with it (nothing exceeds NaN): a check that could never fail."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number of 0 or more")
+    return value
+
+
 def add_fp16_margin_argument(parser) -> None:
     """`--fp16-margin`, the same for both exporters."""
-    parser.add_argument("--fp16-margin", type=float, default=DEFAULT_FLOAT16_MARGIN,
+    parser.add_argument("--fp16-margin", type=non_negative_number, default=DEFAULT_FLOAT16_MARGIN,
                         help="fp16 only: refuse a model whose float32 activations on an English paragraph and "
                              "random tokens come within this factor of float16's largest value, 65504 "
                              "(0: no range check)")
@@ -1686,6 +1761,8 @@ def check(model, out_dir: Path, manifest: dict, sequences: int, length: int, tol
         raise SystemExit(f"export: error: the exported chain differs from {against} by {errors['logits']:.3e} "
                          f"(logits) / {errors['nll']:.3e} (nll), over the tolerance {limits['logits']:.1e} / "
                          f"{limits['nll']:.1e}")
+    print(f"check: passed: within the tolerance {limits['logits']:.1e} (logits) / {limits['nll']:.1e} (nll) "
+          f"of {against}")
     return result
 
 
@@ -1718,9 +1795,10 @@ def main(argv=None, allow_known_failures: bool = False):
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
                         help="torch.onnx exporter (legacy is ~30x faster and gives the same graphs' results)")
-    parser.add_argument("--check-sequences", type=int, default=3)
-    parser.add_argument("--check-length", type=int, default=32)
-    parser.add_argument("--tolerance", type=float, default=None,
+    parser.add_argument("--check-sequences", type=at_least(1), default=3)
+    parser.add_argument("--check-length", type=at_least(2), default=32,
+                        help="tokens per sequence of the export check (a Mamba folder's: --fixed-seq-len)")
+    parser.add_argument("--tolerance", type=non_negative_number, default=None,
                         help="max |logit| / |nll| difference against transformers (fp16 / bf16: against "
                              "float32, or twice transformers' own error if larger), scaled by "
                              "max(1, |largest logit| / 10); default: "
@@ -1728,11 +1806,11 @@ def main(argv=None, allow_known_failures: bool = False):
     parser.add_argument("--no-check", action="store_true",
                         help="skip the export check (a bf16 check runs in onnx.reference, slow on large models)")
     add_fp16_margin_argument(parser)
-    parser.add_argument("--fixed-seq-len", type=int, default=128,
+    parser.add_argument("--fixed-seq-len", type=at_least(2), default=128,
                         help="Mamba only: the sequence length its block graphs are unrolled for "
                              "(the export check uses it too)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
     if args.attention_kernel == "fused" and args.attention_precision is not None:
@@ -1761,6 +1839,14 @@ def main(argv=None, allow_known_failures: bool = False):
     model, tokenizer, source_info = load_model(args)
     print(f"loaded {model.config.model_type} with {model.config.num_hidden_layers} blocks "
           f"in {time.time() - started:.1f} s")
+    fixed = model.config.model_type in FIXED_LENGTH_MODEL_TYPES
+    if fixed:
+        args.check_length = args.fixed_seq_len
+    context = context_length(model.config)
+    if not args.no_check and context is not None and args.check_length > context:
+        # Past it a learned position table is indexed out of range: a traceback after the export.
+        sys.exit(f"export: error: --check-length {args.check_length} is longer than the model's context, "
+                 f"{context} tokens (max_position_embeddings / n_positions in its config)")
     # Before any graph is written: a float16 export that would overflow fails in seconds.
     range_check = (float16_range_check(model, tokenizer, args.fp16_margin, args.seed)
                    if args.dtype == "fp16" and args.fp16_margin > 0 else None)
@@ -1770,13 +1856,10 @@ def main(argv=None, allow_known_failures: bool = False):
     staging = one_file.staging_folder(out_dir)
     try:
         started = time.time()
-        fixed = model.config.model_type in FIXED_LENGTH_MODEL_TYPES
         manifest = export(model, tokenizer, source_info, staging, args.dtype, args.opset, args.exporter,
                           fixed_seq_len=args.fixed_seq_len if fixed else None,
                           attention_precision=args.attention_precision, attention_kernel=args.attention_kernel,
                           allow_known_failures=allow_known_failures, qkv_projection=args.qkv_projection)
-        if fixed:
-            args.check_length = args.fixed_seq_len
         print(f"exported {len(manifest['blocks']) + 3} graphs in {time.time() - started:.1f} s")
         tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[args.dtype]
         if args.no_check:

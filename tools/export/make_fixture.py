@@ -10,6 +10,7 @@ Usage: python make_fixture.py --out data/fixtures/tiny-llama
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
+import one_file  # noqa: E402
+import outputs  # noqa: E402
 
 TEXT = """The quick brown fox jumps over the lazy dog. A layer of a network is a block.
 Pruning removes blocks that matter least; the game values every coalition of blocks.
@@ -218,17 +221,38 @@ def build_arch_folder(folder: Path, arch: str, seed: int, dtype=torch.float32, h
     return folder
 
 
-def main():
+def main(argv=None):
+    """Exports the fixture and writes its reference.json in a staging folder beside --out, and
+    puts the folder in place only once both are written (outputs.replace_folder): a failure or a
+    kill leaves no folder whose manifest makes it look complete without its reference."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--force", action="store_true")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        build_hf_folder(Path(tmp), args.seed)
-        export_args = ["--model", tmp, "--out", args.out, "--seed", str(args.seed)]
-        model, manifest = export_layered.main(export_args + (["--force"] if args.force else []))
-    rng = np.random.default_rng(args.seed)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    outputs.refuse_unwritable("make_fixture", out, folder=True)
+    if out.exists() and not args.force:
+        sys.exit(f"make_fixture: error: {out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = one_file.staging_folder(out)
+    try:
+        folder = staging / out.name
+        with tempfile.TemporaryDirectory() as tmp:
+            build_hf_folder(Path(tmp), args.seed)
+            model, manifest = export_layered.main(["--model", tmp, "--out", str(folder), "--seed", str(args.seed)])
+        write_reference(model, manifest, folder, args.seed)
+        outputs.replace_folder(folder, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote {out} with its reference.json")
+
+
+def write_reference(model, manifest: dict, folder: Path, seed: int):
+    """transformers' logits and NLL (reference.json) beside the exported folder's graphs, listed
+    in its manifest's `files` as every file but the manifest is (docs/model-format.md), so that
+    verifying the folder covers it."""
+    rng = np.random.default_rng(seed)
     input_ids = rng.integers(0, manifest["vocab_size"], size=(2, 16), dtype=np.int64)
     logits, nll = export_layered.reference(model, input_ids)
     reference = {
@@ -241,9 +265,14 @@ def main():
     for drop in [(i,) for i in range(num_blocks)] + [(0, 3), (1, 2, 5), tuple(range(num_blocks))]:
         _, dropped_nll = export_layered.reference(model, input_ids, drop=drop)
         reference["deleted"].append({"blocks": list(drop), "nll": dropped_nll.tolist()})
-    with open(Path(args.out) / "reference.json", "w") as handle:
+    with open(folder / "reference.json", "w") as handle:
         json.dump(reference, handle)
-    print(f"wrote {args.out}/reference.json")
+    written = json.loads((folder / "manifest.json").read_text())
+    written["files"]["reference.json"] = export_layered.sha256_file(folder / "reference.json")
+    written["files"] = dict(sorted(written["files"].items()))
+    with open(folder / "manifest.json", "w") as handle:  # as the exporter writes it
+        json.dump(written, handle, indent=2)
+        handle.write("\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Merge a layered model folder (full or pruned by apply-prune) into one ONNX model for
 deployment: input_ids → logits, the embedding, every block of the folder and the LM head in a
-single graph.
+single graph. The folder's files are checked against the sha256s its manifest lists first.
 
 Weights are stored inside the file when the model is under 2 GB (protobuf's limit), otherwise
 in one external data file beside it (`<name>.<token>.data`, the name the graph gives it). The
@@ -39,15 +39,42 @@ def load(folder: Path, name: str, prefix: str):
     return compose.add_prefix(export_layered.load_graph(folder / name, "merge_layered"), prefix)
 
 
+def read_manifest(folder: Path) -> dict:
+    """The folder's manifest, refused naming the file and the problem where it is not a layered
+    model's, and after every file it lists is checked against its sha256 (as the Rust stages
+    load a folder): a graph or weight file that is missing, truncated or changed is named, where
+    the merge would fail on it with a traceback or, worse, merge it and check it against itself."""
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        parts = [manifest["embedding"], *manifest["blocks"], manifest["head_logits"]]
+        graph_files = [part["file"] for part in parts]
+        # The rest the merge and its check read, each looked up here once.
+        _ = (manifest["embedding"]["output"], manifest["vocab_size"], manifest["dtype"],
+             [block["index"] for block in manifest["blocks"]])
+        listed = dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        problem = f"no {error}" if isinstance(error, KeyError) else str(error)
+        sys.exit(f"merge_layered: error: {path}: not a layered model's manifest ({problem})")
+    for file in graph_files:
+        if file not in listed:
+            sys.exit(f"merge_layered: error: {path}: the graph {file} has no sha256 in `files`")
+    for name, expected in listed.items():
+        file = folder / name
+        if not file.is_file():
+            sys.exit(f"merge_layered: error: {folder}: {name}, listed in its manifest, is missing")
+        if export_layered.sha256_file(file) != expected:
+            sys.exit(f"merge_layered: error: {file} does not have the sha256 its manifest lists (changed, "
+                     "truncated or damaged)")
+    return manifest
+
+
 def merge(folder: Path):
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     merged = load(folder, manifest["embedding"]["file"], "embed/")
     current = "embed/" + manifest["embedding"]["output"]
     graphs = [(f"block{b['index']:03d}/", b["file"]) for b in manifest["blocks"]]
-    head = manifest.get("head_logits")
-    if head is None:
-        sys.exit(f"merge_layered: error: {folder}/manifest.json has no head_logits graph")
-    graphs.append(("head/", head["file"]))
+    graphs.append(("head/", manifest["head_logits"]["file"]))
     for prefix, file in graphs:
         part = load(folder, file, prefix)
         part_input = part.graph.input[0].name

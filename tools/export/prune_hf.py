@@ -209,7 +209,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-    export_layered.check_source_exists(args)
+    if args.remove is not None and (args.plan_method is not None or args.k is not None):
+        # Not ignored: a --k meant for a plan table would be silently dropped for --remove's list.
+        parser.error("--plan-method and --k choose a plan of --plans; --remove names the blocks itself")
+    export_layered.check_source_exists(args, "prune_hf")
     # Before the model is loaded: an output that would replace or change the model, or that
     # cannot be written, is refused in a second.
     outputs.refuse_overlap("prune_hf", args.out, [("the model folder", Path(args.model))] if args.model
@@ -240,12 +243,15 @@ def main(argv=None):
                      "prune does)")
     load_args = argparse.Namespace(model=args.model, gguf=args.gguf, dtype="auto")
     if source is not None:
+        # The weight files' headers are read here first: each damaged or missing one is named.
+        export_layered.check_supported_config(source, "prune_hf")
+        export_layered.check_source_files(source, "prune_hf")
         # In the weights' own type where they have one (transformers' "auto" is the config's).
         stored = stored_dtype(source)
         load_args.dtype = "auto" if stored == "auto" else {v: k for k, v in export_layered.DTYPES.items()}[stored]
     # A multimodal checkpoint is pruned in its language model and written whole (vision tower
     # included): `text` shares the checkpoint's blocks and text config.
-    model, tokenizer, _ = export_layered.load_checkpoint(load_args)
+    model, tokenizer, _ = export_layered.load_checkpoint(load_args, program="prune_hf")
     text = export_layered.language_model(model)
     if plan_blocks is not None and int(plan_blocks) != text.config.num_hidden_layers:
         sys.exit(f"prune_hf: error: {args.plans} holds plans for a model of {plan_blocks} blocks; "
@@ -291,8 +297,10 @@ def main(argv=None):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     counts = model.config.layerprune_parameters
-    print(f"wrote {args.out}: {len(kept)} blocks kept (original indices {kept}), removed {removed}; "
-          f"{counts['source']:,} parameters before, {counts['pruned']:,} after; reload check loss {actual:.6f}")
+    # A source pruned before numbers its blocks by position; the original indices are recorded.
+    print(f"wrote {args.out}: {len(kept)} blocks kept (original indices {text.config.layerprune_kept_blocks}), "
+          f"removed {removed}; {counts['source']:,} parameters before, {counts['pruned']:,} after; "
+          f"reload check loss {actual:.6f}")
 
 
 if __name__ == "__main__":
