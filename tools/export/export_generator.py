@@ -500,7 +500,10 @@ def main(argv=None):
     model.eval()
     export_layered.Architecture(model)  # use_bidirectional_attention, unknown attention types
     dtype = next(model.parameters()).dtype
-    dtype_key = {v: k for k, v in DTYPES.items()}[dtype]
+    dtype_key = {v: k for k, v in DTYPES.items()}.get(dtype)
+    if dtype_key is None:  # --dtype auto on a checkpoint of another dtype (float64)
+        fail(f"the checkpoint in {args.model} is {str(dtype).replace('torch.', '')}, which the generator "
+             f"is not exported in: pass --dtype {', '.join(sorted(DTYPES))}")
     kept = getattr(model.config, "layerprune_kept_blocks", None)
     print(f"loaded {model.config.model_type} ({dtype_key}) with {model.config.num_hidden_layers} layers"
           f"{f' (original blocks {kept})' if kept else ''} in {time.time() - started:.1f} s")

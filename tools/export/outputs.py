@@ -68,6 +68,11 @@ def refuse_unwritable(program: str, out: Path, folder: bool) -> None:
     """Exits when `out` (a folder, or one file when not `folder`) cannot be written where it is
     asked for: it exists as the other kind, or the nearest existing folder above it is a file or
     not writable. A missing parent is fine: the tools make it just before they stage the output."""
+    if out.name in ("", ".", ".."):
+        # Staged beside it and renamed over it: "." or ".." has no name to stage beside, and
+        # the rename would fail after the whole export.
+        _fail(program, f"--out {out}: name the {'folder' if folder else 'file'} itself "
+                       f"(such as --out ../{out.resolve().name or 'model'}), not '{out}'")
     if out.exists() and out.is_dir() != folder:
         _fail(program, f"--out {out} exists and is a {'file' if folder else 'folder'}, not a "
                        f"{'folder' if folder else 'file'}")

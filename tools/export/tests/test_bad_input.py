@@ -265,3 +265,33 @@ def test_prune_hf_refuses_plan_flags_beside_a_list_of_blocks(flags, llama, tmp_p
         run("prune_hf", llama, tmp_path / "out", *flags)
     assert exit.value.code == 2
     assert "--plan-method and --k choose a plan of --plans; --remove names the blocks itself" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("program", ["export", "prune_hf"])
+@pytest.mark.parametrize("out", [".", ".."])
+def test_an_output_named_dot_is_refused_before_loading(program, out, llama, tmp_path, monkeypatch, loading_refused):
+    """`--out .` staged its folder inside the current one and failed renaming '.' after the
+    whole export, with an OSError traceback."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(SystemExit, match=f"^{program}: error: --out {out}: name the folder itself"):
+        run(program, llama, Path(out), "--force")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["work"]
+
+
+def test_the_generator_refuses_a_checkpoint_of_a_dtype_it_is_not_exported_in(llama, tmp_path):
+    """`--dtype auto` on a float64 checkpoint was a KeyError traceback after loading."""
+    from transformers import AutoModelForCausalLM
+
+    source = tmp_path / "hf64"
+    model = AutoModelForCausalLM.from_pretrained(llama).to(torch.float64)
+    model.save_pretrained(source)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (llama / name).exists():
+            shutil.copy(llama / name, source / name)
+    out = tmp_path / "out.onnx"
+    with pytest.raises(SystemExit, match="^export_generator: error: the checkpoint in .* is float64, which the "
+                                         "generator is not exported in: pass --dtype bf16, fp16, fp32"):
+        run("export_generator", source, out, "--dtype", "auto")
+    assert not out.exists()
