@@ -49,6 +49,8 @@ pub struct ScoreInputs {
     pub design: Option<RecordedDesign>,
     /// The model and token table the values were measured with, where a file records them.
     pub game_ids: (String, String),
+    /// The evaluation table's path, for the errors about its values.
+    pub evaluations_file: Option<PathBuf>,
 }
 
 /// Files computed for different games, described by `message`: an error, or with
@@ -233,6 +235,7 @@ impl ScoreFiles {
             surrogate,
             design,
             game_ids,
+            evaluations_file: self.evaluations.clone(),
         })
     }
 
@@ -295,7 +298,16 @@ impl ScoreInputs {
         let mut all = Vec::new();
         for (done, &which) in estimators.iter().enumerate() {
             let start = std::time::Instant::now();
-            let estimated = estimate(which, &mut inputs, &self.players, options)?;
+            let estimated =
+                estimate(which, &mut inputs, &self.players, options).map_err(|error| {
+                    match (&error, &self.evaluations_file) {
+                        // The value is the evaluation table's: named with the file.
+                        (crate::ShapleyError::NotFinite { .. }, Some(path)) => {
+                            anyhow::anyhow!("{}: {error}", path.display())
+                        }
+                        _ => error.into(),
+                    }
+                })?;
             for text in &estimated.notes {
                 note(text);
             }
@@ -487,6 +499,65 @@ mod tests {
         assert_eq!(read.iter().map(|(_, v)| *v).collect::<Vec<_>>(), expected);
         assert_ne!(expected, table.values(GameValue::Utility).unwrap());
         assert!(with(Some(GameValue::NllIncrease)).load().is_ok());
+    }
+
+    /// A collapsed model's row (NLL +inf) is valued −inf by neg-nll: the estimators that read
+    /// it averaged it into inf or NaN, refused only as "the estimate of block b is NaN (a
+    /// surrogate's predictions ... overflow?)", and exact-shapley called it "not evaluated (it
+    /// is not in the recorded table)". Each names the file, the mask and its value; the same
+    /// row read as utility (0) is estimated.
+    #[test]
+    fn a_collapsed_models_value_is_named_with_its_mask_and_file() {
+        use layerprune_tables::write_evaluations;
+        let dir = tempfile::tempdir().unwrap();
+        let files = ScoreFiles {
+            value: Some(GameValue::NegNll),
+            masks: None,
+            ..write_inputs(dir.path(), &[0], &[0])
+        };
+        let path = files.evaluations.clone().unwrap();
+        let mut table = read_complete_evaluations(&path, Incomplete::Refuse).unwrap();
+        let row = table
+            .rows
+            .iter_mut()
+            .find(|row| row.mask.num_kept() == 3)
+            .unwrap();
+        (row.nll, row.ppl, row.utility) = (f64::INFINITY, f64::INFINITY, 0.0);
+        let collapsed = row.mask.clone();
+        write_evaluations(&path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+        let options = EstimatorOptions {
+            samples: 100,
+            strata: None,
+            seed: 0,
+        };
+        let inputs = files.load().unwrap();
+        for which in [
+            Estimator::Exact,
+            Estimator::Stratified,
+            Estimator::RegressionAdjustedStratified,
+            Estimator::BanzhafMsr,
+        ] {
+            let error = inputs
+                .estimate(&[which], &options, &mut |_| {})
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                error.contains("evals.parquet: ")
+                    && error.contains(&format!("reads mask {collapsed}, whose value is -inf")),
+                "{which}: {error}"
+            );
+        }
+        let utility = ScoreFiles {
+            value: Some(GameValue::Utility),
+            ..files
+        };
+        let all = [Estimator::Exact, Estimator::Stratified];
+        assert!(utility
+            .load()
+            .unwrap()
+            .estimate(&all, &options, &mut |_| {})
+            .is_ok());
     }
 
     #[test]

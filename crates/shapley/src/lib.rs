@@ -80,6 +80,15 @@ pub enum ShapleyError {
     #[error("{0}")]
     Design(String),
     #[error(
+        "{estimator} reads mask {mask}, whose value is {value}, which no estimate can average (a \
+         collapsed model's NLL is +inf: its neg-nll and nll-increase are -inf, its utility 0)"
+    )]
+    NotFinite {
+        estimator: &'static str,
+        mask: String,
+        value: f64,
+    },
+    #[error(
         "{0}: the linear system is singular (too few distinct masks for the number of players?)"
     )]
     Singular(&'static str),

@@ -347,7 +347,25 @@ pub fn estimate(
                 };
                 let start = std::time::Instant::now();
                 let estimates =
-                    semivalue_through(&mut game, n, &distribution, options.samples, options.seed)?;
+                    semivalue_through(&mut game, n, &distribution, options.samples, options.seed)
+                        .map_err(|error| match error {
+                        // The design's refusals ("stratum 50 removes more players than
+                        // the 11 there are") name the settings they come from.
+                        ShapleyError::Design(problem) => {
+                            let strata = match &distribution {
+                                MaskDistribution::Strata(strata) => {
+                                    format!(" over the strata {strata:?} (--strata)")
+                                }
+                                MaskDistribution::Uniform => String::new(),
+                            };
+                            ShapleyError::Design(format!(
+                                "--estimator {which} with --samples {}{strata} among {n} \
+                                     players: {problem}",
+                                options.samples
+                            ))
+                        }
+                        other => other,
+                    })?;
                 notes.push(format!(
                     "{}: {} base masks through the surrogate in {:.2} s",
                     estimates.estimator,
@@ -380,7 +398,15 @@ pub fn estimate(
                 .evaluations
                 .ok_or_else(|| missing(which, "--evaluations"))?;
             if which == Estimator::Exact {
-                // A collapsed model's NaN is left out, so asking for it is an error, not a guess.
+                // Every mask of the players' game is read: one valued −inf or NaN (a collapsed
+                // model) is named. The rows outside the game (removing a fixed block) are never
+                // asked for, whatever their values.
+                let in_game: Vec<(Mask, f64)> = rows
+                    .iter()
+                    .filter(|(mask, _)| players.lower(mask).is_ok())
+                    .cloned()
+                    .collect();
+                check_finite(which, &in_game)?;
                 let finite = rows.iter().filter(|(_, v)| v.is_finite()).cloned();
                 let mut recorded = RecordedGame::new(players.num_blocks(), finite)?;
                 let (shapley, banzhaf) = exact_values(&mut recorded, players).map_err(|e| {
@@ -447,7 +473,7 @@ pub fn estimate_recorded(
             }
             let chains = PermutationDesign::from_chains(n, &design.chains)?;
             let queries = chains.queries();
-            let rows = valued(game, queries)?;
+            let rows = valued(which, game, players, queries)?;
             let estimates = if which == Estimator::Permutation {
                 permutation_estimate(&chains, &rows)?
             } else {
@@ -474,7 +500,7 @@ pub fn estimate_recorded(
                     "warning: no pair has a coalition of {missing_sizes:?} players; {which} leaves those sizes out of the Shapley weighting"
                 ));
             }
-            let rows = valued(game, paired.queries())?;
+            let rows = valued(which, game, players, paired.queries())?;
             let estimates = match which {
                 Estimator::KernelShap => kernelshap_estimate(&paired, &rows)?,
                 Estimator::RegressionAdjustedExp => {
@@ -499,9 +525,8 @@ pub fn estimate_recorded(
             )))
         }
         Needs::Evaluations => {
+            let rows = valued(which, game, players, coalitions.recorded.to_vec())?;
             let masks = coalitions.recorded;
-            let values = layerprune_core::values_checked(game, masks)?;
-            let rows: Vec<(Mask, f64)> = masks.iter().cloned().zip(values).collect();
             let estimates = if which == Estimator::Stratified {
                 stratified_estimate(n, &rows)?
             } else if which == Estimator::BanzhafMsr {
@@ -527,11 +552,35 @@ pub fn estimate_recorded(
     })
 }
 
-/// The design's queries (each once, sorted, as every design's `queries` returns them) valued
-/// through the game, as `(player mask, value)` rows.
-fn valued(game: &mut dyn Game, queries: Vec<Mask>) -> Result<Vec<(Mask, f64)>, ShapleyError> {
-    let values = layerprune_core::values_checked(game, &queries)?;
-    Ok(queries.into_iter().zip(values).collect())
+/// The masks an estimator reads (a design's queries, each once and sorted as every design's
+/// `queries` returns them, or the recorded coalitions) valued through the game, as
+/// `(player mask, value)` rows; a value no estimate can average is refused ([`check_finite`]).
+fn valued(
+    which: Estimator,
+    game: &mut dyn Game,
+    players: &Players,
+    masks: Vec<Mask>,
+) -> Result<Vec<(Mask, f64)>, ShapleyError> {
+    let values = layerprune_core::values_checked(game, &masks)?;
+    let rows: Vec<(Mask, f64)> = masks.into_iter().zip(values).collect();
+    let lifted = |(mask, value): &(Mask, f64)| (players.lift(mask), *value);
+    check_finite(which, &rows.iter().map(lifted).collect::<Vec<_>>())?;
+    Ok(rows)
+}
+
+/// Refuses a row, `(block mask, value)`, whose value is NaN or infinite, naming its mask: a
+/// collapsed model's NLL is +inf, so its `neg-nll` and `nll-increase` are −inf (its utility
+/// 0), and an estimate averaging it was inf or NaN, refused only afterwards as "the estimate of
+/// block b is NaN", with no word of which mask or why.
+fn check_finite(which: Estimator, rows: &[(Mask, f64)]) -> Result<(), ShapleyError> {
+    match rows.iter().find(|(_, value)| !value.is_finite()) {
+        Some((mask, value)) => Err(ShapleyError::NotFinite {
+            estimator: which.name(),
+            mask: mask.to_string(),
+            value: *value,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -545,6 +594,120 @@ mod tests {
     /// A game of 6 blocks with interactions; block 0 is fixed.
     fn synthetic() -> PairwiseGame {
         layerprune_tests::six_block_pairwise_game()
+    }
+
+    /// The estimators that read a design's masks name a mask valued −inf (a collapsed model's
+    /// neg-nll) with its blocks, where they averaged it into an estimate of NaN.
+    #[test]
+    fn a_design_through_a_mask_valued_minus_infinity_is_refused_naming_it() {
+        let players = Players::new(6, &[0]).unwrap();
+        let n = players.len();
+        let permutations = permutation_design_pairs(n, 2, &mut rng_from_seed(1));
+        let pairs = paired_kernel_design_pairs(n, 12, &mut rng_from_seed(2));
+        let collapsed = [
+            permutations.chain_masks(0)[2].clone(),
+            pairs.coalitions[0].clone(),
+        ];
+        let blocks: Vec<Mask> = layerprune_tests::every_mask(n)
+            .iter()
+            .map(|m| players.lift(m))
+            .collect();
+        let values = synthetic().values(&blocks).unwrap();
+        let rows = blocks.iter().cloned().zip(values).map(|(mask, value)| {
+            let lowered = players.lower(&mask).unwrap();
+            (
+                mask,
+                if collapsed.contains(&lowered) {
+                    f64::NEG_INFINITY
+                } else {
+                    value
+                },
+            )
+        });
+        let table = RecordedGame::new(6, rows).unwrap();
+        let design = RecordedDesign {
+            chains: (0..permutations.orders.len())
+                .map(|chain| permutations.chain_masks(chain))
+                .collect(),
+            pairs: pairs
+                .coalitions
+                .iter()
+                .map(|s| (s.clone(), s.complement()))
+                .collect(),
+        };
+        let coalitions = Coalitions {
+            design: Some(&design),
+            recorded: &[],
+        };
+        let options = EstimatorOptions {
+            samples: 100,
+            strata: None,
+            seed: 5,
+        };
+        for (which, mask) in [
+            (Estimator::Permutation, &collapsed[0]),
+            (Estimator::KernelShap, &collapsed[1]),
+        ] {
+            let mut game = PlayerGame::new(table.clone(), players.clone()).unwrap();
+            let error = estimate_recorded(which, &mut game, &coalitions, &players, &options)
+                .err()
+                .unwrap()
+                .to_string();
+            let named = format!(
+                "{which} reads mask {}, whose value is -inf",
+                players.lift(mask)
+            );
+            assert!(error.contains(&named), "{error}");
+        }
+    }
+
+    /// The semivalue's design refuses a stratum beyond the players or fewer base masks than
+    /// strata; the refusal said "stratum 50 removes more players than the 11 there are", naming
+    /// neither flag. It names `--samples`, `--strata` and the players now.
+    #[test]
+    fn a_semivalue_design_refused_names_the_settings() {
+        use layerprune_surrogate::QuadraticSurrogate;
+        let surrogate = QuadraticSurrogate {
+            num_players: 4,
+            intercept: 0.5,
+            linear: vec![0.1, 0.2, 0.3, 0.4],
+            pairs: vec![vec![0.0; 4]; 4],
+        };
+        let players = Players::all(4);
+        let refusal = |strata: Vec<usize>, samples: usize| {
+            let mut inputs = EstimatorInputs {
+                evaluations: None,
+                design: None,
+                surrogate: Some(&surrogate),
+                surrogate_evaluations: 0,
+            };
+            let options = EstimatorOptions {
+                samples,
+                strata: Some(strata),
+                seed: 0,
+            };
+            estimate(
+                Estimator::StratifiedSemivalue,
+                &mut inputs,
+                &players,
+                &options,
+            )
+            .err()
+            .unwrap()
+            .to_string()
+        };
+        let error = refusal(vec![9], 100);
+        assert!(
+            error.contains("--samples 100 over the strata [9] (--strata) among 4 players")
+                && error.ends_with("stratum 9 removes more players than the 4 there are"),
+            "{error}"
+        );
+        let error = refusal(vec![1, 2], 1);
+        assert!(
+            error.contains("--samples 1 over the strata [1, 2]")
+                && error.contains("1 base masks for 2 strata"),
+            "{error}"
+        );
     }
 
     #[test]

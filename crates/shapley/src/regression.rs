@@ -54,7 +54,7 @@ use layerprune_surrogate::{
 };
 
 use crate::kernelshap::{paired_kernel_design, PairedDesign};
-use crate::permutation::{permutation_design, PermutationDesign};
+use crate::permutation::{self, permutation_design, PermutationDesign};
 use crate::polynomial::{order_for_rows, Multilinear};
 use crate::surrogate::sampled_shapley;
 use crate::values::{mean_and_se, partly_known_mean, variance_of_mean};
@@ -588,17 +588,11 @@ pub fn run_regression_adjusted_kernel(
     seed: u64,
     target: SurrogateTarget,
 ) -> Result<RegressionAdjusted, ShapleyError> {
-    let design = paired_kernel_design(
-        players.len(),
-        budget,
-        2,
-        REGRESSION_ADJUSTED,
-        &mut rng_from_seed(seed),
-    )?;
     let name = match target {
         SurrogateTarget::Value => REGRESSION_ADJUSTED,
         SurrogateTarget::LogValue => REGRESSION_ADJUSTED_LOG,
     };
+    let design = paired_kernel_design(players.len(), budget, 2, name, &mut rng_from_seed(seed))?;
     let (rows, evaluations) = evaluate_masks_for(name, game, players, &design.queries())?;
     let mut result = regression_adjusted_kernel_estimate(&design, &rows, target, seed)?;
     result.estimates = result
@@ -629,7 +623,20 @@ pub fn run_regression_adjusted_chains(
     budget: usize,
     seed: u64,
 ) -> Result<RegressionAdjusted, ShapleyError> {
-    let design = permutation_design(players.len(), budget, &mut rng_from_seed(seed))?;
+    // Two antithetic pairs, one a cross-fitting half (one player needs none: its value is the
+    // whole gain), refused before the chains are valued: permutation sampling's own minimum,
+    // one pair, let a budget of one pair spend 2n evaluations and then fail.
+    let n = players.len();
+    let minimum_pairs = if n <= 1 { 1 } else { 2 };
+    if permutation::pairs_for_budget(n, budget) < minimum_pairs {
+        return Err(ShapleyError::BudgetTooSmall {
+            estimator: REGRESSION_ADJUSTED_LOG_CHAINS,
+            players: n,
+            budget,
+            needed: 2 + minimum_pairs * 2 * n.saturating_sub(1),
+        });
+    }
+    let design = permutation_design(n, budget, &mut rng_from_seed(seed))?;
     let (rows, evaluations) = evaluate_masks_for(
         REGRESSION_ADJUSTED_LOG_CHAINS,
         game,

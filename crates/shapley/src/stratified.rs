@@ -231,14 +231,24 @@ pub fn stratified_estimate(
     strata.require_every_size(STRATIFIED_SHAPLEY)?;
     let mut phi = vec![0.0; n];
     let mut variance = vec![0.0; n];
+    let mut estimable = true;
     for (size, masks) in strata.by_size.iter().enumerate() {
-        let size_mean = masks.iter().map(|(_, v)| v).sum::<f64>() / masks.len() as f64;
+        let size_values: Vec<f64> = masks.iter().map(|(_, v)| *v).collect();
+        let size_mean = size_values.iter().sum::<f64>() / size_values.len() as f64;
         let sums = SplitSums::new(n, masks.iter().map(|(m, v)| (m, *v)));
         let means = sums.means(size_mean);
         add_stratum(&mut phi, size, &means);
         if strata.is_complete(size) {
             continue;
         }
+        // The spread of v over the size's masks, for the subpopulations with fewer than two:
+        // a subpopulation of one mask has no spread of its own (its variance read 0, so a
+        // table of one mask a size had every standard error 0: 8 players, budget 9), and one
+        // of none takes the size's mean. The spread over the whole size also holds the
+        // difference between the players' sides, so it errs large. A size of one mask has no
+        // spread at all: no standard error then.
+        let size_spread = variance_of_mean(&size_values) * size_values.len() as f64;
+        estimable &= size_values.len() >= 2;
         for (i, v) in variance.iter_mut().enumerate() {
             for kept in [true, false] {
                 let values: Vec<f64> = masks
@@ -246,12 +256,17 @@ pub fn stratified_estimate(
                     .filter(|(m, _)| m.is_kept(i) == kept)
                     .map(|(_, v)| *v)
                     .collect();
-                *v += variance_of_mean(&values) / (n * n) as f64;
+                let of_mean = match values.len() {
+                    0 => size_spread / size_values.len() as f64,
+                    1 => size_spread,
+                    _ => variance_of_mean(&values),
+                };
+                *v += of_mean / (n * n) as f64;
             }
         }
     }
-    let std_errors = variance.iter().map(|v| v.sqrt()).collect();
-    Ok(Estimates::new(STRATIFIED_SHAPLEY, phi, Some(std_errors)))
+    let std_errors = estimable.then(|| variance.iter().map(|v| v.sqrt()).collect());
+    Ok(Estimates::new(STRATIFIED_SHAPLEY, phi, std_errors))
 }
 
 /// Σ f over each subpopulation (size s, player i kept or removed), by size: over `enumerated`
@@ -391,6 +406,13 @@ pub fn regression_adjusted_stratified_estimate(
                 residual_squares += (r.1 - r.2).powi(2);
                 held_out.push(r.1);
             }
+            // The spread of f_k's residuals over fold k's masks of this size, for the
+            // subpopulations of which fold k holds one mask: one residual has no spread of its
+            // own, and counting it 0 (until 2026-12-06) understated the standard error
+            // several-fold at small budgets, where most subpopulations hold one (mean
+            // (error/SE)² 7.0 at 10 players, budget 100; 1.1 now).
+            let size_residuals: Vec<f64> = rows.iter().filter(|r| r.3).map(|r| r.1 - r.2).collect();
+            let size_spread = variance_of_mean(&size_residuals) * size_residuals.len() as f64;
             for (side, kept) in [(0, true), (1, false)] {
                 let population = subpopulation_size(n, size, kept);
                 if population == 0.0 {
@@ -415,9 +437,14 @@ pub fn regression_adjusted_stratified_estimate(
                         .map(|r| r.1 - r.2)
                         .collect();
                     let known = values.counts[i] as f64;
+                    let of_mean = if held.len() >= 2 {
+                        variance_of_mean(&held)
+                    } else {
+                        size_spread
+                    };
                     fold.add_corrected(
                         partly_known_mean(population, known, sum, &held),
-                        ((population - known) / population).powi(2) * variance_of_mean(&held),
+                        ((population - known) / population).powi(2) * of_mean,
                     );
                 }
             }

@@ -25,14 +25,14 @@ impl TripleGame {
         values
     }
 
-    /// A game shaped like layer pruning of an n-block model (n ≥ 4), documented in
+    /// A game shaped like layer pruning of an n-block model, documented in
     /// docs/estimators.md: the full model is worth about 1 and the value collapses as
     /// blocks go. Every block adds a small amount on its own (more for the first and last
     /// blocks, which the literature finds hardest to remove); neighbouring blocks are
     /// complements (positive interaction: removing two neighbours hurts more than the sum);
     /// some distant pairs are substitutes (negative interaction); and n / 4 runs of three
-    /// consecutive blocks carry a strong third-order term (removing any block of the run
-    /// loses it).
+    /// consecutive blocks (one at least from 3 blocks, none below) carry a strong third-order
+    /// term (removing any block of the run loses it).
     pub fn layer_pruning_like(num_players: usize, seed: u64) -> Self {
         let n = num_players;
         let mut rng = rng_from_seed(seed);
@@ -56,7 +56,11 @@ impl TripleGame {
                 pairs[j][i] = w;
             }
         }
-        let triples = (0..(n / 4).max(1))
+        // Runs of three distinct blocks: with fewer than three, a run wrapped onto itself
+        // ([0, 1, 0] of 2 blocks, whose closed form then split its weight 2:1 instead of the
+        // game's 1:1; 0 blocks divided by zero), so there are none.
+        let runs = if n >= 3 { (n / 4).max(1) } else { 0 };
+        let triples = (0..runs)
             .map(|_| {
                 let start = rng.random_range(0..n.saturating_sub(2).max(1));
                 (
@@ -108,5 +112,18 @@ mod tests {
         }
         let full = game.value(&Mask::full(9)).unwrap();
         assert!(full > 0.3 && full < 3.0, "{full}");
+    }
+
+    /// The closed form is the game's Shapley value for every number of blocks, also the
+    /// few for which a run of three does not fit.
+    #[test]
+    fn triple_game_closed_form_holds_for_every_small_size() {
+        for n in 0..=5 {
+            let mut game = TripleGame::layer_pruning_like(n, 1);
+            let exact = exact_shapley(&mut game).unwrap();
+            for (a, b) in exact.iter().zip(game.shapley_values()) {
+                assert!((a - b).abs() < 1e-12, "{n} blocks: {exact:?}");
+            }
+        }
     }
 }

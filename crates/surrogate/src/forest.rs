@@ -119,19 +119,30 @@ impl ForestSurrogate {
     }
 }
 
-/// Checks that a saved forest's trees are trees, in the file's JSON (`parameters` of a forest
-/// surrogate file) before smartcore is given it. smartcore predicts by walking from the root
-/// through the nodes' children until a leaf, so a damaged file in which a node points at itself
-/// or at an ancestor would make every prediction loop forever (the mutation fuzzer found one).
-/// smartcore appends a node's children after it, so each child must be a later node of the
-/// same tree. Only the links are read ([`Links`]), a few bytes a node.
+/// Checks every node of a saved forest, in the file's JSON (`parameters` of a forest surrogate
+/// file), before smartcore is given it: loading tries the forest on the full and the empty mask
+/// only, and smartcore trusts its nodes on every other path.
+///
+/// - The links: smartcore predicts by walking from the root through the nodes' children until
+///   a leaf, so a node that points at itself or at an ancestor would make every prediction loop
+///   forever (the mutation fuzzer found one). smartcore appends a node's children after it, so
+///   each child must be a later node of the same tree.
+/// - A node with children has both (smartcore unwraps the second) and splits on a block of the
+///   forest's (it indexes the mask's features by it): either damage, on a path the two probes
+///   do not take, made the first mask that took it panic inside `shapley`.
+/// - A leaf's value is finite and within twice ±[`MAX_TARGET_MAGNITUDE`](crate::MAX_TARGET_MAGNITUDE)
+///   (a fit's leaves are means of its values, within that bound but for rounding): beyond, the
+///   forest's average over its trees may overflow to inf for the masks that reach it.
+///
+/// Only these fields are read ([`Nodes`]), a few bytes a node.
 pub(crate) fn check_tree_links(parameters: &str) -> Result<(), String> {
-    let Ok(links) = serde_json::from_str::<Links>(parameters) else {
+    let Ok(nodes) = serde_json::from_str::<Nodes>(parameters) else {
         // Missing or malformed: the typed decoding that follows reports it.
         return Ok(());
     };
-    for (t, tree) in links.forest.forest_regressor.trees.iter().enumerate() {
+    for (t, tree) in nodes.forest.forest_regressor.trees.iter().enumerate() {
         for (i, node) in tree.nodes.iter().enumerate() {
+            let bad = |problem: String| Err(format!("tree {t}: node {i} {problem}"));
             for (link, child) in [
                 ("true_child", node.true_child),
                 ("false_child", node.false_child),
@@ -148,34 +159,65 @@ pub(crate) fn check_tree_links(parameters: &str) -> Result<(), String> {
                     }
                 }
             }
+            match (node.true_child, node.false_child) {
+                (Some(_), Some(_)) => match (node.split_feature, nodes.num_players) {
+                    (Some(block), Some(players)) if block >= players => {
+                        return bad(format!(
+                            "splits on block {block}, and the forest has {players} blocks"
+                        ))
+                    }
+                    _ => {}
+                },
+                (None, None) => match node.output {
+                    Some(value) if !(value.is_finite() && value.abs() <= LARGEST_LEAF) => {
+                        return bad(format!(
+                            "is a leaf valued {value:e}, beyond ±{LARGEST_LEAF:e}, which no fit \
+                             gives"
+                        ))
+                    }
+                    _ => {}
+                },
+                _ => return bad("has one child: a split needs both".into()),
+            }
         }
     }
     Ok(())
 }
 
-/// The links of a saved forest's nodes (smartcore's layout), every other field skipped.
+/// Largest magnitude of a saved forest's leaf: a fit's leaves are means of values within
+/// ±[`MAX_TARGET_MAGNITUDE`](crate::MAX_TARGET_MAGNITUDE), with room for their rounding.
+const LARGEST_LEAF: f64 = 2.0 * crate::MAX_TARGET_MAGNITUDE;
+
+/// What [`check_tree_links`] reads of a saved forest (smartcore's layout), every other field
+/// skipped; a field missing here is left to the typed decoding to report.
 #[derive(Deserialize)]
-struct Links {
-    forest: LinksForest,
+struct Nodes {
+    #[serde(default)]
+    num_players: Option<u64>,
+    forest: NodesForest,
 }
 
 #[derive(Deserialize)]
-struct LinksForest {
-    forest_regressor: LinksRegressor,
+struct NodesForest {
+    forest_regressor: NodesRegressor,
 }
 
 #[derive(Deserialize)]
-struct LinksRegressor {
-    trees: Vec<LinksTree>,
+struct NodesRegressor {
+    trees: Vec<NodesTree>,
 }
 
 #[derive(Deserialize)]
-struct LinksTree {
-    nodes: Vec<LinksNode>,
+struct NodesTree {
+    nodes: Vec<Node>,
 }
 
 #[derive(Deserialize)]
-struct LinksNode {
+struct Node {
+    #[serde(default)]
+    output: Option<f64>,
+    #[serde(default)]
+    split_feature: Option<u64>,
     #[serde(default)]
     true_child: Option<u64>,
     #[serde(default)]

@@ -69,8 +69,8 @@ pub enum SurrogateError {
     TooFewRowsForFolds { rows: usize, folds: usize },
     #[error("invalid fit option: {0}")]
     BadOption(String),
-    #[error("the ridge system is singular (features are collinear in these masks); use a ridge_alpha > 0")]
-    SingularSystem,
+    #[error("{}", singular_system(*ridge_alpha))]
+    SingularSystem { ridge_alpha: f64 },
     #[error("random forest failed: {0}")]
     Forest(String),
     #[error(
@@ -91,6 +91,22 @@ pub enum SurrogateError {
     },
     #[error("{path}: {problem}")]
     File { path: String, problem: String },
+}
+
+/// Why a ridge system was singular, and what to do: without a ridge, give one; with one too
+/// small to lift the collinear directions' pivots above the factorization's tolerance (about
+/// 1e-12 of the largest, so below about 1e-13), a larger one (advising "a ridge_alpha > 0" to
+/// a fit given one was no advice).
+fn singular_system(ridge_alpha: f64) -> String {
+    let advice = if ridge_alpha > 0.0 {
+        format!("ridge_alpha {ridge_alpha:e} is too small to make it solvable; use a larger one")
+    } else {
+        "use a ridge_alpha > 0".to_string()
+    };
+    format!(
+        "the ridge system is singular (features are collinear in these masks); {advice} \
+         (fit-surrogate --ridge-alpha)"
+    )
 }
 
 /// A fitted model of the game's value.
@@ -402,14 +418,26 @@ fn check_training_data(masks: &[Mask], targets: &[f64]) -> Result<usize, Surroga
     Ok(num_players)
 }
 
-/// What the rows [`fit`] accepts (their `values`, over a game of `num_players` players: the
-/// blocks that are not fixed) may still not tell, said before fitting: no more rows than
-/// players (too few for even an additive model, players + 1 coefficients, to tell every
-/// block's contribution apart: the fit is shaped by its regularisation as much as by the game),
-/// or a single value in every row (a constant game: every contribution 0). The caller names the
-/// input.
-pub fn training_data_warnings(num_players: usize, values: &[f64]) -> Vec<String> {
+/// What the rows [`fit`] accepts (`masks` over the blocks and their `values`, of a game whose
+/// players are the blocks not in `fixed_blocks`) may still not tell, said before fitting: no
+/// more rows than players (too few for even an additive model, players + 1 coefficients, to
+/// tell every block's contribution apart: the fit is shaped by its regularisation as much as by
+/// the game), a single value in every row (a constant game: every contribution 0), or a player
+/// that no row varies (kept in every row, or removed in every row): nothing measures it, and a
+/// surrogate gives it whatever its fit does without data (the quadratic and the forest 0, the
+/// MLP its initialisation), so its Shapley value read off the surrogate, and the plans made from
+/// it, were a silent 0 or noise. The caller names the input.
+pub fn training_data_warnings(
+    masks: &[Mask],
+    fixed_blocks: &[usize],
+    values: &[f64],
+) -> Vec<String> {
     let mut warnings = Vec::new();
+    let num_blocks = masks.first().map_or(0, Mask::num_blocks);
+    let players: Vec<usize> = (0..num_blocks)
+        .filter(|block| !fixed_blocks.contains(block))
+        .collect();
+    let num_players = players.len();
     if values.len() <= num_players {
         warnings.push(format!(
             "{} rows for {num_players} players: fewer than the {} an additive model needs to \
@@ -425,6 +453,22 @@ pub fn training_data_warnings(num_players: usize, values: &[f64]) -> Vec<String>
              contribution 0",
             values[0]
         ));
+    }
+    for (kept, how) in [(true, "kept in"), (false, "removed from")] {
+        let unvaried: Vec<usize> = players
+            .iter()
+            .copied()
+            .filter(|&block| masks.iter().all(|mask| mask.is_kept(block) == kept))
+            .collect();
+        if masks.len() > 1 && !unvaried.is_empty() {
+            warnings.push(format!(
+                "block(s) {unvaried:?} are {how} every row but are players (not fixed blocks): \
+                 no row measures what they contribute, so a surrogate gives them what its fit \
+                 does without data (0 for the quadratic and the forest, the initial weights' \
+                 effect for the mlp); evaluate masks that vary them, or sample the game with \
+                 them fixed (sample-masks --fixed)"
+            ));
+        }
     }
     warnings
 }
@@ -526,15 +570,51 @@ mod tests {
         }
     }
 
+    /// Masks of 5 blocks, block 0 fixed (kept in every mask), each player removed by one mask.
+    fn one_removed(count: usize) -> Vec<Mask> {
+        (0..count)
+            .map(|k| Mask::from_removed(5, &[1 + k % 4]).unwrap())
+            .collect()
+    }
+
     #[test]
     fn rows_too_few_to_tell_the_blocks_apart_or_all_alike_are_warned_of() {
-        let few = training_data_warnings(4, &[0.1, 0.2, 0.3, 0.4]);
+        let few = training_data_warnings(&one_removed(4), &[0], &[0.1, 0.2, 0.3, 0.4]);
         assert_eq!(few.len(), 1, "{few:?}");
         assert!(few[0].starts_with("4 rows for 4 players"), "{few:?}");
-        assert!(training_data_warnings(4, &[0.1, 0.2, 0.3, 0.4, 0.5]).is_empty());
-        let alike = training_data_warnings(4, &[0.7; 5]);
+        let values = [0.1, 0.2, 0.3, 0.4, 0.5];
+        assert!(training_data_warnings(&one_removed(5), &[0], &values).is_empty());
+        let alike = training_data_warnings(&one_removed(5), &[0], &[0.7; 5]);
         assert_eq!(alike.len(), 1, "{alike:?}");
         assert!(alike[0].contains("same value (0.7)"), "{alike:?}");
+    }
+
+    /// A player that every row keeps (or every row removes) is measured by none: the quadratic
+    /// and the forest give it 0, the MLP its initial weights' effect, and nothing said so. The
+    /// fixed blocks, kept in every row by design, are not warned of.
+    #[test]
+    fn players_that_no_row_varies_are_warned_of() {
+        let values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
+        // Blocks 1 to 3 removed in turn: block 4 is kept in every row.
+        let masks: Vec<Mask> = (0..6)
+            .map(|k| Mask::from_removed(5, &[1 + k % 3]).unwrap())
+            .collect();
+        let warnings = training_data_warnings(&masks, &[0], &values);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("block(s) [4] are kept in every row but are players"),
+            "{warnings:?}"
+        );
+        // Not fixed, block 0 is a player kept in every row too.
+        let warnings = training_data_warnings(&masks, &[], &values);
+        assert!(warnings[0].contains("[0, 4] are kept in"), "{warnings:?}");
+        // Removed in every row.
+        let removed: Vec<Mask> = masks.iter().map(|mask| mask.with(4, false)).collect();
+        let warnings = training_data_warnings(&removed, &[0], &values);
+        assert!(
+            warnings[0].starts_with("block(s) [4] are removed from every row"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -353,7 +353,7 @@ impl NormalEquations {
             .map(|a| self.cross[a] - self.feature_sums[a] * target_mean)
             .collect();
         let weights = Cholesky::new_owned(system, p)
-            .ok_or(SurrogateError::SingularSystem)?
+            .ok_or(SurrogateError::SingularSystem { ridge_alpha: alpha })?
             .solve(&rhs);
         let intercept = target_mean
             - weights
@@ -552,11 +552,22 @@ mod tests {
     #[test]
     fn collinear_features_without_ridge_are_singular() {
         let features = vec![vec![1.0, 2.0], vec![2.0, 4.0], vec![3.0, 6.0]];
-        assert!(matches!(
-            ridge_solve(&features, &[1.0, 2.0, 3.0], 0.0),
-            Err(SurrogateError::SingularSystem)
-        ));
+        let error = ridge_solve(&features, &[1.0, 2.0, 3.0], 0.0).unwrap_err();
+        assert!(
+            matches!(error, SurrogateError::SingularSystem { .. })
+                && error.to_string().contains("use a ridge_alpha > 0"),
+            "{error}"
+        );
         assert!(ridge_solve(&features, &[1.0, 2.0, 3.0], 0.1).is_ok());
+        // A ridge too small to lift the collinear direction above the factorization's
+        // tolerance: the advice is a larger one, not "a ridge_alpha > 0", which was given.
+        let error = ridge_solve(&features, &[1.0, 2.0, 3.0], 1e-16).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("ridge_alpha 1e-16 is too small to make it solvable; use a larger one"),
+            "{error}"
+        );
     }
 
     #[test]

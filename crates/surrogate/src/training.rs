@@ -161,9 +161,7 @@ impl SurrogateFit {
                 self.value.name()
             );
         }
-        // The players: the blocks that were not fixed in the game the table records.
-        let num_players = table.num_blocks - table.fixed_blocks.len();
-        for warning in training_data_warnings(num_players, &rows.values) {
+        for warning in training_data_warnings(&rows.masks, &table.fixed_blocks, &rows.values) {
             tracing::warn!("{}: {warning}", path.display());
         }
         let kinds = layerprune_core::distinct(&self.kinds);

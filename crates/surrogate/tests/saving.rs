@@ -369,3 +369,80 @@ fn a_model_that_loading_would_refuse_is_not_saved() {
     );
     assert!(!path.exists());
 }
+
+/// The node where `mask` ends in a tree of a saved forest (smartcore's rule: a node with
+/// children sends the mask to `true_child` when its split feature is ≤ the split value), and
+/// every node it passes on the way.
+fn path_of(nodes: &[serde_json::Value], mask: &Mask) -> Vec<usize> {
+    let mut path = vec![0];
+    while let Some(child) = nodes[*path.last().unwrap()]["true_child"].as_u64() {
+        let node = &nodes[*path.last().unwrap()];
+        let feature = node["split_feature"].as_u64().unwrap() as usize;
+        let x = f64::from(u8::from(mask.is_kept(feature)));
+        path.push(if x <= node["split_value"].as_f64().unwrap() {
+            child as usize
+        } else {
+            node["false_child"].as_u64().unwrap() as usize
+        });
+    }
+    path
+}
+
+/// Loading tries a forest on the full and the empty mask only, so a damaged node that neither
+/// reaches — a split on a block that does not exist, a node with one child, a leaf whose value
+/// no fit gives — was loaded, and the first mask that reached it made `shapley` panic
+/// (smartcore indexes the block, or unwraps the missing child) or predict inf. Every node is
+/// checked as the file loads, naming the tree and node.
+#[test]
+fn a_forest_damaged_where_the_probes_do_not_reach_is_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("forest.json");
+    fitted(SurrogateKind::Forest).save(&path).unwrap();
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let pointer = "/parameters/forest/forest_regressor/trees/0/nodes";
+    let nodes = original.pointer(pointer).unwrap().as_array().unwrap();
+    let probed: Vec<usize> = [Mask::full(6), Mask::empty(6)]
+        .iter()
+        .flat_map(|mask| path_of(nodes, mask))
+        .collect();
+    let unprobed = |leaf: bool| {
+        (0..nodes.len())
+            .find(|i| !probed.contains(i) && nodes[*i]["true_child"].is_null() == leaf)
+            .expect("a node the probes do not reach")
+    };
+    let (split, leaf) = (unprobed(false), unprobed(true));
+    let every_mask: Vec<Mask> = (0..64u32)
+        .map(|bits| Mask::from_kept((0..6).map(|i| bits >> i & 1 == 1).collect()))
+        .collect();
+    for (node, field, value, expected) in [
+        (
+            split,
+            "split_feature",
+            serde_json::json!(1000),
+            "splits on block 1000",
+        ),
+        (split, "false_child", serde_json::Value::Null, "one child"),
+        (leaf, "output", serde_json::json!(1e300), "1e300"),
+    ] {
+        let mut damaged = original.clone();
+        *damaged
+            .pointer_mut(&format!("{pointer}/{node}/{field}"))
+            .unwrap() = value;
+        std::fs::write(&path, serde_json::to_vec(&damaged).unwrap()).unwrap();
+        let outcome = std::panic::catch_unwind(|| {
+            SavedSurrogate::load(&path).map(|saved| saved.surrogate.predict(&every_mask))
+        });
+        let message = match outcome {
+            Ok(Err(error @ SurrogateError::File { .. })) => error.to_string(),
+            Ok(other) => panic!("{field}: expected a file error, got {other:?}"),
+            Err(_) => panic!("{field}: loaded, and predicting panicked"),
+        };
+        assert!(
+            message.contains("forest.json")
+                && message.contains(&format!("tree 0: node {node}"))
+                && message.contains(expected),
+            "{message}"
+        );
+    }
+}

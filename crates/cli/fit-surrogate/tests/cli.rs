@@ -223,8 +223,8 @@ fn errors_name_the_problem() {
     assert!(String::from_utf8_lossy(&negative.stderr).contains("not a ridge strength"));
 }
 
-/// A table of one row cannot be fitted; one of fewer rows than blocks plus one, or of one
-/// value throughout, is fitted with a warning naming the file.
+/// A table of one row cannot be fitted; one of fewer rows than blocks plus one, of one value
+/// throughout, or in which no row varies a player, is fitted with a warning naming the file.
 #[test]
 fn too_few_or_alike_rows_are_refused_or_warned_of() {
     let folder = tempfile::tempdir().unwrap();
@@ -290,12 +290,21 @@ fn too_few_or_alike_rows_are_refused_or_warned_of() {
         "{stderr}"
     );
     assert!(!stderr.contains("same value"), "{stderr}");
+    // Blocks 4 and 5 are removed by no row: nothing measures them.
+    assert!(
+        stderr.contains(&format!(
+            "{}: block(s) [4, 5] are kept in every row but are players",
+            few.display()
+        )),
+        "{stderr}"
+    );
     assert!(out.exists());
 
     let alike = write("alike.parquet", &[2.5; 6]);
     let stderr = String::from_utf8_lossy(&fit(&alike).stderr).to_string();
     assert!(stderr.contains("6 rows for 6 players"), "{stderr}");
     assert!(stderr.contains("every row has the same value"), "{stderr}");
+    assert!(!stderr.contains("in every row but"), "{stderr}");
 }
 
 /// A checkpoint of an `evaluate` run that stopped (complete = false) holds whichever masks the
