@@ -65,9 +65,7 @@ pub fn banzhaf_msr_estimate(
             (mean, var / count)
         };
         if inside.is_empty() || outside.is_empty() {
-            return Err(ShapleyError::Design(format!(
-                "player {i} is kept in every mask or in none; draw more masks"
-            )));
+            return Err(ShapleyError::NeverVaries { player: i });
         }
         let (mean_in, var_in) = moments(&inside);
         let (mean_out, var_out) = moments(&outside);

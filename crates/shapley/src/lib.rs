@@ -79,6 +79,10 @@ pub enum ShapleyError {
     PlayerSet(#[from] PlayersError),
     #[error("{0}")]
     Design(String),
+    /// A player (its index among the players; the registry, which knows the blocks, names the
+    /// block) the design keeps in every mask or in none: no difference of means.
+    #[error("player {player} is kept in every mask or in none; draw more masks")]
+    NeverVaries { player: usize },
     #[error(
         "{estimator} reads mask {mask}, whose value is {value}, which no estimate can average (a \
          collapsed model's NLL is +inf: its neg-nll and nll-increase are -inf, its utility 0)"

@@ -534,7 +534,14 @@ pub fn estimate_recorded(
                     num_players: n,
                     masks: masks.to_vec(),
                 };
-                banzhaf_msr_estimate(&design, &rows)?
+                banzhaf_msr_estimate(&design, &rows).map_err(|error| match error {
+                    ShapleyError::NeverVaries { player } => ShapleyError::Design(format!(
+                        "--estimator {which}: block {} is kept in every mask or in none; draw \
+                         more masks",
+                        players.blocks()[player]
+                    )),
+                    other => other,
+                })?
             } else {
                 let (estimates, r2) =
                     regression_adjusted_stratified_estimate(n, &rows, options.seed)?;
@@ -659,6 +666,45 @@ mod tests {
             );
             assert!(error.contains(&named), "{error}");
         }
+    }
+
+    /// Banzhaf's difference of means needs each player kept in some masks and removed in
+    /// others; the refusal named the player's index among the players ("player 2"), not the
+    /// block (3, with block 0 fixed).
+    #[test]
+    fn a_block_the_masks_never_vary_is_named_by_banzhaf() {
+        let players = Players::new(6, &[0]).unwrap();
+        let recorded: Vec<Mask> = ["00111", "11100", "01110", "10101", "11111"]
+            .iter()
+            .map(|m| m.parse().unwrap())
+            .collect();
+        let blocks: Vec<Mask> = recorded.iter().map(|m| players.lift(m)).collect();
+        let values = synthetic().values(&blocks).unwrap();
+        let table = RecordedGame::new(6, blocks.into_iter().zip(values)).unwrap();
+        let coalitions = Coalitions {
+            design: None,
+            recorded: &recorded,
+        };
+        let options = EstimatorOptions {
+            samples: 0,
+            strata: None,
+            seed: 0,
+        };
+        let mut game = PlayerGame::new(table, players.clone()).unwrap();
+        let error = estimate_recorded(
+            Estimator::BanzhafMsr,
+            &mut game,
+            &coalitions,
+            &players,
+            &options,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            error.ends_with("block 3 is kept in every mask or in none; draw more masks"),
+            "{error}"
+        );
     }
 
     /// The semivalue's design refuses a stratum beyond the players or fewer base masks than

@@ -24,6 +24,10 @@ pub struct TrainingRows {
     pub masks: Vec<Mask>,
     pub values: Vec<f64>,
     pub dropped: usize,
+    /// The blocks whose removal alone gave a dropped row (a model that collapses without
+    /// them): no fit sees them removed alone, so a surrogate's score may rank such a block
+    /// among the least important, when it is the most.
+    pub collapsed_alone: Vec<usize>,
 }
 
 impl TrainingRows {
@@ -45,6 +49,7 @@ impl TrainingRows {
             masks: Vec::with_capacity(table.rows.len()),
             values: Vec::with_capacity(table.rows.len()),
             dropped: 0,
+            collapsed_alone: Vec::new(),
         };
         for (index, (row, row_value)) in table.rows.iter().zip(values).enumerate() {
             if row_value.abs() > crate::MAX_TARGET_MAGNITUDE && row_value.is_finite() {
@@ -62,6 +67,9 @@ impl TrainingRows {
                 rows.values.push(row_value);
             } else {
                 rows.dropped += 1;
+                if row.mask.num_removed() == 1 {
+                    rows.collapsed_alone.extend(row.mask.removed_blocks());
+                }
             }
         }
         if rows.masks.is_empty() {
@@ -158,6 +166,17 @@ impl SurrogateFit {
                 rows.dropped,
                 table.rows.len(),
                 path.display(),
+                self.value.name()
+            );
+        }
+        if !rows.collapsed_alone.is_empty() {
+            tracing::warn!(
+                "{}: without block(s) {:?} alone the model collapses (a NaN or infinite {}): \
+                 no surrogate sees them removed and may score them among the least important; \
+                 keep them (apply-prune --fixed) or choose with a method that measures the \
+                 model (sleb, adaptive)",
+                path.display(),
+                rows.collapsed_alone,
                 self.value.name()
             );
         }
@@ -308,6 +327,15 @@ mod tests {
         assert_eq!(rows.values, vec![-2.0, -2.5]);
         assert_eq!(rows.masks.len(), 2);
         assert_eq!(rows.dropped, 1);
+        assert_eq!(rows.collapsed_alone, vec![0]);
+        let pair = TrainingRows::of_table(
+            &table(&[("111", 2.0), ("001", f64::INFINITY), ("101", 2.5)]),
+            GameValue::NegNll,
+            path,
+        )
+        .unwrap();
+        // A pair's collapse says nothing of either block alone.
+        assert_eq!((pair.dropped, pair.collapsed_alone.len()), (1, 0));
         let err =
             TrainingRows::of_table(&table(&[("011", f64::INFINITY)]), GameValue::NegNll, path)
                 .unwrap_err()
