@@ -83,6 +83,24 @@ pub fn sample_mask_table(
                     table.num_blocks
                 );
             }
+            // A block the pilot's game fixed is a player here: its masks never removed it, so
+            // its strata are another game's (its masks of k removed are not a sample of this
+            // game's), and their spreads would weigh this game's strata wrongly. The pilot may
+            // fix fewer blocks: its masks removing a block fixed here are left out.
+            if let Some(block) = table
+                .fixed_blocks
+                .iter()
+                .find(|block| !players.fixed_blocks().contains(block))
+            {
+                bail!(
+                    "pilot table {} fixes block {block} (fixed_blocks {:?}), which is a player \
+                     here (--fixed gives {:?}): its strata are another game's; give a pilot \
+                     measured on this game's masks",
+                    pilot.display(),
+                    table.fixed_blocks,
+                    players.fixed_blocks()
+                );
+            }
             let stats = pilot_from_values(
                 players,
                 table.rows.iter().map(|row| (&row.mask, row.utility)),
@@ -249,5 +267,56 @@ mod tests {
             message.contains("is for a model of 6 blocks, not 8"),
             "{message}"
         );
+    }
+
+    /// A pilot whose game fixed a block that is a player here never removed it: its strata are
+    /// another game's (their spreads were used as this game's). One fixing fewer blocks is
+    /// fine: its masks removing a block fixed here are left out.
+    #[test]
+    fn a_pilot_of_a_game_that_fixed_one_of_the_players_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pilot = dir.path().join("pilot.parquet");
+        let mut table = EvaluationTable::new(8, "m", "d");
+        table.complete = true;
+        table.fixed_blocks = vec![0];
+        table.rows = (1..8)
+            .flat_map(|a| (a + 1..8).map(move |b| (a, b)))
+            .chain((1..8).map(|a| (a, a)))
+            .map(|(a, b)| {
+                let mask = Mask::from_removed(8, &[a, b]).unwrap();
+                let nll = 2.0 + (a * b) as f64 / 10.0;
+                layerprune_tables::EvaluationRow {
+                    mask,
+                    nll,
+                    ppl: nll.exp(),
+                    utility: 2f64.exp() / nll.exp(),
+                    tokens_scored: 10,
+                    seconds: 0.1,
+                    window_nlls: None,
+                }
+            })
+            .collect();
+        write_evaluations(&pilot, &table, &provenance()).unwrap();
+        let mut neyman = request(6, None);
+        neyman.complement_pairs = false;
+        neyman.allocation = AllocationSource::Neyman {
+            pilot: pilot.clone(),
+            incomplete: Incomplete::Refuse,
+        };
+        let message = sample_mask_table(&Players::new(8, &[]).unwrap(), &neyman, provenance())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("fixes block 0 (fixed_blocks [0]), which is a player here"),
+            "{message}"
+        );
+        // The same game, or one fixing more blocks, takes it.
+        for fixed in [vec![0], vec![0, 7]] {
+            let players = Players::new(8, &fixed).unwrap();
+            let sampled = sample_mask_table(&players, &neyman, provenance()).unwrap();
+            let drawn: usize = sampled.outcome.strata.iter().map(|s| s.drawn).sum();
+            assert_eq!(drawn, 6, "{fixed:?}");
+        }
     }
 }

@@ -9,14 +9,15 @@
 //!
 //! The checks here need no clock. From the footer: the file starts and ends with `PAR1`, the
 //! footer length fits, and the footer is well-formed compact Thrift in which every list, set,
-//! map and binary announces no more elements or bytes than remain. Then, for every column
-//! chunk: its byte range lies between the leading magic and the footer; every page header in
-//! it is well-formed Thrift of the same kind and lies inside the chunk; each page's compressed
-//! size fits in the chunk, its uncompressed size is in `0..=MAX_PAGE_BYTES`, its value count is
-//! not negative; and the data pages' value counts add up to the chunk's, which for a column
-//! that is not a list equals the row group's number of rows. What remains (decoding inside a
-//! page) only ever walks bytes that exist, and any panic left in the decoder is caught by the
-//! caller (`io.rs`).
+//! map and binary announces no more elements or bytes than remain. Then: the file's row count
+//! is the sum of its row groups' (the reader sizes its batches by it: a footer saying 0 rows
+//! read as an empty table); and for every column chunk: its byte range lies between the
+//! leading magic and the footer; every page header in it is well-formed Thrift of the same
+//! kind and lies inside the chunk; each page's compressed size fits in the chunk, its
+//! uncompressed size is in `0..=MAX_PAGE_BYTES`, its value count is not negative; and the data
+//! pages' value counts add up to the chunk's, which for a column that is not a list equals the
+//! row group's number of rows. What remains (decoding inside a page) only ever walks bytes
+//! that exist, and any panic left in the decoder is caught by the caller (`io.rs`).
 
 use parquet::file::metadata::ParquetMetaData;
 
@@ -210,6 +211,19 @@ pub(crate) fn check_chunks(
     footer_start: usize,
     metadata: &ParquetMetaData,
 ) -> Result<(), String> {
+    // The reader sizes its batches by the file's row count, not the row groups': a footer
+    // saying 0 rows made a table of any size read as empty, with no error.
+    let declared = metadata.file_metadata().num_rows();
+    let held = metadata
+        .row_groups()
+        .iter()
+        .try_fold(0_i64, |total, group| total.checked_add(group.num_rows()));
+    if held != Some(declared) {
+        return Err(format!(
+            "the footer says the file has {declared} rows, its row groups hold {}",
+            held.map_or("more than 2^63".to_string(), |rows| rows.to_string())
+        ));
+    }
     for (g, group) in metadata.row_groups().iter().enumerate() {
         let num_rows = group.num_rows();
         if num_rows < 0 {

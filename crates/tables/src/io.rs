@@ -81,7 +81,6 @@ impl std::fmt::Display for TableKind {
     }
 }
 
-/// The full metadata key for a short name (`"table"` -> `"layerprune.table"`).
 /// The full metadata key of a short entry name (`model_id` → `layerprune.model_id`).
 pub fn key(name: &str) -> String {
     format!("{KEY_PREFIX}{name}")
@@ -390,7 +389,18 @@ pub(crate) fn read_table<'p>(
         return Err(TableError::new(
             path,
             TableErrorKind::WrongTable,
-            format!("format version {version:?}, this build reads version {FORMAT_VERSION:?} only"),
+            match version {
+                Some(version) => format!(
+                    "format version {version:?} (metadata entry {}), this build reads version \
+                     {FORMAT_VERSION:?} only",
+                    key("format_version")
+                ),
+                None => format!(
+                    "metadata entry {} is missing (a table of this format has version \
+                     {FORMAT_VERSION:?})",
+                    key("format_version")
+                ),
+            },
         ));
     }
     let renamed = current_names(kind, builder.schema()).map(Arc::new);
@@ -590,7 +600,18 @@ impl<'a> Chunk<'a> {
     /// A required list column whose items must not be null either.
     pub fn required_list(&self, name: &str) -> Result<&'a ListArray, TableError> {
         let column = self.required::<ListArray>(name)?;
-        self.no_nulls(column.values().as_ref(), &format!("{name} (item)"))?;
+        let items = column.values();
+        if items.null_count() == 0 {
+            return Ok(column);
+        }
+        if let Some(item) = (0..items.len()).find(|&i| items.is_null(i)) {
+            // The row whose list holds that item (the item's own index is no row number).
+            let offsets = column.value_offsets();
+            let row = offsets
+                .partition_point(|&offset| offset as usize <= item)
+                .saturating_sub(1);
+            return Err(self.row_error(row, format!("column {name:?} holds a null item")));
+        }
         Ok(column)
     }
 

@@ -153,14 +153,24 @@ pub(crate) fn check_rows_keep_fixed<'a>(
     Ok(())
 }
 
-/// The `fixed_blocks` metadata value: a JSON list, ascending.
+/// A set of blocks as the tables hold it: ascending, each once.
+fn ascending_set(blocks: &[usize]) -> Vec<usize> {
+    let mut set = blocks.to_vec();
+    set.sort_unstable();
+    set.dedup();
+    set
+}
+
+/// The `fixed_blocks` metadata value: a JSON list, ascending, each block once.
 pub(crate) fn encode_fixed_blocks(path: &Path, fixed: &[usize]) -> Result<String, TableError> {
-    serde_json::to_string(fixed)
+    serde_json::to_string(&ascending_set(fixed))
         .map_err(|e| TableError::bad(path, format!("cannot encode fixed_blocks: {e}")))
 }
 
-/// The fixed blocks recorded in a table's metadata; tables written before they were recorded
-/// (format 1 files without the key) fixed none.
+/// The fixed blocks recorded in a table's metadata, ascending and each once whatever order the
+/// writer listed them in (a set: the stages compare it with the player set's, which is sorted,
+/// and `[29, 0]` from another tool is the same game as `[0, 29]`); tables written before they
+/// were recorded (format 1 files without the key) fixed none.
 pub(crate) fn read_fixed_blocks(
     raw: &crate::io::RawTable<'_>,
     path: &Path,
@@ -171,7 +181,7 @@ pub(crate) fn read_fixed_blocks(
         None => Vec::new(),
     };
     check_fixed_blocks(path, num_blocks, &fixed)?;
-    Ok(fixed)
+    Ok(ascending_set(&fixed))
 }
 
 pub fn write_masks(
@@ -208,8 +218,9 @@ pub fn write_masks(
 pub fn read_masks(path: &Path) -> Result<MaskTable, TableError> {
     let raw = read_table(path, TableKind::Masks, &fields())?;
     let num_blocks: usize = raw.meta_num_blocks()?;
-    let fixed_blocks: Vec<usize> = raw.meta_json("fixed_blocks")?;
-    check_fixed_blocks(path, num_blocks, &fixed_blocks)?;
+    // Required in a mask table (the sampler always records its player set).
+    raw.meta("fixed_blocks")?;
+    let fixed_blocks = read_fixed_blocks(&raw, path, num_blocks)?;
     let mut rows = Vec::with_capacity(raw.num_rows());
     for chunk in raw.chunks() {
         let masks = read_mask_column(&chunk, num_blocks)?;

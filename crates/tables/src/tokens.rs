@@ -151,5 +151,21 @@ pub fn read_tokens(path: &Path) -> Result<TokenTable, TableError> {
         source: raw.meta("source")?.to_string(),
     };
     check(path, &table)?;
+    // Written by every build and read by tools that look at the metadata only (pyarrow's
+    // read_metadata, DuckDB's parquet_kv_metadata): a count that disagrees with the rows is
+    // refused like any other entry that contradicts the file.
+    if raw.meta_optional("num_windows").is_some() {
+        let declared: usize = raw.meta_parse("num_windows")?;
+        if declared != table.windows.len() {
+            return Err(TableError::bad(
+                path,
+                format!(
+                    "metadata entry layerprune.num_windows = {declared}, but the table has {} \
+                     windows",
+                    table.windows.len()
+                ),
+            ));
+        }
+    }
     Ok(table)
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser, ValueEnum};
 use layerprune_sampling::table::{sample_mask_table, AllocationSource, MaskRequest};
-use layerprune_sampling::{Players, SampleOutcome, StrataSpec};
+use layerprune_sampling::{Players, SampleOutcome, StrataSpec, MAX_ENUMERATED_PLAYERS};
 use layerprune_tables::input_role;
 use layerprune_tables::{write_masks, Provenance, TableKind};
 
@@ -241,17 +241,26 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
 /// 23 GB machine.
 fn check_memory(args: &Args, players: usize, num_blocks: usize) -> anyhow::Result<()> {
     let pairs = if args.complement_pairs { 2 } else { 1 };
+    // 2^players rows, where the game is small enough to enumerate (a larger one is refused as
+    // it is drawn): 20 players of a 4,096-block model are a million rows of 4,096 blocks, 64
+    // GiB, which were allocated uncounted until the machine ran out.
+    let enumerated = if args.enumerate && players <= MAX_ENUMERATED_PLAYERS {
+        1usize << players
+    } else {
+        0
+    };
     let rows = [
         args.stratified_masks.unwrap_or(0).saturating_mul(pairs),
         args.permutation_chains
             .unwrap_or(0)
             .saturating_mul(2 * (players + 1)),
         if args.anchors { players + 1 } else { 0 },
+        enumerated,
     ]
     .iter()
     .fold(0usize, |total, &n| total.saturating_add(n));
     layerprune_cli_common::check_memory(
-        "the rows of --stratified-masks and --permutation-chains",
+        "the rows of --stratified-masks, --permutation-chains and --enumerate",
         &[rows, 16 * num_blocks + 256],
         1,
     )

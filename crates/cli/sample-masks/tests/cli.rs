@@ -434,3 +434,28 @@ fn counts_past_u128_are_said_as_such() {
     assert!(summary.contains("more than 3.4e38 available"), "{summary}");
     assert!(!summary.contains(&u128::MAX.to_string()), "{summary}");
 }
+
+/// The enumeration's 2^players rows count in the memory estimate: 20 players of a 4,096-block
+/// model are a million masks of 4,096 blocks, which were allocated uncounted (the run aborted
+/// when the machine ran out).
+#[test]
+fn an_enumeration_too_large_for_memory_is_refused_before_it_is_drawn() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("masks.parquet");
+    let fixed: Vec<String> = (0..4_076).map(|block| block.to_string()).collect();
+    let fixed = fixed.join(",");
+    fail_naming(
+        &[
+            "--num-blocks",
+            "4096",
+            "--fixed",
+            &fixed,
+            "--enumerate",
+            "--out",
+            path_str(&out),
+        ],
+        "the rows of --stratified-masks, --permutation-chains and --enumerate would need about \
+         64.2 GiB",
+        folder.path(),
+    );
+}
