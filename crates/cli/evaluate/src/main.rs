@@ -134,7 +134,7 @@ struct Args {
     #[arg(long)]
     block_stats: Option<PathBuf>,
     /// Longest run of consecutive blocks in --block-stats.
-    #[arg(long, default_value_t = MAX_RUN, value_parser = count(1, 4096))]
+    #[arg(long, default_value_t = MAX_RUN, value_parser = count(1, layerprune_core::MAX_BLOCKS as u64))]
     max_run: usize,
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]

@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, value_parser = |text: &str| named(text, "--heldout"))]
     heldout: Vec<(String, PathBuf)>,
     /// Numbers of blocks to remove (1 or more).
-    #[arg(long, value_delimiter = ',', default_value = "3,6,9", value_parser = count(1, 4096))]
+    #[arg(long, value_delimiter = ',', default_value = "3,6,9", value_parser = count(1, layerprune_core::MAX_BLOCKS as u64))]
     k: Vec<usize>,
     /// Blocks never removed.
     #[arg(long, value_delimiter = ',')]

@@ -332,7 +332,7 @@ fn repeated_values_are_played_once_and_impossible_ones_refused_first() {
             "the name c0 is given to two token tables",
         ),
         (vec!["--k", "6"], "at most 5 may be removed"),
-        (vec!["--k", "0,2"], "0 is not in 1..=4096"),
+        (vec!["--k", "0,2"], "0 is not in 1..=10000"),
     ] {
         let mut refused = with_out_dir(&args, other_s, &extra);
         if extra[0] == "--k" {

@@ -114,8 +114,9 @@ enum AllocationKind {
     Neyman,
 }
 
-/// The most blocks a model may have (the largest LLMs have a few hundred).
-const MAX_BLOCKS: usize = 4096;
+/// The most blocks a model may have, as every stage and table allows (the largest LLMs have a
+/// few hundred).
+const MAX_BLOCKS: usize = layerprune_core::MAX_BLOCKS;
 
 /// A stratum: a number of removed players, 0 or more (0: the full model; whether the game has
 /// that many players is checked against the model).

@@ -61,7 +61,7 @@ struct Args {
     #[arg(long)]
     evaluations: Option<PathBuf>,
     /// Number of blocks, when only reverse/random are asked for and no table says it.
-    #[arg(long, value_parser = layerprune_cli_common::count(1, 4096))]
+    #[arg(long, value_parser = layerprune_cli_common::count(1, layerprune_core::MAX_BLOCKS as u64))]
     num_blocks: Option<usize>,
     /// Blocks never removed (e.g. 0), besides the fixed blocks of the game in --evaluations:
     /// they get no score, and the score table records them as fixed, so `apply-prune` keeps
