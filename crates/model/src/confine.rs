@@ -46,6 +46,14 @@ pub(crate) fn lexical_problem(entry: &str) -> Option<String> {
     None
 }
 
+/// `entry` without its `.` components: `./block_000.onnx` and `block_000.onnx` are one file.
+pub(crate) fn without_dots(entry: &str) -> PathBuf {
+    Path::new(entry)
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
 /// Why `folder/entry` (lexically fine) is not inside `folder` on disk: every existing prefix of
 /// it, the file itself included, must resolve (symlinks followed) to a path inside the
 /// canonical folder. Parts that do not exist yet cannot lead anywhere.
@@ -131,12 +139,17 @@ pub fn confined_reference(
     if let Some(problem) = lexical_problem(location) {
         return Err(bad(format!("{problem}; {RULE}")));
     }
-    let relative = match Path::new(graph).parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => {
-            format!("{}/{location}", parent.to_string_lossy())
-        }
-        _ => location.to_string(),
-    };
+    // Spelled as `files` keys are (`weights/a.bin`): `.` components dropped, so a graph named
+    // `./block_000.onnx` or a location `./a.bin` names the listed file, not an unlisted one.
+    let relative = Path::new(graph)
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .chain(Path::new(location).components())
+        .filter(|component| !matches!(component, Component::CurDir))
+        .map(|component| component.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
     if let Some(problem) = problem(folder, &relative) {
         return Err(bad(format!("{problem}; {RULE}")));
     }
@@ -294,6 +307,18 @@ mod tests {
             confined_reference(&folder, "sub/g.onnx", "w.bin").unwrap(),
             ("sub/w.bin".to_string(), folder.join("sub/w.bin"))
         );
+        // Spelled as the manifest's `files` keys are, whatever `.` the names hold.
+        for (graph, location) in [
+            ("./g.onnx", "weights/a.bin"),
+            ("g.onnx", "./weights/a.bin"),
+            ("./g.onnx", "weights/./a.bin"),
+        ] {
+            assert_eq!(
+                confined_reference(&folder, graph, location).unwrap(),
+                ("weights/a.bin".to_string(), folder.join("weights/a.bin")),
+                "{graph} reading {location}"
+            );
+        }
     }
 
     #[test]

@@ -44,12 +44,17 @@ pub fn external_data_locations(model: &ModelProto) -> BTreeSet<String> {
 
 /// [`external_data_locations`] of the ONNX file at `path`.
 pub fn graph_external_data(path: &Path) -> Result<BTreeSet<String>, ModelError> {
+    Ok(external_data_locations(&read_graph(path)?))
+}
+
+/// The ONNX file at `path`, parsed (its external data not read); a file that is not one is
+/// [`ModelError::BadGraph`] naming it.
+pub(crate) fn read_graph(path: &Path) -> Result<ModelProto, ModelError> {
     let bytes = layerprune_core::read_input(path).map_err(ModelError::io(path))?;
-    let model = ModelProto::parse_from_bytes(&bytes).map_err(|error| ModelError::BadGraph {
+    ModelProto::parse_from_bytes(&bytes).map_err(|error| ModelError::BadGraph {
         path: path.to_path_buf(),
         problem: format!("not an ONNX model: {error}"),
-    })?;
-    Ok(external_data_locations(&model))
+    })
 }
 
 fn tensor_location(tensor: &TensorProto, found: &mut BTreeSet<String>) {

@@ -147,10 +147,12 @@ pub fn refuse_foreign_folder(dest: &Path) -> Result<(), ModelError> {
     let manifest = dest.join(crate::manifest::MANIFEST_FILE);
     // Only the "format" field is read; a manifest is small, so a large file is no model's.
     let format = match fs::symlink_metadata(&manifest) {
-        Ok(meta) if meta.is_file() && meta.len() <= 64 << 20 => fs::read(&manifest)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|value| value.get("format")?.as_str().map(str::to_string)),
+        Ok(meta) if meta.is_file() && meta.len() <= crate::manifest::MAX_MANIFEST_BYTES => {
+            fs::read(&manifest)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .and_then(|value| value.get("format")?.as_str().map(str::to_string))
+        }
         _ => None,
     };
     match format.as_deref() {

@@ -36,7 +36,7 @@ pub use folder::{
 };
 pub use manifest::{
     model_id, read_num_blocks, sha256_file, BlockRef, GraphBytes, GraphRef, Manifest, FORMAT,
-    FORMAT_VERSION, MANIFEST_FILE, MAX_BLOCKS, MAX_TENSOR_ELEMENTS,
+    FORMAT_VERSION, MANIFEST_FILE, MAX_BLOCKS, MAX_MANIFEST_BYTES, MAX_TENSOR_ELEMENTS,
 };
 pub use prune::{
     prune_folder, pruned_layout, write_pruned_model, PrunedLayout, INT4_OPERATOR, INT8_OPERATOR,

@@ -18,6 +18,11 @@ pub const MAX_BLOCKS: usize = layerprune_core::MAX_BLOCKS;
 /// any real model (a 256k vocabulary × 65,536) yet far below what overflows or exhausts memory
 /// in a count.
 pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 36;
+/// The largest `manifest.json` read: 64 MiB, hundreds of times a real one (a 7B model's lists
+/// a few hundred files in about 100 kB).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+/// The manifest's optional token counts that bound the windows its graphs run.
+const WINDOW_FIELDS: [&str; 3] = ["fixed_seq_len", "context_length", "rotary_positions"];
 
 /// One graph file and how its inputs and outputs are named.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -145,12 +150,7 @@ impl Manifest {
         // Each block its own graph: one shared with another block, the embedding or a head
         // would run that graph in the block's place. Compared as paths (`./block_000.onnx` is
         // `block_000.onnx`).
-        let normal = |file: &str| -> PathBuf {
-            Path::new(file)
-                .components()
-                .filter(|c| !matches!(c, std::path::Component::CurDir))
-                .collect()
-        };
+        let normal = crate::confine::without_dots;
         let others: BTreeSet<PathBuf> = std::iter::once(self.embedding.file.as_str())
             .chain(std::iter::once(self.head.file.as_str()))
             .chain(self.head_logits.iter().map(|h| h.file.as_str()))
@@ -184,6 +184,7 @@ impl Manifest {
             }
         }
         self.validate_sizes().map_err(bad)?;
+        self.validate_window_fields().map_err(bad)?;
         // Every path the manifest names, before anything joins it to the folder.
         for entry in self.files.keys() {
             confined(dir, entry)?;
@@ -226,6 +227,29 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// The optional fields that bound the windows the graphs run ([`Self::fixed_seq_len`],
+    /// [`Self::context_length`], [`Self::rotary_positions`]) are positive whole numbers, and
+    /// `attention_kernel` ([`Self::fused_attention`]) a string: read as absent otherwise, a
+    /// mistyped one (`"fixed_seq_len": "16"`) would lift a limit the graphs still have, and
+    /// a 0 would refuse every window.
+    fn validate_window_fields(&self) -> Result<(), String> {
+        for key in WINDOW_FIELDS {
+            if let Some(value) = self.extra.get(key) {
+                if value.as_u64().is_none_or(|n| n == 0) {
+                    return Err(format!(
+                        "{key} is {value}, not a positive whole number of tokens"
+                    ));
+                }
+            }
+        }
+        match self.extra.get("attention_kernel") {
+            Some(value) if !value.is_string() => {
+                Err(format!("attention_kernel is {value}, not a string"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Every graph file the model runs.
@@ -480,12 +504,17 @@ pub fn read_num_blocks(dir: &Path) -> Result<usize, ModelError> {
 
 /// The bytes of `dir/manifest.json`; a folder without one is named as not a layered model
 /// folder, and a folder that is not there as missing, rather than with the OS's "No such file"
-/// for a file the user never named.
+/// for a file the user never named. A file over [`MAX_MANIFEST_BYTES`] is refused before it is
+/// read, not read whole into memory.
 fn read_manifest(dir: &Path) -> Result<Vec<u8>, ModelError> {
+    use std::io::Read;
     let path = dir.join(MANIFEST_FILE);
-    layerprune_core::read_input(&path).map_err(|source| {
+    let file = layerprune_core::open_input(&path).map_err(|source| {
         if source.kind() != std::io::ErrorKind::NotFound {
-            return ModelError::Io { path, source };
+            return ModelError::Io {
+                path: path.clone(),
+                source,
+            };
         }
         let problem = if dir.is_dir() {
             format!(
@@ -499,7 +528,27 @@ fn read_manifest(dir: &Path) -> Result<Vec<u8>, ModelError> {
             path: dir.to_path_buf(),
             problem,
         }
-    })
+    })?;
+    let too_large = |bytes: u64| ModelError::BadManifest {
+        path: path.clone(),
+        problem: format!(
+            "is {bytes} bytes or more, over the {MAX_MANIFEST_BYTES} a manifest may have (it \
+             lists the model's files, it does not hold them)"
+        ),
+    };
+    let size = file.metadata().map_err(ModelError::io(&path))?.len();
+    if size > MAX_MANIFEST_BYTES {
+        return Err(too_large(size));
+    }
+    // Read no further than the limit: a file may grow after its size was read.
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ModelError::io(&path))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// The model id: sha256 of the manifest's bytes, which include every part's hash.

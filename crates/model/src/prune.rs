@@ -5,14 +5,15 @@
 //! the file by a path relative to the model folder (`weights/<hash>.bin`), read here with
 //! onnx-protobuf ([`graph_external_data`]). A weight file is dropped only when no kept graph
 //! refers to it. Only files listed in the manifest's `files` are copied (that list covers every
-//! part of the model); other files of the source folder, such as the exporter's
-//! `reference.json` outputs of the unpruned model, describe another model and are left out.
+//! part of the model), and the tokenizer the manifest names, listed or not; other files of the
+//! source folder, such as the exporter's `reference.json` outputs of the unpruned model,
+//! describe another model and are left out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use onnx_protobuf::{Message, ModelProto};
-
+use crate::confine::without_dots;
+use crate::external::read_graph;
 use crate::{
     confined, link_or_copy, model_id, write_folder_from, BlockRef, Manifest, ModelError,
     MANIFEST_FILE,
@@ -22,7 +23,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct PrunedLayout {
     pub manifest: Manifest,
-    /// Relative paths copied from the source folder.
+    /// Relative paths copied from the source folder: the new manifest's `files`, and its
+    /// tokenizer where `files` does not list it.
     pub files: Vec<String>,
     /// Relative paths of the source folder left out.
     pub dropped: Vec<String>,
@@ -94,8 +96,9 @@ pub fn pruned_layout(
         })
         .collect();
     new_manifest.num_blocks = new_manifest.blocks.len();
-    if let Some(record) = new_manifest.quantization.as_mut() {
-        recount_quantized(source, &new_manifest.blocks, &manifest, record)?;
+    if let Some(mut record) = new_manifest.quantization.take() {
+        recount_quantized(source, &new_manifest, &mut record)?;
+        new_manifest.quantization = Some(record);
     }
     new_manifest.files = manifest
         .files
@@ -119,8 +122,20 @@ pub fn pruned_layout(
             "method": method,
         }),
     );
+    let mut files: Vec<String> = new_manifest.files.keys().cloned().collect();
+    // The tokenizer the manifest names is the pruned model's too, listed in `files` or not (the
+    // runtime reads an unlisted one unchecked): left out, the new folder would name a file it
+    // lacks.
+    let tokenizer = &manifest.tokenizer;
+    let listed = manifest
+        .files
+        .keys()
+        .any(|file| without_dots(file) == without_dots(tokenizer));
+    if !listed && confined(source, tokenizer)?.is_file() {
+        files.push(tokenizer.clone());
+    }
     Ok(PrunedLayout {
-        files: new_manifest.files.keys().cloned().collect(),
+        files,
         dropped: dropped.into_iter().collect(),
         manifest: new_manifest,
     })
@@ -145,12 +160,12 @@ fn quantized_node(operator: &str) -> Option<(&'static str, &'static [&'static st
 }
 
 /// Sets the quantization `record`'s `quantized_matmuls` of a pruned folder to the MatMuls of
-/// its graphs (the source's embedding and heads, and the kept `blocks`), counted in the graph
-/// files of `source` as [`quantized_node`] says; the record holds no count per graph. A record
-/// whose operator this build does not know loses the count rather than keep a wrong one.
+/// the graphs of its `manifest` (the source's embedding and heads, and the kept blocks),
+/// counted in the graph files of `source` as [`quantized_node`] says; the record holds no count
+/// per graph. A record whose operator this build does not know loses the count rather than keep
+/// a wrong one.
 fn recount_quantized(
     source: &Path,
-    blocks: &[BlockRef],
     manifest: &Manifest,
     record: &mut serde_json::Value,
 ) -> Result<(), ModelError> {
@@ -165,19 +180,11 @@ fn recount_quantized(
         fields.remove("quantized_matmuls");
         return Ok(());
     };
-    let graphs: BTreeSet<&str> = std::iter::once(manifest.embedding.file.as_str())
-        .chain(blocks.iter().map(|b| b.file.as_str()))
-        .chain(std::iter::once(manifest.head.file.as_str()))
-        .chain(manifest.head_logits.iter().map(|h| h.file.as_str()))
-        .collect();
+    // Each file once (a graph the embedding and a head shared would count twice otherwise).
+    let graphs: BTreeSet<&str> = manifest.graph_files().collect();
     let mut count = 0usize;
     for graph in graphs {
-        let path = confined(source, graph)?;
-        let bytes = layerprune_core::read_input(&path).map_err(ModelError::io(&path))?;
-        let model = ModelProto::parse_from_bytes(&bytes).map_err(|error| ModelError::BadGraph {
-            path: path.clone(),
-            problem: format!("not an ONNX model: {error}"),
-        })?;
+        let model = read_graph(&confined(source, graph)?)?;
         count += model
             .graph
             .iter()
@@ -508,6 +515,41 @@ mod tests {
             assert!(record.get("quantized_matmuls").is_none(), "{record}");
             assert_eq!(record["operator"], "future.Op");
         }
+    }
+
+    /// A tokenizer the manifest names but does not list in `files` (read unchecked by the
+    /// runtime) is the pruned model's too: copied, still unlisted. Before, the pruned folder
+    /// named a tokenizer it lacked.
+    #[test]
+    fn an_unlisted_tokenizer_is_copied_too() {
+        let root = tempfile::tempdir().unwrap();
+        let source = root.path().join("model");
+        fixture(&source);
+        let dest = root.path().join("pruned");
+        // Listed by another spelling: copied once, as listed.
+        let mut manifest = Manifest::load(&source).unwrap();
+        manifest.tokenizer = "./tokenizer.json".into();
+        manifest.write(&source).unwrap();
+        let layout = prune_folder(&source, &dest, &[1], "test", false).unwrap();
+        assert!(!layout.files.contains(&"./tokenizer.json".to_string()));
+        Manifest::load(&dest).unwrap().verify_files(&dest).unwrap();
+
+        manifest.tokenizer = "tokenizer.json".into();
+        manifest.files.remove("tokenizer.json");
+        manifest.write(&source).unwrap();
+        fs::remove_dir_all(&dest).unwrap();
+        let layout = prune_folder(&source, &dest, &[1], "test", false).unwrap();
+        assert!(layout.files.contains(&"tokenizer.json".to_string()));
+        assert_eq!(fs::read(dest.join("tokenizer.json")).unwrap(), b"{}");
+        let pruned = Manifest::load(&dest).unwrap();
+        assert!(!pruned.files.contains_key("tokenizer.json"));
+        pruned.verify_files(&dest).unwrap();
+
+        // A source without the file: nothing to copy, as before.
+        fs::remove_file(source.join("tokenizer.json")).unwrap();
+        let layout = prune_folder(&source, &dest, &[1], "test", true).unwrap();
+        assert!(!layout.files.contains(&"tokenizer.json".to_string()));
+        assert!(!dest.join("tokenizer.json").exists());
     }
 
     #[test]

@@ -429,3 +429,95 @@ fn of_several_altered_files_the_first_listed_is_reported() {
     }
     assert_eq!(before, scene.snapshot());
 }
+
+/// A graph named with a `.` component (`./block_002.onnx`, listed so) reads the weight files
+/// `files` lists as `weights/<hash>.bin`: they are the same files. Before, its references were
+/// spelled `./weights/...`, which `files` does not list, so the folder failed verification and
+/// could not be pruned ("uses ./weights/..., which `files` does not list").
+#[test]
+fn a_graph_named_with_a_dot_component_reads_the_listed_weight_files() {
+    let scene = Scene::new();
+    scene.edit(|m| {
+        m["blocks"][2]["file"] = "./block_002.onnx".into();
+        let files = m["files"].as_object_mut().unwrap();
+        let hash = files.remove("block_002.onnx").unwrap();
+        files.insert("./block_002.onnx".into(), hash);
+    });
+    let manifest = Manifest::load(&scene.model()).unwrap();
+    manifest.verify_files(&scene.model()).unwrap();
+    let references = manifest.references(&scene.model()).unwrap();
+    let used = &references["./block_002.onnx"];
+    assert!(
+        !used.is_empty() && used.iter().all(|f| f.starts_with("weights/")),
+        "{used:?}"
+    );
+    // Kept, and removed: its weight files go with it.
+    prune_folder(&scene.model(), &scene.out(), &[1], "test", false).unwrap();
+    Manifest::load(&scene.out())
+        .unwrap()
+        .verify_files(&scene.out())
+        .unwrap();
+    let layout = prune_folder(&scene.model(), &scene.out(), &[2], "test", true).unwrap();
+    for file in used {
+        assert!(layout.dropped.contains(file), "{file} kept");
+        assert!(!scene.out().join(file).exists(), "{file} copied");
+    }
+    Manifest::load(&scene.out())
+        .unwrap()
+        .verify_files(&scene.out())
+        .unwrap();
+}
+
+/// The fields that bound the windows a model runs, mistyped or 0, are refused naming the field:
+/// before, `"fixed_seq_len": "16"` or `16.5` read as no limit at all (the Mamba graphs' unrolled
+/// scan then met other lengths in ONNX Runtime), and 0 as a limit no window meets.
+#[test]
+fn mistyped_window_limits_are_refused_not_ignored() {
+    for key in ["fixed_seq_len", "context_length", "rotary_positions"] {
+        for (value, shown) in [
+            (serde_json::json!("16"), "\"16\""),
+            (serde_json::json!(16.5), "16.5"),
+            (serde_json::json!(-1), "-1"),
+            (serde_json::json!(0), "0"),
+            (serde_json::json!(null), "null"),
+        ] {
+            let scene = Scene::new();
+            scene.edit(|m| m[key] = value);
+            let expected = format!("{key} is {shown}, not a positive whole number of tokens");
+            scene.assert_refused(&[MANIFEST_FILE, &expected]);
+        }
+        let scene = Scene::new();
+        scene.edit(|m| m[key] = 16.into());
+        assert_eq!(Manifest::load(&scene.model()).unwrap().extra[key], 16);
+    }
+    let scene = Scene::new();
+    scene.edit(|m| m["attention_kernel"] = true.into());
+    scene.assert_refused(&["attention_kernel is true, not a string"]);
+}
+
+/// A manifest.json far larger than any manifest (here sparse: 64 MiB + 1 byte of nothing) is
+/// refused by its size, naming the file, before it is read: before, it was read whole into
+/// memory (a file of many gigabytes ran the process out of memory) and then parsed.
+#[test]
+fn a_huge_manifest_is_refused_by_its_size_before_it_is_read() {
+    let scene = Scene::new();
+    let path = scene.model().join(MANIFEST_FILE);
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(layerprune_model::MAX_MANIFEST_BYTES + 1)
+        .unwrap();
+    drop(file);
+    let expected = format!(
+        "is {} bytes or more, over the {} a manifest may have",
+        layerprune_model::MAX_MANIFEST_BYTES + 1,
+        layerprune_model::MAX_MANIFEST_BYTES
+    );
+    for error in [
+        Manifest::load(&scene.model()).unwrap_err().to_string(),
+        read_num_blocks(&scene.model()).unwrap_err().to_string(),
+    ] {
+        assert!(
+            error.contains(&path.display().to_string()) && error.contains(&expected),
+            "{error}"
+        );
+    }
+}

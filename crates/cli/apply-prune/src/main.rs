@@ -80,7 +80,7 @@ struct Args {
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9); with from-plan, every plan of
     /// --plans when not given.
     #[arg(long, value_delimiter = ',', required_unless_present_any = ["max_ppl_ratio", "plans"],
-          conflicts_with = "max_ppl_ratio", value_parser = count(1, 4096))]
+          conflicts_with = "max_ppl_ratio", value_parser = count(1, layerprune_core::MAX_BLOCKS as u64))]
     k: Vec<usize>,
     /// Instead of --k: remove as many blocks as possible while the calibration perplexity stays
     /// within this many times the full model's (e.g. 1.5: at most 50 % higher). With --method
@@ -142,8 +142,9 @@ struct Args {
     /// Plan table to write (`--plan`, its name before 2026-12-04, is still accepted).
     #[arg(long, alias = "plan")]
     out: PathBuf,
-    /// Also write the pruned model folder here (one plan: exactly one --k, or --max-ppl-ratio;
-    /// needs --model, the folder to prune, and --tokens, on which the plan is measured).
+    /// Also write the pruned model folder here (one plan: exactly one --k, --max-ppl-ratio, or
+    /// with from-plan a --plans table of one plan; needs --model, the folder to prune, and
+    /// --tokens, on which the plan is measured).
     #[arg(long)]
     pruned_out: Option<PathBuf>,
     /// Replace an existing --pruned-out folder.
