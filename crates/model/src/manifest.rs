@@ -462,6 +462,17 @@ impl Manifest {
         confined(dir, &self.tokenizer)
     }
 
+    /// The tokenizer this manifest names where `files` does not list it (under any spelling)
+    /// and the folder `dir` has it: what a folder written from this one (pruned, quantized)
+    /// copies besides its listed files, since the runtime reads an unlisted tokenizer
+    /// unchecked: left out, the new folder would name a file it lacks.
+    pub fn unlisted_tokenizer(&self, dir: &Path) -> Result<Option<&str>, ModelError> {
+        let listed = self.files.keys().any(|file| {
+            crate::confine::without_dots(file) == crate::confine::without_dots(&self.tokenizer)
+        });
+        Ok((!listed && self.tokenizer_path(dir)?.is_file()).then_some(self.tokenizer.as_str()))
+    }
+
     /// The original indices of the blocks this model has (identity for an unpruned model).
     pub fn original_indices(&self) -> Vec<usize> {
         self.blocks.iter().map(|b| b.original_index).collect()

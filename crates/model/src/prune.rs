@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::confine::without_dots;
 use crate::external::read_graph;
 use crate::{
     confined, link_or_copy, model_id, write_folder_from, BlockRef, Manifest, ModelError,
@@ -123,17 +122,7 @@ pub fn pruned_layout(
         }),
     );
     let mut files: Vec<String> = new_manifest.files.keys().cloned().collect();
-    // The tokenizer the manifest names is the pruned model's too, listed in `files` or not (the
-    // runtime reads an unlisted one unchecked): left out, the new folder would name a file it
-    // lacks.
-    let tokenizer = &manifest.tokenizer;
-    let listed = manifest
-        .files
-        .keys()
-        .any(|file| without_dots(file) == without_dots(tokenizer));
-    if !listed && confined(source, tokenizer)?.is_file() {
-        files.push(tokenizer.clone());
-    }
+    files.extend(manifest.unlisted_tokenizer(source)?.map(String::from));
     Ok(PrunedLayout {
         files,
         dropped: dropped.into_iter().collect(),

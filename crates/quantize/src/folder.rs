@@ -917,6 +917,8 @@ fn quantize_into(
             graphs: gptq_graphs(&manifest, &reports, &excluded),
         });
     }
+    // Copied unlisted, as apply-prune copies it.
+    unchanged.extend(manifest.unlisted_tokenizer(source)?.map(String::from));
     let mut new_manifest = manifest;
     new_manifest.files = files;
     new_manifest.quantization =

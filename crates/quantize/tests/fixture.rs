@@ -452,3 +452,35 @@ fn a_pruned_quantized_folder_counts_only_the_kept_blocks_matmuls() {
         );
     }
 }
+
+/// A tokenizer the manifest names but `files` does not list (the runtime reads it unchecked)
+/// is the quantized model's too, as it is a pruned one's: only listed files were carried over,
+/// so the quantized folder named a tokenizer it lacked. Both ways of writing a folder.
+#[test]
+fn an_unlisted_tokenizer_is_copied_into_the_quantized_folder() {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("model");
+    layerprune_tests::copy_tiny_model(&source);
+    let path = source.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let tokenizer = manifest["tokenizer"].as_str().unwrap().to_string();
+    manifest["files"]
+        .as_object_mut()
+        .unwrap()
+        .remove(&tokenizer);
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let expected = std::fs::read(source.join(&tokenizer)).unwrap();
+    let streamed = temp.path().join("streamed");
+    layerprune_quantize::quantize_folder_to(&source, &streamed, &options(Scheme::Int8), false)
+        .unwrap();
+    let held = temp.path().join("held");
+    let quantized = quantize_folder(&source, &options(Scheme::Int8)).unwrap();
+    write_folder(&source, &held, &quantized, false).unwrap();
+    for dest in [&streamed, &held] {
+        assert_eq!(std::fs::read(dest.join(&tokenizer)).unwrap(), expected);
+        let written = Manifest::load(dest).unwrap();
+        assert!(!written.files.contains_key(&tokenizer));
+        written.verify_files(dest).unwrap();
+    }
+}
