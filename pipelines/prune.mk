@@ -32,8 +32,9 @@ MAX_PPL_RATIO ?=
 MAX_PPL_RATIO_SE ?=
 # The run's name and folder; PRUNE_EXPORT_FLAGS are added to export_layered.py (e.g. --dtype bf16
 # with DEVICE=cuda),
-# PRUNE_GENERATOR_FLAGS to export_generator.py (e.g. --dtype fp16; its default is fp32).
-PRUNE_NAME ?= $(patsubst %.gguf,%,$(notdir $(patsubst %/,%,$(MODEL))))
+# PRUNE_GENERATOR_FLAGS to export_generator.py (e.g. --dtype fp16; its default is fp32). The name
+# is the folder's or file's own, of MODEL resolved (`dir/.` named the run folder `prune-.`).
+PRUNE_NAME ?= $(patsubst %.gguf,%,$(notdir $(abspath $(MODEL))))
 PRUNE_OUT ?= $(BUILD)/runs/prune-$(PRUNE_NAME)
 PRUNE_EXPORT_FLAGS ?=
 PRUNE_GENERATOR_FLAGS ?=
@@ -53,10 +54,11 @@ PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
 # when the calibration tokens are made again with other windows (they, or the model, changed).
 PRUNE_CACHE = $(PRUNE_OUT)/evaluations-calib.parquet
 # What chooses how many blocks go (K, or the most within MAX_PPL_RATIO), and the plan's folder.
-# The ratio and its margin as numbers (1.20 and 1.2 are one choice, one folder).
+# The ratio and its margin as numbers (1.20 and 1.2 are one choice, one folder); a margin of 0
+# standard errors is apply-prune's default, no margin (not a folder ratio1.5-se0 of its own).
 number_text = $(if $(1),$(shell v=$$(LC_ALL=C printf '%.15g' '$(1)' 2>/dev/null) && printf '%s' "$$v" || printf '%s' '$(1)'))
 PRUNE_RATIO := $(call number_text,$(MAX_PPL_RATIO))
-PRUNE_RATIO_SE := $(call number_text,$(MAX_PPL_RATIO_SE))
+PRUNE_RATIO_SE := $(filter-out 0,$(call number_text,$(MAX_PPL_RATIO_SE)))
 PRUNE_RATIO_FLAGS = --max-ppl-ratio $(PRUNE_RATIO)$(if $(PRUNE_RATIO_SE), --max-ppl-ratio-se $(PRUNE_RATIO_SE))
 PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(PRUNE_RATIO)$(if $(PRUNE_RATIO_SE),-se$(PRUNE_RATIO_SE)),k$(K))
 PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS),--k $(K))
@@ -141,13 +143,17 @@ ifeq ($(strip $(K)),)
 $(error make prune: set K=number of blocks to remove, or MAX_PPL_RATIO=ratio to remove as many as keep the calibration perplexity within that multiple of the full model's)
 endif
 ifneq ($(shell printf '%s' '$(K)' | grep -Ex '[1-9][0-9]*'),$(K))
-$(error make prune: K='$(K)' must be the number of blocks to remove, a positive integer)
+$(error make prune: K='$(K)' must be the number of blocks to remove, a positive integer such as 8 (without a sign or a leading zero))
 endif
 ifneq ($(strip $(PRUNE_NUM_BLOCKS)),)
 ifeq ($(shell [ $(K) -lt $(PRUNE_NUM_BLOCKS) ] && echo ok),)
 $(error make prune: K=$(K), but MODEL=$(MODEL) has $(PRUNE_NUM_BLOCKS) blocks ($(PRUNE_NUM_BLOCKS_KEY) in its config.json) and one must stay: K is at most $(shell echo $$(($(PRUNE_NUM_BLOCKS) - 1))))
 endif
 endif
+endif
+# PRUNE_GENERATOR is 0 or 1: any other value (yes, true) skipped the decoder without a word.
+ifneq ($(words $(PRUNE_GENERATOR))$(filter-out 0 1,$(PRUNE_GENERATOR)),1)
+$(error make prune: PRUNE_GENERATOR='$(PRUNE_GENERATOR)' must be 0 (no ONNX decoder with a KV cache) or 1 (the decoder whatever the architecture); left out, it is made for the architectures export_generator.py supports)
 endif
 # ONNX Runtime's CPU provider has no bfloat16 kernels (Trilu, among others): a bf16 folder would be
 # exported, then refused by the first evaluation.

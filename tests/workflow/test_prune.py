@@ -232,6 +232,12 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     # Without it the ratio's own folder is still done.
     _, again = setup["make"](*base)
     assert [line[0] for line in again] == ["report.py"], again
+    # A margin of 0 standard errors is none, apply-prune's default: the ratio's own folder, done
+    # (it was a folder ratio1.5-se0 of its own, the same plan chosen again, "by 0 standard errors").
+    for zero in ("0", "0.0"):
+        _, again = setup["make"](*base, f"MAX_PPL_RATIO_SE={zero}")
+        assert [line[0] for line in again] == ["report.py"], again
+        assert "--max-ppl-ratio-se" not in again[0] and arg(again[0], "--plan-dir") == f"{out}/ratio1.5"
 
 
 def test_changed_settings_redo_what_they_affect(setup):
@@ -414,6 +420,18 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     assert f"report.py summary --run {run} --plan-dir {run}/k4" in text
 
 
+def test_the_run_folder_is_named_after_the_model_however_it_is_spelled(setup):
+    """MODEL=dir/. (or a path through ..) named the run folder after the last word of the path:
+    build/runs/prune-. for `dir/.`. (-n: the checkout's build/runs is only named.)"""
+    model = setup["hf"].rename(setup["tmp"] / "name-check-model")
+    for spelling in (f"{model}/.", f"{model}/./", f"{setup['tmp']}/bin/../{model.name}"):
+        result = subprocess.run(["make", "--no-print-directory", "-n", "prune", f"MODEL={spelling}", "K=2"],
+                                cwd=ROOT, capture_output=True, text=True, env=make_env())
+        assert result.returncode == 0, result.stderr
+        run = "build/runs/prune-name-check-model"
+        assert f"report.py summary --run {run} --plan-dir {run}/k2" in result.stdout, (spelling, result.stdout[-2000:])
+
+
 @pytest.mark.parametrize("model_type, setting, made", [
     ("gpt2", None, False),           # not one of export_generator.py's architectures: pruned without it
     ("gpt_neox", None, False),
@@ -442,6 +460,10 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
     (["MODEL={hf}"], "set K="),
     (["MODEL={hf}", "K=0"], "must be the number of blocks"),
     (["MODEL={hf}", "K=two"], "must be the number of blocks"),
+    (["MODEL={hf}", "K=02"], "without a sign or a leading zero"),  # k02/ beside k2/ for one k
+    # Any value but 0 and 1 skipped the decoder without a word.
+    (["MODEL={hf}", "K=2", "PRUNE_GENERATOR=yes"], "PRUNE_GENERATOR='yes' must be 0"),
+    (["MODEL={hf}", "K=2", "PRUNE_GENERATOR=true"], "PRUNE_GENERATOR='true' must be 0"),
     (["MODEL={tmp}/missing", "K=2"], "does not exist"),
     (["MODEL={tmp}", "K=2"], "no config.json"),
     (["MODEL={hf}", "K=2", "MAX_PPL_RATIO=1.5"], "not both"),
@@ -453,7 +475,10 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
 ])
 def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
     args = [a.format(hf=setup["hf"], tmp=setup["tmp"]) for a in args]
-    result, lines = setup["make"](*args, check=False)
+    # A run folder of the test's own: a refusal that fails writes no build/runs/prune-my-model
+    # into the checkout (which the default-folder tests' `make -n` would then refuse as another
+    # model's run).
+    result, lines = setup["make"](*args, f"PRUNE_OUT={setup['tmp'] / 'run'}", check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert lines == []
 

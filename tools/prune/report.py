@@ -149,6 +149,19 @@ def target_heading(max_ratio, standard_errors=None):
             f"{max_ratio}x the full model's (MAX_PPL_RATIO){margin}")
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 block', '4 blocks' (a plan of one kept block printed "1 blocks")."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def cap_lines(k: int, num_blocks: int):
+    """A note when the plan chosen within a ratio removes every block but one: no plan removes more
+    (one block must stay), so that k is where the search stopped, not where the ratio did."""
+    if k != num_blocks - 1:
+        return []
+    return ["  that is every block but one, the most any plan removes: the search stopped there, not at the ratio"]
+
+
 def target_lines(calibration: dict, max_ratio: float):
     """Whether the calibration windows settle that the plan is within the ratio asked for."""
     found = ratio_interval(calibration)
@@ -276,6 +289,19 @@ def llama_cpp_lines(full: dict, pruned: dict):
             "  written. The plan's model is pruned/ and pruned-hf/ (read in llama.cpp's source, not run: docs/your-model.md)"]
 
 
+def llama_cpp_command(layers: str, source: str) -> str:
+    """The llama-quantize command deleting the plan's blocks. From the source itself where it is a
+    GGUF file, with COPY: such a file is mostly quantized (Q4_1 for the demo's SmolLM2), and
+    llama-quantize refuses to quantize a quantized tensor again without --allow-requantize
+    ("requantizing from type %s is disabled", src/llama-quant.cpp; read there, not run), which
+    the command printed with TYPE would have met; COPY writes every kept tensor as it is. Else
+    from the GGUF a user converts the checkpoint to (F16 or F32, docs/your-model.md), into a TYPE."""
+    if source.endswith(".gguf"):
+        return (f"llama-quantize --prune-layers {layers} {source} pruned.gguf COPY "
+                "(its tensors as they are; another TYPE from a quantized GGUF needs --allow-requantize)")
+    return f"llama-quantize --prune-layers {layers} model.gguf pruned.gguf TYPE"
+
+
 def count_text(count: int) -> str:
     """169.0k, 134.5M, 6.74B."""
     return (f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M" if count >= 1e6
@@ -361,9 +387,11 @@ def summary(args):
 
     print()
     print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by {METHOD_NAMES.get(args.plan_method, args.plan_method)} "
-          f"({calibration['llm_evaluations']} LLM evaluations on the calibration text to choose them)")
+          f"({counted(calibration['llm_evaluations'], 'LLM evaluation')} on the calibration text to choose them)")
     if args.max_ppl_ratio is not None:
         print(target_heading(args.max_ppl_ratio, args.max_ppl_ratio_se))
+        for line in cap_lines(k, num_blocks):
+            print(line)
     print(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
     heldout_ratio = (ratio_text(plan) if ratio_interval(plan)
                      else f"{after['ppl'] / before['ppl']:.3f}x")
@@ -386,14 +414,11 @@ def summary(args):
         (run / "model", f"the full model, layered ONNX ({num_blocks} blocks, {file_size(run / 'model')})"),
         (folder / "plan.parquet", "the plan, measured on the held-out text (plan-calibration.parquet: on "
                                   "the calibration text)"),
-        (folder / "pruned", f"the pruned model, layered ONNX ({len(pruned['blocks'])} blocks, "
+        (folder / "pruned", f"the pruned model, layered ONNX ({counted(len(pruned['blocks']), 'block')}, "
                             f"{file_size(folder / 'pruned')})"),
-        (hf, f"the pruned Hugging Face checkpoint ({kept_layers} layers, {dtype}, "
+        (hf, f"the pruned Hugging Face checkpoint ({counted(kept_layers, 'layer')}, {dtype}, "
              f"{file_size(hf)})"),
-        # The source itself where it is a GGUF file (else the GGUF a user converts it to).
-        (folder / "llama-cpp-prune-layers.txt", f"for llama.cpp: llama-quantize --prune-layers {layers} "
-                                                 f"{args.source if args.source.endswith('.gguf') else 'model.gguf'} "
-                                                 "pruned.gguf TYPE"),
+        (folder / "llama-cpp-prune-layers.txt", f"for llama.cpp: {llama_cpp_command(layers, args.source)}"),
         (run / "full-eval.parquet", "the full model's evaluation (pruned-eval.parquet: the pruned model's)"),
     ]
     width = max(len(str(path)) for path, _ in rows)

@@ -53,6 +53,15 @@ def summary(run, plan_dir):
                           capture_output=True, text=True)
 
 
+def report_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prune_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_calibration_numbers_are_the_plan_s_method_s(tmp_path):
     """A table with another method's plan at the same k first: its evaluations and perplexity
     were printed under the plan's method."""
@@ -80,3 +89,39 @@ def test_a_calibration_plan_of_other_blocks_is_refused(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert (f"report: error: {table}: the plan by adaptive-raced at k = 2 removes [2, 4] but the pruned folder "
             "[3, 4]: chosen again since") in result.stderr
+
+
+def test_a_plan_keeping_one_block_within_a_ratio(tmp_path):
+    """Every block but one removed within MAX_PPL_RATIO: "1 blocks" and "1 layers" were printed,
+    and nothing said that the search stopped at the most any plan removes, not at the ratio."""
+    run, plan_dir = run_folder(tmp_path, [("sleb-raced", [0, 1, 2, 3, 4], 3.2, 1)])
+    ratio_dir = run / "ratio1.5"
+    plan_dir.rename(ratio_dir)
+    (ratio_dir / "pruned" / "manifest.json").write_text(
+        json.dumps({"num_blocks": 1, "blocks": [{"original_index": 5}]}))
+    (ratio_dir / "pruned-hf" / "config.json").write_text(json.dumps({"num_hidden_layers": 1, "dtype": "float32"}))
+    plans(ratio_dir / "plan.parquet", [("sleb-raced", [0, 1, 2, 3, 4], 3.4, 1)])
+    result = subprocess.run([sys.executable, str(SCRIPT), "summary", "--run", str(run), "--plan-dir", str(ratio_dir),
+                             "--source", "my-model", "--plan-method", "sleb-raced", "--max-ppl-ratio", "1.5"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "5 of 6 blocks removed by SLEB raced over the calibration windows (1 LLM evaluation on" in text, text
+    assert "the pruned model, layered ONNX (1 block," in text and "Hugging Face checkpoint (1 layer, float32" in text
+    assert "every block but one, the most any plan removes: the search stopped there, not at the ratio" in text
+    # Fewer blocks, or a plan of K asked for: nothing to say.
+    assert report_module().cap_lines(4, 6) == []
+
+
+def test_the_llama_cpp_command_from_a_gguf_source_copies_its_tensors(tmp_path):
+    """A GGUF source is mostly quantized (the demo's SmolLM2 is Q4_1): llama-quantize refuses to
+    quantize it again into a TYPE without --allow-requantize (src/llama-quant.cpp), so the
+    command printed for it would be refused."""
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert "llama-quantize --prune-layers 3,4 model.gguf pruned.gguf COPY (its tensors as they are; another " \
+           "TYPE from a quantized GGUF needs --allow-requantize)" in result.stdout, result.stdout
+    # From a Hugging Face folder: the GGUF a user converts it to (F16 or F32), into a TYPE.
+    assert report_module().llama_cpp_command("3,4", "path/to/hf-model") == \
+        "llama-quantize --prune-layers 3,4 model.gguf pruned.gguf TYPE"
