@@ -131,7 +131,7 @@ mod tests {
         // refused by what the machine has, before anything is allocated.
         if let Some(physical) = machine_memory().filter(|&p| p < MEMORY_LIMIT_BYTES) {
             let count = (physical / 1024 + 1) as usize;
-            let error = check_memory("--chains", &[count], 1024).unwrap_err();
+            let error = check_memory("--permutation-chains", &[count], 1024).unwrap_err();
             assert!(error.to_string().contains("this machine's"), "{error}");
         }
     }

@@ -37,7 +37,8 @@ const MAX_RUN: usize = 8;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Evaluate masks of a layered ONNX model on calibration tokens",
+    about = "Evaluate masks of a layered ONNX model on a token table (calibration or held-out \
+             text), or by zero-shot task accuracy (--tasks)",
     after_help = "Examples:\n  \
         evaluate --model model/ --tokens tokens.parquet --masks masks.parquet \\\n    \
         --block-stats block-stats.parquet --out evaluations.parquet\n  \
@@ -72,7 +73,8 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// The accuracy whose mean over the tasks, relative to the full model's, is a mask's
-    /// `utility`.
+    /// `utility`: acc or acc-norm, the --accuracy-out table's `acc` or `acc_norm` column (under
+    /// which name it is accepted too).
     #[arg(long, value_enum, default_value = "acc")]
     task_metric: tasks::MetricArg,
     /// With --tasks: whether each context starts with the special tokens the tokenizer puts
@@ -97,19 +99,20 @@ struct Args {
     max_length: usize,
     /// Evaluate only shard I of N (0 ≤ I < N) of the masks: a mask's shard is a fixed function
     /// of the mask, so N runs cover every mask exactly once; join them with --merge.
-    #[arg(long, conflicts_with = "merge")]
+    #[arg(long, value_name = "I/N", conflicts_with = "merge")]
     shard: Option<Shard>,
     /// Merge these shard outputs (with --masks: the table they were sharded from) into --out,
     /// refusing missing or duplicated masks and shards of another model, dataset or version.
     /// With --tasks the shards are their --choices-out tables, and the three outputs are
     /// written from their union (the model and task files are read, not run).
-    #[arg(long, num_args = 1.., requires = "masks")]
+    #[arg(long, value_name = "SHARD_TABLE", num_args = 1.., requires = "masks")]
     merge: Vec<PathBuf>,
     /// Mask table (sample-masks). Without it (and without --mask) only the full model.
     #[arg(long)]
     masks: Option<PathBuf>,
-    /// A mask given inline as '1'/'0' per block (block 0 first); repeatable.
-    #[arg(long = "mask")]
+    /// A mask given inline as '1'/'0' per block (block 0 first), as the tables' `mask_id`
+    /// writes it; repeatable.
+    #[arg(long = "mask", value_name = "MASK_ID")]
     inline_masks: Vec<String>,
     /// Evaluation table to write. If it exists (same model, tokens and fixed blocks), its rows
     /// are kept and only the masks it lacks are evaluated: a killed run resumes, a table grows.
@@ -133,13 +136,14 @@ struct Args {
     /// run of blocks' input and output) to this table.
     #[arg(long)]
     block_stats: Option<PathBuf>,
-    /// Longest run of consecutive blocks in --block-stats.
+    /// Longest run of consecutive blocks in --block-stats (the table's largest `run_length`).
     #[arg(long, default_value_t = MAX_RUN, value_parser = count(1, layerprune_core::MAX_BLOCKS as u64))]
     max_run: usize,
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
     no_verify: bool,
-    /// Replace an output computed with another model or dataset instead of refusing.
+    /// Replace an output computed with another model or dataset (token table, or task
+    /// questions with --tasks: the tables' `dataset_id`) instead of refusing.
     #[arg(long)]
     overwrite: bool,
     /// No progress bar.

@@ -16,6 +16,8 @@ use crate::{checkpoint_every, mask_source, provenance, Args};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum MetricArg {
     Acc,
+    // `acc_norm` is the column's name (task_accuracies) and tools/tasks' spelling.
+    #[value(alias = "acc_norm")]
     AccNorm,
 }
 

@@ -632,3 +632,43 @@ fn an_output_another_run_is_writing_is_refused() {
         .collect();
     assert!(!names.iter().any(|n| n.ends_with(".lock")), "{names:?}");
 }
+
+/// The help names values by what the tables call them (`--mask <MASK_ID>`, `--shard <I/N>`,
+/// `--merge <SHARD_TABLE>...`), not by the fields that hold them, and says what the stage
+/// evaluates on (calibration or held-out token tables, or tasks), not "calibration tokens"
+/// alone; `--task-metric` takes the accuracy table's column name `acc_norm` as well as
+/// `acc-norm` (tools/tasks' `--metric` spells it so).
+#[test]
+fn the_help_names_values_as_the_tables_do() {
+    let output = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--mask <MASK_ID>",
+        "--shard <I/N>",
+        "--merge <SHARD_TABLE>...",
+        "`run_length`",
+        "`acc_norm` column",
+        "held-out",
+    ] {
+        assert!(help.contains(expected), "{expected:?} not in:\n{help}");
+    }
+    assert!(!help.contains("INLINE_MASKS"), "{help}");
+    // The column's spelling parses (a usage error, status 2, if it did not): refused only as
+    // a task setting without --tasks.
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), None);
+    let out = dir.path().join("out.parquet");
+    let args = ["--tokens", path(&tokens), "--out", path(&out)];
+    for spelling in ["acc_norm", "acc-norm"] {
+        let mut with_metric = args.to_vec();
+        with_metric.extend(["--task-metric", spelling]);
+        assert_refused(
+            &evaluate(&with_metric),
+            &["--task-metric is for a run over zero-shot tasks"],
+        );
+    }
+}

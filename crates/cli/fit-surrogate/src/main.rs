@@ -1,5 +1,6 @@
 //! `fit-surrogate`: fits surrogate models of the pruning game on an evaluation table,
-//! cross-validates them, prints and writes the scores, and saves one model fitted on all rows.
+//! cross-validates them, prints and writes their metrics (r2, Spearman, MAE), and saves one
+//! model fitted on all rows.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +34,12 @@ struct Args {
     /// Kind of surrogate to fit: mlp, quadratic or forest. Repeat to compare several. (Called
     /// --model until 2026-12-03, which every other stage uses for the model folder; still
     /// accepted.)
-    #[arg(long = "kind", alias = "model", default_value = "mlp")]
+    #[arg(
+        long = "kind",
+        alias = "model",
+        value_name = "KIND",
+        default_value = "mlp"
+    )]
     kinds: Vec<SurrogateKind>,
     /// Cross-validation folds (0 = no cross-validation).
     #[arg(long, default_value_t = 5, value_parser = parse_folds)]
@@ -44,10 +50,12 @@ struct Args {
     /// Where to save the surrogate fitted on all rows (JSON).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Which surrogate to save with --out (default: the first --kind).
-    #[arg(long)]
+    /// Which surrogate to save with --out, by its kind (default: the first --kind).
+    #[arg(long, value_name = "KIND")]
     keep: Option<SurrogateKind>,
-    /// Where to write the cross-validation scores (Parquet; fold -1 = mean over folds).
+    /// Where to write the cross-validation metrics: a surrogate_metrics table (Parquet) of r2,
+    /// spearman and mae for each kind and fold (fold -1 = the mean over folds). Not a score
+    /// table: scores are the per-block estimates of shapley and score-blocks.
     #[arg(long)]
     metrics: Option<PathBuf>,
     /// Ridge strength of the quadratic model (0 or more; default 0.01, `make demo`'s).

@@ -454,3 +454,18 @@ fn the_largest_ridge_strength_fits_the_mean() {
         .predict(&[Mask::full(NUM_BLOCKS), Mask::empty(NUM_BLOCKS)]);
     assert_eq!(values[0], values[1], "a constant: {values:?}");
 }
+
+/// The help names each value by its concept (a surrogate's `kind`, the column of
+/// surrogate_metrics and of the surrogate file), not by the field that holds the list; and the
+/// metrics file is a surrogate_metrics table, not a "score" table (scores are per-block).
+#[test]
+fn the_help_names_values_and_tables_as_the_tables_do() {
+    let output = fit_surrogate(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in ["--kind <KIND>", "--keep <KIND>", "surrogate_metrics table"] {
+        assert!(help.contains(expected), "{expected:?} not in:\n{help}");
+    }
+    assert!(!help.contains("<KINDS>"), "{help}");
+    assert!(!help.contains("cross-validation scores"), "{help}");
+}

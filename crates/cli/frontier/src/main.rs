@@ -28,20 +28,28 @@ use layerprune_tables::Provenance;
     after_help = "Examples:\n  frontier --model model/ --calibration c0=calib-0.parquet --calibration c1=calib-1.parquet \\\n    --heldout wikitext2=wt2.parquet --k 3,6,9 --budgets least,0.5sleb,sleb,2000 --out-dir runs/frontier"
 )]
 struct Args {
-    /// Layered model folder.
+    /// Layered model folder (manifest.json + graphs), the model every method plays.
     #[arg(long)]
     model: PathBuf,
-    /// A calibration token table (prepare-tokens; what evaluate and apply-prune call --tokens),
-    /// NAME=PATH (repeat for several sets).
-    #[arg(long, required = true, value_parser = |text: &str| named(text, "--calibration"))]
+    // The token tables keep their roles' names (not --tokens): a run takes two kinds of them,
+    // each a list of named sets, where evaluate and apply-prune take one table.
+    /// A calibration token table, on which the methods choose their plans (prepare-tokens; the
+    /// --tokens of evaluate and apply-prune when choosing), as NAME=PATH: NAME labels its rows
+    /// (frontier.csv's `calibration_set`, their `calibration_ppl`) and its cache
+    /// (cache-calibration-NAME.parquet). Repeat for several sets.
+    #[arg(long, required = true, value_name = "NAME=PATH", value_parser = |text: &str| named(text, "--calibration"))]
     calibration: Vec<(String, PathBuf)>,
-    /// A held-out token table, NAME=PATH (repeat); the CSV gets a NAME_ppl column for each.
-    #[arg(long, value_parser = |text: &str| named(text, "--heldout"))]
+    /// A held-out token table, which no method sees and on which every plan is measured
+    /// (prepare-tokens; the --tokens of `apply-prune --method from-plan`), as NAME=PATH: NAME
+    /// labels its column of frontier.csv, `NAME_ppl`, and its cache
+    /// (cache-heldout-NAME.parquet). Repeat for several.
+    #[arg(long, value_name = "NAME=PATH", value_parser = |text: &str| named(text, "--heldout"))]
     heldout: Vec<(String, PathBuf)>,
     /// Numbers of blocks to remove (1 or more).
     #[arg(long, value_delimiter = ',', default_value = "3,6,9", value_parser = count(1, layerprune_core::MAX_BLOCKS as u64))]
     k: Vec<usize>,
-    /// Blocks never removed.
+    /// Blocks never removed (e.g. 0), comma separated: no method removes them, and they are
+    /// not players of the Shapley method's game (as `sample-masks --fixed`).
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
     /// The methods to play: block-influence, angular, reverse, leave-one-out, sleb, sleb-raced
@@ -55,8 +63,9 @@ struct Args {
     /// [default: least,0.5sleb,sleb,2000]
     #[arg(long, value_delimiter = ',')]
     budgets: Option<Vec<Budget>>,
-    /// The quadratic-surrogate Shapley method on this many stratified masks (plus the full
-    /// model and the single removals; 0 = not run). 200 is `make demo`'s budget. [default: 200]
+    /// The quadratic-surrogate Shapley method on this many stratified masks (what
+    /// `sample-masks --stratified-masks` counts; plus the full model and the single removals;
+    /// 0 = not run). 200 is `make demo`'s budget. [default: 200]
     #[arg(long, value_parser = count(0, 1_000_000))]
     shapley_masks: Option<usize>,
     /// Seeds the Shapley method's masks [default: 0].

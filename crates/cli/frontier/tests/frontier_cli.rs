@@ -506,3 +506,31 @@ fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
     );
     assert!(!out.join("frontier.partial.csv").exists());
 }
+
+/// The two token-table flags keep their roles' names, so their help says what each is in the
+/// words of the other stages and of frontier.csv: a token table (prepare-tokens, the --tokens
+/// of evaluate and apply-prune) given as NAME=PATH, and the columns NAME ends up in.
+#[test]
+fn the_help_says_what_each_token_table_is_and_where_its_name_goes() {
+    let output = frontier(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--calibration <NAME=PATH>",
+        "--heldout <NAME=PATH>",
+        "`calibration_set`",
+        "`NAME_ppl`",
+        "sample-masks --stratified-masks",
+    ] {
+        assert!(help.contains(expected), "{expected:?} not in:\n{help}");
+    }
+    assert_eq!(
+        help.matches("prepare-tokens; the --tokens of").count(),
+        2,
+        "{help}"
+    );
+    assert!(
+        !help.contains("<CALIBRATION>") && !help.contains("<HELDOUT>"),
+        "{help}"
+    );
+}

@@ -32,6 +32,8 @@ use std::fmt::Write as _;
 )]
 struct Args {
     /// A table (.parquet), a surrogate file (.json) or a model folder (or its manifest.json).
+    // A path, not a FILE: a model folder is one.
+    #[arg(value_name = "PATH")]
     file: PathBuf,
     /// Rows to show [default: 10].
     #[arg(long, value_parser = clap::value_parser!(u16))]

@@ -368,3 +368,13 @@ fn only_a_folders_own_manifest_is_sized_as_the_folder() {
         "{json}"
     );
 }
+
+/// The argument may be a model folder, so the help calls it a PATH, not a FILE.
+#[test]
+fn the_help_calls_the_argument_a_path() {
+    let output = inspect(&["--help".as_ref()]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("inspect [OPTIONS] <PATH>"), "{help}");
+    assert!(!help.contains("<FILE>"), "{help}");
+}

@@ -78,7 +78,7 @@ struct Args {
     #[arg(long, default_value = DEFAULT_SEPARATOR)]
     separator: String,
 
-    /// Number of windows.
+    /// Number of windows: the token table's rows (its `num_windows`).
     #[arg(long, default_value_t = 10, value_parser = layerprune_cli_common::count(1, 100_000_000))]
     windows: usize,
     /// Tokens per window (at least 2: each token is scored on the ones before it, so a window's

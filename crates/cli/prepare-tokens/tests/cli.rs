@@ -295,3 +295,15 @@ fn fox_text(folder: &Path) -> std::path::PathBuf {
     .unwrap();
     text
 }
+
+/// `--windows` and `--seq-len` are said in the token table's own words (`num_windows`,
+/// `seq_len`), as the stages that read the table say them.
+#[test]
+fn the_help_names_the_token_tables_fields() {
+    let output = prepare_tokens(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in ["`num_windows`", "`seq_len`"] {
+        assert!(help.contains(expected), "{expected:?} not in:\n{help}");
+    }
+}

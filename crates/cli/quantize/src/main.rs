@@ -71,7 +71,8 @@ struct Args {
     /// 2026-12-04, where a block is a transformer block everywhere else; still accepted.)
     #[arg(long, alias = "block-size", value_parser = parse_group_size)]
     group_size: Option<usize>,
-    /// int4: MatMulNBits' accuracy_level (0 = compute in float; 4 = int8 activations on CPU).
+    /// int4: MatMulNBits' accuracy_level (0 = compute in float; 4 = int8 activations on CPU)
+    /// [default: 0].
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..=4))]
     accuracy_level: Option<i64>,
     /// How the codes are chosen.
@@ -90,10 +91,11 @@ struct Args {
     // runs the model; the help after the options says what --threads covers here).
     #[command(flatten)]
     device: DeviceArgs,
-    /// Leave the head graphs (head, head_logits) in float.
+    /// Leave the head graphs (head, head_logits) of a layered model folder in float.
     #[arg(long)]
     exclude_head: bool,
-    /// Skip checking the source files' sha256 against the manifest.
+    /// Skip checking the model files' sha256 against the manifest (a layered model folder's;
+    /// one .onnx file has no manifest, and is refused with it).
     #[arg(long)]
     no_verify: bool,
     /// Replace an existing --out.

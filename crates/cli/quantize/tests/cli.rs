@@ -340,3 +340,19 @@ fn a_weight_holding_nan_or_infinity_is_refused_naming_the_graph_and_tensor() {
         assert!(!out.exists());
     }
 }
+
+/// The help calls the model's files what every other stage does (`--no-verify`: the model
+/// files', not "source files'"), and gives --accuracy-level's default, which it applies.
+#[test]
+fn the_help_names_the_model_files_and_every_default() {
+    let output = quantize(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "Skip checking the model files' sha256",
+        "int8 activations on CPU) [default: 0]",
+    ] {
+        assert!(help.contains(expected), "{expected:?} not in:\n{help}");
+    }
+    assert!(!help.contains("source files"), "{help}");
+}

@@ -31,7 +31,8 @@ struct Args {
     /// Number of blocks of the model.
     #[arg(long, value_parser = layerprune_cli_common::count(1, MAX_BLOCKS as u64))]
     num_blocks: Option<usize>,
-    /// Model folder; its manifest.json gives the number of blocks.
+    /// Layered model folder; its manifest.json gives the number of blocks (and the table
+    /// records the model's id).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Strata: numbers of removed blocks (among the blocks not fixed), e.g. 2,5,8; the same as
@@ -56,8 +57,9 @@ struct Args {
         value_parser = parse_ratio
     )]
     ratios: Option<Vec<f64>>,
-    /// Total number of stratified masks (strata from --strata, --ratios, or by default the
-    /// published 2, 5, 8, 11, 14 of 32 scaled to the number of players). (Called --masks until
+    /// Total number of stratified masks, rows of design `stratum` (strata from --strata,
+    /// --ratios, or by default the published 2, 5, 8, 11, 14 of 32 scaled to the number of
+    /// players). (Called --masks until
     /// 2026-12-04, which every other stage uses for a mask table's path; still accepted.)
     #[arg(
         long,
@@ -77,17 +79,19 @@ struct Args {
     /// Blocks always kept (not players of the game), e.g. 0,1.
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
-    /// Every mask of the game (at most 20 players).
+    /// Every mask of the game, rows of design `enumeration` (at most 20 players).
     #[arg(long, conflicts_with_all = ["stratified_masks", "strata", "ratios"])]
     enumerate: bool,
-    /// Follow every stratified mask by its complement, sharing a group id; the empty and the full
-    /// coalition are added too (as anchors), which the paired estimators' fit needs.
+    /// Follow every stratified mask by its complement (design `complement`), sharing a
+    /// `group_id`; the empty and the full coalition are added too (as anchors), which the
+    /// paired estimators' fit needs.
     #[arg(long, requires = "stratified_masks")]
     complement_pairs: bool,
-    /// Number of random player orders, each giving a permutation chain and its reverse.
+    /// Number of random player orders, each giving a permutation chain and its reverse (rows
+    /// of design `permutation`, a `group_id` each chain and their `position` in it).
     #[arg(long, value_parser = layerprune_cli_common::count(1, 10_000_000))]
     permutation_chains: Option<usize>,
-    /// The full model and every single-block removal.
+    /// The full model and every single-block removal (design `anchor`).
     #[arg(long)]
     anchors: bool,
     /// Add to the table at --out if it exists, skipping the masks it already holds (permutation

@@ -459,3 +459,23 @@ fn an_enumeration_too_large_for_memory_is_refused_before_it_is_drawn() {
         folder.path(),
     );
 }
+
+/// Each design flag names the `design` value its rows get in the mask table (and the
+/// `group_id` / `position` columns it fills), so a reader of the table finds the flag.
+#[test]
+fn the_help_names_the_design_each_flag_writes() {
+    let output = sample_masks(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "design `stratum`",
+        "design `enumeration`",
+        "design `complement`",
+        "design `permutation`",
+        "design `anchor`",
+        "`group_id`",
+        "`position`",
+    ] {
+        assert!(help.contains(expected), "{expected:?} not in:\n{help}");
+    }
+}

@@ -52,7 +52,13 @@ struct Args {
     /// Estimator to score the blocks by, the name the score table's `estimator` column gets
     /// (as `shapley --estimator`); repeat for several. (Called --method until 2026-12-04,
     /// which apply-prune uses for the selection method; still accepted.)
-    #[arg(long = "estimator", alias = "method", value_enum, required = true)]
+    #[arg(
+        long = "estimator",
+        alias = "method",
+        value_name = "ESTIMATOR",
+        value_enum,
+        required = true
+    )]
     estimators: Vec<Estimator>,
     /// Block statistics of the full model (evaluate --block-stats).
     #[arg(long)]

@@ -485,3 +485,14 @@ fn a_reader_that_stopped_reading_is_not_an_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(read_scores(&out).unwrap().rows.len(), 400);
 }
+
+/// `--estimator` takes one estimator's name (the score table's `estimator` column) a time, as
+/// shapley's and apply-prune's do: the help says `<ESTIMATOR>`, not the field's plural.
+#[test]
+fn the_help_names_an_estimator_as_the_score_table_does() {
+    let output = score_blocks(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--estimator <ESTIMATOR>"), "{help}");
+    assert!(!help.contains("<ESTIMATORS>"), "{help}");
+}

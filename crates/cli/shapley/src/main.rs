@@ -47,7 +47,7 @@ struct Args {
     #[arg(long)]
     masks: Option<PathBuf>,
     /// Estimators to run (repeatable), by the name written in score tables.
-    #[arg(long = "estimator", required = true, value_parser = parse_estimator)]
+    #[arg(long = "estimator", value_name = "ESTIMATOR", required = true, value_parser = parse_estimator)]
     estimators: Vec<Estimator>,
     /// Base masks of the semivalue / Banzhaf estimate through the surrogate (published:
     /// 80,000); surrogate queries of surrogate-shapley when it has no closed form, which are

@@ -575,3 +575,17 @@ fn the_same_scores_on_any_number_of_threads() {
     assert_eq!(one.len(), n);
     assert_eq!(one, scores_on("2"));
 }
+
+/// `--estimator` takes one estimator's name (the score table's `estimator` column) a time, as
+/// score-blocks' and apply-prune's do: the help says `<ESTIMATOR>`, not the field's plural.
+#[test]
+fn the_help_names_an_estimator_as_the_score_table_does() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--estimator <ESTIMATOR>"), "{help}");
+    assert!(!help.contains("<ESTIMATORS>"), "{help}");
+}
