@@ -100,12 +100,12 @@ pub struct SurrogateFit {
     pub keep: Option<SurrogateKind>,
     /// Whether a surrogate is fitted on all rows (to be saved).
     pub save: bool,
-    /// Whether the cross-validation scores are wanted as a table.
+    /// Whether the cross-validation metrics are wanted as a table.
     pub metrics: bool,
     pub options: FitOptions,
 }
 
-/// What [`SurrogateFit::run`] produced: the cross-validation scores (a row per fold and kind,
+/// What [`SurrogateFit::run`] produced: the cross-validation metrics (a row per fold and kind,
 /// and their mean as fold −1) and the surrogate fitted on all rows, ready to save.
 pub struct FittedSurrogates {
     pub metric_rows: Vec<SurrogateMetricRow>,
@@ -148,12 +148,12 @@ impl SurrogateFit {
         Ok(())
     }
 
-    /// Reads the table, cross-validates every kind (each once), hands the scores to
-    /// `on_scores` (to be shown before the longer fit on all rows, and even if it fails), and
+    /// Reads the table, cross-validates every kind (each once), hands the metrics to
+    /// `on_metrics` (to be shown before the longer fit on all rows, and even if it fails), and
     /// fits the kept kind on all rows. Nothing is written: a failed fit replaces no file.
     pub fn run(
         &self,
-        on_scores: &mut dyn FnMut(&[SurrogateMetricRow]) -> Result<()>,
+        on_metrics: &mut dyn FnMut(&[SurrogateMetricRow]) -> Result<()>,
     ) -> Result<FittedSurrogates> {
         self.check()?;
         let path = &self.evaluations;
@@ -202,7 +202,7 @@ impl SurrogateFit {
                 metric_rows.extend(folds.iter().map(row));
                 metric_rows.extend(mean_over_folds(&folds).as_ref().map(row));
             }
-            on_scores(&metric_rows)?;
+            on_metrics(&metric_rows)?;
         }
         let saved = if self.save {
             let kind = self.keep.unwrap_or(kinds[0]);
@@ -271,7 +271,7 @@ impl FittedSurrogates {
     }
 }
 
-/// Cross-validation scores as printed: a row per fold and surrogate, and their mean.
+/// Cross-validation metrics as printed: a row per fold and surrogate, and their mean.
 pub fn metrics_text(rows: &[SurrogateMetricRow]) -> String {
     use std::fmt::Write;
     let mut text = format!(

@@ -126,7 +126,8 @@ struct Args {
     random_starts: Option<usize>,
     /// Iterative and search: antithetic permutation pairs per Shapley computation of a
     /// surrogate without a closed form (MLP, forest): 2 (players + 1) surrogate queries each
-    /// (shapley sizes the same computation by its --samples, the queries). [default: 512]
+    /// (shapley sizes the same computation by its --samples, the queries; fewer here, as
+    /// iterative runs one computation per block removed). [default: 512]
     #[arg(long, value_parser = count(1, 100_000_000))]
     permutation_pairs: Option<usize>,
     /// Adaptive: LLM evaluations per k, at most: `sleb` (SLEB's cost at that k), a fraction of
