@@ -231,9 +231,10 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
 }
 
 /// A plain text file as documents. Whole-file mode keeps the text as it is but for a byte
-/// order mark at its start (dropped) and Windows line endings (read as "\n", as the paragraph
-/// mode reads them); paragraph mode drops the blank lines between paragraphs (and empty
-/// paragraphs). Bytes that are not UTF-8 are refused naming their line.
+/// order mark at its start (dropped) and its line breaks, "\r\n" and a lone "\r" read as "\n"
+/// as Python's text mode reads them (as the paragraph mode splits lines); paragraph mode drops
+/// the blank lines between paragraphs (and empty paragraphs). Bytes that are not UTF-8 are
+/// refused naming their line.
 pub fn read_text_documents(
     path: &Path,
     split_on_blank_lines: bool,
@@ -278,16 +279,14 @@ fn text_documents_of_at_most(
             let good = &error.as_bytes()[..error.utf8_error().valid_up_to()];
             DataError::NotUtf8 {
                 path: path.to_path_buf(),
-                line: 1 + good.iter().filter(|&&byte| byte == b'\n').count(),
+                line: 1 + line_breaks(good),
             }
         })?;
-        // Line endings as the paragraph and JSON lines readers read them: a file saved with
-        // Windows line endings (a checkout with git's autocrlf) gives the tokens of the same
-        // file saved with "\n", as Python's text mode reads it; and the byte order mark some
-        // editors put first is no text of the file.
-        if text.contains("\r\n") {
-            text = text.replace("\r\n", "\n");
-        }
+        // Line breaks as the paragraph and JSON lines readers split lines: a file saved with
+        // Windows line endings (a checkout with git's autocrlf) or old Mac ones gives the
+        // tokens of the same file saved with "\n", as Python's text mode reads it; and the
+        // byte order mark some editors put first is no text of the file.
+        text = universal_newlines(text);
         if let Some(rest) = text.strip_prefix(BYTE_ORDER_MARK) {
             text = rest.to_string();
         }
@@ -305,22 +304,10 @@ fn text_documents_of_at_most(
     let mut paragraph = String::new();
     let mut in_paragraph = false;
     loop {
-        line.clear();
         number += 1;
         let keeping = kept.keeps_next();
-        // The line, its "\r\n", and one byte more.
-        let read = (&mut reader)
-            .take(limit.saturating_add(3))
-            .read_until(b'\n', &mut line)
-            .map_err(io_error(path))?;
-        if read == 0 {
+        if !read_line(&mut reader, limit, &mut line).map_err(io_error(path))? {
             break;
-        }
-        if line.ends_with(b"\n") {
-            line.pop();
-            if line.ends_with(b"\r") {
-                line.pop();
-            }
         }
         if line.len() as u64 > limit {
             return Err(DataError::LineTooLong {
@@ -384,6 +371,89 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn BufRead>, bool), DataError> {
     }
 }
 
+/// Reads the next line of `reader` into `line` (cleared first), without its line break; false
+/// at the end of the input. A line ends at "\n", "\r\n" or a lone "\r" (old Mac line endings),
+/// as Python's text mode (universal newlines) splits lines, which the reference tokenization
+/// reads text with. At most `limit + 1` bytes of a line are read: a longer line is left at
+/// that, for the caller to refuse, rather than read whole (a text without line breaks, or a
+/// gzip bomb inflating to one).
+fn read_line<R: BufRead + ?Sized>(
+    reader: &mut R,
+    limit: u64,
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    line.clear();
+    let most = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut any = false;
+    loop {
+        let buffer = match reader.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if buffer.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let room = most - line.len();
+        let end = buffer
+            .iter()
+            .position(|&byte| byte == b'\n' || byte == b'\r');
+        match end {
+            Some(at) if at <= room => {
+                let ending = buffer[at];
+                line.extend_from_slice(&buffer[..at]);
+                reader.consume(at + 1);
+                if ending == b'\r' && next_byte_is(reader, b'\n')? {
+                    reader.consume(1);
+                }
+                return Ok(true);
+            }
+            _ => {
+                let taken = buffer.len().min(room);
+                line.extend_from_slice(&buffer[..taken]);
+                reader.consume(taken);
+                if line.len() == most {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+/// Whether the next byte `reader` would give is `byte` (nothing is consumed).
+fn next_byte_is<R: BufRead + ?Sized>(reader: &mut R, byte: u8) -> std::io::Result<bool> {
+    loop {
+        match reader.fill_buf() {
+            Ok(buffer) => return Ok(buffer.first() == Some(&byte)),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// `text` with its line breaks as Python's text mode reads them: "\r\n" and a lone "\r" as
+/// "\n" (the lines [`read_line`] splits, joined by "\n").
+fn universal_newlines(text: String) -> String {
+    if text.contains('\r') {
+        text.replace("\r\n", "\n").replace('\r', "\n")
+    } else {
+        text
+    }
+}
+
+/// The line breaks in `bytes` as [`read_line`] counts them: each "\n", "\r\n" and lone "\r"
+/// (a "\r" at the end counts: what follows it is not part of `bytes`' text).
+fn line_breaks(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(at, &byte)| {
+            byte == b'\n' || (byte == b'\r' && bytes.get(at + 1) != Some(&b'\n'))
+        })
+        .count()
+}
+
 /// The byte order mark (U+FEFF) some editors put at the start of a UTF-8 file: an encoding
 /// mark, not text, so the readers drop it there (elsewhere it is kept, as text).
 const BYTE_ORDER_MARK: char = '\u{feff}';
@@ -416,32 +486,26 @@ fn json_lines_of_at_most(
     let mut bytes = Vec::new();
     let mut line = 0;
     while kept.wants_more() {
-        bytes.clear();
         line += 1;
-        // The line, its "\r\n", and one byte more: a line's limit counts its text, not its
-        // ending, as the text reader's does.
-        let read = (&mut reader)
-            .take(limit.saturating_add(3))
-            .read_until(b'\n', &mut bytes)
-            .map_err(|source| {
-                if gzipped {
-                    DataError::Gzip {
-                        path: path.to_path_buf(),
-                        line,
-                        source,
-                    }
-                } else {
-                    DataError::Io {
-                        path: path.to_path_buf(),
-                        source,
-                    }
+        // A line's limit counts its text, not its ending, as the text reader's does.
+        let more = read_line(&mut reader, limit, &mut bytes).map_err(|source| {
+            if gzipped {
+                DataError::Gzip {
+                    path: path.to_path_buf(),
+                    line,
+                    source,
                 }
-            })?;
-        if read == 0 {
+            } else {
+                DataError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        if !more {
             break;
         }
-        let content = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        let content = bytes.as_slice();
         if content.len() as u64 > limit {
             return Err(DataError::LineTooLong {
                 path: path.to_path_buf(),
@@ -806,7 +870,7 @@ mod tests {
             })
             .map(|()| texts)
         };
-        for ending in ["\n", "\r\n"] {
+        for ending in ["\n", "\r\n", "\r"] {
             assert_eq!(read(ending, 40).unwrap().len(), 2, "{ending:?}");
             match read(ending, 39).unwrap_err() {
                 DataError::LineTooLong {
@@ -817,12 +881,51 @@ mod tests {
         }
     }
 
+    #[test]
+    fn lines_end_as_in_pythons_text_mode_wherever_the_buffer_ends() {
+        // Random bytes of "\r", "\n" and text, read through buffers of 1 to 4 bytes (a "\r\n"
+        // split between two fills is one line break): the lines of Python's universal
+        // newlines, `str::lines` of the text with "\r\n" and "\r" made "\n".
+        let pieces = ["a", "bc", "\r", "\n", "\r\n", "\n\r", " "];
+        let mut rng = layerprune_tests::FuzzRng(11);
+        for _ in 0..5_000 {
+            let text: String = (0..rng.below(12))
+                .map(|_| pieces[rng.below(pieces.len())])
+                .collect();
+            let capacity = 1 + rng.below(4);
+            let mut reader = BufReader::with_capacity(capacity, text.as_bytes());
+            let mut line = Vec::new();
+            let mut lines = Vec::new();
+            while read_line(&mut reader, 100, &mut line).unwrap() {
+                lines.push(String::from_utf8(line.clone()).unwrap());
+            }
+            let translated = universal_newlines(text.clone());
+            assert_eq!(
+                lines,
+                translated.lines().collect::<Vec<_>>(),
+                "{text:?} {capacity}"
+            );
+            assert_eq!(
+                line_breaks(text.as_bytes()),
+                translated.matches('\n').count(),
+                "{text:?}"
+            );
+        }
+        // A line past the limit stops one byte after it, the rest left for the next read.
+        let mut reader = BufReader::with_capacity(2, &b"abcdef\rgh"[..]);
+        let mut line = Vec::new();
+        assert!(read_line(&mut reader, 3, &mut line).unwrap());
+        assert_eq!(line, b"abcd");
+    }
+
     /// The paragraphs of `text` as the reader made them before it streamed (the whole text
-    /// split by `str::lines`, runs of lines with text joined by "\n"), kept by `keep` as
-    /// `Kept` keeps them: the reference the streaming reader is compared with.
+    /// split into lines, runs of lines with text joined by "\n"), kept by `keep` as `Kept`
+    /// keeps them: the reference the streaming reader is compared with. Lines end as in
+    /// Python's text mode, at "\n", "\r\n" or a lone "\r".
     fn paragraphs_kept_the_old_way(text: &str, keep: &Keep) -> Result<Vec<String>, &'static str> {
         let mut paragraphs = Vec::new();
         let mut paragraph: Vec<&str> = Vec::new();
+        let text = text.replace("\r\n", "\n").replace('\r', "\n");
         for line in text.lines() {
             if line.trim().is_empty() {
                 if !paragraph.is_empty() {
@@ -918,9 +1021,9 @@ mod tests {
             let mut kept = Kept::new(&keep, "text".into());
             text_documents_of_at_most(&path, true, 1000, &mut kept).and_then(|()| kept.finish())
         };
-        // A line of exactly the limit passes, with "\n" or "\r\n" (a blank one, so that the
-        // budget does not refuse it); one byte more is refused, in the range or not.
-        for ending in ["\n", "\r\n"] {
+        // A line of exactly the limit passes, with "\n", "\r\n" or "\r" (a blank one, so that
+        // the budget does not refuse it); one byte more is refused, in the range or not.
+        for ending in ["\n", "\r\n", "\r"] {
             let mut text = b"first\n".to_vec();
             text.extend(vec![b' '; 1000]);
             text.extend(ending.as_bytes());

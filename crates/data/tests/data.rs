@@ -222,6 +222,90 @@ fn a_byte_order_mark_and_windows_line_endings_read_as_the_plain_text() {
     assert_eq!(read_jsonl_field(&gzipped, "text").unwrap(), ["one"]);
 }
 
+/// A lone "\r" (old Mac line endings) is a line break, as in Python's text mode (universal
+/// newlines), which the reference tokenization reads text with: in every reader a file with
+/// "\r" line endings, or a mix, gives the documents of the same text with "\n" ones. Before,
+/// a whole text file kept the "\r" (other tokens), the paragraph reader took the file for one
+/// line (one paragraph), and the JSON lines reader refused it ("trailing characters").
+#[test]
+fn a_lone_carriage_return_is_a_line_break_in_every_reader() {
+    let folder = tempfile::tempdir().unwrap();
+    let unix = "first line\nsecond line\n\nnext paragraph\n\n\nlast\n";
+    let (plain, mac, mixed) = (
+        folder.path().join("unix.txt"),
+        folder.path().join("mac.txt"),
+        folder.path().join("mixed.txt"),
+    );
+    std::fs::write(&plain, unix).unwrap();
+    std::fs::write(&mac, unix.replace('\n', "\r")).unwrap();
+    // "\r\r\n" is two line breaks, "\n\r" too (Python: "\n\n" both).
+    std::fs::write(
+        &mixed,
+        "first line\r\nsecond line\r\r\nnext paragraph\n\r\rlast\r",
+    )
+    .unwrap();
+    for paragraphs in [false, true] {
+        let expected = read_text_documents(&plain, paragraphs).unwrap();
+        assert_eq!(
+            read_text_documents(&mac, paragraphs).unwrap(),
+            expected,
+            "mac, paragraphs: {paragraphs}"
+        );
+        assert_eq!(
+            read_text_documents(&mixed, paragraphs).unwrap(),
+            expected,
+            "mixed, paragraphs: {paragraphs}"
+        );
+    }
+    assert_eq!(
+        read_text_documents(&mac, true).unwrap(),
+        ["first line\nsecond line", "next paragraph", "last"]
+    );
+
+    let records = "{\"text\": \"one\"}\n{\"text\": \"two\"}\n\n{\"text\": \"a\\rb\"}\n";
+    for (name, bytes) in [
+        ("mac.jsonl", records.replace('\n', "\r").into_bytes()),
+        ("mac.jsonl.gz", gzip(records.replace('\n', "\r").as_bytes())),
+        ("mixed.jsonl", records.replacen('\n', "\r", 2).into_bytes()),
+    ] {
+        let path = folder.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        // An escaped "\r" inside a string is text, kept.
+        assert_eq!(
+            read_jsonl_field(&path, "text").unwrap(),
+            ["one", "two", "a\rb"],
+            "{name}"
+        );
+    }
+    // A record broken by a lone "\r" is two lines, as Python reads it: refused, numbered.
+    let broken = folder.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"text\": \"one\"}\n{\"text\":\r \"two\"}\n").unwrap();
+    let error = read_jsonl_field(&broken, "text").unwrap_err();
+    assert!(matches!(error, DataError::Json { line: 2, .. }), "{error}");
+
+    // The same tokens, the same table.
+    let tokenizer = TokenizerFile::load(&write_tokenizer(folder.path())).unwrap();
+    let table = |path: &Path| {
+        let request = TokenRequest {
+            source: TextSource::Text {
+                path: path.to_path_buf(),
+                split_on_blank_lines: false,
+            },
+            documents: DocumentRange::ALL,
+            separator: "\n\n".into(),
+            windows: WindowSpec {
+                count: 2,
+                length: 8,
+                mode: WindowMode::Consecutive { offset: 0 },
+            },
+            bos: Bos::Off,
+        };
+        prepare_tokens(&tokenizer, &request).unwrap().table
+    };
+    assert_eq!(table(&mac).windows, table(&plain).windows);
+    assert_eq!(table(&mac).dataset_id, table(&plain).dataset_id);
+}
+
 /// Bytes that are not UTF-8 are refused naming the file and the line they are on, in both
 /// ways of reading a text (before 2026-12-06: "invalid utf-8 sequence of 1 bytes from index
 /// 4", a byte offset into the file or into an unnamed line).
@@ -229,18 +313,26 @@ fn a_byte_order_mark_and_windows_line_endings_read_as_the_plain_text() {
 fn text_that_is_not_utf8_is_refused_naming_its_line() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("latin1.txt");
-    std::fs::write(&path, b"first\n\nthird caf\xe9\nfourth\n").unwrap();
-    for paragraphs in [false, true] {
-        let error = read_text_documents(&path, paragraphs).unwrap_err();
-        assert!(
-            matches!(error, DataError::NotUtf8 { line: 3, .. }),
-            "paragraphs {paragraphs}: {error}"
-        );
-        let message = error.to_string();
-        assert!(
-            message.contains("latin1.txt") && message.contains("line 3"),
-            "{message}"
-        );
+    // Lines counted as Python's text mode counts them, a lone "\r" ending one too.
+    for text in [
+        &b"first\n\nthird caf\xe9\nfourth\n"[..],
+        b"first\r\n\r\nthird caf\xe9\r\nfourth\r\n",
+        b"first\r\rthird caf\xe9\rfourth\r",
+        b"first\r\r\xe9",
+    ] {
+        std::fs::write(&path, text).unwrap();
+        for paragraphs in [false, true] {
+            let error = read_text_documents(&path, paragraphs).unwrap_err();
+            assert!(
+                matches!(error, DataError::NotUtf8 { line: 3, .. }),
+                "paragraphs {paragraphs}, {text:?}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains("latin1.txt") && message.contains("line 3"),
+                "{message}"
+            );
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::task::{Question, Task};
+use crate::task::{is_python_space, Question, Task};
 use crate::TaskError;
 
 /// Text → token ids, with no special tokens (a BOS, where wanted, is put before the context
@@ -35,7 +35,7 @@ pub struct EncodedQuestion {
     pub choices: Vec<EncodedChoice>,
 }
 
-/// lm-eval's pair encoding: trailing whitespace of the context moves to the continuation, the
+/// lm-eval's pair encoding: trailing whitespace (Python's, [`is_python_space`]) of the context moves to the continuation, the
 /// whole text is encoded once, and the continuation is whatever follows the context's own
 /// encoding. So a word boundary merged by the tokenizer is scored as the continuation's.
 pub fn encode_pair(
@@ -43,7 +43,8 @@ pub fn encode_pair(
     context: &str,
     continuation: &str,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
-    let trimmed = context.trim_end();
+    // Python's `rstrip`, as lm-eval's: a few characters it strips `str::trim_end` keeps.
+    let trimmed = context.trim_end_matches(is_python_space);
     let moved = &context[trimmed.len()..];
     let continuation = format!("{moved}{continuation}");
     let whole = tokenizer.encode(&format!("{trimmed}{continuation}"))?;

@@ -68,8 +68,9 @@ impl TaskScore {
     }
 }
 
-/// Scores questions from `logliks[q][c]`, the log-likelihood of choice c of question q.
-/// acc picks the largest log-likelihood, acc_norm the largest per byte of the choice.
+/// Scores questions from `logliks[q][c]`, the log-likelihood of choice c of question q (one
+/// for each of its choices). acc picks the largest log-likelihood, acc_norm the largest per
+/// character of the choice ([`crate::Choice::norm_chars`], as lm-eval divides).
 pub fn score_task(questions: &[EncodedQuestion], logliks: &[Vec<f64>]) -> TaskScore {
     let mut score = TaskScore {
         questions: questions.len(),

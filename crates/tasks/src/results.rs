@@ -17,7 +17,8 @@ use crate::task::Task;
 pub enum TaskMetric {
     /// The share of questions whose right choice has the largest log-likelihood.
     Acc,
-    /// The same with each log-likelihood divided by its choice's length in bytes.
+    /// The same with each log-likelihood divided by its choice's length in characters, as
+    /// lm-eval counts it ([`crate::Choice::norm_chars`]).
     AccNorm,
 }
 
@@ -76,8 +77,9 @@ pub fn mean_gold_nll(scores: &[TaskScore]) -> f64 {
     sum / tokens.max(1) as f64
 }
 
-/// Log-likelihoods of each question's choices, by (task, question row).
-type Logliks = HashMap<(Task, usize), Vec<f64>>;
+/// Log-likelihoods of each question's choices, by (task, question row); `None` for a choice
+/// the log has no entry of.
+type Logliks = HashMap<(Task, usize), Vec<Option<f64>>>;
 
 /// One entry of a choice log: the log-likelihood of choice `choice` of the question in row
 /// `question` of task `task` (a task's name) under `mask`.
@@ -93,7 +95,10 @@ pub struct ChoiceLoglik<'a> {
 /// Per-task scores of every mask of `log` that has an entry for every choice of every task
 /// of `encoded` (a checkpoint also holds masks part of whose tasks are done), in the order
 /// of the masks' first entries; each mask's scores are in the order of `encoded`. Entries of
-/// tasks not in `encoded` are ignored (but count towards a mask's entries).
+/// tasks not in `encoded` are ignored (but count towards a mask's entries). A mask with as
+/// many entries as choices but not one for each (a choice twice and another missing, a
+/// question or choice the questions lack: a log edited or joined by hand) is not scored,
+/// as a mask with entries missing is not.
 pub fn scores_by_mask<'a>(
     encoded: &[(Task, Vec<EncodedQuestion>)],
     log: impl IntoIterator<Item = ChoiceLoglik<'a>>,
@@ -124,26 +129,35 @@ pub fn scores_by_mask<'a>(
         });
         let lls = by_mask[slot].1.entry((task, entry.question)).or_default();
         if lls.len() <= entry.choice {
-            lls.resize(entry.choice + 1, f64::NAN);
+            lls.resize(entry.choice + 1, None);
         }
-        lls[entry.choice] = entry.loglik;
+        lls[entry.choice] = Some(entry.loglik);
     }
     by_mask
         .into_iter()
-        .map(|(mask, logliks)| {
+        .filter_map(|(mask, logliks)| {
             let scores = encoded
                 .iter()
                 .map(|(task, questions)| {
-                    let lls: Vec<Vec<f64>> = questions
+                    let lls: Option<Vec<Vec<f64>>> = questions
                         .iter()
-                        .map(|q| logliks.get(&(*task, q.row)).cloned().unwrap_or_default())
+                        .map(|q| every_choice(logliks.get(&(*task, q.row))?, q.choices.len()))
                         .collect();
-                    score_task(questions, &lls)
+                    Some(score_task(questions, &lls?))
                 })
-                .collect();
-            (mask, scores)
+                .collect::<Option<Vec<TaskScore>>>()?;
+            Some((mask, scores))
         })
         .collect()
+}
+
+/// The log-likelihoods of a question's `choices` choices, when the log has one for each and
+/// none for a choice past them.
+fn every_choice(lls: &[Option<f64>], choices: usize) -> Option<Vec<f64>> {
+    if lls.len() != choices {
+        return None;
+    }
+    lls.iter().copied().collect()
 }
 
 /// One mask's accuracies on one task (or their mean over the tasks).
@@ -259,5 +273,33 @@ mod tests {
         assert!((mean_gold_nll(scores) - 8.0 / 5.0).abs() < 1e-12);
         assert_eq!(TaskMetric::Acc.mean(scores).estimate, 0.75);
         assert_eq!("acc_norm".parse::<TaskMetric>(), Ok(TaskMetric::AccNorm));
+    }
+
+    #[test]
+    fn a_mask_with_as_many_entries_as_choices_but_not_one_each_is_not_scored() {
+        // Before, such a log was scored with a missing choice as NaN or a choice past the
+        // question's as a candidate, or panicked (index out of bounds) on a question with no
+        // entry at all.
+        let encoded = vec![(Task::Piqa, vec![question(3, 1, 2), question(7, 0, 2)])];
+        let mask: Mask = "10".parse().unwrap();
+        let entry = |question, choice| ChoiceLoglik {
+            mask: &mask,
+            task: "piqa",
+            question,
+            choice,
+            loglik: -1.0 - choice as f64,
+        };
+        let complete = [entry(3, 0), entry(3, 1), entry(7, 0), entry(7, 1)];
+        assert_eq!(scores_by_mask(&encoded, complete).len(), 1);
+        for log in [
+            // A choice twice, another question's missing.
+            [entry(3, 0), entry(3, 1), entry(3, 1), entry(7, 1)],
+            // A question the questions lack, in place of one they have.
+            [entry(3, 0), entry(3, 1), entry(9, 0), entry(9, 1)],
+            // A choice past the question's two.
+            [entry(3, 0), entry(3, 2), entry(7, 0), entry(7, 1)],
+        ] {
+            assert!(scores_by_mask(&encoded, log).is_empty(), "{log:?}");
+        }
     }
 }

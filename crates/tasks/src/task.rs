@@ -134,13 +134,19 @@ impl Task {
                     return Err(fields.error("the sentence has no blank '_'"));
                 };
                 let before = &sentence[..blank];
-                let after = sentence[blank + 1..].trim();
+                let after = sentence[blank + 1..].trim_matches(is_python_space);
                 let contexts = vec![
                     format!("{before}{}", fields.text("option1")?),
                     format!("{before}{}", fields.text("option2")?),
                 ];
+                // The option that fills the blank, "1" or "2" (lm-eval's `{"1": 0, "2": 1}`):
+                // refused as the file spells it, not as the choice index it would be.
                 let answer = fields.integer("answer")?;
-                // The answer is "1" or "2"; anything else is out of range below.
+                if !(1..=2).contains(&answer) {
+                    return Err(fields.error(format!(
+                        "answer {answer} is not 1 or 2 (option1 or option2)"
+                    )));
+                }
                 (contexts, vec![after.to_string()], answer - 1)
             }
             Task::ArcEasy | Task::ArcChallenge | Task::Openbookqa => {
@@ -160,7 +166,7 @@ impl Task {
                 }
                 let key = fields.text("answerKey")?;
                 let key = if self == Task::Openbookqa {
-                    key.trim_start()
+                    key.trim_start_matches(is_python_space)
                 } else {
                     key
                 };
@@ -354,10 +360,19 @@ fn title_case(c: char) -> String {
     special.iter().collect()
 }
 
+/// Whether Python's `str.isspace` holds for `c`: the characters `strip`, `lstrip` and
+/// `rstrip` remove by default, which lm-eval's task code and `_encode_pair` strip with. They
+/// are Unicode's White_Space (Rust's `char::is_whitespace`, what `str::trim` removes) and the
+/// four information separators U+001C–U+001F, which Python counts as line breaks and Rust as
+/// no space.
+pub(crate) fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 /// lm-eval's HellaSwag `preprocess`: strip, `" [title]"` → `". "`, drop every `[...]` (shortest
 /// match, not across a line break, as `re.sub("\\[.*?\\]", "", text)`), then "  " → " ".
 pub fn hellaswag_preprocess(text: &str) -> String {
-    let text = text.trim().replace(" [title]", ". ");
+    let text = text.trim_matches(is_python_space).replace(" [title]", ". ");
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(open) = rest.find('[') {

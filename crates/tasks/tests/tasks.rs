@@ -318,9 +318,25 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
             ("answer", strings(&["3"])),
         ],
     );
+    // Named as the file spells it (before: "label 2 is out of range for 2 choices", the
+    // choice index it would have been; "label -1" for an answer of 0).
     let message = error_text(Task::Winogrande.load(&path));
     assert!(
-        message.contains("row 0: label 2 is out of range"),
+        message.contains("row 0: answer 3 is not 1 or 2"),
+        "{message}"
+    );
+    write_stream(
+        &path,
+        vec![
+            ("sentence", strings(&["a _ b"])),
+            ("option1", strings(&["x"])),
+            ("option2", strings(&["y"])),
+            ("answer", strings(&["0"])),
+        ],
+    );
+    let message = error_text(Task::Winogrande.load(&path));
+    assert!(
+        message.contains("row 0: answer 0 is not 1 or 2"),
         "{message}"
     );
     std::fs::write(&path, b"not arrow").unwrap();
@@ -353,6 +369,9 @@ fn hellaswag_cleaning_and_capitalize_follow_python() {
     // An unclosed bracket, and one whose match would cross a line break, stay.
     assert_eq!(hellaswag_preprocess("a [b"), "a [b");
     assert_eq!(hellaswag_preprocess("a [b\n] c [d]"), "a [b\n] c ");
+    // Python's `strip` removes the information separators U+001C–U+001F too (`str::trim`
+    // does not), and U+00A0 and U+3000 as `str::trim` does.
+    assert_eq!(hellaswag_preprocess("\u{1c}\u{a0}a b\u{1f}\u{3000}"), "a b");
 }
 
 /// One token per character: makes lm-eval's whitespace move visible.
@@ -395,6 +414,13 @@ fn pairs_are_encoded_as_lm_eval_does() {
         continuation,
         Words.encode(" sat down").unwrap()[..].to_vec()
     );
+    // Trailing whitespace is Python's `rstrip`'s: U+001F moves too, "\u{200b}" (no space to
+    // Python either) stays.
+    let (context, continuation) = encode_pair(&Chars, "Answer:\u{1f}\n", "yes").unwrap();
+    assert_eq!(context, Chars.encode("Answer:").unwrap());
+    assert_eq!(continuation, Chars.encode("\u{1f}\nyes").unwrap());
+    let (context, _) = encode_pair(&Chars, "Answer:\u{200b}", "yes").unwrap();
+    assert_eq!(context, Chars.encode("Answer:\u{200b}").unwrap());
     assert!(encode_pair(&Chars, "", " x").is_err());
     assert!(encode_pair(&Chars, "ctx", "").is_err());
 

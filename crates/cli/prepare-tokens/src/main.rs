@@ -46,8 +46,9 @@ struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
 
-    /// A plain text file (UTF-8; a byte order mark at its start is dropped and "\r\n" read as
-    /// "\n"): the whole file is one document (see --paragraphs). A pipe works too
+    /// A plain text file (UTF-8; a byte order mark at its start is dropped, and "\r\n" and a
+    /// lone "\r" read as "\n", as Python's text mode reads them): the whole file is one
+    /// document (see --paragraphs). A pipe works too
     /// (`--text <(zcat corpus.txt.gz)`); the table's `source` then names the pipe, not the
     /// corpus.
     #[arg(long)]
@@ -115,11 +116,10 @@ fn unescape(text: &str) -> String {
     text.replace("\\n", "\n").replace("\\t", "\t")
 }
 
-/// The tokenizer of a model folder: the file its manifest names (a layered folder, as
-/// `evaluate` reads it), else its tokenizer.json (a Hugging Face checkpoint's folder).
-/// The tokenizer of the model folder `model`; for a layered folder (a manifest), windows of
-/// `seq_len` tokens are first checked against the lengths it runs, so that windows the stages
-/// would refuse are not made from a large corpus first.
+/// The tokenizer of the model folder `model`: the file its manifest names (a layered folder,
+/// as `evaluate` reads it), else its tokenizer.json (a Hugging Face checkpoint's folder). For
+/// a layered folder, windows of `seq_len` tokens are first checked against the lengths it
+/// runs, so that windows the stages would refuse are not made from a large corpus first.
 fn model_tokenizer(model: &Path, seq_len: usize) -> anyhow::Result<PathBuf> {
     if model.join("manifest.json").is_file() {
         let manifest = layerprune_model::Manifest::load(model)?;
