@@ -457,6 +457,7 @@ impl ChoiceScorer {
                     for (request, nll_sum) in span_nlls(model, batch, final_state, self.scoring)? {
                         if !nll_sum.is_finite() {
                             return Err(non_finite_loss(
+                                model.dir(),
                                 &model.manifest().dtype,
                                 format!(
                                     "mask {}: the log-likelihood of request {request} is {}",

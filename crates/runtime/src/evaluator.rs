@@ -460,7 +460,9 @@ impl Evaluator {
     }
 
     /// Evaluates `masks` (results in their order). `progress(done, total)` is called as masks
-    /// finish; with several window batches a mask is done after the last batch.
+    /// finish a window batch: `done` is the masks' worth of work done of `total` masks (with k
+    /// window batches, each mask's run on one batch counts 1/k, rounded down over the call),
+    /// so it reaches `total` when the last batch ends; the results come only then.
     pub fn evaluate(
         &mut self,
         masks: &[Mask],
@@ -524,6 +526,7 @@ impl Evaluator {
         ];
         let mut done_units = 0;
         let dtype = self.model.manifest().dtype.clone();
+        let model_dir = self.model.dir().to_path_buf();
         // The states of the last mask's prefix on each window batch are kept for the next call
         // on the same windows: consecutive calls (a run checkpointed every few masks, the steps
         // of a selection method) ask for neighbouring masks.
@@ -551,7 +554,7 @@ impl Evaluator {
             let shared_seconds = started.elapsed().as_secs_f64() / masks.len().max(1) as f64;
             let mut last = Instant::now();
             let num_batches = batches.len();
-            let dtype = &dtype;
+            let (dtype, model_dir) = (&dtype, &model_dir);
             // One mask's NLL rows [batch_size, seq_len] → its sum, timing and progress.
             let mut record = |index: usize, nll: ndarray::ArrayView2<'_, f32>, seconds: f64| {
                 let mask = &masks[index];
@@ -568,6 +571,7 @@ impl Evaluator {
                 let nll_sum: f64 = window_sums.iter().sum();
                 if !nll_sum.is_finite() {
                     return Err(non_finite_loss(
+                        model_dir,
                         dtype,
                         format!(
                             "mask {mask}: the loss is {nll_sum} on windows {}..{} (counted \
@@ -967,5 +971,51 @@ mod tests {
         assert_eq!(windows_per_batch(10, 128, 262_144), 10);
         // A window whose logits alone pass the bound still runs, one at a time.
         assert_eq!(windows_per_batch(3, 1 << 20, 262_144), 1);
+    }
+
+    /// The prefixes carried from call to call (one per window batch, as a race's calls on a few
+    /// windows at a time leave) stay within the cache's budget over any run of calls, whatever
+    /// the grouping: a stack on other windows is dropped, the least recently used first, to
+    /// make room (one state beyond it where the budget holds none).
+    #[test]
+    fn carried_prefixes_stay_within_the_cache() {
+        use super::CarriedPrefix;
+        let windows = layerprune_tests::fixture_windows(9, 7, 10);
+        let masks = layerprune_tests::every_mask(6);
+        for seed in 0..12 {
+            let mut rng = layerprune_tests::FuzzRng(seed + 100);
+            let model = LayeredModel::open(
+                &layerprune_tests::tiny_model_dir(),
+                &RuntimeOptions::default(),
+            )
+            .unwrap();
+            let state_bytes = model.state_bytes(1, 10);
+            let cache = [1, 3, 7, 10, 25, 60][rng.below(6)] * state_bytes;
+            let options = EvalOptions {
+                batch_windows: [0, 1, 2, 3][rng.below(4)],
+                cache_bytes: cache,
+                mask_batch: [1, 2, 4][rng.below(3)],
+                fill_small_batches: [None, Some(true)][rng.below(2)],
+                ..EvalOptions::default()
+            };
+            let mut evaluator = Evaluator::new(model, &windows, options.clone()).unwrap();
+            for _ in 0..12 {
+                let start = rng.below(7);
+                let end = start + 1 + rng.below(7 - start);
+                let count = rng.below(8);
+                let first = rng.below(masks.len() - count);
+                evaluator
+                    .evaluate_windows(&masks[first..first + count], start..end, &mut |_, _| {})
+                    .unwrap();
+                let carried: usize = evaluator.carried.iter().map(CarriedPrefix::bytes).sum();
+                let largest = evaluator.carried.iter().map(|c| c.state_bytes).max();
+                assert!(
+                    carried <= cache.max(largest.unwrap_or(0)),
+                    "seed {seed}, {options:?}: {carried} bytes carried in {} stacks, cache \
+                     {cache}",
+                    evaluator.carried.len()
+                );
+            }
+        }
     }
 }

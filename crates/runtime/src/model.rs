@@ -348,7 +348,11 @@ impl LayeredModel {
         let started = Instant::now();
         let state = self.embed_untimed(input_ids);
         self.tally.embedding.record(started);
-        state
+        let state = state?;
+        let (batch, seq_len) = input_ids.dim();
+        let expected = [batch, seq_len, self.manifest.hidden_size].map(|d| d as i64);
+        check_output_shape(&self.paths.embed, "hidden states", dims(&state), &expected)?;
+        Ok(state)
     }
 
     fn embed_untimed(&mut self, input_ids: &Array2<i64>) -> Result<HiddenState, RuntimeError> {
@@ -383,7 +387,16 @@ impl LayeredModel {
         let started = Instant::now();
         let state = self.run_block_untimed(index, hidden);
         self.tally.blocks.record(started);
-        state
+        let state = state?;
+        // A block's output is the next block's input and, split by mask, several masks'
+        // states: one of another shape would fail in a later graph, named there.
+        check_output_shape(
+            &self.paths.blocks[index],
+            "hidden states",
+            dims(&state),
+            dims(hidden),
+        )?;
+        Ok(state)
     }
 
     fn run_block_untimed(
@@ -493,7 +506,7 @@ impl LayeredModel {
             self.head_runs.as_ref(),
         )
         .map_err(onnx_error(&path))?;
-        let nll = nll_matrix(outputs, path);
+        let nll = nll_matrix(outputs, path, target_ids.dim());
         self.tally.head.record(started);
         nll
     }
@@ -515,32 +528,39 @@ impl LayeredModel {
             self.head_runs.as_ref(),
         )
         .map_err(onnx_error(&path))?;
-        let nll = nll_matrix(outputs, path);
+        let nll = nll_matrix(outputs, path, target_ids.dim());
         self.tally.head.record(started);
         nll
     }
 
     /// Logits [batch, seq, vocab] through the `head_logits` graph (loaded on first use).
     pub fn logits(&mut self, hidden: &HiddenState) -> Result<Array3<f32>, RuntimeError> {
+        let rows_and_positions = match dims(hidden) {
+            [batch, seq_len, _] => (*batch as usize, *seq_len as usize),
+            _ => (0, 0),
+        };
+        let vocab_size = self.manifest.vocab_size;
         // Opening the session on first use is not a run.
         let (session, run_options, path) = self.logits_session()?;
         let started = Instant::now();
         let outputs =
             run_to_host(session, ort::inputs![hidden], run_options).map_err(onnx_error(&path))?;
-        let logits = logits_array(outputs, path);
+        let logits = logits_array(outputs, path, rows_and_positions, vocab_size);
         self.tally.head.record(started);
         logits
     }
 
     /// [`Self::logits`] of hidden states held as an f32 array (fp32 models).
     pub fn logits_of_array(&mut self, hidden: &Array3<f32>) -> Result<Array3<f32>, RuntimeError> {
+        let (batch, seq_len, _) = hidden.dim();
+        let vocab_size = self.manifest.vocab_size;
         // Opening the session on first use is not a run.
         let (session, run_options, path) = self.logits_session()?;
         let started = Instant::now();
         let state = TensorRef::from_array_view(hidden).map_err(onnx_error(&path))?;
         let outputs =
             run_to_host(session, ort::inputs![state], run_options).map_err(onnx_error(&path))?;
-        let logits = logits_array(outputs, path);
+        let logits = logits_array(outputs, path, (batch, seq_len), vocab_size);
         self.tally.head.record(started);
         logits
     }
@@ -633,12 +653,45 @@ impl LayeredModel {
     }
 }
 
-/// The logits head's [batch, seq, vocab] output.
+/// The dimensions of a tensor (none for another kind of value).
+fn dims(value: &HiddenState) -> &[i64] {
+    match value.dtype() {
+        ort::value::ValueType::Tensor { shape, .. } => shape,
+        _ => &[],
+    }
+}
+
+/// Refuses a graph's output (`what`) whose shape is not `expected`: the evaluator reads an
+/// output by its position (a window's NLL by its row, a mask's states by their slice of the
+/// batch), so one of another shape — a graph with dynamic axes that computes something else,
+/// which opening it cannot tell — would give rows to the wrong windows, panic, or fail in a
+/// later graph named instead of this one.
+fn check_output_shape(
+    path: &Path,
+    what: &str,
+    got: &[i64],
+    expected: &[i64],
+) -> Result<(), RuntimeError> {
+    if got == expected {
+        return Ok(());
+    }
+    Err(RuntimeError::BadInput(format!(
+        "{}: its {what} have shape {got:?} where {expected:?} was expected; the graph does \
+         not compute what its manifest.json says (damaged, or exported for another model?)",
+        path.display()
+    )))
+}
+
+/// The logits head's [batch, seq, vocab] output, for hidden states of `batch` × `seq` rows.
 fn logits_array(
     outputs: ort::session::SessionOutputs<'_>,
     path: PathBuf,
+    (batch, seq_len): (usize, usize),
+    vocab_size: usize,
 ) -> Result<Array3<f32>, RuntimeError> {
     let logits = first_output(outputs, &path)?;
+    let expected = [batch, seq_len, vocab_size].map(|d| d as i64);
+    check_output_shape(&path, "logits", dims(&logits), &expected)?;
     let view = logits
         .try_extract_array::<f32>()
         .map_err(onnx_error(&path))?;
@@ -650,12 +703,15 @@ fn logits_array(
         })
 }
 
-/// The head's [batch, seq] NLL output.
+/// The head's [batch, seq] NLL output, one per target of `targets` (its dimensions).
 fn nll_matrix(
     outputs: ort::session::SessionOutputs<'_>,
     path: PathBuf,
+    targets: (usize, usize),
 ) -> Result<Array2<f32>, RuntimeError> {
     let nll = first_output(outputs, &path)?;
+    let expected = [targets.0, targets.1].map(|d| d as i64);
+    check_output_shape(&path, "token NLLs", dims(&nll), &expected)?;
     let view = nll.try_extract_array::<f32>().map_err(onnx_error(&path))?;
     view.into_dimensionality::<ndarray::Ix2>()
         .map(|v| v.to_owned())
@@ -665,11 +721,11 @@ fn nll_matrix(
         })
 }
 
-/// The error for a loss that came out NaN or infinite (`what`: which mask and value) in a folder
-/// of `dtype`: the model or its export is broken for it, or, in a float16 folder, its
-/// activations passed float16's largest value (65504) on this text, which Gemma 3 270M's do on
-/// ordinary text (docs/model-format.md, "The export check").
-pub(crate) fn non_finite_loss(dtype: &str, what: String) -> RuntimeError {
+/// The error for a loss that came out NaN or infinite (`what`: which mask and value) in the
+/// model folder `dir` of `dtype`: the model or its export is broken for it, or, in a float16
+/// folder, its activations passed float16's largest value (65504) on this text, which Gemma 3
+/// 270M's do on ordinary text (docs/model-format.md, "The export check").
+pub(crate) fn non_finite_loss(dir: &Path, dtype: &str, what: String) -> RuntimeError {
     let hint = if dtype == "float16" {
         "; this folder is float16, whose largest value is 65504: a model whose activations pass \
          it on this text (Gemma 3 does) overflows, so export it in bf16 (for a GPU) or fp32 \
@@ -678,7 +734,8 @@ pub(crate) fn non_finite_loss(dtype: &str, what: String) -> RuntimeError {
         ""
     };
     RuntimeError::BadInput(format!(
-        "{what} (NaN or infinite); the model or its export is broken for this mask{hint}"
+        "{}: {what} (NaN or infinite); the model or its export is broken for this mask{hint}",
+        dir.display()
     ))
 }
 
@@ -835,14 +892,16 @@ mod tests {
 
     #[test]
     fn a_non_finite_loss_in_a_float16_folder_says_why_and_what_to_export() {
-        let half = non_finite_loss("float16", "mask 1111: the loss is NaN".into()).to_string();
+        let dir = Path::new("models/gemma3-fp16");
+        let half = non_finite_loss(dir, "float16", "mask 1111: the loss is NaN".into()).to_string();
         assert!(
-            half.starts_with("mask 1111: the loss is NaN (NaN or infinite)"),
+            half.starts_with("models/gemma3-fp16: mask 1111: the loss is NaN (NaN or infinite)"),
             "{half}"
         );
         assert!(half.contains("65504") && half.contains("bf16"), "{half}");
         for dtype in ["float32", "bfloat16"] {
-            let other = non_finite_loss(dtype, "mask 1111: the loss is inf".into()).to_string();
+            let other =
+                non_finite_loss(dir, dtype, "mask 1111: the loss is inf".into()).to_string();
             assert!(
                 other.ends_with("the model or its export is broken for this mask"),
                 "{other}"
