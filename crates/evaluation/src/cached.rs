@@ -339,6 +339,7 @@ impl CachedLlm {
                 .collect();
             partial.sort_by(|a, b| a.mask.cmp(&b.mask));
             self.table.partial_windows = partial;
+            drop_fixed_blocks_removed(&mut self.table, path);
             let (table, provenance) = (&self.table, &self.provenance);
             let written = self
                 .pace
@@ -348,6 +349,28 @@ impl CachedLlm {
             self.unsaved = false;
         }
         Ok(())
+    }
+}
+
+/// Keeps as fixed only the blocks that every row of `table` (the cache at `path`) and every
+/// mask measured in part keeps. An `evaluate` table given as the cache records its mask table's
+/// fixed blocks, but a method may ask for masks that remove one (SLEB without `--fixed`):
+/// written with them, the table would contradict itself, and every later read, this cache's
+/// next resume included, would refuse it.
+fn drop_fixed_blocks_removed(table: &mut EvaluationTable, path: &Path) {
+    let before = table.fixed_blocks.len();
+    let (rows, partial) = (&table.rows, &table.partial_windows);
+    table.fixed_blocks.retain(|&block| {
+        rows.iter().all(|row| row.mask.is_kept(block))
+            && partial.iter().all(|p| p.mask.is_kept(block))
+    });
+    if table.fixed_blocks.len() < before {
+        tracing::warn!(
+            "{}: masks asked for now remove blocks the table had fixed; it records only {:?} as \
+             fixed from now on",
+            path.display(),
+            table.fixed_blocks
+        );
     }
 }
 
@@ -411,11 +434,22 @@ impl CachedLlm {
         }
         let ran_windows = !lacking.is_empty();
         let started = Instant::now();
+        let mut failed = None;
         for ((start, end), group) in lacking {
+            let results =
+                match self
+                    .evaluator()
+                    .evaluate_windows(&group, start..end, &mut |_, _| {})
+                {
+                    Ok(results) => results,
+                    Err(error) => {
+                        // The groups measured before it are kept (below), as `values` keeps
+                        // the chunks before a failed one.
+                        failed = Some(error);
+                        break;
+                    }
+                };
             self.windows_ran += group.len() * (end - start);
-            let results = self
-                .evaluator()
-                .evaluate_windows(&group, start..end, &mut |_, _| {})?;
             for (mask, result) in group.iter().zip(results) {
                 let measured = self.partial.get_mut(mask).expect("entered above");
                 for (w, sum) in (start..end).zip(result.window_nll_sums) {
@@ -451,6 +485,17 @@ impl CachedLlm {
                     full_nll,
                 ));
             }
+        }
+        if let Some(error) = failed {
+            // A mask of the failed group may have no window measured: an entry the table
+            // cannot hold (nor a later save of this game, when it is dropped).
+            self.partial
+                .retain(|_, p| p.window_nll_sums.iter().any(Option::is_some));
+            let promoted: Vec<Mask> = rows.iter().map(|row| row.mask.clone()).collect();
+            self.note_asked(&promoted);
+            self.append_rows(rows, seconds)?;
+            let _ = self.save();
+            return Err(error.into());
         }
         if !rows.is_empty() {
             let promoted: Vec<Mask> = rows.iter().map(|row| row.mask.clone()).collect();

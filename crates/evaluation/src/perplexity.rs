@@ -166,7 +166,7 @@ pub fn run_evaluation(
     }
     // Held until the run ends: a second run on this output would rewrite it without our rows.
     let _lock = FileLock::try_acquire(&config.out)?;
-    let mut rows = resume_rows(
+    let (mut rows, recorded_full_nll) = resume_rows(
         config,
         &model_id,
         &tokens.dataset_id,
@@ -177,10 +177,14 @@ pub fn run_evaluation(
     let mut evaluator = Evaluator::new(model, &tokens.windows, config.options.clone())
         .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
 
+    // The reference of the utility: the one the resumed rows were valued against (the run that
+    // began the table measured the full model alone, as below; on CUDA that may differ in the
+    // last digits from the full mask's row, measured among other masks).
     let full = Mask::full(num_blocks);
-    let full_model_nll = match rows.iter().find(|r| r.mask == full) {
-        Some(row) => row.nll,
-        None => evaluator.evaluate(std::slice::from_ref(&full), &mut |_, _| {})?[0].nll(),
+    let full_model_nll = match (recorded_full_nll, rows.iter().find(|r| r.mask == full)) {
+        (Some(nll), _) => nll,
+        (None, Some(row)) => row.nll,
+        (None, None) => evaluator.evaluate(std::slice::from_ref(&full), &mut |_, _| {})?[0].nll(),
     };
     let mut provenance = config
         .provenance
@@ -361,14 +365,15 @@ fn graph_runs_json(tally: &RunTally, seconds: f64) -> serde_json::Value {
     serde_json::Value::Object(kinds)
 }
 
-/// The rows already in the output from an earlier run of the same model and dataset, which
-/// this run extends with the masks it lacks. A table of another model or dataset, or whose
-/// rows were evaluated with other blocks fixed than this run's masks fix, is refused, or with
-/// `overwrite` replaced.
 /// The stages whose `--cache` is an evaluation table of a selection's masks
 /// ([`crate::CachedLlm`]), recorded as the table's tool.
 const SELECTION_STAGES: [&str; 2] = ["apply-prune", "frontier"];
 
+/// The rows already in the output from an earlier run of the same model and dataset, which
+/// this run extends with the masks it lacks, and the full model's NLL their utilities were
+/// computed with. A table of another model, dataset or device, of another shard, a selection's
+/// cache, or one whose rows were evaluated with other blocks fixed than this run's masks fix,
+/// is refused, or with `overwrite` replaced.
 fn resume_rows(
     config: &EvaluationConfig,
     model_id: &str,
@@ -376,7 +381,7 @@ fn resume_rows(
     evaluated_on: &str,
     num_blocks: usize,
     fixed_blocks: &[usize],
-) -> Result<Vec<EvaluationRow>> {
+) -> Result<(Vec<EvaluationRow>, Option<f64>)> {
     let resumed = resume_evaluations(&config.out, num_blocks, model_id, dataset_id, evaluated_on)
         .and_then(|table| {
             // The table records one set of fixed blocks for all its rows (the blocks that are
@@ -440,8 +445,8 @@ fn resume_rows(
         }
     });
     match resumed {
-        Ok(table) => Ok(table.rows),
-        Err(_) if config.overwrite => Ok(Vec::new()),
+        Ok(table) => Ok((table.rows, table.full_model_nll)),
+        Err(_) if config.overwrite => Ok((Vec::new(), None)),
         Err(error) => Err(error).with_context(|| {
             format!(
                 "--out {}: pass --overwrite to replace it, or choose another --out",
@@ -664,7 +669,7 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
 /// An evaluation table already at the merge's `--out` is replaced when it is of the same
 /// game (model, dataset, device: an earlier merge, or the shards' own run), and otherwise only
 /// with `--overwrite`, as a run over the windows refuses it: the hours of another model's
-/// evaluations are not replaced by a slip of the path.
+/// evaluations, or a selection's cache, are not replaced by a slip of the path.
 fn refuse_another_game(config: &MergeConfig, merged: &EvaluationTable) -> Result<()> {
     if config.overwrite || !config.out.exists() {
         return Ok(());
@@ -676,7 +681,17 @@ fn refuse_another_game(config: &MergeConfig, merged: &EvaluationTable) -> Result
                     && there.dataset_id == merged.dataset_id
                     && there.evaluated_on == merged.evaluated_on =>
             {
-                return Ok(())
+                // A selection's cache of this game holds masks no shard has (and windows of
+                // masks measured in part): as a run refuses to resume it, a merge does not
+                // replace it.
+                let tool = read_provenance(&config.out)?.tool;
+                if there.partial_windows.is_empty() && !SELECTION_STAGES.contains(&tool.as_str()) {
+                    return Ok(());
+                }
+                format!(
+                    "is {tool}'s cache of LLM evaluations (the masks a selection measured), not a \
+                     table evaluate writes"
+                )
             }
             Ok(there) => format!(
             "holds the evaluations of another game (model {}, dataset {}, {}) than the shards' \

@@ -269,3 +269,104 @@ fn a_races_rounds_filled_with_masks_give_the_same_window_values() {
     assert!(filled.evaluator().model().run_tally().stitching.runs > stitched_before);
     assert_eq!(alone.evaluator().model().run_tally().stitching.runs, 0);
 }
+
+/// An `evaluate` table of masks that fix a block, given as the cache of a method that removes
+/// that block: the table records only the blocks every row keeps as fixed, so it can still be
+/// read (it was written contradicting itself, and its next resume refused the whole cache).
+#[test]
+fn a_cache_that_fixed_a_block_a_method_removes_stays_readable() {
+    let tokens = TokenTable::new(16, fixture_windows(5, 2, 16), "test", "synthetic ids");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.parquet");
+    let keeps_5: Vec<Mask> = every_mask(6)
+        .into_iter()
+        .filter(|mask| mask.is_kept(5) && mask.is_kept(4))
+        .take(4)
+        .collect();
+    let mut game = open(&tokens, Some(&cache));
+    game.values(&keeps_5).unwrap();
+    drop(game);
+    // As `evaluate` leaves a finished table of a mask table that fixes blocks 4 and 5.
+    let mut finished = read_evaluations(&cache).unwrap();
+    finished.fixed_blocks = vec![4, 5];
+    finished.complete = true;
+    layerprune_tables::write_evaluations(
+        &cache,
+        &finished,
+        &Provenance::new("evaluate", "0.1.0", vec![]),
+    )
+    .unwrap();
+
+    let removes_5 = Mask::from_removed(6, &[0, 5]).unwrap();
+    let mut game = open(&tokens, Some(&cache));
+    game.values(std::slice::from_ref(&removes_5)).unwrap();
+    drop(game);
+    let table = read_evaluations(&cache).expect("the cache stays readable");
+    assert_eq!(
+        table.fixed_blocks,
+        vec![4],
+        "block 5 is removed by a row now"
+    );
+    assert_eq!(table.rows.len(), 1 + keeps_5.len() + 1);
+    let mut game = open(&tokens, Some(&cache));
+    game.values(&[removes_5]).unwrap();
+    assert_eq!(game.ran, 0, "resumed, nothing run again");
+}
+
+/// A race's call that fails part-way (here: a mask the model cannot run; on a GPU, memory
+/// running out) keeps the windows measured before it: those of the call's earlier groups, and
+/// those a skipped save left, which the game saves when it is dropped. (The mask that never
+/// ran, entered with no window measured, made that save fail, and everything unsaved was lost.)
+#[test]
+fn windows_measured_before_a_failed_call_are_kept() {
+    let tokens = TokenTable::new(16, fixture_windows(5, 2, 16), "test", "synthetic ids");
+    let bad = Mask::from_kept(vec![true; 7]);
+    let masks = every_mask(6);
+    let (first, second) = (&masks[40], &masks[41]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Saves skipped: what the failed call leaves is written when the game is dropped.
+    let cache = dir.path().join("skipped.parquet");
+    let never_again = std::time::Duration::ZERO;
+    let mut game = open(&tokens, Some(&cache)).with_checkpoints(4, never_again, u32::MAX);
+    // The first save is made, the next skipped.
+    game.values_on_windows(std::slice::from_ref(second), 0..1)
+        .unwrap();
+    game.values_on_windows(std::slice::from_ref(first), 0..1)
+        .unwrap();
+    assert_eq!(read_evaluations(&cache).unwrap().partial_windows.len(), 1);
+    assert!(game
+        .values_on_windows(std::slice::from_ref(&bad), 0..1)
+        .is_err());
+    drop(game);
+    let table = read_evaluations(&cache).expect("saved when dropped");
+    let partly: Vec<&Mask> = table.partial_windows.iter().map(|p| &p.mask).collect();
+    assert_eq!(partly.len(), 2, "{partly:?}");
+    assert!(partly.contains(&first), "{partly:?}");
+
+    // Every save due: the group measured before the failing one in the same call is saved, and
+    // the mask it completed is a row.
+    let cache = dir.path().join("due.parquet");
+    let mut game = open(&tokens, Some(&cache)).with_checkpoints(4, never_again, 0);
+    game.values_on_windows(std::slice::from_ref(second), 1..2)
+        .unwrap();
+    // Groups by the windows each lacks: `second` lacks 0..1, run before `bad`'s 0..2.
+    assert!(game
+        .values_on_windows(&[second.clone(), bad], 0..2)
+        .is_err());
+    drop(game);
+    let table = read_evaluations(&cache).unwrap();
+    assert!(
+        table.rows.iter().any(|row| &row.mask == second),
+        "{:?}",
+        table
+            .rows
+            .iter()
+            .map(|row| row.mask.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(table.partial_windows.is_empty());
+    let mut game = open(&tokens, Some(&cache));
+    game.values(std::slice::from_ref(second)).unwrap();
+    assert_eq!(game.ran, 0, "nothing run again");
+}

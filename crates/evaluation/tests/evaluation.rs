@@ -414,6 +414,31 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
         &[&unfinished, &shards[1], &shards[2]],
         "shard is incomplete",
     );
+
+    // A selection's cache of the same game at --out is not replaced, but with --overwrite.
+    let cache = dir.path().join("cache.parquet");
+    let mut selection = provenance();
+    selection.tool = "apply-prune".into();
+    let before = EvaluationTable {
+        complete: false,
+        ..read_evaluations(&shards[0]).unwrap()
+    };
+    write_evaluations(&cache, &before, &selection).unwrap();
+    let error = merge(&[&shards[0], &shards[1], &shards[2]], &cache).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("cache.parquet") && message.contains("apply-prune's cache"),
+        "{message}"
+    );
+    assert_eq!(read_evaluations(&cache).unwrap(), before);
+    merge_evaluations(&MergeConfig {
+        masks: masks.clone(),
+        shards: shards.clone(),
+        out: cache.clone(),
+        overwrite: true,
+        provenance: provenance(),
+    })
+    .unwrap();
 }
 
 /// The 64 masks in the table's order (block 0 alternating: neighbours share no prefix) are
@@ -545,4 +570,58 @@ fn rows_of_masks_that_fix_other_blocks_do_not_mix() {
         error.contains("--mask 011111 removes block 0") && error.contains("fixed0.parquet"),
         "{error}"
     );
+}
+
+/// A resumed run values its new rows against the full model's NLL the table records, the one
+/// its earlier rows' utilities were computed with: on CUDA the reference pass (the full model
+/// alone) and the full mask's row (measured among other masks) may differ in the last digits,
+/// so taking the row's NLL instead gave a table unlike the uninterrupted run's, its utilities
+/// mixing two references.
+#[test]
+fn a_resumed_run_keeps_the_full_model_nll_its_table_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), 5);
+    let whole_path = dir.path().join("whole.parquet");
+    let (outcome, _) = run(&config(&tokens, &masks, &whole_path));
+    let whole = outcome.table;
+    let full = whole
+        .rows
+        .iter()
+        .find(|r| r.mask.num_removed() == 0)
+        .unwrap();
+    // As a CUDA run's checkpoint could be: the reference a little off the full mask's row.
+    let reference = full.nll + 1e-9;
+    let kept: Vec<EvaluationRow> = whole
+        .rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| i % 2 == 0 || r.mask.num_removed() == 0)
+        .map(|(_, r)| EvaluationRow {
+            utility: layerprune_core::GameValue::Utility.value(r.nll, reference),
+            ..r.clone()
+        })
+        .collect();
+    let killed_path = dir.path().join("killed.parquet");
+    let checkpoint = EvaluationTable {
+        complete: false,
+        full_model_nll: Some(reference),
+        rows: kept,
+        ..whole.clone()
+    };
+    write_evaluations(&killed_path, &checkpoint, &provenance()).unwrap();
+    let (outcome, _) = run(&config(&tokens, &masks, &killed_path));
+    assert!(outcome.evaluated > 0);
+    let resumed = read_evaluations(&killed_path).unwrap();
+    assert!(resumed.complete);
+    assert_eq!(resumed.full_model_nll, Some(reference));
+    for row in &resumed.rows {
+        assert_eq!(
+            row.utility.to_bits(),
+            layerprune_core::GameValue::Utility
+                .value(row.nll, reference)
+                .to_bits(),
+            "mask {}",
+            row.mask
+        );
+    }
 }

@@ -114,8 +114,9 @@ struct Args {
     /// writes it; repeatable.
     #[arg(long = "mask", value_name = "MASK_ID")]
     inline_masks: Vec<String>,
-    /// Evaluation table to write. If it exists (same model, tokens and fixed blocks), its rows
-    /// are kept and only the masks it lacks are evaluated: a killed run resumes, a table grows.
+    /// Evaluation table to write. If it exists (same model, tokens and fixed blocks, measured
+    /// alike: its `evaluated_on`; with --shard, the same shard's), its rows are kept and only
+    /// the masks it lacks are evaluated: a killed run resumes, a table grows.
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
@@ -142,8 +143,10 @@ struct Args {
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
     no_verify: bool,
-    /// Replace an output computed with another model or dataset (token table, or task
-    /// questions with --tasks: the tables' `dataset_id`) instead of refusing.
+    /// Replace an output that cannot be resumed instead of refusing: one computed with another
+    /// model or dataset (token table, or task questions with --tasks: the tables' `dataset_id`),
+    /// measured otherwise (`evaluated_on`), with other blocks fixed, of another shard, a
+    /// selection's cache (apply-prune or frontier), or unreadable.
     #[arg(long)]
     overwrite: bool,
     /// No progress bar.
