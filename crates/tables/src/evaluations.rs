@@ -523,6 +523,16 @@ pub fn write_evaluations(
     check_fixed_blocks(path, table.num_blocks, &table.fixed_blocks)?;
     check_values(path, table.full_model_nll, &table.rows)?;
     check_partial_windows(path, &table.rows, &table.partial_windows)?;
+    // As the reader refuses it: a table saved so could never be read again.
+    crate::masks::check_rows_keep_fixed(
+        path,
+        &table.fixed_blocks,
+        table
+            .rows
+            .iter()
+            .map(|row| &row.mask)
+            .chain(table.partial_windows.iter().map(|p| &p.mask)),
+    )?;
     let rows = &table.rows;
     let mut columns = mask_columns(path, table.num_blocks, rows.iter().map(|r| &r.mask))?;
     let floats = |get: fn(&EvaluationRow) -> f64| -> ArrayRef {
