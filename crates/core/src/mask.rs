@@ -6,12 +6,34 @@ use std::str::FromStr;
 /// Why a mask could not be built or parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MaskError {
-    #[error("mask {text:?} has a character other than '0' or '1' at position {position}")]
-    BadCharacter { text: String, position: usize },
+    /// `text` is the whole string; the message shows at most its first thousand characters.
+    #[error(
+        "mask {} has {found:?} at position {position}, where only '0' (removed) and '1' (kept) \
+         may stand",
+        shown_start(text)
+    )]
+    BadCharacter {
+        text: String,
+        position: usize,
+        found: char,
+    },
     #[error("block {block} is out of range for a model of {num_blocks} blocks")]
     BlockOutOfRange { block: usize, num_blocks: usize },
     #[error("mask has {got} entries but the model has {expected} blocks")]
     WrongLength { got: usize, expected: usize },
+}
+
+/// Characters of a mask that a message shows: a mask of any real model (hundreds of blocks) in
+/// full; of a longer string (a file read as a mask, a column of another table), the start.
+const SHOWN_CHARACTERS: usize = 1_000;
+
+/// `text` quoted for a message, whole up to [`SHOWN_CHARACTERS`] characters; beyond, its start
+/// and its length, so that an error about a string of megabytes is a line, not megabytes.
+fn shown_start(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_CHARACTERS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} characters)", &text[..end], text.chars().count()),
+    }
 }
 
 /// Which blocks are kept: entry `i` is `true` when block `i` (0 = the block nearest the
@@ -149,10 +171,11 @@ impl FromStr for Mask {
             match c {
                 '1' => kept.push(true),
                 '0' => kept.push(false),
-                _ => {
+                found => {
                     return Err(MaskError::BadCharacter {
                         text: text.to_string(),
                         position,
+                        found,
                     })
                 }
             }
@@ -211,5 +234,43 @@ mod tests {
             })
         );
         assert!(Mask::full(3).check_len(4).is_err());
+    }
+
+    /// A string that is not a mask is refused at its first wrong character, which the message
+    /// names; a string of megabytes (a file read as a mask) gives a message of a line.
+    #[test]
+    fn hostile_strings_are_refused_with_a_message_of_a_line() {
+        let error = "01\u{7}1".parse::<Mask>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "mask \"01\\u{7}1\" has '\\u{7}' at position 2, where only '0' (removed) and '1' \
+             (kept) may stand"
+        );
+        // Positions count characters, not bytes.
+        assert!(matches!(
+            "1é0".parse::<Mask>(),
+            Err(MaskError::BadCharacter {
+                position: 1,
+                found: 'é',
+                ..
+            })
+        ));
+        let long = format!("{}2", "01".repeat(2_000_000));
+        let error = long.parse::<Mask>().unwrap_err();
+        let message = error.to_string();
+        assert!(message.len() < 1_200, "{} bytes", message.len());
+        assert!(
+            message.contains("… (4000001 characters)")
+                && message.contains("'2' at position 4000000"),
+            "{message}"
+        );
+        // Up to a thousand characters, shown whole.
+        let model = format!("{} ", "1".repeat(999));
+        assert!(model
+            .parse::<Mask>()
+            .unwrap_err()
+            .to_string()
+            .contains(&model));
+        assert_eq!("".parse::<Mask>().unwrap().num_blocks(), 0);
     }
 }

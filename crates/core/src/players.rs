@@ -11,16 +11,27 @@ use crate::{Game, GameError, Mask};
 /// Why a player set, or a mask against it, is not valid.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum PlayersError {
-    #[error(
-        "fixed block {block} is out of range for a model of {num_blocks} blocks \
-         (blocks are numbered 0 to {last})",
-        last = num_blocks.saturating_sub(1)
-    )]
+    #[error("fixed block {block} is out of range: {}", numbered(*num_blocks))]
     OutOfRange { block: usize, num_blocks: usize },
+    /// A block listed as a player ([`Players::from_blocks`]) that the model does not have.
+    #[error("player block {block} is out of range: {}", numbered(*num_blocks))]
+    PlayerOutOfRange { block: usize, num_blocks: usize },
     #[error("block {block} is listed twice")]
     Repeated { block: usize },
-    #[error("no players: all {num_blocks} blocks of the model are fixed as kept")]
+    #[error(
+        "no players: {}",
+        if *num_blocks == 0 {
+            "the model has no blocks".to_string()
+        } else {
+            format!("all {num_blocks} blocks of the model are fixed as kept")
+        }
+    )]
     NoPlayers { num_blocks: usize },
+    #[error(
+        "a model of {num_blocks} blocks: at most {} are supported",
+        crate::MAX_BLOCKS
+    )]
+    TooManyBlocks { num_blocks: usize },
     #[error("mask {mask} has {found} entries; this game has {expected}")]
     WrongLength {
         mask: String,
@@ -39,6 +50,14 @@ pub enum PlayersError {
         num_blocks: usize,
         fixed: usize,
     },
+}
+
+/// The blocks a model of `num_blocks` blocks has, for an out-of-range message.
+fn numbered(num_blocks: usize) -> String {
+    match num_blocks {
+        0 => "the model has no blocks".to_string(),
+        n => format!("a model of {n} blocks has blocks 0 to {}", n - 1),
+    }
 }
 
 /// The blocks of a model that are players of the game; every other block is fixed and kept in
@@ -64,6 +83,7 @@ impl Players {
     /// The game over `num_blocks` blocks with `fixed_blocks` always kept (a block listed twice
     /// is fixed once). Fails when a fixed block is out of range or no player is left.
     pub fn new(num_blocks: usize, fixed_blocks: &[usize]) -> Result<Self, PlayersError> {
+        check_num_blocks(num_blocks)?;
         if let Some(&block) = fixed_blocks.iter().find(|&&b| b >= num_blocks) {
             return Err(PlayersError::OutOfRange { block, num_blocks });
         }
@@ -85,9 +105,10 @@ impl Players {
 
     /// The listed blocks are the players (each once); the rest are fixed.
     pub fn from_blocks(num_blocks: usize, mut blocks: Vec<usize>) -> Result<Self, PlayersError> {
+        check_num_blocks(num_blocks)?;
         blocks.sort_unstable();
         if let Some(&block) = blocks.iter().find(|&&b| b >= num_blocks) {
-            return Err(PlayersError::OutOfRange { block, num_blocks });
+            return Err(PlayersError::PlayerOutOfRange { block, num_blocks });
         }
         if let Some(w) = blocks.windows(2).find(|w| w[0] == w[1]) {
             return Err(PlayersError::Repeated { block: w[0] });
@@ -214,6 +235,16 @@ impl Players {
         }
         flipped
     }
+}
+
+/// Refuses a model of more than [`MAX_BLOCKS`](crate::MAX_BLOCKS) blocks: a count read from a
+/// file or a flag, which a player set of that many blocks (every block listed) would otherwise
+/// exhaust memory on, or abort the process with.
+fn check_num_blocks(num_blocks: usize) -> Result<(), PlayersError> {
+    if num_blocks > crate::MAX_BLOCKS {
+        return Err(PlayersError::TooManyBlocks { num_blocks });
+    }
+    Ok(())
 }
 
 /// A game over the players of a block game: player masks are lifted to block masks (fixed
@@ -361,5 +392,47 @@ mod tests {
         assert!(players.check_removal(2).is_ok());
         let err = players.check_removal(3).unwrap_err();
         assert!(err.to_string().contains("2 fixed"), "{err}");
+    }
+
+    /// Counts and blocks from a flag or a file: each refused with a message that says what
+    /// is wrong, and a count no model has is refused before anything is allocated for it.
+    #[test]
+    fn hostile_counts_and_blocks_get_clear_errors() {
+        for huge in [crate::MAX_BLOCKS + 1, usize::MAX] {
+            assert_eq!(
+                Players::new(huge, &[0]),
+                Err(PlayersError::TooManyBlocks { num_blocks: huge })
+            );
+            assert_eq!(
+                Players::from_blocks(huge, vec![usize::MAX - 1]),
+                Err(PlayersError::TooManyBlocks { num_blocks: huge })
+            );
+        }
+        assert!(Players::new(crate::MAX_BLOCKS, &[]).is_ok());
+        assert_eq!(
+            Players::new(4, &[usize::MAX]).unwrap_err().to_string(),
+            format!(
+                "fixed block {} is out of range: a model of 4 blocks has blocks 0 to 3",
+                usize::MAX
+            )
+        );
+        // Blocks listed as players are called players, not fixed blocks.
+        assert_eq!(
+            Players::from_blocks(4, vec![1, 4]).unwrap_err().to_string(),
+            "player block 4 is out of range: a model of 4 blocks has blocks 0 to 3"
+        );
+        // A model without blocks is said to be one, not numbered "0 to 0".
+        assert_eq!(
+            Players::new(0, &[0]).unwrap_err().to_string(),
+            "fixed block 0 is out of range: the model has no blocks"
+        );
+        assert_eq!(
+            Players::new(0, &[]).unwrap_err().to_string(),
+            "no players: the model has no blocks"
+        );
+        assert_eq!(
+            Players::new(2, &[1, 0, 1]).unwrap_err().to_string(),
+            "no players: all 2 blocks of the model are fixed as kept"
+        );
     }
 }

@@ -191,7 +191,11 @@ pub fn write_masks(
 ) -> Result<(), TableError> {
     check_fixed_blocks(path, table.num_blocks, &table.fixed_blocks)?;
     // As the reader refuses it: a table saved so could never be read again.
-    check_rows_keep_fixed(path, &table.fixed_blocks, table.rows.iter().map(|r| &r.mask))?;
+    check_rows_keep_fixed(
+        path,
+        &table.fixed_blocks,
+        table.rows.iter().map(|r| &r.mask),
+    )?;
     let mut columns = mask_columns(path, table.num_blocks, table.rows.iter().map(|r| &r.mask))?;
     columns.push(Arc::new(StringArray::from_iter_values(
         table.rows.iter().map(|r| r.design.as_str()),

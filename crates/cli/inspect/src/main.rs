@@ -163,7 +163,7 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     // A Parquet file another tool wrote has no kind: said as such, not as a kind's name.
     let kind = metadata.get("table").and_then(|v| v.as_str()).map_or_else(
         || "Parquet file, not a layerprune table:".to_string(),
-        |kind| format!("{kind} table,"),
+        |kind| format!("{} table,", escape_controls(kind.to_string())),
     );
     // An evaluation table that is a checkpoint or a cache says so first: its rows are not a
     // finished run's, and the stages that draw conclusions refuse it.
@@ -200,7 +200,12 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         for (title, entries) in sections.iter().filter(|(_, e)| !e.is_empty()) {
             outln!(out, "\n{title}:");
             for (key, value) in entries {
-                outln!(out, "  {key:<16} {}", show_value(value));
+                outln!(
+                    out,
+                    "  {:<16} {}",
+                    escape_controls(key.to_string()),
+                    show_value(value)
+                );
             }
         }
     }
@@ -209,7 +214,7 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     let width = schema
         .fields()
         .iter()
-        .map(|field| field.name().chars().count())
+        .map(|field| escape_controls(field.name().clone()).chars().count())
         .max()
         .unwrap_or(0)
         .max(16);
@@ -217,7 +222,7 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         outln!(
             out,
             "  {:<width$} {}{}",
-            field.name(),
+            escape_controls(field.name().clone()),
             field.data_type(),
             if field.is_nullable() {
                 " (nullable)"
@@ -231,7 +236,11 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     }
     let mut shown = 0;
     outln!(out, "\nfirst rows:");
-    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| escape_controls(f.name().clone()))
+        .collect();
     outln!(out, "  {}", names.join("\t"));
     for batch in &head.batches {
         for row in 0..batch.num_rows() {
@@ -245,15 +254,22 @@ fn inspect_table(path: &Path, args: &Args, out: &mut String) -> Result<()> {
     Ok(())
 }
 
+/// A metadata value on one line of the report: control characters escaped as in the rows
+/// (a table of another tool may hold any string: a tab, a terminal's escape sequence).
 fn show_value(value: &serde_json::Value) -> String {
     match value {
         // A list of lines (a cache's partly measured masks): how many, and the first; `--json`
         // has them all.
         serde_json::Value::String(text) if text.contains('\n') => {
             let first = text.lines().next().unwrap_or_default();
-            format!("{} lines; the first: {first}", text.lines().count())
+            format!(
+                "{} lines; the first: {}",
+                text.lines().count(),
+                escape_controls(first.to_string())
+            )
         }
-        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::String(text) => escape_controls(text.clone()),
+        // JSON text escapes every control character already.
         other => other.to_string(),
     }
 }
@@ -405,10 +421,13 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         outln!(out, "{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
-    let kind = fields
-        .get("format")
-        .and_then(|v| v.as_str())
-        .unwrap_or("JSON file");
+    let kind = escape_controls(
+        fields
+            .get("format")
+            .and_then(|v| v.as_str())
+            .unwrap_or("JSON file")
+            .to_string(),
+    );
     outln!(out, "{}: {kind}", path.display());
     // Pruning and quantizing keep the exporter's `check`, which describes the model as
     // exported (docs/model-format.md): said beside it, so it does not read as a check of this one.
@@ -418,6 +437,7 @@ fn inspect_json(path: &Path, args: &Args, out: &mut String) -> Result<()> {
         .map(|(_, what)| what)
         .collect();
     for (key, value) in &fields {
+        let key = escape_controls(key.clone());
         if BULKY.contains(&key.as_str()) {
             let size = entries(value).map_or("present".to_string(), |n| format!("{n} entries"));
             outln!(out, "  {key:<24} ({size})");

@@ -378,3 +378,66 @@ fn the_help_calls_the_argument_a_path() {
     assert!(help.contains("inspect [OPTIONS] <PATH>"), "{help}");
     assert!(!help.contains("<FILE>"), "{help}");
 }
+
+/// Names and metadata of a table of another tool may hold any character: a column name with a
+/// tab or a line break, a value with a terminal's escape sequence. The text report escapes them
+/// as it does the rows', so the schema stays one line a column and nothing reaches the terminal
+/// raw.
+#[test]
+fn control_characters_in_names_and_metadata_are_escaped() {
+    use arrow_array::{Int64Array, RecordBatch};
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.parquet");
+    let batch = RecordBatch::try_from_iter([(
+        "a\tb\nc",
+        std::sync::Arc::new(Int64Array::from(vec![7])) as _,
+    )])
+    .unwrap();
+    let properties = WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("layerprune.table".into(), "masks\u{1b}[2J".to_string()),
+            KeyValue::new(
+                "layerprune.note\u{7}".into(),
+                "red \u{1b}[31m alert".to_string(),
+            ),
+            KeyValue::new(
+                "layerprune.lines".into(),
+                "first\u{1b}[0m\nsecond".to_string(),
+            ),
+        ]))
+        .build();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(properties)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let output = inspect(&[path.as_os_str()]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("masks\\u{1b}[2J table, 1 rows"), "{text}");
+    assert!(text.contains("  note\\u{7}"), "{text}");
+    assert!(text.contains("red \\u{1b}[31m alert"), "{text}");
+    assert!(
+        text.contains("2 lines; the first: first\\u{1b}[0m"),
+        "{text}"
+    );
+    let schema: Vec<&str> = text
+        .lines()
+        .skip_while(|line| *line != "schema:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert_eq!(schema, [format!("  {:<16} Int64", "a\\tb\\nc")], "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|line| *line != "first rows:")
+        .skip(1)
+        .collect();
+    assert_eq!(rows, ["  a\\tb\\nc", "  7"], "{text}");
+}
