@@ -960,6 +960,12 @@ impl RemovalSurrogate {
                     .zip(&self.sums)
                     .map(|(w, s)| w * s / n)
                     .sum::<f64>();
+        } else {
+            // Only a guide to which masks to measure next: the last fit still serves.
+            tracing::debug!(
+                "adaptive removal's surrogate: the ridge system of {p} features is singular or \
+                 too ill-conditioned to solve; the previous fit is kept"
+            );
         }
     }
 

@@ -158,16 +158,18 @@ pub fn removable_blocks(
             PlayersError::OutOfRange { block, num_blocks } => {
                 SelectionError::FixedOutOfRange { block, num_blocks }
             }
-            // Every block fixed: no player, so no k can be removed.
-            _ => {
-                let players = (0..num_blocks).filter(|b| !fixed.contains(b)).count();
+            // Every block fixed (no player, so no k can be removed), or k too large.
+            PlayersError::NoPlayers { .. } | PlayersError::TooManyRemoved { .. } => {
+                let fixed_count = layerprune_core::distinct(fixed).len();
                 SelectionError::TooManyRemoved {
                     k,
-                    players,
+                    players: num_blocks - fixed_count,
                     num_blocks,
-                    fixed: num_blocks - players,
+                    fixed: fixed_count,
                 }
             }
+            // Too many blocks, a block listed twice: said as the player set says it.
+            other => SelectionError::BadOption(other.to_string()),
         })?;
     Ok(players.blocks().to_vec())
 }
@@ -221,6 +223,30 @@ pub(crate) fn rng_from_seed(seed: u64) -> rand_chacha::ChaCha8Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model beyond the blocks a player set may have was refused as "cannot remove k blocks"
+    /// (every player-set error but one was read as k too large); it says what is wrong now.
+    #[test]
+    fn removable_blocks_name_a_model_too_large_as_such() {
+        let err = removable_blocks(layerprune_core::MAX_BLOCKS + 1, &[], 1).unwrap_err();
+        assert!(matches!(err, SelectionError::BadOption(_)), "{err}");
+        assert!(
+            err.to_string().contains("at most 10000 are supported"),
+            "{err}"
+        );
+        let err = removable_blocks(3, &[0, 1, 2, 2], 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SelectionError::TooManyRemoved {
+                    players: 0,
+                    fixed: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn removable_blocks_refuse_k_at_or_above_the_players() {

@@ -93,7 +93,8 @@ pub enum ShapleyError {
         value: f64,
     },
     #[error(
-        "{0}: the linear system is singular (too few distinct masks for the number of players?)"
+        "{0}: the linear system is singular or too ill-conditioned to solve (too few distinct \
+         masks for the number of players?)"
     )]
     Singular(&'static str),
 }

@@ -104,7 +104,8 @@ fn singular_system(ridge_alpha: f64) -> String {
         "use a ridge_alpha > 0".to_string()
     };
     format!(
-        "the ridge system is singular (features are collinear in these masks); {advice} \
+        "the ridge system is singular or too ill-conditioned to solve (features are collinear, \
+         or nearly, in these masks); {advice} \
          (fit-surrogate --ridge-alpha)"
     )
 }
