@@ -153,7 +153,7 @@ fn create_temp(path: &Path) -> Result<(PathBuf, File), AtomicWriteError> {
 /// Removes the temporary files of `path` left by writers that died before renaming them (a
 /// kill during a write): `.NAME.tmp-PID-N` in `path`'s folder whose process `PID` is no longer
 /// alive. A live process's file (this process's included) is never touched, nor is any other
-/// file. Only where a process can be looked up (`/proc` on Linux); elsewhere nothing is removed.
+/// file. Only where a process can be looked up (Unix); elsewhere nothing is removed.
 /// Best effort: a file that cannot be removed is left in place. Returns the files removed.
 pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
@@ -170,10 +170,10 @@ pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
 /// The siblings `.NAME.TAG-PID-N` of `path` (NAME its file name) whose process `PID` is no
 /// longer alive: what a writer killed part-way left beside `path` (a temporary file or folder,
 /// or the old folder it had moved aside). A live process's (this one's included) are never
-/// listed. Only where a process can be looked up (`/proc` on Linux); elsewhere none.
+/// listed. Only where a process can be looked up (Unix: [`process_alive`]); elsewhere none.
 pub fn dead_writers_siblings(path: &Path, tag: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    if !Path::new("/proc/self").exists() {
+    if !cfg!(unix) {
         return found;
     }
     let Some(name) = path.file_name() else {
@@ -199,13 +199,39 @@ pub fn dead_writers_siblings(path: &Path, tag: &str) -> Vec<PathBuf> {
         let Some(pid) = std::str::from_utf8(rest).ok().and_then(temp_pid) else {
             continue;
         };
-        if pid == own || Path::new(&format!("/proc/{pid}")).exists() {
+        if pid == own || process_alive(pid) {
             continue;
         }
         found.push(entry.path());
     }
     found.sort();
     found
+}
+
+/// Whether process `pid` is alive: `kill(pid, 0)` succeeds, or is refused for permission (a
+/// process of another user is alive all the same, though a `/proc` mounted with `hidepid`
+/// hides it: looked up there, its temporary file was taken for a dead writer's and removed
+/// under it). A number no process can have is no live writer.
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        // 0 (and negative numbers) name process groups to kill(), not a process.
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Elsewhere no process is looked up, and [`dead_writers_siblings`] lists none.
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    true
 }
 
 /// The process id in the `PID-N` tail of a temporary file's name, when it is exactly that.
@@ -275,6 +301,21 @@ fn write_then_rename<T>(
 
 #[cfg(test)]
 mod tests {
+    /// A process is alive by `kill(pid, 0)`, a process of another user too (EPERM; `/proc`
+    /// with `hidepid` hides it), and a reaped child is not.
+    #[cfg(unix)]
+    #[test]
+    fn live_processes_are_told_from_dead_ones() {
+        assert!(super::process_alive(std::process::id()));
+        // init, another user's process for anyone but root: alive either way.
+        assert!(super::process_alive(1));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!super::process_alive(pid));
+        assert!(!super::process_alive(0));
+        assert!(!super::process_alive(u32::MAX));
+    }
     use super::*;
 
     #[test]
