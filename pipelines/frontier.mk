@@ -34,7 +34,11 @@ FRONTIER_GOALS := frontier frontier-windows frontier-pairs exact-frontier exact-
 ifneq ($(filter $(FRONTIER_GOALS),$(MAKECMDGOALS)),)
 $(foreach text,CALIB_TEXT EVAL_TEXT,$(if $(filter command line,$(origin $(text))),\
   $(error make $(firstword $(filter $(FRONTIER_GOALS),$(MAKECMDGOALS))): $(text) is not read here: the frontier draws its calibration sets from the LAMBADA passages and measures plans on the held-out passages and WikiText-2 (docs/results.md); make demo or make prune take a text of your own)))
-# A setting of a method FRONTIER_METHODS leaves out is not passed on, so giving one is refused.
+endif
+# A setting of a method FRONTIER_METHODS leaves out is not passed on, so giving one is refused
+# (make frontier's: make exact-frontier plays every method, and FRONTIER_METHODS is refused there,
+# pipelines/ignored.mk).
+ifneq ($(filter frontier,$(MAKECMDGOALS)),)
 $(foreach setting,FRONTIER_BUDGETS:adaptive$(comma)adaptive-raced FRONTIER_SHAPLEY_MASKS:shapley,\
   $(eval frontier_setting := $(firstword $(subst :, ,$(setting))))\
   $(if $(and $(filter command line,$(origin $(frontier_setting))),$(if $(call frontier_plays,$(call method_list,$(word 2,$(subst :, ,$(setting))))),,no)),\
@@ -212,7 +216,8 @@ $(EXACT_FRONTIER_RUN)/plans-exact-banzhaf-%.parquet: $(EXACT_FRONTIER_RUN)/score
 EXACT_FRONTIER_INDICES = $(foreach i,shapley banzhaf,$(foreach v,$(EXACT_FRONTIER_VALUES),$(i)-$(v)))
 .SECONDARY: $(foreach v,$(EXACT_FRONTIER_VALUES),$(EXACT_FRONTIER_RUN)/scores-$(v).parquet)
 EXACT_FRONTIER_TABLE = $(EXACT_FRONTIER_RUN)/exact-frontier.md
-$(EXACT_FRONTIER_TABLE): $(EXACT_FRONTIER_RUN)/frontier.csv \
+# The report's script is a prerequisite: a changed one writes the table again (it reads tables only).
+$(EXACT_FRONTIER_TABLE): $(EXACT_FRONTIER_RUN)/frontier.csv tools/report/exact_frontier.py \
   $(foreach i,$(EXACT_FRONTIER_INDICES),$(EXACT_FRONTIER_RUN)/plans-exact-$(i).parquet) | $(VENV_REPORT)/.complete
 	$(VENV_REPORT)/bin/python tools/report/exact_frontier.py --game $(EXACT_FRONTIER_GAME) \
 	  --frontier $< \

@@ -17,18 +17,31 @@ refuse_unread = $(if $(and $(filter command line,$(or $(GIVEN_ORIGIN_$(2)),$(ori
 DEMO_ONLY_SETTINGS := STRATA SURROGATE_RIDGE K_PRUNED
 
 # make frontier and make exact-frontier (and their -pairs, -windows, -docs): calibration sets drawn
-# with FRONTIER_SEEDS, held-out windows FRONTIER_HELDOUT_WINDOWS, their own k, methods and budgets.
+# with FRONTIER_SEEDS, held-out windows FRONTIER_HELDOUT_WINDOWS, their own k, methods and budgets;
+# their run folders are FRONTIER_RUN and EXACT_FRONTIER_RUN. make exact-frontier plays every method
+# on the one set EXACT_FRONTIER_SET at EXACT_FRONTIER_KS (the frontier's own settings of these, and
+# its held-out windows outside make exact-frontier-pairs, would be ignored: refused first, naming
+# what it takes).
 FRONTIER_ALL_GOALS := frontier frontier-docs frontier-windows frontier-windows-docs frontier-pairs \
   frontier-pairs-docs exact-frontier exact-frontier-docs exact-frontier-pairs exact-frontier-pairs-docs
+EXACT_FRONTIER_ALL_GOALS := exact-frontier exact-frontier-docs exact-frontier-pairs exact-frontier-pairs-docs
 ifneq ($(filter $(FRONTIER_ALL_GOALS),$(MAKECMDGOALS)),)
-$(call refuse_unread,$(FRONTIER_ALL_GOALS),KS,this goal takes FRONTIER_KS=$(FRONTIER_KS) (make exact-frontier: EXACT_FRONTIER_KS=$(EXACT_FRONTIER_KS)))
-$(call refuse_unread,$(FRONTIER_ALL_GOALS),SEED,this goal takes FRONTIER_SEEDS=$(FRONTIER_SEEDS): a calibration set per seed (make exact-frontier: EXACT_FRONTIER_SET=$(EXACT_FRONTIER_SET) names the set its game is played on))
+$(foreach v,KS FRONTIER_KS,$(call refuse_unread,$(EXACT_FRONTIER_ALL_GOALS),$(v),this goal takes EXACT_FRONTIER_KS=$(EXACT_FRONTIER_KS)))
+$(foreach v,SEED FRONTIER_SEEDS,$(call refuse_unread,$(EXACT_FRONTIER_ALL_GOALS),$(v),this goal takes EXACT_FRONTIER_SET=$(EXACT_FRONTIER_SET): the frontier's calibration set its game is played on))
+$(foreach v,METHODS DEMO_METHODS FRONTIER_METHODS,$(call refuse_unread,$(EXACT_FRONTIER_ALL_GOALS),$(v),make exact-frontier plays every method))
+$(foreach v,EVAL_WINDOWS FRONTIER_HELDOUT_WINDOWS EVAL_DOCUMENTS,$(call refuse_unread,exact-frontier exact-frontier-docs,$(v),make exact-frontier measures no held-out text (make exact-frontier-pairs does)))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),KS,this goal takes FRONTIER_KS=$(FRONTIER_KS))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),SEED,this goal takes FRONTIER_SEEDS=$(FRONTIER_SEEDS): a calibration set per seed)
 $(call refuse_unread,$(FRONTIER_ALL_GOALS),MASKS,this goal takes FRONTIER_SHAPLEY_MASKS=$(FRONTIER_SHAPLEY_MASKS) (the Shapley method's masks))
 $(call refuse_unread,$(FRONTIER_ALL_GOALS),EVAL_WINDOWS,this goal takes FRONTIER_HELDOUT_WINDOWS=$(FRONTIER_HELDOUT_WINDOWS))
 $(call refuse_unread,$(FRONTIER_ALL_GOALS),METHODS,this goal takes FRONTIER_METHODS=$(FRONTIER_METHODS) (empty: every method))
 $(call refuse_unread,$(FRONTIER_ALL_GOALS),DEMO_METHODS,this goal takes FRONTIER_METHODS=$(FRONTIER_METHODS) (empty: every method))
-$(call refuse_unread,$(FRONTIER_ALL_GOALS),ADAPTIVE_BUDGET,this goal takes FRONTIER_BUDGETS=$(FRONTIER_BUDGETS))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),ADAPTIVE_BUDGET,this goal takes FRONTIER_BUDGETS=$(FRONTIER_BUDGETS)$(if $(filter $(EXACT_FRONTIER_ALL_GOALS),$(MAKECMDGOALS)), (make exact-frontier: EXACT_FRONTIER_BUDGETS=$(EXACT_FRONTIER_BUDGETS))))
 $(foreach v,$(DEMO_ONLY_SETTINGS),$(call refuse_unread,$(FRONTIER_ALL_GOALS),$(v),the frontier plays every method itself and writes no pruned model))
+# make frontier-windows runs make frontier twice with methods and budgets of its own.
+$(foreach v,FRONTIER_METHODS FRONTIER_BUDGETS,$(call refuse_unread,frontier-windows frontier-windows-docs,$(v),make frontier-windows plays the methods and budgets of its two runs (pipelines/frontier.mk)))
+$(call refuse_unread,$(EXACT_FRONTIER_ALL_GOALS),RUN,this goal writes EXACT_FRONTIER_RUN=$(EXACT_FRONTIER_RUN))
+$(call refuse_unread,$(FRONTIER_ALL_GOALS),RUN,this goal writes FRONTIER_RUN=$(FRONTIER_RUN))
 endif
 
 # make results and make tasks plan the methods of their own lists.
@@ -36,6 +49,13 @@ $(call refuse_unread,results results-plans results-docs,METHODS,this goal takes 
 $(call refuse_unread,results results-plans results-docs,DEMO_METHODS,this goal takes RESULTS_METHODS=$(RESULTS_METHODS))
 $(call refuse_unread,tasks task-plans,METHODS,this goal takes TASK_METHODS=$(TASK_METHODS))
 $(call refuse_unread,tasks task-plans,DEMO_METHODS,this goal takes TASK_METHODS=$(TASK_METHODS))
+# They write no pruned model.
+$(call refuse_unread,results results-plans results-docs tasks task-plans,K_PRUNED,this goal writes no pruned model (make demo and make quantize do))
+
+# make quantize (and -bench) quantizes the demo's pruned model, of the recommended method's plan;
+# make quantize-then-prune prunes the quantized model at K_PRUNED by its Shapley values.
+$(foreach v,METHODS DEMO_METHODS,$(call refuse_unread,quantize quantize-bench quantize-then-prune,$(v),this goal prunes with $(RECOMMENDED_METHOD)$(if $(filter quantize-then-prune,$(MAKECMDGOALS)), (make quantize-then-prune: by the Shapley values of the quantized model))))
+$(foreach v,KS ADAPTIVE_BUDGET,$(call refuse_unread,quantize-then-prune,$(v),this goal prunes K_PRUNED=$(K_PRUNED) blocks by the Shapley values of the quantized model))
 
 # make exact-game, make bench and make bench-model: fixed windows of 128 tokens of LAMBADA (bench:
 # WikiText-2 when present), their own masks; no plans.
@@ -52,6 +72,9 @@ $(call refuse_unread,bench-model,MASKS,this goal takes MODEL_BENCH_MASKS=$(MODEL
 $(call refuse_unread,bench-model,SEQ_LEN,this goal takes 10 windows of 128 tokens of the LAMBADA passages CALIB_DOCUMENTS=$(CALIB_DOCUMENTS))
 $(call refuse_unread,exact-game,CALIB_DOCUMENTS,this goal takes the LAMBADA passages 0:2500)
 $(foreach v,$(BENCH_UNREAD),$(call refuse_unread,exact-game bench bench-model,$(v),this goal has tokens and masks of its own so that its numbers compare (docs/benchmarks.md)))
+$(call refuse_unread,exact-game,RUN,this goal writes EXACT=$(EXACT))
+$(call refuse_unread,bench,RUN,this goal writes BENCH=$(BENCH))
+$(call refuse_unread,bench-model,RUN,this goal writes MODEL_BENCH=$(MODEL_BENCH))
 endif
 
 # make prune: its model is MODEL, its run folder PRUNE_OUT (build/runs/prune-<PRUNE_NAME>), its k

@@ -101,7 +101,13 @@ $(BUILD)/models/smollm2-135m/manifest.json: $(SMOLLM2_GGUF) tools/export/export_
 $(STAGES) &:
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins --examples
 
+# Cargo knows when a stage is out of date, so Make always asks it (phony); but `make -q` runs
+# nothing and would answer "not up to date" for every table because of that: there, a stage
+# that is there counts as built (no table depends on a stage's time: they are order-only).
+QUESTION_ONLY := $(findstring q,$(firstword -$(MAKEFLAGS)))
+ifeq ($(QUESTION_ONLY),)
 .PHONY: $(STAGES)
+endif
 
 # --- Stages ----------------------------------------------------------------------------------
 # --- Settings stamps -----------------------------------------------------------------------
@@ -114,12 +120,11 @@ FORCE:
 # is the demo's $(RUN)/.settings/NAME. ON_CHANGE: shell commands, each ending in `;`, run when
 # the values change (not when the stamp is first written), e.g. dropping a cache measured with
 # the old ones. INPUTS: the files read by path whose identity the stamp records besides
-# (pipelines/identity.py: a model folder by its manifest's hash, a text by its content's),
-# computed when the stamp's rule runs, after they are made (a model exported in the same run):
-# an input replaced by an older copy (cp -p, rsync -a, a restored backup), which Make's
-# comparison of times misses, changes the stamp; one touched or re-exported unchanged does not,
-# as the rules that read them list them as order-only prerequisites (after `|`), their stamp as
-# an ordinary one: a rule whose stamp records no input's identity lists the input as an ordinary
+# (pipelines/identity.py: a model folder by its manifest's hash, a text by its content's): an
+# input replaced by an older copy (cp -p, rsync -a, a restored backup), which Make's comparison
+# of times misses, changes the stamp; one touched or re-exported unchanged does not, as the rules
+# that read them list them as order-only prerequisites (after `|`), their stamp as an ordinary
+# one: a rule whose stamp records no input's identity lists the input as an ordinary
 # prerequisite. The last line is STAMP_FORMAT (last, so that the model folder stays the stamp's
 # first word for runs.mk). A stamp of an earlier format (none before 2026-12-05; `layerprune-stamp
 # 2` before 2026-12-06, when the LAMBADA passages, make prune's exported model and make tasks'
@@ -129,16 +134,55 @@ FORCE:
 # as the upgrade is then not seen: run make once before changing one.
 # The new content is written to a file of its own (mktemp), so two makes on one run folder (two
 # `make prune K=` at once) never rename each other's.
+#
+# Whether a stamp is out of date is decided when Make reads the makefiles, so that `make -n` and
+# `make -q` after a run say there is nothing to do (a stamp whose rule always ran was to them
+# remade: `make -n demo` listed every stage again, and `make -q` never answered 0). A stamp
+# depends on FORCE only when its content is not what it would be now: other values, an older
+# format, an input missing or identified otherwise. The inputs are identified then only when
+# one was changed (its ctime, which `cp -p` and `touch` set too) since they last were, which
+# $(call stamp_checked,STAMP) records (its time and the identity line; under .checked/ beside
+# .settings/). That file depends on the inputs, and its rule brings the stamp up to date, so that
+# an input made again in this very run (a model exported again, LAMBADA fetched again) is
+# identified once made; the stamp depends on it with a recipe that only has Make read the stamp's
+# time again (`+`: under `make -n` and `make -q` too), so that an input touched, or made again
+# unchanged, remakes nothing and is not listed by `make -n` as if it did (it lists `:`).
 STAMP_FORMAT := layerprune-stamp 3
-define settings_stamp_at
-$(1): FORCE $(4)
-	@mkdir -p $$(dir $$@)
-	@new=$$$$(mktemp $$@.new.XXXXXX) && trap 'rm -f "$$$$new"; exit 1' HUP INT TERM && chmod 644 $$$$new && \
+stamp_checked = $(if $(filter %/.settings/,$(dir $(1))),$(patsubst %/.settings/,%/.checked/,$(dir $(1)))$(notdir $(1)),$(1).checked)
+# $(call stamp_identity,STAMP,INPUTS): the identity line of INPUTS now: the one recorded when
+# they were last identified if none changed since, else pipelines/identity.py's. (One line each:
+# a line continued inside a function's argument puts a space in the text.)
+stamp_inputs_unchanged = $(and $(wildcard $(call stamp_checked,$(1))),$(if $(shell find $(2) -maxdepth 0 -cnewer $(call stamp_checked,$(1)) -print 2>/dev/null),,unchanged))
+stamp_identity = $(if $(call stamp_inputs_unchanged,$(1),$(2)),$(file <$(call stamp_checked,$(1))),$(shell $(PYTHON) pipelines/identity.py $(2)))
+# $(call stamp_outdated,STAMP,VALUES,INPUTS): non-empty when STAMP is missing or is not what its
+# rule would write now (a missing input makes its stamp again).
+stamp_text = $(2)$(newline)$(if $(strip $(3)),$(call stamp_identity,$(1),$(3))$(newline))$(STAMP_FORMAT)
+stamp_outdated = $(strip $(if $(wildcard $(1)),$(if $(filter-out $(wildcard $(3)),$(3)),missing input,$(call text_differs,$(file <$(1)),$(call stamp_text,$(1),$(2),$(3)))),missing))
+# $(call stamp_update,STAMP,VALUES,ON_CHANGE,INPUTS): the recipe that writes STAMP when what it
+# would hold changed. With INPUTS, it records their identity in $(call stamp_checked,STAMP) too,
+# dated when they were identified, or the stamp's own time when none changed since that (so that
+# the stamp is not older than it: `make -n` would list `:` for it).
+define stamp_update
+	@mkdir -p $(dir $(1)) $(if $(strip $(4)),$(dir $(call stamp_checked,$(1))))
+	@start=$$$$(date +%s.%N) && new=$$$$(mktemp $(1).new.XXXXXX) && trap 'rm -f "$$$$new" "$$$$new.checked"; exit 1' HUP INT TERM && chmod 644 $$$$new && \
 	{ printf '%s\n' '$(2)' && $(if $(strip $(4)),$(PYTHON) pipelines/identity.py $(4) &&) printf '%s\n' '$(STAMP_FORMAT)'; } > $$$$new || { rm -f $$$$new; exit 1; }; \
-	if cmp -s $$$$new $$@; then rm -f $$$$new; \
-	elif [ -e $$@ ] && [ "$$$$(tail -n 1 $$@)" != '$(STAMP_FORMAT)' ]; then \
-	  touch -r $$@ $$$$new; mv -f $$$$new $$@; \
-	else if [ -e $$@ ]; then $(3) :; fi; mv -f $$$$new $$@; fi
+	$(if $(strip $(4)),{ sed -n 2p $$$$new > $$$$new.checked && touch -d "@$$$$start" $$$$new.checked; } || { rm -f $$$$new $$$$new.checked; exit 1; };) \
+	if cmp -s $$$$new $(1); then rm -f $$$$new; \
+	elif [ -e $(1) ] && [ "$$$$(tail -n 1 $(1))" != '$(STAMP_FORMAT)' ]; then \
+	  touch -r $(1) $$$$new; mv -f $$$$new $(1); \
+	else if [ -e $(1) ]; then $(3) :; fi; mv -f $$$$new $(1); fi \
+	$(if $(strip $(4)),&& { [ -n "$$$$(find $(4) -maxdepth 0 -cnewer $(1) -print)" ] || touch -r $(1) $$$$new.checked; } \
+	  && mv -f $$$$new.checked $(call stamp_checked,$(1)))
+endef
+settings_stamp_at = $(call stamp_rules,$(1),$(2),$(3),$(4),$(call stamp_outdated,$(1),$(2),$(4)))
+# $(call stamp_rules,STAMP,VALUES,ON_CHANGE,INPUTS,OUTDATED): settings_stamp_at's rules, given
+# whether the stamp is out of date.
+define stamp_rules
+$(if $(5),$(1): FORCE $(if $(strip $(4)),| $(call stamp_checked,$(1)))
+$(call stamp_update,$(1),$(2),$(3),$(4)),$(1): $(if $(strip $(4)),$(call stamp_checked,$(1)))
+	+@:)
+$(if $(strip $(4)),$(call stamp_checked,$(1)): $(4)
+$(call stamp_update,$(1),$(2),$(3),$(4)))
 endef
 settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3),$(4))
 
@@ -308,14 +352,26 @@ endif
 
 # The pruned model of the recommended method's plan (RECOMMENDED_METHOD, settings.mk) with
 # K_PRUNED blocks removed, chosen on the calibration tokens, and its perplexity on the evaluation
-# text.
-$(RUN)/pruned-k$(K_PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet $(RUN)/tokens-eval.parquet \
-                                          $(RUN)/.settings/device | $(BIN)/apply-prune
+# text. apply-prune writes the plan measured on the evaluation text with the pruned folder; the
+# folder is replaced only when it is another (its manifest, which holds every file's hash), so
+# that a new evaluation text or device, which measures the plan again, does not make the ONNX
+# file, the Hugging Face checkpoint, its generator and the quantized pruned models again: the
+# manifest's rule only has Make read its time again (`+`: under `make -n` and `make -q` too). A
+# folder gone is written again.
+PRUNED := $(RUN)/pruned-k$(K_PRUNED)
+$(PRUNED)-plan.parquet: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet $(RUN)/tokens-eval.parquet \
+                        $(RUN)/.settings/device $(if $(wildcard $(PRUNED)/manifest.json),,FORCE) | $(BIN)/apply-prune
+	rm -rf $(PRUNED).new
 	$(BIN)/apply-prune --method from-plan --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet --plan-method $(RECOMMENDED_METHOD) \
 	  --k $(K_PRUNED) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --out $(RUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
+	  --out $@ --pruned-out $(PRUNED).new
+	@if cmp -s $(PRUNED).new/manifest.json $(PRUNED)/manifest.json; then rm -rf $(PRUNED).new; \
+	else rm -rf $(PRUNED) && mv $(PRUNED).new $(PRUNED); fi
 
-$(RUN)/pruned-k$(K_PRUNED)-eval.parquet: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/evaluate $(BIN)/inspect
+$(PRUNED)/manifest.json: $(PRUNED)-plan.parquet
+	+@:
+
+$(PRUNED)-eval.parquet: $(PRUNED)/manifest.json $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --overwrite --quiet)
 
 # The same pruned network as one ONNX file (input_ids → logits) for deployment, and as a

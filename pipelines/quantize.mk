@@ -19,7 +19,10 @@ QUANT_ARGS_int4-128 := --scheme int4 --group-size 128
 
 $(BIN)/quantize:
 	$(CARGO) build $(CARGO_FLAGS) -p quantize
+# Phony but under `make -q`, as the other stages (pipelines/layerprune.mk).
+ifeq ($(QUESTION_ONLY),)
 .PHONY: $(BIN)/quantize
+endif
 
 # Settings stamps (layerprune.mk): the model folder the full model's quantizations are made
 # from (QUANT is named after MODEL_NAME alone), and the quantized run's own.
