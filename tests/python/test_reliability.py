@@ -559,6 +559,7 @@ def test_evaluate_killed_at_any_point_resumes_to_the_uninterrupted_table(tmp_pat
     out = out_dir / "evaluations.parquet"
     argv = [str(BIN / "evaluate")] + [str(a) for a in common] + ["--out", str(out)]
     kills = 0
+    checkpointed = []  # the rows of each checkpoint a kill left
     # Kill before the first checkpoint, then at points spread over the run.
     for fraction in [0.05, 0.3, 0.5, 0.7]:
         process = subprocess.Popen(argv, env=env(), stdout=subprocess.DEVNULL,
@@ -570,11 +571,16 @@ def test_evaluate_killed_at_any_point_resumes_to_the_uninterrupted_table(tmp_pat
         process.wait()
         if out.exists():
             partial = rows(out)
-            # A checkpoint holds whole rows of the uninterrupted run, in its order.
+            # A checkpoint holds whole rows of the uninterrupted run, in its order, each once.
             assert partial == rows(whole)[: len(partial)] or set(partial) <= set(rows(whole))
+            assert len({kept for kept, _ in partial}) == len(partial), partial
+            checkpointed.append(len(partial))
     assert kills >= 2, "the run finished before it could be killed"
+    # Else the run below starts afresh, and equals the uninterrupted one whether or not
+    # resuming works.
+    assert any(0 < n < 64 for n in checkpointed), f"no kill left a checkpoint: {checkpointed}"
     stale = [p.name for p in out_dir.iterdir() if ".tmp-" in p.name]
-    print(f"{kills} kills; temporary files left by them: {stale}")
+    print(f"{kills} kills; checkpoints of {checkpointed} rows; temporary files left by them: {stale}")
     # What a kill in the middle of a checkpoint write leaves (a kill rarely lands there).
     dead = subprocess.Popen(["true"])
     dead.wait()

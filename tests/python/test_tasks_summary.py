@@ -106,6 +106,49 @@ def test_complete_inputs_give_the_table_they_always_gave(tmp_path):
     assert result.returncode == 0 and result.stdout == COMPLETE_TABLE, result.stderr
 
 
+def test_the_pinned_tables_numbers_are_the_definitions_on_the_rows():
+    """COMPLETE_TABLE was pinned from the script's own output: here its numbers are recomputed
+    from the rows the test writes, by their definitions (a question is right when its gold
+    choice has the highest log-likelihood; the gold NLL is pooled over every task's tokens), on
+    the three questions both tables have."""
+    rows = scored([FULL, SLEB], range(4), seed=1) + scored([SEED1, SEED2], range(3), seed=2)
+    common = {0, 1, 2}
+
+    def accuracy(mask, task):
+        questions = {}
+        for r in rows:
+            if r["mask_id"] == mask and r["task"] == task and r["question"] in common:
+                questions.setdefault(r["question"], []).append(r)
+        assert len(questions) == 3
+        right = sum(max(choices, key=lambda r: r["loglik"])["choice"] == choices[0]["gold"]
+                    for choices in questions.values())
+        return 100 * right / len(questions)
+
+    def gold_nll(mask):
+        golds = [r for r in rows if r["mask_id"] == mask and r["question"] in common
+                 and r["choice"] == r["gold"]]
+        return -sum(r["loglik"] for r in golds) / sum(r["continuation_tokens"] for r in golds)
+
+    lines = COMPLETE_TABLE.splitlines()
+    assert lines[0].split(" | ")[2:9] == ["PIQA", "HellaSwag", "WinoGrande", "ARC-e", "ARC-c",
+                                          "BoolQ", "OBQA"]  # the order of CHOICES
+    cells = {line.split(" | ")[0].removeprefix("| "): line.strip(" |").split(" | ")[2:]
+             for line in lines[2:5]}
+    for label, mask in (("full", FULL), ("sleb", SLEB)):
+        accuracies = [accuracy(mask, task) for task in CHOICES]
+        assert [cell.split()[0] for cell in cells[label][:7]] == [f"{a:.1f}" for a in accuracies]
+        assert cells[label][7].split()[0] == f"**{sum(accuracies) / 7:.1f}**"
+        assert cells[label][8] == f"{gold_nll(mask):.2f}"
+    # The random row: per task the mean of the seeds, the lowest and highest in brackets.
+    seeds = [[accuracy(mask, task) for task in CHOICES] for mask in (SEED1, SEED2)]
+    assert cells["random (mean of 2 seeds)"][:7] == [
+        f"{(a + b) / 2:.1f} ({min(a, b):.0f}–{max(a, b):.0f})" for a, b in zip(*seeds)]
+    means = [sum(seed) / 7 for seed in seeds]
+    assert cells["random (mean of 2 seeds)"][7] == \
+        f"**{sum(means) / 2:.1f}** ({min(means):.1f}–{max(means):.1f})"
+    assert cells["random (mean of 2 seeds)"][8] == f"{(gold_nll(SEED1) + gold_nll(SEED2)) / 2:.2f}"
+
+
 def test_a_table_of_another_kind_or_no_table_is_refused_by_name(tmp_path):
     good = write_choices(tmp_path / "good.parquet", scored([FULL], range(2)))
     other = write_choices(tmp_path / "accuracies.parquet", scored([FULL], range(2)),

@@ -45,6 +45,9 @@ fn chain_reproduces_reference_logits() {
         state = model.run_block(block, &state).unwrap();
     }
     let logits = model.logits(&state).unwrap();
+    // Every reference logit is compared: the loop below covers only what the chain gave.
+    let vocab = reference.logits[0][0].len();
+    assert_eq!(logits.dim(), (2, 16, vocab));
     let mut max_diff = 0.0f32;
     for ((b, t, v), value) in logits.indexed_iter() {
         max_diff = max_diff.max((value - reference.logits[b][t][v]).abs());
@@ -66,6 +69,10 @@ fn skipping_blocks_equals_deleting_them() {
         expected.push(mean(&deleted.nll));
     }
     let results = evaluator.evaluate(&masks, &mut |_, _| {}).unwrap();
+    // A result for the full model and each deletion of the reference (the pairs below stop at
+    // the shorter list).
+    assert!(reference.deleted.len() >= 2);
+    assert_eq!(results.len(), masks.len());
     for ((mask, result), want) in masks.iter().zip(&results).zip(&expected) {
         assert_eq!(result.tokens_scored, 2 * 15);
         assert!(

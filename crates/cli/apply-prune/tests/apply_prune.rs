@@ -788,6 +788,10 @@ fn adaptive_stays_within_its_budget_and_is_at_least_as_good_as_sleb() {
     ]);
     let adaptive = read_plans(&adaptive).unwrap();
     let sleb = read_plans(&sleb).unwrap();
+    // A plan for each k asked for, in both (the pairs below stop at the shorter table).
+    let ks =
+        |plans: &layerprune_tables::PlanTable| plans.rows.iter().map(|r| r.k).collect::<Vec<_>>();
+    assert_eq!((ks(&adaptive), ks(&sleb)), (vec![1, 2, 3], vec![1, 2, 3]));
     for (a, b) in adaptive.rows.iter().zip(&sleb.rows) {
         assert_eq!(a.method, "adaptive");
         assert_eq!(a.k, b.k);
@@ -1613,9 +1617,13 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
             .rows
     };
     let plain = run("plain", &[]);
+    // A plan for each k asked for: every table below is compared with it pair by pair, which
+    // stops at the shorter one, so each must have as many.
+    assert_eq!(plain.rows.len(), 3);
     // The tiny random model's removals nearly all lie within its windows' spread: at the
     // default three standard errors the race drops little and keeps SLEB's plans.
     let patient = run("patient", &["--race-se", "3"]);
+    assert_eq!(patient.rows.len(), plain.rows.len());
     for (p, r) in plain.rows.iter().zip(&patient.rows) {
         assert_eq!(
             (r.method.as_str(), p.method.as_str()),
@@ -1629,6 +1637,7 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
     // A quarter of a standard error drops candidates: charged less, fewer rows kept, each with
     // every window; every plan is a measured mask whose NLL is the model's.
     let hasty = run("hasty", &["--race-se", "0.25", "--race-windows", "2"]);
+    assert_eq!(hasty.rows.len(), plain.rows.len());
     let mut cheaper = false;
     for (p, r) in plain.rows.iter().zip(&hasty.rows) {
         assert_eq!(r.method, "sleb-raced");
@@ -1660,6 +1669,8 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
         stderr.contains("windows of masks measured in part"),
         "{stderr}"
     );
+    assert_eq!(adaptive.rows.len(), 3);
+    assert_eq!(raced.rows.len(), adaptive.rows.len());
     for (a, r) in adaptive.rows.iter().zip(&raced.rows) {
         assert_eq!(
             (a.method.as_str(), r.method.as_str()),
@@ -1686,6 +1697,7 @@ fn raced_sleb_charges_the_windows_it_measured_and_keeps_whole_rows_only() {
     );
     assert!(stderr.contains(", 0 run now"), "{stderr}");
     assert_eq!(std::fs::read(&cache).unwrap(), before);
+    assert_eq!(again.rows.len(), raced.rows.len());
     for (a, r) in again.rows.iter().zip(&raced.rows) {
         assert_eq!(
             (&a.removed_blocks, a.llm_evaluations, a.measured_nll),

@@ -185,6 +185,8 @@ fn bound_states_give_the_same_table_and_the_settings_are_recorded() {
         read_evaluations(&bound).unwrap(),
     );
     assert_eq!(plain_table.rows.len(), 3);
+    // The pairs below stop at the shorter table: the bound run's must have every row.
+    assert_eq!(bound_table.rows.len(), plain_table.rows.len());
     assert_eq!(plain_table.full_model_nll, bound_table.full_model_nll);
     for (p, b) in plain_table.rows.iter().zip(&bound_table.rows) {
         assert_eq!(p.mask, b.mask);
@@ -221,6 +223,7 @@ fn every_arena_gives_the_same_table_and_the_summary_says_what_they_held() {
         (read_evaluations(&out_file).unwrap(), summary)
     };
     let (keep, keep_summary) = run("keep", &[]);
+    assert!(!keep.rows.is_empty());
     assert_eq!(keep_summary["arena"], "keep");
     let reserved = |summary: &serde_json::Value| summary["arena_use"]["reserved_mib"].as_f64();
     assert!(reserved(&keep_summary).unwrap() > 0.0, "{keep_summary}");
@@ -238,6 +241,8 @@ fn every_arena_gives_the_same_table_and_the_summary_says_what_they_held() {
     ] {
         let (table, summary) = run(name, flags);
         assert_eq!(summary["arena"], arena, "{name}");
+        // The pairs below stop at the shorter table: each run's must have every row.
+        assert_eq!(table.rows.len(), keep.rows.len(), "{name}");
         for (k, other) in keep.rows.iter().zip(&table.rows) {
             assert_eq!(k.mask, other.mask);
             assert_eq!(
@@ -336,6 +341,7 @@ fn every_graph_optimization_level_gives_the_same_nlls_and_the_table_records_a_le
         read_evaluations(&out_file).unwrap()
     };
     let layout = run("layout");
+    assert!(!layout.rows.is_empty());
     assert_eq!(layout.evaluated_on.as_deref(), Some("cpu"));
     for level in ["off", "basic", "extended", "all"] {
         let table = run(level);
@@ -343,6 +349,8 @@ fn every_graph_optimization_level_gives_the_same_nlls_and_the_table_records_a_le
             table.evaluated_on.as_deref(),
             Some(format!("cpu, graph optimization {level}").as_str())
         );
+        // The pairs below stop at the shorter table: each level's must have every row.
+        assert_eq!(table.rows.len(), layout.rows.len(), "{level}");
         for (a, b) in layout.rows.iter().zip(&table.rows) {
             assert_eq!(a.mask, b.mask);
             assert!(

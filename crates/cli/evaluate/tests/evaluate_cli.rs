@@ -136,6 +136,9 @@ fn interrupted_then_resumed_run_equals_uninterrupted() {
     let resumed = read_evaluations(&resumed).unwrap();
     assert!(whole.complete && resumed.complete);
     assert_eq!(whole.rows.len(), 64);
+    // Every row once: the pairs below stop at the shorter table, so a resumed table that lost
+    // its last rows, or gained duplicates after them, would pass them.
+    assert_eq!(resumed.rows.len(), whole.rows.len());
     assert_eq!(whole.full_model_nll, resumed.full_model_nll);
     for (a, b) in whole.rows.iter().zip(&resumed.rows) {
         assert_eq!(a.mask, b.mask);

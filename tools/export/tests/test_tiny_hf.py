@@ -1,6 +1,7 @@
-"""tiny_hf.py's output: a file where the folder goes is refused before the model is built, even
-with --force (rmtree failed on it, a traceback after the build). Needs torch (the exporter's
-environment); skipped without it."""
+"""tools/prune/tiny_hf.py's output: a file where the folder goes is refused before the model is
+built, even with --force (rmtree failed on it, a traceback after the build). Needs torch and
+transformers, so it lives with the exporter's tests (`make test-export`, build/venv-export): in
+tools/prune/tests, which `make test` runs in build/venv-test (no torch), it was always skipped."""
 
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "tiny_hf.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "prune" / "tiny_hf.py"
 
 
 def test_a_file_in_the_way_is_refused_and_kept(tmp_path):
