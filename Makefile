@@ -260,11 +260,13 @@ test: test-rust test-python test-workflow
 test-rust: ort
 	$(CARGO) test $(CARGO_FLAGS) --workspace
 
-test-python: venv-test
+# ONNX Runtime and the stage binaries too: without them tests/python/test_reliability.py skips
+# its every test (an "s" each in the output), as `make test-python` alone or `make -j test` did.
+test-python: venv-test ort
 	rm -rf $(BUILD)/samples
 	# Built with the whole workspace, so features unify as in `cargo test --workspace` and
 	# nothing is rebuilt.
-	$(CARGO) build $(CARGO_FLAGS) --workspace --examples
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins --examples
 	$(BIN)/examples/write_samples $(BUILD)/samples
 	LAYERPRUNE_SAMPLES=$(abspath $(BUILD)/samples) $(VENV_TEST)/bin/python -m pytest -q tests/python
 	# The tools' tests that need no torch (fetching, reports, lm-eval comparison, task tables).

@@ -164,7 +164,10 @@ fn bad_windows_are_refused() {
         .err()
         .expect("out-of-vocabulary id is refused");
     assert!(error.to_string().contains("100000"), "{error}");
-    assert!(Evaluator::new(open_model(), &[], EvalOptions::default()).is_err());
+    let error = Evaluator::new(open_model(), &[], EvalOptions::default())
+        .err()
+        .expect("no windows is refused");
+    assert!(error.to_string().contains("has no windows"), "{error}");
     let mut evaluator =
         Evaluator::new(open_model(), &[vec![1, 2, 3]], EvalOptions::default()).unwrap();
     let error = evaluator

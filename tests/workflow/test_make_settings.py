@@ -766,15 +766,26 @@ def test_make_prune_refuses_the_demos_settings(tmp_path, setting):
 
 
 def test_what_a_goal_reads_is_not_refused(tmp_path):
+    """Each dry run goes through (a refusal of another kind would hide one of these: the
+    message's wording alone is not what is checked), but bench-model's, for which the fixture
+    has no GGUF, refused after the settings were checked."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for name in ("eval.txt", "calib.txt"):
+        (texts / name).write_text("some text\n")
     for args in (["frontier", "CALIB_WINDOWS=4", "FRONTIER_KS=1,2", "SEQ_LEN=32"],
                  ["exact-game", "EXACT_WINDOWS=3", "EXACT_FIXED=0,1", "BOS=off"],
                  ["bench-model", "CALIB_DOCUMENTS=0:100", "MODEL_BENCH_MASKS=3"],
-                 ["results", "RESULTS_METHODS=sleb", "MASKS=24", "EVAL_TEXT=eval.txt"],
+                 ["results", "RESULTS_METHODS=sleb", "MASKS=24", f"EVAL_TEXT={texts / 'eval.txt'}", "KS=2,3"],
                  # A goal that reads the setting beside one that does not.
                  ["demo", "frontier", "KS=2,3", "K_PRUNED=2"],
-                 ["lint", "KS=2,3", "CALIB_TEXT=calib.txt", "CALIB_DOCUMENTS=0:10"]):
+                 ["lint", "KS=2,3", f"CALIB_TEXT={texts / 'calib.txt'}", "CALIB_DOCUMENTS=0:10"]):
         status, output = make_bare(tmp_path, f"MODEL_DIR={TINY}", "MODEL_NAME=tiny", *args)
         assert "is not read" not in output, (args, output)
+        if args[0] == "bench-model":
+            assert status != 0 and "none is known for MODEL_NAME=tiny" in output, output
+        else:
+            assert status == 0, (args, output)
 
 
 def test_stamps_from_before_their_format_line_are_taken_over_without_remaking(make, tmp_path):
