@@ -170,7 +170,7 @@ pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
 /// The siblings `.NAME.TAG-PID-N` of `path` (NAME its file name) whose process `PID` is no
 /// longer alive: what a writer killed part-way left beside `path` (a temporary file or folder,
 /// or the old folder it had moved aside). A live process's (this one's included) are never
-/// listed. Only where a process can be looked up (Unix: [`process_alive`]); elsewhere none.
+/// listed. Only where a process can be looked up (Unix: `kill(PID, 0)`); elsewhere none.
 pub fn dead_writers_siblings(path: &Path, tag: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     if !cfg!(unix) {

@@ -35,9 +35,9 @@ pub struct EncodedQuestion {
     pub choices: Vec<EncodedChoice>,
 }
 
-/// lm-eval's pair encoding: trailing whitespace (Python's, [`is_python_space`]) of the context moves to the continuation, the
-/// whole text is encoded once, and the continuation is whatever follows the context's own
-/// encoding. So a word boundary merged by the tokenizer is scored as the continuation's.
+/// lm-eval's pair encoding: trailing whitespace (Python's `str.isspace`, U+001C–U+001F
+/// included) of the context moves to the continuation, the whole text is encoded once, and the
+/// continuation is whatever follows the context's own encoding. So a word boundary merged by the tokenizer is scored as the continuation's.
 pub fn encode_pair(
     tokenizer: &dyn Encode,
     context: &str,
