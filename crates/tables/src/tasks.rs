@@ -62,12 +62,32 @@ fn choice_fields() -> Vec<Field> {
     fields
 }
 
+/// Refuses a choice logged twice for one mask: a log with one choice twice and another
+/// missing has a question's count of rows, so a run counting rows took its mask for done and
+/// left it out of its outputs, and a resume did not run it again.
+fn check_one_row_per_choice(path: &Path, rows: &[TaskChoiceRow]) -> Result<(), TableError> {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        if !seen.insert((&row.mask, row.task.as_str(), row.question, row.choice)) {
+            return Err(TableError::bad(
+                path,
+                format!(
+                    "row {index}: mask {}, task {}, question {}, choice {} is logged twice",
+                    row.mask, row.task, row.question, row.choice
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn write_task_choices(
     path: &Path,
     table: &TaskChoiceTable,
     provenance: &Provenance,
 ) -> Result<(), TableError> {
     let rows = &table.rows;
+    check_one_row_per_choice(path, rows)?;
     let mut columns = mask_columns(path, table.num_blocks, rows.iter().map(|r| &r.mask))?;
     let u32s = |get: fn(&TaskChoiceRow) -> u32| -> ArrayRef {
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(get)))
@@ -126,6 +146,7 @@ pub fn read_task_choices(path: &Path) -> Result<TaskChoiceTable, TableError> {
             });
         }
     }
+    check_one_row_per_choice(path, &rows)?;
     Ok(TaskChoiceTable {
         num_blocks,
         model_id: raw.meta("model_id")?.to_string(),

@@ -81,3 +81,46 @@ fn task_tables_round_trip() {
     assert!(message.contains("row 1"), "{message}");
     assert!(!dir.path().join("bad.parquet").exists());
 }
+
+/// One row per (mask, task, question, choice): a log with a choice twice and another missing
+/// has each question's count of rows, which a run counting rows took for a finished mask (left
+/// out of its outputs, and not run again by a resume). Refused on writing (and on reading, by
+/// the same check), naming the row.
+#[test]
+fn a_choice_logged_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = |choice: u32| TaskChoiceRow {
+        mask: Mask::full(3),
+        task: "piqa".into(),
+        question: 7,
+        choice,
+        gold: 0,
+        loglik: -1.0,
+        continuation_tokens: 2,
+        norm_chars: 5,
+    };
+    let table = TaskChoiceTable {
+        num_blocks: 3,
+        model_id: "m".into(),
+        dataset_id: "d".into(),
+        scoring: "logits-f64-log-softmax".into(),
+        complete: false,
+        rows: vec![row(0), row(0)],
+    };
+    let path = dir.path().join("choices.parquet");
+    let message = write_task_choices(&path, &table, &provenance())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("row 1: mask 111, task piqa, question 7, choice 0 is logged twice"),
+        "{message}"
+    );
+    assert!(!path.exists());
+    let fine = TaskChoiceTable {
+        rows: vec![row(0), row(1)],
+        ..table
+    };
+    write_task_choices(&path, &fine, &provenance()).unwrap();
+    assert_eq!(read_task_choices(&path).unwrap(), fine);
+}
