@@ -535,7 +535,19 @@ pub fn merge_evaluations(config: &MergeConfig) -> Result<EvaluationTable> {
     let mut row_shard: Vec<usize> = Vec::new();
     for (index, path) in config.shards.iter().enumerate() {
         let shard = read_evaluations(path)?;
-        let shard_version = read_provenance(path)?.version;
+        let shard_provenance = read_provenance(path)?;
+        // A selection's cache is incomplete by design: not "run it again" but not a shard.
+        if SELECTION_STAGES.contains(&shard_provenance.tool.as_str())
+            || !shard.partial_windows.is_empty()
+        {
+            bail!(
+                "{}: is {}'s cache of LLM evaluations (the masks a selection measured), not a \
+                 shard of evaluate --shard",
+                path.display(),
+                shard_provenance.tool
+            );
+        }
+        let shard_version = shard_provenance.version;
         // The players of the game: a shard's rows are of the mask table's fixed blocks (a
         // resumed run refuses others alike).
         if shard.fixed_blocks != wanted.fixed_blocks {

@@ -424,6 +424,12 @@ fn shard_tables_merge_into_the_unsharded_table_and_bad_merges_are_refused() {
         ..read_evaluations(&shards[0]).unwrap()
     };
     write_evaluations(&cache, &before, &selection).unwrap();
+    // Given as a shard, it is named as what it is ("incomplete; run it again" said before).
+    refused(
+        &[&cache, &shards[1], &shards[2]],
+        "is apply-prune's cache of LLM evaluations (the masks a selection measured), not a \
+         shard of evaluate --shard",
+    );
     let error = merge(&[&shards[0], &shards[1], &shards[2]], &cache).unwrap_err();
     let message = format!("{error:#}");
     assert!(
