@@ -401,12 +401,8 @@ pub fn estimate(
                 // Every mask of the players' game is read: one valued −inf or NaN (a collapsed
                 // model) is named. The rows outside the game (removing a fixed block) are never
                 // asked for, whatever their values.
-                let in_game: Vec<(Mask, f64)> = rows
-                    .iter()
-                    .filter(|(mask, _)| players.lower(mask).is_ok())
-                    .cloned()
-                    .collect();
-                check_finite(which, &in_game)?;
+                let in_game = rows.iter().filter(|(mask, _)| players.keeps_fixed(mask));
+                check_finite(which, in_game, Mask::clone)?;
                 let finite = rows.iter().filter(|(_, v)| v.is_finite()).cloned();
                 let mut recorded = RecordedGame::new(players.num_blocks(), finite)?;
                 let (shapley, banzhaf) = exact_values(&mut recorded, players).map_err(|e| {
@@ -570,20 +566,23 @@ fn valued(
 ) -> Result<Vec<(Mask, f64)>, ShapleyError> {
     let values = layerprune_core::values_checked(game, &masks)?;
     let rows: Vec<(Mask, f64)> = masks.into_iter().zip(values).collect();
-    let lifted = |(mask, value): &(Mask, f64)| (players.lift(mask), *value);
-    check_finite(which, &rows.iter().map(lifted).collect::<Vec<_>>())?;
+    check_finite(which, rows.iter(), |mask| players.lift(mask))?;
     Ok(rows)
 }
 
-/// Refuses a row, `(block mask, value)`, whose value is NaN or infinite, naming its mask: a
-/// collapsed model's NLL is +inf, so its `neg-nll` and `nll-increase` are −inf (its utility
-/// 0), and an estimate averaging it was inf or NaN, refused only afterwards as "the estimate of
-/// block b is NaN", with no word of which mask or why.
-fn check_finite(which: Estimator, rows: &[(Mask, f64)]) -> Result<(), ShapleyError> {
-    match rows.iter().find(|(_, value)| !value.is_finite()) {
+/// Refuses a row whose value is NaN or infinite, naming its mask over the blocks (`block_mask`
+/// of the row's mask): a collapsed model's NLL is +inf, so its `neg-nll` and `nll-increase`
+/// are −inf (its utility 0), and an estimate averaging it was inf or NaN, refused only
+/// afterwards as "the estimate of block b is NaN", with no word of which mask or why.
+fn check_finite<'a>(
+    which: Estimator,
+    mut rows: impl Iterator<Item = &'a (Mask, f64)>,
+    block_mask: impl Fn(&Mask) -> Mask,
+) -> Result<(), ShapleyError> {
+    match rows.find(|(_, value)| !value.is_finite()) {
         Some((mask, value)) => Err(ShapleyError::NotFinite {
             estimator: which.name(),
-            mask: mask.to_string(),
+            mask: block_mask(mask).to_string(),
             value: *value,
         }),
         None => Ok(()),

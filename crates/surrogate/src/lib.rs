@@ -435,9 +435,10 @@ pub fn training_data_warnings(
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     let num_blocks = masks.first().map_or(0, Mask::num_blocks);
-    let players: Vec<usize> = (0..num_blocks)
-        .filter(|block| !fixed_blocks.contains(block))
-        .collect();
+    // No player (every block fixed, or no rows): nothing to warn of per block.
+    let players = layerprune_core::Players::new(num_blocks, fixed_blocks)
+        .map(|players| players.blocks().to_vec())
+        .unwrap_or_default();
     let num_players = players.len();
     if values.len() <= num_players {
         warnings.push(format!(

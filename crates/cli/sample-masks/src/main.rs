@@ -29,7 +29,7 @@ use layerprune_tables::{write_masks, Provenance, TableKind};
 #[command(group(ArgGroup::new("block_count").required(true).args(["num_blocks", "model"])))]
 struct Args {
     /// Number of blocks of the model.
-    #[arg(long, value_parser = layerprune_cli_common::count(1, MAX_BLOCKS as u64))]
+    #[arg(long, value_parser = layerprune_cli_common::count(1, layerprune_core::MAX_BLOCKS as u64))]
     num_blocks: Option<usize>,
     /// Layered model folder; its manifest.json gives the number of blocks (and the table
     /// records the model's id).
@@ -118,10 +118,6 @@ enum AllocationKind {
     Neyman,
 }
 
-/// The most blocks a model may have, as every stage and table allows (the largest LLMs have a
-/// few hundred).
-const MAX_BLOCKS: usize = layerprune_core::MAX_BLOCKS;
-
 /// A stratum: a number of removed players, 0 or more (0: the full model; whether the game has
 /// that many players is checked against the model).
 fn parse_stratum(text: &str) -> Result<i64, String> {
@@ -160,9 +156,6 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         (None, Some(num_blocks)) => num_blocks,
         (None, None) => bail!("give the number of blocks with --num-blocks or --model"),
     };
-    if num_blocks > MAX_BLOCKS {
-        bail!("a model of {num_blocks} blocks: at most {MAX_BLOCKS} are supported");
-    }
     // What only a draw or a pilot reads would be ignored: refused.
     if args.seed.is_some() && args.stratified_masks.is_none() && args.permutation_chains.is_none() {
         bail!("--seed seeds the stratified masks and the permutation chains, and neither is asked for (--enumerate and --anchors draw nothing); leave it out");
