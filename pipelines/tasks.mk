@@ -54,10 +54,14 @@ tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_RUN)/.settings/quest
 	$(VENV_REPORT)/bin/python tools/tasks/summarize.py table $(TASK_RUN)/choices.parquet \
 	  --labels $(TASK_RUN)/labels.txt --out $(TASK_RUN)/tasks-table.md
 
+# Its tables are the check's own: a killed check resumes them, and --overwrite has evaluate start
+# them afresh when they cannot be resumed (another model, TASKS, SEED, BOS or device; without it
+# the goal failed on every run after such a change, where `make tasks` moves its tables aside).
 tasks-crosscheck: $(ORT_STAGE_LIB) $(TASK_DATA)/.complete $(BIN)/evaluate $(MODEL_GGUF) | venv-export
-	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample 200 --out $(TASK_RUN)/cross-evaluations.parquet \
+	$(BIN)/evaluate $(TASK_FLAGS) --task-subsample 200 --overwrite --out $(TASK_RUN)/cross-evaluations.parquet \
 	  --choices-out $(TASK_RUN)/cross-choices.parquet --accuracy-out $(TASK_RUN)/cross-accuracies.parquet
 	$(VENV_EXPORT)/bin/python tools/tasks/crosscheck.py --gguf $(MODEL_GGUF) --model-dir $(MODEL_DIR) \
-	  --task-data $(TASK_DATA) --choices $(TASK_RUN)/cross-choices.parquet --out $(TASK_RUN)/crosscheck.json
+	  --task-data $(TASK_DATA) --choices $(TASK_RUN)/cross-choices.parquet --bos $(BOS) \
+	  --out $(TASK_RUN)/crosscheck.json
 
 .PHONY: task-data task-plans tasks tasks-crosscheck

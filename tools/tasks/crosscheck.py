@@ -8,7 +8,8 @@ compares: the largest |log-likelihood difference| over all choices, the continua
 counts, and acc / acc_norm per task (which must agree exactly).
 
 Usage: python crosscheck.py --gguf F.gguf --model-dir layered/ --task-data DIR \
-           --choices choices.parquet --out crosscheck.json [--tolerance 1e-3]
+           --choices choices.parquet --out crosscheck.json [--tolerance 1e-3] [--bos auto|off]
+(--bos as the `evaluate --tasks` run that wrote --choices was given it.)
 Needs torch and transformers (build/venv-export); not part of `make test`.
 """
 
@@ -83,13 +84,18 @@ def requests(task, doc):
     return pairs, [len(s) for s in norm], gold
 
 
-def encode_pair(tokenizer, context, continuation):
+def encode_pair(tokenizer, context, continuation, special_tokens):
+    """lm-eval's `_encode_pair`: the context's trailing whitespace moves to the continuation, and
+    the continuation's ids are those of the whole after the context's. Both are encoded with the
+    tokenizer's own special tokens when `special_tokens` (lm-eval 0.4.13's `tok_encode` without
+    `add_bos_token`, `evaluate --bos auto`: a BOS first where the tokenizer puts one), without
+    them for `--bos off`."""
     spaces = len(context) - len(context.rstrip())
     if spaces:
         continuation = context[-spaces:] + continuation
         context = context[:-spaces]
-    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(context + continuation, add_special_tokens=special_tokens)["input_ids"]
+    ctx = tokenizer(context, add_special_tokens=special_tokens)["input_ids"]
     return ctx, whole[len(ctx):]
 
 
@@ -165,6 +171,12 @@ def main(argv=None):
     parser.add_argument("--choices", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tolerance", type=float, default=1e-3)
+    # Without it every context was encoded without the BOS `evaluate --bos auto` (its default)
+    # puts first where the tokenizer has one (Gemma's <bos>, Llama 2's <s>): every choice of
+    # such a model differed by far more than the tolerance.
+    parser.add_argument("--bos", choices=["auto", "off"], default="auto",
+                        help="as evaluate --tasks was given it: the tokenizer's own BOS first "
+                             "(auto) or none (off)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (more than the free cores makes OpenMP spin)")
     parser.add_argument("--tasks", default=",".join(FILES),
@@ -214,7 +226,7 @@ def main(argv=None):
         acc = {"rust": [0, 0], "torch": [0, 0]}
         for q, rows in sorted(questions.items()):
             pairs, norm, gold = requests(task, docs[q])
-            encoded = [encode_pair(tokenizer, c, k) for c, k in pairs]
+            encoded = [encode_pair(tokenizer, c, k, args.bos == "auto") for c, k in pairs]
             ours = logliks(model, encoded)
             theirs = [rows[c]["loglik"] for c in range(len(pairs))]
             for c, (_, k) in enumerate(encoded):

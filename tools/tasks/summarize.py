@@ -6,14 +6,16 @@
 `table` recomputes acc / acc_norm (Wilson 95 % intervals; the mean over tasks with a normal
 interval) from `task_choices` tables, for every mask listed in --labels (mask method k; one
 mask may carry several methods), on the questions present in every table given (or only those
-of --questions-from), so masks scored in different runs are compared on the same questions.
+of --questions-from), so masks scored in different runs are compared on the same questions;
+one column per task of those questions, and the mean over them.
 Methods named `random-<seed>` are one row, "random (mean of N seeds)": per task the mean
 accuracy over the seeds, with the lowest and highest seed in brackets. The last column is the
 negative log-likelihood per token of the right answers, pooled over the tasks: unlike
 accuracy near chance, it still separates a damaged model from a guessing one.
 
-Refused (exit status 1, naming the file): a CHOICES or --questions-from file that is missing,
-not Parquet or not a `task_choices` table; tables of different models (`model_id`) or, among
+Refused (exit status 1, naming the file): a PLANS file that is missing, not Parquet or not a
+`plans` table; a CHOICES or --questions-from file that is missing, not Parquet or not a
+`task_choices` table; tables of different models (`model_id`) or, among
 the CHOICES tables, of different scorings; tables whose question numbers mean different
 questions (a choice whose gold answer or length in characters, `norm_chars`, differs between
 two rows: other task data); a --labels line that is not `mask method k`.
@@ -57,12 +59,38 @@ def wilson(k, n):
     return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
+def read_table_of_kind(path, kind, writer):
+    """The metadata (layerprune.* entries, as text) and table of the `kind` table at `path`,
+    refused with the reason when it is missing, not Parquet or of another kind; `writer` says
+    which stage writes it."""
+    if not Path(path).exists():
+        fail(f"{path}: missing ({writer} writes it)")
+    try:
+        metadata = {k.decode(): v.decode()
+                    for k, v in (pq.read_metadata(path).metadata or {}).items()}
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow's errors for a file that is not Parquet
+        fail(f"{path}: not a readable Parquet table ({error})")
+    found = metadata.get("layerprune.table")
+    if found != kind:
+        fail(f"{path}: {'a table of kind ' + repr(found) if found else 'not a layerprune table'}, "
+             f"where a {kind} table was expected")
+    return metadata, table
+
+
 def masks(paths):
     """One line per plan row: its mask_id (the id evaluation tables use), method and k. Plan
-    tables written before they had the mask_id column get it derived from removed_blocks."""
+    tables written before they had the mask_id column get it derived from removed_blocks.
+    A file that is missing, not Parquet, not a plans table or without its number of blocks and
+    columns is refused naming it (it ended in a Python traceback)."""
     for path in paths:
-        table = pq.read_table(path)
-        num_blocks = int(table.schema.metadata[b"layerprune.num_blocks"])
+        metadata, table = read_table_of_kind(path, "plans", "apply-prune --out")
+        try:
+            num_blocks = int(metadata["layerprune.num_blocks"])
+        except (KeyError, ValueError):
+            fail(f"{path}: a plans table without a number of blocks (layerprune.num_blocks)")
+        if "k" not in table.column_names or not {"mask_id", "removed_blocks"} & set(table.column_names):
+            fail(f"{path}: a plans table without the column k, or both mask_id and removed_blocks")
         method = path.rsplit("/", 1)[-1].removesuffix(".parquet")
         for row in table.to_pylist():
             mask = row.get("mask_id")
@@ -95,18 +123,7 @@ def accuracy(choices_by_question, metric):
 def read_choices(path):
     """The metadata and rows of a task_choices table, refused with the reason when it is
     missing, not Parquet, of another kind, without the columns read here, or empty."""
-    if not Path(path).exists():
-        fail(f"{path}: missing (evaluate --tasks --choices-out writes it)")
-    try:
-        metadata = {k.decode(): v.decode()
-                    for k, v in (pq.read_metadata(path).metadata or {}).items()}
-        table = pq.read_table(path)
-    except Exception as error:  # pyarrow's errors for a file that is not Parquet
-        fail(f"{path}: not a readable Parquet table ({error})")
-    found = metadata.get("layerprune.table")
-    if found != "task_choices":
-        fail(f"{path}: {'a table of kind ' + repr(found) if found else 'not a layerprune table'}, "
-             "where a task_choices table was expected")
+    metadata, table = read_table_of_kind(path, "task_choices", "evaluate --tasks --choices-out")
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         fail(f"{path}: a task_choices table without the column(s) {', '.join(missing)}")
@@ -202,6 +219,10 @@ def table(args):
     if not common:
         fail("no question is in every table given" + (" and --questions-from" if extra else ""))
     common_per_task = Counter(task for task, _ in common)
+    # The columns, and what the mean is over: the tasks the tables scored (`make tasks TASKS=…`
+    # scores a few), in the usual order. With every task as a column, a run of a few showed
+    # empty columns and no mean (a mean over tasks never scored).
+    tasks = [t for t in TASKS if common_per_task[t]]
 
     whole = {}  # (mask, task) -> the questions of the common set the mask has every choice of
 
@@ -214,7 +235,7 @@ def table(args):
     def short(mask):
         """task -> number of questions, for the tasks where the mask has fewer than the common
         set (an unfinished mask of a checkpoint, or rows missing)."""
-        return {t: len(questions(mask, t)) for t in TASKS
+        return {t: len(questions(mask, t)) for t in tasks
                 if len(questions(mask, t)) < common_per_task[t]}
 
     def task_counts(mask, task):
@@ -223,7 +244,7 @@ def table(args):
 
     def gold_nll(mask):
         nll, tokens = 0.0, 0
-        for task in TASKS:
+        for task in tasks:
             for choices in questions(mask, task).values():
                 gold = choices[0][1]
                 nll -= choices[gold][0]
@@ -252,8 +273,8 @@ def table(args):
     for (method, k), masks in labels.items():
         name = "random" if method.startswith("random-") else method
         rows[(name, k)].extend(masks)
-    header = ["model", "k"] + [NAMES[t] for t in TASKS] + ["mean", "gold NLL/token"]
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(TASKS) + 2)]
+    header = ["model", "k"] + [NAMES[t] for t in tasks] + ["mean", "gold NLL/token"]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(tasks) + 2)]
     notes = []  # the footnote's lines, one per mask of a row with a cell marked †
     order = sorted(rows, key=lambda key: (key[0] != "full", key[1], method_key(key[0])))
     for method, k in order:
@@ -264,7 +285,7 @@ def table(args):
         cells = []
         if len(masks) == 1:
             props = []
-            for task in TASKS:
+            for task in tasks:
                 counts = task_counts(masks[0], task)
                 if counts is None:
                     cells.append("–")
@@ -273,7 +294,7 @@ def table(args):
                 props.append(counts)
                 cells.append(f"{100 * p:.1f} ({100 * low:.0f}–{100 * high:.0f})"
                              + mark(task in partial))
-            if len(props) == len(TASKS):
+            if len(props) == len(tasks):
                 mean = sum(r / n for r, n in props) / len(props)
                 half = Z * math.sqrt(sum((r / n) * (1 - r / n) / n for r, n in props)) / len(props)
                 cells.append(f"**{100 * mean:.1f}** ± {100 * half:.1f}{mark(partial)}")
@@ -282,7 +303,7 @@ def table(args):
             label = method
         else:
             means = []
-            for task in TASKS:
+            for task in tasks:
                 seeds = [task_counts(mask, task) for mask in masks]
                 if any(c is None for c in seeds):
                     cells.append("–")
@@ -291,9 +312,9 @@ def table(args):
                 means.append(sum(values) / len(values))
                 cells.append(f"{means[-1]:.1f} ({min(values):.0f}–{max(values):.0f})"
                              + mark(task in partial))
-            if len(means) == len(TASKS):
+            if len(means) == len(tasks):
                 seed_means = [
-                    sum(100 * r / n for r, n in (task_counts(mask, t) for t in TASKS)) / len(TASKS)
+                    sum(100 * r / n for r, n in (task_counts(mask, t) for t in tasks)) / len(tasks)
                     for mask in masks
                 ]
                 cells.append(f"**{sum(means) / len(means):.1f}** "
@@ -314,7 +335,7 @@ def table(args):
                         f"{NAMES[t]} over {n or 'none'} of {common_per_task[t]}"
                         for t, n in short(mask).items()))
     out += ["", "questions per task: "
-            + ", ".join(f"{NAMES[t]} {common_per_task[t]}" for t in TASKS)]
+            + ", ".join(f"{NAMES[t]} {common_per_task[t]}" for t in tasks)]
     if notes:
         out += ["", "† over fewer questions than the common set (a checkpoint, or a mask lacking "
                 "questions or some of their choices):", *notes]

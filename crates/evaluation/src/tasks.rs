@@ -151,10 +151,17 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
 
     // Held until the run ends: a second run on this choice log would rewrite it without ours.
     let _lock = FileLock::try_acquire(&config.choices_out)?;
-    let mut rows: Vec<TaskChoiceRow> = if config.merge.is_empty() {
-        resumable_rows(config, &identity)?
+    // A run records the device it computes on; a merge, which computes nothing, the shards'.
+    let (mut rows, evaluated_on) = if config.merge.is_empty() {
+        let evaluated_on = task_evaluated_on(&config.runtime, &config.options);
+        (
+            resumable_rows(config, &identity, &evaluated_on)?,
+            Some(evaluated_on),
+        )
     } else {
-        merged_rows(&config.merge, &identity, &masks)?
+        let (rows, evaluated_on) = merged_rows(&config.merge, &identity, &masks)?;
+        check_merged_log_destination(config, &identity, evaluated_on.as_deref())?;
+        (rows, evaluated_on)
     };
     check_derived_outputs(config, &identity)?;
     let done: HashSet<Mask> = identity.finished_masks(&rows);
@@ -216,6 +223,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
         model_id: &model_id,
         dataset_id: &dataset_id,
         scoring,
+        evaluated_on: evaluated_on.as_deref(),
         num_blocks,
     };
     let mut seconds: HashMap<Mask, f64> = HashMap::new();
@@ -253,6 +261,16 @@ fn cut_contexts(encoded: &mut [(Task, Vec<EncodedQuestion>)], longest: usize) {
             }
         }
     }
+}
+
+/// What a task run records as evaluated on (the choice log's `evaluated_on`, and its
+/// evaluation table's): [`RuntimeOptions::computed_on`], where the shape of its matrix
+/// products on CUDA is the padded tokens of a forward pass (`--batch-tokens`), which lay the
+/// questions out into batches. Not the settings that keep every log-likelihood bit for bit
+/// (threads, the prefix cache, IoBinding), nor the scoring and the truncation, which the log
+/// records as its `scoring` and `dataset_id`.
+fn task_evaluated_on(runtime: &RuntimeOptions, options: &ChoiceOptions) -> String {
+    runtime.computed_on(&format!("batch tokens {}", options.batch_tokens))
 }
 
 /// What a task run is computed for; rows computed for another are never mixed in.
@@ -356,8 +374,57 @@ fn check_derived_outputs(config: &TaskConfig, identity: &RunIdentity<'_>) -> Res
     Ok(())
 }
 
-/// Rows already computed for masks complete in an earlier run of the same questions.
-fn resumable_rows(config: &TaskConfig, identity: &RunIdentity<'_>) -> Result<Vec<TaskChoiceRow>> {
+/// A merge writes its choice log over what `--choices-out` holds: an earlier merge's of these
+/// shards (the same model, questions and scoring, computed alike) or, with --overwrite,
+/// anything; never another run's log without a word (hours of scoring), as a run refuses to
+/// resume one.
+fn check_merged_log_destination(
+    config: &TaskConfig,
+    identity: &RunIdentity<'_>,
+    evaluated_on: Option<&str>,
+) -> Result<()> {
+    let path = &config.choices_out;
+    if config.overwrite || !path.exists() {
+        return Ok(());
+    }
+    let what = match read_task_choices(path) {
+        Ok(table)
+            if identity.matches(&table)
+                && (table.evaluated_on.is_none()
+                    || evaluated_on.is_none()
+                    || table.evaluated_on.as_deref() == evaluated_on) =>
+        {
+            return Ok(())
+        }
+        Ok(table) => format!(
+            "a choice log of model {} and questions {} with scoring {}, computed on {}",
+            table.model_id,
+            table.dataset_id,
+            table.scoring,
+            table
+                .evaluated_on
+                .as_deref()
+                .unwrap_or("a device not recorded")
+        ),
+        Err(error) => format!("unreadable ({error})"),
+    };
+    bail!(
+        "{} (--choices-out): {what}, not an output of this merge (for {}, computed on {}); pass \
+         --overwrite to replace it, or choose another --choices-out",
+        path.display(),
+        identity.describe(),
+        evaluated_on.unwrap_or("a device not recorded")
+    )
+}
+
+/// Rows already computed for masks complete in an earlier run of the same questions, on the
+/// same device with the same arithmetic (`evaluated_on`; a log from before the entry existed
+/// is taken as computed alike, as an evaluation table is).
+fn resumable_rows(
+    config: &TaskConfig,
+    identity: &RunIdentity<'_>,
+    evaluated_on: &str,
+) -> Result<Vec<TaskChoiceRow>> {
     let choices_out = &config.choices_out;
     if !choices_out.exists() {
         return Ok(Vec::new());
@@ -373,11 +440,34 @@ fn resumable_rows(config: &TaskConfig, identity: &RunIdentity<'_>) -> Result<Vec
                 .map(|row| (shard, row.mask.clone()))
         })
     };
+    // Log-likelihoods computed on another device (or with TF32, other batch shapes on CUDA, or
+    // another graph optimization) differ in the last digits, enough to change a close choice:
+    // a resumed log would mix the two without a trace.
+    let computed_elsewhere = |table: &TaskChoiceTable| {
+        table
+            .evaluated_on
+            .as_deref()
+            .filter(|found| *found != evaluated_on && !table.rows.is_empty())
+            .map(str::to_string)
+    };
     match read_task_choices(choices_out) {
-        Ok(table) if identity.matches(&table) && foreign(&table).is_none() => {
+        Ok(table)
+            if identity.matches(&table)
+                && foreign(&table).is_none()
+                && computed_elsewhere(&table).is_none() =>
+        {
             Ok(identity.complete_tasks(table.rows))
         }
         Ok(_) | Err(_) if config.overwrite => Ok(Vec::new()),
+        Ok(table) if identity.matches(&table) && foreign(&table).is_none() => {
+            let found = computed_elsewhere(&table).expect("checked above");
+            bail!(
+                "{}: cannot resume: its log-likelihoods were computed on {found}, this run \
+                 computes on {evaluated_on} (they differ in the last digits, enough to change a \
+                 close choice; pass --overwrite to replace it, or choose another --choices-out)",
+                choices_out.display()
+            )
+        }
         Ok(table) if identity.matches(&table) => {
             let (shard, mask) = foreign(&table).expect("checked above");
             bail!(
@@ -402,18 +492,21 @@ fn resumable_rows(config: &TaskConfig, identity: &RunIdentity<'_>) -> Result<Vec
 /// The union of finished shards' choice rows. Every shard holds the full model (the
 /// reference of the utility): its copies must agree; any other mask must be in one shard.
 /// A mask of a shard that `masks` (the merge's mask list) lacks is refused: the shards were made
-/// from another mask table.
+/// from another mask table. Shards computed on different devices (`evaluated_on`) are refused;
+/// returns the rows and the device the shards that record it were computed on.
 fn merged_rows(
     shards: &[PathBuf],
     identity: &RunIdentity<'_>,
     masks: &[Mask],
-) -> Result<Vec<TaskChoiceRow>> {
+) -> Result<(Vec<TaskChoiceRow>, Option<String>)> {
     let wanted: HashSet<&Mask> = masks.iter().collect();
     // Shards run on different machines may differ in the last bits of a log-likelihood.
     const FULL_MODEL_AGREEMENT: f64 = 1e-3;
     let mut rows: Vec<TaskChoiceRow> = Vec::new();
     let mut owner: HashMap<Mask, usize> = HashMap::new();
     let mut full_rows: HashMap<(String, u32, u32), f64> = HashMap::new();
+    // The device of the first shard that records one, and that shard.
+    let mut evaluated_on: Option<(String, &PathBuf)> = None;
     for (index, path) in shards.iter().enumerate() {
         let table = read_task_choices(path)?;
         if !table.complete {
@@ -431,6 +524,20 @@ fn merged_rows(
                 table.scoring,
                 identity.describe()
             );
+        }
+        // Every shard that records it computed alike (one from before the entry, any): the
+        // full model's agreement below would let log-likelihoods of two devices through.
+        if let Some(shard_on) = &table.evaluated_on {
+            match &evaluated_on {
+                Some((first_on, first_shard)) if first_on != shard_on => bail!(
+                    "{}: computed on {shard_on}, {} on {first_on}: their log-likelihoods differ \
+                     in the last digits; score every shard on one kind of device, alike",
+                    path.display(),
+                    first_shard.display()
+                ),
+                Some(_) => {}
+                None => evaluated_on = Some((shard_on.clone(), path)),
+            }
         }
         let rows_of_shard = identity.complete_tasks(table.rows);
         let finished = identity.finished_masks(&rows_of_shard);
@@ -476,7 +583,7 @@ fn merged_rows(
             rows.push(row);
         }
     }
-    Ok(rows)
+    Ok((rows, evaluated_on.map(|(on, _)| on)))
 }
 
 /// Scores `todo`, appending to `rows` and checkpointing after a task of `checkpoint_every`
@@ -623,6 +730,9 @@ struct Outputs<'a> {
     model_id: &'a str,
     dataset_id: &'a str,
     scoring: &'static str,
+    /// The device the log-likelihoods were computed on (`None`: merged shards none of which
+    /// recorded it).
+    evaluated_on: Option<&'a str>,
     num_blocks: usize,
 }
 
@@ -689,6 +799,7 @@ impl Outputs<'_> {
             model_id: self.model_id.to_string(),
             dataset_id: self.dataset_id.to_string(),
             scoring: self.scoring.to_string(),
+            evaluated_on: self.evaluated_on.map(str::to_string),
             complete,
             rows: rows.to_vec(),
         };
@@ -700,7 +811,7 @@ impl Outputs<'_> {
             fixed_blocks: self.fixed_blocks.to_vec(),
             full_model_nll: full_nll,
             complete,
-            evaluated_on: None,
+            evaluated_on: self.evaluated_on.map(str::to_string),
             rows: ordered_rows(&evaluation_rows, self.masks),
             partial_windows: Vec::new(),
         };
@@ -735,4 +846,43 @@ fn accuracy_table_rows(mask: &Mask, tasks: &[Task], scores: &[TaskScore]) -> Vec
             gold_tokens: line.gold_tokens,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layerprune_core::Device;
+    use layerprune_runtime::GraphOptimization;
+
+    #[test]
+    fn a_task_run_records_the_device_and_the_settings_of_its_arithmetic() {
+        let options = ChoiceOptions::default();
+        let cpu = RuntimeOptions::default();
+        assert_eq!(task_evaluated_on(&cpu, &options), "cpu");
+        // On the CPU the batching gives the same log-likelihoods bit for bit (SmolLM2-135M and
+        // the fixture on PIQA, BoolQ and WinoGrande rows, --batch-tokens 8 against 2048: every
+        // one equal, 2026-12-06), as for token windows.
+        let smaller = ChoiceOptions {
+            batch_tokens: 512,
+            ..options.clone()
+        };
+        assert_eq!(task_evaluated_on(&cpu, &smaller), "cpu");
+        let cuda = RuntimeOptions {
+            device: Device::Cuda(1),
+            ..cpu.clone()
+        };
+        assert_eq!(
+            task_evaluated_on(&cuda, &options),
+            "cuda, tf32 on, batch tokens 2048"
+        );
+        let cuda_basic = RuntimeOptions {
+            tf32: Some(false),
+            graph_optimization: GraphOptimization::Basic,
+            ..cuda
+        };
+        assert_eq!(
+            task_evaluated_on(&cuda_basic, &smaller),
+            "cuda, tf32 off, batch tokens 512, graph optimization basic"
+        );
+    }
 }

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use layerprune_core::Mask;
 use layerprune_evaluation::{run_tasks, Bos, MaskSource, Progress, Shard, TaskConfig, TaskOutcome};
-use layerprune_runtime::{ChoiceOptions, RuntimeOptions};
+use layerprune_runtime::{ChoiceOptions, GraphOptimization, RuntimeOptions};
 use layerprune_tables::{
-    read_evaluations, read_task_accuracies, read_task_choices, Provenance, TaskChoiceRow,
+    read_evaluations, read_task_accuracies, read_task_choices, write_task_choices, Provenance,
+    TaskChoiceRow,
 };
 use layerprune_tasks::{Task, TaskMetric};
 use layerprune_tests::{blocks_needed, tiny_model_dir, write_task_files};
@@ -216,4 +217,161 @@ fn a_resumed_and_a_merged_task_run_equal_an_uninterrupted_one() {
         .rows
         .iter()
         .any(|r| r.mask == full));
+}
+
+/// Rewrites the choice log at `path` as recorded computed on `evaluated_on`, rows unchanged.
+fn record_evaluated_on(path: &Path, evaluated_on: Option<&str>) {
+    let mut table = read_task_choices(path).unwrap();
+    table.evaluated_on = evaluated_on.map(String::from);
+    let provenance = layerprune_tables::read_provenance(path).unwrap();
+    write_task_choices(path, &table, &provenance).unwrap();
+}
+
+#[test]
+fn a_choice_log_computed_on_another_device_is_neither_resumed_nor_merged() {
+    // Before, the log recorded no device: a run resumed on a GPU a log begun on the CPU (or
+    // with other arithmetic), and a merge joined such shards, mixing log-likelihoods that
+    // differ in the last digits without a trace.
+    let dir = tempfile::tempdir().unwrap();
+    write_task_files(&dir.path().join("wheel"), &[0, 1, 1, 0]);
+    let mut begun = config(dir.path(), "begun");
+    begun.max_new_masks = Some(2);
+    run(&begun);
+    let log = read_task_choices(&begun.choices_out).unwrap();
+    assert_eq!(log.evaluated_on.as_deref(), Some("cpu"));
+    assert_eq!(
+        read_evaluations(&begun.out)
+            .unwrap()
+            .evaluated_on
+            .as_deref(),
+        Some("cpu")
+    );
+
+    // The CPU with another graph optimization runs other kernels: refused, nothing written.
+    let before = layerprune_tests::snapshot(dir.path());
+    let mut elsewhere = begun.clone();
+    elsewhere.max_new_masks = None;
+    elsewhere.runtime = RuntimeOptions {
+        graph_optimization: GraphOptimization::Basic,
+        ..RuntimeOptions::default()
+    };
+    let message = format!("{:#}", run_tasks(&elsewhere, &mut |_| {}).unwrap_err());
+    assert!(
+        message.contains(&format!(
+            "{}: cannot resume: its log-likelihoods were computed on cpu, this run computes on \
+             cpu, graph optimization basic",
+            begun.choices_out.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("--overwrite"), "{message}");
+    assert_eq!(layerprune_tests::snapshot(dir.path()), before);
+
+    // A log from before the entry existed is resumed, and recorded as this run's from then on.
+    record_evaluated_on(&begun.choices_out, None);
+    let mut resumed = begun.clone();
+    resumed.max_new_masks = Some(1);
+    let (outcome, reported) = run(&resumed);
+    assert!(reported.contains(&Progress::TasksResumed {
+        finished: 2,
+        partly: 0
+    }));
+    assert_eq!(outcome.finished, 3);
+    let log = read_task_choices(&begun.choices_out).unwrap();
+    assert_eq!(log.evaluated_on.as_deref(), Some("cpu"));
+
+    // With --overwrite the other arithmetic starts the log afresh, and records itself.
+    elsewhere.overwrite = true;
+    elsewhere.max_new_masks = Some(1);
+    let (outcome, reported) = run(&elsewhere);
+    assert_eq!(outcome.finished, 1, "the full model alone, scored again");
+    assert!(!reported
+        .iter()
+        .any(|p| matches!(p, Progress::TasksResumed { .. })));
+    assert_eq!(
+        read_task_choices(&begun.choices_out)
+            .unwrap()
+            .evaluated_on
+            .as_deref(),
+        Some("cpu, graph optimization basic")
+    );
+
+    // Shards computed on different devices are not merged; a shard from before the entry is.
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let mut shard = config(dir.path(), &format!("shard{i}"));
+            shard.shard = Some(Shard::new(i, 2).unwrap());
+            run(&shard);
+            shard.choices_out
+        })
+        .collect();
+    record_evaluated_on(&shards[1], Some("cuda, tf32 on, batch tokens 2048"));
+    let mut merged = config(dir.path(), "merged");
+    merged.merge = shards.clone();
+    let message = format!("{:#}", run_tasks(&merged, &mut |_| {}).unwrap_err());
+    assert!(
+        message.contains(&format!(
+            "{}: computed on cuda, tf32 on, batch tokens 2048, {} on cpu",
+            shards[1].display(),
+            shards[0].display()
+        )),
+        "{message}"
+    );
+    assert!(!merged.choices_out.exists() && !merged.out.exists());
+    record_evaluated_on(&shards[1], None);
+    let (outcome, _) = run(&merged);
+    assert!(outcome.complete);
+    assert_eq!(
+        read_task_choices(&merged.choices_out)
+            .unwrap()
+            .evaluated_on
+            .as_deref(),
+        Some("cpu")
+    );
+}
+
+#[test]
+fn a_merge_replaces_no_choice_log_of_another_run() {
+    // Before, a merge checked the evaluation and accuracy tables it replaces but wrote its
+    // choice log over whatever --choices-out held: another model's or other questions' log
+    // (hours of scoring on the full splits) was replaced without a word.
+    let dir = tempfile::tempdir().unwrap();
+    write_task_files(&dir.path().join("wheel"), &[0, 1, 1, 0]);
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let mut shard = config(dir.path(), &format!("shard{i}"));
+            shard.shard = Some(Shard::new(i, 2).unwrap());
+            run(&shard);
+            shard.choices_out
+        })
+        .collect();
+    let mut other = config(dir.path(), "other");
+    other.subsample = 2;
+    other.max_new_masks = Some(1);
+    run(&other);
+
+    let mut merged = config(dir.path(), "merged");
+    merged.merge = shards;
+    merged.choices_out = other.choices_out.clone();
+    let before = layerprune_tests::snapshot(dir.path());
+    let message = format!("{:#}", run_tasks(&merged, &mut |_| {}).unwrap_err());
+    assert!(
+        message.contains(&format!(
+            "{} (--choices-out): a choice log of model",
+            other.choices_out.display()
+        )) && message.contains("--overwrite"),
+        "{message}"
+    );
+    assert_eq!(layerprune_tests::snapshot(dir.path()), before);
+
+    // An earlier merge of these shards (the same model, questions, scoring and device) is
+    // replaced, as is another run's log with --overwrite.
+    merged.overwrite = true;
+    run(&merged);
+    merged.overwrite = false;
+    let (outcome, _) = run(&merged);
+    assert!(outcome.complete);
+    let log = read_task_choices(&merged.choices_out).unwrap();
+    assert_eq!(log.evaluated_on.as_deref(), Some("cpu"));
+    assert!(log.complete);
 }

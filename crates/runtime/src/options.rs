@@ -116,27 +116,32 @@ impl RuntimeOptions {
     /// GPUs of one kind compute alike) nor settings that keep results bit for bit (threads,
     /// arena, IoBinding, overlap, CUDA graphs, the prefix cache).
     pub fn evaluated_on(&self, evaluation: &crate::EvalOptions) -> String {
-        let device = self.device_arithmetic(evaluation);
-        match self.graph_optimization {
-            GraphOptimization::Layout => device,
-            other => format!("{device}, graph optimization {}", other.name()),
-        }
+        self.computed_on(&format!(
+            "mask batch {}, windows a pass {}",
+            evaluation.mask_batch.max(1),
+            evaluation.batch_windows
+        ))
     }
 
-    /// [`Self::evaluated_on`] without the graph optimizations.
-    fn device_arithmetic(&self, evaluation: &crate::EvalOptions) -> String {
-        match self.device {
+    /// [`Self::evaluated_on`] for any run of the model: `cuda_batching` names the settings
+    /// that shape its matrix products on CUDA (`batch tokens 2048` for a task run's padded
+    /// forward passes), recorded only there, since on the CPU batching is bit-identical.
+    pub fn computed_on(&self, cuda_batching: &str) -> String {
+        let device = match self.device {
             Device::Cpu => "cpu".to_string(),
             Device::Cuda(_) => format!(
-                "cuda, tf32 {}, mask batch {}, windows a pass {}",
+                "cuda, tf32 {}, {cuda_batching}",
+                // The provider's default when not set.
                 if self.tf32.unwrap_or(true) {
                     "on"
                 } else {
                     "off"
-                },
-                evaluation.mask_batch.max(1),
-                evaluation.batch_windows
+                }
             ),
+        };
+        match self.graph_optimization {
+            GraphOptimization::Layout => device,
+            other => format!("{device}, graph optimization {}", other.name()),
         }
     }
 

@@ -249,6 +249,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
         model_id: model_id.clone(),
         dataset_id: "sample questions".into(),
         scoring: LEGACY_SCORING.into(),
+        evaluated_on: None,
         complete: true,
         rows: vec![
             choice("1111", 0, -2.5)?,

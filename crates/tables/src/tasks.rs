@@ -40,6 +40,11 @@ pub struct TaskChoiceTable {
     /// How the log-likelihoods were computed (the runtime's `Scoring` name); a run resumes
     /// only from rows computed the same way.
     pub scoring: String,
+    /// The device the log-likelihoods were computed on, with the settings that may change its
+    /// arithmetic (as an evaluation table's `evaluated_on`): a CPU's and a GPU's differ in the
+    /// last digits, enough to change a close choice, so a run resumes, and a merge joins
+    /// shards, only of rows computed alike. `None` in tables written before the entry existed.
+    pub evaluated_on: Option<String>,
     /// False while the run writing it is still going (a checkpoint).
     pub complete: bool,
     pub rows: Vec<TaskChoiceRow>,
@@ -47,6 +52,9 @@ pub struct TaskChoiceTable {
 
 /// The scoring of tables written before the field existed: the head graph's fp32 NLL.
 pub const LEGACY_SCORING: &str = "head-graph-nll";
+
+/// The metadata entry of [`TaskChoiceTable::evaluated_on`], named as evaluation tables name it.
+const EVALUATED_ON: &str = "evaluated_on";
 
 fn choice_fields() -> Vec<Field> {
     let mut fields = mask_fields();
@@ -103,13 +111,16 @@ pub fn write_task_choices(
     )));
     columns.push(u32s(|r| r.continuation_tokens));
     columns.push(u32s(|r| r.norm_chars));
-    let table_fields = vec![
+    let mut table_fields = vec![
         ("num_blocks", table.num_blocks.to_string()),
         ("model_id", table.model_id.clone()),
         ("dataset_id", table.dataset_id.clone()),
         ("scoring", table.scoring.clone()),
         ("complete", table.complete.to_string()),
     ];
+    if let Some(evaluated_on) = &table.evaluated_on {
+        table_fields.push((EVALUATED_ON, evaluated_on.clone()));
+    }
     write_table(
         path,
         TableKind::TaskChoices,
@@ -155,6 +166,7 @@ pub fn read_task_choices(path: &Path) -> Result<TaskChoiceTable, TableError> {
             .meta_optional("scoring")
             .unwrap_or(LEGACY_SCORING)
             .to_string(),
+        evaluated_on: raw.meta_optional(EVALUATED_ON).map(str::to_string),
         complete: raw.meta_parse("complete")?,
         rows,
     })

@@ -1093,6 +1093,7 @@ fn a_task_choice_table_of_byte_lengths_is_refused_saying_why() {
         model_id: "m".into(),
         dataset_id: "d".into(),
         scoring: "logits-f64-log-softmax".into(),
+        evaluated_on: None,
         complete: true,
         rows: vec![TaskChoiceRow {
             mask: Mask::full(2),

@@ -23,6 +23,7 @@ fn task_tables_round_trip() {
         model_id: "m".into(),
         dataset_id: "d".into(),
         scoring: "logits-f64-log-softmax".into(),
+        evaluated_on: Some("cuda, tf32 off, batch tokens 512".into()),
         complete: false,
         rows: masks
             .iter()
@@ -104,6 +105,7 @@ fn a_choice_logged_twice_is_refused() {
         model_id: "m".into(),
         dataset_id: "d".into(),
         scoring: "logits-f64-log-softmax".into(),
+        evaluated_on: None,
         complete: false,
         rows: vec![row(0), row(0)],
     };

@@ -40,3 +40,21 @@ def test_a_choices_table_without_the_full_model_is_refused_before_the_model_load
     with pytest.raises(SystemExit, match="crosscheck: error: --tasks piqa,wic: unknown wic"):
         crosscheck.main(args + ["--tasks", "piqa,wic"])
     assert not (tmp_path / "crosscheck.json").exists()
+
+
+class CharTokenizer:
+    """One id per character, with a BOS (id 0) first when special tokens are asked for, as a
+    transformers tokenizer is called: enough to see what the pair encoding gives the model."""
+
+    def __call__(self, text, add_special_tokens):
+        ids = [ord(c) for c in text]
+        return {"input_ids": ([0] if add_special_tokens else []) + ids}
+
+
+def test_contexts_start_with_the_bos_as_evaluate_bos_auto_puts_it():
+    # crosscheck encoded without special tokens whatever `evaluate --bos` was: for a model
+    # whose tokenizer puts a BOS first (Gemma, Llama 2) the two sides scored different inputs.
+    auto = crosscheck.encode_pair(CharTokenizer(), "Answer: ", "yes", special_tokens=True)
+    assert auto == ([0] + [ord(c) for c in "Answer:"], [ord(c) for c in " yes"])
+    off = crosscheck.encode_pair(CharTokenizer(), "Answer: ", "yes", special_tokens=False)
+    assert off == ([ord(c) for c in "Answer:"], [ord(c) for c in " yes"])

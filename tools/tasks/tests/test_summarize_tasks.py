@@ -30,3 +30,37 @@ def test_tables_of_other_task_data_are_refused_naming_the_length_in_characters(t
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert (f"summarize: {tmp_path / 'b.parquet'} and {tmp_path / 'a.parquet'} disagree on piqa question 0 choice 1 "
             "(gold 0 vs 0, 12 vs 13 characters): scored on different task data") in result.stderr, result.stderr
+
+
+def test_a_run_of_some_tasks_has_their_columns_and_their_mean(tmp_path):
+    # `make tasks TASKS=piqa` scores one task: the table showed six empty columns and no mean
+    # (a mean over every task, six of them never scored); its mean is now over PIQA alone.
+    choices(tmp_path / "a.parquet", [10, 12])
+    (tmp_path / "labels.txt").write_text("111 full 0\n")
+    result = subprocess.run([sys.executable, str(SCRIPT), "table", str(tmp_path / "a.parquet"),
+                             "--labels", str(tmp_path / "labels.txt")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "| model | k | PIQA | mean | gold NLL/token |", result.stdout
+    # Choice 0 (log-likelihood -1) is right and the more likely: 1 of 1.
+    assert lines[2] == "| full | – | 100.0 (21–100) | **100.0** ± 0.0 | 0.50 |", result.stdout
+    assert "questions per task: PIQA 1" in result.stdout
+
+
+def test_masks_refuses_a_plan_file_that_is_missing_or_of_another_kind_naming_it(tmp_path):
+    # It ended in a Python traceback (FileNotFoundError, KeyError on the metadata).
+    choices(tmp_path / "choices.parquet", [10, 12])
+    plans = tmp_path / "sleb.parquet"
+    pq.write_table(pa.Table.from_pylist([{"k": 1, "mask_id": "101", "removed_blocks": [1]}])
+                   .replace_schema_metadata({"layerprune.table": "plans", "layerprune.num_blocks": "3"}),
+                   plans)
+    for path, message in [(tmp_path / "absent.parquet", "absent.parquet: missing (apply-prune --out writes it)"),
+                          (tmp_path / "choices.parquet",
+                           "choices.parquet: a table of kind 'task_choices', where a plans table was expected")]:
+        result = subprocess.run([sys.executable, str(SCRIPT), "masks", str(plans), str(path)],
+                                capture_output=True, text=True)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert message in result.stderr, result.stderr
+    result = subprocess.run([sys.executable, str(SCRIPT), "masks", str(plans)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "101 sleb 1\n", result

@@ -83,8 +83,9 @@ struct Args {
     /// prepare-tokens --bos.
     #[arg(long, requires = "tasks", default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(Bos::NAMES).map(|name| name.parse::<Bos>().expect("a listed name")))]
     bos: Bos,
-    /// Per-choice log-likelihoods of every scored mask (the checkpoint a run resumes from);
-    /// needed with --tasks.
+    /// Per-choice log-likelihoods of every scored mask (the checkpoint a run resumes from: one
+    /// of the same model, questions and scoring, computed alike, its `evaluated_on`); needed
+    /// with --tasks.
     #[arg(long, requires = "tasks")]
     choices_out: Option<PathBuf>,
     /// Per-task accuracies with 95 % intervals of every scored mask; needed with --tasks.
