@@ -17,7 +17,8 @@ device in the shape's dtype):
    (--qkv-projection packed) alone and with --mask-batch 8, --graph-optimization basic and all, and one with
    attention in the dtype (--attention-precision model), --io-binding off, --tf32 off for fp32,
    --no-prefix-reuse, and the CPU provider on the first masks for fp32; on the CPU --mask-batch 8
-   and --io-binding on; and a race's round, below; `--contenders` picks) and the two PyTorch
+   and --io-binding on; and a race's round, below; `--contenders` picks, or
+   `--shape-contenders` for one shape) and the two PyTorch
    loops of
    tools/bench/torch_baseline.py (zero-and-restore, blocks deleted from the ModuleList) on the
    same tokens and masks in the same dtype, each after a warm-up;
@@ -328,24 +329,28 @@ def evaluate_contenders(device: str, dtype_name: str):
     precision = "tf32" if cuda and dtype_name == "fp32" else dtype_name
     other = "off" if cuda else "on"
     contenders = [Contender("evaluate", [], precision)]
-    if cuda:
-        # Blocks replayed as CUDA graphs (the host's launches set the pace at 1.1B).
-        contenders.append(Contender("evaluate --cuda-graphs on", ["--cuda-graphs", "on"], precision))
     if dtype_name != "fp32":
-        # Fewer kernels a block (ONNX Runtime's GroupQueryAttention, fp16 / bf16 on CUDA), and
-        # with them replayed as CUDA graphs.
+        # Fewer kernels a block (ONNX Runtime's GroupQueryAttention, fp16 / bf16 on CUDA), and on
+        # CUDA with masks batched through its blocks (what was fastest at 135M and 1.1B without
+        # it): the 1.1B shape's missed 3x (run 3: 2.74x fused alone) rests on these, so they come
+        # right after the default, before the contenders run 3 measured (CUDA graphs) and those
+        # never run on a GPU, whose hang would cost a stage timeout.
         contenders.append(Contender(FUSED_ATTENTION, [], precision, attention="fused"))
         if cuda:
-            contenders.append(Contender(FUSED_ATTENTION_CUDA_GRAPHS, ["--cuda-graphs", "on"], precision,
-                                        attention="fused"))
-            # And masks batched through its blocks (what was fastest at 135M and 1.1B without it).
             for flags in ["--mask-batch 4", "--mask-batch 8", "--cuda-graphs on --mask-batch 8"]:
                 contenders.append(Contender(f"evaluate {flags}, fused attention (export --attention-kernel fused)",
                                             flags.split(), precision, attention="fused"))
+            # And with its blocks replayed as CUDA graphs.
+            contenders.append(Contender(FUSED_ATTENTION_CUDA_GRAPHS, ["--cuda-graphs", "on"], precision,
+                                        attention="fused"))
+        # Its q/k/v projections packed into one product (never run on a GPU).
         contenders.append(Contender(FUSED_PACKED, [], precision, attention="fused-packed"))
         if cuda:
             contenders.append(Contender(FUSED_PACKED.replace("evaluate,", "evaluate --mask-batch 8,"),
                                         ["--mask-batch", "8"], precision, attention="fused-packed"))
+    if cuda:
+        # Blocks replayed as CUDA graphs (the host's launches set the pace at 1.1B).
+        contenders.append(Contender("evaluate --cuda-graphs on", ["--cuda-graphs", "on"], precision))
     if dtype_name != "fp32":
         # ONNX Runtime's fusions into its own kernels left out (basic), for the distance from
         # float32 (bf16 at 7B is 24x PyTorch's, the suspects those kernels), and every level it
@@ -393,6 +398,37 @@ def evaluate_contenders(device: str, dtype_name: str):
         contenders.append(Contender(f"evaluate --device cpu (first {CPU_MASKS} masks)",
                                     ["--device", "cpu", "--max-new-masks", str(CPU_MASKS)], "fp32"))
     return contenders
+
+
+def shape_variable(key: str) -> str:
+    """`key` as a shell variable's name can spell it (tools/bench/gpu_device_run.sh's C_<shape>):
+    '-' and '.' as '_'."""
+    return re.sub(r"[-.]", "_", key)
+
+
+def shape_picks(values: list) -> dict:
+    """--shape-contenders SHAPE=REGEX, each a shape key (or its shape_variable spelling) and a
+    regular expression, as {key: compiled}; ValueError naming what is wrong."""
+    keys = {shape_variable(key): key for key in SHAPES}
+    picks = {}
+    for value in values:
+        shape, separator, pattern = value.partition("=")
+        if not separator or shape_variable(shape) not in keys:
+            raise ValueError(f"--shape-contenders {value!r}: not SHAPE=REGEX with SHAPE one of {', '.join(SHAPES)}")
+        try:
+            picks[keys[shape_variable(shape)]] = re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"--shape-contenders {value!r}: {error}") from None
+    return picks
+
+
+def picked_contenders(args, key: str) -> list:
+    """The shape's contenders that run, in evaluate_contenders' order: the default one and those
+    its --shape-contenders pattern matches, or --contenders' where it has none (a shape's own
+    seconds spent on its own open questions: at 7B the bf16 distance, not run 3's rows again)."""
+    pattern = args.shape_contenders.get(key) or re.compile(args.contenders)
+    return [c for c in evaluate_contenders(args.device, SHAPES[key][1])
+            if c.name == "evaluate" or pattern.search(c.name)]
 
 
 def run_evaluate(args, model_dir: Path, tokens: Path, masks: Path, out: Path, flags: list, verify: bool):
@@ -501,8 +537,7 @@ def run_shape(args, key: str, rows: list, details: dict, publish) -> None:
 
     # A race's round needs more windows than it runs (with --windows 3 or fewer it would be a
     # whole mask's).
-    contenders = [c for c in evaluate_contenders(args.device, dtype_name)
-                  if (c.name == "evaluate" or re.search(args.contenders, c.name)) and c.windows < len(windows)]
+    contenders = [c for c in picked_contenders(args, key) if c.windows < len(windows)]
     rates = gemm_rates(model.config, token_count, dtype_name, args.device, args.gemm_seconds,
                        [c.precision for c in contenders] + [dtype_name])
     details["gemm_tflops"] = rates
@@ -739,6 +774,9 @@ def main(argv=None):
     parser.add_argument("--contenders", default="",
                         help="regular expression: the `evaluate` contenders to run besides the default one "
                              "(default: all)")
+    parser.add_argument("--shape-contenders", action="append", default=[], metavar="SHAPE=REGEX",
+                        help="for one shape (repeatable; SHAPE as --shapes names it, or with '-' and '.' as '_'), "
+                             "the contenders to run besides the default one instead of --contenders'")
     parser.add_argument("--deadline-seconds", type=float, default=540.0,
                         help="evaluate contenders (after a shape's first) not started by then are skipped")
     args = parser.parse_args(argv)
@@ -746,6 +784,15 @@ def main(argv=None):
     unknown = [k for k in keys if k not in SHAPES]
     if unknown:
         parser.error(f"--shapes: unknown {', '.join(unknown)} (known: {', '.join(SHAPES)}, gpu)")
+    # Checked before any shape: a pattern that does not compile would otherwise fail every shape
+    # after its model, export and PyTorch loops.
+    try:
+        re.compile(args.contenders)
+        args.shape_contenders = shape_picks(args.shape_contenders)
+    except re.error as error:
+        parser.error(f"--contenders {args.contenders!r}: {error}")
+    except ValueError as error:
+        parser.error(str(error))
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("gpu_bench: --device cuda but torch sees no GPU")
     for stage in ("prepare-tokens", "sample-masks", "evaluate"):

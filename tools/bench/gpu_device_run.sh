@@ -4,8 +4,11 @@
 # unpacks the library, and runs tools/bench/gpu_bench.py with its CSV, Markdown and JSON written
 # straight into $OUT after every contender, so a call cut short still brings back what it
 # measured. Settings by environment: T hard limit of the benchmark (s), B last shape start (s),
-# D last contender start (s), ST limit of one stage (s), C the contenders to run besides the
-# default (a regular expression; empty: all), SHAPES (gpu_bench.py --shapes), MASKS (--masks);
+# D last contender start (s), ST limit of one stage (s; some four times the slowest contender,
+# the 7B shape's first, so that one hanging on the device costs little), C the contenders to run besides the
+# default (a regular expression; empty: all), C_<shape> those of one shape instead (the shape's
+# key with '-' and '.' as '_', e.g. C_llama2_7b_bf16: gpu_bench.py --shape-contenders), SHAPES
+# (gpu_bench.py --shapes), MASKS (--masks);
 # then GPTQ with its calibration passes on CUDA against the CPU within G seconds (0: not run);
 # then a race timed inside apply-prune (tools/bench/gpu_race.py) within R seconds (0: not run);
 # then tools/bench/gpu_families.py within F seconds (0: not run). T + G + R + F and some 15 s of
@@ -25,7 +28,7 @@
 # (/tmp/ortparts, where build/gpu/unpack.sh reads the parts) the parts: both for tests only.
 set -uo pipefail
 DEV=${DEV:-cuda}
-T=${T:-330} B=${B:-250} D=${D:-310} ST=${ST:-120} G=${G:-60} R=${R:-60} F=${F:-110}
+T=${T:-330} B=${B:-250} D=${D:-310} ST=${ST:-60} G=${G:-60} R=${R:-60} F=${F:-110}
 SCRATCH=${SCRATCH:-/tmp}
 ORTPARTS=${ORTPARTS:-/tmp/ortparts}
 LOG=$OUT/device.log
@@ -87,11 +90,18 @@ python3 -c "import torch, transformers, onnx; print(torch.__version__, transform
 export PYTHONUNBUFFERED=1
 
 step "gpu_bench.py within T=$T s"
+# Each C_<shape> as gpu_bench.py's --shape-contenders (which refuses a name that is no shape's):
+# the lowercase names only, as the shapes' keys are, so that a host's own C_INCLUDE_PATH, say, is
+# not taken for one.
+shape_picks=()
+for name in $(compgen -v C_ || true); do
+  [[ $name =~ ^C_[a-z0-9_]+$ ]] && shape_picks+=(--shape-contenders "${name#C_}=${!name}")
+done
 timeout "$T" python3 tools/bench/gpu_bench.py --bin build/gpu/bin --device "$DEV" \
   --shapes "${SHAPES:-gpu}" --work "$SCRATCH/bench-gpu" \
   --csv "$OUT/gpu-bench.csv" --markdown "$OUT/gpu-bench.md" --json "$OUT/gpu-bench.json" \
   --budget-seconds "$B" --deadline-seconds "$D" --stage-timeout "$ST" --masks "${MASKS:-50}" \
-  --contenders "${C:-}" 2>&1 | log
+  --contenders "${C:-}" "${shape_picks[@]}" 2>&1 | log
 echo "exit ${PIPESTATUS[0]} (gpu_bench)" | log
 
 # Then `quantize --method gptq` on the 135M fp32 shape the bench exported (GPTQ_SHAPE), its

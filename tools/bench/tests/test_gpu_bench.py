@@ -315,6 +315,23 @@ def test_the_cuda_contenders_include_each_lever_with_flags_evaluate_accepts():
         for flag in flags:
             if flag.startswith("--"):
                 assert flag in help_text, flag
+    # And each value one `evaluate` takes for its flag (a value renamed since the last GPU run, as
+    # flags were on 2026-12-04, would cost that run the contender's row), on every dtype's shape.
+    import re
+
+    # Each option's paragraph of the help: from its line to the next option's.
+    paragraphs = re.split(r"^\s+(?:-\w, )?(?=--[a-z0-9-]+)", help_text, flags=re.MULTILINE)
+    possible = {}
+    for paragraph in paragraphs:
+        listed = re.search(r"\[possible values: ([^\]]+)\]", paragraph)
+        if paragraph.startswith("--") and listed:
+            possible[paragraph.split()[0]] = listed.group(1).split(", ")
+    assert {"--cuda-graphs", "--arena", "--graph-optimization", "--tf32"} <= set(possible), possible
+    for dtype in ("fp32", "fp16", "bf16"):
+        for contender in gpu_bench.evaluate_contenders("cuda", dtype):
+            for flag, value in zip(contender.flags, contender.flags[1:]):
+                if flag in possible:
+                    assert value in possible[flag], (contender.name, flag, value, possible[flag])
 
 
 def test_the_markdown_lists_the_gpu_memory_each_contender_took():
@@ -412,3 +429,59 @@ def test_the_runs_clock_starts_before_torch_is_imported():
                           check=True, timeout=120)
     clock, imports = map(float, done.stdout.split())
     assert clock < imports / 4, (clock, imports)
+
+
+def test_fused_attention_with_masks_batched_runs_right_after_the_default():
+    """The 1.1B shape's missed 3x rests on fused attention with 4 or 8 masks a call: on CUDA they
+    come right after the default and fused attention alone, before what run 3 measured (CUDA
+    graphs) and what never ran on a GPU (q/k/v packed, other optimisation levels, arenas)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_bench
+
+    fused = "fused attention (export --attention-kernel fused)"
+    for dtype in ("fp16", "bf16"):
+        names = [c.name for c in gpu_bench.evaluate_contenders("cuda", dtype)]
+        assert names[:4] == ["evaluate", f"evaluate, {fused}", f"evaluate --mask-batch 4, {fused}",
+                             f"evaluate --mask-batch 8, {fused}"], names
+
+
+def test_a_shape_runs_its_own_contenders_and_the_others_the_common_ones():
+    """--shape-contenders SHAPE=REGEX (SHAPE as --shapes names it, or as a shell variable can:
+    gpu_device_run.sh's C_<shape>) replaces --contenders for that shape only, in
+    evaluate_contenders' order, the default contender always first."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import argparse
+
+    import gpu_bench
+
+    picks = gpu_bench.shape_picks(["llama2_7b_bf16=keep-exact|graph-optimization basic",
+                                   "smollm2-135m-fp32=--tf32 off"])
+    args = argparse.Namespace(device="cuda", contenders="^evaluate --cuda-graphs on$", shape_contenders=picks)
+    assert [c.name for c in gpu_bench.picked_contenders(args, "llama2-7b-bf16")] == [
+        "evaluate", "evaluate --graph-optimization basic", "evaluate --arena keep-exact",
+        "evaluate --mask-batch 8 --arena keep-exact"]
+    assert [c.name for c in gpu_bench.picked_contenders(args, "smollm2-135m-fp32")] == [
+        "evaluate", "evaluate --tf32 off"]
+    assert [c.name for c in gpu_bench.picked_contenders(args, "tinyllama-1.1b-fp16")] == [
+        "evaluate", "evaluate --cuda-graphs on"]
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--shape-contenders", "llama2-7b=fused"], "not SHAPE=REGEX"),
+    (["--shape-contenders", "fused"], "not SHAPE=REGEX"),
+    (["--shape-contenders", "tiny=fused("], "missing ), unterminated subpattern"),
+    (["--contenders", "fused("], "--contenders 'fused(': missing ), unterminated subpattern"),
+])
+def test_a_pattern_that_cannot_pick_is_refused_before_any_shape(tmp_path, flags, said, capsys):
+    """A misspelt shape or a pattern that does not compile stops the run at once, saying which: on
+    a device it would otherwise fail every shape after its model, export and PyTorch loops (the
+    pattern is first used there), or run the common contenders where one shape's were meant."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_bench
+
+    with pytest.raises(SystemExit) as stopped:
+        gpu_bench.main(["--device", "cpu", "--shapes", "tiny", "--bin", str(BIN), "--work", str(tmp_path),
+                        "--csv", str(tmp_path / "out.csv"), *flags])
+    assert stopped.value.code == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "tiny").exists()
