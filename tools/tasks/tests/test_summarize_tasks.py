@@ -12,12 +12,13 @@ import pyarrow.parquet as pq
 SCRIPT = Path(__file__).resolve().parents[1] / "summarize.py"
 
 
-def choices(path: Path, norm_chars):
-    rows = [{"mask_id": "111", "task": "piqa", "question": 0, "choice": c, "gold": 0, "loglik": -1.0 - c,
+def choices(path: Path, norm_chars, mask="111", evaluated_on=None):
+    rows = [{"mask_id": mask, "task": "piqa", "question": 0, "choice": c, "gold": 0, "loglik": -1.0 - c,
              "norm_chars": n, "continuation_tokens": 2} for c, n in enumerate(norm_chars)]
-    table = pa.Table.from_pylist(rows).replace_schema_metadata(
-        {"layerprune.table": "task_choices", "layerprune.complete": "true", "layerprune.model_id": "m"})
-    pq.write_table(table, path)
+    metadata = {"layerprune.table": "task_choices", "layerprune.complete": "true", "layerprune.model_id": "m"}
+    if evaluated_on is not None:
+        metadata["layerprune.evaluated_on"] = evaluated_on
+    pq.write_table(pa.Table.from_pylist(rows).replace_schema_metadata(metadata), path)
 
 
 def test_tables_of_other_task_data_are_refused_naming_the_length_in_characters(tmp_path):
@@ -64,3 +65,26 @@ def test_masks_refuses_a_plan_file_that_is_missing_or_of_another_kind_naming_it(
         assert message in result.stderr, result.stderr
     result = subprocess.run([sys.executable, str(SCRIPT), "masks", str(plans)], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout == "101 sleb 1\n", result
+
+
+def test_logs_computed_on_different_devices_are_refused_naming_both(tmp_path):
+    # Choice logs record `evaluated_on` since 2026-12-06; a CPU's and a GPU's log-likelihoods
+    # differ in the last digits, and `table` put masks scored on either side by side.
+    cpu, gpu, old = tmp_path / "cpu.parquet", tmp_path / "gpu.parquet", tmp_path / "old.parquet"
+    choices(cpu, [10, 12], mask="111", evaluated_on="cpu")
+    choices(gpu, [10, 12], mask="101", evaluated_on="cuda, tf32 on, batch tokens 2048")
+    choices(old, [10, 12], mask="011")  # written before the entry: taken as any device
+    (tmp_path / "labels.txt").write_text("111 full 0\n101 sleb 1\n011 sleb 1\n")
+
+    def run(*paths):
+        return subprocess.run([sys.executable, str(SCRIPT), "table", *map(str, paths),
+                               "--labels", str(tmp_path / "labels.txt")], capture_output=True, text=True)
+
+    result = run(old, cpu, gpu)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert (f"summarize: {gpu} has layerprune.evaluated_on 'cuda, tf32 on, batch tokens 2048', "
+            f"{cpu} has 'cpu': log-likelihoods computed on different devices, "
+            "not comparable") in result.stderr, result.stderr
+    for paths in [(old, cpu), (cpu, old), (old, gpu)]:
+        result = run(*paths)
+        assert result.returncode == 0, result.stderr
