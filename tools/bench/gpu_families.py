@@ -174,7 +174,7 @@ def packed_on_device(args, hf: Path, work: Path, tokens: Path, mask_args: list, 
                              "--attention-kernel", "fused", "--qkv-projection", "packed", "--no-check", "--force"],
                             allow_known_failures=True)
     except (Exception, SystemExit) as error:
-        said = str(error).removeprefix("error: ")
+        said = str(error).removeprefix("export: ").removeprefix("error: ")
         # The exporter's refusal of an architecture it cannot pack (docs/model-format.md; which
         # ones it packs, the exporter's tests pin); any other failure is an error.
         if isinstance(error, SystemExit) and said.startswith(PACK_REFUSAL):

@@ -444,6 +444,7 @@ def refuse_overlap(model_dir: Path, out: Path):
                            replaced=[out, *one_file.data_files_of(out)])
 
 
+@export_layered.refusals_named("export_generator")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path, help="Hugging Face model folder (e.g. prune_hf.py's)")

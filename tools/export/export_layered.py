@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -125,7 +126,23 @@ LENGTH_DEPENDENT_ROPE_TYPES = {
 
 
 class UnsupportedArchitecture(SystemExit):
-    pass
+    """A model, or a setting for it, the exporter cannot export: raised as `error: …` deep in the
+    model's code, which knows no program name; each tool's `main` names itself in front
+    (`refusals_named`), as its other refusals do."""
+
+
+def refusals_named(program: str):
+    """Decorates a tool's `main` so that an UnsupportedArchitecture it raises reads
+    `<program>: error: …`, as the tool's other refusals (a missing file, a bad flag) do."""
+    def decorate(main):
+        @functools.wraps(main)
+        def named(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except UnsupportedArchitecture as refusal:
+                raise UnsupportedArchitecture(f"{program}: {refusal}") from None
+        return named
+    return decorate
 
 
 def rope_types(config) -> list:
@@ -1766,6 +1783,7 @@ def check(model, out_dir: Path, manifest: dict, sequences: int, length: int, tol
     return result
 
 
+@refusals_named("export")
 def main(argv=None, allow_known_failures: bool = False):
     """The command line; `allow_known_failures` as export()'s (diagnostics only: no flag sets it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -191,6 +191,7 @@ def save(model, tokenizer, folder: Path, source: Path | None):
             shutil.copyfile(source / name, folder / name)
 
 
+@export_layered.refusals_named("prune_hf")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)

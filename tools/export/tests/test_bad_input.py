@@ -295,3 +295,15 @@ def test_the_generator_refuses_a_checkpoint_of_a_dtype_it_is_not_exported_in(lla
                                          "generator is not exported in: pass --dtype bf16, fp16, fp32"):
         run("export_generator", source, out, "--dtype", "auto")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_an_architecture_refused_is_named_by_the_tool_that_refuses_it(program, tmp_path):
+    """The architecture refusals are raised deep in the model's code as `error: …`; they read
+    `<program>: error: …` as the tools' other refusals do (they lacked the program's name)."""
+    source = tmp_path / "rwkv"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"model_type": "rwkv", "architectures": ["RwkvForCausalLM"]}))
+    with pytest.raises(SystemExit, match=f"^{program}: error: model type 'rwkv'.* is not supported"):
+        run(program, source, output_of(program, tmp_path))
+    assert not output_of(program, tmp_path).exists()
