@@ -352,24 +352,21 @@ endif
 
 # The pruned model of the recommended method's plan (RECOMMENDED_METHOD, settings.mk) with
 # K_PRUNED blocks removed, chosen on the calibration tokens, and its perplexity on the evaluation
-# text. apply-prune writes the plan measured on the evaluation text with the pruned folder; the
-# folder is replaced only when it is another (its manifest, which holds every file's hash), so
-# that a new evaluation text or device, which measures the plan again, does not make the ONNX
-# file, the Hugging Face checkpoint, its generator and the quantized pruned models again: the
-# manifest's rule only has Make read its time again (`+`: under `make -n` and `make -q` too). A
-# folder gone is written again.
+# text. The folder is written from the plan as chosen, by a run of apply-prune that runs no model
+# (from-plan without --tokens), so it depends on that plan alone: a new evaluation text only
+# measures it again (the plan on the evaluation text, $(PRUNED)-plan.parquet, and the folder's own
+# evaluation, $(PRUNED)-eval.parquet), and does not make the folder, the ONNX file, the Hugging
+# Face checkpoint, its generator or the quantized pruned models again. (A plan chosen again, by
+# another ADAPTIVE_BUDGET or device, writes the folder again even where it removes the same blocks.)
 PRUNED := $(RUN)/pruned-k$(K_PRUNED)
-$(PRUNED)-plan.parquet: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet $(RUN)/tokens-eval.parquet \
-                        $(RUN)/.settings/device $(if $(wildcard $(PRUNED)/manifest.json),,FORCE) | $(BIN)/apply-prune
-	rm -rf $(PRUNED).new
-	$(BIN)/apply-prune --method from-plan --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet --plan-method $(RECOMMENDED_METHOD) \
-	  --k $(K_PRUNED) --model $(MODEL_DIR) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --out $@ --pruned-out $(PRUNED).new
-	@if cmp -s $(PRUNED).new/manifest.json $(PRUNED)/manifest.json; then rm -rf $(PRUNED).new; \
-	else rm -rf $(PRUNED) && mv $(PRUNED).new $(PRUNED); fi
+PRUNED_FROM_PLAN = --method from-plan --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
+  --plan-method $(RECOMMENDED_METHOD) --k $(K_PRUNED) --model $(MODEL_DIR)
+$(PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet | $(BIN)/apply-prune $(MODEL_INPUT)
+	$(BIN)/apply-prune $(PRUNED_FROM_PLAN) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(PRUNED) --overwrite
 
-$(PRUNED)/manifest.json: $(PRUNED)-plan.parquet
-	+@:
+$(PRUNED)-plan.parquet: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet $(RUN)/tokens-eval.parquet \
+                        $(RUN)/.settings/device | $(BIN)/apply-prune $(MODEL_INPUT)
+	$(BIN)/apply-prune $(PRUNED_FROM_PLAN) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@
 
 $(PRUNED)-eval.parquet: $(PRUNED)/manifest.json $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --overwrite --quiet)
@@ -380,10 +377,11 @@ $(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json tools/
 	$(VENV_EXPORT)/bin/python tools/export/merge_layered.py --force $(dir $<) $@
 
 # The checkpoint is written from the GGUF the model was exported from (MODEL_GGUF, by
-# MODEL_NAME in pipelines/models.mk), so for the models the project fetches itself.
+# MODEL_NAME in pipelines/models.mk), so for the models the project fetches itself, with the
+# blocks of the plan the layered folder was written from (as chosen, not its measurement).
 $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) tools/export/prune_hf.py \
                                            | $(VENV_EXPORT)/.complete
-	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plans $(RUN)/pruned-k$(K_PRUNED)-plan.parquet \
+	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
 	  --plan-method $(RECOMMENDED_METHOD) --k $(K_PRUNED) --out $(dir $@) --force
 
 # The same checkpoint as one ONNX decoder with a KV cache, for generating text (the layered
@@ -398,7 +396,7 @@ $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $
 # --- The demo ----------------------------------------------------------------------------------
 # The Hugging Face checkpoint and its generator for a model the project fetches, in its own folder
 # (as Snakemake's MODEL_GGUF; the folders compared as the stamps write them).
-DEMO_PRUNED := $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \
+DEMO_PRUNED := $(PRUNED)-plan.parquet $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \
   $(if $(and $(filter $(MODEL_PATH_STAMPED),$(call stamped_path,$(BUILD)/models/$(MODEL_NAME))),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json \
     $(RUN)/pruned-k$(K_PRUNED)-generator.onnx)
 demo: $(ORT_STAGE_LIB) venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)

@@ -17,7 +17,9 @@
 #                                 MAX_PPL_RATIO=R the folder is ratio<R>/, with
 #                                 MAX_PPL_RATIO_SE=Z ratio<R>-se<Z>/, here and below)
 #   k<K>/plan.parquet             the same plan, measured on the held-out tokens
-#   k<K>/pruned/                  the pruned layered ONNX folder; pruned-eval.parquet: its evaluation
+#   k<K>/pruned/                  the pruned layered ONNX folder, written from plan-calibration.parquet
+#                                 (new held-out tokens do not write it again); pruned-eval.parquet:
+#                                 its evaluation
 #   k<K>/pruned-hf/               the pruned Hugging Face checkpoint (tools/export/prune_hf.py)
 #   k<K>/pruned-generator.onnx    one ONNX decoder with a KV cache, made from pruned-hf/ for
 #                                 generating text (tools/export/export_generator.py; the
@@ -232,22 +234,27 @@ $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evalua
 	$(call evaluate_checkpointed,--model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --overwrite --quiet)
 
 # PRUNE_METHOD (raced adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
-# ratio) chooses on the calibration tokens; the chosen plan is then measured on the held-out
-# tokens and written as the pruned layered folder. With MAX_PPL_RATIO the plan table holds the
-# one plan chosen, so the later steps take it without a k.
+# ratio) chooses on the calibration tokens; the chosen plan is then written as the pruned layered
+# folder, and measured on the held-out tokens, in two steps: the folder is written from the plan
+# as chosen without running the model (from-plan without --tokens), so new held-out tokens
+# (EVAL_*) measure the plan again but write neither the folder nor anything made from it. With MAX_PPL_RATIO the plan table holds the one plan chosen, so the later steps
+# take it without a k.
 $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_STAGE_LIB)
 	@mkdir -p $(dir $@)
 	@# A refused or failed choice leaves no empty plan folder behind.
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
 	  --tokens $< --cache $(PRUNE_CACHE) --out $@ || { rmdir $(dir $@) 2>/dev/null; exit 1; }
 
-$(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_STAGE_LIB)
-	$(BIN)/apply-prune --method from-plan --plans $< --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) \
-	  --model $(PRUNE_MODEL_DIR) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --out $(PRUNE_PLAN_DIR)/plan.parquet --pruned-out $(dir $@) --overwrite
+PRUNE_FROM_PLAN = --method from-plan --plans $(PRUNE_PLAN_DIR)/plan-calibration.parquet --plan-method $(PRUNE_METHOD) \
+  $(if $(K),--k $(K)) --model $(PRUNE_MODEL_DIR)
+$(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet | $(BIN)/apply-prune
+	$(BIN)/apply-prune $(PRUNE_FROM_PLAN) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(dir $@) --overwrite
+
+$(PRUNE_PLAN_DIR)/plan.parquet: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_STAGE_LIB)
+	$(BIN)/apply-prune $(PRUNE_FROM_PLAN) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@
 
 # The written folder itself, run on the held-out tokens.
-$(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
+$(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
 	  --overwrite --quiet)
 
@@ -274,7 +281,8 @@ $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt: $(PRUNE_PLAN_DIR)/pruned/manifest.
 PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_PLAN_DIR)/pruned-generator.onnx)
 PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $(PRUNE_GENERATOR_OUT), one decoder with a KV cache (docs/your-model.md)
 
-prune: $(ORT_STAGE_LIB) $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
+prune: $(ORT_STAGE_LIB) $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/plan.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet \
+       $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
 	  --source $(MODEL) --plan-method $(PRUNE_METHOD) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS))

@@ -137,9 +137,10 @@ def test_a_fetched_pin_is_up_to_date_for_make_q(tmp_path):
 
 def test_a_new_evaluation_text_measures_the_pruned_model_again_but_writes_it_once(run_make, tmp_path):
     """The pruned folder was written again with the plan's measurement on the evaluation text: a
-    new EVAL_TEXT (or device) made the ONNX file, the Hugging Face checkpoint, its generator and
-    the quantized pruned models again from an identical folder. A stand-in for the exporter's
-    Python logs what it is asked to make."""
+    new EVAL_TEXT made the ONNX file, the Hugging Face checkpoint, its generator and the quantized
+    pruned models again from an identical folder. The folder is written from the plan as chosen,
+    by an apply-prune that runs no model; the plan's measurement is a step of its own. A stand-in
+    for the exporter's Python logs what it is asked to make."""
     venv, log = tmp_path / "venv", tmp_path / "export.log"
     (venv / "bin").mkdir(parents=True)
     (venv / ".complete").write_text("")
@@ -148,22 +149,28 @@ def test_a_new_evaluation_text_measures_the_pruned_model_again_but_writes_it_onc
     python.chmod(0o755)
     run = tmp_path / "run"
     pruned = run / "pruned-k2"
-    targets = [str(run / "pruned-k2-eval.parquet"), str(run / "pruned-k2.onnx"), f"VENV_EXPORT={venv}"]
+    targets = [str(run / "pruned-k2-plan.parquet"), str(run / "pruned-k2-eval.parquet"), str(run / "pruned-k2.onnx"),
+               f"VENV_EXPORT={venv}"]
     status, output, ran = run_make(*targets)
     assert status == 0 and log.read_text() == "tools/export/merge_layered.py\n", output
+    (write,) = [line for name, line in ran if name == "apply-prune" and "--pruned-out" in line]
+    assert "--tokens" not in write and "--out" not in write.split() and "--device" not in write, write
     written = (pruned / "manifest.json").stat().st_mtime_ns
     status, output, ran = run_make(*targets, f"EVAL_TEXT={text(tmp_path / 'other.txt', 5)}")
     assert status == 0, output
-    assert [name for name, _ in ran] == ["prepare-tokens", "apply-prune", "evaluate"], ran
+    assert sorted(name for name, _ in ran) == ["apply-prune", "evaluate", "prepare-tokens"], ran
+    (measure,) = [line for name, line in ran if name == "apply-prune"]
+    assert "--pruned-out" not in measure and f"--out {run}/pruned-k2-plan.parquet" in measure, measure
     assert log.read_text() == "tools/export/merge_layered.py\n", "the pruned model was exported again"
     assert (pruned / "manifest.json").stat().st_mtime_ns == written
-    assert not (run / "pruned-k2.new").exists()
     status, output, listed = run_make(*targets, f"EVAL_TEXT={tmp_path / 'other.txt'}", flags=["-n"])
     assert (status, listed) == (0, []), output
-    # A pruned folder gone is written again, and what is made from it made again.
+    # A pruned folder gone is written again, and what is made from it made again; the plan's
+    # measurement is not redone.
     shutil.rmtree(pruned)
     status, output, ran = run_make(*targets, f"EVAL_TEXT={tmp_path / 'other.txt'}")
     assert status == 0 and [name for name, _ in ran] == ["apply-prune", "evaluate"], ran
+    assert "--pruned-out" in ran[0][1]
     assert log.read_text().count("merge_layered") == 2 and (pruned / "manifest.json").exists()
 
 

@@ -57,7 +57,8 @@ elif name in ("prepare-tokens", "evaluate"):
     touch(value("--out"))
 
 elif name == "apply-prune":
-    touch(value("--out"))
+    if value("--out"):  # the pruned folder is written without a plan table
+        touch(value("--out"))
     if value("--cache"):  # one line per run that kept its evaluations there
         with open(value("--cache"), "a") as cache:
             cache.write("run\n")
@@ -150,11 +151,13 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     out = setup["tmp"] / "run"
     _, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
     # Export of the folder, held-out tokens, the full model on them, calibration tokens, the
-    # raced adaptive plan on them, the pruned folder measured on the held-out tokens, its evaluation,
-    # the HF checkpoint, the KV-cache decoder made from it, the summary: each once, in this order.
+    # raced adaptive plan on them, that plan measured on the held-out tokens, the pruned folder
+    # written from it, its evaluation, the HF checkpoint, the KV-cache decoder made from it, the
+    # summary: each once, in this order.
     names = [line[0] for line in lines]
     assert names == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens", "apply-prune",
-                     "apply-prune", "evaluate", "prune_hf.py", "export_generator.py", "report.py"], lines
+                     "apply-prune", "apply-prune", "evaluate", "prune_hf.py", "export_generator.py",
+                     "report.py"], lines
     (export,) = calls(lines, "export_layered.py")
     assert arg(export, "--model") == str(setup["hf"]) and arg(export, "--out") == f"{out}/model"
     (choose,) = calls(lines, "apply-prune", "adaptive", "--budget")
@@ -163,11 +166,16 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     assert arg(choose, "--tokens") == f"{out}/tokens-calib.parquet"
     assert arg(choose, "--out") == f"{out}/k2/plan-calibration.parquet"
     assert arg(choose, "--cache") == f"{out}/evaluations-calib.parquet"
-    (write,) = calls(lines, "apply-prune", "from-plan")
-    assert arg(write, "--tokens") == f"{out}/tokens-eval.parquet"
-    assert arg(write, "--plan-method") == "adaptive-raced" and arg(write, "--k") == "2"
-    assert arg(write, "--out") == f"{out}/k2/plan.parquet"
+    # The plan measured on the held-out tokens, and the folder written from the plan as chosen
+    # by a run of no model (no tokens, no device): new held-out tokens do not write it again.
+    (measure, write) = calls(lines, "apply-prune", "from-plan")
+    for line in (measure, write):
+        assert arg(line, "--plans") == f"{out}/k2/plan-calibration.parquet"
+        assert arg(line, "--plan-method") == "adaptive-raced" and arg(line, "--k") == "2"
+    assert arg(measure, "--tokens") == f"{out}/tokens-eval.parquet" and "--pruned-out" not in measure
+    assert arg(measure, "--out") == f"{out}/k2/plan.parquet"
     assert arg(write, "--pruned-out").rstrip("/") == f"{out}/k2/pruned"
+    assert "--tokens" not in write and "--out" not in write and "--device" not in write
     (hf,) = calls(lines, "prune_hf.py")
     # The checkpoint is made from the plan as chosen, not its held-out measurement (plan.parquet).
     assert arg(hf, "--model") == str(setup["hf"]) and arg(hf, "--plans") == f"{out}/k2/plan-calibration.parquet"
@@ -197,9 +205,10 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     assert arg(choose, "--max-ppl-ratio") == "1.5" and "--k" not in choose and "--budget" not in choose
     assert arg(choose, "--out") == f"{out}/ratio1.5/plan-calibration.parquet"
     # The later steps take the table's one plan of that method, whatever k it has.
-    (write,) = calls(lines, "apply-prune", "from-plan")
+    (measure, write) = calls(lines, "apply-prune", "from-plan")
     assert "--k" not in write and arg(write, "--pruned-out").rstrip("/") == f"{out}/ratio1.5/pruned"
-    assert arg(write, "--plan-method") == "sleb-raced"
+    assert "--k" not in measure and arg(measure, "--out") == f"{out}/ratio1.5/plan.parquet"
+    assert arg(write, "--plan-method") == arg(measure, "--plan-method") == "sleb-raced"
     (hf,) = calls(lines, "prune_hf.py")
     assert "--k" not in hf and arg(hf, "--plans") == f"{out}/ratio1.5/plan-calibration.parquet"
     assert arg(hf, "--plan-method") == "sleb-raced"
@@ -211,7 +220,7 @@ def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
     assert [line[0] for line in again] == ["report.py"], again
     # Another ratio: a plan of its own; the export, tokens and full model's evaluation are shared.
     _, lines = setup["make"](base[0], "MAX_PPL_RATIO=2", base[2])
-    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
+    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
     assert arg(lines[0], "--max-ppl-ratio") == "2"
     # A budget of the user's is the recommended method's (raced adaptive removal), at that budget
@@ -245,21 +254,26 @@ def test_changed_settings_redo_what_they_affect(setup):
     base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
     setup["make"](*base)
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least")
-    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
+    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
     assert arg(calls(lines, "apply-prune", "adaptive")[0], "--budget") == "least"
     # New held-out windows: the held-out tokens and every measurement on them, not the plan, nor
-    # the checkpoint and the decoder, which the held-out tokens do not change.
+    # the pruned folder (written from the plan as chosen), the checkpoint and the decoder, which
+    # the held-out tokens do not change.
+    pruned = out / "k2" / "pruned" / "manifest.json"
+    written = pruned.stat().st_mtime_ns
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
     assert [line[0] for line in lines] == ["prepare-tokens", "evaluate", "apply-prune", "evaluate", "report.py"]
     assert arg(lines[0], "--windows") == "7" and "--mode" in lines[0] and arg(lines[0], "--mode") == "consecutive"
+    assert "--pruned-out" not in lines[2] and arg(lines[2], "--out") == f"{out}/k2/plan.parquet"
+    assert pruned.stat().st_mtime_ns == written
     # The decoder's flags redo the decoder only.
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7", "PRUNE_GENERATOR_FLAGS=--dtype fp16")
     assert [line[0] for line in lines] == ["export_generator.py", "report.py"]
     assert arg(lines[0], "--dtype") == "fp16"
     # Another k: a folder of its own, the same export and tokens.
     _, lines = setup["make"](*base[:1], "K=3", base[2], "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
-    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "evaluate", "prune_hf.py",
+    assert [line[0] for line in lines] == ["apply-prune", "apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
     assert arg(lines[-2], "--out") == f"{out}/k3/pruned-generator.onnx"
     assert (out / "k3" / "llama-cpp-prune-layers.txt").read_text() == "1,3,5\n"
@@ -278,7 +292,7 @@ def test_changed_settings_redo_what_they_affect(setup):
     (setup["hf"] / "model.safetensors").write_text("new weights")
     _, lines = setup["make"](*base, "ADAPTIVE_BUDGET=least", "EVAL_WINDOWS=7")
     assert [line[0] for line in lines] == ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens",
-                                           "apply-prune", "apply-prune", "evaluate", "prune_hf.py",
+                                           "apply-prune", "apply-prune", "apply-prune", "evaluate", "prune_hf.py",
                                            "export_generator.py", "report.py"]
     # New calibration tokens (here: of a new export) start the cache afresh.
     assert cache.read_text().count("run") == 1
@@ -335,7 +349,7 @@ def test_qwen3_vl_plans_keep_the_blocks_its_deepstack_features_follow(setup):
         {"model_type": "qwen3_vl", "text_config": {"model_type": "qwen3_vl_text", "num_hidden_layers": 8},
          "vision_config": {"deepstack_visual_indexes": [2, 4]}}))
     _, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
-    (plan,) = [line for line in calls(lines, "apply-prune") if "--pruned-out" not in line]
+    (plan,) = [line for line in calls(lines, "apply-prune") if "from-plan" not in line]
     assert arg(plan, "--fixed") == "0,1"
 
 
@@ -416,7 +430,9 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     # The decoder is made from the pruned checkpoint (a GGUF's architecture is known once loaded).
     assert f"export_generator.py --model {run}/k4/pruned-hf/ --out {run}/k4/pruned-generator.onnx" in text
     assert "apply-prune --method adaptive --budget 0.5sleb --race-se 3 --k 4" in text
-    assert text.count("--device cuda:1") == 4  # full model, plan, pruned folder, its evaluation
+    # The full model, the plan, its measurement on the held-out tokens, the pruned folder's
+    # evaluation; not the folder's writing, which runs no model.
+    assert text.count("--device cuda:1") == 4
     assert f"report.py summary --run {run} --plan-dir {run}/k4" in text
 
 

@@ -269,7 +269,7 @@ def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
     for rule in ["fetch_lambada", "fetch_smollm2", "venv_export", "export_model", "tokens_calib",
                  "tokens_eval", "sample_masks", "block_stats", "surrogate_mlp",
                  "surrogate_quadratic", "scores_published", "scores_shapley", "scores_baselines",
-                 "pruned_model", "pruned_eval", "pruned_onnx", "pruned_hf", "pruned_generator",
+                 "pruned_model", "pruned_plan", "pruned_eval", "pruned_onnx", "pruned_hf", "pruned_generator",
                  "full_eval", "summary"]:
         assert counts.get(rule) == 1, (rule, counts)
     assert counts["evaluate_shard"] == 12
@@ -335,7 +335,7 @@ def test_slurm_profile_dry_run(tmp_path, text):
     jobs = re.findall(r"\n(?:local)?rule (\w+):\n(.*?)(?=\n\[|\Z)", out, re.S)
     model_jobs = [(rule, job) for rule, job in jobs if "--device" in job]
     assert {rule for rule, _ in model_jobs} == {"evaluate_shard", "block_stats", "plan_calibration",
-                                                "plan", "pruned_model", "pruned_eval", "full_eval"}
+                                                "plan", "pruned_plan", "pruned_eval", "full_eval"}
     for rule, job in model_jobs:
         gpus = re.search(r"resources: .*\bgpu=(\d+)", job).group(1)
         if rule == "evaluate_shard":
@@ -353,7 +353,11 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     dry = snakemake(tmp_path / "dry", "--configfile", str(config), "--cores", "2", "-n", "-p")
     commands = [line for line in (dry.stdout + dry.stderr).splitlines()
                 if re.search(r"/(evaluate|apply-prune) ", line) and "--merge" not in line]
-    # The shards, block statistics, both runs of every plan, the pruned model and its
+    # The pruned folder is written from the plan as chosen by a run of no model: none of them.
+    (folder,) = [line for line in commands if "--pruned-out" in line]
+    assert "--tokens" not in folder and flags not in folder and "--cache-mb" not in folder, folder
+    commands.remove(folder)
+    # The shards, block statistics, both runs of every plan, the pruned model's plan and its
     # evaluation, the full model's.
     assert len(commands) >= 6, dry.stdout[-3000:]
     for command in commands:
@@ -507,6 +511,42 @@ def test_a_plan_is_chosen_again_only_when_its_own_inputs_change(tmp_path, text):
     result = snakemake(tmp_path / "wd2", "-n", "-p", "--cores", "2", "--config", f"build={tmp_path}/build",
                        f"model_dir={FIXTURE}", f"calib_text={text}", f"eval_text={text}", "ks=1,2", "k_pruned=2")
     assert f"{tmp_path}/build/runs/{FIXTURE.name}-workflow/" in result.stdout + result.stderr
+
+
+def test_a_new_evaluation_text_measures_the_pruned_model_again_without_writing_it(tmp_path, text):
+    """The pruned folder was written by the job that measured its plan on the evaluation text: a
+    new text reran that job, which deleted the folder's manifest and wrote the whole folder again
+    (and so the ONNX file, the checkpoint, its generator made from it). The folder is now written
+    from the plan as chosen, by a job that runs no model; the measurement is a job of its own."""
+    config = write_config(tmp_path, text, shards=1, rounds=1)
+    workdir = tmp_path / "wd"
+    run = tmp_path / "run"
+    targets = [str(run / "pruned-k2" / "manifest.json"), str(run / "pruned-k2-plan.parquet"),
+               str(run / "pruned-k2-eval.parquet")]
+    result = snakemake(workdir, "--configfile", str(config), "--cores", "2", *targets)
+    counts = job_counts(result.stdout + result.stderr)
+    assert (counts.get("pruned_model"), counts.get("pruned_plan"), counts.get("pruned_eval")) == (1, 1, 1), counts
+    manifest = run / "pruned-k2" / "manifest.json"
+    written = manifest.stat().st_mtime_ns
+    # The folder's job runs no model: no device or runtime flag in its command.
+    log = (run / "logs" / "pruned.log").read_text()
+    assert "--tokens" not in log and "--device" not in log, log
+    plan, _ = read(run / "pruned-k2-plan.parquet")
+    removed = json.loads(manifest.read_text())["pruned_from"]["removed_blocks"]
+    assert plan.to_pydict()["removed_blocks"] == [removed]
+
+    other = tmp_path / "other.txt"
+    other.write_text(text.read_text()[::-1])
+    dry = snakemake(workdir, *targets, "-n", "--cores", "2", "--configfile", str(config),
+                    "--config", f"eval_text={other}")
+    counts = job_counts(dry.stdout + dry.stderr)
+    assert counts.get("pruned_model") is None, counts
+    assert (counts.get("tokens_eval"), counts.get("pruned_plan"), counts.get("pruned_eval")) == (1, 1, 1), counts
+    snakemake(workdir, *targets, "--cores", "2", "--configfile", str(config), "--config", f"eval_text={other}")
+    assert manifest.stat().st_mtime_ns == written
+    _, tokens = read(run / "tokens-eval.parquet")
+    _, measured = read(run / "pruned-k2-plan.parquet")
+    assert json.loads(measured["layerprune.inputs"])["dataset"] == tokens["layerprune.dataset_id"]
 
 
 def test_a_run_folder_is_refused_to_another_model_folder(tmp_path, text):

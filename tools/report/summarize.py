@@ -113,6 +113,26 @@ def write_plots(plot_dir: Path, run: Path, methods, ks, plans, full_ppl, score_t
     return written
 
 
+def check_pruned_folder(folder: Path, plan: dict):
+    """Refuses a pruned folder that removes other blocks than the plan said to be written to it:
+    the pipelines write the folder (from the plan as chosen) and the plan's measurement on the
+    evaluation text in steps of their own, and a folder left from another plan would be reported
+    under this one's blocks. A folder not there (or written before its manifest recorded
+    `pruned_from`) is not checked."""
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return
+    try:
+        pruned_from = json.loads(manifest.read_text()).get("pruned_from") or {}
+    except (OSError, ValueError, AttributeError) as error:
+        fail(f"{manifest}: not a readable model manifest ({error})")
+    removed = pruned_from.get("removed_blocks")
+    if removed is not None and sorted(removed) != sorted(plan["removed_blocks"]):
+        fail(f"{manifest}: the pruned folder removes blocks {sorted(removed)}, but its plan "
+             f"({folder.parent / (folder.name + '-plan.parquet')}) blocks {sorted(plan['removed_blocks'])}: "
+             "one was made from another plan; make them again")
+
+
 def ratio_clause(plan: dict):
     """The plan's perplexity ratio to the full model on the evaluation text, with its range at
     two standard errors over the windows, when the plan table has the full model beside it."""
@@ -215,6 +235,7 @@ def main():
     if args.k_pruned is not None:
         pruned_eval = args.run / f"pruned-k{args.k_pruned}-eval.parquet"
         plan = read_rows(args.run / f"pruned-k{args.k_pruned}-plan.parquet", "plans", dataset, model)[0]
+        check_pruned_folder(args.run / f"pruned-k{args.k_pruned}", plan)
         # The pruned folder is a model of its own (its model_id is not the full model's).
         after = read_rows(pruned_eval, "evaluations", dataset)[0]
         lines += ["", f"Pruned model written to {args.run / f'pruned-k{args.k_pruned}'}: "

@@ -350,7 +350,6 @@ impl LoadedPlanInputs {
         settings: &PlanSettings,
         mut game: Option<&mut dyn Game>,
     ) -> Result<Vec<Plan>> {
-        let method = self.method;
         let windows = game.as_deref().and_then(|g| g.num_windows());
         self.check(settings, windows, false)?;
         let mut settings = settings.clone();
@@ -367,6 +366,21 @@ impl LoadedPlanInputs {
                 settings.race = None;
             }
         }
+        let mut plans = self.chosen(settings, game.as_mut().map(|g| &mut **g as &mut dyn Game))?;
+        if let Some(game) = game {
+            measure_plans(game, &mut plans, self.num_blocks)?;
+        }
+        Ok(plans)
+    }
+
+    /// The plans by the method, chosen (with `game` where the method measures masks to
+    /// choose), not measured.
+    fn chosen<'a>(
+        &'a self,
+        settings: PlanSettings,
+        game: Option<&'a mut dyn Game>,
+    ) -> Result<Vec<Plan>> {
+        let method = self.method;
         let options = PlanOptions {
             num_blocks: self.num_blocks,
             fixed: self.fixed.clone(),
@@ -381,9 +395,9 @@ impl LoadedPlanInputs {
             block_stats: self.block_stats.as_ref(),
             earlier_plans: self.earlier_plans.as_ref(),
             plan_method: self.plan_method.as_deref(),
-            game: game.as_mut().map(|g| &mut **g as &mut dyn Game),
+            game,
         };
-        let mut plans = choose_plans(method, &mut inputs, &options).with_context(|| {
+        choose_plans(method, &mut inputs, &options).with_context(|| {
             match (method, &self.plans_path, &options.settings.ratio_target) {
                 (PlanMethod::FromPlan, Some(path), _) => path.display().to_string(),
                 (_, _, Some(target)) => format!(
@@ -392,11 +406,7 @@ impl LoadedPlanInputs {
                 ),
                 _ => format!("--method {method}"),
             }
-        })?;
-        if let Some(game) = game {
-            measure_plans(game, &mut plans, self.num_blocks)?;
-        }
-        Ok(plans)
+        })
     }
 
     /// Refuses sampling settings that would be ignored: with a surrogate of closed form
@@ -494,6 +504,9 @@ impl LoadedPlanInputs {
                         .join(", ")
                 );
             }
+        }
+        if self.method == PlanMethod::FromPlan {
+            self.chosen(settings.clone(), None)?;
         }
         Ok(())
     }

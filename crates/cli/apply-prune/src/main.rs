@@ -1,6 +1,8 @@
 //! `apply-prune`: chooses the blocks to delete and writes the plans (one per `--k`, or the one
 //! with the most blocks removed within `--max-ppl-ratio`), optionally measuring each on the LLM
-//! and writing the pruned model folder.
+//! (`--model` with `--tokens`) and writing the pruned model folder (`--pruned-out`, with or
+//! without measuring: without `--tokens` no model runs, so a pipeline writes the folder from the
+//! plan as chosen and measures it on other text in a step of its own).
 //!
 //! Selection: one-shot on a score table (`--scores --estimator`), iterative removal or search
 //! through a surrogate (`--method iterative|search --surrogate`), SLEB or adaptive removal on
@@ -35,7 +37,9 @@ use layerprune_tables::{write_plans, Provenance, TableKind};
         apply-prune --method adaptive --budget sleb --model model/ --tokens tokens.parquet --k 6 \\\n    \
         --out plans.parquet --pruned-out pruned/\n  \
         apply-prune --method adaptive --max-ppl-ratio 1.5 --model model/ --tokens tokens.parquet \\\n    \
-        --out plans.parquet --pruned-out pruned/"
+        --out plans.parquet --pruned-out pruned/\n  \
+        apply-prune --method from-plan --plans plans.parquet --plan-method adaptive --k 6 \\\n    \
+        --model model/ --pruned-out pruned/"
 )]
 struct Args {
     /// Selection method: one-shot (the k lowest scores of --estimator in --scores; the default
@@ -110,7 +114,9 @@ struct Args {
     /// --surrogate.
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
-    /// Layered model folder: with --tokens, every plan is measured on it.
+    /// Layered model folder: with --tokens, every plan is measured on it; with --pruned-out, the
+    /// folder pruned (without --tokens it is not run: only its manifest is read and its files'
+    /// sha256 checked).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Token table the plans are measured on (prepare-tokens): the calibration tokens when
@@ -140,12 +146,15 @@ struct Args {
     /// [default: 0]
     #[arg(long)]
     seed: Option<u64>,
-    /// Plan table to write (`--plan`, its name before 2026-12-04, is still accepted).
-    #[arg(long, alias = "plan")]
-    out: PathBuf,
+    /// Plan table to write (`--plan`, its name before 2026-12-04, is still accepted); may be
+    /// left out with --pruned-out and no --tokens (nothing measured): with it, the plans as
+    /// chosen (from-plan: as recorded, without the measurement of the table they are read from).
+    #[arg(long, alias = "plan", required_unless_present = "pruned_out")]
+    out: Option<PathBuf>,
     /// Also write the pruned model folder here (one plan: exactly one --k, --max-ppl-ratio, or
-    /// with from-plan a --plans table of one plan; needs --model, the folder to prune, and
-    /// --tokens, on which the plan is measured).
+    /// with from-plan a --plans table of one plan; needs --model, the folder to prune). With
+    /// --tokens the plan is measured on them as well; without, no model runs (e.g. from-plan
+    /// writing the folder of a plan chosen earlier: the same folder, whatever text measures it).
     #[arg(long)]
     pruned_out: Option<PathBuf>,
     /// Replace an existing --pruned-out folder.
@@ -268,28 +277,51 @@ fn config(args: &Args) -> Result<Config> {
             settings.ks.len()
         );
     }
-    if args.model.is_some() != args.tokens.is_some() {
+    if args.tokens.is_some() && args.model.is_none() {
         bail!("measuring needs both --model and --tokens");
     }
-    if args.cache.is_some() && args.model.is_none() {
+    // --model without --tokens is the folder --pruned-out prunes, and nothing else.
+    if args.model.is_some() && args.tokens.is_none() && args.pruned_out.is_none() {
+        bail!(
+            "--model without --tokens would not be used: give --tokens to measure the plans on \
+             it, or --pruned-out to write it pruned"
+        );
+    }
+    if args.cache.is_some() && args.tokens.is_none() {
         bail!("--cache keeps the evaluations of --model on --tokens; it needs both");
     }
     if args.pruned_out.is_some() && args.model.is_none() {
-        bail!("--pruned-out needs --model (the folder to prune) and --tokens");
+        bail!("--pruned-out needs --model (the folder to prune)");
+    }
+    if args.tokens.is_some() && args.out.is_none() {
+        // Measured and not written: the run would be wasted.
+        bail!(
+            "--tokens measures the plans, and only --out keeps the measurement: give --out, or \
+             leave --tokens out to write --pruned-out from the plan as chosen without running \
+             the model"
+        );
     }
     if args.overwrite && args.pruned_out.is_none() {
         bail!("--overwrite replaces an existing --pruned-out folder; it needs --pruned-out");
     }
-    if args.model.is_none() {
-        // Chosen without the model: a setting of a run of the model would be ignored.
+    if args.tokens.is_none() {
+        // Nothing runs the model: a setting of a run of it would be ignored. A folder pruned
+        // without a run still has its files hashed, on --threads, unless --no-verify.
         let mut ignored = args.runtime.given(&args.device);
-        if args.no_verify {
+        if args.model.is_some() {
+            ignored.retain(|flag| *flag != "--threads");
+        } else if args.no_verify {
             ignored.push("--no-verify");
         }
         if !ignored.is_empty() {
+            let why = if args.model.is_some() {
+                "no --tokens is given (--model is then only the folder --pruned-out prunes, \
+                 and does not run)"
+            } else {
+                "no --model is given (with --tokens it measures every plan)"
+            };
             bail!(
-                "{} {} for running the model, and no --model is given (with --tokens it \
-                 measures every plan); leave {} out",
+                "{} {} for running the model, and {why}; leave {} out",
                 ignored.join(", "),
                 if ignored.len() == 1 { "is" } else { "are" },
                 if ignored.len() == 1 { "it" } else { "them" }
@@ -304,7 +336,7 @@ fn config(args: &Args) -> Result<Config> {
              (--method iterative or search); --method {method} does not charge it (leave it out)"
         );
     }
-    files.check(method, args.model.is_some())?;
+    files.check(method, args.tokens.is_some())?;
     Ok(Config {
         method,
         files,
@@ -326,7 +358,7 @@ fn apply_prune(args: Args) -> Result<()> {
         .inputs(files.paths())
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
-        .output_table("--out", &args.out, TableKind::Plans)
+        .output_table_opt("--out", args.out.as_deref(), TableKind::Plans)
         .output_table_opt("--cache", args.cache.as_deref(), TableKind::Evaluations)
         .output_folder_opt("--pruned-out", args.pruned_out.as_deref())
         .existing_refused_unless_opt(args.overwrite, "--pruned-out", args.pruned_out.as_deref())
@@ -337,20 +369,24 @@ fn apply_prune(args: Args) -> Result<()> {
         layerprune_model::refuse_foreign_folder(dest)?;
     }
 
-    let model = match &args.model {
-        Some(dir) => Some(LayeredModel::open(
-            dir,
-            &args.runtime.runtime_options(&args.device, !args.no_verify),
-        )?),
-        None => None,
-    };
-    let facts = model
+    // The model's block count and id from its manifest alone, so that the inputs, the fixed
+    // blocks and each k are checked against it before its files are hashed or its graphs
+    // opened (seconds to minutes on a large model).
+    let manifest = args
+        .model
+        .as_deref()
+        .map(|dir| -> Result<_> {
+            let manifest = layerprune_model::Manifest::load(dir)?;
+            Ok((manifest, layerprune_model::model_id(dir)?))
+        })
+        .transpose()?;
+    let facts = manifest
         .as_ref()
         .zip(args.model.as_deref())
-        .map(|(model, dir)| ModelFacts {
+        .map(|((manifest, model_id), dir)| ModelFacts {
             dir,
-            model_id: model.model_id(),
-            num_blocks: model.num_blocks(),
+            model_id,
+            num_blocks: manifest.num_blocks,
         });
     let inputs = files.load(method, facts)?;
     inputs.refuse_moot_sampling(
@@ -362,16 +398,9 @@ fn apply_prune(args: Args) -> Result<()> {
         },
     )?;
     let num_blocks = inputs.num_blocks;
-    let tokens = match (&model, &args.tokens) {
-        (Some(model), Some(path)) => Some(layerprune_evaluation::game_tokens(model, path)?),
-        _ => None,
-    };
-    // What the plans would refuse, before the model runs or the cache is written.
-    inputs.check(
-        &settings,
-        tokens.as_ref().map(|tokens| tokens.windows.len()),
-        args.pruned_out.is_some(),
-    )?;
+    // What the plans would refuse, before the model is opened or the cache is written (again
+    // below with the number of windows, once the tokens are read).
+    inputs.check(&settings, None, args.pruned_out.is_some())?;
     // One Shapley computation through a surrogate holds `--permutation-pairs` pairs of player
     // orders and a marginal per player for each (about 32 bytes per pair and block).
     check_memory(
@@ -379,6 +408,40 @@ fn apply_prune(args: Args) -> Result<()> {
         &[settings.permutation_pairs, num_blocks + 1],
         32,
     )?;
+    let model = match (&args.model, &manifest, &args.tokens) {
+        (Some(dir), Some((_, model_id)), Some(_)) => {
+            let model = LayeredModel::open(
+                dir,
+                &args.runtime.runtime_options(&args.device, !args.no_verify),
+            )?;
+            if model.model_id() != model_id {
+                bail!(
+                    "{}: its manifest.json changed while this run read it; run again",
+                    dir.display()
+                );
+            }
+            Some(model)
+        }
+        // Pruned without a run: the files the pruned folder takes are checked as opening the
+        // model would check them.
+        (Some(dir), Some((manifest, _)), None) => {
+            manifest.check_folder(dir, !args.no_verify)?;
+            None
+        }
+        _ => None,
+    };
+    let tokens = match (&model, &args.tokens) {
+        (Some(model), Some(path)) => Some(layerprune_evaluation::game_tokens(model, path)?),
+        _ => None,
+    };
+    if let Some(tokens) = &tokens {
+        // A margin of standard errors needs windows enough; before the model runs.
+        inputs.check(
+            &settings,
+            Some(tokens.windows.len()),
+            args.pruned_out.is_some(),
+        )?;
+    }
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(settings.seed);
     let (mut game, dataset_id) = match (model, tokens, &args.tokens) {
@@ -460,8 +523,10 @@ fn apply_prune(args: Args) -> Result<()> {
         layerprune_model::refuse_overlap(source, dest)?;
         layerprune_model::remove_folder(dest, args.overwrite)?;
     }
-    write_plans(&args.out, &table, &provenance)?;
-    tracing::info!("wrote {} ({} plans)", args.out.display(), table.rows.len());
+    if let Some(out) = &args.out {
+        write_plans(out, &table, &provenance)?;
+        tracing::info!("wrote {} ({} plans)", out.display(), table.rows.len());
+    }
     layerprune_cli_common::print_summary(&table.to_string())?;
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;

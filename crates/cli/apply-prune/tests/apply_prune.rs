@@ -1847,3 +1847,308 @@ fn a_score_table_without_estimator_names_its_estimators() {
         None,
     );
 }
+
+/// apply-prune with `env` set (e.g. ORT_DYLIB_PATH, to show the model never runs).
+fn apply_prune_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_apply-prune"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the apply-prune binary runs")
+}
+
+/// A pipeline writes the pruned folder from the plan as chosen (from-plan without --tokens)
+/// in a step of its own, so that a new evaluation text, which only measures the plan again,
+/// leaves the folder alone: such a run opens no model (here ONNX Runtime cannot even be
+/// loaded), writes the very folder a measuring run writes, and refuses what it cannot write
+/// before writing anything.
+#[test]
+fn a_recorded_plan_is_written_as_a_pruned_folder_without_running_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let chosen = dir.path().join("chosen.parquet");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s, chosen_s) = (s(&fixture()), s(&tokens), s(&chosen));
+    succeed(&[
+        "--method", "sleb", "--k", "1,2", "--model", &model_s, "--tokens", &tokens_s, "--out",
+        &chosen_s,
+    ]);
+    let recorded = read_plans(&chosen).unwrap();
+
+    let measured_folder = dir.path().join("measured-pruned");
+    let measured = dir.path().join("measured.parquet");
+    succeed(&[
+        "--method",
+        "from-plan",
+        "--plans",
+        &chosen_s,
+        "--plan-method",
+        "sleb",
+        "--k",
+        "2",
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--out",
+        &s(&measured),
+        "--pruned-out",
+        &s(&measured_folder),
+    ]);
+
+    // No ONNX Runtime to load: a run that opened the model would fail.
+    let no_runtime = [("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")];
+    let folder = dir.path().join("pruned");
+    let from_plan = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--method",
+            "from-plan",
+            "--plans",
+            &chosen_s,
+            "--plan-method",
+            "sleb",
+            "--k",
+            "2",
+            "--model",
+            &model_s,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        apply_prune_with(&args, &no_runtime)
+    };
+    let output = run(&from_plan(&["--pruned-out", &s(&folder), "--threads", "1"]));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The same folder, file for file, as the run that measured the plan wrote: no plan table
+    // beside it.
+    let relative = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        layerprune_tests::snapshot(root)
+            .into_iter()
+            .map(|(path, bytes)| (path.strip_prefix(root).unwrap().to_path_buf(), bytes))
+            .collect()
+    };
+    assert_eq!(relative(&folder), relative(&measured_folder));
+    let manifest = Manifest::load(&folder).unwrap();
+    let removed: Vec<usize> = recorded.rows[1]
+        .removed_blocks
+        .iter()
+        .map(|&b| b as usize)
+        .collect();
+    assert_eq!(manifest.num_blocks, 6 - removed.len());
+    assert!(manifest
+        .blocks
+        .iter()
+        .all(|block| !removed.contains(&block.original_index)));
+    let mut entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            "chosen.parquet",
+            "measured-pruned",
+            "measured.parquet",
+            "pruned",
+            "scores.parquet",
+            "tokens.parquet"
+        ]
+    );
+
+    // With --out, the plan as recorded (not measured here), for the model pruned.
+    let out = dir.path().join("as-chosen.parquet");
+    let again = dir.path().join("again");
+    let output = run(&from_plan(&["--out", &s(&out), "--pruned-out", &s(&again)]));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = read_plans(&out).unwrap();
+    let mut expected = recorded.rows[1].clone();
+    (
+        expected.measured_nll,
+        expected.measured_ppl,
+        expected.runner_up,
+    ) = (None, None, None);
+    expected.full_model = None;
+    assert_eq!(written.rows, vec![expected]);
+    let model_id = layerprune_model::model_id(&fixture()).unwrap();
+    let inputs = layerprune_tables::read_input_ids(&out).unwrap();
+    assert_eq!(inputs.get("model"), Some(&model_id));
+    assert_eq!(relative(&again), relative(&folder));
+
+    // Refused before anything is written, with the reason.
+    let refused_plan = dir.path().join("refused.parquet");
+    let refused = dir.path().join("refused-pruned");
+    let refused_s = s(&refused);
+    let check_refused = |args: Vec<String>, expected: &str| {
+        let output = run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: stderr is {stderr}");
+        assert!(
+            !refused.exists() && !refused_plan.exists(),
+            "{args:?} wrote"
+        );
+    };
+    let pruned_out = ["--pruned-out", refused_s.as_str()];
+    let with = |flag: &str, value: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = from_plan(&[]);
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = value.to_string();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    check_refused(
+        with("--plan-method", "adaptive", &pruned_out),
+        "no plan removes 2 blocks with method adaptive (the methods of those that do: sleb)",
+    );
+    check_refused(
+        with("--k", "3", &pruned_out),
+        "no plan removes 3 blocks with method sleb",
+    );
+    check_refused(
+        with("--k", "1,2", &pruned_out),
+        "it needs exactly one --k (got 2)",
+    );
+    let kept = recorded.rows[1].removed_blocks[0].to_string();
+    check_refused(
+        with("--k", "2", &[&pruned_out[..], &["--fixed", &kept]].concat()),
+        &format!("removes fixed block {kept}"),
+    );
+    check_refused(
+        with("--k", "2", &[&pruned_out[..], &["--fixed", "9"]].concat()),
+        "fixed block 9 is not a block of this 6-block model",
+    );
+    let other_model = dir.path().join("five-blocks");
+    layerprune_tests::copy_tiny_model_with_manifest(&other_model, |manifest| {
+        manifest["num_blocks"] = 5.into();
+        manifest["blocks"].as_array_mut().unwrap().pop();
+    });
+    check_refused(
+        with("--model", &s(&other_model), &pruned_out),
+        "the plan table is for a model of 6 blocks",
+    );
+    // A setting of a run of the model that would not run.
+    check_refused(
+        from_plan(&[&pruned_out[..], &["--device", "cuda", "--mask-batch", "2"]].concat()),
+        "--device, --mask-batch are for running the model, and no --tokens is given",
+    );
+    check_refused(
+        from_plan(
+            &[
+                &pruned_out[..],
+                &["--cache", &s(&dir.path().join("c.parquet"))],
+            ]
+            .concat(),
+        ),
+        "--cache keeps the evaluations of --model on --tokens",
+    );
+    // The model given for nothing, and a measurement that would not be kept.
+    check_refused(
+        from_plan(&["--out", &s(&refused_plan)]),
+        "--model without --tokens would not be used",
+    );
+    check_refused(
+        from_plan(&[&pruned_out[..], &["--tokens", &tokens_s]].concat()),
+        "only --out keeps the measurement",
+    );
+    let output = apply_prune(&["--method", "from-plan", "--plans", &chosen_s, "--k", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("--out"),
+        "{stderr}"
+    );
+    // Measuring too, a plan the table lacks is refused before the model is opened (no ONNX
+    // Runtime here) or its cache written.
+    let cache = dir.path().join("cache.parquet");
+    check_refused(
+        with(
+            "--plan-method",
+            "adaptive",
+            &[
+                "--tokens",
+                &tokens_s,
+                "--cache",
+                &s(&cache),
+                "--out",
+                &s(&refused_plan),
+            ],
+        ),
+        "no plan removes 2 blocks with method adaptive",
+    );
+    assert!(!cache.exists());
+}
+
+/// The fixed blocks and each k are checked against the model's manifest before its files are
+/// hashed or its graphs opened: a request that cannot be met is named as such, not hidden
+/// behind a damaged file of the model (nor does it wait for the hashing of a large one).
+#[test]
+fn fixed_blocks_and_ks_are_refused_before_the_model_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let model = dir.path().join("model");
+    layerprune_tests::copy_tiny_model(&model);
+    // A block graph whose bytes no longer match the manifest's sha256.
+    let block = model.join("block_003.onnx");
+    let mut bytes = std::fs::read(&block).unwrap();
+    bytes.push(0);
+    std::fs::write(&block, bytes).unwrap();
+    let plan = dir.path().join("plan.parquet");
+    let folder = dir.path().join("pruned");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s, scores_s, plan_s, folder_s) =
+        (s(&model), s(&tokens), s(&scores), s(&plan), s(&folder));
+    for (extra, expected) in [
+        (
+            &["--method", "sleb", "--k", "2", "--fixed", "9"][..],
+            "fixed block 9 is not a block of this 6-block model",
+        ),
+        (&["--method", "adaptive", "--k", "6"][..], "--k 6"),
+        (
+            &[
+                "--scores",
+                &scores_s,
+                "--estimator",
+                "test",
+                "--k",
+                "5",
+                "--fixed",
+                "0",
+            ][..],
+            "1 fixed",
+        ),
+    ] {
+        for pruned in [false, true] {
+            let mut args: Vec<&str> = extra.to_vec();
+            args.extend(["--model", &model_s, "--tokens", &tokens_s, "--out", &plan_s]);
+            if pruned {
+                args.extend(["--pruned-out", &folder_s]);
+            }
+            fail(&args, expected, &plan, Some(&folder));
+            let stderr = String::from_utf8_lossy(&apply_prune(&args).stderr).into_owned();
+            assert!(!stderr.contains("sha256"), "{args:?}: {stderr}");
+        }
+    }
+    // Once the request is sound, the damaged file is found.
+    fail(
+        &[
+            "--method", "sleb", "--k", "2", "--model", &model_s, "--tokens", &tokens_s, "--out",
+            &plan_s,
+        ],
+        "block_003.onnx",
+        &plan,
+        None,
+    );
+}
