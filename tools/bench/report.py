@@ -45,8 +45,15 @@ def main():
     rust = json.loads((bench / "rust.json").read_text())
     fresh = json.loads((bench / "rust-noreuse.json").read_text())
     torch = json.loads((bench / "torch.json").read_text())
-    full = pq.read_table(bench / "full.parquet").to_pylist()[0]
-    ours = pq.read_table(bench / "masks-eval.parquet").to_pylist()
+    # Here, not at the top: gpu_*.py import this module for write_atomically and flops_per_token.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
+    from layerprune_tables import TableError, read_table
+
+    try:
+        full = read_table(bench / "full.parquet", "evaluations", "evaluate")[1].to_pylist()[0]
+        ours = read_table(bench / "masks-eval.parquet", "evaluations", "evaluate")[1].to_pylist()
+    except TableError as error:
+        sys.exit(f"report: error: {error}")
     block_flops, head_flops = flops_per_token(rust, manifest)
     tokens = rust["windows"] * rust["seq_len"]
 

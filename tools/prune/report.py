@@ -27,6 +27,8 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
+
 
 def fail(message):
     sys.exit(f"report: error: {message}")
@@ -62,9 +64,14 @@ def llama_cpp(args):
 
 
 def read_rows(path: Path):
-    import pyarrow.parquet as pq
+    """The rows of the Parquet table at `path`; a missing file or one that is not Parquet is
+    refused naming it (it ended in pyarrow's traceback)."""
+    from layerprune_tables import TableError, read_table  # pyarrow: not needed by llama-cpp and layers
 
-    return pq.read_table(path).to_pylist()
+    try:
+        return read_table(path)[1].to_pylist()
+    except TableError as error:
+        fail(str(error))
 
 
 def file_size(path: Path):

@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -31,13 +32,16 @@ import pyarrow.parquet as pq
 
 from frontier import BUDGETED, emit, gap_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
+from layerprune_tables import TableError, read_table  # noqa: E402
+
 
 def read_game(path: Path):
     """{frozenset of removed blocks: NLL} over every mask, the fixed blocks and the players."""
-    table = pq.read_table(path)
-    fields = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    if fields.get("layerprune.table") != "evaluations":
-        raise SystemExit(f"{path}: not an evaluation table")
+    try:
+        fields, table = read_table(path, "evaluations", "evaluate, of every mask of the game")
+    except TableError as error:
+        raise SystemExit(str(error)) from None
     fixed = set(json.loads(fields.get("layerprune.fixed_blocks", "[]")))
     if "layerprune.num_blocks" not in fields:
         raise SystemExit(f"{path}: no layerprune.num_blocks entry: not an evaluation table a stage wrote")

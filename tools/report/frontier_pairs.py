@@ -29,6 +29,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frontier import emit, labels, read  # noqa: E402  (this folder's frontier.py)
 
@@ -70,16 +71,12 @@ def labelled(rows):
 
 def read_windows(path: Path):
     """{removed blocks: (mean NLL, [NLL of each window])} of an evaluation table."""
-    import pyarrow.parquet as pq
+    from layerprune_tables import TableError, read_table  # pyarrow: not needed by `masks`
 
     try:
-        parquet = pq.read_table(path)
-    except Exception as error:  # noqa: BLE001 — any unreadable file is the user's to fix
-        fail(f"{path}: not a readable evaluation table ({error})")
-    kind = (parquet.schema.metadata or {}).get(b"layerprune.table", b"").decode()
-    if kind != "evaluations":
-        fail(f"{path}: {'a table of kind ' + repr(kind) if kind else 'not a layerprune table'}, "
-             "where an evaluation table of the plans on held-out text was expected")
+        _, parquet = read_table(path, "evaluations", "evaluate, of every plan on the held-out text")
+    except TableError as error:
+        fail(str(error))
     table = parquet.to_pydict()
     if "window_nll" not in table:
         fail(f"{path}: no window_nll column (an evaluation table written before tables kept each "

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
+from layerprune_tables import TableError, read_metadata, read_table  # noqa: E402
+
 # The runner-up's margin and how clearly it separates, as `make prune`'s summary reads them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
 import report as prune_report  # noqa: E402
@@ -37,23 +40,25 @@ def model_in(metadata: dict) -> str | None:
     return metadata.get("layerprune.model_id") or json.loads(metadata.get("layerprune.inputs", "{}")).get("model")
 
 
+def metadata_of(path: Path) -> dict:
+    """The decoded metadata of the Parquet file at `path`; one that is not Parquet is refused."""
+    try:
+        return read_metadata(path)
+    except TableError as error:
+        fail(str(error))
+
+
 def read_rows(path: Path, kind: str, dataset: str | None = None, model: str | None = None):
     """The rows of one of the run's tables, refused with the reason when it is missing, of another
     kind, an evaluation table not complete, measured on other tokens than `dataset` (the
     evaluation text's), or with another model than `model` (the full model's evaluation's; a
     model of the same tokenizer gives the same tokens): the numbers printed are then not what
     their heading says."""
-    if not path.exists():
-        fail(f"{path}: missing (make it first: make demo, or make results)")
     try:
-        metadata = {k.decode(): v.decode() for k, v in (pq.read_metadata(path).metadata or {}).items()}
-        rows = pq.read_table(path).to_pylist()
-    except Exception as error:  # pyarrow's errors for a file that is not Parquet
-        fail(f"{path}: not a readable Parquet table ({error})")
-    found = metadata.get("layerprune.table")
-    if found != kind:
-        fail(f"{path}: {'a table of kind ' + repr(found) if found else 'not a layerprune table'}, "
-             f"where a {kind} table was expected")
+        metadata, table = read_table(path, kind, "make demo, or make results")
+    except TableError as error:
+        fail(str(error))
+    rows = table.to_pylist()
     if kind == "evaluations" and metadata.get("layerprune.complete") != "true":
         fail(f"{path}: an incomplete evaluation table (a checkpoint or a cache), not a finished run")
     measured_on = metadata.get("layerprune.dataset_id") or json.loads(
@@ -83,8 +88,7 @@ def source_of(run: Path) -> str:
     path = run / "tokens-eval.parquet"
     if not path.exists():
         return "unrecorded text"
-    metadata = pq.read_metadata(path).metadata or {}
-    return metadata.get(b"layerprune.source", b"unrecorded text").decode()
+    return metadata_of(path).get("layerprune.source", "unrecorded text")
 
 
 def write_plots(plot_dir: Path, run: Path, methods, ks, plans, full_ppl, score_tables=None,
@@ -191,11 +195,10 @@ def main():
     args = parser.parse_args()
 
     tokens = args.run / "tokens-eval.parquet"
-    dataset = (pq.read_metadata(tokens).metadata or {}).get(b"layerprune.dataset_id", b"").decode() \
-        if tokens.exists() else None
+    dataset = metadata_of(tokens).get("layerprune.dataset_id", "") if tokens.exists() else None
     full_eval = args.run / "full-eval.parquet"
     full = read_rows(full_eval, "evaluations", dataset)[0]
-    model = model_in({k.decode(): v.decode() for k, v in (pq.read_metadata(full_eval).metadata or {}).items()})
+    model = model_in(metadata_of(full_eval))
     plans = {}
     for method in args.methods:
         for row in read_rows(args.run / "plans" / f"{method}.parquet", "plans", dataset, model):

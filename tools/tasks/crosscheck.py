@@ -33,7 +33,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
+from layerprune_tables import TableError, read_table  # noqa: E402
 
 # evaluate's --max-length for --tasks when it is not given (TASK_MAX_LENGTH, crates/cli/evaluate).
 EVALUATE_MAX_LENGTH = 2048
@@ -64,14 +66,13 @@ def read_arrow(path):
 
 def read_choices(path):
     """The metadata (as text) and rows of the choice log at `path`; a missing file or one that is
-    not Parquet is refused naming it (it ended in pyarrow's traceback)."""
+    not Parquet is refused naming it (it ended in pyarrow's traceback). Its kind is not checked:
+    tables without the `layerprune.table` entry are read."""
     try:
-        metadata = {k.decode(): v.decode()
-                    for k, v in (pq.read_metadata(path).metadata or {}).items()}
-        rows = pq.read_table(path).to_pylist()
-    except (OSError, pa.ArrowException) as error:
-        fail(f"{path}: not a readable Parquet table ({error})")
-    return metadata, rows
+        metadata, table = read_table(path, writer="evaluate --tasks --choices-out")
+    except TableError as error:
+        fail(str(error))
+    return metadata, table.to_pylist()
 
 
 def recorded_max_length(path, metadata):

@@ -33,7 +33,8 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
+from layerprune_tables import TableError, read_table  # noqa: E402
 
 TASKS = ["piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "boolq", "openbookqa"]
 NAMES = {"piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
@@ -65,19 +66,10 @@ def read_table_of_kind(path, kind, writer):
     """The metadata (layerprune.* entries, as text) and table of the `kind` table at `path`,
     refused with the reason when it is missing, not Parquet or of another kind; `writer` says
     which stage writes it."""
-    if not Path(path).exists():
-        fail(f"{path}: missing ({writer} writes it)")
     try:
-        metadata = {k.decode(): v.decode()
-                    for k, v in (pq.read_metadata(path).metadata or {}).items()}
-        table = pq.read_table(path)
-    except Exception as error:  # pyarrow's errors for a file that is not Parquet
-        fail(f"{path}: not a readable Parquet table ({error})")
-    found = metadata.get("layerprune.table")
-    if found != kind:
-        fail(f"{path}: {'a table of kind ' + repr(found) if found else 'not a layerprune table'}, "
-             f"where a {kind} table was expected")
-    return metadata, table
+        return read_table(path, kind, writer)
+    except TableError as error:
+        fail(str(error))
 
 
 def masks(paths):

@@ -153,5 +153,6 @@ def test_a_log_without_its_command_line_or_file_is_refused_before_the_model_load
         crosscheck.main(args)
     args[args.index("--choices") + 1] = str(tmp_path / "absent.parquet")
     with pytest.raises(SystemExit, match=re.escape(
-            f"crosscheck: error: {tmp_path / 'absent.parquet'}: not a readable Parquet table")):
+            f"crosscheck: error: {tmp_path / 'absent.parquet'}: missing "
+            "(written by evaluate --tasks --choices-out)")):
         crosscheck.main(args)

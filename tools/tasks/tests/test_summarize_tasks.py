@@ -56,7 +56,8 @@ def test_masks_refuses_a_plan_file_that_is_missing_or_of_another_kind_naming_it(
     pq.write_table(pa.Table.from_pylist([{"k": 1, "mask_id": "101", "removed_blocks": [1]}])
                    .replace_schema_metadata({"layerprune.table": "plans", "layerprune.num_blocks": "3"}),
                    plans)
-    for path, message in [(tmp_path / "absent.parquet", "absent.parquet: missing (apply-prune --out writes it)"),
+    for path, message in [(tmp_path / "absent.parquet",
+                           "absent.parquet: missing, where a plans table was expected (written by apply-prune --out)"),
                           (tmp_path / "choices.parquet",
                            "choices.parquet: a table of kind 'task_choices', where a plans table was expected")]:
         result = subprocess.run([sys.executable, str(SCRIPT), "masks", str(plans), str(path)],

@@ -1,0 +1,76 @@
+"""Reading the pipeline's Parquet tables (docs/formats.md) from the Python tools: one place for
+the metadata's decoding and for the refusals every tool makes, in one wording.
+
+A table is refused, naming the file, when it is missing, not a readable Parquet file, or (where
+the caller names a kind) not a table of that kind (`layerprune.table`):
+
+  PATH: missing, where a plans table was expected (written by apply-prune --out)
+  PATH: not a readable Parquet table (ERROR), where a plans table was expected (…)
+  PATH: a table of kind 'evaluations', where a plans table was expected (…)
+  PATH: not a layerprune table, where a plans table was expected (…)
+
+The parenthesis is there when the caller says what writes the table. A refusal is raised as
+`TableError`, which each tool turns into its own `<program>: error: …` exit:
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/
+    from layerprune_tables import TableError, read_table
+
+    try:
+        metadata, table = read_table(path, "plans", "apply-prune --out")
+    except TableError as error:
+        fail(str(error))
+
+Needs pyarrow.
+"""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+
+class TableError(Exception):
+    """A table refused; its message names the file, what is wrong and what was expected."""
+
+    def __init__(self, path, message):
+        super().__init__(message)
+        self.path = path
+
+
+def _expected(kind, writer):
+    """The refusals' ending: the kind of table expected and what writes it, where known."""
+    text = ""
+    if kind:
+        text += f", where {'an' if kind[0] in 'aeiou' else 'a'} {kind} table was expected"
+    if writer:
+        text += f" (written by {writer})"
+    return text
+
+
+def _read(path, kind, writer, whole):
+    if not Path(path).exists():
+        raise TableError(path, f"{path}: missing{_expected(kind, writer)}")
+    try:
+        with pq.ParquetFile(path) as parquet:
+            metadata = {k.decode(): v.decode() for k, v in (parquet.metadata.metadata or {}).items()}
+            table = parquet.read() if whole else None
+    except Exception as error:  # pyarrow's errors for a file that is not Parquet, bytes not UTF-8
+        raise TableError(path, f"{path}: not a readable Parquet table ({error}){_expected(kind, writer)}") from error
+    found = metadata.get("layerprune.table")
+    if kind is not None and found != kind:
+        what = f"a table of kind {found!r}" if found else "not a layerprune table"
+        raise TableError(path, f"{path}: {what}{_expected(kind, writer)}")
+    return metadata, table
+
+
+def read_metadata(path, kind=None, writer=None) -> dict:
+    """The key-value metadata of the Parquet file at `path`, keys and values decoded as text
+    (`layerprune.table`, `layerprune.model_id`, …), the file's columns not read. Raises
+    TableError when the file is missing, not Parquet or, `kind` given, a table of another kind;
+    `writer` (e.g. "evaluate") says in the message what writes the table."""
+    return _read(path, kind, writer, whole=False)[0]
+
+
+def read_table(path, kind=None, writer=None):
+    """(metadata, pyarrow.Table) of the Parquet file at `path`, the metadata as read_metadata
+    gives it; refused as read_metadata refuses."""
+    return _read(path, kind, writer, whole=True)
