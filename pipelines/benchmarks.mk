@@ -76,17 +76,20 @@ bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate $(BIN)/apply-p
 
 # The GPU recipe's last device call (tools/bench/gpu_device_run.sh, docs/benchmarks.md §5)
 # rehearsed here on the CPU, from what tools/bench/gpu_prepare.sh packs (the stripped binaries,
-# onnxruntime-gpu's library in parts, whose CPU provider runs here): unpacking, the benchmark on the
-# tiny shape, GPTQ on it, fused attention in fp16; what the device call would bring back in
-# $(BUILD)/rehearse-gpu. Works in /tmp as the device call does (/tmp/ortparts, /tmp/ort,
-# /tmp/bench-gpu, /tmp/families). Needs ../shared (gpu-bundle) and the exporter's environment.
+# onnxruntime-gpu's library in parts, whose CPU provider runs here): unpacking, the benchmark, GPTQ,
+# the race, fused attention in fp16; what the device call would bring back in
+# $(BUILD)/rehearse-gpu. Its settings are the docs' command's, read from docs/benchmarks.md by
+# tools/bench/gpu_recipe.py (none set here: a pattern or budget wrong in the recipe then shows
+# here), but for the device (cpu) and the shapes (each the tiny shape of its dtype, C_<shape>
+# carried over, the race's k scaled); a step that fails, or settings over a device call, fail it.
+# Works in /tmp as the device call does (/tmp/ortparts, /tmp/ort, /tmp/bench-gpu, /tmp/families).
+# Needs ../shared (gpu-bundle) and the exporter's environment.
 rehearse-gpu: venv-export
 	bash tools/bench/gpu_prepare.sh
 	rm -rf /tmp/ortparts /tmp/ort /tmp/bench-gpu /tmp/families /tmp/race $(BUILD)/rehearse-gpu
 	mkdir -p $(BUILD)/rehearse-gpu
-	PATH=$(abspath $(VENV_EXPORT))/bin:$$PATH OUT=$(abspath $(BUILD))/rehearse-gpu DEV=cpu SHAPES=tiny \
-	  GPTQ_SHAPE=tiny RACE_SHAPE=tiny RACE_K=2 MASKS=6 T=300 G=120 R=120 F=300 bash tools/bench/gpu_device_run.sh
-	@grep -h "^exit" $(BUILD)/rehearse-gpu/*.log
+	PATH=$(abspath $(VENV_EXPORT))/bin:$$PATH OUT=$(abspath $(BUILD))/rehearse-gpu \
+	  python3 tools/bench/gpu_recipe.py rehearse
 
 # The benchmark scripts' tests: gpu_bench.py end to end on the CPU with the tiny shape, and
 # gpu_families.py on a few fixtures.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The last device call of the GPU recipe (docs/benchmarks.md §5): gathers the onnxruntime-gpu
-# part(s) this call carried into /tmp/ortparts (the earlier calls put the others there),
-# unpacks the library, and runs tools/bench/gpu_bench.py with its CSV, Markdown and JSON written
-# straight into $OUT after every contender, so a call cut short still brings back what it
-# measured. Settings by environment: T hard limit of the benchmark (s), B last shape start (s),
+# part(s) this call carried into /tmp/ortparts (the earlier calls put the others there), checks
+# them against build/gpu/ortgpu.manifest (gpu_prepare.sh; carried with the binaries), unpacks
+# the library, and runs tools/bench/gpu_bench.py with its CSV, Markdown and JSON written straight
+# into $OUT after every contender, so a call cut short still brings back what it measured. Settings by environment: T hard limit of the benchmark (s), B last shape start (s),
 # D last contender start (s), ST limit of one stage (s; some four times the slowest contender,
 # the 7B shape's first, so that one hanging on the device costs little), C the contenders to run besides the
 # default (a regular expression; empty: all), C_<shape> those of one shape instead (the shape's
@@ -15,7 +15,8 @@
 # unpacking must fit the call (at most 600 s): the defaults are the recipe's, 330 + 60 + 60 + 110.
 # DEV (cuda) is the device of all four; `DEV=cpu SHAPES=tiny GPTQ_SHAPE=tiny RACE_SHAPE=tiny` rehearses the
 # whole call on a machine without a GPU (onnxruntime-gpu's library runs the CPU provider too),
-# as `make rehearse-gpu` does, so that a bug here costs no device time.
+# as `make rehearse-gpu` does with the recipe's own settings (tools/bench/gpu_recipe.py), so that
+# a bug here or in the recipe costs no device time.
 #
 # What comes back: the device tool returns at most 8 files from $OUT (16 MiB each, named in
 # letters, digits, '.', '_' and '-'), so this writes exactly these 8 and nothing else there:
@@ -46,18 +47,47 @@ step "gathering onnxruntime-gpu's parts in $ORTPARTS"
 # The parts this call carried, if any (the last call may carry only the binaries).
 mkdir -p "$ORTPARTS" && { ! compgen -G "build/gpu/ortgpu.part-*" >/dev/null || cp build/gpu/ortgpu.part-* "$ORTPARTS/"; }
 ls -la "$ORTPARTS" 2>&1 | log
-# Parts 0 to the last one found, none missing: a machine given back between the calls (it stays
-# warm 30 s) keeps only what this call carried.
-found=$(ls "$ORTPARTS" 2>/dev/null | sed -n 's/^ortgpu\.part-\([0-9]\)$/\1/p' | sort -n)
-last=$(echo "$found" | tail -n 1)
-missing=""
-for ((i = 0; i <= ${last:--1}; i++)); do
-  echo "$found" | grep -qx "$i" || missing="$missing ortgpu.part-$i"
+# Every part of the bundle, as build/gpu/ortgpu.manifest (gpu_prepare.sh; the last call carries
+# it) names them with their sizes: a machine given back between the calls (it stays warm 30 s)
+# keeps only what this call carried, and the parts found alone cannot tell that the highest one
+# is missing (the last call's, where it did not carry it) or that one was cut short; unpacking
+# would then fail on a truncated stream. Every such part is named here, before any step.
+manifest=build/gpu/ortgpu.manifest
+if [ ! -f "$manifest" ]; then
+  echo "no $manifest: gpu_prepare.sh writes it beside the parts, and the last call carries it" \
+    "(docs/benchmarks.md §5); without it the parts missing here cannot be told" | log
+  echo "exit 3 (unpack)" | log
+  exit 3
+fi
+expected=() missing="" resized="" unreadable=""
+while read -r name size rest; do
+  [ -z "$name" ] && continue
+  if ! [[ $name =~ ^ortgpu\.part-[0-9]+$ && $size =~ ^[0-9]+$ && -z $rest ]]; then
+    unreadable="$unreadable '$name $size $rest'"
+    continue
+  fi
+  expected+=("$name")
+  if [ ! -f "$ORTPARTS/$name" ]; then
+    missing="$missing $name"
+  elif [ "$(stat -c %s "$ORTPARTS/$name")" != "$size" ]; then
+    resized="$resized $name ($(stat -c %s "$ORTPARTS/$name") bytes, not $size)"
+  fi
+done < "$manifest"
+# A part the bundle does not have (an earlier gpu_prepare.sh's, split otherwise, on a machine kept
+# warm) would be joined into the stream by unpack.sh (it reads every ortgpu.part-*): removed.
+for path in "$ORTPARTS"/ortgpu.part-*; do
+  [ -e "$path" ] || continue
+  if [[ " ${expected[*]} " != *" ${path##*/} "* ]]; then
+    echo "removed ${path##*/} from $ORTPARTS: not one of the bundle's parts ($manifest)" | log
+    rm -f "$path"
+  fi
 done
-if [ -z "$found" ] || [ -n "$missing" ]; then
-  echo "onnxruntime-gpu's parts incomplete in $ORTPARTS (missing:${missing:- every part}): the machine" \
-    "was given back between the calls (it stays warm 30 s after one) or a call was skipped; send" \
-    "every part again, back to back (gpu_prepare.sh printed the calls)" | log
+if [ ${#expected[@]} = 0 ] || [ -n "$missing$resized$unreadable" ]; then
+  bundle="the bundle has ${#expected[@]} ($manifest${unreadable:+, unreadable lines:$unreadable})"
+  echo "onnxruntime-gpu's parts incomplete in $ORTPARTS: $bundle${missing:+; missing:$missing}${resized:+; of another size:$resized}:" \
+    "the machine was given back between the calls (it stays warm 30 s after one), a call was skipped" \
+    "or its part was not the one gpu_prepare.sh wrote last; send every part again, back to back" \
+    "(gpu_prepare.sh printed the calls)" | log
   echo "exit 3 (unpack)" | log
   exit 3
 fi

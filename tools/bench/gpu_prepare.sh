@@ -6,7 +6,8 @@
 # working tree (the device tool sends the tree with every call, 64 MiB in all; the tree grew
 # from 4 to 7 MB and a 58 MiB part no longer fitted, 2026-12-05), the load spread evenly over
 # those calls so that each has a few MiB to spare: each call but the last carries a part and
-# the last one the last part with the binaries; it prints the calls.
+# the last one the last part with the binaries and build/gpu/ortgpu.manifest (the parts' names
+# and sizes, from which the device call names every part missing); it prints the calls.
 # gpu_device_run.sh unpacks the binaries into build/gpu/bin.
 set -euo pipefail
 stages="prepare-tokens sample-masks evaluate quantize apply-prune"
@@ -52,12 +53,18 @@ fi
 joined=$(mktemp)
 trap 'rm -rf "$staged" "$joined"' EXIT
 cat build/gpu/ortgpu.part-* > "$joined"
-rm -f build/gpu/ortgpu.part-*
+rm -f build/gpu/ortgpu.part-* build/gpu/ortgpu.manifest
 split -b "${part_mib}m" -d -a 1 "$joined" build/gpu/ortgpu.part-
+# The bundle's parts, a line each with its size in bytes, carried by the last call: the parts
+# found on the device cannot tell that the highest-numbered one (the last call's) is missing or
+# that one was cut short, and gpu_device_run.sh names every such part from this before unpacking.
+# (Its few bytes come out of the MiB each call keeps to spare; the last call's size below counts it.)
+(cd build/gpu && for part in ortgpu.part-*; do echo "$part $(stat -c %s "$part")"; done) > build/gpu/ortgpu.manifest
 ls -la build/gpu
 parts=(build/gpu/ortgpu.part-*)
 last=${parts[${#parts[@]} - 1]}
-last_call=$(( $(stat -c %s "$last") + $(stat -c %s build/gpu/bin.tar.xz) + $(stat -c %s build/gpu/unpack.sh) ))
+last_call=$(( $(stat -c %s "$last") + $(stat -c %s build/gpu/bin.tar.xz) + $(stat -c %s build/gpu/unpack.sh) \
+  + $(stat -c %s build/gpu/ortgpu.manifest) ))
 fits=$(( last_call + tree_bytes + mib <= call_bytes ))
 echo "The device calls, back to back (working tree $((tree_bytes / 1024)) KiB, parts of $part_mib MiB):"
 for part in "${parts[@]}"; do
@@ -66,8 +73,8 @@ for part in "${parts[@]}"; do
   echo "  run carry=[$part]  command: mkdir -p /tmp/ortparts && cp $part /tmp/ortparts/ && ls -l /tmp/ortparts"
 done
 if [ "$fits" = 1 ]; then
-  echo "  run carry=[$last, build/gpu/unpack.sh, build/gpu/bin.tar.xz]  command: … bash tools/bench/gpu_device_run.sh"
+  echo "  run carry=[$last, build/gpu/unpack.sh, build/gpu/bin.tar.xz, build/gpu/ortgpu.manifest]  command: … bash tools/bench/gpu_device_run.sh"
 else
   # gpu_device_run.sh copies the parts it finds in build/gpu; /tmp/ortparts has them all.
-  echo "  run carry=[build/gpu/unpack.sh, build/gpu/bin.tar.xz]  command: … bash tools/bench/gpu_device_run.sh"
+  echo "  run carry=[build/gpu/unpack.sh, build/gpu/bin.tar.xz, build/gpu/ortgpu.manifest]  command: … bash tools/bench/gpu_device_run.sh"
 fi

@@ -29,15 +29,22 @@ for flag in ("--csv", "--markdown", "--json"):
     if value(flag):
         Path(value(flag)).write_text(name + "\\n")
 if name == "gpu_bench.py":
-    model = Path(value("--work")) / "smollm2-135m-fp32" / "model"
-    model.mkdir(parents=True, exist_ok=True)
-    (model / "manifest.json").write_text(json.dumps({"num_blocks": 3}))
+    shapes = value("--shapes")
+    for key in ["smollm2-135m-fp32"] if shapes == "gpu" else shapes.split(","):
+        model = Path(value("--work")) / key / "model"
+        model.mkdir(parents=True, exist_ok=True)
+        (model / "manifest.json").write_text(json.dumps({"num_blocks": 3}))
     if os.environ.get("STUB_EXTRA_OUT"):
         Path(os.environ["OUT"], "extra.log").write_text("one file too many")
+if os.environ.get("STUB_FAIL") == name:
+    sys.exit(1)
 '''
 
 
-def stand_in_root(tmp_path: Path, unpack_ok: bool = True, parts=("0",)) -> Path:
+def stand_in_root(tmp_path: Path, unpack_ok: bool = True, parts=("0",), bundle=None) -> Path:
+    """`parts`: the parts this call carries; `bundle`: the parts the bundle has, as
+    build/gpu/ortgpu.manifest lists them (gpu_prepare.sh), each of 4 bytes ("part"); default:
+    those carried; False: no manifest."""
     root = tmp_path / "root"
     (root / "tools" / "bench").mkdir(parents=True)
     for name in ("gpu_bench.py", "gpu_race.py", "gpu_families.py"):
@@ -46,6 +53,8 @@ def stand_in_root(tmp_path: Path, unpack_ok: bool = True, parts=("0",)) -> Path:
     gpu.mkdir(parents=True)
     for part in parts:
         (gpu / f"ortgpu.part-{part}").write_text("part")
+    if bundle is not False:
+        (gpu / "ortgpu.manifest").write_text("".join(f"ortgpu.part-{part} 4\n" for part in bundle or parts))
     library = tmp_path / "libonnxruntime.so.stand-in"
     library.write_text("")
     (gpu / "unpack.sh").write_text(f'echo "export ORT_DYLIB_PATH={library}"\n' if unpack_ok
@@ -134,13 +143,56 @@ def test_a_failed_unpacking_stops_the_call_without_running_another_library(tmp_p
 def test_parts_missing_from_earlier_calls_are_named(tmp_path):
     """The machine given back between the calls keeps only what the last call carried: the call
     stops naming the missing parts, before unpacking."""
-    root = stand_in_root(tmp_path, parts=("3",))
+    root = stand_in_root(tmp_path, parts=("3",), bundle=("0", "1", "2", "3"))
     (tmp_path / "ortparts").mkdir()
     (tmp_path / "ortparts" / "ortgpu.part-1").write_text("part")
     done, out, log = run_call(tmp_path, root)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "missing: ortgpu.part-0 ortgpu.part-2" in log, log
     assert "stub gpu_bench.py" not in log, log
+
+
+def test_the_last_part_missing_is_named_from_the_bundles_manifest(tmp_path):
+    """The last call not carrying the highest part (parts 0-2 from the earlier calls in
+    /tmp/ortparts, nothing carried): the parts found have no gap, and only the bundle's manifest
+    says there is a part 3. The call stops naming it, before unpacking (which would have failed on
+    a truncated stream, without saying which part)."""
+    root = stand_in_root(tmp_path, parts=(), bundle=("0", "1", "2", "3"))
+    (tmp_path / "ortparts").mkdir()
+    for part in "012":
+        (tmp_path / "ortparts" / f"ortgpu.part-{part}").write_text("part")
+    done, out, log = run_call(tmp_path, root)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "the bundle has 4 (build/gpu/ortgpu.manifest); missing: ortgpu.part-3:" in log, log
+    assert "exit 3 (unpack)" in log and "stub gpu_bench.py" not in log, log
+
+
+def test_a_part_cut_short_is_named_and_one_not_the_bundles_is_removed(tmp_path):
+    """A part of another size than the manifest's (a copy cut short, or an earlier bundle's) is
+    named before unpacking; a part the bundle does not have (an earlier, longer split's on a machine
+    kept warm) would be joined into the stream by unpack.sh: it is removed, and the call goes on."""
+    root = stand_in_root(tmp_path, parts=("1",), bundle=("0", "1"))
+    (tmp_path / "ortparts").mkdir()
+    (tmp_path / "ortparts" / "ortgpu.part-0").write_text("pa")
+    (tmp_path / "ortparts" / "ortgpu.part-2").write_text("part")
+    done, out, log = run_call(tmp_path, root)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "of another size: ortgpu.part-0 (2 bytes, not 4)" in log and "missing" not in log, log
+    assert "removed ortgpu.part-2" in log and not (tmp_path / "ortparts" / "ortgpu.part-2").exists(), log
+    # The short part sent again: the call unpacks and runs.
+    (tmp_path / "ortparts" / "ortgpu.part-0").write_text("part")
+    done, out, log = run_call(tmp_path, root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exit 0 (gpu_bench)" in log, log
+
+
+def test_a_call_without_the_manifest_stops_saying_so(tmp_path):
+    """Without gpu_prepare.sh's manifest (not carried) the parts missing cannot be told: the call
+    stops at once rather than unpacking what happens to be there."""
+    root = stand_in_root(tmp_path, bundle=False)
+    done, out, log = run_call(tmp_path, root)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "no build/gpu/ortgpu.manifest" in log and "stub gpu_bench.py" not in log, log
 
 
 # The device tool's longest command line.
