@@ -548,6 +548,15 @@ def test_a_new_evaluation_text_measures_the_pruned_model_again_without_writing_i
     _, measured = read(run / "pruned-k2-plan.parquet")
     assert json.loads(measured["layerprune.inputs"])["dataset"] == tokens["layerprune.dataset_id"]
 
+    # A plan chosen again writes the folder again: Snakemake deletes a job's outputs before it
+    # runs, so the folder holds its graphs without its manifest, which apply-prune --overwrite
+    # took for a folder of something else and refused (the manifest is now left to the job).
+    result = snakemake(workdir, *targets, "--cores", "2", "--configfile", str(config), "--config",
+                       f"eval_text={other}", "--forcerun", "pruned_model")
+    assert job_counts(result.stdout + result.stderr).get("pruned_model") == 1
+    assert manifest.stat().st_mtime_ns > written
+    assert json.loads(manifest.read_text())["pruned_from"]["removed_blocks"] == removed
+
 
 def test_a_run_folder_is_refused_to_another_model_folder(tmp_path, text):
     """Two model folders of one name (/a/model, /b/model) would share a run folder,
