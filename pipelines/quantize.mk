@@ -60,11 +60,20 @@ $(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json $(QRUN)/.settin
 	$(BIN)/shapley --surrogate $< --evaluations $(QRUN)/evaluations.parquet --masks $(RUN)/masks.parquet \
 	  --estimator surrogate-shapley --threads $(STAGE_THREADS) --out $@
 
-$(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet \
-                                           $(QRUN)/.settings/device | $(BIN)/apply-prune
-	$(BIN)/apply-prune --scores $< --estimator surrogate-shapley --k $(K_PRUNED) \
-	  --model $(QUANT)/full-$(QUANT_FIRST) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --out $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet --pruned-out $(dir $@) --overwrite
+# The pruned folder is written by a run of apply-prune that runs no model (no --tokens: the
+# K_PRUNED lowest Shapley values are the plan whatever text measures it), so it depends on the
+# scores alone, as the demo's pruned folder on its plan (layerprune.mk, PRUNED): a new evaluation
+# text only measures the plan again ($(QRUN)/pruned-k$(K_PRUNED)-plan.parquet, the same one-shot
+# choice from the same scores), and does not write the folder again, nor what is made from it.
+# (The quantized model is order-only: the scores were measured on it, so it is older than they.)
+QRUN_PRUNE = --scores $(QRUN)/scores-shapley.parquet --estimator surrogate-shapley --k $(K_PRUNED) \
+  --model $(QUANT)/full-$(QUANT_FIRST)
+$(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet | $(BIN)/apply-prune $(QUANT)/full-$(QUANT_FIRST)/manifest.json
+	$(BIN)/apply-prune $(QRUN_PRUNE) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(dir $@) --overwrite
+
+$(QRUN)/pruned-k$(K_PRUNED)-plan.parquet: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet \
+                                          $(QRUN)/.settings/device | $(BIN)/apply-prune $(QUANT)/full-$(QUANT_FIRST)/manifest.json
+	$(BIN)/apply-prune $(QRUN_PRUNE) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@
 
 # Perplexity on the bench tokens (WikiText-2 when present) and masks/s on the bench masks.
 QUANT_MODELS := $(foreach s,$(QUANT_SCHEMES),full-$(s) pruned-k$(K_PRUNED)-$(s))
@@ -80,7 +89,7 @@ $(QUANT)/bench/%-masks.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet $(
 	  $(EVALUATE_FLAGS) --out $(QUANT)/bench/$*-masks.parquet --summary $@ --overwrite --quiet
 
 quantize: $(ORT_STAGE_LIB) $(foreach m,$(QUANT_MODELS),$(QUANT)/$(m)/manifest.json)
-quantize-then-prune: $(ORT_STAGE_LIB) $(QRUN)/pruned-k$(K_PRUNED)/manifest.json
+quantize-then-prune: $(ORT_STAGE_LIB) $(QRUN)/pruned-k$(K_PRUNED)/manifest.json $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet
 quantize-bench: $(ORT_STAGE_LIB) $(foreach m,$(QUANT_MODELS),$(QUANT)/bench/$(m)-full.json) \
                 $(foreach s,$(QUANT_SCHEMES),$(QUANT)/bench/full-$(s)-masks.json)
 

@@ -38,11 +38,31 @@ task-plans: $(ORT_STAGE_LIB)
 # of scoring on the full splits, and a misspelt task name is refused only after this).
 # Other plans only add masks to them.
 TASK_RUN_TABLES = $(addprefix $(TASK_RUN)/,evaluations.parquet choices.parquet accuracies.parquet)
-$(eval $(call settings_stamp_at,$(TASK_RUN)/.settings/questions,$(MODEL_PATH_STAMPED) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(MODEL_RUNTIME),\
-  mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;,$(MODEL_INPUT) $(TASK_DATA)/.complete))
+# The device as a task run's tables record it (`evaluated_on`, the run refusing to resume tables of
+# another): its kind, --tf32 and --graph-optimization, and on CUDA --batch-tokens, the shapes of
+# its padded forward passes. Not MODEL_RUNTIME, which on CUDA holds --mask-batch and
+# --batch-windows: a task run is not given them (TASK_EVALUATE_FLAGS), so a change of them set
+# its tables aside (hours of GPU scoring on the full splits) for nothing.
+TASK_STAMPED_FLAGS := --tf32 --graph-optimization $(if $(filter cuda,$(DEVICE_KIND)),--batch-tokens)
+TASK_RUNTIME := $(strip $(DEVICE_KIND) $(call evaluate_flags_among,$(TASK_STAMPED_FLAGS),keep))
+TASK_QUESTIONS := $(TASK_RUN)/.settings/questions
+TASK_QUESTIONS_VALUES := $(MODEL_PATH_STAMPED) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(TASK_RUNTIME)
+TASK_QUESTIONS_INPUTS := $(MODEL_INPUT) $(TASK_DATA)/.complete
+# A stamp written before 2026-12-06 on CUDA holds those two flags: where it differs from the stamp
+# now by them alone, it is rewritten without setting the tables aside (they were computed alike).
+# $(call without_window_batching,WORDS): WORDS without --mask-batch and --batch-windows and their
+# values (after a space or '=').
+without_window_batching = $(shell printf '%s\n' $(foreach word,$(1),'$(word)') | awk \
+  '{ name = $$0; sub(/=.*/, "", name) } value { value = 0; next } $$0 == "--mask-batch" || $$0 == "--batch-windows" { value = 1; next } \
+   name == "--mask-batch" || name == "--batch-windows" { next } { printf " %s", $$0 }')
+TASK_QUESTIONS_BEFORE := $(if $(wildcard $(TASK_QUESTIONS)),$(file <$(TASK_QUESTIONS)))
+TASK_BATCHING_ONLY := $(strip $(if $(or $(findstring --mask-batch,$(TASK_QUESTIONS_BEFORE)),$(findstring --batch-windows,$(TASK_QUESTIONS_BEFORE))),\
+  $(if $(call text_differs,$(strip $(call without_window_batching,$(TASK_QUESTIONS_BEFORE))),$(strip $(subst $(newline), ,$(call stamp_text,$(TASK_QUESTIONS),$(TASK_QUESTIONS_VALUES),$(TASK_QUESTIONS_INPUTS))))),,yes)))
+$(eval $(call settings_stamp_at,$(TASK_QUESTIONS),$(TASK_QUESTIONS_VALUES),\
+  $(if $(TASK_BATCHING_ONLY),,mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;),$(TASK_QUESTIONS_INPUTS)))
 
 # labels.txt: one line per mask to score, "mask method k" (the full model first).
-tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_RUN)/.settings/questions | $(BIN)/evaluate
+tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_QUESTIONS) | $(BIN)/evaluate
 	@mkdir -p $(TASK_RUN)
 	{ echo "$$(printf '1%.0s' $$(seq $$($(PYTHON) -c "import json;print(json.load(open('$(MODEL_DIR)/manifest.json'))['num_blocks'])"))) full 0"; \
 	  $(VENV_REPORT)/bin/python tools/tasks/summarize.py masks $(TASK_PLANS); } > $(TASK_RUN)/labels.txt.tmp

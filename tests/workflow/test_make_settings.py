@@ -200,7 +200,42 @@ def test_quantize_then_prune_measures_the_masks_of_its_run_only(make, tmp_path):
     status, output, ran = make("quantize-then-prune", f"BUILD={build}", "MASKS=30", "STRATA=2",
                                "SURROGATE_RIDGE=0.5")
     assert status == 0, output
-    assert [name for name, _ in ran] == ["fit-surrogate", "shapley", "apply-prune"], ran
+    # New scores: the pruned folder written again, and the plan measured again.
+    assert [name for name, _ in ran] == ["fit-surrogate", "shapley", "apply-prune", "apply-prune"], ran
+
+
+def test_a_new_evaluation_text_measures_the_quantized_pruned_model_again_but_writes_it_once(make, tmp_path):
+    """make quantize-then-prune wrote its pruned folder in the apply-prune run that measured the
+    plan on the evaluation text, so a new EVAL_TEXT wrote the folder again (and whatever was made
+    from it). As the demo's pruned folder, it is now written by an apply-prune that runs no model,
+    from the Shapley values alone; the plan's measurement is a step of its own."""
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "ort-cpu").symlink_to(ROOT / "build" / "ort-cpu")
+    qrun = build / "quant" / "tiny-llama" / "run-int4-32"
+    folder, plan = qrun / "pruned-k2" / "manifest.json", qrun / "pruned-k2-plan.parquet"
+    status, output, ran = make("quantize-then-prune", f"BUILD={build}", "MASKS=30")
+    assert status == 0, output
+    (write,) = [line for name, line in ran if name == "apply-prune" and "--pruned-out" in line]
+    assert "--tokens" not in write and "--out" not in write.split() and "--device" not in write, write
+    # The folder removes the blocks of the plan measured.
+    removed = json.loads(folder.read_text())["pruned_from"]["removed_blocks"]
+    assert pq.read_table(plan).column("removed_blocks").to_pylist() == [removed]
+    written = folder.stat().st_mtime_ns
+    other = f"EVAL_TEXT={text(tmp_path / 'other.txt', 5)}"
+    status, output, ran = make("quantize-then-prune", f"BUILD={build}", "MASKS=30", other)
+    assert status == 0, output
+    assert sorted(name for name, _ in ran) == ["apply-prune", "prepare-tokens"], ran
+    (measure,) = [line for name, line in ran if name == "apply-prune"]
+    assert "--pruned-out" not in measure and f"--out {plan}" in measure, measure
+    assert folder.stat().st_mtime_ns == written, "the pruned folder was written again"
+    status, output, ran = make("-n", "quantize-then-prune", f"BUILD={build}", "MASKS=30", other)
+    assert (status, ran) == (0, []), output
+    # A pruned folder gone is written again; the plan is not measured again.
+    shutil.rmtree(folder.parent)
+    status, output, ran = make("quantize-then-prune", f"BUILD={build}", "MASKS=30", other)
+    assert status == 0 and [name for name, _ in ran] == ["apply-prune"] and "--pruned-out" in ran[0][1], ran
+    assert json.loads(folder.read_text())["pruned_from"]["removed_blocks"] == removed
 
 
 @pytest.mark.parametrize("setting, expected", [
