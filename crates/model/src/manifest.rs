@@ -570,6 +570,19 @@ pub fn model_id(dir: &Path) -> Result<String, ModelError> {
 /// Whether the file `relative` of `dir` (confined to it) has the sha256 `expected`.
 fn check_hash(dir: &Path, relative: &str, expected: &str) -> Result<(), ModelError> {
     let path = confined(dir, relative)?;
+    // Said as what it is (the OS says only "No such file or directory"): a folder copied in
+    // part, or a file deleted from it.
+    if let Err(error) = std::fs::symlink_metadata(&path) {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            return Err(ModelError::BadManifest {
+                path,
+                problem: format!(
+                    "listed in {MANIFEST_FILE}, but not in the folder (copied in part, or the \
+                     file deleted since)"
+                ),
+            });
+        }
+    }
     let actual = sha256_file(&path)?;
     if actual != expected {
         return Err(ModelError::HashMismatch {

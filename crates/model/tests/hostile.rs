@@ -405,6 +405,27 @@ fn a_folder_without_a_manifest_is_named_as_not_a_model_folder() {
     }
 }
 
+/// A listed file missing from the folder is named as listed and missing (it was the OS's bare
+/// "No such file or directory" on the file's path).
+#[test]
+fn a_listed_file_missing_from_the_folder_is_named_so() {
+    let scene = Scene::new();
+    let manifest = Manifest::load(&scene.model()).unwrap();
+    let gone = manifest.files.keys().nth(1).unwrap().clone();
+    fs::remove_file(scene.model().join(&gone)).unwrap();
+    let message = manifest
+        .verify_files(&scene.model())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with(&format!(
+            "{}: listed in {MANIFEST_FILE}, but not in the folder",
+            scene.model().join(&gone).display()
+        )),
+        "{message}"
+    );
+}
+
 /// Several altered files, hashed on several threads: the file reported is the first the
 /// manifest lists, whichever thread finished first, and nothing is written.
 #[test]
