@@ -111,7 +111,7 @@ def test_calibration_tokens_made_again_alike_keep_the_cache_of_llm_evaluations(m
     assert "0 run now" not in output, output
     # Another model with the same tokenizer (here the fixture's manifest written out again, which
     # gives it another model id): the same windows, but the cache was measured on the model
-    # before, so it goes (kept, apply-prune refused it: "written for model ...").
+    # before, so it goes (kept, apply-prune refused it: "measured on another model").
     other = tmp_path / "same-tokenizer"
     shutil.copytree(TINY, other)
     manifest = other / "manifest.json"

@@ -89,11 +89,90 @@ const CHUNK_MASKS: usize = 8;
 /// masks would cost more than measuring them.
 const SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// An evaluation cache file taken for one run: locked, read, and checked to hold evaluations of
+/// this run's model, token table and device and settings ([`EvaluationCache::open`]); what
+/// [`CachedLlm::open_with`] plays the game through.
+///
+/// Why a step of its own: a stage names the flag or set that gave the file over what fails
+/// here (`--cache FILE`), and the model's token table over what fails running the model, so a
+/// cache measured with other settings does not read as a fault of the token table.
+pub struct EvaluationCache {
+    path: PathBuf,
+    /// Held while the table is in use.
+    lock: FileLock,
+    table: EvaluationTable,
+    /// What the table was checked against: the game it is given to must be the same.
+    model_id: String,
+    dataset_id: String,
+    evaluated_on: String,
+}
+
+impl EvaluationCache {
+    /// Takes the lock of `path` (waiting while another run uses it), then reads the evaluation
+    /// table there (an empty one when missing) and refuses it, naming the file and what
+    /// differs, if it was measured on another model, token table, number of windows, or device
+    /// and settings than `model` on `tokens` with `options`.
+    pub fn open(
+        path: &Path,
+        model: &LayeredModel,
+        tokens: &TokenTable,
+        options: &EvalOptions,
+    ) -> Result<Self> {
+        let evaluated_on = evaluated_on(model, tokens, options);
+        // Taken before reading, so what another run is still measuring is read too.
+        let lock = FileLock::acquire_waiting(path, &mut || {
+            tracing::warn!(
+                "{}: another run is using this cache; waiting for it to finish",
+                path.display()
+            )
+        })?;
+        // Its own error names the file and what differs (model, token table, device and
+        // settings): no context here, which would have to guess which.
+        let table = resume_evaluations(
+            path,
+            model.num_blocks(),
+            model.model_id(),
+            &tokens.dataset_id,
+            &evaluated_on,
+        )?;
+        if let Some(entry) = table
+            .partial_windows
+            .iter()
+            .find(|p| p.window_nll_sums.len() != tokens.windows.len())
+        {
+            // Its dataset id names the token table, so this is a file edited by hand.
+            anyhow::bail!(
+                "{}: mask {} was measured on {} windows, but {} has {}",
+                path.display(),
+                entry.mask,
+                entry.window_nll_sums.len(),
+                tokens.source,
+                tokens.windows.len()
+            );
+        }
+        Ok(EvaluationCache {
+            path: path.to_path_buf(),
+            lock,
+            table,
+            model_id: model.model_id().to_string(),
+            dataset_id: tokens.dataset_id.clone(),
+            evaluated_on,
+        })
+    }
+}
+
+/// How `model` measures `tokens` with `options` (device and arithmetic): what a cache's rows
+/// must have been measured on to be reused.
+fn evaluated_on(model: &LayeredModel, tokens: &TokenTable, options: &EvalOptions) -> String {
+    model.evaluated_on(&options.for_windows(&tokens.windows, model.manifest().vocab_size))
+}
+
 impl CachedLlm {
     /// Opens the game of `model` on `tokens`, resuming the evaluation table at `cache` when
-    /// given (refused if it was made for another model or token table; created when missing;
-    /// waited for while another run uses it), and measures the full model unless the table has
-    /// it.
+    /// given (refused if it was made for another model or token table, or on another device or
+    /// settings; created when missing; waited for while another run uses it), and measures the
+    /// full model unless the table has it: [`EvaluationCache::open`], then
+    /// [`CachedLlm::open_with`].
     pub fn open(
         model: LayeredModel,
         tokens: &TokenTable,
@@ -101,30 +180,38 @@ impl CachedLlm {
         cache: Option<&Path>,
         provenance: Provenance,
     ) -> Result<Self> {
+        let cache = cache
+            .map(|path| EvaluationCache::open(path, &model, tokens, &options))
+            .transpose()?;
+        Self::open_with(model, tokens, options, cache, provenance)
+    }
+
+    /// Opens the game of `model` on `tokens` through `cache` (opened for the same model, tokens
+    /// and options; in memory only when `None`), and measures the full model unless the table
+    /// has it.
+    pub fn open_with(
+        model: LayeredModel,
+        tokens: &TokenTable,
+        options: EvalOptions,
+        cache: Option<EvaluationCache>,
+        provenance: Provenance,
+    ) -> Result<Self> {
         let num_blocks = model.num_blocks();
         let model_id = model.model_id().to_string();
-        let evaluated_on =
-            model.evaluated_on(&options.for_windows(&tokens.windows, model.manifest().vocab_size));
-        let (lock, mut table) = match cache {
-            Some(path) => {
-                // Taken before reading, so what another run is still measuring is read too.
-                let lock = FileLock::acquire_waiting(path, &mut || {
-                    tracing::warn!(
-                        "{}: another run is using this cache; waiting for it to finish",
-                        path.display()
-                    )
-                })?;
-                let table = resume_evaluations(
-                    path,
-                    num_blocks,
-                    &model_id,
-                    &tokens.dataset_id,
-                    &evaluated_on,
-                )
-                .context("the evaluation cache must be for the same model and token table")?;
-                (Some(lock), table)
+        let evaluated_on = evaluated_on(&model, tokens, &options);
+        let (path, lock, mut table) = match cache {
+            Some(cache) => {
+                // A caller's mistake, not the file's: the table was checked against another game.
+                assert!(
+                    (&cache.model_id, &cache.dataset_id, &cache.evaluated_on)
+                        == (&model_id, &tokens.dataset_id, &evaluated_on),
+                    "{}: opened for another model, token table or settings than its game",
+                    cache.path.display()
+                );
+                (Some(cache.path), Some(cache.lock), cache.table)
             }
             None => (
+                None,
                 None,
                 EvaluationTable {
                     evaluated_on: Some(evaluated_on),
@@ -132,6 +219,7 @@ impl CachedLlm {
                 },
             ),
         };
+        let cache = path.as_deref();
         let model_dir = model.dir().to_path_buf();
         let chunk_masks = CHUNK_MASKS * options.mask_batch.max(1);
         let evaluator = Evaluator::new(model, &tokens.windows, options)
@@ -142,22 +230,6 @@ impl CachedLlm {
             .enumerate()
             .map(|(i, row)| (row.mask.clone(), i))
             .collect();
-        let num_windows = evaluator.num_windows();
-        if let Some(entry) = table
-            .partial_windows
-            .iter()
-            .find(|p| p.window_nll_sums.len() != num_windows)
-        {
-            // Only a file has partial windows; its dataset id names the token table, so this
-            // is a file edited by hand.
-            anyhow::bail!(
-                "{}: mask {} was measured on {} windows, but {} has {num_windows}",
-                cache.unwrap_or(Path::new("the cache")).display(),
-                entry.mask,
-                entry.window_nll_sums.len(),
-                tokens.source
-            );
-        }
         // A cache holds whatever masks were asked, never a finished sample: given an `evaluate`
         // run's complete table, it adds this run's masks to it, and the table, saved, says it is
         // not complete, so a surrogate or estimator does not take the added masks for part of

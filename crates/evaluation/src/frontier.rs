@@ -20,7 +20,7 @@ use layerprune_selection::method_names::{self, RECOMMENDED};
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
 use layerprune_tables::{read_tokens, resume_evaluations, Provenance, TableKind, TokenTable};
 
-use crate::{block_stats_table, CachedLlm};
+use crate::{block_stats_table, CachedLlm, EvaluationCache};
 
 /// What a frontier run reads, plays and writes.
 #[derive(Clone, Debug)]
@@ -194,13 +194,7 @@ impl PreparedFrontier {
                             .for_windows(&table.windows, manifest.vocab_size),
                     ),
                 )
-                .with_context(|| {
-                    format!(
-                        "the cache of {flag} {name}={} (remove it, or choose another \
-                             --out-dir)",
-                        path.display()
-                    )
-                })?;
+                .with_context(|| cache_refused(flag, name, path))?;
             }
         }
         Ok(())
@@ -260,11 +254,25 @@ impl PreparedFrontier {
                           name: &str|
          -> Result<(CachedLlm, PathBuf)> {
             let path = cache_path(&run.out_dir, kind, name, &inputs)?;
-            let game = CachedLlm::open(
+            // Checked before any set ran (check_against_model), but read again here: what is
+            // wrong with the cache is said of the cache, as there, not of the token table.
+            let sets = if kind == "calibration" {
+                &run.calibration
+            } else {
+                &run.heldout
+            };
+            let tokens_path = sets
+                .iter()
+                .find(|(set, _)| set == name)
+                .map(|(_, path)| path.as_path())
+                .expect("every set opened is one of the run's");
+            let cache = EvaluationCache::open(&path, &model, tokens, &run.evaluation)
+                .with_context(|| cache_refused(&format!("--{kind}"), name, tokens_path))?;
+            let game = CachedLlm::open_with(
                 model,
                 tokens,
                 run.evaluation.clone(),
-                Some(&path),
+                Some(cache),
                 run.provenance.clone(),
             )
             .with_context(|| format!("--{kind} {name}"))?;
@@ -358,6 +366,16 @@ fn remove_if_there(path: &Path) -> Result<()> {
 const FRONTIER_CSV: &str = "frontier.csv";
 /// The calibration sets done so far, while the run goes (removed when frontier.csv is written).
 const PARTIAL_CSV: &str = "frontier.partial.csv";
+
+/// The context of a refused cache: the set whose cache it is (`flag` `name`=`tokens`) and what
+/// to do; the error under it names the cache file and what differs.
+fn cache_refused(flag: &str, name: &str, tokens: &Path) -> String {
+    format!(
+        "the cache of {flag} {name}={} is not one this run can use (remove it, or choose another \
+         --out-dir)",
+        tokens.display()
+    )
+}
 
 /// The cache of one token table in the output folder: `cache-KIND-NAME.parquet`, never one of
 /// the inputs (a cache is rewritten as the run goes).

@@ -730,27 +730,29 @@ pub fn resume_evaluations(
         });
     }
     let table = read_evaluations(path)?;
-    let mismatch = |what: &str, found: &str, wanted: &str| {
-        TableError::new(
-            path,
-            TableErrorKind::BadValue,
-            format!(
-                "cannot resume: the file was written for {what} {found}, this run is for {wanted}"
-            ),
-        )
-    };
+    // Each says what differs in words, with both values: the ids alone (two sha256s) do not
+    // tell a reader whether the model or the token table is the other one. What to do about it
+    // is the caller's to say (another --out, --overwrite, another cache, another --out-dir).
+    let mismatch = |problem: String| TableError::new(path, TableErrorKind::BadValue, problem);
     if table.num_blocks != num_blocks {
-        return Err(mismatch(
-            "num_blocks",
-            &table.num_blocks.to_string(),
-            &num_blocks.to_string(),
-        ));
+        return Err(mismatch(format!(
+            "cannot resume: its rows are masks of {} blocks, this run's model has {num_blocks}",
+            table.num_blocks
+        )));
     }
     if table.model_id != model_id {
-        return Err(mismatch("model", &table.model_id, model_id));
+        return Err(mismatch(format!(
+            "cannot resume: its rows were measured on another model (model id {}, this run's \
+             is {model_id})",
+            table.model_id
+        )));
     }
     if table.dataset_id != dataset_id {
-        return Err(mismatch("dataset", &table.dataset_id, dataset_id));
+        return Err(mismatch(format!(
+            "cannot resume: its rows were measured on another token table (dataset id {}, this \
+             run's is {dataset_id})",
+            table.dataset_id
+        )));
     }
     let mut table = table;
     match &table.evaluated_on {
@@ -763,8 +765,8 @@ pub fn resume_evaluations(
                 TableErrorKind::BadValue,
                 format!(
                     "cannot resume: its rows were measured on {found}, this run measures on \
-                     {evaluated_on} (their NLLs differ in the last digits, enough to change a \
-                     close choice); give another file, or remove this one"
+                     {evaluated_on} (the same model and token table, but their NLLs differ in \
+                     the last digits, enough to change a close choice)"
                 ),
             ));
         }

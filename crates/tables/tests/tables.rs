@@ -994,10 +994,26 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
     assert!(done.complete && done.pending(&wanted).is_empty());
     assert_eq!(done.rows.len(), 4);
 
+    // Each refusal says in words which of them differs, with both values.
     for (blocks, model, data, what) in [
-        (4, "model", "data", "num_blocks"),
-        (3, "other", "data", "model"),
-        (3, "model", "other", "dataset"),
+        (
+            4,
+            "model",
+            "data",
+            "masks of 3 blocks, this run's model has 4",
+        ),
+        (
+            3,
+            "other",
+            "data",
+            "another model (model id model, this run's is other)",
+        ),
+        (
+            3,
+            "model",
+            "other",
+            "another token table (dataset id data, this run's is other)",
+        ),
     ] {
         let error = resume_evaluations(&file, blocks, model, data, "cpu").unwrap_err();
         assert!(error.message.contains(what), "{error}");
@@ -1009,9 +1025,9 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
     assert_eq!(done.evaluated_on.as_deref(), Some("cpu"));
     let error = resume_evaluations(&file, 3, "model", "data", "cuda, tf32 on").unwrap_err();
     assert!(
-        error
-            .message
-            .contains("measured on cpu, this run measures on cuda, tf32 on"),
+        error.message.contains(
+            "measured on cpu, this run measures on cuda, tf32 on (the same model and token table"
+        ),
         "{error}"
     );
     names_file(&error, &file);

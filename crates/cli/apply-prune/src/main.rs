@@ -446,11 +446,29 @@ fn apply_prune(args: Args) -> Result<()> {
         .with_seed(settings.seed);
     let (mut game, dataset_id) = match (model, tokens, &args.tokens) {
         (Some(model), Some(tokens), Some(tokens_path)) => {
-            let game = layerprune_evaluation::CachedLlm::open(
+            let options = args.runtime.eval_options()?;
+            // The cache is opened on its own, so that what is wrong with it (measured on
+            // another model, token table, device or settings; not an evaluation table) is said
+            // of --cache, and only what fails running the model on the tokens of --tokens.
+            let cache = args
+                .cache
+                .as_deref()
+                .map(|path| {
+                    layerprune_evaluation::EvaluationCache::open(path, &model, &tokens, &options)
+                        .with_context(|| {
+                            format!(
+                                "--cache {}: not an evaluation cache this run can use; give \
+                                 another --cache, or remove the file to measure afresh",
+                                path.display()
+                            )
+                        })
+                })
+                .transpose()?;
+            let game = layerprune_evaluation::CachedLlm::open_with(
                 model,
                 &tokens,
-                args.runtime.eval_options()?,
-                args.cache.as_deref(),
+                options,
+                cache,
                 provenance.clone(),
             )
             .with_context(|| format!("--tokens {}", tokens_path.display()))?;

@@ -2152,3 +2152,123 @@ fn fixed_blocks_and_ks_are_refused_before_the_model_is_opened() {
         None,
     );
 }
+
+/// A cache this run cannot use is refused as the cache: the error names --cache and the file,
+/// says what differs (device and settings, model, token table, number of blocks, or not a
+/// table at all) and what to do, and blames neither --tokens nor a model or token table that
+/// are the same; nothing is written and the cache is left as it was.
+#[test]
+fn a_cache_it_cannot_use_is_refused_naming_the_cache_and_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let cache = dir.path().join("cache.parquet");
+    let measured = dir.path().join("measured.parquet");
+    let args = measuring_args("sleb", "1", &tokens, &measured, Some(&cache));
+    succeed(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let table = layerprune_tables::read_evaluations(&cache).unwrap();
+    let provenance = Provenance::new("test", "0", Vec::new());
+    let written = |name: &str, table: &layerprune_tables::EvaluationTable| {
+        let path = dir.path().join(name);
+        layerprune_tables::write_evaluations(&path, table, &provenance).unwrap();
+        path
+    };
+    let other_model = written(
+        "other-model.parquet",
+        &layerprune_tables::EvaluationTable {
+            model_id: "another-model".into(),
+            ..table.clone()
+        },
+    );
+    let five_blocks = written(
+        "five-blocks.parquet",
+        &layerprune_tests::evaluation_table(5, &[("11111", 2.0)]),
+    );
+    let not_parquet = dir.path().join("not-parquet.parquet");
+    std::fs::write(&not_parquet, b"not parquet").unwrap();
+    let other_tokens = dir.path().join("other-tokens.parquet");
+    write_windows(
+        &other_tokens,
+        layerprune_tests::fixture_windows(7, 3, 16),
+        "other",
+    );
+
+    let refused = dir.path().join("refused.parquet");
+    let mut basic = measuring_args("sleb", "1", &tokens, &refused, Some(&cache));
+    basic.extend(["--graph-optimization".into(), "basic".into()]);
+    for (args, file, problem) in [
+        // The same model and token table, measured with other settings: the reported defect.
+        (
+            basic,
+            &cache,
+            "cannot resume: its rows were measured on cpu, this run measures on cpu, graph \
+             optimization basic (the same model and token table, but their NLLs differ",
+        ),
+        (
+            measuring_args("sleb", "1", &tokens, &refused, Some(&other_model)),
+            &other_model,
+            "cannot resume: its rows were measured on another model (model id another-model, \
+             this run's is ",
+        ),
+        (
+            measuring_args("sleb", "1", &other_tokens, &refused, Some(&cache)),
+            &cache,
+            "cannot resume: its rows were measured on another token table (dataset id ",
+        ),
+        (
+            measuring_args("sleb", "1", &tokens, &refused, Some(&five_blocks)),
+            &five_blocks,
+            "cannot resume: its rows are masks of 5 blocks, this run's model has 6",
+        ),
+        (
+            measuring_args("sleb", "1", &tokens, &refused, Some(&not_parquet)),
+            &not_parquet,
+            "not a readable Parquet file",
+        ),
+    ] {
+        let before = std::fs::read(file).unwrap();
+        let out = apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        // The chain: the flag and file with what to do, then the file with what differs.
+        let top = format!(
+            "apply-prune: error: --cache {}: not an evaluation cache this run can use; give \
+             another --cache, or remove the file to measure afresh\n  caused by: {}: {problem}",
+            s(file),
+            s(file)
+        );
+        assert!(
+            stderr.contains(&top),
+            "{args:?}: expected {top:?} in {stderr}"
+        );
+        assert!(
+            !stderr.contains("--tokens") && !stderr.contains("must be for the same"),
+            "{args:?}: blames what is not wrong: {stderr}"
+        );
+        assert!(!refused.exists());
+        assert_eq!(std::fs::read(file).unwrap(), before);
+    }
+
+    // Not refusals: a cache whose writer stopped part-way (an `evaluate` checkpoint, not
+    // complete) is resumed like any other, and a table of another kind is refused as an output
+    // before the model is opened, naming --cache too.
+    let checkpoint = written(
+        "checkpoint.parquet",
+        &layerprune_tables::EvaluationTable {
+            complete: false,
+            rows: table.rows[..2].to_vec(),
+            ..table.clone()
+        },
+    );
+    let args = measuring_args("sleb", "1", &tokens, &refused, Some(&checkpoint));
+    succeed(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::remove_file(&refused).unwrap();
+    let scores = dir.path().join("scores.parquet");
+    let args = measuring_args("sleb", "1", &tokens, &refused, Some(&scores));
+    fail(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &format!("--cache {}: holds a table of kind scores", s(&scores)),
+        &refused,
+        None,
+    );
+}

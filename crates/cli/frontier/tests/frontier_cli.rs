@@ -505,6 +505,28 @@ fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
         "set c0 did not run"
     );
     assert!(!out.join("frontier.partial.csv").exists());
+
+    // The same sets measured with other settings: refused as the set's cache, saying that the
+    // model and tokens are the same, what differs, and one thing to do (not a second, "give
+    // another file", which no frontier flag can).
+    let mut basic = first.clone();
+    basic.extend(["--graph-optimization".into(), "basic".into()]);
+    let output = frontier(&basic.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let expected = format!(
+        "frontier: error: the cache of --calibration {c0} is not one this run can use (remove it, or choose \
+         another --out-dir)\n  caused by: {}: cannot resume: its rows were measured on cpu, this \
+         run measures on cpu, graph optimization basic (the same model and token table, but \
+         their NLLs differ",
+        out.join("cache-calibration-c0.parquet").display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in {stderr}"
+    );
+    assert!(!stderr.contains("give another file"), "{stderr}");
+    assert_eq!(std::fs::read(&csv).unwrap(), finished);
 }
 
 /// The two token-table flags keep their roles' names, so their help says what each is in the
