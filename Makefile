@@ -70,7 +70,9 @@ text_differs = $(subst $(2),,$(1))$(subst $(1),,$(2))
 setting_matches = $(if $(shell printf '%s' '$($(1))' | grep -Ex '$(2)'),,$(error $(1)='$($(1))' $(3)))
 $(call setting_matches,CALIB_WINDOWS,[1-9][0-9]*,must be a number of windows (1 or more))
 $(call setting_matches,EVAL_WINDOWS,[1-9][0-9]*,must be a number of windows (1 or more))
-$(call setting_matches,SEQ_LEN,[1-9][0-9]*,must be a number of tokens per window (1 or more))
+# A window's first token is context only (each token is scored on the ones before it): SEQ_LEN=1
+# scores nothing, and prepare-tokens refuses a --seq-len under 2 only once the stamps took it in.
+$(call setting_matches,SEQ_LEN,[2-9]|[1-9][0-9]+,must be a number of tokens per window: 2 or more (a window's first token is only context for the next; prepare-tokens --seq-len))
 $(call setting_matches,SEED,[0-9]+,must be a seed (a whole number: 0 or more))
 $(call setting_matches,THREADS,[0-9]+,must be a number of threads (0 = all cores))
 $(call setting_matches,BOS,auto|off,must be auto or off)

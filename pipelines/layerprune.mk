@@ -148,16 +148,26 @@ FORCE:
 # time again (`+`: under `make -n` and `make -q` too), so that an input touched, or made again
 # unchanged, remakes nothing and is not listed by `make -n` as if it did (it lists `:`).
 STAMP_FORMAT := layerprune-stamp 3
+# $(call file_text,FILE): FILE's text without its last newline, as $(file <FILE) is documented to
+# give it. GNU Make 4.3's $(file <) drops that newline only when the end of what it read lies past
+# a pointer to where it began in Make's buffer, a buffer the read itself may have moved
+# (reallocated): when it moved lower in memory, the newline stayed. A stamp or .checked file read
+# back then differed from what its rule would write by that newline, by chance of memory layout
+# and of the lengths of what was read before (one stamp of make prune's held-out tokens: `make -n
+# prune` listed it and every measurement after it after a finished run, and `make -q` answered 1).
+# One trailing newline is removed here, left by Make or not.
+FILE_END := <layerprune-end-of-file>
+file_text = $(subst $(FILE_END),,$(subst $(newline)$(FILE_END),,$(file <$(1))$(FILE_END)))
 stamp_checked = $(if $(filter %/.settings/,$(dir $(1))),$(patsubst %/.settings/,%/.checked/,$(dir $(1)))$(notdir $(1)),$(1).checked)
 # $(call stamp_identity,STAMP,INPUTS): the identity line of INPUTS now: the one recorded when
 # they were last identified if none changed since, else pipelines/identity.py's. (One line each:
 # a line continued inside a function's argument puts a space in the text.)
 stamp_inputs_unchanged = $(and $(wildcard $(call stamp_checked,$(1))),$(if $(shell find $(2) -maxdepth 0 -cnewer $(call stamp_checked,$(1)) -print 2>/dev/null),,unchanged))
-stamp_identity = $(if $(call stamp_inputs_unchanged,$(1),$(2)),$(file <$(call stamp_checked,$(1))),$(shell $(PYTHON) pipelines/identity.py $(2)))
+stamp_identity = $(if $(call stamp_inputs_unchanged,$(1),$(2)),$(call file_text,$(call stamp_checked,$(1))),$(shell $(PYTHON) pipelines/identity.py $(2)))
 # $(call stamp_outdated,STAMP,VALUES,INPUTS): non-empty when STAMP is missing or is not what its
 # rule would write now (a missing input makes its stamp again).
 stamp_text = $(2)$(newline)$(if $(strip $(3)),$(call stamp_identity,$(1),$(3))$(newline))$(STAMP_FORMAT)
-stamp_outdated = $(strip $(if $(wildcard $(1)),$(if $(filter-out $(wildcard $(3)),$(3)),missing input,$(call text_differs,$(file <$(1)),$(call stamp_text,$(1),$(2),$(3)))),missing))
+stamp_outdated = $(strip $(if $(wildcard $(1)),$(if $(filter-out $(wildcard $(3)),$(3)),missing input,$(call text_differs,$(call file_text,$(1)),$(call stamp_text,$(1),$(2),$(3)))),missing))
 # $(call stamp_update,STAMP,VALUES,ON_CHANGE,INPUTS): the recipe that writes STAMP when what it
 # would hold changed. With INPUTS, it records their identity in $(call stamp_checked,STAMP) too,
 # dated when they were identified, or the stamp's own time when none changed since that (so that

@@ -53,7 +53,8 @@ PRUNE_GENERATOR ?= $(if $(filter gguf $(PRUNE_GENERATOR_TYPES),$(PRUNE_MODEL_TYP
 PRUNE_MODEL_DIR = $(PRUNE_OUT)/model
 # Every mask measured on the calibration tokens, kept across runs (apply-prune --cache): another K,
 # MAX_PPL_RATIO or ADAPTIVE_BUDGET, or a run killed part-way, re-runs none of them. Removed
-# when the calibration tokens are made again with other windows (they, or the model, changed).
+# when the calibration tokens are made again with other windows (they, or the model, changed), and
+# when what the model runs on changes as its rows record it (the device stamp below).
 PRUNE_CACHE = $(PRUNE_OUT)/evaluations-calib.parquet
 # What chooses how many blocks go (K, or the most within MAX_PPL_RATIO), and the plan's folder.
 # The ratio and its margin as numbers (1.20 and 1.2 are one choice, one folder); a margin of 0
@@ -209,10 +210,17 @@ prune_stamp = $(call settings_stamp_at,$(PRUNE_OUT)/.settings/$(1),$(2),,$(3))
 
 $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(PRUNE_SOURCE_STAT))))
 # The kind of device and the runtime flags (MODEL_RUNTIME, layerprune.mk) are in the token stamps although the tokens do
-# not depend on it: everything measured on them depends on it, and the cache of evaluations goes
-# with the calibration tokens, so a new kind measures everything on it (the tokens come out the same).
+# not depend on them: everything measured on the tokens does, so a new kind or flag measures it all
+# again. The tokens themselves come out the same, so their rule keeps the cache of evaluations
+# (same_game.sh compares the model and the tokens, not what the rows were measured on), whose rows
+# apply-prune then refuses (`its rows were measured on cpu, this run measures on cpu, graph
+# optimization basic`). The cache is dropped by a stamp of MODEL_RUNTIME of its own, what the
+# rows record as evaluated_on, when it changes, as the demo's device stamp drops its plan cache
+# (layerprune.mk); the plan's rule has it order-only, so that the stamp is up to date before
+# apply-prune opens the cache, and the token stamps alone say what is measured again.
 $(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(MODEL_RUNTIME),$(PRUNE_MODEL_DIR)/manifest.json $(CALIB_INPUT)))
 $(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(MODEL_RUNTIME),$(PRUNE_MODEL_DIR)/manifest.json $(EVAL_INPUT)))
+$(eval $(call settings_stamp_at,$(PRUNE_OUT)/.settings/device,$(MODEL_RUNTIME),rm -f $(PRUNE_CACHE);))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
@@ -239,7 +247,8 @@ $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evalua
 # as chosen without running the model (from-plan without --tokens), so new held-out tokens
 # (EVAL_*) measure the plan again but write neither the folder nor anything made from it. With MAX_PPL_RATIO the plan table holds the one plan chosen, so the later steps
 # take it without a k.
-$(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_STAGE_LIB)
+$(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_STAGE_LIB) \
+    $(PRUNE_OUT)/.settings/device
 	@mkdir -p $(dir $@)
 	@# A refused or failed choice leaves no empty plan folder behind.
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
@@ -281,11 +290,14 @@ $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt: $(PRUNE_PLAN_DIR)/pruned/manifest.
 PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_PLAN_DIR)/pruned-generator.onnx)
 PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $(PRUNE_GENERATOR_OUT), one decoder with a KV cache (docs/your-model.md)
 
+# The goal's own recipe only prints the summary: under `make -q` (QUESTION_ONLY, layerprune.mk) its
+# lines expand to nothing, which Make does not count as something to do, so that `make -q prune`
+# exits 0 after a finished run (a phony goal with a recipe is never up to date to -q).
 prune: $(ORT_STAGE_LIB) $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/plan.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet \
        $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
-	@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
-	  --source $(MODEL) --plan-method $(PRUNE_METHOD) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS))
-	$(if $(PRUNE_GENERATOR_OUT),@echo "  $(PRUNE_GENERATOR_NOTE)")
+	$(if $(QUESTION_ONLY),,@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
+	  --source $(MODEL) --plan-method $(PRUNE_METHOD) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS)))
+	$(if $(and $(PRUNE_GENERATOR_OUT),$(if $(QUESTION_ONLY),,yes)),@echo "  $(PRUNE_GENERATOR_NOTE)")
 
 .PHONY: prune

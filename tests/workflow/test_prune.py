@@ -30,8 +30,23 @@ name = Path(sys.argv[0]).name
 args = sys.argv[1:]
 if name == "python" and args:
     name, args = Path(args[0]).name, args[1:]
-if name == "inspect":  # the evaluation tables Make keeps are renamed once complete; not a stage
-    print(json.dumps({"metadata": {"complete": True}}, indent=2))
+def model_id(folder):
+    return hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()[:16]
+
+if name == "inspect":  # not a stage
+    # pipelines/same_game.sh compares the ids of the cache of evaluations with the model folder's
+    # and the calibration tokens' (below: what the stand-ins record); the evaluation tables Make
+    # keeps are renamed once complete.
+    path = Path(args[-1])
+    text = path.read_text() if path.is_file() else ""
+    if path.is_dir():
+        print(json.dumps({"model_id": model_id(path)}, indent=2))
+    elif text.startswith("ids "):
+        print(json.dumps(dict(zip(("model_id", "dataset_id"), text.split()[1:3])), indent=2))
+    elif text.startswith("dataset "):
+        print(json.dumps({"dataset_id": text.split()[1]}, indent=2))
+    else:
+        print(json.dumps({"metadata": {"complete": True}}, indent=2))
     sys.exit(0)
 with open(os.environ["PRUNE_TEST_LOG"], "a") as log:
     log.write(" ".join([name] + args) + "\n")
@@ -53,15 +68,34 @@ if name == "export_layered.py":
     manifest = {"num_blocks": blocks, "source": hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest(),
                 "blocks": [{"index": i, "original_index": i} for i in range(blocks)]}
     (out / "manifest.json").write_text(json.dumps(manifest))
-elif name in ("prepare-tokens", "evaluate"):
+elif name == "prepare-tokens":  # the same settings and text, the same tokens and dataset id
+    text = Path(value("--text")).read_bytes() if value("--text") else b""
+    settings = [a for a in args if a not in ("--out", value("--out"))]
+    touch(value("--out"))
+    dataset = hashlib.sha256(json.dumps(settings).encode() + text).hexdigest()[:16]
+    Path(value("--out")).write_text(f"dataset {dataset}\n")
+elif name == "evaluate":
     touch(value("--out"))
 
 elif name == "apply-prune":
+    if value("--cache"):  # the model and dataset ids, then one line per run that kept its
+        # evaluations there, with what they were measured on (the kind of device and the flags that
+        # change NLLs, as `evaluated_on`); a cache of another game, or rows measured on another,
+        # are refused, as the real one refuses them, before anything is written.
+        ids = f"ids {model_id(value('--model'))} {Path(value('--tokens')).read_text().split()[1]}"
+        runtime = " ".join([(value("--device") or "cpu").split(":")[0]]
+                           + [f"{flag} {value(flag)}" for flag in ("--tf32", "--graph-optimization") if value(flag)])
+        cache = Path(value("--cache"))
+        kept = cache.read_text().splitlines() if cache.exists() else [ids]
+        if kept[0] != ids:
+            sys.exit(f"apply-prune: error: {cache}: cannot resume: another model or token table")
+        for line in kept[1:]:
+            if line != f"run {runtime}":
+                sys.exit(f"apply-prune: error: {cache}: cannot resume: its rows were measured on {line[4:]}, "
+                         f"this run measures on {runtime}")
+        cache.write_text("\n".join(kept + [f"run {runtime}"]) + "\n")
     if value("--out"):  # the pruned folder is written without a plan table
         touch(value("--out"))
-    if value("--cache"):  # one line per run that kept its evaluations there
-        with open(value("--cache"), "a") as cache:
-            cache.write("run\n")
     if value("--pruned-out"):
         k = int(value("--k") or 2)  # without --k (MAX_PPL_RATIO), the plan the stand-in "chose"
         kept = [i for i in range(blocks) if i not in range(1, 1 + 2 * k, 2)]
@@ -298,6 +332,76 @@ def test_changed_settings_redo_what_they_affect(setup):
     assert cache.read_text().count("run") == 1
 
 
+def runs(cache):
+    """The runs that kept their evaluations in the stand-ins' cache, with what they were measured
+    on (its first line holds the model and dataset ids)."""
+    return cache.read_text().splitlines()[1:]
+
+
+def test_a_new_device_or_nll_changing_flag_drops_the_cache_of_evaluations(setup):
+    """The calibration tokens, made again alike for a new kind of device or a flag that changes
+    NLLs (their stamps hold MODEL_RUNTIME), kept the cache (pipelines/same_game.sh compares the
+    model and the tokens only), whose rows apply-prune then refused as measured on another; the
+    device stamp drops it, as the demo's drops its plan cache. Flags that give the same NLLs keep it."""
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    cache = out / "evaluations-calib.parquet"
+    setup["make"](*base)
+    setup["make"](*base[:1], "K=3", base[2])
+    assert runs(cache) == ["run cpu", "run cpu"]
+    # Another thread count: the same NLLs, nothing to redo, the cache kept.
+    _, lines = setup["make"](*base, "THREADS=1")
+    assert [line[0] for line in lines] == ["report.py"], lines
+    # Another graph optimization: every measurement again, the choice on a fresh cache.
+    flags = "EVALUATE_FLAGS=--device cpu --threads 0 --graph-optimization basic"
+    result, lines = setup["make"](*base, flags, check=False)
+    assert result.returncode == 0, result.stderr
+    assert calls(lines, "prepare-tokens") and len(calls(lines, "apply-prune", "--cache")) == 1, lines
+    assert runs(cache) == ["run cpu --graph-optimization basic"]
+    _, again = setup["make"](*base, flags)
+    assert [line[0] for line in again] == ["report.py"], again
+    # Back on the CPU's defaults, then on CUDA: each time measured afresh (the CPU build of ONNX
+    # Runtime stands in for the CUDA one here, make_env).
+    setup["make"](*base)
+    assert runs(cache) == ["run cpu"]
+    setup["make"](*base, "DEVICE=cuda")
+    assert runs(cache) == ["run cuda"]
+    # Another GPU: the same kind of device, the same NLLs; another K reads the cache as it is.
+    _, lines = setup["make"](*base[:1], "K=3", base[2], "DEVICE=cuda:1")
+    assert runs(cache) == ["run cuda", "run cuda"]
+    assert not calls(lines, "prepare-tokens"), lines
+
+
+def test_after_a_run_a_dry_run_lists_no_step_and_make_q_says_up_to_date(setup):
+    """After a finished `make prune`, `make -n prune` listed the held-out tokens' prepare-tokens
+    and every measurement on them, and `make -q prune` exited 1: the tokens' stamp read back
+    through GNU Make 4.3's $(file <) kept its last newline now and then (as chance of memory
+    layout has it, for stamps longer than Make's first 200-byte buffer: long text paths here,
+    the LAMBADA passages' path in a real run), so it differed from what its rule would write; and
+    the goal's summary made it never up to date to -q. Several lengths of the texts' paths."""
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    for length in range(40, 110, 10):
+        texts = []
+        for name in ("calib", "eval"):
+            path = setup["tmp"] / f"{name}-{'x' * length}.txt"
+            path.write_text(f"{name} text\n")
+            texts.append(f"{name.upper()}_TEXT={path}")
+        setup["make"](*base, *texts)
+        result, lines = setup["make"]("-n", *base, *texts)
+        assert lines == [], lines  # -n runs nothing, and lists only the goal's summary:
+        listed = [line for line in result.stdout.splitlines() if line.startswith(("/", "true "))]
+        assert all(line.startswith(("true build", f"{setup['tmp'] / 'venv'}/bin/python tools/prune/report.py summary"))
+                   for line in listed), (length, result.stdout)
+        result, _ = setup["make"]("-q", *base, *texts, check=False)
+        assert result.returncode == 0, (length, result.stdout, result.stderr)
+    # A changed setting is still previewed, and -q says so.
+    result, _ = setup["make"]("-n", *base, *texts, "EVAL_WINDOWS=7")
+    assert "prepare-tokens" in result.stdout and "--windows 7" in result.stdout, result.stdout
+    result, _ = setup["make"]("-q", *base, *texts, "EVAL_WINDOWS=7", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+
+
 def test_weights_replaced_by_older_files_are_a_new_model_and_a_path_is_one_model(setup):
     out = setup["tmp"] / "run"
     base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
@@ -488,6 +592,8 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
     (["MODEL={hf}", "K=2", "MAX_PPL_RATIO_SE=2"], "set MAX_PPL_RATIO=ratio too"),
     (["MODEL={hf}", "MAX_PPL_RATIO=1.5", "MAX_PPL_RATIO_SE=-1"], "must be a number of standard errors"),
     (["MODEL={hf}", "MAX_PPL_RATIO=1.5", "MAX_PPL_RATIO_SE=two"], "must be a number of standard errors"),
+    # A window of one token scores nothing: prepare-tokens refused it only once the stamps took it in.
+    (["MODEL={hf}", "K=2", "SEQ_LEN=1"], "SEQ_LEN='1' must be a number of tokens per window: 2 or more"),
 ])
 def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
     args = [a.format(hf=setup["hf"], tmp=setup["tmp"]) for a in args]
