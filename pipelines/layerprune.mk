@@ -409,8 +409,10 @@ $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $
 DEMO_PRUNED := $(PRUNED)-plan.parquet $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \
   $(if $(and $(filter $(MODEL_PATH_STAMPED),$(call stamped_path,$(BUILD)/models/$(MODEL_NAME))),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json \
     $(RUN)/pruned-k$(K_PRUNED)-generator.onnx)
+# The goal's own recipe only prints the summary: under `make -q` (QUESTION_ONLY) it is empty, so
+# that `make -q demo` answers whether anything is to be made (else it could never exit 0).
 demo: $(ORT_STAGE_LIB) venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)
-	$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(call method_list,$(DEMO_METHODS)) --k-pruned $(K_PRUNED)
+	$(if $(QUESTION_ONLY),,$(VENV_EXPORT)/bin/python tools/report/summarize.py --run $(RUN) --methods $(call method_list,$(DEMO_METHODS)) --k-pruned $(K_PRUNED))
 
 # --- make results: every method at k = 3, 6, 9, written into the run folder ---------------------
 # Same calibration run as the demo (its masks and evaluations are reused when present). The
