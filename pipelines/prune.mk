@@ -2,7 +2,7 @@
 # pruned by the recommended method in one command (docs/your-model.md). MAX_PPL_RATIO=<R> instead
 # of K removes as many blocks as keep the calibration perplexity within R times the full model's
 # (MAX_PPL_RATIO_SE=<Z>: by Z standard errors of the calibration windows), chosen by SLEB raced
-# over the calibration windows (PRUNE_METHOD below). Included by the
+# over the calibration windows (PRUNE_SEARCH below). Included by the
 # top-level Makefile after pipelines/layerprune.mk, whose text sources (CALIB_*, EVAL_*, SEQ_LEN,
 # SEED: the demo's defaults, LAMBADA passages unless CALIB_TEXT / EVAL_TEXT), EVALUATE_FLAGS
 # (DEVICE, THREADS) and method rows (RECOMMENDED_METHOD's with ADAPTIVE_BUDGET, PLAN_ARGS_sleb-raced) it uses.
@@ -66,15 +66,22 @@ PRUNE_RATIO_FLAGS = --max-ppl-ratio $(PRUNE_RATIO)$(if $(PRUNE_RATIO_SE), --max-
 PRUNE_CHOICE = $(if $(MAX_PPL_RATIO),ratio$(PRUNE_RATIO)$(if $(PRUNE_RATIO_SE),-se$(PRUNE_RATIO_SE)),k$(K))
 PRUNE_CHOICE_FLAGS = $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS),--k $(K))
 PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
-# The method that chooses, by its name in the plan table, and its arguments (settings.mk's method
-# table). For K blocks the recommended method (RECOMMENDED_METHOD: adaptive removal raced over the
-# calibration windows, at most ADAPTIVE_BUDGET evaluations, SLEB's cost by default). For
+# The method that chooses, by its row of settings.mk's method table, and its arguments. For K
+# blocks the recommended method (RECOMMENDED_METHOD: adaptive removal raced over the calibration
+# windows, at most ADAPTIVE_BUDGET evaluations, SLEB's cost by default). For
 # MAX_PPL_RATIO, which tries two k or more, SLEB raced over the calibration windows: on
 # SmolLM2-135M and Gemma 3 270M it found SLEB's plans in every search, for 63-72 % of SLEB's
 # evaluations (docs/results.md, "Choosing k by a perplexity ratio"); with an
 # ADAPTIVE_BUDGET of the user's, the recommended method at that budget for each k tried.
-PRUNE_METHOD = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,$(RECOMMENDED_METHOD))
-PRUNE_PLAN_ARGS = $(strip $(PLAN_ARGS_$(PRUNE_METHOD)) $(if $(PRUNE_POSITION_BOUND),--fixed $(PRUNE_POSITION_BOUND)))
+PRUNE_SEARCH = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,$(RECOMMENDED_METHOD))
+PRUNE_PLAN_ARGS = $(strip $(PLAN_ARGS_$(PRUNE_SEARCH)) $(if $(PRUNE_POSITION_BOUND),--fixed $(PRUNE_POSITION_BOUND)))
+# The plan's method as apply-prune names it in the plan table, which the later steps ask for. A
+# race drops masks only after its first windows (--race-windows, default 3: Race::default in
+# crates/selection/src/race.rs): with CALIB_WINDOWS no more than those apply-prune races nothing
+# and names the plan after the unraced method (adaptive, sleb), so asking for adaptive-raced
+# failed after the choice (`no plan removes 1 blocks with method adaptive-raced`).
+PRUNE_RACE_WINDOWS = $(or $(call flag_value,--race-windows,$(PRUNE_PLAN_ARGS)),3)
+PRUNE_METHOD = $(if $(and $(filter %-raced,$(PRUNE_SEARCH)),$(shell [ '$(CALIB_WINDOWS)' -le '$(PRUNE_RACE_WINDOWS)' ] 2>/dev/null && echo unraced)),$(PRUNE_SEARCH:%-raced=%),$(PRUNE_SEARCH))
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 # MODEL as one absolute path (`dir/`, `./dir` and `/abs/dir` are one model: the stamps below
 # compare it as text).
@@ -241,7 +248,7 @@ $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/pr
 $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
 	$(call evaluate_checkpointed,--model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --overwrite --quiet)
 
-# PRUNE_METHOD (raced adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
+# PRUNE_SEARCH (raced adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
 # ratio) chooses on the calibration tokens; the chosen plan is then written as the pruned layered
 # folder, and measured on the held-out tokens, in two steps: the folder is written from the plan
 # as chosen without running the model (from-plan without --tokens), so new held-out tokens
@@ -250,10 +257,16 @@ $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evalua
 $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_STAGE_LIB) \
     $(PRUNE_OUT)/.settings/device
 	@mkdir -p $(dir $@)
-	@# A refused or failed choice leaves no empty plan folder behind.
+	@# A refused or failed choice leaves no empty plan folder behind. One killed (kill -9) leaves
+	@# its output's lock file (.NAME.lock, crates/core/src/lock.rs), which holds no lock but kept
+	@# rmdir from removing the folder: it is removed under the lock (flock -n), so never while
+	@# another run of this plan holds it (a second run is refused at once, and fails here too).
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
-	  --tokens $< --cache $(PRUNE_CACHE) --out $@ || { rmdir $(dir $@) 2>/dev/null; exit 1; }
+	  --tokens $< --cache $(PRUNE_CACHE) --out $@ || { \
+	  ! command -v flock >/dev/null || flock -n $(PRUNE_PLAN_LOCK) rm -f $(PRUNE_PLAN_LOCK) 2>/dev/null; \
+	  rmdir $(dir $@) 2>/dev/null; exit 1; }
 
+PRUNE_PLAN_LOCK = $(PRUNE_PLAN_DIR)/.plan-calibration.parquet.lock
 PRUNE_FROM_PLAN = --method from-plan --plans $(PRUNE_PLAN_DIR)/plan-calibration.parquet --plan-method $(PRUNE_METHOD) \
   $(if $(K),--k $(K)) --model $(PRUNE_MODEL_DIR)
 $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet | $(BIN)/apply-prune
@@ -273,6 +286,10 @@ $(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json $(
 # holds the same blocks measured on the held-out tokens, and new held-out settings (EVAL_*)
 # change nothing in the checkpoint, nor then in the generator made from it.
 $(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
+	@# The decoder in this folder was made from the checkpoint about to be replaced: with
+	@# PRUNE_GENERATOR=0 nothing would make it again, and it would stay beside the new plan, another
+	@# plan's blocks (its file records none to tell them apart by).
+	rm -f $(PRUNE_PLAN_DIR)/pruned-generator.onnx $(PRUNE_PLAN_DIR)/pruned-generator.onnx.*.data
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plans $< \
 	  --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) --out $(dir $@) --force
 

@@ -94,6 +94,11 @@ elif name == "apply-prune":
                 sys.exit(f"apply-prune: error: {cache}: cannot resume: its rows were measured on {line[4:]}, "
                          f"this run measures on {runtime}")
         cache.write_text("\n".join(kept + [f"run {runtime}"]) + "\n")
+        if os.environ.get("PRUNE_TEST_KILL_CHOICE"):  # killed while choosing (kill -9): the lock
+            # file of its output (crates/core/src/lock.rs) stays behind, holding no lock
+            out = Path(value("--out"))
+            (out.parent / f".{out.name}.lock").write_text("")
+            os.kill(os.getpid(), 9)
     if value("--out"):  # the pruned folder is written without a plan table
         touch(value("--out"))
     if value("--pruned-out"):
@@ -138,9 +143,10 @@ def setup(tmp_path):
         (tmp_path / name).write_text("text\n")
     log = tmp_path / "log.txt"
 
-    def make(*args, check=True):
+    def make(*args, check=True, env_extra=None):
         log.write_text("")
         env = make_env()
+        env.update(env_extra or {})
         env["PRUNE_TEST_LOG"] = str(log)
         command = ["make", "--no-print-directory", "prune", f"BIN={bin_dir}", f"VENV_EXPORT={venv}",
                    "CARGO=true", f"ORT_LIB={ort}", f"CALIB_TEXT={tmp_path / 'calib.txt'}",
@@ -400,6 +406,73 @@ def test_after_a_run_a_dry_run_lists_no_step_and_make_q_says_up_to_date(setup):
     assert "prepare-tokens" in result.stdout and "--windows 7" in result.stdout, result.stdout
     result, _ = setup["make"]("-q", *base, *texts, "EVAL_WINDOWS=7", check=False)
     assert result.returncode == 1, result.stdout + result.stderr
+
+
+def test_a_plan_chosen_again_without_the_decoder_leaves_no_decoder_of_the_last_plan(setup):
+    """A plan chosen again (new calibration text) with PRUNE_GENERATOR=0 rewrote the pruned
+    folder and checkpoint but left the decoder made from the last plan's checkpoint in kK/, with
+    nothing in it to tell it was another plan's blocks."""
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    setup["make"](*base)
+    decoder = out / "k2" / "pruned-generator.onnx"
+    data = out / "k2" / "pruned-generator.onnx.abc123.data"  # its weights, when over 2 GB
+    data.write_text("stand-in\n")
+    assert decoder.is_file()
+    (setup["tmp"] / "calib.txt").write_text("other text\n")
+    _, lines = setup["make"](*base, "PRUNE_GENERATOR=0")
+    assert [line[0] for line in lines] == ["prepare-tokens", "apply-prune", "apply-prune", "apply-prune",
+                                           "evaluate", "prune_hf.py", "report.py"], lines
+    assert not decoder.exists() and not data.exists()
+    # Asked for again, it is made from the new checkpoint.
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines] == ["export_generator.py", "report.py"], lines
+    assert decoder.is_file()
+
+
+@pytest.mark.parametrize("args,method", [
+    (["K=1", "CALIB_WINDOWS=3"], "adaptive"),
+    (["K=1", "CALIB_WINDOWS=4"], "adaptive-raced"),
+    (["MAX_PPL_RATIO=1.5", "CALIB_WINDOWS=2"], "sleb"),
+    (["MAX_PPL_RATIO=1.5", "ADAPTIVE_BUDGET=least", "CALIB_WINDOWS=3"], "adaptive"),
+    (["K=1", "CALIB_WINDOWS=5", "PLAN_ARGS_adaptive-raced=--method adaptive --race-se 3 --race-windows 5"], "adaptive"),
+])
+def test_too_few_calibration_windows_to_race_ask_for_the_unraced_plan(setup, args, method):
+    """With no more calibration windows than a race's first ones (3), apply-prune races nothing and
+    names the plan adaptive (or sleb), unraced: the steps after the choice asked the table for
+    adaptive-raced and failed (`no plan removes 1 blocks with method adaptive-raced`), on a real
+    GGUF run with CALIB_WINDOWS=2."""
+    out = setup["tmp"] / "run"
+    _, lines = setup["make"](f"MODEL={setup['hf']}", f"PRUNE_OUT={out}", *args)
+    (choose,) = calls(lines, "apply-prune", "--cache")
+    assert arg(choose, "--method") == method.removesuffix("-raced") and "--race-se" in choose
+    asked = calls(lines, "apply-prune", "from-plan") + calls(lines, "prune_hf.py") + calls(lines, "report.py")
+    assert len(asked) == 4 and all(arg(line, "--plan-method") == method for line in asked), asked
+
+
+def test_a_choice_killed_leaves_no_plan_folder_and_the_next_run_chooses(setup):
+    """apply-prune killed while choosing left its output's lock file in kK/, so the recipe's rmdir
+    kept an empty-looking plan folder; the lock file is removed unless another run holds it."""
+    import fcntl
+
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    killed = {"PRUNE_TEST_KILL_CHOICE": "1"}
+    result, lines = setup["make"](*base, check=False, env_extra=killed)
+    assert result.returncode != 0 and calls(lines, "apply-prune", "--cache"), result.stderr
+    assert not (out / "k2").exists(), sorted(p.name for p in (out / "k2").iterdir())
+    # While another run holds the plan's lock, its lock file is not touched (nor the folder).
+    (out / "k2").mkdir()
+    lock = out / "k2" / ".plan-calibration.parquet.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result, _ = setup["make"](*base, check=False, env_extra=killed)
+        assert result.returncode != 0 and lock.exists()
+    # The next run chooses, from the cache the killed one kept, and finishes.
+    _, lines = setup["make"](*base)
+    assert calls(lines, "apply-prune", "--cache") and (out / "k2" / "pruned-hf" / "config.json").is_file()
+    _, again = setup["make"](*base)
+    assert [line[0] for line in again] == ["report.py"], again
 
 
 def test_weights_replaced_by_older_files_are_a_new_model_and_a_path_is_one_model(setup):

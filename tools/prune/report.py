@@ -328,9 +328,11 @@ def size_lines(config: dict, kept: int, num_blocks: int):
             f"({100 * (pruned - source) / source:+.1f} %; {kept} of {num_blocks} blocks, the embedding and head kept)"]
 
 
-# How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD).
+# How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD;
+# the unraced names where the calibration windows are too few for a race to drop any mask).
 METHOD_NAMES = {"adaptive": "adaptive removal",
                 "adaptive-raced": "adaptive removal raced over the calibration windows",
+                "sleb": "SLEB",
                 "sleb-raced": "SLEB raced over the calibration windows"}
 
 
