@@ -369,8 +369,11 @@ endif
 # Face checkpoint, its generator or the quantized pruned models again. (A plan chosen again, by
 # another ADAPTIVE_BUDGET or device, writes the folder again even where it removes the same blocks.)
 PRUNED := $(RUN)/pruned-k$(K_PRUNED)
+# The calibration table holds the recommended method's plans alone, so they are not asked for by
+# name: a race over no more windows than its first races nothing and records its plans under the
+# unraced method's name (adaptive), which asking for adaptive-raced refused after the choice.
 PRUNED_FROM_PLAN = --method from-plan --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
-  --plan-method $(RECOMMENDED_METHOD) --k $(K_PRUNED) --model $(MODEL_DIR)
+  --k $(K_PRUNED) --model $(MODEL_DIR)
 $(PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet | $(BIN)/apply-prune $(MODEL_INPUT)
 	$(BIN)/apply-prune $(PRUNED_FROM_PLAN) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(PRUNED) --overwrite
 
@@ -392,7 +395,7 @@ $(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json tools/
 $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) tools/export/prune_hf.py \
                                            | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
-	  --plan-method $(RECOMMENDED_METHOD) --k $(K_PRUNED) --out $(dir $@) --force
+	  --k $(K_PRUNED) --out $(dir $@) --force
 
 # The same checkpoint as one ONNX decoder with a KV cache, for generating text (the layered
 # folder and the merged file have no cache); checked against transformers' greedy generation.

@@ -6,6 +6,7 @@ naming what it reads. On the tiny fixture with the real stage binaries (LAYERPRU
 target/debug): seconds a run.
 """
 
+import json
 import os
 import re
 import shutil
@@ -234,3 +235,17 @@ def test_a_report_script_is_a_prerequisite_of_what_it_writes(tmp_path):
              for line in result.stdout.splitlines() if re.match(r"^/\S+:", line)}
     for target, script in wanted.items():
         assert script in rules[target], (target, rules.get(target))
+
+
+def test_the_pruned_model_is_written_when_too_few_windows_leave_nothing_to_race(run_make, tmp_path):
+    """With no more calibration windows than a race's first (3), apply-prune races nothing and
+    records the recommended method's plans as the unraced method's (adaptive): the pruned folder
+    asked for adaptive-raced by name and failed after the choice ("no plan removes 2 blocks with
+    method adaptive-raced"). The calibration table holds that method's plans alone: taken as such."""
+    run = tmp_path / "run"
+    targets = [str(run / "pruned-k2" / "manifest.json"), str(run / "pruned-k2-plan.parquet")]
+    status, output, ran = run_make(*targets, "CALIB_WINDOWS=3")
+    assert status == 0, output
+    assert [name for name, _ in ran].count("apply-prune") == 3, ran
+    manifest = json.loads((run / "pruned-k2" / "manifest.json").read_text())
+    assert manifest["pruned_from"]["method"] == "adaptive", manifest["pruned_from"]

@@ -73,10 +73,10 @@ RECORDED_METHOD = {"search": "surrogate-search", "iterative": "iterative-surroga
 PLAN_COLUMNS = ("method", "k", "removed_blocks")
 
 
-def removed_from_plan(plan: Path, method: str, k):
-    """The removed blocks of the plan of `method` (as recorded, or the `--method` that records it)
-    with k removed; with k None, of the table's one plan of `method` (as `apply-prune
-    --max-ppl-ratio` writes)."""
+def removed_from_plan(plan: Path, method, k):
+    """The removed blocks of the plan of `method` (as recorded, or the `--method` that records it;
+    None: any, as apply-prune --method from-plan without --plan-method) with k removed; with k
+    None, of the table's one plan (of `method`; as `apply-prune --max-ppl-ratio` writes)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -92,13 +92,15 @@ def removed_from_plan(plan: Path, method: str, k):
                  f"(apply-prune writes one with {', '.join(PLAN_COLUMNS)})")
     rows = table.to_pylist()
     names = {method, RECORDED_METHOD.get(method, method)}
-    matches = [r for r in rows if r["method"] in names and (k is None or r["k"] == k)]
+    matches = [r for r in rows if (method is None or r["method"] in names) and (k is None or r["k"] == k)]
     available = sorted({(r["method"], r["k"]) for r in rows})
+    of_method = "" if method is None else f" for method {method!r}"
     if not matches:
         with_k = "" if k is None else f" with k={k}"
-        sys.exit(f"prune_hf: error: {plan} has no plan for method {method!r}{with_k} (has {available})")
+        sys.exit(f"prune_hf: error: {plan} has no plan{of_method}{with_k} (has {available})")
     if len(matches) > 1:
-        sys.exit(f"prune_hf: error: {plan} has {len(matches)} plans for method {method!r}; choose one with --k "
+        choose = " or --plan-method" if method is None and len({r["method"] for r in matches}) > 1 else ""
+        sys.exit(f"prune_hf: error: {plan} has {len(matches)} plans{of_method}; choose one with --k{choose} "
                  f"(has {available})")
     metadata = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
     return sorted(matches[0]["removed_blocks"]), metadata.get("num_blocks")
@@ -204,7 +206,8 @@ def main(argv=None):
     which.add_argument("--plans", "--plan", dest="plans", type=Path, help="plan table written by apply-prune")
     parser.add_argument("--plan-method", "--method", dest="plan_method",
                         help="with --plans: the method of the plan to take, as the table records it "
-                             "(or search / iterative for surrogate-search / iterative-surrogate)")
+                             "(or search / iterative for surrogate-search / iterative-surrogate); "
+                             "needed only when the table holds plans of several methods at --k")
     parser.add_argument("--k", type=int, help="with --plans: the plan's number of removed blocks (needed when the "
                                               "table has several plans of --plan-method)")
     parser.add_argument("--out", required=True, type=Path)
@@ -222,8 +225,6 @@ def main(argv=None):
     if args.out.exists() and not args.force:
         sys.exit(f"prune_hf: error: {args.out} exists; pass --force to replace it")
     if args.plans is not None:
-        if args.plan_method is None:
-            sys.exit("prune_hf: error: --plans needs --plan-method")
         removed, plan_blocks = removed_from_plan(args.plans, args.plan_method, args.k)
     else:
         plan_blocks = None
