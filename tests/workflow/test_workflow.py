@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -232,6 +233,76 @@ exec {BIN / "evaluate"} "$@"
     assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
 
 
+def test_a_finished_shard_is_not_evaluated_again_when_its_job_reruns(tmp_path, text, one_shard):
+    """Snakemake deletes a job's outputs before it runs it. Killed while a shard job ran on (as a
+    Slurm job does when the login session that runs Snakemake ends), Snakemake marks the job
+    incomplete though it finished, and the rerun (the profiles' rerun-incomplete) deleted the
+    finished table and evaluated every mask of the shard again, hours on a large model; so did
+    --forcerun. The finished table is kept (shards/finished) and resumed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in STAGES:
+        if stage != "evaluate":
+            (bin_dir / stage).symlink_to(BIN / stage)
+    started, go = tmp_path / "started", tmp_path / "go"
+    # The first run of shard 1/2 waits, so that Snakemake is killed while it runs.
+    (bin_dir / "evaluate").write_text(f"""#!/bin/sh
+case " $* " in
+  *" --shard 1/2 "*)
+    if [ ! -e {started} ]; then
+      touch {started}
+      i=0
+      while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    fi;;
+esac
+exec {BIN / "evaluate"} "$@"
+""")
+    (bin_dir / "evaluate").chmod(0o755)
+    config = write_config(tmp_path, text, shards=2, rounds=2, bin=str(bin_dir))
+    workdir = tmp_path / "wd"
+    # One job at a time: when Snakemake is killed, the shard is the only job running on.
+    profile = ["--profile", str(ROOT / "pipelines" / "profiles" / "local"), "--cores", "1"]
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
+               "--configfile", str(config), *profile, "evaluations"]
+    snakemake_run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):
+            if started.exists() or snakemake_run.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), "shard 1/2 never started"
+    finally:
+        snakemake_run.kill()  # SIGKILL, Snakemake alone: its job runs on
+        snakemake_run.wait()
+    go.touch()
+    shards = tmp_path / "run" / "shards"
+    for _ in range(1200):
+        if (shards / "r0-1-of-2.parquet").exists():
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)  # the job's shell exits once the table is in place
+    finished = pq.read_metadata(shards / "r0-1-of-2.parquet").num_rows
+
+    snakemake(workdir, "--unlock", *command[command.index("--configfile"):])
+    rerun = snakemake(workdir, "--configfile", str(config), *profile, "evaluations")
+    assert job_counts(rerun.stdout + rerun.stderr).get("evaluate_shard"), "the incomplete shard reruns"
+    log = (tmp_path / "run" / "logs" / "evaluate-r0-1-of-2.log").read_text()
+    assert f": {finished} of {finished} masks already evaluated" in log, log
+    assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
+
+    # Forced: every shard of both rounds, each from its own finished table (a later round's not
+    # from the previous round's, which would evaluate its new masks again).
+    forced = snakemake(workdir, "--configfile", str(config), *profile, "evaluations",
+                       "--forcerun", "evaluate_shard")
+    assert job_counts(forced.stdout + forced.stderr)["evaluate_shard"] == 4
+    for name in ("r0-0-of-2", "r0-1-of-2", "r1-0-of-2", "r1-1-of-2"):
+        log = (tmp_path / "run" / "logs" / f"evaluate-{name}.log").read_text()
+        rows = pq.read_metadata(shards / f"{name}.parquet").num_rows
+        assert f": {rows} of {rows} masks already evaluated" in log, (name, log)
+    assert not list(shards.glob(".*")), "no working file is left"
+    assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
+
+
 def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
     config = write_config(tmp_path, text, shards=2, rounds=1)
     result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2")
@@ -258,6 +329,38 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
     # The pruned model is the recommended (raced adaptive) plan.
     pruned_plan = pq.read_table(run / "pruned-k2-plan.parquet").to_pydict()
     assert pruned_plan["method"] == ["adaptive-raced"]
+
+    # Every job run again for real (a dry run cannot show it): Snakemake deletes a job's
+    # outputs before it runs it, leaving whatever else the job wrote (the pruned folder's
+    # graphs without its manifest, which apply-prune then refused; a shard's finished table; the
+    # plans' cache and its settings), and each must still run, to the same tables.
+    before = run_files(run)
+    again = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2", "--forceall")
+    assert job_counts(again.stdout + again.stderr)["plan"] == len(methods)
+    assert run_files(run) == before
+
+
+def run_files(run):
+    """What a run folder holds, but its logs: each table's rows but the wall-clock seconds, with
+    its metadata; other files' bytes. The plans' cache of evaluations by mask, without the command
+    line of the run that last saved it: SLEB and adaptive removal run at once, and its rows are
+    in the order they first asked for them."""
+    files = {}
+    for path in sorted(run.rglob("*")):
+        name = str(path.relative_to(run))
+        if not path.is_file() or name.startswith("logs/"):
+            continue
+        if path.suffix != ".parquet":
+            files[name] = path.read_bytes()
+            continue
+        table = pq.read_table(path)
+        table = table.drop_columns([c for c in ("seconds",) if c in table.column_names])
+        metadata = dict(table.schema.metadata)
+        if name == "plans/evaluations-calib.parquet":
+            table = table.sort_by("mask_id")
+            del metadata[b"layerprune.args"]
+        files[name] = (table.to_pydict(), metadata)
+    return files
 
 
 def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
