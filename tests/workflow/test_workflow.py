@@ -489,6 +489,9 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     ({"shards": 0}, [], "shards=0: must be a whole number, at least 1"),
     ({}, ["round_masks=-3"], "round_masks=-3: must be a whole number, at least 1"),
     ({}, ["masks=0"], "masks=0: must be a whole number, at least 1"),
+    # prepare-tokens refuses windows of one token (nothing after the first to score) only once
+    # the jobs run: refused when the Snakefile loads.
+    ({}, ["seq_len=1"], "seq_len=1: must be a whole number, at least 2"),
     ({}, ["evaluate_chunk=0"], "evaluate_chunk=0: must be a whole number"),
     ({"methods": ["shapley", "nonsense"]}, [], "methods=['shapley', 'nonsense']: unknown methods ['nonsense']"),
     ({}, ["methods="], "methods=None: no plan method"),
@@ -1094,3 +1097,15 @@ def test_the_exporters_onnx_runtime_is_the_pinned_version():
     # tools/export/requirements.txt pins onnxruntime apart from ORT_VERSION (Make refuses a drift).
     requirements = (ROOT / "tools" / "export" / "requirements.txt").read_text()
     assert re.search(rf"(?m)^onnxruntime=={re.escape(ORT_VERSION)}$", requirements), requirements
+
+
+def test_the_pruned_model_is_written_when_too_few_windows_leave_nothing_to_race(tmp_path, text):
+    """With no more calibration windows than a race's first (3), apply-prune races nothing and
+    records the recommended method's plans as the unraced method's (adaptive): pruned_model asked
+    for adaptive-raced by name and failed after the choice. The calibration table holds that
+    method's plans alone: taken as such (as in Make)."""
+    config = write_config(tmp_path, text, shards=1, rounds=1, calib_windows=3)
+    run = tmp_path / "run"
+    snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2",
+              str(run / "pruned-k2" / "manifest.json"), str(run / "pruned-k2-plan.parquet"))
+    assert json.loads((run / "pruned-k2" / "manifest.json").read_text())["pruned_from"]["method"] == "adaptive"
