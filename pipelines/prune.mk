@@ -75,13 +75,6 @@ PRUNE_PLAN_DIR = $(PRUNE_OUT)/$(PRUNE_CHOICE)
 # ADAPTIVE_BUDGET of the user's, the recommended method at that budget for each k tried.
 PRUNE_SEARCH = $(if $(and $(MAX_PPL_RATIO),$(filter file,$(origin ADAPTIVE_BUDGET))),sleb-raced,$(RECOMMENDED_METHOD))
 PRUNE_PLAN_ARGS = $(strip $(PLAN_ARGS_$(PRUNE_SEARCH)) $(if $(PRUNE_POSITION_BOUND),--fixed $(PRUNE_POSITION_BOUND)))
-# The plan's method as apply-prune names it in the plan table, which the later steps ask for. A
-# race drops masks only after its first windows (--race-windows, default 3: Race::default in
-# crates/selection/src/race.rs): with CALIB_WINDOWS no more than those apply-prune races nothing
-# and names the plan after the unraced method (adaptive, sleb), so asking for adaptive-raced
-# failed after the choice (`no plan removes 1 blocks with method adaptive-raced`).
-PRUNE_RACE_WINDOWS = $(or $(call flag_value,--race-windows,$(PRUNE_PLAN_ARGS)),3)
-PRUNE_METHOD = $(if $(and $(filter %-raced,$(PRUNE_SEARCH)),$(shell [ '$(CALIB_WINDOWS)' -le '$(PRUNE_RACE_WINDOWS)' ] 2>/dev/null && echo unraced)),$(PRUNE_SEARCH:%-raced=%),$(PRUNE_SEARCH))
 PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 # MODEL as one absolute path (`dir/`, `./dir` and `/abs/dir` are one model: the stamps below
 # compare it as text).
@@ -252,8 +245,14 @@ $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evalua
 # ratio) chooses on the calibration tokens; the chosen plan is then written as the pruned layered
 # folder, and measured on the held-out tokens, in two steps: the folder is written from the plan
 # as chosen without running the model (from-plan without --tokens), so new held-out tokens
-# (EVAL_*) measure the plan again but write neither the folder nor anything made from it. With MAX_PPL_RATIO the plan table holds the one plan chosen, so the later steps
-# take it without a k.
+# (EVAL_*) measure the plan again but write neither the folder nor anything made from it.
+# The plan table is one apply-prune call's, so it holds one method's plans, and the later steps
+# take its plan at K without naming the method (with MAX_PPL_RATIO its one plan, without a k):
+# a race drops masks only after its first windows (--race-windows, default 3), so with no more
+# CALIB_WINDOWS than those apply-prune races nothing and records the plan under the unraced
+# method's name (adaptive, sleb), which asking for adaptive-raced by name refused after the
+# choice (`no plan removes 1 blocks with method adaptive-raced`). The summary reads the method
+# from the table too.
 $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(PRUNE_OUT)/.settings/plan-$(PRUNE_CHOICE) | $(BIN)/apply-prune $(ORT_STAGE_LIB) \
     $(PRUNE_OUT)/.settings/device
 	@mkdir -p $(dir $@)
@@ -267,7 +266,7 @@ $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(
 	  rmdir $(dir $@) 2>/dev/null; exit 1; }
 
 PRUNE_PLAN_LOCK = $(PRUNE_PLAN_DIR)/.plan-calibration.parquet.lock
-PRUNE_FROM_PLAN = --method from-plan --plans $(PRUNE_PLAN_DIR)/plan-calibration.parquet --plan-method $(PRUNE_METHOD) \
+PRUNE_FROM_PLAN = --method from-plan --plans $(PRUNE_PLAN_DIR)/plan-calibration.parquet \
   $(if $(K),--k $(K)) --model $(PRUNE_MODEL_DIR)
 $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet | $(BIN)/apply-prune
 	$(BIN)/apply-prune $(PRUNE_FROM_PLAN) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(dir $@) --overwrite
@@ -291,7 +290,7 @@ $(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/plan-calibration.parq
 	@# plan's blocks (its file records none to tell them apart by).
 	rm -f $(PRUNE_PLAN_DIR)/pruned-generator.onnx $(PRUNE_PLAN_DIR)/pruned-generator.onnx.*.data
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plans $< \
-	  --plan-method $(PRUNE_METHOD) $(if $(K),--k $(K)) --out $(dir $@) --force
+	  $(if $(K),--k $(K)) --out $(dir $@) --force
 
 # The pruned checkpoint as one ONNX decoder with a KV cache (the onnxruntime-genai / optimum
 # layout): the layered folder and its merged file have no cache, so no runtime generates text
@@ -314,7 +313,7 @@ prune: $(ORT_STAGE_LIB) $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/plan.pa
        $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	$(if $(QUESTION_ONLY),,@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
-	  --source $(MODEL) --plan-method $(PRUNE_METHOD) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS)))
+	  --source $(MODEL) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS)))
 	$(if $(and $(PRUNE_GENERATOR_OUT),$(if $(QUESTION_ONLY),,yes)),@echo "  $(PRUNE_GENERATOR_NOTE)")
 
 .PHONY: prune

@@ -12,12 +12,14 @@ closing summary.
       Prints a Hugging Face model's number of layers and the config key it is under, e.g.
       `12 n_layer` (a multimodal model's: its language model's). Standard library only.
 
-  report.py summary --run RUN --plan-dir RUN/kK --source MODEL [--plan-method M]
+  report.py summary --run RUN --plan-dir RUN/kK --source MODEL
                     [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
-      exporter's environment). The plan folder holds one plan of method M (default adaptive-raced;
-      sleb-raced for a ratio): K blocks asked for (`kK/`), or as many as the calibration
-      perplexity ratio R allowed (`ratioR/`; by Z standard errors, `ratioR-seZ/`).
+      exporter's environment). The plan folder holds one plan: K blocks asked for (`kK/`), or as
+      many as the calibration perplexity ratio R allowed (`ratioR/`; by Z standard errors,
+      `ratioR-seZ/`). Its method is the one its plan.parquet records (adaptive-raced, sleb-raced
+      for a ratio, or unraced, adaptive or sleb, where the calibration windows were too few to
+      race), and the calibration numbers are that method's plan's in plan-calibration.parquet.
 """
 
 import argparse
@@ -328,8 +330,9 @@ def size_lines(config: dict, kept: int, num_blocks: int):
             f"({100 * (pruned - source) / source:+.1f} %; {kept} of {num_blocks} blocks, the embedding and head kept)"]
 
 
-# How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_METHOD;
-# the unraced names where the calibration windows are too few for a race to drop any mask).
+# How the summary names the methods `make prune` chooses with (pipelines/prune.mk's PRUNE_SEARCH,
+# as the plan table records it: the unraced names where the calibration windows are too few for a
+# race to drop any mask). Any other method is printed as recorded.
 METHOD_NAMES = {"adaptive": "adaptive removal",
                 "adaptive-raced": "adaptive removal raced over the calibration windows",
                 "sleb": "SLEB",
@@ -376,14 +379,16 @@ def summary(args):
     full = read_manifest(run / "model")
     pruned = read_manifest(folder / "pruned")
     removed = removed_blocks(full, pruned)
-    plan = [r for r in read_rows(folder / "plan.parquet") if r["method"] == args.plan_method]
+    # The plan measured on the held-out text, and its method as apply-prune recorded it (make prune
+    # names none: a race over too few windows records the unraced method's name).
+    plan = read_rows(folder / "plan.parquet")
     if len(plan) != 1:
-        fail(f"{folder / 'plan.parquet'} has {len(plan)} plans by {args.plan_method}, not one")
+        fail(f"{folder / 'plan.parquet'} has {len(plan)} plans, not one")
     plan = plan[0]
-    k = plan["k"]
+    method, k = plan["method"], plan["k"]
     if sorted(plan["removed_blocks"]) != removed:
         fail(f"the plan removes {sorted(plan['removed_blocks'])} but the pruned folder {removed}")
-    calibration = calibration_row(folder / "plan-calibration.parquet", args.plan_method, k, removed)
+    calibration = calibration_row(folder / "plan-calibration.parquet", method, k, removed)
     before = read_rows(run / "full-eval.parquet")[0]
     after = read_rows(folder / "pruned-eval.parquet")[0]
     hf = folder / "pruned-hf"
@@ -395,7 +400,7 @@ def summary(args):
     num_blocks = full["num_blocks"]
 
     print()
-    print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by {METHOD_NAMES.get(args.plan_method, args.plan_method)} "
+    print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by {METHOD_NAMES.get(method, method)} "
           f"({counted(calibration['llm_evaluations'], 'LLM evaluation')} on the calibration text to choose them)")
     if args.max_ppl_ratio is not None:
         print(target_heading(args.max_ppl_ratio, args.max_ppl_ratio_se))
@@ -453,7 +458,6 @@ def main(argv=None):
     report.add_argument("--max-ppl-ratio", help="the ratio the plan was chosen within, if it was")
     report.add_argument("--max-ppl-ratio-se", help="the margin in standard errors it was chosen with, if any")
     report.add_argument("--source", required=True)
-    report.add_argument("--plan-method", default="adaptive-raced", help="the plan table's method that chose the plan")
     count = commands.add_parser("layers")
     count.add_argument("--config", type=Path, required=True, help="a Hugging Face config.json")
     args = parser.parse_args(argv)

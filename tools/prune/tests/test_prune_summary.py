@@ -1,6 +1,6 @@
 """report.py summary (the end of `make prune`) on a run folder written here: the calibration
-numbers are those of the plan's own method, and a plan table without it is refused naming the
-file. Needs pyarrow."""
+numbers are those of the plan's own method, as its plan table records it (make prune names none),
+and a plan table without it is refused naming the file. Needs pyarrow."""
 
 import json
 import math
@@ -29,7 +29,7 @@ def plans(path: Path, rows):
     }), path)
 
 
-def run_folder(tmp_path: Path, calibration_rows):
+def run_folder(tmp_path: Path, calibration_rows, method="adaptive-raced"):
     run = tmp_path / "run"
     plan_dir = run / "k2"
     for folder, kept in ((run / "model", range(NUM_BLOCKS)), (plan_dir / "pruned", [0, 1, 2, 5])):
@@ -42,14 +42,14 @@ def run_folder(tmp_path: Path, calibration_rows):
     (plan_dir / "llama-cpp-prune-layers.txt").write_text("3,4\n")
     for path, ppl in ((run / "full-eval.parquet", 20.0), (plan_dir / "pruned-eval.parquet", 30.0)):
         pq.write_table(pa.table({"ppl": [ppl]}), path)
-    plans(plan_dir / "plan.parquet", [("adaptive-raced", [3, 4], 3.4, 7)])
+    plans(plan_dir / "plan.parquet", [(method, [3, 4], 3.4, 7)])
     plans(plan_dir / "plan-calibration.parquet", calibration_rows)
     return run, plan_dir
 
 
 def summary(run, plan_dir):
     return subprocess.run([sys.executable, str(SCRIPT), "summary", "--run", str(run), "--plan-dir", str(plan_dir),
-                           "--source", "model.gguf", "--plan-method", "adaptive-raced"],
+                           "--source", "model.gguf"],
                           capture_output=True, text=True)
 
 
@@ -70,6 +70,38 @@ def test_the_calibration_numbers_are_the_plan_s_method_s(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "(11 LLM evaluations on the calibration text to choose them)" in result.stdout, result.stdout
     assert f"on the calibration text: {math.exp(3.0):.3f} before, {math.exp(3.2):.3f} after" in result.stdout
+
+
+def test_the_method_is_the_one_the_plan_table_records(tmp_path):
+    """With no more calibration windows than a race's first, apply-prune races nothing and records
+    the plan as unraced adaptive removal: make prune asked the summary for adaptive-raced by name
+    (a Make guess of the name, duplicating the race's default windows), which the table does not
+    hold. The summary reads it from the table, and takes that method's calibration row."""
+    run, plan_dir = run_folder(tmp_path, [("adaptive", [3, 4], 3.2, 9)], method="adaptive")
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert ("make prune: model.gguf, 2 of 6 blocks removed by adaptive removal (9 LLM evaluations on the "
+            "calibration text to choose them)") in result.stdout, result.stdout
+    # A method the summary has no words for is printed as recorded.
+    run, plan_dir = run_folder(tmp_path / "other", [("block-influence", [3, 4], 3.2, 1)], method="block-influence")
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert "2 of 6 blocks removed by block-influence (1 LLM evaluation on" in result.stdout, result.stdout
+
+
+def test_a_measured_table_of_several_plans_or_of_another_method_is_refused(tmp_path):
+    """plan.parquet is the one plan the pruned folder was written from; its calibration row must be of
+    the method it records (a calibration table of another method's plan is another choice's)."""
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
+    plans(plan_dir / "plan.parquet", [("adaptive-raced", [3, 4], 3.4, 7), ("sleb", [3, 4], 3.4, 7)])
+    result = summary(run, plan_dir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"report: error: {plan_dir / 'plan.parquet'} has 2 plans, not one" in result.stderr
+    run, plan_dir = run_folder(tmp_path / "other", [("adaptive-raced", [3, 4], 3.2, 11)], method="adaptive")
+    result = summary(run, plan_dir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert (f"report: error: {plan_dir / 'plan-calibration.parquet'} has 0 plans by adaptive at k = 2, "
+            "not one") in result.stderr
 
 
 def test_a_calibration_table_without_the_plan_is_refused_naming_it(tmp_path):
@@ -102,7 +134,7 @@ def test_a_plan_keeping_one_block_within_a_ratio(tmp_path):
     (ratio_dir / "pruned-hf" / "config.json").write_text(json.dumps({"num_hidden_layers": 1, "dtype": "float32"}))
     plans(ratio_dir / "plan.parquet", [("sleb-raced", [0, 1, 2, 3, 4], 3.4, 1)])
     result = subprocess.run([sys.executable, str(SCRIPT), "summary", "--run", str(run), "--plan-dir", str(ratio_dir),
-                             "--source", "my-model", "--plan-method", "sleb-raced", "--max-ppl-ratio", "1.5"],
+                             "--source", "my-model", "--max-ppl-ratio", "1.5"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     text = result.stdout
