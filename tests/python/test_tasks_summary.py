@@ -277,5 +277,7 @@ def test_the_table_evaluate_writes_is_read_without_a_warning(tmp_path):
     sample = Path(os.environ["LAYERPRUNE_SAMPLES"]) / "task_choices.parquet"
     result = summarize(tmp_path, sample, labels="1111 full 0\n1010 sleb 2\n")
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert "| full | – | – | – | – | – | – | 100.0 (21–100) | – | – | 0.75 |" in result.stdout
-    assert "| sleb | 2 | – | – | – | – | – | 0.0 (0–79) | – | – | 1.50 |" in result.stdout
+    # One column for the one task the sample scored (BoolQ), and its mean.
+    assert "| model | k | BoolQ | mean | gold NLL/token |" in result.stdout
+    assert "| full | – | 100.0 (21–100) | **100.0** ± 0.0 | 0.75 |" in result.stdout
+    assert "| sleb | 2 | 0.0 (0–79) | **0.0** ± 0.0 | 1.50 |" in result.stdout
