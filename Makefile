@@ -59,8 +59,19 @@ define newline
 
 endef
 # $(call text_differs,A,B): non-empty when the texts A and B differ (the stamps' content, read
-# with $(file <...), against what their rules would write now).
+# with file_text below, against what their rules would write now).
 text_differs = $(subst $(2),,$(1))$(subst $(1),,$(2))
+# $(call file_text,FILE): FILE's text without its last newline, as $(file <FILE) is documented to
+# give it. GNU Make 4.3's $(file <) drops that newline only when the end of what it read lies past
+# a pointer to where it began in Make's buffer, a buffer the read itself may have moved
+# (reallocated): when it moved lower in memory, the newline stayed. A stamp read back (a settings
+# stamp or its .checked file, pipelines/layerprune.mk; a pin stamp below, of a pin past ~190
+# bytes) then differed from what its rule would write by that newline, by chance of memory layout
+# and of the lengths of what was read before (one stamp of make prune's held-out tokens: `make -n
+# prune` listed it and every measurement after it after a finished run, and `make -q` answered 1).
+# One trailing newline is removed here, left by Make or not. Here, before the first stamp is read.
+FILE_END := <layerprune-end-of-file>
+file_text = $(subst $(FILE_END),,$(subst $(newline)$(FILE_END),,$(file <$(1))$(FILE_END)))
 
 # Settings (pipelines/settings.mk) checked before anything runs.
 # A typo a stage's own parser refuses (CALIB_WINDOWS=1O) would be caught only after the settings
@@ -186,7 +197,7 @@ build:
 # so that `make -n` and `make -q` do not take it (and every table after what it fetched) for remade.
 PINS := $(BUILD)/.pins
 define pin_stamp
-$(1): $(if $(and $(wildcard $(1)),$(call text_differs,$(file <$(1)),$(2))),FORCE)
+$(1): $(if $(and $(wildcard $(1)),$(call text_differs,$(call file_text,$(1)),$(2))),FORCE)
 	@mkdir -p $$(dir $$@)
 	@if [ "$$$$(cat $$@ 2>/dev/null)" = '$(2)' ]; then :; \
 	elif [ ! -e $$@ ] && [ -e $(3) ] && \

@@ -148,16 +148,7 @@ FORCE:
 # time again (`+`: under `make -n` and `make -q` too), so that an input touched, or made again
 # unchanged, remakes nothing and is not listed by `make -n` as if it did (it lists `:`).
 STAMP_FORMAT := layerprune-stamp 3
-# $(call file_text,FILE): FILE's text without its last newline, as $(file <FILE) is documented to
-# give it. GNU Make 4.3's $(file <) drops that newline only when the end of what it read lies past
-# a pointer to where it began in Make's buffer, a buffer the read itself may have moved
-# (reallocated): when it moved lower in memory, the newline stayed. A stamp or .checked file read
-# back then differed from what its rule would write by that newline, by chance of memory layout
-# and of the lengths of what was read before (one stamp of make prune's held-out tokens: `make -n
-# prune` listed it and every measurement after it after a finished run, and `make -q` answered 1).
-# One trailing newline is removed here, left by Make or not.
-FILE_END := <layerprune-end-of-file>
-file_text = $(subst $(FILE_END),,$(subst $(newline)$(FILE_END),,$(file <$(1))$(FILE_END)))
+# (file_text, which reads a stamp back: the top-level Makefile, for its pin stamps too.)
 stamp_checked = $(if $(filter %/.settings/,$(dir $(1))),$(patsubst %/.settings/,%/.checked/,$(dir $(1)))$(notdir $(1)),$(1).checked)
 # $(call stamp_identity,STAMP,INPUTS): the identity line of INPUTS now: the one recorded when
 # they were last identified if none changed since, else pipelines/identity.py's. (One line each:

@@ -249,3 +249,29 @@ def test_the_pruned_model_is_written_when_too_few_windows_leave_nothing_to_race(
     assert [name for name, _ in ran].count("apply-prune") == 3, ran
     manifest = json.loads((run / "pruned-k2" / "manifest.json").read_text())
     assert manifest["pruned_from"]["method"] == "adaptive", manifest["pruned_from"]
+
+
+def test_after_a_finished_demo_make_q_demo_says_up_to_date(run_make, tmp_path):
+    """`make demo` ends in its summary, a recipe of the phony goal itself, which to -q is always
+    something to do: `make -q demo` answered 1 on a finished run. Under -q the recipe is empty
+    (QUESTION_ONLY), so it answers whether any step is to be made. A stand-in for the exporter's
+    Python (the summary, the merged ONNX file) logs what it is asked to run."""
+    venv, log = tmp_path / "venv", tmp_path / "export.log"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".complete").write_text("")
+    python = venv / "bin" / "python"
+    python.write_text(f"#!/bin/sh\necho \"$1\" >> {log}\n"
+                      "case \"$1\" in *merge_layered.py) for last; do :; done; touch \"$last\";; esac\n")
+    python.chmod(0o755)
+    demo = ["demo", f"VENV_EXPORT={venv}", "DEMO_METHODS=adaptive-raced"]
+    status, output, ran = run_make(*demo)
+    assert status == 0 and ran, output
+    assert log.read_text().splitlines() == ["tools/export/merge_layered.py", "tools/report/summarize.py"], output
+    status, output, listed = run_make(*demo, flags=["-n"])
+    assert (status, listed) == (0, []), output
+    status, output, _ = run_make(*demo, flags=["-q"])
+    assert status == 0, output
+    assert len(log.read_text().splitlines()) == 2, "-q ran something"
+    # Something to redo is still answered 1.
+    status, output, _ = run_make(*demo, "EVAL_WINDOWS=3", flags=["-q"])
+    assert status == 1, output

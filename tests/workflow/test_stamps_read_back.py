@@ -11,6 +11,7 @@ measurement on them, and `make -q` answered 1. Here many lengths in one Make, st
 and without recorded inputs (whose identity is read back from .checked/ the same way).
 """
 
+import re
 import subprocess
 import sys
 
@@ -48,3 +49,28 @@ def test_a_stamp_read_back_as_its_rule_wrote_it_is_up_to_date_whatever_its_lengt
     assert result.returncode == 0, result.stdout + result.stderr
     outdated = [line for line in result.stdout.splitlines() if line.startswith("outdated:")]
     assert outdated == [], f"{len(outdated)} of {len(calls)} stamps read back as changed: {outdated[:10]}"
+
+
+def test_a_pin_stamp_read_back_as_its_rule_wrote_it_is_up_to_date_whatever_its_length(tmp_path):
+    """The pin stamps (pin_stamp, the top-level Makefile) are read back the same way: one taken for
+    changed depends on FORCE, so `make -n` listed it (and its fetch, and every table after it)
+    after a finished run, and `make -q` answered 1 (here a pin of 195 bytes or more, past Make's
+    first 200-byte buffer). Every length from 1, so that the short pins of settings.mk are held too."""
+    pins = tmp_path / "pins"
+    pins.mkdir()
+    calls, targets = [], []
+    for length in range(1, 520):
+        stamp = pins / f"p{length}"
+        pin = "p" * length
+        # As pin_stamp's recipe writes it: the pin and a newline.
+        stamp.write_text(pin + "\n")
+        calls.append(f"$(eval $(call pin_stamp,{stamp},{pin},{tmp_path}/none,{tmp_path}/none))")
+        targets.append(str(stamp))
+    extra = tmp_path / "pins.mk"
+    extra.write_text("\n".join(calls) + "\npins-read-back: " + " ".join(targets) + "\n\t@:\n")
+    # -n: a stamp taken for changed is listed by its recipe (which names it), one up to date is not.
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-f", "Makefile", "-f", str(extra), "pins-read-back",
+                             f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True, env=make_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    remade = sorted({int(name) for name in re.findall(r"/pins/p(\d+)\b", result.stdout)})
+    assert remade == [], f"{len(remade)} of {len(targets)} pin stamps read back as changed (lengths {remade[:10]}...)"
