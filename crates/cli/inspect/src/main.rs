@@ -481,6 +481,12 @@ fn inspect_json(path: &Path, folder: Option<&Path>, args: &Args, out: &mut Strin
     let format = fields.get("format").and_then(|v| v.as_str());
     let is_manifest = format == Some(layerprune_model::FORMAT);
     let is_surrogate = format == Some(layerprune_surrogate::FORMAT_NAME);
+    // A model folder's id, as every table evaluated on it records it (`model_id`): the sha256
+    // of its manifest, which holds every file's hash. The text goes once hashed: a surrogate
+    // file (a forest's is large) is read and parsed again by its loader below, and the text
+    // and the parsed fields are not held beside what that loader holds.
+    let model_id = is_manifest.then(|| layerprune_core::sha256_hex(text.as_bytes()));
+    drop(text);
     // The folder a manifest is checked as: the one given, or the folder of a manifest given
     // by its path. Only a file named manifest.json is a folder's: the folder is read through
     // that name, so a manifest under another name (a copy, a download) would be checked as the
@@ -510,10 +516,7 @@ fn inspect_json(path: &Path, folder: Option<&Path>, args: &Args, out: &mut Strin
     }
     // Read once, by the stages' reader: what the report's sizes come from and the first check.
     let loaded = folder.as_deref().map(|dir| (dir, Manifest::load(dir)));
-    // A model folder's id, as every table evaluated on it records it (`model_id`): the sha256
-    // of its manifest, which holds every file's hash.
-    if is_manifest {
-        let id = layerprune_core::sha256_hex(text.as_bytes());
+    if let Some(id) = model_id {
         fields.insert("model_id".into(), serde_json::Value::String(id));
         // What evaluating it puts in memory (a GPU's, on CUDA): its graphs and the weight
         // files they read. A folder whose files do not add up says why instead.
@@ -540,6 +543,8 @@ fn inspect_json(path: &Path, folder: Option<&Path>, args: &Args, out: &mut Strin
         fields.insert("graph_bytes".into(), shown);
     }
     report_json(path, &fields, args, out)?;
+    // Shown: the parsed fields are not held while the loader parses the file again.
+    drop(fields);
     // The checks, after the report: a folder as evaluate, apply-prune and quantize check it
     // when they open it (the manifest, then every listed file's hash and what the graphs
     // read), a surrogate file as shapley and apply-prune load it.
