@@ -589,3 +589,61 @@ fn the_help_names_an_estimator_as_the_score_table_does() {
     assert!(help.contains("--estimator <ESTIMATOR>"), "{help}");
     assert!(!help.contains("<ESTIMATORS>"), "{help}");
 }
+
+/// Where the sample is too thin for every (size, player) subpopulation to have a held-out mask
+/// in some fold, regression-adjusted stratified's standard errors leave the surrogate's bias
+/// out: said as a warning (it was information, easy to miss beside the timings), with how many
+/// subpopulations and how to read the standard errors. A dense sample says nothing of it.
+#[test]
+fn a_sample_too_thin_for_the_corrections_warns_that_the_errors_are_lower_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let n: usize = 12;
+    let mut game = PairwiseGame {
+        linear: (0..n).map(|i| 0.1 + 0.05 * (i % 5) as f64).collect(),
+        pairs: (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| if i.abs_diff(j) == 1 { 0.2 } else { 0.0 })
+                    .collect()
+            })
+            .collect(),
+        base: 0.5,
+    };
+    let players = Players::from_blocks(n, (0..n).collect()).unwrap();
+    let mut warning_of = |keep_one_in: u64, name: &str| {
+        let masks: Vec<_> = layerprune_tests::every_mask(n)
+            .into_iter()
+            .enumerate()
+            // One in `keep_one_in` of sizes 2 to 10, by a hash of the place: by the place
+            // itself (`at % 2`) it would pick masks by their first player's bit.
+            .filter(|(at, mask)| {
+                let hashed = (*at as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+                !(2..=10).contains(&mask.num_kept()) || hashed.is_multiple_of(keep_one_in)
+            })
+            .map(|(_, mask)| mask)
+            .collect();
+        let evaluations = dir.path().join(format!("{name}.parquet"));
+        layerprune_tests::write_player_masks(&evaluations, &mut game, &players, &masks, 1280);
+        let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .current_dir(dir.path())
+            .arg("--evaluations")
+            .arg(&evaluations)
+            .args(["--estimator", "regression-adjusted-stratified", "--out"])
+            .arg(dir.path().join(format!("scores-{name}.parquet")))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+            .lines()
+            .find(|line| line.contains("have no held-out mask in any fold"))
+            .map(str::to_string)
+    };
+    let thin = warning_of(60, "thin").expect("no warning on a thin sample");
+    assert!(thin.contains("WARN"), "{thin}");
+    assert!(
+        thin.contains("subpopulations") && thin.contains("read them as lower bounds"),
+        "{thin}"
+    );
+    assert_eq!(warning_of(2, "dense"), None);
+}
