@@ -260,10 +260,14 @@ $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(
 	@# its output's lock file (.NAME.lock, crates/core/src/lock.rs), which holds no lock but kept
 	@# rmdir from removing the folder: it is removed under the lock (flock -n), so never while
 	@# another run of this plan holds it (a second run is refused at once, and fails here too).
+	@# Interrupted (Ctrl-C reaches the whole process group, this shell too, which then died
+	@# before the `||`), the shell's trap does the same once apply-prune has stopped.
+	trap '$(PRUNE_CHOICE_CLEANUP); exit 130' INT TERM HUP; \
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
-	  --tokens $< --cache $(PRUNE_CACHE) --out $@ || { \
-	  ! command -v flock >/dev/null || flock -n $(PRUNE_PLAN_LOCK) rm -f $(PRUNE_PLAN_LOCK) 2>/dev/null; \
-	  rmdir $(dir $@) 2>/dev/null; exit 1; }
+	  --tokens $< --cache $(PRUNE_CACHE) --out $@ || { $(PRUNE_CHOICE_CLEANUP); exit 1; }
+
+PRUNE_CHOICE_CLEANUP = { ! command -v flock >/dev/null || flock -n $(PRUNE_PLAN_LOCK) rm -f $(PRUNE_PLAN_LOCK) 2>/dev/null; \
+  rmdir $(PRUNE_PLAN_DIR) 2>/dev/null; }
 
 PRUNE_PLAN_LOCK = $(PRUNE_PLAN_DIR)/.plan-calibration.parquet.lock
 PRUNE_FROM_PLAN = --method from-plan --plans $(PRUNE_PLAN_DIR)/plan-calibration.parquet \

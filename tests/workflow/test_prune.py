@@ -11,6 +11,7 @@ docs/your-model.md.
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # One stand-in for every program the recipes call: logs "name args..." and writes what the
 # real one would (just enough for the next step and for report.py llama-cpp).
 STAND_IN = r'''#!PYTHON
-import hashlib, json, os, sys
+import hashlib, json, os, sys, time
 from pathlib import Path
 
 name = Path(sys.argv[0]).name
@@ -110,6 +111,14 @@ elif name == "apply-prune":
             out = Path(value("--out"))
             (out.parent / f".{out.name}.lock").write_text("")
             os.kill(os.getpid(), 9)
+        if os.environ.get("PRUNE_TEST_INTERRUPT_CHOICE"):  # Ctrl-C while choosing: SIGINT to the
+            # whole process group (make, the recipe's shell and this), the lock file left behind
+            import signal
+            out = Path(value("--out"))
+            (out.parent / f".{out.name}.lock").write_text("")
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.killpg(os.getpgrp(), signal.SIGINT)
+            time.sleep(10)
     if value("--out") and value("--method") == "from-plan":  # the plan measured: of the table's method
         touch(value("--out"))
         Path(value("--out")).write_text(Path(value("--plans")).read_text())
@@ -162,7 +171,10 @@ def setup(tmp_path):
         (tmp_path / name).write_text("text\n")
     log = tmp_path / "log.txt"
 
-    def make(*args, check=True, env_extra=None):
+    def make(*args, check=True, env_extra=None, own_group=False):
+        """own_group: make runs in a process group of its own, SIGINT at its default (a
+        shell's `&` ignores it, and a signal ignored on entry cannot be trapped), so that a
+        stand-in's Ctrl-C reaches make and what it runs, not the tests."""
         log.write_text("")
         env = make_env()
         env.update(env_extra or {})
@@ -170,7 +182,9 @@ def setup(tmp_path):
         command = ["make", "--no-print-directory", "prune", f"BIN={bin_dir}", f"VENV_EXPORT={venv}",
                    "CARGO=true", f"ORT_LIB={ort}", f"CALIB_TEXT={tmp_path / 'calib.txt'}",
                    f"EVAL_TEXT={tmp_path / 'eval.txt'}", f"PYTHON={sys.executable}", *args]
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+        group = {"start_new_session": True,
+                 "preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)} if own_group else {}
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120, **group)
         if check:
             assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-3000:]}\n{result.stderr}"
         lines = [line.split() for line in log.read_text().splitlines()]
@@ -502,6 +516,20 @@ def test_a_choice_killed_leaves_no_plan_folder_and_the_next_run_chooses(setup):
     assert calls(lines, "apply-prune", "--cache") and (out / "k2" / "pruned-hf" / "config.json").is_file()
     _, again = setup["make"](*base)
     assert [line[0] for line in again] == ["report.py"], again
+
+
+def test_a_choice_interrupted_leaves_no_plan_folder_and_the_next_run_chooses(setup):
+    """Ctrl-C while choosing reaches make, the recipe's shell and apply-prune together: the shell
+    died before the `||` that removes the lock file and the plan folder, so kK/ stayed with the
+    lock file alone; the recipe's trap removes them once apply-prune has stopped."""
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    interrupted = {"PRUNE_TEST_INTERRUPT_CHOICE": "1"}
+    result, lines = setup["make"](*base, check=False, env_extra=interrupted, own_group=True)
+    assert result.returncode != 0 and calls(lines, "apply-prune", "--cache"), result.stderr
+    assert not (out / "k2").exists(), sorted(p.name for p in (out / "k2").iterdir())
+    _, lines = setup["make"](*base)
+    assert calls(lines, "apply-prune", "--cache") and (out / "k2" / "pruned-hf" / "config.json").is_file()
 
 
 def test_weights_replaced_by_older_files_are_a_new_model_and_a_path_is_one_model(setup):
