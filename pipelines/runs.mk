@@ -106,9 +106,12 @@ endif
 endif
 
 # make prune names its run folder after MODEL the same way (PRUNE_NAME, pipelines/prune.mk); its
-# export stamp records the model (`--model PATH` or `--gguf PATH`, PATH absolute).
+# export stamp records the model (`--model PATH` or `--gguf PATH`, PATH absolute). The stamp is
+# written before the export runs, so it names a model made into the folder only once the export
+# finished (its manifest): one that failed (a model of an architecture the exporter refuses, an
+# incomplete download) made nothing there, and another model of the same name may take the folder.
 ifeq ($(origin PRUNE_NAME)$(origin PRUNE_OUT),filefile)
-ifneq ($(and $(strip $(MODEL)),$(call goal_uses,$(PRUNE_OUT),prune)),)
+ifneq ($(and $(strip $(MODEL)),$(call goal_uses,$(PRUNE_OUT),prune),$(wildcard $(PRUNE_MODEL_DIR)/manifest.json)),)
 PRUNE_OTHER_MODEL := $(firstword $(filter-out $(call model_path,$(patsubst %/,%,$(MODEL))),$(call recorded_models,$(PRUNE_OUT)/.settings/export,2)))
 ifneq ($(PRUNE_OTHER_MODEL),)
 $(error make prune: MODEL=$(MODEL) is named after it, "$(PRUNE_NAME)" (no PRUNE_NAME given), but $(PRUNE_OUT) was made from another model, $(PRUNE_OTHER_MODEL) (its settings stamp $(PRUNE_OUT)/.settings/export): run this one under a name of its own, PRUNE_NAME=$(call suggested_name,$(patsubst %.gguf,%,$(abspath $(MODEL)))), or give PRUNE_NAME=$(PRUNE_NAME) to remake that run for this model)

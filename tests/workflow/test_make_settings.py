@@ -425,7 +425,8 @@ def test_a_model_folder_named_as_another_models_run_is_refused(tmp_path):
 
 def test_make_prune_refuses_another_models_run(tmp_path):
     """make prune names its run after MODEL (build/runs/prune-<name>): two folders of one name
-    are refused one run, as the demo's are."""
+    are refused one run, as the demo's are, once one of them was exported there (a failed export
+    claimed the name: its stamp is written first)."""
     models = []
     for parent in ("a", "b"):
         model = tmp_path / parent / "model"
@@ -435,6 +436,13 @@ def test_make_prune_refuses_another_models_run(tmp_path):
     stamp = tmp_path / "build" / "runs" / "prune-model" / ".settings" / "export"
     stamp.parent.mkdir(parents=True)
     stamp.write_text(f"--model {models[0]} {models[0]}/config.json 48 1 2\n")
+    # The stamp alone: the first model's export never finished (an architecture the exporter
+    # refuses, an incomplete download), so nothing in the folder is its: the second takes it.
+    status, output, _ = make_named(tmp_path, "-n", "prune", f"MODEL={models[1]}", "K=2", demo=False)
+    assert status == 0, output
+    # Exported: the folder is the first model's.
+    (stamp.parent.parent / "model").mkdir()
+    (stamp.parent.parent / "model" / "manifest.json").write_text("{}")
     status, output, _ = make_named(tmp_path, "-n", "prune", f"MODEL={models[1]}", "K=2", demo=False)
     assert status != 0, output
     assert (f'make prune: MODEL={models[1]} is named after it, "model" (no PRUNE_NAME given), but '
