@@ -395,8 +395,8 @@ impl Manifest {
                     "{dir} runs windows of at most {positions} tokens (its blocks' fused \
                      attention holds rotary tables for {positions} positions: rotary_positions \
                      in its manifest.json), but the windows have {seq_len}: prepare the tokens \
-                     with `prepare-tokens --seq-len {positions}` or less, or export the model \
-                     with --attention-kernel standard"
+                     with `prepare-tokens --seq-len {positions}` or less (make: \
+                     SEQ_LEN={positions}), or export the model with --attention-kernel standard"
                 )));
             }
         }
@@ -406,7 +406,8 @@ impl Manifest {
                     "{dir} was made for sequences of at most {context} tokens (context_length in \
                      its manifest.json: the checkpoint's max_position_embeddings), but the \
                      windows have {seq_len}: its positions past that are ones the model never \
-                     saw; prepare the tokens with `prepare-tokens --seq-len {context}` or less"
+                     saw; prepare the tokens with `prepare-tokens --seq-len {context}` or less \
+                     (make: SEQ_LEN={context})"
                 )));
             }
         }

@@ -276,6 +276,8 @@ fn windows_longer_than_the_model_runs_are_refused_before_tokenizing() {
         stderr.contains("at most 8 tokens (context_length") && stderr.contains("--seq-len 8"),
         "{stderr}"
     );
+    // The setting to change under make, whose runs give prepare-tokens its --seq-len.
+    assert!(stderr.contains("(make: SEQ_LEN=8)"), "{stderr}");
     assert!(!out.exists());
     let output = run("8");
     assert!(
