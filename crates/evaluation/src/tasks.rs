@@ -390,9 +390,7 @@ fn check_merged_log_destination(
     let what = match read_task_choices(path) {
         Ok(table)
             if identity.matches(&table)
-                && (table.evaluated_on.is_none()
-                    || evaluated_on.is_none()
-                    || table.evaluated_on.as_deref() == evaluated_on) =>
+                && computed_alike(table.evaluated_on.as_deref(), evaluated_on) =>
         {
             return Ok(())
         }
@@ -415,6 +413,15 @@ fn check_merged_log_destination(
         identity.describe(),
         evaluated_on.unwrap_or("a device not recorded")
     )
+}
+
+/// Whether two choice logs' `evaluated_on` say they were computed alike: the same, or either
+/// from before the entry existed (taken as alike, as an evaluation table without it is).
+fn computed_alike(one: Option<&str>, other: Option<&str>) -> bool {
+    match (one, other) {
+        (Some(one), Some(other)) => one == other,
+        _ => true,
+    }
 }
 
 /// Rows already computed for masks complete in an earlier run of the same questions, on the
@@ -446,9 +453,9 @@ fn resumable_rows(
     let computed_elsewhere = |table: &TaskChoiceTable| {
         table
             .evaluated_on
-            .as_deref()
-            .filter(|found| *found != evaluated_on && !table.rows.is_empty())
-            .map(str::to_string)
+            .clone()
+            .filter(|found| !computed_alike(Some(found), Some(evaluated_on)))
+            .filter(|_| !table.rows.is_empty())
     };
     match read_task_choices(choices_out) {
         Ok(table)
