@@ -13,7 +13,7 @@ FRONTIER_KS ?= 3,6,9
 FRONTIER_BUDGETS ?= least,0.25sleb,0.5sleb,sleb,2000
 FRONTIER_HELDOUT_WINDOWS ?= 40
 # The methods played (frontier --methods, e.g. leave-one-out,adaptive; empty: every one) and
-# the quadratic-surrogate Shapley method's stratified masks (0: not run).
+# the quadratic-surrogate Shapley method's (surrogate-shapley) stratified masks (0: not run).
 FRONTIER_METHODS ?=
 FRONTIER_SHAPLEY_MASKS ?= 200
 # Whether the frontier plays any of the methods $(1) (every method when FRONTIER_METHODS is
@@ -23,7 +23,7 @@ FRONTIER_METHOD_LIST = $(strip $(call method_list,$(FRONTIER_METHODS)))
 frontier_plays = $(or $(if $(FRONTIER_METHOD_LIST),,all),$(filter $(1),$(FRONTIER_METHOD_LIST)))
 FRONTIER_METHOD_FLAGS = $(if $(FRONTIER_METHOD_LIST),--methods $(subst $(space),$(comma),$(FRONTIER_METHOD_LIST))) \
   $(if $(call frontier_plays,adaptive adaptive-raced),--budgets $(FRONTIER_BUDGETS)) \
-  $(if $(call frontier_plays,shapley),--shapley-masks $(FRONTIER_SHAPLEY_MASKS))
+  $(if $(call frontier_plays,surrogate-shapley),--shapley-masks $(FRONTIER_SHAPLEY_MASKS))
 FRONTIER_CALIB := $(foreach s,$(FRONTIER_SEEDS),$(FRONTIER_RUN)/calib-$(s).parquet)
 FRONTIER_HELDOUT := $(if $(wildcard $(WIKITEXT)),$(FRONTIER_RUN)/heldout-wikitext2.parquet) \
   $(FRONTIER_RUN)/heldout-lambada_heldout.parquet
@@ -39,7 +39,10 @@ endif
 # (make frontier's: make exact-frontier plays every method, and FRONTIER_METHODS is refused there,
 # pipelines/ignored.mk).
 ifneq ($(filter frontier,$(MAKECMDGOALS)),)
-$(foreach setting,FRONTIER_BUDGETS:adaptive$(comma)adaptive-raced FRONTIER_SHAPLEY_MASKS:shapley,\
+# A method by its old name (FRONTIER_METHODS=shapley) is refused naming the new one, as frontier
+# refuses it, before the calibration sets are drawn.
+$(call check_renamed,$(FRONTIER_METHODS),FRONTIER_METHODS)
+$(foreach setting,FRONTIER_BUDGETS:adaptive$(comma)adaptive-raced FRONTIER_SHAPLEY_MASKS:surrogate-shapley,\
   $(eval frontier_setting := $(firstword $(subst :, ,$(setting))))\
   $(if $(and $(filter command line,$(origin $(frontier_setting))),$(if $(call frontier_plays,$(call method_list,$(word 2,$(subst :, ,$(setting))))),,no)),\
     $(error make: $(frontier_setting)=$($(frontier_setting)) is a setting of a method FRONTIER_METHODS=$(FRONTIER_METHODS) does not play; leave it out)))

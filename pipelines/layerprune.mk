@@ -336,19 +336,30 @@ $(RUN)/plans/$(1).parquet: $(RUN)/plans/$(1)-calibration.parquet $(RUN)/tokens-e
 	$$(APPLY_PRUNE) --method from-plan --plans $$< --tokens $(RUN)/tokens-eval.parquet --out $$@
 endef
 $(foreach m,$(PLAN_METHODS),$(eval $(call plan_rules,$(m))))
+# A plan asked for by a method's old name (plans/published.parquet) is refused naming the new one.
+RENAMED_METHODS := $(patsubst RENAMED_METHOD_%,%,$(filter RENAMED_METHOD_%,$(.VARIABLES)))
+renamed_plan_rule = $(RUN)/plans/$(1).parquet $(RUN)/plans/$(1)-calibration.parquet: ; \
+  $$(error $$@: $(1) is now named $(RENAMED_METHOD_$(1)) (pipelines/settings.mk, RENAMED_METHOD_$(1)))
+$(foreach m,$(RENAMED_METHODS),$(eval $(call renamed_plan_rule,$(m))))
 
 # $(call method_list,METHODS): a list of methods as given, separated by spaces or commas.
 method_list = $(subst $(comma), ,$(1))
-# $(call check_methods,METHODS,VARIABLE): refuses, before anything runs, a method without a row
-# in the method table (it would reach apply-prune with no arguments); for the goals that plan.
-check_methods = $(foreach m,$(call method_list,$(1)),$(if $(PLAN_ARGS_$(m)),,$(error $(2): no method "$(m)" \
-  in the method table (pipelines/settings.mk, PLAN_ARGS_<method>): $(PLAN_METHODS))))
+# $(call check_renamed,METHODS,VARIABLE): refuses, before anything runs, a method by a name it no
+# longer has (RENAMED_METHOD_<old>, pipelines/settings.mk), naming the new one.
+check_renamed = $(foreach m,$(call method_list,$(1)),$(if $(RENAMED_METHOD_$(m)),$(error $(2): $(m) is now \
+  named $(RENAMED_METHOD_$(m)) (pipelines/settings.mk, RENAMED_METHOD_$(m)))))
+# $(call check_methods,METHODS,VARIABLE): refuses, before anything runs, a method by its old name
+# and a method without a row in the method table (it would reach apply-prune with no arguments);
+# for the goals that plan.
+check_methods = $(call check_renamed,$(1),$(2))$(foreach m,$(call method_list,$(1)),$(if $(PLAN_ARGS_$(m)),,\
+  $(error $(2): no method "$(m)" in the method table (pipelines/settings.mk, PLAN_ARGS_<method>): $(PLAN_METHODS))))
 
 # The methods of the demo: by default the shared list (METHODS).
 DEMO_METHODS ?= $(METHODS)
 DEMO_PLANS = $(foreach m,$(call method_list,$(DEMO_METHODS)),$(RUN)/plans/$(m).parquet)
 ifneq ($(filter demo,$(MAKECMDGOALS)),)
-$(call check_methods,$(DEMO_METHODS),DEMO_METHODS)
+# Named as given: METHODS, unless DEMO_METHODS was given itself.
+$(call check_methods,$(DEMO_METHODS),$(if $(filter file,$(origin DEMO_METHODS)),METHODS,DEMO_METHODS))
 endif
 
 # The pruned model of the recommended method's plan (RECOMMENDED_METHOD, settings.mk) with
@@ -417,7 +428,7 @@ demo: $(ORT_STAGE_LIB) venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO
 # `make results-docs` copies the table and the perplexity plot into docs/ on purpose.
 RESULTS_RUN ?= $(BUILD)/runs/results
 RESULTS_METHODS := reverse random-1 random-2 random-3 random-4 random-5 block-influence angular \
-  leave-one-out sleb sleb-raced adaptive adaptive-raced published shapley iterative search
+  leave-one-out sleb sleb-raced adaptive adaptive-raced stratified-semivalue surrogate-shapley iterative search
 RESULTS_PLANS := $(foreach m,$(call method_list,$(RESULTS_METHODS)),$(RESULTS_RUN)/plans/$(m).parquet)
 ifneq ($(filter results results-plans,$(MAKECMDGOALS)),)
 $(call check_methods,$(RESULTS_METHODS),RESULTS_METHODS)

@@ -62,8 +62,8 @@ SURROGATE_RIDGE ?= 0.01
 # The evaluation budget of adaptive removal at each k (`apply-prune --budget`).
 ADAPTIVE_BUDGET ?= sleb
 # The plan methods the demo (Make's DEMO_METHODS) and the workflow's `all` run and summarize.
-METHODS ?= adaptive-raced adaptive sleb sleb-raced published shapley iterative search block-influence angular \
-  leave-one-out reverse random
+METHODS ?= adaptive-raced adaptive sleb sleb-raced stratified-semivalue surrogate-shapley iterative search \
+  block-influence angular leave-one-out reverse random
 
 # --- Devices -----------------------------------------------------------------------------------
 # cpu, cuda or cuda:N (Snakemake also "cuda:{shard}": shard I on GPU I).
@@ -74,11 +74,16 @@ DEVICE ?= cpu
 THREADS ?= 0
 
 # --- The method table: plan method -> its apply-prune arguments ---------------------------------
-# One row PLAN_ARGS_<method> per method. The estimator names are the ones the score tables
-# record. Make: the rule for $(RUN)/plans/<method>-calibration.parquet (the choice, which
-# $(RUN)/plans/<method>.parquet measures on the evaluation text); Snakemake: rule plan_calibration.
-PLAN_ARGS_published = --scores $(RUN)/scores-published.parquet --estimator stratified-semivalue
-PLAN_ARGS_shapley = --scores $(RUN)/scores-shapley.parquet --estimator surrogate-shapley
+# One row PLAN_ARGS_<method> per method. A one-shot method is named by its estimator, as the
+# score tables and apply-prune's plan tables record it; iterative and search by apply-prune's
+# --method, as it records them. Make: the rule for $(RUN)/plans/<method>-calibration.parquet
+# (the choice, which $(RUN)/plans/<method>.parquet measures on the evaluation text); Snakemake:
+# rule plan_calibration.
+# The published estimate: the stratified semivalue through the MLP surrogate. The score tables
+# keep their names (scores-published, scores-shapley: the shapley stage's files, not methods).
+PLAN_ARGS_stratified-semivalue = --scores $(RUN)/scores-published.parquet --estimator stratified-semivalue
+# The quadratic surrogate's exact Shapley values, the k lowest removed.
+PLAN_ARGS_surrogate-shapley = --scores $(RUN)/scores-shapley.parquet --estimator surrogate-shapley
 # SEED seeds the search's random starts, as it seeds every other draw of the run. Iterative
 # removal draws nothing through the quadratic surrogate (its Shapley values have a closed form):
 # it is given no --seed, which apply-prune refuses there.
@@ -98,6 +103,12 @@ PLAN_ARGS_adaptive = --method adaptive --budget $(ADAPTIVE_BUDGET)
 # The same with the masks it measures together raced over the calibration windows: what a dropped
 # mask saves buys more swaps (docs/selection.md, "Racing adaptive removal").
 PLAN_ARGS_adaptive-raced = --method adaptive --budget $(ADAPTIVE_BUDGET) --race-se 3
+# Methods renamed when every table, flag and setting took one name per method: RENAMED_METHOD_<old>
+# is the name now. The old name given as a method (METHODS, RESULTS_METHODS, TASK_METHODS,
+# FRONTIER_METHODS; Snakemake's methods) is refused naming the new one, as the stages refuse it
+# (the tools read old tables through tools/layerprune_tables.py's current_method_name).
+RENAMED_METHOD_published := stratified-semivalue
+RENAMED_METHOD_shapley := surrogate-shapley
 # The recommended method, whose plan the demo writes as the pruned model and `make prune K=`
 # uses: on SmolLM2-135M and Gemma 3 270M raced adaptive removal chose plans better on the
 # calibration tokens than unraced at the same budget in 21 of 57 cases, the same in 34 and worse

@@ -20,12 +20,44 @@ The parenthesis is there when the caller says what writes the table. A refusal i
     except TableError as error:
         fail(str(error))
 
-Needs pyarrow.
+A method name recorded in a table (a plan table's `method`, frontier.csv's) is compared by
+`current_method_name`, so that a table written before the names were made one reads as the same
+method:
+
+    if current_method_name(row["method"]) == current_method_name(asked): ...
+
+Reading tables needs pyarrow (imported when a table is read); current_method_name needs only the
+standard library.
 """
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
+# Methods renamed when every table, flag and setting took one name per method (docs/formats.md):
+# old name -> new. Recorded plan tables said `iterative-surrogate` and `surrogate-search` for
+# apply-prune's --method iterative and search, frontier.csv `shapley` for surrogate-shapley, and
+# plan files and labels named after Make's methods `published` and `shapley` (the methods
+# stratified-semivalue and surrogate-shapley). The Rust stages' mapping is
+# layerprune_selection::method_names::current_name; Make's and Snakemake's refusals of the old
+# names are pipelines/settings.mk's RENAMED_METHOD_<old>.
+RENAMED_METHODS = {
+    "iterative-surrogate": "iterative",
+    "surrogate-search": "search",
+    "published": "stratified-semivalue",
+    "shapley": "surrogate-shapley",
+}
+# A one-shot plan's old name: this prefix, then the estimator (the name now).
+ONE_SHOT_PREFIX = "one-shot:"
+
+
+def current_method_name(name):
+    """What a method recorded as `name` is named now: `name` itself, or the current name of an old
+    one (`one-shot:block-influence` -> `block-influence`, `surrogate-search` -> `search`,
+    `shapley` -> `surrogate-shapley`). None stays None (a row without a method)."""
+    if name is None:
+        return None
+    if name.startswith(ONE_SHOT_PREFIX):
+        return name[len(ONE_SHOT_PREFIX):]
+    return RENAMED_METHODS.get(name, name)
 
 
 class TableError(Exception):
@@ -47,6 +79,8 @@ def _expected(kind, writer):
 
 
 def _read(path, kind, writer, whole):
+    import pyarrow.parquet as pq  # here: current_method_name's readers need the standard library alone
+
     if not Path(path).exists():
         raise TableError(path, f"{path}: missing{_expected(kind, writer)}")
     try:

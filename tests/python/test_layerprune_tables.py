@@ -1,6 +1,7 @@
 """tools/layerprune_tables.py, the Python tools' one reader of the pipeline's tables: the
 metadata decoded as text, and a file refused naming it, in one wording, when it is missing, not
-Parquet, or a table of another kind (or of none). Needs pyarrow."""
+Parquet, or a table of another kind (or of none); a recorded method name read by the name it has
+now. Needs pyarrow."""
 
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from layerprune_tables import TableError, read_metadata, read_table  # noqa: E402
+from layerprune_tables import TableError, current_method_name, read_metadata, read_table  # noqa: E402
 
 
 def write(path: Path, metadata: dict | None):
@@ -80,3 +81,36 @@ def test_a_table_of_another_kind_or_of_none_is_refused_naming_both_kinds(tmp_pat
     refused(f"{bare}: not a layerprune table, where an evaluations table was expected", bare, "evaluations")
     empty_kind = write(tmp_path / "empty.parquet", {"layerprune.table": ""})
     refused(f"{empty_kind}: not a layerprune table, where a plans table was expected", empty_kind, "plans")
+
+
+@pytest.mark.parametrize("recorded, now", [
+    # Plan tables written before the method names were made one.
+    ("one-shot:block-influence", "block-influence"),
+    ("one-shot:stratified-semivalue", "stratified-semivalue"),
+    ("one-shot:surrogate-shapley", "surrogate-shapley"),
+    ("iterative-surrogate", "iterative"),
+    ("surrogate-search", "search"),
+    # frontier.csv's quadratic-surrogate Shapley method; Make's plan files and task labels.
+    ("shapley", "surrogate-shapley"),
+    ("published", "stratified-semivalue"),
+    # Names that are current are kept.
+    ("surrogate-shapley", "surrogate-shapley"),
+    ("search", "search"),
+    ("adaptive-raced", "adaptive-raced"),
+    ("random-3", "random-3"),
+    ("best-known", "best-known"),
+    (None, None),
+])
+def test_a_recorded_method_name_reads_as_the_name_it_has_now(recorded, now):
+    assert current_method_name(recorded) == now
+
+
+def test_the_method_names_need_no_pyarrow():
+    """frontier.py and calibration_windows.py (standard library only) read names through it."""
+    import subprocess
+
+    code = ("import sys; sys.modules['pyarrow'] = None; sys.path.insert(0, sys.argv[1]); "
+            "from layerprune_tables import current_method_name; print(current_method_name('shapley'))")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[2] / "tools")],
+                         check=True, capture_output=True, text=True).stdout
+    assert out == "surrogate-shapley\n"

@@ -51,7 +51,8 @@ def plan_table(path: Path, plans, with_mask_id=True, dataset=EVAL):
 
 def make_run(run: Path):
     plan_table(run / "plans" / "sleb.parquet", [("sleb", [4], 3.1), ("sleb", [3, 4], 3.4)])
-    plan_table(run / "plans" / "shapley.parquet",
+    # As apply-prune recorded a one-shot plan before the names were made one (one-shot:<estimator>).
+    plan_table(run / "plans" / "surrogate-shapley.parquet",
                [("one-shot:surrogate-shapley", [5], 3.2), ("one-shot:surrogate-shapley", [4, 5], 3.6)],
                with_mask_id=False)
     write(run / "full-eval.parquet",
@@ -97,12 +98,12 @@ def test_summarize_writes_the_table_and_every_figure_into_the_run(tmp_path):
     run = tmp_path / "run"
     make_run(run)
     subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
-                    "--methods", "sleb", "shapley", "--out", str(run / "results-table.md"),
+                    "--methods", "sleb", "surrogate-shapley", "--out", str(run / "results-table.md"),
                     "--plot-dir", str(run / "plots")], check=True, capture_output=True)
     table = (run / "results-table.md").read_text()
     assert "held-out passages" in table
     assert "| sleb | 22.20 (5) | 29.96 (5) |" in table
-    assert "- shapley: k=1: [5]; k=2: [4, 5]" in table
+    assert "- surrogate-shapley: k=1: [5]; k=2: [4, 5]" in table
     figures = sorted(p.name for p in (run / "plots").iterdir())
     assert figures == ["contributions.svg", "ppl-vs-k.svg", "surrogate-fit.svg"]
     for name in figures:
@@ -110,7 +111,7 @@ def test_summarize_writes_the_table_and_every_figure_into_the_run(tmp_path):
     # Reproducible: the same tables give the same bytes.
     first = (run / "plots" / "ppl-vs-k.svg").read_bytes()
     subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
-                    "--methods", "sleb", "shapley", "--out", str(run / "results-table.md"),
+                    "--methods", "sleb", "surrogate-shapley", "--out", str(run / "results-table.md"),
                     "--plot-dir", str(run / "plots")], check=True, capture_output=True)
     assert (run / "plots" / "ppl-vs-k.svg").read_bytes() == first
     # Nothing was written outside the run folder.
@@ -129,7 +130,7 @@ def test_summarize_draws_only_the_tables_it_is_given(tmp_path):
 
     def summarize(folder, *extra):
         subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(folder),
-                        "--methods", "sleb", "shapley", "--out", str(folder / "results-table.md"),
+                        "--methods", "sleb", "surrogate-shapley", "--out", str(folder / "results-table.md"),
                         "--plot-dir", str(folder / "plots"), *extra], check=True, capture_output=True)
         return sorted(p.name for p in (folder / "plots").iterdir())
 
@@ -204,6 +205,30 @@ def test_the_written_model_comes_with_its_runner_up_on_the_calibration_text(tmp_
     assert "blocks [3, 4] removed" in out and "closest rival" not in out
 
 
+def test_the_written_model_of_a_plan_recorded_by_an_old_name_is_named_and_found_by_the_name_now(tmp_path):
+    """A pruned model's plan recorded before the method names were made one (one-shot:<estimator>):
+    its method is printed by its name now, and its calibration plans are the plan file of that
+    name (plans/surrogate-shapley-calibration.parquet), whose runner-up is reported."""
+    run = tmp_path / "run"
+    make_run(run)
+    plan_table(run / "pruned-k2-plan.parquet", [("one-shot:surrogate-shapley", [4, 5], 3.6)])
+    write(run / "pruned-k2-eval.parquet",
+          {"mask_id": [mask_id([4, 5])], "nll": [3.6], "ppl": [2.718281828 ** 3.6]},
+          FINISHED)
+    calibration = run / "plans" / "surrogate-shapley-calibration.parquet"
+    plan_table(calibration, [("one-shot:surrogate-shapley", [4, 5], 3.4)])
+    table = pq.read_table(calibration)
+    table = (table.append_column("runner_up_removed_blocks", pa.array([[3, 5]], pa.list_(pa.uint32())))
+             .append_column("runner_up_nll", pa.array([3.405], pa.float64()))
+             .append_column("runner_up_margin_se", pa.array([0.01], pa.float64())))
+    pq.write_table(table, calibration)
+    out = subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run),
+                          "--methods", "sleb", "--k-pruned", "2", "--out", str(run / "results.md")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "blocks [4, 5] removed (surrogate-shapley)" in out, out
+    assert "closest rival on the calibration text: blocks [3, 5]" in out, out
+
+
 def write_frontier(path: Path, rows, budget_spec=False):
     fields = ["method", "k", "calibration_set", "llm_evaluations", "removed_blocks",
               "calibration_ppl", "lambada_ppl", "recommended", "budget"]
@@ -257,6 +282,25 @@ def test_frontier_says_what_its_means_are_over_and_refuses_what_it_cannot_read(t
         assert "Traceback" not in result.stderr
 
 
+def test_frontier_reports_read_a_method_recorded_by_its_old_name_by_the_name_now(tmp_path):
+    """frontier.csv files written before the method names were made one (docs/results/*.csv)
+    say `shapley` for surrogate-shapley: the reports name it, and select it, by the name now."""
+    rows = [("full", 0, "c0", 1, "", 20.0, 21.0, "false", "", ""),
+            ("shapley", 1, "c0", 200, "4", 25.0, 26.0, "false", "", ""),
+            ("sleb", 1, "c0", 10, "4", 25.0, 26.0, "false", "", ""),
+            ("best-known", 1, "c0", 30, "4", 25.0, 26.0, "false", "", "")]
+    write_frontier(tmp_path / "frontier.csv", rows, budget_spec=True)
+    table = subprocess.run([sys.executable, str(REPORT / "frontier.py"), str(tmp_path / "frontier.csv")],
+                           check=True, capture_output=True, text=True).stdout
+    assert "| surrogate-shapley | 200 |" in table and "| shapley |" not in table, table
+    for asked in ("surrogate-shapley", "shapley"):
+        out = tmp_path / "windows.md"
+        subprocess.run([sys.executable, str(REPORT / "calibration_windows.py"), f"10={tmp_path / 'frontier.csv'}",
+                        "--methods", asked, "--out", str(out)], check=True, capture_output=True)
+        lines = [line for line in out.read_text().splitlines() if line.startswith("| 10 ")]
+        assert lines == ["| 10 | surrogate-shapley | 200 | 2,000 | 1 of 1 | 26.0 |"], (asked, lines)
+
+
 def test_calibration_windows_puts_runs_side_by_side_at_their_compute(tmp_path):
     # Ten windows: SLEB at 10 evaluations; twenty windows: adaptive at 6 (two sets that disagree).
     write_frontier(tmp_path / "w10.csv", [
@@ -302,10 +346,10 @@ def test_task_labels_use_the_plans_mask_id(tmp_path):
     run = tmp_path / "run"
     make_run(run)
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "tasks" / "summarize.py"), "masks",
-                          str(run / "plans" / "sleb.parquet"), str(run / "plans" / "shapley.parquet")],
+                          str(run / "plans" / "sleb.parquet"), str(run / "plans" / "surrogate-shapley.parquet")],
                          check=True, capture_output=True, text=True).stdout
     assert out.split("\n") == ["111101 sleb 1", "111001 sleb 2",
-                               "111110 shapley 1", "111100 shapley 2", ""]
+                               "111110 surrogate-shapley 1", "111100 surrogate-shapley 2", ""]
 
 
 def test_the_written_model_comes_with_its_ratio_to_the_full_model(tmp_path):

@@ -48,7 +48,7 @@ def test_after_a_run_a_dry_run_lists_nothing_and_make_q_says_up_to_date(run_make
     """Every settings stamp depended on FORCE: after a run, `make -n` listed every stage again
     and `make -q` never answered 0, so neither could tell what a setting would redo."""
     run = tmp_path / "run"
-    targets = [str(run / "plans" / "sleb.parquet"), str(run / "plans" / "shapley.parquet"),
+    targets = [str(run / "plans" / "sleb.parquet"), str(run / "plans" / "surrogate-shapley.parquet"),
                str(run / "full-eval.parquet")]
     status, output, ran = run_make(*targets)
     assert status == 0 and ran, output

@@ -464,6 +464,35 @@ def test_a_method_list_is_checked_only_for_the_goals_that_plan(make):
     assert status != 0 and 'TASK_METHODS: no method "nope"' in output, output
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["demo", "METHODS=sleb published"], "METHODS: published is now named stratified-semivalue"),
+    (["demo", "DEMO_METHODS=sleb,shapley"], "DEMO_METHODS: shapley is now named surrogate-shapley"),
+    (["results", "RESULTS_METHODS=sleb published"], "RESULTS_METHODS: published is now named stratified-semivalue"),
+    (["tasks", "TASK_METHODS=shapley"], "TASK_METHODS: shapley is now named surrogate-shapley"),
+])
+def test_a_method_by_its_old_name_is_refused_naming_the_new_one(make, args, expected):
+    """The plan methods published and shapley are now stratified-semivalue and surrogate-shapley,
+    the names the plan tables record (pipelines/settings.mk, RENAMED_METHOD_<old>): the old name
+    is refused before anything runs, naming the new one."""
+    status, output, ran = make("-n", *args)
+    assert status != 0 and expected in output and ran == [], output
+
+
+def test_the_plans_of_the_renamed_methods_are_made_under_the_names_now(make, tmp_path):
+    run = tmp_path / "run"
+    status, output, ran = make("-n", "demo")
+    assert status == 0, output
+    plans = {line.split("--out ")[-1].split()[0] for name, line in ran if name == "apply-prune" and "--out " in line}
+    for method, estimator in (("stratified-semivalue", "stratified-semivalue"), ("surrogate-shapley", "surrogate-shapley")):
+        assert f"{run}/plans/{method}-calibration.parquet" in plans and f"{run}/plans/{method}.parquet" in plans, plans
+        [choice] = [line for name, line in ran if f"plans/{method}-calibration.parquet" in line.split("--out ")[-1]]
+        assert f"--estimator {estimator} " in choice, choice
+    assert not any(name in line for name in ("plans/published", "plans/shapley") for _, line in ran), ran
+    # A plan asked for by its file's old name is refused naming the new one.
+    status, output, ran = make("-n", str(run / "plans" / "published.parquet"))
+    assert status != 0 and "published is now named stratified-semivalue" in output and ran == [], output
+
+
 def test_the_published_estimate_is_over_the_strata_the_masks_were_sampled_from(make, tmp_path):
     scores = str(tmp_path / "run" / "scores-published.parquet")
     status, output, ran = make(scores)
@@ -670,7 +699,7 @@ def test_a_new_ridge_refits_the_quadratic_surrogate_only(make, tmp_path):
     """One stamp covered both fits: a new SURROGATE_RIDGE refitted the MLP, which takes none,
     and remade the published estimate and its plan."""
     run = tmp_path / "run"
-    plans = [str(run / "plans" / f"{m}.parquet") for m in ("published", "shapley")]
+    plans = [str(run / "plans" / f"{m}.parquet") for m in ("stratified-semivalue", "surrogate-shapley")]
     status, output, _ = make(*plans)
     assert status == 0, output
     status, output, ran = make(*plans, "SURROGATE_RIDGE=0.5")
@@ -698,10 +727,10 @@ def test_make_results_plots_the_tables_of_its_methods_only(make, tmp_path):
         return found
 
     assert tables("RESULTS_METHODS=sleb") == {"--scores": [], "--metrics": []}
-    assert tables("RESULTS_METHODS=sleb shapley random-1 angular") == {
+    assert tables("RESULTS_METHODS=sleb surrogate-shapley random-1 angular") == {
         "--scores": [f"{results}/scores-baselines.parquet", f"{results}/scores-shapley.parquet"],
         "--metrics": [f"{results}/surrogate-quadratic-metrics.parquet"]}
-    assert tables("RESULTS_METHODS=published search") == {
+    assert tables("RESULTS_METHODS=stratified-semivalue search") == {
         "--scores": [f"{results}/scores-published.parquet"],
         "--metrics": [f"{results}/surrogate-metrics.parquet", f"{results}/surrogate-quadratic-metrics.parquet"]}
 
@@ -776,8 +805,10 @@ def test_the_surrogate_score_and_quantize_stages_get_the_stages_thread_count(tmp
     (["exact-frontier", "STRATA=2"], "make exact-frontier: STRATA=2 is not read here"),
     (["frontier", "FRONTIER_METHODS=sleb", "FRONTIER_SHAPLEY_MASKS=5"],
      "FRONTIER_SHAPLEY_MASKS=5 is a setting of a method FRONTIER_METHODS=sleb does not play"),
-    (["frontier", "FRONTIER_METHODS=sleb,shapley", "FRONTIER_BUDGETS=least"],
-     "FRONTIER_BUDGETS=least is a setting of a method FRONTIER_METHODS=sleb,shapley does not play"),
+    # The frontier's Shapley method by its old name, refused naming the new one.
+    (["frontier", "FRONTIER_METHODS=sleb,shapley"], "FRONTIER_METHODS: shapley is now named surrogate-shapley"),
+    (["frontier", "FRONTIER_METHODS=sleb,surrogate-shapley", "FRONTIER_BUDGETS=least"],
+     "FRONTIER_BUDGETS=least is a setting of a method FRONTIER_METHODS=sleb,surrogate-shapley does not play"),
     (["results", "METHODS=sleb"], "make results: METHODS=sleb is not read here; this goal takes RESULTS_METHODS="),
     (["tasks", "METHODS=sleb"], "make tasks: METHODS=sleb is not read here; this goal takes TASK_METHODS="),
     (["exact-game", "SEQ_LEN=32"], "make exact-game: SEQ_LEN=32 is not read here"),

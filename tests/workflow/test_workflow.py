@@ -314,7 +314,7 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
                  "scores-baselines.parquet", "full-eval.parquet", "pruned-k2/manifest.json",
                  "pruned-k2-eval.parquet", "results.md"]:
         assert (run / name).is_file(), name
-    methods = ["adaptive-raced", "adaptive", "sleb", "sleb-raced", "published", "shapley",
+    methods = ["adaptive-raced", "adaptive", "sleb", "sleb-raced", "stratified-semivalue", "surrogate-shapley",
                "iterative", "search",
                "block-influence", "angular", "leave-one-out", "reverse", "random"]
     for method in methods:
@@ -325,7 +325,7 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
     # The tools' rules exist only while their outputs are missing; naming one that does not
     # exist as a local rule would warn on every run.
     assert "localrules directive specifies rules that are not present" not in result.stderr
-    assert "| shapley |" in (run / "results.md").read_text()
+    assert "| surrogate-shapley |" in (run / "results.md").read_text()
     # The pruned model is the recommended (raced adaptive) plan.
     pruned_plan = pq.read_table(run / "pruned-k2-plan.parquet").to_pydict()
     assert pruned_plan["method"] == ["adaptive-raced"]
@@ -493,7 +493,12 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     # the jobs run: refused when the Snakefile loads.
     ({}, ["seq_len=1"], "seq_len=1: must be a whole number, at least 2"),
     ({}, ["evaluate_chunk=0"], "evaluate_chunk=0: must be a whole number"),
-    ({"methods": ["shapley", "nonsense"]}, [], "methods=['shapley', 'nonsense']: unknown methods ['nonsense']"),
+    ({"methods": ["surrogate-shapley", "nonsense"]}, [],
+     "methods=['surrogate-shapley', 'nonsense']: unknown methods ['nonsense']"),
+    # A method by its old name, refused naming the new one (as Make refuses it).
+    ({"methods": ["sleb", "shapley"]}, [],
+     "methods=['sleb', 'shapley']: shapley is now named surrogate-shapley"),
+    ({}, ["methods=published,sleb"], "methods='published,sleb': published is now named stratified-semivalue"),
     ({}, ["methods="], "methods=None: no plan method"),
     ({}, ["shard=3"], "shard=3: not a setting"),
     ({}, ["mask=24"], "mask=24: not a setting"),
@@ -955,7 +960,7 @@ def plan_table(output):
 
 @pytest.mark.parametrize("overrides", [
     {},
-    {"METHODS": "sleb adaptive shapley random", "ADAPTIVE_BUDGET": "2000", "KS": "1,2",
+    {"METHODS": "sleb adaptive surrogate-shapley random", "ADAPTIVE_BUDGET": "2000", "KS": "1,2",
      "K_PRUNED": "2"},
 ], ids=["defaults", "overridden"])
 def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, overrides):

@@ -34,10 +34,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
 import one_file  # noqa: E402
 import outputs  # noqa: E402
+from layerprune_tables import current_method_name  # noqa: E402
 
 
 def _prune_report():
@@ -64,19 +66,16 @@ PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_p
 STORED_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-# The `method` apply-prune records for the plans of `--method search` and `--method iterative`;
-# `--plan-method` takes either name, as apply-prune's does (layerprune_selection::plans).
-RECORDED_METHOD = {"search": "surrogate-search", "iterative": "iterative-surrogate"}
-
-
 # The plan table's columns prune_hf reads (apply-prune's plan tables, docs/formats.md).
 PLAN_COLUMNS = ("method", "k", "removed_blocks")
 
 
 def removed_from_plan(plan: Path, method, k):
-    """The removed blocks of the plan of `method` (as recorded, or the `--method` that records it;
-    None: any, as apply-prune --method from-plan without --plan-method) with k removed; with k
-    None, of the table's one plan (of `method`; as `apply-prune --max-ppl-ratio` writes)."""
+    """The removed blocks of the plan of `method` (None: any, as apply-prune --method from-plan
+    without --plan-method) with k removed; with k None, of the table's one plan (of `method`; as
+    `apply-prune --max-ppl-ratio` writes). Method names are compared as they are named now
+    (current_method_name), so a table written before the names were made one (`surrogate-search`,
+    `one-shot:block-influence`) gives the plan of `search` or `block-influence`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -91,15 +90,21 @@ def removed_from_plan(plan: Path, method, k):
         sys.exit(f"prune_hf: error: --plans {plan}: no column {', '.join(missing)}: not a plan table "
                  f"(apply-prune writes one with {', '.join(PLAN_COLUMNS)})")
     rows = table.to_pylist()
-    names = {method, RECORDED_METHOD.get(method, method)}
-    matches = [r for r in rows if (method is None or r["method"] in names) and (k is None or r["k"] == k)]
-    available = sorted({(r["method"], r["k"]) for r in rows})
+    # A method asked for by an old name is refused naming the new one, as apply-prune's
+    # --plan-method refuses it: every stage writes the one name now.
+    asked = current_method_name(method)
+    if asked != method:
+        sys.exit(f"prune_hf: error: --plan-method {method} is now named {asked}")
+    matches = [r for r in rows if (method is None or current_method_name(r["method"]) == asked)
+               and (k is None or r["k"] == k)]
+    available = sorted({(current_method_name(r["method"]), r["k"]) for r in rows})
     of_method = "" if method is None else f" for method {method!r}"
     if not matches:
         with_k = "" if k is None else f" with k={k}"
         sys.exit(f"prune_hf: error: {plan} has no plan{of_method}{with_k} (has {available})")
     if len(matches) > 1:
-        choose = " or --plan-method" if method is None and len({r["method"] for r in matches}) > 1 else ""
+        several = len({current_method_name(r["method"]) for r in matches}) > 1
+        choose = " or --plan-method" if method is None and several else ""
         sys.exit(f"prune_hf: error: {plan} has {len(matches)} plans{of_method}; choose one with --k{choose} "
                  f"(has {available})")
     metadata = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
@@ -207,9 +212,10 @@ def main(argv=None):
     # names before 2026-12-04, are still accepted.
     which.add_argument("--plans", "--plan", dest="plans", type=Path, help="plan table written by apply-prune")
     parser.add_argument("--plan-method", "--method", dest="plan_method",
-                        help="with --plans: the method of the plan to take, as the table records it "
-                             "(or search / iterative for surrogate-search / iterative-surrogate); "
-                             "needed only when the table holds plans of several methods at --k")
+                        help="with --plans: the method of the plan to take (a table written before the "
+                             "method names were made one reads by the names now: search for surrogate-search, "
+                             "block-influence for one-shot:block-influence); needed only when the table holds "
+                             "plans of several methods at --k")
     parser.add_argument("--k", type=int, help="with --plans: the plan's number of removed blocks (needed when the "
                                               "table has several plans of --plan-method)")
     parser.add_argument("--out", required=True, type=Path)

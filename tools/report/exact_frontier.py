@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from frontier import BUDGETED, emit, gap_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
-from layerprune_tables import TableError, read_table  # noqa: E402
+from layerprune_tables import TableError, current_method_name, read_table  # noqa: E402
 
 
 def read_game(path: Path):
@@ -72,6 +72,9 @@ def read_runs(frontier: Path, plan_tables, nll):
     computed against another game."""
     with frontier.open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("k") and int(r["k"]) > 0]
+    # Each method by its name now (an older frontier.csv says `shapley` for surrogate-shapley).
+    for r in rows:
+        r["method"] = current_method_name(r.get("method"))
     if not rows:
         raise SystemExit(f"{frontier}: no plans (an empty frontier.csv, or not one)")
     # The game is measured on one calibration set's tokens, and a plan's gap to its optimum says

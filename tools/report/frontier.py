@@ -10,12 +10,19 @@ report environment, `make venv-report`).
 import argparse
 import csv
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
+from layerprune_tables import current_method_name  # noqa: E402  (standard library only)
+
+
 def read(path: Path):
     """frontier.csv's rows, numbers parsed, and its held-out columns; refused, naming the row,
-    when it is empty or a cell is not what the frontier stage writes."""
+    when it is empty or a cell is not what the frontier stage writes. Each row's method by its
+    name now (a frontier.csv written before the names were made one says `shapley` for
+    surrogate-shapley: current_method_name), so every report reads old and new files alike."""
     with path.open() as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -26,6 +33,7 @@ def read(path: Path):
         # Cells missing at the end of a row are empty (older frontier.csv files end a row
         # without a budget so).
         row.update({column: "" for column, value in row.items() if value is None})
+        row["method"] = current_method_name(row.get("method"))
     heldout = [c for c in rows[0].keys() if c.endswith("_ppl") and c != "calibration_ppl"]
     if "calibration_ppl" not in rows[0]:
         raise SystemExit(f"{path}: no calibration_ppl column: not a frontier.csv")

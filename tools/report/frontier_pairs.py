@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frontier import emit, labels, read  # noqa: E402  (this folder's frontier.py)
+from layerprune_tables import current_method_name  # noqa: E402
 
 # Rows that are not a method's choice: the full model, and the best plan any method measured.
 NOT_METHODS = {"full", "best-known"}
@@ -224,7 +225,8 @@ def main(argv=None):
                  if heldout else f"--heldout {item}: expected NAME=FILE")
         windows_by_text[name] = read_windows(Path(path))
         check(rows, name, windows_by_text[name])
-    emit(table(rows, windows_by_text, args.against), args.out)
+    # The reference by its name now, as read() names the rows' methods.
+    emit(table(rows, windows_by_text, current_method_name(args.against)), args.out)
 
 
 if __name__ == "__main__":

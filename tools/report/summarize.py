@@ -2,7 +2,7 @@
 removed blocks, the perplexity of the pruned model on the evaluation text and the number of
 LLM evaluations the method used; then the pruned model the demo wrote.
 
-Usage: python summarize.py --run build/runs/smollm2-135m --methods published shapley ... [--k-pruned 6]
+Usage: python summarize.py --run build/runs/smollm2-135m --methods sleb surrogate-shapley ... [--k-pruned 6]
                            [--out table.md] [--plot-dir DIR [--scores TABLE ...] [--metrics TABLE ...]]
 
 --plot-dir writes the run's figures with matplotlib (tools/report/plots.py; `make venv-report`):
@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
-from layerprune_tables import TableError, read_metadata, read_table  # noqa: E402
+from layerprune_tables import TableError, current_method_name, read_metadata, read_table  # noqa: E402
 
 # The runner-up's margin and how clearly it separates, as `make prune`'s summary reads them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
@@ -238,14 +238,17 @@ def main():
     if args.k_pruned is not None:
         pruned_eval = args.run / f"pruned-k{args.k_pruned}-eval.parquet"
         plan = read_rows(args.run / f"pruned-k{args.k_pruned}-plan.parquet", "plans", dataset, model)[0]
+        # By its name now: the plan file of a method recorded before the names were made one
+        # (one-shot:surrogate-shapley) is plans/surrogate-shapley-calibration.parquet.
+        method = current_method_name(plan["method"])
         check_pruned_folder(args.run / f"pruned-k{args.k_pruned}", plan)
         # The pruned folder is a model of its own (its model_id is not the full model's).
         after = read_rows(pruned_eval, "evaluations", dataset)[0]
         lines += ["", f"Pruned model written to {args.run / f'pruned-k{args.k_pruned}'}: "
-                  f"blocks {sorted(plan['removed_blocks'])} removed ({plan['method']}); "
+                  f"blocks {sorted(plan['removed_blocks'])} removed ({method}); "
                   f"perplexity {ppl_text(full['ppl'])} before, {ppl_text(after['ppl'])} after "
                   f"(the pruned folder evaluated on its own{ratio_clause(plan)})."]
-        lines += rival_lines(args.run / "plans" / f"{plan['method']}-calibration.parquet", plan)
+        lines += rival_lines(args.run / "plans" / f"{method}-calibration.parquet", plan)
     text = "\n".join(lines) + "\n"
     out = args.out or args.run / "results.md"
     out.parent.mkdir(parents=True, exist_ok=True)

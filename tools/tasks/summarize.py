@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
-from layerprune_tables import TableError, read_table  # noqa: E402
+from layerprune_tables import TableError, current_method_name, read_table  # noqa: E402
 
 TASKS = ["piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "boolq", "openbookqa"]
 NAMES = {"piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
@@ -95,7 +95,7 @@ def masks(paths):
 
 
 METHOD_ORDER = ["reverse", "random", "block-influence", "angular", "leave-one-out", "sleb",
-                "adaptive", "adaptive-raced", "published", "shapley", "iterative", "search"]
+                "adaptive", "adaptive-raced", "stratified-semivalue", "surrogate-shapley", "iterative", "search"]
 
 
 def method_key(method):
@@ -287,7 +287,9 @@ def table(args):
 
     rows = defaultdict(list)  # (method, k) -> masks; random seeds merged into one row
     for (method, k), masks in labels.items():
-        name = "random" if method.startswith("random-") else method
+        # By its name now: labels written before the names were made one say `published` and
+        # `shapley` (the plan files' names then) for stratified-semivalue and surrogate-shapley.
+        name = "random" if method.startswith("random-") else current_method_name(method)
         rows[(name, k)].extend(masks)
     header = ["model", "k"] + [NAMES[t] for t in tasks] + ["mean", "gold NLL/token"]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(tasks) + 2)]

@@ -74,9 +74,9 @@ impl FrontierRun {
         if self.ks.contains(&0) {
             bail!("--k 0 removes no block: give numbers of blocks to remove, 1 or more");
         }
-        if self.methods == [FrontierMethod::Shapley] && self.shapley_masks == 0 {
+        if self.methods == [FrontierMethod::SurrogateShapley] && self.shapley_masks == 0 {
             bail!(
-                "--methods shapley with --shapley-masks 0 plays nothing: give the Shapley method \
+                "--methods surrogate-shapley with --shapley-masks 0 plays nothing: give the Shapley method \
                  1 or more masks"
             );
         }
@@ -292,7 +292,7 @@ impl PreparedFrontier {
                 leave_one_out: runs(FrontierMethod::LeaveOneOut),
                 sleb: runs(FrontierMethod::Sleb),
                 sleb_race: runs(FrontierMethod::SlebRaced).then(Race::default),
-                shapley_masks: (runs(FrontierMethod::Shapley) && run.shapley_masks > 0)
+                shapley_masks: (runs(FrontierMethod::SurrogateShapley) && run.shapley_masks > 0)
                     .then_some(run.shapley_masks),
                 seed: run.seed,
             };

@@ -109,7 +109,7 @@ pub enum FrontierMethod {
     /// SLEB with each step's candidates raced over the calibration windows.
     SlebRaced,
     /// The quadratic-surrogate Shapley method ([`FrontierConfig::shapley_masks`]).
-    Shapley,
+    SurrogateShapley,
     /// Adaptive removal, once per budget.
     Adaptive,
     /// Adaptive removal raced over the calibration windows, once per budget.
@@ -125,7 +125,7 @@ impl FrontierMethod {
         FrontierMethod::LeaveOneOut,
         FrontierMethod::Sleb,
         FrontierMethod::SlebRaced,
-        FrontierMethod::Shapley,
+        FrontierMethod::SurrogateShapley,
         FrontierMethod::Adaptive,
         FrontierMethod::AdaptiveRaced,
     ];
@@ -138,7 +138,7 @@ impl FrontierMethod {
             FrontierMethod::LeaveOneOut => method_names::LEAVE_ONE_OUT,
             FrontierMethod::Sleb => method_names::SLEB,
             FrontierMethod::SlebRaced => method_names::SLEB_RACED,
-            FrontierMethod::Shapley => method_names::SHAPLEY,
+            FrontierMethod::SurrogateShapley => method_names::SURROGATE_SHAPLEY,
             FrontierMethod::Adaptive => method_names::ADAPTIVE,
             FrontierMethod::AdaptiveRaced => method_names::ADAPTIVE_RACED,
         }
@@ -159,8 +159,10 @@ impl std::str::FromStr for FrontierMethod {
             .into_iter()
             .find(|m| m.name() == text)
             .ok_or_else(|| {
-                let names: Vec<&str> = FrontierMethod::ALL.iter().map(|m| m.name()).collect();
-                format!("unknown method {text:?} (one of {})", names.join(", "))
+                method_names::renamed(text).unwrap_or_else(|| {
+                    let names: Vec<&str> = FrontierMethod::ALL.iter().map(|m| m.name()).collect();
+                    format!("unknown method {text:?} (one of {})", names.join(", "))
+                })
             })
     }
 }
@@ -368,7 +370,8 @@ fn quadratic_shapley_points(
     use layerprune_surrogate::{fit, FitOptions, SurrogateKind};
 
     let num_blocks = game.num_players();
-    let bad = |e: &dyn std::fmt::Display| SelectionError::BadOption(format!("shapley: {e}"));
+    let bad =
+        |e: &dyn std::fmt::Display| SelectionError::BadOption(format!("surrogate-shapley: {e}"));
     let players = Players::new(num_blocks, &config.fixed).map_err(|e| bad(&e))?;
     let plan = SamplingPlan {
         stratified: Some(StratifiedDesign {
@@ -427,7 +430,7 @@ fn quadratic_shapley_points(
         let measured = !sampled.contains(&mask);
         let value = counted.value(&mask)?;
         points.push(FrontierPoint {
-            method: method_names::SHAPLEY.into(),
+            method: method_names::SURROGATE_SHAPLEY.into(),
             k,
             llm_evaluations: sampled_cost + usize::from(measured),
             budget: None,

@@ -13,7 +13,7 @@ use layerprune_surrogate::{FittedSurrogate, Surrogate};
 use layerprune_tables::{BlockStatsTable, FullModel, PlanRow, PlanTable, RunnerUp};
 
 use crate::frontier::Budget;
-use crate::method_names::{self, ITERATIVE_SURROGATE, SURROGATE_SEARCH};
+use crate::method_names::{self, ITERATIVE, SEARCH};
 use crate::target::{adaptive_chooser, sleb_chooser};
 use crate::{
     adaptive_removal, best_angular_run, iterative_removal, largest_within, one_shot,
@@ -434,10 +434,10 @@ fn plans_for_ks(
     match method {
         PlanMethod::OneShot => {
             let scores = inputs.scores.ok_or_else(|| needs(method, "--scores"))?;
-            let name = method_names::one_shot(&scores.method);
+            // Named by its estimator alone (method_names).
             for &k in &settings.ks {
                 let removed = one_shot(&scores.scores, k, fixed)?;
-                plans.push(Plan::new(&name, removed, scores.llm_evaluations));
+                plans.push(Plan::new(&scores.method, removed, scores.llm_evaluations));
             }
         }
         PlanMethod::Iterative | PlanMethod::Search => {
@@ -453,7 +453,7 @@ fn plans_for_ks(
             if method == PlanMethod::Iterative {
                 for &k in &settings.ks {
                     plans.push(Plan::new(
-                        ITERATIVE_SURROGATE,
+                        ITERATIVE,
                         removal.removed_blocks(k),
                         surrogate_cost(on),
                     ));
@@ -478,11 +478,8 @@ fn plans_for_ks(
                         removal.removed_blocks(k),
                     ];
                     let found = surrogate_search(on.surrogate, k, fixed, &starts, &search)?;
-                    let mut plan = Plan::new(
-                        SURROGATE_SEARCH,
-                        found[0].removed_blocks.clone(),
-                        surrogate_cost(on),
-                    );
+                    let mut plan =
+                        Plan::new(SEARCH, found[0].removed_blocks.clone(), surrogate_cost(on));
                     plan.candidates = found;
                     plans.push(plan);
                 }
@@ -553,23 +550,19 @@ fn plans_for_ks(
     Ok(plans)
 }
 
-/// Whether a plan recorded with method `recorded` is one `--plan-method asked` names: by the
-/// recorded name, by the `--method` that records it (`search` for `surrogate-search`), or, for
-/// a one-shot plan, by its estimator alone (`block-influence` for `one-shot:block-influence`:
-/// the name frontier.csv gives the same plan).
+/// Whether a plan recorded with method `recorded` is one `--plan-method asked` names: by its
+/// name, a table written before the names were made one by the name it has now
+/// (`search` for `surrogate-search`, `block-influence` for `one-shot:block-influence`).
 fn is_plan_method(recorded: &str, asked: &str) -> bool {
-    recorded == asked
-        || recorded == method_names::one_shot(asked)
-        || match asked.parse::<PlanMethod>() {
-            Ok(PlanMethod::Iterative) => recorded == ITERATIVE_SURROGATE,
-            Ok(PlanMethod::Search) => recorded == SURROGATE_SEARCH,
-            _ => false,
-        }
+    method_names::current_name(recorded) == asked
 }
 
-/// The distinct methods of `rows`, in table order, for an error that says what to give.
+/// The distinct methods of `rows` by their current names (what `--plan-method` takes), in
+/// table order, for an error that says what to give.
 fn methods_of<'a>(rows: impl Iterator<Item = &'a PlanRow>) -> String {
-    let methods: Vec<&str> = rows.map(|row| row.method.as_str()).collect();
+    let methods: Vec<&str> = rows
+        .map(|row| method_names::current_name(&row.method))
+        .collect();
     layerprune_core::distinct(&methods).join(", ")
 }
 
@@ -642,10 +635,7 @@ fn earlier_plan(
             return Err(SelectionError::BadOption(format!(
                 "{} plans remove {k} blocks (methods {}); choose one with --plan-method",
                 rows.len(),
-                rows.iter()
-                    .map(|r| r.method.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                methods_of(rows.iter().copied())
             )))
         }
     };
@@ -656,7 +646,10 @@ fn earlier_plan(
             row.method
         )));
     }
-    let mut plan = Plan::new(&row.method, removed, row.llm_evaluations);
+    // Recorded again by its current name: a table written before the names were made one is
+    // not carried on into the new table.
+    let name = method_names::current_name(&row.method);
+    let mut plan = Plan::new(name, removed, row.llm_evaluations);
     plan.predicted = row.predicted_value;
     plan.cost_is_recorded = true;
     Ok(plan)
@@ -736,21 +729,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_plan_method_is_named_as_recorded_as_its_method_flag_or_by_its_estimator() {
+    fn a_plan_method_is_named_as_recorded_and_an_old_table_by_the_name_it_has_now() {
         assert!(is_plan_method("sleb-raced", "sleb-raced"));
         assert!(!is_plan_method("sleb-raced", "sleb"));
-        assert!(is_plan_method(SURROGATE_SEARCH, "search"));
-        assert!(is_plan_method(ITERATIVE_SURROGATE, "iterative"));
+        assert!(is_plan_method(SEARCH, "search"));
+        assert!(is_plan_method("surrogate-search", "search"));
+        assert!(is_plan_method("iterative-surrogate", ITERATIVE));
+        assert!(is_plan_method("block-influence", "block-influence"));
         assert!(is_plan_method(
             "one-shot:block-influence",
             "block-influence"
         ));
-        assert!(is_plan_method(
-            "one-shot:block-influence",
-            "one-shot:block-influence"
-        ));
         assert!(!is_plan_method("one-shot:block-influence", "angular"));
         assert!(!is_plan_method("one-shot:angular", "one-shot"));
+        assert!(is_plan_method("shapley", "surrogate-shapley"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::baselines::{
 use crate::method_names;
 
 /// A baseline estimator: its name is the score table's `estimator` column and the plan's
-/// method (`one-shot:NAME`).
+/// method (`NAME`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BaselineEstimator {
     /// ShortGPT: 1 − mean cosine(input, output) of each block (block statistics; 1 pass).

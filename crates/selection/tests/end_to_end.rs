@@ -248,7 +248,7 @@ fn a_search_plan_keeps_the_prediction_of_the_candidate_it_keeps() {
         predicted,
     };
     let mut plans = vec![Plan {
-        method: "surrogate-search".into(),
+        method: "search".into(),
         removed: vec![1, 2],
         predicted: Some(-1.0),
         measured_nll: None,
@@ -276,11 +276,12 @@ fn a_search_plan_keeps_the_prediction_of_the_candidate_it_keeps() {
     assert_eq!(plans[2].llm_evaluations, 10);
 }
 
-/// `--plan-method` names a plan by the method its table records or by the `--method` that
-/// records it (`search` for `surrogate-search`); one it does not find is refused with the
-/// methods there are.
+/// `--plan-method` names a plan by the method its table records; a table written before the
+/// names were made one by the names its methods have now (`search` for `surrogate-search`),
+/// and the plan taken is recorded by that name. One it does not find is refused with the
+/// methods there are, by the names it takes.
 #[test]
-fn from_plan_takes_a_plan_by_either_name_and_says_which_there_are() {
+fn from_plan_takes_an_old_tables_plan_by_its_current_name_and_says_which_there_are() {
     let row = |method: &str, removed: Vec<u32>| layerprune_tables::PlanRow {
         method: method.into(),
         k: removed.len() as u32,
@@ -314,26 +315,24 @@ fn from_plan_takes_a_plan_by_either_name_and_says_which_there_are() {
         };
         choose_plans(PlanMethod::FromPlan, &mut inputs, &options(ks))
     };
-    for name in ["search", "surrogate-search"] {
-        let plans = choose(name, vec![2]).unwrap();
-        assert_eq!(plans[0].removed, vec![1, 2], "{name}");
-        assert_eq!(plans[0].method, "surrogate-search");
-    }
+    let plans = choose("search", vec![2]).unwrap();
+    assert_eq!(plans[0].removed, vec![1, 2]);
+    assert_eq!(plans[0].method, "search");
+    assert!(choose("surrogate-search", vec![2]).is_err());
     // Without ks, every plan of the method: k = 3 by its --method name.
     let plans = choose("iterative", vec![]).unwrap();
     assert_eq!(plans.len(), 1);
     assert_eq!(plans[0].removed, vec![1, 2, 3]);
+    assert_eq!(plans[0].method, "iterative");
 
     let error = choose("adaptive", vec![2]).unwrap_err().to_string();
     assert!(
-        error.contains(
-            "with method adaptive (the methods of those that do: surrogate-search, sleb)"
-        ),
+        error.contains("with method adaptive (the methods of those that do: search, sleb)"),
         "{error}"
     );
     let error = choose("adaptive", vec![]).unwrap_err().to_string();
     assert!(
-        error.contains("(its methods: surrogate-search, sleb, iterative-surrogate)"),
+        error.contains("(its methods: search, sleb, iterative)"),
         "{error}"
     );
 }

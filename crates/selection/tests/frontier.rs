@@ -66,7 +66,10 @@ fn every_method_is_charged_and_the_best_known_is_best() {
         assert_eq!(loo.removed_blocks, expected);
         // The Shapley method: 60 stratified masks (one stratum is the singles here), the full
         // model and the singles not drawn, and its plan unless it was drawn.
-        let shapley = at_k.iter().find(|p| p.method == "shapley").unwrap();
+        let shapley = at_k
+            .iter()
+            .find(|p| p.method == "surrogate-shapley")
+            .unwrap();
         assert!((61..=73).contains(&shapley.llm_evaluations), "{shapley:?}");
     }
 }
@@ -230,7 +233,13 @@ fn a_single_removal_that_collapses_the_model_is_the_last_removed() {
         collapsed: 3,
     };
     let points = frontier(&mut game, &config()).unwrap();
-    for method in ["leave-one-out", "sleb", "shapley", ADAPTIVE, BEST_KNOWN] {
+    for method in [
+        "leave-one-out",
+        "sleb",
+        "surrogate-shapley",
+        ADAPTIVE,
+        BEST_KNOWN,
+    ] {
         for k in [2, 4] {
             let point = points
                 .iter()

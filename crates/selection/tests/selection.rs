@@ -459,7 +459,7 @@ fn a_diverged_mask_is_never_the_plan_nor_stops_the_search() {
         diverged: vec![Mask::from_removed(n, &[1, 2]).unwrap()],
         negative: false,
     };
-    let mut plan = Plan::new("surrogate-search", vec![1, 2], 10);
+    let mut plan = Plan::new("search", vec![1, 2], 10);
     plan.candidates = [vec![1, 2], vec![3, 4], vec![2, 5]]
         .into_iter()
         .enumerate()

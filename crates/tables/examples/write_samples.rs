@@ -193,7 +193,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
         rows: vec![
             // The masks of two evaluated rows ("1101", "1010"): the plans join them on mask_id.
             PlanRow {
-                method: "one-shot:permutation-shapley".into(),
+                method: "permutation-shapley".into(),
                 k: 1,
                 removed_blocks: vec![2],
                 predicted_value: Some(0.9),
@@ -211,7 +211,7 @@ fn write_samples(folder: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 }),
             },
             PlanRow {
-                method: "one-shot:permutation-shapley".into(),
+                method: "permutation-shapley".into(),
                 k: 2,
                 removed_blocks: vec![1, 3],
                 predicted_value: None,

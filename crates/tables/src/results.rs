@@ -194,7 +194,8 @@ pub fn read_scores(path: &Path) -> Result<ScoreTable, TableError> {
 /// One pruning plan: remove `removed_blocks` (k of them), chosen by `method`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlanRow {
-    /// Selection method (e.g. `adaptive`, `sleb`, `one-shot:block-influence`, `surrogate-search`).
+    /// Selection method (e.g. `adaptive`, `sleb`, `block-influence`, `search`: a one-shot plan is named by its
+    /// estimator).
     pub method: String,
     /// Number of blocks removed.
     pub k: u32,
@@ -276,7 +277,7 @@ pub struct PlanTable {
 /// The plans as a text table, one line each (what `apply-prune` prints).
 impl std::fmt::Display for PlanTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // As wide as the longest method name ("one-shot:regression-adjusted-stratified").
+        // As wide as the longest method name ("regression-adjusted-stratified").
         let width = self
             .rows
             .iter()

@@ -131,7 +131,8 @@ def test_pruned_checkpoint_takes_its_blocks_from_a_plan_table(hf_folder, tmp_pat
     prune_hf.main(["--model", str(hf_folder), "--plan", str(plans), "--method", "adaptive",
                    "--out", str(tmp_path / "q")])
     assert json.loads((tmp_path / "q" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 1, 3, 5]
-    # A plan by the apply-prune --method that records it.
+    # A plan of a table written before the method names were made one (surrogate-search), by
+    # the name now.
     prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "search",
                    "--out", str(tmp_path / "t")])
     assert json.loads((tmp_path / "t" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 1, 3, 4, 5]
@@ -148,6 +149,36 @@ def test_pruned_checkpoint_takes_its_blocks_from_a_plan_table(hf_folder, tmp_pat
     prune_hf.main(["--model", str(hf_folder), "--plans", str(one_method), "--k", "2", "--out", str(tmp_path / "u")])
     assert json.loads((tmp_path / "u" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 1, 3, 5]
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_plan_is_found_by_its_method_as_named_now_whatever_name_its_table_recorded(hf_folder, tmp_path):
+    """A one-shot plan recorded before the method names were made one (one-shot:<estimator>) is
+    the plan of its estimator; a method asked for by its old name is refused naming the new."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import prune_hf
+
+    plans = tmp_path / "plans.parquet"
+    pq.write_table(pa.table({"method": ["one-shot:surrogate-shapley", "one-shot:stratified-semivalue", "search"],
+                             "k": [2, 2, 2], "removed_blocks": [[1, 3], [2, 4], [0, 5]]}), plans)
+    prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "surrogate-shapley",
+                   "--out", str(tmp_path / "p")])
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 2, 4, 5]
+    prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "stratified-semivalue",
+                   "--out", str(tmp_path / "q")])
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["layerprune_kept_blocks"] == [0, 1, 3, 5]
+    for old, now in [("published", "stratified-semivalue"), ("surrogate-search", "search")]:
+        with pytest.raises(SystemExit, match=f"--plan-method {old} is now named {now}"):
+            prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", old,
+                           "--out", str(tmp_path / "r")])
+        assert not (tmp_path / "r").exists()
+    # The plans a table has are listed by their names now.
+    with pytest.raises(SystemExit, match=r"has no plan for method 'sleb' \(has \[\('search', 2\), "
+                                         r"\('stratified-semivalue', 2\), \('surrogate-shapley', 2\)\]\)"):
+        prune_hf.main(["--model", str(hf_folder), "--plans", str(plans), "--plan-method", "sleb",
+                       "--out", str(tmp_path / "s")])
 
 
 def test_a_plan_for_a_model_of_another_size_is_refused(hf_folder, tmp_path):

@@ -89,3 +89,18 @@ def test_logs_computed_on_different_devices_are_refused_naming_both(tmp_path):
     for paths in [(old, cpu), (cpu, old), (old, gpu)]:
         result = run(*paths)
         assert result.returncode == 0, result.stderr
+
+
+def test_labels_of_methods_by_their_old_names_are_rows_of_the_names_now(tmp_path):
+    # labels.txt written before the method names were made one names the plan files of then:
+    # published and shapley, now stratified-semivalue and surrogate-shapley (in the table's order
+    # of methods, the published estimate first).
+    for name, mask in (("a", "111"), ("b", "101"), ("c", "011")):
+        choices(tmp_path / f"{name}.parquet", [10, 12], mask=mask)
+    (tmp_path / "labels.txt").write_text("111 full 0\n101 shapley 1\n011 published 1\n")
+    result = subprocess.run([sys.executable, str(SCRIPT), "table",
+                             *(str(tmp_path / f"{name}.parquet") for name in "abc"),
+                             "--labels", str(tmp_path / "labels.txt")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(" | ")[0] for line in result.stdout.splitlines()[2:5]]
+    assert rows == ["| full", "| stratified-semivalue", "| surrogate-shapley"], result.stdout

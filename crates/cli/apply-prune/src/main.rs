@@ -24,6 +24,7 @@ use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, MootSettings, PlanFiles};
 use layerprune_selection::margin::depth_warning;
+use layerprune_selection::method_names;
 use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
 use layerprune_tables::input_role;
 use layerprune_tables::{write_plans, Provenance, TableKind};
@@ -76,10 +77,10 @@ struct Args {
     #[arg(long)]
     plans: Option<PathBuf>,
     /// With from-plan: the method of the plans to take (needed when a k has several), as the
-    /// table's `method` column records it (`search` and `iterative` are taken for
-    /// `surrogate-search` and `iterative-surrogate` too, an estimator such as `block-influence`
-    /// for its one-shot plan `one-shot:block-influence`).
-    #[arg(long)]
+    /// table's `method` column records it (a one-shot plan by its estimator, e.g.
+    /// `block-influence`). A table written before the names were made one is read by the names
+    /// its methods have now (`search` for its `surrogate-search`).
+    #[arg(long, value_parser = current_method_name)]
     plan_method: Option<String>,
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9); with from-plan, every plan of
     /// --plans when not given.
@@ -224,6 +225,11 @@ fn parse_race_se(text: &str) -> Result<f64, String> {
 
 /// An estimator name as written in score tables; an old spelling of the shapley stage's is
 /// translated, with a note.
+/// `--plan-method`: a method's name, an old one refused naming the new.
+fn current_method_name(name: &str) -> Result<String, String> {
+    method_names::renamed(name).map_or(Ok(name.to_string()), Err)
+}
+
 fn parse_estimator(text: &str) -> Result<String, String> {
     Ok(match layerprune_shapley::Estimator::parse(text) {
         Ok((estimator, note)) => {

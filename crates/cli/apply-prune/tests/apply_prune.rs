@@ -163,7 +163,7 @@ fn one_shot_plans_are_measured_and_the_pruned_model_runs() {
     assert_eq!(plans.num_blocks, 6);
     assert_eq!(plans.rows.len(), 1);
     let row = &plans.rows[0];
-    assert_eq!(row.method, "one-shot:test");
+    assert_eq!(row.method, "test");
     assert_eq!(row.removed_blocks, vec![2, 4]);
     assert_eq!(row.llm_evaluations, 17 + 1);
     // Only the plan itself was measured: no rival to compare it with.
@@ -183,7 +183,7 @@ fn one_shot_plans_are_measured_and_the_pruned_model_runs() {
     assert_eq!(manifest.original_indices(), vec![0, 1, 3, 5]);
     let pruned_from = &manifest.extra["pruned_from"];
     assert_eq!(pruned_from["removed_blocks"], serde_json::json!([2, 4]));
-    assert_eq!(pruned_from["method"], "one-shot:test");
+    assert_eq!(pruned_from["method"], "test");
     let original = Manifest::load(&model).unwrap();
     for block in [2, 4] {
         let graph = &original.blocks[block].file;
@@ -302,6 +302,11 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
         (
             &["--plans", &plan_s][..],
             "--plans is read only by --method from-plan",
+        ),
+        // A method asked for by its old name: refused naming the one it has now.
+        (
+            &["--plan-method", "surrogate-search"][..],
+            "surrogate-search is now named search",
         ),
         // A cost of the surrogate's, without a surrogate (clap's usage error).
         (
@@ -1143,7 +1148,7 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
         .iter()
         .any(|b| plans.rows[0].removed_blocks == [*b]));
     for row in &plans.rows {
-        assert_eq!(row.method, "iterative-surrogate");
+        assert_eq!(row.method, "iterative");
         assert_eq!(row.llm_evaluations, 64 + 1);
         let predicted = row.predicted_value.unwrap();
         // The surrogate interpolates 64 points with 22 parameters: close, not exact.
@@ -1170,7 +1175,7 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     succeed(&search);
     let row = read_plans(&plan).unwrap().rows.remove(0);
     assert_eq!(row.removed_blocks, seeded_row.removed_blocks);
-    assert_eq!(row.method, "surrogate-search");
+    assert_eq!(row.method, "search");
     assert_eq!(row.llm_evaluations, 64 + 3);
     // The kept plan is no worse on the LLM than the surrogate's favourite.
     let best_by_hand = (1..6)

@@ -53,9 +53,9 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
     /// The methods to play: block-influence, angular, reverse, leave-one-out, sleb, sleb-raced
-    /// (SLEB raced over the calibration windows, `apply-prune --race-se 3`), shapley, adaptive,
-    /// adaptive-raced (`apply-prune --method adaptive --race-se 3`, at every budget) (default:
-    /// all).
+    /// (SLEB raced over the calibration windows, `apply-prune --race-se 3`), surrogate-shapley
+    /// (the quadratic surrogate's exact Shapley values), adaptive, adaptive-raced
+    /// (`apply-prune --method adaptive --race-se 3`, at every budget) (default: all).
     #[arg(long, value_delimiter = ',', default_values_t = FrontierMethod::ALL, hide_default_value = true)]
     methods: Vec<FrontierMethod>,
     /// Budgets of adaptive removal (raced or not): `least`, `sleb` (SLEB's cost at the same k),
@@ -134,14 +134,14 @@ fn main_body(args: Args) -> Result<()> {
         (
             "--shapley-masks",
             args.shapley_masks.is_some(),
-            plays(FrontierMethod::Shapley),
-            "shapley",
+            plays(FrontierMethod::SurrogateShapley),
+            "surrogate-shapley",
         ),
         (
             "--seed",
             args.seed.is_some(),
-            plays(FrontierMethod::Shapley),
-            "shapley",
+            plays(FrontierMethod::SurrogateShapley),
+            "surrogate-shapley",
         ),
     ] {
         if given && !played {
