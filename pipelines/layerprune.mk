@@ -341,6 +341,9 @@ RENAMED_METHODS := $(patsubst RENAMED_METHOD_%,%,$(filter RENAMED_METHOD_%,$(.VA
 renamed_plan_rule = $(RUN)/plans/$(1).parquet $(RUN)/plans/$(1)-calibration.parquet: ; \
   $$(error $$@: $(1) is now named $(RENAMED_METHOD_$(1)) (pipelines/settings.mk, RENAMED_METHOD_$(1)))
 $(foreach m,$(RENAMED_METHODS),$(eval $(call renamed_plan_rule,$(m))))
+# Phony: a run folder made before the names changed holds such a file, and a target without
+# prerequisites that exists would be "up to date", refused by nothing.
+.PHONY: $(foreach m,$(RENAMED_METHODS),$(RUN)/plans/$(m).parquet $(RUN)/plans/$(m)-calibration.parquet)
 
 # $(call method_list,METHODS): a list of methods as given, separated by spaces or commas.
 method_list = $(subst $(comma), ,$(1))

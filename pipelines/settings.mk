@@ -106,9 +106,13 @@ PLAN_ARGS_adaptive-raced = --method adaptive --budget $(ADAPTIVE_BUDGET) --race-
 # Methods renamed when every table, flag and setting took one name per method: RENAMED_METHOD_<old>
 # is the name now. The old name given as a method (METHODS, RESULTS_METHODS, TASK_METHODS,
 # FRONTIER_METHODS; Snakemake's methods) is refused naming the new one, as the stages refuse it
-# (the tools read old tables through tools/layerprune_tables.py's current_method_name).
+# (the tools read old tables through tools/layerprune_tables.py's current_method_name). The
+# stages' mapping (crates/selection/src/method_names.rs) also has `one-shot:<estimator>`, a name
+# plan tables recorded, never a method of Make's (a target cannot hold its colon).
 RENAMED_METHOD_published := stratified-semivalue
 RENAMED_METHOD_shapley := surrogate-shapley
+RENAMED_METHOD_iterative-surrogate := iterative
+RENAMED_METHOD_surrogate-search := search
 # The recommended method, whose plan the demo writes as the pruned model and `make prune K=`
 # uses: on SmolLM2-135M and Gemma 3 270M raced adaptive removal chose plans better on the
 # calibration tokens than unraced at the same budget in 21 of 57 cases, the same in 34 and worse

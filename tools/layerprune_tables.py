@@ -60,6 +60,14 @@ def current_method_name(name):
     return RENAMED_METHODS.get(name, name)
 
 
+def renamed_method(name):
+    """For a method ASKED for (a flag, not a table): the refusal of an old name, naming what it is
+    called now (every stage writes the one name, so an old name asked for is a mistake, as the
+    stages and Make refuse it); None for any other name."""
+    now = current_method_name(name)
+    return None if now == name else f"{name} is now named {now}"
+
+
 class TableError(Exception):
     """A table refused; its message names the file, what is wrong and what was expected."""
 

@@ -293,12 +293,25 @@ def test_frontier_reports_read_a_method_recorded_by_its_old_name_by_the_name_now
     table = subprocess.run([sys.executable, str(REPORT / "frontier.py"), str(tmp_path / "frontier.csv")],
                            check=True, capture_output=True, text=True).stdout
     assert "| surrogate-shapley | 200 |" in table and "| shapley |" not in table, table
-    for asked in ("surrogate-shapley", "shapley"):
-        out = tmp_path / "windows.md"
-        subprocess.run([sys.executable, str(REPORT / "calibration_windows.py"), f"10={tmp_path / 'frontier.csv'}",
-                        "--methods", asked, "--out", str(out)], check=True, capture_output=True)
-        lines = [line for line in out.read_text().splitlines() if line.startswith("| 10 ")]
-        assert lines == ["| 10 | surrogate-shapley | 200 | 2,000 | 1 of 1 | 26.0 |"], (asked, lines)
+    out = tmp_path / "windows.md"
+    subprocess.run([sys.executable, str(REPORT / "calibration_windows.py"), f"10={tmp_path / 'frontier.csv'}",
+                    "--methods", "surrogate-shapley", "--out", str(out)], check=True, capture_output=True)
+    lines = [line for line in out.read_text().splitlines() if line.startswith("| 10 ")]
+    assert lines == ["| 10 | surrogate-shapley | 200 | 2,000 | 1 of 1 | 26.0 |"], lines
+    # A method asked for by its old name is refused naming the new one (the tools take the names
+    # every stage writes), before anything is written.
+    out.unlink()
+    for tool, args in (("calibration_windows.py", [f"10={tmp_path / 'frontier.csv'}", "--methods", "sleb,shapley",
+                                                   "--out", str(out)]),
+                       ("frontier_pairs.py", ["table", str(tmp_path / "frontier.csv"), "--heldout", "x=y",
+                                              "--against", "shapley", "--out", str(out)]),
+                       ("summarize.py", ["--run", str(tmp_path), "--methods", "sleb", "published",
+                                         "--out", str(out)])):
+        refused = subprocess.run([sys.executable, str(REPORT / tool), *args], capture_output=True, text=True)
+        assert refused.returncode == 2, (tool, refused.stderr)
+        assert "is now named surrogate-shapley" in refused.stderr or \
+            "published is now named stratified-semivalue" in refused.stderr, (tool, refused.stderr)
+        assert not out.exists(), tool
 
 
 def test_calibration_windows_puts_runs_side_by_side_at_their_compute(tmp_path):

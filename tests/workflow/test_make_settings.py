@@ -469,6 +469,7 @@ def test_a_method_list_is_checked_only_for_the_goals_that_plan(make):
     (["demo", "DEMO_METHODS=sleb,shapley"], "DEMO_METHODS: shapley is now named surrogate-shapley"),
     (["results", "RESULTS_METHODS=sleb published"], "RESULTS_METHODS: published is now named stratified-semivalue"),
     (["tasks", "TASK_METHODS=shapley"], "TASK_METHODS: shapley is now named surrogate-shapley"),
+    (["demo", "METHODS=sleb surrogate-search"], "METHODS: surrogate-search is now named search"),
 ])
 def test_a_method_by_its_old_name_is_refused_naming_the_new_one(make, args, expected):
     """The plan methods published and shapley are now stratified-semivalue and surrogate-shapley,
@@ -488,9 +489,14 @@ def test_the_plans_of_the_renamed_methods_are_made_under_the_names_now(make, tmp
         [choice] = [line for name, line in ran if f"plans/{method}-calibration.parquet" in line.split("--out ")[-1]]
         assert f"--estimator {estimator} " in choice, choice
     assert not any(name in line for name in ("plans/published", "plans/shapley") for _, line in ran), ran
-    # A plan asked for by its file's old name is refused naming the new one.
-    status, output, ran = make("-n", str(run / "plans" / "published.parquet"))
-    assert status != 0 and "published is now named stratified-semivalue" in output and ran == [], output
+    # A plan asked for by its file's old name is refused naming the new one, also where a run
+    # made before the names changed holds that file (it is not taken as up to date).
+    for made_before in (False, True):
+        if made_before:
+            (run / "plans").mkdir(parents=True)
+            (run / "plans" / "published.parquet").write_bytes(b"PAR1")
+        status, output, ran = make("-n", str(run / "plans" / "published.parquet"))
+        assert status != 0 and "published is now named stratified-semivalue" in output and ran == [], output
 
 
 def test_the_published_estimate_is_over_the_strata_the_masks_were_sampled_from(make, tmp_path):

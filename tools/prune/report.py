@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
+from layerprune_tables import current_method_name  # noqa: E402  (the standard library alone)
 
 
 def fail(message):
@@ -365,7 +366,10 @@ def calibration_row(path: Path, method: str, k: int, removed):
     method at the same k would put its evaluations and perplexity under this method's name),
     refused, naming the file, when there is none or it removes other blocks than the pruned
     folder (chosen again since)."""
-    rows = [r for r in read_rows(path) if r["method"] == method and r["k"] == k]
+    # By the names methods have now: a calibration table written before they were made one
+    # records the old name, where the plan measured again since records the new.
+    rows = [r for r in read_rows(path)
+            if current_method_name(r["method"]) == current_method_name(method) and r["k"] == k]
     if len(rows) != 1:
         fail(f"{path} has {len(rows)} plans by {method} at k = {k}, not one")
     if sorted(rows[0]["removed_blocks"]) != removed:

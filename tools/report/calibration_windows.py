@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from frontier import base_method, emit, fmt, read, summarise
-from layerprune_tables import current_method_name  # frontier.py put tools/ on the path
+from layerprune_tables import renamed_method  # frontier.py put tools/ on the path
 
 
 def run_argument(text):
@@ -78,8 +78,10 @@ def main():
                         help="comma-separated methods to show (default: %(default)s)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    # By their names now, as read() names the rows' methods.
-    by_k, heldout = rows_by_k(args.runs, {current_method_name(m) for m in args.methods.split(",")})
+    asked = args.methods.split(",")
+    for refusal in filter(None, map(renamed_method, asked)):
+        parser.error(f"--methods: {refusal}")
+    by_k, heldout = rows_by_k(args.runs, set(asked))
     # frontier.csv does not record the windows' length: the runs compared share one (SEQ_LEN).
     text = ("Compute: LLM evaluations × calibration windows (of one length in every run). Perplexities are "
             "geometric means over the calibration sets (lowest–highest set in brackets).\n")

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frontier import emit, labels, read  # noqa: E402  (this folder's frontier.py)
-from layerprune_tables import current_method_name  # noqa: E402
+from layerprune_tables import renamed_method  # noqa: E402
 
 # Rows that are not a method's choice: the full model, and the best plan any method measured.
 NOT_METHODS = {"full", "best-known"}
@@ -203,6 +203,9 @@ def main(argv=None):
     tab.add_argument("--against", default="sleb")
     tab.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    # A method by the name every stage writes now: an old one is refused naming the new.
+    if args.command == "table" and renamed_method(args.against):
+        tab.error(f"--against: {renamed_method(args.against)}")
 
     rows, heldout = read(args.csv)
     if args.command == "masks":
@@ -225,8 +228,7 @@ def main(argv=None):
                  if heldout else f"--heldout {item}: expected NAME=FILE")
         windows_by_text[name] = read_windows(Path(path))
         check(rows, name, windows_by_text[name])
-    # The reference by its name now, as read() names the rows' methods.
-    emit(table(rows, windows_by_text, current_method_name(args.against)), args.out)
+    emit(table(rows, windows_by_text, args.against), args.out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
-from layerprune_tables import TableError, current_method_name, read_metadata, read_table  # noqa: E402
+from layerprune_tables import TableError, current_method_name, read_metadata, read_table, renamed_method  # noqa: E402
 
 # The runner-up's margin and how clearly it separates, as `make prune`'s summary reads them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
@@ -193,6 +193,10 @@ def main():
     parser.add_argument("--metrics", type=Path, nargs="*",
                         help="the surrogate metrics tables of surrogate-fit.svg (default: every one in the run)")
     args = parser.parse_args()
+    # Methods by the names the stages and Make give them now: an old name would read a plan file
+    # a run made before the names changed left behind (plans/published.parquet).
+    for refusal in filter(None, map(renamed_method, args.methods)):
+        parser.error(f"--methods: {refusal}")
 
     tokens = args.run / "tokens-eval.parquet"
     dataset = metadata_of(tokens).get("layerprune.dataset_id", "") if tokens.exists() else None
@@ -238,8 +242,10 @@ def main():
     if args.k_pruned is not None:
         pruned_eval = args.run / f"pruned-k{args.k_pruned}-eval.parquet"
         plan = read_rows(args.run / f"pruned-k{args.k_pruned}-plan.parquet", "plans", dataset, model)[0]
-        # By its name now: the plan file of a method recorded before the names were made one
-        # (one-shot:surrogate-shapley) is plans/surrogate-shapley-calibration.parquet.
+        # By its name now, the name of its plan files (the pruned plan is the recommended
+        # method's, adaptive-raced, whose name did not change; a plan recorded by an old name,
+        # one-shot:surrogate-shapley, is looked for under the name now, and a run made before the
+        # names changed has its rival's lines left out where that file is not there).
         method = current_method_name(plan["method"])
         check_pruned_folder(args.run / f"pruned-k{args.k_pruned}", plan)
         # The pruned folder is a model of its own (its model_id is not the full model's).

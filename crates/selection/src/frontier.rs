@@ -159,10 +159,13 @@ impl std::str::FromStr for FrontierMethod {
             .into_iter()
             .find(|m| m.name() == text)
             .ok_or_else(|| {
-                method_names::renamed(text).unwrap_or_else(|| {
-                    let names: Vec<&str> = FrontierMethod::ALL.iter().map(|m| m.name()).collect();
-                    format!("unknown method {text:?} (one of {})", names.join(", "))
-                })
+                let names: Vec<&str> = FrontierMethod::ALL.iter().map(|m| m.name()).collect();
+                // An old name says what the method is called now, where the frontier plays it
+                // (`shapley`); `published`'s new name is no frontier method either.
+                match method_names::renamed(text) {
+                    Some(refusal) if names.contains(&method_names::current_name(text)) => refusal,
+                    _ => format!("unknown method {text:?} (one of {})", names.join(", ")),
+                }
             })
     }
 }

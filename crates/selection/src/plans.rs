@@ -643,7 +643,7 @@ fn earlier_plan(
     if let Some(block) = removed.iter().find(|b| fixed.contains(b)) {
         return Err(SelectionError::BadOption(format!(
             "the {} plan for k = {k} removes fixed block {block}",
-            row.method
+            method_names::current_name(&row.method)
         )));
     }
     // Recorded again by its current name: a table written before the names were made one is

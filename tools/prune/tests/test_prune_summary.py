@@ -89,6 +89,15 @@ def test_the_method_is_the_one_the_plan_table_records(tmp_path):
     assert "2 of 6 blocks removed by block-influence (1 LLM evaluation on" in result.stdout, result.stdout
 
 
+def test_a_calibration_table_written_before_the_method_names_were_made_one_is_read(tmp_path):
+    """The plan measured again records its method's name now (block-influence); its calibration
+    table, chosen before the names were made one, recorded one-shot:block-influence."""
+    run, plan_dir = run_folder(tmp_path, [("one-shot:block-influence", [3, 4], 3.2, 1)], method="block-influence")
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert "2 of 6 blocks removed by block-influence (1 LLM evaluation on" in result.stdout, result.stdout
+
+
 def test_a_measured_table_of_several_plans_or_of_another_method_is_refused(tmp_path):
     """plan.parquet is the one plan the pruned folder was written from; its calibration row must be of
     the method it records (a calibration table of another method's plan is another choice's)."""

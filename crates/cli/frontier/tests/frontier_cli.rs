@@ -465,6 +465,14 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
         "{stderr}"
     );
     assert!(!out.exists(), "{out_s}");
+    // An old name of a method the frontier does not play is only unknown: its new name would
+    // be refused too.
+    let mut args = base(&model);
+    args.extend(["--methods".to_string(), "published".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stderr = String::from_utf8_lossy(&frontier(&args).stderr).to_string();
+    assert!(stderr.contains("unknown method \"published\""), "{stderr}");
+    assert!(!stderr.contains("now named"), "{stderr}");
 }
 
 /// Only a finished run has frontier.csv (the sets done so far go to frontier.partial.csv, removed
