@@ -160,6 +160,23 @@ pub fn adaptive_min_budget(players: usize, k: usize) -> usize {
     players + k
 }
 
+/// The most of `budget` that adaptive removal of `k` among `players` removable blocks can
+/// spend, what its log shows as its budget: it asks only for sets of 1 to k removed blocks, so
+/// at k = 1 for the singles alone (SLEB's cost), though [`adaptive_min_budget`] is one more.
+fn spendable(budget: usize, players: usize, k: usize) -> usize {
+    // Σ_{i=1..k} C(players, i), counted only up to the budget (so the binomials fit: each
+    // below the budget times at most MAX_BLOCKS).
+    let (mut sets, mut choose) = (0u128, 1u128);
+    for i in 1..=k.min(players) {
+        choose = choose * (players - i + 1) as u128 / i as u128;
+        sets += choose;
+        if sets >= budget as u128 {
+            return budget;
+        }
+    }
+    sets as usize
+}
+
 /// The least budget at which [`AdaptiveStart::Auto`] runs the screened greedy unraced: the
 /// singles, the leave-one-out plan, then for each of the k − 1 steps after the first (which the
 /// singles decide) the candidates its screen measures before the surrogate may rule any out — the
@@ -251,6 +268,7 @@ pub fn adaptive_removal(
         )));
     }
     let mut play = Play::new(game, num_blocks, options);
+    let budget = spendable(options.budget, players.len(), k);
 
     // 1. Singles, and the leave-one-out plan they imply (the k cheapest single removals): one
     // evaluation that guarantees a plan at least as good as leave-one-out's at any budget.
@@ -281,7 +299,7 @@ pub fn adaptive_removal(
     tracing::info!(
         "adaptive: k={k}, singles and leave-one-out measured, {} of {} evaluations; {}",
         play.evaluations(),
-        options.budget,
+        budget,
         if greedy {
             "screened greedy next"
         } else {
@@ -345,7 +363,7 @@ pub fn adaptive_removal(
              {} of {} evaluations",
             step + 1,
             play.evaluations(),
-            options.budget
+            budget
         );
     }
     let start_removed = current;
@@ -396,7 +414,7 @@ pub fn adaptive_removal(
                     "adaptive: k={k}, the best plans are local optima with {} of {} evaluations \
                      spent; swaps around the leave-one-out plan next",
                     play.evaluations(),
-                    options.budget
+                    budget
                 );
                 descent = Some(leave_one_out.clone());
                 continue;
@@ -428,13 +446,13 @@ pub fn adaptive_removal(
             "adaptive: k={k}, swaps: {} measured, {swaps_accepted} accepted, {} of {} evaluations",
             batch.len(),
             play.evaluations(),
-            options.budget
+            budget
         );
     };
     tracing::info!(
         "adaptive: k={k}, done ({stop:?}): {swaps_accepted} swaps accepted, {} of {} evaluations",
         play.evaluations(),
-        options.budget
+        budget
     );
     let (removed_blocks, value) = play.ranked_of_size(k).swap_remove(0);
     Ok(AdaptiveResult {
@@ -1022,5 +1040,32 @@ mod tests {
         assert_eq!(sleb_cost(30, 3), 87);
         assert_eq!(sleb_cost(30, 9), 234);
         assert_eq!(adaptive_min_budget(30, 9), 39);
+    }
+
+    /// At k = 1 the least budget (players + 1) is above SLEB's cost, but only the singles can
+    /// be asked for: the log shows the budget it can spend (it said "4 of 5 evaluations", as if
+    /// one were left to spend), and the evaluations counted stay what was spent.
+    #[test]
+    fn the_log_shows_the_budget_it_can_spend() {
+        let (n, k) = (4, 1);
+        let mut game = layerprune_shapley::synthetic::TripleGame::layer_pruning_like(n, 1);
+        let options = AdaptiveOptions::with_budget(adaptive_min_budget(n, k));
+        assert_eq!(options.budget, sleb_cost(n, k) + 1);
+        let mut result = None;
+        let text = layerprune_tests::logged_at(tracing::Level::INFO, || {
+            result = Some(adaptive_removal(&mut game, k, &[], &options).unwrap());
+        });
+        assert_eq!(result.unwrap().llm_evaluations, 4);
+        assert!(
+            text.contains(
+                "adaptive: k=1, done (LocalOptima): 0 swaps accepted, 4 of 4 evaluations"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("of 5 evaluations"), "{text}");
+        // Where sets of several blocks can be asked for, the budget is the budget.
+        assert_eq!(spendable(5, 3, 2), 5);
+        assert_eq!(spendable(1000, 4, 2), 4 + 6);
+        assert_eq!(spendable(usize::MAX, 10_000, 10_000), usize::MAX);
     }
 }

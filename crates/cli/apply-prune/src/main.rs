@@ -13,13 +13,13 @@
 //! describe one model, choosing and measuring the plans live in `layerprune-selection`
 //! ([`PlanFiles`]); this binary opens the model where asked, and writes and prints the outputs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, Io, RuntimeArgs};
-use layerprune_core::Game;
+use layerprune_core::{Game, LockError};
 use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, MootSettings, PlanFiles};
@@ -188,6 +188,32 @@ struct Args {
     allow_mixed_inputs: bool,
 }
 
+/// What to say of a `--cache` that [`layerprune_evaluation::EvaluationCache::open`] refused.
+/// Only a file this run cannot use (another model's, tokens', settings'; not an evaluation
+/// table) is worth removing; a lock that could not be taken is no fault of the file, which
+/// holds what this or another run measured, so that advice is never given there.
+fn cache_refusal(path: &Path, error: &anyhow::Error) -> String {
+    match error.downcast_ref::<LockError>() {
+        Some(LockError::Busy { lock_path, .. }) => format!(
+            "--cache {}: another run holds its lock ({}); wait for that run to finish, or give \
+             another --cache",
+            path.display(),
+            lock_path.display()
+        ),
+        Some(LockError::Io { lock_path, .. }) => format!(
+            "--cache {}: its lock ({}) could not be taken, so the cache was neither read nor \
+             changed",
+            path.display(),
+            lock_path.display()
+        ),
+        None => format!(
+            "--cache {}: not an evaluation cache this run can use; give another --cache, or \
+             remove the file to measure afresh",
+            path.display()
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     run(|| apply_prune(Args::parse()))
 }
@@ -223,13 +249,13 @@ fn parse_race_se(text: &str) -> Result<f64, String> {
     }
 }
 
-/// An estimator name as written in score tables; an old spelling of the shapley stage's is
-/// translated, with a note.
 /// `--plan-method`: a method's name, an old one refused naming the new.
 fn current_method_name(name: &str) -> Result<String, String> {
     method_names::renamed(name).map_or(Ok(name.to_string()), Err)
 }
 
+/// An estimator name as written in score tables; an old spelling of the shapley stage's is
+/// translated, with a note.
 fn parse_estimator(text: &str) -> Result<String, String> {
     Ok(match layerprune_shapley::Estimator::parse(text) {
         Ok((estimator, note)) => {
@@ -461,12 +487,9 @@ fn apply_prune(args: Args) -> Result<()> {
                 .as_deref()
                 .map(|path| {
                     layerprune_evaluation::EvaluationCache::open(path, &model, &tokens, &options)
-                        .with_context(|| {
-                            format!(
-                                "--cache {}: not an evaluation cache this run can use; give \
-                                 another --cache, or remove the file to measure afresh",
-                                path.display()
-                            )
+                        .map_err(|error| {
+                            let context = cache_refusal(path, &error);
+                            error.context(context)
                         })
                 })
                 .transpose()?;
@@ -518,10 +541,16 @@ fn apply_prune(args: Args) -> Result<()> {
         provenance = provenance
             .with_input(input_role::MODEL, game.evaluator().model().model_id())
             .with_input(input_role::DATASET, dataset_id);
-    } else if let Some(model_id) = &inputs.model_id {
+    } else {
         // Chosen without the model: the model its inputs were measured on (what from-plan
-        // checks a model against).
-        provenance = provenance.with_input(input_role::MODEL, model_id);
+        // checks a model against), and the calibration tokens earlier plans were chosen on
+        // (from-plan), as that plan table records them.
+        if let Some(model_id) = &inputs.model_id {
+            provenance = provenance.with_input(input_role::MODEL, model_id);
+        }
+        if let Some(dataset_id) = &inputs.plans_dataset_id {
+            provenance = provenance.with_input(input_role::DATASET, dataset_id);
+        }
     }
     let table = inputs.table(&plans)?;
     for warning in table.rows.iter().filter_map(depth_warning) {

@@ -1516,6 +1516,53 @@ fn a_cache_of_evaluations_makes_reruns_and_other_ks_cheap_and_changes_no_plan() 
     );
 }
 
+/// A `--cache` whose lock cannot be taken is no fault of the file, which holds what earlier
+/// runs measured: the refusal names the lock and never advises removing the cache, as it does
+/// for a file this run cannot use.
+#[test]
+fn a_cache_whose_lock_cannot_be_taken_is_never_to_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let cache = dir.path().join("cache.parquet");
+    std::fs::write(&cache, b"not a table").unwrap();
+    // Something no run made where the lock file goes: the lock cannot be created.
+    let lock = dir.path().join(".cache.parquet.lock");
+    std::fs::create_dir(&lock).unwrap();
+    let plan = dir.path().join("plan.parquet");
+    let args = measuring_args("adaptive", "2", &tokens, &plan, Some(&cache));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = apply_prune(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--cache {}: its lock ({}) could not be taken",
+            s(&cache),
+            s(&lock)
+        )) && stderr.contains("in the way"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("remove the file"), "{stderr}");
+    assert!(lock.is_dir() && !plan.exists());
+    assert_eq!(std::fs::read(&cache).unwrap(), b"not a table");
+
+    // With the lock taken, the same file is one this run cannot use: that may be removed.
+    std::fs::remove_dir(&lock).unwrap();
+    let out = apply_prune(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--cache {}: not an evaluation cache this run can use; give another --cache, or \
+             remove the file to measure afresh",
+            s(&cache)
+        )),
+        "{stderr}"
+    );
+    assert!(!plan.exists());
+}
+
 /// Two runs through one cache (`make -j` choosing two plans): the second waits while the first
 /// holds it, says so, and then reads what the first measured instead of rewriting the file
 /// without it.
@@ -1991,6 +2038,15 @@ fn a_recorded_plan_is_written_as_a_pruned_folder_without_running_the_model() {
     let model_id = layerprune_model::model_id(&fixture()).unwrap();
     let inputs = layerprune_tables::read_input_ids(&out).unwrap();
     assert_eq!(inputs.get("model"), Some(&model_id));
+    // The calibration tokens the plan was chosen on, as the plan table records them.
+    let calibration = layerprune_tables::read_tokens(&tokens).unwrap().dataset_id;
+    assert_eq!(
+        layerprune_tables::read_input_ids(&chosen)
+            .unwrap()
+            .get("dataset"),
+        Some(&calibration)
+    );
+    assert_eq!(inputs.get("dataset"), Some(&calibration));
     assert_eq!(relative(&again), relative(&folder));
 
     // Refused before anything is written, with the reason.

@@ -205,9 +205,10 @@ fn quantize(args: Args) -> Result<()> {
         layerprune_model::refuse_foreign_folder(&args.out)?;
     }
     if args.method == MethodArg::Rtn && args.device.device != Device::Cpu {
+        // The flag, not its value: `cuda` parses to cuda:0, which the user did not type.
         bail!(
-            "--device {} is for --method gptq (rounding to nearest runs no model)",
-            args.device.device
+            "--device is for --method gptq (rounding to nearest runs no model): leave it out, \
+             or give --method gptq"
         );
     }
     // 0 is the default; any other count was asked for, and would change nothing for one file.
