@@ -104,9 +104,10 @@ PLAN_ARGS_adaptive = --method adaptive --budget $(ADAPTIVE_BUDGET)
 # mask saves buys more swaps (docs/selection.md, "Racing adaptive removal").
 PLAN_ARGS_adaptive-raced = --method adaptive --budget $(ADAPTIVE_BUDGET) --race-se 3
 # Methods renamed when every table, flag and setting took one name per method: RENAMED_METHOD_<old>
-# is the name now. The old name given as a method (METHODS, RESULTS_METHODS, TASK_METHODS,
-# FRONTIER_METHODS; Snakemake's methods) is refused naming the new one, as the stages refuse it
-# (the tools read old tables through tools/layerprune_tables.py's current_method_name). The
+# is the name now. The old name given as a method (METHODS, RESULTS_METHODS, TASK_METHODS;
+# Snakemake's methods; FRONTIER_METHODS for shapley, the one the frontier plays) is refused
+# naming the new one, as the stages refuse it (the tools read old tables through
+# tools/layerprune_tables.py's current_method_name, and refuse old names asked for). The
 # stages' mapping (crates/selection/src/method_names.rs) also has `one-shot:<estimator>`, a name
 # plan tables recorded, never a method of Make's (a target cannot hold its colon).
 RENAMED_METHOD_published := stratified-semivalue

@@ -18,7 +18,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from frontier import base_method, emit, fmt, read, summarise
-from layerprune_tables import renamed_method  # frontier.py put tools/ on the path
+from layerprune_tables import current_method_name, renamed_method  # frontier.py put tools/ on the path
+
+
+DEFAULT_METHODS = "sleb,adaptive,adaptive-raced,leave-one-out,block-influence"
 
 
 def run_argument(text):
@@ -28,9 +31,12 @@ def run_argument(text):
     return int(windows), Path(path)
 
 
-def rows_by_k(runs, methods):
-    """{k: [(window-evaluations, windows, evaluations, label, group)]} over every run."""
+def rows_by_k(runs, methods, asked=True):
+    """{k: [(window-evaluations, windows, evaluations, label, group)]} over every run. With
+    `asked` (methods the user named, not the default list), a method no run played is refused
+    (its rows would be left out without a word), by an old name naming the one it has now."""
     out = defaultdict(list)
+    played = set()
     heldout_columns = None
     for windows, path in runs:
         try:
@@ -43,6 +49,7 @@ def rows_by_k(runs, methods):
             raise SystemExit(f"{path}: held-out texts {heldout} differ from the first file's "
                              f"{heldout_columns}")
         groups, order = summarise(rows, heldout)
+        played.update(base_method(name) for _, name in order)
         for k, name in order:
             # The label's method: "adaptive, budget 6 (...)" and, from a CSV without the budget
             # column, "adaptive #1" are adaptive's runs.
@@ -51,6 +58,12 @@ def rows_by_k(runs, methods):
             group = groups[(k, name)]
             evaluations = sum(group["llm_evaluations"]) / len(group["llm_evaluations"])
             out[k].append((evaluations * windows, windows, evaluations, name, group))
+    for method in sorted(set(methods) - played if asked else ()):
+        renamed = renamed_method(method)
+        if renamed and current_method_name(method) in played:
+            raise SystemExit(f"--methods: {renamed}")
+        raise SystemExit(f"--methods: no run played {method} (their methods: "
+                         f"{', '.join(sorted(played - {'full', 'best-known'}))})")
     return out, heldout_columns
 
 
@@ -74,14 +87,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=run_argument, nargs="+", metavar="WINDOWS=CSV")
-    parser.add_argument("--methods", default="sleb,adaptive,adaptive-raced,leave-one-out,block-influence",
-                        help="comma-separated methods to show (default: %(default)s)")
+    parser.add_argument("--methods", help=f"comma-separated methods to show (default: {DEFAULT_METHODS}, "
+                                           "those of them the runs played)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    asked = args.methods.split(",")
-    for refusal in filter(None, map(renamed_method, asked)):
-        parser.error(f"--methods: {refusal}")
-    by_k, heldout = rows_by_k(args.runs, set(asked))
+    methods = args.methods or DEFAULT_METHODS
+    by_k, heldout = rows_by_k(args.runs, set(methods.split(",")), asked=args.methods is not None)
     # frontier.csv does not record the windows' length: the runs compared share one (SEQ_LEN).
     text = ("Compute: LLM evaluations × calibration windows (of one length in every run). Perplexities are "
             "geometric means over the calibration sets (lowest–highest set in brackets).\n")

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frontier import emit, labels, read  # noqa: E402  (this folder's frontier.py)
-from layerprune_tables import renamed_method  # noqa: E402
+from layerprune_tables import current_method_name, renamed_method  # noqa: E402
 
 # Rows that are not a method's choice: the full model, and the best plan any method measured.
 NOT_METHODS = {"full", "best-known"}
@@ -139,11 +139,20 @@ def verdict_text(verdicts):
     return ", ".join(p for p in parts if p)
 
 
+def check_against(groups, against):
+    """Refuses a reference method the frontier.csv has no plans of; by an old name, where the
+    file holds it by the one it has now, naming that."""
+    if not any(name == against for _, name in groups):
+        methods = {name for _, name in groups}
+        if renamed_method(against) and current_method_name(against) in methods:
+            fail(f"--against {renamed_method(against)}")
+        fail(f"--against {against}: no plans of that method in the frontier.csv "
+             f"(its methods: {', '.join(sorted(methods))})")
+
+
 def table(rows, windows_by_text, against):
     groups = labelled(rows)
-    if not any(name == against for _, name in groups):
-        fail(f"--against {against}: no plans of that method in the frontier.csv "
-             f"(its methods: {', '.join(sorted({name for _, name in groups}))})")
+    check_against(groups, against)
     texts = list(windows_by_text)
     lines = [f"Each method's plans against {against}'s on the same held-out windows: the change in "
              "held-out perplexity averaged over the calibration sets, with its range at two standard "
@@ -203,9 +212,6 @@ def main(argv=None):
     tab.add_argument("--against", default="sleb")
     tab.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    # A method by the name every stage writes now: an old one is refused naming the new.
-    if args.command == "table" and renamed_method(args.against):
-        tab.error(f"--against: {renamed_method(args.against)}")
 
     rows, heldout = read(args.csv)
     if args.command == "masks":
@@ -218,6 +224,8 @@ def main(argv=None):
                 fail(f"{args.csv}: a plan removes block {max(removed)} of a {num_blocks}-block model")
             print(f"--mask {mask_of(removed, num_blocks)}")
         return
+    # Before the held-out windows are read: the reference is the file's to have.
+    check_against(labelled(rows), args.against)
     windows_by_text = {}
     for item in args.heldout:
         name, _, path = item.partition("=")

@@ -161,20 +161,22 @@ pub fn adaptive_min_budget(players: usize, k: usize) -> usize {
 }
 
 /// The most of `budget` that adaptive removal of `k` among `players` removable blocks can
-/// spend, what its log shows as its budget: it asks only for sets of 1 to k removed blocks, so
-/// at k = 1 for the singles alone (SLEB's cost), though [`adaptive_min_budget`] is one more.
+/// spend, what its log shows as its budget. It asks only for the singles, the sets of 2 to
+/// k − 1 blocks along its greedy path (players − t + 1 at step t) and sets of k blocks, so at
+/// k = 1 for the singles alone (SLEB's cost), though [`adaptive_min_budget`] is one more.
 fn spendable(budget: usize, players: usize, k: usize) -> usize {
-    // Σ_{i=1..k} C(players, i), counted only up to the budget (so the binomials fit: each
-    // below the budget times at most MAX_BLOCKS).
-    let (mut sets, mut choose) = (0u128, 1u128);
+    let path: usize = (2..k).map(|t| players + 1 - t).sum();
+    // C(players, k), counted only up to the budget (so each product fits: the binomial below
+    // the budget times a factor of at most MAX_BLOCKS).
+    let mut sets_of_k = 1u128;
     for i in 1..=k.min(players) {
-        choose = choose * (players - i + 1) as u128 / i as u128;
-        sets += choose;
-        if sets >= budget as u128 {
+        sets_of_k = sets_of_k * (players - i + 1) as u128 / i as u128;
+        if sets_of_k >= budget as u128 {
             return budget;
         }
     }
-    sets as usize
+    let singles = if k > 1 { players } else { 0 };
+    budget.min(singles + path + sets_of_k as usize)
 }
 
 /// The least budget at which [`AdaptiveStart::Auto`] runs the screened greedy unraced: the
@@ -1063,9 +1065,24 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("of 5 evaluations"), "{text}");
-        // Where sets of several blocks can be asked for, the budget is the budget.
+        // Where sets of several blocks can be asked for, the budget up to the singles, the
+        // greedy path's sets below k and every set of k.
         assert_eq!(spendable(5, 3, 2), 5);
         assert_eq!(spendable(1000, 4, 2), 4 + 6);
+        assert_eq!(spendable(1000, 6, 3), 6 + 5 + 20);
         assert_eq!(spendable(usize::MAX, 10_000, 10_000), usize::MAX);
+        // A bound that holds: a budget no run can reach spends at most that many.
+        for (n, k) in [(6, 2), (6, 3), (7, 4)] {
+            let mut game = layerprune_shapley::synthetic::TripleGame::layer_pruning_like(n, 3);
+            let options = AdaptiveOptions::with_budget(100_000);
+            let mut result = None;
+            let text = layerprune_tests::logged_at(tracing::Level::INFO, || {
+                result = Some(adaptive_removal(&mut game, k, &[], &options).unwrap());
+            });
+            let spent = result.unwrap().llm_evaluations;
+            let bound = spendable(options.budget, n, k);
+            assert!(spent <= bound, "n={n} k={k}: {spent} of {bound}");
+            assert!(text.contains(&format!("of {bound} evaluations")), "{text}");
+        }
     }
 }

@@ -211,22 +211,21 @@ impl PlanFiles {
             }
             _ => None,
         };
-        let (earlier_plans, plans_dataset_id) = match &self.plans {
+        let earlier_plans = match &self.plans {
             Some(path) => {
                 let table = read_plans(path)?;
                 count.agree(table.num_blocks, path, "plan table")?;
-                let mut recorded = read_input_ids(path)?;
                 // The model the plans were chosen on, as their provenance records it (tables
                 // written before 2026-12-04 without --model record none).
-                let chosen_on = recorded.remove(input_role::MODEL);
+                let chosen_on = read_input_ids(path)?.remove(input_role::MODEL);
                 one_model.agree(
                     chosen_on.as_deref().unwrap_or_default(),
                     path,
                     ": the plans were chosen on another model",
                 )?;
-                (Some(table), recorded.remove(input_role::DATASET))
+                Some(table)
             }
-            None => (None, None),
+            None => None,
         };
         let Some(num_blocks) = count.num_blocks else {
             bail!("no input says how many blocks the model has");
@@ -247,7 +246,6 @@ impl PlanFiles {
             surrogate_evaluations,
             block_stats,
             earlier_plans,
-            plans_dataset_id,
             plans_path: self.plans.clone(),
             plan_method: self.plan_method.clone(),
         })
@@ -340,10 +338,6 @@ pub struct LoadedPlanInputs {
     pub surrogate_evaluations: u64,
     pub block_stats: Option<BlockStatsTable>,
     pub earlier_plans: Option<PlanTable>,
-    /// The token table the earlier plans' table records as its input (the calibration tokens
-    /// they were chosen and measured on), if it records one: what a table of those plans
-    /// written without running the model records too, so it still says what they rest on.
-    pub plans_dataset_id: Option<String>,
     plans_path: Option<PathBuf>,
     plan_method: Option<String>,
 }

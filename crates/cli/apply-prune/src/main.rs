@@ -191,16 +191,11 @@ struct Args {
 /// What to say of a `--cache` that [`layerprune_evaluation::EvaluationCache::open`] refused.
 /// Only a file this run cannot use (another model's, tokens', settings'; not an evaluation
 /// table) is worth removing; a lock that could not be taken is no fault of the file, which
-/// holds what this or another run measured, so that advice is never given there.
+/// holds what this or another run measured, so that advice is never given there. (A lock
+/// another run holds is waited for, not refused; the lock's own error says which it was.)
 fn cache_refusal(path: &Path, error: &anyhow::Error) -> String {
     match error.downcast_ref::<LockError>() {
-        Some(LockError::Busy { lock_path, .. }) => format!(
-            "--cache {}: another run holds its lock ({}); wait for that run to finish, or give \
-             another --cache",
-            path.display(),
-            lock_path.display()
-        ),
-        Some(LockError::Io { lock_path, .. }) => format!(
+        Some(LockError::Busy { lock_path, .. } | LockError::Io { lock_path, .. }) => format!(
             "--cache {}: its lock ({}) could not be taken, so the cache was neither read nor \
              changed",
             path.display(),
@@ -541,16 +536,10 @@ fn apply_prune(args: Args) -> Result<()> {
         provenance = provenance
             .with_input(input_role::MODEL, game.evaluator().model().model_id())
             .with_input(input_role::DATASET, dataset_id);
-    } else {
+    } else if let Some(model_id) = &inputs.model_id {
         // Chosen without the model: the model its inputs were measured on (what from-plan
-        // checks a model against), and the calibration tokens earlier plans were chosen on
-        // (from-plan), as that plan table records them.
-        if let Some(model_id) = &inputs.model_id {
-            provenance = provenance.with_input(input_role::MODEL, model_id);
-        }
-        if let Some(dataset_id) = &inputs.plans_dataset_id {
-            provenance = provenance.with_input(input_role::DATASET, dataset_id);
-        }
+        // checks a model against).
+        provenance = provenance.with_input(input_role::MODEL, model_id);
     }
     let table = inputs.table(&plans)?;
     for warning in table.rows.iter().filter_map(depth_warning) {
