@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
 import one_file  # noqa: E402
 import outputs  # noqa: E402
-from layerprune_tables import current_method_name  # noqa: E402
+from layerprune_tables import current_method_name, renamed_method  # noqa: E402
 
 
 def _prune_report():
@@ -92,10 +92,9 @@ def removed_from_plan(plan: Path, method, k):
     rows = table.to_pylist()
     # A method asked for by an old name is refused naming the new one, as apply-prune's
     # --plan-method refuses it: every stage writes the one name now.
-    asked = current_method_name(method)
-    if asked != method:
-        sys.exit(f"prune_hf: error: --plan-method {method} is now named {asked}")
-    matches = [r for r in rows if (method is None or current_method_name(r["method"]) == asked)
+    if method is not None and renamed_method(method):
+        sys.exit(f"prune_hf: error: --plan-method {renamed_method(method)}")
+    matches = [r for r in rows if (method is None or current_method_name(r["method"]) == method)
                and (k is None or r["k"] == k)]
     available = sorted({(current_method_name(r["method"]), r["k"]) for r in rows})
     of_method = "" if method is None else f" for method {method!r}"

@@ -150,9 +150,8 @@ def check_against(groups, against):
              f"(its methods: {', '.join(sorted(methods))})")
 
 
-def table(rows, windows_by_text, against):
-    groups = labelled(rows)
-    check_against(groups, against)
+def table(groups, windows_by_text, against):
+    """groups: `labelled` rows, their reference `against` checked (`check_against`)."""
     texts = list(windows_by_text)
     lines = [f"Each method's plans against {against}'s on the same held-out windows: the change in "
              "held-out perplexity averaged over the calibration sets, with its range at two standard "
@@ -225,7 +224,8 @@ def main(argv=None):
             print(f"--mask {mask_of(removed, num_blocks)}")
         return
     # Before the held-out windows are read: the reference is the file's to have.
-    check_against(labelled(rows), args.against)
+    groups = labelled(rows)
+    check_against(groups, args.against)
     windows_by_text = {}
     for item in args.heldout:
         name, _, path = item.partition("=")
@@ -236,7 +236,7 @@ def main(argv=None):
                  if heldout else f"--heldout {item}: expected NAME=FILE")
         windows_by_text[name] = read_windows(Path(path))
         check(rows, name, windows_by_text[name])
-    emit(table(rows, windows_by_text, args.against), args.out)
+    emit(table(groups, windows_by_text, args.against), args.out)
 
 
 if __name__ == "__main__":

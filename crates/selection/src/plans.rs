@@ -61,8 +61,8 @@ impl PlanMethod {
     pub fn name(self) -> &'static str {
         match self {
             PlanMethod::OneShot => "one-shot",
-            PlanMethod::Iterative => "iterative",
-            PlanMethod::Search => "search",
+            PlanMethod::Iterative => ITERATIVE,
+            PlanMethod::Search => SEARCH,
             PlanMethod::Sleb => method_names::SLEB,
             PlanMethod::Adaptive => method_names::ADAPTIVE,
             PlanMethod::AngularRun => method_names::ANGULAR_RUN,
