@@ -247,11 +247,11 @@ $(eval $(call settings_stamp,device,$(MODEL_RUNTIME),rm -f $(PLAN_CACHE);))
 
 # $(call new_calibration_tokens,CACHE,MODEL FOLDER,PREPARE-TOKENS ARGUMENTS): the recipe of $@.
 # The cache of LLM evaluations, for one model and one token table, is kept only when it is of
-# the model folder's game on the new tokens (pipelines/same_game.sh, which Snakemake's rule runs
+# the model folder's game on the new tokens (pipelines/keep_cache.sh, which Snakemake's rule runs
 # too).
 define new_calibration_tokens
 $(BIN)/prepare-tokens --model $(2) $(3) --out $@
-@sh pipelines/same_game.sh $(BIN)/inspect $(1) $(2) $@ || rm -f $(1)
+@sh pipelines/keep_cache.sh $(BIN)/inspect $(1) $(2) $@
 endef
 
 # The model folder and the text are order-only: their stamps record what they are.

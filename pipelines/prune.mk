@@ -212,7 +212,7 @@ $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(
 # The kind of device and the runtime flags (MODEL_RUNTIME, layerprune.mk) are in the token stamps although the tokens do
 # not depend on them: everything measured on the tokens does, so a new kind or flag measures it all
 # again. The tokens themselves come out the same, so their rule keeps the cache of evaluations
-# (same_game.sh compares the model and the tokens, not what the rows were measured on), whose rows
+# (keep_cache.sh compares the model and the tokens, not what the rows were measured on), whose rows
 # apply-prune then refuses (`its rows were measured on cpu, this run measures on cpu, graph
 # optimization basic`). The cache is dropped by a stamp of MODEL_RUNTIME of its own, what the
 # rows record as evaluated_on, when it changes, as the demo's device stamp drops its plan cache

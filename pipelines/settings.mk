@@ -124,6 +124,6 @@ RECOMMENDED_METHOD = adaptive-raced
 # the singles, SLEB's greedy path) the others read, each still charged for every mask (or share
 # of a mask's windows) it asked for; under make -j or Snakemake one waits for another. When the
 # calibration tokens are made again it is kept only if it is still their game (the same model id
-# and dataset id: pipelines/same_game.sh), else removed.
+# and dataset id: pipelines/keep_cache.sh), else removed.
 CACHED_METHODS = sleb sleb-raced adaptive adaptive-raced
 PLAN_CACHE = $(RUN)/plans/evaluations-calib.parquet

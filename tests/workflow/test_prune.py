@@ -35,7 +35,7 @@ def model_id(folder):
     return hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()[:16]
 
 if name == "inspect":  # not a stage
-    # pipelines/same_game.sh compares the ids of the cache of evaluations with the model folder's
+    # pipelines/keep_cache.sh compares the ids of the cache of evaluations with the model folder's
     # and the calibration tokens' (below: what the stand-ins record); the evaluation tables Make
     # keeps are renamed once complete.
     path = Path(args[-1])
@@ -381,7 +381,7 @@ def runs(cache):
 
 def test_a_new_device_or_nll_changing_flag_drops_the_cache_of_evaluations(setup):
     """The calibration tokens, made again alike for a new kind of device or a flag that changes
-    NLLs (their stamps hold MODEL_RUNTIME), kept the cache (pipelines/same_game.sh compares the
+    NLLs (their stamps hold MODEL_RUNTIME), kept the cache (pipelines/keep_cache.sh compares the
     model and the tokens only), whose rows apply-prune then refused as measured on another; the
     device stamp drops it, as the demo's drops its plan cache. Flags that give the same NLLs keep it."""
     out = setup["tmp"] / "run"

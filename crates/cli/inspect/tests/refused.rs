@@ -79,7 +79,7 @@ fn a_model_folder_with_a_mistyped_field_is_shown_and_refused() {
             "{stdout}"
         );
         assert!(stderr.contains(problem), "{stderr}");
-        // The --json report too, for scripts (pipelines/same_game.sh reads the model id).
+        // The --json report too, for scripts (pipelines/keep_cache.sh reads the model id).
         let output = inspect(&[given, "--json".as_ref()]);
         assert_eq!(output.status.code(), Some(1));
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
