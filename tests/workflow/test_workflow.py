@@ -317,10 +317,17 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
     methods = ["adaptive-raced", "adaptive", "sleb", "sleb-raced", "stratified-semivalue", "surrogate-shapley",
                "iterative", "search",
                "block-influence", "angular", "leave-one-out", "reverse", "random"]
+    dataset_id = {name: pq.read_metadata(run / f"tokens-{name}.parquet").metadata[b"layerprune.dataset_id"].decode()
+                  for name in ["calib", "eval"]}
     for method in methods:
-        plan = pq.read_table(run / "plans" / f"{method}.parquet").to_pydict()
+        path = run / "plans" / f"{method}.parquet"
+        plan = pq.read_table(path).to_pydict()
         assert sorted(plan["k"]) == [1, 2], method
         assert all(p is not None and p > 0 for p in plan["measured_ppl"]), method
+        # Measured on the held-out tokens, chosen on the calibration tokens (random and reverse
+        # order: the score table they are rows of, measured there).
+        inputs = json.loads(pq.read_metadata(path).metadata[b"layerprune.inputs"])
+        assert (inputs["dataset"], inputs.get("chosen_on")) == (dataset_id["eval"], dataset_id["calib"]), method
     assert job_counts(result.stdout + result.stderr)["plan"] == len(methods)
     # The tools' rules exist only while their outputs are missing; naming one that does not
     # exist as a local rule would warn on every run.
@@ -996,14 +1003,15 @@ def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, ove
     planned = make_methods.split() + [recommended] * (recommended not in make_methods.split())
     assert list(make_table) == planned, (list(make_table), make_methods)
     assert make_table == snake_table
-    # SLEB and adaptive removal (raced or not) choose through one cache, removed with the
-    # calibration tokens.
+    # SLEB and adaptive removal (raced or not) choose through one cache, kept with new
+    # calibration tokens only for its game (pipelines/keep_cache.sh, run with the inspect each
+    # engine builds: Snakemake's rule had it not as an input, and a missing one removed the cache).
     cache = f"--cache {run}/plans/evaluations-calib.parquet"
     cached = {"sleb", "sleb-raced", "adaptive", "adaptive-raced"}
     for method, (_, args) in make_table.items():
         assert args.endswith(cache) == (method in cached), (method, args)
     for output in [made, dry["cpu"]]:
-        assert f"rm -f {run}/plans/evaluations-calib.parquet" in output
+        assert re.search(rf"keep_cache\.sh \S+/debug/inspect {run}/plans/evaluations-calib\.parquet ", output), output
     if "ADAPTIVE_BUDGET" in overrides:
         assert make_table["adaptive"][1] == f"--method adaptive --budget 2000 {cache}"
         assert make_table["adaptive-raced"][1] == (

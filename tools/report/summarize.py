@@ -51,7 +51,7 @@ def metadata_of(path: Path) -> dict:
 def read_rows(path: Path, kind: str, dataset: str | None = None, model: str | None = None):
     """The rows of one of the run's tables, refused with the reason when it is missing, of another
     kind, an evaluation table not complete, measured on other tokens than `dataset` (the
-    evaluation text's), or with another model than `model` (the full model's evaluation's; a
+    evaluation text's), plans chosen on those tokens, or with another model than `model` (the full model's evaluation's; a
     model of the same tokenizer gives the same tokens): the numbers printed are then not what
     their heading says."""
     try:
@@ -66,6 +66,13 @@ def read_rows(path: Path, kind: str, dataset: str | None = None, model: str | No
     if dataset and measured_on != dataset:
         fail(f"{path}: measured on other tokens than the evaluation text's (tokens-eval.parquet): "
              "a plan table of the calibration tokens, or of an older run")
+    # The project's rule: plans are chosen on calibration text only. A plan table records what its
+    # plans were chosen on (`chosen_on`, ids joined by ',' where several; none before 2026-12-06):
+    # a choice that read the evaluation text is not a held-out result.
+    chosen_on = json.loads(metadata.get("layerprune.inputs", "{}")).get("chosen_on", "")
+    if dataset and dataset in chosen_on.split(","):
+        fail(f"{path}: its plans were chosen on the evaluation text's tokens (tokens-eval.parquet is "
+             "in its chosen_on): their perplexity there is not a held-out measurement")
     measured_with = model_in(metadata)
     if model and measured_with and measured_with != model:
         fail(f"{path}: measured with another model ({measured_with[:12]}…) than the full model's evaluation "

@@ -6,6 +6,7 @@
 //!
 //! This is the one module of the crate that reads files; the methods themselves never do.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,8 +14,8 @@ use layerprune_core::Game;
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
 use layerprune_tables::input_role;
 use layerprune_tables::{
-    read_block_stats, read_input_ids, read_plans, read_scores, BlockStatsTable, PlanTable,
-    ScoreTable,
+    parse_dataset_ids, read_block_stats, read_input_ids, read_plans, read_provenance, read_scores,
+    BlockStatsTable, PlanTable, ScoreTable, TableErrorKind,
 };
 
 use crate::{
@@ -170,6 +171,8 @@ impl PlanFiles {
             one_model.agree(model.model_id, model.dir, "")?;
         }
         let mut fixed = self.fixed.clone();
+        // The datasets of the files the method chooses by (not those that only predict).
+        let mut chosen_on = BTreeSet::new();
         let surrogate = match &self.surrogate {
             Some(path) => {
                 let saved = SavedSurrogate::load(path)?;
@@ -180,6 +183,9 @@ impl PlanFiles {
                     " was fitted on evaluations of another model",
                 )?;
                 fixed.extend(&saved.fixed_blocks);
+                if matches!(method, PlanMethod::Iterative | PlanMethod::Search) {
+                    chosen_on.insert(saved.dataset_id.clone());
+                }
                 Some(saved)
             }
             None => None,
@@ -194,6 +200,7 @@ impl PlanFiles {
                     ": the scores were measured on another model",
                 )?;
                 fixed.extend(&table.fixed_blocks);
+                chosen_on.insert(table.dataset_id.clone());
                 Some(self.one_shot_scores(&table, path)?)
             }
             _ => None,
@@ -207,6 +214,7 @@ impl PlanFiles {
                     path,
                     ": the block statistics were measured on another model",
                 )?;
+                chosen_on.insert(table.dataset_id.clone());
                 Some(table)
             }
             _ => None,
@@ -217,12 +225,15 @@ impl PlanFiles {
                 count.agree(table.num_blocks, path, "plan table")?;
                 // The model the plans were chosen on, as their provenance records it (tables
                 // written before 2026-12-04 without --model record none).
-                let chosen_on = read_input_ids(path)?.remove(input_role::MODEL);
+                let earlier_model = read_input_ids(path)?.remove(input_role::MODEL);
                 one_model.agree(
-                    chosen_on.as_deref().unwrap_or_default(),
+                    earlier_model.as_deref().unwrap_or_default(),
                     path,
                     ": the plans were chosen on another model",
                 )?;
+                if method == PlanMethod::FromPlan {
+                    chosen_on.extend(earlier_chosen_on(path)?);
+                }
                 Some(table)
             }
             None => None,
@@ -232,6 +243,9 @@ impl PlanFiles {
         };
         fixed.sort_unstable();
         fixed.dedup();
+        // A file that records no dataset (random scores, files written before it was recorded)
+        // says nothing of what the choice read.
+        chosen_on.remove("");
         let surrogate_evaluations = surrogate.as_ref().map_or(0, |saved| {
             self.surrogate_evaluations
                 .unwrap_or(saved.fitted_on_evaluations)
@@ -248,6 +262,7 @@ impl PlanFiles {
             earlier_plans,
             plans_path: self.plans.clone(),
             plan_method: self.plan_method.clone(),
+            chosen_on_files: chosen_on,
         })
     }
 
@@ -255,6 +270,54 @@ impl PlanFiles {
         let estimator = self.estimator.as_deref().unwrap_or_default();
         scores_from_table(table, estimator, table.num_blocks)
             .with_context(|| path.display().to_string())
+    }
+}
+
+/// What the plans of the plan table at `path` were chosen on: its `chosen_on` entry, read as a
+/// set. A table written before that entry was recorded has none, and its `dataset` (where its
+/// plans were measured) is what they were chosen on only where the method measured them on
+/// those tokens while choosing: its command line (`apply-prune --method sleb` or `adaptive`)
+/// says so. Any other old table (a one-shot plan measured on tokens it did not choose by, a
+/// search, from-plan onto other text) tells nothing of what its choice read: none is known.
+fn earlier_chosen_on(path: &Path) -> Result<BTreeSet<String>> {
+    let inputs = read_input_ids(path)?;
+    if let Some(value) = inputs.get(input_role::CHOSEN_ON) {
+        return Ok(parse_dataset_ids(value));
+    }
+    let Some(dataset) = inputs.get(input_role::DATASET).filter(|id| !id.is_empty()) else {
+        return Ok(BTreeSet::new());
+    };
+    let provenance = match read_provenance(path) {
+        Ok(provenance) => provenance,
+        // A table another tool wrote, without the command line: nothing to tell by.
+        Err(error) if error.kind == TableErrorKind::Missing => return Ok(BTreeSet::new()),
+        Err(error) => return Err(error.into()),
+    };
+    let chose_on_its_tokens = provenance.tool == "apply-prune"
+        && recorded_method(&provenance.args).is_some_and(PlanMethod::measures_while_choosing);
+    Ok(if chose_on_its_tokens {
+        BTreeSet::from([dataset.clone()])
+    } else {
+        BTreeSet::new()
+    })
+}
+
+/// The `--method` of a recorded `apply-prune` command line (`--method M` or `--method=M`; the
+/// program's name first); `None` where it names none, several, or one this version does not
+/// know.
+fn recorded_method(args: &[String]) -> Option<PlanMethod> {
+    let mut named = BTreeSet::new();
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        if word == "--method" {
+            named.insert(words.next()?.as_str());
+        } else if let Some(value) = word.strip_prefix("--method=") {
+            named.insert(value);
+        }
+    }
+    match named.len() {
+        1 => named.pop_first()?.parse().ok(),
+        _ => None,
     }
 }
 
@@ -340,9 +403,29 @@ pub struct LoadedPlanInputs {
     pub earlier_plans: Option<PlanTable>,
     plans_path: Option<PathBuf>,
     plan_method: Option<String>,
+    /// The dataset ids of the files the method chooses by ([`LoadedPlanInputs::chosen_on`]).
+    chosen_on_files: BTreeSet<String>,
 }
 
 impl LoadedPlanInputs {
+    /// The dataset ids the choice of the plans read (the plan table's `chosen_on`), given the
+    /// id of the token table the plans are measured on, if any: a score table's (one-shot), a
+    /// surrogate's (iterative; search, which with tokens also measures its candidates on them
+    /// to pick the best), the block statistics' (angular-run), the tokens' (SLEB and adaptive,
+    /// raced or not, which measure masks on them to choose), or what an earlier plan table
+    /// records (from-plan, which only measures the plans it copies: its tokens are never part
+    /// of the choice). A score table, surrogate or statistics table that records no dataset
+    /// adds none.
+    pub fn chosen_on(&self, tokens_dataset_id: Option<&str>) -> BTreeSet<String> {
+        let mut ids = self.chosen_on_files.clone();
+        let measures_to_choose =
+            self.method.measures_while_choosing() || self.method == PlanMethod::Search;
+        if let Some(id) = tokens_dataset_id.filter(|id| measures_to_choose && !id.is_empty()) {
+            ids.insert(id.to_string());
+        }
+        ids
+    }
+
     /// One plan per k by the method, and with `game` (the LLM valuing masks as −NLL) every
     /// plan measured.
     pub fn plans(
@@ -686,6 +769,21 @@ mod tests {
         files.allow_mixed_inputs = true;
         let loaded = files.load(PlanMethod::OneShot, None).unwrap();
         assert!(loaded.scores.is_some() && loaded.surrogate.is_some());
+        // One-shot chooses by the scores, which record no dataset: the surrogate only predicts
+        // and tokens would only measure, so nothing is known of what the choice read.
+        assert!(loaded.chosen_on(Some("t")).is_empty());
+        // Through the surrogate, its dataset; a search also measures its candidates on tokens.
+        let loaded = files.load(PlanMethod::Iterative, None).unwrap();
+        assert_eq!(
+            loaded.chosen_on(Some("t")),
+            BTreeSet::from(["d".to_string()])
+        );
+        let loaded = files.load(PlanMethod::Search, None).unwrap();
+        assert_eq!(
+            loaded.chosen_on(Some("t")),
+            BTreeSet::from(["d".to_string(), "t".to_string()])
+        );
+        assert_eq!(loaded.chosen_on(None), BTreeSet::from(["d".to_string()]));
 
         // Block statistics of another model than the one opened.
         let stats = dir.path().join("stats.parquet");

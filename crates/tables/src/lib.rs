@@ -36,7 +36,7 @@ pub use io::{
     FORMAT_VERSION, KEY_PREFIX,
 };
 pub use masks::{read_masks, write_masks, MaskRow, MaskTable};
-pub use provenance::{input_role, Provenance};
+pub use provenance::{input_role, join_dataset_ids, parse_dataset_ids, Provenance};
 pub use results::{
     read_plans, read_scores, write_plans, write_scores, FullModel, PlanRow, PlanTable, RunnerUp,
     ScoreRow, ScoreTable,

@@ -155,6 +155,33 @@ def test_summarize_refuses_plans_of_another_model_on_the_same_tokens(tmp_path):
            "full model's evaluation (full-eval.parquet, new-model-01…)" in result.stderr, result.stderr
 
 
+def test_summarize_refuses_plans_chosen_on_the_evaluation_text(tmp_path):
+    """A plan table records what its plans were chosen on (`chosen_on`) beside where they were
+    measured (`dataset`): a plan chosen on the evaluation text's tokens is not a held-out result."""
+    run = tmp_path / "run"
+    write(run / "full-eval.parquet", {"mask_id": ["1" * NUM_BLOCKS], "nll": [3.0], "ppl": [20.0],
+                                      "tokens_scored": pa.array([124], pa.uint64())},
+          {"table": "evaluations", "format_version": 1, "complete": "true", "dataset_id": EVAL})
+    write(run / "tokens-eval.parquet", {"x": [0]}, {"dataset_id": EVAL})
+
+    def sleb_plans(chosen_on):
+        write(run / "plans" / "sleb.parquet", {
+            "method": ["sleb"], "k": pa.array([1], pa.uint32()),
+            "removed_blocks": pa.array([[4]], pa.list_(pa.uint32())),
+            "measured_ppl": [30.0], "llm_evaluations": pa.array([1], pa.uint64())},
+            {"table": "plans", "format_version": 1, "num_blocks": NUM_BLOCKS,
+             "inputs": json.dumps({"dataset": EVAL, "chosen_on": chosen_on})})
+        return subprocess.run([sys.executable, str(REPORT / "summarize.py"), "--run", str(run), "--methods",
+                               "sleb"], capture_output=True, text=True)
+
+    assert "| sleb | 30.00 (1) |" in sleb_plans("calib-tokens").stdout
+    for chosen_on in [EVAL, f"calib-tokens,{EVAL}"]:
+        result = sleb_plans(chosen_on)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"summarize: {run / 'plans' / 'sleb.parquet'}: its plans were chosen on the evaluation text's " \
+               "tokens" in result.stderr, result.stderr
+
+
 def test_exact_frontier_refuses_a_game_with_a_loss_that_is_not_a_number(tmp_path):
     """The plans sorted by NLL stay out of order around a NaN: the optimum reported at k = 1 was
     whichever plan came first, not the best."""

@@ -27,7 +27,7 @@ use layerprune_selection::margin::depth_warning;
 use layerprune_selection::method_names;
 use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
 use layerprune_tables::input_role;
-use layerprune_tables::{write_plans, Provenance, TableKind};
+use layerprune_tables::{join_dataset_ids, write_plans, Provenance, TableKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -468,6 +468,18 @@ fn apply_prune(args: Args) -> Result<()> {
             Some(tokens.windows.len()),
             args.pruned_out.is_some(),
         )?;
+        // Measuring plans again on the text they were chosen on is legitimate (e.g. on another
+        // device or runtime), but it is not a held-out measurement: said, so that no one reads
+        // the table as one.
+        if method == PlanMethod::FromPlan && inputs.chosen_on(None).contains(&tokens.dataset_id) {
+            tracing::warn!(
+                "--tokens {}: the plans of --plans {} were chosen on these tokens (its \
+                 chosen_on), so they are measured on the tokens they were chosen on: the \
+                 measurement is not held out",
+                args.tokens.as_deref().unwrap_or(Path::new("")).display(),
+                args.plans.as_deref().unwrap_or(Path::new("")).display()
+            );
+        }
     }
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(settings.seed);
@@ -540,6 +552,12 @@ fn apply_prune(args: Args) -> Result<()> {
         // Chosen without the model: the model its inputs were measured on (what from-plan
         // checks a model against).
         provenance = provenance.with_input(input_role::MODEL, model_id);
+    }
+    // What the choice read, beside where the plans were measured (`dataset`), so that a table
+    // measured on held-out text shows it was not chosen on that text.
+    let chosen_on = inputs.chosen_on(dataset_id.as_deref());
+    if let Some(value) = join_dataset_ids(chosen_on.iter().map(String::as_str)) {
+        provenance = provenance.with_input(input_role::CHOSEN_ON, &value);
     }
     let table = inputs.table(&plans)?;
     for warning in table.rows.iter().filter_map(depth_warning) {

@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 use layerprune_core::Mask;
 use layerprune_runtime::{EvalOptions, Evaluator, LayeredModel, Manifest, RuntimeOptions};
 use layerprune_tables::{
-    read_plans, write_scores, write_tokens, Provenance, ScoreRow, ScoreTable, TokenTable,
+    read_plans, read_tokens, write_plans, write_scores, write_tokens, PlanRow, PlanTable,
+    Provenance, ScoreRow, ScoreTable, TokenTable,
 };
 
 fn fixture() -> PathBuf {
@@ -1093,9 +1094,13 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     )
     .unwrap();
     let surrogate = dir.path().join("surrogate.json");
+    // Fitted on evaluations of its own token table (an id of its own: what iterative and search
+    // record as chosen on).
     SavedSurrogate::new(fitted, "neg-nll", "−NLL, nats per token")
+        .with_game(&[], "", "5a")
         .save(&surrogate)
         .unwrap();
+    let tokens_id = read_tokens(&tokens).unwrap().dataset_id;
     let (model_s, tokens_s, surrogate_s) = (s(&fixture()), s(&tokens), s(&surrogate));
     let plan = dir.path().join("plan.parquet");
     let plan_s = s(&plan);
@@ -1124,6 +1129,11 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     succeed(&iterative);
     let plans = read_plans(&plan).unwrap();
     assert_eq!(plans.rows.len(), 2);
+    // Chosen through the surrogate alone, measured on the tokens.
+    assert_eq!(
+        chosen_and_measured_on(&plan),
+        (Some("5a".to_string()), Some(tokens_id.clone()))
+    );
     // The table says which value the predictions are in, and a copy of its plans keeps it.
     assert_eq!(plans.value, Some(layerprune_core::GameValue::NegNll));
     let copied = dir.path().join("copied.parquet");
@@ -1175,6 +1185,17 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     succeed(&search);
     let row = read_plans(&plan).unwrap().rows.remove(0);
     assert_eq!(row.removed_blocks, seeded_row.removed_blocks);
+    // The search keeps the best of its candidates measured on the tokens: chosen on both,
+    // ascending.
+    let both = if tokens_id.as_str() < "5a" {
+        format!("{tokens_id},5a")
+    } else {
+        format!("5a,{tokens_id}")
+    };
+    assert_eq!(
+        chosen_and_measured_on(&plan),
+        (Some(both), Some(tokens_id.clone()))
+    );
     assert_eq!(row.method, "search");
     assert_eq!(row.llm_evaluations, 64 + 3);
     // The kept plan is no worse on the LLM than the surrogate's favourite.
@@ -1226,6 +1247,7 @@ fn surrogate_methods_and_angular_run_write_predicted_and_measured_plans() {
     assert_eq!(row.removed_blocks, vec![3, 4]);
     assert_eq!(row.measured_nll, None);
     assert_eq!(row.llm_evaluations, 1);
+    assert_eq!(chosen_and_measured_on(&plan), (Some("d".to_string()), None));
 }
 
 /// The `shapley` stage run with block 0 fixed writes scores for the players only and records
@@ -2327,4 +2349,261 @@ fn a_cache_it_cannot_use_is_refused_naming_the_cache_and_what_differs() {
         &refused,
         None,
     );
+}
+
+/// A plan table's provenance: what its plans were chosen on (`chosen_on`) and where they were
+/// measured (`dataset`).
+fn chosen_and_measured_on(path: &Path) -> (Option<String>, Option<String>) {
+    let mut inputs = layerprune_tables::read_input_ids(path).unwrap();
+    (inputs.remove("chosen_on"), inputs.remove("dataset"))
+}
+
+/// What `apply-prune --method from-plan` warns of when it measures plans on the tokens they
+/// were chosen on.
+const NOT_HELD_OUT: &str = "measured on the tokens they were chosen on: the measurement is not \
+                            held out";
+
+/// Plans chosen on calibration tokens and measured on held-out ones say both: `chosen_on` is
+/// what the choice read, kept through every copy (from-plan, with or without tokens of its
+/// own), and `dataset` is where the table's plans were measured. Measuring them on the tokens
+/// they were chosen on is said, not refused.
+#[test]
+fn plans_measured_on_held_out_tokens_record_what_they_were_chosen_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let held_out = dir.path().join("held-out.parquet");
+    write_windows(
+        &held_out,
+        layerprune_tests::fixture_windows(777, 2, 16),
+        "held-out",
+    );
+    let tokens_id = read_tokens(&tokens).unwrap().dataset_id;
+    let held_out_id = read_tokens(&held_out).unwrap().dataset_id;
+    assert_ne!(tokens_id, held_out_id);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let model_s = s(&fixture());
+
+    // Adaptive removal measures masks on the tokens to choose: chosen and measured on them.
+    let chosen = dir.path().join("chosen.parquet");
+    let args = measuring_args("adaptive", "1", &tokens, &chosen, None);
+    succeed(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        chosen_and_measured_on(&chosen),
+        (Some(tokens_id.clone()), Some(tokens_id.clone()))
+    );
+
+    // from-plan of `plans`, with `extra` arguments, writing `name`: its stderr.
+    let from_plan = |plans: &Path, name: &str, extra: &[&str]| -> (PathBuf, String) {
+        let out = dir.path().join(name);
+        let (plans_s, out_s) = (s(plans), s(&out));
+        let mut args = vec![
+            "--method",
+            "from-plan",
+            "--plans",
+            &plans_s,
+            "--out",
+            &out_s,
+        ];
+        args.extend_from_slice(extra);
+        let output = apply_prune(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        (out, stderr)
+    };
+    let held_out_s = s(&held_out);
+    let (measured, stderr) = from_plan(
+        &chosen,
+        "measured.parquet",
+        &["--model", &model_s, "--tokens", &held_out_s],
+    );
+    assert_eq!(
+        chosen_and_measured_on(&measured),
+        (Some(tokens_id.clone()), Some(held_out_id.clone()))
+    );
+    assert!(!stderr.contains(NOT_HELD_OUT), "{stderr}");
+    // A copy of that table without measuring: chosen on the calibration tokens still, measured
+    // on nothing.
+    let (copied, _) = from_plan(&measured, "copied.parquet", &[]);
+    assert_eq!(
+        chosen_and_measured_on(&copied),
+        (Some(tokens_id.clone()), None)
+    );
+    // Measured on the very tokens the plans were chosen on: written, with a warning.
+    let tokens_s = s(&tokens);
+    let (again, stderr) = from_plan(
+        &copied,
+        "again.parquet",
+        &["--model", &model_s, "--tokens", &tokens_s],
+    );
+    assert!(stderr.contains(NOT_HELD_OUT), "{stderr}");
+    assert_eq!(
+        chosen_and_measured_on(&again),
+        (Some(tokens_id.clone()), Some(tokens_id.clone()))
+    );
+}
+
+/// A one-shot plan is chosen on its score table's dataset, whatever tokens then measure it;
+/// a score table that records no dataset (random scores) gives no `chosen_on`.
+#[test]
+fn one_shot_plans_record_the_dataset_of_their_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, no_dataset) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let tokens_id = read_tokens(&tokens).unwrap().dataset_id;
+    let scores = dir.path().join("scored.parquet");
+    let table = ScoreTable {
+        dataset_id: "c0ffee".into(),
+        ..layerprune_tables::read_scores(&no_dataset).unwrap()
+    };
+    write_scores(&scores, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model_s, tokens_s) = (s(&fixture()), s(&tokens));
+    let plan = dir.path().join("plan.parquet");
+    let plan_s = s(&plan);
+    let one_shot = |scores: &Path, measured: bool| -> String {
+        let scores_s = s(scores);
+        let mut args = vec![
+            "--scores",
+            &scores_s,
+            "--estimator",
+            "test",
+            "--k",
+            "2",
+            "--out",
+            &plan_s,
+        ];
+        if measured {
+            args.extend(["--model", &model_s, "--tokens", &tokens_s]);
+        }
+        let output = apply_prune(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        stderr
+    };
+    one_shot(&scores, true);
+    assert_eq!(
+        chosen_and_measured_on(&plan),
+        (Some("c0ffee".to_string()), Some(tokens_id.clone()))
+    );
+    // Measured on those tokens again: they were not what the plan was chosen on, so no warning.
+    let again = dir.path().join("again.parquet");
+    let output = apply_prune(&[
+        "--method",
+        "from-plan",
+        "--plans",
+        &plan_s,
+        "--model",
+        &model_s,
+        "--tokens",
+        &tokens_s,
+        "--out",
+        &s(&again),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains(NOT_HELD_OUT), "{stderr}");
+    assert_eq!(
+        chosen_and_measured_on(&again),
+        (Some("c0ffee".to_string()), Some(tokens_id.clone()))
+    );
+    // Not measured: chosen on the scores' dataset, measured on none.
+    one_shot(&scores, false);
+    assert_eq!(
+        chosen_and_measured_on(&plan),
+        (Some("c0ffee".to_string()), None)
+    );
+    one_shot(&no_dataset, true);
+    assert_eq!(chosen_and_measured_on(&plan), (None, Some(tokens_id)));
+}
+
+/// A plan table written before `chosen_on` was recorded: its `dataset` is what its plans were
+/// chosen on where its command line shows a method that measured them on those tokens while
+/// choosing (SLEB, adaptive), and nothing is known of any other (a one-shot plan measured on
+/// tokens it did not choose by, a from-plan table measured on other text).
+#[test]
+fn a_table_written_before_chosen_on_was_recorded_is_read_by_its_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let table = PlanTable {
+        num_blocks: 6,
+        value: None,
+        rows: vec![PlanRow {
+            method: "adaptive".into(),
+            k: 1,
+            removed_blocks: vec![2],
+            predicted_value: None,
+            measured_nll: Some(5.0),
+            measured_ppl: Some(5f64.exp()),
+            llm_evaluations: 6,
+            runner_up: None,
+            full_model: None,
+        }],
+    };
+    let old_table = |name: &str, args: &[&str]| -> PathBuf {
+        let path = dir.path().join(name);
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let provenance = Provenance::new("apply-prune", "0.1.0", args).with_game("", "d1");
+        write_plans(&path, &table, &provenance).unwrap();
+        path
+    };
+    let copy = |plans: &Path| -> Option<String> {
+        let out = dir.path().join("copy.parquet");
+        succeed(&[
+            "--method",
+            "from-plan",
+            "--plans",
+            &s(plans),
+            "--out",
+            &s(&out),
+        ]);
+        chosen_and_measured_on(&out).0
+    };
+    for (name, args, chosen_on) in [
+        (
+            "adaptive.parquet",
+            &[
+                "apply-prune",
+                "--method",
+                "adaptive",
+                "--k",
+                "1",
+                "--tokens",
+                "t",
+            ][..],
+            Some("d1"),
+        ),
+        (
+            "sleb.parquet",
+            &["/bin/apply-prune", "--method=sleb", "--tokens", "t"],
+            Some("d1"),
+        ),
+        (
+            "one-shot.parquet",
+            &[
+                "apply-prune",
+                "--scores",
+                "s",
+                "--estimator",
+                "e",
+                "--tokens",
+                "t",
+            ],
+            None,
+        ),
+        (
+            "from-plan.parquet",
+            &["apply-prune", "--method", "from-plan", "--tokens", "t"],
+            None,
+        ),
+        (
+            "search.parquet",
+            &["apply-prune", "--method", "search", "--tokens", "t"],
+            None,
+        ),
+    ] {
+        assert_eq!(
+            copy(&old_table(name, args)).as_deref(),
+            chosen_on,
+            "{args:?}"
+        );
+    }
 }
