@@ -6,7 +6,9 @@
 //! third-order terms; see docs/estimators.md). Every estimator replays its masks from the
 //! table (a mask outside the table is an error), for each budget (the most distinct masks it
 //! may use) and seed. Output folder: `results.csv` and `summary.md`
-//! (`tools/report/plots.py estimator-rmse` draws `results.csv`).
+//! (`tools/report/plots.py estimator-rmse` draws `results.csv`). Besides the error, the
+//! calibration of the standard errors: the mean of (error/SE)² over the players (1 when the
+//! standard errors are right), per run and averaged.
 //!
 //! cargo run -p layerprune-shapley --example estimator_accuracy -- --synthetic --out bench/
 
@@ -39,6 +41,9 @@ struct Args {
     /// Players of the synthetic game.
     #[arg(long, default_value_t = 12)]
     players: usize,
+    /// Seed of the synthetic game (the tests use 3).
+    #[arg(long, default_value_t = 2026)]
+    game_seed: u64,
     /// Value column of the evaluation table: utility or neg-nll.
     #[arg(long, default_value = "utility")]
     value: GameValue,
@@ -50,6 +55,10 @@ struct Args {
     budgets: Vec<usize>,
     #[arg(long, default_value_t = 10)]
     seeds: u64,
+    /// The estimators to run (names as `shapley --estimator` takes them); all budgeted ones by
+    /// default.
+    #[arg(long, value_delimiter = ',')]
+    estimators: Vec<Estimator>,
     #[arg(long)]
     out: PathBuf,
 }
@@ -62,6 +71,9 @@ struct Row {
     rmse: f64,
     spearman: f64,
     rmse_own: f64,
+    /// Mean over the players of (error/SE)², the error against the estimator's own estimand;
+    /// none where the estimate has no standard errors or one is 0.
+    z2: Option<f64>,
     /// Held-out R² of the regression-adjusted estimators' surrogate.
     surrogate_r2: Option<f64>,
 }
@@ -70,11 +82,32 @@ fn rmse(a: &[f64], b: &[f64]) -> f64 {
     (a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
 }
 
+/// Mean over the players of ((estimate − truth)/SE)². A player whose estimate is exact to
+/// rounding counts 0: its SE is at rounding size too (e.g. permutation sampling of a player
+/// whose every marginal is the same), and the ratio of two rounding errors (up to 1e29 on the
+/// synthetic game) says nothing of the SE's calibration.
+fn mean_z2(values: &[f64], std_errors: Option<&[f64]>, truth: &[f64]) -> Option<f64> {
+    let rounding = 1e-9 * truth.iter().fold(0.0_f64, |m, t| m.max(t.abs()));
+    let std_errors = std_errors?;
+    let mut sum = 0.0;
+    for ((v, se), t) in values.iter().zip(std_errors).zip(truth) {
+        let error = v - t;
+        if error.abs() <= rounding {
+            continue;
+        }
+        if *se <= 0.0 {
+            return None;
+        }
+        sum += (error / se).powi(2);
+    }
+    Some(sum / values.len() as f64)
+}
+
 /// The game over all blocks, and the players (blocks removed in some mask of the table).
 fn load(args: &Args) -> Result<(RecordedGame, Players)> {
     if args.synthetic {
         let n = args.players;
-        let mut game = TripleGame::layer_pruning_like(n, 2026);
+        let mut game = TripleGame::layer_pruning_like(n, args.game_seed);
         let masks: Vec<Mask> = (0..1usize << n)
             .map(|bits| Mask::from_kept((0..n).map(|i| bits >> i & 1 == 1).collect()))
             .collect();
@@ -126,10 +159,15 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
     );
 
+    let kinds: Vec<Estimator> = if args.estimators.is_empty() {
+        Estimator::BUDGETED.to_vec()
+    } else {
+        args.estimators.clone()
+    };
     let mut rows = Vec::new();
     for &budget in &args.budgets {
         for seed in 0..args.seeds {
-            for kind in Estimator::BUDGETED {
+            for &kind in &kinds {
                 let (estimates, surrogate_r2) =
                     match run_estimator_with_fit(kind, &mut game, &players, budget, seed) {
                         Ok(result) => result,
@@ -151,6 +189,7 @@ fn main() -> Result<()> {
                     rmse: rmse(&estimates.values, &shapley.values),
                     spearman: spearman(&estimates.values, &shapley.values),
                     rmse_own: rmse(&estimates.values, own),
+                    z2: mean_z2(&estimates.values, estimates.std_errors.as_deref(), own),
                     surrogate_r2,
                 });
             }
@@ -158,11 +197,11 @@ fn main() -> Result<()> {
     }
 
     let mut csv =
-        String::from("estimator,budget,seed,evaluations,rmse,spearman,rmse_own,surrogate_r2\n");
+        String::from("estimator,budget,seed,evaluations,rmse,spearman,rmse_own,surrogate_r2,z2\n");
     for r in &rows {
         writeln!(
             csv,
-            "{},{},{},{},{:.6e},{:.4},{:.6e},{}",
+            "{},{},{},{},{:.6e},{:.4},{:.6e},{},{}",
             r.estimator,
             r.budget,
             r.seed,
@@ -171,7 +210,8 @@ fn main() -> Result<()> {
             r.spearman,
             r.rmse_own,
             r.surrogate_r2
-                .map_or(String::new(), |r2| format!("{r2:.5}"))
+                .map_or(String::new(), |r2| format!("{r2:.5}")),
+            r.z2.map_or(String::new(), |z2| format!("{z2:.4}"))
         )?;
     }
     write_atomically(&args.out.join("results.csv"), &csv)?;
@@ -195,6 +235,7 @@ fn main() -> Result<()> {
         players.len(),
         args.seeds
     );
+    let names: Vec<&str> = kinds.iter().map(|kind| kind.name()).collect();
     let header = |title: &str| {
         let mut text = format!("## {title}\n\n| estimator |");
         for b in &args.budgets {
@@ -222,7 +263,7 @@ fn main() -> Result<()> {
     ];
     for (title, cell) in tables {
         summary += &header(title);
-        for kind in Estimator::BUDGETED {
+        for &kind in &kinds {
             summary += &format!("| {} |", kind.name());
             for &b in &args.budgets {
                 let base = mean(Estimator::Permutation.name(), b);
@@ -235,7 +276,21 @@ fn main() -> Result<()> {
         }
         summary += "\n";
     }
-    summary += &surrogate_fit_table(&rows, &args.budgets);
+    summary += &per_run_mean_table(
+        "Mean (error/SE)² over the runs and players (1: calibrated standard errors; \
+         against the estimator's own estimand)",
+        &names,
+        &rows,
+        &args.budgets,
+        |r| r.z2,
+    );
+    summary += &per_run_mean_table(
+        "Mean held-out R² of the surrogate (regression-adjusted estimators)",
+        &names,
+        &rows,
+        &args.budgets,
+        |r| r.surrogate_r2,
+    );
     write_atomically(&args.out.join("summary.md"), &summary)?;
     print!("{summary}");
 
@@ -243,36 +298,44 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Mean held-out R² of the regression-adjusted estimators' surrogates: when it is near 1
-/// the residual term's Monte Carlo noise is all that is left.
-fn surrogate_fit_table(rows: &[Row], budgets: &[usize]) -> String {
-    let mut text = String::from(
-        "## Mean held-out R² of the surrogate (regression-adjusted estimators)\n\n| estimator |",
-    );
+/// A table of the mean over the runs of a per-run quantity (`cell`, none where the run has
+/// none), an estimator a row, a budget a column; the estimators with no such quantity are left
+/// out. The held-out R² of the regression-adjusted estimators' surrogates (near 1: the
+/// residual term's Monte Carlo noise is all that is left) and the mean z² are such.
+fn per_run_mean_table(
+    title: &str,
+    names: &[&str],
+    rows: &[Row],
+    budgets: &[usize],
+    cell: fn(&Row) -> Option<f64>,
+) -> String {
+    let mut text = format!("## {title}\n\n| estimator |");
     for b in budgets {
         text += &format!(" {b} |");
     }
     text += "\n|---|";
     text += &"---:|".repeat(budgets.len());
     text += "\n";
-    for kind in Estimator::BUDGETED {
+    for &name in names {
         if !rows
             .iter()
-            .any(|r| r.estimator == kind.name() && r.surrogate_r2.is_some())
+            .any(|r| r.estimator == name && cell(r).is_some())
         {
             continue;
         }
-        text += &format!("| {} |", kind.name());
+        text += &format!("| {name} |");
         for &b in budgets {
-            let fits: Vec<f64> = rows
+            let found: Vec<f64> = rows
                 .iter()
-                .filter(|r| r.estimator == kind.name() && r.budget == b)
-                .filter_map(|r| r.surrogate_r2)
+                .filter(|r| r.estimator == name && r.budget == b)
+                .filter_map(cell)
                 .collect();
-            text += &if fits.is_empty() {
-                " – |".into()
-            } else {
-                format!(" {:.4} |", fits.iter().sum::<f64>() / fits.len() as f64)
+            let mean = found.iter().sum::<f64>() / found.len() as f64;
+            text += &match found.len() {
+                0 => " – |".into(),
+                // A standard error of rounding size gives a huge z²: in exponent form.
+                _ if mean.abs() >= 1e4 => format!(" {mean:.2e} |"),
+                _ => format!(" {mean:.4} |"),
             };
         }
         text += "\n";

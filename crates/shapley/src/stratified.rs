@@ -33,7 +33,10 @@
 //! holding none cannot correct f_k there, and at small budgets many cannot (12 players at
 //! budget 160 deal about 3 masks of a size to a fold: at 2 kept blocks 58 % of the (fold,
 //! player) pairs have no held-out mask keeping the player). Only where no fold holds one does
-//! f_k alone fill P's unevaluated masks (averaged over the folds; biased there, logged).
+//! f_k alone fill P's unevaluated masks (averaged over the folds; biased there, logged). The
+//! standard errors count the corrections' sampling and, for such a subpopulation, the bias of a
+//! surrogate's mean that the folds' corrections show where their surrogate saw none of a
+//! subpopulation's masks (`SurrogateBias`).
 //! Σ_{S∈P} f_k(S) is found by enumerating the 2^n masks when n ≤
 //! [`MAX_SURROGATE_ENUMERATED_PLAYERS`], else from [`SURROGATE_SAMPLES_PER_SIZE`] random masks
 //! per size through f_k (independent randomness: unbiased still).
@@ -67,6 +70,13 @@ pub const FOLDS: usize = 5;
 
 /// Random masks per size through the surrogate when the masks cannot be enumerated.
 pub const SURROGATE_SAMPLES_PER_SIZE: usize = 2048;
+
+/// The fewest observed surrogate biases of a size (see [`SurrogateBias`]) whose mean square
+/// stands for that size's uncorrected subpopulations; below it, those of every size are
+/// pooled. A mean of 10 squares is within about 45 % of its expectation (√(2/10) for normal
+/// biases); on the recorded games the mean (error/SE)² at budget 64 moved by 0.25 at most
+/// for minimums from 1 to 50.
+const MIN_BIASES_PER_SIZE: usize = 10;
 
 /// The masks of the design: the budget spread equally over the sizes 0..=n, without
 /// replacement inside a size, small sizes enumerated. At least one mask per size is needed,
@@ -364,6 +374,10 @@ pub fn regression_adjusted_stratified_estimate(
         .map(|_| [vec![FoldMeans::default(); n], vec![FoldMeans::default(); n]])
         .collect();
     let (mut residual_squares, mut held_out) = (0.0, Vec::new());
+    // Every fold's held-out residuals by size, for the corrections whose fold holds a single
+    // mask of the size; and the surrogate biases the folds' corrections show.
+    let mut held_residuals: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
+    let mut biases = SurrogateBias::new(n);
     for (done, &k) in used_folds.iter().enumerate() {
         let (train_masks, train_values): (Vec<Mask>, Vec<f64>) = strata
             .by_size
@@ -410,9 +424,13 @@ pub fn regression_adjusted_stratified_estimate(
             // subpopulations of which fold k holds one mask: one residual has no spread of its
             // own, and counting it 0 (until 2026-12-06) understated the standard error
             // several-fold at small budgets, where most subpopulations hold one (mean
-            // (error/SE)² 7.0 at 10 players, budget 100; 1.1 now).
+            // (error/SE)² 7.0 at 10 players, budget 100; 1.1 now). Where fold k holds a single
+            // mask of the size (about five masks a size) it has no such spread either: the
+            // spread over every fold's residuals of the size stands in, known after the folds.
             let size_residuals: Vec<f64> = rows.iter().filter(|r| r.3).map(|r| r.1 - r.2).collect();
-            let size_spread = variance_of_mean(&size_residuals) * size_residuals.len() as f64;
+            let size_spread = (size_residuals.len() >= 2)
+                .then(|| variance_of_mean(&size_residuals) * size_residuals.len() as f64);
+            held_residuals[size].extend(&size_residuals);
             for (side, kept) in [(0, true), (1, false)] {
                 let population = subpopulation_size(n, size, kept);
                 if population == 0.0 {
@@ -437,15 +455,16 @@ pub fn regression_adjusted_stratified_estimate(
                         .map(|r| r.1 - r.2)
                         .collect();
                     let known = values.counts[i] as f64;
-                    let of_mean = if held.len() >= 2 {
-                        variance_of_mean(&held)
-                    } else {
-                        size_spread
-                    };
-                    fold.add_corrected(
-                        partly_known_mean(population, known, sum, &held),
-                        ((population - known) / population).powi(2) * of_mean,
-                    );
+                    let mean = partly_known_mean(population, known, sum, &held);
+                    // Where f_k saw no mask of this subpopulation, as no surrogate sees one of
+                    // an uncorrected subpopulation, its correction shows such a bias.
+                    biases.observe(size, mean - sum / population, known == 0.0);
+                    let weight = ((population - known) / population).powi(2);
+                    match (held.len() >= 2, size_spread) {
+                        (true, _) => fold.add_corrected(mean, weight * variance_of_mean(&held)),
+                        (false, Some(spread)) => fold.add_corrected(mean, weight * spread),
+                        (false, None) => fold.add_corrected_by_size_spread(mean, weight),
+                    }
                 }
             }
         }
@@ -457,6 +476,14 @@ pub fn regression_adjusted_stratified_estimate(
             train_masks.len()
         );
     }
+    // The spread of the held-out residuals over every fold, by size; over every size where a
+    // size has a single sampled mask (a budget of about n + 1), erring large there.
+    let all_held: Vec<f64> = held_residuals.concat();
+    let spread = |values: &[f64]| variance_of_mean(values) * values.len() as f64;
+    let residual_spread: Vec<f64> = held_residuals
+        .iter()
+        .map(|size| spread(if size.len() >= 2 { size } else { &all_held }))
+        .collect();
     let mut values = exact_part;
     let mut variances = vec![0.0; n];
     let mut uncorrected = 0;
@@ -464,9 +491,10 @@ pub fn regression_adjusted_stratified_estimate(
         let [kept, removed] = &subpopulations[size];
         let means = [kept, removed].map(|side| side.iter().map(FoldMeans::mean).collect());
         add_stratum(&mut values, size, &means);
+        let bias_square = biases.mean_square(size);
         for side in [kept, removed] {
             for (variance, fold) in variances.iter_mut().zip(side) {
-                *variance += fold.variance() / (n * n) as f64;
+                *variance += fold.variance(residual_spread[size], bias_square) / (n * n) as f64;
             }
             uncorrected += side
                 .iter()
@@ -475,16 +503,16 @@ pub fn regression_adjusted_stratified_estimate(
         }
     }
     if uncorrected > 0 {
-        // A warning, not information: the standard errors count the residuals' sampling only,
-        // so where the surrogate's bias is left in they understate the error (measured: mean
-        // (error/SE)² 18 and 25 on the recorded games at budget 64; docs/estimators.md).
+        // A warning, not information: the estimates carry the surrogate's bias there, which the
+        // standard errors estimate but cannot remove (measured at budget 64 on the recorded
+        // games: mean (error/SE)² 18 and 25 without that estimate; docs/estimators.md).
         let subpopulations = sampled_sizes.len() * 2 * n;
         tracing::warn!(
             "{REGRESSION_ADJUSTED_STRATIFIED}: {uncorrected} of the {subpopulations} (size, \
              player, kept or not) subpopulations have no held-out mask in any fold: the \
-             surrogate alone fills their unevaluated masks there, biased by its error, which \
-             the standard errors leave out (read them as lower bounds; more evaluations \
-             remove it)"
+             surrogate alone fills their unevaluated masks there, biased by its error; the \
+             standard errors include an estimate of that bias taken from the subpopulations \
+             the folds correct (more evaluations remove it)"
         );
     }
     let std_errors = variances.iter().map(|v| v.sqrt()).collect();
@@ -495,6 +523,65 @@ pub fn regression_adjusted_stratified_estimate(
     ))
 }
 
+/// The surrogate biases the corrections show: where fold k holds out masks of a
+/// subpopulation its surrogate saw none of, the corrected estimate minus the same fold's
+/// surrogate-only estimate (the mean residual there) is an observed bias of the surrogate's
+/// mean over a subpopulation it was not fitted on — what an uncorrected subpopulation's mean
+/// carries. Their mean square at a size, pooled over players, kept or removed and folds, is
+/// the bias variance of the size's uncorrected subpopulations (over every size where a size
+/// has fewer than [`MIN_BIASES_PER_SIZE`]).
+///
+/// Only corrections of unseen subpopulations: those where f_k saw some of the subpopulation's
+/// masks are smaller (the known masks enter exactly, and f_k was fitted near them), and pooling
+/// them understated the bias at the extreme sizes, where most uncorrected subpopulations are
+/// (recorded games, budget 64: 1.1e-5 against the uncorrected means' 2.7e-5 at size 1). Each
+/// holds the residuals' noise as well as the bias: they err large, a little. The two sides of
+/// one (size, player) are never both uncorrected (every sampled mask of the size is in one),
+/// so a bias shared by the size does not cancel in m⁺ − m⁻; the uncorrected subpopulations of
+/// one player at different sizes are counted independent (measured correlation about 0.5 at
+/// budget 64: docs/estimators.md). Where no fold's surrogate missed a whole subpopulation
+/// (rare: 1 of about 300 runs with uncorrected subpopulations on each recorded game, budgets
+/// 20 to 1,024), every correction stands in, erring small.
+struct SurrogateBias {
+    /// By size, the squares of the corrections of unseen subpopulations.
+    unseen: Vec<Vec<f64>>,
+    /// The squares of every correction, all sizes.
+    every: Vec<f64>,
+}
+
+impl SurrogateBias {
+    fn new(n: usize) -> SurrogateBias {
+        SurrogateBias {
+            unseen: vec![Vec::new(); n + 1],
+            every: Vec::new(),
+        }
+    }
+
+    /// A fold's correction of a subpopulation of `size`; `unseen` where its surrogate saw
+    /// none of the subpopulation's masks.
+    fn observe(&mut self, size: usize, correction: f64, unseen: bool) {
+        let square = correction * correction;
+        if unseen {
+            self.unseen[size].push(square);
+        }
+        self.every.push(square);
+    }
+
+    /// The bias variance of an uncorrected subpopulation of `size` (0 where nothing was
+    /// corrected).
+    fn mean_square(&self, size: usize) -> f64 {
+        let mean = |squares: &[f64]| squares.iter().sum::<f64>() / squares.len().max(1) as f64;
+        let all_sizes = self.unseen.concat();
+        if self.unseen[size].len() >= MIN_BIASES_PER_SIZE {
+            mean(&self.unseen[size])
+        } else if !all_sizes.is_empty() {
+            mean(&all_sizes)
+        } else {
+            mean(&self.every)
+        }
+    }
+}
+
 /// One subpopulation's mean as each fold estimates it. A fold holding some of its masks out
 /// corrects its surrogate by their residuals, and that estimate is unbiased; a fold holding
 /// none cannot, and its estimate carries the surrogate's error there. So the corrected
@@ -503,8 +590,11 @@ pub fn regression_adjusted_stratified_estimate(
 #[derive(Clone, Debug, Default)]
 struct FoldMeans {
     corrected_sum: f64,
-    /// Σ over the corrected folds of the variance of their residual correction.
+    /// Σ over the corrected folds of the variance of their residual correction ...
     corrected_variance: f64,
+    /// ... and of the weights of the corrections by a single residual whose fold held no other
+    /// mask of the size, which take the spread of the size's residuals over every fold.
+    by_size_spread: f64,
     corrected: usize,
     uncorrected_sum: f64,
     uncorrected: usize,
@@ -515,6 +605,11 @@ impl FoldMeans {
         self.corrected_sum += mean;
         self.corrected_variance += variance;
         self.corrected += 1;
+    }
+
+    fn add_corrected_by_size_spread(&mut self, mean: f64, weight: f64) {
+        self.add_corrected(mean, 0.0);
+        self.by_size_spread += weight;
     }
 
     fn add_uncorrected(&mut self, mean: f64) {
@@ -532,11 +627,17 @@ impl FoldMeans {
         }
     }
 
-    /// The variance of [`Self::mean`], the folds' held-out masks being disjoint (treated as
-    /// independent: an approximation, documented); none where no fold corrected.
-    fn variance(&self) -> f64 {
+    /// The variance of [`Self::mean`] about the subpopulation's mean: where folds corrected,
+    /// that of their corrections, the folds' held-out masks being disjoint (treated as
+    /// independent: an approximation, documented), given the spread of the size's residuals
+    /// over every fold; where none did, the surrogate's bias variance at the size
+    /// ([`SurrogateBias`]).
+    fn variance(&self, residual_spread: f64, bias_square: f64) -> f64 {
         if self.corrected > 0 {
-            self.corrected_variance / (self.corrected * self.corrected) as f64
+            (self.corrected_variance + self.by_size_spread * residual_spread)
+                / (self.corrected * self.corrected) as f64
+        } else if self.uncorrected > 0 {
+            bias_square
         } else {
             0.0
         }

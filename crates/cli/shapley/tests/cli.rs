@@ -591,11 +591,13 @@ fn the_help_names_an_estimator_as_the_score_table_does() {
 }
 
 /// Where the sample is too thin for every (size, player) subpopulation to have a held-out mask
-/// in some fold, regression-adjusted stratified's standard errors leave the surrogate's bias
-/// out: said as a warning (it was information, easy to miss beside the timings), with how many
-/// subpopulations and how to read the standard errors. A dense sample says nothing of it.
+/// in some fold, regression-adjusted stratified's estimates carry the surrogate's bias there:
+/// said as a warning (it was information, easy to miss beside the timings), with how many
+/// subpopulations and that the standard errors include an estimate of that bias (until
+/// 2026-12-06 they left it out, and the warning said to read them as lower bounds). A dense
+/// sample says nothing of it.
 #[test]
-fn a_sample_too_thin_for_the_corrections_warns_that_the_errors_are_lower_bounds() {
+fn a_sample_too_thin_for_the_corrections_warns_of_the_surrogate_bias() {
     let dir = tempfile::tempdir().unwrap();
     let n: usize = 12;
     let mut game = PairwiseGame {
@@ -642,7 +644,8 @@ fn a_sample_too_thin_for_the_corrections_warns_that_the_errors_are_lower_bounds(
     let thin = warning_of(60, "thin").expect("no warning on a thin sample");
     assert!(thin.contains("WARN"), "{thin}");
     assert!(
-        thin.contains("subpopulations") && thin.contains("read them as lower bounds"),
+        thin.contains("subpopulations")
+            && thin.contains("the standard errors include an estimate of that bias"),
         "{thin}"
     );
     assert_eq!(warning_of(2, "dense"), None);
