@@ -51,13 +51,18 @@ STAGE_THREADS := $(or $(call flag_value,--threads,$(EVALUATE_FLAGS)),0)
 STAMPED_FLAGS := --tf32 --graph-optimization $(if $(filter cuda,$(DEVICE_KIND)),--mask-batch --batch-windows)
 # $(call evaluate_flags_among,FLAGS,keep|drop): EVALUATE_FLAGS' flags FLAGS with their values
 # (keep), or every word but those (drop); a listed flag's value follows it or comes after '='.
+# Kept, a flag given at its stage default (RUNTIME_FLAG_DEFAULTS) is left out: the same run.
+RUNTIME_FLAG_DEFAULTS := $(STAMPED_FLAG_DEFAULTS) --tf32=$(if $(filter cuda,$(DEVICE_KIND)),on,off)
 evaluate_flags_among = $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(1)' -v keep='$(2)' \
-  'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) listed[f[i]] = 1 } \
-   value { if (keep == "keep") printf " %s", $$0; value = 0; next } \
+  -v defaults='$(RUNTIME_FLAG_DEFAULTS)' \
+  'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) listed[f[i]] = 1; \
+           n = split(defaults, d, " "); for (i = 1; i <= n; i++) at_default[d[i]] = 1 } \
+   value { if (keep == "keep" && !((flag "=" $$0) in at_default)) printf " %s %s", flag, $$0; value = 0; next } \
    { name = $$0; sub(/=.*/, "", name) } \
-   $$0 in listed { if (keep == "keep") printf " %s", $$0; value = 1; next } \
-   index($$0, "=") && name in listed { if (keep == "keep") printf " %s", $$0; next } \
-   keep != "keep" { printf " %s", $$0 }')
+   $$0 in listed { flag = $$0; value = 1; next } \
+   index($$0, "=") && name in listed { if (keep == "keep" && !($$0 in at_default)) printf " %s", $$0; next } \
+   keep != "keep" { printf " %s", $$0 } \
+   END { if (value && keep == "keep") printf " %s", flag }')
 RUNTIME_FLAGS_STAMPED := $(call evaluate_flags_among,$(STAMPED_FLAGS),keep)
 MODEL_RUNTIME := $(strip $(DEVICE_KIND) $(RUNTIME_FLAGS_STAMPED))
 # EVALUATE_FLAGS given whole replaces DEVICE and THREADS: either given on the command line as

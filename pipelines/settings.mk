@@ -73,6 +73,15 @@ DEVICE ?= cpu
 # shapley.
 THREADS ?= 0
 
+# The stages' defaults of the runtime flags a stamp records (evaluate --help), as FLAG=VALUE: a
+# flag given at its default is the run without it, so the stamps leave it out (Make's
+# evaluate_flags_among, Snakemake's runtime_flags_among). Stamped, `EVALUATE_FLAGS=
+# --graph-optimization layout` measured everything again and dropped the plans' cache of
+# evaluations for the same arithmetic. --tf32's is the device's: on for CUDA (ONNX Runtime's
+# default), off on the CPU, which refuses on (stamped, so that it fails as on a fresh run);
+# both engines add it. tests/workflow checks these against evaluate --help.
+STAMPED_FLAG_DEFAULTS := --graph-optimization=layout --mask-batch=1 --batch-windows=0
+
 # --- The method table: plan method -> its apply-prune arguments ---------------------------------
 # One row PLAN_ARGS_<method> per method. A one-shot method is named by its estimator, as the
 # score tables and apply-prune's plan tables record it; iterative and search by apply-prune's

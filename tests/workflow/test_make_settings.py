@@ -677,6 +677,13 @@ def test_runtime_flags_remeasure_and_threads_change_nothing(make, tmp_path):
     assert (status, ran) == (0, []), output
     assert (run / ".settings" / "device").read_text() == "cpu\nlayerprune-stamp 3\n"
     assert (run / "plans" / "evaluations-calib.parquet").exists()
+    # The stamped flags given at their stage defaults are the run without them: nothing is
+    # measured again, no cache dropped (stamped as given, they measured everything again).
+    status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --graph-optimization layout "
+                               "--tf32 off --mask-batch=1 --batch-windows 0")
+    assert (status, ran) == (0, []), output
+    assert (run / ".settings" / "device").read_text() == "cpu\nlayerprune-stamp 3\n"
+    assert (run / "plans" / "evaluations-calib.parquet").exists()
     # Another graph optimization level runs other kernels (`evaluated_on` records it): measured
     # again, the stamp saying so.
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --graph-optimization basic")

@@ -579,12 +579,17 @@ def test_what_a_changed_setting_reruns(tmp_path, text):
 
     ort = os.environ["ORT_DYLIB_PATH"]  # the same library, so only the device differs
     for settings in [["device=cuda", f"ort_dylib={ort}"], ["device=cuda:{shard}", f"ort_dylib={ort}"],
-                     ["runtime_flags=--tf32 off"], ["runtime_flags=--graph-optimization basic"]]:
+                     # On the CPU, which refuses it: stamped, to fail as on a fresh run.
+                     ["runtime_flags=--tf32 on"], ["runtime_flags=--graph-optimization basic"]]:
         counts = dry(*settings)
         assert counts.get("evaluate_shard") == 4 and counts.get("block_stats") == 1, (settings, counts)
     for settings in [["evaluate_chunk=4"], ["threads=2"], ["cache_mb=64"],
-                     ["runtime_flags=--mask-batch 2 --io-binding on --arena off"]]:
+                     ["runtime_flags=--mask-batch 2 --io-binding on --arena off"],
+                     # The stamped flags at their stage defaults: the same run, the same command text.
+                     ["runtime_flags=--graph-optimization layout --tf32=off"]]:
         assert dry(*settings) == {}, settings
+    for settings in [["device=cuda", f"ort_dylib={ort}", "runtime_flags=--tf32 on --mask-batch 1 --batch-windows=0"]]:
+        assert dry(*settings) == dry(*settings[:2]), settings
 
     run = tmp_path / "run"
     masks = (run / "rounds" / "masks-r1.parquet").read_bytes()
@@ -931,6 +936,23 @@ def test_make_and_the_settings_reader_see_the_same_variables(tmp_path):
     assert methods and set(methods) <= set(table), (methods, sorted(table))
     assert re.fullmatch(r"\d+\.\d+\.\d+", values["ORT_VERSION"]), values["ORT_VERSION"]
     assert {"methods", "adaptive_budget", "masks", "ks", "seed"} <= set(settings.settings())
+
+
+def test_the_stamped_flags_defaults_are_evaluates(tmp_path):
+    """STAMPED_FLAG_DEFAULTS (pipelines/settings.mk): the stamps leave out a flag given at its
+    stage default, so each must be what `evaluate --help` says, and --tf32's (which both engines
+    add by device) the provider's default when absent."""
+    defaults = shared_settings().Settings(SETTINGS_MK).variables["STAMPED_FLAG_DEFAULTS"][1].split()
+    help_text = subprocess.run([str(BIN / "evaluate"), "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    flags = re.split(r"\n\s+(?=--)", help_text)
+    assert len(defaults) == 3, defaults
+    for default in defaults:
+        flag, value = default.split("=")
+        text = " ".join(next(f for f in flags if f.startswith(f"{flag} ")).split())
+        assert f"[default: {value}]" in text, (default, text)
+    tf32 = " ".join(next(f for f in flags if f.startswith("--tf32 ")).split())
+    assert "absent: ONNX Runtime's default, on" in tf32 and "`on` with --device cpu is an error" in tf32, tf32
 
 
 def test_the_settings_reader_refuses_what_make_would_read_differently(tmp_path):
