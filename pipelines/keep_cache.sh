@@ -20,7 +20,7 @@ model_id=$(ids --no-verify "$model")
 dataset_id=$(ids "$tokens")
 if [ -z "$model_id" ] || [ -z "$dataset_id" ]; then
   echo "pipelines/keep_cache.sh: $inspect could not read the ids of $model and $tokens;" \
-       "$cache is kept as it is" >&2
+       "$cache is kept as it is (make build builds inspect)" >&2
   exit 2
 fi
 kept=$(ids "$cache" | sort)

@@ -20,6 +20,8 @@ closing summary.
       `ratioR-seZ/`). Its method is the one its plan.parquet records (adaptive-raced, sleb-raced
       for a ratio, or unraced, adaptive or sleb, where the calibration windows were too few to
       race), and the calibration numbers are that method's plan's in plan-calibration.parquet.
+      Refused where plan.parquet was measured on tokens its plan was chosen on (its `chosen_on`
+      names its `dataset`): its perplexity would be printed as held-out.
 """
 
 import argparse
@@ -66,15 +68,29 @@ def llama_cpp(args):
     print(f"wrote {args.out}: {text.strip()}")
 
 
-def read_rows(path: Path):
-    """The rows of the Parquet table at `path`; a missing file or one that is not Parquet is
+def read_table_at(path: Path):
+    """(metadata, rows) of the Parquet table at `path`; a missing file or one that is not Parquet is
     refused naming it (it ended in pyarrow's traceback)."""
     from layerprune_tables import TableError, read_table  # pyarrow: not needed by llama-cpp and layers
 
     try:
-        return read_table(path)[1].to_pylist()
+        metadata, table = read_table(path)
     except TableError as error:
         fail(str(error))
+    return metadata, table.to_pylist()
+
+
+def read_rows(path: Path):
+    """The rows of the Parquet table at `path`, refused as read_table_at refuses."""
+    return read_table_at(path)[1]
+
+
+def chosen_on(metadata: dict) -> set:
+    """The dataset ids of the token tables the plans of a plan table (its decoded metadata) were
+    chosen on: its provenance input `chosen_on`, several joined by ',' (docs/formats.md); none where
+    it records none, as a table written before 2026-12-06. Shared with tools/report/summarize.py."""
+    inputs = json.loads(metadata.get("layerprune.inputs", "{}"))
+    return {dataset for dataset in inputs.get("chosen_on", "").split(",") if dataset}
 
 
 def file_size(path: Path):
@@ -385,9 +401,17 @@ def summary(args):
     removed = removed_blocks(full, pruned)
     # The plan measured on the held-out text, and its method as apply-prune recorded it (make prune
     # names none: a race over too few windows records the unraced method's name).
-    plan = read_rows(folder / "plan.parquet")
+    metadata, plan = read_table_at(folder / "plan.parquet")
     if len(plan) != 1:
         fail(f"{folder / 'plan.parquet'} has {len(plan)} plans, not one")
+    # The perplexities below are printed as held-out, which they are not where the plan was
+    # measured on tokens its choice read: one file given as CALIB_TEXT and EVAL_TEXT can cut the
+    # same windows for both (random windows of a text with no tokens to spare are its consecutive
+    # ones). apply-prune warns of it in the log; this is the line a user reads.
+    measured_on = json.loads(metadata.get("layerprune.inputs", "{}")).get("dataset")
+    if measured_on and measured_on in chosen_on(metadata):
+        fail(f"{folder / 'plan.parquet'}: measured on the tokens its plan was chosen on (its dataset is in "
+             "its chosen_on), so its perplexity is not held out: give EVAL_TEXT other text than CALIB_TEXT")
     plan = plan[0]
     method, k = plan["method"], plan["k"]
     if sorted(plan["removed_blocks"]) != removed:

@@ -51,9 +51,9 @@ def metadata_of(path: Path) -> dict:
 def read_rows(path: Path, kind: str, dataset: str | None = None, model: str | None = None):
     """The rows of one of the run's tables, refused with the reason when it is missing, of another
     kind, an evaluation table not complete, measured on other tokens than `dataset` (the
-    evaluation text's), plans chosen on those tokens, or with another model than `model` (the full model's evaluation's; a
-    model of the same tokenizer gives the same tokens): the numbers printed are then not what
-    their heading says."""
+    evaluation text's), plans chosen on those tokens, or with another model than `model` (the
+    full model's evaluation's; a model of the same tokenizer gives the same tokens): the numbers
+    printed are then not what their heading says."""
     try:
         metadata, table = read_table(path, kind, "make demo, or make results")
     except TableError as error:
@@ -67,10 +67,9 @@ def read_rows(path: Path, kind: str, dataset: str | None = None, model: str | No
         fail(f"{path}: measured on other tokens than the evaluation text's (tokens-eval.parquet): "
              "a plan table of the calibration tokens, or of an older run")
     # The project's rule: plans are chosen on calibration text only. A plan table records what its
-    # plans were chosen on (`chosen_on`, ids joined by ',' where several; none before 2026-12-06):
-    # a choice that read the evaluation text is not a held-out result.
-    chosen_on = json.loads(metadata.get("layerprune.inputs", "{}")).get("chosen_on", "")
-    if dataset and dataset in chosen_on.split(","):
+    # plans were chosen on (none before 2026-12-06): a choice that read the evaluation text is not
+    # a held-out result.
+    if dataset and dataset in prune_report.chosen_on(metadata):
         fail(f"{path}: its plans were chosen on the evaluation text's tokens (tokens-eval.parquet is "
              "in its chosen_on): their perplexity there is not a held-out measurement")
     measured_with = model_in(metadata)

@@ -243,8 +243,9 @@ impl PlanFiles {
         };
         fixed.sort_unstable();
         fixed.dedup();
-        // A file that records no dataset (random scores, files written before it was recorded)
-        // says nothing of what the choice read.
+        // A file that records no dataset (random or reverse scores from `score-blocks
+        // --num-blocks` alone, files written before it was recorded) says nothing of what the
+        // choice read.
         chosen_on.remove("");
         let surrogate_evaluations = surrogate.as_ref().map_or(0, |saved| {
             self.surrogate_evaluations

@@ -15,10 +15,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "report.py"
 NUM_BLOCKS = 6
 
 
-def plans(path: Path, rows):
+def plans(path: Path, rows, inputs=None):
     """(method, removed blocks, measured NLL, LLM evaluations) rows of a plan table; the full
-    model's NLL 3.0 beside each."""
-    pq.write_table(pa.table({
+    model's NLL 3.0 beside each; `inputs`, its provenance's inputs by role."""
+    table = pa.table({
         "method": [r[0] for r in rows],
         "k": pa.array([len(r[1]) for r in rows], pa.uint32()),
         "removed_blocks": pa.array([r[1] for r in rows], pa.list_(pa.uint32())),
@@ -26,7 +26,10 @@ def plans(path: Path, rows):
         "measured_ppl": [math.exp(r[2]) for r in rows],
         "llm_evaluations": pa.array([r[3] for r in rows], pa.uint64()),
         "full_model_nll": [3.0] * len(rows),
-    }), path)
+    })
+    if inputs is not None:
+        table = table.replace_schema_metadata({"layerprune.inputs": json.dumps(inputs)})
+    pq.write_table(table, path)
 
 
 def run_folder(tmp_path: Path, calibration_rows, method="adaptive-raced"):
@@ -111,6 +114,25 @@ def test_a_measured_table_of_several_plans_or_of_another_method_is_refused(tmp_p
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert (f"report: error: {plan_dir / 'plan-calibration.parquet'} has 0 plans by adaptive at k = 2, "
             "not one") in result.stderr
+
+
+def test_a_plan_measured_on_the_tokens_it_was_chosen_on_is_refused(tmp_path):
+    """The summary prints plan.parquet's perplexities as held-out: one file given as CALIB_TEXT and
+    EVAL_TEXT can cut the same windows for both, and the plan's table then names the tokens it was
+    measured on among those it was chosen on."""
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
+    for chosen_on in ["calib", None]:
+        inputs = {"dataset": "heldout", **({"chosen_on": chosen_on} if chosen_on else {})}
+        plans(plan_dir / "plan.parquet", [("adaptive-raced", [3, 4], 3.4, 7)], inputs)
+        result = summary(run, plan_dir)
+        assert result.returncode == 0, result.stderr
+    for chosen_on in ["heldout", "calib,heldout"]:
+        plans(plan_dir / "plan.parquet", [("adaptive-raced", [3, 4], 3.4, 7)],
+              {"dataset": "heldout", "chosen_on": chosen_on})
+        result = summary(run, plan_dir)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert (f"report: error: {plan_dir / 'plan.parquet'}: measured on the tokens its plan was chosen on "
+                "(its dataset is in its chosen_on)") in result.stderr, result.stderr
 
 
 def test_a_calibration_table_without_the_plan_is_refused_naming_it(tmp_path):
