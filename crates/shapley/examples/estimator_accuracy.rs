@@ -8,7 +8,8 @@
 //! may use) and seed. Output folder: `results.csv` and `summary.md`
 //! (`tools/report/plots.py estimator-rmse` draws `results.csv`). Besides the error, the
 //! calibration of the standard errors: the mean of (error/SE)² over the players (1 when the
-//! standard errors are right), per run and averaged.
+//! standard errors are right) and the share of 95 % intervals (± 1.96 SE) that miss the truth
+//! (0.05 when they are right), per run and averaged.
 //!
 //! cargo run -p layerprune-shapley --example estimator_accuracy -- --synthetic --out bench/
 
@@ -74,6 +75,9 @@ struct Row {
     /// Mean over the players of (error/SE)², the error against the estimator's own estimand;
     /// none where the estimate has no standard errors or one is 0.
     z2: Option<f64>,
+    /// Share of the players whose 95 % interval (estimate ± 1.96 SE) misses the estimator's
+    /// own estimand; none where the estimate has no standard errors.
+    miss95: Option<f64>,
     /// Held-out R² of the regression-adjusted estimators' surrogate.
     surrogate_r2: Option<f64>,
 }
@@ -83,9 +87,8 @@ fn rmse(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Mean over the players of ((estimate − truth)/SE)². A player whose estimate is exact to
-/// rounding counts 0: its SE is at rounding size too (e.g. permutation sampling of a player
-/// whose every marginal is the same), and the ratio of two rounding errors (up to 1e29 on the
-/// synthetic game) says nothing of the SE's calibration.
+/// rounding counts 0: its error says nothing of the SE's calibration (its SE may be of rounding
+/// size too, and the ratio of two rounding errors reached 1e29 on the synthetic game).
 fn mean_z2(values: &[f64], std_errors: Option<&[f64]>, truth: &[f64]) -> Option<f64> {
     let rounding = 1e-9 * truth.iter().fold(0.0_f64, |m, t| m.max(t.abs()));
     let std_errors = std_errors?;
@@ -101,6 +104,23 @@ fn mean_z2(values: &[f64], std_errors: Option<&[f64]>, truth: &[f64]) -> Option<
         sum += (error / se).powi(2);
     }
     Some(sum / values.len() as f64)
+}
+
+/// Share of the players whose interval estimate ± 1.96 SE misses the truth; a player exact to
+/// rounding counts as covered (as in [`mean_z2`]), an SE of 0 about an error as a miss.
+fn miss_share(values: &[f64], std_errors: Option<&[f64]>, truth: &[f64]) -> Option<f64> {
+    let rounding = 1e-9 * truth.iter().fold(0.0_f64, |m, t| m.max(t.abs()));
+    let std_errors = std_errors?;
+    let misses = values
+        .iter()
+        .zip(std_errors)
+        .zip(truth)
+        .filter(|((v, se), t)| {
+            let error = (*v - *t).abs();
+            error > rounding && error > 1.96 * *se
+        })
+        .count();
+    Some(misses as f64 / values.len() as f64)
 }
 
 /// The game over all blocks, and the players (blocks removed in some mask of the table).
@@ -190,18 +210,20 @@ fn main() -> Result<()> {
                     spearman: spearman(&estimates.values, &shapley.values),
                     rmse_own: rmse(&estimates.values, own),
                     z2: mean_z2(&estimates.values, estimates.std_errors.as_deref(), own),
+                    miss95: miss_share(&estimates.values, estimates.std_errors.as_deref(), own),
                     surrogate_r2,
                 });
             }
         }
     }
 
-    let mut csv =
-        String::from("estimator,budget,seed,evaluations,rmse,spearman,rmse_own,surrogate_r2,z2\n");
+    let mut csv = String::from(
+        "estimator,budget,seed,evaluations,rmse,spearman,rmse_own,surrogate_r2,z2,miss95\n",
+    );
     for r in &rows {
         writeln!(
             csv,
-            "{},{},{},{},{:.6e},{:.4},{:.6e},{},{}",
+            "{},{},{},{},{:.6e},{:.4},{:.6e},{},{},{}",
             r.estimator,
             r.budget,
             r.seed,
@@ -211,7 +233,8 @@ fn main() -> Result<()> {
             r.rmse_own,
             r.surrogate_r2
                 .map_or(String::new(), |r2| format!("{r2:.5}")),
-            r.z2.map_or(String::new(), |z2| format!("{z2:.4}"))
+            r.z2.map_or(String::new(), |z2| format!("{z2:.4}")),
+            r.miss95.map_or(String::new(), |m| format!("{m:.4}"))
         )?;
     }
     write_atomically(&args.out.join("results.csv"), &csv)?;
@@ -283,6 +306,14 @@ fn main() -> Result<()> {
         &rows,
         &args.budgets,
         |r| r.z2,
+    );
+    summary += &per_run_mean_table(
+        "Share of 95 % intervals (estimate ± 1.96 SE) that miss the estimator's own estimand \
+         (0.05: calibrated)",
+        &names,
+        &rows,
+        &args.budgets,
+        |r| r.miss95,
     );
     summary += &per_run_mean_table(
         "Mean held-out R² of the surrogate (regression-adjusted estimators)",

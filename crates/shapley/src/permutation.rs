@@ -178,7 +178,9 @@ impl PermutationDesign {
 }
 
 /// The estimate from evaluated masks: mean over units of the unit's average marginal
-/// contributions; standard error from the spread of the unit averages.
+/// contributions; standard error from the spread of the unit averages, each player's
+/// moderated towards the players' pooled spread (few units: see `values::moderated_se`), and
+/// none where the units do not spread at all.
 pub fn permutation_estimate(
     design: &PermutationDesign,
     rows: &[(Mask, f64)],

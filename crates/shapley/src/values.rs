@@ -136,9 +136,20 @@ pub(crate) fn evaluate_masks_for(
     Ok((rows, counting.evaluations()))
 }
 
-/// Mean and standard error of the mean of each column of per-unit rows (`None` below two
-/// rows).
+/// Mean and standard error of the mean of each column (a player) of per-unit rows: the
+/// variance of each player's units moderated towards the players' pooled variance
+/// ([`moderated_se`]). `None` below two rows, or where no unit differs from another.
 pub(crate) fn mean_and_se(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, Option<Vec<f64>>) {
+    let (mean, variances) = mean_and_variance(rows, width);
+    let scale = rows.iter().flatten().fold(0.0_f64, |m, x| m.max(x.abs()));
+    let std_errors = variances
+        .and_then(|variances| moderated_se(&variances, rows.len(), (rows.len() - 1) as f64, scale));
+    (mean, std_errors)
+}
+
+/// Mean and sample variance (divisor rows − 1) of each column of per-unit rows (no variance
+/// below two rows).
+pub(crate) fn mean_and_variance(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, Option<Vec<f64>>) {
     let count = rows.len() as f64;
     let mut mean = vec![0.0; width];
     for row in rows {
@@ -155,8 +166,52 @@ pub(crate) fn mean_and_se(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, Option<
             *v += (x - m).powi(2) / (count - 1.0);
         }
     }
-    let se = var.iter().map(|v| (v / count).sqrt()).collect();
-    (mean, Some(se))
+    (mean, Some(var))
+}
+
+/// Weight, in units' degrees of freedom, of the players' pooled variance in each player's
+/// moderated variance ([`moderated_se`]). 4: with the player's own d = 1 (two units) the
+/// moderated t has 5 degrees of freedom and E t² = 5/3 (with d0 = 2: 3 and E t² = 3); and from about 40 units (permutation sampling at budget 1,024 over 12
+/// players) the player's own spread carries 90 % of the weight, so large samples keep their
+/// standard errors. The players' variances differ up to 12-fold within a game (0.2–3.6 times
+/// their mean on the recorded and synthetic games of docs/estimators.md), which argues against
+/// more: the pooled variance would stand for players it does not fit.
+const POOLED_DEGREES_OF_FREEDOM: f64 = 4.0;
+
+/// Standard errors of the means of `units` units from each player's unit variance with
+/// `degrees_of_freedom` d, moderated towards the players' pooled variance (empirical Bayes,
+/// as limma's moderated t): s̃² = (d0 s0² + d s²)/(d0 + d), s0² the mean of the players'
+/// variances, d0 = [`POOLED_DEGREES_OF_FREEDOM`]; SE = sqrt(s̃²/units).
+///
+/// Why: from a few units a player's own variance is noisy, and on games with higher-order
+/// terms its units take few distinct values, often all the same (permutation pairs of a
+/// third-order game): an SE of 0 about a wrong estimate, a mean (error/SE)² of 1e28–1e30 on
+/// the synthetic game at 2–11 permutation pairs. The other players' spread bounds such an
+/// SE away from 0. `None` where no player's units spread beyond rounding (below 1e-9 of
+/// `scale`, the size of the quantities averaged): the sample then says nothing of its error
+/// (e.g. two permutation pairs of a third-order game whose every triple they order alike, or
+/// a game with at most pairwise interactions, on which permutation sampling is exact).
+pub(crate) fn moderated_se(
+    variances: &[f64],
+    units: usize,
+    degrees_of_freedom: f64,
+    scale: f64,
+) -> Option<Vec<f64>> {
+    if variances.is_empty() || degrees_of_freedom <= 0.0 {
+        return None;
+    }
+    let largest = variances.iter().fold(0.0_f64, |m, v| m.max(*v));
+    if largest.sqrt() <= 1e-9 * scale {
+        return None;
+    }
+    let pooled = variances.iter().sum::<f64>() / variances.len() as f64;
+    let (d0, d) = (POOLED_DEGREES_OF_FREEDOM, degrees_of_freedom);
+    Some(
+        variances
+            .iter()
+            .map(|v| ((d0 * pooled + d * v) / (d0 + d) / units as f64).sqrt())
+            .collect(),
+    )
 }
 
 /// The mean of a quantity over a finite population of `population` members, `known` of which
