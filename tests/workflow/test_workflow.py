@@ -588,8 +588,23 @@ def test_what_a_changed_setting_reruns(tmp_path, text):
                      # The stamped flags at their stage defaults: the same run, the same command text.
                      ["runtime_flags=--graph-optimization layout --tf32=off"]]:
         assert dry(*settings) == {}, settings
-    for settings in [["device=cuda", f"ort_dylib={ort}", "runtime_flags=--tf32 on --mask-batch 1 --batch-windows=0"]]:
-        assert dry(*settings) == dry(*settings[:2]), settings
+    # On CUDA, where every job runs again anyway (another device), the defaults there (--tf32 on)
+    # leave the jobs' commands as they are without them: the job counts alone could not tell.
+    def commands(*settings):
+        result = snakemake(workdir, "evaluations", "-n", "-p", "--cores", "2", "--configfile",
+                           str(config), "--config", *settings)
+        return [line.strip() for line in result.stdout.splitlines()
+                if line.strip().startswith(f"{BIN}/")]
+
+    cuda = ["device=cuda", f"ort_dylib={ort}"]
+    plain = commands(*cuda)
+    assert any(line.startswith(f"{BIN}/evaluate ") for line in plain), plain
+    at_defaults = commands(*cuda, "runtime_flags=--tf32 on --mask-batch 1 --batch-windows=0")
+    assert at_defaults == plain, (at_defaults, plain)
+    # Off is not CUDA's default: in the commands (stamped), as a flag of another value is.
+    tf32_off = commands(*cuda, "runtime_flags=--tf32 off --mask-batch=1")
+    assert all("--tf32 off" in line and "--mask-batch" not in line
+               for line in tf32_off if line.startswith(f"{BIN}/evaluate ")), tf32_off
 
     run = tmp_path / "run"
     masks = (run / "rounds" / "masks-r1.parquet").read_bytes()
@@ -942,18 +957,21 @@ def test_make_and_the_settings_reader_see_the_same_variables(tmp_path):
 def test_the_stamped_flags_defaults_are_evaluates(tmp_path):
     """STAMPED_FLAG_DEFAULTS (pipelines/settings.mk): the stamps leave out a flag given at its
     stage default, so each must be what `evaluate --help` says, and --tf32's (which both engines
-    add by device) the provider's default when absent."""
+    add by device) the provider's default when absent. So for every stage that runs the model
+    (Snakemake leaves such a flag out of its jobs' command lines, the stage taking its default)."""
     defaults = shared_settings().Settings(SETTINGS_MK).variables["STAMPED_FLAG_DEFAULTS"][1].split()
-    help_text = subprocess.run([str(BIN / "evaluate"), "--help"], capture_output=True, text=True,
-                               check=True).stdout
-    flags = re.split(r"\n\s+(?=--)", help_text)
     assert len(defaults) == 3, defaults
-    for default in defaults:
-        flag, value = default.split("=")
-        text = " ".join(next(f for f in flags if f.startswith(f"{flag} ")).split())
-        assert f"[default: {value}]" in text, (default, text)
-    tf32 = " ".join(next(f for f in flags if f.startswith("--tf32 ")).split())
-    assert "absent: ONNX Runtime's default, on" in tf32 and "`on` with --device cpu is an error" in tf32, tf32
+    for stage in ["evaluate", "apply-prune", "frontier"]:
+        help_text = subprocess.run([str(BIN / stage), "--help"], capture_output=True, text=True,
+                                   check=True).stdout
+        flags = re.split(r"\n\s+(?=--)", help_text)
+        for default in defaults:
+            flag, value = default.split("=")
+            text = " ".join(next(f for f in flags if f.startswith(f"{flag} ")).split())
+            assert f"[default: {value}]" in text, (stage, default, text)
+        tf32 = " ".join(next(f for f in flags if f.startswith("--tf32 ")).split())
+        assert "absent: ONNX Runtime's default, on" in tf32, (stage, tf32)
+        assert "`on` with --device cpu is an error" in tf32, (stage, tf32)
 
 
 def test_the_settings_reader_refuses_what_make_would_read_differently(tmp_path):

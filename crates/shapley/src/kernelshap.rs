@@ -320,6 +320,10 @@ pub fn kernelshap_estimate(
     // sampler's tables. No standard error where the fit can interpolate the pairs.
     let pairs = projected_scores.len();
     let std_errors = match (pairs + 1).checked_sub(n).filter(|&df| df > 0) {
+        // Two players have one pair of coalitions ({0}, {1}), and the fit is their Shapley
+        // values whatever the game: exact (SE 0) from one pair on, where the scores, all 0,
+        // would give none (`moderated_se`), or one pair too few.
+        _ if n == 2 => Some(vec![0.0; n]),
         None => None,
         Some(residual_df) if design.without_replacement => {
             let classes: Vec<usize> = design

@@ -139,6 +139,17 @@ impl PermutationDesign {
         masks
     }
 
+    /// Whether every unit gives the Shapley values exactly, whatever the game: one player's
+    /// chain (its one marginal is the whole gain), or two players' antithetic pair (both orders
+    /// there are). Its units agree, which here says that the estimate is exact (SE 0), not, as
+    /// `values::moderated_se` reads units that agree, that the sample says nothing of its error
+    /// (no SE).
+    pub fn is_exact(&self) -> bool {
+        !self.units.is_empty()
+            && (self.num_players <= 1
+                || (self.num_players == 2 && self.units.iter().all(|unit| unit.len() == 2)))
+    }
+
     /// Every mask the estimate needs, each once, sorted.
     pub fn queries(&self) -> Vec<Mask> {
         distinct_sorted((0..self.orders.len()).flat_map(|c| self.chain_masks(c)))
@@ -180,7 +191,8 @@ impl PermutationDesign {
 /// The estimate from evaluated masks: mean over units of the unit's average marginal
 /// contributions; standard error from the spread of the unit averages, each player's
 /// moderated towards the players' pooled spread (few units: see `values::moderated_se`), and
-/// none where the units do not spread at all.
+/// none where the units do not spread at all — unless the design is exact by construction
+/// ([`PermutationDesign::is_exact`]): SE 0 there.
 pub fn permutation_estimate(
     design: &PermutationDesign,
     rows: &[(Mask, f64)],
@@ -194,6 +206,11 @@ pub fn permutation_estimate(
             .collect()
     })?;
     let (values, std_errors) = mean_and_se(&units, design.num_players);
+    let std_errors = if design.is_exact() {
+        Some(vec![0.0; design.num_players])
+    } else {
+        std_errors
+    };
     Ok(Estimates::new(PERMUTATION, values, std_errors))
 }
 

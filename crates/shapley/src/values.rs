@@ -171,11 +171,12 @@ pub(crate) fn mean_and_variance(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, O
 
 /// Weight, in units' degrees of freedom, of the players' pooled variance in each player's
 /// moderated variance ([`moderated_se`]). 4: with the player's own d = 1 (two units) the
-/// moderated t has 5 degrees of freedom and E t² = 5/3 (with d0 = 2: 3 and E t² = 3); and from about 40 units (permutation sampling at budget 1,024 over 12
-/// players) the player's own spread carries 90 % of the weight, so large samples keep their
-/// standard errors. The players' variances differ up to 12-fold within a game (0.2–3.6 times
-/// their mean on the recorded and synthetic games of docs/estimators.md), which argues against
-/// more: the pooled variance would stand for players it does not fit.
+/// moderated t has 5 degrees of freedom and E t² = 5/3 (with d0 = 2: 3 and E t² = 3); and from
+/// about 40 units (permutation sampling at budget 1,024 over 12 players) the player's own spread
+/// carries 90 % of the weight, so large samples keep their standard errors. The players'
+/// variances differ up to 12-fold within a game (0.2–3.6 times their mean on the recorded and
+/// synthetic games of docs/estimators.md), which argues against more: the pooled variance would
+/// stand for players it does not fit.
 const POOLED_DEGREES_OF_FREEDOM: f64 = 4.0;
 
 /// Standard errors of the means of `units` units from each player's unit variance with

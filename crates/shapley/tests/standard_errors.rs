@@ -146,3 +146,39 @@ fn no_standard_error_where_the_units_do_not_spread() {
         run_estimator(Estimator::Permutation, &mut game, &Players::all(n), 64, 1).unwrap();
     assert_eq!(estimates.std_errors, None);
 }
+
+/// With one or two players the antithetic pair (both orders of two players) and the kernel
+/// pair ({0}, {1}) give the Shapley values exactly, whatever the game: their units agree because
+/// the estimate is exact, so the standard error is 0, not missing (as it was, like a sample that
+/// says nothing of its error, once units that agree gave none).
+#[test]
+fn one_or_two_players_are_exact_with_standard_error_0() {
+    for n in [1, 2] {
+        let mut game = PairwiseGame {
+            linear: (0..n).map(|i| 0.1 * (i + 1) as f64).collect(),
+            pairs: (0..n)
+                .map(|i| (0..n).map(|j| if i == j { 0.0 } else { 0.03 }).collect())
+                .collect(),
+            base: 0.5,
+        };
+        let (truth, _) = exact_values(&mut game, &Players::all(n)).unwrap();
+        let truth = truth.values;
+        for kind in [Estimator::Permutation, Estimator::KernelShap] {
+            for budget in [4, 64] {
+                let estimates =
+                    run_estimator(kind, &mut game, &Players::all(n), budget, 1).unwrap();
+                for (value, t) in estimates.values.iter().zip(&truth) {
+                    assert!(
+                        (value - t).abs() < 1e-12,
+                        "{kind}, {n} players: {value} vs {t}"
+                    );
+                }
+                assert_eq!(
+                    estimates.std_errors,
+                    Some(vec![0.0; n]),
+                    "{kind}, {n} players, budget {budget}"
+                );
+            }
+        }
+    }
+}
