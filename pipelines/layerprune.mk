@@ -51,10 +51,10 @@ STAGE_THREADS := $(or $(call flag_value,--threads,$(EVALUATE_FLAGS)),0)
 STAMPED_FLAGS := --tf32 --graph-optimization $(if $(filter cuda,$(DEVICE_KIND)),--mask-batch --batch-windows)
 # $(call evaluate_flags_among,FLAGS,keep|drop): EVALUATE_FLAGS' flags FLAGS with their values
 # (keep), or every word but those (drop); a listed flag's value follows it or comes after '='.
-# Kept, a flag given at its stage default (RUNTIME_FLAG_DEFAULTS) is left out: the same run.
-RUNTIME_FLAG_DEFAULTS := $(STAMPED_FLAG_DEFAULTS) --tf32=$(if $(filter cuda,$(DEVICE_KIND)),on,off)
+# Kept, a flag given at its stage default (the device kind's STAMPED_FLAG_DEFAULTS_<kind>) is
+# left out: the same run.
 evaluate_flags_among = $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(1)' -v keep='$(2)' \
-  -v defaults='$(RUNTIME_FLAG_DEFAULTS)' \
+  -v defaults='$(STAMPED_FLAG_DEFAULTS_$(DEVICE_KIND))' \
   'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) listed[f[i]] = 1; \
            n = split(defaults, d, " "); for (i = 1; i <= n; i++) at_default[d[i]] = 1 } \
    value { if (keep == "keep" && !((flag "=" $$0) in at_default)) printf " %s %s", flag, $$0; value = 0; next } \

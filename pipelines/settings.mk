@@ -77,10 +77,12 @@ THREADS ?= 0
 # flag given at its default is the run without it, so the stamps leave it out (Make's
 # evaluate_flags_among, Snakemake's runtime_flags_among). Stamped, `EVALUATE_FLAGS=
 # --graph-optimization layout` measured everything again and dropped the plans' cache of
-# evaluations for the same arithmetic. --tf32's is the device's: on for CUDA (ONNX Runtime's
-# default), off on the CPU, which refuses on (stamped, so that it fails as on a fresh run);
-# both engines add it. tests/workflow checks these against evaluate --help.
+# evaluations for the same arithmetic. By the kind of device, for --tf32's: on for CUDA (ONNX
+# Runtime's default), off on the CPU, which refuses on (stamped, so that it fails as on a fresh
+# run). tests/workflow checks these against the stages' --help.
 STAMPED_FLAG_DEFAULTS := --graph-optimization=layout --mask-batch=1 --batch-windows=0
+STAMPED_FLAG_DEFAULTS_cpu := $(STAMPED_FLAG_DEFAULTS) --tf32=off
+STAMPED_FLAG_DEFAULTS_cuda := $(STAMPED_FLAG_DEFAULTS) --tf32=on
 
 # --- The method table: plan method -> its apply-prune arguments ---------------------------------
 # One row PLAN_ARGS_<method> per method. A one-shot method is named by its estimator, as the

@@ -26,10 +26,11 @@ method:
 
     if current_method_name(row["method"]) == current_method_name(asked): ...
 
-Reading tables needs pyarrow (imported when a table is read); current_method_name needs only the
-standard library.
+Reading tables needs pyarrow (imported when a table is read); current_method_name and chosen_on
+(what a plan table's plans were chosen on, from its metadata) need only the standard library.
 """
 
+import json
 from pathlib import Path
 
 # Methods renamed when every table, flag and setting took one name per method (docs/formats.md):
@@ -66,6 +67,15 @@ def renamed_method(name):
     stages and Make refuse it); None for any other name."""
     now = current_method_name(name)
     return None if now == name else f"{name} is now named {now}"
+
+
+def chosen_on(metadata: dict) -> set:
+    """The dataset ids of the token tables the plans of a plan table (its decoded metadata) were
+    chosen on: its provenance input `chosen_on`, several joined by ',' (docs/formats.md; the Rust
+    stages' reader is layerprune_tables::parse_dataset_ids); none where it records none, as a
+    table written before 2026-12-06."""
+    inputs = json.loads(metadata.get("layerprune.inputs", "{}"))
+    return {dataset for dataset in inputs.get("chosen_on", "").split(",") if dataset}
 
 
 class TableError(Exception):

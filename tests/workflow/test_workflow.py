@@ -954,13 +954,17 @@ def test_make_and_the_settings_reader_see_the_same_variables(tmp_path):
     assert {"methods", "adaptive_budget", "masks", "ks", "seed"} <= set(settings.settings())
 
 
-def test_the_stamped_flags_defaults_are_evaluates(tmp_path):
-    """STAMPED_FLAG_DEFAULTS (pipelines/settings.mk): the stamps leave out a flag given at its
-    stage default, so each must be what `evaluate --help` says, and --tf32's (which both engines
-    add by device) the provider's default when absent. So for every stage that runs the model
+def test_the_stamped_flag_defaults_are_the_stages(tmp_path):
+    """STAMPED_FLAG_DEFAULTS_<kind> (pipelines/settings.mk): the stamps leave out a flag given at
+    its stage default, so each must be what `evaluate --help` says, and --tf32's the provider's
+    default when absent on CUDA, off on the CPU. So for every stage that runs the model
     (Snakemake leaves such a flag out of its jobs' command lines, the stage taking its default)."""
-    defaults = shared_settings().Settings(SETTINGS_MK).variables["STAMPED_FLAG_DEFAULTS"][1].split()
-    assert len(defaults) == 3, defaults
+    values = shared_settings().Settings(SETTINGS_MK).resolve(RUN="/the/run")
+    by_kind = {kind: values[f"STAMPED_FLAG_DEFAULTS_{kind}"].split() for kind in ("cpu", "cuda")}
+    assert {kind: [d for d in defaults if d.startswith("--tf32=")] for kind, defaults in by_kind.items()} == \
+        {"cpu": ["--tf32=off"], "cuda": ["--tf32=on"]}, by_kind
+    defaults = [d for d in by_kind["cuda"] if not d.startswith("--tf32=")]
+    assert len(defaults) == 3 and defaults == [d for d in by_kind["cpu"] if not d.startswith("--tf32=")], by_kind
     for stage in ["evaluate", "apply-prune", "frontier"]:
         help_text = subprocess.run([str(BIN / stage), "--help"], capture_output=True, text=True,
                                    check=True).stdout

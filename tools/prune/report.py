@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
-from layerprune_tables import current_method_name  # noqa: E402  (the standard library alone)
+from layerprune_tables import chosen_on, current_method_name  # noqa: E402  (the standard library alone)
 
 
 def fail(message):
@@ -83,14 +83,6 @@ def read_table_at(path: Path):
 def read_rows(path: Path):
     """The rows of the Parquet table at `path`, refused as read_table_at refuses."""
     return read_table_at(path)[1]
-
-
-def chosen_on(metadata: dict) -> set:
-    """The dataset ids of the token tables the plans of a plan table (its decoded metadata) were
-    chosen on: its provenance input `chosen_on`, several joined by ',' (docs/formats.md); none where
-    it records none, as a table written before 2026-12-06. Shared with tools/report/summarize.py."""
-    inputs = json.loads(metadata.get("layerprune.inputs", "{}"))
-    return {dataset for dataset in inputs.get("chosen_on", "").split(",") if dataset}
 
 
 def file_size(path: Path):

@@ -23,7 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
-from layerprune_tables import TableError, current_method_name, read_metadata, read_table, renamed_method  # noqa: E402
+from layerprune_tables import (TableError, chosen_on, current_method_name, read_metadata, read_table,  # noqa: E402
+                               renamed_method)
 
 # The runner-up's margin and how clearly it separates, as `make prune`'s summary reads them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
@@ -69,7 +70,7 @@ def read_rows(path: Path, kind: str, dataset: str | None = None, model: str | No
     # The project's rule: plans are chosen on calibration text only. A plan table records what its
     # plans were chosen on (none before 2026-12-06): a choice that read the evaluation text is not
     # a held-out result.
-    if dataset and dataset in prune_report.chosen_on(metadata):
+    if dataset and dataset in chosen_on(metadata):
         fail(f"{path}: its plans were chosen on the evaluation text's tokens (tokens-eval.parquet is "
              "in its chosen_on): their perplexity there is not a held-out measurement")
     measured_with = model_in(metadata)

@@ -72,11 +72,9 @@ struct Row {
     rmse: f64,
     spearman: f64,
     rmse_own: f64,
-    /// Mean over the players of (error/SE)², the error against the estimator's own estimand;
-    /// none where the estimate has no standard errors or one is 0.
+    /// Mean (error/SE)² against the estimator's own estimand (`Estimates::mean_z2`).
     z2: Option<f64>,
-    /// Share of the players whose 95 % interval (estimate ± 1.96 SE) misses the estimator's
-    /// own estimand; none where the estimate has no standard errors.
+    /// Share of 95 % intervals that miss it (`Estimates::miss95`).
     miss95: Option<f64>,
     /// Held-out R² of the regression-adjusted estimators' surrogate.
     surrogate_r2: Option<f64>,
@@ -84,43 +82,6 @@ struct Row {
 
 fn rmse(a: &[f64], b: &[f64]) -> f64 {
     (a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
-}
-
-/// Mean over the players of ((estimate − truth)/SE)². A player whose estimate is exact to
-/// rounding counts 0: its error says nothing of the SE's calibration (its SE may be of rounding
-/// size too, and the ratio of two rounding errors reached 1e29 on the synthetic game).
-fn mean_z2(values: &[f64], std_errors: Option<&[f64]>, truth: &[f64]) -> Option<f64> {
-    let rounding = 1e-9 * truth.iter().fold(0.0_f64, |m, t| m.max(t.abs()));
-    let std_errors = std_errors?;
-    let mut sum = 0.0;
-    for ((v, se), t) in values.iter().zip(std_errors).zip(truth) {
-        let error = v - t;
-        if error.abs() <= rounding {
-            continue;
-        }
-        if *se <= 0.0 {
-            return None;
-        }
-        sum += (error / se).powi(2);
-    }
-    Some(sum / values.len() as f64)
-}
-
-/// Share of the players whose interval estimate ± 1.96 SE misses the truth; a player exact to
-/// rounding counts as covered (as in [`mean_z2`]), an SE of 0 about an error as a miss.
-fn miss_share(values: &[f64], std_errors: Option<&[f64]>, truth: &[f64]) -> Option<f64> {
-    let rounding = 1e-9 * truth.iter().fold(0.0_f64, |m, t| m.max(t.abs()));
-    let std_errors = std_errors?;
-    let misses = values
-        .iter()
-        .zip(std_errors)
-        .zip(truth)
-        .filter(|((v, se), t)| {
-            let error = (*v - *t).abs();
-            error > rounding && error > 1.96 * *se
-        })
-        .count();
-    Some(misses as f64 / values.len() as f64)
 }
 
 /// The game over all blocks, and the players (blocks removed in some mask of the table).
@@ -209,8 +170,8 @@ fn main() -> Result<()> {
                     rmse: rmse(&estimates.values, &shapley.values),
                     spearman: spearman(&estimates.values, &shapley.values),
                     rmse_own: rmse(&estimates.values, own),
-                    z2: mean_z2(&estimates.values, estimates.std_errors.as_deref(), own),
-                    miss95: miss_share(&estimates.values, estimates.std_errors.as_deref(), own),
+                    z2: estimates.mean_z2(own),
+                    miss95: estimates.miss95(own),
                     surrogate_r2,
                 });
             }

@@ -150,6 +150,19 @@ impl PermutationDesign {
                 || (self.num_players == 2 && self.units.iter().all(|unit| unit.len() == 2)))
     }
 
+    /// The mean of `units` (per-unit average marginals of units of this design, as
+    /// [`Self::unit_marginals`] gives them) and its standard errors (`values::mean_and_se`),
+    /// 0 where the design is exact ([`Self::is_exact`]). Permutation sampling, the sampled
+    /// Shapley values of a surrogate and the chains' residual halves all read their units so.
+    pub(crate) fn mean_and_se(&self, units: &[Vec<f64>]) -> (Vec<f64>, Option<Vec<f64>>) {
+        let (values, std_errors) = mean_and_se(units, self.num_players);
+        if self.is_exact() {
+            (values, Some(vec![0.0; self.num_players]))
+        } else {
+            (values, std_errors)
+        }
+    }
+
     /// Every mask the estimate needs, each once, sorted.
     pub fn queries(&self) -> Vec<Mask> {
         distinct_sorted((0..self.orders.len()).flat_map(|c| self.chain_masks(c)))
@@ -205,12 +218,7 @@ pub fn permutation_estimate(
             .map(|m| table.get(m))
             .collect()
     })?;
-    let (values, std_errors) = mean_and_se(&units, design.num_players);
-    let std_errors = if design.is_exact() {
-        Some(vec![0.0; design.num_players])
-    } else {
-        std_errors
-    };
+    let (values, std_errors) = design.mean_and_se(&units);
     Ok(Estimates::new(PERMUTATION, values, std_errors))
 }
 

@@ -566,7 +566,7 @@ pub fn regression_adjusted_chains_estimate(
         let units = design.unit_marginals(&halves[h], &mut |chain| {
             design.chain_masks(chain).iter().map(residual).collect()
         })?;
-        Ok(mean_and_se(&units, n))
+        Ok(design.mean_and_se(&units))
     };
     cross_fit(
         REGRESSION_ADJUSTED_LOG_CHAINS,

@@ -378,6 +378,8 @@ pub fn regression_adjusted_stratified_estimate(
     // mask of the size; and the surrogate biases the folds' corrections show.
     let mut held_residuals: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
     let mut biases = SurrogateBias::new(n);
+    // The sample variance of residuals.
+    let spread = |values: &[f64]| variance_of_mean(values) * values.len() as f64;
     for (done, &k) in used_folds.iter().enumerate() {
         let (train_masks, train_values): (Vec<Mask>, Vec<f64>) = strata
             .by_size
@@ -428,8 +430,7 @@ pub fn regression_adjusted_stratified_estimate(
             // mask of the size (about five masks a size) it has no such spread either: the
             // spread over every fold's residuals of the size stands in, known after the folds.
             let size_residuals: Vec<f64> = rows.iter().filter(|r| r.3).map(|r| r.1 - r.2).collect();
-            let size_spread = (size_residuals.len() >= 2)
-                .then(|| variance_of_mean(&size_residuals) * size_residuals.len() as f64);
+            let size_spread = (size_residuals.len() >= 2).then(|| spread(&size_residuals));
             held_residuals[size].extend(&size_residuals);
             for (side, kept) in [(0, true), (1, false)] {
                 let population = subpopulation_size(n, size, kept);
@@ -479,7 +480,6 @@ pub fn regression_adjusted_stratified_estimate(
     // The spread of the held-out residuals over every fold, by size; over every size where a
     // size has a single sampled mask (a budget of about n + 1), erring large there.
     let all_held: Vec<f64> = held_residuals.concat();
-    let spread = |values: &[f64]| variance_of_mean(values) * values.len() as f64;
     let residual_spread: Vec<f64> = held_residuals
         .iter()
         .map(|size| spread(if size.len() >= 2 { size } else { &all_held }))

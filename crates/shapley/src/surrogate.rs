@@ -6,7 +6,7 @@ use layerprune_core::Game;
 
 use crate::permutation::permutation_design_pairs;
 use crate::progress::Progress;
-use crate::values::{mean_and_se, CHUNK};
+use crate::values::CHUNK;
 use crate::{rng_from_seed, Estimates, ShapleyError};
 
 pub const SURROGATE_SHAPLEY: &str = "surrogate-shapley";
@@ -70,5 +70,5 @@ pub(crate) fn sampled_shapley(
         })?);
         progress.advance(batch.len());
     }
-    Ok(mean_and_se(&units, n))
+    Ok(design.mean_and_se(&units))
 }

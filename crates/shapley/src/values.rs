@@ -58,6 +58,53 @@ impl Estimates {
     pub fn sum(&self) -> f64 {
         self.values.iter().sum()
     }
+
+    /// How well the standard errors tell the error against known values `truth` (e.g. the
+    /// exact Shapley values): the mean over the players of ((estimate − truth)/SE)², 1 where
+    /// they are right (`estimator_accuracy`, `tests/standard_errors.rs`). A player whose
+    /// estimate is exact to rounding (within 1e-9 of the largest |truth|) counts 0: its error
+    /// says nothing of the SE's calibration (its SE may be of rounding size too, and the ratio
+    /// of two rounding errors reached 1e29 on the synthetic game). `None` without standard
+    /// errors, or where one is 0 about an error.
+    pub fn mean_z2(&self, truth: &[f64]) -> Option<f64> {
+        let mut sum = 0.0;
+        for (error, se) in self.errors_beyond_rounding(truth)? {
+            if se <= 0.0 {
+                return None;
+            }
+            sum += (error / se).powi(2);
+        }
+        Some(sum / self.values.len() as f64)
+    }
+
+    /// The share of the players whose 95 % interval ([`Self::ci95`]) misses `truth`, 0.05
+    /// where the standard errors are right; a player exact to rounding is covered (as in
+    /// [`Self::mean_z2`]), an SE of 0 about an error misses. `None` without standard errors.
+    pub fn miss95(&self, truth: &[f64]) -> Option<f64> {
+        let misses = self
+            .errors_beyond_rounding(truth)?
+            .filter(|(error, se)| error.abs() > 1.96 * se)
+            .count();
+        Some(misses as f64 / self.values.len() as f64)
+    }
+
+    /// (error, SE) of each player whose estimate is not `truth` to rounding; `None` without
+    /// standard errors.
+    fn errors_beyond_rounding<'a>(
+        &'a self,
+        truth: &'a [f64],
+    ) -> Option<impl Iterator<Item = (f64, f64)> + 'a> {
+        let rounding = 1e-9 * truth.iter().fold(0.0_f64, |m, t| m.max(t.abs()));
+        let std_errors = self.std_errors.as_ref()?;
+        Some(
+            self.values
+                .iter()
+                .zip(truth)
+                .map(|(v, t)| v - t)
+                .zip(std_errors.iter().copied())
+                .filter(move |(error, _)| error.abs() > rounding),
+        )
+    }
 }
 
 /// Values of masks looked up by mask; asking for a mask that is not there is an error that

@@ -2358,6 +2358,14 @@ fn chosen_and_measured_on(path: &Path) -> (Option<String>, Option<String>) {
     (inputs.remove("chosen_on"), inputs.remove("dataset"))
 }
 
+/// Runs apply-prune, which must succeed: its stderr, where the warnings are.
+fn succeed_stderr(args: &[&str]) -> String {
+    let output = apply_prune(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{args:?}: {stderr}");
+    stderr
+}
+
 /// What `apply-prune --method from-plan` warns of when it measures plans on the tokens they
 /// were chosen on.
 const NOT_HELD_OUT: &str = "measured on the tokens they were chosen on: the measurement is not \
@@ -2405,9 +2413,7 @@ fn plans_measured_on_held_out_tokens_record_what_they_were_chosen_on() {
             &out_s,
         ];
         args.extend_from_slice(extra);
-        let output = apply_prune(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "{args:?}: {stderr}");
+        let stderr = succeed_stderr(&args);
         (out, stderr)
     };
     let held_out_s = s(&held_out);
@@ -2459,7 +2465,7 @@ fn one_shot_plans_record_the_dataset_of_their_scores() {
     let (model_s, tokens_s) = (s(&fixture()), s(&tokens));
     let plan = dir.path().join("plan.parquet");
     let plan_s = s(&plan);
-    let one_shot = |scores: &Path, measured: bool| -> String {
+    let one_shot = |scores: &Path, measured: bool| {
         let scores_s = s(scores);
         let mut args = vec![
             "--scores",
@@ -2474,10 +2480,7 @@ fn one_shot_plans_record_the_dataset_of_their_scores() {
         if measured {
             args.extend(["--model", &model_s, "--tokens", &tokens_s]);
         }
-        let output = apply_prune(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "{args:?}: {stderr}");
-        stderr
+        succeed(&args);
     };
     one_shot(&scores, true);
     assert_eq!(
@@ -2486,7 +2489,7 @@ fn one_shot_plans_record_the_dataset_of_their_scores() {
     );
     // Measured on those tokens again: they were not what the plan was chosen on, so no warning.
     let again = dir.path().join("again.parquet");
-    let output = apply_prune(&[
+    let stderr = succeed_stderr(&[
         "--method",
         "from-plan",
         "--plans",
@@ -2498,8 +2501,6 @@ fn one_shot_plans_record_the_dataset_of_their_scores() {
         "--out",
         &s(&again),
     ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains(NOT_HELD_OUT), "{stderr}");
     assert_eq!(
         chosen_and_measured_on(&again),
