@@ -92,8 +92,9 @@ def removed_from_plan(plan: Path, method, k):
     rows = table.to_pylist()
     # A method asked for by an old name is refused naming the new one, as apply-prune's
     # --plan-method refuses it: every stage writes the one name now.
-    if method is not None and renamed_method(method):
-        sys.exit(f"prune_hf: error: --plan-method {renamed_method(method)}")
+    refusal = None if method is None else renamed_method(method)
+    if refusal:
+        sys.exit(f"prune_hf: error: --plan-method {refusal}")
     matches = [r for r in rows if (method is None or current_method_name(r["method"]) == method)
                and (k is None or r["k"] == k)]
     available = sorted({(current_method_name(r["method"]), r["k"]) for r in rows})

@@ -6,7 +6,7 @@
 //!
 //! This is the one module of the crate that reads files; the methods themselves never do.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -225,14 +225,16 @@ impl PlanFiles {
                 count.agree(table.num_blocks, path, "plan table")?;
                 // The model the plans were chosen on, as their provenance records it (tables
                 // written before 2026-12-04 without --model record none).
-                let earlier_model = read_input_ids(path)?.remove(input_role::MODEL);
+                let earlier_inputs = read_input_ids(path)?;
                 one_model.agree(
-                    earlier_model.as_deref().unwrap_or_default(),
+                    earlier_inputs
+                        .get(input_role::MODEL)
+                        .map_or("", String::as_str),
                     path,
                     ": the plans were chosen on another model",
                 )?;
                 if method == PlanMethod::FromPlan {
-                    chosen_on.extend(earlier_chosen_on(path)?);
+                    chosen_on.extend(earlier_chosen_on(path, &earlier_inputs)?);
                 }
                 Some(table)
             }
@@ -274,14 +276,13 @@ impl PlanFiles {
     }
 }
 
-/// What the plans of the plan table at `path` were chosen on: its `chosen_on` entry, read as a
-/// set. A table written before that entry was recorded has none, and its `dataset` (where its
-/// plans were measured) is what they were chosen on only where the method measured them on
-/// those tokens while choosing: its command line (`apply-prune --method sleb` or `adaptive`)
-/// says so. Any other old table (a one-shot plan measured on tokens it did not choose by, a
+/// What the plans of the plan table at `path` (its provenance inputs `inputs`) were chosen on:
+/// its `chosen_on` entry, read as a set. A table written before that entry was recorded has
+/// none, and its `dataset` (where its plans were measured) is what they were chosen on only
+/// where the method measured them on those tokens while choosing: its command line
+/// (`apply-prune --method sleb` or `adaptive`) says so. Any other old table (a one-shot plan measured on tokens it did not choose by, a
 /// search, from-plan onto other text) tells nothing of what its choice read: none is known.
-fn earlier_chosen_on(path: &Path) -> Result<BTreeSet<String>> {
-    let inputs = read_input_ids(path)?;
+fn earlier_chosen_on(path: &Path, inputs: &BTreeMap<String, String>) -> Result<BTreeSet<String>> {
     if let Some(value) = inputs.get(input_role::CHOSEN_ON) {
         return Ok(parse_dataset_ids(value));
     }

@@ -19,7 +19,7 @@
 use layerprune_core::{Game, Mask};
 use rand::Rng;
 
-use crate::values::{distinct_sorted, mean_and_variance, moderated_se};
+use crate::values::{distinct_sorted, mean_and_variance, moderated_se, rounding_of};
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 use layerprune_core::linalg::Cholesky;
 
@@ -349,8 +349,7 @@ fn iid_se(projected_scores: &[Vec<f64>], residual_df: usize, values: &[f64]) -> 
     let (_, variances) = mean_and_variance(projected_scores, values.len());
     let correction = (pairs - 1) as f64 / residual_df as f64;
     let variances: Vec<f64> = variances?.iter().map(|v| v * correction).collect();
-    let scale = values.iter().fold(0.0_f64, |s, v| s.max(v.abs()));
-    moderated_se(&variances, pairs, residual_df as f64, scale)
+    moderated_se(&variances, pairs, residual_df as f64, rounding_of(values))
 }
 
 /// Standard error of the mean of per-pair terms over a design drawn without replacement class

@@ -56,7 +56,7 @@ use crate::exact::all_masks;
 use crate::regression::{
     held_out_r2, HalfSurrogate, SurrogateTarget, MAX_SURROGATE_ENUMERATED_PLAYERS,
 };
-use crate::values::{partly_known_mean, variance_of_mean};
+use crate::values::{partly_known_mean, sample_variance, variance_of_mean};
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError};
 use layerprune_core::Game;
 
@@ -257,7 +257,7 @@ pub fn stratified_estimate(
         // of none takes the size's mean. The spread over the whole size also holds the
         // difference between the players' sides, so it errs large. A size of one mask has no
         // spread at all: no standard error then.
-        let size_spread = variance_of_mean(&size_values) * size_values.len() as f64;
+        let size_spread = sample_variance(&size_values);
         estimable &= size_values.len() >= 2;
         for (i, v) in variance.iter_mut().enumerate() {
             for kept in [true, false] {
@@ -379,7 +379,6 @@ pub fn regression_adjusted_stratified_estimate(
     let mut held_residuals: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
     let mut biases = SurrogateBias::new(n);
     // The sample variance of residuals.
-    let spread = |values: &[f64]| variance_of_mean(values) * values.len() as f64;
     for (done, &k) in used_folds.iter().enumerate() {
         let (train_masks, train_values): (Vec<Mask>, Vec<f64>) = strata
             .by_size
@@ -430,7 +429,7 @@ pub fn regression_adjusted_stratified_estimate(
             // mask of the size (about five masks a size) it has no such spread either: the
             // spread over every fold's residuals of the size stands in, known after the folds.
             let size_residuals: Vec<f64> = rows.iter().filter(|r| r.3).map(|r| r.1 - r.2).collect();
-            let size_spread = (size_residuals.len() >= 2).then(|| spread(&size_residuals));
+            let size_spread = (size_residuals.len() >= 2).then(|| sample_variance(&size_residuals));
             held_residuals[size].extend(&size_residuals);
             for (side, kept) in [(0, true), (1, false)] {
                 let population = subpopulation_size(n, size, kept);
@@ -482,7 +481,7 @@ pub fn regression_adjusted_stratified_estimate(
     let all_held: Vec<f64> = held_residuals.concat();
     let residual_spread: Vec<f64> = held_residuals
         .iter()
-        .map(|size| spread(if size.len() >= 2 { size } else { &all_held }))
+        .map(|size| sample_variance(if size.len() >= 2 { size } else { &all_held }))
         .collect();
     let mut values = exact_part;
     let mut variances = vec![0.0; n];
@@ -571,11 +570,14 @@ impl SurrogateBias {
     /// corrected).
     fn mean_square(&self, size: usize) -> f64 {
         let mean = |squares: &[f64]| squares.iter().sum::<f64>() / squares.len().max(1) as f64;
-        let all_sizes = self.unseen.concat();
         if self.unseen[size].len() >= MIN_BIASES_PER_SIZE {
-            mean(&self.unseen[size])
-        } else if !all_sizes.is_empty() {
-            mean(&all_sizes)
+            return mean(&self.unseen[size]);
+        }
+        // Every size's, read in place (asked once a size).
+        let (sum, count) =
+            (self.unseen.iter().flatten()).fold((0.0, 0), |(s, c), q| (s + q, c + 1));
+        if count > 0 {
+            sum / count as f64
         } else {
             mean(&self.every)
         }

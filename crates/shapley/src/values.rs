@@ -94,7 +94,7 @@ impl Estimates {
         &'a self,
         truth: &'a [f64],
     ) -> Option<impl Iterator<Item = (f64, f64)> + 'a> {
-        let rounding = 1e-9 * truth.iter().fold(0.0_f64, |m, t| m.max(t.abs()));
+        let rounding = rounding_of(truth);
         let std_errors = self.std_errors.as_ref()?;
         Some(
             self.values
@@ -188,9 +188,10 @@ pub(crate) fn evaluate_masks_for(
 /// ([`moderated_se`]). `None` below two rows, or where no unit differs from another.
 pub(crate) fn mean_and_se(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, Option<Vec<f64>>) {
     let (mean, variances) = mean_and_variance(rows, width);
-    let scale = rows.iter().flatten().fold(0.0_f64, |m, x| m.max(x.abs()));
-    let std_errors = variances
-        .and_then(|variances| moderated_se(&variances, rows.len(), (rows.len() - 1) as f64, scale));
+    let rounding = rounding_of(rows.iter().flatten());
+    let std_errors = variances.and_then(|variances| {
+        moderated_se(&variances, rows.len(), (rows.len() - 1) as f64, rounding)
+    });
     (mean, std_errors)
 }
 
@@ -216,6 +217,12 @@ pub(crate) fn mean_and_variance(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, O
     (mean, Some(var))
 }
 
+/// What a difference among `values` below counts as rounding: 1e-9 of the largest magnitude
+/// (an estimate exact to rounding, units that do not spread).
+pub(crate) fn rounding_of<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
+    1e-9 * values.into_iter().fold(0.0_f64, |m, v| m.max(v.abs()))
+}
+
 /// Weight, in units' degrees of freedom, of the players' pooled variance in each player's
 /// moderated variance ([`moderated_se`]). 4: with the player's own d = 1 (two units) the
 /// moderated t has 5 degrees of freedom and E t² = 5/3 (with d0 = 2: 3 and E t² = 3); and from
@@ -235,21 +242,21 @@ const POOLED_DEGREES_OF_FREEDOM: f64 = 4.0;
 /// terms its units take few distinct values, often all the same (permutation pairs of a
 /// third-order game): an SE of 0 about a wrong estimate, a mean (error/SE)² of 1e28–1e30 on
 /// the synthetic game at 2–11 permutation pairs. The other players' spread bounds such an
-/// SE away from 0. `None` where no player's units spread beyond rounding (below 1e-9 of
-/// `scale`, the size of the quantities averaged): the sample then says nothing of its error
+/// SE away from 0. `None` where no player's units spread beyond `rounding` (that of the
+/// quantities averaged, [`rounding_of`]): the sample then says nothing of its error
 /// (e.g. two permutation pairs of a third-order game whose every triple they order alike, or
 /// a game with at most pairwise interactions, on which permutation sampling is exact).
 pub(crate) fn moderated_se(
     variances: &[f64],
     units: usize,
     degrees_of_freedom: f64,
-    scale: f64,
+    rounding: f64,
 ) -> Option<Vec<f64>> {
     if variances.is_empty() || degrees_of_freedom <= 0.0 {
         return None;
     }
     let largest = variances.iter().fold(0.0_f64, |m, v| m.max(*v));
-    if largest.sqrt() <= 1e-9 * scale {
+    if largest.sqrt() <= rounding {
         return None;
     }
     let pooled = variances.iter().sum::<f64>() / variances.len() as f64;
@@ -275,10 +282,15 @@ pub(crate) fn partly_known_mean(population: f64, known: f64, exact_sum: f64, hel
 
 /// Variance of the mean of a sample (0 below two values).
 pub(crate) fn variance_of_mean(values: &[f64]) -> f64 {
+    sample_variance(values) / values.len().max(1) as f64
+}
+
+/// The sample variance of `values` (divisor count − 1); 0 below two values.
+pub(crate) fn sample_variance(values: &[f64]) -> f64 {
     let count = values.len() as f64;
     if values.len() < 2 {
         return 0.0;
     }
     let mean = values.iter().sum::<f64>() / count;
-    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0) / count
+    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0)
 }

@@ -80,7 +80,7 @@ struct Args {
     /// table's `method` column records it (a one-shot plan by its estimator, e.g.
     /// `block-influence`). A table written before the names were made one is read by the names
     /// its methods have now (`search` for its `surrogate-search`).
-    #[arg(long, value_parser = current_method_name)]
+    #[arg(long, value_parser = not_renamed_method)]
     plan_method: Option<String>,
     /// Numbers of blocks to remove, one plan each (e.g. 3,6,9); with from-plan, every plan of
     /// --plans when not given.
@@ -245,7 +245,7 @@ fn parse_race_se(text: &str) -> Result<f64, String> {
 }
 
 /// `--plan-method`: a method's name, an old one refused naming the new.
-fn current_method_name(name: &str) -> Result<String, String> {
+fn not_renamed_method(name: &str) -> Result<String, String> {
     method_names::renamed(name).map_or(Ok(name.to_string()), Err)
 }
 
