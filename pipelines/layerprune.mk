@@ -52,7 +52,9 @@ STAMPED_FLAGS := --tf32 --graph-optimization $(if $(filter cuda,$(DEVICE_KIND)),
 # $(call evaluate_flags_among,FLAGS,keep|drop): EVALUATE_FLAGS' flags FLAGS with their values
 # (keep), or every word but those (drop); a listed flag's value follows it or comes after '='.
 # Kept, a flag given at its stage default (the device kind's STAMPED_FLAG_DEFAULTS_<kind>) is
-# left out: the same run.
+# left out: the same run; and `--flag=value` is written `--flag value`, so that the two
+# spellings of one setting stamp alike (a run folder stamped with `=` before 2026-12-06 is
+# measured again once).
 evaluate_flags_among = $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(1)' -v keep='$(2)' \
   -v defaults='$(STAMPED_FLAG_DEFAULTS_$(DEVICE_KIND))' \
   'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) listed[f[i]] = 1; \
@@ -60,7 +62,7 @@ evaluate_flags_among = $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$
    value { if (keep == "keep" && !((flag "=" $$0) in at_default)) printf " %s %s", flag, $$0; value = 0; next } \
    { name = $$0; sub(/=.*/, "", name) } \
    $$0 in listed { flag = $$0; value = 1; next } \
-   index($$0, "=") && name in listed { if (keep == "keep" && !($$0 in at_default)) printf " %s", $$0; next } \
+   index($$0, "=") && name in listed { if (keep == "keep" && !($$0 in at_default)) printf " %s %s", name, substr($$0, index($$0, "=") + 1); next } \
    keep != "keep" { printf " %s", $$0 } \
    END { if (value && keep == "keep") printf " %s", flag }')
 RUNTIME_FLAGS_STAMPED := $(call evaluate_flags_among,$(STAMPED_FLAGS),keep)

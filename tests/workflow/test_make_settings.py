@@ -156,9 +156,11 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cuda --threads 1")
     assert status != 0 and "cuda:0 requested but unavailable" in output, output
     assert (run / ".settings" / "device").read_text() == "cuda\nlayerprune-stamp 3\n"
-    # CUDA's defaults of the stamped flags (--tf32 on there) are the run without them; off is not.
+    # CUDA's defaults of the stamped flags (--tf32 on there) are the run without them; off is not,
+    # and its two spellings stamp alike.
     for flags, stamp in (("--tf32 on --mask-batch=1 --batch-windows 0 --graph-optimization layout", "cuda"),
-                         ("--tf32=off --mask-batch 1", "cuda --tf32=off")):
+                         ("--tf32=off --mask-batch 1", "cuda --tf32 off"),
+                         ("--tf32 off --graph-optimization=basic", "cuda --tf32 off --graph-optimization basic")):
         status, output, _ = make(*targets, f"EVALUATE_FLAGS=--device cuda --threads 1 {flags}")
         assert status != 0 and "cuda:0 requested but unavailable" in output, output
         assert (run / ".settings" / "device").read_text() == f"{stamp}\nlayerprune-stamp 3\n", flags

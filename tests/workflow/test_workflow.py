@@ -605,6 +605,8 @@ def test_what_a_changed_setting_reruns(tmp_path, text):
     tf32_off = commands(*cuda, "runtime_flags=--tf32 off --mask-batch=1")
     assert all("--tf32 off" in line and "--mask-batch" not in line
                for line in tf32_off if line.startswith(f"{BIN}/evaluate ")), tf32_off
+    # The setting's other spelling is the same command text (Snakemake would rerun every job).
+    assert commands(*cuda, "runtime_flags=--tf32=off") == tf32_off
 
     run = tmp_path / "run"
     masks = (run / "rounds" / "masks-r1.parquet").read_bytes()
