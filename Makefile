@@ -170,7 +170,7 @@ Settings most used, with their values now (defaults: pipelines/settings.mk):
   METHODS=$(METHODS)
   DEVICE=$(DEVICE) (cpu, cuda, cuda:N) THREADS=$(THREADS) (0: every core)
   EVALUATE_FLAGS=$(EVALUATE_FLAGS) (given whole: the stages' --device, --threads, runtime flags)
-  make prune: MODEL=$(MODEL) K=$(K) MAX_PPL_RATIO=$(MAX_PPL_RATIO)
+  make prune: MODEL=$(MODEL) K=$(K) MAX_PPL_RATIO=$(MAX_PPL_RATIO) PRUNE_OUT=$(if $(MODEL),$(PRUNE_OUT),) (its run folder; empty: build/runs/prune-<MODEL's name>)
   make results: RESULTS_METHODS=$(RESULTS_METHODS)
   make frontier: FRONTIER_KS=$(FRONTIER_KS) FRONTIER_METHODS=$(FRONTIER_METHODS) FRONTIER_SEEDS=$(FRONTIER_SEEDS)
   make exact-game: EXACT=$(EXACT) EXACT_FIXED=$(EXACT_FIXED) EXACT_WINDOWS=$(EXACT_WINDOWS)

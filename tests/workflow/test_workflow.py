@@ -980,6 +980,16 @@ def test_the_stamped_flag_defaults_are_the_stages(tmp_path):
         assert "`on` with --device cpu is an error" in tf32, (stage, tf32)
 
 
+def test_make_frontiers_budgets_are_the_stages_default():
+    """`frontier` run by hand without --budgets plays what `make frontier` plays (it lacked
+    0.25sleb, whose rows the published frontier has)."""
+    text = (ROOT / "pipelines" / "frontier.mk").read_text()
+    make_budgets = re.search(r"^FRONTIER_BUDGETS \?= (\S+)$", text, re.M).group(1)
+    help_text = " ".join(subprocess.run([str(BIN / "frontier"), "--help"], capture_output=True,
+                                        text=True, check=True).stdout.split())
+    assert f"[default: {make_budgets}]" in help_text, (make_budgets, help_text)
+
+
 def test_the_settings_reader_refuses_what_make_would_read_differently(tmp_path):
     reader = shared_settings()
     for text in ["KS ?= 3,6,9 # a comment Make would keep the spaces of\n",

@@ -105,6 +105,27 @@ fn check_no_fixed_scores(path: &Path, table: &ScoreTable) -> Result<(), TableErr
     }
 }
 
+/// An estimate ranks its block: a number, or +∞ (a leave-one-out removal that collapsed the
+/// model, removed last). NaN orders nothing and −∞ would say removing the block gains without
+/// bound: refused on writing and reading, so that `inspect` says what `apply-prune` would
+/// (which refused them only for the estimator it was asked for).
+fn check_estimates(path: &Path, rows: &[ScoreRow]) -> Result<(), TableError> {
+    match rows
+        .iter()
+        .position(|r| r.estimate.is_nan() || r.estimate == f64::NEG_INFINITY)
+    {
+        Some(row) => Err(TableError::bad(
+            path,
+            format!(
+                "row {row}, column \"estimate\": {} for block {} by {}: not a number or +inf \
+                 (+inf: a block removed last)",
+                rows[row].estimate, rows[row].block, rows[row].estimator
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn write_scores(
     path: &Path,
     table: &ScoreTable,
@@ -113,6 +134,7 @@ pub fn write_scores(
     check_blocks(path, table.num_blocks, table.rows.iter().map(|r| &r.block))?;
     check_fixed_blocks(path, table.num_blocks, &table.fixed_blocks)?;
     check_no_fixed_scores(path, table)?;
+    check_estimates(path, &table.rows)?;
     let rows = &table.rows;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.block))),
@@ -188,6 +210,7 @@ pub fn read_scores(path: &Path) -> Result<ScoreTable, TableError> {
     };
     check_blocks(path, table.num_blocks, table.rows.iter().map(|r| &r.block))?;
     check_no_fixed_scores(path, &table)?;
+    check_estimates(path, &table.rows)?;
     Ok(table)
 }
 

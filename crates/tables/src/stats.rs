@@ -18,9 +18,10 @@ pub struct BlockStatRow {
     /// Number of consecutive blocks (1 for single-block statistics).
     pub run_length: u32,
     /// Mean cosine similarity between the hidden state entering `start_block` and the one
-    /// leaving block `start_block + run_length - 1`, over all scored tokens.
+    /// leaving block `start_block + run_length - 1`, over every position of every window.
     pub mean_cosine: f64,
-    /// `arccos(mean_cosine) / pi`, in [0, 1].
+    /// The mean over the same positions of `arccos(cosine) / pi`, in [0, 1]: the mean of the
+    /// angles, not the angle of `mean_cosine`.
     pub angular_distance: f64,
 }
 

@@ -502,3 +502,36 @@ fn block_statistics_out_of_range_or_measured_twice_are_refused_on_writing_and_re
         .mean_cosine
         .is_nan());
 }
+
+#[test]
+fn score_estimates_that_rank_nothing_are_refused_on_writing_and_reading() {
+    // A NaN estimate was read (and `inspect` said the table was fine) and refused by
+    // `apply-prune` only for the estimator it was asked for. +inf ranks: a block removed last.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("scores.parquet");
+    let valid = ScoreTable {
+        num_blocks: 3,
+        fixed_blocks: vec![],
+        model_id: String::new(),
+        dataset_id: String::new(),
+        rows: vec![
+            ScoreRow::point(0, 1.0, "leave-one-out", 4),
+            ScoreRow::point(1, f64::INFINITY, "leave-one-out", 4),
+            ScoreRow::point(2, -3.0, "leave-one-out", 4),
+        ],
+    };
+    write_scores(&good, &valid, &provenance()).unwrap();
+    assert_eq!(read_scores(&good).unwrap(), valid);
+    for value in [f64::NAN, f64::NEG_INFINITY] {
+        let mut broken = valid.clone();
+        broken.rows[2].estimate = value;
+        let path = dir.path().join("written.parquet");
+        let error = write_scores(&path, &broken, &provenance()).unwrap_err();
+        assert_names(&error, &path, 2, "estimate");
+        assert!(!path.exists(), "a refused table was written");
+
+        let path = dir.path().join(format!("read-{value}.parquet"));
+        with_column(&good, &path, "estimate", vec![1.0, f64::INFINITY, value]);
+        assert_names(&read_scores(&path).unwrap_err(), &path, 2, "estimate");
+    }
+}

@@ -25,7 +25,7 @@ use layerprune_tables::Provenance;
 #[command(
     version,
     about = "The selection methods' plans against the LLM evaluations they used, measured on held-out text (--methods lists them)",
-    after_help = "Examples:\n  frontier --model model/ --calibration c0=calib-0.parquet --calibration c1=calib-1.parquet \\\n    --heldout wikitext2=wt2.parquet --k 3,6,9 --budgets least,0.5sleb,sleb,2000 --out-dir runs/frontier"
+    after_help = "Examples:\n  frontier --model model/ --calibration c0=calib-0.parquet --calibration c1=calib-1.parquet \\\n    --heldout wikitext2=wt2.parquet --k 3,6,9 --budgets least,0.25sleb,0.5sleb,sleb,2000 --out-dir runs/frontier"
 )]
 struct Args {
     /// Layered model folder (manifest.json + graphs), the model every method plays.
@@ -60,7 +60,7 @@ struct Args {
     methods: Vec<FrontierMethod>,
     /// Budgets of adaptive removal (raced or not): `least`, `sleb` (SLEB's cost at the same k),
     /// `0.5sleb`, or a number of LLM evaluations.
-    /// [default: least,0.5sleb,sleb,2000]
+    /// [default: least,0.25sleb,0.5sleb,sleb,2000]
     #[arg(long, value_delimiter = ',')]
     budgets: Option<Vec<Budget>>,
     /// The quadratic-surrogate Shapley method on this many stratified masks (what
@@ -115,7 +115,7 @@ fn named(text: &str, flag: &str) -> Result<(String, PathBuf), String> {
 }
 
 /// Budgets of adaptive removal, the Shapley method's masks and seed when not given.
-const DEFAULT_BUDGETS: &str = "least,0.5sleb,sleb,2000";
+const DEFAULT_BUDGETS: &str = "least,0.25sleb,0.5sleb,sleb,2000";
 const DEFAULT_SHAPLEY_MASKS: usize = 200;
 
 fn main_body(args: Args) -> Result<()> {
