@@ -55,16 +55,18 @@ calibration_set = $(BIN)/prepare-tokens --model $(MODEL_DIR) --lambada $(LAMBADA
   --mode random --seed $(1) --out $(2)
 
 # Settings stamps (layerprune.mk): what the calibration sets and the held-out windows are drawn
-# with (each set's seed is in its name), and the kind of device. When they change, the caches
-# measured with the old ones go too (frontier refuses a cache of other tokens or another model,
-# and would read one of another device as this one's).
+# with (each set's seed is in its name), and the kind of device. When the tokens change, the
+# caches measured on the old ones go too (frontier refuses a cache of other tokens or another
+# model); a cache measured on another device or with other runtime flags frontier starts again
+# itself (--replace-cache-measured-otherwise), replacing the file once it has measured something,
+# so a CUDA request that fails keeps the old measurements.
 FRONTIER_CACHES = $(FRONTIER_RUN)/cache-$(1)-*.parquet
 # The model folder, the LAMBADA passages and WikiText-2 (when present) are identified by what they
 # are, not only their path (INPUTS of settings_stamp_at): order-only prerequisites below.
 FRONTIER_WIKITEXT = $(wildcard $(WIKITEXT))
 $(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/calib,$(MODEL_PATH_STAMPED) $(CALIB_DOCUMENTS) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,calibration);,$(MODEL_INPUT) $(LAMBADA)))
 $(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/heldout,$(MODEL_PATH_STAMPED) $(EVAL_DOCUMENTS) $(FRONTIER_HELDOUT_WINDOWS) $(SEQ_LEN) $(BOS),rm -f $(call FRONTIER_CACHES,heldout);,$(MODEL_INPUT) $(LAMBADA) $(FRONTIER_WIKITEXT)))
-$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/device,$(MODEL_RUNTIME),rm -f $(call FRONTIER_CACHES,*);))
+$(eval $(call settings_stamp_at,$(FRONTIER_RUN)/.settings/device,$(MODEL_RUNTIME)))
 
 $(FRONTIER_RUN)/calib-%.parquet: $(FRONTIER_RUN)/.settings/calib | $(BIN)/prepare-tokens $(MODEL_INPUT) $(LAMBADA)
 	@mkdir -p $(FRONTIER_RUN)
@@ -83,7 +85,8 @@ $(FRONTIER_RUN)/heldout-wikitext2.parquet: $(FRONTIER_RUN)/.settings/heldout | $
 frontier: $(ORT_STAGE_LIB) venv-report $(FRONTIER_CALIB) $(FRONTIER_HELDOUT) $(FRONTIER_RUN)/.settings/device | $(BIN)/frontier
 	$(BIN)/frontier --model $(MODEL_DIR) $(foreach s,$(FRONTIER_SEEDS),--calibration c$(s)=$(FRONTIER_RUN)/calib-$(s).parquet) \
 	  $(foreach h,$(FRONTIER_HELDOUT),--heldout $(patsubst heldout-%.parquet,%,$(notdir $(h)))=$(h)) \
-	  --k $(FRONTIER_KS) $(FRONTIER_METHOD_FLAGS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN)
+	  --k $(FRONTIER_KS) $(FRONTIER_METHOD_FLAGS) $(EVALUATE_FLAGS) --out-dir $(FRONTIER_RUN) \
+	  --replace-cache-measured-otherwise
 	$(VENV_REPORT)/bin/python tools/report/frontier.py $(FRONTIER_RUN)/frontier.csv --out $(FRONTIER_RUN)/frontier.md \
 	  --plot $(FRONTIER_RUN)/frontier.svg
 

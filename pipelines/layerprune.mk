@@ -249,8 +249,11 @@ $(eval $(call settings_stamp,surrogate-quadratic,$(SEED) $(SURROGATE_RIDGE)))
 # flags (MODEL_RUNTIME), a setting of every table measured on the model: the providers' kernels
 # round differently (NLL within ~1e-4), so a table measured on one is not reported as the
 # other's, and a CUDA request (or a flag) that cannot be met fails as on a fresh run instead of
-# printing the CPU's tables. The plan cache was measured there too.
-$(eval $(call settings_stamp,device,$(MODEL_RUNTIME),rm -f $(PLAN_CACHE);))
+# printing the CPU's tables. The plan cache was measured there too: apply-prune starts it again
+# (--replace-cache-measured-otherwise, plan_args) and replaces the file once it has measured
+# something, so a request that fails keeps the old measurements (removed on the change before
+# 2026-12-06, under make -j before anything had run on the new device).
+$(eval $(call settings_stamp,device,$(MODEL_RUNTIME)))
 
 # $(call new_calibration_tokens,CACHE,MODEL FOLDER,PREPARE-TOKENS ARGUMENTS): the recipe of $@.
 # The cache of LLM evaluations, for one model and one token table, is kept only when it is of
@@ -320,7 +323,7 @@ $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-block
 # model folder is order-only, as another model makes the calibration tokens again.
 APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS)
 # $(call plan_args,METHOD): its row of the method table, and the shared cache if it has one.
-plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE)))
+plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE) --replace-cache-measured-otherwise))
 # $(call plan_inputs,METHOD): the files of the run its row names.
 plan_inputs = $(filter $(RUN)/%,$(PLAN_ARGS_$(1)))
 

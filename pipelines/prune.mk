@@ -213,14 +213,14 @@ $(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(
 # not depend on them: everything measured on the tokens does, so a new kind or flag measures it all
 # again. The tokens themselves come out the same, so their rule keeps the cache of evaluations
 # (keep_cache.sh compares the model and the tokens, not what the rows were measured on), whose rows
-# apply-prune then refuses (`its rows were measured on cpu, this run measures on cpu, graph
-# optimization basic`). The cache is dropped by a stamp of MODEL_RUNTIME of its own, what the
-# rows record as evaluated_on, when it changes, as the demo's device stamp drops its plan cache
-# (layerprune.mk); the plan's rule has it order-only, so that the stamp is up to date before
-# apply-prune opens the cache, and the token stamps alone say what is measured again.
+# apply-prune starts again (--replace-cache-measured-otherwise: `its rows were measured on cpu,
+# this run measures on cpu, graph optimization basic`), replacing the file only once it has
+# measured something, so a CUDA request that fails keeps the old measurements (as the demo's
+# plan cache, layerprune.mk). The device stamp, of MODEL_RUNTIME, what the rows record as
+# evaluated_on, is order-only for the plan's rule; the token stamps say what is measured again.
 $(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) $(SEQ_LEN) $(BOS) $(SEED) $(MODEL_RUNTIME),$(PRUNE_MODEL_DIR)/manifest.json $(CALIB_INPUT)))
 $(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(MODEL_RUNTIME),$(PRUNE_MODEL_DIR)/manifest.json $(EVAL_INPUT)))
-$(eval $(call settings_stamp_at,$(PRUNE_OUT)/.settings/device,$(MODEL_RUNTIME),rm -f $(PRUNE_CACHE);))
+$(eval $(call settings_stamp_at,$(PRUNE_OUT)/.settings/device,$(MODEL_RUNTIME)))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
@@ -264,7 +264,7 @@ $(PRUNE_PLAN_DIR)/plan-calibration.parquet: $(PRUNE_OUT)/tokens-calib.parquet $(
 	@# before the `||`), the shell's trap does the same once apply-prune has stopped.
 	trap '$(PRUNE_CHOICE_CLEANUP); exit 130' INT TERM HUP; \
 	$(BIN)/apply-prune $(PRUNE_PLAN_ARGS) $(PRUNE_CHOICE_FLAGS) --model $(PRUNE_MODEL_DIR) $(EVALUATE_FLAGS) \
-	  --tokens $< --cache $(PRUNE_CACHE) --out $@ || { $(PRUNE_CHOICE_CLEANUP); exit 1; }
+	  --tokens $< --cache $(PRUNE_CACHE) --replace-cache-measured-otherwise --out $@ || { $(PRUNE_CHOICE_CLEANUP); exit 1; }
 
 PRUNE_CHOICE_CLEANUP = { ! command -v flock >/dev/null || flock -n $(PRUNE_PLAN_LOCK) rm -f $(PRUNE_PLAN_LOCK) 2>/dev/null; \
   rmdir $(PRUNE_PLAN_DIR) 2>/dev/null; }

@@ -140,18 +140,24 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
 
     # The CPU's tables are not reported for a CUDA request: the stages run again, and fail as
     # a fresh run would (this machine's library has no CUDA provider).
+    cache = run / "plans" / "evaluations-calib.parquet"
+    measured = cache.read_bytes()
     status, output, ran = make(*targets, "DEVICE=cuda")
     assert status != 0
     assert "cuda:0 requested but unavailable" in output, output
     assert {name for name, _ in ran} & {"evaluate", "apply-prune"}, ran
-    # The plan cache measured on the CPU went with the change.
-    assert not (run / "plans" / "evaluations-calib.parquet").exists()
+    # The plan cache measured on the CPU outlives a request that measured nothing (it went with
+    # the change of stamp before 2026-12-06, also under make -j before anything had run).
+    assert cache.read_bytes() == measured
+    status, output, _ = make("-j2", *targets, "DEVICE=cuda")
+    assert status != 0 and cache.read_bytes() == measured, output
 
-    # Back on the CPU everything measured is measured again; a GPU index would be no change.
+    # Back on the CPU the tables are made again, the plans from the cache, which measured
+    # nothing; a GPU index would be no change.
     status, output, ran = make(*targets, "DEVICE=cpu")
     assert status == 0, output
     assert {name for name, _ in ran} >= {"evaluate", "apply-prune"}
-    assert (run / "plans" / "evaluations-calib.parquet").exists()
+    assert cache.read_bytes() == measured
     # The device as EVALUATE_FLAGS gives it (the stages' flags given whole) counts the same.
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cuda --threads 1")
     assert status != 0 and "cuda:0 requested but unavailable" in output, output
@@ -697,6 +703,9 @@ def test_runtime_flags_remeasure_and_threads_change_nothing(make, tmp_path):
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --graph-optimization basic")
     assert status == 0 and {"evaluate", "apply-prune"} <= {name for name, _ in ran}, output
     assert "--graph-optimization basic" in (run / ".settings" / "device").read_text()
+    # The plan cache was started again for those kernels, and holds their measurements.
+    cache = pq.read_table(run / "plans" / "evaluations-calib.parquet")
+    assert b"graph optimization basic" in cache.schema.metadata[b"layerprune.evaluated_on"], cache.schema.metadata
 
 
 def test_an_evaluation_stopped_with_part_of_its_masks_is_resumed(make, tmp_path):

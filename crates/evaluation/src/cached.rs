@@ -36,7 +36,7 @@ use layerprune_runtime::{
 };
 use layerprune_tables::{
     resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, PartialWindows,
-    Provenance, TokenTable,
+    Provenance, TableErrorKind, TokenTable,
 };
 
 use crate::pace::SavePace;
@@ -89,6 +89,31 @@ const CHUNK_MASKS: usize = 8;
 /// masks would cost more than measuring them.
 const SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// What [`EvaluationCache::open`] does with a cache of this model and token table whose rows
+/// were measured on another device or arithmetic (`evaluated_on`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MeasuredOtherwise {
+    /// Refused, naming both: a cache a user keeps, given to a run on another device by mistake.
+    #[default]
+    Refuse,
+    /// Started again empty, with a warning; the file is replaced at the first save, i.e. once
+    /// something was measured on the new device: a pipeline's cache across a change of device,
+    /// where a CUDA request that then fails keeps the CPU's measurements (a pipeline that
+    /// removed the cache on the change lost them).
+    Replace,
+}
+
+impl MeasuredOtherwise {
+    /// The stages' `--replace-cache-measured-otherwise`.
+    pub fn replace_if(flag: bool) -> Self {
+        if flag {
+            MeasuredOtherwise::Replace
+        } else {
+            MeasuredOtherwise::Refuse
+        }
+    }
+}
+
 /// An evaluation cache file taken for one run: locked, read, and checked to hold evaluations of
 /// this run's model, token table and device and settings ([`EvaluationCache::open`]); what
 /// [`CachedLlm::open_with`] plays the game through.
@@ -110,13 +135,16 @@ pub struct EvaluationCache {
 impl EvaluationCache {
     /// Takes the lock of `path` (waiting while another run uses it), then reads the evaluation
     /// table there (an empty one when missing) and refuses it, naming the file and what
-    /// differs, if it was measured on another model, token table, number of windows, or device
-    /// and settings than `model` on `tokens` with `options`.
+    /// differs, if it was measured on another model, token table or number of windows than
+    /// `model` on `tokens`; one measured on another device or settings than `options` is
+    /// refused too, or with [`MeasuredOtherwise::Replace`] started again (the file replaced at
+    /// the first save, once something was measured).
     pub fn open(
         path: &Path,
         model: &LayeredModel,
         tokens: &TokenTable,
         options: &EvalOptions,
+        measured_otherwise: MeasuredOtherwise,
     ) -> Result<Self> {
         let evaluated_on = evaluated_on(model, tokens, options);
         // Taken before reading, so what another run is still measuring is read too.
@@ -128,13 +156,28 @@ impl EvaluationCache {
         })?;
         // Its own error names the file and what differs (model, token table, device and
         // settings): no context here, which would have to guess which.
-        let table = resume_evaluations(
+        let table = match resume_evaluations(
             path,
             model.num_blocks(),
             model.model_id(),
             &tokens.dataset_id,
             &evaluated_on,
-        )?;
+        ) {
+            Err(error)
+                if error.kind == TableErrorKind::MeasuredOtherwise
+                    && measured_otherwise == MeasuredOtherwise::Replace =>
+            {
+                tracing::warn!(
+                    "{error}; starting the cache again (the file is replaced once this run has \
+                     measured something)"
+                );
+                EvaluationTable {
+                    evaluated_on: Some(evaluated_on.clone()),
+                    ..EvaluationTable::new(model.num_blocks(), model.model_id(), &tokens.dataset_id)
+                }
+            }
+            resumed => resumed?,
+        };
         if let Some(entry) = table
             .partial_windows
             .iter()
@@ -181,7 +224,9 @@ impl CachedLlm {
         provenance: Provenance,
     ) -> Result<Self> {
         let cache = cache
-            .map(|path| EvaluationCache::open(path, &model, tokens, &options))
+            .map(|path| {
+                EvaluationCache::open(path, &model, tokens, &options, MeasuredOtherwise::Refuse)
+            })
             .transpose()?;
         Self::open_with(model, tokens, options, cache, provenance)
     }

@@ -18,9 +18,11 @@ use layerprune_selection::frontier::{
 };
 use layerprune_selection::method_names::{self, RECOMMENDED};
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
-use layerprune_tables::{read_tokens, resume_evaluations, Provenance, TableKind, TokenTable};
+use layerprune_tables::{
+    read_tokens, resume_evaluations, Provenance, TableErrorKind, TableKind, TokenTable,
+};
 
-use crate::{block_stats_table, CachedLlm, EvaluationCache};
+use crate::{block_stats_table, CachedLlm, EvaluationCache, MeasuredOtherwise};
 
 /// What a frontier run reads, plays and writes.
 #[derive(Clone, Debug)]
@@ -44,6 +46,8 @@ pub struct FrontierRun {
     pub seed: u64,
     /// Folder of the caches and frontier.csv.
     pub out_dir: PathBuf,
+    /// What a cache in `out_dir` measured on another device or arithmetic gets.
+    pub cache_measured_otherwise: MeasuredOtherwise,
     pub runtime: RuntimeOptions,
     /// How the model is evaluated (windows a pass, the prefix cache, masks a block call).
     pub evaluation: EvalOptions,
@@ -184,7 +188,7 @@ impl PreparedFrontier {
                         )
                     })?;
                 let cache = cache_path(&run.out_dir, kind, name, &self.inputs)?;
-                resume_evaluations(
+                match resume_evaluations(
                     &cache,
                     manifest.num_blocks,
                     &model_id,
@@ -193,8 +197,15 @@ impl PreparedFrontier {
                         &run.evaluation
                             .for_windows(&table.windows, manifest.vocab_size),
                     ),
-                )
-                .with_context(|| cache_refused(flag, name, path))?;
+                ) {
+                    // Started again when its set runs, which says so.
+                    Err(error)
+                        if error.kind == TableErrorKind::MeasuredOtherwise
+                            && run.cache_measured_otherwise == MeasuredOtherwise::Replace => {}
+                    resumed => {
+                        resumed.with_context(|| cache_refused(flag, name, path))?;
+                    }
+                }
             }
         }
         Ok(())
@@ -266,7 +277,13 @@ impl PreparedFrontier {
                 .find(|(set, _)| set == name)
                 .map(|(_, path)| path.as_path())
                 .expect("every set opened is one of the run's");
-            let cache = EvaluationCache::open(&path, &model, tokens, &run.evaluation)
+            let cache = EvaluationCache::open(
+                &path,
+                &model,
+                tokens,
+                &run.evaluation,
+                run.cache_measured_otherwise,
+            )
                 .with_context(|| cache_refused(&format!("--{kind}"), name, tokens_path))?;
             let game = CachedLlm::open_with(
                 model,
@@ -505,6 +522,7 @@ mod tests {
             shapley_masks: 0,
             seed: 0,
             out_dir: dir.join("out"),
+            cache_measured_otherwise: MeasuredOtherwise::Refuse,
             runtime: RuntimeOptions::default(),
             evaluation: EvalOptions::default(),
             provenance: Provenance::new("frontier", "0", vec![]),

@@ -28,7 +28,7 @@ mod perplexity;
 mod shard;
 mod tasks;
 
-pub use cached::{CachedLlm, EvaluationCache};
+pub use cached::{CachedLlm, EvaluationCache, MeasuredOtherwise};
 pub use layerprune_data::Bos;
 pub use masks::{load_masks, ordered_rows, MaskList, MaskSource};
 pub use perplexity::{

@@ -22,6 +22,10 @@ pub enum TableErrorKind {
     /// The table is a checkpoint of a run that has not finished (`complete = false`), read by a
     /// stage that draws conclusions from it.
     Incomplete,
+    /// An evaluation table of this model and token table whose rows were measured on another
+    /// device or arithmetic (`evaluated_on`) than the run resuming it: refused, unless the
+    /// caller starts it again (a pipeline's cache across a change of device).
+    MeasuredOtherwise,
 }
 
 /// Reading or writing a table failed. The message always names the file (`path`).

@@ -762,7 +762,7 @@ pub fn resume_evaluations(
         {
             return Err(TableError::new(
                 path,
-                TableErrorKind::BadValue,
+                TableErrorKind::MeasuredOtherwise,
                 format!(
                     "cannot resume: its rows were measured on {found}, this run measures on \
                      {evaluated_on} (the same model and token table, but their NLLs differ in \

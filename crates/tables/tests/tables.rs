@@ -1024,6 +1024,7 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
     // NLLs differ in the last digits.
     assert_eq!(done.evaluated_on.as_deref(), Some("cpu"));
     let error = resume_evaluations(&file, 3, "model", "data", "cuda, tf32 on").unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::MeasuredOtherwise);
     assert!(
         error.message.contains(
             "measured on cpu, this run measures on cuda, tf32 on (the same model and token table"

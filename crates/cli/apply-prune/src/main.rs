@@ -176,6 +176,13 @@ struct Args {
     /// keep the table as it is).
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// A --cache whose rows were measured on another device or arithmetic (`evaluated_on`:
+    /// another kind of device, --tf32, --graph-optimization, on CUDA the batch shapes) is
+    /// started again, with a warning, its file replaced once something was measured (refused by
+    /// default). For pipelines, which then keep the old measurements through a device request
+    /// that fails.
+    #[arg(long, requires = "cache")]
+    replace_cache_measured_otherwise: bool,
     /// Skip checking the model files' sha256 against the manifest (a --pruned-out folder then
     /// carries the manifest's hashes of files nobody checked: `evaluate` checks them when it
     /// opens the folder, and refuses one that a changed source file made wrong).
@@ -493,7 +500,15 @@ fn apply_prune(args: Args) -> Result<()> {
                 .cache
                 .as_deref()
                 .map(|path| {
-                    layerprune_evaluation::EvaluationCache::open(path, &model, &tokens, &options)
+                    layerprune_evaluation::EvaluationCache::open(
+                        path,
+                        &model,
+                        &tokens,
+                        &options,
+                        layerprune_evaluation::MeasuredOtherwise::replace_if(
+                            args.replace_cache_measured_otherwise,
+                        ),
+                    )
                         .map_err(|error| {
                             let context = cache_refusal(path, &error);
                             error.context(context)

@@ -2351,6 +2351,73 @@ fn a_cache_it_cannot_use_is_refused_naming_the_cache_and_what_differs() {
     );
 }
 
+/// `--replace-cache-measured-otherwise` (the pipelines'): a cache of the same model and tokens
+/// measured with other settings is started again with a warning, and replaced only once this run
+/// has measured something, so a run that fails before (a CUDA request that cannot be met) keeps
+/// it; a cache of another model is still refused; without --cache the flag is a usage error.
+#[test]
+fn a_cache_measured_otherwise_is_replaced_only_once_something_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let cache = dir.path().join("cache.parquet");
+    let plan = dir.path().join("plan.parquet");
+    let args = measuring_args("sleb", "1", &tokens, &plan, Some(&cache));
+    succeed(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let on_cpu = layerprune_tables::read_evaluations(&cache).unwrap();
+    std::fs::remove_file(&plan).unwrap();
+    let with = |extra: &[&str]| {
+        let mut args = measuring_args("sleb", "1", &tokens, &plan, Some(&cache));
+        args.push("--replace-cache-measured-otherwise".into());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+
+    // A device that cannot be had: refused before anything is measured, the cache as it was.
+    let before = std::fs::read(&cache).unwrap();
+    let out = apply_prune(&with(&["--device", "cuda"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&cache).unwrap(), before);
+
+    // Other arithmetic: started again, said, and the file now holds this run's measurements.
+    let stderr = succeed_stderr(
+        &with(&["--graph-optimization", "basic"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        stderr.contains("this run measures on cpu, graph optimization basic")
+            && stderr.contains("starting the cache again"),
+        "{stderr}"
+    );
+    let again = layerprune_tables::read_evaluations(&cache).unwrap();
+    assert_eq!(again.evaluated_on.as_deref(), Some("cpu, graph optimization basic"));
+    assert_eq!(again.rows.len(), on_cpu.rows.len());
+    std::fs::remove_file(&plan).unwrap();
+
+    // Another model's cache is refused as ever.
+    let other = dir.path().join("other-model.parquet");
+    layerprune_tables::write_evaluations(
+        &other,
+        &layerprune_tables::EvaluationTable {
+            model_id: "another-model".into(),
+            ..on_cpu.clone()
+        },
+        &Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    let mut args = measuring_args("sleb", "1", &tokens, &plan, Some(&other));
+    args.push("--replace-cache-measured-otherwise".into());
+    let out = apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another model"));
+
+    let mut args = measuring_args("sleb", "1", &tokens, &plan, None);
+    args.push("--replace-cache-measured-otherwise".into());
+    let out = apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A plan table's provenance: what its plans were chosen on (`chosen_on`) and where they were
 /// measured (`dataset`).
 fn chosen_and_measured_on(path: &Path) -> (Option<String>, Option<String>) {

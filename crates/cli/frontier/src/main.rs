@@ -18,6 +18,7 @@ use layerprune_cli_common::{
     check_folder_outside_inputs, command_line, count, run, DeviceArgs, Io, RuntimeArgs,
 };
 use layerprune_evaluation::frontier::FrontierRun;
+use layerprune_evaluation::MeasuredOtherwise;
 use layerprune_selection::frontier::{Budget, FrontierMethod};
 use layerprune_tables::Provenance;
 
@@ -74,6 +75,13 @@ struct Args {
     /// Folder for the caches and frontier.csv.
     #[arg(long)]
     out_dir: PathBuf,
+    /// A cache in --out-dir whose rows were measured on another device or arithmetic
+    /// (`evaluated_on`: another kind of device, --tf32, --graph-optimization, on CUDA the batch
+    /// shapes) is started again, with a warning, its file replaced once something was measured
+    /// (refused by default). For pipelines, which then keep the old measurements through a
+    /// device request that fails.
+    #[arg(long)]
+    replace_cache_measured_otherwise: bool,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -167,6 +175,9 @@ fn main_body(args: Args) -> Result<()> {
         shapley_masks: args.shapley_masks.unwrap_or(DEFAULT_SHAPLEY_MASKS),
         seed,
         out_dir: args.out_dir.clone(),
+        cache_measured_otherwise: MeasuredOtherwise::replace_if(
+            args.replace_cache_measured_otherwise,
+        ),
         runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
         evaluation: args.runtime.eval_options()?,
         provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line())

@@ -548,6 +548,16 @@ fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
     );
     assert!(!stderr.contains("give another file"), "{stderr}");
     assert_eq!(std::fs::read(&csv).unwrap(), finished);
+
+    // The pipelines' --replace-cache-measured-otherwise: the caches are started again, said,
+    // and hold the new settings' measurements after the run.
+    basic.push("--replace-cache-measured-otherwise".into());
+    let output = frontier(&basic.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("starting the cache again"), "{stderr}");
+    let cache = layerprune_tables::read_evaluations(&out.join("cache-calibration-c0.parquet")).unwrap();
+    assert_eq!(cache.evaluated_on.as_deref(), Some("cpu, graph optimization basic"));
 }
 
 /// The two token-table flags keep their roles' names, so their help says what each is in the
