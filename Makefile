@@ -101,11 +101,13 @@ ifneq ($(shell awk -v a='$(CALIB_DOCUMENTS)' -v b='$(EVAL_DOCUMENTS)' 'function 
 $(error CALIB_DOCUMENTS=$(CALIB_DOCUMENTS) and EVAL_DOCUMENTS=$(EVAL_DOCUMENTS) overlap: the plans would be chosen on LAMBADA passages that their held-out perplexity is then measured on; give ranges that share no passage (the defaults: 0:2500 and 2500:))
 endif
 endif
-# One file as both texts: the "held-out" windows may overlap the calibration windows.
-ifneq ($(strip $(CALIB_TEXT)),)
-ifeq ($(realpath $(CALIB_TEXT)),$(realpath $(EVAL_TEXT)))
+# One file as both texts: the "held-out" windows may overlap the calibration windows. ONE_TEXT_FILE
+# is that file (empty otherwise, and for a text that is not there, which realpath makes empty too):
+# make prune's summary says it beside its perplexity (pipelines/prune.mk), as this warning, the
+# first line of a long log, is easily missed.
+ONE_TEXT_FILE := $(if $(strip $(CALIB_TEXT)),$(if $(filter $(realpath $(CALIB_TEXT)),$(realpath $(EVAL_TEXT))),$(CALIB_TEXT)))
+ifneq ($(ONE_TEXT_FILE),)
 $(warning CALIB_TEXT and EVAL_TEXT are one file ($(CALIB_TEXT)): the plans are chosen on windows of it and measured on windows of it, which may overlap; the held-out perplexity is not held out)
-endif
 endif
 
 # The pruned model is the recommended plan at K_PRUNED blocks, one of the KS the plans are

@@ -80,12 +80,26 @@ PRUNE_IS_GGUF = $(filter %.gguf,$(MODEL))
 # compare it as text).
 PRUNE_MODEL_PATH = $(abspath $(patsubst %/,%,$(MODEL)))
 PRUNE_SOURCE = $(if $(PRUNE_IS_GGUF),--gguf,--model) $(PRUNE_MODEL_PATH)
-PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(patsubst %/,%,$(MODEL))/,\
-  config.json *.safetensors *.bin tokenizer.json tokenizer_config.json)))
-# The source files' sizes, times and inodes, in the export's stamp: weights replaced by older
-# files (mv, cp -p, rsync -a, tar x keep their times, which Make alone compares) are a new
-# model. Read only when MODEL is set (a stat per file, not a hash of gigabytes). Each file by its
-# name in the folder: MODEL spelled another way (../m, ./../m) is the same model.
+# The files of a Hugging Face folder the export reads, whose change redoes it: the config, the
+# weights (export_layered.py's WEIGHT_PATTERNS) and every file transformers builds the tokenizer
+# from (its TOKENIZER_FILES: tokenizer.json, a SentencePiece *.model, a BPE vocab.json and
+# merges.txt; and the special tokens of tokenizer_config.json, special_tokens_map.json,
+# added_tokens.json), which the layered folder's tokenizer.json is written from (a tokenizer of
+# merges.txt changed was not seen, and the old results were printed). PRUNE_HF_FILES: those
+# prune_hf.py alone carries into the checkpoint (the generation config, the chat templates and
+# its PROCESSOR_FILES), small files identified by their content in the checkpoint's stamp.
+# tests/workflow/test_prune.py checks that the two lists cover the tools' own, read from their source.
+PRUNE_SOURCE_FILES = config.json *.safetensors *.bin *.index.json tokenizer.json tokenizer_config.json \
+  special_tokens_map.json added_tokens.json *.model vocab.json merges.txt vocab.txt
+PRUNE_HF_FILES = generation_config.json chat_template.jinja chat_template.json additional_chat_templates/*.jinja \
+  preprocessor_config.json processor_config.json video_preprocessor_config.json
+PRUNE_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),$(MODEL),$(wildcard $(addprefix $(patsubst %/,%,$(MODEL))/,$(PRUNE_SOURCE_FILES))))
+PRUNE_HF_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),,$(wildcard $(addprefix $(patsubst %/,%,$(MODEL))/,$(PRUNE_HF_FILES))))
+# The source files' sizes, times and inodes, in the export's and the checkpoint's stamps: weights
+# replaced by older files (mv, cp -p, rsync -a, tar x keep their times, which Make alone
+# compares) are a new model. Read only when MODEL is set (a stat per file, not a hash of
+# gigabytes). Each file by its name in the folder: MODEL spelled another way (../m, ./../m) is the
+# same model.
 PRUNE_SOURCE_STAT = $(if $(PRUNE_SOURCE_DEPS),$(shell cd $(dir $(firstword $(PRUNE_SOURCE_DEPS))) && \
   stat -L -c '%n %s %Y %i' $(notdir $(PRUNE_SOURCE_DEPS)) 2>/dev/null))
 # The blocks of a Hugging Face model, from its config.json (a multimodal model's text_config),
@@ -123,6 +137,15 @@ endif
 ifeq ($(wildcard $(MODEL)),)
 $(error make prune: MODEL=$(MODEL) does not exist)
 endif
+# A folder named *.gguf was taken for a GGUF file, and the exporter said it did not exist. A
+# Hugging Face folder of that name is given with its slash (MODEL=dir.gguf/: no GGUF file then).
+ifneq ($(and $(PRUNE_IS_GGUF),$(wildcard $(MODEL)/.)),)
+$(error make prune: MODEL=$(MODEL) is a folder, not a GGUF file$(if $(wildcard $(MODEL)/config.json),: a Hugging Face model folder whose name ends in .gguf is given with a slash after it (MODEL=$(MODEL)/)))
+endif
+# The texts, as MODEL: a missing one was Make's "No rule to make target", once other steps had run.
+$(foreach v,CALIB_TEXT EVAL_TEXT,$(if $($(v)),$(if $(wildcard $($(v))),\
+  $(if $(wildcard $($(v))/.),$(error make prune: $(v)=$($(v)) is a folder, not a text file)),\
+  $(error make prune: $(v)=$($(v)) does not exist))))
 ifeq ($(PRUNE_IS_GGUF),)
 ifeq ($(wildcard $(patsubst %/,%,$(MODEL))/config.json),)
 $(error make prune: MODEL=$(MODEL) is neither a .gguf file nor a Hugging Face model folder (no config.json))
@@ -222,7 +245,11 @@ $(eval $(call prune_stamp,tokens-calib,$(CALIB_SOURCE_STAMPED) $(CALIB_WINDOWS) 
 $(eval $(call prune_stamp,tokens-eval,$(EVAL_SOURCE_STAMPED) $(EVAL_WINDOWS) $(SEQ_LEN) $(BOS) $(MODEL_RUNTIME),$(PRUNE_MODEL_DIR)/manifest.json $(EVAL_INPUT)))
 $(eval $(call settings_stamp_at,$(PRUNE_OUT)/.settings/device,$(MODEL_RUNTIME)))
 $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
-$(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(PRUNE_SOURCE)))
+# The checkpoint is written from the source's files themselves, not from the export: their
+# sizes, times and inodes as the export's stamp has them (a tokenizer file removed or replaced by
+# an older one, whose export came out the same, kept the old checkpoint's tokenizer), and
+# PRUNE_HF_FILES by their content.
+$(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(strip $(PRUNE_SOURCE) $(PRUNE_SOURCE_STAT)),$(PRUNE_HF_SOURCE_DEPS)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
 
 # The full model as a layered ONNX folder, checked against transformers by the exporter.
@@ -312,12 +339,15 @@ PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $
 
 # The goal's own recipe only prints the summary: under `make -q` (QUESTION_ONLY, layerprune.mk) its
 # lines expand to nothing, which Make does not count as something to do, so that `make -q prune`
-# exits 0 after a finished run (a phony goal with a recipe is never up to date to -q).
+# exits 0 after a finished run (a phony goal with a recipe is never up to date to -q). With one
+# file as CALIB_TEXT and EVAL_TEXT (ONE_TEXT_FILE, Makefile), the summary says that its perplexity
+# on EVAL_TEXT is not held out (the tokens differ, random and consecutive windows, so its refusal of
+# a plan measured on the tokens it was chosen on does not apply).
 prune: $(ORT_STAGE_LIB) $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/plan.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet \
        $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	$(if $(QUESTION_ONLY),,@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
-	  --source $(MODEL) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS)))
+	  --source $(MODEL) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS)) $(if $(ONE_TEXT_FILE),--one-text $(ONE_TEXT_FILE)))
 	$(if $(and $(PRUNE_GENERATOR_OUT),$(if $(QUESTION_ONLY),,yes)),@echo "  $(PRUNE_GENERATOR_NOTE)")
 
 .PHONY: prune

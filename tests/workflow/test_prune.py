@@ -11,6 +11,7 @@ docs/your-model.md.
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -103,8 +104,11 @@ elif name == "apply-prune":
             sys.exit(f"apply-prune: error: {cache}: cannot resume: another model or token table")
         for line in kept[1:]:
             if line != f"run {runtime}":
-                sys.exit(f"apply-prune: error: {cache}: cannot resume: its rows were measured on {line[4:]}, "
-                         f"this run measures on {runtime}")
+                if "--replace-cache-measured-otherwise" not in args:
+                    sys.exit(f"apply-prune: error: {cache}: cannot resume: its rows were measured on {line[4:]}, "
+                             f"this run measures on {runtime}")
+                kept = kept[:1]  # started again (the real one: once it has measured something)
+                break
         cache.write_text("\n".join(kept + [f"run {runtime}"]) + "\n")
         if os.environ.get("PRUNE_TEST_KILL_CHOICE"):  # killed while choosing (kill -9): the lock
             # file of its output (crates/core/src/lock.rs) stays behind, holding no lock
@@ -379,11 +383,13 @@ def runs(cache):
     return cache.read_text().splitlines()[1:]
 
 
-def test_a_new_device_or_nll_changing_flag_drops_the_cache_of_evaluations(setup):
+def test_a_new_device_or_nll_changing_flag_starts_the_cache_of_evaluations_again(setup):
     """The calibration tokens, made again alike for a new kind of device or a flag that changes
     NLLs (their stamps hold MODEL_RUNTIME), kept the cache (pipelines/keep_cache.sh compares the
-    model and the tokens only), whose rows apply-prune then refused as measured on another; the
-    device stamp drops it, as the demo's drops its plan cache. Flags that give the same NLLs keep it."""
+    model and the tokens only), whose rows apply-prune then refused as measured on another; now
+    apply-prune starts it again (--replace-cache-measured-otherwise; a CUDA request that fails
+    keeps it: tests/workflow/test_make_settings.py), as the demo's plan cache. Flags that give
+    the same NLLs keep it."""
     out = setup["tmp"] / "run"
     base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
     cache = out / "evaluations-calib.parquet"
@@ -549,6 +555,105 @@ def test_weights_replaced_by_older_files_are_a_new_model_and_a_path_is_one_model
     assert [line[0] for line in lines][:2] == ["export_layered.py", "prepare-tokens"]
 
 
+EVERYTHING = ["export_layered.py", "prepare-tokens", "evaluate", "prepare-tokens", "apply-prune", "apply-prune",
+              "apply-prune", "evaluate", "prune_hf.py", "export_generator.py", "report.py"]
+
+
+@pytest.mark.parametrize("name, redone", [
+    # What the tokenizer is built from, and so the layered folder's tokenizer.json, the tokens and
+    # every plan: a changed one is a new model (the stand-in exporter's manifest hashes every file).
+    ("merges.txt", EVERYTHING),
+    ("vocab.json", EVERYTHING),
+    ("tokenizer.model", EVERYTHING),
+    ("special_tokens_map.json", EVERYTHING),
+    ("added_tokens.json", EVERYTHING),
+    ("tokenizer_config.json", EVERYTHING),
+    # What only the checkpoint carries: the checkpoint and the decoder made from it.
+    ("generation_config.json", ["prune_hf.py", "export_generator.py", "report.py"]),
+    ("chat_template.jinja", ["prune_hf.py", "export_generator.py", "report.py"]),
+    ("preprocessor_config.json", ["prune_hf.py", "export_generator.py", "report.py"]),
+])
+def test_a_changed_tokenizer_or_checkpoint_file_redoes_what_is_made_from_it(setup, name, redone):
+    """The export's prerequisites and stamp named tokenizer.json and tokenizer_config.json only: a
+    folder whose tokenizer is a BPE vocabulary (vocab.json + merges.txt) or a SentencePiece model,
+    changed, reused the old export and printed the old results. Changed, added or removed (even
+    replaced by an older file), each file is seen."""
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    path = setup["hf"] / name
+    path.write_text("first\n")
+    setup["make"](*base)
+    path.write_text("another\n")
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines] == redone, lines
+    # Removed: no time to compare, the stamps say it.
+    path.unlink()
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines] == redone, lines
+    # Added back with an old time (cp -p, tar x).
+    path.write_text("first\n")
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines] == redone, lines
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines] == ["report.py"], lines
+
+
+def test_a_tokenizer_file_removed_whose_export_comes_out_the_same_writes_the_checkpoint_again(setup):
+    """The checkpoint's tokenizer is saved from the source's files, not from the export: a file
+    removed (or replaced by an older one) exported the model again, unchanged (the stand-in's
+    manifest hashes the files' bytes: an empty file is none), and the checkpoint, whose
+    prerequisites compare times, kept the old tokenizer."""
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    (setup["hf"] / "special_tokens_map.json").write_text("")
+    setup["make"](*base)
+    (setup["hf"] / "special_tokens_map.json").unlink()
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines] == ["export_layered.py", "prune_hf.py", "export_generator.py", "report.py"]
+
+
+def make_list(name):
+    """The words of the pipelines/prune.mk variable `name` (its lines continued with a backslash)."""
+    text = (ROOT / "pipelines" / "prune.mk").read_text().replace("\\\n", " ")
+    (line,) = [line for line in text.splitlines() if line.startswith(f"{name} =")]
+    return line.split("=", 1)[1].split()
+
+
+def python_constant(path, name):
+    """The value of the module-level constant `name` of the Python file `path`, read from its source
+    (the export tools need torch to import)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    (value,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
+                and [t.id for t in node.targets if isinstance(t, ast.Name)] == [name]]
+    return ast.literal_eval(value)
+
+
+def test_the_make_lists_of_source_files_cover_what_the_tools_read():
+    """Every file the exporter checks for (WEIGHT_PATTERNS, TOKENIZER_FILES) and the other files
+    transformers builds the tokenizer from is one of the export's prerequisites (PRUNE_SOURCE_FILES);
+    every file prune_hf.py copies (PROCESSOR_FILES) and the ones transformers writes into the
+    checkpoint from the source, the checkpoint's (PRUNE_HF_FILES)."""
+    from fnmatch import fnmatch
+
+    export = ROOT / "tools" / "export" / "export_layered.py"
+    # transformers' tokenization_utils_base.py: TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE,
+    # ADDED_TOKENS_FILE; the BPE tokenizers' (GPT-2's, Qwen2's) merges file.
+    tokenizer = ["tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "merges.txt"]
+    read = [*python_constant(export, "WEIGHT_PATTERNS"), *python_constant(export, "TOKENIZER_FILES"), *tokenizer]
+    patterns = make_list("PRUNE_SOURCE_FILES")
+    assert {"config.json", *tokenizer} <= set(patterns)
+    assert [name for name in read if not any(fnmatch(name, pattern) for pattern in patterns)] == []
+    # The checkpoint's: GenerationConfig's file, the tokenizer's chat templates (CHAT_TEMPLATE_FILE,
+    # CHAT_TEMPLATE_DIR) and the processor's files prune_hf.py copies.
+    carried = [*python_constant(ROOT / "tools" / "export" / "prune_hf.py", "PROCESSOR_FILES"),
+               "generation_config.json", "chat_template.jinja", "additional_chat_templates/default.jinja"]
+    patterns = make_list("PRUNE_HF_FILES")
+    assert [name for name in carried if not any(fnmatch(name, pattern) for pattern in patterns)] == []
+
+
 def test_a_k_the_model_cannot_lose_is_refused_before_anything_runs(setup):
     config = json.loads((setup["hf"] / "config.json").read_text())
     (setup["hf"] / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))
@@ -670,6 +775,41 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     assert f"report.py summary --run {run} --plan-dir {run}/k4" in text
 
 
+def test_a_hugging_face_folder_named_gguf_is_given_with_its_slash(setup):
+    """As the refusal of a folder named *.gguf says: with a slash after it, it is a Hugging Face
+    folder, and the run is named after it without the .gguf, as a GGUF file's would be."""
+    model = shutil.copytree(setup["hf"], setup["tmp"] / "mine.gguf")
+    out = setup["tmp"] / "run"
+    result, lines = setup["make"](f"MODEL={model}/", "K=2", f"PRUNE_OUT={out}")
+    (export,) = calls(lines, "export_layered.py")
+    assert arg(export, "--model") == str(model) and "--gguf" not in export
+    result = subprocess.run(["make", "--no-print-directory", "-n", "prune", f"MODEL={model}/", "K=2"],
+                            cwd=ROOT, capture_output=True, text=True, env=make_env())
+    assert result.returncode == 0, result.stderr
+    assert "report.py summary --run build/runs/prune-mine --plan-dir" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("texts, one", [
+    (["CALIB_TEXT={tmp}/calib.txt", "EVAL_TEXT={tmp}/calib.txt"], "{tmp}/calib.txt"),
+    (["CALIB_TEXT={tmp}/calib.txt", "EVAL_TEXT={tmp}/bin/../calib.txt"], "{tmp}/calib.txt"),
+    (["CALIB_TEXT={tmp}/link.txt", "EVAL_TEXT={tmp}/calib.txt"], "{tmp}/link.txt"),
+    (["CALIB_TEXT={tmp}/calib.txt", "EVAL_TEXT={tmp}/eval.txt"], None),
+])
+def test_one_file_as_both_texts_is_named_to_the_summary(setup, texts, one):
+    """The summary called the perplexity on EVAL_TEXT held-out when it was CALIB_TEXT's file (other
+    windows, which may overlap: not the tokens it refuses); the Makefile's warning was the log's
+    first line. The file is passed to it however it is spelled (a link, a path through ..)."""
+    (setup["tmp"] / "link.txt").symlink_to(setup["tmp"] / "calib.txt")
+    texts = [text.format(tmp=setup["tmp"]) for text in texts]
+    result, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={setup['tmp'] / 'run'}", *texts)
+    (summary,) = calls(lines, "report.py")
+    if one:
+        assert arg(summary, "--one-text") == one.format(tmp=setup["tmp"])
+        assert "CALIB_TEXT and EVAL_TEXT are one file" in result.stderr
+    else:
+        assert "--one-text" not in summary and "one file" not in result.stderr, result.stderr
+
+
 def test_the_run_folder_is_named_after_the_model_however_it_is_spelled(setup):
     """MODEL=dir/. (or a path through ..) named the run folder after the last word of the path:
     build/runs/prune-. for `dir/.`. (-n: the checkout's build/runs is only named.)"""
@@ -724,9 +864,21 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
     (["MODEL={hf}", "MAX_PPL_RATIO=1.5", "MAX_PPL_RATIO_SE=two"], "must be a number of standard errors"),
     # A window of one token scores nothing: prepare-tokens refused it only once the stamps took it in.
     (["MODEL={hf}", "K=2", "SEQ_LEN=1"], "SEQ_LEN='1' must be a number of tokens per window: 2 or more"),
+    # A text that is not there was Make's "No rule to make target", once the held-out steps had run.
+    (["MODEL={hf}", "K=2", "CALIB_TEXT={tmp}/nope.txt"], "make prune: CALIB_TEXT={tmp}/nope.txt does not exist"),
+    (["MODEL={hf}", "K=2", "EVAL_TEXT={tmp}/nope.txt"], "make prune: EVAL_TEXT={tmp}/nope.txt does not exist"),
+    (["MODEL={hf}", "K=2", "CALIB_TEXT={tmp}"], "make prune: CALIB_TEXT={tmp} is a folder, not a text file"),
+    # A folder named *.gguf was said not to exist, by the exporter.
+    (["MODEL={tmp}/bin.gguf", "K=2"], "make prune: MODEL={tmp}/bin.gguf is a folder, not a GGUF file.  Stop."),
+    (["MODEL={tmp}/hf.gguf", "K=2"], "make prune: MODEL={tmp}/hf.gguf is a folder, not a GGUF file: a Hugging "
+                                     "Face model folder whose name ends in .gguf is given with a slash after it "
+                                     "(MODEL={tmp}/hf.gguf/)"),
 ])
 def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
+    (setup["tmp"] / "bin.gguf").mkdir()
+    shutil.copytree(setup["hf"], setup["tmp"] / "hf.gguf")
     args = [a.format(hf=setup["hf"], tmp=setup["tmp"]) for a in args]
+    message = message.format(tmp=setup["tmp"])
     # A run folder of the test's own: a refusal that fails writes no build/runs/prune-my-model
     # into the checkout (which the default-folder tests' `make -n` would then refuse as another
     # model's run).

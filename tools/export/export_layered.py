@@ -1302,6 +1302,9 @@ def check_source_exists(args, program: str = "export"):
     """Refuses, naming it, a --gguf that is no file or a --model folder without config.json: the
     first check, so that a wrong source is named as such before the output is checked against it."""
     if args.gguf:
+        if Path(args.gguf).is_dir():  # was "does not exist", of a folder named *.gguf
+            sys.exit(f"{program}: error: {args.gguf} is a folder, not a GGUF file (a Hugging Face model folder "
+                     "is given as --model)")
         if not Path(args.gguf).is_file():
             sys.exit(f"{program}: error: GGUF file {args.gguf} does not exist")
     elif not (Path(args.model) / "config.json").is_file():

@@ -13,7 +13,7 @@ closing summary.
       `12 n_layer` (a multimodal model's: its language model's). Standard library only.
 
   report.py summary --run RUN --plan-dir RUN/kK --source MODEL
-                    [--max-ppl-ratio R [--max-ppl-ratio-se Z]]
+                    [--max-ppl-ratio R [--max-ppl-ratio-se Z]] [--one-text FILE]
       Prints where everything is and the perplexity before and after (needs pyarrow: the
       exporter's environment). The plan folder holds one plan: K blocks asked for (`kK/`), or as
       many as the calibration perplexity ratio R allowed (`ratioR/`; by Z standard errors,
@@ -21,10 +21,13 @@ closing summary.
       for a ratio, or unraced, adaptive or sleb, where the calibration windows were too few to
       race), and the calibration numbers are that method's plan's in plan-calibration.parquet.
       Refused where plan.parquet was measured on tokens its plan was chosen on (its `chosen_on`
-      names its `dataset`): its perplexity would be printed as held-out.
+      names its `dataset`): its perplexity would be printed as held-out. With --one-text (make
+      prune's CALIB_TEXT and EVAL_TEXT are that one file: other windows, so other tokens, which
+      may overlap) its perplexity is printed as on EVAL_TEXT, not held out, and says why.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import re
@@ -348,25 +351,64 @@ METHOD_NAMES = {"adaptive": "adaptive removal",
                 "sleb-raced": "SLEB raced over the calibration windows"}
 
 
+def chosen_elsewhere(plan: Path, dataset, model, made: float) -> bool:
+    """Whether the plan table `plan` was chosen on other calibration tokens than those of dataset id
+    `dataset`, or for another model than that of model id `model`, as its metadata records them
+    (`chosen_on`, and the `model` of its inputs). A table recording no chosen_on (written before
+    2026-12-06), or tokens whose id cannot be read, are judged by the files' times: chosen before
+    the tokens were made at `made` (tokens made again alike, a setting changed and put back, are
+    newer than a plan chosen on them: a time alone named such a plan older)."""
+    from layerprune_tables import TableError, read_metadata
+
+    try:
+        metadata = read_metadata(plan)
+    except TableError:
+        metadata = {}
+    on = chosen_on(metadata)
+    if not (on and dataset):
+        return plan.stat().st_mtime < made
+    chosen_for = json.loads(metadata.get("layerprune.inputs", "{}")).get("model")
+    return dataset not in on or bool(model and chosen_for and chosen_for != model)
+
+
 def stale_plan_lines(run: Path, folder: Path):
-    """The run's other plan folders (k<K>/, ratio<R>/) chosen before its calibration tokens were
-    last made: Make makes the tokens again for another model or other calibration settings, and
-    remakes only the plan asked for, so the others still hold what an earlier model or text gave."""
+    """The run's other plan folders (k<K>/, ratio<R>/) chosen on other calibration tokens or for
+    another model than the run's now: Make makes the tokens again for another model or other
+    calibration settings, and remakes only the plan asked for, so the others may still hold what
+    an earlier model or text gave (chosen_elsewhere)."""
+    from layerprune_tables import TableError, read_metadata
+
     tokens = run / "tokens-calib.parquet"
     if not tokens.exists():
         return []
+    try:
+        dataset = read_metadata(tokens).get("layerprune.dataset_id")
+    except TableError:
+        dataset = None
+    # A model's id is the sha256 of its manifest's bytes (docs/model-format.md), as plan tables record it.
+    manifest = run / "model" / "manifest.json"
+    model = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
     made = tokens.stat().st_mtime
     stale = []
     for other in sorted(run.iterdir()):
         if other == folder or not other.is_dir() or not re.fullmatch(r"k\d+|ratio[\d.e+]+(-se[\d.e+]+)?", other.name):
             continue
         plan = other / "plan-calibration.parquet"
-        if plan.exists() and plan.stat().st_mtime < made:
+        if plan.exists() and chosen_elsewhere(plan, dataset, model, made):
             stale.append(f"{other.name}/")
     if not stale:
         return []
-    return [f"  older here: {', '.join(stale)}: chosen before the calibration tokens were last made (another model "
-            "or calibration setting); make prune with their K or MAX_PPL_RATIO chooses them again"]
+    return [f"  older here: {', '.join(stale)}: chosen before the calibration tokens were last made, on other tokens "
+            "or for another model (an earlier model or calibration setting); make prune with their K or "
+            "MAX_PPL_RATIO chooses them again"]
+
+
+def one_text_lines(text: str):
+    """Why the perplexity on EVAL_TEXT is not held out where it is CALIB_TEXT's file: the Makefile's
+    warning said so on the first line of a long log, and the summary called it held-out."""
+    return [f"  CALIB_TEXT and EVAL_TEXT are one file ({text}): the plan was chosen on windows of it and measured",
+            "  on windows of it, which may overlap, so this perplexity is not held out; give EVAL_TEXT other text",
+            "  (of the same kind) to judge the plan on text it was not chosen on"]
 
 
 def calibration_row(path: Path, method: str, k: int, removed):
@@ -429,8 +471,12 @@ def summary(args):
     print(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
     heldout_ratio = (ratio_text(plan) if ratio_interval(plan)
                      else f"{after['ppl'] / before['ppl']:.3f}x")
-    print(f"  perplexity on the held-out text: {before['ppl']:.3f} before, {after['ppl']:.3f} after "
+    evaluated_on = "EVAL_TEXT, not held out" if args.one_text else "the held-out text"
+    print(f"  perplexity on {evaluated_on}: {before['ppl']:.3f} before, {after['ppl']:.3f} after "
           f"({heldout_ratio})")
+    if args.one_text:
+        for line in one_text_lines(args.one_text):
+            print(line)
     if ratio_interval(calibration):
         print(f"  on the calibration text: {math.exp(calibration['full_model_nll']):.3f} before, "
               f"{calibration['measured_ppl']:.3f} after ({ratio_text(calibration)})")
@@ -439,15 +485,17 @@ def summary(args):
     if args.max_ppl_ratio is not None:
         for line in target_lines(calibration, float(args.max_ppl_ratio)):
             print(line)
-    for line in rival_lines(calibration) + depth_lines(calibration) + transfer_lines(plan, calibration):
+    # Held-out text that lost more than the calibration text says the texts differ: not of one file.
+    transfer = [] if args.one_text else transfer_lines(plan, calibration)
+    for line in rival_lines(calibration) + depth_lines(calibration) + transfer:
         print(line)
     for line in size_lines(config, len(pruned["blocks"]), num_blocks):
         print(line)
     print()
     rows = [
         (run / "model", f"the full model, layered ONNX ({num_blocks} blocks, {file_size(run / 'model')})"),
-        (folder / "plan.parquet", "the plan, measured on the held-out text (plan-calibration.parquet: on "
-                                  "the calibration text)"),
+        (folder / "plan.parquet", f"the plan, measured on {'EVAL_TEXT' if args.one_text else 'the held-out text'} "
+                                  "(plan-calibration.parquet: on the calibration text)"),
         (folder / "pruned", f"the pruned model, layered ONNX ({counted(len(pruned['blocks']), 'block')}, "
                             f"{file_size(folder / 'pruned')})"),
         (hf, f"the pruned Hugging Face checkpoint ({counted(kept_layers, 'layer')}, {dtype}, "
@@ -478,6 +526,7 @@ def main(argv=None):
     report.add_argument("--max-ppl-ratio", help="the ratio the plan was chosen within, if it was")
     report.add_argument("--max-ppl-ratio-se", help="the margin in standard errors it was chosen with, if any")
     report.add_argument("--source", required=True)
+    report.add_argument("--one-text", help="the one file given as both CALIB_TEXT and EVAL_TEXT, if it was")
     count = commands.add_parser("layers")
     count.add_argument("--config", type=Path, required=True, help="a Hugging Face config.json")
     args = parser.parse_args(argv)

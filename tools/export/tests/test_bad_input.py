@@ -94,6 +94,17 @@ def test_a_gguf_file_that_cannot_be_read_is_named(program, tmp_path):
 
 
 @pytest.mark.parametrize("program", ["export", "prune_hf"])
+def test_a_folder_given_as_a_gguf_file_is_named_a_folder(program, tmp_path):
+    """A folder named *.gguf was said not to exist."""
+    folder = tmp_path / "model.gguf"
+    folder.mkdir()
+    with pytest.raises(SystemExit, match=f"^{program}: error: {folder} is a folder, not a GGUF file"):
+        PROGRAMS[program](["--gguf", str(folder), "--out", str(tmp_path / "out"),
+                           *(["--remove", "1"] if program == "prune_hf" else [])])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("program", ["export", "prune_hf"])
 def test_a_folder_without_weights_is_refused_by_the_tool_that_reads_it(program, llama, tmp_path):
     """prune_hf.py's refusals named the exporter ("export: error")."""
     source = copy_of(llama, tmp_path / "hf")

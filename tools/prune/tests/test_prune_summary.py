@@ -188,3 +188,64 @@ def test_the_llama_cpp_command_from_a_gguf_source_copies_its_tensors(tmp_path):
     # From a Hugging Face folder: the GGUF a user converts it to (F16 or F32), into a TYPE.
     assert report_module().llama_cpp_command("3,4", "path/to/hf-model") == \
         "llama-quantize --prune-layers 3,4 model.gguf pruned.gguf TYPE"
+
+
+def test_other_plans_are_named_older_by_the_tokens_and_model_they_were_chosen_on(tmp_path):
+    """"older here" compared file times: a setting changed and put back made the calibration tokens
+    again alike, newer than the plans chosen on them, which were named older. A plan table records
+    what it was chosen on (chosen_on, and its model): compared with the tokens' dataset id and the
+    model's id; by the times only for a table that records no chosen_on."""
+    import hashlib
+    import os
+
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
+    tokens = run / "tokens-calib.parquet"
+    pq.write_table(pa.table({"window_index": pa.array([0], pa.uint32())}).replace_schema_metadata(
+        {"layerprune.table": "tokens", "layerprune.dataset_id": "now"}), tokens)
+    model = hashlib.sha256((run / "model" / "manifest.json").read_bytes()).hexdigest()
+    # name: (what its table records it was chosen on, or None; the time of its file)
+    others = {"k1": ({"chosen_on": "now", "model": model}, 100),       # the same tokens, made again since
+              "k3": ({"chosen_on": "before", "model": model}, 300),    # other tokens, chosen after the file's time
+              "k4": ({"chosen_on": "now", "model": "another"}, 300),   # the same tokens of another model
+              "ratio1.5": ({"chosen_on": "before,now"}, 100),          # among several, no model recorded
+              "k5": (None, 100),                                       # no chosen_on: older than the tokens
+              "k6": (None, 300)}
+    for name, (inputs, when) in others.items():
+        (run / name).mkdir()
+        plans(run / name / "plan-calibration.parquet", [("adaptive-raced", [3, 4], 3.2, 11)], inputs)
+        os.utime(run / name / "plan-calibration.parquet", (when, when))
+    os.utime(tokens, (200, 200))
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "older here" in line]
+    assert line.startswith("  older here: k3/, k4/, k5/: chosen before the calibration tokens were last made, on "
+                           "other tokens or for another model"), line
+    # Tokens whose id cannot be read: the times decide for every table.
+    tokens.write_text("not parquet")
+    os.utime(tokens, (200, 200))
+    assert report_module().stale_plan_lines(run, plan_dir)[0].startswith("  older here: k1/, k5/, ratio1.5/:")
+
+
+def test_one_file_as_both_texts_is_not_called_held_out(tmp_path):
+    """CALIB_TEXT and EVAL_TEXT one file: random and consecutive windows of it, other tokens (which
+    the refusal above compares), which may overlap. The summary printed its perplexity on it as
+    held-out; the Makefile's warning was the log's first line."""
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
+    # The held-out text losing more than the calibration text (its note says the texts differ).
+    plans(plan_dir / "plan.parquet", [("adaptive-raced", [3, 4], 4.0, 7)])
+    table = pq.read_table(plan_dir / "plan.parquet")
+    pq.write_table(table.append_column("nll_increase_se", pa.array([0.01])), plan_dir / "plan.parquet")
+    table = pq.read_table(plan_dir / "plan-calibration.parquet")
+    pq.write_table(table.append_column("nll_increase_se", pa.array([0.01])), plan_dir / "plan-calibration.parquet")
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert "perplexity on the held-out text: 20.000 before" in result.stdout, result.stdout
+    assert "the held-out text lost more than the calibration text" in result.stdout
+    result = subprocess.run([sys.executable, str(SCRIPT), "summary", "--run", str(run), "--plan-dir", str(plan_dir),
+                             "--source", "model.gguf", "--one-text", "texts/all.txt"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "perplexity on EVAL_TEXT, not held out: 20.000 before, 30.000 after" in text, text
+    assert ("CALIB_TEXT and EVAL_TEXT are one file (texts/all.txt): the plan was chosen on windows of it and "
+            "measured\n  on windows of it, which may overlap, so this perplexity is not held out") in text, text
+    assert "held-out" not in text and "held out text" not in text, text
