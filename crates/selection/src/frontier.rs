@@ -76,9 +76,17 @@ impl std::str::FromStr for Budget {
             }
             return Ok(Budget::OfSleb(fraction));
         }
-        text.parse::<usize>().map(Budget::Evaluations).map_err(|_| {
-            format!("budget {text:?} is not a number of evaluations, `least`, `sleb` or `0.5sleb`")
-        })
+        match text.parse::<usize>() {
+            // Refused with the flag (a usage error), not after the model is opened.
+            Ok(0) => Err(format!(
+                "budget {text:?}: a budget of no evaluations measures nothing; give a number \
+                 above 0, a fraction such as 0.5sleb, or least"
+            )),
+            Ok(evaluations) => Ok(Budget::Evaluations(evaluations)),
+            Err(_) => Err(format!(
+                "budget {text:?} is not a number of evaluations, `least`, `sleb` or `0.5sleb`"
+            )),
+        }
     }
 }
 

@@ -23,6 +23,30 @@ use crate::{
     PlanInputs, PlanMethod, PlanOptions, PlanSettings,
 };
 
+/// From-plan takes a plan by its k and its method's current name (what `--plan-method` takes):
+/// two plans of one k whose methods are one under their current names (`one-shot:angular` and
+/// `angular`, written by different versions) could be told apart by neither, and the advice
+/// to choose one with --plan-method named the same method again. Refused, naming both rows
+/// (the table itself refuses one name twice for a k).
+fn plans_told_apart(table: &PlanTable, path: &Path) -> Result<()> {
+    let mut plans: BTreeMap<(&str, u32), usize> = BTreeMap::new();
+    for (row, plan) in table.rows.iter().enumerate() {
+        let method = crate::method_names::current_name(&plan.method);
+        if let Some(first) = plans.insert((method, plan.k), row) {
+            bail!(
+                "{}: rows {first} and {row} are both plans of method {method} for k = {} \
+                 (recorded as {} and {}, an earlier name and the current one), so from-plan \
+                 cannot choose one, with --plan-method or without; keep one of them",
+                path.display(),
+                plan.k,
+                table.rows[first].method,
+                plan.method
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The files a plan is chosen from, and what to take from them.
 #[derive(Clone, Debug, Default)]
 pub struct PlanFiles {
@@ -234,6 +258,7 @@ impl PlanFiles {
                     ": the plans were chosen on another model",
                 )?;
                 if method == PlanMethod::FromPlan {
+                    plans_told_apart(&table, path)?;
                     chosen_on.extend(earlier_chosen_on(path, &earlier_inputs)?);
                 }
                 Some(table)
@@ -848,5 +873,51 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no input says how many blocks"));
+    }
+
+    /// Two plans of one k whose methods are one under their current names (an old table's
+    /// `one-shot:angular` beside `angular`): from-plan asked for --plan-method angular, which
+    /// matched both again. Refused as the table is read, naming both rows; two methods for
+    /// one k are read (--plan-method tells them apart).
+    #[test]
+    fn from_plan_refuses_two_plans_it_cannot_tell_apart() {
+        use layerprune_tables::{write_plans, PlanRow};
+        let dir = tempfile::tempdir().unwrap();
+        let plan = |method: &str, removed: u32| PlanRow {
+            method: method.into(),
+            k: 1,
+            removed_blocks: vec![removed],
+            predicted_value: None,
+            measured_nll: None,
+            measured_ppl: None,
+            llm_evaluations: 1,
+            runner_up: None,
+            full_model: None,
+        };
+        let from_plan = |rows: Vec<PlanRow>| {
+            let path = dir.path().join("plans.parquet");
+            let table = PlanTable {
+                num_blocks: 6,
+                value: None,
+                rows,
+            };
+            write_plans(&path, &table, &Provenance::new("test", "0", Vec::new())).unwrap();
+            PlanFiles {
+                plans: Some(path),
+                ..PlanFiles::default()
+            }
+            .load(PlanMethod::FromPlan, None)
+        };
+        let error = from_plan(vec![plan("one-shot:angular", 2), plan("angular", 3)])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error
+                .contains("plans.parquet: rows 0 and 1 are both plans of method angular for k = 1")
+                && error.contains("(recorded as one-shot:angular and angular"),
+            "{error}"
+        );
+        assert!(from_plan(vec![plan("sleb", 2), plan("angular", 3)]).is_ok());
     }
 }

@@ -32,6 +32,84 @@ impl UniformDesign {
     }
 }
 
+/// How far the number of recorded masks removing `r` of the players may stray from a uniform
+/// sample's share `e_r = M C(n, r) / 2^n` before [`uniformity_problem`] calls the masks another
+/// design: 1 for rounding (a proportional allocation is within it) plus 4 standard deviations
+/// of a uniform draw's count (at most √e_r).
+const STRAY_SDS: f64 = 4.0;
+
+/// The most masks a uniform sample may be expected to hold, all told, among the numbers of
+/// removed players a table has none of: a uniform draw of M masks leaves sizes of share E
+/// empty with probability about e^−E, so past ln 1000 those sizes were not sampled (a
+/// proportional allocation of `sample-masks` leaves none of share 1 or more empty).
+const EMPTY_SHARE: f64 = 6.907_755_278_982_137; // ln 1000
+
+/// Why `masks` (a sample over `n` players, in player space) is not read as uniform on {0,1}^n,
+/// or `None`: the MSR estimate weights every mask alike, so it is unbiased only where each
+/// number of removed players r holds about its share `e_r = M C(n, r) / 2^n` of the M masks.
+/// Refused: numbers with none whose shares add up past [`EMPTY_SHARE`] (strata not sampled:
+/// the published ones, an evaluation stopped part-way), or a count further than 1 + 4 √e_r
+/// from its share (equal allocation, permutation chains, the anchors beside a small sample).
+/// What a uniform sample leaves empty by chance, ∅ and N below 2^(n−1) masks among them
+/// (docs/estimators.md), passes.
+pub fn uniformity_problem(num_players: usize, masks: &[Mask]) -> Option<String> {
+    let n = num_players;
+    let total = masks.len();
+    if n == 0 || total == 0 {
+        return None;
+    }
+    let mut counts = vec![0usize; n + 1];
+    for mask in masks {
+        counts[n - mask.num_kept().min(n)] += 1;
+    }
+    // ln C(n, r) step by step, so the share stays finite for thousands of players.
+    let ln_two_to_n = n as f64 * std::f64::consts::LN_2;
+    let mut ln_binomial = 0.0f64;
+    let shares: Vec<f64> = (0..=n)
+        .map(|removed| {
+            if removed > 0 {
+                ln_binomial += ((n - removed + 1) as f64).ln() - (removed as f64).ln();
+            }
+            total as f64 * (ln_binomial - ln_two_to_n).exp()
+        })
+        .collect();
+    let empty: Vec<usize> = (0..=n).filter(|&r| counts[r] == 0).collect();
+    let empty_share: f64 = empty.iter().map(|&r| shares[r]).sum();
+    if empty_share > EMPTY_SHARE {
+        // Named: the sizes a uniform sample holds a mask of (all, where none is that large).
+        let mut named: Vec<usize> = empty
+            .iter()
+            .copied()
+            .filter(|&r| shares[r] >= 1.0)
+            .collect();
+        if named.is_empty() {
+            named = empty;
+        }
+        let held: f64 = named.iter().map(|&r| shares[r]).sum();
+        let mut list: Vec<String> = named.iter().map(usize::to_string).collect();
+        let last = list.pop().unwrap_or_default();
+        let list = if list.is_empty() {
+            last
+        } else {
+            format!("{} or {last}", list.join(", "))
+        };
+        return Some(format!(
+            "no mask removes {list} of the {n} players, where a uniform sample of {total} masks \
+             holds about {held:.1}"
+        ));
+    }
+    for (removed, (&count, &share)) in counts.iter().zip(&shares).enumerate() {
+        let stray = 1.0 + STRAY_SDS * share.sqrt();
+        if (count as f64 - share).abs() > stray {
+            return Some(format!(
+                "{count} masks remove {removed} of the {n} players, where a uniform sample of \
+                 {total} masks holds {share:.1} ± {stray:.1}"
+            ));
+        }
+    }
+    None
+}
+
 /// MSR estimate; standard error sqrt(var_in/n_in + var_out/n_out) per player.
 pub fn banzhaf_msr_estimate(
     design: &UniformDesign,

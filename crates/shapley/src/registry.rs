@@ -16,7 +16,7 @@ use layerprune_core::{Game, Mask, PlayerGame, Players, RecordedGame};
 use layerprune_sampling::Design;
 use layerprune_surrogate::{Surrogate, SurrogateGame};
 
-use crate::banzhaf::{banzhaf_msr_estimate, UniformDesign, BANZHAF_MSR};
+use crate::banzhaf::{banzhaf_msr_estimate, uniformity_problem, UniformDesign, BANZHAF_MSR};
 use crate::exact::{exact_values, EXACT_SHAPLEY};
 use crate::kernelshap::{kernelshap_estimate, PairedDesign, KERNELSHAP};
 use crate::permutation::{permutation_estimate, PermutationDesign, PERMUTATION};
@@ -61,7 +61,8 @@ pub enum Estimator {
     /// Exact Shapley (and Banzhaf) values from a table holding every mask over the players.
     Exact,
     /// The Banzhaf value by maximum sample reuse over every recorded coalition: unbiased when
-    /// the masks are uniform over the coalitions (every stratum, proportional allocation).
+    /// the masks are uniform over the coalitions (every stratum, proportional allocation); a
+    /// table of another design is refused ([`uniformity_problem`]).
     BanzhafMsr,
 }
 
@@ -526,6 +527,18 @@ pub fn estimate_recorded(
             let estimates = if which == Estimator::Stratified {
                 stratified_estimate(n, &rows)?
             } else if which == Estimator::BanzhafMsr {
+                // Every mask weighs alike: a table of another design (the published strata,
+                // equal allocation) gave a biased estimate with plausible standard errors.
+                if let Some(problem) = uniformity_problem(n, masks) {
+                    return Err(ShapleyError::Design(format!(
+                        "--estimator {which} reads the evaluated masks as a uniform sample of \
+                         the coalitions (each number of removed players in proportion to its \
+                         number of coalitions): {problem}; sample-masks --strata 0,1,...,{n} \
+                         --allocation proportional samples one (without --anchors, which add \
+                         more single removals than a small sample holds; --enumerate gives \
+                         every mask of a small game)"
+                    )));
+                }
                 let design = UniformDesign {
                     num_players: n,
                     masks: masks.to_vec(),
@@ -592,6 +605,7 @@ fn check_finite<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::banzhaf::uniform_design;
     use crate::kernelshap::paired_kernel_design_pairs;
     use crate::permutation::permutation_design_pairs;
     use crate::rng_from_seed;
@@ -673,7 +687,8 @@ mod tests {
     #[test]
     fn a_block_the_masks_never_vary_is_named_by_banzhaf() {
         let players = Players::new(6, &[0]).unwrap();
-        let recorded: Vec<Mask> = ["00111", "11100", "01110", "10101", "11111"]
+        // As many masks of each number removed as a uniform sample of 5 holds (rounded).
+        let recorded: Vec<Mask> = ["00111", "11100", "01110", "10101", "00110"]
             .iter()
             .map(|m| m.parse().unwrap())
             .collect();
@@ -702,6 +717,106 @@ mod tests {
         .to_string();
         assert!(
             error.ends_with("block 3 is kept in every mask or in none; draw more masks"),
+            "{error}"
+        );
+    }
+
+    /// The masks of `strata` (numbers of removed players) drawn as `sample-masks` draws them,
+    /// `total` of them under `allocation`, with the anchors when asked, over the players.
+    fn sampled(
+        players: &Players,
+        strata: Vec<i64>,
+        total: usize,
+        allocation: layerprune_sampling::Allocation,
+        anchors: bool,
+    ) -> Vec<Mask> {
+        use layerprune_sampling::{sample, Existing, SamplingPlan, StrataSpec, StratifiedDesign};
+        let plan = SamplingPlan {
+            stratified: Some(StratifiedDesign {
+                strata: StrataSpec::Removed(strata),
+                total_masks: total,
+                allocation,
+            }),
+            anchors,
+            ..SamplingPlan::default()
+        };
+        sample(players, &plan, Existing::default(), 3)
+            .unwrap()
+            .rows
+            .iter()
+            .map(|row| players.lower(&row.mask).unwrap())
+            .collect()
+    }
+
+    /// banzhaf-msr weighs every recorded mask alike, so it is unbiased only on a uniform sample
+    /// of the coalitions; the pipeline's table (the published strata, equal allocation, the
+    /// anchors) was estimated without a word, the ranking changed and the standard errors
+    /// looked plausible. A table of another design is refused, saying what it lacks and how to
+    /// sample one; a proportional allocation over every stratum, and every mask, are read.
+    #[test]
+    fn banzhaf_msr_refuses_masks_that_are_not_a_uniform_sample() {
+        use layerprune_core::synthetic::AdditiveGame;
+        use layerprune_sampling::Allocation::{Equal, Proportional};
+        let players = Players::new(12, &[0]).unwrap();
+        let n = players.len();
+        let every_stratum: Vec<i64> = (0..=n as i64).collect();
+        let uniform = sampled(&players, every_stratum.clone(), 200, Proportional, false);
+        assert_eq!(uniformity_problem(n, &uniform), None);
+        assert_eq!(
+            uniformity_problem(n, &layerprune_tests::every_mask(n)),
+            None
+        );
+        // A uniform draw with replacement passes too (its counts stray by chance).
+        let drawn = uniform_design(n, 300, &mut rng_from_seed(4));
+        assert_eq!(uniformity_problem(n, &drawn.masks), None);
+        for (masks, says) in [
+            // The published strata 2, 5, 8 of 11, equal allocation.
+            (
+                sampled(&players, vec![2, 5, 8], 200, Equal, false),
+                "no mask removes 1, 3, 4, 6, 7, 9 or 10 of the 11 players, where a uniform \
+                 sample of 200 masks holds about 133.2",
+            ),
+            // Every stratum, but the anchors: 11 single removals where a sample holds 1.1.
+            (
+                sampled(&players, every_stratum, 200, Proportional, true),
+                "11 masks remove 1 of the 11 players, where a uniform sample of 211 masks \
+                 holds 1.1 ± 5.3",
+            ),
+        ] {
+            assert_eq!(uniformity_problem(n, &masks).as_deref(), Some(says));
+        }
+
+        // The audit's table: strata 1, 2, 3 of 6 players, equal allocation, the anchors.
+        let players = Players::all(6);
+        let recorded = sampled(&players, vec![1, 2, 3], 20, Equal, true);
+        let mut game = PlayerGame::new(
+            AdditiveGame::new(vec![0.3, 0.1, 0.2, 0.05, 0.15, 0.02], 0.1),
+            players.clone(),
+        )
+        .unwrap();
+        let coalitions = Coalitions {
+            design: None,
+            recorded: &recorded,
+        };
+        let options = EstimatorOptions {
+            samples: 0,
+            strata: None,
+            seed: 0,
+        };
+        let error = estimate_recorded(
+            Estimator::BanzhafMsr,
+            &mut game,
+            &coalitions,
+            &players,
+            &options,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            error.contains("banzhaf-msr reads the evaluated masks as a uniform sample")
+                && error.contains("no mask removes 4 or 5 of the 6 players")
+                && error.contains("sample-masks --strata 0,1,...,6 --allocation proportional"),
             "{error}"
         );
     }

@@ -126,6 +126,67 @@ fn check_estimates(path: &Path, rows: &[ScoreRow]) -> Result<(), TableError> {
     }
 }
 
+/// Each estimator of a score table scores every block but the fixed ones exactly once, as
+/// `shapley` and `score-blocks` write them (a fixed block has no row): a block scored twice or
+/// not at all was refused by `apply-prune` only for the estimator it was asked for, so
+/// `inspect` passed the table. Checked after the blocks and the fixed blocks.
+fn check_one_score_per_block(path: &Path, table: &ScoreTable) -> Result<(), TableError> {
+    use std::collections::HashMap;
+    // Per estimator, in order of first row: its first row and its number of rows.
+    let mut estimators: Vec<(&str, usize, usize)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut scored: HashMap<(&str, u32), usize> = HashMap::with_capacity(table.rows.len());
+    for (row, score) in table.rows.iter().enumerate() {
+        let estimator = score.estimator.as_str();
+        if let Some(first) = scored.insert((estimator, score.block), row) {
+            return Err(TableError::bad(
+                path,
+                format!(
+                    "row {row}, column \"block\": block {} is scored again by {estimator} \
+                     (first in row {first}); a score table holds one score per block and \
+                     estimator",
+                    score.block
+                ),
+            ));
+        }
+        let at = *index.entry(estimator).or_insert_with(|| {
+            estimators.push((estimator, row, 0));
+            estimators.len() - 1
+        });
+        estimators[at].2 += 1;
+    }
+    let is_fixed = |block: u32| table.fixed_blocks.contains(&(block as usize));
+    // The fixed blocks are in range; a writer's list may repeat one.
+    let players = (0..table.num_blocks as u32)
+        .filter(|&block| !is_fixed(block))
+        .count();
+    for (estimator, first, count) in estimators {
+        if count == players {
+            continue;
+        }
+        let Some(missing) = (0..table.num_blocks as u32)
+            .find(|&block| !is_fixed(block) && !scored.contains_key(&(estimator, block)))
+        else {
+            continue;
+        };
+        let fixed = if table.fixed_blocks.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{:?}", table.fixed_blocks)
+        };
+        return Err(TableError::bad(
+            path,
+            format!(
+                "row {first}, column \"block\": {estimator} (from this row) has no score for \
+                 block {missing}; each estimator scores each of the {} blocks but the fixed \
+                 ones ({fixed}) exactly once",
+                table.num_blocks
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn write_scores(
     path: &Path,
     table: &ScoreTable,
@@ -135,6 +196,7 @@ pub fn write_scores(
     check_fixed_blocks(path, table.num_blocks, &table.fixed_blocks)?;
     check_no_fixed_scores(path, table)?;
     check_estimates(path, &table.rows)?;
+    check_one_score_per_block(path, table)?;
     let rows = &table.rows;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.block))),
@@ -211,6 +273,7 @@ pub fn read_scores(path: &Path) -> Result<ScoreTable, TableError> {
     check_blocks(path, table.num_blocks, table.rows.iter().map(|r| &r.block))?;
     check_no_fixed_scores(path, &table)?;
     check_estimates(path, &table.rows)?;
+    check_one_score_per_block(path, &table)?;
     Ok(table)
 }
 
@@ -406,7 +469,21 @@ const PLAN_FULL_MODEL_NLL: &str = "full_model_nll";
 const PLAN_NLL_INCREASE_SE: &str = "nll_increase_se";
 
 fn check_plans(path: &Path, num_blocks: usize, rows: &[PlanRow]) -> Result<(), TableError> {
+    // From-plan takes a plan by its k and method: a second with both the same could be told
+    // apart by neither (its refusal asked for --plan-method, which named both again).
+    let mut plans: std::collections::HashMap<(&str, u32), usize> =
+        std::collections::HashMap::with_capacity(rows.len());
     for (index, row) in rows.iter().enumerate() {
+        if let Some(first) = plans.insert((row.method.as_str(), row.k), index) {
+            return Err(TableError::bad(
+                path,
+                format!(
+                    "row {index}, column \"k\": a second plan of method {} for k = {} (the \
+                     first is row {first}); a plan table holds one plan per method and k",
+                    row.method, row.k
+                ),
+            ));
+        }
         let k = to_u32(path, "number of removed blocks", row.removed_blocks.len())?;
         if k != row.k {
             return Err(TableError::bad(
@@ -783,7 +860,14 @@ mod tests {
         let plans = PlanTable {
             num_blocks: 4,
             value: None,
-            rows: vec![with(1.5, Some(0.03)), with(1.6, None), plan(vec![1])],
+            rows: vec![
+                with(1.5, Some(0.03)),
+                PlanRow {
+                    method: "adaptive".into(),
+                    ..with(1.6, None)
+                },
+                plan(vec![1]),
+            ],
         };
         write_plans(&path, &plans, &provenance()).unwrap();
         assert_eq!(read_plans(&path).unwrap(), plans);

@@ -1,4 +1,5 @@
-//! The value invariants of the evaluation and block-statistics tables (docs/formats.md):
+//! The value invariants of the evaluation, block-statistics, score and plan tables
+//! (docs/formats.md):
 //! refused on writing, and in a file some other tool wrote, refused on reading, naming the file,
 //! the row and the column.
 
@@ -6,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
 use layerprune_tables::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -534,4 +535,118 @@ fn score_estimates_that_rank_nothing_are_refused_on_writing_and_reading() {
         with_column(&good, &path, "estimate", vec![1.0, f64::INFINITY, value]);
         assert_names(&read_scores(&path).unwrap_err(), &path, 2, "estimate");
     }
+}
+
+/// Each estimator of a score table scores every block but the fixed ones once. A block scored
+/// twice or not at all passed `inspect` and was refused by `apply-prune` only when asked for
+/// that estimator ("block 1 has more than one score", "block 3 has no score"): refused on
+/// writing and reading, naming the row and the column.
+#[test]
+fn a_block_scored_twice_or_not_at_all_by_an_estimator_is_refused_on_writing_and_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("scores.parquet");
+    // Block 0 is fixed: no estimator scores it.
+    let rows = |estimators: &[&str]| -> Vec<ScoreRow> {
+        estimators
+            .iter()
+            .flat_map(|&e| (1..4).map(move |block| ScoreRow::point(block, block as f64, e, 9)))
+            .collect()
+    };
+    let valid = ScoreTable {
+        num_blocks: 4,
+        fixed_blocks: vec![0],
+        model_id: String::new(),
+        dataset_id: String::new(),
+        rows: rows(&["a", "b"]),
+    };
+    write_scores(&good, &valid, &provenance()).unwrap();
+    assert_eq!(read_scores(&good).unwrap(), valid);
+
+    let twice = "block 1 is scored again by a (first in row 0)";
+    let missing = "a (from this row) has no score for block 3; each estimator scores each of \
+                   the 4 blocks but the fixed ones ([0]) exactly once";
+    let written = dir.path().join("written.parquet");
+    let mut broken = valid.clone();
+    broken.rows[2].block = 1;
+    let error = write_scores(&written, &broken, &provenance()).unwrap_err();
+    assert_names(&error, &written, 2, "block");
+    assert!(error.to_string().contains(twice), "{error}");
+    let mut broken = valid.clone();
+    broken.rows.remove(2);
+    let error = write_scores(&written, &broken, &provenance()).unwrap_err();
+    assert_names(&error, &written, 0, "block");
+    assert!(error.to_string().contains(missing), "{error}");
+    assert!(!written.exists(), "a refused table was written");
+
+    let read = dir.path().join("read.parquet");
+    with_array(
+        &good,
+        &read,
+        "block",
+        Arc::new(UInt32Array::from(vec![1, 2, 1, 1, 2, 3])),
+    );
+    let error = read_scores(&read).unwrap_err();
+    assert_names(&error, &read, 2, "block");
+    assert!(error.to_string().contains(twice), "{error}");
+    // Row 2 given to another estimator: a scores no block 3 (nor c blocks 1 and 2).
+    with_array(
+        &good,
+        &read,
+        "estimator",
+        Arc::new(StringArray::from(vec!["a", "a", "c", "b", "b", "b"])),
+    );
+    let error = read_scores(&read).unwrap_err();
+    assert_names(&error, &read, 0, "block");
+    assert!(error.to_string().contains(missing), "{error}");
+}
+
+/// `apply-prune --method from-plan` takes a plan by its k and method: with two plans of one
+/// method for one k it asked for --plan-method, which named both again. A plan table holds
+/// one plan per method and k: refused on writing and reading, naming the row and the column.
+#[test]
+fn two_plans_of_one_method_for_one_k_are_refused_on_writing_and_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = |method: &str, removed: Vec<u32>| PlanRow {
+        method: method.into(),
+        k: removed.len() as u32,
+        removed_blocks: removed,
+        predicted_value: None,
+        measured_nll: Some(2.5),
+        measured_ppl: Some(2.5f64.exp()),
+        llm_evaluations: 6,
+        runner_up: None,
+        full_model: None,
+    };
+    let valid = PlanTable {
+        num_blocks: 4,
+        value: None,
+        rows: vec![
+            plan("sleb", vec![2]),
+            plan("sleb", vec![1, 2]),
+            plan("adaptive", vec![1, 2]),
+        ],
+    };
+    let good = dir.path().join("plans.parquet");
+    write_plans(&good, &valid, &provenance()).unwrap();
+    assert_eq!(read_plans(&good).unwrap(), valid);
+
+    let says = "a second plan of method sleb for k = 2 (the first is row 1)";
+    let written = dir.path().join("written.parquet");
+    let mut broken = valid.clone();
+    broken.rows[2].method = "sleb".into();
+    let error = write_plans(&written, &broken, &provenance()).unwrap_err();
+    assert_names(&error, &written, 2, "k");
+    assert!(error.to_string().contains(says), "{error}");
+    assert!(!written.exists(), "a refused table was written");
+
+    let read = dir.path().join("read.parquet");
+    with_array(
+        &good,
+        &read,
+        "method",
+        Arc::new(StringArray::from(vec!["sleb", "sleb", "sleb"])),
+    );
+    let error = read_plans(&read).unwrap_err();
+    assert_names(&error, &read, 2, "k");
+    assert!(error.to_string().contains(says), "{error}");
 }

@@ -137,9 +137,10 @@ fn every_table_round_trips_with_provenance() {
     write_surrogate_metrics(&path("s.parquet"), &metrics, &provenance()).unwrap();
     assert_eq!(read_surrogate_metrics(&path("s.parquet")).unwrap(), metrics);
 
+    // Each estimator scores every block but the fixed one, in any order.
     let scores = ScoreTable {
         num_blocks: 3,
-        fixed_blocks: Vec::new(),
+        fixed_blocks: vec![1],
         model_id: String::new(),
         dataset_id: String::new(),
         rows: vec![
@@ -161,6 +162,8 @@ fn every_table_round_trips_with_provenance() {
                 estimator: "exact".into(),
                 llm_evaluations: 8,
             },
+            ScoreRow::point(0, 0.5, "permutation", 17),
+            ScoreRow::point(2, f64::INFINITY, "exact", 8),
         ],
     };
     write_scores(&path("c.parquet"), &scores, &provenance()).unwrap();

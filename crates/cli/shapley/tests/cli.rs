@@ -524,6 +524,49 @@ fn estimates_that_are_not_numbers_are_refused_not_written() {
     assert!(!dir.path().join("scores.parquet").exists());
 }
 
+/// banzhaf-msr reads the evaluated masks as a uniform sample: a table of strata 0, 1 and 2
+/// only (as the pipeline's published strata leave sizes out) gave a biased estimate with
+/// plausible standard errors and exit 0; it is refused, saying which sizes are missing and how
+/// to sample a uniform table, and nothing is written. Every mask is read (the other test).
+#[test]
+fn banzhaf_msr_refuses_a_table_that_is_not_a_uniform_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    let at_most_two_removed: Vec<_> = layerprune_tests::every_mask(players.len())
+        .into_iter()
+        .filter(|mask| mask.num_kept() >= players.len() - 2)
+        .collect();
+    layerprune_tests::write_player_masks(
+        &dir.path().join("evals.parquet"),
+        &mut game(),
+        &players,
+        &at_most_two_removed,
+        64,
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+        .current_dir(dir.path())
+        .args([
+            "--evaluations",
+            "evals.parquet",
+            "--estimator",
+            "banzhaf-msr",
+        ])
+        .args(["--out", "scores.parquet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for part in [
+        "banzhaf-msr reads the evaluated masks as a uniform sample",
+        "no mask removes 3 or 4 of the 5 players, where a uniform sample of 16 masks holds \
+         about 7.5",
+        "sample-masks --strata 0,1,...,5 --allocation proportional",
+    ] {
+        assert!(stderr.contains(part), "{stderr}");
+    }
+    assert!(!dir.path().join("scores.parquet").exists());
+}
+
 /// `--threads` bounds the estimators' own threads and nothing else: the regression-adjusted
 /// estimate from two thirds of the masks of 12 blocks (weighted Gram matrices large enough to
 /// be multiplied out on several threads) is the same, bit for bit, on one thread as on two.
