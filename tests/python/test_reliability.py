@@ -421,10 +421,14 @@ def cases(f):
         ("in-missing-nonutf8", "inspect", [nonutf8], ["text-"]),
         # a FIFO that no process writes, or a device, given as an input: refused at once (every
         # stage waited for a writer for ever, and read /dev/zero until the memory ran out)
-        # (text may come through a pipe, `--text <(zcat corpus.gz)`: one without a writer ends
-        # at once, and holds no text)
-        ("pt-text-fifo", "prepare-tokens", pt_args[:2] + ["--text", f["fifo"], "--out", O(f)],
-         ["fifo.parquet (whole file) holds no text"]),
+        # (text may come through a pipe, `--text <(zcat corpus.gz)` or a named pipe, which is
+        # waited on as any reader waits: test_a_named_pipe_given_as_text_is_read_once_its_writer_comes)
+        # an output over a fitted surrogate, or over a file no stage wrote (a text corpus):
+        # refused (both were replaced, exit 0, until 2026-12-06)
+        ("sm-out-over-surrogate", "sample-masks", ["--num-blocks", "6", "--anchors", "--out", f["surrogate"]],
+         ["holds a layerprune surrogate of kind quadratic"]),
+        ("sm-out-over-text", "sample-masks", ["--num-blocks", "6", "--anchors", "--out", f["text"]],
+         ["refusing to replace a file it did not write"]),
         ("pt-text-device", "prepare-tokens",
          pt_args[:2] + ["--text", "/dev/zero", "--out", O(f)],
          ["/dev/zero: is a device, not a regular file"]),
@@ -503,6 +507,30 @@ def test_bad_input_is_refused_cleanly(files, case):
     assert tree_hashes(files["dir"], MODEL) == before, f"{case}: an input changed"
     # Nothing new is left where outputs go (no partial file, temporary or probe file).
     assert set(os.listdir(files["out"])) <= out_before | {"fr"}, case
+
+
+def test_a_named_pipe_given_as_text_is_read_once_its_writer_comes(files, tmp_path):
+    """`prepare-tokens --text FIFO` waits for the FIFO's writer, as `cat` does (until 2026-12-06 a
+    FIFO without a writer yet was read as empty at once, refused as holding no text, and the writer
+    started next blocked for ever); a writer that closes it without writing gives no text."""
+    fifo = tmp_path / "text.fifo"
+    os.mkfifo(fifo)
+    for text, status in ((files["text"].read_text(), 0), ("", 1)):
+        out = tmp_path / f"tokens-{status}.parquet"
+        stage = subprocess.Popen(
+            [BIN / "prepare-tokens", "--model", MODEL, "--text", fifo, "--windows", "1",
+             "--seq-len", "4", "--out", out],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+        time.sleep(1.5)
+        assert stage.poll() is None, "read the FIFO without waiting for its writer"
+        with open(fifo, "w") as writer:  # opens at once: the stage holds the FIFO open to read
+            writer.write(text)
+        _, stderr = stage.communicate(timeout=120)
+        stderr = stderr.decode(errors="replace")
+        assert stage.returncode == status, stderr
+        assert "text.fifo: a pipe nothing has been written to yet; waiting for its writer" in stderr
+        assert out.is_file() == (status == 0)
+        assert status == 0 or "holds no text" in stderr, stderr
 
 
 def test_non_utf8_paths_work_and_are_recorded_lossily(files, tmp_path):

@@ -4,9 +4,10 @@
 //! stage given either would hang (or fill the memory) instead of failing. [`open_input`] opens
 //! without waiting for a writer and refuses anything but a regular file; [`read_input`] reads
 //! one whole. Text, read once from start to end, may also come from a pipe
-//! ([`open_stream_input`]). The refusal is an [`io::Error`] of kind
-//! `InvalidInput` whose text says what the path is (`is a named pipe (FIFO), not a regular
-//! file`), so a caller that names the path in its error keeps doing so.
+//! ([`open_stream_input`]), whose writer is waited for as any reader of a pipe waits. The
+//! refusal is an [`io::Error`] of kind `InvalidInput` whose text says what the path is (`is a
+//! named pipe (FIFO), not a regular file`), so a caller that names the path in its error keeps
+//! doing so.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
@@ -94,9 +95,13 @@ fn refuse_kernel_files(_file: &File) -> io::Result<()> {
 }
 
 /// Opens `path` (symbolic links followed) for reading once from start to end, as text is read:
-/// a regular file, or a pipe, so that `--text <(zcat corpus.gz)` works. A pipe without a writer
-/// then reads as empty at once (its end), never blocks; a device, socket or folder is refused
-/// as by [`open_input`]. Not for tables, which are read whole as regular files.
+/// a regular file, or a pipe, so that `--text <(zcat corpus.gz)` works. A named pipe (FIFO)
+/// that no process has opened to write yet is waited on, as `cat` and every reader of a pipe
+/// wait, until a writer has written something or has come and gone (said once in the log after
+/// a second, naming the path): read as empty at once, its text was refused as holding none and
+/// the writer started next blocked for ever. A pipe whose writer has gone already (`<(cmd)`
+/// after `cmd` ended) is read to its end at once, never waited on. A device, socket or folder
+/// is refused as by [`open_input`]. Not for tables, which are read whole as regular files.
 pub fn open_stream_input(path: &Path) -> io::Result<File> {
     let (file, meta) = open_without_waiting(path)?;
     if !(meta.is_file() || is_fifo(&meta)) {
@@ -104,10 +109,54 @@ pub fn open_stream_input(path: &Path) -> io::Result<File> {
     }
     if meta.is_file() {
         refuse_kernel_files(&file)?;
+    } else {
+        wait_for_a_writer(&file, path)?;
     }
     // Blocking reads from here on: a writer's data is waited for, and with no writer left a
     // read returns 0, the end.
     blocking(file)
+}
+
+/// Waits until the pipe `file` (opened without waiting, `O_NONBLOCK`) has something to read or
+/// its end: data, or a writer that has closed it. Linux reports no end to a FIFO's reader that
+/// opened it without a writer until a writer has come (a pipe's end is reported at once), so
+/// this waits for a FIFO's first writer; a system that reports the end at once reads it as
+/// empty, as before.
+#[cfg(unix)]
+fn wait_for_a_writer(file: &File, path: &Path) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let mut said = false;
+    loop {
+        let mut poll = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // A second first, then for as long as it takes.
+        let timeout = if said { -1 } else { 1000 };
+        // SAFETY: one pollfd for a descriptor `file` owns, for the length given.
+        match unsafe { libc::poll(&mut poll, 1, timeout) } {
+            0 => {
+                tracing::info!(
+                    "{}: a pipe nothing has been written to yet; waiting for its writer",
+                    path.display()
+                );
+                said = true;
+            }
+            n if n > 0 => return Ok(()),
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn wait_for_a_writer(_file: &File, _path: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 /// `path` opened for reading without waiting for a FIFO's writer, with its metadata. A path
@@ -279,18 +328,27 @@ mod tests {
         reader.read_to_string(&mut text).unwrap();
         assert_eq!(text, "piped text");
 
-        // Without a writer: empty at once, on a thread so that a blocking open fails the test.
-        let (send, receive) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let read = open_stream_input(&fifo).and_then(|mut f| f.read_to_end(&mut bytes));
-            send.send(read.map(|_| bytes))
-        });
-        let bytes = receive
-            .recv_timeout(Duration::from_secs(10))
-            .expect("reading a FIFO without a writer blocked")
-            .unwrap();
-        assert!(bytes.is_empty());
+        // A pipe whose writer has gone before it was opened (`<(printf text)` once printf has
+        // ended): its data, then its end, at once; empty if nothing was written. On a thread,
+        // so that waiting for a writer fails the test rather than hangs it.
+        for written in [&b"the last words"[..], b""] {
+            let (reader, mut writer) = std::io::pipe().unwrap();
+            std::io::Write::write_all(&mut writer, written).unwrap();
+            drop(writer);
+            let path = fd_path(&reader);
+            let (send, receive) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let read = open_stream_input(&path).and_then(|mut f| f.read_to_end(&mut bytes));
+                send.send(read.map(|_| bytes))
+            });
+            let bytes = receive
+                .recv_timeout(Duration::from_secs(10))
+                .expect("reading a pipe whose writer had gone waited")
+                .unwrap();
+            assert_eq!(bytes, written);
+            drop(reader);
+        }
 
         let error = open_stream_input(Path::new("/dev/zero")).unwrap_err();
         assert_eq!(error.to_string(), "is a device, not a regular file");
@@ -305,6 +363,55 @@ mod tests {
         }
         let error = open_stream_input(dir.path()).unwrap_err();
         assert_eq!(error.to_string(), "is a folder, not a regular file");
+    }
+
+    /// The path through which this process opens `file` again (`/dev/fd/N`, as bash's `<(…)`
+    /// gives).
+    #[cfg(unix)]
+    fn fd_path(file: &impl std::os::unix::io::AsRawFd) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/dev/fd/{}", file.as_raw_fd()))
+    }
+
+    /// A named pipe read as text waits for its writer, as `cat` does (it was read as empty at
+    /// once, refused as holding no text, and the writer started next blocked for ever); a
+    /// writer that closes it without writing gives its end.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fifo_read_as_text_waits_for_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        make_fifo(&fifo);
+        for written in [&b"text written late"[..], b""] {
+            let (send, receive) = std::sync::mpsc::channel();
+            let reading = fifo.clone();
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let read = open_stream_input(&reading).and_then(|mut f| f.read_to_end(&mut bytes));
+                send.send(read.map(|_| bytes))
+            });
+            assert!(
+                matches!(
+                    receive.recv_timeout(Duration::from_millis(300)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ),
+                "a FIFO without a writer was read without waiting for one"
+            );
+            // The writer comes (opened without waiting, so that a reader that is gone fails
+            // the test rather than hangs it: "no such device or address").
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut writer = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .expect("the reader holds the FIFO open");
+            std::io::Write::write_all(&mut writer, written).unwrap();
+            drop(writer);
+            let bytes = receive
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the writer's end was not read")
+                .unwrap();
+            assert_eq!(bytes, written);
+        }
     }
 
     #[cfg(unix)]

@@ -14,6 +14,7 @@
 //! one-run-at-a-time [`FileLock`], inputs that refuse FIFOs and /proc, decoder panics contained,
 //! the tokenizer id a token table records).
 
+pub mod aside;
 pub mod atomic;
 pub mod contained;
 pub mod design;
@@ -30,6 +31,7 @@ pub mod players;
 pub mod progress;
 pub mod synthetic;
 
+pub use aside::{KeptAside, PutBack};
 pub use atomic::{
     atomic_write, atomic_write_bytes, dead_writers_siblings, remove_file_if_there, sibling_name,
     AtomicWriteError,

@@ -284,7 +284,7 @@ impl PreparedFrontier {
                 &run.evaluation,
                 run.cache_measured_otherwise,
             )
-                .with_context(|| cache_refused(&format!("--{kind}"), name, tokens_path))?;
+            .with_context(|| cache_refused(&format!("--{kind}"), name, tokens_path))?;
             let game = CachedLlm::open_with(
                 model,
                 tokens,

@@ -33,7 +33,7 @@ pub use layerprune_data::Bos;
 pub use masks::{load_masks, ordered_rows, MaskList, MaskSource};
 pub use perplexity::{
     block_stats_table, merge_evaluations, run_evaluation, BlockStatsOutput, EvaluationConfig,
-    EvaluationOutcome, MemoryTaken, MergeConfig,
+    EvaluationOutcome, MemoryTaken, MergeConfig, SUMMARY_KEYS,
 };
 pub use shard::Shard;
 pub use tasks::{run_tasks, TaskConfig, TaskOutcome};

@@ -149,7 +149,10 @@ fn budgets_parse_and_resolve() {
     assert!("-1sleb".parse::<Budget>().is_err());
     assert!("lots".parse::<Budget>().is_err());
     // A budget of no evaluations is a usage error, refused as the flag is parsed.
-    assert!("0".parse::<Budget>().unwrap_err().contains("no evaluations"));
+    assert!("0"
+        .parse::<Budget>()
+        .unwrap_err()
+        .contains("no evaluations"));
     assert_eq!(Budget::OfSleb(1.0).resolve(30, 6), 165);
     // A fraction never goes below the least budget; a number is taken as given.
     assert_eq!(Budget::OfSleb(0.01).resolve(30, 6), 36);

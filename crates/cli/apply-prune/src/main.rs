@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, Io, RuntimeArgs};
-use layerprune_core::{Game, LockError};
+use layerprune_core::{Game, KeptAside, LockError, PutBack};
 use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{ModelFacts, MootSettings, PlanFiles};
@@ -509,10 +509,10 @@ fn apply_prune(args: Args) -> Result<()> {
                             args.replace_cache_measured_otherwise,
                         ),
                     )
-                        .map_err(|error| {
-                            let context = cache_refusal(path, &error);
-                            error.context(context)
-                        })
+                    .map_err(|error| {
+                        let context = cache_refusal(path, &error);
+                        error.context(context)
+                    })
                 })
                 .transpose()?;
             let game = layerprune_evaluation::CachedLlm::open_with(
@@ -598,12 +598,58 @@ fn apply_prune(args: Args) -> Result<()> {
         layerprune_model::refuse_overlap(source, dest)?;
         layerprune_model::remove_folder(dest, args.overwrite)?;
     }
+    // A run that fails writing the folder (a full disk) leaves neither output: the plan table
+    // it replaced is kept aside until then and put back (one written where there was none is
+    // removed), so that no script or rule takes the plan of a failed run for done.
+    let earlier_plan = match (&args.out, &args.pruned_out) {
+        (Some(out), Some(_)) => Some((
+            out,
+            KeptAside::keep(out).with_context(|| {
+                format!(
+                    "--out {}: cannot keep the earlier plan table aside",
+                    out.display()
+                )
+            })?,
+        )),
+        _ => None,
+    };
+    let written = write_outputs(&args, &table, &provenance, layout.as_ref());
+    match (earlier_plan, &written) {
+        (Some((out, earlier)), Err(_)) => match earlier.put_back() {
+            Ok(PutBack::Restored) => tracing::info!(
+                "{}: the earlier plan table is back (the pruned folder was not written)",
+                out.display()
+            ),
+            Ok(PutBack::Removed) => tracing::info!(
+                "{}: the plan table this run wrote is removed (the pruned folder was not \
+                 written)",
+                out.display()
+            ),
+            Err(error) => tracing::warn!(
+                "{}: left as this run wrote it, though the pruned folder was not written: {error}",
+                out.display()
+            ),
+        },
+        (Some((_, earlier)), Ok(())) => earlier.discard(),
+        (None, _) => {}
+    }
+    written
+}
+
+/// Writes the plan table (--out), the summary and the pruned folder (--pruned-out, as `layout`
+/// plans it), in that order.
+fn write_outputs(
+    args: &Args,
+    table: &layerprune_tables::PlanTable,
+    provenance: &Provenance,
+    layout: Option<&layerprune_model::PrunedLayout>,
+) -> Result<()> {
     if let Some(out) = &args.out {
-        write_plans(out, &table, &provenance)?;
+        write_plans(out, table, provenance)?;
         tracing::info!("wrote {} ({} plans)", out.display(), table.rows.len());
     }
     layerprune_cli_common::print_summary(&table.to_string())?;
-    if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, &layout) {
+    if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, layout) {
         layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;
         // The graphs by name; the weight files (content-hashed names, one per tensor: dozens
         // a block on a real model) by their count.

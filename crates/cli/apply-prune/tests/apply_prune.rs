@@ -380,17 +380,16 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
             })
             .collect(),
     };
-    write_scores(
+    // Refused as it is written (and read: crates/tables/tests/invariants.rs), so `inspect`
+    // says what apply-prune would.
+    let refused = write_scores(
         &incomplete,
         &table,
         &Provenance::new("test", "0", Vec::new()),
     )
-    .unwrap();
-    run_fail(
-        with("2", &s(&incomplete), &[]),
-        "block 5 has no score",
-        None,
-    );
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("has no score for block 5"), "{refused}");
     run_fail(with("2", &scores_s, &["--estimator", "exact"]), "", None);
 
     // A pruned folder another run is writing (it holds the folder's lock) is refused at once,
@@ -447,8 +446,10 @@ fn pruning_by_scores(
 }
 
 /// A run replacing a pruned folder that fails after writing its plan (here: a kept file of the
-/// model is gone) leaves no pruned folder, never the earlier run's, which would disagree with
-/// the plan now in --out.
+/// model is gone; in use, a full disk) leaves no pruned folder, never the earlier run's, and
+/// not its own plan either: the earlier plan is put back as it was (its time too, which Make
+/// compares), and where there was none, the plan it wrote is removed, so that a script or rule
+/// taking an output that exists for done takes nothing of the failed run.
 #[test]
 fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
     let dir = tempfile::tempdir().unwrap();
@@ -488,19 +489,45 @@ fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
     assert!(run("2").status.success());
     assert!(pruned.join("manifest.json").exists());
 
+    let earlier = std::fs::read(&plan).unwrap();
+    let earlier_time = std::fs::metadata(&plan).unwrap().modified().unwrap();
+
     std::fs::remove_file(model.join("tokenizer.json")).unwrap();
     let output = run("1");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "succeeded without tokenizer.json");
     assert!(stderr.contains("tokenizer.json"), "stderr is {stderr}");
-    assert_eq!(read_plans(&plan).unwrap().rows[0].removed_blocks.len(), 1);
-    assert!(!pruned.exists(), "the k = 2 folder outlived the k = 1 plan");
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with('.'))
-        .collect();
-    assert!(left.is_empty(), "left {left:?}");
+    assert!(
+        stderr.contains("the earlier plan table is back"),
+        "stderr is {stderr}"
+    );
+    assert_eq!(std::fs::read(&plan).unwrap(), earlier, "not the k = 2 plan");
+    assert_eq!(
+        std::fs::metadata(&plan).unwrap().modified().unwrap(),
+        earlier_time
+    );
+    assert!(!pruned.exists(), "the k = 2 folder outlived the k = 1 run");
+    let hidden = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with('.'))
+            .collect()
+    };
+    assert!(hidden().is_empty(), "left {:?}", hidden());
+
+    // No plan before: the one this run wrote is removed.
+    std::fs::remove_file(&plan).unwrap();
+    let output = run("1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "succeeded without tokenizer.json");
+    assert!(
+        stderr.contains("the plan table this run wrote is removed"),
+        "stderr is {stderr}"
+    );
+    assert!(!plan.exists(), "the failed run left its plan");
+    assert!(!pruned.exists());
+    assert!(hidden().is_empty(), "left {:?}", hidden());
 }
 
 /// Without --overwrite an existing --pruned-out is never removed, not even one that appears
@@ -2374,8 +2401,18 @@ fn a_cache_measured_otherwise_is_replaced_only_once_something_was_measured() {
 
     // A device that cannot be had: refused before anything is measured, the cache as it was.
     let before = std::fs::read(&cache).unwrap();
-    let out = apply_prune(&with(&["--device", "cuda"]).iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = apply_prune(
+        &with(&["--device", "cuda"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(&cache).unwrap(), before);
 
     // Other arithmetic: started again, said, and the file now holds this run's measurements.
@@ -2391,7 +2428,10 @@ fn a_cache_measured_otherwise_is_replaced_only_once_something_was_measured() {
         "{stderr}"
     );
     let again = layerprune_tables::read_evaluations(&cache).unwrap();
-    assert_eq!(again.evaluated_on.as_deref(), Some("cpu, graph optimization basic"));
+    assert_eq!(
+        again.evaluated_on.as_deref(),
+        Some("cpu, graph optimization basic")
+    );
     assert_eq!(again.rows.len(), on_cpu.rows.len());
     std::fs::remove_file(&plan).unwrap();
 
@@ -2415,7 +2455,12 @@ fn a_cache_measured_otherwise_is_replaced_only_once_something_was_measured() {
     let mut args = measuring_args("sleb", "1", &tokens, &plan, None);
     args.push("--replace-cache-measured-otherwise".into());
     let out = apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A plan table's provenance: what its plans were chosen on (`chosen_on`) and where they were

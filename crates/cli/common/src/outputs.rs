@@ -1,17 +1,19 @@
 //! The check every stage runs on its outputs before doing any work: an output never replaces
 //! an input (by file identity, through symbolic and hard links), never replaces something that
 //! is not a regular file (a device, FIFO, socket or symbolic link), and its folder exists and
-//! can be written; a table output never replaces a table of another kind (a tokens table
-//! written over the evaluations of hours of GPU time by a slip of the path), nor any other
-//! output a table; and an output the stage only replaces with `--overwrite` is refused before
-//! the work, not after it. Each refusal names the flag, the path and the problem. The check
-//! then locks every output ([`OutputLocks`]) for as long as the stage runs, so a second run
-//! writing one of them (`evaluate --merge` beside a running `evaluate`, two `apply-prune` runs
-//! on one plan table and pruned folder) is refused at once instead of replacing the first's
-//! work or pairing its table with the other's folder.
+//! can be written; an output never replaces a layerprune table or surrogate of another kind
+//! than it writes (a tokens table written over the evaluations of hours of GPU time, or over
+//! a fitted surrogate, by a slip of the path), nor a file that is neither (a user's text, a
+//! file of another tool) unless the stage's `--overwrite` says so; and an output the stage
+//! only replaces with `--overwrite` is refused before the work, not after it. Each refusal
+//! names the flag, the path and the problem. The check then locks every output
+//! ([`OutputLocks`]) for as long as the stage runs, so a second run writing one of them
+//! (`evaluate --merge` beside a running `evaluate`, two `apply-prune` runs on one plan table
+//! and pruned folder) is refused at once instead of replacing the first's work or pairing its
+//! table with the other's folder.
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,13 +38,19 @@ static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone, Debug, Default)]
 pub struct Io {
     inputs: Vec<PathBuf>,
-    /// File outputs, with the kind of table for those that are tables: an existing file there
-    /// is replaced only if it is such a table (a rerun) or not a layerprune table at all.
-    files: Vec<(String, PathBuf, Option<TableKind>)>,
+    /// File outputs, with what each writes: an existing file there is replaced only if it
+    /// holds the same (a rerun), or nothing, or (under `--overwrite`) neither a layerprune table
+    /// nor a surrogate ([`Io::check`]).
+    files: Vec<(String, PathBuf, Writes)>,
     folders: Vec<(String, PathBuf)>,
     /// Outputs an existing file or folder at which is refused (the stage has `--overwrite`
     /// and it was not given), before the work rather than after it.
     kept: Vec<(String, PathBuf)>,
+    /// Outputs declared with [`Io::existing_refused_unless`] whose `--overwrite` was given:
+    /// whatever is there may be replaced, but a layerprune table or surrogate of another kind.
+    overwritten: Vec<PathBuf>,
+    /// The stage's `--overwrite` ([`Io::overwrite`]), when it has one for every output.
+    overwrite: Option<bool>,
     /// Outputs whose lock the stage's library takes itself (a table it resumes), which
     /// [`Io::check`] leaves to it: one process cannot take one lock twice.
     locked_by_stage: Vec<PathBuf>,
@@ -78,26 +86,90 @@ impl Io {
         paths.into_iter().fold(self, |io, path| io.input(path))
     }
 
-    /// A file the stage writes, given by `flag`.
+    /// A file the stage writes, given by `flag`, of a sort this check is not told (quantize's
+    /// model file, frontier.csv in frontier's own folder): an existing file there is replaced
+    /// unless it is a layerprune table. A stage writing a surrogate or a JSON file of its own
+    /// says so ([`Io::output_surrogate`], [`Io::output_json`]), so that a surrogate is not
+    /// replaced by another file, nor a file of the user by either.
     pub fn output(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
-        self.files
-            .push((flag.to_string(), path.as_ref().to_path_buf(), None));
+        self.files.push((
+            flag.to_string(),
+            path.as_ref().to_path_buf(),
+            Writes::Unsaid,
+        ));
         self
     }
 
-    /// [`Io::output`] of an optional flag.
-    pub fn output_opt(self, flag: &str, path: Option<impl AsRef<Path>>) -> Self {
+    /// An [`Io::output`] that is a fitted surrogate (`fit-surrogate --out`): replaces a
+    /// layerprune surrogate file (a rerun), never a table, nor a file that is neither without
+    /// the stage's `--overwrite`.
+    pub fn output_surrogate(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
+        self.files.push((
+            flag.to_string(),
+            path.as_ref().to_path_buf(),
+            Writes::Surrogate,
+        ));
+        self
+    }
+
+    /// [`Io::output_surrogate`] of an optional flag.
+    pub fn output_surrogate_opt(self, flag: &str, path: Option<impl AsRef<Path>>) -> Self {
         match path {
-            Some(path) => self.output(flag, path),
+            Some(path) => self.output_surrogate(flag, path),
             None => self,
         }
     }
 
-    /// An [`Io::output`] that is a table of `kind`: besides the checks of a file, an existing
-    /// layerprune table of another kind at `path` is refused.
+    /// An [`Io::output`] that is a JSON object of the stage's own (`evaluate --summary`),
+    /// which always holds every one of `keys`: replaces such an object (a rerun), never a
+    /// layerprune table or surrogate, nor another file without the stage's `--overwrite`.
+    pub fn output_json(
+        mut self,
+        flag: &str,
+        path: impl AsRef<Path>,
+        keys: &'static [&'static str],
+    ) -> Self {
+        self.files.push((
+            flag.to_string(),
+            path.as_ref().to_path_buf(),
+            Writes::Json(keys),
+        ));
+        self
+    }
+
+    /// [`Io::output_json`] of an optional flag.
+    pub fn output_json_opt(
+        self,
+        flag: &str,
+        path: Option<impl AsRef<Path>>,
+        keys: &'static [&'static str],
+    ) -> Self {
+        match path {
+            Some(path) => self.output_json(flag, path, keys),
+            None => self,
+        }
+    }
+
+    /// The stage's `--overwrite` (`given`: whether it was given), for outputs that replace
+    /// what they wrote before without it: a file at one of them that holds neither a
+    /// layerprune table or surrogate nor what the output writes (a user's text) is replaced
+    /// only with it, and refused without it, naming the flag. Without this call such a file
+    /// is refused, naming no flag. (A table or surrogate of another kind is refused either way.)
+    pub fn overwrite(mut self, given: bool) -> Self {
+        self.overwrite = Some(given);
+        self
+    }
+
+    /// An [`Io::output`] that is a table of `kind`: replaces a table of that kind (a rerun),
+    /// never a layerprune table of another kind or a surrogate, nor a file that is neither
+    /// without the stage's `--overwrite` (one the stage resumes, [`Io::locked_by_stage`], is
+    /// left to the stage's reader, which refuses it or replaces it under its `--overwrite`).
     pub fn output_table(mut self, flag: &str, path: impl AsRef<Path>, kind: TableKind) -> Self {
-        self.files
-            .push((flag.to_string(), path.as_ref().to_path_buf(), Some(kind)));
+        self.files.push((
+            flag.to_string(),
+            path.as_ref().to_path_buf(),
+            Writes::Table(kind),
+        ));
         self
     }
 
@@ -146,14 +218,17 @@ impl Io {
     }
 
     /// The output `flag` (declared as a file or folder too) is refused when something exists
-    /// at `path`, unless `overwrite` (the stage's `--overwrite`).
+    /// at `path`, unless `overwrite` (the stage's `--overwrite`), with which it replaces any
+    /// file there but a layerprune table or surrogate of another kind.
     pub fn existing_refused_unless(
         mut self,
         overwrite: bool,
         flag: &str,
         path: impl AsRef<Path>,
     ) -> Self {
-        if !overwrite {
+        if overwrite {
+            self.overwritten.push(path.as_ref().to_path_buf());
+        } else {
             self.kept
                 .push((flag.to_string(), path.as_ref().to_path_buf()));
         }
@@ -180,8 +255,13 @@ impl Io {
     /// - an existing output that is a symbolic link, a device, a FIFO, a socket, or (for a
     ///   file output) a folder;
     /// - two outputs at the same place, or a file output inside a folder output;
-    /// - a table output over a layerprune table of another kind, and a file output that is
-    ///   not a table over any layerprune table;
+    /// - a file output over a layerprune table or surrogate other than it writes (a table of
+    ///   another kind; a surrogate, by any output but a surrogate or [`Io::output`]'s);
+    /// - a file output (but [`Io::output`]'s) over a file that is not empty and holds neither
+    ///   a layerprune table or surrogate nor what the output writes (its rerun's table, its
+    ///   JSON), unless the stage's `--overwrite` was given ([`Io::overwrite`],
+    ///   [`Io::existing_refused_unless`]) or the stage resumes that output itself
+    ///   ([`Io::locked_by_stage`]: its reader refuses such a file);
     /// - an existing output declared with [`Io::existing_refused_unless`] without overwrite;
     /// - an output whose folder is missing or cannot be written (a probe file is created in it
     ///   and removed);
@@ -224,24 +304,34 @@ impl Io {
                 }
             }
         }
-        for (flag, path, kind) in &self.files {
-            // Only a file that reads as a layerprune table of another kind (or any table, for
-            // an output that is not one) is refused; anything else at the path (nothing, a
-            // rerun's table, a file of another tool) is replaced.
+        // Matched by place, not spelling (`out.parquet` and `./out.parquet` are one file): a
+        // path locked here and by the stage would block the stage on its own lock.
+        let locked_by_stage: Vec<PathBuf> = self
+            .locked_by_stage
+            .iter()
+            .filter_map(|path| Some(folder_of(path).canonicalize().ok()?.join(path.file_name()?)))
+            .collect();
+        let overwritten: Vec<PathBuf> = self
+            .overwritten
+            .iter()
+            .filter_map(|path| Some(folder_of(path).canonicalize().ok()?.join(path.file_name()?)))
+            .collect();
+        // `places` begins with the files, in their order.
+        for ((flag, path, writes), (_, _, place, _)) in self.files.iter().zip(&places) {
             if !path.is_file() {
                 continue;
             }
-            if let Ok(found) = layerprune_tables::read_table_kind(path) {
-                let written = match kind {
-                    Some(kind) if found == *kind => continue,
-                    Some(kind) => format!("one of kind {kind}"),
-                    None => "a file that is not a table".to_string(),
-                };
-                bail!(
-                    "{flag} {}: holds a table of kind {found}, and this writes {written} over \
-                     it; choose another path (or remove the file)",
-                    path.display()
-                );
+            let held = Held::at(path, writes);
+            let replaceable = Replaceable {
+                resumed_by_stage: locked_by_stage.contains(place),
+                overwrite: if overwritten.contains(place) {
+                    Some(true)
+                } else {
+                    self.overwrite
+                },
+            };
+            if let Some(problem) = refusal(flag, writes, &held, replaceable) {
+                bail!("{flag} {}: {problem}", path.display());
             }
         }
         for (flag, path) in &self.kept {
@@ -255,13 +345,6 @@ impl Io {
         for (flag, path, _, _) in &places {
             probe_folder(flag, path)?;
         }
-        // Matched by place, not spelling (`out.parquet` and `./out.parquet` are one file): a
-        // path locked here and by the stage would block the stage on its own lock.
-        let locked_by_stage: Vec<PathBuf> = self
-            .locked_by_stage
-            .iter()
-            .filter_map(|path| Some(folder_of(path).canonicalize().ok()?.join(path.file_name()?)))
-            .collect();
         let mut locks = Vec::new();
         for (flag, path, place, _) in &places {
             if locked_by_stage.contains(place) {
@@ -273,6 +356,214 @@ impl Io {
             );
         }
         Ok(OutputLocks(locks))
+    }
+}
+
+/// What a file output writes, which decides what an existing file at its path it replaces.
+#[derive(Clone, Copy, Debug)]
+enum Writes {
+    Table(TableKind),
+    Surrogate,
+    /// A JSON object holding every one of these keys ([`Io::output_json`]).
+    Json(&'static [&'static str]),
+    /// A file of a sort not said ([`Io::output`]).
+    Unsaid,
+}
+
+/// The `format` of every surrogate file (`layerprune_surrogate::FORMAT_NAME`, which this crate
+/// does not depend on; a test checks that they agree).
+const SURROGATE_FORMAT: &str = "layerprune-surrogate";
+
+/// At most this many top-level keys of a JSON file are kept to tell what it is.
+const MAX_JSON_KEYS: usize = 256;
+
+/// What an existing regular file at an output holds, as far as telling whether the output may
+/// replace it goes.
+#[derive(Debug, PartialEq)]
+enum Held {
+    /// Nothing (an empty file: `mktemp`'s, or one a script made for the stage to fill).
+    Nothing,
+    Table(TableKind),
+    /// A layerprune surrogate file, with its `kind` when it names one.
+    Surrogate(Option<String>),
+    /// A JSON object that is no surrogate, with its top-level keys.
+    Json(Vec<String>),
+    /// Anything else, described.
+    Other(String),
+}
+
+impl Held {
+    /// What the file at `path` holds, as far as it matters to an output writing `writes`.
+    fn at(path: &Path, writes: &Writes) -> Held {
+        match fs::metadata(path) {
+            Ok(meta) if meta.len() == 0 => return Held::Nothing,
+            _ => {}
+        }
+        if let Ok(kind) = layerprune_tables::read_table_kind(path) {
+            return Held::Table(kind);
+        }
+        if let Writes::Unsaid = writes {
+            // Replaces anything but a table: a large surrogate is not read through for nothing.
+            return Held::Other("no layerprune table".to_string());
+        }
+        let mut reader = match layerprune_core::open_input(path) {
+            Ok(file) => BufReader::new(file),
+            Err(error) => return Held::Other(format!("a file that cannot be read ({error})")),
+        };
+        let start = match reader.fill_buf() {
+            Ok(start) => start,
+            Err(error) => return Held::Other(format!("a file that cannot be read ({error})")),
+        };
+        if start.starts_with(b"PAR1") {
+            return Held::Other("a Parquet file that is no layerprune table".to_string());
+        }
+        // Only what starts as a JSON object is read on (to its end: a surrogate's "format" may
+        // come after its parameters in a file rewritten by another tool); a text corpus is not.
+        let neither = || {
+            Held::Other(
+                "a file that is neither a layerprune table nor a surrogate (not Parquet or \
+                 valid JSON)"
+                    .to_string(),
+            )
+        };
+        if start.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return neither();
+        }
+        match json_head(reader) {
+            Ok(head) if head.format.as_deref() == Some(SURROGATE_FORMAT) => {
+                Held::Surrogate(head.kind)
+            }
+            Ok(head) => Held::Json(head.keys),
+            Err(_) => neither(),
+        }
+    }
+
+    /// What it is, in a refusal.
+    fn describe(&self) -> String {
+        match self {
+            Held::Nothing => "nothing".to_string(),
+            Held::Table(kind) => format!("a table of kind {kind}"),
+            Held::Surrogate(Some(kind)) => format!("a layerprune surrogate of kind {kind}"),
+            Held::Surrogate(None) => "a layerprune surrogate".to_string(),
+            Held::Json(_) => "JSON that is no layerprune surrogate".to_string(),
+            Held::Other(what) => what.clone(),
+        }
+    }
+}
+
+/// What of a JSON object tells what it is: its `format` and `kind` (when strings) and its
+/// top-level keys (at most [`MAX_JSON_KEYS`]).
+#[derive(Default)]
+struct JsonHead {
+    format: Option<String>,
+    kind: Option<String>,
+    keys: Vec<String>,
+}
+
+/// Reads one JSON object (and nothing after it) from `reader`, skipping its values but
+/// `format` and `kind`: a forest surrogate of hundreds of megabytes is read through, not held.
+fn json_head(reader: impl Read) -> serde_json::Result<JsonHead> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+    struct HeadVisitor;
+    impl<'de> Visitor<'de> for HeadVisitor {
+        type Value = JsonHead;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonHead, A::Error> {
+            let mut head = JsonHead::default();
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "format" | "kind" => {
+                        let value = map.next_value::<serde_json::Value>()?;
+                        let text = value.as_str().map(str::to_string);
+                        if key == "format" {
+                            head.format = text;
+                        } else {
+                            head.kind = text;
+                        }
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                if head.keys.len() < MAX_JSON_KEYS {
+                    head.keys.push(key);
+                }
+            }
+            Ok(head)
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    let head = (&mut deserializer).deserialize_map(HeadVisitor)?;
+    deserializer.end()?;
+    Ok(head)
+}
+
+/// What lets an output replace a file that holds none of layerprune's (nor its own).
+#[derive(Clone, Copy, Debug)]
+struct Replaceable {
+    /// The stage reads the output to resume it, and refuses such a file itself.
+    resumed_by_stage: bool,
+    /// The stage's `--overwrite` for it: `None` where it has none (or this check was not told).
+    overwrite: Option<bool>,
+}
+
+/// Why the output `flag`, writing `writes`, may not replace the file that holds `held` (the
+/// text after "FLAG PATH: "), or `None` when it may.
+fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -> Option<String> {
+    let another_path = "choose another path (or remove the file)";
+    let written = match writes {
+        Writes::Table(kind) => format!("one of kind {kind}"),
+        Writes::Surrogate => "a surrogate".to_string(),
+        Writes::Json(_) | Writes::Unsaid => "a file that is not a table".to_string(),
+    };
+    match (held, writes) {
+        (Held::Nothing, _) => None,
+        (Held::Table(found), Writes::Table(kind)) if found == kind => None,
+        (Held::Table(found), _) => Some(format!(
+            "holds a table of kind {found}, and this writes {written} over it; {another_path}"
+        )),
+        (Held::Surrogate(_), Writes::Surrogate | Writes::Unsaid) => None,
+        (Held::Surrogate(_), _) => {
+            let written = match writes {
+                Writes::Table(kind) => format!("a table of kind {kind}"),
+                _ => "a file that is not a surrogate".to_string(),
+            };
+            Some(format!(
+                "holds {}, and this writes {written} over it; {another_path}",
+                held.describe()
+            ))
+        }
+        (Held::Json(keys), Writes::Json(wanted))
+            if wanted.iter().all(|w| keys.iter().any(|k| k == w)) =>
+        {
+            None
+        }
+        (_, Writes::Unsaid) => None,
+        _ if replaceable.resumed_by_stage || replaceable.overwrite == Some(true) => None,
+        _ => {
+            let own = match writes {
+                Writes::Table(kind) => format!("a table of kind {kind}"),
+                Writes::Surrogate => "a surrogate".to_string(),
+                Writes::Json(_) | Writes::Unsaid => format!("{flag}'s JSON"),
+            };
+            let held = match (held, writes) {
+                (Held::Json(_), Writes::Json(_)) => {
+                    format!("JSON that is neither a layerprune surrogate nor what {flag} writes")
+                }
+                _ => format!("{}, where this writes {own}", held.describe()),
+            };
+            Some(format!(
+                "holds {held}; refusing to replace a file it did not write: {}",
+                match replaceable.overwrite {
+                    Some(_) => "pass --overwrite to replace it, or choose another path",
+                    None => another_path,
+                }
+            ))
+        }
     }
 }
 
@@ -482,8 +773,9 @@ mod tests {
         format!("{:#}", io.check().unwrap_err())
     }
 
-    /// A table output replaces a table of its own kind (a rerun) or a file that is no
-    /// layerprune table, never a table of another kind.
+    /// A table output replaces a table of its own kind (a rerun), never a table of another
+    /// kind; a file that is not a table is written over a file of another tool, never over a
+    /// table.
     #[test]
     fn a_table_output_never_replaces_a_table_of_another_kind() {
         use layerprune_tables::{write_tokens, Provenance, TokenTable};
@@ -499,27 +791,245 @@ mod tests {
                     .contains("holds a table of kind tokens, and this writes one of kind scores"),
             "{message}"
         );
+        // Not with --overwrite either: that replaces what the stage wrote, or a user's file.
+        let message = refused(Io::new().overwrite(true).output_table(
+            "--out",
+            &tokens,
+            TableKind::Scores,
+        ));
+        assert!(
+            message.contains("holds a table of kind tokens"),
+            "{message}"
+        );
         let _ = Io::new()
             .output_table("--out", &tokens, TableKind::Tokens)
             .check()
             .unwrap();
-        let other_tool = dir.path().join("notes.parquet");
-        fs::write(&other_tool, b"not a table").unwrap();
         let _ = Io::new()
-            .output_table_opt("--out", Some(&other_tool), TableKind::Scores)
             .output_table("--out", dir.path().join("new.parquet"), TableKind::Plans)
             .check()
             .unwrap();
-        // A file that is not a table (a quantized ONNX model, a surrogate) is not written over
+        // A file that is not a table (a quantized ONNX model, frontier.csv) is not written over
         // any table; over another tool's file it is.
-        let message = refused(Io::new().output("--out", &tokens));
+        for io in [
+            Io::new().output("--out", &tokens),
+            Io::new().output_surrogate("--out", &tokens),
+            Io::new().output_json("--summary", &tokens, &["seconds"]),
+        ] {
+            let message = refused(io);
+            assert!(
+                message.contains("holds a table of kind tokens, and this writes a"),
+                "{message}"
+            );
+        }
+        let other_tool = dir.path().join("notes.parquet");
+        fs::write(&other_tool, b"not a table").unwrap();
+        let _ = Io::new().output("--out", &other_tool).check().unwrap();
+    }
+
+    /// A file that holds no layerprune table or surrogate (a user's text corpus, a Parquet file
+    /// or JSON of another tool) is replaced by a table, surrogate or JSON output only under the
+    /// stage's --overwrite, or where the stage resumes the output and judges it itself; an
+    /// empty file holds nothing to lose.
+    #[test]
+    fn a_file_no_stage_wrote_is_replaced_only_with_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("corpus.txt");
+        fs::write(&text, "The user's own text.\n\nA second paragraph.\n").unwrap();
+        let parquet = dir.path().join("theirs.parquet");
+        fs::write(&parquet, b"PAR1 and then some bytes of another tool").unwrap();
+        let json = dir.path().join("config.json");
+        fs::write(&json, br#"{"learning_rate": 0.1, "layers": [1, 2]}"#).unwrap();
+        let jsonl = dir.path().join("docs.jsonl");
+        fs::write(&jsonl, b"{\"text\": \"one\"}\n{\"text\": \"two\"}\n").unwrap();
+        for (path, held) in [
+            (
+                &text,
+                "neither a layerprune table nor a surrogate (not Parquet or valid JSON)",
+            ),
+            (&parquet, "a Parquet file that is no layerprune table"),
+            // (…"neither a layerprune surrogate nor what --summary writes" to a JSON output)
+            (&json, "JSON that is n"),
+            (&jsonl, "neither a layerprune table nor a surrogate"),
+        ] {
+            let outputs = |io: Io| {
+                [
+                    io.clone().output_table("--out", path, TableKind::Masks),
+                    io.clone().output_surrogate("--out", path),
+                    io.output_json("--summary", path, &["masks_per_second"]),
+                ]
+            };
+            for io in outputs(Io::new()) {
+                let message = refused(io);
+                assert!(
+                    message.contains(&path.display().to_string())
+                        && message.contains(held)
+                        && message.contains("refusing to replace a file it did not write")
+                        && message.contains("choose another path (or remove the file)"),
+                    "{message}"
+                );
+            }
+            // A stage with --overwrite names it.
+            for io in outputs(Io::new().overwrite(false)) {
+                let message = refused(io);
+                assert!(
+                    message.contains("pass --overwrite to replace it"),
+                    "{message}"
+                );
+            }
+            for io in outputs(Io::new().overwrite(true)) {
+                drop(io.check().unwrap());
+            }
+            // Given for this output (quantize's, apply-prune's --pruned-out).
+            drop(
+                Io::new()
+                    .output_table("--out", path, TableKind::Masks)
+                    .existing_refused_unless(true, "--out", path)
+                    .check()
+                    .unwrap(),
+            );
+            // A table the stage resumes (evaluate --out, a cache): its reader refuses the file
+            // or replaces it under --overwrite.
+            drop(
+                Io::new()
+                    .output_table("--out", path, TableKind::Evaluations)
+                    .locked_by_stage(path)
+                    .check()
+                    .unwrap(),
+            );
+            // A file of a sort not said (frontier.csv in frontier's folder) replaces it.
+            drop(Io::new().output("--out", path).check().unwrap());
+            assert!(path.exists());
+        }
+        let empty = dir.path().join("made-by-mktemp");
+        fs::write(&empty, b"").unwrap();
+        drop(
+            Io::new()
+                .output_table("--out", &empty, TableKind::Masks)
+                .output_surrogate("--surrogate", dir.path().join("s.json"))
+                .check()
+                .unwrap(),
+        );
+        drop(Io::new().output_surrogate("--out", &empty).check().unwrap());
+    }
+
+    /// A fitted surrogate (an MLP's takes long to fit) is protected as a table of another
+    /// kind: replaced only by a surrogate (fit-surrogate's rerun), or by an output of a sort
+    /// not said; never by a table or another JSON output, not even under --overwrite.
+    #[test]
+    fn a_surrogate_is_replaced_only_by_a_surrogate() {
+        use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
+        assert_eq!(SURROGATE_FORMAT, layerprune_surrogate::FORMAT_NAME);
+        let dir = tempfile::tempdir().unwrap();
+        let masks: Vec<layerprune_core::Mask> = (0..16u32)
+            .map(|bits| {
+                let kept: Vec<bool> = (0..4).map(|b| bits & (1 << b) != 0).collect();
+                layerprune_core::Mask::from_kept(kept)
+            })
+            .collect();
+        let values: Vec<f64> = masks.iter().map(|m| m.num_kept() as f64 / 4.0).collect();
+        let model = fit(
+            SurrogateKind::Quadratic,
+            &masks,
+            &values,
+            &FitOptions::default(),
+        )
+        .unwrap();
+        let surrogate = dir.path().join("surrogate.json");
+        SavedSurrogate::new(model, "utility", "test")
+            .save(&surrogate)
+            .unwrap();
+        assert_eq!(
+            Held::at(&surrogate, &Writes::Surrogate),
+            Held::Surrogate(Some("quadratic".to_string()))
+        );
+        // Rewritten by another tool, with "format" after the parameters and spaces around.
+        let value: serde_json::Value =
+            serde_json::from_slice(&fs::read(&surrogate).unwrap()).unwrap();
+        let rewritten = dir.path().join("rewritten.json");
+        let mut text = String::from("\n  {\"parameters\": ");
+        text.push_str(&value["parameters"].to_string());
+        for (key, field) in value.as_object().unwrap() {
+            if key != "parameters" {
+                text.push_str(&format!(", {key:?}: {field}"));
+            }
+        }
+        text.push_str("}\n");
+        fs::write(&rewritten, text).unwrap();
+        assert!(SavedSurrogate::load(&rewritten).is_ok());
+        assert_eq!(
+            Held::at(&rewritten, &Writes::Surrogate),
+            Held::at(&surrogate, &Writes::Surrogate)
+        );
+
+        for io in [Io::new(), Io::new().overwrite(true)] {
+            let message = refused(
+                io.clone()
+                    .output_table("--out", &surrogate, TableKind::Scores),
+            );
+            assert!(
+                message.contains("--out")
+                    && message.contains("surrogate.json")
+                    && message.contains(
+                        "holds a layerprune surrogate of kind quadratic, and this writes a \
+                         table of kind scores over it"
+                    ),
+                "{message}"
+            );
+            let message = refused(io.output_json("--summary", &surrogate, &["seconds"]));
+            assert!(
+                message.contains("--summary")
+                    && message.contains(
+                        "holds a layerprune surrogate of kind quadratic, and this writes a file \
+                         that is not a surrogate over it"
+                    ),
+                "{message}"
+            );
+        }
+        drop(
+            Io::new()
+                .output_surrogate("--out", &surrogate)
+                .check()
+                .unwrap(),
+        );
+        drop(Io::new().output("--out", &rewritten).check().unwrap());
+    }
+
+    /// A JSON output of the stage's own (evaluate --summary) replaces the JSON it wrote before,
+    /// told by keys it always holds, without --overwrite (Make's reruns give none).
+    #[test]
+    fn a_json_output_replaces_its_own_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = dir.path().join("summary.json");
+        fs::write(
+            &summary,
+            br#"{"masks": 4, "seconds": 0.5, "masks_per_second": 8.0, "extra": {"kind": 1}}"#,
+        )
+        .unwrap();
+        const KEYS: &[&str] = &["masks", "seconds", "masks_per_second"];
+        drop(
+            Io::new()
+                .output_json("--summary", &summary, KEYS)
+                .check()
+                .unwrap(),
+        );
+        let message = refused(Io::new().overwrite(false).output_json(
+            "--summary",
+            &summary,
+            &["masks", "windows"],
+        ));
         assert!(
             message.contains(
-                "holds a table of kind tokens, and this writes a file that is not a table"
-            ),
+                "holds JSON that is neither a layerprune surrogate nor what --summary writes"
+            ) && message.contains("pass --overwrite"),
             "{message}"
         );
-        let _ = Io::new().output("--out", &other_tool).check().unwrap();
+        // Another output writing a table over it: refused as any file no stage wrote.
+        let message = refused(Io::new().output_table("--out", &summary, TableKind::Scores));
+        assert!(
+            message.contains("JSON that is no layerprune surrogate"),
+            "{message}"
+        );
     }
 
     /// With `existing_refused_unless(false, ...)` an existing output is refused before any

@@ -283,7 +283,8 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
         .input_opt(args.masks.as_deref())
         .input_opt(args.task_data.as_deref())
         .inputs(&args.merge)
-        .output_table("--out", &args.out, TableKind::Evaluations);
+        .output_table("--out", &args.out, TableKind::Evaluations)
+        .overwrite(args.overwrite);
     if args.tasks.is_some() {
         io = io
             .output_table_opt(
@@ -304,7 +305,11 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
                 args.block_stats.as_deref(),
                 TableKind::BlockStats,
             )
-            .output_opt("--summary", args.summary.as_deref())
+            .output_json_opt(
+                "--summary",
+                args.summary.as_deref(),
+                layerprune_evaluation::SUMMARY_KEYS,
+            )
             .locked_by_stage(&args.out);
     }
     io.check()

@@ -144,7 +144,7 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
     request.check()?;
     let _outputs = layerprune_cli_common::Io::new()
         .input(&args.evaluations)
-        .output_opt("--out", args.out.as_deref())
+        .output_surrogate_opt("--out", args.out.as_deref())
         .output_table_opt(
             "--metrics",
             args.metrics.as_deref(),

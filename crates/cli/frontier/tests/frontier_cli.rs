@@ -556,8 +556,12 @@ fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("starting the cache again"), "{stderr}");
-    let cache = layerprune_tables::read_evaluations(&out.join("cache-calibration-c0.parquet")).unwrap();
-    assert_eq!(cache.evaluated_on.as_deref(), Some("cpu, graph optimization basic"));
+    let cache =
+        layerprune_tables::read_evaluations(&out.join("cache-calibration-c0.parquet")).unwrap();
+    assert_eq!(
+        cache.evaluated_on.as_deref(),
+        Some("cpu, graph optimization basic")
+    );
 }
 
 /// The two token-table flags keep their roles' names, so their help says what each is in the
