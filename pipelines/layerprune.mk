@@ -250,7 +250,7 @@ $(eval $(call settings_stamp,surrogate-quadratic,$(SEED) $(SURROGATE_RIDGE)))
 # round differently (NLL within ~1e-4), so a table measured on one is not reported as the
 # other's, and a CUDA request (or a flag) that cannot be met fails as on a fresh run instead of
 # printing the CPU's tables. The plan cache was measured there too: apply-prune starts it again
-# (--replace-cache-measured-otherwise, plan_args) and replaces the file once it has measured
+# (--replace-cache-measured-otherwise, plan_run_args) and replaces the file once it has measured
 # something, so a request that fails keeps the old measurements (removed on the change before
 # 2026-12-06, under make -j before anything had run on the new device).
 $(eval $(call settings_stamp,device,$(MODEL_RUNTIME)))
@@ -322,8 +322,12 @@ $(RUN)/scores-baselines.parquet: $(RUN)/evaluations.parquet | $(BIN)/score-block
 # removal alone, and a new evaluation text re-measures the plans without choosing them again; the
 # model folder is order-only, as another model makes the calibration tokens again.
 APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS)
-# $(call plan_args,METHOD): its row of the method table, and the shared cache if it has one.
-plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE) --replace-cache-measured-otherwise))
+# $(call plan_args,METHOD): its row of the method table, and the shared cache if it has one
+# (what its settings stamp records). plan_run_args: those, and how a cache measured on another
+# device is treated, which changes no plan (out of the stamp: a run folder made before the flag
+# chooses nothing again for it).
+plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE)))
+plan_run_args = $(call plan_args,$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--replace-cache-measured-otherwise)
 # $(call plan_inputs,METHOD): the files of the run its row names.
 plan_inputs = $(filter $(RUN)/%,$(PLAN_ARGS_$(1)))
 
@@ -341,7 +345,7 @@ $(eval $(call settings_stamp,plan-$(1),$(KS) $(call plan_args,$(1))))
 $(RUN)/plans/$(1)-calibration.parquet: $(call plan_inputs,$(1)) $(RUN)/tokens-calib.parquet \
     $(RUN)/.settings/plan-$(1) $(RUN)/.settings/device | $(BIN)/apply-prune $(MODEL_INPUT)
 	@mkdir -p $$(dir $$@)
-	$$(APPLY_PRUNE) $$(call plan_args,$(1)) --tokens $(RUN)/tokens-calib.parquet --out $$@
+	$$(APPLY_PRUNE) $$(call plan_run_args,$(1)) --tokens $(RUN)/tokens-calib.parquet --out $$@
 $(RUN)/plans/$(1).parquet: $(RUN)/plans/$(1)-calibration.parquet $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/apply-prune
 	$$(APPLY_PRUNE) --method from-plan --plans $$< --tokens $(RUN)/tokens-eval.parquet --out $$@
 endef

@@ -248,8 +248,10 @@ $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 # The checkpoint is written from the source's files themselves, not from the export: their
 # sizes, times and inodes as the export's stamp has them (a tokenizer file removed or replaced by
 # an older one, whose export came out the same, kept the old checkpoint's tokenizer), and
-# PRUNE_HF_FILES by their content.
-$(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(strip $(PRUNE_SOURCE) $(PRUNE_SOURCE_STAT)),$(PRUNE_HF_SOURCE_DEPS)))
+# PRUNE_HF_FILES by their content, and by their names: one of two removed leaves the other's
+# identity unchanged, which the stamp would otherwise take for no change.
+PRUNE_HF_SOURCE_NAMES = $(patsubst $(patsubst %/,%,$(MODEL))/%,%,$(PRUNE_HF_SOURCE_DEPS))
+$(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(strip $(PRUNE_SOURCE) $(PRUNE_SOURCE_STAT) $(PRUNE_HF_SOURCE_NAMES)),$(PRUNE_HF_SOURCE_DEPS)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
 
 # The full model as a layered ONNX folder, checked against transformers by the exporter.

@@ -421,7 +421,8 @@ def cases(f):
         ("in-missing-nonutf8", "inspect", [nonutf8], ["text-"]),
         # a FIFO that no process writes, or a device, given as an input: refused at once (every
         # stage waited for a writer for ever, and read /dev/zero until the memory ran out)
-        # (text may come through a pipe, `--text <(zcat corpus.gz)` or a named pipe, which is
+        # (text read front to back, --text, --jsonl, --lambada, --boolq-passages, may come through a
+        # pipe, `--text <(zcat corpus.gz)`, or a named pipe, which is
         # waited on as any reader waits: test_a_named_pipe_given_as_text_is_read_once_its_writer_comes)
         # an output over a fitted surrogate, or over a file no stage wrote (a text corpus):
         # refused (both were replaced, exit 0, until 2026-12-06)

@@ -631,6 +631,19 @@ def python_constant(path, name):
     return ast.literal_eval(value)
 
 
+def test_one_of_two_checkpoint_files_removed_writes_the_checkpoint_again(setup):
+    """The checkpoint's stamp identified its files by content only: with two of them, one
+    removed left the other's identity as it was, and the checkpoint kept the removed file."""
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    (setup["hf"] / "generation_config.json").write_text("first\n")
+    (setup["hf"] / "chat_template.jinja").write_text("template\n")
+    setup["make"](*base)
+    (setup["hf"] / "chat_template.jinja").unlink()
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines] == ["prune_hf.py", "export_generator.py", "report.py"], lines
+
+
 def test_the_make_lists_of_source_files_cover_what_the_tools_read():
     """Every file the exporter checks for (WEIGHT_PATTERNS, TOKENIZER_FILES) and the other files
     transformers builds the tokenizer from is one of the export's prerequisites (PRUNE_SOURCE_FILES);

@@ -35,8 +35,8 @@ use layerprune_runtime::{
     sort_for_prefix_reuse, EvalOptions, Evaluator, LayeredModel, MaskEvaluation,
 };
 use layerprune_tables::{
-    resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable, PartialWindows,
-    Provenance, TableErrorKind, TokenTable,
+    read_evaluations, resume_evaluations, write_evaluations, EvaluationRow, EvaluationTable,
+    PartialWindows, Provenance, TableErrorKind, TokenTable,
 };
 
 use crate::pace::SavePace;
@@ -99,7 +99,8 @@ pub enum MeasuredOtherwise {
     /// Started again empty, with a warning; the file is replaced at the first save, i.e. once
     /// something was measured on the new device: a pipeline's cache across a change of device,
     /// where a CUDA request that then fails keeps the CPU's measurements (a pipeline that
-    /// removed the cache on the change lost them).
+    /// removed the cache on the change lost them). A finished `evaluate` table (a cache is
+    /// saved as not complete) is refused as with [`MeasuredOtherwise::Refuse`].
     Replace,
 }
 
@@ -163,9 +164,12 @@ impl EvaluationCache {
             &tokens.dataset_id,
             &evaluated_on,
         ) {
+            // A finished `evaluate` table given as a cache is the user's result, not a cache a
+            // pipeline keeps (a cache is saved as not complete): never started again.
             Err(error)
                 if error.kind == TableErrorKind::MeasuredOtherwise
-                    && measured_otherwise == MeasuredOtherwise::Replace =>
+                    && measured_otherwise == MeasuredOtherwise::Replace
+                    && !read_evaluations(path).is_ok_and(|table| table.complete) =>
             {
                 tracing::warn!(
                     "{error}; starting the cache again (the file is replaced once this run has \

@@ -20,11 +20,11 @@ use layerprune_tables::{
 };
 
 use crate::pace::SavePace;
+use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
 
 /// Keys every `evaluate --summary` holds (since 2026-11-29): what its output check takes for a
 /// summary of an earlier run, which a rerun replaces without `--overwrite` (`Io::output_json`).
 pub const SUMMARY_KEYS: &[&str] = &["masks", "seconds", "masks_per_second"];
-use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
 
 /// Everything an evaluation run needs.
 #[derive(Clone, Debug)]
@@ -286,7 +286,6 @@ pub fn run_evaluation(
         .map(|(before, after)| MemoryTaken { before, after });
     if let Some(path) = &config.summary {
         let manifest = evaluator.model().manifest();
-        // Every key of SUMMARY_KEYS first (what a rerun's output check takes for its own file).
         let summary = serde_json::json!({
             "masks": todo.len(),
             "seconds": seconds,

@@ -370,3 +370,65 @@ fn windows_measured_before_a_failed_call_are_kept() {
     game.values(std::slice::from_ref(second)).unwrap();
     assert_eq!(game.ran, 0, "nothing run again");
 }
+
+/// A cache measured with other settings, opened to be started again
+/// (`MeasuredOtherwise::Replace`), is replaced only once something was measured: a run that
+/// stops before (a device that fails on its first block) leaves the file as it was. A finished
+/// `evaluate` table given as the cache is never started again.
+#[test]
+fn a_cache_measured_otherwise_is_replaced_only_by_a_measurement() {
+    use layerprune_evaluation::{EvaluationCache, MeasuredOtherwise};
+    use layerprune_runtime::GraphOptimization;
+    let tokens = TokenTable::new(16, fixture_windows(2, 4, 16), "test", "synthetic ids");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.parquet");
+    let mut game = open(&tokens, Some(&cache));
+    game.values(&[Mask::full(6)]).unwrap();
+    game.flush().unwrap();
+    drop(game);
+    let measured = std::fs::read(&cache).unwrap();
+
+    let model = LayeredModel::open(
+        &tiny_model_dir(),
+        &RuntimeOptions {
+            graph_optimization: GraphOptimization::Basic,
+            ..RuntimeOptions::default()
+        },
+    )
+    .unwrap();
+    let options = EvalOptions::default();
+    let opened = EvaluationCache::open(
+        &cache,
+        &model,
+        &tokens,
+        &options,
+        MeasuredOtherwise::Replace,
+    )
+    .unwrap();
+    drop(opened);
+    assert_eq!(
+        std::fs::read(&cache).unwrap(),
+        measured,
+        "replaced before a measurement"
+    );
+    assert!(
+        EvaluationCache::open(&cache, &model, &tokens, &options, MeasuredOtherwise::Refuse)
+            .is_err()
+    );
+
+    // Marked complete, as `evaluate` writes a finished table: refused even with Replace.
+    let mut table = read_evaluations(&cache).unwrap();
+    table.complete = true;
+    let provenance = Provenance::new("test", "0.1.0", vec!["test".into()]);
+    layerprune_tables::write_evaluations(&cache, &table, &provenance).unwrap();
+    let error = EvaluationCache::open(
+        &cache,
+        &model,
+        &tokens,
+        &options,
+        MeasuredOtherwise::Replace,
+    )
+    .err()
+    .expect("a finished table started again");
+    assert!(error.to_string().contains("measured on cpu"), "{error}");
+}

@@ -1,10 +1,12 @@
 //! The check every stage runs on its outputs before doing any work: an output never replaces
 //! an input (by file identity, through symbolic and hard links), never replaces something that
 //! is not a regular file (a device, FIFO, socket or symbolic link), and its folder exists and
-//! can be written; an output never replaces a layerprune table or surrogate of another kind
-//! than it writes (a tokens table written over the evaluations of hours of GPU time, or over
-//! a fitted surrogate, by a slip of the path), nor a file that is neither (a user's text, a
-//! file of another tool) unless the stage's `--overwrite` says so; and an output the stage
+//! can be written; an output never replaces a layerprune table of another kind than it writes
+//! (a tokens table written over the evaluations of hours of GPU time by a slip of the path), nor
+//! an output declared with what it writes a surrogate it does not write (a fitted surrogate),
+//! nor a file that is neither (a user's text, a file of another tool) unless the stage's
+//! `--overwrite` says so (an output declared without a kind, [`Io::output`], replaces anything
+//! but a table); and an output the stage
 //! only replaces with `--overwrite` is refused before the work, not after it. Each refusal
 //! names the flag, the path and the problem. The check then locks every output
 //! ([`OutputLocks`]) for as long as the stage runs, so a second run writing one of them
@@ -306,16 +308,16 @@ impl Io {
         }
         // Matched by place, not spelling (`out.parquet` and `./out.parquet` are one file): a
         // path locked here and by the stage would block the stage on its own lock.
-        let locked_by_stage: Vec<PathBuf> = self
-            .locked_by_stage
-            .iter()
-            .filter_map(|path| Some(folder_of(path).canonicalize().ok()?.join(path.file_name()?)))
-            .collect();
-        let overwritten: Vec<PathBuf> = self
-            .overwritten
-            .iter()
-            .filter_map(|path| Some(folder_of(path).canonicalize().ok()?.join(path.file_name()?)))
-            .collect();
+        let places_of = |paths: &[PathBuf]| -> Vec<PathBuf> {
+            paths
+                .iter()
+                .filter_map(|path| {
+                    Some(folder_of(path).canonicalize().ok()?.join(path.file_name()?))
+                })
+                .collect()
+        };
+        let locked_by_stage = places_of(&self.locked_by_stage);
+        let overwritten = places_of(&self.overwritten);
         // `places` begins with the files, in their order.
         for ((flag, path, writes), (_, _, place, _)) in self.files.iter().zip(&places) {
             if !path.is_file() {

@@ -147,7 +147,9 @@ struct Args {
     /// Replace an output that cannot be resumed instead of refusing: one computed with another
     /// model or dataset (token table, or task questions with --tasks: the tables' `dataset_id`),
     /// measured otherwise (`evaluated_on`), with other blocks fixed, of another shard, a
-    /// selection's cache (apply-prune or frontier), or unreadable.
+    /// selection's cache (apply-prune or frontier), or unreadable; and let --out, --summary and
+    /// --block-stats replace a file no stage wrote (never a layerprune table or surrogate of
+    /// another kind).
     #[arg(long)]
     overwrite: bool,
     /// No progress bar.
