@@ -95,6 +95,20 @@ $(call refuse_unread,prune,DEMO_METHODS,make prune chooses with $(RECOMMENDED_ME
 $(foreach v,MASKS STRATA SURROGATE_RIDGE,$(call refuse_unread,prune,$(v),make prune samples no masks and fits no surrogate: it measures the model itself))
 endif
 
+# make workflow runs Snakemake (pipelines/Snakefile), whose settings are its config
+# (pipelines/config.yaml, and --config in SNAKEMAKE_ARGS), not Make's variables: `make workflow
+# MASKS=400 DEVICE=cuda` ran 200 masks on the CPU without a word. Refused: every setting of
+# pipelines/settings.mk (the config key of its name in lower case), the run and model folders,
+# and Make's own spellings of methods and of the device's flags; each names the --config to give.
+ifneq ($(filter workflow,$(MAKECMDGOALS)),)
+WORKFLOW_KEYS := $(shell sed -n 's/^\([A-Z_0-9]*\) ?=.*/\1/p' pipelines/settings.mk | awk '{ print $$0 ":" tolower($$0) }') \
+  MODEL_DIR:model_dir RUN:run DEMO_METHODS:methods
+$(foreach key,$(WORKFLOW_KEYS),$(call refuse_unread,workflow,$(firstword $(subst :, ,$(key))),Snakemake takes its settings from its config: \
+  SNAKEMAKE_ARGS="--config $(lastword $(subst :, ,$(key)))=$(subst $(space),$(comma),$(strip $(or $(GIVEN_$(firstword $(subst :, ,$(key)))),$($(firstword $(subst :, ,$(key)))))))"))
+$(call refuse_unread,workflow,EVALUATE_FLAGS,Snakemake takes its config's device and threads and \
+  the other flags as runtime_flags: SNAKEMAKE_ARGS="--config device=cuda runtime_flags='--mask-batch 4'")
+endif
+
 # A text file is read whole: CALIB_DOCUMENTS and EVAL_DOCUMENTS pick LAMBADA passages, and beside
 # CALIB_TEXT or EVAL_TEXT they would be ignored (Snakemake refuses calib_documents and
 # eval_documents beside calib_text and eval_text the same way).

@@ -327,7 +327,7 @@ APPLY_PRUNE = $(BIN)/apply-prune --k $(KS) --model $(MODEL_DIR) $(EVALUATE_FLAGS
 # device is treated, which changes no plan (out of the stamp: a run folder made before the flag
 # chooses nothing again for it).
 plan_args = $(strip $(PLAN_ARGS_$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--cache $(PLAN_CACHE)))
-plan_run_args = $(call plan_args,$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--replace-cache-measured-otherwise)
+plan_run_args = $(strip $(call plan_args,$(1)) $(if $(filter $(1),$(CACHED_METHODS)),--replace-cache-measured-otherwise))
 # $(call plan_inputs,METHOD): the files of the run its row names.
 plan_inputs = $(filter $(RUN)/%,$(PLAN_ARGS_$(1)))
 

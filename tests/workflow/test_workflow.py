@@ -346,6 +346,16 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
     assert job_counts(again.stdout + again.stderr)["plan"] == len(methods)
     assert run_files(run) == before
 
+    # A text that is not there, given to this finished run: Snakemake dropped the jobs that read
+    # it and took the old tokens for a source file, "Nothing to be done" with the old results.
+    for key in ("calib_text", "eval_text"):
+        missing = tmp_path / f"no-{key}.txt"
+        refused = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2", "-n",
+                            "--config", f"{key}={missing}", check=False)
+        assert refused.returncode != 0, refused.stdout[-2000:]
+        out = refused.stdout + refused.stderr
+        assert f"pipelines/Snakefile: {key}='{missing}': {missing} does not exist" in out, out[-2000:]
+
 
 def run_files(run):
     """What a run folder holds, but its logs: each table's rows but the wall-clock seconds, with
@@ -409,7 +419,7 @@ def test_slurm_profile_dry_run(tmp_path, text):
     settings = {"bin": str(BIN), "model_dir": str(FIXTURE), "run": str(tmp_path / "run"),
                 "calib_text": str(text), "eval_text": str(text), "calib_windows": 4,
                 "eval_windows": 4, "seq_len": 32, "masks": 20, "ks": "1,2", "k_pruned": 2,
-                "shards": 3, "pruned_formats": "[]", "export_python": sys.executable}
+                "shards": 3, "pruned_formats": "[onnx]", "export_python": sys.executable}
     result = snakemake(tmp_path / "wd", "-n", "--profile",
                        str(ROOT / "pipelines" / "profiles" / "slurm"),
                        # a dry run gives jobs one core unless told more; Slurm jobs get threads
@@ -426,6 +436,10 @@ def test_slurm_profile_dry_run(tmp_path, text):
         assert "--device cuda " in job and "--threads 8" in job and "--chunk 256" in job, job
     small = out.split("rule sample_masks:")[1].split("\n[")[0]
     assert "slurm_partition=cpu" in small and "gpu=1" not in small, small
+    # The pruned model merged into one ONNX file holds the model in memory and runs it: not the
+    # small jobs' 8 GB and 30 minutes (it was the last job of a run, killed).
+    merge = out.split("rule pruned_onnx:")[1].split("\n[")[0]
+    assert "slurm_partition=cpu" in merge and "mem_mb=48000" in merge and "runtime=120" in merge, merge
     # The surrogate fits and the scores are given the job's threads, and ask Slurm for them.
     for rule in ("surrogate_mlp", "surrogate_quadratic", "scores_published", "scores_shapley"):
         job = out.split(f"rule {rule}:")[1].split("\n[")[0]
@@ -521,6 +535,27 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     ({}, ["pruned_formats=gguf"], "pruned_formats='gguf': known: onnx, hf, generator"),
     ({}, ["calib_documents=0:10"], "calib_documents='0:10': not read: calib_text="),
     ({"eval_documents": "5:"}, [], "eval_documents='5:': not read: eval_text="),
+    # An input given by path that is not there: one line, not ~200 lines of errors of every rule
+    # that could not be used (or, in a finished run, "Nothing to be done").
+    ({}, ["calib_text=/nonexistent/calib.txt"],
+     "calib_text='/nonexistent/calib.txt': /nonexistent/calib.txt does not exist"),
+    ({"eval_text": str(FIXTURE)}, [], f"eval_text='{FIXTURE}': {FIXTURE} is not a text file"),
+    ({}, ["model_dir=/nonexistent/model"], "model_dir='/nonexistent/model': the model folder /nonexistent/model "
+                                          "does not exist"),
+    ({"model_dir": str(FIXTURE.parent)}, [], f"model_dir='{FIXTURE.parent}': {FIXTURE.parent} has no "
+                                             "manifest.json: not a model folder the exporter wrote"),
+    ({"model_dir": ""}, [], "model_name='tiny': the model folder "),
+    ({}, ["ort_dylib=/nonexistent/libonnxruntime.so"],
+     "ort_dylib='/nonexistent/libonnxruntime.so': /nonexistent/libonnxruntime.so does not exist"),
+    # Every stage that runs the model refuses these on the CPU (and --arena off on CUDA).
+    ({}, ["runtime_flags=--tf32 on"], "runtime_flags '--tf32 on': --tf32 on is a setting of the CUDA "
+                                      "execution provider, and device is 'cpu'"),
+    ({"runtime_flags": "--cuda-graphs=on"}, [], "runtime_flags '--cuda-graphs=on': --cuda-graphs on is a setting"),
+    ({"device": "cuda", "runtime_flags": "--arena off"}, [],
+     "runtime_flags '--arena off': --arena off: the CUDA provider always allocates"),
+    # A string is true to Python: results.md was written all the same.
+    ({"summary": "false"}, [], "summary='false': must be true or false"),
+    ({}, ["summary=no"], "summary='no': must be true or false"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_settings_are_refused_clearly(tmp_path, text, overrides, config_args, message):
     # Refused when the Snakefile loads, naming the key and its value, before any job.
@@ -533,14 +568,79 @@ def test_bad_settings_are_refused_clearly(tmp_path, text, overrides, config_args
 
 def test_list_settings_and_what_make_accepts_pass(tmp_path, text):
     # ks as a YAML list (as methods), an empty pruned_formats, YAML's `bos: off` (read as false),
-    # every spelling of apply-prune's --budget.
-    config = write_config(tmp_path, text, ks=[1, 2], bos=False, pruned_formats=None)
+    # every spelling of apply-prune's --budget, runtime_flags as a YAML list of its words.
+    config = write_config(tmp_path, text, ks=[1, 2], bos=False, pruned_formats=None,
+                          runtime_flags=["--arena", "shrink"])
     for budget in ["sleb", "0.5sleb", "least", "2000"]:
         result = snakemake(tmp_path / "wd", "-n", "-p", "--cores", "1", "--configfile",
                            str(config), "--config", f"adaptive_budget={budget}")
         out = result.stdout + result.stderr
         assert "apply-prune --k 1,2 " in out and "--bos off " in out
         assert f"--budget {budget} " in out
+        assert "--arena shrink" in out
+
+
+def test_a_missing_input_is_said_once(tmp_path, text):
+    """The `method` wildcard is a name of the method table: when plan_calibration could not be
+    used (here: the rule that makes the calibration tokens left out), Snakemake tried `plan` for
+    plans/<m>-calibration.parquet, then for <m>-calibration-calibration and so on, ~200 lines of
+    errors (a made-up method in each, PeriodicWildcardError last) with the missing input among
+    them."""
+    config = write_config(tmp_path, text, rounds=1, shards=1)
+    result = snakemake(tmp_path / "wd", str(tmp_path / "run" / "plans" / "sleb.parquet"), "-n", "--cores", "1",
+                       "--configfile", str(config), "--allowed-rules", "plan_calibration", "plan", check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "MissingInputException in rule plan_calibration" in out, out[-3000:]
+    assert str(tmp_path / "run" / "tokens-calib.parquet") in out
+    assert "PeriodicWildcardError" not in out and "InputFunctionException" not in out, out[-3000:]
+    assert len(out.splitlines()) < 40, out
+
+
+def test_one_file_as_both_texts_is_warned_about(tmp_path, text):
+    """As Make warns: the plans are chosen and measured on windows of one file, and the held-out
+    perplexity of results.md is not held out."""
+    warning = f"pipelines/Snakefile: calib_text and eval_text are one file ({text}): "
+    config = write_config(tmp_path, text)
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config))
+    out = result.stdout + result.stderr
+    assert warning + "the plans are chosen on windows of it" in out, out[-2000:]
+    assert "the held-out perplexity is not held out" in out
+    # Through a link too; another file is no warning.
+    link = tmp_path / "link.txt"
+    link.symlink_to(text)
+    config = write_config(tmp_path, text, eval_text=str(link))
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config))
+    assert "are one file" in result.stdout + result.stderr
+    other = tmp_path / "other.txt"
+    shutil.copy(text, other)
+    config = write_config(tmp_path, text, eval_text=str(other))
+    result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config))
+    assert "are one file" not in result.stdout + result.stderr
+
+
+def test_make_workflow_refuses_the_settings_snakemake_would_not_read():
+    """`make workflow MASKS=400 DEVICE=cuda` ran Snakemake with its own config (200 masks on the
+    CPU) without a word: refused (pipelines/ignored.mk), naming the --config to give."""
+    for settings, message in [
+        (["MASKS=400", "DEVICE=cuda"], 'MASKS=400 is not read here; Snakemake takes its settings from its '
+                                       'config: SNAKEMAKE_ARGS="--config masks=400"'),
+        (["DEVICE=cuda"], 'DEVICE=cuda is not read here; Snakemake takes its settings from its config: '
+                          'SNAKEMAKE_ARGS="--config device=cuda"'),
+        (["METHODS=sleb adaptive"], 'SNAKEMAKE_ARGS="--config methods=sleb,adaptive"'),
+        (["KS=2,3"], 'SNAKEMAKE_ARGS="--config ks=2,3"'),
+        (["RUN=/tmp/x"], 'SNAKEMAKE_ARGS="--config run=/tmp/x"'),
+        (["MODEL_DIR=models/mine"], 'SNAKEMAKE_ARGS="--config model_dir=models/mine"'),
+        (["EVALUATE_FLAGS=--device cuda"], "EVALUATE_FLAGS=--device cuda is not read here"),
+    ]:
+        result = subprocess.run(["make", "--no-print-directory", "-n", "workflow", *settings], cwd=ROOT,
+                                capture_output=True, text=True, env=make_env())
+        assert result.returncode != 0, (settings, result.stdout)
+        assert "make workflow: " in result.stderr and message in result.stderr, (settings, result.stderr)
+        assert "snakemake" not in result.stdout, result.stdout
+    # The way to give them.
+    out = run_make("-n", "workflow", "SNAKEMAKE_ARGS=--config masks=400")
+    assert "--profile pipelines/profiles/local --config masks=400" in out, out
 
 
 def test_a_bin_other_than_cargos_is_never_built(tmp_path, text):
@@ -580,9 +680,10 @@ def test_what_a_changed_setting_reruns(tmp_path, text):
         return {} if "Nothing to be done" in out else job_counts(out)
 
     ort = os.environ["ORT_DYLIB_PATH"]  # the same library, so only the device differs
+    # (`--tf32 on`, stamped too, is refused on the CPU when the Snakefile loads: every job that
+    # runs the model would rerun and fail. test_bad_settings_are_refused_clearly.)
     for settings in [["device=cuda", f"ort_dylib={ort}"], ["device=cuda:{shard}", f"ort_dylib={ort}"],
-                     # On the CPU, which refuses it: stamped, to fail as on a fresh run.
-                     ["runtime_flags=--tf32 on"], ["runtime_flags=--graph-optimization basic"]]:
+                     ["runtime_flags=--graph-optimization basic"]]:
         counts = dry(*settings)
         assert counts.get("evaluate_shard") == 4 and counts.get("block_stats") == 1, (settings, counts)
     for settings in [["evaluate_chunk=4"], ["threads=2"], ["cache_mb=64"],
@@ -1017,9 +1118,11 @@ PLAN_COMMAND = re.compile(r"apply-prune --k (\S+) --model \S+ --device \S+ --thr
 
 
 def plan_table(output):
-    """method -> (ks, apply-prune arguments) of the calibration commands in a dry run."""
+    """method -> (ks, apply-prune arguments) of the calibration commands in a dry run, the
+    arguments' spacing aside (the shell's)."""
     table = {}
     for ks, args, method in PLAN_COMMAND.findall(output):
+        args = " ".join(args.split())
         assert table.setdefault(method, (ks, args)) == (ks, args), method
     return table
 
@@ -1064,7 +1167,9 @@ def test_make_and_snakemake_run_the_same_method_table_and_versions(tmp_path, ove
     assert make_table == snake_table
     # SLEB and adaptive removal (raced or not) choose through one cache, kept with new
     # calibration tokens only for its game (pipelines/keep_cache.sh, run with the stages' inspect).
-    cache = f"--cache {run}/plans/evaluations-calib.parquet"
+    # (Measured otherwise, on another device or arithmetic, the cache is started again by
+    # apply-prune, and replaced once something was measured.)
+    cache = f"--cache {run}/plans/evaluations-calib.parquet --replace-cache-measured-otherwise"
     cached = {"sleb", "sleb-raced", "adaptive", "adaptive-raced"}
     for method, (_, args) in make_table.items():
         assert args.endswith(cache) == (method in cached), (method, args)

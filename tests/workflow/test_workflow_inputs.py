@@ -3,6 +3,7 @@ cache of evaluations, the devices and the settings checked against the model, on
 (6 blocks) with the real stage binaries (LAYERPRUNE_BIN) and ONNX Runtime's CPU build."""
 
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from test_workflow import (BIN, FIXTURE, OLD, ROOT, SNAKEFILE, STAGES, assert_same_evaluations,
@@ -237,6 +239,87 @@ exec {cp} "$@"
     config = write_config(reference, text, rounds=2, shards=1)
     snakemake(reference / "wd", "--configfile", str(config), "--cores", "1", "evaluations")
     assert_same_evaluations(reference / "run" / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
+
+
+def shard_logs(run):
+    """What each shard job's last run did: shard name -> the log's line saying it (resumed, or
+    evaluated from scratch)."""
+    return {log.name[len("evaluate-"):-len(".log")]: " ".join(
+                line.split("INFO ", 1)[-1].split(": ", 1)[-1] for line in log.read_text().splitlines()
+                if "already evaluated" in line or "evaluated " in line and "masks in" in line)
+            for log in sorted((run / "logs").glob("evaluate-r*-of-*.log"))}
+
+
+def all_resumed(run):
+    """Every shard job of the last run read every mask from a finished table."""
+    logs = shard_logs(run)
+    for name, said in logs.items():
+        rows = pq.read_metadata(run / "shards" / f"{name}.parquet").num_rows
+        if f"{rows} of {rows} masks already evaluated" not in said:
+            return False, logs
+    return bool(logs), logs
+
+
+def test_a_failed_device_request_keeps_the_finished_shards(tmp_path, text):
+    """A request that measures nothing (CUDA on a machine without it; here the CPU build of ONNX
+    Runtime) left no finished shard: each shard job removed the finished tables of other settings
+    before evaluate ran, and the profiles' keep-going starts every one, so going back evaluated
+    every mask again (hours a shard on a large model). They are removed once a shard finished."""
+    config = write_config(tmp_path, text, rounds=2, shards=2)
+    workdir, run = tmp_path / "wd", tmp_path / "run"
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
+    finished = sorted(p.name for p in (run / "shards" / "finished").iterdir())
+    assert len(finished) == 4, finished
+    reference = tmp_path / "reference.parquet"
+    shutil.copy(run / "evaluations.parquet", reference)
+
+    failed = snakemake(workdir, "--configfile", str(config), "--cores", "2", "--keep-going", "evaluations",
+                       "--config", "device=cuda", f"ort_dylib={ort_library()}", check=False)
+    assert failed.returncode != 0 and "Error in rule evaluate_shard" in failed.stdout + failed.stderr
+    assert sorted(p.name for p in (run / "shards" / "finished").iterdir()) == finished
+
+    # Back to the settings they were measured with: nothing is evaluated again.
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
+    resumed, logs = all_resumed(run)
+    assert resumed and len(logs) == 4, logs
+    assert_same_evaluations(reference, run / "evaluations.parquet")
+    assert not list((run / "shards").glob(".*")), "no working file is left"
+
+    # The first round evaluated again (its finished tables removed): the second round's table
+    # records the new evaluations' file hash (wall-clock seconds included), but its masks are
+    # the same, and its shards are read from their finished tables.
+    for table in (run / "shards" / "finished").glob("r0-*"):
+        table.unlink()
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations", "--forcerun", "evaluate_shard")
+    logs = shard_logs(run)
+    assert all("masks already evaluated" not in logs[f"r0-{i}-of-2"] for i in range(2)), logs
+    for i in range(2):
+        rows = pq.read_metadata(run / "shards" / f"r1-{i}-of-2.parquet").num_rows
+        assert f"{rows} of {rows} masks already evaluated" in logs[f"r1-{i}-of-2"], logs
+    assert_same_evaluations(reference, run / "evaluations.parquet")
+
+
+def test_the_finished_shards_of_a_run_folder_made_before_are_taken(tmp_path, text):
+    """Before 2026-12-06 a shard's working file and finished table were named by the digest of
+    the whole masks file: a shard job that has none of its own digest takes them (its command
+    changed, so it reruns once), and removes them once it finished."""
+    config = write_config(tmp_path, text, rounds=1, shards=2)
+    workdir, run = tmp_path / "wd", tmp_path / "run"
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in (
+        run / "rounds" / "masks-r0.parquet", run / "tokens-calib.parquet", FIXTURE / "manifest.json"))
+        + b"cpu \n").hexdigest()[:16]
+    shards = run / "shards"
+    for table in (shards / "finished").iterdir():
+        table.unlink()
+    # Shard 0 as a finished table of then, shard 1 as a working file of then.
+    shutil.copy(shards / "r0-0-of-2.parquet", shards / "finished" / f"r0-0-of-2.{digest}.parquet")
+    shutil.copy(shards / "r0-1-of-2.parquet", shards / f".r0-1-of-2.{digest}.work.parquet")
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations", "--forcerun", "evaluate_shard")
+    resumed, logs = all_resumed(run)
+    assert resumed and len(logs) == 2, logs
+    assert not list(shards.glob(".*")) and not list((shards / "finished").glob(f"*.{digest}.parquet"))
+    assert len(list((shards / "finished").iterdir())) == 2
 
 
 def test_a_configfile_beside_the_slurm_profile_must_say_its_device(tmp_path, text):
