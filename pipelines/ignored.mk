@@ -99,14 +99,23 @@ endif
 # (pipelines/config.yaml, and --config in SNAKEMAKE_ARGS), not Make's variables: `make workflow
 # MASKS=400 DEVICE=cuda` ran 200 masks on the CPU without a word. Refused: every setting of
 # pipelines/settings.mk (the config key of its name in lower case), the run and model folders,
-# and Make's own spellings of methods and of the device's flags; each names the --config to give.
+# and Make's own spellings of methods and of the device's flags; all of them in one refusal,
+# which names the --config that gives them.
 ifneq ($(filter workflow,$(MAKECMDGOALS)),)
-WORKFLOW_KEYS := $(shell sed -n 's/^\([A-Z_0-9]*\) ?=.*/\1/p' pipelines/settings.mk | awk '{ print $$0 ":" tolower($$0) }') \
+ifeq ($(filter-out workflow,$(MAKECMDGOALS)),)
+WORKFLOW_KEYS := $(shell sed -n 's/^\([A-Z_0-9]*\) *?=.*/\1/p' pipelines/settings.mk | awk '{ print $$0 ":" tolower($$0) }') \
   MODEL_DIR:model_dir RUN:run DEMO_METHODS:methods
-$(foreach key,$(WORKFLOW_KEYS),$(call refuse_unread,workflow,$(firstword $(subst :, ,$(key))),Snakemake takes its settings from its config: \
-  SNAKEMAKE_ARGS="--config $(lastword $(subst :, ,$(key)))=$(subst $(space),$(comma),$(strip $(or $(GIVEN_$(firstword $(subst :, ,$(key)))),$($(firstword $(subst :, ,$(key)))))))"))
-$(call refuse_unread,workflow,EVALUATE_FLAGS,Snakemake takes its config's device and threads and \
-  the other flags as runtime_flags: SNAKEMAKE_ARGS="--config device=cuda runtime_flags='--mask-batch 4'")
+workflow_name = $(firstword $(subst :, ,$(1)))
+workflow_value = $(subst $(space),$(comma),$(strip $(or $(GIVEN_$(1)),$($(1)))))
+WORKFLOW_UNREAD := $(strip $(foreach key,$(WORKFLOW_KEYS),$(if $(filter command line,$(or $(GIVEN_ORIGIN_$(call workflow_name,$(key))),$(origin $(call workflow_name,$(key))))),$(key))))
+ifneq ($(WORKFLOW_UNREAD),)
+$(error make workflow: $(foreach key,$(WORKFLOW_UNREAD),$(call workflow_name,$(key))=$(call workflow_value,$(call workflow_name,$(key)))) \
+  $(if $(word 2,$(WORKFLOW_UNREAD)),are,is) not read here; Snakemake takes its settings from its config: \
+  SNAKEMAKE_ARGS="--config $(strip $(foreach key,$(WORKFLOW_UNREAD),$(lastword $(subst :, ,$(key)))=$(call workflow_value,$(call workflow_name,$(key)))))")
+endif
+$(call refuse_unread,workflow,EVALUATE_FLAGS,Snakemake takes its config's device$(comma) threads and cache_mb$(comma) and \
+  the other flags as runtime_flags: for example SNAKEMAKE_ARGS="--config device=cuda runtime_flags='--mask-batch 4'")
+endif
 endif
 
 # A text file is read whole: CALIB_DOCUMENTS and EVAL_DOCUMENTS pick LAMBADA passages, and beside

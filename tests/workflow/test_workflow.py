@@ -553,9 +553,21 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     ({"runtime_flags": "--cuda-graphs=on"}, [], "runtime_flags '--cuda-graphs=on': --cuda-graphs on is a setting"),
     ({"device": "cuda", "runtime_flags": "--arena off"}, [],
      "runtime_flags '--arena off': --arena off: the CUDA provider always allocates"),
-    # A string is true to Python: results.md was written all the same.
-    ({"summary": "false"}, [], "summary='false': must be true or false"),
-    ({}, ["summary=no"], "summary='no': must be true or false"),
+    # And the combinations every stage refuses on any device, and a level that is none.
+    ({"device": "cuda", "runtime_flags": "--cuda-graphs on --arena shrink"}, [],
+     "runtime_flags '--cuda-graphs on --arena shrink': --arena shrink with --cuda-graphs on"),
+    ({"device": "cuda", "runtime_flags": "--cuda-graphs on --overlap off"}, [],
+     "runtime_flags '--cuda-graphs on --overlap off': --cuda-graphs on needs the host"),
+    ({"device": "cuda", "runtime_flags": "--overlap on --io-binding off"}, [],
+     "runtime_flags '--overlap on --io-binding off': --overlap on needs the hidden"),
+    ({}, ["runtime_flags=--mask-batch 4 --no-prefix-reuse"],
+     "runtime_flags '--mask-batch 4 --no-prefix-reuse': --mask-batch above 1 batches masks"),
+    ({}, ["runtime_flags=--graph-optimization=bogus"],
+     "runtime_flags '--graph-optimization=bogus': --graph-optimization bogus: the levels are"),
+    # A string is true to Python: results.md was written all the same ("false", "no" and
+    # `--config summary=false` are read as false: test_summary_false_is_false).
+    ({"summary": "maybe"}, [], "summary='maybe': must be true or false"),
+    ({}, ["summary=2"], "summary=2: must be true or false"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_settings_are_refused_clearly(tmp_path, text, overrides, config_args, message):
     # Refused when the Snakefile loads, naming the key and its value, before any job.
@@ -578,6 +590,17 @@ def test_list_settings_and_what_make_accepts_pass(tmp_path, text):
         assert "apply-prune --k 1,2 " in out and "--bos off " in out
         assert f"--budget {budget} " in out
         assert "--arena shrink" in out
+
+
+def test_summary_false_is_false(tmp_path, text):
+    """`--config summary=false` (a string: Snakemake reads only True and False there as
+    booleans) and a config file's "no" ask for no summary: no summary job; true asks for one."""
+    for overrides, args, jobs in [({}, ["summary=false"], 0), ({"summary": "no"}, [], 0),
+                                  ({}, ["summary=true"], 1), ({"summary": "yes"}, [], 1)]:
+        config = write_config(tmp_path, text, **overrides)
+        result = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config),
+                           *(["--config", *args] if args else []))
+        assert job_counts(result.stdout + result.stderr).get("summary", 0) == jobs, (overrides, args)
 
 
 def test_a_missing_input_is_said_once(tmp_path, text):
@@ -623,8 +646,8 @@ def test_make_workflow_refuses_the_settings_snakemake_would_not_read():
     """`make workflow MASKS=400 DEVICE=cuda` ran Snakemake with its own config (200 masks on the
     CPU) without a word: refused (pipelines/ignored.mk), naming the --config to give."""
     for settings, message in [
-        (["MASKS=400", "DEVICE=cuda"], 'MASKS=400 is not read here; Snakemake takes its settings from its '
-                                       'config: SNAKEMAKE_ARGS="--config masks=400"'),
+        (["MASKS=400", "DEVICE=cuda"], 'MASKS=400 DEVICE=cuda are not read here; Snakemake takes its '
+                                       'settings from its config: SNAKEMAKE_ARGS="--config masks=400 device=cuda"'),
         (["DEVICE=cuda"], 'DEVICE=cuda is not read here; Snakemake takes its settings from its config: '
                           'SNAKEMAKE_ARGS="--config device=cuda"'),
         (["METHODS=sleb adaptive"], 'SNAKEMAKE_ARGS="--config methods=sleb,adaptive"'),

@@ -77,8 +77,7 @@ def merge(folder: Path):
     graphs.append(("head/", manifest["head_logits"]["file"]))
     for prefix, file in graphs:
         part = load(folder, file, prefix)
-        part_input = part.graph.input[0].name
-        merged = compose.merge_models(merged, part, io_map=[(current, part_input)])
+        append_part(merged, part, current)
         current = part.graph.output[0].name
     # Keep only the final logits as the model's output.
     logits_output = [o for o in merged.graph.output if o.name == current]
@@ -92,6 +91,36 @@ def merge(folder: Path):
 
 
 INPUT_NAME, OUTPUT_NAME = "input_ids", "logits"
+
+
+def append_part(merged, part, current: str):
+    """Appends the graph `part` (its names prefixed apart) to `merged`, its first input fed by
+    the value `current`, its outputs the merged graph's now. In place, one part at a time:
+    onnx.compose.merge_models copied the growing model at every block and ended with
+    checker.check_model on it in memory, which refuses a model over protobuf's 2 GB, so no
+    7B folder could be merged (the merged file is checked after it is saved, by `check`)."""
+    graph, part_graph = merged.graph, part.graph
+    opsets = {o.domain: o.version for o in merged.opset_import}
+    if merged.ir_version != part.ir_version or any(opsets.get(o.domain, o.version) != o.version
+                                                   for o in part.opset_import):
+        sys.exit("merge_layered: error: the folder's graphs differ in IR version or in an opset's "
+                 f"version ({part_graph.name}): not one export's")
+    # A domain only some parts use (com.microsoft, for a fused attention's blocks).
+    merged.opset_import.extend(o for o in part.opset_import if o.domain not in opsets)
+    rename_value(part_graph, part_graph.input[0].name, current)
+    graph.input.extend(part_graph.input[1:])
+    graph.node.extend(part_graph.node)
+    graph.initializer.extend(part_graph.initializer)
+    graph.sparse_initializer.extend(part_graph.sparse_initializer)
+    graph.value_info.extend(part_graph.value_info)
+    del graph.output[:]
+    graph.output.extend(part_graph.output)
+    merged.functions.extend(part.functions)
+    props = {p.key: p.value for p in merged.metadata_props}
+    for entry in part.metadata_props:
+        if props.setdefault(entry.key, entry.value) != entry.value:
+            sys.exit(f"merge_layered: error: the folder's graphs disagree on the model property {entry.key}")
+    onnx.helper.set_model_props(merged, props)
 
 
 def graphs_within(graph):

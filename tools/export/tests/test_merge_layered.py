@@ -69,3 +69,18 @@ def test_an_output_inside_the_folder_or_over_one_of_its_files_is_refused(llama_f
         with pytest.raises(SystemExit, match=f"merge_layered: error: --out {out} {problem}"):
             merge_layered.main([str(folder), str(out), "--force"])
     assert sorted(p.name for p in folder.rglob("*")) == before
+
+
+def test_a_model_past_protobufs_limit_is_merged_with_external_data(llama_fp32, tmp_path, monkeypatch, capsys):
+    """The merge ran onnx.compose.merge_models block by block, which ends with
+    checker.check_model on the model in memory: past protobuf's 2 GB (a 7B folder) it refused
+    after a few blocks. Here the limits are lowered to what the tiny model passes: merged in
+    place, saved with external data, checked after it is saved."""
+    import onnx.checker
+
+    monkeypatch.setattr(onnx.checker, "MAXIMUM_PROTOBUF", 64 * 1024)
+    monkeypatch.setattr(merge_layered, "PROTOBUF_LIMIT", 64 * 1024)
+    out = tmp_path / "merged.onnx"
+    merge_layered.main([str(llama_fp32), str(out)])
+    assert "merged logits match" in capsys.readouterr().out
+    assert list(tmp_path.glob("merged.*.data")), sorted(p.name for p in tmp_path.iterdir())
