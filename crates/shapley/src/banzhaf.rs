@@ -47,8 +47,8 @@ const EMPTY_SHARE: f64 = 6.907_755_278_982_137; // ln 1000
 /// Why `masks` (a sample over `n` players, in player space) is not read as uniform on {0,1}^n,
 /// or `None`: the MSR estimate weights every mask alike, so it is unbiased only where each
 /// number of removed players r holds about its share `e_r = M C(n, r) / 2^n` of the M masks.
-/// Refused: numbers with none whose shares add up past [`EMPTY_SHARE`] (strata not sampled:
-/// the published ones, an evaluation stopped part-way), or a count further than 1 + 4 √e_r
+/// Refused: numbers with none whose shares add up past ln 1000, `EMPTY_SHARE` (strata not
+/// sampled: the published ones, an evaluation stopped part-way), or a count further than 1 + 4 √e_r
 /// from its share (equal allocation, permutation chains, the anchors beside a small sample).
 /// What a uniform sample leaves empty by chance, ∅ and N below 2^(n−1) masks among them
 /// (docs/estimators.md), passes.
