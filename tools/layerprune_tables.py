@@ -69,13 +69,18 @@ def renamed_method(name):
     return None if now == name else f"{name} is now named {now}"
 
 
+def provenance_inputs(metadata: dict) -> dict:
+    """The provenance inputs of a table (its decoded metadata): role -> id (`model`, `dataset`,
+    `chosen_on`, ...; docs/formats.md); empty where it records none."""
+    return json.loads(metadata.get("layerprune.inputs", "{}"))
+
+
 def chosen_on(metadata: dict) -> set:
     """The dataset ids of the token tables the plans of a plan table (its decoded metadata) were
     chosen on: its provenance input `chosen_on`, several joined by ',' (docs/formats.md; the Rust
     stages' reader is layerprune_tables::parse_dataset_ids); none where it records none, as a
     table written before 2026-12-06."""
-    inputs = json.loads(metadata.get("layerprune.inputs", "{}"))
-    return {dataset for dataset in inputs.get("chosen_on", "").split(",") if dataset}
+    return {dataset for dataset in provenance_inputs(metadata).get("chosen_on", "").split(",") if dataset}
 
 
 class TableError(Exception):

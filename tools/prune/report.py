@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
-from layerprune_tables import chosen_on, current_method_name  # noqa: E402  (the standard library alone)
+from layerprune_tables import chosen_on, current_method_name, provenance_inputs  # noqa: E402  (the standard library alone)
 
 
 def fail(message):
@@ -367,7 +367,7 @@ def chosen_elsewhere(plan: Path, dataset, model, made: float) -> bool:
     on = chosen_on(metadata)
     if not (on and dataset):
         return plan.stat().st_mtime < made
-    chosen_for = json.loads(metadata.get("layerprune.inputs", "{}")).get("model")
+    chosen_for = provenance_inputs(metadata).get("model")
     return dataset not in on or bool(model and chosen_for and chosen_for != model)
 
 
@@ -442,7 +442,7 @@ def summary(args):
     # measured on tokens its choice read: one file given as CALIB_TEXT and EVAL_TEXT can cut the
     # same windows for both (random windows of a text with no tokens to spare are its consecutive
     # ones). apply-prune warns of it in the log; this is the line a user reads.
-    measured_on = json.loads(metadata.get("layerprune.inputs", "{}")).get("dataset")
+    measured_on = provenance_inputs(metadata).get("dataset")
     if measured_on and measured_on in chosen_on(metadata):
         fail(f"{folder / 'plan.parquet'}: measured on the tokens its plan was chosen on (its dataset is in "
              "its chosen_on), so its perplexity is not held out: give EVAL_TEXT other text than CALIB_TEXT")

@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
-from layerprune_tables import (TableError, chosen_on, current_method_name, read_metadata, read_table,  # noqa: E402
-                               renamed_method)
+from layerprune_tables import (TableError, chosen_on, current_method_name, provenance_inputs,  # noqa: E402
+                               read_metadata, read_table, renamed_method)
 
 # The runner-up's margin and how clearly it separates, as `make prune`'s summary reads them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prune"))
@@ -38,7 +38,7 @@ def fail(message):
 def model_in(metadata: dict) -> str | None:
     """The model a table was measured with (its decoded metadata): `model_id`, or the model of
     its `inputs`; None where it records neither."""
-    return metadata.get("layerprune.model_id") or json.loads(metadata.get("layerprune.inputs", "{}")).get("model")
+    return metadata.get("layerprune.model_id") or provenance_inputs(metadata).get("model")
 
 
 def metadata_of(path: Path) -> dict:
@@ -62,8 +62,7 @@ def read_rows(path: Path, kind: str, dataset: str | None = None, model: str | No
     rows = table.to_pylist()
     if kind == "evaluations" and metadata.get("layerprune.complete") != "true":
         fail(f"{path}: an incomplete evaluation table (a checkpoint or a cache), not a finished run")
-    measured_on = metadata.get("layerprune.dataset_id") or json.loads(
-        metadata.get("layerprune.inputs", "{}")).get("dataset")
+    measured_on = metadata.get("layerprune.dataset_id") or provenance_inputs(metadata).get("dataset")
     if dataset and measured_on != dataset:
         fail(f"{path}: measured on other tokens than the evaluation text's (tokens-eval.parquet): "
              "a plan table of the calibration tokens, or of an older run")

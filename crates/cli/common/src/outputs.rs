@@ -372,6 +372,18 @@ enum Writes {
     Unsaid,
 }
 
+impl Writes {
+    /// What the output `flag` writes, in a refusal.
+    fn what(&self, flag: &str) -> String {
+        match self {
+            Writes::Table(kind) => format!("a table of kind {kind}"),
+            Writes::Surrogate => "a surrogate".to_string(),
+            Writes::Json(_) => format!("{flag}'s JSON"),
+            Writes::Unsaid => "a file that is not a table".to_string(),
+        }
+    }
+}
+
 /// The `format` of every surrogate file (`layerprune_surrogate::FORMAT_NAME`, which this crate
 /// does not depend on; a test checks that they agree).
 const SURROGATE_FORMAT: &str = "layerprune-surrogate";
@@ -531,7 +543,7 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
         (Held::Surrogate(_), Writes::Surrogate | Writes::Unsaid) => None,
         (Held::Surrogate(_), _) => {
             let written = match writes {
-                Writes::Table(kind) => format!("a table of kind {kind}"),
+                Writes::Table(_) => writes.what(flag),
                 _ => "a file that is not a surrogate".to_string(),
             };
             Some(format!(
@@ -547,11 +559,7 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
         (_, Writes::Unsaid) => None,
         _ if replaceable.resumed_by_stage || replaceable.overwrite == Some(true) => None,
         _ => {
-            let own = match writes {
-                Writes::Table(kind) => format!("a table of kind {kind}"),
-                Writes::Surrogate => "a surrogate".to_string(),
-                Writes::Json(_) | Writes::Unsaid => format!("{flag}'s JSON"),
-            };
+            let own = writes.what(flag);
             let held = match (held, writes) {
                 (Held::Json(_), Writes::Json(_)) => {
                     format!("JSON that is neither a layerprune surrogate nor what {flag} writes")
