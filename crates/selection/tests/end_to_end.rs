@@ -14,7 +14,8 @@ use layerprune_selection::{
     PlanSettings,
 };
 use layerprune_shapley::{
-    estimate, DesignRow, Estimator, EstimatorInputs, EstimatorOptions, RecordedDesign,
+    estimate, DesignRow, Estimator, EstimatorInputs, EstimatorOptions, NonuniformMasks,
+    RecordedDesign,
 };
 use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
 use layerprune_tables::{
@@ -166,6 +167,7 @@ fn sample_evaluate_fit_estimate_plan_with_a_fixed_block() {
         samples: 2000,
         strata: None,
         seed: 3,
+        nonuniform_masks: NonuniformMasks::Refused,
     };
     let truth = exact_shapley(&mut PlayerGame::new(game(), players.clone()).unwrap()).unwrap();
     let mut score_rows = Vec::new();

@@ -5,7 +5,7 @@
 use layerprune_core::{Game, Mask};
 use rand::Rng;
 
-use crate::values::distinct_sorted;
+use crate::values::{distinct_sorted, guarded_se, rounding_of, sample_variance, Spread};
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
 pub const BANZHAF_MSR: &str = "banzhaf-msr";
@@ -30,6 +30,21 @@ impl UniformDesign {
     pub fn queries(&self) -> Vec<Mask> {
         distinct_sorted(self.masks.iter().cloned())
     }
+}
+
+/// What `banzhaf-msr` does with recorded masks that [`uniformity_problem`] does not read as a
+/// uniform sample of the coalitions. The rule is a heuristic (counts by number of removed
+/// players against a uniform draw's): a table of another design the user knows to suit the
+/// estimate, or a uniform sample the rule calls another design by chance, would otherwise have
+/// no way through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonuniformMasks {
+    /// Refused, saying what the masks lack and how to sample a uniform table.
+    #[default]
+    Refused,
+    /// Estimated all the same, with a warning that the estimate may be biased and why
+    /// (`shapley --allow-nonuniform-masks`).
+    Allowed,
 }
 
 /// How far the number of recorded masks removing `r` of the players may stray from a uniform
@@ -62,7 +77,8 @@ pub fn uniformity_problem(num_players: usize, masks: &[Mask]) -> Option<String> 
     for mask in masks {
         counts[n - mask.num_kept().min(n)] += 1;
     }
-    // ln C(n, r) step by step, so the share stays finite for thousands of players.
+    // ln C(n, r) step by step, so the share stays finite for thousands of players (the
+    // project's `layerprune_core::binomial`, exact in u128, saturates from n = 132 on).
     let ln_two_to_n = n as f64 * std::f64::consts::LN_2;
     let mut ln_binomial = 0.0f64;
     let shares: Vec<f64> = (0..=n)
@@ -110,7 +126,10 @@ pub fn uniformity_problem(num_players: usize, masks: &[Mask]) -> Option<String> 
     None
 }
 
-/// MSR estimate; standard error sqrt(var_in/n_in + var_out/n_out) per player.
+/// MSR estimate; standard error sqrt(var_in/n_in + var_out/n_out) per player, through the
+/// guard every SE passes (`values::guarded_se`: moderated across the players, none where no
+/// mask's value differs beyond rounding from the others of its group); none where a group has
+/// fewer than two masks.
 pub fn banzhaf_msr_estimate(
     design: &UniformDesign,
     rows: &[(Mask, f64)],
@@ -123,8 +142,13 @@ pub fn banzhaf_msr_estimate(
         .map(|m| table.get(m))
         .collect::<Result<Vec<_>, _>>()?;
     let mut estimates = vec![0.0; n];
-    let mut std_errors = Some(vec![0.0; n]);
-    for i in 0..n {
+    // [kept, removed]: each group's spread and its weight 1/count, by player.
+    let mut groups = [0, 1].map(|_| Spread {
+        weights: vec![0.0; n],
+        variances: vec![0.0; n],
+    });
+    let mut has_se = true;
+    for (i, estimate) in estimates.iter_mut().enumerate() {
         let (inside, outside): (Vec<f64>, Vec<f64>) = {
             let (kept, removed): (Vec<_>, Vec<_>) = design
                 .masks
@@ -136,24 +160,28 @@ pub fn banzhaf_msr_estimate(
                 removed.into_iter().map(|(_, &v)| v).collect(),
             )
         };
-        let moments = |group: &[f64]| {
-            let count = group.len() as f64;
-            let mean = group.iter().sum::<f64>() / count;
-            let var = group.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0);
-            (mean, var / count)
-        };
         if inside.is_empty() || outside.is_empty() {
             return Err(ShapleyError::NeverVaries { player: i });
         }
-        let (mean_in, var_in) = moments(&inside);
-        let (mean_out, var_out) = moments(&outside);
-        estimates[i] = mean_in - mean_out;
-        if inside.len() < 2 || outside.len() < 2 {
-            std_errors = None;
-        } else if let Some(se) = std_errors.as_mut() {
-            se[i] = (var_in + var_out).sqrt();
+        let mean = |group: &[f64]| group.iter().sum::<f64>() / group.len() as f64;
+        *estimate = mean(&inside) - mean(&outside);
+        has_se &= inside.len() >= 2 && outside.len() >= 2;
+        for (group, masks) in groups.iter_mut().zip([&inside, &outside]) {
+            group.weights[i] = 1.0 / masks.len() as f64;
+            group.variances[i] = sample_variance(masks);
         }
     }
+    // Each player's two groups hold every mask: M − 2 degrees of freedom.
+    let degrees_of_freedom = design.masks.len() as f64 - 2.0;
+    let std_errors = if n == 1 {
+        // Every mask is ∅ or N: the estimate is v(N) − v(∅), exact, where its groups, which do
+        // not spread for that reason, would give none.
+        Some(vec![0.0])
+    } else if has_se {
+        guarded_se(&groups, degrees_of_freedom, rounding_of(&values))
+    } else {
+        None
+    };
     Ok(Estimates::new(BANZHAF_MSR, estimates, std_errors))
 }
 

@@ -366,6 +366,7 @@ impl ScoreInputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::NonuniformMasks;
     use layerprune_core::synthetic::AdditiveGame;
     use layerprune_core::Design;
     use layerprune_tables::write_masks;
@@ -422,6 +423,7 @@ mod tests {
             samples: 100,
             strata: None,
             seed: 0,
+            nonuniform_masks: NonuniformMasks::Refused,
         };
         let mut notes = Vec::new();
         let all = inputs
@@ -529,6 +531,7 @@ mod tests {
             samples: 100,
             strata: None,
             seed: 0,
+            nonuniform_masks: NonuniformMasks::Refused,
         };
         let inputs = files.load().unwrap();
         for which in [

@@ -12,14 +12,18 @@
 //! fixed number of pairs per class, small classes whole), where the iid formula overstated the
 //! error up to 5 times (mean z² 0.04–0.8 on the recorded games; per class about 1.0–1.15 from
 //! 100 pairs up, 1.4 at 50 pairs). Both count the n − 1 coefficients fitted (HC1: 1.44 → 1.15
-//! at 50 pairs).
+//! at 50 pairs), and both pass the one guard of every sampled SE (`values::guarded_se`:
+//! moderated across the players, none where no pair's score spreads beyond the rounding of the
+//! game's values), which the per-class reading lacked until 2026-12-07.
 //!
 //! The same paired kernel design feeds the regression-adjusted estimator.
 
 use layerprune_core::{Game, Mask};
 use rand::Rng;
 
-use crate::values::{distinct_sorted, mean_and_variance, moderated_se, rounding_of};
+use crate::values::{
+    distinct_sorted, guarded_se, mean_and_variance, rounding_of_units, sample_variance, Spread,
+};
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 use layerprune_core::linalg::Cholesky;
 
@@ -322,45 +326,68 @@ pub fn kernelshap_estimate(
     let std_errors = match (pairs + 1).checked_sub(n).filter(|&df| df > 0) {
         // Two players have one pair of coalitions ({0}, {1}), and the fit is their Shapley
         // values whatever the game: exact (SE 0) from one pair on, where the scores, all 0,
-        // would give none (`moderated_se`), or one pair too few.
+        // would give none (`guarded_se`), or one pair too few.
         _ if n == 2 => Some(vec![0.0; n]),
         None => None,
-        Some(residual_df) if design.without_replacement => {
-            let classes: Vec<usize> = design
-                .coalitions
-                .iter()
-                .map(|s| design.class_of(s.num_kept()))
-                .collect();
-            let correction = (pairs as f64 / residual_df as f64).sqrt();
-            stratified_se(design, &classes, &projected_scores)
-                .map(|se| se.iter().map(|s| s * correction).collect())
+        Some(residual_df) => {
+            // HC1: the iid scores' spread, divisor m − 1, by (m − 1)/(m − n + 1); the classes'
+            // variance by m/(m − n + 1).
+            let (groups, correction) = if design.without_replacement {
+                let classes: Vec<usize> = design
+                    .coalitions
+                    .iter()
+                    .map(|s| design.class_of(s.num_kept()))
+                    .collect();
+                let groups = class_spreads(design, &classes, &projected_scores);
+                (groups, pairs as f64 / residual_df as f64)
+            } else {
+                let groups = iid_spread(&projected_scores, n);
+                (groups, (pairs - 1) as f64 / residual_df as f64)
+            };
+            // Both readings pass the one guard: moderated across the players, and no SE where
+            // no pair's score spreads beyond the rounding of the game's values (until
+            // 2026-12-07 the reading of a table drawn without replacement had neither, and a
+            // class whose scores agreed gave SEs of 1e-16 about errors of 0.02).
+            let values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
+            let rounding = rounding_of_units(&values, projected_scores.iter().flatten());
+            groups.and_then(|groups| {
+                let groups: Vec<Spread> = groups
+                    .into_iter()
+                    .map(|group| Spread {
+                        weights: group.weights.iter().map(|w| w * correction).collect(),
+                        variances: group.variances,
+                    })
+                    .collect();
+                guarded_se(&groups, residual_df as f64, rounding)
+            })
         }
-        Some(residual_df) => iid_se(&projected_scores, residual_df, &values),
     };
     Ok(Estimates::new(KERNELSHAP, values, std_errors))
 }
 
-/// Sandwich standard errors from iid pairs: the spread of the pairs' projected scores (Cψ)_i
-/// (their mean is 0), with the fitted residuals' correction to `residual_df` = m − n + 1
-/// degrees of freedom (the scores' variance, divisor m − 1, scaled by (m − 1)/(m − n + 1)),
-/// moderated across the players ([`moderated_se`]).
-fn iid_se(projected_scores: &[Vec<f64>], residual_df: usize, values: &[f64]) -> Option<Vec<f64>> {
+/// The spread of iid pairs' projected scores (Cψ)_i (their mean is 0), entering the variance
+/// of the mean with weight 1/m (`None` below two pairs). With the HC1 factor the caller
+/// applies, (m − 1)/(m − n + 1), the spread is the scores' sum of squares over the fitted
+/// residuals' degrees of freedom, m − n + 1.
+fn iid_spread(projected_scores: &[Vec<f64>], width: usize) -> Option<Vec<Spread>> {
     let pairs = projected_scores.len();
-    let (_, variances) = mean_and_variance(projected_scores, values.len());
-    let correction = (pairs - 1) as f64 / residual_df as f64;
-    let variances: Vec<f64> = variances?.iter().map(|v| v * correction).collect();
-    moderated_se(&variances, pairs, residual_df as f64, rounding_of(values))
+    let (_, variances) = mean_and_variance(projected_scores, width);
+    Some(vec![Spread::uniform(1.0 / pairs as f64, variances?)])
 }
 
-/// Standard error of the mean of per-pair terms over a design drawn without replacement class
-/// by class (a fixed number of pairs m_c out of the class's P_c): Var = Σ_c (m_c/m)² (1 −
-/// m_c/P_c) s_c²/m_c, s_c² the variance of the terms inside class c. The iid formula (sd over
-/// all pairs / √m) also counts the spread between the classes' means, which the fixed counts
-/// remove, and no finite-population factor, so that small classes drawn whole still count: it
-/// overstated the error up to 5 times on the sampler's tables. A class with a single pair (no
-/// spread of its own) takes the spread of all the pairs about their class means, or about their
-/// overall mean when no class has two. `None` below two pairs.
-fn stratified_se(design: &PairedDesign, classes: &[usize], terms: &[Vec<f64>]) -> Option<Vec<f64>> {
+/// The spreads behind the standard error of the mean of per-pair terms over a design drawn
+/// without replacement class by class (a fixed number of pairs m_c out of the class's P_c):
+/// Var = Σ_c (m_c/m)² (1 − m_c/P_c) s_c²/m_c, s_c² the variance of the terms inside class c.
+/// The iid formula (sd over all pairs / √m) also counts the spread between the classes' means,
+/// which the fixed counts remove, and no finite-population factor, so that small classes drawn
+/// whole still count: it overstated the error up to 5 times on the sampler's tables. A class
+/// with a single pair (no spread of its own) takes the spread of all the pairs about their
+/// class means, or about their overall mean when no class has two. `None` below two pairs.
+fn class_spreads(
+    design: &PairedDesign,
+    classes: &[usize],
+    terms: &[Vec<f64>],
+) -> Option<Vec<Spread>> {
     let width = terms.first()?.len();
     let total = terms.len() as f64;
     if terms.len() < 2 {
@@ -376,7 +403,7 @@ fn stratified_se(design: &PairedDesign, classes: &[usize], terms: &[Vec<f64>]) -
     for rows in by_class.values().filter(|rows| rows.len() >= 2) {
         for (i, squares) in pooled_squares.iter_mut().enumerate() {
             let x = column(rows, i);
-            *squares += crate::values::variance_of_mean(&x) * (x.len() * (x.len() - 1)) as f64;
+            *squares += sample_variance(&x) * (x.len() - 1) as f64;
         }
         pooled_df += (rows.len() - 1) as f64;
     }
@@ -385,23 +412,26 @@ fn stratified_se(design: &PairedDesign, classes: &[usize], terms: &[Vec<f64>]) -
     } else {
         let all: Vec<&Vec<f64>> = terms.iter().collect();
         (0..width)
-            .map(|i| crate::values::variance_of_mean(&column(&all, i)) * total)
+            .map(|i| sample_variance(&column(&all, i)))
             .collect()
     };
-    let mut variance = vec![0.0; width];
-    for (&class, rows) in &by_class {
-        let count = rows.len() as f64;
-        let finite = (1.0 - count / design.pairs_in_class(class)).max(0.0);
-        for (i, v) in variance.iter_mut().enumerate() {
-            let spread = if rows.len() >= 2 {
-                crate::values::variance_of_mean(&column(rows, i)) * count
-            } else {
-                fallback[i]
-            };
-            *v += (count / total).powi(2) * finite * spread / count;
-        }
-    }
-    Some(variance.iter().map(|v| v.sqrt()).collect())
+    Some(
+        by_class
+            .iter()
+            .map(|(&class, rows)| {
+                let count = rows.len() as f64;
+                let finite = (1.0 - count / design.pairs_in_class(class)).max(0.0);
+                let spreads = if rows.len() >= 2 {
+                    (0..width)
+                        .map(|i| sample_variance(&column(rows, i)))
+                        .collect()
+                } else {
+                    fallback.clone()
+                };
+                Spread::uniform((count / total).powi(2) * finite / count, spreads)
+            })
+            .collect(),
+    )
 }
 
 /// Design, evaluation through `game` (fixed blocks kept) and estimate in one call.

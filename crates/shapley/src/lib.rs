@@ -46,6 +46,7 @@ pub mod surrogate;
 pub mod synthetic;
 mod values;
 
+pub use banzhaf::NonuniformMasks;
 pub use estimator::{run_estimator, run_estimator_with_fit};
 pub use layerprune_core::{PlayerGame, Players, PlayersError};
 pub use registry::{

@@ -8,7 +8,7 @@ use layerprune_core::{Game, Mask};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::values::{distinct_sorted, mean_and_se};
+use crate::values::{distinct_sorted, mean_and_se, rounding_of_units};
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
 pub const PERMUTATION: &str = "permutation-shapley";
@@ -142,7 +142,7 @@ impl PermutationDesign {
     /// Whether every unit gives the Shapley values exactly, whatever the game: one player's
     /// chain (its one marginal is the whole gain), or two players' antithetic pair (both orders
     /// there are). Its units agree, which here says that the estimate is exact (SE 0), not, as
-    /// `values::moderated_se` reads units that agree, that the sample says nothing of its error
+    /// `values::guarded_se` reads units that agree, that the sample says nothing of its error
     /// (no SE).
     pub fn is_exact(&self) -> bool {
         !self.units.is_empty()
@@ -151,15 +151,20 @@ impl PermutationDesign {
     }
 
     /// The mean of `units` (per-unit average marginals of units of this design, as
-    /// [`Self::unit_marginals`] gives them) and its standard errors (`values::mean_and_se`),
-    /// 0 where the design is exact ([`Self::is_exact`]). Permutation sampling, the sampled
-    /// Shapley values of a surrogate and the chains' residual halves all read their units so.
-    pub(crate) fn mean_and_se(&self, units: &[Vec<f64>]) -> (Vec<f64>, Option<Vec<f64>>) {
-        let (values, std_errors) = mean_and_se(units, self.num_players);
+    /// [`Self::unit_marginals`] gives them) and its standard errors (`values::mean_and_se`, no
+    /// SE where the units spread by no more than `rounding`), 0 where the design is exact
+    /// ([`Self::is_exact`]). Permutation sampling, the sampled Shapley values of a surrogate
+    /// and the chains' residual halves all read their units so.
+    pub(crate) fn mean_and_se(
+        &self,
+        units: &[Vec<f64>],
+        rounding: f64,
+    ) -> (Vec<f64>, Option<Vec<f64>>) {
+        let (means, std_errors) = mean_and_se(units, self.num_players, rounding);
         if self.is_exact() {
-            (values, Some(vec![0.0; self.num_players]))
+            (means, Some(vec![0.0; self.num_players]))
         } else {
-            (values, std_errors)
+            (means, std_errors)
         }
     }
 
@@ -203,7 +208,7 @@ impl PermutationDesign {
 
 /// The estimate from evaluated masks: mean over units of the unit's average marginal
 /// contributions; standard error from the spread of the unit averages, each player's
-/// moderated towards the players' pooled spread (few units: see `values::moderated_se`), and
+/// moderated towards the players' pooled spread (few units: see `values::guarded_se`), and
 /// none where the units do not spread at all — unless the design is exact by construction
 /// ([`PermutationDesign::is_exact`]): SE 0 there.
 pub fn permutation_estimate(
@@ -218,7 +223,10 @@ pub fn permutation_estimate(
             .map(|m| table.get(m))
             .collect()
     })?;
-    let (values, std_errors) = design.mean_and_se(&units);
+    // What counts as no spread: rounding of the game's values, not of the marginals alone.
+    let game_values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
+    let rounding = rounding_of_units(&game_values, units.iter().flatten());
+    let (values, std_errors) = design.mean_and_se(&units, rounding);
     Ok(Estimates::new(PERMUTATION, values, std_errors))
 }
 

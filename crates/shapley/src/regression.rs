@@ -46,6 +46,12 @@
 //! noise of such a mean from the truth for the exp-polynomial, 1.9 times for the quadratic). There the residual means are finite-population ones, class by class: A's
 //! masks enter exactly and B's represent the rest (`finite_population_residual`), unbiased
 //! given A ([`PairedDesign::without_replacement`] chooses).
+//!
+//! Small samples (since 2026-12-07): the kernel-pair variants take at least
+//! [`minimum_kernel_pairs`] (2n) pairs; the exp-polynomial is bounded to its training values'
+//! range widened by their spread ([`EXTRAPOLATION_SPREADS`]), as φ(f) sums it over masks nothing
+//! near was fitted on; and residual terms that spread by no more than the surrogate's fitting
+//! precision ([`RESIDUAL_RESOLUTION`]) give no standard error.
 
 use layerprune_core::synthetic::exact_shapley;
 use layerprune_core::{Game, GameError, Mask};
@@ -57,7 +63,9 @@ use crate::kernelshap::{paired_kernel_design, PairedDesign};
 use crate::permutation::{self, permutation_design, PermutationDesign};
 use crate::polynomial::{order_for_rows, Multilinear};
 use crate::surrogate::sampled_shapley;
-use crate::values::{mean_and_se, partly_known_mean, variance_of_mean};
+use crate::values::{
+    guarded_se, mean_and_se, partly_known_mean, rounding_of_units, sample_variance, Spread,
+};
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 use layerprune_core::binomial;
 
@@ -70,6 +78,20 @@ pub const REGRESSION_ADJUSTED_LOG_CHAINS: &str = "regression-adjusted-exp-chains
 /// yet enough to keep the fit defined when it has fewer (the residual term corrects the
 /// bias either way).
 pub const SURROGATE_RIDGE_ALPHA: f64 = 1e-6;
+
+/// The surrogate's fitting precision, relative to the game's values' magnitude: residuals
+/// v − f that spread by no more than this say only that f reproduces the held-out masks to
+/// within its own ridge (α = [`SURROGATE_RIDGE_ALPHA`] bends a fit of an exactly representable
+/// game by about that much), nothing about its error on the masks nobody evaluated, which
+/// φ(f) sums over: no standard error there (`values::guarded_se`), as where no unit spreads
+/// at all. 100 α: residual terms spread by 1e-6 to 6e-6 of the values where a surrogate
+/// reproduced the held-out masks of the 0/1 veto game (8 players, 16 sampler pairs, 4 runs in
+/// 200; 4 pairs of chains, budget 64) while the estimate erred by 0.2 to 0.45, with SEs of
+/// 1e-6; the residual terms of the recorded games spread by 1e-3 and more at every budget
+/// measured (R² up to 0.998). Until 2026-12-07 the test was against the rounding of the
+/// residuals themselves, which passed even residuals of 1e-12 (an SE of 4e-12 about an error
+/// of 0.375).
+pub const RESIDUAL_RESOLUTION: f64 = 100.0 * SURROGATE_RIDGE_ALPHA;
 
 /// Most players for which φ(f) of a surrogate without closed form is found by enumerating
 /// all 2^n masks through it (65,536 predictions).
@@ -103,11 +125,33 @@ pub(crate) enum HalfSurrogate {
     /// f = a quadratic fitted to v.
     Quadratic(QuadraticSurrogate),
     /// f = shift + exp(p), p a multilinear polynomial of order ≤ 3.
-    ExpPolynomial { polynomial: Multilinear, shift: f64 },
+    ExpPolynomial {
+        polynomial: Multilinear,
+        shift: f64,
+        /// f is held to [lower, upper], its training values' range widened by their spread
+        /// on each side ([`EXTRAPOLATION_SPREADS`]).
+        bounds: (f64, f64),
+    },
 }
 
 /// Gauss–Newton steps of the exp-polynomial fit in value space.
 const GAUSS_NEWTON_STEPS: usize = 8;
+
+/// How far beyond its training values' range the exp-polynomial surrogate may predict, in
+/// spreads (highest − lowest) of those values on each side: f is clamped to [lowest − spread,
+/// highest + spread]. exp of a polynomial fitted on a few dozen masks can run to 10–100 times
+/// the game's values on masks nothing near was fitted on (an additive q with mixed-sign
+/// coefficients grows exponentially towards a corner of the cube), and φ(f) sums it over all
+/// 2^n masks, while the residual term sees only the evaluated ones: an estimate of −5.7 for a
+/// block whose Shapley value is 0.04 (utility; 24 sampler pairs over 12 players), with an SE
+/// of 0.09. Any f leaves φ(v) = φ(f) + φ(v − f) unbiased, so a bound costs nothing there, and
+/// bounded residuals keep the residual term's spread honest. Measured on the recorded games
+/// (200 sampler tables each, 16 and 24 pairs): runs with an error beyond 10 SE 2 / 9 / 0 → 0 /
+/// 1 / 0 at 16 pairs and 6 / 7 / 3 → 1 / 1 / 1 at 24 (smollm2 16–27 / gemma3 / smollm2 3–13);
+/// bounds at the range itself or half a spread out gave the same. The quadratic is not bounded:
+/// it grows polynomially, its closed form would be lost, and bounding it changed nothing
+/// measured.
+pub const EXTRAPOLATION_SPREADS: f64 = 1.0;
 
 impl HalfSurrogate {
     /// Fits f to `values` of `masks`; each Gauss–Newton step of the exp-polynomial is a
@@ -180,16 +224,25 @@ impl HalfSurrogate {
             best = Some((loss, polynomial));
         }
         let (_, polynomial) = best.ok_or(ShapleyError::Singular("the exp-polynomial surrogate"))?;
-        Ok(HalfSurrogate::ExpPolynomial { polynomial, shift })
+        let margin = EXTRAPOLATION_SPREADS * (highest - lowest);
+        Ok(HalfSurrogate::ExpPolynomial {
+            polynomial,
+            shift,
+            bounds: (lowest - margin, highest + margin),
+        })
     }
 
     pub(crate) fn predict(&self, masks: &[Mask]) -> Vec<f64> {
         match self {
             HalfSurrogate::Quadratic(quadratic) => quadratic.predict(masks),
-            HalfSurrogate::ExpPolynomial { polynomial, shift } => polynomial
+            HalfSurrogate::ExpPolynomial {
+                polynomial,
+                shift,
+                bounds: (lower, upper),
+            } => polynomial
                 .predict(masks)
                 .into_iter()
-                .map(|p| shift + p.exp())
+                .map(|p| (shift + p.exp()).clamp(*lower, *upper))
                 .collect(),
         }
     }
@@ -320,6 +373,34 @@ pub(crate) fn held_out_r2(residual_squares: f64, held_out: &[f64]) -> f64 {
     }
 }
 
+/// The fewest complement pairs the kernel-pair variants (`regression-adjusted`,
+/// `regression-adjusted-exp`) take over `num_players` players: 2n from three players on, two
+/// (one a half) for two players, whose estimate is exact. Each half's surrogate is fitted on the
+/// other half's 2·(pairs/2) masks and ∅ and N; every surrogate has an additive part of n + 1
+/// coefficients, and 2n pairs give it two masks per coefficient, the rule that chooses the
+/// exp-polynomial's order ([`crate::polynomial::order_for_rows`]), which below it fell back to
+/// the additive model anyway. Below it the surrogate's Shapley values, taken over all 2^n
+/// masks, rest on masks nothing near was fitted on. At n pairs on the recorded games (sampler
+/// tables, 200 seeds) the 95 % intervals held the truth 79–87 % of the time and up to 6 % of
+/// the runs erred by more than 10 SE before 2026-12-07 (when such tables were read); with the
+/// bounded surrogate and the shared SE guard, 84–95 % and up to 1.5 %, against 91–95 % and
+/// about 1 run in 500 from 2n to 4n pairs.
+pub fn minimum_kernel_pairs(num_players: usize) -> usize {
+    if num_players <= 2 {
+        2
+    } else {
+        2 * num_players
+    }
+}
+
+/// What a spread of residual units (terms of v − f over held-out masks) no larger than counts
+/// as none: [`RESIDUAL_RESOLUTION`] of the largest |v|, or the rounding of the values and the
+/// units where that is larger.
+fn residual_resolution<'a>(game_values: &[f64], units: impl IntoIterator<Item = &'a f64>) -> f64 {
+    let largest = game_values.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    rounding_of_units(game_values, units).max(RESIDUAL_RESOLUTION * largest)
+}
+
 /// Units alternately into two halves.
 fn split_halves<T>(units: &[T]) -> [Vec<&T>; 2] {
     [0, 1].map(|h| units.iter().skip(h).step_by(2).collect())
@@ -347,10 +428,26 @@ pub fn regression_adjusted_kernel_estimate(
             held_out_r2: f64::NAN,
         });
     }
-    if design.coalitions.len() < 2 {
-        return Err(ShapleyError::Design(
-            "cross-fitting needs at least two complementary pairs".into(),
-        ));
+    let minimum = minimum_kernel_pairs(n);
+    if design.coalitions.len() < minimum {
+        return Err(ShapleyError::Design(format!(
+            "--estimator {name} needs at least {minimum} complement pairs over {n} players \
+             and the design has {}: {}; sample-masks --complement-pairs --stratified-masks \
+             {minimum} draws enough",
+            design.coalitions.len(),
+            if n <= 2 {
+                "cross-fitting takes a pair for each half".to_string()
+            } else {
+                format!(
+                    "2 per player, so that each cross-fitting half's surrogate, fitted on the \
+                     other half's pairs, has two masks per coefficient of its additive part \
+                     ({}); with fewer, its Shapley values rest on masks nothing near was fitted \
+                     on, and the standard errors were measured to miss (at n pairs over 11–12 \
+                     players, 95 % intervals held the truth 84–95 % of the time)",
+                    n + 1
+                )
+            }
+        )));
     }
     let halves = split_halves(&design.coalitions);
     let half_masks = halves.clone().map(|half| {
@@ -358,40 +455,23 @@ pub fn regression_adjusted_kernel_estimate(
             .flat_map(|s| [(*s).clone(), s.complement()])
             .collect()
     });
-    let size_probability = &design.size_probabilities;
+    let exact = residual_is_exact(design);
+    let game_values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
     let residual_estimate = |h: usize, residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>| {
         let anchor = (residual(&full)? - residual(&empty)?) / n as f64;
-        if design.without_replacement {
-            return finite_population_residual(design, &halves, h, anchor, residual);
-        }
-        let units: Vec<Vec<f64>> = halves[h]
-            .iter()
-            .map(|s| {
-                let mut contribution = vec![anchor; n];
-                for coalition in [(*s).clone(), s.complement()] {
-                    let size = coalition.num_kept();
-                    // The pair (∅, N) (a mask table may hold it, e.g. strata 0 and n with
-                    // --complement-pairs) is the anchor, counted above: it adds nothing here,
-                    // which keeps every unit's sum at the anchor's (efficiency) and the
-                    // estimate unbiased (p̄ cancels within each size 1..n−1).
-                    if size == 0 || size == n {
-                        continue;
-                    }
-                    let r = residual(&coalition)? / 2.0;
-                    let inside = r / (size as f64 * size_probability[size]);
-                    let outside = r / ((n - size) as f64 * size_probability[size]);
-                    for (i, c) in contribution.iter_mut().enumerate() {
-                        *c += if coalition.is_kept(i) {
-                            inside
-                        } else {
-                            -outside
-                        };
-                    }
-                }
-                Ok(contribution)
-            })
-            .collect::<Result<_, ShapleyError>>()?;
-        Ok(mean_and_se(&units, n))
+        let (values, std_errors) = if design.without_replacement {
+            finite_population_residual(design, &halves, h, anchor, residual, &game_values)?
+        } else {
+            msr_residual(design, &halves[h], anchor, residual, &game_values)?
+        };
+        // φ(f) is exact too (the quadratic's closed form, or f's four masks enumerated), so
+        // the half's estimate is φ(v) itself: its error is 0, where its units, which agree
+        // because of that, gave no SE (`guarded_se`) or one unit too few.
+        Ok(if exact {
+            (values, Some(vec![0.0; n]))
+        } else {
+            (values, std_errors)
+        })
     };
     cross_fit(
         name,
@@ -402,6 +482,62 @@ pub fn regression_adjusted_kernel_estimate(
         &residual_estimate,
         seed,
     )
+}
+
+/// Whether each cross-fitting half's residual term is φ(r) exactly, whatever the game: with two
+/// players the one class of sizes 1..n−1 is the single pair ({0}, {1}), whose term is (r(N) −
+/// r(∅))/2 ± (r({0}) − r({1}))/2, the Shapley values of r. Drawn with replacement, so only
+/// where no pair (∅, N) is among the pairs: beside it p̄_1 is below 1 and a half's share of
+/// ({0}, {1}) pairs need not be p̄_1, so a half's mean is not exact (though unbiased). Drawn
+/// without replacement the class is that one pair, which one half holds (its finite-population
+/// mean is the pair's term) and the other reads exactly (as training).
+fn residual_is_exact(design: &PairedDesign) -> bool {
+    design.num_players == 2
+        && (design.without_replacement || design.coalitions.iter().all(|s| s.num_kept() == 1))
+}
+
+/// φ(r) by maximum sample reuse over `half`'s pairs, drawn independently with replacement:
+/// the mean of each pair's residual term about `anchor` = (r(N) − r(∅))/n, and its standard
+/// error from their spread (`mean_and_se`; none where they spread by no more than
+/// [`residual_resolution`] of `game_values`, v's).
+fn msr_residual(
+    design: &PairedDesign,
+    half: &[&Mask],
+    anchor: f64,
+    residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
+    game_values: &[f64],
+) -> Result<(Vec<f64>, Option<Vec<f64>>), ShapleyError> {
+    let n = design.num_players;
+    let size_probability = &design.size_probabilities;
+    let units: Vec<Vec<f64>> = half
+        .iter()
+        .map(|s| {
+            let mut contribution = vec![anchor; n];
+            for coalition in [(*s).clone(), s.complement()] {
+                let size = coalition.num_kept();
+                // The pair (∅, N) (a mask table may hold it, e.g. strata 0 and n with
+                // --complement-pairs) is the anchor, counted above: it adds nothing here,
+                // which keeps every unit's sum at the anchor's (efficiency) and the
+                // estimate unbiased (p̄ cancels within each size 1..n−1).
+                if size == 0 || size == n {
+                    continue;
+                }
+                let r = residual(&coalition)? / 2.0;
+                let inside = r / (size as f64 * size_probability[size]);
+                let outside = r / ((n - size) as f64 * size_probability[size]);
+                for (i, c) in contribution.iter_mut().enumerate() {
+                    *c += if coalition.is_kept(i) {
+                        inside
+                    } else {
+                        -outside
+                    };
+                }
+            }
+            Ok(contribution)
+        })
+        .collect::<Result<_, ShapleyError>>()?;
+    let resolution = residual_resolution(game_values, units.iter().flatten());
+    Ok(mean_and_se(&units, n, resolution))
 }
 
 /// φ(r) over a design drawn without replacement class by class (see
@@ -435,6 +571,7 @@ fn finite_population_residual(
     h: usize,
     anchor: f64,
     residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
+    game_values: &[f64],
 ) -> Result<(Vec<f64>, Option<Vec<f64>>), ShapleyError> {
     let n = design.num_players;
     let unit = |coalition: &Mask| -> Result<(usize, Vec<f64>), ShapleyError> {
@@ -473,10 +610,10 @@ fn finite_population_residual(
     let all_held: Vec<&Vec<f64>> = held.iter().flatten().collect();
     let column = |rows: &[&Vec<f64>], i: usize| rows.iter().map(|r| r[i]).collect::<Vec<f64>>();
     let spread_of_all: Vec<f64> = (0..n)
-        .map(|i| variance_of_mean(&column(&all_held, i)) * all_held.len() as f64)
+        .map(|i| sample_variance(&column(&all_held, i)))
         .collect();
     let mut values = vec![anchor; n];
-    let mut variances = vec![0.0; n];
+    let mut groups = Vec::new();
     let mut uncorrected = 0;
     for class in 1..classes {
         let pairs = design.pairs_in_class(class);
@@ -490,16 +627,17 @@ fn finite_population_residual(
         }
         let count = rows.len() as f64;
         let finite = (1.0 - (known[class] as f64 + count) / pairs).max(0.0);
-        for i in 0..n {
+        let mut spreads = Vec::with_capacity(n);
+        for (i, value) in values.iter_mut().enumerate() {
             let x = column(&rows, i);
-            values[i] += partly_known_mean(pairs, known[class] as f64, known_sums[class][i], &x);
-            let spread = if x.len() >= 2 {
-                variance_of_mean(&x) * count
+            *value += partly_known_mean(pairs, known[class] as f64, known_sums[class][i], &x);
+            spreads.push(if x.len() >= 2 {
+                sample_variance(&x)
             } else {
                 spread_of_all[i]
-            };
-            variances[i] += finite * spread / count;
+            });
         }
+        groups.push(Spread::uniform(finite / count, spreads));
     }
     if uncorrected > 0 {
         tracing::info!(
@@ -508,8 +646,16 @@ fn finite_population_residual(
              error; more pairs remove it)"
         );
     }
-    let std_errors =
-        (all_held.len() >= 2).then(|| variances.iter().map(|v: &f64| v.sqrt()).collect());
+    // The guard every SE passes (as the iid residual's, `mean_and_se`): moderated across the
+    // players, none where no held-out residual term spreads beyond the surrogate's fitting
+    // precision ([`residual_resolution`]; until 2026-12-07 neither, and a surrogate that
+    // reproduced the held-out masks gave SEs of 1e-6 about errors of 0.45).
+    let resolution = residual_resolution(game_values, all_held.iter().copied().flatten());
+    let std_errors = if all_held.len() >= 2 {
+        guarded_se(&groups, (all_held.len() - 1) as f64, resolution)
+    } else {
+        None
+    };
     Ok((values, std_errors))
 }
 
@@ -553,6 +699,7 @@ pub fn regression_adjusted_chains_estimate(
             "cross-fitting needs at least two permutation units".into(),
         ));
     }
+    let game_values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
     let halves: [Vec<Vec<usize>>; 2] =
         split_halves(&design.units).map(|half| half.into_iter().cloned().collect());
     let half_masks = halves.clone().map(|units| {
@@ -566,7 +713,8 @@ pub fn regression_adjusted_chains_estimate(
         let units = design.unit_marginals(&halves[h], &mut |chain| {
             design.chain_masks(chain).iter().map(residual).collect()
         })?;
-        Ok(design.mean_and_se(&units))
+        let resolution = residual_resolution(&game_values, units.iter().flatten());
+        Ok(design.mean_and_se(&units, resolution))
     };
     cross_fit(
         REGRESSION_ADJUSTED_LOG_CHAINS,
@@ -592,7 +740,14 @@ pub fn run_regression_adjusted_kernel(
         SurrogateTarget::Value => REGRESSION_ADJUSTED,
         SurrogateTarget::LogValue => REGRESSION_ADJUSTED_LOG,
     };
-    let design = paired_kernel_design(players.len(), budget, 2, name, &mut rng_from_seed(seed))?;
+    let n = players.len();
+    let design = paired_kernel_design(
+        n,
+        budget,
+        minimum_kernel_pairs(n),
+        name,
+        &mut rng_from_seed(seed),
+    )?;
     let (rows, evaluations) = evaluate_masks_for(name, game, players, &design.queries())?;
     let mut result = regression_adjusted_kernel_estimate(&design, &rows, target, seed)?;
     result.estimates = result

@@ -183,48 +183,72 @@ pub(crate) fn evaluate_masks_for(
     Ok((rows, counting.evaluations()))
 }
 
-/// Mean and standard error of the mean of each column (a player) of per-unit rows: the
-/// variance of each player's units moderated towards the players' pooled variance
-/// ([`moderated_se`]). `None` below two rows, or where no unit differs from another.
-pub(crate) fn mean_and_se(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, Option<Vec<f64>>) {
+/// Mean and standard error of the mean of each column (a player) of per-unit rows drawn
+/// independently: the variance of each player's units moderated towards the players' pooled
+/// variance, and no SE below two rows or where no unit differs from another beyond `rounding`
+/// (set by the game's values the units were computed from, [`rounding_of_units`]): the shared
+/// guard, [`guarded_se`].
+pub(crate) fn mean_and_se(
+    rows: &[Vec<f64>],
+    width: usize,
+    rounding: f64,
+) -> (Vec<f64>, Option<Vec<f64>>) {
     let (mean, variances) = mean_and_variance(rows, width);
-    let rounding = rounding_of(rows.iter().flatten());
     let std_errors = variances.and_then(|variances| {
-        moderated_se(&variances, rows.len(), (rows.len() - 1) as f64, rounding)
+        let spread = Spread::uniform(1.0 / rows.len() as f64, variances);
+        guarded_se(&[spread], (rows.len() - 1) as f64, rounding)
     });
     (mean, std_errors)
 }
 
 /// Mean and sample variance (divisor rows − 1) of each column of per-unit rows (no variance
-/// below two rows).
+/// below two rows). Both are taken about the first row, so that a column whose units are all
+/// alike has variance exactly 0 (not the rounding of its mean).
 pub(crate) fn mean_and_variance(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, Option<Vec<f64>>) {
+    let Some(first) = rows.first() else {
+        return (vec![0.0; width], None);
+    };
     let count = rows.len() as f64;
-    let mut mean = vec![0.0; width];
+    let mut offset = vec![0.0; width];
     for row in rows {
-        for (m, x) in mean.iter_mut().zip(row) {
-            *m += x / count;
+        for ((o, x), x0) in offset.iter_mut().zip(row).zip(first) {
+            *o += (x - x0) / count;
         }
     }
+    let mean = first.iter().zip(&offset).map(|(x0, o)| x0 + o).collect();
     if rows.len() < 2 {
         return (mean, None);
     }
     let mut var = vec![0.0; width];
     for row in rows {
-        for ((v, x), m) in var.iter_mut().zip(row).zip(&mean) {
-            *v += (x - m).powi(2) / (count - 1.0);
+        for (((v, x), x0), o) in var.iter_mut().zip(row).zip(first).zip(&offset) {
+            *v += (x - x0 - o).powi(2) / (count - 1.0);
         }
     }
     (mean, Some(var))
 }
 
 /// What a difference among `values` below counts as rounding: 1e-9 of the largest magnitude
-/// (an estimate exact to rounding, units that do not spread).
+/// (an estimate exact to rounding).
 pub(crate) fn rounding_of<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
     1e-9 * values.into_iter().fold(0.0_f64, |m, v| m.max(v.abs()))
 }
 
+/// What a spread of units computed from the game's `values` (marginals, residuals v − f,
+/// projected scores) below counts as rounding: 1e-9 of the largest magnitude among the values
+/// and the units. Of the values, not of the units alone: units that are all differences of
+/// rounding size (residuals of a surrogate that interpolates the masks it is checked on,
+/// 1e-12 beside values of 1) spread by rounding size too, and measured against themselves they
+/// passed as a spread (an SE of 4e-12 about an error of 0.375).
+pub(crate) fn rounding_of_units<'a>(
+    values: &[f64],
+    units: impl IntoIterator<Item = &'a f64>,
+) -> f64 {
+    rounding_of(values).max(rounding_of(units))
+}
+
 /// Weight, in units' degrees of freedom, of the players' pooled variance in each player's
-/// moderated variance ([`moderated_se`]). 4: with the player's own d = 1 (two units) the
+/// moderated variance ([`guarded_se`]). 4: with the player's own d = 1 (two units) the
 /// moderated t has 5 degrees of freedom and E t² = 5/3 (with d0 = 2: 3 and E t² = 3); and from
 /// about 40 units (permutation sampling at budget 1,024 over 12 players) the player's own spread
 /// carries 90 % of the weight, so large samples keep their standard errors. The players'
@@ -233,38 +257,89 @@ pub(crate) fn rounding_of<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 
 /// stand for players it does not fit.
 const POOLED_DEGREES_OF_FREEDOM: f64 = 4.0;
 
-/// Standard errors of the means of `units` units from each player's unit variance with
-/// `degrees_of_freedom` d, moderated towards the players' pooled variance (empirical Bayes,
-/// as limma's moderated t): s̃² = (d0 s0² + d s²)/(d0 + d), s0² the mean of the players'
-/// variances, d0 = [`POOLED_DEGREES_OF_FREEDOM`]; SE = sqrt(s̃²/units).
+/// One group of units behind an estimate (every unit, or one stratum of a stratified draw):
+/// the spread (sample variance) of each player's units, and the weight with which it enters
+/// that player's variance of the estimate, Var_i = Σ_groups weight_i · spread_i (e.g. 1/m for
+/// the mean of m iid units; (m_c/m)² (1 − m_c/P_c)/m_c for a stratum of m_c of P_c units
+/// drawn without replacement, 0 for a stratum drawn whole, whose mean is exact).
+#[derive(Clone, Debug)]
+pub(crate) struct Spread {
+    pub weights: Vec<f64>,
+    pub variances: Vec<f64>,
+}
+
+impl Spread {
+    /// A group whose spread enters every player's variance with the same `weight`.
+    pub(crate) fn uniform(weight: f64, variances: Vec<f64>) -> Spread {
+        Spread {
+            weights: vec![weight; variances.len()],
+            variances,
+        }
+    }
+}
+
+/// The standard errors of estimates whose variance is Var_i = Σ_groups weight_i · spread_i
+/// ([`Spread`]), from units with `degrees_of_freedom` d in all: the one guard every
+/// sampled estimate's SE passes (permutation sampling, KernelSHAP's two readings, the
+/// regression-adjusted residuals, the stratified semivalue, Banzhaf MSR, stratified Shapley).
 ///
-/// Why: from a few units a player's own variance is noisy, and on games with higher-order
-/// terms its units take few distinct values, often all the same (permutation pairs of a
-/// third-order game): an SE of 0 about a wrong estimate, a mean (error/SE)² of 1e28–1e30 on
-/// the synthetic game at 2–11 permutation pairs. The other players' spread bounds such an
-/// SE away from 0. `None` where no player's units spread beyond `rounding` (that of the
-/// quantities averaged, [`rounding_of`]): the sample then says nothing of its error
-/// (e.g. two permutation pairs of a third-order game whose every triple they order alike, or
-/// a game with at most pairwise interactions, on which permutation sampling is exact).
-pub(crate) fn moderated_se(
-    variances: &[f64],
-    units: usize,
+/// - **Moderated**: each player's variance moderated towards the players' mean (empirical
+///   Bayes, as limma's moderated t): Ṽ_i = (d0 V̄ + d V_i)/(d0 + d), d0 =
+///   [`POOLED_DEGREES_OF_FREEDOM`]; SE = sqrt(Ṽ_i). From a few units a player's own variance is
+///   noisy, and on games with higher-order terms its units take few distinct values, often all
+///   the same (permutation pairs of a third-order game; a class of sampled kernel pairs whose
+///   projected scores agree): an SE of 0 about a wrong estimate (a mean (error/SE)² of
+///   1e28–1e30 on the synthetic game at 2–11 permutation pairs). The other players' spread
+///   bounds such an SE away from 0. With strata whose weights the players share, this is
+///   moderating each stratum's spreads towards their players' mean.
+/// - **No SE** (`None`) where no unit spreads beyond `rounding` (the game's values',
+///   [`rounding_of_units`]) in any group that enters with a weight: the sample then says
+///   nothing of its error (e.g. two permutation pairs of a third-order game whose every triple
+///   they order alike, a game with at most pairwise interactions, on which permutation sampling
+///   is exact, or a surrogate that interpolates the held-out masks), or where `d` ≤ 0.
+/// - **SE 0** where no group enters with a weight: every stratum drawn whole, the estimate
+///   exact.
+pub(crate) fn guarded_se(
+    groups: &[Spread],
     degrees_of_freedom: f64,
     rounding: f64,
 ) -> Option<Vec<f64>> {
-    if variances.is_empty() || degrees_of_freedom <= 0.0 {
+    let width = groups.first()?.variances.len();
+    let entering = || {
+        groups.iter().flat_map(|group| {
+            group
+                .weights
+                .iter()
+                .zip(&group.variances)
+                .filter(|(weight, _)| **weight > 0.0)
+        })
+    };
+    if entering().next().is_none() {
+        return Some(vec![0.0; width]);
+    }
+    if degrees_of_freedom <= 0.0 {
         return None;
     }
-    let largest = variances.iter().fold(0.0_f64, |m, v| m.max(*v));
+    let largest = entering().fold(0.0_f64, |m, (_, v)| m.max(*v));
     if largest.sqrt() <= rounding {
         return None;
     }
-    let pooled = variances.iter().sum::<f64>() / variances.len() as f64;
+    let mut variances = vec![0.0; width];
+    for group in groups {
+        for ((v, weight), spread) in variances
+            .iter_mut()
+            .zip(&group.weights)
+            .zip(&group.variances)
+        {
+            *v += weight * spread;
+        }
+    }
+    let pooled = variances.iter().sum::<f64>() / width as f64;
     let (d0, d) = (POOLED_DEGREES_OF_FREEDOM, degrees_of_freedom);
     Some(
         variances
             .iter()
-            .map(|v| ((d0 * pooled + d * v) / (d0 + d) / units as f64).sqrt())
+            .map(|v| ((d0 * pooled + d * v) / (d0 + d)).sqrt())
             .collect(),
     )
 }
@@ -285,12 +360,51 @@ pub(crate) fn variance_of_mean(values: &[f64]) -> f64 {
     sample_variance(values) / values.len().max(1) as f64
 }
 
-/// The sample variance of `values` (divisor count − 1); 0 below two values.
+/// The sample variance of `values` (divisor count − 1); 0 below two values. Taken about the
+/// first value, so that values all alike have variance exactly 0 (not the rounding of their
+/// mean).
 pub(crate) fn sample_variance(values: &[f64]) -> f64 {
-    let count = values.len() as f64;
-    if values.len() < 2 {
+    let (Some(&first), true) = (values.first(), values.len() >= 2) else {
         return 0.0;
+    };
+    let count = values.len() as f64;
+    let offset = values.iter().map(|v| v - first).sum::<f64>() / count;
+    values
+        .iter()
+        .map(|v| (v - first - offset).powi(2))
+        .sum::<f64>()
+        / (count - 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values all alike have a variance of exactly 0, not the rounding of their mean (0.1 three
+    /// times has a mean that is not 0.1 in binary, and (x − mean)² summed to 1e-34).
+    #[test]
+    fn spreads_of_values_all_alike_are_exactly_0() {
+        assert_eq!(sample_variance(&[0.1, 0.1, 0.1]), 0.0);
+        assert_eq!(variance_of_mean(&[0.7; 5]), 0.0);
+        let (mean, variances) = mean_and_variance(&vec![vec![0.1, 0.3]; 3], 2);
+        assert_eq!(mean, vec![0.1, 0.3]);
+        assert_eq!(variances, Some(vec![0.0, 0.0]));
+        assert!((sample_variance(&[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-15);
     }
-    let mean = values.iter().sum::<f64>() / count;
-    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0)
+
+    /// The one guard: SE 0 where every group is drawn whole (weight 0), none where nothing
+    /// that enters spreads beyond `rounding`, and a player whose own units agree moderated
+    /// towards the others' variance rather than 0.
+    #[test]
+    fn the_guard_reads_exact_silent_and_single_agreeing_players() {
+        let whole = Spread::uniform(0.0, vec![0.5, 0.5]);
+        assert_eq!(guarded_se(&[whole], 3.0, 1e-9), Some(vec![0.0, 0.0]));
+        let silent = Spread::uniform(0.25, vec![1e-20, 0.0]);
+        assert_eq!(guarded_se(std::slice::from_ref(&silent), 3.0, 1e-9), None);
+        assert_eq!(guarded_se(&[silent], 0.0, 0.0), None);
+        let agreeing = Spread::uniform(0.25, vec![0.0, 4.0]);
+        let se = guarded_se(&[agreeing], 4.0, 1e-9).unwrap();
+        // V = (0, 1), pooled 0.5, d0 = d = 4: Ṽ = (0.25, 0.75).
+        assert!((se[0] - 0.5).abs() < 1e-12 && (se[1] - 0.75f64.sqrt()).abs() < 1e-12);
+    }
 }

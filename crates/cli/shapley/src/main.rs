@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Parser;
 use layerprune_shapley::inputs::ScoreFiles;
-use layerprune_shapley::{Estimates, Estimator, EstimatorOptions};
+use layerprune_shapley::{Estimates, Estimator, EstimatorOptions, NonuniformMasks};
 use layerprune_surrogate::Surrogate;
 use layerprune_tables::{write_scores, GameValue, Provenance, TableKind};
 
@@ -29,7 +29,8 @@ const DEFAULT_SAMPLES: usize = 80_000;
         permutation-shapley, regression-adjusted-exp-chains: --evaluations and --masks with permutation chains\n  \
         kernelshap-paired, regression-adjusted, regression-adjusted-exp: --evaluations and --masks with complement pairs\n  \
         stratified-shapley, regression-adjusted-stratified: --evaluations (masks of every size)\n  \
-        banzhaf-msr: --evaluations (uniform masks: every stratum, proportional allocation)\n  \
+        banzhaf-msr: --evaluations (uniform masks: every stratum, proportional allocation;\n    \
+        --allow-nonuniform-masks estimates from others, with a warning)\n  \
         exact-shapley (also writes exact-banzhaf): --evaluations holding every mask over the players\n\
         Older spellings (semivalue, shapley-surrogate, permutation, kernelshap, stratified, exact,\n\
         banzhaf) are accepted with a note.\n\n\
@@ -82,6 +83,11 @@ struct Args {
     /// --evaluations, with a warning (refused by default).
     #[arg(long)]
     allow_mixed_inputs: bool,
+    /// banzhaf-msr: estimate from evaluated masks that are not a uniform sample of the
+    /// coalitions (a table of another design, or one the check misreads), with a warning that
+    /// the estimate may be biased (refused by default: every mask weighs alike in its means).
+    #[arg(long)]
+    allow_nonuniform_masks: bool,
     #[command(flatten)]
     threads: layerprune_cli_common::ThreadsArgs,
     #[command(flatten)]
@@ -123,6 +129,11 @@ fn body(args: Args) -> Result<()> {
         ),
         ("--strata", args.strata.is_some(), Estimator::reads_strata),
         ("--seed", args.seed.is_some(), Estimator::draws),
+        (
+            "--allow-nonuniform-masks",
+            args.allow_nonuniform_masks,
+            Estimator::reads_nonuniform_masks,
+        ),
     ];
     // A setting no estimator asked for reads would be ignored: refused, naming who reads it.
     for (flag, given, reads) in settings {
@@ -146,6 +157,11 @@ fn body(args: Args) -> Result<()> {
         samples: args.samples.unwrap_or(DEFAULT_SAMPLES),
         strata: args.strata.clone(),
         seed: args.seed.unwrap_or(0),
+        nonuniform_masks: if args.allow_nonuniform_masks {
+            NonuniformMasks::Allowed
+        } else {
+            NonuniformMasks::Refused
+        },
     };
     let _outputs = layerprune_cli_common::Io::new()
         .inputs(files.paths())

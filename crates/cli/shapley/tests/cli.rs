@@ -247,15 +247,15 @@ fn scores_every_estimator_from_tables_and_a_surrogate() {
     assert_eq!(permutation.llm_evaluations, chains.queries().len() as u64);
     // The game is pairwise, so every antithetic pair averages to the exact values: the pairs
     // do not spread, and a sample that does not spread says nothing of its error (the pairs of
-    // a game with higher-order terms can agree too), so no interval. Where the units spread
-    // (the regression-adjusted residuals of the kernel pairs), the interval is written.
+    // a game with higher-order terms can agree too), so no interval. So too for the
+    // quadratic's residuals, which reproduce the game to within its ridge (they spread by
+    // 1e-6 of the values and less: `RESIDUAL_RESOLUTION`; they had an interval of that width
+    // until 2026-12-07). Where the units spread (the exp-polynomial's residuals, which cannot
+    // reproduce a pairwise game), the interval is written.
     assert!(permutation.ci_low.is_none());
-    let adjusted = scores
-        .rows
-        .iter()
-        .find(|r| r.estimator == "regression-adjusted")
-        .unwrap();
-    assert!(adjusted.ci_low.is_some());
+    let row_of = |name: &str| scores.rows.iter().find(|r| r.estimator == name).unwrap();
+    assert!(row_of("regression-adjusted").ci_low.is_none());
+    assert!(row_of("regression-adjusted-exp").ci_low.is_some());
     // The stratified estimators read every evaluated mask over the players.
     let stratified = scores
         .rows
@@ -475,9 +475,11 @@ fn progress_comes_as_log_lines_on_stderr_in_json_when_asked() {
 #[test]
 fn estimates_that_are_not_numbers_are_refused_not_written() {
     // A surrogate whose predictions are finite but whose estimates overflow (coefficients
-    // summing to 1e307, each prediction finite: the estimator's sums of 2000 samples are not)
-    // gives estimates that are not numbers: the stage fails, naming the estimator, and writes
-    // no score table (one of NaN would be refused only by apply-prune).
+    // summing to 1.5e307, each prediction finite: the estimator's sums over 2000 samples of
+    // marginals that differ by 5e306 are not) gives estimates that are not numbers: the stage
+    // fails, naming the estimator, and writes no score table (one of NaN would be refused only
+    // by apply-prune). The marginals must differ: the semivalue sums their differences from
+    // the first, so those of a linear surrogate, all alike, sum to 0 (since 2026-12-07).
     let dir = tempfile::tempdir().unwrap();
     let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
     write_inputs(dir.path(), &players);
@@ -499,6 +501,8 @@ fn estimates_that_are_not_numbers_are_refused_not_written() {
     };
     json["parameters"]["intercept"] = 0.0.into();
     json["parameters"]["linear"] = serde_json::json!(vec![1e307 / BLOCKS as f64; BLOCKS]);
+    json["parameters"]["pairs"][1][2] = 5e306.into();
+    json["parameters"]["pairs"][2][1] = 5e306.into();
     std::fs::write(dir.path().join("large.json"), json.to_string()).unwrap();
     let output = shapley("large.json");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -528,6 +532,8 @@ fn estimates_that_are_not_numbers_are_refused_not_written() {
 /// only (as the pipeline's published strata leave sizes out) gave a biased estimate with
 /// plausible standard errors and exit 0; it is refused, saying which sizes are missing and how
 /// to sample a uniform table, and nothing is written. Every mask is read (the other test).
+/// `--allow-nonuniform-masks` estimates from such a table all the same (the check is a
+/// heuristic, which had no way round), warning that the estimate may be biased and why.
 #[test]
 fn banzhaf_msr_refuses_a_table_that_is_not_a_uniform_sample() {
     let dir = tempfile::tempdir().unwrap();
@@ -543,17 +549,16 @@ fn banzhaf_msr_refuses_a_table_that_is_not_a_uniform_sample() {
         &at_most_two_removed,
         64,
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
-        .current_dir(dir.path())
-        .args([
-            "--evaluations",
-            "evals.parquet",
-            "--estimator",
-            "banzhaf-msr",
-        ])
-        .args(["--out", "scores.parquet"])
-        .output()
-        .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .current_dir(dir.path())
+            .args(["--evaluations", "evals.parquet", "--estimator"])
+            .args(extra)
+            .args(["--out", "scores.parquet"])
+            .output()
+            .unwrap()
+    };
+    let output = run(&["banzhaf-msr"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     for part in [
@@ -561,9 +566,37 @@ fn banzhaf_msr_refuses_a_table_that_is_not_a_uniform_sample() {
         "no mask removes 3 or 4 of the 5 players, where a uniform sample of 16 masks holds \
          about 7.5",
         "sample-masks --strata 0,1,...,5 --allocation proportional",
+        "or --allow-nonuniform-masks estimates from these masks anyway",
     ] {
         assert!(stderr.contains(part), "{stderr}");
     }
+    assert!(!dir.path().join("scores.parquet").exists());
+
+    let output = run(&["banzhaf-msr", "--allow-nonuniform-masks"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARN")
+            && stderr.contains(
+                "not a uniform sample of the coalitions, as --allow-nonuniform-masks asks"
+            )
+            && stderr.contains("no mask removes 3 or 4 of the 5 players")
+            && stderr.contains("may be biased"),
+        "{stderr}"
+    );
+    let scores = read_scores(&dir.path().join("scores.parquet")).unwrap();
+    assert!(scores.rows.iter().all(|row| row.estimator == "banzhaf-msr"));
+    assert_eq!(scores.rows.len(), players.len());
+
+    // Read only by banzhaf-msr: with another estimator it would be ignored, so it is refused.
+    std::fs::remove_file(dir.path().join("scores.parquet")).unwrap();
+    let output = run(&["stratified-shapley", "--allow-nonuniform-masks"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--allow-nonuniform-masks is read only by banzhaf-msr"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("scores.parquet").exists());
 }
 
@@ -702,4 +735,93 @@ fn a_sample_too_thin_for_the_corrections_warns_of_the_surrogate_bias() {
         "{thin}"
     );
     assert_eq!(warning_of(2, "dense"), None);
+}
+
+/// Writes a mask table of `pairs` complement pairs drawn from the Shapley kernel over the
+/// players (block 0 fixed) to `path`.
+fn write_pairs(path: &Path, players: &Players, pairs: usize, seed: u64) {
+    let design = paired_kernel_design_pairs(players.len(), pairs, &mut rng_from_seed(seed));
+    let mut rows = Vec::new();
+    for (p, s) in design.coalitions.iter().enumerate() {
+        for (position, (mask, design)) in [
+            (s.clone(), Design::Stratum),
+            (s.complement(), Design::Complement),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rows.push(MaskRow {
+                mask: players.lift(&mask),
+                design,
+                group_id: Some(p as i64),
+                position: Some(position as u32),
+            });
+        }
+    }
+    let table = MaskTable {
+        num_blocks: BLOCKS,
+        fixed_blocks: FIXED.to_vec(),
+        rows,
+    };
+    write_masks(path, &table, &Provenance::new("test", "0", vec![])).unwrap();
+}
+
+/// `regression-adjusted` and `regression-adjusted-exp` need 2n complement pairs (each half's
+/// surrogate two masks per coefficient of its additive part): fewer is refused, naming the
+/// minimum and how to sample it, and nothing is written; from 2n to 4n they estimate with a
+/// warning that the standard errors were measured to miss more often there. Both log their
+/// surrogates' held-out R² (until 2026-12-07 only the chains and stratified variants did, and a
+/// table of 12 pairs over 12 players gave estimates 20–60 SE off with no word).
+#[test]
+fn regression_adjusted_refuses_too_few_pairs_and_warns_of_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    write_inputs(dir.path(), &players);
+    write_pairs(&dir.path().join("few.parquet"), &players, 9, 3);
+    write_pairs(&dir.path().join("thin.parquet"), &players, 12, 3);
+    let run = |masks: &str, estimator: &str| {
+        Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .current_dir(dir.path())
+            .args(["--evaluations", "evals.parquet", "--masks", masks])
+            .args(["--estimator", estimator, "--out", "scores.parquet"])
+            .output()
+            .unwrap()
+    };
+    for estimator in ["regression-adjusted", "regression-adjusted-exp"] {
+        let output = run("few.parquet", estimator);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "--estimator {estimator} needs at least 10 complement pairs over 5 players \
+                 and the design has 9"
+            )) && stderr
+                .contains("sample-masks --complement-pairs --stratified-masks 10 draws enough"),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("scores.parquet").exists());
+
+        let output = run("thin.parquet", estimator);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let line = |text: &str| {
+            stderr
+                .lines()
+                .find(|line| line.contains(text))
+                .unwrap_or_else(|| panic!("no line with {text:?} in {stderr}"))
+                .to_string()
+        };
+        let warning = line("12 complement pairs over 5 players, fewer than 20");
+        assert!(warning.contains("WARN"), "{warning}");
+        let r2 = line(&format!("{estimator}: held-out R² of the fold surrogates"));
+        assert!(r2.contains("INFO"), "{r2}");
+        std::fs::remove_file(dir.path().join("scores.parquet")).unwrap();
+
+        // 40 pairs, 8 per player: no warning.
+        let output = run("masks.parquet", estimator);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(!stderr.contains("fewer than"), "{stderr}");
+        std::fs::remove_file(dir.path().join("scores.parquet")).unwrap();
+    }
 }
