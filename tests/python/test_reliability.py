@@ -430,6 +430,11 @@ def cases(f):
          ["holds a layerprune surrogate of kind quadratic"]),
         ("sm-out-over-text", "sample-masks", ["--num-blocks", "6", "--anchors", "--out", f["text"]],
          ["refusing to replace a file it did not write"]),
+        # quantize's one-file model over a fitted surrogate, even with --overwrite (replaced,
+        # exit 0, until 2026-12-07)
+        ("qu-out-over-surrogate", "quantize",
+         ["--model", f["onnx"], "--scheme", "int8", "--out", f["surrogate"], "--overwrite"],
+         ["holds a layerprune surrogate of kind quadratic, and this writes an ONNX model"]),
         ("pt-text-device", "prepare-tokens",
          pt_args[:2] + ["--text", "/dev/zero", "--out", O(f)],
          ["/dev/zero: is a device, not a regular file"]),

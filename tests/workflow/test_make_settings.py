@@ -144,7 +144,7 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
     measured = cache.read_bytes()
     status, output, ran = make(*targets, "DEVICE=cuda")
     assert status != 0
-    assert "cuda:0 requested but unavailable" in output, output
+    assert "--device cuda (cuda:0) requested but unavailable" in output, output
     assert {name for name, _ in ran} & {"evaluate", "apply-prune"}, ran
     # The plan cache measured on the CPU outlives a request that measured nothing (it went with
     # the change of stamp before 2026-12-06, also under make -j before anything had run).
@@ -160,7 +160,7 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
     assert cache.read_bytes() == measured
     # The device as EVALUATE_FLAGS gives it (the stages' flags given whole) counts the same.
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cuda --threads 1")
-    assert status != 0 and "cuda:0 requested but unavailable" in output, output
+    assert status != 0 and "--device cuda (cuda:0) requested but unavailable" in output, output
     assert (run / ".settings" / "device").read_text() == "cuda\nlayerprune-stamp 3\n"
     # CUDA's defaults of the stamped flags (--tf32 on there) are the run without them; off is not,
     # and its two spellings stamp alike.
@@ -168,7 +168,7 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
                          ("--tf32=off --mask-batch 1", "cuda --tf32 off"),
                          ("--tf32 off --graph-optimization=basic", "cuda --tf32 off --graph-optimization basic")):
         status, output, _ = make(*targets, f"EVALUATE_FLAGS=--device cuda --threads 1 {flags}")
-        assert status != 0 and "cuda:0 requested but unavailable" in output, output
+        assert status != 0 and "--device cuda (cuda:0) requested but unavailable" in output, output
         assert (run / ".settings" / "device").read_text() == f"{stamp}\nlayerprune-stamp 3\n", flags
 
 

@@ -1513,8 +1513,9 @@ def intermediate_size(config):
 
 def load_graph(path: Path, program: str = "export") -> onnx.ModelProto:
     """An ONNX graph with its external data read in. Read here rather than by onnx.load, which
-    refuses a data file with several hard links, and apply-prune hard-links a pruned folder's
-    weights to the original's; a location outside the graph's folder is refused."""
+    refuses a data file with several hard links, as the weights of a folder that apply-prune or
+    quantize wrote with --hard-link-source-files (by default before 2026-12-07) have, and those of
+    its source folder; a location outside the graph's folder is refused."""
     model = onnx.load(path, load_external_data=False)
     folder = path.parent.resolve()
     for tensor in model.graph.initializer:

@@ -34,8 +34,8 @@ CHECK_LENGTH = 16
 
 
 def load(folder: Path, name: str, prefix: str):
-    # External data read by hand (export_layered.load_graph): apply-prune hard-links the weights
-    # of a pruned folder to the original's, which onnx.load refuses.
+    # External data read by hand (export_layered.load_graph): onnx.load refuses weight files
+    # with several hard links, which apply-prune and quantize make with --hard-link-source-files.
     return compose.add_prefix(export_layered.load_graph(folder / name, "merge_layered"), prefix)
 
 

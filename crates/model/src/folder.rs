@@ -229,11 +229,41 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// Puts the file `from` at `to` (creating its folder): a hard link when both share a file
-/// system, else a copy. `from` is resolved first, so a symlink is linked or copied as the file
-/// it points to. An existing `to` is refused, and so is a `to` that is `from` itself (same
-/// device and inode): a copy never truncates its own source.
-pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), ModelError> {
+/// How a folder written from another (pruned, quantized) gets the files it takes unchanged
+/// from its source folder: the graphs and, above all, the weight files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceFiles {
+    /// Copied: the new folder's files are its own, and both folders stay loadable by any
+    /// reader. `std::fs::copy` uses `copy_file_range` on Linux, which shares the blocks
+    /// copy-on-write where the file system has reflinks (btrfs, XFS made with them), so the
+    /// copy costs little disk there; elsewhere (ext4) it takes as much disk as the files.
+    #[default]
+    Copy,
+    /// Hard-linked where both folders share a file system (else copied): no disk, but each
+    /// file then has several links, and the onnx Python package (1.23.2, the exporter's, among
+    /// others) refuses to `onnx.load` a graph whose external-data file has more than one link
+    /// (as a possible hard-link attack): in the source folder as in the new one. A tool that
+    /// rewrites a linked file in place changes it in both folders.
+    HardLink,
+}
+
+impl SourceFiles {
+    /// Hard links where `asked` (a stage's `--hard-link-source-files`), else copies.
+    pub fn hard_links_if(asked: bool) -> Self {
+        if asked {
+            SourceFiles::HardLink
+        } else {
+            SourceFiles::Copy
+        }
+    }
+}
+
+/// Puts the file `from` at `to` (creating its folder), copied or hard-linked as `how` says.
+/// `from` is resolved first, so a symlink is linked or copied as the file it points to. An
+/// existing `to` is refused, and so is a `to` that is `from` itself (same device and inode): a
+/// copy never truncates its own source. A copy is flushed to disk, as every file the folder
+/// writer writes is, before the folder is renamed into place.
+pub fn link_or_copy(from: &Path, to: &Path, how: SourceFiles) -> Result<(), ModelError> {
     let refuse = |problem: String| ModelError::Destination {
         path: to.to_path_buf(),
         problem,
@@ -254,18 +284,21 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), ModelError> {
     if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
     }
-    if fs::hard_link(&from, to).is_ok() {
+    // Across file systems, or on one without hard links, the file is copied instead: the
+    // link only saves disk, and the folder is the same either way.
+    if how == SourceFiles::HardLink && fs::hard_link(&from, to).is_ok() {
         return Ok(());
     }
-    fs::copy(&from, to)
-        .map(drop)
-        .map_err(|error| ModelError::Io {
-            path: from.clone(),
-            source: std::io::Error::new(
-                error.kind(),
-                format!("copying to {}: {error}", to.display()),
-            ),
-        })
+    fs::copy(&from, to).map_err(|error| ModelError::Io {
+        path: from.clone(),
+        source: std::io::Error::new(
+            error.kind(),
+            format!("copying to {}: {error}", to.display()),
+        ),
+    })?;
+    fs::File::open(to)
+        .and_then(|copy| copy.sync_all())
+        .map_err(ModelError::io(to))
 }
 
 #[cfg(test)]
@@ -485,44 +518,72 @@ mod tests {
         assert_eq!(mode & 0o600, 0o600, "mode {mode:o}");
     }
 
+    /// Both ways of taking a source file: the bytes arrive, a missing source is named.
     #[test]
     fn links_or_copies_into_new_folders() {
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("a.bin");
         fs::write(&from, b"weights").unwrap();
-        let to = dir.path().join("copy").join("weights").join("a.bin");
-        link_or_copy(&from, &to).unwrap();
-        assert_eq!(fs::read(&to).unwrap(), b"weights");
-        let error =
-            link_or_copy(&dir.path().join("missing.bin"), &to.with_file_name("b.bin")).unwrap_err();
-        assert!(error.to_string().contains("missing.bin"), "{error}");
+        for (how, folder) in [(SourceFiles::Copy, "copy"), (SourceFiles::HardLink, "link")] {
+            let to = dir.path().join(folder).join("weights").join("a.bin");
+            link_or_copy(&from, &to, how).unwrap();
+            assert_eq!(fs::read(&to).unwrap(), b"weights");
+            let missing = dir.path().join("missing.bin");
+            let error = link_or_copy(&missing, &to.with_file_name("b.bin"), how).unwrap_err();
+            assert!(error.to_string().contains("missing.bin"), "{error}");
+        }
+    }
+
+    /// A copy is a file of its own (one link, another inode): `onnx.load` refuses an external
+    /// data file with several links, so hard links made both folders unreadable to it. A hard
+    /// link is asked for, and then given where the file system allows (here: one folder).
+    #[cfg(unix)]
+    #[test]
+    fn a_source_file_is_copied_unless_a_hard_link_is_asked_for() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("a.bin");
+        fs::write(&from, b"weights").unwrap();
+        let copy = dir.path().join("copy/a.bin");
+        link_or_copy(&from, &copy, SourceFiles::default()).unwrap();
+        let (source, copied) = (fs::metadata(&from).unwrap(), fs::metadata(&copy).unwrap());
+        assert_ne!(copied.ino(), source.ino());
+        assert_eq!((source.nlink(), copied.nlink()), (1, 1));
+        let link = dir.path().join("link/a.bin");
+        link_or_copy(&from, &link, SourceFiles::HardLink).unwrap();
+        let (source, linked) = (fs::metadata(&from).unwrap(), fs::metadata(&link).unwrap());
+        assert_eq!((linked.dev(), linked.ino()), (source.dev(), source.ino()));
+        assert_eq!(source.nlink(), 2);
     }
 
     #[test]
     fn a_copy_never_lands_on_its_source_or_an_existing_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let from = dir.path().join("a.bin");
-        fs::write(&from, b"weights").unwrap();
-        let error = link_or_copy(&from, &from).unwrap_err().to_string();
-        assert!(error.contains("is the same file as its source"), "{error}");
-        let other = dir.path().join("b.bin");
-        fs::write(&other, b"other").unwrap();
-        let error = link_or_copy(&from, &other).unwrap_err().to_string();
-        assert!(error.contains("already exists"), "{error}");
-        #[cfg(unix)]
-        {
-            // A symlink to the source at the destination is the same file too.
-            let link = dir.path().join("link.bin");
-            std::os::unix::fs::symlink(&from, &link).unwrap();
-            let error = link_or_copy(&from, &link).unwrap_err().to_string();
+        for how in [SourceFiles::Copy, SourceFiles::HardLink] {
+            let dir = tempfile::tempdir().unwrap();
+            let from = dir.path().join("a.bin");
+            fs::write(&from, b"weights").unwrap();
+            let error = link_or_copy(&from, &from, how).unwrap_err().to_string();
             assert!(error.contains("is the same file as its source"), "{error}");
-            // A symlink as the source is copied as the file it points to.
-            let to = dir.path().join("copy/link.bin");
-            link_or_copy(&link, &to).unwrap();
-            assert!(!fs::symlink_metadata(&to).unwrap().file_type().is_symlink());
+            let other = dir.path().join("b.bin");
+            fs::write(&other, b"other").unwrap();
+            let error = link_or_copy(&from, &other, how).unwrap_err().to_string();
+            assert!(error.contains("already exists"), "{error}");
+            #[cfg(unix)]
+            {
+                // A symlink to the source at the destination is the same file too.
+                let link = dir.path().join("link.bin");
+                std::os::unix::fs::symlink(&from, &link).unwrap();
+                let error = link_or_copy(&from, &link, how).unwrap_err().to_string();
+                assert!(error.contains("is the same file as its source"), "{error}");
+                // A symlink as the source is copied (or linked) as the file it points to.
+                let to = dir.path().join("copy/link.bin");
+                link_or_copy(&link, &to, how).unwrap();
+                assert!(!fs::symlink_metadata(&to).unwrap().file_type().is_symlink());
+                assert_eq!(fs::read(&to).unwrap(), b"weights");
+            }
+            assert_eq!(fs::read(&from).unwrap(), b"weights");
+            assert_eq!(fs::read(&other).unwrap(), b"other");
         }
-        assert_eq!(fs::read(&from).unwrap(), b"weights");
-        assert_eq!(fs::read(&other).unwrap(), b"other");
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!   destination and renames it into place, so a destination is absent, the old folder, or
 //!   complete; files in it are written with `layerprune_core::atomic_write` (mode 0644).
 //!   [`write_folder_from`] is the same for a folder made from a source folder: it refuses a
-//!   destination that is, is inside, or contains the source ([`refuse_overlap`]);
+//!   destination that is, is inside, or contains the source ([`refuse_overlap`]), and takes
+//!   the source's unchanged files as copies unless hard links are asked for ([`SourceFiles`]:
+//!   `onnx.load` refuses a weight file with several links);
 //! - [`confined`]: the one way a path read from a model folder (a `files` entry, a graph or
 //!   tokenizer name, a graph's external-data location via [`confined_reference`]) is joined to
 //!   the folder: relative, no `..`, no symlink leading out, or refused naming the entry.
@@ -32,7 +34,8 @@ pub use confine::{confined, confined_reference, refuse_overlap, same_file};
 pub use error::ModelError;
 pub use external::{external_data_locations, external_location, graph_external_data};
 pub use folder::{
-    link_or_copy, refuse_foreign_folder, remove_folder, write_file, write_folder, write_folder_from,
+    link_or_copy, refuse_foreign_folder, remove_folder, write_file, write_folder,
+    write_folder_from, SourceFiles,
 };
 pub use manifest::{
     model_id, read_num_blocks, sha256_file, BlockRef, GraphBytes, GraphRef, Manifest, FORMAT,

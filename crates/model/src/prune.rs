@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::external::read_graph;
 use crate::{
     confined, link_or_copy, model_id, write_folder_from, BlockRef, Manifest, ModelError,
-    MANIFEST_FILE,
+    SourceFiles, MANIFEST_FILE,
 };
 
 /// What a pruned folder will hold: the new manifest and the files to copy.
@@ -186,26 +186,33 @@ fn recount_quantized(
 }
 
 /// Writes the folder `layout` plans ([`pruned_layout`] of `source`) at `dest` with
-/// [`write_folder_from`]: the kept files hard-linked (or copied) from `source`, and the new
-/// manifest. `dest` is either absent, the old folder, or complete; an existing `dest` is
-/// refused unless `overwrite`, and so is a `dest` that is, is inside, or contains `source`.
-/// Every path is [`confined`] to its folder, and no file is copied onto its source.
+/// [`write_folder_from`]: the kept files copied from `source` (or hard-linked, as
+/// `source_files` says), and the new manifest. `dest` is either absent, the old folder, or
+/// complete; an existing `dest` is refused unless `overwrite`, and so is a `dest` that is, is
+/// inside, or contains `source`. Every path is [`confined`] to its folder, and no file is
+/// copied onto its source.
 pub fn write_pruned_model(
     source: &Path,
     dest: &Path,
     layout: &PrunedLayout,
+    source_files: SourceFiles,
     overwrite: bool,
 ) -> Result<(), ModelError> {
     write_folder_from(source, dest, overwrite, |folder| {
         for relative in &layout.files {
-            link_or_copy(&confined(source, relative)?, &confined(folder, relative)?)?;
+            link_or_copy(
+                &confined(source, relative)?,
+                &confined(folder, relative)?,
+                source_files,
+            )?;
         }
         layout.manifest.write(folder)
     })
 }
 
 /// [`pruned_layout`] then [`write_pruned_model`]: writes the model in `source` with the
-/// `removed` blocks deleted to `dest`, and returns what was written.
+/// `removed` blocks deleted to `dest`, its files copied ([`SourceFiles::Copy`]), and returns
+/// what was written.
 pub fn prune_folder(
     source: &Path,
     dest: &Path,
@@ -214,7 +221,7 @@ pub fn prune_folder(
     overwrite: bool,
 ) -> Result<PrunedLayout, ModelError> {
     let layout = pruned_layout(source, removed, method)?;
-    write_pruned_model(source, dest, &layout, overwrite)?;
+    write_pruned_model(source, dest, &layout, SourceFiles::Copy, overwrite)?;
     Ok(layout)
 }
 

@@ -9,7 +9,8 @@ use std::fs;
 use std::path::PathBuf;
 
 use layerprune_model::{
-    confined, link_or_copy, prune_folder, read_num_blocks, sha256_file, Manifest, MANIFEST_FILE,
+    confined, link_or_copy, prune_folder, read_num_blocks, sha256_file, Manifest, SourceFiles,
+    MANIFEST_FILE,
 };
 
 const SENTINEL: &[u8] = b"a file outside the model folder that must never change";
@@ -355,11 +356,13 @@ fn a_destination_that_is_the_source_is_refused() {
     }
     // The file-level guard: a weight file copied onto itself.
     let weight = model.join(&Manifest::load(&model).unwrap().blocks[0].file);
-    let error = link_or_copy(&weight, &weight).unwrap_err();
-    assert!(
-        error.to_string().contains("is the same file as its source"),
-        "{error}"
-    );
+    for how in [SourceFiles::Copy, SourceFiles::HardLink] {
+        let error = link_or_copy(&weight, &weight, how).unwrap_err();
+        assert!(
+            error.to_string().contains("is the same file as its source"),
+            "{error}"
+        );
+    }
     assert_eq!(before, scene.snapshot());
 }
 

@@ -5,7 +5,8 @@
 //! (ONNX resolves external data against the graph's own folder: `blocks/weights/…` for a graph
 //! `blocks/block_000.onnx`), as the exporter writes them, so graphs stay small and a pruned or
 //! re-pruned folder can still find the files a graph uses. Float weight files no graph reads
-//! any more are left out, every other listed file is hard-linked (or copied), and the manifest
+//! any more are left out, every other listed file is copied (or hard-linked, where asked:
+//! [`SourceFiles`]; `onnx.load` refuses a weight file with several links), and the manifest
 //! gets the new hashes and a `quantization` [`Record`]. The folder is built beside the
 //! destination and renamed into place (`layerprune_model::write_folder`, the writer pruned
 //! folders use too); [`quantize_folder_to`] writes each graph's files into it as soon as the
@@ -26,7 +27,7 @@ use layerprune_core::parallel::{threads_or_budget, try_map_in_order};
 use layerprune_core::Device;
 use layerprune_model::{
     confined, confined_reference, external_data_locations, link_or_copy, model_id, Manifest,
-    MANIFEST_FILE, MAX_TENSOR_ELEMENTS,
+    SourceFiles, MANIFEST_FILE, MAX_TENSOR_ELEMENTS,
 };
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
@@ -965,13 +966,15 @@ pub fn quantize_folder(
 }
 
 /// Quantizes the layered model in `source` into the folder `dest`, written as
-/// [`write_folder`] writes one (beside `dest`, then renamed into place; the same refusals),
-/// but each graph's rewritten graph and new weight files go into the folder being built as
-/// soon as the graph is done: memory holds the graphs in flight, not the whole model.
+/// [`write_folder`] writes one (beside `dest`, then renamed into place; the same refusals; the
+/// files taken unchanged copied or hard-linked as `source_files` says), but each graph's
+/// rewritten graph and new weight files go into the folder being built as soon as the graph is
+/// done: memory holds the graphs in flight, not the whole model.
 pub fn quantize_folder_to(
     source: &Path,
     dest: &Path,
     options: &FolderOptions,
+    source_files: SourceFiles,
     overwrite: bool,
 ) -> Result<WrittenFolder, QuantizeError> {
     refuse_source(source, dest)?;
@@ -982,7 +985,11 @@ pub fn quantize_folder_to(
         };
         let written = quantize_into(source, options, &sink)?;
         for relative in &written.unchanged {
-            link_or_copy(&confined(source, relative)?, &confined(folder, relative)?)?;
+            link_or_copy(
+                &confined(source, relative)?,
+                &confined(folder, relative)?,
+                source_files,
+            )?;
         }
         written.manifest.write(folder)?;
         Ok(written)
@@ -1000,9 +1007,14 @@ fn fill_folder(
     source: &Path,
     folder: &Path,
     quantized: &QuantizedFolder,
+    source_files: SourceFiles,
 ) -> Result<(), QuantizeError> {
     for relative in &quantized.unchanged {
-        link_or_copy(&confined(source, relative)?, &confined(folder, relative)?)?;
+        link_or_copy(
+            &confined(source, relative)?,
+            &confined(folder, relative)?,
+            source_files,
+        )?;
     }
     for (relative, bytes) in quantized.graphs.iter().chain(&quantized.new_weights) {
         layerprune_model::write_file(&confined(folder, relative)?, bytes)?;
@@ -1029,17 +1041,19 @@ fn refuse_source(source: &Path, dest: &Path) -> Result<(), QuantizeError> {
 }
 
 /// Writes the quantized folder beside `dest` and renames it into place, so `dest` is either
-/// absent, the old folder, or complete. A `dest` that is, is inside, or contains `source` is
+/// absent, the old folder, or complete; the files taken unchanged from `source` are copied or
+/// hard-linked as `source_files` says. A `dest` that is, is inside, or contains `source` is
 /// refused, every path is confined to its folder, and no file is copied onto its source.
 pub fn write_folder(
     source: &Path,
     dest: &Path,
     quantized: &QuantizedFolder,
+    source_files: SourceFiles,
     overwrite: bool,
 ) -> Result<(), QuantizeError> {
     refuse_source(source, dest)?;
     layerprune_model::write_folder_from(source, dest, overwrite, |folder| {
-        fill_folder(source, folder, quantized)
+        fill_folder(source, folder, quantized, source_files)
     })
 }
 

@@ -29,6 +29,9 @@ pub use graph::{
     check_initializer_names, quantize_model, GraphReport, Nearest, QuantizedMatMul, Rounding,
     TensorLoader,
 };
+/// How a quantized folder takes the files it keeps unchanged from its source (copied by
+/// default), as a pruned folder does.
+pub use layerprune_model::SourceFiles;
 
 /// Block sizes `MatMulNBits` accepts for 4-bit weights (a power of two, at least 16); 32 and
 /// 128 are the ones measured.

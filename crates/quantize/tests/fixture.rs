@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use layerprune_quantize::{
     quantize_folder, write_folder, FolderOptions, QuantizeError, QuantizedFolder, Record, Scheme,
+    SourceFiles,
 };
 use layerprune_runtime::{model_id, LayeredModel, Manifest, RuntimeOptions};
 use ndarray::Array2;
@@ -86,7 +87,7 @@ fn distance_to_reference(dir: &Path) -> (f32, f64) {
 
 fn quantize_to(dest: &Path, scheme: Scheme) -> QuantizedFolder {
     let quantized = quantize_folder(&fixture(), &options(scheme)).unwrap();
-    write_folder(&fixture(), dest, &quantized, false).unwrap();
+    write_folder(&fixture(), dest, &quantized, SourceFiles::Copy, false).unwrap();
     quantized
 }
 
@@ -153,7 +154,7 @@ fn excluding_the_head_keeps_its_graphs_and_weight() {
     let mut opts = options(int4(32));
     opts.exclude_head = true;
     let quantized = quantize_folder(&fixture(), &opts).unwrap();
-    write_folder(&fixture(), &dest, &quantized, false).unwrap();
+    write_folder(&fixture(), &dest, &quantized, SourceFiles::Copy, false).unwrap();
     let record = quantized.record().unwrap();
     assert_eq!(record.quantized_matmuls, 6 * 7);
     assert_eq!(record.excluded_graphs, ["head.onnx", "head_logits.onnx"]);
@@ -183,15 +184,16 @@ fn bad_requests_are_refused_with_the_reason() {
     );
     // An existing destination, or the source itself, is not overwritten by accident.
     let quantized = quantize_folder(&fixture(), &options(Scheme::Int8)).unwrap();
-    let error = write_folder(&fixture(), &dest, &quantized, false).unwrap_err();
+    let error = write_folder(&fixture(), &dest, &quantized, SourceFiles::Copy, false).unwrap_err();
     assert!(error.to_string().contains("already exists"), "{error}");
-    let error = write_folder(&fixture(), &fixture(), &quantized, true).unwrap_err();
+    let error =
+        write_folder(&fixture(), &fixture(), &quantized, SourceFiles::Copy, true).unwrap_err();
     assert!(
         error.to_string().contains("is the model being quantized"),
         "{error}"
     );
     // Overwriting replaces the folder whole, leaving no temporary folder behind.
-    write_folder(&fixture(), &dest, &quantized, true).unwrap();
+    write_folder(&fixture(), &dest, &quantized, SourceFiles::Copy, true).unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(temp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -339,9 +341,14 @@ fn a_graph_in_a_subfolder_gets_its_new_weights_beside_it() {
         let flat = temp.path().join(format!("flat-{name}"));
         quantize_to(&flat, scheme.clone());
         let dest = temp.path().join(name);
-        let written =
-            layerprune_quantize::quantize_folder_to(&source, &dest, &options(scheme), false)
-                .unwrap();
+        let written = layerprune_quantize::quantize_folder_to(
+            &source,
+            &dest,
+            &options(scheme),
+            SourceFiles::Copy,
+            false,
+        )
+        .unwrap();
         // Block 0's new weights lie in blocks/weights/, where its graph reads them; its float
         // weights are gone.
         let graph = dest.join("blocks/block_000.onnx");
@@ -390,8 +397,14 @@ fn writing_each_graph_as_it_is_done_gives_the_folder_written_from_memory() {
         let streamed = temp.path().join(format!("streamed-{name}"));
         let mut opts = options(scheme);
         opts.threads = threads;
-        let written =
-            layerprune_quantize::quantize_folder_to(&fixture(), &streamed, &opts, false).unwrap();
+        let written = layerprune_quantize::quantize_folder_to(
+            &fixture(),
+            &streamed,
+            &opts,
+            SourceFiles::Copy,
+            false,
+        )
+        .unwrap();
         assert_eq!(files(&memory), files(&streamed), "{name}");
         assert_eq!(written.record(), held.record());
         assert_eq!(
@@ -415,7 +428,9 @@ fn writing_each_graph_as_it_is_done_gives_the_folder_written_from_memory() {
     opts.verify = false;
     opts.threads = 1;
     let dest = temp.path().join("out").join("q");
-    let error = layerprune_quantize::quantize_folder_to(&broken, &dest, &opts, false).unwrap_err();
+    let error =
+        layerprune_quantize::quantize_folder_to(&broken, &dest, &opts, SourceFiles::Copy, false)
+            .unwrap_err();
     assert!(error.to_string().contains("block_003.onnx"), "{error}");
     assert!(!dest.exists());
     assert_eq!(
@@ -436,7 +451,7 @@ fn a_pruned_quantized_folder_counts_only_the_kept_blocks_matmuls() {
         let mut opts = options(scheme);
         opts.exclude_head = exclude_head;
         let quantized = quantize_folder(&fixture(), &opts).unwrap();
-        write_folder(&fixture(), &dest, &quantized, false).unwrap();
+        write_folder(&fixture(), &dest, &quantized, SourceFiles::Copy, false).unwrap();
         let pruned = temp.path().join(format!("{name}-pruned"));
         layerprune_model::prune_folder(&dest, &pruned, &[0, 3], "test", false).unwrap();
         let record: Record =
@@ -472,11 +487,17 @@ fn an_unlisted_tokenizer_is_copied_into_the_quantized_folder() {
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
     let expected = std::fs::read(source.join(&tokenizer)).unwrap();
     let streamed = temp.path().join("streamed");
-    layerprune_quantize::quantize_folder_to(&source, &streamed, &options(Scheme::Int8), false)
-        .unwrap();
+    layerprune_quantize::quantize_folder_to(
+        &source,
+        &streamed,
+        &options(Scheme::Int8),
+        SourceFiles::Copy,
+        false,
+    )
+    .unwrap();
     let held = temp.path().join("held");
     let quantized = quantize_folder(&source, &options(Scheme::Int8)).unwrap();
-    write_folder(&source, &held, &quantized, false).unwrap();
+    write_folder(&source, &held, &quantized, SourceFiles::Copy, false).unwrap();
     for dest in [&streamed, &held] {
         assert_eq!(std::fs::read(dest.join(&tokenizer)).unwrap(), expected);
         let written = Manifest::load(dest).unwrap();

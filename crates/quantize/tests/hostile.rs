@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use layerprune_model::{sha256_file, MANIFEST_FILE};
 use layerprune_quantize::{
-    quantize_folder, quantize_single_file, write_folder, FolderOptions, Scheme,
+    quantize_folder, quantize_single_file, write_folder, FolderOptions, Scheme, SourceFiles,
 };
 
 const SENTINEL: &[u8] = b"must never change";
@@ -111,11 +111,18 @@ fn the_quantized_folder_is_never_written_over_or_inside_its_source() {
         (model.join("quantized"), "is inside the source folder"),
         (root.path().to_path_buf(), "contains the source folder"),
     ] {
-        let error = write_folder(&model, &dest, &quantized, true).unwrap_err();
+        let error = write_folder(&model, &dest, &quantized, SourceFiles::Copy, true).unwrap_err();
         assert!(error.to_string().contains(problem), "{error}");
     }
     assert_eq!(before, snapshot(root.path()));
-    write_folder(&model, &root.path().join("q"), &quantized, false).unwrap();
+    write_folder(
+        &model,
+        &root.path().join("q"),
+        &quantized,
+        SourceFiles::Copy,
+        false,
+    )
+    .unwrap();
 }
 
 #[test]

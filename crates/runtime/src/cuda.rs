@@ -124,7 +124,7 @@ static SHARED: OnceLock<Result<SharedStream, String>> = OnceLock::new();
 
 fn unavailable(device: u32, problem: String) -> RuntimeError {
     RuntimeError::DeviceUnavailable {
-        device: format!("cuda:{device}"),
+        device: layerprune_core::Device::Cuda(device),
         problem,
     }
 }

@@ -47,6 +47,8 @@ pub use tally::{GraphRuns, RunTally, LAUNCHES_SET_THE_PACE_SHARE};
 
 use std::path::PathBuf;
 
+use layerprune_core::Device;
+
 /// Everything that can go wrong running a model; each names the file concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -55,8 +57,11 @@ pub enum RuntimeError {
     Model(#[from] ModelError),
     #[error("ONNX Runtime library: {0}")]
     Library(String),
-    #[error("{device} requested but unavailable: {problem}")]
-    DeviceUnavailable { device: String, problem: String },
+    /// The device named as the `--device` flag takes it (`--device cuda (cuda:0)` for GPU 0):
+    /// `cuda:0` alone was not what a user who typed `--device cuda` could find on their
+    /// command line.
+    #[error("{} requested but unavailable: {problem}", requested(.device))]
+    DeviceUnavailable { device: Device, problem: String },
     #[error("{path}: ONNX Runtime: {message}")]
     Onnx { path: PathBuf, message: String },
     #[error("{0}")]
@@ -65,4 +70,38 @@ pub enum RuntimeError {
     /// knows what it stands for (a task's question and choice).
     #[error("request {index}: {problem}")]
     BadRequest { index: usize, problem: String },
+}
+
+/// A device request as the `--device` flag of every stage that runs the model spells it: GPU 0
+/// by both spellings `cuda` and `cuda:0` (one request, and either may be the one typed).
+fn requested(device: &Device) -> String {
+    match device {
+        Device::Cuda(0) => "--device cuda (cuda:0)".to_string(),
+        other => format!("--device {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GPU 0 is named by both spellings of `--device`, another device as the flag takes it.
+    #[test]
+    fn an_unavailable_device_is_named_as_the_device_flag_takes_it() {
+        let message = |device| {
+            RuntimeError::DeviceUnavailable {
+                device,
+                problem: "no GPU".to_string(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            message(Device::Cuda(0)),
+            "--device cuda (cuda:0) requested but unavailable: no GPU"
+        );
+        assert_eq!(
+            message(Device::Cuda(2)),
+            "--device cuda:2 requested but unavailable: no GPU"
+        );
+    }
 }

@@ -269,7 +269,7 @@ impl RuntimeOptions {
         };
         MemoryInfo::new(device, index, AllocatorType::Device, MemoryType::Default).map_err(
             |error| RuntimeError::DeviceUnavailable {
-                device: self.device.to_string(),
+                device: self.device,
                 problem: format!("no memory description for it: {}", error.message()),
             },
         )

@@ -143,7 +143,7 @@ pub(crate) fn builder(
             cuda = cuda.with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
         }
         let unavailable = |problem: String| RuntimeError::DeviceUnavailable {
-            device: options.device.to_string(),
+            device: options.device,
             problem: format!(
                 "{problem} (the CUDA execution provider needs the onnxruntime-gpu build of the \
                  library in ORT_DYLIB_PATH, and a visible GPU)"

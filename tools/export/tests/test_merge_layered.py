@@ -31,8 +31,9 @@ def llama_fp32(tmp_path_factory):
 
 def test_a_bf16_folder_is_checked_in_numpy_also_with_hard_linked_weights(tmp_path_factory, tmp_path, capsys):
     """ONNX Runtime's CPU provider has no bfloat16 kernels (Trilu, MatMul): the merged file is
-    checked as the exporter checks the chain, in onnx.reference. A pruned folder's weights are
-    hard links to the original's (apply-prune), which onnx.load refuses to read."""
+    checked as the exporter checks the chain, in onnx.reference. A pruned folder's weights may be
+    hard links to the original's (apply-prune --hard-link-source-files), which onnx.load refuses
+    to read."""
     folder = layered(tmp_path_factory, "llama", "--dtype", "bf16", "--attention-kernel", "standard")
     linked = tmp_path / "linked"
     shutil.copytree(folder, linked, copy_function=os.link)

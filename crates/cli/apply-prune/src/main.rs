@@ -161,6 +161,14 @@ struct Args {
     /// Replace an existing --pruned-out folder.
     #[arg(long)]
     overwrite: bool,
+    /// Hard-link the files --pruned-out takes unchanged from --model (its weight files: nearly
+    /// all the disk) instead of copying them. Saves that disk where both folders share a file
+    /// system, but the onnx Python package then refuses to `onnx.load` the graphs of both
+    /// folders (a weight file with several links; ONNX Runtime and these stages read them as
+    /// before), and a file rewritten in place changes in both. Copies (the default) share their
+    /// blocks copy-on-write on btrfs, or XFS with reflinks; elsewhere they take that disk again.
+    #[arg(long, requires = "pruned_out")]
+    hard_link_source_files: bool,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -650,7 +658,9 @@ fn write_outputs(
     }
     layerprune_cli_common::print_summary(&table.to_string())?;
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, layout) {
-        layerprune_model::write_pruned_model(source, dest, layout, args.overwrite)?;
+        let source_files =
+            layerprune_model::SourceFiles::hard_links_if(args.hard_link_source_files);
+        layerprune_model::write_pruned_model(source, dest, layout, source_files, args.overwrite)?;
         // The graphs by name; the weight files (content-hashed names, one per tensor: dozens
         // a block on a real model) by their count.
         let (weights, graphs): (Vec<&str>, Vec<&str>) = layout
@@ -677,6 +687,14 @@ fn write_outputs(
             if blocks == 1 { "" } else { "s" },
             graphs.join(", ")
         );
+        if args.hard_link_source_files {
+            tracing::info!(
+                "{}: its files are hard links to those of {} where the file system allowed \
+                 (--hard-link-source-files): onnx.load refuses the graphs of both folders",
+                dest.display(),
+                source.display()
+            );
+        }
     }
     Ok(())
 }

@@ -32,17 +32,20 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
                         .map(|f| f.to_string_lossy().into_owned())
                 })
                 .unwrap_or_else(|| "layerprune".into());
-            eprintln!("{program}: error: {error}");
+            let mut message = format!("{program}: error: {error}\n");
             // Many library errors already end with their cause (`"{path}: {source}"`); a
             // cause is printed only when the message above does not already say it.
             let mut said = error.to_string();
             for cause in error.chain().skip(1) {
                 let text = cause.to_string();
                 if !said.contains(&text) {
-                    eprintln!("  caused by: {text}");
+                    message.push_str(&format!("  caused by: {text}\n"));
                     said = text;
                 }
             }
+            // Not `eprintln!`, which panics (exit 101) where stderr's reader is gone.
+            use std::io::Write;
+            let _ = StderrLines.write_all(message.as_bytes());
             ExitCode::from(1)
         }
     }
@@ -85,7 +88,10 @@ pub fn init_logging() {
     let json = std::env::var(LOG_FORMAT_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| StderrLines)
+        // The subscriber reports a failed write with `eprintln!`, which panics where the
+        // write failed because stderr's reader is gone.
+        .log_internal_errors(false);
     // A second call (a test running two stage bodies in one process) keeps the first one.
     let _ = if json {
         builder
@@ -100,6 +106,28 @@ pub fn init_logging() {
             .with_ansi(std::io::stderr().is_terminal())
             .try_init()
     };
+}
+
+/// Standard error for log lines and the error at exit, where a reader that has stopped reading
+/// (`stage 2>&1 | head`, `| grep -m1`) is not the stage's failure: what it could not say is
+/// dropped and the stage goes on to write its files. (`eprintln!`, and tracing-subscriber's
+/// writer with it, panic there: exit 101, and a stage's output never written.)
+struct StderrLines;
+
+impl std::io::Write for StderrLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match std::io::stderr().write(bytes) {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(bytes.len()),
+            written => written,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match std::io::stderr().flush() {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            flushed => flushed,
+        }
+    }
 }
 
 /// The command line as given, for the `args` provenance entry of output files. An argument
@@ -188,4 +216,4 @@ pub use bounds::{
 };
 pub use outputs::{check_folder_outside_inputs, Io, OutputLocks};
 #[cfg(feature = "runtime")]
-pub use runtime::{ArenaArg, AutoSwitch, RuntimeArgs};
+pub use runtime::{ArenaArg, AutoSwitch, RuntimeArgs, RuntimeFlags};

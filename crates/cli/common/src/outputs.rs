@@ -6,7 +6,8 @@
 //! an output declared with what it writes a surrogate it does not write (a fitted surrogate),
 //! nor a file that is neither (a user's text, a file of another tool) unless the stage's
 //! `--overwrite` says so (an output declared without a kind, [`Io::output`], replaces anything
-//! but a table); and an output the stage
+//! but a table; quantize's ONNX model, [`Io::output_onnx_model`], anything but a table or
+//! surrogate, and only under `--overwrite`); and an output the stage
 //! only replaces with `--overwrite` is refused before the work, not after it. Each refusal
 //! names the flag, the path and the problem. The check then locks every output
 //! ([`OutputLocks`]) for as long as the stage runs, so a second run writing one of them
@@ -88,11 +89,11 @@ impl Io {
         paths.into_iter().fold(self, |io, path| io.input(path))
     }
 
-    /// A file the stage writes, given by `flag`, of a sort this check is not told (quantize's
-    /// model file, frontier.csv in frontier's own folder): an existing file there is replaced
-    /// unless it is a layerprune table. A stage writing a surrogate or a JSON file of its own
-    /// says so ([`Io::output_surrogate`], [`Io::output_json`]), so that a surrogate is not
-    /// replaced by another file, nor a file of the user by either.
+    /// A file the stage writes, given by `flag`, of a sort this check is not told (frontier.csv
+    /// in frontier's own folder): an existing file there is replaced unless it is a layerprune
+    /// table. A stage writing a surrogate, a JSON file of its own or an ONNX model says so
+    /// ([`Io::output_surrogate`], [`Io::output_json`], [`Io::output_onnx_model`]), so that a
+    /// surrogate is not replaced by another file, nor a file of the user by either.
     pub fn output(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
         self.files.push((
             flag.to_string(),
@@ -150,6 +151,20 @@ impl Io {
             Some(path) => self.output_json(flag, path, keys),
             None => self,
         }
+    }
+
+    /// An [`Io::output`] that is one ONNX model file (`quantize --out` of one .onnx graph):
+    /// never replaces a layerprune table or surrogate, even under `--overwrite` (`quantize
+    /// --out x.json --overwrite` replaced a fitted surrogate); any other file, the model of an
+    /// earlier run too (which holds no mark of the stage to tell it by), only under the
+    /// stage's `--overwrite` ([`Io::overwrite`], [`Io::existing_refused_unless`]).
+    pub fn output_onnx_model(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
+        self.files.push((
+            flag.to_string(),
+            path.as_ref().to_path_buf(),
+            Writes::OnnxModel,
+        ));
+        self
     }
 
     /// The stage's `--overwrite` (`given`: whether it was given), for outputs that replace
@@ -368,6 +383,8 @@ enum Writes {
     Surrogate,
     /// A JSON object holding every one of these keys ([`Io::output_json`]).
     Json(&'static [&'static str]),
+    /// One ONNX model file ([`Io::output_onnx_model`]).
+    OnnxModel,
     /// A file of a sort not said ([`Io::output`]).
     Unsaid,
 }
@@ -379,6 +396,7 @@ impl Writes {
             Writes::Table(kind) => format!("a table of kind {kind}"),
             Writes::Surrogate => "a surrogate".to_string(),
             Writes::Json(_) => format!("{flag}'s JSON"),
+            Writes::OnnxModel => "an ONNX model".to_string(),
             Writes::Unsaid => "a file that is not a table".to_string(),
         }
     }
@@ -532,6 +550,7 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
     let written = match writes {
         Writes::Table(kind) => format!("one of kind {kind}"),
         Writes::Surrogate => "a surrogate".to_string(),
+        Writes::OnnxModel => writes.what(flag),
         Writes::Json(_) | Writes::Unsaid => "a file that is not a table".to_string(),
     };
     match (held, writes) {
@@ -543,7 +562,7 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
         (Held::Surrogate(_), Writes::Surrogate | Writes::Unsaid) => None,
         (Held::Surrogate(_), _) => {
             let written = match writes {
-                Writes::Table(_) => writes.what(flag),
+                Writes::Table(_) | Writes::OnnxModel => writes.what(flag),
                 _ => "a file that is not a surrogate".to_string(),
             };
             Some(format!(
@@ -558,6 +577,15 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
         }
         (_, Writes::Unsaid) => None,
         _ if replaceable.resumed_by_stage || replaceable.overwrite == Some(true) => None,
+        // An earlier run's model is not told from another file: neither is replaced without
+        // --overwrite, and neither is called a file the stage did not write.
+        (_, Writes::OnnxModel) => Some(format!(
+            "already exists; {}",
+            match replaceable.overwrite {
+                Some(_) => "pass --overwrite to replace it",
+                None => another_path,
+            }
+        )),
         _ => {
             let own = writes.what(flag);
             let held = match (held, writes) {

@@ -77,6 +77,25 @@ pub struct RuntimeArgs {
     pub mask_batch: usize,
 }
 
+/// `--device` and the runtime flags alone, parsed and checked as every stage that runs the model
+/// parses and checks them: what `evaluate check-runtime-flags` takes, so that a workflow asks the
+/// stages, before it starts any job, whether they take its flags (rather than keep a copy of
+/// their rules).
+#[derive(clap::Args, Clone, Debug)]
+pub struct RuntimeFlags {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl RuntimeFlags {
+    /// [`RuntimeArgs::check`] on the flags' own device: what a stage refuses before any work.
+    pub fn check(&self) -> Result<()> {
+        self.runtime.check(self.device.device)
+    }
+}
+
 impl Default for RuntimeArgs {
     /// The flags as clap gives them when none is given: its attributes above are the one place
     /// the defaults are written.
@@ -435,27 +454,38 @@ mod tests {
             .collect()
     }
 
-    /// The workflow refuses, before any job, a runtime flag it does not know; its list is
-    /// written by hand in Python, so a flag added here must be added there too: this test says
-    /// which one when it is not.
+    /// The workflow takes --device, --threads and --cache-mb out of its `runtime_flags` (they
+    /// are settings of its own: OWN_SETTINGS in pipelines/Snakefile, written by hand in Python);
+    /// which other flags there are, and what they may be, it asks the stages (`evaluate
+    /// check-runtime-flags`, which parses [`RuntimeFlags`]). Its own settings must be flags of
+    /// the stages: this test says which one is not.
     #[test]
-    fn the_workflow_knows_every_runtime_flag() {
+    fn the_workflows_own_settings_are_flags_of_the_stages() {
         use clap::CommandFactory;
+        #[derive(Parser)]
+        struct Check {
+            #[command(flatten)]
+            flags: RuntimeFlags,
+        }
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../pipelines/Snakefile");
         let snakefile = std::fs::read_to_string(path).expect("pipelines/Snakefile");
-        let mut known = snakefile_flags(&snakefile, "RUNTIME_FLAG_NAMES");
         let own_settings = snakefile_flags(&snakefile, "OWN_SETTINGS");
         assert_eq!(own_settings, ["--device", "--threads", "--cache-mb"]);
-        known.extend(own_settings);
-        known.sort();
-        let mut flags: Vec<String> = Stage::command()
+        let flags: Vec<String> = Check::command()
             .get_arguments()
             .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
             .collect();
-        flags.sort();
+        for setting in own_settings {
+            assert!(
+                flags.contains(&setting),
+                "{setting} is no flag of RuntimeFlags: {flags:?}"
+            );
+        }
+        // RuntimeFlags' check is RuntimeArgs::check on its own device.
+        let check = Check::try_parse_from(["check", "--tf32", "on"]).expect("flags parse");
         assert_eq!(
-            known, flags,
-            "pipelines/Snakefile's RUNTIME_FLAG_NAMES and OWN_SETTINGS against DeviceArgs and RuntimeArgs"
+            check.flags.check().expect_err("--tf32 on, cpu").to_string(),
+            refusal("--tf32 on")
         );
     }
 }

@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
-use layerprune_cli_common::{command_line, count, run, DeviceArgs, Io, OutputLocks, RuntimeArgs};
+use layerprune_cli_common::{
+    command_line, count, run, DeviceArgs, Io, OutputLocks, RuntimeArgs, RuntimeFlags,
+};
 use layerprune_core::Mask;
 use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
@@ -47,7 +49,8 @@ const MAX_RUN: usize = 8;
         evaluate --masks masks.parquet --merge shard-0.parquet shard-1.parquet --out evaluations.parquet\n  \
         evaluate --model model/ --tasks piqa,boolq --task-data tasks/ --task-subsample 100 \\\n    \
         --mask 111111111111111111111111111111 --out task-evals.parquet \\\n    \
-        --choices-out choices.parquet --accuracy-out accuracies.parquet"
+        --choices-out choices.parquet --accuracy-out accuracies.parquet\n  \
+        evaluate check-runtime-flags --device cuda --cuda-graphs on --mask-batch 8   # the flags alone"
 )]
 struct Args {
     /// Layered model folder (manifest.json + graphs), as written by tools/export.
@@ -161,6 +164,29 @@ struct Args {
     summary: Option<PathBuf>,
 }
 
+/// The first word of `evaluate check-runtime-flags`.
+const CHECK_RUNTIME_FLAGS: &str = "check-runtime-flags";
+
+/// `evaluate check-runtime-flags`: the device and runtime flags alone, without inputs or
+/// outputs, parsed and checked as a run parses and checks them (the flags every stage that runs
+/// the model shares, `RuntimeFlags`). A workflow asks it before it starts any job, rather than
+/// keep a copy of the rules, which drifts.
+#[derive(Parser, Debug)]
+#[command(
+    name = "evaluate check-runtime-flags",
+    bin_name = "evaluate check-runtime-flags",
+    version,
+    about = "Check --device and the runtime flags alone, as every stage that runs the model \
+             checks them before any work (nothing is opened or run: whether the device is there \
+             is not asked). Exit status 0 and no output when a run would take them; otherwise \
+             the refusal a run would give, with its status (2 for a flag or value the parser \
+             refuses, 1 for settings the device cannot have together)"
+)]
+struct CheckRuntimeFlagsArgs {
+    #[command(flatten)]
+    flags: RuntimeFlags,
+}
+
 /// A task list that names known tasks (checked as the flag is parsed: a usage error).
 fn parse_tasks(text: &str) -> Result<String, String> {
     layerprune_tasks::parse_task_list(text)
@@ -170,6 +196,15 @@ fn parse_tasks(text: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     run(|| {
+        if std::env::args_os()
+            .nth(1)
+            .is_some_and(|word| word == CHECK_RUNTIME_FLAGS)
+        {
+            // The mode's word stands where clap reads the program's name (its `bin_name` says
+            // the whole of it in usage and errors).
+            let check = CheckRuntimeFlagsArgs::parse_from(std::env::args_os().skip(1));
+            return check.flags.check();
+        }
         let args = Args::parse();
         args.device.set_thread_budget();
         let _outputs = check_io(&args)?;

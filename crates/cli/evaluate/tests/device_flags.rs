@@ -75,7 +75,7 @@ fn assert_accepted_for_cuda(flags: &[&str]) {
     let out = evaluate(dir.path(), &out_file, flags);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("cuda:0 requested but unavailable"),
+        stderr(&out).contains("--device cuda (cuda:0) requested but unavailable"),
         "{}",
         stderr(&out)
     );

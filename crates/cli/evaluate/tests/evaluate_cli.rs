@@ -364,7 +364,7 @@ fn cuda_requested_without_it_is_an_error_not_a_fallback() {
         "--out",
         path(&out_file),
     ]);
-    assert_refused(&out, &["cuda:0 requested but unavailable"]);
+    assert_refused(&out, &["--device cuda (cuda:0) requested but unavailable"]);
     assert!(!out_file.exists());
 }
 
@@ -674,4 +674,33 @@ fn the_help_names_values_as_the_tables_do() {
             &["--task-metric is for a run over zero-shot tasks"],
         );
     }
+}
+
+/// A reader of stderr that has stopped reading (`evaluate 2>&1 | head -1`) does not stop the
+/// stage: it writes its table and exits 0 (tracing-subscriber's writer panicked on the broken
+/// pipe: exit 101 and no table), and an error at exit is still exit 1, not a panic's 101.
+#[test]
+fn a_closed_stderr_is_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), None);
+    let run = |out: &Path| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_evaluate"))
+            .args(["--tokens", path(&tokens), "--masks", path(&masks), "--out"])
+            .arg(out)
+            .arg("--model")
+            .arg(fixture())
+            .stdout(std::process::Stdio::null())
+            .stderr(writer)
+            .status()
+            .expect("evaluate runs")
+    };
+    let out = dir.path().join("evaluations.parquet");
+    let status = run(&out);
+    assert!(status.success(), "evaluate with stderr closed: {status:?}");
+    assert_eq!(read_evaluations(&out).unwrap().rows.len(), 64);
+    // Refused (an output inside a missing folder): said to nobody, exit 1.
+    let status = run(&dir.path().join("missing").join("evaluations.parquet"));
+    assert_eq!(status.code(), Some(1), "{status:?}");
 }

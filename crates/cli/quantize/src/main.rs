@@ -14,7 +14,7 @@ use clap::{Parser, ValueEnum};
 use layerprune_cli_common::{run, Device, DeviceArgs, Io};
 use layerprune_quantize::{
     check_calibration, quantize_folder_to, quantize_single_file, write_single_file, Calibration,
-    FolderOptions, GraphReport, Scheme, INT4_BLOCK_SIZES,
+    FolderOptions, GraphReport, Scheme, SourceFiles, INT4_BLOCK_SIZES,
 };
 use layerprune_tables::read_tokens;
 
@@ -98,9 +98,20 @@ struct Args {
     /// one .onnx file has no manifest, and is refused with it).
     #[arg(long)]
     no_verify: bool,
-    /// Replace an existing --out.
+    /// Replace an existing --out (a rerun's too): a layered model folder, or an empty folder,
+    /// for a folder; for one .onnx file any file but a layerprune table or fitted surrogate,
+    /// which are never replaced.
     #[arg(long)]
     overwrite: bool,
+    /// Hard-link the files a layered --out takes unchanged from --model (the float weights of
+    /// what stays float: the embedding's, the head's with --exclude-head) instead of copying
+    /// them. Saves that disk where both folders share a file system, but the onnx Python
+    /// package then refuses to `onnx.load` the graphs that read them, in both folders (a weight
+    /// file with several links; ONNX Runtime and the stages read them as before). Copies (the
+    /// default) share their blocks copy-on-write on btrfs, or XFS with reflinks; elsewhere they
+    /// take that disk again.
+    #[arg(long)]
+    hard_link_source_files: bool,
     /// Print every quantized MatMul.
     #[arg(long)]
     verbose: bool,
@@ -190,15 +201,18 @@ fn quantize(args: Args) -> Result<()> {
     } else {
         Vec::new()
     };
+    // An existing --out is replaced only with --overwrite (a rerun's too), and a layerprune
+    // table or a fitted surrogate at a file's --out (`--out x.json`) never.
     let io = Io::new()
         .input(&args.model)
         .inputs(&graph_inputs)
         .input_opt(args.tokens.as_deref())
+        .overwrite(args.overwrite)
         .existing_refused_unless(args.overwrite, "--out", &args.out);
     let _outputs = if args.model.is_dir() {
         io.output_folder("--out", &args.out)
     } else {
-        io.output("--out", &args.out)
+        io.output_onnx_model("--out", &args.out)
     }
     .check()?;
     if args.model.is_dir() && args.overwrite {
@@ -217,6 +231,9 @@ fn quantize(args: Args) -> Result<()> {
     }
     if args.method == MethodArg::Rtn && args.damp.is_some() {
         bail!("--damp is for --method gptq");
+    }
+    if args.hard_link_source_files && !args.model.is_dir() {
+        bail!("--hard-link-source-files applies to a layered model folder: the output of one .onnx file holds every tensor itself; leave it out");
     }
     if args.no_verify && !args.model.is_dir() {
         bail!("--no-verify skips a model folder's hash check, and a single .onnx file has no manifest to check against; leave it out");
@@ -250,7 +267,14 @@ fn quantize(args: Args) -> Result<()> {
             threads: args.device.threads,
         };
         // Each graph's files go into the folder being built as soon as the graph is done.
-        let quantized = quantize_folder_to(&args.model, &args.out, &options, args.overwrite)?;
+        let source_files = SourceFiles::hard_links_if(args.hard_link_source_files);
+        let quantized = quantize_folder_to(
+            &args.model,
+            &args.out,
+            &options,
+            source_files,
+            args.overwrite,
+        )?;
         for (file, report) in &quantized.reports {
             print_report(file, report, args.verbose);
         }

@@ -134,6 +134,103 @@ fn one_graph_is_never_written_over_its_weights_or_into_its_model_folder() {
     assert_eq!(std::fs::read(&weights_alone).unwrap(), before);
 }
 
+/// One .onnx file's --out never replaces a layerprune table or a fitted surrogate, not even
+/// with --overwrite: `--out surrogate.json --overwrite` wrote the model over a fitted surrogate
+/// (declared as a file of no kind, which replaced anything but a table). An earlier run's model,
+/// or any other file, is replaced only with --overwrite.
+#[test]
+fn a_file_out_never_replaces_a_table_or_surrogate_and_another_file_only_with_overwrite() {
+    use layerprune_surrogate::{fit, FitOptions, SavedSurrogate, SurrogateKind};
+    let temp = tempfile::tempdir().unwrap();
+    let block = fixture().join("block_000.onnx");
+    let run = |out: &Path, overwrite: bool| {
+        let mut args = vec![
+            "--model",
+            block.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--scheme",
+            "int8",
+        ];
+        if overwrite {
+            args.push("--overwrite");
+        }
+        quantize(&args)
+    };
+
+    let surrogate = temp.path().join("surrogate.json");
+    let masks: Vec<layerprune_core::Mask> = (0..16u32)
+        .map(|bits| {
+            layerprune_core::Mask::from_kept((0..4).map(|b| bits & (1 << b) != 0).collect())
+        })
+        .collect();
+    let values: Vec<f64> = masks.iter().map(|m| m.num_kept() as f64 / 4.0).collect();
+    let fitted = fit(
+        SurrogateKind::Quadratic,
+        &masks,
+        &values,
+        &FitOptions::default(),
+    )
+    .unwrap();
+    SavedSurrogate::new(fitted, "utility", "test")
+        .save(&surrogate)
+        .unwrap();
+    let tokens = temp.path().join("tokens.parquet");
+    layerprune_tables::write_tokens(
+        &tokens,
+        &layerprune_tables::TokenTable::new(2, vec![vec![1, 2]], "test", "ids"),
+        &layerprune_tables::Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    for (path, held) in [
+        (
+            &surrogate,
+            "holds a layerprune surrogate of kind quadratic, and this writes an ONNX model over it",
+        ),
+        (
+            &tokens,
+            "holds a table of kind tokens, and this writes an ONNX model over it",
+        ),
+    ] {
+        let before = std::fs::read(path).unwrap();
+        for overwrite in [false, true] {
+            let result = run(path, overwrite);
+            let message = stderr(&result);
+            assert_eq!(result.status.code(), Some(1), "{message}");
+            assert!(
+                message.contains(&format!("--out {}: {held}", path.display())),
+                "{message}"
+            );
+            assert!(!message.contains("quantized"), "{message}");
+            assert_eq!(std::fs::read(path).unwrap(), before);
+        }
+    }
+
+    // An earlier run's model and a user's file alike: refused without --overwrite, replaced
+    // with it.
+    let model = temp.path().join("block-int8.onnx");
+    assert!(run(&model, false).status.success());
+    let notes = temp.path().join("notes.txt");
+    std::fs::write(&notes, "the user's notes\n").unwrap();
+    for path in [&model, &notes] {
+        let before = std::fs::read(path).unwrap();
+        let result = run(path, false);
+        assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+        assert!(
+            stderr(&result).contains("already exists; pass --overwrite to replace it"),
+            "{}",
+            stderr(&result)
+        );
+        assert_eq!(std::fs::read(path).unwrap(), before);
+        let result = run(path, true);
+        assert!(result.status.success(), "{}", stderr(&result));
+    }
+    assert_eq!(
+        std::fs::read(&notes).unwrap(),
+        std::fs::read(&model).unwrap()
+    );
+}
+
 #[test]
 fn bad_input_exits_with_status_2_and_the_reason() {
     let temp = tempfile::tempdir().unwrap();

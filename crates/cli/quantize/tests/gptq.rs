@@ -219,7 +219,12 @@ fn cuda_requested_without_it_is_an_error_not_a_fallback() {
     };
     // The CPU build of ONNX Runtime has no CUDA execution provider: GPTQ's calibration passes
     // stop there, before anything is written, rather than run on the CPU.
-    for (device, named) in [("cuda", "cuda:0"), ("cuda:1", "cuda:1")] {
+    // Named as the flag takes it: `cuda` and `cuda:0` are one request, and both are named.
+    for (device, named) in [
+        ("cuda", "--device cuda (cuda:0)"),
+        ("cuda:0", "--device cuda (cuda:0)"),
+        ("cuda:1", "--device cuda:1"),
+    ] {
         let result = gptq(device, "gptq");
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert_eq!(result.status.code(), Some(1), "{stderr}");
