@@ -13,7 +13,7 @@ BUILD := build
 ifneq ($(words $(CURDIR)),1)
 $(error the checkout's path '$(CURDIR)' has a space, which Make cannot handle in targets and prerequisites: move or clone it to a path without spaces)
 endif
-$(foreach v,BUILD MODEL_DIR MODEL_NAME RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT PRUNE_NAME ORT_DYLIB_PATH,$(if $(filter command line environment,$(origin $(v))),\
+$(foreach v,BUILD BIN MODEL_DIR MODEL_NAME RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT PRUNE_NAME ORT_DYLIB_PATH,$(if $(filter command line environment,$(origin $(v))),\
   $(if $(word 2,$($(v))),$(error $(v)='$($(v))': a path or name with a space is not supported (Make splits paths at spaces): use a path without spaces, or a link to it))))
 
 # A recipe that fails after writing its target (a stage that wrote its table and then failed, an
@@ -84,7 +84,9 @@ $(call setting_matches,EVAL_WINDOWS,[1-9][0-9]*,must be a number of windows (1 o
 # A window's first token is context only (each token is scored on the ones before it): SEQ_LEN=1
 # scores nothing, and prepare-tokens refuses a --seq-len under 2 only once the stamps took it in.
 $(call setting_matches,SEQ_LEN,[2-9]|[1-9][0-9]+,must be a number of tokens per window: 2 or more (a window's first token is only context for the next; prepare-tokens --seq-len))
-$(call setting_matches,SEED,[0-9]+,must be a seed (a whole number: 0 or more))
+# Without leading zeros: the stamps record the seed as given, and SEED=07 made everything SEED=7
+# had made again, the stages reading both as 7.
+$(call setting_matches,SEED,0|[1-9][0-9]*,must be a seed (a whole number: 0 or more$(comma) without leading zeros))
 $(call setting_matches,THREADS,[0-9]+,must be a number of threads (0 = all cores))
 $(call setting_matches,BOS,auto|off,must be auto or off)
 $(call setting_matches,DEVICE,cpu|cuda|cuda:[0-9]+,must be cpu or cuda or cuda:N)
@@ -157,7 +159,8 @@ Main targets (README.md, docs/pipeline.md):
                         the GPU recipe's device call, here on the CPU)
   quantize              int8 / int4 models (quantize-then-prune, quantize-bench)
   model                 fetch and export MODEL_NAME (smollm2-135m, gemma3-270m)
-  workflow              the pipeline on Snakemake (SNAKEMAKE_ARGS="--config shards=4")
+  workflow              the pipeline on Snakemake (SNAKEMAKE_ARGS="--config shards=4"; BUILD, BIN
+                        and ORT_DYLIB_PATH reach it as its config's build, bin and ort_dylib)
   build, lint, fuzz     cargo build; fmt, clippy and doc; the long fuzz run
   ort, ort-gpu          ONNX Runtime (CPU, CUDA) from PyPI
   clean                 remove build/ and target/
@@ -174,6 +177,9 @@ Settings most used, with their values now (defaults: pipelines/settings.mk):
   EVALUATE_FLAGS=$(EVALUATE_FLAGS) (given whole: the stages' --device, --threads, runtime flags)
   make prune: MODEL=$(MODEL) K=$(K) MAX_PPL_RATIO=$(MAX_PPL_RATIO) PRUNE_OUT=$(if $(MODEL),$(PRUNE_OUT),) (its run folder; empty: build/runs/prune-<MODEL's name>)
   make results: RESULTS_METHODS=$(RESULTS_METHODS)
+  make tasks: TASKS=$(TASKS) TASK_SUBSAMPLE=$(TASK_SUBSAMPLE) (0: the whole splits) TASK_BATCH_TOKENS=$(TASK_BATCH_TOKENS) (empty: evaluate's $(TASK_BATCH_TOKENS_DEFAULT))
+    TASK_METHODS=$(TASK_METHODS)
+  make quantize: QUANT_SCHEMES=$(QUANT_SCHEMES) QUANT_FIRST=$(QUANT_FIRST) (make quantize-then-prune's)
   make frontier: FRONTIER_KS=$(FRONTIER_KS) FRONTIER_METHODS=$(FRONTIER_METHODS) FRONTIER_SEEDS=$(FRONTIER_SEEDS)
   make exact-game: EXACT=$(EXACT) EXACT_FIXED=$(EXACT_FIXED) EXACT_WINDOWS=$(EXACT_WINDOWS)
 endef
@@ -340,5 +346,31 @@ test-workflow: venv-workflow ort $(STAGES)
 
 # make workflow SNAKEMAKE_ARGS="--config shards=4": the pipeline on this machine.
 SNAKEMAKE_ARGS ?=
+# Where things are, given on the command line, reaches Snakemake as the config key of the same
+# meaning (pipelines/config.yaml): BUILD as build, BIN as bin, ORT_DYLIB_PATH as ort_dylib, each
+# made absolute (`make workflow BUILD=/scratch/b` ran on build/ without a word; Make's own
+# venv-workflow and exported ORT_DYLIB_PATH were /scratch/b's). The pipeline's settings are refused
+# instead, naming their --config (pipelines/ignored.mk). Snakemake keeps only the last --config of
+# its command line, so the keys join SNAKEMAKE_ARGS' own --config (-C) when it has one, else come
+# as one of their own at the end (a target named last in SNAKEMAKE_ARGS stays a target).
+WORKFLOW_PATH_KEYS := BUILD:build BIN:bin ORT_DYLIB_PATH:ort_dylib
+WORKFLOW_PATHS_GIVEN := $(foreach key,$(WORKFLOW_PATH_KEYS),$(if $(filter command line,$(origin $(call workflow_name,$(key)))),$(key)))
+WORKFLOW_CONFIG := $(foreach key,$(WORKFLOW_PATHS_GIVEN),$(call workflow_key,$(key))=$(abspath $($(call workflow_name,$(key)))))
+# $(call config_joined,OPTION): SNAKEMAKE_ARGS with the keys after each word OPTION (--config,
+# -C); empty when it has none. Its text is left as it was given (quoted spaces too).
+config_joined = $(if $(findstring $(space)$(1)$(space),$(space)$(SNAKEMAKE_ARGS)$(space)),\
+  $(subst $(space)$(1)$(space),$(space)$(1) $(WORKFLOW_CONFIG)$(space),$(space)$(SNAKEMAKE_ARGS)$(space)))
+WORKFLOW_ARGS := $(if $(WORKFLOW_CONFIG),$(or $(call config_joined,--config),$(call config_joined,-C),\
+  $(SNAKEMAKE_ARGS)$(if $(strip $(SNAKEMAKE_ARGS)), )--config $(WORKFLOW_CONFIG)),$(SNAKEMAKE_ARGS))
+ifneq ($(filter workflow,$(MAKECMDGOALS)),)
+# A key given both ways would be SNAKEMAKE_ARGS' (the later in one --config), Make's setting
+# ignored; a --config written `--config=KEY=VALUE` or `-CKEY=VALUE` holds that one value alone,
+# and the keys could not join it.
+$(foreach key,$(WORKFLOW_PATHS_GIVEN),$(if $(filter $(call workflow_key,$(key))=%,$(SNAKEMAKE_ARGS)),\
+  $(error make workflow: $(call workflow_name,$(key))=$($(call workflow_name,$(key))) and SNAKEMAKE_ARGS' $(filter $(call workflow_key,$(key))=%,$(SNAKEMAKE_ARGS)) are one setting (the config key $(call workflow_key,$(key))): give one)))
+ifneq ($(and $(WORKFLOW_CONFIG),$(filter --config=% -C%,$(filter-out -C,$(SNAKEMAKE_ARGS)))),)
+$(error make workflow: SNAKEMAKE_ARGS' $(firstword $(filter --config=% -C%,$(filter-out -C,$(SNAKEMAKE_ARGS)))) holds one value alone, and $(WORKFLOW_CONFIG) (from $(foreach key,$(WORKFLOW_PATHS_GIVEN),$(call workflow_name,$(key)))) cannot join it: write --config KEY=VALUE (a space after --config))
+endif
+endif
 workflow: venv-workflow
-	$(VENV_WORKFLOW)/bin/snakemake -s pipelines/Snakefile --profile pipelines/profiles/local $(SNAKEMAKE_ARGS)
+	$(VENV_WORKFLOW)/bin/snakemake -s pipelines/Snakefile --profile pipelines/profiles/local $(WORKFLOW_ARGS)

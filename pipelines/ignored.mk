@@ -101,18 +101,26 @@ endif
 # pipelines/settings.mk (the config key of its name in lower case), the run and model folders,
 # and Make's own spellings of methods and of the device's flags; all of them in one refusal,
 # which names the --config that gives them.
+# (Make's settings of where things are, BUILD, BIN and ORT_DYLIB_PATH, are passed on as their
+# config keys: the top-level Makefile, WORKFLOW_PATH_KEYS.) A key here is NAME:key, Make's
+# setting and the config key.
+workflow_name = $(firstword $(subst :, ,$(1)))
+workflow_key = $(lastword $(subst :, ,$(1)))
 ifneq ($(filter workflow,$(MAKECMDGOALS)),)
 ifeq ($(filter-out workflow,$(MAKECMDGOALS)),)
 WORKFLOW_KEYS := $(shell sed -n 's/^\([A-Z_0-9]*\) *?=.*/\1/p' pipelines/settings.mk | awk '{ print $$0 ":" tolower($$0) }') \
   MODEL_DIR:model_dir RUN:run DEMO_METHODS:methods
-workflow_name = $(firstword $(subst :, ,$(1)))
 workflow_value = $(subst $(space),$(comma),$(strip $(or $(GIVEN_$(1)),$($(1)))))
 WORKFLOW_UNREAD := $(strip $(foreach key,$(WORKFLOW_KEYS),$(if $(filter command line,$(or $(GIVEN_ORIGIN_$(call workflow_name,$(key))),$(origin $(call workflow_name,$(key))))),$(key))))
 ifneq ($(WORKFLOW_UNREAD),)
 $(error make workflow: $(foreach key,$(WORKFLOW_UNREAD),$(call workflow_name,$(key))=$(call workflow_value,$(call workflow_name,$(key)))) \
   $(if $(word 2,$(WORKFLOW_UNREAD)),are,is) not read here; Snakemake takes its settings from its config: \
-  SNAKEMAKE_ARGS="--config $(strip $(foreach key,$(WORKFLOW_UNREAD),$(lastword $(subst :, ,$(key)))=$(call workflow_value,$(call workflow_name,$(key)))))")
+  SNAKEMAKE_ARGS="--config $(strip $(foreach key,$(WORKFLOW_UNREAD),$(call workflow_key,$(key))=$(call workflow_value,$(call workflow_name,$(key)))))")
 endif
+# The workflow builds a missing stage with a `cargo build` of its own (rule stage_binaries), and
+# none that is there.
+$(foreach v,CARGO CARGO_FLAGS,$(call refuse_unread,workflow,$(v),the workflow builds only missing stages$(comma) with cargo \
+  build of its own: build them first (make build $(v)=$(value $(v)))))
 $(call refuse_unread,workflow,EVALUATE_FLAGS,Snakemake takes its config's device$(comma) threads and cache_mb$(comma) and \
   the other flags as runtime_flags: for example SNAKEMAKE_ARGS="--config device=cuda runtime_flags='--mask-batch 4'")
 endif

@@ -49,22 +49,26 @@ STAGE_THREADS := $(or $(call flag_value,--threads,$(EVALUATE_FLAGS)),0)
 # bounds which masks share a call (on CUDA with --mask-batch above 1 their grouping, which may
 # move an NLL's last digits; docs/pipeline.md).
 STAMPED_FLAGS := --tf32 --graph-optimization $(if $(filter cuda,$(DEVICE_KIND)),--mask-batch --batch-windows)
-# $(call evaluate_flags_among,FLAGS,keep|drop): EVALUATE_FLAGS' flags FLAGS with their values
-# (keep), or every word but those (drop); a listed flag's value follows it or comes after '='.
-# Kept, a flag given at its stage default (the device kind's STAMPED_FLAG_DEFAULTS_<kind>) is
-# left out: the same run; and `--flag=value` is written `--flag value`, so that the two
-# spellings of one setting stamp alike (a run folder stamped with `=` before 2026-12-06 is
-# measured again once).
-evaluate_flags_among = $(shell printf '%s\n' $(foreach word,$(EVALUATE_FLAGS),'$(word)') | awk -v flags='$(1)' -v keep='$(2)' \
-  -v defaults='$(STAMPED_FLAG_DEFAULTS_$(DEVICE_KIND))' \
+# $(call flags_among,FLAGS,keep|drop|all,WORDS[,DEFAULTS]): the flags FLAGS among WORDS with their
+# values (keep), every word but those (drop), or every word (all); a flag's value follows it or
+# comes after '='. Kept, a flag given at its default (one of DEFAULTS, `--flag=value`) is left
+# out: the same run; and `--flag=value` is written `--flag value` (with all, every `--flag=value`
+# among WORDS), so that the two spellings of one setting stamp alike. evaluate_flags_among: those
+# of EVALUATE_FLAGS, whose defaults are the stages' (the device kind's
+# STAMPED_FLAG_DEFAULTS_<kind>; a run folder stamped with `=` before 2026-12-06 is measured again
+# once); make prune's export and generator flags are stamped through it too (pipelines/prune.mk).
+flags_among = $(if $(strip $(3)),$(shell printf '%s\n' $(foreach word,$(3),'$(word)') | awk -v flags='$(1)' -v keep='$(2)' \
+  -v defaults='$(4)' \
   'BEGIN { n = split(flags, f, " "); for (i = 1; i <= n; i++) listed[f[i]] = 1; \
            n = split(defaults, d, " "); for (i = 1; i <= n; i++) at_default[d[i]] = 1 } \
-   value { if (keep == "keep" && !((flag "=" $$0) in at_default)) printf " %s %s", flag, $$0; value = 0; next } \
+   value { if (keep != "drop" && !((flag "=" $$0) in at_default)) printf " %s %s", flag, $$0; value = 0; next } \
    { name = $$0; sub(/=.*/, "", name) } \
    $$0 in listed { flag = $$0; value = 1; next } \
-   index($$0, "=") && name in listed { if (keep == "keep" && !($$0 in at_default)) printf " %s %s", name, substr($$0, index($$0, "=") + 1); next } \
+   index($$0, "=") && (name in listed || (keep == "all" && name ~ /^--./)) { \
+     if (keep != "drop" && !($$0 in at_default)) printf " %s %s", name, substr($$0, index($$0, "=") + 1); next } \
    keep != "keep" { printf " %s", $$0 } \
-   END { if (value && keep == "keep") printf " %s", flag }')
+   END { if (value && keep != "drop") printf " %s", flag }'))
+evaluate_flags_among = $(call flags_among,$(1),$(2),$(EVALUATE_FLAGS),$(STAMPED_FLAG_DEFAULTS_$(DEVICE_KIND)))
 RUNTIME_FLAGS_STAMPED := $(call evaluate_flags_among,$(STAMPED_FLAGS),keep)
 MODEL_RUNTIME := $(strip $(DEVICE_KIND) $(RUNTIME_FLAGS_STAMPED))
 # EVALUATE_FLAGS given whole replaces DEVICE and THREADS: either given on the command line as

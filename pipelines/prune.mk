@@ -231,7 +231,13 @@ endif
 # export_layered.py or the source's weights touched, remakes nothing and keeps PRUNE_CACHE).
 prune_stamp = $(call settings_stamp_at,$(PRUNE_OUT)/.settings/$(1),$(2),,$(3))
 
-$(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS) $(PRUNE_SOURCE_STAT))))
+# The export's and the generator's flags as stamped: `--flag=value` written `--flag value`
+# (flags_among, layerprune.mk, as EVALUATE_FLAGS' are), so that the two spellings of one flag
+# (`--dtype=bf16`, `--dtype bf16`) are one export (a run stamped with `=` before 2026-12-07 is
+# exported again once).
+PRUNE_EXPORT_ARGS_STAMPED = $(call flags_among,,all,$(PRUNE_EXPORT_ARGS))
+PRUNE_GENERATOR_FLAGS_STAMPED = $(call flags_among,,all,$(PRUNE_GENERATOR_FLAGS))
+$(eval $(call prune_stamp,export,$(strip $(PRUNE_SOURCE) $(PRUNE_EXPORT_ARGS_STAMPED) $(PRUNE_SOURCE_STAT))))
 # The kind of device and the runtime flags (MODEL_RUNTIME, layerprune.mk) are in the token stamps although the tokens do
 # not depend on them: everything measured on the tokens does, so a new kind or flag measures it all
 # again. The tokens themselves come out the same, so their rule keeps the cache of evaluations
@@ -252,7 +258,7 @@ $(eval $(call prune_stamp,plan-$(PRUNE_CHOICE),$(PRUNE_PLAN_ARGS)))
 # identity unchanged, which the stamp would otherwise take for no change.
 PRUNE_HF_SOURCE_NAMES = $(patsubst $(patsubst %/,%,$(MODEL))/%,%,$(PRUNE_HF_SOURCE_DEPS))
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(strip $(PRUNE_SOURCE) $(PRUNE_SOURCE_STAT) $(PRUNE_HF_SOURCE_NAMES)),$(PRUNE_HF_SOURCE_DEPS)))
-$(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(PRUNE_GENERATOR_FLAGS)))
+$(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(strip $(PRUNE_GENERATOR_FLAGS_STAMPED))))
 
 # The full model as a layered ONNX folder, checked against transformers by the exporter.
 $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB)

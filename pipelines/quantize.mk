@@ -16,6 +16,15 @@ QUANT_FIRST ?= int4-32
 QUANT_ARGS_int8 := --scheme int8
 QUANT_ARGS_int4-32 := --scheme int4 --group-size 32
 QUANT_ARGS_int4-128 := --scheme int4 --group-size 128
+# A scheme without its QUANT_ARGS_<scheme> reached quantize without --scheme, which refused it
+# (clap: "--scheme <SCHEME>" not provided) once the models before it were made: refused first,
+# naming the schemes there are.
+QUANT_KNOWN := $(patsubst QUANT_ARGS_%,%,$(filter QUANT_ARGS_%,$(.VARIABLES)))
+# $(call check_schemes,VARIABLE,GOALS): VARIABLE's schemes, for a command naming one of GOALS.
+check_schemes = $(if $(filter $(2),$(MAKECMDGOALS)),$(foreach s,$($(1)),$(if $(QUANT_ARGS_$(s)),,\
+  $(error $(1)=$($(1)): no scheme "$(s)" (QUANT_ARGS_<scheme> in pipelines/quantize.mk): $(QUANT_KNOWN)))))
+$(call check_schemes,QUANT_SCHEMES,quantize quantize-bench)
+$(call check_schemes,QUANT_FIRST,quantize-then-prune)
 
 $(BIN)/quantize:
 	$(CARGO) build $(CARGO_FLAGS) -p quantize
@@ -28,6 +37,14 @@ endif
 # from (QUANT is named after MODEL_NAME alone), and the quantized run's own.
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/model,$(MODEL_PATH_STAMPED),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/device,$(MODEL_RUNTIME)))
+# The demo's pruned folder the pruned models are quantized from, by its path and identity (its
+# manifest's hash, which another plan changes): QUANT is named after the model alone, so another
+# RUN, or another plan's folder put there with its old time, remakes them. (Until 2026-12-07 they
+# were compared by time alone: a RUN whose pruned folder was older kept them, and `make
+# quantize-bench` measured the previous run's plan.) The folder is order-only: its stamp records
+# what it is, so one written again unchanged quantizes nothing again.
+QUANT_PRUNED_SOURCE := $(RUN)/pruned-k$(K_PRUNED)
+$(eval $(call settings_stamp_at,$(QUANT)/.settings/pruned-k$(K_PRUNED),$(call stamped_path,$(QUANT_PRUNED_SOURCE)),,$(QUANT_PRUNED_SOURCE)/manifest.json))
 
 # The full model, quantized (the model folder order-only: its stamp records what it is).
 $(QUANT)/full-%/manifest.json: $(QUANT)/.settings/model | $(BIN)/quantize $(MODEL_INPUT)
@@ -36,18 +53,28 @@ $(QUANT)/full-%/manifest.json: $(QUANT)/.settings/model | $(BIN)/quantize $(MODE
 
 # prune → quantize: the demo's pruned model (the recommended method's plan, K_PRUNED blocks),
 # quantized.
-$(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json | $(BIN)/quantize
+$(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(QUANT)/.settings/pruned-k$(K_PRUNED) | $(BIN)/quantize \
+                                            $(QUANT_PRUNED_SOURCE)/manifest.json
 	@mkdir -p $(QUANT)
-	$(BIN)/quantize --model $(dir $<) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
+	$(BIN)/quantize --model $(QUANT_PRUNED_SOURCE) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
 
 # quantize → evaluate → surrogate → Shapley → prune: the same masks and calibration tokens as
 # the float run, valued on the quantized model; checkpointed and stamped as the float run is
-# (a table of other masks, or a killed run's part, is never taken for this one).
+# (a table of other masks, or a killed run's part, is never taken for this one). The tables it
+# reads from RUN (masks, calibration tokens; the evaluation tokens the plan is measured on) are
+# order-only, stamped by RUN's path and their identity (their content's hash), as the pruned folder
+# above: QRUN is named after the model and scheme alone, so another RUN, or other tables in it,
+# measure again (the stamp, newer, drops a checkpoint of the old ones), and a table touched or
+# made again unchanged does not. (Until 2026-12-07 they were compared by time alone: a RUN whose
+# tables were older than QRUN's kept the previous run's measurements.)
 QRUN := $(QUANT)/run-$(QUANT_FIRST)
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/surrogates,$(SEED) $(SURROGATE_RIDGE)))
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/device,$(MODEL_RUNTIME)))
-$(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(RUN)/masks.parquet \
-                             $(RUN)/tokens-calib.parquet $(QRUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
+$(eval $(call settings_stamp_at,$(QRUN)/.settings/calibration,$(call stamped_path,$(RUN)),,$(RUN)/masks.parquet $(RUN)/tokens-calib.parquet))
+$(eval $(call settings_stamp_at,$(QRUN)/.settings/tokens-eval,$(call stamped_path,$(RUN)),,$(RUN)/tokens-eval.parquet))
+$(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(QRUN)/.settings/calibration \
+                             $(QRUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect $(RUN)/masks.parquet \
+                             $(RUN)/tokens-calib.parquet
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-calib.parquet \
 	  --masks $(RUN)/masks.parquet $(EVALUATE_FLAGS))
 
@@ -71,8 +98,9 @@ QRUN_PRUNE = --scores $(QRUN)/scores-shapley.parquet --estimator surrogate-shapl
 $(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet | $(BIN)/apply-prune $(QUANT)/full-$(QUANT_FIRST)/manifest.json
 	$(BIN)/apply-prune $(QRUN_PRUNE) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(dir $@) --overwrite
 
-$(QRUN)/pruned-k$(K_PRUNED)-plan.parquet: $(QRUN)/scores-shapley.parquet $(RUN)/tokens-eval.parquet \
-                                          $(QRUN)/.settings/device | $(BIN)/apply-prune $(QUANT)/full-$(QUANT_FIRST)/manifest.json
+$(QRUN)/pruned-k$(K_PRUNED)-plan.parquet: $(QRUN)/scores-shapley.parquet $(QRUN)/.settings/tokens-eval \
+                                          $(QRUN)/.settings/device | $(BIN)/apply-prune $(QUANT)/full-$(QUANT_FIRST)/manifest.json \
+                                          $(RUN)/tokens-eval.parquet
 	$(BIN)/apply-prune $(QRUN_PRUNE) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@
 
 # Perplexity on the bench tokens (WikiText-2 when present) and masks/s on the bench masks.

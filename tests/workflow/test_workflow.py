@@ -5,6 +5,7 @@ stage binaries come from LAYERPRUNE_BIN (default target/debug) and ONNX Runtime 
 ORT_DYLIB_PATH (the Makefile exports both).
 """
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -237,8 +238,9 @@ def test_a_finished_shard_is_not_evaluated_again_when_its_job_reruns(tmp_path, t
     """Snakemake deletes a job's outputs before it runs it. Killed while a shard job ran on (as a
     Slurm job does when the login session that runs Snakemake ends), Snakemake marks the job
     incomplete though it finished, and the rerun (the profiles' rerun-incomplete) deleted the
-    finished table and evaluated every mask of the shard again, hours on a large model; so did
-    --forcerun. The finished table is kept (shards/finished) and resumed."""
+    finished table and evaluated every mask of the shard again, hours on a large model. The
+    finished table is kept (shards/finished) and resumed. A shard forced to run (--forcerun) is
+    measured again: for a while it too resumed its finished table, and nothing was measured."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for stage in STAGES:
@@ -290,17 +292,36 @@ exec {BIN / "evaluate"} "$@"
     assert f": {finished} of {finished} masks already evaluated" in log, log
     assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
 
-    # Forced: every shard of both rounds, each from its own finished table (a later round's not
-    # from the previous round's, which would evaluate its new masks again).
+    # Forced: every shard of both rounds measured again, the first round's from nothing, the
+    # second's from the first's table (measured again just before) with its new masks.
+    finished_before = {p.name: p.stat().st_mtime_ns for p in (shards / "finished").iterdir()}
     forced = snakemake(workdir, "--configfile", str(config), *profile, "evaluations",
                        "--forcerun", "evaluate_shard")
     assert job_counts(forced.stdout + forced.stderr)["evaluate_shard"] == 4
-    for name in ("r0-0-of-2", "r0-1-of-2", "r1-0-of-2", "r1-1-of-2"):
+    for round, shard in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        name = f"r{round}-{shard}-of-2"
         log = (tmp_path / "run" / "logs" / f"evaluate-{name}.log").read_text()
         rows = pq.read_metadata(shards / f"{name}.parquet").num_rows
-        assert f": {rows} of {rows} masks already evaluated" in log, (name, log)
+        if round == 0:
+            assert "already evaluated" not in log and f"evaluated {rows} masks in " in log, (name, log)
+        else:
+            earlier = pq.read_metadata(shards / f"r0-{shard}-of-2.parquet").num_rows
+            assert f": {earlier} of {rows} masks already evaluated" in log, (name, log)
+            assert f"evaluated {rows - earlier} masks in " in log, (name, log)
+    # Each finished table is the new measurement, under the same name.
+    finished_after = {p.name: p.stat().st_mtime_ns for p in (shards / "finished").iterdir()}
+    assert finished_after.keys() == finished_before.keys()
+    assert all(finished_after[name] != finished_before[name] for name in finished_after), finished_after
     assert not list(shards.glob(".*")), "no working file is left"
     assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
+
+    # Removed, a shard's table is made again from its finished table: only forcing measures.
+    (shards / "r1-0-of-2.parquet").unlink()
+    rerun = snakemake(workdir, "--configfile", str(config), *profile, str(shards / "r1-0-of-2.parquet"))
+    assert job_counts(rerun.stdout + rerun.stderr)["evaluate_shard"] == 1
+    rows = pq.read_metadata(shards / "r1-0-of-2.parquet").num_rows
+    log = (tmp_path / "run" / "logs" / "evaluate-r1-0-of-2.log").read_text()
+    assert f": {rows} of {rows} masks already evaluated" in log, log
 
 
 def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
@@ -340,7 +361,9 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
     # Every job run again for real (a dry run cannot show it): Snakemake deletes a job's
     # outputs before it runs it, leaving whatever else the job wrote (the pruned folder's
     # graphs without its manifest, which apply-prune then refused; a shard's finished table; the
-    # plans' cache and its settings), and each must still run, to the same tables.
+    # plans' cache and its settings), and each must still run, to the same tables. The shards,
+    # forced, measure again (the wall-clock seconds, and so the hash of the evaluations that the
+    # score tables record, differ).
     before = run_files(run)
     again = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2", "--forceall")
     assert job_counts(again.stdout + again.stderr)["plan"] == len(methods)
@@ -361,7 +384,13 @@ def run_files(run):
     """What a run folder holds, but its logs: each table's rows but the wall-clock seconds, with
     its metadata; other files' bytes. The plans' cache of evaluations by mask, without the command
     line of the run that last saved it: SLEB and adaptive removal run at once, and its rows are
-    in the order they first asked for them."""
+    in the order they first asked for them. An input a table records by its file's hash (the
+    evaluations, wall-clock seconds included) is recorded by the name of the run's file of that
+    hash."""
+    named = {}
+    for path in sorted(run.rglob("*"), reverse=True):
+        if path.is_file():
+            named[hashlib.sha256(path.read_bytes()).hexdigest()] = str(path.relative_to(run))
     files = {}
     for path in sorted(run.rglob("*")):
         name = str(path.relative_to(run))
@@ -376,6 +405,11 @@ def run_files(run):
         if name == "plans/evaluations-calib.parquet":
             table = table.sort_by("mask_id")
             del metadata[b"layerprune.args"]
+        if b"layerprune.inputs" in metadata:
+            inputs = json.loads(metadata[b"layerprune.inputs"])
+            metadata[b"layerprune.inputs"] = {
+                key: f"the file {named[value]}" if isinstance(value, str) and value in named else value
+                for key, value in inputs.items()}
         files[name] = (table.to_pydict(), metadata)
     return files
 
@@ -500,12 +534,19 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     assert job_counts(result.stdout + result.stderr)["evaluate_shard"] == 4
     assert_same_evaluations(one_shard / "evaluations.parquet", tmp_path / "run" / "evaluations.parquet")
     for bad, message in [("--device cuda", "--device is the setting 'device'"),
-                         ("--chunk 3", "--chunk is not a runtime flag"),
+                         ("--chunk 3", "refuses them: unexpected argument '--chunk' found"),
                          ("--mask-batch $(rm)", "is not a flag or a plain value")]:
         config = write_config(tmp_path, text, runtime_flags=bad)
         refused = snakemake(tmp_path / "bad", "--configfile", str(config), "--cores", "1", "-n", check=False)
         assert refused.returncode != 0
         assert message in refused.stdout + refused.stderr, refused.stderr[-2000:]
+
+
+def stage_refuses(flags, why, device="cpu", cache_mb=1024):
+    """The Snakefile's refusal of runtime flags (with the device and cache_mb) that the stages
+    refuse, `why` being the stage's own words (the first line of `evaluate check-runtime-flags`'s)."""
+    return (f"runtime_flags {flags!r}, device {device!r}, cache_mb {cache_mb}: every stage that runs the "
+            f"model refuses them: {why}")
 
 
 @pytest.mark.parametrize("overrides, config_args, message", [
@@ -547,23 +588,41 @@ def test_runtime_flags_reach_every_stage_that_runs_the_model(tmp_path, text, one
     ({"model_dir": ""}, [], "model_name='tiny': the model folder "),
     ({}, ["ort_dylib=/nonexistent/libonnxruntime.so"],
      "ort_dylib='/nonexistent/libonnxruntime.so': /nonexistent/libonnxruntime.so does not exist"),
-    # Every stage that runs the model refuses these on the CPU (and --arena off on CUDA).
-    ({}, ["runtime_flags=--tf32 on"], "runtime_flags '--tf32 on': --tf32 on is a setting of the CUDA "
-                                      "execution provider, and device is 'cpu'"),
-    ({"runtime_flags": "--cuda-graphs=on"}, [], "runtime_flags '--cuda-graphs=on': --cuda-graphs on is a setting"),
+    # Every stage that runs the model refuses these on the CPU (and --arena off on CUDA), in its
+    # own words (`evaluate check-runtime-flags`: test_runtime_flags_are_refused_in_the_stages_words).
+    ({}, ["runtime_flags=--tf32 on"], stage_refuses("--tf32 on", "--tf32 on: TF32 is a setting of the CUDA "
+                                                    "execution provider, and --device is cpu")),
+    ({"runtime_flags": "--cuda-graphs=on"}, [],
+     stage_refuses("--cuda-graphs=on", "--cuda-graphs on: CUDA graphs are a setting")),
     ({"device": "cuda", "runtime_flags": "--arena off"}, [],
-     "runtime_flags '--arena off': --arena off: the CUDA provider always allocates"),
+     stage_refuses("--arena off", "--arena off: the CUDA provider always allocates", device="cuda")),
     # And the combinations every stage refuses on any device, and a level that is none.
     ({"device": "cuda", "runtime_flags": "--cuda-graphs on --arena shrink"}, [],
-     "runtime_flags '--cuda-graphs on --arena shrink': --arena shrink with --cuda-graphs on"),
-    ({"device": "cuda", "runtime_flags": "--cuda-graphs on --overlap off"}, [],
-     "runtime_flags '--cuda-graphs on --overlap off': --cuda-graphs on needs the host"),
+     stage_refuses("--cuda-graphs on --arena shrink", "--arena shrink with --cuda-graphs on", device="cuda")),
+    ({"device": "cuda:{shard}", "runtime_flags": "--cuda-graphs on --overlap off"}, [],
+     stage_refuses("--cuda-graphs on --overlap off", "--cuda-graphs on needs the host", device="cuda:{shard}")),
     ({"device": "cuda", "runtime_flags": "--overlap on --io-binding off"}, [],
-     "runtime_flags '--overlap on --io-binding off': --overlap on needs the hidden"),
+     stage_refuses("--overlap on --io-binding off", "--overlap on needs the hidden", device="cuda")),
     ({}, ["runtime_flags=--mask-batch 4 --no-prefix-reuse"],
-     "runtime_flags '--mask-batch 4 --no-prefix-reuse': --mask-batch above 1 batches masks"),
+     stage_refuses("--mask-batch 4 --no-prefix-reuse",
+                   "the argument '--mask-batch <MASK_BATCH>' cannot be used with '--no-prefix-reuse'")),
     ({}, ["runtime_flags=--graph-optimization=bogus"],
-     "runtime_flags '--graph-optimization=bogus': --graph-optimization bogus: the levels are"),
+     stage_refuses("--graph-optimization=bogus",
+                   "invalid value 'bogus' for '--graph-optimization <GRAPH_OPTIMIZATION>'")),
+    # What the Snakefile's copy of the stages' rules let through, every job that runs the model
+    # then failing: a value out of its range or none of a flag's, a word no flag takes, the
+    # default batch given beside --no-prefix-reuse, more cache than memory can address.
+    ({}, ["runtime_flags=--mask-batch 0"],
+     stage_refuses("--mask-batch 0", "invalid value '0' for '--mask-batch <MASK_BATCH>': 0 is not in 1..=65536")),
+    ({}, ["runtime_flags=--tf32 maybe"], stage_refuses("--tf32 maybe", "invalid value 'maybe' for '--tf32 <TF32>'")),
+    ({}, ["runtime_flags=on"], stage_refuses("on", "unexpected argument 'on' found")),
+    ({}, ["runtime_flags=--mask-batch 1 --no-prefix-reuse"],
+     stage_refuses("--mask-batch 1 --no-prefix-reuse",
+                   "the argument '--mask-batch <MASK_BATCH>' cannot be used with '--no-prefix-reuse'")),
+    ({"cache_mb": 1 << 50}, [], stage_refuses("", f"invalid value '{1 << 50}' for '--cache-mb <CACHE_MB>'",
+                                              cache_mb=1 << 50)),
+    ({}, ["runtime_flags=--help"], stage_refuses("--help", "check-runtime-flags --device cpu --cache-mb 1024 "
+                                                 "--help printed its help or version instead of checking")),
     # A string is true to Python: results.md was written all the same ("false", "no" and
     # `--config summary=false` are read as false: test_summary_false_is_false).
     ({"summary": "maybe"}, [], "summary='maybe': must be true or false"),
@@ -576,6 +635,24 @@ def test_bad_settings_are_refused_clearly(tmp_path, text, overrides, config_args
                        *(["--config", *config_args] if config_args else []), check=False)
     assert result.returncode != 0
     assert f"pipelines/Snakefile: {message}" in result.stdout + result.stderr, result.stderr[-2000:]
+
+
+def test_runtime_flags_are_refused_in_the_stages_words(tmp_path, text):
+    """The Snakefile refuses runtime flags by asking `evaluate check-runtime-flags`, not by a copy
+    of the stages' rules: its refusal is the one a job's `evaluate` gives, word for word."""
+    for device, flags in [("cpu", "--tf32 on"), ("cuda", "--arena off"), ("cpu", "--mask-batch=0"),
+                          ("cuda", "--cuda-graphs on --io-binding off"), ("cpu", "--batch-windows lots")]:
+        config = write_config(tmp_path, text, device=device, runtime_flags=flags)
+        refused = snakemake(tmp_path / "wd", "-n", "--cores", "1", "--configfile", str(config), check=False)
+        assert refused.returncode != 0
+        job = subprocess.run([str(BIN / "evaluate"), "--model", str(FIXTURE), "--tokens",
+                              str(tmp_path / "no-tokens.parquet"), "--out", str(tmp_path / "out.parquet"),
+                              "--device", device, "--threads", "1", *flags.split()],
+                             capture_output=True, text=True)
+        assert job.returncode in (1, 2) and not (tmp_path / "out.parquet").exists(), job.stderr
+        words = re.sub(r"^(evaluate: )?error: ", "", job.stderr.splitlines()[0])
+        assert stage_refuses(flags, words, device=device) in refused.stdout + refused.stderr, (
+            words, refused.stderr[-2000:])
 
 
 def test_list_settings_and_what_make_accepts_pass(tmp_path, text):

@@ -285,12 +285,13 @@ def test_a_failed_device_request_keeps_the_finished_shards(tmp_path, text):
     assert_same_evaluations(reference, run / "evaluations.parquet")
     assert not list((run / "shards").glob(".*")), "no working file is left"
 
-    # The first round evaluated again (its finished tables removed): the second round's table
-    # records the new evaluations' file hash (wall-clock seconds included), but its masks are
-    # the same, and its shards are read from their finished tables.
-    for table in (run / "shards" / "finished").glob("r0-*"):
+    # The first round evaluated again (its tables and finished tables removed): the second
+    # round's table records the new evaluations' file hash (wall-clock seconds included), but its
+    # masks are the same, and its shards are read from their finished tables.
+    for table in [*(run / "shards" / "finished").glob("r0-*"), *(run / "shards").glob("r0-*")]:
         table.unlink()
-    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations", "--forcerun", "evaluate_shard")
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations",
+              *(str(run / "shards" / f"r0-{i}-of-2.parquet") for i in range(2)))
     logs = shard_logs(run)
     assert all("masks already evaluated" not in logs[f"r0-{i}-of-2"] for i in range(2)), logs
     for i in range(2):
@@ -299,27 +300,136 @@ def test_a_failed_device_request_keeps_the_finished_shards(tmp_path, text):
     assert_same_evaluations(reference, run / "evaluations.parquet")
 
 
+def parquet_rows(path):
+    """A Parquet file's bytes before its footer (the footer's length: the 4 bytes before the
+    closing PAR1)."""
+    data = path.read_bytes()
+    return data[:len(data) - 8 - int.from_bytes(data[-8:-4], "little")]
+
+
+def shard_digests(masks, tokens, model, settings):
+    """pipelines/shard_digest.sh's digests, newest scheme first."""
+    result = subprocess.run(["sh", str(ROOT / "pipelines" / "shard_digest.sh"), str(masks), str(tokens),
+                             str(model), settings], capture_output=True, text=True, check=True)
+    return result.stdout.split()
+
+
+def test_the_shard_digest_keeps_its_parts_apart(tmp_path):
+    """The digest naming a shard's files hashed its parts one after the other: a mask table whose
+    rows end where the token table's begin could trade bytes with it ("ab" + "c", "a" + "bc") and
+    hash alike. Each part is now preceded by its length; the digests of before are kept, for the
+    files of run folders made then."""
+    def parts(name, rows, tokens, model=b"{}", settings="cpu "):
+        folder = tmp_path / name
+        folder.mkdir()
+        # A file ending as Parquet does: rows, a footer, its length, PAR1.
+        (folder / "masks.parquet").write_bytes(rows + b"FOOTER" + (6).to_bytes(4, "little") + b"PAR1")
+        (folder / "tokens.parquet").write_bytes(tokens)
+        (folder / "manifest.json").write_bytes(model)
+        return [folder / "masks.parquet", folder / "tokens.parquet", folder / "manifest.json", settings]
+
+    assert parquet_rows(parts("rows", b"ROWS", b"")[0]) == b"ROWS"
+    for one, other in [(parts("a", b"ab", b"c"), parts("b", b"a", b"bc")),
+                       (parts("c", b"rows", b"tok", b"{}"), parts("d", b"rows", b"tok{", b"}")),
+                       (parts("e", b"r", b"t", b"{}", "cpu "), parts("f", b"r", b"t", b"{}cpu", " "))]:
+        new, unseparated, whole = shard_digests(*one)
+        other_new, other_unseparated, other_whole = shard_digests(*other)
+        assert unseparated == other_unseparated, "the scheme of before: the parts ran together"
+        assert new != other_new
+        # The schemes of before, as they were.
+        masks, tokens, model, settings = one
+        assert unseparated == hashlib.sha256(parquet_rows(masks) + tokens.read_bytes() + model.read_bytes()
+                                             + settings.encode() + b"\n").hexdigest()[:16]
+        assert whole == hashlib.sha256(masks.read_bytes() + tokens.read_bytes() + model.read_bytes()
+                                       + settings.encode() + b"\n").hexdigest()[:16]
+    # Settings of the same length but other words: other digests.
+    assert shard_digests(*parts("g", b"r", b"t"))[0] != shard_digests(*parts("h", b"r", b"t", settings="gpu "))[0]
+
+
 def test_the_finished_shards_of_a_run_folder_made_before_are_taken(tmp_path, text):
-    """Before 2026-12-06 a shard's working file and finished table were named by the digest of
-    the whole masks file: a shard job that has none of its own digest takes them (its command
-    changed, so it reruns once), and removes them once it finished."""
+    """A shard's working file and finished table are named by a digest of its inputs, whose
+    scheme changed: the whole masks file before 2026-12-06, its rows and the other parts run
+    together before 2026-12-07. A shard job that has none of its own digest takes those (its
+    command changed, so it reruns once), and removes them once it finished."""
     config = write_config(tmp_path, text, rounds=1, shards=2)
     workdir, run = tmp_path / "wd", tmp_path / "run"
     snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in (
-        run / "rounds" / "masks-r0.parquet", run / "tokens-calib.parquet", FIXTURE / "manifest.json"))
-        + b"cpu \n").hexdigest()[:16]
+    masks, tokens = run / "rounds" / "masks-r0.parquet", run / "tokens-calib.parquet"
+    new, unseparated, whole = shard_digests(masks, tokens, FIXTURE / "manifest.json", "cpu ")
+    parts = parquet_rows(masks) + tokens.read_bytes() + (FIXTURE / "manifest.json").read_bytes()
+    assert unseparated == hashlib.sha256(parts + b"cpu \n").hexdigest()[:16]
     shards = run / "shards"
-    for table in (shards / "finished").iterdir():
-        table.unlink()
-    # Shard 0 as a finished table of then, shard 1 as a working file of then.
-    shutil.copy(shards / "r0-0-of-2.parquet", shards / "finished" / f"r0-0-of-2.{digest}.parquet")
-    shutil.copy(shards / "r0-1-of-2.parquet", shards / f".r0-1-of-2.{digest}.work.parquet")
-    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations", "--forcerun", "evaluate_shard")
-    resumed, logs = all_resumed(run)
-    assert resumed and len(logs) == 2, logs
-    assert not list(shards.glob(".*")) and not list((shards / "finished").glob(f"*.{digest}.parquet"))
-    assert len(list((shards / "finished").iterdir())) == 2
+    assert sorted(p.name for p in (shards / "finished").iterdir()) == [f"r0-{i}-of-2.{new}.parquet" for i in range(2)]
+    for old, others in [(whole, [unseparated]), (unseparated, [whole])]:
+        for table in (shards / "finished").iterdir():
+            table.unlink()
+        # Shard 0 as a finished table of then, shard 1 as a working file of then, beside a
+        # finished table of the other old scheme that is none (taken, evaluate would refuse it):
+        # a working file goes before any finished table.
+        shutil.copy(shards / "r0-0-of-2.parquet", shards / "finished" / f"r0-0-of-2.{old}.parquet")
+        shutil.copy(shards / "r0-1-of-2.parquet", shards / f".r0-1-of-2.{old}.work.parquet")
+        for other in others:
+            (shards / "finished" / f"r0-1-of-2.{other}.parquet").write_text("not a table")
+        # Run again as after the change of command (not forced: forced, a shard measures again).
+        for i in range(2):
+            (shards / f"r0-{i}-of-2.parquet").unlink()
+        snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations",
+                  *(str(shards / f"r0-{i}-of-2.parquet") for i in range(2)))
+        resumed, logs = all_resumed(run)
+        assert resumed and len(logs) == 2, (old, logs)
+        assert not list(shards.glob(".*")), list(shards.glob(".*"))
+        assert sorted(p.name for p in (shards / "finished").iterdir()) == [
+            f"r0-{i}-of-2.{new}.parquet" for i in range(2)]
+
+
+def test_a_cluster_job_measures_again_when_the_command_line_forced_it(tmp_path, text):
+    """A cluster job's Snakemake runs its one job with --force whatever the command line said;
+    what the command line forced reaches it in the environment the Snakemake that planned the
+    jobs gives them (Slurm's sbatch --export=ALL), set when the run starts. Here a cluster job is
+    started as the Slurm jobstep starts one (--mode remote), with that environment or without."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in STAGES:
+        if stage != "evaluate":
+            (bin_dir / stage).symlink_to(BIN / stage)
+    environments = tmp_path / "environments"
+    (bin_dir / "evaluate").write_text(f"""#!/bin/sh
+case " $* " in *" --shard "*) echo "$LAYERPRUNE_WORKFLOW_FORCED" >> {environments};; esac
+exec {BIN / "evaluate"} "$@"
+""")
+    (bin_dir / "evaluate").chmod(0o755)
+    config = write_config(tmp_path, text, rounds=1, shards=2, bin=str(bin_dir))
+    workdir, run = tmp_path / "wd", tmp_path / "run"
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
+    assert [json.loads(line) for line in environments.read_text().splitlines()] == [{"all": False, "files": []}] * 2
+    table = run / "shards" / "r0-1-of-2.parquet"
+    rows = pq.read_metadata(table).num_rows
+    log = run / "logs" / "evaluate-r0-1-of-2.log"
+    forced = {"--forcerun evaluate_shard": {"all": True, "files": []},
+              f"--forcerun {table}": {"all": False, "files": [str(table)]}}
+    for args, environment in forced.items():
+        environments.write_text("")
+        snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations", *args.split())
+        assert json.loads(environments.read_text().splitlines()[0]) == environment
+        assert f"evaluated {rows} masks in " in log.read_text() and "already" not in log.read_text(), args
+
+    def cluster_job(environment):
+        env = {k: v for k, v in os.environ.items() if k != "LAYERPRUNE_WORKFLOW_FORCED"}
+        if environment is not None:
+            env["LAYERPRUNE_WORKFLOW_FORCED"] = json.dumps(environment)
+        command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
+                   "--configfile", str(config), "--cores", "1", "--mode", "remote", "--force", "--nolock",
+                   "--ignore-incomplete", "--target-jobs", "evaluate_shard:round=0,shard=1,n=2"]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return log.read_text()
+
+    for environment in forced.values():
+        said = cluster_job(environment)
+        assert f"evaluated {rows} masks in " in said and "already" not in said, (environment, said)
+    for environment in (None, {"all": False, "files": []}, {"all": False, "files": [str(run / "other.parquet")]}):
+        said = cluster_job(environment)
+        assert f": {rows} of {rows} masks already evaluated" in said, (environment, said)
 
 
 def test_a_configfile_beside_the_slurm_profile_must_say_its_device(tmp_path, text):

@@ -1,0 +1,175 @@
+"""make quantize and make quantize-then-prune (pipelines/quantize.mk) read the demo's run folder,
+RUN: its pruned model, its masks and its tokens. What they write is named after the model alone
+(build/quant/<model>), and was compared with RUN's files by time alone: a RUN whose files were
+older (another run, or a file of another plan put in place with its time kept) left the previous
+run's quantized pruned model and measurements in place, and `make quantize-bench` measured them
+under the new run's name. Settings stamps now record those files by path and identity: another
+run or another file remakes what is made from it, and a file touched or made again unchanged does
+not. On the tiny fixture with the real stage binaries (LAYERPRUNE_BIN, default target/debug) and
+ONNX Runtime's CPU build: seconds a run.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from test_make_settings import BIN, ROOT, TINY, text
+from test_prune import make_env
+
+
+@pytest.fixture
+def quant_make(tmp_path):
+    """`make [FLAGS] SETTINGS... RUN=run ARGS...` on the tiny fixture with small settings, its
+    build folder in tmp_path; returns (exit status, output, the stage binaries it ran or a dry run
+    lists, as (name, command line) pairs)."""
+    build = tmp_path / "build"
+    build.mkdir()
+    # The ONNX Runtime of this checkout (the `ort` target), not a fetch into the temporary build.
+    (build / "ort-cpu").symlink_to(ROOT / "build" / "ort-cpu")
+    settings = [f"BIN={BIN}", "CARGO=true", f"MODEL_DIR={TINY}", f"BUILD={build}",
+                f"CALIB_TEXT={text(tmp_path / 'calib.txt', 1)}", f"EVAL_TEXT={text(tmp_path / 'eval.txt', 2)}",
+                "MASKS=20", "K_PRUNED=2", "SEQ_LEN=32", "CALIB_WINDOWS=4", "EVAL_WINDOWS=4", "THREADS=1",
+                "QUANT_SCHEMES=int8"]
+
+    def run(run_folder, *args, flags=()):
+        # The demo's plans (KS) are read by every goal but quantize-then-prune, which refuses them.
+        ks = [] if "quantize-then-prune" in args else ["KS=2,3"]
+        result = subprocess.run(["make", "--no-print-directory", *flags, *settings, *ks, f"RUN={run_folder}", *args],
+                                cwd=ROOT, capture_output=True, text=True, env=make_env())
+        output = result.stdout + result.stderr
+        stages = [(line.split()[0].rsplit("/", 1)[-1], line) for line in output.splitlines()
+                  if line.startswith(str(BIN) + "/")]
+        return result.returncode, output, stages
+
+    return run
+
+
+def model_id(folder):
+    """A model folder's id, as quantize records its source's (`quantization.source_model_id`)."""
+    return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+
+
+def quantized_from(folder):
+    return json.loads((folder / "manifest.json").read_text())["quantization"]["source_model_id"]
+
+
+def put_in_place(source, target):
+    """`target` replaced by a copy of `source`, dated as `target` was (cp -p of another run's
+    file, rsync -a, a restored backup): to Make, by time, nothing changed."""
+    if source.is_dir():  # a model folder, dated by its manifest
+        stat = (target / "manifest.json").stat()
+        shutil.rmtree(target)
+        shutil.copytree(source, target)
+        target = target / "manifest.json"
+    else:
+        stat = target.stat()
+        shutil.copyfile(source, target)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_the_pruned_models_are_quantized_again_from_another_run_or_plan_only(quant_make, tmp_path):
+    a, b = tmp_path / "run-a", tmp_path / "run-b"
+    quantized = tmp_path / "build" / "quant" / "tiny-llama" / "pruned-k2-int8"
+    # Another run's pruned model (another seed, another plan), made first: older than every
+    # quantized folder below.
+    status, output, _ = quant_make(b, "SEED=2", str(b / "pruned-k2" / "manifest.json"))
+    assert status == 0, output
+    status, output, ran = quant_make(a, "quantize")
+    assert status == 0, output
+    assert sorted(name for name, _ in ran if name == "quantize") == ["quantize", "quantize"], ran
+    assert quantized_from(quantized) == model_id(a / "pruned-k2")
+    assert model_id(a / "pruned-k2") != model_id(b / "pruned-k2"), "the two runs chose one plan"
+    status, output, _ = quant_make(a, "quantize", flags=["-q"])
+    assert status == 0, output
+
+    # RUN names the other run: its pruned model is quantized (the full model's are kept), though
+    # older than the quantized folder.
+    status, output, listed = quant_make(b, "SEED=2", "quantize", flags=["-n"])
+    assert status == 0, output
+    assert [name for name, _ in listed] == ["quantize"] and f"--model {b}/pruned-k2 " in listed[0][1], listed
+    status, output, _ = quant_make(b, "SEED=2", "quantize", flags=["-q"])
+    assert status == 1, output
+    status, output, ran = quant_make(b, "SEED=2", "quantize")
+    assert status == 0 and [name for name, _ in ran] == ["quantize"], output
+    assert quantized_from(quantized) == model_id(b / "pruned-k2")
+    status, output, _ = quant_make(b, "SEED=2", "quantize", flags=["-q"])
+    assert status == 0, output
+    # And back.
+    status, output, ran = quant_make(a, "quantize")
+    assert status == 0 and [name for name, _ in ran] == ["quantize"], output
+    assert quantized_from(quantized) == model_id(a / "pruned-k2")
+
+    # Another plan's folder in the same run, dated as the old one: quantized again.
+    put_in_place(b / "pruned-k2", a / "pruned-k2")
+    status, output, _ = quant_make(a, "quantize", flags=["-q"])
+    assert status == 1, output
+    status, output, ran = quant_make(a, "quantize")
+    assert status == 0 and [name for name, _ in ran] == ["quantize"], output
+    assert quantized_from(quantized) == model_id(b / "pruned-k2")
+
+    # The folder touched, unchanged: nothing is quantized again.
+    os.utime(a / "pruned-k2" / "manifest.json")
+    status, output, listed = quant_make(a, "quantize", flags=["-n"])
+    assert (status, listed) == (0, []), output
+    status, output, ran = quant_make(a, "quantize")
+    assert (status, ran) == (0, []), output
+    status, output, _ = quant_make(a, "quantize", flags=["-q"])
+    assert status == 0, output
+
+
+def test_the_quantized_run_measures_another_run_s_masks_and_tokens_again(quant_make, tmp_path):
+    a, b, c = tmp_path / "run-a", tmp_path / "run-b", tmp_path / "run-c"
+    # Other runs' tables, made first: older than the quantized run's. Run b's masks and calibration
+    # tokens (another seed), run c's evaluation tokens (another number of windows).
+    status, output, _ = quant_make(b, "SEED=2", *(str(b / f) for f in ("masks.parquet", "tokens-calib.parquet",
+                                                                       "tokens-eval.parquet")))
+    assert status == 0, output
+    status, output, _ = quant_make(c, "EVAL_WINDOWS=3", str(c / "tokens-eval.parquet"))
+    assert status == 0, output
+    status, output, ran = quant_make(a, "quantize-then-prune")
+    assert status == 0 and "evaluate" in [name for name, _ in ran], output
+    status, output, _ = quant_make(a, "quantize-then-prune", flags=["-q"])
+    assert status == 0, output
+
+    def measured(ran):
+        """The quantized run's stages that ran, and what evaluate and the plan's measure read."""
+        names = sorted(name for name, _ in ran)
+        evaluate = [line.split() for name, line in ran if name == "evaluate"]
+        plan = [line.split() for name, line in ran if name == "apply-prune" and "--tokens" in line]
+        return (names, [(w[w.index("--masks") + 1], w[w.index("--tokens") + 1]) for w in evaluate],
+                [w[w.index("--tokens") + 1] for w in plan])
+
+    # RUN names the other run (the seed it was made with too): its masks are measured on the
+    # quantized model, though older than the quantized run's table, and what follows is made again.
+    status, output, ran = quant_make(b, "SEED=2", "quantize-then-prune")
+    assert status == 0, output
+    assert measured(ran) == (["apply-prune", "apply-prune", "evaluate", "fit-surrogate", "shapley"],
+                             [(f"{b}/masks.parquet", f"{b}/tokens-calib.parquet")], [f"{b}/tokens-eval.parquet"]), ran
+    status, output, _ = quant_make(b, "SEED=2", "quantize-then-prune", flags=["-q"])
+    assert status == 0, output
+
+    # Another run's masks in the same run, dated as its own: measured again.
+    put_in_place(a / "masks.parquet", b / "masks.parquet")
+    status, output, ran = quant_make(b, "SEED=2", "quantize-then-prune")
+    assert status == 0, output
+    assert measured(ran)[:2] == (["apply-prune", "apply-prune", "evaluate", "fit-surrogate", "shapley"],
+                                 [(f"{b}/masks.parquet", f"{b}/tokens-calib.parquet")]), ran
+    # Other evaluation tokens, dated as the old: the plan alone is measured again.
+    put_in_place(c / "tokens-eval.parquet", b / "tokens-eval.parquet")
+    status, output, ran = quant_make(b, "SEED=2", "quantize-then-prune")
+    assert status == 0, output
+    assert measured(ran) == (["apply-prune"], [], [f"{b}/tokens-eval.parquet"]), ran
+
+    # The tables touched, unchanged: nothing is measured again.
+    for table in ("masks.parquet", "tokens-calib.parquet", "tokens-eval.parquet"):
+        os.utime(b / table)
+    status, output, listed = quant_make(b, "SEED=2", "quantize-then-prune", flags=["-n"])
+    assert (status, listed) == (0, []), output
+    status, output, ran = quant_make(b, "SEED=2", "quantize-then-prune")
+    assert (status, ran) == (0, []), output
+    status, output, _ = quant_make(b, "SEED=2", "quantize-then-prune", flags=["-q"])
+    assert status == 0, output
