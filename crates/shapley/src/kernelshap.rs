@@ -22,7 +22,8 @@ use layerprune_core::{Game, Mask};
 use rand::Rng;
 
 use crate::values::{
-    distinct_sorted, guarded_se, mean_and_variance, rounding_of_units, sample_variance, Spread,
+    distinct_sorted, finite_population_factor, guarded_se, mean_and_variance, rounding_of_units,
+    sample_variance, Spread,
 };
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 use layerprune_core::linalg::Cholesky;
@@ -131,11 +132,24 @@ pub fn paired_kernel_design(
     Ok(paired_kernel_design_pairs(num_players, pairs, rng))
 }
 
+/// The `sample-masks` command that draws `pairs` complement pairs over `num_players` players
+/// for the paired estimators: every size 1..n−1 a stratum (the default strata leave sizes out,
+/// the middle one among them for even n, and a regression-adjusted estimate then leaves those
+/// sizes out of the Shapley weighting), equal allocation, each mask with its complement. What
+/// [`PairedDesign::sampled_complement_pairs`] draws; the refusals name it.
+pub fn complement_pairs_command(num_players: usize, pairs: usize) -> String {
+    let strata: Vec<String> = (1..num_players).map(|size| size.to_string()).collect();
+    format!(
+        "sample-masks --strata {} --complement-pairs --stratified-masks {pairs}",
+        strata.join(",")
+    )
+}
+
 impl PairedDesign {
-    /// The pairs `sample-masks --strata 1,…,n−1 --stratified-masks PAIRS --complement-pairs
-    /// --seed SEED` draws over `num_players` players (equal allocation; without replacement, a
-    /// fixed number per class of sizes {s, n − s}, small classes whole), read back as from a
-    /// mask table: the designs the paired estimators meet in the pipeline, to calibrate them on.
+    /// The pairs [`complement_pairs_command`] (with `--seed SEED`) draws over `num_players`
+    /// players (equal allocation; without replacement, a fixed number per class of sizes
+    /// {s, n − s}, small classes whole), read back as from a mask table: the designs the
+    /// paired estimators meet in the pipeline, to calibrate them on.
     pub fn sampled_complement_pairs(
         num_players: usize,
         pairs: usize,
@@ -348,8 +362,8 @@ pub fn kernelshap_estimate(
             // no pair's score spreads beyond the rounding of the game's values (until
             // 2026-12-07 the reading of a table drawn without replacement had neither, and a
             // class whose scores agreed gave SEs of 1e-16 about errors of 0.02).
-            let values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
-            let rounding = rounding_of_units(&values, projected_scores.iter().flatten());
+            let game_values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
+            let rounding = rounding_of_units(&game_values, projected_scores.iter().flatten());
             groups.and_then(|groups| {
                 let groups: Vec<Spread> = groups
                     .into_iter()
@@ -420,7 +434,7 @@ fn class_spreads(
             .iter()
             .map(|(&class, rows)| {
                 let count = rows.len() as f64;
-                let finite = (1.0 - count / design.pairs_in_class(class)).max(0.0);
+                let finite = finite_population_factor(count, design.pairs_in_class(class));
                 let spreads = if rows.len() >= 2 {
                     (0..width)
                         .map(|i| sample_variance(&column(rows, i)))

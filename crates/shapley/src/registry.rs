@@ -576,6 +576,11 @@ pub fn estimate_recorded(
                 let design = UniformDesign {
                     num_players: n,
                     masks: masks.to_vec(),
+                    // A table's masks, each once (a table that repeats one is read as a draw
+                    // with replacement).
+                    without_replacement: crate::values::distinct_sorted(masks.iter().cloned())
+                        .len()
+                        == masks.len(),
                 };
                 banzhaf_msr_estimate(&design, &rows).map_err(|error| match error {
                     ShapleyError::NeverVaries { player } => ShapleyError::Design(format!(
@@ -898,6 +903,7 @@ mod tests {
         let design = UniformDesign {
             num_players: players.len(),
             masks: recorded.clone(),
+            without_replacement: true,
         };
         let rows = valued(Estimator::BanzhafMsr, &mut game, &players, recorded.clone()).unwrap();
         assert_eq!(

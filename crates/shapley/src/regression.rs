@@ -51,7 +51,8 @@
 //! [`minimum_kernel_pairs`] (2n) pairs; the exp-polynomial is bounded to its training values'
 //! range widened by their spread ([`EXTRAPOLATION_SPREADS`]), as φ(f) sums it over masks nothing
 //! near was fitted on; and residual terms that spread by no more than the surrogate's fitting
-//! precision ([`RESIDUAL_RESOLUTION`]) give no standard error.
+//! precision ([`RESIDUAL_RESOLUTION`] of the values' range), or a surrogate that reproduces the
+//! masks it is checked on (1 − R² at most [`REPRODUCED_VARIATION`]), give no standard error.
 
 use layerprune_core::synthetic::exact_shapley;
 use layerprune_core::{Game, GameError, Mask};
@@ -59,12 +60,13 @@ use layerprune_surrogate::{
     fit, FitOptions, FittedSurrogate, QuadraticSurrogate, Surrogate, SurrogateKind,
 };
 
-use crate::kernelshap::{paired_kernel_design, PairedDesign};
+use crate::kernelshap::{complement_pairs_command, paired_kernel_design, PairedDesign};
 use crate::permutation::{self, permutation_design, PermutationDesign};
 use crate::polynomial::{order_for_rows, Multilinear};
 use crate::surrogate::sampled_shapley;
 use crate::values::{
-    guarded_se, mean_and_se, partly_known_mean, rounding_of_units, sample_variance, Spread,
+    finite_population_factor, guarded_se, mean_and_se, partly_known_mean, rounding_of_units,
+    sample_variance, Spread, ValueRange,
 };
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 use layerprune_core::binomial;
@@ -79,19 +81,36 @@ pub const REGRESSION_ADJUSTED_LOG_CHAINS: &str = "regression-adjusted-exp-chains
 /// bias either way).
 pub const SURROGATE_RIDGE_ALPHA: f64 = 1e-6;
 
-/// The surrogate's fitting precision, relative to the game's values' magnitude: residuals
-/// v − f that spread by no more than this say only that f reproduces the held-out masks to
-/// within its own ridge (α = [`SURROGATE_RIDGE_ALPHA`] bends a fit of an exactly representable
-/// game by about that much), nothing about its error on the masks nobody evaluated, which
-/// φ(f) sums over: no standard error there (`values::guarded_se`), as where no unit spreads
-/// at all. 100 α: residual terms spread by 1e-6 to 6e-6 of the values where a surrogate
-/// reproduced the held-out masks of the 0/1 veto game (8 players, 16 sampler pairs, 4 runs in
-/// 200; 4 pairs of chains, budget 64) while the estimate erred by 0.2 to 0.45, with SEs of
-/// 1e-6; the residual terms of the recorded games spread by 1e-3 and more at every budget
-/// measured (R² up to 0.998). Until 2026-12-07 the test was against the rounding of the
-/// residuals themselves, which passed even residuals of 1e-12 (an SE of 4e-12 about an error
-/// of 0.375).
+/// The surrogate's fitting precision, relative to the range of the game's values: residual
+/// terms v − f over held-out masks that spread by no more than this say only that f reproduces
+/// those masks to within its own ridge (α = [`SURROGATE_RIDGE_ALPHA`] acts on the coefficients,
+/// so on the values' spread, and bends a fit of an exactly representable game by about α of
+/// it), nothing about its error on the masks nobody evaluated, which φ(f) sums over: no
+/// standard error there (`values::guarded_se`), as where no unit spreads at all. 100 α:
+/// residual terms spread by 1e-6 to 6e-6 of the values where a surrogate reproduced the
+/// held-out masks of the 0/1 veto game (8 players; 16 sampler pairs, 4 runs in 200; 4 pairs of
+/// chains, budget 64, 40 player-SEs in 400 runs of 1e-5 about errors of 0.05) while the
+/// estimate erred by 0.05 to 0.45; the residual terms of the recorded games spread by 1e-3
+/// and more at every budget measured (R² up to 0.998). Of the range, not of the largest |v|
+/// (until 2026-12-07), so that a shifted game is read as the game: a game of range 0.74
+/// shifted by 1e4 lost every SE, shifted by 3 (chains, budget 64) 16 in 40. A surrogate can
+/// also reproduce the held-out masks while its residual terms still spread past this (by 1e-4
+/// to 3e-4 on the veto game): [`REPRODUCED_VARIATION`] catches those.
 pub const RESIDUAL_RESOLUTION: f64 = 100.0 * SURROGATE_RIDGE_ALPHA;
+
+/// The share of the held-out values' variation, 1 − R² = Σ(v − f)² / Σ(v − v̄)² over the masks
+/// a surrogate was checked on (f fitted on the others), at or below which f is taken to
+/// reproduce them: its residuals there then say nothing of its error on the masks nobody
+/// evaluated, which φ(f) sums over, and the estimate has no standard error
+/// (`reproduces_held_out`). Relative to the held-out values' spread, so the same for the game
+/// shifted or scaled. 1e-6, an rms residual of 1e-3 of the values' standard deviation: on the
+/// 0/1 veto games (8 players) surrogates that said "dictator" reproduced every held-out mask
+/// to 1 − R² of 1e-7 and less, with residual terms spreading past [`RESIDUAL_RESOLUTION`],
+/// while the estimate erred by 0.02–0.12 with SEs of 1e-5
+/// (`regression-adjusted-stratified` at budget 34: 59 runs in 100; `regression-adjusted-exp`
+/// at budget 34: 4 in 100); on the recorded games and the synthetic third-order game the
+/// overall 1 − R² was never below 2e-3, three decades above (review of 2026-12-07).
+pub const REPRODUCED_VARIATION: f64 = 1e-6;
 
 /// Most players for which φ(f) of a surrogate without closed form is found by enumerating
 /// all 2^n masks through it (65,536 predictions).
@@ -325,11 +344,19 @@ fn cross_fit(
         let residual = |mask: &Mask| -> Result<f64, ShapleyError> {
             Ok(table.get(mask)? - surrogate.predict(std::slice::from_ref(mask))[0])
         };
+        let (mut half_squares, mut half_held_out) = (0.0, Vec::new());
         for mask in &half_masks[h] {
-            residual_squares += residual(mask)?.powi(2);
-            held_out.push(table.get(mask)?);
+            half_squares += residual(mask)?.powi(2);
+            half_held_out.push(table.get(mask)?);
         }
         let (residual_mean, residual_se) = residual_estimate(h, &residual)?;
+        // A surrogate that reproduces the masks it is checked on leaves residual terms that
+        // say nothing of its error elsewhere: no SE, unless the residual term is exact (SE 0:
+        // every class drawn whole, or two players).
+        let reproduced = reproduces_held_out(half_squares, &half_held_out);
+        let residual_se = residual_se.filter(|se| !reproduced || se.iter().all(|s| *s == 0.0));
+        residual_squares += half_squares;
+        held_out.extend(half_held_out);
         half_values.push(
             (0..n)
                 .map(|i| surrogate_shapley[i] + residual_mean[i])
@@ -364,8 +391,7 @@ fn cross_fit(
 
 /// 1 − Σ residual² / Σ (v − v̄)² over the held-out values (NaN when they do not vary).
 pub(crate) fn held_out_r2(residual_squares: f64, held_out: &[f64]) -> f64 {
-    let mean = held_out.iter().sum::<f64>() / held_out.len().max(1) as f64;
-    let total_squares: f64 = held_out.iter().map(|v| (v - mean).powi(2)).sum();
+    let total_squares = total_squares(held_out);
     if total_squares > 0.0 {
         1.0 - residual_squares / total_squares
     } else {
@@ -373,13 +399,29 @@ pub(crate) fn held_out_r2(residual_squares: f64, held_out: &[f64]) -> f64 {
     }
 }
 
+/// Σ (v − v̄)², taken about the first value (values all alike give exactly 0).
+fn total_squares(values: &[f64]) -> f64 {
+    sample_variance(values) * values.len().saturating_sub(1) as f64
+}
+
+/// Whether a surrogate reproduces the `held_out` values it was checked on, its residuals
+/// there summing to `residual_squares`: 1 − R² at most [`REPRODUCED_VARIATION`] (held-out
+/// values all alike: residuals of exactly 0). Such a fit's residual term gives no standard
+/// error.
+pub(crate) fn reproduces_held_out(residual_squares: f64, held_out: &[f64]) -> bool {
+    residual_squares <= REPRODUCED_VARIATION * total_squares(held_out)
+}
+
 /// The fewest complement pairs the kernel-pair variants (`regression-adjusted`,
 /// `regression-adjusted-exp`) take over `num_players` players: 2n from three players on, two
 /// (one a half) for two players, whose estimate is exact. Each half's surrogate is fitted on the
-/// other half's 2·(pairs/2) masks and ∅ and N; every surrogate has an additive part of n + 1
-/// coefficients, and 2n pairs give it two masks per coefficient, the rule that chooses the
-/// exp-polynomial's order ([`crate::polynomial::order_for_rows`]), which below it fell back to
-/// the additive model anyway. Below it the surrogate's Shapley values, taken over all 2^n
+/// other half's 2·(pairs/2) masks and ∅ and N. For the exp-polynomial, 2n pairs give its
+/// additive part (n + 1 coefficients) two masks per coefficient, the rule that chooses its
+/// order ([`crate::polynomial::order_for_rows`]), which below it fell back to the additive
+/// model anyway. The quadratic always fits all 1 + n + n(n−1)/2 coefficients under its ridge
+/// (79 on 26 masks at n = 12), so no count of masks per coefficient argues for 2n there: its
+/// minimum is the measured one (8 players, a recorded sub-game, 2n pairs: mean (error/SE)²
+/// 1.2–1.5; 11–12 players: as below). Below it the surrogate's Shapley values, taken over all 2^n
 /// masks, rest on masks nothing near was fitted on. At n pairs on the recorded games (sampler
 /// tables, 200 seeds) the 95 % intervals held the truth 79–87 % of the time and up to 6 % of
 /// the runs erred by more than 10 SE before 2026-12-07 (when such tables were read); with the
@@ -394,11 +436,12 @@ pub fn minimum_kernel_pairs(num_players: usize) -> usize {
 }
 
 /// What a spread of residual units (terms of v − f over held-out masks) no larger than counts
-/// as none: [`RESIDUAL_RESOLUTION`] of the largest |v|, or the rounding of the values and the
-/// units where that is larger.
+/// as none: [`RESIDUAL_RESOLUTION`] of the range of the game's values, or the rounding of the
+/// values and the units where that is larger.
 fn residual_resolution<'a>(game_values: &[f64], units: impl IntoIterator<Item = &'a f64>) -> f64 {
-    let largest = game_values.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
-    rounding_of_units(game_values, units).max(RESIDUAL_RESOLUTION * largest)
+    let mut range = ValueRange::default();
+    range.include(game_values);
+    rounding_of_units(game_values, units).max(RESIDUAL_RESOLUTION * range.spread())
 }
 
 /// Units alternately into two halves.
@@ -430,23 +473,30 @@ pub fn regression_adjusted_kernel_estimate(
     }
     let minimum = minimum_kernel_pairs(n);
     if design.coalitions.len() < minimum {
+        // With 4 players or fewer the minimum's 2 + 4n masks are at least all 2^n.
+        let cheaper = if 1usize << n <= 2 + 4 * n {
+            format!(
+                "; over {n} players every mask ({}, sample-masks --enumerate) costs no more, and \
+                 --estimator exact-shapley reads it exactly",
+                1usize << n
+            )
+        } else {
+            String::new()
+        };
         return Err(ShapleyError::Design(format!(
             "--estimator {name} needs at least {minimum} complement pairs over {n} players \
-             and the design has {}: {}; sample-masks --complement-pairs --stratified-masks \
-             {minimum} draws enough",
+             and the design has {}: {}; {} draws enough{cheaper}",
             design.coalitions.len(),
             if n <= 2 {
                 "cross-fitting takes a pair for each half".to_string()
             } else {
-                format!(
-                    "2 per player, so that each cross-fitting half's surrogate, fitted on the \
-                     other half's pairs, has two masks per coefficient of its additive part \
-                     ({}); with fewer, its Shapley values rest on masks nothing near was fitted \
-                     on, and the standard errors were measured to miss (at n pairs over 11–12 \
-                     players, 95 % intervals held the truth 84–95 % of the time)",
-                    n + 1
-                )
-            }
+                "2 per player; with fewer, each cross-fitting half's surrogate, fitted on the \
+                 other half's pairs, has its Shapley values rest on masks nothing near was \
+                 fitted on, and the standard errors were measured to miss (at n pairs over \
+                 11–12 players, 95 % intervals held the truth 84–95 % of the time)"
+                    .to_string()
+            },
+            complement_pairs_command(n, minimum)
         )));
     }
     let halves = split_halves(&design.coalitions);
@@ -626,7 +676,7 @@ fn finite_population_residual(
             continue;
         }
         let count = rows.len() as f64;
-        let finite = (1.0 - (known[class] as f64 + count) / pairs).max(0.0);
+        let finite = finite_population_factor(known[class] as f64 + count, pairs);
         let mut spreads = Vec::with_capacity(n);
         for (i, value) in values.iter_mut().enumerate() {
             let x = column(&rows, i);

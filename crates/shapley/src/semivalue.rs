@@ -11,7 +11,7 @@ use layerprune_core::{values_checked, CountingGame, Game, Mask};
 use rand::Rng;
 
 use crate::progress::Progress;
-use crate::values::{distinct_sorted, guarded_se, rounding_of, Spread, CHUNK};
+use crate::values::{distinct_sorted, guarded_se, Spread, ValueRange, CHUNK};
 use crate::{rng_from_seed, Estimates, PlayerGame, Players, ShapleyError, ValueTable};
 
 pub const STRATIFIED_SEMIVALUE: &str = "stratified-semivalue";
@@ -152,8 +152,8 @@ struct Accumulator {
     first: Vec<Vec<f64>>,
     sum: Vec<Vec<f64>>,
     sum_sq: Vec<Vec<f64>>,
-    /// The largest |v| valued: what counts as rounding in the marginals' spread.
-    largest_value: f64,
+    /// The values met: what counts as rounding in the marginals' spread.
+    value_range: ValueRange,
 }
 
 impl Accumulator {
@@ -164,15 +164,13 @@ impl Accumulator {
             first: vec![vec![0.0; num_players]; num_strata],
             sum: vec![vec![0.0; num_players]; num_strata],
             sum_sq: vec![vec![0.0; num_players]; num_strata],
-            largest_value: 0.0,
+            value_range: ValueRange::default(),
         }
     }
 
     /// `values[0]` is v(base), `values[1 + i]` is v(base with i flipped).
     fn add(&mut self, stratum: usize, base: &Mask, values: &[f64]) {
-        self.largest_value = values
-            .iter()
-            .fold(self.largest_value, |m, v| m.max(v.abs()));
+        self.value_range.include(values);
         let first = self.count[stratum] == 0.0;
         self.count[stratum] += 1.0;
         for i in 0..self.num_players {
@@ -222,11 +220,7 @@ impl Accumulator {
             ));
         }
         let std_errors = if has_se {
-            guarded_se(
-                &groups,
-                degrees_of_freedom,
-                rounding_of(&[self.largest_value]),
-            )
+            guarded_se(&groups, degrees_of_freedom, self.value_range.rounding())
         } else {
             None
         };

@@ -6,7 +6,7 @@ use layerprune_core::Game;
 
 use crate::permutation::permutation_design_pairs;
 use crate::progress::Progress;
-use crate::values::{rounding_of_units, CHUNK};
+use crate::values::{rounding_of, ValueRange, CHUNK};
 use crate::{rng_from_seed, Estimates, ShapleyError};
 
 pub const SURROGATE_SHAPLEY: &str = "surrogate-shapley";
@@ -51,8 +51,8 @@ pub(crate) fn sampled_shapley(
     }
     let design = permutation_design_pairs(n, pairs, &mut rng_from_seed(seed));
     let mut units = Vec::with_capacity(design.units.len());
-    // The largest |f| met, for what counts as rounding in the units' spread.
-    let mut largest = 0.0_f64;
+    // The values of f met, for what counts as rounding in the units' spread.
+    let mut value_range = ValueRange::default();
     // Batches of whole units: the chains' prefixes go to the surrogate in one call per batch.
     let units_per_batch = (CHUNK / (2 * (n + 1))).max(1);
     let mut progress = Progress::new(
@@ -65,7 +65,7 @@ pub(crate) fn sampled_shapley(
         let chains: Vec<usize> = batch.iter().flatten().copied().collect();
         let masks: Vec<_> = chains.iter().flat_map(|&c| design.chain_masks(c)).collect();
         let values = surrogate.values(&masks)?;
-        largest = values.iter().fold(largest, |m, v| m.max(v.abs()));
+        value_range.include(&values);
         let first_chain = chains[0];
         units.extend(design.unit_marginals(batch, &mut |chain| {
             let offset = (chain - first_chain) * (n + 1);
@@ -73,6 +73,8 @@ pub(crate) fn sampled_shapley(
         })?);
         progress.advance(batch.len());
     }
-    let rounding = rounding_of_units(&[largest], units.iter().flatten());
+    let rounding = value_range
+        .rounding()
+        .max(rounding_of(units.iter().flatten()));
     Ok(design.mean_and_se(&units, rounding))
 }

@@ -228,15 +228,65 @@ pub(crate) fn mean_and_variance(rows: &[Vec<f64>], width: usize) -> (Vec<f64>, O
     (mean, Some(var))
 }
 
-/// What a difference among `values` below counts as rounding: 1e-9 of the largest magnitude
-/// (an estimate exact to rounding).
+/// What a difference among `values` below counts as rounding: 1e-9 of their range (an
+/// estimate exact to rounding), and at least [`FLOATING_POINT_ROUNDING`] of their largest
+/// magnitude, what differences of values that large carry from the arithmetic alone. Of the
+/// range, not of the magnitude (until 2026-12-07: 1e-9 of the largest |v|), so that a game
+/// shifted by a constant, whose marginals, residuals and spreads are the same, is read the same:
+/// a game of spread 1e-3 shifted by 1e6 had a rounding of 1e-3 and no standard errors.
 pub(crate) fn rounding_of<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
-    1e-9 * values.into_iter().fold(0.0_f64, |m, v| m.max(v.abs()))
+    let mut range = ValueRange::default();
+    range.include(values);
+    range.rounding()
 }
 
+/// The lowest and highest of values met so far (valued in batches), for [`rounding_of`] them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ValueRange {
+    lowest: f64,
+    highest: f64,
+}
+
+impl Default for ValueRange {
+    fn default() -> ValueRange {
+        ValueRange {
+            lowest: f64::INFINITY,
+            highest: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl ValueRange {
+    pub(crate) fn include<'a>(&mut self, values: impl IntoIterator<Item = &'a f64>) {
+        for v in values {
+            self.lowest = self.lowest.min(*v);
+            self.highest = self.highest.max(*v);
+        }
+    }
+
+    /// Highest less lowest of the values met (0 where none).
+    pub(crate) fn spread(&self) -> f64 {
+        (self.highest - self.lowest).max(0.0)
+    }
+
+    /// [`rounding_of`] the values met (0 where none).
+    pub(crate) fn rounding(&self) -> f64 {
+        if self.lowest > self.highest {
+            return 0.0;
+        }
+        let largest = self.lowest.abs().max(self.highest.abs());
+        (1e-9 * (self.highest - self.lowest)).max(FLOATING_POINT_ROUNDING * largest)
+    }
+}
+
+/// The rounding of differences among values of magnitude 1, as a share of that magnitude:
+/// about 4,500 times f64's machine epsilon (2.2e-16), room for the few operations a marginal,
+/// a residual or a projected score takes, far below any spread an estimate's error shows.
+pub(crate) const FLOATING_POINT_ROUNDING: f64 = 1e-12;
+
 /// What a spread of units computed from the game's `values` (marginals, residuals v − f,
-/// projected scores) below counts as rounding: 1e-9 of the largest magnitude among the values
-/// and the units. Of the values, not of the units alone: units that are all differences of
+/// projected scores) below counts as rounding: [`rounding_of`] the values or of the units,
+/// whichever is larger. Of the values, not of the units alone: units that are all differences of
 /// rounding size (residuals of a surrogate that interpolates the masks it is checked on,
 /// 1e-12 beside values of 1) spread by rounding size too, and measured against themselves they
 /// passed as a spread (an SE of 4e-12 about an error of 0.375).
@@ -342,6 +392,15 @@ pub(crate) fn guarded_se(
             .map(|v| ((d0 * pooled + d * v) / (d0 + d)).sqrt())
             .collect(),
     )
+}
+
+/// The finite-population factor 1 − drawn/population of a mean over `drawn` distinct members of
+/// a population of `population`, drawn uniformly without replacement: the share of the
+/// population its sample variance still stands for (0 where every member is drawn, the mean
+/// exact). The one factor of every estimate read from distinct masks (stratified sizes, classes
+/// of complement pairs, Banzhaf's kept and removed halves).
+pub(crate) fn finite_population_factor(drawn: f64, population: f64) -> f64 {
+    (1.0 - drawn / population).max(0.0)
 }
 
 /// The mean of a quantity over a finite population of `population` members, `known` of which

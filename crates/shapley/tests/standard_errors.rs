@@ -224,7 +224,7 @@ fn one_or_two_players_are_exact_with_standard_error_0() {
 /// of the residual exactly, and the surrogate's Shapley values are exact (closed form, or its
 /// four masks enumerated): `regression-adjusted` and `regression-adjusted-exp` are exact there,
 /// whatever the game, and their standard error is 0 (it was missing: the units agree, which
-/// `moderated_se` reads as a sample that says nothing of its error). So too on a table drawn
+/// `guarded_se` reads as a sample that says nothing of its error). So too on a table drawn
 /// without replacement, whose pairs (∅, N) and ({0}, {1}) are every pair there is. Beside a pair
 /// (∅, N) drawn with replacement a half's share of ({0}, {1}) pairs need not be the design's,
 /// the estimate is not exact, and its SE is not 0.
@@ -611,4 +611,139 @@ fn stratified_standard_errors_count_the_share_of_each_size_evaluated() {
         200,
     );
     assert!((0.8..1.3).contains(&z2), "mean z² {z2}");
+}
+
+/// `regression-adjusted-stratified` and `regression-adjusted-exp` on the 0/1 veto games at
+/// budget 34 (8 players): a surrogate that said "dictator" reproduced every mask it held out
+/// (held-out R² 0.9999999), and the estimate took its residuals' spread of 1e-5 as its SE.
+/// `regression-adjusted-stratified`, which had no guard at all: the veto block at
+/// 0.99999 ± 1.2e-5 against 0.875 (veto block 4, quorum 1, seed 0; 1,705 player-SEs below
+/// 1e-4 about an error in 3,200 runs' players); `regression-adjusted-exp`, whose residual
+/// terms spread just past the fitting precision: 156 in 3,200 (seed 19: SEs of 2.3e-5 about
+/// errors of 0.018). A surrogate that reproduces its held-out masks (1 − R² ≤
+/// `REPRODUCED_VARIATION`) now gives no SE.
+#[test]
+fn no_standard_error_where_a_surrogate_reproduces_its_held_out_masks() {
+    use layerprune_core::synthetic::VetoGame;
+    let n = 8;
+    for kind in [
+        Estimator::RegressionAdjustedStratified,
+        Estimator::RegressionAdjustedExp,
+    ] {
+        for (veto_block, quorum) in [(4, 1), (2, 3)] {
+            let mut game = VetoGame {
+                num_players: n,
+                veto_block,
+                quorum,
+            };
+            let (truth, _) = exact_values(&mut game, &Players::all(n)).unwrap();
+            for seed in 0..200 {
+                let estimates = run_estimator(kind, &mut game, &Players::all(n), 34, seed).unwrap();
+                assert!(
+                    !se_below_about_an_error(&estimates, &truth.values, 1e-4),
+                    "{kind}, veto block {veto_block}, quorum {quorum}, seed {seed}: \
+                     {estimates:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Every mask evaluated: the estimate is exact, and `regression-adjusted-stratified` says so
+/// with SE 0, as `stratified-shapley` does (it gave no SE until 2026-12-07).
+#[test]
+fn stratified_estimates_of_a_complete_table_have_standard_error_0() {
+    let n = 6;
+    let mut game = TripleGame::layer_pruning_like(n, 3);
+    for kind in [
+        Estimator::Stratified,
+        Estimator::RegressionAdjustedStratified,
+    ] {
+        let estimates = run_estimator(kind, &mut game, &Players::all(n), 1 << n, 0).unwrap();
+        assert_eq!(estimates.std_errors, Some(vec![0.0; n]), "{kind}");
+    }
+}
+
+/// `banzhaf-msr` from a table of every mask: its means are over all 2^(n−1) masks keeping (or
+/// removing) each player, exact; without the finite-population factor their SEs were
+/// 0.02–0.03.
+#[test]
+fn banzhaf_from_a_table_of_every_mask_has_standard_error_0() {
+    use layerprune_shapley::banzhaf::{banzhaf_msr_estimate, UniformDesign};
+    let n = 6;
+    let mut game = TripleGame::layer_pruning_like(n, 3);
+    let masks: Vec<layerprune_core::Mask> = (0..1usize << n)
+        .map(|b| layerprune_core::Mask::from_kept((0..n).map(|i| b >> i & 1 == 1).collect()))
+        .collect();
+    let (rows, _) =
+        layerprune_shapley::evaluate_masks(&mut game, &Players::all(n), &masks).unwrap();
+    let design = UniformDesign {
+        num_players: n,
+        masks,
+        without_replacement: true,
+    };
+    let estimates = banzhaf_msr_estimate(&design, &rows).unwrap();
+    let (_, banzhaf) = exact_values(&mut game, &Players::all(n)).unwrap();
+    for (estimate, truth) in estimates.values.iter().zip(&banzhaf.values) {
+        assert!((estimate - truth).abs() < 1e-12);
+    }
+    assert_eq!(estimates.std_errors, Some(vec![0.0; n]));
+}
+
+/// A game plus a constant has the same marginals, residuals and spreads, so the same standard
+/// errors. The guard's thresholds were relative to the values' magnitude: "no spread" below
+/// 1e-9 of the largest |v| took every SE from a game of range 7e-4 shifted by 1e6, and the
+/// regression residuals' 1e-4 of the largest |v| took every `regression-adjusted` SE from a
+/// game of range 0.74 shifted by 1e4. Relative to the values' range, both read the shifted
+/// game as the game.
+#[test]
+fn standard_errors_do_not_move_when_the_game_is_shifted() {
+    struct Affine {
+        inner: TripleGame,
+        scale: f64,
+        shift: f64,
+    }
+    impl layerprune_core::Game for Affine {
+        fn num_players(&self) -> usize {
+            self.inner.num_players()
+        }
+        fn values(
+            &mut self,
+            masks: &[layerprune_core::Mask],
+        ) -> Result<Vec<f64>, layerprune_core::GameError> {
+            let values = self.inner.values(masks)?;
+            Ok(values.iter().map(|v| self.scale * v + self.shift).collect())
+        }
+    }
+    let n = 8;
+    let cases: [(Estimator, usize, f64, f64); 7] = [
+        (Estimator::Permutation, 64, 1e-3, 1e6),
+        (Estimator::KernelShap, 64, 1e-3, 1e6),
+        (Estimator::Stratified, 64, 1e-3, 1e6),
+        (Estimator::BanzhafMsr, 64, 1e-3, 1e6),
+        (Estimator::StratifiedSemivalue, 256, 1e-3, 1e6),
+        (Estimator::RegressionAdjusted, 64, 1.0, 1e4),
+        (Estimator::RegressionAdjusted, 256, 1.0, 1e4),
+    ];
+    for (kind, budget, scale, shift) in cases {
+        for seed in 0..5 {
+            let run = |shift: f64| {
+                let mut game = Affine {
+                    inner: TripleGame::layer_pruning_like(n, 3),
+                    scale,
+                    shift,
+                };
+                run_estimator(kind, &mut game, &Players::all(n), budget, seed).unwrap()
+            };
+            let (plain, shifted) = (run(0.0), run(shift));
+            let label = format!("{kind}, budget {budget}, +{shift:e}, seed {seed}");
+            let plain_se = plain.std_errors.unwrap_or_else(|| panic!("{label}: no SE"));
+            let shifted_se = shifted
+                .std_errors
+                .unwrap_or_else(|| panic!("{label}: no SE once shifted"));
+            for (a, b) in plain_se.iter().zip(&shifted_se) {
+                assert!((a - b).abs() <= 1e-4 * a.abs(), "{label}: {a} against {b}");
+            }
+        }
+    }
 }

@@ -795,8 +795,10 @@ fn regression_adjusted_refuses_too_few_pairs_and_warns_of_few() {
             stderr.contains(&format!(
                 "--estimator {estimator} needs at least 10 complement pairs over 5 players \
                  and the design has 9"
-            )) && stderr
-                .contains("sample-masks --complement-pairs --stratified-masks 10 draws enough"),
+            )) && stderr.contains(
+                "sample-masks --strata 1,2,3,4 --complement-pairs --stratified-masks 10 draws \
+                 enough"
+            ),
             "{stderr}"
         );
         assert!(!dir.path().join("scores.parquet").exists());
@@ -817,11 +819,20 @@ fn regression_adjusted_refuses_too_few_pairs_and_warns_of_few() {
         assert!(r2.contains("INFO"), "{r2}");
         std::fs::remove_file(dir.path().join("scores.parquet")).unwrap();
 
-        // 40 pairs, 8 per player: no warning.
+        // 40 pairs, 8 per player: the run logs as above, but no warning of a thin design.
         let output = run("masks.parquet", estimator);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{stderr}");
-        assert!(!stderr.contains("fewer than"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{estimator}: held-out R² of the fold surrogates")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr
+                .lines()
+                .any(|line| line.contains("WARN") && line.contains("complement pairs over 5")),
+            "{stderr}"
+        );
         std::fs::remove_file(dir.path().join("scores.parquet")).unwrap();
     }
 }
