@@ -6,8 +6,8 @@
 //! external data), which refuses an empty or absolute path, a `..` component, and a path whose
 //! existing part leads out of the folder through a symlink (checked on the canonical paths).
 //!
-//! Copies are checked too: [`link_or_copy`](crate::link_or_copy) never writes onto an existing
-//! file (in particular not onto its own source, compared by device and inode), and
+//! Copies are checked too: [`take_source_file`](crate::take_source_file) never writes onto an
+//! existing file (in particular not onto its own source, compared by device and inode), and
 //! [`refuse_overlap`] refuses a destination folder that is, is inside, or contains the source
 //! folder.
 

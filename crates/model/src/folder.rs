@@ -263,7 +263,7 @@ impl SourceFiles {
 /// existing `to` is refused, and so is a `to` that is `from` itself (same device and inode): a
 /// copy never truncates its own source. A copy is flushed to disk, as every file the folder
 /// writer writes is, before the folder is renamed into place.
-pub fn link_or_copy(from: &Path, to: &Path, how: SourceFiles) -> Result<(), ModelError> {
+pub fn take_source_file(from: &Path, to: &Path, how: SourceFiles) -> Result<(), ModelError> {
     let refuse = |problem: String| ModelError::Destination {
         path: to.to_path_buf(),
         problem,
@@ -526,10 +526,10 @@ mod tests {
         fs::write(&from, b"weights").unwrap();
         for (how, folder) in [(SourceFiles::Copy, "copy"), (SourceFiles::HardLink, "link")] {
             let to = dir.path().join(folder).join("weights").join("a.bin");
-            link_or_copy(&from, &to, how).unwrap();
+            take_source_file(&from, &to, how).unwrap();
             assert_eq!(fs::read(&to).unwrap(), b"weights");
             let missing = dir.path().join("missing.bin");
-            let error = link_or_copy(&missing, &to.with_file_name("b.bin"), how).unwrap_err();
+            let error = take_source_file(&missing, &to.with_file_name("b.bin"), how).unwrap_err();
             assert!(error.to_string().contains("missing.bin"), "{error}");
         }
     }
@@ -545,12 +545,12 @@ mod tests {
         let from = dir.path().join("a.bin");
         fs::write(&from, b"weights").unwrap();
         let copy = dir.path().join("copy/a.bin");
-        link_or_copy(&from, &copy, SourceFiles::default()).unwrap();
+        take_source_file(&from, &copy, SourceFiles::default()).unwrap();
         let (source, copied) = (fs::metadata(&from).unwrap(), fs::metadata(&copy).unwrap());
         assert_ne!(copied.ino(), source.ino());
         assert_eq!((source.nlink(), copied.nlink()), (1, 1));
         let link = dir.path().join("link/a.bin");
-        link_or_copy(&from, &link, SourceFiles::HardLink).unwrap();
+        take_source_file(&from, &link, SourceFiles::HardLink).unwrap();
         let (source, linked) = (fs::metadata(&from).unwrap(), fs::metadata(&link).unwrap());
         assert_eq!((linked.dev(), linked.ino()), (source.dev(), source.ino()));
         assert_eq!(source.nlink(), 2);
@@ -562,22 +562,24 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let from = dir.path().join("a.bin");
             fs::write(&from, b"weights").unwrap();
-            let error = link_or_copy(&from, &from, how).unwrap_err().to_string();
+            let error = take_source_file(&from, &from, how).unwrap_err().to_string();
             assert!(error.contains("is the same file as its source"), "{error}");
             let other = dir.path().join("b.bin");
             fs::write(&other, b"other").unwrap();
-            let error = link_or_copy(&from, &other, how).unwrap_err().to_string();
+            let error = take_source_file(&from, &other, how)
+                .unwrap_err()
+                .to_string();
             assert!(error.contains("already exists"), "{error}");
             #[cfg(unix)]
             {
                 // A symlink to the source at the destination is the same file too.
                 let link = dir.path().join("link.bin");
                 std::os::unix::fs::symlink(&from, &link).unwrap();
-                let error = link_or_copy(&from, &link, how).unwrap_err().to_string();
+                let error = take_source_file(&from, &link, how).unwrap_err().to_string();
                 assert!(error.contains("is the same file as its source"), "{error}");
                 // A symlink as the source is copied (or linked) as the file it points to.
                 let to = dir.path().join("copy/link.bin");
-                link_or_copy(&link, &to, how).unwrap();
+                take_source_file(&link, &to, how).unwrap();
                 assert!(!fs::symlink_metadata(&to).unwrap().file_type().is_symlink());
                 assert_eq!(fs::read(&to).unwrap(), b"weights");
             }

@@ -34,7 +34,7 @@ pub use confine::{confined, confined_reference, refuse_overlap, same_file};
 pub use error::ModelError;
 pub use external::{external_data_locations, external_location, graph_external_data};
 pub use folder::{
-    link_or_copy, refuse_foreign_folder, remove_folder, write_file, write_folder,
+    refuse_foreign_folder, remove_folder, take_source_file, write_file, write_folder,
     write_folder_from, SourceFiles,
 };
 pub use manifest::{

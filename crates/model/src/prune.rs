@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::external::read_graph;
 use crate::{
-    confined, link_or_copy, model_id, write_folder_from, BlockRef, Manifest, ModelError,
+    confined, model_id, take_source_file, write_folder_from, BlockRef, Manifest, ModelError,
     SourceFiles, MANIFEST_FILE,
 };
 
@@ -200,7 +200,7 @@ pub fn write_pruned_model(
 ) -> Result<(), ModelError> {
     write_folder_from(source, dest, overwrite, |folder| {
         for relative in &layout.files {
-            link_or_copy(
+            take_source_file(
                 &confined(source, relative)?,
                 &confined(folder, relative)?,
                 source_files,

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use layerprune_model::{
-    confined, link_or_copy, prune_folder, read_num_blocks, sha256_file, Manifest, SourceFiles,
+    confined, prune_folder, read_num_blocks, sha256_file, take_source_file, Manifest, SourceFiles,
     MANIFEST_FILE,
 };
 
@@ -357,7 +357,7 @@ fn a_destination_that_is_the_source_is_refused() {
     // The file-level guard: a weight file copied onto itself.
     let weight = model.join(&Manifest::load(&model).unwrap().blocks[0].file);
     for how in [SourceFiles::Copy, SourceFiles::HardLink] {
-        let error = link_or_copy(&weight, &weight, how).unwrap_err();
+        let error = take_source_file(&weight, &weight, how).unwrap_err();
         assert!(
             error.to_string().contains("is the same file as its source"),
             "{error}"

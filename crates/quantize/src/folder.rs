@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use layerprune_core::parallel::{threads_or_budget, try_map_in_order};
 use layerprune_core::Device;
 use layerprune_model::{
-    confined, confined_reference, external_data_locations, link_or_copy, model_id, Manifest,
+    confined, confined_reference, external_data_locations, model_id, take_source_file, Manifest,
     SourceFiles, MANIFEST_FILE, MAX_TENSOR_ELEMENTS,
 };
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
@@ -985,7 +985,7 @@ pub fn quantize_folder_to(
         };
         let written = quantize_into(source, options, &sink)?;
         for relative in &written.unchanged {
-            link_or_copy(
+            take_source_file(
                 &confined(source, relative)?,
                 &confined(folder, relative)?,
                 source_files,
@@ -1010,7 +1010,7 @@ fn fill_folder(
     source_files: SourceFiles,
 ) -> Result<(), QuantizeError> {
     for relative in &quantized.unchanged {
-        link_or_copy(
+        take_source_file(
             &confined(source, relative)?,
             &confined(folder, relative)?,
             source_files,
@@ -1128,7 +1128,7 @@ pub fn write_single_file(
     refuse_source(source, dest)?;
     if dest.exists() && !overwrite {
         return Err(QuantizeError::Unsupported(format!(
-            "{} already exists; pass --overwrite to replace it",
+            "{}: already exists; pass --overwrite to replace it",
             dest.display()
         )));
     }

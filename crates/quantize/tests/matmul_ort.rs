@@ -220,6 +220,15 @@ fn quantized_matmuls_stay_within_the_error_bound_in_onnx_runtime() {
         assert_eq!(quantized.report.quantized.len(), 2);
         let out = dir.path().join(format!("q-{scheme:?}.onnx"));
         write_single_file(&source, &out, &quantized.bytes, false).unwrap();
+        // Written again without overwrite: refused as the stage's --out check refuses it.
+        let again = write_single_file(&source, &out, &quantized.bytes, false).unwrap_err();
+        assert_eq!(
+            again.to_string(),
+            format!(
+                "{}: already exists; pass --overwrite to replace it",
+                out.display()
+            )
+        );
         let (q1, q2) = run(&env, &out, &x);
         let mut total = 0f64;
         for (w_nk, float, quant) in [(&w1_nk, &f1, &q1), (&w2, &f2, &q2)] {

@@ -59,7 +59,10 @@ pub enum RuntimeError {
     Library(String),
     /// The device named as the `--device` flag takes it (`--device cuda (cuda:0)` for GPU 0):
     /// `cuda:0` alone was not what a user who typed `--device cuda` could find on their
-    /// command line.
+    /// command line. The flag is named here, in the library, because every device this crate
+    /// is given is a stage's `--device` (`layerprune_cli_common::DeviceArgs`), and the error
+    /// reaches the stages by several paths (opening a model, `evaluate --tasks`, GPTQ's
+    /// calibration through `layerprune-quantize`): one spelling here, not one per path.
     #[error("{} requested but unavailable: {problem}", requested(.device))]
     DeviceUnavailable { device: Device, problem: String },
     #[error("{path}: ONNX Runtime: {message}")]

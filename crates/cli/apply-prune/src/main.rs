@@ -18,7 +18,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use layerprune_cli_common::{check_memory, command_line, count, run, DeviceArgs, Io, RuntimeArgs};
+use layerprune_cli_common::{
+    check_memory, command_line, count, run, Io, RuntimeFlags, SourceFilesArgs,
+};
 use layerprune_core::{Game, KeptAside, LockError, PutBack};
 use layerprune_runtime::LayeredModel;
 use layerprune_selection::frontier::Budget;
@@ -40,7 +42,9 @@ use layerprune_tables::{join_dataset_ids, write_plans, Provenance, TableKind};
         apply-prune --method adaptive --max-ppl-ratio 1.5 --model model/ --tokens tokens.parquet \\\n    \
         --out plans.parquet --pruned-out pruned/\n  \
         apply-prune --method from-plan --plans plans.parquet --plan-method adaptive --k 6 \\\n    \
-        --model model/ --pruned-out pruned/"
+        --model model/ --pruned-out pruned/",
+    // The shared --hard-link-source-files links the files of --pruned-out: required with it.
+    mut_arg(SourceFilesArgs::ID, |arg| arg.requires("pruned_out"))
 )]
 struct Args {
     /// Selection method: one-shot (the k lowest scores of --estimator in --scores; the default
@@ -161,18 +165,10 @@ struct Args {
     /// Replace an existing --pruned-out folder.
     #[arg(long)]
     overwrite: bool,
-    /// Hard-link the files --pruned-out takes unchanged from --model (its weight files: nearly
-    /// all the disk) instead of copying them. Saves that disk where both folders share a file
-    /// system, but the onnx Python package then refuses to `onnx.load` the graphs of both
-    /// folders (a weight file with several links; ONNX Runtime and these stages read them as
-    /// before), and a file rewritten in place changes in both. Copies (the default) share their
-    /// blocks copy-on-write on btrfs, or XFS with reflinks; elsewhere they take that disk again.
-    #[arg(long, requires = "pruned_out")]
-    hard_link_source_files: bool,
     #[command(flatten)]
-    device: DeviceArgs,
+    source_files: SourceFilesArgs,
     #[command(flatten)]
-    runtime: RuntimeArgs,
+    runtime: RuntimeFlags,
     /// Evaluation table kept of every mask measured on --model with --tokens: read first (only
     /// the masks it lacks are run) and rewritten after every batch (a large one only once the
     /// work since the last write is ten times that write's time), so a run killed part-way, or
@@ -349,7 +345,7 @@ fn config(args: &Args) -> Result<Config> {
     if args.tokens.is_none() {
         // Nothing runs the model: a setting of a run of it would be ignored. A folder pruned
         // without a run still has its files hashed, on --threads, unless --no-verify.
-        let mut ignored = args.runtime.given(&args.device);
+        let mut ignored = args.runtime.given();
         if args.model.is_some() {
             ignored.retain(|flag| *flag != "--threads");
         } else if args.no_verify {
@@ -387,13 +383,13 @@ fn config(args: &Args) -> Result<Config> {
 }
 
 fn apply_prune(args: Args) -> Result<()> {
-    args.device.set_thread_budget();
+    args.runtime.device.set_thread_budget();
     let Config {
         method,
         files,
         settings,
     } = config(&args)?;
-    args.runtime.check(args.device.device)?;
+    args.runtime.check()?;
     // Before any work: the plan table and the pruned folder may not replace (or hold) an input,
     // and stay locked while this run writes them.
     let _outputs = Io::new()
@@ -452,10 +448,7 @@ fn apply_prune(args: Args) -> Result<()> {
     )?;
     let model = match (&args.model, &manifest, &args.tokens) {
         (Some(dir), Some((_, model_id)), Some(_)) => {
-            let model = LayeredModel::open(
-                dir,
-                &args.runtime.runtime_options(&args.device, !args.no_verify),
-            )?;
+            let model = LayeredModel::open(dir, &args.runtime.runtime_options(!args.no_verify))?;
             if model.model_id() != model_id {
                 bail!(
                     "{}: its manifest.json changed while this run read it; run again",
@@ -658,8 +651,7 @@ fn write_outputs(
     }
     layerprune_cli_common::print_summary(&table.to_string())?;
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, layout) {
-        let source_files =
-            layerprune_model::SourceFiles::hard_links_if(args.hard_link_source_files);
+        let source_files = args.source_files.source_files();
         layerprune_model::write_pruned_model(source, dest, layout, source_files, args.overwrite)?;
         // The graphs by name; the weight files (content-hashed names, one per tensor: dozens
         // a block on a real model) by their count.
@@ -687,7 +679,7 @@ fn write_outputs(
             if blocks == 1 { "" } else { "s" },
             graphs.join(", ")
         );
-        if args.hard_link_source_files {
+        if args.source_files.hard_link_source_files {
             tracing::info!(
                 "{}: its files are hard links to those of {} where the file system allowed \
                  (--hard-link-source-files): onnx.load refuses the graphs of both folders",

@@ -1,9 +1,11 @@
 //! What every stage binary shares, so each binary stays a thin `clap` front over library
 //! crates: how a stage reports failure (one message naming the file and the problem, exit
 //! status 1), the `--device`/`--threads` flags (and, with the `runtime` feature, the flags of
-//! every stage that runs the model: [`RuntimeArgs`]), the argument list recorded as provenance
-//! in every file a stage writes, the check of a stage's outputs against its inputs before any
-//! work ([`Io`]), and the bounds of counts and memory ([`count`], [`check_memory`]).
+//! every stage that runs the model: [`RuntimeArgs`]; with `model-folders`, the
+//! `--hard-link-source-files` of the stages that write a model folder), the argument list
+//! recorded as provenance in every file a stage writes, the check of a stage's outputs against
+//! its inputs before any work ([`Io`]), and the bounds of counts and memory ([`count`],
+//! [`check_memory`]).
 //!
 //! A stage's summary goes to stdout through [`print_summary`], which takes a reader that
 //! stopped reading (`stage | head`) calmly instead of panicking as `println!` does.
@@ -45,7 +47,7 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             }
             // Not `eprintln!`, which panics (exit 101) where stderr's reader is gone.
             use std::io::Write;
-            let _ = StderrLines.write_all(message.as_bytes());
+            let _ = StderrUnlessClosed.write_all(message.as_bytes());
             ExitCode::from(1)
         }
     }
@@ -88,7 +90,7 @@ pub fn init_logging() {
     let json = std::env::var(LOG_FORMAT_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| StderrLines)
+        .with_writer(|| StderrUnlessClosed)
         // The subscriber reports a failed write with `eprintln!`, which panics where the
         // write failed because stderr's reader is gone.
         .log_internal_errors(false);
@@ -112,9 +114,9 @@ pub fn init_logging() {
 /// (`stage 2>&1 | head`, `| grep -m1`) is not the stage's failure: what it could not say is
 /// dropped and the stage goes on to write its files. (`eprintln!`, and tracing-subscriber's
 /// writer with it, panic there: exit 101, and a stage's output never written.)
-struct StderrLines;
+struct StderrUnlessClosed;
 
-impl std::io::Write for StderrLines {
+impl std::io::Write for StderrUnlessClosed {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         match std::io::stderr().write(bytes) {
             Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(bytes.len()),
@@ -209,6 +211,8 @@ mod bounds;
 mod outputs;
 #[cfg(feature = "runtime")]
 mod runtime;
+#[cfg(feature = "model-folders")]
+mod source_files;
 
 pub use bounds::{
     cache_bytes, check_memory, count, machine_memory, parse_threads, MAX_CACHE_MB,
@@ -217,3 +221,5 @@ pub use bounds::{
 pub use outputs::{check_folder_outside_inputs, Io, OutputLocks};
 #[cfg(feature = "runtime")]
 pub use runtime::{ArenaArg, AutoSwitch, RuntimeArgs, RuntimeFlags};
+#[cfg(feature = "model-folders")]
+pub use source_files::SourceFilesArgs;

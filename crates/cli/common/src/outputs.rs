@@ -7,7 +7,7 @@
 //! nor a file that is neither (a user's text, a file of another tool) unless the stage's
 //! `--overwrite` says so (an output declared without a kind, [`Io::output`], replaces anything
 //! but a table; quantize's ONNX model, [`Io::output_onnx_model`], anything but a table or
-//! surrogate, and only under `--overwrite`); and an output the stage
+//! surrogate); and an output the stage
 //! only replaces with `--overwrite` is refused before the work, not after it. Each refusal
 //! names the flag, the path and the problem. The check then locks every output
 //! ([`OutputLocks`]) for as long as the stage runs, so a second run writing one of them
@@ -155,9 +155,10 @@ impl Io {
 
     /// An [`Io::output`] that is one ONNX model file (`quantize --out` of one .onnx graph):
     /// never replaces a layerprune table or surrogate, even under `--overwrite` (`quantize
-    /// --out x.json --overwrite` replaced a fitted surrogate); any other file, the model of an
-    /// earlier run too (which holds no mark of the stage to tell it by), only under the
-    /// stage's `--overwrite` ([`Io::overwrite`], [`Io::existing_refused_unless`]).
+    /// --out x.json --overwrite` replaced a fitted surrogate). Any other file, the model of an
+    /// earlier run too (which holds no mark of the stage to tell it by), is left to the rule
+    /// the stage declares for every existing output it has ([`Io::existing_refused_unless`]:
+    /// replaced only under its `--overwrite`), one refusal for a file and a folder alike.
     pub fn output_onnx_model(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
         self.files.push((
             flag.to_string(),
@@ -274,7 +275,8 @@ impl Io {
     /// - two outputs at the same place, or a file output inside a folder output;
     /// - a file output over a layerprune table or surrogate other than it writes (a table of
     ///   another kind; a surrogate, by any output but a surrogate or [`Io::output`]'s);
-    /// - a file output (but [`Io::output`]'s) over a file that is not empty and holds neither
+    /// - a file output (but [`Io::output`]'s and [`Io::output_onnx_model`]'s) over a file that
+    ///   is not empty and holds neither
     ///   a layerprune table or surrogate nor what the output writes (its rerun's table, its
     ///   JSON), unless the stage's `--overwrite` was given ([`Io::overwrite`],
     ///   [`Io::existing_refused_unless`]) or the stage resumes that output itself
@@ -354,7 +356,7 @@ impl Io {
         for (flag, path) in &self.kept {
             if path.symlink_metadata().is_ok() {
                 bail!(
-                    "{flag} {} already exists; pass --overwrite to replace it",
+                    "{flag} {}: already exists; pass --overwrite to replace it",
                     path.display()
                 );
             }
@@ -575,17 +577,11 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
         {
             None
         }
-        (_, Writes::Unsaid) => None,
+        // An earlier run's model is not told from another file: whether either is replaced is
+        // the stage's rule for every existing output (Io::existing_refused_unless), and
+        // neither is called a file the stage did not write.
+        (_, Writes::Unsaid | Writes::OnnxModel) => None,
         _ if replaceable.resumed_by_stage || replaceable.overwrite == Some(true) => None,
-        // An earlier run's model is not told from another file: neither is replaced without
-        // --overwrite, and neither is called a file the stage did not write.
-        (_, Writes::OnnxModel) => Some(format!(
-            "already exists; {}",
-            match replaceable.overwrite {
-                Some(_) => "pass --overwrite to replace it",
-                None => another_path,
-            }
-        )),
         _ => {
             let own = writes.what(flag);
             let held = match (held, writes) {
@@ -1071,24 +1067,50 @@ mod tests {
     }
 
     /// With `existing_refused_unless(false, ...)` an existing output is refused before any
-    /// work (a stage's --overwrite not given); with true, or nothing there, it passes.
+    /// work (a stage's --overwrite not given); with true, or nothing there, it passes. A
+    /// folder and an ONNX model file (quantize's two --out) are refused by that one rule, in
+    /// one spelling; the model file never replaces a surrogate, even with true.
     #[test]
     fn an_existing_output_is_refused_up_front_without_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("quantized");
-        let io = |overwrite: bool| {
+        let model = dir.path().join("model-int8.onnx");
+        type Declare = fn(Io, &Path) -> Io;
+        let declared: [(&Path, Declare); 2] = [
+            (&folder, |io, path| io.output_folder("--out", path)),
+            (&model, |io, path| io.output_onnx_model("--out", path)),
+        ];
+        for (path, declare) in declared {
+            let io = |overwrite: bool| {
+                declare(Io::new(), path).existing_refused_unless(overwrite, "--out", path)
+            };
+            let _ = io(false).check().unwrap();
+            if path == folder {
+                fs::create_dir(path).unwrap();
+            } else {
+                // An earlier run's model, or the user's file: neither told from the other.
+                fs::write(path, b"not a table").unwrap();
+            }
+            assert_eq!(
+                refused(io(false)),
+                format!(
+                    "--out {}: already exists; pass --overwrite to replace it",
+                    path.display()
+                )
+            );
+            let _ = io(true).check().unwrap();
+        }
+        let surrogate = dir.path().join("surrogate.json");
+        fs::write(&surrogate, br#"{"format": "layerprune-surrogate"}"#).unwrap();
+        let message = refused(
             Io::new()
-                .output_folder("--out", &folder)
-                .existing_refused_unless(overwrite, "--out", &folder)
-        };
-        let _ = io(false).check().unwrap();
-        fs::create_dir(&folder).unwrap();
-        let message = refused(io(false));
+                .output_onnx_model("--out", &surrogate)
+                .existing_refused_unless(true, "--out", &surrogate),
+        );
         assert!(
-            message.contains("--out") && message.contains("already exists; pass --overwrite"),
+            message.contains("holds a layerprune surrogate, and this writes an ONNX model"),
             "{message}"
         );
-        let _ = io(true).check().unwrap();
         let message = refused(Io::new().output("--out", dir.path().join("model.onnx/")));
         assert!(message.contains("names a folder"), "{message}");
     }

@@ -13,8 +13,8 @@ use layerprune_runtime::{Arena, EvalOptions, GraphOptimization, RuntimeOptions};
 
 use crate::{cache_bytes, count, Device, DeviceArgs, Switch};
 
-/// The runtime and evaluator flags, flattened beside [`DeviceArgs`] into every stage that runs
-/// the model. Validate with [`RuntimeArgs::check`] before any work.
+/// The runtime and evaluator flags, with [`DeviceArgs`] the [`RuntimeFlags`] every stage that
+/// runs the model flattens.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RuntimeArgs {
     /// TensorFloat-32 matrix products on the CUDA provider (float32 models; absent: ONNX
@@ -77,23 +77,16 @@ pub struct RuntimeArgs {
     pub mask_batch: usize,
 }
 
-/// `--device` and the runtime flags alone, parsed and checked as every stage that runs the model
-/// parses and checks them: what `evaluate check-runtime-flags` takes, so that a workflow asks the
-/// stages, before it starts any job, whether they take its flags (rather than keep a copy of
-/// their rules).
+/// `--device`, `--threads` and the runtime flags: flattened into every stage that runs the model
+/// (`evaluate`, `apply-prune`, `frontier`), and alone into `evaluate check-runtime-flags`, so
+/// that a workflow asks the stages, before it starts any job, whether they take its flags: one
+/// type and one [`RuntimeFlags::check`] for both, rather than a copy kept in step by hand.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RuntimeFlags {
     #[command(flatten)]
     pub device: DeviceArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-}
-
-impl RuntimeFlags {
-    /// [`RuntimeArgs::check`] on the flags' own device: what a stage refuses before any work.
-    pub fn check(&self) -> Result<()> {
-        self.runtime.check(self.device.device)
-    }
 }
 
 impl Default for RuntimeArgs {
@@ -159,20 +152,21 @@ impl AutoSwitch {
     }
 }
 
-impl RuntimeArgs {
-    /// Refuses, naming the flag, what `device` cannot have: a --cache-mb that does not convert
-    /// to bytes, CUDA settings on the CPU, --overlap or --cuda-graphs without what they need,
-    /// no arena on CUDA, a shrinking arena under CUDA graphs.
-    pub fn check(&self, device: Device) -> Result<()> {
-        cache_bytes(self.cache_mb)?;
+impl RuntimeFlags {
+    /// Refuses, naming the flag, what the device cannot have, before any work: a --cache-mb
+    /// that does not convert to bytes, CUDA settings on the CPU, --overlap or --cuda-graphs
+    /// without what they need, no arena on CUDA, a shrinking arena under CUDA graphs.
+    pub fn check(&self) -> Result<()> {
+        let (device, flags) = (self.device.device, &self.runtime);
+        cache_bytes(flags.cache_mb)?;
         let cuda = matches!(device, Device::Cuda(_));
-        if self.tf32 == Some(Switch::On) && !cuda {
+        if flags.tf32 == Some(Switch::On) && !cuda {
             bail!(
                 "--tf32 on: TF32 is a setting of the CUDA execution provider, and --device is \
                  cpu (use --device cuda, or leave --tf32 out)"
             );
         }
-        if self.overlap == AutoSwitch::On {
+        if flags.overlap == AutoSwitch::On {
             if !cuda {
                 bail!(
                     "--overlap on: overlapping the host with the GPU is a setting of the CUDA \
@@ -180,21 +174,21 @@ impl RuntimeArgs {
                      --overlap out)"
                 );
             }
-            if self.io_binding == AutoSwitch::Off {
+            if flags.io_binding == AutoSwitch::Off {
                 bail!(
                     "--overlap on needs the hidden states bound to the device: --io-binding off \
                      returns them to the host after every block"
                 );
             }
         }
-        if self.cuda_graphs == Switch::On {
+        if flags.cuda_graphs == Switch::On {
             if !cuda {
                 bail!(
                     "--cuda-graphs on: CUDA graphs are a setting of the CUDA execution provider, \
                      and --device is cpu (use --device cuda, or leave --cuda-graphs out)"
                 );
             }
-            if self.overlap == AutoSwitch::Off || self.io_binding == AutoSwitch::Off {
+            if flags.overlap == AutoSwitch::Off || flags.io_binding == AutoSwitch::Off {
                 bail!(
                     "--cuda-graphs on needs the host overlapped with the GPU: --overlap off or \
                      --io-binding off leaves no shared stream to order the captured buffers' \
@@ -202,20 +196,20 @@ impl RuntimeArgs {
                 );
             }
         }
-        if self.arena == ArenaArg::KeepExact && !cuda {
+        if flags.arena == ArenaArg::KeepExact && !cuda {
             bail!(
                 "--arena keep-exact: growing the arena by exactly what is asked is a setting of \
                  the CUDA execution provider, and --device is cpu (use --device cuda, or keep, \
                  shrink or off)"
             );
         }
-        if self.arena == ArenaArg::Off && cuda {
+        if flags.arena == ArenaArg::Off && cuda {
             bail!(
                 "--arena off: the CUDA provider always allocates device memory through its arena \
                  (use --arena shrink to give it back after every run)"
             );
         }
-        if self.arena == ArenaArg::Shrink && self.cuda_graphs == Switch::On {
+        if flags.arena == ArenaArg::Shrink && flags.cuda_graphs == Switch::On {
             bail!(
                 "--arena shrink with --cuda-graphs on: CUDA graphs replay the addresses their \
                  buffers had when captured, which a shrinking arena gives back after every run"
@@ -224,59 +218,61 @@ impl RuntimeArgs {
         Ok(())
     }
 
-    /// The flags of these settings and of `device` given a value other than their default:
-    /// what a run that does not run the model (or runs it without some of them) must refuse
-    /// rather than ignore.
-    pub fn given(&self, device: &DeviceArgs) -> Vec<&'static str> {
+    /// The flags given a value other than their default: what a run that does not run the
+    /// model (or runs it without some of them) must refuse rather than ignore.
+    pub fn given(&self) -> Vec<&'static str> {
+        let (device, flags) = (&self.device, &self.runtime);
         let defaults = RuntimeArgs::default();
         [
             ("--device", device.device != Device::Cpu),
             ("--threads", device.threads != 0),
-            ("--tf32", self.tf32 != defaults.tf32),
-            ("--io-binding", self.io_binding != defaults.io_binding),
-            ("--overlap", self.overlap != defaults.overlap),
-            ("--cuda-graphs", self.cuda_graphs != defaults.cuda_graphs),
-            ("--arena", self.arena != defaults.arena),
+            ("--tf32", flags.tf32 != defaults.tf32),
+            ("--io-binding", flags.io_binding != defaults.io_binding),
+            ("--overlap", flags.overlap != defaults.overlap),
+            ("--cuda-graphs", flags.cuda_graphs != defaults.cuda_graphs),
+            ("--arena", flags.arena != defaults.arena),
             (
                 "--graph-optimization",
-                self.graph_optimization != defaults.graph_optimization,
+                flags.graph_optimization != defaults.graph_optimization,
             ),
             (
                 "--batch-windows",
-                self.batch_windows != defaults.batch_windows,
+                flags.batch_windows != defaults.batch_windows,
             ),
-            ("--cache-mb", self.cache_mb != defaults.cache_mb),
-            ("--no-prefix-reuse", self.no_prefix_reuse),
-            ("--mask-batch", self.mask_batch != defaults.mask_batch),
+            ("--cache-mb", flags.cache_mb != defaults.cache_mb),
+            ("--no-prefix-reuse", flags.no_prefix_reuse),
+            ("--mask-batch", flags.mask_batch != defaults.mask_batch),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
         .collect()
     }
 
-    /// The runtime's settings for opening the model on `device` (checked by
-    /// [`RuntimeArgs::check`] before any work).
-    pub fn runtime_options(&self, device: &DeviceArgs, verify_hashes: bool) -> RuntimeOptions {
+    /// The runtime's settings for opening the model on the device (checked by
+    /// [`RuntimeFlags::check`] before any work).
+    pub fn runtime_options(&self, verify_hashes: bool) -> RuntimeOptions {
+        let (device, flags) = (&self.device, &self.runtime);
         RuntimeOptions {
             device: device.device,
             threads: device.threads,
             verify_hashes,
-            arena: self.arena.setting(device.device, self.mask_batch),
-            io_binding: self.io_binding.setting(),
-            overlap: self.overlap.setting(),
-            cuda_graphs: self.cuda_graphs == Switch::On,
-            tf32: self.tf32.map(|switch| switch == Switch::On),
-            graph_optimization: self.graph_optimization,
+            arena: flags.arena.setting(device.device, flags.mask_batch),
+            io_binding: flags.io_binding.setting(),
+            overlap: flags.overlap.setting(),
+            cuda_graphs: flags.cuda_graphs == Switch::On,
+            tf32: flags.tf32.map(|switch| switch == Switch::On),
+            graph_optimization: flags.graph_optimization,
         }
     }
 
     /// The evaluator's settings: windows a pass, the prefix cache, masks a block call.
     pub fn eval_options(&self) -> Result<EvalOptions> {
+        let flags = &self.runtime;
         Ok(EvalOptions {
-            batch_windows: self.batch_windows,
-            cache_bytes: cache_bytes(self.cache_mb)?,
-            reuse_prefixes: !self.no_prefix_reuse,
-            mask_batch: self.mask_batch,
+            batch_windows: flags.batch_windows,
+            cache_bytes: cache_bytes(flags.cache_mb)?,
+            reuse_prefixes: !flags.no_prefix_reuse,
+            mask_batch: flags.mask_batch,
             ..EvalOptions::default()
         })
     }
@@ -290,23 +286,17 @@ mod tests {
     #[derive(Parser)]
     struct Stage {
         #[command(flatten)]
-        device: DeviceArgs,
-        #[command(flatten)]
-        runtime: RuntimeArgs,
+        runtime: RuntimeFlags,
     }
 
-    fn parse(flags: &str) -> Stage {
+    fn parse(flags: &str) -> RuntimeFlags {
         Stage::try_parse_from(std::iter::once("stage").chain(flags.split_whitespace()))
             .expect("flags parse")
+            .runtime
     }
 
     fn refusal(flags: &str) -> String {
-        let stage = parse(flags);
-        stage
-            .runtime
-            .check(stage.device.device)
-            .expect_err(flags)
-            .to_string()
+        parse(flags).check().expect_err(flags).to_string()
     }
 
     #[test]
@@ -323,15 +313,11 @@ mod tests {
         let message = refusal("--arena keep-exact");
         assert!(message.starts_with("--arena keep-exact"), "{message}");
         assert!(message.contains("--device is cpu"), "{message}");
-        let stage = parse("--device cuda --arena keep-exact --cuda-graphs on --mask-batch 8");
-        stage
-            .runtime
-            .check(stage.device.device)
+        parse("--device cuda --arena keep-exact --cuda-graphs on --mask-batch 8")
+            .check()
             .expect("CUDA settings");
-        let stage = parse("--tf32 off --io-binding on --arena shrink --mask-batch 4");
-        stage
-            .runtime
-            .check(stage.device.device)
+        parse("--tf32 off --io-binding on --arena shrink --mask-batch 4")
+            .check()
             .expect("CPU settings");
     }
 
@@ -343,10 +329,10 @@ mod tests {
             format!("{:?}", none.runtime),
             format!("{:?}", RuntimeArgs::default())
         );
-        assert!(none.runtime.given(&none.device).is_empty());
+        assert!(none.given().is_empty());
         let some = parse("--device cuda --threads 2 --mask-batch 4 --cache-mb 8 --tf32 off");
         assert_eq!(
-            some.runtime.given(&some.device),
+            some.given(),
             [
                 "--device",
                 "--threads",
@@ -360,7 +346,7 @@ mod tests {
              --batch-windows 2 --no-prefix-reuse",
         );
         assert_eq!(
-            rest.runtime.given(&rest.device),
+            rest.given(),
             [
                 "--io-binding",
                 "--overlap",
@@ -379,7 +365,7 @@ mod tests {
             "--threads 1 --io-binding on --mask-batch 4 --cache-mb 8 --batch-windows 2 --tf32 off \
              --graph-optimization basic",
         );
-        let runtime = stage.runtime.runtime_options(&stage.device, false);
+        let runtime = stage.runtime_options(false);
         assert_eq!(runtime.threads, 1);
         assert_eq!(runtime.graph_optimization, GraphOptimization::Basic);
         assert!(!runtime.verify_hashes);
@@ -388,7 +374,7 @@ mod tests {
         assert_eq!(runtime.tf32, Some(false));
         // Batched masks on the CPU: no arena (the runtime's default for the device).
         assert_eq!(runtime.arena, Arena::Off);
-        let eval = stage.runtime.eval_options().expect("options");
+        let eval = stage.eval_options().expect("options");
         assert_eq!(
             (eval.mask_batch, eval.cache_bytes, eval.batch_windows),
             (4, 8 << 20, 2)
@@ -396,7 +382,7 @@ mod tests {
         assert!(eval.reuse_prefixes);
         // The defaults are the runtime's and the evaluator's own.
         let stage = parse("");
-        let runtime = stage.runtime.runtime_options(&stage.device, true);
+        let runtime = stage.runtime_options(true);
         let default = RuntimeOptions::default();
         assert_eq!(
             (
@@ -416,7 +402,7 @@ mod tests {
                 default.graph_optimization
             )
         );
-        let eval = stage.runtime.eval_options().expect("options");
+        let eval = stage.eval_options().expect("options");
         let default = EvalOptions::default();
         assert_eq!(
             (
@@ -481,11 +467,5 @@ mod tests {
                 "{setting} is no flag of RuntimeFlags: {flags:?}"
             );
         }
-        // RuntimeFlags' check is RuntimeArgs::check on its own device.
-        let check = Check::try_parse_from(["check", "--tf32", "on"]).expect("flags parse");
-        assert_eq!(
-            check.flags.check().expect_err("--tf32 on, cpu").to_string(),
-            refusal("--tf32 on")
-        );
     }
 }

@@ -14,9 +14,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
-use layerprune_cli_common::{
-    command_line, count, run, DeviceArgs, Io, OutputLocks, RuntimeArgs, RuntimeFlags,
-};
+use layerprune_cli_common::{command_line, count, run, Io, OutputLocks, RuntimeFlags};
 use layerprune_core::Mask;
 use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
@@ -124,9 +122,7 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
-    device: DeviceArgs,
-    #[command(flatten)]
-    runtime: RuntimeArgs,
+    runtime: RuntimeFlags,
     /// Masks per checkpoint of the output file (taken in prefix order, so that the masks of a
     /// checkpoint share their prefixes' hidden states, and each checkpoint starts from the
     /// prefix the last one left: the size does not change the blocks run). A checkpoint is
@@ -168,9 +164,9 @@ struct Args {
 const CHECK_RUNTIME_FLAGS: &str = "check-runtime-flags";
 
 /// `evaluate check-runtime-flags`: the device and runtime flags alone, without inputs or
-/// outputs, parsed and checked as a run parses and checks them (the flags every stage that runs
-/// the model shares, `RuntimeFlags`). A workflow asks it before it starts any job, rather than
-/// keep a copy of the rules, which drifts.
+/// outputs, parsed and checked as a run parses and checks them (the `RuntimeFlags` every stage
+/// that runs the model flattens, and their one check). A workflow asks it before it starts any
+/// job, rather than keep a copy of the rules, which drifts.
 #[derive(Parser, Debug)]
 #[command(
     name = "evaluate check-runtime-flags",
@@ -206,7 +202,7 @@ fn main() -> ExitCode {
             return check.flags.check();
         }
         let args = Args::parse();
-        args.device.set_thread_budget();
+        args.runtime.device.set_thread_budget();
         let _outputs = check_io(&args)?;
         if let Some(task_list) = args.tasks.clone() {
             tasks::evaluate_tasks(&args, &task_list)
@@ -221,10 +217,10 @@ fn main() -> ExitCode {
 /// Refuses, before any work, outputs that would replace an input (the model's files, the
 /// token, mask and shard tables, the task files), that are not regular files, or whose folder
 /// is missing or cannot be written; and runtime flags the device cannot have
-/// (`RuntimeArgs::check`). The outputs stay locked while the returned locks are held; the
+/// (`RuntimeFlags::check`). The outputs stay locked while the returned locks are held; the
 /// table a run resumes (--out, or --choices-out with --tasks) is locked by the library.
 fn check_io(args: &Args) -> Result<OutputLocks> {
-    args.runtime.check(args.device.device)?;
+    args.runtime.check()?;
     // A flag of the other kind of run is refused, not ignored. (clap's `requires = "tasks"`
     // is not enforced once --tokens, which conflicts with --tasks, is given.)
     if args.tasks.is_none() {
@@ -280,14 +276,14 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
     if args.tasks.is_some() {
         // The task run batches its questions by --batch-tokens, one mask at a time.
         for flag in ["--batch-windows", "--mask-batch"] {
-            if args.runtime.given(&args.device).contains(&flag) {
+            if args.runtime.given().contains(&flag) {
                 bail!("{flag} is for a run over token windows; with --tasks use --batch-tokens");
             }
         }
     }
     if !args.merge.is_empty() {
         // A merge joins tables: it runs no model (with --tasks it reads the model's files).
-        let mut ignored = args.runtime.given(&args.device);
+        let mut ignored = args.runtime.given();
         for (flag, given) in [
             ("--model", args.model.is_some() && args.tasks.is_none()),
             ("--tokens", args.tokens.is_some()),
@@ -387,7 +383,7 @@ fn evaluate(args: &Args) -> Result<()> {
         masks: mask_source(args)?,
         shard: args.shard,
         out: args.out.clone(),
-        runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
+        runtime: args.runtime.runtime_options(!args.no_verify),
         options: args.runtime.eval_options()?,
         checkpoint_every,
         max_new_masks: args.max_new_masks,

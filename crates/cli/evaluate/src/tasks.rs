@@ -55,7 +55,7 @@ pub fn evaluate_tasks(args: &Args, task_list: &str) -> Result<()> {
         out: args.out.clone(),
         choices_out: choices_out.clone(),
         accuracy_out: accuracy_out.clone(),
-        runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
+        runtime: args.runtime.runtime_options(!args.no_verify),
         options: ChoiceOptions {
             batch_tokens: args.batch_tokens,
             max_length: args.max_length,

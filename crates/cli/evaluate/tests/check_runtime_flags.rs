@@ -44,7 +44,7 @@ fn first_line(out: &Output) -> String {
 #[test]
 fn the_flags_a_run_refuses_are_refused_alike() {
     for (flags, status, says) in [
-        // RuntimeArgs::check (exit status 1): every refusal it has.
+        // RuntimeFlags::check (exit status 1): every refusal it has.
         (
             "--tf32 on",
             1,

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{
-    check_folder_outside_inputs, command_line, count, run, DeviceArgs, Io, RuntimeArgs,
+    check_folder_outside_inputs, command_line, count, run, Io, RuntimeFlags,
 };
 use layerprune_evaluation::frontier::FrontierRun;
 use layerprune_evaluation::MeasuredOtherwise;
@@ -83,9 +83,7 @@ struct Args {
     #[arg(long)]
     replace_cache_measured_otherwise: bool,
     #[command(flatten)]
-    device: DeviceArgs,
-    #[command(flatten)]
-    runtime: RuntimeArgs,
+    runtime: RuntimeFlags,
     /// Skip checking the model files' sha256 against the manifest.
     #[arg(long)]
     no_verify: bool,
@@ -127,8 +125,8 @@ const DEFAULT_BUDGETS: &str = "least,0.25sleb,0.5sleb,sleb,2000";
 const DEFAULT_SHAPLEY_MASKS: usize = 200;
 
 fn main_body(args: Args) -> Result<()> {
-    args.device.set_thread_budget();
-    args.runtime.check(args.device.device)?;
+    args.runtime.device.set_thread_budget();
+    args.runtime.check()?;
     // A setting of a method that is not played would be ignored: refused, naming the method.
     let plays = |method: FrontierMethod| args.methods.contains(&method);
     let adaptive = plays(FrontierMethod::Adaptive) || plays(FrontierMethod::AdaptiveRaced);
@@ -178,7 +176,7 @@ fn main_body(args: Args) -> Result<()> {
         cache_measured_otherwise: MeasuredOtherwise::replace_if(
             args.replace_cache_measured_otherwise,
         ),
-        runtime: args.runtime.runtime_options(&args.device, !args.no_verify),
+        runtime: args.runtime.runtime_options(!args.no_verify),
         evaluation: args.runtime.eval_options()?,
         provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line())
             .with_seed(seed),

@@ -11,10 +11,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
-use layerprune_cli_common::{run, Device, DeviceArgs, Io};
+use layerprune_cli_common::{run, Device, DeviceArgs, Io, SourceFilesArgs};
 use layerprune_quantize::{
     check_calibration, quantize_folder_to, quantize_single_file, write_single_file, Calibration,
-    FolderOptions, GraphReport, Scheme, SourceFiles, INT4_BLOCK_SIZES,
+    FolderOptions, GraphReport, Scheme, INT4_BLOCK_SIZES,
 };
 use layerprune_tables::read_tokens;
 
@@ -103,15 +103,8 @@ struct Args {
     /// which are never replaced.
     #[arg(long)]
     overwrite: bool,
-    /// Hard-link the files a layered --out takes unchanged from --model (the float weights of
-    /// what stays float: the embedding's, the head's with --exclude-head) instead of copying
-    /// them. Saves that disk where both folders share a file system, but the onnx Python
-    /// package then refuses to `onnx.load` the graphs that read them, in both folders (a weight
-    /// file with several links; ONNX Runtime and the stages read them as before). Copies (the
-    /// default) share their blocks copy-on-write on btrfs, or XFS with reflinks; elsewhere they
-    /// take that disk again.
-    #[arg(long)]
-    hard_link_source_files: bool,
+    #[command(flatten)]
+    source_files: SourceFilesArgs,
     /// Print every quantized MatMul.
     #[arg(long)]
     verbose: bool,
@@ -201,13 +194,12 @@ fn quantize(args: Args) -> Result<()> {
     } else {
         Vec::new()
     };
-    // An existing --out is replaced only with --overwrite (a rerun's too), and a layerprune
-    // table or a fitted surrogate at a file's --out (`--out x.json`) never.
+    // An existing --out, a folder or a file, is replaced only with --overwrite (a rerun's too),
+    // and a layerprune table or a fitted surrogate at a file's --out (`--out x.json`) never.
     let io = Io::new()
         .input(&args.model)
         .inputs(&graph_inputs)
         .input_opt(args.tokens.as_deref())
-        .overwrite(args.overwrite)
         .existing_refused_unless(args.overwrite, "--out", &args.out);
     let _outputs = if args.model.is_dir() {
         io.output_folder("--out", &args.out)
@@ -232,7 +224,7 @@ fn quantize(args: Args) -> Result<()> {
     if args.method == MethodArg::Rtn && args.damp.is_some() {
         bail!("--damp is for --method gptq");
     }
-    if args.hard_link_source_files && !args.model.is_dir() {
+    if args.source_files.hard_link_source_files && !args.model.is_dir() {
         bail!("--hard-link-source-files applies to a layered model folder: the output of one .onnx file holds every tensor itself; leave it out");
     }
     if args.no_verify && !args.model.is_dir() {
@@ -267,12 +259,11 @@ fn quantize(args: Args) -> Result<()> {
             threads: args.device.threads,
         };
         // Each graph's files go into the folder being built as soon as the graph is done.
-        let source_files = SourceFiles::hard_links_if(args.hard_link_source_files);
         let quantized = quantize_folder_to(
             &args.model,
             &args.out,
             &options,
-            source_files,
+            args.source_files.source_files(),
             args.overwrite,
         )?;
         for (file, report) in &quantized.reports {

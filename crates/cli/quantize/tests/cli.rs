@@ -216,8 +216,12 @@ fn a_file_out_never_replaces_a_table_or_surrogate_and_another_file_only_with_ove
         let before = std::fs::read(path).unwrap();
         let result = run(path, false);
         assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+        // Refused as an existing folder --out is, in the same words.
         assert!(
-            stderr(&result).contains("already exists; pass --overwrite to replace it"),
+            stderr(&result).contains(&format!(
+                "--out {}: already exists; pass --overwrite to replace it",
+                path.display()
+            )),
             "{}",
             stderr(&result)
         );
@@ -362,7 +366,9 @@ fn bad_input_exits_with_status_2_and_the_reason() {
     let result = quantize(&["--model", model, "--out", out, "--scheme", "int8"]);
     assert_eq!(result.status.code(), Some(1));
     assert!(
-        stderr(&result).contains("already exists; pass --overwrite"),
+        stderr(&result).contains(&format!(
+            "--out {out}: already exists; pass --overwrite to replace it"
+        )),
         "{}",
         stderr(&result)
     );
