@@ -372,5 +372,9 @@ ifneq ($(and $(WORKFLOW_CONFIG),$(filter --config=% -C%,$(filter-out -C,$(SNAKEM
 $(error make workflow: SNAKEMAKE_ARGS' $(firstword $(filter --config=% -C%,$(filter-out -C,$(SNAKEMAKE_ARGS)))) holds one value alone, and $(WORKFLOW_CONFIG) (from $(foreach key,$(WORKFLOW_PATHS_GIVEN),$(call workflow_name,$(key)))) cannot join it: write --config KEY=VALUE (a space after --config))
 endif
 endif
-workflow: venv-workflow
+# The stages are built first (cargo: a no-op when they are current), as for make demo: the
+# Snakefile builds only stages that are missing, so after a `git pull` it ran the old binaries
+# (an evaluate older than `check-runtime-flags` was warned about at load). BIN given: the user's
+# binaries, taken as they are.
+workflow: venv-workflow $(if $(filter command line,$(origin BIN)),,$(STAGES))
 	$(VENV_WORKFLOW)/bin/snakemake -s pipelines/Snakefile --profile pipelines/profiles/local $(WORKFLOW_ARGS)

@@ -127,7 +127,7 @@ endif
 # run remakes what those settings affect and nothing else.
 .PHONY: FORCE
 FORCE:
-# $(call settings_stamp_at,PATH,VALUES[,ON_CHANGE[,INPUTS]]); $(call settings_stamp,NAME,VALUES[,ON_CHANGE[,INPUTS]])
+# $(call settings_stamp_at,PATH,VALUES[,ON_CHANGE[,INPUTS[,ADOPT]]]); $(call settings_stamp,NAME,VALUES[,ON_CHANGE[,INPUTS]])
 # is the demo's $(RUN)/.settings/NAME. ON_CHANGE: shell commands, each ending in `;`, run when
 # the values change (not when the stamp is first written), e.g. dropping a cache measured with
 # the old ones. INPUTS: the files read by path whose identity the stamp records besides
@@ -143,6 +143,12 @@ FORCE:
 # without ON_CHANGE, so that the upgrade itself remakes nothing and drops no cache (the stages
 # still refuse a table of another model, tokens or device); a setting changed in the same command
 # as the upgrade is then not seen: run make once before changing one.
+# ADOPT: for a stamp that did not exist when what it guards was made (a folder of an older
+# makefile), a shell command run when the stamp is written for the first time: it prints the
+# output it finds made from what the stamp records (checked by what the output records itself,
+# pipelines/made_from.py), or nothing; the new stamp then takes that output's time, so that the
+# new stamp remakes nothing (without one, a first stamp is new, and what depends on it is made
+# again). `make -n` cannot run it: until a run has written the stamp, it lists those outputs.
 # The new content is written to a file of its own (mktemp), so two makes on one run folder (two
 # `make prune K=` at once) never rename each other's.
 #
@@ -170,7 +176,7 @@ stamp_identity = $(if $(call stamp_inputs_unchanged,$(1),$(2)),$(call file_text,
 # rule would write now (a missing input makes its stamp again).
 stamp_text = $(2)$(newline)$(if $(strip $(3)),$(call stamp_identity,$(1),$(3))$(newline))$(STAMP_FORMAT)
 stamp_outdated = $(strip $(if $(wildcard $(1)),$(if $(filter-out $(wildcard $(3)),$(3)),missing input,$(call text_differs,$(call file_text,$(1)),$(call stamp_text,$(1),$(2),$(3)))),missing))
-# $(call stamp_update,STAMP,VALUES,ON_CHANGE,INPUTS): the recipe that writes STAMP when what it
+# $(call stamp_update,STAMP,VALUES,ON_CHANGE,INPUTS,ADOPT): the recipe that writes STAMP when what it
 # would hold changed. With INPUTS, it records their identity in $(call stamp_checked,STAMP) too,
 # dated when they were identified, or the stamp's own time when none changed since that (so that
 # the stamp is not older than it: `make -n` would list `:` for it).
@@ -182,19 +188,21 @@ define stamp_update
 	if cmp -s $$$$new $(1); then rm -f $$$$new; \
 	elif [ -e $(1) ] && [ "$$$$(tail -n 1 $(1))" != '$(STAMP_FORMAT)' ]; then \
 	  touch -r $(1) $$$$new; mv -f $$$$new $(1); \
+	$(if $(strip $(5)),elif [ ! -e $(1) ] && adopted=$$$$($(5)) && [ -n "$$$$adopted" ]; then \
+	  touch -r "$$$$adopted" $$$$new; mv -f $$$$new $(1); )\
 	else if [ -e $(1) ]; then $(3) :; fi; mv -f $$$$new $(1); fi \
 	$(if $(strip $(4)),&& { [ -n "$$$$(find $(4) -maxdepth 0 -cnewer $(1) -print)" ] || touch -r $(1) $$$$new.checked; } \
 	  && mv -f $$$$new.checked $(call stamp_checked,$(1)))
 endef
-settings_stamp_at = $(call stamp_rules,$(1),$(2),$(3),$(4),$(call stamp_outdated,$(1),$(2),$(4)))
-# $(call stamp_rules,STAMP,VALUES,ON_CHANGE,INPUTS,OUTDATED): settings_stamp_at's rules, given
-# whether the stamp is out of date.
+settings_stamp_at = $(call stamp_rules,$(1),$(2),$(3),$(4),$(call stamp_outdated,$(1),$(2),$(4)),$(5))
+# $(call stamp_rules,STAMP,VALUES,ON_CHANGE,INPUTS,OUTDATED,ADOPT): settings_stamp_at's rules,
+# given whether the stamp is out of date.
 define stamp_rules
 $(if $(5),$(1): FORCE $(if $(strip $(4)),| $(call stamp_checked,$(1)))
-$(call stamp_update,$(1),$(2),$(3),$(4)),$(1): $(if $(strip $(4)),$(call stamp_checked,$(1)))
+$(call stamp_update,$(1),$(2),$(3),$(4),$(6)),$(1): $(if $(strip $(4)),$(call stamp_checked,$(1)))
 	+@:)
 $(if $(strip $(4)),$(call stamp_checked,$(1)): $(4)
-$(call stamp_update,$(1),$(2),$(3),$(4)))
+$(call stamp_update,$(1),$(2),$(3),$(4),$(6)))
 endef
 settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3),$(4))
 

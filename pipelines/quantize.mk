@@ -37,24 +37,39 @@ endif
 # from (QUANT is named after MODEL_NAME alone), and the quantized run's own.
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/model,$(MODEL_PATH_STAMPED),,$(MODEL_INPUT)))
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/device,$(MODEL_RUNTIME)))
+# Each scheme's quantize arguments (QUANT_ARGS_<scheme>, `--flag=value` as `--flag value`), a
+# stamp per scheme, so that new arguments quantize that scheme's models again and no other's
+# (until 2026-12-07 they were in no stamp: changing them remade nothing). Folders made before
+# then take the new stamp, dated as the oldest of them, when the arguments are this file's
+# (nothing recorded a command line's): quantized again, the full model's folder would have
+# measured every mask of the quantized run again.
+QUANT_STAMPED_SCHEMES := $(sort $(QUANT_SCHEMES) $(QUANT_FIRST))
+quant_scheme_args = $(strip $(call flags_among,,all,$(QUANT_ARGS_$(1))))
+quant_scheme_folders = $(QUANT)/full-$(1)/manifest.json $(QUANT)/pruned-k$(K_PRUNED)-$(1)/manifest.json
+$(foreach s,$(QUANT_STAMPED_SCHEMES),$(eval $(call settings_stamp_at,$(QUANT)/.settings/scheme-$(s),$(call quant_scheme_args,$(s)),,,\
+  $(if $(filter file,$(origin QUANT_ARGS_$(s))),ls -1tr $(call quant_scheme_folders,$(s)) 2>/dev/null | head -n 1))))
 # The demo's pruned folder the pruned models are quantized from, by its path and identity (its
 # manifest's hash, which another plan changes): QUANT is named after the model alone, so another
 # RUN, or another plan's folder put there with its old time, remakes them. (Until 2026-12-07 they
 # were compared by time alone: a RUN whose pruned folder was older kept them, and `make
 # quantize-bench` measured the previous run's plan.) The folder is order-only: its stamp records
 # what it is, so one written again unchanged quantizes nothing again.
+# Quantized folders made before the stamp (2026-12-07) take it, dated as the oldest of them, when
+# each records the folder's model id as its source (pipelines/made_from.py quantized).
 QUANT_PRUNED_SOURCE := $(RUN)/pruned-k$(K_PRUNED)
-$(eval $(call settings_stamp_at,$(QUANT)/.settings/pruned-k$(K_PRUNED),$(call stamped_path,$(QUANT_PRUNED_SOURCE)),,$(QUANT_PRUNED_SOURCE)/manifest.json))
+$(eval $(call settings_stamp_at,$(QUANT)/.settings/pruned-k$(K_PRUNED),$(call stamped_path,$(QUANT_PRUNED_SOURCE)),,\
+  $(QUANT_PRUNED_SOURCE)/manifest.json,$(PYTHON) pipelines/made_from.py quantized $(QUANT_PRUNED_SOURCE) \
+  $(foreach s,$(QUANT_STAMPED_SCHEMES),$(QUANT)/pruned-k$(K_PRUNED)-$(s))))
 
 # The full model, quantized (the model folder order-only: its stamp records what it is).
-$(QUANT)/full-%/manifest.json: $(QUANT)/.settings/model | $(BIN)/quantize $(MODEL_INPUT)
+$(QUANT)/full-%/manifest.json: $(QUANT)/.settings/model $(QUANT)/.settings/scheme-% | $(BIN)/quantize $(MODEL_INPUT)
 	@mkdir -p $(QUANT)
 	$(BIN)/quantize --model $(MODEL_DIR) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
 
 # prune → quantize: the demo's pruned model (the recommended method's plan, K_PRUNED blocks),
 # quantized.
-$(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(QUANT)/.settings/pruned-k$(K_PRUNED) | $(BIN)/quantize \
-                                            $(QUANT_PRUNED_SOURCE)/manifest.json
+$(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(QUANT)/.settings/pruned-k$(K_PRUNED) $(QUANT)/.settings/scheme-% \
+                                            | $(BIN)/quantize $(QUANT_PRUNED_SOURCE)/manifest.json
 	@mkdir -p $(QUANT)
 	$(BIN)/quantize --model $(QUANT_PRUNED_SOURCE) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
 
@@ -66,12 +81,19 @@ $(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(QUANT)/.settings/pruned-k$(K_PRU
 # above: QRUN is named after the model and scheme alone, so another RUN, or other tables in it,
 # measure again (the stamp, newer, drops a checkpoint of the old ones), and a table touched or
 # made again unchanged does not. (Until 2026-12-07 they were compared by time alone: a RUN whose
-# tables were older than QRUN's kept the previous run's measurements.)
+# tables were older than QRUN's kept the previous run's measurements.) A table made before these
+# stamps takes its stamp, dated as the table, when what it records it was measured from is RUN's
+# tables now (pipelines/made_from.py: the evaluations exactly RUN's masks, measured on its
+# calibration tokens; the plan measured on its evaluation tokens): the stamps' upgrade measures
+# nothing again.
 QRUN := $(QUANT)/run-$(QUANT_FIRST)
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/surrogates,$(SEED) $(SURROGATE_RIDGE)))
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/device,$(MODEL_RUNTIME)))
-$(eval $(call settings_stamp_at,$(QRUN)/.settings/calibration,$(call stamped_path,$(RUN)),,$(RUN)/masks.parquet $(RUN)/tokens-calib.parquet))
-$(eval $(call settings_stamp_at,$(QRUN)/.settings/tokens-eval,$(call stamped_path,$(RUN)),,$(RUN)/tokens-eval.parquet))
+$(eval $(call settings_stamp_at,$(QRUN)/.settings/calibration,$(call stamped_path,$(RUN)),,\
+  $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet,$(PYTHON) pipelines/made_from.py evaluations $(BIN) \
+  $(QRUN)/evaluations.parquet $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet))
+$(eval $(call settings_stamp_at,$(QRUN)/.settings/tokens-eval,$(call stamped_path,$(RUN)),,$(RUN)/tokens-eval.parquet,\
+  $(PYTHON) pipelines/made_from.py plan $(BIN) $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet $(RUN)/tokens-eval.parquet))
 $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(QRUN)/.settings/calibration \
                              $(QRUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect $(RUN)/masks.parquet \
                              $(RUN)/tokens-calib.parquet

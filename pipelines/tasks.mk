@@ -37,7 +37,7 @@ TASKS_UNKNOWN := $(patsubst ?%,%,$(filter ?%,$(TASK_LIST)))
 $(call setting_matches,TASK_SUBSAMPLE,0|[1-9][0-9]*,must be a number of questions per task (0: the whole validation splits; without leading zeros))
 ifneq ($(filter tasks tasks-crosscheck $(TASK_RUN)/.settings/questions,$(MAKECMDGOALS)),)
 ifneq ($(or $(TASKS_UNKNOWN),$(if $(strip $(TASK_LIST)),,none)),)
-$(error TASKS='$(TASKS)': $(if $(TASKS_UNKNOWN),no task $(TASKS_UNKNOWN),no task named); give all or some of $(TASK_NAMES) (evaluate --tasks; docs/tasks.md))
+$(error TASKS='$(TASKS)': $(if $(filter all,$(TASKS_UNKNOWN)),all stands alone (every task: give it without task names),$(if $(TASKS_UNKNOWN),no task $(TASKS_UNKNOWN),no task named)); give all or some of $(TASK_NAMES) (evaluate --tasks; docs/tasks.md))
 endif
 endif
 TASK_METHODS ?= $(RESULTS_METHODS)
@@ -115,19 +115,15 @@ TASK_QUESTIONS_VALUES := $(MODEL_PATH_STAMPED) $(TASK_LIST) $(TASK_SUBSAMPLE) $(
 TASK_QUESTIONS_INPUTS := $(MODEL_INPUT) $(TASK_DATA)/.complete
 # A stamp written before 2026-12-06 on CUDA holds those two flags, and one written before
 # 2026-12-07 its tasks (its second word) as TASKS was given: where it differs from the stamp now by
-# them alone, it is the same run written otherwise, rewritten without setting the tables aside
-# (they were computed alike, on the same questions).
-# $(call without_window_batching,WORDS): WORDS without --mask-batch and --batch-windows and their
-# values (after a space or '=').
-without_window_batching = $(shell printf '%s\n' $(foreach word,$(1),'$(word)') | awk \
-  '{ name = $$0; sub(/=.*/, "", name) } value { value = 0; next } $$0 == "--mask-batch" || $$0 == "--batch-windows" { value = 1; next } \
-   name == "--mask-batch" || name == "--batch-windows" { next } { printf " %s", $$0 }')
+# them alone (the flags dropped with their values by flags_among, layerprune.mk), it is the same
+# run written otherwise, rewritten without setting the tables aside (they were computed alike, on
+# the same questions).
 # $(call tasks_written_now,WORDS): WORDS with their second, the tasks, as task_list writes them.
 tasks_written_now = $(word 1,$(1)) $(call task_list,$(word 2,$(1))) $(wordlist 3,$(words $(1)),$(1))
 TASK_QUESTIONS_BEFORE := $(if $(wildcard $(TASK_QUESTIONS)),$(file <$(TASK_QUESTIONS)))
 TASK_WINDOW_BATCHING_BEFORE := $(or $(findstring --mask-batch,$(TASK_QUESTIONS_BEFORE)),$(findstring --batch-windows,$(TASK_QUESTIONS_BEFORE)))
 # The stamp before and now as one line each (expanded only when compared).
-TASK_QUESTIONS_BEFORE_NOW = $(strip $(call tasks_written_now,$(if $(TASK_WINDOW_BATCHING_BEFORE),$(call without_window_batching,$(TASK_QUESTIONS_BEFORE)),$(TASK_QUESTIONS_BEFORE))))
+TASK_QUESTIONS_BEFORE_NOW = $(strip $(call tasks_written_now,$(if $(TASK_WINDOW_BATCHING_BEFORE),$(call flags_among,--mask-batch --batch-windows,drop,$(TASK_QUESTIONS_BEFORE)),$(TASK_QUESTIONS_BEFORE))))
 TASK_QUESTIONS_NOW = $(strip $(subst $(newline), ,$(call stamp_text,$(TASK_QUESTIONS),$(TASK_QUESTIONS_VALUES),$(TASK_QUESTIONS_INPUTS))))
 TASK_SAME_QUESTIONS := $(if $(or $(TASK_WINDOW_BATCHING_BEFORE),$(filter-out $(TASK_LIST),$(word 2,$(TASK_QUESTIONS_BEFORE)))),$(if $(call text_differs,$(TASK_QUESTIONS_BEFORE_NOW),$(TASK_QUESTIONS_NOW)),,yes))
 $(eval $(call settings_stamp_at,$(TASK_QUESTIONS),$(TASK_QUESTIONS_VALUES),\

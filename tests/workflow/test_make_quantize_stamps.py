@@ -173,3 +173,101 @@ def test_the_quantized_run_measures_another_run_s_masks_and_tokens_again(quant_m
     assert (status, ran) == (0, []), output
     status, output, _ = quant_make(b, "SEED=2", "quantize-then-prune", flags=["-q"])
     assert status == 0, output
+
+
+def test_new_quantize_arguments_quantize_that_scheme_again(quant_make, tmp_path):
+    """A scheme's arguments (QUANT_ARGS_<scheme>, which the refusal of an unknown scheme points
+    to) were in no stamp: `make quantize QUANT_ARGS_int8="--scheme int8 --exclude-head"` after a
+    run remade nothing, and `make -q` said it was up to date. Each scheme has a stamp of them."""
+    a = tmp_path / "run-a"
+    status, output, _ = quant_make(a, "quantize")
+    assert status == 0, output
+    quant = tmp_path / "build" / "quant" / "tiny-llama"
+    other = "QUANT_ARGS_int8=--scheme int8 --exclude-head"
+    status, output, listed = quant_make(a, "quantize", other, flags=["-n"])
+    assert status == 0 and sorted(name for name, _ in listed) == ["quantize", "quantize"], output
+    assert all("--scheme int8 --exclude-head" in line for _, line in listed), listed
+    status, output, _ = quant_make(a, "quantize", other, flags=["-q"])
+    assert status == 1, output
+    status, output, ran = quant_make(a, "quantize", other)
+    assert status == 0 and sorted(name for name, _ in ran) == ["quantize", "quantize"], output
+    assert (quant / ".settings" / "scheme-int8").read_text().splitlines()[0] == "--scheme int8 --exclude-head"
+    status, output, _ = quant_make(a, "quantize", other, flags=["-q"])
+    assert status == 0, output
+    # Back to the arguments of pipelines/quantize.mk: quantized again; spelled with `=`, the same.
+    status, output, ran = quant_make(a, "quantize")
+    assert status == 0 and sorted(name for name, _ in ran) == ["quantize", "quantize"], output
+    status, output, ran = quant_make(a, "quantize", "QUANT_ARGS_int8=--scheme=int8")
+    assert (status, ran) == (0, []), output
+    status, output, _ = quant_make(a, "quantize", flags=["-q"])
+    assert status == 0, output
+
+
+# The stamps added on 2026-12-07, which folders made before then lack.
+NEW_STAMPS = {"quant": ["pruned-k2", "scheme-int8", "scheme-int4-32"], "run-int4-32": ["calibration", "tokens-eval"]}
+
+
+def remove_new_stamps(quant):
+    """The quantized folders as a makefile of before 2026-12-07 left them: without those stamps
+    (and the records of their inputs' identity beside them); returns what the stamps held."""
+    held = {}
+    for folder, names in NEW_STAMPS.items():
+        base = quant if folder == "quant" else quant / folder
+        for name in names:
+            held[(folder, name)] = (base / ".settings" / name).read_text()
+            (base / ".settings" / name).unlink()
+            (base / ".checked" / name).unlink(missing_ok=True)
+    return held
+
+
+def test_quantized_folders_made_before_their_stamps_are_taken_as_they_are(quant_make, tmp_path):
+    """The stamps of 2026-12-07 were missing in folders made before, so a first run after the
+    upgrade took every output for out of date: `make quantize-then-prune` measured every mask of
+    the quantized run again (hours on a large model), and `make quantize` quantized the pruned
+    models again. A new stamp takes the time of what it guards when that records being made from
+    what the stamp records (pipelines/made_from.py); otherwise the output is made again."""
+    a, b, c = tmp_path / "run-a", tmp_path / "run-b", tmp_path / "run-c"
+    status, output, _ = quant_make(b, "SEED=2", str(b / "masks.parquet"))
+    assert status == 0, output
+    status, output, _ = quant_make(c, "EVAL_WINDOWS=3", str(c / "tokens-eval.parquet"))
+    assert status == 0, output
+    for goal in ("quantize", "quantize-then-prune"):
+        status, output, _ = quant_make(a, goal)
+        assert status == 0, output
+    quant = tmp_path / "build" / "quant" / "tiny-llama"
+    outputs = [quant / "full-int8" / "manifest.json", quant / "pruned-k2-int8" / "manifest.json",
+               quant / "full-int4-32" / "manifest.json", quant / "run-int4-32" / "evaluations.parquet",
+               quant / "run-int4-32" / "pruned-k2-plan.parquet", quant / "run-int4-32" / "pruned-k2" / "manifest.json"]
+    times = {path: path.stat().st_mtime_ns for path in outputs}
+    held = remove_new_stamps(quant)
+
+    for goal in ("quantize-then-prune", "quantize"):
+        status, output, ran = quant_make(a, goal)
+        assert (status, ran) == (0, []), output
+        assert "made before its stamp existed" in output, output
+    assert {path: path.stat().st_mtime_ns for path in outputs} == times
+    for (folder, name), text in held.items():
+        base = quant if folder == "quant" else quant / folder
+        assert (base / ".settings" / name).read_text() == text, name
+    for goal in ("quantize-then-prune", "quantize"):
+        status, output, listed = quant_make(a, goal, flags=["-n"])
+        assert (status, listed) == (0, []), output
+        status, output, _ = quant_make(a, goal, flags=["-q"])
+        assert status == 0, output
+
+    # A quantized run of other masks (another run's table in place, dated as the old): measured
+    # again, as with a stamp; the folders quantized from this run's pruned model are still taken.
+    remove_new_stamps(quant)
+    put_in_place(b / "masks.parquet", a / "masks.parquet")
+    status, output, ran = quant_make(a, "quantize-then-prune")
+    assert status == 0, output
+    evaluate = [line for name, line in ran if name == "evaluate"]
+    assert len(evaluate) == 1 and f"--masks {a}/masks.parquet" in evaluate[0], ran
+    status, output, ran = quant_make(a, "quantize")
+    assert (status, ran) == (0, []), output
+    # A plan measured on other evaluation tokens: the plan alone is measured again.
+    remove_new_stamps(quant)
+    put_in_place(c / "tokens-eval.parquet", a / "tokens-eval.parquet")
+    status, output, ran = quant_make(a, "quantize-then-prune")
+    assert status == 0, output
+    assert [(name, f"--tokens {a}/tokens-eval.parquet" in line) for name, line in ran] == [("apply-prune", True)], ran

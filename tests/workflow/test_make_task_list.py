@@ -95,8 +95,9 @@ def test_one_set_of_tasks_spelled_another_way_keeps_the_tables(tmp_path):
 
 @pytest.mark.parametrize("tasks, expected", [
     ("piqa,hellaswg", "TASKS='piqa,hellaswg': no task hellaswg; give all or some of piqa hellaswag"),
-    # `all` is every task alone, as evaluate reads it.
-    ("all,piqa", "TASKS='all,piqa': no task all;"),
+    # `all` is every task alone, as evaluate reads it: said so, not "no task all".
+    ("all,piqa", "TASKS='all,piqa': all stands alone (every task: give it without task names);"),
+    ("piqa,all,all", "TASKS='piqa,all,all': all stands alone (every task: give it without task names);"),
     ("", "TASKS='': no task named;"),
     (",", "TASKS=',': no task named;"),
 ])

@@ -324,6 +324,47 @@ exec {BIN / "evaluate"} "$@"
     assert f": {rows} of {rows} masks already evaluated" in log, log
 
 
+def mask_seconds(path):
+    """An evaluation table's wall-clock seconds by mask: two measurements of a mask differ in it."""
+    table = pq.read_table(path, columns=["mask_id", "seconds"])
+    return dict(zip(table.column("mask_id").to_pylist(), table.column("seconds").to_pylist()))
+
+
+def test_a_forced_shard_s_new_measurement_reaches_the_final_table(tmp_path, text, one_shard):
+    """Forcing one round-0 shard (`-R` naming its table) measured it again, but the same shard's
+    round-1 job, which reruns as its input is new and is not forced, took its finished table: that
+    table started from the old round-0 table, so it held the old rows of the round-0 masks, and
+    evaluations.parquet (the last round's merge) kept the old numbers. A forced shard, once
+    finished, removes its later rounds' finished tables and working files; the later round starts
+    from the new table and measures only its own masks. The same with `-f` naming the table as a
+    target, and the later round rerun by a plain run afterwards."""
+    config = write_config(tmp_path, text, shards=2, rounds=2)
+    workdir, run = tmp_path / "wd", tmp_path / "run"
+    shards = run / "shards"
+    snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
+    for forcing in (["--forcerun", str(shards / "r0-1-of-2.parquet"), "evaluations"],
+                    ["--force", str(shards / "r0-1-of-2.parquet")]):
+        before = mask_seconds(run / "evaluations.parquet")
+        other = mask_seconds(shards / "r0-0-of-2.parquet")
+        snakemake(workdir, "--configfile", str(config), "--cores", "2", *forcing)
+        if "--force" in forcing:
+            # Only the named table was made; a plain run makes what follows from it.
+            assert mask_seconds(run / "evaluations.parquet") == before
+            snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
+        again = mask_seconds(shards / "r0-1-of-2.parquet")
+        assert all(again[mask] != before[mask] for mask in again), "the forced shard measured again"
+        after = mask_seconds(run / "evaluations.parquet")
+        assert {mask: after[mask] for mask in again} == again, (forcing, "the final table has the new numbers")
+        assert {mask: after[mask] for mask in other} == other, "the other shard is as it was"
+        # Round 1 of that shard measured its new masks only, from the new round-0 table.
+        rows = pq.read_metadata(shards / "r1-1-of-2.parquet").num_rows
+        log = (run / "logs" / "evaluate-r1-1-of-2.log").read_text()
+        assert f": {len(again)} of {rows} masks already evaluated" in log, log
+        assert f"evaluated {rows - len(again)} masks in " in log, log
+        assert not list(shards.glob(".*")), "no working file is left"
+        assert_same_evaluations(one_shard / "evaluations.parquet", run / "evaluations.parquet")
+
+
 def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
     config = write_config(tmp_path, text, shards=2, rounds=1)
     result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "2")
@@ -655,6 +696,41 @@ def test_runtime_flags_are_refused_in_the_stages_words(tmp_path, text):
             words, refused.stderr[-2000:])
 
 
+def test_an_evaluate_older_than_the_workflow_is_said_to_be_so(tmp_path, text):
+    """The workflow builds only missing stages, so an `evaluate` built before `evaluate
+    check-runtime-flags` existed stays after a pull. Asked to check the flags, it refused the
+    mode's name (clap: "unexpected argument 'check-runtime-flags' found"), and the Snakefile
+    refused every command, --unlock and dry runs included, blaming the runtime flags (empty).
+    It now says the stage is older than the workflow and how to rebuild it, and goes on."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in STAGES:
+        if stage != "evaluate":
+            (bin_dir / stage).symlink_to(BIN / stage)
+    # An evaluate of before the mode: clap's refusal of the word, as such a build prints it.
+    (bin_dir / "evaluate").write_text(f"""#!/bin/sh
+if [ "$1" = check-runtime-flags ]; then
+  printf '%s\\n' "error: unexpected argument 'check-runtime-flags' found" "" \\
+    "Usage: evaluate [OPTIONS] --out <OUT>" "" "For more information, try '--help'." >&2
+  exit 2
+fi
+exec {BIN / "evaluate"} "$@"
+""")
+    (bin_dir / "evaluate").chmod(0o755)
+    config = write_config(tmp_path, text, bin=str(bin_dir), rounds=1, shards=1)
+    for args in (["-n", "evaluations"], ["--unlock"]):
+        result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "1", *args, check=False)
+        said = result.stdout + result.stderr
+        assert result.returncode == 0, said[-3000:]
+        assert f"{bin_dir}/evaluate is older than this workflow (it has no `evaluate check-runtime-flags`)" in said
+        assert "Rebuild the stages: make build, and copy them into" in said, said[-3000:]
+        assert "refuses them" not in said and "runtime_flags ''" not in said, said[-3000:]
+    # Bad flags are still the stages' to refuse, when the jobs run.
+    config = write_config(tmp_path, text, bin=str(bin_dir), rounds=1, shards=1, runtime_flags="--tf32 maybe")
+    result = snakemake(tmp_path / "wd", "--configfile", str(config), "--cores", "1", "evaluations", check=False)
+    assert result.returncode != 0 and "Error in rule" in result.stdout + result.stderr
+
+
 def test_list_settings_and_what_make_accepts_pass(tmp_path, text):
     # ks as a YAML list (as methods), an empty pruned_formats, YAML's `bos: off` (read as false),
     # every spelling of apply-prune's --budget, runtime_flags as a YAML list of its words.
@@ -794,10 +870,15 @@ def test_what_a_changed_setting_reruns(tmp_path, text):
     # On CUDA, where every job runs again anyway (another device), the defaults there (--tf32 on)
     # leave the jobs' commands as they are without them: the job counts alone could not tell.
     def commands(*settings):
+        """The command lines of the stages that run the model, as a dry run prints them (a
+        one-line command after "Shell command:"; a shard's evaluate after
+        pipelines/evaluate_shard.sh's own arguments); not the merges, which run none."""
         result = snakemake(workdir, "evaluations", "-n", "-p", "--cores", "2", "--configfile",
                            str(config), "--config", *settings)
-        return [line.strip() for line in result.stdout.splitlines()
-                if line.strip().startswith(f"{BIN}/")]
+        lines = [line.strip().removeprefix("Shell command: ") for line in result.stdout.splitlines()]
+        shard = f"sh {ROOT}/pipelines/evaluate_shard.sh "
+        return [line[line.index(f"{BIN}/evaluate "):] if line.startswith(shard) else line
+                for line in lines if line.startswith((f"{BIN}/", shard)) and " --merge " not in line]
 
     cuda = ["device=cuda", f"ort_dylib={ort}"]
     plain = commands(*cuda)

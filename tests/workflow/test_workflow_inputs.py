@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -401,7 +402,10 @@ exec {BIN / "evaluate"} "$@"
     config = write_config(tmp_path, text, rounds=1, shards=2, bin=str(bin_dir))
     workdir, run = tmp_path / "wd", tmp_path / "run"
     snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations")
-    assert [json.loads(line) for line in environments.read_text().splitlines()] == [{"all": False, "files": []}] * 2
+    given = [json.loads(line) for line in environments.read_text().splitlines()]
+    # The run's id: one for every job of a run (a retry resumes a checkpoint of its own run only).
+    assert len({record.pop("run") for record in given}) == 1
+    assert given == [{"all": False, "files": []}] * 2
     table = run / "shards" / "r0-1-of-2.parquet"
     rows = pq.read_metadata(table).num_rows
     log = run / "logs" / "evaluate-r0-1-of-2.log"
@@ -410,16 +414,18 @@ exec {BIN / "evaluate"} "$@"
     for args, environment in forced.items():
         environments.write_text("")
         snakemake(workdir, "--configfile", str(config), "--cores", "2", "evaluations", *args.split())
-        assert json.loads(environments.read_text().splitlines()[0]) == environment
+        record = json.loads(environments.read_text().splitlines()[0])
+        assert re.fullmatch(r"\d+-\d+", record.pop("run")) and record == environment
         assert f"evaluated {rows} masks in " in log.read_text() and "already" not in log.read_text(), args
 
     def cluster_job(environment):
         env = {k: v for k, v in os.environ.items() if k != "LAYERPRUNE_WORKFLOW_FORCED"}
         if environment is not None:
-            env["LAYERPRUNE_WORKFLOW_FORCED"] = json.dumps(environment)
+            env["LAYERPRUNE_WORKFLOW_FORCED"] = json.dumps({**environment, "run": "1-2"})
+        # As Snakemake's jobstep starts one (snakemake/spawn_jobs.py: --no-hooks, so no onstart).
         command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
                    "--configfile", str(config), "--cores", "1", "--mode", "remote", "--force", "--nolock",
-                   "--ignore-incomplete", "--target-jobs", "evaluate_shard:round=0,shard=1,n=2"]
+                   "--no-hooks", "--ignore-incomplete", "--target-jobs", "evaluate_shard:round=0,shard=1,n=2"]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         return log.read_text()
@@ -430,6 +436,80 @@ exec {BIN / "evaluate"} "$@"
     for environment in (None, {"all": False, "files": []}, {"all": False, "files": [str(run / "other.parquet")]}):
         said = cluster_job(environment)
         assert f": {rows} of {rows} masks already evaluated" in said, (environment, said)
+
+
+def test_a_forced_shard_retried_resumes_its_checkpoint_and_a_failed_one_keeps_the_last_table(tmp_path, text):
+    """A forced shard removed the working file and finished table of its inputs whenever it
+    started, a retry included (the Slurm profile's `retries: 1`; a cluster job's retry reads the
+    same environment): a forced shard longer than the partition's time limit never finished, and
+    one that failed had deleted the last good table. A forced shard now resumes a checkpoint of
+    its own run (a retry), and leaves the finished table until it has finished."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in STAGES:
+        if stage != "evaluate":
+            (bin_dir / stage).symlink_to(BIN / stage)
+    partly, at_once = tmp_path / "fail-after-4", tmp_path / "fail-at-once"
+    # Shard 0, once: with `partly`, measures 4 masks (a checkpoint each) and then fails; with
+    # `at_once`, fails before measuring (a device that cannot be had).
+    (bin_dir / "evaluate").write_text(f"""#!/bin/sh
+case " $* " in
+  *" --shard 0/2 "*)
+    if [ -e {at_once} ]; then rm {at_once}; exit 1; fi
+    if [ -e {partly} ]; then
+      rm {partly}
+      {BIN / "evaluate"} "$@" --max-new-masks 4
+      exit 1
+    fi;;
+esac
+exec {BIN / "evaluate"} "$@"
+""")
+    (bin_dir / "evaluate").chmod(0o755)
+    config = write_config(tmp_path, text, rounds=1, shards=2, bin=str(bin_dir))
+    workdir, run = tmp_path / "wd", tmp_path / "run"
+    shards, log = run / "shards", run / "logs" / "evaluate-r0-0-of-2.log"
+    snakemake(workdir, "--configfile", str(config), "--cores", "1", "evaluations")
+    table = shards / "r0-0-of-2.parquet"
+    rows = pq.read_metadata(table).num_rows
+    forced = ["--configfile", str(config), "--cores", "1", "evaluations", "--forcerun", str(table)]
+    # (Named: Snakemake makes a missing table again only for a target that needs it.)
+    plain = ["--configfile", str(config), "--cores", "1", str(table)]
+
+    def measured():
+        said = log.read_text()
+        resumed = re.search(r": (\d+) of (\d+) masks already evaluated", said)
+        assert not list(shards.glob(".*")), "no working file is left"
+        return int(resumed[1]) if resumed else 0, said
+
+    # Retried (as Slurm's retry: the same run, the same environment): resumed, not measured again.
+    partly.touch()
+    snakemake(workdir, *forced, "--retries", "1")
+    assert not partly.exists()
+    resumed, said = measured()
+    assert resumed == 4 and f"evaluated {rows - 4} masks in " in said, said
+
+    finished = list((shards / "finished").glob("r0-0-of-2.*.parquet"))
+    assert len(finished) == 1
+    # Failed before measuring: the finished table is as it was, and the next run takes it.
+    last = finished[0].read_bytes()
+    at_once.touch()
+    assert snakemake(workdir, *forced, check=False).returncode != 0 and not at_once.exists()
+    assert finished[0].read_bytes() == last, "the last good table is kept"
+    snakemake(workdir, *plain)
+    assert measured()[0] == rows
+    assert finished[0].read_bytes() == last
+
+    # Failed after 4 masks: a run that does not force it resumes that checkpoint (measured since
+    # the force); a run that forces it again measures from the start.
+    for then, expected in ((plain, 4), (forced, 0)):
+        partly.touch()
+        assert snakemake(workdir, *forced, check=False).returncode != 0 and not partly.exists()
+        assert finished[0].read_bytes() == last, "the last good table is kept"
+        assert len(list(shards.glob(".r0-0-of-2.*.work.parquet"))) == 1
+        snakemake(workdir, *then)
+        resumed, said = measured()
+        assert resumed == expected and f"evaluated {rows - expected} masks in " in said, (then, said)
+        last = finished[0].read_bytes()
 
 
 def test_a_configfile_beside_the_slurm_profile_must_say_its_device(tmp_path, text):

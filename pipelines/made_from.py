@@ -1,0 +1,103 @@
+"""Whether an output made before its settings stamp existed was made from what the stamp records
+now: Make's stamps (pipelines/layerprune.mk, settings_stamp_at's ADOPT) call this when they are
+written for the first time, so that a folder made by an older makefile is taken as it is, the
+stamp dated as the output, rather than made again for want of a stamp (a quantized run's
+evaluations: every mask measured again on the quantized model, hours on a large model). Prints
+the file whose time the new stamp takes, or nothing (the output is made again, as with any new
+stamp). What a table was made from is read from the table itself, by the stages (`inspect --json`
+reads its metadata as they do; `evaluate --merge` joins it to a mask table only when it holds
+exactly that table's masks), not by time. Standard library only.
+
+    python3 pipelines/made_from.py evaluations BIN TABLE MASKS TOKENS
+        TABLE: a complete evaluation table of exactly MASKS' masks, measured on TOKENS
+        (its `dataset` input is TOKENS' dataset_id)
+    python3 pipelines/made_from.py plan BIN TABLE TOKENS
+        TABLE: a plan table measured on TOKENS
+    python3 pipelines/made_from.py quantized SOURCE FOLDER...
+        every FOLDER that exists was quantized from the model folder SOURCE (its manifest's
+        `quantization.source_model_id` is SOURCE's model id, the sha256 of its manifest); prints
+        the oldest manifest.json among them
+"""
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def metadata(bin_dir, path):
+    """A table's metadata as the stages read it (`inspect --json`), or None when they refuse it."""
+    result = subprocess.run([f"{bin_dir}/inspect", "--json", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    try:
+        return json.loads(result.stdout)["metadata"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def measured_on(bin_dir, table, tokens):
+    """TABLE's metadata when it was measured on TOKENS, else None."""
+    if not Path(table).is_file():
+        return None
+    found, given = metadata(bin_dir, table), metadata(bin_dir, tokens)
+    if not found or not given or not given.get("dataset_id"):
+        return None
+    inputs = found.get("inputs") or {}
+    return found if inputs.get("dataset") == given["dataset_id"] else None
+
+
+def evaluations(bin_dir, table, masks, tokens):
+    found = measured_on(bin_dir, table, tokens)
+    if not found or found.get("table") != "evaluations" or found.get("complete") is not True:
+        return None
+    # The merge of one "shard" refuses a table lacking a mask of MASKS or holding one it lacks.
+    with tempfile.TemporaryDirectory() as scratch:
+        merged = subprocess.run([f"{bin_dir}/evaluate", "--masks", str(masks), "--merge", str(table),
+                                 "--out", f"{scratch}/merged.parquet"], capture_output=True, text=True)
+    return table if merged.returncode == 0 else None
+
+
+def plan(bin_dir, table, tokens):
+    found = measured_on(bin_dir, table, tokens)
+    return table if found and found.get("table") == "plans" else None
+
+
+def quantized(source, *folders):
+    try:
+        source_id = hashlib.sha256((Path(source) / "manifest.json").read_bytes()).hexdigest()
+    except OSError:
+        return None
+    manifests = [Path(folder) / "manifest.json" for folder in folders]
+    manifests = [manifest for manifest in manifests if manifest.is_file()]
+    for manifest in manifests:
+        try:
+            made_from = json.loads(manifest.read_text())["quantization"]["source_model_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if made_from != source_id:
+            return None
+    return str(min(manifests, key=lambda m: m.stat().st_mtime_ns)) if manifests else None
+
+
+KINDS = {"evaluations": (evaluations, 4), "plan": (plan, 3), "quantized": (quantized, None)}
+
+
+def main(argv):
+    if not argv or argv[0] not in KINDS:
+        sys.exit(f"usage: made_from.py {{{','.join(KINDS)}}} ARGS... (pipelines/made_from.py)")
+    check, count = KINDS[argv[0]]
+    args = argv[1:]
+    if (count is not None and len(args) != count) or (count is None and len(args) < 2):
+        sys.exit(f"made_from.py {argv[0]}: wrong number of arguments (pipelines/made_from.py)")
+    adopted = check(*args)
+    if adopted:
+        print(adopted)
+        print(f"made_from.py: {adopted}: made before its stamp existed, from what the stamp records: "
+              "kept (the stamp is dated as it)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
