@@ -208,6 +208,15 @@ pub fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Ve
     out
 }
 
+/// [`snapshot`] with paths relative to `dir`: two folders compared file by file (a folder
+/// written one way and another).
+pub fn snapshot_within(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    snapshot(dir)
+        .into_iter()
+        .map(|(path, bytes)| (path.strip_prefix(dir).unwrap().to_path_buf(), bytes))
+        .collect()
+}
+
 /// Makes a named pipe (FIFO) at `path` (with the system's `mkfifo`), which no process writes:
 /// opening it for reading the ordinary way waits for a writer forever.
 pub fn make_fifo(path: &std::path::Path) {
