@@ -375,6 +375,7 @@ endif
 # The stages are built first (cargo: a no-op when they are current), as for make demo: the
 # Snakefile builds only stages that are missing, so after a `git pull` it ran the old binaries
 # (an evaluate older than `check-runtime-flags` was warned about at load). BIN given: the user's
-# binaries, taken as they are.
-workflow: venv-workflow $(if $(filter command line,$(origin BIN)),,$(STAGES))
+# binaries, taken as they are, as is a `bin=` in SNAKEMAKE_ARGS' --config (a cluster's login node
+# with copied binaries may have no cargo).
+workflow: venv-workflow $(if $(or $(filter command line,$(origin BIN)),$(filter bin=%,$(SNAKEMAKE_ARGS))),,$(STAGES))
 	$(VENV_WORKFLOW)/bin/snakemake -s pipelines/Snakefile --profile pipelines/profiles/local $(WORKFLOW_ARGS)

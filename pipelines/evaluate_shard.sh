@@ -25,10 +25,11 @@
 # resumes its last checkpoint: WORK.<digest>.forced holds the run's id), and takes no finished
 # table; those stay in place until it has finished, so a forced job that fails leaves the last
 # good table (and a run that does not force it resumes the forced job's checkpoint, measured
-# since the force). Once finished, it also removes the working files and finished tables of this
-# shard's later rounds: they started from the table it replaces, and taken by a later round that
-# reruns (its input is new) they would carry the old rows of this round's masks into the final
-# table. (The working file has one name, forced or not: evaluate records it in the table.)
+# since the force). Once finished, a job that measured since a force (forced, or resuming a
+# forced job's checkpoint: WORK.<digest>.forced still there) also removes the working files and
+# finished tables of this shard's later rounds: they started from the table it replaces, and
+# taken by a later round that reruns (its input is new) they would carry the old rows of this
+# round's masks into the final table. (The working file has one name, forced or not: evaluate records it in the table.)
 # In every case the files of other digests, and copies cut short, are removed only once the job
 # has finished: a job that fails before (a CUDA request on a machine without a GPU) leaves the
 # tables of the settings before.
@@ -40,6 +41,7 @@ newest=${digests%% *}
 work=$work_prefix.$newest.work.parquet
 finished=$shard.$newest.parquet
 start=$previous
+remeasured=$forced
 if [ -n "$forced" ]; then
     # The working file is this forcing run's when WORK.<digest>.forced names the run; else it is
     # of before (a run killed before it was forced), removed. The finished tables stay.
@@ -54,6 +56,10 @@ else
             mv "$work_prefix.$digest.work.parquet" "$work"
         fi
     done
+    # A forced job's checkpoint (its marker still there: it failed, or was killed) holds rows
+    # measured since the force: finished here, it is a re-measurement. (With no working file,
+    # the finished table taken is the one the later rounds started from.)
+    if [ -e "$work_prefix.$newest.forced" ] && [ -e "$work" ]; then remeasured=resumed; fi
     for digest in $digests; do
         if [ -e "$shard.$digest.parquet" ]; then start=$shard.$digest.parquet; break; fi
     done
@@ -72,12 +78,12 @@ if ! ln -f "$work" "$finished" 2>/dev/null; then
     cp "$work" "$finished.copying"
     mv "$finished.copying" "$finished"
 fi
-mv "$work" "$output"
-for stale in "$work_prefix".*.work.parquet "$work_prefix".*.work.parquet.copying "$work_prefix".*.forced \
-    "$shard".*.parquet*; do
-    if [ "$stale" != "$finished" ]; then rm -f "$stale"; fi
-done
-if [ -n "$forced" ]; then
+# A measurement since a force (this job's, or the forced checkpoint it resumed: a forced job that
+# failed, finished by a run that does not force it) replaces the table this shard's later rounds
+# started from: their files go here, before the move and before the marker goes, so that a job
+# killed before they are gone leaves the marker and its checkpoint, and the run that finishes the
+# shard removes them.
+if [ -n "$remeasured" ]; then
     name=${shard##*/}           # r<round>-<I>-of-<N>
     round=${name%%-*}
     round=${round#r}
@@ -92,3 +98,8 @@ if [ -n "$forced" ]; then
         if [ "$later" -gt "$round" ]; then rm -f "$file"; fi
     done
 fi
+mv "$work" "$output"
+for stale in "$work_prefix".*.work.parquet "$work_prefix".*.work.parquet.copying "$work_prefix".*.forced \
+    "$shard".*.parquet*; do
+    if [ "$stale" != "$finished" ]; then rm -f "$stale"; fi
+done

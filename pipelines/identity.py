@@ -21,7 +21,8 @@ from pathlib import Path
 MANIFEST = "manifest.json"
 
 
-def _sha256(path):
+def sha256(path):
+    """The sha256 of a file's bytes, read in chunks (a model's manifest: its model id in full)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -30,7 +31,7 @@ def _sha256(path):
 
 
 def model_identity(folder):
-    return f"model:{_sha256(Path(folder) / MANIFEST)[:16]}"
+    return f"model:{sha256(Path(folder) / MANIFEST)[:16]}"
 
 
 def identity(path):
@@ -41,7 +42,7 @@ def identity(path):
             return model_identity(path)
         if path.name == MANIFEST:
             return model_identity(path.parent)
-        return f"file:{_sha256(path)[:16]}"
+        return f"file:{sha256(path)[:16]}"
     except OSError:
         return "missing"
 

@@ -19,23 +19,31 @@ exactly that table's masks), not by time. Standard library only.
         the oldest manifest.json among them
 """
 
-import hashlib
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+# The model id as the stages write it (the sha256 of the manifest): one function for both scripts.
+from identity import MANIFEST, sha256
+
 
 def metadata(bin_dir, path):
     """A table's metadata as the stages read it (`inspect --json`), or None when they refuse it."""
-    result = subprocess.run([f"{bin_dir}/inspect", "--json", str(path)], capture_output=True, text=True)
+    try:
+        result = subprocess.run([f"{bin_dir}/inspect", "--json", str(path)], capture_output=True, text=True)
+    except OSError as error:
+        # (A stage not built yet: the table is made again rather than a traceback.)
+        print(f"made_from.py: cannot check {path}: {error}: made again", file=sys.stderr)
+        return None
     if result.returncode != 0:
         return None
     try:
-        return json.loads(result.stdout)["metadata"]
+        found = json.loads(result.stdout)["metadata"]
     except (ValueError, KeyError, TypeError):
         return None
+    return found if isinstance(found, dict) else None
 
 
 def measured_on(bin_dir, table, tokens):
@@ -46,6 +54,8 @@ def measured_on(bin_dir, table, tokens):
     if not found or not given or not given.get("dataset_id"):
         return None
     inputs = found.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        return None
     return found if inputs.get("dataset") == given["dataset_id"] else None
 
 
@@ -55,8 +65,12 @@ def evaluations(bin_dir, table, masks, tokens):
         return None
     # The merge of one "shard" refuses a table lacking a mask of MASKS or holding one it lacks.
     with tempfile.TemporaryDirectory() as scratch:
-        merged = subprocess.run([f"{bin_dir}/evaluate", "--masks", str(masks), "--merge", str(table),
-                                 "--out", f"{scratch}/merged.parquet"], capture_output=True, text=True)
+        try:
+            merged = subprocess.run([f"{bin_dir}/evaluate", "--masks", str(masks), "--merge", str(table),
+                                     "--out", f"{scratch}/merged.parquet"], capture_output=True, text=True)
+        except OSError as error:
+            print(f"made_from.py: cannot check {table}: {error}: made again", file=sys.stderr)
+            return None
     return table if merged.returncode == 0 else None
 
 
@@ -67,10 +81,10 @@ def plan(bin_dir, table, tokens):
 
 def quantized(source, *folders):
     try:
-        source_id = hashlib.sha256((Path(source) / "manifest.json").read_bytes()).hexdigest()
+        source_id = sha256(Path(source) / MANIFEST)
     except OSError:
         return None
-    manifests = [Path(folder) / "manifest.json" for folder in folders]
+    manifests = [Path(folder) / MANIFEST for folder in folders]
     manifests = [manifest for manifest in manifests if manifest.is_file()]
     for manifest in manifests:
         try:

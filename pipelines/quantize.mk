@@ -94,6 +94,10 @@ $(eval $(call settings_stamp_at,$(QRUN)/.settings/calibration,$(call stamped_pat
   $(QRUN)/evaluations.parquet $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet))
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/tokens-eval,$(call stamped_path,$(RUN)),,$(RUN)/tokens-eval.parquet,\
   $(PYTHON) pipelines/made_from.py plan $(BIN) $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet $(RUN)/tokens-eval.parquet))
+# The stages made_from.py runs (order-only, as for the tables): built before the stamps, so that a
+# fresh BIN, or cargo linking them again under -j, never has the check fail and the table measured
+# again.
+$(QRUN)/.settings/calibration $(QRUN)/.settings/tokens-eval: | $(BIN)/evaluate $(BIN)/inspect
 $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(QRUN)/.settings/calibration \
                              $(QRUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect $(RUN)/masks.parquet \
                              $(RUN)/tokens-calib.parquet

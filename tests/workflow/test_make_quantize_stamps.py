@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -271,3 +272,26 @@ def test_quantized_folders_made_before_their_stamps_are_taken_as_they_are(quant_
     status, output, ran = quant_make(a, "quantize-then-prune")
     assert status == 0, output
     assert [(name, f"--tokens {a}/tokens-eval.parquet" in line) for name, line in ran] == [("apply-prune", True)], ran
+
+
+
+def test_the_adopt_check_without_its_stages_or_on_odd_metadata_adopts_nothing_without_a_traceback(tmp_path):
+    """made_from.py raised a traceback (and the stamp's table was made again) when a stage it
+    runs was missing (a fresh BIN; cargo linking it again under -j), or when a table's metadata
+    was valid JSON but not an object. Now: one line or none, and nothing adopted."""
+    made_from = [sys.executable, str(ROOT / "pipelines" / "made_from.py")]
+    table, tokens = tmp_path / "evaluations.parquet", tmp_path / "tokens.parquet"
+    table.write_bytes(b"")
+    tokens.write_bytes(b"")
+    missing = subprocess.run([*made_from, "plan", str(tmp_path / "no-bin"), str(table), str(tokens)],
+                             capture_output=True, text=True)
+    assert (missing.returncode, missing.stdout) == (0, ""), missing.stderr
+    assert "Traceback" not in missing.stderr and "cannot check" in missing.stderr, missing.stderr
+    # An inspect that prints metadata that is not an object, or inputs that are not one.
+    for printed in ('{"metadata": [1, 2]}', '{"metadata": {"dataset_id": "d", "table": "plans", "inputs": [1, 2]}}'):
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "inspect").write_text(f"#!/bin/sh\necho '{printed}'\n")
+        (bin_dir / "inspect").chmod(0o755)
+        odd = subprocess.run([*made_from, "plan", str(bin_dir), str(table), str(tokens)], capture_output=True, text=True)
+        assert (odd.returncode, odd.stdout, odd.stderr) == (0, "", ""), (printed, odd.stderr)

