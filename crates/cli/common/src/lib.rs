@@ -47,7 +47,7 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             }
             // Not `eprintln!`, which panics (exit 101) where stderr's reader is gone.
             use std::io::Write;
-            let _ = StderrUnlessClosed.write_all(message.as_bytes());
+            let _ = UnlessClosed(std::io::stderr()).write_all(message.as_bytes());
             ExitCode::from(1)
         }
     }
@@ -59,16 +59,13 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 /// stage exits 101, which `set -o pipefail` takes for a failed stage.)
 pub fn print_summary(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
+    let mut stdout = UnlessClosed(std::io::stdout().lock());
+    stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
-    {
-        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::Error::new(error).context("writing the summary to standard output"))
-        }
-        _ => Ok(()),
-    }
+        .map_err(|error| {
+            anyhow::Error::new(error).context("writing the summary to standard output")
+        })
 }
 
 /// The environment variable that picks the log format: `json` for one JSON object per line,
@@ -90,7 +87,7 @@ pub fn init_logging() {
     let json = std::env::var(LOG_FORMAT_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| StderrUnlessClosed)
+        .with_writer(|| UnlessClosed(std::io::stderr()))
         // The subscriber reports a failed write with `eprintln!`, which panics where the
         // write failed because stderr's reader is gone.
         .log_internal_errors(false);
@@ -110,22 +107,23 @@ pub fn init_logging() {
     };
 }
 
-/// Standard error for log lines and the error at exit, where a reader that has stopped reading
-/// (`stage 2>&1 | head`, `| grep -m1`) is not the stage's failure: what it could not say is
-/// dropped and the stage goes on to write its files. (`eprintln!`, and tracing-subscriber's
-/// writer with it, panic there: exit 101, and a stage's output never written.)
-struct StderrUnlessClosed;
+/// Standard output or error (the summary, log lines, the error at exit), where a reader that has
+/// stopped reading (`stage | head`, `stage 2>&1 | grep -m1`) is not the stage's failure: what it
+/// could not say is dropped and the stage goes on to write its files. (`println!`/`eprintln!`,
+/// and tracing-subscriber's writer with it, panic there: exit 101, and a stage's output never
+/// written.)
+struct UnlessClosed<W>(W);
 
-impl std::io::Write for StderrUnlessClosed {
+impl<W: std::io::Write> std::io::Write for UnlessClosed<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        match std::io::stderr().write(bytes) {
+        match self.0.write(bytes) {
             Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(bytes.len()),
             written => written,
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match std::io::stderr().flush() {
+        match self.0.flush() {
             Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             flushed => flushed,
         }
