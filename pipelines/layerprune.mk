@@ -178,8 +178,13 @@ stamp_text = $(2)$(newline)$(if $(strip $(3)),$(call stamp_identity,$(1),$(3))$(
 stamp_outdated = $(strip $(if $(wildcard $(1)),$(if $(filter-out $(wildcard $(3)),$(3)),missing input,$(call text_differs,$(call file_text,$(1)),$(call stamp_text,$(1),$(2),$(3)))),missing))
 # $(call stamp_update,STAMP,VALUES,ON_CHANGE,INPUTS,ADOPT): the recipe that writes STAMP when what it
 # would hold changed. With INPUTS, it records their identity in $(call stamp_checked,STAMP) too,
-# dated when they were identified, or the stamp's own time when none changed since that (so that
-# the stamp is not older than it: `make -n` would list `:` for it).
+# dated when they were identified, or as the stamp when the stamp is older than that and no input's
+# time (mtime) is newer than the stamp's, so that the stamp is not older than it (`make -n` would
+# list `:` for the stamp on every run after). Not by the inputs' ctimes: a stamp taken by ADOPT
+# (dated as the output) after its inputs were copied with their times (cp -a, rsync -a: new
+# ctimes), was older than the record for good, and `make -n` listed `:` for it on every run,
+# though nothing was to be done (until 2026-12-07). The inputs are then identified again when Make
+# reads the makefiles (their ctimes are newer than the record), as after any such copy.
 define stamp_update
 	@mkdir -p $(dir $(1)) $(if $(strip $(4)),$(dir $(call stamp_checked,$(1))))
 	@start=$$$$(date +%s.%N) && new=$$$$(mktemp $(1).new.XXXXXX) && trap 'rm -f "$$$$new" "$$$$new.checked"; exit 1' HUP INT TERM && chmod 644 $$$$new && \
@@ -191,7 +196,8 @@ define stamp_update
 	$(if $(strip $(5)),elif [ ! -e $(1) ] && adopted=$$$$($(5)) && [ -n "$$$$adopted" ]; then \
 	  touch -r "$$$$adopted" $$$$new; mv -f $$$$new $(1); )\
 	else if [ -e $(1) ]; then $(3) :; fi; mv -f $$$$new $(1); fi \
-	$(if $(strip $(4)),&& { [ -n "$$$$(find $(4) -maxdepth 0 -cnewer $(1) -print)" ] || touch -r $(1) $$$$new.checked; } \
+	$(if $(strip $(4)),&& { [ -n "$$$$(find $(4) -maxdepth 0 -newer $(1) -print)" ] || [ $(1) -nt $$$$new.checked ] \
+	  || touch -r $(1) $$$$new.checked; } \
 	  && mv -f $$$$new.checked $(call stamp_checked,$(1)))
 endef
 settings_stamp_at = $(call stamp_rules,$(1),$(2),$(3),$(4),$(call stamp_outdated,$(1),$(2),$(4)),$(5))

@@ -17,6 +17,10 @@ exactly that table's masks), not by time. Standard library only.
         every FOLDER that exists was quantized from the model folder SOURCE (its manifest's
         `quantization.source_model_id` is SOURCE's model id, the sha256 of its manifest); prints
         the oldest manifest.json among them
+    python3 pipelines/made_from.py bench BIN TOKENS MASKS SUMMARY...
+        every SUMMARY that exists (evaluate's --summary, which records no input) has its table
+        beside it (evaluate's --out: the same name, .parquet), complete and measured on TOKENS,
+        and, MASKS not `-`, of exactly MASKS' masks; prints the oldest SUMMARY among them
 """
 
 import json
@@ -59,9 +63,14 @@ def measured_on(bin_dir, table, tokens):
     return found if inputs.get("dataset") == given["dataset_id"] else None
 
 
-def evaluations(bin_dir, table, masks, tokens):
+def complete_evaluations(bin_dir, table, tokens):
+    """TABLE's metadata when it is a complete evaluation table measured on TOKENS, else None."""
     found = measured_on(bin_dir, table, tokens)
-    if not found or found.get("table") != "evaluations" or found.get("complete") is not True:
+    return found if found and found.get("table") == "evaluations" and found.get("complete") is True else None
+
+
+def evaluations(bin_dir, table, masks, tokens):
+    if not complete_evaluations(bin_dir, table, tokens):
         return None
     # The merge of one "shard" refuses a table lacking a mask of MASKS or holding one it lacks.
     with tempfile.TemporaryDirectory() as scratch:
@@ -96,15 +105,27 @@ def quantized(source, *folders):
     return str(min(manifests, key=lambda m: m.stat().st_mtime_ns)) if manifests else None
 
 
-KINDS = {"evaluations": (evaluations, 4), "plan": (plan, 3), "quantized": (quantized, None)}
+def bench(bin_dir, tokens, masks, *summaries):
+    summaries = [Path(summary) for summary in summaries if Path(summary).is_file()]
+    for summary in summaries:
+        table = summary.with_suffix(".parquet")
+        if not (complete_evaluations(bin_dir, table, tokens) if masks == "-"
+                else evaluations(bin_dir, table, masks, tokens)):
+            return None
+    return str(min(summaries, key=lambda s: s.stat().st_mtime_ns)) if summaries else None
+
+
+# Each kind's check and its number of arguments: at least, at most (None: any more).
+KINDS = {"evaluations": (evaluations, 4, 4), "plan": (plan, 3, 3), "quantized": (quantized, 2, None),
+         "bench": (bench, 3, None)}
 
 
 def main(argv):
     if not argv or argv[0] not in KINDS:
         sys.exit(f"usage: made_from.py {{{','.join(KINDS)}}} ARGS... (pipelines/made_from.py)")
-    check, count = KINDS[argv[0]]
+    check, least, most = KINDS[argv[0]]
     args = argv[1:]
-    if (count is not None and len(args) != count) or (count is None and len(args) < 2):
+    if len(args) < least or (most is not None and len(args) > most):
         sys.exit(f"made_from.py {argv[0]}: wrong number of arguments (pipelines/made_from.py)")
     adopted = check(*args)
     if adopted:

@@ -85,7 +85,9 @@ $(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(QUANT)/.settings/pruned-k$(K_PRU
 # stamps takes its stamp, dated as the table, when what it records it was measured from is RUN's
 # tables now (pipelines/made_from.py: the evaluations exactly RUN's masks, measured on its
 # calibration tokens; the plan measured on its evaluation tokens): the stamps' upgrade measures
-# nothing again.
+# nothing again, and `make -n` lists nothing after it, also where RUN or build/quant had been copied
+# with their times kept (cp -a: new ctimes; until 2026-12-07 it listed `:` for each such stamp on
+# every run: layerprune.mk, stamp_update).
 QRUN := $(QUANT)/run-$(QUANT_FIRST)
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/surrogates,$(SEED) $(SURROGATE_RIDGE)))
 $(eval $(call settings_stamp_at,$(QRUN)/.settings/device,$(MODEL_RUNTIME)))
@@ -129,15 +131,32 @@ $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet: $(QRUN)/scores-shapley.parquet $(QRUN)
                                           $(RUN)/tokens-eval.parquet
 	$(BIN)/apply-prune $(QRUN_PRUNE) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@
 
-# Perplexity on the bench tokens (WikiText-2 when present) and masks/s on the bench masks.
+# Perplexity on the bench tokens (WikiText-2 when present) and masks/s on the bench masks. The
+# bench tables (benchmarks.mk) are order-only, stamped by BENCH's path and their identity (their
+# content's hash), as RUN's tables above: a table made again unchanged (a newer time) measures
+# nothing again, and another one put in place with an older time measures again what reads it
+# (until 2026-12-07 they were compared by time alone, both ways wrong). The tokens' stamp guards
+# every summary (the masks too are measured on them), the masks' only the masks/s ones. Summaries
+# made before these stamps take them, dated as the oldest summary, when every table beside one
+# (evaluate --out) was measured on BENCH's tokens (and, for the masks' stamp, holds exactly its
+# masks: pipelines/made_from.py bench), so the upgrade measures nothing again.
 QUANT_MODELS := $(foreach s,$(QUANT_SCHEMES),full-$(s) pruned-k$(K_PRUNED)-$(s))
-$(QUANT)/bench/%-full.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet $(QUANT)/.settings/device | $(BIN)/evaluate
+QUANT_BENCH_SUMMARIES = $(wildcard $(QUANT)/bench/*-full.json $(QUANT)/bench/*-masks.json)
+$(eval $(call settings_stamp_at,$(QUANT)/.settings/bench-tokens,$(call stamped_path,$(BENCH)),,$(BENCH)/tokens.parquet,\
+  $(PYTHON) pipelines/made_from.py bench $(BIN) $(BENCH)/tokens.parquet - $(QUANT_BENCH_SUMMARIES)))
+$(eval $(call settings_stamp_at,$(QUANT)/.settings/bench-masks,$(call stamped_path,$(BENCH)),,$(BENCH)/masks.parquet,\
+  $(PYTHON) pipelines/made_from.py bench $(BIN) $(BENCH)/tokens.parquet $(BENCH)/masks.parquet \
+  $(filter %-masks.json,$(QUANT_BENCH_SUMMARIES))))
+# (The stages made_from.py runs: order-only, as for the quantized run's stamps above.)
+$(QUANT)/.settings/bench-tokens $(QUANT)/.settings/bench-masks: | $(BIN)/evaluate $(BIN)/inspect
+$(QUANT)/bench/%-full.json: $(QUANT)/%/manifest.json $(QUANT)/.settings/bench-tokens $(QUANT)/.settings/device \
+                           | $(BIN)/evaluate $(BENCH)/tokens.parquet
 	@mkdir -p $(dir $@)
 	$(BIN)/evaluate --model $(dir $<) --tokens $(BENCH)/tokens.parquet $(EVALUATE_FLAGS) \
 	  --out $(QUANT)/bench/$*-full.parquet --summary $@ --overwrite --quiet
 
-$(QUANT)/bench/%-masks.json: $(QUANT)/%/manifest.json $(BENCH)/tokens.parquet $(BENCH)/masks.parquet \
-                            $(QUANT)/.settings/device | $(BIN)/evaluate
+$(QUANT)/bench/%-masks.json: $(QUANT)/%/manifest.json $(QUANT)/.settings/bench-tokens $(QUANT)/.settings/bench-masks \
+                            $(QUANT)/.settings/device | $(BIN)/evaluate $(BENCH)/tokens.parquet $(BENCH)/masks.parquet
 	@mkdir -p $(dir $@)
 	$(BIN)/evaluate --model $(dir $<) --tokens $(BENCH)/tokens.parquet --masks $(BENCH)/masks.parquet \
 	  $(EVALUATE_FLAGS) --out $(QUANT)/bench/$*-masks.parquet --summary $@ --overwrite --quiet

@@ -5,8 +5,9 @@ older (another run, or a file of another plan put in place with its time kept) l
 run's quantized pruned model and measurements in place, and `make quantize-bench` measured them
 under the new run's name. Settings stamps now record those files by path and identity: another
 run or another file remakes what is made from it, and a file touched or made again unchanged does
-not. On the tiny fixture with the real stage binaries (LAYERPRUNE_BIN, default target/debug) and
-ONNX Runtime's CPU build: seconds a run.
+not. make quantize-bench's summaries are stamped the same way by the bench tables they read
+(build/bench: tokens.parquet, masks.parquet). On the tiny fixture with the real stage binaries
+(LAYERPRUNE_BIN, default target/debug) and ONNX Runtime's CPU build: seconds a run.
 """
 
 import hashlib
@@ -273,6 +274,161 @@ def test_quantized_folders_made_before_their_stamps_are_taken_as_they_are(quant_
     assert status == 0, output
     assert [(name, f"--tokens {a}/tokens-eval.parquet" in line) for name, line in ran] == [("apply-prune", True)], ran
 
+
+
+def recipe_lines(output):
+    """What `make -n` lists, but the stage binaries' `cargo build` (CARGO=true here), which Make
+    asks for every time (phony): a stamp's `:` included."""
+    return [line for line in output.splitlines() if line.strip() and not line.startswith("true build")]
+
+
+def copied_with_times_kept(folder):
+    """`folder` replaced by a `cp -a` copy of itself: every file's mtime kept, its ctime new (a
+    run folder restored from a backup, or moved to another disk)."""
+    copy = folder.with_name(folder.name + ".copy")
+    subprocess.run(["cp", "-a", str(folder), str(copy)], check=True)
+    shutil.rmtree(folder)
+    copy.rename(folder)
+
+
+def test_stamps_taken_after_a_copy_with_times_kept_leave_make_n_nothing_to_list(quant_make, tmp_path):
+    """A stamp taken for an output made before it (pipelines/made_from.py) is dated as the output.
+    Where the inputs it identifies had been copied with their times kept (cp -a: new ctimes), the
+    record of their identity (.checked/) was dated when they were identified, newer than the stamp,
+    for good: the stamp's rule (a `:` that has Make read its time again) ran on every make, and
+    `make -n quantize-then-prune` listed `:` twice, `make -n quantize` once, with nothing to do."""
+    a, b = tmp_path / "run-a", tmp_path / "run-b"
+    status, output, _ = quant_make(b, "SEED=2", str(b / "masks.parquet"))
+    assert status == 0, output
+    for goal in ("quantize", "quantize-then-prune"):
+        status, output, _ = quant_make(a, goal)
+        assert status == 0, output
+    quant = tmp_path / "build" / "quant" / "tiny-llama"
+    copied_with_times_kept(a)
+    copied_with_times_kept(tmp_path / "build")
+    remove_new_stamps(quant)
+    for goal in ("quantize-then-prune", "quantize"):
+        status, output, ran = quant_make(a, goal)
+        assert (status, ran) == (0, []), output
+        assert "made before its stamp existed" in output, output
+    for goal in ("quantize-then-prune", "quantize"):
+        status, output, _ = quant_make(a, goal, flags=["-n"])
+        assert (status, recipe_lines(output)) == (0, []), output
+        status, output, _ = quant_make(a, goal, flags=["-q"])
+        assert status == 0, output
+        status, output, ran = quant_make(a, goal)
+        assert (status, ran) == (0, []), output
+
+    # A real input changed (another run's masks, dated as the old): the quantized run measures
+    # them again, and nothing else is made again.
+    put_in_place(b / "masks.parquet", a / "masks.parquet")
+    status, output, listed = quant_make(a, "quantize-then-prune", flags=["-n"])
+    assert status == 0 and "evaluate" in [name for name, _ in listed], output
+    status, output, ran = quant_make(a, "quantize-then-prune")
+    assert status == 0, output
+    evaluate = [line for name, line in ran if name == "evaluate"]
+    assert len(evaluate) == 1 and f"--masks {a}/masks.parquet" in evaluate[0], ran
+    status, output, ran = quant_make(a, "quantize")
+    assert (status, ran) == (0, []), output
+    for goal in ("quantize-then-prune", "quantize"):
+        status, output, _ = quant_make(a, goal, flags=["-n"])
+        assert (status, recipe_lines(output)) == (0, []), output
+
+
+def sha256_of(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_quantize_bench_measures_again_for_other_bench_tables_only(quant_make, tmp_path):
+    """The bench summaries depended on the bench tables (build/bench/tokens.parquet, masks.parquet)
+    by time alone: tables made again unchanged measured every model again, and other tables put
+    there with an older time measured nothing. They are stamped by identity now; summaries made
+    before the stamps are taken as they are when the tables beside them were measured on the bench
+    tables now."""
+    a = tmp_path / "run-a"
+    bench = tmp_path / "build" / "bench"
+    quant = tmp_path / "build" / "quant" / "tiny-llama"
+    # The bench text is WikiText-2 where it sits beside the checkout: a text of the test's own here.
+    wikitext = f"WIKITEXT={text(tmp_path / 'bench.txt', 3)}"
+    status, output, _ = quant_make(a, wikitext, str(bench / "tokens.parquet"), str(bench / ".settings" / "masks"))
+    assert status == 0, output
+
+    def sample_masks(out, seed):
+        """The bench masks as benchmarks.mk samples them but for the strata, which past the
+        fixture's 6 blocks it refuses; written after their stamp, so up to date to make."""
+        subprocess.run([f"{BIN}/sample-masks", "--model", str(TINY), "--strata", "2,3", "--stratified-masks", "6",
+                        "--seed", str(seed), "--out", str(out)], check=True, capture_output=True, env=make_env())
+
+    sample_masks(bench / "masks.parquet", 1)
+
+    def measured(ran):
+        """The bench summaries evaluate wrote, by the model (`--model`) and whether masks were read
+        (the first line of the recipe, which is all `ran` holds of it)."""
+        words = [line.split() for name, line in ran if name == "evaluate"]
+        models = [(w[w.index("--model") + 1].rstrip("/").rsplit("/", 1)[-1], "--masks" in w) for w in words]
+        return sorted(f"{model}-{'masks' if masks else 'full'}.json" for model, masks in models)
+
+    everything = ["full-int8-full.json", "full-int8-masks.json", "pruned-k2-int8-full.json"]
+    status, output, ran = quant_make(a, wikitext, "quantize-bench")
+    assert status == 0 and measured(ran) == everything, output
+
+    # Both tables made again, unchanged (a newer time): nothing is measured again.
+    tokens_before, masks_before = sha256_of(bench / "tokens.parquet"), sha256_of(bench / "masks.parquet")
+    old_time = (bench / "tokens.parquet").stat().st_mtime_ns
+    (bench / "tokens.parquet").unlink()
+    status, output, ran = quant_make(a, wikitext, str(bench / "tokens.parquet"))
+    assert status == 0 and [name for name, _ in ran] == ["prepare-tokens"], output
+    sample_masks(bench / "masks.parquet", 1)
+    assert (sha256_of(bench / "tokens.parquet"), sha256_of(bench / "masks.parquet")) == (tokens_before, masks_before)
+    assert (bench / "tokens.parquet").stat().st_mtime_ns > old_time
+    status, output, ran = quant_make(a, wikitext, "quantize-bench")
+    assert (status, measured(ran)) == (0, []), output
+    status, output, _ = quant_make(a, wikitext, "quantize-bench", flags=["-q"])
+    assert status == 0, output
+
+    # Other masks, dated as the old: the masks/s summary alone is measured again.
+    sample_masks(tmp_path / "other-masks.parquet", 2)
+    put_in_place(tmp_path / "other-masks.parquet", bench / "masks.parquet")
+    status, output, _ = quant_make(a, wikitext, "quantize-bench", flags=["-q"])
+    assert status == 1, output
+    status, output, ran = quant_make(a, wikitext, "quantize-bench")
+    assert status == 0 and measured(ran) == ["full-int8-masks.json"], output
+    # Other tokens (of another text), dated as the old: every summary is measured again.
+    other = tmp_path / "other-bench"
+    status, output, _ = quant_make(a, f"BENCH={other}", f"WIKITEXT={text(tmp_path / 'other.txt', 4)}",
+                                   str(other / "tokens.parquet"))
+    assert status == 0, output
+    put_in_place(other / "tokens.parquet", bench / "tokens.parquet")
+    status, output, ran = quant_make(a, wikitext, "quantize-bench")
+    assert status == 0 and measured(ran) == everything, output
+    status, output, _ = quant_make(a, wikitext, "quantize-bench", flags=["-n"])
+    assert (status, recipe_lines(output)) == (0, []), output
+
+    # Summaries made before these stamps: taken as they are, the stamps dated as they are.
+    summaries = {path: path.stat().st_mtime_ns for path in (quant / "bench").glob("*.json")}
+    held = {name: (quant / ".settings" / name).read_text() for name in ("bench-tokens", "bench-masks")}
+
+    def remove_bench_stamps():
+        for name in held:
+            (quant / ".settings" / name).unlink()
+            (quant / ".checked" / name).unlink(missing_ok=True)
+
+    remove_bench_stamps()
+    status, output, ran = quant_make(a, wikitext, "quantize-bench")
+    assert (status, measured(ran)) == (0, []), output
+    assert output.count("made before its stamp existed") == 2, output
+    assert {path: path.stat().st_mtime_ns for path in summaries} == summaries
+    assert {name: (quant / ".settings" / name).read_text() for name in held} == held
+    status, output, _ = quant_make(a, wikitext, "quantize-bench", flags=["-n"])
+    assert (status, recipe_lines(output)) == (0, []), output
+    # Made before the stamps, of other masks than the bench's now (the first ones back, dated as
+    # the last): the masks/s summary is measured again, the perplexities are taken.
+    remove_bench_stamps()
+    sample_masks(tmp_path / "first-masks.parquet", 1)
+    put_in_place(tmp_path / "first-masks.parquet", bench / "masks.parquet")
+    status, output, ran = quant_make(a, wikitext, "quantize-bench")
+    assert status == 0 and measured(ran) == ["full-int8-masks.json"], output
+    assert output.count("made before its stamp existed") == 1, output
 
 
 def test_the_adopt_check_without_its_stages_or_on_odd_metadata_adopts_nothing_without_a_traceback(tmp_path):
