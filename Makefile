@@ -16,10 +16,13 @@ endif
 $(foreach v,BUILD BIN MODEL_DIR MODEL_NAME RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT PRUNE_NAME ORT_DYLIB_PATH,$(if $(filter command line environment,$(origin $(v))),\
   $(if $(word 2,$($(v))),$(error $(v)='$($(v))': a path or name with a space is not supported (Make splits paths at spaces): use a path without spaces, or a link to it))))
 
-# A recipe that fails after writing its target (a stage that wrote its table and then failed, an
-# export that wrote its manifest and then failed its check) removes it: else the next make takes
-# it, newer than its inputs, for done. What must survive a failure is no target: evaluate's
-# checkpoints (*.partial.parquet), the plan and frontier caches, make tasks' tables.
+# A recipe that fails after writing its target (a stage that wrote its table and then failed)
+# removes it: else the next make takes it, newer than its inputs, for done. What must survive a
+# failure is no target: evaluate's checkpoints (*.partial.parquet), the plan and frontier caches,
+# make tasks' tables. Except a model folder's manifest.json (and a Hugging Face checkpoint's
+# config.json): the folder is renamed into place whole with it, so it is never removed, by a
+# failure or by an interrupt (.PRECIOUS at each such rule; pipelines/layerprune.mk, the demo's
+# pruned folder, says why).
 .DELETE_ON_ERROR:
 CARGO ?= cargo
 CARGO_FLAGS ?=

