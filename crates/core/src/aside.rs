@@ -17,6 +17,10 @@ pub struct KeptAside {
     path: PathBuf,
     /// `None`: there was no file.
     aside: Option<PathBuf>,
+    /// The copy aside is this process's while kept: the stage holds the file's lock, under
+    /// which every other sibling of it is taken for a dead writer's and removed by its next
+    /// write (the one this copy is kept for).
+    _in_use: Option<crate::SiblingInUse>,
 }
 
 /// What [`KeptAside::put_back`] did.
@@ -37,6 +41,7 @@ impl KeptAside {
                 return Ok(KeptAside {
                     path: path.to_path_buf(),
                     aside: None,
+                    _in_use: None,
                 })
             }
             Err(error) => return Err(error),
@@ -50,6 +55,7 @@ impl KeptAside {
                 "tmp",
                 &format!("{}-{serial}", std::process::id()),
             ));
+            let in_use = crate::SiblingInUse::claim(&aside);
             let kept = fs::hard_link(path, &aside).or_else(|error| match error.kind() {
                 ErrorKind::AlreadyExists => Err(error),
                 _ => copy_with_times(path, &aside, &meta),
@@ -59,6 +65,7 @@ impl KeptAside {
                     return Ok(KeptAside {
                         path: path.to_path_buf(),
                         aside: Some(aside),
+                        _in_use: Some(in_use),
                     })
                 }
                 Err(error) if error.kind() == ErrorKind::AlreadyExists => continue,

@@ -11,6 +11,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// The mode of every file written by [`atomic_write`], before the umask.
 pub const FILE_MODE: u32 = 0o644;
@@ -87,6 +88,45 @@ pub fn sibling_name(name: &OsStr, tag: &str, tail: &str) -> OsString {
     sibling
 }
 
+/// The names of the siblings this process is using now ([`SiblingInUse`]).
+static IN_USE: Mutex<Vec<OsString>> = Mutex::new(Vec::new());
+
+fn in_use() -> MutexGuard<'static, Vec<OsString>> {
+    // A list of names is whole even if a thread panicked holding it.
+    IN_USE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A sibling `.NAME.TAG-PID-N` this process is using (a temporary file or folder it is
+/// writing, a file or folder it keeps aside): while this lives, [`dead_writers_siblings`] never
+/// lists it, even where this process holds `NAME`'s lock and so takes every other sibling for a
+/// dead writer's, its own process id's included. Claimed before the sibling is created, dropped
+/// once it is renamed or removed. Names are matched without their folder, so a claim may spare
+/// another folder's sibling of the same name (left for a later run), never the reverse.
+#[derive(Debug)]
+pub struct SiblingInUse {
+    name: OsString,
+}
+
+impl SiblingInUse {
+    /// Claims `sibling` (a path whose file name is the sibling's name).
+    pub fn claim(sibling: &Path) -> SiblingInUse {
+        let name = sibling.file_name().unwrap_or_default().to_os_string();
+        in_use().push(name.clone());
+        SiblingInUse { name }
+    }
+}
+
+impl Drop for SiblingInUse {
+    fn drop(&mut self) {
+        let mut names = in_use();
+        if let Some(at) = names.iter().position(|n| *n == self.name) {
+            names.swap_remove(at);
+        }
+    }
+}
+
 /// Writes `path` atomically: `write` fills a temporary file in the same folder (created with
 /// mode [`FILE_MODE`], less the umask), which is then flushed to disk (fsync) and renamed onto
 /// `path`, and the folder is synced so the rename is durable. Temporary files of `path` left by
@@ -110,7 +150,7 @@ pub fn atomic_write<T>(
     write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
 ) -> Result<T, AtomicWriteError> {
     remove_stale_temps(path);
-    let (temp, file) = create_temp(path)?;
+    let (temp, file, _in_use) = create_temp(path)?;
     let result = write_then_rename(path, &temp, file, write);
     if result.is_err() {
         // Ours (created new above), unless the rename already moved it onto `path`.
@@ -122,13 +162,14 @@ pub fn atomic_write<T>(
 /// A new temporary file beside `path`, created exclusively: a name that exists — whatever it
 /// is, a symbolic link planted at a predictable name included — is never opened (which would
 /// truncate the file a link points to, outside the output), but skipped for the next serial.
-fn create_temp(path: &Path) -> Result<(PathBuf, File), AtomicWriteError> {
+fn create_temp(path: &Path) -> Result<(PathBuf, File, SiblingInUse), AtomicWriteError> {
     const TRIES: usize = 1000;
     let mut last = None;
     for _ in 0..TRIES {
         let temp = temp_path(path)?;
+        let in_use = SiblingInUse::claim(&temp);
         match create(&temp) {
-            Ok(file) => return Ok((temp, file)),
+            Ok(file) => return Ok((temp, file, in_use)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((temp, e)),
             Err(e) => {
                 return Err(AtomicWriteError::new(
@@ -151,9 +192,9 @@ fn create_temp(path: &Path) -> Result<(PathBuf, File), AtomicWriteError> {
 }
 
 /// Removes the temporary files of `path` left by writers that died before renaming them (a
-/// kill during a write): `.NAME.tmp-PID-N` in `path`'s folder whose process `PID` is no longer
-/// alive. A live process's file (this process's included) is never touched, nor is any other
-/// file. Only where a process can be looked up (Unix); elsewhere nothing is removed.
+/// kill during a write): `.NAME.tmp-PID-N` in `path`'s folder that [`dead_writers_siblings`]
+/// lists (while this process holds `path`'s lock, all but its own in use; else those whose
+/// process `PID` is no longer alive). No other file is touched, and no folder or link.
 /// Best effort: a file that cannot be removed is left in place. Returns the files removed.
 pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
@@ -167,13 +208,20 @@ pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// The siblings `.NAME.TAG-PID-N` of `path` (NAME its file name) whose process `PID` is no
-/// longer alive: what a writer killed part-way left beside `path` (a temporary file or folder,
-/// or the old folder it had moved aside). A live process's (this one's included) are never
-/// listed. Only where a process can be looked up (Unix: `kill(PID, 0)`); elsewhere none.
+/// The siblings `.NAME.TAG-PID-N` of `path` (NAME its file name) that a writer killed part-way
+/// left beside `path` (a temporary file or folder, or the old folder it had moved aside). Those
+/// this process is using ([`SiblingInUse`]) are never listed. Of the others:
+/// - while this process holds `path`'s lock ([`crate::FileLock::held_here`]), every one: each
+///   writer of `path` holds that lock while it writes, so no other is writing now, and a
+///   writer's process id tells nothing where ids repeat (a container's stage is PID 1 on every
+///   run: the id of a killed writer's leftovers is then this process's, or another live
+///   process's);
+/// - else those whose process `PID` is no longer alive (Unix: `kill(PID, 0)`), this process's
+///   never; elsewhere than Unix, none.
 pub fn dead_writers_siblings(path: &Path, tag: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    if !cfg!(unix) {
+    let locked_here = crate::FileLock::held_here(path);
+    if !locked_here && !cfg!(unix) {
         return found;
     }
     let Some(name) = path.file_name() else {
@@ -199,7 +247,10 @@ pub fn dead_writers_siblings(path: &Path, tag: &str) -> Vec<PathBuf> {
         let Some(pid) = std::str::from_utf8(rest).ok().and_then(temp_pid) else {
             continue;
         };
-        if pid == own || process_alive(pid) {
+        if in_use().contains(&entry_name) {
+            continue;
+        }
+        if !locked_here && (pid == own || process_alive(pid)) {
             continue;
         }
         found.push(entry.path());

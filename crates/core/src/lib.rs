@@ -34,7 +34,7 @@ pub mod synthetic;
 pub use aside::{KeptAside, PutBack};
 pub use atomic::{
     atomic_write, atomic_write_bytes, dead_writers_siblings, remove_file_if_there, sibling_name,
-    AtomicWriteError,
+    AtomicWriteError, SiblingInUse,
 };
 pub use contained::contain_panic;
 

@@ -24,6 +24,7 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// An exclusive lock on a file (see the module documentation), released when dropped.
 #[derive(Debug)]
@@ -33,6 +34,21 @@ pub struct FileLock {
     file: File,
     /// False where the file system takes no locks: the run goes on unguarded.
     held: bool,
+    /// The lock file's identity while the lock is held, listed in [`HELD_HERE`].
+    identity: Option<FileIdentity>,
+}
+
+/// A file's device and inode.
+type FileIdentity = (u64, u64);
+
+/// The lock files this process holds a lock on ([`FileLock::held_here`]).
+static HELD_HERE: Mutex<Vec<FileIdentity>> = Mutex::new(Vec::new());
+
+fn held_here() -> std::sync::MutexGuard<'static, Vec<FileIdentity>> {
+    // A list of numbers is whole even if a thread panicked holding it.
+    HELD_HERE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Why a lock was not taken.
@@ -118,6 +134,7 @@ impl FileLock {
                         lock_path,
                         file,
                         held: false,
+                        identity: None,
                     });
                 }
                 Err(TryLockError::Error(error)) => return Err(io_error(error)),
@@ -125,10 +142,15 @@ impl FileLock {
             // The holder we waited for may have removed the file it locked (on release): then
             // this lock is on a file no other run will find, and the lock is taken again.
             if still_at_path(&file, &lock_path) {
+                let identity = identity(&file);
+                if let Some(identity) = identity {
+                    held_here().push(identity);
+                }
                 return Ok(FileLock {
                     lock_path,
                     file,
                     held: true,
+                    identity,
                 });
             }
         }
@@ -141,6 +163,37 @@ impl FileLock {
     pub fn is_held(&self) -> bool {
         self.held
     }
+
+    /// Whether this process holds the lock of `path` now (a [`FileLock`] of it, however the
+    /// path was spelled, is alive here and holds its lock): then no other run is writing
+    /// `path`, and what a writer of it left beside it was left by a run that has ended, whatever
+    /// its process id (a container's stage is often PID 1 on every run, this one included).
+    /// False where the file system takes no locks, and where files cannot be told apart by
+    /// device and inode (not Unix).
+    pub fn held_here(path: &Path) -> bool {
+        let Some(identity) = fs::metadata(Self::lock_path(path))
+            .ok()
+            .and_then(|meta| metadata_identity(&meta))
+        else {
+            return false;
+        };
+        held_here().contains(&identity)
+    }
+}
+
+#[cfg(unix)]
+fn metadata_identity(meta: &fs::Metadata) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn metadata_identity(_meta: &fs::Metadata) -> Option<FileIdentity> {
+    None
+}
+
+fn identity(file: &File) -> Option<FileIdentity> {
+    metadata_identity(&file.metadata().ok()?)
 }
 
 /// Whether `flock` failed because the file system takes no locks at all (as opposed to a lock
@@ -155,6 +208,13 @@ fn locks_unsupported(error: &io::Error) -> bool {
 
 impl Drop for FileLock {
     fn drop(&mut self) {
+        // Off the list before the file goes: a new lock file may get its inode.
+        if let Some(identity) = self.identity {
+            let mut held = held_here();
+            if let Some(at) = held.iter().position(|h| *h == identity) {
+                held.swap_remove(at);
+            }
+        }
         // Removed while still held, so no run can lock this file after it is gone and believe
         // it holds the lock; a run waiting on it sees it gone and locks a new one. Only if it
         // is still the file locked: whatever replaced it at that path is not ours to remove.
@@ -207,6 +267,28 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    /// A lock is known to be held here while it is, under any spelling of the path, and no
+    /// longer once dropped; another file's lock says nothing of it.
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_held_here_is_known_by_any_spelling_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let respelled = dir.path().join(".").join("t.parquet");
+        assert!(!FileLock::held_here(&path));
+        let lock = FileLock::try_acquire(&path).unwrap();
+        assert!(FileLock::held_here(&path));
+        assert!(FileLock::held_here(&respelled));
+        let other = FileLock::try_acquire(&dir.path().join("u.parquet")).unwrap();
+        drop(lock);
+        assert!(!FileLock::held_here(&path));
+        assert!(!FileLock::held_here(&respelled));
+        // A new lock file at the path is not taken for the dropped lock's.
+        fs::write(FileLock::lock_path(&path), b"").unwrap();
+        assert!(!FileLock::held_here(&path));
+        drop(other);
+    }
 
     #[test]
     fn only_a_file_system_without_locks_lets_a_run_go_on_unguarded() {

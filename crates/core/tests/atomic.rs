@@ -193,3 +193,76 @@ fn names_that_are_not_utf8_keep_their_own_temporary_files() {
         b".m\xfe.old-1-2"
     );
 }
+
+/// While this process holds the output's lock, no other run is writing it, so every temporary
+/// file beside it is a killed writer's whatever its process id: one of PID 1 (a container's
+/// stage, killed on an earlier run), one of this process's own id (the same, when this run is
+/// PID 1 too) and one of a live process (an id since taken by another process) are removed.
+/// What this process is using is kept: a file kept aside for putting back (`KeptAside`, as
+/// `apply-prune` keeps its plan table while it writes the folder) and a claimed sibling.
+/// Without the lock the process ids decide, as before: only dead processes' files go.
+#[cfg(target_os = "linux")]
+#[test]
+fn under_the_lock_every_writers_temporary_files_go_but_this_processs_in_use() {
+    use layerprune_core::{FileLock, KeptAside, PutBack, SiblingInUse};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.json");
+    fs::write(&path, b"earlier").unwrap();
+    let own = std::process::id();
+    let mut live = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let leftovers = [
+        ".held.json.tmp-1-0".to_string(),
+        format!(".held.json.tmp-{own}-990"),
+        format!(".held.json.tmp-{}-0", live.id()),
+    ];
+    let plant = || {
+        for name in &leftovers {
+            fs::write(dir.path().join(name), b"half").unwrap();
+        }
+    };
+    plant();
+    // Without the lock: live ids (PID 1, this process, the sleeper) are left alone.
+    atomic_write(&path, |file| Ok(file.write_all(b"unlocked")?)).unwrap();
+    for name in &leftovers {
+        assert!(
+            dir.path().join(name).exists(),
+            "{name} removed without the lock"
+        );
+    }
+
+    let lock = FileLock::try_acquire(&path).unwrap();
+    assert!(FileLock::held_here(&path));
+    let claimed = dir.path().join(format!(".held.json.tmp-{own}-991"));
+    let claim = SiblingInUse::claim(&claimed);
+    fs::write(&claimed, b"being written").unwrap();
+    let kept = KeptAside::keep(&path).unwrap();
+    atomic_write(&path, |file| Ok(file.write_all(b"new")?)).unwrap();
+    live.kill().unwrap();
+    live.wait().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"new");
+    for name in &leftovers {
+        assert!(
+            !dir.path().join(name).exists(),
+            "{name} survived under the lock"
+        );
+    }
+    assert_eq!(fs::read(&claimed).unwrap(), b"being written");
+    assert_eq!(kept.put_back().unwrap(), PutBack::Restored);
+    assert_eq!(fs::read(&path).unwrap(), b"unlocked");
+    drop(claim);
+    drop(lock);
+    assert!(!FileLock::held_here(&path));
+    // The claim gone and the lock released: this process's id is spared again, by the id rule.
+    atomic_write(&path, |file| Ok(file.write_all(b"after")?)).unwrap();
+    assert_eq!(fs::read(&claimed).unwrap(), b"being written");
+    fs::remove_file(&claimed).unwrap();
+    let mut names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["held.json"]);
+}

@@ -19,7 +19,8 @@ use layerprune_selection::frontier::{
 use layerprune_selection::method_names::{self, RECOMMENDED};
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
 use layerprune_tables::{
-    read_tokens, resume_evaluations, Provenance, TableErrorKind, TableKind, TokenTable,
+    damaged_resumed_table, read_tokens, resume_evaluations, Provenance, TableError, TableErrorKind,
+    TableKind, TokenTable,
 };
 
 use crate::{block_stats_table, CachedLlm, EvaluationCache, MeasuredOtherwise};
@@ -203,7 +204,11 @@ impl PreparedFrontier {
                         if error.kind == TableErrorKind::MeasuredOtherwise
                             && run.cache_measured_otherwise == MeasuredOtherwise::Replace => {}
                     resumed => {
-                        resumed.with_context(|| cache_refused(flag, name, path))?;
+                        resumed.map_err(|error| {
+                            let error = anyhow::Error::from(error);
+                            let context = cache_refused(flag, name, path, &cache, &error);
+                            error.context(context)
+                        })?;
                     }
                 }
             }
@@ -284,7 +289,10 @@ impl PreparedFrontier {
                 &run.evaluation,
                 run.cache_measured_otherwise,
             )
-            .with_context(|| cache_refused(&format!("--{kind}"), name, tokens_path))?;
+            .map_err(|error| {
+                let context = cache_refused(&format!("--{kind}"), name, tokens_path, &path, &error);
+                error.context(context)
+            })?;
             let game = CachedLlm::open_with(
                 model,
                 tokens,
@@ -385,8 +393,29 @@ const FRONTIER_CSV: &str = "frontier.csv";
 const PARTIAL_CSV: &str = "frontier.partial.csv";
 
 /// The context of a refused cache: the set whose cache it is (`flag` `name`=`tokens`) and what
-/// to do; the error under it names the cache file and what differs.
-fn cache_refused(flag: &str, name: &str, tokens: &Path) -> String {
+/// to do; the error under it names the cache file and what differs. A cache that cannot be read
+/// at all (`cache`, cut short) gets the words every stage gives a damaged checkpoint or cache
+/// ([`damaged_resumed_table`]), which name it.
+fn cache_refused(
+    flag: &str,
+    name: &str,
+    tokens: &Path,
+    cache: &Path,
+    error: &anyhow::Error,
+) -> String {
+    if error
+        .downcast_ref::<TableError>()
+        .is_some_and(TableError::is_damaged)
+    {
+        return damaged_resumed_table(
+            &format!(
+                "the cache {} of {flag} {name}={}",
+                cache.display(),
+                tokens.display()
+            ),
+            "choose another --out-dir",
+        );
+    }
     format!(
         "the cache of {flag} {name}={} is not one this run can use (remove it, or choose another \
          --out-dir)",

@@ -14,9 +14,9 @@ use layerprune_runtime::{
 };
 use layerprune_tables::input_role;
 use layerprune_tables::{
-    read_evaluations, read_masks, read_provenance, read_tokens, resume_evaluations,
-    write_block_stats, write_evaluations, BlockStatsTable, EvaluationRow, EvaluationTable,
-    Provenance, TableError, TableErrorKind,
+    damaged_resumed_table, read_evaluations, read_masks, read_provenance, read_tokens,
+    resume_evaluations, write_block_stats, write_evaluations, BlockStatsTable, EvaluationRow,
+    EvaluationTable, Provenance, TableError, TableErrorKind,
 };
 
 use crate::pace::SavePace;
@@ -149,6 +149,10 @@ pub fn run_evaluation(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EvaluationOutcome> {
     let model_dir = &config.model;
+    // Held until the run ends: a second run on this output would rewrite it without our rows.
+    // Taken first, so that run is refused at once, before it opens the model (hashing a 7B
+    // model's weights takes about 20 s, and on CUDA its sessions take GPU memory).
+    let _lock = FileLock::try_acquire(&config.out)?;
     let memory_before = device_memory(config.runtime.device);
     let model = LayeredModel::open(model_dir, &config.runtime)?;
     let num_blocks = model.num_blocks();
@@ -168,8 +172,6 @@ pub fn run_evaluation(
     if let Some(shard) = config.shard {
         masks = shard.select(masks);
     }
-    // Held until the run ends: a second run on this output would rewrite it without our rows.
-    let _lock = FileLock::try_acquire(&config.out)?;
     let (mut rows, recorded_full_nll) = resume_rows(
         config,
         &model_id,
@@ -393,7 +395,7 @@ fn resume_rows(
             if !table.rows.is_empty() && table.fixed_blocks != fixed_blocks {
                 return Err(TableError::new(
                     &config.out,
-                    TableErrorKind::BadValue,
+                    TableErrorKind::NotResumable,
                     format!(
                         "cannot resume: its rows were evaluated with blocks {:?} fixed, this \
                          run's masks fix {fixed_blocks:?}",
@@ -413,7 +415,7 @@ fn resume_rows(
             if !table.partial_windows.is_empty() || SELECTION_STAGES.contains(&tool.as_str()) {
                 return Err(TableError::new(
                     &config.out,
-                    TableErrorKind::BadValue,
+                    TableErrorKind::NotResumable,
                     format!(
                         "cannot resume: it is {tool}'s cache of LLM evaluations (the masks a \
                          selection measured, some on part of the windows), not a table \
@@ -437,7 +439,7 @@ fn resume_rows(
                     .remove(input_role::SHARD);
                 Err(TableError::new(
                     &config.out,
-                    TableErrorKind::BadValue,
+                    TableErrorKind::NotResumable,
                     format!(
                         "cannot resume: mask {} is not shard {shard}'s (the table is {})",
                         row.mask,
@@ -451,6 +453,14 @@ fn resume_rows(
     match resumed {
         Ok(table) => Ok((table.rows, table.full_model_nll)),
         Err(_) if config.overwrite => Ok((Vec::new(), None)),
+        // A checkpoint damaged outside the stage (a copy cut short): removing it is the way out
+        // a pipeline's rule can take, where it cannot add --overwrite or change --out.
+        Err(error) if error.is_damaged() => Err(error).with_context(|| {
+            damaged_resumed_table(
+                &format!("--out {}", config.out.display()),
+                "choose another --out",
+            )
+        }),
         Err(error) => Err(error).with_context(|| {
             format!(
                 "--out {}: pass --overwrite to replace it, or choose another --out",

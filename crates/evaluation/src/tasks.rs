@@ -17,9 +17,9 @@ use layerprune_runtime::{
 };
 use layerprune_tables::input_role;
 use layerprune_tables::{
-    kind_of, metadata_key, read_metadata, read_task_choices, write_evaluations,
-    write_task_accuracies, write_task_choices, EvaluationRow, EvaluationTable, Provenance,
-    TableKind, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable,
+    damaged_resumed_table, kind_of, metadata_key, read_metadata, read_task_choices,
+    write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow, EvaluationTable,
+    Provenance, TableKind, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable,
 };
 use layerprune_tasks::{
     accuracy_lines, load_encoded, mean_gold_nll, requests_id, scores_by_mask, AccuracyLine,
@@ -98,6 +98,10 @@ pub struct TaskOutcome {
 /// choice logs. Writes the choice log, the evaluation table and the accuracy table.
 pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Result<TaskOutcome> {
     let model_dir = &config.model;
+    // Held until the run ends: a second run on this choice log would rewrite it without ours.
+    // Taken first, so that run is refused at once, before it reads the model (the model id
+    // hashes every weight file: about 20 s for a 7B model).
+    let _lock = FileLock::try_acquire(&config.choices_out)?;
     // The manifest tells all but the scores; the model's sessions are opened only if there
     // is something to score (a merge has nothing).
     let manifest = Manifest::load(model_dir)?;
@@ -149,8 +153,6 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
         choices_per_task,
     };
 
-    // Held until the run ends: a second run on this choice log would rewrite it without ours.
-    let _lock = FileLock::try_acquire(&config.choices_out)?;
     // A run records the device it computes on; a merge, which computes nothing, the shards'.
     let (mut rows, evaluated_on) = if config.merge.is_empty() {
         let evaluated_on = task_evaluated_on(&config.runtime, &config.options);
@@ -492,7 +494,21 @@ fn resumable_rows(
             table.scoring,
             identity.describe()
         ),
-        Err(error) => Err(error).context("pass --overwrite to replace it"),
+        // A log damaged outside the stage (a copy cut short): removing it is the way out a
+        // pipeline's rule can take, where it cannot add --overwrite or change the path.
+        Err(error) if error.is_damaged() => Err(error).with_context(|| {
+            damaged_resumed_table(
+                &format!("--choices-out {}", choices_out.display()),
+                "choose another --choices-out",
+            )
+        }),
+        Err(error) => Err(error).with_context(|| {
+            format!(
+                "--choices-out {}: pass --overwrite to replace it, or choose another \
+                 --choices-out",
+                choices_out.display()
+            )
+        }),
     }
 }
 

@@ -4,23 +4,29 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use layerprune_core::SiblingInUse;
+
 use crate::ModelError;
 
 /// Distinguishes temporary folders of concurrent writers in one process.
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
-/// A hidden sibling of `dest` named after it, unique to this process and call.
-fn sibling(dest: &Path, tag: &str) -> Result<PathBuf, ModelError> {
+/// A hidden sibling of `dest` named after it, unique to this process and call, claimed as this
+/// process's while the claim lives (the clean-up of a later write of `dest` in this process,
+/// which holds `dest`'s lock, takes every sibling not claimed for a dead writer's).
+fn sibling(dest: &Path, tag: &str) -> Result<(PathBuf, SiblingInUse), ModelError> {
     let name = dest.file_name().ok_or_else(|| ModelError::Destination {
         path: dest.to_path_buf(),
         problem: "has no folder name".into(),
     })?;
     let serial = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
-    Ok(dest.with_file_name(layerprune_core::sibling_name(
+    let sibling = dest.with_file_name(layerprune_core::sibling_name(
         name,
         tag,
         &format!("{}-{serial}", std::process::id()),
-    )))
+    ));
+    let in_use = SiblingInUse::claim(&sibling);
+    Ok((sibling, in_use))
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {
@@ -63,7 +69,7 @@ pub fn write_folder<T, E: From<ModelError>>(
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
     }
-    let temp = sibling(dest, "tmp")?;
+    let (temp, _temp_in_use) = sibling(dest, "tmp")?;
     if temp.exists() {
         fs::remove_dir_all(&temp).map_err(ModelError::io(&temp))?;
     }
@@ -114,7 +120,7 @@ pub fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
         return Err(already_exists(dest));
     }
     refuse_foreign_folder(dest)?;
-    let doomed = sibling(dest, "tmp")?;
+    let (doomed, _doomed_in_use) = sibling(dest, "tmp")?;
     fs::rename(dest, &doomed).map_err(ModelError::io(dest))?;
     sync_folder(dest.parent());
     // `dest` is gone; failing to delete its contents loses nothing the next write needs.
@@ -181,6 +187,11 @@ fn already_exists(dest: &Path) -> ModelError {
 /// between its two renames: `dest` is then as before that run, as after any failed write) or
 /// removed where `dest` is there (killed before deleting it). Best effort, like the writes'
 /// own clean-up: what cannot be moved or removed stays.
+///
+/// Which writers are dead is [`layerprune_core::dead_writers_siblings`]'s to say: while this
+/// process holds `dest`'s lock (a stage's `Io::check` locks its output folders), every writer
+/// but this process is, whatever the process id its leftovers are named by (in a container the
+/// killed run was PID 1 as this one is); without the lock, those whose process has ended.
 fn recover_from_dead_writers(dest: &Path) {
     for old in layerprune_core::dead_writers_siblings(dest, "old") {
         if !dest.exists() && fs::rename(&old, dest).is_ok() {
@@ -200,7 +211,7 @@ fn recover_from_dead_writers(dest: &Path) {
 
 fn move_into_place(temp: &Path, dest: &Path) -> Result<(), ModelError> {
     if dest.exists() {
-        let old = sibling(dest, "old")?;
+        let (old, _old_in_use) = sibling(dest, "old")?;
         fs::rename(dest, &old).map_err(ModelError::io(dest))?;
         if let Err(source) = fs::rename(temp, dest) {
             // Put the old folder back: a failed write leaves `dest` as it was.
@@ -424,6 +435,48 @@ mod tests {
         write_folder(&dest, true, |temp| write_file(&temp.join("b.bin"), b"b")).unwrap();
         assert_eq!(names(parent.path()), vec!["model"]);
         assert_eq!(names(&dest), vec!["b.bin"]);
+    }
+
+    /// In a container a stage is often PID 1 on every run, so what a killed run left is named
+    /// by a live process's id: this process's own, or another's. Without `dest`'s lock the ids
+    /// decide and the leftovers stay (their writer may be alive); while this process holds the
+    /// lock (as every stage does, `Io::check`) no other writer is, so the folder moved aside is
+    /// put back and the half-built ones removed, and a later replacement removes the old one.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn under_the_lock_a_killed_writers_folders_are_recovered_whatever_their_process_id() {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        let own = std::process::id();
+        let left = |name: &str, file: &str| {
+            let folder = parent.path().join(name);
+            fs::create_dir(&folder).unwrap();
+            fs::write(folder.join("manifest.json"), MODEL_MANIFEST).unwrap();
+            fs::write(folder.join(file), file).unwrap();
+        };
+        // Killed between its two renames, as PID 1, and another run of this id half-built one.
+        left(".model.old-1-0", "old.bin");
+        left(".model.tmp-1-1", "new.bin");
+        left(&format!(".model.tmp-{own}-900"), "half.bin");
+        let before = names(parent.path());
+        remove_folder(&dest, false).expect("nothing at dest to remove");
+        assert_eq!(names(parent.path()), before, "recovered without the lock");
+
+        let lock = layerprune_core::FileLock::try_acquire(&dest).unwrap();
+        let refused = write_folder(&dest, false, |_| -> Result<(), ModelError> {
+            panic!("the old folder is back: not refilled without overwrite")
+        })
+        .unwrap_err();
+        assert!(refused.to_string().contains("already exists"), "{refused}");
+        assert_eq!(names(parent.path()), vec![".model.lock", "model"]);
+        assert_eq!(names(&dest), vec!["manifest.json", "old.bin"]);
+        // Killed after its new folder was in place, before deleting the old one (this id's).
+        left(&format!(".model.old-{own}-901"), "older.bin");
+        write_folder(&dest, true, |temp| write_file(&temp.join("b.bin"), b"b")).unwrap();
+        assert_eq!(names(parent.path()), vec![".model.lock", "model"]);
+        assert_eq!(names(&dest), vec!["b.bin"]);
+        drop(lock);
+        assert_eq!(names(parent.path()), vec!["model"]);
     }
 
     #[test]

@@ -136,9 +136,13 @@ fn write_model(dir: &Path, w1: &[f32], w2: &[f32]) -> std::path::PathBuf {
 fn environment() -> Environment {
     let library = layerprune_runtime::runtime_library_path()
         .expect("ONNX Runtime library (ORT_DYLIB_PATH or `make ort`)");
+    // As the stages' environment: no telemetry store written under $HOME by a test either.
+    let (switch, off) = layerprune_runtime::TELEMETRY_SWITCH;
+    std::env::set_var(switch, off);
     ort::init_from(&library)
         .expect("library loads")
         .with_name("quantize-test")
+        .with_telemetry(false)
         .build()
         .expect("environment starts")
 }

@@ -306,10 +306,22 @@ pub fn runtime_library_path() -> Result<PathBuf, RuntimeError> {
 
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
+/// ONNX Runtime's switch for its telemetry, and the value that turns it off. ONNX Runtime
+/// 1.31.1 (the PyPI wheel's library) starts a telemetry store when its environment is created:
+/// `$HOME/.cache/Microsoft/DeveloperTools/.onnxruntime/` (`onnxruntime.db`, an SQLite event
+/// store with its WAL, and `deviceid`), written on every run of a stage that loads a model,
+/// outside the stage's outputs (a stage under `ulimit -f 12` was killed by SIGXFSZ writing it,
+/// before doing anything). The C API's `DisableTelemetryEvents` (ort's `with_telemetry(false)`,
+/// called too) is for the events, and does not stop the store, which is created before it can
+/// be called; this variable, read when the environment is created, stops both (checked with a
+/// fresh `HOME`: `1`, `true` and `yes` leave it empty, `0` or an empty value do not).
+pub const TELEMETRY_SWITCH: (&str, &str) = ("ORT_DISABLE_TELEMETRY", "1");
+
 /// The process's one ONNX Runtime environment (ONNX Runtime allows one per process; the first
 /// call's `threads` sets its pool: 0 = one thread per core). Every session shares its global
 /// thread pool with spinning off: separate pools spinning against each other cost 20 % on 2
-/// cores.
+/// cores. ONNX Runtime's telemetry is off ([`TELEMETRY_SWITCH`]): a stage writes nothing
+/// outside its outputs.
 pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError> {
     ENVIRONMENT
         .get_or_init(|| {
@@ -317,6 +329,15 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
                 RuntimeError::Library(message) => message,
                 other => other.to_string(),
             })?;
+            // Set before the library is loaded and the environment created, where ONNX Runtime
+            // reads it; whatever value the caller's environment gave is overridden, since the
+            // stages promise no byte changed outside their outputs. Once per process, before any
+            // thread of the library exists (no other code of the stages reads the environment
+            // through C while it runs), and not at all where it is set already.
+            let (switch, off) = TELEMETRY_SWITCH;
+            if std::env::var_os(switch).is_none_or(|value| value != off) {
+                std::env::set_var(switch, off);
+            }
             let builder = ort::init_from(&library)
                 .map_err(|e| format!("cannot load {}: {e}", library.display()))?;
             let mut pool = GlobalThreadPoolOptions::default()
@@ -329,6 +350,7 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
             }
             builder
                 .with_name("layerprune")
+                .with_telemetry(false)
                 .with_global_thread_pool(pool)
                 .build()
                 .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", library.display()))

@@ -733,7 +733,7 @@ pub fn resume_evaluations(
     // Each says what differs in words, with both values: the ids alone (two sha256s) do not
     // tell a reader whether the model or the token table is the other one. What to do about it
     // is the caller's to say (another --out, --overwrite, another cache, another --out-dir).
-    let mismatch = |problem: String| TableError::new(path, TableErrorKind::BadValue, problem);
+    let mismatch = |problem: String| TableError::new(path, TableErrorKind::NotResumable, problem);
     if table.num_blocks != num_blocks {
         return Err(mismatch(format!(
             "cannot resume: its rows are masks of {} blocks, this run's model has {num_blocks}",

@@ -26,7 +26,7 @@ mod tokens;
 use std::path::Path;
 
 pub use atomic::atomic_write;
-pub use error::{TableError, TableErrorKind};
+pub use error::{damaged_resumed_table, TableError, TableErrorKind};
 pub use evaluations::{
     read_complete_evaluations, read_evaluations, resume_evaluations, write_evaluations,
     AppendError, EvaluationRow, EvaluationTable, GameValue, Incomplete, PartialWindows,

@@ -1021,7 +1021,22 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
         let error = resume_evaluations(&file, blocks, model, data, "cpu").unwrap_err();
         assert!(error.message.contains(what), "{error}");
         names_file(&error, &file);
+        // Another run's whole table, not a damaged one: no stage advises removing it as such.
+        assert_eq!(error.kind, TableErrorKind::NotResumable, "{error}");
+        assert!(!error.is_damaged(), "{error}");
     }
+    // A copy cut short is damaged: the stages name it and advise removing it, in one wording.
+    let whole = std::fs::read(&file).unwrap();
+    let cut = dir.path().join("cut.parquet");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let error = resume_evaluations(&cut, 3, "model", "data", "cpu").unwrap_err();
+    assert!(error.is_damaged(), "{error}");
+    names_file(&error, &cut);
+    assert_eq!(
+        layerprune_tables::damaged_resumed_table("--out cut.parquet", "choose another --out"),
+        "--out cut.parquet: cannot be read, so it cannot be resumed; remove it (the rows it held \
+         are measured again), or choose another --out"
+    );
 
     // Rows measured on a CPU are not resumed on a GPU (or with other arithmetic there): their
     // NLLs differ in the last digits.

@@ -29,7 +29,9 @@ use layerprune_selection::margin::depth_warning;
 use layerprune_selection::method_names;
 use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
 use layerprune_tables::input_role;
-use layerprune_tables::{join_dataset_ids, write_plans, Provenance, TableKind};
+use layerprune_tables::{
+    damaged_resumed_table, join_dataset_ids, write_plans, Provenance, TableError, TableKind,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -203,8 +205,19 @@ struct Args {
 /// Only a file this run cannot use (another model's, tokens', settings'; not an evaluation
 /// table) is worth removing; a lock that could not be taken is no fault of the file, which
 /// holds what this or another run measured, so that advice is never given there. (A lock
-/// another run holds is waited for, not refused; the lock's own error says which it was.)
+/// another run holds is waited for, not refused; the lock's own error says which it was.) A
+/// cache that cannot be read at all (cut short) gets the words every stage gives a damaged
+/// checkpoint or cache ([`damaged_resumed_table`]).
 fn cache_refusal(path: &Path, error: &anyhow::Error) -> String {
+    if error
+        .downcast_ref::<TableError>()
+        .is_some_and(TableError::is_damaged)
+    {
+        return damaged_resumed_table(
+            &format!("--cache {}", path.display()),
+            "give another --cache",
+        );
+    }
     match error.downcast_ref::<LockError>() {
         Some(LockError::Busy { lock_path, .. } | LockError::Io { lock_path, .. }) => format!(
             "--cache {}: its lock ({}) could not be taken, so the cache was neither read nor \

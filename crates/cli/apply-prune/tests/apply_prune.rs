@@ -1596,15 +1596,15 @@ fn a_cache_whose_lock_cannot_be_taken_is_never_to_be_removed() {
     assert!(lock.is_dir() && !plan.exists());
     assert_eq!(std::fs::read(&cache).unwrap(), b"not a table");
 
-    // With the lock taken, the same file is one this run cannot use: that may be removed.
+    // With the lock taken, the same file is one this run cannot read: that may be removed.
     std::fs::remove_dir(&lock).unwrap();
     let out = apply_prune(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "--cache {}: not an evaluation cache this run can use; give another --cache, or \
-             remove the file to measure afresh",
+            "--cache {}: cannot be read, so it cannot be resumed; remove it (the rows it held \
+             are measured again), or give another --cache",
             s(&cache)
         )),
         "{stderr}"
@@ -2335,10 +2335,17 @@ fn a_cache_it_cannot_use_is_refused_naming_the_cache_and_what_differs() {
         let out = apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        // The chain: the flag and file with what to do, then the file with what differs.
+        // The chain: the flag and file with what to do, then the file with what differs; a
+        // file that cannot be read at all in the words every stage gives a damaged checkpoint.
+        let advice = if file == &not_parquet {
+            "cannot be read, so it cannot be resumed; remove it (the rows it held are measured \
+             again), or give another --cache"
+        } else {
+            "not an evaluation cache this run can use; give another --cache, or remove the file \
+             to measure afresh"
+        };
         let top = format!(
-            "apply-prune: error: --cache {}: not an evaluation cache this run can use; give \
-             another --cache, or remove the file to measure afresh\n  caused by: {}: {problem}",
+            "apply-prune: error: --cache {}: {advice}\n  caused by: {}: {problem}",
             s(file),
             s(file)
         );

@@ -602,6 +602,14 @@ fn an_output_another_run_is_writing_is_refused() {
     let refused = evaluate(&args);
     assert_refused(&refused, &["out.parquet", "in use by another run"]);
     assert_eq!(std::fs::read(&out_file).unwrap(), before);
+    // Refused at once, before the model is opened (hashing a 7B model's weights takes about
+    // 20 s; until 2026-12-07 the lock was taken after): no graph opened, and a model folder
+    // that is not there is not what the refusal is about.
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!stderr.contains("opened the"), "{stderr}");
+    let refused = evaluate_model(&dir.path().join("no-model"), &args);
+    assert_refused(&refused, &["out.parquet", "in use by another run"]);
+    assert_eq!(std::fs::read(&out_file).unwrap(), before);
 
     drop(running);
 
@@ -634,6 +642,84 @@ fn an_output_another_run_is_writing_is_refused() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.ends_with(".lock")), "{names:?}");
+}
+
+/// A checkpoint damaged outside the stage (a copy cut short: Make's `TABLE.partial.parquet`) is
+/// refused with the file named and the way out any caller can take, removing it, with what that
+/// costs: a Make rule can neither add --overwrite nor change --out, which the message gave as
+/// its only ways out until 2026-12-07. The file is left as it is; removed, the run measures its
+/// rows again.
+#[test]
+fn a_damaged_checkpoint_is_named_with_a_way_out_a_pipeline_can_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), None);
+    let checkpoint = dir.path().join("evaluations.partial.parquet");
+    let args = [
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--out",
+        path(&checkpoint),
+    ];
+    let first = evaluate(&[&args[..], &["--max-new-masks", "5"]].concat());
+    assert!(first.status.success());
+    let whole = std::fs::read(&checkpoint).unwrap();
+    let cut = &whole[..whole.len() * 2 / 3];
+    std::fs::write(&checkpoint, cut).unwrap();
+    let refused = evaluate(&args);
+    let first_line = format!(
+        "evaluate: error: --out {}: cannot be read, so it cannot be resumed; remove it (the rows \
+         it held are measured again), or choose another --out\n",
+        checkpoint.display()
+    );
+    assert_refused(&refused, &[&first_line, "not a readable Parquet file"]);
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), cut);
+    std::fs::remove_file(&checkpoint).unwrap();
+    let measured_again = evaluate(&args);
+    assert!(
+        measured_again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&measured_again.stderr)
+    );
+    assert_eq!(read_evaluations(&checkpoint).unwrap().rows.len(), 64);
+}
+
+/// A stage that runs the model writes nothing outside its outputs: ONNX Runtime 1.31.1 keeps a
+/// telemetry store under `$HOME/.cache/Microsoft/DeveloperTools/.onnxruntime/` (an SQLite
+/// database with its WAL, and a device id), written on every run until 2026-12-07 (and under
+/// `ulimit -f 12` the stage was killed writing it). Run here with a fresh, empty HOME and
+/// without the switch in the environment: the stage turns telemetry off itself, and HOME stays
+/// empty.
+#[test]
+fn a_run_of_the_model_writes_nothing_under_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), None);
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .args(["--tokens", path(&tokens), "--masks", path(&masks)])
+        .args(["--out", path(&dir.path().join("out.parquet"))])
+        .args(["--max-new-masks", "2", "--quiet", "--model"])
+        .arg(fixture())
+        .env("HOME", &home)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove(layerprune_runtime::TELEMETRY_SWITCH.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = layerprune_tests::snapshot(&home);
+    assert!(
+        written.is_empty(),
+        "written under HOME: {:?}",
+        written.keys()
+    );
+    // Nor an empty folder.
+    assert_eq!(std::fs::read_dir(&home).unwrap().count(), 0);
 }
 
 /// The help names values by what the tables call them (`--mask <MASK_ID>`, `--shard <I/N>`,

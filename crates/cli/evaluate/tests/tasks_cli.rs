@@ -640,6 +640,36 @@ fn a_killed_run_keeps_the_tasks_it_finished() {
     assert_eq!(got, expected);
 }
 
+/// A choice log damaged outside the stage (a copy cut short) is named in the first line of the
+/// error with the way out any caller can take, removing it (until 2026-12-07 that line said only
+/// "pass --overwrite to replace it", the file named only under it); removed, its rows are
+/// computed again.
+#[test]
+fn a_damaged_choice_log_is_named_in_the_first_line_with_a_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = whole_run(dir.path());
+    let choices = dir.path().join("whole-choices.parquet");
+    let whole = std::fs::read(&choices).unwrap();
+    let cut = &whole[..whole.len() / 2];
+    std::fs::write(&choices, cut).unwrap();
+    let out = run_tasks(dir.path(), &data, "whole", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let first_line = format!(
+        "evaluate: error: --choices-out {}: cannot be read, so it cannot be resumed; remove it \
+         (the rows it held are measured again), or choose another --choices-out\n",
+        choices.display()
+    );
+    assert!(
+        stderr.starts_with(&first_line),
+        "expected {first_line:?} in {stderr}"
+    );
+    assert_eq!(std::fs::read(&choices).unwrap(), cut);
+    std::fs::remove_file(&choices).unwrap();
+    succeeded(run_tasks(dir.path(), &data, "whole", &[]));
+    assert_eq!(std::fs::read(&choices).unwrap(), whole);
+}
+
 /// A task run whose choice log another run is writing is refused at once, writing nothing.
 #[test]
 fn a_choice_log_another_run_is_writing_is_refused() {
@@ -652,6 +682,34 @@ fn a_choice_log_another_run_is_writing_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("busy-choices.parquet") && stderr.contains("in use by another run"));
+    // At once, before the model is read (its id hashes every weight file: about 20 s for a 7B
+    // model; until 2026-12-07 the lock was taken after): a model folder that is not there is
+    // not what the refusal is about.
+    let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .args([
+            "--tasks",
+            "piqa",
+            "--task-data",
+            p(&data),
+            "--mask",
+            "110111",
+        ])
+        .args(["--out", p(&dir.path().join("busy-evaluations.parquet"))])
+        .args(["--choices-out", p(&choices)])
+        .args([
+            "--accuracy-out",
+            p(&dir.path().join("busy-accuracy.parquet")),
+        ])
+        .args(["--quiet", "--model"])
+        .arg(dir.path().join("no-model"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("busy-choices.parquet") && stderr.contains("in use by another run"),
+        "{stderr}"
+    );
     for kind in ["evaluations", "choices", "accuracy"] {
         assert!(!dir.path().join(format!("busy-{kind}.parquet")).exists());
     }

@@ -562,6 +562,25 @@ fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
         cache.evaluated_on.as_deref(),
         Some("cpu, graph optimization basic")
     );
+
+    // A cache damaged outside the stage (a copy cut short): its first line names the cache
+    // and says to remove it, in the words every stage gives a damaged checkpoint or cache.
+    let cache_c0 = out.join("cache-calibration-c0.parquet");
+    let whole = std::fs::read(&cache_c0).unwrap();
+    std::fs::write(&cache_c0, &whole[..whole.len() / 2]).unwrap();
+    let output = frontier(&basic.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let expected = format!(
+        "frontier: error: the cache {} of --calibration {c0}: cannot be read, so it cannot be \
+         resumed; remove it (the rows it held are measured again), or choose another --out-dir\n",
+        cache_c0.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in {stderr}"
+    );
+    assert_eq!(std::fs::read(&cache_c0).unwrap(), &whole[..whole.len() / 2]);
 }
 
 /// The two token-table flags keep their roles' names, so their help says what each is in the

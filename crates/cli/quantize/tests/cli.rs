@@ -459,3 +459,68 @@ fn the_help_names_the_model_files_and_every_default() {
     }
     assert!(!help.contains("source files"), "{help}");
 }
+
+/// What a `quantize --out q --overwrite` killed part-way leaves is recovered by the next run
+/// whatever process id it is named by: in a container the stage is PID 1 on every run (and the
+/// id of a run killed elsewhere may belong to another live process by now). The folder it had
+/// moved aside is put back (and then, without --overwrite, refused like any existing folder),
+/// its half-built folders are removed, and so is an old folder left beside a finished one.
+/// Until 2026-12-07 only leftovers of ids no live process had were recovered: the user's
+/// folder stayed hidden as `.q.old-1-0` and model-sized `.q.tmp-1-*` folders stayed for good.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_runs_folders_are_recovered_whatever_process_id_names_them() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("q");
+    let model = fixture();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--scheme",
+            "int8",
+        ];
+        args.extend(extra);
+        quantize(&args)
+    };
+    let first = run(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let earlier = layerprune_tests::snapshot(&out);
+    let names = || {
+        let mut names: Vec<String> = std::fs::read_dir(temp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let half_built = |name: &str| {
+        let folder = temp.path().join(name);
+        std::fs::create_dir_all(folder.join("weights")).unwrap();
+        std::fs::write(folder.join("weights/block_000.bin"), b"half").unwrap();
+    };
+    // Killed as PID 1 between its two renames; this test's id (a live process) another's.
+    std::fs::rename(&out, temp.path().join(".q.old-1-0")).unwrap();
+    half_built(".q.tmp-1-1");
+    half_built(&format!(".q.tmp-{}-0", std::process::id()));
+    let refused = run(&[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("already exists; pass --overwrite"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(names(), vec!["q"]);
+    assert_eq!(layerprune_tests::snapshot(&out), earlier);
+
+    // Killed as PID 1 after its new folder was in place, before deleting the old one.
+    std::fs::create_dir(temp.path().join(".q.old-1-2")).unwrap();
+    std::fs::write(temp.path().join(".q.old-1-2/manifest.json"), b"{}").unwrap();
+    half_built(".q.tmp-1-3");
+    let replaced = run(&["--overwrite"]);
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+    assert_eq!(names(), vec!["q"]);
+    assert_eq!(layerprune_tests::snapshot(&out), earlier);
+}
