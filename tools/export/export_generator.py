@@ -75,21 +75,25 @@ def fail(message: str):
     raise SystemExit(f"export_generator: error: {message}")
 
 
-def unsupported_message(model_type, architectures=None) -> str:
+def unsupported_message(model_type, architectures=None, source=None) -> str:
+    """`source`: the config.json that names the model type."""
     named = f" ({', '.join(architectures)})" if architectures else ""
-    return (f"export_generator: error: model type {model_type!r}{named} is not supported by the KV-cache "
+    where = f"{source}: " if source is not None else ""
+    return (f"export_generator: error: {where}model type {model_type!r}{named} is not supported by the KV-cache "
             f"exporter; supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}")
 
 
 def check_supported_config(folder: Path) -> dict:
     """Refuses an unsupported architecture from config.json alone, before loading weights."""
+    path = folder / "config.json"
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        fail(f"cannot read {folder / 'config.json'}: {error}")
-    model_type = config.get("model_type")
+        fail(f"cannot read {path}: {error}")
+    model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise SystemExit(unsupported_message(model_type, config.get("architectures")))
+        raise SystemExit(unsupported_message(model_type, config.get("architectures") if isinstance(config, dict)
+                                             else None, path))
     return config
 
 
@@ -495,8 +499,7 @@ def main(argv=None):
     export_layered.check_source_files(args.model, "export_generator", tokenizer=False)
     started = time.time()
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
-    with export_layered.reading("export_generator", f"the model in {args.model} (its config.json and weight files)"):
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    model = export_layered.load_pretrained(AutoModelForCausalLM, args.model, "export_generator", dtype=dtype)
     model.config._attn_implementation = "eager"
     model.eval()
     export_layered.Architecture(model)  # use_bidirectional_attention, unknown attention types

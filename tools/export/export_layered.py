@@ -38,12 +38,19 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+# ONNX Runtime's telemetry off before anything imports it (the checks run graphs through its Python
+# package, which otherwise writes an event store under $HOME/.cache/Microsoft/DeveloperTools: a
+# byte outside the export's output). The stages set the same switch (crates/runtime,
+# TELEMETRY_SWITCH); every tool here imports this module.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import numpy as np
 import onnx
@@ -183,11 +190,15 @@ def supported_config_model_types() -> list:
     return sorted((SUPPORTED_MODEL_TYPES - MROPE_MODEL_TYPES) | MULTIMODAL_MODEL_TYPES)
 
 
-def unsupported_message(model_type, architectures=None, multimodal=None) -> str:
+def unsupported_message(model_type, architectures=None, multimodal=None, source=None) -> str:
+    """The refusal of a model type the exporter does not support; `source`, where known, is the
+    file that names it (a folder's config.json, a GGUF file), named first as in the tools' other
+    refusals of a source."""
     named = f" ({', '.join(architectures)})" if architectures else ""
     inside = f" (the language model, text_config, of a {multimodal!r} checkpoint)" if multimodal else ""
+    where = f"{source}: " if source is not None else ""
     listed = ", ".join(t + (" (multimodal)" if t in MULTIMODAL_MODEL_TYPES else "") for t in supported_config_model_types())
-    return (f"error: model type {model_type!r}{inside}{named} is not supported by the layered exporter; "
+    return (f"error: {where}model type {model_type!r}{inside}{named} is not supported by the layered exporter; "
             f"supported model types: {listed}")
 
 
@@ -1179,19 +1190,41 @@ def source_dtype(config) -> str:
     return {"float16": "fp16", "bfloat16": "bf16"}.get(dtype, "fp32")
 
 
-def check_supported_config(folder: Path, program: str = "export") -> None:
-    """Refuses an unsupported architecture from config.json alone, before loading weights."""
+def text_model_type(multimodal_type: str, config: dict):
+    """The model type of a multimodal checkpoint's language model, as transformers reads its
+    config.json: the text config class of `multimodal_type` where transformers fixes one
+    (Gemma 3, the Qwen-VLs: whatever text_config says, or with no text_config at all, as the first
+    Qwen2-VL configs have), otherwise text_config's `model_type`, or where it names none the
+    class's default (LLaVA's llama, Mistral 3's mistral). None where neither says."""
+    from transformers import CONFIG_MAPPING
+    from transformers.configuration_utils import PreTrainedConfig
+
+    spec = CONFIG_MAPPING[multimodal_type].sub_configs_defaults["text_config"]
+    if issubclass(spec.config_class, PreTrainedConfig):
+        return spec.config_class.model_type
+    text_config = config.get("text_config")
+    return text_config.get("model_type", spec.model_type) if isinstance(text_config, dict) else spec.model_type
+
+
+def check_supported_config(folder: Path, program: str = "export") -> dict:
+    """Refuses an unsupported architecture from config.json alone, before loading weights;
+    returns the config as read."""
+    path = folder / "config.json"
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        sys.exit(f"{program}: error: cannot read {folder / 'config.json'}: {error}")
+        sys.exit(f"{program}: error: cannot read {path}: {error}")
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-        sys.exit(f"{program}: error: {folder / 'config.json'} names no model_type: not a transformers config")
+        sys.exit(f"{program}: error: {path} names no model_type: not a transformers config")
     model_type, multimodal = config.get("model_type"), None
     if model_type in MULTIMODAL_MODEL_TYPES:
-        multimodal, model_type = model_type, (config.get("text_config") or {}).get("model_type")
+        multimodal, model_type = model_type, text_model_type(model_type, config)
+        if model_type is None:  # text_config's model_type set to null: transformers cannot read it either
+            sys.exit(f"{program}: error: {path}: text_config names no model_type (the language model of a "
+                     f"{multimodal!r} checkpoint)")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures"), multimodal))
+        raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures"), multimodal, path))
+    return config
 
 
 class LanguageModel(nn.Module):
@@ -1298,6 +1331,126 @@ def reading(program: str, what):
         raise SystemExit(f"{program}: error: cannot load {what}: {type(error).__name__}: {error}") from error
 
 
+# How many of the tensors a checkpoint lacks its refusal names (then their count).
+LISTED_TENSORS = 5
+
+
+def load_pretrained(model_class, source: Path, program: str, **options):
+    """`model_class.from_pretrained(**options)` of a Hugging Face folder or, `source` a file, a
+    GGUF file; any failure to read it is named (`reading`), and so is a checkpoint whose files
+    lack a tensor the model needs (`refuse_missing_tensors`): transformers only logs those and
+    fills them with random values, which every check (against the model it loaded) then passes.
+    The one loader of a source's model in the exporter, the generator exporter and prune_hf.py."""
+    if source.is_file():
+        what, location, options = f"the GGUF file {source}", source.parent, {"gguf_file": source.name, **options}
+    else:
+        what, location = f"the model in {source} (its config.json and weight files)", source
+    with reading(program, what):
+        model, loading_info = model_class.from_pretrained(location, output_loading_info=True, **options)
+    refuse_missing_tensors(model, loading_info, source, program)
+    return model
+
+
+def block_ranges(indices) -> str:
+    """Sorted block indices as ranges: `6–31`, `2, 5–7`."""
+    ranges, indices = [], sorted(indices)
+    for index in indices:
+        if ranges and index == ranges[-1][1] + 1:
+            ranges[-1][1] = index
+        else:
+            ranges.append([index, index])
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in ranges)
+
+
+def tensor_order(name: str):
+    """Sorts tensor names as a model lists them: `layers.2` before `layers.10`."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split(".")]
+
+
+def some_of(names, count: int = LISTED_TENSORS) -> str:
+    names = sorted(names, key=tensor_order)
+    more = f" and {len(names) - count} more" if len(names) > count else ""
+    return ", ".join(names[:count]) + more
+
+
+def wrapper_prefix(unexpected, missing) -> str:
+    """The dotted prefix (`base_model.model.`) under which every one of the `unexpected` tensor
+    names lies and without which most of them name a `missing` one, or "": a wrapper's state
+    dict saved as it is. Of the prefixes the names share, the one that matches most."""
+    split = [name.split(".")[:-1] for name in unexpected]
+    shared = []
+    for parts in zip(*split):
+        if len(set(parts)) != 1:
+            break
+        shared.append(parts[0])
+    best, matched = "", 0
+    for length in range(1, len(shared) + 1):
+        prefix = "".join(part + "." for part in shared[:length])
+        count = sum(name[len(prefix):] in missing for name in unexpected)
+        if count > matched:
+            best, matched = prefix, count
+    return best
+
+
+def refuse_missing_tensors(model, loading_info: dict, source: Path, program: str) -> None:
+    """Exits, naming `source`, when transformers' `loading_info` (from_pretrained's
+    output_loading_info) lists a tensor of the model its files do not hold (`missing_keys`), or
+    hold at another shape (`mismatched_keys`, kept only under ignore_mismatched_sizes, which
+    these tools never pass: transformers refuses them itself). What transformers does not
+    need from the files is already left out of `missing_keys`: a tied LM head whose embedding
+    is there, non-persistent buffers (rotary `inv_freq`), a class's
+    `_keys_to_ignore_on_load_missing`. The message lists a few of the missing tensors, then
+    says what their pattern suggests: tensors under a prefix (a wrapper's or adapter's state
+    dict saved as it is), whole blocks (a config with more blocks than the files: no
+    num_hidden_layers in config.json, whose transformers default is 32), an LM head neither in
+    the files nor tied to the embedding."""
+    missing = set(loading_info["missing_keys"]) | {entry[0] for entry in loading_info.get("mismatched_keys", ())}
+    if not missing:
+        return
+    unexpected = set(loading_info.get("unexpected_keys", ()))
+    gguf = source.is_file()
+    # The subject of the sentences, and its verbs: the GGUF file, or a folder's weight files.
+    files, lack, hold = ("the file", "lacks", "holds") if gguf else ("its weight files", "lack", "hold")
+    count = f"{len(missing)} tensor{'s' if len(missing) != 1 else ''}"
+    lines = [f"{program}: error: {source}: {files} {lack} {count} the model ({type(model).__name__}) needs: "
+             f"{some_of(missing)}. transformers fills a missing tensor with random values and only logs it, and "
+             "every check would compare with that same random model"]
+    prefix = wrapper_prefix(unexpected, missing)
+    if prefix:
+        lines.append(f"{files.capitalize()} {hold} {len(unexpected)} tensors the model has no place for, "
+                     f"all named under {prefix!r}, which without it name the missing ones (e.g. "
+                     f"{sorted(unexpected, key=tensor_order)[0]}): a wrapper's or adapter's state dict saved as it "
+                     "is (PEFT's, e.g.). Save the model itself (an adapter merged in first: merge_and_unload(), "
+                     f"then save_pretrained), or the tensors renamed without {prefix!r}")
+    elif unexpected:
+        lines.append(f"{files.capitalize()} also {hold} {len(unexpected)} tensors the model has no place "
+                     f"for ({some_of(unexpected)}): tensors named otherwise than {type(model).__name__} names them?")
+    # Whole blocks missing while others loaded: the config makes more blocks than the files hold.
+    blocks: dict = {}
+    for name in model.state_dict():
+        match = re.match(r"(.*\.(?:layers|h)\.)(\d+)\.", name)
+        if match:
+            blocks.setdefault(match.group(1), {}).setdefault(int(match.group(2)), []).append(name)
+    for prefix, tensors in blocks.items():
+        empty = [index for index, names in tensors.items() if all(name in missing for name in names)]
+        if empty and len(empty) < len(tensors):
+            asked = ("the file's block_count" if gguf else
+                     "config.json's num_hidden_layers, or transformers' default for it where config.json names none")
+            lines.append(f"{prefix}{block_ranges(empty)} have no tensor at all in {files}: the config makes "
+                         f"{len(tensors)} blocks ({asked}), {files} {hold} {len(tensors) - len(empty)}")
+    try:
+        head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        head = embedding = None
+    names = {id(parameter): name for name, parameter in model.named_parameters(remove_duplicate=False)}
+    head_name = names.get(id(getattr(head, "weight", None)))
+    embedding_name = names.get(id(getattr(embedding, "weight", None)))
+    if head_name in missing and embedding_name not in missing:
+        lines.append(f"{files.capitalize()} {hold} no LM head ({head_name}), and the config does not tie it "
+                     "to the embedding (tie_word_embeddings false): a tied checkpoint whose config was changed?")
+    raise SystemExit(". ".join(lines) + ("" if lines[-1].endswith("?") else "."))
+
+
 def check_source_exists(args, program: str = "export"):
     """Refuses, naming it, a --gguf that is no file or a --model folder without config.json: the
     first check, so that a wrong source is named as such before the output is checked against it."""
@@ -1329,12 +1482,14 @@ def load_checkpoint(args, graphs_for: str | None = None, program: str = "export"
         from transformers import AutoConfig, AutoModelForCausalLM
 
         # The config from the file's metadata alone, before its tensors are dequantized.
-        if graphs_for:
-            with reading(program, f"the GGUF file {gguf}"):
-                config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            refuse_length_dependent_rope(config, gguf, graphs_for)
         with reading(program, f"the GGUF file {gguf}"):
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise UnsupportedArchitecture(unsupported_message(config.model_type, source=gguf))
+        if graphs_for:
+            refuse_length_dependent_rope(config, gguf, graphs_for)
+        model = load_pretrained(AutoModelForCausalLM, gguf, program, dtype=dtype)
+        with reading(program, f"the GGUF file {gguf}"):
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         source = {"kind": "gguf", "path": str(gguf), "sha256": sha256_file(gguf)}
     else:
@@ -1347,8 +1502,7 @@ def load_checkpoint(args, graphs_for: str | None = None, program: str = "export"
                 config = AutoConfig.from_pretrained(folder)
             refuse_length_dependent_rope(config, folder / "config.json", graphs_for)
         check_source_files(folder, program)
-        with reading(program, f"the model in {folder} (its config.json and weight files)"):
-            model = model_class(folder).from_pretrained(folder, dtype=dtype)
+        model = load_pretrained(model_class(folder), folder, program, dtype=dtype)
         tokenizer_files = ", ".join(sorted(p.name for p in folder.glob("*token*") if p.is_file()))
         with reading(program, f"the tokenizer in {folder} ({tokenizer_files})"):
             tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -1468,7 +1622,9 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
         "num_attention_heads": getattr(config, "num_attention_heads", None),
         "num_key_value_heads": getattr(config, "num_key_value_heads", getattr(config, "num_attention_heads", None)),
         "vocab_size": config.vocab_size,
-        "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
+        # What the loaded model does, not what its config asks: transformers declines to tie a
+        # head the file holds with other values than the embedding.
+        "tie_word_embeddings": Architecture(model).lm_head.weight is Embedding(model).embed_tokens.weight,
         "dtype": DTYPE_NAMES[dtype_name],
         "opset": opset,
         "source": source,

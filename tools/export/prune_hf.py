@@ -241,10 +241,9 @@ def main(argv=None):
         except ValueError:
             sys.exit(f"prune_hf: error: --remove {args.remove!r} is not a list of block indices")
     source = Path(args.model) if args.model else None
-    if source is not None and (source / "config.json").is_file():
-        import json
-
-        bound = position_bound_blocks(json.loads((source / "config.json").read_text()))
+    if source is not None:
+        # config.json read once, refused by name where it is not JSON or names an unsupported model.
+        bound = position_bound_blocks(export_layered.check_supported_config(source, "prune_hf"))
         if set(removed) & set(bound):
             sys.exit(f"prune_hf: error: {source} adds its vision tower's deepstack features after blocks "
                      f"{bound} of its language model by position (Qwen3-VL): removing "
@@ -254,7 +253,6 @@ def main(argv=None):
     load_args = argparse.Namespace(model=args.model, gguf=args.gguf, dtype="auto")
     if source is not None:
         # The weight files' headers are read here first: each damaged or missing one is named.
-        export_layered.check_supported_config(source, "prune_hf")
         export_layered.check_source_files(source, "prune_hf")
         # In the weights' own type where they have one (transformers' "auto" is the config's).
         stored = stored_dtype(source)
@@ -279,7 +277,9 @@ def main(argv=None):
     staging = one_file.staging_folder(args.out)
     try:
         save(model, tokenizer, staging, source)
-        reloaded = export_layered.model_class(staging).from_pretrained(staging, dtype="auto")
+        # Every tensor of the pruned model written: a reload that fills one in would hide it.
+        reloaded = export_layered.load_pretrained(export_layered.model_class(staging), staging, "prune_hf",
+                                                  dtype="auto")
         reloaded.config._attn_implementation = "eager"
         reloaded.eval()
         reloaded_dtypes = {p.dtype for p in reloaded.parameters()}

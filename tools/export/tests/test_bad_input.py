@@ -311,10 +311,30 @@ def test_the_generator_refuses_a_checkpoint_of_a_dtype_it_is_not_exported_in(lla
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_an_architecture_refused_is_named_by_the_tool_that_refuses_it(program, tmp_path):
     """The architecture refusals are raised deep in the model's code as `error: …`; they read
-    `<program>: error: …` as the tools' other refusals do (they lacked the program's name)."""
+    `<program>: error: …` as the tools' other refusals do (they lacked the program's name), and
+    name the config.json that names the model type (they named no file)."""
     source = tmp_path / "rwkv"
     source.mkdir()
     (source / "config.json").write_text(json.dumps({"model_type": "rwkv", "architectures": ["RwkvForCausalLM"]}))
-    with pytest.raises(SystemExit, match=f"^{program}: error: model type 'rwkv'.* is not supported"):
+    with pytest.raises(SystemExit, match=f"^{program}: error: {source}/config.json: model type 'rwkv' "
+                                         r"\(RwkvForCausalLM\) is not supported"):
         run(program, source, output_of(program, tmp_path))
     assert not output_of(program, tmp_path).exists()
+
+
+def test_an_export_writes_nothing_under_home(llama, tmp_path):
+    """ONNX Runtime's Python package, which the export's check runs the graphs through, keeps a
+    telemetry store under $HOME/.cache/Microsoft unless ORT_DISABLE_TELEMETRY is set: the exporter
+    sets it before anything imports onnxruntime, whatever the caller's environment gave."""
+    import os
+    import subprocess
+
+    home = tmp_path / "home"
+    home.mkdir()
+    environment = {**os.environ, "HOME": str(home), "ORT_DISABLE_TELEMETRY": "0"}
+    script = Path(export_layered.__file__)
+    done = subprocess.run([sys.executable, str(script), "--model", str(llama), "--out", str(tmp_path / "out")],
+                          env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
