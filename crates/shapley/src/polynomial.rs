@@ -113,6 +113,33 @@ impl Multilinear {
         Self::fit_weighted_in_chunks(masks, targets, weights, order, ridge_alpha, CHUNK_ENTRIES)
     }
 
+    /// [`Self::fit_weighted`] with one more, unpenalised, regressor: minimises
+    /// Σ w (y − p − c z)² / Σ w + α Σ_{T≠∅} w_T² over the polynomial p and the coefficient c of
+    /// `offsets` z (one per mask). Solved as the polynomial's system bordered by z: with G the
+    /// polynomial's (ridged) Gram matrix, g = Σ w x z, s = Σ w z² and t = Σ w y z,
+    /// c = (t − gᵀG⁻¹r) / (s − gᵀG⁻¹g) and p's coefficients G⁻¹(r − g c). `None` where z is
+    /// (to 1e-9 of its own square) a polynomial of the masks, so c is not determined apart from
+    /// p. The exp-polynomial surrogate's Gauss–Newton steps fit its shift this way
+    /// (`regression::fit_exp_polynomial`).
+    pub fn fit_weighted_with_offset(
+        masks: &[Mask],
+        targets: &[f64],
+        weights: &[f64],
+        offsets: &[f64],
+        order: usize,
+        ridge_alpha: f64,
+    ) -> Result<Option<(Multilinear, f64)>, ShapleyError> {
+        Self::fit_in_chunks(
+            masks,
+            targets,
+            weights,
+            Some(offsets),
+            order,
+            ridge_alpha,
+            CHUNK_ENTRIES,
+        )
+    }
+
     /// [`Self::fit_weighted`] with the masks' dense features built `chunk_entries` entries
     /// (whole rows, one at the least) at a time.
     fn fit_weighted_in_chunks(
@@ -123,9 +150,36 @@ impl Multilinear {
         ridge_alpha: f64,
         chunk_entries: usize,
     ) -> Result<Multilinear, ShapleyError> {
+        let fitted = Self::fit_in_chunks(
+            masks,
+            targets,
+            weights,
+            None,
+            order,
+            ridge_alpha,
+            chunk_entries,
+        )?;
+        Ok(fitted
+            .expect("a fit without offsets is always determined")
+            .0)
+    }
+
+    /// The fit of [`Self::fit_weighted`] (`offsets` `None`, coefficient 0) or
+    /// [`Self::fit_weighted_with_offset`].
+    fn fit_in_chunks(
+        masks: &[Mask],
+        targets: &[f64],
+        weights: &[f64],
+        offsets: Option<&[f64]>,
+        order: usize,
+        ridge_alpha: f64,
+        chunk_entries: usize,
+    ) -> Result<Option<(Multilinear, f64)>, ShapleyError> {
         assert!(
-            targets.len() == masks.len() && weights.len() == masks.len(),
-            "a target and a weight for each of the {} masks",
+            targets.len() == masks.len()
+                && weights.len() == masks.len()
+                && offsets.is_none_or(|z| z.len() == masks.len()),
+            "a target and a weight (and an offset) for each of the {} masks",
             masks.len()
         );
         let n = masks.first().map_or(0, Mask::num_blocks);
@@ -137,6 +191,8 @@ impl Multilinear {
         }
         let mut gram = vec![0.0; size * size];
         let mut rhs = vec![0.0; size];
+        // The border of the offsets: g = Σ w x z, s = Σ w z², t = Σ w y z.
+        let (mut border, mut offset_squares, mut offset_rhs) = (vec![0.0; size], 0.0, 0.0);
         let mut active = Vec::with_capacity(size);
         // The Gram matrix's upper triangle, a chunk of rows at a time as dense 0/1 features
         // (`layerprune_core::linalg::add_weighted_gram`), mirrored below.
@@ -156,6 +212,12 @@ impl Multilinear {
                     rhs[p] += w * y;
                     features[row * size + p] = 1.0;
                 }
+                if let Some(offsets) = offsets {
+                    let z = offsets[first + row];
+                    active.iter().for_each(|&p| border[p] += w * z);
+                    offset_squares += w * z * z;
+                    offset_rhs += w * y * z;
+                }
             }
             layerprune_core::linalg::add_weighted_gram(&mut gram, &features, &chunk_weights);
         }
@@ -167,14 +229,32 @@ impl Multilinear {
                 gram[p * size + p] += ridge_alpha;
             }
         }
-        let coefficients = Cholesky::new_owned(gram, size)
-            .ok_or(ShapleyError::Singular("the exp-polynomial surrogate"))?
-            .solve(&rhs);
-        Ok(Multilinear {
-            num_players: n,
-            order,
-            coefficients,
-        })
+        let cholesky = Cholesky::new_owned(gram, size)
+            .ok_or(ShapleyError::Singular("the exp-polynomial surrogate"))?;
+        let mut coefficients = cholesky.solve(&rhs);
+        let mut offset = 0.0;
+        if offsets.is_some() {
+            let solved_border = cholesky.solve(&border);
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+            let schur = offset_squares - dot(&border, &solved_border);
+            // (NaN, from offsets that are not numbers, counts as undetermined too.)
+            if schur.is_nan() || schur <= 1e-9 * offset_squares {
+                return Ok(None);
+            }
+            offset = (offset_rhs - dot(&border, &coefficients)) / schur;
+            coefficients
+                .iter_mut()
+                .zip(&solved_border)
+                .for_each(|(b, s)| *b -= offset * s);
+        }
+        Ok(Some((
+            Multilinear {
+                num_players: n,
+                order,
+                coefficients,
+            },
+            offset,
+        )))
     }
 
     pub fn predict(&self, masks: &[Mask]) -> Vec<f64> {
@@ -249,6 +329,44 @@ mod tests {
         assert_eq!(order_for_rows(12, 598), 3);
         assert_eq!(order_for_rows(12, 597), 2);
         assert_eq!(order_for_rows(12, 20), 1);
+    }
+
+    /// The bordered fit against the same least squares with the offsets as one more column of
+    /// dense normal equations: y = p + c z recovered exactly, c unpenalised.
+    #[test]
+    fn a_fit_with_an_offset_recovers_the_polynomial_and_its_coefficient() {
+        let n = 5;
+        let masks = all_masks(n);
+        let offsets: Vec<f64> = (0..masks.len())
+            .map(|i| (i as f64 * 0.7).sin().exp())
+            .collect();
+        let targets: Vec<f64> = masks
+            .iter()
+            .zip(&offsets)
+            .map(|(m, z)| {
+                let x = |i: usize| f64::from(u8::from(m.is_kept(i)));
+                0.5 + x(0) - 2.0 * x(1) * x(3) + 0.25 * x(4) - 1.5 * z
+            })
+            .collect();
+        let weights: Vec<f64> = (0..masks.len()).map(|i| 1.0 + (i % 4) as f64).collect();
+        let (fitted, offset) =
+            Multilinear::fit_weighted_with_offset(&masks, &targets, &weights, &offsets, 2, 1e-12)
+                .unwrap()
+                .expect("the offsets are no polynomial of the masks");
+        assert!((offset + 1.5).abs() < 1e-8, "{offset}");
+        for ((p, z), y) in fitted.predict(&masks).iter().zip(&offsets).zip(&targets) {
+            assert!(
+                (p + offset * z - y).abs() < 1e-8,
+                "{p} + {offset} {z} vs {y}"
+            );
+        }
+        // Offsets that are a polynomial of the masks (here the constant) leave c undetermined.
+        let constant = vec![2.0; masks.len()];
+        assert!(Multilinear::fit_weighted_with_offset(
+            &masks, &targets, &weights, &constant, 2, 1e-12
+        )
+        .unwrap()
+        .is_none());
     }
 
     #[test]

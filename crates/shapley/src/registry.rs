@@ -20,7 +20,10 @@ use crate::banzhaf::{
     banzhaf_msr_estimate, uniformity_problem, NonuniformMasks, UniformDesign, BANZHAF_MSR,
 };
 use crate::exact::{exact_values, EXACT_SHAPLEY};
-use crate::kernelshap::{kernelshap_estimate, PairedDesign, KERNELSHAP};
+use crate::kernelshap::{
+    complement_pairs_command, kernelshap_estimate, kernelshap_standard_errors, PairedDesign,
+    PairedStandardErrors, KERNELSHAP, MINIMUM_PAIRS_PER_PLAYER, WELL_MEASURED_PAIRS_PER_PLAYER,
+};
 use crate::permutation::{permutation_estimate, PermutationDesign, PERMUTATION};
 use crate::regression::{
     regression_adjusted_chains_estimate, regression_adjusted_kernel_estimate, SurrogateTarget,
@@ -509,7 +512,21 @@ pub fn estimate_recorded(
             }
             let rows = valued(which, game, players, paired.queries())?;
             let estimates = match which {
-                Estimator::KernelShap => kernelshap_estimate(&paired, &rows)?,
+                Estimator::KernelShap => {
+                    let estimates = kernelshap_estimate(&paired, &rows)?;
+                    let pairs = paired.coalitions.len();
+                    // Nothing to warn of where the estimate is exact (SE 0: a table of every
+                    // pair), nor of widening where there is no SE to widen (a game without
+                    // interactions beyond pairs, on which the fit is exact).
+                    let warned = match &estimates.std_errors {
+                        Some(se) => se.iter().any(|s| *s != 0.0),
+                        None => pairs < MINIMUM_PAIRS_PER_PLAYER * n,
+                    };
+                    if let Some(warning) = thin_design_warning(which, n, pairs).filter(|_| warned) {
+                        notes.push(warning);
+                    }
+                    estimates
+                }
                 _ => {
                     // The published `regression-adjusted` fits the quadratic with seed 0 (it
                     // draws nothing); the exp variant's seed drives φ(f)'s permutations.
@@ -607,29 +624,56 @@ pub fn estimate_recorded(
     })
 }
 
-/// Pairs per player below which the kernel-pair regression-adjusted estimators warn (at least
-/// [`crate::regression::minimum_kernel_pairs`], 2 per player, is required). Measured on the
-/// recorded games (sampler tables, 200 seeds each of 22–44 and 50–100 pairs over 11–12
-/// players): from 2 to 4 pairs per player the 95 % intervals held the truth 91–95 % of the
-/// time and about 1 run in 500 erred by more than 10 SE (a block whose removal alone costs
-/// most, in the class of single removals sampled in part, held by neither half); at 50 and 100
-/// pairs 93–95 %, none in 2,400 runs.
-const WELL_MEASURED_PAIRS_PER_PLAYER: usize = 4;
-
-/// A warning for a table of fewer than 4n complement pairs ([`WELL_MEASURED_PAIRS_PER_PLAYER`])
-/// read by `regression-adjusted` or `regression-adjusted-exp` over `n` players (none for two
-/// players or fewer, where the estimate is exact).
+/// A warning for a table of fewer than 4n complement pairs
+/// ([`WELL_MEASURED_PAIRS_PER_PLAYER`]) over `n` players read by a paired estimator (none for
+/// two players or fewer, where the estimate is exact). For `regression-adjusted` and
+/// `regression-adjusted-exp` (at least 2n pairs, [`crate::regression::minimum_kernel_pairs`]):
+/// measured on the recorded games (sampler tables, 200 seeds each of 22–44 and 50–100 pairs
+/// over 11–12 players), from 2 to 4 pairs per player the 95 % intervals held the truth 91–95 %
+/// of the time and about 1 run in 500 erred by more than 10 SE (a block whose removal alone
+/// costs most, in the class of single removals sampled in part, held by neither half); at 50
+/// and 100 pairs 93–95 %, none in 2,400 runs. For `kernelshap-paired`, what its standard errors
+/// became ([`kernelshap_standard_errors`]: widened from 2n pairs, none below).
 fn thin_design_warning(which: Estimator, n: usize, pairs: usize) -> Option<String> {
     let well_measured = WELL_MEASURED_PAIRS_PER_PLAYER * n;
-    (n > 2 && pairs < well_measured).then(|| {
-        format!(
-            "warning: --estimator {which} reads {pairs} complement pairs over {n} players, \
-             fewer than {well_measured} (4 per player): its standard errors rest on a few pairs \
-             of each class of sizes, and a pair that decides a block's value (its removal \
-             alone costing most) may be in neither half; from 2 to 4 pairs per player they \
-             were measured to miss more often (95 % intervals holding the truth 91–95 % of the \
-             time, about 1 run in 500 erring by more than 10 SE) than from 4 on"
-        )
+    if n <= 2 || pairs >= well_measured {
+        return None;
+    }
+    let reads = format!(
+        "warning: --estimator {which} reads {pairs} complement pairs over {n} players, fewer \
+         than {well_measured} ({WELL_MEASURED_PAIRS_PER_PLAYER} per player)"
+    );
+    Some(match (which, kernelshap_standard_errors(n, pairs)) {
+        (Estimator::KernelShap, PairedStandardErrors::Withheld) => format!(
+            "{reads}, and fewer than {} ({MINIMUM_PAIRS_PER_PLAYER} per player): it reports no \
+             standard errors; with so few pairs its 95 % intervals were measured to hold the \
+             truth 60–97 % of the time, and no widening the data support repairs them (its \
+             estimates are as noisy as their few pairs make them); {} draws enough for \
+             intervals measured to hold it 90–95 % of the time",
+            MINIMUM_PAIRS_PER_PLAYER * n,
+            complement_pairs_command(n, well_measured)
+        ),
+        (
+            Estimator::KernelShap,
+            PairedStandardErrors::Widened {
+                degrees_of_freedom,
+                factor,
+            },
+        ) => format!(
+            "{reads}: its standard errors are widened {factor:.2} times, to Student's t \
+             interval of the fit's {degrees_of_freedom} residual degrees of freedom; from 2 to \
+             3 pairs per player its 95 % intervals were measured to hold the truth 86–94 % of \
+             the time as they were, 88–96 % so widened, against 90–95 % from 4 on ({} draws \
+             that many)",
+            complement_pairs_command(n, well_measured)
+        ),
+        _ => format!(
+            "{reads}: its standard errors rest on a few pairs of each class of sizes, and a pair \
+             that decides a block's value (its removal alone costing most) may be in neither \
+             half; from 2 to 4 pairs per player they were measured to miss more often (95 % \
+             intervals holding the truth 91–95 % of the time, about 1 run in 500 erring by more \
+             than 10 SE) than from 4 on"
+        ),
     })
 }
 

@@ -62,10 +62,11 @@ impl Estimates {
     /// How well the standard errors tell the error against known values `truth` (e.g. the
     /// exact Shapley values): the mean over the players of ((estimate − truth)/SE)², 1 where
     /// they are right (`estimator_accuracy`, `tests/standard_errors.rs`). A player whose
-    /// estimate is exact to rounding (within 1e-9 of the largest |truth|) counts 0: its error
-    /// says nothing of the SE's calibration (its SE may be of rounding size too, and the ratio
-    /// of two rounding errors reached 1e29 on the synthetic game). `None` without standard
-    /// errors, or where one is 0 about an error.
+    /// estimate is exact to rounding (`values::rounding_of` `truth`: 1e-9 of its range, at least
+    /// floating-point rounding of its largest |value|) counts 0: its error says nothing of the
+    /// SE's calibration (its SE may be of rounding size too, and the ratio of two rounding
+    /// errors reached 1e29 on the synthetic game). `None` without standard errors, or where one
+    /// is 0 about an error.
     pub fn mean_z2(&self, truth: &[f64]) -> Option<f64> {
         let mut sum = 0.0;
         for (error, se) in self.errors_beyond_rounding(truth)? {
@@ -86,6 +87,26 @@ impl Estimates {
             .filter(|(error, se)| error.abs() > 1.96 * se)
             .count();
         Some(misses as f64 / self.values.len() as f64)
+    }
+
+    /// The largest |error| / SE against `truth` over the players whose estimate is not `truth`
+    /// to rounding (as in [`Self::mean_z2`]): infinite where such an error has an SE of 0, 0
+    /// where every estimate is `truth` to rounding. An interval far too narrow for its error
+    /// (an SE of rounding size, or of a surrogate's fitting precision, about a real error)
+    /// shows as a ratio no normal error reaches (`tests/standard_errors.rs` takes 1e3), whatever
+    /// the values' scale. `None` without standard errors.
+    pub fn largest_z(&self, truth: &[f64]) -> Option<f64> {
+        Some(
+            self.errors_beyond_rounding(truth)?
+                .map(|(error, se)| {
+                    if se > 0.0 {
+                        error.abs() / se
+                    } else {
+                        f64::INFINITY
+                    }
+                })
+                .fold(0.0, f64::max),
+        )
     }
 
     /// (error, SE) of each player whose estimate is not `truth` to rounding; `None` without
@@ -394,6 +415,51 @@ pub(crate) fn guarded_se(
     )
 }
 
+/// The 97.5 % quantile of the standard normal distribution as the score tables' intervals take
+/// it (estimate ± 1.96 SE, [`Estimates::ci95`]).
+pub(crate) const NORMAL_975: f64 = 1.96;
+
+/// The 97.5 % quantile of Student's t distribution with `degrees_of_freedom` (at least 1): the
+/// half-width, in standard errors, of a 95 % interval whose variance was estimated with that
+/// many degrees of freedom (12.71 for 1, 2.23 for 10, 2.04 for 30, towards 1.96). Bisection on
+/// P(|T| ≤ t), summed in closed form for whole degrees of freedom (Abramowitz and Stegun
+/// 26.7.3–4).
+pub(crate) fn student_t_975(degrees_of_freedom: usize) -> f64 {
+    let df = degrees_of_freedom.max(1);
+    let central = |t: f64| {
+        let theta = (t / (df as f64).sqrt()).atan();
+        let (sin, cos) = theta.sin_cos();
+        let cos2 = cos * cos;
+        // The series' terms: cos^(k−1)θ (odd df) or cos^kθ (even df) times
+        // Π (j − 1)/j over j = 3, 5, … or 2, 4, … up to k ≤ df − 2.
+        let first = if df % 2 == 1 { 3 } else { 2 };
+        let mut term = if df % 2 == 1 { cos } else { 1.0 };
+        let mut sum = if df == 1 { 0.0 } else { term };
+        for k in (first..=df.saturating_sub(2)).step_by(2) {
+            term *= cos2 * (k - 1) as f64 / k as f64;
+            sum += term;
+        }
+        if df % 2 == 1 {
+            2.0 / std::f64::consts::PI * (theta + sin * sum)
+        } else {
+            sin * sum
+        }
+    };
+    let (mut low, mut high) = (0.0, NORMAL_975);
+    while central(high) < 0.95 {
+        (low, high) = (high, 2.0 * high);
+    }
+    for _ in 0..100 {
+        let middle = 0.5 * (low + high);
+        if central(middle) < 0.95 {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    high
+}
+
 /// The finite-population factor 1 − drawn/population of a mean over `drawn` distinct members of
 /// a population of `population`, drawn uniformly without replacement: the share of the
 /// population its sample variance still stands for (0 where every member is drawn, the mean
@@ -449,6 +515,27 @@ mod tests {
         assert_eq!(mean, vec![0.1, 0.3]);
         assert_eq!(variances, Some(vec![0.0, 0.0]));
         assert!((sample_variance(&[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-15);
+    }
+
+    /// Student's t quantile against the printed tables (to their 3 decimals) and the normal
+    /// one for many degrees of freedom.
+    #[test]
+    fn student_t_quantiles_match_the_tables() {
+        for (df, quantile) in [
+            (1, 12.706),
+            (2, 4.303),
+            (3, 3.182),
+            (4, 2.776),
+            (5, 2.571),
+            (10, 2.228),
+            (13, 2.160),
+            (30, 2.042),
+            (120, 1.980),
+        ] {
+            let t = student_t_975(df);
+            assert!((t - quantile).abs() < 5e-4, "{df}: {t} against {quantile}");
+        }
+        assert!((student_t_975(100_000) - 1.95998).abs() < 1e-4);
     }
 
     /// The one guard: SE 0 where every group is drawn whole (weight 0), none where nothing

@@ -459,9 +459,7 @@ fn paired_designs_with_other_size_distributions_are_reweighted() {
     assert_close(&estimates, &pairwise.shapley_values(), 1e-9);
 
     let mut triple = TripleGame::layer_pruning_like(n, 5);
-    let (rows, _) = evaluate_masks(&mut triple, &Players::all(n), &design.queries()).unwrap();
-    let estimates =
-        layerprune_shapley::regression::regression_adjusted_estimate(&design, &rows).unwrap();
+    let estimates = regression_adjusted_of_pairs(&mut triple, &pairs);
     assert_within_se(&estimates, &triple.shapley_values(), 0.03);
     assert_efficient(&estimates, &mut triple);
 
@@ -489,17 +487,42 @@ fn the_pair_of_the_empty_and_full_masks_adds_nothing_to_regression_adjustment() 
     for _ in 0..2 {
         pairs.insert(0, (Mask::empty(n), Mask::full(n)));
     }
-    let with_ends = PairedDesign::from_pairs(n, &pairs).unwrap();
-    let (rows, _) = evaluate_masks(&mut veto, &Players::all(n), &with_ends.queries()).unwrap();
-    let without =
-        layerprune_shapley::regression::regression_adjusted_estimate(&plain, &rows).unwrap();
-    let with =
-        layerprune_shapley::regression::regression_adjusted_estimate(&with_ends, &rows).unwrap();
+    let without = regression_adjusted_of_pairs(&mut veto, &pairs[2..]);
+    let with = regression_adjusted_of_pairs(&mut veto, &pairs);
     assert_efficient(&with, &mut veto);
     assert_efficient(&without, &mut veto);
     let truth = exact_shapley(&mut veto).unwrap();
     assert_within_se(&with, &truth, 0.1);
     assert_within_se(&without, &truth, 0.1);
+}
+
+/// `regression-adjusted` as the stage runs it ([`estimate_recorded`], the registry's one path):
+/// the estimate from the complement `pairs` of a mask table, valued through `game` (every
+/// player a block).
+fn regression_adjusted_of_pairs(game: &mut dyn Game, pairs: &[(Mask, Mask)]) -> Estimates {
+    use layerprune_shapley::registry::{estimate_recorded, Coalitions, RecordedDesign};
+    use layerprune_shapley::{EstimatorOptions, NonuniformMasks};
+    let n = pairs[0].0.num_blocks();
+    let design = RecordedDesign {
+        chains: Vec::new(),
+        pairs: pairs.to_vec(),
+    };
+    let coalitions = Coalitions {
+        design: Some(&design),
+        recorded: &[],
+    };
+    // `regression-adjusted` draws nothing: the seed is not read.
+    let options = EstimatorOptions {
+        samples: 0,
+        strata: None,
+        seed: 0,
+        nonuniform_masks: NonuniformMasks::Refused,
+    };
+    let which = Estimator::RegressionAdjusted;
+    let mut estimated =
+        estimate_recorded(which, game, &coalitions, &Players::all(n), &options).unwrap();
+    assert_eq!(estimated.estimates.len(), 1);
+    estimated.estimates.remove(0)
 }
 
 /// The pairs the sampler draws ([`PairedDesign::sampled_complement_pairs`]), read as drawn
@@ -521,7 +544,6 @@ fn sampler_pairs(n: usize, pairs: usize, seed: u64) -> PairedDesign {
 #[test]
 fn paired_estimators_on_sampler_tables_are_unbiased_and_their_errors_calibrated() {
     use layerprune_shapley::kernelshap::kernelshap_estimate;
-    use layerprune_shapley::regression::regression_adjusted_estimate;
     let n = 8;
     let mut triple = TripleGame::layer_pruning_like(n, 3);
     let truth = triple.shapley_values();
@@ -531,7 +553,12 @@ fn paired_estimators_on_sampler_tables_are_unbiased_and_their_errors_calibrated(
     for seed in 0..runs {
         let design = sampler_pairs(n, 100, seed);
         let (rows, _) = evaluate_masks(&mut triple, &Players::all(n), &design.queries()).unwrap();
-        let adjusted = regression_adjusted_estimate(&design, &rows).unwrap();
+        let pairs: Vec<(Mask, Mask)> = design
+            .coalitions
+            .iter()
+            .map(|s| (s.clone(), s.complement()))
+            .collect();
+        let adjusted = regression_adjusted_of_pairs(&mut triple, &pairs);
         assert_efficient(&adjusted, &mut triple);
         let kernel = kernelshap_estimate(&design, &rows).unwrap();
         for i in 0..n {
@@ -572,6 +599,18 @@ impl Game for ExpPairwise {
     }
 }
 
+/// A game plus a constant.
+struct Plus<'a>(&'a mut dyn Game, f64);
+
+impl Game for Plus<'_> {
+    fn num_players(&self) -> usize {
+        self.0.num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        Ok(self.0.values(masks)?.iter().map(|v| v + self.1).collect())
+    }
+}
+
 #[test]
 fn log_surrogate_estimators_recover_exp_pairwise_games_and_stay_unbiased() {
     use layerprune_shapley::regression::{
@@ -596,6 +635,24 @@ fn log_surrogate_estimators_recover_exp_pairwise_games_and_stay_unbiased() {
     let chains = run_regression_adjusted_chains(&mut game, &players, 400, 1).unwrap();
     assert_close(&chains.estimates, &truth, 1e-6);
     assert_efficient(&chains.estimates, &mut game);
+
+    // The same game plus a constant is the same game: its surrogate's shift c (f = c + e^q)
+    // is fitted too, and it is recovered as exactly (with c = 0 for any positive game, until
+    // 2026-12-07, e^q fitted v + 10 and the estimates erred by up to 3e-3 here).
+    for constant in [10.0, -3.0] {
+        let mut shifted = Plus(&mut game, constant);
+        let kernel = run_regression_adjusted_kernel(
+            &mut shifted,
+            &players,
+            400,
+            1,
+            SurrogateTarget::LogValue,
+        )
+        .unwrap();
+        assert_close(&kernel.estimates, &truth, 1e-6);
+        let chains = run_regression_adjusted_chains(&mut shifted, &players, 400, 1).unwrap();
+        assert_close(&chains.estimates, &truth, 1e-6);
+    }
 
     // On a game that is not exp-quadratic (and has a zero value, so the shift is used) the
     // estimates stay within their standard errors and efficient.
