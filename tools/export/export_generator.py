@@ -42,7 +42,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -73,28 +72,6 @@ EXTERNAL_THRESHOLD_BYTES = 1024
 
 def fail(message: str):
     raise SystemExit(f"export_generator: error: {message}")
-
-
-def unsupported_message(model_type, architectures=None, source=None) -> str:
-    """`source`: the config.json that names the model type."""
-    named = f" ({', '.join(architectures)})" if architectures else ""
-    where = f"{source}: " if source is not None else ""
-    return (f"export_generator: error: {where}model type {model_type!r}{named} is not supported by the KV-cache "
-            f"exporter; supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}")
-
-
-def check_supported_config(folder: Path) -> dict:
-    """Refuses an unsupported architecture from config.json alone, before loading weights."""
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        fail(f"cannot read {path}: {error}")
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise SystemExit(unsupported_message(model_type, config.get("architectures") if isinstance(config, dict)
-                                             else None, path))
-    return config
 
 
 class Generator(nn.Module):
@@ -480,7 +457,9 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     if not (args.model / "config.json").is_file():
         fail(f"{args.model} is not a Hugging Face model folder (no config.json)")
-    check_supported_config(args.model)
+    # The layered exporter's check and refusal, of the generator's model types (no multimodal one).
+    export_layered.check_supported_config(args.model, "export_generator", "KV-cache exporter", SUPPORTED_MODEL_TYPES,
+                                          multimodal_types=())
     out = args.out
     refuse_overlap(args.model, out)
     if out.suffix != ".onnx":
@@ -499,7 +478,8 @@ def main(argv=None):
     export_layered.check_source_files(args.model, "export_generator", tokenizer=False)
     started = time.time()
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
-    model = export_layered.load_pretrained(AutoModelForCausalLM, args.model, "export_generator", dtype=dtype)
+    model = export_layered.load_pretrained(AutoModelForCausalLM, args.model, "export_generator", "language model",
+                                           dtype=dtype)
     model.config._attn_implementation = "eager"
     model.eval()
     export_layered.Architecture(model)  # use_bidirectional_attention, unknown attention types

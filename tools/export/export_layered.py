@@ -182,23 +182,28 @@ def refuse_length_dependent_rope(config, source, program: str) -> None:
             "one length (docs/your-model.md)")
 
 
-def supported_config_model_types() -> list:
+def supported_config_model_types(model_types=SUPPORTED_MODEL_TYPES, multimodal_types=MULTIMODAL_MODEL_TYPES) -> list:
     """The `model_type`s a checkpoint's config.json may name, as a user reads them: the language
-    models, and the multimodal checkpoints whose language model is exported. The Qwen-VL
-    language models' own types (`qwen2_vl_text`, ...) are left out: they only occur inside
-    their multimodal checkpoint's text_config."""
-    return sorted((SUPPORTED_MODEL_TYPES - MROPE_MODEL_TYPES) | MULTIMODAL_MODEL_TYPES)
+    models (`model_types`), and the multimodal checkpoints whose language model is exported
+    (`multimodal_types`). The Qwen-VL language models' own types (`qwen2_vl_text`, ...) are
+    left out: they only occur inside their multimodal checkpoint's text_config. The defaults
+    are the layered exporter's; the generator (export_generator.py) passes its own."""
+    return sorted((set(model_types) - MROPE_MODEL_TYPES) | set(multimodal_types))
 
 
-def unsupported_message(model_type, architectures=None, multimodal=None, source=None) -> str:
-    """The refusal of a model type the exporter does not support; `source`, where known, is the
+def unsupported_message(model_type, architectures=None, multimodal=None, source=None, exporter="layered exporter",
+                        model_types=SUPPORTED_MODEL_TYPES, multimodal_types=MULTIMODAL_MODEL_TYPES) -> str:
+    """The refusal of a model type an exporter does not support; `source`, where known, is the
     file that names it (a folder's config.json, a GGUF file), named first as in the tools' other
-    refusals of a source."""
+    refusals of a source. `exporter`, `model_types` and `multimodal_types` name the exporter and
+    what it supports (supported_config_model_types): the layered exporter's by default, the
+    generator's from export_generator.py, so that both refusals read alike."""
     named = f" ({', '.join(architectures)})" if architectures else ""
     inside = f" (the language model, text_config, of a {multimodal!r} checkpoint)" if multimodal else ""
     where = f"{source}: " if source is not None else ""
-    listed = ", ".join(t + (" (multimodal)" if t in MULTIMODAL_MODEL_TYPES else "") for t in supported_config_model_types())
-    return (f"error: {where}model type {model_type!r}{inside}{named} is not supported by the layered exporter; "
+    listed = ", ".join(t + (" (multimodal)" if t in multimodal_types else "")
+                       for t in supported_config_model_types(model_types, multimodal_types))
+    return (f"error: {where}model type {model_type!r}{inside}{named} is not supported by the {exporter}; "
             f"supported model types: {listed}")
 
 
@@ -1206,9 +1211,11 @@ def text_model_type(multimodal_type: str, config: dict):
     return text_config.get("model_type", spec.model_type) if isinstance(text_config, dict) else spec.model_type
 
 
-def check_supported_config(folder: Path, program: str = "export") -> dict:
+def check_supported_config(folder: Path, program: str = "export", exporter="layered exporter",
+                           model_types=SUPPORTED_MODEL_TYPES, multimodal_types=MULTIMODAL_MODEL_TYPES) -> dict:
     """Refuses an unsupported architecture from config.json alone, before loading weights;
-    returns the config as read."""
+    returns the config as read. The layered exporter's and prune_hf.py's check, and (with its
+    own `exporter`, `model_types` and no `multimodal_types`) the generator's."""
     path = folder / "config.json"
     try:
         config = json.loads(path.read_text())
@@ -1217,13 +1224,14 @@ def check_supported_config(folder: Path, program: str = "export") -> dict:
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         sys.exit(f"{program}: error: {path} names no model_type: not a transformers config")
     model_type, multimodal = config.get("model_type"), None
-    if model_type in MULTIMODAL_MODEL_TYPES:
+    if model_type in multimodal_types:
         multimodal, model_type = model_type, text_model_type(model_type, config)
         if model_type is None:  # text_config's model_type set to null: transformers cannot read it either
             sys.exit(f"{program}: error: {path}: text_config names no model_type (the language model of a "
                      f"{multimodal!r} checkpoint)")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures"), multimodal, path))
+    if model_type not in model_types:
+        raise UnsupportedArchitecture(unsupported_message(model_type, config.get("architectures"), multimodal, path,
+                                                          exporter, model_types, multimodal_types))
     return config
 
 
@@ -1238,8 +1246,12 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = checkpoint.config.text_config
         self.config._attn_implementation = "eager"
-        self.model = checkpoint.model.language_model
-        self.lm_head = checkpoint.lm_head
+        self.model, self.lm_head = self.parts(checkpoint)
+
+    @staticmethod
+    def parts(checkpoint):
+        """The checkpoint's decoder and LM head: the modules the language model is made of."""
+        return checkpoint.model.language_model, checkpoint.lm_head
 
     def forward(self, input_ids, use_cache=False, **_):
         from transformers.modeling_outputs import CausalLMOutput
@@ -1267,12 +1279,15 @@ def load_model(args):
     return text, tokenizer, source
 
 
-def model_class(folder: Path):
+def model_class(folder: Path, config: dict | None = None):
     """The transformers auto class that loads the checkpoint in `folder`: a multimodal one
-    (MULTIMODAL_MODEL_TYPES) whole, as image-text-to-text, any other as a causal LM."""
+    (MULTIMODAL_MODEL_TYPES) whole, as image-text-to-text, any other as a causal LM. `config`:
+    its config.json as the caller read it (check_supported_config), not read again."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    if config is None:
+        config = json.loads((folder / "config.json").read_text())
+    model_type = config.get("model_type")
     return AutoModelForImageTextToText if model_type in MULTIMODAL_MODEL_TYPES else AutoModelForCausalLM
 
 
@@ -1335,19 +1350,29 @@ def reading(program: str, what):
 LISTED_TENSORS = 5
 
 
-def load_pretrained(model_class, source: Path, program: str, **options):
+# What of a checkpoint a tool uses, and so needs from its files (load_pretrained's `uses`): all
+# of it (prune_hf.py writes it whole, a multimodal one's vision tower included), or its language
+# model and LM head (the layered export and the generator run nothing else).
+USES = ("checkpoint", "language model")
+
+
+def load_pretrained(model_class, source: Path, program: str, uses: str = "checkpoint", **options):
     """`model_class.from_pretrained(**options)` of a Hugging Face folder or, `source` a file, a
     GGUF file; any failure to read it is named (`reading`), and so is a checkpoint whose files
     lack a tensor the model needs (`refuse_missing_tensors`): transformers only logs those and
     fills them with random values, which every check (against the model it loaded) then passes.
-    The one loader of a source's model in the exporter, the generator exporter and prune_hf.py."""
+    `uses` (USES) says which tensors `program` needs: every one, or those of the language model
+    and LM head only. The one loader of a source's model in the exporter, the generator exporter
+    and prune_hf.py."""
+    if uses not in USES:
+        raise ValueError(f"uses {uses!r}: one of {', '.join(USES)}")
     if source.is_file():
         what, location, options = f"the GGUF file {source}", source.parent, {"gguf_file": source.name, **options}
     else:
         what, location = f"the model in {source} (its config.json and weight files)", source
     with reading(program, what):
         model, loading_info = model_class.from_pretrained(location, output_loading_info=True, **options)
-    refuse_missing_tensors(model, loading_info, source, program)
+    refuse_missing_tensors(model, loading_info, source, program, uses)
     return model
 
 
@@ -1392,29 +1417,70 @@ def wrapper_prefix(unexpected, missing) -> str:
     return best
 
 
-def refuse_missing_tensors(model, loading_info: dict, source: Path, program: str) -> None:
-    """Exits, naming `source`, when transformers' `loading_info` (from_pretrained's
-    output_loading_info) lists a tensor of the model its files do not hold (`missing_keys`), or
-    hold at another shape (`mismatched_keys`, kept only under ignore_mismatched_sizes, which
-    these tools never pass: transformers refuses them itself). What transformers does not
-    need from the files is already left out of `missing_keys`: a tied LM head whose embedding
-    is there, non-persistent buffers (rotary `inv_freq`), a class's
-    `_keys_to_ignore_on_load_missing`. The message lists a few of the missing tensors, then
-    says what their pattern suggests: tensors under a prefix (a wrapper's or adapter's state
-    dict saved as it is), whole blocks (a config with more blocks than the files: no
-    num_hidden_layers in config.json, whose transformers default is 32), an LM head neither in
-    the files nor tied to the embedding."""
-    missing = set(loading_info["missing_keys"]) | {entry[0] for entry in loading_info.get("mismatched_keys", ())}
-    if not missing:
-        return
-    unexpected = set(loading_info.get("unexpected_keys", ()))
+def missing_tensors(loading_info: dict) -> set:
+    """The tensors transformers' `loading_info` (from_pretrained's output_loading_info) says the
+    model has and its files do not hold (`missing_keys`), or hold at another shape
+    (`mismatched_keys`, kept only under ignore_mismatched_sizes, which these tools never pass:
+    transformers refuses them itself)."""
+    return set(loading_info["missing_keys"]) | {entry[0] for entry in loading_info.get("mismatched_keys", ())}
+
+
+def outside_language_model(model, names) -> set:
+    """Of `names`, tensors of `model`, those outside its language model and LM head
+    (LanguageModel.parts), which the exports never run: a multimodal checkpoint's vision tower
+    and projector. None of a model that is only a language model."""
+    if model.config.model_type not in MULTIMODAL_MODEL_TYPES:
+        return set()
+    parts = LanguageModel.parts(model)
+    prefixes = tuple(f"{name}." for name, module in model.named_modules() if any(module is p for p in parts))
+    return {name for name in names if not name.startswith(prefixes)}
+
+
+def tensor_count(names) -> str:
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''}"
+
+
+def refuse_missing_tensors(model, loading_info: dict, source: Path, program: str, uses: str = "checkpoint") -> None:
+    """Exits, naming `source`, when transformers' `loading_info` lists a tensor of the model its
+    files do not hold (`missing_tensors`) that `program` uses: with `uses` "checkpoint" any
+    (prune_hf.py writes the checkpoint whole), with "language model" those of the language
+    model and LM head (the exports); the others, a multimodal checkpoint's vision tower, are
+    named in a note on stderr, and in the refusal where there is one. What transformers does
+    not need from the files is already left out of `missing_keys`: a tied LM head whose
+    embedding is there, non-persistent buffers (rotary `inv_freq`), a class's
+    `_keys_to_ignore_on_load_missing`. The message lists a few of the missing tensors, says
+    what would become of the random values transformers puts in their place, then what their
+    pattern suggests: tensors under a prefix (a wrapper's or adapter's state dict saved as it
+    is), whole blocks (a config with more blocks than the files: no num_hidden_layers in
+    config.json, whose transformers default is 32), an LM head neither in the files nor tied
+    to the embedding."""
+    missing = missing_tensors(loading_info)
+    unused = outside_language_model(model, missing) if uses == "language model" else set()
+    missing -= unused
     gguf = source.is_file()
     # The subject of the sentences, and its verbs: the GGUF file, or a folder's weight files.
     files, lack, hold = ("the file", "lacks", "holds") if gguf else ("its weight files", "lack", "hold")
-    count = f"{len(missing)} tensor{'s' if len(missing) != 1 else ''}"
-    lines = [f"{program}: error: {source}: {files} {lack} {count} the model ({type(model).__name__}) needs: "
-             f"{some_of(missing)}. transformers fills a missing tensor with random values and only logs it, and "
-             "every check would compare with that same random model"]
+    # Tensors the exports do not run: transformers' random values for them are never used.
+    unused_tensors = (f"{tensor_count(unused)} outside the language model and its head, which {program} does not "
+                      f"use ({some_of(unused)})")
+    if not missing:
+        if unused:
+            print(f"{program}: note: {source}: {files} {lack} {unused_tensors}: exported without them",
+                  file=sys.stderr)
+        return
+    unexpected = set(loading_info.get("unexpected_keys", ()))
+    if uses == "checkpoint":
+        what_then = (f"{program} would write those random values into the checkpoint it writes (it writes the "
+                     "checkpoint whole), and its reload check would compare with that same random model")
+        if outside_language_model(model, missing) == missing:
+            what_then += " (the layered export, which uses only the language model and its head, needs none of them)"
+    else:
+        what_then = f"every check of {program} would compare with that same random model"
+    lines = [f"{program}: error: {source}: {files} {lack} {tensor_count(missing)} the model "
+             f"({type(model).__name__}) needs: {some_of(missing)}. transformers fills a missing tensor with random "
+             f"values and only logs it, and {what_then}"]
+    if unused:
+        lines.append(f"{files.capitalize()} also {lack} {unused_tensors}")
     prefix = wrapper_prefix(unexpected, missing)
     if prefix:
         lines.append(f"{files.capitalize()} {hold} {len(unexpected)} tensors the model has no place for, "
@@ -1464,15 +1530,19 @@ def check_source_exists(args, program: str = "export"):
         sys.exit(f"{program}: error: {args.model} is not a Hugging Face model folder (no config.json)")
 
 
-def load_checkpoint(args, graphs_for: str | None = None, program: str = "export"):
+def load_checkpoint(args, graphs_for: str | None = None, program: str = "export", config: dict | None = None):
     """The checkpoint as transformers loads it (a multimodal one whole), in `args.dtype`. With
     `graphs_for` (the program, named in the message), a rotary embedding the traced graphs cannot
-    hold is refused first, before the weights are loaded (`refuse_length_dependent_rope`);
-    prune_hf.py, which writes a checkpoint that keeps any rotary, passes none. `program` names
-    the tool in the errors of a source that cannot be read."""
+    hold is refused first, before the weights are loaded (`refuse_length_dependent_rope`), and
+    only the tensors of the language model and its head, of which the graphs are made, must be
+    in the files (load_pretrained's `uses`); prune_hf.py, which writes the whole checkpoint with
+    any rotary, passes none, and needs every tensor. `program` names the tool in the errors of a
+    source that cannot be read. `config`: a folder's config.json as the caller already read and
+    checked it (check_supported_config), not read again."""
     from transformers import AutoTokenizer
 
     program = graphs_for or program
+    uses = "language model" if graphs_for else "checkpoint"
     check_source_exists(args, program)
     dtype = "auto" if args.dtype == "auto" else DTYPES[args.dtype]
     if args.gguf:
@@ -1488,21 +1558,22 @@ def load_checkpoint(args, graphs_for: str | None = None, program: str = "export"
             raise UnsupportedArchitecture(unsupported_message(config.model_type, source=gguf))
         if graphs_for:
             refuse_length_dependent_rope(config, gguf, graphs_for)
-        model = load_pretrained(AutoModelForCausalLM, gguf, program, dtype=dtype)
+        model = load_pretrained(AutoModelForCausalLM, gguf, program, uses, dtype=dtype)
         with reading(program, f"the GGUF file {gguf}"):
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         source = {"kind": "gguf", "path": str(gguf), "sha256": sha256_file(gguf)}
     else:
         folder = Path(args.model)
-        check_supported_config(folder, program)
+        if config is None:
+            config = check_supported_config(folder, program)
         if graphs_for:  # from the config alone, the first of the model's problems named
             from transformers import AutoConfig
 
             with reading(program, f"the config {folder / 'config.json'}"):
-                config = AutoConfig.from_pretrained(folder)
-            refuse_length_dependent_rope(config, folder / "config.json", graphs_for)
+                loaded_config = AutoConfig.from_pretrained(folder)
+            refuse_length_dependent_rope(loaded_config, folder / "config.json", graphs_for)
         check_source_files(folder, program)
-        model = load_pretrained(model_class(folder), folder, program, dtype=dtype)
+        model = load_pretrained(model_class(folder, config), folder, program, uses, dtype=dtype)
         tokenizer_files = ", ".join(sorted(p.name for p in folder.glob("*token*") if p.is_file()))
         with reading(program, f"the tokenizer in {folder} ({tokenizer_files})"):
             tokenizer = AutoTokenizer.from_pretrained(folder)

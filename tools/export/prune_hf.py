@@ -200,6 +200,23 @@ def save(model, tokenizer, folder: Path, source: Path | None):
             shutil.copyfile(source / name, folder / name)
 
 
+def reload(staging: Path, out: Path):
+    """The checkpoint prune_hf wrote in `staging` for `out`, loaded by transformers, which must
+    find every tensor of the pruned model in it: a reload that filled one in with random values
+    would hide it. A failure is prune_hf's own defect, not the source's: it is named as such,
+    with `out` (the hidden staging folder is deleted at once), and without the remedies
+    load_pretrained suggests for a user's checkpoint."""
+    with export_layered.reading("prune_hf", f"the checkpoint prune_hf wrote for {out} (a prune_hf defect)"):
+        reloaded, loading_info = export_layered.model_class(staging).from_pretrained(
+            staging, output_loading_info=True, dtype="auto")
+    lost = export_layered.missing_tensors(loading_info)
+    if lost:
+        raise SystemExit(f"prune_hf: error: the checkpoint prune_hf wrote for {out} reloads without "
+                         f"{export_layered.tensor_count(lost)} of the pruned model ({export_layered.some_of(lost)}): "
+                         f"a prune_hf defect; nothing was put at {out}")
+    return reloaded
+
+
 @export_layered.refusals_named("prune_hf")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -241,9 +258,12 @@ def main(argv=None):
         except ValueError:
             sys.exit(f"prune_hf: error: --remove {args.remove!r} is not a list of block indices")
     source = Path(args.model) if args.model else None
+    config = None
     if source is not None:
-        # config.json read once, refused by name where it is not JSON or names an unsupported model.
-        bound = position_bound_blocks(export_layered.check_supported_config(source, "prune_hf"))
+        # config.json read once (load_checkpoint is given it), refused by name where it is not
+        # JSON or names an unsupported model.
+        config = export_layered.check_supported_config(source, "prune_hf")
+        bound = position_bound_blocks(config)
         if set(removed) & set(bound):
             sys.exit(f"prune_hf: error: {source} adds its vision tower's deepstack features after blocks "
                      f"{bound} of its language model by position (Qwen3-VL): removing "
@@ -259,7 +279,7 @@ def main(argv=None):
         load_args.dtype = "auto" if stored == "auto" else {v: k for k, v in export_layered.DTYPES.items()}[stored]
     # A multimodal checkpoint is pruned in its language model and written whole (vision tower
     # included): `text` shares the checkpoint's blocks and text config.
-    model, tokenizer, _ = export_layered.load_checkpoint(load_args, program="prune_hf")
+    model, tokenizer, _ = export_layered.load_checkpoint(load_args, program="prune_hf", config=config)
     text = export_layered.language_model(model)
     if plan_blocks is not None and int(plan_blocks) != text.config.num_hidden_layers:
         sys.exit(f"prune_hf: error: {args.plans} holds plans for a model of {plan_blocks} blocks; "
@@ -277,9 +297,7 @@ def main(argv=None):
     staging = one_file.staging_folder(args.out)
     try:
         save(model, tokenizer, staging, source)
-        # Every tensor of the pruned model written: a reload that fills one in would hide it.
-        reloaded = export_layered.load_pretrained(export_layered.model_class(staging), staging, "prune_hf",
-                                                  dtype="auto")
+        reloaded = reload(staging, args.out)
         reloaded.config._attn_implementation = "eager"
         reloaded.eval()
         reloaded_dtypes = {p.dtype for p in reloaded.parameters()}

@@ -121,13 +121,18 @@ def test_the_generator_refuses_a_folder_without_weights_before_loading(llama, tm
         run("export_generator", source, tmp_path / "out.onnx")
 
 
-def test_a_config_without_a_model_type_is_named(llama, tmp_path):
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_a_config_without_a_model_type_is_named(program, llama, tmp_path):
+    """By the one check of a config every tool shares (the generator had its own, which refused
+    it as "model type None")."""
     source = copy_of(llama, tmp_path / "hf")
     config = json.loads((source / "config.json").read_text())
     del config["model_type"]
     (source / "config.json").write_text(json.dumps(config))
-    with pytest.raises(SystemExit, match=f"^export: error: {source}/config.json names no model_type"):
-        run("export", source, tmp_path / "out")
+    with pytest.raises(SystemExit, match=f"^{program}: error: {source}/config.json names no model_type: not a "
+                                         "transformers config$"):
+        run(program, source, output_of(program, tmp_path))
+    assert not output_of(program, tmp_path).exists()
 
 
 @pytest.fixture
@@ -136,7 +141,8 @@ def loading_refused(monkeypatch):
     def load(*args, **kwargs):
         raise AssertionError("the model was loaded")
     monkeypatch.setattr(export_layered, "load_checkpoint", load)
-    monkeypatch.setattr(export_generator, "check_supported_config", load)
+    # The generator's first read of the checkpoint: the config check it shares with the exporter.
+    monkeypatch.setattr(export_layered, "check_supported_config", load)
 
 
 @pytest.mark.parametrize("program, flag, value", [
@@ -322,19 +328,25 @@ def test_an_architecture_refused_is_named_by_the_tool_that_refuses_it(program, t
     assert not output_of(program, tmp_path).exists()
 
 
-def test_an_export_writes_nothing_under_home(llama, tmp_path):
+@pytest.mark.parametrize("program", ["export_layered", "export_generator", "prune_hf"])
+def test_an_export_writes_nothing_under_home(program, llama, tmp_path):
     """ONNX Runtime's Python package, which the export's check runs the graphs through, keeps a
     telemetry store under $HOME/.cache/Microsoft unless ORT_DISABLE_TELEMETRY is set: the exporter
-    sets it before anything imports onnxruntime, whatever the caller's environment gave."""
+    sets it before anything imports onnxruntime, whatever the caller's environment gave. Each tool
+    run as a script: the generator and prune_hf.py are covered by their importing export_layered
+    first, which an `import onnxruntime` put above it would undo."""
     import os
     import subprocess
 
     home = tmp_path / "home"
     home.mkdir()
     environment = {**os.environ, "HOME": str(home), "ORT_DISABLE_TELEMETRY": "0"}
-    script = Path(export_layered.__file__)
-    done = subprocess.run([sys.executable, str(script), "--model", str(llama), "--out", str(tmp_path / "out")],
+    script = Path(export_layered.__file__).with_name(f"{program}.py")
+    out = tmp_path / ("out.onnx" if program == "export_generator" else "out")
+    written = {"export_layered": out / "manifest.json", "export_generator": out, "prune_hf": out / "config.json"}
+    extra = ["--remove", "1"] if program == "prune_hf" else []
+    done = subprocess.run([sys.executable, str(script), "--model", str(llama), "--out", str(out), *extra],
                           env=environment, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert written[program].is_file()
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []

@@ -1,7 +1,9 @@
 """A checkpoint whose files do not hold every tensor the model needs is refused by the exporter,
 prune_hf.py and the generator exporter, naming the source and the tensors: transformers only logs
 them and fills them with random values, which every check (against the model it loaded) passed,
-and prune_hf.py then wrote as weights. What transformers rightly does not read from the files (a
+and prune_hf.py then wrote as weights. The exports need only a multimodal checkpoint's language
+model and head (a LLaVA without its vision tower is exported, with a note); prune_hf.py needs all
+of it. What transformers rightly does not read from the files (a
 tied LM head, non-persistent buffers) is not refused: tiny GGUF files (Q8_0, as llama.cpp writes
 them) of a Llama and a Gemma 3 still export and prune. Also the refusals of a config.json that
 is no JSON or a GGUF file of an unsupported model (naming the file), a LLaVA text_config without a
@@ -111,21 +113,81 @@ def test_a_checkpoint_whose_files_lack_tensors_is_refused_naming_them(program, b
     assert sorted(p.name for p in tmp_path.iterdir()) == [broken]  # no staging folder left
 
 
-def test_a_multimodal_checkpoint_lacking_a_language_model_tensor_is_refused(tmp_path):
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    """The tiny LLaVA of the architecture tests (a one-layer CLIP vision tower, a projector)."""
+    return make_fixture.build_multimodal_folder(tmp_path_factory.mktemp("llava") / "hf", "llava", seed=5)
+
+
+def outside_the_language_model(tensors):
+    """The checkpoint's tensors but its vision tower's and projector's."""
+    return {name: value for name, value in tensors.items() if "vision_tower" not in name and "projector" not in name}
+
+
+def test_a_multimodal_checkpoint_lacking_a_language_model_tensor_is_refused(llava, tmp_path):
     """The whole checkpoint is loaded (and prune_hf.py writes it whole): a tensor of its language
     model missing is named as transformers names it in the model (the file's older names,
-    `language_model.model.…`, are converted on loading)."""
-    source = make_fixture.build_multimodal_folder(tmp_path / "hf", "llava", seed=5)
+    `language_model.model.…`, are converted on loading). The generator refuses a multimodal
+    checkpoint by its model type, before its weights are read."""
     from safetensors.torch import load_file
 
-    name = next(n for n in load_file(source / "model.safetensors") if n.endswith("layers.1.mlp.up_proj.weight"))
-    broken = edited(source, tmp_path / "broken", tensors=without(name))
+    name = next(n for n in load_file(llava / "model.safetensors") if n.endswith("layers.1.mlp.up_proj.weight"))
+    broken = edited(llava, tmp_path / "broken", tensors=without(name))
     for program in ("export", "prune_hf"):
         with pytest.raises(SystemExit, match=f"^{program}: error: {broken}: its weight files lack 1 tensor the model "
                                              r"\(LlavaForConditionalGeneration\) needs: "
                                              r"model.language_model.layers.1.mlp.up_proj.weight\. "):
             run(program, broken, output_of(program, tmp_path))
         assert not output_of(program, tmp_path).exists()
+    with pytest.raises(SystemExit, match=f"^export_generator: error: {broken}/config.json: model type 'llava' "
+                                         r"\(LlavaForConditionalGeneration\) is not supported by the KV-cache "
+                                         "exporter"):
+        run("export_generator", broken, output_of("export_generator", tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
+
+
+def test_a_multimodal_checkpoint_without_its_vision_tower_exports_its_language_model(llava, tmp_path, capfd):
+    """The layered export runs only the language model and its head: a LLaVA whose files lack its
+    vision tower and projector is exported, its check passing, with a note naming the tensors
+    it lacks; it was refused, saying that every check would compare with the same random model,
+    which no check runs. prune_hf.py, which writes the checkpoint whole, still refuses it, saying
+    it would write the random values."""
+    source = edited(llava, tmp_path / "hf", tensors=outside_the_language_model)
+    _, manifest = export_layered.main(["--model", str(source), "--out", str(tmp_path / "onnx")])
+    assert manifest["source"]["language_model_of"] == "LlavaForConditionalGeneration"
+    assert manifest["check"]["max_abs_nll_diff"] < 1e-4 and manifest["check"]["max_abs_logit_diff"] < 1e-4
+    note = capfd.readouterr().err
+    assert re.search(f"export: note: {source}: its weight files lack 27 tensors outside the language model and its "
+                     r"head, which export does not use \(model.multi_modal_projector.linear_1.bias, .* and 22 more\): "
+                     "exported without them", note), note
+    with pytest.raises(SystemExit) as refusal:
+        run("prune_hf", source, tmp_path / "pruned")
+    assert re.search(f"^prune_hf: error: {source}: its weight files lack 27 tensors the model "
+                     r"\(LlavaForConditionalGeneration\) needs: model.multi_modal_projector.linear_1.bias, .*"
+                     "prune_hf would write those random values into the checkpoint it writes .*"
+                     r"\(the layered export, which uses only the language model and its head, needs none of them\)",
+                     str(refusal.value)), refusal.value
+    assert not (tmp_path / "pruned").exists()
+
+
+def test_an_export_refusal_counts_only_the_tensors_it_uses_and_names_the_others(llava, tmp_path):
+    """A LLaVA lacking a language-model tensor and its vision tower: the export refuses the one
+    tensor it needs and names the others as tensors it does not use; prune_hf.py refuses all."""
+    from safetensors.torch import load_file
+
+    name = next(n for n in load_file(llava / "model.safetensors") if n.endswith("layers.1.mlp.up_proj.weight"))
+    source = edited(llava, tmp_path / "hf", tensors=lambda tensors: without(name)(outside_the_language_model(tensors)))
+    with pytest.raises(SystemExit) as refusal:
+        run("export", source, tmp_path / "onnx")
+    assert re.search(f"^export: error: {source}: its weight files lack 1 tensor the model "
+                     r"\(LlavaForConditionalGeneration\) needs: model.language_model.layers.1.mlp.up_proj.weight\. "
+                     "transformers fills a missing tensor with random values and only logs it, and every check of "
+                     "export would compare with that same random model. Its weight files also lack 27 tensors "
+                     "outside the language model and its head, which export does not use "
+                     r"\(model.multi_modal_projector.linear_1.bias, ", str(refusal.value)), refusal.value
+    with pytest.raises(SystemExit, match=f"^prune_hf: error: {source}: its weight files lack 28 tensors "):
+        run("prune_hf", source, tmp_path / "pruned")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
 def test_only_tensors_the_model_lacks_are_refused_not_extra_ones(llama, tmp_path, monkeypatch):

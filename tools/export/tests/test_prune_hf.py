@@ -123,3 +123,48 @@ def test_an_output_whose_folder_is_missing_is_written_and_one_that_cannot_be_is_
     (tmp_path / "a-file").write_text("")
     with pytest.raises(SystemExit, match="a-file is a file, not a folder"):
         prune_hf.main(["--model", str(qwen2), "--remove", "1", "--out", str(tmp_path / "a-file" / "pruned")])
+
+
+def test_a_checkpoint_prune_hf_wrote_that_reloads_without_a_tensor_is_named_as_its_defect(qwen2, tmp_path,
+                                                                                            monkeypatch):
+    """prune_hf.py reloads what it wrote, in a hidden staging folder, before putting it in place:
+    a tensor lost there is prune_hf's own defect. The refusal named the staging folder (deleted
+    at once) as a source whose files lack tensors, with the remedies for a user's checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    lost = "model.layers.1.mlp.down_proj.weight"
+    saved = []
+
+    def save_losing_a_tensor(model, tokenizer, folder, source):
+        original_save(model, tokenizer, folder, source)
+        tensors = load_file(folder / "model.safetensors")
+        del tensors[lost]
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+        saved.append(folder)
+
+    original_save = prune_hf.save
+    monkeypatch.setattr(prune_hf, "save", save_losing_a_tensor)
+    out = tmp_path / "pruned"
+    with pytest.raises(SystemExit) as refusal:
+        prune_hf.main(["--model", str(qwen2), "--remove", "2", "--out", str(out)])
+    assert str(refusal.value) == (f"prune_hf: error: the checkpoint prune_hf wrote for {out} reloads without 1 tensor "
+                                  f"of the pruned model ({lost}): a prune_hf defect; nothing was put at {out}")
+    assert saved and saved[0].name.startswith(".") and saved[0].name not in str(refusal.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no staging folder left
+
+
+def test_the_source_s_config_is_read_once(qwen2, tmp_path, monkeypatch):
+    """prune_hf.py read config.json for its deepstack check, then load_checkpoint read and
+    checked it again, and model_class a third time (transformers reads it on its own)."""
+    config = qwen2 / "config.json"
+    reads = []
+    read_text = Path.read_text
+
+    def counted(path, *args, **kwargs):
+        if Path(path) == config:
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    prune_hf.main(["--model", str(qwen2), "--remove", "2", "--out", str(tmp_path / "p")])
+    assert len(reads) == 1
