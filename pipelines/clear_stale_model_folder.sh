@@ -11,15 +11,30 @@
 # folder: graphs (*.onnx), tokenizer.json and weights/ of plain files. Anything else there (a
 # user's files, a Hugging Face checkpoint or a text given as an input) is refused, named and
 # left as it is (exit 1). A missing FOLDER, a link, or a folder with a manifest.json is left to
-# the stage (its --overwrite replaces a model folder and refuses anything else).
-folder=${1%/}
-[ -d "$folder" ] && [ ! -L "$folder" ] || exit 0
+# the stage (its --overwrite replaces a model folder and refuses anything else), as is a FOLDER
+# that is not a folder of that name in its parent (one ending in `.` or `..`, or `/`).
+# (Every trailing slash dropped: with one left, `link/` is the link's target to test and find.)
+folder=$1
+while :; do
+  case $folder in
+    */) folder=${folder%/} ;;
+    *) break ;;
+  esac
+done
+[ -n "$folder" ] && [ -d "$folder" ] && [ ! -L "$folder" ] || exit 0
+# (Its parent resolved, joined with its name: a path that resolves elsewhere is left as it is.)
+case $folder in
+  */*) parent=${folder%/*} name=${folder##*/} ;;
+  *) parent=. name=$folder ;;
+esac
+resolved_parent=$(readlink -f -- "${parent:-/}") && resolved=$(readlink -f -- "$folder") || exit 0
+[ "$resolved" = "${resolved_parent%/}/$name" ] || exit 0
 if [ -e "$folder/manifest.json" ] || [ -L "$folder/manifest.json" ]; then
   exit 0
 fi
 # What is not a model folder's (paths relative to FOLDER: its own name may hold find's wildcards;
 # in -path a `*` also matches `/`, hence the `! -path` of the deeper levels).
-if ! other=$(cd "$folder" && find . -mindepth 1 ! \( \
+if ! other=$(CDPATH= cd -- "$folder" && find . -mindepth 1 ! \( \
     \( -type f -path './*.onnx' ! -path './*/*' \) \
     -o \( -type f -path ./tokenizer.json \) \
     -o \( -type d -path ./weights \) \

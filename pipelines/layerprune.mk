@@ -188,7 +188,11 @@ stamp_outdated = $(strip $(if $(wildcard $(1)),$(if $(filter-out $(wildcard $(3)
 # (dated as the output) after its inputs were copied with their times (cp -a, rsync -a: new
 # ctimes), was older than the record for good, and `make -n` listed `:` for it on every run,
 # though nothing was to be done (until 2026-12-07). The inputs are then identified again when Make
-# reads the makefiles (their ctimes are newer than the record), as after any such copy.
+# reads the makefiles (their ctimes are newer than the record), as after any such copy. The times
+# are compared by find (GNU find: to the nanosecond), not by the shell's `-nt`, which in some
+# shells compares whole seconds: a stamp written in the second identification began was then
+# taken as not newer, the record dated as the stamp, after an input replaced in between (cp -p:
+# its mtime old, its ctime then), which was never identified again.
 define stamp_update
 	@mkdir -p $(dir $(1)) $(if $(strip $(4)),$(dir $(call stamp_checked,$(1))))
 	@start=$$$$(date +%s.%N) && new=$$$$(mktemp $(1).new.XXXXXX) && trap 'rm -f "$$$$new" "$$$$new.checked"; exit 1' HUP INT TERM && chmod 644 $$$$new && \
@@ -200,8 +204,8 @@ define stamp_update
 	$(if $(strip $(5)),elif [ ! -e $(1) ] && adopted=$$$$($(5)) && [ -n "$$$$adopted" ]; then \
 	  touch -r "$$$$adopted" $$$$new; mv -f $$$$new $(1); )\
 	else if [ -e $(1) ]; then $(3) :; fi; mv -f $$$$new $(1); fi \
-	$(if $(strip $(4)),&& { [ -n "$$$$(find $(4) -maxdepth 0 -newer $(1) -print)" ] || [ $(1) -nt $$$$new.checked ] \
-	  || touch -r $(1) $$$$new.checked; } \
+	$(if $(strip $(4)),&& { [ -n "$$$$(find $(4) -maxdepth 0 -newer $(1) -print)" ] \
+	  || [ -n "$$$$(find $(1) -maxdepth 0 -newer $$$$new.checked -print)" ] || touch -r $(1) $$$$new.checked; } \
 	  && mv -f $$$$new.checked $(call stamp_checked,$(1)))
 endef
 settings_stamp_at = $(call stamp_rules,$(1),$(2),$(3),$(4),$(call stamp_outdated,$(1),$(2),$(4)),$(5))

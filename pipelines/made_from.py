@@ -20,7 +20,12 @@ exactly that table's masks), not by time. Standard library only.
     python3 pipelines/made_from.py bench BIN TOKENS MASKS SUMMARY...
         every SUMMARY that exists (evaluate's --summary, which records no input) has its table
         beside it (evaluate's --out: the same name, .parquet), complete and measured on TOKENS,
-        and, MASKS not `-`, of exactly MASKS' masks; prints the oldest SUMMARY among them
+        and, MASKS not `-`, of exactly MASKS' masks; the SUMMARY is that run's: not older than
+        the table, and of its full model's NLL and blocks and of TOKENS' windows and length
+        (evaluate writes the table, then the summary: a run stopped in between left a new table
+        beside the summary of other tokens); and, named MODEL-full.json or MODEL-masks.json
+        beside ../MODEL/manifest.json (quantize.mk's bench/), the table was measured on that
+        model; prints the oldest SUMMARY among them
 """
 
 import json
@@ -70,7 +75,14 @@ def complete_evaluations(bin_dir, table, tokens):
 
 
 def evaluations(bin_dir, table, masks, tokens):
-    if not complete_evaluations(bin_dir, table, tokens):
+    return table if evaluations_of(bin_dir, table, masks, tokens) else None
+
+
+def evaluations_of(bin_dir, table, masks, tokens):
+    """TABLE's metadata when it is a complete evaluation table of exactly MASKS' masks measured on
+    TOKENS, else None."""
+    found = complete_evaluations(bin_dir, table, tokens)
+    if not found:
         return None
     # The merge of one "shard" refuses a table lacking a mask of MASKS or holding one it lacks.
     with tempfile.TemporaryDirectory() as scratch:
@@ -80,7 +92,7 @@ def evaluations(bin_dir, table, masks, tokens):
         except OSError as error:
             print(f"made_from.py: cannot check {table}: {error}: made again", file=sys.stderr)
             return None
-    return table if merged.returncode == 0 else None
+    return found if merged.returncode == 0 else None
 
 
 def plan(bin_dir, table, tokens):
@@ -107,12 +119,56 @@ def quantized(source, *folders):
 
 def bench(bin_dir, tokens, masks, *summaries):
     summaries = [Path(summary) for summary in summaries if Path(summary).is_file()]
+    if not summaries:
+        return None
+    measured = metadata(bin_dir, tokens)
+    if not measured:
+        return None
     for summary in summaries:
         table = summary.with_suffix(".parquet")
-        if not (complete_evaluations(bin_dir, table, tokens) if masks == "-"
-                else evaluations(bin_dir, table, masks, tokens)):
+        found = (complete_evaluations(bin_dir, table, tokens) if masks == "-"
+                 else evaluations_of(bin_dir, table, masks, tokens))
+        if not found or not summary_of(summary, table, found, measured):
             return None
-    return str(min(summaries, key=lambda s: s.stat().st_mtime_ns)) if summaries else None
+    return str(min(summaries, key=lambda s: s.stat().st_mtime_ns))
+
+
+# A summary's fields and what the table beside it (`table`) or its tokens (`tokens`) record of them.
+SUMMARY_FIELDS = {"full_model_nll": ("table", "full_model_nll"), "num_blocks": ("table", "num_blocks"),
+                  "windows": ("tokens", "num_windows"), "seq_len": ("tokens", "seq_len")}
+
+
+def summary_of(summary, table, found, tokens):
+    """Whether SUMMARY was written by the run that wrote TABLE (its metadata FOUND), measured on
+    the tokens whose metadata is TOKENS: the summary is written after the table, so not older,
+    and records the same full-model NLL (the same f64, as JSON writes it) and blocks, and the
+    tokens' windows and length; and TABLE's model is the model folder's beside bench/ when there
+    is one (the summary records no model id)."""
+    try:
+        if summary.stat().st_mtime_ns < table.stat().st_mtime_ns:
+            return False
+        written = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(written, dict):
+        return False
+    sources = {"table": found, "tokens": tokens}
+    for field, (source, key) in SUMMARY_FIELDS.items():
+        value = written.get(field)
+        if value is None or isinstance(value, bool) or value != sources[source].get(key):
+            return False
+    for suffix in ("-full.json", "-masks.json"):
+        if summary.name.endswith(suffix):
+            manifest = summary.parent.parent / summary.name[:-len(suffix)] / MANIFEST
+            try:
+                model_id = sha256(manifest)
+            except OSError:
+                # (No model folder there: none to compare; under quantize.mk, a model folder
+                # made in this make makes its summaries again, being newer.)
+                return True
+            inputs = found.get("inputs") or {}
+            return isinstance(inputs, dict) and inputs.get("model") == model_id
+    return True
 
 
 # Each kind's check and its number of arguments: at least, at most (None: any more).

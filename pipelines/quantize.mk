@@ -148,9 +148,14 @@ $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet: $(QRUN)/scores-shapley.parquet $(QRUN)
 # every summary (the masks too are measured on them), the masks' only the masks/s ones. Summaries
 # made before these stamps take them, dated as the oldest summary, when every table beside one
 # (evaluate --out) was measured on BENCH's tokens (and, for the masks' stamp, holds exactly its
-# masks: pipelines/made_from.py bench), so the upgrade measures nothing again.
+# masks) and on its model, and the summary is that table's run's (pipelines/made_from.py bench),
+# so the upgrade measures nothing again. Only the summaries quantize-bench makes are checked: one
+# left in bench/ by another K_PRUNED or a scheme dropped from QUANT_SCHEMES, measured on older
+# tokens, had every summary measured again.
 QUANT_MODELS := $(foreach s,$(QUANT_SCHEMES),full-$(s) pruned-k$(K_PRUNED)-$(s))
-QUANT_BENCH_SUMMARIES = $(wildcard $(QUANT)/bench/*-full.json $(QUANT)/bench/*-masks.json)
+QUANT_BENCH_OUTPUTS = $(foreach m,$(QUANT_MODELS),$(QUANT)/bench/$(m)-full.json) \
+                      $(foreach s,$(QUANT_SCHEMES),$(QUANT)/bench/full-$(s)-masks.json)
+QUANT_BENCH_SUMMARIES = $(wildcard $(QUANT_BENCH_OUTPUTS))
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/bench-tokens,$(call stamped_path,$(BENCH)),,$(BENCH)/tokens.parquet,\
   $(PYTHON) pipelines/made_from.py bench $(BIN) $(BENCH)/tokens.parquet - $(QUANT_BENCH_SUMMARIES)))
 $(eval $(call settings_stamp_at,$(QUANT)/.settings/bench-masks,$(call stamped_path,$(BENCH)),,$(BENCH)/masks.parquet,\
@@ -172,7 +177,6 @@ $(QUANT)/bench/%-masks.json: $(QUANT)/%/manifest.json $(QUANT)/.settings/bench-t
 
 quantize: $(ORT_STAGE_LIB) $(foreach m,$(QUANT_MODELS),$(QUANT)/$(m)/manifest.json)
 quantize-then-prune: $(ORT_STAGE_LIB) $(QRUN)/pruned-k$(K_PRUNED)/manifest.json $(QRUN)/pruned-k$(K_PRUNED)-plan.parquet
-quantize-bench: $(ORT_STAGE_LIB) $(foreach m,$(QUANT_MODELS),$(QUANT)/bench/$(m)-full.json) \
-                $(foreach s,$(QUANT_SCHEMES),$(QUANT)/bench/full-$(s)-masks.json)
+quantize-bench: $(ORT_STAGE_LIB) $(QUANT_BENCH_OUTPUTS)
 
 .PHONY: quantize quantize-then-prune quantize-bench

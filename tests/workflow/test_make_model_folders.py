@@ -347,3 +347,29 @@ def test_only_a_model_folder_without_its_manifest_is_cleared(tmp_path):
     for path in (with_manifest, link, tmp_path / "missing"):
         assert clear(path) == (0, ""), path
     assert (with_manifest / "notes.txt").exists() and (folder / "weights" / "b.bin").is_symlink()
+    # A link to a model folder without its manifest, however it is spelled (with trailing slashes
+    # `link//` was `link/`, the target, which was emptied), and `.`, `..` and `/`: left as they are.
+    target = tmp_path / "target"
+    plant(target, *model_files)
+    before = sorted(target.rglob("*"))
+    (tmp_path / "to-target").symlink_to(target)
+    for path in ("to-target", "to-target/", "to-target//", "to-target/.", "to-target/weights/.."):
+        assert clear(f"{tmp_path}/{path}") == (0, ""), path
+        assert sorted(target.rglob("*")) == before, path
+    assert clear("/") == (0, "") and clear("//") == (0, "")
+    # A model folder reached through a linked parent is that folder: cleared.
+    plant(target / "inner", *model_files)
+    status, stderr = clear(f"{tmp_path}/to-target/inner//")
+    assert status == 0 and not (target / "inner").exists() and sorted(target.rglob("*")) == before, stderr
+
+
+def test_a_folder_is_listed_where_it_is_whatever_cdpath_says(tmp_path):
+    """`cd FOLDER` obeyed CDPATH, and printed the folder it went to among the files it found."""
+    folder = tmp_path / "pruned-k2"
+    plant(folder, "block_000.onnx", "tokenizer.json")
+    elsewhere = tmp_path / "elsewhere" / "pruned-k2"
+    plant(elsewhere, "notes.txt")
+    result = subprocess.run(["sh", str(CLEAR), "pruned-k2"], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "CDPATH": str(tmp_path / "elsewhere")})
+    assert result.returncode == 0 and not folder.exists(), result.stderr
+    assert (elsewhere / "notes.txt").exists()

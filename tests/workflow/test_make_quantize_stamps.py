@@ -37,11 +37,11 @@ def quant_make(tmp_path):
                 "MASKS=20", "K_PRUNED=2", "SEQ_LEN=32", "CALIB_WINDOWS=4", "EVAL_WINDOWS=4", "THREADS=1",
                 "QUANT_SCHEMES=int8"]
 
-    def run(run_folder, *args, flags=()):
+    def run(run_folder, *args, flags=(), env=None):
         # The demo's plans (KS) are read by every goal but quantize-then-prune, which refuses them.
         ks = [] if "quantize-then-prune" in args else ["KS=2,3"]
         result = subprocess.run(["make", "--no-print-directory", *flags, *settings, *ks, f"RUN={run_folder}", *args],
-                                cwd=ROOT, capture_output=True, text=True, env=make_env())
+                                cwd=ROOT, capture_output=True, text=True, env={**make_env(), **(env or {})})
         output = result.stdout + result.stderr
         stages = [(line.split()[0].rsplit("/", 1)[-1], line) for line in output.splitlines()
                   if line.startswith(str(BIN) + "/")]
@@ -429,6 +429,162 @@ def test_quantize_bench_measures_again_for_other_bench_tables_only(quant_make, t
     status, output, ran = quant_make(a, wikitext, "quantize-bench")
     assert status == 0 and measured(ran) == ["full-int8-masks.json"], output
     assert output.count("made before its stamp existed") == 1, output
+    # A summary of a model quantize-bench no longer makes (another K_PRUNED), measured on other
+    # tokens, left in bench/: not checked (every summary was refused for it, and measured again).
+    older = tmp_path / "older-tokens.parquet"
+    subprocess.run([f"{BIN}/prepare-tokens", "--model", str(TINY), "--text", str(text(tmp_path / "older.txt", 6)),
+                    "--windows", "4", "--seq-len", "32", "--mode", "consecutive", "--out", str(older)],
+                   check=True, capture_output=True, env=make_env())
+    subprocess.run([f"{BIN}/evaluate", "--model", str(quant / "full-int8"), "--tokens", str(older),
+                    "--out", str(quant / "bench" / "pruned-k5-int8-full.parquet"),
+                    "--summary", str(quant / "bench" / "pruned-k5-int8-full.json"), "--quiet"],
+                   check=True, capture_output=True, env=make_env())
+    (quant / ".settings" / "bench-tokens").unlink()
+    (quant / ".checked" / "bench-tokens").unlink(missing_ok=True)
+    status, output, ran = quant_make(a, wikitext, "quantize-bench")
+    assert (status, measured(ran)) == (0, []), output
+    assert output.count("made before its stamp existed") == 1, output
+
+
+def test_a_bench_summary_is_taken_only_as_written_with_its_table_of_its_model(tmp_path):
+    """made_from.py bench checked the table beside a summary, not the summary: evaluate writes the
+    table, then the summary, so a run stopped in between (or failing to write the summary) left a
+    table of the new tokens beside a summary of the old, which was taken. A summary is taken now
+    when it is not older than its table and records its full-model NLL and blocks and the tokens'
+    windows and length, and the table was measured on the model folder the summary is named after
+    (quantize.mk's layout: QUANT/bench/MODEL-full.json, QUANT/MODEL/manifest.json)."""
+    quant = tmp_path / "quant"
+    bench = quant / "bench"
+    bench.mkdir(parents=True)
+    shutil.copytree(TINY, quant / "full-int8")
+    summary, table = bench / "full-int8-full.json", bench / "full-int8-full.parquet"
+
+    def tokens(name, seed, windows=4):
+        out = tmp_path / f"{name}.parquet"
+        subprocess.run([f"{BIN}/prepare-tokens", "--model", str(TINY), "--text", str(text(tmp_path / f"{name}.txt", seed)),
+                        "--windows", str(windows), "--seq-len", "32", "--mode", "consecutive", "--out", str(out)],
+                       check=True, capture_output=True, env=make_env())
+        return out
+
+    def evaluate(tokens, with_summary=True):
+        subprocess.run([f"{BIN}/evaluate", "--model", str(quant / "full-int8"), "--tokens", str(tokens),
+                        "--out", str(table), *(["--summary", str(summary)] if with_summary else []),
+                        "--overwrite", "--quiet"], check=True, capture_output=True, env=make_env())
+
+    def adopted(tokens):
+        result = subprocess.run([sys.executable, str(ROOT / "pipelines" / "made_from.py"), "bench", str(BIN),
+                                 str(tokens), "-", str(summary)], capture_output=True, text=True, env=make_env())
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        return result.stdout.strip()
+
+    def dated_after_table():
+        later = table.stat().st_mtime_ns + 10**9
+        os.utime(summary, ns=(later, later))
+
+    a, b = tokens("a", 1), tokens("b", 2)
+    evaluate(a)
+    assert adopted(a) == str(summary)
+    # The summary of A beside a table of B (a run on B stopped before its summary).
+    evaluate(b, with_summary=False)
+    assert adopted(b) == ""
+    dated_after_table()  # (its time alone does not decide)
+    assert adopted(b) == ""
+    # The same tokens, the summary older than its table (the table written again, its summary not).
+    evaluate(b)
+    assert adopted(b) == str(summary)
+    evaluate(b, with_summary=False)
+    assert adopted(b) == ""
+    # Tokens of other windows, of which the first ones alike (the same full-model NLL is not enough).
+    evaluate(b)
+    written = json.loads(summary.read_text())
+    written["windows"] += 1
+    summary.write_text(json.dumps(written))
+    dated_after_table()
+    assert adopted(b) == ""
+    # The table measured on another model than the folder it is named after.
+    evaluate(b)
+    assert adopted(b) == str(summary)
+    manifest = quant / "full-int8" / "manifest.json"
+    manifest.write_text(manifest.read_text() + "\n")
+    assert adopted(b) == ""
+    # No such model folder (made_from.py run elsewhere than quantize.mk's bench/): no model compared.
+    shutil.rmtree(quant / "full-int8")
+    assert adopted(b) == str(summary)
+
+
+# PYTHON for make: runs what it is given, but for pipelines/identity.py run by a stamp's recipe
+# (its output a file: the stamp being written; when Make reads the makefiles, a pipe), the first
+# time: it prints the identity of the inputs, then replaces RACE_INPUT by RACE_OTHER's bytes, its
+# time kept (cp -p), as another process would while the stamp is written.
+RACING_PYTHON = r"""#!PYTHON
+import os, shutil, stat, subprocess, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+done = Path(os.environ.get("RACE_DONE", "/nonexistent"))
+if (args and args[0].endswith("identity.py") and "RACE_INPUT" in os.environ and not done.exists()
+        and stat.S_ISREG(os.fstat(1).st_mode)):
+    identity = subprocess.run([sys.executable, *args], stdout=subprocess.PIPE)
+    sys.stdout.buffer.write(identity.stdout)
+    sys.stdout.flush()
+    target = os.environ["RACE_INPUT"]
+    kept = os.stat(target)
+    shutil.copyfile(os.environ["RACE_OTHER"], target)
+    os.utime(target, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    done.write_text("")
+    sys.exit(identity.returncode)
+os.execv(sys.executable, [sys.executable, *args])
+"""
+
+# For bash (BASH_ENV): `[` and `test` whose -nt cannot tell apart times less than 5 s apart, as a
+# shell whose -nt compares whole seconds cannot within one second (a margin for a loaded machine).
+COARSE_NT = r"""
+coarse_nt() { [ -e "$1" ] && [ -e "$2" ] && builtin [ $(( $(stat -c %Y -- "$1") - $(stat -c %Y -- "$2") )) -ge 5 ]; }
+[() { if builtin [ $# -eq 4 ] && builtin [ "$2" = -nt ] && builtin [ "$4" = "]" ]; then coarse_nt "$1" "$3"; else builtin [ "$@"; fi; }
+test() { if builtin [ $# -eq 3 ] && builtin [ "$2" = -nt ]; then coarse_nt "$1" "$3"; else builtin test "$@"; fi; }
+"""
+
+
+@pytest.mark.parametrize("shell", ["sh", "coarse -nt"])
+def test_an_input_replaced_while_its_stamp_is_written_is_identified_again(quant_make, tmp_path, shell):
+    """A stamp records its inputs' identity, and .checked/ when they were identified: an input
+    changed after that (its ctime newer) is identified again when Make next reads the makefiles.
+    The record was dated as the stamp, written after the inputs were identified: an input
+    replaced in between (cp -p: its old mtime) was never identified again, the stamp recording
+    the replaced text for good. It is dated when identification began, compared by find, to the
+    nanosecond: with a shell's `-nt` (whole seconds in some shells) a stamp written within the
+    second was taken as not newer, and the record dated as it again."""
+    run = tmp_path / "run-a"
+    stamp, record = run / ".settings" / "tokens-eval", run / ".checked" / "tokens-eval"
+    status, output, _ = quant_make(run, str(stamp))
+    assert status == 0 and stamp.is_file() and record.is_file(), output
+    eval_text = tmp_path / "eval.txt"
+    other = text(tmp_path / "other-eval.txt", 5)
+    python = tmp_path / "racing-python"
+    python.write_text(RACING_PYTHON.replace("#!PYTHON", f"#!{sys.executable}"))
+    python.chmod(0o755)
+    env = {"RACE_INPUT": str(eval_text), "RACE_OTHER": str(other), "RACE_DONE": str(tmp_path / "raced")}
+    flags = []
+    if shell != "sh":
+        (tmp_path / "coarse-nt.sh").write_text(COARSE_NT)
+        env["BASH_ENV"] = str(tmp_path / "coarse-nt.sh")
+        flags = ["SHELL=/bin/bash"]
+
+    def identity():
+        return subprocess.run([sys.executable, str(ROOT / "pipelines" / "identity.py"), str(TINY / "manifest.json"),
+                               str(eval_text)], capture_output=True, text=True, check=True).stdout.strip()
+
+    before = identity()
+    assert stamp.read_text().splitlines()[1] == before
+    # Another window count: the stamp is written again, the text replaced while it is.
+    status, output, _ = quant_make(run, "EVAL_WINDOWS=3", f"PYTHON={python}", str(stamp), flags=flags, env=env)
+    assert status == 0 and (tmp_path / "raced").exists(), output
+    assert eval_text.read_bytes() == other.read_bytes() and identity() != before
+    assert stamp.read_text().splitlines()[1] == before  # what was identified, before the text was replaced
+    # The next make identifies the text again: the stamp records it, and what reads it is made again.
+    status, output, _ = quant_make(run, "EVAL_WINDOWS=3", str(stamp), flags=flags, env=env)
+    assert status == 0, output
+    assert stamp.read_text().splitlines()[1] == identity() == record.read_text().strip(), output
 
 
 def test_the_adopt_check_without_its_stages_or_on_odd_metadata_adopts_nothing_without_a_traceback(tmp_path):
