@@ -19,7 +19,7 @@ use layerprune_selection::frontier::{
 use layerprune_selection::method_names::{self, RECOMMENDED};
 use layerprune_selection::{angular_distance_scores, block_influence_scores, BlockScores, Race};
 use layerprune_tables::{
-    damaged_resumed_table, read_tokens, resume_evaluations, Provenance, TableError, TableErrorKind,
+    read_tokens, resume_evaluations, resume_refusal, Provenance, TableError, TableErrorKind,
     TableKind, TokenTable,
 };
 
@@ -395,7 +395,7 @@ const PARTIAL_CSV: &str = "frontier.partial.csv";
 /// The context of a refused cache: the set whose cache it is (`flag` `name`=`tokens`) and what
 /// to do; the error under it names the cache file and what differs. A cache that cannot be read
 /// at all (`cache`, cut short) gets the words every stage gives a damaged checkpoint or cache
-/// ([`damaged_resumed_table`]), which name it.
+/// ([`resume_refusal`]), which name it.
 fn cache_refused(
     flag: &str,
     name: &str,
@@ -403,23 +403,21 @@ fn cache_refused(
     cache: &Path,
     error: &anyhow::Error,
 ) -> String {
-    if error
-        .downcast_ref::<TableError>()
-        .is_some_and(TableError::is_damaged)
-    {
-        return damaged_resumed_table(
-            &format!(
-                "the cache {} of {flag} {name}={}",
-                cache.display(),
+    resume_refusal(
+        error.downcast_ref::<TableError>(),
+        &format!(
+            "the cache {} of {flag} {name}={}",
+            cache.display(),
+            tokens.display()
+        ),
+        "choose another --out-dir",
+        || {
+            format!(
+                "the cache of {flag} {name}={} is not one this run can use (remove it, or \
+                 choose another --out-dir)",
                 tokens.display()
-            ),
-            "choose another --out-dir",
-        );
-    }
-    format!(
-        "the cache of {flag} {name}={} is not one this run can use (remove it, or choose another \
-         --out-dir)",
-        tokens.display()
+            )
+        },
     )
 }
 

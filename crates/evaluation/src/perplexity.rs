@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -14,9 +14,9 @@ use layerprune_runtime::{
 };
 use layerprune_tables::input_role;
 use layerprune_tables::{
-    damaged_resumed_table, read_evaluations, read_masks, read_provenance, read_tokens,
-    resume_evaluations, write_block_stats, write_evaluations, BlockStatsTable, EvaluationRow,
-    EvaluationTable, Provenance, TableError, TableErrorKind,
+    read_evaluations, read_masks, read_provenance, read_tokens, replace_with_overwrite,
+    resume_evaluations, resume_refusal, write_block_stats, write_evaluations, BlockStatsTable,
+    EvaluationRow, EvaluationTable, Provenance, TableError, TableErrorKind,
 };
 
 use crate::pace::SavePace;
@@ -411,7 +411,7 @@ fn resume_rows(
         // estimator takes it for a sample: evaluate would drop those windows and mark it
         // complete.
         if !table.rows.is_empty() || !table.partial_windows.is_empty() {
-            let tool = read_provenance(&config.out)?.tool;
+            let tool = writer_of_resumed(&config.out)?.tool;
             if !table.partial_windows.is_empty() || SELECTION_STAGES.contains(&tool.as_str()) {
                 return Err(TableError::new(
                     &config.out,
@@ -434,7 +434,7 @@ fn resume_rows(
         };
         match table.rows.iter().find(|row| !shard.owns(&row.mask)) {
             Some(row) => {
-                let recorded = read_provenance(&config.out)?
+                let recorded = writer_of_resumed(&config.out)?
                     .inputs
                     .remove(input_role::SHARD);
                 Err(TableError::new(
@@ -453,21 +453,39 @@ fn resume_rows(
     match resumed {
         Ok(table) => Ok((table.rows, table.full_model_nll)),
         Err(_) if config.overwrite => Ok((Vec::new(), None)),
-        // A checkpoint damaged outside the stage (a copy cut short): removing it is the way out
-        // a pipeline's rule can take, where it cannot add --overwrite or change --out.
-        Err(error) if error.is_damaged() => Err(error).with_context(|| {
-            damaged_resumed_table(
-                &format!("--out {}", config.out.display()),
-                "choose another --out",
-            )
-        }),
-        Err(error) => Err(error).with_context(|| {
-            format!(
-                "--out {}: pass --overwrite to replace it, or choose another --out",
-                config.out.display()
-            )
-        }),
+        // A checkpoint damaged outside the stage (a copy cut short) is to be removed, the way
+        // out a pipeline's rule can take, where it cannot add --overwrite or change --out;
+        // another run's table is kept unless --overwrite.
+        Err(error) => {
+            let file = format!("--out {}", config.out.display());
+            let otherwise = "choose another --out";
+            let context = resume_refusal(Some(&error), &file, otherwise, || {
+                replace_with_overwrite(&file, otherwise)
+            });
+            Err(error).context(context)
+        }
     }
+}
+
+/// The tool that wrote the evaluation table `path` (its provenance), read to tell a table
+/// `evaluate` writes from a selection's cache. The table has been read whole by then: where it
+/// records no provenance (written by another tool or an older build), it is not one this run
+/// can resume, and is kept (not called damaged, which would advise removing its rows).
+fn writer_of_resumed(path: &Path) -> Result<Provenance, TableError> {
+    read_provenance(path).map_err(|error| match error.kind {
+        TableErrorKind::Missing | TableErrorKind::BadValue | TableErrorKind::WrongType => {
+            TableError::new(
+                path,
+                TableErrorKind::NotResumable,
+                format!(
+                    "cannot resume: it does not record which run wrote it, as every table \
+                     evaluate writes does ({})",
+                    error.message
+                ),
+            )
+        }
+        _ => error,
+    })
 }
 
 /// A mask's row of an evaluation table from its result on `evaluator`, its windows' NLLs
@@ -710,7 +728,7 @@ fn refuse_another_game(config: &MergeConfig, merged: &EvaluationTable) -> Result
                 // A selection's cache of this game holds masks no shard has (and windows of
                 // masks measured in part): as a run refuses to resume it, a merge does not
                 // replace it.
-                let tool = read_provenance(&config.out)?.tool;
+                let tool = writer_of_resumed(&config.out)?.tool;
                 if there.partial_windows.is_empty() && !SELECTION_STAGES.contains(&tool.as_str()) {
                     return Ok(());
                 }

@@ -17,9 +17,10 @@ use layerprune_runtime::{
 };
 use layerprune_tables::input_role;
 use layerprune_tables::{
-    damaged_resumed_table, kind_of, metadata_key, read_metadata, read_task_choices,
-    write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow, EvaluationTable,
-    Provenance, TableKind, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow, TaskChoiceTable,
+    kind_of, metadata_key, read_metadata, read_task_choices, replace_with_overwrite,
+    resume_refusal, write_evaluations, write_task_accuracies, write_task_choices, EvaluationRow,
+    EvaluationTable, Provenance, TableKind, TaskAccuracyRow, TaskAccuracyTable, TaskChoiceRow,
+    TaskChoiceTable,
 };
 use layerprune_tasks::{
     accuracy_lines, load_encoded, mean_gold_nll, requests_id, scores_by_mask, AccuracyLine,
@@ -494,21 +495,17 @@ fn resumable_rows(
             table.scoring,
             identity.describe()
         ),
-        // A log damaged outside the stage (a copy cut short): removing it is the way out a
-        // pipeline's rule can take, where it cannot add --overwrite or change the path.
-        Err(error) if error.is_damaged() => Err(error).with_context(|| {
-            damaged_resumed_table(
-                &format!("--choices-out {}", choices_out.display()),
-                "choose another --choices-out",
-            )
-        }),
-        Err(error) => Err(error).with_context(|| {
-            format!(
-                "--choices-out {}: pass --overwrite to replace it, or choose another \
-                 --choices-out",
-                choices_out.display()
-            )
-        }),
+        // A log damaged outside the stage (a copy cut short) is to be removed, the way out a
+        // pipeline's rule can take, where it cannot add --overwrite or change the path;
+        // another run's log is kept unless --overwrite.
+        Err(error) => {
+            let file = format!("--choices-out {}", choices_out.display());
+            let otherwise = "choose another --choices-out";
+            let context = resume_refusal(Some(&error), &file, otherwise, || {
+                replace_with_overwrite(&file, otherwise)
+            });
+            Err(error).context(context)
+        }
     }
 }
 

@@ -183,29 +183,120 @@ fn already_exists(dest: &Path) -> ModelError {
 }
 
 /// Undoes what writers of `dest` killed part-way left beside it: their temporary folders are
-/// removed, and an old folder one had moved aside is put back where `dest` is missing (killed
-/// between its two renames: `dest` is then as before that run, as after any failed write) or
-/// removed where `dest` is there (killed before deleting it). Best effort, like the writes'
-/// own clean-up: what cannot be moved or removed stays.
+/// removed, and an old folder one had moved aside is put back where `dest` is missing or an
+/// empty folder (killed between its two renames: `dest` is then as before that run, as after
+/// any failed write; an empty folder there is no model, such as one a `mkdir -p` made) or
+/// removed where `dest` holds something (killed before deleting it). Where several were moved
+/// aside (runs killed one after another, a write without the lock), the one moved last is put
+/// back, the others removed, with a warning naming them. Best effort, like the writes' own
+/// clean-up: what cannot be moved or removed stays; where the put-back fails, nothing is removed.
 ///
 /// Which writers are dead is [`layerprune_core::dead_writers_siblings`]'s to say: while this
 /// process holds `dest`'s lock (a stage's `Io::check` locks its output folders), every writer
 /// but this process is, whatever the process id its leftovers are named by (in a container the
 /// killed run was PID 1 as this one is); without the lock, those whose process has ended.
+/// Only this crate's own old folders are taken ([`set_aside_serial`]): the Python exporter's
+/// (`tools/export/outputs.py`) stay for it.
 fn recover_from_dead_writers(dest: &Path) {
-    for old in layerprune_core::dead_writers_siblings(dest, "old") {
-        if !dest.exists() && fs::rename(&old, dest).is_ok() {
-            tracing::warn!(
-                "{}: put back from {}, where a run killed while replacing it had left it",
-                dest.display(),
-                old.display()
-            );
+    let mut set_aside: Vec<(PathBuf, (i128, u64))> =
+        layerprune_core::dead_writers_siblings(dest, "old")
+            .into_iter()
+            .filter_map(|old| {
+                let serial = set_aside_serial(dest, &old)?;
+                Some((old.clone(), (set_aside_at(&old), serial)))
+            })
+            .collect();
+    // Newest first: by when it was moved aside (a rename sets a folder's change time), then,
+    // for moves in the same clock tick, by the writer's serial (its later write, where the same
+    // process made both; between processes such a tie is a guess either way).
+    set_aside.sort_by_key(|(_, moved)| std::cmp::Reverse(*moved));
+    let mut set_aside = set_aside.into_iter().map(|(old, _)| old);
+    if let Some(newest) = set_aside.next() {
+        if holds_nothing(dest) {
+            if fs::rename(&newest, dest).is_err() {
+                return;
+            }
+            let removed: Vec<String> = set_aside
+                .filter(|older| remove_any(older).is_ok())
+                .map(|older| older.display().to_string())
+                .collect();
+            if removed.is_empty() {
+                tracing::warn!(
+                    "{}: put back from {}, where a run killed while replacing it had left it",
+                    dest.display(),
+                    newest.display()
+                );
+            } else {
+                tracing::warn!(
+                    "{}: put back from {}, where a run killed while replacing it had left it; \
+                     removed older copies that killed runs had left beside it: {}",
+                    dest.display(),
+                    newest.display(),
+                    removed.join(", ")
+                );
+            }
         } else {
-            let _ = remove_any(&old);
+            for old in std::iter::once(newest).chain(set_aside) {
+                let _ = remove_any(&old);
+            }
         }
     }
     for temp in layerprune_core::dead_writers_siblings(dest, "tmp") {
         let _ = remove_any(&temp);
+    }
+}
+
+/// Whether `dest` is missing or an empty folder: where a folder moved aside can be renamed back
+/// (a rename onto an empty folder replaces it on Unix), and where nothing would be lost.
+fn holds_nothing(dest: &Path) -> bool {
+    match fs::symlink_metadata(dest) {
+        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+        Ok(meta) if meta.is_dir() => {
+            fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_none())
+        }
+        Ok(_) => false,
+    }
+}
+
+/// The serial `N` of an old folder `.NAME.old-PID-N` as this crate's writer names it
+/// ([`sibling`]: `N` from a per-process counter, in decimal without leading zeros), `None` for
+/// any other name. The Python exporter moves an old folder aside as `.NAME.old-PID-HEX`, eight
+/// hex digits (`tools/export/outputs.py`), all of them digits one time in 43: those are told
+/// apart by their eight digits (or a leading zero), which this process's counter never reaches
+/// (ten million folder writes in one process).
+fn set_aside_serial(dest: &Path, old: &Path) -> Option<u64> {
+    let prefix = layerprune_core::sibling_name(dest.file_name()?, "old", "");
+    let name = old.file_name()?;
+    let tail = name
+        .as_encoded_bytes()
+        .strip_prefix(prefix.as_encoded_bytes())?;
+    let (_pid, serial) = std::str::from_utf8(tail).ok()?.split_once('-')?;
+    let canonical = serial == "0" || !serial.starts_with('0');
+    if !canonical || serial.len() >= OTHER_WRITERS_SERIAL_DIGITS {
+        return None;
+    }
+    serial.parse().ok()
+}
+
+/// The length of the Python exporter's serial (`secrets.token_hex(4)`), which this crate's
+/// serials never reach.
+const OTHER_WRITERS_SERIAL_DIGITS: usize = 8;
+
+/// When `old` was moved aside, in nanoseconds: the change time of the folder, which its rename
+/// sets (0 where it cannot be read, or elsewhere than Unix: then the serial decides).
+fn set_aside_at(old: &Path) -> i128 {
+    let Ok(meta) = fs::symlink_metadata(old) else {
+        return 0;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
     }
 }
 
@@ -477,6 +568,87 @@ mod tests {
         assert_eq!(names(&dest), vec!["b.bin"]);
         drop(lock);
         assert_eq!(names(parent.path()), vec!["model"]);
+    }
+
+    /// A model folder moved aside as `name` now (its rename sets the change time that orders
+    /// the old folders), holding `file`.
+    #[cfg(target_os = "linux")]
+    fn moved_aside(parent: &Path, name: &str, file: &str) {
+        let building = parent.join("building");
+        fs::create_dir(&building).unwrap();
+        fs::write(building.join("manifest.json"), MODEL_MANIFEST).unwrap();
+        fs::write(building.join(file), file).unwrap();
+        fs::rename(&building, parent.join(name)).unwrap();
+        // Change times a clock tick apart on any file system.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    /// Runs killed one after another each left the folder moved aside: the one moved last is
+    /// put back, whatever the names' order (`.model.old-100-0` sorts before
+    /// `.model.old-20-0`, and `.model.old-1-10` before `.model.old-1-2`), and the older ones are
+    /// removed. Until 2026-12-07 the first name was put back and the newer copy deleted.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn of_several_folders_moved_aside_the_last_moved_is_put_back() {
+        for (older, newer) in [
+            (".model.old-100-0", ".model.old-20-0"),
+            (".model.old-1-10", ".model.old-1-2"),
+        ] {
+            let parent = tempfile::tempdir().unwrap();
+            let dest = parent.path().join("model");
+            moved_aside(parent.path(), older, "older.bin");
+            moved_aside(parent.path(), newer, "newer.bin");
+            let lock = layerprune_core::FileLock::try_acquire(&dest).unwrap();
+            assert_removal_refused(&dest);
+            assert_eq!(
+                names(&dest),
+                vec!["manifest.json", "newer.bin"],
+                "{older} {newer}"
+            );
+            assert_eq!(names(parent.path()), vec![".model.lock", "model"]);
+            drop(lock);
+        }
+    }
+
+    /// An empty folder at `dest` (a `mkdir -p` of it) is no model: the folder a killed run had
+    /// moved aside is put back in its place, not deleted as if `dest` were newer.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_folder_moved_aside_is_put_back_over_an_empty_folder() {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        moved_aside(parent.path(), ".model.old-1-0", "old.bin");
+        fs::create_dir(&dest).unwrap();
+        let lock = layerprune_core::FileLock::try_acquire(&dest).unwrap();
+        assert_removal_refused(&dest);
+        assert_eq!(names(&dest), vec!["manifest.json", "old.bin"]);
+        assert_eq!(names(parent.path()), vec![".model.lock", "model"]);
+        drop(lock);
+    }
+
+    /// The Python exporter moves an old folder aside as `.NAME.old-PID-HEX` (eight hex digits,
+    /// `tools/export/outputs.py`), sometimes all digits: never taken for this crate's, neither
+    /// put back nor removed, even under the lock, where this crate's own are recovered.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_python_exporters_old_folders_are_left_alone() {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        let exporters = [".model.old-1-12345678", ".model.old-1-01234567"];
+        for name in exporters {
+            moved_aside(parent.path(), name, "exported.bin");
+        }
+        let lock = layerprune_core::FileLock::try_acquire(&dest).unwrap();
+        remove_folder(&dest, false).expect("nothing of this crate's to put back");
+        assert!(!dest.exists());
+        moved_aside(parent.path(), ".model.old-1-3", "ours.bin");
+        assert_removal_refused(&dest);
+        assert_eq!(names(&dest), vec!["manifest.json", "ours.bin"]);
+        let mut expected = vec![".model.lock", "model"];
+        expected.extend(exporters);
+        expected.sort();
+        assert_eq!(names(parent.path()), expected);
+        drop(lock);
     }
 
     #[test]

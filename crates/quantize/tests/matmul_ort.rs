@@ -137,8 +137,8 @@ fn environment() -> Environment {
     let library = layerprune_runtime::runtime_library_path()
         .expect("ONNX Runtime library (ORT_DYLIB_PATH or `make ort`)");
     // As the stages' environment: no telemetry store written under $HOME by a test either.
-    let (switch, off) = layerprune_runtime::TELEMETRY_SWITCH;
-    std::env::set_var(switch, off);
+    // Set once per process (the tests share it), before any test loads the library.
+    layerprune_runtime::turn_off_telemetry();
     ort::init_from(&library)
         .expect("library loads")
         .with_name("quantize-test")

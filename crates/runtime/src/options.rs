@@ -2,7 +2,7 @@
 //! TF32, arenas), and the one ONNX Runtime environment every session of the process shares.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use layerprune_core::Device;
 use ort::environment::{Environment, GlobalThreadPoolOptions};
@@ -317,11 +317,48 @@ static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 /// fresh `HOME`: `1`, `true` and `yes` leave it empty, `0` or an empty value do not).
 pub const TELEMETRY_SWITCH: (&str, &str) = ("ORT_DISABLE_TELEMETRY", "1");
 
+static TELEMETRY_SWITCH_SET: Once = Once::new();
+
+/// Turns ONNX Runtime's telemetry off for the rest of the process: sets [`TELEMETRY_SWITCH`]
+/// to `1`, overriding any other value the caller's environment gave (the stages promise no byte
+/// changed outside their outputs), and leaving it alone where it is `1` already. Only the first
+/// call does anything.
+///
+/// Call it first thing in `main`, while the process has one thread: every stage does, in
+/// `layerprune_cli_common::run`, before it parses its arguments. Setting a variable is sound
+/// only while no other thread reads the environment through C (`getenv` in a C library does not
+/// take Rust's lock on the environment; Rust's own readers do). A test binary runs its tests on
+/// several threads: there, call it before the test first loads ONNX Runtime, as every test of
+/// this workspace that loads it does (through [`environment`] or itself); the `Once` makes a
+/// second thread wait until the variable is set, and no ONNX Runtime code runs before that (the
+/// other tests' threads run Rust code, which reads the environment under Rust's lock).
+pub fn turn_off_telemetry() {
+    TELEMETRY_SWITCH_SET.call_once(|| {
+        let (switch, off) = TELEMETRY_SWITCH;
+        if std::env::var_os(switch).is_none_or(|value| value != off) {
+            // SAFETY (an `unsafe fn` from edition 2024): in the stages this runs at the start
+            // of `main`, where no other thread exists. Anywhere else it is sound only where no
+            // other thread is in C code reading the environment at that moment: ONNX Runtime
+            // is not loaded before this has run (every load goes through `environment`, which
+            // calls this first), but the caller vouches for the rest (its own threads, a CUDA
+            // context it made); so the late call from `environment` warns.
+            std::env::set_var(switch, off);
+        }
+    });
+}
+
+/// Whether [`turn_off_telemetry`] has run in this process.
+fn telemetry_turned_off() -> bool {
+    TELEMETRY_SWITCH_SET.is_completed()
+}
+
 /// The process's one ONNX Runtime environment (ONNX Runtime allows one per process; the first
 /// call's `threads` sets its pool: 0 = one thread per core). Every session shares its global
 /// thread pool with spinning off: separate pools spinning against each other cost 20 % on 2
 /// cores. ONNX Runtime's telemetry is off ([`TELEMETRY_SWITCH`]): a stage writes nothing
-/// outside its outputs.
+/// outside its outputs. A program calls [`turn_off_telemetry`] first thing in `main` (every
+/// stage does, through `layerprune_cli_common::run`); one that did not gets the switch set here,
+/// late, with a warning (see [`turn_off_telemetry`] for when that is sound).
 pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError> {
     ENVIRONMENT
         .get_or_init(|| {
@@ -329,14 +366,19 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
                 RuntimeError::Library(message) => message,
                 other => other.to_string(),
             })?;
-            // Set before the library is loaded and the environment created, where ONNX Runtime
-            // reads it; whatever value the caller's environment gave is overridden, since the
-            // stages promise no byte changed outside their outputs. Once per process, before any
-            // thread of the library exists (no other code of the stages reads the environment
-            // through C while it runs), and not at all where it is set already.
-            let (switch, off) = TELEMETRY_SWITCH;
-            if std::env::var_os(switch).is_none_or(|value| value != off) {
-                std::env::set_var(switch, off);
+            // The switch must be set before the library is loaded and the environment created,
+            // where ONNX Runtime reads it. The stages set it at their start; a library caller
+            // that did not (a test, a program of its own) gets it set here, late: sound only
+            // where no other thread of the caller is in C code reading the environment now (see
+            // `turn_off_telemetry`; ONNX Runtime itself is not loaded yet, `init_from` below).
+            if !telemetry_turned_off() {
+                tracing::warn!(
+                    "ONNX Runtime's telemetry was not turned off at the program's start \
+                     (`layerprune_runtime::turn_off_telemetry`, called first in `main`); \
+                     {} set now, before the library loads",
+                    TELEMETRY_SWITCH.0
+                );
+                turn_off_telemetry();
             }
             let builder = ort::init_from(&library)
                 .map_err(|e| format!("cannot load {}: {e}", library.display()))?;

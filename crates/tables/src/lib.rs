@@ -26,7 +26,9 @@ mod tokens;
 use std::path::Path;
 
 pub use atomic::atomic_write;
-pub use error::{damaged_resumed_table, TableError, TableErrorKind};
+pub use error::{
+    damaged_resumed_table, replace_with_overwrite, resume_refusal, TableError, TableErrorKind,
+};
 pub use evaluations::{
     read_complete_evaluations, read_evaluations, resume_evaluations, write_evaluations,
     AppendError, EvaluationRow, EvaluationTable, GameValue, Incomplete, PartialWindows,

@@ -1038,6 +1038,37 @@ fn a_resumed_run_keeps_its_rows_and_evaluates_only_the_rest() {
          are measured again), or choose another --out"
     );
 
+    // A user's file that is no Parquet file at all, and a table cut within its first bytes.
+    let notes = dir.path().join("notes.parquet");
+    fs::write(&notes, b"my notes").unwrap();
+    let error = resume_evaluations(&notes, 3, "model", "data", "cpu").unwrap_err();
+    assert_eq!(error.kind, TableErrorKind::NotParquet, "{error}");
+    assert!(!error.is_damaged(), "a user's file is kept: {error}");
+    for length in [0, 2, 4, 12, whole.len() / 2] {
+        fs::write(&cut, &whole[..length]).unwrap();
+        let error = resume_evaluations(&cut, 3, "model", "data", "cpu").unwrap_err();
+        assert!(error.is_damaged(), "cut to {length} bytes: {error}");
+    }
+    let damaged = resume_evaluations(&cut, 3, "model", "data", "cpu").unwrap_err();
+    // The one decision of the stages: removing a damaged table, keeping any other.
+    let keep = || "--out FILE: pass --overwrite to replace it, or choose another --out".to_string();
+    let refusal = |error: Option<&TableError>| {
+        resume_refusal(error, "--out FILE", "choose another --out", keep)
+    };
+    assert_eq!(
+        refusal(Some(&damaged)),
+        damaged_resumed_table("--out FILE", "choose another --out")
+    );
+    let user_file = resume_evaluations(&notes, 3, "model", "data", "cpu").unwrap_err();
+    let another_run = resume_evaluations(&file, 3, "other", "data", "cpu").unwrap_err();
+    for not_damaged in [Some(&user_file), Some(&another_run), None] {
+        assert_eq!(refusal(not_damaged), keep());
+    }
+    assert_eq!(
+        replace_with_overwrite("--out FILE", "choose another --out"),
+        keep()
+    );
+
     // Rows measured on a CPU are not resumed on a GPU (or with other arithmetic there): their
     // NLLs differ in the last digits.
     assert_eq!(done.evaluated_on.as_deref(), Some("cpu"));

@@ -30,7 +30,7 @@ use layerprune_selection::method_names;
 use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
 use layerprune_tables::input_role;
 use layerprune_tables::{
-    damaged_resumed_table, join_dataset_ids, write_plans, Provenance, TableError, TableKind,
+    join_dataset_ids, resume_refusal, write_plans, Provenance, TableError, TableKind,
 };
 
 #[derive(Parser, Debug)]
@@ -207,30 +207,26 @@ struct Args {
 /// holds what this or another run measured, so that advice is never given there. (A lock
 /// another run holds is waited for, not refused; the lock's own error says which it was.) A
 /// cache that cannot be read at all (cut short) gets the words every stage gives a damaged
-/// checkpoint or cache ([`damaged_resumed_table`]).
+/// checkpoint or cache ([`resume_refusal`]).
 fn cache_refusal(path: &Path, error: &anyhow::Error) -> String {
-    if error
-        .downcast_ref::<TableError>()
-        .is_some_and(TableError::is_damaged)
-    {
-        return damaged_resumed_table(
-            &format!("--cache {}", path.display()),
-            "give another --cache",
-        );
-    }
-    match error.downcast_ref::<LockError>() {
-        Some(LockError::Busy { lock_path, .. } | LockError::Io { lock_path, .. }) => format!(
-            "--cache {}: its lock ({}) could not be taken, so the cache was neither read nor \
-             changed",
-            path.display(),
-            lock_path.display()
-        ),
-        None => format!(
-            "--cache {}: not an evaluation cache this run can use; give another --cache, or \
-             remove the file to measure afresh",
-            path.display()
-        ),
-    }
+    resume_refusal(
+        error.downcast_ref::<TableError>(),
+        &format!("--cache {}", path.display()),
+        "give another --cache",
+        || match error.downcast_ref::<LockError>() {
+            Some(LockError::Busy { lock_path, .. } | LockError::Io { lock_path, .. }) => format!(
+                "--cache {}: its lock ({}) could not be taken, so the cache was neither read nor \
+                 changed",
+                path.display(),
+                lock_path.display()
+            ),
+            None => format!(
+                "--cache {}: not an evaluation cache this run can use; give another --cache, or \
+                 remove the file to measure afresh",
+                path.display()
+            ),
+        },
+    )
 }
 
 fn main() -> ExitCode {

@@ -1596,15 +1596,15 @@ fn a_cache_whose_lock_cannot_be_taken_is_never_to_be_removed() {
     assert!(lock.is_dir() && !plan.exists());
     assert_eq!(std::fs::read(&cache).unwrap(), b"not a table");
 
-    // With the lock taken, the same file is one this run cannot read: that may be removed.
+    // With the lock taken, the same file is one this run cannot use: that may be removed.
     std::fs::remove_dir(&lock).unwrap();
     let out = apply_prune(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "--cache {}: cannot be read, so it cannot be resumed; remove it (the rows it held \
-             are measured again), or give another --cache",
+            "--cache {}: not an evaluation cache this run can use; give another --cache, or \
+             remove the file to measure afresh",
             s(&cache)
         )),
         "{stderr}"
@@ -2291,6 +2291,10 @@ fn a_cache_it_cannot_use_is_refused_naming_the_cache_and_what_differs() {
     );
     let not_parquet = dir.path().join("not-parquet.parquet");
     std::fs::write(&not_parquet, b"not parquet").unwrap();
+    // A cache cut short (a copy that stopped part-way): damaged, unlike a user's file.
+    let cut_short = dir.path().join("cut-short.parquet");
+    let whole = std::fs::read(&cache).unwrap();
+    std::fs::write(&cut_short, &whole[..whole.len() / 2]).unwrap();
     let other_tokens = dir.path().join("other-tokens.parquet");
     write_windows(
         &other_tokens,
@@ -2330,14 +2334,21 @@ fn a_cache_it_cannot_use_is_refused_naming_the_cache_and_what_differs() {
             &not_parquet,
             "not a readable Parquet file",
         ),
+        (
+            measuring_args("sleb", "1", &tokens, &refused, Some(&cut_short)),
+            &cut_short,
+            "not a readable Parquet file",
+        ),
     ] {
         let before = std::fs::read(file).unwrap();
         let out = apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         // The chain: the flag and file with what to do, then the file with what differs; a
-        // file that cannot be read at all in the words every stage gives a damaged checkpoint.
-        let advice = if file == &not_parquet {
+        // table that cannot be read (cut short) in the words every stage gives a damaged
+        // checkpoint, a user's file that is no Parquet file at all as any file not this run's
+        // (until 2026-12-07 it was "damaged", as if it had held rows).
+        let advice = if file == &cut_short {
             "cannot be read, so it cannot be resumed; remove it (the rows it held are measured \
              again), or give another --cache"
         } else {

@@ -22,6 +22,11 @@ use std::process::ExitCode;
 /// Runs a stage's body and turns an error into a message on stderr and exit status 1.
 /// Every stage's `main` is `layerprune_cli_common::run(|| body(Args::parse()))`.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    // First, while the stage has one thread (`run` is the first call of every stage's `main`,
+    // before its arguments are parsed): the one place a stage sets an environment variable,
+    // where that is sound. A stage that runs the model then writes nothing under $HOME.
+    #[cfg(feature = "runtime")]
+    layerprune_runtime::turn_off_telemetry();
     init_logging();
     match body() {
         Ok(()) => ExitCode::SUCCESS,

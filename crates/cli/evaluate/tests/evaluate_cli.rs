@@ -685,12 +685,90 @@ fn a_damaged_checkpoint_is_named_with_a_way_out_a_pipeline_can_take() {
     assert_eq!(read_evaluations(&checkpoint).unwrap().rows.len(), 64);
 }
 
+/// A file at --out that can be read but is not a checkpoint this run can resume is kept, with
+/// the advice for another run's table (--overwrite, another --out), not called damaged (whose
+/// advice, removing it, would lose what it holds): an evaluation table that records no
+/// provenance (another tool's, an older build's), and a user's file that is no Parquet file at
+/// all. Until 2026-12-07 both were "cannot be read … remove it (the rows it held are measured
+/// again)".
+#[test]
+fn a_readable_table_not_resumable_here_is_kept_with_the_overwrite_advice() {
+    let succeeded = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), None);
+    let out_file = dir.path().join("out.parquet");
+    let args = [
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--out",
+        path(&out_file),
+        "--max-new-masks",
+        "2",
+    ];
+    succeeded(evaluate(&args));
+    // The provenance's `tool` entry renamed in the footer (same length: the file stays whole).
+    let mut bytes = std::fs::read(&out_file).unwrap();
+    let key = b"layerprune.tool";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the tool entry");
+    bytes[at + key.len() - 1] = b'X';
+    std::fs::write(&out_file, &bytes).unwrap();
+    assert!(
+        read_evaluations(&out_file).is_ok(),
+        "still a readable table"
+    );
+    let advice = format!(
+        "evaluate: error: --out {}: pass --overwrite to replace it, or choose another --out\n",
+        out_file.display()
+    );
+    let refused = evaluate(&args);
+    assert_refused(
+        &refused,
+        &[
+            &advice,
+            "cannot resume: it does not record which run wrote it",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!stderr.contains("remove it"), "{stderr}");
+    assert_eq!(std::fs::read(&out_file).unwrap(), bytes);
+    succeeded(evaluate(&[&args[..], &["--overwrite"]].concat()));
+
+    let notes = dir.path().join("notes.parquet");
+    std::fs::write(&notes, b"my notes, not a table").unwrap();
+    let args = [
+        "--tokens",
+        path(&tokens),
+        "--masks",
+        path(&masks),
+        "--out",
+        path(&notes),
+    ];
+    let refused = evaluate(&args);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("remove it"), "{stderr}");
+    assert!(stderr.contains("--overwrite"), "{stderr}");
+    assert_eq!(std::fs::read(&notes).unwrap(), b"my notes, not a table");
+}
+
 /// A stage that runs the model writes nothing outside its outputs: ONNX Runtime 1.31.1 keeps a
 /// telemetry store under `$HOME/.cache/Microsoft/DeveloperTools/.onnxruntime/` (an SQLite
 /// database with its WAL, and a device id), written on every run until 2026-12-07 (and under
 /// `ulimit -f 12` the stage was killed writing it). Run here with a fresh, empty HOME and
-/// without the switch in the environment: the stage turns telemetry off itself, and HOME stays
-/// empty.
+/// without the switch in the environment: the stage turns telemetry off itself, at its start
+/// (`layerprune_cli_common::run`, while it has one thread; not late, in
+/// `layerprune_runtime::environment`, which warns where it has to), and HOME stays empty.
 #[test]
 fn a_run_of_the_model_writes_nothing_under_home() {
     let dir = tempfile::tempdir().unwrap();
@@ -712,6 +790,8 @@ fn a_run_of_the_model_writes_nothing_under_home() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("telemetry was not turned off"), "{stderr}");
     let written = layerprune_tests::snapshot(&home);
     assert!(
         written.is_empty(),
