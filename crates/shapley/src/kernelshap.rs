@@ -213,6 +213,20 @@ impl PairedDesign {
         })
     }
 
+    /// The pairs that inform the fit: those of class 1 and above (the pair (∅, N), class 0, has
+    /// kernel weight 0 and adds no equation). What the rules of [`MINIMUM_PAIRS_PER_PLAYER`]
+    /// and [`WELL_MEASURED_PAIRS_PER_PLAYER`] and the fit's residual degrees of freedom count.
+    /// A pair drawn again counts again, as the fit and the spread of its scores take every
+    /// draw, and as the coverage behind those rules was measured on kernel draws (with
+    /// replacement; a table drawn without replacement has no repeats): over a few players a
+    /// rule of distinct pairs could never be met (5 players have 15 pairs, fewer than 4n).
+    pub fn informative_pairs(&self) -> usize {
+        self.coalitions
+            .iter()
+            .filter(|s| self.class_of(s.num_kept()) >= 1)
+            .count()
+    }
+
     /// The class {s, n − s} of a coalition of `size` players, by its smaller size (0 for the
     /// pair (∅, N)).
     pub(crate) fn class_of(&self, size: usize) -> usize {
@@ -338,8 +352,10 @@ pub fn kernelshap_estimate(
     // n − 1 free coefficients, and the fitted residuals' sum of squares is (m − n + 1)/m of the
     // errors': the scores' spread is scaled up by m/(m − n + 1) (HC1). Without it the mean
     // (error/SE)² was 1.9–2.3 at 31 iid pairs over 11–12 players, 1.44 at 50 pairs of the
-    // sampler's tables. No standard error where the fit can interpolate the pairs.
-    let pairs = projected_scores.len();
+    // sampler's tables. No standard error where the fit can interpolate the pairs. m counts
+    // the informative pairs ([`PairedDesign::informative_pairs`]): the pair (∅, N) has kernel
+    // weight 0 and adds no degree of freedom.
+    let pairs = design.informative_pairs();
     let std_errors = match (pairs + 1).checked_sub(n).filter(|&df| df > 0) {
         // Two players have one pair of coalitions ({0}, {1}), and the fit is their Shapley
         // values whatever the game: exact (SE 0) from one pair on, where the scores, all 0,
@@ -358,8 +374,12 @@ pub fn kernelshap_estimate(
                 let groups = class_spreads(design, &classes, &projected_scores);
                 (groups, pairs as f64 / residual_df as f64)
             } else {
+                // (The spread's divisor counts every draw, as its mean does.)
                 let groups = iid_spread(&projected_scores, n);
-                (groups, (pairs - 1) as f64 / residual_df as f64)
+                (
+                    groups,
+                    (projected_scores.len() - 1) as f64 / residual_df as f64,
+                )
             };
             // Both readings pass the one guard: moderated across the players, and no SE where
             // no pair's score spreads beyond the rounding of the game's values (until
@@ -379,8 +399,8 @@ pub fn kernelshap_estimate(
             })
         }
     };
-    // Below 4n pairs the sandwich understates the error (`kernelshap_standard_errors`): widened
-    // from 2n, withheld below. SEs of 0 (every class drawn whole: the estimate exact) stay.
+    // With few pairs the sandwich understates the error (`kernelshap_standard_errors`): widened
+    // to Student's t from 2n, withheld below. SEs of 0 (every class drawn whole: the estimate exact) stay.
     let std_errors = match kernelshap_standard_errors(n, pairs) {
         _ if std_errors
             .as_ref()
@@ -406,21 +426,22 @@ pub const MINIMUM_PAIRS_PER_PLAYER: usize = 2;
 
 /// Complement pairs per player from which the paired estimators' 95 % intervals were measured to
 /// hold the truth 90–95 % of the time on the recorded and synthetic games (sampler tables and
-/// kernel draws, 200 seeds each); below it the stage warns, and `kernelshap-paired` widens its
-/// standard errors ([`kernelshap_standard_errors`]).
+/// kernel draws, 200 seeds each); below it the stage warns (`kernelshap-paired` widens its
+/// standard errors to Student's t at every number of pairs, [`kernelshap_standard_errors`]).
 pub const WELL_MEASURED_PAIRS_PER_PLAYER: usize = 4;
 
-/// How `kernelshap-paired` reports the standard errors of a design of `pairs` complement pairs
-/// over `num_players` players ([`kernelshap_standard_errors`]).
+/// How `kernelshap-paired` reports the standard errors of a design of `pairs` informative
+/// complement pairs ([`PairedDesign::informative_pairs`]) over `num_players` players
+/// ([`kernelshap_standard_errors`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PairedStandardErrors {
-    /// [`WELL_MEASURED_PAIRS_PER_PLAYER`] · n pairs or more, or two players or fewer (exact):
-    /// the sandwich standard errors as they are.
+    /// Two players or fewer (exact): the sandwich standard errors as they are.
     AsMeasured,
-    /// From [`MINIMUM_PAIRS_PER_PLAYER`] · n to [`WELL_MEASURED_PAIRS_PER_PLAYER`] · n pairs:
-    /// multiplied by `factor` = t(`degrees_of_freedom`) / 1.96, Student's t 97.5 % quantile for
-    /// the m − n + 1 degrees of freedom of the fit's residuals, so that ± 1.96 SE is the t
-    /// interval.
+    /// From [`MINIMUM_PAIRS_PER_PLAYER`] · n pairs on: multiplied by `factor` =
+    /// t(`degrees_of_freedom`) / 1.96, Student's t 97.5 % quantile for the m − n + 1 degrees of
+    /// freedom of the fit's residuals, so that ± 1.96 SE is the t interval. The factor falls
+    /// smoothly towards 1 as pairs are added (1.10 at 2n over 12 players, 1.034 at 4n, 1.014 at
+    /// 8n).
     Widened {
         degrees_of_freedom: usize,
         factor: f64,
@@ -429,20 +450,26 @@ pub enum PairedStandardErrors {
     Withheld,
 }
 
-/// Whether and how `kernelshap-paired` reports standard errors from `pairs` complement pairs over
-/// `num_players` players. The sandwich has m − n + 1 residual degrees of freedom and understates
-/// the error when that is small (measured on the three recorded games and four synthetic ones,
-/// sampler tables and kernel draws, 200 seeds each; docs/estimators.md): from 2n to 3n pairs
-/// the 95 % intervals held the truth 86–94 % of the time, with Student's t interval 88–96 %, and
-/// from 4n pairs 90–95 % as they are (the 0/1 veto game's tables 90 % at 4n). Below 2n 60–97 %
-/// (the recorded games 60–71 % at n pairs, 84–89 % at 1.5n; and at n pairs a quarter to half
-/// of the designs too thin to solve), and reaching 95 % would have taken widening by 1.1–1.9 at
-/// 1.5n and up to 17 at n pairs, by game and reading: no rule the data support. The estimates
-/// themselves are kept: they err by 0.2–1.05 of the values' root mean square at 1.5n (0.13–0.8
-/// at 2n), as noisy samples do, and are exact on pairwise games.
+/// Whether and how `kernelshap-paired` reports standard errors from `pairs` informative
+/// complement pairs ([`PairedDesign::informative_pairs`]) over `num_players` players. The
+/// sandwich has m − n + 1 residual degrees of freedom and understates the error when that is
+/// small (measured on the three recorded games and four synthetic ones, sampler tables and
+/// kernel draws, 200 seeds each; docs/estimators.md): from 2n to 3n pairs the 95 % intervals
+/// held the truth 86–94 % of the time, with Student's t interval 88–96 %, and from 4n pairs
+/// 90–95 % unwidened (the 0/1 veto game's tables 90 % at 4n). The t interval is applied at
+/// every m from 2n on, so that one pair more never narrows the SEs by a step (until
+/// 2026-12-07 it stopped at 4n, where the factor fell from 1.035 to 1 over 12 players). Its df
+/// is the iid reading's, m − n + 1, for tables drawn without replacement too, whose variance
+/// is pooled class by class and whose Welch–Satterthwaite df can be well below it; the
+/// measured 88–96 % backs it. Below 2n 60–97 % (the recorded games 60–71 % at n pairs, 84–89 %
+/// at 1.5n; and at n pairs a quarter to half of the designs too thin to solve), and reaching
+/// 95 % would have taken widening by 1.1–1.9 at 1.5n and up to 17 at n pairs, by game and
+/// reading: no rule the data support. The estimates themselves are kept: they err by 0.2–1.05
+/// of the values' root mean square at 1.5n (0.13–0.8 at 2n), as noisy samples do, and are exact
+/// on pairwise games.
 pub fn kernelshap_standard_errors(num_players: usize, pairs: usize) -> PairedStandardErrors {
     let n = num_players;
-    if n <= 2 || pairs >= WELL_MEASURED_PAIRS_PER_PLAYER * n {
+    if n <= 2 {
         PairedStandardErrors::AsMeasured
     } else if pairs >= MINIMUM_PAIRS_PER_PLAYER * n {
         let degrees_of_freedom = pairs + 1 - n;

@@ -101,6 +101,53 @@ fn active_terms(n: usize, order: usize, kept: &[usize], out: &mut Vec<usize>) {
     }
 }
 
+/// The terms of each of a list of masks (`active_terms` at one order), computed once for the
+/// fits that reuse the masks: the exp-polynomial surrogate fits the same masks some 50 times
+/// (Gauss–Newton steps over a grid of shifts), and listing the terms was done for every row of
+/// every fit and prediction.
+pub(crate) struct MaskTerms {
+    num_players: usize,
+    order: usize,
+    /// Row r's terms are `terms[starts[r]..starts[r + 1]]`.
+    starts: Vec<usize>,
+    terms: Vec<u32>,
+}
+
+impl MaskTerms {
+    /// The terms of `masks` up to `order` (held to [`MAX_ORDER`] and the number of players).
+    pub(crate) fn new(masks: &[Mask], order: usize) -> Self {
+        let n = masks.first().map_or(0, Mask::num_blocks);
+        let order = order.min(MAX_ORDER).min(n);
+        let mut starts = Vec::with_capacity(masks.len() + 1);
+        let mut terms = Vec::new();
+        let mut active = Vec::new();
+        starts.push(0);
+        for mask in masks {
+            active_terms(n, order, &mask.kept_blocks(), &mut active);
+            terms.extend(
+                active
+                    .iter()
+                    .map(|&t| u32::try_from(t).expect("term indices stay below MAX_TERMS")),
+            );
+            starts.push(terms.len());
+        }
+        MaskTerms {
+            num_players: n,
+            order,
+            starts,
+            terms,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn of(&self, row: usize) -> &[u32] {
+        &self.terms[self.starts[row]..self.starts[row + 1]]
+    }
+}
+
 impl Multilinear {
     /// Minimises Σ w (y − p)² / Σ w + α Σ_{T≠∅} w_T² (the constant is not penalised).
     pub fn fit_weighted(
@@ -110,16 +157,18 @@ impl Multilinear {
         order: usize,
         ridge_alpha: f64,
     ) -> Result<Multilinear, ShapleyError> {
-        Self::fit_weighted_in_chunks(masks, targets, weights, order, ridge_alpha, CHUNK_ENTRIES)
+        let terms = MaskTerms::new(masks, order);
+        Ok(Self::fit_in_chunks(&terms, targets, weights, None, ridge_alpha, CHUNK_ENTRIES)?.0)
     }
 
     /// [`Self::fit_weighted`] with one more, unpenalised, regressor: minimises
     /// Σ w (y − p − c z)² / Σ w + α Σ_{T≠∅} w_T² over the polynomial p and the coefficient c of
     /// `offsets` z (one per mask). Solved as the polynomial's system bordered by z: with G the
     /// polynomial's (ridged) Gram matrix, g = Σ w x z, s = Σ w z² and t = Σ w y z,
-    /// c = (t − gᵀG⁻¹r) / (s − gᵀG⁻¹g) and p's coefficients G⁻¹(r − g c). `None` where z is
+    /// c = (t − gᵀG⁻¹r) / (s − gᵀG⁻¹g) and p's coefficients G⁻¹(r − g c). c `None` where z is
     /// (to 1e-9 of its own square) a polynomial of the masks, so c is not determined apart from
-    /// p. The exp-polynomial surrogate's Gauss–Newton steps fit its shift this way
+    /// p: p is then [`Self::fit_weighted`]'s, which the bordered solve has at hand (G⁻¹r). The
+    /// exp-polynomial surrogate's Gauss–Newton steps fit its shift this way
     /// (`regression::fit_exp_polynomial`).
     pub fn fit_weighted_with_offset(
         masks: &[Mask],
@@ -128,62 +177,41 @@ impl Multilinear {
         offsets: &[f64],
         order: usize,
         ridge_alpha: f64,
-    ) -> Result<Option<(Multilinear, f64)>, ShapleyError> {
-        Self::fit_in_chunks(
-            masks,
-            targets,
-            weights,
-            Some(offsets),
-            order,
-            ridge_alpha,
-            CHUNK_ENTRIES,
-        )
+    ) -> Result<(Multilinear, Option<f64>), ShapleyError> {
+        let terms = MaskTerms::new(masks, order);
+        Self::fit_terms(&terms, targets, weights, Some(offsets), ridge_alpha)
     }
 
-    /// [`Self::fit_weighted`] with the masks' dense features built `chunk_entries` entries
-    /// (whole rows, one at the least) at a time.
-    fn fit_weighted_in_chunks(
-        masks: &[Mask],
-        targets: &[f64],
-        weights: &[f64],
-        order: usize,
-        ridge_alpha: f64,
-        chunk_entries: usize,
-    ) -> Result<Multilinear, ShapleyError> {
-        let fitted = Self::fit_in_chunks(
-            masks,
-            targets,
-            weights,
-            None,
-            order,
-            ridge_alpha,
-            chunk_entries,
-        )?;
-        Ok(fitted
-            .expect("a fit without offsets is always determined")
-            .0)
-    }
-
-    /// The fit of [`Self::fit_weighted`] (`offsets` `None`, coefficient 0) or
-    /// [`Self::fit_weighted_with_offset`].
-    fn fit_in_chunks(
-        masks: &[Mask],
+    /// [`Self::fit_weighted`] (`offsets` `None`: c `None`) or
+    /// [`Self::fit_weighted_with_offset`] over masks whose terms are listed already.
+    pub(crate) fn fit_terms(
+        terms: &MaskTerms,
         targets: &[f64],
         weights: &[f64],
         offsets: Option<&[f64]>,
-        order: usize,
+        ridge_alpha: f64,
+    ) -> Result<(Multilinear, Option<f64>), ShapleyError> {
+        Self::fit_in_chunks(terms, targets, weights, offsets, ridge_alpha, CHUNK_ENTRIES)
+    }
+
+    /// [`Self::fit_terms`] with the masks' dense features built `chunk_entries` entries
+    /// (whole rows, one at the least) at a time.
+    fn fit_in_chunks(
+        terms: &MaskTerms,
+        targets: &[f64],
+        weights: &[f64],
+        offsets: Option<&[f64]>,
         ridge_alpha: f64,
         chunk_entries: usize,
-    ) -> Result<Option<(Multilinear, f64)>, ShapleyError> {
+    ) -> Result<(Multilinear, Option<f64>), ShapleyError> {
+        let rows = terms.rows();
         assert!(
-            targets.len() == masks.len()
-                && weights.len() == masks.len()
-                && offsets.is_none_or(|z| z.len() == masks.len()),
-            "a target and a weight (and an offset) for each of the {} masks",
-            masks.len()
+            targets.len() == rows
+                && weights.len() == rows
+                && offsets.is_none_or(|z| z.len() == rows),
+            "a target and a weight (and an offset) for each of the {rows} masks"
         );
-        let n = masks.first().map_or(0, Mask::num_blocks);
-        let order = order.min(MAX_ORDER).min(n);
+        let (n, order) = (terms.num_players, terms.order);
         let size = term_count(n, order);
         let total_weight: f64 = weights.iter().sum();
         if !(total_weight > 0.0 && total_weight.is_finite()) {
@@ -193,33 +221,35 @@ impl Multilinear {
         let mut rhs = vec![0.0; size];
         // The border of the offsets: g = Σ w x z, s = Σ w z², t = Σ w y z.
         let (mut border, mut offset_squares, mut offset_rhs) = (vec![0.0; size], 0.0, 0.0);
-        let mut active = Vec::with_capacity(size);
         // The Gram matrix's upper triangle, a chunk of rows at a time as dense 0/1 features
         // (`layerprune_core::linalg::add_weighted_gram`), mirrored below.
-        let rows_per_chunk = (chunk_entries / size).clamp(1, masks.len().max(1));
-        let mut features = Vec::with_capacity(rows_per_chunk * size);
+        let rows_per_chunk = (chunk_entries / size).clamp(1, rows.max(1));
+        let mut features = Vec::with_capacity(rows_per_chunk.min(rows) * size);
         let mut chunk_weights = Vec::with_capacity(rows_per_chunk);
-        for (index, chunk) in masks.chunks(rows_per_chunk).enumerate() {
-            let first = index * rows_per_chunk;
+        let mut first = 0;
+        while first < rows {
+            let chunk = rows_per_chunk.min(rows - first);
             features.clear();
-            features.resize(chunk.len() * size, 0.0);
+            features.resize(chunk * size, 0.0);
             chunk_weights.clear();
-            for (row, mask) in chunk.iter().enumerate() {
+            for row in 0..chunk {
                 let (y, w) = (targets[first + row], weights[first + row] / total_weight);
                 chunk_weights.push(w);
-                active_terms(n, order, &mask.kept_blocks(), &mut active);
-                for &p in &active {
+                let active = terms.of(first + row);
+                for &p in active {
+                    let p = p as usize;
                     rhs[p] += w * y;
                     features[row * size + p] = 1.0;
                 }
                 if let Some(offsets) = offsets {
                     let z = offsets[first + row];
-                    active.iter().for_each(|&p| border[p] += w * z);
+                    active.iter().for_each(|&p| border[p as usize] += w * z);
                     offset_squares += w * z * z;
                     offset_rhs += w * y * z;
                 }
             }
             layerprune_core::linalg::add_weighted_gram(&mut gram, &features, &chunk_weights);
+            first += chunk;
         }
         for p in 0..size {
             for q in p + 1..size {
@@ -232,29 +262,49 @@ impl Multilinear {
         let cholesky = Cholesky::new_owned(gram, size)
             .ok_or(ShapleyError::Singular("the exp-polynomial surrogate"))?;
         let mut coefficients = cholesky.solve(&rhs);
-        let mut offset = 0.0;
+        let mut offset = None;
         if offsets.is_some() {
             let solved_border = cholesky.solve(&border);
             let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
             let schur = offset_squares - dot(&border, &solved_border);
-            // (NaN, from offsets that are not numbers, counts as undetermined too.)
-            if schur.is_nan() || schur <= 1e-9 * offset_squares {
-                return Ok(None);
+            // (NaN, from offsets that are not numbers, counts as undetermined too.) Undetermined,
+            // the fit without the offset stands: G⁻¹r, solved above.
+            if !(schur.is_nan() || schur <= 1e-9 * offset_squares) {
+                let c = (offset_rhs - dot(&border, &coefficients)) / schur;
+                coefficients
+                    .iter_mut()
+                    .zip(&solved_border)
+                    .for_each(|(b, s)| *b -= c * s);
+                offset = Some(c);
             }
-            offset = (offset_rhs - dot(&border, &coefficients)) / schur;
-            coefficients
-                .iter_mut()
-                .zip(&solved_border)
-                .for_each(|(b, s)| *b -= offset * s);
         }
-        Ok(Some((
+        Ok((
             Multilinear {
                 num_players: n,
                 order,
                 coefficients,
             },
             offset,
-        )))
+        ))
+    }
+
+    /// [`Self::predict`] of masks whose terms are listed already (at this polynomial's order).
+    pub(crate) fn predict_terms(&self, terms: &MaskTerms) -> Vec<f64> {
+        assert!(
+            terms.num_players == self.num_players && terms.order == self.order,
+            "the terms of masks over {} players at order {}",
+            self.num_players,
+            self.order
+        );
+        (0..terms.rows())
+            .map(|row| {
+                terms
+                    .of(row)
+                    .iter()
+                    .map(|&t| self.coefficients[t as usize])
+                    .sum()
+            })
+            .collect()
     }
 
     pub fn predict(&self, masks: &[Mask]) -> Vec<f64> {
@@ -278,11 +328,7 @@ impl Multilinear {
 mod tests {
     use super::*;
 
-    fn all_masks(n: usize) -> Vec<Mask> {
-        (0..1usize << n)
-            .map(|bits| Mask::from_kept((0..n).map(|i| bits >> i & 1 == 1).collect()))
-            .collect()
-    }
+    use crate::synthetic::every_mask as all_masks;
 
     #[test]
     fn term_indices_are_a_bijection_onto_the_subsets() {
@@ -351,8 +397,8 @@ mod tests {
         let weights: Vec<f64> = (0..masks.len()).map(|i| 1.0 + (i % 4) as f64).collect();
         let (fitted, offset) =
             Multilinear::fit_weighted_with_offset(&masks, &targets, &weights, &offsets, 2, 1e-12)
-                .unwrap()
-                .expect("the offsets are no polynomial of the masks");
+                .unwrap();
+        let offset = offset.expect("the offsets are no polynomial of the masks");
         assert!((offset + 1.5).abs() < 1e-8, "{offset}");
         for ((p, z), y) in fitted.predict(&masks).iter().zip(&offsets).zip(&targets) {
             assert!(
@@ -360,13 +406,15 @@ mod tests {
                 "{p} + {offset} {z} vs {y}"
             );
         }
-        // Offsets that are a polynomial of the masks (here the constant) leave c undetermined.
+        // Offsets that are a polynomial of the masks (here the constant) leave c undetermined,
+        // and the fit is the one without them.
         let constant = vec![2.0; masks.len()];
-        assert!(Multilinear::fit_weighted_with_offset(
-            &masks, &targets, &weights, &constant, 2, 1e-12
-        )
-        .unwrap()
-        .is_none());
+        let (unbordered, offset) =
+            Multilinear::fit_weighted_with_offset(&masks, &targets, &weights, &constant, 2, 1e-12)
+                .unwrap();
+        assert_eq!(offset, None);
+        let plain = Multilinear::fit_weighted(&masks, &targets, &weights, 2, 1e-12).unwrap();
+        assert_eq!(unbordered.coefficients, plain.coefficients);
     }
 
     #[test]
@@ -390,9 +438,11 @@ mod tests {
         let targets: Vec<f64> = (0..masks.len()).map(|i| (i as f64 * 0.61).cos()).collect();
         let weights: Vec<f64> = (0..masks.len()).map(|i| 0.5 + (i % 5) as f64).collect();
         let size = term_count(n, 2);
+        let terms = MaskTerms::new(&masks, 2);
         let fit = |entries| {
-            Multilinear::fit_weighted_in_chunks(&masks, &targets, &weights, 2, 1e-3, entries)
+            Multilinear::fit_in_chunks(&terms, &targets, &weights, None, 1e-3, entries)
                 .unwrap()
+                .0
                 .coefficients
         };
         let (whole, chunked) = (fit(usize::MAX), fit(3 * size));

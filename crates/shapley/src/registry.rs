@@ -514,7 +514,8 @@ pub fn estimate_recorded(
             let estimates = match which {
                 Estimator::KernelShap => {
                     let estimates = kernelshap_estimate(&paired, &rows)?;
-                    let pairs = paired.coalitions.len();
+                    // (The pairs that inform the fit, as its limits count them.)
+                    let pairs = paired.informative_pairs();
                     // Nothing to warn of where the estimate is exact (SE 0: a table of every
                     // pair), nor of widening where there is no SE to widen (a game without
                     // interactions beyond pairs, on which the fit is exact).
@@ -541,7 +542,8 @@ pub fn estimate_recorded(
                         "{which}: held-out R² of the fold surrogates {:.4}",
                         adjusted.held_out_r2
                     ));
-                    if let Some(warning) = thin_design_warning(which, n, paired.coalitions.len()) {
+                    if let Some(warning) = thin_design_warning(which, n, paired.informative_pairs())
+                    {
                         notes.push(warning);
                     }
                     adjusted.estimates

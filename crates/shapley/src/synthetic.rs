@@ -1,12 +1,33 @@
 //! Synthetic games beyond those in `layerprune_core::synthetic`: a game with third-order
 //! interactions, which no pairwise-exact estimator recovers by construction, and a
-//! layer-pruning-like instance of it for the replay benchmark.
+//! layer-pruning-like instance of it for the replay benchmark; a game plus a constant; and the
+//! list of every mask, which the tests value games on.
 
 use layerprune_core::synthetic::PairwiseGame;
 use layerprune_core::{Game, GameError, Mask};
 use rand::Rng;
 
 use crate::rng_from_seed;
+
+/// Every mask over `num_players` players (2^n), mask `bits` keeping player i where bit i of
+/// `bits` is set: the order `exact_shapley` enumerates them in.
+pub fn every_mask(num_players: usize) -> Vec<Mask> {
+    crate::exact::all_masks(num_players)
+}
+
+/// A game plus a constant: v(S) + c for every S (its Shapley values are the game's, and
+/// estimators whose surrogates are relative to the values' range should not move).
+#[derive(Clone, Debug)]
+pub struct Plus<G>(pub G, pub f64);
+
+impl<G: Game> Game for Plus<G> {
+    fn num_players(&self) -> usize {
+        self.0.num_players()
+    }
+    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
+        Ok(self.0.values(masks)?.iter().map(|v| v + self.1).collect())
+    }
+}
 
 /// A pairwise game plus third-order terms: v(S) = pairwise(S) + Σ_{t ⊆ S} w_t over triples t.
 /// Shapley value of i: the pairwise one plus Σ_{t ∋ i} w_t / 3.

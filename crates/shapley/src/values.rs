@@ -66,14 +66,15 @@ impl Estimates {
     /// floating-point rounding of its largest |value|) counts 0: its error says nothing of the
     /// SE's calibration (its SE may be of rounding size too, and the ratio of two rounding
     /// errors reached 1e29 on the synthetic game). `None` without standard errors, or where one
-    /// is 0 about an error.
+    /// is 0 about an error; infinite where an estimate or an SE is not a number (no guard built
+    /// on it may pass an estimator that returns NaN).
     pub fn mean_z2(&self, truth: &[f64]) -> Option<f64> {
         let mut sum = 0.0;
         for (error, se) in self.errors_beyond_rounding(truth)? {
             if se <= 0.0 {
                 return None;
             }
-            sum += (error / se).powi(2);
+            sum += z_of(error, se).powi(2);
         }
         Some(sum / self.values.len() as f64)
     }
@@ -84,33 +85,28 @@ impl Estimates {
     pub fn miss95(&self, truth: &[f64]) -> Option<f64> {
         let misses = self
             .errors_beyond_rounding(truth)?
-            .filter(|(error, se)| error.abs() > 1.96 * se)
+            .filter(|&(error, se)| z_of(error, se) > 1.96)
             .count();
         Some(misses as f64 / self.values.len() as f64)
     }
 
     /// The largest |error| / SE against `truth` over the players whose estimate is not `truth`
     /// to rounding (as in [`Self::mean_z2`]): infinite where such an error has an SE of 0, 0
-    /// where every estimate is `truth` to rounding. An interval far too narrow for its error
+    /// where every estimate is `truth` to rounding; infinite too where an estimate or an SE is
+    /// not a number. An interval far too narrow for its error
     /// (an SE of rounding size, or of a surrogate's fitting precision, about a real error)
     /// shows as a ratio no normal error reaches (`tests/standard_errors.rs` takes 1e3), whatever
     /// the values' scale. `None` without standard errors.
     pub fn largest_z(&self, truth: &[f64]) -> Option<f64> {
         Some(
             self.errors_beyond_rounding(truth)?
-                .map(|(error, se)| {
-                    if se > 0.0 {
-                        error.abs() / se
-                    } else {
-                        f64::INFINITY
-                    }
-                })
+                .map(|(error, se)| z_of(error, se))
                 .fold(0.0, f64::max),
         )
     }
 
-    /// (error, SE) of each player whose estimate is not `truth` to rounding; `None` without
-    /// standard errors.
+    /// (error, SE) of each player whose estimate is not `truth` to rounding (a NaN error is
+    /// not); `None` without standard errors.
     fn errors_beyond_rounding<'a>(
         &'a self,
         truth: &'a [f64],
@@ -123,8 +119,18 @@ impl Estimates {
                 .zip(truth)
                 .map(|(v, t)| v - t)
                 .zip(std_errors.iter().copied())
-                .filter(move |(error, _)| error.abs() > rounding),
+                .filter(move |(error, _)| error.is_nan() || error.abs() > rounding),
         )
+    }
+}
+
+/// |error| / SE, infinite where the SE is 0 or either is not a number (an estimate or an SE of
+/// NaN fails every check built on it rather than dropping out of a comparison).
+fn z_of(error: f64, se: f64) -> f64 {
+    if error.is_nan() || se.is_nan() || se <= 0.0 {
+        f64::INFINITY
+    } else {
+        error.abs() / se
     }
 }
 
@@ -536,6 +542,34 @@ mod tests {
             assert!((t - quantile).abs() < 5e-4, "{df}: {t} against {quantile}");
         }
         assert!((student_t_975(100_000) - 1.95998).abs() < 1e-4);
+    }
+
+    /// An estimate or an SE that is not a number fails the checks (infinite z) rather than
+    /// dropping out of their comparisons: it passed as exact to rounding, or its ratio was
+    /// dropped by the maximum, until 2026-12-07.
+    #[test]
+    fn estimates_and_standard_errors_of_nan_fail_the_z_checks() {
+        let truth = [0.5, 0.25];
+        let with = |values: Vec<f64>, std_errors: Vec<f64>| Estimates {
+            estimator: "test".into(),
+            blocks: vec![0, 1],
+            values,
+            std_errors: Some(std_errors),
+            llm_evaluations: 0,
+        };
+        let fine = with(vec![0.5, 0.35], vec![0.1, 0.1]);
+        assert!((fine.largest_z(&truth).unwrap() - 1.0).abs() < 1e-9);
+        assert!((fine.mean_z2(&truth).unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(fine.miss95(&truth), Some(0.0));
+        for nan in [
+            with(vec![f64::NAN, 0.35], vec![0.1, 0.1]),
+            with(vec![0.5, 0.35], vec![0.1, f64::NAN]),
+            with(vec![f64::NAN, 0.25], vec![f64::NAN, 0.1]),
+        ] {
+            assert_eq!(nan.largest_z(&truth), Some(f64::INFINITY), "{nan:?}");
+            assert_eq!(nan.mean_z2(&truth), Some(f64::INFINITY), "{nan:?}");
+            assert_eq!(nan.miss95(&truth), Some(0.5), "{nan:?}");
+        }
     }
 
     /// The one guard: SE 0 where every group is drawn whole (weight 0), none where nothing

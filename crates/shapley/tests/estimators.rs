@@ -195,9 +195,7 @@ fn brute_force_semivalue(game: &mut dyn Game, strata: &[usize]) -> Vec<f64> {
 }
 
 fn all_masks(n: usize) -> Vec<Mask> {
-    (0..1usize << n)
-        .map(|bits| Mask::from_kept((0..n).map(|i| bits >> i & 1 == 1).collect()))
-        .collect()
+    layerprune_shapley::synthetic::every_mask(n)
 }
 
 #[test]
@@ -599,18 +597,6 @@ impl Game for ExpPairwise {
     }
 }
 
-/// A game plus a constant.
-struct Plus<'a>(&'a mut dyn Game, f64);
-
-impl Game for Plus<'_> {
-    fn num_players(&self) -> usize {
-        self.0.num_players()
-    }
-    fn values(&mut self, masks: &[Mask]) -> Result<Vec<f64>, GameError> {
-        Ok(self.0.values(masks)?.iter().map(|v| v + self.1).collect())
-    }
-}
-
 #[test]
 fn log_surrogate_estimators_recover_exp_pairwise_games_and_stay_unbiased() {
     use layerprune_shapley::regression::{
@@ -640,7 +626,7 @@ fn log_surrogate_estimators_recover_exp_pairwise_games_and_stay_unbiased() {
     // is fitted too, and it is recovered as exactly (with c = 0 for any positive game, until
     // 2026-12-07, e^q fitted v + 10 and the estimates erred by up to 3e-3 here).
     for constant in [10.0, -3.0] {
-        let mut shifted = Plus(&mut game, constant);
+        let mut shifted = layerprune_shapley::synthetic::Plus(&mut game, constant);
         let kernel = run_regression_adjusted_kernel(
             &mut shifted,
             &players,

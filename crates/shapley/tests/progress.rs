@@ -5,7 +5,6 @@
 //! estimators write an `info` line per half or fold.
 
 use layerprune_core::synthetic::AdditiveGame;
-use layerprune_core::Mask;
 use layerprune_shapley::exact::exact_values;
 use layerprune_shapley::progress::LONG_LOOP_BATCHES;
 use layerprune_shapley::semivalue::{published_strata, semivalue_through, MaskDistribution};
@@ -117,9 +116,7 @@ fn masks_valued_through_a_game_are_logged_under_the_estimator_s_name() {
     // Every mask of 20 players: 128 batches, a long loop.
     let n = 20;
     let total = 1 << n;
-    let masks: Vec<Mask> = (0..total)
-        .map(|bits: usize| Mask::from_kept((0..n).map(|i| bits >> i & 1 == 1).collect()))
-        .collect();
+    let masks = layerprune_shapley::synthetic::every_mask(n);
     let mut game = AdditiveGame::new((0..n).map(|i| i as f64).collect(), 0.5);
     let text = logged(|| {
         evaluate_masks(&mut game, &Players::all(n), &masks).unwrap();

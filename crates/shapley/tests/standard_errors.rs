@@ -322,11 +322,15 @@ fn sampler_table(
 
 /// |error| / SE beyond which an interval is far too narrow for its error to be sampling noise:
 /// an SE of 0, of rounding size or of a surrogate's fitting precision about a real error (the
-/// defects these tests guard against gave ratios of 2e3 to 1e29). The runs here stay below 11
-/// but one: `regression-adjusted-exp` on the 0/1 veto game at budget 34 (1 run in 200), whose
-/// surrogate nearly reproduces a game of two dictators, 270 (38 before the exp surrogate's shift
-/// became relative to the values, 2026-12-07).
-const FAR_TOO_NARROW: f64 = 1e3;
+/// defects these tests guard against gave ratios of 2e3 to 1e29). A guard against gross
+/// defects only: an SE 100 times too small (ratios about 200) passes it, and the calibration
+/// is the `mean_z2` tests'. The runs here stay below 11 but one: `regression-adjusted-exp` on
+/// the 0/1 veto game at budget 34 (veto block 2, quorum 3, seed 193 of 200), whose surrogate
+/// nearly reproduces a game of two dictators, 269.1 (measured 2026-12-07 with
+/// `no_standard_error_where_a_surrogate_reproduces_its_held_out_masks --nocapture`, which
+/// prints each game's largest; 38 before the exp surrogate's shift became relative to the
+/// values). 500: under twice that worst, so that a regression from it shows.
+const FAR_TOO_NARROW: f64 = 500.0;
 
 /// Whether some player's SE is far too small for its error ([`FAR_TOO_NARROW`]), counting only
 /// errors beyond the rounding the library itself reads (`Estimates::largest_z`: 1e-9 of the
@@ -530,8 +534,8 @@ fn kernelshap_on_sampler_tables_has_no_standard_error_of_rounding_size() {
 /// on the recorded games and 84–89 % at 1.5n, with no widening the data support (1.1–1.9 at
 /// 1.5n, up to 17 at n): none now below 2n. From 2n to 4n they are widened to Student's t
 /// interval of those degrees of freedom: at 2n on the recorded games' sampler tables 89–91 % →
-/// 92–93 % (200 seeds; 100 here, the three games together: 0.897 → 0.922). From 4n
-/// they are as measured.
+/// 92–93 % (200 seeds; 100 here, the three games together: 0.897 → 0.922). From 4n on too, so
+/// that the factor has no step there (1.034 at 4n over 12 players, tending to 1).
 #[test]
 fn kernelshap_standard_errors_from_few_pairs_are_withheld_or_widened() {
     use layerprune_shapley::kernelshap::{
@@ -580,15 +584,65 @@ fn kernelshap_standard_errors_from_few_pairs_are_withheld_or_widened() {
     };
     assert_eq!(degrees_of_freedom, 13);
     assert!((factor - 2.160 / 1.96).abs() < 1e-3, "{factor}");
-    assert_eq!(
-        kernelshap_standard_errors(12, 48),
-        PairedStandardErrors::AsMeasured
+    // From 2n on the factor is t(m − n + 1)/1.96 at every m: it falls towards 1 without a
+    // step (until 2026-12-07 it went from 1.035 at 4n − 1 pairs to 1 at 4n).
+    let factor_at = |pairs| match kernelshap_standard_errors(12, pairs) {
+        PairedStandardErrors::Widened { factor, .. } => factor,
+        other => panic!("{pairs} pairs: {other:?}"),
+    };
+    assert!(
+        (factor_at(48) - 2.026 / 1.96).abs() < 1e-3,
+        "{}",
+        factor_at(48)
     );
+    for pairs in 24..400 {
+        let (this, next) = (factor_at(pairs), factor_at(pairs + 1));
+        assert!(
+            next < this && this - next < 0.1 * (this - 1.0) && next > 1.0,
+            "{pairs} pairs: {this}, then {next}"
+        );
+    }
     assert_eq!(
         kernelshap_standard_errors(2, 1),
         PairedStandardErrors::AsMeasured,
         "two players: exact"
     );
+}
+
+/// The rules of 2n and 4n pairs and the fit's degrees of freedom count the pairs that inform
+/// the fit: the pair (∅, N), of kernel weight 0, adds nothing (until 2026-12-07 it counted, and
+/// a table of 2n − 1 pairs with it listed twice had SEs). A pair listed again counts again, as
+/// the fit takes it.
+#[test]
+fn kernelshap_counts_only_the_pairs_that_inform_its_fit() {
+    use layerprune_core::Mask;
+    use layerprune_shapley::kernelshap::{kernelshap_estimate, PairedDesign};
+    let (mut game, players) = recorded("smollm2-135m-blocks-16-27-c0.parquet");
+    let n = players.len();
+    let (design, rows) = sampler_table(&mut game, &players, 2 * n - 1, 5);
+    let thin = kernelshap_estimate(&design, &rows).unwrap();
+    assert_eq!(thin.std_errors, None, "2n − 1 pairs");
+    let mut pairs: Vec<(Mask, Mask)> = design
+        .coalitions
+        .iter()
+        .map(|s| (s.clone(), s.complement()))
+        .collect();
+    for _ in 0..2 {
+        pairs.push((Mask::empty(n), Mask::full(n)));
+    }
+    let padded = PairedDesign::from_pairs(n, &pairs).unwrap();
+    assert_eq!(padded.coalitions.len(), 2 * n + 1);
+    assert_eq!(padded.informative_pairs(), 2 * n - 1);
+    let estimates = kernelshap_estimate(&padded, &rows).unwrap();
+    assert_eq!(estimates.std_errors, None, "2n − 1 pairs and (∅, N) twice");
+    let again = pairs[3].clone();
+    pairs.push((again.1, again.0));
+    let repeated = PairedDesign::from_pairs(n, &pairs).unwrap();
+    assert_eq!(repeated.informative_pairs(), 2 * n);
+    assert!(kernelshap_estimate(&repeated, &rows)
+        .unwrap()
+        .std_errors
+        .is_some());
 }
 
 /// Three players: a table of all three pairs is every mask, the estimate exact with SE 0,
@@ -740,15 +794,26 @@ fn no_standard_error_where_a_surrogate_reproduces_its_held_out_masks() {
                 quorum,
             };
             let (truth, _) = exact_values(&mut game, &Players::all(n)).unwrap();
+            let mut worst = (0.0, 0);
             for seed in 0..200 {
                 let estimates = run_estimator(kind, &mut game, &Players::all(n), 34, seed).unwrap();
-                if standard_error_far_too_small(&estimates, &truth.values) {
-                    eprintln!(
-                        "FAR {kind} {veto_block} {quorum} {seed} z {:?}",
-                        estimates.largest_z(&truth.values)
-                    );
+                assert!(
+                    !standard_error_far_too_small(&estimates, &truth.values),
+                    "{kind}, veto block {veto_block}, quorum {quorum}, seed {seed}: largest \
+                     |error|/SE {:?}: {estimates:?} against {:?}",
+                    estimates.largest_z(&truth.values),
+                    truth.values
+                );
+                let z = estimates.largest_z(&truth.values).unwrap_or(0.0);
+                if z > worst.0 {
+                    worst = (z, seed);
                 }
             }
+            eprintln!(
+                "{kind}, veto block {veto_block}, quorum {quorum}: largest |error|/SE {:.1} \
+                 (seed {})",
+                worst.0, worst.1
+            );
         }
     }
 }
@@ -776,9 +841,7 @@ fn banzhaf_from_a_table_of_every_mask_has_standard_error_0() {
     use layerprune_shapley::banzhaf::{banzhaf_msr_estimate, UniformDesign};
     let n = 6;
     let mut game = TripleGame::layer_pruning_like(n, 3);
-    let masks: Vec<layerprune_core::Mask> = (0..1usize << n)
-        .map(|b| layerprune_core::Mask::from_kept((0..n).map(|i| b >> i & 1 == 1).collect()))
-        .collect();
+    let masks = layerprune_shapley::synthetic::every_mask(n);
     let (rows, _) =
         layerprune_shapley::evaluate_masks(&mut game, &Players::all(n), &masks).unwrap();
     let design = UniformDesign {
@@ -861,23 +924,13 @@ fn standard_errors_do_not_move_when_the_game_is_shifted() {
 /// constant has the same estimates and SEs.
 #[test]
 fn exp_surrogate_estimates_do_not_move_when_the_game_is_shifted() {
-    struct Plus(TripleGame, f64);
-    impl layerprune_core::Game for Plus {
-        fn num_players(&self) -> usize {
-            self.0.num_players()
-        }
-        fn values(
-            &mut self,
-            masks: &[layerprune_core::Mask],
-        ) -> Result<Vec<f64>, layerprune_core::GameError> {
-            Ok(self.0.values(masks)?.iter().map(|v| v + self.1).collect())
-        }
-    }
+    use layerprune_shapley::synthetic::Plus;
     let n = 8;
     for (kind, budget) in [
         (Estimator::RegressionAdjustedExpChains, 64),
         (Estimator::RegressionAdjustedExpChains, 256),
         (Estimator::RegressionAdjustedExp, 64),
+        (Estimator::RegressionAdjustedExp, 256),
     ] {
         for seed in 0..40 {
             let run = |constant: f64| {
