@@ -14,17 +14,28 @@ Usage: python torch_baseline.py --gguf F.gguf --tokens t.parquet --masks m.parqu
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))  # export_layered.py: the loader
+
 
 def load_model(gguf: Path):
+    """The GGUF's model in float32, refused (naming the file and the tensors) where the file lacks
+    a tensor the language model runs: transformers would fill it with random values and only log
+    it, and the baseline's NLL would then differ from `evaluate`'s for no fault of either."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    import export_layered
+
+    model = export_layered.load_pretrained(
+        AutoModelForCausalLM, gguf, "torch_baseline", "language model",
+        then="the baseline would run that random model, against an export that refuses the file",
+        dtype=torch.float32)
     model.eval()
     return model
 

@@ -1356,14 +1356,17 @@ LISTED_TENSORS = 5
 USES = ("checkpoint", "language model")
 
 
-def load_pretrained(model_class, source: Path, program: str, uses: str = "checkpoint", **options):
+def load_pretrained(model_class, source: Path, program: str, uses: str = "checkpoint", then: str | None = None,
+                    **options):
     """`model_class.from_pretrained(**options)` of a Hugging Face folder or, `source` a file, a
     GGUF file; any failure to read it is named (`reading`), and so is a checkpoint whose files
     lack a tensor the model needs (`refuse_missing_tensors`): transformers only logs those and
     fills them with random values, which every check (against the model it loaded) then passes.
     `uses` (USES) says which tensors `program` needs: every one, or those of the language model
-    and LM head only. The one loader of a source's model in the exporter, the generator exporter
-    and prune_hf.py."""
+    and LM head only; `then`, where given, what `program` would do with the random values (the
+    refusal's own wording is the exports' and prune_hf.py's). The one loader of a source's model
+    in the exporter, the generator exporter, prune_hf.py and the tools that compare or time
+    transformers against the exports (tools/tasks/crosscheck.py, tools/bench/torch_baseline.py)."""
     if uses not in USES:
         raise ValueError(f"uses {uses!r}: one of {', '.join(USES)}")
     if source.is_file():
@@ -1372,7 +1375,7 @@ def load_pretrained(model_class, source: Path, program: str, uses: str = "checkp
         what, location = f"the model in {source} (its config.json and weight files)", source
     with reading(program, what):
         model, loading_info = model_class.from_pretrained(location, output_loading_info=True, **options)
-    refuse_missing_tensors(model, loading_info, source, program, uses)
+    refuse_missing_tensors(model, loading_info, source, program, uses, then)
     return model
 
 
@@ -1440,7 +1443,8 @@ def tensor_count(names) -> str:
     return f"{len(names)} tensor{'s' if len(names) != 1 else ''}"
 
 
-def refuse_missing_tensors(model, loading_info: dict, source: Path, program: str, uses: str = "checkpoint") -> None:
+def refuse_missing_tensors(model, loading_info: dict, source: Path, program: str, uses: str = "checkpoint",
+                           then: str | None = None) -> None:
     """Exits, naming `source`, when transformers' `loading_info` lists a tensor of the model its
     files do not hold (`missing_tensors`) that `program` uses: with `uses` "checkpoint" any
     (prune_hf.py writes the checkpoint whole), with "language model" those of the language
@@ -1453,7 +1457,7 @@ def refuse_missing_tensors(model, loading_info: dict, source: Path, program: str
     pattern suggests: tensors under a prefix (a wrapper's or adapter's state dict saved as it
     is), whole blocks (a config with more blocks than the files: no num_hidden_layers in
     config.json, whose transformers default is 32), an LM head neither in the files nor tied
-    to the embedding."""
+    to the embedding. `then` replaces the sentence on what would become of the random values."""
     missing = missing_tensors(loading_info)
     unused = outside_language_model(model, missing) if uses == "language model" else set()
     missing -= unused
@@ -1476,6 +1480,8 @@ def refuse_missing_tensors(model, loading_info: dict, source: Path, program: str
             what_then += " (the layered export, which uses only the language model and its head, needs none of them)"
     else:
         what_then = f"every check of {program} would compare with that same random model"
+    if then is not None:
+        what_then = then
     lines = [f"{program}: error: {source}: {files} {lack} {tensor_count(missing)} the model "
              f"({type(model).__name__}) needs: {some_of(missing)}. transformers fills a missing tensor with random "
              f"values and only logs it, and {what_then}"]

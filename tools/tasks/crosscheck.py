@@ -307,6 +307,23 @@ def verdict(entries):
     return worst, bool(entries) and all(entry["ok"] for entry in entries.values())
 
 
+def load_model(gguf: Path):
+    """The GGUF's model in float32, refused (naming the file and the tensors) where the file lacks
+    a tensor the language model runs: transformers' random values in its place would make every
+    task disagree with evaluate's, for no fault of either."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))  # export_layered.py
+    import export_layered
+
+    return export_layered.load_pretrained(
+        AutoModelForCausalLM, gguf, "crosscheck", "language model",
+        then="the cross-check would run that random model, against an export that refuses the file",
+        dtype=torch.float32,
+    ).eval()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", required=True, type=Path)
@@ -359,13 +376,11 @@ def main(argv=None):
     longest = longest_input(recorded_max_length(args.choices, metadata), args.model_dir)
 
     import torch
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     torch.set_num_threads(args.threads)
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(args.model_dir / "tokenizer.json"))
-    model = AutoModelForCausalLM.from_pretrained(
-        args.gguf.parent, gguf_file=args.gguf.name, dtype=torch.float32
-    ).eval()
+    model = load_model(args.gguf)
 
     started = time.time()
     for task in tasks:

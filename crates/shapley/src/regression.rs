@@ -681,8 +681,9 @@ fn reproduces_training(residual_squares: f64, training: &[f64]) -> bool {
 }
 
 /// The fewest complement pairs the kernel-pair variants (`regression-adjusted`,
-/// `regression-adjusted-exp`) take over `num_players` players: 2n from three players on, two
-/// (one a half) for two players, whose estimate is exact. Each half's surrogate is fitted on the
+/// `regression-adjusted-exp`) take over `num_players` players: 2n from three players on,
+/// counted as [`PairedDesign::informative_pairs`] counts them (the pair (∅, N) adds no
+/// equation), two (one a half) for two players, whose estimate is exact. Each half's surrogate is fitted on the
 /// other half's 2·(pairs/2) masks and ∅ and N. For the exp-polynomial, 2n pairs give its
 /// additive part (n + 1 coefficients) two masks per coefficient, the rule that chooses its
 /// order ([`crate::polynomial::order_for_rows`]), which below it fell back to the additive
@@ -740,7 +741,15 @@ pub fn regression_adjusted_kernel_estimate(
         });
     }
     let minimum = minimum_kernel_pairs(n);
-    if design.coalitions.len() < minimum {
+    // From three players on, the pairs counted are those that inform the fit, as kernelshap's
+    // limits count them (the pair (∅, N) adds no equation: ∅ and N are in every fold anyway).
+    // Two players have one informative pair, so there the rule is two pairs of any kind.
+    let pairs = if n <= 2 {
+        design.coalitions.len()
+    } else {
+        design.informative_pairs()
+    };
+    if pairs < minimum {
         // With 4 players or fewer the minimum's 2 + 4n masks are at least all 2^n.
         let cheaper = if 1usize << n <= 2 + 4 * n {
             format!(
@@ -753,8 +762,12 @@ pub fn regression_adjusted_kernel_estimate(
         };
         return Err(ShapleyError::Design(format!(
             "--estimator {name} needs at least {minimum} complement pairs over {n} players \
-             and the design has {}: {}; {} draws enough{cheaper}",
-            design.coalitions.len(),
+             and the design has {pairs}{}: {}; {} draws enough{cheaper}",
+            if pairs < design.coalitions.len() {
+                " besides the pair (empty, full), which adds no equation"
+            } else {
+                ""
+            },
             if n <= 2 {
                 "cross-fitting takes a pair for each half".to_string()
             } else {

@@ -385,6 +385,8 @@ fn regression_adjusted_exp_on_small_sampler_tables_is_calibrated() {
 /// SE in 4–6 % of the runs on this game before 2026-12-07, when they were taken).
 #[test]
 fn regression_adjusted_refuses_fewer_than_two_pairs_a_player() {
+    use layerprune_core::Mask;
+    use layerprune_shapley::kernelshap::PairedDesign;
     use layerprune_shapley::regression::{
         minimum_kernel_pairs, regression_adjusted_kernel_estimate, SurrogateTarget,
     };
@@ -404,6 +406,24 @@ fn regression_adjusted_refuses_fewer_than_two_pairs_a_player() {
         );
         let (design, rows) = sampler_table(&mut game, &players, 2 * n, 0);
         assert!(regression_adjusted_kernel_estimate(&design, &rows, target, 0).is_ok());
+        // 2n pairs one of which is (∅, N), which adds no equation: 2n − 1 that inform the fit,
+        // counted as kernelshap-paired's limits count them.
+        let (design, rows) = sampler_table(&mut game, &players, 2 * n - 1, 0);
+        let mut pairs: Vec<(Mask, Mask)> = design
+            .coalitions
+            .iter()
+            .map(|s| (s.clone(), s.complement()))
+            .collect();
+        pairs.push((Mask::empty(n), Mask::full(n)));
+        let with_empty_full = PairedDesign::from_pairs(n, &pairs).unwrap();
+        assert_eq!(with_empty_full.informative_pairs(), 2 * n - 1);
+        let error = regression_adjusted_kernel_estimate(&with_empty_full, &rows, target, 0)
+            .expect_err("2n - 1 informative pairs refused")
+            .to_string();
+        assert!(
+            error.contains("the design has 23 besides the pair (empty, full)"),
+            "{error}"
+        );
     }
 }
 

@@ -307,6 +307,26 @@ def test_a_gguf_file_lacking_a_tensor_is_refused_naming_it(program, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_tools_comparing_transformers_with_the_export_refuse_a_gguf_file_lacking_a_tensor(tmp_path):
+    """tools/tasks/crosscheck.py and tools/bench/torch_baseline.py load the GGUF the export was
+    made from with transformers: a tensor it lacks, filled with random values, would have made
+    their log-likelihoods or NLLs disagree with evaluate's for no fault of either."""
+    tools = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(tools / "tasks"))
+    sys.path.insert(0, str(tools / "bench"))
+    import crosscheck
+    import torch_baseline
+
+    gguf = gguf_of("llama", tmp_path, drop={"blk.2.ffn_down.weight"})
+    for program, load in (("crosscheck", crosscheck.load_model), ("torch_baseline", torch_baseline.load_model)):
+        with pytest.raises(SystemExit, match=f"^{program}: error: {gguf}: the file lacks 1 tensor the model "
+                                             r"\(LlamaForCausalLM\) needs: model.layers.2.mlp.down_proj.weight\. "
+                                             "transformers fills .* and the (cross-check|baseline) would run that random model"):
+            load(gguf)
+    whole = gguf_of("llama", tmp_path / "whole")
+    assert crosscheck.load_model(whole).config.num_hidden_layers == 4
+
+
 @pytest.mark.parametrize("program", ["export", "prune_hf"])
 def test_a_gguf_file_of_an_unsupported_model_is_refused_naming_it_before_loading(program, tmp_path, monkeypatch):
     """From the file's metadata: the refusal came after its tensors were dequantized, naming no file."""
