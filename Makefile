@@ -14,9 +14,12 @@ ifneq ($(words $(CURDIR)),1)
 $(error the checkout's path '$(CURDIR)' has a space, which Make cannot handle in targets and prerequisites: move or clone it to a path without spaces)
 endif
 # $(call refuse_spaces,VARIABLES): an error for the first of VARIABLES given on the command line
-# or in the environment (and not assigned by the makefiles since) whose value has a space.
+# or in the environment (and not assigned by the makefiles since) whose value has a space, or a
+# colon or a quote: Make reads a colon in a rule's target as a rule of patterns ("target pattern
+# contains no '%'"), and the recipes quote paths with single quotes.
 refuse_spaces = $(foreach v,$(1),$(if $(filter command line environment,$(origin $(v))),\
-  $(if $(word 2,$($(v))),$(error $(v)='$($(v))': a path or name with a space is not supported (Make splits paths at spaces): use a path without spaces, or a link to it))))
+  $(if $(word 2,$($(v))),$(error $(v)='$($(v))': a path or name with a space is not supported (Make splits paths at spaces): use a path without spaces, or a link to it))\
+  $(foreach c,: ' ",$(if $(findstring $(c),$($(v))),$(error $(v)=$($(v)): a path or name with $(c) is not supported ($(if $(filter :,$(c)),Make reads a colon in a target as the one that ends it,the recipes put paths in quotes)): use a path without it, or a link to it)))))
 # The settings the included makefiles read as paths while they are parsed (the others: the end
 # of this file, where a setting the makefiles assign, and so take from no environment, is known).
 $(call refuse_spaces,BUILD BIN MODEL_DIR MODEL_NAME RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT PRUNE_NAME ORT_DYLIB_PATH)

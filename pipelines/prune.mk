@@ -134,6 +134,7 @@ endif
 ifneq ($(words $(MODEL)),1)
 $(error make prune: MODEL='$(MODEL)': a path with spaces is not supported)
 endif
+$(call refuse_spaces,MODEL)
 ifeq ($(wildcard $(MODEL)),)
 $(error make prune: MODEL=$(MODEL) does not exist)
 endif
@@ -148,7 +149,7 @@ $(foreach v,CALIB_TEXT EVAL_TEXT,$(if $($(v)),$(if $(wildcard $($(v))),\
   $(error make prune: $(v)=$($(v)) does not exist))))
 ifeq ($(PRUNE_IS_GGUF),)
 ifeq ($(wildcard $(patsubst %/,%,$(MODEL))/config.json),)
-$(error make prune: MODEL=$(MODEL) is neither a .gguf file nor a Hugging Face model folder (no config.json))
+$(error make prune: MODEL=$(MODEL) is neither a .gguf file nor a Hugging Face model folder (no config.json)$(if $(filter-out %.gguf,$(shell printf '%s' '$(MODEL)' | tr A-Z a-z)),,: a GGUF file's name ends in .gguf in lower case: rename it or give a link so named))
 endif
 endif
 ifneq ($(strip $(MAX_PPL_RATIO)),)

@@ -1029,6 +1029,21 @@ def test_a_checkout_path_with_a_space_and_a_drift_of_the_onnx_runtime_pins_are_r
         assert status != 0 and f"{name}='{tmp_path}/a b': a path or name with a space" in output, (goal, output)
 
 
+def test_a_model_path_make_or_the_shell_cannot_take_is_refused_naming_it(tmp_path):
+    """A colon in a target is read as the end of the target ("target pattern contains no '%'"),
+    a quote broke the recipes' quoting ("Unterminated quoted string", then went on); an upper-case
+    .GGUF was called neither a GGUF file nor a model folder, with no word of the case."""
+    for name, char in (("a:b.gguf", ":"), ("q'x.gguf", "'"), ('q"x.gguf', '"')):
+        (tmp_path / name).write_bytes(b"GGUF")
+        status, output = make_bare(tmp_path, "prune", f"MODEL={tmp_path / name}", "K=1")
+        assert status != 0 and f"MODEL={tmp_path / name}: a path or name with {char} is not supported" in output, output
+    status, output = make_bare(tmp_path, "demo", f"RUN={tmp_path}/a:b")
+    assert status != 0 and "a path or name with : is not supported" in output, output
+    (tmp_path / "m.GGUF").write_bytes(b"GGUF")
+    status, output = make_bare(tmp_path, "prune", f"MODEL={tmp_path / 'm.GGUF'}", "K=1")
+    assert status != 0 and "a GGUF file's name ends in .gguf in lower case" in output, output
+
+
 def test_a_fetched_file_given_by_hand_and_missing_is_refused_not_fetched(tmp_path):
     """LAMBADA (or ORT_LIB, a GGUF) given by hand names the user's file: missing (a typo), Make
     removed its own copy's .complete and fetched the wheel again, then failed on a bare `test -f`.
