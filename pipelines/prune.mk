@@ -42,11 +42,13 @@ PRUNE_EXPORT_FLAGS ?=
 PRUNE_GENERATOR_FLAGS ?=
 
 # export_generator.py's architectures: the KV-cache decoder is made for a Hugging Face folder whose
-# config.json names one of them (the others, GPT-2, GPT-NeoX, Mamba and Mamba-2, are pruned without it) and
-# for a GGUF file (its architecture is known only once loaded; the tool refuses others by name).
-# PRUNE_GENERATOR=0 skips it, PRUNE_GENERATOR=1 asks for it whatever the architecture.
+# config.json names one of them, or a GGUF file whose header does (as transformers loads it: report.py
+# layers); the others, GPT-2, GPT-NeoX, Mamba and Mamba-2, are pruned without it. A GGUF file whose
+# header cannot be read is left to the exporter to refuse. PRUNE_GENERATOR=0 skips it,
+# PRUNE_GENERATOR=1 asks for it whatever the architecture.
 PRUNE_GENERATOR_TYPES = llama mistral qwen2 qwen3 gemma gemma2 gemma3_text phi phi3 olmo2 granite stablelm starcoder2 cohere
-PRUNE_MODEL_TYPE := $(if $(filter %.gguf,$(MODEL)),gguf,$(if $(wildcard $(patsubst %/,%,$(MODEL))/config.json),$(shell \
+PRUNE_MODEL_TYPE := $(if $(filter %.gguf,$(MODEL)),$(or $(word 4,$(shell $(PYTHON) tools/prune/report.py layers \
+  --gguf $(MODEL) 2>/dev/null)),gguf),$(if $(wildcard $(patsubst %/,%,$(MODEL))/config.json),$(shell \
   grep -o '"model_type" *: *"[^"]*"' $(patsubst %/,%,$(MODEL))/config.json | head -n 1 | sed 's/.*"\([^"]*\)"$$/\1/')))
 PRUNE_GENERATOR ?= $(if $(filter gguf $(PRUNE_GENERATOR_TYPES),$(PRUNE_MODEL_TYPE)),1,0)
 
@@ -102,12 +104,13 @@ PRUNE_HF_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),,$(wildcard $(addprefix $(patsubst 
 # same model.
 PRUNE_SOURCE_STAT = $(if $(PRUNE_SOURCE_DEPS),$(shell cd $(dir $(firstword $(PRUNE_SOURCE_DEPS))) && \
   stat -L -c '%n %s %Y %i' $(notdir $(PRUNE_SOURCE_DEPS)) 2>/dev/null))
-# The blocks of a Hugging Face model, from its config.json (a multimodal model's text_config),
-# to refuse a K it cannot lose before anything runs; empty for a GGUF file (apply-prune refuses it
-# there, after the export). report.py reads them under the key transformers does (GPT-2's
-# n_layer) and gives that key too, PRUNE_NUM_BLOCKS_KEY, for the refusal to name.
-PRUNE_NUM_BLOCKS_FOUND = $(if $(PRUNE_IS_GGUF),,$(shell $(PYTHON) tools/prune/report.py layers \
-  --config $(patsubst %/,%,$(MODEL))/config.json 2>/dev/null))
+# The blocks of a Hugging Face model, from its config.json (a multimodal model's text_config), or
+# of a GGUF file, from its header, to refuse a K it cannot lose before anything runs (empty where
+# neither can be read: apply-prune refuses it, after the export). report.py reads them under the
+# key transformers does (GPT-2's n_layer; a GGUF's ARCH.block_count) and gives that key too,
+# PRUNE_NUM_BLOCKS_KEY, for the refusal to name.
+PRUNE_NUM_BLOCKS_FOUND = $(shell $(PYTHON) tools/prune/report.py layers $(if $(PRUNE_IS_GGUF),--gguf $(MODEL),\
+  --config $(patsubst %/,%,$(MODEL))/config.json) 2>/dev/null)
 PRUNE_NUM_BLOCKS = $(word 1,$(PRUNE_NUM_BLOCKS_FOUND))
 PRUNE_NUM_BLOCKS_KEY = $(word 2,$(PRUNE_NUM_BLOCKS_FOUND))
 # Blocks the checkpoint ties to their position (Qwen3-VL's first blocks, after which its vision
@@ -119,8 +122,8 @@ PRUNE_POSITION_BOUND = $(filter-out -,$(word 3,$(PRUNE_NUM_BLOCKS_FOUND)))
 PRUNE_EXPORT_DTYPE = $(call flag_value,--dtype,$(PRUNE_EXPORT_FLAGS))
 # Mamba's block graphs hold its scan unrolled for one window length (export_layered.py's
 # FIXED_LENGTH_MODEL_TYPES, --fixed-seq-len, default 128), which the windows must have: the export
-# is given SEQ_LEN, unless PRUNE_EXPORT_FLAGS sets a length (which must then be SEQ_LEN). A GGUF
-# file's architecture is known only once loaded: a Mamba GGUF needs PRUNE_EXPORT_FLAGS to say it.
+# is given SEQ_LEN, unless PRUNE_EXPORT_FLAGS sets a length (which must then be SEQ_LEN); a GGUF
+# file's architecture is read from its header (PRUNE_MODEL_TYPE).
 PRUNE_FIXED_LENGTH_TYPES = mamba mamba2
 PRUNE_FIXED_SEQ_LEN = $(call flag_value,--fixed-seq-len,$(PRUNE_EXPORT_FLAGS))
 PRUNE_EXPORT_ARGS = $(strip $(PRUNE_EXPORT_FLAGS) $(if $(filter $(PRUNE_FIXED_LENGTH_TYPES),$(PRUNE_MODEL_TYPE)),\
@@ -174,7 +177,7 @@ $(error make prune: K='$(K)' must be the number of blocks to remove, a positive 
 endif
 ifneq ($(strip $(PRUNE_NUM_BLOCKS)),)
 ifeq ($(shell [ $(K) -lt $(PRUNE_NUM_BLOCKS) ] && echo ok),)
-$(error make prune: K=$(K), but MODEL=$(MODEL) has $(PRUNE_NUM_BLOCKS) blocks ($(PRUNE_NUM_BLOCKS_KEY) in its config.json) and one must stay: K is at most $(shell echo $$(($(PRUNE_NUM_BLOCKS) - 1))))
+$(error make prune: K=$(K), but MODEL=$(MODEL) has $(PRUNE_NUM_BLOCKS) blocks ($(PRUNE_NUM_BLOCKS_KEY) in its $(if $(PRUNE_IS_GGUF),header,config.json)) and one must stay: K is at most $(shell echo $$(($(PRUNE_NUM_BLOCKS) - 1))))
 endif
 endif
 endif

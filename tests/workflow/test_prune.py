@@ -793,6 +793,53 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     assert f"report.py summary --run {run} --plan-dir {run}/k4" in text
 
 
+def gguf_header(path: Path, arch: str, blocks: int, first: str = "architecture"):
+    """A GGUF file of metadata alone, as make prune reads it (report.py layers --gguf): a string
+    array first (a tokenizer's, skipped), then general.architecture and ARCH.block_count in the
+    order `first` says, version 3, no tensors."""
+    import struct
+
+    def string(text):
+        data = text.encode()
+        return struct.pack("<Q", len(data)) + data
+
+    def pair(key, kind, value):
+        return string(key) + struct.pack("<I", kind) + value
+
+    tokens = pair("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 2) + string("a") + string("b"))
+    scores = pair("tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, 2) + struct.pack("<2f", 0.0, 1.0))
+    named = pair("general.architecture", 8, string(arch))
+    count = pair(f"{arch}.block_count", 4, struct.pack("<I", blocks))
+    pairs = [tokens, scores] + ([named, count] if first == "architecture" else [count, named])
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + b"".join(pairs))
+    return path
+
+
+def test_a_gguf_files_architecture_and_blocks_are_read_from_its_header(setup):
+    """A GPT-2 or Mamba GGUF file: make prune asked export_generator.py for its decoder, which it
+    refuses (the run failed with no summary); a Mamba one had no --fixed-seq-len; a K the file
+    cannot lose was refused only after the export. Read from the header: as for a folder."""
+    out = setup["tmp"] / "run"
+    for arch, blocks, generator in (("llama", 6, True), ("gpt2", 6, False), ("mamba", 6, False),
+                                    ("gemma3", 6, True)):
+        gguf = gguf_header(setup["tmp"] / f"{arch}.gguf", arch, blocks, first="count" if arch == "gemma3" else "architecture")
+        result = subprocess.run(["make", "--no-print-directory", "-n", "prune", f"MODEL={gguf}", "K=2",
+                                 f"PRUNE_OUT={out}-{arch}", "SEQ_LEN=32"], cwd=ROOT, capture_output=True, text=True,
+                                env=make_env())
+        assert result.returncode == 0, result.stderr
+        assert ("export_generator.py" in result.stdout) == generator, (arch, result.stdout)
+        assert ("--fixed-seq-len 32" in result.stdout) == (arch == "mamba"), (arch, result.stdout)
+    gguf = gguf_header(setup["tmp"] / "four.gguf", "qwen2", 4)
+    result, lines = setup["make"](f"MODEL={gguf}", "K=4", f"PRUNE_OUT={out}", check=False)
+    assert result.returncode != 0 and "has 4 blocks (qwen2.block_count in its header)" in result.stderr \
+        and "K is at most 3" in result.stderr, result.stderr
+    assert lines == [] and not out.exists()
+    # A file whose header cannot be read is left to the exporter, which names the problem.
+    result = subprocess.run(["make", "--no-print-directory", "-n", "prune", f"MODEL={setup['gguf']}", "K=2"],
+                            cwd=ROOT, capture_output=True, text=True, env=make_env())
+    assert result.returncode == 0 and "export_generator.py" in result.stdout, result.stderr
+
+
 def test_a_hugging_face_folder_named_gguf_is_given_with_its_slash(setup):
     """As the refusal of a folder named *.gguf says: with a slash after it, it is a Hugging Face
     folder, and the run is named after it without the .gguf, as a GGUF file's would be."""

@@ -8,9 +8,11 @@ closing summary.
       the two manifests: the full model's block count and the pruned one's `original_index`es.
       Standard library only.
 
-  report.py layers --config HF_DIR/config.json
+  report.py layers --config HF_DIR/config.json | --gguf FILE.gguf
       Prints a Hugging Face model's number of layers and the config key it is under, e.g.
-      `12 n_layer` (a multimodal model's: its language model's). Standard library only.
+      `12 n_layer` (a multimodal model's: its language model's), the blocks bound to their
+      position (or -) and its model_type; for a GGUF file, from its header: `30
+      llama.block_count - llama`. Standard library only.
 
   report.py summary --run RUN --plan-dir RUN/kK --source MODEL
                     [--max-ppl-ratio R [--max-ppl-ratio-se Z]] [--one-text FILE]
@@ -259,9 +261,96 @@ def position_bound_blocks(config: dict):
     return list(range(len(deepstack))) if isinstance(deepstack, list) else []
 
 
+# GGUF's value types (gguf-py's GGUFValueType) and the struct format of the fixed-size ones.
+GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+GGUF_STRING, GGUF_ARRAY = 8, 9
+
+# A GGUF file's general.architecture, as llama.cpp names it, and the model_type transformers
+# loads it as (transformers' GGUF_CONFIG_MAPPING and load_gguf_checkpoint): the same name but
+# for these.
+GGUF_MODEL_TYPES = {"gemma3": "gemma3_text", "gptneox": "gpt_neox", "command-r": "cohere"}
+
+
+def gguf_header(path: Path, keep, done) -> dict:
+    """The metadata values of the GGUF file at `path` under the keys `keep(key)` is true of, read
+    from its header without the gguf package (Make reads it with the system Python before any
+    environment exists) up to where `done(found)`. A file that is not GGUF, or ends inside its
+    header, raises ValueError."""
+    import struct
+
+    found = {}
+    with open(path, "rb") as handle:
+        def take(size: int) -> bytes:
+            data = handle.read(size)
+            if len(data) != size:
+                raise ValueError("the file ends inside its header")
+            return data
+
+        def number(fmt: str):
+            return struct.unpack(fmt, take(struct.calcsize(fmt)))[0]
+
+        def string() -> str:
+            return take(number("<Q")).decode("utf-8", "replace")
+
+        def value(kind: int):
+            if kind in GGUF_SCALARS:
+                return number(GGUF_SCALARS[kind])
+            if kind == GGUF_STRING:
+                return string()
+            if kind == GGUF_ARRAY:
+                item, count = number("<I"), number("<Q")
+                if item in GGUF_SCALARS:  # skipped whole: a tokenizer's scores and types
+                    handle.seek(count * struct.calcsize(GGUF_SCALARS[item]), 1)
+                    return None
+                for _ in range(count):
+                    value(item)
+                return None
+            raise ValueError(f"a metadata value of unknown type {kind}")
+
+        if take(4) != b"GGUF":
+            raise ValueError("not a GGUF file (it does not begin with GGUF)")
+        version = number("<I")
+        if version < 2:
+            raise ValueError(f"GGUF version {version}, older than transformers reads")
+        number("<Q")  # tensors
+        for _ in range(number("<Q")):
+            key, kind = string(), number("<I")
+            read = value(kind)
+            if keep(key):
+                found[key] = read
+                if done(found):
+                    break
+    return found
+
+
+def gguf_layers(path: Path):
+    """A GGUF file's number of blocks, the key it is under and the model_type transformers loads
+    it as, e.g. (30, "llama.block_count", "llama"); an error naming the file where its header
+    has none."""
+    def keep(key: str) -> bool:
+        return key == "general.architecture" or key.endswith(".block_count")
+
+    def done(found: dict) -> bool:
+        return f"{found.get('general.architecture')}.block_count" in found
+
+    try:
+        header = gguf_header(path, keep, done)
+    except (OSError, ValueError) as error:
+        fail(f"cannot read {path}: {error}")
+    arch = header.get("general.architecture")
+    key = f"{arch}.block_count"
+    if not isinstance(header.get(key), int):
+        fail(f"{path} gives no number of blocks ({key if arch else 'no general.architecture'})")
+    return header[key], key, GGUF_MODEL_TYPES.get(arch, arch)
+
+
 def layers(args):
-    """Prints the number of layers, the key it is under and the position-bound blocks
-    (comma separated, or -)."""
+    """Prints the number of layers, the key it is under, the position-bound blocks (comma
+    separated, or -) and the model_type (a GGUF file's as transformers loads it)."""
+    if args.gguf:
+        count, key, model_type = gguf_layers(args.gguf)
+        print(count, key, "-", model_type)
+        return
     try:
         with open(args.config) as handle:
             config = json.load(handle)
@@ -270,7 +359,8 @@ def layers(args):
         fail(f"cannot read {args.config}: {error}")
     if count is None:
         fail(f"{args.config} gives no number of layers ({' or '.join(LAYER_COUNT_KEYS)})")
-    print(count, key, ",".join(map(str, position_bound_blocks(config))) or "-")
+    text = config["text_config"] if config.get("text_config") else config
+    print(count, key, ",".join(map(str, position_bound_blocks(config))) or "-", text.get("model_type", "-"))
 
 
 # llama.cpp sets these architectures' local (sliding-window) and global attention by a block's
@@ -528,7 +618,9 @@ def main(argv=None):
     report.add_argument("--source", required=True)
     report.add_argument("--one-text", help="the one file given as both CALIB_TEXT and EVAL_TEXT, if it was")
     count = commands.add_parser("layers")
-    count.add_argument("--config", type=Path, required=True, help="a Hugging Face config.json")
+    source = count.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="a Hugging Face config.json")
+    source.add_argument("--gguf", type=Path, help="a GGUF file (its header only)")
     args = parser.parse_args(argv)
     {"llama-cpp": llama_cpp, "summary": summary, "layers": layers}[args.command](args)
 
