@@ -624,3 +624,66 @@ def test_evaluate_killed_at_any_point_resumes_to_the_uninterrupted_table(tmp_pat
     assert pq.read_metadata(out).num_rows == 64
     left = [p.name for p in out_dir.iterdir() if p.name != out.name]
     assert left == [], f"left behind: {left}"
+
+
+def test_a_file_size_limit_is_a_clear_error_not_a_silent_kill(tmp_path):
+    """Under `ulimit -f` a write past the limit sends SIGXFSZ, whose default kills: every stage
+    died of it with exit 153, no message, and its temporary and lock files left (fs audit). The
+    stages ignore it, so the write fails with EFBIG, reported naming the file, and nothing is
+    left beside the output. (subprocess gives the child SIGXFSZ's default back, which Python
+    itself ignores.)"""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    out = tmp_path / "masks.parquet"
+    argv = [str(BIN / "sample-masks"), "--num-blocks", "10", "--enumerate", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, env=env(), timeout=120, preexec_fn=limit,
+                          restore_signals=True)
+    stderr = done.stderr.decode(errors="replace")
+    assert done.returncode == 1, (done.returncode, stderr)
+    assert "masks.parquet" in stderr and "File too large" in stderr, stderr
+    assert [p.name for p in tmp_path.iterdir()] == [], "left beside the output"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to leave a lock file of another "
+                    "user and run the stage as user nobody (65534)")
+def test_a_lock_file_of_another_user_is_taken_over():
+    """A killed run of another user (a `sudo` run, a teammate's) leaves its empty lock file
+    `.NAME.lock`, which this run cannot open for writing: it is opened for reading (`flock`
+    needs no more) and taken over as any killed run's, where it blocked the output with
+    "Permission denied" (fs audit). One this run cannot even read is refused, saying whose it
+    is and to remove it."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="lock-of-another-user-", dir="/tmp"))
+    try:
+        os.chown(folder, 65534, 65534)
+        lock = folder / ".out.parquet.lock"
+        lock.write_bytes(b"")  # root's, 0644: what a killed `sudo` run leaves
+
+        def as_nobody():
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+
+        argv = [str(BIN / "sample-masks"), "--num-blocks", "6", "--anchors", "--out",
+                str(folder / "out.parquet")]
+        done = subprocess.run(argv, capture_output=True, env=env(), timeout=120,
+                              preexec_fn=as_nobody)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert (folder / "out.parquet").stat().st_uid == 65534
+        # Released: removed (the folder is nobody's), nothing else left.
+        assert sorted(p.name for p in folder.iterdir()) == ["out.parquet"]
+
+        lock.write_bytes(b"")
+        lock.chmod(0o600)
+        done = subprocess.run(argv, capture_output=True, env=env(), timeout=120,
+                              preexec_fn=as_nobody)
+        stderr = done.stderr.decode(errors="replace")
+        assert done.returncode == 1, stderr
+        assert "a lock file of user root (uid 0)" in stderr and f"rm {lock}" in stderr, stderr
+        assert lock.exists()
+    finally:
+        shutil.rmtree(folder)

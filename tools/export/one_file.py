@@ -23,6 +23,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+import outputs
+
 
 def data_name(out: Path) -> str:
     """A fresh name for `out`'s external data file, to be written into its graph."""
@@ -70,7 +72,14 @@ def _alive(pid: int) -> bool:
 
 def put_in_place(staged_graph: Path, staged_data: Path | None, out: Path) -> None:
     """Moves a checked graph (and the data file it names, if any, staged under the name
-    `data_name` gave it) to `out`, then removes `out`'s data files the new graph does not name."""
+    `data_name` gave it) to `out`, then removes `out`'s data files the new graph does not name.
+    Both take the replaced graph's permission bits; a read-only graph is refused
+    (outputs.replaced_mode)."""
+    mode = outputs.replaced_mode(out)
+    if mode is not None:
+        for staged in (staged_graph, staged_data):
+            if staged is not None:
+                os.chmod(staged, mode)
     if staged_data is not None:
         os.replace(staged_data, out.parent / staged_data.name)
     os.replace(staged_graph, out)

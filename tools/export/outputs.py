@@ -4,7 +4,8 @@ place so that a kill at any moment leaves the old folder or the new one whole.
 Why: the tools replace an existing output with --force. An output that is the model it is made
 from, holds it, or lies inside it would delete or change that model, and a kill between deleting
 the old output and renaming the new one in would leave no model at all. And an output whose folder
-cannot be made is better refused in a second than after loading and exporting a large model.
+cannot be made, or one made read-only, is better refused in a second than after loading and
+exporting a large model. A replaced output's permission bits are kept, as the Rust stages keep them.
 (one_file.py puts one ONNX file, and its data file, in place.)
 
 Standard library only.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 
@@ -66,8 +68,8 @@ def refuse_overlap(program: str, out: Path, sources, replaced=()) -> None:
 
 def refuse_unwritable(program: str, out: Path, folder: bool) -> None:
     """Exits when `out` (a folder, or one file when not `folder`) cannot be written where it is
-    asked for: it exists as the other kind, or the nearest existing folder above it is a file or
-    not writable. A missing parent is fine: the tools make it just before they stage the output."""
+    asked for: it exists as the other kind or read-only (replaced_mode), or the nearest existing
+    folder above it is a file or not writable. A missing parent is fine: the tools make it just before they stage the output."""
     if out.name in ("", ".", ".."):
         # Staged beside it and renamed over it: "." or ".." has no name to stage beside, and
         # the rename would fail after the whole export.
@@ -76,6 +78,10 @@ def refuse_unwritable(program: str, out: Path, folder: bool) -> None:
     if out.exists() and out.is_dir() != folder:
         _fail(program, f"--out {out} exists and is a {'file' if folder else 'folder'}, not a "
                        f"{'folder' if folder else 'file'}")
+    try:
+        replaced_mode(out)
+    except ReadOnlyOutput as error:
+        _fail(program, f"--out {error}")
     ancestor = out.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -85,11 +91,44 @@ def refuse_unwritable(program: str, out: Path, folder: bool) -> None:
         _fail(program, f"--out {out}: cannot write in {ancestor}")
 
 
+class ReadOnlyOutput(PermissionError):
+    """An existing output its owner may not write, which a write does not replace."""
+
+
+def replaced_mode(out: Path) -> int | None:
+    """The permission bits (`mode & 0o7777`) of the regular file or folder at `out` that a
+    write replaces, to be given to what replaces it (None where there is none, or `out` is a
+    link); raises ReadOnlyOutput, naming it, where its owner may not write it (no u+w bit: made
+    read-only, `chmod a-w`). A rename goes round that mode, where `cp` or a shell redirect
+    stop, so the tools refuse as the Rust stages do; judged by the bits, not by who runs, so
+    root is refused too. And a private (0700/0600) model stays private when it is exported
+    again: the staged output has the umask's bits."""
+    try:
+        meta = os.lstat(out)
+    except (FileNotFoundError, NotADirectoryError):  # a file where a folder above it should be
+        return None
+    if stat.S_ISDIR(meta.st_mode):
+        what = "a read-only folder"
+    elif stat.S_ISREG(meta.st_mode):
+        what = "read-only"
+    else:
+        return None
+    mode = stat.S_IMODE(meta.st_mode)
+    if not mode & stat.S_IWUSR:
+        raise ReadOnlyOutput(f"{out} is {what} (mode {mode:04o}), so it is not replaced; make it "
+                             f"writable (chmod u+w) or choose another path")
+    return mode
+
+
 def replace_folder(staging: Path, out: Path) -> None:
     """Moves the finished folder `staging` (beside `out`, on the same file system) to `out`.
     An old `out` is renamed aside first and deleted only once the new one is in place: a kill
     between the two renames leaves it whole under `.<name>.old-…` beside `out`, never no model
-    and no way back."""
+    and no way back. The new folder takes the old one's permission bits, and a read-only old one
+    is refused (replaced_mode; checked before the work by refuse_unwritable, and here again)."""
+    mode = replaced_mode(out)
+    if mode is not None:
+        os.chmod(staging, mode)
     previous = None
     if out.exists() or out.is_symlink():
         previous = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"

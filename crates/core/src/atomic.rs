@@ -3,8 +3,11 @@
 //!
 //! Every stage writes its outputs through [`atomic_write`] (tables re-exports it with its own
 //! error type, the surrogate file, the model folders' manifests and graphs, the CLI's JSON
-//! and CSV outputs), so all of them get the same guarantees and the same file mode: 0644 (less
-//! the umask), as `File::create` would give, never the 0600 of a `tempfile` temporary.
+//! and CSV outputs), so all of them get the same guarantees and the same file mode: a new file
+//! 0644 (less the umask), never the 0600 of a `tempfile` temporary; a file replaced keeps its
+//! permission bits (a private 0600 output stays private), and one its owner may not write (made
+//! read-only) is refused, not replaced ([`refuse_read_only`]), as `File::create` keeps the one
+//! and refuses the other.
 
 use std::error::Error;
 use std::ffi::{OsStr, OsString};
@@ -13,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-/// The mode of every file written by [`atomic_write`], before the umask.
+/// The mode of every new file written by [`atomic_write`], before the umask (a file it replaces
+/// keeps its own permission bits).
 pub const FILE_MODE: u32 = 0o644;
 
 /// Distinguishes temporary files of concurrent writers in one process.
@@ -88,6 +92,22 @@ pub fn sibling_name(name: &OsStr, tag: &str, tail: &str) -> OsString {
     sibling
 }
 
+/// The digits of a serial `N` in [`longest_sibling_name`]: a process's writers count their
+/// temporary files and folders from 0, and none writes a million.
+const LONGEST_SERIAL_DIGITS: usize = 6;
+
+/// The longest name a writer in this process puts beside `name` (`.NAME.tmp-PID-N`, as long as
+/// `.NAME.old-PID-N` and longer than the lock `.NAME.lock`), with a serial of
+/// [`LONGEST_SERIAL_DIGITS`] digits ending in `tail` (padded with 9s, cut to its last digits):
+/// created in the output's folder before the work, it shows whether the file system takes
+/// names that long, where the output's own name fits and the temporary one would not (an output
+/// name within 13 bytes of the 255 a name may have failed only once the work was done).
+pub fn longest_sibling_name(name: &OsStr, tail: u64) -> OsString {
+    let serial = format!("{:9>width$}", tail, width = LONGEST_SERIAL_DIGITS);
+    let serial = &serial[serial.len() - LONGEST_SERIAL_DIGITS..];
+    sibling_name(name, "tmp", &format!("{}-{serial}", std::process::id()))
+}
+
 /// The names of the siblings this process is using now ([`SiblingInUse`]).
 static IN_USE: Mutex<Vec<OsString>> = Mutex::new(Vec::new());
 
@@ -128,8 +148,10 @@ impl Drop for SiblingInUse {
 }
 
 /// Writes `path` atomically: `write` fills a temporary file in the same folder (created with
-/// mode [`FILE_MODE`], less the umask), which is then flushed to disk (fsync) and renamed onto
-/// `path`, and the folder is synced so the rename is durable. Temporary files of `path` left by
+/// mode [`FILE_MODE`], less the umask, or given the permission bits of the file at `path` it
+/// replaces), which is then flushed to disk (fsync) and renamed onto `path`, and the folder is
+/// synced so the rename is durable. A file at `path` that its owner may not write is refused
+/// before anything is written ([`refuse_read_only`]). Temporary files of `path` left by
 /// a writer that was killed ([`remove_stale_temps`]) are removed first. If `write` or any step fails, the
 /// temporary file is removed and `path` is untouched. The folder must exist.
 ///
@@ -149,14 +171,79 @@ pub fn atomic_write<T>(
     path: &Path,
     write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
 ) -> Result<T, AtomicWriteError> {
+    let replaced = replaced_permissions(path)?;
     remove_stale_temps(path);
     let (temp, file, _in_use) = create_temp(path)?;
-    let result = write_then_rename(path, &temp, file, write);
+    let result = keep_permissions(path, &file, replaced)
+        .and_then(|()| write_then_rename(path, &temp, file, write));
     if result.is_err() {
         // Ours (created new above), unless the rename already moved it onto `path`.
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Refuses to replace `path` where it is a regular file that its owner may not write (no `u+w`
+/// bit: made read-only, `chmod a-w`): replacing it by a rename would go round the mode the
+/// user set, where `File::create`, `cp` or a shell redirect stop. Judged by the mode bits, not
+/// by who runs, so root is refused too. Anything else (a missing file, a folder, a link) passes.
+/// A stage checks its outputs with this before its work, and [`atomic_write`] again.
+pub fn refuse_read_only(path: &Path) -> Result<(), AtomicWriteError> {
+    replaced_permissions(path).map(|_| ())
+}
+
+/// The permission bits of the regular file at `path` that a write replaces (`None` where there
+/// is none), or the refusal of one its owner may not write ([`refuse_read_only`]).
+fn replaced_permissions(path: &Path) -> Result<Option<fs::Permissions>, AtomicWriteError> {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o200 == 0 {
+            return Err(AtomicWriteError::new(
+                path,
+                "",
+                format!(
+                    "is read-only (mode {mode:04o}), so it is not replaced; make it writable \
+                     (chmod u+w) or choose another path"
+                ),
+            ));
+        }
+        // The bits of a file's permissions, never a set-user-id or sticky bit on a new file.
+        Ok(Some(fs::Permissions::from_mode(mode & 0o777)))
+    }
+    #[cfg(not(unix))]
+    {
+        if meta.permissions().readonly() {
+            return Err(AtomicWriteError::new(
+                path,
+                "",
+                "is read-only, so it is not replaced; make it writable or choose another path",
+            ));
+        }
+        Ok(None)
+    }
+}
+
+/// Gives the new temporary `file` of `path` the permission bits of the file it replaces
+/// (`fchmod`, which the umask does not touch).
+fn keep_permissions(
+    path: &Path,
+    file: &File,
+    replaced: Option<fs::Permissions>,
+) -> Result<(), AtomicWriteError> {
+    match replaced {
+        Some(permissions) => file.set_permissions(permissions).map_err(|e| {
+            AtomicWriteError::new(path, "cannot give the new file the mode of the old", e)
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A new temporary file beside `path`, created exclusively: a name that exists — whatever it

@@ -12,7 +12,8 @@
 //! the file itself: the atomic writer replaces that file by a rename, so a lock on it would lock
 //! the inode that is about to be replaced. The lock file is removed when the lock is released;
 //! one left by a killed run holds no lock (the kernel releases it with the process) and is
-//! taken over by the next run. Taking the lock checks that the lock file it locked is still the
+//! taken over by the next run, opened for reading where it cannot be opened for writing (a
+//! killed run of another user left it: `flock` needs no more). Taking the lock checks that the lock file it locked is still the
 //! one at its path, so a run that was waiting while the holder removed it never shares the lock
 //! with a run that created a new one.
 //!
@@ -101,12 +102,7 @@ impl FileLock {
         let mut told = false;
         loop {
             refuse_foreign(&lock_path).map_err(io_error)?;
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&lock_path)
-                .map_err(io_error)?;
+            let file = open_lock_file(&lock_path).map_err(io_error)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => match on_wait.as_mut() {
@@ -225,6 +221,83 @@ impl Drop for FileLock {
             let _ = self.file.unlock();
         }
     }
+}
+
+/// Opens (creating it where missing) the lock file at `lock_path`. One that exists but cannot be
+/// opened for writing — left by a killed run of another user (a `sudo` run, a teammate's in a
+/// shared or sticky folder), or made read-only — is opened for reading: `flock` takes a lock on
+/// a file opened read-only, and the run writes nothing into it, so such a leftover is taken
+/// over as any other (it blocked the output with "Permission denied" until 2026-12-07). One that
+/// cannot be opened at all is refused, saying whose it is and to remove it.
+fn open_lock_file(lock_path: &Path) -> io::Result<File> {
+    let error = match OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path)
+    {
+        Ok(file) => return Ok(file),
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => error,
+        Err(error) => return Err(error),
+    };
+    let Ok(meta) = fs::symlink_metadata(lock_path) else {
+        // Not there: the folder refuses a new file, which the error says.
+        return Err(error);
+    };
+    match File::open(lock_path) {
+        Ok(file) => Ok(file),
+        Err(read_error) => Err(io::Error::new(
+            error.kind(),
+            format!(
+                "{}; it is a lock file {}that this run can neither write nor read \
+                 ({read_error}): if no run of its owner is writing the file now, remove it (rm {})",
+                error,
+                owner(&meta),
+                lock_path.display()
+            ),
+        )),
+    }
+}
+
+/// "of user NAME (uid N) ", whose lock file `meta` is (Unix), for a refusal.
+#[cfg(unix)]
+fn owner(meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = meta.uid();
+    match user_name(uid) {
+        Some(name) => format!("of user {name} (uid {uid}) "),
+        None => format!("of uid {uid} "),
+    }
+}
+
+#[cfg(not(unix))]
+fn owner(_meta: &fs::Metadata) -> String {
+    String::new()
+}
+
+/// The login name of `uid` from the password database, where it has one.
+#[cfg(unix)]
+fn user_name(uid: u32) -> Option<String> {
+    let mut buffer = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed passwd is a valid out-parameter; getpwuid_r writes the entry's strings
+    // into `buffer`, which outlives every read of them below.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let status = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if status != 0 || found.is_null() || entry.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points to a NUL-terminated string inside `buffer`.
+    let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// Refuses to take as a lock file something at `lock_path` that no run made: a lock file is
@@ -369,6 +442,45 @@ mod tests {
         let lock = FileLock::try_acquire(&path).unwrap();
         drop(lock);
         assert!(!FileLock::lock_path(&path).exists());
+    }
+
+    /// A lock file left by a killed run that this run may not open for writing (another user's,
+    /// here one made read-only, which a user other than root cannot write either) is opened for
+    /// reading and locked all the same: taken over, and a second taker refused while it is
+    /// held. Root writes any file, so there the case is the process-level test's
+    /// (tests/python/test_reliability.py, `test_a_lock_file_of_another_user_is_taken_over`).
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_file_this_run_cannot_write_is_locked_read_only() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid only reads the process's effective user id.
+        if unsafe { libc::geteuid() } == 0 {
+            eprintln!("skipped: root may write a read-only file, so none is refused to it");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.parquet");
+        let lock_path = FileLock::lock_path(&path);
+        fs::write(&lock_path, b"").unwrap();
+        fs::set_permissions(&lock_path, fs::Permissions::from_mode(0o444)).unwrap();
+        let lock = FileLock::try_acquire(&path).unwrap();
+        assert!(lock.is_held());
+        assert!(matches!(
+            FileLock::try_acquire(&path),
+            Err(LockError::Busy { .. })
+        ));
+        drop(lock);
+        assert!(!lock_path.exists());
+        // Neither writable nor readable: refused, saying whose it is and to remove it.
+        fs::write(&lock_path, b"").unwrap();
+        fs::set_permissions(&lock_path, fs::Permissions::from_mode(0o000)).unwrap();
+        let error = FileLock::try_acquire(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("a lock file of")
+                && error.contains("uid")
+                && error.contains(&format!("rm {}", lock_path.display())),
+            "{error}"
+        );
     }
 
     #[test]

@@ -7,29 +7,79 @@ use std::io::Write;
 
 use layerprune_core::atomic_write;
 
+/// A new file is 0644 less the umask, never a temporary's 0600; a file replaced keeps its own
+/// permission bits, whatever the umask (until 2026-12-07 a private 0600 output became a
+/// world-readable 0644 one on a rerun, and a 0640 group file lost its group's read).
 #[cfg(unix)]
 #[test]
-fn files_are_written_0644_under_umask_022_even_over_a_0600_file() {
+fn new_files_are_written_0644_and_a_replaced_file_keeps_its_mode() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.json");
+    let private = dir.path().join("private.json");
+    fs::write(&private, b"old").unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
+    let shared = dir.path().join("shared.json");
+    fs::write(&shared, b"old").unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o664)).unwrap();
     // SAFETY: umask only changes the process's file creation mask; this binary's other tests
     // only assert on contents and folder listings.
     let previous = unsafe { libc::umask(0o022) };
     let fresh = atomic_write(&path, |file| Ok(file.write_all(b"new")?));
-    // An earlier file of another mode (e.g. tempfile's 0600) is replaced with a 0644 one.
-    let other = dir.path().join("private.json");
-    fs::write(&other, b"old").unwrap();
-    fs::set_permissions(&other, fs::Permissions::from_mode(0o600)).unwrap();
-    let replaced = atomic_write(&other, |file| Ok(file.write_all(b"new")?));
+    let replaced_private = atomic_write(&private, |file| Ok(file.write_all(b"new")?));
+    let replaced_shared = atomic_write(&shared, |file| Ok(file.write_all(b"new")?));
     unsafe { libc::umask(previous) };
     fresh.unwrap();
-    replaced.unwrap();
-    for file in [&path, &other] {
-        let mode = fs::metadata(file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o644, "{}: mode {mode:o}", file.display());
+    replaced_private.unwrap();
+    replaced_shared.unwrap();
+    for (file, wanted) in [(&path, 0o644), (&private, 0o600), (&shared, 0o664)] {
+        let mode = fs::metadata(file).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, wanted, "{}: mode {mode:o}", file.display());
         assert_eq!(fs::read(file).unwrap(), b"new");
     }
+}
+
+/// A file its owner may not write (made read-only with `chmod a-w`) is refused, named, with a
+/// way out, and kept as it was, as `File::create` or a shell redirect would refuse it (until
+/// 2026-12-07 it was replaced by a writable 0644 file). Judged by the mode bits, so the same
+/// for root, who may write any file.
+#[cfg(unix)]
+#[test]
+fn a_read_only_file_is_refused_not_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scores.parquet");
+    fs::write(&path, b"kept").unwrap();
+    for mode in [0o444, 0o400, 0o040] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        let error = atomic_write(&path, |file| Ok(file.write_all(b"new")?)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains(&format!("is read-only (mode {mode:04o})"))
+                && message.contains("chmod u+w"),
+            "{message}"
+        );
+        assert!(layerprune_core::refuse_read_only(&path).is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"kept");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            mode
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "left a file");
+    }
+    // Writable by its owner again: replaced, keeping its mode.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    layerprune_core::refuse_read_only(&path).unwrap();
+    atomic_write(&path, |file| Ok(file.write_all(b"new")?)).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"new");
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    // Nothing there, or a folder: nothing to refuse.
+    layerprune_core::refuse_read_only(&dir.path().join("missing")).unwrap();
+    layerprune_core::refuse_read_only(dir.path()).unwrap();
 }
 
 #[test]

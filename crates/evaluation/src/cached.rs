@@ -147,7 +147,29 @@ impl EvaluationCache {
         options: &EvalOptions,
         measured_otherwise: MeasuredOtherwise,
     ) -> Result<Self> {
-        let evaluated_on = evaluated_on(model, tokens, options);
+        Self::open_before_model(
+            path,
+            model.num_blocks(),
+            model.model_id(),
+            tokens,
+            &evaluated_on(model, tokens, options),
+            measured_otherwise,
+        )
+    }
+
+    /// [`Self::open`] from what the model's manifest gives (its block count and
+    /// [`layerprune_runtime::model_id`]) and what the run will be recorded as measured on
+    /// ([`layerprune_runtime::RuntimeOptions::evaluated_on`]), so that a stage refuses a cache
+    /// it cannot use before it hashes the model's files and opens its sessions. The game it is
+    /// given to checks it against the model opened ([`CachedLlm::open_with`]).
+    pub fn open_before_model(
+        path: &Path,
+        num_blocks: usize,
+        model_id: &str,
+        tokens: &TokenTable,
+        evaluated_on: &str,
+        measured_otherwise: MeasuredOtherwise,
+    ) -> Result<Self> {
         // Taken before reading, so what another run is still measuring is read too.
         let lock = FileLock::acquire_waiting(path, &mut || {
             tracing::warn!(
@@ -159,10 +181,10 @@ impl EvaluationCache {
         // settings): no context here, which would have to guess which.
         let table = match resume_evaluations(
             path,
-            model.num_blocks(),
-            model.model_id(),
+            num_blocks,
+            model_id,
             &tokens.dataset_id,
-            &evaluated_on,
+            evaluated_on,
         ) {
             // A finished `evaluate` table given as a cache is the user's result, not a cache a
             // pipeline keeps (a cache is saved as not complete): never started again.
@@ -176,8 +198,8 @@ impl EvaluationCache {
                      measured something)"
                 );
                 EvaluationTable {
-                    evaluated_on: Some(evaluated_on.clone()),
-                    ..EvaluationTable::new(model.num_blocks(), model.model_id(), &tokens.dataset_id)
+                    evaluated_on: Some(evaluated_on.to_string()),
+                    ..EvaluationTable::new(num_blocks, model_id, &tokens.dataset_id)
                 }
             }
             resumed => resumed?,
@@ -201,9 +223,9 @@ impl EvaluationCache {
             path: path.to_path_buf(),
             lock,
             table,
-            model_id: model.model_id().to_string(),
+            model_id: model_id.to_string(),
             dataset_id: tokens.dataset_id.clone(),
-            evaluated_on,
+            evaluated_on: evaluated_on.to_string(),
         })
     }
 }

@@ -18,8 +18,6 @@
 //! selection method on the LLM through such a cache per token table, its plans measured on
 //! held-out text.
 
-use anyhow::Context as _;
-
 mod cached;
 pub mod frontier;
 mod masks;
@@ -30,37 +28,13 @@ mod tasks;
 
 pub use cached::{CachedLlm, EvaluationCache, MeasuredOtherwise};
 pub use layerprune_data::Bos;
-pub use masks::{load_masks, ordered_rows, MaskList, MaskSource};
+pub use masks::{load_masks, ordered_rows, MaskList, MaskSource, ReadMasks};
 pub use perplexity::{
     block_stats_table, merge_evaluations, run_evaluation, BlockStatsOutput, EvaluationConfig,
     EvaluationOutcome, MemoryTaken, MergeConfig, SUMMARY_KEYS,
 };
 pub use shard::Shard;
 pub use tasks::{run_tasks, TaskConfig, TaskOutcome};
-
-/// The token table at `tokens_path`, checked against `model` (its vocabulary and tokenizer)
-/// and named by its file where it fails: what [`CachedLlm::open`] plays the LLM on as a game
-/// (each mask's value: minus its mean NLL).
-pub fn game_tokens(
-    model: &layerprune_runtime::LayeredModel,
-    tokens_path: &std::path::Path,
-) -> anyhow::Result<layerprune_tables::TokenTable> {
-    let tokens = layerprune_tables::read_tokens(tokens_path)?;
-    layerprune_runtime::check_tokens(
-        model.manifest(),
-        model.dir(),
-        &tokens.windows,
-        &tokens.tokenizer_sha256,
-    )
-    .with_context(|| {
-        format!(
-            "--tokens {} with {}",
-            tokens_path.display(),
-            model.dir().display()
-        )
-    })?;
-    Ok(tokens)
-}
 
 /// Gives each measured plan its runner-up and margin, and the full model beside it
 /// ([`layerprune_selection::margin`]), among the masks asked of `game` since it was opened

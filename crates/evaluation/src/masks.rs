@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerprune_core::Mask;
-use layerprune_tables::{read_masks, EvaluationRow};
+use layerprune_tables::{read_masks, EvaluationRow, MaskTable};
 
 /// The masks of a run: a mask table's (`--masks`), then masks given one by one (`--mask`).
 /// Neither: the full model alone.
@@ -27,51 +27,84 @@ pub struct MaskList {
 /// the table's, then the inline ones; a mask listed twice is evaluated once, and the first
 /// listing fixes its row position.
 pub fn load_masks(source: &MaskSource, model_dir: &Path, num_blocks: usize) -> Result<MaskList> {
-    let mut masks = Vec::new();
-    let mut fixed_blocks = Vec::new();
-    if let Some(path) = &source.table {
-        let table = read_masks(path)?;
-        if table.num_blocks != num_blocks {
-            bail!(
-                "{}: masks are for a model of {} blocks, but {} has {num_blocks}",
-                path.display(),
-                table.num_blocks,
-                model_dir.display()
-            );
-        }
-        if table.rows.is_empty() && source.inline.is_empty() {
-            // More likely a sampling run that wrote nothing than a request for the full model.
-            tracing::warn!(
-                "{}: the mask table holds no masks; only the full model is evaluated",
-                path.display()
-            );
-        }
-        fixed_blocks = table.fixed_blocks;
-        masks.extend(table.rows.into_iter().map(|row| row.mask));
+    source.read()?.for_model(model_dir, num_blocks)
+}
+
+/// A run's masks as read, not yet checked against a model: [`MaskSource::read`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadMasks {
+    /// The mask table's file and contents.
+    table: Option<(PathBuf, MaskTable)>,
+    inline: Vec<Mask>,
+}
+
+impl MaskSource {
+    /// Reads the mask table, refusing a file that is not one: what a run reads before it opens
+    /// the model ([`ReadMasks::for_model`] then checks the masks against the model's manifest).
+    pub fn read(&self) -> Result<ReadMasks> {
+        let table = match &self.table {
+            Some(path) => Some((path.clone(), read_masks(path)?)),
+            None => None,
+        };
+        Ok(ReadMasks {
+            table,
+            inline: self.inline.clone(),
+        })
     }
-    for mask in &source.inline {
-        mask.check_len(num_blocks)
-            .with_context(|| format!("--mask {mask} for {}", model_dir.display()))?;
-        // The table records its fixed blocks as never removed: a row removing one would make
-        // it contradict itself (and the players of every later stage).
-        if let Some(&block) = fixed_blocks.iter().find(|&&b| !mask.is_kept(b)) {
-            bail!(
-                "--mask {mask} removes block {block}, which the mask table {} fixes (its \
-                 fixed_blocks {fixed_blocks:?}); evaluate such masks into another --out",
-                source.table.as_deref().unwrap_or(Path::new("")).display()
-            );
+}
+
+impl ReadMasks {
+    /// The masks for a model of `num_blocks` blocks (in `model_dir`, named in errors): the
+    /// table's, then the inline ones; a mask listed twice is evaluated once, and the first
+    /// listing fixes its row position.
+    pub fn for_model(self, model_dir: &Path, num_blocks: usize) -> Result<MaskList> {
+        let mut masks = Vec::new();
+        let mut fixed_blocks = Vec::new();
+        let table_path = self.table.as_ref().map(|(path, _)| path.clone());
+        if let Some((path, table)) = self.table {
+            if table.num_blocks != num_blocks {
+                bail!(
+                    "{}: masks are for a model of {} blocks, but {} has {num_blocks}",
+                    path.display(),
+                    table.num_blocks,
+                    model_dir.display()
+                );
+            }
+            if table.rows.is_empty() && self.inline.is_empty() {
+                // More likely a sampling run that wrote nothing than a request for the full
+                // model.
+                tracing::warn!(
+                    "{}: the mask table holds no masks; only the full model is evaluated",
+                    path.display()
+                );
+            }
+            fixed_blocks = table.fixed_blocks;
+            masks.extend(table.rows.into_iter().map(|row| row.mask));
         }
-        masks.push(mask.clone());
+        for mask in &self.inline {
+            mask.check_len(num_blocks)
+                .with_context(|| format!("--mask {mask} for {}", model_dir.display()))?;
+            // The table records its fixed blocks as never removed: a row removing one would
+            // make it contradict itself (and the players of every later stage).
+            if let Some(&block) = fixed_blocks.iter().find(|&&b| !mask.is_kept(b)) {
+                bail!(
+                    "--mask {mask} removes block {block}, which the mask table {} fixes (its \
+                     fixed_blocks {fixed_blocks:?}); evaluate such masks into another --out",
+                    table_path.as_deref().unwrap_or(Path::new("")).display()
+                );
+            }
+            masks.push(mask.clone());
+        }
+        if masks.is_empty() {
+            masks.push(Mask::full(num_blocks));
+        }
+        let mut seen = HashSet::new();
+        masks.retain(|mask| seen.insert(mask.clone()));
+        Ok(MaskList {
+            masks,
+            fixed_blocks,
+        })
     }
-    if masks.is_empty() {
-        masks.push(Mask::full(num_blocks));
-    }
-    let mut seen = HashSet::new();
-    masks.retain(|mask| seen.insert(mask.clone()));
-    Ok(MaskList {
-        masks,
-        fixed_blocks,
-    })
 }
 
 /// Rows in the order of `masks` (rows of masks not listed go last, in their order), so that

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use layerprune_core::{Device, FileLock, Mask};
 use layerprune_runtime::{
-    sort_for_prefix_reuse, ArenaUse, DeviceMemory, EvalOptions, Evaluator, LayeredModel,
+    sort_for_prefix_reuse, ArenaUse, DeviceMemory, EvalOptions, Evaluator, LayeredModel, Manifest,
     MaskEvaluation, RunTally, RuntimeOptions,
 };
 use layerprune_tables::input_role;
@@ -20,7 +20,7 @@ use layerprune_tables::{
 };
 
 use crate::pace::SavePace;
-use crate::{load_masks, ordered_rows, MaskList, MaskSource, Progress, Shard};
+use crate::{ordered_rows, MaskList, MaskSource, Progress, Shard};
 
 /// Keys every `evaluate --summary` holds (since 2026-11-29): what its output check takes for a
 /// summary of an earlier run, which a rerun replaces without `--overwrite` (`Io::output_json`).
@@ -153,22 +153,35 @@ pub fn run_evaluation(
     // Taken first, so that run is refused at once, before it opens the model (hashing a 7B
     // model's weights takes about 20 s, and on CUDA its sessions take GPU memory).
     let _lock = FileLock::try_acquire(&config.out)?;
-    let memory_before = device_memory(config.runtime.device);
-    let model = LayeredModel::open(model_dir, &config.runtime)?;
-    let num_blocks = model.num_blocks();
-    let model_id = model.model_id().to_string();
+    // Every input is read and checked against the model's manifest (read alone, a small file)
+    // before the model is opened, for the same reason: a token or mask table that is missing,
+    // unreadable or wrong, and an output that cannot be resumed, are refused at once.
     let tokens = read_tokens(&config.tokens)?;
-    let evaluated_on = model.evaluated_on(
+    let given_masks = config.masks.read()?;
+    let manifest = Manifest::load(model_dir)?;
+    let model_id = layerprune_runtime::model_id(model_dir)?;
+    let num_blocks = manifest.num_blocks;
+    let with_model = || format!("{} with {}", config.tokens.display(), model_dir.display());
+    layerprune_runtime::check_tokens(
+        &manifest,
+        model_dir,
+        &tokens.windows,
+        &tokens.tokenizer_sha256,
+    )
+    .with_context(with_model)?;
+    // Non-empty windows of one length now (check_tokens); the evaluator checks them again.
+    manifest
+        .check_window_length(model_dir, tokens.windows[0].len())
+        .with_context(with_model)?;
+    let evaluated_on = config.runtime.evaluated_on(
         &config
             .options
-            .for_windows(&tokens.windows, model.manifest().vocab_size),
+            .for_windows(&tokens.windows, manifest.vocab_size),
     );
-    layerprune_runtime::check_tokenizer(model.manifest(), model_dir, &tokens.tokenizer_sha256)
-        .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
     let MaskList {
         mut masks,
         fixed_blocks,
-    } = load_masks(&config.masks, model_dir, num_blocks)?;
+    } = given_masks.for_model(model_dir, num_blocks)?;
     if let Some(shard) = config.shard {
         masks = shard.select(masks);
     }
@@ -180,8 +193,16 @@ pub fn run_evaluation(
         num_blocks,
         &fixed_blocks,
     )?;
-    let mut evaluator = Evaluator::new(model, &tokens.windows, config.options.clone())
-        .with_context(|| format!("{} with {}", config.tokens.display(), model_dir.display()))?;
+    let memory_before = device_memory(config.runtime.device);
+    let model = LayeredModel::open(model_dir, &config.runtime)?;
+    if model.model_id() != model_id {
+        bail!(
+            "{}: its manifest.json changed while this run read it; run again",
+            model_dir.display()
+        );
+    }
+    let mut evaluator =
+        Evaluator::new(model, &tokens.windows, config.options.clone()).with_context(with_model)?;
 
     // The reference of the utility: the one the resumed rows were valued against (the run that
     // began the table measured the full model alone, as below; on CUDA that may differ in the

@@ -12,8 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use layerprune_core::{FileLock, Mask};
 use layerprune_data::{Bos, TokenizerFile};
 use layerprune_runtime::{
-    context_tokens_cut, sort_for_prefix_reuse, ChoiceOptions, ChoiceScorer, LayeredModel,
-    LoglikRequest, Manifest, RuntimeError, RuntimeOptions, Scoring,
+    context_tokens_cut, sort_for_prefix_reuse, ChoiceOptions, ChoiceScorer, InputLimit,
+    LayeredModel, LoglikRequest, Manifest, RuntimeError, RuntimeOptions, Scoring,
 };
 use layerprune_tables::input_role;
 use layerprune_tables::{
@@ -100,8 +100,9 @@ pub struct TaskOutcome {
 pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Result<TaskOutcome> {
     let model_dir = &config.model;
     // Held until the run ends: a second run on this choice log would rewrite it without ours.
-    // Taken first, so that run is refused at once, before it reads the model (the model id
-    // hashes every weight file: about 20 s for a 7B model).
+    // Taken first, so that run is refused at once, before it reads the task files and the
+    // mask table; the model is opened (every weight file hashed: about 20 s for a 7B model)
+    // only once they and the choice log to resume have been read and checked.
     let _lock = FileLock::try_acquire(&config.choices_out)?;
     // The manifest tells all but the scores; the model's sessions are opened only if there
     // is something to score (a merge has nothing).
@@ -129,6 +130,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     // scorer cuts them. So tables scored with another --max-length that cut something are never
     // resumed or merged as these, and cutting nothing leaves the id as it was.
     cut_contexts(&mut encoded, config.options.longest_input(&manifest));
+    refuse_unscorable_continuations(&encoded, config, &manifest)?;
     let dataset_id = requests_id(&encoded);
 
     let MaskList {
@@ -253,7 +255,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
 
 /// Drops each choice's oldest context tokens as the choice scorer would
 /// (`layerprune_runtime::context_tokens_cut`; it then finds nothing more to cut). A continuation
-/// longer than the input is left for the scorer to refuse.
+/// longer than the input is left whole: [`refuse_unscorable_continuations`] refuses it.
 fn cut_contexts(encoded: &mut [(Task, Vec<EncodedQuestion>)], longest: usize) {
     for (_, questions) in encoded.iter_mut() {
         for choice in questions.iter_mut().flat_map(|q| q.choices.iter_mut()) {
@@ -263,6 +265,102 @@ fn cut_contexts(encoded: &mut [(Task, Vec<EncodedQuestion>)], longest: usize) {
                 choice.context.drain(..cut);
             }
         }
+    }
+}
+
+/// Choices listed in full in [`refuse_unscorable_continuations`]'s message; the rest counted.
+const UNSCORABLE_LISTED: usize = 20;
+
+/// Refuses, before the model is opened, questions with a continuation longer than the longest
+/// input the model is given: the continuation is what is scored, so it cannot be cut (lm-eval
+/// asserts the same), and one such question would stop the run part-way, after the full
+/// model and every task before it were scored. Every such choice is named (task, file, row,
+/// choice, tokens), as a bad question is, with the way out: a --max-length long enough, or,
+/// where the export itself sets the bound, leaving those questions out.
+fn refuse_unscorable_continuations(
+    encoded: &[(Task, Vec<EncodedQuestion>)],
+    config: &TaskConfig,
+    manifest: &Manifest,
+) -> Result<()> {
+    let limit = config.options.input_limit(manifest);
+    let mut unscorable = Vec::new();
+    for (task, questions) in encoded {
+        for question in questions {
+            for (c, choice) in question.choices.iter().enumerate() {
+                if choice.continuation.len() > limit.tokens() {
+                    unscorable.push((*task, question.row, c, choice.continuation.len()));
+                }
+            }
+        }
+    }
+    let Some(longest) = unscorable.iter().map(|u| u.3).max() else {
+        return Ok(());
+    };
+    let mut lines: Vec<String> = unscorable
+        .iter()
+        .take(UNSCORABLE_LISTED)
+        .map(|&(task, row, choice, tokens)| {
+            format!(
+                "  {}: {}: row {row}, choice {choice}: {tokens} tokens",
+                task.name(),
+                task.path_in(&config.task_data).display()
+            )
+        })
+        .collect();
+    if unscorable.len() > UNSCORABLE_LISTED {
+        lines.push(format!(
+            "  and {} more",
+            unscorable.len() - UNSCORABLE_LISTED
+        ));
+    }
+    // The bound of the export alone: what a longer --max-length would run into.
+    let export_limit = ChoiceOptions {
+        max_length: usize::MAX,
+        ..config.options.clone()
+    }
+    .input_limit(manifest);
+    let way_out = if longest <= export_limit.tokens() {
+        format!("pass --max-length {longest} or more to score them")
+    } else {
+        format!(
+            "this export cannot score them: {export_limit} is shorter than the longest of \
+             them ({longest} tokens){}; leave these tasks out of --tasks, or draw a \
+             --task-subsample (--seed) without these questions",
+            if matches!(export_limit, InputLimit::RotaryPositions(_)) {
+                " (an export with --attention-kernel standard has no rotary tables)"
+            } else {
+                ""
+            }
+        )
+    };
+    bail!(
+        "{} choice(s) have a continuation longer than the longest input the model is given, \
+         {limit}; a continuation is scored whole, never cut (lm-eval refuses it too), so \
+         these questions cannot be scored:\n{}\n{way_out}",
+        unscorable.len(),
+        lines.join("\n")
+    )
+}
+
+/// A request the scorer refused or could not score, named by its task, file, question row
+/// and choice, as a bad question is: the scorer's request number means nothing to a user.
+fn named_request_error(
+    error: RuntimeError,
+    task: Task,
+    task_data: &std::path::Path,
+    keys: &[(&EncodedQuestion, usize)],
+) -> anyhow::Error {
+    match error {
+        RuntimeError::BadRequest { index, problem } => match keys.get(index) {
+            Some((question, choice)) => anyhow!(
+                "{}: {}: row {}, choice {choice}: {problem}",
+                task.name(),
+                task.path_in(task_data).display(),
+                question.row
+            ),
+            None => RuntimeError::BadRequest { index, problem }.into(),
+        },
+        other => other.into(),
     }
 }
 
@@ -642,20 +740,11 @@ fn score_masks(
                 keys.push((question, c));
             }
         }
-        // Laid out once here to check the requests and count the work.
-        // A request that cannot be scored (a continuation longer than --max-length) is named
-        // by its question's row in the split, which the scorer's request number is not.
+        // Laid out once here to check the requests and count the work. A request that
+        // cannot be scored (a token outside the vocabulary) is named by its task, file,
+        // question row and choice, which the scorer's request number is not.
         let scorer = ChoiceScorer::new(model, &requests, config.options.clone())
-            .map_err(|error| match error {
-                RuntimeError::BadRequest { index, problem } => {
-                    let (question, choice) = keys[index];
-                    anyhow::anyhow!(
-                        "row {} of the split, choice {choice}: {problem}",
-                        question.row
-                    )
-                }
-                other => other.into(),
-            })
+            .map_err(|error| named_request_error(error, *task, &config.task_data, &keys))
             .with_context(|| format!("task {} with {}", task.name(), model_dir.display()))?;
         batches += scorer.num_batches();
         padded_tokens += scorer.padded_tokens();
@@ -703,9 +792,15 @@ fn score_masks(
             let results = match scorer.score(&needed, &mut |_, _| {}) {
                 Ok(results) => results,
                 Err(error) => {
-                    // What a skipped checkpoint held is kept; the run's error is the news.
+                    // What a skipped checkpoint held is kept; the run's error is the news,
+                    // a NaN log-likelihood named by its task, question and choice.
                     let _ = outputs.write(rows, seconds, false);
-                    return Err(error.into());
+                    return Err(named_request_error(
+                        error,
+                        part.task,
+                        &config.task_data,
+                        &part.keys,
+                    ));
                 }
             };
             blocks_run += scorer.blocks_run();

@@ -631,3 +631,101 @@ fn a_resumed_run_keeps_the_full_model_nll_its_table_records() {
         );
     }
 }
+
+/// Every input is read and checked before the model is opened (its files hashed, and on CUDA
+/// its sessions given GPU memory: seconds to minutes on a large model): with a model whose
+/// block graph fails its hash, which opening refuses, a wrong token table, mask table or
+/// output to resume is what the run says, and it says it without opening the model.
+#[test]
+fn inputs_are_refused_before_the_model_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, masks) = write_inputs(dir.path(), 1);
+    let broken = dir.path().join("broken");
+    layerprune_tests::copy_dir(&tiny_model_dir(), &broken);
+    let block = broken.join("block_002.onnx");
+    let mut bytes = std::fs::read(&block).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&block, bytes).unwrap();
+    let out = dir.path().join("out.parquet");
+    let refusal = |config: &EvaluationConfig| -> String {
+        let error = run_evaluation(config, &mut |_| {}).unwrap_err();
+        format!("{error:#}")
+    };
+    let on_broken = |tokens: &Path, masks: &Path| {
+        let mut config = config(tokens, masks, &out);
+        config.model = broken.clone();
+        config
+    };
+
+    // Sound inputs: the model is opened, and refused.
+    let message = refusal(&on_broken(&tokens, &masks));
+    assert!(
+        message.contains("block_002.onnx") && message.contains("sha256"),
+        "{message}"
+    );
+    assert!(!out.exists());
+
+    // A missing token table, with no model folder at all: the table is named.
+    let missing = dir.path().join("missing.parquet");
+    let mut no_model = config(&missing, &masks, &out);
+    no_model.model = dir.path().join("no-model");
+    let message = refusal(&no_model);
+    assert!(message.contains("missing.parquet"), "{message}");
+    assert!(!message.contains("no-model"), "{message}");
+
+    let empty = dir.path().join("empty.parquet");
+    std::fs::write(&empty, b"").unwrap();
+    let folder = dir.path().join("a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    // A mask table for 5 blocks; the model has 6.
+    let five = dir.path().join("five.parquet");
+    let rows = every_mask(5)
+        .into_iter()
+        .map(|mask| MaskRow {
+            mask,
+            design: Design::Enumeration,
+            group_id: None,
+            position: None,
+        })
+        .collect();
+    let table = MaskTable {
+        num_blocks: 5,
+        fixed_blocks: vec![],
+        rows,
+    };
+    write_masks(&five, &table, &provenance()).unwrap();
+    // Windows cut by another tokenizer (as their recorded hash says).
+    let mut foreign = layerprune_tables::read_tokens(&tokens).unwrap();
+    foreign.tokenizer_sha256 = "0".repeat(64);
+    let foreign_tokens = dir.path().join("foreign-tokens.parquet");
+    write_tokens(&foreign_tokens, &foreign, &provenance()).unwrap();
+    for (tokens, masks, expected) in [
+        (&empty, &masks, "empty.parquet"),
+        (&masks, &masks, "masks.parquet"),
+        (&folder, &masks, "a-folder"),
+        (&foreign_tokens, &masks, "made with another tokenizer"),
+        (&tokens, &empty, "empty.parquet"),
+        (&tokens, &tokens, "tokens1.parquet"),
+        (&tokens, &folder, "a-folder"),
+        (&tokens, &five, "masks are for a model of 5 blocks"),
+    ] {
+        let message = refusal(&on_broken(tokens, masks));
+        assert!(message.contains(expected), "{expected}: {message}");
+        assert!(!message.contains("block_002.onnx"), "{message}");
+        assert!(!out.exists());
+    }
+
+    // An output of another model, which the run would not resume, is refused before the model
+    // is opened too, and kept.
+    let other = layerprune_tests::evaluation_table(6, &[("111111", 3.0)]);
+    write_evaluations(&out, &other, &provenance()).unwrap();
+    let before = std::fs::read(&out).unwrap();
+    let message = refusal(&on_broken(&tokens, &masks));
+    assert!(
+        message.contains("out.parquet") && message.contains("--overwrite"),
+        "{message}"
+    );
+    assert!(!message.contains("block_002.onnx"), "{message}");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+}

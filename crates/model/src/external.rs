@@ -48,13 +48,28 @@ pub fn graph_external_data(path: &Path) -> Result<BTreeSet<String>, ModelError> 
 }
 
 /// The ONNX file at `path`, parsed (its external data not read); a file that is not one is
-/// [`ModelError::BadGraph`] naming it.
-pub(crate) fn read_graph(path: &Path) -> Result<ModelProto, ModelError> {
+/// [`ModelError::BadGraph`] naming it. Every reader of a graph file reads it here (the
+/// quantizer too), so each refuses a file that is not one alike.
+pub fn read_graph(path: &Path) -> Result<ModelProto, ModelError> {
     let bytes = layerprune_core::read_input(path).map_err(ModelError::io(path))?;
-    ModelProto::parse_from_bytes(&bytes).map_err(|error| ModelError::BadGraph {
+    let bad = |problem: String| ModelError::BadGraph {
         path: path.to_path_buf(),
-        problem: format!("not an ONNX model: {error}"),
-    })
+        problem,
+    };
+    // Protobuf decodes no bytes as a message with every field unset, which a reader would
+    // take for an ONNX model with nothing in it ("no MatMul to quantize", no external data).
+    if bytes.is_empty() {
+        return Err(bad("an empty file (0 bytes), not an ONNX model".into()));
+    }
+    let model = ModelProto::parse_from_bytes(&bytes)
+        .map_err(|error| bad(format!("not an ONNX model: {error}")))?;
+    // Other bytes can decode too (protobuf keeps fields it does not know): a model is a graph.
+    if model.graph.is_none() {
+        return Err(bad(
+            "not an ONNX model: it holds no graph (another kind of file?)".into(),
+        ));
+    }
+    Ok(model)
 }
 
 fn tensor_location(tensor: &TensorProto, found: &mut BTreeSet<String>) {
@@ -193,5 +208,33 @@ mod tests {
         std::fs::write(&path, b"\xff\xff not protobuf").unwrap();
         let error = graph_external_data(&path).unwrap_err();
         assert!(error.to_string().contains("not an ONNX model"), "{error}");
+    }
+
+    /// No bytes decode as a model with every field unset, and so can other bytes (protobuf
+    /// keeps fields it does not know): read as an ONNX model with nothing in it, a quantizer
+    /// said "no MatMul reads a constant float32 weight". Each is refused as no ONNX model,
+    /// naming the file.
+    #[test]
+    fn an_empty_file_or_one_without_a_graph_is_no_onnx_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.onnx");
+        std::fs::write(&path, b"").unwrap();
+        let error = read_graph(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("e.onnx")
+                && error.contains("an empty file (0 bytes), not an ONNX model"),
+            "{error}"
+        );
+        // Field 20 as a varint: decodes (an unknown field), holds no graph.
+        let unknown_field_only = ModelProto::parse_from_bytes(&[0xa0, 0x01, 0x05]).unwrap();
+        assert!(unknown_field_only.graph.is_none());
+        std::fs::write(&path, [0xa0, 0x01, 0x05]).unwrap();
+        let error = read_graph(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("e.onnx") && error.contains("not an ONNX model: it holds no graph"),
+            "{error}"
+        );
+        let error = graph_external_data(&path).unwrap_err().to_string();
+        assert!(error.contains("not an ONNX model"), "{error}");
     }
 }

@@ -55,7 +55,9 @@ fn sync_folder(folder: Option<&Path>) {
 ///
 /// An existing `dest` is refused ([`ModelError::Destination`], "already exists; pass
 /// --overwrite to replace it") unless `overwrite`, in which case the old folder is moved aside
-/// and deleted once the new one is in place. The parent of `dest` is created if need be.
+/// and deleted once the new one is in place; the new folder gets the old one's permission bits
+/// (a private 0700 folder stays private), and an old folder its owner may not write (made
+/// read-only) is refused, not replaced. The parent of `dest` is created if need be.
 pub fn write_folder<T, E: From<ModelError>>(
     dest: &Path,
     overwrite: bool,
@@ -66,6 +68,7 @@ pub fn write_folder<T, E: From<ModelError>>(
         return Err(already_exists(dest).into());
     }
     refuse_foreign_folder(dest)?;
+    let replaced = replaced_permissions(dest)?;
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
     }
@@ -75,6 +78,9 @@ pub fn write_folder<T, E: From<ModelError>>(
     }
     fs::create_dir(&temp).map_err(ModelError::io(&temp))?;
     let result = fill(&temp).and_then(|value| {
+        if let Some(permissions) = replaced {
+            fs::set_permissions(&temp, permissions).map_err(ModelError::io(&temp))?;
+        }
         move_into_place(&temp, dest)?;
         Ok(value)
     });
@@ -99,33 +105,139 @@ pub fn write_folder_from<T, E: From<ModelError>>(
 }
 
 /// Removes the folder `dest` (one about to be written again), after clearing what killed
-/// writers left beside it; a missing `dest` is not an error. `dest` is renamed to a temporary
-/// sibling and deleted there, so it is either the old folder or absent, never half-deleted; a
-/// kill during the deletion leaves that sibling, which the next write of `dest` removes.
+/// writers left beside it; a missing `dest` is not an error. [`set_folder_aside`], then the
+/// folder set aside deleted: `dest` is either the old folder or absent, never half-deleted.
+pub fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
+    set_folder_aside(dest, overwrite)?.discard();
+    Ok(())
+}
+
+/// An earlier model folder moved out of the way of a stage that writes a file and then this
+/// folder ([`set_folder_aside`]): put back if the stage fails, deleted once the new folder is
+/// in place. Dropped without either, it is deleted.
+#[derive(Debug)]
+pub struct FolderAside {
+    dest: PathBuf,
+    /// The folder moved aside, claimed as this process's; `None` where there was none.
+    aside: Option<(PathBuf, SiblingInUse)>,
+}
+
+/// Moves the folder `dest` out of the way (after clearing what killed writers left beside it),
+/// to a temporary sibling `.NAME.tmp-PID-N`: for a stage that writes a file and then this
+/// folder (`apply-prune --out … --pruned-out …`), so that a run stopped between the two (a
+/// kill) leaves the folder missing rather than one that disagrees with the new file: the next
+/// write of `dest` removes a temporary sibling, never puts it back. A run that fails (not a
+/// kill) puts it back ([`FolderAside::put_back`]) with the file it replaced. A missing `dest`
+/// is not an error: there is nothing to set aside.
 ///
 /// An existing `dest` is refused as [`write_folder`] refuses it ("already exists; pass
-/// --overwrite to replace it") unless `overwrite`: checked here, after the clean-up, because
-/// that may put back a folder a killed writer had moved aside, and something may have appeared
-/// at `dest` since the stage's checks of its outputs.
-///
-/// For a stage that writes a file and then this folder: removing the earlier run's folder
-/// before the file means a run stopped between the two leaves the folder missing rather than
-/// one that disagrees with the new file.
-pub fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
+/// --overwrite to replace it"; a folder of something else; a folder made read-only) unless
+/// `overwrite`: checked here, after the clean-up, because that may put back a folder a killed
+/// writer had moved aside, and something may have appeared at `dest` since the stage's checks
+/// of its outputs.
+pub fn set_folder_aside(dest: &Path, overwrite: bool) -> Result<FolderAside, ModelError> {
     recover_from_dead_writers(dest);
     if fs::symlink_metadata(dest).is_err() {
-        return Ok(());
+        return Ok(FolderAside {
+            dest: dest.to_path_buf(),
+            aside: None,
+        });
     }
     if !overwrite {
         return Err(already_exists(dest));
     }
     refuse_foreign_folder(dest)?;
-    let (doomed, _doomed_in_use) = sibling(dest, "tmp")?;
-    fs::rename(dest, &doomed).map_err(ModelError::io(dest))?;
+    replaced_permissions(dest)?;
+    let (aside, aside_in_use) = sibling(dest, "tmp")?;
+    fs::rename(dest, &aside).map_err(ModelError::io(dest))?;
     sync_folder(dest.parent());
-    // `dest` is gone; failing to delete its contents loses nothing the next write needs.
-    let _ = remove_any(&doomed);
-    Ok(())
+    Ok(FolderAside {
+        dest: dest.to_path_buf(),
+        aside: Some((aside, aside_in_use)),
+    })
+}
+
+impl FolderAside {
+    /// After a failure: the earlier folder back at its path (where nothing has been written
+    /// there since). Returns whether there was one to put back; the error says where it is
+    /// still kept.
+    pub fn put_back(mut self) -> Result<bool, ModelError> {
+        let Some((aside, _in_use)) = self.aside.take() else {
+            return Ok(false);
+        };
+        if !holds_nothing(&self.dest) {
+            let _ = remove_any(&aside);
+            return Err(ModelError::Destination {
+                path: self.dest.clone(),
+                problem: "was written again meanwhile; the earlier folder is not put back".into(),
+            });
+        }
+        fs::rename(&aside, &self.dest).map_err(|source| ModelError::Io {
+            path: self.dest.clone(),
+            source: std::io::Error::new(
+                source.kind(),
+                format!(
+                    "cannot put back the earlier folder, kept as {}: {source}",
+                    aside.display()
+                ),
+            ),
+        })?;
+        sync_folder(self.dest.parent());
+        Ok(true)
+    }
+
+    /// After success: the earlier folder is deleted, and the new folder at its path (if any)
+    /// gets its permission bits, as [`write_folder`] gives a folder it replaces.
+    pub fn discard(mut self) {
+        if let Some((aside, _in_use)) = self.aside.take() {
+            if let (Ok(old), Ok(new)) = (fs::metadata(&aside), fs::symlink_metadata(&self.dest)) {
+                if new.is_dir() {
+                    let _ = fs::set_permissions(&self.dest, old.permissions());
+                }
+            }
+            // `dest` no longer needs it; failing to delete it loses nothing the next write
+            // needs (which removes it).
+            let _ = remove_any(&aside);
+        }
+    }
+}
+
+impl Drop for FolderAside {
+    fn drop(&mut self) {
+        if let Some((aside, _in_use)) = self.aside.take() {
+            let _ = remove_any(&aside);
+        }
+    }
+}
+
+/// The permission bits an existing folder `dest` passes to the folder that replaces it (`None`
+/// where there is none), or the refusal of a folder its owner may not write (no `u+w`: made
+/// read-only), which a replacement would go round (and whose files it could not delete).
+fn replaced_permissions(dest: &Path) -> Result<Option<fs::Permissions>, ModelError> {
+    let Ok(meta) = fs::symlink_metadata(dest) else {
+        return Ok(None);
+    };
+    if !meta.is_dir() {
+        return Ok(None);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o200 == 0 {
+            return Err(ModelError::Destination {
+                path: dest.to_path_buf(),
+                problem: format!(
+                    "is a read-only folder (mode {mode:04o}), so it is not replaced; make it \
+                     writable (chmod u+w) or choose another path"
+                ),
+            });
+        }
+        // With its set-group-id bit: a group's shared folder stays one.
+        Ok(Some(fs::Permissions::from_mode(mode)))
+    }
+    #[cfg(not(unix))]
+    Ok(None)
 }
 
 /// Refuses an existing `dest` that is neither an empty folder nor a model folder (its
@@ -649,6 +761,101 @@ mod tests {
         expected.sort();
         assert_eq!(names(parent.path()), expected);
         drop(lock);
+    }
+
+    /// A folder set aside while a stage writes a file before it is put back when the stage
+    /// fails, or deleted once the new one is in place (which gets its permission bits); one
+    /// dropped without either is deleted, and one a kill left aside is removed by the next write
+    /// of the folder, never put back beside a newer file.
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_set_aside_is_put_back_on_failure_and_deleted_on_success() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        let earlier = || {
+            fs::create_dir(&dest).unwrap();
+            fs::write(dest.join("manifest.json"), MODEL_MANIFEST).unwrap();
+            fs::write(dest.join("old.bin"), b"old").unwrap();
+            fs::set_permissions(&dest, fs::Permissions::from_mode(0o750)).unwrap();
+        };
+        earlier();
+        assert!(set_folder_aside(&dest, false).is_err());
+        let aside = set_folder_aside(&dest, true).unwrap();
+        assert!(!dest.exists());
+        assert_eq!(names(parent.path()).len(), 1, "{:?}", names(parent.path()));
+        assert!(aside.put_back().unwrap());
+        assert_eq!(names(parent.path()), vec!["model"]);
+        assert_eq!(names(&dest), vec!["manifest.json", "old.bin"]);
+
+        let aside = set_folder_aside(&dest, true).unwrap();
+        write_folder(&dest, false, |temp| {
+            write_file(&temp.join("manifest.json"), MODEL_MANIFEST)?;
+            write_file(&temp.join("new.bin"), b"new")
+        })
+        .unwrap();
+        aside.discard();
+        assert_eq!(names(parent.path()), vec!["model"]);
+        assert_eq!(names(&dest), vec!["manifest.json", "new.bin"]);
+        let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750);
+
+        // Nothing there: nothing to put back.
+        let missing = parent.path().join("missing");
+        assert!(!set_folder_aside(&missing, false)
+            .unwrap()
+            .put_back()
+            .unwrap());
+        // Dropped: deleted.
+        drop(set_folder_aside(&dest, true).unwrap());
+        assert!(names(parent.path()).is_empty());
+        fs::remove_dir(&missing).ok();
+        // Set aside as a temporary folder `.NAME.tmp-PID-N`: what a kill leaves is removed by
+        // the next write (a_killed_writers_folders_are_cleaned_up_and_the_old_one_put_back).
+        earlier();
+        let aside = set_folder_aside(&dest, true).unwrap();
+        let left = names(parent.path());
+        assert_eq!(left.len(), 1);
+        assert!(
+            left[0].starts_with(&format!(".model.tmp-{}-", std::process::id())),
+            "{left:?}"
+        );
+        drop(aside);
+        assert!(names(parent.path()).is_empty());
+    }
+
+    /// A replaced folder keeps its permission bits (a private 0700 one stays private), and one
+    /// its owner may not write (made read-only) is refused, not replaced nor set aside: as root
+    /// too, judged by the mode bits.
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_folder_keeps_its_mode_and_a_read_only_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("model");
+        let fill = |temp: &Path| write_file(&temp.join("manifest.json"), MODEL_MANIFEST);
+        write_folder(&dest, false, fill).unwrap();
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o700)).unwrap();
+        write_folder(&dest, true, fill).unwrap();
+        let mode = || fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(), 0o700);
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o555)).unwrap();
+        for error in [
+            write_folder(&dest, true, |_| -> Result<(), ModelError> {
+                panic!("a read-only folder is not replaced")
+            })
+            .unwrap_err(),
+            set_folder_aside(&dest, true).unwrap_err(),
+        ] {
+            let error = error.to_string();
+            assert!(
+                error.contains("is a read-only folder (mode 0555)") && error.contains("chmod u+w"),
+                "{error}"
+            );
+        }
+        assert_eq!(mode(), 0o555);
+        assert_eq!(names(parent.path()), vec!["model"]);
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]

@@ -370,11 +370,9 @@ fn element_count(dims: &[i64]) -> Option<usize> {
 }
 
 pub(crate) fn parse_model(path: &Path) -> Result<ModelProto, QuantizeError> {
-    let bytes = layerprune_core::read_input(path).map_err(io_error(path))?;
-    ModelProto::parse_from_bytes(&bytes).map_err(|error| QuantizeError::BadModel {
-        path: path.to_path_buf(),
-        problem: format!("not an ONNX model: {error}"),
-    })
+    // The model crate's reader, which every graph reader shares: an empty file or one holding
+    // no graph is refused as no ONNX model, not quantized as a graph with nothing in it.
+    Ok(layerprune_model::read_graph(path)?)
 }
 
 fn encode(model: &ModelProto, path: &Path) -> Result<Vec<u8>, QuantizeError> {
@@ -611,8 +609,9 @@ fn quantize_graph(
         graph: path.clone(),
     };
     let (mut rounding, method) = rounding(&model, &path, &loader)?;
-    // An empty (or cut-off) ONNX file parses as a model of no nodes: it would be copied as
-    // it is, into a folder that cannot run.
+    // A cut-off ONNX file can parse as a graph of no nodes (an empty file, or one holding no
+    // graph, `parse_model` refuses): it would be copied as it is, into a folder that cannot
+    // run.
     if model
         .graph
         .as_ref()
@@ -1194,7 +1193,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("block_001.onnx") && error.contains("the graph has no nodes"),
+            error.contains("block_001.onnx")
+                && error.contains("an empty file (0 bytes), not an ONNX model"),
             "{error}"
         );
         let puts = lock(&sink.puts).clone();

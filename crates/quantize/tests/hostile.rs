@@ -11,6 +11,8 @@ use layerprune_model::{sha256_file, MANIFEST_FILE};
 use layerprune_quantize::{
     quantize_folder, quantize_single_file, write_folder, FolderOptions, Scheme, SourceFiles,
 };
+use onnx_protobuf::{GraphProto, Message, ModelProto};
+use protobuf::MessageField;
 
 const SENTINEL: &[u8] = b"must never change";
 
@@ -68,22 +70,35 @@ fn an_absolute_entry_with_its_true_hash_is_refused_and_truncates_nothing() {
 
 #[test]
 fn an_empty_block_graph_is_refused_not_copied() {
-    // An empty ONNX file parses as a model of no nodes; its hash is listed, so only the
-    // quantizer can tell (without verification, or after the manifest was re-hashed).
-    let (root, model, _) = scene();
-    let graph = model.join("block_003.onnx");
-    fs::write(&graph, b"").unwrap();
-    let hash = sha256_file(&graph).unwrap();
-    edit(&model, |m| m["files"]["block_003.onnx"] = hash.into());
-    let before = snapshot(root.path());
-    let error = quantize_folder(&model, &options(true))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("block_003.onnx") && error.contains("the graph has no nodes"),
-        "{error}"
-    );
-    assert_eq!(before, snapshot(root.path()));
+    // Its hash is listed, so only the graph's reader can tell (without verification, or after
+    // the manifest was re-hashed). An empty file is no ONNX model (protobuf would decode it as
+    // a model of nothing); a graph of no nodes (a cut-off file can decode as one) would be
+    // copied as it is, into a folder that cannot run.
+    let no_nodes = ModelProto {
+        graph: MessageField::some(GraphProto::default()),
+        ..Default::default()
+    }
+    .write_to_bytes()
+    .unwrap();
+    for (bytes, expected) in [
+        (Vec::new(), "an empty file (0 bytes), not an ONNX model"),
+        (no_nodes, "the graph has no nodes"),
+    ] {
+        let (root, model, _) = scene();
+        let graph = model.join("block_003.onnx");
+        fs::write(&graph, bytes).unwrap();
+        let hash = sha256_file(&graph).unwrap();
+        edit(&model, |m| m["files"]["block_003.onnx"] = hash.into());
+        let before = snapshot(root.path());
+        let error = quantize_folder(&model, &options(true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("block_003.onnx") && error.contains(expected),
+            "{error}"
+        );
+        assert_eq!(before, snapshot(root.path()));
+    }
 }
 
 #[test]
@@ -140,7 +155,8 @@ fn of_two_bad_graphs_the_first_in_the_manifest_is_reported_on_any_number_of_thre
         opts.threads = threads;
         let error = quantize_folder(&model, &opts).unwrap_err().to_string();
         assert!(
-            error.contains("block_001.onnx") && error.contains("the graph has no nodes"),
+            error.contains("block_001.onnx")
+                && error.contains("an empty file (0 bytes), not an ONNX model"),
             "on {threads} threads: {error}"
         );
     }
@@ -149,7 +165,6 @@ fn of_two_bad_graphs_the_first_in_the_manifest_is_reported_on_any_number_of_thre
 
 #[test]
 fn errors_found_inside_a_graph_name_the_graph() {
-    use onnx_protobuf::{Message, ModelProto};
     // A weight file the graph reads that is not there: the graph and tensor reading it are
     // named, not only the missing file (found by the graph fuzzer).
     let (_root, model, _) = scene();

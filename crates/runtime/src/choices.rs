@@ -39,8 +39,9 @@ pub struct ChoiceOptions {
     /// Padded tokens per forward pass (rows × longest row); a question larger than this still
     /// goes in one batch of its own.
     pub batch_tokens: usize,
-    /// Longest input the model is given; longer requests lose context tokens from the left
-    /// (lm-eval's truncation). A continuation longer than this is an error.
+    /// Longest input the model is given (`--max-length`); longer requests lose context tokens
+    /// from the left (lm-eval's truncation). A continuation longer than the longest input
+    /// ([`ChoiceOptions::input_limit`]) is an error.
     pub max_length: usize,
     /// Memory for hidden states kept for reuse by later masks, in bytes.
     pub cache_bytes: usize,
@@ -63,10 +64,68 @@ impl ChoiceOptions {
     /// for shorter sequences (`context_length`) or a fused-attention export, which runs at
     /// most its rotary tables' positions.
     pub fn longest_input(&self, manifest: &Manifest) -> usize {
-        [manifest.context_length(), manifest.rotary_positions()]
-            .into_iter()
-            .flatten()
-            .fold(self.max_length, usize::min)
+        self.input_limit(manifest).tokens()
+    }
+
+    /// The longest input with what sets it, for messages: the export's own bound where it is
+    /// the shorter (on a tie too, since a longer `max_length` would not lift it), the
+    /// checkpoint's `context_length` before the rotary tables made from it.
+    pub fn input_limit(&self, manifest: &Manifest) -> InputLimit {
+        let export = match (manifest.context_length(), manifest.rotary_positions()) {
+            (Some(context), Some(rotary)) if rotary < context => {
+                Some(InputLimit::RotaryPositions(rotary))
+            }
+            (Some(context), _) => Some(InputLimit::ContextLength(context)),
+            (None, Some(rotary)) => Some(InputLimit::RotaryPositions(rotary)),
+            (None, None) => None,
+        };
+        match export {
+            Some(limit) if limit.tokens() <= self.max_length => limit,
+            _ => InputLimit::MaxLength(self.max_length),
+        }
+    }
+}
+
+/// What bounds the inputs of a scored request, and to how many tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputLimit {
+    /// [`ChoiceOptions::max_length`] (`evaluate --max-length`).
+    MaxLength(usize),
+    /// The checkpoint's context (`context_length` in the manifest: its max_position_embeddings).
+    ContextLength(usize),
+    /// A fused-attention export's rotary tables (`rotary_positions` in the manifest).
+    RotaryPositions(usize),
+}
+
+impl InputLimit {
+    pub fn tokens(self) -> usize {
+        match self {
+            InputLimit::MaxLength(n)
+            | InputLimit::ContextLength(n)
+            | InputLimit::RotaryPositions(n) => n,
+        }
+    }
+
+    /// Whether the export itself sets the bound (a longer `max_length` would not lift it).
+    pub fn is_the_exports(self) -> bool {
+        !matches!(self, InputLimit::MaxLength(_))
+    }
+}
+
+impl std::fmt::Display for InputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputLimit::MaxLength(n) => write!(f, "--max-length {n}"),
+            InputLimit::ContextLength(n) => write!(
+                f,
+                "the export's context of {n} tokens (context_length in its manifest)"
+            ),
+            InputLimit::RotaryPositions(n) => write!(
+                f,
+                "the {n} positions of the export's fused-attention rotary tables \
+                 (rotary_positions in its manifest)"
+            ),
+        }
     }
 }
 
@@ -241,13 +300,10 @@ impl ChoiceScorer {
         }
         let vocab_size = model.manifest().vocab_size;
         // Longer inputs lose their oldest context tokens.
-        let max_length = options.longest_input(model.manifest());
+        let limit = options.input_limit(model.manifest());
+        let max_length = limit.tokens();
         // What sets the longest input, for a request refused as longer.
-        let longest_named = if max_length < options.max_length {
-            format!("the {max_length} positions of the export's rotary tables")
-        } else {
-            format!("--max-length {max_length}")
-        };
+        let longest_named = limit.to_string();
         // Groups in order of first appearance.
         let mut group_index: HashMap<usize, usize> = HashMap::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -456,14 +512,20 @@ impl ChoiceScorer {
                 &mut |model, index, final_state| {
                     for (request, nll_sum) in span_nlls(model, batch, final_state, self.scoring)? {
                         if !nll_sum.is_finite() {
-                            return Err(non_finite_loss(
+                            // By the request, which the caller can name (a task's question
+                            // and choice); the folder, mask and likely cause in the problem.
+                            let problem = non_finite_loss(
                                 model.dir(),
                                 &model.manifest().dtype,
                                 format!(
-                                    "mask {}: the log-likelihood of request {request} is {}",
+                                    "mask {}: the log-likelihood is {}",
                                     masks[index], -nll_sum
                                 ),
-                            ));
+                            );
+                            return Err(RuntimeError::BadRequest {
+                                index: request,
+                                problem: problem.to_string(),
+                            });
                         }
                         results[index][request] = -nll_sum;
                     }

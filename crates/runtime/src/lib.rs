@@ -27,7 +27,8 @@ mod tally;
 
 pub use arena::{Arena, ArenaUse};
 pub use choices::{
-    context_tokens_cut, log_sum_exp_f64, ChoiceOptions, ChoiceScorer, LoglikRequest, Scoring,
+    context_tokens_cut, log_sum_exp_f64, ChoiceOptions, ChoiceScorer, InputLimit, LoglikRequest,
+    Scoring,
 };
 pub use cuda::{device_memory, DeviceMemory};
 pub use evaluator::{
@@ -70,8 +71,9 @@ pub enum RuntimeError {
     Onnx { path: PathBuf, message: String },
     #[error("{0}")]
     BadInput(String),
-    /// A scoring request that cannot be scored, by its position in the list given: the caller
-    /// knows what it stands for (a task's question and choice).
+    /// A scoring request that cannot be scored (too long, a token outside the vocabulary), or
+    /// whose log-likelihood came out NaN or infinite, by its position in the list given: the
+    /// caller knows what it stands for (a task's question and choice).
     #[error("request {index}: {problem}")]
     BadRequest { index: usize, problem: String },
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use layerprune_core::Mask;
 use layerprune_runtime::{
-    ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator, LayeredModel, LoglikRequest,
+    ChoiceOptions, ChoiceScorer, EvalOptions, Evaluator, LayeredModel, LoglikRequest, RuntimeError,
     RuntimeOptions,
 };
 use layerprune_tests::{copy_dir, every_mask, fixture_windows, tiny_model_dir};
@@ -335,5 +335,65 @@ fn a_loss_that_is_not_finite_names_the_folder_the_mask_and_the_windows() {
             dir.path().display()
         )) && message.contains("on windows 2..4"),
         "{message}"
+    );
+}
+
+/// A logits head dividing the fixture's 64 hidden values, repeated to its 320-token
+/// vocabulary, by zero: every logit ±∞ (or NaN), so every log-likelihood is NaN.
+fn infinite_logits_head(path: &Path) {
+    write_graph(
+        path,
+        vec![
+            node("Tile", &["hidden_states", "repeats"], "wide", Vec::new()),
+            node("Div", &["wide", "zero"], "logits", Vec::new()),
+        ],
+        vec![dynamic("hidden_states", DataType::FLOAT)],
+        dynamic("logits", DataType::FLOAT),
+        vec![
+            int64_constant("repeats", &[1, 1, 5]),
+            TensorProto {
+                name: "zero".into(),
+                dims: vec![1],
+                data_type: DataType::FLOAT as i32,
+                float_data: vec![0.0],
+                ..Default::default()
+            },
+        ],
+    );
+}
+
+/// A log-likelihood that is not finite is a `BadRequest` of its request, which the caller can
+/// name (`evaluate --tasks`: the task, question and choice), the folder and mask in its problem.
+/// Until 2026-12-07 it was a `BadInput` saying only "the log-likelihood of request 1 is NaN".
+#[test]
+fn a_log_likelihood_that_is_not_finite_is_an_error_of_its_request() {
+    let (dir, model) = damaged_model("head_logits.onnx", infinite_logits_head);
+    let requests = vec![
+        LoglikRequest {
+            context: vec![5, 6, 7],
+            continuation: vec![8, 9],
+            group: 0,
+        },
+        LoglikRequest {
+            context: vec![5, 6],
+            continuation: vec![7],
+            group: 1,
+        },
+    ];
+    let mut scorer = ChoiceScorer::new(model, &requests, ChoiceOptions::default()).unwrap();
+    let mask = Mask::from_removed(6, &[2]).unwrap();
+    let error = scorer
+        .score(&[mask], &mut |_, _| {})
+        .expect_err("a NaN log-likelihood");
+    let RuntimeError::BadRequest { index, problem } = &error else {
+        panic!("not an error of a request: {error:?}")
+    };
+    assert!(*index < requests.len());
+    assert!(
+        problem.starts_with(&format!(
+            "{}: mask 110111: the log-likelihood is ",
+            dir.path().display()
+        )) && problem.contains("(NaN or infinite)"),
+        "{problem}"
     );
 }

@@ -73,6 +73,26 @@ fn longer_windows_are_refused_and_choice_inputs_cut_to(dir: &std::path::Path, fi
     assert!(error.to_string().contains(field), "{error}");
     assert!(Evaluator::new(open(dir), &fixture_windows(5, 2, 8), EvalOptions::default()).is_ok());
 
+    // A 9-token continuation cannot be scored whole: refused naming the field that bounds it,
+    // not --max-length (until 2026-12-07 any bound of the export was "the export's rotary
+    // tables").
+    let long = [LoglikRequest {
+        context: vec![5],
+        continuation: (10..19).collect(),
+        group: 0,
+    }];
+    let Err(error) = ChoiceScorer::new(open(dir), &long, ChoiceOptions::default()) else {
+        panic!("a 9-token continuation was accepted by a model for 8")
+    };
+    let message = error.to_string();
+    assert!(
+        matches!(error, RuntimeError::BadRequest { index: 0, .. })
+            && message.contains("the continuation has 9 tokens")
+            && message.contains(field)
+            && !message.contains("--max-length"),
+        "{message}"
+    );
+
     // 14-token questions: 13 input tokens, more than the 8 the model runs.
     let requests: Vec<LoglikRequest> = fixture_windows(11, 2, 14)
         .iter()

@@ -455,27 +455,21 @@ fn apply_prune(args: Args) -> Result<()> {
         &[settings.permutation_pairs, num_blocks + 1],
         32,
     )?;
-    let model = match (&args.model, &manifest, &args.tokens) {
-        (Some(dir), Some((_, model_id)), Some(_)) => {
-            let model = LayeredModel::open(dir, &args.runtime.runtime_options(!args.no_verify))?;
-            if model.model_id() != model_id {
-                bail!(
-                    "{}: its manifest.json changed while this run read it; run again",
-                    dir.display()
-                );
-            }
-            Some(model)
+    // The tokens, then the cache, are read and checked against the manifest before the model
+    // is opened: opening hashes every weight file and, on CUDA, takes the device's memory for
+    // its sessions, which a missing or wrong --tokens or an unusable --cache should not cost.
+    let tokens = match (&args.model, &manifest, &args.tokens) {
+        (Some(dir), Some((manifest, _)), Some(path)) => {
+            let tokens = layerprune_tables::read_tokens(path)?;
+            layerprune_runtime::check_tokens(
+                manifest,
+                dir,
+                &tokens.windows,
+                &tokens.tokenizer_sha256,
+            )
+            .with_context(|| format!("--tokens {} with {}", path.display(), dir.display()))?;
+            Some(tokens)
         }
-        // Pruned without a run: the files the pruned folder takes are checked as opening the
-        // model would check them.
-        (Some(dir), Some((manifest, _)), None) => {
-            manifest.check_folder(dir, !args.no_verify)?;
-            None
-        }
-        _ => None,
-    };
-    let tokens = match (&model, &args.tokens) {
-        (Some(model), Some(path)) => Some(layerprune_evaluation::game_tokens(model, path)?),
         _ => None,
     };
     if let Some(tokens) = &tokens {
@@ -498,33 +492,59 @@ fn apply_prune(args: Args) -> Result<()> {
             );
         }
     }
+    let runtime_options = args.runtime.runtime_options(!args.no_verify);
+    let eval_options = tokens
+        .as_ref()
+        .map(|_| args.runtime.eval_options())
+        .transpose()?;
+    // The cache is opened on its own, so that what is wrong with it (measured on another
+    // model, token table, device or settings; not an evaluation table) is said of --cache, and
+    // only what fails running the model on the tokens of --tokens.
+    let cache = match (&manifest, &tokens, &eval_options, &args.cache) {
+        (Some((manifest, model_id)), Some(tokens), Some(options), Some(path)) => {
+            let evaluated_on = runtime_options
+                .evaluated_on(&options.for_windows(&tokens.windows, manifest.vocab_size));
+            let cache = layerprune_evaluation::EvaluationCache::open_before_model(
+                path,
+                manifest.num_blocks,
+                model_id,
+                tokens,
+                &evaluated_on,
+                layerprune_evaluation::MeasuredOtherwise::replace_if(
+                    args.replace_cache_measured_otherwise,
+                ),
+            )
+            .map_err(|error| {
+                let context = cache_refusal(path, &error);
+                error.context(context)
+            })?;
+            Some(cache)
+        }
+        _ => None,
+    };
+    let model = match (&args.model, &manifest, &tokens) {
+        (Some(dir), Some((_, model_id)), Some(_)) => {
+            let model = LayeredModel::open(dir, &runtime_options)?;
+            if model.model_id() != model_id {
+                bail!(
+                    "{}: its manifest.json changed while this run read it; run again",
+                    dir.display()
+                );
+            }
+            Some(model)
+        }
+        // Pruned without a run: the files the pruned folder takes are checked as opening the
+        // model would check them.
+        (Some(dir), Some((manifest, _)), None) => {
+            manifest.check_folder(dir, !args.no_verify)?;
+            None
+        }
+        _ => None,
+    };
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(settings.seed);
-    let (mut game, dataset_id) = match (model, tokens, &args.tokens) {
-        (Some(model), Some(tokens), Some(tokens_path)) => {
-            let options = args.runtime.eval_options()?;
-            // The cache is opened on its own, so that what is wrong with it (measured on
-            // another model, token table, device or settings; not an evaluation table) is said
-            // of --cache, and only what fails running the model on the tokens of --tokens.
-            let cache = args
-                .cache
-                .as_deref()
-                .map(|path| {
-                    layerprune_evaluation::EvaluationCache::open(
-                        path,
-                        &model,
-                        &tokens,
-                        &options,
-                        layerprune_evaluation::MeasuredOtherwise::replace_if(
-                            args.replace_cache_measured_otherwise,
-                        ),
-                    )
-                    .map_err(|error| {
-                        let context = cache_refusal(path, &error);
-                        error.context(context)
-                    })
-                })
-                .transpose()?;
+    let (mut game, dataset_id) = match (model, tokens, eval_options, &args.tokens) {
+        (Some(model), Some(tokens), Some(options), Some(tokens_path)) => {
             let game = layerprune_evaluation::CachedLlm::open_with(
                 model,
                 &tokens,
@@ -600,17 +620,20 @@ fn apply_prune(args: Args) -> Result<()> {
     };
     // The plan first, the pruned folder last: Make tracks the folder's manifest, so a run
     // killed between the two leaves that target stale and the next make writes both again.
-    // An earlier run's folder (replaced under --overwrite only: checked above, and again here,
-    // where a killed writer's folder may have been put back or another run may have written
-    // one) goes before the plan, so such a run leaves no folder rather than one that disagrees
-    // with the new plan.
     if let (Some(dest), Some(source)) = (&args.pruned_out, &args.model) {
         layerprune_model::refuse_overlap(source, dest)?;
-        layerprune_model::remove_folder(dest, args.overwrite)?;
     }
-    // A run that fails writing the folder (a full disk) leaves neither output: the plan table
-    // it replaced is kept aside until then and put back (one written where there was none is
-    // removed), so that no script or rule takes the plan of a failed run for done.
+    // With both: a run that fails writing the folder (a full disk) leaves the outputs as it
+    // found them: the plan table it replaced is kept aside until then and put back (one written
+    // where there was none is removed), so that no script or rule takes the plan of a failed
+    // run for done, and the earlier folder is moved aside before the plan is written and put
+    // back with it. A run killed between the two writes leaves no folder rather than one that
+    // disagrees with the new plan: the folder aside is a temporary sibling, which the next
+    // write of the folder removes. (An earlier run's folder is replaced under --overwrite
+    // only: checked above, and again when it is moved aside, where a killed writer's folder
+    // may have been put back or another run may have written one.) With --pruned-out alone
+    // the folder writer replaces the folder itself, the old one kept until the new one is in
+    // place, as quantize's.
     let earlier_plan = match (&args.out, &args.pruned_out) {
         (Some(out), Some(_)) => Some((
             out,
@@ -623,24 +646,63 @@ fn apply_prune(args: Args) -> Result<()> {
         )),
         _ => None,
     };
+    let earlier_folder = match (&args.out, &args.pruned_out, &args.model) {
+        (Some(_), Some(dest), Some(_)) => {
+            match layerprune_model::set_folder_aside(dest, args.overwrite) {
+                Ok(aside) => Some((dest, aside)),
+                Err(error) => {
+                    if let Some((_, earlier)) = earlier_plan {
+                        earlier.discard();
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
+        _ => None,
+    };
     let written = write_outputs(&args, &table, &provenance, layout.as_ref());
+    let put_back_folder = |earlier_folder: Option<(&PathBuf, layerprune_model::FolderAside)>| {
+        if let Some((dest, aside)) = earlier_folder {
+            match aside.put_back() {
+                Ok(true) => tracing::info!(
+                    "{}: the earlier pruned folder is back (this one was not written)",
+                    dest.display()
+                ),
+                Ok(false) => {}
+                Err(error) => tracing::warn!("{error}"),
+            }
+        }
+    };
     match (earlier_plan, &written) {
         (Some((out, earlier)), Err(_)) => match earlier.put_back() {
-            Ok(PutBack::Restored) => tracing::info!(
-                "{}: the earlier plan table is back (the pruned folder was not written)",
-                out.display()
-            ),
-            Ok(PutBack::Removed) => tracing::info!(
-                "{}: the plan table this run wrote is removed (the pruned folder was not \
-                 written)",
-                out.display()
-            ),
+            Ok(PutBack::Restored) => {
+                tracing::info!(
+                    "{}: the earlier plan table is back (the pruned folder was not written)",
+                    out.display()
+                );
+                put_back_folder(earlier_folder);
+            }
+            Ok(PutBack::Removed) => {
+                tracing::info!(
+                    "{}: the plan table this run wrote is removed (the pruned folder was not \
+                     written)",
+                    out.display()
+                );
+                put_back_folder(earlier_folder);
+            }
+            // The earlier folder is not put back beside the new plan (it is deleted with
+            // `earlier_folder`).
             Err(error) => tracing::warn!(
                 "{}: left as this run wrote it, though the pruned folder was not written: {error}",
                 out.display()
             ),
         },
-        (Some((_, earlier)), Ok(())) => earlier.discard(),
+        (Some((_, earlier)), Ok(())) => {
+            earlier.discard();
+            if let Some((_, aside)) = earlier_folder {
+                aside.discard();
+            }
+        }
         (None, _) => {}
     }
     written

@@ -446,12 +446,13 @@ fn pruning_by_scores(
 }
 
 /// A run replacing a pruned folder that fails after writing its plan (here: a kept file of the
-/// model is gone; in use, a full disk) leaves no pruned folder, never the earlier run's, and
-/// not its own plan either: the earlier plan is put back as it was (its time too, which Make
-/// compares), and where there was none, the plan it wrote is removed, so that a script or rule
-/// taking an output that exists for done takes nothing of the failed run.
+/// model is gone; in use, a full disk) leaves neither of its outputs: the earlier plan is put
+/// back as it was (its time too, which Make compares), and where there was none, the plan it
+/// wrote is removed, so that a script or rule taking an output that exists for done takes
+/// nothing of the failed run; the earlier folder, moved aside before the plan was written, is
+/// put back with it (until 2026-12-07 it was deleted first, so a full disk left no model).
 #[test]
-fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
+fn a_failed_replacement_leaves_the_earlier_plan_and_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
     // Tokens that record the tokenizer file's byte hash (as tables from before 2026-12-04 do)
@@ -506,7 +507,15 @@ fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
         std::fs::metadata(&plan).unwrap().modified().unwrap(),
         earlier_time
     );
-    assert!(!pruned.exists(), "the k = 2 folder outlived the k = 1 run");
+    assert!(
+        stderr.contains("the earlier pruned folder is back"),
+        "stderr is {stderr}"
+    );
+    assert_eq!(
+        Manifest::load(&pruned).unwrap().num_blocks,
+        4,
+        "not the k = 2 folder"
+    );
     let hidden = || -> Vec<String> {
         std::fs::read_dir(dir.path())
             .unwrap()
@@ -526,8 +535,65 @@ fn a_failed_replacement_leaves_no_pruned_folder_that_disagrees_with_the_plan() {
         "stderr is {stderr}"
     );
     assert!(!plan.exists(), "the failed run left its plan");
-    assert!(!pruned.exists());
+    assert_eq!(Manifest::load(&pruned).unwrap().num_blocks, 4);
     assert!(hidden().is_empty(), "left {:?}", hidden());
+}
+
+/// `--pruned-out --overwrite` without `--out` (how Make's `prune`, demo and quantize rules call
+/// it) replaces the folder as quantize does: the earlier one stays in place until the new one
+/// is renamed over it, so a run that fails writing the folder (here: a kept file of the model
+/// is gone; in use, a full disk) leaves the earlier model, and nothing beside it. Until
+/// 2026-12-07 the earlier folder was deleted before the write, and such a run left no model.
+#[test]
+fn a_failed_replacement_of_the_pruned_folder_alone_keeps_the_earlier_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let model = dir.path().join("model");
+    layerprune_tests::copy_dir(&fixture(), &model);
+    let pruned = dir.path().join("pruned");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |k: &str| {
+        let args = [
+            "--scores".to_string(),
+            s(&scores),
+            "--estimator".into(),
+            "test".into(),
+            "--k".into(),
+            k.into(),
+            "--model".into(),
+            s(&model),
+            "--no-verify".into(),
+            "--pruned-out".into(),
+            s(&pruned),
+            "--overwrite".into(),
+        ];
+        apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let first = run("2");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let earlier = std::fs::read(pruned.join("manifest.json")).unwrap();
+
+    std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    let output = run("1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "succeeded without tokenizer.json");
+    assert!(stderr.contains("tokenizer.json"), "stderr is {stderr}");
+    assert_eq!(
+        std::fs::read(pruned.join("manifest.json")).unwrap(),
+        earlier,
+        "not the k = 2 folder"
+    );
+    assert_eq!(Manifest::load(&pruned).unwrap().num_blocks, 4);
+    let hidden: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "left {hidden:?}");
 }
 
 /// Without --overwrite an existing --pruned-out is never removed, not even one that appears
@@ -2737,4 +2803,103 @@ fn a_table_written_before_chosen_on_was_recorded_is_read_by_its_command_line() {
             "{args:?}"
         );
     }
+}
+
+/// What is wrong with `--tokens` or `--cache` is said before the model is opened, which hashes
+/// every weight file and, on CUDA, takes the device's memory for its sessions: on a copy of the
+/// model whose block graph fails its hash (which opening refuses), each bad input is reported
+/// instead of the model, with nothing written.
+#[test]
+fn tokens_and_cache_are_refused_before_the_model_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_inputs(dir.path(), &[0.0; 6]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let broken = dir.path().join("broken");
+    layerprune_tests::copy_tiny_model(&broken);
+    let block = broken.join("block_002.onnx");
+    let mut bytes = std::fs::read(&block).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&block, bytes).unwrap();
+    let plan = dir.path().join("plan.parquet");
+    let on_broken = |tokens: &Path, cache: Option<&Path>| -> Vec<String> {
+        let mut args = measuring_args("sleb", "1", tokens, &plan, cache);
+        let model = args.iter().position(|a| a == "--model").unwrap() + 1;
+        args[model] = s(&broken);
+        args
+    };
+    let refusal = |args: Vec<String>| -> String {
+        let out = apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!plan.exists(), "{args:?} wrote {}", plan.display());
+        stderr
+    };
+
+    // Sound inputs: the model is opened, and refused.
+    let cache = dir.path().join("cache.parquet");
+    let message = refusal(on_broken(&tokens, Some(&cache)));
+    assert!(
+        message.contains("block_002.onnx") && message.contains("sha256"),
+        "{message}"
+    );
+    assert!(!cache.exists(), "{message}");
+
+    let empty = dir.path().join("empty.parquet");
+    std::fs::write(&empty, b"").unwrap();
+    let folder = dir.path().join("a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    let scores = dir.path().join("scores.parquet");
+    let mut outside = windows();
+    outside[2][7] = 5000;
+    let outside_vocabulary = dir.path().join("outside.parquet");
+    write_windows(&outside_vocabulary, outside, "test");
+    let mut foreign = read_tokens(&tokens).unwrap();
+    foreign.tokenizer_sha256 = "0".repeat(64);
+    let foreign_tokens = dir.path().join("foreign-tokens.parquet");
+    write_tokens(
+        &foreign_tokens,
+        &foreign,
+        &Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    let not_a_table = dir.path().join("not-a-table.parquet");
+    std::fs::write(&not_a_table, b"not a table").unwrap();
+    // A cache of this model measured on another token table.
+    let other_tokens_cache = dir.path().join("other-cache.parquet");
+    let model_id = layerprune_runtime::model_id(&broken).unwrap();
+    let other = layerprune_tables::EvaluationTable::new(6, &model_id, "other-dataset");
+    layerprune_tables::write_evaluations(
+        &other_tokens_cache,
+        &other,
+        &Provenance::new("test", "0", Vec::new()),
+    )
+    .unwrap();
+    let other_tokens_cache_bytes = std::fs::read(&other_tokens_cache).unwrap();
+    for (tokens, cache, expected) in [
+        (empty.as_path(), None, "empty.parquet"),
+        (&folder, None, "a-folder"),
+        (&scores, None, "scores.parquet"),
+        (
+            &outside_vocabulary,
+            None,
+            "outside the model's vocabulary of 320",
+        ),
+        (&foreign_tokens, None, "made with another tokenizer"),
+        (
+            &tokens,
+            Some(not_a_table.as_path()),
+            "not an evaluation cache this run can use",
+        ),
+        (&tokens, Some(other_tokens_cache.as_path()), "dataset"),
+    ] {
+        let message = refusal(on_broken(tokens, cache));
+        assert!(message.contains(expected), "{expected}: {message}");
+        assert!(!message.contains("block_002.onnx"), "{expected}: {message}");
+    }
+    assert_eq!(std::fs::read(&not_a_table).unwrap(), b"not a table");
+    assert_eq!(
+        std::fs::read(&other_tokens_cache).unwrap(),
+        other_tokens_cache_bytes
+    );
 }

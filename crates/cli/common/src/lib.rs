@@ -19,6 +19,20 @@ use layerprune_core::parallel::set_thread_budget;
 pub use layerprune_core::Device;
 use std::process::ExitCode;
 
+/// Ignores SIGXFSZ, which the kernel sends a process writing past its file-size limit
+/// (`ulimit -f`) and whose default kills it: then the write fails with EFBIG ("File too
+/// large") instead, which the stage reports naming the file, and its temporary files are
+/// cleaned up. Until 2026-12-07 every stage died of it silently (exit 153), leaving
+/// `.NAME.tmp-PID-N` and `.NAME.lock` beside its outputs (fs audit).
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler, and is sound at
+    // any point; a child the stage starts inherits it, as `nohup` passes on SIGHUP's.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// Runs a stage's body and turns an error into a message on stderr and exit status 1.
 /// Every stage's `main` is `layerprune_cli_common::run(|| body(Args::parse()))`.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
@@ -27,6 +41,7 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     // where that is sound. A stage that runs the model then writes nothing under $HOME.
     #[cfg(feature = "runtime")]
     layerprune_runtime::turn_off_telemetry();
+    ignore_file_size_signal();
     init_logging();
     match body() {
         Ok(()) => ExitCode::SUCCESS,

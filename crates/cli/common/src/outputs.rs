@@ -281,9 +281,11 @@ impl Io {
     ///   JSON), unless the stage's `--overwrite` was given ([`Io::overwrite`],
     ///   [`Io::existing_refused_unless`]) or the stage resumes that output itself
     ///   ([`Io::locked_by_stage`]: its reader refuses such a file);
+    /// - an existing output its owner may not write (made read-only), file or folder;
     /// - an existing output declared with [`Io::existing_refused_unless`] without overwrite;
     /// - an output whose folder is missing or cannot be written (a probe file is created in it
-    ///   and removed);
+    ///   and removed), or whose name is too long for the temporary file written beside it (the
+    ///   probe has that file's name);
     /// - an output another run is writing (its lock is held).
     ///
     /// Returns the outputs' locks, held until dropped.
@@ -352,6 +354,9 @@ impl Io {
             if let Some(problem) = refusal(flag, writes, &held, replaceable) {
                 bail!("{flag} {}: {problem}", path.display());
             }
+        }
+        for (flag, path, _, is_folder) in &places {
+            refuse_read_only(flag, path, *is_folder)?;
         }
         for (flag, path) in &self.kept {
             if path.symlink_metadata().is_ok() {
@@ -775,28 +780,100 @@ fn check_one(flag: &str, path: &Path, is_folder: bool, inputs: &[Input]) -> Resu
     Ok(place)
 }
 
+/// Refuses an existing output its owner may not write (no `u+w`: made read-only): a file is
+/// replaced by a rename, a folder moved aside and deleted, either of which goes round the mode
+/// the user set (a rerun made a `chmod 444` table writable again until 2026-12-07). Judged by
+/// the mode bits, so root is refused too.
+fn refuse_read_only(flag: &str, path: &Path, is_folder: bool) -> Result<()> {
+    if !is_folder {
+        return layerprune_core::refuse_read_only(path)
+            .map_err(|error| anyhow::anyhow!("{flag} {error}"));
+    }
+    #[cfg(unix)]
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() && mode & 0o200 == 0 {
+            bail!(
+                "{flag} {}: is a read-only folder (mode {mode:04o}), so it is not replaced; make \
+                 it writable (chmod u+w) or choose another path",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Creates and removes a probe file in the output's folder, so a folder that cannot be written
-/// is reported before the work rather than after it.
+/// is reported before the work rather than after it. The probe has the longest name the stage
+/// puts beside the output (`.NAME.tmp-PID-N`, [`layerprune_core::longest_sibling_name`]), so an
+/// output name the file system takes but whose temporary file's name is too long is refused
+/// here too, as a name too long, not after the work (until 2026-12-07 a name of 243 to 249
+/// bytes failed only when the result was written).
 fn probe_folder(flag: &str, path: &Path) -> Result<()> {
     let folder = folder_of(path);
-    let probe = folder.join(format!(
-        ".layerprune-probe-{}-{}",
-        std::process::id(),
-        NEXT_PROBE.fetch_add(1, Ordering::Relaxed)
-    ));
-    fs::OpenOptions::new()
+    let name = path.file_name().unwrap_or_default();
+    let probe_name =
+        layerprune_core::longest_sibling_name(name, NEXT_PROBE.fetch_add(1, Ordering::Relaxed));
+    let probe = folder.join(&probe_name);
+    match fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&probe)
-        .with_context(|| {
-            format!(
-                "{flag} {}: cannot write in the folder {}",
+    {
+        Ok(_) => {}
+        Err(error) if name_too_long(&error) => {
+            let added = probe_name.len() - name.len();
+            let most = name_max(folder).saturating_sub(added);
+            bail!(
+                "{flag} {}: the name is too long: at most {most} bytes here (it has {}), since \
+                 the stage writes its temporary file beside it as .NAME.tmp-PID-N, {added} \
+                 bytes longer; choose a shorter name",
                 path.display(),
-                folder.display()
-            )
-        })?;
+                name.len()
+            );
+        }
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!(
+                    "{flag} {}: cannot write in the folder {}",
+                    path.display(),
+                    folder.display()
+                )
+            })
+        }
+    }
     let _ = fs::remove_file(&probe);
     Ok(())
+}
+
+/// Whether `error` is the file system's "File name too long" (ENAMETOOLONG).
+fn name_too_long(error: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    if error.raw_os_error() == Some(libc::ENAMETOOLONG) {
+        return true;
+    }
+    error.kind() == ErrorKind::InvalidFilename
+}
+
+/// The longest file name, in bytes, the file system of `folder` takes (255 where it does not
+/// say: every common file system's).
+fn name_max(folder: &Path) -> usize {
+    const USUAL: usize = 255;
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(folder) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
+            return USUAL;
+        };
+        // SAFETY: `folder` is a NUL-terminated path that lives across the call.
+        let most = unsafe { libc::pathconf(folder.as_ptr(), libc::_PC_NAME_MAX) };
+        if most > 0 {
+            return most as usize;
+        }
+    }
+    let _ = folder;
+    USUAL
 }
 
 #[cfg(test)]
@@ -1145,6 +1222,92 @@ mod tests {
         let respelled = dir.path().join(".").join("plans.parquet");
         drop(io().locked_by_stage(&respelled).check().unwrap());
         drop(stage);
+    }
+
+    /// An output name the file system takes, but whose temporary file `.NAME.tmp-PID-N` (the
+    /// longest name a stage puts beside it) is too long for it, is refused before the work as a
+    /// name too long, with the most it may have; until 2026-12-07 a name of 243 to 249 bytes
+    /// passed and failed only once the result was written, and one of 250 to 255 was refused
+    /// as a lock file that cannot be made.
+    #[test]
+    fn an_output_name_too_long_for_its_temporary_file_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let most = name_max(dir.path());
+        let added = layerprune_core::longest_sibling_name("x".as_ref(), 0).len() - 1;
+        for length in [most - added + 1, most - 10, most - 6, most] {
+            let name = "e".repeat(length);
+            for io in [
+                Io::new().output_table("--out", dir.path().join(&name), TableKind::Masks),
+                Io::new().output_folder("--pruned-out", dir.path().join(&name)),
+            ] {
+                let message = refused(io);
+                assert!(
+                    message.contains(&format!(
+                        "the name is too long: at most {} bytes here (it has {length})",
+                        most - added
+                    )) && !message.contains(".lock"),
+                    "{length}: {message}"
+                );
+            }
+        }
+        // The longest name that fits passes, and leaves nothing but its lock while held.
+        let name = "e".repeat(most - added);
+        let outputs = Io::new()
+            .output("--out", dir.path().join(&name))
+            .check()
+            .unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        drop(outputs);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// An existing output its owner may not write (made read-only) is refused before the work,
+    /// named, with the way out, and left as it is: a file and a folder alike, with or without
+    /// --overwrite, and as root too (judged by the mode bits). One the owner may write passes.
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_output_is_refused_up_front() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("masks.parquet");
+        fs::write(&table, b"").unwrap();
+        let folder = dir.path().join("pruned");
+        fs::create_dir(&folder).unwrap();
+        for (path, mode, what) in [
+            (&table, 0o444, "is read-only"),
+            (&folder, 0o555, "is a read-only folder"),
+        ] {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+            for overwrite in [false, true] {
+                let io = Io::new().overwrite(overwrite);
+                let io = if path == &folder {
+                    io.output_folder("--pruned-out", path)
+                        .existing_refused_unless(overwrite, "--pruned-out", path)
+                } else {
+                    io.output_table("--out", path, TableKind::Masks)
+                };
+                let message = refused(io);
+                assert!(
+                    message.contains(&path.display().to_string())
+                        && message.contains(&format!("{what} (mode {mode:04o})"))
+                        && message.contains("chmod u+w"),
+                    "{message}"
+                );
+            }
+            assert_eq!(
+                fs::metadata(path).unwrap().permissions().mode() & 0o7777,
+                mode
+            );
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        drop(
+            Io::new()
+                .output_table("--out", &table, TableKind::Masks)
+                .output_folder("--pruned-out", &folder)
+                .existing_refused_unless(true, "--pruned-out", &folder)
+                .check()
+                .unwrap(),
+        );
     }
 
     #[test]

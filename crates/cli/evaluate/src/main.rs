@@ -95,8 +95,9 @@ struct Args {
     /// With --tasks: padded tokens per forward pass (rows × longest row).
     #[arg(long, default_value_t = TASK_BATCH_TOKENS, value_parser = count(1, 1 << 32))]
     batch_tokens: usize,
-    /// With --tasks: longest model input (for a fused-attention export, at most its manifest's
-    /// rotary_positions); longer contexts are cut from the left.
+    /// With --tasks: longest model input (at most the manifest's context_length, and a
+    /// fused-attention export's rotary_positions); longer contexts are cut from the left, and
+    /// a longer continuation is refused before anything runs.
     #[arg(long, default_value_t = TASK_MAX_LENGTH, value_parser = count(1, 1 << 24))]
     max_length: usize,
     /// Evaluate only shard I of N (0 ≤ I < N) of the masks: a mask's shard is a fixed function

@@ -322,6 +322,21 @@ fn bad_input_is_refused_and_nothing_written() {
         &["--tokens", path(&tokens), "--out", path(&out_file)],
     );
     assert_refused(&out, &["block_002.onnx", "sha256"]);
+    // The inputs are read before the model is opened (every weight file hashed: seconds to
+    // minutes on a large model): a token or mask table that is not there is what the run says.
+    let nonexistent = dir.path().join("nonexistent.parquet");
+    for flag in ["--tokens", "--masks"] {
+        let mut args = vec!["--tokens", path(&tokens), "--out", path(&out_file)];
+        args.extend([flag, path(&nonexistent)]);
+        if flag == "--tokens" {
+            args.drain(..2);
+        }
+        let out = evaluate_model(&broken, &args);
+        assert_refused(&out, &["nonexistent.parquet"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("block_002.onnx"), "{stderr}");
+        assert!(!out_file.exists());
+    }
 
     // Windows longer than a fused-attention export's rotary tables (its manifest says how
     // long: 12-token windows, tables for 8 positions).

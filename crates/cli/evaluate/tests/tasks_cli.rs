@@ -14,10 +14,15 @@ fn fixture() -> PathBuf {
 }
 
 fn evaluate(args: &[&str]) -> std::process::Output {
+    evaluate_model(&fixture(), args)
+}
+
+/// `evaluate` on the model folder `model`.
+fn evaluate_model(model: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_evaluate"))
         .args(args)
         .args(["--quiet", "--model"])
-        .arg(fixture())
+        .arg(model)
         .output()
         .expect("evaluate runs")
 }
@@ -221,16 +226,28 @@ fn task_outputs_agree_and_a_resumed_run_equals_an_uninterrupted_one() {
     ));
     let uncut = read_task_accuracies(&dir.path().join("uncut-accuracy.parquet")).unwrap();
     assert_eq!(uncut.dataset_id, accuracy.dataset_id);
-    // A continuation longer than the longest input is refused naming its task, its row in the
-    // split and its choice, before anything is written.
+    // A continuation longer than the longest input is refused before anything is written,
+    // every such choice named by its task, file, row and choice, with the --max-length that
+    // scores them (tests below: the export's own bounds).
     let out = run_tasks(dir.path(), &data, "short", &["--max-length", "2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("of the split, choice") && stderr.contains("more than --max-length 2"),
+        stderr.contains("longer than the longest input the model is given, --max-length 2;")
+            && stderr.contains(&format!(
+                "piqa: {}: row 0, choice 0: ",
+                data.join(PIQA).display()
+            ))
+            && stderr.contains(&format!(
+                "piqa: {}: row 3, choice 1: ",
+                data.join(PIQA).display()
+            ))
+            && stderr.contains("pass --max-length ")
+            && !stderr.contains("rotary"),
         "{stderr}"
     );
     assert!(!dir.path().join("short-accuracy.parquet").exists());
+    assert!(!dir.path().join("short-choices.parquet").exists());
 
     // Log-likelihoods computed another way (a checkpoint from before the float64
     // log-softmax) are not mixed with new ones.
@@ -446,6 +463,152 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--choices-out"));
+}
+
+/// A continuation longer than the export's own bound (the checkpoint's `context_length`, or a
+/// fused export's rotary tables where those are shorter) is refused before the model runs,
+/// naming that bound, not --max-length, and every such choice by task, file, row and choice.
+/// Until 2026-12-07 the scorer refused the first one part-way through the run, calling any
+/// bound of the export "the export's rotary tables", and naming neither the task file nor
+/// the other choices.
+#[test]
+fn continuations_longer_than_the_export_takes_are_refused_naming_every_choice_and_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_task_files(&data, &[0, 1, 1, 0]);
+    let piqa = data.join(PIQA).display().to_string();
+    // (model folder, its manifest's change, texts the message holds, texts it does not).
+    type Case = (
+        &'static str,
+        fn(&mut serde_json::Value),
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+    let cases: [Case; 3] = [
+        (
+            "context",
+            |m| m["context_length"] = 5.into(),
+            &["the export's context of 5 tokens (context_length in its manifest)"],
+            &["rotary", "--max-length 2048", "pass --max-length"],
+        ),
+        (
+            "rotary",
+            |m| {
+                m["attention_kernel"] = "fused".into();
+                m["rotary_positions"] = 5.into();
+                m["context_length"] = 64.into();
+            },
+            &[
+                "the 5 positions of the export's fused-attention rotary tables",
+                "--attention-kernel standard",
+            ],
+            &["context_length", "pass --max-length"],
+        ),
+        (
+            // The bound of the export holds even where --max-length is as short.
+            "tie",
+            |m| m["context_length"] = 5.into(),
+            &["the export's context of 5 tokens"],
+            &["pass --max-length", "--max-length 5"],
+        ),
+    ];
+    for (name, change, wanted, unwanted) in cases {
+        let model = dir.path().join(name);
+        layerprune_tests::copy_tiny_model_with_manifest(&model, change);
+        let file = |kind: &str| dir.path().join(format!("{name}-{kind}.parquet"));
+        let (out, choices, accuracy) = (file("evaluations"), file("choices"), file("accuracy"));
+        let mut args = vec![
+            "--tasks",
+            "piqa,boolq",
+            "--task-data",
+            p(&data),
+            "--out",
+            p(&out),
+            "--choices-out",
+            p(&choices),
+            "--accuracy-out",
+            p(&accuracy),
+        ];
+        if name == "tie" {
+            args.extend(["--max-length", "5"]);
+        }
+        let out = evaluate_model(&model, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        // Every PIQA choice (7 to 13 tokens of the fixture's tokenizer) is named; BoolQ's " no"
+        // and " yes" (3 tokens) fit.
+        for row in 0..4 {
+            for choice in 0..2 {
+                let named = format!("piqa: {piqa}: row {row}, choice {choice}: ");
+                assert!(stderr.contains(&named), "{named} not in {stderr}");
+            }
+        }
+        assert!(stderr.contains("8 choice(s)"), "{stderr}");
+        assert!(!stderr.contains("boolq"), "{stderr}");
+        assert!(
+            stderr.contains("leave these tasks out of --tasks"),
+            "{stderr}"
+        );
+        for text in wanted {
+            assert!(stderr.contains(text), "{text} not in {stderr}");
+        }
+        for text in unwanted {
+            assert!(!stderr.contains(text), "{text} in {stderr}");
+        }
+        assert!(!file("choices").exists() && !file("accuracy").exists());
+    }
+}
+
+/// A log-likelihood that comes out NaN (here: an embedding of NaN) is named by its task, file,
+/// question row and choice, the mask and the folder. Until 2026-12-07 it was "the
+/// log-likelihood of request 0 is NaN", a number the scorer gave it.
+#[test]
+fn a_nan_log_likelihood_names_its_task_question_and_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_task_files(&data, &[0, 1]);
+    let model = dir.path().join("nan");
+    layerprune_tests::copy_dir(&fixture(), &model);
+    // The embedding's weight file, named in embed.onnx as `weights/<32 hex digits>.bin`.
+    let graph = std::fs::read(model.join("embed.onnx")).unwrap();
+    let at = graph
+        .windows(8)
+        .position(|w| w == b"weights/")
+        .expect("embed.onnx keeps its weights in weights/");
+    let weights = model.join(std::str::from_utf8(&graph[at..at + 44]).unwrap());
+    let values = std::fs::read(&weights).unwrap().len() / 4;
+    let nan: Vec<u8> = (0..values).flat_map(|_| f32::NAN.to_le_bytes()).collect();
+    std::fs::write(&weights, nan).unwrap();
+    let file = |kind: &str| dir.path().join(format!("nan-{kind}.parquet"));
+    let out = evaluate_model(
+        &model,
+        &[
+            "--tasks",
+            "piqa",
+            "--task-data",
+            p(&data),
+            "--out",
+            p(&file("evaluations")),
+            "--choices-out",
+            p(&file("choices")),
+            "--accuracy-out",
+            p(&file("accuracy")),
+            "--no-verify",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let named = format!("piqa: {}: row ", data.join(PIQA).display());
+    assert!(
+        stderr.contains(&named)
+            && stderr.contains(", choice ")
+            && stderr.contains(&format!(
+                "{}: mask 111111: the log-likelihood is NaN",
+                model.display()
+            ))
+            && !stderr.contains("request "),
+        "{stderr}"
+    );
 }
 
 /// `evaluate --tasks` over the mask table `masks.parquet` of `dir`.

@@ -306,6 +306,31 @@ fn bad_input_exits_with_status_2_and_the_reason() {
         "{message}"
     );
 
+    // An empty file, or another kind of file named .onnx, is no ONNX model (not one without a
+    // MatMul to quantize), said of the file; nothing is written.
+    let empty = temp.path().join("e.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    let json = temp.path().join("j.onnx");
+    std::fs::write(&json, b"{\"not\": \"a model\"}\n").unwrap();
+    for (model, expected) in [
+        (&empty, "e.onnx: an empty file (0 bytes), not an ONNX model"),
+        (&json, "j.onnx: not an ONNX model"),
+    ] {
+        let result = quantize(&[
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out,
+            "--scheme",
+            "int8",
+        ]);
+        assert_eq!(result.status.code(), Some(1));
+        let message = stderr(&result);
+        assert!(message.contains(expected), "{message}");
+        assert!(!message.contains("nothing to quantize"), "{message}");
+        assert!(!temp.path().join("q").exists());
+    }
+
     let missing = temp.path().join("missing");
     let result = quantize(&[
         "--model",
