@@ -32,6 +32,7 @@ def load_model(gguf: Path):
 
     import export_layered
 
+    export_layered.check_gguf_header(gguf, "torch_baseline")  # a file transformers would load as another model
     model = export_layered.load_pretrained(
         AutoModelForCausalLM, gguf, "torch_baseline", "language model",
         then="the baseline would run that random model, against an export that refuses the file",

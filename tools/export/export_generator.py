@@ -42,6 +42,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import time
@@ -375,25 +376,38 @@ def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: i
         fail(f"transformers generated {expected_tokens.shape[1]} tokens, not {new_tokens}")
     runner = Runner(path, runner_kind)
     tokens, logits = onnx_greedy(runner, config, dtype, input_ids, attention_mask, new_tokens, forced=expected_tokens)
-    scale = max(1.0, max(float(np.abs(step).max()) for step in expected_logits) / 10.0)
-    limit = tolerance * scale
     reference, against, exact = expected_logits, "transformers'", None
     if dtype != torch.float32:
         reference = float32_step_logits(model, input_ids, attention_mask, expected_tokens)
-        own = max(float(np.abs(ours - theirs).max()) for ours, theirs in zip(expected_logits, reference))
-        limit = export_layered.reduced_precision_limits(limit, {"logits": own})["logits"]
         against = "the float32 computation of its weights"
-        exact = {"transformers_logit_diff": own, "logit_limit": limit, "chain_logit_diff": 0.0}
+    # The reference's scale (NaN where any step's is: np.max propagates it, Python's max drops it).
+    largest_reference = float(np.max([np.abs(step).max() for step in reference]))
+    overflow = (": not finite, float16 overflow the likely cause (values beyond 65,504 become inf, then NaN); "
+                "export in bf16 (for a GPU) or fp32, and keep the float16 range check on (--fp16-margin above 0)"
+                if dtype == torch.float16 else ": not finite")
+    if not math.isfinite(largest_reference):
+        fail(f"the logits of {against} are not finite on the check's prompts, so the decoder cannot be judged "
+             f"against them{overflow}")
+    limit = tolerance * max(1.0, largest_reference / 10.0)
+    if dtype != torch.float32:
+        own = float(np.max([np.abs(ours - theirs).max() for ours, theirs in zip(expected_logits, reference)]))
+        if not math.isfinite(own):
+            print(f"check: note: transformers' own {str(dtype).replace('torch.', '')} computation is not finite (it overflows); "
+                  "not used to widen the tolerance")
+        limit = export_layered.reduced_precision_limits(limit, {"logits": own})["logits"]
+        exact = {"transformers_logit_diff": export_layered.finite_or_none(own), "logit_limit": limit,
+                 "chain_logit_diff": 0.0}
     max_abs, compared, near_ties = 0.0, 0, []
     for step in range(new_tokens):
-        max_abs = max(max_abs, float(np.abs(logits[step] - expected_logits[step]).max()))
+        step_abs = float(np.abs(logits[step] - expected_logits[step]).max())
+        max_abs = max_abs if step_abs <= max_abs else step_abs  # NaN kept
         diff = float(np.abs(logits[step] - reference[step]).max())
         if exact is not None:
             exact["chain_logit_diff"] = max(exact["chain_logit_diff"], diff)
         compared += 1
-        if diff > limit:
+        if not diff <= limit:  # NaN fails too
             fail(f"step {step}: the ONNX logits differ from {against} by {diff:.3e}, over the tolerance "
-                 f"{limit:.1e}")
+                 f"{limit:.1e}{'' if math.isfinite(diff) else overflow}")
         for row in np.nonzero(tokens[:, step] != expected_tokens[:, step])[0]:
             best_two = np.sort(expected_logits[step][row])[-2:]
             if best_two[1] - best_two[0] > limit:
@@ -410,7 +424,8 @@ def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: i
           f"max |logit diff| {max_abs:.3e} (relative to the largest logit {max_abs / largest:.3e}){against_float32}, "
           f"tolerance {limit:.1e}")
     result = {"new_tokens": new_tokens, "steps_compared": compared, "runner": runner_kind,
-              "max_abs_logit_diff": max_abs, "max_rel_logit_diff": max_abs / largest, "tolerance": limit,
+              "max_abs_logit_diff": export_layered.finite_or_none(max_abs),
+              "max_rel_logit_diff": export_layered.finite_or_none(max_abs / largest), "tolerance": limit,
               "near_tie_steps": sorted(set(near_ties)), "tokens": tokens.tolist()}
     if exact is not None:
         result["float32_reference"] = exact
@@ -427,7 +442,9 @@ def refuse_overlap(model_dir: Path, out: Path):
 
 @export_layered.refusals_named("export_generator")
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # No abbreviations (--dty for --dtype): Make's guards and stamps read the flags by their names.
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", required=True, type=Path, help="Hugging Face model folder (e.g. prune_hf.py's)")
     parser.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
     parser.add_argument("--dtype", choices=["auto", *sorted(DTYPES)], default="fp32",

@@ -35,6 +35,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -60,6 +61,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import one_file  # noqa: E402
 import outputs  # noqa: E402
+from gguf_names import TRANSFORMERS_GGUF_RENAMES, gguf_model_type  # noqa: E402
 
 FORMAT = "layerprune-layered-onnx"
 FORMAT_VERSION = 1
@@ -543,6 +545,30 @@ def resolve_attention_kernel(model, dtype_name: str, exporter: str, attention_ke
         return "standard", f"standard (auto: {why})"
     return "fused", (f"fused (auto: {dtype_name} export of {model_type}; --attention-kernel standard for ONNX "
                      "standard operators)")
+
+
+def packing_advice(model, dtype_name: str, exporter: str) -> str:
+    """What to pass where --qkv-projection packed met standard attention: --attention-kernel fused
+    only where the refusal tables (`fused_attention_applies`, `fused_rotary_problem`) let the blocks
+    be fused and their q / k are not normalised after the products (which no packing keeps)."""
+    config = model.config
+    try:
+        fused_attention_applies(config, exporter, "fused", dtype_name)
+        why_not = fused_rotary_problem(model, DTYPES[dtype_name])
+    except UnsupportedArchitecture as refusal:
+        why_not = str(refusal).removeprefix("error: --attention-kernel fused").lstrip(": ")
+    if why_not is None:
+        attention = self_attention(Architecture(model).layers[0])
+        if any(getattr(attention, name, None) is not None for name in Q_K_NORMS):
+            why_not = f"{config.model_type}'s q / k are normalised after their products, which packing cannot keep"
+    if why_not is None:
+        return "pass --attention-kernel fused"
+    return f"the projections cannot be packed here ({why_not}); export with --qkv-projection separate"
+
+
+# The attention modules' norms of q / k after their products (Qwen3, OLMo 2, Gemma 3; Phi's and
+# StableLM's qk_layernorm): a block with one cannot have its projections packed.
+Q_K_NORMS = ("q_norm", "k_norm", "q_layernorm", "k_layernorm")
 
 
 def fused_rotary_problem(model, dtype):
@@ -1371,6 +1397,7 @@ def load_pretrained(model_class, source: Path, program: str, uses: str = "checkp
         raise ValueError(f"uses {uses!r}: one of {', '.join(USES)}")
     if source.is_file():
         what, location, options = f"the GGUF file {source}", source.parent, {"gguf_file": source.name, **options}
+        options.update(gguf_config_corrections(source, program))
     else:
         what, location = f"the model in {source} (its config.json and weight files)", source
     with reading(program, what):
@@ -1469,7 +1496,8 @@ def refuse_missing_tensors(model, loading_info: dict, source: Path, program: str
                       f"use ({some_of(unused)})")
     if not missing:
         if unused:
-            print(f"{program}: note: {source}: {files} {lack} {unused_tensors}: exported without them",
+            print(f"{program}: note: {source}: {files} {lack} {unused_tensors}: "
+                  f"{'exported' if then is None else 'loaded'} without them",
                   file=sys.stderr)
         return
     unexpected = set(loading_info.get("unexpected_keys", ()))
@@ -1536,6 +1564,115 @@ def check_source_exists(args, program: str = "export"):
         sys.exit(f"{program}: error: {args.model} is not a Hugging Face model folder (no config.json)")
 
 
+# RoPE-scaling keys (under `<arch>.rope.scaling.`) and values that leave the rotary embedding as
+# it is: transformers' GGUF loader reading none of these keys loses nothing from them.
+NEUTRAL_ROPE_SCALING = {"type": {"none"}, "factor": {0.0, 1.0}, "attn_factor": {1.0}}
+NEUTRAL_ROPE_SCALING_KEYS = {"finetuned", "original_context_length"}
+
+
+def gguf_architectures() -> list:
+    """The `general.architecture`s a GGUF file may name for the exporter: those transformers'
+    GGUF loader reads (GGUF_SUPPORTED_ARCHITECTURES) whose tensor names gguf-py knows and whose
+    model type the exporter supports. Computed, so it follows the installed transformers."""
+    import gguf
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return sorted(arch for arch in GGUF_SUPPORTED_ARCHITECTURES
+                  if arch in gguf.MODEL_ARCH_NAMES.values()
+                  and gguf_model_type(arch) in SUPPORTED_MODEL_TYPES)
+
+
+# The number of blocks by which llama.cpp tells a Gemma 2 or Gemma 3 27B (src/llama-model.cpp: its
+# LLM_TYPE_27B), whose attention scales queries by 1/sqrt(hidden size / heads), not by
+# 1/sqrt(head size) as every other size (where the two differ, the 27B's alone do).
+GEMMA_27B_BLOCKS = {"gemma2": 46, "gemma3_text": 62}
+
+
+def gguf_config_corrections(gguf: Path, program: str) -> dict:
+    """Config values transformers' GGUF loader gets wrong, as `from_pretrained` overrides, so that
+    the model loaded is the file's as llama.cpp runs it. Gemma 2 and 3: the loader reads no
+    query_pre_attn_scalar (the attention's scale) and leaves its default, 256, where the file's
+    is its head size (key_length) or, for the 27B, hidden size / heads: a tiny model's (head size
+    16) or a 27B's (144, 168) attention was scaled otherwise than the model was trained. Said on
+    stderr where it corrects one."""
+    from transformers import AutoConfig
+
+    with reading(program, f"the GGUF file {gguf}"):
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    blocks_27b = GEMMA_27B_BLOCKS.get(config.model_type)
+    if blocks_27b is None:
+        return {}
+    if config.num_hidden_layers == blocks_27b:
+        scalar = config.hidden_size // config.num_attention_heads
+    else:
+        scalar = config.head_dim
+    if scalar == config.query_pre_attn_scalar:
+        return {}
+    print(f"{program}: note: {gguf}: query_pre_attn_scalar {scalar} (queries scaled by 1/sqrt({scalar}), as "
+          f"llama.cpp runs the file), where transformers' GGUF loader leaves its default "
+          f"{config.query_pre_attn_scalar}", file=sys.stderr)
+    return {"query_pre_attn_scalar": scalar}
+
+
+def gguf_field(reader, key: str):
+    """A GGUF metadata value as Python (a string, a number, a list of them), or None if absent."""
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+def check_gguf_header(path: Path, program: str) -> None:
+    """Refuses, from the GGUF file's header alone (before transformers reads it), naming the file:
+    a file that is no readable GGUF (truncated or damaged); a `general.architecture` transformers'
+    GGUF loader cannot make a model of the exporter's from (naming those it can); and RoPE scaling
+    (`rope_freqs`/`rope_factors_*` tensors, non-neutral `*.rope.scaling.*` keys) that the loader
+    does not read (its config mapping has no rope-scaling key but gpt-oss's, its tensor map none
+    of those tensors), which it would drop: every check would pass against the model transformers
+    loaded, plain RoPE, another model than the file's."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as error:  # numpy's and gguf-py's own errors of a short or foreign file: gguf-py
+        # maps every tensor's extent when it opens the file, so a short one fails here.
+        # In the words of `reading`, which named this failure before without saying what it meant.
+        sys.exit(f"{program}: error: cannot load the GGUF file {path}: not a readable GGUF file, truncated or "
+                 f"damaged ({type(error).__name__}: {error}; the file has {path.stat().st_size} bytes)")
+    architecture = gguf_field(reader, "general.architecture")
+    name = gguf_field(reader, "general.name")
+    supported = ", ".join(gguf_architectures())
+    instead = "export the model from its Hugging Face checkpoint instead (--model)"
+    if architecture == "llama" and name == "mistral":
+        # transformers reads such a file as a "mistral" model, whose tensors gguf-py cannot name.
+        sys.exit(f"{program}: error: {path}: a llama GGUF file whose general.name is exactly 'mistral' is read "
+                 "by transformers' GGUF loader as a 'mistral' model, an architecture gguf-py has no tensor names "
+                 "for, and cannot be loaded; give the file another general.name (gguf-py's gguf_new_metadata.py "
+                 f"--general-name), which loads it as llama, or {instead}")
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    # One transformers loads but the exporter does not support is refused by its model type, after.
+    if architecture not in gguf_architectures() \
+            and TRANSFORMERS_GGUF_RENAMES.get(architecture, architecture) not in GGUF_SUPPORTED_ARCHITECTURES:
+        sys.exit(f"{program}: error: {path}: GGUF architecture {architecture!r} (general.architecture) cannot be "
+                 f"loaded by transformers' GGUF loader, which the exporter uses; GGUF architectures it can export: "
+                 f"{supported}; {instead}, if the exporter supports the model (README)")
+    scaling = []
+    for key in reader.fields:
+        prefix, found, suffix = key.partition(".rope.scaling.")
+        if not found or prefix == "gpt-oss" or suffix in NEUTRAL_ROPE_SCALING_KEYS:
+            continue
+        value = gguf_field(reader, key)
+        if value not in NEUTRAL_ROPE_SCALING.get(suffix, ()):
+            scaling.append(f"{key} = {value!r}")
+    scaling += [f"tensor {tensor.name}" for tensor in reader.tensors
+                if re.match(r"(blk\.\d+\.)?rope_(freqs|factors_long|factors_short)\b", tensor.name)]
+    if scaling:
+        sys.exit(f"{program}: error: {path}: the file's RoPE scaling ({', '.join(scaling)}) is not read by "
+                 "transformers' GGUF loader, which the exporter uses: it would drop it and export and prune "
+                 "another model, with unscaled RoPE, that every check (against transformers' load) passes; "
+                 f"{instead}, where llama3, yarn and linear scaling are exported and longrope and dynamic "
+                 "refused by name (docs/your-model.md)")
+
+
 def load_checkpoint(args, graphs_for: str | None = None, program: str = "export", config: dict | None = None):
     """The checkpoint as transformers loads it (a multimodal one whole), in `args.dtype`. With
     `graphs_for` (the program, named in the message), a rotary embedding the traced graphs cannot
@@ -1557,16 +1694,18 @@ def load_checkpoint(args, graphs_for: str | None = None, program: str = "export"
             dtype = torch.float32  # transformers dequantizes GGUF to float32
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        # The config from the file's metadata alone, before its tensors are dequantized.
+        check_gguf_header(gguf, program)
+        # The config and tokenizer from the file's metadata alone, before its tensors are dequantized.
         with reading(program, f"the GGUF file {gguf}"):
             config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
         if config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise UnsupportedArchitecture(unsupported_message(config.model_type, source=gguf))
+            raise UnsupportedArchitecture(unsupported_message(config.model_type, source=gguf) + " (from a GGUF "
+                                          f"file, general.architecture: {', '.join(gguf_architectures())})")
         if graphs_for:
             refuse_length_dependent_rope(config, gguf, graphs_for)
-        model = load_pretrained(AutoModelForCausalLM, gguf, program, uses, dtype=dtype)
         with reading(program, f"the GGUF file {gguf}"):
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = load_pretrained(AutoModelForCausalLM, gguf, program, uses, dtype=dtype)
         source = {"kind": "gguf", "path": str(gguf), "sha256": sha256_file(gguf)}
     else:
         folder = Path(args.model)
@@ -1615,8 +1754,8 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
         print(f"attention: {why}")
     if qkv_projection == "packed" and not fused:
         raise UnsupportedArchitecture("error: --qkv-projection packed packs the projections into a fused block's "
-                                      "GroupQueryAttention node; the blocks' attention here is standard "
-                                      "(--attention-kernel fused, or an fp16 / bf16 export where auto picks it)")
+                                      f"GroupQueryAttention node; the blocks' attention here is standard: "
+                                      f"{packing_advice(model, dtype_name, exporter)}")
     # Only where there is standard attention in a reduced precision; fp32 graphs are unchanged.
     float32_attention_blocks = (not fused and float32_attention_applies(config, dtype_name,
                                                                          attention_precision or "float32"))
@@ -1889,18 +2028,30 @@ def computing_in_float32(model):
 
 
 def activation_peak(model, sequences) -> float:
-    """The largest |value| that a block or any linear layer inside one outputs on `sequences`
-    (lists of token ids), computed in float32: what a float16 graph has to hold."""
-    peak = 0.0
+    """The largest |value| of `activation_peak_at`."""
+    return activation_peak_at(model, sequences)[0]
+
+
+def activation_peak_at(model, sequences) -> tuple:
+    """(the largest |value|, the module that output it): over the token embedding, every block's
+    output and every linear layer inside one, the final norm and the head (the logits), on
+    `sequences` (lists of token ids), computed in float32: what a float16 graph has to hold. A
+    NaN or inf is the largest (`math.inf`): Python's max(x, nan) would drop it."""
+    peak, where = 0.0, None
+    names = {module: name for name, module in model.named_modules()}
 
     def record(module, inputs, output):
-        nonlocal peak
+        nonlocal peak, where
         value = output[0] if isinstance(output, tuple) else output
         if torch.is_tensor(value) and value.is_floating_point():
-            peak = max(peak, float(value.detach().abs().max()))
+            largest = float(value.detach().abs().max())
+            largest = largest if math.isfinite(largest) else math.inf
+            if where is None or largest > peak:
+                peak, where = largest, names.get(module, type(module).__name__)
 
-    watched = [m for layer in Architecture(model).layers for m in layer.modules()
-               if m is layer or isinstance(m, nn.Linear)]
+    arch = Architecture(model)
+    watched = [m for layer in arch.layers for m in layer.modules() if m is layer or isinstance(m, nn.Linear)]
+    watched += [model.get_input_embeddings(), arch.norm, arch.lm_head]
     handles = [m.register_forward_hook(record) for m in watched]
     try:
         with computing_in_float32(model), torch.no_grad():
@@ -1909,7 +2060,31 @@ def activation_peak(model, sequences) -> float:
     finally:
         for handle in handles:
             handle.remove()
-    return peak
+    return peak, where
+
+
+def weights_beyond_float16(model) -> list:
+    """(name, largest |value|) of the floating-point parameters, and float16 buffers, that hold a
+    value float16 cannot: beyond its largest, 65504, or not finite. A model loaded in float16
+    holds such a weight as inf (the cast overflowed); in float32 or bfloat16, as it is. Buffers
+    kept in float32 (rotary inv_freq) stay float32 in the graphs: not float16's to hold."""
+    found = []
+    buffers = ((name, b) for name, b in model.named_buffers() if b.dtype == torch.float16)
+    for name, tensor in itertools.chain(model.named_parameters(), buffers):
+        if tensor.is_floating_point() and tensor.numel():
+            largest = float(tensor.detach().abs().max())
+            if not largest <= FLOAT16_MAX:  # NaN too
+                found.append((name, largest))
+    return found
+
+
+def block_of(module_name: str | None) -> str:
+    """`module_name` as a reader finds it: "block 3 (model.layers.3.mlp.down_proj)" for a module
+    inside a block, the name alone otherwise."""
+    if module_name is None:
+        return "no module"
+    match = re.search(r"\.(?:layers|h)\.(\d+)(?:\.|$)", module_name)
+    return f"block {match.group(1)} ({module_name})" if match else module_name
 
 
 def at_least(minimum: int):
@@ -1946,75 +2121,121 @@ def add_fp16_margin_argument(parser) -> None:
 
 
 def float16_range_check(model, tokenizer, margin: float, seed: int, program: str = "export") -> dict:
-    """Refuses a float16 export of a model whose activations, in float32 on RANGE_TEXT and on
-    random tokens, come within `margin` of float16's largest value: its graphs would overflow to
-    inf and NaN on ordinary text (docs/model-format.md, "The export check")."""
+    """Refuses a float16 export of a model that holds a weight float16 cannot (beyond 65504: inf
+    once cast), or whose activations, in float32 on RANGE_TEXT and on random tokens, come within
+    `margin` of float16's largest value or are not finite: its graphs would overflow to inf and
+    NaN on ordinary text (docs/model-format.md, "The float16 range check"). Names the tensor, or
+    the block and module where the activations peak."""
+    beyond = weights_beyond_float16(model)
+    if beyond:
+        listed = ", ".join(f"{name} ({'inf or NaN' if not math.isfinite(value) else f'{value:,.0f}'})"
+                           for name, value in beyond[:LISTED_TENSORS])
+        more = f" and {len(beyond) - LISTED_TENSORS} more" if len(beyond) > LISTED_TENSORS else ""
+        raise SystemExit(
+            f"{program}: error: {len(beyond)} of this model's weight tensors hold values beyond float16's largest "
+            f"value {FLOAT16_MAX:,.0f} (inf once cast to float16), or not finite: {listed}{more}. An fp16 export "
+            f"would overflow to inf and NaN. Export it in bf16 (for a GPU) or fp32")
     sequences = [np.random.default_rng(seed).integers(0, model.config.vocab_size, size=32).tolist()]
     if tokenizer is not None:
         # At most the model's positions (a tiny GPT-2 has fewer than the paragraph's ~100 tokens).
         sequences.append(tokenizer(RANGE_TEXT)["input_ids"][:context_length(model.config)])
-    peak = activation_peak(model, sequences)
+    peak, where = activation_peak_at(model, sequences)
     limit = FLOAT16_MAX / margin
-    print(f"range check: activations reach {peak:,.0f} in float32 (float16 holds {FLOAT16_MAX:,.0f}; "
-          f"limit {limit:,.0f} with --fp16-margin {margin:g})")
-    if peak > limit:
+    print(f"range check: activations reach {peak:,.0f} in float32, largest at {block_of(where)} (float16 holds "
+          f"{FLOAT16_MAX:,.0f}; limit {limit:,.0f} with --fp16-margin {margin:g})")
+    if not peak <= limit:
+        reach = f"{peak:,.0f}" if math.isfinite(peak) else "inf or NaN"
         raise SystemExit(
-            f"{program}: error: this model's activations reach {peak:,.0f} in float32 on an English paragraph and "
-            f"random tokens, beyond float16's largest value {FLOAT16_MAX:,.0f} / --fp16-margin {margin:g}: an "
-            f"fp16 export would overflow to inf and NaN on ordinary text. Export it in bf16 (for a GPU) or "
-            f"fp32, or pass --fp16-margin 0 to export fp16 anyway")
-    return {"activation_peak": peak, "limit": limit, "margin": margin}
+            f"{program}: error: this model's activations reach {reach} in float32 on an English paragraph and "
+            f"random tokens, at {block_of(where)}, beyond float16's largest value {FLOAT16_MAX:,.0f} / "
+            f"--fp16-margin {margin:g}: an fp16 export would overflow to inf and NaN on ordinary text. Export it "
+            f"in bf16 (for a GPU) or fp32, or pass --fp16-margin 0 to export fp16 anyway")
+    return {"activation_peak": peak, "peak_at": where, "limit": limit, "margin": margin}
 
 
 def reduced_precision_limits(tolerance: float, transformers_error: dict) -> dict:
     """How far a reduced-precision chain may be from the float32 computation of the same weights:
     the tolerance, or twice as far as transformers in that dtype is, whichever is larger. Both round
     at every operation, at different places; on a real model transformers' own fp16 logits are
-    ~0.2 from float32 (SmolLM2-135M), so a fixed tolerance alone refuses correct exports."""
-    return {key: max(tolerance, 2.0 * value) for key, value in transformers_error.items()}
+    ~0.2 from float32 (SmolLM2-135M), so a fixed tolerance alone refuses correct exports. A
+    transformers error that is not finite (its own float16 computation overflowed) widens nothing:
+    the tolerance alone, never an inf or NaN limit that every error would pass."""
+    return {key: max(tolerance, 2.0 * value) if math.isfinite(value) else tolerance
+            for key, value in transformers_error.items()}
+
+
+def finite_or_none(value: float):
+    """`value`, or None (JSON null) where it is NaN or inf: the manifest is strict JSON, which
+    has no NaN or inf, and every stage reads it."""
+    return value if math.isfinite(value) else None
+
+
+def largest_abs(values) -> float:
+    """max |values|, NaN where any is NaN (np.max propagates it; Python's max would drop it)."""
+    return float(np.abs(values).max())
 
 
 def check(model, out_dir: Path, manifest: dict, sequences: int, length: int, tolerance: float, seed: int):
     """The chain against transformers with the model in the export's dtype; `tolerance` is scaled
     by max(1, |largest logit| / 10). A reduced-precision chain is judged against the float32
     computation of the same weights instead, next to transformers' own error in that dtype
-    (`reduced_precision_limits`)."""
+    (`reduced_precision_limits`). An error that is not finite (the chain's, or its reference's,
+    overflowed: float16 the likely cause) fails; values recorded that are not finite are null."""
     rng = np.random.default_rng(seed)
     input_ids = rng.integers(0, manifest["vocab_size"], size=(sequences, length), dtype=np.int64)
     expected_logits, expected_nll = reference(model, input_ids)
     runner = default_runner(manifest)
     logits, nll = run_chain(out_dir, manifest, input_ids, runner=runner)
-    max_abs = float(np.abs(logits - expected_logits).max())
-    max_rel = max_abs / float(np.abs(expected_logits).max())
-    nll_diff = float(np.abs(nll - expected_nll).max())
+    max_abs = largest_abs(logits - expected_logits)
+    max_rel = max_abs / largest_abs(expected_logits)
+    nll_diff = largest_abs(nll - expected_nll)
     print(f"check: {sequences}x{length} tokens: max |logits diff| {max_abs:.3e} "
           f"(relative to the largest logit {max_rel:.3e}), max |nll diff| {nll_diff:.3e}")
-    # Large real models differ by operation order alone (logits up to ~40): judged relative.
-    scale = max(1.0, float(np.abs(expected_logits).max()) / 10.0)
+    if manifest["dtype"] == "float32":
+        scaled_by = expected_logits
+    else:
+        with computing_in_float32(model):
+            exact_logits, exact_nll = reference(model, input_ids)
+        scaled_by = exact_logits
+    # Large real models differ by operation order alone (logits up to ~40): judged relative. The
+    # scale is the reference's; one that is not finite is refused below, not made a tolerance.
+    largest = largest_abs(scaled_by)
+    scale = max(1.0, largest / 10.0) if math.isfinite(largest) else 1.0
     result = {"sequences": sequences, "length": length, "dtype": manifest["dtype"], "runner": runner,
-              "max_abs_logit_diff": max_abs, "max_rel_logit_diff": max_rel, "max_abs_nll_diff": nll_diff,
-              "tolerance": tolerance * scale}
+              "max_abs_logit_diff": finite_or_none(max_abs), "max_rel_logit_diff": finite_or_none(max_rel),
+              "max_abs_nll_diff": finite_or_none(nll_diff), "tolerance": tolerance * scale}
+    overflow = ""
     if manifest["dtype"] == "float32":
         errors = {"logits": max_abs, "nll": nll_diff}
         limits = {"logits": tolerance * scale, "nll": tolerance * scale}
         against = "transformers"
     else:
-        with computing_in_float32(model):
-            exact_logits, exact_nll = reference(model, input_ids)
-        errors = {"logits": float(np.abs(logits - exact_logits).max()), "nll": float(np.abs(nll - exact_nll).max())}
-        own = {"logits": float(np.abs(expected_logits - exact_logits).max()),
-               "nll": float(np.abs(expected_nll - exact_nll).max())}
+        errors = {"logits": largest_abs(logits - exact_logits), "nll": largest_abs(nll - exact_nll)}
+        own = {"logits": largest_abs(expected_logits - exact_logits), "nll": largest_abs(expected_nll - exact_nll)}
         limits = reduced_precision_limits(tolerance * scale, own)
         against = "the float32 computation of its weights"
         print(f"check: against float32: the chain {errors['logits']:.3e} (logits) / {errors['nll']:.3e} (nll), "
               f"transformers in {manifest['dtype']} {own['logits']:.3e} / {own['nll']:.3e}")
-        result["float32_reference"] = {"chain_logit_diff": errors["logits"], "chain_nll_diff": errors["nll"],
-                                       "transformers_logit_diff": own["logits"], "transformers_nll_diff": own["nll"],
-                                       "logit_limit": limits["logits"], "nll_limit": limits["nll"]}
-    if errors["logits"] > limits["logits"] or errors["nll"] > limits["nll"]:
+        if not all(math.isfinite(value) for value in own.values()):
+            print(f"check: note: transformers' own {manifest['dtype']} computation is not finite (it overflows); "
+                  "not used to widen the tolerance")
+        result["float32_reference"] = {
+            "chain_logit_diff": finite_or_none(errors["logits"]), "chain_nll_diff": finite_or_none(errors["nll"]),
+            "transformers_logit_diff": finite_or_none(own["logits"]),
+            "transformers_nll_diff": finite_or_none(own["nll"]),
+            "logit_limit": limits["logits"], "nll_limit": limits["nll"]}
+        if manifest["dtype"] == "float16":
+            overflow = (": not finite, float16 overflow the likely cause (values beyond 65,504 become inf, then "
+                        "NaN); export in bf16 (for a GPU) or fp32, and keep the float16 range check on "
+                        "(--fp16-margin above 0)")
+    if not math.isfinite(largest):
+        raise SystemExit(f"export: error: the logits of {against} are not finite on the check's tokens, so the "
+                         f"exported chain cannot be judged against them{overflow or ''}")
+    if not (errors["logits"] <= limits["logits"] and errors["nll"] <= limits["nll"]):  # NaN fails too
+        finite = math.isfinite(errors["logits"]) and math.isfinite(errors["nll"])
         raise SystemExit(f"export: error: the exported chain differs from {against} by {errors['logits']:.3e} "
                          f"(logits) / {errors['nll']:.3e} (nll), over the tolerance {limits['logits']:.1e} / "
-                         f"{limits['nll']:.1e}")
+                         f"{limits['nll']:.1e}{'' if finite else overflow or ': not finite'}")
     print(f"check: passed: within the tolerance {limits['logits']:.1e} (logits) / {limits['nll']:.1e} (nll) "
           f"of {against}")
     return result
@@ -2023,7 +2244,9 @@ def check(model, out_dir: Path, manifest: dict, sequences: int, length: int, tol
 @refusals_named("export")
 def main(argv=None, allow_known_failures: bool = False):
     """The command line; `allow_known_failures` as export()'s (diagnostics only: no flag sets it)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # No abbreviations (--dty for --dtype): Make's guards and stamps read the flags by their names.
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="Hugging Face model folder (config.json + safetensors + tokenizer)")
     source.add_argument("--gguf", help="a GGUF file (dequantized by transformers)")
@@ -2078,6 +2301,19 @@ def main(argv=None, allow_known_failures: bool = False):
               "this fp32 folder is for the CPU provider (export with --dtype bf16 or fp16 for a GPU)",
               file=sys.stderr)
 
+    if args.qkv_projection == "packed":
+        # Standard attention from the flags alone: refused before the model loads (minutes on a
+        # large one), not after.
+        standard = ("--attention-kernel standard" if args.attention_kernel == "standard"
+                    else "--attention-precision (standard attention only)" if args.attention_precision is not None
+                    else "--exporter dynamo (fused attention is the legacy exporter's)" if args.exporter != "legacy"
+                    else "an fp32 export with --attention-kernel auto" if args.attention_kernel == "auto"
+                    and args.dtype == "fp32" else None)
+        if standard is not None:
+            sys.exit(f"export: error: --qkv-projection packed packs the projections into a fused block's "
+                     f"GroupQueryAttention node; {standard} gives standard attention: pass "
+                     "--attention-kernel fused, or --qkv-projection separate")
+
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -2125,7 +2361,8 @@ def main(argv=None, allow_known_failures: bool = False):
         if range_check is not None:
             manifest["float16_range"] = range_check
         with open(staging / "manifest.json", "w") as handle:
-            json.dump(manifest, handle, indent=2)
+            # Strict JSON (no NaN or inf), which the stages' reader requires.
+            json.dump(manifest, handle, indent=2, allow_nan=False)
             handle.write("\n")
         permit_as_umask(staging)
         # The old folder goes only once the new one is in place.

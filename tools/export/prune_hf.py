@@ -190,8 +190,11 @@ def save(model, tokenizer, folder: Path, source: Path | None):
     if source is None:  # a GGUF-loaded model refuses save_pretrained: save state dict + config
         from safetensors.torch import save_model
 
+        # As save_pretrained writes them: llama.cpp's convert_hf_to_gguf.py picks its converter by
+        # config.json's architectures[0] (vLLM too), and transformers reads the "pt" format.
+        model.config.architectures = [type(model).__name__]
         model.config.save_pretrained(folder)
-        save_model(model, str(folder / "model.safetensors"))
+        save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
     else:
         model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -219,7 +222,9 @@ def reload(staging: Path, out: Path):
 
 @export_layered.refusals_named("prune_hf")
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # No abbreviations (--dty for --dtype): Make's guards and stamps read the flags by their names.
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model")
     source.add_argument("--gguf")

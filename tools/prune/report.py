@@ -32,12 +32,15 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: layerprune_tables.py
 from layerprune_tables import chosen_on, current_method_name, provenance_inputs  # noqa: E402  (the standard library alone)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+from gguf_names import gguf_model_type  # noqa: E402  (the standard library alone)
 
 
 def fail(message):
@@ -265,10 +268,6 @@ def position_bound_blocks(config: dict):
 GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 GGUF_STRING, GGUF_ARRAY = 8, 9
 
-# A GGUF file's general.architecture, as llama.cpp names it, and the model_type transformers
-# loads it as (transformers' GGUF_CONFIG_MAPPING and load_gguf_checkpoint): the same name but
-# for these.
-GGUF_MODEL_TYPES = {"gemma3": "gemma3_text", "gptneox": "gpt_neox", "command-r": "cohere"}
 
 
 def gguf_header(path: Path, keep, done) -> dict:
@@ -280,11 +279,14 @@ def gguf_header(path: Path, keep, done) -> dict:
 
     found = {}
     with open(path, "rb") as handle:
+        length = os.fstat(handle.fileno()).st_size
+
         def take(size: int) -> bytes:
-            data = handle.read(size)
-            if len(data) != size:
+            # A size past the file's end (a truncated file, or a count of another byte order) is
+            # refused before reading: read() would try to hold it.
+            if size > length - handle.tell():
                 raise ValueError("the file ends inside its header")
-            return data
+            return handle.read(size)
 
         def number(fmt: str):
             return struct.unpack(fmt, take(struct.calcsize(fmt)))[0]
@@ -300,7 +302,10 @@ def gguf_header(path: Path, keep, done) -> dict:
             if kind == GGUF_ARRAY:
                 item, count = number("<I"), number("<Q")
                 if item in GGUF_SCALARS:  # skipped whole: a tokenizer's scores and types
-                    handle.seek(count * struct.calcsize(GGUF_SCALARS[item]), 1)
+                    take_size = count * struct.calcsize(GGUF_SCALARS[item])
+                    if take_size > length - handle.tell():
+                        raise ValueError("the file ends inside its header")
+                    handle.seek(take_size, 1)
                     return None
                 for _ in range(count):
                     value(item)
@@ -310,8 +315,8 @@ def gguf_header(path: Path, keep, done) -> dict:
         if take(4) != b"GGUF":
             raise ValueError("not a GGUF file (it does not begin with GGUF)")
         version = number("<I")
-        if version < 2:
-            raise ValueError(f"GGUF version {version}, older than transformers reads")
+        if version not in (2, 3):  # 1: older than transformers reads; others: another byte order
+            raise ValueError(f"GGUF version {version}: transformers reads versions 2 and 3, little-endian")
         number("<Q")  # tensors
         for _ in range(number("<Q")):
             key, kind = string(), number("<I")
@@ -341,7 +346,7 @@ def gguf_layers(path: Path):
     key = f"{arch}.block_count"
     if not isinstance(header.get(key), int):
         fail(f"{path} gives no number of blocks ({key if arch else 'no general.architecture'})")
-    return header[key], key, GGUF_MODEL_TYPES.get(arch, arch)
+    return header[key], key, gguf_model_type(arch)
 
 
 def layers(args):

@@ -317,6 +317,7 @@ def load_model(gguf: Path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))  # export_layered.py
     import export_layered
 
+    export_layered.check_gguf_header(gguf, "crosscheck")  # a file transformers would load as another model
     return export_layered.load_pretrained(
         AutoModelForCausalLM, gguf, "crosscheck", "language model",
         then="the cross-check would run that random model, against an export that refuses the file",

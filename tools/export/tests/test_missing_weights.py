@@ -307,13 +307,13 @@ def test_a_gguf_file_lacking_a_tensor_is_refused_naming_it(program, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_tools_comparing_transformers_with_the_export_refuse_a_gguf_file_lacking_a_tensor(tmp_path):
+def test_the_tools_comparing_transformers_with_the_export_refuse_a_gguf_file_lacking_a_tensor(tmp_path, monkeypatch):
     """tools/tasks/crosscheck.py and tools/bench/torch_baseline.py load the GGUF the export was
     made from with transformers: a tensor it lacks, filled with random values, would have made
     their log-likelihoods or NLLs disagree with evaluate's for no fault of either."""
     tools = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(tools / "tasks"))
-    sys.path.insert(0, str(tools / "bench"))
+    monkeypatch.syspath_prepend(str(tools / "tasks"))
+    monkeypatch.syspath_prepend(str(tools / "bench"))
     import crosscheck
     import torch_baseline
 
