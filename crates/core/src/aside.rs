@@ -28,6 +28,9 @@ pub struct KeptAside {
 pub enum PutBack {
     /// The earlier file is back at its path.
     Restored,
+    /// The earlier file was never replaced (the write failed before its rename): it is at its
+    /// path as it was, and the copy aside is removed.
+    Untouched,
     /// There was none: the one written since is removed.
     Removed,
 }
@@ -82,12 +85,22 @@ impl KeptAside {
     /// The error says where the earlier file is still kept, if anywhere.
     pub fn put_back(self) -> io::Result<PutBack> {
         match &self.aside {
+            // Still the file kept aside (a hard link to it): a rename between two links of one
+            // file does nothing (rename(2)), and would leave the aside beside it.
+            Some(aside) if same_file(aside, &self.path) => {
+                fs::remove_file(aside).map(|()| PutBack::Untouched)
+            }
             Some(aside) => fs::rename(aside, &self.path)
                 .map(|()| PutBack::Restored)
                 .map_err(|error| {
                     io::Error::new(
                         error.kind(),
-                        format!("the earlier file is kept as {}: {error}", aside.display()),
+                        format!(
+                            "cannot put back the earlier file ({error}); it is kept as {}, which \
+                             the next write of {} deletes: move it elsewhere now to keep it",
+                            aside.display(),
+                            self.path.display()
+                        ),
                     )
                 }),
             None => crate::remove_file_if_there(&self.path).map(|()| PutBack::Removed),
@@ -99,6 +112,24 @@ impl KeptAside {
         if let Some(aside) = &self.aside {
             let _ = fs::remove_file(aside);
         }
+    }
+}
+
+/// Whether `a` and `b` are links to one file (same device and inode; never where either is
+/// missing). Elsewhere than Unix, never: the aside is then put back by a rename.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
     }
 }
 
@@ -155,8 +186,9 @@ mod tests {
         assert_eq!(fs::read(&aside).unwrap(), b"the earlier plan");
     }
 
-    /// Kept, replaced and put back: the earlier bytes and time; with none before, the file
-    /// written since is removed; discarded after success, nothing is left beside the file.
+    /// Kept, replaced and put back: the earlier bytes and time; never replaced (the write
+    /// failed), the file as it was and nothing beside it; with none before, the file written
+    /// since is removed; discarded after success, nothing is left beside the file.
     #[test]
     fn a_file_kept_aside_is_put_back_or_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -173,6 +205,24 @@ mod tests {
         crate::atomic_write_bytes(&path, b"this run's").unwrap();
         kept.discard();
         assert_eq!(fs::read(&path).unwrap(), b"this run's");
+
+        // The write failed before its rename: the file was never replaced, and the aside (a
+        // hard link to it, which a rename onto it would leave) is removed.
+        let kept = KeptAside::keep(&path).unwrap();
+        crate::atomic_write(
+            &path,
+            |_| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                Err("a full disk".into())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(kept.put_back().unwrap(), PutBack::Untouched);
+        assert_eq!(fs::read(&path).unwrap(), b"this run's");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "left a file beside it"
+        );
 
         fs::remove_file(&path).unwrap();
         let kept = KeptAside::keep(&path).unwrap();

@@ -96,16 +96,28 @@ pub fn sibling_name(name: &OsStr, tag: &str, tail: &str) -> OsString {
 /// temporary files and folders from 0, and none writes a million.
 const LONGEST_SERIAL_DIGITS: usize = 6;
 
-/// The longest name a writer in this process puts beside `name` (`.NAME.tmp-PID-N`, as long as
-/// `.NAME.old-PID-N` and longer than the lock `.NAME.lock`), with a serial of
-/// [`LONGEST_SERIAL_DIGITS`] digits ending in `tail` (padded with 9s, cut to its last digits):
-/// created in the output's folder before the work, it shows whether the file system takes
-/// names that long, where the output's own name fits and the temporary one would not (an output
-/// name within 13 bytes of the 255 a name may have failed only once the work was done).
+/// The digits of a process id `PID` in [`longest_sibling_name`]: the most a `u32` has, so that
+/// the probe is as long as the temporary name of any run, whatever its process id (one padded
+/// to this run's own id passed a name that a later run, with a longer id, could not write).
+const LONGEST_PID_DIGITS: usize = 10;
+
+/// The longest name a writer puts beside `name` (`.NAME.tmp-PID-N`, as long as
+/// `.NAME.old-PID-N` and longer than the lock `.NAME.lock`): this process's id padded with
+/// 0s to [`LONGEST_PID_DIGITS`] digits (still naming this process to [`dead_writers_siblings`])
+/// and a serial of [`LONGEST_SERIAL_DIGITS`] digits ending in `tail` (padded with 9s, cut to
+/// its last digits). Created in the output's folder before the work, it shows whether the file
+/// system takes the names of the run's temporary files, where the output's own name fits and
+/// a temporary one would not (an output name within 13 bytes of the 255 a name may have failed
+/// only once the work was done); its length is the same on every run.
 pub fn longest_sibling_name(name: &OsStr, tail: u64) -> OsString {
     let serial = format!("{:9>width$}", tail, width = LONGEST_SERIAL_DIGITS);
     let serial = &serial[serial.len() - LONGEST_SERIAL_DIGITS..];
-    sibling_name(name, "tmp", &format!("{}-{serial}", std::process::id()))
+    let pid = format!(
+        "{:0>width$}",
+        std::process::id(),
+        width = LONGEST_PID_DIGITS
+    );
+    sibling_name(name, "tmp", &format!("{pid}-{serial}"))
 }
 
 /// The names of the siblings this process is using now ([`SiblingInUse`]).
@@ -151,9 +163,9 @@ impl Drop for SiblingInUse {
 /// mode [`FILE_MODE`], less the umask, or given the permission bits of the file at `path` it
 /// replaces), which is then flushed to disk (fsync) and renamed onto `path`, and the folder is
 /// synced so the rename is durable. A file at `path` that its owner may not write is refused
-/// before anything is written ([`refuse_read_only`]). Temporary files of `path` left by
-/// a writer that was killed ([`remove_stale_temps`]) are removed first. If `write` or any step fails, the
-/// temporary file is removed and `path` is untouched. The folder must exist.
+/// before anything is written ([`refuse_read_only`]). Temporary files of `path` left by a
+/// writer that was killed ([`remove_stale_temps`]) are removed first. If `write` or any step
+/// fails, the temporary file is removed and `path` is untouched. The folder must exist.
 ///
 /// ```
 /// # let dir = std::env::temp_dir().join(format!("atomic-doc-{}", std::process::id()));
@@ -201,34 +213,48 @@ fn replaced_permissions(path: &Path) -> Result<Option<fs::Permissions>, AtomicWr
     if !meta.is_file() {
         return Ok(None);
     }
+    if let Some(problem) = read_only_refusal(&meta) {
+        return Err(AtomicWriteError::new(path, "", problem));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The bits of a file's permissions, never a set-user-id or sticky bit on a new file.
+        Ok(Some(fs::Permissions::from_mode(
+            meta.permissions().mode() & 0o777,
+        )))
+    }
+    #[cfg(not(unix))]
+    Ok(None)
+}
+
+/// The refusal (the text after "PATH: ") to replace the file or folder `meta` describes where
+/// its owner may not write it (no `u+w` bit: made read-only, `chmod a-w`), `None` where it may:
+/// replacing it by a rename, or moving a folder aside and deleting it, would go round the mode
+/// the user set, where `File::create`, `cp` or a shell redirect stop. Judged by the mode bits,
+/// not by who runs, so root is refused too. The one check and text of every writer of a file
+/// ([`atomic_write`]) or a model folder, and of a stage's check of its outputs.
+pub fn read_only_refusal(meta: &fs::Metadata) -> Option<String> {
+    let what = if meta.is_dir() {
+        "a read-only folder"
+    } else {
+        "read-only"
+    };
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o200 == 0 {
-            return Err(AtomicWriteError::new(
-                path,
-                "",
-                format!(
-                    "is read-only (mode {mode:04o}), so it is not replaced; make it writable \
-                     (chmod u+w) or choose another path"
-                ),
-            ));
-        }
-        // The bits of a file's permissions, never a set-user-id or sticky bit on a new file.
-        Ok(Some(fs::Permissions::from_mode(mode & 0o777)))
+        (mode & 0o200 == 0).then(|| {
+            format!(
+                "is {what} (mode {mode:04o}), so it is not replaced; make it writable (chmod \
+                 u+w) or choose another path"
+            )
+        })
     }
     #[cfg(not(unix))]
-    {
-        if meta.permissions().readonly() {
-            return Err(AtomicWriteError::new(
-                path,
-                "",
-                "is read-only, so it is not replaced; make it writable or choose another path",
-            ));
-        }
-        Ok(None)
-    }
+    meta.permissions().readonly().then(|| {
+        format!("is {what}, so it is not replaced; make it writable or choose another path")
+    })
 }
 
 /// Gives the new temporary `file` of `path` the permission bits of the file it replaces
@@ -470,6 +496,23 @@ mod tests {
             "a folder is not removed"
         );
         assert!(path.is_dir());
+    }
+
+    /// The probe of an output's temporary names is as long on every run, and at least as long
+    /// as the name of any writer's temporary file (the widest process id, a serial under a
+    /// million); it still names this process as its writer.
+    #[test]
+    fn the_longest_sibling_name_does_not_depend_on_the_process_id() {
+        let name = OsStr::new("plan.parquet");
+        let probe = longest_sibling_name(name, 3);
+        assert_eq!(
+            probe.len(),
+            ".plan.parquet.tmp-".len() + LONGEST_PID_DIGITS + 1 + LONGEST_SERIAL_DIGITS
+        );
+        let widest = sibling_name(name, "tmp", &format!("{}-{}", u32::MAX, 999_999));
+        assert!(probe.len() >= widest.len());
+        let tail = probe.to_str().unwrap().strip_prefix(".plan.parquet.tmp-");
+        assert_eq!(tail.and_then(temp_pid), Some(std::process::id()));
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub mod synthetic;
 pub use aside::{KeptAside, PutBack};
 pub use atomic::{
     atomic_write, atomic_write_bytes, dead_writers_siblings, longest_sibling_name,
-    refuse_read_only, remove_file_if_there, sibling_name, AtomicWriteError, SiblingInUse,
+    read_only_refusal, refuse_read_only, remove_file_if_there, sibling_name, AtomicWriteError,
+    SiblingInUse,
 };
 pub use contained::contain_panic;
 

@@ -13,9 +13,10 @@
 //! the inode that is about to be replaced. The lock file is removed when the lock is released;
 //! one left by a killed run holds no lock (the kernel releases it with the process) and is
 //! taken over by the next run, opened for reading where it cannot be opened for writing (a
-//! killed run of another user left it: `flock` needs no more). Taking the lock checks that the lock file it locked is still the
-//! one at its path, so a run that was waiting while the holder removed it never shares the lock
-//! with a run that created a new one.
+//! killed run of another user left it: `flock` needs no more, but on NFS, where it is refused
+//! and the run is told to remove it). Taking the lock checks that the lock file it locked is
+//! still the one at its path, so a run that was waiting while the holder removed it never
+//! shares the lock with a run that created a new one.
 //!
 //! A file system that takes no locks at all (NFS mounted without its lock daemon, some FUSE
 //! file systems: `flock` fails with ENOLCK or "not supported") does not stop the run: it goes on
@@ -102,7 +103,16 @@ impl FileLock {
         let mut told = false;
         loop {
             refuse_foreign(&lock_path).map_err(io_error)?;
-            let file = open_lock_file(&lock_path).map_err(io_error)?;
+            let (file, read_only) = open_lock_file(&lock_path).map_err(io_error)?;
+            // On NFS `flock` is a POSIX lock, which an fd opened read-only cannot take
+            // exclusively (EBADF): such a leftover is then refused as one not to be taken over.
+            let unlockable = |error: io::Error| {
+                io_error(if read_only {
+                    read_only_lock_refused(error, &lock_path)
+                } else {
+                    error
+                })
+            };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => match on_wait.as_mut() {
@@ -117,7 +127,7 @@ impl FileLock {
                             on_wait();
                             told = true;
                         }
-                        file.lock().map_err(io_error)?;
+                        file.lock().map_err(unlockable)?;
                     }
                 },
                 Err(TryLockError::Error(error)) if locks_unsupported(&error) => {
@@ -133,7 +143,7 @@ impl FileLock {
                         identity: None,
                     });
                 }
-                Err(TryLockError::Error(error)) => return Err(io_error(error)),
+                Err(TryLockError::Error(error)) => return Err(unlockable(error)),
             }
             // The holder we waited for may have removed the file it locked (on release): then
             // this lock is on a file no other run will find, and the lock is taken again.
@@ -228,15 +238,16 @@ impl Drop for FileLock {
 /// shared or sticky folder), or made read-only — is opened for reading: `flock` takes a lock on
 /// a file opened read-only, and the run writes nothing into it, so such a leftover is taken
 /// over as any other (it blocked the output with "Permission denied" until 2026-12-07). One that
-/// cannot be opened at all is refused, saying whose it is and to remove it.
-fn open_lock_file(lock_path: &Path) -> io::Result<File> {
+/// cannot be opened at all is refused, saying whose it is and to remove it. Returns the file and
+/// whether it was opened read-only.
+fn open_lock_file(lock_path: &Path) -> io::Result<(File, bool)> {
     let error = match OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(lock_path)
     {
-        Ok(file) => return Ok(file),
+        Ok(file) => return Ok((file, false)),
         Err(error) if error.kind() == io::ErrorKind::PermissionDenied => error,
         Err(error) => return Err(error),
     };
@@ -245,18 +256,51 @@ fn open_lock_file(lock_path: &Path) -> io::Result<File> {
         return Err(error);
     };
     match File::open(lock_path) {
-        Ok(file) => Ok(file),
+        Ok(file) => Ok((file, true)),
         Err(read_error) => Err(io::Error::new(
             error.kind(),
             format!(
-                "{}; it is a lock file {}that this run can neither write nor read \
-                 ({read_error}): if no run of its owner is writing the file now, remove it (rm {})",
-                error,
-                owner(&meta),
-                lock_path.display()
+                "{error}; {}",
+                remove_it(
+                    lock_path,
+                    &meta,
+                    &format!("that this run can neither write nor read ({read_error})")
+                )
             ),
         )),
     }
+}
+
+/// The refusal of a lock file this run opened read-only (it may not write it) and cannot lock
+/// so (`error`: EBADF where `flock` is emulated by POSIX locks, on NFS): said as one that cannot
+/// be opened, whose it is and to remove it, not as the bare "Bad file descriptor".
+fn read_only_lock_refused(error: io::Error, lock_path: &Path) -> io::Error {
+    let Ok(meta) = fs::symlink_metadata(lock_path) else {
+        return error;
+    };
+    io::Error::new(
+        error.kind(),
+        format!(
+            "{error}; {}",
+            remove_it(
+                lock_path,
+                &meta,
+                "that this run may not write, and cannot lock read-only here (NFS takes an \
+                 exclusive lock only on a file opened for writing)"
+            )
+        ),
+    )
+}
+
+/// "it is a lock file of user NAME (uid N) WHAT: if no run of its owner is writing the file
+/// now, remove it (rm PATH)": a leftover lock file this run cannot take over.
+fn remove_it(lock_path: &Path, meta: &fs::Metadata, what: &str) -> String {
+    format!(
+        "it is a lock file {}{what}: if no run of its owner is writing the file now, remove it \
+         (rm {})",
+        owner(meta),
+        lock_path.display()
+    )
 }
 
 /// "of user NAME (uid N) ", whose lock file `meta` is (Unix), for a refusal.
@@ -480,6 +524,27 @@ mod tests {
                 && error.contains("uid")
                 && error.contains(&format!("rm {}", lock_path.display())),
             "{error}"
+        );
+    }
+
+    /// A lock file opened read-only that cannot be locked so (EBADF: `flock` on NFS, emulated by
+    /// POSIX locks) is refused saying whose it is and to remove it, as one that cannot be
+    /// opened, not with the bare "Bad file descriptor".
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_lock_file_that_cannot_be_locked_is_named_to_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_path = FileLock::lock_path(&dir.path().join("out.parquet"));
+        fs::write(&lock_path, b"").unwrap();
+        let error = read_only_lock_refused(io::Error::from_raw_os_error(libc::EBADF), &lock_path);
+        let message = error.to_string();
+        assert!(
+            message.contains("Bad file descriptor")
+                && message.contains("it is a lock file of")
+                && message.contains("uid")
+                && message.contains("cannot lock read-only here")
+                && message.contains(&format!("rm {}", lock_path.display())),
+            "{message}"
         );
     }
 

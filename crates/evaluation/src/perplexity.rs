@@ -158,8 +158,7 @@ pub fn run_evaluation(
     // unreadable or wrong, and an output that cannot be resumed, are refused at once.
     let tokens = read_tokens(&config.tokens)?;
     let given_masks = config.masks.read()?;
-    let manifest = Manifest::load(model_dir)?;
-    let model_id = layerprune_runtime::model_id(model_dir)?;
+    let (manifest, model_id) = Manifest::load_with_id(model_dir)?;
     let num_blocks = manifest.num_blocks;
     let with_model = || format!("{} with {}", config.tokens.display(), model_dir.display());
     layerprune_runtime::check_tokens(
@@ -194,13 +193,7 @@ pub fn run_evaluation(
         &fixed_blocks,
     )?;
     let memory_before = device_memory(config.runtime.device);
-    let model = LayeredModel::open(model_dir, &config.runtime)?;
-    if model.model_id() != model_id {
-        bail!(
-            "{}: its manifest.json changed while this run read it; run again",
-            model_dir.display()
-        );
-    }
+    let model = LayeredModel::open_as_read(model_dir, &config.runtime, &model_id)?;
     let mut evaluator =
         Evaluator::new(model, &tokens.windows, config.options.clone()).with_context(with_model)?;
 

@@ -106,8 +106,7 @@ pub fn run_tasks(config: &TaskConfig, progress: &mut dyn FnMut(Progress)) -> Res
     let _lock = FileLock::try_acquire(&config.choices_out)?;
     // The manifest tells all but the scores; the model's sessions are opened only if there
     // is something to score (a merge has nothing).
-    let manifest = Manifest::load(model_dir)?;
-    let model_id = layerprune_runtime::model_id(model_dir)?;
+    let (manifest, model_id) = Manifest::load_with_id(model_dir)?;
     let scoring = Scoring::of_manifest(&manifest).name();
     let num_blocks = manifest.num_blocks;
     let tokenizer_path = manifest.tokenizer_path(model_dir)?;
@@ -273,10 +272,10 @@ const UNSCORABLE_LISTED: usize = 20;
 
 /// Refuses, before the model is opened, questions with a continuation longer than the longest
 /// input the model is given: the continuation is what is scored, so it cannot be cut (lm-eval
-/// asserts the same), and one such question would stop the run part-way, after the full
-/// model and every task before it were scored. Every such choice is named (task, file, row,
-/// choice, tokens), as a bad question is, with the way out: a --max-length long enough, or,
-/// where the export itself sets the bound, leaving those questions out.
+/// asserts the same). Every such choice is named (task, file, row, choice, tokens), as a bad
+/// question is, with the way out: a --max-length long enough, or, where the export itself sets
+/// the bound, leaving those questions out. (Until 2026-12-07 the scorer's own check refused
+/// the first such choice alone, once the model was opened and its weights hashed.)
 fn refuse_unscorable_continuations(
     encoded: &[(Task, Vec<EncodedQuestion>)],
     config: &TaskConfig,
@@ -716,7 +715,7 @@ fn score_masks(
 ) -> Result<u64> {
     let config = outputs.config;
     let model_dir = &config.model;
-    let mut model = LayeredModel::open(model_dir, &config.runtime)?;
+    let mut model = LayeredModel::open_as_read(model_dir, &config.runtime, outputs.model_id)?;
     // One scorer per task, so that a checkpoint can be written after each task: a killed
     // run of the full splits (an hour or more per mask on a CPU) keeps its finished tasks.
     struct TaskRequests<'e> {

@@ -63,12 +63,25 @@ pub fn write_folder<T, E: From<ModelError>>(
     overwrite: bool,
     fill: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E> {
+    write_folder_with(dest, overwrite, None, fill)
+}
+
+/// [`write_folder`], the new folder given `aside`'s permission bits before it is renamed into
+/// place where `dest` is missing (`aside`: the earlier folder at `dest`, set aside by
+/// [`set_folder_aside`]; otherwise those of the folder at `dest`, as [`write_folder`] gives).
+fn write_folder_with<T, E: From<ModelError>>(
+    dest: &Path,
+    overwrite: bool,
+    aside: Option<&FolderAside>,
+    fill: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
     recover_from_dead_writers(dest);
     if dest.exists() && !overwrite {
         return Err(already_exists(dest).into());
     }
     refuse_foreign_folder(dest)?;
-    let replaced = replaced_permissions(dest)?;
+    let replaced =
+        replaced_permissions(dest)?.or_else(|| aside.and_then(|aside| aside.permissions.clone()));
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
     }
@@ -100,16 +113,22 @@ pub fn write_folder_from<T, E: From<ModelError>>(
     overwrite: bool,
     fill: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E> {
-    crate::refuse_overlap(source, dest)?;
-    write_folder(dest, overwrite, fill)
+    write_folder_from_in_place_of(source, dest, overwrite, None, fill)
 }
 
-/// Removes the folder `dest` (one about to be written again), after clearing what killed
-/// writers left beside it; a missing `dest` is not an error. [`set_folder_aside`], then the
-/// folder set aside deleted: `dest` is either the old folder or absent, never half-deleted.
-pub fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
-    set_folder_aside(dest, overwrite)?.discard();
-    Ok(())
+/// [`write_folder_from`] of the folder that replaces `aside` (the earlier folder at `dest`,
+/// set aside by [`set_folder_aside`]; `None`: none was): the new folder has the earlier one's
+/// permission bits before it is renamed into place (a private 0700 folder is never listed by
+/// others, not even between the rename and a later chmod, or for good after a kill there).
+pub fn write_folder_from_in_place_of<T, E: From<ModelError>>(
+    source: &Path,
+    dest: &Path,
+    overwrite: bool,
+    aside: Option<&FolderAside>,
+    fill: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    crate::refuse_overlap(source, dest)?;
+    write_folder_with(dest, overwrite, aside, fill)
 }
 
 /// An earlier model folder moved out of the way of a stage that writes a file and then this
@@ -120,6 +139,9 @@ pub struct FolderAside {
     dest: PathBuf,
     /// The folder moved aside, claimed as this process's; `None` where there was none.
     aside: Option<(PathBuf, SiblingInUse)>,
+    /// Its permission bits, which the folder written in its place gets
+    /// ([`write_folder_from_in_place_of`]).
+    permissions: Option<fs::Permissions>,
 }
 
 /// Moves the folder `dest` out of the way (after clearing what killed writers left beside it),
@@ -130,9 +152,9 @@ pub struct FolderAside {
 /// kill) puts it back ([`FolderAside::put_back`]) with the file it replaced. A missing `dest`
 /// is not an error: there is nothing to set aside.
 ///
-/// An existing `dest` is refused as [`write_folder`] refuses it ("already exists; pass
-/// --overwrite to replace it"; a folder of something else; a folder made read-only) unless
-/// `overwrite`: checked here, after the clean-up, because that may put back a folder a killed
+/// An existing `dest` is refused as [`write_folder`] refuses it: without `overwrite` ("already
+/// exists; pass --overwrite to replace it"), and with it a folder of something else or one made
+/// read-only. Checked here, after the clean-up, because that may put back a folder a killed
 /// writer had moved aside, and something may have appeared at `dest` since the stage's checks
 /// of its outputs.
 pub fn set_folder_aside(dest: &Path, overwrite: bool) -> Result<FolderAside, ModelError> {
@@ -141,19 +163,21 @@ pub fn set_folder_aside(dest: &Path, overwrite: bool) -> Result<FolderAside, Mod
         return Ok(FolderAside {
             dest: dest.to_path_buf(),
             aside: None,
+            permissions: None,
         });
     }
     if !overwrite {
         return Err(already_exists(dest));
     }
     refuse_foreign_folder(dest)?;
-    replaced_permissions(dest)?;
+    let permissions = replaced_permissions(dest)?;
     let (aside, aside_in_use) = sibling(dest, "tmp")?;
     fs::rename(dest, &aside).map_err(ModelError::io(dest))?;
     sync_folder(dest.parent());
     Ok(FolderAside {
         dest: dest.to_path_buf(),
         aside: Some((aside, aside_in_use)),
+        permissions,
     })
 }
 
@@ -169,15 +193,22 @@ impl FolderAside {
             let _ = remove_any(&aside);
             return Err(ModelError::Destination {
                 path: self.dest.clone(),
-                problem: "was written again meanwhile; the earlier folder is not put back".into(),
+                problem: "was written again meanwhile; the earlier folder is removed, not put \
+                          back"
+                    .into(),
             });
         }
+        // Kept where it is, named: the next write of `dest` removes such a sibling as a dead
+        // writer's, so the user is told to move it now.
         fs::rename(&aside, &self.dest).map_err(|source| ModelError::Io {
             path: self.dest.clone(),
             source: std::io::Error::new(
                 source.kind(),
                 format!(
-                    "cannot put back the earlier folder, kept as {}: {source}",
+                    "cannot put back the earlier folder ({source}); it is kept as {}, which the \
+                     next write of {} deletes: move it elsewhere now to keep it (mv {} ...)",
+                    aside.display(),
+                    self.dest.display(),
                     aside.display()
                 ),
             ),
@@ -186,15 +217,10 @@ impl FolderAside {
         Ok(true)
     }
 
-    /// After success: the earlier folder is deleted, and the new folder at its path (if any)
-    /// gets its permission bits, as [`write_folder`] gives a folder it replaces.
+    /// After success: the earlier folder is deleted (the new one at its path got its
+    /// permission bits when written, [`write_folder_from_in_place_of`]).
     pub fn discard(mut self) {
         if let Some((aside, _in_use)) = self.aside.take() {
-            if let (Ok(old), Ok(new)) = (fs::metadata(&aside), fs::symlink_metadata(&self.dest)) {
-                if new.is_dir() {
-                    let _ = fs::set_permissions(&self.dest, old.permissions());
-                }
-            }
             // `dest` no longer needs it; failing to delete it loses nothing the next write
             // needs (which removes it).
             let _ = remove_any(&aside);
@@ -220,21 +246,19 @@ fn replaced_permissions(dest: &Path) -> Result<Option<fs::Permissions>, ModelErr
     if !meta.is_dir() {
         return Ok(None);
     }
+    if let Some(problem) = layerprune_core::read_only_refusal(&meta) {
+        return Err(ModelError::Destination {
+            path: dest.to_path_buf(),
+            problem,
+        });
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o200 == 0 {
-            return Err(ModelError::Destination {
-                path: dest.to_path_buf(),
-                problem: format!(
-                    "is a read-only folder (mode {mode:04o}), so it is not replaced; make it \
-                     writable (chmod u+w) or choose another path"
-                ),
-            });
-        }
         // With its set-group-id bit: a group's shared folder stays one.
-        Ok(Some(fs::Permissions::from_mode(mode)))
+        Ok(Some(fs::Permissions::from_mode(
+            meta.permissions().mode() & 0o7777,
+        )))
     }
     #[cfg(not(unix))]
     Ok(None)
@@ -519,6 +543,12 @@ pub fn take_source_file(from: &Path, to: &Path, how: SourceFiles) -> Result<(), 
 mod tests {
     use super::*;
 
+    /// The folder `dest` removed (one about to be written again), after clearing what killed
+    /// writers left beside it: [`set_folder_aside`], then the folder set aside deleted.
+    fn remove_folder(dest: &Path, overwrite: bool) -> Result<(), ModelError> {
+        set_folder_aside(dest, overwrite).map(FolderAside::discard)
+    }
+
     /// The id of a process that has finished: what a killed writer's leftovers are named by.
     #[cfg(target_os = "linux")]
     fn finished_process_id() -> u32 {
@@ -788,13 +818,20 @@ mod tests {
         assert_eq!(names(parent.path()), vec!["model"]);
         assert_eq!(names(&dest), vec!["manifest.json", "old.bin"]);
 
+        // The new folder has the earlier one's mode once in place, before the earlier is
+        // deleted (until 2026-12-07 it had the umask's until then).
         let aside = set_folder_aside(&dest, true).unwrap();
-        write_folder(&dest, false, |temp| {
+        let source = parent.path().join("source");
+        fs::create_dir(&source).unwrap();
+        write_folder_from_in_place_of(&source, &dest, false, Some(&aside), |temp| {
             write_file(&temp.join("manifest.json"), MODEL_MANIFEST)?;
             write_file(&temp.join("new.bin"), b"new")
         })
         .unwrap();
+        let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750);
         aside.discard();
+        fs::remove_dir(&source).unwrap();
         assert_eq!(names(parent.path()), vec!["model"]);
         assert_eq!(names(&dest), vec!["manifest.json", "new.bin"]);
         let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;

@@ -34,8 +34,8 @@ pub use confine::{confined, confined_reference, refuse_overlap, same_file};
 pub use error::ModelError;
 pub use external::{external_data_locations, external_location, graph_external_data, read_graph};
 pub use folder::{
-    refuse_foreign_folder, remove_folder, set_folder_aside, take_source_file, write_file,
-    write_folder, write_folder_from, FolderAside, SourceFiles,
+    refuse_foreign_folder, set_folder_aside, take_source_file, write_file, write_folder,
+    write_folder_from, write_folder_from_in_place_of, FolderAside, SourceFiles,
 };
 pub use manifest::{
     model_id, read_num_blocks, sha256_file, BlockRef, GraphBytes, GraphRef, Manifest, FORMAT,

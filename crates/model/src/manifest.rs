@@ -88,6 +88,15 @@ impl Manifest {
     /// sizes, that every graph it names is listed with a hash, and that every path it names
     /// stays inside `dir` ([`confined`]).
     pub fn load(dir: &Path) -> Result<Manifest, ModelError> {
+        Manifest::load_with_id(dir).map(|(manifest, _)| manifest)
+    }
+
+    /// [`Manifest::load`], with the model's id ([`model_id`]: the sha256 of the very bytes
+    /// read, one read of the file): a stage that checks its inputs against the manifest and
+    /// then opens the model compares the model's id with this one, so that all it checked was
+    /// checked against the model it runs (a manifest read twice could be replaced between the
+    /// reads, `apply-prune --pruned-out X --overwrite` renaming a new folder over it).
+    pub fn load_with_id(dir: &Path) -> Result<(Manifest, String), ModelError> {
         if dir.is_file() {
             let hint = if dir.file_name() == Some(MANIFEST_FILE.as_ref()) {
                 "; give the folder that holds it"
@@ -109,7 +118,7 @@ impl Manifest {
                 problem: format!("not a valid manifest: {error}"),
             })?;
         manifest.validate(dir)?;
-        Ok(manifest)
+        Ok((manifest, layerprune_core::sha256_hex(&bytes)))
     }
 
     fn validate(&self, dir: &Path) -> Result<(), ModelError> {
@@ -563,7 +572,8 @@ fn read_manifest(dir: &Path) -> Result<Vec<u8>, ModelError> {
     Ok(bytes)
 }
 
-/// The model id: sha256 of the manifest's bytes, which include every part's hash.
+/// The model id: sha256 of the manifest's bytes, which include every part's hash (read with
+/// the manifest itself by [`Manifest::load_with_id`]).
 pub fn model_id(dir: &Path) -> Result<String, ModelError> {
     sha256_file(&dir.join(MANIFEST_FILE))
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use crate::external::read_graph;
 use crate::{
-    confined, model_id, take_source_file, write_folder_from, BlockRef, Manifest, ModelError,
-    SourceFiles, MANIFEST_FILE,
+    confined, model_id, take_source_file, write_folder_from_in_place_of, BlockRef, Manifest,
+    ModelError, SourceFiles, MANIFEST_FILE,
 };
 
 /// What a pruned folder will hold: the new manifest and the files to copy.
@@ -186,19 +186,22 @@ fn recount_quantized(
 }
 
 /// Writes the folder `layout` plans ([`pruned_layout`] of `source`) at `dest` with
-/// [`write_folder_from`]: the kept files copied from `source` (or hard-linked, as
-/// `source_files` says), and the new manifest. `dest` is either absent, the old folder, or
-/// complete; an existing `dest` is refused unless `overwrite`, and so is a `dest` that is, is
-/// inside, or contains `source`. Every path is [`confined`] to its folder, and no file is
-/// copied onto its source.
+/// [`write_folder_from`](crate::write_folder_from): the kept files copied from `source` (or
+/// hard-linked, as `source_files` says), and the new manifest. `dest` is either absent, the old
+/// folder, or complete; an existing `dest` is refused unless `overwrite`, and so is a `dest`
+/// that is, is inside, or contains `source`. Every path is [`confined`] to its folder, and no file is
+/// copied onto its source. `in_place_of`: the earlier folder at `dest`, set aside
+/// ([`crate::set_folder_aside`]), whose permission bits the new folder gets
+/// ([`write_folder_from_in_place_of`]).
 pub fn write_pruned_model(
     source: &Path,
     dest: &Path,
     layout: &PrunedLayout,
     source_files: SourceFiles,
     overwrite: bool,
+    in_place_of: Option<&crate::FolderAside>,
 ) -> Result<(), ModelError> {
-    write_folder_from(source, dest, overwrite, |folder| {
+    write_folder_from_in_place_of(source, dest, overwrite, in_place_of, |folder| {
         for relative in &layout.files {
             take_source_file(
                 &confined(source, relative)?,
@@ -221,7 +224,7 @@ pub fn prune_folder(
     overwrite: bool,
 ) -> Result<PrunedLayout, ModelError> {
     let layout = pruned_layout(source, removed, method)?;
-    write_pruned_model(source, dest, &layout, SourceFiles::Copy, overwrite)?;
+    write_pruned_model(source, dest, &layout, SourceFiles::Copy, overwrite, None)?;
     Ok(layout)
 }
 

@@ -142,3 +142,12 @@ fn a_file_two_graphs_read_counts_once_and_for_each() {
     let graph_files: u64 = graphs.iter().map(|g| size(g)).sum();
     assert_eq!(all.distinct, weights + graph_files, "{all:?}");
 }
+
+/// The manifest and the model id come from one read of manifest.json: the id is the sha256 of
+/// the bytes the manifest was parsed from, the same id `model_id` gives the folder.
+#[test]
+fn the_manifest_and_its_model_id_are_read_together() {
+    let (manifest, id) = Manifest::load_with_id(&fixture()).unwrap();
+    assert_eq!(manifest, Manifest::load(&fixture()).unwrap());
+    assert_eq!(id, layerprune_model::model_id(&fixture()).unwrap());
+}

@@ -105,11 +105,6 @@ impl InputLimit {
             | InputLimit::RotaryPositions(n) => n,
         }
     }
-
-    /// Whether the export itself sets the bound (a longer `max_length` would not lift it).
-    pub fn is_the_exports(self) -> bool {
-        !matches!(self, InputLimit::MaxLength(_))
-    }
 }
 
 impl std::fmt::Display for InputLimit {

@@ -16,7 +16,7 @@ use crate::hidden::{
     first_output, fresh_state_like, model_run_options, on_host, run_bound, run_into, run_to_host,
     HiddenState,
 };
-use crate::manifest::{model_id, Manifest};
+use crate::manifest::Manifest;
 use crate::options::RuntimeOptions;
 use crate::session::{onnx_error, open_session, open_sessions};
 use crate::stitch::Stitcher;
@@ -126,12 +126,36 @@ pub struct LayeredModel {
 }
 
 impl LayeredModel {
+    /// [`LayeredModel::open`] of the model whose manifest a stage read before it
+    /// ([`Manifest::load_with_id`], which gave `model_id`) to check its inputs, refused if
+    /// `dir/manifest.json` is another now ("changed while this run read it; run again"): what
+    /// was checked was checked against the model that runs.
+    pub fn open_as_read(
+        dir: &Path,
+        options: &RuntimeOptions,
+        model_id: &str,
+    ) -> Result<Self, RuntimeError> {
+        let model = LayeredModel::open(dir, options)?;
+        if model.model_id != model_id {
+            return Err(RuntimeError::Model(
+                layerprune_model::ModelError::BadManifest {
+                    path: dir.to_path_buf(),
+                    problem: format!(
+                        "its {} changed while this run read it; run again",
+                        crate::manifest::MANIFEST_FILE
+                    ),
+                },
+            ));
+        }
+        Ok(model)
+    }
+
     /// Loads `dir`. Every path the manifest and the graphs name must stay inside `dir`; with
     /// `options.verify_hashes`, every file the graphs read must also be listed in the manifest
     /// and every listed file's sha256 must match (`Manifest::check_folder`).
     pub fn open(dir: &Path, options: &RuntimeOptions) -> Result<Self, RuntimeError> {
         options.check()?;
-        let manifest = Manifest::load(dir)?;
+        let (manifest, model_id) = Manifest::load_with_id(dir)?;
         manifest.check_folder(dir, options.verify_hashes)?;
         let paths = GraphPaths::of(&manifest, dir)?;
         if manifest.fused_attention()
@@ -234,7 +258,7 @@ impl LayeredModel {
         };
         Ok(LayeredModel {
             dir: dir.to_path_buf(),
-            model_id: model_id(dir)?,
+            model_id,
             manifest,
             paths,
             options: options.clone(),

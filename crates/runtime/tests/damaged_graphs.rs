@@ -365,22 +365,34 @@ fn infinite_logits_head(path: &Path) {
 /// A log-likelihood that is not finite is a `BadRequest` of its request, which the caller can
 /// name (`evaluate --tasks`: the task, question and choice), the folder and mask in its problem.
 /// Until 2026-12-07 it was a `BadInput` saying only "the log-likelihood of request 1 is NaN".
+/// Every request is in a batch of its own, the longest (scored first, so the one refused)
+/// last of the list: its index is the list's, never its place in its batch (0).
 #[test]
 fn a_log_likelihood_that_is_not_finite_is_an_error_of_its_request() {
     let (dir, model) = damaged_model("head_logits.onnx", infinite_logits_head);
     let requests = vec![
         LoglikRequest {
-            context: vec![5, 6, 7],
-            continuation: vec![8, 9],
+            context: vec![5, 6],
+            continuation: vec![7],
             group: 0,
         },
         LoglikRequest {
-            context: vec![5, 6],
-            continuation: vec![7],
+            context: vec![5, 6, 7],
+            continuation: vec![8],
             group: 1,
         },
+        LoglikRequest {
+            context: vec![5, 6, 7, 8, 9],
+            continuation: vec![10, 11],
+            group: 2,
+        },
     ];
-    let mut scorer = ChoiceScorer::new(model, &requests, ChoiceOptions::default()).unwrap();
+    let options = ChoiceOptions {
+        batch_tokens: 1,
+        ..ChoiceOptions::default()
+    };
+    let mut scorer = ChoiceScorer::new(model, &requests, options).unwrap();
+    assert_eq!(scorer.num_batches(), requests.len());
     let mask = Mask::from_removed(6, &[2]).unwrap();
     let error = scorer
         .score(&[mask], &mut |_, _| {})
@@ -388,12 +400,38 @@ fn a_log_likelihood_that_is_not_finite_is_an_error_of_its_request() {
     let RuntimeError::BadRequest { index, problem } = &error else {
         panic!("not an error of a request: {error:?}")
     };
-    assert!(*index < requests.len());
+    assert_eq!(*index, 2, "{problem}");
     assert!(
         problem.starts_with(&format!(
             "{}: mask 110111: the log-likelihood is ",
             dir.path().display()
         )) && problem.contains("(NaN or infinite)"),
         "{problem}"
+    );
+}
+
+/// A model opened after its manifest was read to check a stage's inputs is refused if the
+/// manifest is another by then (replaced between the reads), naming the folder; the same one
+/// opens.
+#[test]
+fn a_model_whose_manifest_changed_since_it_was_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_model_dir(), dir.path());
+    let (_, model_id) = layerprune_runtime::Manifest::load_with_id(dir.path()).unwrap();
+    let options = RuntimeOptions::default();
+    LayeredModel::open_as_read(dir.path(), &options, &model_id).unwrap();
+    let manifest = dir.path().join("manifest.json");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(&manifest, bytes).unwrap();
+    let Err(error) = LayeredModel::open_as_read(dir.path(), &options, &model_id) else {
+        panic!("opened a model whose manifest changed");
+    };
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: its manifest.json changed while this run read it; run again",
+            dir.path().display()
+        )
     );
 }

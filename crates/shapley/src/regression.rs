@@ -683,8 +683,8 @@ fn reproduces_training(residual_squares: f64, training: &[f64]) -> bool {
 /// The fewest complement pairs the kernel-pair variants (`regression-adjusted`,
 /// `regression-adjusted-exp`) take over `num_players` players: 2n from three players on,
 /// counted as [`PairedDesign::informative_pairs`] counts them (the pair (∅, N) adds no
-/// equation), two (one a half) for two players, whose estimate is exact. Each half's surrogate is fitted on the
-/// other half's 2·(pairs/2) masks and ∅ and N. For the exp-polynomial, 2n pairs give its
+/// equation), two (one a half) for two players, whose estimate is exact. Each half's surrogate
+/// is fitted on the other half's 2·(pairs/2) masks and ∅ and N. For the exp-polynomial, 2n pairs give its
 /// additive part (n + 1 coefficients) two masks per coefficient, the rule that chooses its
 /// order ([`crate::polynomial::order_for_rows`]), which below it fell back to the additive
 /// model anyway. The quadratic always fits all 1 + n + n(n−1)/2 coefficients under its ridge

@@ -422,10 +422,7 @@ fn apply_prune(args: Args) -> Result<()> {
     let manifest = args
         .model
         .as_deref()
-        .map(|dir| -> Result<_> {
-            let manifest = layerprune_model::Manifest::load(dir)?;
-            Ok((manifest, layerprune_model::model_id(dir)?))
-        })
+        .map(layerprune_model::Manifest::load_with_id)
         .transpose()?;
     let facts = manifest
         .as_ref()
@@ -524,14 +521,7 @@ fn apply_prune(args: Args) -> Result<()> {
     };
     let model = match (&args.model, &manifest, &tokens) {
         (Some(dir), Some((_, model_id)), Some(_)) => {
-            let model = LayeredModel::open(dir, &runtime_options)?;
-            if model.model_id() != model_id {
-                bail!(
-                    "{}: its manifest.json changed while this run read it; run again",
-                    dir.display()
-                );
-            }
-            Some(model)
+            Some(LayeredModel::open_as_read(dir, &runtime_options, model_id)?)
         }
         // Pruned without a run: the files the pruned folder takes are checked as opening the
         // model would check them.
@@ -660,7 +650,13 @@ fn apply_prune(args: Args) -> Result<()> {
         }
         _ => None,
     };
-    let written = write_outputs(&args, &table, &provenance, layout.as_ref());
+    let written = write_outputs(
+        &args,
+        &table,
+        &provenance,
+        layout.as_ref(),
+        earlier_folder.as_ref().map(|(_, aside)| aside),
+    );
     let put_back_folder = |earlier_folder: Option<(&PathBuf, layerprune_model::FolderAside)>| {
         if let Some((dest, aside)) = earlier_folder {
             match aside.put_back() {
@@ -674,29 +670,47 @@ fn apply_prune(args: Args) -> Result<()> {
         }
     };
     match (earlier_plan, &written) {
-        (Some((out, earlier)), Err(_)) => match earlier.put_back() {
-            Ok(PutBack::Restored) => {
-                tracing::info!(
-                    "{}: the earlier plan table is back (the pruned folder was not written)",
-                    out.display()
-                );
-                put_back_folder(earlier_folder);
+        (Some((out, earlier)), Err(failed)) => {
+            let failed = failed.what();
+            match earlier.put_back() {
+                Ok(PutBack::Restored) => {
+                    tracing::info!(
+                        "{}: the earlier plan table is back ({failed})",
+                        out.display()
+                    );
+                    put_back_folder(earlier_folder);
+                }
+                Ok(PutBack::Untouched) => {
+                    tracing::info!(
+                        "{}: the earlier plan table is left as it was ({failed})",
+                        out.display()
+                    );
+                    put_back_folder(earlier_folder);
+                }
+                Ok(PutBack::Removed) => {
+                    tracing::info!(
+                        "{}: the plan table this run wrote is removed ({failed})",
+                        out.display()
+                    );
+                    put_back_folder(earlier_folder);
+                }
+                // The earlier folder is not put back beside the new plan: it is deleted with
+                // `earlier_folder`, and said so.
+                Err(error) => {
+                    tracing::warn!(
+                        "{}: left as this run wrote it ({failed}): {error}",
+                        out.display()
+                    );
+                    if let Some((dest, _)) = &earlier_folder {
+                        tracing::warn!(
+                            "{}: the earlier pruned folder is removed, since the plan table it \
+                             was written with could not be put back",
+                            dest.display()
+                        );
+                    }
+                }
             }
-            Ok(PutBack::Removed) => {
-                tracing::info!(
-                    "{}: the plan table this run wrote is removed (the pruned folder was not \
-                     written)",
-                    out.display()
-                );
-                put_back_folder(earlier_folder);
-            }
-            // The earlier folder is not put back beside the new plan (it is deleted with
-            // `earlier_folder`).
-            Err(error) => tracing::warn!(
-                "{}: left as this run wrote it, though the pruned folder was not written: {error}",
-                out.display()
-            ),
-        },
+        }
         (Some((_, earlier)), Ok(())) => {
             earlier.discard();
             if let Some((_, aside)) = earlier_folder {
@@ -705,25 +719,68 @@ fn apply_prune(args: Args) -> Result<()> {
         }
         (None, _) => {}
     }
-    written
+    written.map_err(WriteFailure::into_error)
+}
+
+/// Where [`write_outputs`] failed, which the put-back of the earlier outputs says.
+#[derive(Debug)]
+enum WriteFailure {
+    /// The plan table itself (it was never replaced).
+    Plan(anyhow::Error),
+    /// The summary on stdout, after the plan was written.
+    Summary(anyhow::Error),
+    /// The pruned folder, after the plan was written.
+    Folder(anyhow::Error),
+}
+
+impl WriteFailure {
+    /// What failed, in the log of what was put back.
+    fn what(&self) -> &'static str {
+        match self {
+            WriteFailure::Plan(_) => "this run could not write its plan table",
+            WriteFailure::Summary(_) => {
+                "the summary could not be printed, so the pruned folder \
+                                         was not written"
+            }
+            WriteFailure::Folder(_) => "the pruned folder was not written",
+        }
+    }
+
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            WriteFailure::Plan(error)
+            | WriteFailure::Summary(error)
+            | WriteFailure::Folder(error) => error,
+        }
+    }
 }
 
 /// Writes the plan table (--out), the summary and the pruned folder (--pruned-out, as `layout`
-/// plans it), in that order.
+/// plans it, with the permission bits of the earlier folder set aside, `in_place_of`), in that
+/// order.
 fn write_outputs(
     args: &Args,
     table: &layerprune_tables::PlanTable,
     provenance: &Provenance,
     layout: Option<&layerprune_model::PrunedLayout>,
-) -> Result<()> {
+    in_place_of: Option<&layerprune_model::FolderAside>,
+) -> Result<(), WriteFailure> {
     if let Some(out) = &args.out {
-        write_plans(out, table, provenance)?;
+        write_plans(out, table, provenance).map_err(|error| WriteFailure::Plan(error.into()))?;
         tracing::info!("wrote {} ({} plans)", out.display(), table.rows.len());
     }
-    layerprune_cli_common::print_summary(&table.to_string())?;
+    layerprune_cli_common::print_summary(&table.to_string()).map_err(WriteFailure::Summary)?;
     if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, layout) {
         let source_files = args.source_files.source_files();
-        layerprune_model::write_pruned_model(source, dest, layout, source_files, args.overwrite)?;
+        layerprune_model::write_pruned_model(
+            source,
+            dest,
+            layout,
+            source_files,
+            args.overwrite,
+            in_place_of,
+        )
+        .map_err(|error| WriteFailure::Folder(error.into()))?;
         // The graphs by name; the weight files (content-hashed names, one per tensor: dozens
         // a block on a real model) by their count.
         let (weights, graphs): (Vec<&str>, Vec<&str>) = layout

@@ -539,6 +539,123 @@ fn a_failed_replacement_leaves_the_earlier_plan_and_folder() {
     assert!(hidden().is_empty(), "left {:?}", hidden());
 }
 
+/// A run replacing the plan and the pruned folder whose plan write itself fails (here: a
+/// file-size limit, as a full disk) leaves both as it found them and nothing beside them: the
+/// earlier plan was never replaced, and its copy aside (a hard link, which a rename onto the
+/// plan left in place until 2026-12-07) is removed; the log says the plan could not be
+/// written, not that the folder was not.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_plan_that_cannot_be_written_leaves_the_earlier_plan_and_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, scores) = write_inputs(dir.path(), &[0.9, 0.5, 0.1, 0.7, 0.2, 0.8]);
+    let plan = dir.path().join("plan.parquet");
+    let pruned = dir.path().join("pruned");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = |k: &str| {
+        let mut args = vec![
+            "--scores".to_string(),
+            s(&scores),
+            "--estimator".into(),
+            "test".into(),
+            "--k".into(),
+            k.into(),
+            "--model".into(),
+            s(&fixture()),
+            "--tokens".into(),
+            s(&tokens),
+            "--out".into(),
+            s(&plan),
+            "--pruned-out".into(),
+            s(&pruned),
+            "--overwrite".into(),
+        ];
+        args.insert(0, env!("CARGO_BIN_EXE_apply-prune").to_string());
+        args
+    };
+    let first = Command::new(env!("CARGO_BIN_EXE_apply-prune"))
+        .args(&args("2")[1..])
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let earlier = std::fs::read(&plan).unwrap();
+    let earlier_time = std::fs::metadata(&plan).unwrap().modified().unwrap();
+    assert!(earlier.len() > 1024, "a plan table fits the limit below");
+
+    // Files of at most one block of 512 bytes (1024 in bash): a plan table is more.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 1 && exec \"$@\"")
+        .arg("sh")
+        .args(args("1"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "wrote a plan over the limit");
+    assert!(stderr.contains("File too large"), "stderr is {stderr}");
+    assert!(
+        stderr.contains(
+            "the earlier plan table is left as it was (this run could not write its plan table)"
+        ),
+        "stderr is {stderr}"
+    );
+    assert!(
+        stderr.contains("the earlier pruned folder is back"),
+        "stderr is {stderr}"
+    );
+    assert_eq!(std::fs::read(&plan).unwrap(), earlier);
+    assert_eq!(
+        std::fs::metadata(&plan).unwrap().modified().unwrap(),
+        earlier_time
+    );
+    assert_eq!(Manifest::load(&pruned).unwrap().num_blocks, 4);
+    let hidden: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "left {hidden:?}");
+}
+
+/// A cache made read-only (kept as it is) is an input to a run that finds every mask it asks
+/// for in it, which leaves it untouched; a run that must add to it is refused when it saves,
+/// naming it. Until 2026-12-07 (for a day) the first was refused before any work.
+#[cfg(unix)]
+#[test]
+fn a_read_only_cache_is_read_and_refused_only_where_it_must_be_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.parquet");
+    write_windows(&tokens, windows(), "test");
+    let cache = dir.path().join("cache.parquet");
+    let run = |k: &str, plan: &str| {
+        let args = measuring_args("sleb", k, &tokens, &dir.path().join(plan), Some(&cache));
+        apply_prune(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert!(run("1", "first.parquet").status.success());
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let kept = std::fs::read(&cache).unwrap();
+    let output = run("1", "again.parquet");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stderr is {stderr}");
+    assert!(stderr.contains("0 run now"), "stderr is {stderr}");
+    assert_eq!(std::fs::read(&cache).unwrap(), kept);
+
+    let output = run("2", "more.parquet");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "wrote a read-only cache");
+    assert!(
+        stderr.contains(cache.to_str().unwrap()) && stderr.contains("is read-only (mode 0444)"),
+        "stderr is {stderr}"
+    );
+    assert_eq!(std::fs::read(&cache).unwrap(), kept);
+    assert!(!dir.path().join("more.parquet").exists());
+}
+
 /// `--pruned-out --overwrite` without `--out` (how Make's `prune`, demo and quantize rules call
 /// it) replaces the folder as quantize does: the earlier one stays in place until the new one
 /// is renamed over it, so a run that fails writing the folder (here: a kept file of the model

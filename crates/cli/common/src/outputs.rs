@@ -281,8 +281,10 @@ impl Io {
     ///   JSON), unless the stage's `--overwrite` was given ([`Io::overwrite`],
     ///   [`Io::existing_refused_unless`]) or the stage resumes that output itself
     ///   ([`Io::locked_by_stage`]: its reader refuses such a file);
-    /// - an existing output its owner may not write (made read-only), file or folder;
     /// - an existing output declared with [`Io::existing_refused_unless`] without overwrite;
+    /// - an existing output its owner may not write (made read-only), file or folder, but one
+    ///   the stage resumes ([`Io::locked_by_stage`]: written only if the run adds to it, when
+    ///   the write refuses it);
     /// - an output whose folder is missing or cannot be written (a probe file is created in it
     ///   and removed), or whose name is too long for the temporary file written beside it (the
     ///   probe has that file's name);
@@ -355,9 +357,8 @@ impl Io {
                 bail!("{flag} {}: {problem}", path.display());
             }
         }
-        for (flag, path, _, is_folder) in &places {
-            refuse_read_only(flag, path, *is_folder)?;
-        }
+        // Before the read-only check: a run without --overwrite never replaces what is there,
+        // so its mode is no answer to give (one round trip, not two).
         for (flag, path) in &self.kept {
             if path.symlink_metadata().is_ok() {
                 bail!(
@@ -365,6 +366,15 @@ impl Io {
                     path.display()
                 );
             }
+        }
+        for (flag, path, place, is_folder) in &places {
+            // An output the stage resumes (a cache) is read, and written only where the run
+            // adds to it: a read-only cache that holds every mask asked for is an input, as it
+            // was before 2026-12-07; `atomic_write` refuses it, naming it, if the run must save.
+            if locked_by_stage.contains(place) {
+                continue;
+            }
+            refuse_read_only(flag, path, *is_folder)?;
         }
         for (flag, path, _, _) in &places {
             probe_folder(flag, path)?;
@@ -783,25 +793,21 @@ fn check_one(flag: &str, path: &Path, is_folder: bool, inputs: &[Input]) -> Resu
 /// Refuses an existing output its owner may not write (no `u+w`: made read-only): a file is
 /// replaced by a rename, a folder moved aside and deleted, either of which goes round the mode
 /// the user set (a rerun made a `chmod 444` table writable again until 2026-12-07). Judged by
-/// the mode bits, so root is refused too.
+/// the mode bits, so root is refused too ([`layerprune_core::read_only_refusal`], the writers'
+/// own check and text).
 fn refuse_read_only(flag: &str, path: &Path, is_folder: bool) -> Result<()> {
-    if !is_folder {
-        return layerprune_core::refuse_read_only(path)
-            .map_err(|error| anyhow::anyhow!("{flag} {error}"));
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let replaced = if is_folder {
+        meta.is_dir()
+    } else {
+        meta.is_file()
+    };
+    match layerprune_core::read_only_refusal(&meta).filter(|_| replaced) {
+        Some(problem) => bail!("{flag} {}: {problem}", path.display()),
+        None => Ok(()),
     }
-    #[cfg(unix)]
-    if let Ok(meta) = fs::symlink_metadata(path) {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o7777;
-        if meta.is_dir() && mode & 0o200 == 0 {
-            bail!(
-                "{flag} {}: is a read-only folder (mode {mode:04o}), so it is not replaced; make \
-                 it writable (chmod u+w) or choose another path",
-                path.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Creates and removes a probe file in the output's folder, so a folder that cannot be written
@@ -823,14 +829,10 @@ fn probe_folder(flag: &str, path: &Path) -> Result<()> {
     {
         Ok(_) => {}
         Err(error) if name_too_long(&error) => {
-            let added = probe_name.len() - name.len();
-            let most = name_max(folder).saturating_sub(added);
             bail!(
-                "{flag} {}: the name is too long: at most {most} bytes here (it has {}), since \
-                 the stage writes its temporary file beside it as .NAME.tmp-PID-N, {added} \
-                 bytes longer; choose a shorter name",
+                "{flag} {}: {}",
                 path.display(),
-                name.len()
+                too_long(folder, name, &probe, probe_name.len() - name.len())
             );
         }
         Err(error) => {
@@ -845,6 +847,39 @@ fn probe_folder(flag: &str, path: &Path) -> Result<()> {
     }
     let _ = fs::remove_file(&probe);
     Ok(())
+}
+
+/// Why the probe `probe` of the output `name` in `folder` (its name `added` bytes longer) was
+/// refused as too long (ENAMETOOLONG), which is either of two limits: the name's (NAME_MAX),
+/// whose figure is given only where the output's name is over it, and the whole path's
+/// (PATH_MAX). Where neither is over what the system says, the file system's own limit is
+/// below it (eCryptfs takes names of about 143 bytes), and no figure is given.
+fn too_long(folder: &Path, name: &std::ffi::OsStr, probe: &Path, added: usize) -> String {
+    let temporary = format!(
+        "the stage writes its temporary file beside it as .NAME.tmp-PID-N, {added} bytes longer"
+    );
+    let most = name_max(folder).saturating_sub(added);
+    if name.len() > most {
+        return format!(
+            "the name is too long: at most {most} bytes here (it has {}), since {temporary}; \
+             choose a shorter name",
+            name.len()
+        );
+    }
+    let path_max = path_max(folder);
+    if probe.as_os_str().len() >= path_max {
+        return format!(
+            "the path is too long: {temporary}, and that path ({} bytes) is over the system's \
+             limit on a path (PATH_MAX, {path_max} bytes with its end); choose a shorter name or \
+             a folder nearer the root",
+            probe.as_os_str().len()
+        );
+    }
+    format!(
+        "the file system refuses the name of its temporary file as too long ({temporary}: {} \
+         bytes); choose a shorter name",
+        name.len() + added
+    )
 }
 
 /// Whether `error` is the file system's "File name too long" (ENAMETOOLONG).
@@ -868,6 +903,26 @@ fn name_max(folder: &Path) -> usize {
         };
         // SAFETY: `folder` is a NUL-terminated path that lives across the call.
         let most = unsafe { libc::pathconf(folder.as_ptr(), libc::_PC_NAME_MAX) };
+        if most > 0 {
+            return most as usize;
+        }
+    }
+    let _ = folder;
+    USUAL
+}
+
+/// The longest path, in bytes with its ending NUL, the system takes in `folder` (4096 where
+/// it does not say: Linux's PATH_MAX).
+fn path_max(folder: &Path) -> usize {
+    const USUAL: usize = 4096;
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(folder) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
+            return USUAL;
+        };
+        // SAFETY: `folder` is a NUL-terminated path that lives across the call.
+        let most = unsafe { libc::pathconf(folder.as_ptr(), libc::_PC_PATH_MAX) };
         if most > 0 {
             return most as usize;
         }
@@ -1261,9 +1316,56 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
+    /// The bound of the names of an output is the same on every run: the probe's process id is
+    /// as wide as any (until 2026-12-07 it was this run's, so a name that passed could be
+    /// refused on a later run with a longer id, and "at most N bytes" moved with it).
+    #[test]
+    fn the_bound_of_an_output_name_does_not_depend_on_the_process_id() {
+        let added = layerprune_core::longest_sibling_name("x".as_ref(), 0).len() - 1;
+        assert_eq!(added, ".".len() + ".tmp-".len() + 10 + "-".len() + 6);
+    }
+
+    /// An output whose name fits but whose temporary file's path is over the system's limit on
+    /// a path (PATH_MAX) is refused as a path too long, never with an "at most N bytes" its
+    /// name already meets (until 2026-12-07: "at most 237 bytes here (it has 48)").
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_output_path_too_long_for_its_temporary_file_is_refused_as_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let added = layerprune_core::longest_sibling_name("x".as_ref(), 0).len() - 1;
+        let name = "m".repeat(48);
+        // A folder deep enough that the output's path fits in 4095 bytes and its probe's not.
+        let mut folder = dir.path().to_path_buf();
+        let target = 4095 - 1 - name.len() - added / 2;
+        while folder.as_os_str().len() + 1 + 200 + 2 <= target {
+            folder.push("d".repeat(200));
+        }
+        let rest = target - folder.as_os_str().len() - 1;
+        folder.push("d".repeat(rest));
+        fs::create_dir_all(&folder).unwrap();
+        let output = folder.join(&name);
+        assert!(output.as_os_str().len() < 4096);
+        assert!(output.as_os_str().len() + added >= 4096);
+        for io in [
+            Io::new().output_table("--out", &output, TableKind::Masks),
+            Io::new().output_folder("--pruned-out", &output),
+        ] {
+            let message = refused(io);
+            assert!(
+                message.contains("the path is too long")
+                    && message.contains("PATH_MAX")
+                    && !message.contains("at most"),
+                "{message}"
+            );
+        }
+        assert_eq!(fs::read_dir(&folder).unwrap().count(), 0);
+    }
+
     /// An existing output its owner may not write (made read-only) is refused before the work,
-    /// named, with the way out, and left as it is: a file and a folder alike, with or without
-    /// --overwrite, and as root too (judged by the mode bits). One the owner may write passes.
+    /// named, with the way out, and left as it is: a file and a folder alike, as root too
+    /// (judged by the mode bits), but one the stage resumes (a read-only cache, read only).
+    /// Without --overwrite, a folder is refused as existing first. One the owner may write
+    /// passes.
     #[cfg(unix)]
     #[test]
     fn a_read_only_output_is_refused_up_front() {
@@ -1287,12 +1389,32 @@ mod tests {
                     io.output_table("--out", path, TableKind::Masks)
                 };
                 let message = refused(io);
+                if path == &folder && !overwrite {
+                    // Not to be replaced at all: that is the answer, not its mode.
+                    assert_eq!(
+                        message,
+                        format!(
+                            "--pruned-out {}: already exists; pass --overwrite to replace it",
+                            path.display()
+                        )
+                    );
+                    continue;
+                }
                 assert!(
                     message.contains(&path.display().to_string())
                         && message.contains(&format!("{what} (mode {mode:04o})"))
                         && message.contains("chmod u+w"),
                     "{message}"
                 );
+            }
+            if path == &table {
+                // A table the stage resumes (a cache) is read, and refused only by the write
+                // of a run that adds to it.
+                let _outputs = Io::new()
+                    .output_table("--cache", path, TableKind::Masks)
+                    .locked_by_stage(path)
+                    .check()
+                    .unwrap();
             }
             assert_eq!(
                 fs::metadata(path).unwrap().permissions().mode() & 0o7777,

@@ -468,9 +468,9 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
 /// A continuation longer than the export's own bound (the checkpoint's `context_length`, or a
 /// fused export's rotary tables where those are shorter) is refused before the model runs,
 /// naming that bound, not --max-length, and every such choice by task, file, row and choice.
-/// Until 2026-12-07 the scorer refused the first one part-way through the run, calling any
-/// bound of the export "the export's rotary tables", and naming neither the task file nor
-/// the other choices.
+/// Until 2026-12-07 the scorer refused the first one once the model was opened (its weights
+/// hashed), calling any bound of the export "the export's rotary tables", and naming neither
+/// the task file nor the other choices.
 #[test]
 fn continuations_longer_than_the_export_takes_are_refused_naming_every_choice_and_the_bound() {
     let dir = tempfile::tempdir().unwrap();
