@@ -257,18 +257,26 @@ fn open_lock_file(lock_path: &Path) -> io::Result<(File, bool)> {
     };
     match File::open(lock_path) {
         Ok(file) => Ok((file, true)),
-        Err(read_error) => Err(io::Error::new(
-            error.kind(),
-            format!(
-                "{error}; {}",
-                remove_it(
-                    lock_path,
-                    &meta,
-                    &format!("that this run can neither write nor read ({read_error})")
-                )
-            ),
+        Err(read_error) => Err(told_to_remove(
+            error,
+            lock_path,
+            &meta,
+            &format!("that this run can neither write nor read ({read_error})"),
         )),
     }
+}
+
+/// `error`, followed by [`remove_it`]'s words on the lock file at `lock_path`.
+fn told_to_remove(
+    error: io::Error,
+    lock_path: &Path,
+    meta: &fs::Metadata,
+    what: &str,
+) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!("{error}; {}", remove_it(lock_path, meta, what)),
+    )
 }
 
 /// The refusal of a lock file this run opened read-only (it may not write it) and cannot lock
@@ -278,17 +286,12 @@ fn read_only_lock_refused(error: io::Error, lock_path: &Path) -> io::Error {
     let Ok(meta) = fs::symlink_metadata(lock_path) else {
         return error;
     };
-    io::Error::new(
-        error.kind(),
-        format!(
-            "{error}; {}",
-            remove_it(
-                lock_path,
-                &meta,
-                "that this run may not write, and cannot lock read-only here (NFS takes an \
-                 exclusive lock only on a file opened for writing)"
-            )
-        ),
+    told_to_remove(
+        error,
+        lock_path,
+        &meta,
+        "that this run may not write, and cannot lock read-only here (NFS takes an exclusive \
+         lock only on a file opened for writing)",
     )
 }
 

@@ -894,41 +894,29 @@ fn name_too_long(error: &std::io::Error) -> bool {
 /// The longest file name, in bytes, the file system of `folder` takes (255 where it does not
 /// say: every common file system's).
 fn name_max(folder: &Path) -> usize {
-    const USUAL: usize = 255;
     #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(folder) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
-            return USUAL;
-        };
-        // SAFETY: `folder` is a NUL-terminated path that lives across the call.
-        let most = unsafe { libc::pathconf(folder.as_ptr(), libc::_PC_NAME_MAX) };
-        if most > 0 {
-            return most as usize;
-        }
-    }
-    let _ = folder;
-    USUAL
+    return path_limit(folder, libc::_PC_NAME_MAX).unwrap_or(255);
+    #[cfg(not(unix))]
+    255
 }
 
 /// The longest path, in bytes with its ending NUL, the system takes in `folder` (4096 where
 /// it does not say: Linux's PATH_MAX).
 fn path_max(folder: &Path) -> usize {
-    const USUAL: usize = 4096;
     #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(folder) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
-            return USUAL;
-        };
-        // SAFETY: `folder` is a NUL-terminated path that lives across the call.
-        let most = unsafe { libc::pathconf(folder.as_ptr(), libc::_PC_PATH_MAX) };
-        if most > 0 {
-            return most as usize;
-        }
-    }
-    let _ = folder;
-    USUAL
+    return path_limit(folder, libc::_PC_PATH_MAX).unwrap_or(4096);
+    #[cfg(not(unix))]
+    4096
+}
+
+/// `pathconf(folder, limit)`, where the system says one.
+#[cfg(unix)]
+fn path_limit(folder: &Path, limit: libc::c_int) -> Option<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    let folder = std::ffi::CString::new(folder.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `folder` is a NUL-terminated path that lives across the call.
+    let most = unsafe { libc::pathconf(folder.as_ptr(), limit) };
+    usize::try_from(most).ok().filter(|&most| most > 0)
 }
 
 #[cfg(test)]
