@@ -400,7 +400,7 @@ def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: i
     max_abs, compared, near_ties = 0.0, 0, []
     for step in range(new_tokens):
         step_abs = float(np.abs(logits[step] - expected_logits[step]).max())
-        max_abs = max_abs if step_abs <= max_abs else step_abs  # NaN kept
+        max_abs = float(np.maximum(max_abs, step_abs))  # NaN kept, at whichever step
         diff = float(np.abs(logits[step] - reference[step]).max())
         if exact is not None:
             exact["chain_logit_diff"] = max(exact["chain_logit_diff"], diff)
@@ -415,10 +415,13 @@ def check(model, path: Path, runner_kind: str, new_tokens: int, prompt_length: i
                      f"{expected_tokens[row, step]} (their logits {best_two[1]:.4f} vs the runner-up "
                      f"{best_two[0]:.4f}: not a near tie)")
             near_ties.append(step)
-    largest = max(float(np.abs(step).max()) for step in expected_logits)
+    # NaN where any step's is (np.max propagates it; Python's max would depend on the steps' order).
+    largest = float(np.max([np.abs(step).max() for step in expected_logits]))
+    # None where transformers' own reduced-precision logits are not finite (finite_or_none).
+    own_figure = None if exact is None else exact["transformers_logit_diff"]
     against_float32 = "" if exact is None else (
         f"; against float32 {exact['chain_logit_diff']:.3e} (transformers in that dtype "
-        f"{exact['transformers_logit_diff']:.3e})")
+        f"{'n/a: not finite' if own_figure is None else f'{own_figure:.3e}'})")
     print(f"check: greedy generation of {new_tokens} tokens from 2 prompts of {prompt_length} ({runner_kind}): "
           f"{'same tokens' if not near_ties else f'same tokens but at near ties (steps {near_ties})'}; "
           f"max |logit diff| {max_abs:.3e} (relative to the largest logit {max_abs / largest:.3e}){against_float32}, "
@@ -457,7 +460,7 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=export_layered.at_least(1), default=8, help="tokens the check generates")
     parser.add_argument("--prompt-length", type=export_layered.at_least(2), default=6,
                         help="the check's prompt length")
-    parser.add_argument("--tolerance", type=export_layered.non_negative_number, default=None,
+    parser.add_argument("--tolerance", type=export_layered.tolerance_number, default=None,
                         help="max |logit difference| per step against transformers (fp16 / bf16: against "
                              "float32, or twice transformers' own error if larger), scaled by max(1, |largest "
                              "logit| / 10); default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOLERANCE.items()))

@@ -547,23 +547,53 @@ def resolve_attention_kernel(model, dtype_name: str, exporter: str, attention_ke
                      "standard operators)")
 
 
-def packing_advice(model, dtype_name: str, exporter: str) -> str:
+def packing_advice(model, dtype_name: str, exporter: str, attention_precision=None) -> str:
     """What to pass where --qkv-projection packed met standard attention: --attention-kernel fused
-    only where the refusal tables (`fused_attention_applies`, `fused_rotary_problem`) let the blocks
-    be fused and their q / k are not normalised after the products (which no packing keeps)."""
+    (with --exporter legacy, without --attention-precision where those were given) only where the
+    refusal tables (`fused_attention_applies`, `fused_rotary_problem`) let the blocks be fused and
+    their q / k are not normalised after the products (which no packing keeps); --qkv-projection
+    separate otherwise. `model` may be a weightless `model_skeleton`: all of this is read from the
+    architecture and its rotary tables, not the weights. The one advice of both refusals, before
+    the model loads and in `export`."""
     config = model.config
     try:
-        fused_attention_applies(config, exporter, "fused", dtype_name)
+        # The legacy exporter's: --exporter dynamo is a flag to change, not a reason not to fuse.
+        fused_attention_applies(config, "legacy", "fused", dtype_name)
         why_not = fused_rotary_problem(model, DTYPES[dtype_name])
     except UnsupportedArchitecture as refusal:
-        why_not = str(refusal).removeprefix("error: --attention-kernel fused").lstrip(": ")
+        # "error: --attention-kernel fused[ --dtype X]: <why>; export with ...": the why alone.
+        why_not = re.sub(r"^error: --attention-kernel fused( --dtype \S+)?:? ?", "", str(refusal))
+        why_not = why_not.split("; export with")[0]
     if why_not is None:
         attention = self_attention(Architecture(model).layers[0])
         if any(getattr(attention, name, None) is not None for name in Q_K_NORMS):
             why_not = f"{config.model_type}'s q / k are normalised after their products, which packing cannot keep"
     if why_not is None:
-        return "pass --attention-kernel fused"
+        return ("pass --attention-kernel fused" + (" --exporter legacy" if exporter != "legacy" else "")
+                + (" without --attention-precision" if attention_precision is not None else ""))
     return f"the projections cannot be packed here ({why_not}); export with --qkv-projection separate"
+
+
+def model_skeleton(args, program: str = "export"):
+    """The source's model built from its config alone, without its weights (parameters on the
+    meta device; buffers, the rotary tables among them, computed): what a refusal from the flags
+    can ask of the architecture (`packing_advice`) in a second, before the weights load."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if args.gguf:
+        gguf = Path(args.gguf)
+        check_gguf_header(gguf, program)
+        with reading(program, f"the GGUF file {gguf}"):
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        auto_class = AutoModelForCausalLM
+    else:
+        folder = Path(args.model)
+        auto_class = model_class(folder, check_supported_config(folder, program))
+        with reading(program, f"the config {folder / 'config.json'}"):
+            config = AutoConfig.from_pretrained(folder)
+    with init_empty_weights(include_buffers=False):
+        return auto_class.from_config(config)
 
 
 # The attention modules' norms of q / k after their products (Qwen3, OLMo 2, Gemma 3; Phi's and
@@ -1555,19 +1585,70 @@ def check_source_exists(args, program: str = "export"):
     """Refuses, naming it, a --gguf that is no file or a --model folder without config.json: the
     first check, so that a wrong source is named as such before the output is checked against it."""
     if args.gguf:
-        if Path(args.gguf).is_dir():  # was "does not exist", of a folder named *.gguf
-            sys.exit(f"{program}: error: {args.gguf} is a folder, not a GGUF file (a Hugging Face model folder "
-                     "is given as --model)")
-        if not Path(args.gguf).is_file():
-            sys.exit(f"{program}: error: GGUF file {args.gguf} does not exist")
+        refuse_no_gguf_file(Path(args.gguf), program)
     elif not (Path(args.model) / "config.json").is_file():
         sys.exit(f"{program}: error: {args.model} is not a Hugging Face model folder (no config.json)")
 
 
+def refuse_no_gguf_file(path: Path, program: str) -> None:
+    """Refuses, naming it, a GGUF path that is a folder, does not exist, is no regular file or
+    cannot be read (permissions): each in its own words, not as a damaged GGUF file."""
+    if path.is_dir():  # was "does not exist", of a folder named *.gguf
+        sys.exit(f"{program}: error: {path} is a folder, not a GGUF file (a Hugging Face model folder "
+                 "is given as --model)")
+    if not path.exists():
+        sys.exit(f"{program}: error: GGUF file {path} does not exist")
+    if not path.is_file():
+        sys.exit(f"{program}: error: {path} is not a regular file, so not a GGUF file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        sys.exit(f"{program}: error: cannot read the GGUF file {path}: {error.strerror or error}")
+
+
 # RoPE-scaling keys (under `<arch>.rope.scaling.`) and values that leave the rotary embedding as
-# it is: transformers' GGUF loader reading none of these keys loses nothing from them.
-NEUTRAL_ROPE_SCALING = {"type": {"none"}, "factor": {0.0, 1.0}, "attn_factor": {1.0}}
+# llama.cpp runs it unscaled, so transformers' GGUF loader reading none of them loses nothing
+# (`non_neutral_rope_scaling`). llama.cpp's frequency scale is 1 / factor, and 1 where the factor
+# is absent or 0 ("unset": src/llama-model.cpp) or the type is `none` ("never scale if scaling
+# type is none": src/llama-context.cpp), whatever the factor; YaRN's extrapolation mix and
+# magnitude correction are the identity at a scale of 1. Its attention factor multiplies the
+# attention whatever the type.
+NEUTRAL_ROPE_SCALING_FACTORS = {None, 0.0, 1.0}
+NEUTRAL_ROPE_ATTN_FACTOR = 1.0
 NEUTRAL_ROPE_SCALING_KEYS = {"finetuned", "original_context_length"}
+
+
+def non_neutral_rope_scaling(reader) -> list:
+    """The `<arch>.rope.scaling.*` fields of a GGUF file that scale its RoPE as llama.cpp runs it,
+    as "key = value" in the file's order (gpt-oss's, which transformers reads, left out): the type
+    and factor where the type is not `none` and the factor is not 0 or 1 (or absent); an
+    attn_factor other than 1; any key but the informational NEUTRAL_ROPE_SCALING_KEYS; the older
+    `<arch>.rope.scale_linear` where its factor is not 0 or 1."""
+    fields = {}
+    for key in reader.fields:
+        prefix, found, suffix = key.partition(".rope.scaling.")
+        if found and prefix != "gpt-oss":
+            fields[key] = (prefix, suffix, gguf_field(reader, key))
+    scales = {}
+    for prefix in {prefix for prefix, _, _ in fields.values()}:
+        kind = gguf_field(reader, f"{prefix}.rope.scaling.type")
+        factor = gguf_field(reader, f"{prefix}.rope.scaling.factor")
+        scales[prefix] = kind != "none" and factor not in NEUTRAL_ROPE_SCALING_FACTORS
+    listed = []
+    # The older key of a linear scale, which llama.cpp still reads (LLM_KV_ROPE_SCALE_LINEAR):
+    # its factor, neutral as the newer one's.
+    for key in reader.fields:
+        if key.endswith(".rope.scale_linear") and gguf_field(reader, key) not in NEUTRAL_ROPE_SCALING_FACTORS:
+            listed.append(f"{key} = {gguf_field(reader, key)!r}")
+    for key, (prefix, suffix, value) in fields.items():
+        if suffix in NEUTRAL_ROPE_SCALING_KEYS:
+            continue
+        neutral = (not scales[prefix] if suffix in ("type", "factor")
+                   else value == NEUTRAL_ROPE_ATTN_FACTOR if suffix == "attn_factor" else False)
+        if not neutral:
+            listed.append(f"{key} = {value!r}")
+    return listed
 
 
 def gguf_architectures() -> list:
@@ -1622,7 +1703,8 @@ def gguf_field(reader, key: str):
 
 def check_gguf_header(path: Path, program: str) -> None:
     """Refuses, from the GGUF file's header alone (before transformers reads it), naming the file:
-    a file that is no readable GGUF (truncated or damaged); a `general.architecture` transformers'
+    a path that is no readable file (refuse_no_gguf_file); a file that is no readable GGUF
+    (truncated or damaged); a `general.architecture` transformers'
     GGUF loader cannot make a model of the exporter's from (naming those it can); and RoPE scaling
     (`rope_freqs`/`rope_factors_*` tensors, non-neutral `*.rope.scaling.*` keys) that the loader
     does not read (its config mapping has no rope-scaling key but gpt-oss's, its tensor map none
@@ -1630,6 +1712,8 @@ def check_gguf_header(path: Path, program: str) -> None:
     loaded, plain RoPE, another model than the file's."""
     from gguf import GGUFReader
 
+    # crosscheck and torch_baseline come here without check_source_exists.
+    refuse_no_gguf_file(path, program)
     try:
         reader = GGUFReader(str(path))
     except Exception as error:  # numpy's and gguf-py's own errors of a short or foreign file: gguf-py
@@ -1655,14 +1739,7 @@ def check_gguf_header(path: Path, program: str) -> None:
         sys.exit(f"{program}: error: {path}: GGUF architecture {architecture!r} (general.architecture) cannot be "
                  f"loaded by transformers' GGUF loader, which the exporter uses; GGUF architectures it can export: "
                  f"{supported}; {instead}, if the exporter supports the model (README)")
-    scaling = []
-    for key in reader.fields:
-        prefix, found, suffix = key.partition(".rope.scaling.")
-        if not found or prefix == "gpt-oss" or suffix in NEUTRAL_ROPE_SCALING_KEYS:
-            continue
-        value = gguf_field(reader, key)
-        if value not in NEUTRAL_ROPE_SCALING.get(suffix, ()):
-            scaling.append(f"{key} = {value!r}")
+    scaling = non_neutral_rope_scaling(reader)
     scaling += [f"tensor {tensor.name}" for tensor in reader.tensors
                 if re.match(r"(blk\.\d+\.)?rope_(freqs|factors_long|factors_short)\b", tensor.name)]
     if scaling:
@@ -1755,7 +1832,7 @@ def export(model, tokenizer, source, out_dir: Path, dtype_name: str, opset: int,
     if qkv_projection == "packed" and not fused:
         raise UnsupportedArchitecture("error: --qkv-projection packed packs the projections into a fused block's "
                                       f"GroupQueryAttention node; the blocks' attention here is standard: "
-                                      f"{packing_advice(model, dtype_name, exporter)}")
+                                      f"{packing_advice(model, dtype_name, exporter, attention_precision)}")
     # Only where there is standard attention in a reduced precision; fp32 graphs are unchanged.
     float32_attention_blocks = (not fused and float32_attention_applies(config, dtype_name,
                                                                          attention_precision or "float32"))
@@ -2064,14 +2141,15 @@ def activation_peak_at(model, sequences) -> tuple:
 
 
 def weights_beyond_float16(model) -> list:
-    """(name, largest |value|) of the floating-point parameters, and float16 buffers, that hold a
-    value float16 cannot: beyond its largest, 65504, or not finite. A model loaded in float16
-    holds such a weight as inf (the cast overflowed); in float32 or bfloat16, as it is. Buffers
-    kept in float32 (rotary inv_freq) stay float32 in the graphs: not float16's to hold."""
+    """(name, largest |value|) of the float16 parameters and buffers of the language model and its
+    head (the model loaded in float16, as the fp16 graphs hold them) that hold a value float16
+    cannot: the cast overflowed to inf, or the file held inf or NaN. Only those: a multimodal
+    checkpoint's vision tower is in no graph, and tensors transformers keeps in float32
+    (`_keep_in_fp32_modules`, rotary inv_freq) stay float32 in the graphs, not float16's to hold."""
     found = []
-    buffers = ((name, b) for name, b in model.named_buffers() if b.dtype == torch.float16)
-    for name, tensor in itertools.chain(model.named_parameters(), buffers):
-        if tensor.is_floating_point() and tensor.numel():
+    text = language_model(model)
+    for name, tensor in itertools.chain(text.named_parameters(), text.named_buffers()):
+        if tensor.dtype == torch.float16 and tensor.numel():
             largest = float(tensor.detach().abs().max())
             if not largest <= FLOAT16_MAX:  # NaN too
                 found.append((name, largest))
@@ -2112,9 +2190,36 @@ def non_negative_number(text: str) -> float:
     return value
 
 
+# The largest logit a check can scale its tolerance by: the references are float32 (or float16 /
+# bfloat16, whose largest values are smaller).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float16_margin(text: str) -> float:
+    """An argparse type for --fp16-margin: a non_negative_number whose limit, 65504 / margin, is
+    finite (0: no range check). An inf limit is a check that cannot fail, and a manifest that
+    strict JSON cannot hold, found only after the whole export."""
+    value = non_negative_number(text)
+    if value > 0 and not math.isfinite(FLOAT16_MAX / value):
+        raise argparse.ArgumentTypeError(f"{text} is so small that the limit {FLOAT16_MAX:.0f} / it is not "
+                                         "finite (0 turns the range check off)")
+    return value
+
+
+def tolerance_number(text: str) -> float:
+    """An argparse type for --tolerance: a non_negative_number that stays finite once scaled by
+    max(1, |largest logit| / 10) for any finite float32 logit. An inf tolerance is a check that
+    cannot fail, and a manifest that strict JSON cannot hold, found only after the whole export."""
+    value = non_negative_number(text)
+    if not math.isfinite(value * (FLOAT32_MAX / 10.0)):
+        raise argparse.ArgumentTypeError(f"{text} is so large that, scaled by the largest logit / 10 (up to "
+                                         f"float32's largest, {FLOAT32_MAX:.3e}), it is not finite")
+    return value
+
+
 def add_fp16_margin_argument(parser) -> None:
     """`--fp16-margin`, the same for both exporters."""
-    parser.add_argument("--fp16-margin", type=non_negative_number, default=DEFAULT_FLOAT16_MARGIN,
+    parser.add_argument("--fp16-margin", type=float16_margin, default=DEFAULT_FLOAT16_MARGIN,
                         help="fp16 only: refuse a model whose float32 activations on an English paragraph and "
                              "random tokens come within this factor of float16's largest value, 65504 "
                              "(0: no range check)")
@@ -2276,7 +2381,7 @@ def main(argv=None, allow_known_failures: bool = False):
     parser.add_argument("--check-sequences", type=at_least(1), default=3)
     parser.add_argument("--check-length", type=at_least(2), default=32,
                         help="tokens per sequence of the export check (a Mamba folder's: --fixed-seq-len)")
-    parser.add_argument("--tolerance", type=non_negative_number, default=None,
+    parser.add_argument("--tolerance", type=tolerance_number, default=None,
                         help="max |logit| / |nll| difference against transformers (fp16 / bf16: against "
                              "float32, or twice transformers' own error if larger), scaled by "
                              "max(1, |largest logit| / 10); default: "
@@ -2301,24 +2406,24 @@ def main(argv=None, allow_known_failures: bool = False):
               "this fp32 folder is for the CPU provider (export with --dtype bf16 or fp16 for a GPU)",
               file=sys.stderr)
 
+    check_source_exists(args)
     if args.qkv_projection == "packed":
         # Standard attention from the flags alone: refused before the model loads (minutes on a
-        # large one), not after.
+        # large one), not after; the advice from the architecture (a weightless skeleton).
         standard = ("--attention-kernel standard" if args.attention_kernel == "standard"
                     else "--attention-precision (standard attention only)" if args.attention_precision is not None
                     else "--exporter dynamo (fused attention is the legacy exporter's)" if args.exporter != "legacy"
                     else "an fp32 export with --attention-kernel auto" if args.attention_kernel == "auto"
                     and args.dtype == "fp32" else None)
         if standard is not None:
+            advice = packing_advice(model_skeleton(args), args.dtype, args.exporter, args.attention_precision)
             sys.exit(f"export: error: --qkv-projection packed packs the projections into a fused block's "
-                     f"GroupQueryAttention node; {standard} gives standard attention: pass "
-                     "--attention-kernel fused, or --qkv-projection separate")
+                     f"GroupQueryAttention node; {standard} gives standard attention: {advice}")
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out_dir = Path(args.out)
-    check_source_exists(args)
     # Before anything is loaded: an output that would replace or change the model, or that cannot
     # be written, is refused in a second, not after the export.
     outputs.refuse_overlap("export", out_dir, [("the model folder", Path(args.model))] if args.model

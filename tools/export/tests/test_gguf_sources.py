@@ -84,6 +84,8 @@ ROPE_SCALING = {
     "yarn": dict(fields=[("llama.rope.scaling.type", "yarn", STRING), ("llama.rope.scaling.factor", 4.0, FLOAT),
                          ("llama.rope.scaling.original_context_length", 32, UINT)],
                  named=r"llama\.rope\.scaling\.type = 'yarn', llama\.rope\.scaling\.factor = 4\.0\)"),
+    # The older key of a linear scale, which llama.cpp still reads.
+    "scale_linear": dict(fields=[("llama.rope.scale_linear", 4.0, FLOAT)], named=r"llama\.rope\.scale_linear = 4\.0"),
 }
 
 
@@ -104,13 +106,32 @@ def test_rope_scaling_transformers_would_drop_is_refused_naming_it_before_loadin
     assert not (tmp_path / "out").exists()
 
 
-def test_rope_scaling_keys_that_change_nothing_are_not_refused(llama, tmp_path):
-    """A type `none`, a factor 1 and the informational keys scale nothing transformers drops."""
-    path = rewritten(llama, tmp_path / "none.gguf", [
-        ("llama.rope.scaling.type", "none", STRING), ("llama.rope.scaling.factor", 1.0, FLOAT),
-        ("llama.rope.scaling.original_context_length", 32, UINT), ("llama.rope.scaling.finetuned", True,
-                                                                   gguf.GGUFValueType.BOOL)])
+# Keys llama.cpp runs unscaled (its frequency scale 1): a type `none` whatever the factor, a
+# factor 1 or 0 ("unset") whatever the type, an attention factor 1, the informational keys.
+NEUTRAL_ROPE_SCALING = {
+    "none, factor 1": [("llama.rope.scaling.type", "none", STRING), ("llama.rope.scaling.factor", 1.0, FLOAT),
+                       ("llama.rope.scaling.original_context_length", 32, UINT),
+                       ("llama.rope.scaling.finetuned", True, gguf.GGUFValueType.BOOL)],
+    "none, factor 8": [("llama.rope.scaling.type", "none", STRING), ("llama.rope.scaling.factor", 8.0, FLOAT)],
+    "linear, factor 1": [("llama.rope.scaling.type", "linear", STRING), ("llama.rope.scaling.factor", 1.0, FLOAT)],
+    "yarn, factor 0": [("llama.rope.scaling.type", "yarn", STRING), ("llama.rope.scaling.factor", 0.0, FLOAT),
+                       ("llama.rope.scaling.attn_factor", 1.0, FLOAT)],
+    "linear, no factor": [("llama.rope.scaling.type", "linear", STRING)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEUTRAL_ROPE_SCALING))
+def test_rope_scaling_keys_that_change_nothing_are_not_refused(case, llama, tmp_path):
+    path = rewritten(llama, tmp_path / "neutral.gguf", NEUTRAL_ROPE_SCALING[case])
     export_layered.check_gguf_header(path, "export")
+
+
+def test_an_attention_factor_is_refused_whatever_the_type(llama, tmp_path):
+    """llama.cpp multiplies the attention by it even where the type is `none`."""
+    path = rewritten(llama, tmp_path / "attn.gguf", [("llama.rope.scaling.type", "none", STRING),
+                                                      ("llama.rope.scaling.attn_factor", 1.19, FLOAT)])
+    with pytest.raises(SystemExit, match=r"the file's RoPE scaling \(llama\.rope\.scaling\.attn_factor = 1\.19\d*\)"):
+        export_layered.check_gguf_header(path, "export")
 
 
 @pytest.mark.parametrize("arch, model_class", [("llama", "LlamaForCausalLM"), ("gemma3_text", "Gemma3ForCausalLM")])
@@ -138,6 +159,33 @@ def test_a_truncated_gguf_file_is_refused_as_truncated(program, kept, llama, tmp
                                          rf"\(.*; the file has {path.stat().st_size} bytes\)$"):
         run(program, path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("how,said", [("missing", "GGUF file {path} does not exist"),
+                                      ("a folder", "{path} is a folder, not a GGUF file"),
+                                      ("unreadable", "cannot read the GGUF file {path}: Permission denied")])
+def test_a_gguf_path_that_is_no_readable_file_is_named_so_by_the_header_check(how, said, llama, tmp_path,
+                                                                             monkeypatch):
+    """crosscheck and torch_baseline call check_gguf_header on their --gguf directly (no
+    check_source_exists): a missing file was a FileNotFoundError traceback, and a folder or an
+    unreadable file "truncated or damaged"."""
+    path = tmp_path / "model.gguf"
+    if how == "a folder":
+        path.mkdir()
+    elif how == "unreadable":
+        path.write_bytes(llama.read_bytes())
+        real_open = open
+
+        def refused(file, *args, **kwargs):  # chmod 000 does not stop root, who runs some test machines
+            if Path(file) == path:
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+        monkeypatch.setattr(export_layered, "open", refused, raising=False)
+        monkeypatch.setattr(gguf.GGUFReader, "__init__", lambda *a, **k: refused(path))
+    with pytest.raises(SystemExit) as refusal:
+        export_layered.check_gguf_header(path, "crosscheck")
+    assert str(refusal.value).startswith("crosscheck: error: " + said.format(path=path))
+    assert "truncated" not in str(refusal.value)
 
 
 @pytest.mark.parametrize("program", PROGRAMS)
@@ -209,18 +257,24 @@ def test_an_unsupported_model_from_a_gguf_file_names_the_gguf_architectures(prog
         run(program, path, tmp_path / "out")
 
 
-def test_a_gemma_gguf_file_is_loaded_with_its_own_attention_scale(tmp_path):
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3_text"])
+def test_a_gemma_gguf_file_is_loaded_with_its_own_attention_scale(arch, tmp_path):
     """transformers' GGUF loader reads no query_pre_attn_scalar and left its default, 256: the
-    tiny Gemma 3 (head size 16, scalar 16 in its checkpoint) had its queries scaled by
-    1/sqrt(256), another model than the file's. Loaded as llama.cpp runs the file, and the pruned
-    checkpoint keeps it. (Gemma 2 alike: test_the_gemma_27b_attention_scale_is_llama_cpps.)"""
-    source = gguf_of("gemma3_text", tmp_path)
+    tiny Gemma 2 and 3 (head size 16, scalar 16 in their checkpoints) had their queries scaled by
+    1/sqrt(256), another model than the file's. Loaded as llama.cpp runs the file, the pruned
+    checkpoint keeps it, and the fp32 and fp16 exports pass their checks. (The 27B's scale:
+    test_the_gemma_27b_attention_scale_is_llama_cpps.)"""
+    source = gguf_of(arch, tmp_path)
     model = export_layered.load_pretrained(__import__("transformers").AutoModelForCausalLM, source, "export",
                                            "language model", dtype=torch.float32)
-    assert model.config.query_pre_attn_scalar == 16
+    assert model.config.head_dim == 16 and model.config.query_pre_attn_scalar == 16
     assert model.model.layers[0].self_attn.scaling == pytest.approx(16 ** -0.5)
     prune_hf.main(["--gguf", str(source), "--remove", "1", "--out", str(tmp_path / "pruned")])
     assert json.loads((tmp_path / "pruned" / "config.json").read_text())["query_pre_attn_scalar"] == 16
+    for dtype in ("fp32", "fp16"):
+        _, manifest = export_layered.main(["--gguf", str(source), "--out", str(tmp_path / dtype), "--dtype", dtype,
+                                           "--check-sequences", "1", "--check-length", "8"])
+        assert manifest["check"]["runner"]  # checked (a failing check exits)
 
 
 @pytest.mark.parametrize("arch, blocks, expected", [

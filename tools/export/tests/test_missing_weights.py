@@ -236,7 +236,7 @@ def write_gguf(model, tokenizer_json: Path, path: Path, drop=()):
     writer.add_rope_freq_base(config.rope_parameters.get("rope_theta", 10000.0)
                               if "rope_theta" in (config.rope_parameters or {}) else 10000.0)
     writer.add_vocab_size(config.vocab_size)
-    if arch == "gemma3":
+    if arch in ("gemma2", "gemma3"):  # as convert_hf_to_gguf.py writes both
         writer.add_key_length(config.head_dim)
         writer.add_value_length(config.head_dim)
         writer.add_sliding_window(config.sliding_window)
@@ -264,7 +264,7 @@ def write_gguf(model, tokenizer_json: Path, path: Path, drop=()):
             heads = config.num_attention_heads if ".q_proj." in key else config.num_key_value_heads
             data = data.reshape(heads, 2, data.shape[0] // heads // 2, *data.shape[1:]).swapaxes(1, 2) \
                 .reshape(data.shape)
-        if arch == "gemma3" and "norm" in key:
+        if arch in ("gemma2", "gemma3") and "norm" in key:  # llama.cpp's norms hold 1 + w
             data = data + 1
         if data.ndim == 2 and data.shape[1] % 32 == 0:
             writer.add_tensor(name, gguf.quantize(np.ascontiguousarray(data), gguf.GGMLQuantizationType.Q8_0),

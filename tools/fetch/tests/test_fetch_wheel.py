@@ -99,3 +99,18 @@ def test_a_failed_pip_download_is_an_error_naming_the_requirement(tmp_path, monk
     with pytest.raises(SystemExit, match=re.escape("fetch_wheel: error: pip download pkg==1.0 failed (exit status 1")):
         fetch_wheel.main(["pkg==1.0", str(tmp_path / "pkg")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_destination_is_refused_before_any_download(wheels, tmp_path):
+    """replace_folder refused it (ReadOnlyOutput) as a traceback, after the download."""
+    dest = tmp_path / "pkg"
+    fetch_wheel.main(["pkg==1.0", str(dest), "pkg/"])
+    dest.chmod(0o555)
+    try:
+        with pytest.raises(SystemExit, match=f"^fetch_wheel: error: .*{dest} is a read-only folder \\(mode 0555\\)"):
+            fetch_wheel.main(["pkg==2.0", str(dest), "pkg/"])
+    finally:
+        dest.chmod(0o755)
+    assert wheels == ["pkg==1.0"]  # no second download
+    assert (dest / "pkg" / "VERSION").read_text() == "1.0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no staging folder left
