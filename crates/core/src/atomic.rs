@@ -102,10 +102,10 @@ const LONGEST_SERIAL_DIGITS: usize = 6;
 const LONGEST_PID_DIGITS: usize = 10;
 
 /// The longest name a writer puts beside `name` (`.NAME.tmp-PID-N`, as long as
-/// `.NAME.old-PID-N` and longer than the lock `.NAME.lock`): this process's id padded with
-/// 0s to [`LONGEST_PID_DIGITS`] digits (still naming this process to [`dead_writers_siblings`])
-/// and a serial of [`LONGEST_SERIAL_DIGITS`] digits ending in `tail` (padded with 9s, cut to
-/// its last digits). Created in the output's folder before the work, it shows whether the file
+/// `.NAME.old-PID-N` and longer than the lock `.NAME.lock`): this process's id padded with 0s
+/// to `LONGEST_PID_DIGITS` (10) digits (still naming this process to
+/// [`dead_writers_siblings`]) and a serial of `LONGEST_SERIAL_DIGITS` (6) digits ending in
+/// `tail` (padded with 9s, cut to its last digits). Created in the output's folder before the work, it shows whether the file
 /// system takes the names of the run's temporary files, where the output's own name fits and
 /// a temporary one would not (an output name within 13 bytes of the 255 a name may have failed
 /// only once the work was done); its length is the same on every run.
