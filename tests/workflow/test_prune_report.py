@@ -118,12 +118,12 @@ def test_the_layers_command_prints_the_count_and_its_key(tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model_type": "gpt2", "n_layer": 6}))
     report.main(["layers", "--config", str(config)])
-    assert capsys.readouterr().out == "6 n_layer -\n"
+    assert capsys.readouterr().out == "6 n_layer - gpt2\n"  # and the model_type
     # Qwen3-VL: the blocks its deepstack features follow, by position, are kept by every plan.
     config.write_text(json.dumps({"model_type": "qwen3_vl", "text_config": {"num_hidden_layers": 36},
                                   "vision_config": {"deepstack_visual_indexes": [8, 16, 24]}}))
     report.main(["layers", "--config", str(config)])
-    assert capsys.readouterr().out == "36 text_config.num_hidden_layers 0,1,2\n"
+    assert capsys.readouterr().out == "36 text_config.num_hidden_layers 0,1,2 -\n"  # (its text_config names none)
     config.write_text("{}")
     with pytest.raises(SystemExit, match="no number of layers"):
         report.main(["layers", "--config", str(config)])
