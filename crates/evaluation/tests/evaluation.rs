@@ -42,8 +42,10 @@ fn write_inputs(dir: &Path, seed: u64) -> (PathBuf, PathBuf) {
     (tokens, masks)
 }
 
-/// A mask table of the fixture's 6 blocks: `masks`, fixing `fixed_blocks`.
+/// A mask table of `masks` (over the fixture's 6 blocks, or as many as they have), fixing
+/// `fixed_blocks`.
 fn write_mask_table(path: &Path, masks: Vec<Mask>, fixed_blocks: Vec<usize>) {
+    let num_blocks = masks.first().map_or(6, Mask::num_blocks);
     let rows = masks
         .into_iter()
         .map(|mask| MaskRow {
@@ -54,7 +56,7 @@ fn write_mask_table(path: &Path, masks: Vec<Mask>, fixed_blocks: Vec<usize>) {
         })
         .collect();
     let table = MaskTable {
-        num_blocks: 6,
+        num_blocks,
         fixed_blocks,
         rows,
     };
@@ -680,21 +682,7 @@ fn inputs_are_refused_before_the_model_is_opened() {
     std::fs::create_dir(&folder).unwrap();
     // A mask table for 5 blocks; the model has 6.
     let five = dir.path().join("five.parquet");
-    let rows = every_mask(5)
-        .into_iter()
-        .map(|mask| MaskRow {
-            mask,
-            design: Design::Enumeration,
-            group_id: None,
-            position: None,
-        })
-        .collect();
-    let table = MaskTable {
-        num_blocks: 5,
-        fixed_blocks: vec![],
-        rows,
-    };
-    write_masks(&five, &table, &provenance()).unwrap();
+    write_mask_table(&five, every_mask(5), vec![]);
     // Windows cut by another tokenizer (as their recorded hash says).
     let mut foreign = layerprune_tables::read_tokens(&tokens).unwrap();
     foreign.tokenizer_sha256 = "0".repeat(64);

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
 import prune_hf  # noqa: E402
-from test_missing_weights import gguf_of, run  # noqa: E402
+from test_missing_weights import gguf_of, minimal_gguf, run  # noqa: E402
 
 PROGRAMS = ["export", "prune_hf"]
 
@@ -207,23 +207,6 @@ def test_a_llama_gguf_file_named_mistral_is_refused_saying_why(program, llama, t
                                          "exactly 'mistral' .* another general.name .* or export the model from its "
                                          r"Hugging Face checkpoint instead \(--model\)$"):
         run(program, path, tmp_path / "out")
-
-
-def minimal_gguf(path: Path, arch: str) -> Path:
-    """A GGUF file of architecture `arch` with a header and one tensor."""
-    import numpy as np
-
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_block_count(2)
-    writer.add_embedding_length(64)
-    writer.add_head_count(4)
-    writer.add_vocab_size(16)
-    writer.add_tensor("token_embd.weight", np.zeros((16, 64), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 GGUF_ARCHITECTURES = "gemma2, gemma3, gpt2, llama, mamba, phi3, qwen2, qwen3, stablelm, starcoder2"

@@ -278,6 +278,24 @@ def write_gguf(model, tokenizer_json: Path, path: Path, drop=()):
     return path
 
 
+def minimal_gguf(path: Path, arch: str) -> Path:
+    """A GGUF file of architecture `arch` with a header and one tensor."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(2)
+    writer.add_embedding_length(64)
+    writer.add_head_count(4)
+    writer.add_vocab_size(16)
+    writer.add_tensor("token_embd.weight", np.zeros((16, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def gguf_of(arch: str, folder: Path, drop=()) -> Path:
     from transformers import AutoModelForCausalLM
 
@@ -330,20 +348,7 @@ def test_the_tools_comparing_transformers_with_the_export_refuse_a_gguf_file_lac
 @pytest.mark.parametrize("program", ["export", "prune_hf"])
 def test_a_gguf_file_of_an_unsupported_model_is_refused_naming_it_before_loading(program, tmp_path, monkeypatch):
     """From the file's metadata: the refusal came after its tensors were dequantized, naming no file."""
-    import gguf
-    import numpy as np
-
-    path = tmp_path / "moe.gguf"
-    writer = gguf.GGUFWriter(str(path), "qwen3moe")
-    writer.add_block_count(2)
-    writer.add_embedding_length(64)
-    writer.add_head_count(4)
-    writer.add_vocab_size(16)
-    writer.add_tensor("token_embd.weight", np.zeros((16, 64), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = minimal_gguf(tmp_path / "moe.gguf", "qwen3moe")
 
     def loaded(*args, **kwargs):
         raise AssertionError("the model was loaded")
