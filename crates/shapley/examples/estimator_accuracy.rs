@@ -8,8 +8,10 @@
 //! may use) and seed. Output folder: `results.csv` and `summary.md`
 //! (`tools/report/plots.py estimator-rmse` draws `results.csv`). Besides the error, the
 //! calibration of the standard errors: the mean of (error/SE)² over the players (1 when the
-//! standard errors are right) and the share of 95 % intervals (± 1.96 SE) that miss the truth
-//! (0.05 when they are right), per run and averaged.
+//! standard errors are right) and the share of 95 % intervals (the score tables' ± t SE,
+//! `Estimates::ci95`) that miss the truth (0.05 when they are right), per run and averaged, and
+//! pooled over the runs block by block beside the normal intervals' (± 1.96 SE): the pooled
+//! share with the worst and the best block's.
 //!
 //! cargo run -p layerprune-shapley --example estimator_accuracy -- --synthetic --out bench/
 
@@ -76,6 +78,10 @@ struct Row {
     z2: Option<f64>,
     /// Share of 95 % intervals that miss it (`Estimates::miss95`).
     miss95: Option<f64>,
+    /// Whether each player's 95 % interval misses it (`Estimates::misses95`).
+    misses95: Option<Vec<bool>>,
+    /// The same of the normal interval, ± 1.96 SE whatever the degrees of freedom.
+    misses95_normal: Option<Vec<bool>>,
     /// Held-out R² of the regression-adjusted estimators' surrogate.
     surrogate_r2: Option<f64>,
 }
@@ -172,6 +178,8 @@ fn main() -> Result<()> {
                     rmse_own: rmse(&estimates.values, own),
                     z2: estimates.mean_z2(own),
                     miss95: estimates.miss95(own),
+                    misses95: estimates.misses95(own),
+                    misses95_normal: estimates.misses95_with(own, |_| 1.96),
                     surrogate_r2,
                 });
             }
@@ -269,12 +277,30 @@ fn main() -> Result<()> {
         |r| r.z2,
     );
     summary += &per_run_mean_table(
-        "Share of 95 % intervals (estimate ± 1.96 SE) that miss the estimator's own estimand \
+        "Share of 95 % intervals (estimate ± t SE) that miss the estimator's own estimand \
          (0.05: calibrated)",
         &names,
         &rows,
         &args.budgets,
         |r| r.miss95,
+    );
+    summary += &per_block_miss_table(
+        "Share of 95 % intervals (estimate ± t SE, Student's t of the SE's degrees of \
+         freedom) that miss, pooled (worst block, best block)",
+        &names,
+        &rows,
+        &args.budgets,
+        players.blocks(),
+        |r| r.misses95.as_ref(),
+    );
+    summary += &per_block_miss_table(
+        "Share of normal 95 % intervals (estimate ± 1.96 SE) that miss, pooled (worst block, \
+         best block)",
+        &names,
+        &rows,
+        &args.budgets,
+        players.blocks(),
+        |r| r.misses95_normal.as_ref(),
     );
     summary += &per_run_mean_table(
         "Mean held-out R² of the surrogate (regression-adjusted estimators)",
@@ -288,6 +314,66 @@ fn main() -> Result<()> {
 
     println!("wrote results.csv and summary.md to {}", args.out.display());
     Ok(())
+}
+
+/// The share of 95 % intervals that miss the estimator's own estimand block by block, over the
+/// runs that have standard errors: the pooled share and, in brackets, the worst and the best
+/// block's (a pooled 5 % can hide blocks at 1 % and 19 %).
+fn per_block_miss_table(
+    title: &str,
+    names: &[&str],
+    rows: &[Row],
+    budgets: &[usize],
+    blocks: &[usize],
+    misses: fn(&Row) -> Option<&Vec<bool>>,
+) -> String {
+    let mut text = format!("## {title}\n\n| estimator |");
+    for b in budgets {
+        text += &format!(" {b} |");
+    }
+    text += "\n|---|";
+    text += &"---:|".repeat(budgets.len());
+    text += "\n";
+    for &name in names {
+        if !rows
+            .iter()
+            .any(|r| r.estimator == name && misses(r).is_some())
+        {
+            continue;
+        }
+        text += &format!("| {name} |");
+        for &b in budgets {
+            let runs: Vec<&Vec<bool>> = rows
+                .iter()
+                .filter(|r| r.estimator == name && r.budget == b)
+                .filter_map(misses)
+                .collect();
+            if runs.is_empty() {
+                text += " – |";
+                continue;
+            }
+            let shares: Vec<f64> = (0..blocks.len())
+                .map(|p| runs.iter().filter(|m| m[p]).count() as f64 / runs.len() as f64)
+                .collect();
+            let pooled = shares.iter().sum::<f64>() / shares.len() as f64;
+            let (worst, best) = shares.iter().enumerate().fold((0, 0), |(w, bst), (p, &s)| {
+                (
+                    if s > shares[w] { p } else { w },
+                    if s < shares[bst] { p } else { bst },
+                )
+            });
+            text += &format!(
+                " {:.1} % ({:.0} % b{}, {:.0} % b{}) |",
+                100.0 * pooled,
+                100.0 * shares[worst],
+                blocks[worst],
+                100.0 * shares[best],
+                blocks[best]
+            );
+        }
+        text += "\n";
+    }
+    text + "\n"
 }
 
 /// A table of the mean over the runs of a per-run quantity (`cell`, none where the run has

@@ -7,6 +7,7 @@ use rand::Rng;
 
 use crate::values::{
     distinct_sorted, finite_population_factor, guarded_se, rounding_of, sample_variance, Spread,
+    StandardErrors,
 };
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
@@ -152,10 +153,7 @@ pub fn banzhaf_msr_estimate(
         .collect::<Result<Vec<_>, _>>()?;
     let mut estimates = vec![0.0; n];
     // [kept, removed]: each group's spread and its weight 1/count, by player.
-    let mut groups = [0, 1].map(|_| Spread {
-        weights: vec![0.0; n],
-        variances: vec![0.0; n],
-    });
+    let mut groups = [0, 1].map(|_| Spread::empty(n));
     let mut has_se = true;
     for (i, estimate) in estimates.iter_mut().enumerate() {
         let (inside, outside): (Vec<f64>, Vec<f64>) = {
@@ -187,6 +185,7 @@ pub fn banzhaf_msr_estimate(
             };
             group.weights[i] = finite / count;
             group.variances[i] = sample_variance(masks);
+            group.degrees_of_freedom[i] = count - 1.0;
         }
     }
     // Each player's two groups hold every mask: M − 2 degrees of freedom.
@@ -194,7 +193,7 @@ pub fn banzhaf_msr_estimate(
     let std_errors = if n == 1 {
         // Every mask is ∅ or N: the estimate is v(N) − v(∅), exact, where its groups, which do
         // not spread for that reason, would give none.
-        Some(vec![0.0])
+        Some(StandardErrors::normal(vec![0.0]))
     } else if has_se {
         guarded_se(&groups, degrees_of_freedom, rounding_of(&values))
     } else {

@@ -26,7 +26,7 @@ use rand::Rng;
 
 use crate::values::{
     distinct_sorted, finite_population_factor, guarded_se, mean_and_variance, rounding_of_units,
-    sample_variance, student_t_975, Spread, NORMAL_975,
+    sample_variance, student_t_975, Spread, StandardErrors, NORMAL_975,
 };
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 use layerprune_core::linalg::Cholesky;
@@ -289,7 +289,7 @@ pub fn kernelshap_estimate(
         return Ok(Estimates::new(
             KERNELSHAP,
             vec![total; n],
-            Some(vec![0.0; n]),
+            Some(StandardErrors::normal(vec![0.0; n])),
         ));
     }
     let kernel = kernel_size_probabilities(n);
@@ -392,10 +392,13 @@ pub fn kernelshap_estimate(
                     .into_iter()
                     .map(|group| Spread {
                         weights: group.weights.iter().map(|w| w * correction).collect(),
-                        variances: group.variances,
+                        ..group
                     })
                     .collect();
-                guarded_se(&groups, residual_df as f64, rounding)
+                // The values alone: the SEs are widened to Student's t of the fit's residual
+                // degrees of freedom below (fewer than the moderated variance's, so the wider
+                // interval), and their interval is then ± 1.96 SE.
+                guarded_se(&groups, residual_df as f64, rounding).map(|se| se.values)
             })
         }
     };
@@ -414,7 +417,11 @@ pub fn kernelshap_estimate(
         }
         PairedStandardErrors::Withheld => None,
     };
-    Ok(Estimates::new(KERNELSHAP, values, std_errors))
+    Ok(Estimates::new(
+        KERNELSHAP,
+        values,
+        std_errors.map(StandardErrors::normal),
+    ))
 }
 
 /// Complement pairs per player below which the paired estimators' standard errors were measured
@@ -475,7 +482,7 @@ pub fn kernelshap_standard_errors(num_players: usize, pairs: usize) -> PairedSta
         let degrees_of_freedom = pairs + 1 - n;
         PairedStandardErrors::Widened {
             degrees_of_freedom,
-            factor: student_t_975(degrees_of_freedom) / NORMAL_975,
+            factor: student_t_975(degrees_of_freedom as f64) / NORMAL_975,
         }
     } else {
         PairedStandardErrors::Withheld
@@ -489,7 +496,11 @@ pub fn kernelshap_standard_errors(num_players: usize, pairs: usize) -> PairedSta
 fn iid_spread(projected_scores: &[Vec<f64>], width: usize) -> Option<Vec<Spread>> {
     let pairs = projected_scores.len();
     let (_, variances) = mean_and_variance(projected_scores, width);
-    Some(vec![Spread::uniform(1.0 / pairs as f64, variances?)])
+    Some(vec![Spread::uniform(
+        1.0 / pairs as f64,
+        variances?,
+        (pairs - 1) as f64,
+    )])
 }
 
 /// The spreads behind the standard error of the mean of per-pair terms over a design drawn
@@ -524,13 +535,19 @@ fn class_spreads(
         }
         pooled_df += (rows.len() - 1) as f64;
     }
-    let fallback: Vec<f64> = if pooled_df > 0.0 {
-        pooled_squares.iter().map(|s| s / pooled_df).collect()
+    let (fallback, fallback_df): (Vec<f64>, f64) = if pooled_df > 0.0 {
+        (
+            pooled_squares.iter().map(|s| s / pooled_df).collect(),
+            pooled_df,
+        )
     } else {
         let all: Vec<&Vec<f64>> = terms.iter().collect();
-        (0..width)
-            .map(|i| sample_variance(&column(&all, i)))
-            .collect()
+        (
+            (0..width)
+                .map(|i| sample_variance(&column(&all, i)))
+                .collect(),
+            total - 1.0,
+        )
     };
     Some(
         by_class
@@ -538,14 +555,19 @@ fn class_spreads(
             .map(|(&class, rows)| {
                 let count = rows.len() as f64;
                 let finite = finite_population_factor(count, design.pairs_in_class(class));
-                let spreads = if rows.len() >= 2 {
-                    (0..width)
+                let (spreads, degrees_of_freedom) = if rows.len() >= 2 {
+                    let spreads = (0..width)
                         .map(|i| sample_variance(&column(rows, i)))
-                        .collect()
+                        .collect();
+                    (spreads, count - 1.0)
                 } else {
-                    fallback.clone()
+                    (fallback.clone(), fallback_df)
                 };
-                Spread::uniform((count / total).powi(2) * finite / count, spreads)
+                Spread::uniform(
+                    (count / total).powi(2) * finite / count,
+                    spreads,
+                    degrees_of_freedom,
+                )
             })
             .collect(),
     )

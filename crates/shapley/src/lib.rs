@@ -54,7 +54,7 @@ pub use registry::{
     EstimatorOptions, Needs, RecordedDesign,
 };
 pub(crate) use values::evaluate_masks_for;
-pub use values::{evaluate_masks, Estimates, ValueTable};
+pub use values::{evaluate_masks, interval_factor_95, Estimates, ValueTable};
 
 use layerprune_core::GameError;
 

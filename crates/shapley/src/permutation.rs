@@ -8,7 +8,7 @@ use layerprune_core::{Game, Mask};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::values::{distinct_sorted, mean_and_se, rounding_of_units};
+use crate::values::{distinct_sorted, mean_and_se, rounding_of_units, StandardErrors};
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 
 pub const PERMUTATION: &str = "permutation-shapley";
@@ -159,10 +159,13 @@ impl PermutationDesign {
         &self,
         units: &[Vec<f64>],
         rounding: f64,
-    ) -> (Vec<f64>, Option<Vec<f64>>) {
+    ) -> (Vec<f64>, Option<StandardErrors>) {
         let (means, std_errors) = mean_and_se(units, self.num_players, rounding);
         if self.is_exact() {
-            (means, Some(vec![0.0; self.num_players]))
+            (
+                means,
+                Some(StandardErrors::normal(vec![0.0; self.num_players])),
+            )
         } else {
             (means, std_errors)
         }

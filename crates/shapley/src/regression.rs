@@ -69,7 +69,7 @@ use crate::polynomial::{order_for_rows, term_count, MaskTerms, Multilinear};
 use crate::surrogate::sampled_shapley;
 use crate::values::{
     finite_population_factor, guarded_se, mean_and_se, partly_known_mean, rounding_of_units,
-    sample_variance, Spread, ValueRange,
+    sample_variance, Spread, StandardErrors, ValueRange,
 };
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError, ValueTable};
 use layerprune_core::binomial;
@@ -571,7 +571,7 @@ impl Game for HalfSurrogate {
 type ResidualEstimate<'a> = dyn Fn(
         usize,
         &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
-    ) -> Result<(Vec<f64>, Option<Vec<f64>>), ShapleyError>
+    ) -> Result<(Vec<f64>, Option<StandardErrors>), ShapleyError>
     + 'a;
 
 /// The cross-fitting shared by every variant: for each half h, f is fitted on the other
@@ -615,7 +615,8 @@ fn cross_fit(
         // say nothing of its error elsewhere: no SE, unless the residual term is exact (SE 0:
         // every class drawn whole, or two players).
         let reproduced = reproduces_held_out(half_squares, &half_held_out);
-        let residual_se = residual_se.filter(|se| !reproduced || se.iter().all(|s| *s == 0.0));
+        let residual_se =
+            residual_se.filter(|se| !reproduced || se.values.iter().all(|s| *s == 0.0));
         residual_squares += half_squares;
         held_out.extend(half_held_out);
         half_values.push(
@@ -623,7 +624,7 @@ fn cross_fit(
                 .map(|i| surrogate_shapley[i] + residual_mean[i])
                 .collect::<Vec<_>>(),
         );
-        half_variances.push(residual_se.map(|se| se.iter().map(|s| s * s).collect::<Vec<_>>()));
+        half_variances.push(residual_se);
         tracing::info!(
             "{name}: cross-fitting half {}/2 done ({} fitted on {} masks, residual over the \
              other {})",
@@ -640,7 +641,7 @@ fn cross_fit(
     // half's fit); an approximation, documented. For a design drawn without replacement each
     // half's variance is its share of the whole draw's (see `finite_population_residual`).
     let std_errors = match (&half_variances[0], &half_variances[1]) {
-        (Some(a), Some(b)) => Some((0..n).map(|i| (a[i] + b[i]).sqrt() / 2.0).collect()),
+        (Some(a), Some(b)) => Some(halves_combined(a, b)),
         _ => None,
     };
     let held_out_r2 = held_out_r2(residual_squares, &held_out);
@@ -648,6 +649,40 @@ fn cross_fit(
         estimates: Estimates::new(name, values, std_errors),
         held_out_r2,
     })
+}
+
+/// The standard errors of the mean of two halves' estimates, taken as independent:
+/// ½ sqrt(SE_A² + SE_B²), with the Welch–Satterthwaite degrees of freedom of that sum,
+/// (V_A + V_B)² / (V_A²/df_A + V_B²/df_B) (a half without degrees of freedom, SE 0 or normal,
+/// adds no term; none where neither half has any).
+fn halves_combined(a: &StandardErrors, b: &StandardErrors) -> StandardErrors {
+    let n = a.values.len();
+    let variance = |se: &StandardErrors, i: usize| se.values[i] * se.values[i];
+    let values = (0..n)
+        .map(|i| (variance(a, i) + variance(b, i)).sqrt() / 2.0)
+        .collect();
+    let degrees_of_freedom = (a.degrees_of_freedom.is_some() || b.degrees_of_freedom.is_some())
+        .then(|| {
+            (0..n)
+                .map(|i| {
+                    let term = |se: &StandardErrors| match &se.degrees_of_freedom {
+                        Some(df) => variance(se, i).powi(2) / df[i],
+                        None => 0.0,
+                    };
+                    let total = variance(a, i) + variance(b, i);
+                    let denominator = term(a) + term(b);
+                    if denominator > 0.0 {
+                        total * total / denominator
+                    } else {
+                        f64::INFINITY
+                    }
+                })
+                .collect()
+        });
+    StandardErrors {
+        values,
+        degrees_of_freedom,
+    }
 }
 
 /// 1 − Σ residual² / Σ (v − v̄)² over the held-out values (NaN when they do not vary).
@@ -736,7 +771,11 @@ pub fn regression_adjusted_kernel_estimate(
     if n <= 1 {
         let total = table.get(&full)? - table.get(&empty)?;
         return Ok(RegressionAdjusted {
-            estimates: Estimates::new(name, vec![total; n], Some(vec![0.0; n])),
+            estimates: Estimates::new(
+                name,
+                vec![total; n],
+                Some(StandardErrors::normal(vec![0.0; n])),
+            ),
             held_out_r2: f64::NAN,
         });
     }
@@ -799,7 +838,7 @@ pub fn regression_adjusted_kernel_estimate(
         // the half's estimate is φ(v) itself: its error is 0, where its units, which agree
         // because of that, gave no SE (`guarded_se`) or one unit too few.
         Ok(if exact {
-            (values, Some(vec![0.0; n]))
+            (values, Some(StandardErrors::normal(vec![0.0; n])))
         } else {
             (values, std_errors)
         })
@@ -837,7 +876,7 @@ fn msr_residual(
     anchor: f64,
     residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
     game_values: &[f64],
-) -> Result<(Vec<f64>, Option<Vec<f64>>), ShapleyError> {
+) -> Result<(Vec<f64>, Option<StandardErrors>), ShapleyError> {
     let n = design.num_players;
     let size_probability = &design.size_probabilities;
     let units: Vec<Vec<f64>> = half
@@ -903,7 +942,7 @@ fn finite_population_residual(
     anchor: f64,
     residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
     game_values: &[f64],
-) -> Result<(Vec<f64>, Option<Vec<f64>>), ShapleyError> {
+) -> Result<(Vec<f64>, Option<StandardErrors>), ShapleyError> {
     let n = design.num_players;
     let unit = |coalition: &Mask| -> Result<(usize, Vec<f64>), ShapleyError> {
         let class = design.class_of(coalition.num_kept());
@@ -968,7 +1007,12 @@ fn finite_population_residual(
                 spread_of_all[i]
             });
         }
-        groups.push(Spread::uniform(finite / count, spreads));
+        let degrees_of_freedom = if rows.len() >= 2 {
+            count - 1.0
+        } else {
+            all_held.len() as f64 - 1.0
+        };
+        groups.push(Spread::uniform(finite / count, spreads, degrees_of_freedom));
     }
     if uncorrected > 0 {
         tracing::info!(
@@ -1011,7 +1055,7 @@ pub fn regression_adjusted_chains_estimate(
             estimates: Estimates::new(
                 REGRESSION_ADJUSTED_LOG_CHAINS,
                 vec![total; n],
-                Some(vec![0.0; n]),
+                Some(StandardErrors::normal(vec![0.0; n])),
             ),
             held_out_r2: f64::NAN,
         });
@@ -1131,6 +1175,29 @@ pub fn run_regression_adjusted_chains(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The halves' mean has the Welch–Satterthwaite degrees of freedom of the summed variance:
+    /// two halves alike add theirs (3 + 3), a half that dominates keeps about its own, and a
+    /// half with no degrees of freedom (SE 0) adds no term.
+    #[test]
+    fn halves_combine_their_degrees_of_freedom() {
+        let half = |se: f64, df: Option<f64>| StandardErrors {
+            values: vec![se],
+            degrees_of_freedom: df.map(|df| vec![df]),
+        };
+        let alike = halves_combined(&half(0.2, Some(3.0)), &half(0.2, Some(3.0)));
+        assert!((alike.values[0] - 0.08f64.sqrt() / 2.0).abs() < 1e-12);
+        assert!((alike.degrees_of_freedom.unwrap()[0] - 6.0).abs() < 1e-12);
+        let dominated = halves_combined(&half(1.0, Some(3.0)), &half(0.01, Some(3.0)));
+        assert!((dominated.degrees_of_freedom.unwrap()[0] - 3.0).abs() < 1e-3);
+        let exact = halves_combined(&half(0.2, Some(5.0)), &StandardErrors::normal(vec![0.0]));
+        assert!((exact.degrees_of_freedom.unwrap()[0] - 5.0).abs() < 1e-12);
+        let neither = halves_combined(
+            &StandardErrors::normal(vec![0.1]),
+            &StandardErrors::normal(vec![0.1]),
+        );
+        assert_eq!(neither.degrees_of_freedom, None);
+    }
 
     #[test]
     fn the_lowest_point_of_a_parabola_through_three_points() {

@@ -59,7 +59,7 @@ use crate::regression::{
 };
 use crate::values::{
     finite_population_factor, guarded_se, partly_known_mean, rounding_of, sample_variance,
-    variance_of_mean, Spread,
+    variance_of_mean, Spread, StandardErrors,
 };
 use crate::{evaluate_masks_for, rng_from_seed, Estimates, Players, ShapleyError};
 use layerprune_core::Game;
@@ -275,23 +275,26 @@ pub fn stratified_estimate(
         // (N_P = 1: exact) at their own, smaller, factors.
         let finite = finite_population_factor(size_values.len() as f64, binomial(n, size) as f64);
         for kept in [true, false] {
-            let mut group = Spread {
-                weights: vec![0.0; n],
-                variances: vec![0.0; n],
-            };
+            let mut group = Spread::empty(n);
             for i in 0..n {
                 let values: Vec<f64> = masks
                     .iter()
                     .filter(|(m, _)| m.is_kept(i) == kept)
                     .map(|(_, v)| *v)
                     .collect();
-                let (weight, spread) = match values.len() {
-                    0 => (1.0 / size_values.len() as f64, size_spread),
-                    1 => (1.0, size_spread),
-                    count => (1.0 / count as f64, sample_variance(&values)),
+                let size_df = size_values.len() as f64 - 1.0;
+                let (weight, spread, df) = match values.len() {
+                    0 => (1.0 / size_values.len() as f64, size_spread, size_df),
+                    1 => (1.0, size_spread, size_df),
+                    count => (
+                        1.0 / count as f64,
+                        sample_variance(&values),
+                        count as f64 - 1.0,
+                    ),
                 };
                 group.weights[i] = finite * weight / (n * n) as f64;
                 group.variances[i] = spread;
+                group.degrees_of_freedom[i] = df;
             }
             groups.push(group);
         }
@@ -301,8 +304,11 @@ pub fn stratified_estimate(
     // size complete gives SE 0 (exact).
     let game_values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
     let std_errors = if estimable {
-        guarded_se(&groups, degrees_of_freedom, rounding_of(&game_values))
-            .or_else(|| groups.is_empty().then(|| vec![0.0; n]))
+        guarded_se(&groups, degrees_of_freedom, rounding_of(&game_values)).or_else(|| {
+            groups
+                .is_empty()
+                .then(|| StandardErrors::normal(vec![0.0; n]))
+        })
     } else {
         None
     };
@@ -396,7 +402,7 @@ pub fn regression_adjusted_stratified_estimate(
         let estimates = Estimates::new(
             REGRESSION_ADJUSTED_STRATIFIED,
             exact_part,
-            Some(vec![0.0; n]),
+            Some(StandardErrors::normal(vec![0.0; n])),
         );
         return Ok((estimates, f64::NAN));
     }
@@ -536,7 +542,14 @@ pub fn regression_adjusted_stratified_estimate(
                 .iter()
                 .map(|fold| fold.variance(residual_spread[size], bias_square))
                 .collect();
-            groups.push(Spread::uniform(1.0 / (n * n) as f64, variances));
+            // Each fold's variance counts the held-out residuals of every fold (their spread
+            // and the biases): the estimate's residual degrees of freedom, not a count of its
+            // own.
+            groups.push(Spread::uniform(
+                1.0 / (n * n) as f64,
+                variances,
+                held_out.len() as f64 - used_folds.len() as f64,
+            ));
             uncorrected += side
                 .iter()
                 .filter(|fold| fold.corrected == 0 && fold.uncorrected > 0)

@@ -6,7 +6,7 @@ use layerprune_core::Game;
 
 use crate::permutation::permutation_design_pairs;
 use crate::progress::Progress;
-use crate::values::{rounding_of, ValueRange, CHUNK};
+use crate::values::{rounding_of, StandardErrors, ValueRange, CHUNK};
 use crate::{rng_from_seed, Estimates, ShapleyError};
 
 pub const SURROGATE_SHAPLEY: &str = "surrogate-shapley";
@@ -42,7 +42,7 @@ pub(crate) fn sampled_shapley(
     surrogate: &mut dyn Game,
     pairs: usize,
     seed: u64,
-) -> Result<(Vec<f64>, Option<Vec<f64>>), ShapleyError> {
+) -> Result<(Vec<f64>, Option<StandardErrors>), ShapleyError> {
     let n = surrogate.num_players();
     if pairs == 0 {
         return Err(ShapleyError::Design(

@@ -22,17 +22,30 @@ pub struct Estimates {
     pub values: Vec<f64>,
     /// Standard error of each estimate; `None` where the estimator has none (exact values).
     pub std_errors: Option<Vec<f64>>,
+    /// Degrees of freedom of each standard error's variance, which make its 95 % interval
+    /// Student's t ([`interval_factor_95`]); `None` (with standard errors): the normal interval,
+    /// ± 1.96 SE (SEs of 0, or already widened to their t interval, as `kernelshap-paired`'s).
+    pub degrees_of_freedom: Option<Vec<f64>>,
     /// Distinct masks valued by the game the estimate came from.
     pub llm_evaluations: usize,
 }
 
 impl Estimates {
-    pub(crate) fn new(estimator: &str, values: Vec<f64>, std_errors: Option<Vec<f64>>) -> Self {
+    pub(crate) fn new(
+        estimator: &str,
+        values: Vec<f64>,
+        std_errors: Option<StandardErrors>,
+    ) -> Self {
+        let (std_errors, degrees_of_freedom) = match std_errors {
+            Some(se) => (Some(se.values), se.degrees_of_freedom),
+            None => (None, None),
+        };
         Estimates {
             estimator: estimator.to_string(),
             blocks: (0..values.len()).collect(),
             values,
             std_errors,
+            degrees_of_freedom,
             llm_evaluations: 0,
         }
     }
@@ -48,11 +61,23 @@ impl Estimates {
         self
     }
 
-    /// The normal-approximation 95 % interval of entry `index`, where a standard error exists.
+    /// The 95 % interval of entry `index`, where a standard error exists: estimate ± factor ·
+    /// SE, the factor Student's t of the SE's degrees of freedom ([`Self::interval_factor`]).
     pub fn ci95(&self, index: usize) -> Option<(f64, f64)> {
         let se = self.std_errors.as_ref()?.get(index)?;
+        let half_width = self.interval_factor(index) * se;
         let value = self.values[index];
-        Some((value - 1.96 * se, value + 1.96 * se))
+        Some((value - half_width, value + half_width))
+    }
+
+    /// The half-width of entry `index`'s 95 % interval in standard errors:
+    /// [`interval_factor_95`] of its degrees of freedom (1.96 where there are none).
+    pub fn interval_factor(&self, index: usize) -> f64 {
+        let degrees_of_freedom = self
+            .degrees_of_freedom
+            .as_ref()
+            .and_then(|df| df.get(index).copied());
+        interval_factor_95(degrees_of_freedom.unwrap_or(f64::INFINITY))
     }
 
     pub fn sum(&self) -> f64 {
@@ -83,11 +108,34 @@ impl Estimates {
     /// where the standard errors are right; a player exact to rounding is covered (as in
     /// [`Self::mean_z2`]), an SE of 0 about an error misses. `None` without standard errors.
     pub fn miss95(&self, truth: &[f64]) -> Option<f64> {
-        let misses = self
-            .errors_beyond_rounding(truth)?
-            .filter(|&(error, se)| z_of(error, se) > 1.96)
-            .count();
+        let misses = self.misses95(truth)?.into_iter().filter(|&m| m).count();
         Some(misses as f64 / self.values.len() as f64)
+    }
+
+    /// Whether each player's 95 % interval ([`Self::ci95`]) misses `truth` (as in
+    /// [`Self::miss95`], player by player: the replay benchmark's per-block shares). `None`
+    /// without standard errors.
+    pub fn misses95(&self, truth: &[f64]) -> Option<Vec<bool>> {
+        self.misses95_with(truth, |index| self.interval_factor(index))
+    }
+
+    /// [`Self::misses95`] of the intervals ± `factor(player)` SE (the replay benchmark sets the
+    /// normal 1.96 beside the t intervals).
+    pub fn misses95_with(&self, truth: &[f64], factor: impl Fn(usize) -> f64) -> Option<Vec<bool>> {
+        let rounding = rounding_of(truth);
+        let std_errors = self.std_errors.as_ref()?;
+        Some(
+            self.values
+                .iter()
+                .zip(truth)
+                .zip(std_errors)
+                .enumerate()
+                .map(|(index, ((v, t), &se))| {
+                    let error = v - t;
+                    (error.is_nan() || error.abs() > rounding) && z_of(error, se) > factor(index)
+                })
+                .collect(),
+        )
     }
 
     /// The largest |error| / SE against `truth` over the players whose estimate is not `truth`
@@ -219,11 +267,12 @@ pub(crate) fn mean_and_se(
     rows: &[Vec<f64>],
     width: usize,
     rounding: f64,
-) -> (Vec<f64>, Option<Vec<f64>>) {
+) -> (Vec<f64>, Option<StandardErrors>) {
     let (mean, variances) = mean_and_variance(rows, width);
     let std_errors = variances.and_then(|variances| {
-        let spread = Spread::uniform(1.0 / rows.len() as f64, variances);
-        guarded_se(&[spread], (rows.len() - 1) as f64, rounding)
+        let degrees_of_freedom = (rows.len() - 1) as f64;
+        let spread = Spread::uniform(1.0 / rows.len() as f64, variances, degrees_of_freedom);
+        guarded_se(&[spread], degrees_of_freedom, rounding)
     });
     (mean, std_errors)
 }
@@ -331,26 +380,64 @@ pub(crate) fn rounding_of_units<'a>(
 /// carries 90 % of the weight, so large samples keep their standard errors. The players'
 /// variances differ up to 12-fold within a game (0.2–3.6 times their mean on the recorded and
 /// synthetic games of docs/estimators.md), which argues against more: the pooled variance would
-/// stand for players it does not fit.
+/// stand for players it does not fit. Measured with the t intervals (2026-12-07; 200 seeds,
+/// budgets 64–1,024): d0 = 2 and 8 moved the share of intervals missing by game in opposite
+/// directions (permutation sampling at budget 64: d0 = 2 nearest 5 % on the synthetic games, 8
+/// on the recorded ones but with a worse worst block), no value better on every game, so it
+/// stays 4.
 const POOLED_DEGREES_OF_FREEDOM: f64 = 4.0;
 
 /// One group of units behind an estimate (every unit, or one stratum of a stratified draw):
-/// the spread (sample variance) of each player's units, and the weight with which it enters
+/// the spread (sample variance) of each player's units, the weight with which it enters
 /// that player's variance of the estimate, Var_i = Σ_groups weight_i · spread_i (e.g. 1/m for
 /// the mean of m iid units; (m_c/m)² (1 − m_c/P_c)/m_c for a stratum of m_c of P_c units
-/// drawn without replacement, 0 for a stratum drawn whole, whose mean is exact).
+/// drawn without replacement, 0 for a stratum drawn whole, whose mean is exact), and the
+/// degrees of freedom of each spread (m − 1 for m units), from which [`guarded_se`] counts the
+/// variance's (Welch–Satterthwaite).
 #[derive(Clone, Debug)]
 pub(crate) struct Spread {
     pub weights: Vec<f64>,
     pub variances: Vec<f64>,
+    pub degrees_of_freedom: Vec<f64>,
 }
 
 impl Spread {
-    /// A group whose spread enters every player's variance with the same `weight`.
-    pub(crate) fn uniform(weight: f64, variances: Vec<f64>) -> Spread {
+    /// A group whose spread enters every player's variance with the same `weight`, from units
+    /// with `degrees_of_freedom` for every player.
+    pub(crate) fn uniform(weight: f64, variances: Vec<f64>, degrees_of_freedom: f64) -> Spread {
         Spread {
             weights: vec![weight; variances.len()],
+            degrees_of_freedom: vec![degrees_of_freedom; variances.len()],
             variances,
+        }
+    }
+
+    /// A group of `width` players to fill player by player.
+    pub(crate) fn empty(width: usize) -> Spread {
+        Spread {
+            weights: vec![0.0; width],
+            variances: vec![0.0; width],
+            degrees_of_freedom: vec![0.0; width],
+        }
+    }
+}
+
+/// The standard errors of an estimate's players and the degrees of freedom of each one's
+/// variance, which make its 95 % interval Student's t ([`interval_factor_95`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct StandardErrors {
+    pub values: Vec<f64>,
+    /// `None`: the normal interval (SEs of 0, or already widened to their t interval).
+    pub degrees_of_freedom: Option<Vec<f64>>,
+}
+
+impl StandardErrors {
+    /// Standard errors whose interval is the normal one, ± 1.96 SE: SEs of 0 (an exact
+    /// estimate) or SEs already widened to their t interval (`kernelshap-paired`'s).
+    pub(crate) fn normal(values: Vec<f64>) -> StandardErrors {
+        StandardErrors {
+            values,
+            degrees_of_freedom: None,
         }
     }
 }
@@ -376,11 +463,17 @@ impl Spread {
 ///   is exact, or a surrogate that interpolates the held-out masks), or where `d` ≤ 0.
 /// - **SE 0** where no group enters with a weight: every stratum drawn whole, the estimate
 ///   exact.
+/// - **Degrees of freedom** of each moderated variance: d0 + d_i, so that its 95 % interval is
+///   Student's t of d0 + d_i ([`interval_factor_95`]): under normal units a variance moderated
+///   with d0 prior degrees of freedom gives a t of d + d0 (Smyth 2004, limma's moderated t).
+///   d_i is the Welch–Satterthwaite count of the player's own variance, (Σ w s)² / Σ (w s)²/d_g
+///   over the groups that enter (one group: its units less one), at most `d`; d where the
+///   player's own spread is 0 (the pooled share alone).
 pub(crate) fn guarded_se(
     groups: &[Spread],
     degrees_of_freedom: f64,
     rounding: f64,
-) -> Option<Vec<f64>> {
+) -> Option<StandardErrors> {
     let width = groups.first()?.variances.len();
     let entering = || {
         groups.iter().flat_map(|group| {
@@ -392,7 +485,7 @@ pub(crate) fn guarded_se(
         })
     };
     if entering().next().is_none() {
-        return Some(vec![0.0; width]);
+        return Some(StandardErrors::normal(vec![0.0; width]));
     }
     if degrees_of_freedom <= 0.0 {
         return None;
@@ -402,55 +495,59 @@ pub(crate) fn guarded_se(
         return None;
     }
     let mut variances = vec![0.0; width];
+    // Σ (w s)²/d_g, the denominator of the Welch–Satterthwaite count.
+    let mut squares_over_df = vec![0.0; width];
     for group in groups {
-        for ((v, weight), spread) in variances
-            .iter_mut()
-            .zip(&group.weights)
-            .zip(&group.variances)
-        {
-            *v += weight * spread;
+        for (i, v) in variances.iter_mut().enumerate() {
+            let term = group.weights[i] * group.variances[i];
+            *v += term;
+            if term > 0.0 {
+                squares_over_df[i] += term * term / group.degrees_of_freedom[i].max(1.0);
+            }
         }
     }
     let pooled = variances.iter().sum::<f64>() / width as f64;
     let (d0, d) = (POOLED_DEGREES_OF_FREEDOM, degrees_of_freedom);
-    Some(
-        variances
+    let own_degrees_of_freedom = |i: usize| {
+        if squares_over_df[i] > 0.0 {
+            (variances[i] * variances[i] / squares_over_df[i]).min(d)
+        } else {
+            d
+        }
+    };
+    Some(StandardErrors {
+        values: variances
             .iter()
             .map(|v| ((d0 * pooled + d * v) / (d0 + d)).sqrt())
             .collect(),
-    )
+        degrees_of_freedom: Some((0..width).map(|i| d0 + own_degrees_of_freedom(i)).collect()),
+    })
 }
 
 /// The 97.5 % quantile of the standard normal distribution as the score tables' intervals take
-/// it (estimate ± 1.96 SE, [`Estimates::ci95`]).
+/// it where a standard error has no degrees of freedom ([`interval_factor_95`]).
 pub(crate) const NORMAL_975: f64 = 1.96;
 
-/// The 97.5 % quantile of Student's t distribution with `degrees_of_freedom` (at least 1): the
-/// half-width, in standard errors, of a 95 % interval whose variance was estimated with that
-/// many degrees of freedom (12.71 for 1, 2.23 for 10, 2.04 for 30, towards 1.96). Bisection on
-/// P(|T| ≤ t), summed in closed form for whole degrees of freedom (Abramowitz and Stegun
-/// 26.7.3–4).
-pub(crate) fn student_t_975(degrees_of_freedom: usize) -> f64 {
-    let df = degrees_of_freedom.max(1);
-    let central = |t: f64| {
-        let theta = (t / (df as f64).sqrt()).atan();
-        let (sin, cos) = theta.sin_cos();
-        let cos2 = cos * cos;
-        // The series' terms: cos^(k−1)θ (odd df) or cos^kθ (even df) times
-        // Π (j − 1)/j over j = 3, 5, … or 2, 4, … up to k ≤ df − 2.
-        let first = if df % 2 == 1 { 3 } else { 2 };
-        let mut term = if df % 2 == 1 { cos } else { 1.0 };
-        let mut sum = if df == 1 { 0.0 } else { term };
-        for k in (first..=df.saturating_sub(2)).step_by(2) {
-            term *= cos2 * (k - 1) as f64 / k as f64;
-            sum += term;
-        }
-        if df % 2 == 1 {
-            2.0 / std::f64::consts::PI * (theta + sin * sum)
-        } else {
-            sin * sum
-        }
-    };
+/// The half-width, in standard errors, of the 95 % interval of an estimate whose variance was
+/// estimated with `degrees_of_freedom`: Student's t 97.5 % quantile (`student_t_975`; 2.571
+/// for 5, 2.306 for 8, 2.145 for 14), and 1.96 for infinite degrees of freedom or where t is
+/// below it (from about 66,000 degrees of freedom: 1.96 is the normal quantile, 1.959964,
+/// rounded up), so that large samples keep the normal interval and the factor never steps.
+pub fn interval_factor_95(degrees_of_freedom: f64) -> f64 {
+    if degrees_of_freedom.is_finite() {
+        student_t_975(degrees_of_freedom).max(NORMAL_975)
+    } else {
+        NORMAL_975
+    }
+}
+
+/// The 97.5 % quantile of Student's t distribution with `degrees_of_freedom` (any real number,
+/// at least 1): 12.71 for 1, 2.23 for 10, 2.04 for 30, towards 1.96. Bisection on
+/// P(|T| ≤ t) = 1 − I_{ν/(ν+t²)}(ν/2, ½), the regularized incomplete beta function
+/// ([`regularized_incomplete_beta`]); a real count, as Welch–Satterthwaite gives.
+pub(crate) fn student_t_975(degrees_of_freedom: f64) -> f64 {
+    let df = degrees_of_freedom.max(1.0);
+    let central = |t: f64| 1.0 - regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t));
     let (mut low, mut high) = (0.0, NORMAL_975);
     while central(high) < 0.95 {
         (low, high) = (high, 2.0 * high);
@@ -464,6 +561,74 @@ pub(crate) fn student_t_975(degrees_of_freedom: usize) -> f64 {
         }
     }
     high
+}
+
+/// I_x(a, b), the regularized incomplete beta function, for a, b ≥ ½: its continued fraction
+/// (modified Lentz; Numerical Recipes 6.4), taken on the side of x where it converges fast.
+fn regularized_incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        front * beta_continued_fraction(a, b, x) / a
+    } else {
+        1.0 - front * beta_continued_fraction(b, a, 1.0 - x) / b
+    }
+}
+
+/// The continued fraction of I_x(a, b) (Numerical Recipes' betacf), to f64 precision.
+fn beta_continued_fraction(a: f64, b: f64, x: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let guard = |v: f64| if v.abs() < TINY { TINY } else { v };
+    let (sum, plus, minus) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 / guard(1.0 - sum * x / plus);
+    let mut fraction = d;
+    for m in 1..=1000 {
+        let m = f64::from(m);
+        let even = m * (b - m) * x / ((minus + 2.0 * m) * (a + 2.0 * m));
+        d = 1.0 / guard(1.0 + even * d);
+        c = guard(1.0 + even / c);
+        fraction *= d * c;
+        let odd = -(a + m) * (sum + m) * x / ((a + 2.0 * m) * (plus + 2.0 * m));
+        d = 1.0 / guard(1.0 + odd * d);
+        c = guard(1.0 + odd / c);
+        let step = d * c;
+        fraction *= step;
+        if (step - 1.0).abs() < 1e-16 {
+            break;
+        }
+    }
+    fraction
+}
+
+/// ln Γ(x) for x ≥ ½ (Lanczos, g = 7, nine terms: about 1e-15 relative).
+fn ln_gamma(x: f64) -> f64 {
+    const COEFFICIENTS: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    let x = x - 1.0;
+    let series = COEFFICIENTS[1..]
+        .iter()
+        .enumerate()
+        .fold(COEFFICIENTS[0], |sum, (k, c)| {
+            sum + c / (x + k as f64 + 1.0)
+        });
+    let t = x + 7.5;
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + series.ln()
 }
 
 /// The finite-population factor 1 − drawn/population of a mean over `drawn` distinct members of
@@ -523,25 +688,106 @@ mod tests {
         assert!((sample_variance(&[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-15);
     }
 
-    /// Student's t quantile against the printed tables (to their 3 decimals) and the normal
-    /// one for many degrees of freedom.
+    /// Student's t quantile against the tables' values (to 1e-6, as statistics libraries
+    /// print them) and the normal one for many degrees of freedom.
     #[test]
     fn student_t_quantiles_match_the_tables() {
         for (df, quantile) in [
-            (1, 12.706),
-            (2, 4.303),
-            (3, 3.182),
-            (4, 2.776),
-            (5, 2.571),
-            (10, 2.228),
-            (13, 2.160),
-            (30, 2.042),
-            (120, 1.980),
+            (1.0, 12.706_205),
+            (2.0, 4.302_653),
+            (3.0, 3.182_446),
+            (4.0, 2.776_445),
+            (5.0, 2.570_582),
+            (8.0, 2.306_004),
+            (10.0, 2.228_139),
+            (13.0, 2.160_369),
+            (30.0, 2.042_272),
+            (120.0, 1.979_930),
         ] {
             let t = student_t_975(df);
-            assert!((t - quantile).abs() < 5e-4, "{df}: {t} against {quantile}");
+            assert!((t - quantile).abs() < 1e-6, "{df}: {t} against {quantile}");
         }
-        assert!((student_t_975(100_000) - 1.95998).abs() < 1e-4);
+        assert!((student_t_975(1e7) - 1.959_964).abs() < 1e-6);
+    }
+
+    /// Between whole degrees of freedom (Welch–Satterthwaite counts), P(|T| ≤ t) at the
+    /// quantile is 0.95 by an independent reckoning: Simpson's rule over the t density.
+    #[test]
+    fn student_t_quantiles_of_fractional_degrees_of_freedom_hold_95_percent() {
+        for df in [1.5, 5.5, 7.25, 13.7, 41.3] {
+            let t = student_t_975(df);
+            let density = |x: f64| {
+                (ln_gamma((df + 1.0) / 2.0) - ln_gamma(df / 2.0)).exp()
+                    / (df * std::f64::consts::PI).sqrt()
+                    * (1.0 + x * x / df).powf(-(df + 1.0) / 2.0)
+            };
+            let steps = 20_000;
+            let h = t / steps as f64;
+            let simpson = (0..=steps)
+                .map(|k| {
+                    let weight = match k {
+                        0 => 1.0,
+                        k if k == steps => 1.0,
+                        k if k % 2 == 1 => 4.0,
+                        _ => 2.0,
+                    };
+                    weight * density(k as f64 * h)
+                })
+                .sum::<f64>()
+                * h
+                / 3.0;
+            assert!(
+                (2.0 * simpson - 0.95).abs() < 1e-9,
+                "{df}: {}",
+                2.0 * simpson
+            );
+        }
+        // Monotone between the whole numbers around them.
+        assert!(student_t_975(5.0) > student_t_975(5.5) && student_t_975(5.5) > student_t_975(6.0));
+    }
+
+    /// The interval factor is t of the degrees of freedom, falls towards 1.96 as they grow
+    /// and is 1.96 from there on (large samples keep the normal interval), never below it.
+    #[test]
+    fn the_interval_factor_falls_to_the_normal_one() {
+        assert!((interval_factor_95(8.0) - 2.306_004).abs() < 1e-6);
+        let mut last = f64::INFINITY;
+        for df in [1.0, 2.0, 5.0, 8.0, 20.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e9] {
+            let factor = interval_factor_95(df);
+            assert!(factor <= last && factor >= NORMAL_975, "{df}: {factor}");
+            last = factor;
+        }
+        assert!((interval_factor_95(1e4) - 1.96).abs() < 3e-4);
+        assert_eq!(interval_factor_95(1e6), NORMAL_975);
+        assert_eq!(interval_factor_95(f64::INFINITY), NORMAL_975);
+    }
+
+    /// The score tables' interval is estimate ± t(df) SE, player by player, and ± 1.96 SE
+    /// without degrees of freedom.
+    #[test]
+    fn intervals_are_student_t_of_the_standard_errors_degrees_of_freedom() {
+        let mut estimates = Estimates::new(
+            "test",
+            vec![1.0, 2.0],
+            Some(StandardErrors {
+                values: vec![0.1, 0.2],
+                degrees_of_freedom: Some(vec![8.0, 1e9]),
+            }),
+        );
+        let (low, high) = estimates.ci95(0).unwrap();
+        assert!((low - (1.0 - 0.230_600_4)).abs() < 1e-6, "{low}");
+        assert!((high - (1.0 + 0.230_600_4)).abs() < 1e-6, "{high}");
+        assert_eq!(estimates.ci95(1), Some((2.0 - 0.392, 2.0 + 0.392)));
+        // An error of 2.1 SE: outside the normal interval, inside t(8)'s.
+        let truth = [1.21, 2.0];
+        assert_eq!(estimates.misses95(&truth), Some(vec![false, false]));
+        assert_eq!(
+            estimates.misses95_with(&truth, |_| NORMAL_975),
+            Some(vec![true, false])
+        );
+        estimates.degrees_of_freedom = None;
+        assert_eq!(estimates.ci95(0), Some((1.0 - 0.196, 1.0 + 0.196)));
+        assert_eq!(estimates.misses95(&truth), Some(vec![true, false]));
     }
 
     /// An estimate or an SE that is not a number fails the checks (infinite z) rather than
@@ -555,6 +801,7 @@ mod tests {
             blocks: vec![0, 1],
             values,
             std_errors: Some(std_errors),
+            degrees_of_freedom: None,
             llm_evaluations: 0,
         };
         let fine = with(vec![0.5, 0.35], vec![0.1, 0.1]);
@@ -577,14 +824,42 @@ mod tests {
     /// towards the others' variance rather than 0.
     #[test]
     fn the_guard_reads_exact_silent_and_single_agreeing_players() {
-        let whole = Spread::uniform(0.0, vec![0.5, 0.5]);
-        assert_eq!(guarded_se(&[whole], 3.0, 1e-9), Some(vec![0.0, 0.0]));
-        let silent = Spread::uniform(0.25, vec![1e-20, 0.0]);
+        let whole = Spread::uniform(0.0, vec![0.5, 0.5], 3.0);
+        assert_eq!(
+            guarded_se(&[whole], 3.0, 1e-9),
+            Some(StandardErrors::normal(vec![0.0, 0.0]))
+        );
+        let silent = Spread::uniform(0.25, vec![1e-20, 0.0], 3.0);
         assert_eq!(guarded_se(std::slice::from_ref(&silent), 3.0, 1e-9), None);
         assert_eq!(guarded_se(&[silent], 0.0, 0.0), None);
-        let agreeing = Spread::uniform(0.25, vec![0.0, 4.0]);
+        let agreeing = Spread::uniform(0.25, vec![0.0, 4.0], 4.0);
         let se = guarded_se(&[agreeing], 4.0, 1e-9).unwrap();
-        // V = (0, 1), pooled 0.5, d0 = d = 4: Ṽ = (0.25, 0.75).
-        assert!((se[0] - 0.5).abs() < 1e-12 && (se[1] - 0.75f64.sqrt()).abs() < 1e-12);
+        // V = (0, 1), pooled 0.5, d0 = d = 4: Ṽ = (0.25, 0.75), each a t of d + d0 = 8.
+        let values = &se.values;
+        assert!((values[0] - 0.5).abs() < 1e-12 && (values[1] - 0.75f64.sqrt()).abs() < 1e-12);
+        assert_eq!(se.degrees_of_freedom, Some(vec![8.0, 8.0]));
+    }
+
+    /// Degrees of freedom from several groups: Welch–Satterthwaite of each player's own
+    /// variance (the pooled count where one group dominates it: fewer), at most the total d,
+    /// plus d0.
+    #[test]
+    fn the_guard_counts_welch_satterthwaite_degrees_of_freedom() {
+        // Player 0: two strata alike (2 + 2 = 4 degrees of freedom); player 1: all its
+        // variance from the stratum of 2, so 2.
+        let groups = [
+            Spread::uniform(0.5, vec![1.0, 1.0], 2.0),
+            Spread {
+                weights: vec![0.5, 0.5],
+                variances: vec![1.0, 0.0],
+                degrees_of_freedom: vec![2.0, 2.0],
+            },
+        ];
+        let se = guarded_se(&groups, 4.0, 1e-9).unwrap();
+        let df = se.degrees_of_freedom.unwrap();
+        assert!(
+            (df[0] - 8.0).abs() < 1e-12 && (df[1] - 6.0).abs() < 1e-12,
+            "{df:?}"
+        );
     }
 }
