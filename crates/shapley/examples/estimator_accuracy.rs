@@ -228,15 +228,7 @@ fn main() -> Result<()> {
         args.seeds
     );
     let names: Vec<&str> = kinds.iter().map(|kind| kind.name()).collect();
-    let header = |title: &str| {
-        let mut text = format!("## {title}\n\n| estimator |");
-        for b in &args.budgets {
-            text += &format!(" {b} |");
-        }
-        text += "\n|---|";
-        text += &"---:|".repeat(args.budgets.len());
-        text + "\n"
-    };
+    let header = |title: &str| table_head(title, &args.budgets);
     type Cell = fn(f64, f64, f64, Option<(f64, f64, f64)>) -> String;
     let tables: [(&str, Cell); 4] = [
         ("Mean RMSE", |rmse, _, _, _| format!("{rmse:.2e}")),
@@ -327,13 +319,7 @@ fn per_block_miss_table(
     blocks: &[usize],
     misses: fn(&Row) -> Option<&Vec<bool>>,
 ) -> String {
-    let mut text = format!("## {title}\n\n| estimator |");
-    for b in budgets {
-        text += &format!(" {b} |");
-    }
-    text += "\n|---|";
-    text += &"---:|".repeat(budgets.len());
-    text += "\n";
+    let mut text = table_head(title, budgets);
     for &name in names {
         if !rows
             .iter()
@@ -376,6 +362,17 @@ fn per_block_miss_table(
     text + "\n"
 }
 
+/// A table's title and head: an estimator a row, a budget a column.
+fn table_head(title: &str, budgets: &[usize]) -> String {
+    let mut text = format!("## {title}\n\n| estimator |");
+    for b in budgets {
+        text += &format!(" {b} |");
+    }
+    text += "\n|---|";
+    text += &"---:|".repeat(budgets.len());
+    text + "\n"
+}
+
 /// A table of the mean over the runs of a per-run quantity (`cell`, none where the run has
 /// none), an estimator a row, a budget a column; the estimators with no such quantity are left
 /// out. The held-out R² of the regression-adjusted estimators' surrogates (near 1: the
@@ -387,13 +384,7 @@ fn per_run_mean_table(
     budgets: &[usize],
     cell: fn(&Row) -> Option<f64>,
 ) -> String {
-    let mut text = format!("## {title}\n\n| estimator |");
-    for b in budgets {
-        text += &format!(" {b} |");
-    }
-    text += "\n|---|";
-    text += &"---:|".repeat(budgets.len());
-    text += "\n";
+    let mut text = table_head(title, budgets);
     for &name in names {
         if !rows
             .iter()

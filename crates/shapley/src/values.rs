@@ -122,17 +122,10 @@ impl Estimates {
     /// [`Self::misses95`] of the intervals ± `factor(player)` SE (the replay benchmark sets the
     /// normal 1.96 beside the t intervals).
     pub fn misses95_with(&self, truth: &[f64], factor: impl Fn(usize) -> f64) -> Option<Vec<bool>> {
-        let rounding = rounding_of(truth);
-        let std_errors = self.std_errors.as_ref()?;
         Some(
-            self.values
-                .iter()
-                .zip(truth)
-                .zip(std_errors)
-                .enumerate()
-                .map(|(index, ((v, t), &se))| {
-                    let error = v - t;
-                    (error.is_nan() || error.abs() > rounding) && z_of(error, se) > factor(index)
+            self.player_errors(truth)?
+                .map(|(index, error, se, beyond_rounding)| {
+                    beyond_rounding && z_of(error, se) > factor(index)
                 })
                 .collect(),
         )
@@ -159,15 +152,31 @@ impl Estimates {
         &'a self,
         truth: &'a [f64],
     ) -> Option<impl Iterator<Item = (f64, f64)> + 'a> {
+        Some(
+            self.player_errors(truth)?
+                .filter(|&(_, _, _, beyond_rounding)| beyond_rounding)
+                .map(|(_, error, se, _)| (error, se)),
+        )
+    }
+
+    /// (index, error, SE, whether the error is beyond rounding, a NaN error being so) of every
+    /// player; `None` without standard errors.
+    fn player_errors<'a>(
+        &'a self,
+        truth: &'a [f64],
+    ) -> Option<impl Iterator<Item = (usize, f64, f64, bool)> + 'a> {
         let rounding = rounding_of(truth);
         let std_errors = self.std_errors.as_ref()?;
         Some(
             self.values
                 .iter()
                 .zip(truth)
-                .map(|(v, t)| v - t)
                 .zip(std_errors.iter().copied())
-                .filter(move |(error, _)| error.is_nan() || error.abs() > rounding),
+                .enumerate()
+                .map(move |(index, ((v, t), se))| {
+                    let error = v - t;
+                    (index, error, se, error.is_nan() || error.abs() > rounding)
+                }),
         )
     }
 }
