@@ -459,6 +459,15 @@ $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.j
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
 	  --k $(K_PRUNED) --out $(dir $@) --force
 
+# The same blocks deleted from the GGUF itself: a GGUF file for llama.cpp, each kept tensor as it
+# is in MODEL_GGUF (no second quantization), read back by transformers and checked against the
+# source with the blocks deleted in memory before it is put in place (tools/export/prune_gguf.py).
+.PRECIOUS: $(RUN)/pruned-k$(K_PRUNED).gguf
+$(RUN)/pruned-k$(K_PRUNED).gguf: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) tools/export/prune_gguf.py \
+                                 | $(VENV_EXPORT)/.complete
+	$(VENV_EXPORT)/bin/python tools/export/prune_gguf.py --gguf $(MODEL_GGUF) --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
+	  --k $(K_PRUNED) --out $@ --force
+
 # The same checkpoint as one ONNX decoder with a KV cache, for generating text (the layered
 # folder and the merged file have no cache); checked against transformers' greedy generation.
 $(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json tools/export/export_generator.py \
@@ -473,7 +482,7 @@ $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $
 # (as Snakemake's MODEL_GGUF; the folders compared as the stamps write them).
 DEMO_PRUNED := $(PRUNED)-plan.parquet $(RUN)/pruned-k$(K_PRUNED)-eval.parquet $(RUN)/pruned-k$(K_PRUNED).onnx \
   $(if $(and $(filter $(MODEL_PATH_STAMPED),$(call stamped_path,$(BUILD)/models/$(MODEL_NAME))),$(MODEL_GGUF_$(MODEL_NAME))),$(RUN)/pruned-k$(K_PRUNED)-hf/config.json \
-    $(RUN)/pruned-k$(K_PRUNED)-generator.onnx)
+    $(RUN)/pruned-k$(K_PRUNED)-generator.onnx $(RUN)/pruned-k$(K_PRUNED).gguf)
 # The goal's own recipe only prints the summary: under `make -q` (QUESTION_ONLY) it is empty, so
 # that `make -q demo` answers whether anything is to be made (else it could never exit 0).
 demo: $(ORT_STAGE_LIB) venv-export $(DEMO_PLANS) $(RUN)/full-eval.parquet $(DEMO_PRUNED)

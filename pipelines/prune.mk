@@ -24,6 +24,8 @@
 #   k<K>/pruned-generator.onnx    one ONNX decoder with a KV cache, made from pruned-hf/ for
 #                                 generating text (tools/export/export_generator.py; the
 #                                 architectures of PRUNE_GENERATOR_TYPES below)
+#   k<K>/pruned.gguf              for a GGUF MODEL: the pruned GGUF file, its kept tensors as they
+#                                 are in MODEL (tools/export/prune_gguf.py), for llama.cpp
 #   k<K>/llama-cpp-prune-layers.txt   the removed blocks for `llama-quantize --prune-layers`
 # Every step depends on a settings stamp (PRUNE_OUT/.settings/<step>), as in layerprune.mk, so
 # changed settings redo what they affect and nothing else.
@@ -279,7 +281,8 @@ $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(strip $(PRUNE_GENERATOR_FL
 # config.json) is kept if make is interrupted or fails after that (.PRECIOUS), and the pruned
 # folder's rule clears one an older make left without its manifest (pipelines/layerprune.mk,
 # the demo's pruned folder, says why).
-.PRECIOUS: $(PRUNE_MODEL_DIR)/manifest.json $(PRUNE_PLAN_DIR)/pruned/manifest.json $(PRUNE_PLAN_DIR)/pruned-hf/config.json
+.PRECIOUS: $(PRUNE_MODEL_DIR)/manifest.json $(PRUNE_PLAN_DIR)/pruned/manifest.json $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
+           $(PRUNE_PLAN_DIR)/pruned.gguf
 $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py $(PRUNE_SOURCE) --out $(PRUNE_MODEL_DIR) \
 	  $(PRUNE_EXPORT_ARGS) --force
@@ -358,11 +361,25 @@ $(PRUNE_PLAN_DIR)/pruned-generator.onnx: $(PRUNE_PLAN_DIR)/pruned-hf/config.json
 	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ \
 	  $(PRUNE_GENERATOR_FLAGS) --force
 
+# From a GGUF file, the same blocks deleted from it: a GGUF file again, each kept tensor's bytes
+# as they are (no second quantization), read back by transformers and checked against the source
+# with the blocks deleted in memory before it is put in place. From the plan as chosen, as the
+# checkpoint above, and from the source's file itself (the checkpoint's stamp: its path, size,
+# time and inode).
+$(PRUNE_PLAN_DIR)/pruned.gguf: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) tools/export/prune_gguf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
+	$(VENV_EXPORT)/bin/python tools/export/prune_gguf.py --gguf $(PRUNE_MODEL_PATH) --plans $< \
+	  $(if $(K),--k $(K)) --out $@ --force
+
 # For llama.cpp: the removed blocks, 0-based, comma-separated (`llama-quantize --prune-layers`).
 $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt: $(PRUNE_PLAN_DIR)/pruned/manifest.json tools/prune/report.py
 	$(PYTHON) tools/prune/report.py llama-cpp --model $(PRUNE_MODEL_DIR) --pruned $(dir $<) --out $@
 
 PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_PLAN_DIR)/pruned-generator.onnx)
+# A GGUF MODEL is pruned as a GGUF file too, but for a Gemma 2 or 3 27B (46 or 62 blocks), whose
+# attention scale llama.cpp tells by its block count: pruned, it would run another model
+# (prune_gguf.py refuses it; pruned/ and pruned-hf/ keep the scale).
+PRUNE_GGUF_27B = gemma2:46 gemma3_text:62
+PRUNE_GGUF_OUT = $(if $(and $(PRUNE_IS_GGUF),$(filter-out $(PRUNE_GGUF_27B),$(PRUNE_MODEL_TYPE):$(firstword $(PRUNE_LAYERS)))),$(PRUNE_PLAN_DIR)/pruned.gguf)
 PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $(PRUNE_GENERATOR_OUT), one decoder with a KV cache (docs/your-model.md)
 
 # The goal's own recipe only prints the summary: under `make -q` (QUESTION_ONLY, layerprune.mk) its
@@ -373,7 +390,7 @@ PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $
 # a plan measured on the tokens it was chosen on does not apply).
 prune: $(ORT_STAGE_LIB) $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/plan.parquet $(PRUNE_PLAN_DIR)/pruned-eval.parquet \
        $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
-       $(PRUNE_GENERATOR_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
+       $(PRUNE_GENERATOR_OUT) $(PRUNE_GGUF_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	$(if $(QUESTION_ONLY),,@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
 	  --source $(MODEL) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS)) $(if $(ONE_TEXT_FILE),--one-text $(ONE_TEXT_FILE)))
 	$(if $(and $(PRUNE_GENERATOR_OUT),$(if $(QUESTION_ONLY),,yes)),@echo "  $(PRUNE_GENERATOR_NOTE)")

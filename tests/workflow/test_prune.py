@@ -143,7 +143,7 @@ elif name == "apply-prune":
         (out / "manifest.json").write_text(json.dumps(manifest))
 elif name == "prune_hf.py":
     touch(Path(value("--out")) / "config.json")
-elif name == "export_generator.py":
+elif name in ("export_generator.py", "prune_gguf.py"):
     touch(value("--out"))
 elif name == "report.py" and args[0] == "summary":  # the method as the plan table records it
     print("summary of", value("--run"), "by", (Path(value("--plan-dir")) / "plan.parquet").read_text().split()[1])
@@ -784,6 +784,9 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     run = "build/runs/prune-other.Q8_0"
     assert f"export_layered.py --gguf {setup['gguf']} --out {run}/model" in text
     assert f"prune_hf.py --gguf {setup['gguf']} --plans {run}/k4/plan-calibration.parquet" in text
+    # The same blocks deleted from the GGUF file itself, as a GGUF file.
+    assert (f"prune_gguf.py --gguf {setup['gguf']} --plans {run}/k4/plan-calibration.parquet --k 4 "
+            f"--out {run}/k4/pruned.gguf --force") in " ".join(text.replace("\\\n", " ").split())
     # The decoder is made from the pruned checkpoint (a GGUF's architecture is known once loaded).
     assert f"export_generator.py --model {run}/k4/pruned-hf/ --out {run}/k4/pruned-generator.onnx" in text
     assert "apply-prune --method adaptive --budget 0.5sleb --race-se 3 --k 4" in text
@@ -820,8 +823,12 @@ def test_a_gguf_files_architecture_and_blocks_are_read_from_its_header(setup):
     refuses (the run failed with no summary); a Mamba one had no --fixed-seq-len; a K the file
     cannot lose was refused only after the export. Read from the header: as for a folder."""
     out = setup["tmp"] / "run"
-    for arch, blocks, generator in (("llama", 6, True), ("gpt2", 6, False), ("mamba", 6, False),
-                                    ("gemma3", 6, True)):
+    # And a pruned GGUF file, but of a Gemma 2/3 27B (llama.cpp tells its attention scale by its
+    # block count, which the pruning changes).
+    for arch, blocks, generator, pruned_gguf in (("llama", 6, True, True), ("gpt2", 6, False, True),
+                                                 ("mamba", 6, False, True), ("gemma3", 6, True, True),
+                                                 ("gemma3", 62, True, False), ("gemma2", 46, True, False),
+                                                 ("gemma2", 42, True, True)):
         # The block count before the architecture in the files that tell the generator's
         # default apart (a header that cannot be read asks for it, as for llama).
         gguf = gguf_header(setup["tmp"] / f"{arch}.gguf", arch, blocks,
@@ -832,6 +839,7 @@ def test_a_gguf_files_architecture_and_blocks_are_read_from_its_header(setup):
         assert result.returncode == 0, result.stderr
         assert ("export_generator.py" in result.stdout) == generator, (arch, result.stdout)
         assert ("--fixed-seq-len 32" in result.stdout) == (arch == "mamba"), (arch, result.stdout)
+        assert ("prune_gguf.py" in result.stdout) == pruned_gguf, (arch, blocks, result.stdout)
     gguf = gguf_header(setup["tmp"] / "four.gguf", "qwen2", 4, first="count")
     result, lines = setup["make"](f"MODEL={gguf}", "K=4", f"PRUNE_OUT={out}", check=False)
     assert result.returncode != 0 and "has 4 blocks (qwen2.block_count in its header)" in result.stderr \

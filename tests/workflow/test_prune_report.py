@@ -145,8 +145,11 @@ def test_llama_cpp_s_positional_pattern_is_warned_of_where_it_changes_a_block():
     full, pruned = gemma3_manifests(18, {7, 11})
     assert report.llama_cpp_retyped_blocks(full, pruned) == [13, 17]
     lines = report.llama_cpp_lines(full, pruned)
-    assert "blocks 13 (local -> global), 17 (global -> local)." in lines[2]
-    assert "convert_hf_to_gguf.py" in lines[3] and "not run" in lines[4]
+    assert "blocks 13 (local -> global), 17 (global -> local): a model other" in lines[2]
+    assert "convert_hf_to_gguf.py" in lines[4] and "docs/your-model.md" in lines[4] and len(lines) == 5
+    # With make prune's pruned.gguf (a GGUF source), which states each kept block's type.
+    stated = report.llama_cpp_lines(full, pruned, gguf_written=True)
+    assert stated[:5] == lines and "pruned.gguf states each kept block's type" in stated[5]
     # Gemma 2 alternates: removing one block swaps every later one.
     types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(6)]
     full2 = {"architecture": "gemma2", "attention": [{"type": t} for t in types]}

@@ -465,6 +465,7 @@ def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
                  "tokens_eval", "sample_masks", "block_stats", "surrogate_mlp",
                  "surrogate_quadratic", "scores_published", "scores_shapley", "scores_baselines",
                  "pruned_model", "pruned_plan", "pruned_eval", "pruned_onnx", "pruned_hf", "pruned_generator",
+                 "pruned_gguf",
                  "full_eval", "summary"]:
         assert counts.get(rule) == 1, (rule, counts)
     assert counts["evaluate_shard"] == 12
@@ -482,7 +483,7 @@ def test_dry_run_of_the_full_default_pipeline_resolves(tmp_path):
     result = snakemake(tmp_path / "wd", "-n", "-p", "--cores", "2", "--config",
                        f"build={tmp_path}/build", "model_name=gemma3-270m")
     counts = job_counts(result.stdout + result.stderr)
-    for rule in ["fetch_gemma3", "export_model", "pruned_hf", "pruned_generator"]:
+    for rule in ["fetch_gemma3", "export_model", "pruned_hf", "pruned_generator", "pruned_gguf"]:
         assert counts.get(rule) == 1, (rule, counts)
     assert "fetch_smollm2" not in counts
     assert "--sha256 " in result.stdout + result.stderr
@@ -614,7 +615,7 @@ def stage_refuses(flags, why, device="cpu", cache_mb=1024):
     ({}, ["bos=maybe"], "bos='maybe': must be auto or off"),
     ({}, ["adaptive_budget=lots"], "adaptive_budget='lots': must be least, sleb"),
     ({}, ["adaptive_budget=0sleb"], "adaptive_budget='0sleb': must be least, sleb"),
-    ({}, ["pruned_formats=gguf"], "pruned_formats='gguf': known: onnx, hf, generator"),
+    ({}, ["pruned_formats=safetensors"], "pruned_formats='safetensors': known: onnx, hf, generator, gguf"),
     ({}, ["calib_documents=0:10"], "calib_documents='0:10': not read: calib_text="),
     ({"eval_documents": "5:"}, [], "eval_documents='5:': not read: eval_text="),
     # An input given by path that is not there: one line, not ~200 lines of errors of every rule

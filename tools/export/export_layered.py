@@ -1669,30 +1669,70 @@ def gguf_architectures() -> list:
 GEMMA_27B_BLOCKS = {"gemma2": 46, "gemma3_text": 62}
 
 
+# llama.cpp's local (sliding-window) and global attention blocks of Gemma 2 and 3: by default by
+# position, one global block every 2 and 6 (load_swa_pattern(ml, 2) and (ml, 6) in its
+# src/models/gemma2.cpp, gemma3.cpp), which the file's `<arch>.attention.sliding_window_pattern`
+# replaces, a period or one bool a block (true: local), in llama.cpp builds that read the key
+# (b11434 does: llama_model_base::load_swa_pattern). transformers' GGUF loader reads no such key:
+# its default pattern is the same by position, so only a file holding the key needs a correction
+# (a pruned one, prune_gguf.py, whose kept blocks keep their own types).
+GGUF_SWA_PERIODS = {"gemma2": 2, "gemma3_text": 6}
+
+
+def gguf_swa_pattern(gguf: Path):
+    """The GGUF file's `<arch>.attention.sliding_window_pattern` (a period, a list of bools), or None."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf))
+    return gguf_field(reader, f"{gguf_field(reader, 'general.architecture')}.attention.sliding_window_pattern")
+
+
+def gguf_layer_types(pattern, num_blocks: int, default_period: int) -> list:
+    """Each block's attention type as llama.cpp sets it from a sliding_window_pattern (None:
+    absent, the architecture's `default_period`): a list says it block by block; a period n makes
+    block i local unless i % n == n - 1 (llama_hparams::set_swa_pattern; n = 0: every block local)."""
+    if isinstance(pattern, list):
+        return ["sliding_attention" if flag else "full_attention" for flag in pattern]
+    period = default_period if pattern is None else int(pattern)
+    return ["sliding_attention" if period == 0 or i % period < period - 1 else "full_attention"
+            for i in range(num_blocks)]
+
+
 def gguf_config_corrections(gguf: Path, program: str) -> dict:
     """Config values transformers' GGUF loader gets wrong, as `from_pretrained` overrides, so that
     the model loaded is the file's as llama.cpp runs it. Gemma 2 and 3: the loader reads no
     query_pre_attn_scalar (the attention's scale) and leaves its default, 256, where the file's
     is its head size (key_length) or, for the 27B, hidden size / heads: a tiny model's (head size
     16) or a 27B's (144, 168) attention was scaled otherwise than the model was trained. Said on
-    stderr where it corrects one."""
+    stderr where it corrects one. And their blocks' local/global pattern where the file states
+    it (GGUF_SWA_PERIODS), as `layer_types`."""
     from transformers import AutoConfig
 
     with reading(program, f"the GGUF file {gguf}"):
         config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    corrections = {}
+    period = GGUF_SWA_PERIODS.get(config.model_type)
+    pattern = gguf_swa_pattern(gguf) if period is not None else None
+    if pattern is not None:
+        if isinstance(pattern, list) and len(pattern) != config.num_hidden_layers:
+            raise SystemExit(f"{program}: error: {gguf}: its attention.sliding_window_pattern has {len(pattern)} "
+                             f"entries for {config.num_hidden_layers} blocks (block_count)")
+        layer_types = gguf_layer_types(pattern, config.num_hidden_layers, period)
+        if layer_types != list(config.layer_types):
+            corrections["layer_types"] = layer_types
     blocks_27b = GEMMA_27B_BLOCKS.get(config.model_type)
     if blocks_27b is None:
-        return {}
+        return corrections
     if config.num_hidden_layers == blocks_27b:
         scalar = config.hidden_size // config.num_attention_heads
     else:
         scalar = config.head_dim
     if scalar == config.query_pre_attn_scalar:
-        return {}
+        return corrections
     print(f"{program}: note: {gguf}: query_pre_attn_scalar {scalar} (queries scaled by 1/sqrt({scalar}), as "
           f"llama.cpp runs the file), where transformers' GGUF loader leaves its default "
           f"{config.query_pre_attn_scalar}", file=sys.stderr)
-    return {"query_pre_attn_scalar": scalar}
+    return {**corrections, "query_pre_attn_scalar": scalar}
 
 
 def gguf_field(reader, key: str):

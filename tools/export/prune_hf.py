@@ -70,42 +70,43 @@ STORED_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloa
 PLAN_COLUMNS = ("method", "k", "removed_blocks")
 
 
-def removed_from_plan(plan: Path, method, k):
+def removed_from_plan(plan: Path, method, k, program: str = "prune_hf"):
     """The removed blocks of the plan of `method` (None: any, as apply-prune --method from-plan
     without --plan-method) with k removed; with k None, of the table's one plan (of `method`; as
     `apply-prune --max-ppl-ratio` writes). Method names are compared as they are named now
     (current_method_name), so a table written before the names were made one (`surrogate-search`,
-    `one-shot:block-influence`) gives the plan of `search` or `block-influence`."""
+    `one-shot:block-influence`) gives the plan of `search` or `block-influence`. `program` names
+    the tool in a refusal."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not plan.is_file():
-        sys.exit(f"prune_hf: error: --plans {plan}: no such file")
+        sys.exit(f"{program}: error: --plans {plan}: no such file")
     try:
         table = pq.read_table(plan)
     except (pa.ArrowException, OSError, ValueError) as error:
-        sys.exit(f"prune_hf: error: --plans {plan}: not a readable Parquet table ({error})")
+        sys.exit(f"{program}: error: --plans {plan}: not a readable Parquet table ({error})")
     missing = [column for column in PLAN_COLUMNS if column not in table.column_names]
     if missing:
-        sys.exit(f"prune_hf: error: --plans {plan}: no column {', '.join(missing)}: not a plan table "
+        sys.exit(f"{program}: error: --plans {plan}: no column {', '.join(missing)}: not a plan table "
                  f"(apply-prune writes one with {', '.join(PLAN_COLUMNS)})")
     rows = table.to_pylist()
     # A method asked for by an old name is refused naming the new one, as apply-prune's
     # --plan-method refuses it: every stage writes the one name now.
     refusal = None if method is None else renamed_method(method)
     if refusal:
-        sys.exit(f"prune_hf: error: --plan-method {refusal}")
+        sys.exit(f"{program}: error: --plan-method {refusal}")
     matches = [r for r in rows if (method is None or current_method_name(r["method"]) == method)
                and (k is None or r["k"] == k)]
     available = sorted({(current_method_name(r["method"]), r["k"]) for r in rows})
     of_method = "" if method is None else f" for method {method!r}"
     if not matches:
         with_k = "" if k is None else f" with k={k}"
-        sys.exit(f"prune_hf: error: {plan} has no plan{of_method}{with_k} (has {available})")
+        sys.exit(f"{program}: error: {plan} has no plan{of_method}{with_k} (has {available})")
     if len(matches) > 1:
         several = len({current_method_name(r["method"]) for r in matches}) > 1
         choose = " or --plan-method" if method is None and several else ""
-        sys.exit(f"prune_hf: error: {plan} has {len(matches)} plans{of_method}; choose one with --k{choose} "
+        sys.exit(f"{program}: error: {plan} has {len(matches)} plans{of_method}; choose one with --k{choose} "
                  f"(has {available})")
     metadata = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
     # Under the key apply-prune writes (every entry it writes is `layerprune.`-prefixed): read as
@@ -129,19 +130,21 @@ def stored_dtype(folder: Path):
         else "auto"
 
 
-def prune(model, removed):
+def prune(model, removed, program: str = "prune_hf"):
+    """Deletes the blocks `removed` from `model` in memory (its config cut to match); returns the
+    kept blocks' indices. `program` names the tool in a refusal."""
     config = model.config
     arch = export_layered.Architecture(model)
     num_blocks = config.num_hidden_layers
     bad = [b for b in removed if not 0 <= b < num_blocks]
     if bad:
-        sys.exit(f"prune_hf: error: blocks {bad} are out of range for a model of {num_blocks} blocks")
+        sys.exit(f"{program}: error: blocks {bad} are out of range for a model of {num_blocks} blocks")
     if len(set(removed)) >= num_blocks:
-        sys.exit(f"prune_hf: error: removing {len(set(removed))} of {num_blocks} blocks leaves none")
+        sys.exit(f"{program}: error: removing {len(set(removed))} of {num_blocks} blocks leaves none")
     if getattr(config, "scale_attn_by_inverse_layer_idx", False):
         # GPT-2 scales each block's attention by 1 / (layer_idx + 1), recomputed from the new
         # index on reload: no config can say "keep the original index's scale".
-        sys.exit("prune_hf: error: scale_attn_by_inverse_layer_idx ties a block's attention to its "
+        sys.exit(f"{program}: error: scale_attn_by_inverse_layer_idx ties a block's attention to its "
                  "index; a pruned checkpoint cannot keep it")
     kept = [i for i in range(num_blocks) if i not in set(removed)]
     per_layer = export_layered.per_layer_lists(config)

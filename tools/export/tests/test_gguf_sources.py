@@ -276,6 +276,7 @@ def test_the_gemma_27b_attention_scale_is_llama_cpps(arch, blocks, expected, mon
     config_class = transformers.Gemma2Config if arch == "gemma2" else transformers.Gemma3TextConfig
     config = config_class(num_hidden_layers=blocks, hidden_size=hidden, num_attention_heads=32, head_dim=head)
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *args, **kwargs: config)
+    monkeypatch.setattr(export_layered, "gguf_swa_pattern", lambda path: None)  # a file without the key
     corrections = export_layered.gguf_config_corrections(Path("model.gguf"), "export")
     assert corrections == ({} if expected == 256 else {"query_pre_attn_scalar": expected})
     assert ("query_pre_attn_scalar" in capsys.readouterr().err) == (expected != 256)
