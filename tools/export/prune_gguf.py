@@ -60,8 +60,8 @@ def field_value(reader, key: str):
     return None if field is None else field.contents()
 
 
-def write_pruned(reader, removed: list[int], path: Path):
-    """Writes the GGUF file of `reader` without the blocks `removed` to `path`; returns the kept
+def write_pruned(reader, source: Path, removed: list[int], path: Path):
+    """Writes the GGUF file of `reader` (`source`) without the blocks `removed` to `path`; returns the kept
     blocks' original indices (through an earlier pruning's record) and whether the file states
     its blocks' local/global pattern block by block."""
     import gguf
@@ -70,7 +70,7 @@ def write_pruned(reader, removed: list[int], path: Path):
     count_key = f"{architecture}.block_count"
     num_blocks = field_value(reader, count_key)
     if not isinstance(num_blocks, int):
-        fail(f"the GGUF file has no {count_key}: not a model whose blocks can be removed")
+        fail(f"{source}: the GGUF file has no {count_key}: not a model whose blocks can be removed")
     kept = [i for i in range(num_blocks) if i not in set(removed)]
     new_index = {old: new for new, old in enumerate(kept)}
     previous = field_value(reader, KEPT_BLOCKS_KEY)
@@ -120,7 +120,7 @@ def write_pruned(reader, removed: list[int], path: Path):
         elif int(match.group(1)) in new_index:
             tensors.append((f"blk.{new_index[int(match.group(1))]}.{match.group(2)}", tensor))
         elif int(match.group(1)) >= num_blocks:
-            fail(f"the GGUF file has tensor {tensor.name} of a block beyond its {count_key}, {num_blocks}")
+            fail(f"{source}: the GGUF file has tensor {tensor.name} of a block beyond its {count_key}, {num_blocks}")
     for name, tensor in tensors:
         writer.add_tensor_info(name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type)
     writer.write_header_to_file()
@@ -217,7 +217,7 @@ def main(argv=None):
     staging = one_file.staging_folder(args.out)
     try:
         written = staging / args.out.name
-        original, stated_pattern = write_pruned(reader, removed, written)
+        original, stated_pattern = write_pruned(reader, source, removed, written)
         model.config.layerprune_kept_blocks = original
         loss = check_pruned(model, written, args.out)
         # Its replaced file's permission bits; the old file goes only as the new one replaces it.
