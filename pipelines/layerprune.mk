@@ -464,7 +464,8 @@ $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.j
 # source with the blocks deleted in memory before it is put in place (tools/export/prune_gguf.py).
 .PRECIOUS: $(RUN)/pruned-k$(K_PRUNED).gguf
 $(RUN)/pruned-k$(K_PRUNED).gguf: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) tools/export/prune_gguf.py \
-                                 | $(VENV_EXPORT)/.complete
+                                 tools/export/export_layered.py | $(VENV_EXPORT)/.complete
+	rm -f $@
 	$(VENV_EXPORT)/bin/python tools/export/prune_gguf.py --gguf $(MODEL_GGUF) --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
 	  --k $(K_PRUNED) --out $@ --force
 

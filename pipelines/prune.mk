@@ -349,8 +349,10 @@ $(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json $(
 $(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
 	@# The decoder in this folder was made from the checkpoint about to be replaced: with
 	@# PRUNE_GENERATOR=0 nothing would make it again, and it would stay beside the new plan, another
-	@# plan's blocks (its file records none to tell them apart by).
-	rm -f $(PRUNE_PLAN_DIR)/pruned-generator.onnx $(PRUNE_PLAN_DIR)/pruned-generator.onnx.*.data
+	@# plan's blocks (its file records none to tell them apart by). The pruned GGUF file, of the same
+	@# plan, goes too: made again after this checkpoint, not left beside it if that fails.
+	rm -f $(PRUNE_PLAN_DIR)/pruned-generator.onnx $(PRUNE_PLAN_DIR)/pruned-generator.onnx.*.data \
+	  $(PRUNE_PLAN_DIR)/pruned.gguf
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plans $< \
 	  $(if $(K),--k $(K)) --out $(dir $@) --force
 
@@ -365,8 +367,12 @@ $(PRUNE_PLAN_DIR)/pruned-generator.onnx: $(PRUNE_PLAN_DIR)/pruned-hf/config.json
 # as they are (no second quantization), read back by transformers and checked against the source
 # with the blocks deleted in memory before it is put in place. From the plan as chosen, as the
 # checkpoint above, and from the source's file itself (the checkpoint's stamp: its path, size,
-# time and inode).
-$(PRUNE_PLAN_DIR)/pruned.gguf: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) tools/export/prune_gguf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
+# time and inode). An earlier plan's file goes first (and with the checkpoint's rewriting, above,
+# which is why it is made after the checkpoint, also under -j): a failed or interrupted run leaves
+# none beside the new plan. The pattern a Gemma file states is computed in the exporter (its GGUF
+# reading), so the file depends on it too.
+$(PRUNE_PLAN_DIR)/pruned.gguf: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) tools/export/prune_gguf.py tools/export/export_layered.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete $(PRUNE_PLAN_DIR)/pruned-hf/config.json
+	rm -f $@
 	$(VENV_EXPORT)/bin/python tools/export/prune_gguf.py --gguf $(PRUNE_MODEL_PATH) --plans $< \
 	  $(if $(K),--k $(K)) --out $@ --force
 

@@ -2,7 +2,7 @@
 blocks renumbered from 0 and the block count set to the number kept, every kept tensor's bytes
 copied as they are (a Q4_1 file stays Q4_1, nothing is quantized again). That is what llama.cpp's
 `llama-quantize --prune-layers LIST IN OUT COPY` writes, without a llama.cpp build: a user who
-brought a GGUF gets one back for llama.cpp, Ollama or LM Studio.
+brought a GGUF gets one back for llama.cpp (and the tools built on it; for Gemma 2/3 see below).
 
 Why it can be trusted: before the file is put in place it is read back by transformers' GGUF
 loader, as the exporter reads the source, and compared with the source loaded the same way with
@@ -16,8 +16,9 @@ kept blocks' types are not the pattern by position of a model of their number (a
 removes other than whole periods) the file states them block by block, one bool a block (true:
 local), which llama.cpp builds that read the key run (b11434 does: llama_model_base::
 load_swa_pattern; older builds set the types by position, another model than the plan's, and
-`llama-quantize --prune-layers` writes no such key). The exporter reads the key as llama.cpp
-does (export_layered.gguf_config_corrections). A Gemma 2/3 27B is refused: llama.cpp tells its
+`llama-quantize --prune-layers` writes no such key; Ollama's own Gemma 3 engine sets its masks by
+position too, read in its source, not run). The exporter reads the key as llama.cpp does
+(export_layered.gguf_config_corrections). A Gemma 2/3 27B is refused: llama.cpp tells its
 attention scale by its block count.
 
 Per-layer metadata (an array under the architecture's keys with one entry a block) keeps the kept

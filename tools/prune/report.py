@@ -408,8 +408,8 @@ def llama_cpp_lines(full: dict, pruned: dict, gguf_written: bool = False):
              "  (convert_hf_to_gguf.py writes no layer_types). The plan's model is pruned/ and pruned-hf/ (docs/your-model.md)"]
     if gguf_written:
         lines.append("  pruned.gguf states each kept block's type (attention.sliding_window_pattern, one a block): llama.cpp "
-                     "b11434 runs it as the plan's model; builds older than its reading of that key set the types by "
-                     "position as above")
+                     "b11434 runs it as the plan's model; builds older than its reading of that key, and Ollama's own "
+                     "Gemma engine, set the types by position as above")
     return lines
 
 
@@ -421,8 +421,9 @@ def llama_cpp_command(layers: str, source: str) -> str:
     the command printed with TYPE would have met; COPY writes every kept tensor as it is. Else
     from the GGUF a user converts the checkpoint to (F16 or F32, docs/your-model.md), into a TYPE."""
     if source.endswith(".gguf"):
-        return (f"llama-quantize --prune-layers {layers} {source} pruned.gguf COPY "
-                "(its tensors as they are; another TYPE from a quantized GGUF needs --allow-requantize)")
+        return (f"llama-quantize --prune-layers {layers} {source} pruned-by-llama-quantize.gguf COPY "
+                "(its tensors as they are, as pruned.gguf's; another TYPE from a quantized GGUF needs "
+                "--allow-requantize)")
     return f"llama-quantize --prune-layers {layers} model.gguf pruned.gguf TYPE"
 
 
