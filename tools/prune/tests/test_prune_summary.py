@@ -183,8 +183,17 @@ def test_the_llama_cpp_command_from_a_gguf_source_copies_its_tensors(tmp_path):
     run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
     result = summary(run, plan_dir)
     assert result.returncode == 0, result.stderr
-    assert "llama-quantize --prune-layers 3,4 model.gguf pruned.gguf COPY (its tensors as they are; another " \
-           "TYPE from a quantized GGUF needs --allow-requantize)" in result.stdout, result.stdout
+    # Into another file than make prune's own pruned.gguf (which it would replace, and which for
+    # Gemma 2/3 holds what --prune-layers cannot state).
+    assert "llama-quantize --prune-layers 3,4 model.gguf pruned-by-llama-quantize.gguf COPY (its tensors as they " \
+           "are, as pruned.gguf's; another TYPE from a quantized GGUF needs --allow-requantize)" in result.stdout, \
+        result.stdout
+    assert "the pruned GGUF file" not in result.stdout  # none written (a stand-in run)
+    (plan_dir / "pruned.gguf").write_bytes(b"GGUF" + bytes(60))
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert f"{plan_dir / 'pruned.gguf'}" in result.stdout and "the pruned GGUF file (4 blocks, the kept tensors " \
+        "as they are in model.gguf, 64 B)" in result.stdout, result.stdout
     # From a Hugging Face folder: the GGUF a user converts it to (F16 or F32), into a TYPE.
     assert report_module().llama_cpp_command("3,4", "path/to/hf-model") == \
         "llama-quantize --prune-layers 3,4 model.gguf pruned.gguf TYPE"
