@@ -56,25 +56,20 @@ def fail(message: str):
     raise SystemExit(f"{PROGRAM}: error: {message}")
 
 
-def field_value(reader, key: str):
-    field = reader.fields.get(key)
-    return None if field is None else field.contents()
-
-
 def write_pruned(reader, source: Path, removed: list[int], path: Path):
     """Writes the GGUF file of `reader` (`source`) without the blocks `removed` to `path`; returns the kept
     blocks' original indices (through an earlier pruning's record) and whether the file states
     its blocks' local/global pattern block by block."""
     import gguf
 
-    architecture = field_value(reader, "general.architecture")
+    architecture = export_layered.gguf_field(reader, "general.architecture")
     count_key = f"{architecture}.block_count"
-    num_blocks = field_value(reader, count_key)
+    num_blocks = export_layered.gguf_field(reader, count_key)
     if not isinstance(num_blocks, int):
         fail(f"{source}: the GGUF file has no {count_key}: not a model whose blocks can be removed")
     kept = [i for i in range(num_blocks) if i not in set(removed)]
     new_index = {old: new for new, old in enumerate(kept)}
-    previous = field_value(reader, KEPT_BLOCKS_KEY)
+    previous = export_layered.gguf_field(reader, KEPT_BLOCKS_KEY)
     if not (isinstance(previous, list) and len(previous) == num_blocks):
         previous = list(range(num_blocks))
     original = [previous[i] for i in kept]
@@ -84,13 +79,13 @@ def write_pruned(reader, source: Path, removed: list[int], path: Path):
     period = export_layered.GGUF_SWA_PERIODS.get(export_layered.gguf_model_type(architecture))
     stated_types = None
     if period is not None:
-        types = export_layered.gguf_layer_types(field_value(reader, pattern_key), num_blocks, period)
+        types = export_layered.gguf_layer_types(export_layered.gguf_field(reader, pattern_key), num_blocks, period)
         kept_types = [types[i] for i in kept]
         if kept_types != export_layered.gguf_layer_types(None, len(kept), period):
             stated_types = kept_types
 
     writer = gguf.GGUFWriter(str(path), architecture, endianess=reader.endianess)
-    alignment = field_value(reader, "general.alignment")
+    alignment = export_layered.gguf_field(reader, "general.alignment")
     if alignment is not None:
         writer.data_alignment = alignment
     for key, field in reader.fields.items():
@@ -154,10 +149,7 @@ def check_pruned(expected, written: Path, out: Path):
     if differing:
         fail(f"the GGUF file written for {out} reads back with {len(differing)} tensors other than the pruned "
              f"model's ({', '.join(differing[:5])}): a {PROGRAM} defect; nothing was put at {out}")
-    ids = torch.randint(0, expected.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        loss = expected(input_ids=ids, labels=ids, use_cache=False).loss.item()
-        reloaded_loss = reloaded(input_ids=ids, labels=ids, use_cache=False).loss.item()
+    loss, reloaded_loss = prune_hf.losses_on_random_tokens((expected, reloaded), expected.config.vocab_size)
     if abs(loss - reloaded_loss) > 1e-5:
         fail(f"the GGUF file written for {out} reads back with loss {reloaded_loss}, the pruned model's is {loss}: "
              f"a {PROGRAM} defect; nothing was put at {out}")
@@ -200,8 +192,8 @@ def main(argv=None):
     from gguf import GGUFReader
 
     reader = GGUFReader(str(source))
-    architecture = field_value(reader, "general.architecture")
-    num_blocks = field_value(reader, f"{architecture}.block_count")
+    architecture = export_layered.gguf_field(reader, "general.architecture")
+    num_blocks = export_layered.gguf_field(reader, f"{architecture}.block_count")
     if plan_blocks is not None and int(plan_blocks) != num_blocks:
         fail(f"{args.plans} holds plans for a model of {plan_blocks} blocks; {source} has {num_blocks}")
     model_type = export_layered.gguf_model_type(architecture)

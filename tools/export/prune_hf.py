@@ -183,6 +183,14 @@ def attention_settings(text_model):
             for layer in export_layered.Architecture(text_model).layers]
 
 
+def losses_on_random_tokens(models, vocab_size: int) -> list:
+    """Each model's loss on the same 2 x 32 random tokens (seed 0): the reload checks' comparison
+    of a written model with the one in memory (prune_hf.py, prune_gguf.py)."""
+    ids = torch.randint(0, vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return [model(input_ids=ids, labels=ids, use_cache=False).loss.item() for model in models]
+
+
 def parameter_count(model) -> int:
     """The model's parameters, a tied weight once (`parameters()` yields each tensor once)."""
     return sum(p.numel() for p in model.parameters())
@@ -319,10 +327,7 @@ def main(argv=None):
                 if len(reloaded_settings) == len(expected_settings) else None
             raise SystemExit(f"prune_hf: error: the reloaded checkpoint's block {changed} has other attention "
                              f"settings than the pruned model's (its config's per-layer lists)")
-        ids = torch.randint(0, text.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            expected = model(input_ids=ids, labels=ids, use_cache=False).loss.item()
-            actual = reloaded(input_ids=ids, labels=ids, use_cache=False).loss.item()
+        expected, actual = losses_on_random_tokens((model, reloaded), text.config.vocab_size)
         if abs(expected - actual) > (1e-4 if dtype == torch.float32 else 1e-2):
             raise SystemExit(f"prune_hf: error: the reloaded checkpoint's loss {actual} differs from "
                              f"the pruned model's {expected}")
