@@ -398,6 +398,29 @@ impl RunIdentity<'_> {
         )
     }
 
+    /// What differs between `table` and this run, in the flags a user would change: the ids
+    /// alone (two hashes) leave them to guess which of five flags made other questions.
+    fn differences(&self, table: &TaskChoiceTable) -> String {
+        let mut differing = Vec::new();
+        if table.model_id != self.model_id || table.num_blocks != self.num_blocks {
+            differing.push("the model (--model)".to_string());
+        }
+        if table.dataset_id != self.dataset_id {
+            differing.push(
+                "the questions (one of --tasks, --task-subsample, --seed, --bos, --max-length, \
+                 or the task files)"
+                    .to_string(),
+            );
+        }
+        if table.scoring != self.scoring {
+            differing.push(format!(
+                "the scoring ({}, this run's {})",
+                table.scoring, self.scoring
+            ));
+        }
+        format!("they differ in {}", differing.join(" and "))
+    }
+
     /// The rows of the (mask, task) pairs whose every choice is present: a run checkpoints
     /// after each task of each chunk of masks, so a killed run loses at most one task's work.
     fn complete_tasks(&self, rows: Vec<TaskChoiceRow>) -> Vec<TaskChoiceRow> {
@@ -585,12 +608,13 @@ fn resumable_rows(
         }
         Ok(table) => bail!(
             "{}: cannot resume: written for model {} and questions {} with scoring {}, this run \
-             is for {} (pass --overwrite to replace it, or choose another --choices-out)",
+             is for {}: {} (pass --overwrite to replace it, or choose another --choices-out)",
             choices_out.display(),
             table.model_id,
             table.dataset_id,
             table.scoring,
-            identity.describe()
+            identity.describe(),
+            identity.differences(&table)
         ),
         // A log damaged outside the stage (a copy cut short) is to be removed, the way out a
         // pipeline's rule can take, where it cannot add --overwrite or change the path;
@@ -634,12 +658,14 @@ fn merged_rows(
         }
         if !identity.matches(&table) {
             bail!(
-                "{}: computed for model {} and questions {} with scoring {}, this merge is for {}",
+                "{}: computed for model {} and questions {} with scoring {}, this merge is for \
+                 {}: {}",
                 path.display(),
                 table.model_id,
                 table.dataset_id,
                 table.scoring,
-                identity.describe()
+                identity.describe(),
+                identity.differences(&table)
             );
         }
         // Every shard that records it computed alike (one from before the entry, any): the

@@ -364,12 +364,17 @@ impl Manifest {
     }
 
     /// What loading a model checks: with `verify`, [`Self::verify_files`]; without (a
-    /// `--no-verify` run), only that every external-data file the graphs use stays inside
-    /// `dir`.
+    /// `--no-verify` run), that every file `files` lists is in the folder (a stat each, no
+    /// hashing: a folder copied in part is refused here, not by ONNX Runtime in the middle of
+    /// a run, and `inspect --no-verify` says so) and every external-data file the graphs use
+    /// stays inside `dir`.
     pub fn check_folder(&self, dir: &Path, verify: bool) -> Result<(), ModelError> {
         if verify {
             self.verify_files(dir)
         } else {
+            for relative in self.files.keys() {
+                present(dir, relative)?;
+            }
             self.check_references(dir, false).map(drop)
         }
     }
@@ -579,10 +584,11 @@ pub fn model_id(dir: &Path) -> Result<String, ModelError> {
 }
 
 /// Whether the file `relative` of `dir` (confined to it) has the sha256 `expected`.
-fn check_hash(dir: &Path, relative: &str, expected: &str) -> Result<(), ModelError> {
+/// The path of a file of the folder (`relative`, confined to `dir`), refused where the folder
+/// lacks it. Said as what it is (the OS says only "No such file or directory"): a folder copied
+/// in part, or a file deleted from it.
+fn present(dir: &Path, relative: &str) -> Result<PathBuf, ModelError> {
     let path = confined(dir, relative)?;
-    // Said as what it is (the OS says only "No such file or directory"): a folder copied in
-    // part, or a file deleted from it.
     if let Err(error) = std::fs::symlink_metadata(&path) {
         if error.kind() == std::io::ErrorKind::NotFound {
             return Err(ModelError::BadManifest {
@@ -594,6 +600,11 @@ fn check_hash(dir: &Path, relative: &str, expected: &str) -> Result<(), ModelErr
             });
         }
     }
+    Ok(path)
+}
+
+fn check_hash(dir: &Path, relative: &str, expected: &str) -> Result<(), ModelError> {
+    let path = present(dir, relative)?;
     let actual = sha256_file(&path)?;
     if actual != expected {
         return Err(ModelError::HashMismatch {

@@ -409,24 +409,28 @@ fn a_folder_without_a_manifest_is_named_as_not_a_model_folder() {
 }
 
 /// A listed file missing from the folder is named as listed and missing (it was the OS's bare
-/// "No such file or directory" on the file's path).
+/// "No such file or directory" on the file's path), whether the files are hashed or not.
 #[test]
 fn a_listed_file_missing_from_the_folder_is_named_so() {
     let scene = Scene::new();
     let manifest = Manifest::load(&scene.model()).unwrap();
     let gone = manifest.files.keys().nth(1).unwrap().clone();
     fs::remove_file(scene.model().join(&gone)).unwrap();
-    let message = manifest
-        .verify_files(&scene.model())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        message.starts_with(&format!(
-            "{}: listed in {MANIFEST_FILE}, but not in the folder",
-            scene.model().join(&gone).display()
-        )),
-        "{message}"
-    );
+    // With and without hashing: a `--no-verify` run (and `inspect --no-verify`) took the
+    // folder, and ONNX Runtime refused it when a graph opened.
+    for verify in [true, false] {
+        let message = manifest
+            .check_folder(&scene.model(), verify)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{}: listed in {MANIFEST_FILE}, but not in the folder",
+                scene.model().join(&gone).display()
+            )),
+            "verify {verify}: {message}"
+        );
+    }
 }
 
 /// Several altered files, hashed on several threads: the file reported is the first the

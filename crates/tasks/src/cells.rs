@@ -56,6 +56,9 @@ pub fn read_rows(task: &str, path: &Path) -> Result<Vec<Row>, TaskError> {
     })
 }
 
+/// The last 8 bytes of an Arrow IPC stream: the continuation marker and a metadata length of 0.
+const END_OF_STREAM: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+
 fn rows(task: &str, path: &Path) -> Result<Vec<Row>, TaskError> {
     let file = layerprune_core::open_input(path).map_err(|source| TaskError::Io {
         task: task.to_string(),
@@ -80,6 +83,21 @@ fn rows(task: &str, path: &Path) -> Result<Vec<Row>, TaskError> {
         })?
         .len();
     let most_rows = bytes.saturating_mul(8);
+    // A stream ends with its end-of-stream marker (every writer since Arrow 0.15 writes it,
+    // pyarrow's and so the datasets library's included). The reader takes a clean end of the
+    // file for the stream's end, so a file cut between two batches (a copy or download
+    // stopped there) would read as a smaller split: wrong accuracies over fewer questions.
+    let mut tail = [0u8; 8];
+    let has_end_marker = bytes >= 8
+        && std::os::unix::fs::FileExt::read_exact_at(&file, &mut tail, bytes - 8).is_ok()
+        && tail == END_OF_STREAM;
+    if !has_end_marker {
+        return Err(arrow_error(arrow_schema::ArrowError::IpcError(
+            "the stream does not end with Arrow's end-of-stream marker: the file was cut short \
+             (a copy or download that stopped?); fetch the task data again"
+                .to_string(),
+        )));
+    }
     let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)
         .map_err(arrow_error)?;
     let mut rows = Vec::new();

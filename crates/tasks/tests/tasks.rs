@@ -595,6 +595,25 @@ fn a_batch_claiming_more_rows_than_its_file_holds_is_refused_before_they_are_bui
 }
 
 #[test]
+fn a_task_file_cut_between_two_batches_is_refused_not_read_as_a_smaller_split() {
+    // The reader takes a clean end of file for the end of the stream: a file cut after a batch
+    // (a download that stopped there) read as the split's first rows, wrong accuracies and exit 0.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("piqa.arrow");
+    let whole = column_less_stream(&[3, 4]);
+    std::fs::write(&path, &whole).unwrap();
+    assert_eq!(layerprune_tasks::read_rows("piqa", &path).unwrap().len(), 7);
+    std::fs::write(&path, &whole[..whole.len() - 8]).unwrap();
+    let error = layerprune_tasks::read_rows("piqa", &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("piqa.arrow") && error.contains("end-of-stream marker"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_task_file_the_arrow_reader_panics_on_is_refused_naming_it() {
     // crates/data's regression file: arrow 60.1 panics reading it.
     let path =

@@ -164,9 +164,10 @@ pub struct DeviceArgs {
     /// Where to run the model: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    /// CPU threads for ONNX Runtime and for the stage's own work (hashing the model's files,
-    /// the fits and factorizations of a method that chooses blocks; 0 = one per core; at most 4
-    /// per core). Results do not depend on it.
+    /// CPU threads for ONNX Runtime and for the stage's own work (hashing the model's files;
+    /// apply-prune's and frontier's fits and factorizations of a method that chooses blocks;
+    /// quantize's GPTQ factorizations and rounding); 0 = one per core; at most 4 per core.
+    /// Results do not depend on it.
     #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
 }

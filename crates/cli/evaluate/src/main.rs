@@ -106,9 +106,10 @@ struct Args {
     shard: Option<Shard>,
     /// Merge these shard outputs (with --masks: the table they were sharded from) into --out,
     /// refusing missing or duplicated masks and shards of another model, dataset or version.
-    /// With --tasks the shards are their --choices-out tables, and the three outputs are
-    /// written from their union (the model and task files are read, not run).
-    #[arg(long, value_name = "SHARD_TABLE", num_args = 1.., requires = "masks")]
+    /// With --tasks the shards are their --choices-out tables, the masks the shards' --masks
+    /// table or --mask flags, and the three outputs are written from their union (the model
+    /// and task files are read, not run).
+    #[arg(long, value_name = "SHARD_TABLE", num_args = 1..)]
     merge: Vec<PathBuf>,
     /// Mask table (sample-masks). Without it (and without --mask) only the full model.
     #[arg(long)]
@@ -283,6 +284,18 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
         }
     }
     if !args.merge.is_empty() {
+        // The masks the shards split: a merge refuses a mask in no shard, so it needs them all.
+        // Task shards may take theirs inline (make tasks does), token-window shards from a
+        // table only (refused above).
+        if args.tasks.is_none() && args.masks.is_none() {
+            bail!("--merge needs --masks, the mask table the shards were sharded from");
+        }
+        if args.tasks.is_some() && args.masks.is_none() && args.inline_masks.is_empty() {
+            bail!(
+                "--merge needs the masks the shards scored: the --masks table or the --mask \
+                 flags they were run with"
+            );
+        }
         // A merge joins tables: it runs no model (with --tasks it reads the model's files).
         let mut ignored = args.runtime.given();
         for (flag, given) in [

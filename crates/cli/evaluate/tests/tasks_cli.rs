@@ -617,6 +617,51 @@ fn run_table(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> std::proces
     run_named(dir, data, name, &["--masks", p(&masks)], extra)
 }
 
+/// `make tasks` gives its masks inline: shards of such a run merge with the same --mask flags
+/// (until 2026-12-07 clap required --masks for --merge, after hours of shard runs).
+#[test]
+fn task_shards_of_inline_masks_merge_with_the_same_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("wheel");
+    write_task_files(&data, &[0, 1, 1, 0]);
+    let inline = [
+        "--mask", "110111", "--mask", "101101", "--mask", "011111", "--mask", "111110",
+    ];
+    succeeded(run_named(dir.path(), &data, "whole", &inline, &[]));
+    let mut merge = vec!["--merge"];
+    let shards: Vec<String> = (0..2)
+        .map(|shard| {
+            let name = format!("s{shard}");
+            let which = format!("{shard}/2");
+            succeeded(run_named(
+                dir.path(),
+                &data,
+                &name,
+                &inline,
+                &["--shard", &which],
+            ));
+            p(&dir.path().join(format!("{name}-choices.parquet"))).to_string()
+        })
+        .collect();
+    merge.extend(shards.iter().map(String::as_str));
+    succeeded(run_named(dir.path(), &data, "merged", &inline, &merge));
+    let accuracies = |name: &str| {
+        read_task_accuracies(&dir.path().join(format!("{name}-accuracy.parquet")))
+            .unwrap()
+            .rows
+    };
+    assert_eq!(accuracies("merged"), accuracies("whole"));
+    assert!(!accuracies("whole").is_empty());
+    // Without the masks the merge cannot tell a missing shard: refused, naming what it needs.
+    let out = run_named(dir.path(), &data, "bare", &merge, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--merge needs the masks the shards scored"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn sharded_task_runs_merge_into_the_unsharded_tables() {
     use layerprune_core::Mask;
@@ -715,6 +760,11 @@ fn sharded_task_runs_merge_into_the_unsharded_tables() {
     ));
     let other = dir.path().join("other-choices.parquet");
     refused(&[p(&other), all[1], all[2]], "computed for model");
+    // Named by what differs, not only by two ids: the questions, not the model or scoring.
+    refused(
+        &[p(&other), all[1], all[2]],
+        "they differ in the questions (one of --tasks, --task-subsample, --seed",
+    );
     // Shards of another mask table (here a longer one than the merge is given) are refused,
     // not copied into the choice log beside a shorter evaluation table.
     let fewer = dir.path().join("fewer-masks.parquet");
