@@ -195,7 +195,7 @@ pub fn banzhaf_msr_estimate(
         // not spread for that reason, would give none.
         Some(StandardErrors::normal(vec![0.0]))
     } else if has_se {
-        guarded_se(&groups, degrees_of_freedom, rounding_of(&values))
+        guarded_se(&groups, None, degrees_of_freedom, rounding_of(&values))
     } else {
         None
     };

@@ -398,7 +398,7 @@ pub fn kernelshap_estimate(
                 // The values alone: the SEs are widened to Student's t of the fit's residual
                 // degrees of freedom below (fewer than the moderated variance's, so the wider
                 // interval), and their interval is then ± 1.96 SE.
-                guarded_se(&groups, residual_df as f64, rounding).map(|se| se.values)
+                guarded_se(&groups, None, residual_df as f64, rounding).map(|se| se.values)
             })
         }
     };

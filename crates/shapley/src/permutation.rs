@@ -152,15 +152,17 @@ impl PermutationDesign {
 
     /// The mean of `units` (per-unit average marginals of units of this design, as
     /// [`Self::unit_marginals`] gives them) and its standard errors (`values::mean_and_se`, no
-    /// SE where the units spread by no more than `rounding`), 0 where the design is exact
-    /// ([`Self::is_exact`]). Permutation sampling, the sampled Shapley values of a surrogate
-    /// and the chains' residual halves all read their units so.
+    /// SE where the units spread by no more than `rounding`; moderated towards the variances'
+    /// trend in `trend` where given), 0 where the design is exact ([`Self::is_exact`]).
+    /// Permutation sampling, the sampled Shapley values of a surrogate and the chains' residual
+    /// halves all read their units so.
     pub(crate) fn mean_and_se(
         &self,
         units: &[Vec<f64>],
+        trend: Option<&[f64]>,
         rounding: f64,
     ) -> (Vec<f64>, Option<StandardErrors>) {
-        let (means, std_errors) = mean_and_se(units, self.num_players, rounding);
+        let (means, std_errors) = mean_and_se(units, self.num_players, trend, rounding);
         if self.is_exact() {
             (
                 means,
@@ -229,7 +231,9 @@ pub fn permutation_estimate(
     // What counts as no spread: rounding of the game's values, not of the marginals alone.
     let game_values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
     let rounding = rounding_of_units(&game_values, units.iter().flatten());
-    let (values, std_errors) = design.mean_and_se(&units, rounding);
+    // The flat prior: the estimate is the only covariate here, and it measured worse as one
+    // (`values::guarded_se`).
+    let (values, std_errors) = design.mean_and_se(&units, None, rounding);
     Ok(Estimates::new(PERMUTATION, values, std_errors))
 }
 

@@ -567,10 +567,13 @@ impl Game for HalfSurrogate {
 }
 
 /// One half's residual estimate: per-player mean and standard error of φ(v − f), given the
-/// residual r(m) = v(m) − f(m).
+/// residual r(m) = v(m) − f(m) and φ(f), the surrogate's Shapley values: the covariate of the
+/// standard errors' prior (`values::guarded_se`), which the held-out residuals do not enter
+/// (f is fitted on the other half's masks).
 type ResidualEstimate<'a> = dyn Fn(
         usize,
         &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
+        &[f64],
     ) -> Result<(Vec<f64>, Option<StandardErrors>), ShapleyError>
     + 'a;
 
@@ -610,7 +613,7 @@ fn cross_fit(
             half_squares += residual(mask)?.powi(2);
             half_held_out.push(table.get(mask)?);
         }
-        let (residual_mean, residual_se) = residual_estimate(h, &residual)?;
+        let (residual_mean, residual_se) = residual_estimate(h, &residual, &surrogate_shapley)?;
         // A surrogate that reproduces the masks it is checked on leaves residual terms that
         // say nothing of its error elsewhere: no SE, unless the residual term is exact (SE 0:
         // every class drawn whole, or two players).
@@ -827,12 +830,14 @@ pub fn regression_adjusted_kernel_estimate(
     });
     let exact = residual_is_exact(design);
     let game_values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
-    let residual_estimate = |h: usize, residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>| {
+    let residual_estimate = |h: usize,
+                             residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
+                             trend: &[f64]| {
         let anchor = (residual(&full)? - residual(&empty)?) / n as f64;
         let (values, std_errors) = if design.without_replacement {
-            finite_population_residual(design, &halves, h, anchor, residual, &game_values)?
+            finite_population_residual(design, &halves, h, anchor, residual, trend, &game_values)?
         } else {
-            msr_residual(design, &halves[h], anchor, residual, &game_values)?
+            msr_residual(design, &halves[h], anchor, residual, trend, &game_values)?
         };
         // φ(f) is exact too (the quadratic's closed form, or f's four masks enumerated), so
         // the half's estimate is φ(v) itself: its error is 0, where its units, which agree
@@ -868,13 +873,15 @@ fn residual_is_exact(design: &PairedDesign) -> bool {
 
 /// φ(r) by maximum sample reuse over `half`'s pairs, drawn independently with replacement:
 /// the mean of each pair's residual term about `anchor` = (r(N) − r(∅))/n, and its standard
-/// error from their spread (`mean_and_se`; none where they spread by no more than
-/// [`residual_resolution`] of `game_values`, v's).
+/// error from their spread (`mean_and_se`, moderated towards the variances' trend in `trend`,
+/// φ(f); none where they spread by no more than [`residual_resolution`] of `game_values`,
+/// v's).
 fn msr_residual(
     design: &PairedDesign,
     half: &[&Mask],
     anchor: f64,
     residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
+    trend: &[f64],
     game_values: &[f64],
 ) -> Result<(Vec<f64>, Option<StandardErrors>), ShapleyError> {
     let n = design.num_players;
@@ -907,7 +914,7 @@ fn msr_residual(
         })
         .collect::<Result<_, ShapleyError>>()?;
     let resolution = residual_resolution(game_values, units.iter().flatten());
-    Ok(mean_and_se(&units, n, resolution))
+    Ok(mean_and_se(&units, n, Some(trend), resolution))
 }
 
 /// φ(r) over a design drawn without replacement class by class (see
@@ -941,6 +948,7 @@ fn finite_population_residual(
     h: usize,
     anchor: f64,
     residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>,
+    trend: &[f64],
     game_values: &[f64],
 ) -> Result<(Vec<f64>, Option<StandardErrors>), ShapleyError> {
     let n = design.num_players;
@@ -1027,7 +1035,12 @@ fn finite_population_residual(
     // reproduced the held-out masks gave SEs of 1e-6 about errors of 0.45).
     let resolution = residual_resolution(game_values, all_held.iter().copied().flatten());
     let std_errors = if all_held.len() >= 2 {
-        guarded_se(&groups, (all_held.len() - 1) as f64, resolution)
+        guarded_se(
+            &groups,
+            Some(trend),
+            (all_held.len() - 1) as f64,
+            resolution,
+        )
     } else {
         None
     };
@@ -1075,13 +1088,14 @@ pub fn regression_adjusted_chains_estimate(
             .flat_map(|&chain| design.chain_masks(chain))
             .collect()
     });
-    let residual_estimate = |h: usize, residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>| {
-        let units = design.unit_marginals(&halves[h], &mut |chain| {
-            design.chain_masks(chain).iter().map(residual).collect()
-        })?;
-        let resolution = residual_resolution(&game_values, units.iter().flatten());
-        Ok(design.mean_and_se(&units, resolution))
-    };
+    let residual_estimate =
+        |h: usize, residual: &dyn Fn(&Mask) -> Result<f64, ShapleyError>, trend: &[f64]| {
+            let units = design.unit_marginals(&halves[h], &mut |chain| {
+                design.chain_masks(chain).iter().map(residual).collect()
+            })?;
+            let resolution = residual_resolution(&game_values, units.iter().flatten());
+            Ok(design.mean_and_se(&units, Some(trend), resolution))
+        };
     cross_fit(
         REGRESSION_ADJUSTED_LOG_CHAINS,
         n,

@@ -226,8 +226,13 @@ impl Accumulator {
         // semivalue 2.3–3.9 % of the time on the recorded and synthetic games, the normal one
         // 3.8–5.7 % (200 seeds; docs/estimators.md, "Intervals").
         let std_errors = if has_se {
-            guarded_se(&groups, degrees_of_freedom, self.value_range.rounding())
-                .map(|se| StandardErrors::normal(se.values))
+            guarded_se(
+                &groups,
+                None,
+                degrees_of_freedom,
+                self.value_range.rounding(),
+            )
+            .map(|se| StandardErrors::normal(se.values))
         } else {
             None
         };

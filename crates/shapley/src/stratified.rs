@@ -304,7 +304,7 @@ pub fn stratified_estimate(
     // size complete gives SE 0 (exact).
     let game_values: Vec<f64> = rows.iter().map(|(_, v)| *v).collect();
     let std_errors = if estimable {
-        guarded_se(&groups, degrees_of_freedom, rounding_of(&game_values)).or_else(|| {
+        guarded_se(&groups, None, degrees_of_freedom, rounding_of(&game_values)).or_else(|| {
             groups
                 .is_empty()
                 .then(|| StandardErrors::normal(vec![0.0; n]))
@@ -580,7 +580,7 @@ pub fn regression_adjusted_stratified_estimate(
     let std_errors = if reproduced {
         None
     } else {
-        guarded_se(&groups, degrees_of_freedom, rounding_of(&game_values))
+        guarded_se(&groups, None, degrees_of_freedom, rounding_of(&game_values))
     };
     let held_out_r2 = held_out_r2(residual_squares, &held_out);
     Ok((

@@ -76,5 +76,5 @@ pub(crate) fn sampled_shapley(
     let rounding = value_range
         .rounding()
         .max(rounding_of(units.iter().flatten()));
-    Ok(design.mean_and_se(&units, rounding))
+    Ok(design.mean_and_se(&units, None, rounding))
 }

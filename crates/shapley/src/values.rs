@@ -269,19 +269,21 @@ pub(crate) fn evaluate_masks_for(
 
 /// Mean and standard error of the mean of each column (a player) of per-unit rows drawn
 /// independently: the variance of each player's units moderated towards the players' pooled
-/// variance, and no SE below two rows or where no unit differs from another beyond `rounding`
-/// (set by the game's values the units were computed from, [`rounding_of_units`]): the shared
-/// guard, [`guarded_se`].
+/// variance (or towards its trend in `trend`, a covariate independent of the rows), and no SE
+/// below two rows or where no unit differs from another beyond `rounding` (set by the game's
+/// values the units were computed from, [`rounding_of_units`]): the shared guard,
+/// [`guarded_se`].
 pub(crate) fn mean_and_se(
     rows: &[Vec<f64>],
     width: usize,
+    trend: Option<&[f64]>,
     rounding: f64,
 ) -> (Vec<f64>, Option<StandardErrors>) {
     let (mean, variances) = mean_and_variance(rows, width);
     let std_errors = variances.and_then(|variances| {
         let degrees_of_freedom = (rows.len() - 1) as f64;
         let spread = Spread::uniform(1.0 / rows.len() as f64, variances, degrees_of_freedom);
-        guarded_se(&[spread], degrees_of_freedom, rounding)
+        guarded_se(&[spread], trend, degrees_of_freedom, rounding)
     });
     (mean, std_errors)
 }
@@ -456,15 +458,26 @@ impl StandardErrors {
 /// sampled estimate's SE passes (permutation sampling, KernelSHAP's two readings, the
 /// regression-adjusted residuals, the stratified semivalue, Banzhaf MSR, stratified Shapley).
 ///
-/// - **Moderated**: each player's variance moderated towards the players' mean (empirical
-///   Bayes, as limma's moderated t): Ṽ_i = (d0 V̄ + d V_i)/(d0 + d), d0 =
+/// - **Moderated**: each player's variance moderated towards a prior variance s0²(i)
+///   (empirical Bayes, as limma's moderated t): Ṽ_i = (d0 s0²(i) + d V_i)/(d0 + d), d0 =
 ///   [`POOLED_DEGREES_OF_FREEDOM`]; SE = sqrt(Ṽ_i). From a few units a player's own variance is
 ///   noisy, and on games with higher-order terms its units take few distinct values, often all
 ///   the same (permutation pairs of a third-order game; a class of sampled kernel pairs whose
 ///   projected scores agree): an SE of 0 about a wrong estimate (a mean (error/SE)² of
 ///   1e28–1e30 on the synthetic game at 2–11 permutation pairs). The other players' spread
 ///   bounds such an SE away from 0. With strata whose weights the players share, this is
-///   moderating each stratum's spreads towards their players' mean.
+///   moderating each stratum's spreads towards their players' prior.
+/// - **Prior**: without `trend`, the players' mean V̄ for every player. With `trend`, a
+///   covariate of each player's variance that the units' errors do not enter (the
+///   regression-adjusted estimators' surrogate Shapley values, fitted on the other
+///   cross-fitting half's masks): V̄ shaped by the variances' trend in it, limma-trend's prior
+///   ([`trended_prior`]): the important blocks' units spread more than the others' (up to
+///   12-fold within a game), and towards V̄ their variance was pulled down (the chains' worst
+///   block missed 10–26 % at budget 128, docs/estimators.md "Intervals"). The estimate itself
+///   as covariate was measured and loses where a player has few units (permutation sampling
+///   at budget 64): an estimate that falls towards 0 by chance lowers its own prior, and the
+///   interval that should have widened narrows (gemma3: 4.3 → 9.8 % pooled, worst block 11 →
+///   18 %).
 /// - **No SE** (`None`) where no unit spreads beyond `rounding` (the game's values',
 ///   [`rounding_of_units`]) in any group that enters with a weight: the sample then says
 ///   nothing of its error (e.g. two permutation pairs of a third-order game whose every triple
@@ -480,6 +493,7 @@ impl StandardErrors {
 ///   player's own spread is 0 (the pooled share alone).
 pub(crate) fn guarded_se(
     groups: &[Spread],
+    trend: Option<&[f64]>,
     degrees_of_freedom: f64,
     rounding: f64,
 ) -> Option<StandardErrors> {
@@ -517,20 +531,112 @@ pub(crate) fn guarded_se(
     }
     let pooled = variances.iter().sum::<f64>() / width as f64;
     let (d0, d) = (POOLED_DEGREES_OF_FREEDOM, degrees_of_freedom);
-    let own_degrees_of_freedom = |i: usize| {
-        if squares_over_df[i] > 0.0 {
-            (variances[i] * variances[i] / squares_over_df[i]).min(d)
-        } else {
-            d
-        }
-    };
+    let own_degrees_of_freedom: Vec<f64> = (0..width)
+        .map(|i| {
+            if squares_over_df[i] > 0.0 {
+                (variances[i] * variances[i] / squares_over_df[i]).min(d)
+            } else {
+                d
+            }
+        })
+        .collect();
+    let priors = trend
+        .and_then(|covariate| trended_prior(&variances, &own_degrees_of_freedom, covariate))
+        .unwrap_or_else(|| vec![pooled; width]);
     Some(StandardErrors {
         values: variances
             .iter()
-            .map(|v| ((d0 * pooled + d * v) / (d0 + d)).sqrt())
+            .zip(&priors)
+            .map(|(v, prior)| ((d0 * prior + d * v) / (d0 + d)).sqrt())
             .collect(),
-        degrees_of_freedom: Some((0..width).map(|i| d0 + own_degrees_of_freedom(i)).collect()),
+        degrees_of_freedom: Some(own_degrees_of_freedom.iter().map(|di| d0 + di).collect()),
     })
+}
+
+/// Offset of the trend's covariate, as a share of its players' mean |c|: ln(|c_i| + 0.1 ·
+/// mean |c|), so that a player whose covariate is about 0 does not send the log towards −∞.
+/// 0.01 and 0.5 were measured too (the chains, budgets 128–1,024, docs/estimators.md): the
+/// same worst blocks within a point.
+const TREND_OFFSET_SHARE: f64 = 0.1;
+
+/// limma-trend's prior variance (Smyth 2004; Law et al. 2014) of each player: V̄ · g_i / ḡ,
+/// g_i = exp(b · ln(|c_i| + ε)) = (|c_i| + ε)^b, where b is the least-squares slope of the
+/// players' log variances on ln(|c_i| + ε) (ε: [`TREND_OFFSET_SHARE`]), each log variance
+/// corrected for its bias, E ln V = ln σ² + ψ(d_i/2) − ln(d_i/2) (ψ the digamma function),
+/// which differs between players of different degrees of freedom. The fit sets the shape
+/// only: the prior's mean stays V̄, the players' mean variance (unbiased, where the log fit's
+/// level is not for variances of a few degrees of freedom). b is clamped to [0, 2]: a
+/// variance that grows with the covariate at most as its square (a scale), and none that
+/// falls with it, which would be the noise of 12 log variances of 1–10 degrees of freedom.
+/// Players whose variance is 0 (units all alike) have no logarithm and stay out of the fit.
+/// `None` (the flat prior V̄) below three players with a variance, or where the covariate is
+/// all 0 or not the players' length.
+fn trended_prior(
+    variances: &[f64],
+    degrees_of_freedom: &[f64],
+    covariate: &[f64],
+) -> Option<Vec<f64>> {
+    let width = variances.len();
+    let scale = covariate.iter().map(|c| c.abs()).sum::<f64>() / width as f64;
+    if covariate.len() != width || !(scale > 0.0 && scale.is_finite()) {
+        return None;
+    }
+    let offset = TREND_OFFSET_SHARE * scale;
+    let log_covariate: Vec<f64> = covariate.iter().map(|c| (c.abs() + offset).ln()).collect();
+    let fitted: Vec<usize> = (0..width).filter(|&i| variances[i] > 0.0).collect();
+    if fitted.len() < 3 {
+        return None;
+    }
+    let x: Vec<f64> = fitted.iter().map(|&i| log_covariate[i]).collect();
+    let y: Vec<f64> = fitted
+        .iter()
+        .map(|&i| {
+            let half = degrees_of_freedom[i] / 2.0;
+            variances[i].ln() - digamma(half) + half.ln()
+        })
+        .collect();
+    let slope = least_squares_slope(&x, &y).clamp(0.0, 2.0);
+    let shape: Vec<f64> = log_covariate.iter().map(|l| (slope * l).exp()).collect();
+    let mean_shape = shape.iter().sum::<f64>() / width as f64;
+    let pooled = variances.iter().sum::<f64>() / width as f64;
+    Some(shape.iter().map(|g| pooled * g / mean_shape).collect())
+}
+
+/// The least-squares slope of `y` on `x` (0 where `x` does not vary).
+fn least_squares_slope(x: &[f64], y: &[f64]) -> f64 {
+    let count = x.len() as f64;
+    let (mean_x, mean_y) = (x.iter().sum::<f64>() / count, y.iter().sum::<f64>() / count);
+    let sxx: f64 = x.iter().map(|a| (a - mean_x).powi(2)).sum();
+    let sxy: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(a, b)| (a - mean_x) * (b - mean_y))
+        .sum();
+    if sxx > 0.0 {
+        sxy / sxx
+    } else {
+        0.0
+    }
+}
+
+/// The digamma function ψ(x) = d ln Γ(x)/dx for x > 0: the recurrence ψ(x) = ψ(x + 1) − 1/x
+/// up to x ≥ 10, then the asymptotic series to its x⁻¹⁰ term (about 1e-14 there).
+fn digamma(x: f64) -> f64 {
+    let (mut x, mut shift) = (x, 0.0);
+    while x < 10.0 {
+        shift -= 1.0 / x;
+        x += 1.0;
+    }
+    let inverse_square = 1.0 / (x * x);
+    shift + x.ln()
+        - 0.5 / x
+        - inverse_square
+            * (1.0 / 12.0
+                - inverse_square
+                    * (1.0 / 120.0
+                        - inverse_square
+                            * (1.0 / 252.0
+                                - inverse_square * (1.0 / 240.0 - inverse_square / 132.0))))
 }
 
 /// The 97.5 % quantile of the standard normal distribution as the score tables' intervals take
@@ -835,18 +941,75 @@ mod tests {
     fn the_guard_reads_exact_silent_and_single_agreeing_players() {
         let whole = Spread::uniform(0.0, vec![0.5, 0.5], 3.0);
         assert_eq!(
-            guarded_se(&[whole], 3.0, 1e-9),
+            guarded_se(&[whole], None, 3.0, 1e-9),
             Some(StandardErrors::normal(vec![0.0, 0.0]))
         );
         let silent = Spread::uniform(0.25, vec![1e-20, 0.0], 3.0);
-        assert_eq!(guarded_se(std::slice::from_ref(&silent), 3.0, 1e-9), None);
-        assert_eq!(guarded_se(&[silent], 0.0, 0.0), None);
+        assert_eq!(
+            guarded_se(std::slice::from_ref(&silent), None, 3.0, 1e-9),
+            None
+        );
+        assert_eq!(guarded_se(&[silent], None, 0.0, 0.0), None);
         let agreeing = Spread::uniform(0.25, vec![0.0, 4.0], 4.0);
-        let se = guarded_se(&[agreeing], 4.0, 1e-9).unwrap();
+        let se = guarded_se(&[agreeing], None, 4.0, 1e-9).unwrap();
         // V = (0, 1), pooled 0.5, d0 = d = 4: Ṽ = (0.25, 0.75), each a t of d + d0 = 8.
         let values = &se.values;
         assert!((values[0] - 0.5).abs() < 1e-12 && (values[1] - 0.75f64.sqrt()).abs() < 1e-12);
         assert_eq!(se.degrees_of_freedom, Some(vec![8.0, 8.0]));
+    }
+
+    /// limma-trend's prior: where the variances grow with the covariate, each player's
+    /// variance is moderated towards its trend, not the players' mean: the player of the
+    /// largest covariate and variance keeps more of it (a larger SE than towards V̄), the
+    /// others less, the prior's mean stays V̄ and the degrees of freedom are those of the flat
+    /// prior. A covariate the variances fall with (a negative slope, clamped to 0), one of 0
+    /// everywhere, or one of another length leave the flat prior.
+    #[test]
+    fn a_trend_moderates_each_variance_towards_its_fitted_prior() {
+        let variances = vec![0.5, 1.0, 2.0, 16.0];
+        let covariate = [0.05, 0.1, 0.2, 0.8];
+        let spread = Spread::uniform(1.0, variances.clone(), 1.0);
+        let flat = guarded_se(std::slice::from_ref(&spread), None, 1.0, 1e-9).unwrap();
+        let trended =
+            guarded_se(std::slice::from_ref(&spread), Some(&covariate), 1.0, 1e-9).unwrap();
+        assert!(
+            trended.values[3] > flat.values[3] * 1.4,
+            "{trended:?} {flat:?}"
+        );
+        for i in 0..3 {
+            assert!(
+                trended.values[i] < flat.values[i],
+                "{i}: {trended:?} {flat:?}"
+            );
+        }
+        assert_eq!(trended.degrees_of_freedom, flat.degrees_of_freedom);
+        let prior = trended_prior(&variances, &[1.0; 4], &covariate).unwrap();
+        let pooled = variances.iter().sum::<f64>() / 4.0;
+        assert!(
+            (prior.iter().sum::<f64>() / 4.0 - pooled).abs() < 1e-12,
+            "{prior:?}"
+        );
+        assert!(prior.windows(2).all(|p| p[0] < p[1]), "{prior:?}");
+        // Ṽ = (d0 s0² + d V)/(d0 + d) with the fitted prior.
+        let expected = ((4.0 * prior[3] + 16.0) / 5.0f64).sqrt();
+        assert!((trended.values[3] - expected).abs() < 1e-12);
+        let falling = [0.8, 0.2, 0.1, 0.05];
+        let zero = [0.0; 4];
+        for covariate in [&falling[..], &zero[..], &[1.0, 2.0][..]] {
+            let se = guarded_se(std::slice::from_ref(&spread), Some(covariate), 1.0, 1e-9);
+            assert_eq!(se.as_ref(), Some(&flat), "{covariate:?}");
+        }
+    }
+
+    /// The log variances' bias correction: ψ against its known values (ψ(1) = −γ, ψ(½) = −γ −
+    /// 2 ln 2, ψ(n + 1) = ψ(n) + 1/n).
+    #[test]
+    fn digamma_has_its_known_values() {
+        let euler = 0.577_215_664_901_532_9;
+        assert!((digamma(1.0) + euler).abs() < 1e-12, "{}", digamma(1.0));
+        assert!((digamma(0.5) + euler + 2.0 * 2f64.ln()).abs() < 1e-12);
+        assert!((digamma(12.0) - digamma(11.0) - 1.0 / 11.0).abs() < 1e-13);
+        assert!((digamma(2.5) - (2.0 - euler - 2.0 * 2f64.ln() + 2.0 / 3.0)).abs() < 1e-12);
     }
 
     /// Degrees of freedom from several groups: Welch–Satterthwaite of each player's own
@@ -864,7 +1027,7 @@ mod tests {
                 degrees_of_freedom: vec![2.0, 2.0],
             },
         ];
-        let se = guarded_se(&groups, 4.0, 1e-9).unwrap();
+        let se = guarded_se(&groups, None, 4.0, 1e-9).unwrap();
         let df = se.degrees_of_freedom.unwrap();
         assert!(
             (df[0] - 8.0).abs() < 1e-12 && (df[1] - 6.0).abs() < 1e-12,
