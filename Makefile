@@ -27,7 +27,7 @@ refuse_unusable_paths = $(if $(filter 0,$(MAKELEVEL)),$(foreach v,$(1),$(if $(fi
 # or never (CARGO_TARGET_DIR, cargo's), take a value from the environment too:
 $(call refuse_unusable_paths,MODEL_DIR MODEL_NAME RUN RESULTS_RUN CALIB_TEXT EVAL_TEXT PRUNE_OUT PRUNE_NAME \
   ORT_DYLIB_PATH CARGO_TARGET_DIR FRONTIER_RUN FRONTIER_WINDOWS_BASE FRONTIER_PAIRS_CSV EXACT_FRONTIER_RUN \
-  EXACT_FRONTIER_DOCS_NAME TASK_RUN MODEL_BENCH BENCH_GPU_CSV BENCH_GPU_BIN,command environment)
+  EXACT_FRONTIER_DOCS_NAME TASK_RUN MODEL_BENCH BENCH_GPU_CSV BENCH_GPU_BIN EXACT FUZZ_KEEP,command environment)
 # those they assign outright (:=) only from the command line, or from the environment under
 # make -e (the letter e among MAKEFLAGS' one-letter flags: their origin turns "environment
 # override" only once the makefile assigns them, after this check):
