@@ -8,7 +8,9 @@ Why it can be trusted: before the file is put in place it is read back by transf
 loader, as the exporter reads the source, and compared with the source loaded the same way with
 the blocks deleted in memory (prune_hf.py's deletion): every tensor equal bit for bit (the same
 bytes dequantized by the same code), every block's attention settings the same, and the same loss
-on random tokens. So the file is the plan's model as a GGUF reader sees it.
+on random tokens. So the file is the plan's model as a GGUF reader sees it. What the file is
+compared with (the settings, the loss, a sha256 of each tensor) is taken from the model in memory
+before the file is loaded, and the model dropped: one model in memory at a time.
 
 Gemma 2 and Gemma 3: llama.cpp sets a block's local (sliding-window) or global attention by its
 position unless the file's `<arch>.attention.sliding_window_pattern` says otherwise, so where the
@@ -32,12 +34,11 @@ Usage:
 """
 
 import argparse
+import gc
 import re
 import shutil
 import sys
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_layered  # noqa: E402
@@ -128,28 +129,27 @@ def write_pruned(reader, source: Path, removed: list[int], path: Path):
     return original, stated_types is not None
 
 
-def check_pruned(expected, written: Path, out: Path):
-    """The written file, loaded as the exporter loads a GGUF, against `expected` (the source's
-    model with the plan's blocks deleted in memory): the same tensors to the bit, the same
-    attention settings block by block, the same loss."""
+def check_pruned(expected: prune_hf.ReloadReference, kept: list[int], written: Path, out: Path):
+    """The written file, loaded as the exporter loads a GGUF, against `expected` (the reference
+    taken from the source's model with the plan's blocks deleted in memory, the model itself
+    dropped before this loads the file): the same tensors to the bit, the same attention settings
+    block by block, the same loss. `kept`: the kept blocks' original indices."""
     args = argparse.Namespace(model=None, gguf=str(written), dtype="auto")
     with export_layered.reading(PROGRAM, f"the GGUF file written for {out} (a {PROGRAM} defect)"):
         reloaded, _, _ = export_layered.load_checkpoint(args, program=PROGRAM)
-    expected_settings = prune_hf.attention_settings(expected)
     reloaded_settings = prune_hf.attention_settings(reloaded)
-    if expected_settings != reloaded_settings:
-        kept = expected.config.layerprune_kept_blocks
-        moved = [kept[i] for i, (a, b) in enumerate(zip(expected_settings, reloaded_settings)) if a != b]
+    if expected.attention != reloaded_settings:
+        moved = [kept[i] for i, (a, b) in enumerate(zip(expected.attention, reloaded_settings)) if a != b]
         fail(f"the GGUF file written for {out} reads back with other attention settings than the pruned model's "
              f"in blocks {moved} (original indices): a {PROGRAM} defect; nothing was put at {out}")
-    theirs = reloaded.state_dict()
-    ours = expected.state_dict()
-    differing = sorted(name for name in ours if name not in theirs or not torch.equal(ours[name], theirs[name]))
+    theirs = prune_hf.tensor_fingerprints(reloaded)
+    ours = expected.tensors
+    differing = sorted(name for name in ours if name not in theirs or ours[name] != theirs[name])
     differing += sorted(set(theirs) - set(ours))
     if differing:
         fail(f"the GGUF file written for {out} reads back with {len(differing)} tensors other than the pruned "
              f"model's ({', '.join(differing[:5])}): a {PROGRAM} defect; nothing was put at {out}")
-    loss, reloaded_loss = prune_hf.losses_on_random_tokens((expected, reloaded), expected.config.vocab_size)
+    loss, reloaded_loss = expected.loss, prune_hf.loss_on_random_tokens(reloaded, expected.vocab_size)
     if abs(loss - reloaded_loss) > 1e-5:
         fail(f"the GGUF file written for {out} reads back with loss {reloaded_loss}, the pruned model's is {loss}: "
              f"a {PROGRAM} defect; nothing was put at {out}")
@@ -206,13 +206,17 @@ def main(argv=None):
     model, _, _ = export_layered.load_checkpoint(argparse.Namespace(model=None, gguf=str(source), dtype="auto"),
                                                  program=PROGRAM)
     prune_hf.prune(model, removed, PROGRAM)
+    # What the written file is compared with, then the model dropped: the reload check holds one
+    # model at a time, not two.
+    expected = prune_hf.reload_reference(model, tensors=True)
+    del model
+    gc.collect()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     staging = one_file.staging_folder(args.out)
     try:
         written = staging / args.out.name
         original, stated_pattern = write_pruned(reader, source, removed, written)
-        model.config.layerprune_kept_blocks = original
-        loss = check_pruned(model, written, args.out)
+        loss = check_pruned(expected, original, written, args.out)
         # Its replaced file's permission bits; the old file goes only as the new one replaces it.
         one_file.put_in_place(written, None, args.out)
     finally:

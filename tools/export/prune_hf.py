@@ -12,7 +12,9 @@ transformers counts them, vision tower included). The checkpoint is written in t
 weights are stored in (a bfloat16 model stays bfloat16 whatever its config says; a GGUF is
 dequantized to float32), then reloaded and
 checked against the in-memory pruned model before the output folder is put in place (an output
-replaced with --force goes only once the new one is in place).
+replaced with --force goes only once the new one is in place); what the reload is compared with
+is taken from the pruned model before the reload, and the model dropped: one model in memory at
+a time.
 
 Architectures: those export_layered.py supports (SUPPORTED_MODEL_TYPES), and the multimodal ones
 (MULTIMODAL_MODEL_TYPES: Gemma 3 4B and up, LLaVA, Mistral 3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL), whose language model is pruned and
@@ -27,6 +29,8 @@ Usage:
 """
 
 import argparse
+import dataclasses
+import gc
 import shutil
 import sys
 from pathlib import Path
@@ -183,12 +187,49 @@ def attention_settings(text_model):
             for layer in export_layered.Architecture(text_model).layers]
 
 
-def losses_on_random_tokens(models, vocab_size: int) -> list:
-    """Each model's loss on the same 2 x 32 random tokens (seed 0): the reload checks' comparison
-    of a written model with the one in memory (prune_hf.py, prune_gguf.py)."""
+def loss_on_random_tokens(model, vocab_size: int) -> float:
+    """The model's loss on 2 x 32 random tokens (seed 0), the same tokens every call: the reload
+    checks' comparison of a written model with the one in memory (prune_hf.py, prune_gguf.py)."""
     ids = torch.randint(0, vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return [model(input_ids=ids, labels=ids, use_cache=False).loss.item() for model in models]
+        return model(input_ids=ids, labels=ids, use_cache=False).loss.item()
+
+
+def tensor_fingerprints(model) -> dict:
+    """Each tensor of the model's state dict by name: (dtype, shape, sha256 of its bytes, contiguous
+    on the CPU). Equal fingerprints are tensors of one dtype equal bit for bit (torch.equal's
+    verdict, but a NaN equals itself and -0.0 is not 0.0), and hold 100 bytes where the tensor
+    held gigabytes. A tensor under several names (a tied head) is hashed once."""
+    import hashlib
+
+    digests = {}
+    fingerprints = {}
+    for name, tensor in model.state_dict().items():
+        where = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+        if where not in digests:
+            data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            digests[where] = hashlib.sha256(data.numpy()).hexdigest()
+        fingerprints[name] = (str(tensor.dtype), tuple(tensor.shape), digests[where])
+    return fingerprints
+
+
+@dataclasses.dataclass
+class ReloadReference:
+    """What a reload check compares the written model with, taken from the pruned model in memory
+    (reload_reference) so that the model can be dropped before the written one is loaded: one
+    model in memory at a time, not two (a 7B GGUF is about 20 GB each in float32 once pruned)."""
+    attention: list  # attention_settings of its language model
+    vocab_size: int  # of its language model: the random tokens' range
+    loss: float  # loss_on_random_tokens
+    tensors: dict | None  # tensor_fingerprints, where the check compares every tensor (prune_gguf.py)
+
+
+def reload_reference(model, tensors: bool = False) -> ReloadReference:
+    """`model`'s ReloadReference; with `tensors`, its tensors' fingerprints too."""
+    text = export_layered.language_model(model)
+    vocab_size = text.config.vocab_size
+    return ReloadReference(attention_settings(text), vocab_size, loss_on_random_tokens(model, vocab_size),
+                           tensor_fingerprints(model) if tensors else None)
 
 
 def parameter_count(model) -> int:
@@ -313,6 +354,12 @@ def main(argv=None):
     staging = one_file.staging_folder(args.out)
     try:
         save(model, tokenizer, staging, source)
+        # What the reload is compared with, then the model dropped: one model in memory at a time.
+        reference = reload_reference(model)
+        counts = model.config.layerprune_parameters
+        original = text.config.layerprune_kept_blocks
+        del model, text
+        gc.collect()
         reloaded = reload(staging, args.out)
         reloaded.config._attn_implementation = "eager"
         reloaded.eval()
@@ -320,14 +367,14 @@ def main(argv=None):
         if reloaded_dtypes != source_dtypes:
             raise SystemExit(f"prune_hf: error: the checkpoint reloads as {sorted(map(str, reloaded_dtypes))}, "
                              f"not the source's {dtype}")
-        expected_settings = attention_settings(text)
+        expected_settings = reference.attention
         reloaded_settings = attention_settings(export_layered.language_model(reloaded))
         if reloaded_settings != expected_settings:
             changed = next(i for i, (a, b) in enumerate(zip(expected_settings, reloaded_settings)) if a != b) \
                 if len(reloaded_settings) == len(expected_settings) else None
             raise SystemExit(f"prune_hf: error: the reloaded checkpoint's block {changed} has other attention "
                              f"settings than the pruned model's (its config's per-layer lists)")
-        expected, actual = losses_on_random_tokens((model, reloaded), text.config.vocab_size)
+        expected, actual = reference.loss, loss_on_random_tokens(reloaded, reference.vocab_size)
         if abs(expected - actual) > (1e-4 if dtype == torch.float32 else 1e-2):
             raise SystemExit(f"prune_hf: error: the reloaded checkpoint's loss {actual} differs from "
                              f"the pruned model's {expected}")
@@ -337,9 +384,8 @@ def main(argv=None):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    counts = model.config.layerprune_parameters
     # A source pruned before numbers its blocks by position; the original indices are recorded.
-    print(f"wrote {args.out}: {len(kept)} blocks kept (original indices {text.config.layerprune_kept_blocks}), "
+    print(f"wrote {args.out}: {len(kept)} blocks kept (original indices {original}), "
           f"removed {removed}; {counts['source']:,} parameters before, {counts['pruned']:,} after; "
           f"reload check loss {actual:.6f}")
 

@@ -16,6 +16,7 @@ import export_layered  # noqa: E402
 import prune_gguf  # noqa: E402
 import prune_hf  # noqa: E402
 from test_missing_weights import gguf_of, minimal_gguf  # noqa: E402
+from test_prune_hf import tamper_with_the_attention, tamper_with_the_loss  # noqa: E402
 
 
 def header(path: Path) -> dict:
@@ -104,6 +105,50 @@ def test_gemma_kept_blocks_keep_their_attention_type(arch, removed, stated, tmp_
     reread = loaded(out)
     assert list(reread.config.layer_types) == list(checkpoint.config.layer_types)
     assert loss(reread) == pytest.approx(loss(checkpoint.eval()), abs=1e-6)
+
+
+def tamper_with_a_tensor(model):
+    with torch.no_grad():
+        model.model.layers[2].mlp.down_proj.weight[0, 0] += 1
+
+
+@pytest.mark.parametrize("tamper, said", [
+    (None, None),
+    (tamper_with_the_attention, "reads back with other attention settings than the pruned model's in blocks \\[2\\] "
+                                "\\(original indices\\)"),
+    (tamper_with_a_tensor, "reads back with 1 tensors other than the pruned model's "
+                           "\\(model.layers.2.mlp.down_proj.weight\\)"),
+    (tamper_with_the_loss, "reads back with loss [-0-9.e]+, the pruned model's is [-0-9.e]+"),
+])
+def test_the_reload_check_holds_one_model_at_a_time_and_still_tells_a_difference(llama, tmp_path, monkeypatch,
+                                                                                   tamper, said):
+    """The model in memory is dropped before the written file is loaded (at 7B, 20 GB each in
+    float32): the check compares with what was taken from it, as strictly as with the model."""
+    import weakref
+
+    load = export_layered.load_checkpoint
+    in_memory = []
+
+    def loaded_one_at_a_time(args, **kwargs):
+        if in_memory:  # the written file
+            assert in_memory[0]() is None, "the pruned model is alive while the written file is loaded"
+        model, tokenizer, source = load(args, **kwargs)
+        if in_memory and tamper is not None:
+            tamper(model)
+        in_memory.append(weakref.ref(model))
+        return model, tokenizer, source
+
+    monkeypatch.setattr(export_layered, "load_checkpoint", loaded_one_at_a_time)
+    out = tmp_path / "pruned.gguf"
+    if said is None:
+        prune_gguf.main(["--gguf", str(llama), "--remove", "1", "--out", str(out)])
+        assert header(out)["llama.block_count"] == 3
+    else:
+        with pytest.raises(SystemExit, match=f"^prune_gguf: error: the GGUF file written for {out} {said}: "
+                                             f"a prune_gguf defect; nothing was put at {out}$"):
+            prune_gguf.main(["--gguf", str(llama), "--remove", "1", "--out", str(out)])
+        assert list(tmp_path.iterdir()) == []  # no output, no staging folder left
+    assert len(in_memory) == 2
 
 
 def test_llama_cpps_pattern_is_read_from_a_period_or_a_list():

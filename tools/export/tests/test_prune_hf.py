@@ -168,3 +168,59 @@ def test_the_source_s_config_is_read_once(qwen2, tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_text", counted)
     prune_hf.main(["--model", str(qwen2), "--remove", "2", "--out", str(tmp_path / "p")])
     assert len(reads) == 1
+
+
+def tamper_with_the_attention(model):
+    """Block 1's attention (of the written model as it is read back: the reload checks' tests here
+    and in test_prune_gguf.py)."""
+    export_layered.Architecture(model).layers[1].self_attn.sliding_window = 2
+
+
+def tamper_with_the_loss(model):
+    model.model.norm.variance_epsilon = 1.0  # neither a tensor nor an attention setting
+
+
+@pytest.mark.parametrize("tamper, said", [
+    (None, None),
+    (tamper_with_the_attention, "the reloaded checkpoint's block 1 has other attention settings than the pruned "
+                                "model's \\(its config's per-layer lists\\)"),
+    (tamper_with_the_loss, "the reloaded checkpoint's loss [-0-9.e]+ differs from the pruned model's [-0-9.e]+"),
+])
+def test_the_reload_check_holds_one_model_at_a_time_and_still_tells_a_difference(qwen2, tmp_path, monkeypatch,
+                                                                                   capsys, tamper, said):
+    """The pruned model is dropped before the checkpoint written from it is reloaded (at 7B, two
+    models in memory at once): the check compares with what was taken from it, as strictly as with
+    the model, and the summary line's figures are the pruned model's."""
+    import weakref
+
+    load, reload = export_layered.load_checkpoint, prune_hf.reload
+    in_memory = []
+
+    def loaded(*args, **kwargs):
+        model, tokenizer, source = load(*args, **kwargs)
+        in_memory.append(weakref.ref(model))
+        return model, tokenizer, source
+
+    def reloaded(staging, out):
+        assert in_memory and in_memory[0]() is None, "the pruned model is alive while its checkpoint is reloaded"
+        model = reload(staging, out)
+        if tamper is not None:
+            tamper(model)
+        return model
+
+    monkeypatch.setattr(export_layered, "load_checkpoint", loaded)
+    monkeypatch.setattr(prune_hf, "reload", reloaded)
+    out = tmp_path / "p"
+    if said is None:
+        prune_hf.main(["--model", str(qwen2), "--remove", "2", "--out", str(out)])
+        config = json.loads((out / "config.json").read_text())
+        assert config["layerprune_kept_blocks"] == [0, 1, 3, 4]
+        counts = config["layerprune_parameters"]
+        assert counts["pruned"] < counts["source"]
+        assert capsys.readouterr().out.startswith(
+            f"wrote {out}: 4 blocks kept (original indices [0, 1, 3, 4]), removed [2]; {counts['source']:,} "
+            f"parameters before, {counts['pruned']:,} after; reload check loss ")
+    else:
+        with pytest.raises(SystemExit, match=f"^prune_hf: error: {said}$"):
+            prune_hf.main(["--model", str(qwen2), "--remove", "2", "--out", str(out)])
+        assert list(tmp_path.iterdir()) == []  # no output, no staging folder left
