@@ -60,7 +60,8 @@ struct Args {
     /// Layered model folder (with manifest.json) or one .onnx file.
     #[arg(long)]
     model: PathBuf,
-    /// Where to write the quantized model: a folder for a folder, a file for a file.
+    /// Where to write the quantized model: a folder for a folder (not named .onnx), a file for a
+    /// file.
     #[arg(long)]
     out: PathBuf,
     /// The weights' number format.
@@ -177,6 +178,21 @@ fn quantize(args: Args) -> Result<()> {
         bail!(
             "{}: the manifest of a layered model folder; give the folder itself (or one .onnx file)",
             args.model.display()
+        );
+    }
+    // A folder's output is a folder: named like one ONNX file it would be taken for one (by a
+    // user, a deployment script) and hold a manifest, graphs and weight files instead.
+    if args.model.is_dir()
+        && args
+            .out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        bail!(
+            "--out {}: quantize writes a layered model folder for a folder, and this name says \
+             one .onnx file; name the folder without .onnx, or merge the folder into one file \
+             first (tools/export/merge_layered.py) and quantize that",
+            args.out.display()
         );
     }
     // Before any work: --out may not replace, hold or lie in the model or the calibration table.

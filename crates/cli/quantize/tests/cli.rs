@@ -549,3 +549,26 @@ fn a_killed_runs_folders_are_recovered_whatever_process_id_names_them() {
     assert_eq!(names(), vec!["q"]);
     assert_eq!(layerprune_tests::snapshot(&out), earlier);
 }
+
+/// A folder's output named like one ONNX file is refused before any work: it was written as a
+/// folder `model-int4.onnx` (exit 0), which a user or a deployment script takes for one file.
+#[test]
+fn a_folder_output_named_like_one_onnx_file_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("model-int4.ONNX");
+    let result = quantize(&[
+        "--model",
+        fixture().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--scheme",
+        "int4",
+    ]);
+    assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("model-int4.ONNX: quantize writes a layered model folder"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!out.exists());
+}
