@@ -29,6 +29,13 @@ $(BENCH)/masks.parquet: $(BENCH)/.settings/masks | $(BIN)/sample-masks $(MODEL_I
 
 # PyTorch runs the GGUF the model was exported from (MODEL_GGUF, by MODEL_NAME: the models the
 # project fetches; another model is refused before anything runs, pipelines/models.mk).
+# On the CPU: torch_baseline.py and its GEMM rate run there, so with evaluate on CUDA the report's
+# ratios would compare a GPU with a CPU. make bench-gpu compares on the GPU.
+ifneq ($(filter bench bench-model,$(MAKECMDGOALS)),)
+ifeq ($(DEVICE_KIND),cuda)
+$(error make $(filter bench bench-model,$(MAKECMDGOALS)) times evaluate against PyTorch and the GEMM rate on the CPU (tools/bench/torch_baseline.py), so with --device $(MODEL_DEVICE) its ratios would compare a GPU with a CPU: on a GPU run make bench-gpu (docs/benchmarks.md §5))
+endif
+endif
 bench: $(ORT_STAGE_LIB) venv-export $(BENCH)/tokens.parquet $(BENCH)/masks.parquet $(MODEL_GGUF) | $(BIN)/evaluate
 	rm -f $(BENCH)/full.parquet $(BENCH)/masks-eval*.parquet
 	$(BIN)/evaluate --model $(MODEL_DIR) --tokens $(BENCH)/tokens.parquet --out $(BENCH)/full.parquet --quiet $(EVALUATE_FLAGS)
@@ -59,11 +66,20 @@ BENCH_GPU_BIN ?= $(BIN)
 BENCH_GPU_PYTHON ?= $(if $(wildcard $(VENV_EXPORT)/bin/python),$(VENV_EXPORT)/bin/python,python3)
 BENCH_GPU_DEVICE ?= cuda
 BENCH_GPU_SHAPES ?= gpu
-BENCH_GPU_CSV ?= docs/results/gpu-bench.csv
+# The committed GPU results take CUDA runs only: the CSV has no device column, and a CPU smoke
+# run's rows would read as a GPU's.
+BENCH_GPU_CSV ?= $(if $(filter cuda%,$(BENCH_GPU_DEVICE)),docs/results/gpu-bench.csv,$(BENCH_GPU)/gpu-bench.csv)
 BENCH_GPU_FLAGS ?=
 BENCH_GPU_RACE_SHAPE ?= $(if $(findstring tiny,$(BENCH_GPU_SHAPES)),tiny,smollm2-135m-fp32)
+# The library the benchmark's stages load: it runs the model on BENCH_GPU_DEVICE, not DEVICE, so
+# unless ORT_DYLIB_PATH is given (the GPU recipe's unpacked one) the build of that device, fetched
+# first (`make ort-gpu`'s for CUDA); the CPU build's, loaded for CUDA, failed every contender.
+BENCH_GPU_ORT_LIB := $(if $(filter file,$(origin ORT_DYLIB_PATH)),$(if $(filter cuda%,$(BENCH_GPU_DEVICE)),$(ORT_GPU_LIB),$(ORT_LIB)))
+ifneq ($(BENCH_GPU_ORT_LIB),)
+bench-gpu: ORT_DYLIB_PATH = $(abspath $(BENCH_GPU_ORT_LIB))
+endif
 
-bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate $(BIN)/apply-prune)
+bench-gpu: $(if $(filter $(BIN),$(BENCH_GPU_BIN)),$(BIN)/evaluate $(BIN)/apply-prune) $(BENCH_GPU_ORT_LIB)
 	PYTHONUNBUFFERED=1 $(BENCH_GPU_PYTHON) tools/bench/gpu_bench.py --device $(BENCH_GPU_DEVICE) \
 	  --shapes $(BENCH_GPU_SHAPES) --bin $(BENCH_GPU_BIN) --work $(BENCH_GPU) --csv $(BENCH_GPU_CSV) \
 	  --markdown $(BENCH_GPU)/gpu-bench.md --json $(BENCH_GPU)/gpu-bench.json $(BENCH_GPU_FLAGS)

@@ -967,13 +967,17 @@ def test_a_new_pin_fetches_again_and_a_fetch_made_before_is_kept(tmp_path):
 
 def test_bench_compares_the_selected_model_and_refuses_one_without_a_gguf(tmp_path):
     """make bench ran SmolLM2's GGUF in PyTorch whatever MODEL_NAME was, and evaluated the full
-    model without EVALUATE_FLAGS."""
-    status, output = make_bare(tmp_path, "bench", "MODEL_NAME=gemma3-270m", "DEVICE=cuda:1")
+    model without EVALUATE_FLAGS. On CUDA it is refused: PyTorch and the GEMM rate run on the
+    CPU, and its ratios compared a GPU with a CPU."""
+    status, output = make_bare(tmp_path, "bench", "MODEL_NAME=gemma3-270m", "THREADS=1")
     assert status == 0, output
     (baseline,) = [line for line in output.splitlines() if "torch_baseline.py" in line]
     assert f"--gguf {tmp_path}/build/data/gemma3-270m/gemma-3-270m-q4_k_m.gguf " in baseline
     full = [line for line in output.splitlines() if "/full.parquet" in line and "/evaluate " in line]
-    assert full and all("--device cuda:1 " in line for line in full), full
+    assert full and all(line.endswith("--device cpu --threads 1") for line in full), full
+    for goal in ("bench", "bench-model"):
+        status, output = make_bare(tmp_path, goal, "DEVICE=cuda:1")
+        assert status != 0 and "would compare a GPU with a CPU: on a GPU run make bench-gpu" in output, output
     for goal in ("bench", "bench-model", "tasks-crosscheck"):
         status, output = make_bare(tmp_path, goal, f"MODEL_DIR={TINY}")
         assert status != 0 and f"make {goal}: PyTorch runs the GGUF the model was exported from" in output, output

@@ -427,8 +427,17 @@ def picked_contenders(args, key: str) -> list:
     its --shape-contenders pattern matches, or --contenders' where it has none (a shape's own
     seconds spent on its own open questions: at 7B the bf16 distance, not run 3's rows again)."""
     pattern = args.shape_contenders.get(key) or re.compile(args.contenders)
-    return [c for c in evaluate_contenders(args.device, SHAPES[key][1])
-            if c.name == "evaluate" or pattern.search(c.name)]
+    picked = [c for c in evaluate_contenders(args.device, SHAPES[key][1])
+              if c.name == "evaluate" or pattern.search(c.name)]
+    if not args.device.startswith("cuda"):
+        # A rehearsal on the CPU runs fewer than the device call will: said, not silent.
+        names = {c.name for c in picked}
+        cuda_only = [c.name for c in evaluate_contenders("cuda", SHAPES[key][1])
+                     if pattern.search(c.name) and c.name not in names]
+        if cuda_only:
+            log(f"{key}: on {args.device}, not the {len(cuda_only)} contenders the pattern picks that run on CUDA "
+                f"only: {'; '.join(cuda_only)}")
+    return picked
 
 
 def run_evaluate(args, model_dir: Path, tokens: Path, masks: Path, out: Path, flags: list, verify: bool):
@@ -681,6 +690,14 @@ def host_time(summary: dict) -> str:
     return ", ".join(parts)
 
 
+def compared(rows: list) -> set:
+    """The (shape, dtype) pairs of `rows` with an `evaluate` row: what the CSV takes of a run. A
+    shape whose every `evaluate` contender failed (the CPU build of ONNX Runtime loaded for
+    --device cuda, say) has only its PyTorch rows, which compare nothing, and would replace an
+    earlier run's whole comparison of that shape."""
+    return {(r["shape"], r["dtype"]) for r in rows if r["contender"].startswith("evaluate")}
+
+
 def write_csv(path: Path, rows: list) -> None:
     """`rows` replace the rows of the same (shape, dtype) already in `path`; the others stay."""
     measured = {(r["shape"], r["dtype"]) for r in rows}
@@ -793,6 +810,14 @@ def main(argv=None):
         parser.error(f"--contenders {args.contenders!r}: {error}")
     except ValueError as error:
         parser.error(str(error))
+    # A shape's own pattern that picks nothing on CUDA but the default contender is a recipe's
+    # mistake (a contender renamed since): refused here, where make rehearse-gpu shows it, not
+    # found after a GPU run measured the default alone.
+    for key, pattern in args.shape_contenders.items():
+        if not any(c.name != "evaluate" and pattern.search(c.name)
+                   for c in evaluate_contenders("cuda", SHAPES[key][1])):
+            parser.error(f"--shape-contenders {key}={pattern.pattern}: picks no contender of a {SHAPES[key][1]} "
+                         "shape on CUDA besides the default `evaluate`")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("gpu_bench: --device cuda but torch sees no GPU")
     for stage in ("prepare-tokens", "sample-masks", "evaluate"):
@@ -815,7 +840,7 @@ def main(argv=None):
         failures = [(d["key"], d["error"]) for d in details if "error" in d]
         failures += [(f"{d['key']}: {contender}", why) for d in details
                      for contender, why in d.get("failures", {}).items()]
-        write_csv(Path(args.csv), rows)
+        write_csv(Path(args.csv), [r for r in rows if (r["shape"], r["dtype"]) in compared(rows)])
         table = markdown(rows, machine, args, failures, [d for d in details if "error" not in d], skipped)
         report.write_atomically(Path(args.markdown) if args.markdown else work / "gpu-bench.md", table)
         record = {"machine": machine, "torch": torch.__version__,

@@ -143,18 +143,23 @@ if [ "$G" != 0 ] && [ -f "$W/model/manifest.json" ]; then
   timeout "$G" bash -c '
     W=$1 DEV=$2 SCRATCH=$3
     mask=$(python3 -c "import json,sys; print(\"1\" * json.load(open(sys.argv[1]))[\"num_blocks\"])" "$W/model/manifest.json")
-    # Each run its own folder and table (a rehearsal runs the CPU twice).
+    # Each run its own folder and table (a rehearsal runs the CPU twice). A run that fails
+    # does not stop the other, but the step exits 1: the loop alone exited with its last pass,
+    # and a GPTQ on the device that failed logged "exit 0".
+    failed=0
     for run in "1 $DEV" "2 cpu"; do
       set -- $run
       device=$2 q=$SCRATCH/gptq-$1
       start=$(date +%s%N)
       build/gpu/bin/quantize --model "$W/model" --out "$q" --scheme int4 --method gptq \
-        --tokens "$W/tokens.parquet" --device "$device" --overwrite || { echo "quantize --device $device failed"; continue; }
+        --tokens "$W/tokens.parquet" --device "$device" --overwrite \
+        || { echo "quantize --device $device failed"; failed=1; continue; }
       echo "gptq --device $device: $(( ($(date +%s%N) - start) / 1000000 )) ms"
       rm -f "$q.parquet"
       build/gpu/bin/evaluate --model "$q" --tokens "$W/tokens.parquet" --mask "$mask" \
-        --out "$q.parquet" --quiet || echo "evaluate of the --device $device model failed"
-    done' _ "$W" "$DEV" "$SCRATCH" 2>&1 | log
+        --out "$q.parquet" --quiet || { echo "evaluate of the --device $device model failed"; failed=1; }
+    done
+    exit $failed' _ "$W" "$DEV" "$SCRATCH" 2>&1 | log
   echo "exit ${PIPESTATUS[0]} (gptq)" | log
 elif [ "$G" != 0 ]; then
   echo "no $W/model: the bench did not export the ${GPTQ_SHAPE:-smollm2-135m-fp32} shape (SHAPES), GPTQ not run" | log

@@ -31,6 +31,7 @@ type StreamCreate = unsafe extern "C" fn(*mut *mut c_void, u32) -> i32;
 type StreamSynchronize = unsafe extern "C" fn(*mut c_void) -> i32;
 type MemcpyAsync = unsafe extern "C" fn(*mut c_void, *const c_void, usize, u32, *mut c_void) -> i32;
 type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+type GetErrorText = unsafe extern "C" fn(i32) -> *const std::ffi::c_char;
 
 /// `cudaMemcpyDefault`: the direction from the pointers (unified addressing), so a state the
 /// host made is copied as well as one on the device.
@@ -45,6 +46,39 @@ struct CudaRuntime {
     synchronize: StreamSynchronize,
     memcpy_async: MemcpyAsync,
     mem_get_info: MemGetInfo,
+    error_name: GetErrorText,
+    error_string: GetErrorText,
+}
+
+impl CudaRuntime {
+    /// A failed call's status as the CUDA runtime names it: "CUDA error 35
+    /// (cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime
+    /// version)", where the number alone left the user to look it up; the two statuses of a
+    /// host without a usable driver or GPU say so.
+    fn describe(&self, status: i32) -> String {
+        // SAFETY: both return a pointer to a static NUL-terminated string for any status
+        // (an unknown one's "unrecognized error code").
+        let text = |f: GetErrorText| unsafe {
+            let pointer = f(status);
+            (!pointer.is_null()).then(|| {
+                std::ffi::CStr::from_ptr(pointer)
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        };
+        let named = match (text(self.error_name), text(self.error_string)) {
+            (Some(name), Some(meaning)) => format!(" ({name}: {meaning})"),
+            (Some(name), None) | (None, Some(name)) => format!(" ({name})"),
+            (None, None) => String::new(),
+        };
+        let hint = match status {
+            // cudaErrorInsufficientDriver, cudaErrorNoDevice
+            35 => "; the NVIDIA driver is missing or older than this CUDA runtime needs",
+            100 => "; no CUDA-capable GPU is visible (CUDA_VISIBLE_DEVICES?)",
+            _ => "",
+        };
+        format!("CUDA error {status}{named}{hint}")
+    }
 }
 
 static RUNTIME: OnceLock<Result<CudaRuntime, String>> = OnceLock::new();
@@ -74,6 +108,8 @@ fn load() -> Result<CudaRuntime, String> {
             synchronize: symbol(&library, name, "cudaStreamSynchronize")?,
             memcpy_async: symbol(&library, name, "cudaMemcpyAsync")?,
             mem_get_info: symbol(&library, name, "cudaMemGetInfo")?,
+            error_name: symbol(&library, name, "cudaGetErrorName")?,
+            error_string: symbol(&library, name, "cudaGetErrorString")?,
         }
     };
     // The functions are used until the process ends, so the library stays loaded.
@@ -105,8 +141,9 @@ fn runtime_on(device: u32) -> Result<&'static CudaRuntime, String> {
     let status = unsafe { (runtime.set_device)(index) };
     if status != 0 {
         return Err(format!(
-            "{}: cudaSetDevice({device}) failed with CUDA error {status}",
-            runtime.name
+            "{}: cudaSetDevice({device}) failed with {}",
+            runtime.name,
+            runtime.describe(status)
         ));
     }
     Ok(runtime)
@@ -136,8 +173,9 @@ fn make(device: u32) -> Result<SharedStream, String> {
     let status = unsafe { (runtime.stream_create)(&mut stream, NON_BLOCKING) };
     if status != 0 || stream.is_null() {
         return Err(format!(
-            "{}: cudaStreamCreateWithFlags failed with CUDA error {status}",
-            runtime.name
+            "{}: cudaStreamCreateWithFlags failed with {}",
+            runtime.name,
+            runtime.describe(status)
         ));
     }
     Ok(SharedStream {
@@ -166,8 +204,9 @@ pub fn device_memory(device: u32) -> Result<DeviceMemory, RuntimeError> {
         return Err(unavailable(
             device,
             format!(
-                "{}: cudaMemGetInfo failed with CUDA error {status}",
-                runtime.name
+                "{}: cudaMemGetInfo failed with {}",
+                runtime.name,
+                runtime.describe(status)
             ),
         ));
     }
@@ -206,7 +245,10 @@ pub(crate) fn wait_for_shared_stream() -> Result<(), RuntimeError> {
     if status != 0 {
         return Err(unavailable(
             shared.device,
-            format!("cudaStreamSynchronize failed with CUDA error {status}"),
+            format!(
+                "cudaStreamSynchronize failed with {}",
+                shared.runtime.describe(status)
+            ),
         ));
     }
     Ok(())
@@ -242,7 +284,10 @@ pub(crate) unsafe fn copy_on_shared_stream(
     if status != 0 {
         return Err(unavailable(
             shared.device,
-            format!("cudaMemcpyAsync of {bytes} bytes failed with CUDA error {status}"),
+            format!(
+                "cudaMemcpyAsync of {bytes} bytes failed with {}",
+                shared.runtime.describe(status)
+            ),
         ));
     }
     Ok(())

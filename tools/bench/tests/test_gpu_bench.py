@@ -166,6 +166,31 @@ exec {BIN / "evaluate"} "$@"
     assert [name for name, _ in record["failures"]] == ["tiny: evaluate --mask-batch 8"]
 
 
+def test_a_shape_whose_every_evaluate_failed_keeps_its_earlier_rows(tmp_path):
+    # The CPU build of ONNX Runtime loaded for --device cuda fails every contender: the run's
+    # PyTorch rows alone replaced the committed comparison of that shape (make bench-gpu, the
+    # GPU-user audit of 2026-12-07). They compare nothing: the earlier rows stay.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for stage in ("prepare-tokens", "sample-masks"):
+        (bin_dir / stage).symlink_to(BIN / stage)
+    wrapper = bin_dir / "evaluate"
+    wrapper.write_text("#!/bin/sh\necho 'has no CUDA execution provider' >&2\nexit 1\n")
+    wrapper.chmod(0o755)
+    csv_path = tmp_path / "out.csv"
+    earlier = ["tiny-llama", "fp32", "evaluate", "300", "1", "2", "1e-06", "2026-01-01"]
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerow(earlier)
+    run_bench(tmp_path / "work", csv_path, bin_dir=bin_dir, status=1)
+    _, rows = read_csv(csv_path)
+    assert rows == [dict(zip(COLUMNS, earlier))]
+    # The run's own record keeps what it measured.
+    record = json.loads((tmp_path / "work" / "gpu-bench.json").read_text())
+    assert {r["contender"] for r in record["rows"]} == {"pytorch zero-and-restore", "pytorch blocks deleted"}
+
+
 def test_a_reduced_precision_shape_is_measured_against_float32(tmp_path):
     """fp16 on the CPU provider (which runs it): every contender's NLL against PyTorch in fp16
     (the CSV) and against the same weights computed in float32 (the JSON, the Markdown)."""
@@ -466,11 +491,30 @@ def test_a_shape_runs_its_own_contenders_and_the_others_the_common_ones():
         "evaluate", "evaluate --cuda-graphs on"]
 
 
+def test_a_cpu_run_names_the_cuda_only_contenders_it_leaves_out(capsys):
+    """make rehearse-gpu runs on the CPU, where the CUDA-only contenders a pattern picks do not
+    run: it said nothing of them (6 of 40 ran in the rehearsal of 2026-12-07)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import argparse
+
+    import gpu_bench
+
+    args = argparse.Namespace(device="cpu", contenders="fused|^evaluate --cuda-graphs on$", shape_contenders={})
+    names = [c.name for c in gpu_bench.picked_contenders(args, "tiny-fp16")]
+    assert "evaluate --cuda-graphs on" not in names
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "tiny-fp16: on cpu, not the" in said and "evaluate --cuda-graphs on" in said, said
+
+
 @pytest.mark.parametrize("flags, said", [
     (["--shape-contenders", "llama2-7b=fused"], "not SHAPE=REGEX"),
     (["--shape-contenders", "fused"], "not SHAPE=REGEX"),
     (["--shape-contenders", "tiny=fused("], "missing ), unterminated subpattern"),
     (["--contenders", "fused("], "--contenders 'fused(': missing ), unterminated subpattern"),
+    # A contender renamed since the recipe was written: the shape would measure the default alone.
+    (["--shape-contenders", "tinyllama_1_1b_fp16=fused-attention|--batch-masks"],
+     "picks no contender of a fp16 shape on CUDA besides the default `evaluate`"),
 ])
 def test_a_pattern_that_cannot_pick_is_refused_before_any_shape(tmp_path, flags, said, capsys):
     """A misspelt shape or a pattern that does not compile stops the run at once, saying which: on

@@ -41,10 +41,11 @@ if os.environ.get("STUB_FAIL") == name:
 '''
 
 
-def stand_in_root(tmp_path: Path, unpack_ok: bool = True, parts=("0",), bundle=None) -> Path:
+def stand_in_root(tmp_path: Path, unpack_ok: bool = True, parts=("0",), bundle=None,
+                  quantize_fails_on: str | None = None) -> Path:
     """`parts`: the parts this call carries; `bundle`: the parts the bundle has, as
     build/gpu/ortgpu.manifest lists them (gpu_prepare.sh), each of 4 bytes ("part"); default:
-    those carried; False: no manifest."""
+    those carried; False: no manifest. `quantize_fails_on`: a --device the stub quantize fails on."""
     root = tmp_path / "root"
     (root / "tools" / "bench").mkdir(parents=True)
     for name in ("gpu_bench.py", "gpu_race.py", "gpu_families.py"):
@@ -61,7 +62,9 @@ def stand_in_root(tmp_path: Path, unpack_ok: bool = True, parts=("0",), bundle=N
                                    else 'echo "lzma: corrupt input" >&2; exit 1\n')
     with tarfile.open(gpu / "bin.tar.xz", "w:xz") as tar:
         for stage in ("quantize", "evaluate"):
-            script = f'#!/bin/sh\necho "stub {stage} $*"\n'.encode()
+            fails = (f'case " $* " in *" --device {quantize_fails_on} "*) echo "no CUDA provider" >&2; exit 1;; esac\n'
+                     if stage == "quantize" and quantize_fails_on else "")
+            script = f'#!/bin/sh\n{fails}echo "stub {stage} $*"\n'.encode()
             info = tarfile.TarInfo(f"./{stage}")
             info.size, info.mode = len(script), 0o755
             tar.addfile(info, io.BytesIO(script))
@@ -106,6 +109,15 @@ def test_the_call_writes_the_eight_files_the_device_tool_brings_back_and_its_def
     assert "gptq --device cuda: " in log and "gptq --device cpu: " in log, log
     assert log.count("stub evaluate --model") == 2, log
     assert (tmp_path / "ortparts" / "ortgpu.part-0").is_file()
+
+
+def test_a_gptq_that_fails_on_the_device_fails_its_step_and_the_cpu_run_still_runs(tmp_path):
+    """The loop's status was its last pass's, the CPU's: a GPTQ on CUDA that failed logged
+    "exit 0 (gptq)", which gpu_recipe.py counts as a step that worked."""
+    root = stand_in_root(tmp_path, quantize_fails_on="cuda")
+    done, _, log = run_call(tmp_path, root)
+    assert "quantize --device cuda failed" in log and "gptq --device cpu: " in log, log
+    assert "exit 1 (gptq)" in log, log
 
 
 def test_each_shapes_own_contenders_reach_the_bench_and_no_other_c_variable_does(tmp_path):
