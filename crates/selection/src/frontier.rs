@@ -48,7 +48,15 @@ impl Budget {
         match self {
             Budget::Evaluations(n) => n,
             Budget::OfSleb(fraction) => {
-                ((fraction * sleb_cost(players, k) as f64).round() as usize).max(least)
+                let asked = (fraction * sleb_cost(players, k) as f64).round() as usize;
+                if asked < least {
+                    // Said: the budget table and --help promise "at most --budget".
+                    tracing::info!(
+                        "budget {fraction}sleb is {asked} evaluations at k = {k} of {players} \
+                         blocks, below the least the method needs: {least}"
+                    );
+                }
+                asked.max(least)
             }
             Budget::Least => least,
         }

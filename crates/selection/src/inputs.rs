@@ -206,8 +206,10 @@ impl PlanFiles {
                     path,
                     " was fitted on evaluations of another model",
                 )?;
-                fixed.extend(&saved.fixed_blocks);
+                // The methods that choose by the surrogate cannot remove what it never saw
+                // removed; the others only take its predictions.
                 if matches!(method, PlanMethod::Iterative | PlanMethod::Search) {
+                    fixed.extend(&saved.fixed_blocks);
                     chosen_on.insert(saved.dataset_id.clone());
                 }
                 Some(saved)
@@ -501,6 +503,7 @@ impl LoadedPlanInputs {
             surrogate: self.surrogate.as_ref().map(|saved| FittedOn {
                 surrogate: &saved.surrogate,
                 llm_evaluations: self.surrogate_evaluations,
+                fixed_blocks: &saved.fixed_blocks,
             }),
             block_stats: self.block_stats.as_ref(),
             earlier_plans: self.earlier_plans.as_ref(),
@@ -717,6 +720,48 @@ mod tests {
         assert!(plans.iter().all(|p| p.measured_nll.is_none()));
         let table = loaded.table(&plans).unwrap();
         assert_eq!((table.num_blocks, table.rows.len()), (6, 2));
+    }
+
+    /// A surrogate given to a method that does not choose by it only predicts: its fixed blocks
+    /// do not bind the plan (until 2026-12-07 they did, and a --surrogate given for predictions
+    /// changed a one-shot, SLEB or adaptive plan without a word), and a plan removing one gets
+    /// no prediction. Iterative and search, which choose by it, keep them.
+    #[test]
+    fn a_surrogate_binds_only_the_methods_that_choose_by_it() {
+        use layerprune_core::Mask;
+        use layerprune_surrogate::{fit, FitOptions, SurrogateKind};
+
+        let dir = tempfile::tempdir().unwrap();
+        let masks: Vec<Mask> = (0..6)
+            .map(|b| Mask::from_removed(6, &[b]).unwrap())
+            .chain([Mask::full(6)])
+            .collect();
+        let targets: Vec<f64> = (0..7).map(|i| f64::from(i) / 7.0).collect();
+        let fitted = fit(
+            SurrogateKind::Quadratic,
+            &masks,
+            &targets,
+            &FitOptions::default(),
+        )
+        .unwrap();
+        let surrogate = dir.path().join("fixed-2.json");
+        SavedSurrogate::new(fitted, "utility", "test")
+            .with_game(&[2], "m", "d")
+            .save(&surrogate)
+            .unwrap();
+        let files = PlanFiles {
+            surrogate: Some(surrogate),
+            ..one_shot(score_file(dir.path(), "s.parquet", 6, "m"), vec![])
+        };
+        let loaded = files.load(PlanMethod::OneShot, None).unwrap();
+        assert_eq!(loaded.fixed, vec![0]);
+        let plans = loaded.plans(&settings(vec![1, 3]), None).unwrap();
+        let removed: Vec<Vec<usize>> = plans.iter().map(|p| p.removed.clone()).collect();
+        // The scores' plans, block 2 among them at k = 3: predicted where the surrogate knows.
+        assert_eq!(removed, vec![vec![1], vec![1, 2, 3]]);
+        assert!(plans[0].predicted.is_some() && plans[1].predicted.is_none());
+        let loaded = files.load(PlanMethod::Iterative, None).unwrap();
+        assert_eq!(loaded.fixed, vec![2]);
     }
 
     #[test]

@@ -85,7 +85,32 @@ impl FromStr for PlanMethod {
             .find(|m| m.name() == text)
             .ok_or_else(|| {
                 let names: Vec<_> = PlanMethod::ALL.iter().map(|m| m.name()).collect();
-                format!("unknown method {text:?}; one of {}", names.join(", "))
+                // The names plan tables, frontier.csv and Make's METHODS record: how each is run.
+                let how = match text {
+                    method_names::ADAPTIVE_RACED => {
+                        " (adaptive-raced is `--method adaptive --race-se 3`, as make runs it)"
+                            .into()
+                    }
+                    method_names::SLEB_RACED => {
+                        " (sleb-raced is `--method sleb --race-se 3`, as make runs it)".into()
+                    }
+                    method_names::BLOCK_INFLUENCE
+                    | method_names::ANGULAR
+                    | method_names::LEAVE_ONE_OUT
+                    | method_names::REVERSE
+                    | method_names::RANDOM => format!(
+                        " ({text} is a score: `score-blocks --estimator {text}`, then \
+                         `apply-prune --scores TABLE --estimator {text}`)"
+                    ),
+                    method_names::STRATIFIED_SEMIVALUE | method_names::SURROGATE_SHAPLEY => {
+                        format!(
+                            " ({text} is an estimate: `shapley --estimator {text}`, then \
+                         `apply-prune --scores TABLE --estimator {text}`)"
+                        )
+                    }
+                    _ => String::new(),
+                };
+                format!("unknown method {text:?}; one of {}{how}", names.join(", "))
             })
     }
 }
@@ -166,6 +191,9 @@ impl Plan {
 pub struct FittedOn<'a> {
     pub surrogate: &'a FittedSurrogate,
     pub llm_evaluations: u64,
+    /// The blocks kept in every mask it was fitted on: it knows nothing of a plan that removes
+    /// one, and predicts no value for it.
+    pub fixed_blocks: &'a [usize],
 }
 
 /// What the methods may read; each method checks that what it needs is there.
@@ -338,7 +366,8 @@ fn needs(method: PlanMethod, what: &str) -> SelectionError {
 
 /// One plan per k of the settings' `ks` by `method`, or with their `ratio_target` the one plan
 /// with the most blocks removed within that ratio ([`largest_within`]); plans that ran on the
-/// model come back measured. With a surrogate, every plan also gets its predicted value.
+/// model come back measured. With a surrogate, every plan also gets its predicted value (but
+/// one removing a block the surrogate was fitted with fixed).
 pub fn choose_plans(
     method: PlanMethod,
     inputs: &mut PlanInputs<'_>,
@@ -355,6 +384,26 @@ pub fn choose_plans(
     };
     if let Some(on) = inputs.surrogate {
         for plan in &mut plans {
+            // A method that does not choose by the surrogate may remove a block the surrogate
+            // was fitted with fixed (its fixed blocks bind iterative and search only; until
+            // 2026-12-07 they bound every method, and a --surrogate given for its predictions
+            // changed a SLEB or adaptive plan without a word): such a plan is outside what it
+            // was fitted on.
+            let outside: Vec<usize> = plan
+                .removed
+                .iter()
+                .copied()
+                .filter(|block| on.fixed_blocks.contains(block))
+                .collect();
+            if !outside.is_empty() {
+                tracing::warn!(
+                    "the {} plan for k = {} removes blocks {outside:?}, which the surrogate was \
+                     fitted with fixed: no predicted value",
+                    plan.method,
+                    plan.removed.len()
+                );
+                continue;
+            }
             let mask = Mask::from_removed(options.num_blocks, &plan.removed)
                 .map_err(|e| SelectionError::BadOption(e.to_string()))?;
             plan.predicted = on.surrogate.predict(&[mask]).first().copied();
@@ -727,6 +776,18 @@ pub fn measure_plans(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names plans are recorded under are not all --method names: each says how it runs
+    /// (it was a bare "unknown method" for the recommended method's own name).
+    #[test]
+    fn a_recorded_method_name_given_to_method_says_how_it_runs() {
+        let said = |name: &str| name.parse::<PlanMethod>().unwrap_err();
+        assert!(said("adaptive-raced").contains("`--method adaptive --race-se 3`"));
+        assert!(said("sleb-raced").contains("`--method sleb --race-se 3`"));
+        assert!(said("angular").contains("`score-blocks --estimator angular`"));
+        assert!(said("surrogate-shapley").contains("`shapley --estimator surrogate-shapley`"));
+        assert!(said("adaptiv").ends_with("from-plan"));
+    }
 
     #[test]
     fn a_plan_method_is_named_as_recorded_and_an_old_table_by_the_name_it_has_now() {

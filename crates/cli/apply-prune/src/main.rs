@@ -61,8 +61,9 @@ struct Args {
     /// spellings of the shapley stage's estimators are accepted with a note).
     #[arg(long, value_parser = parse_estimator)]
     estimator: Option<String>,
-    /// Surrogate file (fit-surrogate) for iterative and search; with other methods it only
-    /// adds each plan's predicted value.
+    /// Surrogate file (fit-surrogate) for iterative and search, whose plans keep its fixed
+    /// blocks; with other methods it only adds each plan's predicted value (none for a plan
+    /// removing a block it was fitted with fixed).
     #[arg(long)]
     surrogate: Option<PathBuf>,
     /// LLM evaluations the surrogate was fitted on, added to the cost of surrogate plans
@@ -117,8 +118,8 @@ struct Args {
     /// (doubled each round after; default 3).
     #[arg(long, value_parser = count(2, 1_000_000))]
     race_windows: Option<usize>,
-    /// Blocks never removed (e.g. 0), besides the fixed blocks recorded in --scores and
-    /// --surrogate.
+    /// Blocks never removed (e.g. 0), besides the fixed blocks recorded in --scores (one-shot)
+    /// and --surrogate (iterative, search).
     #[arg(long, value_delimiter = ',')]
     fixed: Vec<usize>,
     /// Layered model folder: with --tokens, every plan is measured on it; with --pruned-out, the

@@ -493,7 +493,11 @@ fn a_failed_replacement_leaves_the_earlier_plan_and_folder() {
     let earlier = std::fs::read(&plan).unwrap();
     let earlier_time = std::fs::metadata(&plan).unwrap().modified().unwrap();
 
+    // A folder where the file was: there for the folder's check (a listed file that is missing
+    // is refused when the model opens, even with --no-verify), unreadable where the pruned
+    // folder copies it.
     std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    std::fs::create_dir(model.join("tokenizer.json")).unwrap();
     let output = run("1");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "succeeded without tokenizer.json");
@@ -694,7 +698,11 @@ fn a_failed_replacement_of_the_pruned_folder_alone_keeps_the_earlier_folder() {
     );
     let earlier = std::fs::read(pruned.join("manifest.json")).unwrap();
 
+    // A folder where the file was: there for the folder's check (a listed file that is missing
+    // is refused when the model opens, even with --no-verify), unreadable where the pruned
+    // folder copies it.
     std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    std::fs::create_dir(model.join("tokenizer.json")).unwrap();
     let output = run("1");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "succeeded without tokenizer.json");
