@@ -35,6 +35,11 @@ if name == "python" and args:
 def model_id(folder):
     return hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()[:16]
 
+if name == "evaluate" and args[:1] == ["check-runtime-flags"]:  # runs nothing: not logged
+    # Refuses as the real one would where the test asks it to (PRUNE_TEST_REFUSE_FLAGS).
+    if os.environ.get("PRUNE_TEST_REFUSE_FLAGS"):
+        sys.exit("evaluate: error: " + os.environ["PRUNE_TEST_REFUSE_FLAGS"])
+    sys.exit(0)
 if name == "inspect":  # not a stage
     # pipelines/keep_cache.sh compares the ids of the cache of evaluations with the model folder's
     # and the calibration tokens' (below: what the stand-ins record); the evaluation tables Make
@@ -222,6 +227,19 @@ def calls(lines, name, *flags):
 
 def arg(line, flag):
     return line[line.index(flag) + 1]
+
+
+def test_runtime_flags_the_device_cannot_have_are_refused_before_the_export(setup):
+    """EVALUATE_FLAGS="--device cpu --cuda-graphs on" was refused by the first evaluate, after the
+    export (an 8B model: a long run and 32 GB): `evaluate check-runtime-flags` runs first now."""
+    out = setup["tmp"] / "run"
+    said = "--cuda-graphs on: CUDA graphs are a setting of the CUDA execution provider"
+    result, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}",
+                                  "EVALUATE_FLAGS=--device cpu --cuda-graphs on", check=False,
+                                  env_extra={"PRUNE_TEST_REFUSE_FLAGS": said})
+    assert result.returncode != 0 and said in result.stderr, result.stderr
+    assert lines == [], lines
+    assert not (out / "model" / "manifest.json").exists()
 
 
 def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
@@ -791,8 +809,10 @@ def test_a_gguf_file_and_the_default_run_folder(setup):
     assert f"export_generator.py --model {run}/k4/pruned-hf/ --out {run}/k4/pruned-generator.onnx" in text
     assert "apply-prune --method adaptive --budget 0.5sleb --race-se 3 --k 4" in text
     # The full model, the plan, its measurement on the held-out tokens, the pruned folder's
-    # evaluation; not the folder's writing, which runs no model.
-    assert text.count("--device cuda:1") == 4
+    # evaluation, and the flags checked before the export; not the folder's writing, which runs
+    # no model.
+    assert text.count("--device cuda:1") == 5
+    assert "evaluate check-runtime-flags --device cuda:1" in text
     assert f"report.py summary --run {run} --plan-dir {run}/k4" in text
 
 
