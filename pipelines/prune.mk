@@ -285,9 +285,10 @@ $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(strip $(PRUNE_GENERATOR_FL
            $(PRUNE_PLAN_DIR)/pruned.gguf
 # The runtime flags first, in the stages' own words (as the Snakefile does at load): a flag the
 # device cannot have (--cuda-graphs on the CPU) was refused by the first evaluate, after an
-# export that takes an 8B model a long run and 32 GB.
+# export that takes an 8B model a long run and 32 GB. EVALUATE_FLAGS' one other flag that every
+# stage it reaches takes, --no-verify, is no runtime flag: the check would refuse it.
 $(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB) $(BIN)/evaluate
-	$(BIN)/evaluate check-runtime-flags $(EVALUATE_FLAGS)
+	$(BIN)/evaluate check-runtime-flags $(filter-out --no-verify,$(EVALUATE_FLAGS))
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py $(PRUNE_SOURCE) --out $(PRUNE_MODEL_DIR) \
 	  $(PRUNE_EXPORT_ARGS) --force
 

@@ -39,6 +39,9 @@ if name == "evaluate" and args[:1] == ["check-runtime-flags"]:  # runs nothing: 
     # Refuses as the real one would where the test asks it to (PRUNE_TEST_REFUSE_FLAGS).
     if os.environ.get("PRUNE_TEST_REFUSE_FLAGS"):
         sys.exit("evaluate: error: " + os.environ["PRUNE_TEST_REFUSE_FLAGS"])
+    # The runtime flags alone, as the real one's parser takes them.
+    if "--no-verify" in args:
+        sys.exit("error: unexpected argument '--no-verify' found")
     sys.exit(0)
 if name == "inspect":  # not a stage
     # pipelines/keep_cache.sh compares the ids of the cache of evaluations with the model folder's
@@ -240,6 +243,10 @@ def test_runtime_flags_the_device_cannot_have_are_refused_before_the_export(setu
     assert result.returncode != 0 and said in result.stderr, result.stderr
     assert lines == [], lines
     assert not (out / "model" / "manifest.json").exists()
+    # --no-verify, which the stages take and the check does not, is left out of the check.
+    _, lines = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}",
+                             "EVALUATE_FLAGS=--device cpu --no-verify")
+    assert all("--no-verify" in line for line in lines if line[0] == "evaluate"), lines
 
 
 def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):

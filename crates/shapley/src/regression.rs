@@ -121,6 +121,9 @@ pub const MAX_SURROGATE_ENUMERATED_PLAYERS: usize = 16;
 
 /// Antithetic permutation pairs through the surrogate when there are more players.
 pub const SURROGATE_PERMUTATION_PAIRS: usize = 4096;
+/// XORed into the seed of the permutations through the surrogate (φ(f) beyond 16 players), so
+/// that they are not the design's own, which the estimator's seed draws.
+const SURROGATE_PERMUTATION_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// What the quadratic is fitted to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -604,7 +607,13 @@ fn cross_fit(
             .collect::<Result<Vec<_>, _>>()?;
         let label = format!("{name}: surrogate {}/2", h + 1);
         let mut surrogate = HalfSurrogate::fit(&label, target, &train, &targets)?;
-        let surrogate_shapley = surrogate.shapley(&label, seed.wrapping_add(h as u64))?;
+        // Permutations of their own: on `seed` itself, half 0's were the design's chains
+        // (`permutation_design` draws from it too), so φ(f) and the trend's covariate would share
+        // units with the residuals they stand beside.
+        let surrogate_shapley = surrogate.shapley(
+            &label,
+            (seed ^ SURROGATE_PERMUTATION_STREAM).wrapping_add(h as u64),
+        )?;
         let residual = |mask: &Mask| -> Result<f64, ShapleyError> {
             Ok(table.get(mask)? - surrogate.predict(std::slice::from_ref(mask))[0])
         };

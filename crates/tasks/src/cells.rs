@@ -88,10 +88,16 @@ fn rows(task: &str, path: &Path) -> Result<Vec<Row>, TaskError> {
     // file for the stream's end, so a file cut between two batches (a copy or download
     // stopped there) would read as a smaller split: wrong accuracies over fewer questions.
     let mut tail = [0u8; 8];
-    let has_end_marker = bytes >= 8
-        && std::os::unix::fs::FileExt::read_exact_at(&file, &mut tail, bytes - 8).is_ok()
-        && tail == END_OF_STREAM;
-    if !has_end_marker {
+    if bytes >= 8 {
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut tail, bytes - 8).map_err(
+            |source| TaskError::Io {
+                task: task.to_string(),
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
+    }
+    if tail != END_OF_STREAM {
         return Err(arrow_error(arrow_schema::ArrowError::IpcError(
             "the stream does not end with Arrow's end-of-stream marker: the file was cut short \
              (a copy or download that stopped?); fetch the task data again"
