@@ -681,6 +681,32 @@ mod tests {
         path
     }
 
+    /// A quadratic surrogate of 6 blocks saved as `name`, fitted with `fixed` on model
+    /// `model_id` (dataset "d").
+    fn surrogate_file(dir: &Path, name: &str, fixed: &[usize], model_id: &str) -> PathBuf {
+        use layerprune_core::Mask;
+        use layerprune_surrogate::{fit, FitOptions, SurrogateKind};
+
+        let masks: Vec<Mask> = (0..6)
+            .map(|b| Mask::from_removed(6, &[b]).unwrap())
+            .chain([Mask::full(6)])
+            .collect();
+        let targets: Vec<f64> = (0..7).map(|i| f64::from(i) / 7.0).collect();
+        let fitted = fit(
+            SurrogateKind::Quadratic,
+            &masks,
+            &targets,
+            &FitOptions::default(),
+        )
+        .unwrap();
+        let path = dir.join(name);
+        SavedSurrogate::new(fitted, "utility", "test")
+            .with_game(fixed, model_id, "d")
+            .save(&path)
+            .unwrap();
+        path
+    }
+
     fn one_shot(scores: PathBuf, fixed: Vec<usize>) -> PlanFiles {
         PlanFiles {
             scores: Some(scores),
@@ -728,27 +754,8 @@ mod tests {
     /// no prediction. Iterative and search, which choose by it, keep them.
     #[test]
     fn a_surrogate_binds_only_the_methods_that_choose_by_it() {
-        use layerprune_core::Mask;
-        use layerprune_surrogate::{fit, FitOptions, SurrogateKind};
-
         let dir = tempfile::tempdir().unwrap();
-        let masks: Vec<Mask> = (0..6)
-            .map(|b| Mask::from_removed(6, &[b]).unwrap())
-            .chain([Mask::full(6)])
-            .collect();
-        let targets: Vec<f64> = (0..7).map(|i| f64::from(i) / 7.0).collect();
-        let fitted = fit(
-            SurrogateKind::Quadratic,
-            &masks,
-            &targets,
-            &FitOptions::default(),
-        )
-        .unwrap();
-        let surrogate = dir.path().join("fixed-2.json");
-        SavedSurrogate::new(fitted, "utility", "test")
-            .with_game(&[2], "m", "d")
-            .save(&surrogate)
-            .unwrap();
+        let surrogate = surrogate_file(dir.path(), "fixed-2.json", &[2], "m");
         let files = PlanFiles {
             surrogate: Some(surrogate),
             ..one_shot(score_file(dir.path(), "s.parquet", 6, "m"), vec![])
@@ -800,29 +807,11 @@ mod tests {
     /// opened, unless mixtures are allowed (then they are used).
     #[test]
     fn mixed_inputs_are_refused_unless_allowed() {
-        use layerprune_core::Mask;
-        use layerprune_surrogate::{fit, FitOptions, SurrogateKind};
         use layerprune_tables::{write_block_stats, BlockStatRow};
 
         let dir = tempfile::tempdir().unwrap();
         let scores = score_file(dir.path(), "s.parquet", 6, "m");
-        let masks: Vec<Mask> = (0..6)
-            .map(|b| Mask::from_removed(6, &[b]).unwrap())
-            .chain([Mask::full(6)])
-            .collect();
-        let targets: Vec<f64> = (0..7).map(|i| f64::from(i) / 7.0).collect();
-        let fitted = fit(
-            SurrogateKind::Quadratic,
-            &masks,
-            &targets,
-            &FitOptions::default(),
-        )
-        .unwrap();
-        let surrogate = dir.path().join("other.json");
-        SavedSurrogate::new(fitted, "utility", "test")
-            .with_game(&[], "other", "d")
-            .save(&surrogate)
-            .unwrap();
+        let surrogate = surrogate_file(dir.path(), "other.json", &[], "other");
         let mut files = PlanFiles {
             surrogate: Some(surrogate.clone()),
             ..one_shot(scores.clone(), vec![])

@@ -143,19 +143,24 @@ def test_one_block_replicated_exports_one_graph_for_every_block(bench, tmp_path)
     assert all(float(r["max_nll_diff"]) < 1e-4 for r in rows if r["shape"] == "tiny-llama")
 
 
-def test_a_failing_contender_costs_only_its_own_row(tmp_path):
-    # An `evaluate` that fails with --mask-batch (as a kernel missing on a GPU would): the run
-    # still writes every other row, names the failure, and exits with status 1.
+def stages_with_evaluate(tmp_path: Path, script: str) -> Path:
+    """A folder of the stage binaries with `evaluate` a shell script of `script`'s lines."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for stage in ("prepare-tokens", "sample-masks"):
         (bin_dir / stage).symlink_to(BIN / stage)
     wrapper = bin_dir / "evaluate"
-    wrapper.write_text(f"""#!/bin/sh
-case " $* " in *" --mask-batch "*) echo "no kernel for this, say" >&2; exit 1;; esac
+    wrapper.write_text("#!/bin/sh\n" + script)
+    wrapper.chmod(0o755)
+    return bin_dir
+
+
+def test_a_failing_contender_costs_only_its_own_row(tmp_path):
+    # An `evaluate` that fails with --mask-batch (as a kernel missing on a GPU would): the run
+    # still writes every other row, names the failure, and exits with status 1.
+    bin_dir = stages_with_evaluate(tmp_path, f"""case " $* " in *" --mask-batch "*) echo "no kernel for this, say" >&2; exit 1;; esac
 exec {BIN / "evaluate"} "$@"
 """)
-    wrapper.chmod(0o755)
     csv_path = tmp_path / "out.csv"
     run_bench(tmp_path / "work", csv_path, bin_dir=bin_dir, status=1)
     _, rows = read_csv(csv_path)
@@ -170,13 +175,7 @@ def test_a_shape_whose_every_evaluate_failed_keeps_its_earlier_rows(tmp_path):
     # The CPU build of ONNX Runtime loaded for --device cuda fails every contender: the run's
     # PyTorch rows alone replaced the committed comparison of that shape (make bench-gpu, the
     # GPU-user audit of 2026-12-07). They compare nothing: the earlier rows stay.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for stage in ("prepare-tokens", "sample-masks"):
-        (bin_dir / stage).symlink_to(BIN / stage)
-    wrapper = bin_dir / "evaluate"
-    wrapper.write_text("#!/bin/sh\necho 'has no CUDA execution provider' >&2\nexit 1\n")
-    wrapper.chmod(0o755)
+    bin_dir = stages_with_evaluate(tmp_path, "echo 'has no CUDA execution provider' >&2\nexit 1\n")
     csv_path = tmp_path / "out.csv"
     earlier = ["tiny-llama", "fp32", "evaluate", "300", "1", "2", "1e-06", "2026-01-01"]
     with open(csv_path, "w", newline="") as handle:
