@@ -149,7 +149,9 @@ ORT_GPU_LIB := $(BUILD)/ort-gpu/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION
 # DEVICE sets), `make ort-gpu`'s for CUDA, as Snakemake picks it. The goals that run the model
 # fetch the library they load (ORT_STAGE_LIB): this one, or with an ORT_DYLIB_PATH of another
 # library the CPU build as before.
-ORT_DEVICE_LIB = $(if $(filter cuda,$(DEVICE_KIND)),$(ORT_GPU_LIB),$(ORT_LIB))
+# $(call ort_library_of,DEVICE): the build that runs the model on DEVICE (cpu, cuda, cuda:N).
+ort_library_of = $(if $(filter cuda%,$(1)),$(ORT_GPU_LIB),$(ORT_LIB))
+ORT_DEVICE_LIB = $(call ort_library_of,$(DEVICE_KIND))
 export ORT_DYLIB_PATH ?= $(abspath $(ORT_DEVICE_LIB))
 ORT_STAGE_LIB = $(if $(filter $(abspath $(ORT_DEVICE_LIB)),$(ORT_DYLIB_PATH)),$(ORT_DEVICE_LIB),$(ORT_LIB))
 

@@ -74,7 +74,7 @@ BENCH_GPU_RACE_SHAPE ?= $(if $(findstring tiny,$(BENCH_GPU_SHAPES)),tiny,smollm2
 # The library the benchmark's stages load: it runs the model on BENCH_GPU_DEVICE, not DEVICE, so
 # unless ORT_DYLIB_PATH is given (the GPU recipe's unpacked one) the build of that device, fetched
 # first (`make ort-gpu`'s for CUDA); the CPU build's, loaded for CUDA, failed every contender.
-BENCH_GPU_ORT_LIB := $(if $(filter file,$(origin ORT_DYLIB_PATH)),$(if $(filter cuda%,$(BENCH_GPU_DEVICE)),$(ORT_GPU_LIB),$(ORT_LIB)))
+BENCH_GPU_ORT_LIB := $(if $(filter file,$(origin ORT_DYLIB_PATH)),$(call ort_library_of,$(BENCH_GPU_DEVICE)))
 ifneq ($(BENCH_GPU_ORT_LIB),)
 bench-gpu: ORT_DYLIB_PATH = $(abspath $(BENCH_GPU_ORT_LIB))
 endif

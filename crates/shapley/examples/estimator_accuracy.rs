@@ -319,47 +319,26 @@ fn per_block_miss_table(
     blocks: &[usize],
     misses: fn(&Row) -> Option<&Vec<bool>>,
 ) -> String {
-    let mut text = table_head(title, budgets);
-    for &name in names {
-        if !rows
-            .iter()
-            .any(|r| r.estimator == name && misses(r).is_some())
-        {
-            continue;
-        }
-        text += &format!("| {name} |");
-        for &b in budgets {
-            let runs: Vec<&Vec<bool>> = rows
-                .iter()
-                .filter(|r| r.estimator == name && r.budget == b)
-                .filter_map(misses)
-                .collect();
-            if runs.is_empty() {
-                text += " – |";
-                continue;
-            }
-            let shares: Vec<f64> = (0..blocks.len())
-                .map(|p| runs.iter().filter(|m| m[p]).count() as f64 / runs.len() as f64)
-                .collect();
-            let pooled = shares.iter().sum::<f64>() / shares.len() as f64;
-            let (worst, best) = shares.iter().enumerate().fold((0, 0), |(w, bst), (p, &s)| {
-                (
-                    if s > shares[w] { p } else { w },
-                    if s < shares[bst] { p } else { bst },
-                )
-            });
-            text += &format!(
-                " {:.1} % ({:.0} % b{}, {:.0} % b{}) |",
-                100.0 * pooled,
-                100.0 * shares[worst],
-                blocks[worst],
-                100.0 * shares[best],
-                blocks[best]
-            );
-        }
-        text += "\n";
-    }
-    text + "\n"
+    estimator_budget_table(title, names, rows, budgets, misses, |runs| {
+        let shares: Vec<f64> = (0..blocks.len())
+            .map(|p| runs.iter().filter(|m| m[p]).count() as f64 / runs.len() as f64)
+            .collect();
+        let pooled = shares.iter().sum::<f64>() / shares.len() as f64;
+        let (worst, best) = shares.iter().enumerate().fold((0, 0), |(w, bst), (p, &s)| {
+            (
+                if s > shares[w] { p } else { w },
+                if s < shares[bst] { p } else { bst },
+            )
+        });
+        format!(
+            " {:.1} % ({:.0} % b{}, {:.0} % b{}) |",
+            100.0 * pooled,
+            100.0 * shares[worst],
+            blocks[worst],
+            100.0 * shares[best],
+            blocks[best]
+        )
+    })
 }
 
 /// A table's title and head: an estimator a row, a budget a column.
@@ -384,6 +363,27 @@ fn per_run_mean_table(
     budgets: &[usize],
     cell: fn(&Row) -> Option<f64>,
 ) -> String {
+    estimator_budget_table(title, names, rows, budgets, cell, |found| {
+        let mean = found.iter().sum::<f64>() / found.len() as f64;
+        // A standard error of rounding size gives a huge z²: in exponent form.
+        if mean.abs() >= 1e4 {
+            format!(" {mean:.2e} |")
+        } else {
+            format!(" {mean:.4} |")
+        }
+    })
+}
+
+/// An estimator a row, a budget a column: each cell `format` of the runs' `cell` values there
+/// (`–` where no run has one); the estimators no run of which has one are left out.
+fn estimator_budget_table<'a, T>(
+    title: &str,
+    names: &[&str],
+    rows: &'a [Row],
+    budgets: &[usize],
+    cell: fn(&'a Row) -> Option<T>,
+    format: impl Fn(Vec<T>) -> String,
+) -> String {
     let mut text = table_head(title, budgets);
     for &name in names {
         if !rows
@@ -394,17 +394,15 @@ fn per_run_mean_table(
         }
         text += &format!("| {name} |");
         for &b in budgets {
-            let found: Vec<f64> = rows
+            let found: Vec<T> = rows
                 .iter()
                 .filter(|r| r.estimator == name && r.budget == b)
                 .filter_map(cell)
                 .collect();
-            let mean = found.iter().sum::<f64>() / found.len() as f64;
-            text += &match found.len() {
-                0 => " – |".into(),
-                // A standard error of rounding size gives a huge z²: in exponent form.
-                _ if mean.abs() >= 1e4 => format!(" {mean:.2e} |"),
-                _ => format!(" {mean:.4} |"),
+            text += &if found.is_empty() {
+                " – |".to_string()
+            } else {
+                format(found)
             };
         }
         text += "\n";

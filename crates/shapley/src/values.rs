@@ -541,7 +541,7 @@ pub(crate) fn guarded_se(
         })
         .collect();
     let priors = trend
-        .and_then(|covariate| trended_prior(&variances, &own_degrees_of_freedom, covariate))
+        .and_then(|covariate| trended_prior(&variances, pooled, &own_degrees_of_freedom, covariate))
         .unwrap_or_else(|| vec![pooled; width]);
     Some(StandardErrors {
         values: variances
@@ -559,7 +559,8 @@ pub(crate) fn guarded_se(
 /// same worst blocks within a point.
 const TREND_OFFSET_SHARE: f64 = 0.1;
 
-/// limma-trend's prior variance (Smyth 2004; Law et al. 2014) of each player: V̄ · g_i / ḡ,
+/// limma-trend's prior variance (Smyth 2004; Law et al. 2014) of each player: V̄ (`pooled`,
+/// the players' mean variance) · g_i / ḡ,
 /// g_i = exp(b · ln(|c_i| + ε)) = (|c_i| + ε)^b, where b is the least-squares slope of the
 /// players' log variances on ln(|c_i| + ε) (ε: [`TREND_OFFSET_SHARE`]), each log variance
 /// corrected for its bias, E ln V = ln σ² + ψ(d_i/2) − ln(d_i/2) (ψ the digamma function),
@@ -573,6 +574,7 @@ const TREND_OFFSET_SHARE: f64 = 0.1;
 /// all 0 or not the players' length.
 fn trended_prior(
     variances: &[f64],
+    pooled: f64,
     degrees_of_freedom: &[f64],
     covariate: &[f64],
 ) -> Option<Vec<f64>> {
@@ -598,7 +600,6 @@ fn trended_prior(
     let slope = least_squares_slope(&x, &y).clamp(0.0, 2.0);
     let shape: Vec<f64> = log_covariate.iter().map(|l| (slope * l).exp()).collect();
     let mean_shape = shape.iter().sum::<f64>() / width as f64;
-    let pooled = variances.iter().sum::<f64>() / width as f64;
     Some(shape.iter().map(|g| pooled * g / mean_shape).collect())
 }
 
@@ -983,8 +984,8 @@ mod tests {
             );
         }
         assert_eq!(trended.degrees_of_freedom, flat.degrees_of_freedom);
-        let prior = trended_prior(&variances, &[1.0; 4], &covariate).unwrap();
         let pooled = variances.iter().sum::<f64>() / 4.0;
+        let prior = trended_prior(&variances, pooled, &[1.0; 4], &covariate).unwrap();
         assert!(
             (prior.iter().sum::<f64>() / 4.0 - pooled).abs() < 1e-12,
             "{prior:?}"

@@ -24,6 +24,22 @@ fn recorded(name: &str) -> (RecordedGame, Players) {
     (table.to_game(GameValue::Utility).unwrap(), players)
 }
 
+/// The estimates of `kind` on `game` at `budget` for the seeds 0..`seeds`, each with its seed.
+fn runs<'a>(
+    kind: Estimator,
+    game: &'a mut dyn layerprune_core::Game,
+    players: &'a Players,
+    budget: usize,
+    seeds: u64,
+) -> impl Iterator<Item = (u64, layerprune_shapley::Estimates)> + 'a {
+    (0..seeds).map(move |seed| {
+        (
+            seed,
+            run_estimator(kind, &mut *game, players, budget, seed).unwrap(),
+        )
+    })
+}
+
 /// Mean over `seeds` runs and the players of ((estimate − truth)/SE)², as the
 /// estimator_accuracy example reports it (`Estimates::mean_z2`: a player whose estimate is
 /// exact to rounding counts 0). Every run must have standard errors, none 0 about an error; one
@@ -36,14 +52,11 @@ fn mean_z2(
     budget: usize,
     seeds: u64,
 ) -> f64 {
-    let sum: f64 = (0..seeds)
-        .map(|seed| {
-            run_estimator(kind, game, players, budget, seed)
-                .unwrap()
-                .mean_z2(truth)
-                .unwrap_or_else(|| {
-                    panic!("{kind}, seed {seed}: no standard errors, or one 0 about an error")
-                })
+    let sum: f64 = runs(kind, game, players, budget, seeds)
+        .map(|(seed, estimates)| {
+            estimates.mean_z2(truth).unwrap_or_else(|| {
+                panic!("{kind}, seed {seed}: no standard errors, or one 0 about an error")
+            })
         })
         .sum();
     sum / seeds as f64
@@ -89,8 +102,7 @@ fn pooled_miss_shares(
     seeds: u64,
 ) -> (f64, f64) {
     let (mut t_misses, mut normal_misses, mut intervals) = (0, 0, 0);
-    for seed in 0..seeds {
-        let estimates = run_estimator(kind, game, players, budget, seed).unwrap();
+    for (_, estimates) in runs(kind, game, players, budget, seeds) {
         let (Some(t), Some(normal)) = (
             estimates.misses95(truth),
             estimates.misses95_with(truth, |_| 1.96),
