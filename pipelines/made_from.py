@@ -17,6 +17,9 @@ exactly that table's masks), not by time. Standard library only.
         every FOLDER that exists was quantized from the model folder SOURCE (its manifest's
         `quantization.source_model_id` is SOURCE's model id, the sha256 of its manifest); prints
         the oldest manifest.json among them
+    python3 pipelines/made_from.py exported GGUF FOLDER
+        the model folder FOLDER was exported from the GGUF file GGUF (its manifest's
+        `source.sha256` is the GGUF's); prints its manifest.json
     python3 pipelines/made_from.py bench BIN TOKENS MASKS SUMMARY...
         every SUMMARY that exists (evaluate's --summary, which records no input) has its table
         beside it (evaluate's --out: the same name, .parquet), complete and measured on TOKENS,
@@ -171,9 +174,22 @@ def summary_of(summary, table, found, tokens):
     return True
 
 
+def exported(gguf, folder):
+    """FOLDER's manifest when the folder was exported from the GGUF file GGUF (its manifest's
+    `source` records the GGUF's sha256), else None."""
+    manifest = Path(folder) / MANIFEST
+    try:
+        source = json.loads(manifest.read_text()).get("source")
+        wanted = sha256(gguf)
+    except (OSError, ValueError, AttributeError):
+        return None
+    recorded = source.get("sha256") if isinstance(source, dict) and source.get("kind") == "gguf" else None
+    return manifest if recorded == wanted else None
+
+
 # Each kind's check and its number of arguments: at least, at most (None: any more).
 KINDS = {"evaluations": (evaluations, 4, 4), "plan": (plan, 3, 3), "quantized": (quantized, 2, None),
-         "bench": (bench, 3, None)}
+         "bench": (bench, 3, None), "exported": (exported, 2, 2)}
 
 
 def main(argv):

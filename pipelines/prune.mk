@@ -301,7 +301,7 @@ $(PRUNE_OUT)/tokens-eval.parquet: $(PRUNE_OUT)/.settings/tokens-eval | $(BIN)/pr
 	  --windows $(EVAL_WINDOWS) --seq-len $(SEQ_LEN) --bos $(BOS) --mode consecutive --out $@
 
 $(PRUNE_OUT)/full-eval.parquet: $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
-	$(call evaluate_checkpointed,--model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --overwrite --quiet)
+	$(call evaluate_checkpointed,--model $(PRUNE_MODEL_DIR) --tokens $< $(EVALUATE_FLAGS) --quiet)
 
 # PRUNE_SEARCH (raced adaptive removal, at most ADAPTIVE_BUDGET LLM evaluations; raced SLEB for a
 # ratio) chooses on the calibration tokens; the chosen plan is then written as the pruned layered
@@ -344,7 +344,7 @@ $(PRUNE_PLAN_DIR)/plan.parquet: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRU
 # The written folder itself, run on the held-out tokens.
 $(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB)
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) \
-	  --overwrite --quiet)
+	  --quiet)
 
 # The same blocks deleted from the source model: a Hugging Face checkpoint that transformers
 # (and lm-eval, vLLM, ...) loads as an ordinary model. Made from the plan as chosen

@@ -110,7 +110,7 @@ $(QRUN)/evaluations.parquet: $(QUANT)/full-$(QUANT_FIRST)/manifest.json $(QRUN)/
                              $(QRUN)/.settings/device | $(BIN)/evaluate $(BIN)/inspect $(RUN)/masks.parquet \
                              $(RUN)/tokens-calib.parquet
 	$(call evaluate_checkpointed,--model $(dir $<) --tokens $(RUN)/tokens-calib.parquet \
-	  --masks $(RUN)/masks.parquet $(EVALUATE_FLAGS))
+	  --masks $(RUN)/masks.parquet $(EVALUATE_FLAGS),$(RUN)/masks.parquet)
 
 $(QRUN)/surrogate-quadratic.json: $(QRUN)/evaluations.parquet $(QRUN)/.settings/surrogates | $(BIN)/fit-surrogate
 	$(BIN)/fit-surrogate --evaluations $< --value nll-increase --kind quadratic \

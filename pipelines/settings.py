@@ -15,8 +15,17 @@ Values may refer to other variables as $(NAME), expanded as Make expands them (g
 as RUN come from the caller).
 
     python3 pipelines/settings.py [NAME=VALUE ...]   # every variable, expanded, as NAME=value
+
+GRAMMAR below is what each setting accepts, for both engines: the Snakefile decides by
+`refusal` (for a config key in lower case), and Make by
+
+    python3 pipelines/settings.py check NAME=VALUE ...
+
+which prints `NAME='value' must be <what is wanted>` for the first value refused, and nothing
+when every one passes (the top-level Makefile's settings checks).
 """
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -29,6 +38,86 @@ _REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 class SettingsError(ValueError):
     pass
+
+
+# --- What each setting accepts -------------------------------------------------------------------
+# One grammar per setting for Make and Snakemake. A number is written as the stages' parsers read
+# it, ASCII only; a whole number without a sign or leading zeros where a stamp or a command records
+# the text (SEED=07 remade everything SEED=7 had made, the stages reading both as 7). THREADS is
+# recorded nowhere. A list (KS, STRATA) is written with commas, as the stages take it (--k 3,6,9;
+# Snakemake's lists are joined so first).
+_WHOLE = r"0|[1-9][0-9]*"
+_POSITIVE = r"[1-9][0-9]*"
+# A decimal number as Rust's f64 parser reads it (apply-prune --budget's fraction, fit-surrogate
+# --ridge-alpha), without inf and nan and without a minus sign; the value is then checked too
+# (`finite`, `positive`), as the stages check it: 1e999 is infinite and 1e-400 zero to them.
+_DECIMAL = r"\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+
+
+def _decimal(text, positive):
+    if not re.fullmatch(_DECIMAL, text):
+        return False
+    value = float(text)
+    return math.isfinite(value) and (value > 0 if positive else value >= 0)
+
+
+def _budget(text):
+    """apply-prune --budget (crates/selection/src/frontier.rs, Budget::from_str): least, sleb, a
+    positive finite fraction of SLEB's cost (0.5sleb, 1e-1sleb), or a number of evaluations
+    above 0 (without a sign or leading zeros here)."""
+    if text in ("least", "sleb") or re.fullmatch(_POSITIVE, text):
+        return True
+    return text.endswith("sleb") and _decimal(text[:-len("sleb")], positive=True)
+
+
+def _pattern(pattern):
+    return lambda text: re.fullmatch(pattern, text) is not None
+
+
+def _listed(item):
+    return _pattern(rf"({item})(,({item}))*")
+
+
+# NAME -> (accepts(text) -> bool, what is wanted). The wording is Make's messages'; the Snakefile
+# words its own refusals, naming its config key (pipelines/Snakefile, check_config).
+GRAMMAR = {
+    "CALIB_WINDOWS": (_pattern(_POSITIVE), "must be a number of windows (1 or more)"),
+    "EVAL_WINDOWS": (_pattern(_POSITIVE), "must be a number of windows (1 or more)"),
+    # A window's first token is context only (each token is scored on the ones before it): one of
+    # a single token scores nothing, and prepare-tokens refuses a --seq-len under 2.
+    "SEQ_LEN": (_pattern(r"[2-9]|[1-9][0-9]+"), "must be a number of tokens per window: 2 or more (a window's "
+                "first token is only context for the next; prepare-tokens --seq-len)"),
+    "SEED": (_pattern(_WHOLE), "must be a seed (a whole number: 0 or more, without leading zeros)"),
+    "THREADS": (_pattern(r"[0-9]+"), "must be a number of threads (0 = all cores)"),
+    "BOS": (_pattern(r"auto|off"), "must be auto or off"),
+    # Snakemake also takes cuda:{shard} (shard I on GPU I), which has no meaning to Make.
+    "DEVICE": (_pattern(r"cpu|cuda|cuda:[0-9]+"), "must be cpu or cuda or cuda:N"),
+    "ADAPTIVE_BUDGET": (_budget, "must be sleb or a fraction of it (0.5sleb or 1e-1sleb: above 0) or least or a "
+                        "number of LLM evaluations (1 or more, without leading zeros: apply-prune --budget)"),
+    "SURROGATE_RIDGE": (lambda text: _decimal(text, positive=False),
+                        "must be a ridge penalty: a number 0 or more (0.01 or 1e-3: fit-surrogate --ridge-alpha)"),
+    "CALIB_DOCUMENTS": (_pattern(r"[0-9]*:[0-9]*"), "must be a range of LAMBADA passages start:end (half-open; "
+                        "either side optional: prepare-tokens --documents)"),
+    "EVAL_DOCUMENTS": (_pattern(r"[0-9]*:[0-9]*"), "must be a range of LAMBADA passages start:end (half-open; "
+                       "either side optional: prepare-tokens --documents)"),
+    "MASKS": (_pattern(_POSITIVE), "must be a number of masks: 1 or more, without leading zeros "
+              "(sample-masks --stratified-masks)"),
+    # Empty: the published strata, scaled. A stratum of 0 is the full model (sample-masks takes it).
+    "STRATA": (lambda text: text == "" or _listed(_WHOLE)(text),
+               "must be numbers of removed blocks separated by commas (2,5,8; each 0 or more, without "
+               "leading zeros), or empty for the default strata (sample-masks --strata)"),
+    "KS": (_listed(_POSITIVE), "must be numbers of blocks to remove separated by commas (3,6,9; each 1 or "
+           "more, without leading zeros: apply-prune --k)"),
+    "K_PRUNED": (_pattern(_POSITIVE), "must be a number of blocks to remove: 1 or more, without leading zeros "
+                 "(one of KS)"),
+}
+
+
+def refusal(name, value):
+    """What is wrong with `value` for the setting NAME (upper case), as Make says it, or None
+    when it is accepted. A value is taken as its text (a Snakemake config's number too)."""
+    accepts, wanted = GRAMMAR[name]
+    return None if accepts(_text(value)) else f"{name}='{_text(value)}' {wanted}"
 
 
 class Settings:
@@ -125,7 +214,20 @@ def _text(value):
     return str(value)
 
 
+def _check(arguments):
+    """`check NAME=VALUE ...`: the first value refused, as Make's $(error) says it; exit status 1."""
+    for argument in arguments:
+        name, _, value = argument.partition("=")
+        refused = refusal(name, value)
+        if refused:
+            print(refused)
+            return 1
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["check"]:
+        sys.exit(_check(sys.argv[2:]))
     given = dict(arg.split("=", 1) for arg in sys.argv[1:])
     for name, value in Settings().resolve(**given).items():
         print(f"{name}={value}")

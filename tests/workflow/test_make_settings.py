@@ -152,12 +152,28 @@ def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp
     status, output, _ = make("-j2", *targets, "DEVICE=cuda")
     assert status != 0 and cache.read_bytes() == measured, output
 
-    # Back on the CPU the tables are made again, the plans from the cache, which measured
-    # nothing; a GPU index would be no change.
+    # Back on the CPU before anything was made on CUDA, the stamp is the CPU's again, time
+    # included (layerprune.mk's stamp_keep_previous): nothing is measured again, and the run is
+    # up to date; a GPU index would be no change.
+    stamp = run / ".settings" / "device"
     status, output, ran = make(*targets, "DEVICE=cpu")
+    assert (status, ran) == (0, []), output
+    assert stamp.read_text() == "cpu\nlayerprune-stamp 3\n"
+    assert not (run / ".previous" / "device").exists()
+    status, output, ran = make("-q", *targets, "DEVICE=cpu")
     assert status == 0, output
-    assert {name for name, _ in ran} >= {"evaluate", "apply-prune"}
     assert cache.read_bytes() == measured
+    # Once a table was made with a setting, changing it back measures again: the full model's
+    # held-out table made with --graph-optimization basic is not the default's.
+    basic = "EVALUATE_FLAGS=--device cpu --threads 1 --graph-optimization basic"
+    status, output, ran = make(str(run / "full-eval.parquet"), basic)
+    assert status == 0 and [name for name, _ in ran] == ["evaluate"], output
+    assert (run / ".previous" / "device").read_text() == "cpu\nlayerprune-stamp 3\n"
+    status, output, ran = make(*targets, "DEVICE=cpu")
+    assert status == 0 and {name for name, _ in ran} >= {"evaluate", "apply-prune"}, output
+    assert stamp.read_text() == "cpu\nlayerprune-stamp 3\n"
+    assert (run / ".previous" / "device").read_text() == (
+        "cpu --graph-optimization basic\nlayerprune-stamp 3\n")
     # The device as EVALUATE_FLAGS gives it (the stages' flags given whole) counts the same.
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cuda --threads 1")
     assert status != 0 and "--device cuda (cuda:0) requested but unavailable" in output, output
@@ -624,6 +640,38 @@ def test_a_model_or_text_replaced_by_an_older_copy_is_remade(make, tmp_path):
     assert pq.read_table(tokens).column("tokens").to_pylist() == first
 
 
+def test_a_model_folder_moved_into_place_or_pointed_at_by_its_symlink_is_remade(make, tmp_path):
+    """A model folder written before the last run, then moved into the path the run names (`mv`)
+    or pointed at by its symlink (`ln -sfn`), keeps its manifest's ctime: the stamps compared the
+    inputs' ctimes with their record's time, and every table of the old model stood."""
+    run = tmp_path / "run"
+    model, other, link = tmp_path / "m", swapped_model(tmp_path / "other"), tmp_path / "link"
+    shutil.copytree(TINY, model)
+    table = run / "full-eval.parquet"
+    nll = lambda: pq.read_table(table).column("nll").to_pylist()  # noqa: E731
+    status, output, _ = make(str(table), f"MODEL_DIR={model}")
+    assert status == 0, output
+    first = nll()
+    model.rename(tmp_path / "m-old")
+    other.rename(model)
+    status, output, ran = make(str(table), f"MODEL_DIR={model}")
+    assert status == 0 and {"prepare-tokens", "evaluate"} <= {name for name, _ in ran}, output
+    assert nll() != first
+    status, output, ran = make(str(table), f"MODEL_DIR={model}")
+    assert (status, ran) == (0, []), output
+
+    # The same through a symlink: the run names the link, which is pointed at the old model.
+    linked = tmp_path / "linked"
+    link.symlink_to(tmp_path / "m-old")
+    status, output, _ = make(str(linked / "full-eval.parquet"), f"MODEL_DIR={link}", f"RUN={linked}")
+    assert status == 0, output
+    link.unlink()
+    link.symlink_to(model)
+    status, output, ran = make(str(linked / "full-eval.parquet"), f"MODEL_DIR={link}", f"RUN={linked}")
+    assert status == 0 and "evaluate" in {name for name, _ in ran}, output
+    assert pq.read_table(linked / "full-eval.parquet").column("nll").to_pylist() == nll()
+
+
 def test_exact_game_and_bench_model_remake_what_a_setting_changes(make, tmp_path):
     """make exact-game and make bench-model had no settings stamps: another EXACT_FIXED or
     MODEL_BENCH_MASKS left the first table "up to date"."""
@@ -682,9 +730,10 @@ def test_runtime_flags_remeasure_and_threads_change_nothing(make, tmp_path):
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --tf32 on")
     assert status != 0 and "tf32" in output, output
     assert {name for name, _ in ran} & {"evaluate", "apply-prune"}, ran
-    # Back to the flags of the first run: measured again (the failed run's stamp said --tf32 on).
+    # Back to the flags of the first run, before anything was made with --tf32 on: the stamp of
+    # the first run is back, and nothing is measured again (until 2026-12-07 everything was).
     status, output, ran = make(*targets)
-    assert status == 0 and {"evaluate", "apply-prune"} <= {name for name, _ in ran}, output
+    assert (status, ran) == (0, []), output
     # Masks batched, or a cache of another size, give the same NLLs bit for bit on the CPU
     # (`evaluated_on` records the batch on CUDA only): nothing is measured again, no cache dropped.
     status, output, ran = make(*targets, "EVALUATE_FLAGS=--device cpu --threads 1 --mask-batch 2 --cache-mb 64")
@@ -716,10 +765,21 @@ def test_an_evaluation_stopped_with_part_of_its_masks_is_resumed(make, tmp_path)
     status, output, _ = make(str(table), "MASKS=30", "EVALUATE_FLAGS=--device cpu --threads 1 --max-new-masks 5")
     assert status != 0 and "is not complete" in output and "run make again to resume it" in output, output
     assert not table.exists()
-    assert pq.read_metadata(run / "evaluations.partial.parquet").num_rows == 5
+    checkpoint = run / "evaluations.partial.parquet"
+    assert pq.read_metadata(checkpoint).num_rows == 5
+    # What the checkpoint holds decides, not its time: a CUDA request that failed, then the CPU
+    # again, and the tokens made again unchanged (another SEED, then this one), keep its rows
+    # (until 2026-12-07 each removed it, as older than the device stamp or the tokens).
+    status, output, _ = make(str(table), "MASKS=30", "DEVICE=cuda")
+    assert status != 0 and "requested but unavailable" in output, output
+    tokens = run / "tokens-calib.parquet"
+    for seed in ("1", "0"):
+        status, output, ran = make(str(tokens), "MASKS=30", f"SEED={seed}")
+        assert status == 0 and [name for name, _ in ran] == ["prepare-tokens"], output
+    assert pq.read_metadata(checkpoint).num_rows == 5
     status, output, ran = make(str(table), "MASKS=30")
     assert status == 0 and [name for name, _ in ran] == ["evaluate"], output
-    assert "resuming" in output, output
+    assert "resuming" in output and "5 of" in output, output
     metadata = pq.read_metadata(table)
     assert metadata.metadata[b"layerprune.complete"] == b"true"
     assert metadata.num_rows == pq.read_metadata(run / "masks.parquet").num_rows
@@ -1095,3 +1155,38 @@ def test_bench_gpu_loads_the_library_of_its_device_and_keeps_cpu_rows_out_of_doc
     # A library given (the GPU recipe's unpacked one) is the one loaded.
     runs = bench_gpu(environment={**env, "ORT_DYLIB_PATH": "/given/libonnxruntime.so"})
     assert all(line.startswith("ORT=/given/libonnxruntime.so ") for line in runs), runs
+
+
+def test_another_gguf_given_by_hand_is_exported_again_however_old(tmp_path):
+    """The export depended on the GGUF's time alone: SMOLLM2_GGUF= another file older than the
+    export left the first export, and every table measured on it, in place. Its stamp records
+    the GGUF; a folder exported before the stamp existed is taken when its manifest records it."""
+    build, first, older = tmp_path / "build", tmp_path / "a.gguf", tmp_path / "older.gguf"
+    folder = build / "models" / "smollm2-135m"
+    folder.mkdir(parents=True)
+    first.write_text("A\n")
+    older.write_text("B\n")
+    os.utime(first, (OLD + 86400, OLD + 86400))
+    os.utime(older, (OLD, OLD))
+    source = {"kind": "gguf", "path": str(first), "sha256": hashlib.sha256(first.read_bytes()).hexdigest()}
+    (folder / "manifest.json").write_text(json.dumps({"source": source}))
+    stamp = build / "models" / ".settings" / "smollm2-135m"
+
+    def make(*args):
+        result = subprocess.run(["make", "--no-print-directory", "CARGO=true", f"BIN={BIN}", f"BUILD={build}",
+                                 *args], cwd=ROOT, capture_output=True, text=True, env=make_env())
+        return result.returncode, result.stdout + result.stderr
+
+    status, output = make(f"SMOLLM2_GGUF={first}", str(stamp))
+    assert status == 0 and "made before its stamp existed" in output, output
+    assert stamp.stat().st_mtime == (folder / "manifest.json").stat().st_mtime
+    status, output = make("-n", f"SMOLLM2_GGUF={first}", str(folder / "manifest.json"))
+    assert status == 0 and "export_layered.py" not in output, output
+    status, output = make("-n", f"SMOLLM2_GGUF={older}", str(folder / "manifest.json"))
+    assert status == 0 and f"export_layered.py --gguf {older}" in output, output
+    # The same GGUF touched is no other GGUF.
+    first.touch()
+    status, output = make(f"SMOLLM2_GGUF={first}", str(stamp))
+    assert status == 0, output
+    status, output = make("-n", f"SMOLLM2_GGUF={first}", str(folder / "manifest.json"))
+    assert status == 0 and "export_layered.py" not in output, output

@@ -30,6 +30,9 @@ def test_a_stamp_read_back_as_its_rule_wrote_it_is_up_to_date_whatever_its_lengt
     source.write_text("words\n")
     identity = subprocess.run([sys.executable, str(ROOT / "pipelines" / "identity.py"), str(source)],
                               capture_output=True, text=True, check=True).stdout.strip()
+    # Its signature, as stamp_update records it after the identity (STAMP_SIGNATURE_FORMAT).
+    signature = subprocess.run(["stat", "-L", "-c", "%d:%i:%s:%.9Y:%.9Z", str(source)],
+                               capture_output=True, text=True, check=True).stdout.strip()
     calls = []
     for length in range(120, 520):
         for with_input in (False, True):
@@ -39,7 +42,7 @@ def test_a_stamp_read_back_as_its_rule_wrote_it_is_up_to_date_whatever_its_lengt
             # As stamp_update writes it: the values, the identity line, the format, a newline each.
             (settings / name).write_text(values + "\n" + (identity + "\n" if with_input else "") + STAMP_FORMAT + "\n")
             if with_input:
-                (checked / name).write_text(identity + "\n")
+                (checked / name).write_text(identity + "\n" + signature + "\n")
             calls.append(f"$(if $(call stamp_outdated,{settings / name},{values},{source if with_input else ''}),"
                          f"$(info outdated: {name}))")
     extra = tmp_path / "read-back.mk"
@@ -49,6 +52,12 @@ def test_a_stamp_read_back_as_its_rule_wrote_it_is_up_to_date_whatever_its_lengt
     assert result.returncode == 0, result.stdout + result.stderr
     outdated = [line for line in result.stdout.splitlines() if line.startswith("outdated:")]
     assert outdated == [], f"{len(outdated)} of {len(calls)} stamps read back as changed: {outdated[:10]}"
+    # The identity was read back from the records, not worked out again (identity.py, which a
+    # PYTHON that fails would have made fail).
+    again = subprocess.run(["make", "--no-print-directory", "-f", "Makefile", "-f", str(extra), "stamps-read-back",
+                            "PYTHON=false"], cwd=ROOT, capture_output=True, text=True, env=make_env())
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [line for line in again.stdout.splitlines() if line.startswith("outdated:")] == [], again.stdout
 
 
 def test_a_pin_stamp_read_back_as_its_rule_wrote_it_is_up_to_date_whatever_its_length(tmp_path):
