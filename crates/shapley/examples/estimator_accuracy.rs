@@ -11,7 +11,8 @@
 //! standard errors are right) and the share of 95 % intervals (the score tables' ± t SE,
 //! `Estimates::ci95`) that miss the truth (0.05 when they are right), per run and averaged, and
 //! pooled over the runs block by block beside the normal intervals' (± 1.96 SE): the pooled
-//! share with the worst and the best block's.
+//! share with the worst and the best block's. And the bias the seeds do not average out: the
+//! mean error of the block with the largest exact value, and the largest over the blocks.
 //!
 //! cargo run -p layerprune-shapley --example estimator_accuracy -- --synthetic --out bench/
 
@@ -84,6 +85,8 @@ struct Row {
     misses95_normal: Option<Vec<bool>>,
     /// Held-out R² of the regression-adjusted estimators' surrogate.
     surrogate_r2: Option<f64>,
+    /// The estimates minus the estimator's own estimand, player by player.
+    errors: Vec<f64>,
 }
 
 fn rmse(a: &[f64], b: &[f64]) -> f64 {
@@ -181,6 +184,12 @@ fn main() -> Result<()> {
                     misses95: estimates.misses95(own),
                     misses95_normal: estimates.misses95_with(own, |_| 1.96),
                     surrogate_r2,
+                    errors: estimates
+                        .values
+                        .iter()
+                        .zip(own)
+                        .map(|(e, t)| e - t)
+                        .collect(),
                 });
             }
         }
@@ -294,6 +303,21 @@ fn main() -> Result<()> {
         players.blocks(),
         |r| r.misses95_normal.as_ref(),
     );
+    let top = (0..shapley.values.len())
+        .max_by(|&a, &b| shapley.values[a].abs().total_cmp(&shapley.values[b].abs()))
+        .unwrap_or(0);
+    summary += &bias_table(
+        &format!(
+            "Mean error over the seeds (bias) of the block with the largest exact Shapley value \
+             (b{}), and the largest |mean error| over the blocks (against the own estimand)",
+            players.blocks()[top]
+        ),
+        &names,
+        &rows,
+        &args.budgets,
+        players.blocks(),
+        top,
+    );
     summary += &per_run_mean_table(
         "Mean held-out R² of the surrogate (regression-adjusted estimators)",
         &names,
@@ -339,6 +363,37 @@ fn per_block_miss_table(
             blocks[best]
         )
     })
+}
+
+/// The mean error over the runs of block `top`, and the largest |mean error| over the blocks:
+/// a bias the seeds do not average out (the noise of such a mean is the block's sd / √runs).
+fn bias_table(
+    title: &str,
+    names: &[&str],
+    rows: &[Row],
+    budgets: &[usize],
+    blocks: &[usize],
+    top: usize,
+) -> String {
+    estimator_budget_table(
+        title,
+        names,
+        rows,
+        budgets,
+        |r| Some(&r.errors),
+        |runs| {
+            let mean = |p: usize| runs.iter().map(|e| e[p]).sum::<f64>() / runs.len() as f64;
+            let worst = (0..blocks.len())
+                .max_by(|&a, &b| mean(a).abs().total_cmp(&mean(b).abs()))
+                .unwrap_or(0);
+            format!(
+                " {:+.4} (max {:.4} b{}) |",
+                mean(top),
+                mean(worst).abs(),
+                blocks[worst]
+            )
+        },
+    )
 }
 
 /// A table's title and head: an estimator a row, a budget a column.
