@@ -88,6 +88,11 @@ dropped_setting = $(if $(and $(filter command line,$(origin $(1))),$(filter-out 
   $(error $(1)=$($(1)) would be ignored: EVALUATE_FLAGS, given whole, replaces it (the stages would take $(2) $(call evaluate_flag,$(2),$(3))); give $(2) $($(1)) in EVALUATE_FLAGS))
 $(call dropped_setting,DEVICE,--device,cpu)
 $(call dropped_setting,THREADS,--threads,0)
+# The evaluation rules give --overwrite themselves (evaluate_checkpointed: their checkpoint is
+# replaced when it is not this run's); given again, evaluate refused it as a flag given twice.
+ifneq ($(filter --overwrite,$(EVALUATE_FLAGS)),)
+$(error EVALUATE_FLAGS holds --overwrite, which the pipeline's evaluate runs are given already (a checkpoint of another model, token table or device is replaced, one of this run resumed): leave it out)
+endif
 endif
 endif
 
@@ -250,10 +255,16 @@ stamp_previous = $(call stamp_folder,$(1))/.previous/$(notdir $(1))
 # nothing has been made since it was replaced: every file newer than it was made with its
 # settings. A new value that is the previous one's takes it back (no ON_CHANGE: what it would
 # drop was made with the previous settings, or is gone); any other is written as before.
+# The names of what a stamp's folder holds besides what was made with the stamp's settings, as
+# `find` tests: the stamps' own folders, and what a rule writes before its stage runs or leaves
+# when it fails (an evaluation's masks' sha256 and --mask file, a stage's lock file), which
+# said that something was made when nothing was.
+STAMP_UNMADE_NAMES := -name .settings -o -name .checked -o -name .previous -o -name '*.masks-sha256' \
+  -o -name '*.parquet.masks' -o -name '.*.lock'
 define stamp_keep_previous
 elif [ -e $(1) ]; then \
-	  if [ ! -e $(call stamp_previous,$(1)) ] || [ -n "$$$$(find $(call stamp_folder,$(1)) \( -name .settings -o -name .checked \
-	    -o -name .previous \) -prune -o -type f -newer $(1) -print -quit)" ]; then \
+	  if [ ! -e $(call stamp_previous,$(1)) ] || [ -n "$$$$(find $(call stamp_folder,$(1)) \( $(STAMP_UNMADE_NAMES) \) -prune \
+	    -o -type f -newer $(1) -print -quit)" ]; then \
 	    mkdir -p $(dir $(call stamp_previous,$(1))) && cp -p $(1) $(call stamp_previous,$(1)) || { rm -f $$$$new; exit 1; }; fi; \
 	  if cmp -s $$$$new $(call stamp_previous,$(1)); then rm -f $$$$new; mv -f $(call stamp_previous,$(1)) $(1); \
 	  else $(2) mv -f $$$$new $(1); fi; \
@@ -300,8 +311,12 @@ checkpoint_masks = $(1:.parquet=.partial.masks-sha256)
 # $(call keep_checkpoint_of,TABLE,MASKS): the checkpoint removed unless it was started for the
 # masks of the file MASKS (a mask table, or the file of --mask flags a rule wrote); none given:
 # the table is of one mask (a model's held-out NLL), and evaluate alone decides.
+# A checkpoint from before the side file (2026-12-07) is kept while it is newer than MASKS, as the
+# rule was then.
 keep_checkpoint_of = $(if $(2),masks=$$(sha256sum < $(2) | cut -d' ' -f1) && \
-  { [ "$$(cat $(call checkpoint_masks,$(1)) 2>/dev/null)" = "$$masks" ] || rm -f $(call checkpoint,$(1)); } && \
+  { [ "$$(cat $(call checkpoint_masks,$(1)) 2>/dev/null)" = "$$masks" ] \
+    || { [ ! -e $(call checkpoint_masks,$(1)) ] && [ -n "$$(find $(call checkpoint,$(1)) -newer $(2) -print 2>/dev/null)" ]; } \
+    || rm -f $(call checkpoint,$(1)); } && \
   printf '%s\n' "$$masks" > $(call checkpoint_masks,$(1)),:)
 # $(call evaluate_checkpointed,ARGS[,MASKS]): the recipe of a rule whose target is an evaluation
 # table: `evaluate ARGS` into the checkpoint (one of other masks dropped first: MASKS, the file

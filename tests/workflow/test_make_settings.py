@@ -131,7 +131,7 @@ def test_calibration_tokens_made_again_alike_keep_the_cache_of_llm_evaluations(m
 
 def test_a_change_of_device_remeasures_and_an_unmet_cuda_request_fails(make, tmp_path):
     run = tmp_path / "run"
-    targets = [str(run / "plans" / "sleb.parquet"), str(run / "full-eval.parquet")]
+    targets = [str(run / "plans" / "sleb.parquet"), str(run / "full-eval.parquet"), str(run / "evaluations.parquet")]
     status, output, ran = make(*targets)
     assert status == 0, output
     assert (run / "plans" / "evaluations-calib.parquet").exists()
@@ -767,6 +767,9 @@ def test_an_evaluation_stopped_with_part_of_its_masks_is_resumed(make, tmp_path)
     assert not table.exists()
     checkpoint = run / "evaluations.partial.parquet"
     assert pq.read_metadata(checkpoint).num_rows == 5
+    # A checkpoint from before the masks' sha256 was kept beside it is resumed while it is newer
+    # than the masks, as the rule was then.
+    (run / "evaluations.partial.masks-sha256").unlink()
     # What the checkpoint holds decides, not its time: a CUDA request that failed, then the CPU
     # again, and the tokens made again unchanged (another SEED, then this one), keep its rows
     # (until 2026-12-07 each removed it, as older than the device stamp or the tokens).
