@@ -21,6 +21,16 @@ pub enum StrataSpec {
     PublishedDefault,
 }
 
+/// A stratum as a user writes it (`sample-masks --strata`, `shapley --strata`): a number of
+/// removed players, 0 or more (0: the full model). Whether the game has that many players is
+/// checked against the game ([`resolve_strata`]). The error reads as a flag's (a clap
+/// `value_parser`): one wording for the stages that take strata.
+pub fn parse_stratum(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("{text:?} is not a stratum: a number of removed blocks, 0 or more"))
+}
+
 /// Half-width of the strata around a target ratio: one stratum per 32 players on each side,
 /// at least one (so 32 players and a ratio of 0.35 give strata 10, 11, 12).
 pub fn ratio_spread(players: usize) -> usize {
@@ -116,6 +126,19 @@ mod tests {
                 resolve_strata(&StrataSpec::Ratios(vec![0.2, ratio]), 10),
                 Err(SamplingError::BadRatio { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn a_stratum_is_a_count_of_removed_blocks() {
+        assert_eq!(parse_stratum("0"), Ok(0));
+        assert_eq!(parse_stratum(" 5 "), Ok(5));
+        for text in ["-1", "2.5", "", "two"] {
+            let message = parse_stratum(text).unwrap_err();
+            assert_eq!(
+                message,
+                format!("{text:?} is not a stratum: a number of removed blocks, 0 or more")
+            );
         }
     }
 

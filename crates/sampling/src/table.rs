@@ -1,6 +1,7 @@
 //! The `sample-masks` run as files: the Neyman pilot read from an evaluation table, the mask
-//! table appended to read and checked (same model size, same fixed blocks; its masks are not
-//! drawn again), the masks drawn ([`sample`]) and the mask table made. The caller writes it.
+//! table appended to read and checked (same model size, same fixed blocks, the same model where
+//! both it and the request name one; its masks are not drawn again), the masks drawn
+//! ([`sample`]) and the mask table made. The caller writes it.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +9,13 @@ use anyhow::{bail, Context, Result};
 use layerprune_core::{sha256_hex, Mask, Players};
 use layerprune_tables::input_role;
 use layerprune_tables::{
-    read_complete_evaluations, read_masks, Incomplete, MaskRow, MaskTable, Provenance,
+    read_complete_evaluations, read_masks, read_provenance, Incomplete, MaskRow, MaskTable,
+    Provenance, TableErrorKind,
 };
 
 use crate::{
-    pilot_from_values, sample, Allocation, Existing, SampleOutcome, SamplingPlan, StrataSpec,
-    StratifiedDesign,
+    pilot_from_values, sample, Allocation, Existing, SampleOutcome, SamplingError, SamplingPlan,
+    StrataSpec, StratifiedDesign,
 };
 
 /// How the stratified masks are shared by the strata.
@@ -46,6 +48,13 @@ pub struct MaskRequest {
     /// A mask table to add to (its rows first, its masks not drawn again).
     pub append_to: Option<PathBuf>,
     pub seed: u64,
+    /// The id of the model the masks are drawn for (`--model`: its manifest's sha256, the id
+    /// its evaluation tables record), recorded in the table's provenance; `None` where only a
+    /// block count was given. A pilot measured on another model, or a table appended to that
+    /// was drawn for another, is refused unless `allow_mixed_inputs`.
+    pub model_id: Option<String>,
+    /// Use a pilot or a table appended to of another model than `model_id`, with a warning.
+    pub allow_mixed_inputs: bool,
 }
 
 /// The mask table to write, what was drawn, and its provenance (with the pilot's and the
@@ -65,6 +74,41 @@ fn file_id(path: &Path) -> Result<String> {
     Ok(sha256_hex(&bytes))
 }
 
+/// Files computed for different games (models), described by `message`: an error, or with
+/// `--allow-mixed-inputs` (`allowed`) a warning. The one rule for every stage that reads several
+/// such files: `sample-masks` here, `shapley` and `apply-prune` through
+/// `layerprune_shapley::inputs` (this crate is the lowest of them).
+pub fn mixed_inputs(message: String, allowed: bool) -> Result<()> {
+    if !allowed {
+        bail!("{message}; give --allow-mixed-inputs to use them together");
+    }
+    tracing::warn!("{message}; used anyway (--allow-mixed-inputs)");
+    Ok(())
+}
+
+/// The model a mask table records it was drawn for (its provenance's `model`), if any: a
+/// table drawn for a block count, or written without provenance, records none.
+fn recorded_model(path: &Path) -> Result<Option<String>> {
+    match read_provenance(path) {
+        Ok(provenance) => Ok(provenance.inputs.get(input_role::MODEL).cloned()),
+        Err(error) if error.kind == TableErrorKind::Missing => Ok(None),
+        Err(error) => {
+            Err(error).with_context(|| format!("reading the provenance of {}", path.display()))
+        }
+    }
+}
+
+/// Whether a sampling error is about the pilot's values (and so is told with its file).
+fn is_about_the_pilot(error: &SamplingError) -> bool {
+    matches!(
+        error,
+        SamplingError::PilotWrongBlockCount { .. }
+            | SamplingError::PilotMissingStratum { .. }
+            | SamplingError::PilotTooFew { .. }
+            | SamplingError::PilotBadStdDev { .. }
+    )
+}
+
 /// Draws the masks of `request` over `players` and makes the mask table.
 pub fn sample_mask_table(
     players: &Players,
@@ -72,6 +116,10 @@ pub fn sample_mask_table(
     mut provenance: Provenance,
 ) -> Result<SampledMasks> {
     let num_blocks = players.num_blocks();
+    if let Some(id) = &request.model_id {
+        // The model the masks were drawn for, by the id its evaluation tables record.
+        provenance = provenance.with_input(input_role::MODEL, id);
+    }
     let allocation = match &request.allocation {
         AllocationSource::Neyman { pilot, incomplete } => {
             let table = read_complete_evaluations(pilot, *incomplete)
@@ -82,6 +130,22 @@ pub fn sample_mask_table(
                     pilot.display(),
                     table.num_blocks
                 );
+            }
+            // Its spreads are of another model's strata: with the same blocks, the allocation
+            // is still unbiased but no longer Neyman's, and the table would say otherwise.
+            if let Some(id) = request
+                .model_id
+                .as_ref()
+                .filter(|id| !table.model_id.is_empty() && table.model_id != **id)
+            {
+                mixed_inputs(
+                    format!(
+                        "pilot table {} was measured on another model ({}) than --model ({id})",
+                        pilot.display(),
+                        table.model_id
+                    ),
+                    request.allow_mixed_inputs,
+                )?;
             }
             // A block the pilot's game fixed is a player here: its masks never removed it, so
             // its strata are another game's (its masks of k removed are not a sample of this
@@ -146,6 +210,22 @@ pub fn sample_mask_table(
                     players.fixed_blocks()
                 );
             }
+            // The table keeps the model it was drawn for; masks drawn for another are
+            // another game's.
+            match (recorded_model(path)?, &request.model_id) {
+                (Some(recorded), Some(id)) if recorded != *id => mixed_inputs(
+                    format!(
+                        "cannot append to {}: its masks were drawn for another model ({recorded}) \
+                         than --model ({id})",
+                        path.display()
+                    ),
+                    request.allow_mixed_inputs,
+                )?,
+                (Some(recorded), None) => {
+                    provenance = provenance.with_input(input_role::MODEL, &recorded);
+                }
+                _ => {}
+            }
             provenance = provenance.with_input(input_role::APPENDED, &file_id(path)?);
             table.rows
         }
@@ -160,7 +240,13 @@ pub fn sample_mask_table(
             max_group_id: existing.iter().filter_map(|row| row.group_id).max(),
         },
         request.seed,
-    )?;
+    )
+    .map_err(|error| match &request.allocation {
+        AllocationSource::Neyman { pilot, .. } if is_about_the_pilot(&error) => {
+            anyhow::Error::from(error).context(format!("pilot table {}", pilot.display()))
+        }
+        _ => anyhow::Error::from(error),
+    })?;
 
     let new_rows = outcome.rows.len();
     let mut rows = existing;
@@ -198,7 +284,56 @@ mod tests {
             permutation_chains: None,
             append_to,
             seed: 3,
+            model_id: None,
+            allow_mixed_inputs: false,
         }
+    }
+
+    /// A complete pilot of model `model_id` over 8 blocks, whose game fixes `fixed` (the first
+    /// blocks): every removal of one or two of the others, of utility `utility(a, b)` with
+    /// blocks `a` and `b` removed (`a == b` for one).
+    fn write_pilot(
+        path: &Path,
+        model_id: &str,
+        fixed: &[usize],
+        utility: impl Fn(usize, usize) -> f64,
+    ) {
+        let first = fixed.len();
+        let mut table = EvaluationTable::new(8, model_id, "d");
+        table.complete = true;
+        table.fixed_blocks = fixed.to_vec();
+        table.rows = (first..8)
+            .flat_map(|a| (a + 1..8).map(move |b| (a, b)))
+            .chain((first..8).map(|a| (a, a)))
+            .map(|(a, b)| {
+                let mask = Mask::from_removed(8, &[a, b]).unwrap();
+                let nll = 2.0 + (a * b) as f64 / 10.0;
+                layerprune_tables::EvaluationRow {
+                    mask,
+                    nll,
+                    ppl: nll.exp(),
+                    utility: utility(a, b),
+                    tokens_scored: 10,
+                    seconds: 0.1,
+                    window_nlls: None,
+                }
+            })
+            .collect();
+        write_evaluations(path, &table, &provenance()).unwrap();
+    }
+
+    fn neyman(pilot: &Path) -> MaskRequest {
+        let mut neyman = request(6, None);
+        neyman.complement_pairs = false;
+        neyman.allocation = AllocationSource::Neyman {
+            pilot: pilot.to_path_buf(),
+            incomplete: Incomplete::Refuse,
+        };
+        neyman
+    }
+
+    fn drawn(sampled: &SampledMasks) -> usize {
+        sampled.outcome.strata.iter().map(|s| s.drawn).sum()
     }
 
     fn provenance() -> Provenance {
@@ -247,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pilot_of_another_model_is_refused() {
+    fn a_pilot_of_another_block_count_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let pilot = dir.path().join("pilot.parquet");
         let mut table = EvaluationTable::new(6, "m", "d");
@@ -269,6 +404,127 @@ mod tests {
         );
     }
 
+    /// A pilot measured on another model of the same block count: its spreads are not this
+    /// model's, and the table would record them as if they were.
+    #[test]
+    fn a_pilot_of_another_model_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pilot = dir.path().join("pilot.parquet");
+        write_pilot(&pilot, "model-a", &[], |a, b| 1.0 / (1 + a * b) as f64);
+        let players = Players::new(8, &[]).unwrap();
+        let mut other = neyman(&pilot);
+        other.model_id = Some("model-b".into());
+        let message = sample_mask_table(&players, &other, provenance())
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            message,
+            format!(
+                "pilot table {} was measured on another model (model-a) than --model (model-b); \
+                 give --allow-mixed-inputs to use them together",
+                pilot.display()
+            )
+        );
+        // Allowed, it is used (with a warning) and the table records the --model.
+        other.allow_mixed_inputs = true;
+        let sampled = sample_mask_table(&players, &other, provenance()).unwrap();
+        assert_eq!(drawn(&sampled), 6);
+        assert_eq!(sampled.provenance.inputs["model"], "model-b");
+        // The pilot's own model, or no --model to compare with, takes it.
+        for model_id in [Some("model-a".to_string()), None] {
+            let mut same = neyman(&pilot);
+            same.model_id = model_id.clone();
+            let sampled = sample_mask_table(&players, &same, provenance()).unwrap();
+            assert_eq!(drawn(&sampled), 6, "{model_id:?}");
+            assert_eq!(sampled.provenance.inputs.get("model"), model_id.as_ref());
+        }
+    }
+
+    /// An error about the pilot's values names the pilot: here a stratum's spread overflows.
+    #[test]
+    fn a_pilot_whose_spread_overflows_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pilot = dir.path().join("pilot.parquet");
+        write_pilot(
+            &pilot,
+            "m",
+            &[],
+            |a, b| {
+                if (a, b) == (0, 1) {
+                    1e200
+                } else {
+                    1.0
+                }
+            },
+        );
+        let error = sample_mask_table(
+            &Players::new(8, &[]).unwrap(),
+            &neyman(&pilot),
+            provenance(),
+        )
+        .err()
+        .unwrap();
+        let message = format!("{error:#}");
+        assert!(
+            message.starts_with(&format!("pilot table {}: ", pilot.display()))
+                && message.contains("the pilot standard deviation inf of stratum 2"),
+            "{message}"
+        );
+    }
+
+    /// A table appended to keeps the model it was drawn for, and takes no masks of another.
+    #[test]
+    fn an_appended_table_keeps_its_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let players = Players::new(8, &[]).unwrap();
+        let path = dir.path().join("masks.parquet");
+        let mut drawn_for_a = request(4, None);
+        drawn_for_a.model_id = Some("model-a".into());
+        let first = sample_mask_table(&players, &drawn_for_a, provenance()).unwrap();
+        assert_eq!(first.provenance.inputs["model"], "model-a");
+        write_masks(&path, &first.table, &first.provenance).unwrap();
+
+        // A block count only: the table's model is kept.
+        let mut more = request(4, Some(path.clone()));
+        more.seed = 4;
+        let second = sample_mask_table(&players, &more, provenance()).unwrap();
+        assert_eq!(second.provenance.inputs["model"], "model-a");
+        assert!(second.provenance.inputs.contains_key("appended"));
+        // The same model: kept.
+        more.model_id = Some("model-a".into());
+        let same = sample_mask_table(&players, &more, provenance()).unwrap();
+        assert_eq!(same.provenance.inputs["model"], "model-a");
+        // Another model: refused, naming both and the table.
+        more.model_id = Some("model-b".into());
+        let message = sample_mask_table(&players, &more, provenance())
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            message,
+            format!(
+                "cannot append to {}: its masks were drawn for another model (model-a) than \
+                 --model (model-b); give --allow-mixed-inputs to use them together",
+                path.display()
+            )
+        );
+        more.allow_mixed_inputs = true;
+        let mixed = sample_mask_table(&players, &more, provenance()).unwrap();
+        assert_eq!(mixed.provenance.inputs["model"], "model-b");
+        assert!(mixed.new_rows > 0);
+
+        // A table drawn for a block count records no model; the --model appending to it is
+        // recorded.
+        let plain = dir.path().join("plain.parquet");
+        let counted = sample_mask_table(&players, &request(4, None), provenance()).unwrap();
+        write_masks(&plain, &counted.table, &counted.provenance).unwrap();
+        let mut onto_plain = request(4, Some(plain));
+        onto_plain.model_id = Some("model-b".into());
+        let appended = sample_mask_table(&players, &onto_plain, provenance()).unwrap();
+        assert_eq!(appended.provenance.inputs["model"], "model-b");
+    }
+
     /// A pilot whose game fixed a block that is a player here never removed it: its strata are
     /// another game's (their spreads were used as this game's). One fixing fewer blocks is
     /// fine: its masks removing a block fixed here are left out.
@@ -276,33 +532,11 @@ mod tests {
     fn a_pilot_of_a_game_that_fixed_one_of_the_players_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let pilot = dir.path().join("pilot.parquet");
-        let mut table = EvaluationTable::new(8, "m", "d");
-        table.complete = true;
-        table.fixed_blocks = vec![0];
-        table.rows = (1..8)
-            .flat_map(|a| (a + 1..8).map(move |b| (a, b)))
-            .chain((1..8).map(|a| (a, a)))
-            .map(|(a, b)| {
-                let mask = Mask::from_removed(8, &[a, b]).unwrap();
-                let nll = 2.0 + (a * b) as f64 / 10.0;
-                layerprune_tables::EvaluationRow {
-                    mask,
-                    nll,
-                    ppl: nll.exp(),
-                    utility: 2f64.exp() / nll.exp(),
-                    tokens_scored: 10,
-                    seconds: 0.1,
-                    window_nlls: None,
-                }
-            })
-            .collect();
-        write_evaluations(&pilot, &table, &provenance()).unwrap();
-        let mut neyman = request(6, None);
-        neyman.complement_pairs = false;
-        neyman.allocation = AllocationSource::Neyman {
-            pilot: pilot.clone(),
-            incomplete: Incomplete::Refuse,
-        };
+        write_pilot(&pilot, "m", &[0], |a, b| {
+            let nll = 2.0 + (a * b) as f64 / 10.0;
+            2f64.exp() / nll.exp()
+        });
+        let neyman = neyman(&pilot);
         let message = sample_mask_table(&Players::new(8, &[]).unwrap(), &neyman, provenance())
             .err()
             .unwrap()
@@ -315,8 +549,7 @@ mod tests {
         for fixed in [vec![0], vec![0, 7]] {
             let players = Players::new(8, &fixed).unwrap();
             let sampled = sample_mask_table(&players, &neyman, provenance()).unwrap();
-            let drawn: usize = sampled.outcome.strata.iter().map(|s| s.drawn).sum();
-            assert_eq!(drawn, 6, "{fixed:?}");
+            assert_eq!(drawn(&sampled), 6, "{fixed:?}");
         }
     }
 }

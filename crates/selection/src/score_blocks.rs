@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use layerprune_core::PlayersError;
 use layerprune_tables::{
     read_block_stats, read_complete_evaluations, BlockStatsTable, EvaluationTable, Incomplete,
     ScoreRow, ScoreTable,
@@ -131,9 +132,11 @@ impl BaselineFiles {
         fixed.sort_unstable();
         fixed.dedup();
         if let Some(&block) = fixed.iter().find(|&&b| b >= num_blocks) {
+            // The words every stage gives a fixed block out of range ("a model of 6 blocks has
+            // blocks 0 to 5"), with the flag that gave it.
             bail!(
-                "--fixed {block} is not a block of this {num_blocks}-block model (blocks \
-                 0..{num_blocks})"
+                "--fixed: {}",
+                PlayersError::OutOfRange { block, num_blocks }
             );
         }
         if fixed.len() == num_blocks {
@@ -242,5 +245,36 @@ impl BaselineFiles {
             "no input says how many blocks the model has; give --block-stats, --evaluations or \
              --num-blocks"
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed block out of range is said as sample-masks says it: the blocks the model has,
+    /// by their first and last number.
+    #[test]
+    fn a_fixed_block_out_of_range_names_the_last_block() {
+        let files = BaselineFiles {
+            num_blocks: Some(6),
+            fixed: vec![0, 9],
+            ..BaselineFiles::default()
+        };
+        let message = files
+            .score(&[BaselineEstimator::Random])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "--fixed: fixed block 9 is out of range: a model of 6 blocks has blocks 0 to 5"
+        );
+        let within = BaselineFiles {
+            fixed: vec![0, 5],
+            ..files
+        };
+        let table = within.score(&[BaselineEstimator::Random]).unwrap();
+        assert_eq!(table.fixed_blocks, vec![0, 5]);
+        assert_eq!(table.rows.len(), 4);
     }
 }

@@ -51,18 +51,13 @@ pub struct ScoreInputs {
     pub game_ids: (String, String),
     /// The evaluation table's path, for the errors about its values.
     pub evaluations_file: Option<PathBuf>,
+    /// The mask table's path, for the errors about the masks its design reads.
+    pub masks_file: Option<PathBuf>,
 }
 
-/// Files computed for different games, described by `message`: an error, or with
-/// `--allow-mixed-inputs` (`allowed`) a warning. The one rule for every stage that reads
-/// several such files (`shapley`, and `apply-prune` through `layerprune-selection`).
-pub fn mixed_inputs(message: String, allowed: bool) -> Result<()> {
-    if !allowed {
-        bail!("{message}; give --allow-mixed-inputs to use them together");
-    }
-    tracing::warn!("{message}; used anyway (--allow-mixed-inputs)");
-    Ok(())
-}
+/// Files computed for different games: refused, or with `--allow-mixed-inputs` a warning (the
+/// rule of every stage, `sample-masks`' included, kept in `layerprune-sampling`).
+pub use layerprune_sampling::table::mixed_inputs;
 
 fn shown(path: &Option<PathBuf>) -> std::path::Display<'_> {
     path.as_deref().unwrap_or(Path::new("")).display()
@@ -236,6 +231,7 @@ impl ScoreFiles {
             design,
             game_ids,
             evaluations_file: self.evaluations.clone(),
+            masks_file: self.masks.clone(),
         })
     }
 
@@ -298,12 +294,38 @@ impl ScoreInputs {
         let mut all = Vec::new();
         for (done, &which) in estimators.iter().enumerate() {
             let start = std::time::Instant::now();
+            let reads_table = which.needs() != crate::Needs::Surrogate;
+            if let (true, Some([]), Some(path)) =
+                (reads_table, inputs.evaluations, &self.evaluations_file)
+            {
+                // Else said as a stratum, a chain or a pair it lacks ("none keeps 0 of the 6
+                // players"), as if the table held other rows.
+                bail!(
+                    "{}: the evaluation table has no rows; {which} estimates from the evaluated \
+                     masks",
+                    path.display()
+                );
+            }
             let estimated =
                 estimate(which, &mut inputs, &self.players, options).map_err(|error| {
-                    match (&error, &self.evaluations_file) {
+                    match (&error, &self.evaluations_file, &self.masks_file) {
                         // The value is the evaluation table's: named with the file.
-                        (crate::ShapleyError::NotFinite { .. }, Some(path)) => {
+                        (crate::ShapleyError::NotFinite { .. }, Some(path), _) => {
                             anyhow::anyhow!("{}: {error}", path.display())
+                        }
+                        // The recorded game is the evaluation table, asked for the masks of
+                        // the design the mask table records: a mask it lacks is named with
+                        // both files (a mask table other than the one evaluated?).
+                        (crate::ShapleyError::Game(_), Some(evaluations), masks) if reads_table => {
+                            match masks {
+                                Some(masks) => anyhow::anyhow!(
+                                    "{} does not hold every mask that the design of {} reads \
+                                     (evaluations of another mask table?): {error}",
+                                    evaluations.display(),
+                                    masks.display()
+                                ),
+                                None => anyhow::anyhow!("{}: {error}", evaluations.display()),
+                            }
                         }
                         _ => error.into(),
                     }

@@ -2,6 +2,7 @@
 //! the game value it predicts (with the value's sign and units spelled out), followed by the
 //! model's parameters.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -35,6 +36,12 @@ pub struct SavedSurrogate {
     /// ids); empty when unknown, so a surrogate is not used with another model's files.
     pub model_id: String,
     pub dataset_id: String,
+    /// The files the surrogate was fitted from, role -> id, as a table's `layerprune.inputs`
+    /// (`fit-surrogate` writes the same object into its metrics table): `evaluations`, the
+    /// sha256 of the evaluation table's bytes, so that two fits on different mask tables of
+    /// one model and token table are told apart; and the `model` and `dataset` ids. Empty in
+    /// files written before it was recorded (2026-12-07), which are read.
+    pub inputs: BTreeMap<String, String>,
     /// `kind` and `parameters`.
     #[serde(flatten)]
     pub surrogate: FittedSurrogate,
@@ -110,6 +117,8 @@ struct FileIn<'a> {
     model_id: String,
     #[serde(default)]
     dataset_id: String,
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
     kind: String,
     #[serde(borrow)]
     parameters: &'a serde_json::value::RawValue,
@@ -156,6 +165,7 @@ impl SavedSurrogate {
             fixed_blocks: Vec::new(),
             model_id: String::new(),
             dataset_id: String::new(),
+            inputs: BTreeMap::new(),
             surrogate,
         }
     }
@@ -171,6 +181,12 @@ impl SavedSurrogate {
         self.fixed_blocks = fixed_blocks.to_vec();
         self.model_id = model_id.to_string();
         self.dataset_id = dataset_id.to_string();
+        self
+    }
+
+    /// Records the files the surrogate was fitted from, role -> id ([`SavedSurrogate::inputs`]).
+    pub fn with_inputs(mut self, inputs: BTreeMap<String, String>) -> Self {
+        self.inputs = inputs;
         self
     }
 
@@ -246,6 +262,7 @@ impl SavedSurrogate {
             fixed_blocks,
             model_id,
             dataset_id,
+            inputs,
             ..
         } = file;
         let saved = SavedSurrogate {
@@ -259,6 +276,7 @@ impl SavedSurrogate {
             fixed_blocks,
             model_id,
             dataset_id,
+            inputs,
             surrogate,
         };
         if saved.surrogate.num_players() != num_players {

@@ -3,13 +3,14 @@
 //! asked for cross-validated, one kind fitted on all rows ([`SurrogateFit::run`]), and the two
 //! outputs written in the order that lets a killed run be redone ([`FittedSurrogates::write`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::{GameValue, Mask};
+use layerprune_core::{sibling_name, GameValue, KeptAside, Mask, PutBack, SiblingInUse};
 use layerprune_tables::{
-    read_complete_evaluations, write_surrogate_metrics, EvaluationTable, Incomplete, Provenance,
-    SurrogateMetricRow, SurrogateMetricsTable,
+    input_role, read_complete_evaluations, write_surrogate_metrics, EvaluationTable, Incomplete,
+    Provenance, SurrogateMetricRow, SurrogateMetricsTable,
 };
 
 use crate::{
@@ -114,7 +115,16 @@ pub struct FittedSurrogates {
     pub rows: usize,
     pub model_id: String,
     pub dataset_id: String,
+    /// The inputs the fit read, role -> id, recorded by both outputs: the `model` and
+    /// `dataset` ids of the evaluation table and, as `evaluations`, the sha256 of its bytes
+    /// (`shapley`'s name and id for the same file), which tells apart fits on different mask
+    /// tables of one model and token table.
+    pub inputs: BTreeMap<String, String>,
 }
+
+/// The provenance role of the evaluation table a fit read, by the sha256 of its bytes: the
+/// role `shapley` records the same file under.
+pub const EVALUATIONS_ROLE: &str = "evaluations";
 
 impl SurrogateFit {
     /// Refuses settings that ask for nothing or contradict each other, before any input is
@@ -148,6 +158,14 @@ impl SurrogateFit {
         Ok(())
     }
 
+    /// Whether the run draws anything at random, and so reads `options.seed`: the folds of a
+    /// cross-validation, and the fit on all rows of an mlp (its initialisation and shuffling) or
+    /// a forest (its bootstraps). A quadratic surrogate's ridge fit draws nothing.
+    pub fn reads_seed(&self) -> bool {
+        let saved = self.keep.or_else(|| self.kinds.first().copied());
+        self.folds > 0 || (self.save && saved.is_some_and(|kind| kind != SurrogateKind::Quadratic))
+    }
+
     /// Reads the table, cross-validates every kind (each once), hands the metrics to
     /// `on_metrics` (to be shown before the longer fit on all rows, and even if it fails), and
     /// fits the kept kind on all rows. Nothing is written: a failed fit replaces no file.
@@ -160,6 +178,16 @@ impl SurrogateFit {
         let table = read_complete_evaluations(path, self.incomplete)
             .with_context(|| format!("reading evaluations {}", path.display()))?;
         let rows = TrainingRows::of_table(&table, self.value, path)?;
+        let bytes = layerprune_core::read_input(path)
+            .with_context(|| format!("reading evaluations {}", path.display()))?;
+        let inputs: BTreeMap<String, String> = [
+            (input_role::MODEL, table.model_id.clone()),
+            (input_role::DATASET, table.dataset_id.clone()),
+            (EVALUATIONS_ROLE, layerprune_core::sha256_hex(&bytes)),
+        ]
+        .into_iter()
+        .map(|(role, id)| (role.to_string(), id))
+        .collect();
         if rows.dropped > 0 {
             tracing::warn!(
                 "dropped {} of {} rows of {} whose {} is NaN or infinite",
@@ -215,7 +243,8 @@ impl SurrogateFit {
             })?;
             let saved = SavedSurrogate::new(model, self.value.name(), self.value.description())
                 .with_fitted_on_evaluations(rows.masks.len() as u64)
-                .with_game(&table.fixed_blocks, &table.model_id, &table.dataset_id);
+                .with_game(&table.fixed_blocks, &table.model_id, &table.dataset_id)
+                .with_inputs(inputs.clone());
             Some((kind, saved))
         } else {
             None
@@ -226,40 +255,72 @@ impl SurrogateFit {
             rows: rows.masks.len(),
             model_id: table.model_id,
             dataset_id: table.dataset_id,
+            inputs,
         })
     }
 }
 
 impl FittedSurrogates {
-    /// Writes the metrics table to `metrics` and the surrogate to `out` (each where given).
-    /// The order is what makes a killed run safe to redo: an earlier surrogate is removed
-    /// first, then the metrics are written, then the surrogate, so that Make, which tracks the
-    /// surrogate file, sees a run stopped between the writes as not done and writes both
-    /// again, and no surrogate ever sits beside metrics of another fit. (With the surrogate
-    /// alone, its atomic save leaves the old file as it was if it fails.)
+    /// The provenance of the outputs: `base` with the inputs the fit read, as the surrogate
+    /// file records them too ([`SavedSurrogate::inputs`]).
+    pub fn provenance(&self, base: Provenance) -> Provenance {
+        self.inputs.iter().fold(base, |provenance, (role, id)| {
+            provenance.with_input(role, id)
+        })
+    }
+
+    /// Writes the metrics table to `metrics` and the surrogate to `out` (each where given), so
+    /// that a run that fails, or is killed, leaves the earlier pair as it was (at worst without
+    /// its surrogate), never a surrogate beside metrics of another fit. With both:
+    /// 1. each is written in full and flushed to disk under a temporary name beside its target
+    ///    ([`Staged`]). This is the long part, and where a full disk, a quota or a file size
+    ///    limit fails: a failure here leaves both earlier files untouched.
+    /// 2. The metrics are renamed onto theirs, then the surrogate onto its own. This order
+    ///    because Make and Snakemake track the surrogate: until its rename the surrogate is
+    ///    the one the workflow judged out of date (or none), so a run stopped between the two
+    ///    renames is still not done and is redone, and a new surrogate never sits beside the
+    ///    earlier metrics.
+    /// 3. A rename of the surrogate that fails after the metrics' (its folder changed under the
+    ///    run) would leave the new metrics beside the earlier surrogate; the earlier metrics,
+    ///    kept aside (a hard link) before their rename, are then put back, so the earlier pair
+    ///    is as it was. Should even that fail, the earlier surrogate is removed: a missing
+    ///    surrogate is redone by the workflow, a mismatched pair would not be. The error says
+    ///    which happened.
+    ///
+    /// With one output alone, its atomic write leaves the earlier file as it was on failure.
     pub fn write(
         &self,
         metrics: Option<&Path>,
         out: Option<&Path>,
         provenance: &Provenance,
     ) -> Result<()> {
+        let table = SurrogateMetricsTable {
+            rows: self.metric_rows.clone(),
+        };
+        let write_metrics = |path: &Path| -> Result<()> {
+            write_surrogate_metrics(path, &table, provenance)?;
+            Ok(())
+        };
         let surrogate = out.zip(self.saved.as_ref());
-        if let (Some((path, _)), Some(_)) = (surrogate, metrics) {
-            layerprune_core::remove_file_if_there(path)
-                .with_context(|| format!("removing the earlier surrogate {}", path.display()))?;
+        match (metrics, surrogate) {
+            (Some(metrics), Some((out, (kind, saved)))) => {
+                let new_metrics = Staged::write(metrics, write_metrics)
+                    .with_context(|| format!("writing metrics {}", metrics.display()))?;
+                let new_surrogate = Staged::write(out, |path| Ok(saved.save(path)?))
+                    .with_context(|| format!("saving the {kind} surrogate to {}", out.display()))?;
+                install_pair(new_metrics, new_surrogate)?;
+            }
+            (Some(metrics), None) => write_metrics(metrics)
+                .with_context(|| format!("writing metrics {}", metrics.display()))?,
+            (None, Some((out, (kind, saved)))) => saved
+                .save(out)
+                .with_context(|| format!("saving the {kind} surrogate"))?,
+            (None, None) => {}
         }
         if let Some(path) = metrics {
-            let table = SurrogateMetricsTable {
-                rows: self.metric_rows.clone(),
-            };
-            write_surrogate_metrics(path, &table, provenance)
-                .with_context(|| format!("writing metrics {}", path.display()))?;
             tracing::info!("wrote {} ({} rows)", path.display(), self.metric_rows.len());
         }
         if let Some((path, (kind, saved))) = surrogate {
-            saved
-                .save(path)
-                .with_context(|| format!("saving the {kind} surrogate"))?;
             tracing::info!(
                 "saved the {kind} surrogate ({}, fitted on {} rows) to {}",
                 saved.value,
@@ -269,6 +330,170 @@ impl FittedSurrogates {
         }
         Ok(())
     }
+}
+
+/// Renames the staged metrics, then the staged surrogate, onto their targets; see
+/// [`FittedSurrogates::write`] for why in this order and what a failure between them does.
+fn install_pair(metrics: Staged, surrogate: Staged) -> Result<()> {
+    let (metrics_path, surrogate_path) = (metrics.target.clone(), surrogate.target.clone());
+    // A folder in the metrics' place is not kept aside (it cannot be linked); the rename onto
+    // it fails below, before anything is replaced.
+    let earlier_metrics = match std::fs::symlink_metadata(&metrics_path) {
+        Ok(meta) if meta.is_dir() => None,
+        _ => Some(KeptAside::keep(&metrics_path).with_context(|| {
+            format!(
+                "writing metrics {}: cannot keep the earlier file aside",
+                metrics_path.display()
+            )
+        })?),
+    };
+    if let Err(error) = metrics.install() {
+        // The earlier metrics were not replaced: the copy aside is a second name of them.
+        if let Some(kept) = earlier_metrics {
+            kept.discard();
+        }
+        return Err(error).with_context(|| format!("writing metrics {}", metrics_path.display()));
+    }
+    if let Err(error) = surrogate.install() {
+        let failed = format!(
+            "saving the surrogate {}: {error}; the new metrics {} were already in place",
+            surrogate_path.display(),
+            metrics_path.display()
+        );
+        let put_back = match earlier_metrics {
+            Some(kept) => kept.put_back(),
+            // Only a folder is not kept, and no rename replaces a folder: not reached.
+            None => Err(std::io::Error::other("nothing was kept aside")),
+        };
+        match put_back {
+            Ok(PutBack::Removed) => bail!("{failed}, and are removed again (there were none)"),
+            Ok(_) => bail!("{failed}, and are replaced by the earlier ones again"),
+            Err(put_back) => {
+                // The earlier surrogate beside this fit's metrics is the one state the order
+                // of the renames exists to prevent: without a surrogate, the run is redone.
+                match layerprune_core::remove_file_if_there(&surrogate_path) {
+                    Ok(()) => bail!(
+                        "{failed}, and the earlier ones could not be put back ({put_back}): the \
+                         earlier surrogate {} is removed so that it does not sit beside metrics \
+                         of another fit; run again",
+                        surrogate_path.display()
+                    ),
+                    Err(removal) => bail!(
+                        "{failed}, and the earlier ones could not be put back ({put_back}), nor \
+                         the earlier surrogate {} removed ({removal}): it does not match the \
+                         metrics; delete both and run again",
+                        surrogate_path.display()
+                    ),
+                }
+            }
+        }
+    }
+    if let Some(kept) = earlier_metrics {
+        kept.discard();
+    }
+    Ok(())
+}
+
+/// An output written in full under a temporary name beside its target, `.NAME.tmp-PID-N` in the
+/// same folder (a rename is atomic only within one file system), to be renamed onto the target
+/// by [`Staged::install`]; removed if dropped before. One left by a run that was killed is
+/// removed by the next write of NAME, as any writer's temporary file
+/// (`layerprune_core::remove_stale_temps`).
+struct Staged {
+    target: PathBuf,
+    temp: PathBuf,
+    installed: bool,
+    /// Claimed while it lives, so that no write of this process takes it for a dead writer's.
+    _in_use: SiblingInUse,
+}
+
+impl Staged {
+    /// Stages `target`'s new content: `write` writes the temporary file whose path it is given
+    /// (atomically, with the writer of the file's kind), which then takes the permission bits
+    /// of the file it is to replace, as `layerprune_core::atomic_write` gives them (a private
+    /// 0600 output stays private). A target its owner may not write is refused first, as
+    /// `atomic_write` refuses it.
+    fn write(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<Staged> {
+        layerprune_core::refuse_read_only(target)?;
+        let name = target
+            .file_name()
+            .with_context(|| format!("{}: the output path has no file name", target.display()))?;
+        let free = (0..1000u32)
+            .map(|serial| {
+                target.with_file_name(sibling_name(
+                    name,
+                    "tmp",
+                    &format!("{}-{serial}", std::process::id()),
+                ))
+            })
+            .find(|temp| std::fs::symlink_metadata(temp).is_err());
+        let Some(temp) = free else {
+            bail!(
+                "{}: no free temporary name beside it (1000 tried)",
+                target.display()
+            );
+        };
+        let staged = Staged {
+            _in_use: SiblingInUse::claim(&temp),
+            target: target.to_path_buf(),
+            temp,
+            installed: false,
+        };
+        write(&staged.temp)?;
+        if let Ok(meta) = std::fs::symlink_metadata(target) {
+            if meta.is_file() {
+                std::fs::set_permissions(&staged.temp, file_bits(meta.permissions()))
+                    .with_context(|| {
+                        format!(
+                            "{}: cannot give the new file the mode of the old",
+                            target.display()
+                        )
+                    })?;
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Renames the staged file onto its target, and syncs the folder so the rename is durable
+    /// (best effort, as `atomic_write` does: the data is on disk already).
+    fn install(mut self) -> Result<()> {
+        std::fs::rename(&self.temp, &self.target).with_context(|| {
+            format!(
+                "cannot rename {} onto {}",
+                self.temp.display(),
+                self.target.display()
+            )
+        })?;
+        self.installed = true;
+        let folder = match self.target.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() => folder,
+            _ => Path::new("."),
+        };
+        if let Ok(handle) = std::fs::File::open(folder) {
+            let _ = handle.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// The permission bits of a file (never a set-user-id or sticky bit), as `atomic_write` gives
+/// the file that replaces it.
+fn file_bits(permissions: std::fs::Permissions) -> std::fs::Permissions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::Permissions::from_mode(permissions.mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    permissions
 }
 
 /// Cross-validation metrics as printed: a row per fold and surrogate, and their mean.
@@ -366,6 +591,173 @@ mod tests {
                 && err.contains("neg-nll -1e200"),
             "{err}"
         );
+    }
+
+    /// A fit's outputs ready to write: a quadratic surrogate over two players whose intercept is
+    /// `intercept` (NaN: one that `save` refuses), and a metrics row whose r2 is `r2`.
+    fn fitted(intercept: f64, r2: f64) -> FittedSurrogates {
+        let model = crate::QuadraticSurrogate {
+            num_players: 2,
+            intercept,
+            linear: vec![0.1, 0.2],
+            pairs: vec![vec![0.0, 0.3], vec![0.3, 0.0]],
+        };
+        let saved = SavedSurrogate::new(crate::FittedSurrogate::Quadratic(model), "utility", "u");
+        FittedSurrogates {
+            metric_rows: vec![SurrogateMetricRow {
+                kind: "quadratic".into(),
+                value: "utility".into(),
+                fold: -1,
+                r2,
+                spearman: 0.5,
+                mae: 0.1,
+                n_train: 3,
+                n_test: 1,
+            }],
+            saved: Some((SurrogateKind::Quadratic, saved)),
+            rows: 4,
+            model_id: "m".into(),
+            dataset_id: "d".into(),
+            inputs: BTreeMap::new(),
+        }
+    }
+
+    /// The names in `folder` (a temporary file left behind would be among them).
+    fn names(folder: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A write of the pair that fails (the metrics' folder missing or a folder in the metrics'
+    /// place, found only after the fit; a surrogate that cannot be saved) leaves the earlier
+    /// surrogate and metrics byte for byte, and no temporary file. The earlier surrogate was
+    /// deleted before the metrics were written, so that no new surrogate would sit beside
+    /// stale metrics: a failed run lost it.
+    #[test]
+    fn a_failed_write_leaves_the_earlier_surrogate_and_metrics_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let (metrics, out) = (dir.path().join("m.parquet"), dir.path().join("s.json"));
+        let provenance = Provenance::new("test", "0", vec![]);
+        fitted(1.0, 0.9)
+            .write(Some(&metrics), Some(&out), &provenance)
+            .unwrap();
+        let earlier = (
+            std::fs::read(&metrics).unwrap(),
+            std::fs::read(&out).unwrap(),
+        );
+        let listed = names(dir.path());
+        let unchanged = |error: anyhow::Error, says: &str| {
+            let error = format!("{error:#}");
+            assert!(error.contains(says), "{error}");
+            assert_eq!(std::fs::read(&metrics).unwrap(), earlier.0, "{error}");
+            assert_eq!(std::fs::read(&out).unwrap(), earlier.1, "{error}");
+            assert_eq!(names(dir.path()), listed, "{error}");
+        };
+        let missing = dir.path().join("gone").join("m.parquet");
+        let error = fitted(2.0, 0.8)
+            .write(Some(&missing), Some(&out), &provenance)
+            .unwrap_err();
+        unchanged(error, "writing metrics");
+        let error = fitted(f64::NAN, 0.8)
+            .write(Some(&metrics), Some(&out), &provenance)
+            .unwrap_err();
+        unchanged(error, "cannot save the surrogate");
+
+        // A folder in the metrics' place: the rename onto it fails, before the surrogate's.
+        let folder = dir.path().join("folder.parquet");
+        std::fs::create_dir(&folder).unwrap();
+        let listed = names(dir.path());
+        let error = fitted(2.0, 0.8)
+            .write(Some(&folder), Some(&out), &provenance)
+            .unwrap_err();
+        let error = format!("{error:#}");
+        assert!(error.contains("folder.parquet"), "{error}");
+        assert!(folder.is_dir());
+        assert_eq!(std::fs::read(&out).unwrap(), earlier.1, "{error}");
+        assert_eq!(names(dir.path()), listed, "{error}");
+    }
+
+    /// Where the surrogate's rename fails after the metrics' (a folder in the surrogate's
+    /// place), the earlier metrics are put back; a write that succeeds replaces both, keeps the
+    /// earlier files' permission bits and leaves no temporary file.
+    #[cfg(unix)]
+    #[test]
+    fn the_metrics_are_put_back_if_the_surrogate_cannot_follow_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (metrics, out) = (dir.path().join("m.parquet"), dir.path().join("s.json"));
+        let provenance = Provenance::new("test", "0", vec![]);
+        fitted(1.0, 0.9)
+            .write(Some(&metrics), Some(&out), &provenance)
+            .unwrap();
+        std::fs::set_permissions(&metrics, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let earlier = std::fs::read(&metrics).unwrap();
+        let listed = names(dir.path());
+
+        let blocked = dir.path().join("blocked.json");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("inside"), b"x").unwrap();
+        let error = fitted(2.0, 0.8)
+            .write(Some(&metrics), Some(&blocked), &provenance)
+            .unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("blocked.json") && error.contains("replaced by the earlier ones again"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&metrics).unwrap(), earlier, "{error}");
+        let mut with_blocked = listed.clone();
+        with_blocked.push("blocked.json".into());
+        with_blocked.sort();
+        assert_eq!(names(dir.path()), with_blocked, "{error}");
+
+        let earlier_surrogate = std::fs::read(&out).unwrap();
+        fitted(2.0, 0.8)
+            .write(Some(&metrics), Some(&out), &provenance)
+            .unwrap();
+        assert_ne!(std::fs::read(&metrics).unwrap(), earlier);
+        assert_ne!(std::fs::read(&out).unwrap(), earlier_surrogate);
+        let read = layerprune_tables::read_surrogate_metrics(&metrics).unwrap();
+        assert_eq!(read.rows[0].r2, 0.8);
+        let mode = std::fs::metadata(&metrics).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(names(dir.path()), with_blocked);
+    }
+
+    /// The seed is read where the run draws: folds, or an mlp or a forest fitted on all rows.
+    #[test]
+    fn only_a_run_that_draws_reads_the_seed() {
+        let quadratic = SurrogateFit {
+            evaluations: "e.parquet".into(),
+            incomplete: Incomplete::Refuse,
+            value: GameValue::Utility,
+            kinds: vec![SurrogateKind::Quadratic, SurrogateKind::Forest],
+            folds: 0,
+            keep: None,
+            save: true,
+            metrics: false,
+            options: FitOptions::default(),
+        };
+        assert!(!quadratic.reads_seed());
+        assert!(SurrogateFit {
+            folds: 2,
+            ..quadratic.clone()
+        }
+        .reads_seed());
+        assert!(SurrogateFit {
+            keep: Some(SurrogateKind::Forest),
+            ..quadratic.clone()
+        }
+        .reads_seed());
+        assert!(SurrogateFit {
+            kinds: vec![SurrogateKind::PublishedMlp],
+            ..quadratic
+        }
+        .reads_seed());
     }
 
     #[test]

@@ -227,6 +227,28 @@ fn the_evaluations_a_surrogate_was_fitted_on_are_recorded() {
     );
 }
 
+/// The inputs a surrogate was fitted from are recorded; a file written before they were (no
+/// `inputs` field) loads with none, as every reader of a surrogate file (shapley, apply-prune,
+/// inspect) loads it through `SavedSurrogate::load`.
+#[test]
+fn the_inputs_a_surrogate_was_fitted_from_are_recorded_and_old_files_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let inputs: std::collections::BTreeMap<String, String> =
+        [("evaluations".to_string(), "ab12".to_string())].into();
+    fitted(SurrogateKind::Quadratic)
+        .with_inputs(inputs.clone())
+        .save(&path)
+        .unwrap();
+    assert_eq!(SavedSurrogate::load(&path).unwrap().inputs, inputs);
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(json["inputs"]["evaluations"], "ab12");
+    json.as_object_mut().unwrap().remove("inputs");
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert!(SavedSurrogate::load(&path).unwrap().inputs.is_empty());
+}
+
 /// A forest whose tree links go back (a node that is its own child, as the mutation fuzzer
 /// found, or an ancestor) would make smartcore's prediction loop forever; it is refused when
 /// the file loads, naming the tree and node.

@@ -44,9 +44,10 @@ struct Args {
     /// Cross-validation folds (0 = no cross-validation).
     #[arg(long, default_value_t = 5, value_parser = parse_folds)]
     folds: usize,
-    /// Seeds the folds, the MLP's initialisation and shuffling, and the forest.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seeds the folds, the MLP's initialisation and shuffling, and the forest (default 0). A
+    /// run that draws nothing (only a quadratic surrogate, with --folds 0) refuses it.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Where to save the surrogate fitted on all rows (JSON).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -99,7 +100,7 @@ fn fit_options(args: &Args) -> anyhow::Result<FitOptions> {
     }
     let defaults = FitOptions::default();
     Ok(FitOptions {
-        seed: args.seed,
+        seed: args.seed.unwrap_or(defaults.seed),
         ridge_alpha: args.ridge_alpha.unwrap_or(defaults.ridge_alpha),
         epochs: args.epochs.unwrap_or(defaults.epochs),
         trees: args.trees.unwrap_or(defaults.trees),
@@ -142,6 +143,13 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         options: fit_options(&args)?,
     };
     request.check()?;
+    if args.seed.is_some() && !request.reads_seed() {
+        anyhow::bail!(
+            "--seed seeds the cross-validation folds and the mlp's and forest's fits, and this run \
+             draws nothing (a quadratic surrogate's fit, with no cross-validation: --folds 0); \
+             leave it out"
+        );
+    }
     let _outputs = layerprune_cli_common::Io::new()
         .input(&args.evaluations)
         .output_surrogate_opt("--out", args.out.as_deref())
@@ -153,12 +161,14 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         .check()?;
     let fitted = request
         .run(&mut |scores| layerprune_cli_common::print_summary(&training::metrics_text(scores)))?;
-    let provenance = Provenance::new(
-        "fit-surrogate",
-        env!("CARGO_PKG_VERSION"),
-        layerprune_cli_common::command_line(),
-    )
-    .with_seed(args.seed)
-    .with_game(&fitted.model_id, &fitted.dataset_id);
+    // The seed recorded is the one the fit used: its default (0) where none was given.
+    let provenance = fitted.provenance(
+        Provenance::new(
+            "fit-surrogate",
+            env!("CARGO_PKG_VERSION"),
+            layerprune_cli_common::command_line(),
+        )
+        .with_seed(request.options.seed),
+    );
     fitted.write(args.metrics.as_deref(), args.out.as_deref(), &provenance)
 }

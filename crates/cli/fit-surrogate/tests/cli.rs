@@ -208,6 +208,21 @@ fn errors_name_the_problem() {
             vec!["--kind", "quadratic", "--trees", "3", "--out", out_s],
             "--trees is a setting of the forest surrogate",
         ),
+        // A quadratic fitted without cross-validation draws nothing: its --seed was ignored.
+        (
+            vec![
+                "--kind",
+                "quadratic",
+                "--folds",
+                "0",
+                "--seed",
+                "5",
+                "--out",
+                out_s,
+            ],
+            "--seed seeds the cross-validation folds and the mlp's and forest's fits, and this \
+             run draws nothing",
+        ),
     ] {
         let mut all = vec!["--evaluations", path];
         all.extend(args);
@@ -468,4 +483,92 @@ fn the_help_names_values_and_tables_as_the_tables_do() {
     }
     assert!(!help.contains("<KINDS>"), "{help}");
     assert!(!help.contains("cross-validation scores"), "{help}");
+}
+
+/// Both outputs name the evaluation table they were fitted on by the sha256 of its bytes (the
+/// role and id `shapley` records it by), so that fits on two mask tables of one model and token
+/// table are told apart; the metrics table records the seed the folds used, 0 where none was
+/// given. `--seed` is read wherever the run draws: folds, or a forest fitted on all rows.
+#[test]
+fn the_outputs_name_the_evaluation_table_they_were_fitted_on() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = |name: &str| folder.path().join(name).to_str().unwrap().to_string();
+    write_table(Path::new(&path("all.parquet")));
+    let mut table = layerprune_tables::read_complete_evaluations(
+        Path::new(&path("all.parquet")),
+        layerprune_tables::Incomplete::Refuse,
+    )
+    .unwrap();
+    table.rows.pop();
+    write_evaluations(
+        Path::new(&path("fewer.parquet")),
+        &table,
+        &Provenance::new("test", "0", vec![]),
+    )
+    .unwrap();
+    let mut recorded = Vec::new();
+    for name in ["all", "fewer"] {
+        let evaluations = path(&format!("{name}.parquet"));
+        let (metrics, out) = (
+            path(&format!("{name}-m.parquet")),
+            path(&format!("{name}.json")),
+        );
+        let output = fit_surrogate(&[
+            "--evaluations",
+            &evaluations,
+            "--kind",
+            "quadratic",
+            "--value",
+            "nll-increase",
+            "--folds",
+            "2",
+            "--metrics",
+            &metrics,
+            "--out",
+            &out,
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let sha = layerprune_core::sha256_hex(&std::fs::read(&evaluations).unwrap());
+        let provenance = layerprune_tables::read_provenance(Path::new(&metrics)).unwrap();
+        assert_eq!(provenance.inputs.get("evaluations"), Some(&sha));
+        assert_eq!(
+            provenance.inputs.get("model").map(String::as_str),
+            Some("model")
+        );
+        assert_eq!(
+            provenance.inputs.get("dataset").map(String::as_str),
+            Some("dataset")
+        );
+        assert_eq!(provenance.seed, Some(0));
+        let saved = SavedSurrogate::load(Path::new(&out)).unwrap();
+        assert_eq!(saved.inputs, provenance.inputs);
+        recorded.push(sha);
+    }
+    assert_ne!(recorded[0], recorded[1]);
+
+    let forest = fit_surrogate(&[
+        "--evaluations",
+        &path("all.parquet"),
+        "--kind",
+        "forest",
+        "--trees",
+        "2",
+        "--folds",
+        "0",
+        "--seed",
+        "4",
+        "--value",
+        "nll-increase",
+        "--out",
+        &path("forest.json"),
+    ]);
+    assert!(
+        forest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forest.stderr)
+    );
 }

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser, ValueEnum};
 use layerprune_sampling::table::{sample_mask_table, AllocationSource, MaskRequest};
-use layerprune_sampling::{Players, SampleOutcome, StrataSpec, MAX_ENUMERATED_PLAYERS};
-use layerprune_tables::input_role;
+use layerprune_sampling::{
+    parse_stratum, Players, SampleOutcome, StrataSpec, MAX_ENUMERATED_PLAYERS,
+};
 use layerprune_tables::{write_masks, Provenance, TableKind};
 
 /// Choose the masks (coalitions of kept blocks) to evaluate on the real model: stratified
@@ -46,7 +47,7 @@ struct Args {
         conflicts_with = "ratios",
         value_parser = parse_stratum
     )]
-    strata: Option<Vec<i64>>,
+    strata: Option<Vec<usize>>,
     /// Strata around target pruning ratios, e.g. 0.25,0.35: round(r * players) +- a spread
     /// of max(1, round(players / 32)).
     #[arg(
@@ -71,9 +72,14 @@ struct Args {
     /// How the stratified masks are shared by the strata.
     #[arg(long, value_enum, default_value_t = AllocationKind::Equal, requires = "stratified_masks")]
     allocation: AllocationKind,
-    /// Evaluation table whose utilities give each stratum's standard deviation (Neyman).
+    /// Evaluation table whose utilities give each stratum's standard deviation (Neyman). One
+    /// measured on another model than --model is refused (see --allow-mixed-inputs).
     #[arg(long)]
     pilot: Option<PathBuf>,
+    /// Use a --pilot measured on another model than --model, or append to a mask table drawn
+    /// for another model, with a warning (refused by default).
+    #[arg(long)]
+    allow_mixed_inputs: bool,
     #[command(flatten)]
     incomplete: layerprune_cli_common::IncompleteArgs,
     /// Blocks always kept (not players of the game), e.g. 0,1.
@@ -96,7 +102,8 @@ struct Args {
     anchors: bool,
     /// Add to the table at --out if it exists, skipping the masks it already holds (permutation
     /// chains, which repeat masks, are drawn as new orders: the same --seed does not repeat the
-    /// table's chains).
+    /// table's chains). The table keeps the model it was drawn for; a --model other than that
+    /// one is refused (see --allow-mixed-inputs).
     #[arg(long)]
     append: bool,
     /// Seed of the random draws (stratified masks, permutation chains); the same arguments and
@@ -116,17 +123,6 @@ enum AllocationKind {
     Proportional,
     /// Proportional to stratum size times the pilot's standard deviation (needs --pilot).
     Neyman,
-}
-
-/// A stratum: a number of removed players, 0 or more (0: the full model; whether the game has
-/// that many players is checked against the model).
-fn parse_stratum(text: &str) -> Result<i64, String> {
-    match text.trim().parse::<i64>() {
-        Ok(stratum) if stratum >= 0 => Ok(stratum),
-        _ => Err(format!(
-            "{text:?} is not a stratum: a number of removed blocks, 0 or more"
-        )),
-    }
 }
 
 /// A target pruning ratio, strictly between 0 and 1.
@@ -163,6 +159,9 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     if args.incomplete.allow_incomplete && args.pilot.is_none() {
         bail!("--allow-incomplete is for the --pilot table; leave it out");
     }
+    if args.allow_mixed_inputs && args.pilot.is_none() && !args.append {
+        bail!("--allow-mixed-inputs is for a --pilot or an --append table of another model; leave it out");
+    }
     let seed = args.seed.unwrap_or(0);
     let players = Players::new(num_blocks, &args.fixed)?;
     check_memory(&args, players.len(), num_blocks)?;
@@ -178,9 +177,23 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         (AllocationKind::Equal, None) => AllocationSource::Equal,
         (AllocationKind::Proportional, None) => AllocationSource::Proportional,
     };
+    let model_id = args
+        .model
+        .as_deref()
+        .map(|model| {
+            layerprune_model::model_id(model)
+                .with_context(|| format!("reading the model manifest of {}", model.display()))
+        })
+        .transpose()?;
     let request = MaskRequest {
         strata: match (&args.strata, &args.ratios) {
-            (Some(removed), _) => StrataSpec::Removed(removed.clone()),
+            // A stratum past i64 is out of range of any game: said so as the strata are checked.
+            (Some(removed), _) => StrataSpec::Removed(
+                removed
+                    .iter()
+                    .map(|&k| i64::try_from(k).unwrap_or(i64::MAX))
+                    .collect(),
+            ),
             (None, Some(ratios)) => StrataSpec::Ratios(ratios.clone()),
             (None, None) => StrataSpec::PublishedDefault,
         },
@@ -192,19 +205,16 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         permutation_chains: args.permutation_chains,
         append_to: (args.append && args.out.exists()).then(|| args.out.clone()),
         seed,
+        model_id,
+        allow_mixed_inputs: args.allow_mixed_inputs,
     };
-    let mut provenance = Provenance::new(
+    // The model's id is recorded by the run (`model_id`, or the table appended to's).
+    let provenance = Provenance::new(
         "sample-masks",
         env!("CARGO_PKG_VERSION"),
         layerprune_cli_common::command_line(),
     )
     .with_seed(seed);
-    if let Some(model) = &args.model {
-        // The model the masks were drawn for, by the id its evaluation tables record.
-        let id = layerprune_model::model_id(model)
-            .with_context(|| format!("reading the model manifest of {}", model.display()))?;
-        provenance = provenance.with_input(input_role::MODEL, &id);
-    }
 
     let sampled = sample_mask_table(&players, &request, provenance)?;
     // Fewer than asked is no error (a small game's strata run out), but it is said, not left

@@ -415,6 +415,186 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
     assert_eq!(before, std::fs::read(&other).unwrap());
 }
 
+/// A model folder of 8 blocks whose manifest differs by `tag` (another model id); its id.
+fn write_model(dir: &Path, tag: usize) -> String {
+    std::fs::create_dir(dir).unwrap();
+    let manifest = format!(r#"{{"num_blocks": 8, "tag": {tag}}}"#);
+    std::fs::write(dir.join("manifest.json"), &manifest).unwrap();
+    layerprune_core::sha256_hex(manifest.as_bytes())
+}
+
+/// A complete pilot of model `model_id` over 8 blocks: every removal of one or two blocks, of
+/// utility `utility(a, b)` with blocks `a` and `b` removed (`a == b` for one).
+fn write_pilot(path: &Path, model_id: &str, utility: impl Fn(usize, usize) -> f64) {
+    let rows = (0..8)
+        .flat_map(|a| (a..8).map(move |b| (a, b)))
+        .map(|(a, b)| EvaluationRow {
+            mask: Mask::from_removed(8, &[a, b]).unwrap(),
+            nll: 2.0,
+            ppl: 2f64.exp(),
+            utility: utility(a, b),
+            tokens_scored: 128,
+            seconds: 0.1,
+            window_nlls: None,
+        })
+        .collect();
+    let evaluations = EvaluationTable {
+        num_blocks: 8,
+        model_id: model_id.into(),
+        dataset_id: "data".into(),
+        fixed_blocks: Vec::new(),
+        full_model_nll: Some(2.0),
+        complete: true,
+        evaluated_on: None,
+        rows,
+        partial_windows: Vec::new(),
+    };
+    write_evaluations(path, &evaluations, &Provenance::new("test", "0", vec![])).unwrap();
+}
+
+/// A pilot measured on another model of the same block count, and a table appended to that was
+/// drawn for another model, are refused naming both models (the rule of shapley and
+/// apply-prune), unless --allow-mixed-inputs; an append keeps the table's model.
+#[test]
+fn inputs_of_another_model_are_refused_unless_allowed() {
+    let folder = tempfile::tempdir().unwrap();
+    let (model_a, model_b) = (folder.path().join("a"), folder.path().join("b"));
+    let (id_a, id_b) = (write_model(&model_a, 1), write_model(&model_b, 2));
+    assert_ne!(id_a, id_b);
+    let inputs = tempfile::tempdir().unwrap();
+    let pilot = inputs.path().join("pilot.parquet");
+    write_pilot(&pilot, &id_a, |a, b| 1.0 / (1 + a * b) as f64);
+    let out = folder.path().join("masks.parquet");
+    let neyman = |model: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--model".to_string(),
+            path_str(model).to_string(),
+            "--strata".into(),
+            "1,2".into(),
+            "--stratified-masks".into(),
+            "6".into(),
+            "--allocation".into(),
+            "neyman".into(),
+            "--pilot".into(),
+            path_str(&pilot).to_string(),
+            "--out".into(),
+            path_str(&out).to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    fn as_strs(args: &[String]) -> Vec<&str> {
+        args.iter().map(String::as_str).collect()
+    }
+    let run = |args: Vec<String>| sample_masks(&as_strs(&args));
+
+    // The pilot of model a for model b.
+    let refused = neyman(&model_b, &[]);
+    fail_naming(
+        &as_strs(&refused),
+        &format!(
+            "pilot table {} was measured on another model ({id_a}) than --model ({id_b}); give \
+             --allow-mixed-inputs to use them together",
+            pilot.display()
+        ),
+        folder.path(),
+    );
+    let output = run(neyman(&model_b, &["--allow-mixed-inputs"]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("used anyway (--allow-mixed-inputs)") && stderr.contains(&id_a),
+        "{stderr}"
+    );
+    // The pilot's own model takes it without a word.
+    let output = run(neyman(&model_a, &[]));
+    assert!(output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("WARN"));
+    assert_eq!(read_provenance(&out).unwrap().inputs["model"], id_a);
+
+    // An append given only a block count keeps the table's model.
+    let append = |extra: &[&str]| {
+        let mut args = vec!["--anchors", "--append", "--out", path_str(&out)];
+        args.extend_from_slice(extra);
+        sample_masks(&args)
+    };
+    let output = append(&["--num-blocks", "8"]);
+    assert!(output.status.success());
+    let provenance = read_provenance(&out).unwrap();
+    assert_eq!(provenance.inputs["model"], id_a);
+    assert!(provenance.inputs.contains_key("appended"));
+    // Another model is refused, and the table is left as it was.
+    let before = std::fs::read(&out).unwrap();
+    let output = append(&["--model", path_str(&model_b)]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "cannot append to {}: its masks were drawn for another model ({id_a}) than --model \
+             ({id_b}); give --allow-mixed-inputs",
+            out.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(before, std::fs::read(&out).unwrap());
+    let output = append(&["--model", path_str(&model_b), "--allow-mixed-inputs"]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("used anyway"));
+    assert_eq!(read_provenance(&out).unwrap().inputs["model"], id_b);
+
+    // With neither a pilot nor an append, the flag has nothing to allow.
+    let alone = folder.path().join("alone.parquet");
+    fail_naming(
+        &[
+            "--num-blocks",
+            "8",
+            "--anchors",
+            "--allow-mixed-inputs",
+            "--out",
+            path_str(&alone),
+        ],
+        "--allow-mixed-inputs is for a --pilot or an --append table",
+        folder.path(),
+    );
+}
+
+/// An error about the pilot's values names the pilot: one utility of 1e200 overflows the
+/// variance of its stratum.
+#[test]
+fn a_pilot_whose_spread_overflows_is_named() {
+    let folder = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let pilot = inputs.path().join("bigs.parquet");
+    write_pilot(
+        &pilot,
+        "model",
+        |a, b| if (a, b) == (0, 1) { 1e200 } else { 1.0 },
+    );
+    let out = folder.path().join("masks.parquet");
+    let output = sample_masks(&[
+        "--num-blocks",
+        "8",
+        "--strata",
+        "1,2",
+        "--stratified-masks",
+        "10",
+        "--allocation",
+        "neyman",
+        "--pilot",
+        path_str(&pilot),
+        "--out",
+        path_str(&out),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("pilot table {}", pilot.display()))
+            && stderr.contains("the pilot standard deviation inf of stratum 2"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
 /// Counts of masks past u128 (a stratum of 200 blocks) are said to be that large, not printed
 /// as the saturated number (340282366920938463463374607431768211455).
 #[test]

@@ -215,7 +215,12 @@ fn fixed_blocks_get_no_score_and_are_recorded_so_selection_keeps_them() {
     ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--fixed 5 is not a block"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--fixed: fixed block 5 is out of range: a model of 5 blocks has blocks 0 to 4"
+        ),
+        "{stderr}"
+    );
     // --allow-incomplete with no evaluation table to allow would be ignored: refused.
     let output = score_blocks(&[
         "--estimator",

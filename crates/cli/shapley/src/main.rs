@@ -60,7 +60,12 @@ struct Args {
     /// Strata of the semivalue: numbers of removed players, comma separated, taken ascending
     /// and each once as sample-masks --strata takes them (default: the published 2,5,8,11,14
     /// of 32 scaled to the number of players).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        value_parser = layerprune_sampling::parse_stratum
+    )]
     strata: Option<Vec<usize>>,
     /// Seeds the estimates that draw at random (the masks through the surrogate, the folds of
     /// the regression-adjusted estimators) [default: 0].

@@ -676,6 +676,22 @@ fn the_help_names_an_estimator_as_the_score_table_does() {
     assert!(!help.contains("<ESTIMATORS>"), "{help}");
 }
 
+/// `--strata` is read as sample-masks reads it (one parser, `layerprune_sampling::parse_stratum`):
+/// a negative stratum was clap's "invalid digit found in string", or an unexpected argument.
+#[test]
+fn a_stratum_that_is_not_a_count_of_removed_blocks_is_refused_as_sample_masks_refuses_it() {
+    for strata in [["--strata=-1"].as_slice(), ["--strata", "-1"].as_slice()] {
+        let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .args(strata)
+            .args(["--evaluations", "e.parquet", "--out", "o.parquet"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("\"-1\" is not a stratum"), "{stderr}");
+    }
+}
+
 /// Where the sample is too thin for every (size, player) subpopulation to have a held-out mask
 /// in some fold, regression-adjusted stratified's estimates carry the surrogate's bias there:
 /// said as a warning (it was information, easy to miss beside the timings), with how many
@@ -919,4 +935,67 @@ fn kernelshap_withholds_or_widens_its_standard_errors_from_few_pairs_and_says_so
     assert!(rows
         .iter()
         .all(|r| r.std_error.is_some() && r.ci_low.is_some()));
+}
+
+/// A design mask the evaluation table lacks (the evaluations of another mask table) is refused
+/// naming both files; it said only "mask 000100 was not evaluated (it is not in the recorded
+/// table)". An evaluation table with no rows is said to have none, naming it, whichever
+/// estimator reads it; stratified-shapley said "none keeps 0 of the 5 players".
+#[test]
+fn a_mask_the_evaluations_lack_and_an_empty_table_name_their_files() {
+    use layerprune_tables::{read_complete_evaluations, write_evaluations, Incomplete};
+    let dir = tempfile::tempdir().unwrap();
+    let players = Players::from_blocks(BLOCKS, (1..BLOCKS).collect()).unwrap();
+    write_inputs(dir.path(), &players);
+    let mut table =
+        read_complete_evaluations(&dir.path().join("evals.parquet"), Incomplete::Refuse).unwrap();
+    // A mask of the first chain (its second, one player removed) taken out of the table.
+    let chains = permutation_design_pairs(players.len(), 2, &mut rng_from_seed(1));
+    let lacking = players.lift(&chains.chain_masks(0)[1]);
+    table.rows.retain(|row| row.mask != lacking);
+    let provenance = Provenance::new("test", "0", vec![]);
+    write_evaluations(&dir.path().join("short.parquet"), &table, &provenance).unwrap();
+    table.rows.clear();
+    write_evaluations(&dir.path().join("empty.parquet"), &table, &provenance).unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_shapley"))
+            .current_dir(dir.path())
+            .args(args)
+            .args(["--out", "scores.parquet"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        assert!(!dir.path().join("scores.parquet").exists());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = run(&[
+        "--evaluations",
+        "short.parquet",
+        "--masks",
+        "masks.parquet",
+        "--estimator",
+        "permutation-shapley",
+    ]);
+    assert!(
+        stderr.contains(
+            "short.parquet does not hold every mask that the design of masks.parquet reads"
+        ) && stderr.contains(&format!("mask {lacking} was not evaluated")),
+        "{stderr}"
+    );
+    for (estimator, masks) in [
+        ("stratified-shapley", None),
+        ("permutation-shapley", Some("masks.parquet")),
+        ("kernelshap-paired", Some("masks.parquet")),
+    ] {
+        let mut args = vec!["--evaluations", "empty.parquet", "--estimator", estimator];
+        if let Some(masks) = masks {
+            args.extend(["--masks", masks]);
+        }
+        let stderr = run(&args);
+        assert!(
+            stderr.contains("empty.parquet: the evaluation table has no rows")
+                && !stderr.contains("none keeps"),
+            "{estimator}: {stderr}"
+        );
+    }
 }
