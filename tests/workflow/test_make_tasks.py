@@ -73,7 +73,7 @@ def test_the_window_batching_of_other_stages_does_not_set_the_task_tables_aside(
         (task_run / name).write_text("scored\n")
     # Other window batching: nothing to set aside, the stamp not even listed.
     output = make("--device cuda --threads 1 --mask-batch 8 --batch-windows=2", "-n", "tasks", "KS=2,3")
-    assert "previous" not in output and "evaluate --tasks" in output, output
+    assert f"{task_run}/previous" not in output and "evaluate --tasks" in output, output
     assert "--mask-batch" not in next(line for line in output.splitlines() if "evaluate --tasks" in line)
     make("--device cuda --threads 1 --mask-batch 8 --batch-windows=2", str(stamp))
     assert kept() == sorted(tables)

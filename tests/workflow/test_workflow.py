@@ -423,7 +423,7 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path, text):
 
 def run_files(run):
     """What a run folder holds, but its logs: each table's rows but the wall-clock seconds, with
-    its metadata; other files' bytes. The plans' cache of evaluations by mask, without the command
+    its metadata; a surrogate's JSON; other files' bytes. The plans' cache of evaluations by mask, without the command
     line of the run that last saved it: SLEB and adaptive removal run at once, and its rows are
     in the order they first asked for them. An input a table records by its file's hash (the
     evaluations, wall-clock seconds included) is recorded by the name of the run's file of that
@@ -436,6 +436,13 @@ def run_files(run):
     for path in sorted(run.rglob("*")):
         name = str(path.relative_to(run))
         if not path.is_file() or name.startswith("logs/"):
+            continue
+        saved = json.loads(path.read_bytes()) if path.suffix == ".json" else None
+        if isinstance(saved, dict) and saved.get("format") == "layerprune-surrogate":
+            # A surrogate records the evaluations it was fitted on by their hash, as a table does.
+            saved["inputs"] = {key: f"the file {named[value]}" if isinstance(value, str) and value in named
+                               else value for key, value in saved.get("inputs", {}).items()}
+            files[name] = saved
             continue
         if path.suffix != ".parquet":
             files[name] = path.read_bytes()
