@@ -240,7 +240,7 @@ impl SplitSums {
 /// Where a subpopulation of an inner size s (0 < s < n) has no evaluated mask, player i's
 /// contrast at that size, d_i(s) = m⁺_i(s) − m⁻_i(s), is interpolated linearly in s between
 /// the player's nearest sizes below and above where both sides have masks
-/// and shrunk towards 0 ([`interpolated_contrasts`]; since 2026-12-07: the size's mean stood in
+/// and shrunk towards 0 (`interpolated_contrasts`; since 2026-12-07: the size's mean stood in
 /// before, which set the contrast to 0 there, and the most important block's mean estimate was
 /// 0.193 against an exact 0.222 at budget 64 on the synthetic game, docs/estimators.md).
 /// Sizes with no evaluated mask are an error: they carry weight 1/n each and nothing estimates

@@ -273,7 +273,7 @@ impl FittedSurrogates {
     /// that a run that fails, or is killed, leaves the earlier pair as it was (at worst without
     /// its surrogate), never a surrogate beside metrics of another fit. With both:
     /// 1. each is written in full and flushed to disk under a temporary name beside its target
-    ///    ([`Staged`]). This is the long part, and where a full disk, a quota or a file size
+    ///    (`Staged`). This is the long part, and where a full disk, a quota or a file size
     ///    limit fails: a failure here leaves both earlier files untouched.
     /// 2. The metrics are renamed onto theirs, then the surrogate onto its own. This order
     ///    because Make and Snakemake track the surrogate: until its rename the surrogate is
