@@ -132,15 +132,23 @@ pub fn sample_mask_table(
                 );
             }
             // Its spreads are of another model's strata: with the same blocks, the allocation
-            // is still unbiased but no longer Neyman's, and the table would say otherwise.
-            if let Some(id) = request
+            // is still unbiased but no longer Neyman's, and the table would say otherwise. The
+            // model of this run: --model's, else the one the table appended to was drawn for.
+            let appended_model = || {
+                let path = request.append_to.as_deref()?;
+                Some((recorded_model(path).ok()??, "the table appended to"))
+            };
+            let run_model = request
                 .model_id
-                .as_ref()
-                .filter(|id| !table.model_id.is_empty() && table.model_id != **id)
+                .clone()
+                .map(|id| (id, "--model"))
+                .or_else(appended_model);
+            if let Some((id, whose)) =
+                run_model.filter(|(id, _)| !table.model_id.is_empty() && table.model_id != *id)
             {
                 mixed_inputs(
                     format!(
-                        "pilot table {} was measured on another model ({}) than --model ({id})",
+                        "pilot table {} was measured on another model ({}) than {whose} ({id})",
                         pilot.display(),
                         table.model_id
                     ),
@@ -474,6 +482,35 @@ mod tests {
     }
 
     /// A table appended to keeps the model it was drawn for, and takes no masks of another.
+    /// With a block count only, the pilot is compared with the model the table appended to was
+    /// drawn for (it was taken silently).
+    #[test]
+    fn a_pilot_of_another_model_than_the_appended_tables_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let players = Players::new(8, &[]).unwrap();
+        let path = dir.path().join("masks.parquet");
+        let mut drawn_for_a = request(4, None);
+        drawn_for_a.model_id = Some("model-a".into());
+        let first = sample_mask_table(&players, &drawn_for_a, provenance()).unwrap();
+        write_masks(&path, &first.table, &first.provenance).unwrap();
+        let pilot = dir.path().join("pilot.parquet");
+        write_pilot(&pilot, "model-b", &[], |a, b| 1.0 / (1 + a * b) as f64);
+        let mut more = neyman(&pilot);
+        more.append_to = Some(path.clone());
+        let message = format!(
+            "{:#}",
+            sample_mask_table(&players, &more, provenance())
+                .err()
+                .unwrap()
+        );
+        assert!(
+            message.contains("another model (model-b) than the table appended to (model-a)"),
+            "{message}"
+        );
+        more.allow_mixed_inputs = true;
+        assert!(sample_mask_table(&players, &more, provenance()).is_ok());
+    }
+
     #[test]
     fn an_appended_table_keeps_its_model() {
         let dir = tempfile::tempdir().unwrap();

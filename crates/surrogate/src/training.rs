@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::{sibling_name, GameValue, KeptAside, Mask, PutBack, SiblingInUse};
+use layerprune_core::{sibling_name, GameValue, Mask, SiblingInUse};
 use layerprune_tables::{
     input_role, read_complete_evaluations, write_surrogate_metrics, EvaluationTable, Incomplete,
     Provenance, SurrogateMetricRow, SurrogateMetricsTable,
@@ -270,22 +270,17 @@ impl FittedSurrogates {
     }
 
     /// Writes the metrics table to `metrics` and the surrogate to `out` (each where given), so
-    /// that a run that fails, or is killed, leaves the earlier pair as it was (at worst without
-    /// its surrogate), never a surrogate beside metrics of another fit. With both:
+    /// that a run that fails, or is killed, leaves the earlier pair as it was or the metrics
+    /// without a surrogate, never a surrogate beside metrics of another fit. With both:
     /// 1. each is written in full and flushed to disk under a temporary name beside its target
     ///    (`Staged`). This is the long part, and where a full disk, a quota or a file size
-    ///    limit fails: a failure here leaves both earlier files untouched.
-    /// 2. The metrics are renamed onto theirs, then the surrogate onto its own. This order
-    ///    because Make and Snakemake track the surrogate: until its rename the surrogate is
-    ///    the one the workflow judged out of date (or none), so a run stopped between the two
-    ///    renames is still not done and is redone, and a new surrogate never sits beside the
-    ///    earlier metrics.
-    /// 3. A rename of the surrogate that fails after the metrics' (its folder changed under the
-    ///    run) would leave the new metrics beside the earlier surrogate; the earlier metrics,
-    ///    kept aside (a hard link) before their rename, are then put back, so the earlier pair
-    ///    is as it was. Should even that fail, the earlier surrogate is removed: a missing
-    ///    surrogate is redone by the workflow, a mismatched pair would not be. The error says
-    ///    which happened.
+    ///    limit fails: a failure here leaves both earlier files untouched (until 2026-12-07 the
+    ///    earlier surrogate was removed before the metrics were written, and such a failure lost
+    ///    it).
+    /// 2. The earlier surrogate is removed, the metrics are renamed onto theirs, then the
+    ///    surrogate onto its own. Make and Snakemake track the surrogate: a run stopped or
+    ///    failing between these steps leaves none, so it is not done and is redone, and the
+    ///    error says so.
     ///
     /// With one output alone, its atomic write leaves the earlier file as it was on failure.
     pub fn write(
@@ -332,73 +327,41 @@ impl FittedSurrogates {
     }
 }
 
-/// Renames the staged metrics, then the staged surrogate, onto their targets; see
-/// [`FittedSurrogates::write`] for why in this order and what a failure between them does.
+/// Puts the staged pair in place: the earlier surrogate removed, then the metrics renamed onto
+/// theirs, then the surrogate onto its own; see [`FittedSurrogates::write`] for why.
 fn install_pair(metrics: Staged, surrogate: Staged) -> Result<()> {
     let (metrics_path, surrogate_path) = (metrics.target.clone(), surrogate.target.clone());
-    // A folder in the metrics' place is not kept aside (it cannot be linked); the rename onto
-    // it fails below, before anything is replaced.
-    let earlier_metrics = match std::fs::symlink_metadata(&metrics_path) {
-        Ok(meta) if meta.is_dir() => None,
-        _ => Some(KeptAside::keep(&metrics_path).with_context(|| {
-            format!(
-                "writing metrics {}: cannot keep the earlier file aside",
-                metrics_path.display()
-            )
-        })?),
+    // Removed first, so that no moment, a kill's included, has the new metrics beside the
+    // earlier surrogate (a folder in its place is refused here, before anything is replaced).
+    layerprune_core::remove_file_if_there(&surrogate_path).with_context(|| {
+        format!(
+            "saving the surrogate {}: cannot remove the earlier one",
+            surrogate_path.display()
+        )
+    })?;
+    let redo = |what: &str| {
+        format!(
+            "{what}; the earlier surrogate {} is removed: run again",
+            surrogate_path.display()
+        )
     };
-    if let Err(error) = metrics.install() {
-        // The earlier metrics were not replaced: the copy aside is a second name of them.
-        if let Some(kept) = earlier_metrics {
-            kept.discard();
-        }
-        return Err(error).with_context(|| format!("writing metrics {}", metrics_path.display()));
-    }
-    if let Err(error) = surrogate.install() {
-        let failed = format!(
-            "saving the surrogate {}: {error}; the new metrics {} were already in place",
+    metrics
+        .install()
+        .with_context(|| redo(&format!("writing metrics {}", metrics_path.display())))?;
+    surrogate.install().with_context(|| {
+        redo(&format!(
+            "saving the surrogate {} (the new metrics {} are in place)",
             surrogate_path.display(),
             metrics_path.display()
-        );
-        let put_back = match earlier_metrics {
-            Some(kept) => kept.put_back(),
-            // Only a folder is not kept, and no rename replaces a folder: not reached.
-            None => Err(std::io::Error::other("nothing was kept aside")),
-        };
-        match put_back {
-            Ok(PutBack::Removed) => bail!("{failed}, and are removed again (there were none)"),
-            Ok(_) => bail!("{failed}, and are replaced by the earlier ones again"),
-            Err(put_back) => {
-                // The earlier surrogate beside this fit's metrics is the one state the order
-                // of the renames exists to prevent: without a surrogate, the run is redone.
-                match layerprune_core::remove_file_if_there(&surrogate_path) {
-                    Ok(()) => bail!(
-                        "{failed}, and the earlier ones could not be put back ({put_back}): the \
-                         earlier surrogate {} is removed so that it does not sit beside metrics \
-                         of another fit; run again",
-                        surrogate_path.display()
-                    ),
-                    Err(removal) => bail!(
-                        "{failed}, and the earlier ones could not be put back ({put_back}), nor \
-                         the earlier surrogate {} removed ({removal}): it does not match the \
-                         metrics; delete both and run again",
-                        surrogate_path.display()
-                    ),
-                }
-            }
-        }
-    }
-    if let Some(kept) = earlier_metrics {
-        kept.discard();
-    }
-    Ok(())
+        ))
+    })
 }
 
 /// An output written in full under a temporary name beside its target, `.NAME.tmp-PID-N` in the
 /// same folder (a rename is atomic only within one file system), to be renamed onto the target
 /// by [`Staged::install`]; removed if dropped before. One left by a run that was killed is
 /// removed by the next write of NAME, as any writer's temporary file
-/// (`layerprune_core::remove_stale_temps`).
+/// (`layerprune_core::atomic::remove_stale_temps`).
 struct Staged {
     target: PathBuf,
     temp: PathBuf,
@@ -415,6 +378,12 @@ impl Staged {
     /// `atomic_write` refuses it.
     fn write(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<Staged> {
         layerprune_core::refuse_read_only(target)?;
+        // A folder in its place: its rename would fail after the earlier surrogate was removed.
+        if std::fs::symlink_metadata(target).is_ok_and(|meta| meta.is_dir()) {
+            bail!("{}: a folder is in the way of the output", target.display());
+        }
+        // What a killed write of this target left (its temporary files), as atomic_write clears.
+        layerprune_core::atomic::remove_stale_temps(target);
         let name = target
             .file_name()
             .with_context(|| format!("{}: the output path has no file name", target.display()))?;
@@ -667,7 +636,7 @@ mod tests {
             .unwrap_err();
         unchanged(error, "cannot save the surrogate");
 
-        // A folder in the metrics' place: the rename onto it fails, before the surrogate's.
+        // A folder in the metrics' place: refused before anything is replaced.
         let folder = dir.path().join("folder.parquet");
         std::fs::create_dir(&folder).unwrap();
         let listed = names(dir.path());
@@ -681,12 +650,12 @@ mod tests {
         assert_eq!(names(dir.path()), listed, "{error}");
     }
 
-    /// Where the surrogate's rename fails after the metrics' (a folder in the surrogate's
-    /// place), the earlier metrics are put back; a write that succeeds replaces both, keeps the
-    /// earlier files' permission bits and leaves no temporary file.
+    /// A folder in the surrogate's place is refused before anything is
+    /// replaced; a write that succeeds replaces both, keeps the earlier files' permission bits,
+    /// and clears what a killed write left beside its targets (it piled up before 2026-12-07).
     #[cfg(unix)]
     #[test]
-    fn the_metrics_are_put_back_if_the_surrogate_cannot_follow_them() {
+    fn a_pair_is_replaced_whole_or_not_at_all_and_a_killed_writes_leftovers_go() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (metrics, out) = (dir.path().join("m.parquet"), dir.path().join("s.json"));
@@ -706,7 +675,7 @@ mod tests {
             .unwrap_err();
         let error = format!("{error:#}");
         assert!(
-            error.contains("blocked.json") && error.contains("replaced by the earlier ones again"),
+            error.contains("blocked.json") && error.contains("a folder is in the way"),
             "{error}"
         );
         assert_eq!(std::fs::read(&metrics).unwrap(), earlier, "{error}");
@@ -715,6 +684,11 @@ mod tests {
         with_blocked.sort();
         assert_eq!(names(dir.path()), with_blocked, "{error}");
 
+        // The temporary files of a write killed before its renames (a process id no process has).
+        let dead = 4_194_304 + 17;
+        for name in ["m.parquet", "s.json"] {
+            std::fs::write(dir.path().join(format!(".{name}.tmp-{dead}-0")), b"left").unwrap();
+        }
         let earlier_surrogate = std::fs::read(&out).unwrap();
         fitted(2.0, 0.8)
             .write(Some(&metrics), Some(&out), &provenance)
