@@ -194,10 +194,11 @@ stamp_checked = $(if $(filter %/.settings/,$(dir $(1))),$(patsubst %/.settings/,
 # The record holds the identity line, then the inputs' signature when they were identified
 # (stamp_signature): the recorded identity is the record without that signature's line, and
 # stands when it is the signature now.
-stamp_recorded_identity = $(subst $(newline)$(2),,$(call file_text,$(call stamp_checked,$(1))))
-stamp_inputs_unchanged = $(and $(wildcard $(call stamp_checked,$(1))),$(call stamp_unchanged_since_checked,$(1),$(call stamp_signature,$(2))))
-stamp_unchanged_since_checked = $(and $(strip $(2)),$(call text_differs,$(call file_text,$(call stamp_checked,$(1))),$(call stamp_recorded_identity,$(1),$(2))),unchanged)
-stamp_identity = $(if $(call stamp_inputs_unchanged,$(1),$(2)),$(call stamp_recorded_identity,$(1),$(call stamp_signature,$(2))),$(shell $(PYTHON) pipelines/identity.py $(2)))
+# $(call stamp_inputs_unchanged,STAMP,INPUTS): the recorded identity when the inputs' signature
+# is the record's, else empty (one `stat` for both answers).
+stamp_inputs_unchanged = $(and $(wildcard $(call stamp_checked,$(1))),$(call stamp_recorded_if_signed,$(call file_text,$(call stamp_checked,$(1))),$(call stamp_signature,$(2))))
+stamp_recorded_if_signed = $(and $(strip $(2)),$(call text_differs,$(1),$(subst $(newline)$(2),,$(1))),$(subst $(newline)$(2),,$(1)))
+stamp_identity = $(or $(call stamp_inputs_unchanged,$(1),$(2)),$(shell $(PYTHON) pipelines/identity.py $(2)))
 # $(call stamp_signature,INPUTS): which files INPUTS are and when each was last written or
 # replaced, on one line: device, inode, size, mtime and ctime of each, symlinks followed (GNU
 # stat; stamp_update writes it with the same command). Not the inputs' ctimes against the record's
@@ -245,6 +246,12 @@ endef
 # the settings it held before they changed (FOLDER/.previous/NAME), with their time.
 stamp_folder = $(if $(filter %/.settings/,$(dir $(1))),$(patsubst %/.settings/,%,$(dir $(1))))
 stamp_previous = $(call stamp_folder,$(1))/.previous/$(notdir $(1))
+# The names of what a stamp's folder holds besides what was made with the stamp's settings, as
+# `find` tests: the stamps' own folders, and what a rule writes before its stage runs or leaves
+# when it fails (an evaluation's masks' sha256 and --mask file, a stage's lock file), which
+# said that something was made when nothing was.
+STAMP_UNMADE_NAMES := -name .settings -o -name .checked -o -name .previous -o -name '*.masks-sha256' \
+  -o -name '*.parquet.masks' -o -name '.*.lock'
 # $(call stamp_keep_previous,STAMP,ON_CHANGE): the rest of stamp_update's `if` for a stamp in a
 # folder, when its values changed: a setting changed back before anything was made with the new
 # one gets its stamp back as it was, time included, so that what it made is not made again (a
@@ -255,12 +262,6 @@ stamp_previous = $(call stamp_folder,$(1))/.previous/$(notdir $(1))
 # nothing has been made since it was replaced: every file newer than it was made with its
 # settings. A new value that is the previous one's takes it back (no ON_CHANGE: what it would
 # drop was made with the previous settings, or is gone); any other is written as before.
-# The names of what a stamp's folder holds besides what was made with the stamp's settings, as
-# `find` tests: the stamps' own folders, and what a rule writes before its stage runs or leaves
-# when it fails (an evaluation's masks' sha256 and --mask file, a stage's lock file), which
-# said that something was made when nothing was.
-STAMP_UNMADE_NAMES := -name .settings -o -name .checked -o -name .previous -o -name '*.masks-sha256' \
-  -o -name '*.parquet.masks' -o -name '.*.lock'
 define stamp_keep_previous
 elif [ -e $(1) ]; then \
 	  if [ ! -e $(call stamp_previous,$(1)) ] || [ -n "$$$$(find $(call stamp_folder,$(1)) \( $(STAMP_UNMADE_NAMES) \) -prune \
