@@ -183,16 +183,108 @@ pub fn atomic_write<T>(
     path: &Path,
     write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
 ) -> Result<T, AtomicWriteError> {
+    let (value, staged) = atomic_write_staged(path, write)?;
+    staged.commit()?;
+    Ok(value)
+}
+
+/// [`atomic_write`] up to its rename: the temporary file `.NAME.tmp-PID-N` is written, given
+/// its mode and flushed to disk, and handed back unrenamed, to be put in place by
+/// [`StagedFile::commit`] (or removed if dropped before). For a stage that writes several files
+/// and renames them only once all are written (fit-surrogate's metrics and surrogate): each
+/// output has one temporary name, the one [`atomic_write`] gives it, whose length the stages'
+/// check of their output names allows for ([`longest_sibling_name`]), and which the next
+/// write of the output removes if the run was killed ([`remove_stale_temps`]). Until
+/// 2026-12-07 such a stage ran `atomic_write` on a temporary path of its own, which nested a
+/// second name, `..NAME.tmp-PID-0.tmp-PID-N`, longer than the check allowed and never
+/// removed.
+pub fn atomic_write_staged<T>(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
+) -> Result<(T, StagedFile), AtomicWriteError> {
     let replaced = replaced_permissions(path)?;
     remove_stale_temps(path);
-    let (temp, file, _in_use) = create_temp(path)?;
-    let result = keep_permissions(path, &file, replaced)
-        .and_then(|()| write_then_rename(path, &temp, file, write));
-    if result.is_err() {
-        // Ours (created new above), unless the rename already moved it onto `path`.
-        let _ = fs::remove_file(&temp);
+    let (temp, file, in_use) = create_temp(path)?;
+    // Dropped on a failure below, it removes the temporary file (closed by then).
+    let staged = StagedFile {
+        path: path.to_path_buf(),
+        temp,
+        renamed: false,
+        _in_use: in_use,
+    };
+    let value = fill(path, file, replaced, write)?;
+    Ok((value, staged))
+}
+
+/// Gives the new temporary `file` of `path` its mode, has `write` fill it, flushes it to disk
+/// and closes it.
+fn fill<T>(
+    path: &Path,
+    mut file: File,
+    replaced: Option<fs::Permissions>,
+    write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
+) -> Result<T, AtomicWriteError> {
+    keep_permissions(path, &file, replaced)?;
+    let value = write(&mut file).map_err(|e| AtomicWriteError::new(path, "writing failed", e))?;
+    file.sync_all()
+        .map_err(|e| AtomicWriteError::new(path, "cannot flush to disk", e))?;
+    Ok(value)
+}
+
+/// A file written in full and flushed to disk under its temporary name beside its target
+/// ([`atomic_write_staged`]), not yet renamed onto it. Dropped before [`StagedFile::commit`],
+/// the temporary file is removed and the target is untouched. While it lives its name is
+/// claimed ([`SiblingInUse`]), so that no write of this process takes it for a dead writer's.
+#[derive(Debug)]
+pub struct StagedFile {
+    path: PathBuf,
+    temp: PathBuf,
+    renamed: bool,
+    _in_use: SiblingInUse,
+}
+
+impl StagedFile {
+    /// The file this one is to replace.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    result
+
+    /// The temporary file, `.NAME.tmp-PID-N` beside [`StagedFile::path`].
+    pub fn temp(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Renames the temporary file onto its target, then syncs the folder so that the rename
+    /// is durable. On failure the temporary file is removed and the target is untouched.
+    pub fn commit(mut self) -> Result<(), AtomicWriteError> {
+        fs::rename(&self.temp, &self.path).map_err(|e| {
+            AtomicWriteError::new(
+                &self.path,
+                format!("cannot rename {} onto it", self.temp.display()),
+                e,
+            )
+        })?;
+        self.renamed = true;
+        // Make the rename itself durable; not every platform lets a folder be opened for this,
+        // and the data is already safe, so a failure here is not an error.
+        let folder = match self.path.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() => folder,
+            _ => Path::new("."),
+        };
+        if let Ok(handle) = File::open(folder) {
+            let _ = handle.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            // Ours (created new by `create_temp`), never renamed onto the target.
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Refuses to replace `path` where it is a regular file that its owner may not write (no `u+w`
@@ -435,34 +527,6 @@ fn create(temp: &Path) -> std::io::Result<File> {
     options.open(temp)
 }
 
-fn write_then_rename<T>(
-    path: &Path,
-    temp: &Path,
-    mut file: File,
-    write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
-) -> Result<T, AtomicWriteError> {
-    let value = write(&mut file).map_err(|e| AtomicWriteError::new(path, "writing failed", e))?;
-    file.sync_all()
-        .map_err(|e| AtomicWriteError::new(path, "cannot flush to disk", e))?;
-    drop(file);
-    fs::rename(temp, path).map_err(|e| {
-        AtomicWriteError::new(path, format!("cannot rename {} onto it", temp.display()), e)
-    })?;
-    // Make the rename itself durable; not every platform lets a folder be opened for this,
-    // and the data is already safe, so a failure here is not an error.
-    if let Some(folder) = path.parent() {
-        let folder = if folder.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            folder
-        };
-        if let Ok(handle) = File::open(folder) {
-            let _ = handle.sync_all();
-        }
-    }
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     /// A process is alive by `kill(pid, 0)`, a process of another user too (EPERM; `/proc`
@@ -552,6 +616,60 @@ mod tests {
         for link in &planted {
             assert!(fs::symlink_metadata(link).unwrap().file_type().is_symlink());
         }
+    }
+
+    /// A staged write leaves the target as it was until its commit, under the one temporary
+    /// name `atomic_write` gives (`.NAME.tmp-PID-N`, no longer than the check of names allows
+    /// for), with the mode of the file it replaces; dropped uncommitted, it leaves nothing.
+    #[cfg(unix)]
+    #[test]
+    fn a_staged_write_is_the_atomic_write_up_to_its_rename() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let listing = || {
+            let mut names: Vec<OsString> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let (answer, staged) = atomic_write_staged(&path, |file| {
+            std::io::Write::write_all(file, b"new")?;
+            Ok(42)
+        })
+        .unwrap();
+        assert_eq!(answer, 42);
+        assert_eq!(staged.path(), path);
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        let temp = staged.temp().file_name().unwrap().to_os_string();
+        let tail = temp
+            .to_str()
+            .unwrap()
+            .strip_prefix(".out.json.tmp-")
+            .unwrap();
+        assert_eq!(temp_pid(tail), Some(std::process::id()));
+        assert!(temp.len() <= longest_sibling_name(OsStr::new("out.json"), 0).len());
+        assert_eq!(listing(), vec![temp, OsString::from("out.json")]);
+        assert_eq!(fs::read(staged.temp()).unwrap(), b"new");
+        let mode = fs::metadata(staged.temp()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        staged.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(listing(), vec![OsString::from("out.json")]);
+
+        let (_, dropped) = atomic_write_staged(&path, |file| {
+            std::io::Write::write_all(file, b"never")?;
+            Ok(())
+        })
+        .unwrap();
+        drop(dropped);
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(listing(), vec![OsString::from("out.json")]);
     }
 
     #[test]

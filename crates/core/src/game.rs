@@ -111,8 +111,29 @@ macro_rules! game_through_pointer {
 game_through_pointer!(&mut G);
 game_through_pointer!(Box<G>);
 
+/// A mask asked of a [`RecordedGame`] that its table does not hold: the one error of a
+/// recorded game that says the table lacks a mask the caller's design reads (a stage that
+/// names the files matches on it; the other errors of a recorded game, a mask of the wrong
+/// length or values on windows that disagree, say something else of the table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotRecorded {
+    pub mask: Mask,
+}
+
+impl std::fmt::Display for NotRecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mask {} was not evaluated (it is not in the recorded table)",
+            self.mask
+        )
+    }
+}
+
+impl std::error::Error for NotRecorded {}
+
 /// Values recorded earlier (an evaluation table), replayed as a game. Asking for a mask that
-/// was never evaluated is an error, never a guess. Recorded with each mask's value on every
+/// was never evaluated is an error ([`NotRecorded`]), never a guess. Recorded with each mask's value on every
 /// window ([`RecordedGame::with_windows`]), it replays a race too: a real model's game, kept in
 /// a file, on which every method runs without the model.
 #[derive(Clone, Debug)]
@@ -206,10 +227,10 @@ impl Game for RecordedGame {
         masks
             .iter()
             .map(|mask| {
-                self.values.get(mask).copied().ok_or_else(|| {
-                    format!("mask {mask} was not evaluated (it is not in the recorded table)")
-                        .into()
-                })
+                self.values
+                    .get(mask)
+                    .copied()
+                    .ok_or_else(|| Box::new(NotRecorded { mask: mask.clone() }) as GameError)
             })
             .collect()
     }
@@ -234,9 +255,9 @@ impl Game for RecordedGame {
         masks
             .iter()
             .map(|mask| {
-                let all = recorded.get(mask).ok_or_else(|| {
-                    format!("mask {mask} was not evaluated (it is not in the recorded table)")
-                })?;
+                let all = recorded
+                    .get(mask)
+                    .ok_or_else(|| Box::new(NotRecorded { mask: mask.clone() }) as GameError)?;
                 all.get(windows.clone())
                     .map(<[f64]>::to_vec)
                     .ok_or_else(|| format!("windows {windows:?} of {}", all.len()).into())
@@ -461,7 +482,11 @@ mod tests {
         assert_eq!(recorded.values(&masks).unwrap(), values);
         let err = recorded.value(&"101".parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("101"), "{err}");
-        assert!(RecordedGame::new(4, [(masks[0].clone(), 1.0)]).is_err());
+        // Typed, so that a stage can tell a missing mask from the table's other errors.
+        let missing = err.downcast_ref::<NotRecorded>().expect("a NotRecorded");
+        assert_eq!(missing.mask, "101".parse::<Mask>().unwrap());
+        let wrong_length = RecordedGame::new(4, [(masks[0].clone(), 1.0)]).unwrap_err();
+        assert!(wrong_length.downcast_ref::<NotRecorded>().is_none());
         assert_eq!(recorded.num_windows(), None);
         assert!(recorded.values_on_windows(&masks, 0..1).is_err());
     }

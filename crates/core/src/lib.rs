@@ -33,9 +33,9 @@ pub mod synthetic;
 
 pub use aside::{KeptAside, PutBack};
 pub use atomic::{
-    atomic_write, atomic_write_bytes, dead_writers_siblings, longest_sibling_name,
-    read_only_refusal, refuse_read_only, remove_file_if_there, sibling_name, AtomicWriteError,
-    SiblingInUse,
+    atomic_write, atomic_write_bytes, atomic_write_staged, dead_writers_siblings,
+    longest_sibling_name, read_only_refusal, refuse_read_only, remove_file_if_there, sibling_name,
+    AtomicWriteError, SiblingInUse, StagedFile,
 };
 pub use contained::contain_panic;
 

@@ -83,7 +83,7 @@ pub(crate) fn stratum_weights(
     }
     if let Some(&k) = strata.iter().find(|&&k| k > players) {
         return Err(SamplingError::StratumOutOfRange {
-            stratum: k as i64,
+            stratum: k as i128,
             players,
         });
     }

@@ -9,7 +9,9 @@ pub enum SamplingError {
         "stratum {stratum} (number of removed blocks) is out of range: with {players} players \
          (blocks not fixed) a stratum must be between 0 and {players}"
     )]
-    StratumOutOfRange { stratum: i64, players: usize },
+    /// `stratum` as the user gave it: negative, or past any game's players (wide enough for
+    /// any `i64` of a [`crate::StrataSpec`] and any `usize` of `--strata`).
+    StratumOutOfRange { stratum: i128, players: usize },
     #[error("no strata given: list at least one number of removed blocks")]
     NoStrata,
     #[error("pruning ratio {ratio} is not a number strictly between 0 and 1")]

@@ -36,4 +36,6 @@ pub use designs::{
 pub use error::SamplingError;
 pub use layerprune_core::Players;
 pub use plan::{sample, Existing, SampleOutcome, SamplingPlan, StratifiedDesign, StratumSummary};
-pub use strata::{parse_stratum, ratio_spread, resolve_strata, StrataSpec, PUBLISHED_STRATA_OF_32};
+pub use strata::{
+    given_strata, parse_stratum, ratio_spread, resolve_strata, StrataSpec, PUBLISHED_STRATA_OF_32,
+};

@@ -31,6 +31,24 @@ pub fn parse_stratum(text: &str) -> Result<usize, String> {
         .map_err(|_| format!("{text:?} is not a stratum: a number of removed blocks, 0 or more"))
 }
 
+/// The strata a user gave (`sample-masks --strata`, each read by [`parse_stratum`]) as a spec
+/// for a game of `players` players. A number past `i64::MAX`, which the spec cannot hold, is
+/// out of range of any game: refused here with the number as given (until 2026-12-07 it was
+/// taken as `i64::MAX` and reported as "stratum 9223372036854775807"). The others are checked
+/// against the game by [`resolve_strata`].
+pub fn given_strata(given: &[usize], players: usize) -> Result<StrataSpec, SamplingError> {
+    given
+        .iter()
+        .map(|&stratum| {
+            i64::try_from(stratum).map_err(|_| SamplingError::StratumOutOfRange {
+                stratum: stratum as i128,
+                players,
+            })
+        })
+        .collect::<Result<Vec<i64>, _>>()
+        .map(StrataSpec::Removed)
+}
+
 /// Half-width of the strata around a target ratio: one stratum per 32 players on each side,
 /// at least one (so 32 players and a ratio of 0.35 give strata 10, 11, 12).
 pub fn ratio_spread(players: usize) -> usize {
@@ -48,7 +66,12 @@ pub fn resolve_strata(spec: &StrataSpec, players: usize) -> Result<Vec<usize>, S
             for &stratum in removed {
                 match usize::try_from(stratum) {
                     Ok(k) if k <= players => strata.push(k),
-                    _ => return Err(SamplingError::StratumOutOfRange { stratum, players }),
+                    _ => {
+                        return Err(SamplingError::StratumOutOfRange {
+                            stratum: stratum.into(),
+                            players,
+                        })
+                    }
                 }
             }
             strata
@@ -163,6 +186,31 @@ mod tests {
         assert_eq!(
             resolve_strata(&StrataSpec::Removed(vec![]), 8),
             Err(SamplingError::NoStrata)
+        );
+    }
+
+    /// A stratum given past what the spec holds (`i64`) is reported as given, not as
+    /// `i64::MAX` (`--strata 2,18446744073709551615` said "stratum 9223372036854775807").
+    #[test]
+    fn a_given_stratum_past_any_game_is_reported_as_given() {
+        assert_eq!(
+            given_strata(&[2, 5], 8),
+            Ok(StrataSpec::Removed(vec![2, 5]))
+        );
+        let error = given_strata(&[2, usize::MAX], 8).unwrap_err();
+        assert_eq!(
+            error,
+            SamplingError::StratumOutOfRange {
+                stratum: usize::MAX as i128,
+                players: 8
+            }
+        );
+        assert!(
+            error.to_string().starts_with(&format!(
+                "stratum {} (number of removed blocks)",
+                usize::MAX
+            )),
+            "{error}"
         );
     }
 }

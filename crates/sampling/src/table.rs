@@ -3,6 +3,7 @@
 //! both it and the request name one; its masks are not drawn again), the masks drawn
 //! ([`sample`]) and the mask table made. The caller writes it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -51,9 +52,12 @@ pub struct MaskRequest {
     /// The id of the model the masks are drawn for (`--model`: its manifest's sha256, the id
     /// its evaluation tables record), recorded in the table's provenance; `None` where only a
     /// block count was given. A pilot measured on another model, or a table appended to that
-    /// was drawn for another, is refused unless `allow_mixed_inputs`.
+    /// was drawn for another, is refused unless `allow_mixed_inputs`. A table appended to
+    /// keeps the model it records; another `model_id` is recorded beside it
+    /// ([`APPENDED_MODELS_ROLE`]).
     pub model_id: Option<String>,
     /// Use a pilot or a table appended to of another model than `model_id`, with a warning.
+    /// Refused where the run compares no two models, which it would not read.
     pub allow_mixed_inputs: bool,
 }
 
@@ -86,16 +90,79 @@ pub fn mixed_inputs(message: String, allowed: bool) -> Result<()> {
     Ok(())
 }
 
-/// The model a mask table records it was drawn for (its provenance's `model`), if any: a
-/// table drawn for a block count, or written without provenance, records none.
-fn recorded_model(path: &Path) -> Result<Option<String>> {
-    match read_provenance(path) {
-        Ok(provenance) => Ok(provenance.inputs.get(input_role::MODEL).cloned()),
-        Err(error) if error.kind == TableErrorKind::Missing => Ok(None),
-        Err(error) => {
-            Err(error).with_context(|| format!("reading the provenance of {}", path.display()))
+/// The provenance role of the models a mask table's masks were also drawn for, beside the one
+/// it records as its `model` (`sample-masks --append --model` of another model, with
+/// `--allow-mixed-inputs`): their ids, ascending and joined by `,` (ids are hex digests).
+pub const APPENDED_MODELS_ROLE: &str = "appended_models";
+
+/// The models a mask table appended to records: the one it was drawn for (its provenance's
+/// `model`; none for a table drawn for a block count, or written without provenance), and
+/// those masks were appended for since ([`APPENDED_MODELS_ROLE`]).
+#[derive(Default)]
+struct RecordedModels {
+    model: Option<String>,
+    appended: BTreeSet<String>,
+}
+
+impl RecordedModels {
+    fn read(path: &Path) -> Result<RecordedModels> {
+        match read_provenance(path) {
+            Ok(provenance) => Ok(RecordedModels {
+                model: provenance.inputs.get(input_role::MODEL).cloned(),
+                appended: provenance
+                    .inputs
+                    .get(APPENDED_MODELS_ROLE)
+                    .map(|ids| {
+                        ids.split(',')
+                            .filter(|id| !id.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Err(error) if error.kind == TableErrorKind::Missing => Ok(RecordedModels::default()),
+            Err(error) => {
+                Err(error).with_context(|| format!("reading the provenance of {}", path.display()))
+            }
         }
     }
+}
+
+/// Refuses `--allow-mixed-inputs` where the run compares no two models, so that it would allow
+/// nothing (a setting the run does not read): a pilot is compared with the run's model (the
+/// `--model`, else the one the table appended to was drawn for), and a table appended to with
+/// the `--model`. `appended` is what the table appended to records, if there is one.
+fn refuse_unread_allow_mixed_inputs(
+    request: &MaskRequest,
+    appended: Option<&RecordedModels>,
+) -> Result<()> {
+    if !request.allow_mixed_inputs {
+        return Ok(());
+    }
+    let recorded = appended.and_then(|table| table.model.as_ref());
+    let has_pilot = matches!(request.allocation, AllocationSource::Neyman { .. });
+    let pilot_compared = has_pilot && (request.model_id.is_some() || recorded.is_some());
+    let table_compared = recorded.is_some() && request.model_id.is_some();
+    if pilot_compared || table_compared {
+        return Ok(());
+    }
+    let why = match (has_pilot, appended, &request.model_id) {
+        (true, None, _) => {
+            "no --model and no existing table appended to, to compare its --pilot with"
+        }
+        (true, Some(_), _) => {
+            "no --model, and the table appended to records none, to compare its --pilot with"
+        }
+        (false, None, _) => "no --pilot, and no existing table appended to",
+        (false, Some(_), None) => {
+            "no --pilot, and no --model to compare the table appended to with"
+        }
+        (false, Some(_), Some(_)) => "no --pilot, and the table appended to records no model",
+    };
+    bail!(
+        "--allow-mixed-inputs is for a --pilot or an --append table of another model, and this \
+         run compares no two models ({why}); leave it out"
+    )
 }
 
 /// Whether a sampling error is about the pilot's values (and so is told with its file).
@@ -116,10 +183,20 @@ pub fn sample_mask_table(
     mut provenance: Provenance,
 ) -> Result<SampledMasks> {
     let num_blocks = players.num_blocks();
-    if let Some(id) = &request.model_id {
-        // The model the masks were drawn for, by the id its evaluation tables record.
+    let appended = request
+        .append_to
+        .as_deref()
+        .map(RecordedModels::read)
+        .transpose()?;
+    refuse_unread_allow_mixed_inputs(request, appended.as_ref())?;
+    let recorded = appended.as_ref().and_then(|table| table.model.clone());
+    // The model the masks were drawn for, by the id its evaluation tables record: a table
+    // appended to keeps its own (the masks drawn now for another `--model` are recorded
+    // among the appended models below).
+    if let Some(id) = recorded.as_ref().or(request.model_id.as_ref()) {
         provenance = provenance.with_input(input_role::MODEL, id);
     }
+    let mut appended_models = appended.map(|table| table.appended).unwrap_or_default();
     let allocation = match &request.allocation {
         AllocationSource::Neyman { pilot, incomplete } => {
             let table = read_complete_evaluations(pilot, *incomplete)
@@ -134,15 +211,11 @@ pub fn sample_mask_table(
             // Its spreads are of another model's strata: with the same blocks, the allocation
             // is still unbiased but no longer Neyman's, and the table would say otherwise. The
             // model of this run: --model's, else the one the table appended to was drawn for.
-            let appended_model = || {
-                let path = request.append_to.as_deref()?;
-                Some((recorded_model(path).ok()??, "the table appended to"))
-            };
             let run_model = request
                 .model_id
                 .clone()
                 .map(|id| (id, "--model"))
-                .or_else(appended_model);
+                .or_else(|| recorded.clone().map(|id| (id, "the table appended to")));
             if let Some((id, whose)) =
                 run_model.filter(|(id, _)| !table.model_id.is_empty() && table.model_id != *id)
             {
@@ -219,26 +292,29 @@ pub fn sample_mask_table(
                 );
             }
             // The table keeps the model it was drawn for; masks drawn for another are
-            // another game's.
-            match (recorded_model(path)?, &request.model_id) {
-                (Some(recorded), Some(id)) if recorded != *id => mixed_inputs(
-                    format!(
-                        "cannot append to {}: its masks were drawn for another model ({recorded}) \
-                         than --model ({id})",
-                        path.display()
-                    ),
-                    request.allow_mixed_inputs,
-                )?,
-                (Some(recorded), None) => {
-                    provenance = provenance.with_input(input_role::MODEL, &recorded);
+            // another game's: with --allow-mixed-inputs that model is recorded beside it.
+            if let (Some(recorded), Some(id)) = (&recorded, &request.model_id) {
+                if recorded != id {
+                    mixed_inputs(
+                        format!(
+                            "cannot append to {}: its masks were drawn for another model \
+                             ({recorded}) than --model ({id})",
+                            path.display()
+                        ),
+                        request.allow_mixed_inputs,
+                    )?;
+                    appended_models.insert(id.clone());
                 }
-                _ => {}
             }
             provenance = provenance.with_input(input_role::APPENDED, &file_id(path)?);
             table.rows
         }
         None => Vec::new(),
     };
+    if !appended_models.is_empty() {
+        let ids: Vec<&str> = appended_models.iter().map(String::as_str).collect();
+        provenance = provenance.with_input(APPENDED_MODELS_ROLE, &ids.join(","));
+    }
     let existing_masks: Vec<Mask> = existing.iter().map(|row| row.mask.clone()).collect();
     let outcome = sample(
         players,
@@ -546,10 +622,32 @@ mod tests {
                 path.display()
             )
         );
+        // Allowed, the table keeps its model, and records the other beside it (it recorded
+        // model-b alone, as if every mask had been drawn for it).
         more.allow_mixed_inputs = true;
         let mixed = sample_mask_table(&players, &more, provenance()).unwrap();
-        assert_eq!(mixed.provenance.inputs["model"], "model-b");
+        assert_eq!(mixed.provenance.inputs["model"], "model-a");
+        assert_eq!(mixed.provenance.inputs[APPENDED_MODELS_ROLE], "model-b");
         assert!(mixed.new_rows > 0);
+        // Later appends keep both: another model joins the list, a block count carries it.
+        write_masks(&path, &mixed.table, &mixed.provenance).unwrap();
+        more.model_id = Some("model-c".into());
+        more.seed = 5;
+        let third = sample_mask_table(&players, &more, provenance()).unwrap();
+        assert_eq!(third.provenance.inputs["model"], "model-a");
+        assert_eq!(
+            third.provenance.inputs[APPENDED_MODELS_ROLE],
+            "model-b,model-c"
+        );
+        write_masks(&path, &third.table, &third.provenance).unwrap();
+        let mut counted_only = request(4, Some(path.clone()));
+        counted_only.seed = 6;
+        let fourth = sample_mask_table(&players, &counted_only, provenance()).unwrap();
+        assert_eq!(fourth.provenance.inputs["model"], "model-a");
+        assert_eq!(
+            fourth.provenance.inputs[APPENDED_MODELS_ROLE],
+            "model-b,model-c"
+        );
 
         // A table drawn for a block count records no model; the --model appending to it is
         // recorded.
@@ -560,6 +658,80 @@ mod tests {
         onto_plain.model_id = Some("model-b".into());
         let appended = sample_mask_table(&players, &onto_plain, provenance()).unwrap();
         assert_eq!(appended.provenance.inputs["model"], "model-b");
+        assert!(!appended
+            .provenance
+            .inputs
+            .contains_key(APPENDED_MODELS_ROLE));
+    }
+
+    /// `allow_mixed_inputs` where the run compares no two models would allow nothing: refused
+    /// as a setting the run does not read (it was taken silently), saying why.
+    #[test]
+    fn allowing_mixed_inputs_where_no_two_models_are_compared_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let players = Players::new(8, &[]).unwrap();
+        let pilot = dir.path().join("pilot.parquet");
+        write_pilot(&pilot, "model-a", &[], |a, b| 1.0 / (1 + a * b) as f64);
+        let plain = dir.path().join("plain.parquet");
+        let counted = sample_mask_table(&players, &request(4, None), provenance()).unwrap();
+        write_masks(&plain, &counted.table, &counted.provenance).unwrap();
+        let drawn_for_a = dir.path().join("a.parquet");
+        let mut for_a = request(4, None);
+        for_a.model_id = Some("model-a".into());
+        let first = sample_mask_table(&players, &for_a, provenance()).unwrap();
+        write_masks(&drawn_for_a, &first.table, &first.provenance).unwrap();
+
+        let refused = |mut request: MaskRequest, says: &str| {
+            request.allow_mixed_inputs = true;
+            let message = format!(
+                "{:#}",
+                sample_mask_table(&players, &request, provenance())
+                    .err()
+                    .unwrap()
+            );
+            assert!(
+                message.starts_with(
+                    "--allow-mixed-inputs is for a --pilot or an --append table of another \
+                     model, and this run compares no two models ("
+                ) && message.contains(says)
+                    && message.ends_with("; leave it out"),
+                "{message}"
+            );
+        };
+        // A pilot and a block count only, nothing appended to.
+        refused(
+            neyman(&pilot),
+            "(no --model and no existing table appended to, to compare its --pilot with)",
+        );
+        // A table that records no model, appended to for a --model.
+        let mut onto_plain = request(4, Some(plain.clone()));
+        onto_plain.model_id = Some("model-b".into());
+        refused(
+            onto_plain,
+            "(no --pilot, and the table appended to records no model)",
+        );
+        // A table that records one, appended to for a block count only.
+        refused(
+            request(4, Some(drawn_for_a.clone())),
+            "(no --pilot, and no --model to compare the table appended to with)",
+        );
+        // No pilot, nothing appended to (an --append whose --out does not exist yet).
+        let mut nothing = request(4, None);
+        nothing.model_id = Some("model-b".into());
+        refused(nothing, "(no --pilot, and no existing table appended to)");
+
+        // Where two models are compared, it is read, whether they differ or not.
+        let mut read = neyman(&pilot);
+        read.allow_mixed_inputs = true;
+        read.model_id = Some("model-a".into());
+        assert!(sample_mask_table(&players, &read, provenance()).is_ok());
+        read.model_id = None;
+        read.append_to = Some(drawn_for_a.clone());
+        assert!(sample_mask_table(&players, &read, provenance()).is_ok());
+        let mut onto_a = request(4, Some(drawn_for_a));
+        onto_a.allow_mixed_inputs = true;
+        onto_a.model_id = Some("model-a".into());
+        assert!(sample_mask_table(&players, &onto_a, provenance()).is_ok());
     }
 
     /// A pilot whose game fixed a block that is a player here never removed it: its strata are

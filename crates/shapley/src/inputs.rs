@@ -8,14 +8,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use layerprune_core::game::NotRecorded;
 use layerprune_core::{GameValue, Mask, Players};
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
 use layerprune_tables::{
-    read_complete_evaluations, read_masks, Incomplete, Provenance, ScoreRow, ScoreTable,
+    read_complete_evaluations_hashed, read_masks_hashed, Hashed, Incomplete, Provenance, ScoreRow,
+    ScoreTable,
 };
 
 use crate::{
-    estimate, DesignRow, Estimates, Estimator, EstimatorInputs, EstimatorOptions, RecordedDesign,
+    estimate, DesignRow, Estimates, Estimator, EstimatorInputs, EstimatorOptions, Needs,
+    RecordedDesign,
 };
 
 /// The input files of a scoring run and what to read from them.
@@ -53,6 +56,11 @@ pub struct ScoreInputs {
     pub evaluations_file: Option<PathBuf>,
     /// The mask table's path, for the errors about the masks its design reads.
     pub masks_file: Option<PathBuf>,
+    /// The surrogate's path, hashed for the provenance.
+    pub surrogate_file: Option<PathBuf>,
+    /// The SHA-256 of each table read, by its role in the provenance (`evaluations`, `masks`):
+    /// of the bytes that were parsed.
+    pub table_hashes: Vec<(&'static str, String)>,
 }
 
 /// Files computed for different games: refused, or with `--allow-mixed-inputs` a warning (the
@@ -97,11 +105,16 @@ impl ScoreFiles {
 
     /// Reads the files and checks they describe one game.
     pub fn load(&self) -> Result<ScoreInputs> {
+        let mut table_hashes = Vec::new();
         let evaluations = self
             .evaluations
             .as_deref()
-            .map(|path| read_complete_evaluations(path, self.incomplete))
-            .transpose()?;
+            .map(|path| read_complete_evaluations_hashed(path, self.incomplete))
+            .transpose()?
+            .map(|Hashed { table, sha256 }| {
+                table_hashes.push(("evaluations", sha256));
+                table
+            });
         let surrogate = self
             .surrogate
             .as_deref()
@@ -110,7 +123,15 @@ impl ScoreFiles {
             })
             .transpose()?;
         let value = self.game_value(surrogate.as_ref())?;
-        let masks = self.masks.as_deref().map(read_masks).transpose()?;
+        let masks = self
+            .masks
+            .as_deref()
+            .map(read_masks_hashed)
+            .transpose()?
+            .map(|Hashed { table, sha256 }| {
+                table_hashes.push(("masks", sha256));
+                table
+            });
         let sizes: Vec<(&str, usize)> = [
             evaluations.as_ref().map(|t| ("evaluations", t.num_blocks)),
             surrogate
@@ -232,27 +253,62 @@ impl ScoreFiles {
             game_ids,
             evaluations_file: self.evaluations.clone(),
             masks_file: self.masks.clone(),
+            surrogate_file: self.surrogate.clone(),
+            table_hashes,
         })
     }
+}
 
-    /// `provenance` with the sha256 of each input file.
-    pub fn provenance(&self, mut provenance: Provenance) -> Result<Provenance> {
-        for (role, path) in [
-            ("evaluations", &self.evaluations),
-            ("surrogate", &self.surrogate),
-            ("masks", &self.masks),
-        ] {
-            if let Some(path) = path {
-                let bytes = layerprune_core::read_input(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                provenance = provenance.with_input(role, &layerprune_core::sha256_hex(&bytes));
+/// An estimator's error, with the files it concerns named. A value that is not finite is the
+/// evaluation table's. A mask the recorded game lacks ([`NotRecorded`]) is the evaluation
+/// table's too, and where the estimator reads the design of a mask table (chains, pairs), named
+/// with both (evaluations of another mask table?); every other error of the game (the table's
+/// masks or windows) is named with the evaluation table alone, as it is (until 2026-12-07 every
+/// one was said to be a mask the design reads, also for estimators that read no design).
+fn with_files(
+    error: crate::ShapleyError,
+    which: Estimator,
+    evaluations: Option<&Path>,
+    masks: Option<&Path>,
+) -> anyhow::Error {
+    use crate::ShapleyError;
+    let reads_design = matches!(which.needs(), Needs::Chains | Needs::Pairs);
+    match (&error, evaluations) {
+        (ShapleyError::NotFinite { .. }, Some(path)) => {
+            anyhow::anyhow!("{}: {error}", path.display())
+        }
+        (ShapleyError::Game(game_error), Some(evaluations))
+            if which.needs() != Needs::Surrogate =>
+        {
+            match masks {
+                Some(masks) if reads_design && game_error.is::<NotRecorded>() => anyhow::anyhow!(
+                    "{} does not hold every mask that the design of {} reads (evaluations of \
+                     another mask table?): {error}",
+                    evaluations.display(),
+                    masks.display()
+                ),
+                _ => anyhow::anyhow!("{}: {error}", evaluations.display()),
             }
         }
-        Ok(provenance)
+        _ => error.into(),
     }
 }
 
 impl ScoreInputs {
+    /// `provenance` with the sha256 of each input file: of the bytes parsed for the tables
+    /// (hashed as they were read), of the surrogate's file as it is now.
+    pub fn provenance(&self, mut provenance: Provenance) -> Result<Provenance> {
+        for (role, sha256) in &self.table_hashes {
+            provenance = provenance.with_input(role, sha256);
+        }
+        if let Some(path) = &self.surrogate_file {
+            let bytes = layerprune_core::read_input(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            provenance = provenance.with_input("surrogate", &layerprune_core::sha256_hex(&bytes));
+        }
+        Ok(provenance)
+    }
+
     /// The LLM evaluations behind a surrogate estimate: the surrogate's own record of what it
     /// was fitted on, else the evaluation table's size.
     pub fn surrogate_evaluations(&self) -> usize {
@@ -308,27 +364,12 @@ impl ScoreInputs {
             }
             let estimated =
                 estimate(which, &mut inputs, &self.players, options).map_err(|error| {
-                    match (&error, &self.evaluations_file, &self.masks_file) {
-                        // The value is the evaluation table's: named with the file.
-                        (crate::ShapleyError::NotFinite { .. }, Some(path), _) => {
-                            anyhow::anyhow!("{}: {error}", path.display())
-                        }
-                        // The recorded game is the evaluation table, asked for the masks of
-                        // the design the mask table records: a mask it lacks is named with
-                        // both files (a mask table other than the one evaluated?).
-                        (crate::ShapleyError::Game(_), Some(evaluations), masks) if reads_table => {
-                            match masks {
-                                Some(masks) => anyhow::anyhow!(
-                                    "{} does not hold every mask that the design of {} reads \
-                                     (evaluations of another mask table?): {error}",
-                                    evaluations.display(),
-                                    masks.display()
-                                ),
-                                None => anyhow::anyhow!("{}: {error}", evaluations.display()),
-                            }
-                        }
-                        _ => error.into(),
-                    }
+                    with_files(
+                        error,
+                        which,
+                        self.evaluations_file.as_deref(),
+                        self.masks_file.as_deref(),
+                    )
                 })?;
             for text in &estimated.notes {
                 note(text);
@@ -391,10 +432,53 @@ mod tests {
     use crate::NonuniformMasks;
     use layerprune_core::synthetic::AdditiveGame;
     use layerprune_core::Design;
-    use layerprune_tables::write_masks;
+    use layerprune_tables::{read_complete_evaluations, write_masks};
     use layerprune_tables::{MaskRow, MaskTable};
 
     const BLOCKS: usize = 5;
+
+    /// Only a mask the recorded game lacks is blamed on the design of the mask table, and only
+    /// for an estimator that reads one; any other error of the game passes through with the
+    /// evaluation table named (review of 2026-12-07: every game error was said to be a mask
+    /// the design reads).
+    #[test]
+    fn only_a_missing_mask_is_blamed_on_the_mask_table() {
+        use crate::ShapleyError;
+        let evaluations = Path::new("evals.parquet");
+        let masks = Path::new("masks.parquet");
+        let lacking: Mask = "01101".parse().unwrap();
+        let missing = || {
+            ShapleyError::Game(Box::new(NotRecorded {
+                mask: lacking.clone(),
+            }))
+        };
+        let other =
+            || ShapleyError::Game("mask 011 has values on 3 windows, the others on 10".into());
+        let design_blame =
+            "evals.parquet does not hold every mask that the design of masks.parquet reads";
+        let text =
+            |error, which| with_files(error, which, Some(evaluations), Some(masks)).to_string();
+        let chains = text(missing(), Estimator::Permutation);
+        assert!(
+            chains.starts_with(design_blame) && chains.contains("mask 01101 was not evaluated"),
+            "{chains}"
+        );
+        let pairs = text(missing(), Estimator::KernelShap);
+        assert!(pairs.starts_with(design_blame), "{pairs}");
+        for which in [Estimator::Permutation, Estimator::Stratified] {
+            let passed = text(other(), which);
+            assert!(
+                passed.starts_with("evals.parquet: the game could not value the masks: mask 011 has values on 3 windows"),
+                "{which}: {passed}"
+            );
+        }
+        // An estimator that reads no design is not told of the mask table's design.
+        let recorded = text(missing(), Estimator::Stratified);
+        assert!(
+            recorded.starts_with("evals.parquet: ") && !recorded.contains("masks.parquet"),
+            "{recorded}"
+        );
+    }
 
     /// Every mask over the players of 5 blocks with `fixed` fixed, valued by an additive game
     /// (block b worth b + 1), as an evaluation table; and a mask table of the same masks.
@@ -468,10 +552,22 @@ mod tests {
             );
             assert_eq!(row.llm_evaluations, 16);
         }
-        let provenance = files
+        let provenance = inputs
             .provenance(Provenance::new("shapley", "0", vec![]))
             .unwrap();
         assert_eq!(provenance.inputs.len(), 2);
+        // The hashes of the bytes read, the same as the files' now.
+        for (role, path) in [
+            ("evaluations", files.evaluations.as_ref().unwrap()),
+            ("masks", files.masks.as_ref().unwrap()),
+        ] {
+            let bytes = std::fs::read(path).unwrap();
+            assert_eq!(
+                provenance.inputs[role],
+                layerprune_core::sha256_hex(&bytes),
+                "{role}"
+            );
+        }
     }
 
     #[test]

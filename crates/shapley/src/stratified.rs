@@ -401,8 +401,9 @@ struct Interpolation {
 /// σ² is estimated by leaving out, in turn, every contrast measured on both sides that has
 /// measured neighbours on both sides: the mean over those of the squared miss less the noise
 /// of the contrasts involved (their estimated variances), pooled over sizes and players, 0 at
-/// least. The error a player's interpolated contrasts leave, λ² σ² + (1 − λ)² q each, is
-/// counted independent across sizes. Where no contrast can be left out so, nothing is
+/// least. The error a player's interpolated contrasts leave, λ² σ² + (1 − λ)² max(q, V) each,
+/// is counted independent across sizes: the bias of the shrinkage counted at least as large as
+/// the noise that hid the contrast, so a contrast shrunk wholly to 0 still counts. Where no contrast can be left out so, nothing is
 /// interpolated (the size's mean stands in, as before).
 fn interpolated_contrasts(
     n: usize,
@@ -476,8 +477,14 @@ fn interpolated_contrasts(
             for (t, w) in lent {
                 coefficients[t][i] += shrink * w;
             }
+            // The shrinkage's bias (1 − λ) d, its square counted at least as large as the
+            // noise V that hid it: where I² ≤ 2V the data cannot tell d² from 0, and q alone
+            // (0 at λ = 0) left a cell shrunk to 0 out of the SE, its estimate the old fill's
+            // and its error uncounted (2.7 SE off on a 5-player table; since 2026-12-07,
+            // docs/estimators.md). (1 − λ)² I² was measured too: its intervals missed more.
+            let bias_square = square.max(variance);
             error_variance +=
-                shrink * shrink * interpolation_variance + (1.0 - shrink).powi(2) * square;
+                shrink * shrink * interpolation_variance + (1.0 - shrink).powi(2) * bias_square;
         }
         error.weights[i] = 1.0 / (n * n) as f64;
         error.variances[i] = error_variance;
@@ -934,7 +941,8 @@ mod tests {
     /// of such a mean), and its 95 % interval missed in 33 % of the runs. Interpolated from the
     /// neighbouring sizes and shrunk, −0.007 and 6 %: the bound here, half the old bias, fails
     /// the old fill and leaves the shrinkage's remainder some room; the interval's share, 15 %,
-    /// as well. The standard errors stay calibrated overall (mean (error/SE)² 1.20; 1.32 before).
+    /// as well. The standard errors stay calibrated overall (mean (error/SE)² 1.03; 1.32 with
+    /// the old fill, 1.20 before a contrast shrunk to 0 counted in the SE).
     #[test]
     fn the_top_block_of_empty_subpopulations_is_not_pulled_towards_the_mean() {
         let n = 12;
@@ -966,6 +974,54 @@ mod tests {
             "top block's intervals missed {miss_share}"
         );
         assert!((0.7..1.5).contains(&mean_z2), "mean z² {mean_z2}");
+    }
+
+    /// A contrast shrunk wholly to 0 (λ = 0) takes the old fill's value, but not its silence in
+    /// the SE: q = max(I² − V, 0) is 0 there, so (1 − λ)² q counted neither the contrast the
+    /// shrinkage dropped nor the noise that hid it (5 players, 2.7 SE off: the review of
+    /// 2026-12-07). Player 0 here has exact contrasts −0.05 at sizes 1 and 4 and none at 2 and
+    /// 3; players 1–4 bend, so σ² is far above I²: both cells are shrunk to 0 and each must
+    /// add at least V = σ² (its neighbours are exact) to the player's error variance.
+    #[test]
+    fn a_contrast_shrunk_to_zero_still_counts_in_the_standard_error() {
+        let n = 5;
+        let bent = [0.0, 0.1, 0.3, 0.1, 0.2, 0.0];
+        let player_0 = [0.0, -0.05, 0.0, 0.0, -0.05, 0.0];
+        // Every size complete (no noise); player 0 has no mask on one side at sizes 2 and 3,
+        // where the size's mean stands on both sides and its contrast reads 0.
+        let means_by_size: Vec<[Vec<f64>; 2]> = (0..=n)
+            .map(|s| {
+                let kept = (0..n)
+                    .map(|i| if i == 0 { player_0[s] } else { bent[s] })
+                    .collect();
+                [kept, vec![0.0; n]]
+            })
+            .collect();
+        let both_sides: Vec<Vec<bool>> = (0..=n)
+            .map(|s| (0..n).map(|i| i != 0 || !(2..=3).contains(&s)).collect())
+            .collect();
+        let groups_by_size = vec![None; n + 1];
+        let interpolation = interpolated_contrasts(n, &means_by_size, &both_sides, &groups_by_size);
+        // σ² from the other players' left-out sizes 2 and 3 (their windows 1-2-3 and 2-3-4).
+        let miss_2 = bent[2] - (bent[1] + bent[3]) / 2.0;
+        let miss_3 = bent[3] - (bent[2] + bent[4]) / 2.0;
+        let sigma2 = (miss_2 * miss_2 + miss_3 * miss_3) / 2.0;
+        let interpolated = player_0[1];
+        assert!(
+            interpolated * interpolated < sigma2,
+            "the setting shrinks to 0"
+        );
+        assert_eq!(
+            interpolation.correction[0], 0.0,
+            "λ = 0: the old fill's value"
+        );
+        let error = interpolation.error.expect("interpolated cells");
+        assert!(
+            error.variances[0] >= 2.0 * sigma2 * (1.0 - 1e-12),
+            "player 0's interpolation error {} against 2 σ² = {}",
+            error.variances[0],
+            2.0 * sigma2
+        );
     }
 
     /// On a game with at most pairwise interactions each player's contrast is linear in the

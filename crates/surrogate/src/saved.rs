@@ -205,6 +205,15 @@ impl SavedSurrogate {
     /// Writes the file atomically (`layerprune_core::atomic_write`: a temporary file in the same
     /// folder, renamed into place; mode 0644).
     pub fn save(&self, path: &Path) -> Result<(), SurrogateError> {
+        self.stage(path)?
+            .commit()
+            .map_err(|e| file_error(path, e.message()))
+    }
+
+    /// [`SavedSurrogate::save`] up to the rename: the file written and flushed under the
+    /// temporary name its save gives it ([`layerprune_core::atomic_write_staged`]), for
+    /// `fit-surrogate` to rename together with its metrics.
+    pub fn stage(&self, path: &Path) -> Result<layerprune_core::StagedFile, SurrogateError> {
         // A model that `load` would refuse (non-finite weights are even written as `null`) is
         // not written; `fit` returns none, but a surrogate may be built by hand.
         self.surrogate
@@ -218,12 +227,12 @@ impl SavedSurrogate {
         };
         let text = serde_json::to_vec(&file)
             .map_err(|e| file_error(path, format!("cannot encode the surrogate: {e}")))?;
-        layerprune_core::atomic_write(path, |file| {
+        let ((), staged) = layerprune_core::atomic_write_staged(path, |file| {
             file.write_all(&text)?;
             Ok(())
         })
         .map_err(|e| file_error(path, e.message()))?;
-        Ok(())
+        Ok(staged)
     }
 
     /// Reads a file written by [`SavedSurrogate::save`], checking its format, version and the

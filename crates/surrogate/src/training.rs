@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::{sibling_name, GameValue, Mask, SiblingInUse};
+use layerprune_core::{GameValue, Mask, StagedFile};
 use layerprune_tables::{
-    input_role, read_complete_evaluations, write_surrogate_metrics, EvaluationTable, Incomplete,
-    Provenance, SurrogateMetricRow, SurrogateMetricsTable,
+    input_role, read_complete_evaluations_hashed, stage_surrogate_metrics, write_surrogate_metrics,
+    EvaluationTable, Hashed, Incomplete, Provenance, SurrogateMetricRow, SurrogateMetricsTable,
 };
 
 use crate::{
@@ -162,8 +162,27 @@ impl SurrogateFit {
     /// cross-validation, and the fit on all rows of an mlp (its initialisation and shuffling) or
     /// a forest (its bootstraps). A quadratic surrogate's ridge fit draws nothing.
     pub fn reads_seed(&self) -> bool {
-        let saved = self.keep.or_else(|| self.kinds.first().copied());
-        self.folds > 0 || (self.save && saved.is_some_and(|kind| kind != SurrogateKind::Quadratic))
+        self.folds > 0
+            || self
+                .saved_kind()
+                .is_some_and(|kind| kind != SurrogateKind::Quadratic)
+    }
+
+    /// The kind fitted on all rows and saved: `keep`, else the first of `kinds`; `None` where
+    /// nothing is saved.
+    pub fn saved_kind(&self) -> Option<SurrogateKind> {
+        self.keep
+            .or_else(|| self.kinds.first().copied())
+            .filter(|_| self.save)
+    }
+
+    /// Whether the run fits a surrogate of `kind` at all, and so reads its settings in
+    /// `options` (an mlp's epochs, a forest's trees, a quadratic's ridge strength): it
+    /// cross-validates every kind of `kinds` where there are folds, and fits the saved kind
+    /// on all rows. A kind of `kinds` is not fitted where there are no folds and another is
+    /// saved.
+    pub fn fits(&self, kind: SurrogateKind) -> bool {
+        (self.folds > 0 && self.kinds.contains(&kind)) || self.saved_kind() == Some(kind)
     }
 
     /// Reads the table, cross-validates every kind (each once), hands the metrics to
@@ -175,15 +194,15 @@ impl SurrogateFit {
     ) -> Result<FittedSurrogates> {
         self.check()?;
         let path = &self.evaluations;
-        let table = read_complete_evaluations(path, self.incomplete)
+        // The hash of the bytes parsed: a second read (until 2026-12-07) recorded the hash of
+        // another table where one was renamed onto the path in between.
+        let Hashed { table, sha256 } = read_complete_evaluations_hashed(path, self.incomplete)
             .with_context(|| format!("reading evaluations {}", path.display()))?;
         let rows = TrainingRows::of_table(&table, self.value, path)?;
-        let bytes = layerprune_core::read_input(path)
-            .with_context(|| format!("reading evaluations {}", path.display()))?;
         let inputs: BTreeMap<String, String> = [
             (input_role::MODEL, table.model_id.clone()),
             (input_role::DATASET, table.dataset_id.clone()),
-            (EVALUATIONS_ROLE, layerprune_core::sha256_hex(&bytes)),
+            (EVALUATIONS_ROLE, sha256),
         ]
         .into_iter()
         .map(|(role, id)| (role.to_string(), id))
@@ -272,11 +291,14 @@ impl FittedSurrogates {
     /// Writes the metrics table to `metrics` and the surrogate to `out` (each where given), so
     /// that a run that fails, or is killed, leaves the earlier pair as it was or the metrics
     /// without a surrogate, never a surrogate beside metrics of another fit. With both:
-    /// 1. each is written in full and flushed to disk under a temporary name beside its target
-    ///    (`Staged`). This is the long part, and where a full disk, a quota or a file size
-    ///    limit fails: a failure here leaves both earlier files untouched (until 2026-12-07 the
-    ///    earlier surrogate was removed before the metrics were written, and such a failure lost
-    ///    it).
+    /// 1. each is written in full and flushed to disk under the one temporary name its own
+    ///    write gives it, `.NAME.tmp-PID-N` beside its target ([`StagedFile`]: the name the
+    ///    stage's check of its output names allows for, removed by the next write of NAME if
+    ///    the run is killed; until 2026-12-07 a second name was nested in it, which was longer
+    ///    and left behind). This is the long part, and where a full disk, a quota or a file
+    ///    size limit fails: a failure here leaves both earlier files untouched (until
+    ///    2026-12-07 the earlier surrogate was removed before the metrics were written, and
+    ///    such a failure lost it).
     /// 2. The earlier surrogate is removed, the metrics are renamed onto theirs, then the
     ///    surrogate onto its own. Make and Snakemake track the surrogate: a run stopped or
     ///    failing between these steps leaves none, so it is not done and is redone, and the
@@ -299,9 +321,17 @@ impl FittedSurrogates {
         let surrogate = out.zip(self.saved.as_ref());
         match (metrics, surrogate) {
             (Some(metrics), Some((out, (kind, saved)))) => {
-                let new_metrics = Staged::write(metrics, write_metrics)
+                let stage_metrics = || -> Result<StagedFile> {
+                    refuse_folder(metrics)?;
+                    Ok(stage_surrogate_metrics(metrics, &table, provenance)?)
+                };
+                let new_metrics = stage_metrics()
                     .with_context(|| format!("writing metrics {}", metrics.display()))?;
-                let new_surrogate = Staged::write(out, |path| Ok(saved.save(path)?))
+                let stage_surrogate = || -> Result<StagedFile> {
+                    refuse_folder(out)?;
+                    Ok(saved.stage(out)?)
+                };
+                let new_surrogate = stage_surrogate()
                     .with_context(|| format!("saving the {kind} surrogate to {}", out.display()))?;
                 install_pair(new_metrics, new_surrogate)?;
             }
@@ -329,10 +359,11 @@ impl FittedSurrogates {
 
 /// Puts the staged pair in place: the earlier surrogate removed, then the metrics renamed onto
 /// theirs, then the surrogate onto its own; see [`FittedSurrogates::write`] for why.
-fn install_pair(metrics: Staged, surrogate: Staged) -> Result<()> {
-    let (metrics_path, surrogate_path) = (metrics.target.clone(), surrogate.target.clone());
+fn install_pair(metrics: StagedFile, surrogate: StagedFile) -> Result<()> {
+    let (metrics_path, surrogate_path) =
+        (metrics.path().to_path_buf(), surrogate.path().to_path_buf());
     // Removed first, so that no moment, a kill's included, has the new metrics beside the
-    // earlier surrogate (a folder in its place is refused here, before anything is replaced).
+    // earlier surrogate.
     layerprune_core::remove_file_if_there(&surrogate_path).with_context(|| {
         format!(
             "saving the surrogate {}: cannot remove the earlier one",
@@ -346,9 +377,9 @@ fn install_pair(metrics: Staged, surrogate: Staged) -> Result<()> {
         )
     };
     metrics
-        .install()
+        .commit()
         .with_context(|| redo(&format!("writing metrics {}", metrics_path.display())))?;
-    surrogate.install().with_context(|| {
+    surrogate.commit().with_context(|| {
         redo(&format!(
             "saving the surrogate {} (the new metrics {} are in place)",
             surrogate_path.display(),
@@ -357,112 +388,13 @@ fn install_pair(metrics: Staged, surrogate: Staged) -> Result<()> {
     })
 }
 
-/// An output written in full under a temporary name beside its target, `.NAME.tmp-PID-N` in the
-/// same folder (a rename is atomic only within one file system), to be renamed onto the target
-/// by [`Staged::install`]; removed if dropped before. One left by a run that was killed is
-/// removed by the next write of NAME, as any writer's temporary file
-/// (`layerprune_core::atomic::remove_stale_temps`).
-struct Staged {
-    target: PathBuf,
-    temp: PathBuf,
-    installed: bool,
-    /// Claimed while it lives, so that no write of this process takes it for a dead writer's.
-    _in_use: SiblingInUse,
-}
-
-impl Staged {
-    /// Stages `target`'s new content: `write` writes the temporary file whose path it is given
-    /// (atomically, with the writer of the file's kind), which then takes the permission bits
-    /// of the file it is to replace, as `layerprune_core::atomic_write` gives them (a private
-    /// 0600 output stays private). A target its owner may not write is refused first, as
-    /// `atomic_write` refuses it.
-    fn write(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<Staged> {
-        layerprune_core::refuse_read_only(target)?;
-        // A folder in its place: its rename would fail after the earlier surrogate was removed.
-        if std::fs::symlink_metadata(target).is_ok_and(|meta| meta.is_dir()) {
-            bail!("{}: a folder is in the way of the output", target.display());
-        }
-        // What a killed write of this target left (its temporary files), as atomic_write clears.
-        layerprune_core::atomic::remove_stale_temps(target);
-        let name = target
-            .file_name()
-            .with_context(|| format!("{}: the output path has no file name", target.display()))?;
-        let free = (0..1000u32)
-            .map(|serial| {
-                target.with_file_name(sibling_name(
-                    name,
-                    "tmp",
-                    &format!("{}-{serial}", std::process::id()),
-                ))
-            })
-            .find(|temp| std::fs::symlink_metadata(temp).is_err());
-        let Some(temp) = free else {
-            bail!(
-                "{}: no free temporary name beside it (1000 tried)",
-                target.display()
-            );
-        };
-        let staged = Staged {
-            _in_use: SiblingInUse::claim(&temp),
-            target: target.to_path_buf(),
-            temp,
-            installed: false,
-        };
-        write(&staged.temp)?;
-        if let Ok(meta) = std::fs::symlink_metadata(target) {
-            if meta.is_file() {
-                std::fs::set_permissions(&staged.temp, file_bits(meta.permissions()))
-                    .with_context(|| {
-                        format!(
-                            "{}: cannot give the new file the mode of the old",
-                            target.display()
-                        )
-                    })?;
-            }
-        }
-        Ok(staged)
+/// Refuses an output of the pair whose place a folder takes, before either is staged: its
+/// rename would fail only after the earlier surrogate was removed.
+fn refuse_folder(target: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(target).is_ok_and(|meta| meta.is_dir()) {
+        bail!("{}: a folder is in the way of the output", target.display());
     }
-
-    /// Renames the staged file onto its target, and syncs the folder so the rename is durable
-    /// (best effort, as `atomic_write` does: the data is on disk already).
-    fn install(mut self) -> Result<()> {
-        std::fs::rename(&self.temp, &self.target).with_context(|| {
-            format!(
-                "cannot rename {} onto {}",
-                self.temp.display(),
-                self.target.display()
-            )
-        })?;
-        self.installed = true;
-        let folder = match self.target.parent() {
-            Some(folder) if !folder.as_os_str().is_empty() => folder,
-            _ => Path::new("."),
-        };
-        if let Ok(handle) = std::fs::File::open(folder) {
-            let _ = handle.sync_all();
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.installed {
-            let _ = std::fs::remove_file(&self.temp);
-        }
-    }
-}
-
-/// The permission bits of a file (never a set-user-id or sticky bit), as `atomic_write` gives
-/// the file that replaces it.
-fn file_bits(permissions: std::fs::Permissions) -> std::fs::Permissions {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::Permissions::from_mode(permissions.mode() & 0o777)
-    }
-    #[cfg(not(unix))]
-    permissions
+    Ok(())
 }
 
 /// Cross-validation metrics as printed: a row per fold and surrogate, and their mean.
@@ -702,6 +634,47 @@ mod tests {
         assert_eq!(names(dir.path()), with_blocked);
     }
 
+    /// The pair is written under the one temporary name each output's own write gives it, the
+    /// name the stages' check of output names allows for: a metrics table and a surrogate whose
+    /// names are as long as that check passes (255 bytes less what `.NAME.tmp-PID-N` adds) are
+    /// written, and replaced, with nothing left beside them. Until 2026-12-07 the staged write
+    /// nested a second temporary name in the first, which was too long here ("File name too
+    /// long" once the fit was done).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pair_with_the_longest_names_the_check_allows_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        const NAME_MAX: usize = 255;
+        let added = layerprune_core::longest_sibling_name("x".as_ref(), 0).len() - 1;
+        let probe = dir.path().join(layerprune_core::longest_sibling_name(
+            "m".repeat(NAME_MAX - added).as_ref(),
+            0,
+        ));
+        assert_eq!(probe.file_name().unwrap().len(), NAME_MAX);
+        std::fs::write(&probe, b"").expect("the file system takes names of 255 bytes");
+        std::fs::remove_file(&probe).unwrap();
+        let metrics = dir.path().join("m".repeat(NAME_MAX - added));
+        let out = dir.path().join("s".repeat(NAME_MAX - added));
+        let provenance = Provenance::new("test", "0", vec![]);
+        for (intercept, r2) in [(1.0, 0.9), (2.0, 0.8)] {
+            fitted(intercept, r2)
+                .write(Some(&metrics), Some(&out), &provenance)
+                .unwrap();
+            let read = layerprune_tables::read_surrogate_metrics(&metrics).unwrap();
+            assert_eq!(read.rows[0].r2, r2);
+            match SavedSurrogate::load(&out).unwrap().surrogate {
+                crate::FittedSurrogate::Quadratic(model) => assert_eq!(model.intercept, intercept),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut expected = vec![
+            metrics.file_name().unwrap().to_string_lossy().into_owned(),
+            out.file_name().unwrap().to_string_lossy().into_owned(),
+        ];
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+    }
+
     /// The seed is read where the run draws: folds, or an mlp or a forest fitted on all rows.
     #[test]
     fn only_a_run_that_draws_reads_the_seed() {
@@ -732,6 +705,57 @@ mod tests {
             ..quadratic
         }
         .reads_seed());
+    }
+
+    /// A kind is fitted where it is cross-validated (folds, and among `kinds`) or saved; with
+    /// no folds, a kind of `kinds` that is not the one saved is never fitted (its settings were
+    /// taken and ignored).
+    #[test]
+    fn a_kind_is_fitted_where_it_is_cross_validated_or_saved() {
+        let fit = SurrogateFit {
+            evaluations: "e.parquet".into(),
+            incomplete: Incomplete::Refuse,
+            value: GameValue::Utility,
+            kinds: vec![SurrogateKind::Quadratic, SurrogateKind::PublishedMlp],
+            folds: 0,
+            keep: Some(SurrogateKind::Quadratic),
+            save: true,
+            metrics: false,
+            options: FitOptions::default(),
+        };
+        let fitted = |fit: &SurrogateFit| -> Vec<SurrogateKind> {
+            SurrogateKind::ALL
+                .into_iter()
+                .filter(|&kind| fit.fits(kind))
+                .collect()
+        };
+        assert_eq!(fit.saved_kind(), Some(SurrogateKind::Quadratic));
+        assert_eq!(fitted(&fit), vec![SurrogateKind::Quadratic]);
+        let cross_validated = SurrogateFit {
+            folds: 2,
+            ..fit.clone()
+        };
+        assert_eq!(
+            fitted(&cross_validated),
+            vec![SurrogateKind::PublishedMlp, SurrogateKind::Quadratic]
+        );
+        let mlp_kept = SurrogateFit {
+            keep: Some(SurrogateKind::PublishedMlp),
+            ..fit.clone()
+        };
+        assert_eq!(fitted(&mlp_kept), vec![SurrogateKind::PublishedMlp]);
+        let first_kept = SurrogateFit { keep: None, ..fit };
+        assert_eq!(fitted(&first_kept), vec![SurrogateKind::Quadratic]);
+        let unsaved = SurrogateFit {
+            save: false,
+            keep: None,
+            ..cross_validated
+        };
+        assert_eq!(unsaved.saved_kind(), None);
+        assert_eq!(
+            fitted(&unsaved),
+            vec![SurrogateKind::PublishedMlp, SurrogateKind::Quadratic]
+        );
     }
 
     #[test]

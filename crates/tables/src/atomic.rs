@@ -6,6 +6,8 @@ use std::error::Error;
 use std::fs::File;
 use std::path::Path;
 
+use layerprune_core::StagedFile;
+
 use crate::{TableError, TableErrorKind};
 
 /// Writes `path` atomically: `write` fills a temporary file in the same folder, which is then
@@ -28,6 +30,23 @@ pub fn atomic_write<T>(
     path: &Path,
     write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
 ) -> Result<T, TableError> {
-    layerprune_core::atomic_write(path, write)
-        .map_err(|error| TableError::new(&error.path, TableErrorKind::Io, error.message()))
+    layerprune_core::atomic_write(path, write).map_err(table_error)
+}
+
+/// [`layerprune_core::atomic_write_staged`] with the error as a [`TableError`]: the file written
+/// and flushed under its temporary name, to be renamed onto `path` by [`commit`].
+pub(crate) fn atomic_write_staged<T>(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> Result<T, Box<dyn Error + Send + Sync>>,
+) -> Result<(T, StagedFile), TableError> {
+    layerprune_core::atomic_write_staged(path, write).map_err(table_error)
+}
+
+/// [`StagedFile::commit`] with the error as a [`TableError`].
+pub(crate) fn commit(staged: StagedFile) -> Result<(), TableError> {
+    staged.commit().map_err(table_error)
+}
+
+fn table_error(error: layerprune_core::AtomicWriteError) -> TableError {
+    TableError::new(&error.path, TableErrorKind::Io, error.message())
 }

@@ -18,7 +18,10 @@ use arrow_array::{Array, ArrayRef, Float64Array, ListArray, UInt64Array};
 use arrow_schema::{DataType, Field};
 use layerprune_core::{Mask, MaskError, RecordedGame};
 
-use crate::io::{list_column_opt, list_of, read_table, write_table, TableKind};
+use crate::io::{
+    list_column_opt, list_of, read_table, read_table_hashed, write_table, Hashed, RawTable,
+    TableKind,
+};
 use crate::masks::{
     check_fixed_blocks, encode_fixed_blocks, mask_columns, mask_fields, read_fixed_blocks,
     read_mask_column,
@@ -588,7 +591,21 @@ pub fn write_evaluations(
 }
 
 pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
-    let raw = read_table(path, TableKind::Evaluations, &fields())?;
+    evaluations_of(read_table(path, TableKind::Evaluations, &fields())?)
+}
+
+/// [`read_evaluations`], with the SHA-256 of the bytes parsed ([`Hashed`]).
+pub fn read_evaluations_hashed(path: &Path) -> Result<Hashed<EvaluationTable>, TableError> {
+    let (raw, sha256) = read_table_hashed(path, TableKind::Evaluations, &fields())?;
+    Ok(Hashed {
+        table: evaluations_of(raw)?,
+        sha256,
+    })
+}
+
+/// The evaluation table of a file read whole.
+fn evaluations_of(raw: RawTable<'_>) -> Result<EvaluationTable, TableError> {
+    let path = raw.path;
     let num_blocks: usize = raw.meta_num_blocks()?;
     let full_model_nll = match raw.meta("full_model_nll")? {
         "null" => None,
@@ -673,7 +690,28 @@ pub fn read_complete_evaluations(
     path: &Path,
     incomplete: Incomplete,
 ) -> Result<EvaluationTable, TableError> {
-    let table = read_evaluations(path)?;
+    complete_or_allowed(path, read_evaluations(path)?, incomplete)
+}
+
+/// [`read_complete_evaluations`], with the SHA-256 of the bytes parsed ([`Hashed`]): for a
+/// stage that records the table's hash among its inputs.
+pub fn read_complete_evaluations_hashed(
+    path: &Path,
+    incomplete: Incomplete,
+) -> Result<Hashed<EvaluationTable>, TableError> {
+    let Hashed { table, sha256 } = read_evaluations_hashed(path)?;
+    Ok(Hashed {
+        table: complete_or_allowed(path, table, incomplete)?,
+        sha256,
+    })
+}
+
+/// `table`, read from `path`, if complete or `incomplete` allows it (with a warning).
+fn complete_or_allowed(
+    path: &Path,
+    table: EvaluationTable,
+    incomplete: Incomplete,
+) -> Result<EvaluationTable, TableError> {
     if table.complete {
         // A finished shard is complete, but only its share of the masks (`evaluate --merge`
         // joins the shards): said, since conclusions drawn from it see part of the game.

@@ -18,7 +18,10 @@ use parquet::basic::Compression;
 use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 
-use crate::{atomic_write, guard, Provenance, TableError, TableErrorKind};
+use layerprune_core::StagedFile;
+
+use crate::atomic::{atomic_write_staged, commit};
+use crate::{guard, Provenance, TableError, TableErrorKind};
 
 /// Version of the layout described in docs/formats.md; bumped on any incompatible change.
 pub const FORMAT_VERSION: &str = "1";
@@ -133,6 +136,21 @@ pub(crate) fn write_table(
     schema_fields: Vec<Field>,
     columns: Vec<ArrayRef>,
 ) -> Result<(), TableError> {
+    let staged = stage_table(path, kind, provenance, table_fields, schema_fields, columns)?;
+    commit(staged)
+}
+
+/// [`write_table`] up to the rename: the table written and flushed under its temporary name
+/// beside `path` (`layerprune_core::atomic_write_staged`), for a stage that renames its outputs
+/// together.
+pub(crate) fn stage_table(
+    path: &Path,
+    kind: TableKind,
+    provenance: &Provenance,
+    table_fields: Vec<(&str, String)>,
+    schema_fields: Vec<Field>,
+    columns: Vec<ArrayRef>,
+) -> Result<StagedFile, TableError> {
     let entries = metadata_entries(path, kind, provenance, table_fields)?;
     // The entries go both into the Parquet footer (read by DuckDB's parquet_kv_metadata,
     // pyarrow's read_metadata and this crate) and into the embedded Arrow schema, which is
@@ -148,12 +166,22 @@ pub(crate) fn write_table(
         .set_compression(Compression::SNAPPY)
         .set_key_value_metadata(Some(entries))
         .build();
-    atomic_write(path, |file| {
+    let ((), staged) = atomic_write_staged(path, |file| {
         let mut writer = ArrowWriter::try_new(file, schema, Some(properties))?;
         writer.write(&batch)?;
         writer.close()?;
         Ok(())
-    })
+    })?;
+    Ok(staged)
+}
+
+/// A table as read, with the SHA-256 (hex) of the file's bytes that were parsed: what a stage
+/// records of the input in its provenance (`Provenance::with_input`), with no second read that
+/// could see another file renamed onto the path in between.
+#[derive(Clone, Debug)]
+pub struct Hashed<T> {
+    pub table: T,
+    pub sha256: String,
 }
 
 /// A table file as read: its metadata (full keys) and its rows.
@@ -188,6 +216,20 @@ fn open(
     ),
     TableError,
 > {
+    open_with_bytes(path).map(|(metadata, builder, _)| (metadata, builder))
+}
+
+/// A Parquet file opened and checked: its key-value metadata, a reader builder over the open
+/// file, and the bytes the checks read.
+type Opened = (
+    BTreeMap<String, String>,
+    ParquetRecordBatchReaderBuilder<File>,
+    Vec<u8>,
+);
+
+/// [`open`], and the file's bytes that were checked: those the reader decodes, read through
+/// the same open file (a file renamed onto `path` later is not among them).
+fn open_with_bytes(path: &Path) -> Result<Opened, TableError> {
     let not_parquet = |message: String| {
         TableError::new(
             path,
@@ -232,7 +274,7 @@ fn open(
                 .collect()
         })
         .unwrap_or_default();
-    Ok((metadata, builder))
+    Ok((metadata, builder, bytes))
 }
 
 /// Refuses a file whose pages use a codec this build does not decode (Brotli, LZO), naming
@@ -375,7 +417,31 @@ pub(crate) fn read_table<'p>(
     kind: TableKind,
     expected: &[Field],
 ) -> Result<RawTable<'p>, TableError> {
-    let (metadata, builder) = open(path)?;
+    read_table_digested(path, kind, expected, false).map(|(raw, _)| raw)
+}
+
+/// [`read_table`], and the SHA-256 (hex) of the bytes it parsed: what a stage records of its
+/// input in its provenance, without reading the file a second time (a table renamed into place
+/// between two reads would have had the other file's hash recorded).
+pub(crate) fn read_table_hashed<'p>(
+    path: &'p Path,
+    kind: TableKind,
+    expected: &[Field],
+) -> Result<(RawTable<'p>, String), TableError> {
+    let (raw, sha256) = read_table_digested(path, kind, expected, true)?;
+    Ok((raw, sha256.expect("asked for")))
+}
+
+fn read_table_digested<'p>(
+    path: &'p Path,
+    kind: TableKind,
+    expected: &[Field],
+    hash: bool,
+) -> Result<(RawTable<'p>, Option<String>), TableError> {
+    let (metadata, builder, bytes) = open_with_bytes(path)?;
+    // Hashed here and let go before the rows are decoded, as before.
+    let sha256 = hash.then(|| layerprune_core::sha256_hex(&bytes));
+    drop(bytes);
     let found = kind_of(path, &metadata)?;
     if found != kind {
         return Err(TableError::new(
@@ -444,11 +510,14 @@ pub(crate) fn read_table<'p>(
             .collect::<Result<_, _>>()
             .map_err(|e| TableError::new(path, TableErrorKind::NotParquet, e.to_string()))?;
     }
-    Ok(RawTable {
-        path,
-        metadata,
-        batches,
-    })
+    Ok((
+        RawTable {
+            path,
+            metadata,
+            batches,
+        },
+        sha256,
+    ))
 }
 
 /// Types compare equal ignoring the name and nullability of list item fields, which differ

@@ -30,22 +30,24 @@ pub use error::{
     damaged_resumed_table, replace_with_overwrite, resume_refusal, TableError, TableErrorKind,
 };
 pub use evaluations::{
-    read_complete_evaluations, read_evaluations, resume_evaluations, write_evaluations,
-    AppendError, EvaluationRow, EvaluationTable, GameValue, Incomplete, PartialWindows,
+    read_complete_evaluations, read_complete_evaluations_hashed, read_evaluations,
+    read_evaluations_hashed, resume_evaluations, write_evaluations, AppendError, EvaluationRow,
+    EvaluationTable, GameValue, Incomplete, PartialWindows,
 };
 pub use io::{
-    key as metadata_key, kind_of, read_head, read_metadata, read_table_kind, TableHead, TableKind,
-    FORMAT_VERSION, KEY_PREFIX,
+    key as metadata_key, kind_of, read_head, read_metadata, read_table_kind, Hashed, TableHead,
+    TableKind, FORMAT_VERSION, KEY_PREFIX,
 };
-pub use masks::{read_masks, write_masks, MaskRow, MaskTable};
+pub use masks::{read_masks, read_masks_hashed, write_masks, MaskRow, MaskTable};
 pub use provenance::{input_role, join_dataset_ids, parse_dataset_ids, Provenance};
 pub use results::{
     read_plans, read_scores, write_plans, write_scores, FullModel, PlanRow, PlanTable, RunnerUp,
     ScoreRow, ScoreTable,
 };
 pub use stats::{
-    read_block_stats, read_surrogate_metrics, write_block_stats, write_surrogate_metrics,
-    BlockStatRow, BlockStatsTable, SurrogateMetricRow, SurrogateMetricsTable,
+    read_block_stats, read_surrogate_metrics, stage_surrogate_metrics, write_block_stats,
+    write_surrogate_metrics, BlockStatRow, BlockStatsTable, SurrogateMetricRow,
+    SurrogateMetricsTable,
 };
 pub use tasks::{
     read_task_accuracies, read_task_choices, write_task_accuracies, write_task_choices,

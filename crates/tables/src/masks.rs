@@ -7,7 +7,10 @@ use arrow_array::{ArrayRef, Int64Array, ListArray, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field};
 use layerprune_core::{Design, Mask};
 
-use crate::io::{bool_list_column, list_of, read_table, to_u32, write_table, Chunk, TableKind};
+use crate::io::{
+    bool_list_column, list_of, read_table, read_table_hashed, to_u32, write_table, Chunk, Hashed,
+    RawTable, TableKind,
+};
 use crate::{Provenance, TableError};
 
 /// One mask to evaluate.
@@ -222,7 +225,21 @@ pub fn write_masks(
 }
 
 pub fn read_masks(path: &Path) -> Result<MaskTable, TableError> {
-    let raw = read_table(path, TableKind::Masks, &fields())?;
+    masks_of(read_table(path, TableKind::Masks, &fields())?)
+}
+
+/// [`read_masks`], with the SHA-256 of the bytes parsed ([`Hashed`]).
+pub fn read_masks_hashed(path: &Path) -> Result<Hashed<MaskTable>, TableError> {
+    let (raw, sha256) = read_table_hashed(path, TableKind::Masks, &fields())?;
+    Ok(Hashed {
+        table: masks_of(raw)?,
+        sha256,
+    })
+}
+
+/// The mask table of a file read whole.
+fn masks_of(raw: RawTable<'_>) -> Result<MaskTable, TableError> {
+    let path = raw.path;
     let num_blocks: usize = raw.meta_num_blocks()?;
     // Required in a mask table (the sampler always records its player set).
     raw.meta("fixed_blocks")?;

@@ -200,6 +200,17 @@ pub fn write_surrogate_metrics(
     table: &SurrogateMetricsTable,
     provenance: &Provenance,
 ) -> Result<(), TableError> {
+    crate::atomic::commit(stage_surrogate_metrics(path, table, provenance)?)
+}
+
+/// [`write_surrogate_metrics`] up to the rename: the table written and flushed under the
+/// temporary name its write gives it, for `fit-surrogate` to rename together with the surrogate
+/// ([`layerprune_core::StagedFile::commit`]).
+pub fn stage_surrogate_metrics(
+    path: &Path,
+    table: &SurrogateMetricsTable,
+    provenance: &Provenance,
+) -> Result<layerprune_core::StagedFile, TableError> {
     let rows = &table.rows;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
@@ -219,7 +230,7 @@ pub fn write_surrogate_metrics(
         )),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.n_test))),
     ];
-    write_table(
+    crate::io::stage_table(
         path,
         TableKind::SurrogateMetrics,
         provenance,

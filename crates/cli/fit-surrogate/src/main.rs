@@ -78,9 +78,23 @@ fn main() -> ExitCode {
     layerprune_cli_common::run(|| fit_surrogate(Args::parse()))
 }
 
-/// The fitting settings; one given for a kind that is not fitted would be ignored, so it is
-/// refused, naming the kind that reads it.
-fn fit_options(args: &Args) -> anyhow::Result<FitOptions> {
+/// The fitting settings, their defaults where not given.
+fn fit_options(args: &Args) -> FitOptions {
+    let defaults = FitOptions::default();
+    FitOptions {
+        seed: args.seed.unwrap_or(defaults.seed),
+        ridge_alpha: args.ridge_alpha.unwrap_or(defaults.ridge_alpha),
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        trees: args.trees.unwrap_or(defaults.trees),
+        ..defaults
+    }
+}
+
+/// Refuses a setting the run would not read, naming why: one of a kind the run does not fit
+/// (not asked for with --kind; or asked for, but with no cross-validation and another kind
+/// saved: until 2026-12-07 `--kind quadratic --kind mlp --folds 0 --keep quadratic --epochs 5`
+/// was taken and the epochs ignored), and a seed where nothing is drawn.
+fn refuse_unread_settings(args: &Args, request: &SurrogateFit) -> anyhow::Result<()> {
     for (flag, given, kind) in [
         (
             "--ridge-alpha",
@@ -94,18 +108,31 @@ fn fit_options(args: &Args) -> anyhow::Result<FitOptions> {
         ),
         ("--trees", args.trees.is_some(), SurrogateKind::Forest),
     ] {
-        if given && !args.kinds.contains(&kind) {
-            anyhow::bail!("{flag} is a setting of the {kind} surrogate, which is not fitted (add --kind {kind}, or leave {flag} out)");
+        if !given || request.fits(kind) {
+            continue;
         }
+        if !request.kinds.contains(&kind) {
+            anyhow::bail!(
+                "{flag} is a setting of the {kind} surrogate, which is not fitted (add --kind \
+                 {kind}, or leave {flag} out)"
+            );
+        }
+        let saved = request
+            .saved_kind()
+            .map_or_else(|| "no".to_string(), |kind| format!("the {kind}"));
+        anyhow::bail!(
+            "{flag} is a setting of the {kind} surrogate, and this run fits none ({saved} \
+             surrogate's fit, with no cross-validation: --folds 0); leave it out"
+        );
     }
-    let defaults = FitOptions::default();
-    Ok(FitOptions {
-        seed: args.seed.unwrap_or(defaults.seed),
-        ridge_alpha: args.ridge_alpha.unwrap_or(defaults.ridge_alpha),
-        epochs: args.epochs.unwrap_or(defaults.epochs),
-        trees: args.trees.unwrap_or(defaults.trees),
-        ..defaults
-    })
+    if args.seed.is_some() && !request.reads_seed() {
+        anyhow::bail!(
+            "--seed seeds the cross-validation folds and the mlp's and forest's fits, and this run \
+             draws nothing (a quadratic surrogate's fit, with no cross-validation: --folds 0); \
+             leave it out"
+        );
+    }
+    Ok(())
 }
 
 /// Cross-validation folds: 0 (none), or 2 to 100,000 (one fold has nothing to train on).
@@ -140,16 +167,10 @@ fn fit_surrogate(args: Args) -> anyhow::Result<()> {
         keep: args.keep,
         save: args.out.is_some(),
         metrics: args.metrics.is_some(),
-        options: fit_options(&args)?,
+        options: fit_options(&args),
     };
     request.check()?;
-    if args.seed.is_some() && !request.reads_seed() {
-        anyhow::bail!(
-            "--seed seeds the cross-validation folds and the mlp's and forest's fits, and this run \
-             draws nothing (a quadratic surrogate's fit, with no cross-validation: --folds 0); \
-             leave it out"
-        );
-    }
+    refuse_unread_settings(&args, &request)?;
     let _outputs = layerprune_cli_common::Io::new()
         .input(&args.evaluations)
         .output_surrogate_opt("--out", args.out.as_deref())

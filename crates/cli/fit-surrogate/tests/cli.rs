@@ -122,8 +122,8 @@ fn drops_non_finite_rows_with_a_warning_and_keeps_the_chosen_model() {
         // The flag's spelling until 2026-12-04, still accepted.
         "--target",
         "utility",
-        "--epochs",
-        "5",
+        // No --epochs: the mlp is neither cross-validated nor kept, so it would be ignored
+        // (refused since 2026-12-07).
         "--folds",
         "0",
         "--out",
@@ -207,6 +207,57 @@ fn errors_name_the_problem() {
         (
             vec!["--kind", "quadratic", "--trees", "3", "--out", out_s],
             "--trees is a setting of the forest surrogate",
+        ),
+        // A kind asked for but never fitted (no folds, another kind saved): its settings
+        // were taken and ignored.
+        (
+            vec![
+                "--kind",
+                "quadratic",
+                "--kind",
+                "mlp",
+                "--folds",
+                "0",
+                "--keep",
+                "quadratic",
+                "--epochs",
+                "5",
+                "--out",
+                out_s,
+            ],
+            "--epochs is a setting of the mlp surrogate, and this run fits none (the quadratic \
+             surrogate's fit, with no cross-validation: --folds 0); leave it out",
+        ),
+        (
+            vec![
+                "--kind",
+                "quadratic",
+                "--kind",
+                "forest",
+                "--folds",
+                "0",
+                "--trees",
+                "3",
+                "--out",
+                out_s,
+            ],
+            "--trees is a setting of the forest surrogate, and this run fits none",
+        ),
+        (
+            vec![
+                "--kind",
+                "mlp",
+                "--kind",
+                "quadratic",
+                "--folds",
+                "0",
+                "--ridge-alpha",
+                "0.5",
+                "--out",
+                out_s,
+            ],
+            "--ridge-alpha is a setting of the quadratic surrogate, and this run fits none (the \
+             mlp surrogate's fit",
         ),
         // A quadratic fitted without cross-validation draws nothing: its --seed was ignored.
         (
@@ -570,5 +621,67 @@ fn the_outputs_name_the_evaluation_table_they_were_fitted_on() {
         forest.status.success(),
         "{}",
         String::from_utf8_lossy(&forest.stderr)
+    );
+}
+
+/// A metrics table and a surrogate whose names are as long as the check of output names passes
+/// (255 bytes less what its temporary name `.NAME.tmp-PID-N` adds) are written, with nothing
+/// left beside them: until 2026-12-07 the pair's staged write nested a second temporary name
+/// in the first, and such names failed once the fit was done ("File name too long").
+#[cfg(target_os = "linux")]
+#[test]
+fn the_longest_output_names_the_check_passes_are_written() {
+    let inputs = tempfile::tempdir().unwrap();
+    let evaluations = inputs.path().join("evals.parquet");
+    write_table(&evaluations);
+    let folder = tempfile::tempdir().unwrap();
+    let longest = 255 - (layerprune_core::longest_sibling_name("x".as_ref(), 0).len() - 1);
+    let metrics = folder.path().join("m".repeat(longest));
+    let out = folder.path().join("s".repeat(longest));
+    let output = fit_surrogate(&[
+        "--evaluations",
+        evaluations.to_str().unwrap(),
+        "--kind",
+        "quadratic",
+        "--folds",
+        "2",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(read_surrogate_metrics(&metrics).unwrap().rows.len(), 3);
+    assert!(SavedSurrogate::load(&out).is_ok());
+    let mut names: Vec<_> = std::fs::read_dir(folder.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![metrics.file_name().unwrap(), out.file_name().unwrap()]
+    );
+    // One byte longer is refused before the fit.
+    let longer = folder.path().join("m".repeat(longest + 1));
+    let output = fit_surrogate(&[
+        "--evaluations",
+        evaluations.to_str().unwrap(),
+        "--kind",
+        "quadratic",
+        "--folds",
+        "2",
+        "--metrics",
+        longer.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the name is too long: at most {longest} bytes here"
+        )),
+        "{stderr}"
     );
 }

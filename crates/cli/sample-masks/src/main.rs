@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser, ValueEnum};
 use layerprune_sampling::table::{sample_mask_table, AllocationSource, MaskRequest};
 use layerprune_sampling::{
-    parse_stratum, Players, SampleOutcome, StrataSpec, MAX_ENUMERATED_PLAYERS,
+    given_strata, parse_stratum, Players, SampleOutcome, StrataSpec, MAX_ENUMERATED_PLAYERS,
 };
 use layerprune_tables::{write_masks, Provenance, TableKind};
 
@@ -76,8 +76,9 @@ struct Args {
     /// measured on another model than --model is refused (see --allow-mixed-inputs).
     #[arg(long)]
     pilot: Option<PathBuf>,
-    /// Use a --pilot measured on another model than --model, or append to a mask table drawn
-    /// for another model, with a warning (refused by default).
+    /// Use a --pilot measured on another model than --model (or than the --append table's),
+    /// or append to a mask table drawn for another model, with a warning (refused by default;
+    /// and where the run compares no two models, since it would allow nothing).
     #[arg(long)]
     allow_mixed_inputs: bool,
     #[command(flatten)]
@@ -103,7 +104,7 @@ struct Args {
     /// Add to the table at --out if it exists, skipping the masks it already holds (permutation
     /// chains, which repeat masks, are drawn as new orders: the same --seed does not repeat the
     /// table's chains). The table keeps the model it was drawn for; a --model other than that
-    /// one is refused (see --allow-mixed-inputs).
+    /// one is refused (see --allow-mixed-inputs; allowed, it is recorded as an appended model).
     #[arg(long)]
     append: bool,
     /// Seed of the random draws (stratified masks, permutation chains); the same arguments and
@@ -187,13 +188,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
         .transpose()?;
     let request = MaskRequest {
         strata: match (&args.strata, &args.ratios) {
-            // A stratum past i64 is out of range of any game: said so as the strata are checked.
-            (Some(removed), _) => StrataSpec::Removed(
-                removed
-                    .iter()
-                    .map(|&k| i64::try_from(k).unwrap_or(i64::MAX))
-                    .collect(),
-            ),
+            (Some(removed), _) => given_strata(removed, players.len())?,
             (None, Some(ratios)) => StrataSpec::Ratios(ratios.clone()),
             (None, None) => StrataSpec::PublishedDefault,
         },

@@ -240,6 +240,18 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
         ],
         "stratum 9",
     );
+    // A stratum past i64 is reported as given (it was "stratum 9223372036854775807").
+    run(
+        &[
+            "--num-blocks",
+            "8",
+            "--strata",
+            "2,18446744073709551615",
+            "--stratified-masks",
+            "10",
+        ],
+        "stratum 18446744073709551615 (number of removed blocks) is out of range",
+    );
     run(
         &[
             "--num-blocks",
@@ -537,10 +549,14 @@ fn inputs_of_another_model_are_refused_unless_allowed() {
         "{stderr}"
     );
     assert_eq!(before, std::fs::read(&out).unwrap());
+    // Allowed, the table keeps its model and records the other beside it (until 2026-12-07 it
+    // recorded model b alone, as if every mask had been drawn for it).
     let output = append(&["--model", path_str(&model_b), "--allow-mixed-inputs"]);
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("used anyway"));
-    assert_eq!(read_provenance(&out).unwrap().inputs["model"], id_b);
+    let provenance = read_provenance(&out).unwrap();
+    assert_eq!(provenance.inputs["model"], id_a);
+    assert_eq!(provenance.inputs["appended_models"], id_b);
 
     // With neither a pilot nor an append, the flag has nothing to allow.
     let alone = folder.path().join("alone.parquet");
@@ -554,6 +570,41 @@ fn inputs_of_another_model_are_refused_unless_allowed() {
             path_str(&alone),
         ],
         "--allow-mixed-inputs is for a --pilot or an --append table",
+        folder.path(),
+    );
+    // Nor where no two models are compared: a pilot with a block count only, or an --append
+    // whose table does not exist yet.
+    fail_naming(
+        &[
+            "--num-blocks",
+            "8",
+            "--strata",
+            "1,2",
+            "--stratified-masks",
+            "6",
+            "--allocation",
+            "neyman",
+            "--pilot",
+            path_str(&pilot),
+            "--allow-mixed-inputs",
+            "--out",
+            path_str(&alone),
+        ],
+        "this run compares no two models (no --model and no existing table appended to, to \
+         compare its --pilot with)",
+        folder.path(),
+    );
+    fail_naming(
+        &[
+            "--model",
+            path_str(&model_b),
+            "--anchors",
+            "--append",
+            "--allow-mixed-inputs",
+            "--out",
+            path_str(&alone),
+        ],
+        "this run compares no two models (no --pilot, and no existing table appended to)",
         folder.path(),
     );
 }

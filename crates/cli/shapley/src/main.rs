@@ -208,7 +208,7 @@ fn body(args: Args) -> Result<()> {
         Some(warning) => tracing::warn!("{warning}"),
         None => tracing::info!("{note}"),
     })?;
-    let provenance = files.provenance(
+    let provenance = inputs.provenance(
         Provenance::new(
             "shapley",
             env!("CARGO_PKG_VERSION"),
