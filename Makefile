@@ -49,6 +49,16 @@ BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
 # The settings, pinned versions (ORT_VERSION, ...) and plan methods Make and Snakemake share.
 include pipelines/settings.mk
+# The Python tools the rules run and the modules of this checkout each imports (TOOL_IMPORTS_<tool>),
+# which Snakemake reads too. $(call tool_sources,TOOL): tools/TOOL and every module it reaches
+# through them, the prerequisites of a rule that runs tools/TOOL (a changed module remakes what
+# the tool made, as a changed tool does); a tool not in the list is an error, so that a rule
+# cannot name one whose modules nobody listed.
+include pipelines/tool_imports.mk
+tool_sources = $(addprefix tools/,$(call tool_modules_reached,$(1),))
+tool_modules_reached = $(foreach t,$(1),$(if $(filter undefined,$(origin TOOL_IMPORTS_$(t))),\
+  $(error tools/$(t) is not in pipelines/tool_imports.mk: list it there with the modules it imports)))$(if \
+  $(filter-out $(2),$(1)),$(call tool_modules_reached,$(sort $(1) $(foreach t,$(1),$(TOOL_IMPORTS_$(t)))),$(1)),$(1))
 
 # A model folder given without a name (make demo MODEL_DIR=models/mine) is named after its
 # folder, so its run (build/runs/mine) does not replace the default model's. A name that would

@@ -147,7 +147,7 @@ $(EXACT)/accuracy/summary.md: $(EXACT)/evaluations.parquet
 	$(BIN)/examples/estimator_accuracy \
 	  --evaluations $< --seeds 10 --out $(dir $@)
 
-$(EXACT)/accuracy/rmse.svg: $(EXACT)/accuracy/summary.md tools/report/plots.py | venv-report
+$(EXACT)/accuracy/rmse.svg: $(EXACT)/accuracy/summary.md $(call tool_sources,report/plots.py) | venv-report
 	$(VENV_REPORT)/bin/python tools/report/plots.py estimator-rmse $(EXACT)/accuracy/results.csv $@
 
 exact-game: $(ORT_STAGE_LIB) $(EXACT)/accuracy/summary.md $(EXACT)/accuracy/rmse.svg

@@ -224,7 +224,7 @@ EXACT_FRONTIER_INDICES = $(foreach i,shapley banzhaf,$(foreach v,$(EXACT_FRONTIE
 .SECONDARY: $(foreach v,$(EXACT_FRONTIER_VALUES),$(EXACT_FRONTIER_RUN)/scores-$(v).parquet)
 EXACT_FRONTIER_TABLE = $(EXACT_FRONTIER_RUN)/exact-frontier.md
 # The report's script is a prerequisite: a changed one writes the table again (it reads tables only).
-$(EXACT_FRONTIER_TABLE): $(EXACT_FRONTIER_RUN)/frontier.csv tools/report/exact_frontier.py \
+$(EXACT_FRONTIER_TABLE): $(EXACT_FRONTIER_RUN)/frontier.csv $(call tool_sources,report/exact_frontier.py) \
   $(foreach i,$(EXACT_FRONTIER_INDICES),$(EXACT_FRONTIER_RUN)/plans-exact-$(i).parquet) | $(VENV_REPORT)/.complete
 	$(VENV_REPORT)/bin/python tools/report/exact_frontier.py --game $(EXACT_FRONTIER_GAME) \
 	  --frontier $< \

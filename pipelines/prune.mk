@@ -287,7 +287,7 @@ $(eval $(call prune_stamp,generator-$(PRUNE_CHOICE),$(strip $(PRUNE_GENERATOR_FL
 # device cannot have (--cuda-graphs on the CPU) was refused by the first evaluate, after an
 # export that takes an 8B model a long run and 32 GB. EVALUATE_FLAGS' one other flag that every
 # stage it reaches takes, --no-verify, is no runtime flag: the check would refuse it.
-$(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) tools/export/export_layered.py $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB) $(BIN)/evaluate
+$(PRUNE_MODEL_DIR)/manifest.json: $(PRUNE_SOURCE_DEPS) $(call tool_sources,export/export_layered.py) $(PRUNE_OUT)/.settings/export | $(VENV_EXPORT)/.complete $(ORT_LIB) $(BIN)/evaluate
 	$(BIN)/evaluate check-runtime-flags $(filter-out --no-verify,$(EVALUATE_FLAGS))
 	$(VENV_EXPORT)/bin/python tools/export/export_layered.py $(PRUNE_SOURCE) --out $(PRUNE_MODEL_DIR) \
 	  $(PRUNE_EXPORT_ARGS) --force
@@ -351,7 +351,7 @@ $(PRUNE_PLAN_DIR)/pruned-eval.parquet: $(PRUNE_PLAN_DIR)/pruned/manifest.json $(
 # (plan-calibration.parquet, taken as apply-prune --method from-plan takes it above): plan.parquet
 # holds the same blocks measured on the held-out tokens, and new held-out settings (EVAL_*)
 # change nothing in the checkpoint, nor then in the generator made from it.
-$(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) tools/export/prune_hf.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
+$(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) $(call tool_sources,export/prune_hf.py) $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
 	@# The decoder in this folder was made from the checkpoint about to be replaced: with
 	@# PRUNE_GENERATOR=0 nothing would make it again, and it would stay beside the new plan, another
 	@# plan's blocks (its file records none to tell them apart by). The pruned GGUF file, of the same
@@ -364,7 +364,7 @@ $(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/plan-calibration.parq
 # The pruned checkpoint as one ONNX decoder with a KV cache (the onnxruntime-genai / optimum
 # layout): the layered folder and its merged file have no cache, so no runtime generates text
 # with them. The tool checks its greedy generation against transformers' before writing it.
-$(PRUNE_PLAN_DIR)/pruned-generator.onnx: $(PRUNE_PLAN_DIR)/pruned-hf/config.json tools/export/export_generator.py $(PRUNE_OUT)/.settings/generator-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
+$(PRUNE_PLAN_DIR)/pruned-generator.onnx: $(PRUNE_PLAN_DIR)/pruned-hf/config.json $(call tool_sources,export/export_generator.py) $(PRUNE_OUT)/.settings/generator-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete
 	$(VENV_EXPORT)/bin/python tools/export/export_generator.py --model $(dir $<) --out $@ \
 	  $(PRUNE_GENERATOR_FLAGS) --force
 
@@ -376,13 +376,13 @@ $(PRUNE_PLAN_DIR)/pruned-generator.onnx: $(PRUNE_PLAN_DIR)/pruned-hf/config.json
 # which is why it is made after the checkpoint, also under -j): a failed or interrupted run leaves
 # none beside the new plan. The pattern a Gemma file states is computed in the exporter (its GGUF
 # reading), so the file depends on it too.
-$(PRUNE_PLAN_DIR)/pruned.gguf: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) tools/export/prune_gguf.py tools/export/export_layered.py $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete $(PRUNE_PLAN_DIR)/pruned-hf/config.json
+$(PRUNE_PLAN_DIR)/pruned.gguf: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_SOURCE_DEPS) $(call tool_sources,export/prune_gguf.py) $(PRUNE_OUT)/.settings/hf-$(PRUNE_CHOICE) | $(VENV_EXPORT)/.complete $(PRUNE_PLAN_DIR)/pruned-hf/config.json
 	rm -f $@
 	$(VENV_EXPORT)/bin/python tools/export/prune_gguf.py --gguf $(PRUNE_MODEL_PATH) --plans $< \
 	  $(if $(K),--k $(K)) --out $@ --force
 
 # For llama.cpp: the removed blocks, 0-based, comma-separated (`llama-quantize --prune-layers`).
-$(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt: $(PRUNE_PLAN_DIR)/pruned/manifest.json tools/prune/report.py
+$(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt: $(PRUNE_PLAN_DIR)/pruned/manifest.json $(call tool_sources,prune/report.py)
 	$(PYTHON) tools/prune/report.py llama-cpp --model $(PRUNE_MODEL_DIR) --pruned $(dir $<) --out $@
 
 PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_PLAN_DIR)/pruned-generator.onnx)

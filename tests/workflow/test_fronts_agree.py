@@ -2,8 +2,9 @@
 
 - One grammar per setting (pipelines/settings.py's GRAMMAR): the top-level Makefile and the
   Snakefile accept and refuse the same values, and what they accept the stages accept.
-- A changed Python tool reruns its Snakemake jobs, as Make's prerequisites remake its files; a
-  touched one reruns nothing (Snakemake compares the checksums it recorded).
+- A changed Python tool, or a module of this checkout it imports, reruns its Snakemake jobs, as
+  Make's prerequisites remake its files: both read pipelines/tool_imports.mk; a touched one reruns
+  nothing in Snakemake (it compares the checksums it recorded).
 - `summary: false` still makes the pruned model's measured plan, as Make's demo does.
 
 Needs make, the stage binaries (LAYERPRUNE_BIN) and Snakemake (build/venv-workflow).
@@ -263,10 +264,69 @@ def local_imports(path):
 
 
 def snakefile_tool_imports():
-    """TOOL_IMPORTS of the Snakefile, read without running it."""
+    """TOOL_IMPORTS as the Snakefile reads it (its tool_imports() run on pipelines/tool_imports.mk,
+    without loading the rest of the Snakefile)."""
     text = (ROOT / "pipelines" / "Snakefile").read_text()
-    start = text.index("\nTOOL_IMPORTS = {") + len("\nTOOL_IMPORTS = ")
-    return ast.literal_eval(text[start:text.index("\n}\n", start) + 2])
+    start = text.index("\ndef tool_imports(")
+    namespace = {"ROOT": ROOT, "re": re}
+    exec(text[start:text.index("\n\n\n", start)], namespace)
+    return namespace["tool_imports"]()
+
+
+def make_database():
+    """Make's database after reading the makefiles (make -p, running nothing), with the defaults."""
+    result = subprocess.run(["make", "--no-print-directory", "-p", "-q", "help", f"BIN={BIN}", "CARGO=true"],
+                            cwd=ROOT, capture_output=True, text=True, env=make_env())
+    assert "TOOL_IMPORTS_" in result.stdout, result.stderr[-3000:]
+    return result.stdout
+
+
+def make_tool_imports(database):
+    """TOOL_IMPORTS_<tool> of Make's database: {tool: [modules]}."""
+    return {m.group(1): m.group(2).split()
+            for m in re.finditer(r"^TOOL_IMPORTS_(\S+) :?= ?(.*)$", database, re.MULTILINE)}
+
+
+def reached(table, tool):
+    """tools/TOOL and every module it reaches through TABLE (the fronts' tool_sources)."""
+    found, pending = set(), [tool]
+    while pending:
+        name = pending.pop()
+        if name not in found:
+            found.add(name)
+            pending += table[name]
+    return {f"tools/{name}" for name in found}
+
+
+def test_make_and_the_snakefile_read_one_list_of_tool_imports():
+    # pipelines/tool_imports.mk, which Make includes and the Snakefile parses: one table, so
+    # that the fronts rerun alike (until 2026-12-07 Make listed the tools alone).
+    table = snakefile_tool_imports()
+    assert make_tool_imports(make_database()) == table
+    assert "TOOL_IMPORTS = {" not in (ROOT / "pipelines" / "Snakefile").read_text()
+
+
+def test_every_make_rule_that_runs_a_tool_lists_the_modules_it_reaches():
+    """A file Make makes with a tool of the list depends on the tool and every module it reaches
+    (a changed tools/export/outputs.py remakes the pruned model's ONNX file, as in Snakemake)."""
+    table = snakefile_tool_imports()
+    checked = set()
+    for block in make_database().split("\n\n"):
+        lines = block.splitlines()
+        rule = next((line for line in lines if re.match(r"^[^#\t\s][^=]*?::? ", line + " ")), None)
+        if rule is None or any("Phony target" in line for line in lines):
+            continue
+        target, prerequisites = rule.split(":", 1)
+        prerequisites = set(prerequisites.replace("|", " ").split())
+        recipe = "\n".join(line for line in lines if line.startswith("\t"))
+        for tool in re.findall(r"(?:python\S*|\$\(PYTHON\)) tools/(\S+?\.py)", recipe):
+            if tool in table:
+                missing = reached(table, tool) - prerequisites
+                assert not missing, (target, tool, sorted(missing))
+                checked.add(tool)
+    # The rules that run the exporter and the tools that read its output are among them.
+    assert {"export/export_layered.py", "export/merge_layered.py", "export/prune_hf.py", "export/prune_gguf.py",
+            "export/export_generator.py", "prune/report.py", "report/exact_frontier.py"} <= checked, checked
 
 
 def test_each_tool_lists_the_modules_it_imports():
