@@ -134,7 +134,7 @@ FRONTIER_PAIRS_TABLE = $(FRONTIER_RUN)/frontier-pairs.md
 FRONTIER_PAIRS_TEXTS = $(patsubst heldout-%.parquet,%,$(notdir $(FRONTIER_HELDOUT)))
 
 $(FRONTIER_RUN)/pairs-%.parquet: $(FRONTIER_PAIRS_CSV) $(FRONTIER_RUN)/heldout-%.parquet $(FRONTIER_RUN)/.settings/device \
-  | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB) $(VENV_REPORT)/.complete
+  $(call tool_sources,report/frontier_pairs.py) | $(BIN)/evaluate $(BIN)/inspect $(ORT_STAGE_LIB) $(VENV_REPORT)/.complete
 	$(VENV_REPORT)/bin/python tools/report/frontier_pairs.py masks $(FRONTIER_PAIRS_CSV) \
 	  --manifest $(MODEL_DIR)/manifest.json > $@.masks
 	$(call evaluate_checkpointed,--model $(MODEL_DIR) --tokens $(FRONTIER_RUN)/heldout-$*.parquet $(EVALUATE_FLAGS) \

@@ -291,8 +291,8 @@ endef
 # phony target whose recipe (pipelines/lock_folder.sh) records, in <folder>/.lock/ for as long as
 # the make runs, the settings it wants the stamp to hold, and refuses the make, naming the folder,
 # the stamp and the other make, when another running make reached that stamp wanting other ones:
-# two `make demo` on a run folder, or `make prune K=6` and `K=7`, run side by side; `make demo`
-# and `make demo MASKS=400` do not. Refused rather than made to wait (two makes each waiting for
+# two `make demo` on a run folder, or `make prune K=6` and `K=7`, are let through by it; `make demo`
+# beside `make demo MASKS=400` is not. Refused rather than made to wait (two makes each waiting for
 # the other's folder would wait for ever), and refused too when the stamp was rewritten after this
 # make read it (MAKE_STARTED), by a make that ran and ended in between. The record is locked
 # (flock) by a process that ends with the make, so a make killed, even by kill -9, leaves none

@@ -26,5 +26,6 @@ TOOL_IMPORTS_report/summarize.py := layerprune_tables.py prune/report.py report/
 TOOL_IMPORTS_report/plots.py :=
 TOOL_IMPORTS_report/frontier.py := layerprune_tables.py report/plots.py
 TOOL_IMPORTS_report/exact_frontier.py := report/frontier.py layerprune_tables.py
+TOOL_IMPORTS_report/frontier_pairs.py := report/frontier.py layerprune_tables.py
 TOOL_IMPORTS_prune/report.py := layerprune_tables.py export/gguf_names.py
 TOOL_IMPORTS_layerprune_tables.py :=

@@ -320,13 +320,18 @@ def test_every_make_rule_that_runs_a_tool_lists_the_modules_it_reaches():
         prerequisites = set(prerequisites.replace("|", " ").split())
         recipe = "\n".join(line for line in lines if line.startswith("\t"))
         for tool in re.findall(r"(?:python\S*|\$\(PYTHON\)) tools/(\S+?\.py)", recipe):
-            if tool in table:
-                missing = reached(table, tool) - prerequisites
-                assert not missing, (target, tool, sorted(missing))
-                checked.add(tool)
+            if tool.startswith("fetch/"):
+                continue  # what a fetch brings is pinned by version and sha256, not by its script
+            # Every tool a file rule runs is in the list (until 2026-12-07 the pairs tables'
+            # tools/report/frontier_pairs.py was not, and nothing said so).
+            assert tool in table, (target, tool, "not in pipelines/tool_imports.mk")
+            missing = reached(table, tool) - prerequisites
+            assert not missing, (target, tool, sorted(missing))
+            checked.add(tool)
     # The rules that run the exporter and the tools that read its output are among them.
     assert {"export/export_layered.py", "export/merge_layered.py", "export/prune_hf.py", "export/prune_gguf.py",
-            "export/export_generator.py", "prune/report.py", "report/exact_frontier.py"} <= checked, checked
+            "export/export_generator.py", "prune/report.py", "report/exact_frontier.py",
+            "report/frontier_pairs.py"} <= checked, checked
 
 
 def test_each_tool_lists_the_modules_it_imports():

@@ -34,7 +34,10 @@ def make(tmp_path):
         "hold: $(RUN)/.settings/device\n\tsleep 60\n"
         "slow-first:\n\tsleep 4\n"
         "late: slow-first $(RUN)/full-eval.parquet\n"
-        "outer: $(RUN)/.settings/device\n\t$(MAKE) --no-print-directory -f Makefile $(RUN)/full-eval.parquet\n"
+        # A make that a make runs, wanting other settings of a stamp its caller reached (as
+        # `make frontier-windows` runs `make frontier CALIB_WINDOWS=20`): the caller waits for it.
+        "outer: $(RUN)/.settings/device\n\t$(MAKE) --no-print-directory -f Makefile $(RUN)/full-eval.parquet "
+        "'EVALUATE_FLAGS=--device cpu --threads 1 --graph-optimization basic'\n"
         ".PHONY: hold slow-first late outer\n")
     command = ["make", "--no-print-directory", "-f", "Makefile", "-f", str(tmp_path / "extra.mk"),
                f"BIN={BIN}", "CARGO=true", f"MODEL_DIR={TINY}", f"RUN={run}",
@@ -55,15 +58,20 @@ def start_make(command, *args):
 
 
 def wait_for_lock(run, make, seconds=60):
-    """Waits until MAKE has its record in RUN (.lock/make.PID)."""
-    lock = run / ".lock" / f"make.{make.pid}"
+    """Waits until MAKE has its record in RUN (.lock/make.WHERE.PID.START)."""
+    lock = run / ".lock" / f"make.*.{make.pid}.*"
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if lock.is_file():
+        if records_of(run, make.pid):
             return
         assert make.poll() is None, make.stdout.read()
         time.sleep(0.1)
     raise AssertionError(f"{lock} was not taken by make {make.pid}")
+
+
+def records_of(run, pid):
+    """The records of make PID in RUN's lock folder."""
+    return list((run / ".lock").glob(f"make.*.{pid}.*"))
 
 
 def slow_bin(directory):
@@ -144,7 +152,7 @@ def test_makes_that_agree_share_a_folder_and_a_make_killed_with_sigkill_leaves_n
         status, output = run_make(command, table, SLOW_FLAGS)
         assert status == 0, output
         assert "in use by another make" not in output
-        assert not (run / ".lock" / f"make.{holder.pid}").exists()
+        assert not records_of(run, holder.pid)
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
 
@@ -189,4 +197,34 @@ def test_the_jobs_of_one_make_and_a_make_it_runs_share_its_lock(make):
     (run / "full-eval.parquet").unlink()
     status, output = run_make(command, "outer")
     assert status == 0, output
+    assert "in use by another make" not in output
     assert (run / "full-eval.parquet").is_file()
+    assert (run / ".settings" / "device").read_text().startswith("cpu --graph-optimization basic")
+
+
+def test_a_record_of_a_make_that_ended_is_not_taken_for_the_process_given_its_pid(make, tmp_path):
+    """A make's record names it by PID and start time: a record whose PID now belongs to another
+    process (a PID reused; a make of PID 1 in each of two containers) is of a make that has ended,
+    even while a lock on it is held, and refuses nobody."""
+    run, command = make
+    table = run / "full-eval.parquet"
+    status, output = run_make(command, str(table))
+    assert status == 0, output
+    where = subprocess.run(["sh", "-c", "{ cat /proc/sys/kernel/random/boot_id; readlink /proc/self/ns/pid; }"
+                            " | cksum | cut -d ' ' -f 1"], capture_output=True, text=True, check=True).stdout.strip()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        start = int(Path(f"/proc/{other.pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+        record = run / ".lock" / f"make.{where}.{other.pid}.{start - 1}"
+        record.write_text("make demo EVALUATE_FLAGS=--graph-optimization basic\ndevice 12345\n")
+        holder = subprocess.Popen(["flock", str(record), "sleep", "60"])
+        try:
+            time.sleep(0.5)
+            status, output = run_make(command, str(table))
+            assert status == 0, output
+            assert "in use by another make" not in output
+            assert not record.exists()
+        finally:
+            holder.kill()
+    finally:
+        other.kill()
