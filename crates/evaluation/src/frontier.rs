@@ -139,7 +139,8 @@ impl PreparedFrontier {
     /// Refuses, from the model's manifest alone (before any folder, cache or session is
     /// made): a k the model cannot lose (with the fixed blocks kept), a `--budgets` number
     /// below what adaptive removal needs at one of the k, and a token table the model cannot
-    /// run (an id outside its vocabulary: tokenized for another model).
+    /// run (an id outside its vocabulary: tokenized for another model; another tokenizer's;
+    /// windows longer than the model takes).
     fn check_against_model(&self) -> Result<()> {
         let run = &self.run;
         let manifest = Manifest::load(&run.model)?;
@@ -171,6 +172,12 @@ impl PreparedFrontier {
         .zip(["calibration", "heldout"])
         {
             for ((name, path), (_, table)) in sets.iter().zip(tables) {
+                let with_model = || {
+                    crate::tokens_with_model(
+                        format_args!("{flag} {name}={}", path.display()),
+                        &run.model,
+                    )
+                };
                 layerprune_runtime::check_token_windows(&table.windows, manifest.vocab_size)
                     .and_then(|()| {
                         let id = table.tokenizer_sha256.as_str();
@@ -181,13 +188,13 @@ impl PreparedFrontier {
                         tokenizers_checked.push(id);
                         Ok(())
                     })
-                    .with_context(|| {
-                        format!(
-                            "{flag} {name}={} with {}",
-                            path.display(),
-                            run.model.display()
-                        )
-                    })?;
+                    .with_context(with_model)?;
+                // Non-empty windows of one length now (check_token_windows): longer than the
+                // model takes is refused here, in the same words, not when the set's turn
+                // comes and the model is open.
+                manifest
+                    .check_window_length(&run.model, table.windows[0].len())
+                    .with_context(with_model)?;
                 let cache = cache_path(&run.out_dir, kind, name, &self.inputs)?;
                 match resume_evaluations(
                     &cache,
@@ -300,7 +307,12 @@ impl PreparedFrontier {
                 Some(cache),
                 run.provenance.clone(),
             )
-            .with_context(|| format!("--{kind} {name}"))?;
+            .with_context(|| {
+                crate::tokens_with_model(
+                    format_args!("--{kind} {name}={}", tokens_path.display()),
+                    &run.model,
+                )
+            })?;
             Ok((game, path))
         };
         for (set, (name, tokens)) in calibration.iter().enumerate() {

@@ -36,6 +36,16 @@ pub use perplexity::{
 pub use shard::Shard;
 pub use tasks::{run_tasks, TaskConfig, TaskOutcome};
 
+/// How evaluate, apply-prune and frontier name a token table they run on a model where what is
+/// wrong is the two together (a window longer than the model takes, an id outside its
+/// vocabulary, another tokenizer): "TOKENS with MODEL", one line above the cause. `tokens` is
+/// the table as given (`--tokens t.parquet`, `--calibration c0=t.parquet`, or evaluate's path).
+/// One function, so that the three stages say it alike: apply-prune and frontier said the
+/// table's source description as a cause of its own until 2026-12-07.
+pub fn tokens_with_model(tokens: impl std::fmt::Display, model: &std::path::Path) -> String {
+    format!("{tokens} with {}", model.display())
+}
+
 /// Gives each measured plan its runner-up and margin, and the full model beside it
 /// ([`layerprune_selection::margin`]), among the masks asked of `game` since it was opened
 /// (whether measured now or read from its cache; the full model is asked first): no evaluation

@@ -160,7 +160,7 @@ pub fn run_evaluation(
     let given_masks = config.masks.read()?;
     let (manifest, model_id) = Manifest::load_with_id(model_dir)?;
     let num_blocks = manifest.num_blocks;
-    let with_model = || format!("{} with {}", config.tokens.display(), model_dir.display());
+    let with_model = || crate::tokens_with_model(config.tokens.display(), model_dir);
     layerprune_runtime::check_tokens(
         &manifest,
         model_dir,

@@ -135,6 +135,12 @@ pub enum SelectionError {
     /// A perplexity ratio no plan meets: the settings are valid, the model cannot meet them.
     #[error("{0}")]
     NothingWithin(String),
+    /// What an earlier plan table cannot give from-plan (no plan of the k or method asked
+    /// for, several where one is needed, one that removes a fixed block): the options are
+    /// valid, the table holds no such plan. Not [`SelectionError::BadOption`], whose "invalid
+    /// option:" read as if a flag were malformed.
+    #[error("{0}")]
+    NoSuchPlan(String),
 }
 
 impl From<GameError> for SelectionError {

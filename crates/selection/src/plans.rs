@@ -626,7 +626,7 @@ fn every_earlier_plan(
         .ok_or_else(|| needs(PlanMethod::FromPlan, "--plans"))?;
     let ks = earlier_ks(table, inputs.plan_method);
     if ks.is_empty() {
-        return Err(SelectionError::BadOption(match inputs.plan_method {
+        return Err(SelectionError::NoSuchPlan(match inputs.plan_method {
             Some(m) if !table.rows.is_empty() => format!(
                 "the plan table holds no plan with method {m} (its methods: {})",
                 methods_of(table.rows.iter())
@@ -670,7 +670,7 @@ fn earlier_plan(
         [row] => *row,
         [] => {
             let with_k = || table.rows.iter().filter(|row| row.k as usize == k);
-            return Err(SelectionError::BadOption(match method {
+            return Err(SelectionError::NoSuchPlan(match method {
                 Some(m) if with_k().next().is_some() => format!(
                     "no plan removes {k} blocks with method {m} (the methods of those that do: \
                      {})",
@@ -681,7 +681,7 @@ fn earlier_plan(
             }));
         }
         _ => {
-            return Err(SelectionError::BadOption(format!(
+            return Err(SelectionError::NoSuchPlan(format!(
                 "{} plans remove {k} blocks (methods {}); choose one with --plan-method",
                 rows.len(),
                 methods_of(rows.iter().copied())
@@ -690,7 +690,7 @@ fn earlier_plan(
     };
     let removed: Vec<usize> = row.removed_blocks.iter().map(|&b| b as usize).collect();
     if let Some(block) = removed.iter().find(|b| fixed.contains(b)) {
-        return Err(SelectionError::BadOption(format!(
+        return Err(SelectionError::NoSuchPlan(format!(
             "the {} plan for k = {k} removes fixed block {block}",
             method_names::current_name(&row.method)
         )));

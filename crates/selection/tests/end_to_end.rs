@@ -337,4 +337,27 @@ fn from_plan_takes_an_old_tables_plan_by_its_current_name_and_says_which_there_a
         error.contains("(its methods: search, sleb, iterative)"),
         "{error}"
     );
+    // A plan the table does not hold is said as that, not as a malformed option.
+    for (method, ks, said) in [
+        ("sleb", vec![3], "no plan removes 3 blocks with method sleb"),
+        (
+            "adaptive",
+            vec![2],
+            "no plan removes 2 blocks with method adaptive",
+        ),
+        (
+            "adaptive",
+            vec![],
+            "the plan table holds no plan with method adaptive",
+        ),
+    ] {
+        let error = choose(method, ks).unwrap_err();
+        assert!(
+            matches!(error, layerprune_selection::SelectionError::NoSuchPlan(_)),
+            "{error:?}"
+        );
+        let error = error.to_string();
+        assert!(error.starts_with(said), "{error}");
+        assert!(!error.contains("invalid option"), "{error}");
+    }
 }

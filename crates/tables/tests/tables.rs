@@ -1182,3 +1182,76 @@ fn a_task_choice_table_of_byte_lengths_is_refused_saying_why() {
         "{message}"
     );
 }
+
+/// The hashed readers (what a stage records of an input in its provenance) give the SHA-256 of
+/// the file's bytes and the very table the plain reader gives; the complete-table one refuses
+/// what the plain one refuses.
+#[test]
+fn hashed_readers_give_the_files_sha256_and_the_plain_readers_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sha256_of = |path: &Path| layerprune_core::sha256_hex(&fs::read(path).unwrap());
+
+    let masks_path = dir.path().join("m.parquet");
+    let masks = MaskTable {
+        num_blocks: 4,
+        fixed_blocks: vec![0],
+        rows: vec![
+            MaskRow {
+                mask: mask("1111"),
+                design: Design::Anchor,
+                group_id: None,
+                position: None,
+            },
+            MaskRow {
+                mask: mask("1010"),
+                design: Design::Permutation,
+                group_id: Some(1),
+                position: Some(2),
+            },
+        ],
+    };
+    write_masks(&masks_path, &masks, &provenance()).unwrap();
+    let hashed = read_masks_hashed(&masks_path).unwrap();
+    assert_eq!(hashed.sha256, sha256_of(&masks_path));
+    assert_eq!(hashed.table, read_masks(&masks_path).unwrap());
+    assert_eq!(hashed.table, masks);
+
+    // Two evaluation tables that differ in one value: each hash is its own file's.
+    let incomplete_path = dir.path().join("incomplete.parquet");
+    let incomplete = evaluation_table();
+    assert!(!incomplete.complete);
+    write_evaluations(&incomplete_path, &incomplete, &provenance()).unwrap();
+    let complete_path = dir.path().join("complete.parquet");
+    let complete = EvaluationTable {
+        complete: true,
+        ..evaluation_table()
+    };
+    write_evaluations(&complete_path, &complete, &provenance()).unwrap();
+    for (path, table) in [(&incomplete_path, &incomplete), (&complete_path, &complete)] {
+        let hashed = read_evaluations_hashed(path).unwrap();
+        assert_eq!(hashed.sha256, sha256_of(path));
+        assert_eq!(&hashed.table, &read_evaluations(path).unwrap());
+        assert_eq!(&hashed.table, table);
+    }
+    assert_ne!(sha256_of(&incomplete_path), sha256_of(&complete_path));
+
+    let hashed = read_complete_evaluations_hashed(&complete_path, Incomplete::Refuse).unwrap();
+    assert_eq!(hashed.sha256, sha256_of(&complete_path));
+    assert_eq!(
+        hashed.table,
+        read_complete_evaluations(&complete_path, Incomplete::Refuse).unwrap()
+    );
+    let hashed = read_complete_evaluations_hashed(&incomplete_path, Incomplete::Allow).unwrap();
+    assert_eq!(hashed.sha256, sha256_of(&incomplete_path));
+    assert_eq!(
+        hashed.table,
+        read_complete_evaluations(&incomplete_path, Incomplete::Allow).unwrap()
+    );
+    // A checkpoint is refused by both, with the same message.
+    let refused = read_complete_evaluations_hashed(&incomplete_path, Incomplete::Refuse)
+        .map(|_| ())
+        .unwrap_err();
+    let plain = read_complete_evaluations(&incomplete_path, Incomplete::Refuse).unwrap_err();
+    assert_eq!(refused.to_string(), plain.to_string());
+    names_file(&refused, &incomplete_path);
+}

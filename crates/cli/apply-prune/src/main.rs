@@ -459,13 +459,24 @@ fn apply_prune(args: Args) -> Result<()> {
     let tokens = match (&args.model, &manifest, &args.tokens) {
         (Some(dir), Some((manifest, _)), Some(path)) => {
             let tokens = layerprune_tables::read_tokens(path)?;
+            let with_model = || {
+                layerprune_evaluation::tokens_with_model(
+                    format_args!("--tokens {}", path.display()),
+                    dir,
+                )
+            };
             layerprune_runtime::check_tokens(
                 manifest,
                 dir,
                 &tokens.windows,
                 &tokens.tokenizer_sha256,
             )
-            .with_context(|| format!("--tokens {} with {}", path.display(), dir.display()))?;
+            .with_context(with_model)?;
+            // Non-empty windows of one length now (check_tokens): windows longer than the
+            // model takes are refused here too, in the same words as evaluate's.
+            manifest
+                .check_window_length(dir, tokens.windows[0].len())
+                .with_context(with_model)?;
             Some(tokens)
         }
         _ => None,
@@ -534,8 +545,8 @@ fn apply_prune(args: Args) -> Result<()> {
     };
     let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(settings.seed);
-    let (mut game, dataset_id) = match (model, tokens, eval_options, &args.tokens) {
-        (Some(model), Some(tokens), Some(options), Some(tokens_path)) => {
+    let (mut game, dataset_id) = match (model, tokens, eval_options, &args.tokens, &args.model) {
+        (Some(model), Some(tokens), Some(options), Some(tokens_path), Some(dir)) => {
             let game = layerprune_evaluation::CachedLlm::open_with(
                 model,
                 &tokens,
@@ -543,7 +554,12 @@ fn apply_prune(args: Args) -> Result<()> {
                 cache,
                 provenance.clone(),
             )
-            .with_context(|| format!("--tokens {}", tokens_path.display()))?;
+            .with_context(|| {
+                layerprune_evaluation::tokens_with_model(
+                    format_args!("--tokens {}", tokens_path.display()),
+                    dir,
+                )
+            })?;
             (Some(game), Some(tokens.dataset_id))
         }
         _ => (None, None),

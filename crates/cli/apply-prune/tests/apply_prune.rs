@@ -1537,6 +1537,41 @@ fn tokens_of_another_vocabulary_are_refused_naming_the_table() {
     fail(&args, "made with another tokenizer", &plan, None);
 }
 
+/// Windows longer than the model takes (its manifest's `context_length`) are refused before
+/// the model is opened, in evaluate's words: the token table with the model, then the cause,
+/// never the table's source description as a cause of its own.
+#[test]
+fn windows_longer_than_the_models_context_are_refused_in_one_line_of_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    layerprune_tests::copy_tiny_model_with_manifest(&model, |manifest| {
+        manifest["context_length"] = 8.into();
+    });
+    let tokens = dir.path().join("long.parquet");
+    write_windows(&tokens, windows(), "a source description");
+    let plan = dir.path().join("plan.parquet");
+    let mut args = measuring_args("sleb", "1", &tokens, &plan, None);
+    args[5] = model.to_str().unwrap().to_string();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = apply_prune(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let model_s = model.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "apply-prune: error: --tokens {} with {model_s}\n  caused by: {model_s} was made \
+             for sequences of at most 8 tokens",
+            tokens.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("caused by:").count(), 1, "{stderr}");
+    assert!(!stderr.contains("a source description"), "{stderr}");
+    // Refused before the model's graphs were opened.
+    assert!(!stderr.contains("opened the"), "{stderr}");
+    assert!(!plan.exists());
+}
+
 /// Scores measured on another model are refused before anything runs.
 #[test]
 fn scores_of_another_model_are_refused() {

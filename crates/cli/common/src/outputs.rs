@@ -617,8 +617,12 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
 }
 
 /// Refuses a folder the stage will create (if missing) and write files into when it is, or
-/// would be made, inside an input folder (a model folder); checked before the folder is made,
-/// so a refused run creates nothing. The files written in it are then checked with [`Io`].
+/// would be made, inside an input folder (the model folder it reads), or is or lies inside
+/// any layered model folder (one whose manifest.json has this tool's format: a pruned folder
+/// apply-prune wrote, another export), whose files the stage's would then lie among (until
+/// 2026-12-07 `frontier --out-dir pruned` wrote its caches and frontier.csv into a pruned
+/// model). Checked before the folder is made, so a refused run creates nothing. The files
+/// written in it are then checked with [`Io`].
 pub fn check_folder_outside_inputs(flag: &str, folder: &Path, inputs: &[&Path]) -> Result<()> {
     let mut existing = folder;
     while !existing.as_os_str().is_empty() && fs::symlink_metadata(existing).is_err() {
@@ -645,7 +649,39 @@ pub fn check_folder_outside_inputs(flag: &str, folder: &Path, inputs: &[&Path]) 
             );
         }
     }
+    if let Some(model) = place.ancestors().find(|dir| is_model_folder(dir)) {
+        let model_folder =
+            format!("a layered model folder (its {MODEL_MANIFEST} says {MODEL_FORMAT})");
+        if model == place && existing == folder {
+            bail!(
+                "{flag} {}: is {model_folder}; refusing to write into a model folder, \
+                 whose files are the model's: choose another folder",
+                folder.display()
+            );
+        }
+        bail!(
+            "{flag} {}: lies inside {}, {model_folder}; refusing to write into a model \
+             folder, whose files are the model's: choose another folder",
+            folder.display(),
+            model.display()
+        );
+    }
     Ok(())
+}
+
+/// The `format` of a layered model folder's manifest (`layerprune_model::FORMAT`, which this
+/// crate does not depend on; a test checks that they agree), and the manifest's name.
+const MODEL_FORMAT: &str = "layerprune-layered-onnx";
+const MODEL_MANIFEST: &str = "manifest.json";
+
+/// Whether `dir` is a layered model folder: its manifest.json, a regular file, is a JSON object
+/// whose `format` is [`MODEL_FORMAT`]. Only that object's keys are kept ([`json_head`]); a
+/// manifest.json of another tool (a folder of another format) is no model folder of this one.
+fn is_model_folder(dir: &Path) -> bool {
+    let Ok(file) = layerprune_core::open_input(&dir.join(MODEL_MANIFEST)) else {
+        return false;
+    };
+    json_head(BufReader::new(file)).is_ok_and(|head| head.format.as_deref() == Some(MODEL_FORMAT))
 }
 
 /// An existing input: its identity and its canonical path.
@@ -1483,6 +1519,67 @@ mod tests {
         drop(outputs);
         // No probe file (nor lock file) is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A folder the stage writes files into (`frontier --out-dir`) is never a layered model
+    /// folder nor inside one, input or not (a pruned folder apply-prune wrote); a folder
+    /// holding another tool's manifest.json is no model folder.
+    #[test]
+    fn a_folder_output_is_never_a_model_folder_nor_inside_one() {
+        assert_eq!(MODEL_FORMAT, layerprune_model::FORMAT);
+        assert_eq!(MODEL_MANIFEST, layerprune_model::MANIFEST_FILE);
+        let dir = tempfile::tempdir().unwrap();
+        let pruned = dir.path().join("pruned");
+        fs::create_dir(&pruned).unwrap();
+        fs::write(
+            pruned.join("manifest.json"),
+            br#"{"format": "layerprune-layered-onnx", "num_blocks": 4}"#,
+        )
+        .unwrap();
+        let refused = |folder: &Path| {
+            let error = check_folder_outside_inputs("--out-dir", folder, &[]).unwrap_err();
+            format!("{error:#}")
+        };
+        let message = refused(&pruned);
+        assert!(
+            message.starts_with(&format!(
+                "--out-dir {}: is a layered model folder",
+                pruned.display()
+            )) && message.contains("refusing to write into a model folder"),
+            "{message}"
+        );
+        // Inside it: an existing folder, and one the stage would make (not made by the check).
+        fs::create_dir(pruned.join("runs")).unwrap();
+        for inner in [pruned.join("runs"), pruned.join("new").join("deeper")] {
+            let message = refused(&inner);
+            assert!(
+                message.starts_with(&format!("--out-dir {}: lies inside ", inner.display()))
+                    && message.contains(", a layered model folder"),
+                "{message}"
+            );
+        }
+        assert!(!pruned.join("new").exists());
+        // Another tool's manifest.json, one that is not JSON, and a folder beside the model.
+        let other = dir.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(
+            other.join("manifest.json"),
+            br#"{"format": "some-other-tool"}"#,
+        )
+        .unwrap();
+        check_folder_outside_inputs("--out-dir", &other, &[]).unwrap();
+        fs::write(other.join("manifest.json"), b"not json").unwrap();
+        check_folder_outside_inputs("--out-dir", &other, &[]).unwrap();
+        check_folder_outside_inputs("--out-dir", &dir.path().join("runs"), &[]).unwrap();
+        // The model folder the stage reads is refused as its input, as before.
+        let message = format!(
+            "{:#}",
+            check_folder_outside_inputs("--out-dir", &pruned.join("runs"), &[&pruned]).unwrap_err()
+        );
+        assert!(
+            message.contains("lies inside the input folder"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -475,6 +475,120 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
     assert!(!stderr.contains("now named"), "{stderr}");
 }
 
+/// `--out-dir` is never a layered model folder (a pruned folder apply-prune wrote) nor inside
+/// one: refused before anything is written there, naming the flag and the folder.
+#[test]
+fn an_out_dir_that_is_or_lies_in_a_model_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c0 = format!("c0={}", write(dir.path(), "c0.parquet", windows(1, 3)));
+    let pruned = dir.path().join("pruned");
+    layerprune_tests::copy_tiny_model(&pruned);
+    let before: Vec<_> = std::fs::read_dir(&pruned)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let model = fixture().to_str().unwrap().to_string();
+    let inner = pruned.join("frontier");
+    for (out, said) in [
+        (
+            &pruned,
+            format!("--out-dir {}: is a layered model folder", pruned.display()),
+        ),
+        (
+            &inner,
+            format!(
+                "--out-dir {}: lies inside {}",
+                inner.display(),
+                pruned.display()
+            ),
+        ),
+    ] {
+        let args = [
+            "--model",
+            &model,
+            "--calibration",
+            &c0,
+            "--k",
+            "1",
+            "--methods",
+            "reverse",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
+        let output = frontier(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&said), "{stderr}");
+        assert!(
+            stderr.contains("refusing to write into a model folder"),
+            "{stderr}"
+        );
+        let after: Vec<_> = std::fs::read_dir(&pruned)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(after, before, "{out:?} wrote into the model folder");
+    }
+}
+
+/// Windows longer than the model takes (its manifest's `context_length`) are refused before
+/// the model is opened, in evaluate's words: the set's table with the model, then the cause,
+/// never the table's source description as a cause of its own.
+#[test]
+fn windows_longer_than_the_models_context_are_refused_in_one_line_of_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    layerprune_tests::copy_tiny_model_with_manifest(&model, |manifest| {
+        manifest["context_length"] = 8.into();
+    });
+    let model_s = model.to_str().unwrap();
+    let c0 = write(dir.path(), "c0.parquet", windows(1, 3));
+    let held = write(dir.path(), "held.parquet", windows(2, 3));
+    let out = dir.path().join("run");
+    for (flag, set, path) in [("--calibration", "c0", &c0), ("--heldout", "held", &held)] {
+        // The other set of windows the model takes (the refused one named first either way).
+        let short = dir.path().join("short.parquet");
+        layerprune_tests::write_tiny_tokens(
+            &short,
+            layerprune_tests::fixture_windows(3, 3, 8),
+            "short",
+        );
+        let short = short.to_str().unwrap();
+        let (calibration, heldout) = if flag == "--calibration" {
+            (format!("c0={c0}"), format!("held={short}"))
+        } else {
+            (format!("c0={short}"), format!("held={held}"))
+        };
+        let args = [
+            "--model",
+            model_s,
+            "--calibration",
+            &calibration,
+            "--heldout",
+            &heldout,
+            "--k",
+            "1",
+            "--methods",
+            "reverse",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
+        let output = frontier(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "frontier: error: {flag} {set}={path} with {model_s}\n  caused by: {model_s} was \
+                 made for sequences of at most 8 tokens"
+            )),
+            "{stderr}"
+        );
+        assert_eq!(stderr.matches("caused by:").count(), 1, "{stderr}");
+        assert!(!stderr.contains("opened the"), "{stderr}");
+        assert!(!out.exists());
+    }
+}
+
 /// Only a finished run has frontier.csv (the sets done so far go to frontier.partial.csv, removed
 /// at the end), and a cache left by another token table under a set's name is refused before any
 /// set runs: the finished table of the earlier run stays as it was.

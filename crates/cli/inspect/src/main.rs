@@ -608,8 +608,31 @@ fn report_json(
         .filter(|(field, _)| fields.contains_key(*field))
         .map(|(_, what)| what)
         .collect();
+    // A manifest without `context_length` (exported before 2026-12-06, as the committed
+    // fixture) is said to have none, in its place among the fields: the stages then check no
+    // window against the model's context, which nothing else in the report shows.
+    let mut no_context = (fields.get("format").and_then(|v| v.as_str())
+        == Some(layerprune_model::FORMAT)
+        && !fields.contains_key(CONTEXT_LENGTH))
+    .then(|| {
+        let architecture = fields.get("architecture").and_then(|v| v.as_str());
+        if architecture.is_some_and(|a| a.starts_with("mamba")) {
+            "none (a model without positions: windows are checked against fixed_seq_len only)"
+        } else {
+            "not recorded (the export predates it): windows are not checked against the \
+             model's context; export the model again to record it"
+        }
+    });
+    let say_no_context = |out: &mut String, note: Option<&str>| {
+        if let Some(note) = note {
+            outln!(out, "  {CONTEXT_LENGTH:<24} {note}");
+        }
+    };
     for (key, value) in fields {
         let key = escape_controls(key.clone());
+        if key.as_str() > CONTEXT_LENGTH {
+            say_no_context(out, no_context.take());
+        }
         if BULKY.contains(&key.as_str()) {
             let size = entries(value).map_or("present".to_string(), |n| format!("{n} entries"));
             outln!(out, "  {key:<24} ({size})");
@@ -636,5 +659,10 @@ fn report_json(
             }
         }
     }
+    say_no_context(out, no_context);
     Ok(())
 }
+
+/// The manifest field of the longest sequence the checkpoint was made for
+/// (`layerprune_model::Manifest::context_length`).
+const CONTEXT_LENGTH: &str = "context_length";

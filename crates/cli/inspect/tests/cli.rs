@@ -267,6 +267,73 @@ fn the_exporters_check_of_a_pruned_or_quantized_folder_is_labelled_as_the_export
     assert!(check_line(&manifest).ends_with("(the export's, before pruning and quantization)"));
 }
 
+/// A manifest without `context_length` (an export from before the field, as the committed
+/// fixture) says so in the field's place, as what it means for the windows; one with it shows
+/// the number, and `--json` shows the manifest's fields only.
+#[test]
+fn a_manifest_without_context_length_says_it_is_not_recorded() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../data/fixtures/tiny-llama");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        manifest.get("context_length").is_none(),
+        "the fixture has it now"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("weights")).unwrap();
+    for file in manifest["files"].as_object().unwrap().keys() {
+        std::fs::copy(fixture.join(file), dir.path().join(file)).unwrap();
+    }
+    let path = dir.path().join("manifest.json");
+    let report = |manifest: &serde_json::Value, extra: &[&str]| {
+        std::fs::write(&path, serde_json::to_vec(manifest).unwrap()).unwrap();
+        let mut args = vec![dir.path().as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        String::from_utf8(inspect(&args).stdout).unwrap()
+    };
+    let field = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| line.trim_start().starts_with("context_length "))
+            .map(str::to_string)
+            .collect()
+    };
+    let text = report(&manifest, &[]);
+    assert_eq!(
+        field(&text),
+        [
+            "  context_length           not recorded (the export predates it): windows are not \
+          checked against the model's context; export the model again to record it"
+        ],
+        "{text}"
+    );
+    // In its place among the sorted fields, between `check` and `dtype`.
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |key: &str| {
+        lines
+            .iter()
+            .position(|line| line.trim_start().starts_with(&format!("{key} ")))
+            .unwrap()
+    };
+    assert!(
+        at("check") < at("context_length") && at("context_length") < at("dtype"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report(&manifest, &["--json"])).unwrap();
+    assert!(json.get("context_length").is_none(), "{json}");
+    // A model without positions has none to record.
+    manifest["architecture"] = serde_json::json!("mamba");
+    let text = report(&manifest, &[]);
+    assert!(
+        field(&text)[0].contains("none (a model without positions"),
+        "{text}"
+    );
+    manifest["architecture"] = serde_json::json!("llama");
+    manifest["context_length"] = serde_json::json!(256);
+    let text = report(&manifest, &[]);
+    assert_eq!(field(&text), ["  context_length           256"], "{text}");
+}
+
 /// A tab or a line break inside a string is escaped, so a row stays one line of its columns.
 #[test]
 fn control_characters_in_a_value_do_not_break_the_rows() {
