@@ -168,10 +168,6 @@ pub fn run_evaluation(
         &tokens.tokenizer_sha256,
     )
     .with_context(with_model)?;
-    // Non-empty windows of one length now (check_tokens); the evaluator checks them again.
-    manifest
-        .check_window_length(model_dir, tokens.windows[0].len())
-        .with_context(with_model)?;
     let evaluated_on = config.runtime.evaluated_on(
         &config
             .options

@@ -223,7 +223,9 @@ pub fn check_token_windows(windows: &[Vec<u32>], vocab_size: usize) -> Result<()
 
 /// A token table's windows and tokenizer id checked against the model: every id in its
 /// vocabulary and every window long enough ([`check_token_windows`]), made with its tokenizer
-/// ([`check_tokenizer`]). What a stage runs before it measures tokens on the model.
+/// ([`check_tokenizer`]), and no longer than the model takes (`Manifest::check_window_length`).
+/// What a stage runs before it measures tokens on the model (evaluate, apply-prune and
+/// quantize's GPTQ each checked the length after this, apart, until 2026-12-07).
 pub fn check_tokens(
     manifest: &layerprune_model::Manifest,
     dir: &std::path::Path,
@@ -231,7 +233,9 @@ pub fn check_tokens(
     tokenizer_sha256: &str,
 ) -> Result<(), RuntimeError> {
     check_token_windows(windows, manifest.vocab_size)?;
-    check_tokenizer(manifest, dir, tokenizer_sha256)
+    check_tokenizer(manifest, dir, tokenizer_sha256)?;
+    // Non-empty windows of one length now (check_token_windows).
+    Ok(manifest.check_window_length(dir, windows[0].len())?)
 }
 
 /// Refuses token windows cut by another tokenizer than the model's in `dir`:

@@ -459,24 +459,19 @@ fn apply_prune(args: Args) -> Result<()> {
     let tokens = match (&args.model, &manifest, &args.tokens) {
         (Some(dir), Some((manifest, _)), Some(path)) => {
             let tokens = layerprune_tables::read_tokens(path)?;
-            let with_model = || {
-                layerprune_evaluation::tokens_with_model(
-                    format_args!("--tokens {}", path.display()),
-                    dir,
-                )
-            };
+            // Windows longer than the model takes too, in the same words as evaluate's.
             layerprune_runtime::check_tokens(
                 manifest,
                 dir,
                 &tokens.windows,
                 &tokens.tokenizer_sha256,
             )
-            .with_context(with_model)?;
-            // Non-empty windows of one length now (check_tokens): windows longer than the
-            // model takes are refused here too, in the same words as evaluate's.
-            manifest
-                .check_window_length(dir, tokens.windows[0].len())
-                .with_context(with_model)?;
+            .with_context(|| {
+                layerprune_evaluation::tokens_with_model(
+                    format_args!("--tokens {}", path.display()),
+                    dir,
+                )
+            })?;
             Some(tokens)
         }
         _ => None,
