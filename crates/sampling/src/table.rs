@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerprune_core::{sha256_hex, Mask, Players};
+use layerprune_core::{Mask, Players};
 use layerprune_tables::input_role;
 use layerprune_tables::{
-    read_complete_evaluations, read_masks, read_provenance, Incomplete, MaskRow, MaskTable,
+    read_complete_evaluations_hashed, read_masks_hashed, Hashed, Incomplete, MaskRow, MaskTable,
     Provenance, TableErrorKind,
 };
 
@@ -71,13 +71,6 @@ pub struct SampledMasks {
     pub provenance: Provenance,
 }
 
-/// Id of an input file for provenance: the sha256 of its bytes.
-fn file_id(path: &Path) -> Result<String> {
-    let bytes =
-        layerprune_core::read_input(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(sha256_hex(&bytes))
-}
-
 /// Files computed for different games (models), described by `message`: an error, or with
 /// `--allow-mixed-inputs` (`allowed`) a warning. The one rule for every stage that reads several
 /// such files: `sample-masks` here, `shapley` and `apply-prune` through
@@ -105,8 +98,9 @@ struct RecordedModels {
 }
 
 impl RecordedModels {
-    fn read(path: &Path) -> Result<RecordedModels> {
-        match read_provenance(path) {
+    /// What the table appended to, read from `path`, records.
+    fn of(table: &Hashed<MaskTable>, path: &Path) -> Result<RecordedModels> {
+        match table.provenance() {
             Ok(provenance) => Ok(RecordedModels {
                 model: provenance.inputs.get(input_role::MODEL).cloned(),
                 appended: provenance
@@ -183,10 +177,19 @@ pub fn sample_mask_table(
     mut provenance: Provenance,
 ) -> Result<SampledMasks> {
     let num_blocks = players.num_blocks();
-    let appended = request
+    // Read once: the rows, the models recorded and the hash are of the same bytes.
+    let append_to = request
         .append_to
         .as_deref()
-        .map(RecordedModels::read)
+        .map(|path| {
+            read_masks_hashed(path)
+                .with_context(|| format!("reading the mask table {} to append to", path.display()))
+                .map(|table| (path, table))
+        })
+        .transpose()?;
+    let appended = append_to
+        .as_ref()
+        .map(|(path, table)| RecordedModels::of(table, path))
         .transpose()?;
     refuse_unread_allow_mixed_inputs(request, appended.as_ref())?;
     let recorded = appended.as_ref().and_then(|table| table.model.clone());
@@ -199,7 +202,11 @@ pub fn sample_mask_table(
     let mut appended_models = appended.map(|table| table.appended).unwrap_or_default();
     let allocation = match &request.allocation {
         AllocationSource::Neyman { pilot, incomplete } => {
-            let table = read_complete_evaluations(pilot, *incomplete)
+            let Hashed {
+                table,
+                sha256: pilot_sha256,
+                ..
+            } = read_complete_evaluations_hashed(pilot, *incomplete)
                 .with_context(|| format!("reading the pilot table {}", pilot.display()))?;
             if table.num_blocks != num_blocks {
                 bail!(
@@ -251,7 +258,7 @@ pub fn sample_mask_table(
                 table.rows.iter().map(|row| (&row.mask, row.utility)),
             )
             .with_context(|| format!("pilot table {}", pilot.display()))?;
-            provenance = provenance.with_input(input_role::PILOT, &file_id(pilot)?);
+            provenance = provenance.with_input(input_role::PILOT, &pilot_sha256);
             Allocation::Neyman(stats)
         }
         AllocationSource::Equal => Allocation::Equal,
@@ -271,11 +278,8 @@ pub fn sample_mask_table(
         permutation_chains: request.permutation_chains,
     };
 
-    let existing = match &request.append_to {
-        Some(path) => {
-            let table = read_masks(path).with_context(|| {
-                format!("reading the mask table {} to append to", path.display())
-            })?;
+    let existing = match append_to {
+        Some((path, Hashed { table, sha256, .. })) => {
             if table.num_blocks != num_blocks {
                 bail!(
                     "cannot append to {}: it holds masks of {} blocks, the model has {num_blocks}",
@@ -306,7 +310,7 @@ pub fn sample_mask_table(
                     appended_models.insert(id.clone());
                 }
             }
-            provenance = provenance.with_input(input_role::APPENDED, &file_id(path)?);
+            provenance = provenance.with_input(input_role::APPENDED, &sha256);
             table.rows
         }
         None => Vec::new(),

@@ -56,11 +56,9 @@ pub struct ScoreInputs {
     pub evaluations_file: Option<PathBuf>,
     /// The mask table's path, for the errors about the masks its design reads.
     pub masks_file: Option<PathBuf>,
-    /// The surrogate's path, hashed for the provenance.
-    pub surrogate_file: Option<PathBuf>,
-    /// The SHA-256 of each table read, by its role in the provenance (`evaluations`, `masks`):
-    /// of the bytes that were parsed.
-    pub table_hashes: Vec<(&'static str, String)>,
+    /// The SHA-256 of each file read, by its role in the provenance (`evaluations`,
+    /// `surrogate`, `masks`): of the bytes that were parsed.
+    pub input_hashes: Vec<(&'static str, String)>,
 }
 
 /// Files computed for different games: refused, or with `--allow-mixed-inputs` a warning (the
@@ -105,31 +103,36 @@ impl ScoreFiles {
 
     /// Reads the files and checks they describe one game.
     pub fn load(&self) -> Result<ScoreInputs> {
-        let mut table_hashes = Vec::new();
+        let mut input_hashes = Vec::new();
         let evaluations = self
             .evaluations
             .as_deref()
             .map(|path| read_complete_evaluations_hashed(path, self.incomplete))
             .transpose()?
-            .map(|Hashed { table, sha256 }| {
-                table_hashes.push(("evaluations", sha256));
+            .map(|Hashed { table, sha256, .. }| {
+                input_hashes.push(("evaluations", sha256));
                 table
             });
         let surrogate = self
             .surrogate
             .as_deref()
             .map(|path| {
-                SavedSurrogate::load(path).with_context(|| format!("loading {}", path.display()))
+                SavedSurrogate::load_hashed(path)
+                    .with_context(|| format!("loading {}", path.display()))
             })
-            .transpose()?;
+            .transpose()?
+            .map(|(saved, sha256)| {
+                input_hashes.push(("surrogate", sha256));
+                saved
+            });
         let value = self.game_value(surrogate.as_ref())?;
         let masks = self
             .masks
             .as_deref()
             .map(read_masks_hashed)
             .transpose()?
-            .map(|Hashed { table, sha256 }| {
-                table_hashes.push(("masks", sha256));
+            .map(|Hashed { table, sha256, .. }| {
+                input_hashes.push(("masks", sha256));
                 table
             });
         let sizes: Vec<(&str, usize)> = [
@@ -253,8 +256,7 @@ impl ScoreFiles {
             game_ids,
             evaluations_file: self.evaluations.clone(),
             masks_file: self.masks.clone(),
-            surrogate_file: self.surrogate.clone(),
-            table_hashes,
+            input_hashes,
         })
     }
 }
@@ -295,18 +297,14 @@ fn with_files(
 }
 
 impl ScoreInputs {
-    /// `provenance` with the sha256 of each input file: of the bytes parsed for the tables
-    /// (hashed as they were read), of the surrogate's file as it is now.
-    pub fn provenance(&self, mut provenance: Provenance) -> Result<Provenance> {
-        for (role, sha256) in &self.table_hashes {
-            provenance = provenance.with_input(role, sha256);
-        }
-        if let Some(path) = &self.surrogate_file {
-            let bytes = layerprune_core::read_input(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            provenance = provenance.with_input("surrogate", &layerprune_core::sha256_hex(&bytes));
-        }
-        Ok(provenance)
+    /// `provenance` with the sha256 of each input file, of the bytes that were parsed (hashed
+    /// as they were read).
+    pub fn provenance(&self, provenance: Provenance) -> Provenance {
+        self.input_hashes
+            .iter()
+            .fold(provenance, |provenance, (role, sha256)| {
+                provenance.with_input(role, sha256)
+            })
     }
 
     /// The LLM evaluations behind a surrogate estimate: the surrogate's own record of what it
@@ -552,9 +550,7 @@ mod tests {
             );
             assert_eq!(row.llm_evaluations, 16);
         }
-        let provenance = inputs
-            .provenance(Provenance::new("shapley", "0", vec![]))
-            .unwrap();
+        let provenance = inputs.provenance(Provenance::new("shapley", "0", vec![]));
         assert_eq!(provenance.inputs.len(), 2);
         // The hashes of the bytes read, the same as the files' now.
         for (role, path) in [
@@ -618,7 +614,17 @@ mod tests {
         let expected = table.values(GameValue::NllIncrease).unwrap();
         assert_eq!(read.iter().map(|(_, v)| *v).collect::<Vec<_>>(), expected);
         assert_ne!(expected, table.values(GameValue::Utility).unwrap());
-        assert!(with(Some(GameValue::NllIncrease)).load().is_ok());
+        let inputs = with(Some(GameValue::NllIncrease)).load().unwrap();
+        // The surrogate's hash is of the bytes parsed: its file replaced after the read does
+        // not change what the provenance says was read.
+        let bytes = std::fs::read(&surrogate).unwrap();
+        std::fs::write(&surrogate, b"replaced").unwrap();
+        let provenance = inputs.provenance(Provenance::new("shapley", "0", vec![]));
+        assert_eq!(
+            provenance.inputs["surrogate"],
+            layerprune_core::sha256_hex(&bytes)
+        );
+        assert_eq!(provenance.inputs.len(), 3);
     }
 
     /// A collapsed model's row (NLL +inf) is valued −inf by neg-nll: the estimators that read

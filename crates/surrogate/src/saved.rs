@@ -238,15 +238,28 @@ impl SavedSurrogate {
     /// Reads a file written by [`SavedSurrogate::save`], checking its format, version and the
     /// consistency of the parameters; every error names the file.
     pub fn load(path: &Path) -> Result<Self, SurrogateError> {
+        Self::load_hashed(path).map(|(saved, _)| saved)
+    }
+
+    /// [`SavedSurrogate::load`], with the SHA-256 (hex) of the bytes parsed: what a stage
+    /// records of the file in its provenance, with no second read that could see another file
+    /// renamed onto the path in between.
+    pub fn load_hashed(path: &Path) -> Result<(Self, String), SurrogateError> {
         let bytes = layerprune_core::read_input(path)
             .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+        let saved = Self::parse(path, &bytes)?;
+        Ok((saved, layerprune_core::sha256_hex(&bytes)))
+    }
+
+    /// The surrogate of `bytes`, read from `path` (which errors name).
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, SurrogateError> {
         let damaged =
             |problem: String| file_error(path, format!("damaged surrogate file: {problem}"));
         // One pass over the file; the header alone is read only to say why it did not read.
-        let file: FileIn = match serde_json::from_slice(&bytes) {
+        let file: FileIn = match serde_json::from_slice(bytes) {
             Ok(file) => file,
             Err(error) => {
-                let header: Header = serde_json::from_slice(&bytes).map_err(|e| {
+                let header: Header = serde_json::from_slice(bytes).map_err(|e| {
                     let problem = match e.classify() {
                         serde_json::error::Category::Data => {
                             format!("no \"format\": {FORMAT_NAME:?} field")

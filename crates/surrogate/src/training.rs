@@ -196,7 +196,7 @@ impl SurrogateFit {
         let path = &self.evaluations;
         // The hash of the bytes parsed: a second read (until 2026-12-07) recorded the hash of
         // another table where one was renamed onto the path in between.
-        let Hashed { table, sha256 } = read_complete_evaluations_hashed(path, self.incomplete)
+        let Hashed { table, sha256, .. } = read_complete_evaluations_hashed(path, self.incomplete)
             .with_context(|| format!("reading evaluations {}", path.display()))?;
         let rows = TrainingRows::of_table(&table, self.value, path)?;
         let inputs: BTreeMap<String, String> = [

@@ -597,10 +597,7 @@ pub fn read_evaluations(path: &Path) -> Result<EvaluationTable, TableError> {
 /// [`read_evaluations`], with the SHA-256 of the bytes parsed ([`Hashed`]).
 pub fn read_evaluations_hashed(path: &Path) -> Result<Hashed<EvaluationTable>, TableError> {
     let (raw, sha256) = read_table_hashed(path, TableKind::Evaluations, &fields())?;
-    Ok(Hashed {
-        table: evaluations_of(raw)?,
-        sha256,
-    })
+    Hashed::make(raw, sha256, evaluations_of)
 }
 
 /// The evaluation table of a file read whole.
@@ -699,11 +696,7 @@ pub fn read_complete_evaluations_hashed(
     path: &Path,
     incomplete: Incomplete,
 ) -> Result<Hashed<EvaluationTable>, TableError> {
-    let Hashed { table, sha256 } = read_evaluations_hashed(path)?;
-    Ok(Hashed {
-        table: complete_or_allowed(path, table, incomplete)?,
-        sha256,
-    })
+    read_evaluations_hashed(path)?.try_map(|table| complete_or_allowed(path, table, incomplete))
 }
 
 /// `table`, read from `path`, if complete or `incomplete` allows it (with a warning).

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::types::UInt32Type;
@@ -182,6 +182,43 @@ pub(crate) fn stage_table(
 pub struct Hashed<T> {
     pub table: T,
     pub sha256: String,
+    /// The file's path and metadata, for [`Hashed::provenance`].
+    read_from: (PathBuf, BTreeMap<String, String>),
+}
+
+impl<T> Hashed<T> {
+    /// The table `make` makes of `raw`, whose file's parsed bytes hash to `sha256`.
+    pub(crate) fn make(
+        raw: RawTable<'_>,
+        sha256: String,
+        make: impl FnOnce(RawTable<'_>) -> Result<T, TableError>,
+    ) -> Result<Self, TableError> {
+        let read_from = (raw.path.to_path_buf(), raw.metadata.clone());
+        Ok(Hashed {
+            table: make(raw)?,
+            sha256,
+            read_from,
+        })
+    }
+
+    /// The same file's table made into another (a check of what was read).
+    pub(crate) fn try_map<U>(
+        self,
+        make: impl FnOnce(T) -> Result<U, TableError>,
+    ) -> Result<Hashed<U>, TableError> {
+        Ok(Hashed {
+            table: make(self.table)?,
+            sha256: self.sha256,
+            read_from: self.read_from,
+        })
+    }
+
+    /// The provenance recorded in the bytes that were parsed ([`crate::read_provenance`] with
+    /// no second read); its error's kind is `Missing` where the file records none.
+    pub fn provenance(&self) -> Result<crate::Provenance, TableError> {
+        let (path, metadata) = &self.read_from;
+        crate::provenance_of(path, metadata)
+    }
 }
 
 /// A table file as read: its metadata (full keys) and its rows.

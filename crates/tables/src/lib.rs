@@ -70,7 +70,14 @@ pub fn read_input_ids(
 
 /// The provenance recorded in any table file written by this crate.
 pub fn read_provenance(path: &Path) -> Result<Provenance, TableError> {
-    let metadata = read_metadata(path)?;
+    provenance_of(path, &read_metadata(path)?)
+}
+
+/// The provenance in a table's metadata (full keys), read from `path` (which errors name).
+pub(crate) fn provenance_of(
+    path: &Path,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<Provenance, TableError> {
     let get = |name: &str| {
         let full = format!("{KEY_PREFIX}{name}");
         metadata.get(&full).ok_or_else(|| {

@@ -231,10 +231,7 @@ pub fn read_masks(path: &Path) -> Result<MaskTable, TableError> {
 /// [`read_masks`], with the SHA-256 of the bytes parsed ([`Hashed`]).
 pub fn read_masks_hashed(path: &Path) -> Result<Hashed<MaskTable>, TableError> {
     let (raw, sha256) = read_table_hashed(path, TableKind::Masks, &fields())?;
-    Ok(Hashed {
-        table: masks_of(raw)?,
-        sha256,
-    })
+    Hashed::make(raw, sha256, masks_of)
 }
 
 /// The mask table of a file read whole.

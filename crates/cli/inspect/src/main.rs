@@ -575,6 +575,21 @@ fn report_json(
         serde_json::Value::Object(items) => Some(items.len()),
         _ => None,
     };
+    // A manifest without `context_length` (exported before 2026-12-06, as the committed
+    // fixture) is said to have none, in its place among the fields: the stages then check no
+    // window against the model's context, which nothing else in the report shows.
+    let mut no_context = (fields.get("format").and_then(|v| v.as_str())
+        == Some(layerprune_model::FORMAT)
+        && !fields.contains_key(CONTEXT_LENGTH))
+    .then(|| {
+        let architecture = fields.get("architecture").and_then(|v| v.as_str());
+        if architecture.is_some_and(|a| a.starts_with("mamba")) {
+            "none (a model without positions: windows are checked against fixed_seq_len only)"
+        } else {
+            "not recorded (the export predates it): windows are not checked against the \
+             model's context; export the model again to record it"
+        }
+    });
     if args.json {
         // The bulky fields by their number of entries, under `summarized`, so a script sees
         // that they exist (and how many blocks or files) without a field changing its type.
@@ -589,6 +604,11 @@ fn report_json(
         }
         if !summarized.is_empty() {
             shown.insert("summarized".into(), summarized.into());
+        }
+        // What the text report says of a field the file lacks, under `notes` (the file's own
+        // fields are shown as they are).
+        if let Some(note) = no_context {
+            shown.insert("notes".into(), serde_json::json!({ CONTEXT_LENGTH: note }));
         }
         outln!(out, "{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
@@ -608,21 +628,6 @@ fn report_json(
         .filter(|(field, _)| fields.contains_key(*field))
         .map(|(_, what)| what)
         .collect();
-    // A manifest without `context_length` (exported before 2026-12-06, as the committed
-    // fixture) is said to have none, in its place among the fields: the stages then check no
-    // window against the model's context, which nothing else in the report shows.
-    let mut no_context = (fields.get("format").and_then(|v| v.as_str())
-        == Some(layerprune_model::FORMAT)
-        && !fields.contains_key(CONTEXT_LENGTH))
-    .then(|| {
-        let architecture = fields.get("architecture").and_then(|v| v.as_str());
-        if architecture.is_some_and(|a| a.starts_with("mamba")) {
-            "none (a model without positions: windows are checked against fixed_seq_len only)"
-        } else {
-            "not recorded (the export predates it): windows are not checked against the \
-             model's context; export the model again to record it"
-        }
-    });
     let say_no_context = |out: &mut String, note: Option<&str>| {
         if let Some(note) = note {
             outln!(out, "  {CONTEXT_LENGTH:<24} {note}");

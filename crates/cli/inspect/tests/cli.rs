@@ -320,7 +320,14 @@ fn a_manifest_without_context_length_says_it_is_not_recorded() {
         "{text}"
     );
     let json: serde_json::Value = serde_json::from_str(&report(&manifest, &["--json"])).unwrap();
+    // The file's fields as they are; the text report's words under `notes`.
     assert!(json.get("context_length").is_none(), "{json}");
+    assert!(
+        json["notes"]["context_length"]
+            .as_str()
+            .is_some_and(|note| note.starts_with("not recorded (the export predates it)")),
+        "{json}"
+    );
     // A model without positions has none to record.
     manifest["architecture"] = serde_json::json!("mamba");
     let text = report(&manifest, &[]);
@@ -332,6 +339,8 @@ fn a_manifest_without_context_length_says_it_is_not_recorded() {
     manifest["context_length"] = serde_json::json!(256);
     let text = report(&manifest, &[]);
     assert_eq!(field(&text), ["  context_length           256"], "{text}");
+    let json: serde_json::Value = serde_json::from_str(&report(&manifest, &["--json"])).unwrap();
+    assert!(json.get("notes").is_none(), "{json}");
 }
 
 /// A tab or a line break inside a string is escaped, so a row stays one line of its columns.

@@ -215,7 +215,7 @@ fn body(args: Args) -> Result<()> {
             layerprune_cli_common::command_line(),
         )
         .with_seed(options.seed),
-    )?;
+    );
     let table = inputs.table(&all);
     write_scores(&args.out, &table, &provenance)?;
     let mut summary: String = all.iter().map(ranked).collect();
