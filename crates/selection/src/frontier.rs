@@ -52,8 +52,8 @@ impl Budget {
                 if asked < least {
                     // Said: the budget table and --help promise "at most --budget".
                     tracing::info!(
-                        "budget {fraction}sleb is {asked} evaluations at k = {k} of {players} \
-                         blocks, below the least the method needs: {least}"
+                        "budget {self} is {asked} evaluations at k = {k} of {players} blocks, \
+                         below the least the method needs: {least}"
                     );
                 }
                 asked.max(least)
@@ -319,8 +319,10 @@ pub fn frontier(
     if let Some(masks) = config.shapley_masks {
         points.extend(quadratic_shapley_points(&mut all, config, masks)?);
     }
-    for &k in &config.ks {
-        // Each budget once, with the specs that came to it.
+    let adaptive_runs = config.adaptive || config.adaptive_race.is_some();
+    for &k in config.ks.iter().filter(|_| adaptive_runs) {
+        // Each budget once, with the specs that came to it (resolved, and a budget raised to
+        // the least said, only where an adaptive method runs).
         let mut budgets: BTreeMap<usize, Vec<Budget>> = BTreeMap::new();
         for spec in &config.adaptive_budgets {
             budgets

@@ -37,6 +37,10 @@ const MAX_RUN: usize = 8;
 #[derive(Parser, Debug)]
 #[command(
     version,
+    // The second form is parsed apart (main), so clap would not list it.
+    override_usage = "evaluate [OPTIONS] --out <OUT>\n       \
+                      evaluate check-runtime-flags [OPTIONS]   (the device and runtime flags \
+                      alone; --help there)",
     about = "Evaluate masks of a layered ONNX model on a token table (calibration or held-out \
              text), or by zero-shot task accuracy (--tasks)",
     after_help = "Examples:\n  \

@@ -206,4 +206,13 @@ fn the_mode_is_its_first_word_alone() {
     let help = check("--help");
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--mask-batch"));
+    // A run's usage names the mode too (it showed only in the last example until 2026-12-07).
+    let help = run("--help");
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains(
+            "Usage: evaluate [OPTIONS] --out <OUT>\n       evaluate check-runtime-flags [OPTIONS]"
+        ),
+        "{}",
+        String::from_utf8_lossy(&help.stdout)
+    );
 }

@@ -56,9 +56,10 @@ struct Args {
     /// The methods to play: block-influence, angular, reverse, leave-one-out, sleb, sleb-raced
     /// (SLEB raced over the calibration windows, `apply-prune --race-se 3`), surrogate-shapley
     /// (the quadratic surrogate's exact Shapley values), adaptive, adaptive-raced
-    /// (`apply-prune --method adaptive --race-se 3`, at every budget) (default: all).
-    #[arg(long, value_delimiter = ',', default_values_t = FrontierMethod::ALL, hide_default_value = true)]
-    methods: Vec<FrontierMethod>,
+    /// (`apply-prune --method adaptive --race-se 3`, at every budget) (default: all; with
+    /// `--shapley-masks 0`, all but surrogate-shapley).
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<FrontierMethod>>,
     /// Budgets of adaptive removal (raced or not): `least`, `sleb` (SLEB's cost at the same k),
     /// `0.5sleb`, or a number of LLM evaluations.
     /// [default: least,0.25sleb,0.5sleb,sleb,2000]
@@ -127,8 +128,24 @@ const DEFAULT_SHAPLEY_MASKS: usize = 200;
 fn main_body(args: Args) -> Result<()> {
     args.runtime.device.set_thread_budget();
     args.runtime.check()?;
+    // `--shapley-masks 0` plays no Shapley method: refused where --methods names it (it would
+    // be left out of frontier.csv without a word), taken out of the default.
+    let shapley_off = args.shapley_masks == Some(0);
+    let methods: Vec<FrontierMethod> = match &args.methods {
+        Some(methods) if shapley_off && methods.contains(&FrontierMethod::SurrogateShapley) => {
+            bail!(
+                "--methods names surrogate-shapley, which --shapley-masks 0 does not play: give \
+                 it 1 or more masks, or leave it out of --methods"
+            )
+        }
+        Some(methods) => methods.clone(),
+        None => FrontierMethod::ALL
+            .into_iter()
+            .filter(|method| !(shapley_off && *method == FrontierMethod::SurrogateShapley))
+            .collect(),
+    };
     // A setting of a method that is not played would be ignored: refused, naming the method.
-    let plays = |method: FrontierMethod| args.methods.contains(&method);
+    let plays = |method: FrontierMethod| methods.contains(&method);
     let adaptive = plays(FrontierMethod::Adaptive) || plays(FrontierMethod::AdaptiveRaced);
     for (flag, given, played, method) in [
         (
@@ -139,7 +156,7 @@ fn main_body(args: Args) -> Result<()> {
         ),
         (
             "--shapley-masks",
-            args.shapley_masks.is_some(),
+            args.shapley_masks.is_some() && !shapley_off,
             plays(FrontierMethod::SurrogateShapley),
             "surrogate-shapley",
         ),
@@ -168,7 +185,7 @@ fn main_body(args: Args) -> Result<()> {
         heldout: args.heldout.clone(),
         ks: args.k.clone(),
         fixed: args.fixed.clone(),
-        methods: args.methods.clone(),
+        methods,
         budgets,
         shapley_masks: args.shapley_masks.unwrap_or(DEFAULT_SHAPLEY_MASKS),
         seed,

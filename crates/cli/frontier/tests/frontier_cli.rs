@@ -68,6 +68,47 @@ fn nll_of(windows: &[Vec<u32>], removed: &[usize]) -> f64 {
         .nll()
 }
 
+/// `--shapley-masks 0` takes surrogate-shapley out of the default methods (a --methods naming
+/// it is refused, below); a run playing no adaptive method says nothing of budgets (it logged
+/// each default budget raised to the least, as `1sleb`, until 2026-12-07).
+#[test]
+fn shapley_masks_0_plays_the_other_methods_and_budgets_are_said_only_where_played() {
+    let dir = tempfile::tempdir().unwrap();
+    let c0 = write(dir.path(), "c0.parquet", windows(1, 3));
+    let model = fixture().to_str().unwrap().to_string();
+    let calibration = format!("c0={c0}");
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "--model",
+            &model,
+            "--calibration",
+            &calibration,
+            "--k",
+            "1",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let stderr = succeed(&args);
+        let csv = std::fs::read_to_string(out.join("frontier.csv")).unwrap();
+        let methods: std::collections::BTreeSet<String> = csv
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').next().unwrap().to_string())
+            .collect();
+        (stderr, methods)
+    };
+    let (_, methods) = run("all", &["--shapley-masks", "0", "--budgets", "least"]);
+    assert!(!methods.contains("surrogate-shapley"), "{methods:?}");
+    for method in ["reverse", "sleb", "adaptive", "adaptive-raced"] {
+        assert!(methods.contains(method), "{method}: {methods:?}");
+    }
+    let (stderr, methods) = run("reverse", &["--methods", "reverse", "--shapley-masks", "0"]);
+    assert!(methods.contains("reverse"), "{methods:?}");
+    assert!(!stderr.contains("budget"), "{stderr}");
+}
+
 #[test]
 fn writes_every_method_resumes_from_its_caches_and_refuses_overlap() {
     let dir = tempfile::tempdir().unwrap();
@@ -258,10 +299,10 @@ fn a_path_that_is_not_utf8_is_used_and_recorded_lossily() {
         .args([
             "--k",
             "1",
-            "--budgets",
-            "least",
+            "--methods",
+            "reverse,surrogate-shapley",
             "--shapley-masks",
-            "0",
+            "8",
             "--seed",
             "7",
             "--out-dir",
@@ -401,10 +442,22 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
             vec!["--heldout", &held, "--methods", "reverse"],
             "would make its column",
         ),
+        // A method asked for that --shapley-masks 0 does not play, alone or beside another
+        // (which left it out of frontier.csv without a word until 2026-12-07).
         (
             &model,
             vec!["--methods", "surrogate-shapley", "--shapley-masks", "0"],
-            "plays nothing",
+            "--methods names surrogate-shapley, which --shapley-masks 0 does not play",
+        ),
+        (
+            &model,
+            vec![
+                "--methods",
+                "reverse,surrogate-shapley",
+                "--shapley-masks",
+                "0",
+            ],
+            "--methods names surrogate-shapley, which --shapley-masks 0 does not play",
         ),
         (
             &model,
