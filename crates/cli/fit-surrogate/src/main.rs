@@ -2,7 +2,7 @@
 //! cross-validates them, prints and writes their metrics (r2, Spearman, MAE), and saves one
 //! model fitted on all rows.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -38,7 +38,8 @@ struct Args {
         long = "kind",
         alias = "model",
         value_name = "KIND",
-        default_value = "mlp"
+        default_value = "mlp",
+        value_parser = parse_kind
     )]
     kinds: Vec<SurrogateKind>,
     /// Cross-validation folds (0 = no cross-validation).
@@ -88,6 +89,21 @@ fn fit_options(args: &Args) -> FitOptions {
         trees: args.trees.unwrap_or(defaults.trees),
         ..defaults
     }
+}
+
+/// A surrogate kind; a path given for one (`--model DIR`, `--kind`'s old name, which every
+/// other stage uses for the model folder) is told as such, not only as an unknown kind.
+fn parse_kind(text: &str) -> Result<SurrogateKind, String> {
+    text.parse().map_err(|error: String| {
+        if text.contains('/') || Path::new(text).exists() {
+            format!(
+                "{error}: --kind (once called --model, still accepted) is the kind of \
+                 surrogate; fit-surrogate reads no model folder, only --evaluations"
+            )
+        } else {
+            error
+        }
+    })
 }
 
 /// Refuses a setting the run would not read, naming why: one of a kind the run does not fit

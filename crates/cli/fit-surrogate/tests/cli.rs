@@ -156,6 +156,21 @@ fn errors_name_the_problem() {
     let stderr = String::from_utf8_lossy(&too_many_folds.stderr);
     assert!(stderr.contains("too few for 40-fold"), "{stderr}");
 
+    // A model folder given as --model (--kind's old name, the model folder elsewhere): said.
+    let folder_as_kind = fit_surrogate(&["--evaluations", path, "--model", "models/smollm2"]);
+    assert_eq!(folder_as_kind.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&folder_as_kind.stderr);
+    assert!(
+        stderr.contains("fit-surrogate reads no model folder, only --evaluations"),
+        "{stderr}"
+    );
+    let unknown = fit_surrogate(&["--evaluations", path, "--kind", "linear"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("not one of mlp, quadratic, forest") && !stderr.contains("model folder"),
+        "{stderr}"
+    );
+
     let missing = fit_surrogate(&["--evaluations", "/no/such/evals.parquet"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/evals.parquet"));
