@@ -16,13 +16,15 @@
 //! [`CachedLlm`] is the LLM as a game whose answers are kept in an evaluation table (a file
 //! when asked: `apply-prune --cache`), and [`frontier`] the `frontier` stage's run: every
 //! selection method on the LLM through such a cache per token table, its plans measured on
-//! held-out text.
+//! held-out text; [`prune`] the `apply-prune` stage's run: the plans chosen (and measured
+//! through such a cache), the plan table and the pruned model folder written as one.
 
 mod cached;
 pub mod frontier;
 mod masks;
 mod pace;
 mod perplexity;
+pub mod prune;
 mod shard;
 mod tasks;
 

@@ -11,27 +11,26 @@
 //! --block-stats`), or plans chosen earlier (`--method from-plan --plans`). Checking the
 //! settings against the method ([`AskedSettings`]), reading the inputs and checking they
 //! describe one model, choosing and measuring the plans live in `layerprune-selection`
-//! ([`PlanFiles`]); this binary opens the model where asked, and writes and prints the outputs.
+//! ([`PlanFiles`]); the run (the inputs checked against the manifest, the tokens and cache
+//! before the model is opened, the plan table and pruned folder written as one) is
+//! `layerprune_evaluation::prune` ([`PruneRun`]); this binary checks the flags against each
+//! other, guards the outputs and prints the summary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use layerprune_cli_common::{
     check_memory, command_line, count, run, Io, RuntimeFlags, SourceFilesArgs,
 };
-use layerprune_core::{Game, KeptAside, LockError, PutBack};
-use layerprune_runtime::LayeredModel;
+use layerprune_evaluation::prune::{PruneRun, PrunedOut};
+use layerprune_evaluation::MeasuredOtherwise;
 use layerprune_selection::frontier::Budget;
-use layerprune_selection::inputs::{ModelFacts, MootSettings, PlanFiles};
-use layerprune_selection::margin::depth_warning;
+use layerprune_selection::inputs::{MootSettings, PlanFiles};
 use layerprune_selection::method_names;
 use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
-use layerprune_tables::input_role;
-use layerprune_tables::{
-    join_dataset_ids, resume_refusal, write_plans, Provenance, TableError, TableKind,
-};
+use layerprune_tables::{Provenance, TableKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -200,34 +199,6 @@ struct Args {
     /// provenance's `model`), with a warning (refused by default).
     #[arg(long)]
     allow_mixed_inputs: bool,
-}
-
-/// What to say of a `--cache` that [`layerprune_evaluation::EvaluationCache::open`] refused.
-/// Only a file this run cannot use (another model's, tokens', settings'; not an evaluation
-/// table) is worth removing; a lock that could not be taken is no fault of the file, which
-/// holds what this or another run measured, so that advice is never given there. (A lock
-/// another run holds is waited for, not refused; the lock's own error says which it was.) A
-/// cache that cannot be read at all (cut short) gets the words every stage gives a damaged
-/// checkpoint or cache ([`resume_refusal`]).
-fn cache_refusal(path: &Path, error: &anyhow::Error) -> String {
-    resume_refusal(
-        error.downcast_ref::<TableError>(),
-        &format!("--cache {}", path.display()),
-        "give another --cache",
-        || match error.downcast_ref::<LockError>() {
-            Some(LockError::Busy { lock_path, .. } | LockError::Io { lock_path, .. }) => format!(
-                "--cache {}: its lock ({}) could not be taken, so the cache was neither read nor \
-                 changed",
-                path.display(),
-                lock_path.display()
-            ),
-            None => format!(
-                "--cache {}: not an evaluation cache this run can use; give another --cache, or \
-                 remove the file to measure afresh",
-                path.display()
-            ),
-        },
-    )
 }
 
 fn main() -> ExitCode {
@@ -413,420 +384,44 @@ fn apply_prune(args: Args) -> Result<()> {
         // Runs sharing a cache wait for each other there (layerprune_evaluation's cache).
         .locked_by_stage_opt(args.cache.as_deref())
         .check()?;
-    if let Some(dest) = args.pruned_out.as_deref().filter(|_| args.overwrite) {
-        layerprune_model::refuse_foreign_folder(dest)?;
-    }
-
-    // The model's block count and id from its manifest alone, so that the inputs, the fixed
-    // blocks and each k are checked against it before its files are hashed or its graphs
-    // opened (seconds to minutes on a large model).
-    let manifest = args
-        .model
-        .as_deref()
-        .map(layerprune_model::Manifest::load_with_id)
-        .transpose()?;
-    let facts = manifest
-        .as_ref()
-        .zip(args.model.as_deref())
-        .map(|((manifest, model_id), dir)| ModelFacts {
-            dir,
-            model_id,
-            num_blocks: manifest.num_blocks,
-        });
-    let inputs = files.load(method, facts)?;
-    inputs.refuse_moot_sampling(
-        &settings,
-        MootSettings {
+    let provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
+        .with_seed(settings.seed);
+    let prepared = PruneRun {
+        method,
+        files,
+        settings,
+        moot: MootSettings {
             permutation_pairs: args.permutation_pairs.is_some(),
             seed: args.seed.is_some(),
             random_starts: args.random_starts.is_some(),
         },
-    )?;
-    let num_blocks = inputs.num_blocks;
-    // What the plans would refuse, before the model is opened or the cache is written (again
-    // below with the number of windows, once the tokens are read).
-    inputs.check(&settings, None, args.pruned_out.is_some())?;
+        model: args.model.clone(),
+        tokens: args.tokens.clone(),
+        cache: args.cache.clone(),
+        cache_measured_otherwise: MeasuredOtherwise::replace_if(
+            args.replace_cache_measured_otherwise,
+        ),
+        runtime: args.runtime.runtime_options(!args.no_verify),
+        evaluation: args.runtime.eval_options()?,
+        out: args.out.clone(),
+        pruned_out: args.pruned_out.clone().map(|dir| PrunedOut {
+            dir,
+            overwrite: args.overwrite,
+            source_files: args.source_files.source_files(),
+        }),
+        verify: !args.no_verify,
+        provenance,
+    }
+    .prepare()?;
     // One Shapley computation through a surrogate holds `--permutation-pairs` pairs of player
     // orders and a marginal per player for each (about 32 bytes per pair and block).
     check_memory(
         "--permutation-pairs x the number of blocks",
-        &[settings.permutation_pairs, num_blocks + 1],
+        &[
+            prepared.settings().permutation_pairs,
+            prepared.num_blocks() + 1,
+        ],
         32,
     )?;
-    // The tokens, then the cache, are read and checked against the manifest before the model
-    // is opened: opening hashes every weight file and, on CUDA, takes the device's memory for
-    // its sessions, which a missing or wrong --tokens or an unusable --cache should not cost.
-    let tokens = match (&args.model, &manifest, &args.tokens) {
-        (Some(dir), Some((manifest, _)), Some(path)) => {
-            let tokens = layerprune_tables::read_tokens(path)?;
-            // Windows longer than the model takes too, in the same words as evaluate's.
-            layerprune_runtime::check_tokens(
-                manifest,
-                dir,
-                &tokens.windows,
-                &tokens.tokenizer_sha256,
-            )
-            .with_context(|| {
-                layerprune_evaluation::tokens_with_model(
-                    format_args!("--tokens {}", path.display()),
-                    dir,
-                )
-            })?;
-            Some(tokens)
-        }
-        _ => None,
-    };
-    if let Some(tokens) = &tokens {
-        // A margin of standard errors needs windows enough; before the model runs.
-        inputs.check(
-            &settings,
-            Some(tokens.windows.len()),
-            args.pruned_out.is_some(),
-        )?;
-        // Measuring plans again on the text they were chosen on is legitimate (e.g. on another
-        // device or runtime), but it is not a held-out measurement: said, so that no one reads
-        // the table as one.
-        if method == PlanMethod::FromPlan && inputs.chosen_on(None).contains(&tokens.dataset_id) {
-            tracing::warn!(
-                "--tokens {}: the plans of --plans {} were chosen on these tokens (its \
-                 chosen_on), so they are measured on the tokens they were chosen on: the \
-                 measurement is not held out",
-                args.tokens.as_deref().unwrap_or(Path::new("")).display(),
-                args.plans.as_deref().unwrap_or(Path::new("")).display()
-            );
-        }
-    }
-    let runtime_options = args.runtime.runtime_options(!args.no_verify);
-    let eval_options = tokens
-        .as_ref()
-        .map(|_| args.runtime.eval_options())
-        .transpose()?;
-    // The cache is opened on its own, so that what is wrong with it (measured on another
-    // model, token table, device or settings; not an evaluation table) is said of --cache, and
-    // only what fails running the model on the tokens of --tokens.
-    let cache = match (&manifest, &tokens, &eval_options, &args.cache) {
-        (Some((manifest, model_id)), Some(tokens), Some(options), Some(path)) => {
-            let evaluated_on = runtime_options
-                .evaluated_on(&options.for_windows(&tokens.windows, manifest.vocab_size));
-            let cache = layerprune_evaluation::EvaluationCache::open_before_model(
-                path,
-                manifest.num_blocks,
-                model_id,
-                tokens,
-                &evaluated_on,
-                layerprune_evaluation::MeasuredOtherwise::replace_if(
-                    args.replace_cache_measured_otherwise,
-                ),
-            )
-            .map_err(|error| {
-                let context = cache_refusal(path, &error);
-                error.context(context)
-            })?;
-            Some(cache)
-        }
-        _ => None,
-    };
-    let model = match (&args.model, &manifest, &tokens) {
-        (Some(dir), Some((_, model_id)), Some(_)) => {
-            Some(LayeredModel::open_as_read(dir, &runtime_options, model_id)?)
-        }
-        // Pruned without a run: the files the pruned folder takes are checked as opening the
-        // model would check them.
-        (Some(dir), Some((manifest, _)), None) => {
-            manifest.check_folder(dir, !args.no_verify)?;
-            None
-        }
-        _ => None,
-    };
-    let mut provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
-        .with_seed(settings.seed);
-    let (mut game, dataset_id) = match (model, tokens, eval_options, &args.tokens, &args.model) {
-        (Some(model), Some(tokens), Some(options), Some(tokens_path), Some(dir)) => {
-            let game = layerprune_evaluation::CachedLlm::open_with(
-                model,
-                &tokens,
-                options,
-                cache,
-                provenance.clone(),
-            )
-            .with_context(|| {
-                layerprune_evaluation::tokens_with_model(
-                    format_args!("--tokens {}", tokens_path.display()),
-                    dir,
-                )
-            })?;
-            (Some(game), Some(tokens.dataset_id))
-        }
-        _ => (None, None),
-    };
-
-    let mut plans = inputs.plans(&settings, game.as_mut().map(|g| g as &mut dyn Game))?;
-    if let Some(game) = game.as_mut() {
-        // What a skipped save left (a large cache is saved less often), before the plans are
-        // written: a cache that cannot be written stops the stage.
-        game.flush()?;
-        // Each plan's runner-up and margin, and its increase over the full model, come from the
-        // windows' NLLs of what was asked for.
-        layerprune_evaluation::attach_comparisons(game, &mut plans);
-        if let Some(cache) = &args.cache {
-            let partly = game.partly_measured();
-            tracing::info!(
-                "{}: {} of the {} masks asked for were read from it, {} run now{} ({} masks kept){}",
-                cache.display(),
-                game.answered_from_cache(),
-                game.asked_masks(),
-                game.ran,
-                game.windows_ran_note(),
-                game.cached_masks(),
-                if partly > 0 {
-                    format!(
-                        "; {partly} more measured on some windows only (a race dropped them; \
-                         kept with their windows)"
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
-    }
-    // Checked before the work too (LoadedPlanInputs::check): one plan to write as a model.
-    debug_assert!(args.pruned_out.is_none() || plans.len() == 1);
-    if let (Some(game), Some(dataset_id)) = (game.as_mut(), &dataset_id) {
-        provenance = provenance
-            .with_input(input_role::MODEL, game.evaluator().model().model_id())
-            .with_input(input_role::DATASET, dataset_id);
-    } else if let Some(model_id) = &inputs.model_id {
-        // Chosen without the model: the model its inputs were measured on (what from-plan
-        // checks a model against).
-        provenance = provenance.with_input(input_role::MODEL, model_id);
-    }
-    // What the choice read, beside where the plans were measured (`dataset`), so that a table
-    // measured on held-out text shows it was not chosen on that text.
-    let chosen_on = inputs.chosen_on(dataset_id.as_deref());
-    if let Some(value) = join_dataset_ids(chosen_on.iter().map(String::as_str)) {
-        provenance = provenance.with_input(input_role::CHOSEN_ON, &value);
-    }
-    let table = inputs.table(&plans)?;
-    for warning in table.rows.iter().filter_map(depth_warning) {
-        tracing::warn!("{warning}");
-    }
-
-    // The pruned folder is planned (and checked) before anything is written.
-    let layout = match (&args.pruned_out, &args.model) {
-        (Some(_), Some(source)) => Some(layerprune_model::pruned_layout(
-            source,
-            &plans[0].removed,
-            &plans[0].method,
-        )?),
-        _ => None,
-    };
-    // The plan first, the pruned folder last: Make tracks the folder's manifest, so a run
-    // killed between the two leaves that target stale and the next make writes both again.
-    if let (Some(dest), Some(source)) = (&args.pruned_out, &args.model) {
-        layerprune_model::refuse_overlap(source, dest)?;
-    }
-    // With both: a run that fails writing the folder (a full disk) leaves the outputs as it
-    // found them: the plan table it replaced is kept aside until then and put back (one written
-    // where there was none is removed), so that no script or rule takes the plan of a failed
-    // run for done, and the earlier folder is moved aside before the plan is written and put
-    // back with it. A run killed between the two writes leaves no folder rather than one that
-    // disagrees with the new plan: the folder aside is a temporary sibling, which the next
-    // write of the folder removes. (An earlier run's folder is replaced under --overwrite
-    // only: checked above, and again when it is moved aside, where a killed writer's folder
-    // may have been put back or another run may have written one.) With --pruned-out alone
-    // the folder writer replaces the folder itself, the old one kept until the new one is in
-    // place, as quantize's.
-    let earlier_plan = match (&args.out, &args.pruned_out) {
-        (Some(out), Some(_)) => Some((
-            out,
-            KeptAside::keep(out).with_context(|| {
-                format!(
-                    "--out {}: cannot keep the earlier plan table aside",
-                    out.display()
-                )
-            })?,
-        )),
-        _ => None,
-    };
-    let earlier_folder = match (&args.out, &args.pruned_out, &args.model) {
-        (Some(_), Some(dest), Some(_)) => {
-            match layerprune_model::set_folder_aside(dest, args.overwrite) {
-                Ok(aside) => Some((dest, aside)),
-                Err(error) => {
-                    if let Some((_, earlier)) = earlier_plan {
-                        earlier.discard();
-                    }
-                    return Err(error.into());
-                }
-            }
-        }
-        _ => None,
-    };
-    let written = write_outputs(
-        &args,
-        &table,
-        &provenance,
-        layout.as_ref(),
-        earlier_folder.as_ref().map(|(_, aside)| aside),
-    );
-    let put_back_folder = |earlier_folder: Option<(&PathBuf, layerprune_model::FolderAside)>| {
-        if let Some((dest, aside)) = earlier_folder {
-            match aside.put_back() {
-                Ok(true) => tracing::info!(
-                    "{}: the earlier pruned folder is back (this one was not written)",
-                    dest.display()
-                ),
-                Ok(false) => {}
-                Err(error) => tracing::warn!("{error}"),
-            }
-        }
-    };
-    match (earlier_plan, &written) {
-        (Some((out, earlier)), Err(failed)) => {
-            let failed = failed.what();
-            match earlier.put_back() {
-                Ok(PutBack::Restored) => {
-                    tracing::info!(
-                        "{}: the earlier plan table is back ({failed})",
-                        out.display()
-                    );
-                    put_back_folder(earlier_folder);
-                }
-                Ok(PutBack::Untouched) => {
-                    tracing::info!(
-                        "{}: the earlier plan table is left as it was ({failed})",
-                        out.display()
-                    );
-                    put_back_folder(earlier_folder);
-                }
-                Ok(PutBack::Removed) => {
-                    tracing::info!(
-                        "{}: the plan table this run wrote is removed ({failed})",
-                        out.display()
-                    );
-                    put_back_folder(earlier_folder);
-                }
-                // The earlier folder is not put back beside the new plan: it is deleted with
-                // `earlier_folder`, and said so.
-                Err(error) => {
-                    tracing::warn!(
-                        "{}: left as this run wrote it ({failed}): {error}",
-                        out.display()
-                    );
-                    if let Some((dest, _)) = &earlier_folder {
-                        tracing::warn!(
-                            "{}: the earlier pruned folder is removed, since the plan table it \
-                             was written with could not be put back",
-                            dest.display()
-                        );
-                    }
-                }
-            }
-        }
-        (Some((_, earlier)), Ok(())) => {
-            earlier.discard();
-            if let Some((_, aside)) = earlier_folder {
-                aside.discard();
-            }
-        }
-        (None, _) => {}
-    }
-    written.map_err(WriteFailure::into_error)
-}
-
-/// Where [`write_outputs`] failed, which the put-back of the earlier outputs says.
-#[derive(Debug)]
-enum WriteFailure {
-    /// The plan table itself (it was never replaced).
-    Plan(anyhow::Error),
-    /// The summary on stdout, after the plan was written.
-    Summary(anyhow::Error),
-    /// The pruned folder, after the plan was written.
-    Folder(anyhow::Error),
-}
-
-impl WriteFailure {
-    /// What failed, in the log of what was put back.
-    fn what(&self) -> &'static str {
-        match self {
-            WriteFailure::Plan(_) => "this run could not write its plan table",
-            WriteFailure::Summary(_) => {
-                "the summary could not be printed, so the pruned folder \
-                                         was not written"
-            }
-            WriteFailure::Folder(_) => "the pruned folder was not written",
-        }
-    }
-
-    fn into_error(self) -> anyhow::Error {
-        match self {
-            WriteFailure::Plan(error)
-            | WriteFailure::Summary(error)
-            | WriteFailure::Folder(error) => error,
-        }
-    }
-}
-
-/// Writes the plan table (--out), the summary and the pruned folder (--pruned-out, as `layout`
-/// plans it, with the permission bits of the earlier folder set aside, `in_place_of`), in that
-/// order.
-fn write_outputs(
-    args: &Args,
-    table: &layerprune_tables::PlanTable,
-    provenance: &Provenance,
-    layout: Option<&layerprune_model::PrunedLayout>,
-    in_place_of: Option<&layerprune_model::FolderAside>,
-) -> Result<(), WriteFailure> {
-    if let Some(out) = &args.out {
-        write_plans(out, table, provenance).map_err(|error| WriteFailure::Plan(error.into()))?;
-        tracing::info!("wrote {} ({} plans)", out.display(), table.rows.len());
-    }
-    layerprune_cli_common::print_summary(&table.to_string()).map_err(WriteFailure::Summary)?;
-    if let (Some(dest), Some(source), Some(layout)) = (&args.pruned_out, &args.model, layout) {
-        let source_files = args.source_files.source_files();
-        layerprune_model::write_pruned_model(
-            source,
-            dest,
-            layout,
-            source_files,
-            args.overwrite,
-            in_place_of,
-        )
-        .map_err(|error| WriteFailure::Folder(error.into()))?;
-        // The graphs by name; the weight files (content-hashed names, one per tensor: dozens
-        // a block on a real model) by their count.
-        let (weights, graphs): (Vec<&str>, Vec<&str>) = layout
-            .dropped
-            .iter()
-            .map(String::as_str)
-            .partition(|file| file.starts_with("weights/"));
-        let weights = match weights.len() {
-            0 => String::new(),
-            count => format!(" and {count} weight files"),
-        };
-        if args.no_verify {
-            tracing::warn!(
-                "{}: written from files not checked against {}'s manifest (--no-verify); \
-                 evaluate checks their sha256 when it opens the folder",
-                dest.display(),
-                source.display()
-            );
-        }
-        let blocks = layout.manifest.num_blocks;
-        tracing::info!(
-            "wrote {} ({blocks} block{}; left out {}{weights})",
-            dest.display(),
-            if blocks == 1 { "" } else { "s" },
-            graphs.join(", ")
-        );
-        if args.source_files.hard_link_source_files {
-            tracing::info!(
-                "{}: its files are hard links to those of {} where the file system allowed \
-                 (--hard-link-source-files): onnx.load refuses the graphs of both folders",
-                dest.display(),
-                source.display()
-            );
-        }
-    }
-    Ok(())
+    prepared.run(&mut |summary| layerprune_cli_common::print_summary(summary))
 }
