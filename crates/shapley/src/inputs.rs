@@ -349,6 +349,19 @@ impl ScoreInputs {
         for (done, &which) in estimators.iter().enumerate() {
             let start = std::time::Instant::now();
             let reads_table = which.needs() != crate::Needs::Surrogate;
+            // A mask table beside the evaluation table reads as "estimate from these masks";
+            // these estimators take every evaluated row (the mask table's design is for the
+            // chains and pairs).
+            if let (crate::Needs::Evaluations, Some(masks), Some(evaluations)) =
+                (which.needs(), &self.masks_file, &self.evaluations_file)
+            {
+                note(&format!(
+                    "warning: {which} estimates from every row of {}, not only the masks of {} \
+                     (its design is read by the permutation and complement-pair estimators)",
+                    evaluations.display(),
+                    masks.display()
+                ));
+            }
             if let (true, Some([]), Some(path)) =
                 (reads_table, inputs.evaluations, &self.evaluations_file)
             {
@@ -535,7 +548,14 @@ mod tests {
                 notes.push(n.to_string())
             })
             .unwrap();
-        // Exact Shapley and Banzhaf of an additive game: each block's own worth.
+        // Exact Shapley and Banzhaf of an additive game: each block's own worth. From every
+        // evaluated row, which is said beside a mask table (read as "these masks" otherwise).
+        assert!(
+            notes.iter().any(|n| n
+                .starts_with("warning: exact-shapley estimates from every row of")
+                && n.contains("not only the masks of")),
+            "{notes:?}"
+        );
         assert_eq!(all.len(), 2);
         let table = inputs.table(&all);
         assert_eq!(

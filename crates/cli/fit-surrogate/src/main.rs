@@ -60,7 +60,9 @@ struct Args {
     /// table: scores are the per-block estimates of shapley and score-blocks.
     #[arg(long)]
     metrics: Option<PathBuf>,
-    /// Ridge strength of the quadratic model (0 or more; default 0.01, `make demo`'s).
+    /// Ridge strength α of the quadratic model (0 or more; default 0.01, `make demo`'s), on the
+    /// mean squared error: it minimises (1/n)·Σ(y − b − wᵀx)² + α·‖w‖², the intercept b not
+    /// penalised (scikit-learn's Ridge alpha is n times this α).
     #[arg(long, value_parser = parse_ridge_alpha)]
     ridge_alpha: Option<f64>,
     /// MLP training epochs (default 300, the published number).
