@@ -42,7 +42,8 @@ pub struct FrontierRun {
     pub methods: Vec<FrontierMethod>,
     /// Budgets of the adaptive method.
     pub budgets: Vec<Budget>,
-    /// The quadratic-surrogate Shapley method on this many stratified masks (0 = not run).
+    /// The quadratic-surrogate Shapley method on this many stratified masks (at least 1 where
+    /// `methods` has it; [`FrontierRun::prepare`] refuses 0 there).
     pub shapley_masks: usize,
     pub seed: u64,
     /// Folder of the caches and frontier.csv.
@@ -331,8 +332,8 @@ impl PreparedFrontier {
                 leave_one_out: runs(FrontierMethod::LeaveOneOut),
                 sleb: runs(FrontierMethod::Sleb),
                 sleb_race: runs(FrontierMethod::SlebRaced).then(Race::default),
-                shapley_masks: (runs(FrontierMethod::SurrogateShapley) && run.shapley_masks > 0)
-                    .then_some(run.shapley_masks),
+                // At least 1 (prepare refuses 0 with the method).
+                shapley_masks: runs(FrontierMethod::SurrogateShapley).then_some(run.shapley_masks),
                 seed: run.seed,
             };
             let points = frontier(&mut game, &config)?;

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use layerprune_core::{Game, KeptAside, LockError, PutBack};
 use layerprune_model::{FolderAside, Manifest, PrunedLayout, SourceFiles};
 use layerprune_runtime::{EvalOptions, LayeredModel, RuntimeOptions};
@@ -53,8 +53,6 @@ pub struct PruneRun {
     /// The plan table (required with `tokens`).
     pub out: Option<PathBuf>,
     pub pruned_out: Option<PrunedOut>,
-    /// Whether the model's files are checked against its manifest (`--no-verify` unsets it).
-    pub verify: bool,
     /// The plan table's provenance, before the run adds the model and token ids.
     pub provenance: Provenance,
 }
@@ -95,10 +93,50 @@ fn cache_refusal(path: &Path, error: &anyhow::Error) -> String {
 }
 
 impl PruneRun {
+    /// Refuses what the run reads and writes that cannot go together (in the words of
+    /// `apply-prune`'s flags): a pruned folder of several plans or without its model, tokens
+    /// without the model to run or the table that keeps their measurement, a cache without
+    /// tokens, a model that would not be used. [`PruneRun::prepare`] checks it again.
+    pub fn check(&self) -> Result<()> {
+        let (model, tokens) = (self.model.is_some(), self.tokens.is_some());
+        if self.pruned_out.is_some() && self.settings.ks.len() > 1 {
+            bail!(
+                "--pruned-out writes one model, so it needs exactly one --k (got {})",
+                self.settings.ks.len()
+            );
+        }
+        if tokens && !model {
+            bail!("measuring needs both --model and --tokens");
+        }
+        // --model without --tokens is the folder --pruned-out prunes, and nothing else.
+        if model && !tokens && self.pruned_out.is_none() {
+            bail!(
+                "--model without --tokens would not be used: give --tokens to measure the plans \
+                 on it, or --pruned-out to write it pruned"
+            );
+        }
+        if self.cache.is_some() && !tokens {
+            bail!("--cache keeps the evaluations of --model on --tokens; it needs both");
+        }
+        if self.pruned_out.is_some() && !model {
+            bail!("--pruned-out needs --model (the folder to prune)");
+        }
+        if tokens && self.out.is_none() {
+            // Measured and not written: the run would be wasted.
+            bail!(
+                "--tokens measures the plans, and only --out keeps the measurement: give --out, \
+                 or leave --tokens out to write --pruned-out from the plan as chosen without \
+                 running the model"
+            );
+        }
+        Ok(())
+    }
+
     /// Reads the inputs and checks them against the model's manifest alone (its block count
     /// and id), so that the inputs, the fixed blocks and each k are checked before the model's
     /// files are hashed or its graphs opened (seconds to minutes on a large model).
     pub fn prepare(self) -> Result<PreparedPrune> {
+        self.check()?;
         if let Some(pruned_out) = self.pruned_out.as_ref().filter(|p| p.overwrite) {
             layerprune_model::refuse_foreign_folder(&pruned_out.dir)?;
         }
@@ -224,7 +262,7 @@ impl PreparedPrune {
             // Pruned without a run: the files the pruned folder takes are checked as opening
             // the model would check them.
             (Some(dir), Some((manifest, _)), None) => {
-                manifest.check_folder(dir, run.verify)?;
+                manifest.check_folder(dir, run.runtime.verify_hashes)?;
                 None
             }
             _ => None,
@@ -485,7 +523,7 @@ impl Outputs<'_> {
                 0 => String::new(),
                 count => format!(" and {count} weight files"),
             };
-            if !run.verify {
+            if !run.runtime.verify_hashes {
                 tracing::warn!(
                     "{}: written from files not checked against {}'s manifest (--no-verify); \
                      evaluate checks their sha256 when it opens the folder",

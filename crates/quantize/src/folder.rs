@@ -583,6 +583,8 @@ fn quantize_graph(
     sink: &dyn Sink,
     rounding: ChooseRounding<'_>,
 ) -> Result<GraphOutcome, QuantizeError> {
+    // Asked to end: before the next graph (its error path removes the folder being written).
+    layerprune_core::interrupt::check()?;
     let path = confined(source, file)?;
     let mut model = parse_model(&path)?;
     let source_references = references(source, file, &model)?;

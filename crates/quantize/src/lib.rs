@@ -105,6 +105,9 @@ pub enum QuantizeError {
     Model(#[from] layerprune_model::ModelError),
     #[error(transparent)]
     Runtime(#[from] layerprune_runtime::RuntimeError),
+    /// A termination signal arrived: the folder being written is removed, as on any error.
+    #[error(transparent)]
+    Interrupted(#[from] layerprune_core::Interrupted),
 }
 
 impl QuantizeError {

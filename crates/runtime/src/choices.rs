@@ -489,6 +489,8 @@ impl ChoiceScorer {
         masks: &[Mask],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Vec<f64>>, RuntimeError> {
+        // Asked to end: before the masks, as `Evaluator::evaluate` (the caller saves).
+        layerprune_core::interrupt::check()?;
         let order = prefix_order(masks, self.num_blocks())?;
         let mut results = vec![vec![f64::NAN; self.num_requests]; masks.len()];
         let num_batches = self.batches.len();

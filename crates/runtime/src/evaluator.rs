@@ -514,6 +514,9 @@ impl Evaluator {
         batches: &[(Array2<i64>, Array2<i64>)],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<MaskEvaluation>, RuntimeError> {
+        // Asked to end: before the batch, so that every mask of the calls before it is kept
+        // (each caller saves what it measured when this returns an error).
+        layerprune_core::interrupt::check()?;
         let order = prefix_order(masks, self.num_blocks())?;
         let sizes: Vec<usize> = batches.iter().map(|(ids, _)| ids.nrows()).collect();
         self.prepare_joins(&sizes)?;

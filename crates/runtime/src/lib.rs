@@ -76,6 +76,10 @@ pub enum RuntimeError {
     /// caller knows what it stands for (a task's question and choice).
     #[error("request {index}: {problem}")]
     BadRequest { index: usize, problem: String },
+    /// A termination signal arrived ([`layerprune_core::interrupt`]): the run stops before its
+    /// next batch of masks, its callers saving what was measured.
+    #[error(transparent)]
+    Interrupted(#[from] layerprune_core::Interrupted),
 }
 
 /// A device request as the `--device` flag of every stage that runs the model spells it: GPU 0

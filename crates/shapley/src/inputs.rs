@@ -56,6 +56,9 @@ pub struct ScoreInputs {
     pub evaluations_file: Option<PathBuf>,
     /// The mask table's path, for the errors about the masks its design reads.
     pub masks_file: Option<PathBuf>,
+    /// Rows of the evaluation table whose mask is not in the mask table (0 without one): what
+    /// an estimator reading every row takes beyond the masks given.
+    pub rows_beyond_masks: usize,
     /// The SHA-256 of each file read, by its role in the provenance (`evaluations`,
     /// `surrogate`, `masks`): of the bytes that were parsed.
     pub input_hashes: Vec<(&'static str, String)>,
@@ -235,6 +238,18 @@ impl ScoreFiles {
                     .map(|s| (s.model_id.clone(), s.dataset_id.clone()))
             })
             .unwrap_or_default();
+        let rows_beyond_masks = match (&evaluations, &masks) {
+            (Some(evaluations), Some(masks)) => {
+                let given: std::collections::HashSet<&Mask> =
+                    masks.rows.iter().map(|row| &row.mask).collect();
+                evaluations
+                    .rows
+                    .iter()
+                    .filter(|row| !given.contains(&row.mask))
+                    .count()
+            }
+            _ => 0,
+        };
         let evaluations = evaluations
             .map(|table| -> Result<Vec<(Mask, f64)>> {
                 let values = table
@@ -256,6 +271,7 @@ impl ScoreFiles {
             game_ids,
             evaluations_file: self.evaluations.clone(),
             masks_file: self.masks.clone(),
+            rows_beyond_masks,
             input_hashes,
         })
     }
@@ -345,23 +361,38 @@ impl ScoreInputs {
                 .map(|s| &s.surrogate as &dyn Surrogate),
             surrogate_evaluations: self.surrogate_evaluations(),
         };
+        // A mask table beside the evaluation table reads as "estimate from these masks"; the
+        // estimators that take every evaluated row (the mask table's design is for the chains
+        // and pairs) say so once, where the table holds more.
+        let reading_every_row: Vec<&str> = estimators
+            .iter()
+            .filter(|which| which.needs() == crate::Needs::Evaluations)
+            .map(|which| which.name())
+            .collect();
+        if let (false, Some(masks), Some(evaluations), 1..) = (
+            reading_every_row.is_empty(),
+            &self.masks_file,
+            &self.evaluations_file,
+            self.rows_beyond_masks,
+        ) {
+            note(&format!(
+                "warning: {} {} from every row of {}, {} of them of masks not in {} (its design \
+                 is read by the permutation and complement-pair estimators)",
+                reading_every_row.join(", "),
+                if reading_every_row.len() == 1 {
+                    "estimates"
+                } else {
+                    "estimate"
+                },
+                evaluations.display(),
+                self.rows_beyond_masks,
+                masks.display()
+            ));
+        }
         let mut all = Vec::new();
         for (done, &which) in estimators.iter().enumerate() {
             let start = std::time::Instant::now();
             let reads_table = which.needs() != crate::Needs::Surrogate;
-            // A mask table beside the evaluation table reads as "estimate from these masks";
-            // these estimators take every evaluated row (the mask table's design is for the
-            // chains and pairs).
-            if let (crate::Needs::Evaluations, Some(masks), Some(evaluations)) =
-                (which.needs(), &self.masks_file, &self.evaluations_file)
-            {
-                note(&format!(
-                    "warning: {which} estimates from every row of {}, not only the masks of {} \
-                     (its design is read by the permutation and complement-pair estimators)",
-                    evaluations.display(),
-                    masks.display()
-                ));
-            }
             if let (true, Some([]), Some(path)) =
                 (reads_table, inputs.evaluations, &self.evaluations_file)
             {
@@ -548,14 +579,30 @@ mod tests {
                 notes.push(n.to_string())
             })
             .unwrap();
-        // Exact Shapley and Banzhaf of an additive game: each block's own worth. From every
-        // evaluated row, which is said beside a mask table (read as "these masks" otherwise).
+        // The mask table holds every evaluated mask: nothing to say of rows beyond it.
+        assert_eq!(inputs.rows_beyond_masks, 0);
+        assert!(notes.iter().all(|n| !n.starts_with("warning")), "{notes:?}");
+        // Rows beyond it are said once, with their count, by the estimators that read them.
+        let beyond = ScoreInputs {
+            rows_beyond_masks: 3,
+            ..files.load().unwrap()
+        };
+        let mut notes = Vec::new();
+        beyond
+            .estimate(
+                &[Estimator::Exact, Estimator::BanzhafMsr],
+                &options,
+                &mut |n| notes.push(n.to_string()),
+            )
+            .unwrap();
+        let warned: Vec<&String> = notes.iter().filter(|n| n.starts_with("warning")).collect();
+        assert_eq!(warned.len(), 1, "{notes:?}");
         assert!(
-            notes.iter().any(|n| n
-                .starts_with("warning: exact-shapley estimates from every row of")
-                && n.contains("not only the masks of")),
-            "{notes:?}"
+            warned[0].starts_with("warning: exact-shapley, banzhaf-msr estimate from every row of")
+                && warned[0].contains("3 of them of masks not in"),
+            "{warned:?}"
         );
+        // Exact Shapley and Banzhaf of an additive game: each block's own worth.
         assert_eq!(all.len(), 2);
         let table = inputs.table(&all);
         assert_eq!(

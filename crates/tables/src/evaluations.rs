@@ -687,7 +687,13 @@ pub fn read_complete_evaluations(
     path: &Path,
     incomplete: Incomplete,
 ) -> Result<EvaluationTable, TableError> {
-    complete_or_allowed(path, read_evaluations(path)?, incomplete)
+    let table = read_evaluations(path)?;
+    // Read again for its shard only where the table is complete (what is said of a shard).
+    let provenance = table
+        .complete
+        .then(|| crate::read_provenance(path).ok())
+        .flatten();
+    complete_or_allowed(path, table, provenance, incomplete)
 }
 
 /// [`read_complete_evaluations`], with the SHA-256 of the bytes parsed ([`Hashed`]): for a
@@ -696,21 +702,25 @@ pub fn read_complete_evaluations_hashed(
     path: &Path,
     incomplete: Incomplete,
 ) -> Result<Hashed<EvaluationTable>, TableError> {
-    read_evaluations_hashed(path)?.try_map(|table| complete_or_allowed(path, table, incomplete))
+    let hashed = read_evaluations_hashed(path)?;
+    // The provenance of the bytes parsed: no second read.
+    let provenance = hashed.provenance().ok();
+    hashed.try_map(|table| complete_or_allowed(path, table, provenance, incomplete))
 }
 
 /// `table`, read from `path`, if complete or `incomplete` allows it (with a warning).
+/// `provenance` is the table's, as read (`None` where it records none).
 fn complete_or_allowed(
     path: &Path,
     table: EvaluationTable,
+    provenance: Option<crate::Provenance>,
     incomplete: Incomplete,
 ) -> Result<EvaluationTable, TableError> {
     if table.complete {
         // A finished shard is complete, but only its share of the masks (`evaluate --merge`
         // joins the shards): said, since conclusions drawn from it see part of the game.
-        if let Some(shard) = crate::read_provenance(path)
-            .ok()
-            .and_then(|p| p.inputs.get(crate::input_role::SHARD).cloned())
+        if let Some(shard) =
+            provenance.and_then(|p| p.inputs.get(crate::input_role::SHARD).cloned())
         {
             tracing::warn!(
                 "{}: the masks of shard {shard} only ({} rows); evaluate --merge joins the \

@@ -29,7 +29,7 @@ use layerprune_evaluation::MeasuredOtherwise;
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{MootSettings, PlanFiles};
 use layerprune_selection::method_names;
-use layerprune_selection::{AskedSettings, PlanMethod, PlanSettings};
+use layerprune_selection::{AskedSettings, PlanMethod};
 use layerprune_tables::{Provenance, TableKind};
 
 #[derive(Parser, Debug)]
@@ -257,13 +257,7 @@ fn parse_estimator(text: &str) -> Result<String, String> {
 }
 
 /// The arguments, checked: what to read, how to choose, and what to write.
-struct Config {
-    method: PlanMethod,
-    files: PlanFiles,
-    settings: PlanSettings,
-}
-
-fn config(args: &Args) -> Result<Config> {
+fn config(args: &Args) -> Result<PruneRun> {
     let files = PlanFiles {
         scores: args.scores.clone(),
         estimator: args.estimator.clone(),
@@ -290,36 +284,35 @@ fn config(args: &Args) -> Result<Config> {
         plan_method: args.plan_method.is_some(),
     }
     .resolve(method)?;
-    if args.pruned_out.is_some() && settings.ks.len() > 1 {
-        bail!(
-            "--pruned-out writes one model, so it needs exactly one --k (got {})",
-            settings.ks.len()
-        );
-    }
-    if args.tokens.is_some() && args.model.is_none() {
-        bail!("measuring needs both --model and --tokens");
-    }
-    // --model without --tokens is the folder --pruned-out prunes, and nothing else.
-    if args.model.is_some() && args.tokens.is_none() && args.pruned_out.is_none() {
-        bail!(
-            "--model without --tokens would not be used: give --tokens to measure the plans on \
-             it, or --pruned-out to write it pruned"
-        );
-    }
-    if args.cache.is_some() && args.tokens.is_none() {
-        bail!("--cache keeps the evaluations of --model on --tokens; it needs both");
-    }
-    if args.pruned_out.is_some() && args.model.is_none() {
-        bail!("--pruned-out needs --model (the folder to prune)");
-    }
-    if args.tokens.is_some() && args.out.is_none() {
-        // Measured and not written: the run would be wasted.
-        bail!(
-            "--tokens measures the plans, and only --out keeps the measurement: give --out, or \
-             leave --tokens out to write --pruned-out from the plan as chosen without running \
-             the model"
-        );
-    }
+    let provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
+        .with_seed(settings.seed);
+    let run = PruneRun {
+        method,
+        files,
+        settings,
+        moot: MootSettings {
+            permutation_pairs: args.permutation_pairs.is_some(),
+            seed: args.seed.is_some(),
+            random_starts: args.random_starts.is_some(),
+        },
+        model: args.model.clone(),
+        tokens: args.tokens.clone(),
+        cache: args.cache.clone(),
+        cache_measured_otherwise: MeasuredOtherwise::replace_if(
+            args.replace_cache_measured_otherwise,
+        ),
+        runtime: args.runtime.runtime_options(!args.no_verify),
+        evaluation: args.runtime.eval_options()?,
+        out: args.out.clone(),
+        pruned_out: args.pruned_out.clone().map(|dir| PrunedOut {
+            dir,
+            overwrite: args.overwrite,
+            source_files: args.source_files.source_files(),
+        }),
+        provenance,
+    };
+    // What the run reads and writes, together (the library's rules).
+    run.check()?;
     if args.overwrite && args.pruned_out.is_none() {
         bail!("--overwrite replaces an existing --pruned-out folder; it needs --pruned-out");
     }
@@ -355,26 +348,18 @@ fn config(args: &Args) -> Result<Config> {
              (--method iterative or search); --method {method} does not charge it (leave it out)"
         );
     }
-    files.check(method, args.tokens.is_some())?;
-    Ok(Config {
-        method,
-        files,
-        settings,
-    })
+    run.files.check(method, args.tokens.is_some())?;
+    Ok(run)
 }
 
 fn apply_prune(args: Args) -> Result<()> {
     args.runtime.device.set_thread_budget();
-    let Config {
-        method,
-        files,
-        settings,
-    } = config(&args)?;
+    let run = config(&args)?;
     args.runtime.check()?;
     // Before any work: the plan table and the pruned folder may not replace (or hold) an input,
     // and stay locked while this run writes them.
     let _outputs = Io::new()
-        .inputs(files.paths())
+        .inputs(run.files.paths())
         .input_opt(args.model.as_deref())
         .input_opt(args.tokens.as_deref())
         .output_table_opt("--out", args.out.as_deref(), TableKind::Plans)
@@ -384,35 +369,7 @@ fn apply_prune(args: Args) -> Result<()> {
         // Runs sharing a cache wait for each other there (layerprune_evaluation's cache).
         .locked_by_stage_opt(args.cache.as_deref())
         .check()?;
-    let provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
-        .with_seed(settings.seed);
-    let prepared = PruneRun {
-        method,
-        files,
-        settings,
-        moot: MootSettings {
-            permutation_pairs: args.permutation_pairs.is_some(),
-            seed: args.seed.is_some(),
-            random_starts: args.random_starts.is_some(),
-        },
-        model: args.model.clone(),
-        tokens: args.tokens.clone(),
-        cache: args.cache.clone(),
-        cache_measured_otherwise: MeasuredOtherwise::replace_if(
-            args.replace_cache_measured_otherwise,
-        ),
-        runtime: args.runtime.runtime_options(!args.no_verify),
-        evaluation: args.runtime.eval_options()?,
-        out: args.out.clone(),
-        pruned_out: args.pruned_out.clone().map(|dir| PrunedOut {
-            dir,
-            overwrite: args.overwrite,
-            source_files: args.source_files.source_files(),
-        }),
-        verify: !args.no_verify,
-        provenance,
-    }
-    .prepare()?;
+    let prepared = run.prepare()?;
     // One Shapley computation through a surrogate holds `--permutation-pairs` pairs of player
     // orders and a marginal per player for each (about 32 bytes per pair and block).
     check_memory(

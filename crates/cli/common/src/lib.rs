@@ -42,6 +42,11 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     #[cfg(feature = "runtime")]
     layerprune_runtime::turn_off_telemetry();
     ignore_file_size_signal();
+    // The stages that run the model stop at their next batch when asked to end (SIGINT,
+    // SIGTERM, SIGHUP), saving what they measured; the others end at once, as before (they
+    // have no long loop that would ask).
+    #[cfg(feature = "runtime")]
+    layerprune_core::interrupt::catch_termination_signals();
     init_logging();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,10 +70,19 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
                     said = text;
                 }
             }
+            // Ended by a signal: said how to go on, and the status a shell gives such an end
+            // (128 + the signal), which a workflow engine reads as interrupted, not failed.
+            let interrupted = layerprune_core::interrupt::received();
+            if interrupted.is_some() {
+                message.push_str(
+                    "  run the same command again to go on: evaluate's --out and a --cache keep \
+                     what was measured\n",
+                );
+            }
             // Not `eprintln!`, which panics (exit 101) where stderr's reader is gone.
             use std::io::Write;
             let _ = UnlessClosed(std::io::stderr()).write_all(message.as_bytes());
-            ExitCode::from(1)
+            ExitCode::from(interrupted.map_or(1, |signal| signal.exit_status()))
         }
     }
 }

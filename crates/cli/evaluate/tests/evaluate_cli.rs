@@ -885,3 +885,89 @@ fn a_closed_stderr_is_not_a_failure() {
     let status = run(&dir.path().join("missing").join("evaluations.parquet"));
     assert_eq!(status.code(), Some(1), "{status:?}");
 }
+
+/// SIGTERM (Slurm's preemption, `scancel`) or Ctrl-C's SIGINT: the run stops before its next
+/// batch, saves what it measured, says how to go on and exits 128 + the signal; the same command
+/// then finishes the table. Until 2026-12-07 the signal killed it where it stood, as SIGKILL:
+/// the rows since the last paced save were lost and nothing was said (crash-and-resume audit).
+#[cfg(unix)]
+#[test]
+fn a_termination_signal_stops_the_run_with_its_rows_saved_and_the_same_command_finishes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, masks) = write_inputs(dir.path(), None);
+    // Enough tokens that the 64 masks take seconds: the signal comes while they run.
+    let tokens = dir.path().join("long.parquet");
+    write_tokens(
+        &tokens,
+        &TokenTable::new(
+            64,
+            layerprune_tests::fixture_windows(7, 100, 64),
+            &layerprune_tests::tiny_tokenizer_sha256(),
+            "synthetic ids",
+        ),
+        &provenance(),
+    )
+    .unwrap();
+    let out = dir.path().join("ev.parquet");
+    let args = |command: &mut Command| {
+        command
+            .arg("--tokens")
+            .arg(&tokens)
+            .arg("--masks")
+            .arg(&masks)
+            .args(["--chunk", "1", "--quiet", "--model"])
+            .arg(fixture())
+            .arg("--out")
+            .arg(&out);
+    };
+    // SIGINT's run resumes what SIGTERM's saved, and is stopped too.
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_evaluate"));
+        args(&mut command);
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Sent once the model is open (the handler is in place long before).
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        while !said.contains("opened the") {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "{said}");
+            said += &line;
+        }
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        let status = child.wait().unwrap();
+        let name = if signal == libc::SIGTERM {
+            "SIGTERM"
+        } else {
+            "SIGINT"
+        };
+        assert_eq!(status.code(), Some(128 + signal), "{said}{rest}");
+        assert!(
+            rest.contains(&format!("interrupted by {name} before the work was done"))
+                && rest.contains("run the same command again to go on"),
+            "{rest}"
+        );
+        // What was saved is a checkpoint (when a mask was done).
+        if out.exists() {
+            assert!(!read_evaluations(&out).unwrap().complete);
+        }
+    }
+    // The same command ends the table.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evaluate"));
+    args(&mut command);
+    let finished = command.output().unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    let table = read_evaluations(&out).unwrap();
+    assert!(table.complete);
+    assert_eq!(table.rows.len(), 64);
+}

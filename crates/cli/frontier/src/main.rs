@@ -144,6 +144,12 @@ fn main_body(args: Args) -> Result<()> {
             .filter(|method| !(shapley_off && *method == FrontierMethod::SurrogateShapley))
             .collect(),
     };
+    if shapley_off && args.seed.is_some() {
+        bail!(
+            "--seed seeds the masks of surrogate-shapley, which --shapley-masks 0 does not play; \
+             leave --seed out"
+        );
+    }
     // A setting of a method that is not played would be ignored: refused, naming the method.
     let plays = |method: FrontierMethod| methods.contains(&method);
     let adaptive = plays(FrontierMethod::Adaptive) || plays(FrontierMethod::AdaptiveRaced);

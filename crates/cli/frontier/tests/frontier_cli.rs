@@ -486,6 +486,11 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
             vec!["--methods", "reverse", "--seed", "3"],
             "--seed is a setting of the surrogate-shapley method",
         ),
+        (
+            &model,
+            vec!["--shapley-masks", "0", "--seed", "3"],
+            "--seed seeds the masks of surrogate-shapley, which --shapley-masks 0 does not play",
+        ),
         // A table of no windows: named, before the calibration set runs.
         (
             &model,

@@ -35,6 +35,8 @@ use std::fmt::Write as _;
     after_help = "Examples:\n  inspect build/runs/smollm2-135m/evaluations.parquet\n  \
                   inspect --rows 0 plans.parquet          # metadata and schema only\n  \
                   inspect --json scores.parquet           # metadata as one JSON object\n  \
+                  (a JSON file's --json: its fields, the bulky ones counted under \"summarized\", \
+                  what the text report adds under \"notes\")\n  \
                   inspect surrogate-quadratic.json\n  inspect build/models/smollm2-135m\n\n\
                   Checks and exit status:\n  \
                   The report shows what can be read; then the input is checked as the stages \
@@ -607,7 +609,7 @@ fn report_json(
         }
         // What the text report says of a field the file lacks, under `notes` (the file's own
         // fields are shown as they are).
-        if let Some(note) = no_context {
+        if let Some(note) = no_context.filter(|_| !fields.contains_key("notes")) {
             shown.insert("notes".into(), serde_json::json!({ CONTEXT_LENGTH: note }));
         }
         outln!(out, "{}", serde_json::to_string_pretty(&shown)?);

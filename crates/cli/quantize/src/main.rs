@@ -51,11 +51,12 @@ enum MethodArg {
         through ONNX Runtime: on the CPU, or on a CUDA GPU with the onnxruntime-gpu library in\n\
         ORT_DYLIB_PATH (a CUDA request that cannot be met is an error, never a CPU fall-back);\n\
         rounding to nearest runs no model and refuses a GPU (--device cpu, the default, is\n\
-        taken: as in every stage, a flag at its default is not a setting given). --threads (0: one per core) is, for\n\
-        GPTQ, ONNX Runtime's CPU pool and the threads of GPTQ's own work, factoring each\n\
-        input's second moments and sweeping each weight; rounding to nearest rounds that many\n\
-        of a folder's graph files at a time (the same folder on any count), each holding its\n\
-        graph's float weights and their codes: fewer threads, less memory."
+        taken: as in every stage, a flag at its default is not a setting given).\n\
+        --threads (0: one per core) is, for GPTQ, ONNX Runtime's CPU pool and the threads of\n\
+        GPTQ's own work, factoring each input's second moments and sweeping each weight;\n\
+        rounding to nearest rounds that many of a folder's graph files at a time (the same\n\
+        folder on any count), each holding its graph's float weights and their codes: fewer\n\
+        threads, less memory."
 )]
 struct Args {
     /// Layered model folder (with manifest.json) or one .onnx file.
