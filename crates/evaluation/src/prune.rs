@@ -582,3 +582,97 @@ impl WriteFailure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> PruneRun {
+        PruneRun {
+            method: PlanMethod::OneShot,
+            files: PlanFiles::default(),
+            settings: PlanSettings::default(),
+            moot: MootSettings::default(),
+            model: None,
+            tokens: None,
+            cache: None,
+            cache_measured_otherwise: MeasuredOtherwise::Refuse,
+            runtime: RuntimeOptions::default(),
+            evaluation: EvalOptions::default(),
+            out: Some("plans.parquet".into()),
+            pruned_out: None,
+            provenance: Provenance::new("apply-prune", "0", vec![]),
+        }
+    }
+
+    fn pruned_out() -> Option<PrunedOut> {
+        Some(PrunedOut {
+            dir: "pruned".into(),
+            overwrite: false,
+            source_files: SourceFiles::Copy,
+        })
+    }
+
+    /// What a run reads and writes that cannot go together is refused by the library itself
+    /// (before 2026-12-07 only apply-prune's front checked it: a library caller's pruned folder
+    /// without a model was silently not written).
+    #[test]
+    fn what_cannot_go_together_is_refused_and_prepare_checks_it_first() {
+        assert!(run().check().is_ok());
+        let refused = |run: PruneRun, expected: &str| {
+            let message = run.check().unwrap_err().to_string();
+            assert!(message.contains(expected), "{message}");
+            let message = run.prepare().err().unwrap().to_string();
+            assert!(message.contains(expected), "{message}");
+        };
+        refused(
+            PruneRun {
+                pruned_out: pruned_out(),
+                ..run()
+            },
+            "--pruned-out needs --model",
+        );
+        refused(
+            PruneRun {
+                tokens: Some("t.parquet".into()),
+                ..run()
+            },
+            "measuring needs both --model and --tokens",
+        );
+        refused(
+            PruneRun {
+                model: Some("model".into()),
+                ..run()
+            },
+            "--model without --tokens would not be used",
+        );
+        refused(
+            PruneRun {
+                model: Some("model".into()),
+                tokens: Some("t.parquet".into()),
+                out: None,
+                ..run()
+            },
+            "only --out keeps the measurement",
+        );
+        refused(
+            PruneRun {
+                model: Some("model".into()),
+                pruned_out: pruned_out(),
+                settings: PlanSettings {
+                    ks: vec![2, 3],
+                    ..PlanSettings::default()
+                },
+                ..run()
+            },
+            "needs exactly one --k (got 2)",
+        );
+        refused(
+            PruneRun {
+                cache: Some("c.parquet".into()),
+                ..run()
+            },
+            "--cache keeps the evaluations",
+        );
+    }
+}
