@@ -361,8 +361,22 @@ impl Io {
         // so its mode is no answer to give (one round trip, not two).
         for (flag, path) in &self.kept {
             if path.symlink_metadata().is_ok() {
+                // What a killed writer of it left (a model-sized temporary folder, hidden) is
+                // removed only by a run that writes it: named, so that it is not forgotten.
+                let left: Vec<String> = layerprune_core::dead_writers_siblings(path, "tmp")
+                    .iter()
+                    .map(|sibling| sibling.display().to_string())
+                    .collect();
+                let left = match left.len() {
+                    0 => String::new(),
+                    _ => format!(
+                        " (a killed run left {} beside it: a run that writes it removes {})",
+                        left.join(", "),
+                        if left.len() == 1 { "it" } else { "them" }
+                    ),
+                };
                 bail!(
-                    "{flag} {}: already exists; pass --overwrite to replace it",
+                    "{flag} {}: already exists; pass --overwrite to replace it{left}",
                     path.display()
                 );
             }
@@ -1256,6 +1270,23 @@ mod tests {
             );
             let _ = io(true).check().unwrap();
         }
+        // A killed writer's temporary folder beside it (a process that has ended: PID 999999
+        // is above Linux's pid_max) is named, not left unseen.
+        let left = dir.path().join(".quantized.tmp-999999-0");
+        fs::create_dir(&left).unwrap();
+        assert_eq!(
+            refused(
+                Io::new()
+                    .output_folder("--out", &folder)
+                    .existing_refused_unless(false, "--out", &folder)
+            ),
+            format!(
+                "--out {}: already exists; pass --overwrite to replace it (a killed run left {} \
+                 beside it: a run that writes it removes it)",
+                folder.display(),
+                left.display()
+            )
+        );
         let surrogate = dir.path().join("surrogate.json");
         fs::write(&surrogate, br#"{"format": "layerprune-surrogate"}"#).unwrap();
         let message = refused(
