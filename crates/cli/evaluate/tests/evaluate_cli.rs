@@ -925,6 +925,15 @@ fn a_termination_signal_stops_the_run_with_its_rows_saved_and_the_same_command_f
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_evaluate"));
         args(&mut command);
+        // SIGINT at its default in the child: a test run in the background of a
+        // non-interactive shell (CI's) inherits it ignored, which the stage keeps (as `nohup`).
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let mut child = command
             .stderr(std::process::Stdio::piped())
             .spawn()
