@@ -13,8 +13,9 @@
 //! describe one model, choosing and measuring the plans live in `layerprune-selection`
 //! ([`PlanFiles`]); the run (the inputs checked against the manifest, the tokens and cache
 //! before the model is opened, the plan table and pruned folder written as one) is
-//! `layerprune_evaluation::prune` ([`PruneRun`]); this binary checks the flags against each
-//! other, guards the outputs and prints the summary.
+//! `layerprune_evaluation::prune` ([`PruneRun`], whose `check` refuses what it reads and
+//! writes that cannot go together); this binary builds the run from the flags, refusing those
+//! the run would ignore, guards the outputs and prints the summary.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -74,10 +74,14 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             // (128 + the signal), which a workflow engine reads as interrupted, not failed.
             let interrupted = layerprune_core::interrupt::received();
             if interrupted.is_some() {
-                message.push_str(
+                message.push_str(if program == "quantize" {
+                    // It keeps nothing part-way: its folder being written was removed.
+                    "  run the same command again to quantize the model (no partial folder is \
+                     left)\n"
+                } else {
                     "  run the same command again to go on: evaluate's --out and a --cache keep \
-                     what was measured\n",
-                );
+                     what was measured\n"
+                });
             }
             // Not `eprintln!`, which panics (exit 101) where stderr's reader is gone.
             use std::io::Write;
