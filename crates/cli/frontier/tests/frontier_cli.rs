@@ -30,6 +30,14 @@ fn succeed(args: &[&str]) -> String {
     stderr
 }
 
+/// A run refused (exit status 1; its stderr shown otherwise), and what it said on stderr.
+fn refused(args: &[&str]) -> String {
+    let output = frontier(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "frontier {args:?}: {stderr}");
+    stderr
+}
+
 /// `args` with the last one (the --out-dir) replaced by `out`, then `extra`.
 fn with_out_dir<'a>(args: &[&'a str], out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = args.to_vec();
@@ -501,9 +509,7 @@ fn what_cannot_run_is_refused_before_the_folder_is_made() {
         let mut args = base(model);
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = frontier(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        let stderr = refused(&args);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         if expected.starts_with("token id") {
             assert!(stderr.contains("--heldout wt="), "{stderr}");
@@ -573,9 +579,7 @@ fn an_out_dir_that_is_or_lies_in_a_model_folder_is_refused() {
             "--out-dir",
             out.to_str().unwrap(),
         ];
-        let output = frontier(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let stderr = refused(&args);
         assert!(stderr.contains(&said), "{stderr}");
         assert!(
             stderr.contains("refusing to write into a model folder"),
@@ -631,9 +635,7 @@ fn windows_longer_than_the_models_context_are_refused_in_one_line_of_context() {
             "--out-dir",
             out.to_str().unwrap(),
         ];
-        let output = frontier(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let stderr = refused(&args);
         assert!(
             stderr.contains(&format!(
                 "frontier: error: {flag} {set}={path} with {model_s}\n  caused by: {model_s} was \
@@ -684,9 +686,7 @@ fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
     let cache_c0 = std::fs::read(out.join("cache-calibration-c0.parquet")).unwrap();
 
     let second = args(&other);
-    let output = frontier(&second.iter().map(String::as_str).collect::<Vec<_>>());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(&second.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         stderr.contains("cache-calibration-c1.parquet") && stderr.contains("--calibration c1="),
         "{stderr}"
@@ -704,9 +704,7 @@ fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
     // another file", which no frontier flag can).
     let mut basic = first.clone();
     basic.extend(["--graph-optimization".into(), "basic".into()]);
-    let output = frontier(&basic.iter().map(String::as_str).collect::<Vec<_>>());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(&basic.iter().map(String::as_str).collect::<Vec<_>>());
     let expected = format!(
         "frontier: error: the cache of --calibration {c0} is not one this run can use (remove it, or choose \
          another --out-dir)\n  caused by: {}: cannot resume: its rows were measured on cpu, this \
@@ -740,9 +738,7 @@ fn a_cache_of_other_tokens_is_refused_before_any_set_runs() {
     let cache_c0 = out.join("cache-calibration-c0.parquet");
     let whole = std::fs::read(&cache_c0).unwrap();
     std::fs::write(&cache_c0, &whole[..whole.len() / 2]).unwrap();
-    let output = frontier(&basic.iter().map(String::as_str).collect::<Vec<_>>());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(&basic.iter().map(String::as_str).collect::<Vec<_>>());
     let expected = format!(
         "frontier: error: the cache {} of --calibration {c0}: cannot be read, so it cannot be \
          resumed; remove it (the rows it held are measured again), or choose another --out-dir\n",
