@@ -65,7 +65,17 @@ pub enum LockError {
         lock_path: PathBuf,
         source: io::Error,
     },
+    /// A termination signal came while waiting ([`crate::interrupt`]).
+    #[error("{}: {source} (while waiting for another run's lock)", .path.display())]
+    Interrupted {
+        path: PathBuf,
+        source: crate::Interrupted,
+    },
 }
+
+/// How often a run waiting for another run's lock asks for it again: a tenth of a second is
+/// nothing beside the evaluation run it waits for.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl FileLock {
     /// The hidden lock file of `path`: `.NAME.lock` in the same folder.
@@ -127,7 +137,24 @@ impl FileLock {
                             on_wait();
                             told = true;
                         }
-                        file.lock().map_err(unlockable)?;
+                        // Asked again and again, not a blocking `flock`: the kernel restarts
+                        // that after a signal (SA_RESTART), so a stage stopping at its next
+                        // batch would wait on for the other run (a second Ctrl-C was needed).
+                        loop {
+                            match file.try_lock() {
+                                Ok(()) => break,
+                                Err(TryLockError::WouldBlock) => {
+                                    crate::interrupt::check().map_err(|source| {
+                                        LockError::Interrupted {
+                                            path: path.to_path_buf(),
+                                            source,
+                                        }
+                                    })?;
+                                    std::thread::sleep(LOCK_POLL);
+                                }
+                                Err(TryLockError::Error(error)) => return Err(unlockable(error)),
+                            }
+                        }
                     }
                 },
                 Err(TryLockError::Error(error)) if locks_unsupported(&error) => {
@@ -604,5 +631,58 @@ mod tests {
         release_tx.send(()).unwrap();
         waiter.join().unwrap();
         drop(FileLock::try_acquire(&path).unwrap());
+    }
+
+    /// A run waiting for another run's lock stops at the first termination signal (its stage
+    /// then ends through its error path), not only at a second one.
+    #[cfg(unix)]
+    #[test]
+    fn a_termination_signal_ends_the_wait_for_a_lock() {
+        // In a child process: the handler is process-wide and the signal would reach the
+        // test harness otherwise.
+        if std::env::var_os("LAYERPRUNE_LOCK_SIGNAL_CHILD").is_some() {
+            let folder = tempfile::tempdir().unwrap();
+            let path = folder.path().join("cache.parquet");
+            let _held = FileLock::try_acquire(&path).unwrap();
+            crate::interrupt::catch_termination_signals();
+            let waiting = |()| {
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    // SAFETY: raising a signal at this process, whose handler only stores it.
+                    unsafe { libc::raise(libc::SIGTERM) };
+                });
+            };
+            let error = FileLock::acquire_waiting(&path, &mut || waiting(())).unwrap_err();
+            assert!(
+                matches!(&error, LockError::Interrupted { source, .. } if source.signal == libc::SIGTERM),
+                "{error}"
+            );
+            assert!(error
+                .to_string()
+                .contains("while waiting for another run's lock"));
+            return;
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lock::tests::a_termination_signal_ends_the_wait_for_a_lock",
+                "--test-threads",
+                "1",
+            ])
+            .env("LAYERPRUNE_LOCK_SIGNAL_CHILD", "1")
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("still waiting for the lock 60 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status:?}");
     }
 }

@@ -83,6 +83,11 @@ fn cache_refusal(path: &Path, error: &anyhow::Error) -> String {
                 path.display(),
                 lock_path.display()
             ),
+            Some(LockError::Interrupted { .. }) => format!(
+                "--cache {}: stopped while waiting for another run's lock; the cache was \
+                 neither read nor changed",
+                path.display()
+            ),
             None => format!(
                 "--cache {}: not an evaluation cache this run can use; give another --cache, or \
                  remove the file to measure afresh",

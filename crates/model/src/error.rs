@@ -29,6 +29,13 @@ pub enum ModelError {
     /// A request that does not fit the model (e.g. a block out of range).
     #[error("{0}")]
     BadRequest(String),
+    /// A termination signal came while a file was read whole (hashed): a model-sized read
+    /// stops there, not after the last file ([`layerprune_core::interrupt`]).
+    #[error("{path}: {source} (while reading it)")]
+    Interrupted {
+        path: PathBuf,
+        source: layerprune_core::Interrupted,
+    },
     /// A file could not be written (`layerprune_core::atomic_write`).
     #[error(transparent)]
     Write(#[from] layerprune_core::AtomicWriteError),

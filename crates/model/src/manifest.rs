@@ -583,7 +583,6 @@ pub fn model_id(dir: &Path) -> Result<String, ModelError> {
     sha256_file(&dir.join(MANIFEST_FILE))
 }
 
-/// Whether the file `relative` of `dir` (confined to it) has the sha256 `expected`.
 /// The path of a file of the folder (`relative`, confined to `dir`), refused where the folder
 /// lacks it. Said as what it is (the OS says only "No such file or directory"): a folder copied
 /// in part, or a file deleted from it.
@@ -603,6 +602,7 @@ fn present(dir: &Path, relative: &str) -> Result<PathBuf, ModelError> {
     Ok(path)
 }
 
+/// Whether the file `relative` of `dir` (confined to it) has the sha256 `expected`.
 fn check_hash(dir: &Path, relative: &str, expected: &str) -> Result<(), ModelError> {
     let path = present(dir, relative)?;
     let actual = sha256_file(&path)?;
@@ -620,6 +620,8 @@ fn check_hash(dir: &Path, relative: &str, expected: &str) -> Result<(), ModelErr
 /// from one disk compete more than they overlap.
 pub const VERIFY_THREADS: usize = 8;
 
+/// The sha256 of the file at `path`, in hex; read in 1 MiB pieces, asking between them
+/// whether the stage was asked to end.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     use sha2::Digest;
     use std::io::Read;
@@ -638,6 +640,11 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
             break;
         }
         hasher.update(&buffer[..read]);
+        // A 7B model is read for half a minute or more: a stage asked to end stops here.
+        layerprune_core::interrupt::check().map_err(|source| ModelError::Interrupted {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     Ok(hex::encode(hasher.finalize()))
 }

@@ -23,7 +23,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Parser;
 use layerprune_cli_common::{
-    check_memory, command_line, count, run, Io, RuntimeFlags, SourceFilesArgs,
+    check_memory, command_line, count, run_stopping_between_batches, Io, RuntimeFlags,
+    SourceFilesArgs,
 };
 use layerprune_evaluation::prune::{PruneRun, PrunedOut};
 use layerprune_evaluation::MeasuredOtherwise;
@@ -202,8 +203,12 @@ struct Args {
     allow_mixed_inputs: bool,
 }
 
+/// What a run stopped by a signal says: only a --cache keeps what was measured.
+const RESUME_ADVICE: &str = "run the same command again to go on: a --cache keeps what was \
+                             measured (without one, the run starts over)";
+
 fn main() -> ExitCode {
-    run(|| apply_prune(Args::parse()))
+    run_stopping_between_batches(RESUME_ADVICE, || apply_prune(Args::parse()))
 }
 
 /// A perplexity ratio: a finite number above 1 (the full model's own ratio).

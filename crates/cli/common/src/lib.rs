@@ -34,19 +34,39 @@ fn ignore_file_size_signal() {
 }
 
 /// Runs a stage's body and turns an error into a message on stderr and exit status 1.
-/// Every stage's `main` is `layerprune_cli_common::run(|| body(Args::parse()))`.
+/// Every stage's `main` is `layerprune_cli_common::run(|| body(Args::parse()))`, or
+/// [`run_stopping_between_batches`] for a stage whose long loop can stop part-way. Here a
+/// termination signal (SIGINT, SIGTERM, SIGHUP) ends the stage at once, as by default: it has
+/// no loop that would ask for it.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    run_stage(None, body)
+}
+
+/// [`run`] for the stages that run the model (evaluate, apply-prune, frontier, quantize): the
+/// first termination signal is only recorded, their loops ask for it at each batch of work
+/// ([`layerprune_core::interrupt::check`]) and end through their error path, saving what was
+/// measured; the stage then says `resume_advice` (how to go on) and exits with the status a
+/// shell gives such an end (128 + the signal). Chosen by the stage, not by a cargo feature:
+/// features are unified across a workspace build, so a feature would have made every binary
+/// swallow SIGTERM (until 2026-12-08 sample-masks did: it said it would stop, ran on to the
+/// end and exited 0).
+pub fn run_stopping_between_batches(
+    resume_advice: &str,
+    body: impl FnOnce() -> anyhow::Result<()>,
+) -> ExitCode {
+    run_stage(Some(resume_advice), body)
+}
+
+fn run_stage(resume_advice: Option<&str>, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     // First, while the stage has one thread (`run` is the first call of every stage's `main`,
     // before its arguments are parsed): the one place a stage sets an environment variable,
     // where that is sound. A stage that runs the model then writes nothing under $HOME.
     #[cfg(feature = "runtime")]
     layerprune_runtime::turn_off_telemetry();
     ignore_file_size_signal();
-    // The stages that run the model stop at their next batch when asked to end (SIGINT,
-    // SIGTERM, SIGHUP), saving what they measured; the others end at once, as before (they
-    // have no long loop that would ask).
-    #[cfg(feature = "runtime")]
-    layerprune_core::interrupt::catch_termination_signals();
+    if resume_advice.is_some() {
+        layerprune_core::interrupt::catch_termination_signals();
+    }
     init_logging();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,16 +92,9 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             }
             // Ended by a signal: said how to go on, and the status a shell gives such an end
             // (128 + the signal), which a workflow engine reads as interrupted, not failed.
-            let interrupted = layerprune_core::interrupt::received();
-            if interrupted.is_some() {
-                message.push_str(if program == "quantize" {
-                    // It keeps nothing part-way: its folder being written was removed.
-                    "  run the same command again to quantize the model (no partial folder is \
-                     left)\n"
-                } else {
-                    "  run the same command again to go on: evaluate's --out and a --cache keep \
-                     what was measured\n"
-                });
+            let interrupted = resume_advice.and(layerprune_core::interrupt::received());
+            if let (Some(advice), Some(_)) = (resume_advice, interrupted) {
+                message.push_str(&format!("  {advice}\n"));
             }
             // Not `eprintln!`, which panics (exit 101) where stderr's reader is gone.
             use std::io::Write;

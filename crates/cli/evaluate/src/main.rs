@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
-use layerprune_cli_common::{command_line, count, run, Io, OutputLocks, RuntimeFlags};
+use layerprune_cli_common::{
+    command_line, count, run_stopping_between_batches, Io, OutputLocks, RuntimeFlags,
+};
 use layerprune_core::Mask;
 use layerprune_evaluation::{
     merge_evaluations, run_evaluation, BlockStatsOutput, Bos, EvaluationConfig, MaskSource,
@@ -197,7 +199,7 @@ fn parse_tasks(text: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    run(|| {
+    run_stopping_between_batches(RESUME_ADVICE, || {
         if std::env::args_os()
             .nth(1)
             .is_some_and(|word| word == CHECK_RUNTIME_FLAGS)
@@ -219,6 +221,10 @@ fn main() -> ExitCode {
         }
     })
 }
+
+/// What a run stopped by a signal says: the checkpoint it wrote keeps every finished mask.
+const RESUME_ADVICE: &str = "run the same command again to go on: --out (with --tasks, \
+                             --choices-out) keeps every mask measured";
 
 /// Refuses, before any work, outputs that would replace an input (the model's files, the
 /// token, mask and shard tables, the task files), that are not regular files, or whose folder

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{
-    check_folder_outside_inputs, command_line, count, run, Io, RuntimeFlags,
+    check_folder_outside_inputs, command_line, count, run_stopping_between_batches, Io,
+    RuntimeFlags,
 };
 use layerprune_evaluation::frontier::FrontierRun;
 use layerprune_evaluation::MeasuredOtherwise;
@@ -90,8 +91,12 @@ struct Args {
     no_verify: bool,
 }
 
+/// What a run stopped by a signal says: the caches in --out-dir keep what was measured.
+const RESUME_ADVICE: &str = "run the same command again to go on: the caches in --out-dir \
+                             keep what was measured";
+
 fn main() -> ExitCode {
-    run(|| main_body(Args::parse()))
+    run_stopping_between_batches(RESUME_ADVICE, || main_body(Args::parse()))
 }
 
 /// NAME=PATH, checked as the flag is parsed (a usage error, exit 2, as any malformed value).

@@ -309,3 +309,52 @@ fn the_help_names_the_token_tables_fields() {
         assert!(help.contains(expected), "{expected:?} not in:\n{help}");
     }
 }
+
+/// A stage with no loop that stops part-way (here, one waiting for a FIFO's writer) ends at
+/// once on SIGTERM, as by default. Until 2026-12-08 a workspace build gave every stage the
+/// model-running stages' handler (cargo features are unified across the workspace): it said it
+/// would stop at its next batch and went on waiting, or ran to the end and exited 0.
+#[test]
+fn sigterm_ends_a_stage_that_runs_no_model_at_once() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let folder = tempfile::tempdir().unwrap();
+    let tokenizer = write_tokenizer(folder.path());
+    let fifo = folder.path().join("text.fifo");
+    layerprune_tests::make_fifo(&fifo);
+    let out = folder.path().join("tokens.parquet");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prepare-tokens"))
+        .args(["--tokenizer", tokenizer.to_str().unwrap()])
+        .args(["--text", fifo.to_str().unwrap()])
+        .args(["--windows", "2", "--seq-len", "2"])
+        .args(["--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Sent once it waits for the FIFO's writer (said after a second).
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting for its writer") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{said}");
+        said += &line;
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("prepare-tokens still waits 30 s after SIGTERM: {said}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.signal(), Some(15), "{status:?}: {said}");
+    assert!(!out.exists());
+}

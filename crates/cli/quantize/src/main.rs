@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
-use layerprune_cli_common::{run, Device, DeviceArgs, Io, SourceFilesArgs};
+use layerprune_cli_common::{
+    run_stopping_between_batches, Device, DeviceArgs, Io, SourceFilesArgs,
+};
 use layerprune_quantize::{
     check_calibration, quantize_folder_to, quantize_single_file, write_single_file, Calibration,
     FolderOptions, GraphReport, Scheme, INT4_BLOCK_SIZES,
@@ -114,7 +116,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    run(|| quantize(Args::parse()))
+    // It keeps nothing part-way: the folder being written was removed.
+    run_stopping_between_batches(
+        "run the same command again to quantize the model (no partial folder is left)",
+        || quantize(Args::parse()),
+    )
 }
 
 /// An int4 group size MatMulNBits takes (its block_size).
