@@ -57,6 +57,122 @@ pub struct FrontierRun {
     pub provenance: Provenance,
 }
 
+/// The budgets of adaptive removal when none are given: the least it accepts, a quarter, half
+/// and all of SLEB's cost at each k, and 2,000 distinct masks (near exhaustive at the demo's k).
+pub const DEFAULT_BUDGETS: [Budget; 5] = [
+    Budget::Least,
+    Budget::OfSleb(0.25),
+    Budget::OfSleb(0.5),
+    Budget::OfSleb(1.0),
+    Budget::Evaluations(2000),
+];
+
+/// The stratified masks the surrogate-shapley method is fitted on when not given.
+pub const DEFAULT_SHAPLEY_MASKS: usize = 200;
+
+/// The method settings as asked for (`None`: not given), before [`FrontierAsked::resolve`]
+/// fills in the defaults and refuses what would be ignored.
+#[derive(Clone, Debug, Default)]
+pub struct FrontierAsked {
+    pub methods: Option<Vec<FrontierMethod>>,
+    pub budgets: Option<Vec<Budget>>,
+    pub shapley_masks: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+/// The methods a run plays and their settings, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrontierSettings {
+    pub methods: Vec<FrontierMethod>,
+    pub budgets: Vec<Budget>,
+    pub shapley_masks: usize,
+    pub seed: u64,
+}
+
+impl FrontierAsked {
+    /// Every method unless some are named; `shapley_masks = 0` plays no Shapley method (taken
+    /// out of the default, refused where `methods` names it: it would be left out of
+    /// frontier.csv without a word). A setting of a method that is not played would be
+    /// ignored: refused, naming the method (in the words of `frontier`'s flags).
+    pub fn resolve(self) -> Result<FrontierSettings> {
+        let shapley_off = self.shapley_masks == Some(0);
+        let methods: Vec<FrontierMethod> = match self.methods {
+            Some(methods) => methods,
+            None => FrontierMethod::ALL
+                .into_iter()
+                .filter(|method| !(shapley_off && *method == FrontierMethod::SurrogateShapley))
+                .collect(),
+        };
+        refuse_shapley_without_masks(&methods, self.shapley_masks.unwrap_or(1))?;
+        if shapley_off && self.seed.is_some() {
+            bail!(
+                "--seed seeds the masks of surrogate-shapley, which --shapley-masks 0 does not \
+                 play; leave --seed out"
+            );
+        }
+        let plays = |method: FrontierMethod| methods.contains(&method);
+        let adaptive = plays(FrontierMethod::Adaptive) || plays(FrontierMethod::AdaptiveRaced);
+        for (flag, given, played, method) in [
+            (
+                "--budgets",
+                self.budgets.is_some(),
+                adaptive,
+                "adaptive or adaptive-raced",
+            ),
+            (
+                "--shapley-masks",
+                self.shapley_masks.is_some() && !shapley_off,
+                plays(FrontierMethod::SurrogateShapley),
+                "surrogate-shapley",
+            ),
+            (
+                "--seed",
+                self.seed.is_some(),
+                plays(FrontierMethod::SurrogateShapley),
+                "surrogate-shapley",
+            ),
+        ] {
+            if given && !played {
+                bail!(
+                    "{flag} is a setting of the {method} method, which --methods does not play \
+                     (add it, or leave {flag} out)"
+                );
+            }
+        }
+        Ok(FrontierSettings {
+            methods,
+            budgets: self.budgets.unwrap_or_else(|| DEFAULT_BUDGETS.to_vec()),
+            shapley_masks: self.shapley_masks.unwrap_or(DEFAULT_SHAPLEY_MASKS),
+            seed: self.seed.unwrap_or(0),
+        })
+    }
+}
+
+/// Refuses surrogate-shapley among `methods` with no masks to fit its surrogate on.
+fn refuse_shapley_without_masks(methods: &[FrontierMethod], shapley_masks: usize) -> Result<()> {
+    if methods.contains(&FrontierMethod::SurrogateShapley) && shapley_masks == 0 {
+        bail!(
+            "--methods names surrogate-shapley, which --shapley-masks 0 does not play: give it 1 \
+             or more masks, or leave it out of --methods"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a set's name that is not letters, digits, '-' or '_': it becomes part of a file
+/// name (`cache-calibration-NAME.parquet`) and a column of frontier.csv (`NAME_ppl`), so a
+/// `/`, `..` or `,` would write outside the output folder or break the table.
+pub fn check_set_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err("the name must be letters, digits, '-' or '_'".into());
+    }
+    Ok(())
+}
+
 /// A run with its token tables read and checked (held-out text disjoint from calibration).
 pub struct PreparedFrontier {
     run: FrontierRun,
@@ -80,14 +196,9 @@ impl FrontierRun {
         if self.ks.contains(&0) {
             bail!("--k 0 removes no block: give numbers of blocks to remove, 1 or more");
         }
-        // Left out of frontier.csv without a word otherwise (the command line takes it out of
-        // its default methods).
-        if self.methods.contains(&FrontierMethod::SurrogateShapley) && self.shapley_masks == 0 {
-            bail!(
-                "--methods names surrogate-shapley, which --shapley-masks 0 does not play: give \
-                 it 1 or more masks, or leave it out of --methods"
-            );
-        }
+        // Left out of frontier.csv without a word otherwise ([`FrontierAsked::resolve`] takes
+        // it out of the default methods).
+        refuse_shapley_without_masks(&self.methods, self.shapley_masks)?;
         if let Some((name, _)) = self.heldout.iter().find(|(name, _)| name == "calibration") {
             bail!(
                 "--heldout: the name {name} would make its column, {name}_ppl, the calibration \
@@ -99,6 +210,8 @@ impl FrontierRun {
             ("--heldout", &self.heldout),
         ] {
             for (i, (name, _)) in sets.iter().enumerate() {
+                check_set_name(name)
+                    .map_err(|problem| anyhow::anyhow!("{flag} {name:?}: {problem}"))?;
                 if sets[..i].iter().any(|(earlier, _)| earlier == name) {
                     bail!(
                         "{flag}: the name {name} is given to two token tables; each needs its \
@@ -660,5 +773,61 @@ mod tests {
                 recommended.as_str(),
             ]
         );
+    }
+
+    /// A library caller gets the command line's defaults and refusals; a set's name that would
+    /// leave the output folder or break frontier.csv's columns is refused by `prepare` too.
+    #[test]
+    fn settings_resolve_as_the_command_line_does_and_set_names_are_checked() {
+        let resolved = FrontierAsked::default().resolve().unwrap();
+        assert_eq!(resolved.methods, FrontierMethod::ALL.to_vec());
+        assert_eq!(resolved.budgets, DEFAULT_BUDGETS.to_vec());
+        assert_eq!(
+            (resolved.shapley_masks, resolved.seed),
+            (DEFAULT_SHAPLEY_MASKS, 0)
+        );
+        let no_shapley = FrontierAsked {
+            shapley_masks: Some(0),
+            ..FrontierAsked::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(!no_shapley
+            .methods
+            .contains(&FrontierMethod::SurrogateShapley));
+        let refused = |asked: FrontierAsked| asked.resolve().unwrap_err().to_string();
+        assert!(refused(FrontierAsked {
+            methods: Some(vec![FrontierMethod::SurrogateShapley]),
+            shapley_masks: Some(0),
+            ..FrontierAsked::default()
+        })
+        .contains("--shapley-masks 0 does not play"));
+        assert!(refused(FrontierAsked {
+            methods: Some(vec![FrontierMethod::Sleb]),
+            budgets: Some(vec![Budget::Least]),
+            ..FrontierAsked::default()
+        })
+        .starts_with("--budgets is a setting of the adaptive or adaptive-raced method"));
+        assert!(refused(FrontierAsked {
+            methods: Some(vec![FrontierMethod::Sleb]),
+            seed: Some(3),
+            ..FrontierAsked::default()
+        })
+        .starts_with("--seed is a setting of the surrogate-shapley method"));
+
+        for name in ["c0", "wiki-text_2"] {
+            assert_eq!(check_set_name(name), Ok(()));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["", "../x", "a,b", "a b"] {
+            assert!(check_set_name(name).is_err(), "{name:?}");
+            let mut bad = run(dir.path(), vec![]);
+            bad.calibration[0].0 = name.into();
+            let message = bad.prepare().err().unwrap().to_string();
+            assert!(
+                message.contains("the name must be letters, digits, '-' or '_'"),
+                "{message}"
+            );
+        }
     }
 }

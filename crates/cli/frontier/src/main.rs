@@ -12,13 +12,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use layerprune_cli_common::{
     check_folder_outside_inputs, command_line, count, run_stopping_between_batches, Io,
     RuntimeFlags,
 };
-use layerprune_evaluation::frontier::FrontierRun;
+use layerprune_evaluation::frontier::{check_set_name, FrontierAsked, FrontierRun};
 use layerprune_evaluation::MeasuredOtherwise;
 use layerprune_selection::frontier::{Budget, FrontierMethod};
 use layerprune_tables::Provenance;
@@ -114,92 +114,30 @@ fn named(text: &str, flag: &str) -> Result<(String, PathBuf), String> {
                  (e.g. {flag} {example}; the name labels its rows or column in frontier.csv)"
         )
     })?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "{flag} {text:?}: the name must be letters, digits, '-' or '_'"
-        ));
-    }
+    check_set_name(name).map_err(|problem| format!("{flag} {text:?}: {problem}"))?;
     Ok((name.to_string(), PathBuf::from(path)))
 }
-
-/// Budgets of adaptive removal, the Shapley method's masks and seed when not given.
-const DEFAULT_BUDGETS: &str = "least,0.25sleb,0.5sleb,sleb,2000";
-const DEFAULT_SHAPLEY_MASKS: usize = 200;
 
 fn main_body(args: Args) -> Result<()> {
     args.runtime.device.set_thread_budget();
     args.runtime.check()?;
-    // `--shapley-masks 0` plays no Shapley method: refused where --methods names it (it would
-    // be left out of frontier.csv without a word), taken out of the default.
-    let shapley_off = args.shapley_masks == Some(0);
-    let methods: Vec<FrontierMethod> = match &args.methods {
-        Some(methods) if shapley_off && methods.contains(&FrontierMethod::SurrogateShapley) => {
-            bail!(
-                "--methods names surrogate-shapley, which --shapley-masks 0 does not play: give \
-                 it 1 or more masks, or leave it out of --methods"
-            )
-        }
-        Some(methods) => methods.clone(),
-        None => FrontierMethod::ALL
-            .into_iter()
-            .filter(|method| !(shapley_off && *method == FrontierMethod::SurrogateShapley))
-            .collect(),
-    };
-    if shapley_off && args.seed.is_some() {
-        bail!(
-            "--seed seeds the masks of surrogate-shapley, which --shapley-masks 0 does not play; \
-             leave --seed out"
-        );
+    let settings = FrontierAsked {
+        methods: args.methods.clone(),
+        budgets: args.budgets.clone(),
+        shapley_masks: args.shapley_masks,
+        seed: args.seed,
     }
-    // A setting of a method that is not played would be ignored: refused, naming the method.
-    let plays = |method: FrontierMethod| methods.contains(&method);
-    let adaptive = plays(FrontierMethod::Adaptive) || plays(FrontierMethod::AdaptiveRaced);
-    for (flag, given, played, method) in [
-        (
-            "--budgets",
-            args.budgets.is_some(),
-            adaptive,
-            "adaptive or adaptive-raced",
-        ),
-        (
-            "--shapley-masks",
-            args.shapley_masks.is_some() && !shapley_off,
-            plays(FrontierMethod::SurrogateShapley),
-            "surrogate-shapley",
-        ),
-        (
-            "--seed",
-            args.seed.is_some(),
-            plays(FrontierMethod::SurrogateShapley),
-            "surrogate-shapley",
-        ),
-    ] {
-        if given && !played {
-            bail!("{flag} is a setting of the {method} method, which --methods does not play (add it, or leave {flag} out)");
-        }
-    }
-    let budgets = match &args.budgets {
-        Some(budgets) => budgets.clone(),
-        None => DEFAULT_BUDGETS
-            .split(',')
-            .map(|b| b.parse::<Budget>().map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()?,
-    };
-    let seed = args.seed.unwrap_or(0);
+    .resolve()?;
     let run = FrontierRun {
         model: args.model.clone(),
         calibration: args.calibration.clone(),
         heldout: args.heldout.clone(),
         ks: args.k.clone(),
         fixed: args.fixed.clone(),
-        methods,
-        budgets,
-        shapley_masks: args.shapley_masks.unwrap_or(DEFAULT_SHAPLEY_MASKS),
-        seed,
+        methods: settings.methods,
+        budgets: settings.budgets,
+        shapley_masks: settings.shapley_masks,
+        seed: settings.seed,
         out_dir: args.out_dir.clone(),
         cache_measured_otherwise: MeasuredOtherwise::replace_if(
             args.replace_cache_measured_otherwise,
@@ -207,7 +145,7 @@ fn main_body(args: Args) -> Result<()> {
         runtime: args.runtime.runtime_options(!args.no_verify),
         evaluation: args.runtime.eval_options()?,
         provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line())
-            .with_seed(seed),
+            .with_seed(settings.seed),
     };
     let prepared = run.prepare()?;
     // Before any work (only the token tables are read): the folder exists (made here) and

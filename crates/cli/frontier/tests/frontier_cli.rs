@@ -777,4 +777,13 @@ fn the_help_says_what_each_token_table_is_and_where_its_name_goes() {
         !help.contains("<CALIBRATION>") && !help.contains("<HELDOUT>"),
         "{help}"
     );
+    // The defaults the help states are the library's (written by hand in the flags' docs).
+    use layerprune_evaluation::frontier::{DEFAULT_BUDGETS, DEFAULT_SHAPLEY_MASKS};
+    let budgets: Vec<String> = DEFAULT_BUDGETS.iter().map(|b| b.to_string()).collect();
+    for default in [
+        format!("[default: {}]", budgets.join(",")),
+        format!("[default: {DEFAULT_SHAPLEY_MASKS}]"),
+    ] {
+        assert!(help.contains(&default), "{default:?} not in:\n{help}");
+    }
 }
