@@ -41,8 +41,8 @@ pub use manifest::{
 };
 pub use model::LayeredModel;
 pub use options::{
-    environment, runtime_library_path, turn_off_telemetry, GraphOptimization, RuntimeOptions,
-    DEFAULT_LIBRARY, TELEMETRY_SWITCH,
+    environment, runtime_library_path, turn_off_telemetry, GraphOptimization, RefusedSetting,
+    RuntimeOptions, DEFAULT_LIBRARY, TELEMETRY_SWITCH,
 };
 pub use session::session_builder;
 pub use tally::{GraphRuns, RunTally, LAUNCHES_SET_THE_PACE_SHARE};

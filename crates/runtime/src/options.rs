@@ -55,6 +55,91 @@ pub struct RuntimeOptions {
     pub graph_optimization: GraphOptimization,
 }
 
+/// A setting [`RuntimeOptions::check`] refuses. Worded in the stages' flags (`--tf32 on`,
+/// `--device is cpu`), as [`RuntimeError::DeviceUnavailable`] is, because every setting here is
+/// one of their flags (`layerprune_cli_common::RuntimeFlags`), and a stage says what it refuses
+/// in the words its user typed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RefusedSetting {
+    /// TF32 on the CPU provider, which has no such setting: it computes float32 products in
+    /// float32.
+    #[error(
+        "--tf32 on: TF32 is a setting of the CUDA execution provider, and --device is cpu (use \
+         --device cuda, or leave --tf32 out)"
+    )]
+    Tf32OnTheCpu,
+    /// Overlap on the CPU provider, where the host does the work itself.
+    #[error(
+        "--overlap on: overlapping the host with the GPU is a setting of the CUDA execution \
+         provider, and --device is cpu (use --device cuda, or leave --overlap out)"
+    )]
+    OverlapOnTheCpu,
+    /// Overlap with the states returned to the host, which makes it wait after every block.
+    #[error(
+        "--overlap on needs the hidden states bound to the device: --io-binding off returns \
+         them to the host after every block"
+    )]
+    OverlapWithoutBoundStates,
+    /// CUDA graphs on the CPU provider, which runs each graph's kernels itself.
+    #[error(
+        "--cuda-graphs on: CUDA graphs are a setting of the CUDA execution provider, and \
+         --device is cpu (use --device cuda, or leave --cuda-graphs out)"
+    )]
+    CudaGraphsOnTheCpu,
+    /// CUDA graphs without overlap ([`RuntimeOptions::overlaps`]), whose one stream orders the
+    /// copies into and out of the captured buffers.
+    #[error(
+        "--cuda-graphs on needs the host overlapped with the GPU: --overlap off or --io-binding \
+         off leaves no shared stream to order the captured buffers' copies"
+    )]
+    CudaGraphsWithoutOverlap,
+    /// [`Arena::KeepExact`] on the CPU, whose provider's arena takes no such setting from a
+    /// session.
+    #[error(
+        "--arena keep-exact: growing the arena by exactly what is asked is a setting of the CUDA \
+         execution provider, and --device is cpu (use --device cuda, or keep, shrink or off)"
+    )]
+    ExactArenaOnTheCpu,
+    /// [`Arena::Off`] on CUDA, whose provider always allocates through its arena.
+    #[error(
+        "--arena off: the CUDA provider always allocates device memory through its arena (use \
+         --arena shrink to give it back after every run)"
+    )]
+    NoArenaOnCuda,
+    /// [`Arena::Shrink`] with CUDA graphs, which replay the addresses their buffers had when
+    /// captured.
+    #[error(
+        "--arena shrink with --cuda-graphs on: CUDA graphs replay the addresses their buffers \
+         had when captured, which a shrinking arena gives back after every run"
+    )]
+    ShrinkingArenaWithCudaGraphs,
+}
+
+impl RefusedSetting {
+    /// The flag at fault and its value, as a stage's command line gives them
+    /// (`("--tf32", "on")`): the words its message starts with.
+    pub fn flag(self) -> (&'static str, &'static str) {
+        match self {
+            RefusedSetting::Tf32OnTheCpu => ("--tf32", "on"),
+            RefusedSetting::OverlapOnTheCpu | RefusedSetting::OverlapWithoutBoundStates => {
+                ("--overlap", "on")
+            }
+            RefusedSetting::CudaGraphsOnTheCpu | RefusedSetting::CudaGraphsWithoutOverlap => {
+                ("--cuda-graphs", "on")
+            }
+            RefusedSetting::ExactArenaOnTheCpu => ("--arena", "keep-exact"),
+            RefusedSetting::NoArenaOnCuda => ("--arena", "off"),
+            RefusedSetting::ShrinkingArenaWithCudaGraphs => ("--arena", "shrink"),
+        }
+    }
+}
+
+impl From<RefusedSetting> for RuntimeError {
+    fn from(refused: RefusedSetting) -> Self {
+        RuntimeError::BadInput(refused.to_string())
+    }
+}
+
 /// ONNX Runtime's graph optimization levels, by what each adds to the one below.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GraphOptimization {
@@ -200,63 +285,40 @@ impl RuntimeOptions {
             && self.binds_outputs()
     }
 
-    /// Refuses settings the device does not have.
-    pub(crate) fn check(&self) -> Result<(), RuntimeError> {
-        if self.overlap == Some(true) && !matches!(self.device, Device::Cuda(_)) {
-            return Err(RuntimeError::BadInput(
-                "overlapping the host with the GPU is a setting of the CUDA execution provider; \
-                 on the CPU provider the host does the work itself"
-                    .into(),
-            ));
+    /// Refuses, before any session opens, a setting the device does not have or one without
+    /// what it needs: the one statement of these rules, which the stages' flags are checked
+    /// against too (`layerprune_cli_common::RuntimeFlags::check`, so `evaluate
+    /// check-runtime-flags` refuses exactly what a run would). The settings are tested as
+    /// resolved for the device ([`Self::binds_outputs`], [`Self::overlaps`]), so a default
+    /// (`None`) is refused only where what it resolves to is. The first rule broken is named.
+    pub fn check(&self) -> Result<(), RefusedSetting> {
+        let cuda = matches!(self.device, Device::Cuda(_));
+        if self.tf32 == Some(true) && !cuda {
+            return Err(RefusedSetting::Tf32OnTheCpu);
         }
-        if self.overlap == Some(true) && !self.binds_outputs() {
-            return Err(RuntimeError::BadInput(
-                "overlapping the host with the GPU needs hidden states bound to the device \
-                 (IoBinding): states returned to the host make it wait after every block"
-                    .into(),
-            ));
+        if self.overlap == Some(true) {
+            if !cuda {
+                return Err(RefusedSetting::OverlapOnTheCpu);
+            }
+            if !self.binds_outputs() {
+                return Err(RefusedSetting::OverlapWithoutBoundStates);
+            }
         }
-        if self.cuda_graphs && !matches!(self.device, Device::Cuda(_)) {
-            return Err(RuntimeError::BadInput(
-                "CUDA graphs are a setting of the CUDA execution provider; the CPU provider \
-                 runs each graph's kernels itself"
-                    .into(),
-            ));
+        if self.cuda_graphs {
+            if !cuda {
+                return Err(RefusedSetting::CudaGraphsOnTheCpu);
+            }
+            if !self.overlaps() {
+                return Err(RefusedSetting::CudaGraphsWithoutOverlap);
+            }
         }
-        if self.cuda_graphs && !self.overlaps() {
-            return Err(RuntimeError::BadInput(
-                "CUDA graphs need the host overlapped with the GPU (bound states on one shared \
-                 stream), which orders the copies into and out of the captured buffers"
-                    .into(),
-            ));
-        }
-        if self.arena == Arena::Off && !matches!(self.device, Device::Cpu) {
-            return Err(RuntimeError::BadInput(
-                "the CUDA provider always allocates device memory through its arena; to give \
-                 it back after every run, shrink the arena instead of turning it off"
-                    .into(),
-            ));
-        }
-        if self.arena == Arena::KeepExact && matches!(self.device, Device::Cpu) {
-            return Err(RuntimeError::BadInput(
-                "an arena grown by exactly what is asked is a setting of the CUDA provider's \
-                 arena; the CPU provider's takes none from a session (keep, shrink or off)"
-                    .into(),
-            ));
-        }
-        if self.arena == Arena::Shrink && self.cuda_graphs {
-            return Err(RuntimeError::BadInput(
-                "CUDA graphs replay the addresses their buffers had when captured, which a \
-                 shrinking arena gives back after every run: keep the arena with CUDA graphs"
-                    .into(),
-            ));
-        }
-        if self.tf32 == Some(true) && matches!(self.device, Device::Cpu) {
-            return Err(RuntimeError::BadInput(
-                "TF32 is a setting of the CUDA execution provider; the CPU provider computes \
-                 float32 products in float32"
-                    .into(),
-            ));
+        match self.arena {
+            Arena::KeepExact if !cuda => return Err(RefusedSetting::ExactArenaOnTheCpu),
+            Arena::Off if cuda => return Err(RefusedSetting::NoArenaOnCuda),
+            Arena::Shrink if self.cuda_graphs => {
+                return Err(RefusedSetting::ShrinkingArenaWithCudaGraphs)
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -405,6 +467,123 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
 mod tests {
     use super::*;
     use crate::tally::GraphRuns;
+
+    /// Each rule of [`RuntimeOptions::check`] by a setting that breaks it, named by the flag its
+    /// message starts with; and the defaults, resolved for the device, break none.
+    #[test]
+    fn each_refused_setting_is_named_by_the_flag_its_message_starts_with() {
+        let cpu = RuntimeOptions::default();
+        let cuda = RuntimeOptions {
+            device: Device::Cuda(0),
+            ..RuntimeOptions::default()
+        };
+        let graphs = RuntimeOptions {
+            cuda_graphs: true,
+            ..cuda.clone()
+        };
+        let cases = [
+            (
+                RuntimeOptions {
+                    tf32: Some(true),
+                    // Broken too, but TF32 is named first.
+                    overlap: Some(true),
+                    ..cpu.clone()
+                },
+                RefusedSetting::Tf32OnTheCpu,
+            ),
+            (
+                RuntimeOptions {
+                    overlap: Some(true),
+                    ..cpu.clone()
+                },
+                RefusedSetting::OverlapOnTheCpu,
+            ),
+            (
+                RuntimeOptions {
+                    overlap: Some(true),
+                    io_binding: Some(false),
+                    ..cuda.clone()
+                },
+                RefusedSetting::OverlapWithoutBoundStates,
+            ),
+            (
+                RuntimeOptions {
+                    cuda_graphs: true,
+                    io_binding: Some(true),
+                    ..cpu.clone()
+                },
+                RefusedSetting::CudaGraphsOnTheCpu,
+            ),
+            (
+                RuntimeOptions {
+                    io_binding: Some(false),
+                    ..graphs.clone()
+                },
+                RefusedSetting::CudaGraphsWithoutOverlap,
+            ),
+            (
+                RuntimeOptions {
+                    overlap: Some(false),
+                    ..graphs.clone()
+                },
+                RefusedSetting::CudaGraphsWithoutOverlap,
+            ),
+            (
+                RuntimeOptions {
+                    arena: Arena::KeepExact,
+                    ..cpu.clone()
+                },
+                RefusedSetting::ExactArenaOnTheCpu,
+            ),
+            (
+                RuntimeOptions {
+                    arena: Arena::Off,
+                    ..cuda.clone()
+                },
+                RefusedSetting::NoArenaOnCuda,
+            ),
+            (
+                RuntimeOptions {
+                    arena: Arena::Shrink,
+                    ..graphs.clone()
+                },
+                RefusedSetting::ShrinkingArenaWithCudaGraphs,
+            ),
+        ];
+        for (options, refused) in cases {
+            assert_eq!(options.check(), Err(refused), "{options:?}");
+            let (flag, value) = refused.flag();
+            let message = refused.to_string();
+            assert!(
+                message.starts_with(&format!("{flag} {value}")),
+                "{refused:?}: {message}"
+            );
+            assert_eq!(RuntimeError::from(refused).to_string(), message);
+        }
+        // Defaults are refused only where they resolve to what is: CUDA graphs take the
+        // overlap and bound states CUDA has by default.
+        for options in [
+            cpu.clone(),
+            cuda.clone(),
+            graphs,
+            RuntimeOptions {
+                arena: Arena::Off,
+                tf32: Some(false),
+                overlap: Some(false),
+                io_binding: Some(true),
+                ..cpu
+            },
+            RuntimeOptions {
+                arena: Arena::KeepExact,
+                tf32: Some(true),
+                overlap: Some(true),
+                io_binding: Some(true),
+                ..cuda
+            },
+        ] {
+            assert_eq!(options.check(), Ok(()), "{options:?}");
+        }
+    }
 
     #[test]
     fn cuda_graphs_would_pay_where_the_launches_of_an_overlapped_cuda_run_set_its_pace() {

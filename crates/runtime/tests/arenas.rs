@@ -98,7 +98,10 @@ fn an_exact_arena_is_refused_on_the_cpu() {
         panic!("an exact arena was opened on the CPU provider")
     };
     assert!(matches!(error, RuntimeError::BadInput(_)), "{error:?}");
-    assert!(error.to_string().contains("CUDA provider"), "{error}");
+    assert!(
+        error.to_string().contains("CUDA execution provider"),
+        "{error}"
+    );
     assert_eq!(Arena::KeepExact.name(), "keep-exact");
 }
 

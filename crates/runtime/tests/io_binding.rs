@@ -254,7 +254,7 @@ fn overlap_needs_cuda_and_bound_states_and_is_on_there_by_default() {
             io_binding: Some(false),
             ..cuda
         },
-        "IoBinding",
+        "--io-binding off returns them to the host",
     );
 }
 
@@ -282,7 +282,7 @@ fn cuda_graphs_need_cuda_with_overlap_and_are_off_by_default() {
                 overlap,
                 ..cuda.clone()
             },
-            "CUDA graphs need the host overlapped with the GPU",
+            "--cuda-graphs on needs the host overlapped with the GPU",
         );
     }
     assert!(
@@ -347,6 +347,6 @@ fn no_arena_on_cuda_and_shrinking_captured_graphs_are_refused_before_any_session
             cuda_graphs: true,
             ..cuda
         },
-        "keep the arena with CUDA graphs",
+        "--arena shrink with --cuda-graphs on",
     );
 }

@@ -5,10 +5,11 @@
 //! Why here: the methods that choose blocks (`apply-prune`, `frontier`) run the LLM as much as
 //! `evaluate` does, and on a GPU they need the same levers (`--cuda-graphs`, `--mask-batch`,
 //! ...); a pipeline passes one `EVALUATE_FLAGS` to all three, so a flag one of them lacked broke
-//! the others. The checks that refuse a setting the device cannot have live here too, so each
-//! stage refuses it in the same words before any work.
+//! the others. [`RuntimeFlags::check`] refuses, before any work, a setting the device cannot
+//! have, by the runtime's own rules (`RuntimeOptions::check`), so each stage refuses it in the
+//! same words, and as the run itself would.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use layerprune_runtime::{Arena, EvalOptions, GraphOptimization, RuntimeOptions};
 
 use crate::{cache_bytes, count, Device, DeviceArgs, Switch};
@@ -154,67 +155,14 @@ impl AutoSwitch {
 
 impl RuntimeFlags {
     /// Refuses, naming the flag, what the device cannot have, before any work: a --cache-mb
-    /// that does not convert to bytes, CUDA settings on the CPU, --overlap or --cuda-graphs
-    /// without what they need, no arena on CUDA, a shrinking arena under CUDA graphs.
+    /// that does not convert to bytes, and the settings the runtime refuses
+    /// ([`RuntimeOptions::check`], worded in these flags): CUDA settings on the CPU, --overlap or
+    /// --cuda-graphs without what they need, no arena on CUDA, a shrinking arena under CUDA
+    /// graphs. The runtime's check is the one statement of those rules, so what this accepts
+    /// (`evaluate check-runtime-flags`) is what a run accepts.
     pub fn check(&self) -> Result<()> {
-        let (device, flags) = (self.device.device, &self.runtime);
-        cache_bytes(flags.cache_mb)?;
-        let cuda = matches!(device, Device::Cuda(_));
-        if flags.tf32 == Some(Switch::On) && !cuda {
-            bail!(
-                "--tf32 on: TF32 is a setting of the CUDA execution provider, and --device is \
-                 cpu (use --device cuda, or leave --tf32 out)"
-            );
-        }
-        if flags.overlap == AutoSwitch::On {
-            if !cuda {
-                bail!(
-                    "--overlap on: overlapping the host with the GPU is a setting of the CUDA \
-                     execution provider, and --device is cpu (use --device cuda, or leave \
-                     --overlap out)"
-                );
-            }
-            if flags.io_binding == AutoSwitch::Off {
-                bail!(
-                    "--overlap on needs the hidden states bound to the device: --io-binding off \
-                     returns them to the host after every block"
-                );
-            }
-        }
-        if flags.cuda_graphs == Switch::On {
-            if !cuda {
-                bail!(
-                    "--cuda-graphs on: CUDA graphs are a setting of the CUDA execution provider, \
-                     and --device is cpu (use --device cuda, or leave --cuda-graphs out)"
-                );
-            }
-            if flags.overlap == AutoSwitch::Off || flags.io_binding == AutoSwitch::Off {
-                bail!(
-                    "--cuda-graphs on needs the host overlapped with the GPU: --overlap off or \
-                     --io-binding off leaves no shared stream to order the captured buffers' \
-                     copies"
-                );
-            }
-        }
-        if flags.arena == ArenaArg::KeepExact && !cuda {
-            bail!(
-                "--arena keep-exact: growing the arena by exactly what is asked is a setting of \
-                 the CUDA execution provider, and --device is cpu (use --device cuda, or keep, \
-                 shrink or off)"
-            );
-        }
-        if flags.arena == ArenaArg::Off && cuda {
-            bail!(
-                "--arena off: the CUDA provider always allocates device memory through its arena \
-                 (use --arena shrink to give it back after every run)"
-            );
-        }
-        if flags.arena == ArenaArg::Shrink && flags.cuda_graphs == Switch::On {
-            bail!(
-                "--arena shrink with --cuda-graphs on: CUDA graphs replay the addresses their \
-                 buffers had when captured, which a shrinking arena gives back after every run"
-            );
-        }
+        cache_bytes(self.runtime.cache_mb)?;
+        self.runtime_options(true).check()?;
         Ok(())
     }
 
