@@ -245,6 +245,12 @@ pub struct AdaptiveResult {
 /// Chooses `k` blocks to remove (never a fixed one) within `options.budget` distinct masks;
 /// see the module documentation. `game` is the LLM in practice (value = −NLL; any value where
 /// larger is better works). Fails when the budget is below [`adaptive_min_budget`].
+///
+/// The method, in three phases: every block removed alone, and the leave-one-out plan they
+/// imply; when the budget affords it, k greedy steps of SLEB's rule in which a surrogate of the
+/// game screens out the candidates not worth measuring; then, with the budget left, swaps of one
+/// removed block for another around the best plans measured, until the budget is spent or they
+/// are local optima. The plan is the best mask with k removed that was measured.
 pub fn adaptive_removal(
     game: &mut dyn Game,
     k: usize,
@@ -252,6 +258,47 @@ pub fn adaptive_removal(
     options: &AdaptiveOptions,
 ) -> Result<AdaptiveResult, SelectionError> {
     let num_blocks = game.num_players();
+    let players = removable_players(num_blocks, k, fixed, options)?;
+    let mut play = Play::new(game, num_blocks, options);
+    // What the logs show as the budget: the most of it this run can spend.
+    let budget = spendable(options.budget, players.len(), k);
+
+    let singles = measure_singles(&mut play, &players, k)?;
+    let greedy_removed = screened_greedy(&mut play, &players, k, &singles, budget)?;
+    let greedy = greedy_removed.is_some();
+    let start_evaluations = play.evaluations();
+    let refinement = swap_refinement(
+        &mut play,
+        &players,
+        k,
+        &singles.leave_one_out,
+        greedy,
+        budget,
+    )?;
+
+    let (removed_blocks, value) = play.ranked_of_size(k).swap_remove(0);
+    Ok(AdaptiveResult {
+        removed_blocks,
+        value,
+        llm_evaluations: play.evaluations(),
+        start_removed: greedy_removed.unwrap_or(singles.leave_one_out),
+        greedy,
+        start_evaluations,
+        leave_one_out_descent: refinement.leave_one_out_descent,
+        swaps_accepted: refinement.swaps_accepted,
+        stop: refinement.stop,
+    })
+}
+
+/// The removable blocks (the game's players) for `k` removals, or why [`adaptive_removal`]
+/// refuses the run: `k` of 0, fewer than `k` removable blocks, or a budget below
+/// [`adaptive_min_budget`].
+fn removable_players(
+    num_blocks: usize,
+    k: usize,
+    fixed: &[usize],
+    options: &AdaptiveOptions,
+) -> Result<Vec<usize>, SelectionError> {
     if k == 0 {
         return Err(SelectionError::BadOption(
             "adaptive removal of 0 blocks: the plan would be the full model; give k of 1 or more"
@@ -269,11 +316,26 @@ pub fn adaptive_removal(
             options.budget
         )));
     }
-    let mut play = Play::new(game, num_blocks, options);
-    let budget = spendable(options.budget, players.len(), k);
+    Ok(players)
+}
 
-    // 1. Singles, and the leave-one-out plan they imply (the k cheapest single removals): one
-    // evaluation that guarantees a plan at least as good as leave-one-out's at any budget.
+/// What the singles leave the later phases.
+struct Singles {
+    /// The leave-one-out plan: the k cheapest single removals, ascending.
+    leave_one_out: Vec<usize>,
+    /// What a mask of the singles' batch cost with the race (1 unraced): what the greedy's
+    /// candidates will cost.
+    share_per_mask: f64,
+}
+
+/// Phase 1: every removable block removed alone, and the leave-one-out plan they imply (the k
+/// cheapest single removals): one evaluation that guarantees a plan at least as good as
+/// leave-one-out's at any budget.
+fn measure_singles(
+    play: &mut Play<'_, '_>,
+    players: &[usize],
+    k: usize,
+) -> Result<Singles, SelectionError> {
     let singles: Vec<Vec<usize>> = players.iter().map(|&b| vec![b]).collect();
     // Raced for the k best (the leave-one-out plan): a single clearly behind the k-th best is
     // dropped with its paired estimate, which is all the surrogate needs of a bad removal.
@@ -282,7 +344,6 @@ pub fn adaptive_removal(
         .into_iter()
         .map(Raced::value_or_estimate)
         .collect();
-    // What a mask of a batch costs with the race (1 unraced): what the greedy's steps will cost.
     let share_per_mask = play.evaluations() as f64 / players.len() as f64;
     let mut by_single: Vec<usize> = (0..players.len()).collect();
     by_single.sort_by(|&a, &b| {
@@ -293,8 +354,30 @@ pub fn adaptive_removal(
     let mut leave_one_out: Vec<usize> = by_single[..k].iter().map(|&i| players[i]).collect();
     leave_one_out.sort_unstable();
     play.measure(std::slice::from_ref(&leave_one_out), None, 1)?;
+    Ok(Singles {
+        leave_one_out,
+        share_per_mask,
+    })
+}
+
+/// Phase 2: the screened greedy, when `options.start` says it runs (for
+/// [`AdaptiveStart::Auto`], when the budget left after the singles affords its screen): k steps
+/// of SLEB's rule, each measuring only the candidates its screen needs (see the module
+/// documentation). Returns the set of k blocks it removed, or `None` when it did not run (the
+/// refinement then starts from the leave-one-out plan). `budget` is what the logs show as the
+/// budget.
+fn screened_greedy(
+    play: &mut Play<'_, '_>,
+    players: &[usize],
+    k: usize,
+    singles: &Singles,
+    budget: usize,
+) -> Result<Option<Vec<usize>>, SelectionError> {
+    let options = play.options;
     let greedy = match options.start {
-        AdaptiveStart::Auto => greedy_affordable(play.evaluations(), share_per_mask, k, options),
+        AdaptiveStart::Auto => {
+            greedy_affordable(play.evaluations(), singles.share_per_mask, k, options)
+        }
         AdaptiveStart::Greedy => true,
         AdaptiveStart::LeaveOneOut => false,
     };
@@ -308,19 +391,17 @@ pub fn adaptive_removal(
             "swaps around the leave-one-out plan next (the budget is below the greedy's)"
         }
     );
+    if !greedy {
+        return Ok(None);
+    }
 
-    // 2. Screened greedy (no step when it does not run: the refinement then starts from the
-    // leave-one-out plan). `removal_order[s]` is the block removed at step s; `measured_at[b]`
-    // the last step at which block b's candidate (the set then, plus b) was measured.
-    let (mut current, greedy_steps) = if greedy {
-        (Vec::new(), k)
-    } else {
-        (leave_one_out.clone(), 0)
-    };
+    // `removal_order[s]` is the block removed at step s; `measured_at[b]` the last step at which
+    // block b's candidate (the set then, plus b) was measured.
+    let mut current: Vec<usize> = Vec::new();
     let mut removal_order: Vec<usize> = Vec::new();
     let mut measured_at: HashMap<usize, usize> = players.iter().map(|&b| (b, 0)).collect();
     let mut current_value = f64::NAN;
-    for step in 0..greedy_steps {
+    for step in 0..k {
         let candidates: Vec<Vec<usize>> = players
             .iter()
             .filter(|b| !current.contains(b))
@@ -368,13 +449,33 @@ pub fn adaptive_removal(
             budget
         );
     }
-    let start_removed = current;
-    let start_evaluations = play.evaluations();
+    Ok(Some(current))
+}
 
-    // 3. Swap refinement: best-first expansion of the best measured plans' one-swap
-    // neighbourhoods, in the surrogate's order. `descent` is the centre of the leave-one-out
-    // plan's own descent, once the greedy's neighbourhood is exhausted.
+/// What the swap refinement did.
+struct Refinement {
+    swaps_accepted: usize,
+    /// Whether the swaps also descended from the leave-one-out plan.
+    leave_one_out_descent: bool,
+    stop: AdaptiveStop,
+}
+
+/// Phase 3: best-first expansion of the best measured plans' one-swap neighbourhoods, in the
+/// surrogate's order, until the budget is spent or those plans are local optima; after the
+/// greedy (`greedy`), budget left at that point buys a descent from the leave-one-out plan too
+/// (see the module documentation). `budget` is what the logs show as the budget.
+fn swap_refinement(
+    play: &mut Play<'_, '_>,
+    players: &[usize],
+    k: usize,
+    leave_one_out: &[usize],
+    greedy: bool,
+    budget: usize,
+) -> Result<Refinement, SelectionError> {
+    let options = play.options;
     let mut swaps_accepted = 0;
+    // The centre of the leave-one-out plan's own descent, once the greedy's neighbourhood is
+    // exhausted.
     let mut descent: Option<Vec<usize>> = None;
     let stop = loop {
         if play.remaining() == 0 {
@@ -388,7 +489,7 @@ pub fn adaptive_removal(
             .take(options.local_optima)
             .chain(descent_center.as_ref())
             .find_map(|(center, center_value)| {
-                let swaps = swap_neighbours(center, &players);
+                let swaps = swap_neighbours(center, players);
                 let batch = play.next_swaps(&swaps, center, *center_value, options.swap_batch);
                 (!batch.is_empty()).then(|| (center.clone(), *center_value, batch))
             });
@@ -410,7 +511,7 @@ pub fn adaptive_removal(
             if greedy
                 && options.leave_one_out_descent
                 && descent.is_none()
-                && play.measured.contains_key(&leave_one_out)
+                && play.measured.contains_key(leave_one_out)
             {
                 tracing::info!(
                     "adaptive: k={k}, the best plans are local optima with {} of {} evaluations \
@@ -418,7 +519,7 @@ pub fn adaptive_removal(
                     play.evaluations(),
                     budget
                 );
-                descent = Some(leave_one_out.clone());
+                descent = Some(leave_one_out.to_vec());
                 continue;
             }
             break AdaptiveStop::LocalOptima;
@@ -456,16 +557,9 @@ pub fn adaptive_removal(
         play.evaluations(),
         budget
     );
-    let (removed_blocks, value) = play.ranked_of_size(k).swap_remove(0);
-    Ok(AdaptiveResult {
-        removed_blocks,
-        value,
-        llm_evaluations: play.evaluations(),
-        start_removed,
-        greedy,
-        start_evaluations,
-        leave_one_out_descent: descent.is_some(),
+    Ok(Refinement {
         swaps_accepted,
+        leave_one_out_descent: descent.is_some(),
         stop,
     })
 }
