@@ -27,6 +27,7 @@ pub mod interrupt;
 pub mod linalg;
 pub mod lock;
 pub mod mask;
+pub mod memory;
 pub mod parallel;
 pub mod players;
 pub mod progress;

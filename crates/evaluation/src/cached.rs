@@ -233,7 +233,7 @@ impl EvaluationCache {
 /// How `model` measures `tokens` with `options` (device and arithmetic): what a cache's rows
 /// must have been measured on to be reused.
 fn evaluated_on(model: &LayeredModel, tokens: &TokenTable, options: &EvalOptions) -> String {
-    model.evaluated_on(&options.for_windows(&tokens.windows, model.manifest().vocab_size))
+    model.evaluated_on(&options.for_windows(&tokens.windows, model.manifest()))
 }
 
 impl CachedLlm {

@@ -317,10 +317,8 @@ impl PreparedFrontier {
                     manifest.num_blocks,
                     &model_id,
                     &table.dataset_id,
-                    &run.runtime.evaluated_on(
-                        &run.evaluation
-                            .for_windows(&table.windows, manifest.vocab_size),
-                    ),
+                    &run.runtime
+                        .evaluated_on(&run.evaluation.for_windows(&table.windows, &manifest)),
                 ) {
                     // Started again when its set runs, which says so.
                     Err(error)

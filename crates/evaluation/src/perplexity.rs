@@ -168,11 +168,9 @@ pub fn run_evaluation(
         &tokens.tokenizer_sha256,
     )
     .with_context(with_model)?;
-    let evaluated_on = config.runtime.evaluated_on(
-        &config
-            .options
-            .for_windows(&tokens.windows, manifest.vocab_size),
-    );
+    let evaluated_on = config
+        .runtime
+        .evaluated_on(&config.options.for_windows(&tokens.windows, &manifest));
     let MaskList {
         mut masks,
         fixed_blocks,

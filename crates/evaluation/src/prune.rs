@@ -240,10 +240,9 @@ impl PreparedPrune {
         // and only what fails running the model on the tokens of --tokens.
         let cache = match (&manifest, &tokens, &run.cache) {
             (Some((manifest, model_id)), Some((_, tokens)), Some(path)) => {
-                let evaluated_on = run.runtime.evaluated_on(
-                    &run.evaluation
-                        .for_windows(&tokens.windows, manifest.vocab_size),
-                );
+                let evaluated_on = run
+                    .runtime
+                    .evaluated_on(&run.evaluation.for_windows(&tokens.windows, manifest));
                 let cache = EvaluationCache::open_before_model(
                     path,
                     manifest.num_blocks,

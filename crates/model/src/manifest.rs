@@ -435,6 +435,13 @@ impl Manifest {
         self.extra_count("context_length")
     }
 
+    /// The attention heads of each block (`num_attention_heads`, the checkpoint's config);
+    /// `None` for a model without attention (Mamba) or whose manifest records none. What the
+    /// automatic window batch bounds the attention's memory with.
+    pub fn attention_heads(&self) -> Option<usize> {
+        self.extra_count("num_attention_heads")
+    }
+
     /// The longest sequence the block graphs run, for exports whose attention is ONNX
     /// Runtime's fused GroupQueryAttention (`rotary_positions`: the length of the rotary tables
     /// its node holds; tools/export's `--attention-kernel fused`); `None` for any length.

@@ -6,17 +6,20 @@ use std::time::Instant;
 use layerprune_core::{Device, Mask};
 use ndarray::Array2;
 
+use crate::arena::Arena;
 use crate::batching::run_masks_batched;
 use crate::captured::RUNS_BEFORE_CAPTURE;
 use crate::hidden::HiddenState;
 use crate::model::{non_finite_loss, LayeredModel};
+use crate::Manifest;
 use crate::RuntimeError;
 
 /// How the evaluator trades memory for reuse.
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
     /// Windows run together in one batch (0 = automatic: all windows in one batch unless the
-    /// head's logits would pass `HEAD_LOGITS_BYTES_PER_BATCH`, 2 GiB).
+    /// head's logits would pass `HEAD_LOGITS_BYTES_PER_BATCH`, 2 GiB, or a block's attention
+    /// `ATTENTION_BYTES_PER_BATCH`, 2 GiB).
     pub batch_windows: usize,
     /// Memory for hidden states kept for reuse by later masks, in bytes: within a call and from
     /// one call to the next ([`Evaluator::evaluate`]).
@@ -70,15 +73,21 @@ impl Default for EvalOptions {
 }
 
 impl EvalOptions {
-    /// These options with `batch_windows` as the evaluator runs `windows` of a vocabulary of
-    /// `vocab_size`: automatic (0) resolved, and more than the windows cut to their number.
+    /// These options with `batch_windows` as the evaluator runs `windows` on the model of
+    /// `manifest` (its vocabulary and attention heads): automatic (0) resolved, and more than
+    /// the windows cut to their number.
     /// What evaluation tables record as evaluated on ([`crate::RuntimeOptions::evaluated_on`]):
     /// two runs that batch the windows alike compute alike, whether the batch was asked for or
     /// chosen.
-    pub fn for_windows(&self, windows: &[Vec<u32>], vocab_size: usize) -> EvalOptions {
+    pub fn for_windows(&self, windows: &[Vec<u32>], manifest: &Manifest) -> EvalOptions {
         let seq_len = windows.first().map_or(0, Vec::len);
         let per_batch = if self.batch_windows == 0 {
-            windows_per_batch(windows.len(), seq_len, vocab_size)
+            windows_per_batch(
+                windows.len(),
+                seq_len,
+                manifest.vocab_size,
+                manifest.attention_heads().unwrap_or(0),
+            )
         } else {
             self.batch_windows.min(windows.len())
         };
@@ -99,11 +108,112 @@ const PREPARED_MASK_BATCH: usize = 64;
 /// GB of logits and a 22 GB peak, where SmolLM2's 49k vocabulary makes 1 GB.
 pub const HEAD_LOGITS_BYTES_PER_BATCH: usize = 2 << 30;
 
-/// Windows per batch when the batch size is automatic: all of them, unless the head's logits
-/// would pass [`HEAD_LOGITS_BYTES_PER_BATCH`] (then as many as fit, at least one).
-pub fn windows_per_batch(windows: usize, seq_len: usize, vocab_size: usize) -> usize {
+/// The attention's float32 tensors one window batch's block call may hold when the batch size
+/// is automatic: a block's attention holds about [`ATTENTION_TENSORS_AT_PEAK`] tensors of
+/// heads × seq_len² at once, which grows with the square of the window. Without this bound only
+/// the logits bounded the batch, and 2 windows of 4,096 tokens on SmolLM2-135M (9 heads, its
+/// context is 8,192) ran out of a 14 GiB machine at block 2 (bad-input audit, 2026-12-08).
+pub const ATTENTION_BYTES_PER_BATCH: usize = 2 << 30;
+
+/// Attention-sized float32 tensors (heads × seq_len² each) a block call holds at its peak:
+/// the scores, the causal mask added, the softmax and its temporaries. Measured on the CPU
+/// provider (the 6-block fixture at 3,200 tokens a window: 0.85 GB a window and graph, five
+/// times its 164 MB of scores; SmolLM2-135M at 4,096: 5.1 GB for 2 windows).
+pub const ATTENTION_TENSORS_AT_PEAK: usize = 5;
+
+/// The bytes of one window's attention at the peak of a block call
+/// ([`ATTENTION_TENSORS_AT_PEAK`] tensors of `attention_heads` × `seq_len`²); 0 for a model
+/// without attention heads (a state-space model) or whose manifest records none.
+pub fn attention_bytes_per_window(seq_len: usize, attention_heads: usize) -> usize {
+    attention_heads
+        .saturating_mul(seq_len)
+        .saturating_mul(seq_len)
+        .saturating_mul(4 * ATTENTION_TENSORS_AT_PEAK)
+}
+
+/// Windows per head call when the batch size is automatic: all of them, unless the head's
+/// logits would pass [`HEAD_LOGITS_BYTES_PER_BATCH`] (then as many as fit, at least one).
+fn windows_per_head_call(windows: usize, seq_len: usize, vocab_size: usize) -> usize {
     let per_window = seq_len.saturating_mul(vocab_size).saturating_mul(4).max(1);
     windows.min(HEAD_LOGITS_BYTES_PER_BATCH / per_window).max(1)
+}
+
+/// Windows per batch when the batch size is automatic: all of them, unless the head's logits
+/// would pass [`HEAD_LOGITS_BYTES_PER_BATCH`] or a block's attention
+/// [`ATTENTION_BYTES_PER_BATCH`] (then as many as fit both, at least one).
+pub fn windows_per_batch(
+    windows: usize,
+    seq_len: usize,
+    vocab_size: usize,
+    attention_heads: usize,
+) -> usize {
+    let attention = attention_bytes_per_window(seq_len, attention_heads).max(1);
+    windows_per_head_call(windows, seq_len, vocab_size)
+        .min(ATTENTION_BYTES_PER_BATCH / attention)
+        .max(1)
+}
+
+/// Refuses, on the CPU, a run whose blocks' attention would need more memory than the machine
+/// has: the kernel would kill it part-way with nothing said (exit 137). Each graph's arena keeps
+/// its largest call's buffers ([`Arena::Keep`]), so windows long enough for the attention to
+/// matter multiply it by the graphs. The message says what would fit. (On a GPU the device's
+/// memory is the bound, and ONNX Runtime reports running out of it as an error.)
+fn refuse_attention_past_memory(
+    model: &LayeredModel,
+    seq_len: usize,
+    per_batch: usize,
+) -> Result<(), RuntimeError> {
+    let manifest = model.manifest();
+    let (Device::Cpu, Some(heads), Some(memory)) = (
+        model.device(),
+        manifest.attention_heads(),
+        layerprune_core::memory::machine_memory(),
+    ) else {
+        return Ok(());
+    };
+    let per_window = attention_bytes_per_window(seq_len, heads) as u128;
+    let keeping = matches!(model.arena(), Arena::Keep | Arena::KeepExact);
+    // The blocks, the embedding and the head each hold their own arena.
+    let graphs = if keeping { manifest.num_blocks + 2 } else { 1 } as u128;
+    let needed = graphs * per_batch as u128 * per_window;
+    if needed <= memory as u128 {
+        return Ok(());
+    }
+    let gib = |bytes: u128| bytes as f64 / (1u64 << 30) as f64;
+    let lean = per_window;
+    let advice = if lean > memory as u128 {
+        format!(
+            "even one window a pass with --arena shrink needs about {:.1} GiB: give shorter \
+             windows (prepare-tokens --seq-len)",
+            gib(lean)
+        )
+    } else if keeping {
+        let one_window = if per_batch > 1 {
+            format!("; with --batch-windows 1, {:.1} GiB", gib(lean))
+        } else {
+            String::new()
+        };
+        format!(
+            "--arena shrink keeps one call's ({:.1} GiB{one_window}), at the cost of allocating \
+             each call's buffers again",
+            gib(per_batch as u128 * per_window),
+        )
+    } else {
+        format!("--batch-windows 1 needs about {:.1} GiB", gib(lean))
+    };
+    Err(RuntimeError::BadInput(format!(
+        "{}: windows of {seq_len} tokens, {per_batch} a pass, need about {:.1} GiB for the \
+         blocks' attention ({heads} heads x {seq_len}^2 x {ATTENTION_TENSORS_AT_PEAK} float32 \
+         tensors a window{}), more than this machine's {:.1} GiB; {advice}",
+        model.dir().display(),
+        gib(needed),
+        if keeping {
+            format!("; each of the {graphs} graphs' arenas keeps its own, --arena keep")
+        } else {
+            String::new()
+        },
+        gib(memory as u128)
+    )))
 }
 
 /// Masks a block call carries on a window batch of `batch_size` windows: `mask_batch`, or,
@@ -289,8 +399,9 @@ impl Evaluator {
             .manifest()
             .check_window_length(model.dir(), seq_len)
             .map_err(|e| RuntimeError::BadInput(e.to_string()))?;
-        let options = options.for_windows(windows, model.manifest().vocab_size);
+        let options = options.for_windows(windows, model.manifest());
         let per_batch = options.batch_windows;
+        refuse_attention_past_memory(&model, seq_len, per_batch)?;
         let batches = batch_windows(windows, per_batch);
         let sizes: Vec<usize> = batches.iter().map(|(ids, _)| ids.nrows()).collect();
         let mut evaluator = Evaluator {
@@ -445,7 +556,7 @@ impl Evaluator {
             (n, _) => n,
         }
         .min(
-            windows_per_batch(usize::MAX, seq_len, self.model.manifest().vocab_size)
+            windows_per_head_call(usize::MAX, seq_len, self.model.manifest().vocab_size)
                 / batch_size.max(1),
         )
     }
@@ -870,7 +981,11 @@ pub fn block_statistics(
 
 #[cfg(test)]
 mod tests {
-    use super::{masks_a_block_call, windows_per_batch, EvalOptions, Evaluator};
+    use super::{
+        attention_bytes_per_window, masks_a_block_call, windows_per_batch, EvalOptions, Evaluator,
+    };
+    use crate::arena::Arena;
+    use crate::Manifest;
     use crate::{LayeredModel, RuntimeOptions};
     use layerprune_core::Device;
 
@@ -884,12 +999,24 @@ mod tests {
             ..RuntimeOptions::default()
         };
         let windows = vec![vec![1_u32; 16]; 10];
+        let manifest_of = |vocab_size: usize, attention_heads: Option<usize>| {
+            let mut manifest = Manifest::load(&layerprune_tests::tiny_model_dir()).unwrap();
+            manifest.vocab_size = vocab_size;
+            match attention_heads {
+                Some(heads) => manifest
+                    .extra
+                    .insert("num_attention_heads".into(), heads.into()),
+                None => manifest.extra.remove("num_attention_heads"),
+            };
+            manifest
+        };
+        let small = manifest_of(100, None);
         let recorded = |batch_windows| {
             let options = EvalOptions {
                 batch_windows,
                 ..EvalOptions::default()
             };
-            cuda.evaluated_on(&options.for_windows(&windows, 100))
+            cuda.evaluated_on(&options.for_windows(&windows, &small))
         };
         assert_eq!(
             recorded(0),
@@ -901,12 +1028,19 @@ mod tests {
         // Automatic splits where the head's fp32 logits would pass their 2 GiB: a quarter of
         // it a window here, so 4 a pass.
         let big_vocabulary = (2 << 30) / (16 * 4) / 4;
-        let options = EvalOptions::default().for_windows(&windows, big_vocabulary);
+        let options =
+            EvalOptions::default().for_windows(&windows, &manifest_of(big_vocabulary, None));
         assert_eq!(options.batch_windows, 4);
         assert_eq!(
             options.batch_windows,
-            windows_per_batch(windows.len(), 16, big_vocabulary)
+            windows_per_batch(windows.len(), 16, big_vocabulary, 0)
         );
+        // And where a block's attention would pass its 2 GiB: a third of it a window here
+        // (the manifest's heads), so 3 a pass.
+        let many_heads = (2 << 30) / attention_bytes_per_window(16, 1) / 3;
+        let options =
+            EvalOptions::default().for_windows(&windows, &manifest_of(100, Some(many_heads)));
+        assert_eq!(options.batch_windows, 3);
     }
 
     /// The join and split graphs a call opens are those its window batches can use, opened
@@ -972,12 +1106,76 @@ mod tests {
     #[test]
     fn automatic_batches_bound_the_heads_logits() {
         // SmolLM2 (49,152 tokens): 40 windows of 128 stay one batch (1 GB of logits).
-        assert_eq!(windows_per_batch(40, 128, 49_152), 40);
+        assert_eq!(windows_per_batch(40, 128, 49_152, 0), 40);
         // Gemma 3 (262,144): 16 windows (2 GiB) per batch; 10 windows stay one.
-        assert_eq!(windows_per_batch(40, 128, 262_144), 16);
-        assert_eq!(windows_per_batch(10, 128, 262_144), 10);
+        assert_eq!(windows_per_batch(40, 128, 262_144, 0), 16);
+        assert_eq!(windows_per_batch(10, 128, 262_144, 0), 10);
         // A window whose logits alone pass the bound still runs, one at a time.
-        assert_eq!(windows_per_batch(3, 1 << 20, 262_144), 1);
+        assert_eq!(windows_per_batch(3, 1 << 20, 262_144, 0), 1);
+    }
+
+    /// A run whose attention would pass the machine's memory (here, a manifest claiming a
+    /// billion heads) is refused before any block runs, saying what would fit; the arenas'
+    /// multiplying of it is told apart from one call's.
+    #[test]
+    fn attention_past_the_machines_memory_is_refused_before_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let heads = |heads: u64| {
+            move |manifest: &mut serde_json::Value| {
+                manifest["num_attention_heads"] = heads.into();
+            }
+        };
+        let many = dir.path().join("many");
+        layerprune_tests::copy_tiny_model_with_manifest(&many, heads(1 << 30));
+        let windows = layerprune_tests::fixture_windows(9, 4, 16);
+        let refusal = |dir: &std::path::Path, arena| {
+            let options = RuntimeOptions {
+                arena,
+                ..RuntimeOptions::default()
+            };
+            let model = LayeredModel::open(dir, &options).unwrap();
+            Evaluator::new(model, &windows, EvalOptions::default())
+                .err()
+                .map(|error| error.to_string())
+        };
+        let kept = refusal(&many, Arena::Keep).unwrap();
+        assert!(kept.contains("windows of 16 tokens, 1 a pass"), "{kept}");
+        assert!(
+            kept.contains("each of the 8 graphs' arenas keeps its own"),
+            "{kept}"
+        );
+        assert!(kept.contains("give shorter windows"), "{kept}");
+        let shrunk = refusal(&many, Arena::Shrink).unwrap();
+        assert!(!shrunk.contains("arenas"), "{shrunk}");
+        // Enough heads for the kept arenas to pass any machine's memory, not one call: the
+        // advice is to shrink them. (The fixture's own 4 heads run.)
+        let memory = layerprune_core::memory::machine_memory().unwrap() as u128;
+        let per_head = attention_bytes_per_window(16, 1) as u128;
+        let some = (memory / per_head / 2) as u64;
+        let fits_one_call = dir.path().join("some");
+        layerprune_tests::copy_tiny_model_with_manifest(&fits_one_call, heads(some));
+        let advice = refusal(&fits_one_call, Arena::Keep).unwrap();
+        assert!(
+            advice.contains("--arena shrink keeps one call's"),
+            "{advice}"
+        );
+        assert_eq!(refusal(&fits_one_call, Arena::Shrink), None);
+        assert_eq!(
+            refusal(&layerprune_tests::tiny_model_dir(), Arena::Keep),
+            None
+        );
+    }
+
+    #[test]
+    fn automatic_batches_bound_the_attention_too() {
+        // SmolLM2 (9 heads): windows of 128 tokens are far from it (3 MB a window) ...
+        assert_eq!(windows_per_batch(40, 128, 49_152, 9), 40);
+        // ... windows of 4,096 are not (3 GB a window: one at a time), nor 1,024 for 32 heads
+        // (671 MB: 3 a pass).
+        assert_eq!(windows_per_batch(2, 4096, 49_152, 9), 1);
+        assert_eq!(windows_per_batch(40, 1024, 32_000, 32), 3);
+        // No heads recorded (a state-space model, an older export): the logits alone.
+        assert_eq!(windows_per_batch(40, 4096, 49_152, 0), 2);
     }
 
     /// The prefixes carried from call to call (one per window batch, as a race's calls on a few

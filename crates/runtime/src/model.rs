@@ -333,6 +333,11 @@ impl LayeredModel {
         self.options.device
     }
 
+    /// What the sessions' arenas do with the buffers a run freed.
+    pub fn arena(&self) -> Arena {
+        self.options.arena
+    }
+
     /// Whether evaluating with `evaluation` batches more masks on small window batches
     /// ([`RuntimeOptions::fills_small_batches`]).
     pub fn fills_small_batches(&self, evaluation: &crate::EvalOptions) -> bool {

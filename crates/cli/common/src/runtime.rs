@@ -55,7 +55,8 @@ pub struct RuntimeArgs {
     /// one; a level other than layout is recorded in the table (evaluated_on).
     #[arg(long, default_value = "layout", value_parser = graph_optimization_level())]
     pub graph_optimization: GraphOptimization,
-    /// Windows per forward pass (0 = all together, unless the head's logits would pass 2 GiB).
+    /// Windows per forward pass (0 = all together, unless the head's logits or a block's attention
+    /// would pass 2 GiB: long windows run fewer a pass).
     #[arg(long, default_value_t = 0, value_parser = count(0, 100_000_000))]
     pub batch_windows: usize,
     /// Memory for cached prefix hidden states, in MiB (those a call keeps for its own masks and
