@@ -73,14 +73,137 @@ pub struct SampledMasks {
 
 /// Files computed for different games (models), described by `message`: an error, or with
 /// `--allow-mixed-inputs` (`allowed`) a warning. The one rule for every stage that reads several
-/// such files: `sample-masks` here, `shapley` and `apply-prune` through
-/// `layerprune_shapley::inputs` (this crate is the lowest of them).
+/// such files (this crate is the lowest of them), which [`InputsAgree`] applies.
 pub fn mixed_inputs(message: String, allowed: bool) -> Result<()> {
     if !allowed {
         bail!("{message}; give --allow-mixed-inputs to use them together");
     }
     tracing::warn!("{message}; used anyway (--allow-mixed-inputs)");
     Ok(())
+}
+
+/// The rule that the inputs of one run describe one model, for every stage that reads several
+/// files (`sample-masks` here, `shapley`, `score-blocks` and `apply-prune`): the first block
+/// count, model id and token-table id that an input gives, with where it was found, and each
+/// later input checked against them.
+///
+/// - A block count that differs is refused: no estimate or plan is of two sizes of game.
+/// - An id that differs goes through [`mixed_inputs`]: refused, or with `--allow-mixed-inputs`
+///   a warning. Either way the message names both inputs.
+/// - An empty id (files written before ids were recorded, a table drawn for a block count,
+///   synthetic tests) agrees with any id.
+#[derive(Debug, Default)]
+pub struct InputsAgree {
+    blocks: Option<(usize, String)>,
+    model: Option<(String, String)>,
+    dataset: Option<(String, String)>,
+    allow_mixed_inputs: bool,
+}
+
+impl InputsAgree {
+    /// No input seen yet; `allow_mixed_inputs`: ids that differ are warned of, not refused.
+    pub fn new(allow_mixed_inputs: bool) -> Self {
+        Self {
+            allow_mixed_inputs,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the block count of `source` (a path, or a flag with its path), `what` is a
+    /// "score table", "surrogate"... On a mismatch the error reads "{source}: the {what} is for
+    /// a model of {num_blocks} blocks, but {first source} says {first count}".
+    pub fn blocks(
+        &mut self,
+        num_blocks: usize,
+        source: impl std::fmt::Display,
+        what: &str,
+    ) -> Result<()> {
+        match &self.blocks {
+            Some((expected, first)) if *expected != num_blocks => bail!(
+                "{source}: the {what} is for a model of {num_blocks} blocks, but {first} says \
+                 {expected}"
+            ),
+            Some(_) => Ok(()),
+            None => {
+                self.blocks = Some((num_blocks, source.to_string()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the model id `recorded` in `source`. `what` says how it would differ, e.g.
+    /// " was fitted on evaluations of another model"; a mismatch reads "{source}{what}
+    /// ({recorded}) than {first source} ({first id})".
+    pub fn model(
+        &mut self,
+        recorded: &str,
+        source: impl std::fmt::Display,
+        what: &str,
+    ) -> Result<()> {
+        Self::agree(
+            &mut self.model,
+            self.allow_mixed_inputs,
+            recorded,
+            source,
+            what,
+        )
+    }
+
+    /// Checks the token-table (dataset) id `recorded` in `source`, as [`InputsAgree::model`]
+    /// checks model ids (`what`, e.g. " was fitted on evaluations of another token table").
+    pub fn dataset(
+        &mut self,
+        recorded: &str,
+        source: impl std::fmt::Display,
+        what: &str,
+    ) -> Result<()> {
+        Self::agree(
+            &mut self.dataset,
+            self.allow_mixed_inputs,
+            recorded,
+            source,
+            what,
+        )
+    }
+
+    fn agree(
+        first: &mut Option<(String, String)>,
+        allow_mixed_inputs: bool,
+        recorded: &str,
+        source: impl std::fmt::Display,
+        what: &str,
+    ) -> Result<()> {
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        match first {
+            None => {
+                *first = Some((recorded.to_string(), source.to_string()));
+                Ok(())
+            }
+            Some((id, _)) if id == recorded => Ok(()),
+            Some((id, first_source)) => mixed_inputs(
+                format!("{source}{what} ({recorded}) than {first_source} ({id})"),
+                allow_mixed_inputs,
+            ),
+        }
+    }
+
+    /// The block count the inputs agree on; `None` where none gave one.
+    pub fn num_blocks(&self) -> Option<usize> {
+        self.blocks.as_ref().map(|(count, _)| *count)
+    }
+
+    /// The first model id an input recorded (with `--allow-mixed-inputs`, the one the others
+    /// were compared with); `None` where none recorded one.
+    pub fn model_id(&self) -> Option<&str> {
+        self.model.as_ref().map(|(id, _)| id.as_str())
+    }
+
+    /// The first token-table id an input recorded, as [`InputsAgree::model_id`].
+    pub fn dataset_id(&self) -> Option<&str> {
+        self.dataset.as_ref().map(|(id, _)| id.as_str())
+    }
 }
 
 /// The provenance role of the models a mask table's masks were also drawn for, beside the one
@@ -200,6 +323,23 @@ pub fn sample_mask_table(
         provenance = provenance.with_input(input_role::MODEL, id);
     }
     let mut appended_models = appended.map(|table| table.appended).unwrap_or_default();
+    // The model of this run: --model's, else the one the table appended to was drawn for. A
+    // table appended to keeps the model it was drawn for; masks drawn for another are another
+    // game's: with --allow-mixed-inputs that model is recorded beside it.
+    let mut one_model = InputsAgree::new(request.allow_mixed_inputs);
+    if let Some(id) = &request.model_id {
+        one_model.model(id, "--model", "")?;
+    }
+    if let (Some((path, _)), Some(table_model)) = (&append_to, &recorded) {
+        one_model.model(
+            table_model,
+            format!("the --append table {}", path.display()),
+            " holds masks drawn for another model",
+        )?;
+        if let Some(id) = request.model_id.as_ref().filter(|id| *id != table_model) {
+            appended_models.insert(id.clone());
+        }
+    }
     let allocation = match &request.allocation {
         AllocationSource::Neyman { pilot, incomplete } => {
             let Hashed {
@@ -216,25 +356,12 @@ pub fn sample_mask_table(
                 );
             }
             // Its spreads are of another model's strata: with the same blocks, the allocation
-            // is still unbiased but no longer Neyman's, and the table would say otherwise. The
-            // model of this run: --model's, else the one the table appended to was drawn for.
-            let run_model = request
-                .model_id
-                .clone()
-                .map(|id| (id, "--model"))
-                .or_else(|| recorded.clone().map(|id| (id, "the table appended to")));
-            if let Some((id, whose)) =
-                run_model.filter(|(id, _)| !table.model_id.is_empty() && table.model_id != *id)
-            {
-                mixed_inputs(
-                    format!(
-                        "pilot table {} was measured on another model ({}) than {whose} ({id})",
-                        pilot.display(),
-                        table.model_id
-                    ),
-                    request.allow_mixed_inputs,
-                )?;
-            }
+            // is still unbiased but no longer Neyman's, and the table would say otherwise.
+            one_model.model(
+                &table.model_id,
+                format!("pilot table {}", pilot.display()),
+                " was measured on another model",
+            )?;
             // A block the pilot's game fixed is a player here: its masks never removed it, so
             // its strata are another game's (its masks of k removed are not a sample of this
             // game's), and their spreads would weigh this game's strata wrongly. The pilot may
@@ -294,21 +421,6 @@ pub fn sample_mask_table(
                     table.fixed_blocks,
                     players.fixed_blocks()
                 );
-            }
-            // The table keeps the model it was drawn for; masks drawn for another are
-            // another game's: with --allow-mixed-inputs that model is recorded beside it.
-            if let (Some(recorded), Some(id)) = (&recorded, &request.model_id) {
-                if recorded != id {
-                    mixed_inputs(
-                        format!(
-                            "cannot append to {}: its masks were drawn for another model \
-                             ({recorded}) than --model ({id})",
-                            path.display()
-                        ),
-                        request.allow_mixed_inputs,
-                    )?;
-                    appended_models.insert(id.clone());
-                }
             }
             provenance = provenance.with_input(input_role::APPENDED, &sha256);
             table.rows
@@ -584,7 +696,12 @@ mod tests {
                 .unwrap()
         );
         assert!(
-            message.contains("another model (model-b) than the table appended to (model-a)"),
+            message.contains(&format!(
+                "pilot table {} was measured on another model (model-b) than the --append \
+                 table {} (model-a); give --allow-mixed-inputs",
+                pilot.display(),
+                path.display()
+            )),
             "{message}"
         );
         more.allow_mixed_inputs = true;
@@ -621,7 +738,7 @@ mod tests {
         assert_eq!(
             message,
             format!(
-                "cannot append to {}: its masks were drawn for another model (model-a) than \
+                "the --append table {} holds masks drawn for another model (model-a) than \
                  --model (model-b); give --allow-mixed-inputs to use them together",
                 path.display()
             )

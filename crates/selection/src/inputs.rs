@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use layerprune_core::Game;
+use layerprune_sampling::table::InputsAgree;
 use layerprune_surrogate::{SavedSurrogate, Surrogate};
 use layerprune_tables::input_role;
 use layerprune_tables::{
@@ -94,7 +95,8 @@ impl PlanFiles {
         }
     }
 
-    /// Refuses a method whose input is not given (`measured`: a model and tokens are given).
+    /// Refuses a method whose input is not given (`measured`: a model and tokens are given),
+    /// and a file or setting that only another method reads.
     pub fn check(&self, method: PlanMethod, measured: bool) -> Result<()> {
         let need = |present: bool, what: &str| {
             if present {
@@ -128,13 +130,17 @@ impl PlanFiles {
             PlanMethod::AngularRun => need(self.block_stats.is_some(), "--block-stats"),
             PlanMethod::FromPlan => need(self.plans.is_some(), "--plans"),
         }?;
-        // A file only another method reads would be ignored, its fixed blocks with it: a user
-        // who passed it expects it to count.
-        let only_for = |given: bool, flag: &str, reader: PlanMethod, hint: &str| {
-            if given && method != reader {
+        // A file (or setting) only another method reads would be ignored, a file's fixed blocks
+        // with it: a user who passed it expects it to count.
+        let only_for = |given: bool, flag: &str, readers: &[PlanMethod], hint: &str| {
+            if given && !readers.contains(&method) {
+                let readers: Vec<String> = readers
+                    .iter()
+                    .map(|reader| format!("--method {reader}"))
+                    .collect();
                 Err(anyhow!(
-                    "{flag} is read only by --method {reader}; --method {method} would ignore it \
-                     ({hint})"
+                    "{flag} is read only by {}; --method {method} would ignore it ({hint})",
+                    readers.join(" or ")
                 ))
             } else {
                 Ok(())
@@ -145,26 +151,34 @@ impl PlanFiles {
         only_for(
             self.scores.is_some(),
             "--scores",
-            PlanMethod::OneShot,
+            &[PlanMethod::OneShot],
             fixed_hint,
         )?;
         only_for(
             self.estimator.is_some(),
             "--estimator",
-            PlanMethod::OneShot,
+            &[PlanMethod::OneShot],
             "leave it out",
         )?;
         only_for(
             self.block_stats.is_some(),
             "--block-stats",
-            PlanMethod::AngularRun,
+            &[PlanMethod::AngularRun],
             "leave it out",
         )?;
         only_for(
             self.plans.is_some(),
             "--plans",
-            PlanMethod::FromPlan,
+            &[PlanMethod::FromPlan],
             "leave it out",
+        )?;
+        // Only the plans chosen through the surrogate are charged its fit; the other methods'
+        // plans cost what they measure.
+        only_for(
+            self.surrogate_evaluations.is_some(),
+            "--surrogate-llm-evaluations",
+            &[PlanMethod::Iterative, PlanMethod::Search],
+            "it is the cost of plans chosen through the surrogate; leave it out",
         )
     }
 
@@ -188,11 +202,11 @@ impl PlanFiles {
         method: PlanMethod,
         model: Option<ModelFacts<'_>>,
     ) -> Result<LoadedPlanInputs> {
-        let mut count = BlockCount::default();
-        let mut one_model = OneModel::new(self.allow_mixed_inputs);
+        // Every input describes one model: the opened one, else the first a file records.
+        let mut one_model = InputsAgree::new(self.allow_mixed_inputs);
         if let Some(model) = &model {
-            count.agree(model.num_blocks, model.dir, "model")?;
-            one_model.agree(model.model_id, model.dir, "")?;
+            one_model.blocks(model.num_blocks, model.dir.display(), "model")?;
+            one_model.model(model.model_id, model.dir.display(), "")?;
         }
         let mut fixed = self.fixed.clone();
         // The datasets of the files the method chooses by (not those that only predict).
@@ -200,10 +214,10 @@ impl PlanFiles {
         let surrogate = match &self.surrogate {
             Some(path) => {
                 let saved = SavedSurrogate::load(path)?;
-                count.agree(saved.surrogate.num_players(), path, "surrogate")?;
-                one_model.agree(
+                one_model.blocks(saved.surrogate.num_players(), path.display(), "surrogate")?;
+                one_model.model(
                     &saved.model_id,
-                    path,
+                    path.display(),
                     " was fitted on evaluations of another model",
                 )?;
                 // The methods that choose by the surrogate cannot remove what it never saw
@@ -219,10 +233,10 @@ impl PlanFiles {
         let scores = match (&self.scores, method) {
             (Some(path), PlanMethod::OneShot) => {
                 let table = read_scores(path)?;
-                count.agree(table.num_blocks, path, "score table")?;
-                one_model.agree(
+                one_model.blocks(table.num_blocks, path.display(), "score table")?;
+                one_model.model(
                     &table.model_id,
-                    path,
+                    path.display(),
                     ": the scores were measured on another model",
                 )?;
                 fixed.extend(&table.fixed_blocks);
@@ -234,10 +248,10 @@ impl PlanFiles {
         let block_stats = match (&self.block_stats, method) {
             (Some(path), PlanMethod::AngularRun) => {
                 let table = read_block_stats(path)?;
-                count.agree(table.num_blocks, path, "block statistics table")?;
-                one_model.agree(
+                one_model.blocks(table.num_blocks, path.display(), "block statistics table")?;
+                one_model.model(
                     &table.model_id,
-                    path,
+                    path.display(),
                     ": the block statistics were measured on another model",
                 )?;
                 chosen_on.insert(table.dataset_id.clone());
@@ -248,15 +262,15 @@ impl PlanFiles {
         let earlier_plans = match &self.plans {
             Some(path) => {
                 let table = read_plans(path)?;
-                count.agree(table.num_blocks, path, "plan table")?;
+                one_model.blocks(table.num_blocks, path.display(), "plan table")?;
                 // The model the plans were chosen on, as their provenance records it (tables
                 // written before 2026-12-04 without --model record none).
                 let earlier_inputs = read_input_ids(path)?;
-                one_model.agree(
+                one_model.model(
                     earlier_inputs
                         .get(input_role::MODEL)
                         .map_or("", String::as_str),
-                    path,
+                    path.display(),
                     ": the plans were chosen on another model",
                 )?;
                 if method == PlanMethod::FromPlan {
@@ -267,7 +281,7 @@ impl PlanFiles {
             }
             None => None,
         };
-        let Some(num_blocks) = count.num_blocks else {
+        let Some(num_blocks) = one_model.num_blocks() else {
             bail!("no input says how many blocks the model has");
         };
         fixed.sort_unstable();
@@ -282,7 +296,7 @@ impl PlanFiles {
         });
         Ok(LoadedPlanInputs {
             method,
-            model_id: one_model.first.map(|(id, _)| id),
+            model_id: one_model.model_id().map(str::to_string),
             num_blocks,
             fixed,
             scores,
@@ -347,70 +361,6 @@ fn recorded_method(args: &[String]) -> Option<PlanMethod> {
     match named.len() {
         1 => named.pop_first()?.parse().ok(),
         _ => None,
-    }
-}
-
-/// The block count every input must agree on, with where it came from.
-#[derive(Default)]
-struct BlockCount {
-    num_blocks: Option<usize>,
-    source: String,
-}
-
-impl BlockCount {
-    fn agree(&mut self, num_blocks: usize, source: &Path, what: &str) -> Result<()> {
-        match self.num_blocks {
-            Some(expected) if expected != num_blocks => bail!(
-                "{}: the {what} is for a model of {num_blocks} blocks, but {} has {expected}",
-                source.display(),
-                self.source
-            ),
-            Some(_) => Ok(()),
-            None => {
-                self.num_blocks = Some(num_blocks);
-                self.source = source.display().to_string();
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The model every input must come from: the first model id recorded (the opened model's, when
-/// one is), and where it was found. Files that record no id (older files, synthetic tests)
-/// agree with any.
-struct OneModel {
-    first: Option<(String, String)>,
-    allow_mixed: bool,
-}
-
-impl OneModel {
-    fn new(allow_mixed: bool) -> Self {
-        Self {
-            first: None,
-            allow_mixed,
-        }
-    }
-
-    /// Checks the id `recorded` in `source`; on a mismatch the error (or, when mixtures are
-    /// allowed, the warning) reads "{source}{what} ({recorded}) than {first source} ({id})".
-    fn agree(&mut self, recorded: &str, source: &Path, what: &str) -> Result<()> {
-        if recorded.is_empty() {
-            return Ok(());
-        }
-        let Some((id, first_source)) = &self.first else {
-            self.first = Some((recorded.to_string(), source.display().to_string()));
-            return Ok(());
-        };
-        if recorded == id {
-            return Ok(());
-        }
-        layerprune_shapley::inputs::mixed_inputs(
-            format!(
-                "{}{what} ({recorded}) than {first_source} ({id})",
-                source.display()
-            ),
-            self.allow_mixed,
-        )
     }
 }
 
@@ -529,23 +479,20 @@ impl LoadedPlanInputs {
     /// ([`crate::SearchOptions::is_exhaustive`]) draws no random start, so `--random-starts`
     /// and `--seed` play none there either: that is said with a warning.
     pub fn refuse_moot_sampling(&self, settings: &PlanSettings, given: MootSettings) -> Result<()> {
-        let closed_form = self
-            .surrogate
-            .as_ref()
-            .is_some_and(|saved| saved.surrogate.exact_shapley().is_some());
         let method = self.method;
-        if closed_form {
-            let moot = [
+        if let Some(saved) = &self.surrogate {
+            let moot: Vec<&str> = [
                 (given.permutation_pairs, "--permutation-pairs"),
                 (given.seed && method == PlanMethod::Iterative, "--seed"),
-            ];
-            if let Some((_, flag)) = moot.into_iter().find(|(given, _)| *given) {
-                bail!(
-                    "{flag}: the surrogate has a closed form (quadratic), so --method {method} \
-                     computes its Shapley values exactly and samples no permutation; leave \
-                     {flag} out"
-                );
-            }
+            ]
+            .into_iter()
+            .filter_map(|(given, flag)| given.then_some(flag))
+            .collect();
+            layerprune_shapley::refuse_sampling_a_closed_form_ignores(
+                &saved.surrogate,
+                &format!("--method {method}"),
+                &moot,
+            )?;
         }
         if method == PlanMethod::Search && (given.random_starts || given.seed) {
             let search = crate::SearchOptions::default();
@@ -787,7 +734,7 @@ mod tests {
             .to_string();
         assert!(
             message.contains("the score table is for a model of 6 blocks")
-                && message.contains(&format!("{} has 8", model_dir.display())),
+                && message.contains(&format!("{} says 8", model_dir.display())),
             "{message}"
         );
         let message = files

@@ -2,13 +2,16 @@
 //! model's blocks (ShortGPT block influence, angular distance, leave-one-out, reverse order,
 //! random), from the files that hold what they need, as one score table with each estimator's
 //! cost. [`BaselineFiles::score`] reads the files, checks that they describe one model and one
-//! token table, and scores every estimator asked for; writing the table is the stage's.
+//! token table (as every stage checks its inputs, [`InputsAgree`]: `--allow-mixed-inputs`
+//! uses files of two with a warning), and scores every estimator asked for; writing the table
+//! is the stage's.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use layerprune_core::PlayersError;
+use layerprune_sampling::table::InputsAgree;
 use layerprune_tables::{
     read_block_stats, read_complete_evaluations, BlockStatsTable, EvaluationTable, Incomplete,
     ScoreRow, ScoreTable,
@@ -70,6 +73,9 @@ pub struct BaselineFiles {
     pub fixed: Vec<usize>,
     /// Seeds the random scores.
     pub seed: u64,
+    /// Use block statistics and evaluations of another model or token table than each other,
+    /// with a warning, instead of refusing (refused itself where not both are given).
+    pub allow_mixed_inputs: bool,
 }
 
 impl BaselineFiles {
@@ -94,6 +100,18 @@ impl BaselineFiles {
                 _ => {}
             }
         }
+        if self.allow_mixed_inputs && (self.block_stats.is_none() || self.evaluations.is_none()) {
+            let given = match (&self.block_stats, &self.evaluations) {
+                (Some(_), None) => "only --block-stats is given",
+                (None, Some(_)) => "only --evaluations is given",
+                _ => "neither is given",
+            };
+            bail!(
+                "--allow-mixed-inputs is for --block-stats and --evaluations of another model or \
+                 token table than each other, and this run compares no two tables ({given}); \
+                 leave it out"
+            );
+        }
         let stats: Option<BlockStatsTable> = self
             .block_stats
             .as_deref()
@@ -104,25 +122,11 @@ impl BaselineFiles {
             .as_deref()
             .map(|path| read_complete_evaluations(path, self.incomplete))
             .transpose()?;
-        let num_blocks = self.num_blocks(stats.as_ref(), evaluations.as_ref())?;
-        if let (Some(s), Some(e)) = (&stats, &evaluations) {
-            if s.model_id != e.model_id {
-                bail!(
-                    "--block-stats is of model {} but --evaluations of model {}",
-                    s.model_id,
-                    e.model_id
-                );
-            }
-            // The score table records one token table for all its scores.
-            if s.dataset_id != e.dataset_id {
-                bail!(
-                    "--block-stats was measured on token table {} but --evaluations on {}: \
-                     score them into separate tables",
-                    s.dataset_id,
-                    e.dataset_id
-                );
-            }
-        }
+        let one_model = self.one_model(stats.as_ref(), evaluations.as_ref())?;
+        let num_blocks = one_model.num_blocks().context(
+            "no input says how many blocks the model has; give --block-stats, --evaluations or \
+             --num-blocks",
+        )?;
         // The blocks that are not players: the game's (a leave-one-out score needs its single
         // removals, which never remove them) and those given; none of them gets a score.
         let mut fixed = self.fixed.clone();
@@ -187,64 +191,57 @@ impl BaselineFiles {
                     }),
             );
         }
-        let (model_id, dataset_id) = stats
-            .as_ref()
-            .map(|t| (t.model_id.clone(), t.dataset_id.clone()))
-            .or_else(|| {
-                evaluations
-                    .as_ref()
-                    .map(|t| (t.model_id.clone(), t.dataset_id.clone()))
-            })
-            .unwrap_or_default();
+        // The one model and token table (with --allow-mixed-inputs, the block statistics').
         Ok(ScoreTable {
             num_blocks,
             fixed_blocks: fixed,
-            model_id,
-            dataset_id,
+            model_id: one_model.model_id().unwrap_or_default().to_string(),
+            dataset_id: one_model.dataset_id().unwrap_or_default().to_string(),
             rows,
         })
     }
 
-    /// The block count every input agrees on.
-    fn num_blocks(
+    /// The block count, model and token table the inputs agree on (each where one records
+    /// it): `--num-blocks`, then the block statistics, then the evaluations. A score table
+    /// records one model and one token table for all its scores.
+    fn one_model(
         &self,
         stats: Option<&BlockStatsTable>,
         evaluations: Option<&EvaluationTable>,
-    ) -> Result<usize> {
-        // The count so far and the input that gave it, named in a disagreement.
-        let mut num_blocks: Option<(usize, String)> = self
-            .num_blocks
-            .map(|count| (count, "--num-blocks".to_string()));
-        let counts = [
-            (
-                stats.map(|t| t.num_blocks),
-                "--block-stats",
-                &self.block_stats,
-            ),
-            (
-                evaluations.map(|t| t.num_blocks),
-                "--evaluations",
-                &self.evaluations,
-            ),
-        ];
-        for (count, flag, path) in counts {
-            let (Some(count), Some(path)) = (count, path) else {
-                continue;
-            };
-            match &num_blocks {
-                Some((expected, source)) if *expected != count => bail!(
-                    "{flag} {} is for a model of {count} blocks, but {source} says {expected}",
-                    path.display()
-                ),
-                Some(_) => {}
-                None => num_blocks = Some((count, format!("{flag} {}", path.display()))),
-            }
+    ) -> Result<InputsAgree> {
+        let mut one_model = InputsAgree::new(self.allow_mixed_inputs);
+        if let Some(count) = self.num_blocks {
+            one_model.blocks(count, "--num-blocks", "number of blocks")?;
         }
-        let num_blocks = num_blocks.map(|(count, _)| count);
-        num_blocks.with_context(|| {
-            "no input says how many blocks the model has; give --block-stats, --evaluations or \
-             --num-blocks"
-        })
+        if let (Some(table), Some(path)) = (stats, &self.block_stats) {
+            let source = format!("--block-stats {}", path.display());
+            one_model.blocks(table.num_blocks, &source, "block statistics table")?;
+            one_model.model(
+                &table.model_id,
+                &source,
+                ": the block statistics were measured on another model",
+            )?;
+            one_model.dataset(
+                &table.dataset_id,
+                &source,
+                ": the block statistics were measured on another token table",
+            )?;
+        }
+        if let (Some(table), Some(path)) = (evaluations, &self.evaluations) {
+            let source = format!("--evaluations {}", path.display());
+            one_model.blocks(table.num_blocks, &source, "evaluation table")?;
+            one_model.model(
+                &table.model_id,
+                &source,
+                ": the evaluations were measured on another model",
+            )?;
+            one_model.dataset(
+                &table.dataset_id,
+                &source,
+                ": the evaluations were measured on another token table",
+            )?;
+        }
+        Ok(one_model)
     }
 }
 
@@ -276,5 +273,81 @@ mod tests {
         let table = within.score(&[BaselineEstimator::Random]).unwrap();
         assert_eq!(table.fixed_blocks, vec![0, 5]);
         assert_eq!(table.rows.len(), 4);
+    }
+
+    /// The inputs agree as every stage's do ([`InputsAgree`]): block statistics that record no
+    /// model beside evaluations that record one are one model's (until 2026-12-08 refused,
+    /// where apply-prune took the same two files), the table recording the one id given;
+    /// another model is refused naming both files and the flag, and used with it.
+    #[test]
+    fn the_inputs_describe_one_model_as_in_every_stage() {
+        use layerprune_core::Mask;
+        use layerprune_tables::{
+            write_block_stats, write_evaluations, BlockStatRow, EvaluationRow, Provenance,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let provenance = Provenance::new("test", "0", Vec::new());
+        let stats = dir.path().join("stats.parquet");
+        let write_stats = |model_id: &str| {
+            let table = BlockStatsTable {
+                num_blocks: 4,
+                model_id: model_id.into(),
+                dataset_id: String::new(),
+                rows: (0..4)
+                    .map(|b| BlockStatRow {
+                        start_block: b,
+                        run_length: 1,
+                        mean_cosine: 0.9,
+                        angular_distance: 0.9f64.acos() / std::f64::consts::PI,
+                    })
+                    .collect(),
+            };
+            write_block_stats(&stats, &table, &provenance).unwrap();
+        };
+        let evaluations = dir.path().join("evals.parquet");
+        let mut table = EvaluationTable::new(4, "m", "d");
+        table.complete = true;
+        table.rows = (0..4)
+            .map(|b| EvaluationRow {
+                mask: Mask::from_removed(4, &[b]).unwrap(),
+                nll: 3.0 + b as f64,
+                ppl: (3.0 + b as f64).exp(),
+                utility: (-(b as f64)).exp(),
+                tokens_scored: 10,
+                seconds: 0.0,
+                window_nlls: None,
+            })
+            .collect();
+        write_evaluations(&evaluations, &table, &provenance).unwrap();
+        let files = |allow_mixed_inputs: bool| BaselineFiles {
+            block_stats: Some(stats.clone()),
+            evaluations: Some(evaluations.clone()),
+            allow_mixed_inputs,
+            ..BaselineFiles::default()
+        };
+        let estimators = [BaselineEstimator::Angular, BaselineEstimator::LeaveOneOut];
+
+        write_stats("");
+        let scored = files(false).score(&estimators).unwrap();
+        assert_eq!(
+            (scored.model_id.as_str(), scored.dataset_id.as_str()),
+            ("m", "d")
+        );
+
+        write_stats("other");
+        let message = files(false).score(&estimators).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "--evaluations {}: the evaluations were measured on another model (m) than \
+                 --block-stats {} (other); give --allow-mixed-inputs to use them together",
+                evaluations.display(),
+                stats.display()
+            )
+        );
+        let scored = files(true).score(&estimators).unwrap();
+        assert_eq!(scored.model_id, "other");
+        assert_eq!(scored.rows.len(), 8);
     }
 }

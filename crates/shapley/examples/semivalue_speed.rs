@@ -8,7 +8,7 @@ use std::time::Instant;
 use layerprune_core::Game;
 use layerprune_shapley::semivalue::{published_strata, semivalue_through, MaskDistribution};
 use layerprune_shapley::synthetic::TripleGame;
-use layerprune_shapley::{rng_from_seed, semivalue::semivalue_design};
+use layerprune_shapley::{rng_from_seed, semivalue::semivalue_design, EstimatorOptions};
 use layerprune_surrogate::{fit, FitOptions, SurrogateGame, SurrogateKind};
 
 fn main() -> anyhow::Result<()> {
@@ -26,10 +26,19 @@ fn main() -> anyhow::Result<()> {
     )?;
     let mut game = SurrogateGame(&surrogate);
     let start = Instant::now();
-    let estimates = semivalue_through(&mut game, blocks, &strata, 80_000, 0)?;
+    // The published estimate's settings: its base masks and seed.
+    let published = EstimatorOptions::default();
+    let estimates = semivalue_through(
+        &mut game,
+        blocks,
+        &strata,
+        published.samples,
+        published.seed,
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "stratified-semivalue: 80,000 base masks x {} queries over {blocks} blocks through a quadratic surrogate in {seconds:.3} s",
+        "stratified-semivalue: {} base masks x {} queries over {blocks} blocks through a quadratic surrogate in {seconds:.3} s",
+        published.samples,
         blocks + 1
     );
     println!(

@@ -64,9 +64,14 @@ pub struct ScoreInputs {
     pub input_hashes: Vec<(&'static str, String)>,
 }
 
-/// Files computed for different games: refused, or with `--allow-mixed-inputs` a warning (the
-/// rule of every stage, `sample-masks`' included, kept in `layerprune-sampling`).
-pub use layerprune_sampling::table::mixed_inputs;
+/// Files computed for different games: refused, or with `--allow-mixed-inputs` a warning; and
+/// the check that a run's inputs describe one model, which applies it (the rule of every stage,
+/// `sample-masks`' included, kept in `layerprune-sampling`).
+pub use layerprune_sampling::table::{mixed_inputs, InputsAgree};
+
+/// A setting of the estimators as a stage's command line gave it: its flag, whether it was
+/// given, and which estimators read it (e.g. [`Estimator::reads_samples`]).
+pub type GivenSetting<'a> = (&'a str, bool, fn(Estimator) -> bool);
 
 fn shown(path: &Option<PathBuf>) -> std::path::Display<'_> {
     path.as_deref().unwrap_or(Path::new("")).display()
@@ -138,44 +143,44 @@ impl ScoreFiles {
                 input_hashes.push(("masks", sha256));
                 table
             });
-        let sizes: Vec<(&str, usize)> = [
-            evaluations.as_ref().map(|t| ("evaluations", t.num_blocks)),
-            surrogate
-                .as_ref()
-                .map(|s| ("surrogate", s.surrogate.num_players())),
-            masks.as_ref().map(|t| ("masks", t.num_blocks)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let Some(&(_, num_blocks)) = sizes.first() else {
+        // One model: the same blocks everywhere, and the surrogate fitted on evaluations of
+        // the model and token table of the evaluation table (where both record them).
+        let mut one_model = InputsAgree::new(self.allow_mixed_inputs);
+        if let (Some(path), Some(table)) = (&self.evaluations, &evaluations) {
+            let path = &path.display();
+            one_model.blocks(table.num_blocks, path, "evaluation table")?;
+            one_model.model(
+                &table.model_id,
+                path,
+                ": the evaluations were measured on another model",
+            )?;
+            one_model.dataset(
+                &table.dataset_id,
+                path,
+                ": the evaluations were measured on another token table",
+            )?;
+        }
+        if let (Some(path), Some(saved)) = (&self.surrogate, &surrogate) {
+            let path = &path.display();
+            one_model.blocks(saved.surrogate.num_players(), path, "surrogate")?;
+            one_model.model(
+                &saved.model_id,
+                path,
+                " was fitted on evaluations of another model",
+            )?;
+            one_model.dataset(
+                &saved.dataset_id,
+                path,
+                " was fitted on evaluations of another token table",
+            )?;
+        }
+        if let (Some(path), Some(table)) = (&self.masks, &masks) {
+            one_model.blocks(table.num_blocks, path.display(), "mask table")?;
+        }
+        let Some(num_blocks) = one_model.num_blocks() else {
             bail!("give --evaluations and/or --surrogate");
         };
-        if let Some((name, n)) = sizes.iter().find(|(_, n)| *n != num_blocks) {
-            bail!(
-                "the inputs disagree on the number of blocks: {name} has {n}, {} has {num_blocks}",
-                sizes[0].0
-            );
-        }
 
-        if let (Some(table), Some(saved)) = (&evaluations, &surrogate) {
-            for (what, theirs, ours) in [
-                ("model", &saved.model_id, &table.model_id),
-                ("token table", &saved.dataset_id, &table.dataset_id),
-            ] {
-                if !theirs.is_empty() && theirs != ours {
-                    mixed_inputs(
-                        format!(
-                            "{} was fitted on evaluations of another {what} ({theirs}) than {} \
-                             ({ours})",
-                            shown(&self.surrogate),
-                            shown(&self.evaluations)
-                        ),
-                        self.allow_mixed_inputs,
-                    )?;
-                }
-            }
-        }
         // The player set is recorded in the files; a flag may only repeat it.
         let mut recorded: Vec<(String, Vec<usize>)> = Vec::new();
         if let (Some(path), Some(table)) = (&self.masks, &masks) {
@@ -229,15 +234,11 @@ impl ScoreFiles {
             })
             .transpose()
             .with_context(|| format!("{}", shown(&self.masks)))?;
-        let game_ids = evaluations
-            .as_ref()
-            .map(|t| (t.model_id.clone(), t.dataset_id.clone()))
-            .or_else(|| {
-                surrogate
-                    .as_ref()
-                    .map(|s| (s.model_id.clone(), s.dataset_id.clone()))
-            })
-            .unwrap_or_default();
+        // The evaluation table's ids, else the surrogate's (each where it records one).
+        let game_ids = (
+            one_model.model_id().unwrap_or_default().to_string(),
+            one_model.dataset_id().unwrap_or_default().to_string(),
+        );
         let rows_beyond_masks = match (&evaluations, &masks) {
             (Some(evaluations), Some(masks)) => {
                 let given: std::collections::HashSet<&Mask> =
@@ -332,6 +333,31 @@ impl ScoreInputs {
             .filter(|&n| n > 0)
             .or_else(|| self.evaluations.as_ref().map(Vec::len))
             .unwrap_or(0)
+    }
+
+    /// Refuses the settings that only `surrogate-shapley` reads among `estimators` where the
+    /// surrogate has a closed form, which then samples nothing
+    /// ([`crate::refuse_sampling_a_closed_form_ignores`]). `settings`: each flag, whether it was
+    /// given, and which estimators read it.
+    pub fn refuse_sampling_a_closed_form_ignores(
+        &self,
+        estimators: &[Estimator],
+        settings: &[GivenSetting<'_>],
+    ) -> Result<()> {
+        let Some(saved) = &self.surrogate else {
+            return Ok(());
+        };
+        let moot: Vec<&str> = settings
+            .iter()
+            .filter(|(_, given, reads)| {
+                let mut readers = estimators.iter().filter(|&&e| reads(e)).peekable();
+                *given
+                    && readers.peek().is_some()
+                    && readers.all(|&e| e == Estimator::SurrogateShapley)
+            })
+            .map(|(flag, ..)| *flag)
+            .collect();
+        crate::refuse_sampling_a_closed_form_ignores(&saved.surrogate, "surrogate-shapley", &moot)
     }
 
     /// Runs each estimator in turn, once however often it is listed (a score table holds one
@@ -785,5 +811,83 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("give --evaluations and/or --surrogate"));
+    }
+
+    /// The inputs agree as every stage's do ([`InputsAgree`]): an id only one file records
+    /// agrees with any (until 2026-12-08 an evaluation table recording none was refused beside
+    /// a surrogate recording one), another id is refused naming both files unless mixtures
+    /// are allowed, and a block count that differs names both files.
+    #[test]
+    fn the_inputs_describe_one_model_as_in_every_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_inputs(dir.path(), &[0], &[0]);
+        let evaluations = files.evaluations.clone().unwrap();
+        let mut table = read_complete_evaluations(&evaluations, Incomplete::Refuse).unwrap();
+        table.model_id = String::new();
+        let provenance = Provenance::new("test", "0", vec![]);
+        layerprune_tables::write_evaluations(&evaluations, &table, &provenance).unwrap();
+        let surrogate = |name: &str, num_blocks: usize, model_id: &str| {
+            let masks: Vec<Mask> = (0..num_blocks)
+                .map(|b| Mask::from_removed(num_blocks, &[b]).unwrap())
+                .chain([Mask::full(num_blocks)])
+                .collect();
+            let values: Vec<f64> = masks.iter().map(|m| m.num_kept() as f64).collect();
+            let fitted = layerprune_surrogate::fit(
+                layerprune_surrogate::SurrogateKind::Quadratic,
+                &masks,
+                &values,
+                &layerprune_surrogate::FitOptions::default(),
+            )
+            .unwrap();
+            let path = dir.path().join(name);
+            SavedSurrogate::new(fitted, "utility", "utility")
+                .with_game(&[0], model_id, "data")
+                .save(&path)
+                .unwrap();
+            path
+        };
+        let with = |path: PathBuf, allow_mixed_inputs: bool| ScoreFiles {
+            surrogate: Some(path),
+            masks: None,
+            allow_mixed_inputs,
+            ..files.clone()
+        };
+        // The table records no model: the surrogate's is the run's.
+        let inputs = with(surrogate("m.json", BLOCKS, "model"), false)
+            .load()
+            .unwrap();
+        assert_eq!(inputs.game_ids, ("model".into(), "data".into()));
+        // Another token table than the evaluations': both files named, and the flag.
+        let mut saved = SavedSurrogate::load(&dir.path().join("m.json")).unwrap();
+        saved.dataset_id = "other text".into();
+        let other_text = dir.path().join("other-text.json");
+        saved.save(&other_text).unwrap();
+        let message = with(other_text.clone(), false)
+            .load()
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{} was fitted on evaluations of another token table (other text) than {} \
+                 (data); give --allow-mixed-inputs to use them together",
+                other_text.display(),
+                evaluations.display()
+            )
+        );
+        let inputs = with(other_text, true).load().unwrap();
+        assert_eq!(inputs.game_ids, ("model".into(), "data".into()));
+        // A surrogate of 6 blocks beside evaluations of 5: refused, flag or none.
+        let six = surrogate("six.json", 6, "model");
+        let message = with(six.clone(), true).load().err().unwrap().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{}: the surrogate is for a model of 6 blocks, but {} says {BLOCKS}",
+                six.display(),
+                evaluations.display()
+            )
+        );
     }
 }

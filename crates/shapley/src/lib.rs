@@ -50,8 +50,9 @@ pub use banzhaf::NonuniformMasks;
 pub use estimator::{run_estimator, run_estimator_with_fit};
 pub use layerprune_core::{PlayerGame, Players, PlayersError};
 pub use registry::{
-    estimate, estimate_recorded, Coalitions, DesignRow, Estimated, Estimator, EstimatorInputs,
-    EstimatorOptions, Needs, RecordedDesign,
+    estimate, estimate_recorded, refuse_sampling_a_closed_form_ignores, Coalitions, DesignRow,
+    Estimated, Estimator, EstimatorInputs, EstimatorOptions, Needs, RecordedDesign,
+    PUBLISHED_BASE_MASKS,
 };
 pub(crate) use values::evaluate_masks_for;
 pub use values::{evaluate_masks, interval_factor_95, Estimates, ValueTable};

@@ -289,7 +289,13 @@ pub struct EstimatorInputs<'a> {
     pub surrogate_evaluations: usize,
 }
 
-/// Settings of the estimators that sample.
+/// The published number of base masks of the semivalue through the surrogate (the default of
+/// [`EstimatorOptions::samples`] and of `shapley --samples`).
+pub const PUBLISHED_BASE_MASKS: usize = 80_000;
+
+/// Settings of the estimators that sample. The default is the published estimate's:
+/// [`PUBLISHED_BASE_MASKS`], the published strata scaled to the players, seed 0, and
+/// `banzhaf-msr` refusing masks that are not a uniform sample.
 #[derive(Clone, Debug)]
 pub struct EstimatorOptions {
     /// Base masks of the semivalue / Banzhaf through the surrogate; surrogate queries of
@@ -302,6 +308,37 @@ pub struct EstimatorOptions {
     /// Whether `banzhaf-msr` estimates from masks that are not a uniform sample of the
     /// coalitions (with a warning) or refuses them.
     pub nonuniform_masks: NonuniformMasks,
+}
+
+impl Default for EstimatorOptions {
+    fn default() -> Self {
+        Self {
+            samples: PUBLISHED_BASE_MASKS,
+            strata: None,
+            seed: 0,
+            nonuniform_masks: NonuniformMasks::Refused,
+        }
+    }
+}
+
+/// Refuses the sampling settings that a Shapley computation through `surrogate` would ignore:
+/// with a closed form (quadratic) its Shapley values are exact and no permutation is sampled.
+/// `moot` holds the flags given that only that computation reads (the first is named); `who`
+/// names the computation (`surrogate-shapley`, `--method iterative`). The one rule of the
+/// stages that compute a surrogate's Shapley values: `shapley` ([`crate::inputs::ScoreInputs`])
+/// and `apply-prune`'s iterative and search (`layerprune-selection`).
+pub fn refuse_sampling_a_closed_form_ignores(
+    surrogate: &dyn Surrogate,
+    who: &str,
+    moot: &[&str],
+) -> anyhow::Result<()> {
+    match moot.first() {
+        Some(flag) if surrogate.exact_shapley().is_some() => anyhow::bail!(
+            "{flag}: the surrogate has a closed form (quadratic), so {who} computes its Shapley \
+             values exactly and samples no permutation; leave {flag} out"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The strata of the semivalue over `n` players: those given, ascending and each once (as

@@ -346,14 +346,6 @@ fn config(args: &Args) -> Result<PruneRun> {
             );
         }
     }
-    if args.surrogate_llm_evaluations.is_some()
-        && !matches!(method, PlanMethod::Iterative | PlanMethod::Search)
-    {
-        bail!(
-            "--surrogate-llm-evaluations is the cost of plans chosen through the surrogate \
-             (--method iterative or search); --method {method} does not charge it (leave it out)"
-        );
-    }
     run.files.check(method, args.tokens.is_some())?;
     Ok(run)
 }

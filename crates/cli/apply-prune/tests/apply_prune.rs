@@ -334,7 +334,8 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
                 "5",
             ],
         ),
-        "--method one-shot does not charge it",
+        "--surrogate-llm-evaluations is read only by --method iterative or --method search; \
+         --method one-shot would ignore it",
         None,
     );
     // Without the model, the flags of a run of the model would be ignored.

@@ -160,9 +160,7 @@ fn sample_masks(args: Args) -> anyhow::Result<()> {
     if args.incomplete.allow_incomplete && args.pilot.is_none() {
         bail!("--allow-incomplete is for the --pilot table; leave it out");
     }
-    if args.allow_mixed_inputs && args.pilot.is_none() && !args.append {
-        bail!("--allow-mixed-inputs is for a --pilot or an --append table of another model; leave it out");
-    }
+    // --allow-mixed-inputs where no two models are compared: `sample_mask_table` refuses it.
     let seed = args.seed.unwrap_or(0);
     let players = Players::new(num_blocks, &args.fixed)?;
     check_memory(&args, players.len(), num_blocks)?;

@@ -542,7 +542,7 @@ fn inputs_of_another_model_are_refused_unless_allowed() {
     assert!(!output.status.success());
     assert!(
         stderr.contains(&format!(
-            "cannot append to {}: its masks were drawn for another model ({id_a}) than --model \
+            "the --append table {} holds masks drawn for another model ({id_a}) than --model \
              ({id_b}); give --allow-mixed-inputs",
             out.display()
         )),

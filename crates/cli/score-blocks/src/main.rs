@@ -77,6 +77,11 @@ struct Args {
     /// Seed of the random scores [default: 0].
     #[arg(long)]
     seed: Option<u64>,
+    /// Use --block-stats and --evaluations measured on another model or token table than each
+    /// other, with a warning (refused by default; and where not both are given, since it would
+    /// allow nothing). The score table records the --block-stats' model and token table.
+    #[arg(long)]
+    allow_mixed_inputs: bool,
     #[command(flatten)]
     incomplete: layerprune_cli_common::IncompleteArgs,
     /// Score table to write.
@@ -110,6 +115,7 @@ fn score_blocks(args: Args) -> Result<()> {
         num_blocks: args.num_blocks,
         fixed: args.fixed,
         seed,
+        allow_mixed_inputs: args.allow_mixed_inputs,
     };
     let estimators: Vec<BaselineEstimator> = args.estimators.into_iter().map(Into::into).collect();
     let table = files.score(&estimators)?;

@@ -327,7 +327,8 @@ fn incomplete_or_mismatched_inputs_are_refused() {
             out_s,
         ],
         &format!(
-            "--evaluations {} is for a model of 6 blocks, but --block-stats {} says 5",
+            "--evaluations {}: the evaluation table is for a model of 6 blocks, but \
+             --block-stats {} says 5",
             evals.display(),
             stats.display()
         ),
@@ -343,7 +344,7 @@ fn incomplete_or_mismatched_inputs_are_refused() {
             "--out",
             out_s,
         ],
-        "is for a model of 5 blocks, but --num-blocks says 4",
+        "the block statistics table is for a model of 5 blocks, but --num-blocks says 4",
     );
     run(
         &[
@@ -383,8 +384,8 @@ fn incomplete_or_mismatched_inputs_are_refused() {
     )
     .unwrap();
     write_stats(&stats, 5, None);
-    run(
-        &[
+    let both = |extra: &[&str]| -> Output {
+        let mut args = vec![
             "--estimator",
             "angular",
             "--estimator",
@@ -395,8 +396,51 @@ fn incomplete_or_mismatched_inputs_are_refused() {
             other_text.to_str().unwrap(),
             "--out",
             out_s,
+        ];
+        args.extend_from_slice(extra);
+        score_blocks(&args)
+    };
+    let output = both(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "--evaluations {}: the evaluations were measured on another token table (other \
+             text) than --block-stats {} (data); give --allow-mixed-inputs to use them together",
+            other_text.display(),
+            stats.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    // Told to, it scores them together, says so, and records the block statistics' ids.
+    let output = both(&["--allow-mixed-inputs"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("used anyway (--allow-mixed-inputs)"),
+        "{stderr}"
+    );
+    let table = read_scores(&out).unwrap();
+    assert_eq!(
+        (table.model_id.as_str(), table.dataset_id.as_str()),
+        ("model", "data")
+    );
+    std::fs::remove_file(&out).unwrap();
+    // Where only one table is given, it would allow nothing.
+    run(
+        &[
+            "--estimator",
+            "angular",
+            "--block-stats",
+            stats.to_str().unwrap(),
+            "--allow-mixed-inputs",
+            "--out",
+            out_s,
         ],
-        "--block-stats was measured on token table data but --evaluations on other text",
+        "--allow-mixed-inputs is for --block-stats and --evaluations of another model or token \
+         table than each other, and this run compares no two tables (only --block-stats is \
+         given); leave it out",
     );
 }
 

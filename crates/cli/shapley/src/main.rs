@@ -14,11 +14,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use layerprune_shapley::inputs::ScoreFiles;
 use layerprune_shapley::{Estimates, Estimator, EstimatorOptions, NonuniformMasks};
-use layerprune_surrogate::Surrogate;
 use layerprune_tables::{write_scores, GameValue, Provenance, TableKind};
-
-/// `--samples` when not given: the published number of base masks.
-const DEFAULT_SAMPLES: usize = 80_000;
 
 /// Per-block contribution scores.
 #[derive(Parser, Debug)]
@@ -158,14 +154,16 @@ fn body(args: Args) -> Result<()> {
     if args.incomplete.allow_incomplete && args.evaluations.is_none() {
         bail!("--allow-incomplete is for the --evaluations table; leave it out");
     }
+    // The published defaults (`EstimatorOptions::default`) where a flag is not given.
+    let defaults = EstimatorOptions::default();
     let options = EstimatorOptions {
-        samples: args.samples.unwrap_or(DEFAULT_SAMPLES),
+        samples: args.samples.unwrap_or(defaults.samples),
         strata: args.strata.clone(),
-        seed: args.seed.unwrap_or(0),
+        seed: args.seed.unwrap_or(defaults.seed),
         nonuniform_masks: if args.allow_nonuniform_masks {
             NonuniformMasks::Allowed
         } else {
-            NonuniformMasks::Refused
+            defaults.nonuniform_masks
         },
     };
     let _outputs = layerprune_cli_common::Io::new()
@@ -175,25 +173,7 @@ fn body(args: Args) -> Result<()> {
     let inputs = files.load()?;
     // Through a surrogate with a closed form (quadratic) surrogate-shapley samples nothing: a
     // --samples or --seed only it would read is ignored, so refused as the others are.
-    if inputs
-        .surrogate
-        .as_ref()
-        .is_some_and(|saved| saved.surrogate.exact_shapley().is_some())
-    {
-        for (flag, given, reads) in settings {
-            let only_surrogate_shapley = args
-                .estimators
-                .iter()
-                .filter(|&&e| reads(e))
-                .all(|&e| e == Estimator::SurrogateShapley);
-            if given && only_surrogate_shapley {
-                bail!(
-                    "{flag}: the surrogate has a closed form (quadratic), so surrogate-shapley \
-                     computes its Shapley values exactly and samples nothing; leave {flag} out"
-                );
-            }
-        }
-    }
+    inputs.refuse_sampling_a_closed_form_ignores(&args.estimators, &settings)?;
     // The sampled coalitions (a flag per player and some bookkeeping each) and their values.
     layerprune_cli_common::check_memory(
         "--samples x the number of players",
