@@ -218,6 +218,21 @@ pub enum AdaptiveStop {
     LocalOptima,
 }
 
+impl std::fmt::Display for AdaptiveStop {
+    /// As the log says why the refinement ended.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdaptiveStop::Budget => "budget spent",
+            AdaptiveStop::LocalOptima => "the best plans are local optima",
+        })
+    }
+}
+
+/// How often the swaps say how far they are (at info): a swap round of a large model takes
+/// seconds to minutes, and SmolLM2's K=6 refinement spent two thirds of its budget, ten minutes
+/// on a busy 2-core machine, with nothing in the log (new-user audit, 2026-12-08).
+const SWAP_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The result of [`adaptive_removal`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdaptiveResult {
@@ -477,6 +492,8 @@ fn swap_refinement(
     // The centre of the leave-one-out plan's own descent, once the greedy's neighbourhood is
     // exhausted.
     let mut descent: Option<Vec<usize>> = None;
+    let started = (std::time::Instant::now(), play.evaluations());
+    let mut last_said = started.0;
     let stop = loop {
         if play.remaining() == 0 {
             break AdaptiveStop::Budget;
@@ -545,15 +562,32 @@ fn swap_refinement(
                 *descent = set.clone();
             }
         }
-        tracing::debug!(
-            "adaptive: k={k}, swaps: {} measured, {swaps_accepted} accepted, {} of {} evaluations",
-            batch.len(),
-            play.evaluations(),
-            budget
-        );
+        let now = std::time::Instant::now();
+        if now.duration_since(last_said) >= SWAP_PROGRESS_EVERY {
+            last_said = now;
+            // The pace of the swaps so far; the budget left bounds what is to come (the swaps
+            // may end sooner, at local optima).
+            let spent = play.evaluations() - started.1;
+            let seconds_each = now.duration_since(started.0).as_secs_f64() / spent.max(1) as f64;
+            tracing::info!(
+                "adaptive: k={k}, swaps: {swaps_accepted} accepted so far, {} of {} evaluations \
+                 ({seconds_each:.1} s each; at most about {:.0} min left)",
+                play.evaluations(),
+                budget,
+                seconds_each * budget.saturating_sub(play.evaluations()) as f64 / 60.0
+            );
+        } else {
+            tracing::debug!(
+                "adaptive: k={k}, swaps: {} measured, {swaps_accepted} accepted, {} of {} \
+                 evaluations",
+                batch.len(),
+                play.evaluations(),
+                budget
+            );
+        }
     };
     tracing::info!(
-        "adaptive: k={k}, done ({stop:?}): {swaps_accepted} swaps accepted, {} of {} evaluations",
+        "adaptive: k={k}, done ({stop}): {swaps_accepted} swaps accepted, {} of {} evaluations",
         play.evaluations(),
         budget
     );
@@ -1154,7 +1188,8 @@ mod tests {
         assert_eq!(result.unwrap().llm_evaluations, 4);
         assert!(
             text.contains(
-                "adaptive: k=1, done (LocalOptima): 0 swaps accepted, 4 of 4 evaluations"
+                "adaptive: k=1, done (the best plans are local optima): 0 swaps accepted, 4 of 4 \
+                 evaluations"
             ),
             "{text}"
         );

@@ -126,6 +126,23 @@ pub struct FittedSurrogates {
 /// role `shapley` records the same file under.
 pub const EVALUATIONS_ROLE: &str = "evaluations";
 
+/// What to say of a surrogate whose cross-validated R² (the mean over the folds) is 0 or less:
+/// it predicts the masks it was not fitted on no better than their mean value, so the scores
+/// it gives rank blocks by noise. A new user's fit on 61 masks (R² −0.30) was saved and used
+/// without a word (new-user audit, 2026-12-08).
+fn weak_fit_warning(kind: SurrogateKind, mean: &FoldMetrics) -> Option<String> {
+    (mean.r2 <= 0.0).then(|| {
+        format!(
+            "the {kind} surrogate's cross-validated R² is {:.2} (mean over the folds): it \
+             predicts held-out masks no better than their mean, so its scores rank blocks by \
+             noise; measure more masks (sample-masks --stratified-masks) or windows, try \
+             --kind quadratic, or choose with a method that measures the model (apply-prune \
+             --method adaptive --race-se 3, the recommended)",
+            mean.r2
+        )
+    })
+}
+
 impl SurrogateFit {
     /// Refuses settings that ask for nothing or contradict each other, before any input is
     /// read.
@@ -247,7 +264,14 @@ impl SurrogateFit {
                         })?;
                 let row = |fold: &FoldMetrics| metric_row(kind, self.value, fold);
                 metric_rows.extend(folds.iter().map(row));
-                metric_rows.extend(mean_over_folds(&folds).as_ref().map(row));
+                let mean = mean_over_folds(&folds);
+                metric_rows.extend(mean.as_ref().map(row));
+                // Said of the surrogate that is saved, which shapley and apply-prune then use.
+                if self.saved_kind() == Some(kind) {
+                    if let Some(warning) = mean.as_ref().and_then(|m| weak_fit_warning(kind, m)) {
+                        tracing::warn!("{}: {warning}", path.display());
+                    }
+                }
             }
             on_metrics(&metric_rows)?;
         }
@@ -673,6 +697,36 @@ mod tests {
         ];
         expected.sort();
         assert_eq!(names(dir.path()), expected);
+    }
+
+    /// A saved surrogate that predicts held-out masks no better than their mean is warned of;
+    /// one that explains something is not.
+    #[test]
+    fn a_surrogate_worse_than_the_mean_is_warned_of() {
+        let mean = |r2: f64| FoldMetrics {
+            fold: -1,
+            r2,
+            spearman: 0.1,
+            mae: 0.2,
+            n_train: 48,
+            n_test: 12,
+        };
+        let warning = weak_fit_warning(SurrogateKind::Quadratic, &mean(-0.3044)).unwrap();
+        assert!(
+            warning.starts_with("the quadratic surrogate's cross-validated R² is -0.30"),
+            "{warning}"
+        );
+        assert!(warning.contains("--race-se 3"), "{warning}");
+        assert!(weak_fit_warning(SurrogateKind::Quadratic, &mean(0.0)).is_some());
+        assert_eq!(
+            weak_fit_warning(SurrogateKind::Quadratic, &mean(0.05)),
+            None
+        );
+        // No variance to explain (R² undefined): nothing said.
+        assert_eq!(
+            weak_fit_warning(SurrogateKind::Quadratic, &mean(f64::NAN)),
+            None
+        );
     }
 
     /// The seed is read where the run draws: folds, or an mlp or a forest fitted on all rows.

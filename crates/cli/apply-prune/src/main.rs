@@ -40,19 +40,23 @@ use layerprune_tables::{Provenance, TableKind};
     about = "Choose the blocks to delete, measure the plans and write the pruned model",
     after_help = "Examples:\n  \
         apply-prune --scores scores.parquet --estimator stratified-semivalue --k 3,6 --out plans.parquet\n  \
-        apply-prune --method adaptive --budget sleb --model model/ --tokens tokens.parquet --k 6 \\\n    \
-        --out plans.parquet --pruned-out pruned/\n  \
-        apply-prune --method adaptive --max-ppl-ratio 1.5 --model model/ --tokens tokens.parquet \\\n    \
-        --out plans.parquet --pruned-out pruned/\n  \
-        apply-prune --method from-plan --plans plans.parquet --plan-method adaptive --k 6 \\\n    \
-        --model model/ --pruned-out pruned/",
+        # the recommended method (adaptive-raced), chosen on calibration tokens:\n  \
+        apply-prune --method adaptive --race-se 3 --budget sleb --model model/ \\\n    \
+        --tokens tokens-calib.parquet --k 6 --out plans.parquet\n  \
+        # its plan measured on held-out tokens, and the pruned model written:\n  \
+        apply-prune --method from-plan --plans plans.parquet --plan-method adaptive-raced --k 6 \\\n    \
+        --model model/ --tokens tokens-heldout.parquet --out plan-heldout.parquet --pruned-out pruned/\n  \
+        # the most blocks within 1.5 times the full model's perplexity:\n  \
+        apply-prune --method adaptive --race-se 3 --max-ppl-ratio 1.5 --model model/ \\\n    \
+        --tokens tokens-calib.parquet --out plans.parquet",
     // The shared --hard-link-source-files links the files of --pruned-out: required with it.
     mut_arg(SourceFilesArgs::ID, |arg| arg.requires("pruned_out"))
 )]
 struct Args {
     /// Selection method: one-shot (the k lowest scores of --estimator in --scores; the default
     /// with --scores), iterative or search (--surrogate), sleb or adaptive (on --model with
-    /// --tokens), angular-run (--block-stats), from-plan (--plans).
+    /// --tokens; recommended: adaptive with --race-se 3, the plan table's adaptive-raced),
+    /// angular-run (--block-stats), from-plan (--plans).
     #[arg(long)]
     method: Option<PlanMethod>,
     /// Score table (shapley or score-blocks stage) for one-shot selection.
