@@ -57,6 +57,10 @@ pub struct FrontierRun {
     pub provenance: Provenance,
 }
 
+/// The columns frontier.csv (and its partial copy) starts with, in every version: what tells
+/// a file a rerun may replace from a user's own ([`PreparedFrontier::outputs`]).
+pub const CSV_HEADER_START: &str = "method,k,calibration_set,";
+
 /// The budgets of adaptive removal when none are given: the least it accepts, a quarter, half
 /// and all of SLEB's cost at each k, and 2,000 distinct masks (near exhaustive at the demo's k).
 pub const DEFAULT_BUDGETS: [Budget; 5] = [
@@ -338,8 +342,9 @@ impl PreparedFrontier {
     }
 
     /// The files the run writes, each with its table kind if it is a table: frontier.csv and
-    /// an evaluation table (the cache) per token table (refused where a cache would replace
-    /// an input).
+    /// its partial copy (`None`: CSV files whose header starts [`CSV_HEADER_START`]) and an
+    /// evaluation table (the cache) per token table (refused where a cache would replace an
+    /// input).
     pub fn outputs(&self) -> Result<Vec<(PathBuf, Option<TableKind>)>> {
         let out_dir = &self.run.out_dir;
         let mut outputs = vec![
@@ -604,8 +609,7 @@ fn frontier_csv(
     heldout_nll: &[HashMap<Mask, f64>],
     num_blocks: usize,
 ) -> Result<String> {
-    let mut out =
-        String::from("method,k,calibration_set,llm_evaluations,removed_blocks,calibration_ppl");
+    let mut out = format!("{CSV_HEADER_START}llm_evaluations,removed_blocks,calibration_ppl");
     for (name, _) in heldout {
         write!(out, ",{name}_ppl")?;
     }

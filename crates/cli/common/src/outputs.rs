@@ -89,9 +89,8 @@ impl Io {
         paths.into_iter().fold(self, |io, path| io.input(path))
     }
 
-    /// A file the stage writes, given by `flag`, of a sort this check is not told (frontier.csv
-    /// in frontier's own folder): an existing file there is replaced unless it is a layerprune
-    /// table. A stage writing a surrogate, a JSON file of its own or an ONNX model says so
+    /// A file the stage writes, given by `flag`, of a sort this check is not told: an existing
+    /// file there is replaced unless it is a layerprune table. A stage writing a surrogate, a JSON file of its own or an ONNX model says so
     /// ([`Io::output_surrogate`], [`Io::output_json`], [`Io::output_onnx_model`]), so that a
     /// surrogate is not replaced by another file, nor a file of the user by either.
     pub fn output(mut self, flag: &str, path: impl AsRef<Path>) -> Self {
@@ -99,6 +98,25 @@ impl Io {
             flag.to_string(),
             path.as_ref().to_path_buf(),
             Writes::Unsaid,
+        ));
+        self
+    }
+
+    /// An [`Io::output`] that is a CSV file of the stage's own (frontier.csv), whose first line
+    /// starts with `header_start`: replaces such a file (a rerun, whatever columns an older
+    /// version added after those) or an empty one, never a layerprune table or surrogate, nor
+    /// another file (a user's own frontier.csv in the folder was replaced without a word until
+    /// 2026-12-08: bad-input audit).
+    pub fn output_csv(
+        mut self,
+        flag: &str,
+        path: impl AsRef<Path>,
+        header_start: &'static str,
+    ) -> Self {
+        self.files.push((
+            flag.to_string(),
+            path.as_ref().to_path_buf(),
+            Writes::Csv(header_start),
         ));
         self
     }
@@ -416,6 +434,8 @@ enum Writes {
     Json(&'static [&'static str]),
     /// One ONNX model file ([`Io::output_onnx_model`]).
     OnnxModel,
+    /// A CSV file whose first line starts with these column names ([`Io::output_csv`]).
+    Csv(&'static str),
     /// A file of a sort not said ([`Io::output`]).
     Unsaid,
 }
@@ -428,6 +448,7 @@ impl Writes {
             Writes::Surrogate => "a surrogate".to_string(),
             Writes::Json(_) => format!("{flag}'s JSON"),
             Writes::OnnxModel => "an ONNX model".to_string(),
+            Writes::Csv(header_start) => format!("a CSV file whose columns start {header_start}"),
             Writes::Unsaid => "a file that is not a table".to_string(),
         }
     }
@@ -451,6 +472,8 @@ enum Held {
     Surrogate(Option<String>),
     /// A JSON object that is no surrogate, with its top-level keys.
     Json(Vec<String>),
+    /// Text, with its first line (for an output that writes a CSV file).
+    FirstLine(String),
     /// Anything else, described.
     Other(String),
 }
@@ -490,7 +513,15 @@ impl Held {
             )
         };
         if start.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return neither();
+            let Writes::Csv(_) = writes else {
+                return neither();
+            };
+            // The first line only, and not past the buffer: a header is short.
+            let line = start.split(|b| *b == b'\n').next().unwrap_or_default();
+            return match std::str::from_utf8(line) {
+                Ok(line) => Held::FirstLine(line.trim_end_matches('\r').to_string()),
+                Err(_) => Held::Other("a file that is not text".to_string()),
+            };
         }
         match json_head(reader) {
             Ok(head) if head.format.as_deref() == Some(SURROGATE_FORMAT) => {
@@ -509,6 +540,11 @@ impl Held {
             Held::Surrogate(Some(kind)) => format!("a layerprune surrogate of kind {kind}"),
             Held::Surrogate(None) => "a layerprune surrogate".to_string(),
             Held::Json(_) => "JSON that is no layerprune surrogate".to_string(),
+            Held::FirstLine(line) => {
+                let shown: String = line.chars().take(60).collect();
+                let more = if shown.len() < line.len() { "…" } else { "" };
+                format!("a file whose first line is {shown:?}{more}")
+            }
             Held::Other(what) => what.clone(),
         }
     }
@@ -582,7 +618,9 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
         Writes::Table(kind) => format!("one of kind {kind}"),
         Writes::Surrogate => "a surrogate".to_string(),
         Writes::OnnxModel => writes.what(flag),
-        Writes::Json(_) | Writes::Unsaid => "a file that is not a table".to_string(),
+        Writes::Json(_) | Writes::Csv(_) | Writes::Unsaid => {
+            "a file that is not a table".to_string()
+        }
     };
     match (held, writes) {
         (Held::Nothing, _) => None,
@@ -600,6 +638,9 @@ fn refusal(flag: &str, writes: &Writes, held: &Held, replaceable: Replaceable) -
                 "holds {}, and this writes {written} over it; {another_path}",
                 held.describe()
             ))
+        }
+        (Held::FirstLine(line), Writes::Csv(header_start)) if line.starts_with(header_start) => {
+            None
         }
         (Held::Json(keys), Writes::Json(wanted))
             if wanted.iter().all(|w| keys.iter().any(|k| k == w)) =>
@@ -1234,6 +1275,43 @@ mod tests {
             message.contains("JSON that is no layerprune surrogate"),
             "{message}"
         );
+    }
+
+    /// A CSV output of the stage's own (frontier.csv) replaces a CSV file whose header starts
+    /// as its own (a rerun, or an older version's columns) and an empty file, and nothing
+    /// else: a user's file of that name is refused, as is a surrogate or a table.
+    #[test]
+    fn a_csv_output_replaces_only_its_own_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("frontier.csv");
+        const HEADER_START: &str = "method,k,calibration_set,";
+        let io = || Io::new().output_csv("--out-dir", &csv, HEADER_START);
+        for own in [
+            "method,k,calibration_set,llm_evaluations\r\nsleb,3,c0,87\n",
+            "method,k,calibration_set,older\n",
+            "",
+        ] {
+            fs::write(&csv, own).unwrap();
+            drop(io().check().unwrap());
+        }
+        for (theirs, says) in [
+            ("user,csv\n", "a file whose first line is \"user,csv\""),
+            ("\u{ff}\u{fe}", "a file whose first line is"),
+        ] {
+            fs::write(&csv, theirs).unwrap();
+            let message = refused(io());
+            assert!(
+                message.contains(says)
+                    && message.contains("refusing to replace a file it did not write")
+                    && message.contains("choose another path"),
+                "{message}"
+            );
+        }
+        fs::write(&csv, [0xffu8, 0xfe, 0x00]).unwrap();
+        assert!(refused(io()).contains("a file that is not text"));
+        let surrogate = br#"{"format": "layerprune-surrogate", "kind": "quadratic"}"#;
+        fs::write(&csv, surrogate).unwrap();
+        assert!(refused(io()).contains("holds a layerprune surrogate"));
     }
 
     /// With `existing_refused_unless(false, ...)` an existing output is refused before any

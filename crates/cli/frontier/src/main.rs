@@ -18,7 +18,9 @@ use layerprune_cli_common::{
     check_folder_outside_inputs, command_line, count, run_stopping_between_batches, Io,
     RuntimeFlags,
 };
-use layerprune_evaluation::frontier::{check_set_name, FrontierAsked, FrontierRun};
+use layerprune_evaluation::frontier::{
+    check_set_name, FrontierAsked, FrontierRun, CSV_HEADER_START,
+};
 use layerprune_evaluation::MeasuredOtherwise;
 use layerprune_selection::frontier::{Budget, FrontierMethod};
 use layerprune_tables::Provenance;
@@ -166,7 +168,7 @@ fn main_body(args: Args) -> Result<()> {
                 Some(kind) => io
                     .output_table("--out-dir", &path, kind)
                     .locked_by_stage(path),
-                None => io.output("--out-dir", path),
+                None => io.output_csv("--out-dir", path, CSV_HEADER_START),
             },
         )
         .check()
