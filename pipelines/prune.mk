@@ -27,6 +27,9 @@
 #   k<K>/pruned.gguf              for a GGUF MODEL: the pruned GGUF file, its kept tensors as they
 #                                 are in MODEL (tools/export/prune_gguf.py), for llama.cpp
 #   k<K>/llama-cpp-prune-layers.txt   the removed blocks for `llama-quantize --prune-layers`
+#   k<K>/summary.txt              the summary the goal prints (removed blocks, perplexities with
+#                                 their ranges and the texts they are on, rival, files, next steps),
+#                                 kept; k<K>/summary.json: the same facts, machine-readable
 # Every step depends on a settings stamp (PRUNE_OUT/.settings/<step>), as in layerprune.mk, so
 # changed settings redo what they affect and nothing else.
 
@@ -164,6 +167,11 @@ $(foreach v,CALIB_TEXT EVAL_TEXT,$(if $($(v)),$(if $(wildcard $($(v))),\
   $(error make prune: $(v)=$($(v)) does not exist))))
 ifeq ($(PRUNE_IS_GGUF),)
 ifeq ($(wildcard $(patsubst %/,%,$(MODEL))/config.json),)
+# A layered folder (export_layered.py's, the demo's build/models/*) is what the stages run, not
+# what make prune starts from: it writes the pruned checkpoint and GGUF from the source's files.
+ifneq ($(wildcard $(patsubst %/,%,$(MODEL))/manifest.json),)
+$(error make prune: MODEL=$(MODEL) is a layerprune layered export (it holds manifest.json), not a checkpoint: make prune needs the source it was exported from, a Hugging Face model folder or a .gguf file, because it exports that itself and writes the pruned Hugging Face checkpoint and GGUF from it. Give that as MODEL; or prune the layered folder by hand, choosing on calibration tokens and measuring on held-out ones (prepare-tokens makes both): apply-prune --method adaptive --budget sleb --race-se 3 --k K --model $(MODEL) --tokens tokens-calib.parquet --out plan-calibration.parquet, then apply-prune --method from-plan --plans plan-calibration.parquet --k K --model $(MODEL) --tokens tokens-eval.parquet --out plan.parquet --pruned-out pruned/ (docs/pipeline.md, "By hand"))
+endif
 $(error make prune: MODEL=$(MODEL) is neither a .gguf file nor a Hugging Face model folder (no config.json)$(if $(filter-out %.gguf,$(shell printf '%s' '$(MODEL)' | tr A-Z a-z)),,: a GGUF file's name ends in .gguf in lower case: rename it or give a link so named))
 endif
 endif
@@ -338,7 +346,10 @@ $(PRUNE_PLAN_DIR)/pruned/manifest.json: $(PRUNE_PLAN_DIR)/plan-calibration.parqu
 	@sh pipelines/clear_stale_model_folder.sh $(dir $@)
 	$(BIN)/apply-prune $(PRUNE_FROM_PLAN) $(strip $(call evaluate_flags_among,--threads,keep)) --pruned-out $(dir $@) --overwrite
 
+# The saved summary of the plan as last measured goes first: the goal writes it again at the end
+# (a failed or interrupted run leaves none beside numbers it no longer states).
 $(PRUNE_PLAN_DIR)/plan.parquet: $(PRUNE_PLAN_DIR)/plan-calibration.parquet $(PRUNE_OUT)/tokens-eval.parquet | $(BIN)/apply-prune $(ORT_STAGE_LIB)
+	rm -f $(PRUNE_SUMMARY_FILES)
 	$(BIN)/apply-prune $(PRUNE_FROM_PLAN) --tokens $(PRUNE_OUT)/tokens-eval.parquet $(EVALUATE_FLAGS) --out $@
 
 # The written folder itself, run on the held-out tokens.
@@ -357,7 +368,7 @@ $(PRUNE_PLAN_DIR)/pruned-hf/config.json: $(PRUNE_PLAN_DIR)/plan-calibration.parq
 	@# plan's blocks (its file records none to tell them apart by). The pruned GGUF file, of the same
 	@# plan, goes too: made again after this checkpoint, not left beside it if that fails.
 	rm -f $(PRUNE_PLAN_DIR)/pruned-generator.onnx $(PRUNE_PLAN_DIR)/pruned-generator.onnx.*.data \
-	  $(PRUNE_PLAN_DIR)/pruned.gguf
+	  $(PRUNE_PLAN_DIR)/pruned.gguf $(PRUNE_SUMMARY_FILES)
 	$(VENV_EXPORT)/bin/python tools/export/prune_hf.py $(PRUNE_SOURCE) --plans $< \
 	  $(if $(K),--k $(K)) --out $(dir $@) --force
 
@@ -391,9 +402,15 @@ PRUNE_GENERATOR_OUT = $(if $(filter 1,$(PRUNE_GENERATOR)),$(PRUNE_PLAN_DIR)/prun
 # (prune_gguf.py refuses it; pruned/ and pruned-hf/ keep the scale).
 PRUNE_GGUF_27B = gemma2:46 gemma3_text:62
 PRUNE_GGUF_OUT = $(if $(and $(PRUNE_IS_GGUF),$(filter-out $(PRUNE_GGUF_27B),$(PRUNE_MODEL_TYPE):$(firstword $(PRUNE_LAYERS)))),$(PRUNE_PLAN_DIR)/pruned.gguf)
-PRUNE_GENERATOR_NOTE = generating text with ONNX Runtime or onnxruntime-genai: $(PRUNE_GENERATOR_OUT), one decoder with a KV cache (docs/your-model.md)
+# The summary kept beside the plan (report.py summary writes both, the text it prints and the
+# same facts as JSON).
+PRUNE_SUMMARY_FILES = $(PRUNE_PLAN_DIR)/summary.txt $(PRUNE_PLAN_DIR)/summary.json
 
-# The goal's own recipe only prints the summary: under `make -q` (QUESTION_ONLY, layerprune.mk) its
+# The goal's own recipe only prints the summary, and keeps it as PRUNE_SUMMARY_FILES: they are
+# written there rather than by a rule of their own because what they say also reads what no
+# prerequisite covers (the run's other plan folders, for "older here"; MODEL as spelled), and
+# report.py rewrites a file only when its content changed, so a run with nothing to do prints the
+# summary and rewrites nothing. Under `make -q` (QUESTION_ONLY, layerprune.mk) its
 # lines expand to nothing, which Make does not count as something to do, so that `make -q prune`
 # exits 0 after a finished run (a phony goal with a recipe is never up to date to -q). With one
 # file as CALIB_TEXT and EVAL_TEXT (ONE_TEXT_FILE, Makefile), the summary says that its perplexity
@@ -403,7 +420,7 @@ prune: $(ORT_STAGE_LIB) $(PRUNE_OUT)/full-eval.parquet $(PRUNE_PLAN_DIR)/plan.pa
        $(PRUNE_PLAN_DIR)/pruned-hf/config.json \
        $(PRUNE_GENERATOR_OUT) $(PRUNE_GGUF_OUT) $(PRUNE_PLAN_DIR)/llama-cpp-prune-layers.txt | $(VENV_EXPORT)/.complete
 	$(if $(QUESTION_ONLY),,@$(VENV_EXPORT)/bin/python tools/prune/report.py summary --run $(PRUNE_OUT) --plan-dir $(PRUNE_PLAN_DIR) \
-	  --source $(MODEL) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS)) $(if $(ONE_TEXT_FILE),--one-text $(ONE_TEXT_FILE)))
-	$(if $(and $(PRUNE_GENERATOR_OUT),$(if $(QUESTION_ONLY),,yes)),@echo "  $(PRUNE_GENERATOR_NOTE)")
+	  --source $(MODEL) $(if $(MAX_PPL_RATIO),$(PRUNE_RATIO_FLAGS)) $(if $(ONE_TEXT_FILE),--one-text $(ONE_TEXT_FILE)) \
+	  $(if $(PRUNE_GENERATOR_OUT),--generator $(PRUNE_GENERATOR_OUT)))
 
 .PHONY: prune

@@ -296,7 +296,10 @@ def test_a_hugging_face_folder_end_to_end_then_nothing_to_redo(setup):
     result, again = setup["make"](f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}")
     assert [line[0] for line in again] == ["report.py"], again
     assert f"summary of {out}" in result.stdout
-    assert f"{out}/k2/pruned-generator.onnx, one decoder with a KV cache" in result.stdout
+    # The decoder is named to the summary, which lists it and says what it is for (in the text it
+    # prints and keeps: the summary Make echoed after it was not saved).
+    (report,) = calls(again, "report.py", "summary")
+    assert arg(report, "--generator") == f"{out}/k2/pruned-generator.onnx", report
 
 
 def test_a_perplexity_ratio_instead_of_k_gets_a_folder_of_its_own(setup):
@@ -472,6 +475,32 @@ def test_after_a_run_a_dry_run_lists_no_step_and_make_q_says_up_to_date(setup):
     assert "prepare-tokens" in result.stdout and "--windows 7" in result.stdout, result.stdout
     result, _ = setup["make"]("-q", *base, *texts, "EVAL_WINDOWS=7", check=False)
     assert result.returncode == 1, result.stdout + result.stderr
+
+
+def test_the_saved_summary_is_kept_with_nothing_to_do_and_removed_when_its_numbers_change(setup):
+    """report.py keeps the summary beside the plan (kK/summary.txt, summary.json), rewriting them only
+    when their content changed: a run with nothing to do leaves them alone (it runs the summary
+    only). A plan measured again, or its checkpoint written again, removes them first, so that a run
+    failing after that leaves no summary of numbers it no longer states (the stand-in report.py
+    writes none: what is there is what Make left)."""
+    out = setup["tmp"] / "run"
+    base = [f"MODEL={setup['hf']}", "K=2", f"PRUNE_OUT={out}"]
+    setup["make"](*base)
+    saved = [out / "k2" / "summary.txt", out / "k2" / "summary.json"]
+    for path in saved:
+        path.write_text("the last summary\n")
+    _, lines = setup["make"](*base)
+    assert [line[0] for line in lines] == ["report.py"], lines
+    assert all(path.read_text() == "the last summary\n" for path in saved)
+    # New held-out windows measure the plan again: its summary goes before they do.
+    _, lines = setup["make"](*base, "EVAL_WINDOWS=7")
+    assert "apply-prune" in [line[0] for line in lines] and not any(path.exists() for path in saved), lines
+    # The checkpoint written again (its source's weights touched): the summary lists its size.
+    for path in saved:
+        path.write_text("the last summary\n")
+    os.utime(setup["hf"] / "model.safetensors")
+    _, lines = setup["make"](*base, "EVAL_WINDOWS=7")
+    assert "prune_hf.py" in [line[0] for line in lines] and not any(path.exists() for path in saved), lines
 
 
 def test_a_plan_chosen_again_without_the_decoder_leaves_no_decoder_of_the_last_plan(setup):
@@ -945,7 +974,8 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
     assert [line[0] for line in lines][-3:] == (["prune_hf.py", "export_generator.py", "report.py"] if made
                                                 else ["evaluate", "prune_hf.py", "report.py"])
     assert (out / "k2" / "pruned-generator.onnx").is_file() == made
-    assert ("one decoder with a KV cache" in result.stdout) == made
+    (report,) = calls(lines, "report.py", "summary")
+    assert ("--generator" in report) == made, report
 
 
 @pytest.mark.parametrize("args, message", [
@@ -959,6 +989,12 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
     (["MODEL={hf}", "K=2", "PRUNE_GENERATOR=true"], "PRUNE_GENERATOR='true' must be 0"),
     (["MODEL={tmp}/missing", "K=2"], "does not exist"),
     (["MODEL={tmp}", "K=2"], "no config.json"),
+    # A layered export (manifest.json) is named as one, with the source it needs and the way by hand.
+    (["MODEL={tmp}/layered", "K=2"], "make prune: MODEL={tmp}/layered is a layerprune layered export (it holds "
+                                     "manifest.json), not a checkpoint: make prune needs the source it was "
+                                     "exported from"),
+    (["MODEL={tmp}/layered", "K=2"], "apply-prune --method adaptive --budget sleb --race-se 3 --k K --model "
+                                     "{tmp}/layered --tokens tokens-calib.parquet"),
     (["MODEL={hf}", "K=2", "MAX_PPL_RATIO=1.5"], "not both"),
     (["MODEL={hf}", "MAX_PPL_RATIO=1"], "must be a number above 1"),
     (["MODEL={hf}", "MAX_PPL_RATIO=1.5x"], "must be a number above 1"),
@@ -980,6 +1016,8 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
 def test_bad_model_or_k_is_refused_before_anything_runs(setup, args, message):
     (setup["tmp"] / "bin.gguf").mkdir()
     shutil.copytree(setup["hf"], setup["tmp"] / "hf.gguf")
+    (setup["tmp"] / "layered").mkdir()
+    (setup["tmp"] / "layered" / "manifest.json").write_text("{}")
     args = [a.format(hf=setup["hf"], tmp=setup["tmp"]) for a in args]
     message = message.format(tmp=setup["tmp"])
     # A run folder of the test's own: a refusal that fails writes no build/runs/prune-my-model

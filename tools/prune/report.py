@@ -15,11 +15,15 @@ closing summary.
       llama.block_count - llama`. Standard library only.
 
   report.py summary --run RUN --plan-dir RUN/kK --source MODEL
-                    [--max-ppl-ratio R [--max-ppl-ratio-se Z]] [--one-text FILE]
-      Prints where everything is and the perplexity before and after (needs pyarrow: the
-      exporter's environment). The plan folder holds one plan: K blocks asked for (`kK/`), or as
-      many as the calibration perplexity ratio R allowed (`ratioR/`; by Z standard errors,
-      `ratioR-seZ/`). Its method is the one its plan.parquet records (adaptive-raced, sleb-raced
+                    [--max-ppl-ratio R [--max-ppl-ratio-se Z]] [--one-text FILE] [--generator FILE]
+      Prints where everything is, the perplexity before and after, and which text and how much of
+      it (windows x tokens, from the token tables' provenance) each perplexity is on (needs
+      pyarrow: the exporter's environment); and keeps it beside the plan, kK/summary.txt (the text
+      printed) and kK/summary.json (the same facts, machine-readable), each written through a
+      staging file renamed into place, and only when its content changed (a `make prune` with
+      nothing to do rewrites neither). --generator: the ONNX decoder make prune made, listed with
+      the other files. The plan folder holds one plan: K blocks asked for (`kK/`), or as many as
+      the calibration perplexity ratio R allowed (`ratioR/`; by Z standard errors, `ratioR-seZ/`). Its method is the one its plan.parquet records (adaptive-raced, sleb-raced
       for a ratio, or unraced, adaptive or sleb, where the calibration windows were too few to
       race), and the calibration numbers are that method's plan's in plan-calibration.parquet.
       Refused where plan.parquet was measured on tokens its plan was chosen on (its `chosen_on`
@@ -93,9 +97,14 @@ def read_rows(path: Path):
     return read_table_at(path)[1]
 
 
-def file_size(path: Path):
+def total_bytes(path: Path) -> int:
+    """A file's size, or the sum of a folder's files'."""
     paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    size = sum(p.stat().st_size for p in paths)
+    return sum(p.stat().st_size for p in paths)
+
+
+def file_size(path: Path):
+    size = total_bytes(path)
     # Binary units, named as such (542,710,095 bytes are 517.6 MiB, or 542.7 MB as
     # docs/your-model.md counts them).
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -532,6 +541,83 @@ def calibration_row(path: Path, method: str, k: int, removed):
     return rows[0]
 
 
+def finite(value):
+    """A number for summary.json: None for a missing or non-finite one (JSON has no NaN)."""
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+# The token tables the summary's perplexities are measured on: (role, file in the run folder, the
+# plan table whose provenance `dataset` names the tokens it was measured on).
+TOKEN_TABLES = (("held-out", "tokens-eval.parquet", "plan.parquet"),
+                ("calibration", "tokens-calib.parquet", "plan-calibration.parquet"))
+
+
+def token_text(run: Path, folder: Path, name: str, plan_table: str):
+    """What a token table holds, from its metadata (prepare-tokens' provenance): {file, windows,
+    seq_len, tokens, source, dataset_id, measured}, `measured` false where the plan table records
+    other tokens than these (made again since it was measured); None when the table cannot be read."""
+    from layerprune_tables import TableError, read_metadata
+
+    path = run / name
+    try:
+        metadata = read_metadata(path, "tokens")
+    except TableError:
+        return None
+
+    def integer(key):
+        try:
+            return int(metadata[key])
+        except (KeyError, ValueError):
+            return None
+
+    windows, seq_len = integer("layerprune.num_windows"), integer("layerprune.seq_len")
+    dataset = metadata.get("layerprune.dataset_id")
+    try:
+        measured_on = provenance_inputs(read_metadata(folder / plan_table)).get("dataset")
+    except (TableError, ValueError):
+        measured_on = None
+    return {"file": os.path.abspath(path), "windows": windows, "seq_len": seq_len,
+            "tokens": windows * seq_len if windows is not None and seq_len is not None else None,
+            "source": metadata.get("layerprune.source"), "dataset_id": dataset,
+            "measured": not (measured_on and dataset and measured_on != dataset)}
+
+
+def token_lines(tokens: dict, heldout_name: str):
+    """A line for each token table: which text, and how much, the perplexities above are on
+    (held-out perplexities of two runs differ with EVAL_WINDOWS, and nothing said why)."""
+    lines = []
+    for role, name, _ in TOKEN_TABLES:
+        found = tokens.get(role)
+        if found is None:
+            continue
+        size = (f"{found['windows']} windows x {found['seq_len']} tokens"
+                if found["windows"] is not None and found["seq_len"] is not None else "windows not recorded")
+        stale = "" if found["measured"] else " (made again since the plan was measured on it: not these tokens)"
+        label = heldout_name if role == "held-out" else "calibration text"
+        lines.append(f"  {label}: {size} ({name}){stale}: {found['source'] or 'source not recorded'}")
+    return lines
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Writes `text` to `path` through a staging file renamed into place (a reader never sees half a
+    file), unless the file already holds it: a `make prune` with nothing to do rewrites nothing."""
+    try:
+        if path.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text)
+    staging.replace(path)
+    return True
+
+
+# The saved summary, beside the plan: the text printed, and the same facts as JSON.
+SUMMARY_TEXT, SUMMARY_JSON = "summary.txt", "summary.json"
+SUMMARY_FORMAT = "layerprune.prune-summary"
+SUMMARY_VERSION = 1
+
+
 def summary(args):
     run, folder = args.run, args.plan_dir
     full = read_manifest(run / "model")
@@ -564,39 +650,42 @@ def summary(args):
     dtype = config.get("dtype", config.get("torch_dtype", "?"))
     layers = (folder / "llama-cpp-prune-layers.txt").read_text().strip()
     gguf_written = args.source.endswith(".gguf") and (folder / "pruned.gguf").is_file()
+    generator = Path(args.generator) if args.generator and Path(args.generator).is_file() else None
     num_blocks = full["num_blocks"]
+    method_name = METHOD_NAMES.get(method, method)
+    heldout_name = "EVAL_TEXT, not held out" if args.one_text else "held-out text"
+    tokens = {role: token_text(run, folder, name, table) for role, name, table in TOKEN_TABLES}
 
-    print()
-    print(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by {METHOD_NAMES.get(method, method)} "
-          f"({counted(calibration['llm_evaluations'], 'LLM evaluation')} on the calibration text to choose them)")
+    lines = []
+    say = lines.append
+    say(f"make prune: {args.source}, {k} of {num_blocks} blocks removed by {method_name} "
+        f"({counted(calibration['llm_evaluations'], 'LLM evaluation')} on the calibration text to choose them)")
     if args.max_ppl_ratio is not None:
-        print(target_heading(args.max_ppl_ratio, args.max_ppl_ratio_se))
-        for line in cap_lines(k, num_blocks):
-            print(line)
-    print(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
-    heldout_ratio = (ratio_text(plan) if ratio_interval(plan)
-                     else f"{after['ppl'] / before['ppl']:.3f}x")
-    evaluated_on = "EVAL_TEXT, not held out" if args.one_text else "the held-out text"
-    print(f"  perplexity on {evaluated_on}: {before['ppl']:.3f} before, {after['ppl']:.3f} after "
-          f"({heldout_ratio})")
+        say(target_heading(args.max_ppl_ratio, args.max_ppl_ratio_se))
+        lines.extend(cap_lines(k, num_blocks))
+    say(f"  removed blocks (0-based): {' '.join(map(str, removed))}")
+    heldout_interval = ratio_interval(plan)
+    heldout_ratio = ratio_text(plan) if heldout_interval else f"{after['ppl'] / before['ppl']:.3f}x"
+    say(f"  perplexity on {'EVAL_TEXT, not held out' if args.one_text else 'the held-out text'}: "
+        f"{before['ppl']:.3f} before, {after['ppl']:.3f} after ({heldout_ratio})")
     if args.one_text:
-        for line in one_text_lines(args.one_text):
-            print(line)
-    if ratio_interval(calibration):
-        print(f"  on the calibration text: {math.exp(calibration['full_model_nll']):.3f} before, "
-              f"{calibration['measured_ppl']:.3f} after ({ratio_text(calibration)})")
+        lines.extend(one_text_lines(args.one_text))
+    calibration_interval = ratio_interval(calibration)
+    calibration_before = math.exp(calibration["full_model_nll"]) if calibration_interval else None
+    if calibration_interval:
+        say(f"  on the calibration text: {calibration_before:.3f} before, "
+            f"{calibration['measured_ppl']:.3f} after ({ratio_text(calibration)})")
     else:
-        print(f"  on the calibration text after: {calibration['measured_ppl']:.3f}")
+        say(f"  on the calibration text after: {calibration['measured_ppl']:.3f}")
+    lines.extend(token_lines(tokens, heldout_name))
     if args.max_ppl_ratio is not None:
-        for line in target_lines(calibration, float(args.max_ppl_ratio)):
-            print(line)
+        lines.extend(target_lines(calibration, float(args.max_ppl_ratio)))
     # Held-out text that lost more than the calibration text says the texts differ: not of one file.
     transfer = [] if args.one_text else transfer_lines(plan, calibration)
-    for line in rival_lines(calibration) + depth_lines(calibration) + transfer:
-        print(line)
-    for line in size_lines(config, len(pruned["blocks"]), num_blocks):
-        print(line)
-    print()
+    lines.extend(rival_lines(calibration) + depth_lines(calibration) + transfer)
+    lines.extend(size_lines(config, len(pruned["blocks"]), num_blocks))
+    say("")
+    lm_eval = f"lm_eval --model hf --model_args pretrained={hf},dtype={dtype} --tasks ..."
     rows = [
         (run / "model", f"the full model, layered ONNX ({num_blocks} blocks, {file_size(run / 'model')})"),
         (folder / "plan.parquet", f"the plan, measured on {'EVAL_TEXT' if args.one_text else 'the held-out text'} "
@@ -605,20 +694,63 @@ def summary(args):
                             f"{file_size(folder / 'pruned')})"),
         (hf, f"the pruned Hugging Face checkpoint ({counted(kept_layers, 'layer')}, {dtype}, "
              f"{file_size(hf)})"),
+        *([(generator, f"the pruned checkpoint as one ONNX decoder with a KV cache, for generating text "
+                       f"(ONNX Runtime or onnxruntime-genai; {file_size(generator)})")] if generator else []),
         *([(folder / "pruned.gguf", f"the pruned GGUF file ({counted(len(pruned['blocks']), 'block')}, the kept "
                                      f"tensors as they are in {Path(args.source).name}, {file_size(folder / 'pruned.gguf')})")]
           if gguf_written else []),
         (folder / "llama-cpp-prune-layers.txt", f"for llama.cpp: {llama_cpp_command(layers, args.source)}"),
         (run / "full-eval.parquet", "the full model's evaluation (pruned-eval.parquet: the pruned model's)"),
+        (folder / SUMMARY_TEXT, f"this summary ({SUMMARY_JSON}: the same, machine-readable)"),
     ]
     width = max(len(str(path)) for path, _ in rows)
     for path, what in rows:
-        print(f"  {str(path):<{width}}  {what}")
-    for line in llama_cpp_lines(full, pruned, gguf_written) + stale_plan_lines(run, folder):
-        print(line)
+        say(f"  {str(path):<{width}}  {what}")
+    lines.extend(llama_cpp_lines(full, pruned, gguf_written) + stale_plan_lines(run, folder))
+    say("")
+    say(f"  lm-evaluation-harness: {lm_eval} (docs/your-model.md)")
+    if generator:
+        say(f"  generating text with ONNX Runtime or onnxruntime-genai: {generator}, one decoder with a KV cache "
+            "(docs/your-model.md)")
+    text = "\n".join(lines) + "\n"
+
+    rival = rival_margin(calibration)
+    counts = config.get("layerprune_parameters") or {}
+
+    def perplexities(before_ppl, after_ppl, interval, **more):
+        ratio, low, high = interval if interval else (after_ppl / before_ppl if before_ppl else None, None, None)
+        return {**more, "before": finite(before_ppl), "after": finite(after_ppl), "ratio": finite(ratio),
+                "ratio_low": finite(low), "ratio_high": finite(high)}
+
+    facts = {
+        "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
+        "model": args.source, "plan_dir": os.path.abspath(folder),
+        "num_blocks": num_blocks, "k": k, "removed_blocks": removed,
+        "kept_blocks": [block["original_index"] for block in pruned["blocks"]],
+        "method": method, "method_name": method_name, "llm_evaluations": calibration["llm_evaluations"],
+        "max_ppl_ratio": float(args.max_ppl_ratio) if args.max_ppl_ratio is not None else None,
+        "max_ppl_ratio_se": float(args.max_ppl_ratio_se) if args.max_ppl_ratio_se is not None else None,
+        # The ratio's range: two standard errors of the NLL increase over the windows (null without).
+        "perplexity": {
+            "held_out": perplexities(before["ppl"], after["ppl"], heldout_interval,
+                                     text="EVAL_TEXT" if args.one_text else "held-out", held_out=not args.one_text),
+            "calibration": perplexities(calibration_before, calibration["measured_ppl"], calibration_interval),
+        },
+        "tokens": {"held_out": tokens["held-out"], "calibration": tokens["calibration"]},
+        "rival": None if rival is None else {
+            "removed_blocks": list(rival[0]), "calibration_perplexity": finite(math.exp(rival[1])),
+            "margin_nats": finite(rival[2]), "margin_se": finite(rival[3]), "separation": separation(rival[2], rival[3])},
+        "parameters": {"before": counts["source"], "after": counts["pruned"]} if counts.get("source") else None,
+        "files": [{"path": os.path.abspath(path), "what": what,
+                   "bytes": total_bytes(path) if path.exists() else None}
+                  for path, what in rows if path.name != SUMMARY_TEXT],
+        "next": {"lm_eval": lm_eval, "llama_cpp": llama_cpp_command(layers, args.source),
+                 "generator": os.path.abspath(generator) if generator else None},
+    }
+    write_if_changed(folder / SUMMARY_TEXT, text)
+    write_if_changed(folder / SUMMARY_JSON, json.dumps(facts, indent=2) + "\n")
     print()
-    print(f"  lm-evaluation-harness: lm_eval --model hf --model_args pretrained={hf},dtype={dtype} "
-          "--tasks ... (docs/your-model.md)")
+    print(text, end="")
 
 
 def main(argv=None):
@@ -635,6 +767,7 @@ def main(argv=None):
     report.add_argument("--max-ppl-ratio-se", help="the margin in standard errors it was chosen with, if any")
     report.add_argument("--source", required=True)
     report.add_argument("--one-text", help="the one file given as both CALIB_TEXT and EVAL_TEXT, if it was")
+    report.add_argument("--generator", help="the pruned checkpoint's ONNX decoder with a KV cache, if one was made")
     count = commands.add_parser("layers")
     source = count.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="a Hugging Face config.json")

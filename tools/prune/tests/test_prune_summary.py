@@ -258,3 +258,102 @@ def test_one_file_as_both_texts_is_not_called_held_out(tmp_path):
     assert ("CALIB_TEXT and EVAL_TEXT are one file (texts/all.txt): the plan was chosen on windows of it and "
             "measured\n  on windows of it, which may overlap, so this perplexity is not held out") in text, text
     assert "held-out" not in text and "held out text" not in text, text
+
+
+def token_table(path: Path, windows: int, seq_len: int, source: str, dataset: str):
+    """A token table's metadata as prepare-tokens writes it (its provenance: windows, length, source)."""
+    pq.write_table(pa.table({"window_index": pa.array(range(windows), pa.uint32())}).replace_schema_metadata({
+        "layerprune.table": "tokens", "layerprune.num_windows": str(windows), "layerprune.seq_len": str(seq_len),
+        "layerprune.source": source, "layerprune.dataset_id": dataset}), path)
+
+
+def test_the_summary_is_kept_beside_the_plan_as_text_and_json(tmp_path):
+    """The summary was only printed, among hundreds of log lines: it is kept as kK/summary.txt (the
+    text printed) and kK/summary.json (the same facts), and says which text and how much of it
+    each perplexity is on, from the token tables' provenance."""
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
+    token_table(run / "tokens-eval.parquet", 40, 128, "lambada passages; documents 2500:; consecutive windows 40x128",
+                "heldout")
+    token_table(run / "tokens-calib.parquet", 10, 128, "lambada passages; documents 0:2500; random windows 10x128",
+                "calib")
+    plans(plan_dir / "plan.parquet", [("adaptive-raced", [3, 4], 3.4, 7)],
+          {"dataset": "heldout", "chosen_on": "calib"})
+    generator = plan_dir / "pruned-generator.onnx"
+    generator.write_bytes(bytes(100))
+    result = subprocess.run([sys.executable, str(SCRIPT), "summary", "--run", str(run), "--plan-dir", str(plan_dir),
+                             "--source", "model.gguf", "--generator", str(generator)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = (plan_dir / "summary.txt").read_text()
+    assert result.stdout == "\n" + text, (result.stdout, text)
+    lines = text.splitlines()
+    assert lines[0].startswith("make prune: model.gguf, 2 of 6 blocks removed by adaptive removal raced"), text
+    assert ("  held-out text: 40 windows x 128 tokens (tokens-eval.parquet): lambada passages; documents 2500:; "
+            "consecutive windows 40x128") in lines, text
+    assert ("  calibration text: 10 windows x 128 tokens (tokens-calib.parquet): lambada passages; documents "
+            "0:2500; random windows 10x128") in lines, text
+    # The saved files in the summary's own list, and the decoder with what it is for.
+    assert any(line.startswith(f"  {plan_dir / 'summary.txt'}  ") and "summary.json: the same, machine-readable"
+               in line for line in lines), text
+    assert any(line.startswith(f"  {generator}  ") and "one ONNX decoder with a KV cache" in line for line in lines)
+    assert f"generating text with ONNX Runtime or onnxruntime-genai: {generator}" in text
+
+    facts = json.loads((plan_dir / "summary.json").read_text())
+    assert facts["format"] == "layerprune.prune-summary" and facts["version"] == 1
+    assert (facts["model"], facts["k"], facts["num_blocks"]) == ("model.gguf", 2, NUM_BLOCKS)
+    assert facts["removed_blocks"] == [3, 4] and facts["kept_blocks"] == [0, 1, 2, 5]
+    assert (facts["method"], facts["llm_evaluations"]) == ("adaptive-raced", 11)
+    held, calib = facts["perplexity"]["held_out"], facts["perplexity"]["calibration"]
+    assert (held["before"], held["after"], held["held_out"]) == (20.0, 30.0, True)
+    assert math.isclose(held["ratio"], math.exp(0.4)) and held["ratio_low"] is None  # no standard error recorded
+    assert math.isclose(calib["before"], math.exp(3.0)) and math.isclose(calib["after"], math.exp(3.2))
+    assert facts["tokens"]["held_out"] == {
+        "file": str(run / "tokens-eval.parquet"), "windows": 40, "seq_len": 128, "tokens": 5120,
+        "source": "lambada passages; documents 2500:; consecutive windows 40x128", "dataset_id": "heldout",
+        "measured": True}
+    assert facts["tokens"]["calibration"]["tokens"] == 1280 and facts["tokens"]["calibration"]["measured"]
+    assert facts["rival"] is None and facts["parameters"] is None  # none recorded in this stand-in run
+    files = {Path(entry["path"]).name: entry for entry in facts["files"]}
+    assert files["pruned-generator.onnx"]["bytes"] == 100 and files["llama-cpp-prune-layers.txt"]["bytes"] == 4
+    assert "summary.txt" not in files
+    assert facts["next"]["generator"] == str(generator)
+    assert facts["next"]["llama_cpp"].startswith("llama-quantize --prune-layers 3,4 model.gguf")
+    # No staging file left behind.
+    assert sorted(p.name for p in plan_dir.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_summary_with_nothing_new_is_not_rewritten_and_a_changed_one_is(tmp_path):
+    """A `make prune` with nothing to do runs the summary again: it prints it, and leaves the kept
+    files as they are (their times too); a summary that says something new replaces them."""
+    import os
+
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
+    assert summary(run, plan_dir).returncode == 0
+    saved = [plan_dir / "summary.txt", plan_dir / "summary.json"]
+    for path in saved:
+        os.utime(path, (1000, 1000))
+    result = summary(run, plan_dir)
+    assert result.returncode == 0 and "make prune: model.gguf" in result.stdout, result.stderr
+    assert [path.stat().st_mtime for path in saved] == [1000, 1000]
+    # New held-out windows: the full model's perplexity on them is another number.
+    pq.write_table(pa.table({"ppl": [25.0]}), run / "full-eval.parquet")
+    token_table(run / "tokens-eval.parquet", 8, 128, "a text; consecutive windows 8x128", "other")
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert all(path.stat().st_mtime != 1000 for path in saved)
+    assert "perplexity on the held-out text: 25.000 before" in saved[0].read_text()
+    facts = json.loads(saved[1].read_text())
+    assert facts["perplexity"]["held_out"]["before"] == 25.0 and facts["tokens"]["held_out"]["windows"] == 8
+
+
+def test_held_out_tokens_made_again_since_the_plan_was_measured_are_named(tmp_path):
+    """The token table's line describes the tokens the numbers are on only if the plan's table
+    records them (its `dataset`); tokens made again since (a run stopped before measuring) are
+    said not to be them."""
+    run, plan_dir = run_folder(tmp_path, [("adaptive-raced", [3, 4], 3.2, 11)])
+    plans(plan_dir / "plan.parquet", [("adaptive-raced", [3, 4], 3.4, 7)], {"dataset": "heldout"})
+    token_table(run / "tokens-eval.parquet", 8, 128, "a text", "newer")
+    result = summary(run, plan_dir)
+    assert result.returncode == 0, result.stderr
+    assert ("  held-out text: 8 windows x 128 tokens (tokens-eval.parquet) (made again since the plan was measured "
+            "on it: not these tokens): a text") in result.stdout, result.stdout
+    assert json.loads((plan_dir / "summary.json").read_text())["tokens"]["held_out"]["measured"] is False
