@@ -452,20 +452,62 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
                     .with_intra_threads(threads)
                     .map_err(|e| e.to_string())?;
             }
-            builder
+            let environment = builder
                 .with_name("layerprune")
                 .with_telemetry(false)
                 .with_global_thread_pool(pool)
+                .with_logger(std::sync::Arc::new(log_onnx_runtime))
                 .build()
-                .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", library.display()))
+                .map_err(|e| {
+                    format!("cannot start ONNX Runtime from {}: {e}", library.display())
+                })?;
+            // A logger of its own is registered at every level; only warnings and errors reach it.
+            environment.set_log_level(ort::logging::LogLevel::Warning);
+            Ok(environment)
         })
         .as_ref()
         .map_err(|message| RuntimeError::Library(message.clone()))
 }
 
+/// ONNX Runtime's log lines, through the stage's log (its format, `LAYERPRUNE_LOG=json`
+/// included) rather than ONNX Runtime's own coloured lines on stderr: a warning as a warning;
+/// an error at debug, as the stage reports the failure itself, naming the graph (the same text
+/// came twice, the first in ANSI colour codes that show as `[1;31m` in Make's logs; bad-input
+/// audit, 2026-12-08).
+fn log_onnx_runtime(
+    level: ort::logging::LogLevel,
+    _category: &str,
+    _id: &str,
+    _code_location: &str,
+    message: &str,
+) {
+    use ort::logging::LogLevel;
+    match level {
+        LogLevel::Warning => tracing::warn!("ONNX Runtime: {message}"),
+        LogLevel::Error | LogLevel::Fatal => tracing::debug!("ONNX Runtime: {message}"),
+        LogLevel::Info | LogLevel::Verbose => tracing::trace!("ONNX Runtime: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ONNX Runtime's warnings reach the stage's log as warnings; its errors, which the stage
+    /// reports itself, only at debug.
+    #[test]
+    fn onnx_runtimes_log_goes_through_the_stages_log() {
+        use ort::logging::LogLevel;
+        let said = |level| {
+            layerprune_tests::logged_at(tracing::Level::INFO, || {
+                log_onnx_runtime(level, "c", "id", "file.cc:1", "the message")
+            })
+        };
+        assert!(said(LogLevel::Warning).contains("ONNX Runtime: the message"));
+        for quiet in [LogLevel::Error, LogLevel::Fatal, LogLevel::Info] {
+            assert!(!said(quiet).contains("the message"));
+        }
+    }
     use crate::tally::GraphRuns;
 
     /// Each rule of [`RuntimeOptions::check`] by a setting that breaks it, named by the flag its
