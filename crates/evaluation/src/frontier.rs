@@ -57,6 +57,9 @@ pub struct FrontierRun {
     pub provenance: Provenance,
 }
 
+/// The stage's name, as its caches record it (their provenance's `tool`).
+pub const STAGE: &str = "frontier";
+
 /// The columns frontier.csv (and its partial copy) starts with, in every version: what tells
 /// a file a rerun may replace from a user's own ([`PreparedFrontier::outputs`]).
 pub const CSV_HEADER_START: &str = "method,k,calibration_set,";

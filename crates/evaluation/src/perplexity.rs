@@ -149,6 +149,16 @@ pub fn run_evaluation(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EvaluationOutcome> {
     let model_dir = &config.model;
+    // A merge of shards checks them against the --masks table, which holds no inline mask:
+    // such shards could never be joined (the shard protocol's rule, so a library caller gets
+    // it too).
+    if config.shard.is_some() && !config.masks.inline.is_empty() {
+        bail!(
+            "--shard splits the masks of a --masks table, which --merge joins by that table; \
+             an inline --mask is in no table: run the inline masks unsharded (they are few), or \
+             shard a mask table holding them"
+        );
+    }
     // Held until the run ends: a second run on this output would rewrite it without our rows.
     // Taken first, so that run is refused at once, before it opens the model (hashing a 7B
     // model's weights takes about 20 s, and on CUDA its sessions take GPU memory).
@@ -380,8 +390,9 @@ fn graph_runs_json(tally: &RunTally, seconds: f64) -> serde_json::Value {
 }
 
 /// The stages whose `--cache` is an evaluation table of a selection's masks
-/// ([`crate::CachedLlm`]), recorded as the table's tool.
-const SELECTION_STAGES: [&str; 2] = ["apply-prune", "frontier"];
+/// ([`crate::CachedLlm`]), recorded as the table's tool: the names their binaries write
+/// (one constant each, so that renaming a stage cannot silently turn this check off).
+const SELECTION_STAGES: [&str; 2] = [crate::prune::STAGE, crate::frontier::STAGE];
 
 /// The rows already in the output from an earlier run of the same model and dataset, which
 /// this run extends with the masks it lacks, and the full model's NLL their utilities were

@@ -57,6 +57,9 @@ pub struct PruneRun {
     pub provenance: Provenance,
 }
 
+/// The stage's name, as its tables record it (their provenance's `tool`).
+pub const STAGE: &str = "apply-prune";
+
 /// A run whose inputs are read and checked, before the tokens, the cache and the model.
 pub struct PreparedPrune {
     run: PruneRun,

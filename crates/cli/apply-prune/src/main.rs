@@ -26,7 +26,7 @@ use layerprune_cli_common::{
     check_memory, command_line, count, run_stopping_between_batches, Io, RuntimeFlags,
     SourceFilesArgs,
 };
-use layerprune_evaluation::prune::{PruneRun, PrunedOut};
+use layerprune_evaluation::prune::{self, PruneRun, PrunedOut};
 use layerprune_evaluation::MeasuredOtherwise;
 use layerprune_selection::frontier::Budget;
 use layerprune_selection::inputs::{MootSettings, PlanFiles};
@@ -294,7 +294,7 @@ fn config(args: &Args) -> Result<PruneRun> {
         plan_method: args.plan_method.is_some(),
     }
     .resolve(method)?;
-    let provenance = Provenance::new("apply-prune", env!("CARGO_PKG_VERSION"), command_line())
+    let provenance = Provenance::new(prune::STAGE, env!("CARGO_PKG_VERSION"), command_line())
         .with_seed(settings.seed);
     let run = PruneRun {
         method,

@@ -250,15 +250,6 @@ fn check_io(args: &Args) -> Result<OutputLocks> {
             }
         }
     }
-    if args.tasks.is_none() && args.shard.is_some() && !args.inline_masks.is_empty() {
-        // A merge of token-window shards checks them against the --masks table, which holds
-        // no inline mask: such shards could never be joined.
-        bail!(
-            "--shard splits the masks of a --masks table, which --merge joins by that table; \
-             an inline --mask is in no table: run the inline masks unsharded (they are few), or \
-             shard a mask table holding them"
-        );
-    }
     if args.tasks.is_none() {
         for (flag, given) in [
             ("--bos", args.bos != Bos::Auto),

@@ -19,7 +19,7 @@ use layerprune_cli_common::{
     RuntimeFlags,
 };
 use layerprune_evaluation::frontier::{
-    check_set_name, FrontierAsked, FrontierRun, CSV_HEADER_START,
+    self, check_set_name, FrontierAsked, FrontierRun, CSV_HEADER_START,
 };
 use layerprune_evaluation::MeasuredOtherwise;
 use layerprune_selection::frontier::{Budget, FrontierMethod};
@@ -146,7 +146,7 @@ fn main_body(args: Args) -> Result<()> {
         ),
         runtime: args.runtime.runtime_options(!args.no_verify),
         evaluation: args.runtime.eval_options()?,
-        provenance: Provenance::new("frontier", env!("CARGO_PKG_VERSION"), command_line())
+        provenance: Provenance::new(frontier::STAGE, env!("CARGO_PKG_VERSION"), command_line())
             .with_seed(settings.seed),
     };
     let prepared = run.prepare()?;
