@@ -56,8 +56,9 @@ pub struct PlanFiles {
     pub estimator: Option<String>,
     /// Surrogate file: iterative and search; with other methods only each plan's prediction.
     pub surrogate: Option<PathBuf>,
-    /// LLM evaluations charged to surrogate plans (default: the count the file records).
-    pub surrogate_evaluations: Option<u64>,
+    /// LLM evaluations charged to surrogate plans (`--surrogate-llm-evaluations`; default: the
+    /// count the file records).
+    pub surrogate_llm_evaluations: Option<u64>,
     /// Block statistics table, for angular-run.
     pub block_stats: Option<PathBuf>,
     /// Earlier plans (from-plan), and the method to take when a k has several.
@@ -175,7 +176,7 @@ impl PlanFiles {
         // Only the plans chosen through the surrogate are charged its fit; the other methods'
         // plans cost what they measure.
         only_for(
-            self.surrogate_evaluations.is_some(),
+            self.surrogate_llm_evaluations.is_some(),
             "--surrogate-llm-evaluations",
             &[PlanMethod::Iterative, PlanMethod::Search],
             "it is the cost of plans chosen through the surrogate; leave it out",
@@ -291,7 +292,7 @@ impl PlanFiles {
         // choice read.
         chosen_on.remove("");
         let surrogate_evaluations = surrogate.as_ref().map_or(0, |saved| {
-            self.surrogate_evaluations
+            self.surrogate_llm_evaluations
                 .unwrap_or(saved.fitted_on_evaluations)
         });
         Ok(LoadedPlanInputs {

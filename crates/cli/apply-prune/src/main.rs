@@ -272,7 +272,7 @@ fn config(args: &Args) -> Result<PruneRun> {
         scores: args.scores.clone(),
         estimator: args.estimator.clone(),
         surrogate: args.surrogate.clone(),
-        surrogate_evaluations: args.surrogate_llm_evaluations,
+        surrogate_llm_evaluations: args.surrogate_llm_evaluations,
         block_stats: args.block_stats.clone(),
         plans: args.plans.clone(),
         plan_method: args.plan_method.clone(),
