@@ -7,7 +7,8 @@
 //! writes a pruned folder ([`pruned_layout`], [`write_pruned_model`]) and `quantize` a quantized
 //! one. What lives here:
 //!
-//! - [`Manifest`] and its parts, [`model_id`] (the sha256 of the manifest) and [`sha256_file`];
+//! - [`Manifest`] and its parts, [`model_id`] (the sha256 of the manifest), [`sha256_file`],
+//!   and [`is_layered_folder`] (a folder with a `manifest.json` in any form);
 //! - [`external_data_locations`]: which weight files a graph uses, read from its protobuf;
 //! - [`write_folder`]: the one folder writer, which builds the new folder beside the
 //!   destination and renames it into place, so a destination is absent, the old folder, or
@@ -38,8 +39,9 @@ pub use folder::{
     write_folder_from, write_folder_from_in_place_of, FolderAside, SourceFiles,
 };
 pub use manifest::{
-    model_id, read_num_blocks, sha256_file, BlockRef, GraphBytes, GraphRef, Manifest, FORMAT,
-    FORMAT_VERSION, MANIFEST_FILE, MAX_BLOCKS, MAX_MANIFEST_BYTES, MAX_TENSOR_ELEMENTS,
+    is_layered_folder, model_id, read_num_blocks, sha256_file, BlockRef, GraphBytes, GraphRef,
+    Manifest, DTYPES, FORMAT, FORMAT_VERSION, MANIFEST_FILE, MAX_BLOCKS, MAX_MANIFEST_BYTES,
+    MAX_TENSOR_ELEMENTS,
 };
 pub use prune::{
     prune_folder, pruned_layout, write_pruned_model, PrunedLayout, INT4_OPERATOR, INT8_OPERATOR,

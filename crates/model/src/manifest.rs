@@ -21,6 +21,11 @@ pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 36;
 /// The largest `manifest.json` read: 64 MiB, hundreds of times a real one (a 7B model's lists
 /// a few hundred files in about 100 kB).
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+/// The `dtype`s a layered folder may have: the element type of the hidden states between its
+/// graphs, as `tools/export`'s `--dtype fp32 / fp16 / bf16` writes them (a quantized folder
+/// keeps `float32`: its states stay float). The runtime allocates and reads the states by
+/// this name, so another one (`float8`) is refused, not run as float32.
+pub const DTYPES: [&str; 3] = ["float32", "float16", "bfloat16"];
 /// The manifest's optional token counts that bound the windows its graphs run.
 const WINDOW_FIELDS: [&str; 3] = ["fixed_seq_len", "context_length", "rotary_positions"];
 
@@ -138,6 +143,14 @@ impl Manifest {
                 "format_version {} is not supported: the newest this build reads is \
                  {FORMAT_VERSION}",
                 self.format_version
+            )));
+        }
+        if !DTYPES.contains(&self.dtype.as_str()) {
+            return Err(bad(format!(
+                "dtype is {:?}, which is none of the dtypes a layered model may have ({}: \
+                 tools/export's --dtype fp32, fp16, bf16)",
+                self.dtype,
+                DTYPES.join(", ")
             )));
         }
         if self.num_blocks > MAX_BLOCKS {
@@ -347,7 +360,8 @@ impl Manifest {
     }
 
     /// Checks the folder: every listed file's sha256 matches the folder's contents, then every
-    /// external-data file the graphs use is listed in `files` (and stays inside `dir`).
+    /// external-data file the graphs use is listed in `files` (and stays inside `dir`), then
+    /// `vocab_size` against the embedding's table ([`Self::check_vocabulary`]).
     /// The files are hashed on up to `VERIFY_THREADS` (8) threads (a 7B model's 13.5 GB took
     /// about 20 s on one core); a failure reported is the first in the manifest's order, as
     /// one thread would report it.
@@ -360,14 +374,40 @@ impl Manifest {
             |_, (relative, expected)| check_hash(dir, relative, expected),
         )?;
         // The graphs are the ones the manifest describes; now what they read.
-        self.check_references(dir, true).map(drop)
+        self.check_references(dir, true)?;
+        self.check_vocabulary(dir)
+    }
+
+    /// Refuses a manifest whose `vocab_size` is not the number of rows of the table the
+    /// embedding graph looks tokens up in (the initializer its Gather reads with the graph's
+    /// input), naming manifest.json: the stages check token ids against `vocab_size`, so a
+    /// smaller one blames a good token table ("tokenized for another model?") and a larger one
+    /// lets ids past the table reach the graph's Gather (an error on the CPU provider,
+    /// unchecked on CUDA). An embedding whose table is not an initializer the Gather reads
+    /// directly is not checked.
+    pub fn check_vocabulary(&self, dir: &Path) -> Result<(), ModelError> {
+        let graph = confined(dir, &self.embedding.file)?;
+        let Some((table, rows)) = embedding_rows(&crate::read_graph(&graph)?) else {
+            return Ok(());
+        };
+        if rows == self.vocab_size as u64 {
+            return Ok(());
+        }
+        Err(ModelError::BadManifest {
+            path: dir.join(MANIFEST_FILE),
+            problem: format!(
+                "vocab_size is {}, but {} looks token ids up in a table of {rows} rows ({table}); \
+                 the manifest does not describe its graphs",
+                self.vocab_size, self.embedding.file
+            ),
+        })
     }
 
     /// What loading a model checks: with `verify`, [`Self::verify_files`]; without (a
     /// `--no-verify` run), that every file `files` lists is in the folder (a stat each, no
     /// hashing: a folder copied in part is refused here, not by ONNX Runtime in the middle of
-    /// a run, and `inspect --no-verify` says so) and every external-data file the graphs use
-    /// stays inside `dir`.
+    /// a run, and `inspect --no-verify` says so), every external-data file the graphs use
+    /// stays inside `dir`, and [`Self::check_vocabulary`].
     pub fn check_folder(&self, dir: &Path, verify: bool) -> Result<(), ModelError> {
         if verify {
             self.verify_files(dir)
@@ -375,7 +415,8 @@ impl Manifest {
             for relative in self.files.keys() {
                 present(dir, relative)?;
             }
-            self.check_references(dir, false).map(drop)
+            self.check_references(dir, false)?;
+            self.check_vocabulary(dir)
         }
     }
 
@@ -512,6 +553,16 @@ impl Manifest {
     }
 }
 
+/// Whether `dir` is meant as a layered model folder: its `manifest.json` is there in any form
+/// (a regular file, but also a folder, a device, a FIFO or a dangling symbolic link, which
+/// [`Manifest::load`] then refuses, saying what it is). A tool that also takes other folders
+/// (prepare-tokens: a Hugging Face checkpoint's, for its tokenizer.json) branches on this, not
+/// on `is_file`: a damaged manifest is refused, not passed over, the folder silently taken
+/// for another kind and the manifest's checks skipped.
+pub fn is_layered_folder(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(MANIFEST_FILE)).is_ok()
+}
+
 /// The `num_blocks` field of `dir/manifest.json`, reading nothing else: enough to plan masks
 /// for a model (`sample-masks`) without checking, or even having, the rest of its folder.
 pub fn read_num_blocks(dir: &Path) -> Result<usize, ModelError> {
@@ -549,7 +600,16 @@ fn read_manifest(dir: &Path) -> Result<Vec<u8>, ModelError> {
                 source,
             };
         }
-        let problem = if dir.is_dir() {
+        let problem = if let Ok(target) = std::fs::read_link(&path) {
+            // The name is there, as a symbolic link to nothing: not a folder without one.
+            return ModelError::BadManifest {
+                path: path.clone(),
+                problem: format!(
+                    "a symbolic link to {}, which is not there (a dangling link)",
+                    target.display()
+                ),
+            };
+        } else if dir.is_dir() {
             format!(
                 "a folder without a {MANIFEST_FILE}, so not a layered model folder (tools/export \
                  writes one from a Hugging Face model: docs/your-model.md)"
@@ -582,6 +642,41 @@ fn read_manifest(dir: &Path) -> Result<Vec<u8>, ModelError> {
         return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// The table an embedding graph looks token ids up in: the name and first dimension of the
+/// initializer that a Gather (along axis 0) of the main graph indexes with one of the graph's
+/// inputs (`Gather(embed_tokens.weight, input_ids)`, as tools/export writes it). `None` where
+/// no Gather reads an initializer so (a table computed, dequantized or cast first): nothing
+/// to compare.
+fn embedding_rows(model: &onnx_protobuf::ModelProto) -> Option<(String, u64)> {
+    let graph = model.graph.as_ref()?;
+    let tables: BTreeMap<&str, &[i64]> = graph
+        .initializer
+        .iter()
+        .map(|tensor| (tensor.name.as_str(), tensor.dims.as_slice()))
+        .collect();
+    // A graph input that is also an initializer is a default value, not the token ids.
+    let is_fed = |name: &str| {
+        graph
+            .input
+            .iter()
+            .any(|input| input.name == name && !tables.contains_key(name))
+    };
+    graph.node.iter().find_map(|node| {
+        let along_rows = node
+            .attribute
+            .iter()
+            .all(|attribute| attribute.name != "axis" || attribute.i == 0);
+        if node.op_type != "Gather" || !node.domain.is_empty() || !along_rows {
+            return None;
+        }
+        let [table, ids, ..] = node.input.as_slice() else {
+            return None;
+        };
+        let rows = *tables.get(table.as_str())?.first()?;
+        (is_fed(ids) && rows > 0).then(|| (table.clone(), rows as u64))
+    })
 }
 
 /// The model id: sha256 of the manifest's bytes, which include every part's hash (read with

@@ -269,6 +269,56 @@ fn a_newer_format_version_is_refused() {
     scene.assert_refused(&[MANIFEST_FILE, "format_version 99 is not supported"]);
 }
 
+/// A dtype the runtime does not know (it sizes and reads the hidden states by it) is refused
+/// naming manifest.json, the field and the dtypes accepted; each known one loads.
+#[test]
+fn an_unknown_dtype_is_refused_naming_the_ones_accepted() {
+    for dtype in ["float8", "fp32", "Float32", ""] {
+        let scene = Scene::new();
+        scene.edit(|m| m["dtype"] = dtype.into());
+        scene.assert_refused(&[
+            MANIFEST_FILE,
+            &format!("dtype is {dtype:?}"),
+            "float32, float16, bfloat16",
+        ]);
+    }
+    for dtype in layerprune_model::DTYPES {
+        let scene = Scene::new();
+        scene.edit(|m| m["dtype"] = dtype.into());
+        let manifest = Manifest::load(&scene.model()).unwrap();
+        assert_eq!(manifest.dtype, dtype);
+    }
+}
+
+/// A `vocab_size` that is not the embedding table's row count (320 in the fixture) is refused
+/// when the folder is checked, hashed or not, naming manifest.json and both numbers: a
+/// smaller one blamed good token tables, a larger one let ids past the table reach the
+/// graph's Gather.
+#[test]
+fn a_vocab_size_the_embedding_does_not_have_is_refused() {
+    for vocab_size in [10u64, 319, 321, 1000] {
+        let scene = Scene::new();
+        scene.edit(|m| m["vocab_size"] = vocab_size.into());
+        let manifest = Manifest::load(&scene.model()).unwrap();
+        for verify in [true, false] {
+            let message = manifest
+                .check_folder(&scene.model(), verify)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(&scene.model().join(MANIFEST_FILE).display().to_string())
+                    && message.contains(&format!("vocab_size is {vocab_size}, but embed.onnx"))
+                    && message.contains("a table of 320 rows (embed_tokens.weight)"),
+                "{vocab_size} verify {verify}: {message}"
+            );
+        }
+    }
+    let manifest = Manifest::load(&fixture()).unwrap();
+    assert_eq!(manifest.vocab_size, 320);
+    manifest.check_folder(&fixture(), true).unwrap();
+    manifest.check_folder(&fixture(), false).unwrap();
+}
+
 #[test]
 fn absurd_sizes_are_refused_without_overflow() {
     let scene = Scene::new();
@@ -405,6 +455,50 @@ fn a_folder_without_a_manifest_is_named_as_not_a_model_folder() {
             assert!(message.starts_with(&dir.display().to_string()), "{message}");
             assert!(message.contains(says), "{message}");
         }
+    }
+}
+
+/// A manifest.json that is there but is not a regular file makes the folder a layered one
+/// ([`layerprune_model::is_layered_folder`]: a tool that also takes other folders must not pass
+/// it over), and loading it says what it is: a dangling link is not "a folder without" one.
+#[test]
+fn a_manifest_that_is_not_a_regular_file_is_named_as_what_it_is() {
+    let root = tempfile::tempdir().unwrap();
+    let empty = root.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    assert!(!layerprune_model::is_layered_folder(&empty));
+    assert!(!layerprune_model::is_layered_folder(
+        &root.path().join("absent")
+    ));
+    assert!(layerprune_model::is_layered_folder(&fixture()));
+    let mut cases: Vec<(&str, &str)> = vec![("folder", "is a folder, not a regular file")];
+    #[cfg(unix)]
+    cases.extend([
+        ("device", "is a device, not a regular file"),
+        (
+            "dangling",
+            "a symbolic link to gone.json, which is not there",
+        ),
+    ]);
+    for (name, says) in cases {
+        let dir = root.path().join(name);
+        fs::create_dir(&dir).unwrap();
+        let manifest = dir.join(MANIFEST_FILE);
+        match name {
+            "folder" => fs::create_dir(&manifest).unwrap(),
+            #[cfg(unix)]
+            "device" => std::os::unix::fs::symlink("/dev/zero", &manifest).unwrap(),
+            #[cfg(unix)]
+            _ => std::os::unix::fs::symlink("gone.json", &manifest).unwrap(),
+            #[cfg(not(unix))]
+            _ => unreachable!(),
+        }
+        assert!(layerprune_model::is_layered_folder(&dir), "{name}");
+        let message = Manifest::load(&dir).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&manifest.display().to_string()) && message.contains(says),
+            "{name}: {message}"
+        );
     }
 }
 

@@ -89,6 +89,62 @@ fn check_hidden_width(
     }
 }
 
+/// Refuses a graph whose inputs or outputs are not the ones the manifest names for it
+/// (`graph`: `embedding`, `head` or `head_logits`; `part` its field name): the stages feed
+/// the graphs by position, so the names run nothing here, but tools/export/merge_layered.py
+/// joins the graphs by them and anyone reading the manifest takes them for the graph's. A
+/// manifest naming tensors its graphs lack does not describe them. `input` is the first input,
+/// `inputs` all of them in order, `output` the first output.
+fn check_tensor_names(
+    dir: &Path,
+    part: &str,
+    graph: &crate::manifest::GraphRef,
+    session: &Session,
+    path: &Path,
+) -> Result<(), RuntimeError> {
+    let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+    let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+    let mismatch = |field: &str, named: String, has: &str, actual: String| {
+        RuntimeError::Model(layerprune_model::ModelError::BadManifest {
+            path: dir.join(crate::manifest::MANIFEST_FILE),
+            problem: format!(
+                "{part}.{field} is {named}, but {} has {has} {actual}; the manifest does not \
+                 describe its graphs",
+                path.display()
+            ),
+        })
+    };
+    if let Some(input) = &graph.input {
+        if inputs.first() != Some(&input.as_str()) {
+            return Err(mismatch(
+                "input",
+                format!("{input:?}"),
+                "the first input",
+                format!("{:?}", inputs.first().unwrap_or(&"")),
+            ));
+        }
+    }
+    if let Some(named) = &graph.inputs {
+        if named.iter().map(String::as_str).ne(inputs.iter().copied()) {
+            return Err(mismatch(
+                "inputs",
+                format!("{named:?}"),
+                "the inputs",
+                format!("{inputs:?}"),
+            ));
+        }
+    }
+    if outputs.first() != Some(&graph.output.as_str()) {
+        return Err(mismatch(
+            "output",
+            format!("{:?}", graph.output),
+            "the first output",
+            format!("{:?}", outputs.first().unwrap_or(&"")),
+        ));
+    }
+    Ok(())
+}
+
 /// A layered model: the embedding, every block and the head, each its own session.
 pub struct LayeredModel {
     dir: PathBuf,
@@ -218,6 +274,8 @@ impl LayeredModel {
         };
         let blocks: Vec<Session> = sessions.collect();
         check_hidden_width(&manifest, dir, &embed, &paths.embed, true)?;
+        check_tensor_names(dir, "embedding", &manifest.embedding, &embed, &paths.embed)?;
+        check_tensor_names(dir, "head", &manifest.head, &head, &paths.head)?;
         for (session, path) in blocks
             .iter()
             .zip(&paths.blocks)
@@ -607,6 +665,9 @@ impl LayeredModel {
         if self.head_logits.is_none() {
             let session = open_session(&path, &self.options, false)?;
             check_hidden_width(&self.manifest, &self.dir, &session, &path, false)?;
+            if let Some(graph) = &self.manifest.head_logits {
+                check_tensor_names(&self.dir, "head_logits", graph, &session, &path)?;
+            }
             if let Some(width) = session
                 .outputs()
                 .first()
@@ -876,6 +937,70 @@ mod tests {
                 && message.contains("manifest.json"),
             "{message}"
         );
+    }
+
+    /// A tensor name the manifest gives that its graph does not have is refused when the
+    /// model (or, for `head_logits`, its logits head) opens, naming manifest.json, the field,
+    /// the graph and the name it has.
+    #[test]
+    fn a_tensor_name_the_graph_lacks_is_refused() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-llama");
+        let options = RuntimeOptions {
+            verify_hashes: false,
+            ..RuntimeOptions::default()
+        };
+        type Change = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: [(Change, &str); 5] = [
+            (
+                Box::new(|m| m["embedding"]["input"] = "zzz".into()),
+                "embedding.input is \"zzz\", but",
+            ),
+            (
+                Box::new(|m| m["embedding"]["output"] = "zzz".into()),
+                "embedding.output is \"zzz\", but",
+            ),
+            (
+                Box::new(|m| m["head"]["output"] = "zzz".into()),
+                "head.output is \"zzz\", but",
+            ),
+            (
+                Box::new(|m| {
+                    m["head"]["inputs"] = serde_json::json!(["target_ids", "hidden_states"])
+                }),
+                "head.inputs is [\"target_ids\", \"hidden_states\"], but",
+            ),
+            (
+                Box::new(|m| m["head_logits"]["output"] = "zzz".into()),
+                "head_logits.output is \"zzz\", but",
+            ),
+        ];
+        for (change, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            layerprune_tests::copy_dir(&fixture, dir.path());
+            let path = dir.path().join(crate::manifest::MANIFEST_FILE);
+            let mut manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            change(&mut manifest);
+            std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+            let error = match LayeredModel::open(dir.path(), &options) {
+                Err(error) => error,
+                Ok(mut model) => {
+                    let hidden = model.embed(&Array2::from_elem((1, 4), 5)).unwrap();
+                    model.logits(&hidden).expect_err(expected)
+                }
+            };
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&path.display().to_string())
+                    && message.contains(expected)
+                    && message.contains("the manifest does not describe its graphs"),
+                "{message}"
+            );
+        }
+        // The fixture's own names are its graphs'.
+        let mut model = LayeredModel::open(&fixture, &options).unwrap();
+        let hidden = model.embed(&Array2::from_elem((1, 4), 5)).unwrap();
+        model.logits(&hidden).unwrap();
     }
 
     #[test]

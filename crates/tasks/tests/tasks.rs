@@ -208,6 +208,48 @@ fn bad_task_files_are_refused_naming_task_file_and_row() {
         "{message}"
     );
 
+    // A dangling symbolic link is not there either.
+    #[cfg(unix)]
+    {
+        let dangling = dir.path().join("dangling.arrow");
+        std::os::unix::fs::symlink(dir.path().join("gone.arrow"), &dangling).unwrap();
+        let message = error_text(Task::Piqa.load(&dangling));
+        assert!(message.contains("no such file"), "{message}");
+    }
+
+    // A file that is there but is not a regular file is said to be what it is, without the
+    // advice to unpack the wheel (which would not help).
+    let kinds = dir.path().join("kinds");
+    let folder = path_of(&kinds.join("folder"), Task::Piqa);
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut not_regular = vec![(folder, "is a folder, not a regular file")];
+    #[cfg(unix)]
+    {
+        let fifo = path_of(&kinds.join("fifo"), Task::Piqa);
+        std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+        layerprune_tests::make_fifo(&fifo);
+        not_regular.push((fifo, "is a named pipe (FIFO), not a regular file"));
+        let device = path_of(&kinds.join("device"), Task::Piqa);
+        std::fs::create_dir_all(device.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+        not_regular.push((device, "is a device, not a regular file"));
+    }
+    for (path, kind) in not_regular {
+        let shown = path.display().to_string();
+        let message =
+            layerprune_tests::within(std::time::Duration::from_secs(20), &shown, move || {
+                error_text(Task::Piqa.load(&path))
+            });
+        assert!(
+            message.contains("piqa") && message.contains(&shown) && message.contains(kind),
+            "{message}"
+        );
+        assert!(
+            !message.contains("no such file") && !message.contains("unpack"),
+            "{message}"
+        );
+    }
+
     // A label out of range in row 1.
     let path = path_of(dir.path(), Task::Piqa);
     write_stream(

@@ -120,8 +120,13 @@ fn unescape(text: &str) -> String {
 /// as `evaluate` reads it), else its tokenizer.json (a Hugging Face checkpoint's folder). For
 /// a layered folder, windows of `seq_len` tokens are first checked against the lengths it
 /// runs, so that windows the stages would refuse are not made from a large corpus first.
+/// A folder whose manifest.json is there but is not a regular file (a folder, a device, a FIFO,
+/// a dangling link) is a damaged layered folder, refused by [`Manifest::load`] as every stage
+/// refuses it, not taken for a Hugging Face one.
+///
+/// [`Manifest::load`]: layerprune_model::Manifest::load
 fn model_tokenizer(model: &Path, seq_len: usize) -> anyhow::Result<PathBuf> {
-    if model.join("manifest.json").is_file() {
+    if layerprune_model::is_layered_folder(model) {
         let manifest = layerprune_model::Manifest::load(model)?;
         manifest.check_window_length(model, seq_len)?;
         Ok(manifest.tokenizer_path(model)?)

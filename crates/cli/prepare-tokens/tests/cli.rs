@@ -358,3 +358,61 @@ fn sigterm_ends_a_stage_that_runs_no_model_at_once() {
     assert_eq!(status.signal(), Some(15), "{status:?}: {said}");
     assert!(!out.exists());
 }
+
+/// A folder whose manifest.json is there but is not a regular file is a damaged layered
+/// folder: refused as every other stage refuses it, naming manifest.json and what it is, not
+/// taken for a Hugging Face folder (whose tokenizer.json the copy also holds) with the
+/// manifest's window-length checks skipped.
+#[test]
+fn a_manifest_that_is_not_a_regular_file_is_refused_not_passed_over() {
+    let folder = tempfile::tempdir().unwrap();
+    let text = fox_text(folder.path());
+    let mut cases = vec![("folder", "is a folder, not a regular file")];
+    #[cfg(unix)]
+    cases.extend([
+        ("device", "is a device, not a regular file"),
+        ("fifo", "is a named pipe (FIFO), not a regular file"),
+        (
+            "dangling",
+            "a symbolic link to manifest-gone.json, which is not there",
+        ),
+    ]);
+    // The manifest.json of case `name`.
+    let make = |name: &str, path: &Path| match name {
+        "folder" => std::fs::create_dir(path).unwrap(),
+        #[cfg(unix)]
+        "device" => std::os::unix::fs::symlink("/dev/zero", path).unwrap(),
+        #[cfg(unix)]
+        "fifo" => layerprune_tests::make_fifo(path),
+        #[cfg(unix)]
+        "dangling" => std::os::unix::fs::symlink("manifest-gone.json", path).unwrap(),
+        _ => unreachable!("{name}"),
+    };
+    for (name, said) in cases {
+        let model = folder.path().join(name);
+        layerprune_tests::copy_tiny_model_with_manifest(&model, |_| {});
+        let manifest = model.join("manifest.json");
+        std::fs::remove_file(&manifest).unwrap();
+        make(name, &manifest);
+        let out = folder.path().join(format!("{name}.parquet"));
+        let output = prepare_tokens(&[
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            text.to_str().unwrap(),
+            "--windows",
+            "2",
+            "--seq-len",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&manifest.display().to_string()) && stderr.contains(said),
+            "{name}: {stderr}"
+        );
+        assert!(!out.exists(), "{name}");
+    }
+}

@@ -182,7 +182,9 @@ fn quantize(args: Args) -> Result<()> {
     if !args.model.exists() {
         bail!("{}: no such folder or file", args.model.display());
     }
-    if args.model.is_file() && args.model.file_name() == Some("manifest.json".as_ref()) {
+    if args.model.is_file()
+        && args.model.file_name() == Some(layerprune_model::MANIFEST_FILE.as_ref())
+    {
         bail!(
             "{}: the manifest of a layered model folder; give the folder itself (or one .onnx file)",
             args.model.display()
@@ -209,7 +211,7 @@ fn quantize(args: Args) -> Result<()> {
     let graph_inputs: Vec<PathBuf> = if args.model.is_file() {
         let folder = args.model.parent().unwrap_or(Path::new("."));
         let weights = layerprune_model::graph_external_data(&args.model).unwrap_or_default();
-        let layered = folder.join("manifest.json").is_file();
+        let layered = layerprune_model::is_layered_folder(folder);
         weights
             .iter()
             .map(|location| folder.join(location))
