@@ -993,7 +993,7 @@ def test_the_decoder_is_made_for_its_architectures_only(setup, model_type, setti
     (["MODEL={tmp}/layered", "K=2"], "make prune: MODEL={tmp}/layered is a layerprune layered export (it holds "
                                      "manifest.json), not a checkpoint: make prune needs the source it was "
                                      "exported from"),
-    (["MODEL={tmp}/layered", "K=2"], "apply-prune --method adaptive --budget sleb --race-se 3 --k K --model "
+    (["MODEL={tmp}/layered", "K=2"], "apply-prune --method adaptive --budget sleb --race-se 3 --k 2 --model "
                                      "{tmp}/layered --tokens tokens-calib.parquet"),
     (["MODEL={hf}", "K=2", "MAX_PPL_RATIO=1.5"], "not both"),
     (["MODEL={hf}", "MAX_PPL_RATIO=1"], "must be a number above 1"),

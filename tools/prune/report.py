@@ -747,10 +747,12 @@ def summary(args):
         "next": {"lm_eval": lm_eval, "llama_cpp": llama_cpp_command(layers, args.source),
                  "generator": os.path.abspath(generator) if generator else None},
     }
+    # Printed first: a folder that cannot be written (read-only, full) still shows the result, and
+    # then fails the goal naming the file.
+    print()
+    print(text, end="", flush=True)
     write_if_changed(folder / SUMMARY_TEXT, text)
     write_if_changed(folder / SUMMARY_JSON, json.dumps(facts, indent=2) + "\n")
-    print()
-    print(text, end="")
 
 
 def main(argv=None):

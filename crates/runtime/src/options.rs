@@ -470,10 +470,10 @@ pub fn environment(threads: usize) -> Result<&'static Environment, RuntimeError>
 }
 
 /// ONNX Runtime's log lines, through the stage's log (its format, `LAYERPRUNE_LOG=json`
-/// included) rather than ONNX Runtime's own coloured lines on stderr: a warning as a warning;
-/// an error at debug, as the stage reports the failure itself, naming the graph (the same text
-/// came twice, the first in ANSI colour codes that show as `[1;31m` in Make's logs; bad-input
-/// audit, 2026-12-08).
+/// included) rather than ONNX Runtime's own lines in ANSI colour codes, which show as `[1;31m`
+/// in Make's logs (bad-input audit, 2026-12-08): warnings and errors as warnings. An error is
+/// kept although the stage reports its failure too: some say what the stage's message cannot
+/// (the CUDA provider names the library it failed to load only here).
 fn log_onnx_runtime(
     level: ort::logging::LogLevel,
     _category: &str,
@@ -484,7 +484,7 @@ fn log_onnx_runtime(
     use ort::logging::LogLevel;
     match level {
         LogLevel::Warning => tracing::warn!("ONNX Runtime: {message}"),
-        LogLevel::Error | LogLevel::Fatal => tracing::debug!("ONNX Runtime: {message}"),
+        LogLevel::Error | LogLevel::Fatal => tracing::warn!("ONNX Runtime: {message}"),
         LogLevel::Info | LogLevel::Verbose => tracing::trace!("ONNX Runtime: {message}"),
     }
 }
@@ -493,8 +493,8 @@ fn log_onnx_runtime(
 mod tests {
     use super::*;
 
-    /// ONNX Runtime's warnings reach the stage's log as warnings; its errors, which the stage
-    /// reports itself, only at debug.
+    /// ONNX Runtime's warnings and errors reach the stage's log as warnings; its chatter does
+    /// not.
     #[test]
     fn onnx_runtimes_log_goes_through_the_stages_log() {
         use ort::logging::LogLevel;
@@ -503,8 +503,10 @@ mod tests {
                 log_onnx_runtime(level, "c", "id", "file.cc:1", "the message")
             })
         };
-        assert!(said(LogLevel::Warning).contains("ONNX Runtime: the message"));
-        for quiet in [LogLevel::Error, LogLevel::Fatal, LogLevel::Info] {
+        for told in [LogLevel::Warning, LogLevel::Error, LogLevel::Fatal] {
+            assert!(said(told).contains("ONNX Runtime: the message"));
+        }
+        for quiet in [LogLevel::Info, LogLevel::Verbose] {
             assert!(!said(quiet).contains("the message"));
         }
     }
