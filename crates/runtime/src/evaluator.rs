@@ -156,12 +156,14 @@ pub fn windows_per_batch(
 /// Refuses, on the CPU, a run whose blocks' attention would need more memory than the machine
 /// has: the kernel would kill it part-way with nothing said (exit 137). Each graph's arena keeps
 /// its largest call's buffers ([`Arena::Keep`]), so windows long enough for the attention to
-/// matter multiply it by the graphs. The message says what would fit. (On a GPU the device's
+/// matter multiply it by the graphs, and a block call carries `mask_batch` masks' windows. The
+/// message says what would fit. (On a GPU the device's
 /// memory is the bound, and ONNX Runtime reports running out of it as an error.)
 fn refuse_attention_past_memory(
     model: &LayeredModel,
     seq_len: usize,
     per_batch: usize,
+    mask_batch: usize,
 ) -> Result<(), RuntimeError> {
     let manifest = model.manifest();
     let (Device::Cpu, Some(heads), Some(memory)) = (
@@ -175,7 +177,9 @@ fn refuse_attention_past_memory(
     let keeping = matches!(model.arena(), Arena::Keep | Arena::KeepExact);
     // The blocks, the embedding and the head each hold their own arena.
     let graphs = if keeping { manifest.num_blocks + 2 } else { 1 } as u128;
-    let needed = graphs * per_batch as u128 * per_window;
+    // A block call carries the window batch of each of `mask_batch` masks.
+    let call_windows = per_batch as u128 * mask_batch.max(1) as u128;
+    let needed = graphs * call_windows * per_window;
     if needed <= memory as u128 {
         return Ok(());
     }
@@ -188,24 +192,35 @@ fn refuse_attention_past_memory(
             gib(lean)
         )
     } else if keeping {
-        let one_window = if per_batch > 1 {
-            format!("; with --batch-windows 1, {:.1} GiB", gib(lean))
+        let one_window = if call_windows > 1 {
+            format!(
+                "; with --batch-windows 1 --mask-batch 1, {:.1} GiB",
+                gib(lean)
+            )
         } else {
             String::new()
         };
         format!(
             "--arena shrink keeps one call's ({:.1} GiB{one_window}), at the cost of allocating \
              each call's buffers again",
-            gib(per_batch as u128 * per_window),
+            gib(call_windows * per_window),
         )
     } else {
-        format!("--batch-windows 1 needs about {:.1} GiB", gib(lean))
+        format!(
+            "--batch-windows 1 --mask-batch 1 needs about {:.1} GiB",
+            gib(lean)
+        )
     };
     Err(RuntimeError::BadInput(format!(
-        "{}: windows of {seq_len} tokens, {per_batch} a pass, need about {:.1} GiB for the \
+        "{}: windows of {seq_len} tokens, {per_batch} a pass{}, need about {:.1} GiB for the \
          blocks' attention ({heads} heads x {seq_len}^2 x {ATTENTION_TENSORS_AT_PEAK} float32 \
          tensors a window{}), more than this machine's {:.1} GiB; {advice}",
         model.dir().display(),
+        if mask_batch > 1 {
+            format!(" of each of {mask_batch} masks a block call")
+        } else {
+            String::new()
+        },
         gib(needed),
         if keeping {
             format!("; each of the {graphs} graphs' arenas keeps its own, --arena keep")
@@ -401,7 +416,7 @@ impl Evaluator {
             .map_err(|e| RuntimeError::BadInput(e.to_string()))?;
         let options = options.for_windows(windows, model.manifest());
         let per_batch = options.batch_windows;
-        refuse_attention_past_memory(&model, seq_len, per_batch)?;
+        refuse_attention_past_memory(&model, seq_len, per_batch, options.mask_batch)?;
         let batches = batch_windows(windows, per_batch);
         let sizes: Vec<usize> = batches.iter().map(|(ids, _)| ids.nrows()).collect();
         let mut evaluator = Evaluator {
@@ -1160,6 +1175,26 @@ mod tests {
             "{advice}"
         );
         assert_eq!(refusal(&fits_one_call, Arena::Shrink), None);
+        // Masks batched through a block multiply its call: four of them pass the memory that
+        // one call of one mask fits in.
+        let options = RuntimeOptions {
+            arena: Arena::Shrink,
+            ..RuntimeOptions::default()
+        };
+        let model = LayeredModel::open(&fits_one_call, &options).unwrap();
+        let batched = EvalOptions {
+            mask_batch: 4,
+            ..EvalOptions::default()
+        };
+        let message = Evaluator::new(model, &windows, batched)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("1 a pass of each of 4 masks a block call")
+                && message.contains("--batch-windows 1 --mask-batch 1 needs about"),
+            "{message}"
+        );
         assert_eq!(
             refusal(&layerprune_tests::tiny_model_dir(), Arena::Keep),
             None
