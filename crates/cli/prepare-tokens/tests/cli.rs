@@ -51,6 +51,28 @@ fn two_windows_of_two(
     prepare_tokens(&args)
 }
 
+/// prepare-tokens of 2 windows of `seq_len` tokens of `text`, tokenized for the model folder
+/// `model`, into `out`.
+fn two_windows_for_model(
+    model: &Path,
+    text: &Path,
+    seq_len: &str,
+    out: &Path,
+) -> std::process::Output {
+    prepare_tokens(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--windows",
+        "2",
+        "--seq-len",
+        seq_len,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn writes_the_table_and_reports_it() {
     let folder = tempfile::tempdir().unwrap();
@@ -222,18 +244,7 @@ fn a_model_folder_s_tokenizer_is_the_one_its_manifest_names() {
     .unwrap();
     let text = fox_text(folder.path());
     let out = folder.path().join("tokens.parquet");
-    let output = prepare_tokens(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--text",
-        text.to_str().unwrap(),
-        "--windows",
-        "2",
-        "--seq-len",
-        "8",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = two_windows_for_model(&model, &text, "8", &out);
     assert!(
         output.status.success(),
         "{}",
@@ -255,20 +266,7 @@ fn windows_longer_than_the_model_runs_are_refused_before_tokenizing() {
     });
     let text = fox_text(folder.path());
     let out = folder.path().join("tokens.parquet");
-    let run = |seq_len: &str| {
-        prepare_tokens(&[
-            "--model",
-            model.to_str().unwrap(),
-            "--text",
-            text.to_str().unwrap(),
-            "--windows",
-            "2",
-            "--seq-len",
-            seq_len,
-            "--out",
-            out.to_str().unwrap(),
-        ])
-    };
+    let run = |seq_len: &str| two_windows_for_model(&model, &text, seq_len, &out);
     let output = run("9");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
@@ -395,18 +393,7 @@ fn a_manifest_that_is_not_a_regular_file_is_refused_not_passed_over() {
         std::fs::remove_file(&manifest).unwrap();
         make(name, &manifest);
         let out = folder.path().join(format!("{name}.parquet"));
-        let output = prepare_tokens(&[
-            "--model",
-            model.to_str().unwrap(),
-            "--text",
-            text.to_str().unwrap(),
-            "--windows",
-            "2",
-            "--seq-len",
-            "8",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let output = two_windows_for_model(&model, &text, "8", &out);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
         assert!(
